@@ -1,0 +1,39 @@
+# Spook — build, test, demo. Every target installs what it needs (npm ci) by itself.
+SHELL := /bin/bash
+NODE_STAMP := node_modules/.stamp
+BUILD_STAMP := dist/.stamp
+TS_SOURCES := $(shell find control transport wrappers bench -name '*.ts' 2>/dev/null)
+
+.PHONY: all build deps test demo sim bench clean typecheck
+
+all: build
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+deps: $(NODE_STAMP)
+
+$(BUILD_STAMP): $(NODE_STAMP) $(TS_SOURCES) tsconfig.json
+	npx tsc -p tsconfig.json
+	touch $@
+
+build: $(BUILD_STAMP)
+
+typecheck: $(NODE_STAMP)
+	npx tsc -p tsconfig.json --noEmit
+
+test: build
+	npx vitest run
+
+demo: build
+	./bin/spook demo
+
+sim: build
+	./bin/spook sim --seeds 1000 --loss 0.3 --dup 0.05 --reorder 0.2 --cuts
+
+bench: build
+	./bin/spook bench core
+
+clean:
+	rm -rf dist
