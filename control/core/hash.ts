@@ -1,0 +1,166 @@
+/**
+ * Hashing for state comparison (docs/PROTOCOL.md §5).
+ *
+ * Murmur3_x86_32 (Appleby, public domain; tested against its published vectors) in a
+ * streaming form, and a 64-bit multiset hash kept as two uint32 halves so that adding or
+ * removing one entry is O(1) and needs no BigInt. This detects accidental divergence;
+ * it is not a MAC: ETCP authenticates peers, and hostile-peer resistance (LtHash) is a
+ * later protocol version.
+ */
+
+const C1 = 0xcc9e2d51;
+const C2 = 0x1b873593;
+
+function rotl(x: number, r: number): number {
+  return (x << r) | (x >>> (32 - r));
+}
+
+export function fmix32(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/** Streaming Murmur3_x86_32: feeding bytes in any split gives the one-shot digest. */
+export class Murmur3 {
+  private h = 0;
+  private carry = 0;
+  private carryLen = 0;
+  private total = 0;
+
+  reset(seed: number): this {
+    this.h = seed | 0;
+    this.carry = 0;
+    this.carryLen = 0;
+    this.total = 0;
+    return this;
+  }
+
+  private block(k: number): void {
+    k = Math.imul(k, C1);
+    k = rotl(k, 15);
+    k = Math.imul(k, C2);
+    let h = this.h ^ k;
+    h = rotl(h, 13);
+    this.h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+  }
+
+  update(b: Uint8Array, start = 0, end = b.length): this {
+    this.total += end - start;
+    let i = start;
+    // Fill a partial block left from the previous update first.
+    while (this.carryLen > 0 && i < end) {
+      this.carry |= b[i++] << (8 * this.carryLen);
+      if (++this.carryLen === 4) {
+        this.block(this.carry);
+        this.carry = 0;
+        this.carryLen = 0;
+      }
+    }
+    const blocksEnd = i + ((end - i) & ~3);
+    for (; i < blocksEnd; i += 4) {
+      this.block(b[i] | (b[i + 1] << 8) | (b[i + 2] << 16) | (b[i + 3] << 24));
+    }
+    for (; i < end; i++) {
+      this.carry |= b[i] << (8 * this.carryLen);
+      this.carryLen++;
+    }
+    return this;
+  }
+
+  /** Feeds a uint32 as 4 little-endian bytes. */
+  updateU32(v: number): this {
+    if (this.carryLen === 0) {
+      this.total += 4;
+      this.block(v | 0);
+      return this;
+    }
+    const tmp = new Uint8Array(4);
+    tmp[0] = v & 0xff;
+    tmp[1] = (v >>> 8) & 0xff;
+    tmp[2] = (v >>> 16) & 0xff;
+    tmp[3] = (v >>> 24) & 0xff;
+    return this.update(tmp);
+  }
+
+  /** The digest of everything fed so far; does not change the state (streams keep hashing). */
+  digest(): number {
+    let h = this.h;
+    if (this.carryLen > 0) {
+      let k = Math.imul(this.carry, C1);
+      k = rotl(k, 15);
+      k = Math.imul(k, C2);
+      h ^= k;
+    }
+    h ^= this.total;
+    return fmix32(h);
+  }
+
+  clone(): Murmur3 {
+    const m = new Murmur3();
+    m.h = this.h;
+    m.carry = this.carry;
+    m.carryLen = this.carryLen;
+    m.total = this.total;
+    return m;
+  }
+}
+
+export function murmur3(seed: number, b: Uint8Array): number {
+  return scratch.reset(seed).update(b).digest();
+}
+
+const scratch = new Murmur3();
+
+/** Lane seeds: the two halves of a 64-bit hash are Murmur3 under two derived seeds. */
+export function laneSeeds(seed: number): [number, number] {
+  return [fmix32(seed ^ 0x5350_0001), fmix32(seed ^ 0x5350_0002)];
+}
+
+/** A 64-bit value as two uint32 halves. Mutable: multiset hashes update in place. */
+export class Hash64 {
+  constructor(
+    public hi = 0,
+    public lo = 0,
+  ) {}
+
+  add(hi: number, lo: number): void {
+    const l = this.lo + lo;
+    this.lo = l >>> 0;
+    this.hi = (this.hi + hi + (l > 0xffffffff ? 1 : 0)) >>> 0;
+  }
+
+  sub(hi: number, lo: number): void {
+    const l = this.lo - lo;
+    this.lo = l >>> 0;
+    this.hi = (this.hi - hi - (l < 0 ? 1 : 0)) >>> 0;
+  }
+
+  equals(o: { hi: number; lo: number }): boolean {
+    return this.hi === o.hi && this.lo === o.lo;
+  }
+
+  set(o: { hi: number; lo: number }): void {
+    this.hi = o.hi;
+    this.lo = o.lo;
+  }
+
+  copy(): Hash64 {
+    return new Hash64(this.hi, this.lo);
+  }
+
+  toString(): string {
+    return hashHex(this);
+  }
+}
+
+export function hashHex(h: { hi: number; lo: number }): string {
+  return h.hi.toString(16).padStart(8, '0') + h.lo.toString(16).padStart(8, '0');
+}
+
+export function hashEquals(a: { hi: number; lo: number }, b: { hi: number; lo: number }): boolean {
+  return a.hi === b.hi && a.lo === b.lo;
+}

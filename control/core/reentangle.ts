@@ -1,0 +1,483 @@
+/**
+ * Re-entanglement when the delta log cannot cover the gap (docs/PROTOCOL.md §8).
+ *
+ * The follower (requester) drives; the sequencer (responder) answers from a pin: the
+ * state as it was at one version (an index of immutable entries for a map, a length and
+ * hash for a stream), so it can keep collapsing while the follower reconciles to the pin
+ * and then catches up from the log. Nothing is applied to the follower's StateBlock until
+ * the result is known to hash to the pin's hash, so readers never see a half-repaired
+ * register.
+ *
+ *  - map, reconcile: walk the key-space tree (keyspace.ts), descending only into
+ *    subtrees whose (count, hash) differ; O(d log n) bytes for d differences.
+ *  - stream, reconcile: streams are append-only, so the difference is the tail.
+ *  - full transfer (last resort, counted): when reconciliation's result does not hash to
+ *    the pin (or a stream is not a prefix of the sequencer's): chunked and resumable.
+ */
+import {
+  MsgType,
+  RECON_FANOUT,
+  RECON_MAX_DEPTH,
+  REQ_WANT_META,
+  type Prefix,
+  type ReconEntriesMsg,
+  type ReconMetaMsg,
+  type ReconNodeMsg,
+  type ReconReqMsg,
+  type SnapChunkMsg,
+  type SnapReqMsg,
+  type StreamDataMsg,
+  type StreamReqMsg,
+  type WireEntry,
+  encodeMessage,
+} from '../../transport/wire/messages.js';
+import { Hash64, hashEquals } from './hash.js';
+import { buildIndex, childrenOf, entriesUnder, rangeOf, type KeyIndex } from './keyspace.js';
+import { MapState, entryWireLen, keyString, type MapEntry } from './register/map.js';
+import { StreamState } from './register/stream.js';
+import type { PayloadBuilder } from './payload.js';
+import type { Replica } from './replica.js';
+
+/** A subtree with at most this many entries is answered with its entries, not its children. */
+export const RECON_LEAF_MAX = 8;
+const ENTRY_BUDGET = 1100;
+const SNAP_WINDOW = 16;
+const STREAM_CHUNK = 1024;
+const STREAM_WINDOW = 16;
+const MAX_PREFIXES_PER_REQ = 64;
+const STALLS_BEFORE_RESTART = 4;
+
+interface MapPin {
+  kind: 'map';
+  version: number;
+  hash: { hi: number; lo: number };
+  index: KeyIndex;
+  origins: Map<number, number>;
+  rejections: Map<number, number>;
+  /** Snapshot chunk start positions in the index (built on the first snapshot request). */
+  chunkStarts?: number[];
+}
+
+interface StreamPin {
+  kind: 'stream';
+  version: number;
+  hash: { hi: number; lo: number };
+  length: number;
+  origins: Map<number, number>;
+  rejections: Map<number, number>;
+}
+
+const prefixKey = (depth: number, prefix: number): string => `${depth}:${prefix}`;
+
+/** Splits entries into groups that each fit one message. */
+function partition(entries: MapEntry[]): MapEntry[][] {
+  const parts: MapEntry[][] = [[]];
+  let size = 0;
+  for (const e of entries) {
+    const len = entryWireLen(e);
+    if (size + len > ENTRY_BUDGET && parts[parts.length - 1].length > 0) {
+      parts.push([]);
+      size = 0;
+    }
+    parts[parts.length - 1].push(e);
+    size += len;
+  }
+  return parts;
+}
+
+const toWire = (e: MapEntry): WireEntry => ({ key: e.key, version: e.version, value: e.value });
+
+// ------------------------------------------------------------------ responder (sequencer)
+
+export class ReconResponder {
+  private pin: MapPin | StreamPin | undefined;
+
+  constructor(private readonly r: Replica) {}
+
+  /**
+   * The follower has moved past `version`: a pin below it is no longer needed. (Strictly
+   * below: a follower reconciling to a pin can report the pin's version with its old hash.)
+   */
+  release(version: number): void {
+    if (this.pin && version > this.pin.version) this.pin = undefined;
+  }
+
+  get pinnedVersion(): number | undefined {
+    return this.pin?.version;
+  }
+
+  /** The pin a request refers to; a request that starts a session (WANT_META) pins the current state if needed. */
+  private pinFor(targetVersion: number, start: boolean): MapPin | StreamPin | undefined {
+    if (this.pin && this.pin.version === targetVersion && (targetVersion !== 0 || !start)) return this.pin;
+    if (!start) return undefined;
+    const r = this.r;
+    const common = {
+      version: r.version,
+      hash: { hi: r.state.hash.hi, lo: r.state.hash.lo },
+      origins: new Map(r.origins),
+      rejections: new Map(r.peerRejections),
+    };
+    this.pin =
+      r.state instanceof MapState
+        ? { kind: 'map', ...common, index: buildIndex(r.state.values(), r.version, r.state.hash) }
+        : { kind: 'stream', ...common, length: r.state.size() };
+    return this.pin;
+  }
+
+  private meta(pin: MapPin | StreamPin): ReconMetaMsg {
+    return {
+      type: MsgType.ReconMeta,
+      register: this.r.name,
+      targetVersion: pin.version,
+      hash: pin.hash,
+      size: pin.kind === 'map' ? pin.index.entries.length : pin.length,
+      origins: [...pin.origins].map(([origin, seq]) => ({ origin, seq })),
+      // The rejections kept are those of the peer's candidates.
+      rejections: [...pin.rejections].map(([seq, reason]) => ({ origin: this.r.peerId, seq, reason })),
+    };
+  }
+
+  /** Answer (or refuse with our status) a request; returns false if it names no pin we hold. */
+  private begin(targetVersion: number, flags: number, kind: 'map' | 'stream'): MapPin | StreamPin | undefined {
+    const pin = this.pinFor(targetVersion, (flags & REQ_WANT_META) !== 0);
+    if (!pin || pin.kind !== kind) {
+      this.r.respond(this.r.status());
+      return undefined;
+    }
+    if (flags & REQ_WANT_META) this.r.respond(this.meta(pin));
+    return pin;
+  }
+
+  onReconReq(m: ReconReqMsg): void {
+    const pin = this.begin(m.targetVersion, m.flags, 'map') as MapPin | undefined;
+    if (!pin) return;
+    for (const p of m.prefixes) {
+      const [from, to] = rangeOf(pin.index, p.depth, p.prefix);
+      if (p.depth >= RECON_MAX_DEPTH || to - from <= RECON_LEAF_MAX) {
+        const parts = partition(pin.index.entries.slice(from, to));
+        parts.forEach((part, i) =>
+          this.r.respond({
+            type: MsgType.ReconEntries,
+            register: this.r.name,
+            targetVersion: pin.version,
+            depth: p.depth,
+            prefix: p.prefix,
+            part: i,
+            parts: parts.length,
+            entries: part.map(toWire),
+          }),
+        );
+      } else {
+        this.r.respond({
+          type: MsgType.ReconNode,
+          register: this.r.name,
+          targetVersion: pin.version,
+          depth: p.depth,
+          prefix: p.prefix,
+          children: childrenOf(pin.index, p.depth, p.prefix),
+        });
+      }
+    }
+  }
+
+  onSnapReq(m: SnapReqMsg): void {
+    const pin = this.begin(m.targetVersion, m.flags, 'map') as MapPin | undefined;
+    if (!pin) return;
+    if (!pin.chunkStarts) {
+      const starts = [0];
+      let size = 0;
+      pin.index.entries.forEach((e, i) => {
+        const len = entryWireLen(e);
+        if (size + len > ENTRY_BUDGET && i > starts[starts.length - 1]) {
+          starts.push(i);
+          size = 0;
+        }
+        size += len;
+      });
+      pin.chunkStarts = starts;
+    }
+    const starts = pin.chunkStarts;
+    for (let c = m.fromChunk; c < Math.min(starts.length, m.fromChunk + SNAP_WINDOW); c++) {
+      const end = c + 1 < starts.length ? starts[c + 1] : pin.index.entries.length;
+      this.r.respond({
+        type: MsgType.SnapChunk,
+        register: this.r.name,
+        targetVersion: pin.version,
+        chunk: c,
+        chunks: starts.length,
+        entries: pin.index.entries.slice(starts[c], end).map(toWire),
+      });
+    }
+  }
+
+  onStreamReq(m: StreamReqMsg): void {
+    const pin = this.begin(m.targetVersion, m.flags, 'stream') as StreamPin | undefined;
+    if (!pin || !(this.r.state instanceof StreamState)) return;
+    const end = Math.min(pin.length, m.offset + STREAM_CHUNK * STREAM_WINDOW);
+    for (let off = m.offset; off < end; off += STREAM_CHUNK) {
+      this.r.respond({
+        type: MsgType.StreamData,
+        register: this.r.name,
+        targetVersion: pin.version,
+        offset: off,
+        data: this.r.state.read(off, Math.min(STREAM_CHUNK, end - off)),
+      });
+    }
+  }
+}
+
+// ------------------------------------------------------------------ requester (follower)
+
+type Mode = 'reconcile' | 'full';
+
+export class ReconRequester {
+  mode: Mode = 'reconcile';
+  retransmitAt: number | undefined;
+  private target: number | undefined;
+  private meta: ReconMetaMsg | undefined;
+  private wantRequest = true;
+  /** Retransmission timeouts in a row without a useful response. */
+  private stalls = 0;
+
+  // Map reconciliation.
+  private myIndex: KeyIndex | undefined;
+  private queue: Prefix[] = [{ depth: 0, prefix: 0 }];
+  private readonly outstanding = new Map<string, Prefix>();
+  private readonly parts = new Map<string, WireEntry[][]>();
+  private deletes: MapEntry[] = [];
+  private puts: WireEntry[] = [];
+
+  // Map full transfer.
+  private chunks: (WireEntry[] | undefined)[] = [];
+  private chunkCount: number | undefined;
+  /** End of the window last requested (chunks for a map snapshot, bytes for a stream). */
+  private windowEnd = 0;
+
+  // Stream: bytes after `streamBase`, staged until verified.
+  private streamBase = 0;
+  private staged: Uint8Array[] = [];
+  private stagedLen = 0;
+
+  constructor(private readonly r: Replica) {
+    this.restart();
+  }
+
+  /** Start (or start over) against a fresh pin, keeping the mode. */
+  private restart(): void {
+    const r = this.r;
+    this.target = undefined;
+    this.meta = undefined;
+    this.wantRequest = true;
+    this.retransmitAt = undefined;
+    this.stalls = 0;
+    this.queue = [{ depth: 0, prefix: 0 }];
+    this.outstanding.clear();
+    this.parts.clear();
+    this.deletes = [];
+    this.puts = [];
+    this.chunks = [];
+    this.chunkCount = undefined;
+    this.staged = [];
+    this.stagedLen = 0;
+    if (this.mode === 'full') {
+      this.myIndex = undefined;
+      this.streamBase = 0;
+    } else if (r.state instanceof MapState) this.myIndex = buildIndex(r.state.values(), r.version, r.state.hash);
+    else this.streamBase = r.state.size();
+  }
+
+  wantsToSend(): boolean {
+    return this.wantRequest;
+  }
+
+  /** Whether a response belongs to this session (the first one fixes the pinned version). */
+  private accept(targetVersion: number): boolean {
+    if (this.target === undefined) this.target = targetVersion;
+    if (this.target !== targetVersion) return false;
+    this.stalls = 0;
+    return true;
+  }
+
+  private startFull(): void {
+    this.r.countFullTransfer();
+    this.mode = 'full';
+    this.restart();
+  }
+
+  onTimeout(now: number): boolean {
+    if (this.retransmitAt === undefined || now < this.retransmitAt) return false;
+    // Several silent timeouts: the responder no longer holds our pin (it answers with its status); start over.
+    if (++this.stalls > STALLS_BEFORE_RESTART) {
+      this.restart();
+      return true;
+    }
+    for (const p of this.outstanding.values()) this.queue.push(p);
+    this.outstanding.clear();
+    this.parts.clear();
+    this.wantRequest = true;
+    this.retransmitAt = undefined;
+    return true;
+  }
+
+  fill(now: number, b: PayloadBuilder): void {
+    if (!this.wantRequest) return;
+    const flags = this.meta ? 0 : REQ_WANT_META;
+    // Version 0 when the pin is not known yet: the responder pins its current state afresh.
+    const targetVersion = this.target ?? 0;
+    const register = this.r.name;
+    let raw: Uint8Array;
+    if (this.r.state instanceof StreamState) {
+      const offset = this.streamBase + this.stagedLen;
+      raw = encodeMessage({ type: MsgType.StreamReq, register, targetVersion, flags, offset });
+      this.windowEnd = offset + STREAM_CHUNK * STREAM_WINDOW;
+    } else if (this.mode === 'full') {
+      let from = 0;
+      while (from < this.chunks.length && this.chunks[from]) from++;
+      raw = encodeMessage({ type: MsgType.SnapReq, register, targetVersion, flags, fromChunk: from });
+      this.windowEnd = from + SNAP_WINDOW;
+    } else {
+      const prefixes = this.queue.slice(0, MAX_PREFIXES_PER_REQ);
+      if (prefixes.length === 0 && this.meta) {
+        this.wantRequest = false;
+        return;
+      }
+      raw = encodeMessage({ type: MsgType.ReconReq, register, targetVersion, flags, prefixes });
+      if (raw.length > b.room) return;
+      this.queue = this.queue.slice(prefixes.length);
+      for (const p of prefixes) this.outstanding.set(prefixKey(p.depth, p.prefix), p);
+    }
+    if (!b.add(raw)) return;
+    this.wantRequest = this.r.state instanceof MapState && this.mode === 'reconcile' && this.queue.length > 0;
+    this.retransmitAt = now + this.r.rto();
+  }
+
+  onMeta(now: number, m: ReconMetaMsg): void {
+    if (!this.accept(m.targetVersion) || this.meta) return;
+    this.meta = m;
+    if (this.r.state instanceof StreamState && this.mode === 'reconcile' && m.size < this.streamBase) {
+      this.startFull(); // our stream is longer than the sequencer's: not a prefix
+      return;
+    }
+    this.progress(now);
+  }
+
+  onNode(now: number, m: ReconNodeMsg): void {
+    if (this.mode !== 'reconcile' || !this.myIndex || !this.accept(m.targetVersion)) return;
+    const key = prefixKey(m.depth, m.prefix);
+    if (!this.outstanding.delete(key)) return;
+    const mine = childrenOf(this.myIndex, m.depth, m.prefix);
+    for (let i = 0; i < RECON_FANOUT; i++) {
+      const theirs = m.children[i];
+      if (theirs.count === mine[i].count && hashEquals(theirs.hash, mine[i].hash)) continue;
+      const child = { depth: m.depth + 1, prefix: m.prefix * RECON_FANOUT + i };
+      if (theirs.count === 0) this.deletes.push(...entriesUnder(this.myIndex, child.depth, child.prefix));
+      else this.queue.push(child);
+    }
+    if (this.queue.length > 0) this.wantRequest = true;
+    this.progress(now);
+  }
+
+  onEntries(now: number, m: ReconEntriesMsg): void {
+    if (this.mode !== 'reconcile' || !this.myIndex || !this.accept(m.targetVersion)) return;
+    const key = prefixKey(m.depth, m.prefix);
+    if (!this.outstanding.has(key)) return;
+    let got = this.parts.get(key);
+    if (!got || got.length !== m.parts) {
+      got = new Array(m.parts);
+      this.parts.set(key, got);
+    }
+    got[m.part] = m.entries.map(copyEntry);
+    for (let i = 0; i < m.parts; i++) if (!got[i]) return;
+    this.parts.delete(key);
+    this.outstanding.delete(key);
+    this.deletes.push(...entriesUnder(this.myIndex, m.depth, m.prefix));
+    for (const part of got) this.puts.push(...part);
+    this.progress(now);
+  }
+
+  onChunk(now: number, m: SnapChunkMsg): void {
+    if (this.mode !== 'full' || !this.accept(m.targetVersion)) return;
+    this.chunkCount = m.chunks;
+    if (this.chunks.length < m.chunks) this.chunks.length = m.chunks;
+    this.chunks[m.chunk] = m.entries.map(copyEntry);
+    // Ask for the next window once this one is complete.
+    let from = 0;
+    while (from < this.chunks.length && this.chunks[from]) from++;
+    if (from >= this.windowEnd) this.wantRequest = from < m.chunks;
+    this.progress(now);
+  }
+
+  onStreamData(now: number, m: StreamDataMsg): void {
+    if (!this.accept(m.targetVersion)) return;
+    if (m.offset !== this.streamBase + this.stagedLen) return; // out of order: the window is re-requested
+    this.staged.push(m.data.slice());
+    this.stagedLen += m.data.length;
+    const at = this.streamBase + this.stagedLen;
+    if (this.meta && at < this.meta.size && at >= this.windowEnd) this.wantRequest = true;
+    this.progress(now);
+  }
+
+  /** Finish when everything has arrived: verify the result against the pin's hash, then apply it at once. */
+  private progress(now: number): void {
+    const meta = this.meta;
+    if (!meta) return;
+    const r = this.r;
+    if (r.state instanceof StreamState) {
+      if (this.streamBase + this.stagedLen < meta.size) return;
+      const next = this.mode === 'full' ? new StreamState(r.state.seed) : r.state;
+      const h = next.hashAfter(this.staged);
+      if (!hashEquals(h, meta.hash)) {
+        if (this.mode === 'reconcile') this.startFull();
+        else this.restartFull();
+        return;
+      }
+      for (const c of this.staged) next.appendBytes(c);
+      r.state = next;
+      r.adopt(now, meta.targetVersion, marks(meta), rejections(meta), this.mode === 'full' ? 'full' : 'reconcile');
+      return;
+    }
+    if (this.mode === 'reconcile') {
+      if (this.queue.length > 0 || this.outstanding.size > 0) return;
+      const state = r.state;
+      const h = new Hash64(state.hash.hi, state.hash.lo);
+      for (const e of this.deletes) h.sub(e.hhi, e.hlo);
+      const staged = this.puts.map((e) => state.entryOf(e.key, e.value, e.version));
+      for (const e of staged) h.add(e.hhi, e.hlo);
+      if (!h.equals(meta.hash)) {
+        this.startFull();
+        return;
+      }
+      for (const e of this.deletes) state.remove(keyString(e.key));
+      for (const e of staged) state.put(e.key, e.value, e.version);
+      r.adopt(now, meta.targetVersion, marks(meta), rejections(meta), 'reconcile');
+      return;
+    }
+    if (this.chunkCount === undefined || this.chunks.length < this.chunkCount) return;
+    for (let i = 0; i < this.chunkCount; i++) if (!this.chunks[i]) return;
+    const next = new MapState((r.state as MapState).seed);
+    for (const chunk of this.chunks) for (const e of chunk!) next.put(e.key, e.value, e.version);
+    if (!next.hash.equals(meta.hash)) {
+      this.restartFull();
+      return;
+    }
+    r.state = next;
+    r.adopt(now, meta.targetVersion, marks(meta), rejections(meta), 'full');
+  }
+
+  /** A full transfer that does not verify (the responder moved its pin): start it again, uncounted. */
+  private restartFull(): void {
+    this.restart();
+  }
+}
+
+function copyEntry(e: WireEntry): WireEntry {
+  return { key: e.key.slice(), version: e.version, value: e.value.slice() };
+}
+
+function marks(m: ReconMetaMsg): Map<number, number> {
+  return new Map(m.origins.map((o) => [o.origin, o.seq]));
+}
+
+function rejections(m: ReconMetaMsg): Map<number, number> {
+  return new Map(m.rejections.map((o) => [o.seq, o.reason]));
+}

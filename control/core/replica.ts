@@ -1,0 +1,602 @@
+/**
+ * One register at one endpoint of a pair: its committed StateBlock, bounded candidate
+ * buffer, delta log, causal marks, and the sync logic for its role (docs/PROTOCOL.md §5-8).
+ *
+ * Collapse shape: a per-pair sequencer. The endpoint with the lower member id is the
+ * pair's collapse authority; it orders every candidate (its own and the peer's, each
+ * origin in sequence order), evaluates preconditions, commits, and ships each collapse
+ * as a record carrying the resulting state hash. The follower applies records in version
+ * order and checks the hash after each, so both ends reach the same (version, hash) and
+ * reject the same candidates. Pure: no clock, no I/O; `now` comes from the caller.
+ */
+import { MAX_PAYLOAD_LEN } from '../../transport/wire/constants.js';
+import { Writer, type Hash64Parts } from '../../transport/wire/buffer.js';
+import { DeltaOp, RejectReason, REJECT_REASON_NAMES, validateDelta, encodedDeltaLen, type Delta } from '../../transport/wire/delta.js';
+import {
+  MsgType,
+  encodeMessage,
+  writeCollapseBody,
+  type Candidate,
+  type CollapseEntry,
+  type CollapseMsg,
+  type Message,
+  type ProposeMsg,
+  type StatusMsg,
+} from '../../transport/wire/messages.js';
+import { varintLen } from '../../transport/wire/buffer.js';
+import { hashEquals, hashHex } from './hash.js';
+import { DeltaLog, type LogLimits } from './log.js';
+import { LifecycleEvent, PairState } from './lifecycle.js';
+import type { SpookEvent } from './events.js';
+import type { PayloadBuilder } from './payload.js';
+import { MapState } from './register/map.js';
+import { StreamState } from './register/stream.js';
+import type { RegisterKind } from './register/state.js';
+import { ReconRequester, ReconResponder } from './reentangle.js';
+
+export type Role = 'sequencer' | 'follower';
+export type DecoherencePolicy = 'buffer' | 'freeze';
+
+export interface RegisterConfig {
+  name: string;
+  kind: RegisterKind;
+  /** What local writes do while the pair is not coherent (follower side; the sequencer keeps collapsing). */
+  policy: DecoherencePolicy;
+  /** Bound on own candidates awaiting their outcome. */
+  maxPending: number;
+  log: LogLimits;
+}
+
+export const REGISTER_DEFAULTS = {
+  policy: 'buffer' as DecoherencePolicy,
+  maxPending: 1024,
+  log: { maxRecords: 65536, maxBytes: 64 * 1024 * 1024 },
+};
+
+/** Collapse records in flight beyond the peer's acknowledged version. */
+export const SEND_WINDOW = 256;
+/** Out-of-order collapse records a follower holds while a gap fills. */
+const REORDER_LIMIT = 256;
+/** A collapse record fits one datagram next to an Ack and a Status. */
+const COLLAPSE_BUDGET = MAX_PAYLOAD_LEN - 160;
+const MAX_ENTRIES_PER_COLLAPSE = 255;
+
+/** What a replica needs from its pair. */
+export interface PairContext {
+  readonly role: Role;
+  readonly localId: number;
+  readonly peerId: number;
+  readonly seed: number;
+  readonly state: PairState;
+  rto(): number;
+  emit(ev: SpookEvent): void;
+  /** Queue a response message in the pair's bounded outbox. */
+  respond(m: Message): void;
+  /** A register saw a decoherence trigger while the peer is reachable. */
+  trigger(event: LifecycleEvent, detail: string, now: number): void;
+  countFullTransfer(): void;
+}
+
+/** A clear, typed refusal of a local write. */
+export class ProposeError extends Error {
+  constructor(
+    readonly code: 'buffer-full' | 'frozen' | 'invalid' | 'closed',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ProposeError';
+  }
+}
+
+interface OwnCandidate {
+  seq: number;
+  delta: Delta;
+}
+
+export class Replica {
+  state: MapState | StreamState;
+  version = 0;
+  readonly log: DeltaLog;
+  /** Causal marks: per origin, the highest candidate sequence already decided. Identical at both ends after each collapse. */
+  readonly origins = new Map<number, number>();
+
+  // Own candidates awaiting their outcome, in sequence order.
+  private own: OwnCandidate[] = [];
+  private nextSeq = 1;
+  private resolvedSeq = 0;
+
+  // Sequencer: candidates waiting for the next collapse, in arrival order (each origin in sequence order).
+  private pending: Candidate[] = [];
+  private peerPendingHigh = 0;
+  /** Rejections of peer candidates the peer has not yet acknowledged (bounded by its maxPending). */
+  readonly peerRejections = new Map<number, number>();
+
+  // What the peer told us.
+  peerVersion = -1;
+  private peerLatestVersion = -1;
+  peerHash: Hash64Parts | undefined;
+  private peerResolvedSeq = 0;
+  /** Highest version the sequencer has announced (status or collapse); older statuses are stale. */
+  private seqVersionSeen = 0;
+  private seqLogBase = 0;
+
+  // Sending state.
+  private sentUpTo = 0;
+  private sentSeqUpTo = 0;
+  private retransmitAt: number | undefined;
+  private statusDirty = true;
+  private readonly reorder = new Map<number, { msg: CollapseMsg; raw: Uint8Array }>();
+
+  // Re-entanglement.
+  /** Version both ends must reach before this register counts as re-entangled. */
+  private reentangleTarget: number | undefined;
+  requester: ReconRequester | undefined;
+  private reentangleMethod: 'log' | 'reconcile' | 'full' = 'log';
+  readonly responder: ReconResponder;
+  reentanglements = 0;
+
+  constructor(
+    readonly cfg: RegisterConfig,
+    private readonly pair: PairContext,
+  ) {
+    this.state = cfg.kind === 'map' ? new MapState(pair.seed) : new StreamState(pair.seed);
+    this.log = new DeltaLog(cfg.log);
+    this.log.reset(0, this.state.hash);
+    this.responder = new ReconResponder(this);
+  }
+
+  get name(): string {
+    return this.cfg.name;
+  }
+
+  get role(): Role {
+    return this.pair.role;
+  }
+
+  get pendingCount(): number {
+    return this.own.length;
+  }
+
+  get hash(): Hash64Parts {
+    return this.state.hash;
+  }
+
+  /** Stream registers: the offset the next append must name. Counts own pending appends. */
+  get nextAppendOffset(): number {
+    let off = this.state.size();
+    for (const c of this.own) if (c.delta.op === DeltaOp.Append) off += c.delta.data.length;
+    return off;
+  }
+
+  // ---------------------------------------------------------------- local writes
+
+  propose(now: number, delta: Delta): { origin: number; seq: number } {
+    const st = this.pair.state;
+    if (st === PairState.CLOSED) throw new ProposeError('closed', `register ${this.name}: pair is closed`);
+    try {
+      validateDelta(delta);
+    } catch (e) {
+      throw new ProposeError('invalid', `register ${this.name}: ${(e as Error).message}`);
+    }
+    if ((delta.op === DeltaOp.Append) !== (this.cfg.kind === 'stream')) {
+      throw new ProposeError('invalid', `register ${this.name}: ${this.cfg.kind} register cannot take delta op ${DeltaOp[delta.op]}`);
+    }
+    const coherent = st === PairState.ENTANGLED || st === PairState.COLLAPSING;
+    if (!coherent && this.role === 'follower' && this.cfg.policy === 'freeze') {
+      throw new ProposeError('frozen', `register ${this.name}: frozen while the pair is ${st} (policy freeze)`);
+    }
+    if (this.own.length >= this.cfg.maxPending) {
+      throw new ProposeError(
+        'buffer-full',
+        `register ${this.name}: candidate buffer full (${this.cfg.maxPending} pending, pair ${st}); retry after collapses`,
+      );
+    }
+    const seq = this.nextSeq++;
+    // Own the bytes: callers may reuse their buffers.
+    const d = copyDelta(delta);
+    this.own.push({ seq, delta: d });
+    if (this.role === 'sequencer') this.pending.push({ origin: this.pair.localId, seq, delta: d });
+    return { origin: this.pair.localId, seq };
+  }
+
+  // ---------------------------------------------------------------- collapse (sequencer)
+
+  /** Turn pending candidates into committed versions. Sequencer only; returns versions made. */
+  collapse(now: number): number {
+    let made = 0;
+    while (this.pending.length > 0) {
+      const v = this.version + 1;
+      const entries: CollapseEntry[] = [];
+      let size = 0;
+      let taken = 0;
+      for (const c of this.pending) {
+        const sz = varintLen(c.origin) + varintLen(c.seq) + 1 + encodedDeltaLen(c.delta);
+        if (entries.length >= MAX_ENTRIES_PER_COLLAPSE || (entries.length > 0 && size + sz > COLLAPSE_BUDGET)) break;
+        const verdict = this.state.check(c.delta);
+        if (verdict === 0) this.state.apply(c.delta, v);
+        entries.push(verdict === 0 ? { origin: c.origin, seq: c.seq, verdict, delta: c.delta } : { origin: c.origin, seq: c.seq, verdict });
+        this.origins.set(c.origin, c.seq);
+        if (verdict !== 0 && c.origin === this.pair.peerId) this.peerRejections.set(c.seq, verdict);
+        size += sz;
+        taken++;
+      }
+      this.pending = this.pending.slice(taken);
+      this.version = v;
+      const hash = { hi: this.state.hash.hi, lo: this.state.hash.lo };
+      const w = new Writer(size + 96);
+      const body = new Writer(size + 96);
+      writeCollapseBody(body, { register: this.name, version: v, hash, entries });
+      w.u8(MsgType.Collapse).varint(body.pos).bytes(body.buf.subarray(0, body.pos));
+      this.log.append({ version: v, hash, encoded: w.finish() }, this.peerVersion);
+      this.afterCollapse(now, v, entries);
+      made++;
+    }
+    return made;
+  }
+
+  private afterCollapse(now: number, v: number, entries: CollapseEntry[]): void {
+    this.pair.emit({ type: 'collapse', at: now, register: this.name, version: v, hash: hashHex(this.state.hash), entries });
+    for (const e of entries) {
+      if (e.origin === this.pair.localId) this.resolveOwn(now, e.seq, e.verdict, v);
+    }
+    this.statusDirty = this.statusDirty || this.role === 'follower';
+  }
+
+  private resolveOwn(now: number, seq: number, verdict: number, version: number): void {
+    // Own candidates resolve in sequence order; anything at or below `seq` still listed was decided earlier.
+    while (this.own.length > 0 && this.own[0].seq <= seq) {
+      const c = this.own.shift()!;
+      const v = c.seq === seq ? verdict : 0;
+      this.pair.emit({
+        type: 'outcome',
+        at: now,
+        register: this.name,
+        origin: this.pair.localId,
+        seq: c.seq,
+        verdict: v === 0 ? 'committed' : 'rejected',
+        reason: v === 0 ? undefined : REJECT_REASON_NAMES[v as RejectReason],
+        version,
+      });
+    }
+    this.resolvedSeq = Math.max(this.resolvedSeq, seq);
+  }
+
+  // ---------------------------------------------------------------- inbound messages
+
+  onStatus(now: number, m: StatusMsg): void {
+    if (this.role === 'sequencer') this.onFollowerStatus(now, m);
+    else this.onSequencerStatus(now, m);
+  }
+
+  private onFollowerStatus(now: number, m: StatusMsg): void {
+    const first = this.peerVersion < 0;
+    this.peerLatestVersion = m.version;
+    // A reordered older status says nothing new. (A regression beyond the send window is a follower that lost state.)
+    if (!first && m.version < this.peerVersion && m.version >= this.peerVersion - SEND_WINDOW) return;
+    const progressed = first || m.version > this.peerVersion;
+    this.acceptPeerVersion(m);
+    if (first || this.sentUpTo < m.version) this.sentUpTo = m.version;
+    this.peerResolvedSeq = Math.max(this.peerResolvedSeq, m.resolvedSeq);
+    for (const s of this.peerRejections.keys()) if (s <= this.peerResolvedSeq) this.peerRejections.delete(s);
+    const mine = this.log.hashAt(m.version);
+    const coherent = this.pair.state === PairState.ENTANGLED || this.pair.state === PairState.COLLAPSING;
+    if (m.version > this.version || (mine !== undefined && !hashEquals(mine, m.hash))) {
+      if (coherent) this.pair.trigger(LifecycleEvent.HashMismatch, `register ${this.name}: peer at v${m.version} h=${hashHex(m.hash)}`, now);
+      return;
+    }
+    if (mine !== undefined) {
+      // The peer holds everything up to m.version: history before it is no longer needed (compaction at acknowledgement).
+      this.log.compactThrough(m.version);
+      this.responder.release(m.version);
+    } else if (coherent) {
+      this.pair.trigger(LifecycleEvent.UnfillableGap, `register ${this.name}: peer at v${m.version}, log starts after v${this.log.base}`, now);
+    }
+    if (m.version >= this.version) this.retransmitAt = undefined;
+    else if (progressed) this.retransmitAt = now + this.pair.rto();
+    // While re-entangling the follower waits on our status to finish; keep it current.
+    if (progressed && !coherent) this.statusDirty = true;
+  }
+
+  private acceptPeerVersion(m: StatusMsg): void {
+    this.peerVersion = m.version;
+    this.peerHash = m.hash;
+  }
+
+  private onSequencerStatus(now: number, m: StatusMsg): void {
+    if (m.version < this.seqVersionSeen) return; // stale (reordered)
+    this.seqVersionSeen = m.version;
+    this.seqLogBase = m.logBase;
+    this.peerVersion = m.version;
+    this.peerHash = m.hash;
+    this.peerResolvedSeq = m.resolvedSeq;
+    this.checkAlignment(now);
+  }
+
+  /** Follower: decide whether the log can bring us to the sequencer, or reconciliation must. */
+  private checkAlignment(now: number): void {
+    if (this.requester !== undefined || this.peerHash === undefined) return;
+    const st = this.pair.state;
+    if (st === PairState.DECOHERENT || st === PairState.CLOSED) return;
+    let trigger: LifecycleEvent | undefined;
+    let detail = '';
+    if (this.peerVersion < this.version || (this.peerVersion === this.version && !hashEquals(this.peerHash, this.state.hash))) {
+      trigger = LifecycleEvent.HashMismatch;
+      detail = `register ${this.name}: local v${this.version} h=${hashHex(this.state.hash)}, sequencer v${this.peerVersion} h=${hashHex(this.peerHash)}`;
+    } else if (this.peerVersion > this.version && this.seqLogBase > this.version) {
+      trigger = LifecycleEvent.UnfillableGap;
+      detail = `register ${this.name}: at v${this.version}, sequencer log starts after v${this.seqLogBase}`;
+    }
+    if (trigger === undefined) return;
+    if (st !== PairState.FORMING) this.pair.trigger(trigger, detail, now);
+    this.startReconcile(now);
+  }
+
+  private startReconcile(now: number): void {
+    this.requester = new ReconRequester(this);
+    this.reorder.clear();
+  }
+
+  onPropose(now: number, m: ProposeMsg): number {
+    if (this.role !== 'sequencer') return m.candidates.length; // only the sequencer takes candidates
+    let refused = 0;
+    for (const c of m.candidates) {
+      if (c.origin !== this.pair.peerId) {
+        refused++;
+        continue;
+      }
+      const expected = Math.max(this.origins.get(c.origin) ?? 0, this.peerPendingHigh) + 1;
+      if (c.seq !== expected) continue; // duplicate, or a gap the peer will retransmit into
+      if (this.pending.length >= 2 * this.cfg.maxPending) break; // backpressure: the peer retransmits
+      this.pending.push({ origin: c.origin, seq: c.seq, delta: copyDelta(c.delta) });
+      this.peerPendingHigh = c.seq;
+    }
+    return refused;
+  }
+
+  onCollapse(now: number, m: CollapseMsg, raw: Uint8Array): void {
+    if (this.role !== 'follower') return;
+    if (m.version > this.seqVersionSeen) this.seqVersionSeen = m.version;
+    if (this.requester !== undefined) return; // the state is being replaced; the log catch-up follows
+    if (m.version <= this.version) {
+      this.statusDirty = true; // a duplicate: re-acknowledge
+      return;
+    }
+    if (m.version > this.version + 1) {
+      if (this.reorder.size < REORDER_LIMIT) this.reorder.set(m.version, { msg: m, raw: raw.slice() });
+      return;
+    }
+    this.applyCollapse(now, m, raw);
+    for (let next = this.reorder.get(this.version + 1); next; next = this.reorder.get(this.version + 1)) {
+      this.reorder.delete(next.msg.version);
+      this.applyCollapse(now, next.msg, next.raw);
+      if (this.requester !== undefined) break;
+    }
+    for (const v of this.reorder.keys()) if (v <= this.version) this.reorder.delete(v);
+  }
+
+  private applyCollapse(now: number, m: CollapseMsg, raw: Uint8Array): void {
+    const v = m.version;
+    for (const e of m.entries) {
+      // Follow the sequencer's verdicts; a local precondition that disagrees means divergence, caught by the hash.
+      if (e.verdict === 0 && e.delta) {
+        const st = this.state;
+        if (st.check(e.delta) === 0) st.apply(e.delta, v);
+        else if (e.delta.op === DeltaOp.Append && st instanceof StreamState) st.appendBytes(e.delta.data.slice());
+        else if (e.delta.op !== DeltaOp.Append && st instanceof MapState) st.apply(e.delta, v);
+      }
+      this.origins.set(e.origin, e.seq);
+    }
+    this.version = v;
+    this.log.append({ version: v, hash: m.hash, encoded: raw.slice() }, v);
+    this.afterCollapse(now, v, m.entries);
+    if (!hashEquals(this.state.hash, m.hash)) {
+      this.pair.trigger(
+        LifecycleEvent.HashMismatch,
+        `register ${this.name}: after v${v} local h=${hashHex(this.state.hash)}, sequencer h=${hashHex(m.hash)}`,
+        now,
+      );
+      this.startReconcile(now);
+    }
+  }
+
+  // ---------------------------------------------------------------- re-entanglement bookkeeping
+
+  /** The pair heard its peer after decoherence (or formed misaligned): set what "re-entangled" means here. */
+  beginReentangle(): void {
+    this.reentangleTarget = this.role === 'sequencer' ? this.version : undefined;
+    // The follower takes its target from the sequencer's next status, not one from before the cut.
+    if (this.role === 'follower') this.peerHash = undefined;
+    this.statusDirty = true;
+  }
+
+  /** Whether this register has reached the re-entanglement target. */
+  aligned(): boolean {
+    if (this.requester !== undefined) return false;
+    if (this.role === 'sequencer') {
+      if (this.peerHash === undefined || this.peerVersion < (this.reentangleTarget ?? this.version)) return false;
+      const mine = this.log.hashAt(this.peerVersion);
+      return mine !== undefined && hashEquals(mine, this.peerHash);
+    }
+    if (this.peerHash === undefined) return false;
+    // The sequencer's status when we heard it again sets the target: everything committed during the cut.
+    if (this.reentangleTarget === undefined) this.reentangleTarget = this.peerVersion;
+    if (this.version < this.reentangleTarget) return false;
+    return this.version !== this.peerVersion || hashEquals(this.state.hash, this.peerHash);
+  }
+
+  /** Whether collapses or own candidates are in flight (COLLAPSING) or all is settled (ENTANGLED). */
+  settled(): boolean {
+    if (this.own.length > 0 || this.pending.length > 0) return false;
+    if (this.role === 'sequencer') return this.peerVersion === this.version;
+    return this.peerVersion <= this.version;
+  }
+
+  /** Reconciliation or a full transfer replaced the state: adopt the sequencer's version and marks. */
+  adopt(now: number, version: number, origins: Map<number, number>, rejections: Map<number, number>, method: 'reconcile' | 'full'): void {
+    this.version = version;
+    this.seqVersionSeen = Math.max(this.seqVersionSeen, version);
+    this.origins.clear();
+    for (const [o, s] of origins) this.origins.set(o, s);
+    this.log.reset(version, this.state.hash);
+    this.requester = undefined;
+    this.reorder.clear();
+    // Own candidates decided while we could not see the collapses: outcome from the marks and the rejection list.
+    const mark = origins.get(this.pair.localId) ?? 0;
+    while (this.own.length > 0 && this.own[0].seq <= mark) {
+      const c = this.own.shift()!;
+      const reason = rejections.get(c.seq);
+      this.pair.emit({
+        type: 'outcome',
+        at: now,
+        register: this.name,
+        origin: this.pair.localId,
+        seq: c.seq,
+        verdict: reason === undefined ? 'committed' : 'rejected',
+        reason: reason === undefined ? undefined : REJECT_REASON_NAMES[reason as RejectReason],
+        version,
+      });
+    }
+    this.resolvedSeq = Math.max(this.resolvedSeq, mark);
+    this.sentSeqUpTo = this.resolvedSeq;
+    this.statusDirty = true;
+    this.reentangleMethod = method;
+  }
+
+  countFullTransfer(): void {
+    this.pair.countFullTransfer();
+  }
+
+  respond(m: Message): void {
+    this.pair.respond(m);
+  }
+
+  get localId(): number {
+    return this.pair.localId;
+  }
+
+  get peerId(): number {
+    return this.pair.peerId;
+  }
+
+  rto(): number {
+    return this.pair.rto();
+  }
+
+  // ---------------------------------------------------------------- outbound
+
+  status(): StatusMsg {
+    return {
+      type: MsgType.Status,
+      register: this.name,
+      version: this.version,
+      hash: { hi: this.state.hash.hi, lo: this.state.hash.lo },
+      logBase: this.log.base,
+      resolvedSeq: this.resolvedSeq,
+    };
+  }
+
+  markStatusDirty(): void {
+    this.statusDirty = true;
+  }
+
+  nextTimeout(): number | undefined {
+    return this.requester?.retransmitAt ?? this.retransmitAt;
+  }
+
+  /** Retransmission timer: go back to what the peer has acknowledged and resend. */
+  onTimeout(now: number): boolean {
+    let fired = false;
+    if (this.retransmitAt !== undefined && now >= this.retransmitAt) {
+      fired = true;
+      this.retransmitAt = undefined;
+      // Go back to what the peer last said it holds (even if that status looked stale) and resend from there.
+      if (this.role === 'sequencer') this.sentUpTo = Math.max(Math.min(this.peerVersion, this.peerLatestVersion), 0);
+      else this.sentSeqUpTo = this.resolvedSeq;
+      this.statusDirty = true;
+    }
+    if (this.requester?.onTimeout(now)) fired = true;
+    return fired;
+  }
+
+  /** Add this register's messages to the datagram being built. */
+  fill(now: number, b: PayloadBuilder): void {
+    const st = this.pair.state;
+    if (this.statusDirty) {
+      if (!b.add(encodeMessage(this.status()))) return;
+      this.statusDirty = false;
+    }
+    const reachable = st !== PairState.DECOHERENT && st !== PairState.CLOSED && st !== PairState.FORMING;
+    if (!reachable) return;
+    if (this.role === 'sequencer') this.fillCollapses(now, b);
+    else if (this.requester !== undefined) this.requester.fill(now, b);
+    else this.fillProposals(now, b);
+  }
+
+  private fillCollapses(now: number, b: PayloadBuilder): void {
+    if (this.peerVersion < 0) return;
+    const limit = Math.min(this.version, this.peerVersion + SEND_WINDOW);
+    while (this.sentUpTo < limit) {
+      const rec = this.log.get(this.sentUpTo + 1);
+      if (!rec) return; // compacted: the follower sees the gap in our status and reconciles
+      if (!b.add(rec.encoded)) return;
+      this.sentUpTo++;
+      if (this.retransmitAt === undefined) this.retransmitAt = now + this.pair.rto();
+    }
+  }
+
+  private fillProposals(now: number, b: PayloadBuilder): void {
+    let i = 0;
+    while (i < this.own.length && this.own[i].seq <= this.sentSeqUpTo) i++;
+    if (i >= this.own.length) return;
+    // Name + counts overhead, then candidates while they fit.
+    let room = b.room - (8 + varintLen(this.name.length) + this.name.length + 3);
+    const candidates: Candidate[] = [];
+    for (; i < this.own.length; i++) {
+      const c = this.own[i];
+      const sz = varintLen(this.pair.localId) + varintLen(c.seq) + encodedDeltaLen(c.delta);
+      if (sz > room) break;
+      room -= sz;
+      candidates.push({ origin: this.pair.localId, seq: c.seq, delta: c.delta });
+    }
+    if (candidates.length === 0) return;
+    if (!b.add(encodeMessage({ type: MsgType.Propose, register: this.name, candidates }))) return;
+    this.sentSeqUpTo = candidates[candidates.length - 1].seq;
+    if (this.retransmitAt === undefined) this.retransmitAt = now + this.pair.rto();
+  }
+
+  /** Whether a datagram would carry something for this register now. */
+  wantsToSend(): boolean {
+    if (this.statusDirty) return true;
+    const st = this.pair.state;
+    if (st === PairState.DECOHERENT || st === PairState.CLOSED || st === PairState.FORMING) return false;
+    if (this.role === 'sequencer') return this.peerVersion >= 0 && this.sentUpTo < Math.min(this.version, this.peerVersion + SEND_WINDOW) && this.log.covers(this.sentUpTo);
+    if (this.requester !== undefined) return this.requester.wantsToSend();
+    return this.own.length > 0 && this.own[this.own.length - 1].seq > this.sentSeqUpTo;
+  }
+
+  /** Sequencer: whether collapse has work. */
+  get hasPending(): boolean {
+    return this.pending.length > 0;
+  }
+
+  /** The pair re-entangled: report how this register got there (log unless reconciliation or a full transfer ran). */
+  finishReentangle(now: number): void {
+    this.reentanglements++;
+    this.pair.emit({ type: 'reentangled', at: now, register: this.name, method: this.reentangleMethod, version: this.version });
+    this.reentangleTarget = undefined;
+    this.reentangleMethod = 'log';
+  }
+}
+
+function copyDelta(d: Delta): Delta {
+  switch (d.op) {
+    case DeltaOp.Set:
+      return { op: d.op, key: d.key.slice(), value: d.value.slice() };
+    case DeltaOp.Del:
+      return { op: d.op, key: d.key.slice() };
+    case DeltaOp.Cas:
+      return { op: d.op, key: d.key.slice(), expect: d.expect, value: d.value.slice() };
+    case DeltaOp.Append:
+      return { op: d.op, offset: d.offset, data: d.data.slice() };
+  }
+}

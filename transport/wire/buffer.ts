@@ -1,0 +1,183 @@
+/**
+ * Bounds-checked cursor reader and growable writer. Every read names the field it
+ * reads, so a malformed frame produces an error that says where it broke.
+ */
+import { DropReason } from './constants.js';
+import { WireError } from './errors.js';
+
+/** LEB128 varints are capped at 8 bytes (56 bits), enough for any version or offset and below 2^53. */
+const MAX_VARINT_BYTES = 8;
+
+export class Reader {
+  pos: number;
+  constructor(
+    readonly buf: Uint8Array,
+    start = 0,
+    readonly end = buf.length,
+  ) {
+    this.pos = start;
+  }
+
+  get remaining(): number {
+    return this.end - this.pos;
+  }
+
+  private need(n: number, field: string): void {
+    if (this.end - this.pos < n) {
+      throw new WireError(DropReason.MalformedPayload, field, `needs ${n} bytes, ${this.end - this.pos} left`);
+    }
+  }
+
+  u8(field: string): number {
+    this.need(1, field);
+    return this.buf[this.pos++];
+  }
+
+  u16(field: string): number {
+    this.need(2, field);
+    const v = (this.buf[this.pos] << 8) | this.buf[this.pos + 1];
+    this.pos += 2;
+    return v;
+  }
+
+  u32(field: string): number {
+    this.need(4, field);
+    const b = this.buf;
+    const p = this.pos;
+    this.pos += 4;
+    return ((b[p] << 24) | (b[p + 1] << 16) | (b[p + 2] << 8) | b[p + 3]) >>> 0;
+  }
+
+  varint(field: string): number {
+    let result = 0;
+    let mul = 1;
+    for (let i = 0; i < MAX_VARINT_BYTES; i++) {
+      this.need(1, field);
+      const byte = this.buf[this.pos++];
+      result += (byte & 0x7f) * mul;
+      if ((byte & 0x80) === 0) {
+        if (i > 0 && byte === 0) {
+          throw new WireError(DropReason.MalformedPayload, field, 'non-minimal varint');
+        }
+        return result;
+      }
+      mul *= 128;
+    }
+    throw new WireError(DropReason.MalformedPayload, field, `varint longer than ${MAX_VARINT_BYTES} bytes`);
+  }
+
+  /** A view (no copy) of the next n bytes. */
+  bytes(n: number, field: string): Uint8Array {
+    this.need(n, field);
+    const v = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return v;
+  }
+
+  /** varint length then that many bytes, refusing lengths over `max`. */
+  lenBytes(field: string, max: number): Uint8Array {
+    const n = this.varint(`${field}.length`);
+    if (n > max) {
+      throw new WireError(DropReason.MalformedPayload, field, `length ${n} exceeds limit ${max}`);
+    }
+    return this.bytes(n, field);
+  }
+
+  hash64(field: string): Hash64Parts {
+    const hi = this.u32(`${field}.hi`);
+    const lo = this.u32(`${field}.lo`);
+    return { hi, lo };
+  }
+
+  expectEnd(field: string): void {
+    if (this.pos !== this.end) {
+      throw new WireError(DropReason.MalformedPayload, field, `${this.end - this.pos} trailing bytes`);
+    }
+  }
+}
+
+export interface Hash64Parts {
+  hi: number;
+  lo: number;
+}
+
+export class Writer {
+  buf: Uint8Array;
+  pos = 0;
+  constructor(initial = 256) {
+    this.buf = new Uint8Array(initial);
+  }
+
+  private ensure(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.pos + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.pos));
+    this.buf = next;
+  }
+
+  u8(v: number): this {
+    this.ensure(1);
+    this.buf[this.pos++] = v & 0xff;
+    return this;
+  }
+
+  u16(v: number): this {
+    this.ensure(2);
+    this.buf[this.pos++] = (v >>> 8) & 0xff;
+    this.buf[this.pos++] = v & 0xff;
+    return this;
+  }
+
+  u32(v: number): this {
+    this.ensure(4);
+    this.buf[this.pos++] = (v >>> 24) & 0xff;
+    this.buf[this.pos++] = (v >>> 16) & 0xff;
+    this.buf[this.pos++] = (v >>> 8) & 0xff;
+    this.buf[this.pos++] = v & 0xff;
+    return this;
+  }
+
+  varint(v: number): this {
+    if (!Number.isSafeInteger(v) || v < 0 || v >= 2 ** 56) {
+      throw new RangeError(`varint out of range: ${v}`);
+    }
+    this.ensure(MAX_VARINT_BYTES);
+    while (v >= 0x80) {
+      this.buf[this.pos++] = (v % 128) | 0x80;
+      v = Math.floor(v / 128);
+    }
+    this.buf[this.pos++] = v;
+    return this;
+  }
+
+  bytes(b: Uint8Array): this {
+    this.ensure(b.length);
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+    return this;
+  }
+
+  lenBytes(b: Uint8Array): this {
+    return this.varint(b.length).bytes(b);
+  }
+
+  hash64(h: Hash64Parts): this {
+    return this.u32(h.hi).u32(h.lo);
+  }
+
+  finish(): Uint8Array {
+    return this.buf.slice(0, this.pos);
+  }
+}
+
+/** Encoded size of a varint, for packing decisions without encoding. */
+export function varintLen(v: number): number {
+  let n = 1;
+  while (v >= 0x80) {
+    v = Math.floor(v / 128);
+    n++;
+  }
+  return n;
+}

@@ -1,0 +1,63 @@
+/**
+ * Wire constants of ESTP v1. docs/PROTOCOL.md is normative; bpf/ gets the same
+ * numbers (a test fails when the C header and this file drift).
+ */
+
+/** "SP" in network byte order. */
+export const MAGIC = 0x5350;
+export const PROTOCOL_VERSION = 1;
+/** Fixed header length in bytes (magic..packet number). */
+export const HEADER_LEN = 20;
+/** Largest frame (header + payload) a v1 endpoint sends or accepts: 1500-byte MTU less IPv6 (40) and UDP (8). */
+export const MAX_FRAME_LEN = 1452;
+export const MAX_PAYLOAD_LEN = MAX_FRAME_LEN - HEADER_LEN;
+/** Handshake payloads are small and fixed-size in ETCP; anything larger is a flood or an attack. */
+export const MAX_HANDSHAKE_PAYLOAD_LEN = 256;
+/** Largest single encoded delta, so that any collapse entry fits one datagram with room for framing. */
+export const MAX_DELTA_LEN = 1200;
+/** Register names are short identifiers. */
+export const MAX_REGISTER_NAME_LEN = 64;
+export const MAX_KEY_LEN = 256;
+
+export enum FrameType {
+  HandshakeInit = 1,
+  HandshakeResp = 2,
+  CookieReply = 3,
+  Data = 4,
+}
+
+/** Flag bits; bit 0 is the key phase (ETCP rekeying). All others are reserved and must be zero. */
+export const FLAG_KEY_PHASE = 0x01;
+export const FLAGS_RESERVED_MASK = 0xfe;
+
+/**
+ * Why a frame was dropped. Shared with the XDP program's counters (same numbers),
+ * so an operator reading `spook maps dump counters` and daemon metrics sees one vocabulary.
+ */
+export enum DropReason {
+  Truncated = 1,
+  BadMagic = 2,
+  BadVersion = 3,
+  UnknownType = 4,
+  BadHeaderLen = 5,
+  LengthMismatch = 6,
+  Oversized = 7,
+  ReservedFlags = 8,
+  UnknownPair = 9,
+  HandshakeRateLimited = 10,
+  MalformedPayload = 11,
+}
+
+export const DROP_REASON_NAMES: Record<DropReason, string> = {
+  [DropReason.Truncated]: 'truncated',
+  [DropReason.BadMagic]: 'bad-magic',
+  [DropReason.BadVersion]: 'bad-version',
+  [DropReason.UnknownType]: 'unknown-type',
+  [DropReason.BadHeaderLen]: 'bad-header-len',
+  [DropReason.LengthMismatch]: 'length-mismatch',
+  [DropReason.Oversized]: 'oversized',
+  [DropReason.ReservedFlags]: 'reserved-flags',
+  [DropReason.UnknownPair]: 'unknown-pair',
+  [DropReason.HandshakeRateLimited]: 'handshake-rate-limited',
+  [DropReason.MalformedPayload]: 'malformed-payload',
+};

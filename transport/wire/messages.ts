@@ -1,0 +1,477 @@
+/**
+ * ESTP messages, carried in the payload of Data frames (docs/PROTOCOL.md §3).
+ * Each message is `type u8 | length varint | body`; a frame holds one or more.
+ */
+import { DropReason, MAX_DELTA_LEN, MAX_KEY_LEN, MAX_REGISTER_NAME_LEN } from './constants.js';
+import { Reader, Writer, type Hash64Parts } from './buffer.js';
+import { readDelta, writeDelta, type Delta } from './delta.js';
+import { WireError } from './errors.js';
+
+export enum MsgType {
+  Status = 1,
+  Ack = 2,
+  Propose = 3,
+  Collapse = 4,
+  ReconReq = 5,
+  ReconNode = 6,
+  ReconEntries = 7,
+  ReconMeta = 8,
+  SnapReq = 9,
+  SnapChunk = 10,
+  StreamReq = 11,
+  StreamData = 12,
+  Close = 13,
+}
+
+/** Request flag: the responder also sends ReconMeta. */
+export const REQ_WANT_META = 0x01;
+/** Reconciliation tree fan-out: 4 bits of key hash per level, 8 levels over a 32-bit key hash. */
+export const RECON_FANOUT = 16;
+export const RECON_MAX_DEPTH = 8;
+const MAX_LIST = 4096;
+
+export interface StatusMsg {
+  type: MsgType.Status;
+  register: string;
+  /** Committed version and hash. */
+  version: number;
+  hash: Hash64Parts;
+  /** Lowest version the sender can still serve from its log minus one (its compaction base). */
+  logBase: number;
+  /** Highest own candidate sequence such that every own candidate up to it knows its outcome. */
+  resolvedSeq: number;
+}
+export interface AckMsg {
+  type: MsgType.Ack;
+  largestPn: number;
+  ackDelayMs: number;
+}
+export interface Candidate {
+  origin: number;
+  seq: number;
+  delta: Delta;
+}
+export interface ProposeMsg {
+  type: MsgType.Propose;
+  register: string;
+  candidates: Candidate[];
+}
+export interface CollapseEntry {
+  origin: number;
+  seq: number;
+  /** 0: committed (delta present); otherwise the RejectReason. */
+  verdict: number;
+  delta?: Delta;
+}
+export interface CollapseMsg {
+  type: MsgType.Collapse;
+  register: string;
+  version: number;
+  /** State hash after applying this collapse. */
+  hash: Hash64Parts;
+  entries: CollapseEntry[];
+}
+export interface Prefix {
+  depth: number;
+  prefix: number;
+}
+export interface ReconReqMsg {
+  type: MsgType.ReconReq;
+  register: string;
+  targetVersion: number;
+  flags: number;
+  prefixes: Prefix[];
+}
+export interface ReconChild {
+  count: number;
+  hash: Hash64Parts;
+}
+export interface ReconNodeMsg {
+  type: MsgType.ReconNode;
+  register: string;
+  targetVersion: number;
+  depth: number;
+  prefix: number;
+  children: ReconChild[];
+}
+export interface WireEntry {
+  key: Uint8Array;
+  version: number;
+  value: Uint8Array;
+}
+export interface ReconEntriesMsg {
+  type: MsgType.ReconEntries;
+  register: string;
+  targetVersion: number;
+  depth: number;
+  prefix: number;
+  part: number;
+  parts: number;
+  entries: WireEntry[];
+}
+export interface OriginMark {
+  origin: number;
+  seq: number;
+}
+export interface Outcome {
+  origin: number;
+  seq: number;
+  reason: number;
+}
+export interface ReconMetaMsg {
+  type: MsgType.ReconMeta;
+  register: string;
+  targetVersion: number;
+  hash: Hash64Parts;
+  /** Entries (map) or bytes (stream). */
+  size: number;
+  origins: OriginMark[];
+  /** Rejections the requester has not yet acknowledged (its resolvedSeq is below them). */
+  rejections: Outcome[];
+}
+export interface SnapReqMsg {
+  type: MsgType.SnapReq;
+  register: string;
+  targetVersion: number;
+  flags: number;
+  fromChunk: number;
+}
+export interface SnapChunkMsg {
+  type: MsgType.SnapChunk;
+  register: string;
+  targetVersion: number;
+  chunk: number;
+  chunks: number;
+  entries: WireEntry[];
+}
+export interface StreamReqMsg {
+  type: MsgType.StreamReq;
+  register: string;
+  targetVersion: number;
+  flags: number;
+  offset: number;
+}
+export interface StreamDataMsg {
+  type: MsgType.StreamData;
+  register: string;
+  targetVersion: number;
+  offset: number;
+  data: Uint8Array;
+}
+export interface CloseMsg {
+  type: MsgType.Close;
+  reason: number;
+}
+
+export type Message =
+  | StatusMsg
+  | AckMsg
+  | ProposeMsg
+  | CollapseMsg
+  | ReconReqMsg
+  | ReconNodeMsg
+  | ReconEntriesMsg
+  | ReconMetaMsg
+  | SnapReqMsg
+  | SnapChunkMsg
+  | StreamReqMsg
+  | StreamDataMsg
+  | CloseMsg;
+
+const utf8 = new TextEncoder();
+const utf8d = new TextDecoder('utf-8', { fatal: true });
+
+function writeName(w: Writer, name: string): void {
+  w.lenBytes(utf8.encode(name));
+}
+
+function readName(r: Reader): string {
+  const b = r.lenBytes('register', MAX_REGISTER_NAME_LEN);
+  try {
+    return utf8d.decode(b);
+  } catch {
+    throw new WireError(DropReason.MalformedPayload, 'register', 'name is not valid UTF-8');
+  }
+}
+
+function readCount(r: Reader, field: string, max = MAX_LIST): number {
+  const n = r.varint(field);
+  if (n > max) throw new WireError(DropReason.MalformedPayload, field, `count ${n} exceeds ${max}`);
+  return n;
+}
+
+function writeEntries(w: Writer, entries: WireEntry[]): void {
+  w.varint(entries.length);
+  for (const e of entries) w.lenBytes(e.key).varint(e.version).lenBytes(e.value);
+}
+
+function readEntries(r: Reader, field: string): WireEntry[] {
+  const n = readCount(r, `${field}.count`);
+  const out: WireEntry[] = [];
+  for (let i = 0; i < n; i++) {
+    out.push({
+      key: r.lenBytes(`${field}[${i}].key`, MAX_KEY_LEN),
+      version: r.varint(`${field}[${i}].version`),
+      value: r.lenBytes(`${field}[${i}].value`, MAX_DELTA_LEN),
+    });
+  }
+  return out;
+}
+
+function writeBody(w: Writer, m: Message): void {
+  switch (m.type) {
+    case MsgType.Status:
+      writeName(w, m.register);
+      w.varint(m.version).hash64(m.hash).varint(m.logBase).varint(m.resolvedSeq);
+      return;
+    case MsgType.Ack:
+      w.varint(m.largestPn).varint(m.ackDelayMs);
+      return;
+    case MsgType.Propose:
+      writeName(w, m.register);
+      w.varint(m.candidates.length);
+      for (const c of m.candidates) {
+        w.varint(c.origin).varint(c.seq);
+        writeDelta(w, c.delta);
+      }
+      return;
+    case MsgType.Collapse:
+      writeCollapseBody(w, m);
+      return;
+    case MsgType.ReconReq:
+      writeName(w, m.register);
+      w.varint(m.targetVersion).u8(m.flags).varint(m.prefixes.length);
+      for (const p of m.prefixes) w.u8(p.depth).u32(p.prefix);
+      return;
+    case MsgType.ReconNode:
+      writeName(w, m.register);
+      w.varint(m.targetVersion).u8(m.depth).u32(m.prefix);
+      for (const c of m.children) w.varint(c.count).hash64(c.hash);
+      return;
+    case MsgType.ReconEntries:
+      writeName(w, m.register);
+      w.varint(m.targetVersion).u8(m.depth).u32(m.prefix).varint(m.part).varint(m.parts);
+      writeEntries(w, m.entries);
+      return;
+    case MsgType.ReconMeta:
+      writeName(w, m.register);
+      w.varint(m.targetVersion).hash64(m.hash).varint(m.size).varint(m.origins.length);
+      for (const o of m.origins) w.varint(o.origin).varint(o.seq);
+      w.varint(m.rejections.length);
+      for (const o of m.rejections) w.varint(o.origin).varint(o.seq).u8(o.reason);
+      return;
+    case MsgType.SnapReq:
+      writeName(w, m.register);
+      w.varint(m.targetVersion).u8(m.flags).varint(m.fromChunk);
+      return;
+    case MsgType.SnapChunk:
+      writeName(w, m.register);
+      w.varint(m.targetVersion).varint(m.chunk).varint(m.chunks);
+      writeEntries(w, m.entries);
+      return;
+    case MsgType.StreamReq:
+      writeName(w, m.register);
+      w.varint(m.targetVersion).u8(m.flags).varint(m.offset);
+      return;
+    case MsgType.StreamData:
+      writeName(w, m.register);
+      w.varint(m.targetVersion).varint(m.offset).lenBytes(m.data);
+      return;
+    case MsgType.Close:
+      w.u8(m.reason);
+      return;
+  }
+}
+
+/** The Collapse body alone: this is also the record the delta log keeps. */
+export function writeCollapseBody(w: Writer, m: Omit<CollapseMsg, 'type'>): void {
+  writeName(w, m.register);
+  w.varint(m.version).hash64(m.hash).varint(m.entries.length);
+  for (const e of m.entries) {
+    w.varint(e.origin).varint(e.seq).u8(e.verdict);
+    if (e.verdict === 0) {
+      if (!e.delta) throw new Error('committed collapse entry without a delta');
+      writeDelta(w, e.delta);
+    }
+  }
+}
+
+function readBody(r: Reader, type: number): Message | undefined {
+  switch (type) {
+    case MsgType.Status:
+      return {
+        type,
+        register: readName(r),
+        version: r.varint('status.version'),
+        hash: r.hash64('status.hash'),
+        logBase: r.varint('status.logBase'),
+        resolvedSeq: r.varint('status.resolvedSeq'),
+      };
+    case MsgType.Ack:
+      return { type, largestPn: r.varint('ack.largestPn'), ackDelayMs: r.varint('ack.ackDelay') };
+    case MsgType.Propose: {
+      const register = readName(r);
+      const n = readCount(r, 'propose.count');
+      const candidates: Candidate[] = [];
+      for (let i = 0; i < n; i++) {
+        candidates.push({
+          origin: r.varint(`propose[${i}].origin`),
+          seq: r.varint(`propose[${i}].seq`),
+          delta: readDelta(r, `propose[${i}].delta`),
+        });
+      }
+      return { type, register, candidates };
+    }
+    case MsgType.Collapse: {
+      const register = readName(r);
+      const version = r.varint('collapse.version');
+      const hash = r.hash64('collapse.hash');
+      const n = readCount(r, 'collapse.count');
+      const entries: CollapseEntry[] = [];
+      for (let i = 0; i < n; i++) {
+        const origin = r.varint(`collapse[${i}].origin`);
+        const seq = r.varint(`collapse[${i}].seq`);
+        const verdict = r.u8(`collapse[${i}].verdict`);
+        entries.push(verdict === 0 ? { origin, seq, verdict, delta: readDelta(r, `collapse[${i}].delta`) } : { origin, seq, verdict });
+      }
+      return { type, register, version, hash, entries };
+    }
+    case MsgType.ReconReq: {
+      const register = readName(r);
+      const targetVersion = r.varint('reconReq.targetVersion');
+      const flags = r.u8('reconReq.flags');
+      const n = readCount(r, 'reconReq.count', 256);
+      const prefixes: Prefix[] = [];
+      for (let i = 0; i < n; i++) {
+        const depth = r.u8(`reconReq[${i}].depth`);
+        if (depth > RECON_MAX_DEPTH) throw new WireError(DropReason.MalformedPayload, `reconReq[${i}].depth`, `${depth} exceeds ${RECON_MAX_DEPTH}`);
+        prefixes.push({ depth, prefix: r.u32(`reconReq[${i}].prefix`) });
+      }
+      return { type, register, targetVersion, flags, prefixes };
+    }
+    case MsgType.ReconNode: {
+      const register = readName(r);
+      const targetVersion = r.varint('reconNode.targetVersion');
+      const depth = r.u8('reconNode.depth');
+      if (depth >= RECON_MAX_DEPTH) throw new WireError(DropReason.MalformedPayload, 'reconNode.depth', `${depth} has no children`);
+      const prefix = r.u32('reconNode.prefix');
+      const children: ReconChild[] = [];
+      for (let i = 0; i < RECON_FANOUT; i++) children.push({ count: r.varint(`reconNode[${i}].count`), hash: r.hash64(`reconNode[${i}].hash`) });
+      return { type, register, targetVersion, depth, prefix, children };
+    }
+    case MsgType.ReconEntries: {
+      const register = readName(r);
+      const targetVersion = r.varint('reconEntries.targetVersion');
+      const depth = r.u8('reconEntries.depth');
+      if (depth > RECON_MAX_DEPTH) throw new WireError(DropReason.MalformedPayload, 'reconEntries.depth', `${depth} exceeds ${RECON_MAX_DEPTH}`);
+      const prefix = r.u32('reconEntries.prefix');
+      const part = r.varint('reconEntries.part');
+      const parts = r.varint('reconEntries.parts');
+      if (parts === 0 || part >= parts) throw new WireError(DropReason.MalformedPayload, 'reconEntries.part', `part ${part} of ${parts}`);
+      return { type, register, targetVersion, depth, prefix, part, parts, entries: readEntries(r, 'reconEntries') };
+    }
+    case MsgType.ReconMeta: {
+      const register = readName(r);
+      const targetVersion = r.varint('reconMeta.targetVersion');
+      const hash = r.hash64('reconMeta.hash');
+      const size = r.varint('reconMeta.size');
+      const origins: OriginMark[] = [];
+      const no = readCount(r, 'reconMeta.origins');
+      for (let i = 0; i < no; i++) origins.push({ origin: r.varint(`reconMeta.origins[${i}].origin`), seq: r.varint(`reconMeta.origins[${i}].seq`) });
+      const rejections: Outcome[] = [];
+      const nr = readCount(r, 'reconMeta.rejections');
+      for (let i = 0; i < nr; i++) {
+        rejections.push({
+          origin: r.varint(`reconMeta.rejections[${i}].origin`),
+          seq: r.varint(`reconMeta.rejections[${i}].seq`),
+          reason: r.u8(`reconMeta.rejections[${i}].reason`),
+        });
+      }
+      return { type, register, targetVersion, hash, size, origins, rejections };
+    }
+    case MsgType.SnapReq:
+      return {
+        type,
+        register: readName(r),
+        targetVersion: r.varint('snapReq.targetVersion'),
+        flags: r.u8('snapReq.flags'),
+        fromChunk: r.varint('snapReq.fromChunk'),
+      };
+    case MsgType.SnapChunk: {
+      const register = readName(r);
+      const targetVersion = r.varint('snapChunk.targetVersion');
+      const chunk = r.varint('snapChunk.chunk');
+      const chunks = r.varint('snapChunk.chunks');
+      if (chunk >= chunks) throw new WireError(DropReason.MalformedPayload, 'snapChunk.chunk', `chunk ${chunk} of ${chunks}`);
+      return { type, register, targetVersion, chunk, chunks, entries: readEntries(r, 'snapChunk') };
+    }
+    case MsgType.StreamReq:
+      return {
+        type,
+        register: readName(r),
+        targetVersion: r.varint('streamReq.targetVersion'),
+        flags: r.u8('streamReq.flags'),
+        offset: r.varint('streamReq.offset'),
+      };
+    case MsgType.StreamData:
+      return {
+        type,
+        register: readName(r),
+        targetVersion: r.varint('streamData.targetVersion'),
+        offset: r.varint('streamData.offset'),
+        data: r.lenBytes('streamData.data', MAX_DELTA_LEN),
+      };
+    case MsgType.Close:
+      return { type, reason: r.u8('close.reason') };
+    default:
+      return undefined;
+  }
+}
+
+export function writeMessage(w: Writer, m: Message): void {
+  const body = new Writer(64);
+  writeBody(body, m);
+  w.u8(m.type).varint(body.pos).bytes(body.buf.subarray(0, body.pos));
+}
+
+export function encodeMessage(m: Message): Uint8Array {
+  const w = new Writer(64);
+  writeMessage(w, m);
+  return w.finish();
+}
+
+export interface DecodedPayload {
+  messages: Message[];
+  /** The encoded form (type, length, body) of each message, parallel to `messages`. */
+  raws: Uint8Array[];
+  /** Messages of a type this version does not know: skipped (their length is known), and counted. */
+  unknown: number;
+}
+
+/** Decode every message of a Data payload. Throws WireError naming the first malformed field. */
+export function decodeMessages(payload: Uint8Array): DecodedPayload {
+  const r = new Reader(payload);
+  const messages: Message[] = [];
+  const raws: Uint8Array[] = [];
+  let unknown = 0;
+  if (payload.length === 0) throw new WireError(DropReason.MalformedPayload, 'payload', 'empty Data payload');
+  while (r.remaining > 0) {
+    const start = r.pos;
+    const type = r.u8('message.type');
+    const len = r.varint('message.length');
+    if (len > r.remaining) {
+      throw new WireError(DropReason.MalformedPayload, 'message.length', `says ${len} but ${r.remaining} bytes remain`);
+    }
+    const end = r.pos + len;
+    const body = new Reader(r.buf, r.pos, end);
+    const m = readBody(body, type);
+    if (m === undefined) unknown++;
+    else {
+      body.expectEnd(`message(${MsgType[type]})`);
+      messages.push(m);
+      raws.push(payload.subarray(start, end));
+    }
+    r.pos = end;
+  }
+  return { messages, raws, unknown };
+}
