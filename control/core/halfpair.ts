@@ -16,6 +16,7 @@ import type { Delta } from '../../transport/wire/delta.js';
 import type { SpookEvent } from './events.js';
 import { Lifecycle, LifecycleEvent, PairState } from './lifecycle.js';
 import { PayloadBuilder } from './payload.js';
+import { Deque } from './deque.js';
 import { REGISTER_DEFAULTS, Replica, type PairContext, type RegisterConfig, type Role } from './replica.js';
 
 export interface Timing {
@@ -91,7 +92,7 @@ export class HalfPair {
   };
   private readonly timing: Timing;
   private readonly maxPayload: number;
-  private readonly events: SpookEvent[] = [];
+  private readonly events = new Deque<SpookEvent>();
   private outbox: Message[] = [];
   private closeQueued = false;
   private rr = 0;

@@ -33,6 +33,7 @@ import { MapState } from './register/map.js';
 import { StreamState } from './register/stream.js';
 import type { RegisterKind } from './register/state.js';
 import { ReconRequester, ReconResponder } from './reentangle.js';
+import { Deque } from './deque.js';
 
 export type Role = 'sequencer' | 'follower';
 export type DecoherencePolicy = 'buffer' | 'freeze';
@@ -101,12 +102,12 @@ export class Replica {
   readonly origins = new Map<number, number>();
 
   // Own candidates awaiting their outcome, in sequence order.
-  private own: OwnCandidate[] = [];
+  private readonly own = new Deque<OwnCandidate>();
   private nextSeq = 1;
   private resolvedSeq = 0;
 
   // Sequencer: candidates waiting for the next collapse, in arrival order (each origin in sequence order).
-  private pending: Candidate[] = [];
+  private readonly pending = new Deque<Candidate>();
   private peerPendingHigh = 0;
   /** Rejections of peer candidates the peer has not yet acknowledged (bounded by its maxPending). */
   readonly peerRejections = new Map<number, number>();
@@ -168,6 +169,18 @@ export class Replica {
     return off;
   }
 
+  /**
+   * Load committed state before the pair starts (a snapshot from disk, or a benchmark's
+   * preloaded map). The log restarts at `version`, so the peer is served from here on.
+   */
+  restore(version: number, load: (state: MapState | StreamState) => void, origins: Map<number, number> = new Map()): void {
+    if (this.version !== 0 || this.own.length > 0) throw new Error(`register ${this.name}: restore() only before any collapse`);
+    load(this.state);
+    this.version = version;
+    for (const [o, s] of origins) this.origins.set(o, s);
+    this.log.reset(version, this.state.hash);
+  }
+
   // ---------------------------------------------------------------- local writes
 
   propose(now: number, delta: Delta): { origin: number; seq: number } {
@@ -209,7 +222,8 @@ export class Replica {
       const entries: CollapseEntry[] = [];
       let size = 0;
       let taken = 0;
-      for (const c of this.pending) {
+      for (let i = 0; i < this.pending.length; i++) {
+        const c = this.pending.at(i);
         const sz = varintLen(c.origin) + varintLen(c.seq) + 1 + encodedDeltaLen(c.delta);
         if (entries.length >= MAX_ENTRIES_PER_COLLAPSE || (entries.length > 0 && size + sz > COLLAPSE_BUDGET)) break;
         const verdict = this.state.check(c.delta);
@@ -220,7 +234,7 @@ export class Replica {
         size += sz;
         taken++;
       }
-      this.pending = this.pending.slice(taken);
+      for (let i = 0; i < taken; i++) this.pending.shift();
       this.version = v;
       const hash = { hi: this.state.hash.hi, lo: this.state.hash.lo };
       const w = new Writer(size + 96);
@@ -244,7 +258,7 @@ export class Replica {
 
   private resolveOwn(now: number, seq: number, verdict: number, version: number): void {
     // Own candidates resolve in sequence order; anything at or below `seq` still listed was decided earlier.
-    while (this.own.length > 0 && this.own[0].seq <= seq) {
+    while (this.own.length > 0 && this.own.peek()!.seq <= seq) {
       const c = this.own.shift()!;
       const v = c.seq === seq ? verdict : 0;
       this.pair.emit({
@@ -442,7 +456,7 @@ export class Replica {
     this.reorder.clear();
     // Own candidates decided while we could not see the collapses: outcome from the marks and the rejection list.
     const mark = origins.get(this.pair.localId) ?? 0;
-    while (this.own.length > 0 && this.own[0].seq <= mark) {
+    while (this.own.length > 0 && this.own.peek()!.seq <= mark) {
       const c = this.own.shift()!;
       const reason = rejections.get(c.seq);
       this.pair.emit({
@@ -546,13 +560,13 @@ export class Replica {
 
   private fillProposals(now: number, b: PayloadBuilder): void {
     let i = 0;
-    while (i < this.own.length && this.own[i].seq <= this.sentSeqUpTo) i++;
+    while (i < this.own.length && this.own.at(i).seq <= this.sentSeqUpTo) i++;
     if (i >= this.own.length) return;
     // Name + counts overhead, then candidates while they fit.
     let room = b.room - (8 + varintLen(this.name.length) + this.name.length + 3);
     const candidates: Candidate[] = [];
     for (; i < this.own.length; i++) {
-      const c = this.own[i];
+      const c = this.own.at(i);
       const sz = varintLen(this.pair.localId) + varintLen(c.seq) + encodedDeltaLen(c.delta);
       if (sz > room) break;
       room -= sz;
@@ -571,7 +585,7 @@ export class Replica {
     if (st === PairState.DECOHERENT || st === PairState.CLOSED || st === PairState.FORMING) return false;
     if (this.role === 'sequencer') return this.peerVersion >= 0 && this.sentUpTo < Math.min(this.version, this.peerVersion + SEND_WINDOW) && this.log.covers(this.sentUpTo);
     if (this.requester !== undefined) return this.requester.wantsToSend();
-    return this.own.length > 0 && this.own[this.own.length - 1].seq > this.sentSeqUpTo;
+    return this.own.length > 0 && this.own.last()!.seq > this.sentSeqUpTo;
   }
 
   /** Sequencer: whether collapse has work. */

@@ -9,15 +9,15 @@
  *  - every candidate eventually committed or rejected at its proposer.
  */
 import { DeltaOp, type Delta } from '../../transport/wire/delta.js';
-import { HalfPair, type Timing } from '../core/halfpair.js';
+import type { Timing } from '../core/halfpair.js';
 import { hashHex } from '../core/hash.js';
 import { PairState } from '../core/lifecycle.js';
 import { MapState } from '../core/register/map.js';
 import { StreamState } from '../core/register/stream.js';
 import { ProposeError } from '../core/replica.js';
-import type { SpookEvent } from '../core/events.js';
-import { EventQueue, SimNetwork, type NetStats } from './network.js';
-import { Rng } from './rng.js';
+import type { CollapseEntry } from '../../transport/wire/messages.js';
+import type { NetStats } from './network.js';
+import { SimWorld, type SimEndpoint } from './world.js';
 
 export interface SimOptions {
   seed: number;
@@ -30,6 +30,12 @@ export interface SimOptions {
   cuts: boolean;
   /** Probability per op of corrupting one follower entry in memory (exercises hash-mismatch recovery). */
   corrupt: number;
+  /**
+   * Whose memory `corrupt` hits. The follower is repaired by re-entanglement; corrupting the
+   * sequencer (the collapse authority) is a fault the protocol cannot repair, and the
+   * checker must report it as divergence from the committed history.
+   */
+  corruptTarget?: 'follower' | 'sequencer';
   /** Local proposals per endpoint. */
   ops: number;
   workloadMs: number;
@@ -79,30 +85,14 @@ const REGISTERS = [
 ];
 const KEYS = Array.from({ length: 12 }, (_, i) => new TextEncoder().encode(`key-${i}`));
 
-interface Endpoint {
-  name: string;
-  id: number;
-  pair: HalfPair;
-  timerAt: number | undefined;
-}
-
 export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResult {
   const o: SimOptions = { ...SIM_DEFAULTS, ...partial };
-  const rng = new Rng(o.seed);
-  const queue = new EventQueue();
-  const net = new SimNetwork(queue, rng, { loss: o.loss, dup: o.dup, reorder: o.reorder, minDelayMs: o.minDelayMs, maxDelayMs: o.maxDelayMs });
+  const world = new SimWorld(o.seed, { loss: o.loss, dup: o.dup, reorder: o.reorder, minDelayMs: o.minDelayMs, maxDelayMs: o.maxDelayMs });
+  const { rng, net } = world;
   const trace = o.trace;
   const logRecords = o.logRecords ?? rng.pick([8, 32, 4096]);
   const seedHash = rng.int(0, 0x7fffffff);
   const registers = REGISTERS.map((r) => ({ ...r, maxPending: 64, log: { maxRecords: logRecords, maxBytes: 1 << 20 } }));
-  const mk = (name: string, id: number, peer: number): Endpoint => ({
-    name,
-    id,
-    pair: new HalfPair({ pairId: 7, localId: id, peerId: peer, seed: seedHash, registers, timing: o.timing }, 0),
-    timerAt: undefined,
-  });
-  const eps = [mk('A', 1, 2), mk('B', 2, 1)];
-  const seqEp = eps[0];
   const violations: string[] = [];
   const violate = (msg: string): void => {
     if (violations.length < 20) violations.push(msg);
@@ -110,7 +100,7 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
   };
 
   // What the checker knows.
-  const proposed = new Map<string, { ep: string; register: string }>();
+  const proposed = new Set<string>();
   const outcomes = new Map<string, 'committed' | 'rejected'>();
   const verdictSeen = new Map<string, number>();
   const history = new Map<string, Map<number, string>>(); // register → version → entries signature (sequencer)
@@ -124,7 +114,7 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
   let reconciles = 0;
   let cutCount = 0;
 
-  const onEvent = (ep: Endpoint, ev: SpookEvent): void => {
+  world.onEvent = (ep, ev) => {
     switch (ev.type) {
       case 'lifecycle':
         trace?.(`${t(ev.at)} ${ep.name} ${ev.from} -> ${ev.to} (${ev.cause})`);
@@ -139,9 +129,9 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
         }
         if (ep === seqEp) {
           history.get(ev.register)!.set(ev.version, sig);
-          const reg = ep.pair.register(ev.register);
-          void reg;
-          for (const e of ev.entries) if (e.verdict === 0) committedDeltas.get(ev.register)!.push({ version: ev.version, delta: (e as { delta?: Delta }).delta!, id: `${e.origin}:${e.seq}` });
+          for (const e of ev.entries as CollapseEntry[]) {
+            if (e.verdict === 0) committedDeltas.get(ev.register)!.push({ version: ev.version, delta: e.delta!, id: `${e.origin}:${e.seq}` });
+          }
         } else followerSigs.push({ register: ev.register, version: ev.version, sig });
         trace?.(`${t(ev.at)} ${ep.name} collapse ${ev.register} v${ev.version} h=${ev.hash} [${sig}]`);
         return;
@@ -149,8 +139,9 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
       case 'outcome': {
         const id = `${ev.register}/${ev.origin}:${ev.seq}`;
         if (outcomes.has(id)) violate(`${id} decided twice at its proposer`);
-        outcomes.set(id, ev.verdict);
         if (!proposed.has(id)) violate(`${id} has an outcome but was never proposed`);
+        outcomes.set(id, ev.verdict);
+        trace?.(`${t(ev.at)} ${ep.name} outcome ${id} ${ev.verdict}${ev.reason ? ` (${ev.reason})` : ''} at v${ev.version}`);
         return;
       }
       case 'reentangled':
@@ -162,32 +153,10 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
         return;
     }
   };
+  const eps = world.addPair(['A', 'B'], { pairId: 7, seed: seedHash, registers, timing: o.timing });
+  const seqEp = eps[0];
 
-  const drain = (ep: Endpoint, now: number): void => {
-    for (let ev = ep.pair.pollEvent(); ev; ev = ep.pair.pollEvent()) onEvent(ep, ev);
-    for (let d = ep.pair.pollTransmit(now); d; d = ep.pair.pollTransmit(now)) {
-      const to = ep === eps[0] ? eps[1] : eps[0];
-      net.send(now, ep.name, to.name, d, (at, dg) => {
-        to.pair.handleDatagram(at, dg);
-        drain(to, at);
-      });
-      for (let ev = ep.pair.pollEvent(); ev; ev = ep.pair.pollEvent()) onEvent(ep, ev);
-    }
-    ep.timerAt = ep.pair.pollTimeout();
-  };
-
-  // The workload: each endpoint proposes at random times; some proposals conflict.
-  for (const ep of eps) {
-    for (let i = 0; i < o.ops; i++) {
-      const at = rng.int(1, o.workloadMs);
-      queue.schedule(at, () => {
-        propose(ep, at);
-        if (o.corrupt > 0 && ep !== seqEp && rng.chance(o.corrupt)) corrupt(ep, at);
-        drain(ep, at);
-      });
-    }
-  }
-  const propose = (ep: Endpoint, now: number): void => {
+  const propose = (ep: SimEndpoint, now: number): void => {
     const kind = rng.int(0, 9);
     let register = 'kv';
     let delta: Delta;
@@ -205,18 +174,30 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
     }
     try {
       const id = ep.pair.propose(now, register, delta);
-      proposed.set(`${register}/${id.origin}:${id.seq}`, { ep: ep.name, register });
+      proposed.add(`${register}/${id.origin}:${id.seq}`);
     } catch (e) {
       if (!(e instanceof ProposeError)) throw e;
       refused++;
       trace?.(`${t(now)} ${ep.name} propose refused: ${e.message}`);
     }
   };
-  const corrupt = (ep: Endpoint, now: number): void => {
+  const corrupt = (ep: SimEndpoint, now: number): void => {
     const st = ep.pair.register('kv').state as MapState;
     st.put(rng.pick(KEYS).slice(), rng.bytes(4), 999_999);
     trace?.(`${t(now)} ${ep.name} FAULT: corrupted one kv entry in memory`);
   };
+
+  // The workload: each endpoint proposes at random times; some proposals conflict.
+  for (const ep of eps) {
+    for (let i = 0; i < o.ops; i++) {
+      const at = rng.int(1, o.workloadMs);
+      world.at(at, () => {
+        propose(ep, at);
+        const target = o.corruptTarget === 'sequencer' ? seqEp : eps[1];
+        if (o.corrupt > 0 && ep === target && rng.chance(o.corrupt)) corrupt(ep, at);
+      });
+    }
+  }
 
   // Link cuts: one or both directions, some longer than the silence timeout.
   if (o.cuts) {
@@ -224,73 +205,37 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
     for (let i = 0; i < n; i++) {
       const start = rng.int(0, o.workloadMs);
       const len = rng.int(500, 15_000);
-      const dirs = rng.pick([['A', 'B'], ['B', 'A'], ['both']]);
+      const dir = rng.pick(['A>B', 'B>A', 'both']);
       const set = (up: boolean) => (): void => {
-        if (dirs[0] === 'both' || dirs[0] === 'A') net.setLink('A', 'B', up);
-        if (dirs[0] === 'both' || dirs[0] === 'B') net.setLink('B', 'A', up);
-        trace?.(`${t(start + (up ? len : 0))} NET link ${dirs[0] === 'both' ? 'A<->B' : `${dirs[0]}->${dirs[1]}`} ${up ? 'restored' : 'cut'}`);
+        if (dir !== 'B>A') net.setLink('A', 'B', up);
+        if (dir !== 'A>B') net.setLink('B', 'A', up);
+        trace?.(`${t(world.now)} NET link ${dir === 'both' ? 'A<->B' : dir} ${up ? 'restored' : 'cut'}`);
       };
-      queue.schedule(start, set(false));
-      queue.schedule(start + len, set(true));
+      world.at(start, set(false));
+      world.at(start + len, set(true));
       cutCount++;
     }
   }
 
-  for (const ep of eps) drain(ep, 0);
-  const deadline = o.workloadMs + o.settleMs;
-  let now = 0;
-  let settled = false;
-  let nextCheck = o.workloadMs;
-  for (let steps = 0; steps < 5_000_000; steps++) {
-    const qt = queue.peekTime() ?? Infinity;
-    let ep: Endpoint | undefined;
-    let tt = Infinity;
-    for (const e of eps) {
-      if (e.timerAt !== undefined && e.timerAt < tt) {
-        tt = e.timerAt;
-        ep = e;
-      }
-    }
-    const next = Math.min(qt, tt);
-    if (next === Infinity || next > deadline) { trace?.(`loop end next=${next} qt=${qt} tt=${tt} timers=${eps.map((e) => e.timerAt)}`); break; }
-    now = Math.max(now, next);
-    if (now >= nextCheck) {
-      nextCheck = now + 100;
-      if (isSettled()) {
-        settled = true;
-        break;
-      }
-    }
-    if (qt <= tt) queue.pop()!.run();
-    else {
-      ep!.pair.handleTimeout(now);
-      drain(ep!, now);
-    }
-  }
-
-  function isSettled(): boolean {
+  const isSettled = (): boolean => {
     for (const ep of eps) if (ep.pair.state !== PairState.ENTANGLED) return false;
     for (const r of REGISTERS) {
       const a = eps[0].pair.register(r.name);
       const b = eps[1].pair.register(r.name);
-      if (a.version !== b.version || !a.hash || a.hash.hi !== b.hash.hi || a.hash.lo !== b.hash.lo) return false;
+      if (a.version !== b.version || a.hash.hi !== b.hash.hi || a.hash.lo !== b.hash.lo) return false;
       if (a.pendingCount > 0 || b.pendingCount > 0) return false;
     }
     return true;
-  }
+  };
+  world.run(o.workloadMs);
+  const settled = world.run(o.workloadMs + o.settleMs, isSettled);
+  const now = world.now;
 
   // ---- checks
   const final: SimResult['final'] = {};
   for (const ep of eps) final[ep.name] = REGISTERS.map((r) => ({ version: ep.pair.register(r.name).version, hash: hashHex(ep.pair.register(r.name).hash) }));
-  const converged = settled && isSettled();
-  if (!converged && trace) {
-    for (const ep of eps) {
-      const r = ep.pair.register('kv') as unknown as Record<string, unknown>;
-      const pick = (k: string): unknown => r[k];
-      trace(`DEBUG ${ep.name} kv ` + JSON.stringify({ version: pick('version'), logBase: (r.log as { base: number }).base, sentUpTo: pick('sentUpTo'), peerVersion: pick('peerVersion'), retransmitAt: pick('retransmitAt'), requester: r.requester ? { mode: (r.requester as Record<string, unknown>).mode, want: (r.requester as Record<string, unknown>).wantRequest, at: (r.requester as Record<string, unknown>).retransmitAt, target: (r.requester as Record<string, unknown>).target, q: ((r.requester as Record<string, unknown>).queue as unknown[]).length, out: ((r.requester as Record<string, unknown>).outstanding as Map<string, unknown>).size, meta: !!(r.requester as Record<string, unknown>).meta } : null, seqLogBase: pick('seqLogBase'), seqVersionSeen: pick('seqVersionSeen'), target: pick('reentangleTarget'), pin: (r.responder as { pinnedVersion?: number }).pinnedVersion }));
-    }
-  }
-  if (!converged) violate(`not converged by t=${t(now)}: ${eps.map((e) => `${e.name} ${e.pair.state} ${JSON.stringify(final[e.name])}`).join('; ')}`);
+  const converged = settled;
+  if (!converged) violate(`not converged by ${t(now)}: ${eps.map((e) => `${e.name} ${e.pair.state} ${JSON.stringify(final[e.name])}`).join('; ')}`);
 
   let lostCommits = 0;
   for (const r of REGISTERS) {
@@ -319,7 +264,7 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
     const s = history.get(f.register)!.get(f.version);
     if (s !== undefined && s !== f.sig) violate(`${f.register} v${f.version}: follower collapsed [${f.sig}], sequencer [${s}]`);
   }
-  for (const id of proposed.keys()) if (!outcomes.has(id)) violate(`${id} never decided at its proposer`);
+  for (const id of proposed) if (!outcomes.has(id)) violate(`${id} never decided at its proposer`);
 
   const stats = eps.map((e) => e.pair.stats);
   return {

@@ -17,9 +17,8 @@ export interface MapEntry {
 
 /** Map keys are bytes; a latin1 string is a 1:1, cheap Map key for them. */
 export function keyString(key: Uint8Array): string {
-  let s = '';
-  for (let i = 0; i < key.length; i++) s += String.fromCharCode(key[i]);
-  return s;
+  // Keys are at most MAX_KEY_LEN (256) bytes, well within apply()'s argument limit.
+  return String.fromCharCode.apply(null, key as unknown as number[]);
 }
 
 export class MapState implements StateBlock {
@@ -74,9 +73,13 @@ export class MapState implements StateBlock {
   apply(d: Delta, version: number): void {
     switch (d.op) {
       case DeltaOp.Set:
-      case DeltaOp.Cas:
-        this.put(d.key.slice(), d.value.slice(), version);
+      case DeltaOp.Cas: {
+        // Reuse the stored key bytes when the key exists: one allocation fewer per update.
+        const k = keyString(d.key);
+        const old = this.entries.get(k);
+        this.store(k, old ? old.key : d.key.slice(), d.value.slice(), version, old);
         return;
+      }
       case DeltaOp.Del:
         this.remove(keyString(d.key));
         return;
@@ -88,7 +91,10 @@ export class MapState implements StateBlock {
   /** Write an entry as-is (collapse, reconciliation, full transfer). Takes ownership of key and value. */
   put(key: Uint8Array, value: Uint8Array, version: number): MapEntry {
     const k = keyString(key);
-    const old = this.entries.get(k);
+    return this.store(k, key, value, version, this.entries.get(k));
+  }
+
+  private store(k: string, key: Uint8Array, value: Uint8Array, version: number, old: MapEntry | undefined): MapEntry {
     if (old) this.forget(old);
     const e = this.entryOf(key, value, version);
     this.entries.set(k, e);

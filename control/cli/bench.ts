@@ -1,0 +1,30 @@
+/** `spook bench`: benchmarks that print their figures beside a baseline measured in the same run. */
+import { Command } from 'commander';
+import { runCoreBench } from '../../bench/core.js';
+import { intArg } from './args.js';
+
+export function benchCommand(): Command {
+  const bench = new Command('bench').description('Benchmarks (figures recorded in docs/BENCHMARKS.md)');
+  bench
+    .command('core')
+    .description('ESTP core: delta apply rate vs a bare Map.set, bytes per delta, re-entanglement bytes vs full state')
+    .option('--keys <n>', 'map size for the re-entanglement figures', intArg('--keys', 1), 1_000_000)
+    .option('--deltas <n>', 'set deltas for the apply-rate figures', intArg('--deltas', 1000), 200_000)
+    .option('--missed <n>', 'updates the follower misses during the cut', intArg('--missed', 1), 100)
+    .option('--json', 'print one JSON object', false)
+    .action((o: { keys: number; deltas: number; missed: number; json: boolean }) => {
+      const r = runCoreBench(o);
+      if (o.json) {
+        console.log(JSON.stringify(r, null, 2));
+        return;
+      }
+      const n = (x: number): string => x.toLocaleString('en-US');
+      console.log(`apply (decode+apply+hash+log)  ${n(r.applyPerSec)} deltas/s`);
+      console.log(`Map.set baseline               ${n(r.mapSetPerSec)} ops/s   ratio ${(r.applyVsMapSet * 100).toFixed(1)}% (goal >= 20%)`);
+      console.log(`set delta (16 B key, 32 B val) ${r.bytesPerSetDelta} bytes encoded, ${r.wireBytesPerSetDelta} bytes on the wire in full frames`);
+      console.log(`re-entangle, ${r.missedUpdates} missed on ${n(r.stateKeys)} keys: ${n(r.reentangleBytes)} bytes in ${r.reentangleMs} ms by ${r.reentangleMethod}`);
+      console.log(`  same with the log compacted:  ${n(r.reconcileBytes)} bytes in ${r.reconcileMs} ms by ${r.reconcileMethod}`);
+      console.log(`full state                     ${n(r.fullStateBytes)} bytes   log path ${r.reentangleVsFull} of full (goal <= 1e-3), reconcile ${r.reconcileVsFull}`);
+    });
+  return bench;
+}

@@ -1,0 +1,26 @@
+/**
+ * `spook`: the admin CLI. Every inspection command prints a table for people and
+ * `--json` for scripts; errors name what is wrong and exit non-zero.
+ */
+import { Command, Option } from 'commander';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+import { simCommand } from './sim.js';
+import { demoCommand } from './demo.js';
+import { benchCommand } from './bench.js';
+
+const pkg = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'package.json'), 'utf8')) as { version: string };
+
+const program = new Command()
+  .name('spook')
+  .description('Spook: deterministic shared state over UDP. Admin CLI, simulator and benchmarks.')
+  .version(pkg.version)
+  .showHelpAfterError('(run with --help for usage)');
+
+program.addCommand(simCommand());
+program.addCommand(demoCommand());
+program.addCommand(benchCommand());
+program.addOption(new Option('--no-color', 'plain output').hideHelp());
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,190 @@
+import { describe, expect, it } from 'vitest';
+import { DeltaOp } from '../transport/wire/delta.js';
+import { PairState } from '../control/core/lifecycle.js';
+import { ProposeError } from '../control/core/replica.js';
+import type { MapState } from '../control/core/register/map.js';
+import type { StreamState } from '../control/core/register/stream.js';
+import { append, cas, enc, harness, proposeNow, set } from './helpers.js';
+
+const KV = [{ name: 'kv', kind: 'map' as const }];
+
+// Collapse: both ends commit the same candidates in the same order, conflicts rejected identically.
+describe('collapse', () => {
+  it('forms aligned, commits from both ends, same (version, hash)', () => {
+    const h = harness(KV);
+    expect(h.settle()).toBe(true);
+    proposeNow(h, h.a, 'kv', set('x', '1'));
+    proposeNow(h, h.b, 'kv', set('y', '2'));
+    expect(h.settle()).toBe(true);
+    const sa = h.a.pair.register('kv').state as MapState;
+    const sb = h.b.pair.register('kv').state as MapState;
+    expect(new TextDecoder().decode(sb.get(enc('x'))!.value)).toBe('1');
+    expect(new TextDecoder().decode(sa.get(enc('y'))!.value)).toBe('2');
+    expect(h.a.pair.register('kv').version).toBeGreaterThanOrEqual(2);
+  });
+
+  it('conflicting cas: exactly one commits, the loser is told, both ends record the same verdicts', () => {
+    const h = harness(KV);
+    h.settle();
+    const ia = proposeNow(h, h.a, 'kv', cas('leader', 0, 'A'));
+    const ib = proposeNow(h, h.b, 'kv', cas('leader', 0, 'B'));
+    expect(h.settle()).toBe(true);
+    const outcomes = h.events.filter((e) => e.ev.type === 'outcome').map((e) => e.ev as { origin: number; seq: number; verdict: string; reason?: string });
+    const oa = outcomes.find((o) => o.origin === ia.origin && o.seq === ia.seq)!;
+    const ob = outcomes.find((o) => o.origin === ib.origin && o.seq === ib.seq)!;
+    expect([oa.verdict, ob.verdict].sort()).toEqual(['committed', 'rejected']);
+    expect([oa.reason, ob.reason]).toContain('cas-version-mismatch');
+    // Both ends saw the same collapse entries for every version.
+    const sig = (ep: string) =>
+      h.events
+        .filter((e) => e.ep === ep && e.ev.type === 'collapse')
+        .map((e) => {
+          const c = e.ev as { version: number; entries: { origin: number; seq: number; verdict: number }[] };
+          return `${c.version}:${c.entries.map((x) => `${x.origin}/${x.seq}/${x.verdict}`).join(',')}`;
+        });
+    expect(sig('B')).toEqual(sig('A'));
+  });
+
+  it('append at a stale offset is rejected at both ends, the stream stays identical', () => {
+    const h = harness([{ name: 's', kind: 'stream' }]);
+    h.settle();
+    proposeNow(h, h.a, 's', append(0, 'hello '));
+    proposeNow(h, h.b, 's', append(0, 'world'));
+    expect(h.settle()).toBe(true);
+    const sa = h.a.pair.register('s').state as StreamState;
+    const sb = h.b.pair.register('s').state as StreamState;
+    expect(new TextDecoder().decode(sa.read(0, 100))).toBe('hello ');
+    expect(sb.read(0, 100)).toEqual(sa.read(0, 100));
+    const rejected = h.events.filter((e) => e.ev.type === 'outcome' && e.ev.verdict === 'rejected');
+    expect(rejected).toHaveLength(1);
+  });
+});
+
+// Local writes are refused clearly, never dropped silently.
+describe('proposals', () => {
+  it('a full candidate buffer refuses with buffer-full', () => {
+    const h = harness([{ name: 'kv', kind: 'map', maxPending: 3 }]);
+    h.settle();
+    h.cut();
+    for (let i = 0; i < 3; i++) h.b.pair.propose(h.world.now, 'kv', set(`k${i}`, 'v'));
+    expect(() => h.b.pair.propose(h.world.now, 'kv', set('k3', 'v'))).toThrowError(/candidate buffer full \(3 pending/);
+    try {
+      h.b.pair.propose(h.world.now, 'kv', set('k3', 'v'));
+    } catch (e) {
+      expect((e as ProposeError).code).toBe('buffer-full');
+    }
+  });
+
+  it('freeze policy refuses writes on the follower while decoherent; reads still serve the committed version', () => {
+    const h = harness([{ name: 'kv', kind: 'map', policy: 'freeze' }]);
+    h.settle();
+    proposeNow(h, h.a, 'kv', set('x', 'committed'));
+    h.settle();
+    h.cut();
+    h.world.run(h.world.now + 6000);
+    expect(h.b.pair.state).toBe(PairState.DECOHERENT);
+    expect(() => h.b.pair.propose(h.world.now, 'kv', set('x', 'nope'))).toThrowError(/frozen while the pair is DECOHERENT/);
+    expect(new TextDecoder().decode((h.b.pair.register('kv').state as MapState).get(enc('x'))!.value)).toBe('committed');
+  });
+
+  it('invalid deltas are refused with the reason', () => {
+    const h = harness(KV);
+    expect(() => h.a.pair.propose(0, 'kv', { op: DeltaOp.Set, key: new Uint8Array(0), value: enc('v') })).toThrowError(/key is empty/);
+    expect(() => h.a.pair.propose(0, 'kv', { op: DeltaOp.Append, offset: 0, data: enc('x') })).toThrowError(/map register cannot take delta op Append/);
+    expect(() => h.a.pair.propose(0, 'nope', set('k', 'v'))).toThrowError(/no register named nope/);
+  });
+});
+
+// Decoherence and the three re-entanglement paths.
+describe('decoherence and re-entanglement', () => {
+  it('silence decoheres both ends; the sequencer keeps committing, the follower buffers; log path re-entangles', () => {
+    const h = harness(KV);
+    h.settle();
+    h.cut();
+    for (let i = 0; i < 50; i++) h.world.at(h.world.now + 10 + i * 20, () => void h.a.pair.propose(h.world.now, 'kv', set(`a${i}`, `${i}`)));
+    h.world.at(h.world.now + 2000, () => void h.b.pair.propose(h.world.now, 'kv', set('b-buffered', '1')));
+    h.world.run(h.world.now + 7000);
+    expect(h.a.pair.state).toBe(PairState.DECOHERENT);
+    expect(h.b.pair.state).toBe(PairState.DECOHERENT);
+    expect(h.a.pair.register('kv').version).toBeGreaterThanOrEqual(50);
+    expect(h.b.pair.register('kv').version).toBe(0);
+    const before = h.a.pair.stats.reentangleBytes + h.b.pair.stats.reentangleBytes;
+    h.heal();
+    expect(h.settle()).toBe(true);
+    const methods = h.events.filter((e) => e.ev.type === 'reentangled').map((e) => (e.ev as { method: string }).method);
+    expect(methods).toEqual(['log', 'log']);
+    expect((h.a.pair.register('kv').state as MapState).get(enc('b-buffered'))).toBeDefined();
+    // Only the missed collapses crossed: a small multiple of 50 deltas, nothing like a snapshot.
+    expect(h.a.pair.stats.reentangleBytes + h.b.pair.stats.reentangleBytes - before).toBeLessThan(50 * 120);
+    expect(h.a.pair.stats.fullTransfers + h.b.pair.stats.fullTransfers).toBe(0);
+  });
+
+  it('a gap the log no longer covers is reconciled by range hashes', () => {
+    const h = harness([{ name: 'kv', kind: 'map', log: { maxRecords: 4, maxBytes: 1 << 20 } }]);
+    h.settle();
+    for (let i = 0; i < 200; i++) proposeNow(h, h.a, 'kv', set(`k${i}`, 'v0'));
+    expect(h.settle()).toBe(true);
+    h.cut();
+    for (let i = 0; i < 20; i++) h.world.at(h.world.now + 10 + i * 10, () => void h.a.pair.propose(h.world.now, 'kv', set(`k${i * 7}`, 'v1')));
+    h.world.run(h.world.now + 7000);
+    const mark = h.events.length;
+    h.heal();
+    expect(h.settle()).toBe(true);
+    const b = h.events.slice(mark).filter((e) => e.ep === 'B' && e.ev.type === 'reentangled').map((e) => (e.ev as { method: string }).method);
+    expect(b).toEqual(['reconcile']);
+    expect(h.b.pair.stats.fullTransfers).toBe(0);
+  });
+
+  it('a hash mismatch (corrupted follower) is detected and repaired without a full transfer', () => {
+    const h = harness(KV);
+    h.settle();
+    for (let i = 0; i < 30; i++) proposeNow(h, h.a, 'kv', set(`k${i}`, 'v'));
+    h.settle();
+    (h.b.pair.register('kv').state as MapState).put(enc('k3'), enc('garbage'), 1);
+    proposeNow(h, h.a, 'kv', set('trigger', 'x'));
+    expect(h.settle()).toBe(true);
+    const causes = h.events.filter((e) => e.ev.type === 'lifecycle').map((e) => (e.ev as { cause: string }).cause);
+    expect(causes.some((c) => c.startsWith('hash-mismatch'))).toBe(true);
+    expect(new TextDecoder().decode((h.b.pair.register('kv').state as MapState).get(enc('k3'))!.value)).toBe('v');
+  });
+
+  it('a stream that is not a prefix of the sequencer\'s falls back to a counted full transfer', () => {
+    const h = harness([{ name: 's', kind: 'stream' }]);
+    h.settle();
+    proposeNow(h, h.a, 's', append(0, 'abc'));
+    h.settle();
+    (h.b.pair.register('s').state as StreamState).appendBytes(enc('xyz-diverged-and-longer'));
+    proposeNow(h, h.a, 's', append(3, 'def'));
+    expect(h.settle()).toBe(true);
+    expect(h.b.pair.stats.fullTransfers).toBe(1);
+    expect(new TextDecoder().decode((h.b.pair.register('s').state as StreamState).read(0, 100))).toBe('abcdef');
+  });
+
+  it('close is a lifecycle transition at both ends', () => {
+    const h = harness(KV);
+    h.settle();
+    h.a.pair.close(h.world.now, 'operator');
+    h.world.drain(h.a);
+    h.world.run(h.world.now + 100);
+    expect(h.a.pair.state).toBe(PairState.CLOSED);
+    expect(h.b.pair.state).toBe(PairState.CLOSED);
+    expect(() => h.a.pair.propose(h.world.now, 'kv', set('x', '1'))).toThrowError(/pair is closed/);
+  });
+});
+
+// Bad input gets a counted drop, never a crash.
+describe('inbound garbage', () => {
+  it('counts malformed, foreign and unknown-register frames by reason and keeps syncing', () => {
+    const h = harness(KV);
+    h.settle();
+    const p = h.b.pair;
+    expect(p.handleDatagram(h.world.now, new Uint8Array([1, 2, 3]))).toBe(false);
+    const good = new Uint8Array(24);
+    good.set([0x53, 0x50, 1, 4, 0, 20, 0, 4, 0, 0, 0, 99]);
+    expect(p.handleDatagram(h.world.now, good)).toBe(false); // pair 99 is not ours
+    expect(p.stats.drops['truncated']).toBe(1);
+    expect(p.stats.drops['unknown-pair']).toBe(1);
+    proposeNow(h, h.a, 'kv', set('still', 'works'));
+    expect(h.settle()).toBe(true);
+  });
+});

@@ -1,0 +1,65 @@
+/** Small builders shared by the HalfPair tests. */
+import { DeltaOp, type Delta } from '../transport/wire/delta.js';
+import { PairState } from '../control/core/lifecycle.js';
+import { SimWorld, type SimEndpoint } from '../control/sim/world.js';
+import type { RegisterSpec } from '../control/core/halfpair.js';
+import type { SpookEvent } from '../control/core/events.js';
+
+export const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
+export const set = (k: string, v: string): Delta => ({ op: DeltaOp.Set, key: enc(k), value: enc(v) });
+export const del = (k: string): Delta => ({ op: DeltaOp.Del, key: enc(k) });
+export const cas = (k: string, expect: number, v: string): Delta => ({ op: DeltaOp.Cas, key: enc(k), expect, value: enc(v) });
+export const append = (offset: number, data: string): Delta => ({ op: DeltaOp.Append, offset, data: enc(data) });
+
+export interface Harness {
+  world: SimWorld;
+  a: SimEndpoint;
+  b: SimEndpoint;
+  events: { ep: string; ev: SpookEvent }[];
+  cut(): void;
+  heal(): void;
+  aligned(register?: string): boolean;
+  settle(maxMs?: number): boolean;
+}
+
+/** A pair A (sequencer) / B (follower) in a fresh simulated world. */
+export function harness(registers: RegisterSpec[], faults: Partial<{ loss: number; dup: number; reorder: number }> = {}, seed = 1): Harness {
+  const world = new SimWorld(seed, { loss: 0, dup: 0, reorder: 0, minDelayMs: 1, maxDelayMs: 5, ...faults });
+  const events: Harness['events'] = [];
+  world.onEvent = (ep, ev) => events.push({ ep: ep.name, ev });
+  const [a, b] = world.addPair(['A', 'B'], { pairId: 9, seed: 1234, registers });
+  const h: Harness = {
+    world,
+    a,
+    b,
+    events,
+    cut() {
+      world.net.setLink('A', 'B', false);
+      world.net.setLink('B', 'A', false);
+    },
+    heal() {
+      world.net.setLink('A', 'B', true);
+      world.net.setLink('B', 'A', true);
+    },
+    aligned(register?: string) {
+      const names = register ? [register] : registers.map((r) => r.name);
+      if (a.pair.state !== PairState.ENTANGLED || b.pair.state !== PairState.ENTANGLED) return false;
+      return names.every((n) => {
+        const ra = a.pair.register(n);
+        const rb = b.pair.register(n);
+        return ra.version === rb.version && ra.hash.hi === rb.hash.hi && ra.hash.lo === rb.hash.lo && ra.pendingCount === 0 && rb.pendingCount === 0;
+      });
+    },
+    settle(maxMs = 60_000) {
+      return world.run(world.now + maxMs, () => h.aligned());
+    },
+  };
+  return h;
+}
+
+/** Propose through the world so the endpoint is drained afterwards, as a daemon would. */
+export function proposeNow(h: Harness, ep: SimEndpoint, register: string, d: Delta): { origin: number; seq: number } {
+  const id = ep.pair.propose(h.world.now, register, d);
+  h.world.drain(ep);
+  return id;
+}
