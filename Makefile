@@ -4,7 +4,7 @@ NODE_STAMP := node_modules/.stamp
 BUILD_STAMP := dist/.stamp
 TS_SOURCES := $(shell find control transport wrappers bench -name '*.ts' 2>/dev/null)
 
-.PHONY: all build deps test demo sim bench clean typecheck
+.PHONY: all build deps test demo sim bench clean typecheck soak
 
 all: build
 
@@ -37,3 +37,11 @@ bench: build
 
 clean:
 	rm -rf dist
+
+# The C twin of transport/wire/constants.ts (a test fails when they drift).
+bpf/spook_wire.h: transport/wire/constants.ts control/tools/bpf-header.ts $(BUILD_STAMP)
+	node dist/control/tools/bpf-header.js $@
+
+soak: build
+	./bin/spook sim --seeds 20000 --loss 0.3 --dup 0.05 --reorder 0.2 --cuts
+	./bin/spook sim --seeds 5000 --seed-base 100000 --loss 0.1 --cuts --corrupt 0.03

@@ -2,7 +2,7 @@
  * `spook`: the admin CLI. Every inspection command prints a table for people and
  * `--json` for scripts; errors name what is wrong and exit non-zero.
  */
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
@@ -21,6 +21,5 @@ const program = new Command()
 program.addCommand(simCommand());
 program.addCommand(demoCommand());
 program.addCommand(benchCommand());
-program.addOption(new Option('--no-color', 'plain output').hideHelp());
 
 await program.parseAsync(process.argv);
