@@ -33,7 +33,7 @@ import {
 } from '../../transport/wire/messages.js';
 import { Hash64, hashEquals } from './hash.js';
 import { buildIndex, childrenOf, entriesUnder, rangeOf, type KeyIndex } from './keyspace.js';
-import { MapState, entryWireLen, keyString, type MapEntry } from './register/map.js';
+import { MapState, entryWireLen, type MapEntry } from './register/map.js';
 import { StreamState } from './register/stream.js';
 import type { PayloadBuilder } from './payload.js';
 import type { Replica } from './replica.js';
@@ -447,7 +447,7 @@ export class ReconRequester {
         this.startFull();
         return;
       }
-      for (const e of this.deletes) state.remove(keyString(e.key));
+      for (const e of this.deletes) state.remove(e.key);
       for (const e of staged) state.put(e.key, e.value, e.version);
       r.adopt(now, meta.targetVersion, marks(meta), rejections(meta), 'reconcile');
       return;

@@ -15,16 +15,24 @@ export interface MapEntry {
   readonly hlo: number;
 }
 
-/** Map keys are bytes; a latin1 string is a 1:1, cheap Map key for them. */
-export function keyString(key: Uint8Array): string {
-  // Keys are at most MAX_KEY_LEN (256) bytes, well within apply()'s argument limit.
-  return String.fromCharCode.apply(null, key as unknown as number[]);
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
+
+/** The bucket of a key hash: 30 bits keep V8's Map on small-integer keys (no boxing). */
+const bucketOf = (keyHash: number): number => keyHash & 0x3fffffff;
 
 export class MapState implements StateBlock {
   readonly kind = 'map' as const;
   readonly hash = new Hash64();
-  private readonly entries = new Map<string, MapEntry>();
+  /**
+   * Entries by the seeded hash of their key; the rare keys that share a bucket sit in an
+   * array. Numeric keys spare building a string per lookup, which dominated apply time.
+   */
+  private readonly buckets = new Map<number, MapEntry | MapEntry[]>();
+  private count = 0;
   private readonly keySeed: number;
   private readonly seedHi: number;
   private readonly seedLo: number;
@@ -37,23 +45,30 @@ export class MapState implements StateBlock {
   }
 
   get(key: Uint8Array): MapEntry | undefined {
-    return this.entries.get(keyString(key));
-  }
-
-  getByString(k: string): MapEntry | undefined {
-    return this.entries.get(k);
+    return this.find(this.keyHashOf(key), key);
   }
 
   size(): number {
-    return this.entries.size;
+    return this.count;
   }
 
-  values(): IterableIterator<MapEntry> {
-    return this.entries.values();
+  *values(): IterableIterator<MapEntry> {
+    for (const b of this.buckets.values()) {
+      if (Array.isArray(b)) yield* b;
+      else yield b;
+    }
   }
 
   keyHashOf(key: Uint8Array): number {
     return murmur3(this.keySeed, key);
+  }
+
+  private find(keyHash: number, key: Uint8Array): MapEntry | undefined {
+    const b = this.buckets.get(bucketOf(keyHash));
+    if (b === undefined) return undefined;
+    if (!Array.isArray(b)) return bytesEqual(b.key, key) ? b : undefined;
+    for (const e of b) if (bytesEqual(e.key, key)) return e;
+    return undefined;
   }
 
   check(d: Delta): RejectReason | 0 {
@@ -62,7 +77,7 @@ export class MapState implements StateBlock {
       case DeltaOp.Del:
         return 0;
       case DeltaOp.Cas: {
-        const cur = this.entries.get(keyString(d.key));
+        const cur = this.get(d.key);
         return (cur ? cur.version : 0) === d.expect ? 0 : RejectReason.CasMismatch;
       }
       case DeltaOp.Append:
@@ -74,14 +89,14 @@ export class MapState implements StateBlock {
     switch (d.op) {
       case DeltaOp.Set:
       case DeltaOp.Cas: {
+        const kh = this.keyHashOf(d.key);
+        const old = this.find(kh, d.key);
         // Reuse the stored key bytes when the key exists: one allocation fewer per update.
-        const k = keyString(d.key);
-        const old = this.entries.get(k);
-        this.store(k, old ? old.key : d.key.slice(), d.value.slice(), version, old);
+        this.store(this.entryOf(old ? old.key : d.key.slice(), d.value.slice(), version, kh), old);
         return;
       }
       case DeltaOp.Del:
-        this.remove(keyString(d.key));
+        this.remove(d.key);
         return;
       case DeltaOp.Append:
         throw new Error('append applied to a map register (check() rejects it)');
@@ -90,29 +105,46 @@ export class MapState implements StateBlock {
 
   /** Write an entry as-is (collapse, reconciliation, full transfer). Takes ownership of key and value. */
   put(key: Uint8Array, value: Uint8Array, version: number): MapEntry {
-    const k = keyString(key);
-    return this.store(k, key, value, version, this.entries.get(k));
-  }
-
-  private store(k: string, key: Uint8Array, value: Uint8Array, version: number, old: MapEntry | undefined): MapEntry {
-    if (old) this.forget(old);
     const e = this.entryOf(key, value, version);
-    this.entries.set(k, e);
-    this.hash.add(e.hhi, e.hlo);
-    this.bytes += entryWireLen(e);
+    this.store(e, this.find(e.keyHash, key));
     return e;
   }
 
-  remove(k: string): void {
-    const old = this.entries.get(k);
+  remove(key: Uint8Array): void {
+    const kh = this.keyHashOf(key);
+    const old = this.find(kh, key);
     if (!old) return;
     this.forget(old);
-    this.entries.delete(k);
+    const bucket = bucketOf(kh);
+    const b = this.buckets.get(bucket)!;
+    if (!Array.isArray(b)) this.buckets.delete(bucket);
+    else {
+      const rest = b.filter((e) => e !== old);
+      this.buckets.set(bucket, rest.length === 1 ? rest[0] : rest);
+    }
+    this.count--;
+  }
+
+  private store(e: MapEntry, old: MapEntry | undefined): void {
+    const bucket = bucketOf(e.keyHash);
+    if (old) {
+      this.forget(old);
+      const b = this.buckets.get(bucket)!;
+      if (Array.isArray(b)) b[b.indexOf(old)] = e;
+      else this.buckets.set(bucket, e);
+    } else {
+      const b = this.buckets.get(bucket);
+      if (b === undefined) this.buckets.set(bucket, e);
+      else if (Array.isArray(b)) b.push(e);
+      else this.buckets.set(bucket, [b, e]);
+      this.count++;
+    }
+    this.hash.add(e.hhi, e.hlo);
+    this.bytes += entryWireLen(e);
   }
 
   /** The entry with its hashes computed, without storing it (reconciliation stages with this). */
-  entryOf(key: Uint8Array, value: Uint8Array, version: number): MapEntry {
-    const keyHash = murmur3(this.keySeed, key);
+  entryOf(key: Uint8Array, value: Uint8Array, version: number, keyHash = this.keyHashOf(key)): MapEntry {
     const hhi = this.entryLane(this.seedHi, key, value, version);
     const hlo = this.entryLane(this.seedLo, key, value, version);
     return { key, value, version, keyHash, hhi, hlo };
@@ -136,13 +168,6 @@ export class MapState implements StateBlock {
 
   fullTransferBytes(): number {
     return this.bytes;
-  }
-
-  clear(): void {
-    this.entries.clear();
-    this.hash.hi = 0;
-    this.hash.lo = 0;
-    this.bytes = 0;
   }
 }
 
