@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { Hash64, Murmur3, hashEquals, hashHex, murmur3 } from '../control/core/hash.js';
+import { Hash64, Murmur3, hashEquals, hashHex, laneSeeds, murmur3 } from '../control/core/hash.js';
 import { MapState } from '../control/core/register/map.js';
 import { StreamState } from '../control/core/register/stream.js';
 import { DeltaOp, RejectReason, type Delta } from '../transport/wire/delta.js';
@@ -68,6 +68,7 @@ const VECTORS: Array<[string, Uint8Array, number, number]> = [
   ['ππππππππ (UTF-8)', b('ππππππππ'), 0x9747b28c, 0xd58063c1],
   ['"a" x 256', b('a'.repeat(256)), 0x9747b28c, 0x37405bdc],
   ['test', b('test'), 0x9747b28c, 0x704b81dc],
+  ['hello', b('hello'), 0, 0x248bfa47], // also PROTOCOL.md Appendix A
   ['The quick brown fox jumps over the lazy dog', b('The quick brown fox jumps over the lazy dog'), 0x9747b28c, 0x2fa826cd],
 ];
 
@@ -521,4 +522,51 @@ describe('StreamState', () => {
       { numRuns: 500 },
     );
   });
+});
+
+// ---------------------------------------------------------------- PROTOCOL.md Appendix A
+
+/**
+ * The project's published hash vectors (docs/PROTOCOL.md Appendix A, "cross-checked by an
+ * independent implementation written from §5"): derived seeds, entry hashes, register hashes.
+ */
+const APPENDIX_A = [
+  {
+    seed: 0x00000000,
+    lanes: [0x0175ddcb, 0x1eecd02e],
+    kv: { keyHash: 0xd00e61f4, hhi: 0x1c0f18dc, hlo: 0xd22b36e8 },
+    color: { keyHash: 0x5dd89687, hhi: 0x23f62f5f, hlo: 0x41063d14 },
+    map: '4005483c133173fc',
+    emptyStream: 'fbb6d7b9bdefbece',
+    abcde: 'dd38e24a13b902fe',
+  },
+  {
+    seed: 0x00005eed,
+    lanes: [0x541d44b9, 0xf747d4e1],
+    kv: { keyHash: 0xc3abc3ea, hhi: 0x8fd1a436, hlo: 0x4ccb972b },
+    color: { keyHash: 0x0e0ab6f1, hhi: 0x23f4e400, hlo: 0x5bcd48ce },
+    map: 'b3c68836a898dff9',
+    emptyStream: 'a1c5d34b9c38dfe1',
+    abcde: '05a0d4597924e52d',
+  },
+];
+
+// Derived seeds, entry hashes and register hashes match the protocol's published vectors.
+describe('PROTOCOL.md Appendix A vectors', () => {
+  for (const v of APPENDIX_A) {
+    it(`seed 0x${v.seed.toString(16)}`, () => {
+      expect(laneSeeds(v.seed)).toEqual(v.lanes);
+      const m = new MapState(v.seed);
+      const k = m.put(b('k'), b('v'), 1);
+      expect({ keyHash: k.keyHash, hhi: k.hhi, hlo: k.hlo }).toEqual(v.kv);
+      const c = m.put(b('color'), b('blue'), 2 ** 32 + 5);
+      expect({ keyHash: c.keyHash, hhi: c.hhi, hlo: c.hlo }).toEqual(v.color);
+      expect(hashHex(m.hash)).toBe(v.map);
+      const s = new StreamState(v.seed);
+      expect(hashHex(s.hash)).toBe(v.emptyStream);
+      s.apply(append(0, b('ab')), 1);
+      s.apply(append(2, b('cde')), 2);
+      expect(hashHex(s.hash)).toBe(v.abcde);
+    });
+  }
 });

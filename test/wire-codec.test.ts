@@ -363,6 +363,9 @@ describe('varint', () => {
     expectWire(() => new Reader(bytes(0x80, 0x80)).varint('x.len'), DropReason.MalformedPayload, 'x.len');
   });
 
+  // docs/PROTOCOL.md §3.2 / Appendix A currently say values up to 2^56-1 are "accepted" and list this as
+  // Open question 3. A decoder returning a JS number cannot accept them without silently changing the
+  // value, so this test asserts the only lossless outcome for a number-valued decoder: rejection.
   it('never returns an inexact number: an 8-byte varint above 2^53-1 is rejected', () => {
     // LEB128 groups (low first): 1, 0, 0, 0, 0, 0, 0, 16  =>  2^53 + 1, which a double cannot hold.
     const over = bytes(0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10);
@@ -407,6 +410,14 @@ describe('delta codec', () => {
       }),
       { numRuns: 1000 },
     );
+  });
+
+  it('matches the examples of PROTOCOL.md §4.1', () => {
+    const hex = (d: Delta) => Buffer.from(encodeDelta(d)).toString('hex');
+    expect(hex({ op: DeltaOp.Set, key: b('k'), value: b('v') })).toBe('01016b0176');
+    expect(hex({ op: DeltaOp.Del, key: b('k') })).toBe('02016b');
+    expect(hex({ op: DeltaOp.Cas, key: b('k'), expect: 300, value: b('v') })).toBe('03016bac020176');
+    expect(hex({ op: DeltaOp.Append, offset: 5, data: b('xy') })).toBe('0405027879');
   });
 
   it('encodes Set as op | len key | len value', () => {
@@ -582,6 +593,32 @@ describe('message round trip', () => {
       expect(Array.from(out.raws[0])).toEqual(Array.from(enc));
     });
   }
+
+  it('matches the Data frame vector of PROTOCOL.md Appendix A', () => {
+    const payload = concat(
+      encodeMessage({ type: MsgType.Ack, largestPn: 200, ackDelayMs: 4 }),
+      encodeMessage({ type: MsgType.Status, register: 'kv', version: 3, hash: h64(0x01020304, 0x05060708), logBase: 2, resolvedSeq: 1 }),
+    );
+    const frame = encodeFrame({ type: FrameType.Data, flags: 0, pairId: 7, packetNumber: 2 ** 32 + 2 }, payload);
+    const want =
+      '5350' + '01' + '04' + '00' + '14' + '0015' + '00000007' + '00000001' + '00000002' + // header
+      '02' + '03' + 'c801' + '04' + // Ack
+      '01' + '0e' + '02' + '6b76' + '03' + '01020304' + '05060708' + '02' + '01'; // Status
+    expect(Buffer.from(frame).toString('hex')).toBe(want);
+    const f = decodeFrame(Uint8Array.from(Buffer.from(want, 'hex')), (id) => id === 7);
+    expect(f.header.packetNumber).toBe(2 ** 32 + 2);
+    expect(plain(decodeMessages(f.payload).messages)).toEqual(
+      plain([
+        { type: MsgType.Ack, largestPn: 200, ackDelayMs: 4 },
+        { type: MsgType.Status, register: 'kv', version: 3, hash: h64(0x01020304, 0x05060708), logBase: 2, resolvedSeq: 1 },
+      ]),
+    );
+  });
+
+  it('the empty register name is valid', () => {
+    const m: Message = { type: MsgType.SnapReq, register: '', targetVersion: 0, flags: 0, fromChunk: 0 };
+    expect(plain(decodeMessages(encodeMessage(m)).messages[0])).toEqual(plain(m));
+  });
 
   it('decodes several messages from one payload, in order, with raws parallel to messages', () => {
     const encs = examples.map(encodeMessage);

@@ -8,7 +8,7 @@
  * call. Nothing here reads a clock, touches a socket or draws a random number, so the
  * daemon and the simulator run the same code and a seed replays a run exactly.
  */
-import { DROP_REASON_NAMES, FrameType, MAX_PAYLOAD_LEN } from '../../transport/wire/constants.js';
+import { DROP_REASON_NAMES, FrameType, MAX_PAYLOAD_LEN, MAX_REGISTER_NAME_LEN } from '../../transport/wire/constants.js';
 import { WireError } from '../../transport/wire/errors.js';
 import { decodeFrame, encodeFrame } from '../../transport/wire/header.js';
 import { MsgType, decodeMessages, encodeMessage, type AckMsg, type Message } from '../../transport/wire/messages.js';
@@ -99,7 +99,6 @@ export class HalfPair {
 
   // Liveness and acknowledgement.
   private lastHeard: number;
-  private lastSent = -Infinity;
   private lastKeepalive = -Infinity;
   private nextPn = 0;
   private largestReceived = -1;
@@ -125,6 +124,10 @@ export class HalfPair {
     const ctx = this.context();
     for (const spec of opts.registers) {
       if (this.registers.has(spec.name)) throw new RangeError(`register ${spec.name} declared twice`);
+      const nameLen = new TextEncoder().encode(spec.name).length;
+      if (nameLen === 0 || nameLen > MAX_REGISTER_NAME_LEN) {
+        throw new RangeError(`register name ${JSON.stringify(spec.name)} is ${nameLen} bytes; it must be 1..${MAX_REGISTER_NAME_LEN}`);
+      }
       const cfg: RegisterConfig = {
         policy: REGISTER_DEFAULTS.policy,
         maxPending: REGISTER_DEFAULTS.maxPending,
@@ -367,7 +370,6 @@ export class HalfPair {
     const out = encodeFrame({ type: FrameType.Data, flags: 0, pairId: this.opts.pairId, packetNumber: pn }, payload);
     this.sentPn[pn % PN_RING] = pn;
     this.sentAt[pn % PN_RING] = now;
-    this.lastSent = now;
     this.stats.datagramsSent++;
     this.stats.bytesSent += out.length;
     if (this.state === PairState.REENTANGLING) this.stats.reentangleBytes += out.length;

@@ -144,11 +144,15 @@ export class Replica {
     this.log = new DeltaLog(cfg.log);
     this.log.reset(0, this.state.hash);
     this.responder = new ReconResponder(this);
+    this.nameBytes = new TextEncoder().encode(cfg.name).length;
   }
 
   get name(): string {
     return this.cfg.name;
   }
+
+  /** UTF-8 length of the name, for packing estimates. */
+  private readonly nameBytes: number;
 
   get role(): Role {
     return this.pair.role;
@@ -563,7 +567,7 @@ export class Replica {
     while (i < this.own.length && this.own.at(i).seq <= this.sentSeqUpTo) i++;
     if (i >= this.own.length) return;
     // Name + counts overhead, then candidates while they fit.
-    let room = b.room - (8 + varintLen(this.name.length) + this.name.length + 3);
+    let room = b.room - (8 + varintLen(this.nameBytes) + this.nameBytes + 3);
     const candidates: Candidate[] = [];
     for (; i < this.own.length; i++) {
       const c = this.own.at(i);

@@ -5,7 +5,7 @@
 import { DropReason } from './constants.js';
 import { WireError } from './errors.js';
 
-/** LEB128 varints are capped at 8 bytes (56 bits), enough for any version or offset and below 2^53. */
+/** LEB128 varints: at most 8 bytes and at most 2^53-1, so every decoded value is an exact JS number. */
 const MAX_VARINT_BYTES = 8;
 
 export class Reader {
@@ -58,6 +58,9 @@ export class Reader {
       if ((byte & 0x80) === 0) {
         if (i > 0 && byte === 0) {
           throw new WireError(DropReason.MalformedPayload, field, 'non-minimal varint');
+        }
+        if (result > Number.MAX_SAFE_INTEGER) {
+          throw new WireError(DropReason.MalformedPayload, field, 'varint exceeds 2^53-1');
         }
         return result;
       }
@@ -140,7 +143,7 @@ export class Writer {
   }
 
   varint(v: number): this {
-    if (!Number.isSafeInteger(v) || v < 0 || v >= 2 ** 56) {
+    if (!Number.isSafeInteger(v) || v < 0) {
       throw new RangeError(`varint out of range: ${v}`);
     }
     this.ensure(MAX_VARINT_BYTES);

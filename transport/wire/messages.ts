@@ -182,11 +182,14 @@ const utf8 = new TextEncoder();
 const utf8d = new TextDecoder('utf-8', { fatal: true });
 
 function writeName(w: Writer, name: string): void {
-  w.lenBytes(utf8.encode(name));
+  const b = utf8.encode(name);
+  if (b.length === 0 || b.length > MAX_REGISTER_NAME_LEN) throw new RangeError(`register name must be 1..${MAX_REGISTER_NAME_LEN} bytes, got ${b.length}`);
+  w.lenBytes(b);
 }
 
 function readName(r: Reader): string {
   const b = r.lenBytes('register', MAX_REGISTER_NAME_LEN);
+  if (b.length === 0) throw new WireError(DropReason.MalformedPayload, 'register', 'empty register name');
   try {
     return utf8d.decode(b);
   } catch {
@@ -245,6 +248,7 @@ function writeBody(w: Writer, m: Message): void {
       return;
     case MsgType.ReconNode:
       writeName(w, m.register);
+      if (m.children.length !== RECON_FANOUT) throw new RangeError(`ReconNode needs ${RECON_FANOUT} children, got ${m.children.length}`);
       w.varint(m.targetVersion).u8(m.depth).u32(m.prefix);
       for (const c of m.children) w.varint(c.count).hash64(c.hash);
       return;
