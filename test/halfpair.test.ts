@@ -62,6 +62,21 @@ describe('collapse', () => {
 
 // Local writes are refused clearly, never dropped silently.
 describe('proposals', () => {
+  it('a follower with a long non-ASCII register name gets every proposal across (packing counts bytes)', () => {
+    const name = `${'é'.repeat(31)}x`; // 63 bytes, 32 characters
+    const h = harness([{ name, kind: 'map', maxPending: 512 }]);
+    h.settle();
+    for (let i = 0; i < 300; i++) h.b.pair.propose(h.world.now, name, set(`k${i}`, 'v'.repeat(30)));
+    h.world.drain(h.b);
+    expect(h.settle()).toBe(true);
+    expect(h.a.pair.register(name).state.size()).toBe(300);
+  });
+
+  it('register names must be 1..64 UTF-8 bytes', () => {
+    expect(() => harness([{ name: 'é'.repeat(33), kind: 'map' }])).toThrowError(/66 bytes; it must be 1\.\.64/);
+    expect(() => harness([{ name: '', kind: 'map' }])).toThrowError(/must be 1\.\.64/);
+  });
+
   it('a full candidate buffer refuses with buffer-full', () => {
     const h = harness([{ name: 'kv', kind: 'map', maxPending: 3 }]);
     h.settle();

@@ -381,7 +381,8 @@ describe('varint', () => {
 
 // ---------------------------------------------------------------- deltas
 
-const arbKey = fc.uint8Array({ maxLength: MAX_KEY_LEN });
+// Keys are 1..MAX_KEY_LEN bytes: an empty key is malformed on the wire.
+const arbKey = fc.uint8Array({ minLength: 1, maxLength: MAX_KEY_LEN });
 const arbValue = fc.uint8Array({ maxLength: 900 });
 const arbDelta: fc.Arbitrary<Delta> = fc.oneof(
   fc.record({ op: fc.constant(DeltaOp.Set as const), key: arbKey, value: arbValue }),
@@ -615,9 +616,11 @@ describe('message round trip', () => {
     );
   });
 
-  it('the empty register name is valid', () => {
+  it('an empty register name is refused by the encoder and by the decoder', () => {
     const m: Message = { type: MsgType.SnapReq, register: '', targetVersion: 0, flags: 0, fromChunk: 0 };
-    expect(plain(decodeMessages(encodeMessage(m)).messages[0])).toEqual(plain(m));
+    expect(() => encodeMessage(m)).toThrowError(/register name must be 1\.\.64 bytes, got 0/);
+    // Hand-built: type 9, length 4, name length 0, targetVersion 0, flags 0, fromChunk 0.
+    expectWire(() => decodeMessages(new Uint8Array([MsgType.SnapReq, 4, 0, 0, 0, 0])), DropReason.MalformedPayload, 'register');
   });
 
   it('decodes several messages from one payload, in order, with raws parallel to messages', () => {
@@ -691,10 +694,15 @@ describe('malformed messages', () => {
   it('register name over 64 bytes (counted in bytes, not characters)', () => {
     const at = { ...examples[8], register: 'x'.repeat(MAX_REGISTER_NAME_LEN) } as Message;
     expect((decodeMessages(encodeMessage(at)).messages[0] as { register: string }).register).toBe('x'.repeat(64));
+    // The encoder refuses what the decoder would reject, counting UTF-8 bytes.
     const over = { ...examples[8], register: 'x'.repeat(MAX_REGISTER_NAME_LEN + 1) } as Message;
-    expectWire(() => decodeMessages(encodeMessage(over)), DropReason.MalformedPayload, 'register');
+    expect(() => encodeMessage(over)).toThrowError(/1\.\.64 bytes, got 65/);
     const wide = { ...examples[8], register: 'é'.repeat(33) } as Message; // 33 chars, 66 bytes
-    expectWire(() => decodeMessages(encodeMessage(wide)), DropReason.MalformedPayload, 'register');
+    expect(() => encodeMessage(wide)).toThrowError(/got 66/);
+    // A hand-built Status whose name is 65 bytes is rejected on decode.
+    const name = new Uint8Array(65).fill(0x78);
+    const body = [65, ...name, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    expectWire(() => decodeMessages(new Uint8Array([MsgType.Status, body.length, ...body])), DropReason.MalformedPayload, 'register');
   });
 
   it('ReconReq prefix depth over 8', () => {
@@ -819,5 +827,37 @@ describe('fuzz', () => {
     // both outcomes must occur, or the fuzz is not reaching the message decoder
     expect(counts.ok).toBeGreaterThan(0);
     expect(counts.wire).toBeGreaterThan(0);
+  });
+});
+
+// Fields the decoder must range-check (found while writing docs/PROTOCOL.md).
+describe('range-checked fields', () => {
+  it('an empty key on the wire is malformed', () => {
+    expectWire(() => decodeDelta(new Uint8Array([DeltaOp.Set, 0, 1, 0x76])), DropReason.MalformedPayload, 'delta.key');
+    expectWire(() => decodeDelta(new Uint8Array([DeltaOp.Del, 0])), DropReason.MalformedPayload, 'delta.key');
+  });
+
+  it('a leading UTF-8 BOM is part of a register name, not stripped', () => {
+    const withBom: Message = { type: MsgType.SnapReq, register: '\uFEFFa', targetVersion: 0, flags: 0, fromChunk: 0 };
+    const out = decodeMessages(encodeMessage(withBom)).messages[0] as { register: string };
+    expect(out.register).toBe('\uFEFFa');
+    expect(out.register).not.toBe('a');
+  });
+
+  it('unknown collapse verdicts, rejection reasons, request flags and out-of-depth prefixes are malformed', () => {
+    const collapse = encodeMessage({ type: MsgType.Collapse, register: 'm', version: 1, hash: { hi: 0, lo: 0 }, entries: [{ origin: 1, seq: 1, verdict: 1 }] });
+    const badVerdict = collapse.slice();
+    badVerdict[badVerdict.length - 1] = 9;
+    expectWire(() => decodeMessages(badVerdict), DropReason.MalformedPayload, 'collapse[0].verdict');
+    const meta = encodeMessage({ type: MsgType.ReconMeta, register: 'm', targetVersion: 1, hash: { hi: 0, lo: 0 }, size: 0, origins: [], rejections: [{ origin: 1, seq: 1, reason: 1 }] });
+    const badReason = meta.slice();
+    badReason[badReason.length - 1] = 0;
+    expectWire(() => decodeMessages(badReason), DropReason.MalformedPayload, 'reconMeta.rejections[0].reason');
+    expectWire(() => decodeMessages(encodeMessage({ type: MsgType.SnapReq, register: 'm', targetVersion: 0, flags: 0x80, fromChunk: 0 })), DropReason.MalformedPayload, 'snapReq.flags');
+    expectWire(
+      () => decodeMessages(encodeMessage({ type: MsgType.ReconReq, register: 'm', targetVersion: 0, flags: 0, prefixes: [{ depth: 1, prefix: 16 }] })),
+      DropReason.MalformedPayload,
+      'reconReq[0].prefix',
+    );
   });
 });

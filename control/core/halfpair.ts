@@ -70,6 +70,8 @@ export interface PairStats {
 }
 
 const OUTBOX_LIMIT = 1024;
+/** A collapse record holding one largest delta (MAX_DELTA_LEN) plus framing must fit a payload. */
+const MIN_PAYLOAD = 1400;
 const EVENT_LIMIT = 65536;
 const PN_RING = 1024;
 const MAX_BACKOFF = 64;
@@ -119,6 +121,7 @@ export class HalfPair {
     this.role = opts.localId < opts.peerId ? 'sequencer' : 'follower';
     this.timing = { ...DEFAULT_TIMING, ...opts.timing };
     this.maxPayload = Math.min(opts.maxPayload ?? MAX_PAYLOAD_LEN, MAX_PAYLOAD_LEN);
+    if (this.maxPayload < MIN_PAYLOAD) throw new RangeError(`maxPayload ${this.maxPayload} is below ${MIN_PAYLOAD}: a largest delta must fit one frame`);
     this.lifecycle = new Lifecycle(now);
     this.lastHeard = now;
     const ctx = this.context();
@@ -151,8 +154,9 @@ export class HalfPair {
       },
       rto: () => this.rto(),
       emit: (ev) => this.emit(ev),
-      respond: (m) => {
-        if (this.outbox.length >= OUTBOX_LIMIT) this.drop(0, 'outbox-full', 'response dropped; the peer re-requests');
+      maxPayload: this.maxPayload,
+      respond: (m, now) => {
+        if (this.outbox.length >= OUTBOX_LIMIT) this.drop(now, 'outbox-full', 'response dropped; the peer re-requests');
         else this.outbox.push(m);
       },
       trigger: (event, detail, now) => this.trigger(event, detail, now),
@@ -249,6 +253,10 @@ export class HalfPair {
       case MsgType.Status:
         return r.onStatus(now, m);
       case MsgType.Propose: {
+        if (!sequencer) {
+          this.drop(now, 'propose-to-follower', `${m.candidates.length} candidate(s) sent to the follower`, m.candidates.length);
+          return;
+        }
         const refused = r.onPropose(now, m);
         if (refused > 0) this.drop(now, 'wrong-origin', `${refused} candidate(s) not from the peer's own origin`, refused);
         return;
@@ -256,13 +264,13 @@ export class HalfPair {
       case MsgType.Collapse:
         return r.onCollapse(now, m, raw);
       case MsgType.ReconReq:
-        if (sequencer) r.responder.onReconReq(m);
+        if (sequencer) r.responder.onReconReq(now, m);
         return;
       case MsgType.SnapReq:
-        if (sequencer) r.responder.onSnapReq(m);
+        if (sequencer) r.responder.onSnapReq(now, m);
         return;
       case MsgType.StreamReq:
-        if (sequencer) r.responder.onStreamReq(m);
+        if (sequencer) r.responder.onStreamReq(now, m);
         return;
       case MsgType.ReconMeta:
         return r.requester?.onMeta(now, m);
@@ -353,7 +361,16 @@ export class HalfPair {
     }
     const ackOnly = b.room;
     while (this.outbox.length > 0) {
-      if (!b.add(encodeMessage(this.outbox[0]))) break;
+      const raw = encodeMessage(this.outbox[0]);
+      if (!b.add(raw)) {
+        // A response that cannot fit even an empty payload would block the queue forever.
+        if (raw.length > this.maxPayload) {
+          this.outbox.shift();
+          this.drop(now, 'oversized-response', `${MsgType[raw[0]]} of ${raw.length} bytes exceeds the ${this.maxPayload}-byte payload`);
+          continue;
+        }
+        break;
+      }
       this.outbox.shift();
     }
     const regs = [...this.registers.values()];

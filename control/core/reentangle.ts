@@ -138,18 +138,18 @@ export class ReconResponder {
   }
 
   /** Answer (or refuse with our status) a request; returns false if it names no pin we hold. */
-  private begin(targetVersion: number, flags: number, kind: 'map' | 'stream'): MapPin | StreamPin | undefined {
+  private begin(now: number, targetVersion: number, flags: number, kind: 'map' | 'stream'): MapPin | StreamPin | undefined {
     const pin = this.pinFor(targetVersion, (flags & REQ_WANT_META) !== 0);
     if (!pin || pin.kind !== kind) {
-      this.r.respond(this.r.status());
+      this.r.respond(this.r.status(), now);
       return undefined;
     }
-    if (flags & REQ_WANT_META) this.r.respond(this.meta(pin));
+    if (flags & REQ_WANT_META) this.r.respond(this.meta(pin), now);
     return pin;
   }
 
-  onReconReq(m: ReconReqMsg): void {
-    const pin = this.begin(m.targetVersion, m.flags, 'map') as MapPin | undefined;
+  onReconReq(now: number, m: ReconReqMsg): void {
+    const pin = this.begin(now, m.targetVersion, m.flags, 'map') as MapPin | undefined;
     if (!pin) return;
     for (const p of m.prefixes) {
       const [from, to] = rangeOf(pin.index, p.depth, p.prefix);
@@ -165,7 +165,7 @@ export class ReconResponder {
             part: i,
             parts: parts.length,
             entries: part.map(toWire),
-          }),
+          }, now),
         );
       } else {
         this.r.respond({
@@ -175,13 +175,13 @@ export class ReconResponder {
           depth: p.depth,
           prefix: p.prefix,
           children: childrenOf(pin.index, p.depth, p.prefix),
-        });
+        }, now);
       }
     }
   }
 
-  onSnapReq(m: SnapReqMsg): void {
-    const pin = this.begin(m.targetVersion, m.flags, 'map') as MapPin | undefined;
+  onSnapReq(now: number, m: SnapReqMsg): void {
+    const pin = this.begin(now, m.targetVersion, m.flags, 'map') as MapPin | undefined;
     if (!pin) return;
     if (!pin.chunkStarts) {
       const starts = [0];
@@ -206,12 +206,12 @@ export class ReconResponder {
         chunk: c,
         chunks: starts.length,
         entries: pin.index.entries.slice(starts[c], end).map(toWire),
-      });
+      }, now);
     }
   }
 
-  onStreamReq(m: StreamReqMsg): void {
-    const pin = this.begin(m.targetVersion, m.flags, 'stream') as StreamPin | undefined;
+  onStreamReq(now: number, m: StreamReqMsg): void {
+    const pin = this.begin(now, m.targetVersion, m.flags, 'stream') as StreamPin | undefined;
     if (!pin || !(this.r.state instanceof StreamState)) return;
     const end = Math.min(pin.length, m.offset + STREAM_CHUNK * STREAM_WINDOW);
     for (let off = m.offset; off < end; off += STREAM_CHUNK) {
@@ -221,7 +221,7 @@ export class ReconResponder {
         targetVersion: pin.version,
         offset: off,
         data: this.r.state.read(off, Math.min(STREAM_CHUNK, end - off)),
-      });
+      }, now);
     }
   }
 }

@@ -9,7 +9,6 @@
  * order and checks the hash after each, so both ends reach the same (version, hash) and
  * reject the same candidates. Pure: no clock, no I/O; `now` comes from the caller.
  */
-import { MAX_PAYLOAD_LEN } from '../../transport/wire/constants.js';
 import { Writer, type Hash64Parts } from '../../transport/wire/buffer.js';
 import { DeltaOp, RejectReason, REJECT_REASON_NAMES, validateDelta, encodedDeltaLen, type Delta } from '../../transport/wire/delta.js';
 import {
@@ -58,8 +57,8 @@ export const REGISTER_DEFAULTS = {
 export const SEND_WINDOW = 256;
 /** Out-of-order collapse records a follower holds while a gap fills. */
 const REORDER_LIMIT = 256;
-/** A collapse record fits one datagram next to an Ack and a Status. */
-const COLLAPSE_BUDGET = MAX_PAYLOAD_LEN - 160;
+/** Room kept beside a collapse record in one payload: an Ack and a Status. */
+const COLLAPSE_SLACK = 160;
 const MAX_ENTRIES_PER_COLLAPSE = 255;
 
 /** What a replica needs from its pair. */
@@ -71,8 +70,10 @@ export interface PairContext {
   readonly state: PairState;
   rto(): number;
   emit(ev: SpookEvent): void;
+  /** Largest Data payload this pair sends. */
+  readonly maxPayload: number;
   /** Queue a response message in the pair's bounded outbox. */
-  respond(m: Message): void;
+  respond(m: Message, now: number): void;
   /** A register saw a decoherence trigger while the peer is reachable. */
   trigger(event: LifecycleEvent, detail: string, now: number): void;
   countFullTransfer(): void;
@@ -229,7 +230,7 @@ export class Replica {
       for (let i = 0; i < this.pending.length; i++) {
         const c = this.pending.at(i);
         const sz = varintLen(c.origin) + varintLen(c.seq) + 1 + encodedDeltaLen(c.delta);
-        if (entries.length >= MAX_ENTRIES_PER_COLLAPSE || (entries.length > 0 && size + sz > COLLAPSE_BUDGET)) break;
+        if (entries.length >= MAX_ENTRIES_PER_COLLAPSE || (entries.length > 0 && size + sz > this.pair.maxPayload - COLLAPSE_SLACK)) break;
         const verdict = this.state.check(c.delta);
         if (verdict === 0) this.state.apply(c.delta, v);
         entries.push(verdict === 0 ? { origin: c.origin, seq: c.seq, verdict, delta: c.delta } : { origin: c.origin, seq: c.seq, verdict });
@@ -354,8 +355,8 @@ export class Replica {
     this.reorder.clear();
   }
 
+  /** Sequencer only (the pair routes Propose nowhere else). Returns candidates refused for a wrong origin. */
   onPropose(now: number, m: ProposeMsg): number {
-    if (this.role !== 'sequencer') return m.candidates.length; // only the sequencer takes candidates
     let refused = 0;
     for (const c of m.candidates) {
       if (c.origin !== this.pair.peerId) {
@@ -484,8 +485,8 @@ export class Replica {
     this.pair.countFullTransfer();
   }
 
-  respond(m: Message): void {
-    this.pair.respond(m);
+  respond(m: Message, now: number): void {
+    this.pair.respond(m, now);
   }
 
   get localId(): number {

@@ -59,6 +59,12 @@ export function writeDelta(w: Writer, d: Delta): void {
   }
 }
 
+function readKey(r: Reader, field: string): Uint8Array {
+  const k = r.lenBytes(`${field}.key`, MAX_KEY_LEN);
+  if (k.length === 0) throw new WireError(DropReason.MalformedPayload, `${field}.key`, 'empty key');
+  return k;
+}
+
 /** Reads one delta. Key and value are views into the reader's buffer (no copy). */
 export function readDelta(r: Reader, field = 'delta'): Delta {
   const start = r.pos;
@@ -66,15 +72,15 @@ export function readDelta(r: Reader, field = 'delta'): Delta {
   let d: Delta;
   switch (op) {
     case DeltaOp.Set:
-      d = { op, key: r.lenBytes(`${field}.key`, MAX_KEY_LEN), value: r.lenBytes(`${field}.value`, MAX_DELTA_LEN) };
+      d = { op, key: readKey(r, field), value: r.lenBytes(`${field}.value`, MAX_DELTA_LEN) };
       break;
     case DeltaOp.Del:
-      d = { op, key: r.lenBytes(`${field}.key`, MAX_KEY_LEN) };
+      d = { op, key: readKey(r, field) };
       break;
     case DeltaOp.Cas:
       d = {
         op,
-        key: r.lenBytes(`${field}.key`, MAX_KEY_LEN),
+        key: readKey(r, field),
         expect: r.varint(`${field}.expect`),
         value: r.lenBytes(`${field}.value`, MAX_DELTA_LEN),
       };

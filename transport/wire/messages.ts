@@ -179,7 +179,8 @@ export type Message =
   | CloseMsg;
 
 const utf8 = new TextEncoder();
-const utf8d = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of the name, so every decoder maps bytes to names the same way.
+const utf8d = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 function writeName(w: Writer, name: string): void {
   const b = utf8.encode(name);
@@ -195,6 +196,20 @@ function readName(r: Reader): string {
   } catch {
     throw new WireError(DropReason.MalformedPayload, 'register', 'name is not valid UTF-8');
   }
+}
+
+const MAX_REJECT_REASON = 3;
+
+function readReason(r: Reader, field: string): number {
+  const v = r.u8(field);
+  if (v === 0 || v > MAX_REJECT_REASON) throw new WireError(DropReason.MalformedPayload, field, `unknown reject reason ${v}`);
+  return v;
+}
+
+function readFlags(r: Reader, field: string): number {
+  const v = r.u8(field);
+  if (v & ~REQ_WANT_META) throw new WireError(DropReason.MalformedPayload, field, `reserved flag bits set: 0x${v.toString(16)}`);
+  return v;
 }
 
 function readCount(r: Reader, field: string, max = MAX_LIST): number {
@@ -336,6 +351,7 @@ function readBody(r: Reader, type: number): Message | undefined {
         const origin = r.varint(`collapse[${i}].origin`);
         const seq = r.varint(`collapse[${i}].seq`);
         const verdict = r.u8(`collapse[${i}].verdict`);
+        if (verdict > MAX_REJECT_REASON) throw new WireError(DropReason.MalformedPayload, `collapse[${i}].verdict`, `unknown verdict ${verdict}`);
         entries.push(verdict === 0 ? { origin, seq, verdict, delta: readDelta(r, `collapse[${i}].delta`) } : { origin, seq, verdict });
       }
       return { type, register, version, hash, entries };
@@ -343,13 +359,15 @@ function readBody(r: Reader, type: number): Message | undefined {
     case MsgType.ReconReq: {
       const register = readName(r);
       const targetVersion = r.varint('reconReq.targetVersion');
-      const flags = r.u8('reconReq.flags');
+      const flags = readFlags(r, 'reconReq.flags');
       const n = readCount(r, 'reconReq.count', 256);
       const prefixes: Prefix[] = [];
       for (let i = 0; i < n; i++) {
         const depth = r.u8(`reconReq[${i}].depth`);
         if (depth > RECON_MAX_DEPTH) throw new WireError(DropReason.MalformedPayload, `reconReq[${i}].depth`, `${depth} exceeds ${RECON_MAX_DEPTH}`);
-        prefixes.push({ depth, prefix: r.u32(`reconReq[${i}].prefix`) });
+        const prefix = r.u32(`reconReq[${i}].prefix`);
+        if (prefix >= 16 ** depth) throw new WireError(DropReason.MalformedPayload, `reconReq[${i}].prefix`, `${prefix} does not fit depth ${depth}`);
+        prefixes.push({ depth, prefix });
       }
       return { type, register, targetVersion, flags, prefixes };
     }
@@ -388,7 +406,7 @@ function readBody(r: Reader, type: number): Message | undefined {
         rejections.push({
           origin: r.varint(`reconMeta.rejections[${i}].origin`),
           seq: r.varint(`reconMeta.rejections[${i}].seq`),
-          reason: r.u8(`reconMeta.rejections[${i}].reason`),
+          reason: readReason(r, `reconMeta.rejections[${i}].reason`),
         });
       }
       return { type, register, targetVersion, hash, size, origins, rejections };
@@ -398,7 +416,7 @@ function readBody(r: Reader, type: number): Message | undefined {
         type,
         register: readName(r),
         targetVersion: r.varint('snapReq.targetVersion'),
-        flags: r.u8('snapReq.flags'),
+        flags: readFlags(r, 'snapReq.flags'),
         fromChunk: r.varint('snapReq.fromChunk'),
       };
     case MsgType.SnapChunk: {
@@ -414,7 +432,7 @@ function readBody(r: Reader, type: number): Message | undefined {
         type,
         register: readName(r),
         targetVersion: r.varint('streamReq.targetVersion'),
-        flags: r.u8('streamReq.flags'),
+        flags: readFlags(r, 'streamReq.flags'),
         offset: r.varint('streamReq.offset'),
       };
     case MsgType.StreamData:
