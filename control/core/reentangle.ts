@@ -47,24 +47,24 @@ const STREAM_WINDOW = 16;
 const MAX_PREFIXES_PER_REQ = 64;
 const STALLS_BEFORE_RESTART = 4;
 
-interface MapPin {
-  kind: 'map';
+/** What a pin fixes for any register kind: the version, its hash, and the causal marks then. */
+interface PinBase {
   version: number;
   hash: { hi: number; lo: number };
-  index: KeyIndex;
   origins: Map<number, number>;
   rejections: Map<number, number>;
+}
+
+interface MapPin extends PinBase {
+  kind: 'map';
+  index: KeyIndex;
   /** Snapshot chunk start positions in the index (built on the first snapshot request). */
   chunkStarts?: number[];
 }
 
-interface StreamPin {
+interface StreamPin extends PinBase {
   kind: 'stream';
-  version: number;
-  hash: { hi: number; lo: number };
   length: number;
-  origins: Map<number, number>;
-  rejections: Map<number, number>;
 }
 
 const prefixKey = (depth: number, prefix: number): string => `${depth}:${prefix}`;
@@ -111,7 +111,7 @@ export class ReconResponder {
     if (this.pin && this.pin.version === targetVersion && (targetVersion !== 0 || !start)) return this.pin;
     if (!start) return undefined;
     const r = this.r;
-    const common = {
+    const common: PinBase = {
       version: r.version,
       hash: { hi: r.state.hash.hi, lo: r.state.hash.lo },
       origins: new Map(r.origins),
