@@ -1,0 +1,103 @@
+/**
+ * The primitives ETCP needs, from node:crypto only (no cryptography of our own):
+ * X25519 (RFC 7748), ChaCha20-Poly1305 (RFC 8439), BLAKE2s-256 / SHA-256 and their HMAC.
+ */
+import { createCipheriv, createDecipheriv, createHash, createHmac, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject } from 'node:crypto';
+
+export const DHLEN = 32;
+export const KEYLEN = 32;
+export const TAGLEN = 16;
+
+// DER prefixes that wrap a raw 32-byte X25519 key as PKCS#8 / SPKI (RFC 8410).
+const PKCS8_X25519 = Buffer.from('302e020100300506032b656e04220420', 'hex');
+const SPKI_X25519 = Buffer.from('302a300506032b656e032100', 'hex');
+
+export interface KeyPair {
+  privateKey: Uint8Array;
+  publicKey: Uint8Array;
+}
+
+function privateKeyObject(raw: Uint8Array): KeyObject {
+  if (raw.length !== DHLEN) throw new RangeError(`X25519 private key must be ${DHLEN} bytes, got ${raw.length}`);
+  return createPrivateKey({ key: Buffer.concat([PKCS8_X25519, raw]), format: 'der', type: 'pkcs8' });
+}
+
+function publicKeyObject(raw: Uint8Array): KeyObject {
+  if (raw.length !== DHLEN) throw new RangeError(`X25519 public key must be ${DHLEN} bytes, got ${raw.length}`);
+  return createPublicKey({ key: Buffer.concat([SPKI_X25519, raw]), format: 'der', type: 'spki' });
+}
+
+export function publicKeyOf(privateKey: Uint8Array): Uint8Array {
+  const spki = createPublicKey(privateKeyObject(privateKey)).export({ format: 'der', type: 'spki' });
+  return new Uint8Array(spki.subarray(spki.length - DHLEN));
+}
+
+export function generateKeyPair(): KeyPair {
+  const { privateKey } = generateKeyPairSync('x25519');
+  const pkcs8 = privateKey.export({ format: 'der', type: 'pkcs8' });
+  const raw = new Uint8Array(pkcs8.subarray(pkcs8.length - DHLEN));
+  return { privateKey: raw, publicKey: publicKeyOf(raw) };
+}
+
+/** X25519(privateKey, publicKey). Throws on an all-zero result (a low-order public key). */
+export function dh(privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array {
+  const out = new Uint8Array(diffieHellman({ privateKey: privateKeyObject(privateKey), publicKey: publicKeyObject(publicKey) }));
+  if (out.every((b) => b === 0)) throw new Error('X25519 produced the all-zero value (low-order public key)');
+  return out;
+}
+
+/** Noise's ChaChaPoly nonce: 32 zero bits, then the 64-bit counter little-endian. */
+function nonce12(n: number): Buffer {
+  const b = Buffer.alloc(12);
+  b.writeUInt32LE(n >>> 0, 4);
+  b.writeUInt32LE(Math.floor(n / 2 ** 32), 8);
+  return b;
+}
+
+export function aeadEncrypt(key: Uint8Array, n: number, ad: Uint8Array, plaintext: Uint8Array): Uint8Array {
+  const c = createCipheriv('chacha20-poly1305', key, nonce12(n), { authTagLength: TAGLEN });
+  c.setAAD(ad, { plaintextLength: plaintext.length });
+  const body = c.update(plaintext);
+  c.final();
+  return new Uint8Array(Buffer.concat([body, c.getAuthTag()]));
+}
+
+/** Returns undefined when authentication fails (never throws on bad input). */
+export function aeadDecrypt(key: Uint8Array, n: number, ad: Uint8Array, ciphertext: Uint8Array): Uint8Array | undefined {
+  if (ciphertext.length < TAGLEN) return undefined;
+  const d = createDecipheriv('chacha20-poly1305', key, nonce12(n), { authTagLength: TAGLEN });
+  d.setAAD(ad, { plaintextLength: ciphertext.length - TAGLEN });
+  d.setAuthTag(ciphertext.subarray(ciphertext.length - TAGLEN));
+  const body = d.update(ciphertext.subarray(0, ciphertext.length - TAGLEN));
+  try {
+    d.final();
+  } catch {
+    return undefined;
+  }
+  return new Uint8Array(body);
+}
+
+export type HashName = 'BLAKE2s' | 'SHA256';
+const NODE_HASH: Record<HashName, string> = { BLAKE2s: 'blake2s256', SHA256: 'sha256' };
+export const HASHLEN = 32;
+
+export function hash(name: HashName, ...parts: Uint8Array[]): Uint8Array {
+  const h = createHash(NODE_HASH[name]);
+  for (const p of parts) h.update(p);
+  return new Uint8Array(h.digest());
+}
+
+export function hmac(name: HashName, key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
+  const h = createHmac(NODE_HASH[name], key);
+  for (const p of parts) h.update(p);
+  return new Uint8Array(h.digest());
+}
+
+/** Noise's HKDF (section 4.3): 2 or 3 outputs of HASHLEN bytes. */
+export function hkdf(name: HashName, chainingKey: Uint8Array, ikm: Uint8Array, outputs: 2 | 3): Uint8Array[] {
+  const temp = hmac(name, chainingKey, ikm);
+  const o1 = hmac(name, temp, Uint8Array.of(1));
+  const o2 = hmac(name, temp, o1, Uint8Array.of(2));
+  if (outputs === 2) return [o1, o2];
+  return [o1, o2, hmac(name, temp, o2, Uint8Array.of(3))];
+}
