@@ -227,8 +227,10 @@ function readEntries(r: Reader, field: string): WireEntry[] {
   const n = readCount(r, `${field}.count`);
   const out: WireEntry[] = [];
   for (let i = 0; i < n; i++) {
+    const key = r.lenBytes(`${field}[${i}].key`, MAX_KEY_LEN);
+    if (key.length === 0) throw new WireError(DropReason.MalformedPayload, `${field}[${i}].key`, 'empty key');
     out.push({
-      key: r.lenBytes(`${field}[${i}].key`, MAX_KEY_LEN),
+      key,
       version: r.varint(`${field}[${i}].version`),
       value: r.lenBytes(`${field}[${i}].value`, MAX_DELTA_LEN),
     });
