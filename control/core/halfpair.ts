@@ -17,7 +17,7 @@ import type { SpookEvent } from './events.js';
 import { Lifecycle, LifecycleEvent, PairState } from './lifecycle.js';
 import { PayloadBuilder } from './payload.js';
 import { Deque } from './deque.js';
-import { REGISTER_DEFAULTS, Replica, type PairContext, type RegisterConfig, type Role } from './replica.js';
+import { REGISTER_DEFAULTS, Replica, type PairContext, type PairStore, type RegisterConfig, type Role } from './replica.js';
 
 export interface Timing {
   /** Send a Status for every register at least this often (liveness probe). */
@@ -51,8 +51,19 @@ export interface HalfPairOptions {
   seed: number;
   registers: RegisterSpec[];
   timing?: Partial<Timing>;
-  /** Largest payload per Data frame (path MTU less headers). */
+  /** Largest payload per Data frame (path MTU less headers, less the AEAD tag when sealed). */
   maxPayload?: number;
+  /**
+   * Turns a payload into a protected Data frame (ETCP). Without one, frames go out in the
+   * clear with this pair's own packet numbers (simulator, tests).
+   */
+  sealer?: FrameSealer;
+  /** Durable storage for committed history (spookd); none in the simulator. */
+  store?: PairStore;
+}
+
+export interface FrameSealer {
+  seal(payload: Uint8Array): { frame: Uint8Array; packetNumber: number };
 }
 
 export interface PairStats {
@@ -163,6 +174,7 @@ export class HalfPair {
       countFullTransfer: () => {
         this.stats.fullTransfers++;
       },
+      store: this.opts.store,
     };
   }
 
@@ -194,21 +206,39 @@ export class HalfPair {
     return id;
   }
 
-  /** Feed one received datagram. Returns false if it was dropped (and counted). */
+  /** Feed one received plaintext datagram (simulator, tests). Returns false if it was dropped (and counted). */
   handleDatagram(now: number, datagram: Uint8Array): boolean {
     if (this.state === PairState.CLOSED) return false;
-    this.stats.datagramsReceived++;
-    this.stats.bytesReceived += datagram.length;
-    let decoded;
-    let pn: number;
+    let frame;
     try {
-      const frame = decodeFrame(datagram, (id) => id === this.opts.pairId);
-      if (frame.header.type !== FrameType.Data) {
-        this.drop(now, 'not-data', `frame type ${FrameType[frame.header.type]} is handled by ETCP, not a pair`);
-        return false;
-      }
-      pn = frame.header.packetNumber;
-      decoded = decodeMessages(frame.payload);
+      frame = decodeFrame(datagram, (id) => id === this.opts.pairId);
+    } catch (e) {
+      if (!(e instanceof WireError)) throw e;
+      this.stats.datagramsReceived++;
+      this.stats.bytesReceived += datagram.length;
+      this.drop(now, DROP_REASON_NAMES[e.reason], e.message);
+      return false;
+    }
+    if (frame.header.type !== FrameType.Data) {
+      this.stats.datagramsReceived++;
+      this.stats.bytesReceived += datagram.length;
+      this.drop(now, 'not-data', `frame type ${FrameType[frame.header.type]} is handled by ETCP, not a pair`);
+      return false;
+    }
+    return this.handlePayload(now, frame.header.packetNumber, frame.payload, datagram.length);
+  }
+
+  /**
+   * Feed the payload of one authenticated Data frame (ETCP opened it) with its packet
+   * number; `wireBytes` is the datagram's size, for the byte counters.
+   */
+  handlePayload(now: number, pn: number, payload: Uint8Array, wireBytes = payload.length): boolean {
+    if (this.state === PairState.CLOSED) return false;
+    this.stats.datagramsReceived++;
+    this.stats.bytesReceived += wireBytes;
+    let decoded;
+    try {
+      decoded = decodeMessages(payload);
     } catch (e) {
       if (e instanceof WireError) {
         this.drop(now, DROP_REASON_NAMES[e.reason], e.message);
@@ -218,7 +248,7 @@ export class HalfPair {
     }
     if (decoded.unknown > 0) this.drop(now, 'unknown-message', `${decoded.unknown} message(s) of unknown type skipped`, decoded.unknown);
     this.lastHeard = now;
-    if (this.state === PairState.REENTANGLING) this.stats.reentangleBytes += datagram.length;
+    if (this.state === PairState.REENTANGLING) this.stats.reentangleBytes += wireBytes;
     if (this.state === PairState.DECOHERENT) {
       this.fire(LifecycleEvent.PeerHeard, now, 'valid frame from peer');
       for (const r of this.registers.values()) r.beginReentangle();
@@ -235,6 +265,17 @@ export class HalfPair {
     if (ackEliciting && this.ackDueAt === undefined) this.ackDueAt = now + this.timing.maxAckDelayMs;
     this.evaluate(now);
     return true;
+  }
+
+  /**
+   * A new ETCP session (rekey, re-handshake after a restart) restarts packet numbers:
+   * forget the old packet space so acknowledgements and RTT samples do not mix them.
+   */
+  resetPacketSpace(): void {
+    this.largestReceived = -1;
+    this.largestAcked = -1;
+    this.ackDueAt = undefined;
+    this.sentPn.fill(-1);
   }
 
   private dispatch(now: number, m: Message, raw: Uint8Array): void {
@@ -383,8 +424,13 @@ export class HalfPair {
   }
 
   private frame(now: number, payload: Uint8Array): Uint8Array {
-    const pn = this.nextPn++;
-    const out = encodeFrame({ type: FrameType.Data, flags: 0, pairId: this.opts.pairId, packetNumber: pn }, payload);
+    let out: Uint8Array;
+    let pn: number;
+    if (this.opts.sealer) ({ frame: out, packetNumber: pn } = this.opts.sealer.seal(payload));
+    else {
+      pn = this.nextPn++;
+      out = encodeFrame({ type: FrameType.Data, flags: 0, pairId: this.opts.pairId, packetNumber: pn }, payload);
+    }
     this.sentPn[pn % PN_RING] = pn;
     this.sentAt[pn % PN_RING] = now;
     this.stats.datagramsSent++;

@@ -13,6 +13,7 @@ import { Writer, type Hash64Parts } from '../../transport/wire/buffer.js';
 import { DeltaOp, RejectReason, REJECT_REASON_NAMES, validateDelta, encodedDeltaLen, type Delta } from '../../transport/wire/delta.js';
 import {
   MsgType,
+  decodeMessages,
   encodeMessage,
   writeCollapseBody,
   type Candidate,
@@ -24,7 +25,7 @@ import {
 } from '../../transport/wire/messages.js';
 import { varintLen } from '../../transport/wire/buffer.js';
 import { hashEquals, hashHex } from './hash.js';
-import { DeltaLog, type LogLimits } from './log.js';
+import { DeltaLog, type LogLimits, type LogRecord } from './log.js';
 import { LifecycleEvent, PairState } from './lifecycle.js';
 import type { SpookEvent } from './events.js';
 import type { PayloadBuilder } from './payload.js';
@@ -77,7 +78,22 @@ export interface PairContext {
   /** A register saw a decoherence trigger while the peer is reachable. */
   trigger(event: LifecycleEvent, detail: string, now: number): void;
   countFullTransfer(): void;
+  /** Durable storage, if any: called before anything that depends on it leaves the host. */
+  readonly store?: PairStore;
 }
+
+/** Where a daemon makes a register's history durable (control/daemon/store.ts). */
+export interface PairStore {
+  /** A collapse was committed (sequencer) or applied (follower). */
+  append(register: string, rec: LogRecord): void;
+  /** Reconciliation or a full transfer replaced the register's state. */
+  replaced(replica: Replica): void;
+  /** Own candidate sequence numbers up to `upTo` may now be used; a restart continues above it. */
+  lease(register: string, upTo: number): void;
+}
+
+/** Own sequence numbers are leased in blocks so a restart never reuses one. */
+const SEQ_LEASE = 1024;
 
 /** A clear, typed refusal of a local write. */
 export class ProposeError extends Error {
@@ -105,6 +121,7 @@ export class Replica {
   // Own candidates awaiting their outcome, in sequence order.
   private readonly own = new Deque<OwnCandidate>();
   private nextSeq = 1;
+  private leasedSeq = 0;
   private resolvedSeq = 0;
 
   // Sequencer: candidates waiting for the next collapse, in arrival order (each origin in sequence order).
@@ -178,12 +195,38 @@ export class Replica {
    * Load committed state before the pair starts (a snapshot from disk, or a benchmark's
    * preloaded map). The log restarts at `version`, so the peer is served from here on.
    */
-  restore(version: number, load: (state: MapState | StreamState) => void, origins: Map<number, number> = new Map()): void {
+  restore(version: number, load: (state: MapState | StreamState) => void, origins: Map<number, number> = new Map(), leasedSeq = 0): void {
     if (this.version !== 0 || this.own.length > 0) throw new Error(`register ${this.name}: restore() only before any collapse`);
     load(this.state);
     this.version = version;
     for (const [o, s] of origins) this.origins.set(o, s);
     this.log.reset(version, this.state.hash);
+    this.continueSeqAfter(leasedSeq);
+  }
+
+  /** After a restart: own sequence numbers continue above everything leased or decided before. */
+  continueSeqAfter(leasedSeq: number): void {
+    this.nextSeq = Math.max(this.nextSeq, leasedSeq + 1, (this.origins.get(this.pair.localId) ?? 0) + 1);
+    this.leasedSeq = Math.max(this.leasedSeq, leasedSeq);
+    this.resolvedSeq = this.nextSeq - 1;
+  }
+
+  /**
+   * Re-apply one persisted Collapse record (the encoded message) on restart, checking its
+   * hash. Throws if the record does not follow the current version or does not verify.
+   */
+  replayRecord(raw: Uint8Array): void {
+    const { messages } = decodeMessages(raw);
+    const m = messages[0];
+    if (messages.length !== 1 || m.type !== MsgType.Collapse) throw new Error(`register ${this.name}: log record is not one Collapse message`);
+    if (m.version !== this.version + 1) throw new Error(`register ${this.name}: log record v${m.version} does not follow v${this.version}`);
+    for (const e of m.entries) {
+      if (e.verdict === 0 && e.delta) this.state.apply(e.delta, m.version);
+      this.origins.set(e.origin, e.seq);
+    }
+    this.version = m.version;
+    if (!hashEquals(this.state.hash, m.hash)) throw new Error(`register ${this.name}: replaying v${m.version} gives h=${hashHex(this.state.hash)}, the record says ${hashHex(m.hash)}`);
+    this.log.append({ version: m.version, hash: m.hash, encoded: raw.slice() }, m.version);
   }
 
   // ---------------------------------------------------------------- local writes
@@ -210,6 +253,10 @@ export class Replica {
       );
     }
     const seq = this.nextSeq++;
+    if (seq > this.leasedSeq) {
+      this.leasedSeq = seq + SEQ_LEASE - 1;
+      this.pair.store?.lease(this.name, this.leasedSeq);
+    }
     // Own the bytes: callers may reuse their buffers.
     const d = copyDelta(delta);
     this.own.push({ seq, delta: d });
@@ -246,7 +293,9 @@ export class Replica {
       const body = new Writer(size + 96);
       writeCollapseBody(body, { register: this.name, version: v, hash, entries });
       w.u8(MsgType.Collapse).varint(body.pos).bytes(body.buf.subarray(0, body.pos));
-      this.log.append({ version: v, hash, encoded: w.finish() }, this.peerVersion);
+      const rec = { version: v, hash, encoded: w.finish() };
+      this.log.append(rec, this.peerVersion);
+      this.pair.store?.append(this.name, rec);
       this.afterCollapse(now, v, entries);
       made++;
     }
@@ -406,7 +455,9 @@ export class Replica {
       this.origins.set(e.origin, e.seq);
     }
     this.version = v;
-    this.log.append({ version: v, hash: m.hash, encoded: raw.slice() }, v);
+    const rec = { version: v, hash: m.hash, encoded: raw.slice() };
+    this.log.append(rec, v);
+    this.pair.store?.append(this.name, rec);
     this.afterCollapse(now, v, m.entries);
     if (!hashEquals(this.state.hash, m.hash)) {
       this.pair.trigger(
@@ -479,6 +530,7 @@ export class Replica {
     this.sentSeqUpTo = this.resolvedSeq;
     this.statusDirty = true;
     this.reentangleMethod = method;
+    this.pair.store?.replaced(this);
   }
 
   countFullTransfer(): void {

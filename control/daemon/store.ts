@@ -1,0 +1,258 @@
+/**
+ * Durable register history for spookd: per register, a snapshot file and an append-only
+ * log of Collapse records after it (docs/ARCHITECTURE.md, "Durability").
+ *
+ *  log       [u32 length][4-byte SHA-256 prefix of the record][record] ...
+ *  snapshot  "SPKSNAP1" | body | 32-byte SHA-256 of magic+body, written to a temporary
+ *            file, fsynced, renamed over the old one, directory fsynced.
+ *  lease     the highest own candidate sequence number handed out (so a restart never
+ *            reuses one), rewritten atomically once per 1,024 proposals.
+ *
+ * A record is written (and, with fsync "always", flushed) before the collapse it holds
+ * can leave the host, so after `kill -9` every version a peer or a proposer may have seen
+ * is on disk. Loading stops at the first torn or corrupt record and truncates the log
+ * there (a torn tail is the expected result of a crash mid-write); a corrupt snapshot is a
+ * hard error, never silently replaced by an empty state.
+ */
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, truncateSync, writeSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { Reader, Writer } from '../../transport/wire/buffer.js';
+import { MAX_DELTA_LEN, MAX_KEY_LEN } from '../../transport/wire/constants.js';
+import type { LogRecord } from '../core/log.js';
+import { MapState } from '../core/register/map.js';
+import { StreamState } from '../core/register/stream.js';
+import type { PairStore, Replica } from '../core/replica.js';
+
+export type FsyncPolicy = 'always' | 'everysec' | 'never';
+
+const SNAP_MAGIC = new TextEncoder().encode('SPKSNAP1');
+const RECORD_HEADER = 8;
+/** A record larger than this is corruption, not data (a Collapse record fits one datagram). */
+const MAX_RECORD = 64 * 1024;
+
+const sum4 = (b: Uint8Array): Buffer => createHash('sha256').update(b).digest().subarray(0, 4);
+
+export class StoreError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StoreError';
+  }
+}
+
+interface RegisterFiles {
+  dir: string;
+  logFd: number;
+  logBytes: number;
+  dirty: boolean;
+}
+
+export interface LoadReport {
+  register: string;
+  snapshotVersion: number;
+  replayed: number;
+  version: number;
+  tornBytes: number;
+}
+
+export class DiskStore implements PairStore {
+  private readonly files = new Map<string, RegisterFiles>();
+  private readonly replicas = new Map<string, Replica>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly dir: string,
+    readonly fsync: FsyncPolicy,
+    /** Snapshot and truncate a register's log once it grows past this. */
+    readonly maxLogBytes = 64 * 1024 * 1024,
+  ) {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    if (fsync === 'everysec') {
+      this.timer = setInterval(() => this.flush(), 1000);
+      this.timer.unref();
+    }
+  }
+
+  private paths(register: string): { dir: string; log: string; snap: string; lease: string } {
+    const d = join(this.dir, encodeURIComponent(register));
+    return { dir: d, log: join(d, 'log'), snap: join(d, 'snapshot'), lease: join(d, 'lease') };
+  }
+
+  /**
+   * Load a register's snapshot and log into a fresh replica (before the pair starts), and
+   * open its log for appending. Throws StoreError on a corrupt snapshot or a log that does not replay.
+   */
+  load(replica: Replica): LoadReport {
+    const p = this.paths(replica.name);
+    mkdirSync(p.dir, { recursive: true, mode: 0o700 });
+    this.replicas.set(replica.name, replica);
+    let snapshotVersion = 0;
+    if (existsSync(p.snap)) snapshotVersion = this.loadSnapshot(replica, readFileSync(p.snap), p.snap);
+    const lease = existsSync(p.lease) ? Number(readFileSync(p.lease, 'utf8').trim()) || 0 : 0;
+    let replayed = 0;
+    let tornBytes = 0;
+    if (existsSync(p.log)) {
+      const buf = readFileSync(p.log);
+      let off = 0;
+      while (off < buf.length) {
+        if (buf.length - off < RECORD_HEADER) break;
+        const len = buf.readUInt32BE(off);
+        if (len === 0 || len > MAX_RECORD || off + RECORD_HEADER + len > buf.length) break;
+        const rec = buf.subarray(off + RECORD_HEADER, off + RECORD_HEADER + len);
+        if (!sum4(rec).equals(buf.subarray(off + 4, off + 8))) break;
+        const version = peekVersion(rec);
+        if (version > replica.version) {
+          try {
+            replica.replayRecord(new Uint8Array(rec));
+          } catch (e) {
+            throw new StoreError(`${p.log} at byte ${off}: ${(e as Error).message}`);
+          }
+          replayed++;
+        }
+        off += RECORD_HEADER + len;
+      }
+      tornBytes = buf.length - off;
+      if (tornBytes > 0) truncateSync(p.log, off);
+    }
+    replica.continueSeqAfter(lease);
+    const logFd = openSync(p.log, 'a', 0o600);
+    this.files.set(replica.name, { dir: p.dir, logFd, logBytes: existsSync(p.log) ? statSync(p.log).size : 0, dirty: false });
+    return { register: replica.name, snapshotVersion, replayed, version: replica.version, tornBytes };
+  }
+
+  append(register: string, rec: LogRecord): void {
+    const f = this.files.get(register);
+    if (!f) return;
+    const framed = Buffer.allocUnsafe(RECORD_HEADER + rec.encoded.length);
+    framed.writeUInt32BE(rec.encoded.length, 0);
+    sum4(rec.encoded).copy(framed, 4);
+    framed.set(rec.encoded, RECORD_HEADER);
+    writeSync(f.logFd, framed);
+    f.logBytes += framed.length;
+    if (this.fsync === 'always') fsyncSync(f.logFd);
+    else f.dirty = true;
+    if (f.logBytes > this.maxLogBytes) {
+      const r = this.replicas.get(register);
+      if (r) this.replaced(r);
+    }
+  }
+
+  /** Write a snapshot of the replica's current state, then empty its log (the snapshot covers it). */
+  replaced(replica: Replica): void {
+    const p = this.paths(replica.name);
+    const f = this.files.get(replica.name);
+    if (!f) return;
+    writeAtomic(p.snap, encodeSnapshot(replica), p.dir);
+    truncateSync(p.log, 0);
+    f.logBytes = 0;
+  }
+
+  lease(register: string, upTo: number): void {
+    const p = this.paths(register);
+    if (!this.files.has(register)) return;
+    writeAtomic(p.lease, new TextEncoder().encode(`${upTo}\n`), p.dir);
+  }
+
+  flush(): void {
+    for (const f of this.files.values()) {
+      if (f.dirty) {
+        fsyncSync(f.logFd);
+        f.dirty = false;
+      }
+    }
+  }
+
+  close(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.flush();
+    for (const f of this.files.values()) closeSync(f.logFd);
+    this.files.clear();
+  }
+
+  private loadSnapshot(replica: Replica, buf: Buffer, path: string): number {
+    if (buf.length < SNAP_MAGIC.length + 32 || !buf.subarray(0, SNAP_MAGIC.length).equals(Buffer.from(SNAP_MAGIC))) {
+      throw new StoreError(`${path}: not a Spook snapshot (bad magic or too short)`);
+    }
+    const body = buf.subarray(0, buf.length - 32);
+    if (!createHash('sha256').update(body).digest().equals(buf.subarray(buf.length - 32))) {
+      throw new StoreError(`${path}: checksum mismatch; refusing to start on a damaged snapshot`);
+    }
+    const r = new Reader(new Uint8Array(body), SNAP_MAGIC.length);
+    const kind = r.u8('snapshot.kind');
+    const version = r.varint('snapshot.version');
+    const hash = r.hash64('snapshot.hash');
+    const origins = new Map<number, number>();
+    const no = r.varint('snapshot.origins');
+    for (let i = 0; i < no; i++) origins.set(r.varint('origin'), r.varint('seq'));
+    if ((kind === 1) !== (replica.state instanceof MapState)) throw new StoreError(`${path}: register kind differs from the configuration`);
+    replica.restore(
+      version,
+      (st) => {
+        if (st instanceof MapState) {
+          const n = r.varint('snapshot.entries');
+          for (let i = 0; i < n; i++) {
+            const key = r.lenBytes('key', MAX_KEY_LEN).slice();
+            const version = r.varint('version');
+            st.put(key, r.lenBytes('value', MAX_DELTA_LEN).slice(), version);
+          }
+        } else {
+          const n = r.varint('snapshot.chunks');
+          for (let i = 0; i < n; i++) (st as StreamState).appendBytes(r.lenBytes('chunk', 1 << 20).slice());
+        }
+      },
+      origins,
+    );
+    if (replica.hash.hi !== hash.hi || replica.hash.lo !== hash.lo) throw new StoreError(`${path}: state does not hash to the recorded value`);
+    return version;
+  }
+}
+
+function encodeSnapshot(replica: Replica): Uint8Array {
+  const w = new Writer(1 << 16);
+  w.bytes(SNAP_MAGIC);
+  const st = replica.state;
+  w.u8(st instanceof MapState ? 1 : 2).varint(replica.version).hash64(st.hash);
+  w.varint(replica.origins.size);
+  for (const [o, s] of replica.origins) w.varint(o).varint(s);
+  if (st instanceof MapState) {
+    w.varint(st.size());
+    for (const e of st.values()) w.lenBytes(e.key).varint(e.version).lenBytes(e.value);
+  } else {
+    const CHUNK = 1 << 20;
+    const n = Math.ceil(st.size() / CHUNK);
+    w.varint(n);
+    for (let i = 0; i < n; i++) w.lenBytes(st.read(i * CHUNK, CHUNK));
+  }
+  const body = w.finish();
+  const out = new Uint8Array(body.length + 32);
+  out.set(body);
+  out.set(createHash('sha256').update(body).digest(), body.length);
+  return out;
+}
+
+function writeAtomic(path: string, data: Uint8Array, dir: string): void {
+  const tmp = `${path}.tmp`;
+  const fd = openSync(tmp, 'w', 0o600);
+  try {
+    writeSync(fd, data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+  const dfd = openSync(dir, 'r');
+  try {
+    fsyncSync(dfd);
+  } finally {
+    closeSync(dfd);
+  }
+}
+
+/** The version of an encoded Collapse record without decoding its entries. */
+function peekVersion(rec: Uint8Array): number {
+  const r = new Reader(rec);
+  r.u8('type');
+  r.varint('length');
+  r.lenBytes('register', 64);
+  return r.varint('version');
+}
