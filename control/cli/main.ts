@@ -9,6 +9,8 @@ import { dirname, join } from 'node:path';
 import { simCommand } from './sim.js';
 import { demoCommand } from './demo.js';
 import { benchCommand } from './bench.js';
+import { adminCommands } from './admin.js';
+import { keyCommands } from './keys.js';
 
 const pkg = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'package.json'), 'utf8')) as { version: string };
 
@@ -21,5 +23,6 @@ const program = new Command()
 program.addCommand(simCommand());
 program.addCommand(demoCommand());
 program.addCommand(benchCommand());
+for (const c of [...keyCommands(), ...adminCommands()]) program.addCommand(c);
 
 await program.parseAsync(process.argv);

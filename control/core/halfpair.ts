@@ -383,6 +383,17 @@ export class HalfPair {
     return t;
   }
 
+  /**
+   * Sequencer: collapse pending candidates without transmitting (no session to send on
+   * yet). pollTransmit does this itself; the daemon calls this while the peer is unreachable.
+   */
+  collapse(now: number): void {
+    if (this.role !== 'sequencer' || this.state === PairState.CLOSED) return;
+    let made = 0;
+    for (const r of this.registers.values()) made += r.collapse(now);
+    if (made > 0) this.evaluate(now);
+  }
+
   /** The next datagram to send, or undefined when there is nothing (call until undefined). */
   pollTransmit(now: number): Uint8Array | undefined {
     if (this.state === PairState.CLOSED) {
@@ -390,11 +401,7 @@ export class HalfPair {
       this.closeQueued = false;
       return this.frame(now, encodeMessage({ type: MsgType.Close, reason: 0 }));
     }
-    if (this.role === 'sequencer') {
-      let made = 0;
-      for (const r of this.registers.values()) made += r.collapse(now);
-      if (made > 0) this.evaluate(now);
-    }
+    this.collapse(now);
     const b = new PayloadBuilder(this.maxPayload);
     const ackPending = this.ackDueAt !== undefined;
     if (ackPending) {

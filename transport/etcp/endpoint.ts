@@ -62,7 +62,7 @@ export class Session {
     /** Member ids for the pair: the lexicographically lower static key is 1 (and so the sequencer). */
     readonly localId: number,
     readonly peerId: number,
-    /** Hash seed both ends derive from the handshake hash. */
+    /** State-hash seed both ends derive from their static keys (pairIdentity). */
     readonly seed: number,
     readonly establishedAt: number,
   ) {
@@ -107,6 +107,19 @@ const keyHex = (k: Uint8Array): string => Buffer.from(k).toString('hex');
 function compareKeys(a: Uint8Array, b: Uint8Array): number {
   for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return a[i] - b[i];
   return a.length - b.length;
+}
+
+/**
+ * What both ends of a pair agree on from their static keys alone, stable across sessions
+ * and restarts (persisted state hashes depend on the seed): member ids (the lower key is 1,
+ * the sequencer) and the state-hash seed.
+ */
+export function pairIdentity(local: Uint8Array, peer: Uint8Array): { localId: number; peerId: number; seed: number } {
+  const lower = compareKeys(local, peer) < 0;
+  const [first, second] = lower ? [local, peer] : [peer, local];
+  const b = hash('BLAKE2s', first, second, new TextEncoder().encode('spook hash seed'));
+  const seed = ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) >>> 0;
+  return { localId: lower ? 1 : 2, peerId: lower ? 2 : 1, seed };
 }
 
 export type HandshakeOutcome =
@@ -220,10 +233,8 @@ export class EtcpEndpoint {
   }
 
   private establish(now: number, localIndex: number, remoteIndex: number, peer: PeerConfig, initiator: boolean, keys: HandshakeResult): Session {
-    const lower = compareKeys(this.o.staticKey.publicKey, peer.publicKey) < 0;
-    const seedBytes = hash('BLAKE2s', keys.handshakeHash, new TextEncoder().encode('spook hash seed'));
-    const seed = ((seedBytes[0] << 24) | (seedBytes[1] << 16) | (seedBytes[2] << 8) | seedBytes[3]) >>> 0;
-    const s = new Session(localIndex, remoteIndex, peer, initiator, keys, lower ? 1 : 2, lower ? 2 : 1, seed, now);
+    const ids = pairIdentity(this.o.staticKey.publicKey, peer.publicKey);
+    const s = new Session(localIndex, remoteIndex, peer, initiator, keys, ids.localId, ids.peerId, ids.seed, now);
     this.sessions.set(localIndex, s);
     return s;
   }

@@ -1,0 +1,112 @@
+/**
+ * spookd's configuration file (YAML), validated with a schema: an error names the file,
+ * the field and what is wrong, and the daemon does not start half-configured.
+ * The documented example is docs/spookd.conf.example.
+ */
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { decodeKey } from './keys.js';
+import { MAX_REGISTER_NAME_LEN } from '../../transport/wire/constants.js';
+
+const hostPort = z.string().refine((s) => parseHostPort(s) !== undefined, { message: 'must be HOST:PORT with an IP address (IPv6 in brackets) and a port 1-65535' });
+
+const register = z
+  .object({
+    name: z.string().min(1).refine((s) => Buffer.byteLength(s) <= MAX_REGISTER_NAME_LEN, { message: `at most ${MAX_REGISTER_NAME_LEN} UTF-8 bytes` }),
+    kind: z.enum(['map', 'stream']),
+    policy: z.enum(['buffer', 'freeze']).default('buffer'),
+    maxPending: z.number().int().min(1).max(1_000_000).default(1024),
+    logRecords: z.number().int().min(4).default(65536),
+  })
+  .strict();
+
+const peer = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - (1-64)'),
+    publicKey: z.string().superRefine((s, ctx) => {
+      try {
+        decodeKey(s, 'publicKey');
+      } catch {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'not a base64 X25519 public key (32 bytes)' });
+      }
+    }),
+    endpoint: hostPort.optional(),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    listen: hostPort,
+    privateKeyFile: z.string().min(1),
+    dataDir: z.string().min(1),
+    adminSocket: z.string().min(1),
+    fsync: z.enum(['always', 'everysec', 'never']).default('always'),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
+    metrics: z.object({ listen: hostPort }).strict().optional(),
+    timing: z
+      .object({
+        keepaliveMs: z.number().int().min(50).optional(),
+        silenceMs: z.number().int().min(200).optional(),
+      })
+      .strict()
+      .default({}),
+    /** A peer whose authenticated frames break the protocol this many times is disconnected. */
+    violationLimit: z.number().int().min(1).default(100),
+    peers: z.array(peer).min(1),
+    registers: z.array(register).min(1),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    const dup = <T>(items: T[], key: (t: T) => string, path: string): void => {
+      const seen = new Set<string>();
+      items.forEach((it, i) => {
+        const k = key(it);
+        if (seen.has(k)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: [path, i], message: `duplicate ${JSON.stringify(k)}` });
+        seen.add(k);
+      });
+    };
+    dup(c.peers, (p) => p.name, 'peers');
+    dup(c.peers, (p) => p.publicKey, 'peers');
+    dup(c.registers, (r) => r.name, 'registers');
+  });
+
+export type SpookdConfig = z.infer<typeof configSchema>;
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+export function parseHostPort(s: string): { host: string; port: number } | undefined {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(s) ?? /^([^:]+):(\d+)$/.exec(s);
+  if (!m) return undefined;
+  const port = Number(m[2]);
+  if (!isIP(m[1]) || !Number.isInteger(port) || port < 1 || port > 65535) return undefined;
+  return { host: m[1], port };
+}
+
+/** Parse and validate; every problem is reported as `FILE: field.path: message`. */
+export function loadConfig(path: string): SpookdConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (e) {
+    throw new ConfigError(`${path}: not valid YAML: ${(e as Error).message}`);
+  }
+  const r = configSchema.safeParse(raw);
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => `${path}: ${i.path.length ? i.path.join('.') : '(top level)'}: ${i.message}`);
+    throw new ConfigError(lines.join('\n'));
+  }
+  return r.data;
+}

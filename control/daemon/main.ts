@@ -1,0 +1,59 @@
+/** `spookd`: the Spook daemon. Foreground process; logs JSON (pretty on a terminal); SIGTERM stops it cleanly. */
+import { Command } from 'commander';
+import { pino } from 'pino';
+import { loadConfig, ConfigError } from './config.js';
+import { readPrivateKey } from './keys.js';
+import { Spookd } from './spookd.js';
+import { StoreError } from './store.js';
+
+const program = new Command()
+  .name('spookd')
+  .description('Spook daemon: forms authenticated pairs with the configured peers over UDP and keeps their registers aligned')
+  .option('-c, --config <file>', 'configuration file (YAML)', '/etc/spook/spookd.conf')
+  .option('--check', 'validate the configuration and the key file, then exit', false)
+  .action(async (o: { config: string; check: boolean }) => {
+    let cfg;
+    let key;
+    try {
+      cfg = loadConfig(o.config);
+      key = readPrivateKey(cfg.privateKeyFile);
+    } catch (e) {
+      process.stderr.write(`spookd: ${(e as Error).message}\n`);
+      process.exit(2);
+    }
+    if (o.check) {
+      process.stdout.write(`${o.config}: OK (${cfg.peers.length} peer(s), ${cfg.registers.length} register(s))\n`);
+      return;
+    }
+    const log = pino({
+      level: cfg.logLevel,
+      base: { pid: process.pid },
+      ...(process.stdout.isTTY ? { transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l' } } } : {}),
+    });
+    let d: Spookd;
+    try {
+      d = new Spookd(cfg, key, log);
+      await d.start();
+    } catch (e) {
+      if (e instanceof StoreError || e instanceof ConfigError) log.fatal(e.message);
+      else log.fatal({ err: e }, 'failed to start');
+      process.exit(1);
+    }
+    let stopping = false;
+    const stop = (sig: string): void => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal: sig }, 'shutting down');
+      d.stop().then(
+        () => process.exit(0),
+        (e: unknown) => {
+          log.error({ err: e }, 'unclean shutdown');
+          process.exit(1);
+        },
+      );
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,311 @@
+/**
+ * spookd: drives the sans-I/O core over a real UDP socket. One HalfPair per configured
+ * peer (all configured registers on it), ETCP sessions for pair formation and frame
+ * protection, a DiskStore per pair, an admin API on a Unix socket.
+ *
+ * The loop is the simulator's loop with real inputs: a datagram or a timer arrives, the
+ * core handles it, then events are published and datagrams sent, and the one timer is
+ * re-armed at the earliest deadline of any pair.
+ */
+import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import { isIPv6 } from 'node:net';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { decodeFrame, isHandshakeType } from '../../transport/wire/header.js';
+import { DROP_REASON_NAMES, FrameType } from '../../transport/wire/constants.js';
+import { WireError } from '../../transport/wire/errors.js';
+import { EtcpEndpoint, MAX_SEALED_PAYLOAD, pairIdentity, type Session } from '../../transport/etcp/endpoint.js';
+import { randomBytes } from 'node:crypto';
+import type { KeyPair } from '../../transport/etcp/crypto.js';
+import { HalfPair } from '../core/halfpair.js';
+import type { SpookEvent } from '../core/events.js';
+import { PairState } from '../core/lifecycle.js';
+import { DiskStore } from './store.js';
+import { decodeKey, encodeKey } from './keys.js';
+import { parseHostPort, type SpookdConfig } from './config.js';
+import { AdminServer } from './admin.js';
+
+/** Re-handshake this often (fresh keys, as WireGuard's REKEY_AFTER_TIME). */
+export const REKEY_AFTER_MS = 120_000;
+/** Retry an unanswered HandshakeInit after this long. */
+export const HANDSHAKE_RETRY_MS = 2_000;
+/** A superseded session still opens frames for this long (packets in flight). */
+const OLD_SESSION_GRACE_MS = 30_000;
+/** Pair drops that only an authenticated peer can cause: protocol violations, counted toward the limit. */
+const VIOLATIONS = ['malformed-payload', 'unknown-message', 'unknown-register', 'wrong-origin', 'propose-to-follower'];
+
+export interface PeerLink {
+  name: string;
+  publicKey: Uint8Array;
+  /** Where frames go: configured, then learned from authenticated frames (roaming). */
+  addr: { address: string; port: number } | undefined;
+  pair: HalfPair;
+  store: DiskStore;
+  session: Session | undefined;
+  oldSessions: { session: Session; until: number }[];
+  lastInitAt: number;
+  violations: number;
+  disconnects: number;
+}
+
+export class Spookd {
+  readonly links = new Map<string, PeerLink>();
+  readonly drops: Record<string, number> = {};
+  private readonly etcp: EtcpEndpoint;
+  private socket: Socket | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private admin: AdminServer | undefined;
+  private readonly startedAt = performance.now();
+  readonly subscribers = new Set<(link: PeerLink, ev: SpookEvent) => void>();
+
+  constructor(
+    readonly cfg: SpookdConfig,
+    readonly key: KeyPair,
+    readonly log: Logger,
+  ) {
+    const peers = cfg.peers.map((p) => ({ name: p.name, publicKey: decodeKey(p.publicKey, `peer ${p.name}`) }));
+    this.etcp = new EtcpEndpoint({ staticKey: key, peers, random: (n) => new Uint8Array(randomBytes(n)) });
+    for (const p of cfg.peers) {
+      const publicKey = decodeKey(p.publicKey, `peer ${p.name}`);
+      const ids = pairIdentity(key.publicKey, publicKey);
+      const store = new DiskStore(join(cfg.dataDir, p.name), cfg.fsync);
+      const link: PeerLink = {
+        name: p.name,
+        publicKey,
+        addr: p.endpoint ? toAddr(p.endpoint) : undefined,
+        pair: undefined as unknown as HalfPair,
+        store,
+        session: undefined,
+        oldSessions: [],
+        lastInitAt: -Infinity,
+        violations: 0,
+        disconnects: 0,
+      };
+      link.pair = new HalfPair(
+        {
+          pairId: 0,
+          localId: ids.localId,
+          peerId: ids.peerId,
+          seed: ids.seed,
+          registers: cfg.registers.map((r) => ({
+            name: r.name,
+            kind: r.kind,
+            policy: r.policy,
+            maxPending: r.maxPending,
+            log: { maxRecords: r.logRecords, maxBytes: 256 * 1024 * 1024 },
+          })),
+          timing: cfg.timing,
+          maxPayload: MAX_SEALED_PAYLOAD,
+          store,
+          sealer: {
+            seal: (payload) => {
+              const s = link.session!;
+              const frame = s.seal(payload);
+              return { frame, packetNumber: s.packetsSent - 1 };
+            },
+          },
+        },
+        this.now(),
+      );
+      for (const r of link.pair.registers.values()) {
+        const rep = store.load(r);
+        log.info({ peer: p.name, ...rep }, rep.tornBytes > 0 ? 'register loaded; torn log tail cut' : 'register loaded');
+      }
+      log.info({ peer: p.name, role: link.pair.role }, 'pair configured');
+      this.links.set(p.name, link);
+    }
+  }
+
+  now(): number {
+    return performance.now();
+  }
+
+  get uptimeMs(): number {
+    return this.now() - this.startedAt;
+  }
+
+  async start(): Promise<void> {
+    const listen = parseHostPort(this.cfg.listen)!;
+    const sock = createSocket({ type: isIPv6(listen.host) ? 'udp6' : 'udp4', reuseAddr: false });
+    sock.on('message', (msg, rinfo) => this.onDatagram(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength), rinfo));
+    sock.on('error', (e) => this.log.error({ err: e }, 'UDP socket error'));
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject);
+      sock.bind(listen.port, listen.host, () => {
+        sock.off('error', reject);
+        resolve();
+      });
+    });
+    this.socket = sock;
+    this.log.info({ listen: this.cfg.listen, publicKey: encodeKey(this.key.publicKey) }, 'listening');
+    this.log.warn('XDP fast path not loaded: frames are validated in the daemon only');
+    this.admin = new AdminServer(this, this.cfg.adminSocket, this.log);
+    await this.admin.start();
+    for (const link of this.links.values()) this.pump(link);
+    this.schedule();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    for (const link of this.links.values()) {
+      link.pair.close(this.now(), 'daemon shutting down');
+      this.flushTransmit(link);
+      link.store.close();
+    }
+    await this.admin?.stop();
+    await new Promise<void>((resolve) => (this.socket ? this.socket.close(() => resolve()) : resolve()));
+    this.log.info('stopped');
+  }
+
+  private drop(reason: string, detail: Record<string, unknown> = {}): void {
+    this.drops[reason] = (this.drops[reason] ?? 0) + 1;
+    this.log.debug({ reason, ...detail }, 'frame dropped');
+  }
+
+  private onDatagram(buf: Uint8Array, rinfo: RemoteInfo): void {
+    const now = this.now();
+    let frame;
+    try {
+      frame = decodeFrame(buf, (id) => this.etcp.sessions.has(id));
+    } catch (e) {
+      if (!(e instanceof WireError)) throw e;
+      this.drop(DROP_REASON_NAMES[e.reason], { from: `${rinfo.address}:${rinfo.port}`, error: e.message });
+      return;
+    }
+    if (isHandshakeType(frame.header.type)) return this.onHandshake(now, frame.header.type, frame.header.pairId, frame.payload, rinfo);
+    const opened = this.etcp.openData(buf, frame.header.pairId, frame.header.packetNumber);
+    if ('drop' in opened) {
+      this.drop(opened.drop, { from: `${rinfo.address}:${rinfo.port}`, detail: opened.detail });
+      return;
+    }
+    const link = this.links.get(opened.session.peer.name)!;
+    link.addr = { address: rinfo.address, port: rinfo.port }; // roaming: follow authenticated frames
+    if (opened.session !== link.session && !link.oldSessions.some((o) => o.session === opened.session)) {
+      // The first data frame on a session we answered: it is now the one we send on.
+      this.adopt(link, opened.session, now);
+    }
+    link.pair.handlePayload(now, frame.header.packetNumber, opened.payload, buf.length);
+    this.checkViolations(link, now);
+    this.pump(link);
+    this.schedule();
+  }
+
+  private onHandshake(now: number, type: FrameType, pairId: number, payload: Uint8Array, rinfo: RemoteInfo): void {
+    const r = this.etcp.handleHandshake(now, type, pairId, payload);
+    if (r.kind === 'drop') {
+      this.drop(r.reason, { from: `${rinfo.address}:${rinfo.port}`, detail: r.detail });
+      if (r.reason === 'unauthorized-key') this.log.warn({ from: `${rinfo.address}:${rinfo.port}`, detail: r.detail }, 'handshake refused');
+      return;
+    }
+    const link = this.links.get(r.session.peer.name)!;
+    link.addr = { address: rinfo.address, port: rinfo.port };
+    if (r.kind === 'respond') {
+      this.socket?.send(r.datagram, rinfo.port, rinfo.address);
+      // A responder sends on the new session once the initiator proves it holds it (its first Data frame),
+      // unless it has no session at all.
+      if (!link.session) this.adopt(link, r.session, now);
+    } else this.adopt(link, r.session, now);
+    this.pump(link);
+    this.schedule();
+  }
+
+  /** Make `s` the session frames go out on; the previous one still opens frames for a while. */
+  private adopt(link: PeerLink, s: Session, now: number): void {
+    if (link.session) link.oldSessions.push({ session: link.session, until: now + OLD_SESSION_GRACE_MS });
+    link.session = s;
+    link.pair.resetPacketSpace();
+    for (const r of link.pair.registers.values()) r.markStatusDirty();
+    this.log.info({ peer: link.name, localIndex: s.localIndex, remoteIndex: s.remoteIndex, initiator: s.initiator }, 'pair session established');
+  }
+
+  private checkViolations(link: PeerLink, now: number): void {
+    const total = VIOLATIONS.reduce((a, k) => a + (link.pair.stats.drops[k] ?? 0), 0);
+    if (total - link.violations < this.cfg.violationLimit) return;
+    link.violations = total;
+    link.disconnects++;
+    this.log.warn({ peer: link.name, violations: total }, 'peer over the protocol-violation limit: session dropped, a new handshake is required');
+    if (link.session) this.etcp.close(link.session.localIndex);
+    for (const o of link.oldSessions) this.etcp.close(o.session.localIndex);
+    link.session = undefined;
+    link.oldSessions = [];
+    link.lastInitAt = now;
+  }
+
+  /** Publish events, send what the pair has, collapse even when there is no session. */
+  pump(link: PeerLink): void {
+    const now = this.now();
+    this.publish(link);
+    if (link.session && link.addr) this.flushTransmit(link);
+    else link.pair.collapse(now);
+    this.publish(link);
+  }
+
+  private flushTransmit(link: PeerLink): void {
+    const now = this.now();
+    if (!link.session || !link.addr) return;
+    for (let d = link.pair.pollTransmit(now); d; d = link.pair.pollTransmit(now)) this.socket?.send(d, link.addr.port, link.addr.address);
+  }
+
+  private publish(link: PeerLink): void {
+    for (let ev = link.pair.pollEvent(); ev; ev = link.pair.pollEvent()) {
+      if (ev.type === 'lifecycle') this.log.info({ peer: link.name, from: ev.from, to: ev.to, cause: ev.cause }, 'lifecycle');
+      else if (ev.type === 'reentangled') this.log.info({ peer: link.name, register: ev.register, method: ev.method, version: ev.version }, 're-entangled');
+      else if (ev.type === 'drop') this.log.debug({ peer: link.name, reason: ev.reason, detail: ev.detail }, 'pair drop');
+      for (const s of this.subscribers) s(link, ev);
+    }
+  }
+
+  /** Handshakes to start or renew, sessions to retire, pair timers to run; then re-arm. */
+  private tick(): void {
+    const now = this.now();
+    for (const link of this.links.values()) {
+      link.oldSessions = link.oldSessions.filter((o) => {
+        if (o.until > now) return true;
+        this.etcp.close(o.session.localIndex);
+        return false;
+      });
+      const stale = !link.session || (link.session.initiator && now - link.session.establishedAt > REKEY_AFTER_MS);
+      if (stale && link.addr && now - link.lastInitAt >= HANDSHAKE_RETRY_MS && link.pair.state !== PairState.CLOSED) {
+        link.lastInitAt = now;
+        this.socket?.send(this.etcp.initiate(Date.now(), link.publicKey), link.addr.port, link.addr.address);
+      }
+      const t = link.pair.pollTimeout();
+      if (t !== undefined && t <= now) link.pair.handleTimeout(now);
+      this.pump(link);
+    }
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.timer) clearTimeout(this.timer);
+    const now = this.now();
+    let next = now + HANDSHAKE_RETRY_MS;
+    for (const link of this.links.values()) {
+      const t = link.pair.pollTimeout();
+      if (t !== undefined) next = Math.min(next, t);
+      if (!link.session && link.addr) next = Math.min(next, link.lastInitAt + HANDSHAKE_RETRY_MS);
+    }
+    this.timer = setTimeout(() => this.tick(), Math.max(0, Math.ceil(next - now)));
+  }
+
+  link(peer: string | undefined): PeerLink {
+    if (peer === undefined) {
+      if (this.links.size === 1) return [...this.links.values()][0];
+      throw new Error(`several peers are configured (${[...this.links.keys()].join(', ')}): name one with --peer`);
+    }
+    const l = this.links.get(peer);
+    if (!l) throw new Error(`no peer named ${peer} (configured: ${[...this.links.keys()].join(', ')})`);
+    return l;
+  }
+
+  /** After a local proposal: collapse/send at once rather than at the next timer. */
+  kick(link: PeerLink): void {
+    this.pump(link);
+    this.schedule();
+  }
+}
+
+function toAddr(s: string): { address: string; port: number } {
+  const hp = parseHostPort(s)!;
+  return { address: hp.host, port: hp.port };
+}
