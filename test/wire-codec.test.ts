@@ -25,7 +25,7 @@ import {
   validateDelta,
   type Delta,
 } from '../transport/wire/delta.js';
-import { MsgType, REQ_WANT_META, decodeMessages, encodeMessage, type Message } from '../transport/wire/messages.js';
+import { CloseReason, MsgType, REQ_WANT_META, decodeMessages, encodeMessage, type Message } from '../transport/wire/messages.js';
 
 // ---------------------------------------------------------------- helpers
 
@@ -499,6 +499,7 @@ const examples: Message[] = [
   {
     type: MsgType.Propose,
     register: 'cfg',
+    base: 1,
     candidates: [
       { origin: 1, seq: 1, delta: sampleDeltas[0] },
       { origin: 2, seq: 900, delta: sampleDeltas[1] },
@@ -568,7 +569,7 @@ const examples: Message[] = [
   { type: MsgType.SnapChunk, register: 'ünïcødé-名前', targetVersion: 9, chunk: 0, chunks: 1, entries: [] },
   { type: MsgType.StreamReq, register: 'log', targetVersion: 3, flags: 0, offset: 2 ** 45 },
   { type: MsgType.StreamData, register: 'log', targetVersion: 3, offset: 1000, data: fill(600, 0x11) },
-  { type: MsgType.Close, reason: 7 },
+  { type: MsgType.Close, reason: CloseReason.GoingAway },
 ];
 
 /** A message as type | varint length | body, from raw body bytes. */
@@ -666,7 +667,8 @@ describe('malformed messages', () => {
   });
 
   it('trailing bytes inside a message body', () => {
-    expectWire(() => decodeMessages(wrap(MsgType.Close, bytes(7, 0))), DropReason.MalformedPayload, 'message(Close)');
+    expectWire(() => decodeMessages(wrap(MsgType.Close, bytes(1, 0))), DropReason.MalformedPayload, 'message(Close)');
+    expectWire(() => decodeMessages(wrap(MsgType.Close, bytes(7))), DropReason.MalformedPayload, 'close.reason');
     const ackBody = new Writer().varint(5).varint(1).u8(0xee).finish();
     expectWire(() => decodeMessages(wrap(MsgType.Ack, ackBody)), DropReason.MalformedPayload, 'message(Ack)');
   });
@@ -744,7 +746,8 @@ describe('malformed messages', () => {
   });
 
   it('a malformed delta inside a Propose names the candidate', () => {
-    const body = new Writer().lenBytes(b('cfg')).varint(1).varint(1).varint(1).u8(9).finish();
+    // name, base 1, one candidate: origin 1, seq 1, delta op 9
+    const body = new Writer().lenBytes(b('cfg')).varint(1).varint(1).varint(1).varint(1).u8(9).finish();
     expectWire(() => decodeMessages(wrap(MsgType.Propose, body)), DropReason.MalformedPayload, 'propose[0].delta.op');
   });
 });

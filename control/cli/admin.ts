@@ -77,7 +77,7 @@ export function adminCommands(): Command[] {
           const regs = p.registers as Record<string, unknown>[];
           const head = Object.entries(p)
             .filter(([k]) => k !== 'registers')
-            .map(([k, v]) => `${k.padEnd(16)}${typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}`);
+            .map(([k, v]) => `${k.padEnd(18)}${typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}`);
           return `${head.join('\n')}\n\n${table(regs, ['name', 'kind', 'policy', 'version', 'hash', 'size', 'pending', 'peerVersion'])}`;
         });
       },

@@ -11,7 +11,7 @@
 import { DROP_REASON_NAMES, FrameType, MAX_PAYLOAD_LEN, MAX_REGISTER_NAME_LEN } from '../../transport/wire/constants.js';
 import { WireError } from '../../transport/wire/errors.js';
 import { decodeFrame, encodeFrame } from '../../transport/wire/header.js';
-import { MsgType, decodeMessages, encodeMessage, type AckMsg, type Message } from '../../transport/wire/messages.js';
+import { CloseReason, MsgType, decodeMessages, encodeMessage, type AckMsg, type Message } from '../../transport/wire/messages.js';
 import type { Delta } from '../../transport/wire/delta.js';
 import type { SpookEvent } from './events.js';
 import { Lifecycle, LifecycleEvent, PairState } from './lifecycle.js';
@@ -107,7 +107,7 @@ export class HalfPair {
   private readonly maxPayload: number;
   private readonly events = new Deque<SpookEvent>();
   private outbox: Message[] = [];
-  private closeQueued = false;
+  private closeQueued: CloseReason | undefined;
   private rr = 0;
 
   // Liveness and acknowledgement.
@@ -281,7 +281,9 @@ export class HalfPair {
   private dispatch(now: number, m: Message, raw: Uint8Array): void {
     if (m.type === MsgType.Ack) return this.onAck(now, m);
     if (m.type === MsgType.Close) {
-      this.fire(LifecycleEvent.Close, now, `peer closed (reason ${m.reason})`);
+      if (m.reason === CloseReason.GoingAway) {
+        if (this.lifecycle.can(LifecycleEvent.PeerSilent)) this.fire(LifecycleEvent.PeerSilent, now, 'peer is shutting down');
+      } else this.fire(LifecycleEvent.Close, now, 'peer closed the pair');
       return;
     }
     const r = this.registers.get(m.register);
@@ -397,9 +399,10 @@ export class HalfPair {
   /** The next datagram to send, or undefined when there is nothing (call until undefined). */
   pollTransmit(now: number): Uint8Array | undefined {
     if (this.state === PairState.CLOSED) {
-      if (!this.closeQueued) return undefined;
-      this.closeQueued = false;
-      return this.frame(now, encodeMessage({ type: MsgType.Close, reason: 0 }));
+      if (this.closeQueued === undefined) return undefined;
+      const reason = this.closeQueued;
+      this.closeQueued = undefined;
+      return this.frame(now, encodeMessage({ type: MsgType.Close, reason }));
     }
     this.collapse(now);
     const b = new PayloadBuilder(this.maxPayload);
@@ -450,11 +453,20 @@ export class HalfPair {
     return this.events.shift();
   }
 
-  /** Close the pair: a Close message goes out on the next pollTransmit. */
+  /** Close the pair for good: a Close message goes out on the next pollTransmit. */
   close(now: number, reason = 'closed locally'): void {
     if (this.state === PairState.CLOSED) return;
     this.fire(LifecycleEvent.Close, now, reason);
-    this.closeQueued = true;
+    this.closeQueued = CloseReason.Closed;
+  }
+
+  /**
+   * This endpoint is stopping and will come back (daemon shutdown): tell the peer so it
+   * decoheres at once. The pair itself is not closed; its state is on disk.
+   */
+  goingAway(now: number): Uint8Array | undefined {
+    if (this.state === PairState.CLOSED) return undefined;
+    return this.frame(now, encodeMessage({ type: MsgType.Close, reason: CloseReason.GoingAway }));
   }
 
   // ------------------------------------------------------------------ lifecycle

@@ -412,7 +412,8 @@ export class Replica {
         refused++;
         continue;
       }
-      const expected = Math.max(this.origins.get(c.origin) ?? 0, this.peerPendingHigh) + 1;
+      // Each origin's candidates are taken in sequence order; below the proposer's base nothing more will come.
+      const expected = Math.max(this.origins.get(c.origin) ?? 0, this.peerPendingHigh, m.base - 1) + 1;
       if (c.seq !== expected) continue; // duplicate, or a gap the peer will retransmit into
       if (this.pending.length >= 2 * this.cfg.maxPending) break; // backpressure: the peer retransmits
       this.pending.push({ origin: c.origin, seq: c.seq, delta: copyDelta(c.delta) });
@@ -630,7 +631,7 @@ export class Replica {
       candidates.push({ origin: this.pair.localId, seq: c.seq, delta: c.delta });
     }
     if (candidates.length === 0) return;
-    if (!b.add(encodeMessage({ type: MsgType.Propose, register: this.name, candidates }))) return;
+    if (!b.add(encodeMessage({ type: MsgType.Propose, register: this.name, base: this.own.peek()!.seq, candidates }))) return;
     this.sentSeqUpTo = candidates[candidates.length - 1].seq;
     if (this.retransmitAt === undefined) this.retransmitAt = now + this.pair.rto();
   }

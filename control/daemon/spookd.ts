@@ -148,8 +148,9 @@ export class Spookd {
   async stop(): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
     for (const link of this.links.values()) {
-      link.pair.close(this.now(), 'daemon shutting down');
-      this.flushTransmit(link);
+      // Not a teardown: the pair's state is on disk and the peer should expect us back.
+      const bye = link.session && link.addr ? link.pair.goingAway(this.now()) : undefined;
+      if (bye && link.addr) await new Promise<void>((resolve) => this.socket!.send(bye, link.addr!.port, link.addr!.address, () => resolve()));
       link.store.close();
     }
     await this.admin?.stop();

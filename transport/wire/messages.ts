@@ -54,6 +54,11 @@ export interface Candidate {
 export interface ProposeMsg {
   type: MsgType.Propose;
   register: string;
+  /**
+   * The proposer's lowest undecided sequence number: every lower one it will never send
+   * (decided, or abandoned by a restart), so the sequencer may skip a gap below it.
+   */
+  base: number;
   candidates: Candidate[];
 }
 export interface CollapseEntry {
@@ -160,7 +165,14 @@ export interface StreamDataMsg {
 }
 export interface CloseMsg {
   type: MsgType.Close;
-  reason: number;
+  reason: CloseReason;
+}
+
+export enum CloseReason {
+  /** The pair is torn down for good (operator removed it). */
+  Closed = 0,
+  /** The sender is shutting down and will come back: decohere now rather than after the silence timeout. */
+  GoingAway = 1,
 }
 
 export type Message =
@@ -249,7 +261,7 @@ function writeBody(w: Writer, m: Message): void {
       return;
     case MsgType.Propose:
       writeName(w, m.register);
-      w.varint(m.candidates.length);
+      w.varint(m.base).varint(m.candidates.length);
       for (const c of m.candidates) {
         w.varint(c.origin).varint(c.seq);
         writeDelta(w, c.delta);
@@ -332,6 +344,7 @@ function readBody(r: Reader, type: number): Message | undefined {
       return { type, largestPn: r.varint('ack.largestPn'), ackDelayMs: r.varint('ack.ackDelay') };
     case MsgType.Propose: {
       const register = readName(r);
+      const base = r.varint('propose.base');
       const n = readCount(r, 'propose.count');
       const candidates: Candidate[] = [];
       for (let i = 0; i < n; i++) {
@@ -341,7 +354,7 @@ function readBody(r: Reader, type: number): Message | undefined {
           delta: readDelta(r, `propose[${i}].delta`),
         });
       }
-      return { type, register, candidates };
+      return { type, register, base, candidates };
     }
     case MsgType.Collapse: {
       const register = readName(r);
@@ -446,7 +459,11 @@ function readBody(r: Reader, type: number): Message | undefined {
         data: r.lenBytes('streamData.data', MAX_DELTA_LEN),
       };
     case MsgType.Close:
-      return { type, reason: r.u8('close.reason') };
+    {
+      const reason = r.u8('close.reason');
+      if (reason > CloseReason.GoingAway) throw new WireError(DropReason.MalformedPayload, 'close.reason', `unknown close reason ${reason}`);
+      return { type, reason };
+    }
     default:
       return undefined;
   }
