@@ -1,6 +1,7 @@
 /** `spook bench`: benchmarks that print their figures beside a baseline measured in the same run. */
 import { Command } from 'commander';
 import { runCoreBench } from '../../bench/core.js';
+import { runLinkBench } from '../../bench/link.js';
 import { intArg } from './args.js';
 
 export function benchCommand(): Command {
@@ -25,6 +26,20 @@ export function benchCommand(): Command {
       console.log(`re-entangle, ${r.missedUpdates} missed on ${n(r.stateKeys)} keys: ${n(r.reentangleBytes)} bytes in ${r.reentangleMs} ms by ${r.reentangleMethod}`);
       console.log(`  same with the log compacted:  ${n(r.reconcileBytes)} bytes in ${r.reconcileMs} ms by ${r.reconcileMethod}`);
       console.log(`full state                     ${n(r.fullStateBytes)} bytes   log path ${r.reentangleVsFull} of full (goal <= 1e-3), reconcile ${r.reconcileVsFull}`);
+    });
+  bench
+    .command('link')
+    .description('two spookd over loopback UDP: committed deltas/s, bytes per delta, re-entanglement after a cut (SIGSTOP of the follower) under load')
+    .option('--deltas <n>', 'set deltas for the throughput figure', intArg('--deltas', 100), 20_000)
+    .option('--cut-ms <ms>', 'how long the follower is stopped', intArg('--cut-ms', 100), 10_000)
+    .option('--rate <n>', 'updates/s on the sequencer during the cut', intArg('--rate', 1), 1000)
+    .option('--fsync <policy>', 'always | everysec | never', 'always')
+    .option('--base-port <port>', 'first of two loopback UDP ports', intArg('--base-port', 1024), 47300)
+    .option('--json', 'print one JSON object', false)
+    .action(async (o: { deltas: number; cutMs: number; rate: number; fsync: string; basePort: number; json: boolean }) => {
+      const r = await runLinkBench(o);
+      if (o.json) console.log(JSON.stringify(r, null, 2));
+      else for (const [k, v] of Object.entries(r)) console.log(`${k.padEnd(18)}${v}`);
     });
   return bench;
 }

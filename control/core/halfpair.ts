@@ -251,6 +251,7 @@ export class HalfPair {
     if (this.state === PairState.REENTANGLING) this.stats.reentangleBytes += wireBytes;
     if (this.state === PairState.DECOHERENT) {
       this.fire(LifecycleEvent.PeerHeard, now, 'valid frame from peer');
+      this.backoff = 1; // the timers backed off against silence, not against this path
       for (const r of this.registers.values()) r.beginReentangle();
     }
     let ackEliciting = false;

@@ -141,6 +141,8 @@ export class Replica {
 
   // Sending state.
   private sentUpTo = 0;
+  /** The peer was out of contact: the next status resets what we consider sent. */
+  private goBack = false;
   private sentSeqUpTo = 0;
   private retransmitAt: number | undefined;
   private statusDirty = true;
@@ -343,7 +345,9 @@ export class Replica {
     if (!first && m.version < this.peerVersion && m.version >= this.peerVersion - SEND_WINDOW) return;
     const progressed = first || m.version > this.peerVersion;
     this.acceptPeerVersion(m);
-    if (first || this.sentUpTo < m.version) this.sentUpTo = m.version;
+    // After a gap in contact, resend from what the peer holds now rather than wait for the (backed-off) timer.
+    if (first || this.goBack || this.sentUpTo < m.version) this.sentUpTo = m.version;
+    this.goBack = false;
     this.peerResolvedSeq = Math.max(this.peerResolvedSeq, m.resolvedSeq);
     for (const s of this.peerRejections.keys()) if (s <= this.peerResolvedSeq) this.peerRejections.delete(s);
     const mine = this.log.hashAt(m.version);
@@ -475,6 +479,7 @@ export class Replica {
   /** The pair heard its peer after decoherence (or formed misaligned): set what "re-entangled" means here. */
   beginReentangle(): void {
     this.reentangleTarget = this.role === 'sequencer' ? this.version : undefined;
+    this.goBack = true;
     // The follower takes its target from the sequencer's next status, not one from before the cut.
     if (this.role === 'follower') this.peerHash = undefined;
     this.statusDirty = true;

@@ -73,6 +73,7 @@ export function pairSummary(d: Spookd, link: PeerLink): Record<string, unknown> 
       version: r.version,
       hash: hashHex(r.hash),
       size: r.state.size(),
+      stateBytes: r.state.fullTransferBytes(),
       pending: r.pendingCount,
       peerVersion: r.peerVersion,
       logBase: r.log.base,

@@ -1,0 +1,78 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig, ConfigError } from '../control/daemon/config.js';
+import { readPrivateKey, writePrivateKey, encodeKey } from '../control/daemon/keys.js';
+import { generateKeyPair } from '../transport/etcp/crypto.js';
+
+const dirs: string[] = [];
+const tmp = (): string => {
+  const d = mkdtempSync(join(tmpdir(), 'spook-cfg-'));
+  dirs.push(d);
+  return d;
+};
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+const write = (text: string): string => {
+  const p = join(tmp(), 'spookd.conf');
+  writeFileSync(p, text);
+  return p;
+};
+
+// The configuration file: validated by schema, errors name the file and the field.
+describe('spookd configuration', () => {
+  it('the documented example parses, with defaults filled in', () => {
+    const c = loadConfig(new URL('../docs/spookd.conf.example', import.meta.url).pathname);
+    expect(c.peers[0].name).toBe('db-2');
+    expect(c.registers[1]).toMatchObject({ name: 'journal', kind: 'stream', policy: 'freeze', maxPending: 1024 });
+    expect(c.fsync).toBe('always');
+  });
+
+  it('errors name the file, the field and the problem; several at once', () => {
+    const p = write(`listen: nowhere\nprivateKeyFile: k\ndataDir: d\nadminSocket: s\npeers:\n  - name: x\n    publicKey: nope\nregisters:\n  - name: r\n    kind: list\n`);
+    let err: unknown;
+    try {
+      loadConfig(p);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    const msg = (err as Error).message;
+    expect(msg).toContain(`${p}: listen: must be HOST:PORT`);
+    expect(msg).toContain(`${p}: peers.0.publicKey: not a base64 X25519 public key`);
+    expect(msg).toContain(`${p}: registers.0.kind:`);
+  });
+
+  it('unknown fields, duplicates and bad YAML are refused', () => {
+    const key = encodeKey(generateKeyPair().publicKey);
+    const base = `listen: 127.0.0.1:1\nprivateKeyFile: k\ndataDir: d\nadminSocket: s\npeers:\n  - name: x\n    publicKey: ${key}\n`;
+    expect(() => loadConfig(write(`${base}registers:\n  - name: r\n    kind: map\n  - name: r\n    kind: map\n`))).toThrow(/registers\.1: duplicate "r"/);
+    expect(() => loadConfig(write(`${base}registers:\n  - name: r\n    kind: map\nbogus: 1\n`))).toThrow(/Unrecognized key.*bogus/);
+    expect(() => loadConfig(write('listen: [unclosed'))).toThrow(/not valid YAML/);
+    expect(() => loadConfig('/nonexistent/spookd.conf')).toThrow(/cannot read \(ENOENT\)/);
+  });
+});
+
+describe('host keys', () => {
+  it('keygen writes a 0600 private key and refuses to overwrite; pubkey derives the same public key', () => {
+    const p = join(tmp(), 'key');
+    const kp = writePrivateKey(p);
+    expect(statSync(p).mode & 0o777).toBe(0o600);
+    expect(readPrivateKey(p).publicKey).toEqual(kp.publicKey);
+    expect(() => writePrivateKey(p)).toThrow(/EEXIST/);
+    expect(readFileSync(p, 'utf8').trim()).toBe(encodeKey(kp.privateKey));
+  });
+
+  it('a key readable by others, or not a key, is refused with the reason', () => {
+    const d = tmp();
+    const p = join(d, 'key');
+    writeFileSync(p, `${encodeKey(generateKeyPair().privateKey)}\n`, { mode: 0o644 });
+    expect(() => readPrivateKey(p)).toThrow(/readable by group or others \(mode 644\)/);
+    const q = join(d, 'bad');
+    writeFileSync(q, 'hello\n', { mode: 0o600 });
+    expect(() => readPrivateKey(q)).toThrow(/not a base64 X25519 key/);
+  });
+});
