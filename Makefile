@@ -4,7 +4,7 @@ NODE_STAMP := node_modules/.stamp
 BUILD_STAMP := dist/.stamp
 TS_SOURCES := $(shell find control transport wrappers bench -name '*.ts' 2>/dev/null)
 
-.PHONY: all build deps test demo sim bench clean typecheck soak
+.PHONY: all build deps test demo demo-sim sim bench bench-link clean typecheck soak
 
 all: build
 
@@ -26,7 +26,12 @@ typecheck: $(NODE_STAMP)
 test: build
 	npx vitest run
 
+# The main job: two spookd in network namespaces (loopback without root), pair, sync, cut, heal.
 demo: build
+	./bin/spook demo link
+
+# The foundation's demo: two in-process endpoints over the seeded lossy simulator.
+demo-sim: build
 	./bin/spook demo
 
 sim: build
@@ -34,6 +39,9 @@ sim: build
 
 bench: build
 	./bin/spook bench core
+
+bench-link: build
+	./bin/spook bench link
 
 clean:
 	rm -rf dist

@@ -108,17 +108,20 @@ export function adminCommands(): Command[] {
     out(o, r, () => `${r.verdict}${r.reason ? ` (${r.reason})` : ''}${r.version !== null ? ` in version ${r.version}` : ''}  [candidate ${r.origin}:${r.seq}]`);
     if (r.verdict === 'rejected') process.exitCode = 5;
   };
-  const set = peerOpt(withSocket(new Command('set').description('propose a set and wait for its collapse').argument('<register>').argument('<key>').argument('<value>'))).action(
-    async (register: string, key: string, value: string, o: Common) => outcome(o, await call(o, 'set', { register, key, value })),
+  const timeoutOpt = (c: Command): Command => c.option('-t, --timeout <ms>', 'wait at most this long for the outcome (then report pending)', '10000');
+  const set = timeoutOpt(peerOpt(withSocket(new Command('set').description('propose a set and wait for its collapse').argument('<register>').argument('<key>').argument('<value>')))).action(
+    async (register: string, key: string, value: string, o: Common & { timeout: string }) => outcome(o, await call(o, 'set', { register, key, value, timeoutMs: Number(o.timeout) })),
   );
-  const cas = peerOpt(
+  const cas = timeoutOpt(peerOpt(
     withSocket(new Command('cas').description('compare-and-set: commit only if the key is at <expect> (0: absent)').argument('<register>').argument('<key>').argument('<expect>').argument('<value>')),
-  ).action(async (register: string, key: string, expect: string, value: string, o: Common) => outcome(o, await call(o, 'cas', { register, key, expect: Number(expect), value })));
-  const del = peerOpt(withSocket(new Command('del').description('propose a delete and wait for its collapse').argument('<register>').argument('<key>'))).action(
-    async (register: string, key: string, o: Common) => outcome(o, await call(o, 'del', { register, key })),
+  )).action(async (register: string, key: string, expect: string, value: string, o: Common & { timeout: string }) =>
+    outcome(o, await call(o, 'cas', { register, key, expect: Number(expect), value, timeoutMs: Number(o.timeout) })),
   );
-  const append = peerOpt(withSocket(new Command('append').description('append to a stream register').argument('<register>').argument('<data>'))).action(
-    async (register: string, data: string, o: Common) => outcome(o, await call(o, 'append', { register, data })),
+  const del = timeoutOpt(peerOpt(withSocket(new Command('del').description('propose a delete and wait for its collapse').argument('<register>').argument('<key>')))).action(
+    async (register: string, key: string, o: Common & { timeout: string }) => outcome(o, await call(o, 'del', { register, key, timeoutMs: Number(o.timeout) })),
+  );
+  const append = timeoutOpt(peerOpt(withSocket(new Command('append').description('append to a stream register').argument('<register>').argument('<data>')))).action(
+    async (register: string, data: string, o: Common & { timeout: string }) => outcome(o, await call(o, 'append', { register, data, timeoutMs: Number(o.timeout) })),
   );
 
   const streamCmd = (name: 'watch' | 'events', description: string): Command =>

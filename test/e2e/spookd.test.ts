@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Lab, until } from './lab.js';
+import { Lab, until } from '../../control/lab/netns.js';
 
 /**
  * spookd end to end: daemons in network namespaces joined by veth links (created and

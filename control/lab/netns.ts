@@ -1,18 +1,29 @@
 /**
- * A multi-host lab on one machine: network namespaces joined by veth links, one spookd
+ * A multi-host lab on one machine (used by the end-to-end tests and `spook demo link`): network namespaces joined by veth links, one spookd
  * per namespace, admin sockets reachable from the test. Everything it creates carries a
  * per-run prefix and is removed by `destroy()`, which tests call in afterAll (also on
  * failure). Needs root (CAP_NET_ADMIN), as CI has.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
-import { AdminClient } from '../../control/client/admin-client.js';
-import { encodeKey } from '../../control/daemon/keys.js';
+import { AdminClient } from '../client/admin-client.js';
+import { encodeKey } from '../daemon/keys.js';
 import { generateKeyPair, type KeyPair } from '../../transport/etcp/crypto.js';
 
-const ROOT = new URL('../../', import.meta.url).pathname;
+/** The checkout's root (where bin/spookd is), from source or from dist/. */
+function findRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('cannot find the Spook checkout (package.json) above the lab module');
+    dir = up;
+  }
+  return dir;
+}
+export const ROOT = findRoot();
 
 export function requireRoot(): void {
   if (process.getuid?.() !== 0) {
@@ -45,22 +56,39 @@ export class Lab {
   private readonly links: { spec: LinkSpec; ifA: string; ifB: string }[] = [];
   readonly dir: string;
 
-  constructor(names: string[], links: LinkSpec[], basePort = 47100) {
-    requireRoot();
+  /**
+   * `loopback: true` runs every host on 127.0.0.1 without namespaces (no root needed); a
+   * "cut" then stops the second host's process (SIGSTOP) instead of downing a link.
+   */
+  constructor(
+    names: string[],
+    links: LinkSpec[],
+    basePort = 47100,
+    readonly loopback = false,
+  ) {
+    if (!loopback) requireRoot();
     this.prefix = `spk${process.pid % 100000}`;
     this.dir = join(tmpdir(), `${this.prefix}-lab`);
-    Lab.cleanupStale();
+    if (!loopback) Lab.cleanupStale();
     rmSync(this.dir, { recursive: true, force: true });
     mkdirSync(this.dir, { recursive: true });
     names.forEach((name, i) => {
       const ns = `${this.prefix}-${name}`;
-      sh('ip', ['netns', 'add', ns]);
-      sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+      if (!loopback) {
+        sh('ip', ['netns', 'add', ns]);
+        sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+      }
       const dir = join(this.dir, name);
       mkdirSync(dir, { recursive: true });
       this.hosts.set(name, { name, ns, key: generateKeyPair(), port: basePort + i, dir, socket: join(dir, 'admin.sock'), addrs: new Map() });
     });
     for (const spec of links) {
+      if (loopback) {
+        this.host(spec.a).addrs.set(spec.b, '127.0.0.1');
+        this.host(spec.b).addrs.set(spec.a, '127.0.0.1');
+        this.links.push({ spec, ifA: '', ifB: '' });
+        continue;
+      }
       const a = this.hosts.get(spec.a)!;
       const b = this.hosts.get(spec.b)!;
       const ifA = `v${spec.subnet}${spec.a}`.slice(0, 15);
@@ -121,7 +149,7 @@ export class Lab {
         const peer = this.host(p);
         return { name: p, publicKey: encodeKey(peer.key.publicKey), endpoint: `${peer.addrs.get(name)}:${peer.port}` };
       });
-    const listenAddr = h.addrs.size > 0 ? '0.0.0.0' : '127.0.0.1';
+    const listenAddr = h.addrs.size > 0 && !this.loopback ? '0.0.0.0' : '127.0.0.1';
     const cfg = {
       listen: `${listenAddr}:${h.port}`,
       privateKeyFile: keyFile,
@@ -143,9 +171,10 @@ export class Lab {
   async start(name: string): Promise<void> {
     const h = this.host(name);
     const log = join(h.dir, 'spookd.log');
-    const proc = spawn('ip', ['netns', 'exec', h.ns, process.execPath, join(ROOT, 'bin/spookd'), '--config', join(h.dir, 'spookd.conf')], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const daemon = [process.execPath, join(ROOT, 'bin/spookd'), '--config', join(h.dir, 'spookd.conf')];
+    const proc = this.loopback
+      ? spawn(daemon[0], daemon.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn('ip', ['netns', 'exec', h.ns, ...daemon], { stdio: ['ignore', 'pipe', 'pipe'] });
     proc.stdout!.on('data', (c: Buffer) => writeFileSync(log, c, { flag: 'a' }));
     proc.stderr!.on('data', (c: Buffer) => writeFileSync(log, c, { flag: 'a' }));
     h.proc = proc;
@@ -193,6 +222,10 @@ export class Lab {
 
   setLink(a: string, b: string, up: boolean): void {
     const l = this.links.find((x) => (x.spec.a === a && x.spec.b === b) || (x.spec.a === b && x.spec.b === a))!;
+    if (this.loopback) {
+      this.host(l.spec.b).proc?.kill(up ? 'SIGCONT' : 'SIGSTOP');
+      return;
+    }
     sh('ip', ['-n', this.host(l.spec.a).ns, 'link', 'set', l.ifA, up ? 'up' : 'down']);
   }
 
@@ -212,7 +245,9 @@ export class Lab {
 
   async destroy(): Promise<void> {
     for (const h of this.hosts.values()) {
+      h.proc?.kill('SIGCONT');
       if (h.proc) await this.kill9(h.name).catch(() => undefined);
+      if (this.loopback) continue;
       try {
         sh('ip', ['netns', 'del', h.ns]);
       } catch {
@@ -239,4 +274,17 @@ export async function until<T>(what: string, check: () => Promise<T | undefined 
     await sleep(everyMs);
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
+}
+
+/** Whether this process can build a namespace lab (root, iproute2, netns support). */
+export function canUseNetns(): boolean {
+  if (process.getuid?.() !== 0) return false;
+  const probe = `spkprobe${process.pid}`;
+  try {
+    sh('ip', ['netns', 'add', probe]);
+    sh('ip', ['netns', 'del', probe]);
+    return true;
+  } catch {
+    return false;
+  }
 }
