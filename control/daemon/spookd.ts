@@ -24,6 +24,7 @@ import { DiskStore } from './store.js';
 import { decodeKey, encodeKey } from './keys.js';
 import { parseHostPort, type SpookdConfig } from './config.js';
 import { AdminServer } from './admin.js';
+import { Metrics } from './metrics.js';
 
 /** Re-handshake this often (fresh keys, as WireGuard's REKEY_AFTER_TIME). */
 export const REKEY_AFTER_MS = 120_000;
@@ -55,6 +56,7 @@ export class Spookd {
   private socket: Socket | undefined;
   private timer: NodeJS.Timeout | undefined;
   private admin: AdminServer | undefined;
+  private metrics: Metrics | undefined;
   private readonly startedAt = performance.now();
   readonly subscribers = new Set<(link: PeerLink, ev: SpookEvent) => void>();
 
@@ -141,6 +143,10 @@ export class Spookd {
     this.log.warn('XDP fast path not loaded: frames are validated in the daemon only');
     this.admin = new AdminServer(this, this.cfg.adminSocket, this.log);
     await this.admin.start();
+    if (this.cfg.metrics) {
+      this.metrics = new Metrics(this, this.cfg.metrics.listen, this.log);
+      await this.metrics.start();
+    }
     for (const link of this.links.values()) this.pump(link);
     this.schedule();
   }
@@ -154,6 +160,7 @@ export class Spookd {
       link.store.close();
     }
     await this.admin?.stop();
+    await this.metrics?.stop();
     await new Promise<void>((resolve) => (this.socket ? this.socket.close(() => resolve()) : resolve()));
     this.log.info('stopped');
   }

@@ -53,7 +53,8 @@ beforeAll(async () => {
     { a: 'a', b: 'b', subnet: 1 },
     { a: 'a', b: 'c', subnet: 2 },
   ]);
-  for (const h of ['a', 'b', 'c']) lab.configure(h, REGISTERS);
+  lab.configure('a', REGISTERS, { metrics: { listen: '127.0.0.1:9464' } });
+  for (const h of ['b', 'c']) lab.configure(h, REGISTERS);
   await Promise.all(['a', 'b', 'c'].map((h) => lab.start(h)));
 }, 60_000);
 
@@ -221,6 +222,16 @@ describe('spookd in network namespaces', () => {
     expect(lab.runIn('a', script).trim()).toBe('NO-ANSWER');
     const after = (await lab.admin<{ drops: Record<string, number> }>('b', 'status')).drops['unauthorized-key'] ?? 0;
     expect(after - before).toBe(1);
+  }, 30_000);
+
+  it('serves Prometheus metrics when configured (and only then)', async () => {
+    const text = lab.runIn('a', `const r = await fetch('http://127.0.0.1:9464/metrics'); console.log(r.status); console.log(await r.text());`);
+    expect(text.startsWith('200')).toBe(true);
+    expect(text).toContain('spook_pair_state{peer="b",state="ENTANGLED"} 1');
+    expect(text).toMatch(/spook_register_version\{peer="b",register="config"\} \d+/);
+    expect(text).toContain('spook_frames_dropped_total');
+    const none = lab.runIn('b', `try { await fetch('http://127.0.0.1:9464/metrics'); console.log('open'); } catch { console.log('closed'); }`);
+    expect(none.trim()).toBe('closed');
   }, 30_000);
 
   it('SIGTERM stops spookd cleanly (exit 0) and a restart re-forms the pair from disk', async () => {
