@@ -494,7 +494,18 @@ const h64 = (hi: number, lo: number) => ({ hi, lo });
 
 /** One valid example of every MsgType. */
 const examples: Message[] = [
-  { type: MsgType.Status, register: 'inventory', version: 2 ** 40 + 3, hash: h64(0xdeadbeef, 0x01234567), logBase: 2 ** 40 - 100, resolvedSeq: 77 },
+  {
+    type: MsgType.Status,
+    register: 'inventory',
+    version: 2 ** 40 + 3,
+    hash: h64(0xdeadbeef, 0x01234567),
+    logBase: 2 ** 40 - 100,
+    resolvedSeq: 77,
+    held: [
+      { from: 2 ** 40 + 5, to: 2 ** 40 + 9 },
+      { from: 2 ** 40 + 11, to: 2 ** 40 + 11 },
+    ],
+  },
   { type: MsgType.Ack, largestPn: 2 ** 33 + 1, ackDelayMs: 25 },
   {
     type: MsgType.Propose,
@@ -599,20 +610,20 @@ describe('message round trip', () => {
   it('matches the Data frame vector of PROTOCOL.md Appendix A', () => {
     const payload = concat(
       encodeMessage({ type: MsgType.Ack, largestPn: 200, ackDelayMs: 4 }),
-      encodeMessage({ type: MsgType.Status, register: 'kv', version: 3, hash: h64(0x01020304, 0x05060708), logBase: 2, resolvedSeq: 1 }),
+      encodeMessage({ type: MsgType.Status, register: 'kv', version: 3, hash: h64(0x01020304, 0x05060708), logBase: 2, resolvedSeq: 1, held: [] }),
     );
     const frame = encodeFrame({ type: FrameType.Data, flags: 0, pairId: 7, packetNumber: 2 ** 32 + 2 }, payload);
     const want =
-      '5350' + '01' + '04' + '00' + '14' + '0015' + '00000007' + '00000001' + '00000002' + // header
+      '5350' + '01' + '04' + '00' + '14' + '0016' + '00000007' + '00000001' + '00000002' + // header
       '02' + '03' + 'c801' + '04' + // Ack
-      '01' + '0e' + '02' + '6b76' + '03' + '01020304' + '05060708' + '02' + '01'; // Status
+      '01' + '0f' + '02' + '6b76' + '03' + '01020304' + '05060708' + '02' + '01' + '00'; // Status (no held ranges)
     expect(Buffer.from(frame).toString('hex')).toBe(want);
     const f = decodeFrame(Uint8Array.from(Buffer.from(want, 'hex')), (id) => id === 7);
     expect(f.header.packetNumber).toBe(2 ** 32 + 2);
     expect(plain(decodeMessages(f.payload).messages)).toEqual(
       plain([
         { type: MsgType.Ack, largestPn: 200, ackDelayMs: 4 },
-        { type: MsgType.Status, register: 'kv', version: 3, hash: h64(0x01020304, 0x05060708), logBase: 2, resolvedSeq: 1 },
+        { type: MsgType.Status, register: 'kv', version: 3, hash: h64(0x01020304, 0x05060708), logBase: 2, resolvedSeq: 1, held: [] },
       ]),
     );
   });
@@ -862,5 +873,19 @@ describe('range-checked fields', () => {
       DropReason.MalformedPayload,
       'reconReq[0].prefix',
     );
+  });
+});
+
+describe('Status held ranges (selective acknowledgement)', () => {
+  const st = (held: { from: number; to: number }[]): Uint8Array =>
+    encodeMessage({ type: MsgType.Status, register: 'r', version: 10, hash: { hi: 0, lo: 0 }, logBase: 0, resolvedSeq: 0, held });
+  it('ranges must lie above the version with a gap, ascending and disjoint', () => {
+    expect((decodeMessages(st([{ from: 12, to: 13 }, { from: 15, to: 20 }])).messages[0] as { held: unknown }).held).toEqual([
+      { from: 12, to: 13 },
+      { from: 15, to: 20 },
+    ]);
+    expectWire(() => decodeMessages(st([{ from: 11, to: 12 }])), DropReason.MalformedPayload, 'status.held[0]'); // no gap: 11 would be applied
+    expectWire(() => decodeMessages(st([{ from: 12, to: 14 }, { from: 14, to: 16 }])), DropReason.MalformedPayload, 'status.held[1]');
+    expectWire(() => decodeMessages(st(Array.from({ length: 17 }, (_, i) => ({ from: 12 + 2 * i, to: 12 + 2 * i })))), DropReason.MalformedPayload, 'status.held');
   });
 });

@@ -22,6 +22,8 @@ import {
   type Message,
   type ProposeMsg,
   type StatusMsg,
+  type VersionRange,
+  MAX_HELD_RANGES,
 } from '../../transport/wire/messages.js';
 import { varintLen } from '../../transport/wire/buffer.js';
 import { hashEquals, hashHex } from './hash.js';
@@ -143,6 +145,10 @@ export class Replica {
   private sentUpTo = 0;
   /** The peer was out of contact: the next status resets what we consider sent. */
   private goBack = false;
+  /** Versions the follower reported holding out of order (its latest status). */
+  private peerHeld: VersionRange[] = [];
+  /** The acknowledged version at the last fast retransmit (one per gap). */
+  private fastRetransmitAt = -1;
   private sentSeqUpTo = 0;
   private retransmitAt: number | undefined;
   private statusDirty = true;
@@ -348,6 +354,13 @@ export class Replica {
     // After a gap in contact, resend from what the peer holds now rather than wait for the (backed-off) timer.
     if (first || this.goBack || this.sentUpTo < m.version) this.sentUpTo = m.version;
     this.goBack = false;
+    // Selective acknowledgement: versions above a gap arrived, so the gap was lost. Resend it
+    // once now (fast retransmit), skipping what the peer holds; a gap that stays waits for the timer.
+    this.peerHeld = m.held;
+    if (m.held.length > 0 && m.version > this.fastRetransmitAt && this.sentUpTo > m.version) {
+      this.fastRetransmitAt = m.version;
+      this.sentUpTo = m.version;
+    }
     this.peerResolvedSeq = Math.max(this.peerResolvedSeq, m.resolvedSeq);
     for (const s of this.peerRejections.keys()) if (s <= this.peerResolvedSeq) this.peerRejections.delete(s);
     const mine = this.log.hashAt(m.version);
@@ -435,7 +448,10 @@ export class Replica {
       return;
     }
     if (m.version > this.version + 1) {
-      if (this.reorder.size < REORDER_LIMIT) this.reorder.set(m.version, { msg: m, raw: raw.slice() });
+      if (this.reorder.size < REORDER_LIMIT && !this.reorder.has(m.version)) {
+        this.reorder.set(m.version, { msg: m, raw: raw.slice() });
+        this.statusDirty = true; // tell the sequencer what arrived past the gap
+      }
       return;
     }
     this.applyCollapse(now, m, raw);
@@ -569,7 +585,27 @@ export class Replica {
       hash: { hi: this.state.hash.hi, lo: this.state.hash.lo },
       logBase: this.log.base,
       resolvedSeq: this.resolvedSeq,
+      held: this.heldRanges(),
     };
+  }
+
+  /** The follower's out-of-order versions as ranges (at most MAX_HELD_RANGES, lowest first). */
+  private heldRanges(): VersionRange[] {
+    if (this.reorder.size === 0) return [];
+    const vs = [...this.reorder.keys()].filter((v) => v > this.version + 1).sort((a, b) => a - b);
+    const out: VersionRange[] = [];
+    for (const v of vs) {
+      const last = out[out.length - 1];
+      if (last && v === last.to + 1) last.to = v;
+      else if (out.length < MAX_HELD_RANGES) out.push({ from: v, to: v });
+      else break;
+    }
+    return out;
+  }
+
+  private peerHolds(v: number): boolean {
+    for (const r of this.peerHeld) if (v >= r.from && v <= r.to) return true;
+    return false;
   }
 
   markStatusDirty(): void {
@@ -613,6 +649,10 @@ export class Replica {
     if (this.peerVersion < 0) return;
     const limit = Math.min(this.version, this.peerVersion + SEND_WINDOW);
     while (this.sentUpTo < limit) {
+      if (this.peerHolds(this.sentUpTo + 1)) {
+        this.sentUpTo++;
+        continue;
+      }
       const rec = this.log.get(this.sentUpTo + 1);
       if (!rec) return; // compacted: the follower sees the gap in our status and reconciles
       if (!b.add(rec.encoded)) return;

@@ -40,7 +40,19 @@ export interface StatusMsg {
   logBase: number;
   /** Highest own candidate sequence such that every own candidate up to it knows its outcome. */
   resolvedSeq: number;
+  /**
+   * Versions above `version` the sender already holds out of order (a follower's reorder
+   * buffer), as ascending disjoint ranges: selective acknowledgement, so the sequencer
+   * resends only the gaps (RFC 9002's acknowledgement ranges, at the level of versions).
+   */
+  held: VersionRange[];
 }
+export interface VersionRange {
+  from: number;
+  /** Inclusive. */
+  to: number;
+}
+export const MAX_HELD_RANGES = 16;
 export interface AckMsg {
   type: MsgType.Ack;
   largestPn: number;
@@ -254,7 +266,8 @@ function writeBody(w: Writer, m: Message): void {
   switch (m.type) {
     case MsgType.Status:
       writeName(w, m.register);
-      w.varint(m.version).hash64(m.hash).varint(m.logBase).varint(m.resolvedSeq);
+      w.varint(m.version).hash64(m.hash).varint(m.logBase).varint(m.resolvedSeq).varint(m.held.length);
+      for (const h of m.held) w.varint(h.from).varint(h.to - h.from);
       return;
     case MsgType.Ack:
       w.varint(m.largestPn).varint(m.ackDelayMs);
@@ -331,15 +344,26 @@ export function writeCollapseBody(w: Writer, m: Omit<CollapseMsg, 'type'>): void
 
 function readBody(r: Reader, type: number): Message | undefined {
   switch (type) {
-    case MsgType.Status:
-      return {
-        type,
-        register: readName(r),
-        version: r.varint('status.version'),
-        hash: r.hash64('status.hash'),
-        logBase: r.varint('status.logBase'),
-        resolvedSeq: r.varint('status.resolvedSeq'),
-      };
+    case MsgType.Status: {
+      const register = readName(r);
+      const version = r.varint('status.version');
+      const hash = r.hash64('status.hash');
+      const logBase = r.varint('status.logBase');
+      const resolvedSeq = r.varint('status.resolvedSeq');
+      const n = readCount(r, 'status.held', MAX_HELD_RANGES);
+      const held: VersionRange[] = [];
+      let floor = version + 1;
+      for (let i = 0; i < n; i++) {
+        const from = r.varint(`status.held[${i}].from`);
+        const to = from + r.varint(`status.held[${i}].length`);
+        if (from <= floor || !Number.isSafeInteger(to)) {
+          throw new WireError(DropReason.MalformedPayload, `status.held[${i}]`, `range ${from}..${to} is not above v${floor} with a gap`);
+        }
+        held.push({ from, to });
+        floor = to + 1;
+      }
+      return { type, register, version, hash, logBase, resolvedSeq, held };
+    }
     case MsgType.Ack:
       return { type, largestPn: r.varint('ack.largestPn'), ackDelayMs: r.varint('ack.ackDelay') };
     case MsgType.Propose: {
