@@ -130,7 +130,8 @@ export class HalfPair {
   ) {
     if (opts.localId === opts.peerId) throw new RangeError(`localId and peerId are both ${opts.localId}`);
     this.role = opts.localId < opts.peerId ? 'sequencer' : 'follower';
-    this.timing = { ...DEFAULT_TIMING, ...opts.timing };
+    // Unset (undefined) fields keep their defaults.
+    this.timing = { ...DEFAULT_TIMING, ...Object.fromEntries(Object.entries(opts.timing ?? {}).filter(([, v]) => v !== undefined)) };
     this.maxPayload = Math.min(opts.maxPayload ?? MAX_PAYLOAD_LEN, MAX_PAYLOAD_LEN);
     if (this.maxPayload < MIN_PAYLOAD) throw new RangeError(`maxPayload ${this.maxPayload} is below ${MIN_PAYLOAD}: a largest delta must fit one frame`);
     this.lifecycle = new Lifecycle(now);

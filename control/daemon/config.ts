@@ -49,6 +49,8 @@ export const configSchema = z
       .object({
         keepaliveMs: z.number().int().min(50).optional(),
         silenceMs: z.number().int().min(200).optional(),
+        /** The initiator of a session re-handshakes (fresh keys) after this long. */
+        rekeyAfterMs: z.number().int().min(1000).optional(),
       })
       .strict()
       .default({}),

@@ -96,7 +96,7 @@ export class Spookd {
             maxPending: r.maxPending,
             log: { maxRecords: r.logRecords, maxBytes: 256 * 1024 * 1024 },
           })),
-          timing: cfg.timing,
+          timing: { keepaliveMs: cfg.timing.keepaliveMs, silenceMs: cfg.timing.silenceMs },
           maxPayload: MAX_SEALED_PAYLOAD,
           store,
           sealer: {
@@ -272,7 +272,7 @@ export class Spookd {
         this.etcp.close(o.session.localIndex);
         return false;
       });
-      const stale = !link.session || (link.session.initiator && now - link.session.establishedAt > REKEY_AFTER_MS);
+      const stale = !link.session || (link.session.initiator && now - link.session.establishedAt > (this.cfg.timing.rekeyAfterMs ?? REKEY_AFTER_MS));
       if (stale && link.addr && now - link.lastInitAt >= HANDSHAKE_RETRY_MS && link.pair.state !== PairState.CLOSED) {
         link.lastInitAt = now;
         this.socket?.send(this.etcp.initiate(Date.now(), link.publicKey), link.addr.port, link.addr.address);

@@ -67,7 +67,7 @@ export class Lab {
     readonly loopback = false,
   ) {
     if (!loopback) requireRoot();
-    this.prefix = `spk${process.pid % 100000}`;
+    this.prefix = `spk${process.pid}`;
     this.dir = join(tmpdir(), `${this.prefix}-lab`);
     if (!loopback) Lab.cleanupStale();
     rmSync(this.dir, { recursive: true, force: true });
@@ -114,7 +114,9 @@ export class Lab {
     }
     for (const line of list.split('\n')) {
       const ns = line.split(' ')[0];
-      if (/^spk\d+-/.test(ns)) {
+      const owner = /^spk(\d+)-/.exec(ns);
+      // Only labs whose creating process is gone: another test file's live lab is left alone.
+      if (owner && !alive(Number(owner[1]))) {
         try {
           sh('ip', ['netns', 'pids', ns])
             .split('\n')
@@ -255,6 +257,15 @@ export class Lab {
       }
     }
     rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
