@@ -8,6 +8,20 @@ TS_SOURCES := $(shell find control transport wrappers bench -name '*.ts' 2>/dev/
 
 all: build
 
+APT_STAMP := node_modules/.stamp-apt
+BPF_OBJ := bpf/spook_xdp.o
+MULTIARCH := $(shell uname -m)-linux-gnu
+
+# Debian packages for the XDP build and the namespace tests (installed once, as root).
+$(APT_STAMP): | $(NODE_STAMP)
+	@if ! command -v clang >/dev/null || ! test -f /usr/include/bpf/bpf_helpers.h || ! command -v ip >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y clang llvm libbpf-dev libbpf1 bpftool iproute2; \
+	fi
+	touch $@
+
+$(BPF_OBJ): bpf/spook_xdp.c bpf/spook_wire.h | $(APT_STAMP)
+	clang -O2 -g -target bpf -D__TARGET_ARCH_x86 -I/usr/include/$(MULTIARCH) -Ibpf -Wall -Werror -c $< -o $@
+
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
@@ -18,7 +32,7 @@ $(BUILD_STAMP): $(NODE_STAMP) $(TS_SOURCES) tsconfig.json
 	npx tsc -p tsconfig.json
 	touch $@
 
-build: $(BUILD_STAMP)
+build: $(BUILD_STAMP) $(BPF_OBJ)
 
 typecheck: $(NODE_STAMP)
 	npx tsc -p tsconfig.json --noEmit
@@ -44,7 +58,7 @@ bench-link: build
 	./bin/spook bench link
 
 clean:
-	rm -rf dist
+	rm -rf dist $(BPF_OBJ)
 
 # The C twin of transport/wire/constants.ts (a test fails when they drift).
 bpf/spook_wire.h: transport/wire/constants.ts control/tools/bpf-header.ts $(BUILD_STAMP)
