@@ -10,7 +10,7 @@ import { DROP_REASON_NAMES, DropReason } from '../../transport/wire/constants.js
 import { BpfError, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, check, lastErrno, libbpf } from './libbpf.js';
 
 export const PIN_DIR = '/sys/fs/bpf/spook';
-export const MAP_NAMES = ['config', 'pairs', 'counters', 'pair_stats', 'hs_buckets'] as const;
+export const MAP_NAMES = ['config', 'pairs', 'counters', 'hs_buckets'] as const;
 const SLOT_PASS_ESTP = 0;
 const SLOT_PASS_OTHER = 12;
 const SLOTS = 13;
@@ -83,11 +83,9 @@ export class MapReader {
 export function counterReader(fd: number): MapReader {
   return new MapReader(fd, 4, 8, true);
 }
-export function pairStatsReader(fd: number): MapReader {
-  return new MapReader(fd, 4, 16, true);
-}
+/** The pair table: pair id → per-CPU {packets, bytes}. */
 export function pairsReader(fd: number): MapReader {
-  return new MapReader(fd, 4, 1, false);
+  return new MapReader(fd, 4, 16, true);
 }
 
 /** Drop and pass counters by name, summed over CPUs. */
@@ -162,7 +160,8 @@ export class XdpProgram {
   }
 
   addPair(pairId: number): void {
-    check('bpf_map_update_elem(pairs)', libbpf().update(this.mapFd('pairs'), u32(pairId), Buffer.from([1]), 0));
+    const zero = Buffer.alloc(16 * libbpf().cpus()); // per-CPU values, all zero
+    check('bpf_map_update_elem(pairs)', libbpf().update(this.mapFd('pairs'), u32(pairId), zero, 0));
   }
 
   removePair(pairId: number): void {
@@ -180,7 +179,7 @@ export class XdpProgram {
   }
 
   pairStats(): { pairId: number; packets: number; bytes: number }[] {
-    return readPairStats(pairStatsReader(this.mapFd('pair_stats')));
+    return readPairStats(pairsReader(this.mapFd('pairs')));
   }
 
   /**
