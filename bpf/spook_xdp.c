@@ -32,10 +32,20 @@ struct spook_config {
 	__u32 pad;
 };
 
-struct pair_stats {
+/*
+ * One slot of the pair table. Pair ids are ETCP session indices, which the control plane
+ * chooses so that their low 16 bits are unique among live sessions (as WireGuard's index
+ * table does); the slot is the low 16 bits, and `id` confirms the full id. An array
+ * lookup is a few instructions where a hash lookup hashes the key.
+ */
+struct pair_slot {
+	__u32 id;      /* 0: free */
+	__u32 pad;
 	__u64 packets;
 	__u64 bytes;
 };
+
+#define PAIR_SLOTS 65536
 
 struct src_key {
 	__u32 family;
@@ -59,10 +69,10 @@ struct {
  * plane, with per-CPU packet/byte counters (one lookup does both jobs on the hot path).
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 65536);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PAIR_SLOTS);
 	__type(key, __u32);
-	__type(value, struct pair_stats);
+	__type(value, struct pair_slot);
 } pairs SEC(".maps");
 
 struct {
@@ -226,13 +236,16 @@ int spook_xdp(struct xdp_md *ctx)
 		return drop(SPOOK_DROP_OVERSIZED);
 	__u32 pair_id = ((__u32)f[8] << 24) | ((__u32)f[9] << 16) | ((__u32)f[10] << 8) | f[11];
 	if (!handshake) {
-		struct pair_stats *ps = bpf_map_lookup_elem(&pairs, &pair_id);
-		if (ps) {
+		__u32 slot = pair_id & (PAIR_SLOTS - 1);
+		struct pair_slot *ps = bpf_map_lookup_elem(&pairs, &slot);
+		if (ps && ps->id == pair_id && pair_id != 0) {
+			/* Passed data frames are counted per pair only: no second map write on the hot path. */
 			ps->packets += 1;
 			ps->bytes += frame_len;
-		} else if (cfg->enforce_pairs) {
-			return drop(SPOOK_DROP_UNKNOWN_PAIR);
+			return XDP_PASS;
 		}
+		if (cfg->enforce_pairs)
+			return drop(SPOOK_DROP_UNKNOWN_PAIR);
 	} else if (!handshake_allowed(&src, cfg)) {
 		return drop(SPOOK_DROP_HANDSHAKE_RATE_LIMITED);
 	}

@@ -83,9 +83,10 @@ export class MapReader {
 export function counterReader(fd: number): MapReader {
   return new MapReader(fd, 4, 8, true);
 }
-/** The pair table: pair id → per-CPU {packets, bytes}. */
+/** The pair table: slot (low 16 bits of the pair id) → per-CPU {id, pad, packets, bytes}. */
+export const PAIR_SLOTS = 65536;
 export function pairsReader(fd: number): MapReader {
-  return new MapReader(fd, 4, 16, true);
+  return new MapReader(fd, 4, 24, true);
 }
 
 /** Drop and pass counters by name, summed over CPUs. */
@@ -100,15 +101,20 @@ export function readCounters(r: MapReader): Record<string, number> {
   return out;
 }
 
-export function readPairStats(r: MapReader): { pairId: number; packets: number; bytes: number }[] {
-  return r.keys().map((k) => {
-    const vals = r.lookup(k) ?? [];
-    return {
-      pairId: k.readUInt32LE(0),
-      packets: vals.reduce((a, v) => a + Number(v.readBigUInt64LE(0)), 0),
-      bytes: vals.reduce((a, v) => a + Number(v.readBigUInt64LE(8)), 0),
-    };
-  });
+/** Occupied slots of the pair table, with packets and bytes summed over CPUs. */
+export function readPairStats(r: MapReader, slots?: number[]): { pairId: number; packets: number; bytes: number }[] {
+  const out: { pairId: number; packets: number; bytes: number }[] = [];
+  for (const slot of slots ?? Array.from({ length: PAIR_SLOTS }, (_, i) => i)) {
+    const vals = r.lookup(u32(slot));
+    const id = vals?.[0].readUInt32LE(0) ?? 0;
+    if (!vals || id === 0) continue;
+    out.push({
+      pairId: id,
+      packets: vals.reduce((a, v) => a + Number(v.readBigUInt64LE(8)), 0),
+      bytes: vals.reduce((a, v) => a + Number(v.readBigUInt64LE(16)), 0),
+    });
+  }
+  return out;
 }
 
 /** Open pinned maps of a running spookd (for `spook maps dump`). */
@@ -121,6 +127,7 @@ export function openPinned(name: (typeof MAP_NAMES)[number], dir = PIN_DIR): num
 export class XdpProgram {
   private attached: { ifindex: number; ifname: string; mode: XdpMode; at: number; flags: number } | undefined;
   private pinnedDir: string | undefined;
+  private readonly live = new Set<number>();
 
   private constructor(private readonly obj: unknown) {}
 
@@ -159,19 +166,23 @@ export class XdpProgram {
     check('bpf_map_update_elem(config)', libbpf().update(this.mapFd('config'), u32(0), v, 0));
   }
 
+  /** Admit a pair id (its low 16 bits must not be in use by another live pair). */
   addPair(pairId: number): void {
-    const zero = Buffer.alloc(16 * libbpf().cpus()); // per-CPU values, all zero
-    check('bpf_map_update_elem(pairs)', libbpf().update(this.mapFd('pairs'), u32(pairId), zero, 0));
+    const cpus = libbpf().cpus();
+    const v = Buffer.alloc(24 * cpus); // per-CPU slots: the id in each, counters zero
+    for (let c = 0; c < cpus; c++) v.writeUInt32LE(pairId >>> 0, c * 24);
+    check('bpf_map_update_elem(pairs)', libbpf().update(this.mapFd('pairs'), u32(pairId & (PAIR_SLOTS - 1)), v, 0));
+    this.live.add(pairId >>> 0);
   }
 
   removePair(pairId: number): void {
-    libbpf().del(this.mapFd('pairs'), u32(pairId));
+    if (!this.live.delete(pairId >>> 0)) return;
+    const v = Buffer.alloc(24 * libbpf().cpus());
+    libbpf().update(this.mapFd('pairs'), u32(pairId & (PAIR_SLOTS - 1)), v, 0);
   }
 
   pairIds(): number[] {
-    return pairsReader(this.mapFd('pairs'))
-      .keys()
-      .map((k) => k.readUInt32LE(0));
+    return [...this.live];
   }
 
   counters(): Record<string, number> {
@@ -179,7 +190,10 @@ export class XdpProgram {
   }
 
   pairStats(): { pairId: number; packets: number; bytes: number }[] {
-    return readPairStats(pairsReader(this.mapFd('pairs')));
+    return readPairStats(
+      pairsReader(this.mapFd('pairs')),
+      [...this.live].map((id) => id & (PAIR_SLOTS - 1)),
+    );
   }
 
   /**

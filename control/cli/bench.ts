@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { runCoreBench } from '../../bench/core.js';
 import { runLinkBench } from '../../bench/link.js';
+import { runXdpBench } from '../../bench/xdp.js';
 import { intArg } from './args.js';
 
 export function benchCommand(): Command {
@@ -38,6 +39,17 @@ export function benchCommand(): Command {
     .option('--json', 'print one JSON object', false)
     .action(async (o: { deltas: number; cutMs: number; rate: number; fsync: string; basePort: number; json: boolean }) => {
       const r = await runLinkBench(o);
+      if (o.json) console.log(JSON.stringify(r, null, 2));
+      else for (const [k, v] of Object.entries(r)) console.log(`${k.padEnd(18)}${v}`);
+    });
+  bench
+    .command('xdp')
+    .description('ns per packet through BPF_PROG_TEST_RUN: valid, malformed, unknown-pair and non-ESTP packets vs a trivial XDP_PASS program (needs root)')
+    .option('--repeat <n>', 'repetitions per test run', intArg('--repeat', 1), 1_000_000)
+    .option('--rounds <n>', 'test runs per packet kind (median reported)', intArg('--rounds', 1), 9)
+    .option('--json', 'print one JSON object', false)
+    .action((o: { repeat: number; rounds: number; json: boolean }) => {
+      const r = runXdpBench(o.repeat, o.rounds);
       if (o.json) console.log(JSON.stringify(r, null, 2));
       else for (const [k, v] of Object.entries(r)) console.log(`${k.padEnd(18)}${v}`);
     });

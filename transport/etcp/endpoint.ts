@@ -139,11 +139,19 @@ export class EtcpEndpoint {
     for (const p of o.peers) this.peers.set(keyHex(p.publicKey), p);
   }
 
+  /**
+   * A fresh random index whose low 16 bits no live or pending session uses: the XDP pair
+   * table is an array slotted by those bits (bpf/spook_xdp.c).
+   */
   private newIndex(): number {
+    const used = new Set<number>();
+    for (const i of this.sessions.keys()) used.add(i & 0xffff);
+    for (const i of this.pending.keys()) used.add(i & 0xffff);
+    if (used.size >= 0xffff) throw new Error('no free session index (65535 sessions live)');
     for (;;) {
       const b = this.o.random(4);
       const idx = ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) >>> 0;
-      if (idx !== 0 && !this.sessions.has(idx) && !this.pending.has(idx)) return idx;
+      if ((idx & 0xffff) !== 0 && !used.has(idx & 0xffff)) return idx;
     }
   }
 
