@@ -167,12 +167,14 @@ export class AdminServer {
           listen: d.cfg.listen,
           uptimeMs: Math.round(d.uptimeMs),
           pid: process.pid,
-          xdp: 'not loaded',
+          xdp: d.fastPath.status().enabled ? `${d.fastPath.status().mode} on ${d.fastPath.status().interface}` : 'off',
           pairs: [...d.links.values()].map((l) => ({ peer: l.name, state: l.pair.state })),
           drops: d.drops,
         };
       case 'pairs':
         return [...d.links.values()].map((l) => pairSummary(d, l));
+      case 'xdp':
+        return d.fastPath.status();
       case 'pair':
         return pairSummary(d, d.link(str(args, 'peer', false)));
       case 'registers':
@@ -210,7 +212,7 @@ export class AdminServer {
         return STREAMING;
       }
       default:
-        throw new Error(`unknown command ${JSON.stringify(req.cmd)} (status, pairs, pair, registers, get, set, cas, del, append, watch, events)`);
+        throw new Error(`unknown command ${JSON.stringify(req.cmd)} (status, pairs, pair, registers, xdp, get, set, cas, del, append, watch, events)`);
     }
   }
 

@@ -45,12 +45,25 @@ export const configSchema = z
     fsync: z.enum(['always', 'everysec', 'never']).default('always'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
     metrics: z.object({ listen: hostPort }).strict().optional(),
+    /** The XDP fast path on the interface that carries ESTP traffic (off when absent). */
+    xdp: z
+      .object({
+        interface: z.string().min(1),
+        mode: z.enum(['auto', 'native', 'generic']).default('auto'),
+        handshakeRate: z.number().int().min(1).default(20),
+        handshakeBurst: z.number().int().min(1).default(40),
+        pinDir: z.string().default('/sys/fs/bpf/spook'),
+      })
+      .strict()
+      .optional(),
     timing: z
       .object({
         keepaliveMs: z.number().int().min(50).optional(),
         silenceMs: z.number().int().min(200).optional(),
         /** The initiator of a session re-handshakes (fresh keys) after this long. */
         rekeyAfterMs: z.number().int().min(1000).optional(),
+        /** A superseded session still opens frames until it has been idle this long. */
+        sessionGraceMs: z.number().int().min(500).optional(),
       })
       .strict()
       .default({}),

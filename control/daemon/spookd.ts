@@ -25,13 +25,18 @@ import { decodeKey, encodeKey } from './keys.js';
 import { parseHostPort, type SpookdConfig } from './config.js';
 import { AdminServer } from './admin.js';
 import { Metrics } from './metrics.js';
+import { FastPath } from './fastpath.js';
 
 /** Re-handshake this often (fresh keys, as WireGuard's REKEY_AFTER_TIME). */
 export const REKEY_AFTER_MS = 120_000;
 /** Retry an unanswered HandshakeInit after this long. */
 export const HANDSHAKE_RETRY_MS = 2_000;
-/** A superseded session still opens frames for this long (packets in flight). */
+/** A superseded session still opens frames until it has been idle this long. */
 const OLD_SESSION_GRACE_MS = 30_000;
+/** Member 2 (the follower) lets member 1 handshake first at start-up. */
+const MEMBER2_FIRST_CONTACT_DELAY_MS = 1_500;
+/** While the pair is decoherent, try a fresh handshake this often. */
+const DECOHERENT_REHANDSHAKE_MS = 5_000;
 /** Pair drops that only an authenticated peer can cause: protocol violations, counted toward the limit. */
 const VIOLATIONS = ['malformed-payload', 'unknown-message', 'unknown-register', 'wrong-origin', 'propose-to-follower'];
 
@@ -57,6 +62,7 @@ export class Spookd {
   private timer: NodeJS.Timeout | undefined;
   private admin: AdminServer | undefined;
   private metrics: Metrics | undefined;
+  readonly fastPath: FastPath;
   private readonly startedAt = performance.now();
   readonly subscribers = new Set<(link: PeerLink, ev: SpookEvent) => void>();
 
@@ -67,6 +73,7 @@ export class Spookd {
   ) {
     const peers = cfg.peers.map((p) => ({ name: p.name, publicKey: decodeKey(p.publicKey, `peer ${p.name}`) }));
     this.etcp = new EtcpEndpoint({ staticKey: key, peers, random: (n) => new Uint8Array(randomBytes(n)) });
+    this.fastPath = new FastPath(cfg, log);
     for (const p of cfg.peers) {
       const publicKey = decodeKey(p.publicKey, `peer ${p.name}`);
       const ids = pairIdentity(key.publicKey, publicKey);
@@ -122,6 +129,10 @@ export class Spookd {
     return performance.now();
   }
 
+  private get graceMs(): number {
+    return this.cfg.timing.sessionGraceMs ?? OLD_SESSION_GRACE_MS;
+  }
+
   get uptimeMs(): number {
     return this.now() - this.startedAt;
   }
@@ -140,7 +151,7 @@ export class Spookd {
     });
     this.socket = sock;
     this.log.info({ listen: this.cfg.listen, publicKey: encodeKey(this.key.publicKey) }, 'listening');
-    this.log.warn('XDP fast path not loaded: frames are validated in the daemon only');
+    this.fastPath.start(listen.port);
     this.admin = new AdminServer(this, this.cfg.adminSocket, this.log);
     await this.admin.start();
     if (this.cfg.metrics) {
@@ -161,6 +172,7 @@ export class Spookd {
     }
     await this.admin?.stop();
     await this.metrics?.stop();
+    this.fastPath.stop();
     await new Promise<void>((resolve) => (this.socket ? this.socket.close(() => resolve()) : resolve()));
     this.log.info('stopped');
   }
@@ -188,7 +200,9 @@ export class Spookd {
     }
     const link = this.links.get(opened.session.peer.name)!;
     link.addr = { address: rinfo.address, port: rinfo.port }; // roaming: follow authenticated frames
-    if (opened.session !== link.session && !link.oldSessions.some((o) => o.session === opened.session)) {
+    const old = link.oldSessions.find((o) => o.session === opened.session);
+    if (old) old.until = now + this.graceMs; // the peer still sends on it: keep it open
+    else if (opened.session !== link.session) {
       // The first data frame on a session we answered: it is now the one we send on.
       this.adopt(link, opened.session, now);
     }
@@ -207,6 +221,7 @@ export class Spookd {
     }
     const link = this.links.get(r.session.peer.name)!;
     link.addr = { address: rinfo.address, port: rinfo.port };
+    this.fastPath.addPair(r.session.localIndex);
     if (r.kind === 'respond') {
       this.socket?.send(r.datagram, rinfo.port, rinfo.address);
       // A responder sends on the new session once the initiator proves it holds it (its first Data frame),
@@ -217,9 +232,14 @@ export class Spookd {
     this.schedule();
   }
 
+  private closeSession(localIndex: number): void {
+    this.etcp.close(localIndex);
+    this.fastPath.removePair(localIndex);
+  }
+
   /** Make `s` the session frames go out on; the previous one still opens frames for a while. */
   private adopt(link: PeerLink, s: Session, now: number): void {
-    if (link.session) link.oldSessions.push({ session: link.session, until: now + OLD_SESSION_GRACE_MS });
+    if (link.session) link.oldSessions.push({ session: link.session, until: now + this.graceMs });
     link.session = s;
     link.pair.resetPacketSpace();
     for (const r of link.pair.registers.values()) r.markStatusDirty();
@@ -232,8 +252,8 @@ export class Spookd {
     link.violations = total;
     link.disconnects++;
     this.log.warn({ peer: link.name, violations: total }, 'peer over the protocol-violation limit: session dropped, a new handshake is required');
-    if (link.session) this.etcp.close(link.session.localIndex);
-    for (const o of link.oldSessions) this.etcp.close(o.session.localIndex);
+    if (link.session) this.closeSession(link.session.localIndex);
+    for (const o of link.oldSessions) this.closeSession(o.session.localIndex);
     link.session = undefined;
     link.oldSessions = [];
     link.lastInitAt = now;
@@ -269,11 +289,19 @@ export class Spookd {
     for (const link of this.links.values()) {
       link.oldSessions = link.oldSessions.filter((o) => {
         if (o.until > now) return true;
-        this.etcp.close(o.session.localIndex);
+        this.closeSession(o.session.localIndex);
         return false;
       });
-      const stale = !link.session || (link.session.initiator && now - link.session.establishedAt > (this.cfg.timing.rekeyAfterMs ?? REKEY_AFTER_MS));
-      if (stale && link.addr && now - link.lastInitAt >= HANDSHAKE_RETRY_MS && link.pair.state !== PairState.CLOSED) {
+      // Handshake when: no session; time to rekey (the initiator of the current session only, so
+      // rekeys never cross); or the pair is decoherent (the peer may have lost our session).
+      // Member 2 holds back at first contact so that, with both ends configured to connect,
+      // member 1's handshake normally wins instead of two crossing.
+      const s = link.session;
+      const due =
+        (!s && (link.pair.role === 'sequencer' || now - this.startedAt > MEMBER2_FIRST_CONTACT_DELAY_MS)) ||
+        (s !== undefined && s.initiator && now - s.establishedAt > (this.cfg.timing.rekeyAfterMs ?? REKEY_AFTER_MS)) ||
+        (s !== undefined && link.pair.state === PairState.DECOHERENT && now - link.lastInitAt >= DECOHERENT_REHANDSHAKE_MS);
+      if (due && link.addr && now - link.lastInitAt >= HANDSHAKE_RETRY_MS && link.pair.state !== PairState.CLOSED) {
         link.lastInitAt = now;
         this.socket?.send(this.etcp.initiate(Date.now(), link.publicKey), link.addr.port, link.addr.address);
       }
@@ -291,7 +319,7 @@ export class Spookd {
     for (const link of this.links.values()) {
       const t = link.pair.pollTimeout();
       if (t !== undefined) next = Math.min(next, t);
-      if (!link.session && link.addr) next = Math.min(next, link.lastInitAt + HANDSHAKE_RETRY_MS);
+      if (!link.session && link.addr) next = Math.min(next, Math.max(link.lastInitAt + HANDSHAKE_RETRY_MS, this.startedAt + MEMBER2_FIRST_CONTACT_DELAY_MS));
     }
     this.timer = setTimeout(() => this.tick(), Math.max(0, Math.ceil(next - now)));
   }

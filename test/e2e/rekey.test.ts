@@ -12,16 +12,16 @@ interface PairInfo {
 
 beforeAll(async () => {
   lab = new Lab(['x', 'y'], [{ a: 'x', b: 'y', subnet: 9 }], 47500);
-  for (const h of ['x', 'y']) lab.configure(h, [{ name: 'config', kind: 'map' }], { timing: { keepaliveMs: 300, silenceMs: 1500, rekeyAfterMs: 1500 } });
-  await lab.start('x');
-  await lab.start('y');
+  for (const h of ['x', 'y']) lab.configure(h, [{ name: 'config', kind: 'map' }], { timing: { keepaliveMs: 300, silenceMs: 1500, rekeyAfterMs: 1500, sessionGraceMs: 800 } });
+  // Both at once: their first handshakes may cross; superseded sessions expire within the test.
+  await Promise.all([lab.start('x'), lab.start('y')]);
 }, 60_000);
 
 afterAll(async () => {
   await lab?.destroy();
 }, 30_000);
 
-describe('ETCP rekeying in spookd', () => {
+describe('ETCP sessions in spookd: simultaneous start, rekeying', () => {
   it('sessions are replaced on schedule, the pair never decoheres, writes keep committing', async () => {
     const pair = (h: string, p: string): Promise<PairInfo> => lab.admin<PairInfo>(h, 'pair', { peer: p });
     await until('entangled', async () => (await pair('x', 'y')).state === 'ENTANGLED');

@@ -1,0 +1,107 @@
+/**
+ * spookd's side of the XDP fast path: load and attach when configured, keep the pair
+ * table in step with ETCP sessions, detach on shutdown. Where the kernel (or the host)
+ * refuses BPF, the daemon runs without it and says so once, clearly.
+ */
+import { execFileSync } from 'node:child_process';
+import type { Logger } from 'pino';
+import { XdpProgram, type XdpMode } from '../bpf/xdp.js';
+import type { SpookdConfig } from './config.js';
+
+export interface FastPathStatus {
+  enabled: boolean;
+  interface: string | null;
+  mode: XdpMode | null;
+  programId: number | null;
+  attachedAt: string | null;
+  pinDir: string | null;
+  pinned: boolean;
+  error: string | null;
+  counters: Record<string, number> | null;
+  pairs: { pairId: number; packets: number; bytes: number }[];
+}
+
+export class FastPath {
+  private prog: XdpProgram | undefined;
+  private error: string | null = null;
+  private pinned = false;
+
+  constructor(
+    private readonly cfg: SpookdConfig,
+    private readonly log: Logger,
+  ) {}
+
+  start(port: number): void {
+    const x = this.cfg.xdp;
+    if (!x) {
+      this.log.warn('XDP fast path not configured (no `xdp:` section): frames are validated in the daemon only');
+      return;
+    }
+    try {
+      const prog = XdpProgram.load();
+      prog.configure({ port, enforcePairs: true, handshakeRate: x.handshakeRate, handshakeBurst: x.handshakeBurst });
+      const mode = prog.attach(x.interface, x.mode);
+      this.prog = prog;
+      const a = prog.attachment;
+      if (mode === 'generic' && x.mode === 'auto') this.log.warn({ interface: x.interface }, 'XDP attached in generic (skb) mode: the driver refused native mode');
+      else this.log.info({ interface: x.interface, mode, programId: a?.programId }, `XDP attached in ${mode} mode`);
+      this.pin(x.pinDir);
+    } catch (e) {
+      this.error = (e as Error).message;
+      this.prog = undefined;
+      this.log.warn({ error: this.error }, 'XDP fast path unavailable; spookd runs without it and validates frames itself');
+    }
+  }
+
+  /** Pin the maps; inside `ip netns exec` /sys/fs/bpf is not mounted, so mount a bpffs there first. */
+  private pin(dir: string): void {
+    if (!this.prog) return;
+    try {
+      this.prog.pin(dir);
+      this.pinned = true;
+    } catch {
+      try {
+        execFileSync('mount', ['-t', 'bpf', 'bpf', '/sys/fs/bpf'], { stdio: 'ignore' });
+        this.prog.pin(dir);
+        this.pinned = true;
+      } catch (e) {
+        this.log.warn({ pinDir: dir, error: (e as Error).message }, 'XDP maps not pinned: `spook maps dump` will not see them (the fast path still runs)');
+      }
+    }
+  }
+
+  addPair(localIndex: number): void {
+    try {
+      this.prog?.addPair(localIndex);
+    } catch (e) {
+      this.log.error({ localIndex, error: (e as Error).message }, 'cannot add a pair to the XDP pair table');
+    }
+  }
+
+  removePair(localIndex: number): void {
+    this.prog?.removePair(localIndex);
+  }
+
+  status(): FastPathStatus {
+    const a = this.prog?.attachment;
+    return {
+      enabled: !!this.prog,
+      interface: a?.ifname ?? this.cfg.xdp?.interface ?? null,
+      mode: a?.mode ?? null,
+      programId: a?.programId ?? null,
+      attachedAt: a ? new Date(a.at).toISOString() : null,
+      pinDir: this.pinned ? (this.cfg.xdp?.pinDir ?? null) : null,
+      pinned: this.pinned,
+      error: this.error,
+      counters: this.prog ? this.prog.counters() : null,
+      pairs: this.prog ? this.prog.pairStats() : [],
+    };
+  }
+
+  stop(): void {
+    if (!this.prog) return;
+    this.prog.close();
+    this.prog = undefined;
+    this.log.info('XDP detached');
+  }
+}
