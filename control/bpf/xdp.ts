@@ -231,7 +231,8 @@ export class XdpProgram {
 
   /** Pin every map under `dir` (replacing stale pins from a previous run). */
   pin(dir = PIN_DIR): void {
-    mkdirSync(dir, { recursive: true });
+    // Not recursive: Node's recursive mkdir can spin forever on sysfs when bpffs is not mounted.
+    if (!existsSync(dir)) mkdirSync(dir);
     for (const name of MAP_NAMES) {
       const path = join(dir, name);
       if (existsSync(path)) rmSync(path);

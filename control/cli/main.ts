@@ -11,6 +11,7 @@ import { demoCommand } from './demo.js';
 import { benchCommand } from './bench.js';
 import { adminCommands } from './admin.js';
 import { keyCommands } from './keys.js';
+import { xdpCommands } from './xdp.js';
 
 const pkg = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'package.json'), 'utf8')) as { version: string };
 
@@ -23,6 +24,6 @@ const program = new Command()
 program.addCommand(simCommand());
 program.addCommand(demoCommand());
 program.addCommand(benchCommand());
-for (const c of [...keyCommands(), ...adminCommands()]) program.addCommand(c);
+for (const c of [...keyCommands(), ...adminCommands(), ...xdpCommands()]) program.addCommand(c);
 
 await program.parseAsync(process.argv);

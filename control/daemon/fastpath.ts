@@ -4,6 +4,8 @@
  * refuses BPF, the daemon runs without it and says so once, clearly.
  */
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { XdpProgram, type XdpMode } from '../bpf/xdp.js';
 import type { SpookdConfig } from './config.js';
@@ -53,20 +55,22 @@ export class FastPath {
     }
   }
 
-  /** Pin the maps; inside `ip netns exec` /sys/fs/bpf is not mounted, so mount a bpffs there first. */
+  /** Pin the maps; where the pin directory's parent is not a bpffs (e.g. inside `ip netns exec`), mount one first. */
   private pin(dir: string): void {
     if (!this.prog) return;
+    const parent = dirname(dir);
     try {
+      const mounted = readFileSync('/proc/self/mounts', 'utf8')
+        .split('\n')
+        .some((l) => {
+          const f = l.split(' ');
+          return f[1] === parent && f[2] === 'bpf';
+        });
+      if (!mounted) execFileSync('mount', ['-t', 'bpf', 'bpf', parent], { stdio: 'ignore' });
       this.prog.pin(dir);
       this.pinned = true;
-    } catch {
-      try {
-        execFileSync('mount', ['-t', 'bpf', 'bpf', '/sys/fs/bpf'], { stdio: 'ignore' });
-        this.prog.pin(dir);
-        this.pinned = true;
-      } catch (e) {
-        this.log.warn({ pinDir: dir, error: (e as Error).message }, 'XDP maps not pinned: `spook maps dump` will not see them (the fast path still runs)');
-      }
+    } catch (e) {
+      this.log.warn({ pinDir: dir, error: (e as Error).message }, 'XDP maps not pinned: `spook maps dump` will not see them (the fast path still runs)');
     }
   }
 
