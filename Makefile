@@ -4,7 +4,7 @@ NODE_STAMP := node_modules/.stamp
 BUILD_STAMP := dist/.stamp
 TS_SOURCES := $(shell find control transport wrappers bench -name '*.ts' 2>/dev/null)
 
-.PHONY: all build deps test demo demo-sim sim bench bench-link clean typecheck soak
+.PHONY: all build deps test demo demo-sim sim bench bench-link clean typecheck soak install uninstall check-prereqs
 
 all: build
 
@@ -23,8 +23,19 @@ $(BPF_OBJ): bpf/spook_xdp.c bpf/spook_wire.h | $(APT_STAMP)
 	clang -O2 -g -target bpf -D__TARGET_ARCH_x86 -I/usr/include/$(MULTIARCH) -Ibpf -Wall -Werror -c $< -o $@
 
 $(NODE_STAMP): package.json package-lock.json
+	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' 2>/dev/null || { echo "Spook needs Node.js >= 20 (found: $$(node -v 2>/dev/null || echo none)); see packaging/check-prereqs.sh" >&2; exit 1; }
 	npm ci --no-audit --no-fund
 	touch $@
+
+check-prereqs:
+	@packaging/check-prereqs.sh
+
+# PREFIX (default /usr/local), DESTDIR, SYSCONFDIR (/etc), SYSTEMDDIR ($$PREFIX/lib/systemd/system).
+install: build
+	@packaging/install.sh install
+
+uninstall:
+	@packaging/install.sh uninstall
 
 deps: $(NODE_STAMP)
 

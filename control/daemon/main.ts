@@ -1,5 +1,5 @@
 /** `spookd`: the Spook daemon. Foreground process; logs JSON (pretty on a terminal); SIGTERM stops it cleanly. */
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { pino } from 'pino';
 import { loadConfig, ConfigError } from './config.js';
 import { readPrivateKey } from './keys.js';
@@ -10,8 +10,9 @@ const program = new Command()
   .name('spookd')
   .description('Spook daemon: forms authenticated pairs with the configured peers over UDP and keeps their registers aligned')
   .option('-c, --config <file>', 'configuration file (YAML)', '/etc/spook/spookd.conf')
-  .option('--check', 'validate the configuration and the key file, then exit', false)
-  .action(async (o: { config: string; check: boolean }) => {
+  .option('--check-config', 'validate the configuration and the key file, then exit', false)
+  .addOption(new Option('--check', 'same as --check-config').hideHelp())
+  .action(async (o: { config: string; check?: boolean; checkConfig: boolean }) => {
     let cfg;
     let key;
     try {
@@ -21,7 +22,7 @@ const program = new Command()
       process.stderr.write(`spookd: ${(e as Error).message}\n`);
       process.exit(2);
     }
-    if (o.check) {
+    if (o.check || o.checkConfig) {
       process.stdout.write(`${o.config}: OK (${cfg.peers.length} peer(s), ${cfg.registers.length} register(s))\n`);
       return;
     }

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# make install / make uninstall. Honours PREFIX (default /usr/local), DESTDIR (staging root),
+# SYSCONFDIR (default /etc) and SYSTEMDDIR (default $PREFIX/lib/systemd/system).
+# Every file and every directory the install creates is listed in
+# $PREFIX/lib/spook/.manifest, so uninstall removes exactly what install put there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+action=${1:?install or uninstall}
+PREFIX=${PREFIX:-/usr/local}
+DESTDIR=${DESTDIR:-}
+SYSCONFDIR=${SYSCONFDIR:-/etc}
+SYSTEMDDIR=${SYSTEMDDIR:-$PREFIX/lib/systemd/system}
+lib="$DESTDIR$PREFIX/lib/spook"
+manifest="$lib/.manifest"
+record=$(mktemp)
+trap 'rm -f "$record"' EXIT
+
+subst() { sed -e "s#@PREFIX@#$PREFIX#g" -e "s#@SYSCONFDIR@#$SYSCONFDIR#g" -e "s#@NAME@#${2:-}#g" "$1"; }
+mkdirs() { # create DIR and its missing parents, recording each directory created
+  local d=$1 missing=()
+  while [ ! -d "$DESTDIR$d" ]; do missing=("$d" ${missing[@]+"${missing[@]}"}); d=$(dirname "$d"); done
+  for d in ${missing[@]+"${missing[@]}"}; do mkdir "$DESTDIR$d" && echo "dir $d" >> "$record"; done
+}
+put() { # put MODE SRC DEST (DEST without DESTDIR)
+  mkdirs "$(dirname "$3")"
+  install -m "$1" "$2" "$DESTDIR$3"
+  echo "file $3" >> "$record"
+}
+
+uninstall() {
+  [ -f "$manifest" ] || return 1
+  local entries
+  entries=$(cat "$manifest")
+  grep '^file ' <<<"$entries" | cut -c6- | while IFS= read -r f; do rm -f "$DESTDIR$f"; done
+  rm -rf "$lib"
+  # Directories last, deepest first, and only the ones install created (if now empty).
+  { grep '^dir ' <<<"$entries" || true; } | cut -c5- | sort -r | while IFS= read -r d; do rmdir "$DESTDIR$d" 2>/dev/null || true; done
+}
+
+case "$action" in
+install)
+  for f in dist/.stamp bpf/spook_xdp.o; do
+    [ -e "$f" ] || { echo "install: $f missing; run make first" >&2; exit 1; }
+  done
+  if [ -f "$manifest" ]; then
+    old=$(mktemp); cp "$manifest" "$old"; manifest_saved=$old
+    uninstall
+    # Keep the record of directories an earlier install created, so uninstall still removes them.
+    grep '^dir ' "$manifest_saved" >> "$record" || true
+    rm -f "$manifest_saved"
+  fi
+  mkdirs "$PREFIX/lib/spook"
+  cp -a package.json package-lock.json README.md dist bin docs "$lib/"
+  mkdir -p "$lib/bpf" && cp -a bpf/spook_xdp.o bpf/spook_wire.h bpf/spook_xdp.c "$lib/bpf/"
+  cp -a node_modules "$lib/"
+  (cd "$lib" && npm prune --omit=dev --no-audit --no-fund >/dev/null 2>&1)
+  tmp=$(mktemp -d)
+  for n in spook spookd; do
+    subst packaging/launcher.in "$n" > "$tmp/$n"
+    put 0755 "$tmp/$n" "$PREFIX/bin/$n"
+  done
+  put 0644 docs/spookd.conf.example "$SYSCONFDIR/spook/spookd.conf.example"
+  subst packaging/spookd.service.in > "$tmp/spookd.service"
+  put 0644 "$tmp/spookd.service" "$SYSTEMDDIR/spookd.service"
+  rm -rf "$tmp"
+  sort -u "$record" > "$manifest"
+  echo "installed Spook $(node -p "require('./package.json').version") under ${DESTDIR}${PREFIX} (unit: ${DESTDIR}${SYSTEMDDIR}/spookd.service)"
+  ;;
+uninstall)
+  if ! uninstall; then echo "uninstall: nothing installed under ${DESTDIR}${PREFIX} (no $manifest)" >&2; exit 0; fi
+  echo "uninstalled Spook from ${DESTDIR}${PREFIX}"
+  ;;
+*)
+  echo "usage: $0 install|uninstall" >&2
+  exit 2
+  ;;
+esac
