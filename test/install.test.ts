@@ -25,8 +25,10 @@ describe('make install / uninstall', () => {
     const key = join(root, 'key');
     writeFileSync(key, `${encodeKey(generateKeyPair().privateKey)}\n`, { mode: 0o600 });
     const conf = join(root, 'spookd.conf');
-    writeFileSync(conf, readFileSync(join(etc, 'spook', 'spookd.conf.example'), 'utf8').replace('/etc/spook/private.key', key));
-    expect(execFileSync(join(prefix, 'bin', 'spookd'), ['--config', conf, '--check-config'], { encoding: 'utf8' })).toMatch(/OK \(1 peer\(s\), 2 register\(s\)\)/);
+    writeFileSync(conf, readFileSync(join(etc, 'spook', 'spookd.conf.example'), 'utf8').replace('privateKeyFile: /etc/spook/private.key', `privateKeyFile: ${key}`));
+    const check = spawnSync(join(prefix, 'bin', 'spookd'), ['--config', conf, '--check-config'], { encoding: 'utf8' });
+    expect(check.stderr).toBe('');
+    expect(check.stdout).toMatch(/OK \(1 peer\(s\), 2 register\(s\)\)/);
     const unit = join(prefix, 'lib', 'systemd', 'system', 'spookd.service');
     expect(readFileSync(unit, 'utf8')).toContain(`ExecStart=${prefix}/bin/spookd --config ${etc}/spook/spookd.conf`);
     const analyze = spawnSync('systemd-analyze', ['verify', unit], { encoding: 'utf8' });
