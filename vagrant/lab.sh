@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Run on the host machine after `vagrant up`: writes each VM's spookd.conf (pairing it with
+# the other two, shared registers `config` and `journal`), starts spookd on every VM, and
+# shows `spook pairs` from spook1. Domains and SSH wrapping join this script with the
+# QSCS/QN and wrappers work (not built yet).
+set -euo pipefail
+cd "$(dirname "$0")"
+hosts=(spook1 spook2 spook3)
+for h in "${hosts[@]}"; do
+  peers=""
+  for p in "${hosts[@]}"; do
+    [ "$p" = "$h" ] && continue
+    peers+="  - name: $p
+    publicKey: $(cat "keys/$p.pub")
+    endpoint: $(cat "keys/$p.ip"):51900
+"
+  done
+  conf="listen: 0.0.0.0:51900
+privateKeyFile: /etc/spook/private.key
+dataDir: /var/lib/spook
+adminSocket: /run/spook/admin.sock
+peers:
+${peers}registers:
+  - name: config
+    kind: map
+  - name: journal
+    kind: stream
+"
+  vagrant ssh "$h" -c "echo '$conf' | sudo tee /etc/spook/spookd.conf >/dev/null && sudo spookd --config /etc/spook/spookd.conf --check-config && sudo systemctl daemon-reload && sudo systemctl enable --now spookd"
+done
+sleep 3
+vagrant ssh spook1 -c 'sudo spook pairs'
+vagrant ssh spook1 -c 'sudo spook set --peer spook2 config hello from-spook1'
+vagrant ssh spook2 -c 'sudo spook get --peer spook1 config hello'

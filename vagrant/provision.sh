@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Provisions one lab host: prerequisites, `make install`, a host key, and (once every host
+# has published its public key to /spook/vagrant/keys) a config pairing it with the others.
+set -euo pipefail
+name=$1
+ip=$2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q curl make clang llvm libbpf-dev libbpf1 bpftool iproute2 openssh-server
+if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+  # Debian 12 ships Node 18; Spook needs 20 or newer.
+  curl -fsSL https://deb.nodesource.com/setup_20.x | bash -
+  apt-get install -y -q nodejs
+fi
+cp -a /spook /opt/spook-src
+make -C /opt/spook-src install PREFIX=/usr/local
+install -d -m 0700 /etc/spook
+[ -f /etc/spook/private.key ] || spook keygen /etc/spook/private.key > /dev/null
+mkdir -p /spook/vagrant/keys
+spook pubkey /etc/spook/private.key > "/spook/vagrant/keys/$name.pub"
+echo "$ip" > "/spook/vagrant/keys/$name.ip"
+echo "$name: public key $(cat "/spook/vagrant/keys/$name.pub"); run vagrant/lab.sh once all three hosts are up"
