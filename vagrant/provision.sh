@@ -6,12 +6,9 @@ name=$1
 ip=$2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
-apt-get install -y -q curl make clang llvm libbpf-dev libbpf1 bpftool iproute2 openssh-server
-if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
-  # Debian 12 ships Node 18; Spook needs 20 or newer.
-  curl -fsSL https://deb.nodesource.com/setup_20.x | bash -
-  apt-get install -y -q nodejs
-fi
+# Debian 13 ships Node.js 20, which Spook needs (packaging/check-prereqs.sh says so if not).
+apt-get install -y -q make nodejs npm clang llvm libbpf-dev libbpf1 bpftool iproute2 openssh-server
+/spook/packaging/check-prereqs.sh --quiet
 cp -a /spook /opt/spook-src
 make -C /opt/spook-src install PREFIX=/usr/local
 install -d -m 0700 /etc/spook
