@@ -3,6 +3,8 @@ import { Command } from 'commander';
 import { runCoreBench } from '../../bench/core.js';
 import { runLinkBench } from '../../bench/link.js';
 import { runXdpBench } from '../../bench/xdp.js';
+import { runCompare } from '../../bench/compare.js';
+import { writeFileSync } from 'node:fs';
 import { intArg } from './args.js';
 
 export function benchCommand(): Command {
@@ -52,6 +54,24 @@ export function benchCommand(): Command {
       const r = runXdpBench(o.repeat, o.rounds);
       if (o.json) console.log(JSON.stringify(r, null, 2));
       else for (const [k, v] of Object.entries(r)) console.log(`${k.padEnd(18)}${v}`);
+    });
+  const list = (name: string) => (v: string): number[] => v.split(',').map((x) => intArg(name, 1)(x.trim()));
+  bench
+    .command('compare')
+    .description('Spook vs Yjs vs Automerge on one workload: bytes per update, catch-up bytes and time after K missed updates, updates/s, state memory')
+    .option('--sizes <list>', 'map sizes N', list('--sizes'), [1000, 10_000, 100_000, 1_000_000])
+    .option('--ks <list>', 'missed updates K', list('--ks'), [10, 100, 1000, 10_000])
+    .option('--updates <n>', 'steady-state updates per row', intArg('--updates', 10), 300)
+    .option('--max-yjs <n>', 'largest N for Yjs', intArg('--max-yjs', 1), 1_000_000)
+    .option('--max-automerge <n>', 'largest N for Automerge (its sync slows sharply with N)', intArg('--max-automerge', 1), 10_000)
+    .option('--out <file>', 'also write the rows as JSON to this file (input of bench/plot.ts)')
+    .option('--json', 'print one JSON array', false)
+    .action((o: { sizes: number[]; ks: number[]; updates: number; maxYjs: number; maxAutomerge: number; out?: string; json: boolean }) => {
+      const rows = runCompare({ sizes: o.sizes, ks: o.ks, updates: o.updates, maxN: { yjs: o.maxYjs, automerge: o.maxAutomerge } }, (r) => {
+        if (!o.json) console.error(`${r.system.padEnd(10)} N=${String(r.n).padEnd(8)} K=${String(r.k).padEnd(6)} ${r.bytesPerUpdate} B/update  catch-up ${r.catchUpBytes} B in ${r.catchUpMs} ms  ${r.updatesPerSec}/s  heap ${(r.stateHeapBytes / 1e6).toFixed(1)} MB  ${r.identical ? 'identical' : 'DIFFERENT'}`);
+      });
+      if (o.out) writeFileSync(o.out, `${JSON.stringify(rows, null, 2)}\n`);
+      if (o.json) console.log(JSON.stringify(rows, null, 2));
     });
   return bench;
 }

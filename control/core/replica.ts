@@ -318,21 +318,25 @@ export class Replica {
     this.statusDirty = this.statusDirty || this.role === 'follower';
   }
 
+  /** Tell the proposer how one of its candidates ended (verdict 0: committed). */
+  private emitOutcome(now: number, seq: number, verdict: number, version: number): void {
+    this.pair.emit({
+      type: 'outcome',
+      at: now,
+      register: this.name,
+      origin: this.pair.localId,
+      seq,
+      verdict: verdict === 0 ? 'committed' : 'rejected',
+      reason: verdict === 0 ? undefined : REJECT_REASON_NAMES[verdict as RejectReason],
+      version,
+    });
+  }
+
   private resolveOwn(now: number, seq: number, verdict: number, version: number): void {
     // Own candidates resolve in sequence order; anything at or below `seq` still listed was decided earlier.
     while (this.own.length > 0 && this.own.peek()!.seq <= seq) {
       const c = this.own.shift()!;
-      const v = c.seq === seq ? verdict : 0;
-      this.pair.emit({
-        type: 'outcome',
-        at: now,
-        register: this.name,
-        origin: this.pair.localId,
-        seq: c.seq,
-        verdict: v === 0 ? 'committed' : 'rejected',
-        reason: v === 0 ? undefined : REJECT_REASON_NAMES[v as RejectReason],
-        version,
-      });
+      this.emitOutcome(now, c.seq, c.seq === seq ? verdict : 0, version);
     }
     this.resolvedSeq = Math.max(this.resolvedSeq, seq);
   }
@@ -536,17 +540,7 @@ export class Replica {
     const mark = origins.get(this.pair.localId) ?? 0;
     while (this.own.length > 0 && this.own.peek()!.seq <= mark) {
       const c = this.own.shift()!;
-      const reason = rejections.get(c.seq);
-      this.pair.emit({
-        type: 'outcome',
-        at: now,
-        register: this.name,
-        origin: this.pair.localId,
-        seq: c.seq,
-        verdict: reason === undefined ? 'committed' : 'rejected',
-        reason: reason === undefined ? undefined : REJECT_REASON_NAMES[reason as RejectReason],
-        version,
-      });
+      this.emitOutcome(now, c.seq, rejections.get(c.seq) ?? 0, version);
     }
     this.resolvedSeq = Math.max(this.resolvedSeq, mark);
     this.sentSeqUpTo = this.resolvedSeq;

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { PairState } from '../core/lifecycle.js';
 import { parseHostPort } from './config.js';
 import type { Spookd } from './spookd.js';
+import type { Replica } from '../core/replica.js';
 
 export class Metrics {
   private server: Server | undefined;
@@ -47,26 +48,20 @@ export class Metrics {
     pairGauge('spook_pair_full_transfers_total', 'Full state transfers (the last resort)', (l) => l.pair.stats.fullTransfers);
     pairGauge('spook_pair_retransmit_timeouts_total', 'Retransmission timeouts', (l) => l.pair.stats.retransmitTimeouts);
     pairGauge('spook_pair_rtt_seconds', 'Smoothed round-trip time', (l) => (l.pair.rttMs ?? 0) / 1000);
-    new Gauge({
-      name: 'spook_register_version',
-      help: 'Committed version of each register',
-      labelNames: ['peer', 'register'],
-      registers: [r],
-      collect() {
-        this.reset();
-        for (const l of d.links.values()) for (const g of l.pair.registers.values()) this.set({ peer: l.name, register: g.name }, g.version);
-      },
-    });
-    new Gauge({
-      name: 'spook_register_pending_candidates',
-      help: 'Own candidates awaiting their outcome',
-      labelNames: ['peer', 'register'],
-      registers: [r],
-      collect() {
-        this.reset();
-        for (const l of d.links.values()) for (const g of l.pair.registers.values()) this.set({ peer: l.name, register: g.name }, g.pendingCount);
-      },
-    });
+    const registerGauge = (name: string, help: string, read: (g: Replica) => number): void => {
+      new Gauge({
+        name,
+        help,
+        labelNames: ['peer', 'register'],
+        registers: [r],
+        collect() {
+          this.reset();
+          for (const l of d.links.values()) for (const g of l.pair.registers.values()) this.set({ peer: l.name, register: g.name }, read(g));
+        },
+      });
+    };
+    registerGauge('spook_register_version', 'Committed version of each register', (g) => g.version);
+    registerGauge('spook_register_pending_candidates', 'Own candidates awaiting their outcome', (g) => g.pendingCount);
     new Gauge({
       name: 'spook_frames_dropped_total',
       help: 'Frames dropped by the daemon (wire checks, ETCP) and by pairs, by reason',
