@@ -4,7 +4,7 @@ NODE_STAMP := node_modules/.stamp
 BUILD_STAMP := dist/.stamp
 TS_SOURCES := $(shell find control transport wrappers bench -name '*.ts' 2>/dev/null)
 
-.PHONY: all build deps test demo demo-sim sim bench bench-link clean typecheck soak install uninstall check-prereqs
+.PHONY: all build deps test demo demo-sim sim bench bench-link bench-compare clean typecheck soak install uninstall check-prereqs
 
 all: build
 
@@ -67,6 +67,11 @@ bench: build
 
 bench-link: build
 	./bin/spook bench link
+
+# Spook vs Yjs vs Automerge; the JSON feeds the SVG charts in docs/plots (several minutes).
+bench-compare: build
+	./bin/spook bench compare --out docs/plots/compare.json
+	node dist/bench/plot.js docs/plots/compare.json docs/plots
 
 clean:
 	rm -rf dist $(BPF_OBJ)
