@@ -157,3 +157,21 @@ describe('C and TypeScript agree', () => {
     }
   }, 120_000);
 });
+
+describe('spookd without the fast path', () => {
+  it('a refused attach (no such interface) leaves the daemon running without XDP, with the reason in its status', async () => {
+    const { FastPath } = await import('../control/daemon/fastpath.js');
+    const { pino } = await import('pino');
+    const lines: string[] = [];
+    const log = pino({ level: 'warn' }, { write: (s: string) => void lines.push(s) });
+    const cfg = { xdp: { interface: 'no-such-if0', mode: 'auto', handshakeRate: 1, handshakeBurst: 1, pinDir: '/sys/fs/bpf/spook-test' } } as never;
+    const fp = new FastPath(cfg, log);
+    expect(() => fp.start(51900)).not.toThrow();
+    const st = fp.status();
+    expect(st.enabled).toBe(false);
+    expect(st.error).toMatch(/no network interface named no-such-if0/);
+    expect(lines.join('')).toMatch(/XDP fast path unavailable; spookd runs without it/);
+    expect(() => fp.addPair(1)).not.toThrow();
+    fp.stop();
+  });
+});
