@@ -1,10 +1,22 @@
 /** `spook bench`: benchmarks that print their figures beside a baseline measured in the same run. */
 import { Command } from 'commander';
-import { runCoreBench } from '../../bench/core.js';
-import { runLinkBench } from '../../bench/link.js';
-import { runXdpBench } from '../../bench/xdp.js';
-import { runCompare } from '../../bench/compare.js';
 import { writeFileSync } from 'node:fs';
+
+/**
+ * Benchmarks load lazily: the comparison needs Yjs and Automerge, which are development
+ * dependencies and absent from an installed tree; nothing else should pay for them.
+ */
+async function load<T>(path: string): Promise<T> {
+  try {
+    return (await import(path)) as T;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND') {
+      process.stderr.write(`spook: this benchmark needs the development dependencies (${(e as Error).message.split('\n')[0]}); run it from a checkout after make\n`);
+      process.exit(1);
+    }
+    throw e;
+  }
+}
 import { intArg } from './args.js';
 
 export function benchCommand(): Command {
@@ -16,7 +28,8 @@ export function benchCommand(): Command {
     .option('--deltas <n>', 'set deltas for the apply-rate figures', intArg('--deltas', 1000), 200_000)
     .option('--missed <n>', 'updates the follower misses during the cut', intArg('--missed', 1), 100)
     .option('--json', 'print one JSON object', false)
-    .action((o: { keys: number; deltas: number; missed: number; json: boolean }) => {
+    .action(async (o: { keys: number; deltas: number; missed: number; json: boolean }) => {
+      const { runCoreBench } = await load<typeof import('../../bench/core.js')>('../../bench/core.js');
       const r = runCoreBench(o);
       if (o.json) {
         console.log(JSON.stringify(r, null, 2));
@@ -40,6 +53,7 @@ export function benchCommand(): Command {
     .option('--base-port <port>', 'first of two loopback UDP ports', intArg('--base-port', 1024), 47300)
     .option('--json', 'print one JSON object', false)
     .action(async (o: { deltas: number; cutMs: number; rate: number; fsync: string; basePort: number; json: boolean }) => {
+      const { runLinkBench } = await load<typeof import('../../bench/link.js')>('../../bench/link.js');
       const r = await runLinkBench(o);
       if (o.json) console.log(JSON.stringify(r, null, 2));
       else for (const [k, v] of Object.entries(r)) console.log(`${k.padEnd(18)}${v}`);
@@ -50,7 +64,8 @@ export function benchCommand(): Command {
     .option('--repeat <n>', 'repetitions per test run', intArg('--repeat', 1), 1_000_000)
     .option('--rounds <n>', 'test runs per packet kind (median reported)', intArg('--rounds', 1), 9)
     .option('--json', 'print one JSON object', false)
-    .action((o: { repeat: number; rounds: number; json: boolean }) => {
+    .action(async (o: { repeat: number; rounds: number; json: boolean }) => {
+      const { runXdpBench } = await load<typeof import('../../bench/xdp.js')>('../../bench/xdp.js');
       const r = runXdpBench(o.repeat, o.rounds);
       if (o.json) console.log(JSON.stringify(r, null, 2));
       else for (const [k, v] of Object.entries(r)) console.log(`${k.padEnd(18)}${v}`);
@@ -66,7 +81,8 @@ export function benchCommand(): Command {
     .option('--max-automerge <n>', 'largest N for Automerge (its sync slows sharply with N)', intArg('--max-automerge', 1), 10_000)
     .option('--out <file>', 'also write the rows as JSON to this file (input of bench/plot.ts)')
     .option('--json', 'print one JSON array', false)
-    .action((o: { sizes: number[]; ks: number[]; updates: number; maxYjs: number; maxAutomerge: number; out?: string; json: boolean }) => {
+    .action(async (o: { sizes: number[]; ks: number[]; updates: number; maxYjs: number; maxAutomerge: number; out?: string; json: boolean }) => {
+      const { runCompare } = await load<typeof import('../../bench/compare.js')>('../../bench/compare.js');
       const rows = runCompare({ sizes: o.sizes, ks: o.ks, updates: o.updates, maxN: { yjs: o.maxYjs, automerge: o.maxAutomerge } }, (r) => {
         if (!o.json) console.error(`${r.system.padEnd(10)} N=${String(r.n).padEnd(8)} K=${String(r.k).padEnd(6)} ${r.bytesPerUpdate} B/update  catch-up ${r.catchUpBytes} B in ${r.catchUpMs} ms  ${r.updatesPerSec}/s  heap ${(r.stateHeapBytes / 1e6).toFixed(1)} MB  ${r.identical ? 'identical' : 'DIFFERENT'}`);
       });
