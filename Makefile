@@ -23,6 +23,10 @@ $(BPF_OBJ): bpf/spook_xdp.c bpf/spook_wire.h | $(APT_STAMP)
 	clang -O2 -g -target bpf -D__TARGET_ARCH_x86 -I/usr/include/$(MULTIARCH) -Ibpf -Wall -Werror -c $< -o $@
 
 $(NODE_STAMP): package.json package-lock.json
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+		echo "installing Node.js and npm from the distribution (Spook needs Node.js >= 20)"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm; \
+	fi
 	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' 2>/dev/null || { echo "Spook needs Node.js >= 20 (found: $$(node -v 2>/dev/null || echo none)); see packaging/check-prereqs.sh" >&2; exit 1; }
 	npm ci --no-audit --no-fund
 	touch $@

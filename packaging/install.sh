@@ -42,6 +42,10 @@ install)
   for f in dist/.stamp bpf/spook_xdp.o; do
     [ -e "$f" ] || { echo "install: $f missing; run make first" >&2; exit 1; }
   done
+  if [ ! -f "$manifest" ] && [ -d "$lib" ] && [ -n "$(ls -A "$lib")" ]; then
+    echo "install: $lib exists, is not empty and was not installed by this script; refusing to replace it" >&2
+    exit 1
+  fi
   if [ -f "$manifest" ]; then
     old=$(mktemp); cp "$manifest" "$old"; manifest_saved=$old
     uninstall

@@ -141,3 +141,11 @@ describe('ETCP data protection', () => {
     expect(accepted).toBe(0);
   });
 });
+
+describe('ETCP bounded state', () => {
+  it('retried handshakes to an unresponsive peer keep one pending handshake, not one per retry', () => {
+    const { a, kb } = pairUp();
+    for (let i = 0; i < 1000; i++) a.initiate(i, kb.publicKey);
+    expect((a as unknown as { pending: Map<number, unknown> }).pending.size).toBe(1);
+  });
+});

@@ -889,3 +889,13 @@ describe('Status held ranges (selective acknowledgement)', () => {
     expectWire(() => decodeMessages(st(Array.from({ length: 17 }, (_, i) => ({ from: 12 + 2 * i, to: 12 + 2 * i })))), DropReason.MalformedPayload, 'status.held');
   });
 });
+
+describe('counts a peer could use to make us allocate', () => {
+  it('ReconEntries parts and SnapChunk chunks beyond their bounds are malformed, not a crash', () => {
+    const entries = (parts: number): Uint8Array =>
+      encodeMessage({ type: MsgType.ReconEntries, register: 'm', targetVersion: 1, depth: 1, prefix: 0, part: 0, parts, entries: [] });
+    expectWire(() => decodeMessages(entries(2 ** 40)), DropReason.MalformedPayload, 'reconEntries.part');
+    const chunk = encodeMessage({ type: MsgType.SnapChunk, register: 'm', targetVersion: 1, chunk: 0, chunks: 2 ** 40, entries: [] });
+    expectWire(() => decodeMessages(chunk), DropReason.MalformedPayload, 'snapChunk.chunk');
+  });
+});

@@ -480,18 +480,20 @@ export class Replica {
       this.origins.set(e.origin, e.seq);
     }
     this.version = v;
-    const rec = { version: v, hash: m.hash, encoded: raw.slice() };
-    this.log.append(rec, v);
-    this.pair.store?.append(this.name, rec);
-    this.afterCollapse(now, v, m.entries);
     if (!hashEquals(this.state.hash, m.hash)) {
+      // Diverged: nothing of this version is logged or persisted; reconciliation replaces the state.
       this.pair.trigger(
         LifecycleEvent.HashMismatch,
         `register ${this.name}: after v${v} local h=${hashHex(this.state.hash)}, sequencer h=${hashHex(m.hash)}`,
         now,
       );
       this.startReconcile(now);
+      return;
     }
+    const rec = { version: v, hash: m.hash, encoded: raw.slice() };
+    this.log.append(rec, v);
+    this.pair.store?.append(this.name, rec);
+    this.afterCollapse(now, v, m.entries);
   }
 
   // ---------------------------------------------------------------- re-entanglement bookkeeping
@@ -544,6 +546,8 @@ export class Replica {
     }
     this.resolvedSeq = Math.max(this.resolvedSeq, mark);
     this.sentSeqUpTo = this.resolvedSeq;
+    // Never reuse a sequence number the sequencer has decided (a follower that lost its data).
+    if (this.nextSeq <= mark) this.continueSeqAfter(mark);
     this.statusDirty = true;
     this.reentangleMethod = method;
     this.pair.store?.replaced(this);

@@ -24,6 +24,15 @@ export interface AdminRequest {
 }
 
 const MAX_REQUEST = 64 * 1024;
+const MAX_CLIENT_BUFFER = 8 * 1024 * 1024;
+const MAX_WAIT_MS = 600_000;
+
+/** An integer argument in [min, max] (or its default when absent), else an error naming it. */
+function num(args: Record<string, unknown>, k: string, dflt: number, min: number, max: number): number {
+  const v = args[k] === undefined ? dflt : Number(args[k]);
+  if (!Number.isSafeInteger(v) || v < min || v > max) throw new Error(`argument ${k} must be an integer in [${min}, ${max}]`);
+  return v;
+}
 
 const str = (args: Record<string, unknown>, k: string, required = true): string | undefined => {
   const v = args[k];
@@ -118,14 +127,15 @@ export class AdminServer {
     sock.setEncoding('utf8');
     sock.on('data', (chunk: string) => {
       buf += chunk;
-      if (buf.length > MAX_REQUEST) {
-        sock.end(`${JSON.stringify({ id: 0, ok: false, error: `request over ${MAX_REQUEST} bytes` })}\n`);
-        return;
-      }
       for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
+        if (line.length > MAX_REQUEST) return this.refuse(sock);
         if (line.trim()) void this.handle(sock, line, cleanups);
+      }
+      if (buf.length > MAX_REQUEST) {
+        buf = '';
+        this.refuse(sock);
       }
     });
     const done = (): void => {
@@ -136,8 +146,20 @@ export class AdminServer {
     sock.on('error', done);
   }
 
+  private refuse(sock: Socket): void {
+    sock.end(`${JSON.stringify({ id: 0, ok: false, error: `request line over ${MAX_REQUEST} bytes` })}\n`);
+    sock.destroy();
+  }
+
   private send(sock: Socket, msg: unknown): void {
-    if (!sock.destroyed) sock.write(`${JSON.stringify(msg)}\n`);
+    if (sock.destroyed) return;
+    // A client that stops reading a stream must not make the daemon buffer without bound.
+    if (sock.writableLength > MAX_CLIENT_BUFFER) {
+      this.log.warn({ buffered: sock.writableLength }, 'admin client not reading; disconnected');
+      sock.destroy();
+      return;
+    }
+    sock.write(`${JSON.stringify(msg)}\n`);
   }
 
   private async handle(sock: Socket, line: string, cleanups: (() => void)[]): Promise<void> {
@@ -186,15 +208,15 @@ export class AdminServer {
           const e = r.state.get(Buffer.from(str(args, 'key')!, 'utf8'));
           return { register: r.name, version: r.version, found: !!e, ...(e ? { keyVersion: e.version, value: showBytes(e.value) } : {}) };
         }
-        const offset = Number(args.offset ?? 0);
-        const length = Number(args.length ?? 65536);
+        const offset = num(args, 'offset', 0, 0, Number.MAX_SAFE_INTEGER);
+        const length = num(args, 'length', 65536, 0, 1 << 20);
         return { register: r.name, version: r.version, size: r.state.size(), offset, data: showBytes((r.state as StreamState).read(offset, length)) };
       }
       case 'set':
       case 'del':
       case 'cas':
       case 'append':
-        return this.propose(req.cmd, args);
+        return this.propose(req.cmd, args, cleanups);
       case 'watch':
       case 'events': {
         const peer = str(args, 'peer', false);
@@ -217,7 +239,7 @@ export class AdminServer {
   }
 
   /** Propose and wait for the outcome (committed or rejected) of this candidate. */
-  private propose(cmd: string, args: Record<string, unknown>): Promise<unknown> {
+  private propose(cmd: string, args: Record<string, unknown>, cleanups: (() => void)[]): Promise<unknown> {
     const d = this.d;
     const link = d.link(str(args, 'peer', false));
     const register = str(args, 'register')!;
@@ -226,9 +248,9 @@ export class AdminServer {
     let delta: Delta;
     if (cmd === 'set') delta = { op: DeltaOp.Set, key: enc('key'), value: enc('value') };
     else if (cmd === 'del') delta = { op: DeltaOp.Del, key: enc('key') };
-    else if (cmd === 'cas') delta = { op: DeltaOp.Cas, key: enc('key'), expect: Number(args.expect), value: enc('value') };
-    else delta = { op: DeltaOp.Append, offset: args.offset === undefined ? r.nextAppendOffset : Number(args.offset), data: enc('data') };
-    const timeoutMs = Number(args.timeoutMs ?? 10_000);
+    else if (cmd === 'cas') delta = { op: DeltaOp.Cas, key: enc('key'), expect: num(args, 'expect', 0, 0, Number.MAX_SAFE_INTEGER), value: enc('value') };
+    else delta = { op: DeltaOp.Append, offset: num(args, 'offset', r.nextAppendOffset, 0, Number.MAX_SAFE_INTEGER), data: enc('data') };
+    const timeoutMs = num(args, 'timeoutMs', 10_000, 0, MAX_WAIT_MS);
     let id: { origin: number; seq: number };
     try {
       id = link.pair.propose(d.now(), register, delta);
@@ -236,20 +258,23 @@ export class AdminServer {
       if (e instanceof ProposeError) throw new Error(`${e.code}: ${e.message}`);
       throw e;
     }
-    return new Promise((resolve, reject) => {
-      const sub = (l: PeerLink, ev: SpookEvent): void => {
-        if (l !== link || ev.type !== 'outcome' || ev.register !== register || ev.origin !== id.origin || ev.seq !== id.seq) return;
+    return new Promise((resolve) => {
+      const done = (): void => {
         d.subscribers.delete(sub);
         clearTimeout(timer);
+      };
+      const sub = (l: PeerLink, ev: SpookEvent): void => {
+        if (l !== link || ev.type !== 'outcome' || ev.register !== register || ev.origin !== id.origin || ev.seq !== id.seq) return;
+        done();
         resolve({ register, origin: id.origin, seq: id.seq, verdict: ev.verdict, reason: ev.reason ?? null, version: ev.version });
       };
       const timer = setTimeout(() => {
-        d.subscribers.delete(sub);
+        done();
         // Not an error: the candidate stays pending (buffered) and will still be decided.
         resolve({ register, origin: id.origin, seq: id.seq, verdict: 'pending', reason: `no outcome within ${timeoutMs} ms (pair ${link.pair.state})`, version: null });
-        void reject;
       }, timeoutMs);
       d.subscribers.add(sub);
+      cleanups.push(done); // the client went away: stop waiting for it
       d.kick(link);
     });
   }

@@ -49,6 +49,8 @@ export interface PeerLink {
   store: DiskStore;
   session: Session | undefined;
   oldSessions: { session: Session; until: number }[];
+  /** Sessions we answered that the peer has not used yet. */
+  unconfirmed: { session: Session; until: number }[];
   lastInitAt: number;
   violations: number;
   disconnects: number;
@@ -60,6 +62,7 @@ export class Spookd {
   private readonly etcp: EtcpEndpoint;
   private socket: Socket | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private stopping = false;
   private admin: AdminServer | undefined;
   private metrics: Metrics | undefined;
   readonly fastPath: FastPath;
@@ -77,7 +80,11 @@ export class Spookd {
     for (const p of cfg.peers) {
       const publicKey = decodeKey(p.publicKey, `peer ${p.name}`);
       const ids = pairIdentity(key.publicKey, publicKey);
-      const store = new DiskStore(join(cfg.dataDir, p.name), cfg.fsync);
+      const store = new DiskStore(join(cfg.dataDir, p.name), cfg.fsync, undefined, (e) => {
+        // Fail-stop: a committed version that is not on disk must never leave the host.
+        log.fatal({ error: e.message }, 'durable storage failed; stopping');
+        process.exit(70);
+      });
       const link: PeerLink = {
         name: p.name,
         publicKey,
@@ -86,6 +93,7 @@ export class Spookd {
         store,
         session: undefined,
         oldSessions: [],
+        unconfirmed: [],
         lastInitAt: -Infinity,
         violations: 0,
         disconnects: 0,
@@ -162,18 +170,23 @@ export class Spookd {
     this.schedule();
   }
 
+  /**
+   * Stop in an order that loses nothing: no more input (datagrams, timers, admin), then tell
+   * the peers we are going away, close the socket, and only then close the stores.
+   */
   async stop(): Promise<void> {
+    this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
+    await this.admin?.stop();
+    await this.metrics?.stop();
     for (const link of this.links.values()) {
       // Not a teardown: the pair's state is on disk and the peer should expect us back.
       const bye = link.session && link.addr ? link.pair.goingAway(this.now()) : undefined;
       if (bye && link.addr) await new Promise<void>((resolve) => this.socket!.send(bye, link.addr!.port, link.addr!.address, () => resolve()));
-      link.store.close();
     }
-    await this.admin?.stop();
-    await this.metrics?.stop();
-    this.fastPath.stop();
     await new Promise<void>((resolve) => (this.socket ? this.socket.close(() => resolve()) : resolve()));
+    this.fastPath.stop();
+    for (const link of this.links.values()) link.store.close();
     this.log.info('stopped');
   }
 
@@ -183,6 +196,7 @@ export class Spookd {
   }
 
   private onDatagram(buf: Uint8Array, rinfo: RemoteInfo): void {
+    if (this.stopping) return;
     const now = this.now();
     let frame;
     try {
@@ -225,8 +239,9 @@ export class Spookd {
     if (r.kind === 'respond') {
       this.socket?.send(r.datagram, rinfo.port, rinfo.address);
       // A responder sends on the new session once the initiator proves it holds it (its first Data frame),
-      // unless it has no session at all.
+      // unless it has no session at all. Unconfirmed ones expire (a lost response, a retried init).
       if (!link.session) this.adopt(link, r.session, now);
+      else link.unconfirmed.push({ session: r.session, until: now + this.graceMs });
     } else this.adopt(link, r.session, now);
     this.pump(link);
     this.schedule();
@@ -239,6 +254,7 @@ export class Spookd {
 
   /** Make `s` the session frames go out on; the previous one still opens frames for a while. */
   private adopt(link: PeerLink, s: Session, now: number): void {
+    link.unconfirmed = link.unconfirmed.filter((u) => u.session !== s);
     if (link.session) link.oldSessions.push({ session: link.session, until: now + this.graceMs });
     link.session = s;
     link.pair.resetPacketSpace();
@@ -253,9 +269,10 @@ export class Spookd {
     link.disconnects++;
     this.log.warn({ peer: link.name, violations: total }, 'peer over the protocol-violation limit: session dropped, a new handshake is required');
     if (link.session) this.closeSession(link.session.localIndex);
-    for (const o of link.oldSessions) this.closeSession(o.session.localIndex);
+    for (const o of [...link.oldSessions, ...link.unconfirmed]) this.closeSession(o.session.localIndex);
     link.session = undefined;
     link.oldSessions = [];
+    link.unconfirmed = [];
     link.lastInitAt = now;
   }
 
@@ -285,13 +302,17 @@ export class Spookd {
 
   /** Handshakes to start or renew, sessions to retire, pair timers to run; then re-arm. */
   private tick(): void {
+    if (this.stopping) return;
     const now = this.now();
     for (const link of this.links.values()) {
-      link.oldSessions = link.oldSessions.filter((o) => {
-        if (o.until > now) return true;
-        this.closeSession(o.session.localIndex);
-        return false;
-      });
+      const expire = (list: { session: Session; until: number }[]): { session: Session; until: number }[] =>
+        list.filter((o) => {
+          if (o.until > now) return true;
+          this.closeSession(o.session.localIndex);
+          return false;
+        });
+      link.oldSessions = expire(link.oldSessions);
+      link.unconfirmed = expire(link.unconfirmed);
       // Handshake when: no session; time to rekey (the initiator of the current session only, so
       // rekeys never cross); or the pair is decoherent (the peer may have lost our session).
       // Member 2 holds back at first contact so that, with both ends configured to connect,
@@ -314,6 +335,7 @@ export class Spookd {
 
   private schedule(): void {
     if (this.timer) clearTimeout(this.timer);
+    if (this.stopping) return;
     const now = this.now();
     let next = now + HANDSHAKE_RETRY_MS;
     for (const link of this.links.values()) {

@@ -60,11 +60,20 @@ export class DiskStore implements PairStore {
   private readonly replicas = new Map<string, Replica>();
   private timer: NodeJS.Timeout | undefined;
 
+  private closed = false;
+
   constructor(
     readonly dir: string,
     readonly fsync: FsyncPolicy,
     /** Snapshot and truncate a register's log once it grows past this. */
     readonly maxLogBytes = 64 * 1024 * 1024,
+    /**
+     * A write that fails (ENOSPC, EIO) leaves a committed version that is not on disk: the
+     * daemon must stop before it is sent or reported (fail-stop). Tests keep the throw.
+     */
+    private readonly onFatal: (e: Error) => never = (e) => {
+      throw e;
+    },
   ) {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     if (fsync === 'everysec') {
@@ -121,8 +130,17 @@ export class DiskStore implements PairStore {
   }
 
   append(register: string, rec: LogRecord): void {
+    if (this.closed) this.onFatal(new StoreError(`${this.dir}: append to register ${register} after the store was closed`));
     const f = this.files.get(register);
     if (!f) return;
+    try {
+      this.write(f, register, rec);
+    } catch (e) {
+      this.onFatal(new StoreError(`${join(this.dir, register)}: cannot persist v${rec.version}: ${(e as Error).message}`));
+    }
+  }
+
+  private write(f: RegisterFiles, register: string, rec: LogRecord): void {
     const framed = Buffer.allocUnsafe(RECORD_HEADER + rec.encoded.length);
     framed.writeUInt32BE(rec.encoded.length, 0);
     sum4(rec.encoded).copy(framed, 4);
@@ -163,6 +181,8 @@ export class DiskStore implements PairStore {
   }
 
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     if (this.timer) clearInterval(this.timer);
     this.flush();
     for (const f of this.files.values()) closeSync(f.logFd);

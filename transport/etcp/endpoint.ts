@@ -159,6 +159,8 @@ export class EtcpEndpoint {
   initiate(now: number, peerPublicKey: Uint8Array): Uint8Array {
     const peer = this.peers.get(keyHex(peerPublicKey));
     if (!peer) throw new RangeError(`peer ${keyHex(peerPublicKey)} is not configured`);
+    // One handshake in flight per peer: a retry supersedes the unanswered one (bounded state).
+    for (const [idx, p] of this.pending) if (p.peer === peer) this.pending.delete(idx);
     const localIndex = this.newIndex();
     const init = new IKInitiator({ hash: 'BLAKE2s', prologue: ETCP_PROLOGUE, staticKey: this.o.staticKey }, peer.publicKey);
     // Strictly increasing even if the clock stalls, so the responder's replay check never refuses a fresh init.

@@ -29,6 +29,8 @@ export const REQ_WANT_META = 0x01;
 export const RECON_FANOUT = 16;
 export const RECON_MAX_DEPTH = 8;
 const MAX_LIST = 4096;
+/** A snapshot of 2^24 chunks of ~1.1 kB is ~18 GB: far beyond any register a peer may ask us to stage. */
+const MAX_SNAPSHOT_CHUNKS = 1 << 24;
 
 export interface StatusMsg {
   type: MsgType.Status;
@@ -428,7 +430,7 @@ function readBody(r: Reader, type: number): Message | undefined {
       const prefix = r.u32('reconEntries.prefix');
       const part = r.varint('reconEntries.part');
       const parts = r.varint('reconEntries.parts');
-      if (parts === 0 || part >= parts) throw new WireError(DropReason.MalformedPayload, 'reconEntries.part', `part ${part} of ${parts}`);
+      if (parts === 0 || part >= parts || parts > MAX_LIST) throw new WireError(DropReason.MalformedPayload, 'reconEntries.part', `part ${part} of ${parts}`);
       return { type, register, targetVersion, depth, prefix, part, parts, entries: readEntries(r, 'reconEntries') };
     }
     case MsgType.ReconMeta: {
@@ -463,7 +465,7 @@ function readBody(r: Reader, type: number): Message | undefined {
       const targetVersion = r.varint('snapChunk.targetVersion');
       const chunk = r.varint('snapChunk.chunk');
       const chunks = r.varint('snapChunk.chunks');
-      if (chunk >= chunks) throw new WireError(DropReason.MalformedPayload, 'snapChunk.chunk', `chunk ${chunk} of ${chunks}`);
+      if (chunk >= chunks || chunks > MAX_SNAPSHOT_CHUNKS) throw new WireError(DropReason.MalformedPayload, 'snapChunk.chunk', `chunk ${chunk} of ${chunks}`);
       return { type, register, targetVersion, chunk, chunks, entries: readEntries(r, 'snapChunk') };
     }
     case MsgType.StreamReq:
