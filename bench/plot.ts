@@ -21,46 +21,50 @@ const base = (title: string, data: object[]): Partial<Spec> => ({
   data: { values: data },
 });
 
+/** A log-log line chart of one field against another, one line per system. */
+function lineChart(title: string, data: object[], x: [string, string], y: [string, string]): Spec {
+  return {
+    ...base(title, data),
+    mark: { type: 'line', point: true },
+    encoding: {
+      x: { field: x[0], type: 'quantitative', scale: { type: 'log' }, title: x[1] },
+      y: { field: y[0], type: 'quantitative', scale: { type: 'log' }, title: y[1] },
+      color: { field: 'system', type: 'nominal', title: 'system' },
+    },
+  } as Spec;
+}
+
 export function charts(rows: CompareRow[]): Record<string, Spec> {
   const midN = rows.some((r) => r.n === 10_000) ? 10_000 : rows[0]?.n;
   const maxK = Math.max(...rows.map((r) => r.k));
-  const color = { field: 'system', type: 'nominal', title: 'system' } as const;
+  const atMaxK = rows.filter((r) => r.k === maxK);
   return {
-    'catchup-bytes-vs-k': {
-      ...base(`Catch-up bytes after K missed updates (N = ${midN.toLocaleString('en-US')} keys)`, rows.filter((r) => r.n === midN)),
-      mark: { type: 'line', point: true },
-      encoding: {
-        x: { field: 'k', type: 'quantitative', scale: { type: 'log' }, title: 'missed updates K' },
-        y: { field: 'catchUpBytes', type: 'quantitative', scale: { type: 'log' }, title: 'bytes to catch up' },
-        color,
-      },
-    } as Spec,
-    'apply-rate-vs-n': {
-      ...base(`Steady-state updates per second (K = ${maxK.toLocaleString('en-US')} rows)`, rows.filter((r) => r.k === maxK)),
-      mark: { type: 'line', point: true },
-      encoding: {
-        x: { field: 'n', type: 'quantitative', scale: { type: 'log' }, title: 'keys N' },
-        y: { field: 'updatesPerSec', type: 'quantitative', scale: { type: 'log' }, title: 'updates/s (write → applied at the peer)' },
-        color,
-      },
-    } as Spec,
-    'memory-vs-n': {
-      ...base('Heap held by the two replicas of the state', rows.filter((r) => r.k === maxK).map((r) => ({ ...r, mb: Math.max(r.stateHeapBytes, 1) / 1e6 }))),
-      mark: { type: 'line', point: true },
-      encoding: {
-        x: { field: 'n', type: 'quantitative', scale: { type: 'log' }, title: 'keys N' },
-        y: { field: 'mb', type: 'quantitative', scale: { type: 'log' }, title: 'MB after GC' },
-        color,
-      },
-    } as Spec,
+    'catchup-bytes-vs-k': lineChart(
+      `Catch-up bytes after K missed updates (N = ${midN.toLocaleString('en-US')} keys)`,
+      rows.filter((r) => r.n === midN),
+      ['k', 'missed updates K'],
+      ['catchUpBytes', 'bytes to catch up'],
+    ),
+    'apply-rate-vs-n': lineChart(
+      `Steady-state updates per second (K = ${maxK.toLocaleString('en-US')} rows)`,
+      atMaxK,
+      ['n', 'keys N'],
+      ['updatesPerSec', 'updates/s (write → applied at the peer)'],
+    ),
+    'memory-vs-n': lineChart(
+      'Memory held by the two replicas of the state',
+      atMaxK.map((r) => ({ ...r, mb: Math.max(r.stateHeapBytes, 1) / 1e6 })),
+      ['n', 'keys N'],
+      ['mb', 'MB after GC'],
+    ),
     'bytes-per-update-vs-n': {
-      ...base('Bytes exchanged per steady-state update', rows.filter((r) => r.k === maxK)),
+      ...base('Bytes exchanged per steady-state update', atMaxK),
       mark: { type: 'bar' },
       encoding: {
         x: { field: 'n', type: 'ordinal', title: 'keys N' },
         xOffset: { field: 'system' },
         y: { field: 'bytesPerUpdate', type: 'quantitative', title: 'bytes per update' },
-        color,
+        color: { field: 'system', type: 'nominal', title: 'system' },
       },
     } as Spec,
   };
