@@ -101,6 +101,9 @@ function spook(n: number, rng: Rng): { sys: System; holder: unknown } {
       write: (side, key, value) => void eps[side].pair.propose(world.now, 'm', { op: DeltaOp.Set, key: enc.encode(key), value }),
       sync: run,
       setConnected: (up) => {
+        // Reconnecting: first let the cut last past the silence timeout (simulated time), so
+        // both ends decohere and catch-up is a real re-entanglement, as after an outage.
+        if (up) world.run(world.now + 6_000);
         world.net.setLink('A', 'B', up);
         world.net.setLink('B', 'A', up);
         if (!up) for (const e of eps) world.drain(e); // collapse now, nothing crosses

@@ -63,6 +63,12 @@ const REORDER_LIMIT = 256;
 /** Room kept beside a collapse record in one payload: an Ack and a Status. */
 const COLLAPSE_SLACK = 160;
 const MAX_ENTRIES_PER_COLLAPSE = 255;
+/** Gaps shorter than this are always replayed from the log (costing them is not worth it). */
+const GAP_COSTING_MIN = 64;
+/** Bytes of tree summaries a reconciliation spends per differing key (measured: ~650 at 10^6 keys, less below). */
+const RECONCILE_OVERHEAD_PER_KEY = 400;
+/** A ReconNode message: 16 children of (count varint, 8-byte hash) plus framing. */
+const RECON_NODE_BYTES = 190;
 
 /** What a replica needs from its pair. */
 export interface PairContext {
@@ -149,6 +155,9 @@ export class Replica {
   private peerHeld: VersionRange[] = [];
   /** The acknowledged version at the last fast retransmit (one per gap). */
   private fastRetransmitAt = -1;
+  /** Sequencer: versions at or below this are not served from the log (reconciliation is cheaper). */
+  private servedBase = 0;
+  private gapCosted = true;
   private sentSeqUpTo = 0;
   private retransmitAt: number | undefined;
   private statusDirty = true;
@@ -384,6 +393,8 @@ export class Replica {
     else if (progressed) this.retransmitAt = now + this.pair.rto();
     // While re-entangling the follower waits on our status to finish; keep it current.
     if (progressed && !coherent) this.statusDirty = true;
+    if (!coherent && !this.gapCosted) this.costGap(m.version);
+    if (this.servedBase > 0 && m.version >= this.servedBase) this.servedBase = 0;
   }
 
   private acceptPeerVersion(m: StatusMsg): void {
@@ -502,9 +513,41 @@ export class Replica {
   beginReentangle(): void {
     this.reentangleTarget = this.role === 'sequencer' ? this.version : undefined;
     this.goBack = true;
+    this.gapCosted = false;
     // The follower takes its target from the sequencer's next status, not one from before the cut.
     if (this.role === 'follower') this.peerHash = undefined;
     this.statusDirty = true;
+  }
+
+  /**
+   * Re-entanglement by log replays every missed collapse; reconciliation sends each
+   * differing key once. When the missed collapses rewrote the same keys over and over, the
+   * replay costs more: then advertise the gap as unservable (Status.logBase) so the follower
+   * reconciles. Costed once per re-entanglement, O(gap); streams always replay (a stream's
+   * gap is its tail either way).
+   */
+  private costGap(peerVersion: number): void {
+    this.gapCosted = true;
+    const gap = this.version - peerVersion;
+    if (!(this.state instanceof MapState) || gap < GAP_COSTING_MIN || !this.log.covers(peerVersion)) return;
+    let logBytes = 0;
+    const keys = new Set<string>();
+    for (let v = peerVersion + 1; v <= this.version; v++) {
+      const rec = this.log.get(v)!;
+      logBytes += rec.encoded.length;
+      const m = decodeMessages(rec.encoded).messages[0] as CollapseMsg;
+      for (const e of m.entries) if (e.delta && 'key' in e.delta) keys.add(Buffer.from(e.delta.key).toString('latin1'));
+    }
+    const n = this.state.size();
+    const avgEntry = n > 0 ? this.state.fullTransferBytes() / n : 64;
+    // Reconciliation: the differing keys' entries, plus tree summaries: about a path per key
+    // when differences are sparse, at most the whole tree (one 16-child node per ~8 entries).
+    const treeBytes = Math.min(keys.size * RECONCILE_OVERHEAD_PER_KEY, (n / 8 + 1) * RECON_NODE_BYTES);
+    const reconcileBytes = keys.size * avgEntry + treeBytes;
+    if (reconcileBytes * 2 < logBytes) {
+      this.servedBase = this.version;
+      this.statusDirty = true;
+    }
   }
 
   /** Whether this register has reached the re-entanglement target. */
@@ -581,7 +624,7 @@ export class Replica {
       register: this.name,
       version: this.version,
       hash: { hi: this.state.hash.hi, lo: this.state.hash.lo },
-      logBase: this.log.base,
+      logBase: Math.max(this.log.base, this.servedBase),
       resolvedSeq: this.resolvedSeq,
       held: this.heldRanges(),
     };
@@ -645,6 +688,7 @@ export class Replica {
 
   private fillCollapses(now: number, b: PayloadBuilder): void {
     if (this.peerVersion < 0) return;
+    if (this.peerVersion < this.servedBase) return; // the follower reconciles past this gap instead
     const limit = Math.min(this.version, this.peerVersion + SEND_WINDOW);
     while (this.sentUpTo < limit) {
       if (this.peerHolds(this.sentUpTo + 1)) {
