@@ -134,6 +134,29 @@ describe('decoherence and re-entanglement', () => {
     expect(h.a.pair.stats.fullTransfers + h.b.pair.stats.fullTransfers).toBe(0);
   });
 
+  it('a gap whose missed collapses rewrite a few keys is reconciled, one of distinct keys replayed from the log', () => {
+    const run = (distinct: number): { method: string; bytes: number } => {
+      const h = harness(KV);
+      h.settle();
+      for (let i = 0; i < 100; i++) proposeNow(h, h.a, 'kv', set(`k${i}`, 'v0'));
+      expect(h.settle()).toBe(true);
+      h.cut();
+      for (let i = 0; i < 600; i++) h.world.at(h.world.now + 1 + i, () => void h.a.pair.propose(h.world.now, 'kv', set(`k${i % distinct}`, `v${i}`)));
+      h.world.run(h.world.now + 7000);
+      const mark = h.events.length;
+      const before = h.world.net.stats.bytesSent;
+      h.heal();
+      expect(h.settle()).toBe(true);
+      const m = h.events.slice(mark).find((e) => e.ep === 'B' && e.ev.type === 'reentangled')!.ev as { method: string };
+      return { method: m.method, bytes: h.world.net.stats.bytesSent - before };
+    };
+    const hot = run(5); // 600 collapses over 5 keys: reconciling 5 keys is far cheaper
+    expect(hot.method).toBe('reconcile');
+    const spread = run(600); // 600 collapses, each a different key: replaying is the cheaper path
+    expect(spread.method).toBe('log');
+    expect(hot.bytes).toBeLessThan(spread.bytes / 3);
+  });
+
   it('a gap the log no longer covers is reconciled by range hashes', () => {
     const h = harness([{ name: 'kv', kind: 'map', log: { maxRecords: 4, maxBytes: 1 << 20 } }]);
     h.settle();
