@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
 import { Lab, until } from '../../control/lab/netns.js';
 
 /**
@@ -233,6 +234,24 @@ describe('spookd in network namespaces', () => {
     const none = lab.runIn('b', `try { await fetch('http://127.0.0.1:9464/metrics'); console.log('open'); } catch { console.log('closed'); }`);
     expect(none.trim()).toBe('closed');
   }, 30_000);
+
+  it('roaming: a peer whose address changes keeps its pair (the address follows authenticated frames)', async () => {
+    // Move a's end of the a-b link to a new address; b's configuration still names the old one.
+    const a = lab.host('a');
+    execFileSync('ip', ['-n', a.ns, 'addr', 'del', '10.77.1.1/24', 'dev', 'v1a']);
+    execFileSync('ip', ['-n', a.ns, 'addr', 'add', '10.77.1.9/24', 'dev', 'v1a']);
+    try {
+      // a's next frames come from 10.77.1.9; b must answer there.
+      const w1 = await lab.admin<Outcome>('a', 'set', { peer: 'b', register: 'config', key: 'roamed-a', value: '1' });
+      expect(w1.verdict).toBe('committed');
+      await until('b follows a to its new address', async () => (await lab.admin<{ endpoint: string }>('b', 'pair', { peer: 'a' })).endpoint.startsWith('10.77.1.9:'));
+      const w2 = await lab.admin<Outcome>('b', 'set', { peer: 'a', register: 'config', key: 'roamed-b', value: '1' });
+      expect(w2.verdict).toBe('committed');
+      await until('aligned after roaming', () => aligned('a', 'b'));
+    } finally {
+      execFileSync('ip', ['-n', a.ns, 'addr', 'add', '10.77.1.1/24', 'dev', 'v1a']);
+    }
+  }, 60_000);
 
   it('SIGTERM stops spookd cleanly (exit 0) and a restart re-forms the pair from disk', async () => {
     expect(await lab.stop('c')).toBe(0);
