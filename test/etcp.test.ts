@@ -149,3 +149,23 @@ describe('ETCP bounded state', () => {
     expect((a as unknown as { pending: Map<number, unknown> }).pending.size).toBe(1);
   });
 });
+
+describe('ETCP init replay across a restart', () => {
+  it('a responder restarted with its persisted init timestamps still refuses a captured init', () => {
+    const ka = generateKeyPair();
+    const kb = generateKeyPair();
+    const a = new EtcpEndpoint({ staticKey: ka, peers: [{ publicKey: kb.publicKey, name: 'b' }], random });
+    const saved = new Map<string, number>();
+    const b1 = new EtcpEndpoint({ staticKey: kb, peers: [{ publicKey: ka.publicKey, name: 'a' }], random, onInitAccepted: (p, ts) => saved.set(p.name, ts) });
+    const init = decodeFrame(a.initiate(5000, kb.publicKey));
+    expect(b1.handleHandshake(0, init.header.type, 0, init.payload).kind).toBe('respond');
+    expect(saved.get('a')).toBe(5000);
+    // Restart without the saved state: the captured init is accepted again (what persisting prevents).
+    const fresh = new EtcpEndpoint({ staticKey: kb, peers: [{ publicKey: ka.publicKey, name: 'a' }], random });
+    expect(fresh.handleHandshake(0, init.header.type, 0, init.payload).kind).toBe('respond');
+    // Restart with it: refused.
+    const b2 = new EtcpEndpoint({ staticKey: kb, peers: [{ publicKey: ka.publicKey, name: 'a' }], random, acceptedInits: saved });
+    const r = b2.handleHandshake(0, init.header.type, 0, init.payload);
+    expect(r.kind === 'drop' && r.reason).toBe('handshake-replayed');
+  });
+});

@@ -10,6 +10,7 @@
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import { join } from 'node:path';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { decodeFrame, isHandshakeType } from '../../transport/wire/header.js';
 import { DROP_REASON_NAMES, FrameType } from '../../transport/wire/constants.js';
@@ -38,7 +39,8 @@ const MEMBER2_FIRST_CONTACT_DELAY_MS = 1_500;
 /** While the pair is decoherent, try a fresh handshake this often. */
 const DECOHERENT_REHANDSHAKE_MS = 5_000;
 /** Pair drops that only an authenticated peer can cause: protocol violations, counted toward the limit. */
-const VIOLATIONS = ['malformed-payload', 'unknown-message', 'unknown-register', 'wrong-origin', 'propose-to-follower'];
+// (Unknown message types are skipped, not violations: later revisions may add some, §3.1.)
+const VIOLATIONS = ['malformed-payload', 'unknown-register', 'wrong-origin', 'propose-to-follower'];
 
 export interface PeerLink {
   name: string;
@@ -75,7 +77,31 @@ export class Spookd {
     readonly log: Logger,
   ) {
     const peers = cfg.peers.map((p) => ({ name: p.name, publicKey: decodeKey(p.publicKey, `peer ${p.name}`) }));
-    this.etcp = new EtcpEndpoint({ staticKey: key, peers, random: (n) => new Uint8Array(randomBytes(n)) });
+    // The last accepted HandshakeInit timestamp per peer survives restarts (replayed inits stay refused).
+    const initFile = (peer: string): string => join(cfg.dataDir, peer, 'last-init');
+    const acceptedInits = new Map<string, number>();
+    for (const p of peers) {
+      try {
+        const ts = Number(readFileSync(initFile(p.name), 'utf8').trim());
+        if (Number.isSafeInteger(ts)) acceptedInits.set(p.name, ts);
+      } catch {
+        /* none yet */
+      }
+    }
+    this.etcp = new EtcpEndpoint({
+      staticKey: key,
+      peers,
+      random: (n) => new Uint8Array(randomBytes(n)),
+      acceptedInits,
+      onInitAccepted: (peer, ts) => {
+        try {
+          mkdirSync(join(cfg.dataDir, peer.name), { recursive: true, mode: 0o700 });
+          writeFileSync(initFile(peer.name), `${ts}\n`, { mode: 0o600 });
+        } catch (e) {
+          log.warn({ peer: peer.name, error: (e as Error).message }, 'cannot persist the handshake timestamp');
+        }
+      },
+    });
     this.fastPath = new FastPath(cfg, log);
     for (const p of cfg.peers) {
       const publicKey = decodeKey(p.publicKey, `peer ${p.name}`);

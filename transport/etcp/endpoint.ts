@@ -44,6 +44,13 @@ export interface EndpointOptions {
   staticKey: KeyPair;
   peers: PeerConfig[];
   random: (n: number) => Uint8Array;
+  /**
+   * The highest HandshakeInit timestamp accepted per peer before a restart (by peer name),
+   * and a hook to persist each new one: without them an init captured before a restart
+   * could be replayed once after it.
+   */
+  acceptedInits?: Map<string, number>;
+  onInitAccepted?: (peer: PeerConfig, timestamp: number) => void;
 }
 
 /** An established pair's keys and identities; seals and opens Data frames. */
@@ -136,7 +143,11 @@ export class EtcpEndpoint {
   private lastSentTimestamp = 0;
 
   constructor(private readonly o: EndpointOptions) {
-    for (const p of o.peers) this.peers.set(keyHex(p.publicKey), p);
+    for (const p of o.peers) {
+      this.peers.set(keyHex(p.publicKey), p);
+      const ts = o.acceptedInits?.get(p.name);
+      if (ts !== undefined) this.lastInitTimestamp.set(keyHex(p.publicKey), ts);
+    }
   }
 
   /**
@@ -210,6 +221,7 @@ export class EtcpEndpoint {
     const last = this.lastInitTimestamp.get(keyHex(peer.publicKey)) ?? -1;
     if (ts <= last) return { kind: 'drop', reason: 'handshake-replayed', detail: `peer ${peer.name}: init timestamp ${ts} not after ${last}` };
     this.lastInitTimestamp.set(keyHex(peer.publicKey), ts);
+    this.o.onInitAccepted?.(peer, ts);
     const localIndex = this.newIndex();
     const rp = new DataView(new ArrayBuffer(RESP_PAYLOAD_LEN));
     rp.setUint8(0, ETCP_VERSION);
