@@ -226,3 +226,31 @@ describe('inbound garbage', () => {
     expect(h.settle()).toBe(true);
   });
 });
+
+describe('a follower that lost its data', () => {
+  it('candidates it proposed with reused sequence numbers are rejected, never reported committed', async () => {
+    const { SimWorld } = await import('../control/sim/world.js');
+    const { HalfPair } = await import('../control/core/halfpair.js');
+    const world = new SimWorld(3, { loss: 0, dup: 0, reorder: 0, minDelayMs: 1, maxDelayMs: 2 });
+    const regs = [{ name: 'kv', kind: 'map' as const, log: { maxRecords: 4, maxBytes: 1 << 20 } }];
+    const a = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 9, registers: regs }, 0);
+    // The sequencer has already decided the follower's candidates up to seq 10.
+    a.register('kv').restore(20, (st) => (st as MapState).put(enc('x'), enc('1'), 20), new Map([[2, 10]]));
+    const b = new HalfPair({ pairId: 1, localId: 2, peerId: 1, seed: 9, registers: regs }, 0); // wiped: starts at seq 1
+    const ids = [b.propose(0, 'kv', set('lost-1', 'v')), b.propose(0, 'kv', set('lost-2', 'v'))];
+    const outcomes: { seq: number; verdict: string; reason?: string }[] = [];
+    world.onEvent = (ep, ev) => {
+      if (ep.name === 'B' && ev.type === 'outcome') outcomes.push(ev);
+    };
+    world.adopt(['A', 'B'], [a, b]);
+    world.run(10_000, () => outcomes.length === 2);
+    expect(outcomes.map((o) => [o.seq, o.verdict, o.reason])).toEqual(ids.map((id) => [id.seq, 'rejected', 'sequence-reused']));
+    expect((a.register('kv').state as MapState).get(enc('lost-1'))).toBeUndefined();
+    // New writes continue above the sequencer's mark and commit.
+    const next = b.propose(world.now, 'kv', set('after', 'v'));
+    expect(next.seq).toBeGreaterThan(10);
+    world.drain(world.endpoints[1]);
+    world.run(world.now + 10_000, () => (a.register('kv').state as MapState).get(enc('after')) !== undefined);
+    expect((a.register('kv').state as MapState).get(enc('after'))).toBeDefined();
+  });
+});

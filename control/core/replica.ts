@@ -159,6 +159,8 @@ export class Replica {
   private servedBase = 0;
   private gapCosted = true;
   private sentSeqUpTo = 0;
+  /** Highest own sequence number ever sent in a Propose (monotonic, unlike sentSeqUpTo). */
+  private everSent = 0;
   private retransmitAt: number | undefined;
   private statusDirty = true;
   private readonly reorder = new Map<number, { msg: CollapseMsg; raw: Uint8Array }>();
@@ -585,6 +587,12 @@ export class Replica {
     const mark = origins.get(this.pair.localId) ?? 0;
     while (this.own.length > 0 && this.own.peek()!.seq <= mark) {
       const c = this.own.shift()!;
+      if (this.role === 'follower' && c.seq > this.everSent) {
+        // Never sent, yet at or below the sequencer's mark: this endpoint lost its data and
+        // reused a sequence number the sequencer had already decided. It was not committed.
+        this.pair.emit({ type: 'outcome', at: now, register: this.name, origin: this.pair.localId, seq: c.seq, verdict: 'rejected', reason: 'sequence-reused', version });
+        continue;
+      }
       this.emitOutcome(now, c.seq, rejections.get(c.seq) ?? 0, version);
     }
     this.resolvedSeq = Math.max(this.resolvedSeq, mark);
@@ -720,6 +728,7 @@ export class Replica {
     if (candidates.length === 0) return;
     if (!b.add(encodeMessage({ type: MsgType.Propose, register: this.name, base: this.own.peek()!.seq, candidates }))) return;
     this.sentSeqUpTo = candidates[candidates.length - 1].seq;
+    this.everSent = Math.max(this.everSent, this.sentSeqUpTo);
     if (this.retransmitAt === undefined) this.retransmitAt = now + this.pair.rto();
   }
 
