@@ -1,0 +1,166 @@
+/**
+ * QN messages on the wire (docs/PROTOCOL.md §11.3). A QN message travels alone in the
+ * payload of a sealed ETCP Data frame; its first byte, 0x40, sets it apart from ESTP
+ * messages (types 1-15), so a receiver dispatches on that byte.
+ *
+ *   envelope = 0x40 domain:u32 from:varint to:varint ttl:u8 body
+ *   body     = kind:u8 fields...
+ */
+import { Reader, Writer } from '../../transport/wire/buffer.js';
+import { DropReason } from '../../transport/wire/constants.js';
+import { WireError } from '../../transport/wire/errors.js';
+import type { NodeId, RaftMsg } from './raft.js';
+
+export const QN_MSG_TYPE = 0x40;
+/** Relays decrement it; at 0 a message is dropped (routing loops end). */
+export const QN_DEFAULT_TTL = 8;
+const MAX_MEMBERS = 64;
+const MAX_ENTRIES = 4096;
+const MAX_ENTRY_LEN = 64 * 1024;
+
+export type QnBody =
+  | RaftMsg
+  /** A candidate forwarded to the leader by the member it was proposed at. */
+  | { t: 'fwd'; cmd: Uint8Array }
+  /** Routing: the members the sender hears directly. */
+  | { t: 'hello'; neighbours: NodeId[]; commit: number }
+  /** To a node that is no longer a member: its removal is committed at `index`. */
+  | { t: 'removed'; index: number };
+
+export interface QnEnvelope {
+  domain: number;
+  from: NodeId;
+  to: NodeId;
+  ttl: number;
+  body: QnBody;
+}
+
+const KIND = { vote: 1, voteResp: 2, append: 3, appendResp: 4, snap: 5, snapResp: 6, fwd: 7, hello: 8, removed: 9 } as const;
+
+export function encodeEnvelope(e: QnEnvelope): Uint8Array {
+  const w = new Writer(64);
+  w.u8(QN_MSG_TYPE).u32(e.domain).varint(e.from).varint(e.to).u8(e.ttl);
+  const b = e.body;
+  w.u8(KIND[b.t]);
+  switch (b.t) {
+    case 'vote':
+      w.varint(b.term).varint(b.lastIndex).varint(b.lastTerm).u8(b.pre ? 1 : 0);
+      break;
+    case 'voteResp':
+      w.varint(b.term).u8(b.granted ? 1 : 0).u8(b.pre ? 1 : 0);
+      break;
+    case 'append':
+      w.varint(b.term).varint(b.prevIndex).varint(b.prevTerm).varint(b.commit).varint(b.entries.length);
+      for (const en of b.entries) w.varint(en.term).lenBytes(en.cmd);
+      break;
+    case 'appendResp':
+      w.varint(b.term).u8(b.ok ? 1 : 0).varint(b.index);
+      break;
+    case 'snap':
+      w.varint(b.term).varint(b.index).varint(b.lastTerm).varint(b.members.length);
+      for (const m of b.members) w.varint(m);
+      w.varint(b.offset).varint(b.total).lenBytes(b.data);
+      break;
+    case 'snapResp':
+      w.varint(b.term).varint(b.index).varint(b.offset);
+      break;
+    case 'fwd':
+      w.lenBytes(b.cmd);
+      break;
+    case 'hello':
+      w.varint(b.neighbours.length);
+      for (const n of b.neighbours) w.varint(n);
+      w.varint(b.commit);
+      break;
+    case 'removed':
+      w.varint(b.index);
+      break;
+  }
+  return w.finish();
+}
+
+const bool = (r: Reader, f: string): boolean => {
+  const v = r.u8(f);
+  if (v > 1) throw new WireError(DropReason.MalformedPayload, f, `must be 0 or 1, got ${v}`);
+  return v === 1;
+};
+
+function count(r: Reader, f: string, max: number): number {
+  const n = r.varint(f);
+  if (n > max) throw new WireError(DropReason.MalformedPayload, f, `${n} exceeds ${max}`);
+  return n;
+}
+
+/** Decodes one envelope; a WireError names the field at fault. Byte fields are views into `buf`. */
+export function decodeEnvelope(buf: Uint8Array): QnEnvelope {
+  const r = new Reader(buf);
+  const type = r.u8('qn.type');
+  if (type !== QN_MSG_TYPE) throw new WireError(DropReason.MalformedPayload, 'qn.type', `0x${type.toString(16)} is not a QN message`);
+  const domain = r.u32('qn.domain');
+  const from = r.varint('qn.from');
+  const to = r.varint('qn.to');
+  const ttl = r.u8('qn.ttl');
+  const kind = r.u8('qn.kind');
+  let body: QnBody;
+  switch (kind) {
+    case KIND.vote:
+      body = { t: 'vote', term: r.varint('vote.term'), lastIndex: r.varint('vote.lastIndex'), lastTerm: r.varint('vote.lastTerm'), pre: bool(r, 'vote.pre') };
+      break;
+    case KIND.voteResp:
+      body = { t: 'voteResp', term: r.varint('voteResp.term'), granted: bool(r, 'voteResp.granted'), pre: bool(r, 'voteResp.pre') };
+      break;
+    case KIND.append: {
+      const term = r.varint('append.term');
+      const prevIndex = r.varint('append.prevIndex');
+      const prevTerm = r.varint('append.prevTerm');
+      const commit = r.varint('append.commit');
+      const n = count(r, 'append.entries', MAX_ENTRIES);
+      const entries: { term: number; cmd: Uint8Array }[] = [];
+      for (let i = 0; i < n; i++) {
+        const t = r.varint('entry.term');
+        const cmd = r.lenBytes('entry.cmd', MAX_ENTRY_LEN);
+        if (cmd.length === 0) throw new WireError(DropReason.MalformedPayload, 'entry.cmd', 'empty command');
+        entries.push({ term: t, cmd });
+      }
+      body = { t: 'append', term, prevIndex, prevTerm, commit, entries };
+      break;
+    }
+    case KIND.appendResp:
+      body = { t: 'appendResp', term: r.varint('appendResp.term'), ok: bool(r, 'appendResp.ok'), index: r.varint('appendResp.index') };
+      break;
+    case KIND.snap: {
+      const term = r.varint('snap.term');
+      const index = r.varint('snap.index');
+      const lastTerm = r.varint('snap.lastTerm');
+      const n = count(r, 'snap.members', MAX_MEMBERS);
+      const members: NodeId[] = [];
+      for (let i = 0; i < n; i++) members.push(r.varint('snap.member'));
+      const offset = r.varint('snap.offset');
+      const total = r.varint('snap.total');
+      const data = r.lenBytes('snap.data', MAX_ENTRY_LEN);
+      if (offset + data.length > total) throw new WireError(DropReason.MalformedPayload, 'snap.data', `chunk ends at ${offset + data.length}, past total ${total}`);
+      body = { t: 'snap', term, index, lastTerm, members, offset, total, data };
+      break;
+    }
+    case KIND.snapResp:
+      body = { t: 'snapResp', term: r.varint('snapResp.term'), index: r.varint('snapResp.index'), offset: r.varint('snapResp.offset') };
+      break;
+    case KIND.fwd:
+      body = { t: 'fwd', cmd: r.lenBytes('fwd.cmd', MAX_ENTRY_LEN) };
+      break;
+    case KIND.hello: {
+      const n = count(r, 'hello.neighbours', MAX_MEMBERS);
+      const neighbours: NodeId[] = [];
+      for (let i = 0; i < n; i++) neighbours.push(r.varint('hello.neighbour'));
+      body = { t: 'hello', neighbours, commit: r.varint('hello.commit') };
+      break;
+    }
+    case KIND.removed:
+      body = { t: 'removed', index: r.varint('removed.index') };
+      break;
+    default:
+      throw new WireError(DropReason.MalformedPayload, 'qn.kind', `unknown QN message kind ${kind}`);
+  }
+  r.expectEnd('qn');
+  return { domain, from, to, ttl, body };
+}

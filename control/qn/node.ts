@@ -1,0 +1,383 @@
+/**
+ * One member of a QN domain, sans I/O: Raft orders the collapses, DomainState applies
+ * them, and this class adds what a member needs around them (docs/PROTOCOL.md §11):
+ *  - candidates proposed here, kept (durably) until their outcome is applied here, sent to
+ *    the leader and resent until then; while the member is decoherent its register policy
+ *    says whether they wait (`buffer`, up to maxPending) or are refused (`refuse`);
+ *  - QN routing: a message goes to its destination directly when that link is alive, else
+ *    through one relay member that hears the destination (learned from hellos);
+ *  - the member's lifecycle (coherent / decoherent) with its cause, as events.
+ */
+import { WireError } from '../../transport/wire/errors.js';
+import { validateDelta } from '../../transport/wire/delta.js';
+import { QN_DEFAULT_TTL, decodeEnvelope, encodeEnvelope, type QnBody } from './codec.js';
+import type { DomainDisk } from './disk.js';
+import { Raft, Role, type LogEntry, type NodeId, type RaftMsg } from './raft.js';
+import { COLLAPSE_REJECT_NAMES, DomainState, decodeCandidate, encodeCandidate, type CandidateOp, type Collapsed, type DomainRegisterSpec, type GroupSpec } from './state.js';
+
+/** Largest encoded candidate: it must fit one append message (one datagram). */
+export const MAX_CANDIDATE_BYTES = 1100;
+
+export type DomainPolicy = 'buffer' | 'refuse';
+export type Coherence = 'coherent' | 'decoherent';
+
+export interface DomainNodeOptions {
+  /** u32 identifier of the domain on the wire (a hash of its name). */
+  domain: number;
+  name: string;
+  id: NodeId;
+  members: NodeId[];
+  /** Members this node has a direct transport link to. */
+  links: NodeId[];
+  registers: DomainRegisterSpec[];
+  groups?: GroupSpec[];
+  seed: number;
+  policy?: DomainPolicy;
+  maxPending?: number;
+  disk: DomainDisk;
+  random: (min: number, max: number) => number;
+  electionMs?: number;
+  heartbeatMs?: number;
+  maxLogEntries?: number;
+  /** Sees every entry as it is applied (the simulator's prefix check). */
+  observe?: (e: LogEntry) => void;
+}
+
+export type DomainEvent =
+  /** `unknown`: this member was removed before it learnt the outcome (it may have committed). */
+  | { type: 'outcome'; seq: number; committed: boolean; reason?: string; index?: number; unknown?: boolean }
+  | { type: 'lifecycle'; from: Coherence; to: Coherence; cause: string }
+  | { type: 'leader'; leader: NodeId; term: number };
+
+interface Pending {
+  cmd: Uint8Array;
+  sentAt: number;
+}
+
+export class DomainNode {
+  readonly raft: Raft;
+  readonly state: DomainState;
+  readonly id: NodeId;
+  private readonly pending = new Map<number, Pending>();
+  private nextSeq: number;
+  private readonly out: { to: NodeId; bytes: Uint8Array }[] = [];
+  private readonly events: DomainEvent[] = [];
+  private readonly heard = new Map<NodeId, number>();
+  private readonly hellos = new Map<NodeId, { neighbours: Set<NodeId>; commit: number; at: number }>();
+  private helloAt = 0;
+  private coherence: Coherence = 'decoherent';
+  private lastLeader: NodeId = 0;
+  /**
+   * Candidates this leader appended in its current term and has not applied yet: a retry is
+   * not appended twice. Cleared with each new term: a deposed leader's entries may be gone.
+   */
+  private readonly inLog = new Set<string>();
+  private inLogTerm = -1;
+  /** Seen itself in the configuration: leaving it later means it was removed. */
+  private wasMember = false;
+  /** Every node seen in any configuration here (a removed one was among them). */
+  private readonly everMember = new Set<NodeId>();
+  /** Told by a member that our removal is committed (at this index); 0 if not. */
+  private removed = 0;
+  readonly stats = { proposed: 0, committed: 0, rejected: 0, refused: 0, relayed: 0, noRoute: 0, drops: {} as Record<string, number>, partitions: 0, bytesIn: 0, bytesOut: 0 };
+  private readonly linkTimeoutMs: number;
+  private readonly retryMs: number;
+
+  constructor(
+    readonly o: DomainNodeOptions,
+    now: number,
+  ) {
+    this.id = o.id;
+    this.state = new DomainState(o.seed, o.registers, o.groups ?? []);
+    this.state.onCollapse = (c) => this.onCollapse(c);
+    const p = o.disk.loadPending();
+    this.nextSeq = p.nextSeq;
+    for (const x of p.pending) this.pending.set(x.seq, { cmd: x.cmd, sentAt: -Infinity });
+    this.raft = new Raft(
+      {
+        id: o.id,
+        initialMembers: o.members,
+        disk: o.disk,
+        sm: {
+          apply: (e) => {
+            this.state.apply(e);
+            o.observe?.(e);
+          },
+          snapshot: () => this.state.snapshot(),
+          restore: (data, index) => {
+            this.state.restore(data, index);
+            this.resolveFromTable();
+          },
+        },
+        random: o.random,
+        electionMs: o.electionMs,
+        heartbeatMs: o.heartbeatMs,
+        maxLogEntries: o.maxLogEntries,
+      },
+      now,
+    );
+    this.linkTimeoutMs = 3 * this.raft.heartbeatMs;
+    this.retryMs = Math.max(this.raft.heartbeatMs * 2, this.raft.electionMs / 2);
+  }
+
+  // --- inspection -----------------------------------------------------------------------
+
+  get coherenceState(): Coherence {
+    return this.coherence;
+  }
+
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  /** Members whose link (direct) was heard within the liveness window. */
+  aliveLinks(now: number): NodeId[] {
+    return this.o.links.filter((l) => now - (this.heard.get(l) ?? -Infinity) < this.linkTimeoutMs);
+  }
+
+  /** The commit index a member last announced (hello), for lag reports. */
+  announcedCommit(id: NodeId): number | undefined {
+    return id === this.id ? this.raft.commit : this.hellos.get(id)?.commit;
+  }
+
+  // --- the sans-I/O surface ---------------------------------------------------------------
+
+  pollTransmit(): { to: NodeId; bytes: Uint8Array } | undefined {
+    return this.out.shift();
+  }
+
+  pollEvent(): DomainEvent | undefined {
+    return this.events.shift();
+  }
+
+  pollTimeout(): number {
+    let t = Math.min(this.raft.pollTimeout(), this.helloAt);
+    // Resends wait for a known leader; without one, Raft's own timers are what move things.
+    if (this.raft.leader !== 0) for (const p of this.pending.values()) t = Math.min(t, p.sentAt + this.retryMs);
+    return t;
+  }
+
+  handleTimeout(now: number): void {
+    if (now >= this.raft.pollTimeout()) this.raft.handleTimeout(now);
+    if (now >= this.helloAt) {
+      this.helloAt = now + this.raft.heartbeatMs;
+      const neighbours = this.aliveLinks(now);
+      for (const l of this.o.links) this.emit(now, l, { t: 'hello', neighbours, commit: this.raft.commit }, 1);
+    }
+    this.after(now);
+  }
+
+  /** A datagram from the direct link `from`. Malformed input is dropped and counted, never thrown. */
+  handleDatagram(now: number, from: NodeId, bytes: Uint8Array): void {
+    if (!this.o.links.includes(from)) return this.drop('not-a-link');
+    let env;
+    try {
+      env = decodeEnvelope(bytes);
+    } catch (e) {
+      if (e instanceof WireError) return this.drop('malformed');
+      throw e;
+    }
+    if (env.domain !== this.o.domain) return this.drop('wrong-domain');
+    this.stats.bytesIn += bytes.length;
+    this.heard.set(from, now);
+    if (env.to !== this.id) {
+      // Relay (one hop): only to a destination we hear directly, never back where it came from.
+      if (env.ttl <= 1 || env.to === from || !this.o.links.includes(env.to)) return this.drop('no-route');
+      this.stats.relayed++;
+      this.out.push({ to: env.to, bytes: encodeEnvelope({ ...env, ttl: env.ttl - 1 }) });
+      return;
+    }
+    const b = env.body;
+    if (b.t === 'hello') {
+      if (env.from === from) this.hellos.set(from, { neighbours: new Set(b.neighbours), commit: b.commit, at: now });
+    } else if (b.t === 'removed') {
+      if (!this.removed) this.removed = b.index;
+    } else if (this.isRemoved(env.from)) {
+      // A member removed by a committed change that never heard of it (it was cut off): tell it.
+      this.emit(now, env.from, { t: 'removed', index: this.raft.configIndex }, QN_DEFAULT_TTL);
+    } else if (b.t === 'fwd') this.onForward(now, b.cmd);
+    // Any authenticated link may speak Raft: a member added by a change we have not applied
+    // yet is a legitimate leader; terms, not our view of the configuration, decide (§4.1).
+    else this.raft.handleMessage(now, env.from, b as RaftMsg);
+    this.after(now);
+  }
+
+  /**
+   * Propose a candidate (one or more deltas, over one or more registers of the domain).
+   * Returns its sequence number here, or why it is refused at once.
+   */
+  propose(now: number, ops: CandidateOp[]): { seq: number } | { refused: string } {
+    if (ops.length === 0 || ops.length > 256) return { refused: `a candidate has 1-256 deltas, not ${ops.length}` };
+    for (const op of ops) {
+      if (!this.state.registers.has(op.register)) return { refused: `no register named ${op.register} in domain ${this.o.name}` };
+      try {
+        validateDelta(op.delta);
+      } catch (e) {
+        return { refused: (e as Error).message };
+      }
+    }
+    if (this.removed || (this.wasMember && !this.raft.members.includes(this.id))) return { refused: `this member was removed from domain ${this.o.name}` };
+    if (this.coherence === 'decoherent' && (this.o.policy ?? 'buffer') === 'refuse') {
+      this.stats.refused++;
+      return { refused: 'decoherent: this member cannot reach a majority and its policy is refuse' };
+    }
+    if (this.pending.size >= (this.o.maxPending ?? 1024)) {
+      this.stats.refused++;
+      return { refused: `pending buffer full (${this.pending.size} candidates)` };
+    }
+    const seq = this.nextSeq++;
+    const cmd = encodeCandidate({ origin: this.id, seq, ops });
+    if (cmd.length > MAX_CANDIDATE_BYTES) return { refused: `candidate encodes to ${cmd.length} bytes; the limit is ${MAX_CANDIDATE_BYTES}` };
+    this.o.disk.savePending(seq, cmd);
+    this.pending.set(seq, { cmd, sentAt: -Infinity });
+    this.stats.proposed++;
+    this.after(now);
+    return { seq };
+  }
+
+  /** Leader only: add or remove one voting member (Raft §4.1). */
+  changeMembers(now: number, change: { add?: NodeId; remove?: NodeId }): { ok: true; index: number } | { ok: false; reason: string } {
+    const r = this.raft.changeMembers(now, change);
+    this.after(now);
+    return r;
+  }
+
+  // --- internals --------------------------------------------------------------------------
+
+  private drop(reason: string): void {
+    this.stats.drops[reason] = (this.stats.drops[reason] ?? 0) + 1;
+  }
+
+  /** True if this node leads and `key` was not appended in this term yet (and now is marked). */
+  private firstAppend(key: string): boolean {
+    if (this.raft.role !== Role.Leader) return false;
+    if (this.inLogTerm !== this.raft.term) {
+      this.inLog.clear();
+      this.inLogTerm = this.raft.term;
+    }
+    if (this.inLog.has(key)) return false;
+    this.inLog.add(key);
+    return true;
+  }
+
+  private onForward(now: number, cmd: Uint8Array): void {
+    let c;
+    try {
+      c = decodeCandidate(cmd);
+    } catch {
+      return this.drop('malformed-candidate');
+    }
+    if (this.raft.role !== Role.Leader) return this.drop('fwd-not-leader'); // the origin retries
+    if (this.state.outcomeOf(c.origin, c.seq) !== undefined) return; // decided: the origin learns it from the log
+    if (this.firstAppend(`${c.origin}:${c.seq}`)) this.raft.propose(now, cmd);
+  }
+
+  private onCollapse(c: Collapsed): void {
+    this.inLog.delete(`${c.candidate.origin}:${c.candidate.seq}`);
+    if (c.candidate.origin !== this.id) return;
+    this.resolve(c.candidate.seq, c.outcome, c.index);
+  }
+
+  private resolve(seq: number, outcome: number, index?: number): void {
+    if (!this.pending.delete(seq)) return;
+    this.o.disk.dropPending(seq);
+    if (outcome === 0) this.stats.committed++;
+    else this.stats.rejected++;
+    this.events.push(
+      outcome === 0
+        ? { type: 'outcome', seq, committed: true, index }
+        : { type: 'outcome', seq, committed: false, reason: COLLAPSE_REJECT_NAMES[outcome as keyof typeof COLLAPSE_REJECT_NAMES] ?? `reason ${outcome}`, index },
+    );
+  }
+
+  private isRemoved(id: NodeId): boolean {
+    return this.everMember.has(id) && !this.raft.members.includes(id) && this.raft.configIndex <= this.raft.commit;
+  }
+
+  /** Removed from the domain: no log reaches us any more, so outcomes here are unknowable. */
+  private abandonPending(): void {
+    for (const seq of [...this.pending.keys()]) {
+      this.pending.delete(seq);
+      this.o.disk.dropPending(seq);
+      this.events.push({ type: 'outcome', seq, committed: false, unknown: true, reason: 'this member was removed from the domain; the outcome is unknown here' });
+    }
+  }
+
+  /** After a snapshot install, candidates decided inside it are resolved from its outcome table. */
+  private resolveFromTable(): void {
+    for (const seq of [...this.pending.keys()]) {
+      const o = this.state.outcomeOf(this.id, seq);
+      if (o !== undefined) this.resolve(seq, o);
+    }
+  }
+
+  /** Everything that follows an input: coherence, candidate (re)sends, Raft's messages out. */
+  private after(now: number): void {
+    this.updateCoherence(now);
+    // A configuration is in force once in the log (Raft §4.1); the leader stops replicating to
+    // a member it removed, so waiting for the commit here could wait forever.
+    for (const m of this.raft.members) this.everMember.add(m);
+    if (this.raft.members.includes(this.id) && !this.removed) this.wasMember = true;
+    else if ((this.wasMember || this.removed) && this.pending.size > 0) this.abandonPending();
+    this.sendPending(now);
+    for (let m = this.raft.pollMessage(); m; m = this.raft.pollMessage()) this.emit(now, m.to, m.msg, QN_DEFAULT_TTL);
+  }
+
+  private updateCoherence(now: number): void {
+    const r = this.raft;
+    if (r.leader !== this.lastLeader && r.leader !== 0) this.events.push({ type: 'leader', leader: r.leader, term: r.term });
+    this.lastLeader = r.leader;
+    const coherent = !this.removed && (r.role === Role.Leader || (r.leader !== 0 && now - r.leaderContact < r.electionMs));
+    const next: Coherence = coherent ? 'coherent' : 'decoherent';
+    if (next === this.coherence) return;
+    const cause = coherent
+      ? `leader ${r.leader} in term ${r.term}`
+      : this.removed
+        ? `removed from the domain (index ${this.removed})`
+        : r.members.includes(this.id)
+          ? 'no leader reachable with a majority'
+          : 'not a member';
+    if (next === 'decoherent') this.stats.partitions++;
+    this.events.push({ type: 'lifecycle', from: this.coherence, to: next, cause });
+    this.coherence = next;
+  }
+
+  private sendPending(now: number): void {
+    const r = this.raft;
+    if (r.leader === 0 || this.pending.size === 0) return;
+    let budget = 64;
+    for (const [seq, p] of this.pending) {
+      if (p.sentAt + this.retryMs > now) continue;
+      if (budget-- === 0) break;
+      p.sentAt = now;
+      if (r.role === Role.Leader) {
+        if (this.firstAppend(`${this.id}:${seq}`)) r.propose(now, p.cmd);
+      } else this.emit(now, r.leader, { t: 'fwd', cmd: p.cmd }, QN_DEFAULT_TTL);
+    }
+    for (let m = r.pollMessage(); m; m = r.pollMessage()) this.emit(now, m.to, m.msg, QN_DEFAULT_TTL);
+  }
+
+  /** Route: directly when that link is alive, else via the lowest-numbered relay that hears `to`. */
+  private nextHop(now: number, to: NodeId): NodeId | undefined {
+    const direct = this.o.links.includes(to);
+    if (direct && now - (this.heard.get(to) ?? -Infinity) < this.linkTimeoutMs) return to;
+    for (const l of [...this.o.links].sort((a, b) => a - b)) {
+      const h = this.hellos.get(l);
+      if (l !== to && h && now - h.at < this.linkTimeoutMs && now - (this.heard.get(l) ?? -Infinity) < this.linkTimeoutMs && h.neighbours.has(to)) return l;
+    }
+    // Nothing known to work: try the direct link (that is how a silent link comes back).
+    return direct ? to : undefined;
+  }
+
+  private emit(now: number, to: NodeId, body: QnBody, ttl: number): void {
+    const hop = ttl === 1 ? to : this.nextHop(now, to);
+    if (hop === undefined) {
+      this.stats.noRoute++;
+      return;
+    }
+    if (hop !== to) this.stats.relayed++;
+    const bytes = encodeEnvelope({ domain: this.o.domain, from: this.id, to, ttl, body });
+    this.stats.bytesOut += bytes.length;
+    this.out.push({ to: hop, bytes });
+  }
+}

@@ -1,0 +1,716 @@
+/**
+ * Raft, sans I/O: the collapse order of a QN domain (docs/ARCHITECTURE.md §QN).
+ *
+ * Follows Ongaro & Ousterhout, "In Search of an Understandable Consensus Algorithm"
+ * (USENIX ATC 2014) and Ongaro's dissertation "Consensus: Bridging Theory and Practice"
+ * (Stanford 2014), with these parts of the dissertation:
+ *  - §4.2.3 / §9.6 PreVote and leader stickiness, so a healed minority does not depose a
+ *    working leader; CheckQuorum (§6.2), so a leader cut off from its majority steps down
+ *    and its node knows it is decoherent;
+ *  - §4.1 single-server membership changes, a configuration in force as soon as it is in
+ *    the log, at most one uncommitted at a time, and only after the leader has committed an
+ *    entry of its own term (the fix posted to raft-dev in 2015);
+ *  - §5 snapshots, kept beside a retained log tail so a lagging follower usually catches
+ *    up from log entries (only the missing ones) and gets a snapshot only when those are gone.
+ *
+ * Time, randomness, storage and the network are injected: the same code runs in spookd
+ * and in the seeded simulator (control/sim/domain.ts).
+ */
+export type NodeId = number;
+
+export interface LogEntry {
+  readonly term: number;
+  readonly index: number;
+  /** Encoded command: first byte is the kind (EntryKind). */
+  readonly cmd: Uint8Array;
+}
+
+export enum EntryKind {
+  /** A new leader's first entry: commits the entries of earlier terms (Raft §5.4.2). */
+  Noop = 0,
+  /** The voting members from this entry on (§4.1). */
+  Config = 1,
+  /** A command for the state machine (a collapse candidate). */
+  App = 2,
+}
+
+export enum Role {
+  Follower = 'follower',
+  PreCandidate = 'pre-candidate',
+  Candidate = 'candidate',
+  Leader = 'leader',
+}
+
+export type RaftMsg =
+  | { t: 'vote'; term: number; lastIndex: number; lastTerm: number; pre: boolean }
+  /** `term`: the request's term when granted, else the voter's term. */
+  | { t: 'voteResp'; term: number; granted: boolean; pre: boolean }
+  | { t: 'append'; term: number; prevIndex: number; prevTerm: number; commit: number; entries: { term: number; cmd: Uint8Array }[] }
+  /** ok: `index` is the follower's last index known to match; not ok: a hint where to retry from. */
+  | { t: 'appendResp'; term: number; ok: boolean; index: number }
+  | { t: 'snap'; term: number; index: number; lastTerm: number; members: NodeId[]; offset: number; total: number; data: Uint8Array }
+  | { t: 'snapResp'; term: number; index: number; offset: number };
+
+export interface SnapshotMeta {
+  index: number;
+  term: number;
+  members: NodeId[];
+}
+
+/** What Raft must find again after a crash. Every call returns only once the data is durable. */
+export interface RaftDisk {
+  load(): { term: number; vote: NodeId; snapshot?: SnapshotMeta & { data: Uint8Array }; base: number; baseTerm: number; entries: LogEntry[] };
+  saveHard(term: number, vote: NodeId): void;
+  append(entries: readonly LogEntry[]): void;
+  /** Drop entries at `from` and after. */
+  truncate(from: number): void;
+  saveSnapshot(meta: SnapshotMeta, data: Uint8Array): void;
+  /** Drop entries at `base` and before; `reset` drops the whole log as well. */
+  compact(base: number, baseTerm: number, reset: boolean): void;
+}
+
+export interface StateMachine {
+  apply(e: LogEntry): void;
+  snapshot(): Uint8Array;
+  restore(data: Uint8Array, index: number): void;
+}
+
+export interface RaftOptions {
+  id: NodeId;
+  /** The voting members when neither the log nor a snapshot says otherwise (bootstrap). */
+  initialMembers: NodeId[];
+  disk: RaftDisk;
+  sm: StateMachine;
+  /** Uniform integer in [min, max]: the only randomness (election timeouts). */
+  random: (min: number, max: number) => number;
+  electionMs?: number;
+  heartbeatMs?: number;
+  /** Bytes of entries per append message (one datagram). */
+  maxAppendBytes?: number;
+  /** Entries sent and not yet acknowledged, per follower. */
+  maxInflight?: number;
+  /** Snapshot once this many applied entries are in the log; keep half of them for catch-up. */
+  maxLogEntries?: number;
+  snapChunkBytes?: number;
+}
+
+interface Progress {
+  next: number;
+  match: number;
+  lastAck: number;
+  /** match at the previous heartbeat: no progress since means the in-flight entries were lost. */
+  matchAtBeat: number;
+  snap?: { index: number; offset: number };
+}
+
+/** Outcome of a local request to change membership. */
+export type ChangeResult = { ok: true; index: number } | { ok: false; reason: string };
+
+export class Raft {
+  readonly id: NodeId;
+  term = 0;
+  vote: NodeId = 0;
+  role = Role.Follower;
+  leader: NodeId = 0;
+  commit = 0;
+  applied = 0;
+  /** Index and term just before log[0] (compaction point). */
+  private base = 0;
+  private baseTerm = 0;
+  private log: LogEntry[] = [];
+  private snap: (SnapshotMeta & { data: Uint8Array }) | undefined;
+  /** Config entries in the log (and the snapshot's), oldest first; the last one is in force. */
+  private configs: { index: number; members: NodeId[] }[];
+  private electionAt = 0;
+  private heartbeatAt = 0;
+  private quorumCheckAt = 0;
+  /** When we last heard from a leader of the current term (leader stickiness, §4.2.3). */
+  private leaderContactAt = -Infinity;
+  private votes = new Set<NodeId>();
+  private progress = new Map<NodeId, Progress>();
+  /** Follower side: the snapshot being received. */
+  private incoming: { index: number; term: number; members: NodeId[]; parts: Uint8Array[]; got: number } | undefined;
+  private outbox: { to: NodeId; msg: RaftMsg }[] = [];
+  /** First index of the current leader term: a config change waits until it is committed. */
+  private termStart = 0;
+  readonly electionMs: number;
+  readonly heartbeatMs: number;
+  private readonly maxAppendBytes: number;
+  private readonly maxInflight: number;
+  private readonly maxLogEntries: number;
+  private readonly snapChunkBytes: number;
+  readonly stats = { elections: 0, leaderChanges: 0, snapshotsSent: 0, snapshotsInstalled: 0, stepDowns: 0 };
+
+  constructor(
+    private readonly o: RaftOptions,
+    now: number,
+  ) {
+    this.id = o.id;
+    this.electionMs = o.electionMs ?? 1000;
+    this.heartbeatMs = o.heartbeatMs ?? 100;
+    this.maxAppendBytes = o.maxAppendBytes ?? 1100;
+    this.maxInflight = o.maxInflight ?? 512;
+    this.maxLogEntries = Math.max(8, o.maxLogEntries ?? 100_000);
+    this.snapChunkBytes = o.snapChunkBytes ?? 1000;
+    const st = o.disk.load();
+    this.term = st.term;
+    this.vote = st.vote;
+    this.base = st.base;
+    this.baseTerm = st.baseTerm;
+    this.log = st.entries.slice();
+    this.configs = [{ index: 0, members: [...o.initialMembers] }];
+    if (st.snapshot) {
+      this.snap = st.snapshot;
+      this.configs = [{ index: st.snapshot.index, members: [...st.snapshot.members] }];
+      o.sm.restore(st.snapshot.data, st.snapshot.index);
+      this.commit = this.applied = st.snapshot.index;
+    }
+    // Entries the snapshot already covers must not override its (later) configuration.
+    for (const e of this.log) if (e.index > this.snapshotIndex) this.noteConfig(e);
+    this.resetElection(now);
+  }
+
+  // --- inspection -------------------------------------------------------------------
+
+  get lastIndex(): number {
+    return this.base + this.log.length;
+  }
+
+  get lastTerm(): number {
+    return this.log.length ? this.log[this.log.length - 1].term : this.baseTerm;
+  }
+
+  get members(): NodeId[] {
+    return this.configs[this.configs.length - 1].members;
+  }
+
+  /** Index of the configuration in force (0: the bootstrap one). */
+  get configIndex(): number {
+    return this.configs[this.configs.length - 1].index;
+  }
+
+  /** When this follower last heard the leader of its term. */
+  get leaderContact(): number {
+    return this.leaderContactAt;
+  }
+
+  get firstIndex(): number {
+    return this.base + 1;
+  }
+
+  get snapshotIndex(): number {
+    return this.snap?.index ?? 0;
+  }
+
+  /** Leader view of a follower's replication (undefined elsewhere). */
+  progressOf(id: NodeId): { match: number; next: number; lastAck: number } | undefined {
+    const p = this.progress.get(id);
+    return this.role === Role.Leader && p ? { match: p.match, next: p.next, lastAck: p.lastAck } : undefined;
+  }
+
+  termAt(index: number): number | undefined {
+    if (index === this.base) return this.baseTerm;
+    if (index < this.base || index > this.lastIndex) {
+      if (this.snap && index === this.snap.index) return this.snap.term;
+      return undefined;
+    }
+    return this.log[index - this.base - 1].term;
+  }
+
+  entryAt(index: number): LogEntry | undefined {
+    return index > this.base && index <= this.lastIndex ? this.log[index - this.base - 1] : undefined;
+  }
+
+  // --- the sans-I/O surface ---------------------------------------------------------
+
+  pollMessage(): { to: NodeId; msg: RaftMsg } | undefined {
+    return this.outbox.shift();
+  }
+
+  pollTimeout(): number {
+    return this.role === Role.Leader ? Math.min(this.heartbeatAt, this.quorumCheckAt) : this.electionAt;
+  }
+
+  handleTimeout(now: number): void {
+    if (this.role === Role.Leader) {
+      if (now >= this.quorumCheckAt) this.checkQuorum(now);
+      if (this.role === Role.Leader && now >= this.heartbeatAt) {
+        this.heartbeatAt = now + this.heartbeatMs;
+        for (const id of this.others()) {
+          const p = this.prog(id, now);
+          // No acknowledgement since the last beat: what was in flight is presumed lost; resend it.
+          if (p.match === p.matchAtBeat && p.next > p.match + 1) p.next = p.match + 1;
+          p.matchAtBeat = p.match;
+          this.sendAppend(id, true);
+        }
+      }
+      return;
+    }
+    if (now >= this.electionAt) {
+      if (this.members.includes(this.id)) this.campaign(now, true);
+      else this.resetElection(now);
+    }
+  }
+
+  /** Leader only: append a command; undefined elsewhere (the caller forwards it to the leader). */
+  propose(now: number, cmd: Uint8Array): number | undefined {
+    if (this.role !== Role.Leader) return undefined;
+    const e = this.appendLocal(cmd);
+    this.broadcast(now);
+    return e.index;
+  }
+
+  /** Leader only: one voting member added or removed (§4.1). */
+  changeMembers(now: number, change: { add?: NodeId; remove?: NodeId }): ChangeResult {
+    if (this.role !== Role.Leader) return { ok: false, reason: 'not the leader' };
+    if (this.configIndex > this.commit) return { ok: false, reason: `a membership change (index ${this.configIndex}) is not committed yet` };
+    if (this.commit < this.termStart) return { ok: false, reason: 'the leader has not committed an entry of its term yet' };
+    const cur = this.members;
+    let next: NodeId[];
+    if (change.add !== undefined && change.remove === undefined) {
+      if (cur.includes(change.add)) return { ok: false, reason: `node ${change.add} is already a member` };
+      next = [...cur, change.add].sort((a, b) => a - b);
+    } else if (change.remove !== undefined && change.add === undefined) {
+      if (!cur.includes(change.remove)) return { ok: false, reason: `node ${change.remove} is not a member` };
+      if (cur.length === 1) return { ok: false, reason: 'cannot remove the last member' };
+      next = cur.filter((m) => m !== change.remove);
+    } else return { ok: false, reason: 'exactly one of add and remove' };
+    const e = this.appendLocal(encodeConfig(next));
+    this.broadcast(now);
+    return { ok: true, index: e.index };
+  }
+
+  handleMessage(now: number, from: NodeId, m: RaftMsg): void {
+    // A term from the future: follow it (§5.1), except a pre-vote, which changes nothing,
+    // and a vote request while we still hear a leader (stickiness: it is ignored outright).
+    if (m.t === 'vote' && this.heardLeaderRecently(now)) {
+      this.send(from, { t: 'voteResp', term: this.term, granted: false, pre: m.pre });
+      return;
+    }
+    if (m.term > this.term && !(m.t === 'vote' && m.pre) && !(m.t === 'voteResp' && m.pre && m.granted)) {
+      const leader = m.t === 'append' || m.t === 'snap' ? from : 0;
+      this.becomeFollower(now, m.term, leader);
+    }
+    switch (m.t) {
+      case 'vote':
+        return this.onVote(now, from, m);
+      case 'voteResp':
+        return this.onVoteResp(now, from, m);
+      case 'append':
+        return this.onAppend(now, from, m);
+      case 'appendResp':
+        return this.onAppendResp(now, from, m);
+      case 'snap':
+        return this.onSnap(now, from, m);
+      case 'snapResp':
+        return this.onSnapResp(now, from, m);
+    }
+  }
+
+  // --- elections ----------------------------------------------------------------------
+
+  private heardLeaderRecently(now: number): boolean {
+    return this.role === Role.Leader || (this.leader !== 0 && now - this.leaderContactAt < this.electionMs);
+  }
+
+  private resetElection(now: number): void {
+    this.electionAt = now + this.o.random(this.electionMs, 2 * this.electionMs);
+  }
+
+  private campaign(now: number, pre: boolean): void {
+    this.resetElection(now);
+    this.votes = new Set([this.id]);
+    if (pre) {
+      this.role = Role.PreCandidate;
+    } else {
+      this.stats.elections++;
+      this.role = Role.Candidate;
+      this.term++;
+      this.vote = this.id;
+      this.leader = 0;
+      this.o.disk.saveHard(this.term, this.vote);
+    }
+    if (this.hasQuorum(this.votes)) return pre ? this.campaign(now, false) : this.becomeLeader(now);
+    const req: RaftMsg = { t: 'vote', term: pre ? this.term + 1 : this.term, lastIndex: this.lastIndex, lastTerm: this.lastTerm, pre };
+    for (const id of this.others()) this.send(id, req);
+  }
+
+  private onVote(now: number, from: NodeId, m: Extract<RaftMsg, { t: 'vote' }>): void {
+    const upToDate = m.lastTerm > this.lastTerm || (m.lastTerm === this.lastTerm && m.lastIndex >= this.lastIndex);
+    let granted: boolean;
+    if (m.pre) granted = m.term > this.term && upToDate;
+    else {
+      granted = m.term === this.term && (this.vote === 0 || this.vote === from) && upToDate;
+      if (granted) {
+        this.vote = from;
+        this.o.disk.saveHard(this.term, this.vote);
+        this.resetElection(now);
+      }
+    }
+    this.send(from, { t: 'voteResp', term: granted ? m.term : this.term, granted, pre: m.pre });
+  }
+
+  private onVoteResp(now: number, from: NodeId, m: Extract<RaftMsg, { t: 'voteResp' }>): void {
+    if (!m.granted) return;
+    const want = this.role === Role.PreCandidate && m.pre ? this.term + 1 : this.role === Role.Candidate && !m.pre ? this.term : -1;
+    if (m.term !== want || !this.members.includes(from)) return;
+    this.votes.add(from);
+    if (!this.hasQuorum(this.votes)) return;
+    if (this.role === Role.PreCandidate) this.campaign(now, false);
+    else this.becomeLeader(now);
+  }
+
+  private becomeFollower(now: number, term: number, leader: NodeId): void {
+    const wasLeader = this.role === Role.Leader;
+    if (term > this.term) {
+      this.term = term;
+      this.vote = 0;
+      this.o.disk.saveHard(this.term, this.vote);
+    }
+    this.role = Role.Follower;
+    if (leader !== this.leader && leader !== 0) this.stats.leaderChanges++;
+    this.leader = leader;
+    if (leader !== 0) this.leaderContactAt = now;
+    this.progress.clear();
+    if (wasLeader) this.resetElection(now);
+  }
+
+  private becomeLeader(now: number): void {
+    this.role = Role.Leader;
+    this.leader = this.id;
+    this.stats.leaderChanges++;
+    this.progress.clear();
+    for (const id of this.others()) this.prog(id, now);
+    this.heartbeatAt = now;
+    this.quorumCheckAt = now + this.electionMs;
+    const e = this.appendLocal(new Uint8Array([EntryKind.Noop]));
+    this.termStart = e.index;
+    this.broadcast(now);
+    this.maybeCommit(now);
+  }
+
+  /** CheckQuorum (§6.2): a leader that has not heard from a majority in an election timeout steps down. */
+  private checkQuorum(now: number): void {
+    this.quorumCheckAt = now + this.electionMs;
+    const live = new Set([this.id]);
+    for (const [id, p] of this.progress) if (now - p.lastAck < this.electionMs) live.add(id);
+    if (!this.hasQuorum(live)) {
+      this.stats.stepDowns++;
+      this.becomeFollower(now, this.term, 0);
+    }
+  }
+
+  // --- replication --------------------------------------------------------------------
+
+  private others(): NodeId[] {
+    return this.members.filter((m) => m !== this.id);
+  }
+
+  private hasQuorum(set: Set<NodeId>): boolean {
+    const ms = this.members;
+    let n = 0;
+    for (const m of ms) if (set.has(m)) n++;
+    return n * 2 > ms.length;
+  }
+
+  private prog(id: NodeId, now: number): Progress {
+    let p = this.progress.get(id);
+    if (!p) {
+      p = { next: this.lastIndex + 1, match: 0, lastAck: now, matchAtBeat: 0 };
+      this.progress.set(id, p);
+    }
+    return p;
+  }
+
+  private appendLocal(cmd: Uint8Array): LogEntry {
+    const e: LogEntry = { term: this.term, index: this.lastIndex + 1, cmd };
+    this.log.push(e);
+    this.o.disk.append([e]);
+    this.noteConfig(e);
+    return e;
+  }
+
+  private noteConfig(e: LogEntry): void {
+    if (e.cmd[0] === EntryKind.Config) this.configs.push({ index: e.index, members: decodeConfig(e.cmd) });
+  }
+
+  private broadcast(now: number): void {
+    for (const id of this.others()) {
+      this.prog(id, now);
+      this.sendAppend(id, false);
+    }
+    this.maybeCommit(now);
+  }
+
+  /** Entries from the follower's next index, a datagram at a time, within the in-flight bound. */
+  private sendAppend(id: NodeId, heartbeat: boolean): void {
+    const p = this.progress.get(id)!;
+    if (p.next <= this.base) return this.sendSnapshot(id, p);
+    let sent = false;
+    for (let round = 0; round < 16; round++) {
+      const prevIndex = p.next - 1;
+      const entries: { term: number; cmd: Uint8Array }[] = [];
+      let bytes = 0;
+      for (let i = p.next; i <= this.lastIndex && p.next - p.match - 1 + entries.length < this.maxInflight; i++) {
+        const e = this.entryAt(i)!;
+        if (entries.length > 0 && bytes + e.cmd.length + 8 > this.maxAppendBytes) break;
+        entries.push({ term: e.term, cmd: e.cmd });
+        bytes += e.cmd.length + 8;
+      }
+      if (entries.length === 0 && (sent || !heartbeat)) break;
+      this.send(id, { t: 'append', term: this.term, prevIndex, prevTerm: this.termAt(prevIndex)!, commit: this.commit, entries });
+      sent = true;
+      p.next += entries.length;
+      if (entries.length === 0) break;
+    }
+  }
+
+  private sendSnapshot(id: NodeId, p: Progress): void {
+    const s = this.snap;
+    if (!s) throw new Error(`raft ${this.id}: log compacted to ${this.base} without a snapshot`);
+    if (!p.snap || p.snap.index !== s.index) {
+      p.snap = { index: s.index, offset: 0 };
+      this.stats.snapshotsSent++;
+    }
+    // A few chunks from the acknowledged offset; the heartbeat resends what was lost.
+    for (let off = p.snap.offset, n = 0; n < 8 && (off < s.data.length || (off === 0 && n === 0)); n++) {
+      const data = s.data.subarray(off, off + this.snapChunkBytes);
+      this.send(id, { t: 'snap', term: this.term, index: s.index, lastTerm: s.term, members: s.members, offset: off, total: s.data.length, data });
+      off += data.length;
+      if (data.length === 0) break;
+    }
+  }
+
+  private onAppend(now: number, from: NodeId, m: Extract<RaftMsg, { t: 'append' }>): void {
+    if (m.term < this.term) {
+      this.send(from, { t: 'appendResp', term: this.term, ok: false, index: 0 });
+      return;
+    }
+    if (this.role !== Role.Follower || this.leader !== from) this.becomeFollower(now, m.term, from);
+    this.leaderContactAt = now;
+    this.resetElection(now);
+    let prevIndex = m.prevIndex;
+    let prevTerm = m.prevTerm;
+    let entries = m.entries;
+    if (prevIndex < this.base) {
+      // Everything at or before our compaction point is committed, hence the leader's too.
+      const skip = this.base - prevIndex;
+      if (skip >= entries.length) {
+        this.send(from, { t: 'appendResp', term: this.term, ok: true, index: Math.max(this.commit, prevIndex + entries.length) });
+        return;
+      }
+      entries = entries.slice(skip);
+      prevIndex = this.base;
+      prevTerm = this.baseTerm;
+    }
+    if (prevIndex > this.lastIndex) {
+      this.send(from, { t: 'appendResp', term: this.term, ok: false, index: this.lastIndex });
+      return;
+    }
+    const have = this.termAt(prevIndex);
+    if (have !== prevTerm) {
+      // Skip back over the whole conflicting term in one round trip (§5.3 optimisation).
+      let i = prevIndex - 1;
+      while (i > this.base && i > this.commit && this.termAt(i) === have) i--;
+      this.send(from, { t: 'appendResp', term: this.term, ok: false, index: Math.max(i, this.commit) });
+      return;
+    }
+    let idx = prevIndex;
+    const fresh: LogEntry[] = [];
+    for (const e of entries) {
+      idx++;
+      if (fresh.length === 0 && idx <= this.lastIndex) {
+        if (this.termAt(idx) === e.term) continue;
+        if (idx <= this.commit) throw new Error(`raft ${this.id}: leader ${from} conflicts with committed index ${idx}`);
+        this.truncateFrom(idx);
+      }
+      fresh.push({ term: e.term, index: idx, cmd: e.cmd });
+    }
+    if (fresh.length) {
+      this.o.disk.append(fresh);
+      for (const e of fresh) {
+        this.log.push(e);
+        this.noteConfig(e);
+      }
+    }
+    const matched = prevIndex + entries.length;
+    if (m.commit > this.commit) this.setCommit(Math.min(m.commit, matched));
+    this.send(from, { t: 'appendResp', term: this.term, ok: true, index: matched });
+  }
+
+  private truncateFrom(index: number): void {
+    this.log.length = index - this.base - 1;
+    this.o.disk.truncate(index);
+    while (this.configs.length > 1 && this.configs[this.configs.length - 1].index >= index) this.configs.pop();
+  }
+
+  private onAppendResp(now: number, from: NodeId, m: Extract<RaftMsg, { t: 'appendResp' }>): void {
+    if (this.role !== Role.Leader || m.term !== this.term) return;
+    const p = this.progress.get(from);
+    if (!p) return;
+    p.lastAck = now;
+    if (m.ok) {
+      if (m.index > p.match) p.match = m.index;
+      if (p.next <= p.match) p.next = p.match + 1;
+      this.maybeCommit(now);
+    } else {
+      p.next = Math.max(p.match + 1, Math.min(p.next, m.index + 1));
+    }
+    if (this.role === Role.Leader && this.progress.has(from)) this.sendAppend(from, false);
+  }
+
+  private onSnap(now: number, from: NodeId, m: Extract<RaftMsg, { t: 'snap' }>): void {
+    if (m.term < this.term) {
+      this.send(from, { t: 'snapResp', term: this.term, index: m.index, offset: 0 });
+      return;
+    }
+    if (this.role !== Role.Follower || this.leader !== from) this.becomeFollower(now, m.term, from);
+    this.leaderContactAt = now;
+    this.resetElection(now);
+    if (m.index <= this.commit) {
+      // We already have it all: tell the leader where we are.
+      this.send(from, { t: 'snapResp', term: this.term, index: m.index, offset: m.total });
+      return;
+    }
+    if (!this.incoming || this.incoming.index !== m.index) {
+      // A transfer starts at offset 0; a late or duplicated first chunk does not restart one.
+      if (m.offset !== 0) return this.send(from, { t: 'snapResp', term: this.term, index: m.index, offset: 0 });
+      this.incoming = { index: m.index, term: m.lastTerm, members: m.members, parts: [], got: 0 };
+    }
+    const inc = this.incoming;
+    if (m.offset === inc.got && m.data.length > 0) {
+      inc.parts.push(m.data.slice());
+      inc.got += m.data.length;
+    }
+    if (inc.got >= m.total) {
+      const data = concat(inc.parts, inc.got);
+      this.incoming = undefined;
+      this.installSnapshot({ index: inc.index, term: inc.term, members: inc.members }, data);
+    }
+    this.send(from, { t: 'snapResp', term: this.term, index: m.index, offset: inc.got });
+  }
+
+  private installSnapshot(meta: SnapshotMeta, data: Uint8Array): void {
+    this.stats.snapshotsInstalled++;
+    this.o.sm.restore(data, meta.index);
+    this.snap = { ...meta, data };
+    this.o.disk.saveSnapshot(meta, data);
+    // Keep the log past the snapshot only if it agrees with it (§7: InstallSnapshot rule 6).
+    const keep = this.termAt(meta.index) === meta.term && meta.index <= this.lastIndex;
+    if (keep) this.log = this.log.slice(meta.index - this.base);
+    else this.log = [];
+    this.base = meta.index;
+    this.baseTerm = meta.term;
+    this.o.disk.compact(meta.index, meta.term, !keep);
+    this.configs = [{ index: meta.index, members: [...meta.members] }];
+    for (const e of this.log) this.noteConfig(e);
+    this.commit = this.applied = meta.index;
+  }
+
+  private onSnapResp(now: number, from: NodeId, m: Extract<RaftMsg, { t: 'snapResp' }>): void {
+    if (this.role !== Role.Leader || m.term !== this.term) return;
+    const p = this.progress.get(from);
+    if (!p) return;
+    p.lastAck = now;
+    if (m.offset >= (this.snap?.index === m.index ? this.snap.data.length : Infinity)) {
+      p.snap = undefined;
+      p.match = Math.max(p.match, m.index);
+      p.next = Math.max(p.next, m.index + 1);
+      this.maybeCommit(now);
+      this.sendAppend(from, false);
+    } else if (p.snap && p.snap.index === m.index && m.offset !== p.snap.offset) {
+      // The follower's offset is the truth (it may be behind what we sent, after losses).
+      p.snap.offset = m.offset;
+      this.sendSnapshot(from, p);
+    }
+  }
+
+  /** The highest index stored on a majority, if it is of this term (§5.4.2). */
+  private maybeCommit(now: number): void {
+    if (this.role !== Role.Leader) return;
+    const matches = this.members.map((m) => (m === this.id ? this.lastIndex : (this.progress.get(m)?.match ?? 0))).sort((a, b) => b - a);
+    const n = matches[Math.floor(matches.length / 2)];
+    if (n > this.commit && this.termAt(n) === this.term) this.setCommit(n);
+    // A leader whose removal is committed steps down (§4.2.2).
+    if (this.role === Role.Leader && !this.members.includes(this.id) && this.configIndex <= this.commit) {
+      this.stats.stepDowns++;
+      this.becomeFollower(now, this.term, 0);
+    }
+  }
+
+  private setCommit(n: number): void {
+    this.commit = n;
+    while (this.applied < this.commit) {
+      this.applied++;
+      this.o.sm.apply(this.entryAt(this.applied)!);
+    }
+    this.maybeCompact();
+  }
+
+  private maybeCompact(): void {
+    if (this.applied - this.base <= this.maxLogEntries) return;
+    const at = this.applied;
+    const members = [...this.configs].reverse().find((c) => c.index <= at)!.members;
+    const meta = { index: at, term: this.termAt(at)!, members };
+    const data = this.o.sm.snapshot();
+    this.snap = { ...meta, data };
+    this.o.disk.saveSnapshot(meta, data);
+    // Keep half the log behind the snapshot: a follower a little behind gets entries, not a snapshot.
+    const newBase = at - (this.maxLogEntries >> 1);
+    const newBaseTerm = this.termAt(newBase)!;
+    this.log = this.log.slice(newBase - this.base);
+    this.base = newBase;
+    this.baseTerm = newBaseTerm;
+    this.o.disk.compact(newBase, newBaseTerm, false);
+    let keepFrom = 0;
+    for (let i = 0; i < this.configs.length; i++) if (this.configs[i].index <= newBase) keepFrom = i;
+    if (keepFrom > 0) this.configs = this.configs.slice(keepFrom);
+  }
+
+  private send(to: NodeId, msg: RaftMsg): void {
+    this.outbox.push({ to, msg });
+  }
+}
+
+export function encodeConfig(members: NodeId[]): Uint8Array {
+  const out: number[] = [EntryKind.Config];
+  const push = (v: number): void => {
+    while (v >= 0x80) {
+      out.push((v % 128) | 0x80);
+      v = Math.floor(v / 128);
+    }
+    out.push(v);
+  };
+  push(members.length);
+  for (const m of members) push(m);
+  return new Uint8Array(out);
+}
+
+export function decodeConfig(cmd: Uint8Array): NodeId[] {
+  const out: NodeId[] = [];
+  let pos = 1;
+  const next = (): number => {
+    let v = 0;
+    let mul = 1;
+    for (;;) {
+      if (pos >= cmd.length) throw new Error('config entry truncated');
+      const b = cmd[pos++];
+      v += (b & 0x7f) * mul;
+      if (b < 0x80) return v;
+      mul *= 128;
+    }
+  };
+  const n = next();
+  for (let i = 0; i < n; i++) out.push(next());
+  return out;
+}
+
+function concat(parts: Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}

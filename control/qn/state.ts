@@ -1,0 +1,278 @@
+/**
+ * The replicated state of a QN domain: its registers and QSCS entanglement groups, and the
+ * deterministic collapse of one candidate (docs/PROTOCOL.md §11).
+ *
+ * A candidate is a list of deltas on one or more registers. Collapse checks all of them
+ * against the committed state first and applies them only if every check passes, so a
+ * multi-register candidate commits atomically or is rejected as a whole, and every member
+ * decides the same way because it applies the same log in the same order.
+ */
+import { Reader, Writer } from '../../transport/wire/buffer.js';
+import { DeltaOp, readDelta, writeDelta, validateDelta, type Delta } from '../../transport/wire/delta.js';
+import { MAX_REGISTER_NAME_LEN } from '../../transport/wire/constants.js';
+import { Murmur3, murmur3 } from '../core/hash.js';
+import { MapState } from '../core/register/map.js';
+import { StreamState } from '../core/register/stream.js';
+import type { RegisterKind } from '../core/register/state.js';
+import { EntryKind, type LogEntry, type StateMachine } from './raft.js';
+
+export interface DomainRegisterSpec {
+  name: string;
+  kind: RegisterKind;
+}
+
+export interface GroupSpec {
+  name: string;
+  registers: string[];
+}
+
+export interface CandidateOp {
+  register: string;
+  delta: Delta;
+}
+
+/** A candidate's identity: the member that proposed it and its sequence number there. */
+export interface Candidate {
+  origin: number;
+  seq: number;
+  ops: CandidateOp[];
+}
+
+/** Why collapse rejects a candidate. 1-3 are the delta reasons (RejectReason). */
+export enum CollapseReject {
+  CasMismatch = 1,
+  AppendOffset = 2,
+  WrongKind = 3,
+  UnknownRegister = 4,
+  /** Two deltas of one candidate on the same key: ambiguous, refused. */
+  DuplicateKey = 5,
+}
+
+export const COLLAPSE_REJECT_NAMES: Record<CollapseReject, string> = {
+  [CollapseReject.CasMismatch]: 'cas-version-mismatch',
+  [CollapseReject.AppendOffset]: 'append-offset-mismatch',
+  [CollapseReject.WrongKind]: 'wrong-register-kind',
+  [CollapseReject.UnknownRegister]: 'unknown-register',
+  [CollapseReject.DuplicateKey]: 'duplicate-key-in-candidate',
+};
+
+/** Outcomes kept per origin, so a retried candidate gets its first outcome back (dissertation §6.3). */
+export const OUTCOME_WINDOW = 4096;
+
+export interface Collapsed {
+  index: number;
+  candidate: Candidate;
+  /** 0: committed; else why rejected. */
+  outcome: CollapseReject | 0;
+  /** A retry of a candidate already decided: nothing applied, `outcome` is the first decision. */
+  duplicate: boolean;
+}
+
+interface Reg {
+  kind: RegisterKind;
+  state: MapState | StreamState;
+  /** Collapses that changed this register. */
+  version: number;
+}
+
+export class DomainState implements StateMachine {
+  index = 0;
+  readonly registers = new Map<string, Reg>();
+  readonly groups = new Map<string, { registers: string[]; version: number }>();
+  private outcomes = new Map<number, Map<number, number>>();
+  /** Every applied entry is reported here, in log order. */
+  onCollapse: ((c: Collapsed) => void) | undefined;
+
+  constructor(
+    readonly seed: number,
+    readonly specs: DomainRegisterSpec[],
+    readonly groupSpecs: GroupSpec[],
+  ) {
+    this.reset();
+  }
+
+  private reset(): void {
+    this.index = 0;
+    this.registers.clear();
+    this.groups.clear();
+    this.outcomes.clear();
+    for (const s of this.specs) {
+      const rseed = this.seed ^ murmur3(0x5350_0011, new TextEncoder().encode(s.name));
+      this.registers.set(s.name, { kind: s.kind, state: s.kind === 'map' ? new MapState(rseed) : new StreamState(rseed), version: 0 });
+    }
+    for (const g of this.groupSpecs) this.groups.set(g.name, { registers: [...g.registers], version: 0 });
+  }
+
+  /** The committed (index, hash) every member must agree on. */
+  digest(): { index: number; hi: number; lo: number } {
+    const hi = new Murmur3().reset(this.seed);
+    const lo = new Murmur3().reset(~this.seed);
+    for (const [name, r] of this.registers) {
+      const n = new TextEncoder().encode(name);
+      for (const m of [hi, lo]) m.updateU32(n.length).update(n).updateU32(r.version).updateU32(r.state.hash.hi).updateU32(r.state.hash.lo);
+    }
+    return { index: this.index, hi: hi.digest(), lo: lo.digest() };
+  }
+
+  outcomeOf(origin: number, seq: number): number | undefined {
+    return this.outcomes.get(origin)?.get(seq);
+  }
+
+  apply(e: LogEntry): void {
+    this.index = e.index;
+    if (e.cmd[0] !== EntryKind.App) return;
+    let c: Candidate;
+    try {
+      c = decodeCandidate(e.cmd);
+    } catch {
+      return; // leaders validate before appending; a bad entry changes nothing anywhere
+    }
+    const prior = this.outcomeOf(c.origin, c.seq);
+    if (prior !== undefined) {
+      this.onCollapse?.({ index: e.index, candidate: c, outcome: prior, duplicate: true });
+      return;
+    }
+    const outcome = this.check(c.ops);
+    if (outcome === 0) this.commit(c.ops);
+    let seen = this.outcomes.get(c.origin);
+    if (!seen) this.outcomes.set(c.origin, (seen = new Map()));
+    seen.set(c.seq, outcome);
+    if (seen.size > OUTCOME_WINDOW) seen.delete(Math.min(...seen.keys()));
+    this.onCollapse?.({ index: e.index, candidate: c, outcome, duplicate: false });
+  }
+
+  /** All checks before any write: the candidate is atomic. */
+  check(ops: CandidateOp[]): CollapseReject | 0 {
+    const keys = new Map<string, Set<string>>();
+    const streamLen = new Map<string, number>();
+    for (const { register, delta } of ops) {
+      const r = this.registers.get(register);
+      if (!r) return CollapseReject.UnknownRegister;
+      if (r.state instanceof StreamState) {
+        if (delta.op !== DeltaOp.Append) return CollapseReject.WrongKind;
+        const len = streamLen.get(register) ?? r.state.size();
+        if (delta.offset !== len) return CollapseReject.AppendOffset;
+        streamLen.set(register, len + delta.data.length);
+        continue;
+      }
+      if (delta.op === DeltaOp.Append) return CollapseReject.WrongKind;
+      let ks = keys.get(register);
+      if (!ks) keys.set(register, (ks = new Set()));
+      const k = Buffer.from(delta.key).toString('latin1');
+      if (ks.has(k)) return CollapseReject.DuplicateKey;
+      ks.add(k);
+      const why = r.state.check(delta);
+      if (why !== 0) return why as number as CollapseReject;
+    }
+    return 0;
+  }
+
+  private commit(ops: CandidateOp[]): void {
+    const touched = new Set<string>();
+    for (const { register } of ops) touched.add(register);
+    for (const name of touched) this.registers.get(name)!.version++;
+    for (const { register, delta } of ops) {
+      const r = this.registers.get(register)!;
+      r.state.apply(delta, r.version);
+    }
+    for (const g of this.groups.values()) if (g.registers.some((n) => touched.has(n))) g.version++;
+  }
+
+  snapshot(): Uint8Array {
+    const w = new Writer(1024);
+    w.varint(this.index);
+    w.varint(this.registers.size);
+    for (const [name, r] of this.registers) {
+      w.lenBytes(new TextEncoder().encode(name)).u8(r.kind === 'map' ? 1 : 2).varint(r.version);
+      if (r.state instanceof MapState) {
+        w.varint(r.state.size());
+        for (const e of r.state.values()) w.lenBytes(e.key).varint(e.version).lenBytes(e.value);
+      } else {
+        w.lenBytes(r.state.read(0, r.state.size()));
+      }
+    }
+    w.varint(this.groups.size);
+    for (const [name, g] of this.groups) w.lenBytes(new TextEncoder().encode(name)).varint(g.version);
+    w.varint(this.outcomes.size);
+    for (const [origin, m] of this.outcomes) {
+      w.varint(origin).varint(m.size);
+      for (const [seq, o] of m) w.varint(seq).u8(o);
+    }
+    return w.finish();
+  }
+
+  restore(data: Uint8Array, index: number): void {
+    this.reset();
+    const r = new Reader(data);
+    this.index = r.varint('snapshot.index');
+    if (this.index !== index) throw new Error(`snapshot is of index ${this.index}, expected ${index}`);
+    const nreg = r.varint('snapshot.registers');
+    for (let i = 0; i < nreg; i++) {
+      const name = new TextDecoder().decode(r.lenBytes('register.name', MAX_REGISTER_NAME_LEN));
+      const kind = r.u8('register.kind');
+      const version = r.varint('register.version');
+      const reg = this.registers.get(name);
+      if (!reg || (kind === 1) !== (reg.kind === 'map')) throw new Error(`snapshot register ${name} does not match this domain's configuration`);
+      reg.version = version;
+      if (reg.state instanceof MapState) {
+        const n = r.varint('register.entries');
+        for (let j = 0; j < n; j++) {
+          const key = r.lenBytes('entry.key', 1 << 16).slice();
+          const v = r.varint('entry.version');
+          reg.state.put(key, r.lenBytes('entry.value', 1 << 24).slice(), v);
+        }
+      } else reg.state.appendBytes(r.lenBytes('register.bytes', 2 ** 40).slice());
+    }
+    const ng = r.varint('snapshot.groups');
+    for (let i = 0; i < ng; i++) {
+      const name = new TextDecoder().decode(r.lenBytes('group.name', MAX_REGISTER_NAME_LEN));
+      const version = r.varint('group.version');
+      const g = this.groups.get(name);
+      if (g) g.version = version;
+    }
+    const no = r.varint('snapshot.origins');
+    for (let i = 0; i < no; i++) {
+      const origin = r.varint('origin');
+      const n = r.varint('origin.outcomes');
+      const m = new Map<number, number>();
+      for (let j = 0; j < n; j++) m.set(r.varint('outcome.seq'), r.u8('outcome'));
+      this.outcomes.set(origin, m);
+    }
+    r.expectEnd('snapshot');
+  }
+
+  /** Bytes a full copy of the registers would take (the baseline catch-up is measured against). */
+  fullStateBytes(): number {
+    let n = 0;
+    for (const r of this.registers.values()) n += r.state.fullTransferBytes();
+    return n;
+  }
+}
+
+export function encodeCandidate(c: Candidate): Uint8Array {
+  const w = new Writer(64);
+  w.u8(EntryKind.App).varint(c.origin).varint(c.seq).varint(c.ops.length);
+  for (const op of c.ops) {
+    w.lenBytes(new TextEncoder().encode(op.register));
+    writeDelta(w, op.delta);
+  }
+  return w.finish();
+}
+
+export function decodeCandidate(cmd: Uint8Array): Candidate {
+  const r = new Reader(cmd);
+  if (r.u8('entry.kind') !== EntryKind.App) throw new Error('not a candidate entry');
+  const origin = r.varint('candidate.origin');
+  const seq = r.varint('candidate.seq');
+  const n = r.varint('candidate.ops');
+  if (n === 0 || n > 256) throw new Error(`candidate.ops: ${n} (1-256)`);
+  const ops: CandidateOp[] = [];
+  for (let i = 0; i < n; i++) {
+    const register = new TextDecoder().decode(r.lenBytes('candidate.register', MAX_REGISTER_NAME_LEN));
+    const delta = readDelta(r, 'candidate.delta');
+    validateDelta(delta);
+    ops.push({ register, delta });
+  }
+  r.expectEnd('candidate');
+  return { origin, seq, ops };
+}
