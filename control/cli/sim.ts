@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { runSim, SIM_DEFAULTS, type SimOptions } from '../sim/run.js';
 import { runSeeds } from '../sim/batch.js';
+import { DOMAIN_SIM_DEFAULTS, runDomainSeeds, runDomainSim, type DomainSimOptions } from '../sim/domain.js';
 import { intArg, probArg } from './args.js';
 
 interface Opts {
@@ -16,6 +17,12 @@ interface Opts {
   ops: number;
   logRecords?: number;
   json: boolean;
+  nodes?: number;
+  partitions: boolean;
+  crashes: boolean;
+  skew: boolean;
+  membership: boolean;
+  maxLog?: number;
 }
 
 export function simCommand(): Command {
@@ -36,7 +43,21 @@ export function simCommand(): Command {
     .option('--ops <n>', 'proposals per endpoint', intArg('--ops', 1), SIM_DEFAULTS.ops)
     .option('--log-records <n>', 'delta log bound in records (default: drawn per seed from 8, 32, 4096)', intArg('--log-records', 1))
     .option('--json', 'print one JSON object', false)
+    .option('--nodes <n>', 'simulate a QN domain of N members (Raft) instead of one pair', intArg('--nodes', 1))
+    .option('--partitions', 'domains: split the members (minority | majority) 1-3 times', false)
+    .option('--crashes', 'domains: crash members (all but their disk lost) and restart them', false)
+    .option('--no-skew', 'domains: run every member clock at the same rate (default: ±10% rates and offsets)')
+    .option('--membership', 'domains: remove one member and add a fresh one during the run', false)
+    .option('--max-log <n>', 'domains: Raft log bound before a snapshot (default: drawn per seed from 16, 64, 100000)', intArg('--max-log', 8))
+    .addHelpText(
+      'after',
+      '\nWith --nodes N the run is a QN domain: per seed it checks that members apply identical entries at every index\n' +
+        '(prefixes of one history), that no commit reported to a proposer is lost, that every candidate ends committed or\n' +
+        'rejected, and that all members converge to the same (index, hash) after the faults heal. --cuts then cuts single\n' +
+        'links, which forces relaying through another member.',
+    )
     .action((o: Opts) => {
+      if (o.nodes !== undefined) return runDomain(o);
       const opts: Omit<SimOptions, 'seed' | 'trace'> = {
         ...SIM_DEFAULTS,
         loss: o.loss,
@@ -71,4 +92,44 @@ export function simCommand(): Command {
       }
       process.exitCode = s.failedSeeds.length === 0 ? 0 : 1;
     });
+}
+
+function runDomain(o: Opts): void {
+  const opts: Omit<DomainSimOptions, 'seed' | 'trace'> = {
+    ...DOMAIN_SIM_DEFAULTS,
+    nodes: o.nodes!,
+    loss: o.loss,
+    dup: o.dup,
+    reorder: o.reorder,
+    cuts: o.cuts,
+    partitions: o.partitions,
+    crashes: o.crashes,
+    skew: o.skew,
+    membership: o.membership,
+    ops: o.ops,
+    maxLogEntries: o.maxLog,
+  };
+  if (o.seed !== undefined) {
+    const r = runDomainSim({ ...opts, seed: o.seed, trace: o.json ? undefined : (line) => console.log(line) });
+    if (o.json) console.log(JSON.stringify(r, null, 2));
+    else {
+      console.log('');
+      console.log(`seed ${r.seed}: ${r.violations.length === 0 ? 'OK' : 'FAILED'} — ${r.nodes} members converged ${r.converged} at index ${r.index} hash ${r.hash}`);
+      console.log(`  committed ${r.committed}, rejected ${r.rejected}, refused ${r.refused}; ${r.partitions} partitions, ${r.crashes} crashes, ${r.leaderChanges} leader changes, ${r.snapshots} snapshots installed, ${r.relayed} relayed`);
+      for (const v of r.violations) console.log(`  VIOLATION ${v}`);
+    }
+    process.exitCode = r.violations.length === 0 ? 0 : 1;
+    return;
+  }
+  const s = runDomainSeeds(o.seeds, o.seedBase, opts, o.json ? undefined : (r) => {
+    if (r.violations.length > 0) console.error(`seed ${r.seed} FAILED: ${r.violations[0]}`);
+  });
+  if (o.json) console.log(JSON.stringify(s, null, 2));
+  else {
+    console.log(`seeds ${s.seeds} (from ${s.seedBase}), ${s.nodes} members: converged ${s.converged}, failed ${s.failedSeeds.length}`);
+    console.log(`committed ${s.committed}, rejected ${s.rejected}, refused ${s.refused}; ${s.partitions} partitions, ${s.crashes} crashes, ${s.leaderChanges} leader changes, ${s.snapshots} snapshots, ${s.relayed} relayed`);
+    console.log(`${s.datagrams} datagrams, ${s.bytesSent} bytes; ${s.wallMs} ms wall`);
+    if (s.failedSeeds.length > 0) console.log(`failed seeds: ${s.failedSeeds.slice(0, 20).join(' ')}  (replay: spook sim --nodes ${s.nodes} --seed S ...same options)`);
+  }
+  process.exitCode = s.failedSeeds.length === 0 ? 0 : 1;
 }

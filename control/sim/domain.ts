@@ -32,7 +32,11 @@ export interface DomainSimOptions {
   reorder: number;
   minDelayMs: number;
   maxDelayMs: number;
+  /** Split the members in two (minority | majority) for a while, 1-3 times. */
   partitions: boolean;
+  /** Cut single links (non-transitive), 1-3 times: traffic must be relayed. */
+  cuts: boolean;
+  /** Crash members (everything but the disk is lost) and restart them, 1-2 times. */
   crashes: boolean;
   /** Per-member clock rate (±10%) and offset. */
   skew: boolean;
@@ -42,6 +46,11 @@ export interface DomainSimOptions {
   ops: number;
   workloadMs: number;
   settleMs: number;
+  /**
+   * Probability per proposal of corrupting one member's kv entry in memory: a fault Raft
+   * does not repair (state machines are trusted); the checker must report it.
+   */
+  corrupt?: number;
   /** Raft log bound; small values force snapshots. Omit to draw per seed. */
   maxLogEntries?: number;
   trace?: (line: string) => void;
@@ -55,6 +64,7 @@ export const DOMAIN_SIM_DEFAULTS: Omit<DomainSimOptions, 'seed'> = {
   minDelayMs: 1,
   maxDelayMs: 20,
   partitions: true,
+  cuts: true,
   crashes: true,
   skew: true,
   membership: false,
@@ -266,6 +276,10 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
       const d: Delta = { op: DeltaOp.Append, offset: log.size(), data };
       ops = [{ register: 'log', delta: d }, { register: 'meta', delta: { op: DeltaOp.Set, key, value: data.subarray(0, 4) } }];
     }
+    if (o.corrupt && rng.chance(o.corrupt)) {
+      kv.put(rng.pick(KEYS).slice(), rng.bytes(3), 999_999);
+      trace?.(`${fmt(now)} FAULT: n${m.id} kv corrupted in memory`);
+    }
     const r = node.propose(local(m, now), ops);
     if ('refused' in r) {
       refused++;
@@ -290,28 +304,32 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
     }
   };
   if (o.partitions) {
-    const count = rng.int(1, 3);
-    for (let i = 0; i < count; i++) {
+    // A minority or a majority (the other side of the split) is cut off, then heals.
+    for (let i = 0, n = rng.int(1, 3); i < n; i++) {
       const t0 = rng.int(200, o.workloadMs);
       const len = rng.int(300, 4000);
-      const kind = rng.int(0, 2);
       at(t0, () => {
         partitions++;
-        if (kind === 2) {
-          // One link only: the two ends keep talking through a relay.
-          const a = rng.pick(ids);
-          const b = rng.pick(ids.filter((x) => x !== a));
-          trace?.(`${fmt(now)} FAULT: link n${a}-n${b} cut for ${len} ms`);
-          setLinks([a], [b], false);
-          at(now + len, () => setLinks([a], [b], true));
-          return;
-        }
         const shuffled = [...allIds].sort(() => rng.float() - 0.5);
         const minority = shuffled.slice(0, Math.max(1, Math.floor((o.nodes - 1) / 2)));
         const rest = allIds.filter((x) => !minority.includes(x));
         trace?.(`${fmt(now)} FAULT: partition {${minority.join(',')}} | {${rest.join(',')}} for ${len} ms`);
         setLinks(minority, rest, false);
         at(now + len, () => setLinks(minority, rest, true));
+      });
+    }
+  }
+  if (o.cuts) {
+    // One link only (non-transitive): the two ends keep talking through a relay member.
+    for (let i = 0, n = rng.int(1, 3); i < n; i++) {
+      const t0 = rng.int(200, o.workloadMs);
+      const len = rng.int(300, 6000);
+      at(t0, () => {
+        const a = rng.pick(ids);
+        const b = rng.pick(ids.filter((x) => x !== a));
+        trace?.(`${fmt(now)} FAULT: link n${a}-n${b} cut for ${len} ms`);
+        setLinks([a], [b], false);
+        at(now + len, () => setLinks([a], [b], true));
       });
     }
   }
@@ -456,4 +474,57 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+/** Many seeds of runDomainSim, summarised the way `spook sim --nodes N --json` prints them. */
+export interface DomainSimSummary {
+  seeds: number;
+  seedBase: number;
+  nodes: number;
+  converged: number;
+  failedSeeds: number[];
+  failures: { seed: number; violations: string[] }[];
+  committed: number;
+  rejected: number;
+  unknown: number;
+  refused: number;
+  partitions: number;
+  crashes: number;
+  leaderChanges: number;
+  snapshots: number;
+  relayed: number;
+  datagrams: number;
+  bytesSent: number;
+  wallMs: number;
+  options: Omit<DomainSimOptions, 'seed' | 'trace'>;
+}
+
+const SUMMED = ['committed', 'rejected', 'unknown', 'refused', 'partitions', 'crashes', 'leaderChanges', 'snapshots', 'relayed', 'datagrams', 'bytesSent'] as const;
+
+export function runDomainSeeds(count: number, seedBase: number, opts: Omit<DomainSimOptions, 'seed' | 'trace'>, onResult?: (r: DomainSimResult) => void): DomainSimSummary {
+  const t0 = performance.now();
+  const s: DomainSimSummary = {
+    seeds: 0,
+    seedBase,
+    nodes: opts.nodes,
+    converged: 0,
+    failedSeeds: [],
+    failures: [],
+    ...(Object.fromEntries(SUMMED.map((k) => [k, 0])) as Record<(typeof SUMMED)[number], number>),
+    wallMs: 0,
+    options: opts,
+  };
+  for (let seed = seedBase; seed < seedBase + count; seed++) {
+    const r = runDomainSim({ ...opts, seed });
+    s.seeds++;
+    if (r.converged) s.converged++;
+    for (const k of SUMMED) s[k] += r[k];
+    if (r.violations.length > 0) {
+      s.failedSeeds.push(seed);
+      if (s.failures.length < 5) s.failures.push({ seed, violations: r.violations.slice(0, 5) });
+    }
+    onResult?.(r);
+  }
+  s.wallMs = Math.round(performance.now() - t0);
+  return s;
 }
