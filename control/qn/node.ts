@@ -116,6 +116,9 @@ export class DomainNode {
       },
       now,
     );
+    // A bootstrap member that restarts with its removal in its log is still one that was removed.
+    this.wasMember = o.members.includes(o.id);
+    for (const m of o.members) this.everMember.add(m);
     this.linkTimeoutMs = 3 * this.raft.heartbeatMs;
     this.retryMs = Math.max(this.raft.heartbeatMs * 2, this.raft.electionMs / 2);
   }
