@@ -5,19 +5,19 @@
 import { Command } from 'commander';
 import { AdminClient, DaemonNotRunning, DEFAULT_SOCKET } from '../client/admin-client.js';
 
-interface Common {
+export interface Common {
   socket: string;
   json: boolean;
   peer?: string;
 }
 
-function withSocket(c: Command, json = true): Command {
+export function withSocket(c: Command, json = true): Command {
   c.option('-s, --socket <path>', 'spookd admin socket', process.env.SPOOK_SOCKET ?? DEFAULT_SOCKET);
   if (json) c.option('--json', 'print JSON', false);
   return c;
 }
 
-async function call<T>(o: Common, cmd: string, args: Record<string, unknown> = {}): Promise<T> {
+export async function call<T>(o: Common, cmd: string, args: Record<string, unknown> = {}): Promise<T> {
   let client: AdminClient;
   try {
     client = await AdminClient.connect(o.socket);
@@ -38,14 +38,14 @@ async function call<T>(o: Common, cmd: string, args: Record<string, unknown> = {
   }
 }
 
-function table(rows: Record<string, unknown>[], cols: string[]): string {
+export function table(rows: Record<string, unknown>[], cols: string[]): string {
   const cell = (v: unknown): string => (v === null || v === undefined ? '-' : typeof v === 'object' ? JSON.stringify(v) : String(v));
   const widths = cols.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]).length)));
   const line = (vals: string[]): string => vals.map((v, i) => v.padEnd(widths[i])).join('  ').trimEnd();
   return [line(cols.map((c) => c.toUpperCase())), ...rows.map((r) => line(cols.map((c) => cell(r[c]))))].join('\n');
 }
 
-const out = (o: Common, v: unknown, human: () => string): void => {
+export const out = (o: Common, v: unknown, human: () => string): void => {
   process.stdout.write(`${o.json ? JSON.stringify(v, null, 2) : human()}\n`);
 };
 

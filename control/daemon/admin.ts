@@ -16,6 +16,7 @@ import { MapState } from '../core/register/map.js';
 import { StreamState } from '../core/register/stream.js';
 import { encodeKey } from './keys.js';
 import type { PeerLink, Spookd } from './spookd.js';
+import { DOMAIN_COMMANDS, runDomainCommand } from './admin-domain.js';
 
 export interface AdminRequest {
   id: number;
@@ -234,7 +235,8 @@ export class AdminServer {
         return STREAMING;
       }
       default:
-        throw new Error(`unknown command ${JSON.stringify(req.cmd)} (status, pairs, pair, registers, xdp, get, set, cas, del, append, watch, events)`);
+        if (DOMAIN_COMMANDS.includes(req.cmd)) return runDomainCommand(d, req.cmd, args, cleanups);
+        throw new Error(`unknown command ${JSON.stringify(req.cmd)} (status, pairs, pair, registers, xdp, get, set, cas, del, append, watch, events, ${DOMAIN_COMMANDS.join(', ')})`);
     }
   }
 

@@ -36,6 +36,34 @@ const peer = z
   })
   .strict();
 
+const domainName = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - (1-64)');
+
+/** A QN domain this node is a member of (docs/OPERATIONS.md, "Domains"). */
+const domain = z
+  .object({
+    name: domainName,
+    /** The other members, by peer name; this node is always a member. Every member must list the same set. */
+    members: z.array(z.string()).min(1),
+    registers: z
+      .array(z.object({ name: register.shape.name, kind: z.enum(['map', 'stream']) }).strict())
+      .min(1),
+    /**
+     * This node joins a running domain (etcd's initial-cluster-state=existing): it starts as a
+     * non-member and waits for a leader to add it (`spook domain member add`).
+     */
+    join: z.boolean().default(false),
+    /** QSCS entanglement groups: registers whose candidates collapse together (one group version). */
+    groups: z.array(z.object({ name: domainName, registers: z.array(z.string()).min(1) }).strict()).default([]),
+    /** While this member cannot reach a majority: keep new candidates (up to maxPending) or refuse them. */
+    policy: z.enum(['buffer', 'refuse']).default('buffer'),
+    maxPending: z.number().int().min(1).max(65536).default(1024),
+    electionMs: z.number().int().min(100).default(1000),
+    heartbeatMs: z.number().int().min(10).default(100),
+    /** Raft log entries kept before a snapshot (half are kept after it, for cheap catch-up). */
+    maxLogEntries: z.number().int().min(16).default(100_000),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     listen: hostPort,
@@ -71,6 +99,7 @@ export const configSchema = z
     violationLimit: z.number().int().min(1).default(100),
     peers: z.array(peer).min(1),
     registers: z.array(register).min(1),
+    domains: z.array(domain).default([]),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -85,6 +114,20 @@ export const configSchema = z
     dup(c.peers, (p) => p.name, 'peers');
     dup(c.peers, (p) => p.publicKey, 'peers');
     dup(c.registers, (r) => r.name, 'registers');
+    dup(c.domains, (d) => d.name, 'domains');
+    const peers = new Set(c.peers.map((p) => p.name));
+    c.domains.forEach((d, i) => {
+      d.members.forEach((m, j) => {
+        if (!peers.has(m)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['domains', i, 'members', j], message: `no peer named ${JSON.stringify(m)} (a member must be a configured peer)` });
+      });
+      const regs = new Set(d.registers.map((r) => r.name));
+      d.groups.forEach((g, j) =>
+        g.registers.forEach((r, k) => {
+          if (!regs.has(r)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['domains', i, 'groups', j, 'registers', k], message: `no register named ${JSON.stringify(r)} in domain ${d.name}` });
+        }),
+      );
+      if (d.heartbeatMs * 3 > d.electionMs) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['domains', i, 'heartbeatMs'], message: `must be at most a third of electionMs (${d.electionMs})` });
+    });
   });
 
 export type SpookdConfig = z.infer<typeof configSchema>;

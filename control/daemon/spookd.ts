@@ -27,6 +27,8 @@ import { parseHostPort, type SpookdConfig } from './config.js';
 import { AdminServer } from './admin.js';
 import { Metrics } from './metrics.js';
 import { FastPath } from './fastpath.js';
+import { DomainHost } from './domains.js';
+import { QN_MSG_TYPE } from '../qn/codec.js';
 
 /** Re-handshake this often (fresh keys, as WireGuard's REKEY_AFTER_TIME). */
 export const REKEY_AFTER_MS = 120_000;
@@ -70,6 +72,8 @@ export class Spookd {
   readonly fastPath: FastPath;
   private readonly startedAt = performance.now();
   readonly subscribers = new Set<(link: PeerLink, ev: SpookEvent) => void>();
+  /** QN domains by name; their messages ride the pair sessions. */
+  readonly domains = new Map<string, DomainHost>();
 
   constructor(
     readonly cfg: SpookdConfig,
@@ -157,6 +161,7 @@ export class Spookd {
       log.info({ peer: p.name, role: link.pair.role }, 'pair configured');
       this.links.set(p.name, link);
     }
+    for (const dc of cfg.domains) this.domains.set(dc.name, new DomainHost(dc, key.publicKey, peers, cfg.dataDir, cfg.fsync, log, this.now()));
   }
 
   now(): number {
@@ -213,6 +218,7 @@ export class Spookd {
     await new Promise<void>((resolve) => (this.socket ? this.socket.close(() => resolve()) : resolve()));
     this.fastPath.stop();
     for (const link of this.links.values()) link.store.close();
+    for (const dom of this.domains.values()) dom.close();
     this.log.info('stopped');
   }
 
@@ -246,10 +252,36 @@ export class Spookd {
       // The first data frame on a session we answered: it is now the one we send on.
       this.adopt(link, opened.session, now);
     }
+    if (opened.payload[0] === QN_MSG_TYPE) {
+      this.onDomainPayload(now, link, opened.payload);
+      this.schedule();
+      return;
+    }
     link.pair.handlePayload(now, frame.header.packetNumber, opened.payload, buf.length);
     this.checkViolations(link, now);
     this.pump(link);
     this.schedule();
+  }
+
+  private onDomainPayload(now: number, link: PeerLink, payload: Uint8Array): void {
+    const id = payload.length >= 5 ? ((payload[1] << 24) | (payload[2] << 16) | (payload[3] << 8) | payload[4]) >>> 0 : -1;
+    const dom = [...this.domains.values()].find((d) => d.id === id);
+    const from = dom?.idOf.get(link.name);
+    if (!dom || from === undefined) {
+      this.drop('unknown-domain', { peer: link.name });
+      return;
+    }
+    dom.node.handleDatagram(now, from, payload);
+    this.pumpDomain(dom);
+  }
+
+  /** Send a domain's messages on the pair sessions (dropped while a peer has none: Raft resends). */
+  pumpDomain(dom: DomainHost): void {
+    dom.drain((peer, payload) => {
+      const link = this.links.get(peer);
+      if (!link?.session || !link.addr) return;
+      this.socket?.send(link.session.seal(payload), link.addr.port, link.addr.address);
+    });
   }
 
   private onHandshake(now: number, type: FrameType, pairId: number, payload: Uint8Array, rinfo: RemoteInfo): void {
@@ -356,6 +388,10 @@ export class Spookd {
       if (t !== undefined && t <= now) link.pair.handleTimeout(now);
       this.pump(link);
     }
+    for (const dom of this.domains.values()) {
+      if (dom.node.pollTimeout() <= now) dom.node.handleTimeout(now);
+      this.pumpDomain(dom);
+    }
     this.schedule();
   }
 
@@ -369,6 +405,7 @@ export class Spookd {
       if (t !== undefined) next = Math.min(next, t);
       if (!link.session && link.addr) next = Math.min(next, Math.max(link.lastInitAt + HANDSHAKE_RETRY_MS, this.startedAt + MEMBER2_FIRST_CONTACT_DELAY_MS));
     }
+    for (const dom of this.domains.values()) next = Math.min(next, dom.node.pollTimeout());
     this.timer = setTimeout(() => this.tick(), Math.max(0, Math.ceil(next - now)));
   }
 
@@ -380,6 +417,21 @@ export class Spookd {
     const l = this.links.get(peer);
     if (!l) throw new Error(`no peer named ${peer} (configured: ${[...this.links.keys()].join(', ')})`);
     return l;
+  }
+
+  domain(name: string | undefined): DomainHost {
+    if (name === undefined) {
+      if (this.domains.size === 1) return [...this.domains.values()][0];
+      throw new Error(this.domains.size === 0 ? 'no domains are configured' : `several domains are configured (${[...this.domains.keys()].join(', ')}): name one with --domain`);
+    }
+    const d = this.domains.get(name);
+    if (!d) throw new Error(`no domain named ${name} (configured: ${[...this.domains.keys()].join(', ') || 'none'})`);
+    return d;
+  }
+
+  kickDomain(dom: DomainHost): void {
+    this.pumpDomain(dom);
+    this.schedule();
   }
 
   /** After a local proposal: collapse/send at once rather than at the next timer. */

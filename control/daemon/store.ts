@@ -250,7 +250,7 @@ function encodeSnapshot(replica: Replica): Uint8Array {
   return out;
 }
 
-function writeAtomic(path: string, data: Uint8Array, dir: string): void {
+export function writeAtomic(path: string, data: Uint8Array, dir: string): void {
   const tmp = `${path}.tmp`;
   const fd = openSync(tmp, 'w', 0o600);
   try {

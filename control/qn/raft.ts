@@ -160,6 +160,15 @@ export class Raft {
     this.log = st.entries.slice();
     this.configs = [{ index: 0, members: [...o.initialMembers] }];
     if (st.snapshot) {
+      // A crash between saving a snapshot and compacting the log can leave a log that the
+      // snapshot covers entirely, or one that disagrees with it: the snapshot wins (§7).
+      const s = st.snapshot;
+      const at = s.index - this.base;
+      if (s.index >= this.base + this.log.length || (at > 0 && this.log[at - 1].term !== s.term)) {
+        this.log = [];
+        this.base = s.index;
+        this.baseTerm = s.term;
+      }
       this.snap = st.snapshot;
       this.configs = [{ index: st.snapshot.index, members: [...st.snapshot.members] }];
       o.sm.restore(st.snapshot.data, st.snapshot.index);
