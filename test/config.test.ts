@@ -54,6 +54,23 @@ describe('spookd configuration', () => {
     expect(() => loadConfig(write('listen: [unclosed'))).toThrow(/not valid YAML/);
     expect(() => loadConfig('/nonexistent/spookd.conf')).toThrow(/cannot read \(ENOENT\)/);
   });
+
+  it('domains: members must be peers, group registers must be domain registers, heartbeat well under the election timeout', () => {
+    const key = encodeKey(generateKeyPair().publicKey);
+    const base = `listen: 127.0.0.1:1\nprivateKeyFile: k\ndataDir: d\nadminSocket: s\npeers:\n  - name: x\n    publicKey: ${key}\nregisters:\n  - name: r\n    kind: map\n`;
+    const ok = loadConfig(write(`${base}domains:\n  - name: main\n    members: [x]\n    registers: [{ name: kv, kind: map }]\n    groups: [{ name: g, registers: [kv] }]\n`));
+    expect(ok.domains[0]).toMatchObject({ policy: 'buffer', maxPending: 1024, electionMs: 1000, heartbeatMs: 100, join: false });
+    const bad = `${base}domains:\n  - name: main\n    members: [x, y]\n    registers: [{ name: kv, kind: map }]\n    groups: [{ name: g, registers: [kv, nope] }]\n    heartbeatMs: 500\n`;
+    let msg = '';
+    try {
+      loadConfig(write(bad));
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    expect(msg).toMatch(/domains\.0\.members\.1: no peer named "y"/);
+    expect(msg).toMatch(/domains\.0\.groups\.0\.registers\.1: no register named "nope" in domain main/);
+    expect(msg).toMatch(/domains\.0\.heartbeatMs: must be at most a third of electionMs/);
+  });
 });
 
 describe('host keys', () => {

@@ -59,6 +59,20 @@ export function benchCommand(): Command {
       else for (const [k, v] of Object.entries(r)) console.log(`${k.padEnd(18)}${v}`);
     });
   bench
+    .command('domain')
+    .description('three spookd on loopback in a QN domain: committed collapses/s (pair baseline in the same run), catch-up time and bytes after a follower misses updates, full state size')
+    .option('--deltas <n>', 'candidates for the throughput figure (also the number of keys)', intArg('--deltas', 100), 20_000)
+    .option('--missed <n>', 'updates committed while a follower is stopped', intArg('--missed', 1), 10_000)
+    .option('--fsync <policy>', 'always | everysec | never', 'always')
+    .option('--base-port <port>', 'first of three loopback UDP ports', intArg('--base-port', 1024), 47400)
+    .option('--json', 'print one JSON object', false)
+    .action(async (o: { deltas: number; missed: number; fsync: string; basePort: number; json: boolean }) => {
+      const { runDomainBench } = await load<typeof import('../../bench/domain.js')>('../../bench/domain.js');
+      const r = await runDomainBench(o);
+      if (o.json) console.log(JSON.stringify(r, null, 2));
+      else for (const [k, v] of Object.entries(r)) console.log(`${k.padEnd(20)}${v}`);
+    });
+  bench
     .command('xdp')
     .description('ns per packet through BPF_PROG_TEST_RUN: valid, malformed, unknown-pair and non-ESTP packets vs a trivial XDP_PASS program (needs root)')
     .option('--repeat <n>', 'repetitions per test run', intArg('--repeat', 1), 1_000_000)

@@ -56,7 +56,8 @@ const domain = z
     groups: z.array(z.object({ name: domainName, registers: z.array(z.string()).min(1) }).strict()).default([]),
     /** While this member cannot reach a majority: keep new candidates (up to maxPending) or refuse them. */
     policy: z.enum(['buffer', 'refuse']).default('buffer'),
-    maxPending: z.number().int().min(1).max(65536).default(1024),
+    /** At most OUTCOME_WINDOW: a retried candidate must still find its first outcome. */
+    maxPending: z.number().int().min(1).max(4096).default(1024),
     electionMs: z.number().int().min(100).default(1000),
     heartbeatMs: z.number().int().min(10).default(100),
     /** Raft log entries kept before a snapshot (half are kept after it, for cheap catch-up). */

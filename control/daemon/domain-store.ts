@@ -29,6 +29,8 @@ enum Rec {
   Compact = 4,
   Pending = 5,
   Drop = 6,
+  /** The next own candidate sequence number (kept across journal rewrites: never reused). */
+  NextSeq = 7,
 }
 
 export class FileDomainDisk extends MemDisk {
@@ -36,6 +38,7 @@ export class FileDomainDisk extends MemDisk {
   private readonly journal: string;
   private readonly snapPath: string;
   private replaying = false;
+  private timer: NodeJS.Timeout | undefined;
   /** Bytes cut from a torn journal tail at load. */
   readonly tornBytes: number = 0;
 
@@ -75,9 +78,14 @@ export class FileDomainDisk extends MemDisk {
     }
     this.fd = openSync(this.journal, 'a', 0o600);
     if (this.fsync !== 'never') fsyncSync(this.fd);
+    if (this.fsync === 'everysec') {
+      this.timer = setInterval(() => fsyncSync(this.fd), 1000);
+      this.timer.unref();
+    }
   }
 
   close(): void {
+    if (this.timer) clearInterval(this.timer);
     closeSync(this.fd);
   }
 
@@ -105,6 +113,9 @@ export class FileDomainDisk extends MemDisk {
         break;
       case Rec.Drop:
         super.dropPending(r.varint('seq'));
+        break;
+      case Rec.NextSeq:
+        this.nextSeq = Math.max(this.nextSeq, r.varint('nextSeq'));
         break;
       default:
         throw new Error('unknown journal record type');
@@ -160,6 +171,7 @@ export class FileDomainDisk extends MemDisk {
       for (const e of chunk) w.varint(e.term).varint(e.index).lenBytes(e.cmd);
       frame(w);
     }
+    frame(new Writer(16).u8(Rec.NextSeq).varint(this.nextSeq));
     for (const [seq, cmd] of this.pending) frame(new Writer(64).u8(Rec.Pending).varint(seq).lenBytes(cmd));
     closeSync(this.fd);
     writeAtomic(this.journal, body.finish(), this.dir);

@@ -1,7 +1,7 @@
 /**
  * A QN domain inside spookd: one DomainNode, its durable disk, and the mapping between
  * member node ids and configured peers. spookd carries its messages in sealed Data frames on
- * the pair sessions it already has (docs/PROTOCOL.md §11.3) and hands it timer ticks.
+ * the pair sessions it already has (docs/PROTOCOL.md §15.3) and hands it timer ticks.
  */
 import { randomInt } from 'node:crypto';
 import { join } from 'node:path';
@@ -152,6 +152,7 @@ export class DomainHost {
       appliedIndex: r.applied,
       lastIndex: r.lastIndex,
       snapshotIndex: r.snapshotIndex,
+      fullStateBytes: n.state.fullStateBytes(),
       hash: `${d.hi.toString(16).padStart(8, '0')}${d.lo.toString(16).padStart(8, '0')}`,
       policy: this.cfg.policy,
       pending: n.pendingCount,

@@ -280,6 +280,10 @@ export class Spookd {
     dom.drain((peer, payload) => {
       const link = this.links.get(peer);
       if (!link?.session || !link.addr) return;
+      if (payload.length > MAX_SEALED_PAYLOAD) {
+        this.drop('qn-oversized', { peer, bytes: payload.length });
+        return;
+      }
       this.socket?.send(link.session.seal(payload), link.addr.port, link.addr.address);
     });
   }

@@ -1,5 +1,5 @@
 /**
- * QN messages on the wire (docs/PROTOCOL.md §11.3). A QN message travels alone in the
+ * QN messages on the wire (docs/PROTOCOL.md §15.3). A QN message travels alone in the
  * payload of a sealed ETCP Data frame; its first byte, 0x40, sets it apart from ESTP
  * messages (types 1-15), so a receiver dispatches on that byte.
  *

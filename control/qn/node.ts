@@ -1,6 +1,6 @@
 /**
  * One member of a QN domain, sans I/O: Raft orders the collapses, DomainState applies
- * them, and this class adds what a member needs around them (docs/PROTOCOL.md §11):
+ * them, and this class adds what a member needs around them (docs/PROTOCOL.md §15):
  *  - candidates proposed here, kept (durably) until their outcome is applied here, sent to
  *    the leader and resent until then; while the member is decoherent its register policy
  *    says whether they wait (`buffer`, up to maxPending) or are refused (`refuse`);
@@ -13,7 +13,7 @@ import { validateDelta } from '../../transport/wire/delta.js';
 import { QN_DEFAULT_TTL, decodeEnvelope, encodeEnvelope, type QnBody } from './codec.js';
 import type { DomainDisk } from './disk.js';
 import { Raft, Role, type LogEntry, type NodeId, type RaftMsg } from './raft.js';
-import { COLLAPSE_REJECT_NAMES, DomainState, decodeCandidate, encodeCandidate, type CandidateOp, type Collapsed, type DomainRegisterSpec, type GroupSpec } from './state.js';
+import { COLLAPSE_REJECT_NAMES, OUTCOME_WINDOW, DomainState, decodeCandidate, encodeCandidate, type CandidateOp, type Collapsed, type DomainRegisterSpec, type GroupSpec } from './state.js';
 
 /** Largest encoded candidate: it must fit one append message (one datagram). */
 export const MAX_CANDIDATE_BYTES = 1100;
@@ -224,7 +224,7 @@ export class DomainNode {
       this.stats.refused++;
       return { refused: 'decoherent: this member cannot reach a majority and its policy is refuse' };
     }
-    if (this.pending.size >= (this.o.maxPending ?? 1024)) {
+    if (this.pending.size >= Math.min(this.o.maxPending ?? 1024, OUTCOME_WINDOW)) {
       this.stats.refused++;
       return { refused: `pending buffer full (${this.pending.size} candidates)` };
     }
@@ -264,6 +264,7 @@ export class DomainNode {
   }
 
   private onForward(now: number, cmd: Uint8Array): void {
+    if (cmd.length > MAX_CANDIDATE_BYTES) return this.drop('oversized-candidate');
     let c;
     try {
       c = decodeCandidate(cmd);

@@ -100,6 +100,11 @@ interface Progress {
   lastAck: number;
   /** match at the previous heartbeat: no progress since means the in-flight entries were lost. */
   matchAtBeat: number;
+  /**
+   * Probing (as etcd's progress states): the follower has not acknowledged lately, so send
+   * one append per heartbeat instead of a window of them that may all be lost.
+   */
+  probe: boolean;
   snap?: { index: number; offset: number };
 }
 
@@ -151,7 +156,8 @@ export class Raft {
     this.maxAppendBytes = o.maxAppendBytes ?? 1100;
     this.maxInflight = o.maxInflight ?? 512;
     this.maxLogEntries = Math.max(8, o.maxLogEntries ?? 100_000);
-    this.snapChunkBytes = o.snapChunkBytes ?? 1000;
+    // A chunk plus up to 64 member ids and the other fields must fit one sealed datagram.
+    this.snapChunkBytes = o.snapChunkBytes ?? 700;
     const st = o.disk.load();
     this.term = st.term;
     this.vote = st.vote;
@@ -247,8 +253,11 @@ export class Raft {
         this.heartbeatAt = now + this.heartbeatMs;
         for (const id of this.others()) {
           const p = this.prog(id, now);
-          // No acknowledgement since the last beat: what was in flight is presumed lost; resend it.
-          if (p.match === p.matchAtBeat && p.next > p.match + 1) p.next = p.match + 1;
+          // No acknowledgement since the last beat: what was in flight is presumed lost; probe from there.
+          if (p.match === p.matchAtBeat && p.next > p.match + 1) {
+            p.next = p.match + 1;
+            p.probe = true;
+          }
           p.matchAtBeat = p.match;
           this.sendAppend(id, true);
         }
@@ -425,7 +434,7 @@ export class Raft {
   private prog(id: NodeId, now: number): Progress {
     let p = this.progress.get(id);
     if (!p) {
-      p = { next: this.lastIndex + 1, match: 0, lastAck: now, matchAtBeat: 0 };
+      p = { next: this.lastIndex + 1, match: 0, lastAck: now, matchAtBeat: 0, probe: true };
       this.progress.set(id, p);
     }
     return p;
@@ -455,8 +464,9 @@ export class Raft {
   private sendAppend(id: NodeId, heartbeat: boolean): void {
     const p = this.progress.get(id)!;
     if (p.next <= this.base) return this.sendSnapshot(id, p);
+    if (p.probe && !heartbeat) return;
     let sent = false;
-    for (let round = 0; round < 16; round++) {
+    for (let round = 0; round < (p.probe ? 1 : 16); round++) {
       const prevIndex = p.next - 1;
       const entries: { term: number; cmd: Uint8Array }[] = [];
       let bytes = 0;
@@ -559,11 +569,15 @@ export class Raft {
     if (!p) return;
     p.lastAck = now;
     if (m.ok) {
+      p.probe = false;
       if (m.index > p.match) p.match = m.index;
       if (p.next <= p.match) p.next = p.match + 1;
       this.maybeCommit(now);
     } else {
       p.next = Math.max(p.match + 1, Math.min(p.next, m.index + 1));
+      // Answered: retry from the hint at once (as one probe).
+      if (this.role === Role.Leader) this.sendAppend(from, true);
+      return;
     }
     if (this.role === Role.Leader && this.progress.has(from)) this.sendAppend(from, false);
   }
@@ -625,6 +639,7 @@ export class Raft {
       p.snap = undefined;
       p.match = Math.max(p.match, m.index);
       p.next = Math.max(p.next, m.index + 1);
+      p.probe = false;
       this.maybeCommit(now);
       this.sendAppend(from, false);
     } else if (p.snap && p.snap.index === m.index && m.offset !== p.snap.offset) {

@@ -1,6 +1,6 @@
 /**
  * The replicated state of a QN domain: its registers and QSCS entanglement groups, and the
- * deterministic collapse of one candidate (docs/PROTOCOL.md §11).
+ * deterministic collapse of one candidate (docs/PROTOCOL.md §15.2).
  *
  * A candidate is a list of deltas on one or more registers. Collapse checks all of them
  * against the committed state first and applies them only if every check passes, so a
