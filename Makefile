@@ -4,7 +4,7 @@ NODE_STAMP := node_modules/.stamp
 BUILD_STAMP := dist/.stamp
 TS_SOURCES := $(shell find control transport wrappers bench -name '*.ts' 2>/dev/null)
 
-.PHONY: all build deps test demo demo-sim sim bench bench-link bench-compare clean typecheck soak install uninstall check-prereqs
+.PHONY: all build deps test demo demo-sim sim bench bench-link bench-domain bench-compare clean typecheck soak install uninstall check-prereqs
 
 all: build
 
@@ -72,6 +72,9 @@ bench: build
 bench-link: build
 	./bin/spook bench link
 
+bench-domain: build
+	./bin/spook bench domain
+
 # Spook vs Yjs vs Automerge; the JSON feeds the SVG charts in docs/plots (several minutes).
 bench-compare: build
 	./bin/spook bench compare --out docs/plots/compare.json
@@ -87,3 +90,6 @@ bpf/spook_wire.h: transport/wire/constants.ts control/tools/bpf-header.ts $(BUIL
 soak: build
 	./bin/spook sim --seeds 20000 --loss 0.3 --dup 0.05 --reorder 0.2 --cuts
 	./bin/spook sim --seeds 5000 --seed-base 100000 --loss 0.1 --cuts --corrupt 0.03
+	./bin/spook sim --nodes 3 --partitions --crashes --cuts --membership --seeds 20000 --seed-base 1000000
+	./bin/spook sim --nodes 5 --partitions --crashes --cuts --seeds 10000 --seed-base 2000000 --loss 0.3 --dup 0.2 --reorder 0.3
+	./bin/spook sim --nodes 7 --partitions --crashes --cuts --seeds 2000 --seed-base 3000000

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run on the host machine after `vagrant up`: writes each VM's spookd.conf (pairing it with
-# the other two, shared registers `config` and `journal`), starts spookd on every VM, and
-# shows `spook pairs` from spook1. Domains and SSH wrapping join this script with the
-# QSCS/QN and wrappers work (not built yet).
+# the other two, shared registers `config` and `journal`, and a three-node QN domain `lab`
+# with a QSCS group), starts spookd on every VM, and shows the pairs and the domain from
+# spook1. SSH wrapping joins this script with the wrappers work (not built yet).
 set -euo pipefail
 cd "$(dirname "$0")"
 hosts=(spook1 spook2 spook3)
@@ -25,6 +25,17 @@ ${peers}registers:
     kind: map
   - name: journal
     kind: stream
+domains:
+  - name: lab
+    members: [$(printf '%s\n' "${hosts[@]}" | grep -vx "$h" | paste -sd, -)]
+    registers:
+      - name: kv
+        kind: map
+      - name: meta
+        kind: map
+    groups:
+      - name: settings
+        registers: [kv, meta]
 "
   vagrant ssh "$h" -c "echo '$conf' | sudo tee /etc/spook/spookd.conf >/dev/null && sudo spookd --config /etc/spook/spookd.conf --check-config && sudo systemctl daemon-reload && sudo systemctl enable --now spookd"
 done
@@ -32,3 +43,6 @@ sleep 3
 vagrant ssh spook1 -c 'sudo spook pairs'
 vagrant ssh spook1 -c 'sudo spook set --peer spook2 config hello from-spook1'
 vagrant ssh spook2 -c 'sudo spook get --peer spook1 config hello'
+vagrant ssh spook1 -c 'sudo spook domain show lab'
+vagrant ssh spook2 -c "sudo spook domain propose -d lab --op 'set kv colour blue' --op 'set meta colour-set-by spook2'"
+vagrant ssh spook3 -c 'sudo spook domain get -d lab kv colour && sudo spook group show settings'

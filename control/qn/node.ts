@@ -73,9 +73,9 @@ export class DomainNode {
    */
   private readonly inLog = new Set<string>();
   private inLogTerm = -1;
-  /** Seen itself in the configuration: leaving it later means it was removed. */
+  /** Seen itself in a committed configuration (or the bootstrap one): leaving it later means it was removed. */
   private wasMember = false;
-  /** Every node seen in any configuration here (a removed one was among them). */
+  /** Every node in a committed (or the bootstrap) configuration seen here: a removed one was among them. */
   private readonly everMember = new Set<NodeId>();
   /** Told by a member that our removal is committed (at this index); 0 if not. */
   private removed = 0;
@@ -191,13 +191,14 @@ export class DomainNode {
       return;
     }
     const b = env.body;
-    if (b.t === 'hello') {
-      if (env.from === from) this.hellos.set(from, { neighbours: new Set(b.neighbours), commit: b.commit, at: now });
-    } else if (b.t === 'removed') {
+    if (b.t === 'removed') {
       if (!this.removed) this.removed = b.index;
     } else if (this.isRemoved(env.from)) {
-      // A member removed by a committed change that never heard of it (it was cut off): tell it.
+      // A member removed by a committed change that never heard of it (it was cut off, or it
+      // restarted with the change uncommitted in its log): tell it, whatever it sent.
       this.emit(now, env.from, { t: 'removed', index: this.raft.configIndex }, QN_DEFAULT_TTL);
+    } else if (b.t === 'hello') {
+      if (env.from === from) this.hellos.set(from, { neighbours: new Set(b.neighbours), commit: b.commit, at: now });
     } else if (b.t === 'fwd') this.onForward(now, b.cmd);
     // Any authenticated link may speak Raft: a member added by a change we have not applied
     // yet is a legitimate leader; terms, not our view of the configuration, decide (§4.1).
@@ -219,7 +220,7 @@ export class DomainNode {
         return { refused: (e as Error).message };
       }
     }
-    if (this.removed || (this.wasMember && !this.raft.members.includes(this.id))) return { refused: `this member was removed from domain ${this.o.name}` };
+    if (this.isRemovedHere()) return { refused: `this member was removed from domain ${this.o.name}` };
     if (this.coherence === 'decoherent' && (this.o.policy ?? 'buffer') === 'refuse') {
       this.stats.refused++;
       return { refused: 'decoherent: this member cannot reach a majority and its policy is refuse' };
@@ -294,6 +295,15 @@ export class DomainNode {
     );
   }
 
+  /**
+   * Removed: told so by a member whose removal of us is committed, or our own log shows a
+   * committed configuration without us after one with us. (An uncommitted one may still be
+   * rolled back: the change that added us can be truncated by a new leader and redone.)
+   */
+  private isRemovedHere(): boolean {
+    return this.removed > 0 || (this.wasMember && !this.raft.members.includes(this.id) && this.raft.configIndex <= this.raft.commit);
+  }
+
   private isRemoved(id: NodeId): boolean {
     return this.everMember.has(id) && !this.raft.members.includes(id) && this.raft.configIndex <= this.raft.commit;
   }
@@ -320,9 +330,11 @@ export class DomainNode {
     this.updateCoherence(now);
     // A configuration is in force once in the log (Raft §4.1); the leader stops replicating to
     // a member it removed, so waiting for the commit here could wait forever.
-    for (const m of this.raft.members) this.everMember.add(m);
-    if (this.raft.members.includes(this.id) && !this.removed) this.wasMember = true;
-    else if ((this.wasMember || this.removed) && this.pending.size > 0) this.abandonPending();
+    const committedConfig = this.raft.configIndex <= this.raft.commit;
+    // Only committed configurations count: an appended one may be truncated and redone.
+    if (committedConfig) for (const m of this.raft.members) this.everMember.add(m);
+    if (this.raft.members.includes(this.id) && committedConfig && !this.removed) this.wasMember = true;
+    if (this.pending.size > 0 && this.isRemovedHere()) this.abandonPending();
     this.sendPending(now);
     for (let m = this.raft.pollMessage(); m; m = this.raft.pollMessage()) this.emit(now, m.to, m.msg, QN_DEFAULT_TTL);
   }
