@@ -203,6 +203,31 @@ describe('Raft (control/qn/raft.ts)', () => {
     if (before.vote !== 0 && before.vote !== 3) expect(resp?.msg).toMatchObject({ t: 'voteResp', granted: false });
   });
 
+  const lone = (disk: MemDisk, applied: LogEntry[] = []): Raft =>
+    new Raft({ id: 2, initialMembers: [1, 2, 3], disk, sm: { apply: (e) => applied.push(e), snapshot: () => new Uint8Array(), restore: () => undefined }, random: (a) => a }, 0);
+  const entries = (from: number, n: number): { term: number; cmd: Uint8Array }[] => Array.from({ length: n }, (_, i) => ({ term: 1, cmd: new Uint8Array([EntryKind.App, from + i]) }));
+
+  it('a crash between saving a snapshot and compacting the log does not wedge the restarted member', () => {
+    const disk = new MemDisk();
+    disk.append(Array.from({ length: 10 }, (_, i) => ({ term: 1, index: i + 1, cmd: new Uint8Array([EntryKind.Noop]) })));
+    disk.saveSnapshot({ index: 50, term: 1, members: [1, 2, 3] }, new Uint8Array());
+    const r = lone(disk);
+    expect(r.lastIndex).toBe(50);
+    expect(disk.base).toBe(50);
+    r.handleMessage(1, 1, { t: 'append', term: 1, prevIndex: 50, prevTerm: 1, commit: 51, entries: entries(51, 1) });
+    expect(r.commit).toBe(51);
+  });
+
+  it("a follower's commit index never goes backwards (a probe with fewer entries than were committed)", () => {
+    const applied: LogEntry[] = [];
+    const r = lone(new MemDisk(), applied);
+    r.handleMessage(1, 1, { t: 'append', term: 1, prevIndex: 0, prevTerm: 0, commit: 15, entries: entries(1, 15) });
+    expect(r.commit).toBe(15);
+    r.handleMessage(2, 1, { t: 'append', term: 1, prevIndex: 10, prevTerm: 1, commit: 20, entries: entries(11, 2) });
+    expect(r.commit).toBe(15);
+    expect(applied).toHaveLength(15);
+  });
+
   it('encodes configurations canonically', () => {
     expect(decodeConfig(encodeConfig([1, 300, 2 ** 40]))).toEqual([1, 300, 2 ** 40]);
   });

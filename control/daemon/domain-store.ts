@@ -129,7 +129,9 @@ export class FileDomainDisk extends MemDisk {
     const head = Buffer.alloc(8);
     head.writeUInt32BE(rec.length, 0);
     sum4(rec).copy(head, 4);
-    writeSync(this.fd, Buffer.concat([head, rec]));
+    const buf = Buffer.concat([head, rec]);
+    // A short write would leave half a record mid-file and cut everything after it at load.
+    for (let off = 0; off < buf.length; ) off += writeSync(this.fd, buf, off);
     if (this.fsync === 'always') fsyncSync(this.fd);
   }
 
@@ -174,8 +176,12 @@ export class FileDomainDisk extends MemDisk {
     frame(new Writer(16).u8(Rec.NextSeq).varint(this.nextSeq));
     for (const [seq, cmd] of this.pending) frame(new Writer(64).u8(Rec.Pending).varint(seq).lenBytes(cmd));
     closeSync(this.fd);
-    writeAtomic(this.journal, body.finish(), this.dir);
-    this.fd = openSync(this.journal, 'a', 0o600);
+    try {
+      writeAtomic(this.journal, body.finish(), this.dir);
+    } finally {
+      // Never keep a closed descriptor (its number may be reused by another file).
+      this.fd = openSync(this.journal, 'a', 0o600);
+    }
   }
 
   override savePending(seq: number, cmd: Uint8Array): void {

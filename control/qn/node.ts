@@ -190,9 +190,15 @@ export class DomainNode {
       this.out.push({ to: env.to, bytes: encodeEnvelope({ ...env, ttl: env.ttl - 1 }) });
       return;
     }
+    // A peer speaks for itself; only a current member relays for another (ETCP authenticates the link, not env.from).
+    if (env.from !== from && !this.raft.members.includes(from)) return this.drop('relayed-by-non-member');
     const b = env.body;
     if (b.t === 'removed') {
-      if (!this.removed) this.removed = b.index;
+      // A lagging member may not know we were added back after a removal: our own committed
+      // configuration, if it includes us and is newer than the notice, wins.
+      const r = this.raft;
+      const inCommitted = r.members.includes(this.id) && r.configIndex <= r.commit && r.configIndex >= b.index;
+      if (!this.removed && !inCommitted) this.removed = b.index;
     } else if (this.isRemoved(env.from)) {
       // A member removed by a committed change that never heard of it (it was cut off, or it
       // restarted with the change uncommitted in its log): tell it, whatever it sent.
@@ -333,6 +339,8 @@ export class DomainNode {
     const committedConfig = this.raft.configIndex <= this.raft.commit;
     // Only committed configurations count: an appended one may be truncated and redone.
     if (committedConfig) for (const m of this.raft.members) this.everMember.add(m);
+    // Added back by a committed change newer than a removal notice: no longer removed.
+    if (this.removed && committedConfig && this.raft.members.includes(this.id) && this.raft.configIndex > this.removed) this.removed = 0;
     if (this.raft.members.includes(this.id) && committedConfig && !this.removed) this.wasMember = true;
     if (this.pending.size > 0 && this.isRemovedHere()) this.abandonPending();
     this.sendPending(now);

@@ -105,7 +105,11 @@ interface Progress {
    * one append per heartbeat instead of a window of them that may all be lost.
    */
   probe: boolean;
-  snap?: { index: number; offset: number };
+  /**
+   * The snapshot being sent, kept until the follower has it (a newer one taken meanwhile
+   * does not restart the transfer); `offset` acknowledged, `sent` sent so far.
+   */
+  snap?: SnapshotMeta & { data: Uint8Array; offset: number; sent: number };
 }
 
 /** Outcome of a local request to change membership. */
@@ -174,6 +178,7 @@ export class Raft {
         this.log = [];
         this.base = s.index;
         this.baseTerm = s.term;
+        o.disk.compact(s.index, s.term, true);
       }
       this.snap = st.snapshot;
       this.configs = [{ index: st.snapshot.index, members: [...st.snapshot.members] }];
@@ -463,7 +468,11 @@ export class Raft {
   /** Entries from the follower's next index, a datagram at a time, within the in-flight bound. */
   private sendAppend(id: NodeId, heartbeat: boolean): void {
     const p = this.progress.get(id)!;
-    if (p.next <= this.base) return this.sendSnapshot(id, p);
+    if (p.next <= this.base) {
+      // Chunks go on a heartbeat or an acknowledgement, not on every new entry.
+      if (heartbeat || !p.snap) this.sendSnapshot(id, p, true);
+      return;
+    }
     if (p.probe && !heartbeat) return;
     let sent = false;
     for (let round = 0; round < (p.probe ? 1 : 16); round++) {
@@ -484,20 +493,24 @@ export class Raft {
     }
   }
 
-  private sendSnapshot(id: NodeId, p: Progress): void {
-    const s = this.snap;
-    if (!s) throw new Error(`raft ${this.id}: log compacted to ${this.base} without a snapshot`);
-    if (!p.snap || p.snap.index !== s.index) {
-      p.snap = { index: s.index, offset: 0 };
+  /** `resend`: from the acknowledged offset (heartbeat); else only chunks not sent yet. */
+  private sendSnapshot(id: NodeId, p: Progress, resend: boolean): void {
+    if (!p.snap) {
+      const s = this.snap;
+      if (!s) throw new Error(`raft ${this.id}: log compacted to ${this.base} without a snapshot`);
+      p.snap = { ...s, offset: 0, sent: 0 };
       this.stats.snapshotsSent++;
+      resend = true;
     }
-    // A few chunks from the acknowledged offset; the heartbeat resends what was lost.
-    for (let off = p.snap.offset, n = 0; n < 8 && (off < s.data.length || (off === 0 && n === 0)); n++) {
-      const data = s.data.subarray(off, off + this.snapChunkBytes);
-      this.send(id, { t: 'snap', term: this.term, index: s.index, lastTerm: s.term, members: s.members, offset: off, total: s.data.length, data });
-      off += data.length;
-      if (data.length === 0) break;
+    const s = p.snap;
+    if (resend) s.sent = s.offset;
+    // Up to 8 chunks in flight beyond the acknowledged offset.
+    while (s.sent < s.data.length && s.sent < s.offset + 8 * this.snapChunkBytes) {
+      const data = s.data.subarray(s.sent, s.sent + this.snapChunkBytes);
+      this.send(id, { t: 'snap', term: this.term, index: s.index, lastTerm: s.term, members: s.members, offset: s.sent, total: s.data.length, data });
+      s.sent += data.length;
     }
+    if (s.data.length === 0 && resend) this.send(id, { t: 'snap', term: this.term, index: s.index, lastTerm: s.term, members: s.members, offset: 0, total: 0, data: s.data });
   }
 
   private onAppend(now: number, from: NodeId, m: Extract<RaftMsg, { t: 'append' }>): void {
@@ -553,7 +566,9 @@ export class Raft {
       }
     }
     const matched = prevIndex + entries.length;
-    if (m.commit > this.commit) this.setCommit(Math.min(m.commit, matched));
+    // Never backwards: a probe may carry fewer entries than we already committed.
+    const commit = Math.min(m.commit, matched);
+    if (commit > this.commit) this.setCommit(commit);
     this.send(from, { t: 'appendResp', term: this.term, ok: true, index: matched });
   }
 
@@ -635,17 +650,24 @@ export class Raft {
     const p = this.progress.get(from);
     if (!p) return;
     p.lastAck = now;
-    if (m.offset >= (this.snap?.index === m.index ? this.snap.data.length : Infinity)) {
+    const s = p.snap;
+    if (s && s.index === m.index && m.offset >= s.data.length) {
       p.snap = undefined;
       p.match = Math.max(p.match, m.index);
       p.next = Math.max(p.next, m.index + 1);
       p.probe = false;
       this.maybeCommit(now);
       this.sendAppend(from, false);
-    } else if (p.snap && p.snap.index === m.index && m.offset !== p.snap.offset) {
+    } else if (s && s.index === m.index) {
       // The follower's offset is the truth (it may be behind what we sent, after losses).
-      p.snap.offset = m.offset;
-      this.sendSnapshot(from, p);
+      const behind = m.offset < s.offset;
+      s.offset = m.offset;
+      this.sendSnapshot(from, p, behind);
+    } else if (!s && m.offset > 0 && m.index >= p.match) {
+      // It already has a snapshot at least this recent (answered with offset = total).
+      p.match = Math.max(p.match, m.index);
+      p.next = Math.max(p.next, m.index + 1);
+      this.maybeCommit(now);
     }
   }
 
