@@ -98,7 +98,16 @@ export function domainCommands(): Command[] {
     timeoutOpt(domainOpt(withSocket(new Command('propose'))))
       .description('one candidate of several deltas, on one or more registers: all commit together or none (QSCS)')
       .requiredOption('--op <spec...>', '"set REG KEY VALUE", "del REG KEY", "cas REG KEY EXPECT VALUE" or "append REG DATA"; repeat for each delta')
-      .action(async (o: DomainOpts & { op: string[] }) => propose(o, o.op.map(parseOp))),
+      .action(async (o: DomainOpts & { op: string[] }) => {
+        let ops: Record<string, unknown>[];
+        try {
+          ops = o.op.map(parseOp);
+        } catch (e) {
+          process.stderr.write(`spook: ${(e as Error).message}\n`);
+          process.exit(2);
+        }
+        await propose(o, ops);
+      }),
   );
   const member = new Command('member').description('membership changes, one at a time, through the leader (Raft §4.1)');
   for (const verb of ['add', 'remove'] as const) {
