@@ -7,35 +7,12 @@ import type { DomainEvent } from '../qn/node.js';
 import type { CandidateOp } from '../qn/state.js';
 import { StreamState } from '../core/register/stream.js';
 import type { Spookd } from './spookd.js';
+import { MAX_WAIT_MS, bytesArg as bytes, num as n, showBytes as show, str as s, type Args } from './admin-args.js';
+import { hashHex } from '../core/hash.js';
 
 export const DOMAIN_COMMANDS = ['domains', 'domain', 'groups', 'group', 'dget', 'dpropose', 'member'];
 
-const MAX_WAIT_MS = 600_000;
 const MAX_OPS = 256;
-
-type Args = Record<string, unknown>;
-
-function s(args: Args, k: string, required = true): string | undefined {
-  const v = args[k];
-  if (v === undefined && !required) return undefined;
-  if (typeof v !== 'string') throw new Error(`argument ${k} must be a string`);
-  return v;
-}
-
-function n(args: Args, k: string, dflt: number | undefined, min: number, max: number): number {
-  const v = args[k] === undefined ? dflt : Number(args[k]);
-  if (v === undefined || !Number.isSafeInteger(v) || v < min || v > max) throw new Error(`argument ${k} must be an integer in [${min}, ${max}]`);
-  return v;
-}
-
-const bytes = (args: Args, k: string): Uint8Array => (args[`${k}Base64`] !== undefined ? Buffer.from(s(args, `${k}Base64`)!, 'base64') : Buffer.from(s(args, k)!, 'utf8'));
-
-function show(b: Uint8Array): { base64: string; text?: string } {
-  const base64 = Buffer.from(b).toString('base64');
-  const text = Buffer.from(b).toString('utf8');
-  // eslint-disable-next-line no-control-regex
-  return Buffer.from(text, 'utf8').equals(Buffer.from(b)) && /^[^\x00-\x08\x0e-\x1f\x7f]*$/.test(text) ? { base64, text } : { base64 };
-}
 
 /** One op of a `dpropose` request: {register, op: set|del|cas|append, key, value, expect, data, offset}. */
 function toOp(d: Spookd, domain: string | undefined, raw: unknown, i: number): CandidateOp {
@@ -80,7 +57,7 @@ export function runDomainCommand(d: Spookd, cmd: string, args: Args, cleanups: (
           commitIndex: h.node.raft.commit,
           members: grp.registers.map((r) => {
             const reg = h.node.state.registers.get(r)!;
-            return { register: r, kind: reg.kind, version: reg.version, size: reg.state.size(), hash: `${reg.state.hash.hi.toString(16).padStart(8, '0')}${reg.state.hash.lo.toString(16).padStart(8, '0')}` };
+            return { register: r, kind: reg.kind, version: reg.version, size: reg.state.size(), hash: hashHex(reg.state.hash) };
           }),
         };
       }

@@ -17,6 +17,7 @@ import { StreamState } from '../core/register/stream.js';
 import { encodeKey } from './keys.js';
 import type { PeerLink, Spookd } from './spookd.js';
 import { DOMAIN_COMMANDS, runDomainCommand } from './admin-domain.js';
+import { MAX_WAIT_MS, bytesArg, num, showBytes, str } from './admin-args.js';
 
 export interface AdminRequest {
   id: number;
@@ -26,34 +27,6 @@ export interface AdminRequest {
 
 const MAX_REQUEST = 64 * 1024;
 const MAX_CLIENT_BUFFER = 8 * 1024 * 1024;
-const MAX_WAIT_MS = 600_000;
-
-/** An integer argument in [min, max] (or its default when absent), else an error naming it. */
-function num(args: Record<string, unknown>, k: string, dflt: number, min: number, max: number): number {
-  const v = args[k] === undefined ? dflt : Number(args[k]);
-  if (!Number.isSafeInteger(v) || v < min || v > max) throw new Error(`argument ${k} must be an integer in [${min}, ${max}]`);
-  return v;
-}
-
-const str = (args: Record<string, unknown>, k: string, required = true): string | undefined => {
-  const v = args[k];
-  if (v === undefined && !required) return undefined;
-  if (typeof v !== 'string') throw new Error(`argument ${k} must be a string`);
-  return v;
-};
-
-/** Values travel as base64 (bytes are bytes); `text` is added when they are printable UTF-8. */
-function showBytes(b: Uint8Array): { base64: string; text?: string } {
-  const base64 = Buffer.from(b).toString('base64');
-  try {
-    const text = new TextDecoder('utf-8', { fatal: true }).decode(b);
-    // eslint-disable-next-line no-control-regex
-    return /^[^\x00-\x08\x0e-\x1f\x7f]*$/.test(text) ? { base64, text } : { base64 };
-  } catch {
-    return { base64 };
-  }
-}
-
 export function pairSummary(d: Spookd, link: PeerLink): Record<string, unknown> {
   const p = link.pair;
   const st = p.stats;
@@ -246,7 +219,7 @@ export class AdminServer {
     const link = d.link(str(args, 'peer', false));
     const register = str(args, 'register')!;
     const r = link.pair.register(register);
-    const enc = (k: string): Uint8Array => (args[`${k}Base64`] !== undefined ? Buffer.from(str(args, `${k}Base64`)!, 'base64') : Buffer.from(str(args, k)!, 'utf8'));
+    const enc = (k: string): Uint8Array => bytesArg(args, k);
     let delta: Delta;
     if (cmd === 'set') delta = { op: DeltaOp.Set, key: enc('key'), value: enc('value') };
     else if (cmd === 'del') delta = { op: DeltaOp.Del, key: enc('key') };

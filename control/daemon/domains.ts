@@ -6,7 +6,7 @@
 import { randomInt } from 'node:crypto';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { murmur3 } from '../core/hash.js';
+import { hashHex, murmur3 } from '../core/hash.js';
 import { MapState } from '../core/register/map.js';
 import { DomainNode, type DomainEvent } from '../qn/node.js';
 import type { NodeId } from '../qn/raft.js';
@@ -153,7 +153,7 @@ export class DomainHost {
       lastIndex: r.lastIndex,
       snapshotIndex: r.snapshotIndex,
       fullStateBytes: n.state.fullStateBytes(),
-      hash: `${d.hi.toString(16).padStart(8, '0')}${d.lo.toString(16).padStart(8, '0')}`,
+      hash: hashHex(d),
       policy: this.cfg.policy,
       pending: n.pendingCount,
       members,

@@ -378,7 +378,6 @@ export class DomainNode {
         if (this.firstAppend(`${this.id}:${seq}`)) r.propose(now, p.cmd);
       } else this.emit(now, r.leader, { t: 'fwd', cmd: p.cmd }, QN_DEFAULT_TTL);
     }
-    for (let m = r.pollMessage(); m; m = r.pollMessage()) this.emit(now, m.to, m.msg, QN_DEFAULT_TTL);
   }
 
   /** Route: directly when that link is alive, else via the lowest-numbered relay that hears `to`. */

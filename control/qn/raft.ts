@@ -16,6 +16,8 @@
  * Time, randomness, storage and the network are injected: the same code runs in spookd
  * and in the seeded simulator (control/sim/domain.ts).
  */
+import { Reader, Writer } from '../../transport/wire/buffer.js';
+
 export type NodeId = number;
 
 export interface LogEntry {
@@ -719,35 +721,15 @@ export class Raft {
 }
 
 export function encodeConfig(members: NodeId[]): Uint8Array {
-  const out: number[] = [EntryKind.Config];
-  const push = (v: number): void => {
-    while (v >= 0x80) {
-      out.push((v % 128) | 0x80);
-      v = Math.floor(v / 128);
-    }
-    out.push(v);
-  };
-  push(members.length);
-  for (const m of members) push(m);
-  return new Uint8Array(out);
+  const w = new Writer(8 + 8 * members.length).u8(EntryKind.Config).varint(members.length);
+  for (const m of members) w.varint(m);
+  return w.finish();
 }
 
 export function decodeConfig(cmd: Uint8Array): NodeId[] {
+  const r = new Reader(cmd, 1);
   const out: NodeId[] = [];
-  let pos = 1;
-  const next = (): number => {
-    let v = 0;
-    let mul = 1;
-    for (;;) {
-      if (pos >= cmd.length) throw new Error('config entry truncated');
-      const b = cmd[pos++];
-      v += (b & 0x7f) * mul;
-      if (b < 0x80) return v;
-      mul *= 128;
-    }
-  };
-  const n = next();
-  for (let i = 0; i < n; i++) out.push(next());
+  for (let i = 0, n = r.varint('config.members'); i < n; i++) out.push(r.varint('config.member'));
   return out;
 }
 

@@ -23,6 +23,7 @@ import { Role, type LogEntry, type NodeId } from '../qn/raft.js';
 import type { CandidateOp } from '../qn/state.js';
 import { EventQueue, SimNetwork, type NetStats } from './network.js';
 import { Rng } from './rng.js';
+import { emptyTally, tallySeeds, type SeedTally } from './batch.js';
 
 export interface DomainSimOptions {
   seed: number;
@@ -152,7 +153,7 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
   const observe = (m: Member) => (e: LogEntry) => {
     const node = m.node!;
     const d = node.state.digest();
-    const digest = `${d.hi.toString(16)}.${d.lo.toString(16)}`;
+    const digest = hashHex(d);
     const g = globalLog.get(e.index);
     if (!g) globalLog.set(e.index, { term: e.term, cmd: e.cmd, digest });
     else if (g.term !== e.term || !sameBytes(g.cmd, e.cmd)) violate(`n${m.id} applied a different entry at index ${e.index} (term ${e.term} vs ${g.term})`);
@@ -185,7 +186,7 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
     const si = m.node.state.index;
     const g = globalLog.get(si);
     const d = m.node.state.digest();
-    if (si > 0 && g && g.digest !== `${d.hi.toString(16)}.${d.lo.toString(16)}`) violate(`n${m.id} restarted from a snapshot at ${si} that differs from the log`);
+    if (si > 0 && g && g.digest !== hashHex(d)) violate(`n${m.id} restarted from a snapshot at ${si} that differs from the log`);
     drive(m);
   };
 
@@ -476,55 +477,17 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return true;
 }
 
+/** The per-seed counts a domain summary adds up. */
+const SUMMED = ['committed', 'rejected', 'unknown', 'refused', 'partitions', 'crashes', 'leaderChanges', 'snapshots', 'relayed', 'datagrams', 'bytesSent'] as const;
+
 /** Many seeds of runDomainSim, summarised the way `spook sim --nodes N --json` prints them. */
-export interface DomainSimSummary {
-  seeds: number;
+export interface DomainSimSummary extends SeedTally, Pick<DomainSimResult, (typeof SUMMED)[number] | 'nodes'> {
   seedBase: number;
-  nodes: number;
-  converged: number;
-  failedSeeds: number[];
-  failures: { seed: number; violations: string[] }[];
-  committed: number;
-  rejected: number;
-  unknown: number;
-  refused: number;
-  partitions: number;
-  crashes: number;
-  leaderChanges: number;
-  snapshots: number;
-  relayed: number;
-  datagrams: number;
-  bytesSent: number;
-  wallMs: number;
   options: Omit<DomainSimOptions, 'seed' | 'trace'>;
 }
 
-const SUMMED = ['committed', 'rejected', 'unknown', 'refused', 'partitions', 'crashes', 'leaderChanges', 'snapshots', 'relayed', 'datagrams', 'bytesSent'] as const;
-
 export function runDomainSeeds(count: number, seedBase: number, opts: Omit<DomainSimOptions, 'seed' | 'trace'>, onResult?: (r: DomainSimResult) => void): DomainSimSummary {
-  const t0 = performance.now();
-  const s: DomainSimSummary = {
-    seeds: 0,
-    seedBase,
-    nodes: opts.nodes,
-    converged: 0,
-    failedSeeds: [],
-    failures: [],
-    ...(Object.fromEntries(SUMMED.map((k) => [k, 0])) as Record<(typeof SUMMED)[number], number>),
-    wallMs: 0,
-    options: opts,
-  };
-  for (let seed = seedBase; seed < seedBase + count; seed++) {
-    const r = runDomainSim({ ...opts, seed });
-    s.seeds++;
-    if (r.converged) s.converged++;
-    for (const k of SUMMED) s[k] += r[k];
-    if (r.violations.length > 0) {
-      s.failedSeeds.push(seed);
-      if (s.failures.length < 5) s.failures.push({ seed, violations: r.violations.slice(0, 5) });
-    }
-    onResult?.(r);
-  }
-  s.wallMs = Math.round(performance.now() - t0);
+  const s: DomainSimSummary = { ...emptyTally(SUMMED), seedBase, nodes: opts.nodes, options: opts };
+  tallySeeds(count, seedBase, (seed) => runDomainSim({ ...opts, seed }), SUMMED, s, onResult);
   return s;
 }
