@@ -1,0 +1,236 @@
+/**
+ * WRAP records (docs/PROTOCOL.md §16): what two spookd say to each other about wrapped
+ * connections, inside the sealed records of a carrier. Each wrapped TCP connection is two
+ * `stream` registers, one per direction; DATA is the Append delta of one of them, addressed
+ * by offset, so a repeated or resent DATA is idempotent and a resumed stream restarts at the
+ * exact offset the receiver reports.
+ */
+import { Reader, Writer } from '../transport/wire/buffer.js';
+
+export const WRAP_VERSION = 1;
+/** Largest DATA payload: one Node socket read (64 KiB). */
+export const MAX_DATA = 64 * 1024;
+const MAX_TEXT = 200;
+
+export enum RecordType {
+  Hello = 1,
+  Open = 2,
+  Opened = 3,
+  Data = 4,
+  Ack = 5,
+  Fin = 6,
+  Close = 7,
+  Resume = 8,
+  Ping = 9,
+  Pong = 10,
+}
+
+/** Why a wrapped connection ended (both ends log and count it under this name). */
+export enum CloseCode {
+  ClientReset = 1,
+  ServerReset = 2,
+  HoldExpired = 3,
+  DialFailed = 4,
+  PeerRestarted = 5,
+  UnknownConnection = 6,
+  Shutdown = 7,
+  ProtocolError = 8,
+  WrapperRemoved = 9,
+  TooManyConnections = 10,
+}
+
+export const CLOSE_NAMES: Record<CloseCode, string> = {
+  [CloseCode.ClientReset]: 'client-reset',
+  [CloseCode.ServerReset]: 'server-reset',
+  [CloseCode.HoldExpired]: 'hold-expired',
+  [CloseCode.DialFailed]: 'dial-failed',
+  [CloseCode.PeerRestarted]: 'peer-restarted',
+  [CloseCode.UnknownConnection]: 'unknown-connection',
+  [CloseCode.Shutdown]: 'shutdown',
+  [CloseCode.ProtocolError]: 'protocol-error',
+  [CloseCode.WrapperRemoved]: 'wrapper-removed',
+  [CloseCode.TooManyConnections]: 'too-many-connections',
+};
+
+export interface Target {
+  family: 4 | 6;
+  address: string;
+  port: number;
+}
+
+export type WrapRecord =
+  | { type: RecordType.Hello; version: number; bootId: bigint }
+  | { type: RecordType.Open; conn: number; wrapPort: number; target: Target; holdMs: number }
+  | { type: RecordType.Opened; conn: number }
+  | { type: RecordType.Data; conn: number; offset: number; data: Uint8Array }
+  | { type: RecordType.Ack | RecordType.Fin | RecordType.Resume; conn: number; offset: number }
+  | { type: RecordType.Close; conn: number; code: CloseCode; text: string }
+  | { type: RecordType.Ping | RecordType.Pong };
+
+const enc = new TextEncoder();
+const dec = new TextDecoder('utf-8', { fatal: false });
+
+function writeOffset(w: Writer, v: number): void {
+  w.u32(Math.floor(v / 2 ** 32)).u32(v >>> 0);
+}
+
+function readOffset(r: Reader, field: string): number {
+  const hi = r.u32(`${field}.hi`);
+  if (hi >= 2 ** 21) throw new RangeError(`${field}: offset beyond 2^53`);
+  return hi * 2 ** 32 + r.u32(`${field}.lo`);
+}
+
+function writeTarget(w: Writer, t: Target): void {
+  w.u8(t.family);
+  if (t.family === 4) for (const p of t.address.split('.')) w.u8(Number(p));
+  else w.bytes(ipv6Bytes(t.address));
+  w.u16(t.port);
+}
+
+function readTarget(r: Reader): Target {
+  const family = r.u8('open.family');
+  if (family === 4) {
+    const b = r.bytes(4, 'open.address');
+    return { family, address: [...b].join('.'), port: r.u16('open.port') };
+  }
+  if (family === 6) {
+    const b = r.bytes(16, 'open.address');
+    const groups: string[] = [];
+    for (let i = 0; i < 16; i += 2) groups.push(((b[i] << 8) | b[i + 1]).toString(16));
+    return { family, address: groups.join(':'), port: r.u16('open.port') };
+  }
+  throw new RangeError(`open.family: ${family} is neither 4 nor 6`);
+}
+
+/** An IPv6 address in text form → its 16 bytes ("::" and a dotted IPv4 tail allowed). */
+export function ipv6Bytes(addr: string): Uint8Array {
+  const bad = (): never => {
+    throw new RangeError(`"${addr}" is not an IPv6 address`);
+  };
+  const parseGroups = (part: string): number[] => {
+    if (part === '') return [];
+    const out: number[] = [];
+    for (const g of part.split(':')) {
+      if (g.includes('.')) {
+        const q = g.split('.').map(Number);
+        if (q.length !== 4 || q.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) bad();
+        out.push((q[0] << 8) | q[1], (q[2] << 8) | q[3]);
+      } else {
+        if (!/^[0-9a-fA-F]{1,4}$/.test(g)) bad();
+        out.push(parseInt(g, 16));
+      }
+    }
+    return out;
+  };
+  const halves = addr.split('::');
+  if (halves.length > 2) bad();
+  const head = parseGroups(halves[0]);
+  const tail = halves.length === 2 ? parseGroups(halves[1]) : [];
+  const zeros = 8 - head.length - tail.length;
+  if (zeros < 0 || (halves.length === 1 && zeros !== 0)) bad();
+  const groups = [...head, ...new Array<number>(zeros).fill(0), ...tail];
+  const out = new Uint8Array(16);
+  groups.forEach((g, i) => {
+    out[2 * i] = g >> 8;
+    out[2 * i + 1] = g & 0xff;
+  });
+  return out;
+}
+
+export function encodeRecord(rec: WrapRecord): Uint8Array {
+  if (rec.type === RecordType.Data) {
+    // The hot path: one allocation, no Writer growth.
+    const out = new Uint8Array(13 + rec.data.length);
+    const v = new DataView(out.buffer);
+    out[0] = RecordType.Data;
+    v.setUint32(1, rec.conn);
+    v.setUint32(5, Math.floor(rec.offset / 2 ** 32));
+    v.setUint32(9, rec.offset >>> 0);
+    out.set(rec.data, 13);
+    return out;
+  }
+  const w = new Writer(32).u8(rec.type);
+  switch (rec.type) {
+    case RecordType.Hello:
+      w.u8(rec.version).u32(Number(rec.bootId >> 32n)).u32(Number(rec.bootId & 0xffffffffn));
+      break;
+    case RecordType.Open:
+      w.u32(rec.conn).u16(rec.wrapPort);
+      writeTarget(w, rec.target);
+      w.u32(rec.holdMs);
+      break;
+    case RecordType.Opened:
+      w.u32(rec.conn);
+      break;
+    case RecordType.Ack:
+    case RecordType.Fin:
+    case RecordType.Resume:
+      w.u32(rec.conn);
+      writeOffset(w, rec.offset);
+      break;
+    case RecordType.Close: {
+      const t = enc.encode(rec.text).subarray(0, MAX_TEXT);
+      w.u32(rec.conn).u8(rec.code).u8(t.length).bytes(t);
+      break;
+    }
+    case RecordType.Ping:
+    case RecordType.Pong:
+      break;
+  }
+  return w.finish();
+}
+
+/** Decode one record; throws (WireError or RangeError) naming the field at fault. */
+export function decodeRecord(buf: Uint8Array): WrapRecord {
+  const r = new Reader(buf);
+  const type = r.u8('record.type');
+  let rec: WrapRecord;
+  switch (type) {
+    case RecordType.Hello: {
+      const version = r.u8('hello.version');
+      const bootId = (BigInt(r.u32('hello.bootId.hi')) << 32n) | BigInt(r.u32('hello.bootId.lo'));
+      rec = { type, version, bootId };
+      break;
+    }
+    case RecordType.Open: {
+      const conn = r.u32('open.conn');
+      const wrapPort = r.u16('open.wrapPort');
+      const target = readTarget(r);
+      rec = { type, conn, wrapPort, target, holdMs: r.u32('open.holdMs') };
+      break;
+    }
+    case RecordType.Opened:
+      rec = { type, conn: r.u32('opened.conn') };
+      break;
+    case RecordType.Data: {
+      const conn = r.u32('data.conn');
+      const offset = readOffset(r, 'data.offset');
+      if (r.remaining > MAX_DATA) throw new RangeError(`data.bytes: ${r.remaining} bytes, at most ${MAX_DATA}`);
+      rec = { type, conn, offset, data: r.bytes(r.remaining, 'data.bytes') };
+      return rec;
+    }
+    case RecordType.Ack:
+    case RecordType.Fin:
+    case RecordType.Resume: {
+      const conn = r.u32('stream.conn');
+      rec = { type, conn, offset: readOffset(r, 'stream.offset') };
+      break;
+    }
+    case RecordType.Close: {
+      const conn = r.u32('close.conn');
+      const code = r.u8('close.code') as CloseCode;
+      const text = dec.decode(r.bytes(r.u8('close.text.length'), 'close.text'));
+      rec = { type, conn, code, text };
+      break;
+    }
+    case RecordType.Ping:
+    case RecordType.Pong:
+      rec = { type };
+      break;
+    default:
+      throw new RangeError(`record.type: unknown record type ${type}`);
+  }
+  r.expectEnd(`record type ${type}`);
+  return rec;
+}
+

@@ -1,0 +1,443 @@
+/**
+ * WrapSession: the sans-I/O core of wrapping between this spookd and one peer (PROTOCOL §16).
+ *
+ * It owns every wrapped connection to or from that peer: the two stream registers of each,
+ * the hold timer that keeps them alive while the carrier is down, and resumption (each side
+ * tells the other how much of each stream it already holds, and only the rest is resent).
+ * Inputs are local socket events, carrier records and the clock; outputs are records for the
+ * carrier and events for the I/O layer (dial, deliver, end, close, writable). No I/O here.
+ */
+import { CloseCode, CLOSE_NAMES, decodeRecord, encodeRecord, RecordType, WRAP_VERSION, type Target, type WrapRecord } from './codec.js';
+import { RecvStream, SendStream } from './stream.js';
+
+export interface WrapSessionOptions {
+  /** Low bit of the connection ids this side opens (the peers pick opposite bits). */
+  role: 0 | 1;
+  /** A fresh random id per daemon start: a peer that sees it change knows our state is gone. */
+  bootId: bigint;
+  /** Per-stream window: bytes buffered for resending, and bytes in flight to a slow reader. */
+  windowBytes: number;
+  /** Most live connections with this peer; more are refused (too-many-connections). */
+  maxConnections: number;
+  pingMs: number;
+  /** The carrier is declared lost after this long without a record from the peer. */
+  silenceMs: number;
+}
+
+export const DEFAULT_WRAP_OPTIONS = { windowBytes: 4 * 1024 * 1024, maxConnections: 1024, pingMs: 1_000, silenceMs: 3_000 };
+
+export type ConnState = 'opening' | 'open' | 'held';
+
+export interface WrapConn {
+  id: number;
+  /** This side accepted the client (and sent OPEN), or the peer did (and we dial the server). */
+  local: boolean;
+  wrapPort: number;
+  target: Target;
+  holdMs: number;
+  state: ConnState;
+  send: SendStream;
+  recv: RecvStream;
+  openSent: boolean;
+  /** While the carrier is down: close when this passes. */
+  holdUntil: number | undefined;
+  heldSince: number | undefined;
+  outages: number;
+  openedAt: number;
+}
+
+export type WrapEvent =
+  | { type: 'dial'; conn: number; target: Target; wrapPort: number }
+  | { type: 'deliver'; conn: number; data: Uint8Array }
+  | { type: 'end'; conn: number }
+  | { type: 'writable'; conn: number }
+  | { type: 'close'; conn: number; code: CloseCode; reason: string; byPeer: boolean }
+  | { type: 'held'; conn: number }
+  | { type: 'resumed'; conn: number; heldMs: number }
+  | { type: 'done'; conn: number }
+  | { type: 'carrier-silent' }
+  | { type: 'peer-restarted' }
+  | { type: 'violation'; detail: string };
+
+const RECENT_CLOSED = 1024;
+
+export class WrapSession {
+  readonly conns = new Map<number, WrapConn>();
+  private nextId: number;
+  private carrier = false;
+  private peerHello = false;
+  private peerBootId: bigint | undefined;
+  private readonly control: Uint8Array[] = [];
+  private readonly events: WrapEvent[] = [];
+  /**
+   * Recently ended connections, to answer a late RESUME with the real reason, or, for one that
+   * completed, with the FIN and ACK the peer may have lost with the carrier.
+   */
+  private readonly recentClosed = new Map<number, CloseCode | { finOut: number; finIn: number }>();
+  /** Connections whose drained offset moved: one ACK each at the next poll. */
+  private readonly ackDirty = new Set<number>();
+  private lastHeard = 0;
+  private lastSent = 0;
+  private rr = 0;
+  readonly counters = { recordsIn: 0, recordsOut: 0, violations: 0, carrierUps: 0, carrierLosses: 0 };
+
+  constructor(readonly opts: WrapSessionOptions) {
+    this.nextId = 2 + opts.role;
+  }
+
+  get carrierUp(): boolean {
+    return this.carrier;
+  }
+
+  // ---- local side ----
+
+  /** A client connection was intercepted: returns its id, or undefined when over the limit. */
+  openLocal(now: number, wrapPort: number, target: Target, holdMs: number): number | undefined {
+    if (this.conns.size >= this.opts.maxConnections) return undefined;
+    const id = this.nextId >>> 0;
+    this.nextId = (this.nextId + 2) >>> 0 || 2 + this.opts.role;
+    const c = this.newConn(now, id, true, wrapPort, target, holdMs);
+    if (this.carrier && this.peerHello) this.sendOpen(c);
+    else this.hold(now, c);
+    return id;
+  }
+
+  /** Bytes read from the local socket. Returns false when the window is full: pause reading. */
+  localData(conn: number, data: Uint8Array): boolean {
+    const c = this.conns.get(conn);
+    if (!c) return false;
+    c.send.append(data);
+    return c.send.room > 0;
+  }
+
+  localEnd(conn: number): void {
+    const c = this.conns.get(conn);
+    if (c && c.send.finAt === undefined) c.send.finAt = c.send.end;
+  }
+
+  /** The local socket failed or was reset: the peer resets its side too. */
+  localReset(conn: number, text: string): void {
+    const c = this.conns.get(conn);
+    if (!c) return;
+    this.forget(c, c.local ? CloseCode.ClientReset : CloseCode.ServerReset, text, false, false);
+  }
+
+  /** The local socket flushed `n` more bytes of what `deliver` handed it. */
+  drained(conn: number, n: number): void {
+    const c = this.conns.get(conn);
+    if (!c) return;
+    c.recv.drained = Math.min(c.recv.received, c.recv.drained + n);
+    this.maybeDone(c);
+  }
+
+  dialed(conn: number): void {
+    const c = this.conns.get(conn);
+    if (!c || c.local) return;
+    if (c.state === 'opening') c.state = this.carrier ? 'open' : 'held';
+    this.queue({ type: RecordType.Opened, conn });
+  }
+
+  dialFailed(conn: number, text: string): void {
+    const c = this.conns.get(conn);
+    if (c) this.forget(c, CloseCode.DialFailed, text, false, true);
+  }
+
+  /** Close every connection (daemon stopping, wrapper removed). */
+  closeAll(code: CloseCode, text: string, filter: (c: WrapConn) => boolean = () => true): void {
+    for (const c of [...this.conns.values()]) if (filter(c)) this.forget(c, code, text, false, true);
+  }
+
+  // ---- carrier ----
+
+  onCarrierUp(now: number): void {
+    this.carrier = true;
+    this.peerHello = false;
+    this.lastHeard = now;
+    this.counters.carrierUps++;
+    this.control.length = 0;
+    this.queue({ type: RecordType.Hello, version: WRAP_VERSION, bootId: this.opts.bootId });
+  }
+
+  onCarrierDown(now: number): void {
+    if (!this.carrier) return;
+    this.carrier = false;
+    this.peerHello = false;
+    this.counters.carrierLosses++;
+    this.control.length = 0;
+    for (const c of this.conns.values()) this.hold(now, c);
+  }
+
+  handleRecord(now: number, buf: Uint8Array): void {
+    this.lastHeard = now;
+    this.counters.recordsIn++;
+    let rec: WrapRecord;
+    try {
+      rec = decodeRecord(buf);
+    } catch (e) {
+      return this.violation(`undecodable record: ${(e as Error).message}`);
+    }
+    if (rec.type === RecordType.Hello) return this.onHello(now, rec.version, rec.bootId);
+    if (!this.peerHello) return this.violation(`record type ${rec.type} before hello`);
+    switch (rec.type) {
+      case RecordType.Ping:
+        return this.queue({ type: RecordType.Pong });
+      case RecordType.Pong:
+        return;
+      case RecordType.Open:
+        return this.onOpen(now, rec.conn, rec.wrapPort, rec.target, rec.holdMs);
+    }
+    const c = this.conns.get(rec.conn);
+    if (!c) {
+      // A late record for a connection that has ended: tell a resuming peer why, once.
+      if (rec.type === RecordType.Resume || rec.type === RecordType.Data) {
+        const ended = this.recentClosed.get(rec.conn);
+        if (typeof ended === 'object') {
+          this.queue({ type: RecordType.Fin, conn: rec.conn, offset: ended.finOut });
+          this.queue({ type: RecordType.Ack, conn: rec.conn, offset: ended.finIn });
+        } else this.queue({ type: RecordType.Close, conn: rec.conn, code: ended ?? CloseCode.UnknownConnection, text: 'no such connection' });
+      }
+      return;
+    }
+    switch (rec.type) {
+      case RecordType.Opened:
+        if (!c.local) return this.violation(`opened for connection ${c.id} that the peer opened`);
+        if (c.state === 'opening') c.state = 'open';
+        // The peer knows the connection (it may not have had it to RESUME): the hold is over.
+        return this.resumed(now, c);
+      case RecordType.Data: {
+        const fresh = c.recv.accept(rec.offset, rec.data);
+        if (fresh === 'gap') return this.protocolError(c, `data at ${rec.offset} beyond received ${c.recv.received}`);
+        if (fresh) this.events.push({ type: 'deliver', conn: c.id, data: fresh });
+        return this.checkEnd(c);
+      }
+      case RecordType.Ack: {
+        const before = c.send.room;
+        if (!c.send.ack(rec.offset)) return this.protocolError(c, `ack ${rec.offset} beyond the stream's end ${c.send.end}`);
+        if (before === 0 && c.send.room > 0) this.events.push({ type: 'writable', conn: c.id });
+        return this.maybeDone(c);
+      }
+      case RecordType.Resume:
+        if (!c.send.skipTo(rec.offset)) return this.protocolError(c, `resume at ${rec.offset} outside [${c.send.acked}, ${c.send.end}]`);
+        return this.resumed(now, c);
+      case RecordType.Fin:
+        if (c.recv.finAt !== undefined && c.recv.finAt !== rec.offset) return this.protocolError(c, `fin moved from ${c.recv.finAt} to ${rec.offset}`);
+        if (rec.offset < c.recv.received) return this.protocolError(c, `fin at ${rec.offset} below received ${c.recv.received}`);
+        c.recv.finAt = rec.offset;
+        return this.checkEnd(c);
+      case RecordType.Close:
+        return this.forget(c, rec.code, rec.text || CLOSE_NAMES[rec.code] || `code ${rec.code}`, true, true);
+    }
+  }
+
+  // ---- time ----
+
+  pollTimeout(): number | undefined {
+    let t: number | undefined;
+    const min = (x: number): void => {
+      t = t === undefined ? x : Math.min(t, x);
+    };
+    if (this.carrier) {
+      min(this.lastHeard + this.opts.silenceMs);
+      min(this.lastSent + this.opts.pingMs);
+    }
+    for (const c of this.conns.values()) if (c.holdUntil !== undefined) min(c.holdUntil);
+    return t;
+  }
+
+  handleTimeout(now: number): void {
+    if (this.carrier && now - this.lastHeard >= this.opts.silenceMs) {
+      this.events.push({ type: 'carrier-silent' });
+      this.onCarrierDown(now);
+    }
+    if (this.carrier && now - this.lastSent >= this.opts.pingMs) this.queue({ type: RecordType.Ping });
+    for (const c of [...this.conns.values()]) {
+      if (c.holdUntil !== undefined && now >= c.holdUntil) {
+        this.forget(c, CloseCode.HoldExpired, `the link to the peer was down for more than the hold time (${c.holdMs} ms)`, false, true);
+      }
+    }
+  }
+
+  // ---- output ----
+
+  /** The next record for the carrier: control first, then DATA round-robin over the connections. */
+  pollRecord(now: number): Uint8Array | undefined {
+    if (!this.carrier) return undefined;
+    let out = this.control.shift();
+    if (!out && this.peerHello) out = this.nextData();
+    if (out) {
+      this.lastSent = now;
+      this.counters.recordsOut++;
+    }
+    return out;
+  }
+
+  pollEvent(): WrapEvent | undefined {
+    return this.events.shift();
+  }
+
+  // ---- internals ----
+
+  private newConn(now: number, id: number, local: boolean, wrapPort: number, target: Target, holdMs: number): WrapConn {
+    const c: WrapConn = {
+      id,
+      local,
+      wrapPort,
+      target,
+      holdMs,
+      state: 'opening',
+      send: new SendStream(this.opts.windowBytes),
+      recv: new RecvStream(),
+      openSent: false,
+      holdUntil: undefined,
+      heldSince: undefined,
+      outages: 0,
+      openedAt: now,
+    };
+    this.conns.set(id, c);
+    return c;
+  }
+
+  private sendOpen(c: WrapConn): void {
+    c.openSent = true;
+    this.queue({ type: RecordType.Open, conn: c.id, wrapPort: c.wrapPort, target: c.target, holdMs: c.holdMs });
+  }
+
+  private hold(now: number, c: WrapConn): void {
+    c.send.rewind();
+    if (c.holdUntil !== undefined) return;
+    c.heldSince = now;
+    c.holdUntil = now + c.holdMs;
+    if (c.openSent || !c.local) {
+      c.outages++;
+      this.events.push({ type: 'held', conn: c.id });
+    }
+  }
+
+  private resumed(now: number, c: WrapConn): void {
+    if (c.holdUntil === undefined) return;
+    const heldMs = now - (c.heldSince ?? now);
+    c.holdUntil = undefined;
+    c.heldSince = undefined;
+    if (c.state === 'held') c.state = 'open';
+    this.events.push({ type: 'resumed', conn: c.id, heldMs });
+  }
+
+  private onHello(now: number, version: number, bootId: bigint): void {
+    if (version !== WRAP_VERSION) return this.violation(`hello version ${version}, this side speaks ${WRAP_VERSION}`);
+    if (this.peerBootId !== undefined && this.peerBootId !== bootId) {
+      // The peer restarted: every connection it knew is gone with its sockets.
+      this.events.push({ type: 'peer-restarted' });
+      for (const c of [...this.conns.values()]) {
+        if (!c.local || c.openSent) this.forget(c, CloseCode.PeerRestarted, 'the peer spookd restarted and lost the connection', false, true);
+      }
+    }
+    this.peerBootId = bootId;
+    this.peerHello = true;
+    for (const c of this.conns.values()) {
+      if (c.local && c.state === 'opening') this.sendOpen(c);
+      // Tell the peer how much of its stream we hold: it resends only the rest.
+      if (c.openSent || !c.local) this.queue({ type: RecordType.Resume, conn: c.id, offset: c.recv.received });
+    }
+    // Connections opened while the carrier was down have nothing to resume: they just start.
+    for (const c of this.conns.values()) if (c.local && c.state === 'opening' && c.holdUntil !== undefined && c.recv.received === 0) this.resumed(now, c);
+  }
+
+  private onOpen(now: number, id: number, wrapPort: number, target: Target, holdMs: number): void {
+    if ((id & 1) === this.opts.role) return this.violation(`open of connection ${id}: its id has this side's parity`);
+    const known = this.conns.get(id);
+    if (known) {
+      // A resent OPEN (the carrier broke before our OPENED arrived): answer again, resume.
+      if (known.state !== 'opening') this.queue({ type: RecordType.Opened, conn: id });
+      this.resumed(now, known);
+      return;
+    }
+    const ended = this.recentClosed.get(id);
+    if (ended !== undefined) {
+      this.queue({ type: RecordType.Close, conn: id, code: typeof ended === 'object' ? CloseCode.Shutdown : ended, text: 'connection already ended' });
+      return;
+    }
+    if (this.conns.size >= this.opts.maxConnections) {
+      this.queue({ type: RecordType.Close, conn: id, code: CloseCode.TooManyConnections, text: `this side carries ${this.conns.size} connections already` });
+      return;
+    }
+    this.newConn(now, id, false, wrapPort, target, holdMs);
+    this.events.push({ type: 'dial', conn: id, target, wrapPort });
+  }
+
+  private checkEnd(c: WrapConn): void {
+    if (c.recv.endDue) {
+      c.recv.endDelivered = true;
+      this.events.push({ type: 'end', conn: c.id });
+    }
+    this.maybeDone(c);
+  }
+
+  /** Both directions ended and were acknowledged: the connection is complete. */
+  private maybeDone(c: WrapConn): void {
+    if (c.recv.ackDue) this.ackDirty.add(c.id);
+    if (!c.send.done || !c.recv.endDelivered || c.recv.drained < (c.recv.finAt ?? 0)) return;
+    this.flushAck(c);
+    this.conns.delete(c.id);
+    this.remember(c.id, { finOut: c.send.finAt!, finIn: c.recv.finAt! });
+    this.events.push({ type: 'done', conn: c.id });
+  }
+
+  private flushAck(c: WrapConn): void {
+    this.ackDirty.delete(c.id);
+    if (!c.recv.ackDue) return;
+    c.recv.ackSent = c.recv.drained;
+    this.queue({ type: RecordType.Ack, conn: c.id, offset: c.recv.drained });
+  }
+
+  private nextData(): Uint8Array | undefined {
+    for (const id of this.ackDirty) {
+      const c = this.conns.get(id);
+      if (c) this.flushAck(c);
+      else this.ackDirty.delete(id);
+    }
+    const ctl = this.control.shift();
+    if (ctl) return ctl;
+    const list = [...this.conns.values()];
+    for (let k = 0; k < list.length; k++) {
+      const c = list[(this.rr + k) % list.length];
+      if (c.local && !c.openSent) continue;
+      const piece = c.send.take();
+      if (piece) {
+        this.rr = (this.rr + k + 1) % Math.max(1, list.length);
+        return encodeRecord({ type: RecordType.Data, conn: c.id, offset: piece.offset, data: piece.data });
+      }
+      if (c.send.finDue) {
+        c.send.finSent = true;
+        return encodeRecord({ type: RecordType.Fin, conn: c.id, offset: c.send.finAt! });
+      }
+    }
+    return undefined;
+  }
+
+  private forget(c: WrapConn, code: CloseCode, reason: string, byPeer: boolean, notifyLocal: boolean): void {
+    this.conns.delete(c.id);
+    this.ackDirty.delete(c.id);
+    this.remember(c.id, code);
+    if (!byPeer && this.carrier && this.peerHello && (c.openSent || !c.local)) this.queue({ type: RecordType.Close, conn: c.id, code, text: reason });
+    if (notifyLocal) this.events.push({ type: 'close', conn: c.id, code, reason, byPeer });
+  }
+
+  private remember(id: number, code: CloseCode | { finOut: number; finIn: number }): void {
+    this.recentClosed.set(id, code);
+    if (this.recentClosed.size > RECENT_CLOSED) this.recentClosed.delete(this.recentClosed.keys().next().value!);
+  }
+
+  private protocolError(c: WrapConn, detail: string): void {
+    this.violation(`connection ${c.id}: ${detail}`);
+    this.forget(c, CloseCode.ProtocolError, detail, false, true);
+  }
+
+  private violation(detail: string): void {
+    this.counters.violations++;
+    this.events.push({ type: 'violation', detail });
+  }
+
+  private queue(rec: WrapRecord): void {
+    if (this.carrier) this.control.push(encodeRecord(rec));
+  }
+}
