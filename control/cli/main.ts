@@ -11,6 +11,7 @@ import { demoCommand } from './demo.js';
 import { benchCommand } from './bench.js';
 import { adminCommands } from './admin.js';
 import { domainCommands } from './domain.js';
+import { wrapCommands } from './wrap.js';
 import { keyCommands } from './keys.js';
 import { xdpCommands } from './xdp.js';
 
@@ -25,6 +26,6 @@ const program = new Command()
 program.addCommand(simCommand());
 program.addCommand(demoCommand());
 program.addCommand(benchCommand());
-for (const c of [...keyCommands(), ...adminCommands(), ...domainCommands(), ...xdpCommands()]) program.addCommand(c);
+for (const c of [...keyCommands(), ...adminCommands(), ...domainCommands(), ...wrapCommands(), ...xdpCommands()]) program.addCommand(c);
 
 await program.parseAsync(process.argv);

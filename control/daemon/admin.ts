@@ -17,6 +17,7 @@ import { StreamState } from '../core/register/stream.js';
 import { encodeKey } from './keys.js';
 import type { PeerLink, Spookd } from './spookd.js';
 import { DOMAIN_COMMANDS, runDomainCommand } from './admin-domain.js';
+import { WRAP_COMMANDS, runWrapCommand } from './admin-wrap.js';
 import { MAX_WAIT_MS, bytesArg, num, showBytes, str } from './admin-args.js';
 
 export interface AdminRequest {
@@ -209,7 +210,8 @@ export class AdminServer {
       }
       default:
         if (DOMAIN_COMMANDS.includes(req.cmd)) return runDomainCommand(d, req.cmd, args, cleanups);
-        throw new Error(`unknown command ${JSON.stringify(req.cmd)} (status, pairs, pair, registers, xdp, get, set, cas, del, append, watch, events, ${DOMAIN_COMMANDS.join(', ')})`);
+        if (WRAP_COMMANDS.includes(req.cmd)) return runWrapCommand(d, req.cmd, args);
+        throw new Error(`unknown command ${JSON.stringify(req.cmd)} (status, pairs, pair, registers, xdp, get, set, cas, del, append, watch, events, ${[...DOMAIN_COMMANDS, ...WRAP_COMMANDS].join(', ')})`);
     }
   }
 

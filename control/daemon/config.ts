@@ -9,6 +9,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { decodeKey } from './keys.js';
 import { MAX_REGISTER_NAME_LEN } from '../../transport/wire/constants.js';
+import { WRAP_PROTOCOLS } from '../../wrappers/protocols.js';
 
 const hostPort = z.string().refine((s) => parseHostPort(s) !== undefined, { message: 'must be HOST:PORT with an IP address (IPv6 in brackets) and a port 1-65535' });
 
@@ -33,6 +34,50 @@ const peer = z
       }
     }),
     endpoint: hostPort.optional(),
+  })
+  .strict();
+
+/** A duration: milliseconds, or text such as 500ms, 30s, 2m, 1h. */
+export function parseDuration(v: string | number): number | undefined {
+  if (typeof v === 'number') return Number.isInteger(v) && v >= 0 ? v : undefined;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(v.trim());
+  if (!m) return undefined;
+  const ms = Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 'ms') as 'ms'];
+  return Number.isFinite(ms) ? Math.round(ms) : undefined;
+}
+
+const duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const ms = parseDuration(v);
+  if (ms === undefined) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'must be a duration: milliseconds, or a number with ms, s, m or h (30s)' });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+/** Existing TCP protocols carried over pairs (docs/OPERATIONS.md, "Wrappers"). */
+const wrapper = z
+  .object({
+    protocol: z.enum(WRAP_PROTOCOLS),
+    port: z.number().int().min(1).max(65535),
+    /** The peer whose spookd opens the connection to the real server: a peer name or its public key. */
+    peer: z.string().min(1),
+    /** How long a link outage may last before both ends close the connection. */
+    hold: duration.default('30s'),
+  })
+  .strict();
+
+const wrap = z
+  .object({
+    /** Where intercepted connections arrive (port 0: any free port; the BPF hooks are told which). */
+    intercept: hostPort.default('127.0.0.1:0'),
+    /** auto: BPF cgroup hooks, or a warning and no interception if the kernel refuses; bpf: refuse to start without them. */
+    interception: z.enum(['auto', 'bpf', 'off']).default('auto'),
+    windowBytes: z.number().int().min(64 * 1024).max(256 * 1024 * 1024).default(4 * 1024 * 1024),
+    maxConnections: z.number().int().min(1).max(65536).default(1024),
+    /** The carrier is dropped and redialled after this long without a record. */
+    silenceMs: z.number().int().min(300).default(3000),
+    wrappers: z.array(wrapper).default([]),
   })
   .strict();
 
@@ -101,6 +146,7 @@ export const configSchema = z
     peers: z.array(peer).min(1),
     registers: z.array(register).min(1),
     domains: z.array(domain).default([]),
+    wrap: wrap.default({}),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -116,6 +162,12 @@ export const configSchema = z
     dup(c.peers, (p) => p.publicKey, 'peers');
     dup(c.registers, (r) => r.name, 'registers');
     dup(c.domains, (d) => d.name, 'domains');
+    dup(c.wrap.wrappers, (w) => String(w.port), 'wrap.wrappers');
+    c.wrap.wrappers.forEach((w, i) => {
+      if (!c.peers.some((p) => p.name === w.peer || p.publicKey === w.peer)) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['wrap', 'wrappers', i, 'peer'], message: `no peer named or keyed ${JSON.stringify(w.peer)}` });
+      }
+    });
     const peers = new Set(c.peers.map((p) => p.name));
     c.domains.forEach((d, i) => {
       d.members.forEach((m, j) => {

@@ -29,6 +29,7 @@ import { Metrics } from './metrics.js';
 import { FastPath } from './fastpath.js';
 import { DomainHost } from './domains.js';
 import { QN_MSG_TYPE } from '../qn/codec.js';
+import { WrapManager } from '../../wrappers/manager.js';
 
 /** Re-handshake this often (fresh keys, as WireGuard's REKEY_AFTER_TIME). */
 export const REKEY_AFTER_MS = 120_000;
@@ -74,6 +75,8 @@ export class Spookd {
   readonly subscribers = new Set<(link: PeerLink, ev: SpookEvent) => void>();
   /** QN domains by name; their messages ride the pair sessions. */
   readonly domains = new Map<string, DomainHost>();
+  /** Wrapped TCP connections: carriers to the peers, interception, per-connection streams. */
+  readonly wraps: WrapManager;
 
   constructor(
     readonly cfg: SpookdConfig,
@@ -162,6 +165,26 @@ export class Spookd {
       this.links.set(p.name, link);
     }
     for (const dc of cfg.domains) this.domains.set(dc.name, new DomainHost(dc, key.publicKey, peers, cfg.dataDir, cfg.fsync, log, this.now()));
+    const listen = parseHostPort(cfg.listen)!;
+    const intercept = parseHostPort(cfg.wrap.intercept)!;
+    this.wraps = new WrapManager(
+      {
+        key,
+        peers: [...this.links.values()].map((l) => ({ name: l.name, publicKey: l.publicKey, role: l.pair.role === 'sequencer' ? 0 : 1 })),
+        peerAddr: (name) => this.links.get(name)?.addr,
+        listen,
+      },
+      { intercept, interception: cfg.wrap.interception, windowBytes: cfg.wrap.windowBytes, maxConnections: cfg.wrap.maxConnections, silenceMs: cfg.wrap.silenceMs },
+      cfg.wrap.wrappers.map((w) => ({ protocol: w.protocol, port: w.port, peer: this.peerName(w.peer), holdMs: w.hold })),
+      log.child({ component: 'wrap' }),
+    );
+  }
+
+  /** A peer named by its name or its public key. */
+  peerName(nameOrKey: string): string {
+    if (this.links.has(nameOrKey)) return nameOrKey;
+    for (const l of this.links.values()) if (encodeKey(l.publicKey) === nameOrKey) return l.name;
+    throw new Error(`no peer named or keyed ${JSON.stringify(nameOrKey)} (configured: ${[...this.links.keys()].join(', ')})`);
   }
 
   now(): number {
@@ -197,6 +220,7 @@ export class Spookd {
       this.metrics = new Metrics(this, this.cfg.metrics.listen, this.log);
       await this.metrics.start();
     }
+    await this.wraps.start();
     for (const link of this.links.values()) this.pump(link);
     this.schedule();
   }
@@ -210,6 +234,7 @@ export class Spookd {
     if (this.timer) clearTimeout(this.timer);
     await this.admin?.stop();
     await this.metrics?.stop();
+    await this.wraps.stop(); // interception ends before anything else: new connections go direct
     for (const link of this.links.values()) {
       // Not a teardown: the pair's state is on disk and the peer should expect us back.
       const bye = link.session && link.addr ? link.pair.goingAway(this.now()) : undefined;

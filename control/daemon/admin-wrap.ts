@@ -1,0 +1,35 @@
+/** Admin API commands for wrappers (same JSON-lines protocol as admin.ts). */
+import { parseDuration } from './config.js';
+import type { Spookd } from './spookd.js';
+import { num, str, type Args } from './admin-args.js';
+import { WRAP_PROTOCOLS, type WrapProtocol } from '../../wrappers/protocols.js';
+
+export const WRAP_COMMANDS = ['wraps', 'wrap-add', 'wrap-remove', 'wrap-stats', 'wrap-conns'];
+
+export function runWrapCommand(d: Spookd, cmd: string, args: Args): unknown {
+  const w = d.wraps;
+  switch (cmd) {
+    case 'wraps':
+      return w.list();
+    case 'wrap-add': {
+      const protocol = str(args, 'protocol')!;
+      if (!(WRAP_PROTOCOLS as readonly string[]).includes(protocol)) throw new Error(`argument protocol must be one of ${WRAP_PROTOCOLS.join(', ')}, not ${JSON.stringify(protocol)}`);
+      const hold = args.hold === undefined ? 30_000 : parseDuration(args.hold as string | number);
+      if (hold === undefined) throw new Error('argument hold must be a duration (30s, 500ms, 2m, or milliseconds)');
+      const spec = { protocol: protocol as WrapProtocol, port: num(args, 'port', undefined, 1, 65535), peer: d.peerName(str(args, 'peer')!), holdMs: hold };
+      w.add(spec);
+      return spec;
+    }
+    case 'wrap-remove': {
+      const port = num(args, 'port', undefined, 1, 65535);
+      w.remove(port);
+      return { port };
+    }
+    case 'wrap-stats':
+      return w.stats();
+    case 'wrap-conns':
+      return w.connections();
+    default:
+      throw new Error(`unknown wrap command ${cmd}`);
+  }
+}
