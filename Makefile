@@ -22,6 +22,9 @@ $(APT_STAMP): | $(NODE_STAMP)
 $(BPF_OBJ): bpf/spook_xdp.c bpf/spook_wire.h | $(APT_STAMP)
 	clang -O2 -g -target bpf -D__TARGET_ARCH_x86 -I/usr/include/$(MULTIARCH) -Ibpf -Wall -Werror -c $< -o $@
 
+bpf/spook_wrap.o: bpf/spook_wrap.c | $(APT_STAMP)
+	clang -O2 -g -target bpf -D__TARGET_ARCH_x86 -I/usr/include/$(MULTIARCH) -Ibpf -Wall -Werror -c $< -o $@
+
 $(NODE_STAMP): package.json package-lock.json
 	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
 		echo "installing Node.js and npm from the distribution (Spook needs Node.js >= 20)"; \
@@ -47,7 +50,7 @@ $(BUILD_STAMP): $(NODE_STAMP) $(TS_SOURCES) tsconfig.json
 	npx tsc -p tsconfig.json
 	touch $@
 
-build: $(BUILD_STAMP) $(BPF_OBJ)
+build: $(BUILD_STAMP) $(BPF_OBJ) bpf/spook_wrap.o
 
 typecheck: $(NODE_STAMP)
 	npx tsc -p tsconfig.json --noEmit

@@ -43,6 +43,9 @@ interface Lib {
   testRun: (fd: number, opts: Record<string, unknown>) => number;
   cpus: () => number;
   testRunOptsSize: number;
+  /** cgroup hooks through a bpf_link (NULL + errno on failure): the link dies with its fd. */
+  attachCgroup: (prog: unknown, cgroupFd: number) => unknown;
+  linkDestroy: (link: unknown) => number;
 }
 
 let lib: Lib | undefined;
@@ -92,6 +95,8 @@ export function libbpf(): Lib {
       testRun: l.func('bpf_prog_test_run_opts', 'int', ['int', koffi.inout(koffi.pointer(TestRunOpts))]),
       cpus: l.func('int libbpf_num_possible_cpus(void)'),
       testRunOptsSize: koffi.sizeof(TestRunOpts),
+      attachCgroup: l.func('void *bpf_program__attach_cgroup(void *prog, int cgroup_fd)'),
+      linkDestroy: l.func('int bpf_link__destroy(void *link)'),
     } as unknown as Lib;
     return lib;
   } catch (e) {

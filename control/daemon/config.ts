@@ -70,7 +70,10 @@ const wrapper = z
 const wrap = z
   .object({
     /** Where intercepted connections arrive (port 0: any free port; the BPF hooks are told which). */
-    intercept: hostPort.default('127.0.0.1:0'),
+    intercept: z
+      .string()
+      .refine((s) => parseHostPort(s, true) !== undefined, { message: 'must be HOST:PORT with an IP address and a port 0-65535 (0: any free port)' })
+      .default('127.0.0.1:0'),
     /** auto: BPF cgroup hooks, or a warning and no interception if the kernel refuses; bpf: refuse to start without them. */
     interception: z.enum(['auto', 'bpf', 'off']).default('auto'),
     windowBytes: z.number().int().min(64 * 1024).max(256 * 1024 * 1024).default(4 * 1024 * 1024),
@@ -192,11 +195,11 @@ export class ConfigError extends Error {
   }
 }
 
-export function parseHostPort(s: string): { host: string; port: number } | undefined {
+export function parseHostPort(s: string, allowPortZero = false): { host: string; port: number } | undefined {
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(s) ?? /^([^:]+):(\d+)$/.exec(s);
   if (!m) return undefined;
   const port = Number(m[2]);
-  if (!isIP(m[1]) || !Number.isInteger(port) || port < 1 || port > 65535) return undefined;
+  if (!isIP(m[1]) || !Number.isInteger(port) || port < (allowPortZero ? 0 : 1) || port > 65535) return undefined;
   return { host: m[1], port };
 }
 

@@ -166,7 +166,7 @@ export class Spookd {
     }
     for (const dc of cfg.domains) this.domains.set(dc.name, new DomainHost(dc, key.publicKey, peers, cfg.dataDir, cfg.fsync, log, this.now()));
     const listen = parseHostPort(cfg.listen)!;
-    const intercept = parseHostPort(cfg.wrap.intercept)!;
+    const intercept = parseHostPort(cfg.wrap.intercept, true)!;
     this.wraps = new WrapManager(
       {
         key,

@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0)
+/*
+ * Spook wrappers: transparent TCP interception at connect() time, the way socket-level
+ * load balancers do it (Cilium socket LB, merbridge). Attached to the cgroup-v2 root, so
+ * these programs see every process on the machine; they act only in the network
+ * namespace spookd runs in (wrap_cfg.netns_cookie), never on spookd's own sockets, never
+ * on loopback destinations, and only on TCP.
+ *
+ *   connect4/6: destination port wrapped -> remember the original destination under the
+ *               socket cookie and rewrite the destination to spookd's proxy on loopback.
+ *   sockops:    at TCP_CONNECT_CB the client's local port is assigned (inet_hash_connect
+ *               runs before tcp_connect), and the SYN has not left yet: move the entry to
+ *               orig_by_port[local port], which is the remote port the proxy sees on
+ *               accept(). The entry exists before the proxy can accept the connection.
+ *
+ * IPv6: a native destination is redirected to [::1]:proxy. A v4-mapped destination
+ * (::ffff:a.b.c.d on a dual-stack socket) is treated as IPv4: it is recorded as family 4
+ * and redirected to ::ffff:127.0.0.1, i.e. the same IPv4 proxy listener.
+ */
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define SOCK_STREAM 1 /* <linux/net.h> is not usable from BPF; the value is ABI */
+#define MAX_WRAPPED_PORTS 256
+#define ORIG_ENTRIES 65536
+
+/* Counter slots of wrap_stats (control/bpf/wrap-hooks.ts names them in this order). */
+enum {
+	WRAP_CNT_REDIRECTED,    /* connect rewritten to the proxy */
+	WRAP_CNT_SKIPPED_SELF,  /* spookd's own connect */
+	WRAP_CNT_NO_PORT,       /* destination port not wrapped */
+	WRAP_CNT_LOOPBACK,      /* destination 127/8, ::1, or unspecified */
+	WRAP_CNT_OTHER_NETNS,   /* not spookd's network namespace */
+	WRAP_CNT_NOT_TCP,       /* UDP and friends pass untouched */
+	WRAP_CNT_SAVE_FAILED,   /* orig_by_cookie update failed: not redirected */
+	WRAP_CNT_HANDED_OVER,   /* sockops moved an entry to orig_by_port */
+	WRAP_CNT_SLOTS,
+};
+
+struct wrap_config {
+	__u64 netns_cookie; /* 0: not configured, nothing is redirected */
+	__u64 pidns_dev;    /* spookd's pid namespace (stat of /proc/self/ns/pid): */
+	__u64 pidns_ino;    /*   self_tgid is a pid in that namespace */
+	__u32 self_tgid;
+	__u16 proxy_port;   /* host order */
+	__u16 flags;        /* reserved, 0 */
+};
+
+struct spook_orig {
+	__u8 family; /* 4 or 6 */
+	__u8 pad;
+	__u16 port;  /* host order */
+	__u32 ip4;   /* network order (family 4) */
+	__u8 ip6[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct wrap_config);
+} wrap_cfg SEC(".maps");
+
+/* Wrapped destination ports (host order) -> nonzero. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_WRAPPED_PORTS);
+	__type(key, __u16);
+	__type(value, __u32);
+} wrap_ports SEC(".maps");
+
+/* Between connect() and TCP_CONNECT_CB: socket cookie -> original destination. LRU, so
+ * entries of connects that failed before the SYN age out by themselves. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, ORIG_ENTRIES);
+	__type(key, __u64);
+	__type(value, struct spook_orig);
+} orig_by_cookie SEC(".maps");
+
+/* For the proxy: client local port (host order) -> original destination; the proxy
+ * deletes the entry when it has read it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, ORIG_ENTRIES);
+	__type(key, __u32);
+	__type(value, struct spook_orig);
+} orig_by_port SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, WRAP_CNT_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} wrap_stats SEC(".maps");
+
+static __always_inline void count(__u32 slot)
+{
+	__u64 *c = bpf_map_lookup_elem(&wrap_stats, &slot);
+	if (c)
+		*c += 1;
+}
+
+/*
+ * The checks common to both families, cheapest first. Returns the config when the
+ * connect may be redirected (port wrapped, right netns, not spookd itself), else NULL.
+ */
+static __always_inline struct wrap_config *should_wrap(struct bpf_sock_addr *ctx, __u16 port)
+{
+	__u32 zero = 0;
+	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP) {
+		count(WRAP_CNT_NOT_TCP);
+		return NULL;
+	}
+	struct wrap_config *cfg = bpf_map_lookup_elem(&wrap_cfg, &zero);
+	if (!cfg || cfg->netns_cookie == 0 || cfg->netns_cookie != bpf_get_netns_cookie(ctx)) {
+		count(WRAP_CNT_OTHER_NETNS);
+		return NULL;
+	}
+	if (!bpf_map_lookup_elem(&wrap_ports, &port)) {
+		count(WRAP_CNT_NO_PORT);
+		return NULL;
+	}
+	/* The tgid as spookd's pid namespace sees it (process.pid), so this also holds when
+	 * spookd runs in a container. A task outside that namespace is never spookd. */
+	struct bpf_pidns_info ns = {};
+	if (bpf_get_ns_current_pid_tgid(cfg->pidns_dev, cfg->pidns_ino, &ns, sizeof(ns)) == 0 && ns.tgid == cfg->self_tgid) {
+		count(WRAP_CNT_SKIPPED_SELF);
+		return NULL;
+	}
+	return cfg;
+}
+
+static __always_inline int save_orig(struct bpf_sock_addr *ctx, struct spook_orig *orig)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	if (bpf_map_update_elem(&orig_by_cookie, &cookie, orig, BPF_ANY) != 0) {
+		count(WRAP_CNT_SAVE_FAILED);
+		return -1;
+	}
+	return 0;
+}
+
+static __always_inline int is_loopback4(__u32 ip4 /* network order */)
+{
+	__u32 h = bpf_ntohl(ip4);
+	return (h >> 24) == 127 || h == 0;
+}
+
+SEC("cgroup/connect4")
+int spook_connect4(struct bpf_sock_addr *ctx)
+{
+	__u16 port = bpf_ntohs(ctx->user_port);
+	__u32 ip4 = ctx->user_ip4;
+	struct wrap_config *cfg = should_wrap(ctx, port);
+	if (!cfg)
+		return 1;
+	if (is_loopback4(ip4)) {
+		count(WRAP_CNT_LOOPBACK);
+		return 1;
+	}
+	struct spook_orig orig = { .family = 4, .port = port, .ip4 = ip4 };
+	if (save_orig(ctx, &orig))
+		return 1;
+	ctx->user_ip4 = bpf_htonl(0x7f000001); /* 127.0.0.1 */
+	ctx->user_port = bpf_htons(cfg->proxy_port);
+	count(WRAP_CNT_REDIRECTED);
+	return 1; /* always allow: this hook redirects, it never refuses */
+}
+
+SEC("cgroup/connect6")
+int spook_connect6(struct bpf_sock_addr *ctx)
+{
+	__u16 port = bpf_ntohs(ctx->user_port);
+	__u32 a[4];
+	a[0] = ctx->user_ip6[0];
+	a[1] = ctx->user_ip6[1];
+	a[2] = ctx->user_ip6[2];
+	a[3] = ctx->user_ip6[3];
+	struct wrap_config *cfg = should_wrap(ctx, port);
+	if (!cfg)
+		return 1;
+	int mapped = a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff);
+	int loop = mapped ? is_loopback4(a[3])
+			  : (a[0] | a[1] | a[2]) == 0 && (a[3] == 0 || a[3] == bpf_htonl(1)); /* :: or ::1 */
+	if (loop) {
+		count(WRAP_CNT_LOOPBACK);
+		return 1;
+	}
+	struct spook_orig orig = { .port = port };
+	if (mapped) {
+		orig.family = 4;
+		orig.ip4 = a[3];
+	} else {
+		orig.family = 6;
+		__builtin_memcpy(orig.ip6, a, 16);
+	}
+	if (save_orig(ctx, &orig))
+		return 1;
+	ctx->user_ip6[0] = 0;
+	ctx->user_ip6[1] = 0;
+	ctx->user_ip6[2] = mapped ? bpf_htonl(0xffff) : 0;
+	ctx->user_ip6[3] = mapped ? bpf_htonl(0x7f000001) : bpf_htonl(1); /* ::ffff:127.0.0.1 or ::1 */
+	ctx->user_port = bpf_htons(cfg->proxy_port);
+	count(WRAP_CNT_REDIRECTED);
+	return 1;
+}
+
+SEC("sockops")
+int spook_sockops(struct bpf_sock_ops *skops)
+{
+	/* TCP_CONNECT_CB needs no cb_flags: it is called for every active open. */
+	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB)
+		return 1;
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct spook_orig *orig = bpf_map_lookup_elem(&orig_by_cookie, &cookie);
+	if (!orig)
+		return 1;
+	__u32 lport = skops->local_port; /* host order, assigned by inet_hash_connect() */
+	struct spook_orig copy = *orig;  /* copy before the delete frees the element */
+	bpf_map_update_elem(&orig_by_port, &lport, &copy, BPF_ANY);
+	bpf_map_delete_elem(&orig_by_cookie, &cookie);
+	count(WRAP_CNT_HANDED_OVER);
+	return 1;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

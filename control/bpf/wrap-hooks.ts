@@ -1,0 +1,228 @@
+/**
+ * The wrappers' interception hooks (bpf/spook_wrap.c) from the control plane: connect()
+ * to a wrapped port anywhere in spookd's network namespace lands on spookd's proxy
+ * listener on loopback, and the proxy asks originalDst(remotePort) where the client meant
+ * to go. The programs are attached to the cgroup-v2 root through bpf_links that are never
+ * pinned: when spookd exits, even on kill -9, the links close and connections go direct.
+ */
+import { closeSync, constants, existsSync, mkdtempSync, openSync, readFileSync, rmdirSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { SocketAddress } from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import koffi from 'koffi';
+import { BpfError, check, lastErrno, libbpf } from './libbpf.js';
+
+const PROGRAMS = ['spook_connect4', 'spook_connect6', 'spook_sockops'] as const;
+/** wrap_stats slots, in the order of the enum in spook_wrap.c. */
+const STAT_NAMES = ['redirected', 'skipped_self', 'no_port', 'loopback', 'other_netns', 'not_tcp', 'save_failed', 'handed_over'] as const;
+const MAX_PORTS = 256; // wrap_ports max_entries
+const ORIG_SIZE = 24; // struct spook_orig
+const SOL_SOCKET = 1;
+const SO_NETNS_COOKIE = 71;
+
+export interface OriginalDst {
+  family: 4 | 6;
+  address: string;
+  port: number;
+}
+
+/** The compiled object (built by `make` into bpf/spook_wrap.o). */
+export function defaultWrapObjectPath(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) dir = dirname(dir);
+  return join(dir, 'bpf', 'spook_wrap.o');
+}
+
+interface Libc {
+  socket: (domain: number, type: number, protocol: number) => number;
+  getsockopt: (fd: number, level: number, name: number, val: Buffer, len: Buffer) => number;
+  close: (fd: number) => number;
+  mount: (src: string, target: string, fstype: string, flags: number, data: null) => number;
+  umount2: (target: string, flags: number) => number;
+}
+let libc: Libc | undefined;
+
+function libcCalls(): Libc {
+  if (libc) return libc;
+  const l = koffi.load('libc.so.6');
+  libc = {
+    socket: l.func('int socket(int domain, int type, int protocol)'),
+    getsockopt: l.func('int getsockopt(int fd, int level, int optname, void *optval, void *optlen)'),
+    close: l.func('int close(int fd)'),
+    mount: l.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data)'),
+    umount2: l.func('int umount2(const char *target, int flags)'),
+  } as Libc;
+  return libc;
+}
+
+/** This process's network namespace cookie, the value bpf_get_netns_cookie() returns for its sockets. */
+export function currentNetnsCookie(): bigint {
+  const libc = libcCalls();
+  const fd = libc.socket(1 /* AF_UNIX: needs no network at all */, 2 /* SOCK_DGRAM */, 0);
+  if (fd < 0) throw new Error(`socket() for the netns cookie failed: errno ${lastErrno()}`);
+  try {
+    const val = Buffer.alloc(8);
+    const len = Buffer.alloc(4);
+    len.writeUInt32LE(8);
+    if (libc.getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, val, len) < 0) throw new Error(`getsockopt(SO_NETNS_COOKIE) failed: errno ${lastErrno()} (needs Linux >= 5.14)`);
+    return val.readBigUInt64LE(0);
+  } finally {
+    libc.close(fd);
+  }
+}
+
+/** The mount point of the cgroup-v2 hierarchy's root in this mount namespace, if any. */
+export function cgroup2Root(): string | undefined {
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const [pre, post] = line.split(' - ');
+    const f = pre?.split(' ');
+    // Only a mount of the hierarchy's root ("/"), not of a sub-cgroup.
+    if (post?.startsWith('cgroup2 ') && f?.[3] === '/') return f[4].replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  }
+  return undefined;
+}
+
+/**
+ * An fd on the cgroup-v2 root. `ip netns exec` (how the lab starts spookd) remounts /sys
+ * in a private mount namespace, which hides the cgroup2 mount: then mount a fresh
+ * cgroup2 instance (the same hierarchy), open it and detach the mount at once; the fd
+ * alone keeps it reachable until the links are made.
+ */
+function openCgroupRoot(path: string | undefined): { fd: number; where: string } {
+  path ??= cgroup2Root();
+  if (path) return { fd: openSync(path, constants.O_RDONLY | constants.O_DIRECTORY), where: path };
+  const c = libcCalls();
+  const dir = mkdtempSync(join(tmpdir(), 'spook-cgroup2-'));
+  try {
+    if (c.mount('cgroup2', dir, 'cgroup2', 0, null) < 0) throw new Error(`no cgroup2 mount in /proc/self/mountinfo, and mounting one failed (errno ${lastErrno()}); pass cgroupPath`);
+    try {
+      return { fd: openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY), where: 'cgroup2 (private mount)' };
+    } finally {
+      c.umount2(dir, 2 /* MNT_DETACH */);
+    }
+  } finally {
+    rmdirSync(dir);
+  }
+}
+
+export class WrapHooks {
+  private links: unknown[] = [];
+  private closed = false;
+
+  private constructor(private readonly obj: unknown) {}
+
+  /**
+   * Load the object, configure it for this process (its netns cookie, pid namespace and
+   * pid) and attach the three programs to the cgroup-v2 root. Throws BpfError if the
+   * kernel refuses (verifier, missing CAP_BPF/CAP_NET_ADMIN).
+   */
+  static open(opts: { objPath?: string; proxyPort: number; cgroupPath?: string }): WrapHooks {
+    const path = opts.objPath ?? defaultWrapObjectPath();
+    if (!Number.isInteger(opts.proxyPort) || opts.proxyPort < 1 || opts.proxyPort > 65535) throw new Error(`bad proxy port ${opts.proxyPort}`);
+    if (!existsSync(path)) throw new Error(`${path}: wrap hooks object not built (run make)`);
+    const l = libbpf();
+    const obj = l.open(path, null);
+    if (!obj) throw new BpfError(`bpf_object__open_file(${path})`, lastErrno());
+    const hooks = new WrapHooks(obj);
+    try {
+      const rc = l.load(obj);
+      if (rc < 0) throw new BpfError('bpf_object__load(spook_wrap)', -rc);
+      // Configure before attaching, so the programs never run half-configured.
+      const pidns = statSync('/proc/self/ns/pid', { bigint: true });
+      const cfg = Buffer.alloc(32);
+      cfg.writeBigUInt64LE(currentNetnsCookie(), 0);
+      cfg.writeBigUInt64LE(pidns.dev, 8);
+      cfg.writeBigUInt64LE(pidns.ino, 16);
+      cfg.writeUInt32LE(process.pid, 24);
+      cfg.writeUInt16LE(opts.proxyPort, 28);
+      check('bpf_map_update_elem(wrap_cfg)', l.update(hooks.mapFd('wrap_cfg'), Buffer.alloc(4), cfg, 0));
+      const { fd, where } = openCgroupRoot(opts.cgroupPath);
+      try {
+        for (const name of PROGRAMS) {
+          const prog = l.findProg(obj, name);
+          if (!prog) throw new Error(`program ${name} not in ${path}`);
+          const link = l.attachCgroup(prog, fd);
+          if (!link) throw new BpfError(`bpf_program__attach_cgroup(${name}, ${where})`, lastErrno());
+          hooks.links.push(link);
+        }
+      } finally {
+        closeSync(fd); // the links hold the cgroup
+      }
+      return hooks;
+    } catch (e) {
+      hooks.close();
+      throw e;
+    }
+  }
+
+  private mapFd(name: string): number {
+    if (this.closed) throw new Error('WrapHooks is closed'); // the object is freed
+    const map = libbpf().findMap(this.obj, name);
+    if (!map) throw new Error(`map ${name} not in the object`);
+    return check('bpf_map__fd', libbpf().mapFd(map));
+  }
+
+  /** Replace the set of wrapped destination ports. */
+  setPorts(ports: number[]): void {
+    const want = new Set(ports);
+    for (const p of want) if (!Number.isInteger(p) || p < 1 || p > 65535) throw new Error(`bad port ${p}`);
+    if (want.size > MAX_PORTS) throw new Error(`at most ${MAX_PORTS} wrapped ports (got ${want.size})`);
+    const fd = this.mapFd('wrap_ports');
+    const one = Buffer.alloc(4);
+    one.writeUInt32LE(1);
+    // Add first, then remove: a port in both sets is never briefly unwrapped.
+    for (const p of want) check('bpf_map_update_elem(wrap_ports)', libbpf().update(fd, u16(p), one, 0));
+    const stale: Buffer[] = [];
+    for (let prev: Buffer | null = null, next = Buffer.alloc(2); libbpf().nextKey(fd, prev, next) === 0; prev = next, next = Buffer.alloc(2)) {
+      if (!want.has(next.readUInt16LE(0))) stale.push(next);
+    }
+    for (const k of stale) libbpf().del(fd, k);
+  }
+
+  /**
+   * Where the client behind an accepted proxy connection meant to go, by the client's
+   * port (the accepted socket's remotePort). Each entry is read once: it is deleted here.
+   */
+  originalDst(clientPort: number): OriginalDst | undefined {
+    const fd = this.mapFd('orig_by_port');
+    const key = Buffer.alloc(4);
+    key.writeUInt32LE(clientPort >>> 0);
+    const v = Buffer.alloc(ORIG_SIZE);
+    if (libbpf().lookup(fd, key, v) < 0) return undefined;
+    libbpf().del(fd, key);
+    const port = v.readUInt16LE(2);
+    if (v[0] === 4) return { family: 4, address: `${v[4]}.${v[5]}.${v[6]}.${v[7]}`, port };
+    const groups = Array.from({ length: 8 }, (_, i) => v.readUInt16BE(8 + 2 * i).toString(16)).join(':');
+    return { family: 6, address: new SocketAddress({ address: groups, family: 'ipv6' }).address, port };
+  }
+
+  /** wrap_stats by name, summed over CPUs. */
+  stats(): Record<string, number> {
+    const fd = this.mapFd('wrap_stats');
+    const cpus = libbpf().cpus();
+    const out: Record<string, number> = {};
+    STAT_NAMES.forEach((name, slot) => {
+      const k = Buffer.alloc(4);
+      k.writeUInt32LE(slot);
+      const v = Buffer.alloc(8 * cpus); // one u64 per possible CPU
+      out[name] = libbpf().lookup(fd, k, v) < 0 ? 0 : Array.from({ length: cpus }, (_, c) => Number(v.readBigUInt64LE(8 * c))).reduce((a, b) => a + b, 0);
+    });
+    return out;
+  }
+
+  /** Detach (destroying the links restores the direct path) and free the object. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const link of this.links) libbpf().linkDestroy(link);
+    this.links = [];
+    libbpf().close(this.obj);
+  }
+}
+
+const u16 = (v: number): Buffer => {
+  const b = Buffer.alloc(2);
+  b.writeUInt16LE(v);
+  return b;
+};
