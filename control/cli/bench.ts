@@ -73,6 +73,19 @@ export function benchCommand(): Command {
       else for (const [k, v] of Object.entries(r)) console.log(`${k.padEnd(20)}${v}`);
     });
   bench
+    .command('wrap')
+    .description('two hosts in namespaces (root): throughput of one TCP transfer direct, through a wrapper and through ssh -L; pgbench tps direct and wrapped')
+    .option('--bytes <n>', 'bytes per transfer', intArg('--bytes', 1), 1 << 30)
+    .option('--pgbench-seconds <n>', 'length of each pgbench run (0: skip)', intArg('--pgbench-seconds', 0), 10)
+    .option('--base-port <port>', 'spookd UDP/TCP ports in the namespaces', intArg('--base-port', 1024), 47600)
+    .option('--json', 'print one JSON object', false)
+    .action(async (o: { bytes: number; pgbenchSeconds: number; basePort: number; json: boolean }) => {
+      const { runWrapBench } = await load<typeof import('../../bench/wrap.js')>('../../bench/wrap.js');
+      const r = await runWrapBench(o);
+      if (o.json) console.log(JSON.stringify(r, null, 2));
+      else for (const [k, v] of Object.entries(r)) console.log(`${k.padEnd(18)}${v}`);
+    });
+  bench
     .command('xdp')
     .description('ns per packet through BPF_PROG_TEST_RUN: valid, malformed, unknown-pair and non-ESTP packets vs a trivial XDP_PASS program (needs root)')
     .option('--repeat <n>', 'repetitions per test run', intArg('--repeat', 1), 1_000_000)

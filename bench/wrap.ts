@@ -1,0 +1,137 @@
+/**
+ * `spook bench wrap`: two hosts in network namespaces joined by a veth, a spookd on each,
+ * the client on host a and the servers on host b (needs root).
+ *
+ *  directMBps     bytes/s of one TCP connection a → b (a Node sink on b), no wrapper;
+ *  wrapMBps       the same transfer to a wrapped port: intercepted on a, carried over the
+ *                 pair's carrier, dialled by b's spookd;
+ *  sshForwardMBps the same transfer through `ssh -L` (OpenSSH, default cipher) to the same sink;
+ *  pgbench        tps of `pgbench -S` (select-only, 4 clients) direct and through the wrapper.
+ * All measured in the same run, one after the other, on the same machines.
+ */
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { Lab, sleep, until } from '../control/lab/netns.js';
+import { nsExec, nsRun, startPostgres, startSshd } from '../control/lab/servers.js';
+
+export interface WrapBenchResult {
+  bytes: number;
+  directMBps: number;
+  wrapMBps: number;
+  sshForwardMBps: number;
+  wrapVsSsh: number;
+  wrapVsDirect: number;
+  pgbenchSeconds: number;
+  pgbenchDirectTps: number;
+  pgbenchWrapTps: number;
+}
+
+const SINK_DIRECT = 9100;
+const SINK_WRAPPED = 9101;
+const PG_PORT = 5432;
+const SSH_PORT = 2222;
+const FORWARD_PORT = 9200;
+
+/** A sink that counts what each connection sends and answers with the count at its end. */
+const SINK = `
+import { createServer } from 'node:net';
+// node -e: argv[1] is the first argument
+for (const port of process.argv.slice(1, -1)) {
+  createServer({ allowHalfOpen: true }, (s) => {
+    let n = 0;
+    s.on('data', (d) => (n += d.length));
+    s.on('end', () => s.end(String(n)));
+    s.on('error', () => {});
+  }).listen(Number(port), process.argv.at(-1));
+}
+`;
+
+/** Send `bytes` to host:port, half-close, wait for the sink's count; prints ms and the count. */
+const CLIENT = `
+import { connect } from 'node:net';
+const [host, port, bytes] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3])];
+const buf = Buffer.alloc(1 << 20, 7);
+const t0 = performance.now();
+const s = connect({ host, port, allowHalfOpen: true });
+let sent = 0, reply = '';
+const pump = () => {
+  while (sent < bytes) {
+    const n = Math.min(buf.length, bytes - sent);
+    sent += n;
+    if (!s.write(n === buf.length ? buf : buf.subarray(0, n))) return void s.once('drain', pump);
+  }
+  s.end();
+};
+s.on('connect', pump);
+s.on('data', (d) => (reply += d));
+s.on('error', (e) => { console.error(e.message); process.exit(1); });
+s.on('close', () => { console.log(JSON.stringify({ ms: performance.now() - t0, count: Number(reply) })); });
+`;
+
+async function throughput(lab: Lab, host: string, port: number, bytes: number): Promise<number> {
+  const out = await nsExec(lab.host('a').ns, process.execPath, ['--input-type=module', '-e', CLIENT, host, String(port), String(bytes)], { timeoutMs: 600_000 });
+  const r = JSON.parse(out) as { ms: number; count: number };
+  if (r.count !== bytes) throw new Error(`the sink counted ${r.count} bytes of ${bytes} (${host}:${port})`);
+  return bytes / 1e6 / (r.ms / 1000);
+}
+
+async function pgbenchTps(lab: Lab, pg: { pgbench: string; connArgs: string[] }, seconds: number): Promise<number> {
+  const out = await nsExec(lab.host('a').ns, pg.pgbench, [...pg.connArgs, '-S', '-c', '4', '-j', '2', '-T', String(seconds), 'postgres'], { timeoutMs: (seconds + 60) * 1000 });
+  const m = /tps = ([\d.]+)/.exec(out);
+  if (!m) throw new Error(`pgbench printed no tps:\n${out}`);
+  return Number(m[1]);
+}
+
+export async function runWrapBench(o: { bytes: number; pgbenchSeconds: number; basePort: number }): Promise<WrapBenchResult> {
+  const lab = new Lab(['a', 'b'], [{ a: 'a', b: 'b', subnet: 62 }], o.basePort);
+  const stops: (() => Promise<void> | void)[] = [];
+  try {
+    const regs = [{ name: 'r', kind: 'map' }];
+    lab.configure('a', regs, { logLevel: 'warn', fsync: 'never', wrap: { wrappers: [{ protocol: 'tcp', port: SINK_WRAPPED, peer: 'b', hold: '30s' }] } });
+    lab.configure('b', regs, { logLevel: 'warn', fsync: 'never' });
+    await lab.start('a');
+    await lab.start('b');
+    const b = lab.host('b').addrs.get('a')!;
+    const sink = spawn('ip', ['netns', 'exec', lab.host('b').ns, process.execPath, '--input-type=module', '-e', SINK, String(SINK_DIRECT), String(SINK_WRAPPED), b], { stdio: 'ignore' });
+    stops.push(() => void sink.kill('SIGKILL'));
+    const sshd = await startSshd(lab.host('b').ns, b, SSH_PORT, join(lab.dir, 'sshd'));
+    stops.push(() => sshd.stop());
+    await until('the carrier', async () => ((await lab.admin<{ peers: { carrier: string }[] }>('a', 'wrap-stats')).peers[0].carrier === 'up' ? true : undefined));
+
+    const directMBps = await throughput(lab, b, SINK_DIRECT, o.bytes);
+    const wrapMBps = await throughput(lab, b, SINK_WRAPPED, o.bytes);
+    const fwd = spawn('ip', ['netns', 'exec', lab.host('a').ns, 'ssh', ...sshd.sshArgs, '-N', '-L', `127.0.0.1:${FORWARD_PORT}:${b}:${SINK_DIRECT}`, b], { stdio: 'ignore' });
+    stops.push(() => void fwd.kill('SIGKILL'));
+    await until('ssh -L', async () => (await nsRun(lab.host('a').ns, 'bash', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${FORWARD_PORT}`], { timeoutMs: 2000 })).code === 0, 15_000, 200);
+    const sshForwardMBps = await throughput(lab, '127.0.0.1', FORWARD_PORT, o.bytes);
+
+    let pgbenchDirectTps = 0;
+    let pgbenchWrapTps = 0;
+    if (o.pgbenchSeconds > 0) {
+      const pg = await startPostgres(lab.host('b').ns, b, PG_PORT, join(lab.dir, 'pg'));
+      stops.push(() => pg.stop());
+      await nsExec(lab.host('a').ns, pg.pgbench, [...pg.connArgs, '-i', '-s', '2', 'postgres'], { timeoutMs: 120_000 });
+      pgbenchDirectTps = await pgbenchTps(lab, pg, o.pgbenchSeconds);
+      await lab.admin('a', 'wrap-add', { protocol: 'postgres', port: PG_PORT, peer: 'b', hold: '30s' });
+      pgbenchWrapTps = await pgbenchTps(lab, pg, o.pgbenchSeconds);
+      const st = await lab.admin<{ protocols: Record<string, { connections: number }> }>('a', 'wrap-stats');
+      if (!st.protocols.postgres?.connections) throw new Error('pgbench through the wrapper was not intercepted');
+    }
+    const r2 = (x: number): number => Number(x.toFixed(2));
+    return {
+      bytes: o.bytes,
+      directMBps: r2(directMBps),
+      wrapMBps: r2(wrapMBps),
+      sshForwardMBps: r2(sshForwardMBps),
+      wrapVsSsh: r2(wrapMBps / sshForwardMBps),
+      wrapVsDirect: r2(wrapMBps / directMBps),
+      pgbenchSeconds: o.pgbenchSeconds,
+      pgbenchDirectTps: r2(pgbenchDirectTps),
+      pgbenchWrapTps: r2(pgbenchWrapTps),
+    };
+  } finally {
+    for (const s of stops.reverse()) await s();
+    await sleep(100);
+    await lab.destroy();
+  }
+}
