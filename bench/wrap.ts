@@ -131,6 +131,7 @@ export async function runWrapBench(o: { bytes: number; pgbenchSeconds: number; b
     };
   } finally {
     for (const s of stops.reverse()) await s();
+    for (const h of ['a', 'b']) await lab.stop(h).catch(() => undefined); // graceful: profiles and logs are written
     await sleep(100);
     await lab.destroy();
   }

@@ -16,8 +16,8 @@ function joined(): { a: WrapSession; b: WrapSession; pump: (now?: number) => { a
     const evs = { a: [] as WrapEvent[], b: [] as WrapEvent[] };
     for (let moved = true; moved; ) {
       moved = false;
-      for (let r = a.pollRecord(now); r; r = a.pollRecord(now), moved = true) b.handleRecord(now, r);
-      for (let r = b.pollRecord(now); r; r = b.pollRecord(now), moved = true) a.handleRecord(now, r);
+      for (let r = a.pollRecord(now); r; r = a.pollRecord(now), moved = true) b.handleRecord(now, Buffer.concat(r));
+      for (let r = b.pollRecord(now); r; r = b.pollRecord(now), moved = true) a.handleRecord(now, Buffer.concat(r));
     }
     for (let e = a.pollEvent(); e; e = a.pollEvent()) evs.a.push(e);
     for (let e = b.pollEvent(); e; e = b.pollEvent()) evs.b.push(e);
@@ -150,7 +150,7 @@ describe('WrapSession', () => {
     const b2 = new WrapSession({ ...opts, role: 1, bootId: 3n });
     a.onCarrierUp(2);
     b2.onCarrierUp(2);
-    for (let r = b2.pollRecord(2); r; r = b2.pollRecord(2)) a.handleRecord(2, r);
+    for (let r = b2.pollRecord(2); r; r = b2.pollRecord(2)) a.handleRecord(2, Buffer.concat(r));
     const evs: WrapEvent[] = [];
     for (let e = a.pollEvent(); e; e = a.pollEvent()) evs.push(e);
     expect(evs).toContainEqual(expect.objectContaining({ type: 'close', conn: id, code: CloseCode.PeerRestarted }));

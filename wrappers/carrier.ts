@@ -11,8 +11,9 @@
  * u32 length, then the sealed record. The length is not secret; a tampered one fails the AEAD.
  */
 import { connect, type Socket } from 'node:net';
+import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from 'node:crypto';
 import type { KeyPair } from '../transport/etcp/crypto.js';
-import { TAGLEN } from '../transport/etcp/crypto.js';
+import { nonce12, TAGLEN } from '../transport/etcp/crypto.js';
 import { IKInitiator, IKResponder, type CipherState } from '../transport/etcp/noise.js';
 import { MAX_DATA } from './codec.js';
 
@@ -22,28 +23,62 @@ const HASH = 'BLAKE2s' as const;
 export const MAX_SEALED_RECORD = 13 + MAX_DATA + TAGLEN;
 const HANDSHAKE_TIMEOUT_MS = 5_000;
 const MAX_HANDSHAKE = 256;
+/**
+ * Keep writing records until this much is queued on the carrier socket. Node's default
+ * high-water mark (16 KiB) is smaller than one DATA record and would stall the pipeline at
+ * one record per event-loop turn.
+ */
+const CARRIER_HIGH_WATER = 2 * 1024 * 1024;
 const EMPTY = new Uint8Array(0);
 
 export class CarrierError extends Error {
   override name = 'CarrierError';
 }
 
-/** Length-prefixed frames out of a TCP byte stream, bounded by `max`. */
+/** Length-prefixed frames out of a TCP byte stream, bounded by `max`; a frame is copied at most once. */
 class Deframer {
-  private buf: Buffer = Buffer.alloc(0);
+  private chunks: Buffer[] = [];
+  private have = 0;
+  private need = -1; // length of the frame being assembled, -1 while its prefix is incomplete
   constructor(private readonly max: number) {}
 
-  push(chunk: Buffer, out: (frame: Uint8Array) => void): void {
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
-    let off = 0;
-    while (this.buf.length - off >= 4) {
-      const len = this.buf.readUInt32BE(off);
-      if (len > this.max) throw new CarrierError(`carrier frame of ${len} bytes, at most ${this.max}`);
-      if (this.buf.length - off - 4 < len) break;
-      out(this.buf.subarray(off + 4, off + 4 + len));
-      off += 4 + len;
+  push(chunk: Buffer, out: (frame: Buffer) => void): void {
+    this.chunks.push(chunk);
+    this.have += chunk.length;
+    for (;;) {
+      if (this.need < 0) {
+        if (this.have < 4) return;
+        const head = this.take(4);
+        this.need = head.readUInt32BE(0);
+        if (this.need > this.max) throw new CarrierError(`carrier frame of ${this.need} bytes, at most ${this.max}`);
+      }
+      if (this.have < this.need) return;
+      const f = this.take(this.need);
+      this.need = -1;
+      out(f);
     }
-    this.buf = off === this.buf.length ? Buffer.alloc(0) : this.buf.subarray(off);
+  }
+
+  /** The next n bytes: a view when they sit in one chunk, else one copy. */
+  private take(n: number): Buffer {
+    this.have -= n;
+    const first = this.chunks[0];
+    if (first.length >= n) {
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    const out = Buffer.allocUnsafe(n);
+    let off = 0;
+    while (off < n) {
+      const c = this.chunks[0];
+      const k = Math.min(c.length, n - off);
+      c.copy(out, off, 0, k);
+      off += k;
+      if (k === c.length) this.chunks.shift();
+      else this.chunks[0] = c.subarray(k);
+    }
+    return out;
   }
 }
 
@@ -61,17 +96,45 @@ export class Carrier {
   onClose: (why: string) => void = () => {};
   onDrain: () => void = () => {};
   private closed = false;
+  /** Bytes queued but not yet taken by the kernel. */
+  get queued(): number {
+    return this.socket.writableLength;
+  }
   bytesOut = 0;
   bytesIn = 0;
 
   constructor(
     readonly socket: Socket,
     readonly peerKey: Uint8Array,
-    private readonly tx: CipherState,
-    private readonly rx: CipherState,
+    tx: CipherState,
+    rx: CipherState,
     private readonly pending: Buffer[],
   ) {
     socket.setNoDelay(true);
+    // KeyObjects once: a raw key makes every createCipheriv import it again (measurably slower).
+    this.txKey = createSecretKey(tx.key);
+    this.rxKey = createSecretKey(rx.key);
+  }
+
+  private readonly txKey: KeyObject;
+  private readonly rxKey: KeyObject;
+  private txN = 0;
+  private rxN = 0;
+
+  /** Authenticate and decrypt one sealed record; throws when it does not authenticate. */
+  private open(sealed: Buffer): Buffer {
+    if (sealed.length < TAGLEN) throw new CarrierError(`carrier record of ${sealed.length} bytes, shorter than its tag`);
+    const d = createDecipheriv('chacha20-poly1305', this.rxKey, nonce12(this.rxN), { authTagLength: TAGLEN });
+    d.setAAD(EMPTY, { plaintextLength: sealed.length - TAGLEN });
+    d.setAuthTag(sealed.subarray(sealed.length - TAGLEN));
+    const body = d.update(sealed.subarray(0, sealed.length - TAGLEN));
+    try {
+      d.final();
+    } catch {
+      throw new CarrierError('carrier record failed authentication');
+    }
+    this.rxN++;
+    return body;
   }
 
   /** Attach the handlers and start reading (the socket stays paused until then: nothing is lost). */
@@ -88,16 +151,31 @@ export class Carrier {
     s.resume();
   }
 
-  /** Seal and write one record. Returns false when the socket's buffer is full (wait for onDrain). */
-  send(record: Uint8Array): boolean {
-    if (this.closed) return false;
-    const sealed = this.tx.encryptWithAd(EMPTY, record);
-    this.bytesOut += 4 + sealed.length;
-    return this.socket.write(frame(sealed));
+  /**
+   * Seal and write one record given as parts (a DATA header and its payload): each part is
+   * encrypted straight into the socket's queue, with no concatenation. Same AEAD and nonces
+   * as the Noise CipherState (ChaCha20-Poly1305, counter nonce, empty associated data).
+   */
+  send(parts: Uint8Array[]): void {
+    if (this.closed) return;
+    let len = TAGLEN;
+    for (const p of parts) len += p.length;
+    const c = createCipheriv('chacha20-poly1305', this.txKey, nonce12(this.txN++), { authTagLength: TAGLEN });
+    c.setAAD(EMPTY, { plaintextLength: len - TAGLEN });
+    const head = Buffer.allocUnsafe(4);
+    head.writeUInt32BE(len, 0);
+    const s = this.socket;
+    s.cork();
+    s.write(head);
+    for (const p of parts) s.write(c.update(p));
+    c.final();
+    s.write(c.getAuthTag());
+    s.uncork();
+    this.bytesOut += 4 + len;
   }
 
   get writable(): boolean {
-    return !this.closed && !this.socket.writableNeedDrain;
+    return !this.closed && this.socket.writableLength < CARRIER_HIGH_WATER;
   }
 
   close(why: string): void {
@@ -113,7 +191,7 @@ export class Carrier {
     try {
       this.deframer.push(chunk, (sealed) => {
         if (this.closed) return;
-        this.onRecord(this.rx.decryptWithAd(EMPTY, sealed));
+        this.onRecord(this.open(sealed));
       });
     } catch (e) {
       this.close(`carrier input refused: ${(e as Error).message}`);

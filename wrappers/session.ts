@@ -7,7 +7,7 @@
  * Inputs are local socket events, carrier records and the clock; outputs are records for the
  * carrier and events for the I/O layer (dial, deliver, end, close, writable). No I/O here.
  */
-import { CloseCode, CLOSE_NAMES, decodeRecord, encodeRecord, RecordType, WRAP_VERSION, type Target, type WrapRecord } from './codec.js';
+import { CloseCode, CLOSE_NAMES, decodeRecord, encodeDataHeader, encodeRecord, RecordType, WRAP_VERSION, type Target, type WrapRecord } from './codec.js';
 import { RecvStream, SendStream } from './stream.js';
 
 export interface WrapSessionOptions {
@@ -259,10 +259,14 @@ export class WrapSession {
 
   // ---- output ----
 
-  /** The next record for the carrier: control first, then DATA round-robin over the connections. */
-  pollRecord(now: number): Uint8Array | undefined {
+  /**
+   * The next record for the carrier, as parts to be sealed together (a DATA header and its
+   * bytes travel uncopied): control first, then DATA round-robin over the connections.
+   */
+  pollRecord(now: number): Uint8Array[] | undefined {
     if (!this.carrier) return undefined;
-    let out = this.control.shift();
+    const ctl = this.control.shift();
+    let out = ctl ? [ctl] : undefined;
     if (!out && this.peerHello) out = this.nextData();
     if (out) {
       this.lastSent = now;
@@ -389,14 +393,14 @@ export class WrapSession {
     this.queue({ type: RecordType.Ack, conn: c.id, offset: c.recv.drained });
   }
 
-  private nextData(): Uint8Array | undefined {
+  private nextData(): Uint8Array[] | undefined {
     for (const id of this.ackDirty) {
       const c = this.conns.get(id);
       if (c) this.flushAck(c);
       else this.ackDirty.delete(id);
     }
     const ctl = this.control.shift();
-    if (ctl) return ctl;
+    if (ctl) return [ctl];
     const list = [...this.conns.values()];
     for (let k = 0; k < list.length; k++) {
       const c = list[(this.rr + k) % list.length];
@@ -404,11 +408,11 @@ export class WrapSession {
       const piece = c.send.take();
       if (piece) {
         this.rr = (this.rr + k + 1) % Math.max(1, list.length);
-        return encodeRecord({ type: RecordType.Data, conn: c.id, offset: piece.offset, data: piece.data });
+        return [encodeDataHeader(c.id, piece.offset), ...piece.parts];
       }
       if (c.send.finDue) {
         c.send.finSent = true;
-        return encodeRecord({ type: RecordType.Fin, conn: c.id, offset: c.send.finAt! });
+        return [encodeRecord({ type: RecordType.Fin, conn: c.id, offset: c.send.finAt! })];
       }
     }
     return undefined;

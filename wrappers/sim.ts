@@ -155,7 +155,7 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
     app(B, server);
     // Each direction carries a bounded number of records per ms, in order.
     for (const [from, q] of [[A, wire[0]], [B, wire[1]]] as const) {
-      for (let r = from.pollRecord(now); r; r = from.pollRecord(now)) q.push(r);
+      for (let r = from.pollRecord(now); r; r = from.pollRecord(now)) q.push(Buffer.concat(r));
     }
     if (up) {
       for (let k = 0; k < 8 && wire[0].length; k++) B.handleRecord(now, wire[0].shift()!);

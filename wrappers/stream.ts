@@ -71,21 +71,27 @@ export class SendStream {
     return true;
   }
 
-  /** Up to MAX_DATA bytes at `next` (one chunk's piece, no copy), or undefined when all is sent. */
-  take(): { offset: number; data: Uint8Array } | undefined {
+  /**
+   * Up to MAX_DATA bytes at `next`, as views of the buffered chunks (no copy), or undefined
+   * when everything is on the carrier.
+   */
+  take(): { offset: number; parts: Uint8Array[] } | undefined {
     if (this.next >= this.end) return undefined;
     if (this.cursor >= this.chunks.length || this.chunks.at(this.cursor).offset > this.next) this.cursor = 0;
-    for (let i = this.cursor; i < this.chunks.length; i++) {
+    const offset = this.next;
+    const parts: Uint8Array[] = [];
+    let room = MAX_DATA;
+    for (let i = this.cursor; i < this.chunks.length && room > 0; i++) {
       const c = this.chunks.at(i);
       if (c.offset + c.data.length <= this.next) continue;
       const from = this.next - c.offset;
-      const data = c.data.subarray(from, from + Math.min(MAX_DATA, c.data.length - from));
-      const offset = this.next;
-      this.next += data.length;
+      const piece = c.data.subarray(from, from + Math.min(room, c.data.length - from));
+      parts.push(piece);
+      this.next += piece.length;
+      room -= piece.length;
       this.cursor = i;
-      return { offset, data };
     }
-    return undefined;
+    return parts.length ? { offset, parts } : undefined;
   }
 
   /** A FIN is due: everything up to the end is on the carrier. */

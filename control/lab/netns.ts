@@ -173,7 +173,9 @@ export class Lab {
   async start(name: string): Promise<void> {
     const h = this.host(name);
     const log = join(h.dir, 'spookd.log');
-    const daemon = [process.execPath, join(ROOT, 'bin/spookd'), '--config', join(h.dir, 'spookd.conf')];
+    // SPOOK_LAB_NODE_ARGS: extra node flags for the lab's daemons (e.g. --cpu-prof when profiling a benchmark).
+    const nodeArgs = (process.env.SPOOK_LAB_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const daemon = [process.execPath, ...nodeArgs, join(ROOT, 'bin/spookd'), '--config', join(h.dir, 'spookd.conf')];
     const proc = this.loopback
       ? spawn(daemon[0], daemon.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] })
       : spawn('ip', ['netns', 'exec', h.ns, ...daemon], { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -47,7 +47,8 @@ export function dh(privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array {
 }
 
 /** Noise's ChaChaPoly nonce: 32 zero bits, then the 64-bit counter little-endian. */
-function nonce12(n: number): Buffer {
+/** The ChaChaPoly nonce of Noise: 32 zero bits, then the 64-bit counter little-endian. */
+export function nonce12(n: number): Buffer {
   const b = Buffer.alloc(12);
   b.writeUInt32LE(n >>> 0, 4);
   b.writeUInt32LE(Math.floor(n / 2 ** 32), 8);
