@@ -125,6 +125,27 @@ describe('WrapSession', () => {
     expect(ev.a).toContainEqual({ type: 'resumed', conn: id, heldMs: 998 });
   });
 
+  it('acknowledges again after a carrier loss: a lost ACK never leaves a full window stuck', () => {
+    const { a, b, pump } = joined();
+    const id = a.openLocal(0, 22, target, 30_000)!;
+    pump();
+    b.dialed(id);
+    while (a.localData(id, new Uint8Array(16 * 1024))) {
+      /* fill the window */
+    }
+    const delivered = pump().b.filter((e) => e.type === 'deliver').reduce((n, e) => n + (e as { data: Uint8Array }).data.length, 0);
+    b.drained(id, delivered);
+    // The ACK goes onto b's carrier, which dies before delivering it.
+    while (b.pollRecord(5)) {
+      /* lost */
+    }
+    a.onCarrierDown(5);
+    b.onCarrierDown(5);
+    a.onCarrierUp(10);
+    b.onCarrierUp(10);
+    expect(pump(10).a).toContainEqual({ type: 'writable', conn: id });
+  });
+
   it('closes both ends with hold-expired when the carrier stays down past the hold', () => {
     const { a, b, pump } = joined();
     const id = a.openLocal(0, 22, target, 5_000)!;

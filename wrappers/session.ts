@@ -341,6 +341,12 @@ export class WrapSession {
       if (c.local && c.state === 'opening') this.sendOpen(c);
       // Tell the peer how much of its stream we hold: it resends only the rest.
       if (c.openSent || !c.local) this.queue({ type: RecordType.Resume, conn: c.id, offset: c.recv.received });
+      // And acknowledge again what was drained: the last ACK may have died with the old
+      // carrier, and a sender with a full window would wait for it forever.
+      if (c.recv.drained > 0) {
+        c.recv.ackSent = 0;
+        this.ackDirty.add(c.id);
+      }
     }
     // Connections opened while the carrier was down have nothing to resume: they just start.
     for (const c of this.conns.values()) if (c.local && c.state === 'opening' && c.holdUntil !== undefined && c.recv.received === 0) this.resumed(now, c);

@@ -1,0 +1,234 @@
+/**
+ * Wrappers end to end: two hosts in namespaces (client `wc`, server `ws`) joined by a veth, a
+ * spookd on each, real Debian servers on the server host and the real, unmodified clients on
+ * the client host connecting to the servers' real address and port. The client host's spookd
+ * intercepts (BPF cgroup hooks) and carries each connection to the server host's spookd, which
+ * dials the server. For SSH, HTTP, PostgreSQL and SMB the link is cut for 5 s in the middle of
+ * a transfer: the transfer completes with the same checksum, on the same connection.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Lab, requireRoot, sleep, until } from '../../control/lab/netns.js';
+import {
+  nsExec,
+  nsRun,
+  sha256,
+  startMosquitto,
+  startNginx,
+  startPostgres,
+  startSamba,
+  startSlapd,
+  startSshd,
+  wsEcho,
+  type MosquittoServer,
+  type NginxServer,
+  type PostgresServer,
+  type RunningServer,
+  type SambaServer,
+  type SlapdServer,
+  type SshdServer,
+} from '../../control/lab/servers.js';
+
+const PORTS = { ssh: 2222, pg: 5432, smb: 4450, ldap: 3890, http: 8080, mqtt: 18830 };
+const CUT_MS = 5_000;
+
+interface Stats {
+  interception: string;
+  hooks: Record<string, number> | null;
+  wrappers: { protocol: string; port: number; connections: number; active: number; outages: number; bytesUp: number; bytesDown: number; closes: Record<string, number> }[];
+  protocols: Record<string, { connections: number; bytesUp: number; bytesDown: number; outages: number }>;
+  peers: { carrier: string; carrierLosses: number }[];
+}
+
+let lab: Lab;
+let C = '';
+let S = '';
+let addr = '';
+let dir = '';
+const servers: RunningServer[] = [];
+let ssh: SshdServer;
+let pg: PostgresServer;
+let smb: SambaServer;
+let ldap: SlapdServer;
+let http: NginxServer;
+let mqtt: MosquittoServer;
+
+const stats = (): Promise<Stats> => lab.admin<Stats>('wc', 'wrap-stats');
+const wrapper = async (port: number): Promise<Stats['wrappers'][number]> => (await stats()).wrappers.find((w) => w.port === port)!;
+
+/** Cut the link for CUT_MS once `started()` says the transfer is under way; resolves when it is back up. */
+async function cutDuring(started: () => Promise<boolean>): Promise<void> {
+  await until('the transfer to start', async () => (await started()) || undefined, 30_000, 20);
+  lab.setLink('wc', 'ws', false);
+  await sleep(CUT_MS);
+  lab.setLink('wc', 'ws', true);
+}
+
+beforeAll(async () => {
+  requireRoot();
+  lab = new Lab(['wc', 'ws'], [{ a: 'wc', b: 'ws', subnet: 66 }], 47800);
+  C = lab.host('wc').ns;
+  S = lab.host('ws').ns;
+  addr = lab.host('ws').addrs.get('wc')!;
+  dir = join(lab.dir, 'work');
+  mkdirSync(dir, { recursive: true });
+  const regs = [{ name: 'r', kind: 'map' }];
+  // One wrapper from the config file; the others are added with the admin API (spook wrap add).
+  lab.configure('wc', regs, { wrap: { wrappers: [{ protocol: 'ssh', port: PORTS.ssh, peer: 'ws', hold: '30s' }] } });
+  lab.configure('ws', regs);
+  const [s1, s2, s3, s4, s5, s6] = await Promise.all([
+    startSshd(S, addr, PORTS.ssh, join(lab.dir, 'sshd')),
+    startPostgres(S, addr, PORTS.pg, join(lab.dir, 'pg')),
+    startSamba(S, addr, PORTS.smb, join(lab.dir, 'smb')),
+    startSlapd(S, addr, PORTS.ldap, join(lab.dir, 'slapd')),
+    startNginx(S, addr, PORTS.http, join(lab.dir, 'nginx')),
+    startMosquitto(S, addr, PORTS.mqtt, join(lab.dir, 'mqtt')),
+  ]);
+  [ssh, pg, smb, ldap, http, mqtt] = [s1, s2, s3, s4, s5, s6];
+  servers.push(s1, s2, s3, s4, s5, s6);
+  await lab.start('wc');
+  await lab.start('ws');
+  for (const [protocol, port] of [
+    ['postgres', PORTS.pg],
+    ['smb', PORTS.smb],
+    ['ldap', PORTS.ldap],
+    ['http', PORTS.http],
+    ['mqtt', PORTS.mqtt],
+  ] as const) {
+    await lab.admin('wc', 'wrap-add', { protocol, port, peer: 'ws', hold: '30s' });
+  }
+  await until('the carrier', async () => (await stats()).peers[0].carrier === 'up' || undefined, 20_000);
+}, 90_000);
+
+afterAll(async () => {
+  await Promise.allSettled(servers.map((s) => s.stop()));
+  await lab?.destroy();
+}, 30_000);
+
+describe('wrappers with real clients and servers', () => {
+  it('intercepts with BPF: the client connects to the real address and port', async () => {
+    const st = await stats();
+    expect(st.interception).toBe('bpf');
+    expect(st.wrappers.map((w) => w.port).sort((a, b) => a - b)).toEqual(Object.values(PORTS).sort((a, b) => a - b));
+  });
+
+  it('ssh runs a command through the wrapper', async () => {
+    const out = await nsExec(C, 'ssh', [...ssh.sshArgs, addr, 'echo spook-$((6*7))'], { timeoutMs: 20_000 });
+    expect(out.trim()).toBe('spook-42');
+    const st = await stats();
+    expect(st.protocols.ssh.connections).toBeGreaterThanOrEqual(1);
+    expect(st.hooks!.redirected).toBeGreaterThanOrEqual(1);
+  });
+
+  it('scp of 50 MB survives a 5 s link cut: same checksum, one connection', async () => {
+    const src = join(dir, 'scp-src.bin');
+    writeFileSync(src, randomBytes(50 * 1024 * 1024));
+    const before = await wrapper(PORTS.ssh);
+    // -l 120000 Kbit/s: about 4 s for the file, so the cut lands mid-transfer.
+    const run = nsRun(C, 'scp', [...ssh.scpArgs, '-l', '120000', src, `root@${addr}:${join(dir, 'scp-dst.bin')}`], { timeoutMs: 90_000 });
+    await cutDuring(async () => (await wrapper(PORTS.ssh)).bytesUp - before.bytesUp > 8 * 1024 * 1024);
+    const r = await run;
+    expect(r.code, r.stderr).toBe(0);
+    expect(sha256(join(dir, 'scp-dst.bin'))).toBe(sha256(src));
+    const after = await wrapper(PORTS.ssh);
+    expect(after.connections - before.connections).toBe(1); // no reconnect
+    expect(after.outages - before.outages).toBeGreaterThanOrEqual(1);
+  }, 120_000);
+
+  it('curl of 50 MB from nginx survives a 5 s link cut', async () => {
+    writeFileSync(join(http.docroot, 'big.bin'), randomBytes(50 * 1024 * 1024));
+    const before = await wrapper(PORTS.http);
+    const out = join(dir, 'curl.bin');
+    const run = nsRun(C, 'curl', ['-sS', '-f', '--limit-rate', '12M', '-o', out, `${http.baseUrl}/big.bin`], { timeoutMs: 90_000 });
+    await cutDuring(async () => (await wrapper(PORTS.http)).bytesDown - before.bytesDown > 8 * 1024 * 1024);
+    const r = await run;
+    expect(r.code, r.stderr).toBe(0);
+    expect(sha256(out)).toBe(sha256(join(http.docroot, 'big.bin')));
+    const after = await wrapper(PORTS.http);
+    expect(after.connections - before.connections).toBe(1);
+    expect(after.outages - before.outages).toBeGreaterThanOrEqual(1);
+    expect((await stats()).protocols.http.connections).toBeGreaterThanOrEqual(1);
+  }, 120_000);
+
+  it('a WebSocket echo through nginx is recognised as websocket', async () => {
+    const big = randomBytes(48 * 1024).toString('base64');
+    expect(await wsEcho(C, http.wsUrl, ['hello spook', big, 'bye'], 15_000)).toEqual(['hello spook', big, 'bye']);
+    expect((await stats()).protocols.websocket.connections).toBeGreaterThanOrEqual(1);
+  });
+
+  it('psql and pgbench work through the wrapper', async () => {
+    const out = await nsExec(C, pg.psql, [...pg.connArgs, '-d', pg.database, '-Atc', 'SELECT 40 + 2, inet_server_addr()'], { timeoutMs: 15_000 });
+    expect(out.trim()).toBe(`42|${addr}`);
+    await nsExec(C, pg.pgbench, [...pg.connArgs, '-i', '-s', '1', '-q', pg.database], { timeoutMs: 60_000 });
+    const bench = await nsExec(C, pg.pgbench, [...pg.connArgs, '-c', '4', '-j', '2', '-T', '3', pg.database], { timeoutMs: 30_000 });
+    expect(Number(/number of transactions actually processed: (\d+)/.exec(bench)?.[1])).toBeGreaterThan(50);
+    expect((await stats()).protocols.postgres.connections).toBeGreaterThanOrEqual(5);
+  }, 90_000);
+
+  it('a 64 MB PostgreSQL result survives a 5 s link cut', async () => {
+    // Rows are produced slowly (pg_sleep) so that the cut lands while they stream.
+    const rows = 20_000;
+    const q = `SELECT repeat(md5(g::text), 100) FROM generate_series(1, ${rows}) g, LATERAL (SELECT pg_sleep(0.0002)) s`;
+    const want = createHash('sha256');
+    for (let g = 1; g <= rows; g++) want.update(`${createHash('md5').update(String(g)).digest('hex').repeat(100)}\n`);
+    const before = await wrapper(PORTS.pg);
+    const run = nsRun(C, pg.psql, [...pg.connArgs, '-d', pg.database, '-At', '-c', q], { timeoutMs: 90_000 });
+    await cutDuring(async () => (await wrapper(PORTS.pg)).bytesDown - before.bytesDown > 2 * 1024 * 1024);
+    const r = await run;
+    expect(r.code, r.stderr).toBe(0);
+    expect(createHash('sha256').update(r.stdout).digest('hex')).toBe(want.digest('hex'));
+    const after = await wrapper(PORTS.pg);
+    expect(after.connections - before.connections).toBe(1);
+    expect(after.outages - before.outages).toBeGreaterThanOrEqual(1);
+  }, 120_000);
+
+  it('smbclient put and get of 200 MB survive a 5 s link cut', async () => {
+    const src = join(dir, 'smb-up.bin');
+    writeFileSync(src, randomBytes(200 * 1024 * 1024));
+    const before = await wrapper(PORTS.smb);
+    const run = nsRun(C, 'smbclient', [...smb.smbclientArgs, '-c', `lcd ${dir}; put smb-up.bin stored.bin; get stored.bin smb-down.bin`], { timeoutMs: 120_000 });
+    await cutDuring(async () => (await wrapper(PORTS.smb)).bytesUp - before.bytesUp > 30 * 1024 * 1024);
+    const r = await run;
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(sha256(join(smb.sharePath, 'stored.bin'))).toBe(sha256(src));
+    expect(sha256(join(dir, 'smb-down.bin'))).toBe(sha256(src));
+    const after = await wrapper(PORTS.smb);
+    expect(after.connections - before.connections).toBe(1);
+    expect(after.outages - before.outages).toBeGreaterThanOrEqual(1);
+    expect((await stats()).protocols.smb.connections).toBeGreaterThanOrEqual(1);
+  }, 150_000);
+
+  it('ldapadd then ldapsearch through the wrapper', async () => {
+    const ldif = `dn: uid=alice,${ldap.baseDN}\nobjectClass: inetOrgPerson\nuid: alice\ncn: Alice\nsn: Liddell\nmail: alice@spook.test\n`;
+    await nsExec(C, 'ldapadd', ldap.bindArgs, { input: ldif, timeoutMs: 15_000 });
+    const out = await nsExec(C, 'ldapsearch', [...ldap.bindArgs, '-LLL', '-b', ldap.baseDN, '(uid=alice)', 'mail'], { timeoutMs: 15_000 });
+    expect(out).toContain('mail: alice@spook.test');
+    expect((await stats()).protocols.ldap.connections).toBeGreaterThanOrEqual(2);
+  });
+
+  it('mosquitto retained message through the wrapper', async () => {
+    const msg = `retained-${Date.now()}`;
+    await nsExec(C, 'mosquitto_pub', [...mqtt.clientArgs, '-q', '1', '-r', '-t', 'spook/lab', '-m', msg], { timeoutMs: 10_000 });
+    const out = await nsExec(C, 'mosquitto_sub', [...mqtt.clientArgs, '-q', '1', '-t', 'spook/lab', '-C', '1', '-W', '8'], { timeoutMs: 12_000 });
+    expect(out.trim()).toBe(msg);
+    expect((await stats()).protocols.mqtt.connections).toBeGreaterThanOrEqual(2);
+  });
+
+  it('removing a wrapper restores the direct path; so does stopping spookd, even with kill -9', async () => {
+    const fetch = async (): Promise<string> => nsExec(C, 'curl', ['-sS', '-f', '--max-time', '10', '-o', '/dev/null', '-w', '%{http_code}', `${http.baseUrl}/big.bin`], { timeoutMs: 15_000 });
+    const redirected = async (): Promise<number> => (await stats()).hooks!.redirected;
+    let n = await redirected();
+    expect(await fetch()).toBe('200');
+    expect(await redirected()).toBe(n + 1);
+    await lab.admin('wc', 'wrap-remove', { port: PORTS.http });
+    n = await redirected();
+    expect(await fetch()).toBe('200');
+    expect(await redirected()).toBe(n); // direct
+    // kill -9: the hooks' links die with the process; clients go direct at once.
+    await lab.kill9('wc');
+    const r = await nsRun(C, 'ssh', [...ssh.sshArgs, addr, 'echo direct'], { timeoutMs: 20_000 });
+    expect(r.stdout.trim()).toBe('direct');
+  }, 60_000);
+});
