@@ -55,6 +55,23 @@ describe('spookd configuration', () => {
     expect(() => loadConfig('/nonexistent/spookd.conf')).toThrow(/cannot read \(ENOENT\)/);
   });
 
+  it('wrap: protocols, peers by name or key, durations, hold bounds, one wrapper per port', () => {
+    const key = encodeKey(generateKeyPair().publicKey);
+    const base = `listen: 127.0.0.1:1\nprivateKeyFile: k\ndataDir: d\nadminSocket: s\npeers:\n  - name: x\n    publicKey: ${key}\nregisters:\n  - name: r\n    kind: map\n`;
+    const w = (items: string): string => write(`${base}wrap:\n  wrappers:\n${items}`);
+    const c = loadConfig(w(`    - { protocol: ssh, port: 22, peer: x, hold: 2m }\n    - { protocol: postgres, port: 5432, peer: "${key}" }\n`));
+    expect(c.wrap.wrappers).toEqual([
+      { protocol: 'ssh', port: 22, peer: 'x', hold: 120_000 },
+      { protocol: 'postgres', port: 5432, peer: key, hold: 30_000 },
+    ]);
+    expect(c.wrap).toMatchObject({ intercept: '127.0.0.1:0', interception: 'auto', windowBytes: 4 * 1024 * 1024 });
+    expect(() => loadConfig(w(`    - { protocol: gopher, port: 70, peer: x }\n`))).toThrow(/wrap\.wrappers\.0\.protocol/);
+    expect(() => loadConfig(w(`    - { protocol: ssh, port: 22, peer: nobody }\n`))).toThrow(/wrap\.wrappers\.0\.peer: no peer named or keyed "nobody"/);
+    expect(() => loadConfig(w(`    - { protocol: ssh, port: 22, peer: x, hold: soon }\n`))).toThrow(/wrap\.wrappers\.0\.hold: must be a duration/);
+    expect(() => loadConfig(w(`    - { protocol: ssh, port: 22, peer: x, hold: 0 }\n`))).toThrow(/hold: must be between 100ms and 24h/);
+    expect(() => loadConfig(w(`    - { protocol: ssh, port: 22, peer: x }\n    - { protocol: tcp, port: 22, peer: x }\n`))).toThrow(/wrap\.wrappers\.1: duplicate "22"/);
+  });
+
   it('domains: members must be peers, group registers must be domain registers, heartbeat well under the election timeout', () => {
     const key = encodeKey(generateKeyPair().publicKey);
     const base = `listen: 127.0.0.1:1\nprivateKeyFile: k\ndataDir: d\nadminSocket: s\npeers:\n  - name: x\n    publicKey: ${key}\nregisters:\n  - name: r\n    kind: map\n`;

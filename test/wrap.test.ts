@@ -178,6 +178,40 @@ describe('WrapSession', () => {
     void b;
   });
 
+  it('forgets the ended connection ids of a restarted peer: its new connections reuse them', () => {
+    const { a, b, pump } = joined();
+    const id = b.openLocal(0, 22, target, 30_000)!; // opened by b: b's ids restart after a restart
+    pump();
+    a.dialed(id);
+    pump();
+    b.localReset(id, 'gone');
+    pump();
+    // b restarts: same first id again.
+    a.onCarrierDown(1);
+    const b2 = new WrapSession({ ...opts, role: 1, bootId: 9n });
+    a.onCarrierUp(2);
+    b2.onCarrierUp(2);
+    expect(b2.openLocal(2, 22, target, 30_000)).toBe(id);
+    const evs: WrapEvent[] = [];
+    for (let moved = true; moved; ) {
+      moved = false;
+      for (let r = b2.pollRecord(2); r; r = b2.pollRecord(2), moved = true) a.handleRecord(2, Buffer.concat(r));
+      for (let r = a.pollRecord(2); r; r = a.pollRecord(2), moved = true) b2.handleRecord(2, Buffer.concat(r));
+    }
+    for (let e = a.pollEvent(); e; e = a.pollEvent()) evs.push(e);
+    expect(evs).toContainEqual(expect.objectContaining({ type: 'dial', conn: id }));
+  });
+
+  it('drops the carrier on a HELLO of another version', () => {
+    const a = new WrapSession({ ...opts, role: 0, bootId: 1n });
+    a.onCarrierUp(0);
+    a.handleRecord(0, encodeRecord({ type: RecordType.Hello, version: 2, bootId: 5n }));
+    const evs: WrapEvent[] = [];
+    for (let e = a.pollEvent(); e; e = a.pollEvent()) evs.push(e);
+    expect(evs.map((e) => e.type)).toEqual(['violation', 'drop-carrier']);
+    expect(a.carrierUp).toBe(false);
+  });
+
   it('counts a violation for records before hello and for an OPEN with this side\'s parity', () => {
     const a = new WrapSession({ ...opts, role: 0, bootId: 1n });
     a.onCarrierUp(0);

@@ -60,7 +60,11 @@ export interface WrapSettings {
 }
 
 const CLEAN_CLOSES = new Set([CloseCode.HoldExpired, CloseCode.Shutdown, CloseCode.PeerRestarted, CloseCode.WrapperRemoved, CloseCode.UnknownConnection]);
+/** Carrier redial backoff: doubles from the first to the last while dials fail. */
 const REDIAL_MS = 250;
+const REDIAL_MAX_MS = 5_000;
+/** As many as the BPF map of wrapped ports holds (bpf/spook_wrap.c MAX_WRAPPED_PORTS). */
+export const MAX_WRAPPERS = 256;
 const CLOSE_LINGER_MS = 5_000;
 
 interface LocalConn {
@@ -93,6 +97,7 @@ interface PeerState {
   carrier: Carrier | undefined;
   dialing: boolean;
   nextDialAt: number;
+  redialMs: number;
   conns: Map<number, LocalConn>;
   lastError: string | undefined;
 }
@@ -130,7 +135,7 @@ export class WrapManager {
         silenceMs: settings.silenceMs,
         pingMs: Math.max(100, Math.floor(settings.silenceMs / 3)),
       });
-      this.peers.set(p.name, { peer: p, session, carrier: undefined, dialing: false, nextDialAt: 0, conns: new Map(), lastError: undefined });
+      this.peers.set(p.name, { peer: p, session, carrier: undefined, dialing: false, nextDialAt: 0, redialMs: REDIAL_MS, conns: new Map(), lastError: undefined });
     }
     for (const w of initial) this.addState(w);
   }
@@ -146,12 +151,22 @@ export class WrapManager {
     await listen(first, this.settings.intercept.host, this.settings.intercept.port);
     this.interceptServers.push(first);
     this.interceptPort = (first.address() as AddressInfo).port;
-    if (this.settings.interception !== 'off') this.openHooks();
+    // The hooks send IPv6 clients to [::1] on the same port: listen there too when the host has IPv6.
+    if (this.settings.intercept.host === '127.0.0.1') {
+      const v6 = createServer({ allowHalfOpen: true, noDelay: true }, (s) => this.onIntercepted(s));
+      await listen(v6, '::1', this.interceptPort).then(
+        () => this.interceptServers.push(v6),
+        (e: Error) => this.log.info({ error: e.message }, 'no IPv6 intercept listener on [::1]: IPv6 clients of wrapped ports are not carried'),
+      );
+    }
+    // Hooks only once something is wrapped: hosts that use no wrapper never touch the cgroup.
+    if (this.wrappers.size > 0) this.openHooks();
     this.log.info({ carrier: `${this.host.listen.host}:${this.host.listen.port}`, intercept: `${this.settings.intercept.host}:${this.interceptPort}`, interception: this.hooks ? 'bpf' : 'off' }, 'wrappers ready');
     this.schedule();
   }
 
   private openHooks(): void {
+    if (this.hooks || this.settings.interception === 'off') return;
     try {
       this.hooks = this.interceptor ? this.interceptor(this.interceptPort) : WrapHooks.open({ proxyPort: this.interceptPort });
       this.hooks.setPorts([...this.wrappers.keys()]);
@@ -184,7 +199,9 @@ export class WrapManager {
   add(spec: WrapperSpec): void {
     if (this.wrappers.has(spec.port)) throw new Error(`port ${spec.port} is already wrapped (to ${this.wrappers.get(spec.port)!.peer}); remove it first`);
     if (!this.peers.has(spec.peer)) throw new Error(`no peer named ${spec.peer}`);
+    if (this.wrappers.size >= MAX_WRAPPERS) throw new Error(`at most ${MAX_WRAPPERS} ports can be wrapped`);
     this.addState(spec);
+    this.openHooks();
     this.hooks?.setPorts([...this.wrappers.keys()]);
     this.log.info({ ...spec }, 'wrapper added');
   }
@@ -375,7 +392,8 @@ export class WrapManager {
       .catch((e: Error) => {
         ps.dialing = false;
         ps.lastError = e.message;
-        ps.nextDialAt = this.now() + REDIAL_MS;
+        ps.nextDialAt = this.now() + ps.redialMs;
+        ps.redialMs = Math.min(REDIAL_MAX_MS, ps.redialMs * 2);
         this.log.debug({ peer: ps.peer.name, error: e.message }, 'carrier dial failed');
         this.schedule();
       });
@@ -433,6 +451,7 @@ export class WrapManager {
     else c.start(handlers);
     ps.session.onCarrierUp(this.now());
     ps.lastError = undefined;
+    ps.redialMs = REDIAL_MS;
     this.log.info({ peer: ps.peer.name, remote: `${c.socket.remoteAddress}:${c.socket.remotePort}` }, 'carrier up');
     this.flush(ps);
   }
@@ -506,9 +525,9 @@ export class WrapManager {
         } else lc.socket.resetAndDestroy();
         return;
       }
-      case 'carrier-silent':
-        this.log.info({ peer: ps.peer.name }, 'carrier silent: dropping it and redialling');
-        ps.carrier?.close('silent');
+      case 'drop-carrier':
+        this.log.info({ peer: ps.peer.name, reason: ev.reason }, 'dropping the carrier');
+        ps.carrier?.close(ev.reason);
         return;
       case 'peer-restarted':
         this.log.warn({ peer: ps.peer.name }, 'the peer spookd restarted: its wrapped connections are gone');

@@ -55,7 +55,7 @@ export type WrapEvent =
   | { type: 'held'; conn: number }
   | { type: 'resumed'; conn: number; heldMs: number }
   | { type: 'done'; conn: number }
-  | { type: 'carrier-silent' }
+  | { type: 'drop-carrier'; reason: string }
   | { type: 'peer-restarted' }
   | { type: 'violation'; detail: string };
 
@@ -246,7 +246,7 @@ export class WrapSession {
 
   handleTimeout(now: number): void {
     if (this.carrier && now - this.lastHeard >= this.opts.silenceMs) {
-      this.events.push({ type: 'carrier-silent' });
+      this.events.push({ type: 'drop-carrier', reason: `no record from the peer for ${this.opts.silenceMs} ms` });
       this.onCarrierDown(now);
     }
     if (this.carrier && now - this.lastSent >= this.opts.pingMs) this.queue({ type: RecordType.Ping });
@@ -327,10 +327,16 @@ export class WrapSession {
   }
 
   private onHello(now: number, version: number, bootId: bigint): void {
-    if (version !== WRAP_VERSION) return this.violation(`hello version ${version}, this side speaks ${WRAP_VERSION}`);
+    if (version !== WRAP_VERSION) {
+      this.violation(`hello version ${version}, this side speaks ${WRAP_VERSION}`);
+      this.events.push({ type: 'drop-carrier', reason: `the peer speaks WRAP version ${version}, this side ${WRAP_VERSION}` });
+      return this.onCarrierDown(now);
+    }
     if (this.peerBootId !== undefined && this.peerBootId !== bootId) {
       // The peer restarted: every connection it knew is gone with its sockets.
       this.events.push({ type: 'peer-restarted' });
+      // Its connection ids start again: ours from its old incarnation must not answer them.
+      this.recentClosed.clear();
       for (const c of [...this.conns.values()]) {
         if (!c.local || c.openSent) this.forget(c, CloseCode.PeerRestarted, 'the peer spookd restarted and lost the connection', false, true);
       }

@@ -55,6 +55,9 @@ const duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
   return ms;
 });
 
+export const MIN_HOLD_MS = 100;
+export const MAX_HOLD_MS = 24 * 3_600_000;
+
 /** Existing TCP protocols carried over pairs (docs/OPERATIONS.md, "Wrappers"). */
 const wrapper = z
   .object({
@@ -62,8 +65,8 @@ const wrapper = z
     port: z.number().int().min(1).max(65535),
     /** The peer whose spookd opens the connection to the real server: a peer name or its public key. */
     peer: z.string().min(1),
-    /** How long a link outage may last before both ends close the connection. */
-    hold: duration.default('30s'),
+    /** How long a link outage may last before both ends close the connection (100 ms to 24 h). */
+    hold: duration.default('30s').refine((ms) => ms >= MIN_HOLD_MS && ms <= MAX_HOLD_MS, { message: 'must be between 100ms and 24h' }),
   })
   .strict();
 
@@ -80,7 +83,7 @@ const wrap = z
     maxConnections: z.number().int().min(1).max(65536).default(1024),
     /** The carrier is dropped and redialled after this long without a record. */
     silenceMs: z.number().int().min(300).default(3000),
-    wrappers: z.array(wrapper).default([]),
+    wrappers: z.array(wrapper).max(256).default([]),
   })
   .strict();
 
