@@ -4,7 +4,7 @@ NODE_STAMP := node_modules/.stamp
 BUILD_STAMP := dist/.stamp
 TS_SOURCES := $(shell find control transport wrappers bench -name '*.ts' 2>/dev/null)
 
-.PHONY: all build deps test demo demo-sim sim bench bench-link bench-domain bench-compare clean typecheck soak install uninstall check-prereqs
+.PHONY: all build deps test demo demo-sim sim bench bench-link bench-domain bench-wrap bench-compare clean typecheck soak install uninstall check-prereqs
 
 all: build
 
@@ -16,6 +16,20 @@ MULTIARCH := $(shell uname -m)-linux-gnu
 $(APT_STAMP): | $(NODE_STAMP)
 	@if ! command -v clang >/dev/null || ! test -f /usr/include/bpf/bpf_helpers.h || ! command -v ip >/dev/null; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y clang llvm libbpf-dev libbpf1 bpftool iproute2; \
+	fi
+	touch $@
+
+# Real servers and clients for the wrapper tests and `bench wrap` (started by the tests, in
+# namespaces, as foreground processes: the packages' own services are never used).
+WRAP_TEST_PKGS := openssh-server openssh-client postgresql postgresql-contrib samba smbclient slapd ldap-utils nginx mosquitto mosquitto-clients libcoap3-bin curl
+APT_TEST_STAMP := node_modules/.stamp-apt-test
+$(APT_TEST_STAMP): | $(APT_STAMP)
+	@missing=""; for b in /usr/sbin/sshd /usr/bin/scp /usr/sbin/smbd /usr/bin/smbclient /usr/sbin/slapd /usr/bin/ldapadd /usr/sbin/nginx /usr/sbin/mosquitto /usr/bin/mosquitto_pub /usr/bin/coap-server-notls /usr/bin/curl; do \
+		test -x $$b || missing="$$missing $$b"; done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing the wrapper tests' servers and clients (missing:$$missing)"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(WRAP_TEST_PKGS); \
 	fi
 	touch $@
 
@@ -55,7 +69,7 @@ build: $(BUILD_STAMP) $(BPF_OBJ) bpf/spook_wrap.o
 typecheck: $(NODE_STAMP)
 	npx tsc -p tsconfig.json --noEmit
 
-test: build
+test: build $(APT_TEST_STAMP)
 	npx vitest run
 
 # The main job: two spookd in network namespaces (loopback without root), pair, sync, cut, heal.
@@ -74,6 +88,10 @@ bench: build
 
 bench-link: build
 	./bin/spook bench link
+
+# Wrapper vs direct TCP vs ssh -L, pgbench direct vs wrapped (root: namespaces).
+bench-wrap: build $(APT_TEST_STAMP)
+	./bin/spook bench wrap
 
 bench-domain: build
 	./bin/spook bench domain

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { CloseCode, decodeRecord, encodeRecord, ipv6Bytes, RecordType, type WrapRecord } from '../wrappers/codec.js';
-import { WrapSession, type WrapEvent } from '../wrappers/session.js';
+import { ACK_DELAY_MS, WrapSession, type WrapEvent } from '../wrappers/session.js';
 import { DEFAULT_WRAP_SIM, runWrapSim } from '../wrappers/sim.js';
 
 const opts = { windowBytes: 64 * 1024, maxConnections: 8, pingMs: 1000, silenceMs: 3000 };
@@ -70,12 +70,13 @@ describe('WrapSession', () => {
     const got = ev.b.filter((e) => e.type === 'deliver').map((e) => (e as { data: Uint8Array }).data);
     expect(Buffer.concat(got).toString()).toBe('hello');
     expect(ev.b.some((e) => e.type === 'end')).toBe(true);
-    b.drained(id, 5);
+    b.drained(0, id, 5);
     b.localData(id, new TextEncoder().encode('world'));
     b.localEnd(id);
     ev = pump();
-    a.drained(id, 5);
-    ev = pump();
+    a.drained(0, id, 5);
+    expect(a.pollTimeout()).toBe(ACK_DELAY_MS); // small ACKs wait a little
+    ev = pump(ACK_DELAY_MS);
     expect(ev.a.some((e) => e.type === 'done')).toBe(true);
     expect(ev.b.some((e) => e.type === 'done')).toBe(true);
     expect(a.conns.size + b.conns.size).toBe(0);
@@ -96,7 +97,7 @@ describe('WrapSession', () => {
     expect(delivered).toBe(a.conns.get(id)!.send.buffered);
     // Nothing drained yet: still paused. Draining sends an ACK that reopens the window.
     expect(pump().a.some((e) => e.type === 'writable')).toBe(false);
-    b.drained(id, delivered);
+    b.drained(0, id, delivered);
     expect(pump().a).toContainEqual({ type: 'writable', conn: id });
     expect(a.conns.get(id)!.send.buffered).toBe(0);
   });
@@ -134,7 +135,7 @@ describe('WrapSession', () => {
       /* fill the window */
     }
     const delivered = pump().b.filter((e) => e.type === 'deliver').reduce((n, e) => n + (e as { data: Uint8Array }).data.length, 0);
-    b.drained(id, delivered);
+    b.drained(0, id, delivered);
     // The ACK goes onto b's carrier, which dies before delivering it.
     while (b.pollRecord(5)) {
       /* lost */

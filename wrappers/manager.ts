@@ -491,7 +491,7 @@ export class WrapManager {
         this.observe(lc, lc.local ? 1 : 0, ev.data);
         lc.socket.write(ev.data, (err) => {
           if (err) return;
-          session.drained(ev.conn, n);
+          session.drained(this.now(), ev.conn, n);
           this.flush(ps);
         });
         return;

@@ -24,6 +24,8 @@ export interface WrapSessionOptions {
   silenceMs: number;
 }
 
+export const ACK_DELAY_MS = 5;
+
 export const DEFAULT_WRAP_OPTIONS = { windowBytes: 4 * 1024 * 1024, maxConnections: 1024, pingMs: 1_000, silenceMs: 3_000 };
 
 export type ConnState = 'opening' | 'open' | 'held';
@@ -74,8 +76,13 @@ export class WrapSession {
    * completed, with the FIN and ACK the peer may have lost with the carrier.
    */
   private readonly recentClosed = new Map<number, CloseCode | { finOut: number; finIn: number }>();
-  /** Connections whose drained offset moved: one ACK each at the next poll. */
-  private readonly ackDirty = new Set<number>();
+  /**
+   * Connections whose drained offset moved, with when it first did. ACKs are delayed (at most
+   * ACK_DELAY_MS, or until an eighth of the window is drained): an ACK per delivery would
+   * double the records of an interactive exchange and sit on its round trip.
+   */
+  private readonly ackDirty = new Map<number, number>();
+  private now = 0;
   private lastHeard = 0;
   private lastSent = 0;
   private rr = 0;
@@ -123,7 +130,8 @@ export class WrapSession {
   }
 
   /** The local socket flushed `n` more bytes of what `deliver` handed it. */
-  drained(conn: number, n: number): void {
+  drained(now: number, conn: number, n: number): void {
+    this.now = now;
     const c = this.conns.get(conn);
     if (!c) return;
     c.recv.drained = Math.min(c.recv.received, c.recv.drained + n);
@@ -168,6 +176,7 @@ export class WrapSession {
   }
 
   handleRecord(now: number, buf: Uint8Array): void {
+    this.now = now;
     this.lastHeard = now;
     this.counters.recordsIn++;
     let rec: WrapRecord;
@@ -241,6 +250,7 @@ export class WrapSession {
       min(this.lastSent + this.opts.pingMs);
     }
     for (const c of this.conns.values()) if (c.holdUntil !== undefined) min(c.holdUntil);
+    if (this.carrier) for (const since of this.ackDirty.values()) min(since + ACK_DELAY_MS);
     return t;
   }
 
@@ -267,7 +277,7 @@ export class WrapSession {
     if (!this.carrier) return undefined;
     const ctl = this.control.shift();
     let out = ctl ? [ctl] : undefined;
-    if (!out && this.peerHello) out = this.nextData();
+    if (!out && this.peerHello) out = this.nextData(now);
     if (out) {
       this.lastSent = now;
       this.counters.recordsOut++;
@@ -351,7 +361,7 @@ export class WrapSession {
       // carrier, and a sender with a full window would wait for it forever.
       if (c.recv.drained > 0) {
         c.recv.ackSent = 0;
-        this.ackDirty.add(c.id);
+        this.ackDirty.set(c.id, now);
       }
     }
     // Connections opened while the carrier was down have nothing to resume: they just start.
@@ -390,7 +400,7 @@ export class WrapSession {
 
   /** Both directions ended and were acknowledged: the connection is complete. */
   private maybeDone(c: WrapConn): void {
-    if (c.recv.ackDue) this.ackDirty.add(c.id);
+    if (c.recv.ackDue && !this.ackDirty.has(c.id)) this.ackDirty.set(c.id, this.now);
     if (!c.send.done || !c.recv.endDelivered || c.recv.drained < (c.recv.finAt ?? 0)) return;
     this.flushAck(c);
     this.conns.delete(c.id);
@@ -405,11 +415,11 @@ export class WrapSession {
     this.queue({ type: RecordType.Ack, conn: c.id, offset: c.recv.drained });
   }
 
-  private nextData(): Uint8Array[] | undefined {
-    for (const id of this.ackDirty) {
+  private nextData(now: number): Uint8Array[] | undefined {
+    for (const [id, since] of this.ackDirty) {
       const c = this.conns.get(id);
-      if (c) this.flushAck(c);
-      else this.ackDirty.delete(id);
+      if (!c) this.ackDirty.delete(id);
+      else if (now - since >= ACK_DELAY_MS || c.recv.drained - c.recv.ackSent >= this.opts.windowBytes / 8) this.flushAck(c);
     }
     const ctl = this.control.shift();
     if (ctl) return [ctl];

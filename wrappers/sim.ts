@@ -116,7 +116,7 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
       if (e.undrained > 0 && rng.chance(0.5)) {
         const n = Math.min(e.undrained, rng.int(1, 16_384));
         e.undrained -= n;
-        side.drained(id, n);
+        side.drained(now, id, n);
         if (!side.conns.has(id)) continue;
       }
       if (!e.paused && e.pos < e.sent.length && rng.chance(0.7)) {
