@@ -82,7 +82,7 @@ interface LocalConn {
   bytes: [number, number]; // up (client→server), down
 }
 
-interface WrapperState extends WrapperSpec {
+export interface WrapperCounters extends WrapperSpec {
   connections: number;
   active: number;
   bytesUp: number;
@@ -104,7 +104,7 @@ interface PeerState {
 
 export class WrapManager {
   private readonly peers = new Map<string, PeerState>();
-  readonly wrappers = new Map<number, WrapperState>();
+  readonly wrappers = new Map<number, WrapperCounters>();
   readonly protocols = new ProtocolStats();
   private carrierServer: Server | undefined;
   private interceptServers: Server[] = [];

@@ -23,7 +23,7 @@ const program = new Command()
       process.exit(2);
     }
     if (o.check || o.checkConfig) {
-      process.stdout.write(`${o.config}: OK (${cfg.peers.length} peer(s), ${cfg.registers.length} register(s), ${cfg.domains.length} domain(s))\n`);
+      process.stdout.write(`${o.config}: OK (${cfg.peers.length} peer(s), ${cfg.registers.length} register(s), ${cfg.domains.length} domain(s), ${cfg.wrap.wrappers.length} wrapper(s))\n`);
       return;
     }
     const log = pino({

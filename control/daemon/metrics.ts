@@ -4,6 +4,7 @@
  */
 import { createServer, type Server } from 'node:http';
 import { Gauge, Registry } from 'prom-client';
+import type { WrapperCounters } from '../../wrappers/manager.js';
 import type { Logger } from 'pino';
 import { PairState } from '../core/lifecycle.js';
 import { parseHostPort } from './config.js';
@@ -71,6 +72,44 @@ export class Metrics {
         this.reset();
         for (const [reason, n] of Object.entries(d.drops)) this.set({ reason, peer: '' }, n);
         for (const l of d.links.values()) for (const [reason, n] of Object.entries(l.pair.stats.drops)) this.set({ reason, peer: l.name }, n);
+      },
+    });
+    // Wrappers: per wrapped port (this host's clients) and per recognised protocol (both sides).
+    const wrapGauge = (name: string, help: string, read: (w: WrapperCounters) => number): void => {
+      new Gauge({
+        name,
+        help,
+        labelNames: ['port', 'protocol', 'peer'],
+        registers: [r],
+        collect() {
+          this.reset();
+          for (const w of d.wraps.wrappers.values()) this.set({ port: String(w.port), protocol: w.protocol, peer: w.peer }, read(w));
+        },
+      });
+    };
+    wrapGauge('spook_wrap_connections_total', 'Connections intercepted on the wrapped port', (w) => w.connections);
+    wrapGauge('spook_wrap_active_connections', 'Connections carried now', (w) => w.active);
+    wrapGauge('spook_wrap_bytes_up_total', 'Client-to-server bytes carried', (w) => w.bytesUp);
+    wrapGauge('spook_wrap_bytes_down_total', 'Server-to-client bytes carried', (w) => w.bytesDown);
+    wrapGauge('spook_wrap_outages_total', 'Link outages held (connections kept open across them)', (w) => w.outages);
+    new Gauge({
+      name: 'spook_wrap_closes_total',
+      help: 'Wrapped connections ended, by reason (completed, hold-expired, client-reset, ...)',
+      labelNames: ['port', 'reason'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const w of d.wraps.wrappers.values()) for (const [reason, n] of Object.entries(w.closes)) this.set({ port: String(w.port), reason }, n);
+      },
+    });
+    new Gauge({
+      name: 'spook_wrap_protocol_connections_total',
+      help: 'Carried connections by recognised protocol (from their first bytes)',
+      labelNames: ['protocol'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const [protocol, c] of Object.entries(d.wraps.protocols.toJSON())) this.set({ protocol }, c.connections);
       },
     });
   }

@@ -76,7 +76,7 @@ beforeAll(async () => {
   mkdirSync(dir, { recursive: true });
   const regs = [{ name: 'r', kind: 'map' }];
   // One wrapper from the config file; the others are added with the admin API (spook wrap add).
-  lab.configure('wc', regs, { wrap: { wrappers: [{ protocol: 'ssh', port: PORTS.ssh, peer: 'ws', hold: '30s' }] } });
+  lab.configure('wc', regs, { metrics: { listen: '127.0.0.1:9465' }, wrap: { wrappers: [{ protocol: 'ssh', port: PORTS.ssh, peer: 'ws', hold: '30s' }] } });
   lab.configure('ws', regs);
   const [s1, s2, s3, s4, s5, s6] = await Promise.all([
     startSshd(S, addr, PORTS.ssh, join(lab.dir, 'sshd')),
@@ -214,6 +214,15 @@ describe('wrappers with real clients and servers', () => {
     const out = await nsExec(C, 'mosquitto_sub', [...mqtt.clientArgs, '-q', '1', '-t', 'spook/lab', '-C', '1', '-W', '8'], { timeoutMs: 12_000 });
     expect(out.trim()).toBe(msg);
     expect((await stats()).protocols.mqtt.connections).toBeGreaterThanOrEqual(2);
+  });
+
+  it('exports the wrapper counters to Prometheus', () => {
+    const text = lab.runIn('wc', `const r = await fetch('http://127.0.0.1:9465/metrics'); console.log(await r.text());`);
+    const ssh = /^spook_wrap_connections_total\{port="2222",protocol="ssh",peer="ws"\} (\d+)$/m.exec(text);
+    expect(Number(ssh?.[1])).toBeGreaterThanOrEqual(2);
+    expect(text).toMatch(/^spook_wrap_outages_total\{port="2222",protocol="ssh",peer="ws"\} [1-9]/m);
+    expect(text).toMatch(/^spook_wrap_protocol_connections_total\{protocol="postgres"\} [1-9]/m);
+    expect(text).toMatch(/^spook_wrap_closes_total\{port="5432",reason="completed"\} [1-9]/m);
   });
 
   it('removing a wrapper restores the direct path; so does stopping spookd, even with kill -9', async () => {
