@@ -126,11 +126,14 @@ describe('WrapManager on loopback', () => {
       const got: Buffer[] = [];
       let error: string | undefined;
       let eofFirst = false;
+      let off = 0;
       s.on('data', (d) => got.push(d));
-      s.on('end', () => (eofFirst ||= error === undefined));
+      s.on('end', () => {
+        eofFirst ||= error === undefined;
+        if (off < data.length) s.destroy(); // the server side is gone: stop offering bytes
+      });
       s.on('error', (e) => (error = e.message));
       s.on('close', () => resolve({ reply: Buffer.concat(got), error, eofFirst }));
-      let off = 0;
       const pump = (): void => {
         while (off < data.length) {
           const piece = data.subarray(off, off + 256 * 1024);
