@@ -185,9 +185,8 @@ describe('WrapSession', () => {
     pump();
     a.dialed(id);
     pump();
-    b.localReset(id, 'gone');
-    pump();
-    // b restarts: same first id again.
+    // b restarts while the connection is live: a closes it (peer-restarted), and b's first
+    // new connection takes the same id again.
     a.onCarrierDown(1);
     const b2 = new WrapSession({ ...opts, role: 1, bootId: 9n });
     a.onCarrierUp(2);
@@ -200,7 +199,23 @@ describe('WrapSession', () => {
       for (let r = a.pollRecord(2); r; r = a.pollRecord(2), moved = true) b2.handleRecord(2, Buffer.concat(r));
     }
     for (let e = a.pollEvent(); e; e = a.pollEvent()) evs.push(e);
+    expect(evs).toContainEqual(expect.objectContaining({ type: 'close', conn: id, code: CloseCode.PeerRestarted }));
     expect(evs).toContainEqual(expect.objectContaining({ type: 'dial', conn: id }));
+  });
+
+  it('queues one PING per interval while the carrier cannot be written, and keeps no deadline in the past', () => {
+    const a = new WrapSession({ ...opts, role: 0, bootId: 1n });
+    a.onCarrierUp(0);
+    a.handleRecord(0, encodeRecord({ type: RecordType.Hello, version: 1, bootId: 5n }));
+    // Nobody polls records (the carrier socket is full); time passes.
+    for (let now = 1000; now < 2000; now += 10) {
+      const t = a.pollTimeout()!;
+      if (t <= now) a.handleTimeout(now);
+      expect(a.pollTimeout()!).toBeGreaterThan(now);
+    }
+    let pings = 0;
+    for (let r = a.pollRecord(2000); r; r = a.pollRecord(2000)) if (Buffer.concat(r)[0] === RecordType.Ping) pings++;
+    expect(pings).toBe(1);
   });
 
   it('drops the carrier on a HELLO of another version', () => {

@@ -51,6 +51,7 @@ class Deframer {
         const head = this.take(4);
         this.need = head.readUInt32BE(0);
         if (this.need > this.max) throw new CarrierError(`carrier frame of ${this.need} bytes, at most ${this.max}`);
+        if (this.need === 0) throw new CarrierError('empty carrier frame');
       }
       if (this.have < this.need) return;
       const f = this.take(this.need);

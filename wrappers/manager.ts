@@ -116,6 +116,8 @@ export class WrapManager {
   private stopping = false;
   private readonly bootId = randomBytes(8).readBigUInt64BE();
   readonly refused: Record<string, number> = {};
+  /** Every local socket still open (lingering ones included), so that stop() leaves none. */
+  private readonly sockets = new Set<Socket>();
 
   constructor(
     private readonly host: WrapHostInfo,
@@ -146,15 +148,15 @@ export class WrapManager {
 
   async start(): Promise<void> {
     this.carrierServer = createServer({ allowHalfOpen: false }, (s) => this.onCarrierSocket(s));
-    await listen(this.carrierServer, this.host.listen.host, this.host.listen.port);
+    await listen(this.carrierServer, this.host.listen.host, this.host.listen.port, this.log);
     const first = createServer({ allowHalfOpen: true, noDelay: true }, (s) => this.onIntercepted(s));
-    await listen(first, this.settings.intercept.host, this.settings.intercept.port);
+    await listen(first, this.settings.intercept.host, this.settings.intercept.port, this.log);
     this.interceptServers.push(first);
     this.interceptPort = (first.address() as AddressInfo).port;
     // The hooks send IPv6 clients to [::1] on the same port: listen there too when the host has IPv6.
     if (this.settings.intercept.host === '127.0.0.1') {
       const v6 = createServer({ allowHalfOpen: true, noDelay: true }, (s) => this.onIntercepted(s));
-      await listen(v6, '::1', this.interceptPort).then(
+      await listen(v6, '::1', this.interceptPort, this.log).then(
         () => this.interceptServers.push(v6),
         (e: Error) => this.log.info({ error: e.message }, 'no IPv6 intercept listener on [::1]: IPv6 clients of wrapped ports are not carried'),
       );
@@ -190,8 +192,12 @@ export class WrapManager {
       this.flush(ps);
       ps.carrier?.socket.end();
     }
-    await Promise.all([this.carrierServer, ...this.interceptServers].map((s) => (s ? new Promise<void>((r) => s.close(() => r())) : undefined)));
+    // A moment for the CLOSE records and the local FINs to leave, then nothing waits on a peer.
+    const closed = Promise.all([this.carrierServer, ...this.interceptServers].map((s) => (s ? new Promise<void>((r) => s.close(() => r())) : undefined)));
+    await new Promise((r) => setTimeout(r, 300));
     for (const ps of this.peers.values()) ps.carrier?.close('spookd stopped');
+    for (const sock of this.sockets) sock.destroy();
+    await closed;
   }
 
   // ---- wrappers (config and admin) ----
@@ -301,22 +307,28 @@ export class WrapManager {
     const lc: LocalConn = { id, socket, local, connected: local, wrapPort, first: [[], []], firstLen: [0, 0], protocol: undefined, bytes: [0, 0] };
     ps.conns.set(id, lc);
     socket.setNoDelay(true);
+    // A socket whose connection ended must never act on a later connection that reuses its id.
+    const current = (): boolean => ps.conns.get(id) === lc;
     socket.on('data', (chunk: Buffer) => {
+      if (!current()) return void socket.pause();
       this.observe(lc, local ? 0 : 1, chunk);
       if (!ps.session.localData(id, chunk)) socket.pause();
       this.flush(ps);
     });
     socket.on('end', () => {
+      if (!current()) return;
       ps.session.localEnd(id);
       this.flush(ps);
     });
     socket.on('error', (e) => {
-      if (!lc.connected || !ps.session.conns.has(id)) return;
+      if (!current() || !lc.connected || !ps.session.conns.has(id)) return;
       ps.session.localReset(id, e.message);
       this.finish(ps, lc, local ? 'client-reset' : 'server-reset');
       this.flush(ps);
     });
+    this.sockets.add(socket);
     socket.on('close', () => {
+      this.sockets.delete(socket);
       if (ps.conns.get(id) === lc && !ps.session.conns.has(id)) ps.conns.delete(id);
     });
     return lc;
@@ -364,12 +376,13 @@ export class WrapManager {
     const socket = connect({ host: target.address, port: target.port, family: target.family, allowHalfOpen: true, noDelay: true });
     const lc = this.attach(ps, id, socket, wrapPort);
     socket.once('connect', () => {
+      if (ps.conns.get(id) !== lc) return;
       lc.connected = true;
       ps.session.dialed(id);
       this.flush(ps);
     });
     socket.once('error', (e) => {
-      if (lc.connected) return;
+      if (lc.connected || ps.conns.get(id) !== lc) return;
       ps.session.dialFailed(id, `${target.address}:${target.port}: ${e.message}`);
       ps.conns.delete(lc.id);
       this.flush(ps);
@@ -490,7 +503,7 @@ export class WrapManager {
         const session = ps.session;
         this.observe(lc, lc.local ? 1 : 0, ev.data);
         lc.socket.write(ev.data, (err) => {
-          if (err) return;
+          if (err || ps.conns.get(ev.conn) !== lc) return;
           session.drained(this.now(), ev.conn, n);
           this.flush(ps);
         });
@@ -546,7 +559,7 @@ export class WrapManager {
     for (const ps of this.peers.values()) {
       const t = ps.session.pollTimeout();
       if (t !== undefined) next = Math.min(next, t);
-      if (!ps.carrier && ps.peer.role === 0) next = Math.min(next, Math.max(ps.nextDialAt, now + 10));
+      if (!ps.carrier && !ps.dialing && ps.peer.role === 0 && this.host.peerAddr(ps.peer.name)) next = Math.min(next, Math.max(ps.nextDialAt, now + 10));
     }
     this.timer = setTimeout(() => this.tick(), Math.max(0, Math.ceil(next - now)));
     this.timer.unref();
@@ -565,11 +578,13 @@ export class WrapManager {
   }
 }
 
-function listen(server: Server, host: string, port: number): Promise<void> {
+/** Listen; later errors (accept failures: ENFILE, ENOMEM) are logged, never thrown. */
+function listen(server: Server, host: string, port: number, log: Logger): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
       server.off('error', reject);
+      server.on('error', (e) => log.warn({ listen: `${host}:${port}`, error: e.message }, 'listener error'));
       resolve();
     });
   });

@@ -214,6 +214,7 @@ export class WrapSession {
         // The peer knows the connection (it may not have had it to RESUME): the hold is over.
         return this.resumed(now, c);
       case RecordType.Data: {
+        if (c.recv.finAt !== undefined && rec.offset + rec.data.length > c.recv.finAt) return this.protocolError(c, `data up to ${rec.offset + rec.data.length} beyond the fin at ${c.recv.finAt}`);
         const fresh = c.recv.accept(rec.offset, rec.data);
         if (fresh === 'gap') return this.protocolError(c, `data at ${rec.offset} beyond received ${c.recv.received}`);
         if (fresh) this.events.push({ type: 'deliver', conn: c.id, data: fresh });
@@ -259,7 +260,16 @@ export class WrapSession {
       this.events.push({ type: 'drop-carrier', reason: `no record from the peer for ${this.opts.silenceMs} ms` });
       this.onCarrierDown(now);
     }
-    if (this.carrier && now - this.lastSent >= this.opts.pingMs) this.queue({ type: RecordType.Ping });
+    if (this.carrier && now - this.lastSent >= this.opts.pingMs) {
+      this.queue({ type: RecordType.Ping });
+      this.lastSent = now; // one PING per interval, even while the carrier is not writable
+    }
+    // Due ACKs go to the control queue now, so a deadline never stays in the past.
+    for (const [id, since] of this.ackDirty) {
+      const c = this.conns.get(id);
+      if (!c) this.ackDirty.delete(id);
+      else if (now - since >= ACK_DELAY_MS) this.flushAck(c);
+    }
     for (const c of [...this.conns.values()]) {
       if (c.holdUntil !== undefined && now >= c.holdUntil) {
         this.forget(c, CloseCode.HoldExpired, `the link to the peer was down for more than the hold time (${c.holdMs} ms)`, false, true);
@@ -345,14 +355,18 @@ export class WrapSession {
     if (this.peerBootId !== undefined && this.peerBootId !== bootId) {
       // The peer restarted: every connection it knew is gone with its sockets.
       this.events.push({ type: 'peer-restarted' });
-      // Its connection ids start again: ours from its old incarnation must not answer them.
-      this.recentClosed.clear();
       for (const c of [...this.conns.values()]) {
         if (!c.local || c.openSent) this.forget(c, CloseCode.PeerRestarted, 'the peer spookd restarted and lost the connection', false, true);
       }
+      // Its connection ids start again: ended ones of its old incarnation (those just closed
+      // included) must not answer its new connections.
+      this.recentClosed.clear();
     }
     this.peerBootId = bootId;
     this.peerHello = true;
+    // Connections opened while no carrier was up were never announced: they start now, with
+    // nothing to resume (a connection announced on an earlier carrier keeps its hold running).
+    const unannounced = [...this.conns.values()].filter((c) => c.local && !c.openSent);
     for (const c of this.conns.values()) {
       if (c.local && c.state === 'opening') this.sendOpen(c);
       // Tell the peer how much of its stream we hold: it resends only the rest.
@@ -364,8 +378,7 @@ export class WrapSession {
         this.ackDirty.set(c.id, now);
       }
     }
-    // Connections opened while the carrier was down have nothing to resume: they just start.
-    for (const c of this.conns.values()) if (c.local && c.state === 'opening' && c.holdUntil !== undefined && c.recv.received === 0) this.resumed(now, c);
+    for (const c of unannounced) this.resumed(now, c);
   }
 
   private onOpen(now: number, id: number, wrapPort: number, target: Target, holdMs: number): void {
