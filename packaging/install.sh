@@ -39,7 +39,7 @@ uninstall() {
 
 case "$action" in
 install)
-  for f in dist/.stamp bpf/spook_xdp.o; do
+  for f in dist/.stamp bpf/spook_xdp.o bpf/spook_wrap.o; do
     [ -e "$f" ] || { echo "install: $f missing; run make first" >&2; exit 1; }
   done
   if [ ! -f "$manifest" ] && [ -d "$lib" ] && [ -n "$(ls -A "$lib")" ]; then
@@ -55,7 +55,7 @@ install)
   fi
   mkdirs "$PREFIX/lib/spook"
   cp -a package.json package-lock.json README.md dist bin docs "$lib/"
-  mkdir -p "$lib/bpf" && cp -a bpf/spook_xdp.o bpf/spook_wire.h bpf/spook_xdp.c "$lib/bpf/"
+  mkdir -p "$lib/bpf" && cp -a bpf/spook_xdp.o bpf/spook_wire.h bpf/spook_xdp.c bpf/spook_wrap.o bpf/spook_wrap.c "$lib/bpf/"
   cp -a node_modules "$lib/"
   (cd "$lib" && npm prune --omit=dev --no-audit --no-fund >/dev/null 2>&1)
   tmp=$(mktemp -d)

@@ -61,8 +61,8 @@ describe('spookd configuration', () => {
     const w = (items: string): string => write(`${base}wrap:\n  wrappers:\n${items}`);
     const c = loadConfig(w(`    - { protocol: ssh, port: 22, peer: x, hold: 2m }\n    - { protocol: postgres, port: 5432, peer: "${key}" }\n`));
     expect(c.wrap.wrappers).toEqual([
-      { protocol: 'ssh', port: 22, peer: 'x', hold: 120_000 },
-      { protocol: 'postgres', port: 5432, peer: key, hold: 30_000 },
+      { protocol: 'ssh', port: 22, peer: 'x', hold: 120_000, delta: false },
+      { protocol: 'postgres', port: 5432, peer: key, hold: 30_000, delta: false },
     ]);
     expect(c.wrap).toMatchObject({ intercept: '127.0.0.1:0', interception: 'auto', windowBytes: 4 * 1024 * 1024 });
     expect(() => loadConfig(w(`    - { protocol: gopher, port: 70, peer: x }\n`))).toThrow(/wrap\.wrappers\.0\.protocol/);

@@ -53,6 +53,7 @@ describe('make install / uninstall', () => {
     expect(launcher).not.toContain(stage);
     expect(existsSync(join(stage, 'etc', 'spook', 'spookd.conf.example'))).toBe(true);
     expect(existsSync(join(stage, 'usr', 'lib', 'spook', 'bpf', 'spook_xdp.o'))).toBe(true);
+    expect(existsSync(join(stage, 'usr', 'lib', 'spook', 'bpf', 'spook_wrap.o'))).toBe(true);
     make('uninstall', `DESTDIR=${stage}`, 'PREFIX=/usr');
     // What was there before install is still there; nothing else is.
     expect(tree(stage)).toEqual(['usr', 'usr/share', 'usr/share/keep']);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { CloseCode, decodeRecord, encodeRecord, ipv6Bytes, RecordType, type WrapRecord } from '../wrappers/codec.js';
+import { CloseCode, decodeRecord, encodeRecord, ipv6Bytes, OPEN_DELTA, RecordType, type WrapRecord } from '../wrappers/codec.js';
+import { CHUNK_MAX, CHUNK_MIN, Chunker } from '../wrappers/dedup.js';
 import { ACK_DELAY_MS, WrapSession, type WrapEvent } from '../wrappers/session.js';
 import { DEFAULT_WRAP_SIM, runWrapSim } from '../wrappers/sim.js';
 
@@ -29,8 +30,10 @@ function joined(): { a: WrapSession; b: WrapSession; pump: (now?: number) => { a
 describe('WRAP records', () => {
   const samples: WrapRecord[] = [
     { type: RecordType.Hello, version: 1, bootId: 0x0123456789abcdefn },
-    { type: RecordType.Open, conn: 2, wrapPort: 22, target, holdMs: 30_000 },
-    { type: RecordType.Open, conn: 3, wrapPort: 443, target: { family: 6, address: 'fd00:0:0:0:0:0:0:2', port: 443 }, holdMs: 1 },
+    { type: RecordType.Open, conn: 2, wrapPort: 22, target, holdMs: 30_000, flags: 0 },
+    { type: RecordType.Open, conn: 3, wrapPort: 443, target: { family: 6, address: 'fd00:0:0:0:0:0:0:2', port: 443 }, holdMs: 1, flags: OPEN_DELTA },
+    { type: RecordType.Ref, conn: 2, offset: 8192, length: 4000, digest: new Uint8Array(16).fill(9) },
+    { type: RecordType.Nack, conn: 2, offset: 8192 },
     { type: RecordType.Opened, conn: 7 },
     { type: RecordType.Data, conn: 2, offset: 2 ** 40 + 5, data: new Uint8Array([1, 2, 3]) },
     { type: RecordType.Ack, conn: 2, offset: 123_456 },
@@ -46,7 +49,8 @@ describe('WRAP records', () => {
   it('names the field of a truncated record and refuses trailing bytes', () => {
     const open = encodeRecord(samples[1]);
     expect(() => decodeRecord(open.subarray(0, 8))).toThrow(/open\.(family|address)/);
-    expect(() => decodeRecord(new Uint8Array([...encodeRecord(samples[3]), 0]))).toThrow(/record type 3/);
+    expect(() => decodeRecord(new Uint8Array([...encodeRecord(samples[5]), 0]))).toThrow(/record type 3/);
+    expect(() => decodeRecord(encodeRecord({ type: RecordType.Ref, conn: 2, offset: 0, length: 0, digest: new Uint8Array(16) }))).toThrow(/ref\.length/);
     expect(() => decodeRecord(new Uint8Array([99]))).toThrow(/unknown record type 99/);
   });
   it('parses IPv6 text forms', () => {
@@ -233,7 +237,7 @@ describe('WrapSession', () => {
     a.onCarrierUp(0);
     a.handleRecord(0, encodeRecord({ type: RecordType.Ping }));
     a.handleRecord(0, encodeRecord({ type: RecordType.Hello, version: 1, bootId: 5n }));
-    a.handleRecord(0, encodeRecord({ type: RecordType.Open, conn: 4, wrapPort: 22, target, holdMs: 1 }));
+    a.handleRecord(0, encodeRecord({ type: RecordType.Open, conn: 4, wrapPort: 22, target, holdMs: 1, flags: 0 }));
     a.handleRecord(0, new Uint8Array([4, 0]));
     expect(a.counters.violations).toBe(3);
     expect(a.conns.size).toBe(0);
@@ -244,6 +248,81 @@ describe('WrapSession', () => {
     expect(a.openLocal(0, 22, target, 1)).toBeDefined();
     expect(a.openLocal(0, 22, target, 1)).toBeDefined();
     expect(a.openLocal(0, 22, target, 1)).toBeUndefined();
+  });
+});
+
+describe('delta mode', () => {
+  const content = (n: number, seed: number): Uint8Array => {
+    const out = new Uint8Array(n);
+    let x = seed;
+    for (let i = 0; i < n; i++) {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      out[i] = x >>> 24;
+    }
+    return out;
+  };
+  const cut = (data: Uint8Array, piece: number): string[] => {
+    const ch = new Chunker();
+    const keys: string[] = [];
+    for (let i = 0; i < data.length; i += piece) for (const c of ch.push(data.subarray(i, i + piece))) keys.push(`${c.offset}+${c.length}:${c.key}`);
+    return keys;
+  };
+
+  it('chunks by content: the same bytes give the same chunks however they arrive, within bounds', () => {
+    const data = content(400_000, 7);
+    const whole = cut(data, data.length);
+    expect(cut(data, 1_000)).toEqual(whole);
+    expect(cut(data, 77_777)).toEqual(whole);
+    const lengths = whole.map((k) => Number(/\+(\d+):/.exec(k)![1]));
+    expect(Math.min(...lengths)).toBeGreaterThanOrEqual(CHUNK_MIN);
+    expect(Math.max(...lengths)).toBeLessThanOrEqual(CHUNK_MAX);
+    expect(lengths.length).toBeGreaterThan(20); // about one per 8 KiB past the minimum
+    // An insertion near the start shifts offsets, not content: later chunks keep their digests.
+    const shifted = new Uint8Array(data.length + 100);
+    shifted.set(content(100, 99));
+    shifted.set(data, 100);
+    const digests = (keys: string[]): Set<string> => new Set(keys.map((k) => k.split(':')[1]));
+    const before = digests(whole);
+    const after = [...digests(cut(shifted, 4096))];
+    expect(after.filter((d) => before.has(d)).length).toBeGreaterThan(after.length * 0.8);
+  });
+
+  it('sends a resource the peer already holds as references, and delivers it byte for byte', () => {
+    const { a, b, pump } = joined();
+    const body = content(300_000, 3);
+    const got: Uint8Array[] = [];
+    for (let round = 0; round < 2; round++) {
+      const id = a.openLocal(0, 80, target, 30_000, true)!;
+      pump();
+      b.dialed(id);
+      b.localData(id, body); // the server's response, twice over two connections
+      b.localEnd(id);
+      const ev = pump();
+      const data = ev.a.filter((e) => e.type === 'deliver' && e.conn === id).map((e) => (e as { data: Uint8Array }).data);
+      got.push(Buffer.concat(data));
+    }
+    expect(Buffer.compare(got[0], body)).toBe(0);
+    expect(Buffer.compare(got[1], body)).toBe(0);
+    // The second copy went almost entirely by reference (only its unfinished last chunk raw).
+    expect(b.counters.refBytes).toBeGreaterThan(body.length - CHUNK_MAX);
+    expect(a.counters.refsExpanded).toBe(b.counters.refsSent);
+  });
+
+  it('300 seeds with carrier cuts: references never change a byte', () => {
+    let refBytes = 0;
+    for (let seed = 1; seed <= 150; seed++) {
+      const r = runWrapSim({ ...DEFAULT_WRAP_SIM, seed, delta: true });
+      if (!r.ok) throw new Error(`seed ${seed}: ${r.failure} (replay: runWrapSim({...DEFAULT_WRAP_SIM, seed: ${seed}, delta: true}))`);
+      refBytes += r.refBytes;
+    }
+    let nacks = 0;
+    for (let seed = 1; seed <= 150; seed++) {
+      const r = runWrapSim({ ...DEFAULT_WRAP_SIM, seed, delta: true, smallCache: true });
+      if (!r.ok) throw new Error(`seed ${seed}: ${r.failure} (replay: runWrapSim({...DEFAULT_WRAP_SIM, seed: ${seed}, delta: true, smallCache: true}))`);
+      nacks += r.nacks;
+    }
+    expect(refBytes).toBeGreaterThan(10_000_000); // references happened
+    expect(nacks).toBeGreaterThan(100); // and misses were recovered by NACK
   });
 });
 

@@ -6,6 +6,7 @@
  * exact offset the receiver reports.
  */
 import { Reader, Writer } from '../transport/wire/buffer.js';
+import { CHUNK_MAX, DIGEST_LEN } from './dedup.js';
 
 export const WRAP_VERSION = 1;
 /** Largest DATA payload: several socket reads per record keep the per-record costs (AEAD setup, syscalls) small. */
@@ -23,7 +24,14 @@ export enum RecordType {
   Resume = 8,
   Ping = 9,
   Pong = 10,
+  /** Delta mode: a chunk of the stream that the receiver holds, by digest (§16.9). */
+  Ref = 11,
+  /** Delta mode: the receiver does not hold a referenced chunk: resend from this offset. */
+  Nack = 12,
 }
+
+/** OPEN flags. */
+export const OPEN_DELTA = 0x01;
 
 /** Why a wrapped connection ended (both ends log and count it under this name). */
 export enum CloseCode {
@@ -60,7 +68,9 @@ export interface Target {
 
 export type WrapRecord =
   | { type: RecordType.Hello; version: number; bootId: bigint }
-  | { type: RecordType.Open; conn: number; wrapPort: number; target: Target; holdMs: number }
+  | { type: RecordType.Open; conn: number; wrapPort: number; target: Target; holdMs: number; flags: number }
+  | { type: RecordType.Ref; conn: number; offset: number; length: number; digest: Uint8Array }
+  | { type: RecordType.Nack; conn: number; offset: number }
   | { type: RecordType.Opened; conn: number }
   | { type: RecordType.Data; conn: number; offset: number; data: Uint8Array }
   | { type: RecordType.Ack | RecordType.Fin | RecordType.Resume; conn: number; offset: number }
@@ -165,7 +175,16 @@ export function encodeRecord(rec: WrapRecord): Uint8Array {
     case RecordType.Open:
       w.u32(rec.conn).u16(rec.wrapPort);
       writeTarget(w, rec.target);
-      w.u32(rec.holdMs);
+      w.u32(rec.holdMs).u8(rec.flags);
+      break;
+    case RecordType.Ref:
+      w.u32(rec.conn);
+      writeOffset(w, rec.offset);
+      w.u32(rec.length).bytes(rec.digest);
+      break;
+    case RecordType.Nack:
+      w.u32(rec.conn);
+      writeOffset(w, rec.offset);
       break;
     case RecordType.Opened:
       w.u32(rec.conn);
@@ -204,7 +223,20 @@ export function decodeRecord(buf: Uint8Array): WrapRecord {
       const conn = r.u32('open.conn');
       const wrapPort = r.u16('open.wrapPort');
       const target = readTarget(r);
-      rec = { type, conn, wrapPort, target, holdMs: r.u32('open.holdMs') };
+      rec = { type, conn, wrapPort, target, holdMs: r.u32('open.holdMs'), flags: r.u8('open.flags') };
+      break;
+    }
+    case RecordType.Ref: {
+      const conn = r.u32('ref.conn');
+      const offset = readOffset(r, 'ref.offset');
+      const length = r.u32('ref.length');
+      if (length === 0 || length > CHUNK_MAX) throw new RangeError(`ref.length: ${length}, must be 1-${CHUNK_MAX}`);
+      rec = { type, conn, offset, length, digest: r.bytes(DIGEST_LEN, 'ref.digest') };
+      break;
+    }
+    case RecordType.Nack: {
+      const conn = r.u32('nack.conn');
+      rec = { type, conn, offset: readOffset(r, 'nack.offset') };
       break;
     }
     case RecordType.Opened:

@@ -26,6 +26,8 @@ export interface WrapperSpec {
   port: number;
   peer: string;
   holdMs: number;
+  /** Delta mode (§16.9): ranges the other side already holds go as references. */
+  delta?: boolean;
 }
 
 export interface WrapPeer {
@@ -228,7 +230,7 @@ export class WrapManager {
   }
 
   list(): Record<string, unknown>[] {
-    return [...this.wrappers.values()].map((w) => ({ protocol: w.protocol, port: w.port, peer: w.peer, holdMs: w.holdMs, active: w.active, connections: w.connections }));
+    return [...this.wrappers.values()].map((w) => ({ protocol: w.protocol, port: w.port, peer: w.peer, holdMs: w.holdMs, delta: w.delta ?? false, active: w.active, connections: w.connections }));
   }
 
   stats(): Record<string, unknown> {
@@ -291,7 +293,7 @@ export class WrapManager {
     const w = this.wrappers.get(dst.port);
     if (!w) return refuse('port-not-wrapped');
     const ps = this.peers.get(w.peer)!;
-    const id = ps.session.openLocal(now, w.port, { family: dst.family, address: dst.address, port: dst.port }, w.holdMs);
+    const id = ps.session.openLocal(now, w.port, { family: dst.family, address: dst.address, port: dst.port }, w.holdMs, w.delta ?? false);
     if (id === undefined) return refuse('too-many-connections');
     w.connections++;
     w.active++;

@@ -7,8 +7,10 @@
  * Inputs are local socket events, carrier records and the clock; outputs are records for the
  * carrier and events for the I/O layer (dial, deliver, end, close, writable). No I/O here.
  */
-import { CloseCode, CLOSE_NAMES, decodeRecord, encodeDataHeader, encodeRecord, RecordType, WRAP_VERSION, type Target, type WrapRecord } from './codec.js';
+import { CloseCode, CLOSE_NAMES, decodeRecord, encodeDataHeader, encodeRecord, OPEN_DELTA, RecordType, WRAP_VERSION, type Target, type WrapRecord } from './codec.js';
 import { RecvStream, SendStream } from './stream.js';
+import { Deque } from '../control/core/deque.js';
+import { Chunker, ChunkLru, digestKey, type Chunk } from './dedup.js';
 
 export interface WrapSessionOptions {
   /** Low bit of the connection ids this side opens (the peers pick opposite bits). */
@@ -22,6 +24,8 @@ export interface WrapSessionOptions {
   pingMs: number;
   /** The carrier is declared lost after this long without a record from the peer. */
   silenceMs: number;
+  /** Delta mode's chunk memory per peer, each side (default CACHE_BYTES; both ends should agree). */
+  deltaCacheBytes?: number;
 }
 
 export const ACK_DELAY_MS = 5;
@@ -46,6 +50,19 @@ export interface WrapConn {
   heldSince: number | undefined;
   outages: number;
   openedAt: number;
+  /** Delta mode (§16.9): chunks of each direction, references to chunks the peer holds. */
+  delta: DeltaState | undefined;
+}
+
+interface DeltaState {
+  sendChunker: Chunker;
+  /** Completed chunks of the send stream not yet wholly on the carrier, in order. */
+  sendChunks: Deque<Chunk>;
+  /** No references below this offset (bytes resent after a loss or a NACK go raw). */
+  rawUntil: number;
+  recvChunker: Chunker;
+  /** A NACK is outstanding for this offset: later records are dropped until the resend. */
+  nackAt: number | undefined;
 }
 
 export type WrapEvent =
@@ -86,10 +103,15 @@ export class WrapSession {
   private lastHeard = 0;
   private lastSent = 0;
   private rr = 0;
-  readonly counters = { recordsIn: 0, recordsOut: 0, violations: 0, carrierUps: 0, carrierLosses: 0 };
+  readonly counters = { recordsIn: 0, recordsOut: 0, violations: 0, carrierUps: 0, carrierLosses: 0, refsSent: 0, refBytes: 0, refsExpanded: 0, nacksSent: 0 };
+  /** Delta mode: chunks this side sent (or referenced) to the peer, and chunks it received. */
+  private readonly refIndex: ChunkLru<true>;
+  private readonly refCache: ChunkLru<Uint8Array>;
 
   constructor(readonly opts: WrapSessionOptions) {
     this.nextId = 2 + opts.role;
+    this.refIndex = new ChunkLru(opts.deltaCacheBytes);
+    this.refCache = new ChunkLru(opts.deltaCacheBytes);
   }
 
   get carrierUp(): boolean {
@@ -99,11 +121,11 @@ export class WrapSession {
   // ---- local side ----
 
   /** A client connection was intercepted: returns its id, or undefined when over the limit. */
-  openLocal(now: number, wrapPort: number, target: Target, holdMs: number): number | undefined {
+  openLocal(now: number, wrapPort: number, target: Target, holdMs: number, delta = false): number | undefined {
     if (this.conns.size >= this.opts.maxConnections) return undefined;
     const id = this.nextId >>> 0;
     this.nextId = (this.nextId + 2) >>> 0 || 2 + this.opts.role;
-    const c = this.newConn(now, id, true, wrapPort, target, holdMs);
+    const c = this.newConn(now, id, true, wrapPort, target, holdMs, delta);
     if (this.carrier && this.peerHello) this.sendOpen(c);
     else this.hold(now, c);
     return id;
@@ -114,6 +136,7 @@ export class WrapSession {
     const c = this.conns.get(conn);
     if (!c) return false;
     c.send.append(data);
+    if (c.delta) for (const ch of c.delta.sendChunker.push(data)) c.delta.sendChunks.push(ch);
     return c.send.room > 0;
   }
 
@@ -193,7 +216,7 @@ export class WrapSession {
       case RecordType.Pong:
         return;
       case RecordType.Open:
-        return this.onOpen(now, rec.conn, rec.wrapPort, rec.target, rec.holdMs);
+        return this.onOpen(now, rec.conn, rec.wrapPort, rec.target, rec.holdMs, (rec.flags & OPEN_DELTA) !== 0);
     }
     const c = this.conns.get(rec.conn);
     if (!c) {
@@ -215,11 +238,27 @@ export class WrapSession {
         return this.resumed(now, c);
       case RecordType.Data: {
         if (c.recv.finAt !== undefined && rec.offset + rec.data.length > c.recv.finAt) return this.protocolError(c, `data up to ${rec.offset + rec.data.length} beyond the fin at ${c.recv.finAt}`);
+        if (c.delta?.nackAt !== undefined) {
+          // Sent before the peer saw our NACK: dropped until the resend reaches us.
+          if (rec.offset > c.recv.received) return;
+          c.delta.nackAt = undefined;
+        }
         const fresh = c.recv.accept(rec.offset, rec.data);
         if (fresh === 'gap') return this.protocolError(c, `data at ${rec.offset} beyond received ${c.recv.received}`);
-        if (fresh) this.events.push({ type: 'deliver', conn: c.id, data: fresh });
+        if (fresh) {
+          if (c.delta) for (const ch of c.delta.recvChunker.push(fresh)) this.refCache.put(ch.key, ch.length, ch.bytes!);
+          this.events.push({ type: 'deliver', conn: c.id, data: fresh });
+        }
         return this.checkEnd(c);
       }
+      case RecordType.Ref:
+        return this.onRef(c, rec.offset, rec.length, rec.digest);
+      case RecordType.Nack:
+        if (!c.delta || rec.offset < c.send.acked || rec.offset > c.send.next) return this.protocolError(c, `nack at ${rec.offset} outside [${c.send.acked}, ${c.send.next}]`);
+        // Resend from the offset, raw; the chunk deque no longer covers it (raw path handles that).
+        c.send.rewindTo(rec.offset);
+        c.delta.rawUntil = Math.max(c.delta.rawUntil, rec.offset + 1);
+        return;
       case RecordType.Ack: {
         const before = c.send.room;
         if (!c.send.ack(rec.offset)) return this.protocolError(c, `ack ${rec.offset} beyond the stream's end ${c.send.end}`);
@@ -301,7 +340,7 @@ export class WrapSession {
 
   // ---- internals ----
 
-  private newConn(now: number, id: number, local: boolean, wrapPort: number, target: Target, holdMs: number): WrapConn {
+  private newConn(now: number, id: number, local: boolean, wrapPort: number, target: Target, holdMs: number, delta: boolean): WrapConn {
     const c: WrapConn = {
       id,
       local,
@@ -316,6 +355,7 @@ export class WrapSession {
       heldSince: undefined,
       outages: 0,
       openedAt: now,
+      delta: delta ? { sendChunker: new Chunker(), sendChunks: new Deque(), rawUntil: 0, recvChunker: new Chunker(true), nackAt: undefined } : undefined,
     };
     this.conns.set(id, c);
     return c;
@@ -323,11 +363,16 @@ export class WrapSession {
 
   private sendOpen(c: WrapConn): void {
     c.openSent = true;
-    this.queue({ type: RecordType.Open, conn: c.id, wrapPort: c.wrapPort, target: c.target, holdMs: c.holdMs });
+    this.queue({ type: RecordType.Open, conn: c.id, wrapPort: c.wrapPort, target: c.target, holdMs: c.holdMs, flags: c.delta ? OPEN_DELTA : 0 });
   }
 
   private hold(now: number, c: WrapConn): void {
     c.send.rewind();
+    // What is resent after a loss goes raw: the chunk deque no longer describes it.
+    if (c.delta) {
+      c.delta.rawUntil = Math.max(c.delta.rawUntil, c.send.end);
+      c.delta.sendChunks = new Deque();
+    }
     if (c.holdUntil !== undefined) return;
     c.heldSince = now;
     c.holdUntil = now + c.holdMs;
@@ -381,7 +426,7 @@ export class WrapSession {
     for (const c of unannounced) this.resumed(now, c);
   }
 
-  private onOpen(now: number, id: number, wrapPort: number, target: Target, holdMs: number): void {
+  private onOpen(now: number, id: number, wrapPort: number, target: Target, holdMs: number, delta: boolean): void {
     if ((id & 1) === this.opts.role) return this.violation(`open of connection ${id}: its id has this side's parity`);
     const known = this.conns.get(id);
     if (known) {
@@ -399,7 +444,7 @@ export class WrapSession {
       this.queue({ type: RecordType.Close, conn: id, code: CloseCode.TooManyConnections, text: `this side carries ${this.conns.size} connections already` });
       return;
     }
-    this.newConn(now, id, false, wrapPort, target, holdMs);
+    this.newConn(now, id, false, wrapPort, target, holdMs, delta);
     this.events.push({ type: 'dial', conn: id, target, wrapPort });
   }
 
@@ -440,7 +485,14 @@ export class WrapSession {
     for (let k = 0; k < list.length; k++) {
       const c = list[(this.rr + k) % list.length];
       if (c.local && !c.openSent) continue;
-      const piece = c.send.take();
+      if (c.delta) {
+        const rec = this.nextDelta(c);
+        if (rec) {
+          this.rr = (this.rr + k + 1) % Math.max(1, list.length);
+          return rec;
+        }
+      }
+      const piece = c.delta ? undefined : c.send.take();
       if (piece) {
         this.rr = (this.rr + k + 1) % Math.max(1, list.length);
         return [encodeDataHeader(c.id, piece.offset), ...piece.parts];
@@ -451,6 +503,63 @@ export class WrapSession {
       }
     }
     return undefined;
+  }
+
+  /**
+   * Delta mode's next record for `c`: a REF when the next bytes are a whole chunk the peer
+   * holds, else DATA up to the next chunk boundary (so the following record starts on one).
+   */
+  private nextDelta(c: WrapConn): Uint8Array[] | undefined {
+    const d = c.delta!;
+    const s = c.send;
+    if (s.next >= s.end) {
+      if (s.finDue) {
+        s.finSent = true;
+        return [encodeRecord({ type: RecordType.Fin, conn: c.id, offset: s.finAt! })];
+      }
+      return undefined;
+    }
+    for (let ch = d.sendChunks.peek(); ch && ch.offset + ch.length <= s.next; ch = d.sendChunks.peek()) d.sendChunks.shift();
+    const ch = d.sendChunks.peek();
+    if (ch && ch.offset === s.next && s.next >= d.rawUntil && this.refIndex.touch(ch.key)) {
+      d.sendChunks.shift();
+      s.skipSent(ch.length);
+      this.counters.refsSent++;
+      this.counters.refBytes += ch.length;
+      return [encodeRecord({ type: RecordType.Ref, conn: c.id, offset: ch.offset, length: ch.length, digest: ch.digest })];
+    }
+    const limit = ch ? (ch.offset <= s.next ? ch.offset + ch.length : ch.offset) : s.end;
+    const piece = s.take(limit - s.next);
+    if (!piece) return undefined;
+    if (ch && ch.offset + ch.length <= s.next) {
+      // The record carries the chunk's last byte: from now on the peer holds it.
+      d.sendChunks.shift();
+      this.refIndex.put(ch.key, ch.length, true);
+    }
+    return [encodeDataHeader(c.id, piece.offset), ...piece.parts];
+  }
+
+  /** A REF: expand it from the cache, or ask for the bytes (NACK). */
+  private onRef(c: WrapConn, offset: number, length: number, digest: Uint8Array): void {
+    const d = c.delta;
+    if (!d) return this.protocolError(c, 'ref on a connection opened without delta mode');
+    if (d.nackAt !== undefined && offset > c.recv.received) return; // sent before our NACK arrived
+    if (offset + length <= c.recv.received) return; // a duplicate after a resume
+    if (offset !== c.recv.received || !d.recvChunker.atBoundary) return this.protocolError(c, `ref at ${offset}, received ${c.recv.received}, not on a chunk boundary`);
+    if (c.recv.finAt !== undefined && offset + length > c.recv.finAt) return this.protocolError(c, `ref up to ${offset + length} beyond the fin at ${c.recv.finAt}`);
+    const bytes = this.refCache.touch(digestKey(digest));
+    if (!bytes || bytes.length !== length) {
+      d.nackAt = offset;
+      this.counters.nacksSent++;
+      this.queue({ type: RecordType.Nack, conn: c.id, offset });
+      return;
+    }
+    d.nackAt = undefined;
+    c.recv.received += length;
+    d.recvChunker.skip(length);
+    this.counters.refsExpanded++;
+    this.events.push({ type: 'deliver', conn: c.id, data: bytes });
+    this.checkEnd(c);
   }
 
   private forget(c: WrapConn, code: CloseCode, reason: string, byPeer: boolean, notifyLocal: boolean): void {

@@ -20,6 +20,10 @@ export interface WrapSimOptions {
   cutChance: number;
   outageMs: [number, number];
   maxMs: number;
+  /** Delta mode on every connection, with streams built from a few repeated blocks (so references happen). */
+  delta?: boolean;
+  /** Delta mode with a receiver cache far smaller than the sender's index on side A: references miss (NACK). */
+  smallCache?: boolean;
 }
 
 export const DEFAULT_WRAP_SIM: Omit<WrapSimOptions, 'seed'> = {
@@ -52,12 +56,15 @@ export interface WrapSimResult {
   outages: number;
   cuts: number;
   ms: number;
+  /** Delta mode: stream bytes sent as references, and NACKs (references the receiver lacked). */
+  refBytes: number;
+  nacks: number;
 }
 
 export function runWrapSim(o: WrapSimOptions): WrapSimResult {
   const rng = new Rng(o.seed);
   const base = { windowBytes: o.windowBytes, maxConnections: 64, pingMs: 200, silenceMs: 1_000 };
-  const A = new WrapSession({ ...base, role: 0, bootId: 1n });
+  const A = new WrapSession({ ...base, role: 0, bootId: 1n, deltaCacheBytes: o.smallCache ? 60_000 : undefined });
   const B = new WrapSession({ ...base, role: 1, bootId: 2n });
   const wire: [Uint8Array[], Uint8Array[]] = [[], []]; // A→B, B→A
   const client = new Map<number, End>();
@@ -72,7 +79,20 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
     }
     return out;
   };
-  const mk = (n: number): End => ({ sent: content(n), pos: 0, got: 0, undrained: 0, ended: false, closed: undefined, done: false, paused: false });
+  // Delta mode: streams are runs of a few blocks shared by every connection, at random offsets.
+  const blocks = o.delta ? [0, 1, 2, 3].map(() => content(rng.int(10_000, 40_000))) : [];
+  const repeated = (n: number): Uint8Array => {
+    const out = new Uint8Array(n);
+    for (let at = 0; at < n; ) {
+      const b = rng.pick(blocks);
+      const take = Math.min(b.length, n - at);
+      out.set(b.subarray(0, take), at);
+      at += take;
+      if (at < n && rng.chance(0.3)) out[at++] = rng.int(0, 255); // a changed byte between blocks
+    }
+    return out;
+  };
+  const mk = (n: number): End => ({ sent: o.delta ? repeated(n) : content(n), pos: 0, got: 0, undrained: 0, ended: false, closed: undefined, done: false, paused: false });
   let up = false;
   let downUntil = 0;
   let cuts = 0;
@@ -84,7 +104,7 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
 
   let now = 0;
   for (let i = 0; i < o.conns; i++) {
-    const id = A.openLocal(now, 22, { family: 4, address: '10.0.0.2', port: 22 }, o.holdMs)!;
+    const id = A.openLocal(now, 22, { family: 4, address: '10.0.0.2', port: 22 }, o.holdMs, o.delta)!;
     client.set(id, mk(rng.int(0, o.maxBytes)));
   }
 
@@ -180,5 +200,5 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
     } else if (c.closed === CLOSE_NAMES[CloseCode.HoldExpired] || s.closed === CLOSE_NAMES[CloseCode.HoldExpired]) holdExpired++;
     else fail(`conn ${id}: neither completed nor hold-expired (client ${c.closed ?? (c.done ? 'done' : 'open')}, server ${s.closed ?? (s.done ? 'done' : 'open')})`);
   }
-  return { seed: o.seed, ok: !failure, failure, completed, holdExpired, outages, cuts, ms: now };
+  return { seed: o.seed, ok: !failure, failure, completed, holdExpired, outages, cuts, ms: now, refBytes: A.counters.refBytes + B.counters.refBytes, nacks: A.counters.nacksSent + B.counters.nacksSent };
 }

@@ -64,6 +64,18 @@ export class SendStream {
     this.cursor = 0;
   }
 
+  /** Back to `offset` (a NACK: the peer lacks a referenced chunk); what follows is resent. */
+  rewindTo(offset: number): void {
+    this.next = offset;
+    this.finSent = false;
+    this.cursor = 0;
+  }
+
+  /** `n` bytes at `next` went out by reference, not as bytes. */
+  skipSent(n: number): void {
+    this.next = Math.min(this.end, this.next + n);
+  }
+
   /** The peer reports it already holds everything below `offset`. */
   skipTo(offset: number): boolean {
     if (offset > this.end || offset < this.acked) return false;
@@ -75,12 +87,12 @@ export class SendStream {
    * Up to MAX_DATA bytes at `next`, as views of the buffered chunks (no copy), or undefined
    * when everything is on the carrier.
    */
-  take(): { offset: number; parts: Uint8Array[] } | undefined {
-    if (this.next >= this.end) return undefined;
+  take(max = MAX_DATA): { offset: number; parts: Uint8Array[] } | undefined {
+    if (this.next >= this.end || max <= 0) return undefined;
     if (this.cursor >= this.chunks.length || this.chunks.at(this.cursor).offset > this.next) this.cursor = 0;
     const offset = this.next;
     const parts: Uint8Array[] = [];
-    let room = MAX_DATA;
+    let room = Math.min(max, MAX_DATA);
     for (let i = this.cursor; i < this.chunks.length && room > 0; i++) {
       const c = this.chunks.at(i);
       if (c.offset + c.data.length <= this.next) continue;

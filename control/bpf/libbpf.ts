@@ -4,6 +4,16 @@
  * naming the call and the errno, so "the kernel refused BPF" is a clear message.
  */
 import koffi from 'koffi';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** A compiled BPF object of this checkout or installed tree (`make` builds them into bpf/). */
+export function bpfObjectPath(file: string): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) dir = dirname(dir);
+  return join(dir, 'bpf', file);
+}
 
 export class BpfError extends Error {
   constructor(

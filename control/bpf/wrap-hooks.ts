@@ -8,10 +8,9 @@
 import { closeSync, constants, existsSync, mkdtempSync, openSync, readFileSync, rmdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { SocketAddress } from 'node:net';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import koffi from 'koffi';
-import { BpfError, check, lastErrno, libbpf } from './libbpf.js';
+import { BpfError, bpfObjectPath, check, lastErrno, libbpf } from './libbpf.js';
 
 const PROGRAMS = ['spook_connect4', 'spook_connect6', 'spook_sockops'] as const;
 /** wrap_stats slots, in the order of the enum in spook_wrap.c. */
@@ -29,9 +28,7 @@ export interface OriginalDst {
 
 /** The compiled object (built by `make` into bpf/spook_wrap.o). */
 export function defaultWrapObjectPath(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) dir = dirname(dir);
-  return join(dir, 'bpf', 'spook_wrap.o');
+  return bpfObjectPath('spook_wrap.o');
 }
 
 interface Libc {

@@ -4,10 +4,9 @@
  * sessions, read counters, and run BPF_PROG_TEST_RUN for tests and benchmarks.
  */
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { DROP_REASON_NAMES, DropReason } from '../../transport/wire/constants.js';
-import { BpfError, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, check, lastErrno, libbpf } from './libbpf.js';
+import { BpfError, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, bpfObjectPath, check, lastErrno, libbpf } from './libbpf.js';
 
 export const PIN_DIR = '/sys/fs/bpf/spook';
 export const MAP_NAMES = ['config', 'pairs', 'counters', 'hs_buckets'] as const;
@@ -17,9 +16,7 @@ const SLOTS = 13;
 
 /** The compiled object (built by `make` into bpf/spook_xdp.o). */
 export function defaultObjectPath(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) dir = dirname(dir);
-  return join(dir, 'bpf', 'spook_xdp.o');
+  return bpfObjectPath('spook_xdp.o');
 }
 
 export interface XdpConfig {

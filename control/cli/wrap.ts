@@ -6,7 +6,7 @@ import { Command } from 'commander';
 import { call, out, table, withSocket, type Common } from './admin.js';
 import { WRAP_PROTOCOLS } from '../../wrappers/protocols.js';
 
-type AddOpts = Common & { port: string; peer: string; hold: string };
+type AddOpts = Common & { port: string; peer: string; hold: string; delta: boolean };
 
 export function wrapCommands(): Command[] {
   const wrap = new Command('wrap').description('carry an existing TCP protocol over a pair: its port is intercepted, outages shorter than the hold are invisible');
@@ -17,16 +17,17 @@ export function wrapCommands(): Command[] {
         .argument('<protocol>')
         .requiredOption('-p, --port <n>', 'the server port clients connect to')
         .requiredOption('--peer <name|key>', 'the peer whose spookd connects to the real server')
-        .option('--hold <duration>', 'how long a link outage may last before both ends close (e.g. 30s, 2m)', '30s'),
+        .option('--hold <duration>', 'how long a link outage may last before both ends close (e.g. 30s, 2m)', '30s')
+        .option('--delta', 'delta mode: what the other side already holds (a polled resource, a retained message) goes as a reference', false),
     ).action(async (protocol: string, o: AddOpts) => {
-      const r = await call<Record<string, unknown>>(o, 'wrap-add', { protocol, port: Number(o.port), peer: o.peer, hold: o.hold });
-      out(o, r, () => `wrapped ${r.protocol} port ${r.port} via ${r.peer} (hold ${r.holdMs} ms)`);
+      const r = await call<Record<string, unknown>>(o, 'wrap-add', { protocol, port: Number(o.port), peer: o.peer, hold: o.hold, delta: o.delta });
+      out(o, r, () => `wrapped ${r.protocol} port ${r.port} via ${r.peer} (hold ${r.holdMs} ms${r.delta ? ', delta mode' : ''})`);
     }),
   );
   wrap.addCommand(
     withSocket(new Command('list').description('wrapped ports: protocol, peer, hold, connections')).action(async (o: Common) => {
       const r = await call<Record<string, unknown>[]>(o, 'wraps');
-      out(o, r, () => (r.length ? table(r, ['protocol', 'port', 'peer', 'holdMs', 'active', 'connections']) : '(no wrappers)'));
+      out(o, r, () => (r.length ? table(r, ['protocol', 'port', 'peer', 'holdMs', 'delta', 'active', 'connections']) : '(no wrappers)'));
     }),
   );
   wrap.addCommand(
@@ -50,7 +51,7 @@ export function wrapCommands(): Command[] {
           '',
           protocols.length ? table(protocols, ['protocol', 'connections', 'bytesUp', 'bytesDown', 'outages']) : '(no connections recognised yet)',
           '',
-          table(r.peers as Record<string, unknown>[], ['peer', 'carrier', 'connections', 'carrierUps', 'carrierLosses', 'recordsIn', 'recordsOut', 'violations', 'lastError']),
+          table(r.peers as Record<string, unknown>[], ['peer', 'carrier', 'connections', 'carrierUps', 'carrierLosses', 'recordsIn', 'recordsOut', 'refBytes', 'nacksSent', 'violations', 'lastError']),
         ].join('\n');
       });
     }),

@@ -16,7 +16,8 @@ export function runWrapCommand(d: Spookd, cmd: string, args: Args): unknown {
       if (!(WRAP_PROTOCOLS as readonly string[]).includes(protocol)) throw new Error(`argument protocol must be one of ${WRAP_PROTOCOLS.join(', ')}, not ${JSON.stringify(protocol)}`);
       const hold = args.hold === undefined ? 30_000 : parseDuration(args.hold as string | number);
       if (hold === undefined || hold < MIN_HOLD_MS || hold > MAX_HOLD_MS) throw new Error('argument hold must be a duration between 100ms and 24h (30s, 500ms, 2m, or milliseconds)');
-      const spec = { protocol: protocol as WrapProtocol, port: num(args, 'port', undefined, 1, 65535), peer: d.peerName(str(args, 'peer')!), holdMs: hold };
+      if (args.delta !== undefined && typeof args.delta !== 'boolean') throw new Error('argument delta must be true or false');
+      const spec = { protocol: protocol as WrapProtocol, port: num(args, 'port', undefined, 1, 65535), peer: d.peerName(str(args, 'peer')!), holdMs: hold, delta: args.delta === true };
       w.add(spec);
       return spec;
     }

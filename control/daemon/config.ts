@@ -67,6 +67,8 @@ const wrapper = z
     peer: z.string().min(1),
     /** How long a link outage may last before both ends close the connection (100 ms to 24 h). */
     hold: duration.default('30s').refine((ms) => ms >= MIN_HOLD_MS && ms <= MAX_HOLD_MS, { message: 'must be between 100ms and 24h' }),
+    /** Delta mode: stream chunks the other side already holds are sent as references (PROTOCOL §16.9). */
+    delta: z.boolean().default(false),
   })
   .strict();
 

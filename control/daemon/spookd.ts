@@ -175,7 +175,7 @@ export class Spookd {
         listen,
       },
       { intercept, interception: cfg.wrap.interception, windowBytes: cfg.wrap.windowBytes, maxConnections: cfg.wrap.maxConnections, silenceMs: cfg.wrap.silenceMs },
-      cfg.wrap.wrappers.map((w) => ({ protocol: w.protocol, port: w.port, peer: this.peerName(w.peer), holdMs: w.hold })),
+      cfg.wrap.wrappers.map((w) => ({ protocol: w.protocol, port: w.port, peer: this.peerName(w.peer), holdMs: w.hold, delta: w.delta })),
       log.child({ component: 'wrap' }),
     );
   }
