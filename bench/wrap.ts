@@ -6,13 +6,18 @@
  *  wrapMBps       the same transfer to a wrapped port: intercepted on a, carried over the
  *                 pair's carrier, dialled by b's spookd;
  *  sshForwardMBps the same transfer through `ssh -L` (OpenSSH, default cipher) to the same sink;
- *  pgbench        tps of `pgbench -S` (select-only, 4 clients) direct and through the wrapper.
+ *  pgbench        tps of `pgbench -S` (select-only, 4 clients) direct and through the wrapper;
+ *  delta mode     an HTTP client polls a 1 MiB resource on nginx (curl, one keep-alive
+ *                 connection per batch of 10 polls; 64 bytes of the resource change before
+ *                 every batch): carrier bytes with a plain wrapper vs a delta-mode one.
  * All measured in the same run, one after the other, on the same machines.
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { Lab, sleep, until } from '../control/lab/netns.js';
-import { nsExec, nsRun, startPostgres, startSshd } from '../control/lab/servers.js';
+import { writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { nsExec, nsRun, startNginx, startPostgres, startSshd } from '../control/lab/servers.js';
 
 export interface WrapBenchResult {
   bytes: number;
@@ -24,6 +29,11 @@ export interface WrapBenchResult {
   pgbenchSeconds: number;
   pgbenchDirectTps: number;
   pgbenchWrapTps: number;
+  httpPolls: number;
+  httpAppBytes: number;
+  httpPlainCarrierBytes: number;
+  httpDeltaCarrierBytes: number;
+  deltaSavedFraction: number;
 }
 
 const SINK_DIRECT = 9100;
@@ -31,6 +41,28 @@ const SINK_WRAPPED = 9101;
 const PG_PORT = 5432;
 const SSH_PORT = 2222;
 const FORWARD_PORT = 9200;
+const HTTP_PORT = 8080;
+const POLL_BATCHES = 5;
+const POLLS_PER_BATCH = 10;
+
+interface WrapStats {
+  wrappers: { port: number; bytesDown: number }[];
+  peers: { carrier: string; carrierBytesIn: number }[];
+}
+
+/** Poll the resource in batches (one keep-alive connection each), editing it between batches; returns carrier and app bytes. */
+async function poll(lab: Lab, url: string, file: string, body: Buffer): Promise<{ carrier: number; app: number }> {
+  const before = await lab.admin<WrapStats>('a', 'wrap-stats');
+  for (let b = 0; b < POLL_BATCHES; b++) {
+    randomBytes(64).copy(body, (b * 200_003) % (body.length - 64)); // the resource changes a little
+    writeFileSync(file, body);
+    await nsExec(lab.host('a').ns, 'curl', ['-sS', '-f', ...Array.from({ length: POLLS_PER_BATCH }, () => ['-o', '/dev/null', url]).flat()], { timeoutMs: 60_000 });
+  }
+  await sleep(200);
+  const after = await lab.admin<WrapStats>('a', 'wrap-stats');
+  const down = (s: WrapStats): number => s.wrappers.find((w) => w.port === HTTP_PORT)?.bytesDown ?? 0;
+  return { carrier: after.peers[0].carrierBytesIn - before.peers[0].carrierBytesIn, app: down(after) - down(before) };
+}
 
 /** A sink that counts what each connection sends and answers with the count at its end. */
 const SINK = `
@@ -117,6 +149,17 @@ export async function runWrapBench(o: { bytes: number; pgbenchSeconds: number; b
       const st = await lab.admin<{ protocols: Record<string, { connections: number }> }>('a', 'wrap-stats');
       if (!st.protocols.postgres?.connections) throw new Error('pgbench through the wrapper was not intercepted');
     }
+    // Delta mode on HTTP polling: the same workload through a plain wrapper, then a delta one.
+    const nginx = await startNginx(lab.host('b').ns, b, HTTP_PORT, join(lab.dir, 'nginx'));
+    stops.push(() => nginx.stop());
+    const file = join(nginx.docroot, 'resource.bin');
+    const body = randomBytes(1 << 20);
+    const url = `${nginx.baseUrl}/resource.bin`;
+    await lab.admin('a', 'wrap-add', { protocol: 'http', port: HTTP_PORT, peer: 'b', hold: '30s' });
+    const plain = await poll(lab, url, file, body);
+    await lab.admin('a', 'wrap-remove', { port: HTTP_PORT });
+    await lab.admin('a', 'wrap-add', { protocol: 'http', port: HTTP_PORT, peer: 'b', hold: '30s', delta: true });
+    const delta = await poll(lab, url, file, body);
     const r2 = (x: number): number => Number(x.toFixed(2));
     return {
       bytes: o.bytes,
@@ -128,6 +171,11 @@ export async function runWrapBench(o: { bytes: number; pgbenchSeconds: number; b
       pgbenchSeconds: o.pgbenchSeconds,
       pgbenchDirectTps: r2(pgbenchDirectTps),
       pgbenchWrapTps: r2(pgbenchWrapTps),
+      httpPolls: POLL_BATCHES * POLLS_PER_BATCH,
+      httpAppBytes: delta.app,
+      httpPlainCarrierBytes: plain.carrier,
+      httpDeltaCarrierBytes: delta.carrier,
+      deltaSavedFraction: Number((1 - delta.carrier / plain.carrier).toFixed(3)),
     };
   } finally {
     for (const s of stops.reverse()) await s();

@@ -314,7 +314,7 @@ export class WrapManager {
     socket.on('data', (chunk: Buffer) => {
       if (!current()) return void socket.pause();
       this.observe(lc, local ? 0 : 1, chunk);
-      if (!ps.session.localData(id, chunk)) socket.pause();
+      if (!ps.session.localData(id, chunk, this.now())) socket.pause();
       this.flush(ps);
     });
     socket.on('end', () => {

@@ -29,6 +29,11 @@ export interface WrapSessionOptions {
 }
 
 export const ACK_DELAY_MS = 5;
+/**
+ * Delta mode holds the unfinished last chunk of a burst this long for more bytes: sent at
+ * once, its start would go raw and the whole chunk could never be a reference.
+ */
+export const DELTA_TAIL_MS = 2;
 
 export const DEFAULT_WRAP_OPTIONS = { windowBytes: 4 * 1024 * 1024, maxConnections: 1024, pingMs: 1_000, silenceMs: 3_000 };
 
@@ -63,6 +68,8 @@ interface DeltaState {
   recvChunker: Chunker;
   /** A NACK is outstanding for this offset: later records are dropped until the resend. */
   nackAt: number | undefined;
+  /** When bytes were last appended (the unfinished chunk waits DELTA_TAIL_MS after it). */
+  lastAppend: number;
 }
 
 export type WrapEvent =
@@ -132,11 +139,14 @@ export class WrapSession {
   }
 
   /** Bytes read from the local socket. Returns false when the window is full: pause reading. */
-  localData(conn: number, data: Uint8Array): boolean {
+  localData(conn: number, data: Uint8Array, now = this.now): boolean {
     const c = this.conns.get(conn);
     if (!c) return false;
     c.send.append(data);
-    if (c.delta) for (const ch of c.delta.sendChunker.push(data)) c.delta.sendChunks.push(ch);
+    if (c.delta) {
+      for (const ch of c.delta.sendChunker.push(data)) c.delta.sendChunks.push(ch);
+      c.delta.lastAppend = now;
+    }
     return c.send.room > 0;
   }
 
@@ -291,6 +301,7 @@ export class WrapSession {
     }
     for (const c of this.conns.values()) if (c.holdUntil !== undefined) min(c.holdUntil);
     if (this.carrier) for (const since of this.ackDirty.values()) min(since + ACK_DELAY_MS);
+    if (this.carrier && this.peerHello) for (const c of this.conns.values()) if (c.delta && c.send.next < c.send.end) min(c.delta.lastAppend + DELTA_TAIL_MS);
     return t;
   }
 
@@ -355,7 +366,7 @@ export class WrapSession {
       heldSince: undefined,
       outages: 0,
       openedAt: now,
-      delta: delta ? { sendChunker: new Chunker(), sendChunks: new Deque(), rawUntil: 0, recvChunker: new Chunker(true), nackAt: undefined } : undefined,
+      delta: delta ? { sendChunker: new Chunker(), sendChunks: new Deque(), rawUntil: 0, recvChunker: new Chunker(true), nackAt: undefined, lastAppend: now } : undefined,
     };
     this.conns.set(id, c);
     return c;
@@ -486,7 +497,7 @@ export class WrapSession {
       const c = list[(this.rr + k) % list.length];
       if (c.local && !c.openSent) continue;
       if (c.delta) {
-        const rec = this.nextDelta(c);
+        const rec = this.nextDelta(c, now);
         if (rec) {
           this.rr = (this.rr + k + 1) % Math.max(1, list.length);
           return rec;
@@ -509,7 +520,7 @@ export class WrapSession {
    * Delta mode's next record for `c`: a REF when the next bytes are a whole chunk the peer
    * holds, else DATA up to the next chunk boundary (so the following record starts on one).
    */
-  private nextDelta(c: WrapConn): Uint8Array[] | undefined {
+  private nextDelta(c: WrapConn, now: number): Uint8Array[] | undefined {
     const d = c.delta!;
     const s = c.send;
     if (s.next >= s.end) {
@@ -528,6 +539,8 @@ export class WrapSession {
       this.counters.refBytes += ch.length;
       return [encodeRecord({ type: RecordType.Ref, conn: c.id, offset: ch.offset, length: ch.length, digest: ch.digest })];
     }
+    // The unfinished tail waits a moment for the rest of its chunk (unless the stream ended).
+    if (!ch && s.finAt === undefined && now - d.lastAppend < DELTA_TAIL_MS) return undefined;
     const limit = ch ? (ch.offset <= s.next ? ch.offset + ch.length : ch.offset) : s.end;
     const piece = s.take(limit - s.next);
     if (!piece) return undefined;

@@ -141,7 +141,7 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
       }
       if (!e.paused && e.pos < e.sent.length && rng.chance(0.7)) {
         const n = Math.min(e.sent.length - e.pos, rng.int(1, 20_000));
-        const more = side.localData(id, e.sent.subarray(e.pos, e.pos + n));
+        const more = side.localData(id, e.sent.subarray(e.pos, e.pos + n), now);
         e.pos += n;
         if (!more) e.paused = true;
         const c = side.conns.get(id)!;

@@ -216,6 +216,25 @@ describe('wrappers with real clients and servers', () => {
     expect((await stats()).protocols.mqtt.connections).toBeGreaterThanOrEqual(2);
   });
 
+  it('delta mode: a polled resource goes by reference, byte for byte', async () => {
+    await lab.admin('wc', 'wrap-remove', { port: PORTS.http });
+    await lab.admin('wc', 'wrap-add', { protocol: 'http', port: PORTS.http, peer: 'ws', hold: '30s', delta: true });
+    writeFileSync(join(http.docroot, 'polled.bin'), randomBytes(2 * 1024 * 1024));
+    const want = sha256(join(http.docroot, 'polled.bin'));
+    for (let i = 0; i < 4; i++) {
+      const out = join(dir, `polled-${i}.bin`);
+      await nsExec(C, 'curl', ['-sS', '-f', '-o', out, `${http.baseUrl}/polled.bin`], { timeoutMs: 20_000 });
+      expect(sha256(out)).toBe(want);
+    }
+    type Peer = { refBytes: number; refsExpanded: number; nacksSent: number };
+    const server = (await lab.admin<{ peers: Peer[] }>('ws', 'wrap-stats')).peers[0];
+    const client = (await lab.admin<{ peers: Peer[] }>('wc', 'wrap-stats')).peers[0];
+    // Polls 2-4 (6 MiB) went almost entirely as references.
+    expect(server.refBytes).toBeGreaterThan(5 * 1024 * 1024);
+    expect(client.refsExpanded).toBeGreaterThan(0);
+    expect(client.nacksSent).toBe(0);
+  });
+
   it('exports the wrapper counters to Prometheus', () => {
     const text = lab.runIn('wc', `const r = await fetch('http://127.0.0.1:9465/metrics'); console.log(await r.text());`);
     const ssh = /^spook_wrap_connections_total\{port="2222",protocol="ssh",peer="ws"\} (\d+)$/m.exec(text);
