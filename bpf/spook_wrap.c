@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0)
 /*
- * Spook wrappers: transparent TCP interception at connect() time, the way socket-level
- * load balancers do it (Cilium socket LB, merbridge). Attached to the cgroup-v2 root, so
- * these programs see every process on the machine; they act only in the network
- * namespace spookd runs in (wrap_cfg.netns_cookie), never on spookd's own sockets, never
- * on loopback destinations, and only on TCP.
+ * Spook wrappers: transparent TCP (and IPv4 UDP) interception at connect()/sendmsg()
+ * time, the way socket-level load balancers do it (Cilium socket LB, merbridge). Attached
+ * to the cgroup-v2 root, so these programs see every process on the machine; they act
+ * only in the network namespace spookd runs in (wrap_cfg.netns_cookie), never on spookd's
+ * own sockets, never on loopback destinations, and only on TCP and UDP (below).
  *
  *   connect4/6: destination port wrapped -> remember the original destination under the
  *               socket cookie and rewrite the destination to spookd's proxy on loopback.
@@ -16,13 +16,30 @@
  * IPv6: a native destination is redirected to [::1]:proxy. A v4-mapped destination
  * (::ffff:a.b.c.d on a dual-stack socket) is treated as IPv4: it is recorded as family 4
  * and redirected to ::ffff:127.0.0.1, i.e. the same IPv4 proxy listener.
+ *
+ * UDP (for CoAP), IPv4 sockets only, the way Cilium's socket LB does it; on while
+ * wrap_cfg.udp_proxy_port is nonzero. The record is keyed by the client's local port,
+ * which the proxy sees as the datagram's source port:
+ *   connect4:  a UDP socket already bound (src_port != 0) is recorded in
+ *              udp_orig_by_port[src_port] and connected to 127.0.0.1:udp_proxy_port. An
+ *              unbound one goes direct (udp_unbound): the kernel autobinds only after
+ *              this hook, so its port is not known yet.
+ *   sendmsg4:  the same for each unconnected send (the socket is autobound by then).
+ *   recvmsg4:  a datagram from 127.0.0.1:udp_proxy_port to a recorded port gets the
+ *              original destination as its source, so the client sees the real server.
+ * udp_orig_by_port entries stay (a flow has many datagrams); spookd deletes them.
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#define SOCK_STREAM 1 /* <linux/net.h> is not usable from BPF; the value is ABI */
+#define SOCK_STREAM 1 /* <linux/net.h> and <sys/socket.h> are not usable from BPF; */
+#define SOCK_DGRAM 2  /*   the values are ABI */
+#define AF_INET 2
+#define WRAP_TCP 1 /* wrap_ports value bits */
+#define WRAP_UDP 2
+#define LOOPBACK4 0x7f000001 /* 127.0.0.1, host order */
 #define MAX_WRAPPED_PORTS 256
 #define ORIG_ENTRIES 65536
 
@@ -33,9 +50,12 @@ enum {
 	WRAP_CNT_NO_PORT,       /* destination port not wrapped */
 	WRAP_CNT_LOOPBACK,      /* destination 127/8, ::1, or unspecified */
 	WRAP_CNT_OTHER_NETNS,   /* not spookd's network namespace */
-	WRAP_CNT_NOT_TCP,       /* UDP and friends pass untouched */
-	WRAP_CNT_SAVE_FAILED,   /* orig_by_cookie update failed: not redirected */
+	WRAP_CNT_NOT_TCP,       /* protocol not intercepted: not TCP, nor UDP/IPv4 with UDP on */
+	WRAP_CNT_SAVE_FAILED,   /* orig_by_cookie/udp_orig_by_port update failed: not redirected */
 	WRAP_CNT_HANDED_OVER,   /* sockops moved an entry to orig_by_port */
+	WRAP_CNT_UDP_REDIRECTED, /* UDP connect or unconnected send rewritten to the UDP proxy */
+	WRAP_CNT_UDP_UNBOUND,   /* UDP connect of a socket not bound yet: not redirected */
+	WRAP_CNT_UDP_REVERSE,   /* datagram from the UDP proxy given the original source */
 	WRAP_CNT_SLOTS,
 };
 
@@ -45,7 +65,7 @@ struct wrap_config {
 	__u64 pidns_ino;    /*   self_tgid is a pid in that namespace */
 	__u32 self_tgid;
 	__u16 proxy_port;   /* host order */
-	__u16 flags;        /* reserved, 0 */
+	__u16 udp_proxy_port; /* host order; 0: UDP interception off */
 };
 
 struct spook_orig {
@@ -63,7 +83,7 @@ struct {
 	__type(value, struct wrap_config);
 } wrap_cfg SEC(".maps");
 
-/* Wrapped destination ports (host order) -> nonzero. */
+/* Wrapped destination ports (host order) -> WRAP_TCP | WRAP_UDP: the protocols wrapped. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_WRAPPED_PORTS);
@@ -89,6 +109,15 @@ struct {
 	__type(value, struct spook_orig);
 } orig_by_port SEC(".maps");
 
+/* For the UDP proxy: client local port (host order) -> original destination (family 4).
+ * Not deleted on lookup: spookd deletes it when its flow ends; LRU ages out the rest. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, ORIG_ENTRIES);
+	__type(key, __u32);
+	__type(value, struct spook_orig);
+} udp_orig_by_port SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, WRAP_CNT_SLOTS);
@@ -103,30 +132,55 @@ static __always_inline void count(__u32 slot)
 		*c += 1;
 }
 
-/*
- * The checks common to both families, cheapest first. Returns the config when the
- * connect may be redirected (port wrapped, right netns, not spookd itself), else NULL.
- */
-static __always_inline struct wrap_config *should_wrap(struct bpf_sock_addr *ctx, __u16 port)
+static __always_inline struct wrap_config *config(void)
 {
 	__u32 zero = 0;
-	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP) {
-		count(WRAP_CNT_NOT_TCP);
-		return NULL;
-	}
-	struct wrap_config *cfg = bpf_map_lookup_elem(&wrap_cfg, &zero);
-	if (!cfg || cfg->netns_cookie == 0 || cfg->netns_cookie != bpf_get_netns_cookie(ctx)) {
+	return bpf_map_lookup_elem(&wrap_cfg, &zero);
+}
+
+static __always_inline int in_netns(struct bpf_sock_addr *ctx, struct wrap_config *cfg)
+{
+	return cfg->netns_cookie != 0 && cfg->netns_cookie == bpf_get_netns_cookie(ctx);
+}
+
+/* The tgid as spookd's pid namespace sees it (process.pid), so this also holds when
+ * spookd runs in a container. A task outside that namespace is never spookd. */
+static __always_inline int is_self(struct wrap_config *cfg)
+{
+	struct bpf_pidns_info ns = {};
+	return bpf_get_ns_current_pid_tgid(cfg->pidns_dev, cfg->pidns_ino, &ns, sizeof(ns)) == 0 && ns.tgid == cfg->self_tgid;
+}
+
+/*
+ * The checks common to all hooks, cheapest first. Returns the config when the socket may
+ * be redirected (protocol intercepted, right netns, port wrapped for that protocol, not
+ * spookd itself), else NULL; *bit tells which protocol (WRAP_TCP or WRAP_UDP).
+ */
+static __always_inline struct wrap_config *should_wrap(struct bpf_sock_addr *ctx, __u16 port, __u32 *bit)
+{
+	struct wrap_config *cfg = config();
+	if (!cfg) { /* never: an array element always exists */
 		count(WRAP_CNT_OTHER_NETNS);
 		return NULL;
 	}
-	if (!bpf_map_lookup_elem(&wrap_ports, &port)) {
+	if (ctx->type == SOCK_STREAM && ctx->protocol == IPPROTO_TCP)
+		*bit = WRAP_TCP;
+	else if (ctx->type == SOCK_DGRAM && ctx->protocol == IPPROTO_UDP && ctx->family == AF_INET && cfg->udp_proxy_port)
+		*bit = WRAP_UDP;
+	else {
+		count(WRAP_CNT_NOT_TCP);
+		return NULL;
+	}
+	if (!in_netns(ctx, cfg)) {
+		count(WRAP_CNT_OTHER_NETNS);
+		return NULL;
+	}
+	__u32 *protos = bpf_map_lookup_elem(&wrap_ports, &port);
+	if (!protos || !(*protos & *bit)) {
 		count(WRAP_CNT_NO_PORT);
 		return NULL;
 	}
-	/* The tgid as spookd's pid namespace sees it (process.pid), so this also holds when
-	 * spookd runs in a container. A task outside that namespace is never spookd. */
-	struct bpf_pidns_info ns = {};
-	if (bpf_get_ns_current_pid_tgid(cfg->pidns_dev, cfg->pidns_ino, &ns, sizeof(ns)) == 0 && ns.tgid == cfg->self_tgid) {
+	if (is_self(cfg)) {
 		count(WRAP_CNT_SKIPPED_SELF);
 		return NULL;
 	}
@@ -149,12 +203,34 @@ static __always_inline int is_loopback4(__u32 ip4 /* network order */)
 	return (h >> 24) == 127 || h == 0;
 }
 
+/*
+ * UDP: record the original destination under the socket's local port and send to the
+ * UDP proxy instead. Called after should_wrap() and the loopback check.
+ */
+static __always_inline int udp_redirect(struct bpf_sock_addr *ctx, struct wrap_config *cfg, struct spook_orig *orig)
+{
+	__u32 lport = ctx->sk->src_port; /* host order; 0 while the socket is unbound */
+	if (lport == 0) {
+		count(WRAP_CNT_UDP_UNBOUND);
+		return 1;
+	}
+	if (bpf_map_update_elem(&udp_orig_by_port, &lport, orig, BPF_ANY) != 0) {
+		count(WRAP_CNT_SAVE_FAILED);
+		return 1;
+	}
+	ctx->user_ip4 = bpf_htonl(LOOPBACK4);
+	ctx->user_port = bpf_htons(cfg->udp_proxy_port);
+	count(WRAP_CNT_UDP_REDIRECTED);
+	return 1;
+}
+
 SEC("cgroup/connect4")
 int spook_connect4(struct bpf_sock_addr *ctx)
 {
 	__u16 port = bpf_ntohs(ctx->user_port);
 	__u32 ip4 = ctx->user_ip4;
-	struct wrap_config *cfg = should_wrap(ctx, port);
+	__u32 bit = 0;
+	struct wrap_config *cfg = should_wrap(ctx, port, &bit);
 	if (!cfg)
 		return 1;
 	if (is_loopback4(ip4)) {
@@ -162,9 +238,11 @@ int spook_connect4(struct bpf_sock_addr *ctx)
 		return 1;
 	}
 	struct spook_orig orig = { .family = 4, .port = port, .ip4 = ip4 };
+	if (bit == WRAP_UDP)
+		return udp_redirect(ctx, cfg, &orig);
 	if (save_orig(ctx, &orig))
 		return 1;
-	ctx->user_ip4 = bpf_htonl(0x7f000001); /* 127.0.0.1 */
+	ctx->user_ip4 = bpf_htonl(LOOPBACK4);
 	ctx->user_port = bpf_htons(cfg->proxy_port);
 	count(WRAP_CNT_REDIRECTED);
 	return 1; /* always allow: this hook redirects, it never refuses */
@@ -179,7 +257,8 @@ int spook_connect6(struct bpf_sock_addr *ctx)
 	a[1] = ctx->user_ip6[1];
 	a[2] = ctx->user_ip6[2];
 	a[3] = ctx->user_ip6[3];
-	struct wrap_config *cfg = should_wrap(ctx, port);
+	__u32 bit = 0; /* always WRAP_TCP: UDP/IPv6 is not intercepted */
+	struct wrap_config *cfg = should_wrap(ctx, port, &bit);
 	if (!cfg)
 		return 1;
 	int mapped = a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff);
@@ -206,6 +285,48 @@ int spook_connect6(struct bpf_sock_addr *ctx)
 	ctx->user_port = bpf_htons(cfg->proxy_port);
 	count(WRAP_CNT_REDIRECTED);
 	return 1;
+}
+
+/* Unconnected UDP sends (sendto). Returns at once while UDP interception is off. */
+SEC("cgroup/sendmsg4")
+int spook_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	struct wrap_config *cfg = config();
+	if (!cfg || !cfg->udp_proxy_port)
+		return 1;
+	__u16 port = bpf_ntohs(ctx->user_port);
+	__u32 ip4 = ctx->user_ip4;
+	__u32 bit = 0;
+	cfg = should_wrap(ctx, port, &bit);
+	if (!cfg || bit != WRAP_UDP)
+		return 1;
+	if (is_loopback4(ip4)) {
+		count(WRAP_CNT_LOOPBACK);
+		return 1;
+	}
+	struct spook_orig orig = { .family = 4, .port = port, .ip4 = ip4 };
+	return udp_redirect(ctx, cfg, &orig);
+}
+
+/* Replies of the UDP proxy: give them the original destination as their source. */
+SEC("cgroup/recvmsg4")
+int spook_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	struct wrap_config *cfg = config();
+	if (!cfg || !cfg->udp_proxy_port)
+		return 1;
+	if (ctx->user_ip4 != bpf_htonl(LOOPBACK4) || ctx->user_port != bpf_htons(cfg->udp_proxy_port))
+		return 1;
+	if (!in_netns(ctx, cfg))
+		return 1;
+	__u32 lport = ctx->sk->src_port;
+	struct spook_orig *orig = bpf_map_lookup_elem(&udp_orig_by_port, &lport);
+	if (!orig || orig->family != 4 || is_self(cfg))
+		return 1;
+	ctx->user_ip4 = orig->ip4;
+	ctx->user_port = bpf_htons(orig->port);
+	count(WRAP_CNT_UDP_REVERSE);
+	return 1; /* recvmsg hooks must return 1 */
 }
 
 SEC("sockops")

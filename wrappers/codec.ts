@@ -32,6 +32,8 @@ export enum RecordType {
 
 /** OPEN flags. */
 export const OPEN_DELTA = 0x01;
+/** The connection is a UDP flow: its streams carry datagrams, each as u16 length + bytes (§16.10). */
+export const OPEN_DATAGRAM = 0x02;
 
 /** Why a wrapped connection ended (both ends log and count it under this name). */
 export enum CloseCode {

@@ -10,6 +10,7 @@
  * (pause on a full window, acknowledge only what the kernel took, close the way the peer did).
  */
 import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
+import { createSocket, type Socket as UdpSocket, type RemoteInfo } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { KeyPair } from '../transport/etcp/crypto.js';
@@ -18,7 +19,8 @@ import { WrapSession, DEFAULT_WRAP_OPTIONS, type WrapEvent } from './session.js'
 import { acceptCarrier, dialCarrier, type Carrier } from './carrier.js';
 import { ProtocolStats, recognise, RECOGNISE_MAX_BYTES, type Protocol } from './profiles.js';
 import { WrapHooks } from '../control/bpf/wrap-hooks.js';
-import type { WrapProtocol } from './protocols.js';
+import { isDatagram, type WrapProtocol } from './protocols.js';
+import { DatagramDeframer, frameDatagram, UDP_IDLE_MS } from './udp.js';
 
 
 export interface WrapperSpec {
@@ -47,8 +49,11 @@ export interface WrapHostInfo {
 
 /** Where intercepted connections were going: the BPF hooks, or a stand-in (tests, explicit proxies). */
 export interface Interceptor {
-  setPorts(ports: number[]): void;
+  setPorts(tcp: number[], udp?: number[]): void;
   originalDst(clientPort: number): Target | undefined;
+  /** A UDP flow's original destination (kept while the flow lives: many datagrams use it). */
+  originalUdpDst?(clientPort: number): Target | undefined;
+  forgetUdp?(clientPort: number): void;
   stats(): Record<string, number>;
   close(): void;
 }
@@ -69,9 +74,24 @@ const REDIAL_MAX_MS = 5_000;
 export const MAX_WRAPPERS = 256;
 const CLOSE_LINGER_MS = 5_000;
 
+/** What the manager does to a local endpoint: a TCP socket or one end of a UDP flow. */
+interface LocalIo {
+  /** Hand bytes of the peer's stream over; `done` once the endpoint took them (ACK-able). */
+  write(data: Uint8Array, done: () => void): void;
+  /** The peer's stream ended. */
+  end(): void;
+  /** The window reopened. */
+  resume(): void;
+  /** The connection is over: cleanly (FIN) or not (RST). */
+  close(clean: boolean): void;
+}
+
 interface LocalConn {
   id: number;
-  socket: Socket;
+  io: LocalIo;
+  datagram: boolean;
+  /** UDP flows: last datagram either way (idle flows are ended). */
+  lastActivity: number;
   /** The client side (intercepted here) rather than the server side (dialled here). */
   local: boolean;
   /** Server side: the dial completed (an error before it is a dial failure, not a reset). */
@@ -120,6 +140,11 @@ export class WrapManager {
   readonly refused: Record<string, number> = {};
   /** Every local socket still open (lingering ones included), so that stop() leaves none. */
   private readonly sockets = new Set<Socket>();
+  /** UDP: the intercept socket, and the flows by client port. */
+  private udpIntercept: UdpSocket | undefined;
+  private readonly udpFlows = new Map<number, { ps: PeerState; lc: LocalConn }>();
+  private readonly udpSockets = new Set<UdpSocket>();
+  readonly udpDrops: Record<string, number> = {};
 
   constructor(
     private readonly host: WrapHostInfo,
@@ -163,6 +188,14 @@ export class WrapManager {
         (e: Error) => this.log.info({ error: e.message }, 'no IPv6 intercept listener on [::1]: IPv6 clients of wrapped ports are not carried'),
       );
     }
+    const udp = createSocket('udp4');
+    udp.on('message', (msg, rinfo) => this.onUdpIntercepted(msg, rinfo));
+    udp.on('error', (e) => this.log.warn({ error: e.message }, 'UDP intercept socket error'));
+    await new Promise<void>((resolve, reject) => {
+      udp.once('error', reject);
+      udp.bind(0, '127.0.0.1', () => (udp.off('error', reject), resolve()));
+    });
+    this.udpIntercept = udp;
     // Hooks only once something is wrapped: hosts that use no wrapper never touch the cgroup.
     if (this.wrappers.size > 0) this.openHooks();
     this.log.info({ carrier: `${this.host.listen.host}:${this.host.listen.port}`, intercept: `${this.settings.intercept.host}:${this.interceptPort}`, interception: this.hooks ? 'bpf' : 'off' }, 'wrappers ready');
@@ -172,8 +205,8 @@ export class WrapManager {
   private openHooks(): void {
     if (this.hooks || this.settings.interception === 'off') return;
     try {
-      this.hooks = this.interceptor ? this.interceptor(this.interceptPort) : WrapHooks.open({ proxyPort: this.interceptPort });
-      this.hooks.setPorts([...this.wrappers.keys()]);
+      this.hooks = this.interceptor ? this.interceptor(this.interceptPort) : WrapHooks.open({ proxyPort: this.interceptPort, udpProxyPort: this.udpIntercept?.address().port });
+      this.applyPorts();
       this.interceptionError = undefined;
     } catch (e) {
       this.interceptionError = (e as Error).message;
@@ -199,6 +232,9 @@ export class WrapManager {
     await new Promise((r) => setTimeout(r, 300));
     for (const ps of this.peers.values()) ps.carrier?.close('spookd stopped');
     for (const sock of this.sockets) sock.destroy();
+    this.udpIntercept?.close();
+    for (const u of this.udpSockets) u.close();
+    this.udpSockets.clear();
     await closed;
   }
 
@@ -210,19 +246,28 @@ export class WrapManager {
     if (this.wrappers.size >= MAX_WRAPPERS) throw new Error(`at most ${MAX_WRAPPERS} ports can be wrapped`);
     this.addState(spec);
     this.openHooks();
-    this.hooks?.setPorts([...this.wrappers.keys()]);
+    this.applyPorts();
     this.log.info({ ...spec }, 'wrapper added');
   }
 
   /** Stop intercepting the port; connections already carried end cleanly (wrapper-removed). */
   remove(port: number): void {
     if (!this.wrappers.delete(port)) throw new Error(`port ${port} is not wrapped (wrapped: ${[...this.wrappers.keys()].join(', ') || 'none'})`);
-    this.hooks?.setPorts([...this.wrappers.keys()]);
+    this.applyPorts();
     for (const ps of this.peers.values()) {
       ps.session.closeAll(CloseCode.WrapperRemoved, `the wrapper for port ${port} was removed`, (c) => c.local && c.wrapPort === port);
       this.flush(ps);
     }
     this.log.info({ port }, 'wrapper removed');
+  }
+
+  /** Tell the hooks which ports are wrapped, TCP and UDP apart. */
+  private applyPorts(): void {
+    const ws = [...this.wrappers.values()];
+    this.hooks?.setPorts(
+      ws.filter((w) => !isDatagram(w.protocol)).map((w) => w.port),
+      ws.filter((w) => isDatagram(w.protocol)).map((w) => w.port),
+    );
   }
 
   private addState(spec: WrapperSpec): void {
@@ -291,7 +336,7 @@ export class WrapManager {
     };
     if (!dst) return refuse('no-original-destination');
     const w = this.wrappers.get(dst.port);
-    if (!w) return refuse('port-not-wrapped');
+    if (!w || isDatagram(w.protocol)) return refuse('port-not-wrapped');
     const ps = this.peers.get(w.peer)!;
     const id = ps.session.openLocal(now, w.port, { family: dst.family, address: dst.address, port: dst.port }, w.holdMs, w.delta ?? false);
     if (id === undefined) return refuse('too-many-connections');
@@ -306,8 +351,17 @@ export class WrapManager {
 
   private attach(ps: PeerState, id: number, socket: Socket, wrapPort: number): LocalConn {
     const local = ps.session.conns.get(id)?.local ?? true;
-    const lc: LocalConn = { id, socket, local, connected: local, wrapPort, first: [[], []], firstLen: [0, 0], protocol: undefined, bytes: [0, 0] };
-    ps.conns.set(id, lc);
+    const io: LocalIo = {
+      write: (data, done) => void socket.write(data, (err) => err || done()),
+      end: () => void socket.end(),
+      resume: () => void socket.resume(),
+      close: (clean) => {
+        if (!clean) return void socket.resetAndDestroy();
+        socket.end();
+        setTimeout(() => socket.destroy(), CLOSE_LINGER_MS).unref();
+      },
+    };
+    const lc = this.localConn(ps, id, () => io, local, wrapPort, false);
     socket.setNoDelay(true);
     // A socket whose connection ended must never act on a later connection that reuses its id.
     const current = (): boolean => ps.conns.get(id) === lc;
@@ -336,6 +390,115 @@ export class WrapManager {
     return lc;
   }
 
+  private localConn(ps: PeerState, id: number, makeIo: (lc: LocalConn) => LocalIo, local: boolean, wrapPort: number, datagram: boolean): LocalConn {
+    const lc = { id, datagram, lastActivity: this.now(), local, connected: local, wrapPort, first: [[], []], firstLen: [0, 0], protocol: undefined, bytes: [0, 0] } as Omit<LocalConn, 'io'> as LocalConn;
+    lc.io = makeIo(lc);
+    ps.conns.set(id, lc);
+    return lc;
+  }
+
+  // ---- UDP flows ----
+
+  /** A datagram from an intercepted UDP client: its flow's first opens a connection. */
+  private onUdpIntercepted(msg: Buffer, rinfo: RemoteInfo): void {
+    const drop = (why: string): void => {
+      this.udpDrops[why] = (this.udpDrops[why] ?? 0) + 1;
+    };
+    let flow = this.udpFlows.get(rinfo.port);
+    if (!flow) {
+      const dst = this.hooks?.originalUdpDst?.(rinfo.port);
+      if (!dst) return drop('no-original-destination');
+      const w = this.wrappers.get(dst.port);
+      if (!w || !isDatagram(w.protocol)) return drop('port-not-wrapped');
+      const ps = this.peers.get(w.peer)!;
+      const id = ps.session.openLocal(this.now(), w.port, dst, w.holdMs, w.delta ?? false, true);
+      if (id === undefined) return drop('too-many-connections');
+      w.connections++;
+      w.active++;
+      const clientPort = rinfo.port;
+      const forget = (): void => {
+        this.udpFlows.delete(clientPort);
+        this.hooks?.forgetUdp?.(clientPort);
+      };
+      const lc = this.localConn(ps, id, (l) => this.udpIo(ps, l, (d) => this.udpIntercept?.send(d, clientPort, '127.0.0.1'), forget), true, w.port, true);
+      flow = { ps, lc };
+      this.udpFlows.set(clientPort, flow);
+      this.ensureCarrier(ps);
+    }
+    this.udpIn(flow.ps, flow.lc, msg);
+  }
+
+  /** One end of a UDP flow: datagrams out of the peer's stream are sent at once (and acknowledged). */
+  private udpIo(ps: PeerState, lc: LocalConn, send: (d: Buffer) => void, forget: () => void): LocalIo {
+    const deframer = new DatagramDeframer();
+    return {
+      write: (data, done) => {
+        deframer.push(data, (d) => {
+          this.observe(lc, lc.local ? 1 : 0, d);
+          send(d);
+        });
+        done();
+      },
+      // A flow's peer ended its direction (idle): end ours too, and the connection completes.
+      end: () => ps.session.localEnd(lc.id),
+      resume: () => {},
+      close: forget,
+    };
+  }
+
+  /** A datagram from the local endpoint: into the stream, or dropped if the window is full. */
+  private udpIn(ps: PeerState, lc: LocalConn, msg: Buffer): void {
+    if (ps.conns.get(lc.id) !== lc) return;
+    lc.lastActivity = this.now();
+    this.observe(lc, lc.local ? 0 : 1, msg);
+    const framed = frameDatagram(msg);
+    if (ps.session.room(lc.id) < framed.length) {
+      this.udpDrops['window-full'] = (this.udpDrops['window-full'] ?? 0) + 1;
+      return;
+    }
+    ps.session.localData(lc.id, framed, this.now());
+    this.flush(ps);
+  }
+
+  /** Server side of a UDP flow: a socket connected to the real server. */
+  private dialUdp(ps: PeerState, id: number, target: Target, wrapPort: number): void {
+    const sock = createSocket(target.family === 6 ? 'udp6' : 'udp4');
+    this.udpSockets.add(sock);
+    const close = (): void => {
+      if (this.udpSockets.delete(sock)) sock.close();
+    };
+    // Datagrams that arrive before the socket is connected wait for it (the window bounds them).
+    const early: Buffer[] = [];
+    const send = (d: Buffer): void => void (lc.connected ? sock.send(d) : early.push(Buffer.from(d)));
+    const lc = this.localConn(ps, id, (l) => this.udpIo(ps, l, send, close), false, wrapPort, true);
+    sock.on('message', (msg) => this.udpIn(ps, lc, msg));
+    sock.on('error', (e) => {
+      if (ps.conns.get(id) !== lc) return;
+      if (!lc.connected) ps.session.dialFailed(id, `${target.address}:${target.port}: ${e.message}`);
+      else ps.session.localReset(id, e.message);
+      this.finish(ps, lc, 'server-reset');
+      lc.io.close(false);
+      this.flush(ps);
+    });
+    sock.connect(target.port, target.address, () => {
+      if (ps.conns.get(id) !== lc) return;
+      lc.connected = true;
+      for (const d of early.splice(0)) sock.send(d);
+      ps.session.dialed(id);
+      this.flush(ps);
+    });
+  }
+
+  /** End UDP flows that carried nothing for UDP_IDLE_MS (the client side ends; the peer follows). */
+  private endIdleFlows(now: number): void {
+    for (const ps of this.peers.values()) {
+      for (const lc of ps.conns.values()) {
+        const c = ps.session.conns.get(lc.id);
+        if (lc.datagram && lc.local && c && c.send.finAt === undefined && now - lc.lastActivity > UDP_IDLE_MS) ps.session.localEnd(lc.id);
+      }
+    }
+  }
+
   /** Count bytes per direction and recognise the protocol from the first bytes of each. */
   private observe(lc: LocalConn, dir: 0 | 1, chunk: Uint8Array): void {
     lc.bytes[dir] += chunk.length;
@@ -354,7 +517,7 @@ export class WrapManager {
     }
     const up = Buffer.concat(lc.first[0]);
     const down = Buffer.concat(lc.first[1]);
-    const r = recognise(up, down.length ? down : undefined, 'tcp');
+    const r = recognise(up, down.length ? down : undefined, lc.datagram ? 'udp' : 'tcp');
     if (r.complete || (up.length >= RECOGNISE_MAX_BYTES && down.length >= RECOGNISE_MAX_BYTES) || lc.bytes[0] + lc.bytes[1] > 4 * RECOGNISE_MAX_BYTES) {
       lc.protocol = r.complete ? r.protocol : 'unknown';
       lc.first = [[], []];
@@ -497,25 +660,27 @@ export class WrapManager {
     const lc = 'conn' in ev ? ps.conns.get(ev.conn) : undefined;
     switch (ev.type) {
       case 'dial':
-        this.dial(ps, ev.conn, ev.target, ev.wrapPort);
+        if (ev.datagram) this.dialUdp(ps, ev.conn, ev.target, ev.wrapPort);
+        else this.dial(ps, ev.conn, ev.target, ev.wrapPort);
         return;
       case 'deliver': {
         if (!lc) return;
         const n = ev.data.length;
         const session = ps.session;
-        this.observe(lc, lc.local ? 1 : 0, ev.data);
-        lc.socket.write(ev.data, (err) => {
-          if (err || ps.conns.get(ev.conn) !== lc) return;
+        if (!lc.datagram) this.observe(lc, lc.local ? 1 : 0, ev.data); // UDP: counted per datagram as sent
+        else lc.lastActivity = this.now();
+        lc.io.write(ev.data, () => {
+          if (ps.conns.get(ev.conn) !== lc) return;
           session.drained(this.now(), ev.conn, n);
           this.flush(ps);
         });
         return;
       }
       case 'end':
-        lc?.socket.end();
+        lc?.io.end();
         return;
       case 'writable':
-        lc?.socket.resume();
+        lc?.io.resume();
         return;
       case 'held': {
         const w = lc?.local ? this.wrappers.get(lc.wrapPort) : undefined;
@@ -527,17 +692,17 @@ export class WrapManager {
         this.log.info({ peer: ps.peer.name, conn: ev.conn, heldMs: Math.round(ev.heldMs) }, 'wrapped connection resumed');
         return;
       case 'done':
-        if (lc) this.finish(ps, lc, 'completed');
+        if (lc) {
+          this.finish(ps, lc, 'completed');
+          if (lc.datagram) lc.io.close(true);
+        }
         return;
       case 'close': {
         const reason = CLOSE_NAMES[ev.code] ?? `code ${ev.code}`;
         this.log.info({ peer: ps.peer.name, conn: ev.conn, reason, detail: ev.reason, byPeer: ev.byPeer }, 'wrapped connection closed');
         if (!lc) return;
         this.finish(ps, lc, reason);
-        if (CLEAN_CLOSES.has(ev.code)) {
-          lc.socket.end();
-          setTimeout(() => lc.socket.destroy(), CLOSE_LINGER_MS).unref();
-        } else lc.socket.resetAndDestroy();
+        lc.io.close(CLEAN_CLOSES.has(ev.code));
         return;
       }
       case 'drop-carrier':
@@ -570,6 +735,7 @@ export class WrapManager {
   private tick(): void {
     this.timer = undefined;
     const now = this.now();
+    this.endIdleFlows(now);
     for (const ps of this.peers.values()) {
       const t = ps.session.pollTimeout();
       if (t !== undefined && t <= now) ps.session.handleTimeout(now);

@@ -7,7 +7,7 @@
  * Inputs are local socket events, carrier records and the clock; outputs are records for the
  * carrier and events for the I/O layer (dial, deliver, end, close, writable). No I/O here.
  */
-import { CloseCode, CLOSE_NAMES, decodeRecord, encodeDataHeader, encodeRecord, OPEN_DELTA, RecordType, WRAP_VERSION, type Target, type WrapRecord } from './codec.js';
+import { CloseCode, CLOSE_NAMES, decodeRecord, encodeDataHeader, encodeRecord, OPEN_DATAGRAM, OPEN_DELTA, RecordType, WRAP_VERSION, type Target, type WrapRecord } from './codec.js';
 import { RecvStream, SendStream } from './stream.js';
 import { Deque } from '../control/core/deque.js';
 import { Chunker, ChunkLru, digestKey, type Chunk } from './dedup.js';
@@ -57,6 +57,8 @@ export interface WrapConn {
   openedAt: number;
   /** Delta mode (§16.9): chunks of each direction, references to chunks the peer holds. */
   delta: DeltaState | undefined;
+  /** A UDP flow (§16.10): the streams carry length-prefixed datagrams. */
+  datagram: boolean;
 }
 
 interface DeltaState {
@@ -73,7 +75,7 @@ interface DeltaState {
 }
 
 export type WrapEvent =
-  | { type: 'dial'; conn: number; target: Target; wrapPort: number }
+  | { type: 'dial'; conn: number; target: Target; wrapPort: number; datagram: boolean }
   | { type: 'deliver'; conn: number; data: Uint8Array }
   | { type: 'end'; conn: number }
   | { type: 'writable'; conn: number }
@@ -128,11 +130,11 @@ export class WrapSession {
   // ---- local side ----
 
   /** A client connection was intercepted: returns its id, or undefined when over the limit. */
-  openLocal(now: number, wrapPort: number, target: Target, holdMs: number, delta = false): number | undefined {
+  openLocal(now: number, wrapPort: number, target: Target, holdMs: number, delta = false, datagram = false): number | undefined {
     if (this.conns.size >= this.opts.maxConnections) return undefined;
     const id = this.nextId >>> 0;
     this.nextId = (this.nextId + 2) >>> 0 || 2 + this.opts.role;
-    const c = this.newConn(now, id, true, wrapPort, target, holdMs, delta);
+    const c = this.newConn(now, id, true, wrapPort, target, holdMs, delta, datagram);
     if (this.carrier && this.peerHello) this.sendOpen(c);
     else this.hold(now, c);
     return id;
@@ -148,6 +150,11 @@ export class WrapSession {
       c.delta.lastAppend = now;
     }
     return c.send.room > 0;
+  }
+
+  /** Bytes the window still takes for `conn` (a UDP flow drops a datagram that does not fit). */
+  room(conn: number): number {
+    return this.conns.get(conn)?.send.room ?? 0;
   }
 
   localEnd(conn: number): void {
@@ -226,7 +233,7 @@ export class WrapSession {
       case RecordType.Pong:
         return;
       case RecordType.Open:
-        return this.onOpen(now, rec.conn, rec.wrapPort, rec.target, rec.holdMs, (rec.flags & OPEN_DELTA) !== 0);
+        return this.onOpen(now, rec.conn, rec.wrapPort, rec.target, rec.holdMs, (rec.flags & OPEN_DELTA) !== 0, (rec.flags & OPEN_DATAGRAM) !== 0);
     }
     const c = this.conns.get(rec.conn);
     if (!c) {
@@ -351,7 +358,7 @@ export class WrapSession {
 
   // ---- internals ----
 
-  private newConn(now: number, id: number, local: boolean, wrapPort: number, target: Target, holdMs: number, delta: boolean): WrapConn {
+  private newConn(now: number, id: number, local: boolean, wrapPort: number, target: Target, holdMs: number, delta: boolean, datagram: boolean): WrapConn {
     const c: WrapConn = {
       id,
       local,
@@ -367,6 +374,7 @@ export class WrapSession {
       outages: 0,
       openedAt: now,
       delta: delta ? { sendChunker: new Chunker(), sendChunks: new Deque(), rawUntil: 0, recvChunker: new Chunker(true), nackAt: undefined, lastAppend: now } : undefined,
+      datagram,
     };
     this.conns.set(id, c);
     return c;
@@ -374,7 +382,7 @@ export class WrapSession {
 
   private sendOpen(c: WrapConn): void {
     c.openSent = true;
-    this.queue({ type: RecordType.Open, conn: c.id, wrapPort: c.wrapPort, target: c.target, holdMs: c.holdMs, flags: c.delta ? OPEN_DELTA : 0 });
+    this.queue({ type: RecordType.Open, conn: c.id, wrapPort: c.wrapPort, target: c.target, holdMs: c.holdMs, flags: (c.delta ? OPEN_DELTA : 0) | (c.datagram ? OPEN_DATAGRAM : 0) });
   }
 
   private hold(now: number, c: WrapConn): void {
@@ -437,7 +445,7 @@ export class WrapSession {
     for (const c of unannounced) this.resumed(now, c);
   }
 
-  private onOpen(now: number, id: number, wrapPort: number, target: Target, holdMs: number, delta: boolean): void {
+  private onOpen(now: number, id: number, wrapPort: number, target: Target, holdMs: number, delta: boolean, datagram: boolean): void {
     if ((id & 1) === this.opts.role) return this.violation(`open of connection ${id}: its id has this side's parity`);
     const known = this.conns.get(id);
     if (known) {
@@ -455,8 +463,8 @@ export class WrapSession {
       this.queue({ type: RecordType.Close, conn: id, code: CloseCode.TooManyConnections, text: `this side carries ${this.conns.size} connections already` });
       return;
     }
-    this.newConn(now, id, false, wrapPort, target, holdMs, delta);
-    this.events.push({ type: 'dial', conn: id, target, wrapPort });
+    this.newConn(now, id, false, wrapPort, target, holdMs, delta, datagram);
+    this.events.push({ type: 'dial', conn: id, target, wrapPort, datagram });
   }
 
   private checkEnd(c: WrapConn): void {

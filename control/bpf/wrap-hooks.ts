@@ -4,6 +4,10 @@
  * listener on loopback, and the proxy asks originalDst(remotePort) where the client meant
  * to go. The programs are attached to the cgroup-v2 root through bpf_links that are never
  * pinned: when spookd exits, even on kill -9, the links close and connections go direct.
+ *
+ * UDP (IPv4, with udpProxyPort): connects and unconnected sends to a UDP-wrapped port land
+ * on the UDP proxy socket; originalUdpDst(rinfo.port) says where the client meant to go,
+ * and replies from the proxy reach the client with that destination as their source.
  */
 import { closeSync, constants, existsSync, mkdtempSync, openSync, readFileSync, rmdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,9 +16,14 @@ import { join } from 'node:path';
 import koffi from 'koffi';
 import { BpfError, bpfObjectPath, check, lastErrno, libbpf } from './libbpf.js';
 
-const PROGRAMS = ['spook_connect4', 'spook_connect6', 'spook_sockops'] as const;
+const PROGRAMS = ['spook_connect4', 'spook_connect6', 'spook_sockops', 'spook_sendmsg4', 'spook_recvmsg4'] as const;
 /** wrap_stats slots, in the order of the enum in spook_wrap.c. */
-const STAT_NAMES = ['redirected', 'skipped_self', 'no_port', 'loopback', 'other_netns', 'not_tcp', 'save_failed', 'handed_over'] as const;
+const STAT_NAMES = [
+  'redirected', 'skipped_self', 'no_port', 'loopback', 'other_netns', 'not_tcp', 'save_failed', 'handed_over',
+  'udp_redirected', 'udp_unbound', 'udp_reverse',
+] as const;
+const WRAP_TCP = 1; // wrap_ports value bits
+const WRAP_UDP = 2;
 const MAX_PORTS = 256; // wrap_ports max_entries
 const ORIG_SIZE = 24; // struct spook_orig
 const SOL_SOCKET = 1;
@@ -25,6 +34,8 @@ export interface OriginalDst {
   address: string;
   port: number;
 }
+/** The UDP proxy's view: IPv4 only. */
+export type OriginalUdpDst = OriginalDst & { family: 4 };
 
 /** The compiled object (built by `make` into bpf/spook_wrap.o). */
 export function defaultWrapObjectPath(): string {
@@ -111,12 +122,13 @@ export class WrapHooks {
 
   /**
    * Load the object, configure it for this process (its netns cookie, pid namespace and
-   * pid) and attach the three programs to the cgroup-v2 root. Throws BpfError if the
-   * kernel refuses (verifier, missing CAP_BPF/CAP_NET_ADMIN).
+   * pid) and attach the programs to the cgroup-v2 root. Without udpProxyPort the UDP
+   * programs are attached too but do nothing. Throws BpfError if the kernel refuses
+   * (verifier, missing CAP_BPF/CAP_NET_ADMIN).
    */
-  static open(opts: { objPath?: string; proxyPort: number; cgroupPath?: string }): WrapHooks {
+  static open(opts: { objPath?: string; proxyPort: number; udpProxyPort?: number; cgroupPath?: string }): WrapHooks {
     const path = opts.objPath ?? defaultWrapObjectPath();
-    if (!Number.isInteger(opts.proxyPort) || opts.proxyPort < 1 || opts.proxyPort > 65535) throw new Error(`bad proxy port ${opts.proxyPort}`);
+    for (const p of [opts.proxyPort, opts.udpProxyPort ?? 1]) if (!Number.isInteger(p) || p < 1 || p > 65535) throw new Error(`bad proxy port ${p}`);
     if (!existsSync(path)) throw new Error(`${path}: wrap hooks object not built (run make)`);
     const l = libbpf();
     const obj = l.open(path, null);
@@ -133,6 +145,7 @@ export class WrapHooks {
       cfg.writeBigUInt64LE(pidns.ino, 16);
       cfg.writeUInt32LE(process.pid, 24);
       cfg.writeUInt16LE(opts.proxyPort, 28);
+      cfg.writeUInt16LE(opts.udpProxyPort ?? 0, 30); // 0: UDP interception off
       check('bpf_map_update_elem(wrap_cfg)', l.update(hooks.mapFd('wrap_cfg'), Buffer.alloc(4), cfg, 0));
       const { fd, where } = openCgroupRoot(opts.cgroupPath);
       try {
@@ -160,16 +173,19 @@ export class WrapHooks {
     return check('bpf_map__fd', libbpf().mapFd(map));
   }
 
-  /** Replace the set of wrapped destination ports. */
-  setPorts(ports: number[]): void {
-    const want = new Set(ports);
-    for (const p of want) if (!Number.isInteger(p) || p < 1 || p > 65535) throw new Error(`bad port ${p}`);
+  /** Replace the sets of wrapped destination ports, for TCP and for UDP. */
+  setPorts(tcp: number[], udp: number[] = []): void {
+    const want = new Map<number, number>(); // port -> WRAP_TCP | WRAP_UDP
+    for (const [ports, bit] of [[tcp, WRAP_TCP], [udp, WRAP_UDP]] as const) {
+      for (const p of ports) {
+        if (!Number.isInteger(p) || p < 1 || p > 65535) throw new Error(`bad port ${p}`);
+        want.set(p, (want.get(p) ?? 0) | bit);
+      }
+    }
     if (want.size > MAX_PORTS) throw new Error(`at most ${MAX_PORTS} wrapped ports (got ${want.size})`);
     const fd = this.mapFd('wrap_ports');
-    const one = Buffer.alloc(4);
-    one.writeUInt32LE(1);
-    // Add first, then remove: a port in both sets is never briefly unwrapped.
-    for (const p of want) check('bpf_map_update_elem(wrap_ports)', libbpf().update(fd, u16(p), one, 0));
+    // Add (or change) first, then remove: a port in both sets is never briefly unwrapped.
+    for (const [p, bits] of want) check('bpf_map_update_elem(wrap_ports)', libbpf().update(fd, u16(p), u32(bits), 0));
     const stale: Buffer[] = [];
     for (let prev: Buffer | null = null, next = Buffer.alloc(2); libbpf().nextKey(fd, prev, next) === 0; prev = next, next = Buffer.alloc(2)) {
       if (!want.has(next.readUInt16LE(0))) stale.push(next);
@@ -183,15 +199,26 @@ export class WrapHooks {
    */
   originalDst(clientPort: number): OriginalDst | undefined {
     const fd = this.mapFd('orig_by_port');
-    const key = Buffer.alloc(4);
-    key.writeUInt32LE(clientPort >>> 0);
     const v = Buffer.alloc(ORIG_SIZE);
-    if (libbpf().lookup(fd, key, v) < 0) return undefined;
-    libbpf().del(fd, key);
-    const port = v.readUInt16LE(2);
-    if (v[0] === 4) return { family: 4, address: `${v[4]}.${v[5]}.${v[6]}.${v[7]}`, port };
-    const groups = Array.from({ length: 8 }, (_, i) => v.readUInt16BE(8 + 2 * i).toString(16)).join(':');
-    return { family: 6, address: new SocketAddress({ address: groups, family: 'ipv6' }).address, port };
+    if (libbpf().lookup(fd, u32(clientPort), v) < 0) return undefined;
+    libbpf().del(fd, u32(clientPort));
+    return decodeOrig(v);
+  }
+
+  /**
+   * Where the client behind a datagram on the UDP proxy meant to go, by the client's port
+   * (rinfo.port). Not deleted: a flow sends many datagrams; forgetUdp() ends it.
+   */
+  originalUdpDst(clientPort: number): OriginalUdpDst | undefined {
+    const v = Buffer.alloc(ORIG_SIZE);
+    if (libbpf().lookup(this.mapFd('udp_orig_by_port'), u32(clientPort), v) < 0) return undefined;
+    const dst = decodeOrig(v);
+    return dst.family === 4 ? (dst as OriginalUdpDst) : undefined;
+  }
+
+  /** Drop a UDP flow's record: the client's replies keep the proxy as their source after this. */
+  forgetUdp(clientPort: number): void {
+    libbpf().del(this.mapFd('udp_orig_by_port'), u32(clientPort));
   }
 
   /** wrap_stats by name, summed over CPUs. */
@@ -223,3 +250,16 @@ const u16 = (v: number): Buffer => {
   b.writeUInt16LE(v);
   return b;
 };
+const u32 = (v: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v >>> 0);
+  return b;
+};
+
+/** struct spook_orig: family u8, pad, port u16 (host order), ip4 (network order), ip6[16]. */
+function decodeOrig(v: Buffer): OriginalDst {
+  const port = v.readUInt16LE(2);
+  if (v[0] === 4) return { family: 4, address: `${v[4]}.${v[5]}.${v[6]}.${v[7]}`, port };
+  const groups = Array.from({ length: 8 }, (_, i) => v.readUInt16BE(8 + 2 * i).toString(16)).join(':');
+  return { family: 6, address: new SocketAddress({ address: groups, family: 'ipv6' }).address, port };
+}

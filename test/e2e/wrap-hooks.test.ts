@@ -14,6 +14,8 @@ import { Lab, ROOT, requireRoot, until } from '../../control/lab/netns.js';
  * loopback; clients in A that connect to B:5022 land on the proxy, which learns B:5022 as
  * the original destination; everything else (other ports, loopback, UDP, the owner's own
  * connects, other namespaces, and everything after close() or kill -9) goes direct.
+ * UDP (IPv4): a second owner with a UDP proxy echoes datagrams sent to B:5683, by connect
+ * or sendto, and the client sees the reply come from B:5683.
  */
 const run = promisify(execFile);
 const SUBNET = 61;
@@ -23,6 +25,8 @@ const B_IP6 = `fd77:${SUBNET}::2`;
 const WRAPPED = 5022;
 const DIRECT = 5023;
 const PROXY = 15001;
+const COAP = 5683;
+const UDP_PROXY = 15101;
 
 // Namespaces named like the Lab's (spk<pid>-...), so Lab.cleanupStale removes them after a crash.
 const NS_A = `spk${process.pid}-wrapa`;
@@ -59,32 +63,98 @@ if (proto === 'udp') {
   console.log(await fetchLine(host, Number(port)));
 }
 `,
-  // The real servers in B, and a trap on B's loopback that would catch a wrong redirect there.
+  // A UDP client sending "hi": "connect" (bind 0.0.0.0:0 first), "sendto" (unconnected), or
+  // "unbound" (connect() without a bind, through libc: node's dgram always binds first).
+  // Prints {local, reply, from}; from is the reply's source (recvfrom), not for "unbound".
+  'udp.mjs': `
+import dgram from 'node:dgram';
+import { createRequire } from 'node:module';
+const [host, port, mode] = process.argv.slice(2);
+const out = (m) => { console.log(JSON.stringify(m)); process.exit(0); };
+if (mode === 'unbound') {
+  const c = createRequire(${JSON.stringify(join(ROOT, 'package.json'))})('koffi').load('libc.so.6');
+  const socket = c.func('int socket(int, int, int)');
+  const connect = c.func('int connect(int, const void *, uint32_t)');
+  const setsockopt = c.func('int setsockopt(int, int, int, const void *, uint32_t)');
+  const getsockname = c.func('int getsockname(int, void *, void *)');
+  const send = c.func('intptr_t send(int, const void *, size_t, int)');
+  const recv = c.func('intptr_t recv(int, void *, size_t, int)');
+  const fd = socket(2, 2, 0); // AF_INET, SOCK_DGRAM
+  const sa = Buffer.alloc(16);
+  sa.writeUInt16LE(2, 0);
+  sa.writeUInt16BE(Number(port), 2);
+  host.split('.').forEach((o, i) => (sa[4 + i] = Number(o)));
+  if (connect(fd, sa, 16) < 0) out({ error: 'connect' });
+  const tv = Buffer.alloc(16);
+  tv.writeBigInt64LE(3n, 0); // SO_RCVTIMEO 3 s
+  setsockopt(fd, 1, 20, tv, 16);
+  const me = Buffer.alloc(16), len = Buffer.alloc(4);
+  len.writeUInt32LE(16);
+  getsockname(fd, me, len);
+  send(fd, Buffer.from('hi'), 2, 0);
+  const buf = Buffer.alloc(100);
+  const n = recv(fd, buf, 100, 0);
+  out({ local: me.readUInt16BE(2), reply: n < 0 ? 'timeout' : buf.subarray(0, Number(n)).toString() });
+}
+const s = dgram.createSocket('udp4');
+setTimeout(() => out({ local: s.address().port, reply: 'timeout' }), 3000);
+s.on('message', (m, r) => out({ local: s.address().port, reply: String(m), from: r.address + ':' + r.port }));
+if (mode === 'connect') s.bind(0, '0.0.0.0', () => s.connect(Number(port), host, () => s.send('hi')));
+else s.send('hi', Number(port), host);
+`,
+  // The real servers in B (TCP and UDP), and a trap on B's loopback that would catch a wrong redirect there.
   'server.mjs': `
+import dgram from 'node:dgram';
 import net from 'node:net';
 const listen = (port, host, text) => new Promise((r) => net.createServer((s) => s.end(text + '\\n')).listen(port, host, r));
-await Promise.all([listen(${WRAPPED}, '::', 'direct ${WRAPPED}'), listen(${DIRECT}, '::', 'direct ${DIRECT}'), listen(${PROXY}, '127.0.0.1', 'trap')]);
+const udp = (port) => new Promise((r) => { const s = dgram.createSocket('udp4'); s.on('message', (m, ri) => s.send('direct:' + m, ri.port, ri.address)); s.bind(port, '0.0.0.0', r); });
+await Promise.all([listen(${WRAPPED}, '::', 'direct ${WRAPPED}'), listen(${DIRECT}, '::', 'direct ${DIRECT}'), listen(${COAP}, '::', 'direct ${COAP}'), listen(${PROXY}, '127.0.0.1', 'trap'), udp(${WRAPPED}), udp(${COAP})]);
 console.log(JSON.stringify({ ready: true }));
 `,
   // The hook owner: WrapHooks plus a proxy that answers with the original destination; driven by JSON lines on stdin.
+  // With a UDP proxy port (argv[3]) it also wraps UDP ${COAP} and echoes datagrams, noting originalUdpDst.
   'owner.mjs': `
+import dgram from 'node:dgram';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { WrapHooks } from ${JSON.stringify(pathToFileURL(join(ROOT, 'dist/control/bpf/wrap-hooks.js')).href)};
 import { fetchLine } from './fetch.mjs';
-const proxyPort = Number(process.argv[2]);
-const hooks = WrapHooks.open({ proxyPort });
-hooks.setPorts([${WRAPPED}]);
+const [proxyPort, udpProxyPort] = process.argv.slice(2).map(Number);
+const hooks = WrapHooks.open(udpProxyPort ? { proxyPort, udpProxyPort } : { proxyPort });
+if (udpProxyPort) hooks.setPorts([${WRAPPED}], [${COAP}]);
+else hooks.setPorts([${WRAPPED}]);
 const onConn = (s) => s.end('proxy ' + JSON.stringify(hooks.originalDst(s.remotePort) ?? null) + '\\n');
 await Promise.all(['127.0.0.1', '::1'].map((h) => new Promise((r) => net.createServer(onConn).listen(proxyPort, h, r))));
+let seen = [];
+if (udpProxyPort) {
+  const u = dgram.createSocket('udp4');
+  u.on('message', (m, r) => {
+    seen.push({ from: r.address, port: r.port, orig: hooks.originalUdpDst(r.port) ?? null });
+    u.send('echo:' + m, r.port, r.address);
+  });
+  await new Promise((r) => u.bind(udpProxyPort, '127.0.0.1', r));
+}
+// The owner's own UDP exchange (spookd dialling a real server): must go direct.
+const udpExchange = (host, port) => new Promise((resolve) => {
+  const s = dgram.createSocket('udp4');
+  const done = (v) => { s.close(); resolve(v); };
+  setTimeout(() => done('timeout'), 3000);
+  s.on('message', (m) => done(String(m)));
+  s.send('hi', port, host);
+});
 const reply = (m) => process.stdout.write(JSON.stringify(m) + '\\n');
 createInterface({ input: process.stdin }).on('line', async (line) => {
   const m = JSON.parse(line);
   try {
-    if (m.cmd === 'setPorts') hooks.setPorts(m.ports);
+    let value;
+    if (m.cmd === 'setPorts') m.udp ? hooks.setPorts(m.ports, m.udp) : hooks.setPorts(m.ports);
     if (m.cmd === 'close') hooks.close();
+    if (m.cmd === 'udpSeen') [value, seen] = [seen, []];
+    if (m.cmd === 'udpOrig') value = hooks.originalUdpDst(m.port) ?? null;
+    if (m.cmd === 'forgetUdp') hooks.forgetUdp(m.port);
+    if (m.cmd === 'udpExchange') value = await udpExchange(m.host, m.port);
     const text = m.cmd === 'connect' ? await fetchLine(m.host, m.port) : undefined;
-    reply({ id: m.id, text, stats: m.cmd === 'stats' ? hooks.stats() : undefined });
+    reply({ id: m.id, text, value, stats: m.cmd === 'stats' ? hooks.stats() : undefined });
   } catch (e) {
     reply({ id: m.id, error: String(e) });
   }
@@ -138,6 +208,16 @@ class Remote {
 async function client(ns: string, host: string, port: number, proto = 'tcp'): Promise<string> {
   const { stdout } = await run('ip', ['netns', 'exec', ns, process.execPath, join(dir, 'client.mjs'), host, String(port), proto], { timeout: 10_000 });
   return stdout.trim();
+}
+interface UdpResult {
+  local: number;
+  reply: string;
+  from?: string;
+}
+/** What a fresh UDP client in `ns` gets for "hi" sent to host:port (see udp.mjs for the modes). */
+async function udpClient(ns: string, host: string, port: number, mode: 'connect' | 'sendto' | 'unbound'): Promise<UdpResult> {
+  const { stdout } = await run('ip', ['netns', 'exec', ns, process.execPath, join(dir, 'udp.mjs'), host, String(port), mode], { timeout: 10_000 });
+  return JSON.parse(stdout) as UdpResult;
 }
 const proxied = (address: string, family: 4 | 6 = 4, port = WRAPPED): string => `proxy ${JSON.stringify({ family, address, port })}`;
 
@@ -236,5 +316,75 @@ describe('wrap hooks (cgroup connect4/connect6/sockops)', () => {
     expect(await client(NS_A, B_IP, WRAPPED)).toBe(proxied(B_IP));
     await second.kill9();
     await until('direct path after kill -9', async () => (await client(NS_A, B_IP, WRAPPED)) === `direct ${WRAPPED}`, 5_000);
+  });
+});
+
+describe('wrap hooks for UDP (cgroup connect4/sendmsg4/recvmsg4)', () => {
+  let udpOwner: Remote;
+  const stats = async (): Promise<Record<string, number>> => (await udpOwner.call('stats')).stats as Record<string, number>;
+  const seen = async (): Promise<unknown> => (await udpOwner.call('udpSeen')).value;
+  const orig = { family: 4, address: B_IP, port: COAP };
+
+  beforeAll(async () => {
+    udpOwner = new Remote(NS_A, 'owner.mjs', [String(PROXY + 2), String(UDP_PROXY)]);
+    await udpOwner.ready;
+  }, 20_000);
+
+  it('redirects a bound, connected UDP socket to the UDP proxy; the reply comes from the original destination', async () => {
+    const r = await udpClient(NS_A, B_IP, COAP, 'connect');
+    expect(r.reply).toBe('echo:hi');
+    expect(r.from).toBe(`${B_IP}:${COAP}`); // recvmsg4 rewrote 127.0.0.1:UDP_PROXY
+    expect(await seen()).toEqual([{ from: '127.0.0.1', port: r.local, orig }]);
+    const s = await stats();
+    expect([s.udp_redirected, s.udp_reverse, s.udp_unbound]).toEqual([1, 1, 0]);
+  });
+
+  it('redirects unconnected sends (sendmsg4), and recvfrom reports the original destination', async () => {
+    const r = await udpClient(NS_A, B_IP, COAP, 'sendto');
+    expect(r.reply).toBe('echo:hi');
+    expect(r.from).toBe(`${B_IP}:${COAP}`);
+    expect(await seen()).toEqual([{ from: '127.0.0.1', port: r.local, orig }]);
+    // originalUdpDst does not delete (a flow has many datagrams); forgetUdp does.
+    expect((await udpOwner.call('udpOrig', { port: r.local })).value).toEqual(orig);
+    await udpOwner.call('forgetUdp', { port: r.local });
+    expect((await udpOwner.call('udpOrig', { port: r.local })).value).toBeNull();
+    const s = await stats();
+    expect([s.udp_redirected, s.udp_reverse]).toEqual([2, 2]);
+  });
+
+  it('leaves a UDP socket connected before it is bound alone (udp_unbound), and the owner\'s own sends', async () => {
+    expect((await udpClient(NS_A, B_IP, COAP, 'unbound')).reply).toBe('direct:hi');
+    expect((await udpOwner.call('udpExchange', { host: B_IP, port: COAP })).value).toBe('direct:hi');
+    expect(await seen()).toEqual([]);
+    const s = await stats();
+    expect([s.udp_redirected, s.udp_unbound]).toEqual([2, 1]);
+    expect(s.skipped_self).toBe(1);
+  });
+
+  it('wraps each protocol only where asked', async () => {
+    // WRAPPED is TCP only, COAP UDP only.
+    expect(await udpClient(NS_A, B_IP, WRAPPED, 'connect')).toMatchObject({ reply: 'direct:hi', from: `${B_IP}:${WRAPPED}` });
+    expect(await udpClient(NS_A, B_IP, WRAPPED, 'sendto')).toMatchObject({ reply: 'direct:hi', from: `${B_IP}:${WRAPPED}` });
+    expect(await client(NS_A, B_IP, COAP)).toBe(`direct ${COAP}`);
+    expect(await client(NS_A, B_IP, WRAPPED)).toBe(proxied(B_IP));
+    // Both protocols on one port.
+    await udpOwner.call('setPorts', { ports: [WRAPPED, COAP], udp: [COAP] });
+    expect(await client(NS_A, B_IP, COAP)).toBe(proxied(B_IP, 4, COAP));
+    expect((await udpClient(NS_A, B_IP, COAP, 'connect')).reply).toBe('echo:hi');
+    // The single-argument setPorts means TCP only.
+    await udpOwner.call('setPorts', { ports: [WRAPPED, COAP] });
+    expect((await udpClient(NS_A, B_IP, COAP, 'sendto')).reply).toBe('direct:hi');
+    expect(await client(NS_A, B_IP, COAP)).toBe(proxied(B_IP, 4, COAP));
+    const s = await stats();
+    expect(s.udp_redirected).toBe(3);
+    expect(s.no_port).toBeGreaterThanOrEqual(4);
+  });
+
+  it('close() restores the direct path for UDP', async () => {
+    await udpOwner.call('setPorts', { ports: [WRAPPED], udp: [COAP] });
+    expect((await udpClient(NS_A, B_IP, COAP, 'sendto')).reply).toBe('echo:hi');
+    await udpOwner.call('close');
+    expect(await udpClient(NS_A, B_IP, COAP, 'sendto')).toMatchObject({ reply: 'direct:hi', from: `${B_IP}:${COAP}` });
+    expect(await udpClient(NS_A, B_IP, COAP, 'connect')).toMatchObject({ reply: 'direct:hi', from: `${B_IP}:${COAP}` });
   });
 });

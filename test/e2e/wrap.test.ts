@@ -15,6 +15,7 @@ import {
   nsExec,
   nsRun,
   sha256,
+  startCoapServer,
   startMosquitto,
   startNginx,
   startPostgres,
@@ -22,6 +23,7 @@ import {
   startSlapd,
   startSshd,
   wsEcho,
+  type CoapServer,
   type MosquittoServer,
   type NginxServer,
   type PostgresServer,
@@ -31,7 +33,7 @@ import {
   type SshdServer,
 } from '../../control/lab/servers.js';
 
-const PORTS = { ssh: 2222, pg: 5432, smb: 4450, ldap: 3890, http: 8080, mqtt: 18830 };
+const PORTS = { ssh: 2222, pg: 5432, smb: 4450, ldap: 3890, http: 8080, mqtt: 18830, coap: 5683 };
 const CUT_MS = 5_000;
 
 interface Stats {
@@ -54,6 +56,7 @@ let smb: SambaServer;
 let ldap: SlapdServer;
 let http: NginxServer;
 let mqtt: MosquittoServer;
+let coap: CoapServer;
 
 const stats = (): Promise<Stats> => lab.admin<Stats>('wc', 'wrap-stats');
 const wrapper = async (port: number): Promise<Stats['wrappers'][number]> => (await stats()).wrappers.find((w) => w.port === port)!;
@@ -78,16 +81,17 @@ beforeAll(async () => {
   // One wrapper from the config file; the others are added with the admin API (spook wrap add).
   lab.configure('wc', regs, { metrics: { listen: '127.0.0.1:9465' }, wrap: { wrappers: [{ protocol: 'ssh', port: PORTS.ssh, peer: 'ws', hold: '30s' }] } });
   lab.configure('ws', regs);
-  const [s1, s2, s3, s4, s5, s6] = await Promise.all([
+  const [s1, s2, s3, s4, s5, s6, s7] = await Promise.all([
     startSshd(S, addr, PORTS.ssh, join(lab.dir, 'sshd')),
     startPostgres(S, addr, PORTS.pg, join(lab.dir, 'pg')),
     startSamba(S, addr, PORTS.smb, join(lab.dir, 'smb')),
     startSlapd(S, addr, PORTS.ldap, join(lab.dir, 'slapd')),
     startNginx(S, addr, PORTS.http, join(lab.dir, 'nginx')),
     startMosquitto(S, addr, PORTS.mqtt, join(lab.dir, 'mqtt')),
+    startCoapServer(S, addr, PORTS.coap),
   ]);
-  [ssh, pg, smb, ldap, http, mqtt] = [s1, s2, s3, s4, s5, s6];
-  servers.push(s1, s2, s3, s4, s5, s6);
+  [ssh, pg, smb, ldap, http, mqtt, coap] = [s1, s2, s3, s4, s5, s6, s7];
+  servers.push(s1, s2, s3, s4, s5, s6, s7);
   await lab.start('wc');
   await lab.start('ws');
   for (const [protocol, port] of [
@@ -96,6 +100,7 @@ beforeAll(async () => {
     ['ldap', PORTS.ldap],
     ['http', PORTS.http],
     ['mqtt', PORTS.mqtt],
+    ['coap', PORTS.coap],
   ] as const) {
     await lab.admin('wc', 'wrap-add', { protocol, port, peer: 'ws', hold: '30s' });
   }
@@ -233,6 +238,15 @@ describe('wrappers with real clients and servers', () => {
     expect(server.refBytes).toBeGreaterThan(5 * 1024 * 1024);
     expect(client.refsExpanded).toBeGreaterThan(0);
     expect(client.nacksSent).toBe(0);
+  });
+
+  it('coap-client gets a resource from coap-server through the wrapper (UDP carried as datagrams)', async () => {
+    const out = await nsExec(C, 'coap-client-notls', ['-m', 'get', '-B', '5', `${coap.baseUri}/.well-known/core`], { timeoutMs: 15_000 });
+    expect(out).toContain('</time>');
+    const st = await stats();
+    expect(st.protocols.coap.connections).toBeGreaterThanOrEqual(1);
+    expect(st.hooks!.udp_redirected).toBeGreaterThanOrEqual(1);
+    expect((await wrapper(PORTS.coap)).bytesDown).toBeGreaterThan(20);
   });
 
   it('exports the wrapper counters to Prometheus', () => {
