@@ -28,7 +28,7 @@ describe('make install / uninstall', () => {
     writeFileSync(conf, readFileSync(join(etc, 'spook', 'spookd.conf.example'), 'utf8').replace('privateKeyFile: /etc/spook/private.key', `privateKeyFile: ${key}`));
     const check = spawnSync(join(prefix, 'bin', 'spookd'), ['--config', conf, '--check-config'], { encoding: 'utf8' });
     expect(check.stderr).toBe('');
-    expect(check.stdout).toMatch(/OK \(1 peer\(s\), 2 register\(s\), 0 domain\(s\)\)/);
+    expect(check.stdout).toMatch(/OK \(1 peer\(s\), 2 register\(s\), 0 domain\(s\), 0 wrapper\(s\)\)/);
     const unit = join(prefix, 'lib', 'systemd', 'system', 'spookd.service');
     expect(readFileSync(unit, 'utf8')).toContain(`ExecStart=${prefix}/bin/spookd --config ${etc}/spook/spookd.conf`);
     const analyze = spawnSync('systemd-analyze', ['verify', unit], { encoding: 'utf8' });

@@ -225,7 +225,7 @@ export function decodeRecord(buf: Uint8Array): WrapRecord {
       const conn = r.u32('open.conn');
       const wrapPort = r.u16('open.wrapPort');
       const target = readTarget(r);
-      rec = { type, conn, wrapPort, target, holdMs: r.u32('open.holdMs'), flags: r.u8('open.flags') };
+      rec = { type, conn, wrapPort, target, holdMs: r.u32('open.holdMs'), flags: r.remaining > 0 ? r.u8('open.flags') : 0 };
       break;
     }
     case RecordType.Ref: {

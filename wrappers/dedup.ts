@@ -12,8 +12,11 @@ import { createHash } from 'node:crypto';
 
 export const CHUNK_MIN = 2 * 1024;
 export const CHUNK_MAX = 64 * 1024;
-/** 13 bits: boundaries about every 8 KiB past the minimum. */
-const CHUNK_MASK = (1 << 13) - 1;
+/**
+ * 13 bits, boundaries about every 8 KiB past the minimum. The top bits of the gear hash, as
+ * FastCDC does: they depend on the last 32 bytes, the low bits only on the last 13.
+ */
+const CHUNK_MASK = 0xfff80000;
 export const DIGEST_LEN = 16;
 /** Chunks each side remembers per peer (by bytes): the two caches see the same operations. */
 export const CACHE_BYTES = 64 * 1024 * 1024;

@@ -285,6 +285,8 @@ export class WrapManager {
       intercept: `${this.settings.intercept.host}:${this.interceptPort}`,
       hooks: this.hooks?.stats() ?? null,
       refused: this.refused,
+      udpDrops: this.udpDrops,
+      udpFlows: this.udpFlows.size,
       wrappers: [...this.wrappers.values()].map((w) => ({ ...w })),
       protocols: this.protocols.toJSON(),
       peers: [...this.peers.values()].map((ps) => ({
@@ -725,7 +727,8 @@ export class WrapManager {
     let next = now + 1_000;
     for (const ps of this.peers.values()) {
       const t = ps.session.pollTimeout();
-      if (t !== undefined) next = Math.min(next, t);
+      // A deadline already past while the carrier is full waits for its drain, not a spinning timer.
+      if (t !== undefined && (t > now || ps.carrier?.writable)) next = Math.min(next, t);
       if (!ps.carrier && !ps.dialing && ps.peer.role === 0 && this.host.peerAddr(ps.peer.name)) next = Math.min(next, Math.max(ps.nextDialAt, now + 10));
     }
     this.timer = setTimeout(() => this.tick(), Math.max(0, Math.ceil(next - now)));

@@ -70,7 +70,7 @@ interface DeltaState {
   recvChunker: Chunker;
   /** A NACK is outstanding for this offset: later records are dropped until the resend. */
   nackAt: number | undefined;
-  /** When bytes were last appended (the unfinished chunk waits DELTA_TAIL_MS after it). */
+  /** When unsent bytes last appeared after everything had been sent (the tail waits DELTA_TAIL_MS from then). */
   lastAppend: number;
 }
 
@@ -144,10 +144,12 @@ export class WrapSession {
   localData(conn: number, data: Uint8Array, now = this.now): boolean {
     const c = this.conns.get(conn);
     if (!c) return false;
+    const idle = c.send.next >= c.send.end;
     c.send.append(data);
     if (c.delta) {
       for (const ch of c.delta.sendChunker.push(data)) c.delta.sendChunks.push(ch);
-      c.delta.lastAppend = now;
+      // The wait runs from the first unsent byte, so a steady trickle is never held longer.
+      if (idle) c.delta.lastAppend = now;
     }
     return c.send.room > 0;
   }
@@ -419,6 +421,9 @@ export class WrapSession {
     if (this.peerBootId !== undefined && this.peerBootId !== bootId) {
       // The peer restarted: every connection it knew is gone with its sockets.
       this.events.push({ type: 'peer-restarted' });
+      // Its chunk cache went with it: references would only cost NACKs.
+      this.refIndex.clear();
+      this.refCache.clear();
       for (const c of [...this.conns.values()]) {
         if (!c.local || c.openSent) this.forget(c, CloseCode.PeerRestarted, 'the peer spookd restarted and lost the connection', false, true);
       }

@@ -103,6 +103,26 @@ export class Metrics {
       },
     });
     new Gauge({
+      name: 'spook_wrap_delta_bytes_total',
+      help: 'Delta mode: stream bytes sent to the peer as references instead of bytes',
+      labelNames: ['peer'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const p of d.wraps.stats().peers as { peer: string; refBytes: number }[]) this.set({ peer: p.peer }, p.refBytes);
+      },
+    });
+    new Gauge({
+      name: 'spook_wrap_delta_nacks_total',
+      help: 'Delta mode: references this side did not hold (each costs a round trip)',
+      labelNames: ['peer'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const p of d.wraps.stats().peers as { peer: string; nacksSent: number }[]) this.set({ peer: p.peer }, p.nacksSent);
+      },
+    });
+    new Gauge({
       name: 'spook_wrap_protocol_connections_total',
       help: 'Carried connections by recognised protocol (from their first bytes)',
       labelNames: ['protocol'],
