@@ -17,20 +17,11 @@ import type { KeyPair } from '../transport/etcp/crypto.js';
 import { CloseCode, CLOSE_NAMES, type Target } from './codec.js';
 import { WrapSession, DEFAULT_WRAP_OPTIONS, type WrapEvent } from './session.js';
 import { acceptCarrier, dialCarrier, type Carrier } from './carrier.js';
-import { ProtocolStats, recognise, RECOGNISE_MAX_BYTES, type Protocol } from './profiles.js';
+import { tcpIo, WrapCounters, type LocalConn, type LocalIo, type WrapperCounters, type WrapperSpec } from './local.js';
 import { WrapHooks } from '../control/bpf/wrap-hooks.js';
-import { isDatagram, type WrapProtocol } from './protocols.js';
+import { isDatagram } from './protocols.js';
 import { DatagramDeframer, frameDatagram, UDP_IDLE_MS } from './udp.js';
 
-
-export interface WrapperSpec {
-  protocol: WrapProtocol;
-  port: number;
-  peer: string;
-  holdMs: number;
-  /** Delta mode (§16.9): ranges the other side already holds go as references. */
-  delta?: boolean;
-}
 
 export interface WrapPeer {
   name: string;
@@ -72,46 +63,6 @@ const REDIAL_MS = 250;
 const REDIAL_MAX_MS = 5_000;
 /** As many as the BPF map of wrapped ports holds (bpf/spook_wrap.c MAX_WRAPPED_PORTS). */
 export const MAX_WRAPPERS = 256;
-const CLOSE_LINGER_MS = 5_000;
-
-/** What the manager does to a local endpoint: a TCP socket or one end of a UDP flow. */
-interface LocalIo {
-  /** Hand bytes of the peer's stream over; `done` once the endpoint took them (ACK-able). */
-  write(data: Uint8Array, done: () => void): void;
-  /** The peer's stream ended. */
-  end(): void;
-  /** The window reopened. */
-  resume(): void;
-  /** The connection is over: cleanly (FIN) or not (RST). */
-  close(clean: boolean): void;
-}
-
-interface LocalConn {
-  id: number;
-  io: LocalIo;
-  datagram: boolean;
-  /** UDP flows: last datagram either way (idle flows are ended). */
-  lastActivity: number;
-  /** The client side (intercepted here) rather than the server side (dialled here). */
-  local: boolean;
-  /** Server side: the dial completed (an error before it is a dial failure, not a reset). */
-  connected: boolean;
-  wrapPort: number;
-  /** First bytes of each direction until the protocol is recognised. */
-  first: [Buffer[], Buffer[]];
-  firstLen: [number, number];
-  protocol: Protocol | undefined;
-  bytes: [number, number]; // up (client→server), down
-}
-
-export interface WrapperCounters extends WrapperSpec {
-  connections: number;
-  active: number;
-  bytesUp: number;
-  bytesDown: number;
-  outages: number;
-  closes: Record<string, number>;
-}
 
 interface PeerState {
   peer: WrapPeer;
@@ -126,8 +77,7 @@ interface PeerState {
 
 export class WrapManager {
   private readonly peers = new Map<string, PeerState>();
-  readonly wrappers = new Map<number, WrapperCounters>();
-  readonly protocols = new ProtocolStats();
+  readonly counters = new WrapCounters();
   private carrierServer: Server | undefined;
   private interceptServers: Server[] = [];
   private hooks: Interceptor | undefined;
@@ -271,7 +221,15 @@ export class WrapManager {
   }
 
   private addState(spec: WrapperSpec): void {
-    this.wrappers.set(spec.port, { ...spec, connections: 0, active: 0, bytesUp: 0, bytesDown: 0, outages: 0, closes: {} });
+    this.counters.add(spec);
+  }
+
+  get wrappers(): Map<number, WrapperCounters> {
+    return this.counters.wrappers;
+  }
+
+  get protocols(): WrapCounters['protocols'] {
+    return this.counters.protocols;
   }
 
   list(): Record<string, unknown>[] {
@@ -342,8 +300,7 @@ export class WrapManager {
     const ps = this.peers.get(w.peer)!;
     const id = ps.session.openLocal(now, w.port, { family: dst.family, address: dst.address, port: dst.port }, w.holdMs, w.delta ?? false);
     if (id === undefined) return refuse('too-many-connections');
-    w.connections++;
-    w.active++;
+    this.counters.opened(w);
     this.attach(ps, id, socket, w.port);
     this.ensureCarrier(ps);
     this.flush(ps);
@@ -353,23 +310,13 @@ export class WrapManager {
 
   private attach(ps: PeerState, id: number, socket: Socket, wrapPort: number): LocalConn {
     const local = ps.session.conns.get(id)?.local ?? true;
-    const io: LocalIo = {
-      write: (data, done) => void socket.write(data, (err) => err || done()),
-      end: () => void socket.end(),
-      resume: () => void socket.resume(),
-      close: (clean) => {
-        if (!clean) return void socket.resetAndDestroy();
-        socket.end();
-        setTimeout(() => socket.destroy(), CLOSE_LINGER_MS).unref();
-      },
-    };
-    const lc = this.localConn(ps, id, () => io, local, wrapPort, false);
+    const lc = this.localConn(ps, id, () => tcpIo(socket), local, wrapPort, false);
     socket.setNoDelay(true);
     // A socket whose connection ended must never act on a later connection that reuses its id.
     const current = (): boolean => ps.conns.get(id) === lc;
     socket.on('data', (chunk: Buffer) => {
       if (!current()) return void socket.pause();
-      this.observe(lc, local ? 0 : 1, chunk);
+      this.counters.observe(lc, local ? 0 : 1, chunk);
       if (!ps.session.localData(id, chunk, this.now())) socket.pause();
       this.flush(ps);
     });
@@ -415,8 +362,7 @@ export class WrapManager {
       const ps = this.peers.get(w.peer)!;
       const id = ps.session.openLocal(this.now(), w.port, dst, w.holdMs, w.delta ?? false, true);
       if (id === undefined) return drop('too-many-connections');
-      w.connections++;
-      w.active++;
+      this.counters.opened(w);
       const clientPort = rinfo.port;
       const forget = (): void => {
         this.udpFlows.delete(clientPort);
@@ -436,7 +382,7 @@ export class WrapManager {
     return {
       write: (data, done) => {
         deframer.push(data, (d) => {
-          this.observe(lc, lc.local ? 1 : 0, d);
+          this.counters.observe(lc, lc.local ? 1 : 0, d);
           send(d);
         });
         done();
@@ -452,7 +398,7 @@ export class WrapManager {
   private udpIn(ps: PeerState, lc: LocalConn, msg: Buffer): void {
     if (ps.conns.get(lc.id) !== lc) return;
     lc.lastActivity = this.now();
-    this.observe(lc, lc.local ? 0 : 1, msg);
+    this.counters.observe(lc, lc.local ? 0 : 1, msg);
     const framed = frameDatagram(msg);
     if (ps.session.room(lc.id) < framed.length) {
       this.udpDrops['window-full'] = (this.udpDrops['window-full'] ?? 0) + 1;
@@ -501,39 +447,8 @@ export class WrapManager {
     }
   }
 
-  /** Count bytes per direction and recognise the protocol from the first bytes of each. */
-  private observe(lc: LocalConn, dir: 0 | 1, chunk: Uint8Array): void {
-    lc.bytes[dir] += chunk.length;
-    const w = lc.local ? this.wrappers.get(lc.wrapPort) : undefined;
-    if (w) {
-      if (dir === 0) w.bytesUp += chunk.length;
-      else w.bytesDown += chunk.length;
-    }
-    if (lc.protocol !== undefined) {
-      this.protocols.bytes(lc.protocol, dir === 0 ? chunk.length : 0, dir === 1 ? chunk.length : 0);
-      return;
-    }
-    if (lc.firstLen[dir] < RECOGNISE_MAX_BYTES) {
-      lc.first[dir].push(Buffer.from(chunk.subarray(0, RECOGNISE_MAX_BYTES - lc.firstLen[dir])));
-      lc.firstLen[dir] += Math.min(chunk.length, RECOGNISE_MAX_BYTES - lc.firstLen[dir]);
-    }
-    const up = Buffer.concat(lc.first[0]);
-    const down = Buffer.concat(lc.first[1]);
-    const r = recognise(up, down.length ? down : undefined, lc.datagram ? 'udp' : 'tcp');
-    if (r.complete || (up.length >= RECOGNISE_MAX_BYTES && down.length >= RECOGNISE_MAX_BYTES) || lc.bytes[0] + lc.bytes[1] > 4 * RECOGNISE_MAX_BYTES) {
-      lc.protocol = r.complete ? r.protocol : 'unknown';
-      lc.first = [[], []];
-      this.protocols.connection(lc.protocol);
-      this.protocols.bytes(lc.protocol, lc.bytes[0], lc.bytes[1]);
-    }
-  }
-
   private finish(ps: PeerState, lc: LocalConn, reason: string): void {
-    const w = lc.local ? this.wrappers.get(lc.wrapPort) : undefined;
-    if (w) {
-      w.active = Math.max(0, w.active - 1);
-      w.closes[reason] = (w.closes[reason] ?? 0) + 1;
-    }
+    this.counters.ended(lc, reason);
     ps.conns.delete(lc.id);
   }
 
@@ -669,7 +584,7 @@ export class WrapManager {
         if (!lc) return;
         const n = ev.data.length;
         const session = ps.session;
-        if (!lc.datagram) this.observe(lc, lc.local ? 1 : 0, ev.data); // UDP: counted per datagram as sent
+        if (!lc.datagram) this.counters.observe(lc, lc.local ? 1 : 0, ev.data); // UDP: counted per datagram as sent
         else lc.lastActivity = this.now();
         lc.io.write(ev.data, () => {
           if (ps.conns.get(ev.conn) !== lc) return;
@@ -685,9 +600,7 @@ export class WrapManager {
         lc?.io.resume();
         return;
       case 'held': {
-        const w = lc?.local ? this.wrappers.get(lc.wrapPort) : undefined;
-        if (w) w.outages++;
-        if (lc?.protocol) this.protocols.outage(lc.protocol);
+        if (lc) this.counters.outage(lc);
         return;
       }
       case 'resumed':

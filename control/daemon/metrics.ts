@@ -4,7 +4,7 @@
  */
 import { createServer, type Server } from 'node:http';
 import { Gauge, Registry } from 'prom-client';
-import type { WrapperCounters } from '../../wrappers/manager.js';
+import type { WrapperCounters } from '../../wrappers/local.js';
 import type { Logger } from 'pino';
 import { PairState } from '../core/lifecycle.js';
 import { parseHostPort } from './config.js';
