@@ -9,7 +9,7 @@ import { WRAP_PROTOCOLS } from '../../wrappers/protocols.js';
 type AddOpts = Common & { port: string; peer: string; hold: string; delta: boolean };
 
 export function wrapCommands(): Command[] {
-  const wrap = new Command('wrap').description('carry an existing TCP protocol over a pair: its port is intercepted, outages shorter than the hold are invisible');
+  const wrap = new Command('wrap').description('carry an existing TCP or UDP protocol over a pair: its port is intercepted, outages shorter than the hold are invisible');
   wrap.addCommand(
     withSocket(
       new Command('add')

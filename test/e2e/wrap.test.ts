@@ -7,10 +7,11 @@
  * a transfer: the transfer completes with the same checksum, on the same connection.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Lab, requireRoot, sleep, until } from '../../control/lab/netns.js';
+import { Lab, ROOT, requireRoot, sleep, until } from '../../control/lab/netns.js';
 import {
   nsExec,
   nsRun,
@@ -247,6 +248,17 @@ describe('wrappers with real clients and servers', () => {
     expect(st.protocols.coap.connections).toBeGreaterThanOrEqual(1);
     expect(st.hooks!.udp_redirected).toBeGreaterThanOrEqual(1);
     expect((await wrapper(PORTS.coap)).bytesDown).toBeGreaterThan(20);
+  });
+
+  it('spook wrap list, stats and conns print tables and JSON', () => {
+    const spook = (...args: string[]): string => execFileSync(process.execPath, [join(ROOT, 'bin/spook'), ...args, '--socket', lab.host('wc').socket], { encoding: 'utf8' });
+    const list = JSON.parse(spook('wrap', 'list', '--json')) as { protocol: string; port: number; delta: boolean }[];
+    expect(list.find((w) => w.port === PORTS.coap)).toMatchObject({ protocol: 'coap', delta: false });
+    const table = spook('wrap', 'stats');
+    expect(table).toMatch(/^interception {2}bpf/m);
+    expect(table).toMatch(/^ssh +2222 +ws /m);
+    expect(table).toMatch(/^postgres +\d+ +\d+ +\d+ +\d+$/m); // per recognised protocol
+    expect(spook('wrap', 'conns')).toMatch(/^ws +\d+ +client +[\d.]+:5683 +coap +open/m); // the CoAP flow lives until idle
   });
 
   it('exports the wrapper counters to Prometheus', () => {
