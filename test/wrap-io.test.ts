@@ -4,6 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
+import { createSocket } from 'node:dgram';
 import { createHash, randomBytes } from 'node:crypto';
 import pino from 'pino';
 import { generateKeyPair } from '../transport/etcp/crypto.js';
@@ -225,3 +226,63 @@ describe('WrapManager on loopback', () => {
     await sleep(2_500); // the carrier comes back for the next tests
   }, 20_000);
 });
+
+describe('UDP flows on loopback', () => {
+  it('carries datagrams both ways, ends idle flows on both sides, and a late datagram starts a new flow', async () => {
+    const a = generateKeyPair();
+    const b = generateKeyPair();
+    const echo = createSocket('udp4');
+    echo.on('message', (m, r) => echo.send(Buffer.concat([Buffer.from('echo:'), m]), r.port, r.address));
+    await new Promise<void>((r) => echo.bind(0, '127.0.0.1', () => r()));
+    const echoPort = echo.address().port;
+    const [pa, pb] = [await freePort(), await freePort()];
+    const settings = { intercept: { host: '127.0.0.1', port: 0 }, interception: 'auto' as const, windowBytes: 1024 * 1024, maxConnections: 64, silenceMs: 600, udpIdleMs: 300 };
+    const stand: Interceptor = {
+      setPorts: () => {},
+      originalDst: () => undefined,
+      originalUdpDst: () => ({ family: 4, address: '127.0.0.1', port: echoPort }),
+      stats: () => ({}),
+      close: () => {},
+    };
+    const mb = new WrapManager({ key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } }, { ...settings, interception: 'off' }, [], log);
+    const ma = new WrapManager(
+      { key: a, peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }], peerAddr: () => ({ address: '127.0.0.1', port: pb }), listen: { host: '127.0.0.1', port: pa } },
+      settings,
+      [{ protocol: 'coap', port: echoPort, peer: 'b', holdMs: 8_000 }],
+      log,
+      () => stand,
+    );
+    await mb.start();
+    await ma.start();
+    const client = createSocket('udp4');
+    const got: string[] = [];
+    client.on('message', (m) => got.push(m.toString()));
+    await new Promise<void>((r) => client.bind(0, '127.0.0.1', () => r()));
+    const proxy = Number(String((ma.stats() as { udpIntercept: string }).udpIntercept).split(':')[1]);
+    const conns = (m: WrapManager): number => (m.stats() as { peers: { connections: number }[] }).peers[0].connections;
+    try {
+      for (const m of ['one', 'two', 'three']) client.send(m, proxy, '127.0.0.1');
+      await until(() => got.length === 3, 5_000);
+      expect(got).toEqual(['echo:one', 'echo:two', 'echo:three']); // in order, each once
+      // Idle: both sides end the flow and forget it.
+      await until(() => conns(ma) === 0 && conns(mb) === 0, 5_000);
+      expect((ma.stats() as { wrappers: { closes: Record<string, number> }[] }).wrappers[0].closes.completed).toBe(1);
+      client.send('four', proxy, '127.0.0.1');
+      await until(() => got.length === 4, 5_000);
+      expect(got[3]).toBe('echo:four');
+    } finally {
+      client.close();
+      echo.close();
+      await ma.stop();
+      await mb.stop();
+    }
+  }, 20_000);
+});
+
+async function until(check: () => boolean, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await sleep(20);
+  }
+}

@@ -86,6 +86,26 @@ describe('WrapSession', () => {
     expect(a.conns.size + b.conns.size).toBe(0);
   });
 
+  it('completes when the last FIN follows data acknowledged long before (no connection left behind)', () => {
+    const { a, b, pump } = joined();
+    const id = a.openLocal(0, 5683, target, 30_000)!;
+    pump();
+    b.dialed(id);
+    b.localData(id, new Uint8Array(10)); // the server's answer, drained and acknowledged
+    pump();
+    a.drained(0, id, 10);
+    pump(ACK_DELAY_MS);
+    a.localEnd(id); // the client side ends (an idle UDP flow)
+    const ev = pump(ACK_DELAY_MS);
+    expect(ev.b).toContainEqual({ type: 'end', conn: id });
+    b.localEnd(id); // the server side follows: its FIN alone completes it
+    const done = pump(2 * ACK_DELAY_MS);
+    expect(done.a).toContainEqual({ type: 'done', conn: id });
+    expect(done.b).toContainEqual({ type: 'done', conn: id });
+    expect(a.conns.size + b.conns.size).toBe(0);
+    expect(a.localData(id, new Uint8Array(1))).toBe(false); // never throws after the end
+  });
+
   it('pauses the reader when the window is full and resumes when the peer drains (backpressure)', () => {
     const { a, b, pump } = joined();
     const id = a.openLocal(0, 22, target, 30_000)!;

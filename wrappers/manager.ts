@@ -20,7 +20,7 @@ import { acceptCarrier, dialCarrier, type Carrier } from './carrier.js';
 import { tcpIo, WrapCounters, type LocalConn, type LocalIo, type WrapperCounters, type WrapperSpec } from './local.js';
 import { WrapHooks } from '../control/bpf/wrap-hooks.js';
 import { isDatagram } from './protocols.js';
-import { DatagramDeframer, frameDatagram, UDP_IDLE_MS } from './udp.js';
+import { DatagramDeframer, frameDatagram, MAX_DATAGRAM, UDP_IDLE_MS } from './udp.js';
 
 
 export interface WrapPeer {
@@ -55,6 +55,8 @@ export interface WrapSettings {
   windowBytes: number;
   maxConnections: number;
   silenceMs: number;
+  /** UDP flows idle this long are ended (default UDP_IDLE_MS). */
+  udpIdleMs?: number;
 }
 
 const CLEAN_CLOSES = new Set([CloseCode.HoldExpired, CloseCode.Shutdown, CloseCode.PeerRestarted, CloseCode.WrapperRemoved, CloseCode.UnknownConnection]);
@@ -92,7 +94,8 @@ export class WrapManager {
   private readonly sockets = new Set<Socket>();
   /** UDP: the intercept socket, and the flows by client port. */
   private udpIntercept: UdpSocket | undefined;
-  private readonly udpFlows = new Map<number, { ps: PeerState; lc: LocalConn }>();
+  /** UDP flows by client address and port and original destination. */
+  private readonly udpFlows = new Map<string, { ps: PeerState; lc: LocalConn }>();
   private readonly udpSockets = new Set<UdpSocket>();
   readonly udpDrops: Record<string, number> = {};
 
@@ -245,6 +248,7 @@ export class WrapManager {
       refused: this.refused,
       udpDrops: this.udpDrops,
       udpFlows: this.udpFlows.size,
+      udpIntercept: this.udpIntercept ? `127.0.0.1:${this.udpIntercept.address().port}` : null,
       wrappers: [...this.wrappers.values()].map((w) => ({ ...w })),
       protocols: this.protocols.toJSON(),
       peers: [...this.peers.values()].map((ps) => ({
@@ -348,44 +352,58 @@ export class WrapManager {
 
   // ---- UDP flows ----
 
-  /** A datagram from an intercepted UDP client: its flow's first opens a connection. */
+  /**
+   * A datagram from an intercepted UDP client. A flow is one client port and one original
+   * destination (looked up for every datagram: an unconnected socket may send to several);
+   * its first datagram opens a connection, and so does one that finds its flow ending.
+   */
   private onUdpIntercepted(msg: Buffer, rinfo: RemoteInfo): void {
-    const drop = (why: string): void => {
-      this.udpDrops[why] = (this.udpDrops[why] ?? 0) + 1;
-    };
-    let flow = this.udpFlows.get(rinfo.port);
+    const dst = this.hooks?.originalUdpDst?.(rinfo.port);
+    if (!dst) return this.udpDrop('no-original-destination');
+    const key = `${rinfo.address}:${rinfo.port}>${dst.address}:${dst.port}`;
+    let flow = this.udpFlows.get(key);
+    if (flow && flow.ps.session.conns.get(flow.lc.id)?.send.ended) {
+      // Ending (idle): the datagram starts a new flow; the old one completes on its own.
+      this.udpFlows.delete(key);
+      flow = undefined;
+    }
     if (!flow) {
-      const dst = this.hooks?.originalUdpDst?.(rinfo.port);
-      if (!dst) return drop('no-original-destination');
       const w = this.wrappers.get(dst.port);
-      if (!w || !isDatagram(w.protocol)) return drop('port-not-wrapped');
+      if (!w || !isDatagram(w.protocol)) return this.udpDrop('port-not-wrapped');
       const ps = this.peers.get(w.peer)!;
-      const id = ps.session.openLocal(this.now(), w.port, dst, w.holdMs, w.delta ?? false, true);
-      if (id === undefined) return drop('too-many-connections');
+      const id = ps.session.openLocal(this.now(), w.port, dst, w.holdMs, false, true);
+      if (id === undefined) return this.udpDrop('too-many-connections');
       this.counters.opened(w);
-      const clientPort = rinfo.port;
-      const forget = (): void => {
-        this.udpFlows.delete(clientPort);
-        this.hooks?.forgetUdp?.(clientPort);
-      };
-      const lc = this.localConn(ps, id, (l) => this.udpIo(ps, l, (d) => this.udpIntercept?.send(d, clientPort, '127.0.0.1'), forget), true, w.port, true);
+      const reply = (d: Buffer, sent: () => void): void => void this.udpIntercept?.send(d, rinfo.port, rinfo.address, () => sent());
+      const lc = this.localConn(ps, id, (l) => this.udpIo(ps, l, reply, () => this.udpFlows.get(key) === flow && this.udpFlows.delete(key)), true, w.port, true);
       flow = { ps, lc };
-      this.udpFlows.set(clientPort, flow);
+      this.udpFlows.set(key, flow);
       this.ensureCarrier(ps);
     }
     this.udpIn(flow.ps, flow.lc, msg);
   }
 
-  /** One end of a UDP flow: datagrams out of the peer's stream are sent at once (and acknowledged). */
-  private udpIo(ps: PeerState, lc: LocalConn, send: (d: Buffer) => void, forget: () => void): LocalIo {
+  private udpDrop(why: string): void {
+    this.udpDrops[why] = (this.udpDrops[why] ?? 0) + 1;
+  }
+
+  /**
+   * One end of a UDP flow: datagrams out of the peer's stream are sent, and the bytes are
+   * acknowledged once every whole datagram in them has been (a partial one waits in the
+   * deframer, at most 64 KiB).
+   */
+  private udpIo(ps: PeerState, lc: LocalConn, send: (d: Buffer, sent: () => void) => void, forget: () => void): LocalIo {
     const deframer = new DatagramDeframer();
     return {
       write: (data, done) => {
+        let waiting = 1;
+        const one = (): void => void (--waiting === 0 && done());
         deframer.push(data, (d) => {
           this.counters.observe(lc, lc.local ? 1 : 0, d);
-          send(d);
+          waiting++;
+          send(d, one);
         });
-        done();
+        one();
       },
       // A flow's peer ended its direction (idle): end ours too, and the connection completes.
       end: () => ps.session.localEnd(lc.id),
@@ -394,17 +412,17 @@ export class WrapManager {
     };
   }
 
-  /** A datagram from the local endpoint: into the stream, or dropped if the window is full. */
+  /** A datagram from the local endpoint: into the stream, or dropped (window full, flow ended, too big). */
   private udpIn(ps: PeerState, lc: LocalConn, msg: Buffer): void {
     if (ps.conns.get(lc.id) !== lc) return;
+    if (msg.length > MAX_DATAGRAM) return this.udpDrop('too-big');
+    const framed = frameDatagram(msg);
+    if (ps.session.room(lc.id) < framed.length) return this.udpDrop('window-full');
+    if (!ps.session.localData(lc.id, framed, this.now())) {
+      if (ps.session.conns.get(lc.id)?.send.ended) return this.udpDrop('flow-ended');
+    }
     lc.lastActivity = this.now();
     this.counters.observe(lc, lc.local ? 0 : 1, msg);
-    const framed = frameDatagram(msg);
-    if (ps.session.room(lc.id) < framed.length) {
-      this.udpDrops['window-full'] = (this.udpDrops['window-full'] ?? 0) + 1;
-      return;
-    }
-    ps.session.localData(lc.id, framed, this.now());
     this.flush(ps);
   }
 
@@ -415,9 +433,13 @@ export class WrapManager {
     const close = (): void => {
       if (this.udpSockets.delete(sock)) sock.close();
     };
-    // Datagrams that arrive before the socket is connected wait for it (the window bounds them).
-    const early: Buffer[] = [];
-    const send = (d: Buffer): void => void (lc.connected ? sock.send(d) : early.push(Buffer.from(d)));
+    // Datagrams that arrive before the socket is connected wait for it; they are acknowledged
+    // only when sent, so the window bounds them.
+    const early: [Buffer, () => void][] = [];
+    const send = (d: Buffer, sent: () => void): void => {
+      if (lc.connected) sock.send(d, () => sent());
+      else early.push([Buffer.from(d), sent]);
+    };
     const lc = this.localConn(ps, id, (l) => this.udpIo(ps, l, send, close), false, wrapPort, true);
     sock.on('message', (msg) => this.udpIn(ps, lc, msg));
     sock.on('error', (e) => {
@@ -431,7 +453,7 @@ export class WrapManager {
     sock.connect(target.port, target.address, () => {
       if (ps.conns.get(id) !== lc) return;
       lc.connected = true;
-      for (const d of early.splice(0)) sock.send(d);
+      for (const [d, sent] of early.splice(0)) sock.send(d, () => sent());
       ps.session.dialed(id);
       this.flush(ps);
     });
@@ -442,7 +464,7 @@ export class WrapManager {
     for (const ps of this.peers.values()) {
       for (const lc of ps.conns.values()) {
         const c = ps.session.conns.get(lc.id);
-        if (lc.datagram && lc.local && c && c.send.finAt === undefined && now - lc.lastActivity > UDP_IDLE_MS) ps.session.localEnd(lc.id);
+        if (lc.datagram && lc.local && c && c.send.finAt === undefined && now - lc.lastActivity > (this.settings.udpIdleMs ?? UDP_IDLE_MS)) ps.session.localEnd(lc.id);
       }
     }
   }

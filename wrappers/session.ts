@@ -134,7 +134,8 @@ export class WrapSession {
     if (this.conns.size >= this.opts.maxConnections) return undefined;
     const id = this.nextId >>> 0;
     this.nextId = (this.nextId + 2) >>> 0 || 2 + this.opts.role;
-    const c = this.newConn(now, id, true, wrapPort, target, holdMs, delta, datagram);
+    // Delta mode's tail wait would delay every datagram: flows never use it.
+    const c = this.newConn(now, id, true, wrapPort, target, holdMs, delta && !datagram, datagram);
     if (this.carrier && this.peerHello) this.sendOpen(c);
     else this.hold(now, c);
     return id;
@@ -143,7 +144,7 @@ export class WrapSession {
   /** Bytes read from the local socket. Returns false when the window is full: pause reading. */
   localData(conn: number, data: Uint8Array, now = this.now): boolean {
     const c = this.conns.get(conn);
-    if (!c) return false;
+    if (!c || c.send.ended) return false; // after the local end nothing more can be appended
     const idle = c.send.next >= c.send.end;
     c.send.append(data);
     if (c.delta) {
@@ -523,7 +524,10 @@ export class WrapSession {
       }
       if (c.send.finDue) {
         c.send.finSent = true;
-        return [encodeRecord({ type: RecordType.Fin, conn: c.id, offset: c.send.finAt! })];
+        const fin = encodeRecord({ type: RecordType.Fin, conn: c.id, offset: c.send.finAt! });
+        // Everything may already be acknowledged: then this FIN completes our direction.
+        this.maybeDone(c);
+        return [fin];
       }
     }
     return undefined;
@@ -539,7 +543,9 @@ export class WrapSession {
     if (s.next >= s.end) {
       if (s.finDue) {
         s.finSent = true;
-        return [encodeRecord({ type: RecordType.Fin, conn: c.id, offset: s.finAt! })];
+        const fin = encodeRecord({ type: RecordType.Fin, conn: c.id, offset: s.finAt! });
+        this.maybeDone(c);
+        return [fin];
       }
       return undefined;
     }

@@ -111,8 +111,13 @@ export class SendStream {
     return this.finAt !== undefined && !this.finSent && this.next >= this.finAt;
   }
 
+  /** Ended, the FIN on the carrier and every byte acknowledged. */
   get done(): boolean {
-    return this.finAt !== undefined && this.acked >= this.finAt;
+    return this.finAt !== undefined && this.finSent && this.acked >= this.finAt;
+  }
+
+  get ended(): boolean {
+    return this.finAt !== undefined;
   }
 }
 
