@@ -11,7 +11,7 @@
  * u32 length, then the sealed record. The length is not secret; a tampered one fails the AEAD.
  */
 import { connect, type Socket } from 'node:net';
-import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createSecretKey, type DecipherChaCha20Poly1305, type KeyObject } from 'node:crypto';
 import type { KeyPair } from '../transport/etcp/crypto.js';
 import { nonce12, TAGLEN } from '../transport/etcp/crypto.js';
 import { IKInitiator, IKResponder, type CipherState } from '../transport/etcp/noise.js';
@@ -35,51 +35,70 @@ export class CarrierError extends Error {
   override name = 'CarrierError';
 }
 
-/** Length-prefixed frames out of a TCP byte stream, bounded by `max`; a frame is copied at most once. */
-class Deframer {
-  private chunks: Buffer[] = [];
-  private have = 0;
-  private need = -1; // length of the frame being assembled, -1 while its prefix is incomplete
-  constructor(private readonly max: number) {}
+/**
+ * Sealed records out of the carrier's byte stream, decrypted as their octets arrive (no
+ * reassembly copy of a record that spans reads). A record is released, as the plaintext
+ * pieces of those reads, only once its tag has verified.
+ */
+class RecordOpener {
+  private readonly head = Buffer.alloc(4);
+  private headLen = 0;
+  private need = -1; // sealed length of the record in progress; -1 while its prefix is incomplete
+  private got = 0;
+  private d: DecipherChaCha20Poly1305 | undefined;
+  private plain: Buffer[] = [];
+  private tag: Buffer[] = [];
+  private n = 0;
 
-  push(chunk: Buffer, out: (frame: Buffer) => void): void {
-    this.chunks.push(chunk);
-    this.have += chunk.length;
-    for (;;) {
-      if (this.need < 0) {
-        if (this.have < 4) return;
-        const head = this.take(4);
-        this.need = head.readUInt32BE(0);
-        if (this.need > this.max) throw new CarrierError(`carrier frame of ${this.need} bytes, at most ${this.max}`);
-        if (this.need === 0) throw new CarrierError('empty carrier frame');
-      }
-      if (this.have < this.need) return;
-      const f = this.take(this.need);
-      this.need = -1;
-      out(f);
-    }
-  }
+  constructor(
+    private readonly key: KeyObject,
+    private readonly max: number,
+  ) {}
 
-  /** The next n bytes: a view when they sit in one chunk, else one copy. */
-  private take(n: number): Buffer {
-    this.have -= n;
-    const first = this.chunks[0];
-    if (first.length >= n) {
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-      return first.subarray(0, n);
-    }
-    const out = Buffer.allocUnsafe(n);
+  push(chunk: Buffer, out: (parts: Buffer[]) => void): void {
     let off = 0;
-    while (off < n) {
-      const c = this.chunks[0];
-      const k = Math.min(c.length, n - off);
-      c.copy(out, off, 0, k);
+    while (off < chunk.length) {
+      if (this.need < 0) {
+        const k = Math.min(4 - this.headLen, chunk.length - off);
+        chunk.copy(this.head, this.headLen, off, off + k);
+        this.headLen += k;
+        off += k;
+        if (this.headLen < 4) return;
+        this.headLen = 0;
+        const len = this.head.readUInt32BE(0);
+        if (len > this.max) throw new CarrierError(`carrier frame of ${len} bytes, at most ${this.max}`);
+        if (len < TAGLEN) throw new CarrierError(`carrier record of ${len} bytes, shorter than its tag`);
+        this.need = len;
+        this.got = 0;
+        this.d = createDecipheriv('chacha20-poly1305', this.key, nonce12(this.n), { authTagLength: TAGLEN });
+        this.d.setAAD(EMPTY, { plaintextLength: len - TAGLEN });
+        continue;
+      }
+      const k = Math.min(this.need - this.got, chunk.length - off);
+      const piece = chunk.subarray(off, off + k);
+      const ctEnd = this.need - TAGLEN;
+      if (this.got < ctEnd) {
+        const p = this.d!.update(piece.subarray(0, Math.min(k, ctEnd - this.got)));
+        if (p.length) this.plain.push(p);
+      }
+      if (this.got + k > ctEnd) this.tag.push(piece.subarray(Math.max(0, ctEnd - this.got)));
+      this.got += k;
       off += k;
-      if (k === c.length) this.chunks.shift();
-      else this.chunks[0] = c.subarray(k);
+      if (this.got < this.need) continue;
+      this.d!.setAuthTag(this.tag.length === 1 ? this.tag[0] : Buffer.concat(this.tag));
+      try {
+        this.d!.final();
+      } catch {
+        throw new CarrierError('carrier record failed authentication');
+      }
+      this.n++;
+      const parts = this.plain;
+      this.plain = [];
+      this.tag = [];
+      this.need = -1;
+      this.d = undefined;
+      out(parts);
     }
-    return out;
   }
 }
 
@@ -92,8 +111,9 @@ function frame(payload: Uint8Array): Buffer {
 
 /** An established, authenticated carrier. */
 export class Carrier {
-  private readonly deframer = new Deframer(MAX_SEALED_RECORD);
-  onRecord: (rec: Uint8Array) => void = () => {};
+  private readonly opener: RecordOpener;
+  /** A record, as the plaintext pieces of the reads it arrived in (usually one). */
+  onRecord: (parts: Buffer[]) => void = () => {};
   onClose: (why: string) => void = () => {};
   onDrain: () => void = () => {};
   private closed = false;
@@ -114,32 +134,14 @@ export class Carrier {
     socket.setNoDelay(true);
     // KeyObjects once: a raw key makes every createCipheriv import it again (measurably slower).
     this.txKey = createSecretKey(tx.key);
-    this.rxKey = createSecretKey(rx.key);
+    this.opener = new RecordOpener(createSecretKey(rx.key), MAX_SEALED_RECORD);
   }
 
   private readonly txKey: KeyObject;
-  private readonly rxKey: KeyObject;
   private txN = 0;
-  private rxN = 0;
-
-  /** Authenticate and decrypt one sealed record; throws when it does not authenticate. */
-  private open(sealed: Buffer): Buffer {
-    if (sealed.length < TAGLEN) throw new CarrierError(`carrier record of ${sealed.length} bytes, shorter than its tag`);
-    const d = createDecipheriv('chacha20-poly1305', this.rxKey, nonce12(this.rxN), { authTagLength: TAGLEN });
-    d.setAAD(EMPTY, { plaintextLength: sealed.length - TAGLEN });
-    d.setAuthTag(sealed.subarray(sealed.length - TAGLEN));
-    const body = d.update(sealed.subarray(0, sealed.length - TAGLEN));
-    try {
-      d.final();
-    } catch {
-      throw new CarrierError('carrier record failed authentication');
-    }
-    this.rxN++;
-    return body;
-  }
 
   /** Attach the handlers and start reading (the socket stays paused until then: nothing is lost). */
-  start(h: { onRecord: (rec: Uint8Array) => void; onClose: (why: string) => void; onDrain: () => void }): void {
+  start(h: { onRecord: (parts: Buffer[]) => void; onClose: (why: string) => void; onDrain: () => void }): void {
     this.onRecord = h.onRecord;
     this.onClose = h.onClose;
     this.onDrain = h.onDrain;
@@ -190,9 +192,9 @@ export class Carrier {
     if (this.closed) return;
     this.bytesIn += chunk.length;
     try {
-      this.deframer.push(chunk, (sealed) => {
+      this.opener.push(chunk, (parts) => {
         if (this.closed) return;
-        this.onRecord(this.open(sealed));
+        this.onRecord(parts);
       });
     } catch (e) {
       this.close(`carrier input refused: ${(e as Error).message}`);

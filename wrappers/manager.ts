@@ -524,13 +524,13 @@ export class WrapManager {
         let adopted = false;
         const giveUp = setTimeout(() => adopted || carrier.close('no record after the handshake'), 5_000);
         carrier.start({
-          onRecord: (rec) => {
+          onRecord: (parts) => {
             if (!adopted) {
               adopted = true;
               clearTimeout(giveUp);
               this.adopt(ps, carrier, true);
             }
-            ps.session.handleRecord(this.now(), rec);
+            ps.session.handleRecordParts(this.now(), parts);
             this.flush(ps);
           },
           onClose: () => clearTimeout(giveUp),
@@ -548,8 +548,8 @@ export class WrapManager {
       old.close('superseded by a new carrier');
     }
     const handlers = {
-      onRecord: (rec: Uint8Array) => {
-        ps.session.handleRecord(this.now(), rec);
+      onRecord: (parts: Buffer[]) => {
+        ps.session.handleRecordParts(this.now(), parts);
         this.flush(ps);
       },
       onClose: (why: string) => {

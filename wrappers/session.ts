@@ -7,7 +7,7 @@
  * Inputs are local socket events, carrier records and the clock; outputs are records for the
  * carrier and events for the I/O layer (dial, deliver, end, close, writable). No I/O here.
  */
-import { CloseCode, CLOSE_NAMES, decodeRecord, encodeDataHeader, encodeRecord, OPEN_DATAGRAM, OPEN_DELTA, RecordType, WRAP_VERSION, type Target, type WrapRecord } from './codec.js';
+import { CloseCode, CLOSE_NAMES, DATA_HEADER_LEN, decodeRecord, encodeDataHeader, encodeRecord, MAX_DATA, OPEN_DATAGRAM, OPEN_DELTA, RecordType, WRAP_VERSION, type Target, type WrapRecord } from './codec.js';
 import { RecvStream, SendStream } from './stream.js';
 import { Deque } from '../control/core/deque.js';
 import { Chunker, ChunkLru, digestKey, type Chunk } from './dedup.js';
@@ -256,21 +256,8 @@ export class WrapSession {
         if (c.state === 'opening') c.state = 'open';
         // The peer knows the connection (it may not have had it to RESUME): the hold is over.
         return this.resumed(now, c);
-      case RecordType.Data: {
-        if (c.recv.finAt !== undefined && rec.offset + rec.data.length > c.recv.finAt) return this.protocolError(c, `data up to ${rec.offset + rec.data.length} beyond the fin at ${c.recv.finAt}`);
-        if (c.delta?.nackAt !== undefined) {
-          // Sent before the peer saw our NACK: dropped until the resend reaches us.
-          if (rec.offset > c.recv.received) return;
-          c.delta.nackAt = undefined;
-        }
-        const fresh = c.recv.accept(rec.offset, rec.data);
-        if (fresh === 'gap') return this.protocolError(c, `data at ${rec.offset} beyond received ${c.recv.received}`);
-        if (fresh) {
-          if (c.delta) for (const ch of c.delta.recvChunker.push(fresh)) this.refCache.put(ch.key, ch.length, ch.bytes!);
-          this.events.push({ type: 'deliver', conn: c.id, data: fresh });
-        }
-        return this.checkEnd(c);
-      }
+      case RecordType.Data:
+        return this.onData(c, rec.offset, rec.data);
       case RecordType.Ref:
         return this.onRef(c, rec.offset, rec.length, rec.digest);
       case RecordType.Nack:
@@ -296,6 +283,45 @@ export class WrapSession {
       case RecordType.Close:
         return this.forget(c, rec.code, rec.text || CLOSE_NAMES[rec.code] || `code ${rec.code}`, true, true);
     }
+  }
+
+  /**
+   * A record as the pieces it arrived in (the carrier decrypts reads as they come): a DATA
+   * record is taken piece by piece, uncopied; anything else is joined and decoded.
+   */
+  handleRecordParts(now: number, parts: Uint8Array[]): void {
+    if (parts.length === 1) return this.handleRecord(now, parts[0]);
+    const first = parts[0];
+    const c = first && first.length >= DATA_HEADER_LEN && first[0] === RecordType.Data && this.peerHello ? this.conns.get(((first[1] << 24) | (first[2] << 16) | (first[3] << 8) | first[4]) >>> 0) : undefined;
+    const total = parts.reduce((n, p) => n + p.length, 0) - DATA_HEADER_LEN;
+    const hi = first ? ((first[5] << 24) | (first[6] << 16) | (first[7] << 8) | first[8]) >>> 0 : 0;
+    if (!c || total > MAX_DATA || hi >= 2 ** 21) return this.handleRecord(now, Buffer.concat(parts)); // the general path decides
+    this.now = now;
+    this.lastHeard = now;
+    this.counters.recordsIn++;
+    let offset = hi * 2 ** 32 + (((first[9] << 24) | (first[10] << 16) | (first[11] << 8) | first[12]) >>> 0);
+    for (const piece of [first.subarray(DATA_HEADER_LEN), ...parts.slice(1)]) {
+      if (piece.length === 0) continue;
+      this.onData(c, offset, piece);
+      offset += piece.length;
+      if (this.conns.get(c.id) !== c) return; // closed by a protocol error
+    }
+  }
+
+  private onData(c: WrapConn, offset: number, data: Uint8Array): void {
+    if (c.recv.finAt !== undefined && offset + data.length > c.recv.finAt) return this.protocolError(c, `data up to ${offset + data.length} beyond the fin at ${c.recv.finAt}`);
+    if (c.delta?.nackAt !== undefined) {
+      // Sent before the peer saw our NACK: dropped until the resend reaches us.
+      if (offset > c.recv.received) return;
+      c.delta.nackAt = undefined;
+    }
+    const fresh = c.recv.accept(offset, data);
+    if (fresh === 'gap') return this.protocolError(c, `data at ${offset} beyond received ${c.recv.received}`);
+    if (fresh) {
+      if (c.delta) for (const ch of c.delta.recvChunker.push(fresh)) this.refCache.put(ch.key, ch.length, ch.bytes!);
+      this.events.push({ type: 'deliver', conn: c.id, data: fresh });
+    }
+    this.checkEnd(c);
   }
 
   // ---- time ----

@@ -93,6 +93,17 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
     return out;
   };
   const mk = (n: number): End => ({ sent: o.delta ? repeated(n) : content(n), pos: 0, got: 0, undrained: 0, ended: false, closed: undefined, done: false, paused: false });
+  /** A record cut at up to three random points, as TCP reads would cut it. */
+  const pieces = (rec: Uint8Array): Uint8Array[] => {
+    const cuts = [...new Set(Array.from({ length: rng.int(0, 3) }, () => rng.int(1, Math.max(1, rec.length - 1))))].sort((x, y) => x - y);
+    const out: Uint8Array[] = [];
+    let at = 0;
+    for (const c of [...cuts, rec.length]) {
+      if (c > at) out.push(rec.subarray(at, c));
+      at = c;
+    }
+    return out.length ? out : [rec];
+  };
   let up = false;
   let downUntil = 0;
   let cuts = 0;
@@ -178,8 +189,9 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
       for (let r = from.pollRecord(now); r; r = from.pollRecord(now)) q.push(Buffer.concat(r));
     }
     if (up) {
-      for (let k = 0; k < 8 && wire[0].length; k++) B.handleRecord(now, wire[0].shift()!);
-      for (let k = 0; k < 8 && wire[1].length; k++) A.handleRecord(now, wire[1].shift()!);
+      // Records arrive as the carrier decrypts them: in the pieces of the reads they spanned.
+      for (let k = 0; k < 8 && wire[0].length; k++) B.handleRecordParts(now, pieces(wire[0].shift()!));
+      for (let k = 0; k < 8 && wire[1].length; k++) A.handleRecordParts(now, pieces(wire[1].shift()!));
     }
     for (let ev = A.pollEvent(); ev; ev = A.pollEvent()) handle(A, client, ev);
     for (let ev = B.pollEvent(); ev; ev = B.pollEvent()) handle(B, server, ev);
