@@ -4,8 +4,8 @@
  * - interception: the BPF cgroup hooks send clients' connects to a wrapped port to our local
  *   intercept listener and record where they were going (control/bpf/wrap-hooks.ts);
  * - one carrier per peer (wrappers/carrier.ts): the pair's sequencer dials, the other accepts;
- * - per wrapped connection: the local socket on each side, the two stream registers in the
- *   peer's WrapSession, protocol recognition and counters.
+ * - per wrapped connection: the local endpoint on each side (a TCP socket, or one end of a
+ *   UDP flow), the two stream registers in the peer's WrapSession, recognition and counters.
  * Everything that decides is in WrapSession; this file moves bytes and keeps sockets honest
  * (pause on a full window, acknowledge only what the kernel took, close the way the peer did).
  */
@@ -21,7 +21,6 @@ import { tcpIo, WrapCounters, type LocalConn, type LocalIo, type WrapperCounters
 import { WrapHooks } from '../control/bpf/wrap-hooks.js';
 import { isDatagram } from './protocols.js';
 import { DatagramDeframer, frameDatagram, MAX_DATAGRAM, UDP_IDLE_MS } from './udp.js';
-
 
 export interface WrapPeer {
   name: string;
@@ -42,9 +41,8 @@ export interface WrapHostInfo {
 export interface Interceptor {
   setPorts(tcp: number[], udp?: number[]): void;
   originalDst(clientPort: number): Target | undefined;
-  /** A UDP flow's original destination (kept while the flow lives: many datagrams use it). */
+  /** A UDP client's original destination (kept: a connected socket is redirected only once). */
   originalUdpDst?(clientPort: number): Target | undefined;
-  forgetUdp?(clientPort: number): void;
   stats(): Record<string, number>;
   close(): void;
 }
@@ -119,7 +117,7 @@ export class WrapManager {
       });
       this.peers.set(p.name, { peer: p, session, carrier: undefined, dialing: false, nextDialAt: 0, redialMs: REDIAL_MS, conns: new Map(), lastError: undefined });
     }
-    for (const w of initial) this.addState(w);
+    for (const w of initial) this.counters.add(w);
   }
 
   private now(): number {
@@ -197,7 +195,7 @@ export class WrapManager {
     if (this.wrappers.has(spec.port)) throw new Error(`port ${spec.port} is already wrapped (to ${this.wrappers.get(spec.port)!.peer}); remove it first`);
     if (!this.peers.has(spec.peer)) throw new Error(`no peer named ${spec.peer}`);
     if (this.wrappers.size >= MAX_WRAPPERS) throw new Error(`at most ${MAX_WRAPPERS} ports can be wrapped`);
-    this.addState(spec);
+    this.counters.add(spec);
     this.openHooks();
     this.applyPorts();
     this.log.info({ ...spec }, 'wrapper added');
@@ -221,10 +219,6 @@ export class WrapManager {
       ws.filter((w) => !isDatagram(w.protocol)).map((w) => w.port),
       ws.filter((w) => isDatagram(w.protocol)).map((w) => w.port),
     );
-  }
-
-  private addState(spec: WrapperSpec): void {
-    this.counters.add(spec);
   }
 
   get wrappers(): Map<number, WrapperCounters> {
