@@ -127,20 +127,20 @@ export class WrapManager {
   async start(): Promise<void> {
     this.carrierServer = createServer({ allowHalfOpen: false }, (s) => this.onCarrierSocket(s));
     await listen(this.carrierServer, this.host.listen.host, this.host.listen.port, this.log);
-    const first = createServer({ allowHalfOpen: true, noDelay: true }, (s) => this.onIntercepted(s));
+    const first = createServer({ allowHalfOpen: true, noDelay: true }, this.guard('intercept', (s: Socket) => this.onIntercepted(s)));
     await listen(first, this.settings.intercept.host, this.settings.intercept.port, this.log);
     this.interceptServers.push(first);
     this.interceptPort = (first.address() as AddressInfo).port;
     // The hooks send IPv6 clients to [::1] on the same port: listen there too when the host has IPv6.
     if (this.settings.intercept.host === '127.0.0.1') {
-      const v6 = createServer({ allowHalfOpen: true, noDelay: true }, (s) => this.onIntercepted(s));
+      const v6 = createServer({ allowHalfOpen: true, noDelay: true }, this.guard('intercept', (s: Socket) => this.onIntercepted(s)));
       await listen(v6, '::1', this.interceptPort, this.log).then(
         () => this.interceptServers.push(v6),
         (e: Error) => this.log.info({ error: e.message }, 'no IPv6 intercept listener on [::1]: IPv6 clients of wrapped ports are not carried'),
       );
     }
     const udp = createSocket('udp4');
-    udp.on('message', (msg, rinfo) => this.onUdpIntercepted(msg, rinfo));
+    udp.on('message', this.guard('UDP intercept', (msg: Buffer, rinfo: RemoteInfo) => this.onUdpIntercepted(msg, rinfo)));
     udp.on('error', (e) => this.log.warn({ error: e.message }, 'UDP intercept socket error'));
     await new Promise<void>((resolve, reject) => {
       udp.once('error', reject);
@@ -212,6 +212,23 @@ export class WrapManager {
     this.log.info({ port }, 'wrapper removed');
   }
 
+  /**
+   * An event handler that logs and counts an unexpected exception instead of letting it
+   * take the daemon down: a bug in one connection's path must not end every pair.
+   */
+  private guard<A extends unknown[]>(what: string, fn: (...a: A) => void): (...a: A) => void {
+    return (...a: A) => {
+      try {
+        fn(...a);
+      } catch (e) {
+        this.internalErrors++;
+        this.log.error({ where: what, err: e }, 'internal error in the wrappers (the daemon goes on)');
+      }
+    };
+  }
+
+  internalErrors = 0;
+
   /** Tell the hooks which ports are wrapped, TCP and UDP apart. */
   private applyPorts(): void {
     const ws = [...this.wrappers.values()];
@@ -241,6 +258,7 @@ export class WrapManager {
       hooks: this.hooks?.stats() ?? null,
       refused: this.refused,
       udpDrops: this.udpDrops,
+      internalErrors: this.internalErrors,
       udpFlows: this.udpFlows.size,
       udpIntercept: this.udpIntercept ? `127.0.0.1:${this.udpIntercept.address().port}` : null,
       wrappers: [...this.wrappers.values()].map((w) => ({ ...w })),
@@ -312,12 +330,15 @@ export class WrapManager {
     socket.setNoDelay(true);
     // A socket whose connection ended must never act on a later connection that reuses its id.
     const current = (): boolean => ps.conns.get(id) === lc;
-    socket.on('data', (chunk: Buffer) => {
-      if (!current()) return void socket.pause();
-      this.counters.observe(lc, local ? 0 : 1, chunk);
-      if (!ps.session.localData(id, chunk, this.now())) socket.pause();
-      this.flush(ps);
-    });
+    socket.on(
+      'data',
+      this.guard('local socket', (chunk: Buffer) => {
+        if (!current()) return void socket.pause();
+        this.counters.observe(lc, local ? 0 : 1, chunk);
+        if (!ps.session.localData(id, chunk, this.now())) socket.pause();
+        this.flush(ps);
+      }),
+    );
     socket.on('end', () => {
       if (!current()) return;
       ps.session.localEnd(id);
@@ -435,7 +456,7 @@ export class WrapManager {
       else early.push([Buffer.from(d), sent]);
     };
     const lc = this.localConn(ps, id, (l) => this.udpIo(ps, l, send, close), false, wrapPort, true);
-    sock.on('message', (msg) => this.udpIn(ps, lc, msg));
+    sock.on('message', this.guard('UDP flow', (msg: Buffer) => this.udpIn(ps, lc, msg)));
     sock.on('error', (e) => {
       if (ps.conns.get(id) !== lc) return;
       if (!lc.connected) ps.session.dialFailed(id, `${target.address}:${target.port}: ${e.message}`);
