@@ -114,3 +114,5 @@ soak: build
 	./bin/spook sim --nodes 3 --partitions --crashes --cuts --membership --seeds 20000 --seed-base 1000000
 	./bin/spook sim --nodes 5 --partitions --crashes --cuts --seeds 10000 --seed-base 2000000 --loss 0.3 --dup 0.2 --reorder 0.3
 	./bin/spook sim --nodes 7 --partitions --crashes --cuts --seeds 2000 --seed-base 3000000
+	./bin/spook sim --wrap --seeds 20000 --seed-base 4000000
+	./bin/spook sim --wrap --small-cache --seeds 5000 --seed-base 5000000

@@ -4,6 +4,7 @@ import { runSim, SIM_DEFAULTS, type SimOptions } from '../sim/run.js';
 import { runSeeds } from '../sim/batch.js';
 import { DOMAIN_SIM_DEFAULTS, runDomainSeeds, runDomainSim, type DomainSimOptions } from '../sim/domain.js';
 import { intArg, probArg } from './args.js';
+import { DEFAULT_WRAP_SIM, runWrapSim, type WrapSimResult } from '../../wrappers/sim.js';
 
 interface Opts {
   seeds: number;
@@ -23,6 +24,10 @@ interface Opts {
   skew: boolean;
   membership: boolean;
   maxLog?: number;
+  wrap: boolean;
+  delta: boolean;
+  smallCache: boolean;
+  hold?: number;
 }
 
 export function simCommand(): Command {
@@ -49,6 +54,10 @@ export function simCommand(): Command {
     .option('--no-skew', 'domains: run every member clock at the same rate (default: ±10% rates and offsets)')
     .option('--membership', 'domains: remove one member and add a fresh one during the run', false)
     .option('--max-log <n>', 'domains: Raft log bound before a snapshot (default: drawn per seed from 16, 64, 100000)', intArg('--max-log', 8))
+    .option('--wrap', 'simulate two wrappers (WRAP sessions) over a carrier cut at seeded moments instead of a pair', false)
+    .option('--delta', 'wrap: delta mode on every connection, with repeated content', false)
+    .option('--small-cache', 'wrap: delta mode with a receiver cache far too small (references miss: NACK)', false)
+    .option('--hold <ms>', `wrap: hold time (default ${DEFAULT_WRAP_SIM.holdMs})`, intArg('--hold', 1))
     .addHelpText(
       'after',
       '\nWith --nodes N the run is a QN domain: per seed it checks that members apply identical entries at every index\n' +
@@ -57,6 +66,7 @@ export function simCommand(): Command {
         'links, which forces relaying through another member.',
     )
     .action((o: Opts) => {
+      if (o.wrap) return runWrap(o);
       if (o.nodes !== undefined) return runDomain(o);
       const opts: Omit<SimOptions, 'seed' | 'trace'> = {
         ...SIM_DEFAULTS,
@@ -132,4 +142,33 @@ function runDomain(o: Opts): void {
     if (s.failedSeeds.length > 0) console.log(`failed seeds: ${s.failedSeeds.slice(0, 20).join(' ')}  (replay: spook sim --nodes ${s.nodes} --seed S ...same options)`);
   }
   process.exitCode = s.failedSeeds.length === 0 ? 0 : 1;
+}
+
+/** `--wrap`: per seed, every stream is delivered byte-exact and in order, or both ends close at the hold. */
+function runWrap(o: Opts): void {
+  const run = (seed: number): WrapSimResult => runWrapSim({ ...DEFAULT_WRAP_SIM, seed, delta: o.delta || o.smallCache, smallCache: o.smallCache, holdMs: o.hold ?? DEFAULT_WRAP_SIM.holdMs });
+  const seeds = o.seed !== undefined ? [o.seed] : Array.from({ length: o.seeds }, (_, i) => o.seedBase + i);
+  const t0 = performance.now();
+  const sum = { seeds: seeds.length, seedBase: seeds[0], completed: 0, holdExpired: 0, outages: 0, cuts: 0, refBytes: 0, nacks: 0, failedSeeds: [] as number[], wallMs: 0 };
+  for (const seed of seeds) {
+    const r = run(seed);
+    sum.completed += r.completed;
+    sum.holdExpired += r.holdExpired;
+    sum.outages += r.outages;
+    sum.cuts += r.cuts;
+    sum.refBytes += r.refBytes;
+    sum.nacks += r.nacks;
+    if (!r.ok) {
+      sum.failedSeeds.push(seed);
+      if (!o.json) console.error(`seed ${seed} FAILED: ${r.failure}`);
+    }
+  }
+  sum.wallMs = Math.round(performance.now() - t0);
+  if (o.json) console.log(JSON.stringify(sum, null, 2));
+  else {
+    console.log(`wrap seeds ${sum.seeds} (from ${sum.seedBase}): failed ${sum.failedSeeds.length}; connections completed ${sum.completed}, hold-expired ${sum.holdExpired}`);
+    console.log(`${sum.cuts} carrier cuts, ${sum.outages} connection outages held; delta mode ${sum.refBytes} bytes by reference, ${sum.nacks} NACKs; ${sum.wallMs} ms wall`);
+    if (sum.failedSeeds.length > 0) console.log(`failed seeds: ${sum.failedSeeds.slice(0, 20).join(' ')}  (replay: spook sim --wrap --seed S ...same options)`);
+  }
+  process.exitCode = sum.failedSeeds.length === 0 ? 0 : 1;
 }
