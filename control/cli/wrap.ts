@@ -22,6 +22,9 @@ export function wrapCommands(): Command[] {
     ).action(async (protocol: string, o: AddOpts) => {
       const r = await call<Record<string, unknown>>(o, 'wrap-add', { protocol, port: Number(o.port), peer: o.peer, hold: o.hold, delta: o.delta });
       out(o, r, () => `wrapped ${r.protocol} port ${r.port} via ${r.peer} (hold ${r.holdMs} ms${r.delta ? ', delta mode' : ''})`);
+      if (r.interception !== 'bpf' && !o.json) {
+        process.stderr.write(`spook: warning: interception is off${r.interceptionError ? ` (${r.interceptionError})` : ''}: clients' connections to port ${r.port} are not intercepted\n`);
+      }
     }),
   );
   wrap.addCommand(

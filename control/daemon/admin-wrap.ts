@@ -19,7 +19,8 @@ export function runWrapCommand(d: Spookd, cmd: string, args: Args): unknown {
       if (args.delta !== undefined && typeof args.delta !== 'boolean') throw new Error('argument delta must be true or false');
       const spec = { protocol: protocol as WrapProtocol, port: num(args, 'port', undefined, 1, 65535), peer: d.peerName(str(args, 'peer')!), holdMs: hold, delta: args.delta === true };
       w.add(spec);
-      return spec;
+      const st = w.stats() as { interception: string; interceptionError: string | null };
+      return { ...spec, interception: st.interception, interceptionError: st.interceptionError };
     }
     case 'wrap-remove': {
       const port = num(args, 'port', undefined, 1, 65535);

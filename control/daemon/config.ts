@@ -58,7 +58,7 @@ const duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
 export const MIN_HOLD_MS = 100;
 export const MAX_HOLD_MS = 24 * 3_600_000;
 
-/** Existing TCP protocols carried over pairs (docs/OPERATIONS.md, "Wrappers"). */
+/** Existing TCP and UDP protocols carried over pairs (docs/OPERATIONS.md, "Wrappers"). */
 const wrapper = z
   .object({
     protocol: z.enum(WRAP_PROTOCOLS),
