@@ -9,9 +9,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import pino from 'pino';
 import { generateKeyPair } from '../transport/etcp/crypto.js';
 import { WrapManager, type Interceptor } from '../wrappers/manager.js';
+import { sleep, until } from '../control/lab/netns.js';
+import { sha256 } from '../control/lab/servers.js';
 
 const log = pino({ level: 'silent' });
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function freePort(): Promise<number> {
   const s = createServer();
@@ -148,7 +149,7 @@ describe('WrapManager on loopback', () => {
     });
   }
 
-  const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+  const sha = (b: Buffer): string => sha256(b, false);
 
   it('carries a connection both ways, byte for byte, and counts it', async () => {
     const data = randomBytes(16 * 1024 * 1024);
@@ -262,13 +263,13 @@ describe('UDP flows on loopback', () => {
     const conns = (m: WrapManager): number => (m.stats() as { peers: { connections: number }[] }).peers[0].connections;
     try {
       for (const m of ['one', 'two', 'three']) client.send(m, proxy, '127.0.0.1');
-      await until(() => got.length === 3, 5_000);
+      await until('three echoes', async () => got.length === 3, 5_000, 20);
       expect(got).toEqual(['echo:one', 'echo:two', 'echo:three']); // in order, each once
       // Idle: both sides end the flow and forget it.
-      await until(() => conns(ma) === 0 && conns(mb) === 0, 5_000);
+      await until('both sides to end the idle flow', async () => conns(ma) === 0 && conns(mb) === 0, 5_000, 20);
       expect((ma.stats() as { wrappers: { closes: Record<string, number> }[] }).wrappers[0].closes.completed).toBe(1);
       client.send('four', proxy, '127.0.0.1');
-      await until(() => got.length === 4, 5_000);
+      await until('the echo on a new flow', async () => got.length === 4, 5_000, 20);
       expect(got[3]).toBe('echo:four');
     } finally {
       client.close();
@@ -278,11 +279,3 @@ describe('UDP flows on loopback', () => {
     }
   }, 20_000);
 });
-
-async function until(check: () => boolean, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await sleep(20);
-  }
-}

@@ -118,10 +118,6 @@ export class Carrier {
   onClose: (why: string) => void = () => {};
   onDrain: () => void = () => {};
   private closed = false;
-  /** Bytes queued but not yet taken by the kernel. */
-  get queued(): number {
-    return this.socket.writableLength;
-  }
   bytesOut = 0;
   bytesIn = 0;
 

@@ -173,6 +173,17 @@ export function encodeDataHeader(conn: number, offset: number): Uint8Array {
 
 export const DATA_HEADER_LEN = 13;
 
+/** The header of a DATA record whose bytes arrive in pieces, or undefined if `first` is not one. */
+export function decodeDataHeader(first: Uint8Array): { conn: number; offset: number } | undefined {
+  if (first.length < DATA_HEADER_LEN || first[0] !== RecordType.Data) return undefined;
+  const r = new Reader(first, 1, DATA_HEADER_LEN);
+  try {
+    return { conn: r.u32('data.conn'), offset: readOffset(r, 'data.offset') };
+  } catch {
+    return undefined; // the general decoder names the field at fault
+  }
+}
+
 export function encodeRecord(rec: WrapRecord): Uint8Array {
   if (rec.type === RecordType.Data) {
     const out = new Uint8Array(DATA_HEADER_LEN + rec.data.length);

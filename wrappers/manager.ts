@@ -275,6 +275,11 @@ export class WrapManager {
     };
   }
 
+  /** The WRAP counters of each peer's session (cheap: no BPF map reads, unlike stats()). */
+  peerCounters(): ({ peer: string } & WrapSession['counters'])[] {
+    return [...this.peers.values()].map((ps) => ({ peer: ps.peer.name, ...ps.session.counters }));
+  }
+
   connections(): Record<string, unknown>[] {
     const out: Record<string, unknown>[] = [];
     const now = this.now();
@@ -432,10 +437,9 @@ export class WrapManager {
     if (ps.conns.get(lc.id) !== lc) return;
     if (msg.length > MAX_DATAGRAM) return this.udpDrop('too-big');
     const framed = frameDatagram(msg);
+    if (ps.session.conns.get(lc.id)?.send.ended) return this.udpDrop('flow-ended');
     if (ps.session.room(lc.id) < framed.length) return this.udpDrop('window-full');
-    if (!ps.session.localData(lc.id, framed, this.now())) {
-      if (ps.session.conns.get(lc.id)?.send.ended) return this.udpDrop('flow-ended');
-    }
+    ps.session.localData(lc.id, framed, this.now());
     lc.lastActivity = this.now();
     this.counters.observe(lc, lc.local ? 0 : 1, msg);
     this.flush(ps);
@@ -672,7 +676,6 @@ export class WrapManager {
 
   private schedule(): void {
     if (this.stopping) return;
-    if (this.timer) clearTimeout(this.timer);
     const now = this.now();
     let next = now + 1_000;
     for (const ps of this.peers.values()) {
@@ -681,9 +684,16 @@ export class WrapManager {
       if (t !== undefined && (t > now || ps.carrier?.writable)) next = Math.min(next, t);
       if (!ps.carrier && !ps.dialing && ps.peer.role === 0 && this.host.peerAddr(ps.peer.name)) next = Math.min(next, Math.max(ps.nextDialAt, now + 10));
     }
-    this.timer = setTimeout(() => this.tick(), Math.max(0, Math.ceil(next - now)));
+    // Called after every flush: re-arm only when the deadline moved (timers are not free).
+    const at = Math.max(now, Math.ceil(next));
+    if (this.timer && this.timerAt === at) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => this.tick(), at - now);
     this.timer.unref();
   }
+
+  private timerAt = 0;
 
   private tick(): void {
     this.timer = undefined;

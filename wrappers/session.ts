@@ -7,7 +7,7 @@
  * Inputs are local socket events, carrier records and the clock; outputs are records for the
  * carrier and events for the I/O layer (dial, deliver, end, close, writable). No I/O here.
  */
-import { CloseCode, CLOSE_NAMES, DATA_HEADER_LEN, decodeRecord, encodeDataHeader, encodeRecord, MAX_DATA, OPEN_DATAGRAM, OPEN_DELTA, RecordType, WRAP_VERSION, type Target, type WrapRecord } from './codec.js';
+import { CloseCode, CLOSE_NAMES, DATA_HEADER_LEN, decodeDataHeader, decodeRecord, encodeDataHeader, encodeRecord, MAX_DATA, OPEN_DATAGRAM, OPEN_DELTA, RecordType, WRAP_VERSION, type Target, type WrapRecord } from './codec.js';
 import { RecvStream, SendStream } from './stream.js';
 import { Deque } from '../control/core/deque.js';
 import { Chunker, ChunkLru, digestKey, type Chunk } from './dedup.js';
@@ -291,16 +291,15 @@ export class WrapSession {
    */
   handleRecordParts(now: number, parts: Uint8Array[]): void {
     if (parts.length === 1) return this.handleRecord(now, parts[0]);
-    const first = parts[0];
-    const c = first && first.length >= DATA_HEADER_LEN && first[0] === RecordType.Data && this.peerHello ? this.conns.get(((first[1] << 24) | (first[2] << 16) | (first[3] << 8) | first[4]) >>> 0) : undefined;
+    const head = parts.length ? decodeDataHeader(parts[0]) : undefined;
+    const c = head && this.peerHello ? this.conns.get(head.conn) : undefined;
     const total = parts.reduce((n, p) => n + p.length, 0) - DATA_HEADER_LEN;
-    const hi = first ? ((first[5] << 24) | (first[6] << 16) | (first[7] << 8) | first[8]) >>> 0 : 0;
-    if (!c || total > MAX_DATA || hi >= 2 ** 21) return this.handleRecord(now, Buffer.concat(parts)); // the general path decides
+    if (!c || total > MAX_DATA) return this.handleRecord(now, Buffer.concat(parts)); // the general path decides
     this.now = now;
     this.lastHeard = now;
     this.counters.recordsIn++;
-    let offset = hi * 2 ** 32 + (((first[9] << 24) | (first[10] << 16) | (first[11] << 8) | first[12]) >>> 0);
-    for (const piece of [first.subarray(DATA_HEADER_LEN), ...parts.slice(1)]) {
+    let offset = head!.offset;
+    for (const piece of [parts[0].subarray(DATA_HEADER_LEN), ...parts.slice(1)]) {
       if (piece.length === 0) continue;
       this.onData(c, offset, piece);
       offset += piece.length;

@@ -1,7 +1,7 @@
 /** `spook sim`: the deterministic simulator over many seeds, or one seed replayed with a trace. */
 import { Command } from 'commander';
 import { runSim, SIM_DEFAULTS, type SimOptions } from '../sim/run.js';
-import { runSeeds } from '../sim/batch.js';
+import { emptyTally, runSeeds, tallySeeds } from '../sim/batch.js';
 import { DOMAIN_SIM_DEFAULTS, runDomainSeeds, runDomainSim, type DomainSimOptions } from '../sim/domain.js';
 import { intArg, probArg } from './args.js';
 import { DEFAULT_WRAP_SIM, runWrapSim, type WrapSimResult } from '../../wrappers/sim.js';
@@ -146,24 +146,16 @@ function runDomain(o: Opts): void {
 
 /** `--wrap`: per seed, every stream is delivered byte-exact and in order, or both ends close at the hold. */
 function runWrap(o: Opts): void {
-  const run = (seed: number): WrapSimResult => runWrapSim({ ...DEFAULT_WRAP_SIM, seed, delta: o.delta || o.smallCache, smallCache: o.smallCache, holdMs: o.hold ?? DEFAULT_WRAP_SIM.holdMs });
-  const seeds = o.seed !== undefined ? [o.seed] : Array.from({ length: o.seeds }, (_, i) => o.seedBase + i);
-  const t0 = performance.now();
-  const sum = { seeds: seeds.length, seedBase: seeds[0], completed: 0, holdExpired: 0, outages: 0, cuts: 0, refBytes: 0, nacks: 0, failedSeeds: [] as number[], wallMs: 0 };
-  for (const seed of seeds) {
-    const r = run(seed);
-    sum.completed += r.completed;
-    sum.holdExpired += r.holdExpired;
-    sum.outages += r.outages;
-    sum.cuts += r.cuts;
-    sum.refBytes += r.refBytes;
-    sum.nacks += r.nacks;
-    if (!r.ok) {
-      sum.failedSeeds.push(seed);
-      if (!o.json) console.error(`seed ${seed} FAILED: ${r.failure}`);
-    }
-  }
-  sum.wallMs = Math.round(performance.now() - t0);
+  const summed = ['completed', 'holdExpired', 'outages', 'cuts', 'refBytes', 'nacks'] as const;
+  const run = (seed: number): WrapSimResult & { converged: boolean; violations: string[] } => {
+    const r = runWrapSim({ ...DEFAULT_WRAP_SIM, seed, delta: o.delta || o.smallCache, smallCache: o.smallCache, holdMs: o.hold ?? DEFAULT_WRAP_SIM.holdMs });
+    return { ...r, converged: r.ok, violations: r.failure ? [r.failure] : [] };
+  };
+  const [count, base] = o.seed !== undefined ? [1, o.seed] : [o.seeds, o.seedBase];
+  const sum = { ...emptyTally(summed), seedBase: base };
+  tallySeeds(count, base, run, summed, sum, (r) => {
+    if (!r.ok && !o.json) console.error(`seed ${r.seed} FAILED: ${r.failure}`);
+  });
   if (o.json) console.log(JSON.stringify(sum, null, 2));
   else {
     console.log(`wrap seeds ${sum.seeds} (from ${sum.seedBase}): failed ${sum.failedSeeds.length}; connections completed ${sum.completed}, hold-expired ${sum.holdExpired}`);

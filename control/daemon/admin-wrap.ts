@@ -1,5 +1,5 @@
 /** Admin API commands for wrappers (same JSON-lines protocol as admin.ts). */
-import { MAX_HOLD_MS, MIN_HOLD_MS, parseDuration } from './config.js';
+import { parseHold } from './config.js';
 import type { Spookd } from './spookd.js';
 import { num, str, type Args } from './admin-args.js';
 import { WRAP_PROTOCOLS, type WrapProtocol } from '../../wrappers/protocols.js';
@@ -14,8 +14,8 @@ export function runWrapCommand(d: Spookd, cmd: string, args: Args): unknown {
     case 'wrap-add': {
       const protocol = str(args, 'protocol')!;
       if (!(WRAP_PROTOCOLS as readonly string[]).includes(protocol)) throw new Error(`argument protocol must be one of ${WRAP_PROTOCOLS.join(', ')}, not ${JSON.stringify(protocol)}`);
-      const hold = args.hold === undefined ? 30_000 : parseDuration(args.hold as string | number);
-      if (hold === undefined || hold < MIN_HOLD_MS || hold > MAX_HOLD_MS) throw new Error('argument hold must be a duration between 100ms and 24h (30s, 500ms, 2m, or milliseconds)');
+      const hold = parseHold((args.hold as string | number | undefined) ?? '30s');
+      if (hold === undefined) throw new Error('argument hold must be a duration between 100ms and 24h (30s, 500ms, 2m, or milliseconds)');
       if (args.delta !== undefined && typeof args.delta !== 'boolean') throw new Error('argument delta must be true or false');
       const spec = { protocol: protocol as WrapProtocol, port: num(args, 'port', undefined, 1, 65535), peer: d.peerName(str(args, 'peer')!), holdMs: hold, delta: args.delta === true };
       w.add(spec);

@@ -55,8 +55,15 @@ const duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
   return ms;
 });
 
-export const MIN_HOLD_MS = 100;
-export const MAX_HOLD_MS = 24 * 3_600_000;
+const MIN_HOLD_MS = 100;
+const MAX_HOLD_MS = 24 * 3_600_000;
+const holdInRange = (ms: number): boolean => ms >= MIN_HOLD_MS && ms <= MAX_HOLD_MS;
+
+/** A wrapper's hold (config and `spook wrap add`): a duration from 100 ms to 24 h, else undefined. */
+export function parseHold(v: string | number): number | undefined {
+  const ms = parseDuration(v);
+  return ms !== undefined && holdInRange(ms) ? ms : undefined;
+}
 
 /** Existing TCP and UDP protocols carried over pairs (docs/OPERATIONS.md, "Wrappers"). */
 const wrapper = z
@@ -66,7 +73,7 @@ const wrapper = z
     /** The peer whose spookd opens the connection to the real server: a peer name or its public key. */
     peer: z.string().min(1),
     /** How long a link outage may last before both ends close the connection (100 ms to 24 h). */
-    hold: duration.default('30s').refine((ms) => ms >= MIN_HOLD_MS && ms <= MAX_HOLD_MS, { message: 'must be between 100ms and 24h' }),
+    hold: duration.default('30s').refine(holdInRange, { message: 'must be between 100ms and 24h' }),
     /** Delta mode: stream chunks the other side already holds are sent as references (PROTOCOL §16.9). */
     delta: z.boolean().default(false),
   })

@@ -109,7 +109,7 @@ export class Metrics {
       registers: [r],
       collect() {
         this.reset();
-        for (const p of d.wraps.stats().peers as { peer: string; refBytes: number }[]) this.set({ peer: p.peer }, p.refBytes);
+        for (const p of d.wraps.peerCounters()) this.set({ peer: p.peer }, p.refBytes);
       },
     });
     new Gauge({
@@ -119,7 +119,7 @@ export class Metrics {
       registers: [r],
       collect() {
         this.reset();
-        for (const p of d.wraps.stats().peers as { peer: string; nacksSent: number }[]) this.set({ peer: p.peer }, p.nacksSent);
+        for (const p of d.wraps.peerCounters()) this.set({ peer: p.peer }, p.nacksSent);
       },
     });
     new Gauge({
