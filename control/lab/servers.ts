@@ -184,7 +184,8 @@ class ServerProc {
     this.proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, ...opts.env }, cwd: opts.cwd });
     const sink = (c: Buffer): void => {
       this.buf = (this.buf + c.toString('utf8')).slice(-64 * 1024);
-      this.log?.write(c);
+      // Children of the group can still write after stop() ended the log: keep only the tail then.
+      if (this.log && !this.log.writableEnded) this.log.write(c);
     };
     this.proc.stdout!.on('data', sink);
     this.proc.stderr!.on('data', sink);

@@ -157,10 +157,10 @@ describe('spookd in network namespaces', () => {
     const script = `
       import dgram from 'node:dgram';
       const s = dgram.createSocket('udp4');
-      const hdr = (type, len, pair, flags = 0, magic = 0x5350, version = 1, pnHigh = 0) => {
+      const hdr = (type, len, pair, flags = 0, magic = 0x5350, version = 1, pnHigh = 0, pnLow = 7) => {
         const b = Buffer.alloc(20 + len);
         b.writeUInt16BE(magic, 0); b[2] = version; b[3] = type; b[4] = flags; b[5] = 20;
-        b.writeUInt16BE(len, 6); b.writeUInt32BE(pair, 8); b.writeUInt32BE(pnHigh, 12); b.writeUInt32BE(7, 16);
+        b.writeUInt16BE(len, 6); b.writeUInt32BE(pair, 8); b.writeUInt32BE(pnHigh, 12); b.writeUInt32BE(pnLow, 16);
         return b;
       };
       const frames = [
@@ -172,7 +172,7 @@ describe('spookd in network namespaces', () => {
         hdr(4, 1440, ${pairId}),                                  // oversized
         hdr(4, 40, 99999),                                        // unknown pair
         hdr(4, 40, ${pairId}, 0, 0x5350, 1, 256),                 // forged payload for a real pair, fresh packet number
-        hdr(4, 40, ${pairId}),                                    // an old packet number: refused by the replay window
+        hdr(4, 40, ${pairId}, 0, 0x5350, 1, 0, 0),                // packet number 0, the session's first: always already seen, refused by the replay window
         hdr(1, 114, 0),                                           // handshake with garbage
       ];
       let n = 0;
