@@ -32,7 +32,7 @@ import {
   encodeMessage,
 } from '../../transport/wire/messages.js';
 import { Hash64, hashEquals } from './hash.js';
-import { buildIndex, childrenOf, entriesUnder, rangeOf, type KeyIndex } from './keyspace.js';
+import { buildIndex, childrenOf, rangeOf, type KeyIndex } from './keyspace.js';
 import { MapState, entryWireLen, type MapEntry } from './register/map.js';
 import { StreamState } from './register/stream.js';
 import type { PayloadBuilder } from './payload.js';
@@ -370,7 +370,7 @@ export class ReconRequester {
       const theirs = m.children[i];
       if (theirs.count === mine[i].count && hashEquals(theirs.hash, mine[i].hash)) continue;
       const child = { depth: m.depth + 1, prefix: m.prefix * RECON_FANOUT + i };
-      if (theirs.count === 0) this.deletes.push(...entriesUnder(this.myIndex, child.depth, child.prefix));
+      if (theirs.count === 0) this.stageDeletes(child.depth, child.prefix);
       else this.queue.push(child);
     }
     if (this.queue.length > 0) this.wantRequest = true;
@@ -390,9 +390,19 @@ export class ReconRequester {
     for (let i = 0; i < m.parts; i++) if (!got[i]) return;
     this.parts.delete(key);
     this.outstanding.delete(key);
-    this.deletes.push(...entriesUnder(this.myIndex, m.depth, m.prefix));
-    for (const part of got) this.puts.push(...part);
+    this.stageDeletes(m.depth, m.prefix);
+    for (const part of got) for (const e of part) this.puts.push(e);
     this.progress(now);
+  }
+
+  /**
+   * Stage deletion of every own entry under a prefix. One push per entry: spreading the
+   * list into push() puts every element on the stack and overflows it past ~125,000 keys.
+   */
+  private stageDeletes(depth: number, prefix: number): void {
+    const [from, to] = rangeOf(this.myIndex!, depth, prefix);
+    const entries = this.myIndex!.entries;
+    for (let i = from; i < to; i++) this.deletes.push(entries[i]);
   }
 
   onChunk(now: number, m: SnapChunkMsg): void {
