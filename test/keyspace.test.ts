@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { buildIndex, childrenOf, entriesUnder, prefixContains, prefixRange, rangeOf, type KeyIndex } from '../control/core/keyspace.js';
+import { allEntries, buildIndex, childrenOf, countUnder, entriesUnder, prefixContains, prefixRange, type KeyIndex } from '../control/core/keyspace.js';
+
+const entriesOf = (index: KeyIndex) => [...allEntries(index)];
 import { MapState, type MapEntry } from '../control/core/register/map.js';
 import { RECON_FANOUT, RECON_MAX_DEPTH } from '../transport/wire/messages.js';
 
@@ -96,24 +98,26 @@ describe('buildIndex', () => {
       3,
       { hi: 1, lo: 2 },
     );
-    expect(idx.entries.map((e) => e.keyHash)).toEqual([...hashes].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)));
+    expect(entriesOf(idx).map((e) => e.keyHash)).toEqual([...hashes].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)));
     expect(idx.version).toBe(3);
     expect(idx.hash).toEqual({ hi: 1, lo: 2 });
   });
 
   it('sorts real map entries, holds every entry once and copies the hash', () => {
     const { map, index } = indexed(77, 500);
-    expect(index.entries).toHaveLength(500);
-    for (let i = 1; i < index.entries.length; i++) {
-      expect(index.entries[i - 1].keyHash).toBeLessThanOrEqual(index.entries[i].keyHash);
+    const entries = entriesOf(index);
+    expect(entries).toHaveLength(500);
+    expect(index.size).toBe(500);
+    for (let i = 1; i < entries.length; i++) {
+      expect(entries[i - 1].keyHash).toBeLessThanOrEqual(entries[i].keyHash);
     }
-    expect(index.entries.some((e) => e.keyHash >= 0x80000000)).toBe(true);
-    expect(index.entries.every((e) => e.keyHash >= 0 && e.keyHash < TWO32)).toBe(true);
-    expect(new Set(index.entries)).toEqual(new Set(map.values()));
+    expect(entries.some((e) => e.keyHash >= 0x80000000)).toBe(true);
+    expect(entries.every((e) => e.keyHash >= 0 && e.keyHash < TWO32)).toBe(true);
+    expect(new Set(entries)).toEqual(new Set(map.values()));
     const snapshot = { ...index.hash };
     map.put(utf8.encode('later'), utf8.encode('x'), 501);
     expect(index.hash).toEqual(snapshot);
-    expect(index.entries).toHaveLength(500);
+    expect(entriesOf(index)).toHaveLength(500);
   });
 });
 
@@ -124,7 +128,8 @@ describe('entriesUnder and childrenOf', () => {
   const whereArb = fc.record({ depth: fc.integer({ min: 0, max: RECON_MAX_DEPTH }), pick: fc.nat(), random: fc.integer({ min: 0, max: TWO32 - 1 }), useEntry: fc.boolean() });
 
   function choose(index: KeyIndex, w: { depth: number; pick: number; random: number; useEntry: boolean }): number {
-    const h = w.useEntry && index.entries.length > 0 ? index.entries[w.pick % index.entries.length].keyHash : w.random;
+    const entries = entriesOf(index);
+    const h = w.useEntry && entries.length > 0 ? entries[w.pick % entries.length].keyHash : w.random;
     return prefixOf(w.depth, h);
   }
 
@@ -133,10 +138,9 @@ describe('entriesUnder and childrenOf', () => {
       fc.property(indexArb, whereArb, ({ seed, n, salt }, w) => {
         const { index } = indexed(seed, n, salt);
         const p = choose(index, w);
-        const brute = index.entries.filter((e) => prefixOf(w.depth, e.keyHash) === p);
+        const brute = entriesOf(index).filter((e) => prefixOf(w.depth, e.keyHash) === p);
         expect(entriesUnder(index, w.depth, p)).toEqual(brute);
-        const [from, to] = rangeOf(index, w.depth, p);
-        expect(to - from).toBe(brute.length);
+        expect(countUnder(index, w.depth, p)).toBe(brute.length);
       }),
       { numRuns: 300 },
     );
@@ -176,8 +180,8 @@ describe('entriesUnder and childrenOf', () => {
 
   it('a depth-8 prefix holds exactly the entries with that key hash', () => {
     const { index } = indexed(5, 200);
-    const e = index.entries[123];
-    expect(entriesUnder(index, 8, e.keyHash)).toEqual(index.entries.filter((x) => x.keyHash === e.keyHash));
+    const e = entriesOf(index)[123];
+    expect(entriesUnder(index, 8, e.keyHash)).toEqual(entriesOf(index).filter((x) => x.keyHash === e.keyHash));
   });
 
   it('childrenOf refuses depth 8 (leaves have no children)', () => {
@@ -193,5 +197,38 @@ describe('entriesUnder and childrenOf', () => {
     expect(kids.slice(1, 15).every((c) => c.count === 0 && c.hash.hi === 0 && c.hash.lo === 0)).toBe(true);
     const last = childrenOf(idx, 7, 0x0fffffff);
     expect(last[15].count).toBe(1);
+  });
+});
+
+// A map keeps its key-hash order per write; a snapshot (a pin) is unaffected by later writes.
+describe('MapState.snapshot (copy-on-write pins)', () => {
+  it('property: after random writes the live index equals a sorted rebuild, and every snapshot still shows its own moment', () => {
+    const opArb = fc.array(fc.record({ key: fc.nat(60), del: fc.boolean(), snap: fc.boolean() }), { maxLength: 400 });
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 0xffffffff }), opArb, (seed, ops) => {
+        const map = new MapState(seed);
+        const snaps: { index: KeyIndex; expect: MapEntry[] }[] = [];
+        ops.forEach((op, i) => {
+          const key = utf8.encode(`k${op.key}`);
+          if (op.del) map.remove(key);
+          else map.put(key, utf8.encode(`v${i}`), i + 1);
+          if (op.snap) snaps.push({ index: map.snapshot(i), expect: entriesOf(buildIndex(map.values(), i, map.hash)) });
+        });
+        const live = map.snapshot(ops.length);
+        const rebuilt = entriesOf(buildIndex(map.values(), 0, map.hash));
+        expect(entriesOf(live).map((e) => e.keyHash)).toEqual(rebuilt.map((e) => e.keyHash));
+        expect(new Set(entriesOf(live))).toEqual(new Set(rebuilt));
+        expect(live.size).toBe(map.size());
+        const kids = childrenOf(live, 0, 0);
+        const sum = kids.reduce((s, c) => (s + ((BigInt(c.hash.hi) << 32n) | BigInt(c.hash.lo))) & M64, 0n);
+        expect(sum).toBe((BigInt(map.hash.hi) << 32n) | BigInt(map.hash.lo));
+        for (const s of snaps) {
+          expect(new Set(entriesOf(s.index))).toEqual(new Set(s.expect));
+          expect(s.index.size).toBe(s.expect.length);
+          expect(childrenOf(s.index, 1, 3).reduce((n, c) => n + c.count, 0)).toBe(countUnder(s.index, 1, 3));
+        }
+      }),
+      { numRuns: 200 },
+    );
   });
 });

@@ -175,6 +175,7 @@ export class HalfPair {
       countFullTransfer: () => {
         this.stats.fullTransfers++;
       },
+      drop: (now, reason, detail, n) => this.drop(now, reason, detail, n),
       store: this.opts.store,
     };
   }

@@ -32,7 +32,7 @@ import {
   encodeMessage,
 } from '../../transport/wire/messages.js';
 import { Hash64, hashEquals } from './hash.js';
-import { buildIndex, childrenOf, rangeOf, type KeyIndex } from './keyspace.js';
+import { childrenOf, countUnder, entriesUnder, forEachUnder, type KeyIndex } from './keyspace.js';
 import { MapState, entryWireLen, type MapEntry } from './register/map.js';
 import { StreamState } from './register/stream.js';
 import type { PayloadBuilder } from './payload.js';
@@ -55,11 +55,28 @@ interface PinBase {
   rejections: Map<number, number>;
 }
 
+/** Where a snapshot chunk starts: a bucket of the index and a position in it. */
+interface ChunkStart {
+  bucket: number;
+  pos: number;
+}
+
+/** The snapshot chunking of a pin (§8.4), computed a slice at a time (bounded per call). */
+interface ChunkPlan {
+  starts: ChunkStart[];
+  /** Next entry to size. */
+  bucket: number;
+  pos: number;
+  size: number;
+  done: boolean;
+  /** The latest SnapReq that arrived before the plan was complete (answered when it is). */
+  parked?: SnapReqMsg;
+}
+
 interface MapPin extends PinBase {
   kind: 'map';
   index: KeyIndex;
-  /** Snapshot chunk start positions in the index (built on the first snapshot request). */
-  chunkStarts?: number[];
+  chunks?: ChunkPlan;
 }
 
 interface StreamPin extends PinBase {
@@ -87,10 +104,24 @@ function partition(entries: MapEntry[]): MapEntry[][] {
 
 const toWire = (e: MapEntry): WireEntry => ({ key: e.key, version: e.version, value: e.value });
 
+/** Entries sized per call of work() while chunking a pin for a full transfer. */
+export const CHUNK_WORK_BUDGET = 8192;
+/** New pins per register: a burst of this many, then one per PIN_INTERVAL_MS (§8.2). */
+export const PIN_BURST = 2;
+export const PIN_INTERVAL_MS = 1000;
+
+/** Why a reconciliation request got no pin. */
+export type PinRefusal = 'no-pin' | 'rate-limited';
+
 // ------------------------------------------------------------------ responder (sequencer)
 
 export class ReconResponder {
   private pin: MapPin | StreamPin | undefined;
+  /** Token bucket for new pins: tokens, and when it was last refilled. */
+  private tokens = PIN_BURST;
+  private refilledAt = -Infinity;
+  /** Pins built and requests refused by the rate limit (metrics, tests). */
+  pinsBuilt = 0;
 
   constructor(private readonly r: Replica) {}
 
@@ -106,21 +137,43 @@ export class ReconResponder {
     return this.pin?.version;
   }
 
-  /** The pin a request refers to; a request that starts a session (WANT_META) pins the current state if needed. */
-  private pinFor(targetVersion: number, start: boolean): MapPin | StreamPin | undefined {
+  /** Whether work() has something to do (a pin being chunked). */
+  get busy(): boolean {
+    return this.pin?.kind === 'map' && this.pin.chunks !== undefined && !this.pin.chunks.done;
+  }
+
+  private takeToken(now: number): boolean {
+    if (this.refilledAt === -Infinity) this.refilledAt = now;
+    const earned = Math.floor((now - this.refilledAt) / PIN_INTERVAL_MS);
+    if (earned > 0) {
+      this.tokens = Math.min(PIN_BURST, this.tokens + earned);
+      this.refilledAt += earned * PIN_INTERVAL_MS;
+    }
+    if (this.tokens >= PIN_BURST) this.refilledAt = now; // a full bucket does not bank time
+    if (this.tokens <= 0) return false;
+    this.tokens--;
+    return true;
+  }
+
+  /**
+   * The pin a request refers to. A request that starts a session (WANT_META) gets the
+   * current pin when the log can still bring the follower from it to the present, else a
+   * new one, at most PIN_BURST at once and one per PIN_INTERVAL_MS after that.
+   */
+  private pinFor(now: number, targetVersion: number, start: boolean): MapPin | StreamPin | PinRefusal {
     if (this.pin && this.pin.version === targetVersion && (targetVersion !== 0 || !start)) return this.pin;
-    if (!start) return undefined;
+    if (!start) return 'no-pin';
     const r = this.r;
+    if (this.pin && r.canServeFrom(this.pin.version)) return this.pin;
+    if (!this.takeToken(now)) return 'rate-limited';
     const common: PinBase = {
       version: r.version,
       hash: { hi: r.state.hash.hi, lo: r.state.hash.lo },
       origins: new Map(r.origins),
       rejections: new Map(r.peerRejections),
     };
-    this.pin =
-      r.state instanceof MapState
-        ? { kind: 'map', ...common, index: buildIndex(r.state.values(), r.version, r.state.hash) }
-        : { kind: 'stream', ...common, length: r.state.size() };
+    this.pin = r.state instanceof MapState ? { kind: 'map', ...common, index: r.state.snapshot(r.version) } : { kind: 'stream', ...common, length: r.state.size() };
+    this.pinsBuilt++;
     return this.pin;
   }
 
@@ -130,17 +183,21 @@ export class ReconResponder {
       register: this.r.name,
       targetVersion: pin.version,
       hash: pin.hash,
-      size: pin.kind === 'map' ? pin.index.entries.length : pin.length,
+      size: pin.kind === 'map' ? pin.index.size : pin.length,
       origins: [...pin.origins].map(([origin, seq]) => ({ origin, seq })),
       // The rejections kept are those of the peer's candidates.
       rejections: [...pin.rejections].map(([seq, reason]) => ({ origin: this.r.peerId, seq, reason })),
     };
   }
 
-  /** Answer (or refuse with our status) a request; returns false if it names no pin we hold. */
+  /** Answer (or refuse with our status) a request; undefined if it names no pin we hold. */
   private begin(now: number, targetVersion: number, flags: number, kind: 'map' | 'stream'): MapPin | StreamPin | undefined {
-    const pin = this.pinFor(targetVersion, (flags & REQ_WANT_META) !== 0);
-    if (!pin || pin.kind !== kind) {
+    const pin = this.pinFor(now, targetVersion, (flags & REQ_WANT_META) !== 0);
+    if (pin === 'rate-limited') {
+      this.r.refuse(now, 'recon-rate-limited', `new pin refused: more than ${PIN_BURST} at once or one per ${PIN_INTERVAL_MS} ms`);
+      return undefined;
+    }
+    if (pin === 'no-pin' || pin.kind !== kind) {
       this.r.respond(this.r.status(), now);
       return undefined;
     }
@@ -151,10 +208,14 @@ export class ReconResponder {
   onReconReq(now: number, m: ReconReqMsg): void {
     const pin = this.begin(now, m.targetVersion, m.flags, 'map') as MapPin | undefined;
     if (!pin) return;
+    // Each distinct prefix is answered once per request: repeating one buys no extra work.
+    const seen = new Set<string>();
     for (const p of m.prefixes) {
-      const [from, to] = rangeOf(pin.index, p.depth, p.prefix);
-      if (p.depth >= RECON_MAX_DEPTH || to - from <= RECON_LEAF_MAX) {
-        const parts = partition(pin.index.entries.slice(from, to));
+      const key = prefixKey(p.depth, p.prefix);
+      if (seen.has(key)) continue;
+      seen.add(key);
+      if (p.depth >= RECON_MAX_DEPTH || countUnder(pin.index, p.depth, p.prefix) <= RECON_LEAF_MAX) {
+        const parts = partition(entriesUnder(pin.index, p.depth, p.prefix));
         parts.forEach((part, i) =>
           this.r.respond({
             type: MsgType.ReconEntries,
@@ -183,30 +244,66 @@ export class ReconResponder {
   onSnapReq(now: number, m: SnapReqMsg): void {
     const pin = this.begin(now, m.targetVersion, m.flags, 'map') as MapPin | undefined;
     if (!pin) return;
-    if (!pin.chunkStarts) {
-      const starts = [0];
-      let size = 0;
-      pin.index.entries.forEach((e, i) => {
-        const len = entryWireLen(e);
-        if (size + len > ENTRY_BUDGET && i > starts[starts.length - 1]) {
-          starts.push(i);
-          size = 0;
-        }
-        size += len;
-      });
-      pin.chunkStarts = starts;
+    pin.chunks ??= { starts: [{ bucket: 0, pos: 0 }], bucket: 0, pos: 0, size: 0, done: false };
+    if (!pin.chunks.done) {
+      // Chunking is O(entries): done a slice per work() call; answered when complete.
+      pin.chunks.parked = m;
+      this.r.wantWork(now);
+      return;
     }
-    const starts = pin.chunkStarts;
-    for (let c = m.fromChunk; c < Math.min(starts.length, m.fromChunk + SNAP_WINDOW); c++) {
-      const end = c + 1 < starts.length ? starts[c + 1] : pin.index.entries.length;
-      this.r.respond({
-        type: MsgType.SnapChunk,
-        register: this.r.name,
-        targetVersion: pin.version,
-        chunk: c,
-        chunks: starts.length,
-        entries: pin.index.entries.slice(starts[c], end).map(toWire),
-      }, now);
+    this.sendChunks(now, pin, m.fromChunk);
+  }
+
+  /** Advance the chunking of the pin by at most `budget` entries; answer a parked request when done. */
+  work(now: number, budget = CHUNK_WORK_BUDGET): void {
+    const pin = this.pin;
+    if (pin?.kind !== 'map' || !pin.chunks || pin.chunks.done) return;
+    const plan = pin.chunks;
+    const buckets = pin.index.buckets;
+    let left = budget;
+    while (left > 0 && plan.bucket < buckets.length) {
+      const entries = buckets[plan.bucket]?.entries ?? [];
+      if (plan.pos >= entries.length) {
+        plan.bucket++;
+        plan.pos = 0;
+        continue;
+      }
+      const len = entryWireLen(entries[plan.pos]);
+      const last = plan.starts[plan.starts.length - 1];
+      if (plan.size + len > ENTRY_BUDGET && (last.bucket !== plan.bucket || last.pos !== plan.pos)) {
+        plan.starts.push({ bucket: plan.bucket, pos: plan.pos });
+        plan.size = 0;
+      }
+      plan.size += len;
+      plan.pos++;
+      left--;
+    }
+    if (plan.bucket < buckets.length) {
+      this.r.wantWork(now);
+      return;
+    }
+    plan.done = true;
+    const parked = plan.parked;
+    plan.parked = undefined;
+    if (parked) this.sendChunks(now, pin, parked.fromChunk);
+  }
+
+  private sendChunks(now: number, pin: MapPin, fromChunk: number): void {
+    const starts = pin.chunks!.starts;
+    const buckets = pin.index.buckets;
+    for (let c = fromChunk; c < Math.min(starts.length, fromChunk + SNAP_WINDOW); c++) {
+      const end = c + 1 < starts.length ? starts[c + 1] : { bucket: buckets.length, pos: 0 };
+      const entries: WireEntry[] = [];
+      for (let b = starts[c].bucket, i = starts[c].pos; b < end.bucket || (b === end.bucket && i < end.pos); ) {
+        const list = buckets[b]?.entries ?? [];
+        if (i >= list.length) {
+          b++;
+          i = 0;
+          continue;
+        }
+        entries.push(toWire(list[i++]));
+      }
+      this.r.respond({ type: MsgType.SnapChunk, register: this.r.name, targetVersion: pin.version, chunk: c, chunks: starts.length, entries }, now);
     }
   }
 
@@ -282,7 +379,7 @@ export class ReconRequester {
     if (this.mode === 'full') {
       this.myIndex = undefined;
       this.streamBase = 0;
-    } else if (r.state instanceof MapState) this.myIndex = buildIndex(r.state.values(), r.version, r.state.hash);
+    } else if (r.state instanceof MapState) this.myIndex = r.state.snapshot(r.version);
     else this.streamBase = r.state.size();
   }
 
@@ -400,9 +497,7 @@ export class ReconRequester {
    * list into push() puts every element on the stack and overflows it past ~125,000 keys.
    */
   private stageDeletes(depth: number, prefix: number): void {
-    const [from, to] = rangeOf(this.myIndex!, depth, prefix);
-    const entries = this.myIndex!.entries;
-    for (let i = from; i < to; i++) this.deletes.push(entries[i]);
+    forEachUnder(this.myIndex!, depth, prefix, (e) => void this.deletes.push(e));
   }
 
   onChunk(now: number, m: SnapChunkMsg): void {

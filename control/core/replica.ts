@@ -86,6 +86,8 @@ export interface PairContext {
   /** A register saw a decoherence trigger while the peer is reachable. */
   trigger(event: LifecycleEvent, detail: string, now: number): void;
   countFullTransfer(): void;
+  /** Drop and count something the peer sent (a closed set of reasons, PROTOCOL.md §11). */
+  drop(now: number, reason: string, detail: string, n?: number): void;
   /** Durable storage, if any: called before anything that depends on it leaves the host. */
   readonly store?: PairStore;
 }
@@ -163,6 +165,8 @@ export class Replica {
   private everSent = 0;
   private retransmitAt: number | undefined;
   private statusDirty = true;
+  /** When the responder's sliced work (chunking a pin) should continue. */
+  private workDueAt: number | undefined;
   private readonly reorder = new Map<number, { msg: CollapseMsg; raw: Uint8Array }>();
 
   // Re-entanglement.
@@ -612,6 +616,21 @@ export class Replica {
     this.pair.respond(m, now);
   }
 
+  /** A request refused (not answered) and counted. */
+  refuse(now: number, reason: string, detail: string): void {
+    this.pair.drop(now, reason, `register ${this.name}: ${detail}`);
+  }
+
+  /** Sequencer: whether the log (and the served base) can bring the follower from `v` to the present (§8.2 pin reuse). */
+  canServeFrom(v: number): boolean {
+    return this.log.covers(v) && v >= this.servedBase && v >= this.peerVersion;
+  }
+
+  /** The responder has sliced work left: run handleTimeout at once (bounded per call). */
+  wantWork(now: number): void {
+    this.workDueAt = now;
+  }
+
   get localId(): number {
     return this.pair.localId;
   }
@@ -662,11 +681,17 @@ export class Replica {
   }
 
   nextTimeout(): number | undefined {
-    return this.requester?.retransmitAt ?? this.retransmitAt;
+    const t = this.requester?.retransmitAt ?? this.retransmitAt;
+    if (this.workDueAt === undefined) return t;
+    return t === undefined ? this.workDueAt : Math.min(t, this.workDueAt);
   }
 
   /** Retransmission timer: go back to what the peer has acknowledged and resend. */
   onTimeout(now: number): boolean {
+    if (this.workDueAt !== undefined && now >= this.workDueAt) {
+      this.workDueAt = undefined;
+      this.responder.work(now);
+    }
     let fired = false;
     if (this.retransmitAt !== undefined && now >= this.retransmitAt) {
       fired = true;

@@ -3,6 +3,7 @@ import { DeltaOp, RejectReason, type Delta } from '../../../transport/wire/delta
 import { varintLen } from '../../../transport/wire/buffer.js';
 import { Hash64, Murmur3, fmix32, laneSeeds, murmur3 } from '../hash.js';
 import type { StateBlock } from './state.js';
+import { SortedKeys, type KeyIndex } from '../keyspace.js';
 
 export interface MapEntry {
   readonly key: Uint8Array;
@@ -38,6 +39,8 @@ export class MapState implements StateBlock {
   private readonly seedLo: number;
   private readonly lane = new Murmur3();
   private bytes = 0;
+  /** The same entries in key-hash order, kept per write so a reconciliation pin costs no sort. */
+  private readonly sorted = new SortedKeys();
 
   constructor(readonly seed: number) {
     this.keySeed = fmix32(seed ^ 0x5350_0003);
@@ -50,6 +53,11 @@ export class MapState implements StateBlock {
 
   size(): number {
     return this.count;
+  }
+
+  /** An immutable key-hash-ordered view of the current entries (a reconciliation pin): O(4,096). */
+  snapshot(version: number): KeyIndex {
+    return this.sorted.snapshot(version, this.hash);
   }
 
   *values(): IterableIterator<MapEntry> {
@@ -115,6 +123,7 @@ export class MapState implements StateBlock {
     const old = this.find(kh, key);
     if (!old) return;
     this.forget(old);
+    this.sorted.remove(old);
     const bucket = bucketOf(kh);
     const b = this.buckets.get(bucket)!;
     if (!Array.isArray(b)) this.buckets.delete(bucket);
@@ -132,12 +141,14 @@ export class MapState implements StateBlock {
       const b = this.buckets.get(bucket)!;
       if (Array.isArray(b)) b[b.indexOf(old)] = e;
       else this.buckets.set(bucket, e);
+      this.sorted.replace(old, e);
     } else {
       const b = this.buckets.get(bucket);
       if (b === undefined) this.buckets.set(bucket, e);
       else if (Array.isArray(b)) b.push(e);
       else this.buckets.set(bucket, [b, e]);
       this.count++;
+      this.sorted.insert(e);
     }
     this.hash.add(e.hhi, e.hlo);
     this.bytes += entryWireLen(e);

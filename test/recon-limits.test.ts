@@ -1,0 +1,87 @@
+import { describe, expect, it } from 'vitest';
+import { HalfPair } from '../control/core/halfpair.js';
+import { CHUNK_WORK_BUDGET, PIN_BURST, PIN_INTERVAL_MS } from '../control/core/reentangle.js';
+import type { MapState } from '../control/core/register/map.js';
+import { FrameType } from '../transport/wire/constants.js';
+import { encodeFrame } from '../transport/wire/header.js';
+import { MsgType, REQ_WANT_META, decodeMessages, encodeMessage, type Message } from '../transport/wire/messages.js';
+import { decodeFrame } from '../transport/wire/header.js';
+import { enc, set } from './helpers.js';
+
+/** A sequencer preloaded with `n` keys; its log keeps one record, so an old pin is rarely reusable. */
+function sequencer(n: number): HalfPair {
+  const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 5, registers: [{ name: 'kv', kind: 'map', log: { maxRecords: 1, maxBytes: 1 << 20 } }] }, 0);
+  seq.register('kv').restore(1, (st) => {
+    for (let i = 0; i < n; i++) (st as MapState).put(enc(`key-${i}`), enc(`value-${i}`), 1);
+  });
+  return seq;
+}
+
+let pn = 0;
+const frame = (m: Message): Uint8Array => encodeFrame({ type: FrameType.Data, flags: 0, pairId: 1, packetNumber: pn++ }, encodeMessage(m));
+
+function sent(p: HalfPair, now: number): Message[] {
+  const out: Message[] = [];
+  for (let d = p.pollTransmit(now); d; d = p.pollTransmit(now)) out.push(...decodeMessages(decodeFrame(d, () => true).payload).messages);
+  return out;
+}
+
+describe('reconciliation work per peer is bounded', () => {
+  // Attack: an authorised follower sends fresh-pin requests (targetVersion 0, WANT_META, 256
+  // root prefixes) as fast as it can; each used to rebuild and sort the whole map.
+  it('a flood of fresh-pin requests builds at most the rate-limited pins; the rest are dropped and counted', () => {
+    const seq = sequencer(20_000);
+    const req = frame({ type: MsgType.ReconReq, register: 'kv', targetVersion: 0, flags: REQ_WANT_META, prefixes: Array.from({ length: 256 }, () => ({ depth: 0, prefix: 0 })) });
+    let now = 1;
+    let nodes = 0;
+    for (let i = 0; i < 400; i++) {
+      // The register keeps moving, so the last pin is not reusable for long.
+      seq.propose(now, 'kv', set(`key-${i}`, `w${i}`));
+      seq.collapse(now);
+      seq.handleDatagram(now, req);
+      nodes += sent(seq, now).filter((m) => m.type === MsgType.ReconNode).length;
+      now += 25; // 40 requests per second for 10 s
+    }
+    const pins = seq.register('kv').responder.pinsBuilt;
+    expect(pins).toBeLessThanOrEqual(PIN_BURST + Math.ceil(now / PIN_INTERVAL_MS));
+    expect(pins).toBeGreaterThanOrEqual(2);
+    expect(seq.stats.drops['recon-rate-limited']).toBeGreaterThan(100);
+    // 256 copies of the root prefix are answered once per request.
+    expect(nodes).toBeLessThanOrEqual(400);
+    expect(nodes).toBeGreaterThan(0);
+  });
+
+  it('a pin the log can still serve from is reused, not rebuilt', () => {
+    const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 5, registers: [{ name: 'kv', kind: 'map' }] }, 0);
+    const req = frame({ type: MsgType.ReconReq, register: 'kv', targetVersion: 0, flags: REQ_WANT_META, prefixes: [{ depth: 0, prefix: 0 }] });
+    for (let i = 0; i < 50; i++) {
+      seq.propose(i, 'kv', set(`k${i}`, 'v'));
+      seq.collapse(i);
+      seq.handleDatagram(i, req);
+      sent(seq, i);
+    }
+    expect(seq.register('kv').responder.pinsBuilt).toBe(1);
+    expect(seq.stats.drops['recon-rate-limited']).toBeUndefined();
+  });
+
+  it('chunking a pin for a full transfer is done in bounded slices by handleTimeout, then the SnapReq is answered', () => {
+    const n = 5 * CHUNK_WORK_BUDGET;
+    const seq = sequencer(n);
+    seq.handleDatagram(1, frame({ type: MsgType.SnapReq, register: 'kv', targetVersion: 0, flags: REQ_WANT_META, fromChunk: 0 }));
+    expect(sent(seq, 1).filter((m) => m.type === MsgType.SnapChunk)).toHaveLength(0);
+    let slices = 0;
+    const chunks: Message[] = [];
+    for (let t = seq.pollTimeout(); t !== undefined && t <= 1 && slices < 100; t = seq.pollTimeout()) {
+      seq.handleTimeout(1);
+      slices++;
+      chunks.push(...sent(seq, 1).filter((m) => m.type === MsgType.SnapChunk));
+    }
+    expect(slices).toBeGreaterThanOrEqual(5);
+    expect(slices).toBeLessThanOrEqual(7);
+    expect(chunks).toHaveLength(16);
+    const c0 = chunks[0] as Extract<Message, { type: MsgType.SnapChunk }>;
+    expect(c0.chunk).toBe(0);
+    // Every entry is in exactly one chunk: the chunk count covers n entries of ~22 octets.
+    expect(c0.chunks).toBeGreaterThan(n / 60);
+  });
+});
