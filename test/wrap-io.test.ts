@@ -93,6 +93,8 @@ describe('WrapManager on loopback', () => {
   let ma: WrapManager;
   let mb: WrapManager;
   let interceptPort = 0;
+  /** Where the stand-in interceptor says the next client meant to go (default: the server). */
+  let dstPort: number | undefined;
 
   beforeAll(async () => {
     await server.start();
@@ -101,8 +103,9 @@ describe('WrapManager on loopback', () => {
     relay = new Relay(pb);
     await relay.start();
     const settings = { intercept: { host: '127.0.0.1', port: 0 }, interception: 'auto' as const, windowBytes: 1024 * 1024, maxConnections: 64, silenceMs: 600 };
-    const stand: Interceptor = { setPorts: () => {}, originalDst: () => ({ family: 4, address: '127.0.0.1', port: server.port }), stats: () => ({}), close: () => {} };
-    mb = new WrapManager({ key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } }, { ...settings, interception: 'off' }, [], log);
+    const stand: Interceptor = { setPorts: () => {}, originalDst: () => ({ family: 4, address: '127.0.0.1', port: dstPort ?? server.port }), stats: () => ({}), close: () => {} };
+    const allow = [{ peer: 'a', to: `127.0.0.1:${server.port}`, protocol: 'tcp' as const }];
+    mb = new WrapManager({ key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } }, { ...settings, interception: 'off', allow }, [], log);
     ma = new WrapManager(
       { key: a, peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }], peerAddr: () => ({ address: '127.0.0.1', port: relay.port }), listen: { host: '127.0.0.1', port: pa } },
       settings,
@@ -122,11 +125,12 @@ describe('WrapManager on loopback', () => {
   });
 
   /** Send `data` through the wrapper, half-close, read the reply; resolve with what came back. */
-  function transfer(data: Buffer, onProgress?: (sent: number) => void): Promise<{ reply: Buffer; error?: string; eofFirst: boolean }> {
+  function transfer(data: Buffer, onProgress?: (sent: number) => void): Promise<{ reply: Buffer; error?: string; code?: string; eofFirst: boolean }> {
     return new Promise((resolve) => {
       const s = connect({ port: interceptPort, host: '127.0.0.1', allowHalfOpen: true });
       const got: Buffer[] = [];
       let error: string | undefined;
+      let code: string | undefined;
       let eofFirst = false;
       let off = 0;
       s.on('data', (d) => got.push(d));
@@ -134,8 +138,8 @@ describe('WrapManager on loopback', () => {
         eofFirst ||= error === undefined;
         if (off < data.length) s.destroy(); // the server side is gone: stop offering bytes
       });
-      s.on('error', (e) => (error = e.message));
-      s.on('close', () => resolve({ reply: Buffer.concat(got), error, eofFirst }));
+      s.on('error', (e: NodeJS.ErrnoException) => ((error = e.message), (code = e.code)));
+      s.on('close', () => resolve({ reply: Buffer.concat(got), error, code, eofFirst }));
       const pump = (): void => {
         while (off < data.length) {
           const piece = data.subarray(off, off + 256 * 1024);
@@ -161,6 +165,31 @@ describe('WrapManager on loopback', () => {
     expect(st.wrappers[0]).toMatchObject({ connections: 1, bytesUp: data.length, bytesDown: reply.length });
     await sleep(50);
     expect(st.wrappers[0].closes.completed ?? (ma.stats() as typeof st).wrappers[0].closes.completed).toBe(1);
+  });
+
+  it('port scan through the peer: destinations outside the dial policy all get the same refusal, and nothing is dialled', async () => {
+    // A listening port that is not allowed, a closed port, and the allowed server's neighbour.
+    const other = new HashServer(Buffer.from('secret'));
+    await other.start();
+    const closed = await freePort();
+    const before = server.received.length;
+    const answers: string[] = [];
+    const ports = [other.port, closed, server.port + 1 === other.port ? server.port - 1 : server.port + 1];
+    for (const port of ports) {
+      ma.add({ protocol: 'tcp', port, peer: 'b', holdMs: 8_000 }); // the client side wraps anything
+      dstPort = port;
+      const r = await transfer(Buffer.from('probe'));
+      answers.push(`${r.code ?? 'no error'}|${r.reply.length}|${r.eofFirst}`);
+    }
+    dstPort = undefined;
+    const closes = (ma.stats() as { wrappers: { port: number; closes: Record<string, number> }[] }).wrappers.filter((w) => ports.includes(w.port)).map((w) => w.closes);
+    for (const port of ports) ma.remove(port);
+    other.server.close();
+    expect(answers).toEqual(Array(3).fill('ECONNRESET|0|false'));
+    expect(other.sockets).toHaveLength(0); // never dialled
+    expect(server.received.length).toBe(before);
+    expect(mb.policyView()).toEqual([{ peer: 'a', allow: [{ to: `127.0.0.1:${server.port}`, protocol: 'tcp' }], refused: 3 }]);
+    expect(closes).toEqual(Array(3).fill({ refused: 1 }));
   });
 
   it('survives a carrier cut shorter than the hold: same bytes, no reset', async () => {
@@ -245,7 +274,8 @@ describe('UDP flows on loopback', () => {
       stats: () => ({}),
       close: () => {},
     };
-    const mb = new WrapManager({ key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } }, { ...settings, interception: 'off' }, [], log);
+    const allow = [{ peer: '*', to: `127.0.0.1:${echoPort}`, protocol: 'udp' as const }];
+    const mb = new WrapManager({ key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } }, { ...settings, interception: 'off', allow }, [], log);
     const ma = new WrapManager(
       { key: a, peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }], peerAddr: () => ({ address: '127.0.0.1', port: pb }), listen: { host: '127.0.0.1', port: pa } },
       settings,
