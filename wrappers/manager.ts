@@ -60,7 +60,6 @@ export interface WrapSettings {
   allow?: AllowRule[];
 }
 
-const CLEAN_CLOSES = new Set([CloseCode.HoldExpired, CloseCode.Shutdown, CloseCode.PeerRestarted, CloseCode.WrapperRemoved, CloseCode.UnknownConnection]);
 /** Carrier redial backoff: doubles from the first to the last while dials fail. */
 const REDIAL_MS = 250;
 const REDIAL_MAX_MS = 5_000;
@@ -176,6 +175,7 @@ export class WrapManager {
 
   /** Stop intercepting first (new connections go direct), then close what is carried. */
   async stop(): Promise<void> {
+    if (this.stopping) return; // idempotent
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
     this.hooks?.close();
@@ -208,7 +208,7 @@ export class WrapManager {
     this.log.info({ ...spec }, 'wrapper added');
   }
 
-  /** Stop intercepting the port; connections already carried end cleanly (wrapper-removed). */
+  /** Stop intercepting the port; connections already carried are reset (wrapper-removed). */
   remove(port: number): void {
     if (!this.wrappers.delete(port)) throw new Error(`port ${port} is not wrapped (wrapped: ${[...this.wrappers.keys()].join(', ') || 'none'})`);
     this.applyPorts();
@@ -671,7 +671,9 @@ export class WrapManager {
         this.log.info({ peer: ps.peer.name, conn: ev.conn, reason, detail: ev.reason, byPeer: ev.byPeer }, 'wrapped connection closed');
         if (!lc) return;
         this.finish(ps, lc, reason);
-        lc.io.close(CLEAN_CLOSES.has(ev.code));
+        // Anything but both sides' own FINs is an abnormal end: a reset, never a clean EOF
+        // that a reader would take for the whole stream (§16.5).
+        lc.io.close(false);
         return;
       }
       case 'drop-carrier':
