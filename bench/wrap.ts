@@ -120,10 +120,11 @@ export async function runWrapBench(o: { bytes: number; pgbenchSeconds: number; b
   try {
     const regs = [{ name: 'r', kind: 'map' }];
     lab.configure('a', regs, { logLevel: 'warn', fsync: 'never', wrap: { wrappers: [{ protocol: 'tcp', port: SINK_WRAPPED, peer: 'b', hold: '30s' }] } });
-    lab.configure('b', regs, { logLevel: 'warn', fsync: 'never' });
+    const b = lab.host('b').addrs.get('a')!;
+    // The serving side dials only what its policy allows (default deny).
+    lab.configure('b', regs, { logLevel: 'warn', fsync: 'never', wrap: { allow: [{ peer: 'a', to: `${b}:${SINK_WRAPPED}` }] } });
     await lab.start('a');
     await lab.start('b');
-    const b = lab.host('b').addrs.get('a')!;
     const sink = spawn('ip', ['netns', 'exec', lab.host('b').ns, process.execPath, '--input-type=module', '-e', SINK, String(SINK_DIRECT), String(SINK_WRAPPED), b], { stdio: 'ignore' });
     stops.push(() => void sink.kill('SIGKILL'));
     const sshd = await startSshd(lab.host('b').ns, b, SSH_PORT, join(lab.dir, 'sshd'));

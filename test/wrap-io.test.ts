@@ -61,6 +61,7 @@ class HashServer {
   received: { bytes: number; sha: string }[] = [];
   paused = false;
   sockets: Socket[] = [];
+  errors: string[] = [];
   constructor(private readonly reply: Buffer) {
     this.server = createServer({ allowHalfOpen: true }, (s) => {
       this.sockets.push(s);
@@ -75,7 +76,7 @@ class HashServer {
         this.received.push({ bytes: n, sha: h.digest('hex') });
         s.end(this.reply);
       });
-      s.on('error', () => {});
+      s.on('error', (e: NodeJS.ErrnoException) => this.errors.push(e.code ?? e.message));
     });
   }
   async start(): Promise<void> {
@@ -93,6 +94,8 @@ describe('WrapManager on loopback', () => {
   let ma: WrapManager;
   let mb: WrapManager;
   let interceptPort = 0;
+  /** Where the stand-in interceptor says the next client meant to go (default: the server). */
+  let dstPort: number | undefined;
 
   beforeAll(async () => {
     await server.start();
@@ -101,8 +104,9 @@ describe('WrapManager on loopback', () => {
     relay = new Relay(pb);
     await relay.start();
     const settings = { intercept: { host: '127.0.0.1', port: 0 }, interception: 'auto' as const, windowBytes: 1024 * 1024, maxConnections: 64, silenceMs: 600 };
-    const stand: Interceptor = { setPorts: () => {}, originalDst: () => ({ family: 4, address: '127.0.0.1', port: server.port }), stats: () => ({}), close: () => {} };
-    mb = new WrapManager({ key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } }, { ...settings, interception: 'off' }, [], log);
+    const stand: Interceptor = { setPorts: () => {}, originalDst: () => ({ family: 4, address: '127.0.0.1', port: dstPort ?? server.port }), stats: () => ({}), close: () => {} };
+    const allow = [{ peer: 'a', to: `127.0.0.1:${server.port}`, protocol: 'tcp' as const }];
+    mb = new WrapManager({ key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } }, { ...settings, interception: 'off', allow }, [], log);
     ma = new WrapManager(
       { key: a, peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }], peerAddr: () => ({ address: '127.0.0.1', port: relay.port }), listen: { host: '127.0.0.1', port: pa } },
       settings,
@@ -122,11 +126,12 @@ describe('WrapManager on loopback', () => {
   });
 
   /** Send `data` through the wrapper, half-close, read the reply; resolve with what came back. */
-  function transfer(data: Buffer, onProgress?: (sent: number) => void): Promise<{ reply: Buffer; error?: string; eofFirst: boolean }> {
+  function transfer(data: Buffer, onProgress?: (sent: number) => void): Promise<{ reply: Buffer; error?: string; code?: string; eofFirst: boolean }> {
     return new Promise((resolve) => {
       const s = connect({ port: interceptPort, host: '127.0.0.1', allowHalfOpen: true });
       const got: Buffer[] = [];
       let error: string | undefined;
+      let code: string | undefined;
       let eofFirst = false;
       let off = 0;
       s.on('data', (d) => got.push(d));
@@ -134,8 +139,8 @@ describe('WrapManager on loopback', () => {
         eofFirst ||= error === undefined;
         if (off < data.length) s.destroy(); // the server side is gone: stop offering bytes
       });
-      s.on('error', (e) => (error = e.message));
-      s.on('close', () => resolve({ reply: Buffer.concat(got), error, eofFirst }));
+      s.on('error', (e: NodeJS.ErrnoException) => ((error = e.message), (code = e.code)));
+      s.on('close', () => resolve({ reply: Buffer.concat(got), error, code, eofFirst }));
       const pump = (): void => {
         while (off < data.length) {
           const piece = data.subarray(off, off + 256 * 1024);
@@ -161,6 +166,31 @@ describe('WrapManager on loopback', () => {
     expect(st.wrappers[0]).toMatchObject({ connections: 1, bytesUp: data.length, bytesDown: reply.length });
     await sleep(50);
     expect(st.wrappers[0].closes.completed ?? (ma.stats() as typeof st).wrappers[0].closes.completed).toBe(1);
+  });
+
+  it('port scan through the peer: destinations outside the dial policy all get the same refusal, and nothing is dialled', async () => {
+    // A listening port that is not allowed, a closed port, and the allowed server's neighbour.
+    const other = new HashServer(Buffer.from('secret'));
+    await other.start();
+    const closed = await freePort();
+    const before = server.received.length;
+    const answers: string[] = [];
+    const ports = [other.port, closed, server.port + 1 === other.port ? server.port - 1 : server.port + 1];
+    for (const port of ports) {
+      ma.add({ protocol: 'tcp', port, peer: 'b', holdMs: 8_000 }); // the client side wraps anything
+      dstPort = port;
+      const r = await transfer(Buffer.from('probe'));
+      answers.push(`${r.code ?? 'no error'}|${r.reply.length}|${r.eofFirst}`);
+    }
+    dstPort = undefined;
+    const closes = (ma.stats() as { wrappers: { port: number; closes: Record<string, number> }[] }).wrappers.filter((w) => ports.includes(w.port)).map((w) => w.closes);
+    for (const port of ports) ma.remove(port);
+    other.server.close();
+    expect(answers).toEqual(Array(3).fill('ECONNRESET|0|false'));
+    expect(other.sockets).toHaveLength(0); // never dialled
+    expect(server.received.length).toBe(before);
+    expect(mb.policyView()).toEqual([{ peer: 'a', allow: [{ to: `127.0.0.1:${server.port}`, protocol: 'tcp' }], refused: 3 }]);
+    expect(closes).toEqual(Array(3).fill({ refused: 1 }));
   });
 
   it('survives a carrier cut shorter than the hold: same bytes, no reset', async () => {
@@ -209,23 +239,119 @@ describe('WrapManager on loopback', () => {
     await sleep(200);
   }, 20_000);
 
-  it('closes both ends cleanly with hold-expired when the carrier is down past the hold', async () => {
+  it('resets both ends with hold-expired when the carrier is down past the hold (never a clean EOF)', async () => {
     ma.remove(server.port);
     ma.add({ protocol: 'tcp', port: server.port, peer: 'b', holdMs: 800 });
     const data = randomBytes(8 * 1024 * 1024);
+    const serverSockets = server.sockets.length;
+    const ended = server.received.length;
     let cut = false;
     const r = await transfer(data, (sent) => {
-      if (!cut && sent > 2 * 1024 * 1024) {
+      // Mid-stream: once the server side has dialled and bytes flow.
+      if (!cut && sent > 2 * 1024 * 1024 && server.sockets.length > serverSockets) {
         cut = true;
         relay.cut(3_000);
       }
     });
-    // A FIN reaches the client first (its later writes may fail: nobody is reading any more).
-    expect(r.eofFirst).toBe(true);
+    expect(cut).toBe(true);
+    expect(r.eofFirst).toBe(false);
+    expect(r.code).toBe('ECONNRESET');
     const st = ma.stats() as { wrappers: { closes: Record<string, number> }[] };
     expect(st.wrappers[0].closes['hold-expired']).toBe(1);
+    // The server side's hold expires too: its server sees the reset, not an end of stream.
+    await until('the server to see the reset', async () => server.errors.length > 0 || undefined, 5_000, 20);
+    expect(server.errors).toContain('ECONNRESET');
+    expect(server.sockets.length).toBe(serverSockets + 1);
+    expect(server.received.length).toBe(ended); // this transfer never "ended"
     await sleep(2_500); // the carrier comes back for the next tests
   }, 20_000);
+});
+
+/** A server that streams bytes to each client until the connection ends, noting how it ended. */
+class StreamServer {
+  server: Server;
+  port = 0;
+  ends: string[] = [];
+  constructor() {
+    this.server = createServer((s) => {
+      const chunk = randomBytes(64 * 1024);
+      const t = setInterval(() => s.write(chunk), 5);
+      s.on('data', () => {});
+      s.on('end', () => this.ends.push('eof'));
+      s.on('error', (e: NodeJS.ErrnoException) => this.ends.push(e.code ?? e.message));
+      s.on('close', () => clearInterval(t));
+    });
+  }
+  async start(): Promise<void> {
+    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', () => r()));
+    this.port = (this.server.address() as AddressInfo).port;
+  }
+}
+
+describe('an abnormal end is a reset', () => {
+  /** A client-side and a serving-side manager, the client reading a stream through them. */
+  async function streaming(): Promise<{ ma: WrapManager; mb: WrapManager; srv: StreamServer; reader: Promise<{ bytes: number; end: string }>; stop: () => Promise<void> }> {
+    const a = generateKeyPair();
+    const b = generateKeyPair();
+    const srv = new StreamServer();
+    await srv.start();
+    const [pa, pb] = [await freePort(), await freePort()];
+    const settings = { intercept: { host: '127.0.0.1', port: 0 }, interception: 'auto' as const, windowBytes: 1024 * 1024, maxConnections: 64, silenceMs: 600 };
+    const stand: Interceptor = { setPorts: () => {}, originalDst: () => ({ family: 4, address: '127.0.0.1', port: srv.port }), stats: () => ({}), close: () => {} };
+    const allow = [{ peer: 'a', to: `127.0.0.1:${srv.port}`, protocol: 'tcp' as const }];
+    const mb = new WrapManager({ key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } }, { ...settings, interception: 'off', allow }, [], log);
+    const ma = new WrapManager(
+      { key: a, peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }], peerAddr: () => ({ address: '127.0.0.1', port: pb }), listen: { host: '127.0.0.1', port: pa } },
+      settings,
+      [{ protocol: 'tcp', port: srv.port, peer: 'b', holdMs: 30_000 }],
+      log,
+      () => stand,
+    );
+    await mb.start();
+    await ma.start();
+    const port = Number(String(ma.stats().intercept).split(':')[1]);
+    let bytes = 0;
+    const reader = new Promise<{ bytes: number; end: string }>((resolve) => {
+      const s = connect({ port, host: '127.0.0.1' });
+      let end = 'close without error';
+      s.on('data', (d) => (bytes += d.length));
+      s.on('end', () => (end = 'eof'));
+      s.on('error', (e: NodeJS.ErrnoException) => (end = e.code ?? e.message));
+      s.on('close', () => resolve({ bytes, end }));
+    });
+    await until('bytes to stream', async () => bytes > 1024 * 1024 || undefined, 5_000, 10);
+    const stop = async (): Promise<void> => {
+      await ma.stop();
+      await mb.stop();
+      srv.server.close();
+    };
+    return { ma, mb, srv, reader, stop };
+  }
+
+  it('the serving spookd stops mid-stream: the client reads ECONNRESET, the server sees a reset too', async () => {
+    const t = await streaming();
+    try {
+      await t.mb.stop();
+      const r = await t.reader;
+      expect(r.end).toBe('ECONNRESET');
+      await until('the server to see its end', async () => t.srv.ends.length > 0 || undefined, 3_000, 10);
+      expect(t.srv.ends[0]).not.toBe('eof');
+    } finally {
+      await t.stop();
+    }
+  }, 15_000);
+
+  it('the client-side spookd stops mid-stream: the server reads ECONNRESET, the client too', async () => {
+    const t = await streaming();
+    try {
+      await t.ma.stop();
+      expect((await t.reader).end).toBe('ECONNRESET');
+      await until('the server to see its end', async () => t.srv.ends.length > 0 || undefined, 3_000, 10);
+      expect(t.srv.ends).toEqual(['ECONNRESET']);
+    } finally {
+      await t.stop();
+    }
+  }, 15_000);
 });
 
 describe('UDP flows on loopback', () => {
@@ -245,7 +371,8 @@ describe('UDP flows on loopback', () => {
       stats: () => ({}),
       close: () => {},
     };
-    const mb = new WrapManager({ key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } }, { ...settings, interception: 'off' }, [], log);
+    const allow = [{ peer: '*', to: `127.0.0.1:${echoPort}`, protocol: 'udp' as const }];
+    const mb = new WrapManager({ key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } }, { ...settings, interception: 'off', allow }, [], log);
     const ma = new WrapManager(
       { key: a, peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }], peerAddr: () => ({ address: '127.0.0.1', port: pb }), listen: { host: '127.0.0.1', port: pa } },
       settings,

@@ -3,8 +3,9 @@ import { CloseCode, decodeRecord, encodeRecord, ipv6Bytes, OPEN_DELTA, RecordTyp
 import { CHUNK_MAX, CHUNK_MIN, Chunker } from '../wrappers/dedup.js';
 import { ACK_DELAY_MS, WrapSession, type WrapEvent } from '../wrappers/session.js';
 import { DEFAULT_WRAP_SIM, runWrapSim } from '../wrappers/sim.js';
+import { DialPolicy, parseDestination } from '../wrappers/policy.js';
 
-const opts = { windowBytes: 64 * 1024, maxConnections: 8, pingMs: 1000, silenceMs: 3000 };
+const opts = { windowBytes: 64 * 1024, maxConnections: 8, pingMs: 1000, silenceMs: 3000, mayDial: () => true };
 const target = { family: 4 as const, address: '10.0.0.2', port: 22 };
 
 /** Two sessions joined by a perfect carrier (records delivered at once, in order). */
@@ -268,6 +269,61 @@ describe('WrapSession', () => {
     expect(a.openLocal(0, 22, target, 1)).toBeDefined();
     expect(a.openLocal(0, 22, target, 1)).toBeDefined();
     expect(a.openLocal(0, 22, target, 1)).toBeUndefined();
+  });
+});
+
+describe('dial policy (default deny)', () => {
+  const t = (address: string, port: number, family: 4 | 6 = 4): { family: 4 | 6; address: string; port: number } => ({ family, address, port });
+
+  it('parses addresses, prefixes, port ranges and *, and refuses the rest', () => {
+    expect(parseDestination('10.0.0.5:22')).toMatchObject({ lo: 22, hi: 22, net: { prefix: 32 } });
+    expect(parseDestination('[fd00::/64]:8000-8100')).toMatchObject({ lo: 8000, hi: 8100, net: { prefix: 64 } });
+    expect(parseDestination('*:443')).toMatchObject({ net: undefined, lo: 443, hi: 443 });
+    for (const bad of ['10.0.0.5', '10.0.0.5:0', '10.0.0.5:70000', '10.0.0.5:9-8', '10.0.0.0/33:1', 'host.example:22', 'fd00::1:22', '[fd00::/129]:1']) {
+      expect(() => parseDestination(bad), bad).toThrow(RangeError);
+    }
+  });
+
+  it('allows only what a rule of that peer (or *) names, per protocol, and counts refusals per peer', () => {
+    const p = new DialPolicy([
+      { peer: 'a', to: '10.0.0.0/24:22', protocol: 'tcp' },
+      { peer: 'a', to: '[fd00::/16]:5000-5010', protocol: 'udp' },
+      { peer: '*', to: '192.168.1.1:443', protocol: 'tcp' },
+    ]);
+    expect(p.allows('a', t('10.0.0.9', 22), 'tcp')).toBe(true);
+    expect(p.allows('a', t('::ffff:10.0.0.9', 22, 6), 'tcp')).toBe(true); // v4-mapped is IPv4
+    expect(p.allows('a', t('fd00:1::2', 5005, 6), 'udp')).toBe(true);
+    expect(p.allows('b', t('192.168.1.1', 443), 'tcp')).toBe(true);
+    expect(p.allows('a', t('10.0.1.9', 22), 'tcp')).toBe(false); // outside the prefix
+    expect(p.allows('a', t('10.0.0.9', 23), 'tcp')).toBe(false); // another port
+    expect(p.allows('a', t('10.0.0.9', 22), 'udp')).toBe(false); // another protocol
+    expect(p.allows('a', t('127.0.0.1', 22), 'tcp')).toBe(false); // loopback is never implied
+    expect(p.allows('b', t('10.0.0.9', 22), 'tcp')).toBe(false); // another peer's rule
+    expect(p.allows('a', t('0:0:0:0:0:0:0:0', 22, 6), 'tcp')).toBe(false);
+    expect(p.toJSON(['a', 'b']).map((x) => x.refused)).toEqual([5, 1]);
+    expect(new DialPolicy([]).allows('a', t('10.0.0.9', 22), 'tcp')).toBe(false);
+  });
+
+  it('answers an OPEN outside the policy with a bare refused CLOSE and dials nothing', () => {
+    const b2 = new WrapSession({ ...opts, mayDial: (x) => x.port === 22, role: 1, bootId: 2n });
+    b2.onCarrierUp(0);
+    const out: Uint8Array[] = [];
+    const rec = (r: WrapRecord): void => b2.handleRecord(0, encodeRecord(r));
+    rec({ type: RecordType.Hello, version: 1, bootId: 1n });
+    rec({ type: RecordType.Open, conn: 2, wrapPort: 5432, target: t('10.0.0.2', 5432), holdMs: 1000, flags: 0 });
+    rec({ type: RecordType.Open, conn: 4, wrapPort: 22, target: t('10.0.0.2', 22), holdMs: 1000, flags: 0 });
+    for (let r = b2.pollRecord(0); r; r = b2.pollRecord(0)) out.push(Buffer.concat(r));
+    const closes = out.map((r) => decodeRecord(r)).filter((r) => r.type === RecordType.Close);
+    expect(closes).toEqual([{ type: RecordType.Close, conn: 2, code: CloseCode.Refused, text: '' }]);
+    const evs: WrapEvent[] = [];
+    for (let e = b2.pollEvent(); e; e = b2.pollEvent()) evs.push(e);
+    expect(evs.filter((e) => e.type === 'dial').map((e) => (e as { conn: number }).conn)).toEqual([4]);
+    // Without a policy a session dials nothing.
+    const bare = new WrapSession({ ...opts, mayDial: undefined, role: 1, bootId: 2n });
+    bare.onCarrierUp(0);
+    bare.handleRecord(0, encodeRecord({ type: RecordType.Hello, version: 1, bootId: 1n }));
+    bare.handleRecord(0, encodeRecord({ type: RecordType.Open, conn: 2, wrapPort: 22, target: t('10.0.0.2', 22), holdMs: 1000, flags: 0 }));
+    expect(bare.pollEvent()).toBeUndefined();
   });
 });
 

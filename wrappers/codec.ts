@@ -47,6 +47,8 @@ export enum CloseCode {
   ProtocolError = 8,
   WrapperRemoved = 9,
   TooManyConnections = 10,
+  /** The serving side's dial policy does not allow the destination (§16.5.1); sent with no text. */
+  Refused = 11,
 }
 
 export const CLOSE_NAMES: Record<CloseCode, string> = {
@@ -60,6 +62,7 @@ export const CLOSE_NAMES: Record<CloseCode, string> = {
   [CloseCode.ProtocolError]: 'protocol-error',
   [CloseCode.WrapperRemoved]: 'wrapper-removed',
   [CloseCode.TooManyConnections]: 'too-many-connections',
+  [CloseCode.Refused]: 'refused',
 };
 
 export interface Target {

@@ -20,6 +20,7 @@ import { acceptCarrier, dialCarrier, type Carrier } from './carrier.js';
 import { tcpIo, WrapCounters, type LocalConn, type LocalIo, type WrapperCounters, type WrapperSpec } from './local.js';
 import { WrapHooks } from '../control/bpf/wrap-hooks.js';
 import { isDatagram } from './protocols.js';
+import { DialPolicy, type AllowRule } from './policy.js';
 import { DatagramDeframer, frameDatagram, MAX_DATAGRAM, UDP_IDLE_MS } from './udp.js';
 
 export interface WrapPeer {
@@ -55,9 +56,10 @@ export interface WrapSettings {
   silenceMs: number;
   /** UDP flows idle this long are ended (default UDP_IDLE_MS). */
   udpIdleMs?: number;
+  /** What each peer may make this side dial (§16.5.1); absent or empty: nothing. */
+  allow?: AllowRule[];
 }
 
-const CLEAN_CLOSES = new Set([CloseCode.HoldExpired, CloseCode.Shutdown, CloseCode.PeerRestarted, CloseCode.WrapperRemoved, CloseCode.UnknownConnection]);
 /** Carrier redial backoff: doubles from the first to the last while dials fail. */
 const REDIAL_MS = 250;
 const REDIAL_MAX_MS = 5_000;
@@ -96,6 +98,8 @@ export class WrapManager {
   private readonly udpFlows = new Map<string, { ps: PeerState; lc: LocalConn }>();
   private readonly udpSockets = new Set<UdpSocket>();
   readonly udpDrops: Record<string, number> = {};
+  /** The serving side's dial policy: default deny. */
+  readonly policy: DialPolicy;
 
   constructor(
     private readonly host: WrapHostInfo,
@@ -105,8 +109,10 @@ export class WrapManager {
     /** Replaces the BPF hooks (tests): given the intercept listener's port. */
     private readonly interceptor?: (interceptPort: number) => Interceptor,
   ) {
+    this.policy = new DialPolicy(settings.allow ?? []);
     for (const p of host.peers) {
       const session = new WrapSession({
+        mayDial: (target, datagram) => this.policy.allows(p.name, target, datagram ? 'udp' : 'tcp'),
         ...DEFAULT_WRAP_OPTIONS,
         role: p.role,
         bootId: this.bootId,
@@ -169,6 +175,7 @@ export class WrapManager {
 
   /** Stop intercepting first (new connections go direct), then close what is carried. */
   async stop(): Promise<void> {
+    if (this.stopping) return; // idempotent
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
     this.hooks?.close();
@@ -201,7 +208,7 @@ export class WrapManager {
     this.log.info({ ...spec }, 'wrapper added');
   }
 
-  /** Stop intercepting the port; connections already carried end cleanly (wrapper-removed). */
+  /** Stop intercepting the port; connections already carried are reset (wrapper-removed). */
   remove(port: number): void {
     if (!this.wrappers.delete(port)) throw new Error(`port ${port} is not wrapped (wrapped: ${[...this.wrappers.keys()].join(', ') || 'none'})`);
     this.applyPorts();
@@ -270,9 +277,15 @@ export class WrapManager {
         carrierBytesIn: ps.carrier?.bytesIn ?? 0,
         lastError: ps.lastError ?? null,
         connections: ps.session.conns.size,
+        dialsRefused: this.policy.refused.get(ps.peer.name) ?? 0,
         ...ps.session.counters,
       })),
     };
+  }
+
+  /** The dial policy per peer and its refusals (`spook wrap policy`). */
+  policyView(): ReturnType<DialPolicy['toJSON']> {
+    return this.policy.toJSON([...this.peers.keys()]);
   }
 
   /** The WRAP counters of each peer's session (cheap: no BPF map reads, unlike stats()). */
@@ -658,7 +671,9 @@ export class WrapManager {
         this.log.info({ peer: ps.peer.name, conn: ev.conn, reason, detail: ev.reason, byPeer: ev.byPeer }, 'wrapped connection closed');
         if (!lc) return;
         this.finish(ps, lc, reason);
-        lc.io.close(CLEAN_CLOSES.has(ev.code));
+        // Anything but both sides' own FINs is an abnormal end: a reset, never a clean EOF
+        // that a reader would take for the whole stream (§16.5).
+        lc.io.close(false);
         return;
       }
       case 'drop-carrier':

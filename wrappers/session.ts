@@ -26,6 +26,11 @@ export interface WrapSessionOptions {
   silenceMs: number;
   /** Delta mode's chunk memory per peer, each side (default CACHE_BYTES; both ends should agree). */
   deltaCacheBytes?: number;
+  /**
+   * The serving side's dial policy (§16.5.1): may the peer make this side dial `target`?
+   * Absent: nothing is dialled (default deny).
+   */
+  mayDial?: (target: Target, datagram: boolean) => boolean;
 }
 
 export const ACK_DELAY_MS = 5;
@@ -488,6 +493,12 @@ export class WrapSession {
     const ended = this.recentClosed.get(id);
     if (ended !== undefined) {
       this.queue({ type: RecordType.Close, conn: id, code: typeof ended === 'object' ? CloseCode.Shutdown : ended, text: 'connection already ended' });
+      return;
+    }
+    if (!this.opts.mayDial?.(target, datagram)) {
+      // One answer, no text, no dial: refused, unreachable and closed destinations look alike.
+      this.remember(id, CloseCode.Refused);
+      this.queue({ type: RecordType.Close, conn: id, code: CloseCode.Refused, text: '' });
       return;
     }
     if (this.conns.size >= this.opts.maxConnections) {

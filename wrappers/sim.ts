@@ -63,7 +63,7 @@ export interface WrapSimResult {
 
 export function runWrapSim(o: WrapSimOptions): WrapSimResult {
   const rng = new Rng(o.seed);
-  const base = { windowBytes: o.windowBytes, maxConnections: 64, pingMs: 200, silenceMs: 1_000 };
+  const base = { windowBytes: o.windowBytes, maxConnections: 64, pingMs: 200, silenceMs: 1_000, mayDial: () => true };
   const A = new WrapSession({ ...base, role: 0, bootId: 1n, deltaCacheBytes: o.smallCache ? 60_000 : undefined });
   const B = new WrapSession({ ...base, role: 1, bootId: 2n });
   const wire: [Uint8Array[], Uint8Array[]] = [[], []]; // A→B, B→A

@@ -60,6 +60,12 @@ export function wrapCommands(): Command[] {
     }),
   );
   wrap.addCommand(
+    withSocket(new Command('policy').description('what each peer may make this host dial (default: nothing), and the dials refused')).action(async (o: Common) => {
+      const r = await call<{ peer: string; allow: { to: string; protocol: string }[]; refused: number }[]>(o, 'wrap-policy');
+      out(o, r, () => table(r.map((p) => ({ peer: p.peer, allow: p.allow.map((a) => `${a.protocol}:${a.to}`).join(' ') || '(nothing)', refused: p.refused })), ['peer', 'allow', 'refused']));
+    }),
+  );
+  wrap.addCommand(
     withSocket(new Command('conns').description('carried connections: side, target, protocol, state, bytes, outages')).action(async (o: Common) => {
       const r = await call<Record<string, unknown>[]>(o, 'wrap-conns');
       out(o, r, () => (r.length ? table(r, ['peer', 'conn', 'side', 'target', 'protocol', 'state', 'heldForMs', 'sent', 'received', 'buffered', 'outages', 'ageMs']) : '(no carried connections)'));

@@ -4,7 +4,7 @@ import type { Spookd } from './spookd.js';
 import { num, str, type Args } from './admin-args.js';
 import { WRAP_PROTOCOLS, type WrapProtocol } from '../../wrappers/protocols.js';
 
-export const WRAP_COMMANDS = ['wraps', 'wrap-add', 'wrap-remove', 'wrap-stats', 'wrap-conns'];
+export const WRAP_COMMANDS = ['wraps', 'wrap-add', 'wrap-remove', 'wrap-stats', 'wrap-conns', 'wrap-policy'];
 
 export function runWrapCommand(d: Spookd, cmd: string, args: Args): unknown {
   const w = d.wraps;
@@ -31,6 +31,8 @@ export function runWrapCommand(d: Spookd, cmd: string, args: Args): unknown {
       return w.stats();
     case 'wrap-conns':
       return w.connections();
+    case 'wrap-policy':
+      return w.policyView();
     default:
       throw new Error(`unknown wrap command ${cmd}`);
   }

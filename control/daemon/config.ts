@@ -10,6 +10,16 @@ import { z } from 'zod';
 import { decodeKey } from './keys.js';
 import { MAX_REGISTER_NAME_LEN } from '../../transport/wire/constants.js';
 import { WRAP_PROTOCOLS } from '../../wrappers/protocols.js';
+import { parseDestination } from '../../wrappers/policy.js';
+
+const destinationOk = (s: string): boolean => {
+  try {
+    parseDestination(s);
+    return true;
+  } catch {
+    return false;
+  }
+};
 
 const hostPort = z.string().refine((s) => parseHostPort(s) !== undefined, { message: 'must be HOST:PORT with an IP address (IPv6 in brackets) and a port 1-65535' });
 
@@ -79,6 +89,19 @@ const wrapper = z
   })
   .strict();
 
+/**
+ * A destination a peer may make this host dial for its wrapped connections (PROTOCOL §16.5.1):
+ * ADDR:PORT, ADDR/PREFIX:PORT or ADDR:LO-HI ([IPv6] in brackets, * for any address).
+ */
+const allowRule = z
+  .object({
+    /** A peer name or public key, or * for every peer. */
+    peer: z.string().min(1),
+    to: z.string().refine((s) => destinationOk(s), { message: 'must be ADDR:PORT, ADDR/PREFIX:PORT or ADDR:LO-HI ([IPv6], * for any address)' }),
+    protocol: z.enum(['tcp', 'udp']).default('tcp'),
+  })
+  .strict();
+
 const wrap = z
   .object({
     /** Where intercepted connections arrive (port 0: any free port; the BPF hooks are told which). */
@@ -89,10 +112,23 @@ const wrap = z
     /** auto: BPF cgroup hooks, or a warning and no interception if the kernel refuses; bpf: refuse to start without them. */
     interception: z.enum(['auto', 'bpf', 'off']).default('auto'),
     windowBytes: z.number().int().min(64 * 1024).max(256 * 1024 * 1024).default(4 * 1024 * 1024),
+    /** Per peer: most wrapped connections carried at once. */
     maxConnections: z.number().int().min(1).max(65536).default(1024),
+    /**
+     * Per peer and direction: most bytes buffered for its wrapped connections (bytes read
+     * and not yet acknowledged, bytes received and not yet taken by the local socket).
+     */
+    maxBufferedBytes: z.number().int().min(64 * 1024).max(4 * 1024 * 1024 * 1024 - 1).default(64 * 1024 * 1024),
+    /** Carrier TCP connections that have not completed their handshake: at most this many, and per source address. */
+    maxHandshakes: z.number().int().min(1).max(65536).default(256),
+    maxHandshakesPerSource: z.number().int().min(1).max(65536).default(16),
+    /** A carrier connection that has not completed its handshake (and sent its first record) by then is closed. */
+    handshakeTimeoutMs: z.number().int().min(100).max(60_000).default(5_000),
     /** The carrier is dropped and redialled after this long without a record. */
     silenceMs: z.number().int().min(300).default(3000),
     wrappers: z.array(wrapper).max(256).default([]),
+    /** What peers may make this host dial (default: nothing; every OPEN is refused). */
+    allow: z.array(allowRule).max(4096).default([]),
   })
   .strict();
 
@@ -181,6 +217,12 @@ export const configSchema = z
     c.wrap.wrappers.forEach((w, i) => {
       if (!c.peers.some((p) => p.name === w.peer || p.publicKey === w.peer)) {
         ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['wrap', 'wrappers', i, 'peer'], message: `no peer named or keyed ${JSON.stringify(w.peer)}` });
+      }
+    });
+    if (c.wrap.maxBufferedBytes < c.wrap.windowBytes) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['wrap', 'maxBufferedBytes'], message: `must be at least windowBytes (${c.wrap.windowBytes})` });
+    c.wrap.allow.forEach((r, i) => {
+      if (r.peer !== '*' && !c.peers.some((p) => p.name === r.peer || p.publicKey === r.peer)) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['wrap', 'allow', i, 'peer'], message: `no peer named or keyed ${JSON.stringify(r.peer)}` });
       }
     });
     const peers = new Set(c.peers.map((p) => p.name));

@@ -174,7 +174,11 @@ export class Spookd {
         peerAddr: (name) => this.links.get(name)?.addr,
         listen,
       },
-      { intercept, interception: cfg.wrap.interception, windowBytes: cfg.wrap.windowBytes, maxConnections: cfg.wrap.maxConnections, silenceMs: cfg.wrap.silenceMs },
+      {
+        ...cfg.wrap,
+        intercept,
+        allow: cfg.wrap.allow.map((r) => ({ ...r, peer: r.peer === '*' ? '*' : this.peerName(r.peer) })),
+      },
       cfg.wrap.wrappers.map((w) => ({ protocol: w.protocol, port: w.port, peer: this.peerName(w.peer), holdMs: w.hold, delta: w.delta })),
       log.child({ component: 'wrap' }),
     );

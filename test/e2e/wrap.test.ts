@@ -81,7 +81,9 @@ beforeAll(async () => {
   const regs = [{ name: 'r', kind: 'map' }];
   // One wrapper from the config file; the others are added with the admin API (spook wrap add).
   lab.configure('wc', regs, { metrics: { listen: '127.0.0.1:9465' }, wrap: { wrappers: [{ protocol: 'ssh', port: PORTS.ssh, peer: 'ws', hold: '30s' }] } });
-  lab.configure('ws', regs);
+  // The serving side's dial policy (default deny): exactly the servers, each with its protocol.
+  const allow = Object.entries(PORTS).map(([name, port]) => ({ peer: 'wc', to: `${addr}:${port}`, protocol: name === 'coap' ? 'udp' : 'tcp' }));
+  lab.configure('ws', regs, { wrap: { allow } });
   const [s1, s2, s3, s4, s5, s6, s7] = await Promise.all([
     startSshd(S, addr, PORTS.ssh, join(lab.dir, 'sshd')),
     startPostgres(S, addr, PORTS.pg, join(lab.dir, 'pg')),
@@ -249,6 +251,28 @@ describe('wrappers with real clients and servers', () => {
     expect(st.hooks!.udp_redirected).toBeGreaterThanOrEqual(1);
     expect((await wrapper(PORTS.coap)).bytesDown).toBeGreaterThan(20);
   });
+
+  it('port scan through the wrapper: every destination outside the dial policy gets the same reset, nothing is dialled', async () => {
+    // Not allowed: the server host's own spookd port (listening), a closed port, an unreachable host.
+    const targets = [`${addr}:${lab.host('ws').port}`, `${addr}:2223`, '10.77.199.9:2222'];
+    const probe = `const [h, p] = process.argv[1].split(':'); const s = require('net').connect(+p, h, () => s.write('probe'));
+      let out = 'no answer'; s.setTimeout(5000, () => s.destroy()); s.on('data', () => (out = 'data')); s.on('end', () => (out = 'eof')); s.on('error', (e) => (out = e.code)); s.on('close', () => console.log(out));`;
+    for (const t of targets) await lab.admin('wc', 'wrap-add', { protocol: 'tcp', port: Number(t.split(':')[1]), peer: 'ws', hold: '30s' }).catch(() => undefined);
+    const before = (await lab.admin<{ peer: string; refused: number }[]>('ws', 'wrap-policy'))[0].refused;
+    const answers: string[] = [];
+    for (const t of targets) answers.push((await nsExec(C, process.execPath, ['-e', probe, t], { timeoutMs: 15_000 })).trim());
+    for (const t of targets) {
+      const port = Number(t.split(':')[1]);
+      if (port !== PORTS.ssh) await lab.admin('wc', 'wrap-remove', { port });
+    }
+    expect(answers).toEqual(['ECONNRESET', 'ECONNRESET', 'ECONNRESET']);
+    const policy = await lab.admin<{ peer: string; allow: { to: string; protocol: string }[]; refused: number }[]>('ws', 'wrap-policy');
+    expect(policy[0].refused - before).toBe(3);
+    expect(policy[0].allow).toContainEqual({ to: `${addr}:${PORTS.ssh}`, protocol: 'tcp' });
+    const spook = (...args: string[]): string => execFileSync(process.execPath, [join(ROOT, 'bin/spook'), ...args, '--socket', lab.host('ws').socket], { encoding: 'utf8' });
+    expect(JSON.parse(spook('wrap', 'policy', '--json'))).toEqual(policy);
+    expect(spook('wrap', 'policy')).toMatch(new RegExp(`^wc +tcp:${addr.replace(/\./g, '\.')}:${PORTS.ssh} .* ${policy[0].refused}$`, 'm'));
+  }, 60_000);
 
   it('spook wrap list, stats and conns print tables and JSON', () => {
     const spook = (...args: string[]): string => execFileSync(process.execPath, [join(ROOT, 'bin/spook'), ...args, '--socket', lab.host('wc').socket], { encoding: 'utf8' });
