@@ -27,6 +27,7 @@ import { parseHostPort, type SpookdConfig } from './config.js';
 import { AdminServer } from './admin.js';
 import { Metrics } from './metrics.js';
 import { FastPath } from './fastpath.js';
+import { WarnLimiter } from './warn-limiter.js';
 import { DomainHost } from './domains.js';
 import { QN_MSG_TYPE } from '../qn/codec.js';
 import { WrapManager } from '../../wrappers/manager.js';
@@ -37,6 +38,8 @@ export const REKEY_AFTER_MS = 120_000;
 export const HANDSHAKE_RETRY_MS = 2_000;
 /** A superseded session still opens frames until it has been idle this long. */
 const OLD_SESSION_GRACE_MS = 30_000;
+/** Sessions we answered and the peer has not used yet, kept per peer (the oldest goes first). */
+const MAX_UNCONFIRMED = 4;
 /** Member 2 (the follower) lets member 1 handshake first at start-up. */
 const MEMBER2_FIRST_CONTACT_DELAY_MS = 1_500;
 /** While the pair is decoherent, try a fresh handshake this often. */
@@ -64,6 +67,8 @@ export interface PeerLink {
 export class Spookd {
   readonly links = new Map<string, PeerLink>();
   readonly drops: Record<string, number> = {};
+  /** Refused-handshake warnings, one per source address per minute. */
+  readonly warns = new WarnLimiter();
   private readonly etcp: EtcpEndpoint;
   private socket: Socket | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -100,6 +105,8 @@ export class Spookd {
       peers,
       random: (n) => new Uint8Array(randomBytes(n)),
       acceptedInits,
+      cookieThreshold: cfg.handshakes.cookieThreshold,
+      perSourceLimit: cfg.handshakes.perSourceLimit,
       onInitAccepted: (peer, ts) => {
         try {
           mkdirSync(join(cfg.dataDir, peer.name), { recursive: true, mode: 0o700 });
@@ -263,7 +270,7 @@ export class Spookd {
       this.drop(DROP_REASON_NAMES[e.reason], { from: `${rinfo.address}:${rinfo.port}`, error: e.message });
       return;
     }
-    if (isHandshakeType(frame.header.type)) return this.onHandshake(now, frame.header.type, frame.header.pairId, frame.payload, rinfo);
+    if (isHandshakeType(frame.header.type)) return this.onHandshake(now, buf, rinfo);
     const opened = this.etcp.openData(buf, frame.header.pairId, frame.header.packetNumber);
     if ('drop' in opened) {
       this.drop(opened.drop, { from: `${rinfo.address}:${rinfo.port}`, detail: opened.detail });
@@ -313,11 +320,26 @@ export class Spookd {
     });
   }
 
-  private onHandshake(now: number, type: FrameType, pairId: number, payload: Uint8Array, rinfo: RemoteInfo): void {
-    const r = this.etcp.handleHandshake(now, type, pairId, payload);
+  private onHandshake(now: number, buf: Uint8Array, rinfo: RemoteInfo): void {
+    const from = `${rinfo.address}:${rinfo.port}`;
+    const r = this.etcp.handleHandshake(now, buf, from);
     if (r.kind === 'drop') {
-      this.drop(r.reason, { from: `${rinfo.address}:${rinfo.port}`, detail: r.detail });
-      if (r.reason === 'unauthorized-key') this.log.warn({ from: `${rinfo.address}:${rinfo.port}`, detail: r.detail }, 'handshake refused');
+      this.drop(r.reason, { from, detail: r.detail });
+      // One warning per source address per minute; the rest are counted (drops, warnings-suppressed).
+      if (r.reason === 'unauthorized-key') {
+        const suppressed = this.warns.admit(now, rinfo.address);
+        if (suppressed !== undefined) this.log.warn({ from, detail: r.detail, suppressed }, 'handshake refused');
+      }
+      return;
+    }
+    if (r.kind === 'cookie') {
+      // Under load: the init did no DH; its sender must prove its address with the cookie (§12.8).
+      this.drop('cookie-required', { from });
+      this.socket?.send(r.datagram, rinfo.port, rinfo.address);
+      return;
+    }
+    if (r.kind === 'cookie-stored') {
+      this.log.debug({ peer: r.peer.name, from }, 'cookie received: the next HandshakeInit carries mac2');
       return;
     }
     const link = this.links.get(r.session.peer.name)!;
@@ -328,7 +350,11 @@ export class Spookd {
       // A responder sends on the new session once the initiator proves it holds it (its first Data frame),
       // unless it has no session at all. Unconfirmed ones expire (a lost response, a retried init).
       if (!link.session) this.adopt(link, r.session, now);
-      else link.unconfirmed.push({ session: r.session, until: now + this.graceMs });
+      else {
+        link.unconfirmed.push({ session: r.session, until: now + this.graceMs });
+        // Bounded per peer: an authorised peer answering nothing cannot fill the index space.
+        while (link.unconfirmed.length > MAX_UNCONFIRMED) this.closeSession(link.unconfirmed.shift()!.session.localIndex);
+      }
     } else this.adopt(link, r.session, now);
     this.pump(link);
     this.schedule();
@@ -411,7 +437,7 @@ export class Spookd {
         (s !== undefined && link.pair.state === PairState.DECOHERENT && now - link.lastInitAt >= DECOHERENT_REHANDSHAKE_MS);
       if (due && link.addr && now - link.lastInitAt >= HANDSHAKE_RETRY_MS && link.pair.state !== PairState.CLOSED) {
         link.lastInitAt = now;
-        this.socket?.send(this.etcp.initiate(Date.now(), link.publicKey), link.addr.port, link.addr.address);
+        this.socket?.send(this.etcp.initiate(now, link.publicKey, Date.now()), link.addr.port, link.addr.address);
       }
       const t = link.pair.pollTimeout();
       if (t !== undefined && t <= now) link.pair.handleTimeout(now);
