@@ -31,7 +31,8 @@ enum spook_drop_reason {
 	SPOOK_DROP_UNKNOWN_PAIR = 9, /* unknown-pair */
 	SPOOK_DROP_HANDSHAKE_RATE_LIMITED = 10, /* handshake-rate-limited */
 	SPOOK_DROP_MALFORMED_PAYLOAD = 11, /* malformed-payload */
-	SPOOK_DROP__MAX = 12,
+	SPOOK_DROP_FRAGMENT = 12, /* fragment */
+	SPOOK_DROP__MAX = 13,
 };
 
 #endif /* SPOOK_WIRE_H */

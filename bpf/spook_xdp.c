@@ -23,6 +23,13 @@
 #define SPOOK_CNT_SLOTS (SPOOK_DROP__MAX + 1)
 #define MAX_VLAN_DEPTH 2
 #define NSEC_PER_SEC 1000000000ULL
+#define IPV4_MF 0x2000
+#define IPV4_OFFSET 0x1fff
+#define IPV6_FRAG_OFFSET 0xfff8
+#define IPV6_FRAG_MORE 0x0001
+#define MAX_IPV6_EXT 4
+/* A recorded ESTP fragment train is forgotten after this long (Linux's ipfrag_time is 30 s). */
+#define FRAG_TTL_NS (30 * NSEC_PER_SEC)
 
 struct spook_config {
 	__u16 port;       /* ESTP UDP port (host order); 0 disables validation */
@@ -49,6 +56,14 @@ struct pair_slot {
 
 struct src_key {
 	__u32 family;
+	__u8 addr[16];
+};
+
+/* A fragmented datagram as the IP layer names it: source, identification (the destination
+ * is this host). Its first fragment was addressed to the ESTP port. */
+struct frag_key {
+	__u32 family;
+	__u32 id;
 	__u8 addr[16];
 };
 
@@ -89,6 +104,17 @@ struct {
 	__type(value, struct bucket);
 } hs_buckets SEC(".maps");
 
+/*
+ * Fragment trains whose first fragment was dropped (it was UDP to the ESTP port): the later
+ * fragments carry no UDP header, so they are recognised by their IP identification.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct frag_key);
+	__type(value, __u64); /* when the first fragment was seen (ns) */
+} frag_ids SEC(".maps");
+
 struct hdr_cursor {
 	void *pos;
 };
@@ -127,41 +153,116 @@ static __always_inline int parse_ethhdr(struct hdr_cursor *nh, void *data_end, _
 	return 0;
 }
 
-/* Returns the UDP header, or NULL when the packet is not (unfragmented) UDP. */
-static __always_inline struct udphdr *parse_udp(struct hdr_cursor *nh, void *data_end, __u16 proto, struct src_key *src)
+enum l4_result {
+	L4_OTHER = 0, /* not UDP, or not a packet we can read: passes as pass-other */
+	L4_UDP = 1,   /* an unfragmented UDP datagram: *udp is its header */
+	L4_FRAG = 2,  /* a fragment of a UDP datagram to the ESTP port (or unreadable as one): drop */
+};
+
+static __always_inline int frag_seen(struct frag_key *fk)
 {
+	__u64 *t = bpf_map_lookup_elem(&frag_ids, fk);
+	return t && bpf_ktime_get_ns() - *t < FRAG_TTL_NS;
+}
+
+/*
+ * A first fragment (offset 0, more to come) of a UDP datagram: the UDP header is at nh->pos.
+ * ESTP frames fit one MTU and are never fragmented by a conforming sender, so one addressed
+ * to the ESTP port is dropped and its train recorded so the later fragments drop too. A first
+ * fragment too short to hold the UDP header (RFC 1858's tiny fragment) is dropped as well:
+ * its port cannot be seen.
+ */
+static __always_inline int first_fragment(struct hdr_cursor *nh, void *data_end, __u16 port, struct frag_key *fk)
+{
+	struct udphdr *udp = nh->pos;
+	if ((void *)(udp + 1) > data_end)
+		return L4_FRAG;
+	if (udp->dest != bpf_htons(port))
+		return L4_OTHER;
+	__u64 now = bpf_ktime_get_ns();
+	bpf_map_update_elem(&frag_ids, fk, &now, BPF_ANY);
+	return L4_FRAG;
+}
+
+/* Classifies the packet after the Ethernet header; on L4_UDP, *udp_out is the UDP header. */
+static __always_inline int parse_l4(struct hdr_cursor *nh, void *data_end, __u16 proto, struct src_key *src, __u16 port, struct udphdr **udp_out)
+{
+	struct frag_key fk = {};
 	__u8 l4;
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = nh->pos;
 		if ((void *)(ip + 1) > data_end)
-			return NULL;
+			return L4_OTHER;
 		__u32 hlen = ip->ihl * 4;
 		if (hlen < sizeof(*ip) || nh->pos + hlen > data_end)
-			return NULL;
-		if (ip->frag_off & bpf_htons(0x3fff)) /* a fragment: cannot see the whole frame */
-			return NULL;
+			return L4_OTHER;
 		l4 = ip->protocol;
 		src->family = 4;
 		__builtin_memcpy(src->addr, &ip->saddr, 4);
 		nh->pos += hlen;
+		__u16 frag = bpf_ntohs(ip->frag_off);
+		if (frag & (IPV4_MF | IPV4_OFFSET)) {
+			if (l4 != IPPROTO_UDP)
+				return L4_OTHER;
+			fk.family = 4;
+			fk.id = ip->id;
+			__builtin_memcpy(fk.addr, &ip->saddr, 4);
+			if (frag & IPV4_OFFSET) /* no UDP header: known only by its train */
+				return frag_seen(&fk) ? L4_FRAG : L4_OTHER;
+			return first_fragment(nh, data_end, port, &fk);
+		}
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = nh->pos;
 		if ((void *)(ip6 + 1) > data_end)
-			return NULL;
-		l4 = ip6->nexthdr; /* extension headers are not followed: such packets pass */
+			return L4_OTHER;
+		l4 = ip6->nexthdr;
 		src->family = 6;
 		__builtin_memcpy(src->addr, &ip6->saddr, 16);
 		nh->pos = ip6 + 1;
+		int first_frag = 0;
+		/* Up to MAX_IPV6_EXT extension headers are followed: hop-by-hop, routing, destination options, fragment. */
+#pragma unroll
+		for (int i = 0; i < MAX_IPV6_EXT; i++) {
+			if (l4 == IPPROTO_HOPOPTS || l4 == IPPROTO_ROUTING || l4 == IPPROTO_DSTOPTS) {
+				struct { __u8 nexthdr; __u8 hdrlen; } *ext = nh->pos;
+				if ((void *)(ext + 1) > data_end)
+					return L4_OTHER;
+				l4 = ext->nexthdr;
+				nh->pos += (ext->hdrlen + 1) * 8;
+			} else if (l4 == IPPROTO_FRAGMENT) {
+				struct { __u8 nexthdr; __u8 reserved; __be16 frag_off; __be32 id; } *fh = nh->pos;
+				if ((void *)(fh + 1) > data_end)
+					return L4_OTHER;
+				__u16 off = bpf_ntohs(fh->frag_off);
+				l4 = fh->nexthdr;
+				nh->pos = fh + 1;
+				if (!(off & (IPV6_FRAG_OFFSET | IPV6_FRAG_MORE)))
+					continue; /* an atomic fragment (RFC 6946): a whole datagram */
+				fk.family = 6;
+				fk.id = fh->id;
+				__builtin_memcpy(fk.addr, &ip6->saddr, 16);
+				if (off & IPV6_FRAG_OFFSET)
+					return frag_seen(&fk) ? L4_FRAG : L4_OTHER;
+				first_frag = 1;
+			} else {
+				break;
+			}
+		}
+		if (l4 != IPPROTO_UDP)
+			return L4_OTHER; /* not UDP, or a chain longer than MAX_IPV6_EXT */
+		if (first_frag)
+			return first_fragment(nh, data_end, port, &fk);
 	} else {
-		return NULL;
+		return L4_OTHER;
 	}
 	if (l4 != IPPROTO_UDP)
-		return NULL;
+		return L4_OTHER;
 	struct udphdr *udp = nh->pos;
 	if ((void *)(udp + 1) > data_end)
-		return NULL;
+		return L4_OTHER;
 	nh->pos = udp + 1;
-	return udp;
+	*udp_out = udp;
+	return L4_UDP;
 }
 
 /* Token bucket per source address: true if a handshake frame may pass. */
@@ -202,8 +303,11 @@ int spook_xdp(struct xdp_md *ctx)
 		return XDP_PASS;
 	if (parse_ethhdr(&nh, data_end, &proto) < 0)
 		goto other;
-	struct udphdr *udp = parse_udp(&nh, data_end, proto, &src);
-	if (!udp || udp->dest != bpf_htons(cfg->port))
+	struct udphdr *udp = NULL;
+	int l4 = parse_l4(&nh, data_end, proto, &src, cfg->port, &udp);
+	if (l4 == L4_FRAG)
+		return drop(SPOOK_DROP_FRAGMENT);
+	if (l4 != L4_UDP || !udp || udp->dest != bpf_htons(cfg->port))
 		goto other;
 
 	/* The ESTP frame is the UDP payload; its length is what the socket would deliver. */

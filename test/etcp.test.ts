@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { randomBytes } from 'node:crypto';
-import { EtcpEndpoint, INIT_LEN, MAX_SEALED_PAYLOAD, type Session } from '../transport/etcp/endpoint.js';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { EtcpEndpoint, INIT_LEN, MAX_SEALED_PAYLOAD, RESP_LEN, type Session } from '../transport/etcp/endpoint.js';
+import { COOKIE_REPLY_LEN, mac, mac1Key, openCookie, sealCookie, stampMacs } from '../transport/etcp/cookie.js';
 import { generateKeyPair } from '../transport/etcp/crypto.js';
-import { decodeFrame } from '../transport/wire/header.js';
+import { decodeFrame, encodeFrame } from '../transport/wire/header.js';
 import { FrameType, MAX_HANDSHAKE_PAYLOAD_LEN } from '../transport/wire/constants.js';
 import { WireError } from '../transport/wire/errors.js';
 
@@ -19,11 +20,11 @@ function pairUp() {
 /** Runs a full handshake, through decodeFrame as a receiver would. */
 function handshake(a: EtcpEndpoint, b: EtcpEndpoint, kb: { publicKey: Uint8Array }, now = 1000): { sa: Session; sb: Session; init: Uint8Array } {
   const init = a.initiate(now, kb.publicKey);
-  const f1 = decodeFrame(init);
-  const r1 = b.handleHandshake(now, f1.header.type, f1.header.pairId, f1.payload);
+  decodeFrame(init);
+  const r1 = b.handleHandshake(now, init, 'a:1');
   if (r1.kind !== 'respond') throw new Error(`expected respond, got ${JSON.stringify(r1)}`);
-  const f2 = decodeFrame(r1.datagram);
-  const r2 = a.handleHandshake(now, f2.header.type, f2.header.pairId, f2.payload);
+  decodeFrame(r1.datagram);
+  const r2 = a.handleHandshake(now, r1.datagram, 'b:1');
   if (r2.kind !== 'established') throw new Error(`expected established, got ${JSON.stringify(r2)}`);
   return { sa: r2.session, sb: r1.session, init };
 }
@@ -53,8 +54,7 @@ describe('ETCP pair formation', () => {
     const kb = generateKeyPair();
     const a = new EtcpEndpoint({ staticKey: ka, peers: [{ publicKey: kb.publicKey, name: 'b' }], random });
     const b = new EtcpEndpoint({ staticKey: kb, peers: [{ publicKey: generateKeyPair().publicKey, name: 'someone-else' }], random });
-    const f = decodeFrame(a.initiate(0, kb.publicKey));
-    const r = b.handleHandshake(0, f.header.type, f.header.pairId, f.payload);
+    const r = b.handleHandshake(0, a.initiate(0, kb.publicKey), 'a:1');
     expect(r.kind).toBe('drop');
     expect(r.kind === 'drop' && r.reason).toBe('unauthorized-key');
     expect(b.sessions.size).toBe(0);
@@ -63,23 +63,30 @@ describe('ETCP pair formation', () => {
   it('refuses a replayed HandshakeInit, accepts a fresh one', () => {
     const { a, b, kb } = pairUp();
     const { init } = handshake(a, b, kb, 5000);
-    const f = decodeFrame(init);
-    const again = b.handleHandshake(6000, f.header.type, f.header.pairId, f.payload);
+    const again = b.handleHandshake(6000, init, 'a:1');
     expect(again.kind === 'drop' && again.reason).toBe('handshake-replayed');
-    const fresh = decodeFrame(a.initiate(5000, kb.publicKey)); // same clock: the timestamp still advances
-    expect(b.handleHandshake(6000, fresh.header.type, fresh.header.pairId, fresh.payload).kind).toBe('respond');
+    const fresh = a.initiate(5000, kb.publicKey); // same clock: the timestamp still advances
+    expect(b.handleHandshake(6000, fresh, 'a:1').kind).toBe('respond');
   });
 
-  it('drops a handshake sealed for another responder, and a response for no pending index', () => {
+  it('drops a handshake meant for another responder (mac1), a forged one (Noise), and a response for no pending index', () => {
     const { a, b, kb } = pairUp();
-    const c = new EtcpEndpoint({ staticKey: generateKeyPair(), peers: [], random });
-    const f = decodeFrame(a.initiate(0, kb.publicKey));
-    const r = c.handleHandshake(0, f.header.type, f.header.pairId, f.payload);
-    expect(r.kind === 'drop' && r.reason).toBe('handshake-auth-failed');
+    const kc = generateKeyPair();
+    const c = new EtcpEndpoint({ staticKey: kc, peers: [], random });
+    const init = a.initiate(0, kb.publicKey);
+    const r = c.handleHandshake(0, init, 'a:1');
+    expect(r.kind === 'drop' && r.reason).toBe('bad-mac1');
+    // A valid mac1 for c over a message sealed for b: mac1 passes, Noise fails.
+    const forged = stampMacs(init.slice(), mac1Key(kc.publicKey), undefined);
+    const r2 = c.handleHandshake(0, forged, 'a:1');
+    expect(r2.kind === 'drop' && r2.reason).toBe('handshake-auth-failed');
     const { sb } = handshake(a, b, kb, 10);
     void sb;
-    const stray = b.handleHandshake(0, FrameType.HandshakeResp, 1234, new Uint8Array(61));
+    const strayResp = stampMacs(encodeFrame({ type: FrameType.HandshakeResp, flags: 0, pairId: 1234, packetNumber: 0 }, new Uint8Array(RESP_LEN)), mac1Key(kb.publicKey), undefined);
+    const stray = b.handleHandshake(0, strayResp, 'x:1');
     expect(stray.kind === 'drop' && stray.reason).toBe('unknown-index');
+    const unmacked = b.handleHandshake(0, encodeFrame({ type: FrameType.HandshakeResp, flags: 0, pairId: 1234, packetNumber: 0 }, new Uint8Array(RESP_LEN)), 'x:1');
+    expect(unmacked.kind === 'drop' && unmacked.reason).toBe('bad-mac1');
   });
 });
 
@@ -157,15 +164,139 @@ describe('ETCP init replay across a restart', () => {
     const a = new EtcpEndpoint({ staticKey: ka, peers: [{ publicKey: kb.publicKey, name: 'b' }], random });
     const saved = new Map<string, number>();
     const b1 = new EtcpEndpoint({ staticKey: kb, peers: [{ publicKey: ka.publicKey, name: 'a' }], random, onInitAccepted: (p, ts) => saved.set(p.name, ts) });
-    const init = decodeFrame(a.initiate(5000, kb.publicKey));
-    expect(b1.handleHandshake(0, init.header.type, 0, init.payload).kind).toBe('respond');
+    const init = a.initiate(5000, kb.publicKey);
+    expect(b1.handleHandshake(0, init, 'a:1').kind).toBe('respond');
     expect(saved.get('a')).toBe(5000);
     // Restart without the saved state: the captured init is accepted again (what persisting prevents).
     const fresh = new EtcpEndpoint({ staticKey: kb, peers: [{ publicKey: ka.publicKey, name: 'a' }], random });
-    expect(fresh.handleHandshake(0, init.header.type, 0, init.payload).kind).toBe('respond');
+    expect(fresh.handleHandshake(0, init, 'a:1').kind).toBe('respond');
     // Restart with it: refused.
     const b2 = new EtcpEndpoint({ staticKey: kb, peers: [{ publicKey: ka.publicKey, name: 'a' }], random, acceptedInits: saved });
-    const r = b2.handleHandshake(0, init.header.type, 0, init.payload);
+    const r = b2.handleHandshake(0, init, 'a:1');
     expect(r.kind === 'drop' && r.reason).toBe('handshake-replayed');
+  });
+});
+
+const hx = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'hex'));
+const th = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+
+// §12.8: mac1/mac2 and the CookieReply. The vectors come from test/vectors/etcp-cookie-vectors.py,
+// an independent Python rendering of the spec text (hashlib, hmac, a hand-written HChaCha20).
+describe('ETCP DoS cookies (§12.8)', () => {
+  const spub = hx('31e0303fd6418d2f8c0e78b91f22e8caed0fbe48656dcf4767e4834f701b8f62');
+  const frame = (): Uint8Array => {
+    const f = new Uint8Array(20 + 130 + 32);
+    f.set(hx('5350010100140092000000000000000000000000'));
+    for (let i = 0; i < 130; i++) f[20 + i] = i & 0xff;
+    return f;
+  };
+
+  it('mac1, the cookie, mac2 and the sealed cookie match the vectors computed from the spec', () => {
+    expect(th(mac1Key(spub))).toBe('49f9a27543e44e87740826853a4d1090a5e4b149ddc1096b9ff31db725d4f4ce');
+    const cookie = mac(new Uint8Array(32).fill(1), new TextEncoder().encode('192.0.2.1:51820'));
+    expect(th(cookie)).toBe('5794ea122e92d96ebdbf6f1f231875d1');
+    const f = stampMacs(frame(), mac1Key(spub), cookie);
+    expect(th(f.subarray(150, 166))).toBe('749bf17f66d6b35bb80028cc73c403bd');
+    expect(th(f.subarray(166))).toBe('4679b4b21ad51fbac9ad11fa971ccd88');
+    const nonce = new Uint8Array(24).map((_, i) => 0x40 + i);
+    const sealed = sealCookie(spub, nonce, cookie, f.subarray(150, 166));
+    expect(th(sealed)).toBe('3409203dd703e43b178a9080a9bd6603cdae720f3c6ec458c20ff87c6f460e88');
+    expect(openCookie(spub, nonce, sealed, f.subarray(150, 166))).toEqual(cookie);
+    expect(openCookie(spub, nonce, sealed, new Uint8Array(16))).toBeUndefined(); // bound to that mac1
+  });
+
+  it("an endpoint's HandshakeInit carries mac1 as the spec defines it (HMAC-BLAKE2s over the frame before mac1)", () => {
+    const { a, kb } = pairUp();
+    const init = a.initiate(0, kb.publicKey);
+    const k = createHash('blake2s256').update('mac1----').update(kb.publicKey).digest();
+    const expected = createHmac('blake2s256', k).update(init.subarray(0, init.length - 32)).digest().subarray(0, 16);
+    expect(th(init.subarray(init.length - 32, init.length - 16))).toBe(expected.toString('hex'));
+    expect(th(init.subarray(init.length - 16))).toBe('00'.repeat(16)); // no cookie yet: mac2 is zero
+  });
+
+  it('round trip: under load an init gets a CookieReply, and the retry with mac2 forms the pair; the cookie is bound to the source and the secret rotates', () => {
+    const ka = generateKeyPair();
+    const kb = generateKeyPair();
+    const a = new EtcpEndpoint({ staticKey: ka, peers: [{ publicKey: kb.publicKey, name: 'b' }], random });
+    const b = new EtcpEndpoint({ staticKey: kb, peers: [{ publicKey: ka.publicKey, name: 'a' }], random, cookieThreshold: 1 });
+    expect(b.handleHandshake(0, a.initiate(0, kb.publicKey), 'a:1').kind).toBe('respond'); // 1 in this second: not loaded
+    const r = b.handleHandshake(1, a.initiate(1, kb.publicKey), 'a:1');
+    expect(r.kind).toBe('cookie');
+    if (r.kind !== 'cookie') return;
+    expect(decodeFrame(r.datagram).header.type).toBe(FrameType.CookieReply);
+    expect(decodeFrame(r.datagram).payload.length).toBe(COOKIE_REPLY_LEN);
+    expect(a.handleHandshake(2, r.datagram, 'b:1').kind).toBe('cookie-stored');
+    expect(a.handleHandshake(2, r.datagram, 'b:1')).toMatchObject({ kind: 'drop', reason: 'unknown-index' }); // once per init
+    const retry = a.initiate(3, kb.publicKey);
+    expect(th(retry.subarray(retry.length - 16))).not.toBe('00'.repeat(16));
+    const ok = b.handleHandshake(4, retry, 'a:1');
+    expect(ok.kind).toBe('respond');
+    if (ok.kind === 'respond') expect(a.handleHandshake(5, ok.datagram, 'b:1').kind).toBe('established');
+    // The same cookie from another address proves nothing.
+    expect(b.handleHandshake(6, a.initiate(6, kb.publicKey), 'evil:9').kind).toBe('cookie');
+    // A CookieReply that does not authenticate is dropped.
+    const pendingInit = a.initiate(7, kb.publicKey);
+    const cr = b.handleHandshake(8, pendingInit, 'a:1');
+    expect(cr.kind).toBe('respond'); // a's fresh cookie is still valid at 'a:1'
+    const idx = new DataView(pendingInit.buffer).getUint32(20);
+    const body = random(COOKIE_REPLY_LEN);
+    new DataView(body.buffer).setUint32(0, idx);
+    const bogus = encodeFrame({ type: FrameType.CookieReply, flags: 0, pairId: idx, packetNumber: 0 }, body);
+    expect(a.handleHandshake(9, bogus, 'b:1')).toMatchObject({ kind: 'drop', reason: 'cookie-auth-failed' });
+    // Two minutes later the secret has rotated (keep b loaded meanwhile): the old cookie no longer verifies.
+    const later = 121_000;
+    for (let i = 0; i < 3; i++) b.handleHandshake(later, a.initiate(later, kb.publicKey), 'x:1');
+    const stale = b.handleHandshake(later + 1, a.initiate(100, kb.publicKey), 'a:1'); // a still holds the old cookie (its clock says 100)
+    expect(stale.kind).toBe('cookie');
+  });
+
+  it('attack: 4,000 replays/s of one precomputed init from an unauthorised key do not stop an honest pair from forming', () => {
+    const ka = generateKeyPair();
+    const kb = generateKeyPair();
+    const kc = generateKeyPair(); // knows b's public key, is not authorised
+    const a = new EtcpEndpoint({ staticKey: ka, peers: [{ publicKey: kb.publicKey, name: 'b' }], random });
+    const b = new EtcpEndpoint({ staticKey: kb, peers: [{ publicKey: ka.publicKey, name: 'a' }], random });
+    const c = new EtcpEndpoint({ staticKey: kc, peers: [{ publicKey: kb.publicKey, name: 'b' }], random });
+    const replayed = c.initiate(0, kb.publicKey);
+    const outcomes: Record<string, number> = {};
+    let established = false;
+    let nextHonest = 500; // the flood is under way
+    const t0 = performance.now();
+    // Three simulated seconds at 4,000 inits/s; the honest initiator retries every 2 s (spookd's HANDSHAKE_RETRY_MS).
+    for (let i = 0; i < 12_000 && !established; i++) {
+      const now = i / 4; // ms
+      const r = b.handleHandshake(now, replayed, '198.51.100.7:4444');
+      const k = r.kind === 'drop' ? r.reason : r.kind;
+      outcomes[k] = (outcomes[k] ?? 0) + 1;
+      if (now >= nextHonest) {
+        nextHonest = now + 2000;
+        const hr = b.handleHandshake(now, a.initiate(now, kb.publicKey), '192.0.2.1:51820');
+        if (hr.kind === 'cookie') expect(a.handleHandshake(now, hr.datagram, '203.0.113.1:51820').kind).toBe('cookie-stored');
+        else if (hr.kind === 'respond') established = a.handleHandshake(now, hr.datagram, '203.0.113.1:51820').kind === 'established';
+      }
+    }
+    const ms = performance.now() - t0;
+    expect(established).toBe(true);
+    // DH was done for at most the threshold's worth of the flood per second; the rest cost a MAC and a cookie.
+    expect(outcomes['unauthorized-key']).toBeLessThanOrEqual(2 * 51);
+    expect(outcomes.cookie).toBeGreaterThan(7000);
+    expect(b.underLoad(3000)).toBe(true);
+    console.log(`flood: ${JSON.stringify(outcomes)} in ${ms.toFixed(0)} ms (${((ms * 1000) / Object.values(outcomes).reduce((x, y) => x + y, 0)).toFixed(1)} us per init)`);
+  });
+
+  it('attack: an unauthorised sender that does receive its cookies still gets at most the per-source limit of DHs per second', () => {
+    const kb = generateKeyPair();
+    const kc = generateKeyPair();
+    const b = new EtcpEndpoint({ staticKey: kb, peers: [], random, cookieThreshold: 1, perSourceLimit: 3 });
+    const c = new EtcpEndpoint({ staticKey: kc, peers: [{ publicKey: kb.publicKey, name: 'b' }], random });
+    const out: Record<string, number> = {};
+    for (let i = 0; i < 400; i++) {
+      const r = b.handleHandshake(i * 2.5, c.initiate(i * 2.5, kb.publicKey), 'c:1'); // one second
+      const k = r.kind === 'drop' ? r.reason : r.kind;
+      out[k] = (out[k] ?? 0) + 1;
+      if (r.kind === 'cookie') c.handleHandshake(i * 2.5, r.datagram, 'b:1');
+    }
+    expect(out['unauthorized-key']).toBeLessThanOrEqual(1 + 3);
+    expect(out['source-rate-limited']).toBeGreaterThan(300);
   });
 });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { IKInitiator, IKResponder, NoiseError, keyPairFromPrivate, type HandshakeResult } from '../transport/etcp/noise.js';
-import { generateKeyPair, type HashName } from '../transport/etcp/crypto.js';
+import { generateKeyPair, hchacha20, xaeadDecrypt, xaeadEncrypt, type HashName } from '../transport/etcp/crypto.js';
 
 interface Vector {
   protocol_name: string;
@@ -89,5 +89,29 @@ describe('Noise IK failure cases', () => {
     expect(() => new IKResponder(opts(rs)).readMessage1(flipped)).toThrow(NoiseError);
     expect(() => new IKResponder(opts(rs)).readMessage1(m1.subarray(0, 60))).toThrow(/at least/);
     expect(new IKResponder(opts(rs)).readMessage1(m1).payload).toEqual(new TextEncoder().encode('hello'));
+  });
+});
+
+describe('XChaCha20-Poly1305 for cookie replies (draft-irtf-cfrg-xchacha-03 vectors)', () => {
+  it('HChaCha20 matches the draft §2.2.1 vector', () => {
+    const key = new Uint8Array(32).map((_, i) => i);
+    expect(toHex(hchacha20(key, hex('000000090000004a0000000031415927')))).toBe('82413b4227b27bfed30e42508a877d73a0f9e4d58a74a853c12ec41326d3ecdc');
+  });
+
+  it('AEAD_XChaCha20_Poly1305 matches the draft §A.3.1 vector and opens only what it sealed', () => {
+    const key = new Uint8Array(32).map((_, i) => 0x80 + i);
+    const nonce = hex('404142434445464748494a4b4c4d4e4f5051525354555657');
+    const ad = hex('50515253c0c1c2c3c4c5c6c7');
+    const pt = new TextEncoder().encode("Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.");
+    const ct = xaeadEncrypt(key, nonce, ad, pt);
+    expect(toHex(ct)).toBe(
+      'bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb731c7f1b0b4aa6440bf3a82f4eda7e39ae64c6708c54c216cb96b72e1213b4522f8c9ba40db5d945b11b69b982c1bb9e3f3fac2bc369488f76b2383565d3fff921f9664c97637da9768812f615c68b13b52e' +
+        'c0875924c1c7987947deafd8780acf49',
+    );
+    expect(xaeadDecrypt(key, nonce, ad, ct)).toEqual(pt);
+    const bad = ct.slice();
+    bad[3] ^= 1;
+    expect(xaeadDecrypt(key, nonce, ad, bad)).toBeUndefined();
+    expect(xaeadDecrypt(key, nonce.subarray(0, 23), ad, ct)).toBeUndefined();
   });
 });

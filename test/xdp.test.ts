@@ -109,6 +109,80 @@ describe('XDP fixtures (BPF_PROG_TEST_RUN)', () => {
   });
 });
 
+/**
+ * Crafted IP fragments of an ESTP datagram (PROTOCOL.md §13.1): `udpPacket`'s packet with the
+ * IPv4 identification and flags/offset set, or an IPv6 Fragment header spliced in. A non-first
+ * fragment carries `rest` after the IP (and Fragment) header instead of the UDP header.
+ */
+function fragment(frame: Uint8Array, o: { ipv6?: boolean; id: number; offset: number; more: boolean; dstPort?: number; rest?: Uint8Array; ext?: number; src?: number }): Buffer {
+  const pkt = udpPacket(frame, { dstPort: o.dstPort ?? PORT, ipv6: o.ipv6, src: o.src });
+  const eth = pkt.subarray(0, 14);
+  if (!o.ipv6) {
+    const ip = Buffer.from(pkt.subarray(14, 34));
+    const l4 = o.offset > 0 ? Buffer.from(o.rest ?? new Uint8Array(64)) : pkt.subarray(34);
+    ip.writeUInt16BE(o.id, 4);
+    ip.writeUInt16BE((o.more ? 0x2000 : 0) | o.offset, 6);
+    ip.writeUInt16BE(20 + l4.length, 2);
+    return Buffer.concat([eth, ip, l4]);
+  }
+  const ip = Buffer.from(pkt.subarray(14, 54));
+  const l4 = o.offset > 0 ? Buffer.from(o.rest ?? new Uint8Array(64)) : pkt.subarray(54);
+  const fh = Buffer.alloc(8);
+  fh[0] = 17;
+  fh.writeUInt16BE((o.offset << 3) | (o.more ? 1 : 0), 2);
+  fh.writeUInt32BE(o.id, 4);
+  let ext = Buffer.alloc(0);
+  if (o.ext !== undefined) {
+    ext = Buffer.alloc(8); // a destination-options header before the Fragment header
+    ext[0] = 44;
+  }
+  ip[6] = o.ext !== undefined ? o.ext : 44;
+  ip.writeUInt16BE(ext.length + 8 + l4.length, 4);
+  return Buffer.concat([eth, ip, ext, fh, l4]);
+}
+
+describe('XDP and IP fragments (PROTOCOL.md §13.1)', () => {
+  for (const ipv6 of [false, true]) {
+    const fam = ipv6 ? 'IPv6' : 'IPv4';
+    it(`attack: a handshake flood split into ${fam} fragments is dropped (first fragment by port, the rest by identification), counted as fragment`, () => {
+      xdp.configure({ port: PORT, enforcePairs: true, handshakeRate: 1, handshakeBurst: 1 });
+      try {
+        for (let i = 0; i < 20; i++) {
+          const id = 0x4000 + i;
+          expect(run(fragment(hs(146), { ipv6, id, offset: 0, more: true, src: 90 }))).toEqual({ verdict: XDP_DROP, moved: ['fragment'] });
+          expect(run(fragment(hs(146), { ipv6, id, offset: 11, more: false, src: 90 }))).toEqual({ verdict: XDP_DROP, moved: ['fragment'] });
+        }
+        // The rate limit was never consulted: an unfragmented handshake from that source still passes.
+        expect(run(udpPacket(hs(146), { dstPort: PORT, ipv6, src: 90 }))).toEqual({ verdict: XDP_PASS, moved: ['pass-estp'] });
+      } finally {
+        xdp.configure({ port: PORT, enforcePairs: true, handshakeRate: 1_000_000, handshakeBurst: 1_000_000 });
+      }
+    });
+
+    it(`${fam}: fragments of other traffic pass; a tiny first fragment (no room for the UDP header) drops`, () => {
+      // First fragment to another port, and its train: pass.
+      expect(run(fragment(data(), { ipv6, id: 0x5001, offset: 0, more: true, dstPort: 53 }))).toEqual({ verdict: XDP_PASS, moved: ['pass-other'] });
+      expect(run(fragment(data(), { ipv6, id: 0x5001, offset: 8, more: false }))).toEqual({ verdict: XDP_PASS, moved: ['pass-other'] });
+      // A later fragment of a train never seen (it may belong to anything): pass.
+      expect(run(fragment(data(), { ipv6, id: 0x5002, offset: 8, more: true }))).toEqual({ verdict: XDP_PASS, moved: ['pass-other'] });
+      // A later fragment with the identification of a dropped train but another source: pass.
+      run(fragment(hs(), { ipv6, id: 0x5003, offset: 0, more: true, src: 5 }));
+      expect(run(fragment(data(), { ipv6, id: 0x5003, offset: 8, more: false, src: 6 }))).toEqual({ verdict: XDP_PASS, moved: ['pass-other'] });
+      // First fragment holding 4 octets of UDP: its port cannot be seen.
+      const tiny = fragment(data(), { ipv6, id: 0x5004, offset: 0, more: true });
+      const cut = ipv6 ? 14 + 40 + 8 + 4 : 14 + 20 + 4;
+      expect(run(tiny.subarray(0, cut))).toEqual({ verdict: XDP_DROP, moved: ['fragment'] });
+    });
+  }
+
+  it('IPv6: an atomic fragment (offset 0, no more) is a whole datagram and is checked as one; a Fragment header behind a destination-options header is followed', () => {
+    expect(run(fragment(data(), { ipv6: true, id: 0x6001, offset: 0, more: false }))).toEqual({ verdict: XDP_PASS, moved: ['pass-pair'] });
+    expect(run(fragment(mut(data(), 0, 0x99), { ipv6: true, id: 0x6002, offset: 0, more: false }))).toEqual({ verdict: XDP_DROP, moved: ['bad-magic'] });
+    expect(run(fragment(hs(), { ipv6: true, id: 0x6003, offset: 0, more: true, ext: 60 }))).toEqual({ verdict: XDP_DROP, moved: ['fragment'] });
+    expect(run(fragment(hs(), { ipv6: true, id: 0x6003, offset: 20, more: false, ext: 60 }))).toEqual({ verdict: XDP_DROP, moved: ['fragment'] });
+  });
+});
+
 /** The TypeScript verdict for the same frame: decodeFrame with the same pair table. */
 function tsVerdict(frame: Uint8Array): string {
   try {

@@ -9,10 +9,10 @@ import { DROP_REASON_NAMES, DropReason } from '../../transport/wire/constants.js
 import { BpfError, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, bpfObjectPath, check, lastErrno, libbpf } from './libbpf.js';
 
 export const PIN_DIR = '/sys/fs/bpf/spook';
-export const MAP_NAMES = ['config', 'pairs', 'counters', 'hs_buckets'] as const;
+export const MAP_NAMES = ['config', 'pairs', 'counters', 'hs_buckets', 'frag_ids'] as const;
 const SLOT_PASS_ESTP = 0;
-const SLOT_PASS_OTHER = 12;
-const SLOTS = 13;
+const SLOT_PASS_OTHER = 13;
+const SLOTS = 14;
 
 /** The compiled object (built by `make` into bpf/spook_xdp.o). */
 export function defaultObjectPath(): string {

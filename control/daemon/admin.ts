@@ -50,6 +50,8 @@ export function pairSummary(d: Spookd, link: PeerLink): Record<string, unknown> 
     reentangleBytes: st.reentangleBytes,
     drops: st.drops,
     disconnects: link.disconnects,
+    fenced: link.fenced ?? null,
+    overBudget: link.budget.refused,
     registers: [...p.registers.values()].map((r) => ({
       name: r.name,
       kind: r.cfg.kind,

@@ -192,6 +192,18 @@ export const configSchema = z
       })
       .strict()
       .default({}),
+    /** ETCP handshake DoS protection (docs/PROTOCOL.md §12.8). */
+    handshakes: z
+      .object({
+        /** HandshakeInits per second (with a valid mac1) above which a cookie (mac2) is required. */
+        cookieThreshold: z.number().int().min(1).default(50),
+        /** Under load, HandshakeInits with a valid cookie processed per source address per second. */
+        perSourceLimit: z.number().int().min(1).default(5),
+      })
+      .strict()
+      .default({}),
+    /** CPU milliseconds per second one peer's datagrams may take; past it they are dropped (docs/PROTOCOL.md §12.9). */
+    peerBudgetMs: z.number().int().min(10).max(1000).default(250),
     /** A peer whose authenticated frames break the protocol this many times is disconnected. */
     violationLimit: z.number().int().min(1).default(100),
     peers: z.array(peer).min(1),

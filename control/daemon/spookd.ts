@@ -27,6 +27,8 @@ import { parseHostPort, type SpookdConfig } from './config.js';
 import { AdminServer } from './admin.js';
 import { Metrics } from './metrics.js';
 import { FastPath } from './fastpath.js';
+import { WarnLimiter } from './warn-limiter.js';
+import { WorkBudget } from './budget.js';
 import { DomainHost } from './domains.js';
 import { QN_MSG_TYPE } from '../qn/codec.js';
 import { WrapManager } from '../../wrappers/manager.js';
@@ -37,6 +39,8 @@ export const REKEY_AFTER_MS = 120_000;
 export const HANDSHAKE_RETRY_MS = 2_000;
 /** A superseded session still opens frames until it has been idle this long. */
 const OLD_SESSION_GRACE_MS = 30_000;
+/** Sessions we answered and the peer has not used yet, kept per peer (the oldest goes first). */
+const MAX_UNCONFIRMED = 4;
 /** Member 2 (the follower) lets member 1 handshake first at start-up. */
 const MEMBER2_FIRST_CONTACT_DELAY_MS = 1_500;
 /** While the pair is decoherent, try a fresh handshake this often. */
@@ -59,11 +63,23 @@ export interface PeerLink {
   lastInitAt: number;
   violations: number;
   disconnects: number;
+  /** CPU time this peer's datagrams may take (§12.9). */
+  budget: WorkBudget;
+  /** Set when handling this peer threw unexpectedly: the pair is no longer driven until a restart. */
+  fenced: Fence | undefined;
+}
+
+export interface Fence {
+  cause: 'internal-error';
+  error: string;
+  at: number;
 }
 
 export class Spookd {
   readonly links = new Map<string, PeerLink>();
   readonly drops: Record<string, number> = {};
+  /** Refused-handshake warnings, one per source address per minute. */
+  readonly warns = new WarnLimiter();
   private readonly etcp: EtcpEndpoint;
   private socket: Socket | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -75,6 +91,8 @@ export class Spookd {
   readonly subscribers = new Set<(link: PeerLink, ev: SpookEvent) => void>();
   /** QN domains by name; their messages ride the pair sessions. */
   readonly domains = new Map<string, DomainHost>();
+  /** Domains whose node threw, with the error: no longer driven until a restart (§12.9). */
+  readonly fencedDomains = new Map<string, string>();
   /** Wrapped TCP connections: carriers to the peers, interception, per-connection streams. */
   readonly wraps: WrapManager;
 
@@ -100,6 +118,8 @@ export class Spookd {
       peers,
       random: (n) => new Uint8Array(randomBytes(n)),
       acceptedInits,
+      cookieThreshold: cfg.handshakes.cookieThreshold,
+      perSourceLimit: cfg.handshakes.perSourceLimit,
       onInitAccepted: (peer, ts) => {
         try {
           mkdirSync(join(cfg.dataDir, peer.name), { recursive: true, mode: 0o700 });
@@ -130,6 +150,8 @@ export class Spookd {
         lastInitAt: -Infinity,
         violations: 0,
         disconnects: 0,
+        budget: new WorkBudget(cfg.peerBudgetMs, this.now()),
+        fenced: undefined,
       };
       link.pair = new HalfPair(
         {
@@ -206,7 +228,7 @@ export class Spookd {
   async start(): Promise<void> {
     const listen = parseHostPort(this.cfg.listen)!;
     const sock = createSocket({ type: isIPv6(listen.host) ? 'udp6' : 'udp4', reuseAddr: false });
-    sock.on('message', (msg, rinfo) => this.onDatagram(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength), rinfo));
+    sock.on('message', (msg, rinfo) => this.onDatagramSafe(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength), rinfo));
     sock.on('error', (e) => this.log.error({ err: e }, 'UDP socket error'));
     await new Promise<void>((resolve, reject) => {
       sock.once('error', reject);
@@ -256,6 +278,48 @@ export class Spookd {
     this.log.debug({ reason, ...detail }, 'frame dropped');
   }
 
+  /** The socket's handler: nothing a datagram does may end the process (§12.9). */
+  private onDatagramSafe(buf: Uint8Array, rinfo: RemoteInfo): void {
+    try {
+      this.onDatagram(buf, rinfo);
+    } catch (e) {
+      // Not attributable to a peer (the per-peer handlers fence their own): count, warn rate-limited.
+      this.drops['internal-error'] = (this.drops['internal-error'] ?? 0) + 1;
+      const suppressed = this.warns.admit(this.now(), `internal:${rinfo.address}`);
+      if (suppressed !== undefined) this.log.error({ err: e, from: `${rinfo.address}:${rinfo.port}`, suppressed }, 'internal error handling a datagram; dropped');
+    }
+  }
+
+  /**
+   * Run `fn` for one peer: time it against the peer's budget, and fence the peer (never the
+   * process) if it throws.
+   */
+  private forPeer(link: PeerLink, what: string, fn: () => void, charge = true): void {
+    if (link.fenced) return;
+    const t0 = performance.now();
+    try {
+      fn();
+    } catch (e) {
+      this.fence(link, what, e);
+    } finally {
+      if (charge) link.budget.charge(performance.now() - t0);
+    }
+  }
+
+  /** Stop driving a pair whose handling threw: its sessions close, other peers carry on. */
+  private fence(link: PeerLink, what: string, e: unknown): void {
+    if (link.fenced) return;
+    const error = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+    link.fenced = { cause: 'internal-error', error, at: this.now() };
+    this.drops['internal-error'] = (this.drops['internal-error'] ?? 0) + 1;
+    this.log.error({ peer: link.name, while: what, err: e }, 'internal error: pair fenced (decoherent, cause internal-error) until spookd restarts; other peers carry on');
+    if (link.session) this.closeSession(link.session.localIndex);
+    for (const o of [...link.oldSessions, ...link.unconfirmed]) this.closeSession(o.session.localIndex);
+    link.session = undefined;
+    link.oldSessions = [];
+    link.unconfirmed = [];
+  }
+
   private onDatagram(buf: Uint8Array, rinfo: RemoteInfo): void {
     if (this.stopping) return;
     const now = this.now();
@@ -267,28 +331,38 @@ export class Spookd {
       this.drop(DROP_REASON_NAMES[e.reason], { from: `${rinfo.address}:${rinfo.port}`, error: e.message });
       return;
     }
-    if (isHandshakeType(frame.header.type)) return this.onHandshake(now, frame.header.type, frame.header.pairId, frame.payload, rinfo);
+    if (isHandshakeType(frame.header.type)) return this.onHandshake(now, buf, rinfo);
+    // Over its work budget, a peer's frames are dropped before the AEAD (which costs too).
+    const target = this.etcp.sessions.get(frame.header.pairId);
+    const peerLink = target ? this.links.get(target.peer.name) : undefined;
+    if (peerLink && !peerLink.budget.admit(now)) {
+      this.drop('peer-over-budget', { peer: peerLink.name });
+      return;
+    }
+    const t0 = performance.now();
     const opened = this.etcp.openData(buf, frame.header.pairId, frame.header.packetNumber);
+    if (peerLink) peerLink.budget.charge(performance.now() - t0);
     if ('drop' in opened) {
       this.drop(opened.drop, { from: `${rinfo.address}:${rinfo.port}`, detail: opened.detail });
       return;
     }
     const link = this.links.get(opened.session.peer.name)!;
-    link.addr = { address: rinfo.address, port: rinfo.port }; // roaming: follow authenticated frames
-    const old = link.oldSessions.find((o) => o.session === opened.session);
-    if (old) old.until = now + this.graceMs; // the peer still sends on it: keep it open
-    else if (opened.session !== link.session) {
-      // The first data frame on a session we answered: it is now the one we send on.
-      this.adopt(link, opened.session, now);
-    }
-    if (opened.payload[0] === QN_MSG_TYPE) {
-      this.onDomainPayload(now, link, opened.payload);
-      this.schedule();
-      return;
-    }
-    link.pair.handlePayload(now, frame.header.packetNumber, opened.payload, buf.length);
-    this.checkViolations(link, now);
-    this.pump(link);
+    this.forPeer(link, 'data frame', () => {
+      link.addr = { address: rinfo.address, port: rinfo.port }; // roaming: follow authenticated frames
+      const old = link.oldSessions.find((o) => o.session === opened.session);
+      if (old) old.until = now + this.graceMs; // the peer still sends on it: keep it open
+      else if (opened.session !== link.session) {
+        // The first data frame on a session we answered: it is now the one we send on.
+        this.adopt(link, opened.session, now);
+      }
+      if (opened.payload[0] === QN_MSG_TYPE) {
+        this.onDomainPayload(now, link, opened.payload);
+        return;
+      }
+      link.pair.handlePayload(now, frame.header.packetNumber, opened.payload, buf.length);
+      this.checkViolations(link, now);
+      this.pump(link);
+    });
     this.schedule();
   }
 
@@ -300,8 +374,26 @@ export class Spookd {
       this.drop('unknown-domain', { peer: link.name });
       return;
     }
-    dom.node.handleDatagram(now, from, payload);
-    this.pumpDomain(dom);
+    if (this.fencedDomains.has(dom.cfg.name)) {
+      this.drop('domain-fenced', { peer: link.name, domain: dom.cfg.name });
+      return;
+    }
+    this.forDomain(dom, `message from ${link.name}`, () => {
+      dom.node.handleDatagram(now, from, payload);
+      this.pumpDomain(dom);
+    });
+  }
+
+  /** A domain whose node throws is fenced (no longer driven until a restart); the pair that carried the message is not. */
+  private forDomain(dom: DomainHost, what: string, fn: () => void): void {
+    if (this.fencedDomains.has(dom.cfg.name)) return;
+    try {
+      fn();
+    } catch (e) {
+      this.fencedDomains.set(dom.cfg.name, e instanceof Error ? `${e.name}: ${e.message}` : String(e));
+      this.drops['internal-error'] = (this.drops['internal-error'] ?? 0) + 1;
+      this.log.error({ domain: dom.cfg.name, while: what, err: e }, 'internal error: domain fenced until spookd restarts; pairs and other domains carry on');
+    }
   }
 
   /** Send a domain's messages on the pair sessions (dropped while a peer has none: Raft resends). */
@@ -317,14 +409,40 @@ export class Spookd {
     });
   }
 
-  private onHandshake(now: number, type: FrameType, pairId: number, payload: Uint8Array, rinfo: RemoteInfo): void {
-    const r = this.etcp.handleHandshake(now, type, pairId, payload);
+  private onHandshake(now: number, buf: Uint8Array, rinfo: RemoteInfo): void {
+    const from = `${rinfo.address}:${rinfo.port}`;
+    const r = this.etcp.handleHandshake(now, buf, from);
     if (r.kind === 'drop') {
-      this.drop(r.reason, { from: `${rinfo.address}:${rinfo.port}`, detail: r.detail });
-      if (r.reason === 'unauthorized-key') this.log.warn({ from: `${rinfo.address}:${rinfo.port}`, detail: r.detail }, 'handshake refused');
+      this.drop(r.reason, { from, detail: r.detail });
+      // One warning per source address per minute; the rest are counted (drops, warnings-suppressed).
+      if (r.reason === 'unauthorized-key') {
+        const suppressed = this.warns.admit(now, rinfo.address);
+        if (suppressed !== undefined) this.log.warn({ from, detail: r.detail, suppressed }, 'handshake refused');
+      }
+      return;
+    }
+    if (r.kind === 'cookie') {
+      // Under load: the init did no DH; its sender must prove its address with the cookie (§12.8).
+      this.drop('cookie-required', { from });
+      this.socket?.send(r.datagram, rinfo.port, rinfo.address);
+      return;
+    }
+    if (r.kind === 'cookie-stored') {
+      this.log.debug({ peer: r.peer.name, from }, 'cookie received: the next HandshakeInit carries mac2');
       return;
     }
     const link = this.links.get(r.session.peer.name)!;
+    if (link.fenced) {
+      // A fenced pair forms no sessions until spookd restarts.
+      this.etcp.close(r.session.localIndex);
+      this.drop('peer-fenced', { peer: link.name });
+      return;
+    }
+    this.forPeer(link, 'handshake', () => this.onSession(now, link, r, rinfo));
+    this.schedule();
+  }
+
+  private onSession(now: number, link: PeerLink, r: { kind: 'respond'; datagram: Uint8Array; session: Session } | { kind: 'established'; session: Session }, rinfo: RemoteInfo): void {
     link.addr = { address: rinfo.address, port: rinfo.port };
     this.fastPath.addPair(r.session.localIndex);
     if (r.kind === 'respond') {
@@ -332,10 +450,13 @@ export class Spookd {
       // A responder sends on the new session once the initiator proves it holds it (its first Data frame),
       // unless it has no session at all. Unconfirmed ones expire (a lost response, a retried init).
       if (!link.session) this.adopt(link, r.session, now);
-      else link.unconfirmed.push({ session: r.session, until: now + this.graceMs });
+      else {
+        link.unconfirmed.push({ session: r.session, until: now + this.graceMs });
+        // Bounded per peer: an authorised peer answering nothing cannot fill the index space.
+        while (link.unconfirmed.length > MAX_UNCONFIRMED) this.closeSession(link.unconfirmed.shift()!.session.localIndex);
+      }
     } else this.adopt(link, r.session, now);
     this.pump(link);
-    this.schedule();
   }
 
   private closeSession(localIndex: number): void {
@@ -395,7 +516,18 @@ export class Spookd {
   private tick(): void {
     if (this.stopping) return;
     const now = this.now();
-    for (const link of this.links.values()) {
+    for (const link of this.links.values()) this.forPeer(link, 'timer', () => this.tickLink(link, now));
+    for (const dom of this.domains.values()) {
+      this.forDomain(dom, 'timer', () => {
+        if (dom.node.pollTimeout() <= now) dom.node.handleTimeout(now);
+        this.pumpDomain(dom);
+      });
+    }
+    this.schedule();
+  }
+
+  private tickLink(link: PeerLink, now: number): void {
+    {
       const expire = (list: { session: Session; until: number }[]): { session: Session; until: number }[] =>
         list.filter((o) => {
           if (o.until > now) return true;
@@ -415,17 +547,12 @@ export class Spookd {
         (s !== undefined && link.pair.state === PairState.DECOHERENT && now - link.lastInitAt >= DECOHERENT_REHANDSHAKE_MS);
       if (due && link.addr && now - link.lastInitAt >= HANDSHAKE_RETRY_MS && link.pair.state !== PairState.CLOSED) {
         link.lastInitAt = now;
-        this.socket?.send(this.etcp.initiate(Date.now(), link.publicKey), link.addr.port, link.addr.address);
+        this.socket?.send(this.etcp.initiate(now, link.publicKey, Date.now()), link.addr.port, link.addr.address);
       }
       const t = link.pair.pollTimeout();
       if (t !== undefined && t <= now) link.pair.handleTimeout(now);
       this.pump(link);
     }
-    for (const dom of this.domains.values()) {
-      if (dom.node.pollTimeout() <= now) dom.node.handleTimeout(now);
-      this.pumpDomain(dom);
-    }
-    this.schedule();
   }
 
   private schedule(): void {
@@ -434,11 +561,12 @@ export class Spookd {
     const now = this.now();
     let next = now + HANDSHAKE_RETRY_MS;
     for (const link of this.links.values()) {
+      if (link.fenced) continue;
       const t = link.pair.pollTimeout();
       if (t !== undefined) next = Math.min(next, t);
       if (!link.session && link.addr) next = Math.min(next, Math.max(link.lastInitAt + HANDSHAKE_RETRY_MS, this.startedAt + MEMBER2_FIRST_CONTACT_DELAY_MS));
     }
-    for (const dom of this.domains.values()) next = Math.min(next, dom.node.pollTimeout());
+    for (const dom of this.domains.values()) if (!this.fencedDomains.has(dom.cfg.name)) next = Math.min(next, dom.node.pollTimeout());
     this.timer = setTimeout(() => this.tick(), Math.max(0, Math.ceil(next - now)));
   }
 
@@ -469,7 +597,7 @@ export class Spookd {
 
   /** After a local proposal: collapse/send at once rather than at the next timer. */
   kick(link: PeerLink): void {
-    this.pump(link);
+    this.forPeer(link, 'local write', () => this.pump(link), false);
     this.schedule();
   }
 }

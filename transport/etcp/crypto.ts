@@ -102,3 +102,59 @@ export function hkdf(name: HashName, chainingKey: Uint8Array, ikm: Uint8Array, o
   if (outputs === 2) return [o1, o2];
   return [o1, o2, hmac(name, temp, o2, Uint8Array.of(3))];
 }
+
+/**
+ * HChaCha20 (draft-irtf-cfrg-xchacha-03 §2.2) from node:crypto's ChaCha20, which has no
+ * HChaCha20 of its own. One ChaCha20 block over zeros is the 20-round state plus the input
+ * state; with the 16-octet IV (counter || nonce) equal to the HChaCha20 nonce, the input words
+ * 0-3 (the constant) and 12-15 (the nonce) are known, so subtracting them yields exactly the
+ * HChaCha20 output words. Checked against the draft's vector (test/noise.test.ts).
+ */
+const SIGMA = [0x61707865, 0x3320646e, 0x79622d32, 0x6b206574];
+export function hchacha20(key: Uint8Array, nonce16: Uint8Array): Uint8Array {
+  if (key.length !== KEYLEN || nonce16.length !== 16) throw new RangeError('hchacha20: 32-octet key and 16-octet nonce');
+  const c = createCipheriv('chacha20', key, nonce16);
+  const block = Buffer.concat([c.update(Buffer.alloc(64)), c.final()]);
+  const n = Buffer.from(nonce16);
+  const out = Buffer.alloc(32);
+  for (let i = 0; i < 4; i++) {
+    out.writeUInt32LE((block.readUInt32LE(4 * i) - SIGMA[i]) >>> 0, 4 * i);
+    out.writeUInt32LE((block.readUInt32LE(48 + 4 * i) - n.readUInt32LE(4 * i)) >>> 0, 16 + 4 * i);
+  }
+  return new Uint8Array(out);
+}
+
+export const XNONCELEN = 24;
+
+/** AEAD_XChaCha20_Poly1305 (draft-irtf-cfrg-xchacha-03 §2.3): a random 24-octet nonce is safe under one long-lived key. */
+function xsubkey(key: Uint8Array, nonce: Uint8Array): { k: Uint8Array; n: Buffer } {
+  if (nonce.length !== XNONCELEN) throw new RangeError(`XChaCha20 nonce must be ${XNONCELEN} octets`);
+  const n = Buffer.alloc(12);
+  n.set(nonce.subarray(16, 24), 4);
+  return { k: hchacha20(key, nonce.subarray(0, 16)), n };
+}
+
+export function xaeadEncrypt(key: Uint8Array, nonce: Uint8Array, ad: Uint8Array, plaintext: Uint8Array): Uint8Array {
+  const { k, n } = xsubkey(key, nonce);
+  const c = createCipheriv('chacha20-poly1305', k, n, { authTagLength: TAGLEN });
+  c.setAAD(ad, { plaintextLength: plaintext.length });
+  const body = c.update(plaintext);
+  c.final();
+  return new Uint8Array(Buffer.concat([body, c.getAuthTag()]));
+}
+
+/** Undefined when authentication fails (never throws on bad input of the right nonce length). */
+export function xaeadDecrypt(key: Uint8Array, nonce: Uint8Array, ad: Uint8Array, ciphertext: Uint8Array): Uint8Array | undefined {
+  if (ciphertext.length < TAGLEN || nonce.length !== XNONCELEN) return undefined;
+  const { k, n } = xsubkey(key, nonce);
+  const d = createDecipheriv('chacha20-poly1305', k, n, { authTagLength: TAGLEN });
+  d.setAAD(ad, { plaintextLength: ciphertext.length - TAGLEN });
+  d.setAuthTag(ciphertext.subarray(ciphertext.length - TAGLEN));
+  const body = d.update(ciphertext.subarray(0, ciphertext.length - TAGLEN));
+  try {
+    d.final();
+  } catch {
+    return undefined;
+  }
+  return new Uint8Array(body);
+}

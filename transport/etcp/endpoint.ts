@@ -14,22 +14,30 @@ import { encodeFrame, type FrameHeader } from '../wire/header.js';
 import { aeadDecrypt, aeadEncrypt, hash, TAGLEN, type KeyPair } from './crypto.js';
 import { IKInitiator, IKResponder, NoiseError, type HandshakeResult } from './noise.js';
 import { ReplayWindow } from './replay.js';
+import { COOKIE_LATENCY_MS, COOKIE_REPLY_LEN, COOKIE_SECRET_LIFETIME_MS, CookieChecker, MAC_LEN, mac1Key, mac1Of, mac1Valid, openCookie, sealCookie, stampMacs } from './cookie.js';
+import { XNONCELEN } from './crypto.js';
 
 export const ETCP_PROLOGUE = new TextEncoder().encode('spook etcp v1');
-export const ETCP_VERSION = 1;
+/** 2: handshake messages carry mac1/mac2 and may be answered by a CookieReply (§12.8). */
+export const ETCP_VERSION = 2;
 /** Capability bits offered at pair formation; v1 defines none. */
 export const CAPABILITIES = 0;
 
 const INIT_PAYLOAD_LEN = 1 + 1 + 4 + 8; // version min, version max, capabilities, timestamp
 const RESP_PAYLOAD_LEN = 1 + 4; // chosen version, capabilities
-export const INIT_LEN = 4 + 32 + 32 + 16 + INIT_PAYLOAD_LEN + 16;
-export const RESP_LEN = 4 + 4 + 32 + RESP_PAYLOAD_LEN + 16;
+export const INIT_LEN = 4 + 32 + 32 + 16 + INIT_PAYLOAD_LEN + 16 + 2 * MAC_LEN;
+export const RESP_LEN = 4 + 4 + 32 + RESP_PAYLOAD_LEN + 16 + 2 * MAC_LEN;
+export { COOKIE_REPLY_LEN };
 
 export type EtcpDrop =
   | 'unauthorized-key'
   | 'handshake-auth-failed'
   | 'handshake-replayed'
   | 'handshake-malformed'
+  | 'bad-mac1'
+  | 'source-rate-limited'
+  | 'cookie-auth-failed'
+  | 'no-free-index'
   | 'version-mismatch'
   | 'unknown-index'
   | 'data-auth-failed'
@@ -51,6 +59,10 @@ export interface EndpointOptions {
    */
   acceptedInits?: Map<string, number>;
   onInitAccepted?: (peer: PeerConfig, timestamp: number) => void;
+  /** mac1-valid HandshakeInits per second above which mac2 (a cookie) is required (§12.8). */
+  cookieThreshold?: number;
+  /** Under load, HandshakeInits with a valid mac2 let through to the DH per source per second. */
+  perSourceLimit?: number;
 }
 
 /** An established pair's keys and identities; seals and opens Data frames. */
@@ -107,6 +119,10 @@ interface Pending {
   peer: PeerConfig;
   localIndex: number;
   sentAt: number;
+  /** The init's mac1: the associated data of a CookieReply to it. */
+  mac1: Uint8Array;
+  /** A CookieReply is accepted once per HandshakeInit. */
+  cookieTaken: boolean;
 }
 
 const keyHex = (k: Uint8Array): string => Buffer.from(k).toString('hex');
@@ -132,6 +148,10 @@ export function pairIdentity(local: Uint8Array, peer: Uint8Array): { localId: nu
 export type HandshakeOutcome =
   | { kind: 'respond'; datagram: Uint8Array; session: Session }
   | { kind: 'established'; session: Session }
+  /** Under load, an init without a valid mac2: answer with this CookieReply (no DH was done). */
+  | { kind: 'cookie'; datagram: Uint8Array }
+  /** A CookieReply to our pending init: the next init to this peer carries mac2. */
+  | { kind: 'cookie-stored'; peer: PeerConfig }
   | { kind: 'drop'; reason: EtcpDrop; detail: string };
 
 export class EtcpEndpoint {
@@ -141,8 +161,14 @@ export class EtcpEndpoint {
   /** Highest init timestamp accepted per peer: a replayed HandshakeInit is refused (as WireGuard's TAI64N). */
   private readonly lastInitTimestamp = new Map<string, number>();
   private lastSentTimestamp = 0;
+  private readonly cookies: CookieChecker;
+  /** Cookies received per peer (by key), with when: mac2 of the next inits to it. */
+  private readonly cookieFrom = new Map<string, { cookie: Uint8Array; at: number }>();
+  private readonly ownMac1Key: Uint8Array;
 
   constructor(private readonly o: EndpointOptions) {
+    this.cookies = new CookieChecker({ random: o.random, threshold: o.cookieThreshold, perSourceLimit: o.perSourceLimit });
+    this.ownMac1Key = mac1Key(o.staticKey.publicKey);
     for (const p of o.peers) {
       this.peers.set(keyHex(p.publicKey), p);
       const ts = o.acceptedInits?.get(p.name);
@@ -154,11 +180,11 @@ export class EtcpEndpoint {
    * A fresh random index whose low 16 bits no live or pending session uses: the XDP pair
    * table is an array slotted by those bits (bpf/spook_xdp.c).
    */
-  private newIndex(): number {
+  private newIndex(): number | undefined {
     const used = new Set<number>();
     for (const i of this.sessions.keys()) used.add(i & 0xffff);
     for (const i of this.pending.keys()) used.add(i & 0xffff);
-    if (used.size >= 0xffff) throw new Error('no free session index (65535 sessions live)');
+    if (used.size >= 0xffff) return undefined;
     for (;;) {
       const b = this.o.random(4);
       const idx = ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) >>> 0;
@@ -166,16 +192,20 @@ export class EtcpEndpoint {
     }
   }
 
-  /** Start pair formation with a configured peer: the HandshakeInit datagram to send. */
-  initiate(now: number, peerPublicKey: Uint8Array): Uint8Array {
+  /**
+   * Start pair formation with a configured peer: the HandshakeInit datagram to send.
+   * `timestamp` (default `now`) is the wall clock in ms for the replay check of §12.2.1.
+   */
+  initiate(now: number, peerPublicKey: Uint8Array, timestamp = now): Uint8Array {
     const peer = this.peers.get(keyHex(peerPublicKey));
     if (!peer) throw new RangeError(`peer ${keyHex(peerPublicKey)} is not configured`);
     // One handshake in flight per peer: a retry supersedes the unanswered one (bounded state).
     for (const [idx, p] of this.pending) if (p.peer === peer) this.pending.delete(idx);
     const localIndex = this.newIndex();
+    if (localIndex === undefined) throw new Error('no free session index (65535 sessions live)');
     const init = new IKInitiator({ hash: 'BLAKE2s', prologue: ETCP_PROLOGUE, staticKey: this.o.staticKey }, peer.publicKey);
     // Strictly increasing even if the clock stalls, so the responder's replay check never refuses a fresh init.
-    const ts = Math.max(Math.floor(now), this.lastSentTimestamp + 1);
+    const ts = Math.max(Math.floor(timestamp), this.lastSentTimestamp + 1);
     this.lastSentTimestamp = ts;
     const p = new DataView(new ArrayBuffer(INIT_PAYLOAD_LEN));
     p.setUint8(0, ETCP_VERSION);
@@ -184,27 +214,45 @@ export class EtcpEndpoint {
     p.setUint32(6, Math.floor(ts / 2 ** 32));
     p.setUint32(10, ts >>> 0);
     const msg = init.writeMessage1(new Uint8Array(p.buffer));
-    const payload = new Uint8Array(4 + msg.length);
+    const payload = new Uint8Array(4 + msg.length + 2 * MAC_LEN);
     new DataView(payload.buffer).setUint32(0, localIndex);
     payload.set(msg, 4);
-    this.pending.set(localIndex, { init, peer, localIndex, sentAt: now });
-    return encodeFrame({ type: FrameType.HandshakeInit, flags: 0, pairId: 0, packetNumber: 0 }, payload);
+    const c = this.cookieFrom.get(keyHex(peer.publicKey));
+    const fresh = c && now - c.at >= 0 && now - c.at < COOKIE_SECRET_LIFETIME_MS - COOKIE_LATENCY_MS;
+    const frame = stampMacs(encodeFrame({ type: FrameType.HandshakeInit, flags: 0, pairId: 0, packetNumber: 0 }, payload), mac1Key(peer.publicKey), fresh ? c.cookie : undefined);
+    this.pending.set(localIndex, { init, peer, localIndex, sentAt: now, mac1: mac1Of(frame).slice(), cookieTaken: false });
+    return frame;
   }
 
-  /** A handshake frame (already validated by decodeFrame): answer it, complete it, or drop it with a reason. */
-  handleHandshake(now: number, type: FrameType, pairId: number, payload: Uint8Array): HandshakeOutcome {
-    if (type === FrameType.HandshakeInit) return this.onInit(now, payload);
-    if (type === FrameType.HandshakeResp) return this.onResp(now, pairId, payload);
-    return { kind: 'drop', reason: 'handshake-malformed', detail: `frame type ${type} is not handled in v1` };
+  /**
+   * A handshake frame (the whole datagram, already validated by decodeFrame) from `source`, an
+   * opaque text naming the sender's address (only this endpoint's cookies are bound to it):
+   * answer it, complete it, or drop it with a reason.
+   */
+  handleHandshake(now: number, datagram: Uint8Array, source: string): HandshakeOutcome {
+    if (datagram.length < HEADER_LEN) return { kind: 'drop', reason: 'handshake-malformed', detail: `${datagram.length} bytes` };
+    const type = datagram[3];
+    const pairId = new DataView(datagram.buffer, datagram.byteOffset, datagram.byteLength).getUint32(8);
+    const payload = datagram.subarray(HEADER_LEN);
+    if (type === FrameType.HandshakeInit) return this.onInit(now, datagram, payload, source);
+    if (type === FrameType.HandshakeResp) return this.onResp(now, datagram, pairId, payload);
+    if (type === FrameType.CookieReply) return this.onCookie(now, pairId, payload);
+    return { kind: 'drop', reason: 'handshake-malformed', detail: `frame type ${type} is not a handshake` };
   }
 
-  private onInit(now: number, payload: Uint8Array): HandshakeOutcome {
+  private onInit(now: number, frame: Uint8Array, payload: Uint8Array, source: string): HandshakeOutcome {
     if (payload.length !== INIT_LEN) return { kind: 'drop', reason: 'handshake-malformed', detail: `HandshakeInit payload is ${payload.length} bytes, not ${INIT_LEN}` };
+    // Before any DH: mac1 proves the sender knows our static key; under load, mac2 proves it receives at its address.
+    if (!mac1Valid(frame, this.ownMac1Key)) return { kind: 'drop', reason: 'bad-mac1', detail: 'HandshakeInit mac1 does not verify' };
     const senderIndex = new DataView(payload.buffer, payload.byteOffset).getUint32(0);
+    if (this.cookies.noteInit(now)) {
+      if (!this.cookies.mac2Valid(now, frame, source)) return { kind: 'cookie', datagram: this.cookieReply(now, senderIndex, frame, source) };
+      if (!this.cookies.admitSource(now, source)) return { kind: 'drop', reason: 'source-rate-limited', detail: `more than ${this.cookies.perSourceLimit} handshakes/s from ${source} under load` };
+    }
     const resp = new IKResponder({ hash: 'BLAKE2s', prologue: ETCP_PROLOGUE, staticKey: this.o.staticKey });
     let m1;
     try {
-      m1 = resp.readMessage1(payload.subarray(4));
+      m1 = resp.readMessage1(payload.subarray(4, INIT_LEN - 2 * MAC_LEN));
     } catch (e) {
       if (e instanceof NoiseError || e instanceof Error) return { kind: 'drop', reason: 'handshake-auth-failed', detail: e.message };
       throw e;
@@ -221,23 +269,55 @@ export class EtcpEndpoint {
     const last = this.lastInitTimestamp.get(keyHex(peer.publicKey)) ?? -1;
     if (ts <= last) return { kind: 'drop', reason: 'handshake-replayed', detail: `peer ${peer.name}: init timestamp ${ts} not after ${last}` };
     this.lastInitTimestamp.set(keyHex(peer.publicKey), ts);
-    this.o.onInitAccepted?.(peer, ts);
     const localIndex = this.newIndex();
+    if (localIndex === undefined) return { kind: 'drop', reason: 'no-free-index', detail: '65535 sessions and handshakes live' };
+    this.o.onInitAccepted?.(peer, ts);
     const rp = new DataView(new ArrayBuffer(RESP_PAYLOAD_LEN));
     rp.setUint8(0, ETCP_VERSION);
     rp.setUint32(1, CAPABILITIES & d.getUint32(2));
     const { message, result } = resp.writeMessage2(new Uint8Array(rp.buffer));
-    const out = new Uint8Array(8 + message.length);
+    const out = new Uint8Array(8 + message.length + 2 * MAC_LEN);
     const od = new DataView(out.buffer);
     od.setUint32(0, localIndex);
     od.setUint32(4, senderIndex);
     out.set(message, 8);
     const session = this.establish(now, localIndex, senderIndex, peer, false, result);
-    return { kind: 'respond', datagram: encodeFrame({ type: FrameType.HandshakeResp, flags: 0, pairId: senderIndex, packetNumber: 0 }, out), session };
+    // mac2 of a HandshakeResp is always zero in v2 (no cookie is ever demanded of a responder).
+    const datagram = stampMacs(encodeFrame({ type: FrameType.HandshakeResp, flags: 0, pairId: senderIndex, packetNumber: 0 }, out), mac1Key(peer.publicKey), undefined);
+    return { kind: 'respond', datagram, session };
   }
 
-  private onResp(now: number, pairId: number, payload: Uint8Array): HandshakeOutcome {
+  /** The CookieReply to a HandshakeInit: its sender's index, a random nonce, the sealed cookie. */
+  private cookieReply(now: number, receiverIndex: number, init: Uint8Array, source: string): Uint8Array {
+    const nonce = this.o.random(XNONCELEN);
+    const sealed = sealCookie(this.o.staticKey.publicKey, nonce, this.cookies.cookie(now, source), mac1Of(init));
+    const out = new Uint8Array(COOKIE_REPLY_LEN);
+    new DataView(out.buffer).setUint32(0, receiverIndex);
+    out.set(nonce, 4);
+    out.set(sealed, 4 + XNONCELEN);
+    return encodeFrame({ type: FrameType.CookieReply, flags: 0, pairId: receiverIndex, packetNumber: 0 }, out);
+  }
+
+  private onCookie(now: number, pairId: number, payload: Uint8Array): HandshakeOutcome {
+    if (payload.length !== COOKIE_REPLY_LEN) return { kind: 'drop', reason: 'handshake-malformed', detail: `CookieReply payload is ${payload.length} bytes, not ${COOKIE_REPLY_LEN}` };
+    const receiverIndex = new DataView(payload.buffer, payload.byteOffset, payload.byteLength).getUint32(0);
+    const p = this.pending.get(receiverIndex);
+    if (!p || receiverIndex !== pairId || p.cookieTaken) return { kind: 'drop', reason: 'unknown-index', detail: `no handshake awaiting a cookie with index ${receiverIndex}` };
+    const cookie = openCookie(p.peer.publicKey, payload.subarray(4, 4 + XNONCELEN), payload.subarray(4 + XNONCELEN), p.mac1);
+    if (!cookie) return { kind: 'drop', reason: 'cookie-auth-failed', detail: `CookieReply for index ${receiverIndex} does not authenticate` };
+    p.cookieTaken = true;
+    this.cookieFrom.set(keyHex(p.peer.publicKey), { cookie, at: now });
+    return { kind: 'cookie-stored', peer: p.peer };
+  }
+
+  /** Whether the responder side is under load now (mac2 required), for metrics. */
+  underLoad(now: number): boolean {
+    return this.cookies.underLoad(now);
+  }
+
+  private onResp(now: number, frame: Uint8Array, pairId: number, payload: Uint8Array): HandshakeOutcome {
     if (payload.length !== RESP_LEN) return { kind: 'drop', reason: 'handshake-malformed', detail: `HandshakeResp payload is ${payload.length} bytes, not ${RESP_LEN}` };
+    if (!mac1Valid(frame, this.ownMac1Key)) return { kind: 'drop', reason: 'bad-mac1', detail: 'HandshakeResp mac1 does not verify' };
     const d = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
     const senderIndex = d.getUint32(0);
     const receiverIndex = d.getUint32(4);
@@ -245,7 +325,7 @@ export class EtcpEndpoint {
     if (!p || receiverIndex !== pairId) return { kind: 'drop', reason: 'unknown-index', detail: `no handshake in progress with index ${receiverIndex}` };
     let m2;
     try {
-      m2 = p.init.readMessage2(payload.subarray(8));
+      m2 = p.init.readMessage2(payload.subarray(8, RESP_LEN - 2 * MAC_LEN));
     } catch (e) {
       return { kind: 'drop', reason: 'handshake-auth-failed', detail: (e as Error).message };
     }

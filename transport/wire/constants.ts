@@ -46,6 +46,8 @@ export enum DropReason {
   UnknownPair = 9,
   HandshakeRateLimited = 10,
   MalformedPayload = 11,
+  /** An IP fragment of a UDP datagram to the ESTP port (XDP only: ESTP frames are never fragmented). */
+  Fragment = 12,
 }
 
 export const DROP_REASON_NAMES: Record<DropReason, string> = {
@@ -60,4 +62,5 @@ export const DROP_REASON_NAMES: Record<DropReason, string> = {
   [DropReason.UnknownPair]: 'unknown-pair',
   [DropReason.HandshakeRateLimited]: 'handshake-rate-limited',
   [DropReason.MalformedPayload]: 'malformed-payload',
+  [DropReason.Fragment]: 'fragment',
 };

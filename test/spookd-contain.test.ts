@@ -1,0 +1,118 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { configSchema } from '../control/daemon/config.js';
+import { Spookd } from '../control/daemon/spookd.js';
+import { encodeKey } from '../control/daemon/keys.js';
+import { generateKeyPair, type KeyPair } from '../transport/etcp/crypto.js';
+import { DeltaOp } from '../transport/wire/delta.js';
+import { PairState } from '../control/core/lifecycle.js';
+
+/**
+ * Containment in the driver (docs/PROTOCOL.md §12.9), with three spookd in this process on
+ * loopback: a (peers b and c), b, c. A fault injected into a's handling of one peer fences that
+ * pair only; a peer whose datagrams are expensive is held to its work budget.
+ */
+const dir = mkdtempSync(join(tmpdir(), 'spook-contain-'));
+const base = 47000 + (process.pid % 1000) * 3;
+const keys: Record<string, KeyPair> = { a: generateKeyPair(), b: generateKeyPair(), c: generateKeyPair() };
+const port = { a: base, b: base + 1, c: base + 2 } as Record<string, number>;
+const logs: Record<string, string[]> = { a: [], b: [], c: [] };
+const d: Record<string, Spookd> = {};
+
+function make(name: string, peers: string[], extra: Record<string, unknown> = {}): Spookd {
+  writeFileSync(join(dir, `${name}.key`), Buffer.from(keys[name].privateKey).toString('base64'));
+  const cfg = configSchema.parse({
+    listen: `127.0.0.1:${port[name]}`,
+    privateKeyFile: join(dir, `${name}.key`),
+    dataDir: join(dir, name),
+    adminSocket: join(dir, `${name}.sock`),
+    fsync: 'never',
+    timing: { keepaliveMs: 100, silenceMs: 3000 },
+    peers: peers.map((p) => ({ name: p, publicKey: encodeKey(keys[p].publicKey), endpoint: `127.0.0.1:${port[p]}` })),
+    registers: [{ name: 'config', kind: 'map' }],
+    ...extra,
+  });
+  const log = pino({ level: 'warn' }, { write: (s: string) => void logs[name].push(s) });
+  return new Spookd(cfg, keys[name], log);
+}
+
+async function until(what: string, f: () => boolean, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!f()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const write = (from: Spookd, peer: string, key: string): void => {
+  const link = from.link(peer);
+  link.pair.propose(from.now(), 'config', { op: DeltaOp.Set, key: Buffer.from(key), value: Buffer.from('v') });
+  from.kick(link);
+};
+const has = (s: Spookd, peer: string, key: string): boolean => s.link(peer).pair.register('config').state.size() > 0 && !!(s.link(peer).pair.register('config').state as { get(k: Uint8Array): unknown }).get(Buffer.from(key));
+
+beforeAll(async () => {
+  d.a = make('a', ['b', 'c'], { peerBudgetMs: 20 });
+  d.b = make('b', ['a']);
+  d.c = make('c', ['a']);
+  await Promise.all(Object.values(d).map((s) => s.start()));
+  await until('a-b and a-c entangled', () => d.a.link('b').pair.state === PairState.ENTANGLED && d.a.link('c').pair.state === PairState.ENTANGLED);
+}, 30_000);
+
+afterAll(async () => {
+  await Promise.all(Object.values(d).map((s) => s.stop()));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('spookd containment (§12.9)', () => {
+  it('attack: a peer whose datagrams are expensive is held to its work budget, and the other peer is still served', async () => {
+    const lc = d.a.link('c');
+    const real = lc.pair.handlePayload.bind(lc.pair);
+    lc.pair.handlePayload = (...args: Parameters<typeof real>) => {
+      const until = performance.now() + 15; // 15 ms of CPU per datagram from c
+      while (performance.now() < until);
+      return real(...args);
+    };
+    const spent0 = lc.budget.spentMs;
+    const t0 = performance.now();
+    const received0 = lc.pair.stats.datagramsReceived;
+    const b0 = d.a.link('b').pair.stats.datagramsReceived;
+    await new Promise((r) => setTimeout(r, 2000)); // c sends keepalives every 100 ms: 300 ms of work asked
+    const seconds = (performance.now() - t0) / 1000;
+    const spent = lc.budget.spentMs - spent0;
+    // At most the bucket (20 ms) plus 20 ms/s, plus one datagram's overrun beyond what was left.
+    expect(spent).toBeLessThanOrEqual(20 + 20 * seconds + 20);
+    expect(lc.budget.refused).toBeGreaterThan(0);
+    expect(d.a.drops['peer-over-budget']).toBeGreaterThan(0);
+    expect(lc.pair.stats.datagramsReceived - received0).toBeLessThan(10);
+    // b, meanwhile, was served: its keepalives handled, a write across.
+    expect(d.a.link('b').pair.stats.datagramsReceived - b0).toBeGreaterThan(10);
+    write(d.b, 'a', 'b-during-c-flood');
+    await until('b write reaches a', () => has(d.a, 'b', 'b-during-c-flood'));
+    lc.pair.handlePayload = real;
+    expect(lc.fenced).toBeUndefined();
+  }, 20_000);
+  it('attack: an exception while handling one peer fences that pair only (cause internal-error, logged once, counted); the process and the other pair carry on', async () => {
+    const lb = d.a.link('b');
+    lb.pair.handlePayload = () => {
+      throw new RangeError('injected fault in the pair core');
+    };
+    write(d.b, 'a', 'from-b'); // b's frames now reach a's faulty handler
+    await until('a fences b', () => lb.fenced !== undefined);
+    expect(lb.fenced).toMatchObject({ cause: 'internal-error', error: 'RangeError: injected fault in the pair core' });
+    expect(lb.session).toBeUndefined();
+    // b keeps sending (keepalives, retransmissions, new handshakes): nothing more is logged or counted as an error.
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(d.a.drops['internal-error']).toBe(1);
+    expect(logs.a.filter((l) => l.includes('pair fenced')).length).toBe(1);
+    // The other pair still commits both ways.
+    write(d.c, 'a', 'from-c');
+    write(d.a, 'c', 'to-c');
+    await until('a-c writes cross', () => has(d.a, 'c', 'from-c') && has(d.c, 'a', 'to-c'));
+    expect(d.a.link('c').fenced).toBeUndefined();
+  }, 20_000);
+
+});

@@ -1,0 +1,163 @@
+/**
+ * DoS cookies for ETCP handshakes (docs/PROTOCOL.md §12.8), after WireGuard's mac1/mac2 and
+ * cookie reply (WireGuard whitepaper §5.4.4, §5.4.7):
+ *
+ * - mac1, keyed by the receiver's static public key, is checked before any Diffie-Hellman:
+ *   a sender that does not know whom it talks to costs the receiver one MAC.
+ * - Under load the responder also requires mac2, keyed by a cookie: a MAC of the sender's
+ *   source address under a secret that rotates every two minutes. A message without a valid
+ *   mac2 is answered by a CookieReply (the cookie, sealed with XChaCha20-Poly1305 under a key
+ *   derived from the responder's static public key, bound to the message's mac1) and costs no
+ *   DH. Only a sender that receives at its source address can answer it.
+ *
+ * MAC is HMAC-BLAKE2s truncated to 16 octets, where WireGuard uses keyed BLAKE2s-128: node:crypto
+ * has BLAKE2s and HMAC but not BLAKE2s' keyed mode, and HMAC with truncation (RFC 2104 §5) is a
+ * PRF over the same hash. Sans-I/O: clock and randomness are injected; a source address is an
+ * opaque string (only its encoder ever checks a cookie, so the encoding is local).
+ */
+import { HASHLEN, XNONCELEN, TAGLEN, hash, hmac, xaeadDecrypt, xaeadEncrypt } from './crypto.js';
+
+export const MAC_LEN = 16;
+export const COOKIE_LEN = 16;
+/** CookieReply payload: receiver_index, nonce, sealed cookie. */
+export const COOKIE_REPLY_LEN = 4 + XNONCELEN + COOKIE_LEN + TAGLEN;
+/** The responder draws a new cookie secret this often (WireGuard's COOKIE_SECRET_MAX_AGE). */
+export const COOKIE_SECRET_LIFETIME_MS = 120_000;
+/** An initiator stops using a cookie this long before the secret that made it may have rotated. */
+export const COOKIE_LATENCY_MS = 5_000;
+/** Default load threshold: HandshakeInits with a valid mac1 per second above which mac2 is required. */
+export const DEFAULT_COOKIE_THRESHOLD = 50;
+/** Under load, HandshakeInits with a valid mac2 processed per source address per second. */
+export const DEFAULT_PER_SOURCE_LIMIT = 5;
+/** Sources tracked per second under load; further sources are limited outright (bounded memory). */
+const MAX_TRACKED_SOURCES = 4096;
+
+const enc = new TextEncoder();
+const LABEL_MAC1 = enc.encode('mac1----');
+const LABEL_COOKIE = enc.encode('cookie--');
+
+export function mac(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
+  return hmac('BLAKE2s', key, ...parts).subarray(0, MAC_LEN);
+}
+
+/** HASH("mac1----" || receiver's static public key). */
+export function mac1Key(receiverStatic: Uint8Array): Uint8Array {
+  return hash('BLAKE2s', LABEL_MAC1, receiverStatic);
+}
+
+/** HASH("cookie--" || responder's static public key): seals CookieReplies. */
+export function cookieKey(responderStatic: Uint8Array): Uint8Array {
+  return hash('BLAKE2s', LABEL_COOKIE, responderStatic);
+}
+
+/** Constant-time comparison of two MACs (the lengths are public). */
+export function macEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d |= a[i] ^ b[i];
+  return d === 0;
+}
+
+/**
+ * Fill the two trailing MAC fields of a handshake frame in place: mac1 over everything before
+ * it, then mac2 (keyed by the cookie, zero without one) over everything before mac2.
+ */
+export function stampMacs(frame: Uint8Array, mac1K: Uint8Array, cookie: Uint8Array | undefined): Uint8Array {
+  const m1 = frame.length - 2 * MAC_LEN;
+  frame.set(mac(mac1K, frame.subarray(0, m1)), m1);
+  const m2 = frame.length - MAC_LEN;
+  frame.set(cookie ? mac(cookie, frame.subarray(0, m2)) : new Uint8Array(MAC_LEN), m2);
+  return frame;
+}
+
+export function mac1Of(frame: Uint8Array): Uint8Array {
+  return frame.subarray(frame.length - 2 * MAC_LEN, frame.length - MAC_LEN);
+}
+
+export function mac1Valid(frame: Uint8Array, mac1K: Uint8Array): boolean {
+  const m1 = frame.length - 2 * MAC_LEN;
+  return m1 >= 0 && macEqual(mac(mac1K, frame.subarray(0, m1)), frame.subarray(m1, m1 + MAC_LEN));
+}
+
+/** Seal a cookie for the initiator: XChaCha20-Poly1305(cookieKey, nonce, cookie, ad = mac1). */
+export function sealCookie(responderStatic: Uint8Array, nonce: Uint8Array, cookie: Uint8Array, mac1: Uint8Array): Uint8Array {
+  return xaeadEncrypt(cookieKey(responderStatic), nonce, mac1, cookie);
+}
+
+export function openCookie(responderStatic: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, mac1: Uint8Array): Uint8Array | undefined {
+  const c = xaeadDecrypt(cookieKey(responderStatic), nonce, mac1, sealed);
+  return c && c.length === COOKIE_LEN ? c : undefined;
+}
+
+export interface CookieOptions {
+  random: (n: number) => Uint8Array;
+  /** mac1-valid HandshakeInits per second above which mac2 is required. */
+  threshold?: number;
+  /** Under load, mac2-valid HandshakeInits per source per second that go on to the DH. */
+  perSourceLimit?: number;
+}
+
+/**
+ * The responder's side: the rotating secret, the load measure, and the per-source limit
+ * under load. Load is the count of mac1-valid HandshakeInits in the current one-second
+ * window or the previous one, so a flood keeps the responder under load across windows.
+ */
+export class CookieChecker {
+  private secret: Uint8Array | undefined;
+  private secretAt = -Infinity;
+  private windowStart = -Infinity;
+  private count = 0;
+  private prevCount = 0;
+  private readonly perSource = new Map<string, number>();
+  readonly threshold: number;
+  readonly perSourceLimit: number;
+
+  constructor(private readonly o: CookieOptions) {
+    this.threshold = o.threshold ?? DEFAULT_COOKIE_THRESHOLD;
+    this.perSourceLimit = o.perSourceLimit ?? DEFAULT_PER_SOURCE_LIMIT;
+  }
+
+  private roll(now: number): void {
+    if (now - this.windowStart < 1000) return;
+    this.prevCount = now - this.windowStart < 2000 ? this.count : 0;
+    this.count = 0;
+    this.windowStart = now;
+    this.perSource.clear();
+  }
+
+  /** Count one mac1-valid HandshakeInit; true if the responder is now under load. */
+  noteInit(now: number): boolean {
+    this.roll(now);
+    this.count++;
+    return this.underLoad(now);
+  }
+
+  underLoad(now: number): boolean {
+    this.roll(now);
+    return this.count > this.threshold || this.prevCount > this.threshold;
+  }
+
+  /** Under load: whether this source may have one more DH this second. */
+  admitSource(now: number, source: string): boolean {
+    this.roll(now);
+    const n = this.perSource.get(source);
+    if (n === undefined && this.perSource.size >= MAX_TRACKED_SOURCES) return false;
+    if ((n ?? 0) >= this.perSourceLimit) return false;
+    this.perSource.set(source, (n ?? 0) + 1);
+    return true;
+  }
+
+  /** The cookie for `source`: MAC(secret, source), the secret redrawn every two minutes. */
+  cookie(now: number, source: string): Uint8Array {
+    if (!this.secret || now - this.secretAt >= COOKIE_SECRET_LIFETIME_MS || now < this.secretAt) {
+      this.secret = this.o.random(HASHLEN);
+      this.secretAt = now;
+    }
+    return mac(this.secret, enc.encode(source));
+  }
+
+  mac2Valid(now: number, frame: Uint8Array, source: string): boolean {
+    const m2 = frame.length - MAC_LEN;
+    return m2 >= 0 && macEqual(mac(this.cookie(now, source), frame.subarray(0, m2)), frame.subarray(m2));
+  }
+}
