@@ -104,6 +104,12 @@ export interface PairStore {
   replaced(replica: Replica): void;
   /** Own candidate sequence numbers up to `upTo` may now be used; a restart continues above it. */
   lease(register: string, upTo: number): void;
+  /**
+   * An own candidate was accepted (before the proposer hears of it): it must survive a
+   * restart and be proposed again until decided (§7.1). Decided ones are forgotten when
+   * the store next rewrites its list from `ownCandidates()`.
+   */
+  proposed(register: string, seq: number, delta: Delta): void;
 }
 
 /** Own sequence numbers are leased in blocks so a restart never reuses one. */
@@ -238,6 +244,36 @@ export class Replica {
     this.resolvedSeq = this.nextSeq - 1;
   }
 
+  /** Own candidates without an outcome, lowest first (what a store keeps across a restart). */
+  ownCandidates(): { seq: number; delta: Delta }[] {
+    return [...this.own].map((c) => ({ seq: c.seq, delta: c.delta }));
+  }
+
+  /**
+   * After a restart (the history already loaded): take back the own candidates that were
+   * pending when the daemon stopped. Those the loaded history decided are dropped (their
+   * outcome was reported before); the rest are proposed again under their own sequence
+   * numbers, which the sequencer deduplicates (§7.6), and are decided like any other.
+   * They count as sent: the sequencer may have them.
+   */
+  restorePending(cands: { seq: number; delta: Delta }[]): number {
+    const mark = this.origins.get(this.pair.localId) ?? 0;
+    const keep = cands.filter((c) => c.seq > mark).sort((a, b) => a.seq - b.seq);
+    for (const c of keep) {
+      if (this.own.length > 0 && this.own.last()!.seq >= c.seq) continue; // duplicates in the list
+      this.own.push({ seq: c.seq, delta: c.delta });
+      if (this.role === 'sequencer') this.pending.push({ origin: this.pair.localId, seq: c.seq, delta: c.delta });
+    }
+    if (this.own.length > 0) {
+      // Not resolved: these are still to be decided (and proposed again by the follower).
+      this.resolvedSeq = Math.min(this.resolvedSeq, this.own.peek()!.seq - 1);
+      this.sentSeqUpTo = this.resolvedSeq;
+      this.everSent = Math.max(this.everSent, this.own.last()!.seq);
+      this.nextSeq = Math.max(this.nextSeq, this.own.last()!.seq + 1);
+    }
+    return this.own.length;
+  }
+
   /**
    * Re-apply one persisted Collapse record (the encoded message) on restart, checking its
    * hash. Throws if the record does not follow the current version or does not verify.
@@ -286,6 +322,7 @@ export class Replica {
     }
     // Own the bytes: callers may reuse their buffers.
     const d = copyDelta(delta);
+    this.pair.store?.proposed(this.name, seq, d);
     this.own.push({ seq, delta: d });
     if (this.role === 'sequencer') this.pending.push({ origin: this.pair.localId, seq, delta: d });
     return { origin: this.pair.localId, seq };
