@@ -6,7 +6,10 @@ import { HalfPair } from '../control/core/halfpair.js';
 import { DiskStore, StoreError } from '../control/daemon/store.js';
 import type { MapState } from '../control/core/register/map.js';
 import type { StreamState } from '../control/core/register/stream.js';
-import { append, enc, set, del } from './helpers.js';
+import { append, cas, enc, set, del } from './helpers.js';
+import { SimWorld } from '../control/sim/world.js';
+import { PairState } from '../control/core/lifecycle.js';
+import type { SpookEvent } from '../control/core/events.js';
 
 const dirs: string[] = [];
 const tmp = (): string => {
@@ -120,5 +123,82 @@ describe('DiskStore', () => {
     writeFileSync(snap, buf);
     expect(() => open(dir)).toThrow(StoreError);
     expect(() => open(dir)).toThrow(/snapshot: checksum mismatch/);
+  });
+});
+
+// Promises kept across a restart: a follower write reported `pending` is decided after it.
+describe('durable own candidates', () => {
+  const KV = [{ name: 'kv', kind: 'map' as const }];
+  const pairOn = (dir: string, localId: number, now: number) => {
+    const store = new DiskStore(dir, 'always');
+    const pair = new HalfPair({ pairId: 3, localId, peerId: 3 - localId, seed: 11, registers: KV, store }, now);
+    const reports = [...pair.registers.values()].map((r) => store.load(r));
+    return { store, pair, reports };
+  };
+
+  /** Sequencer A and follower B, each on its own real DiskStore, in one simulated world. */
+  function world() {
+    const w = new SimWorld(5, { loss: 0, dup: 0, reorder: 0, minDelayMs: 1, maxDelayMs: 3 });
+    const dirA = tmp();
+    const dirB = tmp();
+    const a = pairOn(dirA, 1, 0);
+    const b = pairOn(dirB, 2, 0);
+    const events: { ep: string; ev: SpookEvent }[] = [];
+    w.onEvent = (ep, ev) => events.push({ ep: ep.name, ev });
+    const [ea, eb] = w.adopt(['A', 'B'], [a.pair, b.pair]);
+    const entangled = () => ea.pair.state === PairState.ENTANGLED && eb.pair.state === PairState.ENTANGLED;
+    expect(w.run(5000, entangled)).toBe(true);
+    /** Stop B's daemon (its store closed, nothing else kept) and start it again from disk. */
+    const restartB = () => {
+      b.store.close();
+      const b2 = pairOn(dirB, 2, w.now);
+      eb.pair = b2.pair;
+      b.store = b2.store;
+      w.drain(eb);
+      return b2.reports[0];
+    };
+    const outcomes = (seqs: number[]) =>
+      events.filter((e) => e.ep === 'B' && e.ev.type === 'outcome' && seqs.includes(e.ev.seq)).map((e) => (e.ev as { seq: number; verdict: string }).seq + ':' + (e.ev as { verdict: string }).verdict);
+    return { w, a, b, ea, eb, events, entangled, restartB, outcomes, close: () => (a.store.close(), b.store.close()) };
+  }
+
+  it('a write pending at a restart (never sent: the follower was cut off) is decided after it', () => {
+    const t = world();
+    t.w.net.setLink('B', 'A', false);
+    t.w.net.setLink('A', 'B', false);
+    const seqs = [1, 2, 3].map((i) => t.eb.pair.propose(t.w.now, 'kv', set(`p${i}`, `v${i}`)).seq);
+    t.w.run(t.w.now + 100);
+    expect(t.outcomes(seqs)).toEqual([]); // pending: what the CLI reports as "decided later"
+    const rep = t.restartB();
+    expect(rep.pendingRestored).toBe(3);
+    t.w.net.setLink('B', 'A', true);
+    t.w.net.setLink('A', 'B', true);
+    expect(t.w.run(t.w.now + 30_000, () => t.outcomes(seqs).length === 3 && t.entangled())).toBe(true);
+    expect(t.outcomes(seqs)).toEqual(seqs.map((s) => `${s}:committed`));
+    const sa = t.a.pair.register('kv').state as MapState;
+    expect(new TextDecoder().decode(sa.get(enc('p2'))!.value)).toBe('v2');
+    // New writes after the restart use fresh sequence numbers and are decided too.
+    const after = t.eb.pair.propose(t.w.now, 'kv', set('after', 'x')).seq;
+    expect(after).toBeGreaterThan(Math.max(...seqs));
+    t.w.drain(t.eb);
+    expect(t.w.run(t.w.now + 30_000, () => t.outcomes([after]).length === 1)).toBe(true);
+    t.close();
+  });
+
+  it('a write the sequencer decided while the follower was down is reported once, not applied twice', () => {
+    const t = world();
+    t.w.net.setLink('A', 'B', false); // B's proposals reach A; A's collapses do not reach B
+    const seqs = [1, 2].map((i) => t.eb.pair.propose(t.w.now, 'kv', cas(`c${i}`, 0, 'first')).seq);
+    t.w.drain(t.eb);
+    t.w.run(t.w.now + 200);
+    expect(t.a.pair.register('kv').origins.get(2)).toBe(Math.max(...seqs)); // decided at A
+    expect(t.outcomes(seqs)).toEqual([]);
+    expect(t.restartB().pendingRestored).toBe(2);
+    t.w.net.setLink('A', 'B', true);
+    expect(t.w.run(t.w.now + 30_000, () => t.outcomes(seqs).length === 2 && t.entangled())).toBe(true);
+    expect(t.outcomes(seqs)).toEqual(seqs.map((s) => `${s}:committed`));
+    const decidedAtA = t.events.filter((e) => e.ep === 'A' && e.ev.type === 'collapse').flatMap((e) => (e.ev as { entries: { origin: number; seq: number }[] }).entries).filter((x) => x.origin === 2);
+    expect(decidedAtA.map((x) => x.seq)).toEqual(seqs); // each once: the re-proposals were duplicates
+    t.close();
   });
 });

@@ -148,6 +148,7 @@ export class HalfPair {
         maxPending: REGISTER_DEFAULTS.maxPending,
         log: REGISTER_DEFAULTS.log,
         ...spec,
+        quota: { ...REGISTER_DEFAULTS.quota, ...spec.quota },
       };
       this.registers.set(spec.name, new Replica(cfg, ctx));
     }

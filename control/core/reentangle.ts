@@ -354,6 +354,9 @@ export class ReconRequester {
   private streamBase = 0;
   private staged: Uint8Array[] = [];
   private stagedLen = 0;
+  /** Entries and octets received so far in this session, held against the register's quota (§7.8). */
+  private receivedEntries = 0;
+  private receivedBytes = 0;
 
   constructor(private readonly r: Replica) {
     this.restart();
@@ -376,6 +379,8 @@ export class ReconRequester {
     this.chunkCount = undefined;
     this.staged = [];
     this.stagedLen = 0;
+    this.receivedEntries = 0;
+    this.receivedBytes = 0;
     if (this.mode === 'full') {
       this.myIndex = undefined;
       this.streamBase = 0;
@@ -448,8 +453,28 @@ export class ReconRequester {
     this.retransmitAt = now + this.r.rto();
   }
 
+  /**
+   * Count received entries against the quota: false (and the session starts over, counted)
+   * when the sequencer sends more than this host may keep.
+   */
+  private admit(now: number, entries: readonly WireEntry[]): boolean {
+    const q = this.r.cfg.quota;
+    this.receivedEntries += entries.length;
+    for (const e of entries) this.receivedBytes += entryWireLen(e);
+    if (this.receivedEntries <= q.maxKeys && this.receivedBytes <= q.maxBytes) return true;
+    this.r.refuse(now, 'quota-violation', `reconciliation sent more than ${q.maxKeys} keys / ${q.maxBytes} octets`);
+    this.restart();
+    return false;
+  }
+
   onMeta(now: number, m: ReconMetaMsg): void {
-    if (!this.accept(m.targetVersion) || this.meta) return;
+    if (this.meta) return;
+    const q = this.r.cfg.quota;
+    if (m.size > (this.r.state instanceof MapState ? q.maxKeys : q.maxBytes)) {
+      this.r.refuse(now, 'quota-violation', `pin of ${m.size} ${this.r.state instanceof MapState ? 'keys' : 'octets'} exceeds the quota`);
+      return;
+    }
+    if (!this.accept(m.targetVersion)) return;
     this.meta = m;
     if (this.r.state instanceof StreamState && this.mode === 'reconcile' && m.size < this.streamBase) {
       this.startFull(); // our stream is longer than the sequencer's: not a prefix
@@ -487,6 +512,7 @@ export class ReconRequester {
     for (let i = 0; i < m.parts; i++) if (!got[i]) return;
     this.parts.delete(key);
     this.outstanding.delete(key);
+    for (const part of got) if (!this.admit(now, part)) return;
     this.stageDeletes(m.depth, m.prefix);
     for (const part of got) for (const e of part) this.puts.push(e);
     this.progress(now);
@@ -501,9 +527,17 @@ export class ReconRequester {
   }
 
   onChunk(now: number, m: SnapChunkMsg): void {
-    if (this.mode !== 'full' || !this.accept(m.targetVersion)) return;
+    if (this.mode !== 'full') return;
+    // Every chunk but an empty map's holds an entry: more chunks than the quota's keys is a lie.
+    if (m.chunks > Math.max(1, this.r.cfg.quota.maxKeys)) {
+      this.r.refuse(now, 'quota-violation', `snapshot of ${m.chunks} chunks exceeds the quota`);
+      return;
+    }
+    if (!this.accept(m.targetVersion)) return;
     this.chunkCount = m.chunks;
     if (this.chunks.length < m.chunks) this.chunks.length = m.chunks;
+    if (this.chunks[m.chunk]) return; // a duplicate
+    if (!this.admit(now, m.entries)) return;
     this.chunks[m.chunk] = m.entries.map(copyEntry);
     // Ask for the next window once this one is complete.
     let from = 0;
@@ -515,6 +549,12 @@ export class ReconRequester {
   onStreamData(now: number, m: StreamDataMsg): void {
     if (!this.accept(m.targetVersion)) return;
     if (m.offset !== this.streamBase + this.stagedLen) return; // out of order: the window is re-requested
+    const q = this.r.cfg.quota;
+    if (m.offset + m.data.length > (this.meta ? Math.min(this.meta.size, q.maxBytes) : q.maxBytes)) {
+      this.r.refuse(now, 'quota-violation', `stream data past ${this.meta ? 'the pin\'s length' : 'the quota'}`);
+      this.restart();
+      return;
+    }
     this.staged.push(m.data.slice());
     this.stagedLen += m.data.length;
     const at = this.streamBase + this.stagedLen;

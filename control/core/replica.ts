@@ -36,6 +36,7 @@ import { StreamState } from './register/stream.js';
 import type { RegisterKind } from './register/state.js';
 import { ReconRequester, ReconResponder } from './reentangle.js';
 import { Deque } from './deque.js';
+import { QUOTA_DEFAULTS, QuotaCheck, type Quota } from './quota.js';
 
 export type Role = 'sequencer' | 'follower';
 export type DecoherencePolicy = 'buffer' | 'freeze';
@@ -48,12 +49,15 @@ export interface RegisterConfig {
   /** Bound on own candidates awaiting their outcome. */
   maxPending: number;
   log: LogLimits;
+  /** Keys and octets this register may hold, whoever wrote them; both ends configure the same (§7.8). */
+  quota: Quota;
 }
 
 export const REGISTER_DEFAULTS = {
   policy: 'buffer' as DecoherencePolicy,
   maxPending: 1024,
   log: { maxRecords: 65536, maxBytes: 64 * 1024 * 1024 },
+  quota: QUOTA_DEFAULTS,
 };
 
 /** Collapse records in flight beyond the peer's acknowledged version. */
@@ -100,6 +104,12 @@ export interface PairStore {
   replaced(replica: Replica): void;
   /** Own candidate sequence numbers up to `upTo` may now be used; a restart continues above it. */
   lease(register: string, upTo: number): void;
+  /**
+   * An own candidate was accepted (before the proposer hears of it): it must survive a
+   * restart and be proposed again until decided (§7.1). Decided ones are forgotten when
+   * the store next rewrites its list from `ownCandidates()`.
+   */
+  proposed(register: string, seq: number, delta: Delta): void;
 }
 
 /** Own sequence numbers are leased in blocks so a restart never reuses one. */
@@ -234,6 +244,36 @@ export class Replica {
     this.resolvedSeq = this.nextSeq - 1;
   }
 
+  /** Own candidates without an outcome, lowest first (what a store keeps across a restart). */
+  ownCandidates(): { seq: number; delta: Delta }[] {
+    return [...this.own].map((c) => ({ seq: c.seq, delta: c.delta }));
+  }
+
+  /**
+   * After a restart (the history already loaded): take back the own candidates that were
+   * pending when the daemon stopped. Those the loaded history decided are dropped (their
+   * outcome was reported before); the rest are proposed again under their own sequence
+   * numbers, which the sequencer deduplicates (§7.6), and are decided like any other.
+   * They count as sent: the sequencer may have them.
+   */
+  restorePending(cands: { seq: number; delta: Delta }[]): number {
+    const mark = this.origins.get(this.pair.localId) ?? 0;
+    const keep = cands.filter((c) => c.seq > mark).sort((a, b) => a.seq - b.seq);
+    for (const c of keep) {
+      if (this.own.length > 0 && this.own.last()!.seq >= c.seq) continue; // duplicates in the list
+      this.own.push({ seq: c.seq, delta: c.delta });
+      if (this.role === 'sequencer') this.pending.push({ origin: this.pair.localId, seq: c.seq, delta: c.delta });
+    }
+    if (this.own.length > 0) {
+      // Not resolved: these are still to be decided (and proposed again by the follower).
+      this.resolvedSeq = Math.min(this.resolvedSeq, this.own.peek()!.seq - 1);
+      this.sentSeqUpTo = this.resolvedSeq;
+      this.everSent = Math.max(this.everSent, this.own.last()!.seq);
+      this.nextSeq = Math.max(this.nextSeq, this.own.last()!.seq + 1);
+    }
+    return this.own.length;
+  }
+
   /**
    * Re-apply one persisted Collapse record (the encoded message) on restart, checking its
    * hash. Throws if the record does not follow the current version or does not verify.
@@ -282,6 +322,7 @@ export class Replica {
     }
     // Own the bytes: callers may reuse their buffers.
     const d = copyDelta(delta);
+    this.pair.store?.proposed(this.name, seq, d);
     this.own.push({ seq, delta: d });
     if (this.role === 'sequencer') this.pending.push({ origin: this.pair.localId, seq, delta: d });
     return { origin: this.pair.localId, seq };
@@ -297,15 +338,18 @@ export class Replica {
       const entries: CollapseEntry[] = [];
       let size = 0;
       let taken = 0;
+      const quota = new QuotaCheck(this.state, this.cfg.quota);
       for (let i = 0; i < this.pending.length; i++) {
         const c = this.pending.at(i);
         const sz = varintLen(c.origin) + varintLen(c.seq) + 1 + encodedDeltaLen(c.delta);
         if (entries.length >= MAX_ENTRIES_PER_COLLAPSE || (entries.length > 0 && size + sz > this.pair.maxPayload - COLLAPSE_SLACK)) break;
-        const verdict = this.state.check(c.delta);
+        let verdict: number = this.state.check(c.delta);
+        if (verdict === 0) verdict = quota.admit(c.delta, v);
         if (verdict === 0) this.state.apply(c.delta, v);
         entries.push(verdict === 0 ? { origin: c.origin, seq: c.seq, verdict, delta: c.delta } : { origin: c.origin, seq: c.seq, verdict });
         this.origins.set(c.origin, c.seq);
-        if (verdict !== 0 && c.origin === this.pair.peerId) this.peerRejections.set(c.seq, verdict);
+        // Kept for §8.5 until the follower acknowledges it (never for one it already has).
+        if (verdict !== 0 && c.origin === this.pair.peerId && c.seq > this.peerResolvedSeq) this.peerRejections.set(c.seq, verdict);
         size += sz;
         taken++;
       }
@@ -445,7 +489,8 @@ export class Replica {
   /** Sequencer only (the pair routes Propose nowhere else). Returns candidates refused for a wrong origin. */
   onPropose(now: number, m: ProposeMsg): number {
     let refused = 0;
-    for (const c of m.candidates) {
+    for (let i = 0; i < m.candidates.length; i++) {
+      const c = m.candidates[i];
       if (c.origin !== this.pair.peerId) {
         refused++;
         continue;
@@ -453,7 +498,14 @@ export class Replica {
       // Each origin's candidates are taken in sequence order; below the proposer's base nothing more will come.
       const expected = Math.max(this.origins.get(c.origin) ?? 0, this.peerPendingHigh, m.base - 1) + 1;
       if (c.seq !== expected) continue; // duplicate, or a gap the peer will retransmit into
-      if (this.pending.length >= 2 * this.cfg.maxPending) break; // backpressure: the peer retransmits
+      // The receive window (§7.2): an honest follower holds at most maxPending candidates, so
+      // it never fills the queue nor leaves 2·maxPending rejections unacknowledged. Past
+      // that nothing is kept: counted, and the peer retransmits once there is room.
+      const left = m.candidates.length - i;
+      if (this.pending.length >= 2 * this.cfg.maxPending || this.peerRejections.size >= 2 * this.cfg.maxPending) {
+        this.pair.drop(now, 'beyond-window', `register ${this.name}: ${left} candidate(s) past the receive window`, left);
+        break;
+      }
       this.pending.push({ origin: c.origin, seq: c.seq, delta: copyDelta(c.delta) });
       this.peerPendingHigh = c.seq;
     }
@@ -468,6 +520,11 @@ export class Replica {
       this.statusDirty = true; // a duplicate: re-acknowledge
       return;
     }
+    if (m.version > this.version + SEND_WINDOW) {
+      // Past the send window (§8.1): the sequencer may not send it yet; nothing is kept.
+      this.pair.drop(now, 'beyond-window', `register ${this.name}: v${m.version} with the local version at v${this.version}`);
+      return;
+    }
     if (m.version > this.version + 1) {
       if (this.reorder.size < REORDER_LIMIT && !this.reorder.has(m.version)) {
         this.reorder.set(m.version, { msg: m, raw: raw.slice() });
@@ -475,17 +532,25 @@ export class Replica {
       }
       return;
     }
-    this.applyCollapse(now, m, raw);
+    if (!this.applyCollapse(now, m, raw)) return;
     for (let next = this.reorder.get(this.version + 1); next; next = this.reorder.get(this.version + 1)) {
       this.reorder.delete(next.msg.version);
-      this.applyCollapse(now, next.msg, next.raw);
-      if (this.requester !== undefined) break;
+      if (!this.applyCollapse(now, next.msg, next.raw) || this.requester !== undefined) break;
     }
     for (const v of this.reorder.keys()) if (v <= this.version) this.reorder.delete(v);
   }
 
-  private applyCollapse(now: number, m: CollapseMsg, raw: Uint8Array): void {
+  /** Apply one record in order; false if it was refused (over this host's quota) and nothing changed. */
+  private applyCollapse(now: number, m: CollapseMsg, raw: Uint8Array): boolean {
     const v = m.version;
+    // The sequencer's verdicts bind, but not past this host's own quota: check the whole record first.
+    const quota = new QuotaCheck(this.state, this.cfg.quota);
+    for (const e of m.entries) {
+      if (e.verdict === 0 && e.delta && quota.admit(e.delta, v) !== 0) {
+        this.pair.drop(now, 'quota-violation', `register ${this.name}: v${v} would exceed the quota (${this.cfg.quota.maxKeys} keys, ${this.cfg.quota.maxBytes} octets)`);
+        return false;
+      }
+    }
     for (const e of m.entries) {
       // Follow the sequencer's verdicts; a local precondition that disagrees means divergence, caught by the hash.
       if (e.verdict === 0 && e.delta) {
@@ -505,12 +570,13 @@ export class Replica {
         now,
       );
       this.startReconcile(now);
-      return;
+      return true;
     }
     const rec = { version: v, hash: m.hash, encoded: raw.slice() };
     this.log.append(rec, v);
     this.pair.store?.append(this.name, rec);
     this.afterCollapse(now, v, m.entries);
+    return true;
   }
 
   // ---------------------------------------------------------------- re-entanglement bookkeeping

@@ -30,6 +30,9 @@ const register = z
     policy: z.enum(['buffer', 'freeze']).default('buffer'),
     maxPending: z.number().int().min(1).max(1_000_000).default(1024),
     logRecords: z.number().int().min(4).default(65536),
+    /** Quota (PROTOCOL.md §7.8): entries (map) and octets this register may hold; both peers must agree. */
+    maxKeys: z.number().int().min(1).default(1_000_000),
+    maxBytes: z.number().int().min(1024).default(256 * 1024 * 1024),
   })
   .strict();
 

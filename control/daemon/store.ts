@@ -7,6 +7,10 @@
  *            file, fsynced, renamed over the old one, directory fsynced.
  *  lease     the highest own candidate sequence number handed out (so a restart never
  *            reuses one), rewritten atomically once per 1,024 proposals.
+ *  pending   own candidates as proposed, [u32 length][4-byte SHA-256 prefix][varint seq |
+ *            delta] ..., appended (and flushed like the log) before the proposer hears
+ *            of the candidate; rewritten atomically with only the undecided ones at load
+ *            and whenever it passes 1 MiB. A restart proposes the undecided ones again.
  *
  * A record is written (and, with fsync "always", flushed) before the collapse it holds
  * can leave the host, so after `kill -9` every version a peer or a proposer may have seen
@@ -18,6 +22,7 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, re
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { Reader, Writer } from '../../transport/wire/buffer.js';
+import { readDelta, writeDelta, type Delta } from '../../transport/wire/delta.js';
 import { MAX_DELTA_LEN, MAX_KEY_LEN } from '../../transport/wire/constants.js';
 import type { LogRecord } from '../core/log.js';
 import { MapState } from '../core/register/map.js';
@@ -45,7 +50,13 @@ interface RegisterFiles {
   logFd: number;
   logBytes: number;
   dirty: boolean;
+  pendingFd: number;
+  pendingBytes: number;
+  pendingDirty: boolean;
 }
+
+/** Rewrite the pending list (undecided candidates only) once the file passes this. */
+const PENDING_COMPACT_BYTES = 1024 * 1024;
 
 export interface LoadReport {
   register: string;
@@ -53,6 +64,8 @@ export interface LoadReport {
   replayed: number;
   version: number;
   tornBytes: number;
+  /** Own candidates pending at the last stop, proposed again (decided after the restart). */
+  pendingRestored: number;
 }
 
 export class DiskStore implements PairStore {
@@ -82,9 +95,9 @@ export class DiskStore implements PairStore {
     }
   }
 
-  private paths(register: string): { dir: string; log: string; snap: string; lease: string } {
+  private paths(register: string): { dir: string; log: string; snap: string; lease: string; pending: string } {
     const d = join(this.dir, encodeURIComponent(register));
-    return { dir: d, log: join(d, 'log'), snap: join(d, 'snapshot'), lease: join(d, 'lease') };
+    return { dir: d, log: join(d, 'log'), snap: join(d, 'snapshot'), lease: join(d, 'lease'), pending: join(d, 'pending') };
   }
 
   /**
@@ -124,9 +137,46 @@ export class DiskStore implements PairStore {
       if (tornBytes > 0) truncateSync(p.log, off);
     }
     replica.continueSeqAfter(lease);
+    // Own candidates pending at the stop: the history decides some; the rest are proposed again.
+    const pendingRestored = existsSync(p.pending) ? replica.restorePending(readFramed(readFileSync(p.pending)).flatMap(decodePending)) : 0;
+    writeAtomic(p.pending, encodePending(replica.ownCandidates()), p.dir);
     const logFd = openSync(p.log, 'a', 0o600);
-    this.files.set(replica.name, { dir: p.dir, logFd, logBytes: existsSync(p.log) ? statSync(p.log).size : 0, dirty: false });
-    return { register: replica.name, snapshotVersion, replayed, version: replica.version, tornBytes };
+    const pendingFd = openSync(p.pending, 'a', 0o600);
+    this.files.set(replica.name, {
+      dir: p.dir,
+      logFd,
+      logBytes: existsSync(p.log) ? statSync(p.log).size : 0,
+      dirty: false,
+      pendingFd,
+      pendingBytes: statSync(p.pending).size,
+      pendingDirty: false,
+    });
+    return { register: replica.name, snapshotVersion, replayed, version: replica.version, tornBytes, pendingRestored };
+  }
+
+  proposed(register: string, seq: number, delta: Delta): void {
+    if (this.closed) this.onFatal(new StoreError(`${this.dir}: proposal on register ${register} after the store was closed`));
+    const f = this.files.get(register);
+    if (!f) return;
+    try {
+      const r = this.replicas.get(register);
+      if (r && f.pendingBytes > PENDING_COMPACT_BYTES) {
+        // Rewrite with the undecided candidates only (and this one), then append from there.
+        const p = this.paths(register);
+        closeSync(f.pendingFd);
+        writeAtomic(p.pending, encodePending([...r.ownCandidates(), { seq, delta }]), p.dir);
+        f.pendingFd = openSync(p.pending, 'a', 0o600);
+        f.pendingBytes = statSync(p.pending).size;
+        return;
+      }
+      const framed = frame(encodePending([{ seq, delta }], false));
+      writeSync(f.pendingFd, framed);
+      f.pendingBytes += framed.length;
+      if (this.fsync === 'always') fsyncSync(f.pendingFd);
+      else f.pendingDirty = true;
+    } catch (e) {
+      this.onFatal(new StoreError(`${join(this.dir, register)}: cannot persist own candidate ${seq}: ${(e as Error).message}`));
+    }
   }
 
   append(register: string, rec: LogRecord): void {
@@ -141,10 +191,7 @@ export class DiskStore implements PairStore {
   }
 
   private write(f: RegisterFiles, register: string, rec: LogRecord): void {
-    const framed = Buffer.allocUnsafe(RECORD_HEADER + rec.encoded.length);
-    framed.writeUInt32BE(rec.encoded.length, 0);
-    sum4(rec.encoded).copy(framed, 4);
-    framed.set(rec.encoded, RECORD_HEADER);
+    const framed = frame(rec.encoded);
     writeSync(f.logFd, framed);
     f.logBytes += framed.length;
     if (this.fsync === 'always') fsyncSync(f.logFd);
@@ -177,6 +224,10 @@ export class DiskStore implements PairStore {
         fsyncSync(f.logFd);
         f.dirty = false;
       }
+      if (f.pendingDirty) {
+        fsyncSync(f.pendingFd);
+        f.pendingDirty = false;
+      }
     }
   }
 
@@ -185,7 +236,10 @@ export class DiskStore implements PairStore {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     this.flush();
-    for (const f of this.files.values()) closeSync(f.logFd);
+    for (const f of this.files.values()) {
+      closeSync(f.logFd);
+      closeSync(f.pendingFd);
+    }
     this.files.clear();
   }
 
@@ -275,4 +329,49 @@ function peekVersion(rec: Uint8Array): number {
   r.varint('length');
   r.lenBytes('register', 64);
   return r.varint('version');
+}
+
+/** `[u32 length][4-byte SHA-256 prefix][record]`, the framing of the log and pending files. */
+function frame(rec: Uint8Array): Buffer {
+  const framed = Buffer.allocUnsafe(RECORD_HEADER + rec.length);
+  framed.writeUInt32BE(rec.length, 0);
+  sum4(rec).copy(framed, 4);
+  framed.set(rec, RECORD_HEADER);
+  return framed;
+}
+
+/** The framed records of a file, up to the first torn or corrupt one. */
+function readFramed(buf: Buffer): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (let off = 0; buf.length - off >= RECORD_HEADER; ) {
+    const len = buf.readUInt32BE(off);
+    if (len === 0 || len > MAX_RECORD || off + RECORD_HEADER + len > buf.length) break;
+    const rec = buf.subarray(off + RECORD_HEADER, off + RECORD_HEADER + len);
+    if (!sum4(rec).equals(buf.subarray(off + 4, off + 8))) break;
+    out.push(new Uint8Array(rec));
+    off += RECORD_HEADER + len;
+  }
+  return out;
+}
+
+/** One own candidate per record: varint seq, then the delta (§4.1). `framed`: the whole file. */
+function encodePending(cands: { seq: number; delta: Delta }[], framed = true): Uint8Array {
+  const parts = cands.map((c) => {
+    const w = new Writer(64);
+    w.varint(c.seq);
+    writeDelta(w, c.delta);
+    return w.finish();
+  });
+  if (!framed) return parts[0];
+  return Buffer.concat(parts.map((p) => frame(p)));
+}
+
+function decodePending(rec: Uint8Array): { seq: number; delta: Delta }[] {
+  try {
+    const r = new Reader(rec);
+    const seq = r.varint('pending.seq');
+    return [{ seq, delta: readDelta(r, 'pending.delta') }];
+  } catch {
+    return []; // checksummed, so only a bug writes one that does not decode: skip it
+  }
 }

@@ -125,10 +125,13 @@ export enum RejectReason {
   CasMismatch = 1,
   AppendOffset = 2,
   WrongKind = 3,
+  /** The register would hold more keys or octets than its quota (PROTOCOL.md §7.8). */
+  QuotaExceeded = 4,
 }
 
 export const REJECT_REASON_NAMES: Record<RejectReason, string> = {
   [RejectReason.CasMismatch]: 'cas-version-mismatch',
   [RejectReason.AppendOffset]: 'append-offset-mismatch',
   [RejectReason.WrongKind]: 'wrong-register-kind',
+  [RejectReason.QuotaExceeded]: 'quota-exceeded',
 };

@@ -224,7 +224,7 @@ function readName(r: Reader): string {
   }
 }
 
-const MAX_REJECT_REASON = 3;
+const MAX_REJECT_REASON = 4;
 
 function readReason(r: Reader, field: string): number {
   const v = r.u8(field);
