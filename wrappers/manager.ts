@@ -56,6 +56,8 @@ export interface WrapSettings {
   silenceMs: number;
   /** UDP flows idle this long are ended (default UDP_IDLE_MS). */
   udpIdleMs?: number;
+  /** Per peer and direction: buffered bytes of all its connections (default DEFAULT_MAX_BUFFERED). */
+  maxBufferedBytes?: number;
   /** What each peer may make this side dial (§16.5.1); absent or empty: nothing. */
   allow?: AllowRule[];
 }
@@ -120,6 +122,7 @@ export class WrapManager {
         maxConnections: settings.maxConnections,
         silenceMs: settings.silenceMs,
         pingMs: Math.max(100, Math.floor(settings.silenceMs / 3)),
+        maxBufferedBytes: settings.maxBufferedBytes,
       });
       this.peers.set(p.name, { peer: p, session, carrier: undefined, dialing: false, nextDialAt: 0, redialMs: REDIAL_MS, conns: new Map(), lastError: undefined });
     }
@@ -278,6 +281,9 @@ export class WrapManager {
         lastError: ps.lastError ?? null,
         connections: ps.session.conns.size,
         dialsRefused: this.policy.refused.get(ps.peer.name) ?? 0,
+        bufferedIn: ps.session.bufferedIn,
+        bufferedOut: ps.session.bufferedOut,
+        maxBufferedBytes: ps.session.maxBuffered,
         ...ps.session.counters,
       })),
     };
@@ -441,6 +447,7 @@ export class WrapManager {
       // A flow's peer ended its direction (idle): end ours too, and the connection completes.
       end: () => ps.session.localEnd(lc.id),
       resume: () => {},
+      pause: () => {}, // datagrams that do not fit are dropped, not paused
       close: forget,
     };
   }
@@ -676,6 +683,9 @@ export class WrapManager {
         lc.io.close(false);
         return;
       }
+      case 'pause-all':
+        for (const l of ps.conns.values()) l.io.pause();
+        return;
       case 'drop-carrier':
         this.log.info({ peer: ps.peer.name, reason: ev.reason }, 'dropping the carrier');
         ps.carrier?.close(ev.reason);
