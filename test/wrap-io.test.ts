@@ -480,6 +480,76 @@ describe('per-peer quotas: a never-reading server and a never-acknowledging peer
   }, 30_000);
 });
 
+describe('unauthenticated carrier connections', () => {
+  it('1,100 idle connections from several sources: at most the limits are held, each for the handshake timeout; an honest carrier then comes up and carries', async () => {
+    const a = generateKeyPair();
+    const b = generateKeyPair();
+    const srv = new HashServer(Buffer.from('ok'));
+    await srv.start();
+    const [pa, pb] = [await freePort(), await freePort()];
+    const settings = { intercept: { host: '127.0.0.1', port: 0 }, interception: 'auto' as const, windowBytes: 1024 * 1024, maxConnections: 64, silenceMs: 2_000 };
+    const allow = [{ peer: 'a', to: `127.0.0.1:${srv.port}`, protocol: 'tcp' as const }];
+    const mb = new WrapManager(
+      { key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } },
+      { ...settings, interception: 'off', allow, maxHandshakes: 48, maxHandshakesPerSource: 30, handshakeTimeoutMs: 1_000 },
+      [],
+      log,
+    );
+    await mb.start();
+    const idle: Socket[] = [];
+    type CarrierStats = { carrierPending: number; carrierRefused: Record<string, number> };
+    let most = 0;
+    const sampler = setInterval(() => (most = Math.max(most, (mb.stats() as unknown as CarrierStats).carrierPending)), 5);
+    let ma: WrapManager | undefined;
+    try {
+      // Two source addresses, 550 connections each, that never say a word.
+      await Promise.all(
+        Array.from({ length: 1_100 }, (_, i) => new Promise<void>((resolve) => {
+          const s = connect({ port: pb, host: '127.0.0.1', localAddress: i < 550 ? '127.0.0.2' : '127.0.0.3' }, () => resolve());
+          s.on('error', () => resolve());
+          idle.push(s);
+        })),
+      );
+      // Every one is accepted (some late: the listen backlog), refused over the limits or timed out.
+      const settled = (x: CarrierStats): number => x.carrierRefused['too-many-handshakes'] + x.carrierRefused['too-many-from-source'] + x.carrierRefused['handshake-timeout'];
+      await until('every connection refused or timed out', async () => settled(mb.stats() as unknown as CarrierStats) >= 1_100 || undefined, 12_000, 20);
+      const st = mb.stats() as unknown as CarrierStats;
+      expect(most).toBe(48); // the limit was reached, never passed
+      expect(st.carrierPending).toBe(0);
+      expect(st.carrierRefused, JSON.stringify(st.carrierRefused)).toMatchObject({ 'too-many-handshakes': expect.any(Number), 'too-many-from-source': expect.any(Number) });
+      expect(st.carrierRefused['too-many-from-source']).toBeGreaterThan(0);
+      expect(st.carrierRefused['too-many-handshakes']).toBeGreaterThan(0);
+      expect(st.carrierRefused['handshake-timeout']).toBeGreaterThanOrEqual(48);
+      expect(st.carrierRefused['handshake-failed']).toBe(0);
+      // An honest peer comes up and carries a connection.
+      const stand: Interceptor = { setPorts: () => {}, originalDst: () => ({ family: 4, address: '127.0.0.1', port: srv.port }), stats: () => ({}), close: () => {} };
+      ma = new WrapManager(
+        { key: a, peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }], peerAddr: () => ({ address: '127.0.0.1', port: pb }), listen: { host: '127.0.0.1', port: pa } },
+        settings,
+        [{ protocol: 'tcp', port: srv.port, peer: 'b', holdMs: 30_000 }],
+        log,
+        () => stand,
+      );
+      await ma.start();
+      const port = Number(String(ma.stats().intercept).split(':')[1]);
+      const reply = await new Promise<string>((resolve) => {
+        const c = connect({ port, host: '127.0.0.1', allowHalfOpen: true }, () => c.end('hello'));
+        let got = '';
+        c.on('data', (d) => (got += d));
+        c.on('error', (e) => resolve(e.message));
+        c.on('close', () => resolve(got));
+      });
+      expect(reply).toBe('ok');
+    } finally {
+      clearInterval(sampler);
+      for (const s of idle) s.destroy();
+      await ma?.stop();
+      await mb.stop();
+      srv.server.close();
+    }
+  }, 20_000);
+});
+
 describe('UDP flows on loopback', () => {
   it('carries datagrams both ways, ends idle flows on both sides, and a late datagram starts a new flow', async () => {
     const a = generateKeyPair();
