@@ -18,7 +18,7 @@ import { CloseCode, CLOSE_NAMES, type Target } from './codec.js';
 import { WrapSession, DEFAULT_WRAP_OPTIONS, type WrapEvent } from './session.js';
 import { acceptCarrier, dialCarrier, HANDSHAKE_TIMEOUT_MS, type Carrier } from './carrier.js';
 import { tcpIo, WrapCounters, type LocalConn, type LocalIo, type WrapperCounters, type WrapperSpec } from './local.js';
-import { WrapHooks } from '../control/bpf/wrap-hooks.js';
+import { WrapHooks, type ClientAddr } from '../control/bpf/wrap-hooks.js';
 import { isDatagram } from './protocols.js';
 import { DialPolicy, type AllowRule } from './policy.js';
 import { DatagramDeframer, frameDatagram, MAX_DATAGRAM, UDP_IDLE_MS } from './udp.js';
@@ -41,9 +41,10 @@ export interface WrapHostInfo {
 /** Where intercepted connections were going: the BPF hooks, or a stand-in (tests, explicit proxies). */
 export interface Interceptor {
   setPorts(tcp: number[], udp?: number[]): void;
-  originalDst(clientPort: number): Target | undefined;
+  /** By the client's address and port (never the port alone: clients may share it). */
+  originalDst(client: ClientAddr): Target | undefined;
   /** A UDP client's original destination (kept: a connected socket is redirected only once). */
-  originalUdpDst?(clientPort: number): Target | undefined;
+  originalUdpDst?(client: ClientAddr): Target | undefined;
   stats(): Record<string, number>;
   close(): void;
 }
@@ -341,7 +342,7 @@ export class WrapManager {
 
   private onIntercepted(socket: Socket): void {
     const now = this.now();
-    const dst = this.hooks?.originalDst(socket.remotePort ?? 0);
+    const dst = this.hooks?.originalDst({ address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 });
     const refuse = (why: string): void => {
       this.refused[why] = (this.refused[why] ?? 0) + 1;
       this.log.warn({ from: `${socket.remoteAddress}:${socket.remotePort}`, why }, 'intercepted connection refused');
@@ -410,7 +411,7 @@ export class WrapManager {
    * its first datagram opens a connection, and so does one that finds its flow ending.
    */
   private onUdpIntercepted(msg: Buffer, rinfo: RemoteInfo): void {
-    const dst = this.hooks?.originalUdpDst?.(rinfo.port);
+    const dst = this.hooks?.originalUdpDst?.({ address: rinfo.address, port: rinfo.port });
     if (!dst) return this.udpDrop('no-original-destination');
     const key = `${rinfo.address}:${rinfo.port}>${dst.address}:${dst.port}`;
     let flow = this.udpFlows.get(key);
