@@ -8,26 +8,31 @@
  *
  *   connect4/6: destination port wrapped -> remember the original destination under the
  *               socket cookie and rewrite the destination to spookd's proxy on loopback.
- *   sockops:    at TCP_CONNECT_CB the client's local port is assigned (inet_hash_connect
- *               runs before tcp_connect), and the SYN has not left yet: move the entry to
- *               orig_by_port[local port], which is the remote port the proxy sees on
- *               accept(). The entry exists before the proxy can accept the connection.
+ *   sockops:    at TCP_CONNECT_CB the client's local address and port are assigned
+ *               (inet_hash_connect runs before tcp_connect), and the SYN has not left yet:
+ *               move the entry to orig_by_client[family, local address, local port], which
+ *               is the remote address and port the proxy sees on accept(). The entry exists
+ *               before the proxy can accept the connection. Keyed by the whole client
+ *               address, not the port alone: two clients on different local addresses (or
+ *               an IPv4 and an IPv6 socket) may share a port number. An IPv4-mapped local
+ *               address is recorded as IPv4, which is how the IPv4 proxy listener sees it.
  *
  * IPv6: a native destination is redirected to [::1]:proxy. A v4-mapped destination
  * (::ffff:a.b.c.d on a dual-stack socket) is treated as IPv4: it is recorded as family 4
  * and redirected to ::ffff:127.0.0.1, i.e. the same IPv4 proxy listener.
  *
  * UDP (for CoAP), IPv4 sockets only, the way Cilium's socket LB does it; on while
- * wrap_cfg.udp_proxy_port is nonzero. The record is keyed by the client's local port,
- * which the proxy sees as the datagram's source port:
+ * wrap_cfg.udp_proxy_port is nonzero. The record is keyed by the client's local address
+ * and port, which the proxy sees as the datagram's source (a socket bound to 0.0.0.0
+ * sends to 127.0.0.1 from 127.0.0.1, so an unspecified address is recorded as that):
  *   connect4:  a UDP socket already bound (src_port != 0) is recorded in
- *              udp_orig_by_port[src_port] and connected to 127.0.0.1:udp_proxy_port. An
+ *              udp_orig_by_client[src] and connected to 127.0.0.1:udp_proxy_port. An
  *              unbound one goes direct (udp_unbound): the kernel autobinds only after
  *              this hook, so its port is not known yet.
  *   sendmsg4:  the same for each unconnected send (the socket is autobound by then).
  *   recvmsg4:  a datagram from 127.0.0.1:udp_proxy_port to a recorded port gets the
  *              original destination as its source, so the client sees the real server.
- * udp_orig_by_port entries stay (a flow has many datagrams); spookd deletes them.
+ * udp_orig_by_client entries stay (a flow has many datagrams); spookd deletes them.
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -51,8 +56,8 @@ enum {
 	WRAP_CNT_LOOPBACK,      /* destination 127/8, ::1, or unspecified */
 	WRAP_CNT_OTHER_NETNS,   /* not spookd's network namespace */
 	WRAP_CNT_NOT_TCP,       /* protocol not intercepted: not TCP, nor UDP/IPv4 with UDP on */
-	WRAP_CNT_SAVE_FAILED,   /* orig_by_cookie/udp_orig_by_port update failed: not redirected */
-	WRAP_CNT_HANDED_OVER,   /* sockops moved an entry to orig_by_port */
+	WRAP_CNT_SAVE_FAILED,   /* orig_by_cookie/udp_orig_by_client update failed: not redirected */
+	WRAP_CNT_HANDED_OVER,   /* sockops moved an entry to orig_by_client */
 	WRAP_CNT_UDP_REDIRECTED, /* UDP connect or unconnected send rewritten to the UDP proxy */
 	WRAP_CNT_UDP_UNBOUND,   /* UDP connect of a socket not bound yet: not redirected */
 	WRAP_CNT_UDP_REVERSE,   /* datagram from the UDP proxy given the original source */
@@ -74,6 +79,14 @@ struct spook_orig {
 	__u16 port;  /* host order */
 	__u32 ip4;   /* network order (family 4) */
 	__u8 ip6[16];
+};
+
+/* A client as the proxy sees it: its address and port (the key of the original destinations). */
+struct spook_client {
+	__u8 family;   /* 4 or 6 */
+	__u8 pad;
+	__u16 port;    /* host order */
+	__u32 addr[4]; /* network order; family 4: addr[0], the rest 0 */
 };
 
 struct {
@@ -100,23 +113,23 @@ struct {
 	__type(value, struct spook_orig);
 } orig_by_cookie SEC(".maps");
 
-/* For the proxy: client local port (host order) -> original destination; the proxy
- * deletes the entry when it has read it. */
+/* For the proxy: client (family, local address, local port) -> original destination; the
+ * proxy deletes the entry when it has read it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, ORIG_ENTRIES);
-	__type(key, __u32);
+	__type(key, struct spook_client);
 	__type(value, struct spook_orig);
-} orig_by_port SEC(".maps");
+} orig_by_client SEC(".maps");
 
-/* For the UDP proxy: client local port (host order) -> original destination (family 4).
- * Not deleted on lookup: spookd deletes it when its flow ends; LRU ages out the rest. */
+/* For the UDP proxy: client (family 4, local address, local port) -> original destination
+ * (family 4). Not deleted on lookup: spookd deletes it when its flow ends; LRU ages out the rest. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, ORIG_ENTRIES);
-	__type(key, __u32);
+	__type(key, struct spook_client);
 	__type(value, struct spook_orig);
-} udp_orig_by_port SEC(".maps");
+} udp_orig_by_client SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -207,14 +220,27 @@ static __always_inline int is_loopback4(__u32 ip4 /* network order */)
  * UDP: record the original destination under the socket's local port and send to the
  * UDP proxy instead. Called after should_wrap() and the loopback check.
  */
+/* A UDP socket's key: its bound address (0.0.0.0 sends to the proxy from 127.0.0.1) and port. */
+static __always_inline void udp_client(struct bpf_sock *sk, struct spook_client *key)
+{
+	__u32 ip4 = sk->src_ip4; /* network order */
+	key->family = 4;
+	key->port = (__u16)sk->src_port; /* host order */
+	key->addr[0] = ip4 ? ip4 : bpf_htonl(LOOPBACK4);
+}
+
 static __always_inline int udp_redirect(struct bpf_sock_addr *ctx, struct wrap_config *cfg, struct spook_orig *orig)
 {
-	__u32 lport = ctx->sk->src_port; /* host order; 0 while the socket is unbound */
-	if (lport == 0) {
+	struct bpf_sock *sk = ctx->sk;
+	if (!sk)
+		return 1;
+	if (sk->src_port == 0) { /* unbound: its port is not known yet */
 		count(WRAP_CNT_UDP_UNBOUND);
 		return 1;
 	}
-	if (bpf_map_update_elem(&udp_orig_by_port, &lport, orig, BPF_ANY) != 0) {
+	struct spook_client key = {};
+	udp_client(sk, &key);
+	if (bpf_map_update_elem(&udp_orig_by_client, &key, orig, BPF_ANY) != 0) {
 		count(WRAP_CNT_SAVE_FAILED);
 		return 1;
 	}
@@ -319,8 +345,12 @@ int spook_recvmsg4(struct bpf_sock_addr *ctx)
 		return 1;
 	if (!in_netns(ctx, cfg))
 		return 1;
-	__u32 lport = ctx->sk->src_port;
-	struct spook_orig *orig = bpf_map_lookup_elem(&udp_orig_by_port, &lport);
+	struct bpf_sock *sk = ctx->sk;
+	if (!sk)
+		return 1;
+	struct spook_client key = {};
+	udp_client(sk, &key);
+	struct spook_orig *orig = bpf_map_lookup_elem(&udp_orig_by_client, &key);
 	if (!orig || orig->family != 4 || is_self(cfg))
 		return 1;
 	ctx->user_ip4 = orig->ip4;
@@ -339,9 +369,25 @@ int spook_sockops(struct bpf_sock_ops *skops)
 	struct spook_orig *orig = bpf_map_lookup_elem(&orig_by_cookie, &cookie);
 	if (!orig)
 		return 1;
-	__u32 lport = skops->local_port; /* host order, assigned by inet_hash_connect() */
+	struct spook_client key = { .port = (__u16)skops->local_port }; /* host order, assigned by inet_hash_connect() */
+	if (skops->family == AF_INET) {
+		key.family = 4;
+		key.addr[0] = skops->local_ip4;
+	} else {
+		__u32 a0 = skops->local_ip6[0], a1 = skops->local_ip6[1], a2 = skops->local_ip6[2], a3 = skops->local_ip6[3];
+		if (a0 == 0 && a1 == 0 && a2 == bpf_htonl(0xffff)) { /* v4-mapped: the IPv4 listener sees a.b.c.d */
+			key.family = 4;
+			key.addr[0] = a3;
+		} else {
+			key.family = 6;
+			key.addr[0] = a0;
+			key.addr[1] = a1;
+			key.addr[2] = a2;
+			key.addr[3] = a3;
+		}
+	}
 	struct spook_orig copy = *orig;  /* copy before the delete frees the element */
-	bpf_map_update_elem(&orig_by_port, &lport, &copy, BPF_ANY);
+	bpf_map_update_elem(&orig_by_client, &key, &copy, BPF_ANY);
 	bpf_map_delete_elem(&orig_by_cookie, &cookie);
 	count(WRAP_CNT_HANDED_OVER);
 	return 1;

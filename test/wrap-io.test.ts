@@ -9,6 +9,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import pino from 'pino';
 import { generateKeyPair } from '../transport/etcp/crypto.js';
 import { WrapManager, type Interceptor } from '../wrappers/manager.js';
+import { dialCarrier } from '../wrappers/carrier.js';
+import { CloseCode, decodeRecord, encodeRecord, RecordType, type WrapRecord } from '../wrappers/codec.js';
 import { sleep, until } from '../control/lab/netns.js';
 import { sha256 } from '../control/lab/servers.js';
 
@@ -352,6 +354,200 @@ describe('an abnormal end is a reset', () => {
       await t.stop();
     }
   }, 15_000);
+});
+
+/** A server that writes as fast as it may to every client and never reads. */
+class FloodServer {
+  server: Server;
+  port = 0;
+  ends: string[] = [];
+  constructor() {
+    this.server = createServer((s) => {
+      s.pause();
+      const chunk = randomBytes(256 * 1024);
+      const pump = (): void => {
+        while (!s.destroyed && s.write(chunk));
+      };
+      s.on('drain', pump);
+      s.on('error', (e: NodeJS.ErrnoException) => this.ends.push(e.code ?? e.message));
+      pump();
+    });
+  }
+  async start(): Promise<void> {
+    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', () => r()));
+    this.port = (this.server.address() as AddressInfo).port;
+  }
+}
+
+describe('per-peer quotas: a never-reading server and a never-acknowledging peer', () => {
+  const WINDOW = 1024 * 1024;
+  const QUOTA = 4 * 1024 * 1024;
+  const CLIENTS = 8;
+  const CHUNKS = 40; // 10 MiB per client: more than the kernel's socket buffers take
+  const SLACK = 64 * 1024; // one socket read
+  type PeerStats = { peer: string; bufferedIn: number; bufferedOut: number; connections: number; windowViolations: number; violations: number };
+  const peerStats = (m: WrapManager, peer: string): PeerStats => (m.stats() as { peers: PeerStats[] }).peers.find((p) => p.peer === peer)!;
+
+  it('buffers at most the quota per peer and direction and refuses connections over the limit; the honest peer keeps flowing', async () => {
+    const a = generateKeyPair();
+    const b = generateKeyPair();
+    const h = generateKeyPair(); // the hostile peer: authorised, speaks WRAP from the project's own codec
+    const sink = new HashServer(Buffer.alloc(0));
+    sink.paused = true; // never reads
+    await sink.start();
+    const flood = new FloodServer();
+    await flood.start();
+    const [pa, pb] = [await freePort(), await freePort()];
+    const settings = { intercept: { host: '127.0.0.1', port: 0 }, interception: 'auto' as const, windowBytes: WINDOW, maxBufferedBytes: QUOTA, maxConnections: 64, silenceMs: 2_000 };
+    const allow = [
+      { peer: '*', to: `127.0.0.1:${sink.port}`, protocol: 'tcp' as const },
+      { peer: 'h', to: `127.0.0.1:${flood.port}`, protocol: 'tcp' as const },
+    ];
+    const mb = new WrapManager(
+      { key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }, { name: 'h', publicKey: h.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } },
+      { ...settings, interception: 'off', allow },
+      [],
+      log,
+    );
+    const stand: Interceptor = { setPorts: () => {}, originalDst: () => ({ family: 4, address: '127.0.0.1', port: sink.port }), stats: () => ({}), close: () => {} };
+    const ma = new WrapManager(
+      { key: a, peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }], peerAddr: () => ({ address: '127.0.0.1', port: pb }), listen: { host: '127.0.0.1', port: pa } },
+      settings,
+      [{ protocol: 'tcp', port: sink.port, peer: 'b', holdMs: 30_000 }],
+      log,
+      () => stand,
+    );
+    await mb.start();
+    await ma.start();
+    const interceptPort = Number(String(ma.stats().intercept).split(':')[1]);
+    const clients: Socket[] = [];
+    const hostile = await dialCarrier('127.0.0.1', pb, h, b.publicKey);
+    const fromB: WrapRecord[] = [];
+    hostile.start({ onRecord: (parts) => fromB.push(decodeRecord(Buffer.concat(parts))), onClose: () => {}, onDrain: () => {} });
+    const send = (r: WrapRecord): void => hostile.send([encodeRecord(r)]);
+    const keepalive = setInterval(() => send({ type: RecordType.Ping }), 300); // it acknowledges nothing, but stays
+    let maxOut = 0;
+    let maxIn = 0;
+    const sampler = setInterval(() => {
+      const [sa, sb, sh] = [peerStats(ma, 'b'), peerStats(mb, 'a'), peerStats(mb, 'h')];
+      maxOut = Math.max(maxOut, sa.bufferedOut, sh.bufferedOut);
+      maxIn = Math.max(maxIn, sb.bufferedIn, sh.bufferedIn);
+    }, 10);
+    try {
+      // 1. Clients push 10 MiB each through ma to a server that never reads.
+      const chunk = randomBytes(256 * 1024);
+      for (let i = 0; i < CLIENTS; i++) {
+        const c = connect({ port: interceptPort, host: '127.0.0.1' });
+        c.on('error', () => {});
+        let n = 0;
+        const pump = (): void => {
+          while (n < CHUNKS) {
+            n++;
+            if (!c.write(chunk)) return;
+          }
+          c.end();
+        };
+        c.on('drain', pump);
+        c.once('connect', pump);
+        clients.push(c);
+      }
+      // 2. The hostile peer opens 100 connections to the flood server and never acknowledges.
+      send({ type: RecordType.Hello, version: 1, bootId: 77n, window: 0xffffffff, buffer: 0xffffffff });
+      const target = { family: 4 as const, address: '127.0.0.1', port: flood.port };
+      for (let i = 0; i < 100; i++) send({ type: RecordType.Open, conn: 2 + 2 * i, wrapPort: flood.port, target, holdMs: 30_000, flags: 0 });
+      await until('the quotas to fill', async () => peerStats(ma, 'b').bufferedOut >= QUOTA - SLACK && peerStats(mb, 'h').bufferedOut >= QUOTA - SLACK || undefined, 10_000, 20);
+      await sleep(1_000); // and stay full a while
+      expect(maxOut).toBeLessThanOrEqual(QUOTA + SLACK);
+      expect(maxIn).toBeLessThanOrEqual(QUOTA);
+      expect(peerStats(mb, 'h').connections).toBe(64); // maxConnections
+      const refusedOpens = fromB.filter((r) => r.type === RecordType.Close && r.code === CloseCode.TooManyConnections);
+      expect(refusedOpens).toHaveLength(36);
+      // The honest peer's connections still carry: the sink reads again and every byte arrives.
+      sink.paused = false;
+      for (const x of sink.sockets) x.resume();
+      await until('every honest client to be delivered', async () => sink.received.length === CLIENTS || undefined, 15_000, 50);
+      expect(sink.received.every((r) => r.bytes === CHUNKS * chunk.length)).toBe(true);
+    } finally {
+      clearInterval(sampler);
+      clearInterval(keepalive);
+      hostile.close('test over');
+      for (const c of clients) c.destroy();
+      await ma.stop();
+      await mb.stop();
+      sink.server.close();
+      flood.server.close();
+    }
+  }, 30_000);
+});
+
+describe('unauthenticated carrier connections', () => {
+  it('1,100 idle connections from several sources: at most the limits are held, each for the handshake timeout; an honest carrier then comes up and carries', async () => {
+    const a = generateKeyPair();
+    const b = generateKeyPair();
+    const srv = new HashServer(Buffer.from('ok'));
+    await srv.start();
+    const [pa, pb] = [await freePort(), await freePort()];
+    const settings = { intercept: { host: '127.0.0.1', port: 0 }, interception: 'auto' as const, windowBytes: 1024 * 1024, maxConnections: 64, silenceMs: 2_000 };
+    const allow = [{ peer: 'a', to: `127.0.0.1:${srv.port}`, protocol: 'tcp' as const }];
+    const mb = new WrapManager(
+      { key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } },
+      { ...settings, interception: 'off', allow, maxHandshakes: 48, maxHandshakesPerSource: 30, handshakeTimeoutMs: 1_000 },
+      [],
+      log,
+    );
+    await mb.start();
+    const idle: Socket[] = [];
+    type CarrierStats = { carrierPending: number; carrierRefused: Record<string, number> };
+    let most = 0;
+    const sampler = setInterval(() => (most = Math.max(most, (mb.stats() as unknown as CarrierStats).carrierPending)), 5);
+    let ma: WrapManager | undefined;
+    try {
+      // Two source addresses, 550 connections each, that never say a word.
+      await Promise.all(
+        Array.from({ length: 1_100 }, (_, i) => new Promise<void>((resolve) => {
+          const s = connect({ port: pb, host: '127.0.0.1', localAddress: i < 550 ? '127.0.0.2' : '127.0.0.3' }, () => resolve());
+          s.on('error', () => resolve());
+          idle.push(s);
+        })),
+      );
+      // Every one is accepted (some late: the listen backlog), refused over the limits or timed out.
+      const settled = (x: CarrierStats): number => x.carrierRefused['too-many-handshakes'] + x.carrierRefused['too-many-from-source'] + x.carrierRefused['handshake-timeout'];
+      await until('every connection refused or timed out', async () => settled(mb.stats() as unknown as CarrierStats) >= 1_100 || undefined, 12_000, 20);
+      const st = mb.stats() as unknown as CarrierStats;
+      expect(most).toBe(48); // the limit was reached, never passed
+      expect(st.carrierPending).toBe(0);
+      expect(st.carrierRefused, JSON.stringify(st.carrierRefused)).toMatchObject({ 'too-many-handshakes': expect.any(Number), 'too-many-from-source': expect.any(Number) });
+      expect(st.carrierRefused['too-many-from-source']).toBeGreaterThan(0);
+      expect(st.carrierRefused['too-many-handshakes']).toBeGreaterThan(0);
+      expect(st.carrierRefused['handshake-timeout']).toBeGreaterThanOrEqual(48);
+      expect(st.carrierRefused['handshake-failed']).toBe(0);
+      // An honest peer comes up and carries a connection.
+      const stand: Interceptor = { setPorts: () => {}, originalDst: () => ({ family: 4, address: '127.0.0.1', port: srv.port }), stats: () => ({}), close: () => {} };
+      ma = new WrapManager(
+        { key: a, peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }], peerAddr: () => ({ address: '127.0.0.1', port: pb }), listen: { host: '127.0.0.1', port: pa } },
+        settings,
+        [{ protocol: 'tcp', port: srv.port, peer: 'b', holdMs: 30_000 }],
+        log,
+        () => stand,
+      );
+      await ma.start();
+      const port = Number(String(ma.stats().intercept).split(':')[1]);
+      const reply = await new Promise<string>((resolve) => {
+        const c = connect({ port, host: '127.0.0.1', allowHalfOpen: true }, () => c.end('hello'));
+        let got = '';
+        c.on('data', (d) => (got += d));
+        c.on('error', (e) => resolve(e.message));
+        c.on('close', () => resolve(got));
+      });
+      expect(reply).toBe('ok');
+    } finally {
+      clearInterval(sampler);
+      for (const s of idle) s.destroy();
+      await ma?.stop();
+      await mb.stop();
+      srv.server.close();
+    }
+  }, 20_000);
 });
 
 describe('UDP flows on loopback', () => {

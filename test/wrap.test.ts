@@ -43,6 +43,7 @@ describe('WRAP records', () => {
     { type: RecordType.Close, conn: 2, code: CloseCode.HoldExpired, text: 'link down' },
     { type: RecordType.Ping },
     { type: RecordType.Pong },
+    { type: RecordType.Hello, version: 1, bootId: 1n, window: 0xffffffff, buffer: 65536 },
   ];
   it('round-trips every record type', () => {
     for (const r of samples) expect(decodeRecord(encodeRecord(r))).toEqual(r);
@@ -264,6 +265,46 @@ describe('WrapSession', () => {
     expect(a.conns.size).toBe(0);
   });
 
+  it('window violation: DATA past the advertised receive window resets that connection and is counted; the others go on', () => {
+    const { a, b, pump } = joined();
+    const x = a.openLocal(0, 22, target, 1000)!;
+    const y = a.openLocal(0, 22, target, 1000)!;
+    pump();
+    b.dialed(x);
+    b.dialed(y);
+    pump();
+    // An honest sender stops at the window (64 KiB here) even when more was read.
+    a.localData(x, new Uint8Array(100 * 1024));
+    const delivered = pump().b.filter((e) => e.type === 'deliver').reduce((n, e) => n + (e as { data: Uint8Array }).data.length, 0);
+    expect(delivered).toBe(64 * 1024);
+    expect(b.counters.windowViolations).toBe(0);
+    expect(b.bufferedIn).toBe(64 * 1024);
+    // A hostile one sends past it: the connection is reset, its bytes leave the quota.
+    b.handleRecord(0, encodeRecord({ type: RecordType.Data, conn: y, offset: 0, data: new Uint8Array(64 * 1024 + 1) }));
+    expect(b.counters.windowViolations).toBe(1);
+    expect(b.conns.has(y)).toBe(false);
+    expect(b.conns.has(x)).toBe(true);
+    expect(b.bufferedIn).toBe(64 * 1024);
+    const evs = pump();
+    expect(evs.a).toContainEqual(expect.objectContaining({ type: 'close', conn: y, code: CloseCode.ProtocolError }));
+    // x carries on once drained.
+    b.drained(10, x, 64 * 1024);
+    b.handleTimeout(20);
+    const more = pump(20).b.filter((e) => e.type === 'deliver' && e.conn === x).reduce((n, e) => n + (e as { data: Uint8Array }).data.length, 0);
+    expect(more).toBe(36 * 1024);
+  });
+
+  it('per-peer quota: reading pauses every connection when the quota is full, and wakes them as it frees', () => {
+    const a = new WrapSession({ ...opts, maxBufferedBytes: 128 * 1024, role: 0, bootId: 1n });
+    const ids = [0, 1, 2].map(() => a.openLocal(0, 22, target, 1000)!);
+    expect(a.localData(ids[0], new Uint8Array(64 * 1024))).toBe(false); // its own window
+    expect(a.localData(ids[1], new Uint8Array(60 * 1024))).toBe(true);
+    expect(a.localData(ids[2], new Uint8Array(10 * 1024))).toBe(false); // the quota: all pause
+    expect(a.bufferedOut).toBe(134 * 1024);
+    expect(a.pollEvent()).toEqual({ type: 'pause-all' });
+    expect(a.room(ids[2])).toBe(0);
+  });
+
   it('refuses connections over the limit', () => {
     const a = new WrapSession({ ...opts, maxConnections: 2, role: 0, bootId: 1n });
     expect(a.openLocal(0, 22, target, 1)).toBeDefined();
@@ -373,8 +414,16 @@ describe('delta mode', () => {
       b.dialed(id);
       b.localData(id, body); // the server's response, twice over two connections
       b.localEnd(id);
-      const ev = pump();
-      const data = ev.a.filter((e) => e.type === 'deliver' && e.conn === id).map((e) => (e as { data: Uint8Array }).data);
+      // The client takes what is delivered (the window lets a window's worth through at a time).
+      const data: Uint8Array[] = [];
+      for (let more = true; more; ) {
+        const ev = pump(ACK_DELAY_MS * (data.length + 1));
+        const fresh = ev.a.filter((e) => e.type === 'deliver' && e.conn === id).map((e) => (e as { data: Uint8Array }).data);
+        for (const d of fresh) a.drained(ACK_DELAY_MS * (data.length + 1), id, d.length);
+        a.handleTimeout(ACK_DELAY_MS * (data.length + 2));
+        data.push(...fresh);
+        more = fresh.length > 0;
+      }
       got.push(Buffer.concat(data));
     }
     expect(Buffer.compare(got[0], body)).toBe(0);

@@ -21,7 +21,7 @@ export const CARRIER_PROLOGUE = new TextEncoder().encode('spook wrap carrier v1'
 const HASH = 'BLAKE2s' as const;
 /** Largest sealed record on the wire (a full DATA record plus tag). */
 export const MAX_SEALED_RECORD = 13 + MAX_DATA + TAGLEN;
-const HANDSHAKE_TIMEOUT_MS = 5_000;
+export const HANDSHAKE_TIMEOUT_MS = 5_000;
 const MAX_HANDSHAKE = 256;
 /**
  * Keep writing records until this much is queued on the carrier socket. Node's default
@@ -200,10 +200,10 @@ export class Carrier {
 }
 
 /** Read exactly one length-prefixed handshake message (and keep what follows it). */
-function readHandshake(socket: Socket): Promise<{ msg: Uint8Array; rest: Buffer[] }> {
+function readHandshake(socket: Socket, timeoutMs = HANDSHAKE_TIMEOUT_MS): Promise<{ msg: Uint8Array; rest: Buffer[] }> {
   return new Promise((resolve, reject) => {
     let buf = Buffer.alloc(0);
-    const timer = setTimeout(() => done(new CarrierError('carrier handshake timed out')), HANDSHAKE_TIMEOUT_MS);
+    const timer = setTimeout(() => done(new CarrierError('carrier handshake timed out')), timeoutMs);
     const onData = (chunk: Buffer): void => {
       buf = Buffer.concat([buf, chunk]);
       if (buf.length < 4) return;
@@ -253,9 +253,9 @@ export async function dialCarrier(host: string, port: number, staticKey: KeyPair
  * Run the responder's side on an accepted socket. `authorise` maps the initiator's static key
  * to a configured peer (undefined refuses it before anything is answered).
  */
-export async function acceptCarrier<P>(socket: Socket, staticKey: KeyPair, authorise: (key: Uint8Array) => P | undefined): Promise<{ carrier: Carrier; peer: P }> {
+export async function acceptCarrier<P>(socket: Socket, staticKey: KeyPair, authorise: (key: Uint8Array) => P | undefined, timeoutMs = HANDSHAKE_TIMEOUT_MS): Promise<{ carrier: Carrier; peer: P }> {
   try {
-    const { msg } = await readHandshake(socket);
+    const { msg } = await readHandshake(socket, timeoutMs);
     const ik = new IKResponder({ hash: HASH, prologue: CARRIER_PROLOGUE, staticKey });
     const { remoteStatic } = ik.readMessage1(msg);
     const peer = authorise(remoteStatic);

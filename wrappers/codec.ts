@@ -72,7 +72,8 @@ export interface Target {
 }
 
 export type WrapRecord =
-  | { type: RecordType.Hello; version: number; bootId: bigint }
+  /** window: the sender's receive window per connection; buffer: per peer, all connections (§16.5.5). */
+  | { type: RecordType.Hello; version: number; bootId: bigint; window?: number; buffer?: number }
   | { type: RecordType.Open; conn: number; wrapPort: number; target: Target; holdMs: number; flags: number }
   | { type: RecordType.Ref; conn: number; offset: number; length: number; digest: Uint8Array }
   | { type: RecordType.Nack; conn: number; offset: number }
@@ -198,6 +199,7 @@ export function encodeRecord(rec: WrapRecord): Uint8Array {
   switch (rec.type) {
     case RecordType.Hello:
       w.u8(rec.version).u32(Number(rec.bootId >> 32n)).u32(Number(rec.bootId & 0xffffffffn));
+      if (rec.window !== undefined) w.u32(rec.window).u32(rec.buffer ?? rec.window);
       break;
     case RecordType.Open:
       w.u32(rec.conn).u16(rec.wrapPort);
@@ -244,6 +246,7 @@ export function decodeRecord(buf: Uint8Array): WrapRecord {
       const version = r.u8('hello.version');
       const bootId = (BigInt(r.u32('hello.bootId.hi')) << 32n) | BigInt(r.u32('hello.bootId.lo'));
       rec = { type, version, bootId };
+      if (r.remaining > 0) Object.assign(rec, { window: r.u32('hello.window'), buffer: r.u32('hello.buffer') });
       break;
     }
     case RecordType.Open: {

@@ -18,6 +18,8 @@ export interface LocalIo {
   end(): void;
   /** The window reopened. */
   resume(): void;
+  /** Stop reading (the per-peer quota is full). */
+  pause(): void;
   /** The connection is over: cleanly (FIN) or not (RST). */
   close(clean: boolean): void;
 }
@@ -46,6 +48,7 @@ export function tcpIo(socket: Socket): LocalIo {
     write: (data, done) => void socket.write(data, (err) => err || done()),
     end: () => void socket.end(),
     resume: () => void socket.resume(),
+    pause: () => void socket.pause(),
     close: (clean) => {
       if (!clean) return void socket.resetAndDestroy();
       socket.end();

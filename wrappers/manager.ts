@@ -16,9 +16,9 @@ import type { Logger } from 'pino';
 import type { KeyPair } from '../transport/etcp/crypto.js';
 import { CloseCode, CLOSE_NAMES, type Target } from './codec.js';
 import { WrapSession, DEFAULT_WRAP_OPTIONS, type WrapEvent } from './session.js';
-import { acceptCarrier, dialCarrier, type Carrier } from './carrier.js';
+import { acceptCarrier, dialCarrier, HANDSHAKE_TIMEOUT_MS, type Carrier } from './carrier.js';
 import { tcpIo, WrapCounters, type LocalConn, type LocalIo, type WrapperCounters, type WrapperSpec } from './local.js';
-import { WrapHooks } from '../control/bpf/wrap-hooks.js';
+import { WrapHooks, type ClientAddr } from '../control/bpf/wrap-hooks.js';
 import { isDatagram } from './protocols.js';
 import { DialPolicy, type AllowRule } from './policy.js';
 import { DatagramDeframer, frameDatagram, MAX_DATAGRAM, UDP_IDLE_MS } from './udp.js';
@@ -41,9 +41,10 @@ export interface WrapHostInfo {
 /** Where intercepted connections were going: the BPF hooks, or a stand-in (tests, explicit proxies). */
 export interface Interceptor {
   setPorts(tcp: number[], udp?: number[]): void;
-  originalDst(clientPort: number): Target | undefined;
+  /** By the client's address and port (never the port alone: clients may share it). */
+  originalDst(client: ClientAddr): Target | undefined;
   /** A UDP client's original destination (kept: a connected socket is redirected only once). */
-  originalUdpDst?(clientPort: number): Target | undefined;
+  originalUdpDst?(client: ClientAddr): Target | undefined;
   stats(): Record<string, number>;
   close(): void;
 }
@@ -56,6 +57,15 @@ export interface WrapSettings {
   silenceMs: number;
   /** UDP flows idle this long are ended (default UDP_IDLE_MS). */
   udpIdleMs?: number;
+  /** Per peer and direction: buffered bytes of all its connections (default DEFAULT_MAX_BUFFERED). */
+  maxBufferedBytes?: number;
+  /**
+   * Carrier connections not yet authenticated and adopted (handshake, then the first record):
+   * at most this many, and per source address; each has handshakeTimeoutMs for both.
+   */
+  maxHandshakes?: number;
+  maxHandshakesPerSource?: number;
+  handshakeTimeoutMs?: number;
   /** What each peer may make this side dial (§16.5.1); absent or empty: nothing. */
   allow?: AllowRule[];
 }
@@ -98,6 +108,10 @@ export class WrapManager {
   private readonly udpFlows = new Map<string, { ps: PeerState; lc: LocalConn }>();
   private readonly udpSockets = new Set<UdpSocket>();
   readonly udpDrops: Record<string, number> = {};
+  /** Carrier connections not yet adopted, in all and by source address. */
+  private carrierPending = 0;
+  private readonly carrierPendingBySource = new Map<string, number>();
+  readonly carrierRefused = { 'too-many-handshakes': 0, 'too-many-from-source': 0, 'handshake-timeout': 0, 'handshake-failed': 0 };
   /** The serving side's dial policy: default deny. */
   readonly policy: DialPolicy;
 
@@ -120,6 +134,7 @@ export class WrapManager {
         maxConnections: settings.maxConnections,
         silenceMs: settings.silenceMs,
         pingMs: Math.max(100, Math.floor(settings.silenceMs / 3)),
+        maxBufferedBytes: settings.maxBufferedBytes,
       });
       this.peers.set(p.name, { peer: p, session, carrier: undefined, dialing: false, nextDialAt: 0, redialMs: REDIAL_MS, conns: new Map(), lastError: undefined });
     }
@@ -264,6 +279,8 @@ export class WrapManager {
       intercept: `${this.settings.intercept.host}:${this.interceptPort}`,
       hooks: this.hooks?.stats() ?? null,
       refused: this.refused,
+      carrierPending: this.carrierPending,
+      carrierRefused: this.carrierRefused,
       udpDrops: this.udpDrops,
       internalErrors: this.internalErrors,
       udpFlows: this.udpFlows.size,
@@ -278,6 +295,9 @@ export class WrapManager {
         lastError: ps.lastError ?? null,
         connections: ps.session.conns.size,
         dialsRefused: this.policy.refused.get(ps.peer.name) ?? 0,
+        bufferedIn: ps.session.bufferedIn,
+        bufferedOut: ps.session.bufferedOut,
+        maxBufferedBytes: ps.session.maxBuffered,
         ...ps.session.counters,
       })),
     };
@@ -322,7 +342,7 @@ export class WrapManager {
 
   private onIntercepted(socket: Socket): void {
     const now = this.now();
-    const dst = this.hooks?.originalDst(socket.remotePort ?? 0);
+    const dst = this.hooks?.originalDst({ address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 });
     const refuse = (why: string): void => {
       this.refused[why] = (this.refused[why] ?? 0) + 1;
       this.log.warn({ from: `${socket.remoteAddress}:${socket.remotePort}`, why }, 'intercepted connection refused');
@@ -391,7 +411,7 @@ export class WrapManager {
    * its first datagram opens a connection, and so does one that finds its flow ending.
    */
   private onUdpIntercepted(msg: Buffer, rinfo: RemoteInfo): void {
-    const dst = this.hooks?.originalUdpDst?.(rinfo.port);
+    const dst = this.hooks?.originalUdpDst?.({ address: rinfo.address, port: rinfo.port });
     if (!dst) return this.udpDrop('no-original-destination');
     const key = `${rinfo.address}:${rinfo.port}>${dst.address}:${dst.port}`;
     let flow = this.udpFlows.get(key);
@@ -441,6 +461,7 @@ export class WrapManager {
       // A flow's peer ended its direction (idle): end ours too, and the connection completes.
       end: () => ps.session.localEnd(lc.id),
       resume: () => {},
+      pause: () => {}, // datagrams that do not fit are dropped, not paused
       close: forget,
     };
   }
@@ -548,18 +569,50 @@ export class WrapManager {
       });
   }
 
+  /**
+   * An accepted carrier connection. Until it is authenticated and has sent its first record it
+   * holds a slot, in all and for its source address: over either limit it is closed at once,
+   * so unauthenticated connections can never use up the descriptors (the admin socket's too).
+   */
   private onCarrierSocket(socket: Socket): void {
-    acceptCarrier(socket, this.host.key, (key) => [...this.peers.values()].find((p) => Buffer.from(p.peer.publicKey).equals(Buffer.from(key))))
+    const source = socket.remoteAddress ?? '?';
+    const max = this.settings.maxHandshakes ?? 256;
+    const maxPerSource = this.settings.maxHandshakesPerSource ?? 16;
+    const fromSource = this.carrierPendingBySource.get(source) ?? 0;
+    if (this.carrierPending >= max || fromSource >= maxPerSource) {
+      this.carrierRefused[this.carrierPending >= max ? 'too-many-handshakes' : 'too-many-from-source']++;
+      return void socket.resetAndDestroy();
+    }
+    this.carrierPending++;
+    this.carrierPendingBySource.set(source, fromSource + 1);
+    let held = true;
+    const release = (): void => {
+      if (!held) return;
+      held = false;
+      this.carrierPending--;
+      const n = (this.carrierPendingBySource.get(source) ?? 1) - 1;
+      if (n > 0) this.carrierPendingBySource.set(source, n);
+      else this.carrierPendingBySource.delete(source);
+    };
+    socket.once('close', release);
+    const timeoutMs = this.settings.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
+    const started = this.now();
+    acceptCarrier(socket, this.host.key, (key) => [...this.peers.values()].find((p) => Buffer.from(p.peer.publicKey).equals(Buffer.from(key))), timeoutMs)
       .then(({ carrier, peer: ps }) => {
         if (this.stopping) return carrier.close('spookd stopping');
         // Adopt only on the first authenticated record: a replayed handshake never displaces a live carrier.
         let adopted = false;
-        const giveUp = setTimeout(() => adopted || carrier.close('no record after the handshake'), 5_000);
+        const giveUp = setTimeout(() => {
+          if (adopted) return;
+          this.carrierRefused['handshake-timeout']++;
+          carrier.close('no record after the handshake');
+        }, Math.max(0, timeoutMs - (this.now() - started)));
         carrier.start({
           onRecord: (parts) => {
             if (!adopted) {
               adopted = true;
               clearTimeout(giveUp);
+              release();
               this.adopt(ps, carrier, true);
             }
             ps.session.handleRecordParts(this.now(), parts);
@@ -569,7 +622,10 @@ export class WrapManager {
           onDrain: () => {},
         });
       })
-      .catch((e: Error) => this.log.debug({ from: `${socket.remoteAddress}:${socket.remotePort}`, error: e.message }, 'carrier handshake refused'));
+      .catch((e: Error) => {
+        this.carrierRefused[/timed out/.test(e.message) ? 'handshake-timeout' : 'handshake-failed']++;
+        this.log.debug({ from: `${socket.remoteAddress}:${socket.remotePort}`, error: e.message }, 'carrier handshake refused');
+      });
   }
 
   private adopt(ps: PeerState, c: Carrier, started = false): void {
@@ -676,6 +732,9 @@ export class WrapManager {
         lc.io.close(false);
         return;
       }
+      case 'pause-all':
+        for (const l of ps.conns.values()) l.io.pause();
+        return;
       case 'drop-carrier':
         this.log.info({ peer: ps.peer.name, reason: ev.reason }, 'dropping the carrier');
         ps.carrier?.close(ev.reason);

@@ -31,7 +31,17 @@ export interface WrapSessionOptions {
    * Absent: nothing is dialled (default deny).
    */
   mayDial?: (target: Target, datagram: boolean) => boolean;
+  /**
+   * Per peer and direction, all connections together: bytes read and not yet acknowledged
+   * by the peer, and bytes received and not yet taken by the local sockets (§16.5.5).
+   * Default DEFAULT_MAX_BUFFERED (never below windowBytes).
+   */
+  maxBufferedBytes?: number;
 }
+
+export const DEFAULT_MAX_BUFFERED = 64 * 1024 * 1024;
+/** A connection paused by the per-peer quota is woken for this much room (one socket read). */
+const WAKE_BYTES = 64 * 1024;
 
 export const ACK_DELAY_MS = 5;
 /**
@@ -89,6 +99,8 @@ export type WrapEvent =
   | { type: 'resumed'; conn: number; heldMs: number }
   | { type: 'done'; conn: number }
   | { type: 'drop-carrier'; reason: string }
+  /** The per-peer quota of buffered bytes is used up: stop reading every local endpoint of this peer. */
+  | { type: 'pause-all' }
   | { type: 'peer-restarted' }
   | { type: 'violation'; detail: string };
 
@@ -117,13 +129,26 @@ export class WrapSession {
   private lastHeard = 0;
   private lastSent = 0;
   private rr = 0;
-  readonly counters = { recordsIn: 0, recordsOut: 0, violations: 0, carrierUps: 0, carrierLosses: 0, refsSent: 0, refBytes: 0, refsExpanded: 0, nacksSent: 0 };
+  readonly counters = { recordsIn: 0, recordsOut: 0, violations: 0, windowViolations: 0, carrierUps: 0, carrierLosses: 0, refsSent: 0, refBytes: 0, refsExpanded: 0, nacksSent: 0 };
+  /** Bytes read from local sockets, not yet acknowledged by the peer (all connections). */
+  bufferedOut = 0;
+  /** Bytes received from the peer, not yet taken by the local sockets (all connections). */
+  bufferedIn = 0;
+  readonly maxBuffered: number;
+  /** What the peer's HELLO advertised (ours until then): its receive window and quota. */
+  private peerWindow: number;
+  private peerBuffer: number;
+  /** Connections paused by the per-peer quota (not their own window), woken as it frees. */
+  private readonly blocked = new Set<number>();
   /** Delta mode: chunks this side sent (or referenced) to the peer, and chunks it received. */
   private readonly refIndex: ChunkLru<true>;
   private readonly refCache: ChunkLru<Uint8Array>;
 
   constructor(readonly opts: WrapSessionOptions) {
     this.nextId = 2 + opts.role;
+    this.maxBuffered = Math.max(opts.windowBytes, opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED);
+    this.peerWindow = opts.windowBytes;
+    this.peerBuffer = this.maxBuffered;
     this.refIndex = new ChunkLru(opts.deltaCacheBytes);
     this.refCache = new ChunkLru(opts.deltaCacheBytes);
   }
@@ -152,17 +177,24 @@ export class WrapSession {
     if (!c || c.send.ended) return false; // after the local end nothing more can be appended
     const idle = c.send.next >= c.send.end;
     c.send.append(data);
+    this.bufferedOut += data.length;
     if (c.delta) {
       for (const ch of c.delta.sendChunker.push(data)) c.delta.sendChunks.push(ch);
       // The wait runs from the first unsent byte, so a steady trickle is never held longer.
       if (idle) c.delta.lastAppend = now;
     }
-    return c.send.room > 0;
+    if (c.send.room === 0) return false;
+    if (this.bufferedOut < this.maxBuffered) return true;
+    // The per-peer quota is used up: every connection stops reading (not just this one, or
+    // each would still add a read), and they are woken one read's worth at a time.
+    for (const id of this.conns.keys()) this.blocked.add(id);
+    this.events.push({ type: 'pause-all' });
+    return false;
   }
 
-  /** Bytes the window still takes for `conn` (a UDP flow drops a datagram that does not fit). */
+  /** Bytes the window and the per-peer quota still take for `conn` (a UDP flow drops a datagram that does not fit). */
   room(conn: number): number {
-    return this.conns.get(conn)?.send.room ?? 0;
+    return Math.min(this.conns.get(conn)?.send.room ?? 0, Math.max(0, this.maxBuffered - this.bufferedOut));
   }
 
   localEnd(conn: number): void {
@@ -182,7 +214,9 @@ export class WrapSession {
     this.now = now;
     const c = this.conns.get(conn);
     if (!c) return;
-    c.recv.drained = Math.min(c.recv.received, c.recv.drained + n);
+    const drained = Math.min(c.recv.received, c.recv.drained + n);
+    this.bufferedIn -= drained - c.recv.drained;
+    c.recv.drained = drained;
     this.maybeDone(c);
   }
 
@@ -211,7 +245,7 @@ export class WrapSession {
     this.lastHeard = now;
     this.counters.carrierUps++;
     this.control.length = 0;
-    this.queue({ type: RecordType.Hello, version: WRAP_VERSION, bootId: this.opts.bootId });
+    this.queue({ type: RecordType.Hello, version: WRAP_VERSION, bootId: this.opts.bootId, window: this.opts.windowBytes, buffer: this.maxBuffered });
   }
 
   onCarrierDown(now: number): void {
@@ -233,7 +267,7 @@ export class WrapSession {
     } catch (e) {
       return this.violation(`undecodable record: ${(e as Error).message}`);
     }
-    if (rec.type === RecordType.Hello) return this.onHello(now, rec.version, rec.bootId);
+    if (rec.type === RecordType.Hello) return this.onHello(now, rec.version, rec.bootId, rec.window, rec.buffer);
     if (!this.peerHello) return this.violation(`record type ${rec.type} before hello`);
     switch (rec.type) {
       case RecordType.Ping:
@@ -273,8 +307,14 @@ export class WrapSession {
         return;
       case RecordType.Ack: {
         const before = c.send.room;
+        const acked = c.send.acked;
         if (!c.send.ack(rec.offset)) return this.protocolError(c, `ack ${rec.offset} beyond the stream's end ${c.send.end}`);
-        if (before === 0 && c.send.room > 0) this.events.push({ type: 'writable', conn: c.id });
+        this.bufferedOut -= c.send.acked - acked;
+        if (before === 0 && c.send.room > 0) {
+          if (this.bufferedOut < this.maxBuffered) this.events.push({ type: 'writable', conn: c.id });
+          else this.blocked.add(c.id);
+        }
+        this.wakeBlocked();
         return this.maybeDone(c);
       }
       case RecordType.Resume:
@@ -319,9 +359,11 @@ export class WrapSession {
       if (offset > c.recv.received) return;
       c.delta.nackAt = undefined;
     }
+    if (!this.withinWindow(c, offset + data.length)) return;
     const fresh = c.recv.accept(offset, data);
     if (fresh === 'gap') return this.protocolError(c, `data at ${offset} beyond received ${c.recv.received}`);
     if (fresh) {
+      this.bufferedIn += fresh.length;
       if (c.delta) for (const ch of c.delta.recvChunker.push(fresh)) this.refCache.put(ch.key, ch.length, ch.bytes!);
       this.events.push({ type: 'deliver', conn: c.id, data: fresh });
     }
@@ -399,7 +441,7 @@ export class WrapSession {
       target,
       holdMs,
       state: 'opening',
-      send: new SendStream(this.opts.windowBytes),
+      send: new SendStream(this.peerHello ? this.peerWindow : this.opts.windowBytes),
       recv: new RecvStream(),
       openSent: false,
       holdUntil: undefined,
@@ -443,7 +485,7 @@ export class WrapSession {
     this.events.push({ type: 'resumed', conn: c.id, heldMs });
   }
 
-  private onHello(now: number, version: number, bootId: bigint): void {
+  private onHello(now: number, version: number, bootId: bigint, window?: number, buffer?: number): void {
     if (version !== WRAP_VERSION) {
       this.violation(`hello version ${version}, this side speaks ${WRAP_VERSION}`);
       this.events.push({ type: 'drop-carrier', reason: `the peer speaks WRAP version ${version}, this side ${WRAP_VERSION}` });
@@ -464,6 +506,10 @@ export class WrapSession {
     }
     this.peerBootId = bootId;
     this.peerHello = true;
+    // Send no more than the peer takes: its window per connection, its quota for all (≥ 1 record).
+    this.peerWindow = Math.min(this.opts.windowBytes, Math.max(DATA_HEADER_LEN + 1, window ?? this.opts.windowBytes));
+    this.peerBuffer = Math.min(this.maxBuffered, Math.max(this.peerWindow, buffer ?? this.maxBuffered));
+    for (const c of this.conns.values()) c.send.window = this.peerWindow;
     // Connections opened while no carrier was up were never announced: they start now, with
     // nothing to resume (a connection announced on an earlier carrier keeps its hold running).
     const unannounced = [...this.conns.values()].filter((c) => c.local && !c.openSent);
@@ -522,7 +568,7 @@ export class WrapSession {
     if (c.recv.ackDue && !this.ackDirty.has(c.id)) this.ackDirty.set(c.id, this.now);
     if (!c.send.done || !c.recv.endDelivered || c.recv.drained < (c.recv.finAt ?? 0)) return;
     this.flushAck(c);
-    this.conns.delete(c.id);
+    this.release(c);
     this.remember(c.id, { finOut: c.send.finAt!, finIn: c.recv.finAt! });
     this.events.push({ type: 'done', conn: c.id });
   }
@@ -543,17 +589,21 @@ export class WrapSession {
     const ctl = this.control.shift();
     if (ctl) return [ctl];
     const list = [...this.conns.values()];
+    // The peer's receive window per connection and its quota for all of them (§16.5.5).
+    let inFlight = 0;
+    for (const c of list) inFlight += c.send.inFlight;
     for (let k = 0; k < list.length; k++) {
       const c = list[(this.rr + k) % list.length];
       if (c.local && !c.openSent) continue;
+      const budget = Math.min(MAX_DATA, this.peerBuffer - inFlight, this.peerWindow - c.send.inFlight);
       if (c.delta) {
-        const rec = this.nextDelta(c, now);
+        const rec = this.nextDelta(c, now, budget);
         if (rec) {
           this.rr = (this.rr + k + 1) % Math.max(1, list.length);
           return rec;
         }
       }
-      const piece = c.delta ? undefined : c.send.take();
+      const piece = c.delta ? undefined : c.send.take(budget);
       if (piece) {
         this.rr = (this.rr + k + 1) % Math.max(1, list.length);
         return [encodeDataHeader(c.id, piece.offset), ...piece.parts];
@@ -573,7 +623,7 @@ export class WrapSession {
    * Delta mode's next record for `c`: a REF when the next bytes are a whole chunk the peer
    * holds, else DATA up to the next chunk boundary (so the following record starts on one).
    */
-  private nextDelta(c: WrapConn, now: number): Uint8Array[] | undefined {
+  private nextDelta(c: WrapConn, now: number, budget: number): Uint8Array[] | undefined {
     const d = c.delta!;
     const s = c.send;
     if (s.next >= s.end) {
@@ -588,6 +638,7 @@ export class WrapSession {
     for (let ch = d.sendChunks.peek(); ch && ch.offset + ch.length <= s.next; ch = d.sendChunks.peek()) d.sendChunks.shift();
     const ch = d.sendChunks.peek();
     if (ch && ch.offset === s.next && s.next >= d.rawUntil && this.refIndex.touch(ch.key)) {
+      if (ch.length > budget) return undefined; // a reference waits for room, rather than going raw
       d.sendChunks.shift();
       s.skipSent(ch.length);
       this.counters.refsSent++;
@@ -597,7 +648,7 @@ export class WrapSession {
     // The unfinished tail waits a moment for the rest of its chunk (unless the stream ended).
     if (!ch && s.finAt === undefined && now - d.lastAppend < DELTA_TAIL_MS) return undefined;
     const limit = ch ? (ch.offset <= s.next ? ch.offset + ch.length : ch.offset) : s.end;
-    const piece = s.take(limit - s.next);
+    const piece = s.take(Math.min(limit - s.next, budget));
     if (!piece) return undefined;
     if (ch && ch.offset + ch.length <= s.next) {
       // The record carries the chunk's last byte: from now on the peer holds it.
@@ -622,16 +673,53 @@ export class WrapSession {
       this.queue({ type: RecordType.Nack, conn: c.id, offset });
       return;
     }
+    if (!this.withinWindow(c, offset + length)) return;
     d.nackAt = undefined;
     c.recv.received += length;
+    this.bufferedIn += length;
     d.recvChunker.skip(length);
     this.counters.refsExpanded++;
     this.events.push({ type: 'deliver', conn: c.id, data: bytes });
     this.checkEnd(c);
   }
 
-  private forget(c: WrapConn, code: CloseCode, reason: string, byPeer: boolean, notifyLocal: boolean): void {
+  /** The connection is gone: what it held leaves the per-peer totals. */
+  private release(c: WrapConn): void {
     this.conns.delete(c.id);
+    this.blocked.delete(c.id);
+    this.bufferedOut -= c.send.buffered;
+    this.bufferedIn -= c.recv.received - c.recv.drained;
+    this.wakeBlocked();
+  }
+
+  /** Connections paused by the per-peer quota get going again, one socket read per free WAKE_BYTES. */
+  private wakeBlocked(): void {
+    let free = this.maxBuffered - this.bufferedOut;
+    for (const id of this.blocked) {
+      if (free < WAKE_BYTES) return; // a woken connection may add a whole read
+      this.blocked.delete(id);
+      const c = this.conns.get(id);
+      if (!c || c.send.room === 0) continue; // its own window wakes it
+      this.events.push({ type: 'writable', conn: id });
+      free -= WAKE_BYTES;
+    }
+  }
+
+  /**
+   * DATA or a REF that would take the connection's stream up to `upTo`: refused (a violation,
+   * the connection reset) if that passes our receive window or the per-peer quota (§16.5.5).
+   */
+  private withinWindow(c: WrapConn, upTo: number): boolean {
+    const fresh = upTo - c.recv.received;
+    if (fresh <= 0) return true;
+    if (upTo - c.recv.drained <= this.opts.windowBytes && this.bufferedIn + fresh <= this.maxBuffered) return true;
+    this.counters.windowViolations++;
+    this.protocolError(c, `data up to ${upTo} past the receive window (drained ${c.recv.drained}, window ${this.opts.windowBytes}, ${this.bufferedIn} of ${this.maxBuffered} buffered for this peer)`);
+    return false;
+  }
+
+  private forget(c: WrapConn, code: CloseCode, reason: string, byPeer: boolean, notifyLocal: boolean): void {
+    this.release(c);
     this.ackDirty.delete(c.id);
     this.remember(c.id, code);
     if (!byPeer && this.carrier && this.peerHello && (c.openSent || !c.local)) this.queue({ type: RecordType.Close, conn: c.id, code, text: reason });

@@ -26,7 +26,13 @@ export class SendStream {
   /** Index in `chunks` where the scan for `next` starts (kept so take() is O(1) amortised). */
   private cursor = 0;
 
-  constructor(readonly window: number) {}
+  /** Lowered to the peer's advertised receive window once its HELLO is known. */
+  constructor(public window: number) {}
+
+  /** Sent and not yet acknowledged: what the peer may be holding for this stream. */
+  get inFlight(): number {
+    return Math.max(0, this.next - this.acked);
+  }
 
   get buffered(): number {
     return this.end - this.acked;

@@ -1,17 +1,19 @@
 /**
  * The wrappers' interception hooks (bpf/spook_wrap.c) from the control plane: connect()
  * to a wrapped port anywhere in spookd's network namespace lands on spookd's proxy
- * listener on loopback, and the proxy asks originalDst(remotePort) where the client meant
- * to go. The programs are attached to the cgroup-v2 root through bpf_links that are never
+ * listener on loopback, and the proxy asks originalDst({ address, port }) of the accepted
+ * socket's remote end (the client: its address and port, never the port alone) where the
+ * client meant to go. The programs are attached to the cgroup-v2 root through bpf_links that are never
  * pinned: when spookd exits, even on kill -9, the links close and connections go direct.
  *
  * UDP (IPv4, with udpProxyPort): connects and unconnected sends to a UDP-wrapped port land
- * on the UDP proxy socket; originalUdpDst(rinfo.port) says where the client meant to go,
+ * on the UDP proxy socket; originalUdpDst(rinfo) says where the client meant to go,
  * and replies from the proxy reach the client with that destination as their source.
  */
 import { closeSync, constants, existsSync, mkdtempSync, openSync, readFileSync, rmdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { SocketAddress } from 'node:net';
+import { isIPv4, isIPv6, SocketAddress } from 'node:net';
+import { ipv6Bytes } from '../../wrappers/codec.js';
 import { join } from 'node:path';
 import koffi from 'koffi';
 import { BpfError, bpfObjectPath, check, lastErrno, libbpf } from './libbpf.js';
@@ -26,6 +28,7 @@ const WRAP_TCP = 1; // wrap_ports value bits
 const WRAP_UDP = 2;
 const MAX_PORTS = 256; // wrap_ports max_entries
 const ORIG_SIZE = 24; // struct spook_orig
+const CLIENT_SIZE = 20; // struct spook_client
 const SOL_SOCKET = 1;
 const SO_NETNS_COOKIE = 71;
 
@@ -34,6 +37,12 @@ export interface OriginalDst {
   address: string;
   port: number;
 }
+/** A client as the proxy sees it (the accepted socket's remote end, or a datagram's source). */
+export interface ClientAddr {
+  address: string;
+  port: number;
+}
+
 /** The UDP proxy's view: IPv4 only. */
 export type OriginalUdpDst = OriginalDst & { family: 4 };
 
@@ -195,30 +204,35 @@ export class WrapHooks {
 
   /**
    * Where the client behind an accepted proxy connection meant to go, by the client's
-   * port (the accepted socket's remotePort). Each entry is read once: it is deleted here.
+   * address and port (the accepted socket's remoteAddress and remotePort). Each entry is
+   * read once: it is deleted here.
    */
-  originalDst(clientPort: number): OriginalDst | undefined {
-    const fd = this.mapFd('orig_by_port');
+  originalDst(client: ClientAddr): OriginalDst | undefined {
+    const key = clientKey(client);
+    if (!key) return undefined;
+    const fd = this.mapFd('orig_by_client');
     const v = Buffer.alloc(ORIG_SIZE);
-    if (libbpf().lookup(fd, u32(clientPort), v) < 0) return undefined;
-    libbpf().del(fd, u32(clientPort));
+    if (libbpf().lookup(fd, key, v) < 0) return undefined;
+    libbpf().del(fd, key);
     return decodeOrig(v);
   }
 
   /**
-   * Where the client behind a datagram on the UDP proxy meant to go, by the client's port
-   * (rinfo.port). Not deleted: a flow sends many datagrams; forgetUdp() ends it.
+   * Where the client behind a datagram on the UDP proxy meant to go, by its source (rinfo).
+   * Not deleted: a flow sends many datagrams; forgetUdp() ends it.
    */
-  originalUdpDst(clientPort: number): OriginalUdpDst | undefined {
+  originalUdpDst(client: ClientAddr): OriginalUdpDst | undefined {
+    const key = clientKey(client);
     const v = Buffer.alloc(ORIG_SIZE);
-    if (libbpf().lookup(this.mapFd('udp_orig_by_port'), u32(clientPort), v) < 0) return undefined;
+    if (!key || libbpf().lookup(this.mapFd('udp_orig_by_client'), key, v) < 0) return undefined;
     const dst = decodeOrig(v);
     return dst.family === 4 ? (dst as OriginalUdpDst) : undefined;
   }
 
   /** Drop a UDP flow's record: the client's replies keep the proxy as their source after this. */
-  forgetUdp(clientPort: number): void {
-    libbpf().del(this.mapFd('udp_orig_by_port'), u32(clientPort));
+  forgetUdp(client: ClientAddr): void {
+    const key = clientKey(client);
+    if (key) libbpf().del(this.mapFd('udp_orig_by_client'), key);
   }
 
   /** wrap_stats by name, summed over CPUs. */
@@ -255,6 +269,27 @@ const u32 = (v: number): Buffer => {
   b.writeUInt32LE(v >>> 0);
   return b;
 };
+
+/**
+ * struct spook_client for a client address (IPv4, IPv6, or IPv4-mapped IPv6, which the
+ * hooks record as IPv4): family u8, pad, port u16 (host order), addr[16] (network order).
+ */
+export function clientKey(c: ClientAddr): Buffer | undefined {
+  if (!Number.isInteger(c.port) || c.port < 1 || c.port > 65535) return undefined;
+  const k = Buffer.alloc(CLIENT_SIZE);
+  k.writeUInt16LE(c.port, 2);
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(c.address);
+  const v4 = mapped ? mapped[1] : isIPv4(c.address) ? c.address : undefined;
+  if (v4 !== undefined) {
+    k[0] = 4;
+    v4.split('.').forEach((o, i) => (k[4 + i] = Number(o)));
+    return k;
+  }
+  if (!isIPv6(c.address)) return undefined;
+  k[0] = 6;
+  k.set(ipv6Bytes(c.address), 4);
+  return k;
+}
 
 /** struct spook_orig: family u8, pad, port u16 (host order), ip4 (network order), ip6[16]. */
 function decodeOrig(v: Buffer): OriginalDst {

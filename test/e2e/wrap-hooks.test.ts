@@ -22,6 +22,10 @@ const SUBNET = 61;
 const A_IP = `10.77.${SUBNET}.1`;
 const B_IP = `10.77.${SUBNET}.2`;
 const B_IP6 = `fd77:${SUBNET}::2`;
+const B_IP_2 = `10.77.${SUBNET}.3`;
+const B_IP6_2 = `fd77:${SUBNET}::3`;
+const EXTRA_A4 = [`10.77.${SUBNET}.11`, `10.77.${SUBNET}.12`];
+const EXTRA_A6 = [`fd77:${SUBNET}::11`, `fd77:${SUBNET}::12`];
 const WRAPPED = 5022;
 const DIRECT = 5023;
 const PROXY = 15001;
@@ -102,6 +106,33 @@ s.on('message', (m, r) => out({ local: s.address().port, reply: String(m), from:
 if (mode === 'connect') s.bind(0, '0.0.0.0', () => s.connect(Number(port), host, () => s.send('hi')));
 else s.send('hi', Number(port), host);
 `,
+  // A burst of TCP connects, each bound to one of several local addresses and a port that the
+  // other addresses use too, to a wrapped destination; the proxy answers with the original
+  // destination it learned, which must be the connect's own. Prints {ok, wrong, none, errors}.
+  'burst.mjs': `
+import net from 'node:net';
+const { clients, dests, ports, firstPort, parallel } = JSON.parse(process.argv[2]);
+const jobs = [];
+for (let p = 0; p < ports; p++) clients.forEach((local, i) => jobs.push({ local, localPort: firstPort + p, dest: dests[(p + i) % dests.length] }));
+const tally = { ok: 0, wrong: 0, none: 0, errors: 0, samples: [] };
+const one = (j) => new Promise((resolve) => {
+  const s = net.connect({ host: j.dest.host, port: j.dest.port, localAddress: j.local, localPort: j.localPort, timeout: 5000 });
+  let text = '';
+  s.on('data', (d) => (text += d));
+  s.on('timeout', () => s.destroy(new Error('timeout')));
+  s.on('error', (e) => { tally.errors++; if (tally.samples.length < 5) tally.samples.push(j.local + ':' + j.localPort + ' ' + e.message); resolve(); });
+  s.on('close', () => {
+    const got = JSON.parse(text.trim().replace(/^proxy /, '') || 'null');
+    if (got === null) tally.none++;
+    else if (got.address === j.dest.expect && got.port === j.dest.port) tally.ok++;
+    else { tally.wrong++; if (tally.samples.length < 5) tally.samples.push(JSON.stringify({ j, got })); }
+    resolve();
+  });
+});
+let next = 0;
+await Promise.all(Array.from({ length: parallel }, async () => { while (next < jobs.length) await one(jobs[next++]); }));
+console.log(JSON.stringify({ total: jobs.length, ...tally }));
+`,
   // The real servers in B (TCP and UDP), and a trap on B's loopback that would catch a wrong redirect there.
   'server.mjs': `
 import dgram from 'node:dgram';
@@ -123,13 +154,13 @@ const [proxyPort, udpProxyPort] = process.argv.slice(2).map(Number);
 const hooks = WrapHooks.open(udpProxyPort ? { proxyPort, udpProxyPort } : { proxyPort });
 if (udpProxyPort) hooks.setPorts([${WRAPPED}], [${COAP}]);
 else hooks.setPorts([${WRAPPED}]);
-const onConn = (s) => s.end('proxy ' + JSON.stringify(hooks.originalDst(s.remotePort) ?? null) + '\\n');
+const onConn = (s) => s.end('proxy ' + JSON.stringify(hooks.originalDst({ address: s.remoteAddress, port: s.remotePort }) ?? null) + '\\n');
 await Promise.all(['127.0.0.1', '::1'].map((h) => new Promise((r) => net.createServer(onConn).listen(proxyPort, h, r))));
 let seen = [];
 if (udpProxyPort) {
   const u = dgram.createSocket('udp4');
   u.on('message', (m, r) => {
-    seen.push({ from: r.address, port: r.port, orig: hooks.originalUdpDst(r.port) ?? null });
+    seen.push({ from: r.address, port: r.port, orig: hooks.originalUdpDst(r) ?? null });
     u.send('echo:' + m, r.port, r.address);
   });
   await new Promise((r) => u.bind(udpProxyPort, '127.0.0.1', r));
@@ -150,8 +181,8 @@ createInterface({ input: process.stdin }).on('line', async (line) => {
     if (m.cmd === 'setPorts') m.udp ? hooks.setPorts(m.ports, m.udp) : hooks.setPorts(m.ports);
     if (m.cmd === 'close') hooks.close();
     if (m.cmd === 'udpSeen') [value, seen] = [seen, []];
-    if (m.cmd === 'udpOrig') value = hooks.originalUdpDst(m.port) ?? null;
-    if (m.cmd === 'forgetUdp') hooks.forgetUdp(m.port);
+    if (m.cmd === 'udpOrig') value = hooks.originalUdpDst({ address: '127.0.0.1', port: m.port }) ?? null;
+    if (m.cmd === 'forgetUdp') hooks.forgetUdp({ address: '127.0.0.1', port: m.port });
     if (m.cmd === 'udpExchange') value = await udpExchange(m.host, m.port);
     const text = m.cmd === 'connect' ? await fetchLine(m.host, m.port) : undefined;
     reply({ id: m.id, text, value, stats: m.cmd === 'stats' ? hooks.stats() : undefined });
@@ -251,6 +282,11 @@ beforeAll(async () => {
   sh('-n', NS_B, 'addr', 'add', `${B_IP}/24`, 'dev', ifB);
   sh('-n', NS_A, 'addr', 'add', `fd77:${SUBNET}::1/64`, 'dev', ifA, 'nodad');
   sh('-n', NS_B, 'addr', 'add', `${B_IP6}/64`, 'dev', ifB, 'nodad');
+  // More addresses: clients on several local addresses, destinations on several of B's.
+  for (const a of EXTRA_A4) sh('-n', NS_A, 'addr', 'add', `${a}/24`, 'dev', ifA);
+  for (const a of EXTRA_A6) sh('-n', NS_A, 'addr', 'add', `${a}/64`, 'dev', ifA, 'nodad');
+  sh('-n', NS_B, 'addr', 'add', `${B_IP_2}/24`, 'dev', ifB);
+  sh('-n', NS_B, 'addr', 'add', `${B_IP6_2}/64`, 'dev', ifB, 'nodad');
   sh('-n', NS_A, 'link', 'set', ifA, 'up');
   sh('-n', NS_B, 'link', 'set', ifB, 'up');
   await new Remote(NS_B, 'server.mjs').ready;
@@ -309,6 +345,34 @@ describe('wrap hooks (cgroup connect4/connect6/sockops)', () => {
     await owner.call('close'); // idempotent
     expect(await client(NS_A, B_IP, WRAPPED)).toBe(`direct ${WRAPPED}`);
   });
+
+  it('wrong destination through shared client ports: 2,400 mixed IPv4/IPv6 connects from six local addresses that share port numbers each reach their own destination', async () => {
+    const clients = [A_IP, ...EXTRA_A4, `fd77:${SUBNET}::1`, ...EXTRA_A6];
+    const dests = [
+      { host: B_IP, expect: B_IP, port: WRAPPED },
+      { host: B_IP_2, expect: B_IP_2, port: WRAPPED },
+      { host: B_IP6, expect: B_IP6, port: WRAPPED },
+      { host: B_IP6_2, expect: B_IP6_2, port: WRAPPED },
+    ];
+    // IPv4 clients get the IPv4 destinations, IPv6 ones the IPv6 destinations.
+    const spec = (fam: 4 | 6): string => JSON.stringify({ clients: clients.filter((c) => (fam === 4) === !c.includes(':')), dests: dests.filter((d) => (fam === 4) === !d.host.includes(':')), ports: 400, firstPort: 41000, parallel: 150 });
+    const burstOwner = new Remote(NS_A, 'owner.mjs', [String(PROXY + 3)]);
+    await burstOwner.ready;
+    const started = Date.now();
+    // Both families at once: an IPv4 and an IPv6 socket use each port number at the same time.
+    const [v4, v6] = await Promise.all([4, 6].map(async (fam) => {
+      const { stdout } = await run('ip', ['netns', 'exec', NS_A, process.execPath, join(dir, 'burst.mjs'), spec(fam as 4 | 6)], { timeout: 60_000 });
+      return JSON.parse(stdout) as { total: number; ok: number; wrong: number; none: number; errors: number; samples: string[] };
+    }));
+    const elapsed = Date.now() - started;
+    expect(v4, JSON.stringify(v4.samples)).toMatchObject({ total: 1200, ok: 1200, wrong: 0, none: 0, errors: 0 });
+    expect(v6, JSON.stringify(v6.samples)).toMatchObject({ total: 1200, ok: 1200, wrong: 0, none: 0, errors: 0 });
+    const st = (await burstOwner.call('stats')).stats as Record<string, number>;
+    await burstOwner.kill9();
+    expect(st.redirected).toBe(2400);
+    expect(st.handed_over).toBe(2400);
+    expect(elapsed).toBeLessThan(30_000);
+  }, 60_000);
 
   it('kill -9 of the owner closes its links: connects go direct again', async () => {
     const second = new Remote(NS_A, 'owner.mjs', [String(PROXY + 1)]);
