@@ -291,14 +291,14 @@ describe('ETCP DoS cookies (§12.8)', () => {
     const b = new EtcpEndpoint({ staticKey: kb, peers: [], random, cookieThreshold: 1, perSourceLimit: 3 });
     const c = new EtcpEndpoint({ staticKey: kc, peers: [{ publicKey: kb.publicKey, name: 'b' }], random });
     const out: Record<string, number> = {};
-    for (let i = 0; i < 400; i++) {
-      const r = b.handleHandshake(i * 2.5, c.initiate(i * 2.5, kb.publicKey), 'c:1'); // one second
+    for (let i = 0; i < 200; i++) {
+      const r = b.handleHandshake(i * 5, c.initiate(i * 5, kb.publicKey), 'c:1'); // one second
       const k = r.kind === 'drop' ? r.reason : r.kind;
       out[k] = (out[k] ?? 0) + 1;
-      if (r.kind === 'cookie') c.handleHandshake(i * 2.5, r.datagram, 'b:1');
+      if (r.kind === 'cookie') c.handleHandshake(i * 5, r.datagram, 'b:1');
     }
     expect(out['unauthorized-key']).toBeLessThanOrEqual(1 + 3);
-    expect(out['source-rate-limited']).toBeGreaterThan(300);
+    expect(out['source-rate-limited']).toBeGreaterThan(150);
   });
 });
 
@@ -306,7 +306,13 @@ describe('ETCP DoS cookies (§12.8)', () => {
 describe('ETCP endpoint fuzz', () => {
   it('attack: 100,000 fuzzed handshake, cookie and data frames into the decoder and both endpoints: nothing escapes, and an honest session forms and carries data afterwards', () => {
     const rng = new Rng(0x13e7c9);
-    const rand = (n: number): Uint8Array => rng.bytes(n);
+    // Four octets per draw: the generator, not the endpoint, would otherwise dominate the run time.
+    const rand = (n: number): Uint8Array => {
+      const out = new Uint8Array(n + 3);
+      const dv = new DataView(out.buffer);
+      for (let i = 0; i < n; i += 4) dv.setUint32(i, rng.int(0, 0xffffffff));
+      return out.subarray(0, n);
+    };
     const ka = generateKeyPair();
     const kb = generateKeyPair();
     const kc = generateKeyPair(); // unauthorised, knows b's public key
