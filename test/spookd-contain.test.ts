@@ -9,6 +9,9 @@ import { encodeKey } from '../control/daemon/keys.js';
 import { generateKeyPair, type KeyPair } from '../transport/etcp/crypto.js';
 import { DeltaOp } from '../transport/wire/delta.js';
 import { PairState } from '../control/core/lifecycle.js';
+import { EtcpEndpoint } from '../transport/etcp/endpoint.js';
+import { createSocket } from 'node:dgram';
+import { randomBytes } from 'node:crypto';
 
 /**
  * Containment in the driver (docs/PROTOCOL.md §12.9), with three spookd in this process on
@@ -115,4 +118,42 @@ describe('spookd containment (§12.9)', () => {
     expect(d.a.link('c').fenced).toBeUndefined();
   }, 20_000);
 
+
+  it('attack: one precomputed HandshakeInit from an unauthorised key replayed 4,000/s: one warning, cookies instead of DH, and a peer restarting meanwhile still pairs', async () => {
+    const intruder = new EtcpEndpoint({ staticKey: generateKeyPair(), peers: [{ name: 'a', publicKey: keys.a.publicKey }], random: (n) => new Uint8Array(randomBytes(n)) });
+    const init = intruder.initiate(0, keys.a.publicKey);
+    const sock = createSocket('udp4');
+    const before = { ...d.a.drops };
+    let sent = 0;
+    const flood = setInterval(() => {
+      for (let i = 0; i < 40; i++) sock.send(init, port.a, '127.0.0.1');
+      sent += 40;
+    }, 10);
+    try {
+      await new Promise((r) => setTimeout(r, 1000)); // a is under load by now
+      // c restarts during the flood: it must handshake with a while a is under load. a forgets c's
+      // address (as if c had no configured endpoint), so the handshake is c's, answered by a.
+      await d.c.stop();
+      await new Promise((r) => setTimeout(r, 100)); // c's GoingAway (authenticated: it sets the address) is in
+      d.a.link('c').addr = undefined;
+      d.c = make('c', ['a']);
+      await d.c.start();
+      await until('c pairs with a again under the flood', () => d.c.link('a').pair.state === PairState.ENTANGLED && d.a.link('c').pair.state === PairState.ENTANGLED, 20_000);
+      write(d.c, 'a', 'after-restart');
+      await until('write crosses', () => has(d.a, 'c', 'after-restart'));
+      // c's first init was answered with a cookie; its retry, with mac2, was processed.
+      expect((d.c as unknown as { etcp: { cookieFrom: Map<string, unknown> } }).etcp.cookieFrom.size).toBe(1);
+      expect(d.c.link('a').session?.initiator).toBe(true);
+    } finally {
+      clearInterval(flood);
+      sock.close();
+    }
+    const grew = (k: string): number => (d.a.drops[k] ?? 0) - (before[k] ?? 0);
+    expect(sent).toBeGreaterThan(3000);
+    expect(grew('cookie-required')).toBeGreaterThan(sent / 2);
+    // DH only for what got through before and between load windows, far below what was sent.
+    expect(grew('unauthorized-key')).toBeLessThan(sent / 10);
+    expect(logs.a.filter((l) => l.includes('handshake refused')).length).toBe(1);
+    expect(d.a.warns.suppressed).toBeGreaterThan(0);
+  }, 40_000);
 });

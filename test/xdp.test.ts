@@ -23,7 +23,7 @@ beforeAll(() => {
 afterAll(() => xdp?.close());
 
 const data = (pairId = PAIR, payload = new Uint8Array(40)): Uint8Array => encodeFrame({ type: FrameType.Data, flags: 0, pairId, packetNumber: 5 }, payload);
-const hs = (len = 114): Uint8Array => encodeFrame({ type: FrameType.HandshakeInit, flags: 0, pairId: 0, packetNumber: 0 }, new Uint8Array(len));
+const hs = (len = 146): Uint8Array => encodeFrame({ type: FrameType.HandshakeInit, flags: 0, pairId: 0, packetNumber: 0 }, new Uint8Array(len));
 /** A frame built by hand (encodeFrame refuses oversized ones). */
 const raw = (type: number, pairId: number, payloadLen: number): Uint8Array => {
   const f = Buffer.alloc(20 + payloadLen);

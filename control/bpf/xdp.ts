@@ -213,6 +213,31 @@ export class XdpProgram {
     throw last!;
   }
 
+  /** How the program is attached (to record for `detachStale` after a crash), if it is. */
+  get attachRecord(): { ifname: string; flags: number; programId: number } | undefined {
+    const a = this.attachment;
+    return a && this.attached ? { ifname: a.ifname, flags: this.attached.flags, programId: a.programId } : undefined;
+  }
+
+  /**
+   * Detach the XDP program a previous run left on `ifname` (killed before its shutdown path),
+   * only if the program attached there in that mode is still the recorded one: a program
+   * attached since by someone else is left alone. Returns what was done.
+   */
+  static detachStale(rec: { ifname: string; flags: number; programId: number }): 'detached' | 'gone' | 'replaced-by-another' {
+    let ifindex: number;
+    try {
+      ifindex = ifindexOf(rec.ifname);
+    } catch {
+      return 'gone';
+    }
+    const id = [0];
+    if (libbpf().xdpQueryId(ifindex, rec.flags, id) < 0 || id[0] === 0) return 'gone';
+    if (id[0] !== rec.programId) return 'replaced-by-another';
+    check(`bpf_xdp_detach(${rec.ifname})`, libbpf().xdpDetach(ifindex, rec.flags, null));
+    return 'detached';
+  }
+
   get attachment(): { ifname: string; mode: XdpMode; at: number; programId: number } | undefined {
     if (!this.attached) return undefined;
     const id = [0];

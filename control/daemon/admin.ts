@@ -169,6 +169,7 @@ export class AdminServer {
           xdp: d.fastPath.status().enabled ? `${d.fastPath.status().mode} on ${d.fastPath.status().interface}` : 'off',
           pairs: [...d.links.values()].map((l) => ({ peer: l.name, state: l.pair.state })),
           drops: d.drops,
+          warningsSuppressed: d.warns.suppressed,
         };
       case 'pairs':
         return [...d.links.values()].map((l) => pairSummary(d, l));

@@ -4,10 +4,10 @@
  * refuses BPF, the daemon runs without it and says so once, clearly.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
-import { XdpProgram, type XdpMode } from '../bpf/xdp.js';
+import { MAP_NAMES, XdpProgram, type XdpMode } from '../bpf/xdp.js';
 import type { SpookdConfig } from './config.js';
 
 export interface FastPathStatus {
@@ -33,7 +33,39 @@ export class FastPath {
     private readonly log: Logger,
   ) {}
 
+  /** Where an attachment is recorded while it lasts: a run killed before `stop` leaves it behind. */
+  private get recordFile(): string {
+    return join(this.cfg.dataDir, 'xdp-attached.json');
+  }
+
+  /**
+   * Undo what a previous run left when it was killed (kill -9, OOM, power): its XDP program
+   * still attached, with a pair table this run knows nothing of (so new sessions' frames would
+   * drop as unknown-pair), and its map pins. Runs at every start, with or without `xdp:`.
+   */
+  private removeStale(): void {
+    let rec: { ifname: string; flags: number; programId: number; pinDir?: string; pid?: number };
+    try {
+      rec = JSON.parse(readFileSync(this.recordFile, 'utf8'));
+    } catch {
+      return; // none: the previous run stopped cleanly (or never attached)
+    }
+    try {
+      const r = XdpProgram.detachStale(rec);
+      this.log.warn({ interface: rec.ifname, programId: rec.programId, previousPid: rec.pid, result: r }, r === 'detached' ? 'removed the XDP program a previous run left attached' : 'stale XDP record: the previous program is no longer attached');
+    } catch (e) {
+      this.log.error({ interface: rec.ifname, error: (e as Error).message }, 'cannot remove the XDP program a previous run left attached; remove it with `ip link set dev IFACE xdp off`');
+    }
+    if (rec.pinDir) for (const name of MAP_NAMES) rmSync(join(rec.pinDir, name), { force: true });
+    rmSync(this.recordFile, { force: true });
+  }
+
   start(port: number): void {
+    try {
+      this.removeStale();
+    } catch (e) {
+      this.log.warn({ error: (e as Error).message }, 'cannot check for an XDP program left by a previous run');
+    }
     const x = this.cfg.xdp;
     if (!x) {
       this.log.warn('XDP fast path not configured (no `xdp:` section): frames are validated in the daemon only');
@@ -48,6 +80,11 @@ export class FastPath {
       if (mode === 'generic' && x.mode === 'auto') this.log.warn({ interface: x.interface }, 'XDP attached in generic (skb) mode: the driver refused native mode');
       else this.log.info({ interface: x.interface, mode, programId: a?.programId }, `XDP attached in ${mode} mode`);
       this.pin(x.pinDir);
+      const rec = prog.attachRecord;
+      if (rec) {
+        mkdirSync(this.cfg.dataDir, { recursive: true, mode: 0o700 });
+        writeFileSync(this.recordFile, JSON.stringify({ ...rec, pinDir: this.pinned ? x.pinDir : undefined, pid: process.pid }) + '\n', { mode: 0o600 });
+      }
     } catch (e) {
       this.error = (e as Error).message;
       this.prog = undefined;
@@ -106,6 +143,7 @@ export class FastPath {
     if (!this.prog) return;
     this.prog.close();
     this.prog = undefined;
+    rmSync(this.recordFile, { force: true });
     this.log.info('XDP detached');
   }
 }

@@ -53,6 +53,10 @@ const program = new Command()
         },
       );
     };
+    // SIGHUP (a closed terminal, or an operator expecting a reload) must not end the daemon: Node's
+    // default would exit at once, skipping the shutdown path and leaving the admin socket behind.
+    // The configuration is read at start only; a restart applies changes.
+    process.on('SIGHUP', () => log.warn({ signal: 'SIGHUP' }, 'SIGHUP ignored: the configuration is read only at start; restart spookd to apply changes'));
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
   });

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Lab, until } from '../../control/lab/netns.js';
 
 /**
@@ -252,6 +254,16 @@ describe('spookd in network namespaces', () => {
       execFileSync('ip', ['-n', a.ns, 'addr', 'add', '10.77.1.1/24', 'dev', 'v1a']);
     }
   }, 60_000);
+
+  it('SIGHUP is ignored with a log line: spookd keeps running and answering on its admin socket', async () => {
+    const c = lab.host('c');
+    c.proc!.kill('SIGHUP');
+    await until('SIGHUP logged', async () => readFileSync(join(c.dir, 'spookd.log'), 'utf8').includes('SIGHUP ignored'), 5_000);
+    expect(c.proc!.exitCode).toBeNull();
+    expect(c.proc!.signalCode).toBeNull();
+    const st = await lab.admin<{ pid: number }>('c', 'status');
+    expect(st.pid).toBeGreaterThan(0);
+  }, 30_000);
 
   it('SIGTERM stops spookd cleanly (exit 0) and a restart re-forms the pair from disk', async () => {
     expect(await lab.stop('c')).toBe(0);
