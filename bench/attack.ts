@@ -10,8 +10,9 @@
  * Phases, in one run: unattacked writes (the baseline), then the same writes while x runs
  * each attack in turn (fresh-pin reconciliation requests, a handshake flood, a wrapper flood),
  * v given time to recover between them. Per phase: p50 and p99 commit latency and the ratio
- * of the p99 to the baseline's (goal: within 2x). A write that does not commit within
- * WRITE_TIMEOUT_MS counts as that long; a phase ends after `writes` writes or `attackMs`.
+ * of the p99 to the baseline's (goal: within 2x). The `writes` writes of a phase are spread
+ * evenly over `attackMs`, one at a time; a write that does not commit within WRITE_TIMEOUT_MS
+ * counts as that long and ends the phase.
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
@@ -38,6 +39,8 @@ export interface AttackPhase {
   ratio: number;
   /** What the adversary sent: requests, handshake frames, WRAP records. */
   attackerSent: number;
+  /** Data frames v sent the adversary back (its answers to reconciliation requests). */
+  attackerReceived: number;
   /** ms from the end of the attack until v committed a write again (-1: not within RECOVERY_MS). */
   recoveryMs: number;
   victimAlive: boolean;
@@ -45,6 +48,8 @@ export interface AttackPhase {
 
 export interface AttackBenchResult {
   keys: number;
+  reconRate: number;
+  handshakeRate: number;
   fsync: string;
   phases: AttackPhase[];
 }
@@ -70,7 +75,7 @@ async function parallel(total: number, inflight: number, one: (i: number) => Pro
   }));
 }
 
-export async function runAttackBench(o: { keys: number; writes: number; attackMs: number; fsync: string; basePort: number; log?: (line: string) => void }): Promise<AttackBenchResult> {
+export async function runAttackBench(o: { keys: number; writes: number; attackMs: number; reconRate: number; handshakeRate: number; fsync: string; basePort: number; log?: (line: string) => void }): Promise<AttackBenchResult> {
   const log = o.log ?? (() => {});
   const lab = new Lab(['v', 'h', 'x'], [
     { a: 'v', b: 'h', subnet: 1 },
@@ -121,21 +126,23 @@ export async function runAttackBench(o: { keys: number; writes: number; attackMs
           try {
             resolve(JSON.parse(out.trim().split('\n').pop()!) as AttackReport);
           } catch {
-            resolve({ kind: attack.kind, sent: 0, handshakes: 0, carriers: 0, idleOpened: 0, bytes: 0, ms: 0, errors: ['the adversary printed no report'] });
+            resolve({ kind: attack.kind, sent: 0, handshakes: 0, received: 0, carriers: 0, idleOpened: 0, bytes: 0, ms: 0, errors: ['the adversary printed no report'] });
           }
         });
       });
     };
 
     let seq = 0;
-    /** Sequential writes at v on its pair with h until `writes` are done or the phase's time is up. */
+    /** Sequential writes at v on its pair with h, one every ms/writes (spread over the attack), until the phase's time is up. */
     const measure = async (ms: number): Promise<{ lat: number[]; failed: number }> => {
       const c = await AdminClient.connect(v.socket);
       clients.push(c);
       const lat: number[] = [];
       let failed = 0;
-      const end = performance.now() + ms;
-      while (lat.length < o.writes && performance.now() < end) {
+      const start = performance.now();
+      const every = ms / o.writes;
+      while (lat.length < o.writes && performance.now() < start + ms) {
+        await sleep(start + lat.length * every - performance.now());
         const t0 = performance.now();
         const r = await within(c.request<{ verdict: string }>('set', { peer: 'h', register: 'p', key: `w-${seq++ % 1000}`, value: VALUE, timeoutMs: WRITE_TIMEOUT_MS }), WRITE_TIMEOUT_MS + 1000).catch(() => 'timeout' as const);
         lat.push(performance.now() - t0);
@@ -170,18 +177,18 @@ export async function runAttackBench(o: { keys: number; writes: number; attackMs
       const recoveryMs = attack ? await recovery() : 0;
       const p99 = pct(m.lat, 99);
       const base = phases[0]?.p99Ms ?? p99;
-      phases.push({ attack: name, writes: m.lat.length, failed: m.failed, p50Ms: round(pct(m.lat, 50)), p99Ms: round(p99), ratio: round(p99 / base), attackerSent: report?.sent ?? 0, recoveryMs, victimAlive: alive() });
+      phases.push({ attack: name, writes: m.lat.length, failed: m.failed, p50Ms: round(pct(m.lat, 50)), p99Ms: round(p99), ratio: round(p99 / base), attackerSent: report?.sent ?? 0, attackerReceived: report?.received ?? 0, recoveryMs, victimAlive: alive() });
       if (report?.errors.length) log(`  adversary: ${report.errors.join('; ')}`);
       return alive() && recoveryMs >= 0;
     };
 
     await phase('none');
     const ok =
-      (await phase('recon', { kind: 'recon-flood', durationMs: o.attackMs, rate: 20, register: 'p' })) &&
-      (await phase('handshake', { kind: 'handshake-flood', durationMs: o.attackMs, rate: 4000 })) &&
+      (await phase('recon', { kind: 'recon-flood', durationMs: o.attackMs, rate: o.reconRate, register: 'p' })) &&
+      (await phase('handshake', { kind: 'handshake-flood', durationMs: o.attackMs, rate: o.handshakeRate })) &&
       (await phase('wrap', { kind: 'wrap-flood', durationMs: o.attackMs, connections: 64, sink: { family: 4, address: '127.0.0.1', port: sinkPort } }));
     if (!ok) log(`v ${alive() ? 'did not recover' : 'died'}; later phases skipped:\n${lab.logOf('v')}`);
-    return { keys: o.keys, fsync: o.fsync, phases };
+    return { keys: o.keys, reconRate: o.reconRate, handshakeRate: o.handshakeRate, fsync: o.fsync, phases };
   } finally {
     for (const c of clients) c.close();
     sink.close();

@@ -56,6 +56,8 @@ export interface AttackReport {
   /** Messages (ESTP payloads, QN envelopes, WRAP records, handshake frames) sent. */
   sent: number;
   handshakes: number;
+  /** Data frames the victim sent back on the pair. */
+  received: number;
   carriers: number;
   idleOpened: number;
   /** Bytes of WRAP DATA pushed (wrap-flood). */
@@ -82,6 +84,7 @@ async function paced(rate: number, count: number, untilMs: number, one: (i: numb
 class EtcpLink {
   readonly ep: EtcpEndpoint;
   session: Session | undefined;
+  received = 0;
   private waiting: (() => void) | undefined;
   handshakes = 0;
 
@@ -101,7 +104,10 @@ class EtcpLink {
     } catch {
       return;
     }
-    if (!isHandshakeType(frame.header.type)) return; // what the victim says on the pair is of no interest
+    if (!isHandshakeType(frame.header.type)) {
+      this.received++; // what the victim says on the pair is only counted (it answers reconciliation requests)
+      return;
+    }
     const r = this.ep.handleHandshake(Date.now(), frame.header.type, frame.header.pairId, frame.payload);
     if (r.kind === 'drop') return;
     if (r.kind === 'respond') this.sock.send(r.datagram, this.victim.port, this.victim.host);
@@ -173,7 +179,7 @@ export class Adversary {
     const privateKey = decodeKey(spec.privateKey, 'adversary key');
     this.key = { privateKey, publicKey: publicKeyOf(privateKey) };
     this.victim = { ...spec.victim, publicKey: decodeKey(spec.victim.publicKey, 'victim key') };
-    this.report = { kind: spec.attack.kind, sent: 0, handshakes: 0, carriers: 0, idleOpened: 0, bytes: 0, ms: 0, errors: [] };
+    this.report = { kind: spec.attack.kind, sent: 0, handshakes: 0, received: 0, carriers: 0, idleOpened: 0, bytes: 0, ms: 0, errors: [] };
   }
 
   private async udp(): Promise<EtcpLink> {
@@ -235,6 +241,7 @@ export class Adversary {
     } finally {
       this.sock?.close();
       this.report.handshakes += this.link?.handshakes ?? 0;
+      this.report.received = this.link?.received ?? 0;
       this.report.ms = Math.round(performance.now() - t0);
     }
     return this.report;

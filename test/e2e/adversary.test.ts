@@ -169,7 +169,7 @@ async function underAttack(name: string, seed: number, a: Attack, timeoutMs: num
   try {
     report = await attack(seed, a, timeoutMs);
   } catch (e) {
-    report = { kind: a.kind, sent: 0, handshakes: 0, carriers: 0, idleOpened: 0, bytes: 0, ms: 0, errors: [(e as Error).message] };
+    report = { kind: a.kind, sent: 0, handshakes: 0, received: 0, carriers: 0, idleOpened: 0, bytes: 0, ms: 0, errors: [(e as Error).message] };
   } finally {
     done = true;
     await honest;
