@@ -214,6 +214,7 @@ export class Adversary {
             victim: nodeIdOf(this.victim.publicKey),
             others: a.members.map((m) => nodeIdOf(decodeKey(m, 'member key'))),
             registers: a.registers,
+            cursor: { term: 1, index: 0 },
           };
           await this.sealed(a.count, a.rate, Infinity, () => qnPayload(this.rng, ctx));
           break;

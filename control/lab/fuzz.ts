@@ -210,6 +210,12 @@ export interface QnContext {
   /** Other node ids of the targeted domain (honest members). */
   others: number[];
   registers: string[];
+  /**
+   * A plausible Raft position the generator advances as it sends: appends that chain on
+   * each other (and then contradict what they claimed committed) reach deeper than
+   * independent random fields do.
+   */
+  cursor: { term: number; index: number };
 }
 
 function qnEntryCmd(rng: Rng, ctx: QnContext): Uint8Array {
@@ -241,11 +247,22 @@ function qnBody(rng: Rng, ctx: QnContext): QnBody {
   const pre = rng.chance(0.5);
   switch (rng.int(1, 9)) {
     case 1:
+      if (rng.chance(0.5)) return { t: 'vote', term: ctx.cursor.term + rng.int(0, 2), lastIndex: ctx.cursor.index + rng.int(0, 2), lastTerm: ctx.cursor.term, pre };
       return { t: 'vote', term: edgy(rng), lastIndex: edgy(rng), lastTerm: edgy(rng), pre };
     case 2:
       return { t: 'voteResp', term: edgy(rng), granted: rng.chance(0.5), pre };
-    case 3:
-      return { t: 'append', term: edgy(rng), prevIndex: edgy(rng), prevTerm: edgy(rng), commit: edgy(rng), entries: list(rng, 12, () => ({ term: edgy(rng), cmd: qnEntryCmd(rng, ctx) })) };
+    case 3: {
+      if (rng.chance(0.4)) return { t: 'append', term: edgy(rng), prevIndex: edgy(rng), prevTerm: edgy(rng), commit: edgy(rng), entries: list(rng, 12, () => ({ term: edgy(rng), cmd: qnEntryCmd(rng, ctx) })) };
+      // Near the cursor: same or next term, a little before or after the last index sent, and
+      // a commit index that claims what was just sent (or more).
+      const c = ctx.cursor;
+      const term = c.term + rng.int(0, 1);
+      const prevIndex = Math.max(0, c.index - rng.int(-1, 3));
+      const entries = Array.from({ length: rng.int(0, 4) }, () => ({ term: rng.chance(0.8) ? term : rng.int(0, term + 1), cmd: qnEntryCmd(rng, ctx) }));
+      c.term = term;
+      c.index = prevIndex + entries.length;
+      return { t: 'append', term, prevIndex, prevTerm: Math.max(0, term - rng.int(0, 1)), commit: c.index + rng.int(0, 2), entries };
+    }
     case 4:
       return { t: 'appendResp', term: edgy(rng), ok: rng.chance(0.5), index: edgy(rng) };
     case 5: {
