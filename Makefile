@@ -4,7 +4,7 @@ NODE_STAMP := node_modules/.stamp
 BUILD_STAMP := dist/.stamp
 TS_SOURCES := $(shell find control transport wrappers bench -name '*.ts' 2>/dev/null)
 
-.PHONY: all build deps test demo demo-sim sim bench bench-link bench-domain bench-wrap bench-compare clean typecheck soak install uninstall check-prereqs
+.PHONY: all build deps test demo demo-sim sim bench bench-link bench-domain bench-wrap bench-attack bench-compare clean typecheck soak install uninstall check-prereqs
 
 all: build
 
@@ -95,6 +95,10 @@ bench-wrap: build $(APT_TEST_STAMP)
 
 bench-domain: build
 	./bin/spook bench domain
+
+# A victim pair's p99 commit latency unattacked and while one authorised peer attacks (loopback).
+bench-attack: build
+	./bin/spook bench attack
 
 # Spook vs Yjs vs Automerge; the JSON feeds the SVG charts in docs/plots (several minutes).
 bench-compare: build

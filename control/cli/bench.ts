@@ -86,6 +86,31 @@ export function benchCommand(): Command {
       else for (const [k, v] of Object.entries(r)) console.log(`${k.padEnd(18)}${v}`);
     });
   bench
+    .command('attack')
+    .description("three identities on loopback: a victim pair's p99 commit latency unattacked, then while one authorised peer floods reconciliation requests, handshakes and wrapped connections")
+    .option('--keys <n>', "entries in the attacked pair's map (what each reconciliation pin covers)", intArg('--keys', 1), 50_000)
+    .option('--writes <n>', 'timed writes per phase', intArg('--writes', 100), 300)
+    .option('--attack-ms <ms>', 'length of each attack (and the most a phase lasts)', intArg('--attack-ms', 1000), 10_000)
+    .option('--recon-rate <n>', 'fresh-pin reconciliation requests per second', intArg('--recon-rate', 1), 50)
+    .option('--handshake-rate <n>', 'HandshakeInits per second (half authorised and fresh, half an unauthorised replay)', intArg('--handshake-rate', 1), 4000)
+    .option('--fsync <policy>', 'always | everysec | never', 'always')
+    .option('--base-port <port>', 'first of three loopback UDP/TCP ports', intArg('--base-port', 1024), 47800)
+    .option('--json', 'print one JSON object', false)
+    .action(async (o: { keys: number; writes: number; attackMs: number; reconRate: number; handshakeRate: number; fsync: string; basePort: number; json: boolean }) => {
+      const { runAttackBench } = await load<typeof import('../../bench/attack.js')>('../../bench/attack.js');
+      const r = await runAttackBench({ ...o, log: o.json ? undefined : (l) => console.error(l) });
+      if (o.json) {
+        console.log(JSON.stringify(r, null, 2));
+        return;
+      }
+      console.log(`attacked map: ${r.keys.toLocaleString('en-US')} keys; ${r.reconRate} reconciliation requests/s, ${r.handshakeRate} handshakes/s; fsync ${r.fsync}`);
+      console.log('attack      writes  failed   p50 ms    p99 ms   p99 ratio (goal <= 2)  attacker sent/received  recovery ms');
+      for (const p of r.phases) {
+        const cells = [p.attack.padEnd(10), String(p.writes).padStart(7), String(p.failed).padStart(7), p.p50Ms.toFixed(1).padStart(8), p.p99Ms.toFixed(1).padStart(9), `${p.ratio.toFixed(2)}x`.padStart(11)];
+        console.log(`${cells.join(' ')}${' '.repeat(13)}${`${p.attackerSent}/${p.attackerReceived}`.padStart(22)}  ${String(p.recoveryMs).padStart(11)}${p.victimAlive ? '' : '  VICTIM DIED'}`);
+      }
+    });
+  bench
     .command('xdp')
     .description('ns per packet through BPF_PROG_TEST_RUN: valid, malformed, unknown-pair and non-ESTP packets vs a trivial XDP_PASS program (needs root)')
     .option('--repeat <n>', 'repetitions per test run', intArg('--repeat', 1), 1_000_000)

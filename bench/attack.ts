@@ -1,0 +1,197 @@
+/**
+ * `spook bench attack`: how much one authorised, hostile peer slows a victim's other pair.
+ *
+ * Three spookd identities on loopback: the victim v, an honest peer h and the adversary x
+ * (control/lab/adversary.ts, in its own process; no spookd runs for x). v is the follower of
+ * its pair with h, so each measured write crosses the link: a `set` at v through the admin
+ * API, timed until v reports it committed. v is the sequencer of its pair with x, whose map
+ * holds `keys` entries: the register x's reconciliation requests make v pin.
+ *
+ * Phases, in one run: unattacked writes (the baseline), then the same writes while x runs
+ * each attack in turn (fresh-pin reconciliation requests, a handshake flood, a wrapper flood),
+ * v given time to recover between them. Per phase: p50 and p99 commit latency and the ratio
+ * of the p99 to the baseline's (goal: within 2x). The `writes` writes of a phase are spread
+ * evenly over `attackMs`, one at a time; a write that does not commit within WRITE_TIMEOUT_MS
+ * counts as that long and ends the phase.
+ */
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { createServer } from 'node:net';
+import { AdminClient } from '../control/client/admin-client.js';
+import { Lab, ROOT, sleep, until } from '../control/lab/netns.js';
+import { encodeKey } from '../control/daemon/keys.js';
+import { generateKeyPair, type KeyPair } from '../transport/etcp/crypto.js';
+import type { Attack, AttackReport, AttackSpec } from '../control/lab/adversary.js';
+
+const WRITE_TIMEOUT_MS = 10_000;
+/** After an attack, v must commit a write within this long again before the next phase. */
+const RECOVERY_MS = 60_000;
+const VALUE = 'v'.repeat(100);
+
+export interface AttackPhase {
+  attack: 'none' | 'recon' | 'handshake' | 'wrap';
+  writes: number;
+  /** Writes that did not commit within WRITE_TIMEOUT_MS (or were refused). */
+  failed: number;
+  p50Ms: number;
+  p99Ms: number;
+  /** p99 over the unattacked p99 (goal: at most 2). */
+  ratio: number;
+  /** What the adversary sent: requests, handshake frames, WRAP records. */
+  attackerSent: number;
+  /** Data frames v sent the adversary back (its answers to reconciliation requests). */
+  attackerReceived: number;
+  /** ms from the end of the attack until v committed a write again (-1: not within RECOVERY_MS). */
+  recoveryMs: number;
+  victimAlive: boolean;
+}
+
+export interface AttackBenchResult {
+  keys: number;
+  reconRate: number;
+  handshakeRate: number;
+  fsync: string;
+  phases: AttackPhase[];
+}
+
+const pct = (sorted: number[], p: number): number => (sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]);
+const round = (x: number): number => Math.round(x * 100) / 100;
+
+function compareKeys(a: Uint8Array, b: Uint8Array): number {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] - b[i];
+  return 0;
+}
+
+/** A request that gives up after `ms` (a frozen daemon answers late or never). */
+function within<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {
+  let t: NodeJS.Timeout | undefined;
+  return Promise.race([p, new Promise<'timeout'>((r) => (t = setTimeout(() => r('timeout'), ms)))]).finally(() => clearTimeout(t));
+}
+
+async function parallel(total: number, inflight: number, one: (i: number) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: inflight }, async () => {
+    while (next < total) await one(next++);
+  }));
+}
+
+export async function runAttackBench(o: { keys: number; writes: number; attackMs: number; reconRate: number; handshakeRate: number; fsync: string; basePort: number; log?: (line: string) => void }): Promise<AttackBenchResult> {
+  const log = o.log ?? (() => {});
+  const lab = new Lab(['v', 'h', 'x'], [
+    { a: 'v', b: 'h', subnet: 1 },
+    { a: 'v', b: 'x', subnet: 2 },
+  ], o.basePort, true);
+  // Keys ordered h < v < x: v follows h (the measured pair) and sequences x (the attacked one).
+  const keys: KeyPair[] = [generateKeyPair(), generateKeyPair(), generateKeyPair()].sort((a, b) => compareKeys(a.publicKey, b.publicKey));
+  lab.host('h').key = keys[0];
+  lab.host('v').key = keys[1];
+  lab.host('x').key = keys[2];
+  const sink = createServer((s) => s.resume().on('error', () => {})); // reads and discards what v dials it with
+  const clients: AdminClient[] = [];
+  try {
+    const common = { fsync: o.fsync, logLevel: 'warn', wrap: { interception: 'off' } };
+    lab.configure('v', [{ name: 'p', kind: 'map', maxPending: 65536 }], common);
+    lab.configure('h', [{ name: 'p', kind: 'map', maxPending: 65536 }], common);
+    await Promise.all(['v', 'h'].map((h) => lab.start(h)));
+    await new Promise<void>((r) => sink.listen(0, '127.0.0.1', () => r()));
+    const sinkPort = (sink.address() as { port: number }).port;
+    const admin = await AdminClient.connect(lab.host('v').socket);
+    clients.push(admin);
+    await until('v-h entangled', async () => (await admin.request<{ state: string }>('pair', { peer: 'h' })).state === 'ENTANGLED', 20_000);
+
+    // The attacked register: v, x's sequencer, commits these on its own (x never answers).
+    log(`loading ${o.keys} keys into v's pair with x`);
+    await parallel(o.keys, 256, async (i) => {
+      const r = await admin.request<{ verdict: string }>('set', { peer: 'x', register: 'p', key: `key-${i}`, value: VALUE, timeoutMs: 60_000 });
+      if (r.verdict !== 'committed') throw new Error(`preload ${i}: ${r.verdict}`);
+    });
+
+    const v = lab.host('v');
+    const x = lab.host('x');
+    const runAttack = (seed: number, attack: Attack): Promise<AttackReport> => {
+      const spec: AttackSpec = {
+        seed,
+        privateKey: encodeKey(x.key.privateKey),
+        victim: { publicKey: encodeKey(v.key.publicKey), host: '127.0.0.1', port: v.port },
+        bind: { host: '127.0.0.1', port: x.port },
+        attack,
+      };
+      const p = spawn(process.execPath, [join(ROOT, 'dist/control/lab/adversary.js'), JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      p.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      return new Promise((resolve) => {
+        const kill = setTimeout(() => p.kill('SIGKILL'), o.attackMs + 30_000);
+        p.on('exit', () => {
+          clearTimeout(kill);
+          try {
+            resolve(JSON.parse(out.trim().split('\n').pop()!) as AttackReport);
+          } catch {
+            resolve({ kind: attack.kind, sent: 0, handshakes: 0, received: 0, carriers: 0, idleOpened: 0, bytes: 0, ms: 0, errors: ['the adversary printed no report'] });
+          }
+        });
+      });
+    };
+
+    let seq = 0;
+    /** Sequential writes at v on its pair with h, one every ms/writes (spread over the attack), until the phase's time is up. */
+    const measure = async (ms: number): Promise<{ lat: number[]; failed: number }> => {
+      const c = await AdminClient.connect(v.socket);
+      clients.push(c);
+      const lat: number[] = [];
+      let failed = 0;
+      const start = performance.now();
+      const every = ms / o.writes;
+      while (lat.length < o.writes && performance.now() < start + ms) {
+        await sleep(start + lat.length * every - performance.now());
+        const t0 = performance.now();
+        const r = await within(c.request<{ verdict: string }>('set', { peer: 'h', register: 'p', key: `w-${seq++ % 1000}`, value: VALUE, timeoutMs: WRITE_TIMEOUT_MS }), WRITE_TIMEOUT_MS + 1000).catch(() => 'timeout' as const);
+        lat.push(performance.now() - t0);
+        if (r === 'timeout' || r.verdict !== 'committed') failed++;
+        if (r === 'timeout') break; // this connection has a request outstanding: the phase ends here
+      }
+      return { lat: lat.sort((a, b) => a - b), failed };
+    };
+    const alive = (): boolean => v.proc !== undefined && v.proc.exitCode === null && v.proc.signalCode === null;
+    /** Time until v commits a write again on a fresh connection. */
+    const recovery = async (): Promise<number> => {
+      const t0 = performance.now();
+      while (alive() && performance.now() - t0 < RECOVERY_MS) {
+        const c = await within(AdminClient.connect(v.socket), 5000).catch(() => 'timeout' as const);
+        if (c !== 'timeout') {
+          clients.push(c);
+          const r = await within(c.request<{ verdict: string }>('set', { peer: 'h', register: 'p', key: 'recovery', value: VALUE, timeoutMs: 5000 }), 6000).catch(() => 'timeout' as const);
+          if (r !== 'timeout' && r.verdict === 'committed') return Math.round(performance.now() - t0);
+        }
+        await sleep(200);
+      }
+      return -1;
+    };
+
+    const phases: AttackPhase[] = [];
+    const phase = async (name: AttackPhase['attack'], attack?: Attack): Promise<boolean> => {
+      log(`phase ${name}`);
+      const running = attack ? runAttack(phases.length + 1, attack) : undefined;
+      if (running) await sleep(300); // the attack under way before the first timed write
+      const m = await measure(o.attackMs);
+      const report = await running;
+      const recoveryMs = attack ? await recovery() : 0;
+      const p99 = pct(m.lat, 99);
+      const base = phases[0]?.p99Ms ?? p99;
+      phases.push({ attack: name, writes: m.lat.length, failed: m.failed, p50Ms: round(pct(m.lat, 50)), p99Ms: round(p99), ratio: round(p99 / base), attackerSent: report?.sent ?? 0, attackerReceived: report?.received ?? 0, recoveryMs, victimAlive: alive() });
+      if (report?.errors.length) log(`  adversary: ${report.errors.join('; ')}`);
+      return alive() && recoveryMs >= 0;
+    };
+
+    await phase('none');
+    const ok =
+      (await phase('recon', { kind: 'recon-flood', durationMs: o.attackMs, rate: o.reconRate, register: 'p' })) &&
+      (await phase('handshake', { kind: 'handshake-flood', durationMs: o.attackMs, rate: o.handshakeRate })) &&
+      (await phase('wrap', { kind: 'wrap-flood', durationMs: o.attackMs, connections: 64, sink: { family: 4, address: '127.0.0.1', port: sinkPort } }));
+    if (!ok) log(`v ${alive() ? 'did not recover' : 'died'}; later phases skipped:\n${lab.logOf('v')}`);
+    return { keys: o.keys, reconRate: o.reconRate, handshakeRate: o.handshakeRate, fsync: o.fsync, phases };
+  } finally {
+    for (const c of clients) c.close();
+    sink.close();
+    await lab.destroy();
+  }
+}
