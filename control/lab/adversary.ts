@@ -108,8 +108,9 @@ class EtcpLink {
       this.received++; // what the victim says on the pair is only counted (it answers reconciliation requests)
       return;
     }
-    const r = this.ep.handleHandshake(Date.now(), frame.header.type, frame.header.pairId, frame.payload);
-    if (r.kind === 'drop') return;
+    const r = this.ep.handleHandshake(Date.now(), buf, `${this.victim.host}:${this.victim.port}`);
+    // A CookieReply is stored by the endpoint: the next init carries mac2.
+    if (r.kind === 'drop' || r.kind === 'cookie' || r.kind === 'cookie-stored') return;
     if (r.kind === 'respond') this.sock.send(r.datagram, this.victim.port, this.victim.host);
     this.use(r.session);
     this.waiting?.();
