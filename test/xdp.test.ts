@@ -68,6 +68,7 @@ describe('XDP fixtures (BPF_PROG_TEST_RUN)', () => {
     ['unknown pair', data(0x1234), 'unknown-pair'],
     ['valid data frame (counted on its pair)', data(), 'pass-pair'],
     ['valid handshake', hs(), 'pass-estp'],
+    ['valid cookie reply (§12.8)', encodeFrame({ type: FrameType.CookieReply, flags: 0, pairId: 0x1234, packetNumber: 0 }, new Uint8Array(60)), 'pass-estp'],
   ];
   for (const [name, frame, counter] of cases) {
     it(`${name} → ${counter}`, () => {

@@ -41,18 +41,31 @@ const program = new Command()
       process.exit(1);
     }
     let stopping = false;
-    const stop = (sig: string): void => {
+    const stop = (sig: string, code = 0): void => {
       if (stopping) return;
       stopping = true;
       log.info({ signal: sig }, 'shutting down');
+      // A shutdown that hangs must still end: the unit restarts us either way.
+      setTimeout(() => process.exit(code || 1), 10_000).unref();
       d.stop().then(
-        () => process.exit(0),
+        () => process.exit(code),
         (e: unknown) => {
           log.error({ err: e }, 'unclean shutdown');
           process.exit(1);
         },
       );
     };
+    // Peer input is contained per peer (spookd.ts); anything that still escapes is a bug: report
+    // it as an abnormal end (exit 70), but through the shutdown path (admin socket removed, XDP
+    // detached, peers told we are going away), not by dying where we stand.
+    process.on('uncaughtException', (e) => {
+      log.fatal({ err: e }, 'uncaught exception; stopping');
+      stop('uncaughtException', 70);
+    });
+    process.on('unhandledRejection', (e) => {
+      log.fatal({ err: e }, 'unhandled rejection; stopping');
+      stop('unhandledRejection', 70);
+    });
     // SIGHUP (a closed terminal, or an operator expecting a reload) must not end the daemon: Node's
     // default would exit at once, skipping the shutdown path and leaving the admin socket behind.
     // The configuration is read at start only; a restart applies changes.
