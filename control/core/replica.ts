@@ -315,9 +315,13 @@ export class Replica {
         `register ${this.name}: candidate buffer full (${this.cfg.maxPending} pending, pair ${st}); retry after collapses`,
       );
     }
+    if (this.nextSeq > Number.MAX_SAFE_INTEGER) {
+      // Only a sequencer that reported an impossible mark for us gets here (§8.5): refuse, never encode it.
+      throw new ProposeError('closed', `register ${this.name}: own sequence numbers exhausted (mark ${this.origins.get(this.pair.localId)})`);
+    }
     const seq = this.nextSeq++;
     if (seq > this.leasedSeq) {
-      this.leasedSeq = seq + SEQ_LEASE - 1;
+      this.leasedSeq = Math.min(seq + SEQ_LEASE - 1, Number.MAX_SAFE_INTEGER);
       this.pair.store?.lease(this.name, this.leasedSeq);
     }
     // Own the bytes: callers may reuse their buffers.
@@ -411,7 +415,8 @@ export class Replica {
     const first = this.peerVersion < 0;
     this.peerLatestVersion = m.version;
     // A reordered older status says nothing new. (A regression beyond the send window is a follower that lost state.)
-    if (!first && m.version < this.peerVersion && m.version >= this.peerVersion - SEND_WINDOW) return;
+    // (A recorded version above our own was never a real one: it is no reference for staleness.)
+    if (!first && m.version < this.peerVersion && m.version >= this.peerVersion - SEND_WINDOW && this.peerVersion <= this.version) return;
     const progressed = first || m.version > this.peerVersion;
     this.acceptPeerVersion(m);
     // After a gap in contact, resend from what the peer holds now rather than wait for the (backed-off) timer.
@@ -453,7 +458,9 @@ export class Replica {
   }
 
   private onSequencerStatus(now: number, m: StatusMsg): void {
-    if (m.version < this.seqVersionSeen) return; // stale (reordered)
+    // Stale (reordered) if a little below what the sequencer announced; far below, the
+    // earlier announcement was wrong (a sequencer that lost state, or a lie): start from this one.
+    if (m.version < this.seqVersionSeen && m.version >= this.seqVersionSeen - SEND_WINDOW) return;
     this.seqVersionSeen = m.version;
     this.seqLogBase = m.logBase;
     this.peerVersion = m.version;
@@ -489,6 +496,13 @@ export class Replica {
   /** Sequencer only (the pair routes Propose nowhere else). Returns candidates refused for a wrong origin. */
   onPropose(now: number, m: ProposeMsg): number {
     let refused = 0;
+    // `base` may skip the numbers a follower lost in a restart (at most a lease and its
+    // pending candidates); a larger jump would make every later honest candidate a "duplicate".
+    const mark = this.origins.get(this.pair.peerId) ?? 0;
+    if (m.base - 1 > Math.max(mark, this.peerPendingHigh) + this.cfg.maxPending + 4 * SEQ_LEASE) {
+      this.pair.drop(now, 'beyond-window', `register ${this.name}: Propose base ${m.base} far above the peer's mark ${mark}`, m.candidates.length);
+      return 0;
+    }
     for (let i = 0; i < m.candidates.length; i++) {
       const c = m.candidates[i];
       if (c.origin !== this.pair.peerId) {
@@ -514,15 +528,15 @@ export class Replica {
 
   onCollapse(now: number, m: CollapseMsg, raw: Uint8Array): void {
     if (this.role !== 'follower') return;
+    if (m.version > this.version + SEND_WINDOW && this.requester === undefined) {
+      // Past the send window (§8.1): the sequencer may not send it yet; nothing is kept.
+      this.pair.drop(now, 'beyond-window', `register ${this.name}: v${m.version} with the local version at v${this.version}`);
+      return;
+    }
     if (m.version > this.seqVersionSeen) this.seqVersionSeen = m.version;
     if (this.requester !== undefined) return; // the state is being replaced; the log catch-up follows
     if (m.version <= this.version) {
       this.statusDirty = true; // a duplicate: re-acknowledge
-      return;
-    }
-    if (m.version > this.version + SEND_WINDOW) {
-      // Past the send window (§8.1): the sequencer may not send it yet; nothing is kept.
-      this.pair.drop(now, 'beyond-window', `register ${this.name}: v${m.version} with the local version at v${this.version}`);
       return;
     }
     if (m.version > this.version + 1) {
