@@ -495,6 +495,14 @@ export class ReconRequester {
       if (theirs.count === 0) this.stageDeletes(child.depth, child.prefix);
       else this.queue.push(child);
     }
+    // Honest answers queue at most one node per entry per level (the nodes of a level
+    // partition the entries); more means the responder invents subtrees to exhaust memory.
+    const bound = 16 * Math.max(this.meta?.size ?? 0, this.myIndex.size) + 256;
+    if (this.queue.length + this.outstanding.size > bound) {
+      this.r.refuse(now, 'quota-violation', `reconciliation asked to queue more than ${bound} subtrees`);
+      this.restart();
+      return;
+    }
     if (this.queue.length > 0) this.wantRequest = true;
     this.progress(now);
   }

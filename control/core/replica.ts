@@ -69,6 +69,8 @@ const COLLAPSE_SLACK = 160;
 const MAX_ENTRIES_PER_COLLAPSE = 255;
 /** Gaps shorter than this are always replayed from the log (costing them is not worth it). */
 const GAP_COSTING_MIN = 64;
+/** Records decoded to cost a gap; a longer gap is extrapolated from its most recent ones. */
+const GAP_COSTING_MAX = 4096;
 /** Bytes of tree summaries a reconciliation spends per differing key (measured: ~650 at 10^6 keys, less below). */
 const RECONCILE_OVERHEAD_PER_KEY = 400;
 /** A ReconNode message: 16 children of (count varint, 8-byte hash) plus framing. */
@@ -618,18 +620,23 @@ export class Replica {
     if (!(this.state instanceof MapState) || gap < GAP_COSTING_MIN || !this.log.covers(peerVersion)) return;
     let logBytes = 0;
     const keys = new Set<string>();
+    // A follower can force a re-entanglement with one Status: decode at most GAP_COSTING_MAX
+    // records (the most recent) and extrapolate the distinct keys from them (an upper bound).
+    const scanFrom = Math.max(peerVersion + 1, this.version - GAP_COSTING_MAX + 1);
     for (let v = peerVersion + 1; v <= this.version; v++) {
       const rec = this.log.get(v)!;
       logBytes += rec.encoded.length;
+      if (v < scanFrom) continue;
       const m = decodeMessages(rec.encoded).messages[0] as CollapseMsg;
       for (const e of m.entries) if (e.delta && 'key' in e.delta) keys.add(Buffer.from(e.delta.key).toString('latin1'));
     }
     const n = this.state.size();
+    const distinct = Math.min(n + gap * MAX_ENTRIES_PER_COLLAPSE, Math.ceil((keys.size * gap) / (this.version - scanFrom + 1)));
     const avgEntry = n > 0 ? this.state.fullTransferBytes() / n : 64;
     // Reconciliation: the differing keys' entries, plus tree summaries: about a path per key
     // when differences are sparse, at most the whole tree (one 16-child node per ~8 entries).
-    const treeBytes = Math.min(keys.size * RECONCILE_OVERHEAD_PER_KEY, (n / 8 + 1) * RECON_NODE_BYTES);
-    const reconcileBytes = keys.size * avgEntry + treeBytes;
+    const treeBytes = Math.min(distinct * RECONCILE_OVERHEAD_PER_KEY, (n / 8 + 1) * RECON_NODE_BYTES);
+    const reconcileBytes = distinct * avgEntry + treeBytes;
     if (reconcileBytes * 2 < logBytes) {
       this.servedBase = this.version;
       this.statusDirty = true;
