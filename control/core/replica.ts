@@ -328,7 +328,9 @@ export class Replica {
     }
     // Own the bytes: callers may reuse their buffers.
     const d = copyDelta(delta);
-    this.pair.store?.proposed(this.name, seq, d);
+    // The sequencer decides its own candidates at its next collapse, before anyone is told
+    // "pending"; the follower's can wait for the peer, so they are made durable first.
+    if (this.role === 'follower') this.pair.store?.proposed(this.name, seq, d);
     this.own.push({ seq, delta: d });
     if (this.role === 'sequencer') this.pending.push({ origin: this.pair.localId, seq, delta: d });
     return { origin: this.pair.localId, seq };
