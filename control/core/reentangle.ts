@@ -120,7 +120,7 @@ export class ReconResponder {
   /** Token bucket for new pins: tokens, and when it was last refilled. */
   private tokens = PIN_BURST;
   private refilledAt = -Infinity;
-  /** Pins built and requests refused by the rate limit (metrics, tests). */
+  /** New pins built (metrics, tests); refusals are counted as recon-rate-limited drops. */
   pinsBuilt = 0;
 
   constructor(private readonly r: Replica) {}
