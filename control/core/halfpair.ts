@@ -334,9 +334,11 @@ export class HalfPair {
 
   private onAck(now: number, m: AckMsg): void {
     if (m.largestPn <= this.largestAcked) return;
-    this.largestAcked = m.largestPn;
     const slot = m.largestPn % PN_RING;
+    // Only a packet we sent (and still remember) counts: an Ack naming a number from the
+    // future would otherwise make every honest Ack after it look old (no RTT samples).
     if (this.sentPn[slot] !== m.largestPn) return;
+    this.largestAcked = m.largestPn;
     // RFC 6298 / RFC 9002 §5: the sample excludes the peer's (bounded) ack delay.
     const sample = Math.max(0, now - this.sentAt[slot] - Math.min(m.ackDelayMs, this.timing.maxAckDelayMs));
     if (this.srtt === undefined) {

@@ -120,7 +120,7 @@ export class ReconResponder {
   /** Token bucket for new pins: tokens, and when it was last refilled. */
   private tokens = PIN_BURST;
   private refilledAt = -Infinity;
-  /** Pins built and requests refused by the rate limit (metrics, tests). */
+  /** New pins built (metrics, tests); refusals are counted as recon-rate-limited drops. */
   pinsBuilt = 0;
 
   constructor(private readonly r: Replica) {}
@@ -494,6 +494,14 @@ export class ReconRequester {
       const child = { depth: m.depth + 1, prefix: m.prefix * RECON_FANOUT + i };
       if (theirs.count === 0) this.stageDeletes(child.depth, child.prefix);
       else this.queue.push(child);
+    }
+    // Honest answers queue at most one node per entry per level (the nodes of a level
+    // partition the entries); more means the responder invents subtrees to exhaust memory.
+    const bound = 16 * Math.max(this.meta?.size ?? 0, this.myIndex.size) + 256;
+    if (this.queue.length + this.outstanding.size > bound) {
+      this.r.refuse(now, 'quota-violation', `reconciliation asked to queue more than ${bound} subtrees`);
+      this.restart();
+      return;
     }
     if (this.queue.length > 0) this.wantRequest = true;
     this.progress(now);

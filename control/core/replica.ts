@@ -69,6 +69,8 @@ const COLLAPSE_SLACK = 160;
 const MAX_ENTRIES_PER_COLLAPSE = 255;
 /** Gaps shorter than this are always replayed from the log (costing them is not worth it). */
 const GAP_COSTING_MIN = 64;
+/** Records decoded to cost a gap; a longer gap is extrapolated from its most recent ones. */
+const GAP_COSTING_MAX = 4096;
 /** Bytes of tree summaries a reconciliation spends per differing key (measured: ~650 at 10^6 keys, less below). */
 const RECONCILE_OVERHEAD_PER_KEY = 400;
 /** A ReconNode message: 16 children of (count varint, 8-byte hash) plus framing. */
@@ -315,14 +317,20 @@ export class Replica {
         `register ${this.name}: candidate buffer full (${this.cfg.maxPending} pending, pair ${st}); retry after collapses`,
       );
     }
+    if (this.nextSeq > Number.MAX_SAFE_INTEGER) {
+      // Only a sequencer that reported an impossible mark for us gets here (§8.5): refuse, never encode it.
+      throw new ProposeError('closed', `register ${this.name}: own sequence numbers exhausted (mark ${this.origins.get(this.pair.localId)})`);
+    }
     const seq = this.nextSeq++;
     if (seq > this.leasedSeq) {
-      this.leasedSeq = seq + SEQ_LEASE - 1;
+      this.leasedSeq = Math.min(seq + SEQ_LEASE - 1, Number.MAX_SAFE_INTEGER);
       this.pair.store?.lease(this.name, this.leasedSeq);
     }
     // Own the bytes: callers may reuse their buffers.
     const d = copyDelta(delta);
-    this.pair.store?.proposed(this.name, seq, d);
+    // The sequencer decides its own candidates at its next collapse, before anyone is told
+    // "pending"; the follower's can wait for the peer, so they are made durable first.
+    if (this.role === 'follower') this.pair.store?.proposed(this.name, seq, d);
     this.own.push({ seq, delta: d });
     if (this.role === 'sequencer') this.pending.push({ origin: this.pair.localId, seq, delta: d });
     return { origin: this.pair.localId, seq };
@@ -411,7 +419,8 @@ export class Replica {
     const first = this.peerVersion < 0;
     this.peerLatestVersion = m.version;
     // A reordered older status says nothing new. (A regression beyond the send window is a follower that lost state.)
-    if (!first && m.version < this.peerVersion && m.version >= this.peerVersion - SEND_WINDOW) return;
+    // (A recorded version above our own was never a real one: it is no reference for staleness.)
+    if (!first && m.version < this.peerVersion && m.version >= this.peerVersion - SEND_WINDOW && this.peerVersion <= this.version) return;
     const progressed = first || m.version > this.peerVersion;
     this.acceptPeerVersion(m);
     // After a gap in contact, resend from what the peer holds now rather than wait for the (backed-off) timer.
@@ -453,7 +462,9 @@ export class Replica {
   }
 
   private onSequencerStatus(now: number, m: StatusMsg): void {
-    if (m.version < this.seqVersionSeen) return; // stale (reordered)
+    // Stale (reordered) if a little below what the sequencer announced; far below, the
+    // earlier announcement was wrong (a sequencer that lost state, or a lie): start from this one.
+    if (m.version < this.seqVersionSeen && m.version >= this.seqVersionSeen - SEND_WINDOW) return;
     this.seqVersionSeen = m.version;
     this.seqLogBase = m.logBase;
     this.peerVersion = m.version;
@@ -489,6 +500,13 @@ export class Replica {
   /** Sequencer only (the pair routes Propose nowhere else). Returns candidates refused for a wrong origin. */
   onPropose(now: number, m: ProposeMsg): number {
     let refused = 0;
+    // `base` may skip the numbers a follower lost in a restart (at most a lease and its
+    // pending candidates); a larger jump would make every later honest candidate a "duplicate".
+    const mark = this.origins.get(this.pair.peerId) ?? 0;
+    if (m.base - 1 > Math.max(mark, this.peerPendingHigh) + this.cfg.maxPending + 4 * SEQ_LEASE) {
+      this.pair.drop(now, 'beyond-window', `register ${this.name}: Propose base ${m.base} far above the peer's mark ${mark}`, m.candidates.length);
+      return 0;
+    }
     for (let i = 0; i < m.candidates.length; i++) {
       const c = m.candidates[i];
       if (c.origin !== this.pair.peerId) {
@@ -514,15 +532,15 @@ export class Replica {
 
   onCollapse(now: number, m: CollapseMsg, raw: Uint8Array): void {
     if (this.role !== 'follower') return;
+    if (m.version > this.version + SEND_WINDOW && this.requester === undefined) {
+      // Past the send window (§8.1): the sequencer may not send it yet; nothing is kept.
+      this.pair.drop(now, 'beyond-window', `register ${this.name}: v${m.version} with the local version at v${this.version}`);
+      return;
+    }
     if (m.version > this.seqVersionSeen) this.seqVersionSeen = m.version;
     if (this.requester !== undefined) return; // the state is being replaced; the log catch-up follows
     if (m.version <= this.version) {
       this.statusDirty = true; // a duplicate: re-acknowledge
-      return;
-    }
-    if (m.version > this.version + SEND_WINDOW) {
-      // Past the send window (§8.1): the sequencer may not send it yet; nothing is kept.
-      this.pair.drop(now, 'beyond-window', `register ${this.name}: v${m.version} with the local version at v${this.version}`);
       return;
     }
     if (m.version > this.version + 1) {
@@ -604,18 +622,23 @@ export class Replica {
     if (!(this.state instanceof MapState) || gap < GAP_COSTING_MIN || !this.log.covers(peerVersion)) return;
     let logBytes = 0;
     const keys = new Set<string>();
+    // A follower can force a re-entanglement with one Status: decode at most GAP_COSTING_MAX
+    // records (the most recent) and extrapolate the distinct keys from them (an upper bound).
+    const scanFrom = Math.max(peerVersion + 1, this.version - GAP_COSTING_MAX + 1);
     for (let v = peerVersion + 1; v <= this.version; v++) {
       const rec = this.log.get(v)!;
       logBytes += rec.encoded.length;
+      if (v < scanFrom) continue;
       const m = decodeMessages(rec.encoded).messages[0] as CollapseMsg;
       for (const e of m.entries) if (e.delta && 'key' in e.delta) keys.add(Buffer.from(e.delta.key).toString('latin1'));
     }
     const n = this.state.size();
+    const distinct = Math.min(n + gap * MAX_ENTRIES_PER_COLLAPSE, Math.ceil((keys.size * gap) / (this.version - scanFrom + 1)));
     const avgEntry = n > 0 ? this.state.fullTransferBytes() / n : 64;
     // Reconciliation: the differing keys' entries, plus tree summaries: about a path per key
     // when differences are sparse, at most the whole tree (one 16-child node per ~8 entries).
-    const treeBytes = Math.min(keys.size * RECONCILE_OVERHEAD_PER_KEY, (n / 8 + 1) * RECON_NODE_BYTES);
-    const reconcileBytes = keys.size * avgEntry + treeBytes;
+    const treeBytes = Math.min(distinct * RECONCILE_OVERHEAD_PER_KEY, (n / 8 + 1) * RECON_NODE_BYTES);
+    const reconcileBytes = distinct * avgEntry + treeBytes;
     if (reconcileBytes * 2 < logBytes) {
       this.servedBase = this.version;
       this.statusDirty = true;
