@@ -252,6 +252,22 @@ describe('wrappers with real clients and servers', () => {
     expect((await wrapper(PORTS.coap)).bytesDown).toBeGreaterThan(20);
   });
 
+  it('1,100 idle unauthenticated connections to the carrier port: at most the per-source limit is held, the admin socket answers, the carrier stays up', async () => {
+    const flood = `const net = require('net'); const all = []; let up = 0;
+      for (let i = 0; i < 1100; i++) { const s = net.connect(${lab.host('ws').port}, '${addr}', () => up++); s.on('error', () => {}); all.push(s); }
+      setTimeout(() => { console.log(up); for (const s of all) s.destroy(); }, 3000);`;
+    const running = nsRun(C, process.execPath, ['-e', flood], { timeoutMs: 20_000 });
+    type Carrier = { carrierPending: number; carrierRefused: Record<string, number>; peers: { carrier: string }[] };
+    await sleep(2_000);
+    const st = await lab.admin<Carrier>('ws', 'wrap-stats'); // the admin socket still answers
+    expect(st.carrierPending).toBeLessThanOrEqual(16); // wrap.maxHandshakesPerSource: one source here
+    expect(st.carrierRefused['too-many-from-source']).toBeGreaterThanOrEqual(1_000);
+    expect(st.peers[0].carrier).toBe('up');
+    await running;
+    const out = await nsExec(C, 'ssh', [...ssh.sshArgs, addr, 'echo still-carried'], { timeoutMs: 20_000 });
+    expect(out.trim()).toBe('still-carried');
+  }, 40_000);
+
   it('port scan through the wrapper: every destination outside the dial policy gets the same reset, nothing is dialled', async () => {
     // Not allowed: the server host's own spookd port (listening), a closed port, an unreachable host.
     const targets = [`${addr}:${lab.host('ws').port}`, `${addr}:2223`, '10.77.199.9:2222'];
