@@ -323,7 +323,7 @@ describe('wrappers with real clients and servers', () => {
     // A carried connection open when wc is killed: the kernel resets its end (SO_LINGER 0), no clean EOF.
     const held = `const s = require('net').connect(${PORTS.ssh}, '${addr}'); let out = 'open';
       s.on('data', () => {}); s.on('end', () => (out = 'eof')); s.on('error', (e) => (out = e.code)); s.on('close', () => console.log(out));
-      setTimeout(() => s.destroy(), 15000);`;
+      setTimeout(() => s.destroy(), 15000).unref();`;
     const open = nsRun(C, process.execPath, ['-e', held], { timeoutMs: 20_000 });
     await until('the held ssh connection', async () => (await wrapper(PORTS.ssh)).active >= 1 || undefined, 10_000, 50);
     // kill -9: the hooks' links die with the process; clients go direct at once.
