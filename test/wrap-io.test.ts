@@ -343,6 +343,20 @@ describe('an abnormal end is a reset', () => {
     }
   }, 15_000);
 
+  it('spookd dies mid-stream (its sockets closed by the kernel, as on kill -9): the client and the server read ECONNRESET, not EOF', async () => {
+    const t = await streaming();
+    try {
+      // What the kernel does to a dead process's descriptors: a plain close, no resetAndDestroy().
+      const sockets = (m: WrapManager): Socket[] => [...(m as unknown as { sockets: Set<Socket> }).sockets];
+      for (const s of [...sockets(t.ma), ...sockets(t.mb)]) s.destroy();
+      expect((await t.reader).end).toBe('ECONNRESET');
+      await until('the server to see its end', async () => t.srv.ends.length > 0 || undefined, 3_000, 10);
+      expect(t.srv.ends).toEqual(['ECONNRESET']);
+    } finally {
+      await t.stop();
+    }
+  }, 15_000);
+
   it('the client-side spookd stops mid-stream: the server reads ECONNRESET, the client too', async () => {
     const t = await streaming();
     try {

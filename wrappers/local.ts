@@ -4,6 +4,7 @@
  * recognised protocol (both sides).
  */
 import type { Socket } from 'node:net';
+import { orderlyClose } from './linger.js';
 import { ProtocolStats, recognise, RECOGNISE_MAX_BYTES, type Protocol } from './profiles.js';
 import type { WrapProtocol } from './protocols.js';
 
@@ -46,11 +47,15 @@ export interface LocalConn {
 export function tcpIo(socket: Socket): LocalIo {
   return {
     write: (data, done) => void socket.write(data, (err) => err || done()),
-    end: () => void socket.end(),
+    end: () => {
+      orderlyClose(socket); // an orderly FIN: every byte delivered, no reset at close
+      socket.end();
+    },
     resume: () => void socket.resume(),
     pause: () => void socket.pause(),
     close: (clean) => {
       if (!clean) return void socket.resetAndDestroy();
+      orderlyClose(socket);
       socket.end();
       setTimeout(() => socket.destroy(), CLOSE_LINGER_MS).unref();
     },

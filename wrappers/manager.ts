@@ -21,6 +21,7 @@ import { tcpIo, WrapCounters, type LocalConn, type LocalIo, type WrapperCounters
 import { WrapHooks, type ClientAddr } from '../control/bpf/wrap-hooks.js';
 import { isDatagram } from './protocols.js';
 import { DialPolicy, type AllowRule } from './policy.js';
+import { resetOnClose } from './linger.js';
 import { DatagramDeframer, frameDatagram, MAX_DATAGRAM, UDP_IDLE_MS } from './udp.js';
 
 export interface WrapPeer {
@@ -366,6 +367,8 @@ export class WrapManager {
     const local = ps.session.conns.get(id)?.local ?? true;
     const lc = this.localConn(ps, id, () => tcpIo(socket), local, wrapPort, false);
     socket.setNoDelay(true);
+    // Should spookd die, the kernel resets the socket rather than ending it cleanly (§16.5.7).
+    if (local) resetOnClose(socket);
     // A socket whose connection ended must never act on a later connection that reuses its id.
     const current = (): boolean => ps.conns.get(id) === lc;
     socket.on(
@@ -534,6 +537,7 @@ export class WrapManager {
     const lc = this.attach(ps, id, socket, wrapPort);
     socket.once('connect', () => {
       if (ps.conns.get(id) !== lc) return;
+      resetOnClose(socket);
       lc.connected = true;
       ps.session.dialed(id);
       this.flush(ps);

@@ -252,6 +252,22 @@ describe('wrappers with real clients and servers', () => {
     expect((await wrapper(PORTS.coap)).bytesDown).toBeGreaterThan(20);
   });
 
+  it('1,100 idle unauthenticated connections to the carrier port: at most the per-source limit is held, the admin socket answers, the carrier stays up', async () => {
+    const flood = `const net = require('net'); const all = []; let up = 0;
+      for (let i = 0; i < 1100; i++) { const s = net.connect(${lab.host('ws').port}, '${addr}', () => up++); s.on('error', () => {}); all.push(s); }
+      setTimeout(() => { console.log(up); for (const s of all) s.destroy(); }, 3000);`;
+    const running = nsRun(C, process.execPath, ['-e', flood], { timeoutMs: 20_000 });
+    type Carrier = { carrierPending: number; carrierRefused: Record<string, number>; peers: { carrier: string }[] };
+    await sleep(2_000);
+    const st = await lab.admin<Carrier>('ws', 'wrap-stats'); // the admin socket still answers
+    expect(st.carrierPending).toBeLessThanOrEqual(16); // wrap.maxHandshakesPerSource: one source here
+    expect(st.carrierRefused['too-many-from-source']).toBeGreaterThanOrEqual(1_000);
+    expect(st.peers[0].carrier).toBe('up');
+    await running;
+    const out = await nsExec(C, 'ssh', [...ssh.sshArgs, addr, 'echo still-carried'], { timeoutMs: 20_000 });
+    expect(out.trim()).toBe('still-carried');
+  }, 40_000);
+
   it('port scan through the wrapper: every destination outside the dial policy gets the same reset, nothing is dialled', async () => {
     // Not allowed: the server host's own spookd port (listening), a closed port, an unreachable host.
     const targets = [`${addr}:${lab.host('ws').port}`, `${addr}:2223`, '10.77.199.9:2222'];
@@ -304,8 +320,15 @@ describe('wrappers with real clients and servers', () => {
     n = await redirected();
     expect(await fetch()).toBe('200');
     expect(await redirected()).toBe(n); // direct
+    // A carried connection open when wc is killed: the kernel resets its end (SO_LINGER 0), no clean EOF.
+    const held = `const s = require('net').connect(${PORTS.ssh}, '${addr}'); let out = 'open';
+      s.on('data', () => {}); s.on('end', () => (out = 'eof')); s.on('error', (e) => (out = e.code)); s.on('close', () => console.log(out));
+      setTimeout(() => s.destroy(), 15000).unref();`;
+    const open = nsRun(C, process.execPath, ['-e', held], { timeoutMs: 20_000 });
+    await until('the held ssh connection', async () => (await wrapper(PORTS.ssh)).active >= 1 || undefined, 10_000, 50);
     // kill -9: the hooks' links die with the process; clients go direct at once.
     await lab.kill9('wc');
+    expect((await open).stdout.trim()).toBe('ECONNRESET');
     const r = await nsRun(C, 'ssh', [...ssh.sshArgs, addr, 'echo direct'], { timeoutMs: 20_000 });
     expect(r.stdout.trim()).toBe('direct');
   }, 60_000);
