@@ -311,10 +311,10 @@ export class Adversary {
       sockets.add(s);
       this.report.idleOpened++;
       s.on('error', () => {});
-      // Held open and silent; when the victim closes it, another takes its place (after a pause).
+      // Held open and silent; when the victim closes it, another takes its place at once.
       s.on('close', () => {
         sockets.delete(s);
-        setTimeout(open, 50);
+        setImmediate(open);
       });
     };
     for (let i = 0; i < idle; i++) open();
