@@ -15,6 +15,8 @@ import type { Attack, AttackReport, AttackSpec } from '../../control/lab/adversa
  * unauthenticated pressure. v has an honest pair with h1 and an honest domain `main` with h1
  * and h2, of which x is not a member; x is a member of a second domain, `shared` (v, h1, x).
  *
+ * Categories: estp, qn-member, qn-non-member, wrap (fuzz), wrap-memory (a server that never
+ * reads, 512 MiB pushed at it) and unauthenticated (handshake replays, idle carrier sockets).
  * Each category is its own test and asserts the same things, during and after the attack:
  * v is alive, its admin socket answers, the honest pair v-h1 keeps committing (and the
  * writes reach h1), `main` keeps committing (and the writes reach h2), neither of them
@@ -286,6 +288,16 @@ describe.runIf(canRun)('an authorised adversary against spookd in network namesp
     sent.wrap = v.report.sent;
     await expectContained('wrap', v);
     expect(v.report).toMatchObject({ sent: 25_000, errors: [] });
+  }, 90_000);
+
+  it('wrap-memory: 512 MiB of WRAP DATA into wrapped connections whose server never reads', async () => {
+    // The adversary serves the destination itself and never reads: whatever v buffers, x made it hold.
+    // (Once servers have a dial policy, v's configuration must allow x this destination, or the test only shows the refusal.)
+    const x = lab.host('x');
+    const sink = { family: 4 as const, address: x.addrs.get('v')!, port: x.port + 100 };
+    const v = await underAttack('wrap-memory', 6, { kind: 'wrap-flood', durationMs: 8000, connections: 8, sink, maxBytes: 512 * 2 ** 20, neverRead: true }, 30_000);
+    await expectContained('wrap-memory', v);
+    expect(v.report.errors).toEqual([]);
   }, 90_000);
 
   it('unauthenticated: replayed and unauthorised HandshakeInits at 8,000/s and 2,000 idle carrier connections', async () => {
