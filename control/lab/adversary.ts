@@ -11,7 +11,7 @@
  * namespace in the end-to-end test): it prints one JSON AttackReport line.
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { createHash } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 import { EtcpEndpoint, pairIdentity, type Session } from '../../transport/etcp/endpoint.js';
@@ -38,8 +38,13 @@ export type Attack =
   | { kind: 'recon-flood'; durationMs: number; rate: number; register: string }
   /** Fresh authorised HandshakeInits and replays of an unauthorised one. */
   | { kind: 'handshake-flood'; durationMs: number; rate: number }
-  /** Wrapped connections opened to `sink` and DATA pushed into them as fast as the carrier takes it. */
-  | { kind: 'wrap-flood'; durationMs: number; connections: number; sink: Target };
+  /**
+   * Wrapped connections opened to `sink` and DATA pushed into them as fast as the carrier
+   * takes it, up to `maxBytes`. With `neverRead` the adversary serves the sink itself (on
+   * sink.address, which the victim must reach) and never reads: what the victim buffers is
+   * then what the peer made it hold.
+   */
+  | { kind: 'wrap-flood'; durationMs: number; connections: number; sink: Target; maxBytes?: number; neverRead?: boolean };
 
 export interface AttackSpec {
   seed: number;
@@ -235,7 +240,7 @@ export class Adversary {
           await this.handshakeFlood(a.durationMs, a.rate);
           break;
         case 'wrap-flood':
-          await this.wrapFlood(a.durationMs, a.connections, a.sink);
+          await this.wrapFlood(a.durationMs, a.connections, a.sink, a.maxBytes ?? Infinity, a.neverRead ?? false);
           break;
       }
     } catch (e) {
@@ -312,10 +317,10 @@ export class Adversary {
       sockets.add(s);
       this.report.idleOpened++;
       s.on('error', () => {});
-      // Held open and silent; when the victim closes it, another takes its place (after a pause).
+      // Held open and silent; when the victim closes it, another takes its place at once.
       s.on('close', () => {
         sockets.delete(s);
-        setTimeout(open, 50);
+        setImmediate(open);
       });
     };
     for (let i = 0; i < idle; i++) open();
@@ -335,14 +340,26 @@ export class Adversary {
     });
   }
 
-  private async wrapFlood(durationMs: number, connections: number, sink: Target): Promise<void> {
+  private async wrapFlood(durationMs: number, connections: number, sink: Target, maxBytes: number, neverRead: boolean): Promise<void> {
     const until = performance.now() + durationMs;
+    const held: Socket[] = [];
+    const server = neverRead ? createServer({ pauseOnConnect: true }, (s) => held.push(s.on('error', () => {}))) : undefined;
+    if (server) await new Promise<void>((resolve, reject) => server.once('error', reject).listen(sink.port, sink.address, () => resolve()));
+    try {
+      await this.push(until, connections, sink, maxBytes);
+    } finally {
+      for (const s of held) s.destroy();
+      server?.close();
+    }
+  }
+
+  private async push(until: number, connections: number, sink: Target, maxBytes: number): Promise<void> {
     // Connection ids the victim expects from this side: the parity of the pair's follower when the victim is sequencer.
     const victimRole = pairIdentity(this.victim.publicKey, this.key.publicKey).localId === 1 ? 0 : 1;
     const ids = Array.from({ length: connections }, (_, i) => 2 * (i + 1) + (1 - victimRole));
     const data = this.rng.bytes(16 * 1024);
     const offsets = new Map<number, number>();
-    while (performance.now() < until) {
+    while (performance.now() < until && this.report.bytes < maxBytes) {
       let c: Carrier;
       try {
         c = await this.carrier();
@@ -356,7 +373,7 @@ export class Adversary {
         offsets.set(id, 0);
         this.report.sent++;
       }
-      for (let i = 0; performance.now() < until && !c.socket.destroyed; i++) {
+      for (let i = 0; performance.now() < until && this.report.bytes < maxBytes && !c.socket.destroyed; i++) {
         const id = ids[i % ids.length];
         const off = offsets.get(id)!;
         c.send([encodeDataHeader(id, off), data]);
