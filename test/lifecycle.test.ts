@@ -13,7 +13,8 @@ const EVENTS = Object.values(LifecycleEvent) as LifecycleEvent[];
  *   ENTANGLED -collapse-started-> COLLAPSING, COLLAPSING -collapse-settled-> ENTANGLED,
  *   ENTANGLED/COLLAPSING/REENTANGLING -peer-silent|hash-mismatch|unfillable-gap-> DECOHERENT,
  *   DECOHERENT -peer-heard-> REENTANGLING, REENTANGLING -aligned-> ENTANGLED,
- *   every state except CLOSED -close-> CLOSED.
+ *   every state except CLOSED -close-> CLOSED,
+ *   every state except CLOSED -internal-error-> DECOHERENT (the driver fenced the pair).
  */
 const EXPECTED: Array<[PairState, LifecycleEvent, PairState]> = [
   [S.FORMING, E.FormedAligned, S.ENTANGLED],
@@ -26,7 +27,9 @@ const EXPECTED: Array<[PairState, LifecycleEvent, PairState]> = [
 for (const from of [S.ENTANGLED, S.COLLAPSING, S.REENTANGLING]) {
   for (const ev of [E.PeerSilent, E.HashMismatch, E.UnfillableGap]) EXPECTED.push([from, ev, S.DECOHERENT]);
 }
-for (const from of [S.FORMING, S.ENTANGLED, S.COLLAPSING, S.DECOHERENT, S.REENTANGLING]) EXPECTED.push([from, E.Close, S.CLOSED]);
+for (const from of [S.FORMING, S.ENTANGLED, S.COLLAPSING, S.DECOHERENT, S.REENTANGLING]) {
+  EXPECTED.push([from, E.Close, S.CLOSED], [from, E.InternalError, S.DECOHERENT]);
+}
 
 function expected(from: PairState, ev: LifecycleEvent): PairState | undefined {
   return EXPECTED.find(([f, e]) => f === from && e === ev)?.[2];
@@ -51,12 +54,12 @@ function lifecycleIn(state: PairState): Lifecycle {
 
 // The enums are what the table above assumes (6 states, 10 events).
 describe('vocabulary', () => {
-  it('has the six states and ten events of the design', () => {
+  it('has the six states and eleven events of the design', () => {
     expect([...STATES].sort()).toEqual(['CLOSED', 'COLLAPSING', 'DECOHERENT', 'ENTANGLED', 'FORMING', 'REENTANGLING']);
     expect([...EVENTS].sort()).toEqual(
-      ['aligned', 'close', 'collapse-settled', 'collapse-started', 'formed-aligned', 'formed-misaligned', 'hash-mismatch', 'peer-heard', 'peer-silent', 'unfillable-gap'].sort(),
+      ['aligned', 'close', 'collapse-settled', 'collapse-started', 'formed-aligned', 'formed-misaligned', 'hash-mismatch', 'internal-error', 'peer-heard', 'peer-silent', 'unfillable-gap'].sort(),
     );
-    expect(EXPECTED).toHaveLength(20);
+    expect(EXPECTED).toHaveLength(25);
   });
 });
 

@@ -107,6 +107,7 @@ describe('spookd containment (§12.9)', () => {
     await until('a fences b', () => lb.fenced !== undefined);
     expect(lb.fenced).toMatchObject({ cause: 'internal-error', error: 'RangeError: injected fault in the pair core' });
     expect(lb.session).toBeUndefined();
+    expect(lb.pair.state).toBe('DECOHERENT');
     // b keeps sending (keepalives, retransmissions, new handshakes): nothing more is logged or counted as an error.
     await new Promise((r) => setTimeout(r, 1000));
     expect(d.a.drops['internal-error']).toBe(1);

@@ -467,6 +467,14 @@ export class HalfPair {
   }
 
   /**
+   * The driver caught an exception while handling this pair: decohere with cause
+   * `internal-error`. The driver stops driving the pair; this only records it and tells watchers.
+   */
+  fence(now: number, detail: string): void {
+    if (this.lifecycle.can(LifecycleEvent.InternalError)) this.fire(LifecycleEvent.InternalError, now, detail);
+  }
+
+  /**
    * This endpoint is stopping and will come back (daemon shutdown): tell the peer so it
    * decoheres at once. The pair itself is not closed; its state is on disk.
    */

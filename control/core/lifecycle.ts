@@ -30,6 +30,11 @@ export enum LifecycleEvent {
   /** Every register is at the peer's (version, hash). */
   Aligned = 'aligned',
   Close = 'close',
+  /**
+   * The driver fenced the pair: handling it threw, so an invariant no longer holds. The pair is
+   * decoherent and no longer driven (no frame in or out) until the process restarts from disk.
+   */
+  InternalError = 'internal-error',
 }
 
 const S = PairState;
@@ -54,6 +59,10 @@ export const TRANSITIONS: ReadonlyMap<PairState, ReadonlyMap<LifecycleEvent, Pai
   ],
   [S.CLOSED, new Map()],
 ]);
+// Fencing is possible from every live state (it is the driver's last line of defence).
+for (const s of [S.FORMING, S.ENTANGLED, S.COLLAPSING, S.DECOHERENT, S.REENTANGLING]) {
+  (TRANSITIONS.get(s) as Map<LifecycleEvent, PairState>).set(E.InternalError, S.DECOHERENT);
+}
 
 export class IllegalTransition extends Error {
   constructor(

@@ -314,6 +314,13 @@ export class Spookd {
     link.fenced = { cause: 'internal-error', error, at: this.now() };
     this.drops['internal-error'] = (this.drops['internal-error'] ?? 0) + 1;
     this.log.error({ peer: link.name, while: what, err: e }, 'internal error: pair fenced (decoherent, cause internal-error) until spookd restarts; other peers carry on');
+    try {
+      // Watchers see the pair decohere; the pair's own state may be what broke, so this may throw too.
+      link.pair.fence(this.now(), `${what}: ${error}`);
+      this.publish(link);
+    } catch (e2) {
+      this.log.error({ peer: link.name, err: e2 }, 'fenced pair could not record its lifecycle');
+    }
     if (link.session) this.closeSession(link.session.localIndex);
     for (const o of [...link.oldSessions, ...link.unconfirmed]) this.closeSession(o.session.localIndex);
     link.session = undefined;
