@@ -495,7 +495,7 @@ describe('per-peer quotas: a never-reading server and a never-acknowledging peer
 });
 
 describe('unauthenticated carrier connections', () => {
-  it('1,100 idle connections from several sources: at most the limits are held, each for the handshake timeout; an honest carrier then comes up and carries', async () => {
+  it('1,100 idle connections from six sources: at most the limits are held, each for the handshake timeout; an honest carrier then comes up and carries', async () => {
     const a = generateKeyPair();
     const b = generateKeyPair();
     const srv = new HashServer(Buffer.from('ok'));
@@ -505,7 +505,7 @@ describe('unauthenticated carrier connections', () => {
     const allow = [{ peer: 'a', to: `127.0.0.1:${srv.port}`, protocol: 'tcp' as const }];
     const mb = new WrapManager(
       { key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } },
-      { ...settings, interception: 'off', allow, maxHandshakes: 48, maxHandshakesPerSource: 30, handshakeTimeoutMs: 1_000 },
+      { ...settings, interception: 'off', allow, maxHandshakes: 48, maxHandshakesPerSource: 30, handshakeTimeoutMs: 3_000 },
       [],
       log,
     );
@@ -516,25 +516,33 @@ describe('unauthenticated carrier connections', () => {
     const sampler = setInterval(() => (most = Math.max(most, (mb.stats() as unknown as CarrierStats).carrierPending)), 5);
     let ma: WrapManager | undefined;
     try {
-      // Two source addresses, 550 connections each, that never say a word.
-      await Promise.all(
-        Array.from({ length: 1_100 }, (_, i) => new Promise<void>((resolve) => {
-          const s = connect({ port: pb, host: '127.0.0.1', localAddress: i < 550 ? '127.0.0.2' : '127.0.0.3' }, () => resolve());
-          s.on('error', () => resolve());
-          idle.push(s);
-        })),
-      );
-      // Every one is accepted (some late: the listen backlog), refused over the limits or timed out.
+      // Connections that never say a word: 600 from one source address (its limit binds),
+      // then 500 from five others (the total binds), well within the handshake timeout.
+      const flood = (n: number, source: (i: number) => string): Promise<void[]> =>
+        Promise.all(
+          Array.from({ length: n }, (_, i) => new Promise<void>((resolve) => {
+            const s = connect({ port: pb, host: '127.0.0.1', localAddress: source(i) }, () => resolve());
+            s.on('error', () => resolve());
+            idle.push(s);
+          })),
+        );
+      const refusedBy = (why: string): number => (mb.stats() as unknown as CarrierStats).carrierRefused[why];
+      await flood(600, () => '127.0.0.2');
+      await until('one source at its limit', async () => refusedBy('too-many-from-source') >= 500 || undefined, 5_000, 10);
+      await flood(500, (i) => `127.0.0.${3 + (i % 5)}`);
+      // Accepted (some late, from the listen backlog), then refused over a limit or timed out.
       const settled = (x: CarrierStats): number => x.carrierRefused['too-many-handshakes'] + x.carrierRefused['too-many-from-source'] + x.carrierRefused['handshake-timeout'];
-      await until('every connection refused or timed out', async () => settled(mb.stats() as unknown as CarrierStats) >= 1_100 || undefined, 12_000, 20);
+      await until('most connections refused or timed out', async () => {
+        const x = mb.stats() as unknown as CarrierStats;
+        return (settled(x) >= 1_000 && x.carrierRefused['handshake-timeout'] >= 48) || undefined;
+      }, 15_000, 20);
       const st = mb.stats() as unknown as CarrierStats;
       expect(most).toBe(48); // the limit was reached, never passed
-      expect(st.carrierPending).toBe(0);
-      expect(st.carrierRefused, JSON.stringify(st.carrierRefused)).toMatchObject({ 'too-many-handshakes': expect.any(Number), 'too-many-from-source': expect.any(Number) });
       expect(st.carrierRefused['too-many-from-source']).toBeGreaterThan(0);
       expect(st.carrierRefused['too-many-handshakes']).toBeGreaterThan(0);
-      expect(st.carrierRefused['handshake-timeout']).toBeGreaterThanOrEqual(48);
       expect(st.carrierRefused['handshake-failed']).toBe(0);
+      for (const s of idle) s.destroy();
+      await until('no connection pending', async () => (mb.stats() as unknown as CarrierStats).carrierPending === 0 || undefined, 5_000, 20);
       // An honest peer comes up and carries a connection.
       const stand: Interceptor = { setPorts: () => {}, originalDst: () => ({ family: 4, address: '127.0.0.1', port: srv.port }), stats: () => ({}), close: () => {} };
       ma = new WrapManager(

@@ -4,6 +4,12 @@ import { CHUNK_MAX, CHUNK_MIN, Chunker } from '../wrappers/dedup.js';
 import { ACK_DELAY_MS, WrapSession, type WrapEvent } from '../wrappers/session.js';
 import { DEFAULT_WRAP_SIM, runWrapSim } from '../wrappers/sim.js';
 import { DialPolicy, parseDestination } from '../wrappers/policy.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig } from '../control/daemon/config.js';
+import { encodeKey } from '../control/daemon/keys.js';
+import { generateKeyPair } from '../transport/etcp/crypto.js';
 
 const opts = { windowBytes: 64 * 1024, maxConnections: 8, pingMs: 1000, silenceMs: 3000, mayDial: () => true };
 const target = { family: 4 as const, address: '10.0.0.2', port: 22 };
@@ -343,6 +349,32 @@ describe('dial policy (default deny)', () => {
     expect(p.allows('a', t('0:0:0:0:0:0:0:0', 22, 6), 'tcp')).toBe(false);
     expect(p.toJSON(['a', 'b']).map((x) => x.refused)).toEqual([5, 1]);
     expect(new DialPolicy([]).allows('a', t('10.0.0.9', 22), 'tcp')).toBe(false);
+  });
+
+  it('config: wrap.allow rules (peer by name, key or *, tcp by default), quotas with their defaults, bad rules refused', () => {
+    const key = encodeKey(generateKeyPair().publicKey);
+    const dir = mkdtempSync(join(tmpdir(), 'spook-wrapcfg-'));
+    const cfg = (wrap: string): string => {
+      const f = join(dir, 'c.yaml');
+      writeFileSync(f, `listen: 127.0.0.1:1\nprivateKeyFile: k\ndataDir: d\nadminSocket: s\npeers:\n  - name: x\n    publicKey: ${key}\nregisters:\n  - name: r\n    kind: map\nwrap:\n${wrap}`);
+      return f;
+    };
+    try {
+      const c = loadConfig(cfg(`  allow:\n    - { peer: x, to: "10.0.0.5:22" }\n    - { peer: "${key}", to: "[fd00::/64]:8000-8100", protocol: udp }\n    - { peer: "*", to: "*:443" }\n`));
+      expect(c.wrap.allow).toEqual([
+        { peer: 'x', to: '10.0.0.5:22', protocol: 'tcp' },
+        { peer: key, to: '[fd00::/64]:8000-8100', protocol: 'udp' },
+        { peer: '*', to: '*:443', protocol: 'tcp' },
+      ]);
+      expect(c.wrap).toMatchObject({ maxBufferedBytes: 64 * 1024 * 1024, maxHandshakes: 256, maxHandshakesPerSource: 16, handshakeTimeoutMs: 5_000 });
+      expect(loadConfig(cfg('  interception: off\n')).wrap.allow).toEqual([]); // default deny
+      expect(() => loadConfig(cfg(`  allow:\n    - { peer: x, to: "10.0.0.5" }\n`))).toThrow(/wrap\.allow\.0\.to/);
+      expect(() => loadConfig(cfg(`  allow:\n    - { peer: nobody, to: "10.0.0.5:22" }\n`))).toThrow(/wrap\.allow\.0\.peer: no peer named or keyed "nobody"/);
+      expect(() => loadConfig(cfg(`  allow:\n    - { peer: x, to: "10.0.0.5:22", protocol: sctp }\n`))).toThrow(/wrap\.allow\.0\.protocol/);
+      expect(() => loadConfig(cfg(`  windowBytes: 8388608\n  maxBufferedBytes: 4194304\n`))).toThrow(/wrap\.maxBufferedBytes: must be at least windowBytes/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('answers an OPEN outside the policy with a bare refused CLOSE and dials nothing', () => {
