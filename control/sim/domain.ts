@@ -20,7 +20,7 @@ import { StreamState } from '../core/register/stream.js';
 import { MemDisk } from '../qn/disk.js';
 import { DomainNode, type DomainEvent } from '../qn/node.js';
 import { Role, type LogEntry, type NodeId } from '../qn/raft.js';
-import type { CandidateOp } from '../qn/state.js';
+import type { CandidateOp, DomainState } from '../qn/state.js';
 import { EventQueue, SimNetwork, type NetStats } from './network.js';
 import { Rng } from './rng.js';
 import { emptyTally, tallySeeds, type SeedTally } from './batch.js';
@@ -150,9 +150,10 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
   const local = (m: Member, t: number): number => m.offset + t * m.rate;
   const global = (m: Member, lt: number): number => (lt - m.offset) / m.rate;
 
-  const observe = (m: Member) => (e: LogEntry) => {
-    const node = m.node!;
-    const d = node.state.digest();
+  // The state comes with the entry: a restarting member re-applies its committed entries
+  // while its node is still being constructed.
+  const observe = (m: Member) => (e: LogEntry, state: DomainState) => {
+    const d = state.digest();
     const digest = hashHex(d);
     const g = globalLog.get(e.index);
     if (!g) globalLog.set(e.index, { term: e.term, cmd: e.cmd, digest });
