@@ -5,13 +5,13 @@
  */
 import { describe, expect, it } from 'vitest';
 import { DeltaOp } from '../transport/wire/delta.js';
-import { encodeEnvelope, type QnBody } from '../control/qn/codec.js';
+import { encodeBody, encodeEnvelope, sealedHeader, type QnBody } from '../control/qn/codec.js';
 import { MemDisk } from '../control/qn/disk.js';
 import { DomainNode } from '../control/qn/node.js';
 import { EntryKind, MAX_TERM, Raft, Role, encodeConfig, type LogEntry } from '../control/qn/raft.js';
 import { encodeCandidate } from '../control/qn/state.js';
 import { Rng } from '../control/sim/rng.js';
-import { Trio, DOMAIN } from './domain-trio.js';
+import { Trio, DOMAIN, OUTSIDER } from './domain-trio.js';
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 const HUGE = 2 ** 53 - 1;
@@ -143,5 +143,71 @@ describe('QN containment: only members speak for a domain', () => {
     const l = t.leader()!;
     l.handleDatagram(t.now, 9, encodeEnvelope({ domain: DOMAIN, from: 9, to: f.id, ttl: 8, body: bodies[1] }));
     expect(l.stats.relayed).toBe(0);
+  });
+});
+
+describe('QN containment: relayed messages are sealed end to end by their origin (§15.5)', () => {
+  /** Cut a-b both ways: their traffic must cross the third member. */
+  const cutPair = (t: Trio, a: number, b: number): void => {
+    t.cut.add(`${a}>${b}`);
+    t.cut.add(`${b}>${a}`);
+  };
+
+  it('honest relays work: with one link cut the domain keeps committing through the third member, every relayed message opened', () => {
+    const t = new Trio(21);
+    t.run(600);
+    const l = t.leader()!.id;
+    const f = [1, 2, 3].find((x) => x !== l)!;
+    cutPair(t, l, f);
+    t.run(300);
+    for (let i = 0; i < 5; i++) expect(t.put(`r${i}`, 'x', f)).toBe('committed');
+    const relayed = [...t.nodes.values()].reduce((n, x) => n + x.stats.relayed, 0);
+    expect(relayed).toBeGreaterThan(10);
+    for (const n of t.nodes.values()) expect(n.stats.drops['relay-unauthenticated'] ?? 0).toBe(0);
+    expect(t.nodes.get(f)!.state.digest()).toEqual(t.nodes.get(l)!.state.digest());
+  });
+
+  it('forged relay: a peer cannot make member A carry to B a message claiming to come from A', () => {
+    const t = new Trio(22);
+    t.run(600);
+    const [a, b] = [1, 2];
+    const bTerm = t.nodes.get(b)!.raft.term;
+    const forged = encodeEnvelope({ domain: DOMAIN, from: a, to: b, ttl: 8, body: { t: 'vote', term: bTerm + 7, lastIndex: 999, lastTerm: bTerm + 7, pre: false } });
+    // From the outsider (a configured peer, not a member): A forwards nothing.
+    t.nodes.get(a)!.handleDatagram(t.now, OUTSIDER, forged);
+    t.deliver();
+    expect(t.nodes.get(a)!.stats.drops['not-a-member']).toBe(1);
+    // From member 3 acting as a relay: B refuses an unsealed message that claims A as its origin...
+    t.nodes.get(b)!.handleDatagram(t.now, 3, forged);
+    // ...and a seal made by 3 (or anyone but A) under A's name does not open.
+    const byThree = t.sealer(3).seal(b, sealedHeader(DOMAIN, a, b), encodeBody({ t: 'vote', term: bTerm + 7, lastIndex: 999, lastTerm: bTerm + 7, pre: false }))!;
+    t.nodes.get(b)!.handleDatagram(t.now, 3, encodeEnvelope({ domain: DOMAIN, from: a, to: b, ttl: 7, body: { t: 'sealed', box: byThree } }));
+    expect(t.nodes.get(b)!.stats.drops['relay-unauthenticated']).toBe(2);
+    expect(t.nodes.get(b)!.raft.term).toBe(bTerm);
+  });
+
+  it('altered relay: a relay that changes any octet of a sealed message, or its from or to, has it dropped', () => {
+    const t = new Trio(23);
+    t.run(600);
+    const [a, b] = [1, 2];
+    const body: QnBody = { t: 'hello', neighbours: [3], commit: 1 };
+    const box = t.sealer(a).seal(b, sealedHeader(DOMAIN, a, b), encodeBody(body))!;
+    const target = t.nodes.get(b)!;
+    const send = (from: number, to: number, bx: Uint8Array): void => target.handleDatagram(t.now, 3, encodeEnvelope({ domain: DOMAIN, from, to, ttl: 7, body: { t: 'sealed', box: bx } }));
+    // The genuine one opens (no drop)...
+    send(a, b, box);
+    expect(target.stats.drops['relay-unauthenticated'] ?? 0).toBe(0);
+    // ...every single-octet change does not.
+    for (let i = 0; i < box.length; i++) {
+      const bad = box.slice();
+      bad[i] ^= 0x01;
+      send(a, b, bad);
+    }
+    expect(target.stats.drops['relay-unauthenticated']).toBe(box.length);
+    send(3, b, box); // re-attributed to the relay itself
+    expect(target.stats.drops['relay-unauthenticated']).toBe(box.length + 1);
+    // Re-addressed to another member: it does not open there either.
+    t.nodes.get(3)!.handleDatagram(t.now, 1, encodeEnvelope({ domain: DOMAIN, from: 1, to: 3, ttl: 8, body: { t: 'sealed', box } }));
+    expect(t.nodes.get(3)!.stats.drops['relay-unauthenticated']).toBe(1);
   });
 });

@@ -4,11 +4,13 @@
  * Messages to 9 are captured, never delivered.
  */
 import { DeltaOp } from '../transport/wire/delta.js';
-import { encodeEnvelope, type QnBody } from '../control/qn/codec.js';
+import { decodeEnvelope, encodeEnvelope, type QnBody } from '../control/qn/codec.js';
 import { MemDisk } from '../control/qn/disk.js';
 import { DomainNode, type DomainEvent } from '../control/qn/node.js';
 import { Role } from '../control/qn/raft.js';
 import { Rng } from '../control/sim/rng.js';
+import { publicKeyOf, type KeyPair } from '../transport/etcp/crypto.js';
+import { StaticRelaySealer } from '../transport/etcp/qn-seal.js';
 
 export const DOMAIN = 0x51_4e_7e_57;
 export const OUTSIDER = 9;
@@ -22,12 +24,19 @@ export class Trio {
   readonly toOutsider: { from: number; bytes: Uint8Array }[] = [];
   readonly events = new Map<number, DomainEvent[]>();
   private readonly rng: Rng;
+  /** Static keys of 1, 2, 3 and the outsider: relayed messages are sealed with them (§15.5). */
+  readonly keys = new Map<number, KeyPair>();
+  private lastMoves: string[] = [];
 
   constructor(
     seed: number,
     readonly extra: Partial<ConstructorParameters<typeof DomainNode>[0]> | ((id: number) => Partial<ConstructorParameters<typeof DomainNode>[0]>) = {},
   ) {
     this.rng = new Rng(seed);
+    for (const id of [1, 2, 3, OUTSIDER]) {
+      const privateKey = this.rng.bytes(32);
+      this.keys.set(id, { privateKey, publicKey: publicKeyOf(privateKey) });
+    }
     for (const id of [1, 2, 3]) this.start(id);
   }
 
@@ -47,6 +56,7 @@ export class Trio {
         random: (a, b) => this.rng.int(a, b),
         electionMs: 100,
         heartbeatMs: 20,
+        relay: this.sealer(id),
         ...extra,
       },
       this.now,
@@ -55,6 +65,10 @@ export class Trio {
     if (!this.events.has(id)) this.events.set(id, []);
     this.drainEvents(id);
     return n;
+  }
+
+  sealer(id: number): StaticRelaySealer {
+    return new StaticRelaySealer(this.keys.get(id)!, new Map([...this.keys].map(([i, k]) => [i, k.publicKey] as const)), (n) => this.rng.bytes(n));
   }
 
   stop(id: number): void {
@@ -74,12 +88,16 @@ export class Trio {
   }
 
   deliver(): void {
-    for (let moved = true; moved; ) {
+    // Bounded: a livelock between two nodes (an instant ping-pong) fails the test instead of hanging it.
+    for (let moved = true, rounds = 0; moved; rounds++) {
+      if (rounds > 10_000) throw new Error(`Trio: messages keep flowing without time passing (livelock): ${this.lastMoves.join(' | ')}`);
+      if (rounds > 9_990) this.lastMoves = [];
       moved = false;
       for (const [id, n] of this.nodes) {
         this.drainEvents(id);
         for (let tx = n.pollTransmit(); tx; tx = n.pollTransmit()) {
           moved = true;
+          if (rounds > 9_990 && this.lastMoves.length < 12) this.lastMoves.push(`${id}>${tx.to} ${JSON.stringify(decodeEnvelope(tx.bytes).body, (_k, v) => (v instanceof Uint8Array ? Array.from(v) : v))}`);
           if (tx.to === OUTSIDER) this.toOutsider.push({ from: id, bytes: tx.bytes });
           else if (!this.cut.has(`${id}>${tx.to}`)) this.nodes.get(tx.to)?.handleDatagram(this.now, id, tx.bytes);
         }

@@ -164,7 +164,7 @@ export class Spookd {
       log.info({ peer: p.name, role: link.pair.role }, 'pair configured');
       this.links.set(p.name, link);
     }
-    for (const dc of cfg.domains) this.domains.set(dc.name, new DomainHost(dc, key.publicKey, peers, cfg.dataDir, cfg.fsync, log, this.now()));
+    for (const dc of cfg.domains) this.domains.set(dc.name, new DomainHost(dc, key, peers, cfg.dataDir, cfg.fsync, log, this.now()));
     const listen = parseHostPort(cfg.listen)!;
     const intercept = parseHostPort(cfg.wrap.intercept, true)!;
     this.wraps = new WrapManager(
@@ -296,7 +296,7 @@ export class Spookd {
       this.drop('unknown-domain', { peer: link.name });
       return;
     }
-    dom.node.handleDatagram(now, from, payload);
+    dom.handleDatagram(now, from, payload);
     this.pumpDomain(dom);
   }
 
@@ -418,7 +418,7 @@ export class Spookd {
       this.pump(link);
     }
     for (const dom of this.domains.values()) {
-      if (dom.node.pollTimeout() <= now) dom.node.handleTimeout(now);
+      dom.tick(now);
       this.pumpDomain(dom);
     }
     this.schedule();

@@ -10,7 +10,7 @@
  */
 import { WireError } from '../../transport/wire/errors.js';
 import { validateDelta } from '../../transport/wire/delta.js';
-import { QN_DEFAULT_TTL, decodeEnvelope, encodeEnvelope, type QnBody } from './codec.js';
+import { QN_DEFAULT_TTL, decodeBody, decodeEnvelope, encodeBody, encodeEnvelope, sealedHeader, type QnBody } from './codec.js';
 import type { DomainDisk } from './disk.js';
 import { MAX_INDEX, MAX_NODE_ID, Raft, Role, type LogEntry, type NodeId, type RaftDrop, type RaftMsg } from './raft.js';
 import { COLLAPSE_REJECT_NAMES, OUTCOME_WINDOW, DomainState, encodeCandidate, parseCandidate, type CandidateOp, type Collapsed, type DomainRegisterSpec, type GroupSpec } from './state.js';
@@ -61,6 +61,16 @@ export const QN_DROPS: readonly QnDrop[] = [
 ];
 
 export type DomainPolicy = 'buffer' | 'refuse';
+
+/**
+ * End-to-end seals between members (§15.5), injected so the core stays pure: spookd uses its
+ * static ETCP keys (transport/etcp/qn-seal.ts), the simulator seeded ones.
+ */
+export interface RelaySeal {
+  seal(to: NodeId, header: Uint8Array, body: Uint8Array): Uint8Array | undefined;
+  open(from: NodeId, header: Uint8Array, box: Uint8Array): Uint8Array | undefined;
+}
+
 export type Coherence = 'coherent' | 'decoherent';
 
 export interface DomainNodeOptions {
@@ -83,6 +93,11 @@ export interface DomainNodeOptions {
   maxLogEntries?: number;
   /** Largest snapshot accepted from a leader, in bytes (Raft's default if absent). */
   maxSnapshotBytes?: number;
+  /**
+   * Seals for messages that cross a relay. Without it this member neither sends through a
+   * relay nor accepts a relayed message (every message must then go direct).
+   */
+  relay?: RelaySeal;
   /** Sees every entry as it is applied, with the state after it (the simulator's prefix check). */
   observe?: (e: LogEntry, state: DomainState) => void;
 }
@@ -279,7 +294,18 @@ export class DomainNode {
     // A peer speaks for itself; only a current member relays for another (ETCP authenticates the link, not env.from).
     if (env.from !== from && !this.raft.members.includes(from)) return this.drop('relayed-by-non-member');
     if (!this.knownMember(env.from)) return this.drop('not-a-member');
-    const b = env.body;
+    let b = env.body;
+    if (b.t === 'sealed') {
+      // The origin sealed it for us: only `from` could have, and nobody changed it on the way.
+      const body = this.o.relay?.open(env.from, sealedHeader(env.domain, env.from, env.to), b.box);
+      if (!body) return this.drop('relay-unauthenticated');
+      try {
+        b = decodeBody(body);
+      } catch (e) {
+        if (e instanceof WireError) return this.drop('malformed');
+        throw e;
+      }
+    } else if (env.from !== from) return this.drop('relay-unauthenticated');
     const bad = this.checkBody(b);
     if (bad) return this.drop(bad);
     if (b.t === 'removed') {
@@ -493,7 +519,8 @@ export class DomainNode {
   private nextHop(now: number, to: NodeId): NodeId | undefined {
     const direct = this.o.links.includes(to);
     if (direct && now - (this.heard.get(to) ?? -Infinity) < this.linkTimeoutMs) return to;
-    for (const l of [...this.o.links].sort((a, b) => a - b)) {
+    // Through a relay only with seals: an unsealed relayed message is refused at the other end.
+    if (this.o.relay) for (const l of [...this.o.links].sort((a, b) => a - b)) {
       const h = this.hellos.get(l);
       if (l !== to && h && now - h.at < this.linkTimeoutMs && now - (this.heard.get(l) ?? -Infinity) < this.linkTimeoutMs && h.neighbours.has(to)) return l;
     }
@@ -507,7 +534,15 @@ export class DomainNode {
       this.stats.noRoute++;
       return;
     }
-    if (hop !== to) this.stats.relayed++;
+    if (hop !== to) {
+      const box = this.o.relay?.seal(to, sealedHeader(this.o.domain, this.id, to), encodeBody(body));
+      if (!box) {
+        this.stats.noRoute++;
+        return;
+      }
+      body = { t: 'sealed', box };
+      this.stats.relayed++;
+    }
     const bytes = encodeEnvelope({ domain: this.o.domain, from: this.id, to, ttl, body });
     this.stats.bytesOut += bytes.length;
     this.out.push({ to: hop, bytes });

@@ -592,7 +592,11 @@ export class Raft {
   }
 
   private noteConfig(e: LogEntry): void {
-    if (e.cmd[0] === EntryKind.Config) this.configs.push({ index: e.index, members: decodeConfig(e.cmd) });
+    if (e.cmd[0] !== EntryKind.Config) return;
+    const members = decodeConfig(e.cmd);
+    this.configs.push({ index: e.index, members });
+    // A removed node's progress goes with it: added back later (perhaps wiped), it starts afresh.
+    for (const id of this.progress.keys()) if (!members.includes(id)) this.progress.delete(id);
   }
 
   private broadcast(now: number): void {
@@ -733,9 +737,11 @@ export class Raft {
       if (p.next <= p.match) p.next = p.match + 1;
       this.maybeCommit(now);
     } else {
+      const before = p.next;
       p.next = Math.max(p.match + 1, Math.min(p.next, m.index + 1));
-      // Answered: retry from the hint at once (as one probe).
-      if (this.role === Role.Leader) this.sendAppend(from, true);
+      // Answered: retry from the hint at once (as one probe), if it moved us back; a refusal
+      // that teaches nothing waits for the heartbeat (no ping-pong with a follower).
+      if (this.role === Role.Leader && p.next < before) this.sendAppend(from, true);
       return;
     }
     if (this.role === Role.Leader && this.progress.has(from)) this.sendAppend(from, false);
