@@ -205,6 +205,20 @@ export class DomainNode {
     return this.pending.size;
   }
 
+  /**
+   * What became of candidate `seq` proposed here, as far as this member knows now (after any
+   * number of restarts): still pending, decided (from the outcome table), or unknown (decided
+   * but no longer in the table, or refused before it was sent); undefined if never proposed.
+   */
+  outcomeOf(seq: number): { verdict: 'pending' | 'committed' | 'rejected' | 'unknown'; reason?: string } | undefined {
+    if (this.pending.has(seq)) return { verdict: 'pending' };
+    const o = this.state.outcomeOf(this.id, seq);
+    if (o === 0) return { verdict: 'committed' };
+    if (o !== undefined) return { verdict: 'rejected', reason: COLLAPSE_REJECT_NAMES[o as keyof typeof COLLAPSE_REJECT_NAMES] ?? `reason ${o}` };
+    if (Number.isSafeInteger(seq) && seq >= 1 && seq < this.nextSeq) return { verdict: 'unknown', reason: 'not pending here and not in the outcome table (decided long ago, refused at once, or this member was removed)' };
+    return undefined;
+  }
+
   /** Members whose link (direct) was heard within the liveness window. */
   aliveLinks(now: number): NodeId[] {
     return this.o.links.filter((l) => now - (this.heard.get(l) ?? -Infinity) < this.linkTimeoutMs);
