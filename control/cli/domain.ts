@@ -70,6 +70,11 @@ export function domainCommands(): Command[] {
     }),
   );
   domain.addCommand(
+    domainOpt(withSocket(new Command('outcome').description('what became of a candidate proposed on this host (after a pending verdict, even across restarts)').argument('<seq>'))).action(
+      async (seq: string, o: DomainOpts) => verdict(o, await call(o, 'doutcome', { domain: o.domain, seq: Number(seq) })),
+    ),
+  );
+  domain.addCommand(
     domainOpt(withSocket(new Command('get').description('read a committed value (map key, or stream bytes)').argument('<register>').argument('[key]'))).action(
       async (register: string, key: string | undefined, o: DomainOpts) => {
         const r = await call<Record<string, unknown>>(o, 'dget', { domain: o.domain, register, key });

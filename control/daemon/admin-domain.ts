@@ -10,7 +10,7 @@ import type { Spookd } from './spookd.js';
 import { MAX_WAIT_MS, bytesArg as bytes, num as n, showBytes as show, str as s, type Args } from './admin-args.js';
 import { hashHex } from '../core/hash.js';
 
-export const DOMAIN_COMMANDS = ['domains', 'domain', 'groups', 'group', 'dget', 'dpropose', 'member'];
+export const DOMAIN_COMMANDS = ['domains', 'domain', 'groups', 'group', 'dget', 'dpropose', 'doutcome', 'member'];
 
 const MAX_OPS = 256;
 
@@ -76,6 +76,14 @@ export function runDomainCommand(d: Spookd, cmd: string, args: Args, cleanups: (
       const offset = n(args, 'offset', 0, 0, Number.MAX_SAFE_INTEGER);
       const length = n(args, 'length', 65536, 0, 1 << 20);
       return { domain: h.cfg.name, register, index: r.index, version: r.version, size: r.size, offset, data: show(st.read(offset, length)) };
+    }
+    case 'doutcome': {
+      // A write reported `pending` is decided later, across restarts: ask for it by its number.
+      const h = d.domain(name);
+      const seq = n(args, 'seq', undefined, 1, Number.MAX_SAFE_INTEGER);
+      const o = h.node.outcomeOf(seq);
+      if (!o) throw new Error(`no candidate ${seq} was proposed on this member of ${h.cfg.name}`);
+      return { domain: h.cfg.name, seq, verdict: o.verdict, reason: o.reason ?? null, index: null };
     }
     case 'member': {
       const h = d.domain(name);

@@ -31,6 +31,8 @@ enum Rec {
   Drop = 6,
   /** The next own candidate sequence number (kept across journal rewrites: never reused). */
   NextSeq = 7,
+  /** The commit index (written without fsync: a lost one only means an older committed index). */
+  Commit = 8,
 }
 
 export class FileDomainDisk extends MemDisk {
@@ -117,13 +119,16 @@ export class FileDomainDisk extends MemDisk {
       case Rec.NextSeq:
         this.nextSeq = Math.max(this.nextSeq, r.varint('nextSeq'));
         break;
+      case Rec.Commit:
+        super.saveCommit(r.varint('commit'));
+        break;
       default:
         throw new Error('unknown journal record type');
     }
     r.expectEnd('record');
   }
 
-  private write(w: Writer): void {
+  private write(w: Writer, sync = true): void {
     if (this.replaying) return;
     const rec = w.finish();
     const head = Buffer.alloc(8);
@@ -132,7 +137,7 @@ export class FileDomainDisk extends MemDisk {
     const buf = Buffer.concat([head, rec]);
     // A short write would leave half a record mid-file and cut everything after it at load.
     for (let off = 0; off < buf.length; ) off += writeSync(this.fd, buf, off);
-    if (this.fsync === 'always') fsyncSync(this.fd);
+    if (sync && this.fsync === 'always') fsyncSync(this.fd);
   }
 
   override saveHard(term: number, vote: NodeId): void {
@@ -145,6 +150,11 @@ export class FileDomainDisk extends MemDisk {
     const w = new Writer(256).u8(Rec.Append).varint(entries.length);
     for (const e of entries) w.varint(e.term).varint(e.index).lenBytes(e.cmd);
     this.write(w);
+  }
+
+  override saveCommit(index: number): void {
+    super.saveCommit(index);
+    this.write(new Writer(16).u8(Rec.Commit).varint(index), false);
   }
 
   override truncate(from: number): void {
@@ -174,6 +184,7 @@ export class FileDomainDisk extends MemDisk {
       frame(w);
     }
     frame(new Writer(16).u8(Rec.NextSeq).varint(this.nextSeq));
+    frame(new Writer(16).u8(Rec.Commit).varint(this.commit));
     for (const [seq, cmd] of this.pending) frame(new Writer(64).u8(Rec.Pending).varint(seq).lenBytes(cmd));
     closeSync(this.fd);
     try {

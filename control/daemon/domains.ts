@@ -3,14 +3,17 @@
  * member node ids and configured peers. spookd carries its messages in sealed Data frames on
  * the pair sessions it already has (docs/PROTOCOL.md §15.3) and hands it timer ticks.
  */
-import { randomInt } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { hashHex, murmur3 } from '../core/hash.js';
 import { MapState } from '../core/register/map.js';
-import { DomainNode, type DomainEvent } from '../qn/node.js';
+import { MemDisk } from '../qn/disk.js';
+import { DomainNode, type DomainEvent, type DomainNodeOptions } from '../qn/node.js';
 import type { NodeId } from '../qn/raft.js';
 import type { CandidateOp } from '../qn/state.js';
+import type { KeyPair } from '../../transport/etcp/crypto.js';
+import { StaticRelaySealer } from '../../transport/etcp/qn-seal.js';
 import type { SpookdConfig } from './config.js';
 import { FileDomainDisk } from './domain-store.js';
 
@@ -28,7 +31,10 @@ export const domainIdOf = (name: string): number => murmur3(0x5350_0051, new Tex
 
 export class DomainHost {
   readonly node: DomainNode;
-  readonly disk: FileDomainDisk;
+  /** Undefined when the domain's directory could not be loaded (the domain is then fenced). */
+  readonly disk: FileDomainDisk | undefined;
+  /** Unexpected exceptions caught from the node (each fences the domain; logged once). */
+  internalErrors = 0;
   readonly id: number;
   readonly selfId: NodeId;
   readonly idOf = new Map<string, NodeId>();
@@ -38,7 +44,8 @@ export class DomainHost {
 
   constructor(
     readonly cfg: DomainConfig,
-    selfKey: Uint8Array,
+    /** This host's static key pair (ETCP, §12.1): its node id, and the relay seals of §15.5. */
+    self: KeyPair,
     peers: { name: string; publicKey: Uint8Array }[],
     dataDir: string,
     fsync: SpookdConfig['fsync'],
@@ -46,7 +53,7 @@ export class DomainHost {
     now: number,
   ) {
     this.id = domainIdOf(cfg.name);
-    this.selfId = nodeIdOf(selfKey);
+    this.selfId = nodeIdOf(self.publicKey);
     this.nameOf.set(this.selfId, 'self');
     // Every configured peer is a link (a later `member add` needs one); `members` are the bootstrap voters.
     for (const p of peers) {
@@ -55,31 +62,67 @@ export class DomainHost {
       this.idOf.set(p.name, id);
       this.nameOf.set(id, p.name);
     }
-    this.disk = new FileDomainDisk(join(dataDir, 'domains', encodeURIComponent(cfg.name)), fsync);
-    if (this.disk.tornBytes > 0) log.warn({ domain: cfg.name, tornBytes: this.disk.tornBytes }, 'domain journal: torn tail cut');
+    const dir = join(dataDir, 'domains', encodeURIComponent(cfg.name));
+    // Relayed messages are sealed between the origin's and the destination's static keys (§15.5).
+    const relay = new StaticRelaySealer(self, new Map(peers.map((p) => [nodeIdOf(p.publicKey), p.publicKey] as const)), (n) => new Uint8Array(randomBytes(n)));
     const others = cfg.members.map((m) => this.idOf.get(m)!);
     const members = (cfg.join ? others : [this.selfId, ...others]).sort((a, b) => a - b);
-    this.node = new DomainNode(
-      {
-        domain: this.id,
-        name: cfg.name,
-        id: this.selfId,
-        members,
-        links: [...this.idOf.values()],
-        registers: cfg.registers,
-        groups: cfg.groups,
-        seed: murmur3(0x5350_0052, new TextEncoder().encode(cfg.name)),
-        policy: cfg.policy,
-        maxPending: cfg.maxPending,
-        disk: this.disk,
-        random: (a, b) => randomInt(a, b + 1),
-        electionMs: cfg.electionMs,
-        heartbeatMs: cfg.heartbeatMs,
-        maxLogEntries: cfg.maxLogEntries,
-      },
-      now,
-    );
-    log.info({ domain: cfg.name, nodeId: this.selfId, members: members.length, index: this.node.raft.applied, term: this.node.raft.term }, 'domain loaded');
+    const opts = (disk: DomainNodeOptions['disk']): DomainNodeOptions => ({
+      domain: this.id,
+      name: cfg.name,
+      id: this.selfId,
+      members,
+      links: [...this.idOf.values()],
+      registers: cfg.registers,
+      groups: cfg.groups,
+      seed: murmur3(0x5350_0052, new TextEncoder().encode(cfg.name)),
+      policy: cfg.policy,
+      maxPending: cfg.maxPending,
+      disk,
+      random: (a, b) => randomInt(a, b + 1),
+      electionMs: cfg.electionMs,
+      heartbeatMs: cfg.heartbeatMs,
+      maxLogEntries: cfg.maxLogEntries,
+      relay,
+    });
+    // One domain's unusable data fences that domain only: spookd starts and serves the rest
+    // (docs/OPERATIONS.md, "A fenced domain").
+    let node: DomainNode;
+    try {
+      this.disk = new FileDomainDisk(dir, fsync);
+      if (this.disk.tornBytes > 0) log.warn({ domain: cfg.name, tornBytes: this.disk.tornBytes }, 'domain journal: torn tail cut');
+      node = new DomainNode(opts(this.disk), now);
+    } catch (e) {
+      this.disk?.close();
+      this.disk = undefined;
+      node = new DomainNode(opts(new MemDisk()), now);
+      node.fence(`cannot load ${dir}: ${(e as Error).message}`);
+    }
+    this.node = node;
+    const fenced = node.fencedCause;
+    if (fenced) log.error({ domain: cfg.name, dir, cause: fenced }, `domain ${cfg.name} fenced: ${fenced}`);
+    else log.info({ domain: cfg.name, nodeId: this.selfId, members: members.length, index: node.raft.applied, term: node.raft.term }, 'domain loaded');
+  }
+
+  /** A QN datagram from link `from`; an exception out of the node fences this domain, not the process. */
+  handleDatagram(now: number, from: NodeId, payload: Uint8Array): void {
+    this.guard(() => this.node.handleDatagram(now, from, payload));
+  }
+
+  /** Timers due at `now`. */
+  tick(now: number): void {
+    if (this.node.pollTimeout() <= now) this.guard(() => this.node.handleTimeout(now));
+  }
+
+  private guard(run: () => void): void {
+    try {
+      run();
+    } catch (e) {
+      this.internalErrors++;
+      if (this.node.fencedCause) return;
+      this.node.fence('internal-error');
+      this.log.error({ domain: this.cfg.name, err: e }, `domain ${this.cfg.name} fenced: internal-error (an unexpected exception; restart spookd to resume it)`);
+    }
   }
 
   name(id: NodeId): string {
@@ -105,7 +148,9 @@ export class DomainHost {
   }
 
   propose(now: number, ops: CandidateOp[]): { seq: number } | { refused: string } {
-    return this.node.propose(now, ops);
+    let r: { seq: number } | { refused: string } = { refused: 'internal-error' };
+    this.guard(() => (r = this.node.propose(now, ops)));
+    return r;
   }
 
   /** Leader only: add or remove one voting member, by peer name (Raft §4.1). */
@@ -117,7 +162,9 @@ export class DomainHost {
       if (x === undefined) throw new Error(`no peer named ${peer}`);
       return x;
     };
-    const r = this.node.changeMembers(now, { add: id(change.add), remove: id(change.remove) });
+    const c = { add: id(change.add), remove: id(change.remove) };
+    let r: { ok: true; index: number } | { ok: false; reason: string } = { ok: false, reason: 'internal-error' };
+    this.guard(() => (r = this.node.changeMembers(now, c)));
     if (!r.ok && this.node.raft.role !== 'leader' && this.node.raft.leader) return { ok: false, reason: `${r.reason}: ask the leader (${this.name(this.node.raft.leader)})` };
     return r;
   }
@@ -145,6 +192,7 @@ export class DomainHost {
       domain: this.cfg.name,
       nodeId: this.selfId,
       state: n.coherenceState,
+      fenced: n.fencedCause ?? null,
       role: r.role,
       leader: r.leader ? this.name(r.leader) : null,
       term: r.term,
@@ -159,7 +207,7 @@ export class DomainHost {
       members,
       partitionsSeen: n.stats.partitions,
       recentPartitions: this.partitionsSeen,
-      stats: { ...n.stats, ...r.stats },
+      stats: { ...n.stats, ...r.stats, internalErrors: this.internalErrors },
       registers: [...n.state.registers].map(([name, reg]) => ({ name, kind: reg.kind, version: reg.version, size: reg.state.size() })),
       groups: [...n.state.groups].map(([name, g]) => ({ name, registers: g.registers, version: g.version })),
     };
@@ -174,6 +222,6 @@ export class DomainHost {
   }
 
   close(): void {
-    this.disk.close();
+    this.disk?.close();
   }
 }

@@ -92,7 +92,6 @@ export class Spookd {
   /** QN domains by name; their messages ride the pair sessions. */
   readonly domains = new Map<string, DomainHost>();
   /** Domains whose node threw, with the error: no longer driven until a restart (§12.9). */
-  readonly fencedDomains = new Map<string, string>();
   /** Wrapped TCP connections: carriers to the peers, interception, per-connection streams. */
   readonly wraps: WrapManager;
 
@@ -187,7 +186,7 @@ export class Spookd {
       log.info({ peer: p.name, role: link.pair.role }, 'pair configured');
       this.links.set(p.name, link);
     }
-    for (const dc of cfg.domains) this.domains.set(dc.name, new DomainHost(dc, key.publicKey, peers, cfg.dataDir, cfg.fsync, log, this.now()));
+    for (const dc of cfg.domains) this.domains.set(dc.name, new DomainHost(dc, key, peers, cfg.dataDir, cfg.fsync, log, this.now()));
     const listen = parseHostPort(cfg.listen)!;
     const intercept = parseHostPort(cfg.wrap.intercept, true)!;
     this.wraps = new WrapManager(
@@ -382,26 +381,13 @@ export class Spookd {
       this.drop('unknown-domain', { peer: link.name });
       return;
     }
-    if (this.fencedDomains.has(dom.cfg.name)) {
+    if (dom.node.fencedCause) {
       this.drop('domain-fenced', { peer: link.name, domain: dom.cfg.name });
       return;
     }
-    this.forDomain(dom, `message from ${link.name}`, () => {
-      dom.node.handleDatagram(now, from, payload);
-      this.pumpDomain(dom);
-    });
-  }
-
-  /** A domain whose node throws is fenced (no longer driven until a restart); the pair that carried the message is not. */
-  private forDomain(dom: DomainHost, what: string, fn: () => void): void {
-    if (this.fencedDomains.has(dom.cfg.name)) return;
-    try {
-      fn();
-    } catch (e) {
-      this.fencedDomains.set(dom.cfg.name, e instanceof Error ? `${e.name}: ${e.message}` : String(e));
-      this.drops['internal-error'] = (this.drops['internal-error'] ?? 0) + 1;
-      this.log.error({ domain: dom.cfg.name, while: what, err: e }, 'internal error: domain fenced until spookd restarts; pairs and other domains carry on');
-    }
+    // DomainHost guards the node: an exception fences that domain (§12.9), never this pair or the process.
+    dom.handleDatagram(now, from, payload);
+    this.pumpDomain(dom);
   }
 
   /** Send a domain's messages on the pair sessions (dropped while a peer has none: Raft resends). */
@@ -526,10 +512,9 @@ export class Spookd {
     const now = this.now();
     for (const link of this.links.values()) this.forPeer(link, 'timer', () => this.tickLink(link, now));
     for (const dom of this.domains.values()) {
-      this.forDomain(dom, 'timer', () => {
-        if (dom.node.pollTimeout() <= now) dom.node.handleTimeout(now);
-        this.pumpDomain(dom);
-      });
+      if (dom.node.fencedCause) continue;
+      dom.tick(now);
+      this.pumpDomain(dom);
     }
     this.schedule();
   }
@@ -574,7 +559,7 @@ export class Spookd {
       if (t !== undefined) next = Math.min(next, t);
       if (!link.session && link.addr) next = Math.min(next, Math.max(link.lastInitAt + HANDSHAKE_RETRY_MS, this.startedAt + MEMBER2_FIRST_CONTACT_DELAY_MS));
     }
-    for (const dom of this.domains.values()) if (!this.fencedDomains.has(dom.cfg.name)) next = Math.min(next, dom.node.pollTimeout());
+    for (const dom of this.domains.values()) if (!dom.node.fencedCause) next = Math.min(next, dom.node.pollTimeout());
     this.timer = setTimeout(() => this.tick(), Math.max(0, Math.ceil(next - now)));
   }
 

@@ -25,7 +25,12 @@ export type QnBody =
   /** Routing: the members the sender hears directly. */
   | { t: 'hello'; neighbours: NodeId[]; commit: number }
   /** To a node that is no longer a member: its removal is committed at `index`. */
-  | { t: 'removed'; index: number };
+  | { t: 'removed'; index: number }
+  /**
+   * Another body (kind and fields), sealed end to end by `from` for `to` (§15.5): what a
+   * message crossing a relay carries, so the relay can neither forge nor alter it.
+   */
+  | { t: 'sealed'; box: Uint8Array };
 
 export interface QnEnvelope {
   domain: number;
@@ -35,12 +40,39 @@ export interface QnEnvelope {
   body: QnBody;
 }
 
-const KIND = { vote: 1, voteResp: 2, append: 3, appendResp: 4, snap: 5, snapResp: 6, fwd: 7, hello: 8, removed: 9 } as const;
+const KIND = { vote: 1, voteResp: 2, append: 3, appendResp: 4, snap: 5, snapResp: 6, fwd: 7, hello: 8, removed: 9, sealed: 10 } as const;
+/** Salt (16) + tag (16) + at least the kind octet. */
+const MIN_BOX = 33;
 
 export function encodeEnvelope(e: QnEnvelope): Uint8Array {
   const w = new Writer(64);
   w.u8(QN_MSG_TYPE).u32(e.domain).varint(e.from).varint(e.to).u8(e.ttl);
-  const b = e.body;
+  writeBody(w, e.body);
+  return w.finish();
+}
+
+/** What a relay seal authenticates besides the body: type, domain, from and to (not ttl, which relays decrement). */
+export function sealedHeader(domain: number, from: NodeId, to: NodeId): Uint8Array {
+  return new Writer(24).u8(QN_MSG_TYPE).u32(domain).varint(from).varint(to).finish();
+}
+
+/** A body alone (kind and fields): the plaintext of a seal. */
+export function encodeBody(b: QnBody): Uint8Array {
+  const w = new Writer(64);
+  writeBody(w, b);
+  return w.finish();
+}
+
+/** Decodes a body alone (a seal's plaintext); a sealed body inside a seal is malformed. */
+export function decodeBody(buf: Uint8Array): QnBody {
+  const r = new Reader(buf);
+  const b = readBody(r);
+  if (b.t === 'sealed') throw new WireError(DropReason.MalformedPayload, 'sealed', 'a seal inside a seal');
+  r.expectEnd('qn');
+  return b;
+}
+
+function writeBody(w: Writer, b: QnBody): void {
   w.u8(KIND[b.t]);
   switch (b.t) {
     case 'vote':
@@ -75,8 +107,10 @@ export function encodeEnvelope(e: QnEnvelope): Uint8Array {
     case 'removed':
       w.varint(b.index);
       break;
+    case 'sealed':
+      w.lenBytes(b.box);
+      break;
   }
-  return w.finish();
 }
 
 const bool = (r: Reader, f: string): boolean => {
@@ -100,6 +134,12 @@ export function decodeEnvelope(buf: Uint8Array): QnEnvelope {
   const from = r.varint('qn.from');
   const to = r.varint('qn.to');
   const ttl = r.u8('qn.ttl');
+  const body = readBody(r);
+  r.expectEnd('qn');
+  return { domain, from, to, ttl, body };
+}
+
+function readBody(r: Reader): QnBody {
   const kind = r.u8('qn.kind');
   let body: QnBody;
   switch (kind) {
@@ -158,9 +198,14 @@ export function decodeEnvelope(buf: Uint8Array): QnEnvelope {
     case KIND.removed:
       body = { t: 'removed', index: r.varint('removed.index') };
       break;
+    case KIND.sealed: {
+      const box = r.lenBytes('sealed.box', MAX_ENTRY_LEN);
+      if (box.length < MIN_BOX) throw new WireError(DropReason.MalformedPayload, 'sealed.box', `${box.length} octets; at least ${MIN_BOX}`);
+      body = { t: 'sealed', box };
+      break;
+    }
     default:
       throw new WireError(DropReason.MalformedPayload, 'qn.kind', `unknown QN message kind ${kind}`);
   }
-  r.expectEnd('qn');
-  return { domain, from, to, ttl, body };
+  return body;
 }

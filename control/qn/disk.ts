@@ -21,10 +21,16 @@ export class MemDisk implements DomainDisk {
   snapshot: (SnapshotMeta & { data: Uint8Array }) | undefined;
   pending = new Map<number, Uint8Array>();
   nextSeq = 1;
+  /** Last commit index saved (0: none). */
+  commit = 0;
   writes = 0;
 
   load(): ReturnType<RaftDisk['load']> {
-    return { term: this.term, vote: this.vote, snapshot: this.snapshot, base: this.base, baseTerm: this.baseTerm, entries: this.entries.slice() };
+    return { term: this.term, vote: this.vote, snapshot: this.snapshot, base: this.base, baseTerm: this.baseTerm, entries: this.entries.slice(), commit: this.commit };
+  }
+
+  saveCommit(index: number): void {
+    this.commit = index;
   }
 
   saveHard(term: number, vote: NodeId): void {

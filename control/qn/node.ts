@@ -10,15 +10,67 @@
  */
 import { WireError } from '../../transport/wire/errors.js';
 import { validateDelta } from '../../transport/wire/delta.js';
-import { QN_DEFAULT_TTL, decodeEnvelope, encodeEnvelope, type QnBody } from './codec.js';
+import { QN_DEFAULT_TTL, decodeBody, decodeEnvelope, encodeBody, encodeEnvelope, sealedHeader, type QnBody } from './codec.js';
 import type { DomainDisk } from './disk.js';
-import { Raft, Role, type LogEntry, type NodeId, type RaftMsg } from './raft.js';
-import { COLLAPSE_REJECT_NAMES, OUTCOME_WINDOW, DomainState, decodeCandidate, encodeCandidate, type CandidateOp, type Collapsed, type DomainRegisterSpec, type GroupSpec } from './state.js';
+import { MAX_INDEX, MAX_NODE_ID, Raft, Role, type LogEntry, type NodeId, type RaftDrop, type RaftMsg } from './raft.js';
+import { COLLAPSE_REJECT_NAMES, OUTCOME_WINDOW, DomainState, encodeCandidate, parseCandidate, type CandidateOp, type Collapsed, type DomainRegisterSpec, type GroupSpec } from './state.js';
 
 /** Largest encoded candidate: it must fit one append message (one datagram). */
 export const MAX_CANDIDATE_BYTES = 1100;
 
+/**
+ * Why a QN message was dropped (docs/PROTOCOL.md §15.3): a closed set, counted per member in
+ * `stats.drops`. Raft's own refusals (RaftDrop) are among them.
+ */
+export type QnDrop =
+  | RaftDrop
+  | 'malformed'
+  | 'wrong-domain'
+  | 'not-a-link'
+  /** From (or relayed by, or for) a node that is in none of the configurations this member knows. */
+  | 'not-a-member'
+  | 'no-route'
+  | 'relayed-by-non-member'
+  /** A relayed message without a valid end-to-end seal from its claimed origin (§15.5). */
+  | 'relay-unauthenticated'
+  | 'malformed-candidate'
+  | 'oversized-candidate'
+  /** A forwarded candidate whose origin is not the member that sent it. */
+  | 'candidate-origin-mismatch'
+  | 'fwd-not-leader';
+
+export const QN_DROPS: readonly QnDrop[] = [
+  'out-of-bounds',
+  'bad-entry',
+  'conflicts-committed',
+  'index-beyond-log',
+  'bad-snapshot',
+  'snapshot-mismatch',
+  'fenced',
+  'malformed',
+  'wrong-domain',
+  'not-a-link',
+  'not-a-member',
+  'no-route',
+  'relayed-by-non-member',
+  'relay-unauthenticated',
+  'malformed-candidate',
+  'oversized-candidate',
+  'candidate-origin-mismatch',
+  'fwd-not-leader',
+];
+
 export type DomainPolicy = 'buffer' | 'refuse';
+
+/**
+ * End-to-end seals between members (§15.5), injected so the core stays pure: spookd uses its
+ * static ETCP keys (transport/etcp/qn-seal.ts), the simulator seeded ones.
+ */
+export interface RelaySeal {
+  seal(to: NodeId, header: Uint8Array, body: Uint8Array): Uint8Array | undefined;
+  open(from: NodeId, header: Uint8Array, box: Uint8Array): Uint8Array | undefined;
+}
+
 export type Coherence = 'coherent' | 'decoherent';
 
 export interface DomainNodeOptions {
@@ -39,8 +91,15 @@ export interface DomainNodeOptions {
   electionMs?: number;
   heartbeatMs?: number;
   maxLogEntries?: number;
-  /** Sees every entry as it is applied (the simulator's prefix check). */
-  observe?: (e: LogEntry) => void;
+  /** Largest snapshot accepted from a leader, in bytes (Raft's default if absent). */
+  maxSnapshotBytes?: number;
+  /**
+   * Seals for messages that cross a relay. Without it this member neither sends through a
+   * relay nor accepts a relayed message (every message must then go direct).
+   */
+  relay?: RelaySeal;
+  /** Sees every entry as it is applied, with the state after it (the simulator's prefix check). */
+  observe?: (e: LogEntry, state: DomainState) => void;
 }
 
 export type DomainEvent =
@@ -77,9 +136,17 @@ export class DomainNode {
   private wasMember = false;
   /** Every node in a committed (or the bootstrap) configuration seen here: a removed one was among them. */
   private readonly everMember = new Set<NodeId>();
+  /**
+   * Links that a known member lists as its live neighbours in a hello: it hears them as
+   * members, so they are members of a configuration we may not have yet (a leader added while
+   * we were cut off). Only links can be vouched for, so the set is bounded by the peers.
+   */
+  private readonly vouched = new Set<NodeId>();
   /** Told by a member that our removal is committed (at this index); 0 if not. */
   private removed = 0;
-  readonly stats = { proposed: 0, committed: 0, rejected: 0, refused: 0, relayed: 0, noRoute: 0, drops: {} as Record<string, number>, partitions: 0, bytesIn: 0, bytesOut: 0 };
+  /** Why this member takes part in nothing (its own durable state did not apply, or its driver fenced it). */
+  private fenced: string | undefined;
+  readonly stats = { proposed: 0, committed: 0, rejected: 0, refused: 0, relayed: 0, noRoute: 0, drops: {} as Partial<Record<QnDrop, number>>, partitions: 0, bytesIn: 0, bytesOut: 0 };
   private readonly linkTimeoutMs: number;
   private readonly retryMs: number;
 
@@ -101,21 +168,26 @@ export class DomainNode {
         sm: {
           apply: (e) => {
             this.state.apply(e);
-            o.observe?.(e);
+            o.observe?.(e, this.state);
           },
           snapshot: () => this.state.snapshot(),
           restore: (data, index) => {
-            this.state.restore(data, index);
+            if (!this.state.restore(data, index)) return false;
             this.resolveFromTable();
+            return true;
           },
         },
         random: o.random,
         electionMs: o.electionMs,
         heartbeatMs: o.heartbeatMs,
         maxLogEntries: o.maxLogEntries,
+        maxSnapshotBytes: o.maxSnapshotBytes,
+        // Nothing is journaled that would not apply: a candidate must decode and fit one append.
+        checkCommand: (cmd) => cmd.length <= MAX_CANDIDATE_BYTES && parseCandidate(cmd) !== undefined,
       },
       now,
     );
+    if (this.raft.fault) this.fence(this.raft.fault);
     // A bootstrap member that restarts with its removal in its log is still one that was removed.
     this.wasMember = o.members.includes(o.id);
     for (const m of o.members) this.everMember.add(m);
@@ -131,6 +203,20 @@ export class DomainNode {
 
   get pendingCount(): number {
     return this.pending.size;
+  }
+
+  /**
+   * What became of candidate `seq` proposed here, as far as this member knows now (after any
+   * number of restarts): still pending, decided (from the outcome table), or unknown (decided
+   * but no longer in the table, or refused before it was sent); undefined if never proposed.
+   */
+  outcomeOf(seq: number): { verdict: 'pending' | 'committed' | 'rejected' | 'unknown'; reason?: string } | undefined {
+    if (this.pending.has(seq)) return { verdict: 'pending' };
+    const o = this.state.outcomeOf(this.id, seq);
+    if (o === 0) return { verdict: 'committed' };
+    if (o !== undefined) return { verdict: 'rejected', reason: COLLAPSE_REJECT_NAMES[o as keyof typeof COLLAPSE_REJECT_NAMES] ?? `reason ${o}` };
+    if (Number.isSafeInteger(seq) && seq >= 1 && seq < this.nextSeq) return { verdict: 'unknown', reason: 'not pending here and not in the outcome table (decided long ago, refused at once, or this member was removed)' };
+    return undefined;
   }
 
   /** Members whose link (direct) was heard within the liveness window. */
@@ -153,7 +239,26 @@ export class DomainNode {
     return this.events.shift();
   }
 
+  /** Why this member is fenced (takes part in nothing), or undefined. */
+  get fencedCause(): string | undefined {
+    return this.fenced;
+  }
+
+  /**
+   * Stop taking part: every input is dropped, proposals refused, no timer runs. For state
+   * that cannot be used (the journal) and for a driver that caught an unexpected exception.
+   */
+  fence(cause: string): void {
+    if (this.fenced) return;
+    this.fenced = cause;
+    if (this.coherence === 'coherent') this.stats.partitions++;
+    this.events.push({ type: 'lifecycle', from: this.coherence, to: 'decoherent', cause: `fenced: ${cause}` });
+    this.coherence = 'decoherent';
+    this.out.length = 0;
+  }
+
   pollTimeout(): number {
+    if (this.fenced) return Infinity;
     let t = Math.min(this.raft.pollTimeout(), this.helloAt);
     // Resends wait for a known leader; without one, Raft's own timers are what move things.
     if (this.raft.leader !== 0) for (const p of this.pending.values()) t = Math.min(t, p.sentAt + this.retryMs);
@@ -161,18 +266,27 @@ export class DomainNode {
   }
 
   handleTimeout(now: number): void {
+    if (this.fenced) return;
     if (now >= this.raft.pollTimeout()) this.raft.handleTimeout(now);
     if (now >= this.helloAt) {
       this.helloAt = now + this.raft.heartbeatMs;
       const neighbours = this.aliveLinks(now);
-      for (const l of this.o.links) this.emit(now, l, { t: 'hello', neighbours, commit: this.raft.commit }, 1);
+      // Routing state goes to members only: a configured peer outside the domain learns nothing.
+      for (const l of this.o.links) if (this.knownMember(l)) this.emit(now, l, { t: 'hello', neighbours, commit: this.raft.commit }, 1);
     }
     this.after(now);
   }
 
-  /** A datagram from the direct link `from`. Malformed input is dropped and counted, never thrown. */
+  /**
+   * A datagram from the direct link `from`. Nothing a peer sends makes this throw: a message
+   * that fails a check is dropped and counted (QnDrop) and changes nothing.
+   */
   handleDatagram(now: number, from: NodeId, bytes: Uint8Array): void {
+    if (this.fenced) return this.drop('fenced');
     if (!this.o.links.includes(from)) return this.drop('not-a-link');
+    // Only members (of any configuration known here) speak for the domain; the rest get no
+    // state change and no reply at all.
+    if (!this.knownMember(from)) return this.drop('not-a-member');
     let env;
     try {
       env = decodeEnvelope(bytes);
@@ -186,13 +300,28 @@ export class DomainNode {
     if (env.to !== this.id) {
       // Relay (one hop): only to a destination we hear directly, never back where it came from.
       if (env.ttl <= 1 || env.to === from || !this.o.links.includes(env.to)) return this.drop('no-route');
+      if (!this.knownMember(env.to) || !this.knownMember(env.from)) return this.drop('not-a-member');
       this.stats.relayed++;
       this.out.push({ to: env.to, bytes: encodeEnvelope({ ...env, ttl: env.ttl - 1 }) });
       return;
     }
     // A peer speaks for itself; only a current member relays for another (ETCP authenticates the link, not env.from).
     if (env.from !== from && !this.raft.members.includes(from)) return this.drop('relayed-by-non-member');
-    const b = env.body;
+    if (!this.knownMember(env.from)) return this.drop('not-a-member');
+    let b = env.body;
+    if (b.t === 'sealed') {
+      // The origin sealed it for us: only `from` could have, and nobody changed it on the way.
+      const body = this.o.relay?.open(env.from, sealedHeader(env.domain, env.from, env.to), b.box);
+      if (!body) return this.drop('relay-unauthenticated');
+      try {
+        b = decodeBody(body);
+      } catch (e) {
+        if (e instanceof WireError) return this.drop('malformed');
+        throw e;
+      }
+    } else if (env.from !== from) return this.drop('relay-unauthenticated');
+    const bad = this.checkBody(b);
+    if (bad) return this.drop(bad);
     if (b.t === 'removed') {
       // A lagging member may not know we were added back after a removal: our own committed
       // configuration, if it includes us and is newer than the notice, wins.
@@ -204,12 +333,30 @@ export class DomainNode {
       // restarted with the change uncommitted in its log): tell it, whatever it sent.
       this.emit(now, env.from, { t: 'removed', index: this.raft.configIndex }, QN_DEFAULT_TTL);
     } else if (b.t === 'hello') {
-      if (env.from === from) this.hellos.set(from, { neighbours: new Set(b.neighbours), commit: b.commit, at: now });
-    } else if (b.t === 'fwd') this.onForward(now, b.cmd);
-    // Any authenticated link may speak Raft: a member added by a change we have not applied
-    // yet is a legitimate leader; terms, not our view of the configuration, decide (§4.1).
-    else this.raft.handleMessage(now, env.from, b as RaftMsg);
+      if (env.from === from) {
+        this.hellos.set(from, { neighbours: new Set(b.neighbours), commit: b.commit, at: now });
+        for (const n of b.neighbours) if (n !== this.id && this.o.links.includes(n)) this.vouched.add(n);
+      }
+    } else if (b.t === 'fwd') this.onForward(now, env.from, b.cmd);
+    else {
+      // Terms, not our view of the configuration, decide (§4.1): a member added by a change we
+      // have not applied yet may lead; it is known here once it is in any configuration we hold.
+      const why = this.raft.handleMessage(now, env.from, b as RaftMsg);
+      if (why) this.drop(why);
+    }
     this.after(now);
+  }
+
+  /** Checks of the non-Raft bodies (Raft checks its own): node ids and indexes within bounds. */
+  private checkBody(b: QnBody): QnDrop | undefined {
+    if (b.t === 'hello') return b.commit > MAX_INDEX || b.neighbours.some((n) => n === 0 || n > MAX_NODE_ID) ? 'out-of-bounds' : undefined;
+    if (b.t === 'removed') return b.index === 0 || b.index > MAX_INDEX ? 'out-of-bounds' : undefined;
+    return undefined;
+  }
+
+  /** In the bootstrap configuration, any configuration this member has seen (log, snapshot, committed), or vouched for. */
+  knownMember(id: NodeId): boolean {
+    return this.o.members.includes(id) || this.everMember.has(id) || this.raft.inAnyConfig(id) || this.vouched.has(id);
   }
 
   /**
@@ -217,6 +364,7 @@ export class DomainNode {
    * Returns its sequence number here, or why it is refused at once.
    */
   propose(now: number, ops: CandidateOp[]): { seq: number } | { refused: string } {
+    if (this.fenced) return { refused: `this member is fenced: ${this.fenced}` };
     if (ops.length === 0 || ops.length > 256) return { refused: `a candidate has 1-256 deltas, not ${ops.length}` };
     for (const op of ops) {
       if (!this.state.registers.has(op.register)) return { refused: `no register named ${op.register} in domain ${this.o.name}` };
@@ -247,6 +395,7 @@ export class DomainNode {
 
   /** Leader only: add or remove one voting member (Raft §4.1). */
   changeMembers(now: number, change: { add?: NodeId; remove?: NodeId }): { ok: true; index: number } | { ok: false; reason: string } {
+    if (this.fenced) return { ok: false, reason: `this member is fenced: ${this.fenced}` };
     const r = this.raft.changeMembers(now, change);
     this.after(now);
     return r;
@@ -254,7 +403,7 @@ export class DomainNode {
 
   // --- internals --------------------------------------------------------------------------
 
-  private drop(reason: string): void {
+  private drop(reason: QnDrop): void {
     this.stats.drops[reason] = (this.stats.drops[reason] ?? 0) + 1;
   }
 
@@ -270,14 +419,13 @@ export class DomainNode {
     return true;
   }
 
-  private onForward(now: number, cmd: Uint8Array): void {
+  private onForward(now: number, sender: NodeId, cmd: Uint8Array): void {
     if (cmd.length > MAX_CANDIDATE_BYTES) return this.drop('oversized-candidate');
-    let c;
-    try {
-      c = decodeCandidate(cmd);
-    } catch {
-      return this.drop('malformed-candidate');
-    }
+    const c = parseCandidate(cmd);
+    if (!c) return this.drop('malformed-candidate');
+    // A member proposes only its own candidates: one under another's name would take that
+    // member's sequence number (and its outcome) in the table.
+    if (c.origin !== sender) return this.drop('candidate-origin-mismatch');
     if (this.raft.role !== Role.Leader) return this.drop('fwd-not-leader'); // the origin retries
     if (this.state.outcomeOf(c.origin, c.seq) !== undefined) return; // decided: the origin learns it from the log
     if (this.firstAppend(`${c.origin}:${c.seq}`)) this.raft.propose(now, cmd);
@@ -348,6 +496,7 @@ export class DomainNode {
   }
 
   private updateCoherence(now: number): void {
+    if (this.fenced) return;
     const r = this.raft;
     if (r.leader !== this.lastLeader && r.leader !== 0) this.events.push({ type: 'leader', leader: r.leader, term: r.term });
     this.lastLeader = r.leader;
@@ -384,7 +533,8 @@ export class DomainNode {
   private nextHop(now: number, to: NodeId): NodeId | undefined {
     const direct = this.o.links.includes(to);
     if (direct && now - (this.heard.get(to) ?? -Infinity) < this.linkTimeoutMs) return to;
-    for (const l of [...this.o.links].sort((a, b) => a - b)) {
+    // Through a relay only with seals: an unsealed relayed message is refused at the other end.
+    if (this.o.relay) for (const l of [...this.o.links].sort((a, b) => a - b)) {
       const h = this.hellos.get(l);
       if (l !== to && h && now - h.at < this.linkTimeoutMs && now - (this.heard.get(l) ?? -Infinity) < this.linkTimeoutMs && h.neighbours.has(to)) return l;
     }
@@ -398,7 +548,15 @@ export class DomainNode {
       this.stats.noRoute++;
       return;
     }
-    if (hop !== to) this.stats.relayed++;
+    if (hop !== to) {
+      const box = this.o.relay?.seal(to, sealedHeader(this.o.domain, this.id, to), encodeBody(body));
+      if (!box) {
+        this.stats.noRoute++;
+        return;
+      }
+      body = { t: 'sealed', box };
+      this.stats.relayed++;
+    }
     const bytes = encodeEnvelope({ domain: this.o.domain, from: this.id, to, ttl, body });
     this.stats.bytesOut += bytes.length;
     this.out.push({ to: hop, bytes });

@@ -17,8 +17,44 @@
  * and in the seeded simulator (control/sim/domain.ts).
  */
 import { Reader, Writer } from '../../transport/wire/buffer.js';
+import { DropReason } from '../../transport/wire/constants.js';
+import { WireError } from '../../transport/wire/errors.js';
 
 export type NodeId = number;
+
+/**
+ * Bounds on what a peer may make us store (docs/PROTOCOL.md §15.3, "Semantic checks"): every
+ * value kept stays encodable as a varint after any increment we make to it (term + 1 when
+ * campaigning, index + 1 when appending), so no later encoding can fail.
+ */
+export const MAX_TERM = 2 ** 48 - 1;
+export const MAX_INDEX = 2 ** 48 - 1;
+/** Node ids are the first 48 bits of a static key (§15.1); 0 means none. */
+export const MAX_NODE_ID = 2 ** 48 - 1;
+/** At most this many voting members in a configuration. */
+export const MAX_MEMBERS = 64;
+/** Default bound on an incoming snapshot (the buffer one leader can make a follower hold). */
+export const DEFAULT_MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024;
+
+/**
+ * Why Raft refused a message (closed set; the caller counts them). Each leaves the node's
+ * state exactly as it was, except `conflicts-committed`, which may follow the message's term.
+ */
+export type RaftDrop =
+  /** A term, index or count beyond the bounds above, or inconsistent with the message's own term. */
+  | 'out-of-bounds'
+  /** An entry that could not be applied (unknown kind, undecodable configuration or command). */
+  | 'bad-entry'
+  /** An append that would overwrite an entry this node knows is committed (a protocol violation). */
+  | 'conflicts-committed'
+  /** An acknowledgement of entries the leader does not have. */
+  | 'index-beyond-log'
+  /** A snapshot whose members are invalid, that is larger than allowed, or that does not restore. */
+  | 'bad-snapshot'
+  /** A chunk that disagrees with the transfer under way (total, term or members). */
+  | 'snapshot-mismatch'
+  /** This node is fenced (its own journal could not be applied): it takes part in nothing. */
+  | 'fenced';
 
 export interface LogEntry {
   readonly term: number;
@@ -61,8 +97,13 @@ export interface SnapshotMeta {
 
 /** What Raft must find again after a crash. Every call returns only once the data is durable. */
 export interface RaftDisk {
-  load(): { term: number; vote: NodeId; snapshot?: SnapshotMeta & { data: Uint8Array }; base: number; baseTerm: number; entries: LogEntry[] };
+  load(): { term: number; vote: NodeId; snapshot?: SnapshotMeta & { data: Uint8Array }; base: number; baseTerm: number; entries: LogEntry[]; commit: number };
   saveHard(term: number, vote: NodeId): void;
+  /**
+   * The commit index, so a restarted member serves what it knew committed at once. Need not be
+   * durable before returning: an older value is still a committed index (it is only staler).
+   */
+  saveCommit(index: number): void;
   append(entries: readonly LogEntry[]): void;
   /** Drop entries at `from` and after. */
   truncate(from: number): void;
@@ -74,7 +115,8 @@ export interface RaftDisk {
 export interface StateMachine {
   apply(e: LogEntry): void;
   snapshot(): Uint8Array;
-  restore(data: Uint8Array, index: number): void;
+  /** Replace the state with the snapshot's; false (state unchanged) if `data` is not a valid snapshot of `index`. */
+  restore(data: Uint8Array, index: number): boolean;
 }
 
 export interface RaftOptions {
@@ -94,6 +136,10 @@ export interface RaftOptions {
   /** Snapshot once this many applied entries are in the log; keep half of them for catch-up. */
   maxLogEntries?: number;
   snapChunkBytes?: number;
+  /** Largest snapshot a follower accepts (bytes); default DEFAULT_MAX_SNAPSHOT_BYTES. */
+  maxSnapshotBytes?: number;
+  /** Checks an App command before it is stored (decodable, applicable); absent: any App command. */
+  checkCommand?: (cmd: Uint8Array) => boolean;
 }
 
 interface Progress {
@@ -140,7 +186,7 @@ export class Raft {
   private votes = new Set<NodeId>();
   private progress = new Map<NodeId, Progress>();
   /** Follower side: the snapshot being received. */
-  private incoming: { index: number; term: number; members: NodeId[]; parts: Uint8Array[]; got: number } | undefined;
+  private incoming: { index: number; term: number; members: NodeId[]; total: number; parts: Uint8Array[]; got: number } | undefined;
   private outbox: { to: NodeId; msg: RaftMsg }[] = [];
   /** First index of the current leader term: a config change waits until it is committed. */
   private termStart = 0;
@@ -150,7 +196,13 @@ export class Raft {
   private readonly maxInflight: number;
   private readonly maxLogEntries: number;
   private readonly snapChunkBytes: number;
-  readonly stats = { elections: 0, leaderChanges: 0, snapshotsSent: 0, snapshotsInstalled: 0, stepDowns: 0 };
+  readonly maxSnapshotBytes: number;
+  /**
+   * Set when this node's own durable state cannot be used (an entry or snapshot on disk that
+   * does not apply): the node then takes part in nothing and says why (docs/OPERATIONS.md).
+   */
+  fault: string | undefined;
+  readonly stats = { elections: 0, leaderChanges: 0, snapshotsSent: 0, snapshotsInstalled: 0, stepDowns: 0, termExhausted: 0 };
 
   constructor(
     private readonly o: RaftOptions,
@@ -164,13 +216,14 @@ export class Raft {
     this.maxLogEntries = Math.max(8, o.maxLogEntries ?? 100_000);
     // A chunk plus up to 64 member ids and the other fields must fit one sealed datagram.
     this.snapChunkBytes = o.snapChunkBytes ?? 700;
+    this.maxSnapshotBytes = o.maxSnapshotBytes ?? DEFAULT_MAX_SNAPSHOT_BYTES;
     const st = o.disk.load();
     this.term = st.term;
     this.vote = st.vote;
     this.base = st.base;
     this.baseTerm = st.baseTerm;
     this.log = st.entries.slice();
-    this.configs = [{ index: 0, members: [...o.initialMembers] }];
+    this.configs = [{ index: 0, members: [...o.initialMembers].sort((a, b) => a - b) }];
     if (st.snapshot) {
       // A crash between saving a snapshot and compacting the log can leave a log that the
       // snapshot covers entirely, or one that disagrees with it: the snapshot wins (§7).
@@ -184,12 +237,33 @@ export class Raft {
       }
       this.snap = st.snapshot;
       this.configs = [{ index: st.snapshot.index, members: [...st.snapshot.members] }];
-      o.sm.restore(st.snapshot.data, st.snapshot.index);
+      if (!validMembers(s.members) || !o.sm.restore(s.data, s.index)) this.fault = `the snapshot at index ${s.index} cannot be restored`;
       this.commit = this.applied = st.snapshot.index;
     }
     // Entries the snapshot already covers must not override its (later) configuration.
-    for (const e of this.log) if (e.index > this.snapshotIndex) this.noteConfig(e);
+    for (const e of this.log) {
+      if (this.fault) break;
+      if (!this.checkEntry(e.cmd) || e.term > MAX_TERM) this.fault = `journal entry ${e.index} cannot be applied`;
+      else if (e.index > this.snapshotIndex) this.noteConfig(e);
+    }
     this.resetElection(now);
+    // Serve the last state known committed at once, not only once a leader is heard again.
+    const commit = Math.min(st.commit, this.lastIndex);
+    if (!this.fault && commit > this.commit) this.setCommit(commit, false);
+  }
+
+  /** Noop, a valid configuration, or an App command the state machine accepts. */
+  checkEntry(cmd: Uint8Array): boolean {
+    switch (cmd[0]) {
+      case EntryKind.Noop:
+        return cmd.length === 1;
+      case EntryKind.Config:
+        return parseConfig(cmd) !== undefined;
+      case EntryKind.App:
+        return this.o.checkCommand?.(cmd) ?? true;
+      default:
+        return false;
+    }
   }
 
   // --- inspection -------------------------------------------------------------------
@@ -204,6 +278,11 @@ export class Raft {
 
   get members(): NodeId[] {
     return this.configs[this.configs.length - 1].members;
+  }
+
+  /** In any configuration this node holds (log, snapshot or bootstrap), in force or not. */
+  inAnyConfig(id: NodeId): boolean {
+    return this.configs.some((c) => c.members.includes(id));
   }
 
   /** Index of the configuration in force (0: the bootstrap one). */
@@ -250,10 +329,12 @@ export class Raft {
   }
 
   pollTimeout(): number {
+    if (this.fault) return Infinity;
     return this.role === Role.Leader ? Math.min(this.heartbeatAt, this.quorumCheckAt) : this.electionAt;
   }
 
   handleTimeout(now: number): void {
+    if (this.fault) return;
     if (this.role === Role.Leader) {
       if (now >= this.quorumCheckAt) this.checkQuorum(now);
       if (this.role === Role.Leader && now >= this.heartbeatAt) {
@@ -279,7 +360,7 @@ export class Raft {
 
   /** Leader only: append a command; undefined elsewhere (the caller forwards it to the leader). */
   propose(now: number, cmd: Uint8Array): number | undefined {
-    if (this.role !== Role.Leader) return undefined;
+    if (this.role !== Role.Leader || this.fault || this.lastIndex >= MAX_INDEX || !this.checkEntry(cmd)) return undefined;
     const e = this.appendLocal(cmd);
     this.broadcast(now);
     return e.index;
@@ -287,6 +368,7 @@ export class Raft {
 
   /** Leader only: one voting member added or removed (§4.1). */
   changeMembers(now: number, change: { add?: NodeId; remove?: NodeId }): ChangeResult {
+    if (this.fault) return { ok: false, reason: this.fault };
     if (this.role !== Role.Leader) return { ok: false, reason: 'not the leader' };
     if (this.configIndex > this.commit) return { ok: false, reason: `a membership change (index ${this.configIndex}) is not committed yet` };
     if (this.commit < this.termStart) return { ok: false, reason: 'the leader has not committed an entry of its term yet' };
@@ -300,17 +382,25 @@ export class Raft {
       if (cur.length === 1) return { ok: false, reason: 'cannot remove the last member' };
       next = cur.filter((m) => m !== change.remove);
     } else return { ok: false, reason: 'exactly one of add and remove' };
+    if (!validMembers(next)) return { ok: false, reason: `node ids are 1-${MAX_NODE_ID} and a configuration has at most ${MAX_MEMBERS} members` };
     const e = this.appendLocal(encodeConfig(next));
     this.broadcast(now);
     return { ok: true, index: e.index };
   }
 
-  handleMessage(now: number, from: NodeId, m: RaftMsg): void {
+  /**
+   * One message from `from`. Returns why it was refused, having changed nothing (see
+   * RaftDrop), or undefined once handled. Never throws on any message.
+   */
+  handleMessage(now: number, from: NodeId, m: RaftMsg): RaftDrop | undefined {
+    if (this.fault) return 'fenced';
+    const bad = this.check(m);
+    if (bad) return bad;
     // A term from the future: follow it (§5.1), except a pre-vote, which changes nothing,
     // and a vote request while we still hear a leader (stickiness: it is ignored outright).
     if (m.t === 'vote' && this.heardLeaderRecently(now)) {
       this.send(from, { t: 'voteResp', term: this.term, granted: false, pre: m.pre });
-      return;
+      return undefined;
     }
     if (m.term > this.term && !(m.t === 'vote' && m.pre) && !(m.t === 'voteResp' && m.pre && m.granted)) {
       const leader = m.t === 'append' || m.t === 'snap' ? from : 0;
@@ -318,17 +408,58 @@ export class Raft {
     }
     switch (m.t) {
       case 'vote':
-        return this.onVote(now, from, m);
+        this.onVote(now, from, m);
+        return undefined;
       case 'voteResp':
-        return this.onVoteResp(now, from, m);
+        this.onVoteResp(now, from, m);
+        return undefined;
       case 'append':
         return this.onAppend(now, from, m);
       case 'appendResp':
-        return this.onAppendResp(now, from, m);
+        this.onAppendResp(now, from, m);
+        return undefined;
       case 'snap':
         return this.onSnap(now, from, m);
       case 'snapResp':
-        return this.onSnapResp(now, from, m);
+        this.onSnapResp(now, from, m);
+        return undefined;
+    }
+  }
+
+  /**
+   * Semantic checks before anything is touched: bounds that keep every stored value
+   * encodable, a message's indexes and terms consistent with its own term, and every entry
+   * applicable before it can be journaled.
+   */
+  private check(m: RaftMsg): RaftDrop | undefined {
+    if (m.term > MAX_TERM) return 'out-of-bounds';
+    switch (m.t) {
+      case 'vote':
+        return m.lastIndex > MAX_INDEX || m.lastTerm > m.term ? 'out-of-bounds' : undefined;
+      case 'voteResp':
+        return undefined;
+      case 'append': {
+        if (m.prevIndex + m.entries.length > MAX_INDEX || m.commit > MAX_INDEX || m.prevTerm > m.term) return 'out-of-bounds';
+        // Terms in a log never decrease and never exceed the leader's.
+        let t = m.prevTerm;
+        for (const e of m.entries) {
+          if (e.term < t || e.term > m.term) return 'out-of-bounds';
+          t = e.term;
+        }
+        for (const e of m.entries) if (!this.checkEntry(e.cmd)) return 'bad-entry';
+        return undefined;
+      }
+      case 'appendResp':
+        if (m.index > MAX_INDEX) return 'out-of-bounds';
+        // Only a follower's acknowledgement of entries we have can move its match index.
+        return m.ok && this.role === Role.Leader && m.term === this.term && m.index > this.lastIndex ? 'index-beyond-log' : undefined;
+      case 'snap':
+        if (m.index > MAX_INDEX || m.lastTerm > m.term || m.total > MAX_INDEX) return 'out-of-bounds';
+        if (!validMembers(m.members) || m.total > this.maxSnapshotBytes) return 'bad-snapshot';
+        return undefined;
+      case 'snapResp':
+        if (m.index > MAX_INDEX || m.offset > MAX_INDEX) return 'out-of-bounds';
+        return m.offset > 0 && this.role === Role.Leader && m.term === this.term && m.index > this.lastIndex ? 'index-beyond-log' : undefined;
     }
   }
 
@@ -344,6 +475,11 @@ export class Raft {
 
   private campaign(now: number, pre: boolean): void {
     this.resetElection(now);
+    if (this.term >= MAX_TERM) {
+      // Terms exhausted (only a member can have pushed ours this far): no election can succeed.
+      this.stats.termExhausted++;
+      return;
+    }
     this.votes = new Set([this.id]);
     if (pre) {
       this.role = Role.PreCandidate;
@@ -456,7 +592,11 @@ export class Raft {
   }
 
   private noteConfig(e: LogEntry): void {
-    if (e.cmd[0] === EntryKind.Config) this.configs.push({ index: e.index, members: decodeConfig(e.cmd) });
+    if (e.cmd[0] !== EntryKind.Config) return;
+    const members = decodeConfig(e.cmd);
+    this.configs.push({ index: e.index, members });
+    // A removed node's progress goes with it: added back later (perhaps wiped), it starts afresh.
+    for (const id of this.progress.keys()) if (!members.includes(id)) this.progress.delete(id);
   }
 
   private broadcast(now: number): void {
@@ -515,7 +655,7 @@ export class Raft {
     if (s.data.length === 0 && resend) this.send(id, { t: 'snap', term: this.term, index: s.index, lastTerm: s.term, members: s.members, offset: 0, total: 0, data: s.data });
   }
 
-  private onAppend(now: number, from: NodeId, m: Extract<RaftMsg, { t: 'append' }>): void {
+  private onAppend(now: number, from: NodeId, m: Extract<RaftMsg, { t: 'append' }>): RaftDrop | undefined {
     if (m.term < this.term) {
       this.send(from, { t: 'appendResp', term: this.term, ok: false, index: 0 });
       return;
@@ -549,17 +689,23 @@ export class Raft {
       this.send(from, { t: 'appendResp', term: this.term, ok: false, index: Math.max(i, this.commit) });
       return;
     }
+    // The first entry that differs from ours: a committed one never may (Log Matching); a
+    // leader that says otherwise is refused before anything is truncated.
     let idx = prevIndex;
-    const fresh: LogEntry[] = [];
-    for (const e of entries) {
+    let first = entries.length;
+    for (let i = 0; i < entries.length; i++) {
       idx++;
-      if (fresh.length === 0 && idx <= this.lastIndex) {
-        if (this.termAt(idx) === e.term) continue;
-        if (idx <= this.commit) throw new Error(`raft ${this.id}: leader ${from} conflicts with committed index ${idx}`);
-        this.truncateFrom(idx);
+      if (idx > this.lastIndex || this.termAt(idx) !== entries[i].term) {
+        first = i;
+        break;
       }
-      fresh.push({ term: e.term, index: idx, cmd: e.cmd });
     }
+    if (first < entries.length && idx <= this.lastIndex) {
+      if (idx <= this.commit) return 'conflicts-committed';
+      this.truncateFrom(idx);
+    }
+    const fresh: LogEntry[] = [];
+    for (let i = first; i < entries.length; i++) fresh.push({ term: entries[i].term, index: prevIndex + i + 1, cmd: entries[i].cmd });
     if (fresh.length) {
       this.o.disk.append(fresh);
       for (const e of fresh) {
@@ -591,15 +737,17 @@ export class Raft {
       if (p.next <= p.match) p.next = p.match + 1;
       this.maybeCommit(now);
     } else {
+      const before = p.next;
       p.next = Math.max(p.match + 1, Math.min(p.next, m.index + 1));
-      // Answered: retry from the hint at once (as one probe).
-      if (this.role === Role.Leader) this.sendAppend(from, true);
+      // Answered: retry from the hint at once (as one probe), if it moved us back; a refusal
+      // that teaches nothing waits for the heartbeat (no ping-pong with a follower).
+      if (this.role === Role.Leader && p.next < before) this.sendAppend(from, true);
       return;
     }
     if (this.role === Role.Leader && this.progress.has(from)) this.sendAppend(from, false);
   }
 
-  private onSnap(now: number, from: NodeId, m: Extract<RaftMsg, { t: 'snap' }>): void {
+  private onSnap(now: number, from: NodeId, m: Extract<RaftMsg, { t: 'snap' }>): RaftDrop | undefined {
     if (m.term < this.term) {
       this.send(from, { t: 'snapResp', term: this.term, index: m.index, offset: 0 });
       return;
@@ -614,25 +762,37 @@ export class Raft {
     }
     if (!this.incoming || this.incoming.index !== m.index) {
       // A transfer starts at offset 0; a late or duplicated first chunk does not restart one.
-      if (m.offset !== 0) return this.send(from, { t: 'snapResp', term: this.term, index: m.index, offset: 0 });
-      this.incoming = { index: m.index, term: m.lastTerm, members: m.members, parts: [], got: 0 };
+      if (m.offset !== 0) {
+        this.send(from, { t: 'snapResp', term: this.term, index: m.index, offset: 0 });
+        return;
+      }
+      this.incoming = { index: m.index, term: m.lastTerm, members: [...m.members], total: m.total, parts: [], got: 0 };
     }
     const inc = this.incoming;
+    // One transfer describes one snapshot: a chunk that says otherwise is not part of it.
+    if (inc.total !== m.total || inc.term !== m.lastTerm || !sameMembers(inc.members, m.members)) return 'snapshot-mismatch';
     if (m.offset === inc.got && m.data.length > 0) {
       inc.parts.push(m.data.slice());
       inc.got += m.data.length;
     }
-    if (inc.got >= m.total) {
+    if (inc.got >= inc.total) {
       const data = concat(inc.parts, inc.got);
       this.incoming = undefined;
-      this.installSnapshot({ index: inc.index, term: inc.term, members: inc.members }, data);
+      // Checked whole before anything is replaced; a snapshot that does not restore is dropped
+      // (the leader resends it from offset 0, and the drop counter shows why it never lands).
+      if (!this.installSnapshot({ index: inc.index, term: inc.term, members: inc.members }, data)) return 'bad-snapshot';
     }
     this.send(from, { t: 'snapResp', term: this.term, index: m.index, offset: inc.got });
   }
 
-  private installSnapshot(meta: SnapshotMeta, data: Uint8Array): void {
+  /** The snapshot bytes of the transfer under way (the memory a leader makes us hold). */
+  get incomingBytes(): number {
+    return this.incoming?.got ?? 0;
+  }
+
+  private installSnapshot(meta: SnapshotMeta, data: Uint8Array): boolean {
+    if (!this.o.sm.restore(data, meta.index)) return false;
     this.stats.snapshotsInstalled++;
-    this.o.sm.restore(data, meta.index);
     this.snap = { ...meta, data };
     this.o.disk.saveSnapshot(meta, data);
     // Keep the log past the snapshot only if it agrees with it (§7: InstallSnapshot rule 6).
@@ -645,6 +805,8 @@ export class Raft {
     this.configs = [{ index: meta.index, members: [...meta.members] }];
     for (const e of this.log) this.noteConfig(e);
     this.commit = this.applied = meta.index;
+    this.o.disk.saveCommit(this.commit);
+    return true;
   }
 
   private onSnapResp(now: number, from: NodeId, m: Extract<RaftMsg, { t: 'snapResp' }>): void {
@@ -686,8 +848,9 @@ export class Raft {
     }
   }
 
-  private setCommit(n: number): void {
+  private setCommit(n: number, save = true): void {
     this.commit = n;
+    if (save) this.o.disk.saveCommit(n);
     while (this.applied < this.commit) {
       this.applied++;
       this.o.sm.apply(this.entryAt(this.applied)!);
@@ -726,11 +889,38 @@ export function encodeConfig(members: NodeId[]): Uint8Array {
   return w.finish();
 }
 
+/** A Config command's members; throws a WireError unless it is a valid configuration (parseConfig). */
 export function decodeConfig(cmd: Uint8Array): NodeId[] {
   const r = new Reader(cmd, 1);
+  const n = r.varint('config.members');
+  if (n === 0 || n > MAX_MEMBERS) throw new WireError(DropReason.MalformedPayload, 'config.members', `${n} (1-${MAX_MEMBERS})`);
   const out: NodeId[] = [];
-  for (let i = 0, n = r.varint('config.members'); i < n; i++) out.push(r.varint('config.member'));
+  for (let i = 0; i < n; i++) out.push(r.varint('config.member'));
+  r.expectEnd('config');
+  if (!validMembers(out)) throw new WireError(DropReason.MalformedPayload, 'config.member', 'node ids must be 1-2^48-1, ascending, without repeats');
   return out;
+}
+
+/** The members of a valid Config command, else undefined (an entry never to be stored). */
+export function parseConfig(cmd: Uint8Array): NodeId[] | undefined {
+  if (cmd[0] !== EntryKind.Config) return undefined;
+  try {
+    return decodeConfig(cmd);
+  } catch (e) {
+    if (e instanceof WireError) return undefined;
+    throw e;
+  }
+}
+
+/** 1-64 node ids in 1..MAX_NODE_ID, strictly ascending (the canonical form of a configuration). */
+export function validMembers(ms: readonly NodeId[]): boolean {
+  if (ms.length === 0 || ms.length > MAX_MEMBERS) return false;
+  for (let i = 0; i < ms.length; i++) if (!(Number.isSafeInteger(ms[i]) && ms[i] >= 1 && ms[i] <= MAX_NODE_ID) || (i > 0 && ms[i] <= ms[i - 1])) return false;
+  return true;
+}
+
+function sameMembers(a: readonly NodeId[], b: readonly NodeId[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 function concat(parts: Uint8Array[], total: number): Uint8Array {

@@ -9,12 +9,15 @@
  */
 import { Reader, Writer } from '../../transport/wire/buffer.js';
 import { DeltaOp, readDelta, writeDelta, validateDelta, type Delta } from '../../transport/wire/delta.js';
-import { MAX_REGISTER_NAME_LEN } from '../../transport/wire/constants.js';
+import { DropReason, MAX_DELTA_LEN, MAX_KEY_LEN, MAX_REGISTER_NAME_LEN } from '../../transport/wire/constants.js';
+import { WireError } from '../../transport/wire/errors.js';
 import { Murmur3, murmur3 } from '../core/hash.js';
 import { MapState } from '../core/register/map.js';
 import { StreamState } from '../core/register/stream.js';
 import type { RegisterKind } from '../core/register/state.js';
-import { EntryKind, type LogEntry, type StateMachine } from './raft.js';
+import { EntryKind, MAX_INDEX, MAX_NODE_ID, type LogEntry, type StateMachine } from './raft.js';
+
+const UTF8 = new TextDecoder();
 
 export interface DomainRegisterSpec {
   name: string;
@@ -58,6 +61,8 @@ export const COLLAPSE_REJECT_NAMES: Record<CollapseReject, string> = {
 
 /** Outcomes kept per origin, so a retried candidate gets its first outcome back (dissertation §6.3). */
 export const OUTCOME_WINDOW = 4096;
+/** Origins a snapshot's outcome table may name (every node ever a member proposes; bounded for memory). */
+export const MAX_ORIGINS = 4096;
 
 export interface Collapsed {
   index: number;
@@ -121,12 +126,9 @@ export class DomainState implements StateMachine {
   apply(e: LogEntry): void {
     this.index = e.index;
     if (e.cmd[0] !== EntryKind.App) return;
-    let c: Candidate;
-    try {
-      c = decodeCandidate(e.cmd);
-    } catch {
-      return; // leaders validate before appending; a bad entry changes nothing anywhere
-    }
+    // Entries are checked before they are stored; one that still does not decode changes nothing anywhere.
+    const c = parseCandidate(e.cmd);
+    if (!c) return;
     const prior = this.outcomeOf(c.origin, c.seq);
     if (prior !== undefined) {
       this.onCollapse?.({ index: e.index, candidate: c, outcome: prior, duplicate: true });
@@ -201,41 +203,85 @@ export class DomainState implements StateMachine {
     return w.finish();
   }
 
-  restore(data: Uint8Array, index: number): void {
-    this.reset();
+  /**
+   * Replace the state with a snapshot's (§15.4), or return false and change nothing: the
+   * snapshot is parsed and checked whole into a fresh state first, so garbage from a peer
+   * (or a disk) can neither throw nor leave a half-restored state.
+   */
+  restore(data: Uint8Array, index: number): boolean {
+    const fresh = new DomainState(this.seed, this.specs, this.groupSpecs);
+    try {
+      fresh.load(data, index);
+    } catch (e) {
+      if (e instanceof WireError) return false;
+      throw e;
+    }
+    this.index = fresh.index;
+    this.registers.clear();
+    for (const [k, v] of fresh.registers) this.registers.set(k, v);
+    this.groups.clear();
+    for (const [k, v] of fresh.groups) this.groups.set(k, v);
+    this.outcomes = fresh.outcomes;
+    return true;
+  }
+
+  /** Parse a snapshot into this (fresh) state; a WireError names what is wrong. */
+  private load(data: Uint8Array, index: number): void {
+    const bad = (field: string, detail: string): WireError => new WireError(DropReason.MalformedPayload, field, detail);
     const r = new Reader(data);
     this.index = r.varint('snapshot.index');
-    if (this.index !== index) throw new Error(`snapshot is of index ${this.index}, expected ${index}`);
+    if (this.index !== index) throw bad('snapshot.index', `snapshot is of index ${this.index}, expected ${index}`);
+    // Versions count commits, so none exceeds the index: every later increment stays encodable.
+    const version = (f: string, max: number): number => {
+      const v = r.varint(f);
+      if (v > max) throw bad(f, `${v} exceeds ${max}`);
+      return v;
+    };
     const nreg = r.varint('snapshot.registers');
+    if (nreg > this.registers.size) throw bad('snapshot.registers', `${nreg} registers; the domain declares ${this.registers.size}`);
+    const seenRegs = new Set<string>();
     for (let i = 0; i < nreg; i++) {
-      const name = new TextDecoder().decode(r.lenBytes('register.name', MAX_REGISTER_NAME_LEN));
+      const name = UTF8.decode(r.lenBytes('register.name', MAX_REGISTER_NAME_LEN));
       const kind = r.u8('register.kind');
-      const version = r.varint('register.version');
       const reg = this.registers.get(name);
-      if (!reg || (kind === 1) !== (reg.kind === 'map')) throw new Error(`snapshot register ${name} does not match this domain's configuration`);
-      reg.version = version;
+      if (!reg || seenRegs.has(name) || (kind !== 1 && kind !== 2) || (kind === 1) !== (reg.kind === 'map')) throw bad('register.name', `register ${name} does not match this domain's configuration`);
+      seenRegs.add(name);
+      reg.version = version('register.version', index);
       if (reg.state instanceof MapState) {
         const n = r.varint('register.entries');
         for (let j = 0; j < n; j++) {
-          const key = r.lenBytes('entry.key', 1 << 16).slice();
-          const v = r.varint('entry.version');
-          reg.state.put(key, r.lenBytes('entry.value', 1 << 24).slice(), v);
+          const key = r.lenBytes('entry.key', MAX_KEY_LEN).slice();
+          if (key.length === 0) throw bad('entry.key', 'empty key');
+          // Keys in the snapshot's order are distinct: a repeated key would be two entries in one.
+          if (reg.state.get(key)) throw bad('entry.key', 'repeated key');
+          const v = version('entry.version', reg.version);
+          if (v === 0) throw bad('entry.version', 'a present key has a version of at least 1');
+          reg.state.put(key, r.lenBytes('entry.value', MAX_DELTA_LEN).slice(), v);
         }
-      } else reg.state.appendBytes(r.lenBytes('register.bytes', 2 ** 40).slice());
+      } else reg.state.appendBytes(r.lenBytes('register.bytes', data.length).slice());
     }
     const ng = r.varint('snapshot.groups');
+    if (ng > this.groups.size) throw bad('snapshot.groups', `${ng} groups; the domain declares ${this.groups.size}`);
     for (let i = 0; i < ng; i++) {
-      const name = new TextDecoder().decode(r.lenBytes('group.name', MAX_REGISTER_NAME_LEN));
-      const version = r.varint('group.version');
+      const name = UTF8.decode(r.lenBytes('group.name', MAX_REGISTER_NAME_LEN));
+      const v = version('group.version', index);
       const g = this.groups.get(name);
-      if (g) g.version = version;
+      if (g) g.version = v;
     }
     const no = r.varint('snapshot.origins');
+    if (no > MAX_ORIGINS) throw bad('snapshot.origins', `${no} exceeds ${MAX_ORIGINS}`);
     for (let i = 0; i < no; i++) {
       const origin = r.varint('origin');
+      if (origin === 0 || origin > MAX_NODE_ID || this.outcomes.has(origin)) throw bad('origin', `${origin} is not a node id, or repeated`);
       const n = r.varint('origin.outcomes');
+      if (n > OUTCOME_WINDOW) throw bad('origin.outcomes', `${n} exceeds ${OUTCOME_WINDOW}`);
       const m = new Map<number, number>();
-      for (let j = 0; j < n; j++) m.set(r.varint('outcome.seq'), r.u8('outcome'));
+      for (let j = 0; j < n; j++) {
+        const seq = r.varint('outcome.seq');
+        const o = r.u8('outcome');
+        if (seq === 0 || seq > MAX_INDEX || o > CollapseReject.DuplicateKey) throw bad('outcome', `seq ${seq} outcome ${o}`);
+        m.set(seq, o);
+      }
       this.outcomes.set(origin, m);
     }
     r.expectEnd('snapshot');
@@ -259,20 +305,39 @@ export function encodeCandidate(c: Candidate): Uint8Array {
   return w.finish();
 }
 
+/** Decodes an App command; a WireError names the field at fault (origin and seq within bounds, deltas valid). */
 export function decodeCandidate(cmd: Uint8Array): Candidate {
+  const bad = (f: string, d: string): WireError => new WireError(DropReason.MalformedPayload, f, d);
   const r = new Reader(cmd);
-  if (r.u8('entry.kind') !== EntryKind.App) throw new Error('not a candidate entry');
+  if (r.u8('entry.kind') !== EntryKind.App) throw bad('entry.kind', 'not a candidate entry');
   const origin = r.varint('candidate.origin');
+  if (origin === 0 || origin > MAX_NODE_ID) throw bad('candidate.origin', `${origin} is not a node id`);
   const seq = r.varint('candidate.seq');
+  if (seq === 0 || seq > MAX_INDEX) throw bad('candidate.seq', `${seq} (1-${MAX_INDEX})`);
   const n = r.varint('candidate.ops');
-  if (n === 0 || n > 256) throw new Error(`candidate.ops: ${n} (1-256)`);
+  if (n === 0 || n > 256) throw bad('candidate.ops', `${n} (1-256)`);
   const ops: CandidateOp[] = [];
   for (let i = 0; i < n; i++) {
-    const register = new TextDecoder().decode(r.lenBytes('candidate.register', MAX_REGISTER_NAME_LEN));
+    const register = UTF8.decode(r.lenBytes('candidate.register', MAX_REGISTER_NAME_LEN));
     const delta = readDelta(r, 'candidate.delta');
-    validateDelta(delta);
+    try {
+      validateDelta(delta);
+    } catch (e) {
+      if (e instanceof RangeError) throw bad('candidate.delta', e.message);
+      throw e;
+    }
     ops.push({ register, delta });
   }
   r.expectEnd('candidate');
   return { origin, seq, ops };
+}
+
+/** The candidate of an App command, or undefined if it does not decode. */
+export function parseCandidate(cmd: Uint8Array): Candidate | undefined {
+  try {
+    return decodeCandidate(cmd);
+  } catch (e) {
+    if (e instanceof WireError) return undefined;
+    throw e;
+  }
 }

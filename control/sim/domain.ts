@@ -20,7 +20,9 @@ import { StreamState } from '../core/register/stream.js';
 import { MemDisk } from '../qn/disk.js';
 import { DomainNode, type DomainEvent } from '../qn/node.js';
 import { Role, type LogEntry, type NodeId } from '../qn/raft.js';
-import type { CandidateOp } from '../qn/state.js';
+import type { CandidateOp, DomainState } from '../qn/state.js';
+import { publicKeyOf } from '../../transport/etcp/crypto.js';
+import { StaticRelaySealer } from '../../transport/etcp/qn-seal.js';
 import { EventQueue, SimNetwork, type NetStats } from './network.js';
 import { Rng } from './rng.js';
 import { emptyTally, tallySeeds, type SeedTally } from './batch.js';
@@ -147,12 +149,34 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
   let crashes = 0;
 
   const members = new Map<NodeId, Member>();
+  // Static keys per member, drawn from the seed: relayed messages are sealed end to end (§15.5).
+  // Public keys and shared keys are computed on the first relay only (X25519 is the costly part),
+  // and a member's sealer outlives its crashes (it holds no state but those derived keys).
+  const privateKeys = new Map(allIds.map((id) => [id, rng.bytes(32)] as const));
+  const publicKeys = new Map<NodeId, Uint8Array>();
+  const publicKey = (id: NodeId): Uint8Array | undefined => {
+    const sk = privateKeys.get(id);
+    if (!sk) return undefined;
+    let pk = publicKeys.get(id);
+    if (!pk) publicKeys.set(id, (pk = publicKeyOf(sk)));
+    return pk;
+  };
+  const sealers = new Map<NodeId, StaticRelaySealer>();
+  const sealer = (id: NodeId): StaticRelaySealer => {
+    let s = sealers.get(id);
+    if (!s) {
+      const self = { privateKey: privateKeys.get(id)!, get publicKey() { return publicKey(id)!; } };
+      sealers.set(id, (s = new StaticRelaySealer(self, publicKey, (n) => rng.bytes(n))));
+    }
+    return s;
+  };
   const local = (m: Member, t: number): number => m.offset + t * m.rate;
   const global = (m: Member, lt: number): number => (lt - m.offset) / m.rate;
 
-  const observe = (m: Member) => (e: LogEntry) => {
-    const node = m.node!;
-    const d = node.state.digest();
+  // The state comes with the entry: a restarting member re-applies its committed entries
+  // while its node is still being constructed.
+  const observe = (m: Member) => (e: LogEntry, state: DomainState) => {
+    const d = state.digest();
     const digest = hashHex(d);
     const g = globalLog.get(e.index);
     if (!g) globalLog.set(e.index, { term: e.term, cmd: e.cmd, digest });
@@ -178,6 +202,7 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
         electionMs: 300,
         heartbeatMs: 50,
         maxLogEntries,
+        relay: sealer(m.id),
         observe: observe(m),
       },
       local(m, now),
