@@ -1,7 +1,7 @@
 /**
  * CPU a sequencer spends per reconciliation request that asks for a fresh pin (the attack
  * of issue 13: `targetVersion` 0, WANT_META, 256 root prefixes, from the authorised
- * follower), at a given map size. Usage: vite-node bench/recon-pin.ts [keys] [requests] [reuse|fresh]
+ * follower), at a given map size. Usage: vite-node bench/recon-pin.ts [keys] [requests] [reuse|fresh] [root|deep]
  * `fresh`: the log keeps one record, so no pin can be reused and every request (one per
  * second, inside the rate limit) builds a new one; a SnapReq then measures the chunking
  * slices (work() per handleTimeout).
@@ -21,7 +21,15 @@ const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 5, registers:
 seq.register('kv').restore(1, (st) => {
   for (let i = 0; i < n; i++) (st as MapState).put(enc(`key-${i}`), enc(`value-${i}`), 1);
 });
-const req = encodeMessage({ type: MsgType.ReconReq, register: 'kv', targetVersion: 0, flags: REQ_WANT_META, prefixes: Array.from({ length: 256 }, () => ({ depth: 0, prefix: 0 })) });
+// `deep`: 256 distinct depth-3 prefixes (a bucket scan each) against the held pin.
+const deep = process.argv[5] === 'deep';
+const req = encodeMessage({
+  type: MsgType.ReconReq,
+  register: 'kv',
+  targetVersion: 0,
+  flags: REQ_WANT_META,
+  prefixes: Array.from({ length: 256 }, (_, i) => (deep ? { depth: 3, prefix: i * 13 } : { depth: 0, prefix: 0 })),
+});
 let pn = 0;
 let now = 1;
 const samples: number[] = [];

@@ -5,6 +5,7 @@ import { ProposeError } from '../control/core/replica.js';
 import type { MapState } from '../control/core/register/map.js';
 import type { StreamState } from '../control/core/register/stream.js';
 import { append, cas, enc, harness, proposeNow, set } from './helpers.js';
+import { MsgType, encodeMessage, type Message } from '../transport/wire/messages.js';
 
 const KV = [{ name: 'kv', kind: 'map' as const }];
 
@@ -252,5 +253,69 @@ describe('a follower that lost its data', () => {
     world.drain(world.endpoints[1]);
     world.run(world.now + 10_000, () => (a.register('kv').state as MapState).get(enc('after')) !== undefined);
     expect((a.register('kv').state as MapState).get(enc('after'))).toBeDefined();
+  });
+});
+
+// Forged extremes from the authorised peer (found by test/estp-fuzz.test.ts), one per attack.
+describe('forged extremes from the peer', () => {
+  const inject = (h: ReturnType<typeof harness>, to: 'a' | 'b', m: Message): void => {
+    const ep = h[to];
+    ep.pair.handlePayload(h.world.now, 10_000_000 + Math.floor(h.world.now), encodeMessage(m));
+    h.world.drain(ep);
+  };
+
+  // (Within the send window, 256 versions, a forged Status is indistinguishable from a
+  // reordered one: the follower then waits for the sequencer to pass it, writes committing.)
+  it('a forged sequencer Status beyond the send window does not wedge the follower in REENTANGLING', () => {
+    const h = harness(KV);
+    h.settle();
+    const r = h.a.pair.register('kv');
+    h.cut();
+    h.world.run(h.world.now + 6000); // decohered: the follower takes its target from the next Status
+    inject(h, 'b', { ...r.status(), version: r.version + 5000 });
+    h.heal();
+    expect(h.settle(30_000)).toBe(true);
+  });
+
+  it('a forged follower Status far ahead does not wedge the sequencer (its version is no staleness reference)', () => {
+    const h = harness([{ name: 'kv', kind: 'map' }, { name: 'idle', kind: 'map' }]);
+    h.settle();
+    h.cut();
+    h.world.run(h.world.now + 6000);
+    inject(h, 'a', { ...h.b.pair.register('idle').status(), version: 120 });
+    h.heal();
+    expect(h.settle(30_000)).toBe(true);
+  });
+
+  it('an Ack naming a packet from the future does not stop RTT sampling', () => {
+    const h = harness(KV);
+    h.settle();
+    inject(h, 'a', { type: MsgType.Ack, largestPn: 2 ** 53 - 1, ackDelayMs: 0 });
+    h.world.net.setLink('A', 'B', true);
+    const before = h.a.pair.rttMs;
+    for (let i = 0; i < 20; i++) proposeNow(h, h.a, 'kv', set(`k${i}`, 'v'));
+    expect(h.settle()).toBe(true);
+    // Samples keep coming: the estimate moved off its old value (links are 1-5 ms).
+    expect(h.a.pair.rttMs).not.toBe(before);
+  });
+
+  it('a forged causal mark of 2^53-1 for the follower refuses its writes; nothing throws from pollTransmit', () => {
+    const h = harness([{ name: 'kv', kind: 'map', log: { maxRecords: 4, maxBytes: 1 << 20 } }]);
+    h.settle();
+    const rb = h.b.pair.register('kv');
+    // The follower adopts a pin whose marks claim its own origin decided everything.
+    rb.adopt(h.world.now, rb.version, new Map([[2, 2 ** 53 - 1]]), new Map(), 'reconcile');
+    expect(() => h.b.pair.propose(h.world.now, 'kv', set('x', 'y'))).toThrow(ProposeError);
+    expect(() => h.world.drain(h.b)).not.toThrow();
+  });
+
+  it('a Propose whose base jumps past any restart gap is dropped; the follower keeps committing', () => {
+    const h = harness(KV);
+    h.settle();
+    inject(h, 'a', { type: MsgType.Propose, register: 'kv', base: 2 ** 53 - 1, candidates: [{ origin: 2, seq: 2 ** 53 - 1, delta: set('evil', 'x') }] });
+    expect(h.a.pair.stats.drops['beyond-window']).toBe(1);
+    proposeNow(h, h.b, 'kv', set('honest', 'y'));
+    expect(h.settle()).toBe(true);
+    expect((h.a.pair.register('kv').state as MapState).get(enc('honest'))).toBeDefined();
   });
 });

@@ -147,7 +147,8 @@ export class HalfPair {
         policy: REGISTER_DEFAULTS.policy,
         maxPending: REGISTER_DEFAULTS.maxPending,
         log: REGISTER_DEFAULTS.log,
-        ...spec,
+        // Unset (undefined) fields keep their defaults.
+        ...(Object.fromEntries(Object.entries(spec).filter(([, v]) => v !== undefined)) as RegisterSpec),
         quota: { ...REGISTER_DEFAULTS.quota, ...spec.quota },
       };
       this.registers.set(spec.name, new Replica(cfg, ctx));

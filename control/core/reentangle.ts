@@ -23,6 +23,7 @@ import {
   type ReconEntriesMsg,
   type ReconMetaMsg,
   type ReconNodeMsg,
+  type ReconChild,
   type ReconReqMsg,
   type SnapChunkMsg,
   type SnapReqMsg,
@@ -32,7 +33,7 @@ import {
   encodeMessage,
 } from '../../transport/wire/messages.js';
 import { Hash64, hashEquals } from './hash.js';
-import { childrenOf, countUnder, entriesUnder, forEachUnder, type KeyIndex } from './keyspace.js';
+import { BUCKET_DEPTH, childrenOf, countUnder, entriesUnder, forEachUnder, type KeyIndex } from './keyspace.js';
 import { MapState, entryWireLen, type MapEntry } from './register/map.js';
 import { StreamState } from './register/stream.js';
 import type { PayloadBuilder } from './payload.js';
@@ -77,6 +78,12 @@ interface MapPin extends PinBase {
   kind: 'map';
   index: KeyIndex;
   chunks?: ChunkPlan;
+  /**
+   * Child summaries of the depth-3 nodes (the buckets) asked for so far: the only nodes
+   * whose summary scans many entries (a bucket). At most 4,096 per pin, so repeated
+   * requests cost a lookup and a pin costs at most one scan of the map in all.
+   */
+  bucketChildren?: Map<number, ReconChild[]>;
 }
 
 interface StreamPin extends PinBase {
@@ -235,10 +242,18 @@ export class ReconResponder {
           targetVersion: pin.version,
           depth: p.depth,
           prefix: p.prefix,
-          children: childrenOf(pin.index, p.depth, p.prefix),
+          children: this.children(pin, p.depth, p.prefix),
         }, now);
       }
     }
+  }
+
+  private children(pin: MapPin, depth: number, prefix: number): ReconChild[] {
+    if (depth !== BUCKET_DEPTH) return childrenOf(pin.index, depth, prefix);
+    pin.bucketChildren ??= new Map();
+    let c = pin.bucketChildren.get(prefix);
+    if (!c) pin.bucketChildren.set(prefix, (c = childrenOf(pin.index, depth, prefix)));
+    return c;
   }
 
   onSnapReq(now: number, m: SnapReqMsg): void {

@@ -465,6 +465,8 @@ export class Replica {
     // Stale (reordered) if a little below what the sequencer announced; far below, the
     // earlier announcement was wrong (a sequencer that lost state, or a lie): start from this one.
     if (m.version < this.seqVersionSeen && m.version >= this.seqVersionSeen - SEND_WINDOW) return;
+    // A re-entanglement target taken from the wrong announcement goes with it.
+    if (this.reentangleTarget !== undefined && this.reentangleTarget > m.version) this.reentangleTarget = m.version;
     this.seqVersionSeen = m.version;
     this.seqLogBase = m.logBase;
     this.peerVersion = m.version;
