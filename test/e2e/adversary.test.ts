@@ -309,7 +309,7 @@ describe.runIf(canRun)('an authorised adversary against spookd in network namesp
     // (Once servers have a dial policy, vic's configuration must allow adv this destination, or the test only shows the refusal.)
     const x = lab.host('adv');
     const sink = { family: 4 as const, address: x.addrs.get('vic')!, port: x.port + 100 };
-    const v = await underAttack('wrap-memory', 6, { kind: 'wrap-flood', durationMs: 8000, connections: 8, sink, maxBytes: 512 * 2 ** 20, neverRead: true }, 30_000);
+    const v = await underAttack('wrap-memory', 6, { kind: 'wrap-flood', durationMs: 8000, connections: 8, sink, maxBytes: 512 * 2 ** 20, serve: 'never-read' }, 30_000);
     await expectContained('wrap-memory', v);
     expect(v.report.errors).toEqual([]);
   }, 90_000);
