@@ -16,7 +16,6 @@
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { createServer } from 'node:net';
 import { AdminClient } from '../control/client/admin-client.js';
 import { Lab, ROOT, sleep, until } from '../control/lab/netns.js';
 import { encodeKey } from '../control/daemon/keys.js';
@@ -86,15 +85,12 @@ export async function runAttackBench(o: { keys: number; writes: number; attackMs
   lab.host('h').key = keys[0];
   lab.host('v').key = keys[1];
   lab.host('x').key = keys[2];
-  const sink = createServer((s) => s.resume().on('error', () => {})); // reads and discards what v dials it with
   const clients: AdminClient[] = [];
   try {
     const common = { fsync: o.fsync, logLevel: 'warn', wrap: { interception: 'off' } };
     lab.configure('v', [{ name: 'p', kind: 'map', maxPending: 65536 }], common);
     lab.configure('h', [{ name: 'p', kind: 'map', maxPending: 65536 }], common);
     await Promise.all(['v', 'h'].map((h) => lab.start(h)));
-    await new Promise<void>((r) => sink.listen(0, '127.0.0.1', () => r()));
-    const sinkPort = (sink.address() as { port: number }).port;
     const admin = await AdminClient.connect(lab.host('v').socket);
     clients.push(admin);
     await until('v-h entangled', async () => (await admin.request<{ state: string }>('pair', { peer: 'h' })).state === 'ENTANGLED', 20_000);
@@ -186,12 +182,12 @@ export async function runAttackBench(o: { keys: number; writes: number; attackMs
     const ok =
       (await phase('recon', { kind: 'recon-flood', durationMs: o.attackMs, rate: o.reconRate, register: 'p' })) &&
       (await phase('handshake', { kind: 'handshake-flood', durationMs: o.attackMs, rate: o.handshakeRate })) &&
-      (await phase('wrap', { kind: 'wrap-flood', durationMs: o.attackMs, connections: 64, sink: { family: 4, address: '127.0.0.1', port: sinkPort } }));
+      // The adversary is also the destination v dials (it reads and discards): the bench process only measures.
+      (await phase('wrap', { kind: 'wrap-flood', durationMs: o.attackMs, connections: 64, sink: { family: 4, address: '127.0.0.1', port: x.port + 100 }, serve: 'discard' }));
     if (!ok) log(`v ${alive() ? 'did not recover' : 'died'}; later phases skipped:\n${lab.logOf('v')}`);
     return { keys: o.keys, reconRate: o.reconRate, handshakeRate: o.handshakeRate, fsync: o.fsync, phases };
   } finally {
     for (const c of clients) c.close();
-    sink.close();
     await lab.destroy();
   }
 }

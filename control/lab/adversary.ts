@@ -40,11 +40,11 @@ export type Attack =
   | { kind: 'handshake-flood'; durationMs: number; rate: number }
   /**
    * Wrapped connections opened to `sink` and DATA pushed into them as fast as the carrier
-   * takes it, up to `maxBytes`. With `neverRead` the adversary serves the sink itself (on
-   * sink.address, which the victim must reach) and never reads: what the victim buffers is
-   * then what the peer made it hold.
+   * takes it, up to `maxBytes`. With `serve` the adversary is the sink itself (on
+   * sink.address, which the victim must reach): it reads and discards, or never reads, and
+   * then what the victim buffers is what the peer made it hold.
    */
-  | { kind: 'wrap-flood'; durationMs: number; connections: number; sink: Target; maxBytes?: number; neverRead?: boolean };
+  | { kind: 'wrap-flood'; durationMs: number; connections: number; sink: Target; maxBytes?: number; serve?: 'discard' | 'never-read' };
 
 export interface AttackSpec {
   seed: number;
@@ -240,7 +240,7 @@ export class Adversary {
           await this.handshakeFlood(a.durationMs, a.rate);
           break;
         case 'wrap-flood':
-          await this.wrapFlood(a.durationMs, a.connections, a.sink, a.maxBytes ?? Infinity, a.neverRead ?? false);
+          await this.wrapFlood(a.durationMs, a.connections, a.sink, a.maxBytes ?? Infinity, a.serve);
           break;
       }
     } catch (e) {
@@ -340,10 +340,11 @@ export class Adversary {
     });
   }
 
-  private async wrapFlood(durationMs: number, connections: number, sink: Target, maxBytes: number, neverRead: boolean): Promise<void> {
+  private async wrapFlood(durationMs: number, connections: number, sink: Target, maxBytes: number, serve: 'discard' | 'never-read' | undefined): Promise<void> {
     const until = performance.now() + durationMs;
     const held: Socket[] = [];
-    const server = neverRead ? createServer({ pauseOnConnect: true }, (s) => held.push(s.on('error', () => {}))) : undefined;
+    const server = serve ? createServer({ pauseOnConnect: serve === 'never-read' }, (s) => held.push(s.on('error', () => {}))) : undefined;
+    if (serve === 'discard') server!.on('connection', (s) => s.resume());
     if (server) await new Promise<void>((resolve, reject) => server.once('error', reject).listen(sink.port, sink.address, () => resolve()));
     try {
       await this.push(until, connections, sink, maxBytes);

@@ -5,7 +5,7 @@
  * then mutated or replaced by noise for the rest. Deterministic from the Rng's seed.
  */
 import { Rng } from '../sim/rng.js';
-import { encodeMessage, MsgType, RECON_FANOUT, RECON_MAX_DEPTH, REQ_WANT_META, type Message } from '../../transport/wire/messages.js';
+import { CloseReason, decodeMessages, encodeMessage, MsgType, RECON_FANOUT, RECON_MAX_DEPTH, REQ_WANT_META, type Message } from '../../transport/wire/messages.js';
 import { DeltaOp, type Delta } from '../../transport/wire/delta.js';
 import { MAX_FRAME_LEN, HEADER_LEN } from '../../transport/wire/constants.js';
 import { TAGLEN } from '../../transport/etcp/crypto.js';
@@ -54,6 +54,12 @@ export interface EstpContext {
   registers: string[];
   /** The pair's member ids (1 and 2): valid origins. */
   origins: number[];
+  /**
+   * Whether a Close may tear the pair down for good (reason Closed). Off, a Close only says
+   * the peer goes away (the pair decoheres and comes back): one Closed would otherwise end
+   * the campaign early, every later payload ignored by a CLOSED pair.
+   */
+  closes?: boolean;
 }
 
 function register(rng: Rng, ctx: EstpContext): string {
@@ -137,7 +143,7 @@ export function estpMessage(rng: Rng, ctx: EstpContext): Message {
     case MsgType.StreamData:
       return { type: t, register: reg, targetVersion: edgy(rng), offset: edgy(rng), data: bytes(rng, 1300) };
     case MsgType.Close:
-      return { type: t, reason: rng.int(0, 1) };
+      return { type: t, reason: ctx.closes ? rng.int(0, 1) : 1 };
   }
 }
 
@@ -183,6 +189,22 @@ function encodeOr(rng: Rng, make: () => Uint8Array): Uint8Array {
 
 /** An ESTP Data payload: valid messages (one or several), mutated ones, or noise. */
 export function estpPayload(rng: Rng, ctx: EstpContext): Uint8Array {
+  for (;;) {
+    const p = anyEstpPayload(rng, ctx);
+    if (ctx.closes || !closesPair(p)) return p;
+  }
+}
+
+/** Whether a payload decodes whole (so it is dispatched) with a Close that ends the pair: a mutation can make one. */
+function closesPair(p: Uint8Array): boolean {
+  try {
+    return decodeMessages(p).messages.some((m) => m.type === MsgType.Close && m.reason === CloseReason.Closed);
+  } catch {
+    return false;
+  }
+}
+
+function anyEstpPayload(rng: Rng, ctx: EstpContext): Uint8Array {
   const p = rng.float();
   if (p < 0.45) {
     const parts: Uint8Array[] = [];
