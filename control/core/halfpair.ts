@@ -288,7 +288,8 @@ export class HalfPair {
     if (m.type === MsgType.Close) {
       if (m.reason === CloseReason.GoingAway) {
         if (this.lifecycle.can(LifecycleEvent.PeerSilent)) this.fire(LifecycleEvent.PeerSilent, now, 'peer is shutting down');
-      } else this.fire(LifecycleEvent.Close, now, 'peer closed the pair');
+      } else if (this.lifecycle.can(LifecycleEvent.Close)) this.fire(LifecycleEvent.Close, now, 'peer closed the pair');
+      // A second Close (the same payload may carry two) finds the pair CLOSED already: nothing to do.
       return;
     }
     const r = this.registers.get(m.register);

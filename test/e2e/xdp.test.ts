@@ -106,7 +106,8 @@ describe('XDP in spookd', () => {
     lab.configure('q', [{ name: 'config', kind: 'map' }]); // restart without `xdp:`
     await lab.start('q');
     await until('the stale program is gone', async () => !/prog\/xdp/.test(link()), 10_000);
-    expect(readFileSync(join(q.dir, 'spookd.log'), 'utf8')).toContain('removed the XDP program a previous run left attached');
+    // The log line is written by the daemon's logger, which may flush after the detach is visible.
+    await until('the removal is logged', async () => readFileSync(join(q.dir, 'spookd.log'), 'utf8').includes('removed the XDP program a previous run left attached') || undefined, 5_000);
     await until('pair entangled again', async () => (await lab.admin<{ state: string }>('q', 'pair', { peer: 'p' })).state === 'ENTANGLED', 20_000);
     const w = await lab.admin<{ verdict: string }>('p', 'set', { peer: 'q', register: 'config', key: 'after-stale-xdp', value: 'yes' });
     expect(w.verdict).toBe('committed');
