@@ -111,6 +111,15 @@ function partition(entries: MapEntry[]): MapEntry[][] {
 
 const toWire = (e: MapEntry): WireEntry => ({ key: e.key, version: e.version, value: e.value });
 
+/** Incomplete ReconEntries sets a requester holds at most (octets of entry encoding). */
+const PARTIAL_MAX_BYTES = 1 << 20;
+
+function wireBytes(parts: readonly (readonly WireEntry[] | undefined)[]): number {
+  let n = 0;
+  for (const p of parts) if (p) for (const e of p) n += entryWireLen(e);
+  return n;
+}
+
 /** Entries sized per call of work() while chunking a pin for a full transfer. */
 export const CHUNK_WORK_BUDGET = 8192;
 /** New pins per register: a burst of this many, then one per PIN_INTERVAL_MS (§8.2). */
@@ -356,6 +365,8 @@ export class ReconRequester {
   private queue: Prefix[] = [{ depth: 0, prefix: 0 }];
   private readonly outstanding = new Map<string, Prefix>();
   private readonly parts = new Map<string, WireEntry[][]>();
+  /** Octets held in `parts` (sets not yet complete). */
+  private partialBytes = 0;
   private deletes: MapEntry[] = [];
   private puts: WireEntry[] = [];
 
@@ -388,6 +399,7 @@ export class ReconRequester {
     this.queue = [{ depth: 0, prefix: 0 }];
     this.outstanding.clear();
     this.parts.clear();
+    this.partialBytes = 0;
     this.deletes = [];
     this.puts = [];
     this.chunks = [];
@@ -431,6 +443,7 @@ export class ReconRequester {
     for (const p of this.outstanding.values()) this.queue.push(p);
     this.outstanding.clear();
     this.parts.clear();
+    this.partialBytes = 0;
     this.wantRequest = true;
     this.retransmitAt = undefined;
     return true;
@@ -528,12 +541,25 @@ export class ReconRequester {
     if (!this.outstanding.has(key)) return;
     let got = this.parts.get(key);
     if (!got || got.length !== m.parts) {
+      if (got) this.partialBytes -= wireBytes(got);
       got = new Array(m.parts);
       this.parts.set(key, got);
     }
+    if (got[m.part]) return; // a duplicate
+    // Parts of unfinished sets are held until the set completes: bounded, since an honest
+    // set is a few parts (a leaf holds at most 8 entries, §8.2).
+    const size = wireBytes([m.entries]);
+    if (this.partialBytes + size > PARTIAL_MAX_BYTES) {
+      this.r.refuse(now, 'quota-violation', `more than ${PARTIAL_MAX_BYTES} octets of incomplete ReconEntries sets`);
+      this.parts.clear();
+      this.partialBytes = 0;
+      return;
+    }
     got[m.part] = m.entries.map(copyEntry);
+    this.partialBytes += size;
     for (let i = 0; i < m.parts; i++) if (!got[i]) return;
     this.parts.delete(key);
+    this.partialBytes -= wireBytes(got);
     this.outstanding.delete(key);
     for (const part of got) if (!this.admit(now, part)) return;
     this.stageDeletes(m.depth, m.prefix);
