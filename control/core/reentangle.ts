@@ -38,6 +38,7 @@ import { MapState, entryWireLen, type MapEntry } from './register/map.js';
 import { StreamState } from './register/stream.js';
 import type { PayloadBuilder } from './payload.js';
 import type { Replica } from './replica.js';
+import { Gcra } from './rate.js';
 
 /** A subtree with at most this many entries is answered with its entries, not its children. */
 export const RECON_LEAF_MAX = 8;
@@ -133,9 +134,7 @@ export type PinRefusal = 'no-pin' | 'rate-limited';
 
 export class ReconResponder {
   private pin: MapPin | StreamPin | undefined;
-  /** Token bucket for new pins: tokens, and when it was last refilled. */
-  private tokens = PIN_BURST;
-  private refilledAt = -Infinity;
+  private readonly pinRate = new Gcra(PIN_BURST, PIN_INTERVAL_MS);
   /** New pins built (metrics, tests); refusals are counted as recon-rate-limited drops. */
   pinsBuilt = 0;
 
@@ -158,19 +157,6 @@ export class ReconResponder {
     return this.pin?.kind === 'map' && this.pin.chunks !== undefined && !this.pin.chunks.done;
   }
 
-  private takeToken(now: number): boolean {
-    if (this.refilledAt === -Infinity) this.refilledAt = now;
-    const earned = Math.floor((now - this.refilledAt) / PIN_INTERVAL_MS);
-    if (earned > 0) {
-      this.tokens = Math.min(PIN_BURST, this.tokens + earned);
-      this.refilledAt += earned * PIN_INTERVAL_MS;
-    }
-    if (this.tokens >= PIN_BURST) this.refilledAt = now; // a full bucket does not bank time
-    if (this.tokens <= 0) return false;
-    this.tokens--;
-    return true;
-  }
-
   /**
    * The pin a request refers to. A request that starts a session (WANT_META) gets the
    * current pin when the log can still bring the follower from it to the present, else a
@@ -181,7 +167,8 @@ export class ReconResponder {
     if (!start) return 'no-pin';
     const r = this.r;
     if (this.pin && r.canServeFrom(this.pin.version)) return this.pin;
-    if (!this.takeToken(now)) return 'rate-limited';
+    if (this.pinRate.next(now) > now) return 'rate-limited';
+    this.pinRate.take(now);
     const common: PinBase = {
       version: r.version,
       hash: { hi: r.state.hash.hi, lo: r.state.hash.lo },
@@ -384,7 +371,11 @@ export class ReconRequester {
   private receivedEntries = 0;
   private receivedBytes = 0;
 
-  constructor(private readonly r: Replica) {
+  constructor(
+    private readonly r: Replica,
+    /** Rate-limited start (§8.2): no request before this time. */
+    public notBefore?: number,
+  ) {
     this.restart();
   }
 
@@ -451,6 +442,10 @@ export class ReconRequester {
 
   fill(now: number, b: PayloadBuilder): void {
     if (!this.wantRequest) return;
+    if (this.notBefore !== undefined) {
+      if (now < this.notBefore) return;
+      this.notBefore = undefined;
+    }
     const flags = this.meta ? 0 : REQ_WANT_META;
     // Version 0 when the pin is not known yet: the responder pins its current state afresh.
     const targetVersion = this.target ?? 0;
