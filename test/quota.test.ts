@@ -104,3 +104,22 @@ describe('receive windows', () => {
     expect(fol.register('kv').status().held).toEqual([]);
   });
 });
+
+describe('reconciliation responses are held within bounds', () => {
+  // Attack: a sequencer answers an outstanding prefix with thousands of parts of a set it
+  // never completes, so that the follower holds them all.
+  it('incomplete ReconEntries sets beyond 1 MiB are dropped and counted', () => {
+    const fol = new HalfPair({ pairId: 1, localId: 2, peerId: 1, seed: 5, registers: [{ name: 'kv', kind: 'map' }] }, 0);
+    // The sequencer's log starts past us: the follower reconciles and asks for the root.
+    fol.handleDatagram(1, frame(1, { type: MsgType.Status, register: 'kv', version: 50, hash: { hi: 1, lo: 2 }, logBase: 40, resolvedSeq: 0, held: [] }));
+    const req = fol.pollTransmit(1);
+    expect(req).toBeDefined();
+    expect(fol.register('kv').requester).toBeDefined();
+    const value = new Uint8Array(1000);
+    for (let part = 0; part < 2000; part++) {
+      fol.handleDatagram(2, frame(1, { type: MsgType.ReconEntries, register: 'kv', targetVersion: 50, depth: 0, prefix: 0, part, parts: 4096, entries: [{ key: enc(`k${part}`), version: 1, value }] }));
+    }
+    expect(fol.stats.drops['quota-violation']).toBeGreaterThanOrEqual(1);
+    expect(fol.register('kv').state.size()).toBe(0);
+  });
+});

@@ -85,3 +85,25 @@ describe('reconciliation work per peer is bounded', () => {
     expect(c0.chunks).toBeGreaterThan(n / 60);
   });
 });
+
+describe('reconciliation sessions per follower are rate-limited', () => {
+  // Attack: a sequencer that makes the follower reconcile again and again (a bad hash, a
+  // log base past it), each session ending in a snapshot of the whole register on disk.
+  it('a follower starts 2 sessions at once, then one per second; a held-back one sends nothing before its time', () => {
+    const fol = new HalfPair({ pairId: 1, localId: 2, peerId: 1, seed: 5, registers: [{ name: 'kv', kind: 'map' }] }, 0);
+    const r = fol.register('kv');
+    const starts: (number | undefined)[] = [];
+    for (let i = 1; i <= 4; i++) {
+      fol.handleDatagram(1, frame({ type: MsgType.Status, register: 'kv', version: 100 * i, hash: { hi: i, lo: i }, logBase: 100 * i - 1, resolvedSeq: 0, held: [] }));
+      starts.push(r.requester!.notBefore);
+      r.adopt(1, 100 * i - 50, new Map(), new Map(), 'reconcile'); // the session "ends"
+    }
+    expect(starts).toEqual([undefined, undefined, 1001, 2001]);
+    fol.handleDatagram(1, frame({ type: MsgType.Status, register: 'kv', version: 1000, hash: { hi: 9, lo: 9 }, logBase: 999, resolvedSeq: 0, held: [] }));
+    expect(r.requester!.notBefore).toBe(3001);
+    expect(sent(fol, 2).some((m) => m.type === MsgType.ReconReq)).toBe(false);
+    expect(fol.pollTimeout()).toBeLessThanOrEqual(3001);
+    fol.handleTimeout(3001);
+    expect(sent(fol, 3001).some((m) => m.type === MsgType.ReconReq)).toBe(true);
+  });
+});

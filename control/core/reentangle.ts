@@ -38,6 +38,7 @@ import { MapState, entryWireLen, type MapEntry } from './register/map.js';
 import { StreamState } from './register/stream.js';
 import type { PayloadBuilder } from './payload.js';
 import type { Replica } from './replica.js';
+import { Gcra } from './rate.js';
 
 /** A subtree with at most this many entries is answered with its entries, not its children. */
 export const RECON_LEAF_MAX = 8;
@@ -111,6 +112,15 @@ function partition(entries: MapEntry[]): MapEntry[][] {
 
 const toWire = (e: MapEntry): WireEntry => ({ key: e.key, version: e.version, value: e.value });
 
+/** Incomplete ReconEntries sets a requester holds at most (octets of entry encoding). */
+const PARTIAL_MAX_BYTES = 1 << 20;
+
+function wireBytes(parts: readonly (readonly WireEntry[] | undefined)[]): number {
+  let n = 0;
+  for (const p of parts) if (p) for (const e of p) n += entryWireLen(e);
+  return n;
+}
+
 /** Entries sized per call of work() while chunking a pin for a full transfer. */
 export const CHUNK_WORK_BUDGET = 8192;
 /** New pins per register: a burst of this many, then one per PIN_INTERVAL_MS (§8.2). */
@@ -124,9 +134,7 @@ export type PinRefusal = 'no-pin' | 'rate-limited';
 
 export class ReconResponder {
   private pin: MapPin | StreamPin | undefined;
-  /** Token bucket for new pins: tokens, and when it was last refilled. */
-  private tokens = PIN_BURST;
-  private refilledAt = -Infinity;
+  private readonly pinRate = new Gcra(PIN_BURST, PIN_INTERVAL_MS);
   /** New pins built (metrics, tests); refusals are counted as recon-rate-limited drops. */
   pinsBuilt = 0;
 
@@ -149,19 +157,6 @@ export class ReconResponder {
     return this.pin?.kind === 'map' && this.pin.chunks !== undefined && !this.pin.chunks.done;
   }
 
-  private takeToken(now: number): boolean {
-    if (this.refilledAt === -Infinity) this.refilledAt = now;
-    const earned = Math.floor((now - this.refilledAt) / PIN_INTERVAL_MS);
-    if (earned > 0) {
-      this.tokens = Math.min(PIN_BURST, this.tokens + earned);
-      this.refilledAt += earned * PIN_INTERVAL_MS;
-    }
-    if (this.tokens >= PIN_BURST) this.refilledAt = now; // a full bucket does not bank time
-    if (this.tokens <= 0) return false;
-    this.tokens--;
-    return true;
-  }
-
   /**
    * The pin a request refers to. A request that starts a session (WANT_META) gets the
    * current pin when the log can still bring the follower from it to the present, else a
@@ -172,7 +167,8 @@ export class ReconResponder {
     if (!start) return 'no-pin';
     const r = this.r;
     if (this.pin && r.canServeFrom(this.pin.version)) return this.pin;
-    if (!this.takeToken(now)) return 'rate-limited';
+    if (this.pinRate.next(now) > now) return 'rate-limited';
+    this.pinRate.take(now);
     const common: PinBase = {
       version: r.version,
       hash: { hi: r.state.hash.hi, lo: r.state.hash.lo },
@@ -356,6 +352,8 @@ export class ReconRequester {
   private queue: Prefix[] = [{ depth: 0, prefix: 0 }];
   private readonly outstanding = new Map<string, Prefix>();
   private readonly parts = new Map<string, WireEntry[][]>();
+  /** Octets held in `parts` (sets not yet complete). */
+  private partialBytes = 0;
   private deletes: MapEntry[] = [];
   private puts: WireEntry[] = [];
 
@@ -373,7 +371,11 @@ export class ReconRequester {
   private receivedEntries = 0;
   private receivedBytes = 0;
 
-  constructor(private readonly r: Replica) {
+  constructor(
+    private readonly r: Replica,
+    /** Rate-limited start (§8.2): no request before this time. */
+    public notBefore?: number,
+  ) {
     this.restart();
   }
 
@@ -388,6 +390,7 @@ export class ReconRequester {
     this.queue = [{ depth: 0, prefix: 0 }];
     this.outstanding.clear();
     this.parts.clear();
+    this.partialBytes = 0;
     this.deletes = [];
     this.puts = [];
     this.chunks = [];
@@ -431,6 +434,7 @@ export class ReconRequester {
     for (const p of this.outstanding.values()) this.queue.push(p);
     this.outstanding.clear();
     this.parts.clear();
+    this.partialBytes = 0;
     this.wantRequest = true;
     this.retransmitAt = undefined;
     return true;
@@ -438,6 +442,10 @@ export class ReconRequester {
 
   fill(now: number, b: PayloadBuilder): void {
     if (!this.wantRequest) return;
+    if (this.notBefore !== undefined) {
+      if (now < this.notBefore) return;
+      this.notBefore = undefined;
+    }
     const flags = this.meta ? 0 : REQ_WANT_META;
     // Version 0 when the pin is not known yet: the responder pins its current state afresh.
     const targetVersion = this.target ?? 0;
@@ -528,12 +536,25 @@ export class ReconRequester {
     if (!this.outstanding.has(key)) return;
     let got = this.parts.get(key);
     if (!got || got.length !== m.parts) {
+      if (got) this.partialBytes -= wireBytes(got);
       got = new Array(m.parts);
       this.parts.set(key, got);
     }
+    if (got[m.part]) return; // a duplicate
+    // Parts of unfinished sets are held until the set completes: bounded, since an honest
+    // set is a few parts (a leaf holds at most 8 entries, §8.2).
+    const size = wireBytes([m.entries]);
+    if (this.partialBytes + size > PARTIAL_MAX_BYTES) {
+      this.r.refuse(now, 'quota-violation', `more than ${PARTIAL_MAX_BYTES} octets of incomplete ReconEntries sets`);
+      this.parts.clear();
+      this.partialBytes = 0;
+      return;
+    }
     got[m.part] = m.entries.map(copyEntry);
+    this.partialBytes += size;
     for (let i = 0; i < m.parts; i++) if (!got[i]) return;
     this.parts.delete(key);
+    this.partialBytes -= wireBytes(got);
     this.outstanding.delete(key);
     for (const part of got) if (!this.admit(now, part)) return;
     this.stageDeletes(m.depth, m.prefix);

@@ -34,7 +34,8 @@ import type { PayloadBuilder } from './payload.js';
 import { MapState } from './register/map.js';
 import { StreamState } from './register/stream.js';
 import type { RegisterKind } from './register/state.js';
-import { ReconRequester, ReconResponder } from './reentangle.js';
+import { PIN_BURST, PIN_INTERVAL_MS, ReconRequester, ReconResponder } from './reentangle.js';
+import { Gcra } from './rate.js';
 import { Deque } from './deque.js';
 import { QUOTA_DEFAULTS, QuotaCheck, type Quota } from './quota.js';
 
@@ -177,6 +178,7 @@ export class Replica {
   private everSent = 0;
   private retransmitAt: number | undefined;
   private statusDirty = true;
+  private readonly reconcileRate = new Gcra(PIN_BURST, PIN_INTERVAL_MS);
   /** When the responder's sliced work (chunking a pin) should continue. */
   private workDueAt: number | undefined;
   private readonly reorder = new Map<number, { msg: CollapseMsg; raw: Uint8Array }>();
@@ -495,7 +497,11 @@ export class Replica {
   }
 
   private startReconcile(now: number): void {
-    this.requester = new ReconRequester(this);
+    // A sequencer can make us reconcile again and again (each ends in a snapshot, O(state)):
+    // sessions start at the pins' rate, 2 at once then one per second (§8.2).
+    const at = this.reconcileRate.next(now);
+    this.reconcileRate.take(at);
+    this.requester = new ReconRequester(this, at > now ? at : undefined);
     this.reorder.clear();
   }
 
@@ -772,7 +778,7 @@ export class Replica {
   }
 
   nextTimeout(): number | undefined {
-    const t = this.requester?.retransmitAt ?? this.retransmitAt;
+    const t = this.requester ? (this.requester.retransmitAt ?? this.requester.notBefore) : this.retransmitAt;
     if (this.workDueAt === undefined) return t;
     return t === undefined ? this.workDueAt : Math.min(t, this.workDueAt);
   }
@@ -792,6 +798,8 @@ export class Replica {
       else this.sentSeqUpTo = this.resolvedSeq;
       this.statusDirty = true;
     }
+    // A held-back start that is due: fill() sends it now (or when the peer is reachable).
+    if (this.requester?.notBefore !== undefined && now >= this.requester.notBefore) this.requester.notBefore = undefined;
     if (this.requester?.onTimeout(now)) fired = true;
     return fired;
   }
