@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../control/sim/rng.js';
-import { estpPayload, qnPayload, wrapRecord } from '../control/lab/fuzz.js';
+import { concat, estpPayload, qnPayload, wrapRecord } from '../control/lab/fuzz.js';
+import { CloseReason, encodeMessage, MsgType } from '../transport/wire/messages.js';
+import { PairState } from '../control/core/lifecycle.js';
 import { HalfPair } from '../control/core/halfpair.js';
 import { DomainNode } from '../control/qn/node.js';
 import { MemDisk } from '../control/qn/disk.js';
@@ -66,6 +68,13 @@ describe('the adversary against each protocol core: no input escapes as an excep
       },
     );
     expect(out).toEqual({});
+  });
+
+  it('close-twice: one payload that closes the pair twice is handled, not thrown (one datagram ended spookd)', () => {
+    const pair = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 5, registers: [{ name: 'config', kind: 'map' }] }, 0);
+    const close = encodeMessage({ type: MsgType.Close, reason: CloseReason.Closed });
+    expect(() => pair.handlePayload(1, 1, concat([close, close]))).not.toThrow();
+    expect(pair.state).toBe(PairState.CLOSED);
   });
 
   for (const member of [true, false]) {

@@ -28,6 +28,8 @@ import { estpPayload, qnPayload, wrapRecord } from './fuzz.js';
 export type Attack =
   /** Fuzzed ESTP payloads on the pair session. */
   | { kind: 'estp'; count: number; rate: number; registers: string[] }
+  /** Given payloads (hex), each sealed in a Data frame on the pair session: a named attack a test crafted. */
+  | { kind: 'payloads'; payloads: string[] }
   /** Fuzzed QN envelopes for `domain` (the adversary may or may not be one of its members). */
   | { kind: 'qn'; count: number; rate: number; domain: string; otherDomains: string[]; members: string[]; registers: string[] }
   /** Fuzzed WRAP records over an authenticated carrier. */
@@ -225,6 +227,11 @@ export class Adversary {
           await this.sealed(a.count, a.rate, Infinity, () => qnPayload(this.rng, ctx));
           break;
         }
+        case 'payloads': {
+          const list = a.payloads.map((h) => new Uint8Array(Buffer.from(h, 'hex')));
+          await this.sealed(list.length, 1000, Infinity, () => list[this.report.sent]);
+          break;
+        }
         case 'wrap':
           await this.wrap(a.count, a.rate, a.targets);
           break;
@@ -246,6 +253,7 @@ export class Adversary {
     } catch (e) {
       this.error((e as Error).message);
     } finally {
+      await sleep(100); // datagrams still queued in the socket leave before it closes
       this.sock?.close();
       this.report.handshakes += this.link?.handshakes ?? 0;
       this.report.received = this.link?.received ?? 0;

@@ -6,6 +6,7 @@ import { Lab, ROOT, sleep, until } from '../../control/lab/netns.js';
 import { encodeKey } from '../../control/daemon/keys.js';
 import { generateKeyPair } from '../../transport/etcp/crypto.js';
 import { pairIdentity } from '../../transport/etcp/endpoint.js';
+import { CloseReason, encodeMessage, MsgType } from '../../transport/wire/messages.js';
 import type { Attack, AttackReport, AttackSpec } from '../../control/lab/adversary.js';
 
 /**
@@ -16,8 +17,9 @@ import type { Attack, AttackReport, AttackSpec } from '../../control/lab/adversa
  * hon1 and hon2, of which adv is not a member; adv is a member of a second domain, `shared`
  * (vic, hon1, adv).
  *
- * Categories: estp, qn-member, qn-non-member, wrap (fuzz), wrap-memory (a server that never
- * reads, 512 MiB pushed at it) and unauthenticated (handshake replays, idle carrier sockets).
+ * Categories: estp (fuzz, then one payload that closes the pair twice), qn-member,
+ * qn-non-member, wrap (fuzz), wrap-memory (a server that never reads, 512 MiB pushed at it)
+ * and unauthenticated (handshake replays, idle carrier sockets).
  * Each category is its own test and asserts the same things, during and after the attack:
  * vic is alive, its admin socket answers, the honest pair vic-hon1 keeps committing (and the
  * writes reach hon1), `main` keeps committing (and the writes reach hon2), neither of them
@@ -205,7 +207,8 @@ function firstError(h: string): string | undefined {
   } catch {
     return undefined;
   }
-  const at = lines.findIndex((l) => /^\w*(Error|Exception)\b/.test(l));
+  // Node prints an uncaught exception as `Name: message` and then its stack (`    at ...`).
+  const at = lines.findIndex((l, i) => /^\w+: /.test(l) && lines[i + 1]?.startsWith('    at '));
   return at < 0 ? undefined : lines.slice(at, at + 8).join('\n');
 }
 
@@ -266,6 +269,10 @@ describe.runIf(canRun)('an authorised adversary against spookd in network namesp
     expect(v.report).toMatchObject({ sent: 30_000, errors: [] });
     // The fuzz reached the pair core: a few may be lost in the socket buffer, none to a closed pair.
     expect((await received()) - r0).toBeGreaterThan(20_000);
+    // Then what the fuzz rarely draws: one payload that closes the pair twice (the pair ends, that is all).
+    const close = Buffer.from(encodeMessage({ type: MsgType.Close, reason: CloseReason.Closed })).toString('hex');
+    const v2 = await underAttack('estp-close-twice', 7, { kind: 'payloads', payloads: [close + close] }, 20_000);
+    await expectContained('estp-close-twice', v2);
   }, 90_000);
 
   it('qn-member: 25,000 fuzzed QN messages for a domain the adversary is a member of', async () => {
