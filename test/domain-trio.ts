@@ -23,6 +23,8 @@ export class Trio {
   readonly cut = new Set<string>();
   readonly toOutsider: { from: number; bytes: Uint8Array }[] = [];
   readonly events = new Map<number, DomainEvent[]>();
+  /** Sees every message delivered between members (a fuzzer's corpus). */
+  tap: ((from: number, to: number, bytes: Uint8Array) => void) | undefined;
   private readonly rng: Rng;
   /** Static keys of 1, 2, 3 and the outsider: relayed messages are sealed with them (§15.5). */
   readonly keys = new Map<number, KeyPair>();
@@ -99,7 +101,10 @@ export class Trio {
           moved = true;
           if (rounds > 9_990 && this.lastMoves.length < 12) this.lastMoves.push(`${id}>${tx.to} ${JSON.stringify(decodeEnvelope(tx.bytes).body, (_k, v) => (v instanceof Uint8Array ? Array.from(v) : v))}`);
           if (tx.to === OUTSIDER) this.toOutsider.push({ from: id, bytes: tx.bytes });
-          else if (!this.cut.has(`${id}>${tx.to}`)) this.nodes.get(tx.to)?.handleDatagram(this.now, id, tx.bytes);
+          else if (!this.cut.has(`${id}>${tx.to}`)) {
+            this.tap?.(id, tx.to, tx.bytes);
+            this.nodes.get(tx.to)?.handleDatagram(this.now, id, tx.bytes);
+          }
         }
       }
     }

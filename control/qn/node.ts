@@ -12,7 +12,7 @@ import { WireError } from '../../transport/wire/errors.js';
 import { validateDelta } from '../../transport/wire/delta.js';
 import { QN_DEFAULT_TTL, decodeBody, decodeEnvelope, encodeBody, encodeEnvelope, sealedHeader, type QnBody } from './codec.js';
 import type { DomainDisk } from './disk.js';
-import { MAX_INDEX, MAX_NODE_ID, Raft, Role, type LogEntry, type NodeId, type RaftDrop, type RaftMsg } from './raft.js';
+import { EntryKind, MAX_INDEX, MAX_NODE_ID, Raft, Role, parseConfig, type LogEntry, type NodeId, type RaftDrop, type RaftMsg } from './raft.js';
 import { COLLAPSE_REJECT_NAMES, OUTCOME_WINDOW, DomainState, encodeCandidate, parseCandidate, type CandidateOp, type Collapsed, type DomainRegisterSpec, type GroupSpec } from './state.js';
 
 /** Largest encoded candidate: it must fit one append message (one datagram). */
@@ -31,6 +31,8 @@ export type QnDrop =
   | 'not-a-member'
   | 'no-route'
   | 'relayed-by-non-member'
+  /** A removal notice that this member's own log contradicts. */
+  | 'bad-removal'
   /** A relayed message without a valid end-to-end seal from its claimed origin (§15.5). */
   | 'relay-unauthenticated'
   | 'malformed-candidate'
@@ -53,6 +55,7 @@ export const QN_DROPS: readonly QnDrop[] = [
   'not-a-member',
   'no-route',
   'relayed-by-non-member',
+  'bad-removal',
   'relay-unauthenticated',
   'malformed-candidate',
   'oversized-candidate',
@@ -350,7 +353,15 @@ export class DomainNode {
   /** Checks of the non-Raft bodies (Raft checks its own): node ids and indexes within bounds. */
   private checkBody(b: QnBody): QnDrop | undefined {
     if (b.t === 'hello') return b.commit > MAX_INDEX || b.neighbours.some((n) => n === 0 || n > MAX_NODE_ID) ? 'out-of-bounds' : undefined;
-    if (b.t === 'removed') return b.index === 0 || b.index > MAX_INDEX ? 'out-of-bounds' : undefined;
+    if (b.t === 'removed') {
+      if (b.index === 0 || b.index > MAX_INDEX) return 'out-of-bounds';
+      // Our own log can contradict the notice: a leader holds every committed entry (Leader
+      // Completeness), and an entry we hold at that index must be a configuration without us.
+      const r = this.raft;
+      if (r.role === Role.Leader) return 'bad-removal';
+      const e = r.entryAt(b.index);
+      if (e && !(e.cmd[0] === EntryKind.Config && !(parseConfig(e.cmd) ?? [this.id]).includes(this.id))) return 'bad-removal';
+    }
     return undefined;
   }
 
@@ -487,6 +498,8 @@ export class DomainNode {
     const committedConfig = this.raft.configIndex <= this.raft.commit;
     // Only committed configurations count: an appended one may be truncated and redone.
     if (committedConfig) for (const m of this.raft.members) this.everMember.add(m);
+    // Leading a configuration that holds us: a removal notice was false (Leader Completeness).
+    if (this.removed && this.raft.role === Role.Leader && this.raft.members.includes(this.id)) this.removed = 0;
     // Added back by a committed change newer than a removal notice: no longer removed.
     if (this.removed && committedConfig && this.raft.members.includes(this.id) && this.raft.configIndex > this.removed) this.removed = 0;
     if (this.raft.members.includes(this.id) && committedConfig && !this.removed) this.wasMember = true;
