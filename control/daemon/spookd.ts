@@ -320,6 +320,11 @@ export class Spookd {
     } catch (e2) {
       this.log.error({ peer: link.name, err: e2 }, 'fenced pair could not record its lifecycle');
     }
+    this.dropSessions(link);
+  }
+
+  /** Forget every session of a peer (their indices leave the pair table and the XDP map): a new handshake is needed. */
+  private dropSessions(link: PeerLink): void {
     if (link.session) this.closeSession(link.session.localIndex);
     for (const o of [...link.oldSessions, ...link.unconfirmed]) this.closeSession(o.session.localIndex);
     link.session = undefined;
@@ -474,11 +479,7 @@ export class Spookd {
     link.violations = total;
     link.disconnects++;
     this.log.warn({ peer: link.name, violations: total }, 'peer over the protocol-violation limit: session dropped, a new handshake is required');
-    if (link.session) this.closeSession(link.session.localIndex);
-    for (const o of [...link.oldSessions, ...link.unconfirmed]) this.closeSession(o.session.localIndex);
-    link.session = undefined;
-    link.oldSessions = [];
-    link.unconfirmed = [];
+    this.dropSessions(link);
     link.lastInitAt = now;
   }
 

@@ -66,7 +66,12 @@ export function aeadEncrypt(key: Uint8Array, n: number, ad: Uint8Array, plaintex
 /** Returns undefined when authentication fails (never throws on bad input). */
 export function aeadDecrypt(key: Uint8Array, n: number, ad: Uint8Array, ciphertext: Uint8Array): Uint8Array | undefined {
   if (ciphertext.length < TAGLEN) return undefined;
-  const d = createDecipheriv('chacha20-poly1305', key, nonce12(n), { authTagLength: TAGLEN });
+  return chachaOpen(key, nonce12(n), ad, ciphertext);
+}
+
+/** ChaCha20-Poly1305 open with a 12-octet nonce; undefined when authentication fails. */
+function chachaOpen(key: Uint8Array, nonce: Uint8Array, ad: Uint8Array, ciphertext: Uint8Array): Uint8Array | undefined {
+  const d = createDecipheriv('chacha20-poly1305', key, nonce, { authTagLength: TAGLEN });
   d.setAAD(ad, { plaintextLength: ciphertext.length - TAGLEN });
   d.setAuthTag(ciphertext.subarray(ciphertext.length - TAGLEN));
   const body = d.update(ciphertext.subarray(0, ciphertext.length - TAGLEN));
@@ -147,14 +152,5 @@ export function xaeadEncrypt(key: Uint8Array, nonce: Uint8Array, ad: Uint8Array,
 export function xaeadDecrypt(key: Uint8Array, nonce: Uint8Array, ad: Uint8Array, ciphertext: Uint8Array): Uint8Array | undefined {
   if (ciphertext.length < TAGLEN || nonce.length !== XNONCELEN) return undefined;
   const { k, n } = xsubkey(key, nonce);
-  const d = createDecipheriv('chacha20-poly1305', k, n, { authTagLength: TAGLEN });
-  d.setAAD(ad, { plaintextLength: ciphertext.length - TAGLEN });
-  d.setAuthTag(ciphertext.subarray(ciphertext.length - TAGLEN));
-  const body = d.update(ciphertext.subarray(0, ciphertext.length - TAGLEN));
-  try {
-    d.final();
-  } catch {
-    return undefined;
-  }
-  return new Uint8Array(body);
+  return chachaOpen(k, n, ad, ciphertext);
 }
