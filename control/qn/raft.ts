@@ -34,7 +34,7 @@ export const MAX_NODE_ID = 2 ** 48 - 1;
 /** At most this many voting members in a configuration. */
 export const MAX_MEMBERS = 64;
 /** Default bound on an incoming snapshot (the buffer one leader can make a follower hold). */
-export const DEFAULT_MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024;
+export const DEFAULT_MAX_SNAPSHOT_BYTES = 1024 * 1024 * 1024;
 
 /**
  * Why Raft refused a message (closed set; the caller counts them). Each leaves the node's
