@@ -77,6 +77,15 @@ describe('QN containment: hostile values from a member are dropped and counted, 
     expect(r.role).toBe(Role.Follower);
   });
 
+  it('huge term already on disk (stored by a version without the bound): the member is fenced at start, not crashed at its next election', () => {
+    const disk = new MemDisk();
+    disk.saveHard(HUGE, 0);
+    const n = new DomainNode({ domain: DOMAIN, name: 'd', id: 2, members: [1, 2, 3], links: [1, 3], registers: [{ name: 'kv', kind: 'map' }], seed: 1, disk, random: (a) => a }, 0);
+    expect(n.fencedCause).toMatch(/stored term 9007199254740991 exceeds/);
+    expect(n.pollTimeout()).toBe(Infinity);
+    expect(() => n.handleTimeout(10_000)).not.toThrow();
+  });
+
   it('malformed Config entry: an append carrying an undecodable or non-canonical configuration is never journaled', () => {
     const disk = new MemDisk();
     const r = lone(disk);

@@ -240,6 +240,8 @@ export class Raft {
       if (!validMembers(s.members) || !o.sm.restore(s.data, s.index)) this.fault = `the snapshot at index ${s.index} cannot be restored`;
       this.commit = this.applied = st.snapshot.index;
     }
+    // A term beyond the bound can only have been stored by a version without it (issue 13).
+    if (st.term > MAX_TERM) this.fault = `the stored term ${st.term} exceeds ${MAX_TERM}`;
     // Entries the snapshot already covers must not override its (later) configuration.
     for (const e of this.log) {
       if (this.fault) break;
