@@ -4,7 +4,7 @@
  * other domains, and the operator's way back is documented (docs/OPERATIONS.md).
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -56,9 +56,15 @@ describe('fencing a domain (control/daemon/domains.ts)', () => {
     expect(good.node.fencedCause).toBeUndefined();
     expect(good.node.pollTimeout()).toBeLessThan(Infinity);
     expect(good.propose(0, [{ register: 'kv', delta: { op: DeltaOp.Set, key: enc('k'), value: enc('v') } }])).toEqual({ seq: 1 });
-    // A snapshot file that fails its checksum fences too, instead of stopping spookd.
     good.close();
     bad.close();
+    // A snapshot file that fails its checksum fences its domain too, instead of stopping spookd.
+    mkdirSync(join(dataDir, 'domains', 'torn'), { recursive: true });
+    writeFileSync(join(dataDir, 'domains', 'torn', 'snapshot'), Buffer.from('SPKQSNP1 not a real snapshot, and no checksum at all'));
+    const torn = host(dataDir, 'torn', lines).h;
+    expect(torn.node.fencedCause).toMatch(/cannot load .*torn.*checksum mismatch/);
+    expect(torn.disk).toBeUndefined();
+    torn.close();
   });
 
   it('an unexpected exception out of the node fences its domain (internal-error), logged once and counted, never thrown', () => {

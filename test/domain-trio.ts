@@ -70,7 +70,7 @@ export class Trio {
   }
 
   sealer(id: number): StaticRelaySealer {
-    return new StaticRelaySealer(this.keys.get(id)!, new Map([...this.keys].map(([i, k]) => [i, k.publicKey] as const)), (n) => this.rng.bytes(n));
+    return new StaticRelaySealer(this.keys.get(id)!, new Map([...this.keys].map(([i, k]) => [i, k.publicKey] as const)));
   }
 
   stop(id: number): void {

@@ -3,7 +3,7 @@
  * member node ids and configured peers. spookd carries its messages in sealed Data frames on
  * the pair sessions it already has (docs/PROTOCOL.md §15.3) and hands it timer ticks.
  */
-import { randomBytes, randomInt } from 'node:crypto';
+import { randomInt } from 'node:crypto';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { hashHex, murmur3 } from '../core/hash.js';
@@ -64,7 +64,7 @@ export class DomainHost {
     }
     const dir = join(dataDir, 'domains', encodeURIComponent(cfg.name));
     // Relayed messages are sealed between the origin's and the destination's static keys (§15.5).
-    const relay = new StaticRelaySealer(self, new Map(peers.map((p) => [nodeIdOf(p.publicKey), p.publicKey] as const)), (n) => new Uint8Array(randomBytes(n)));
+    const relay = new StaticRelaySealer(self, new Map(peers.map((p) => [nodeIdOf(p.publicKey), p.publicKey] as const)));
     const others = cfg.members.map((m) => this.idOf.get(m)!);
     const members = (cfg.join ? others : [this.selfId, ...others]).sort((a, b) => a - b);
     const opts = (disk: DomainNodeOptions['disk']): DomainNodeOptions => ({

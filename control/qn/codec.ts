@@ -41,8 +41,8 @@ export interface QnEnvelope {
 }
 
 const KIND = { vote: 1, voteResp: 2, append: 3, appendResp: 4, snap: 5, snapResp: 6, fwd: 7, hello: 8, removed: 9, sealed: 10 } as const;
-/** Salt (16) + tag (16) + at least the kind octet. */
-const MIN_BOX = 33;
+/** At least the kind octet, and the 16-octet tag. */
+const MIN_BOX = 17;
 
 export function encodeEnvelope(e: QnEnvelope): Uint8Array {
   const w = new Writer(64);

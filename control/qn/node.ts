@@ -67,7 +67,7 @@ export type DomainPolicy = 'buffer' | 'refuse';
 
 /**
  * End-to-end seals between members (§15.5), injected so the core stays pure: spookd uses its
- * static ETCP keys (transport/etcp/qn-seal.ts), the simulator seeded ones.
+ * static ETCP keys (transport/etcp/qn-seal.ts), the simulator fixed keys per node id.
  */
 export interface RelaySeal {
   seal(to: NodeId, header: Uint8Array, body: Uint8Array): Uint8Array | undefined;

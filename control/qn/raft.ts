@@ -34,7 +34,7 @@ export const MAX_NODE_ID = 2 ** 48 - 1;
 /** At most this many voting members in a configuration. */
 export const MAX_MEMBERS = 64;
 /** Default bound on an incoming snapshot (the buffer one leader can make a follower hold). */
-export const DEFAULT_MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024;
+export const DEFAULT_MAX_SNAPSHOT_BYTES = 1024 * 1024 * 1024;
 
 /**
  * Why Raft refused a message (closed set; the caller counts them). Each leaves the node's
@@ -240,6 +240,8 @@ export class Raft {
       if (!validMembers(s.members) || !o.sm.restore(s.data, s.index)) this.fault = `the snapshot at index ${s.index} cannot be restored`;
       this.commit = this.applied = st.snapshot.index;
     }
+    // A term beyond the bound can only have been stored by a version without it (issue 13).
+    if (st.term > MAX_TERM) this.fault = `the stored term ${st.term} exceeds ${MAX_TERM}`;
     // Entries the snapshot already covers must not override its (later) configuration.
     for (const e of this.log) {
       if (this.fault) break;

@@ -18,14 +18,17 @@ import { hashHex } from '../core/hash.js';
 import { MapState } from '../core/register/map.js';
 import { StreamState } from '../core/register/stream.js';
 import { MemDisk } from '../qn/disk.js';
-import { DomainNode, type DomainEvent } from '../qn/node.js';
+import { DomainNode, type DomainEvent, type QnDrop } from '../qn/node.js';
 import { Role, type LogEntry, type NodeId } from '../qn/raft.js';
 import type { CandidateOp, DomainState } from '../qn/state.js';
-import { publicKeyOf } from '../../transport/etcp/crypto.js';
-import { StaticRelaySealer } from '../../transport/etcp/qn-seal.js';
+import { hash, publicKeyOf } from '../../transport/etcp/crypto.js';
+import { RelayKeyring, StaticRelaySealer } from '../../transport/etcp/qn-seal.js';
 import { EventQueue, SimNetwork, type NetStats } from './network.js';
 import { Rng } from './rng.js';
 import { emptyTally, tallySeeds, type SeedTally } from './batch.js';
+
+/** Drop reasons that only a faulty or hostile peer causes: none may occur in a simulated run. */
+const VIOLATION_DROPS: readonly QnDrop[] = ['malformed', 'relay-unauthenticated', 'out-of-bounds', 'bad-entry', 'conflicts-committed', 'index-beyond-log', 'bad-snapshot', 'snapshot-mismatch', 'candidate-origin-mismatch', 'bad-removal', 'fenced'];
 
 export interface DomainSimOptions {
   seed: number;
@@ -149,27 +152,16 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
   let crashes = 0;
 
   const members = new Map<NodeId, Member>();
-  // Static keys per member, drawn from the seed: relayed messages are sealed end to end (§15.5).
-  // Public keys and shared keys are computed on the first relay only (X25519 is the costly part),
-  // and a member's sealer outlives its crashes (it holds no state but those derived keys).
-  const privateKeys = new Map(allIds.map((id) => [id, rng.bytes(32)] as const));
-  const publicKeys = new Map<NodeId, Uint8Array>();
-  const publicKey = (id: NodeId): Uint8Array | undefined => {
-    const sk = privateKeys.get(id);
-    if (!sk) return undefined;
-    let pk = publicKeys.get(id);
-    if (!pk) publicKeys.set(id, (pk = publicKeyOf(sk)));
-    return pk;
-  };
-  const sealers = new Map<NodeId, StaticRelaySealer>();
-  const sealer = (id: NodeId): StaticRelaySealer => {
-    let s = sealers.get(id);
-    if (!s) {
-      const self = { privateKey: privateKeys.get(id)!, get publicKey() { return publicKey(id)!; } };
-      sealers.set(id, (s = new StaticRelaySealer(self, publicKey, (n) => rng.bytes(n))));
+  const honestDrops = new Map<QnDrop, number>();
+  const tallyDrops = (node: DomainNode): void => {
+    for (const r of VIOLATION_DROPS) {
+      const n = node.stats.drops[r] ?? 0;
+      if (n > 0) honestDrops.set(r, (honestDrops.get(r) ?? 0) + n);
     }
-    return s;
   };
+  // Relayed messages are sealed end to end (§15.5) with each member's static key. The keys are
+  // fixed per node id (simKeyring): X25519 is costly, and what the seeds vary is the faults.
+  const sealer = (id: NodeId): StaticRelaySealer => new StaticRelaySealer(simKeyring(id));
   const local = (m: Member, t: number): number => m.offset + t * m.rate;
   const global = (m: Member, lt: number): number => (lt - m.offset) / m.rate;
 
@@ -369,6 +361,7 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
         if (!m) return;
         crashes++;
         trace?.(`${fmt(now)} FAULT: n${m.id} crashes for ${down} ms`);
+        if (m.node) tallyDrops(m.node);
         m.node = undefined;
         m.timerAt = -1;
         at(now + down, () => {
@@ -448,6 +441,11 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
     }
   }
 
+  // Honest members never see a message that breaks the protocol: every relayed one opens, no
+  // term or index is out of bounds, no entry or snapshot is refused.
+  for (const m of members.values()) if (m.node) tallyDrops(m.node);
+  for (const [reason, n] of honestDrops) violate(`${n} messages dropped as ${reason} in an honest run`);
+
   // Every candidate decided, and every committed one in the final state's log.
   for (const id of proposed) {
     const out = outcomes.get(id);
@@ -494,6 +492,21 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
     simTimeMs: Math.round(now),
     net: net.stats,
   };
+}
+
+/** Node id's static key in every simulation: 32 octets of BLAKE2s("spook sim node" || id). */
+const simKeyrings = new Map<NodeId, RelayKeyring>();
+const simPrivateKey = (id: NodeId): Uint8Array => hash('BLAKE2s', new TextEncoder().encode(`spook sim node ${id}`));
+const simPublicKeys = new Map<NodeId, Uint8Array>();
+const simPublicKey = (id: NodeId): Uint8Array => {
+  let pk = simPublicKeys.get(id);
+  if (!pk) simPublicKeys.set(id, (pk = publicKeyOf(simPrivateKey(id))));
+  return pk;
+};
+function simKeyring(id: NodeId): RelayKeyring {
+  let k = simKeyrings.get(id);
+  if (!k) simKeyrings.set(id, (k = new RelayKeyring({ privateKey: simPrivateKey(id), publicKey: simPublicKey(id) }, simPublicKey)));
+  return k;
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
