@@ -173,6 +173,8 @@ describe('150,000-key reconciliation between two spookd', () => {
       (e: Error) => e.message,
     );
 
+    // Both writers' first writes are buffered at the follower before the link comes back.
+    await until('side writes buffered', async () => reg(await pair(fol), 'side').pending >= 2, 10_000, 20);
     healedAt = Date.now();
     lab.setLink(A, B, true);
     let sideError: string | undefined;
@@ -255,6 +257,9 @@ describe('150,000-key reconciliation between two spookd', () => {
         sideCommitsWhileReentangling: during,
         sideWriteMaxLatencyMs: sideMaxLatency,
         sideMaxGapMs: Math.round(maxGap),
+        // From the datagram that completed kv's reconciliation to the next side collapse: the
+        // follower's event loop applying 150,000 deletes and writing the register's snapshot.
+        firstSideAfterReconcileMs: Math.round((seen.slice(done).find((e) => e.kind === 'side')?.at ?? NaN) - seen[done].at),
       }),
     );
   }, 150_000);
