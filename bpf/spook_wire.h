@@ -32,7 +32,8 @@ enum spook_drop_reason {
 	SPOOK_DROP_HANDSHAKE_RATE_LIMITED = 10, /* handshake-rate-limited */
 	SPOOK_DROP_MALFORMED_PAYLOAD = 11, /* malformed-payload */
 	SPOOK_DROP_FRAGMENT = 12, /* fragment */
-	SPOOK_DROP__MAX = 13,
+	SPOOK_DROP_EXT_CHAIN = 13, /* ext-chain */
+	SPOOK_DROP__MAX = 14,
 };
 
 #endif /* SPOOK_WIRE_H */

@@ -27,7 +27,7 @@
 #define IPV4_OFFSET 0x1fff
 #define IPV6_FRAG_OFFSET 0xfff8
 #define IPV6_FRAG_MORE 0x0001
-#define MAX_IPV6_EXT 4
+#define MAX_IPV6_EXT 8
 /* A recorded ESTP fragment train is forgotten after this long (Linux's ipfrag_time is 30 s). */
 #define FRAG_TTL_NS (30 * NSEC_PER_SEC)
 
@@ -157,7 +157,13 @@ enum l4_result {
 	L4_OTHER = 0, /* not UDP, or not a packet we can read: passes as pass-other */
 	L4_UDP = 1,   /* an unfragmented UDP datagram: *udp is its header */
 	L4_FRAG = 2,  /* a fragment of a UDP datagram to the ESTP port (or unreadable as one): drop */
+	L4_EXT_CHAIN = 3, /* an IPv6 extension-header chain longer than MAX_IPV6_EXT: drop */
 };
+
+static __always_inline int ipv6_ext_header(__u8 l4)
+{
+	return l4 == IPPROTO_HOPOPTS || l4 == IPPROTO_ROUTING || l4 == IPPROTO_DSTOPTS || l4 == IPPROTO_FRAGMENT;
+}
 
 static __always_inline int frag_seen(struct frag_key *fk)
 {
@@ -248,8 +254,12 @@ static __always_inline int parse_l4(struct hdr_cursor *nh, void *data_end, __u16
 				break;
 			}
 		}
+		/* Still on an extension header: its destination cannot be seen, so it could be an ESTP
+		 * frame or fragment; letting it pass would skip every check (PROTOCOL.md §13.1). */
+		if (ipv6_ext_header(l4))
+			return L4_EXT_CHAIN;
 		if (l4 != IPPROTO_UDP)
-			return L4_OTHER; /* not UDP, or a chain longer than MAX_IPV6_EXT */
+			return L4_OTHER;
 		if (first_frag)
 			return first_fragment(nh, data_end, port, &fk);
 	} else {
@@ -307,6 +317,8 @@ int spook_xdp(struct xdp_md *ctx)
 	int l4 = parse_l4(&nh, data_end, proto, &src, cfg->port, &udp);
 	if (l4 == L4_FRAG)
 		return drop(SPOOK_DROP_FRAGMENT);
+	if (l4 == L4_EXT_CHAIN)
+		return drop(SPOOK_DROP_EXT_CHAIN);
 	if (l4 != L4_UDP || !udp || udp->dest != bpf_htons(cfg->port))
 		goto other;
 

@@ -184,6 +184,37 @@ describe('XDP and IP fragments (PROTOCOL.md §13.1)', () => {
   });
 });
 
+/** `udpPacket`'s IPv6 packet with `n` destination-options headers (8 octets each) before `inner` (UDP, 17, or a Fragment header, 44). */
+function withDstOpts(pkt: Buffer, n: number, inner = 17): Buffer {
+  const eth = pkt.subarray(0, 14);
+  const ip = Buffer.from(pkt.subarray(14, 54));
+  const rest = pkt.subarray(54);
+  const exts = Array.from({ length: n }, (_, i) => {
+    const e = Buffer.alloc(8);
+    e[0] = i === n - 1 ? inner : 60;
+    return e;
+  });
+  ip[6] = n > 0 ? 60 : inner;
+  ip.writeUInt16BE(8 * n + rest.length, 4);
+  return Buffer.concat([eth, ip, ...exts, rest]);
+}
+
+describe('XDP and IPv6 extension-header chains (PROTOCOL.md §13.1)', () => {
+  it('attack: a handshake flood behind more extension headers than the program follows is dropped as ext-chain, not passed unexamined', () => {
+    for (let i = 0; i < 50; i++) {
+      expect(run(withDstOpts(udpPacket(hs(146), { dstPort: PORT, ipv6: true, src: 77 }), 9))).toEqual({ verdict: XDP_DROP, moved: ['ext-chain'] });
+    }
+    // Up to 8 are followed: the frame is checked like any other (and the rate limit applies).
+    expect(run(withDstOpts(udpPacket(data(), { dstPort: PORT, ipv6: true }), 8))).toEqual({ verdict: XDP_PASS, moved: ['pass-pair'] });
+    expect(run(withDstOpts(udpPacket(mut(data(), 0, 0x99), { dstPort: PORT, ipv6: true }), 8))).toEqual({ verdict: XDP_DROP, moved: ['bad-magic'] });
+    // Other traffic with a short chain passes; a chain too long to follow drops whatever its port (it cannot be seen).
+    expect(run(withDstOpts(udpPacket(data(), { dstPort: 53, ipv6: true }), 3))).toEqual({ verdict: XDP_PASS, moved: ['pass-other'] });
+    expect(run(withDstOpts(udpPacket(data(), { dstPort: 53, ipv6: true }), 9))).toEqual({ verdict: XDP_DROP, moved: ['ext-chain'] });
+    // A first fragment to the ESTP port behind four destination-options headers is still seen as one.
+    expect(run(withDstOpts(fragment(hs(), { ipv6: true, id: 0x7001, offset: 0, more: true }), 4, 44))).toEqual({ verdict: XDP_DROP, moved: ['fragment'] });
+  });
+});
+
 /** The TypeScript verdict for the same frame: decodeFrame with the same pair table. */
 function tsVerdict(frame: Uint8Array): string {
   try {

@@ -11,8 +11,8 @@ import { BpfError, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, bpfObjectPath, check,
 export const PIN_DIR = '/sys/fs/bpf/spook';
 export const MAP_NAMES = ['config', 'pairs', 'counters', 'hs_buckets', 'frag_ids'] as const;
 const SLOT_PASS_ESTP = 0;
-const SLOT_PASS_OTHER = 13;
-const SLOTS = 14;
+const SLOT_PASS_OTHER = DropReason.ExtChain + 1; // bpf/spook_xdp.c: SPOOK_DROP__MAX, one past the last reason
+const SLOTS = SLOT_PASS_OTHER + 1;
 
 /** The compiled object (built by `make` into bpf/spook_xdp.o). */
 export function defaultObjectPath(): string {

@@ -48,6 +48,11 @@ export enum DropReason {
   MalformedPayload = 11,
   /** An IP fragment of a UDP datagram to the ESTP port (XDP only: ESTP frames are never fragmented). */
   Fragment = 12,
+  /**
+   * An IPv6 packet whose extension-header chain is longer than the XDP program follows (XDP
+   * only): where it goes cannot be seen, so it is not let past the checks unexamined.
+   */
+  ExtChain = 13,
 }
 
 export const DROP_REASON_NAMES: Record<DropReason, string> = {
@@ -63,4 +68,5 @@ export const DROP_REASON_NAMES: Record<DropReason, string> = {
   [DropReason.HandshakeRateLimited]: 'handshake-rate-limited',
   [DropReason.MalformedPayload]: 'malformed-payload',
   [DropReason.Fragment]: 'fragment',
+  [DropReason.ExtChain]: 'ext-chain',
 };
