@@ -351,6 +351,24 @@ describe('dial policy (default deny)', () => {
     expect(new DialPolicy([]).allows('a', t('10.0.0.9', 22), 'tcp')).toBe(false);
   });
 
+  it('attack: a `*` rule does not reach this host: loopback only when a rule names it, unspecified addresses never', () => {
+    const p = new DialPolicy([
+      { peer: 'a', to: '*:22', protocol: 'tcp' },
+      { peer: 'a', to: '127.0.0.1:5432', protocol: 'tcp' },
+      { peer: 'a', to: '0.0.0.0/0:80', protocol: 'tcp' },
+    ]);
+    expect(p.allows('a', t('10.1.2.3', 22), 'tcp')).toBe(true);
+    expect(p.allows('a', t('fd00::5', 22, 6), 'tcp')).toBe(true);
+    expect(p.allows('a', t('127.0.0.1', 22), 'tcp')).toBe(false); // `*` excludes loopback
+    expect(p.allows('a', t('::1', 22, 6), 'tcp')).toBe(false);
+    expect(p.allows('a', t('::ffff:127.0.0.2', 22, 6), 'tcp')).toBe(false);
+    expect(p.allows('a', t('0.0.0.0', 22), 'tcp')).toBe(false); // unspecified reaches this host
+    expect(p.allows('a', t('::', 22, 6), 'tcp')).toBe(false);
+    expect(p.allows('a', t('127.0.0.1', 5432), 'tcp')).toBe(true); // named: allowed
+    expect(p.allows('a', t('127.0.0.1', 80), 'tcp')).toBe(true); // inside a prefix that holds it: named
+    expect(p.allows('a', t('0.0.0.0', 80), 'tcp')).toBe(false); // never, whatever the rule
+  });
+
   it('config: wrap.allow rules (peer by name, key or *, tcp by default), quotas with their defaults, bad rules refused', () => {
     const key = encodeKey(generateKeyPair().publicKey);
     const dir = mkdtempSync(join(tmpdir(), 'spook-wrapcfg-'));

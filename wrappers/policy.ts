@@ -6,8 +6,10 @@
  * same, and take the same time).
  *
  * A rule: `ADDR:PORT`, `ADDR/PREFIX:PORT`, or a port range `LO-HI`; an IPv6 address or
- * prefix in brackets (`[fd00::/64]:443`); `*` for any address of either family. IPv4-mapped
- * IPv6 destinations are matched as the IPv4 address they are.
+ * prefix in brackets (`[fd00::/64]:443`); `*` for any address of either family except this
+ * host's own (loopback), which a rule must name. IPv4-mapped IPv6 destinations are matched as
+ * the IPv4 address they are. An unspecified address (0.0.0.0/8, `::`) is never dialled: it
+ * reaches this host's services whatever the rules say (name 127.0.0.1 or ::1 instead).
  */
 import { isIPv4, isIPv6 } from 'node:net';
 import { ipv6Bytes, type Target } from './codec.js';
@@ -56,6 +58,16 @@ function addressBytes(addr: string): Uint8Array | undefined {
   return mapped ? b.slice(12) : b;
 }
 
+/** 0.0.0.0/8 or `::`: connecting there reaches this host. */
+function unspecified(a: Uint8Array): boolean {
+  return a.length === 4 ? a[0] === 0 : a.every((x) => x === 0);
+}
+
+/** 127.0.0.0/8 or ::1. */
+function loopback(a: Uint8Array): boolean {
+  return a.length === 4 ? a[0] === 127 : a.subarray(0, 15).every((x) => x === 0) && a[15] === 1;
+}
+
 function inNet(a: Uint8Array, net: { bytes: Uint8Array; prefix: number }): boolean {
   if (a.length !== net.bytes.length) return false;
   for (let bit = 0; bit < net.prefix; bit += 8) {
@@ -84,8 +96,10 @@ export class DialPolicy {
     const a = addressBytes(target.address);
     const ok =
       a !== undefined &&
+      !unspecified(a) &&
       [...(this.byPeer.get(peer) ?? []), ...(this.byPeer.get('*') ?? [])].some(
-        (r) => r.protocol === protocol && target.port >= r.lo && target.port <= r.hi && (r.net === undefined || inNet(a, r.net)),
+        (r) =>
+          r.protocol === protocol && target.port >= r.lo && target.port <= r.hi && (r.net === undefined ? !loopback(a) : inNet(a, r.net)),
       );
     if (!ok) this.refused.set(peer, (this.refused.get(peer) ?? 0) + 1);
     return ok;
