@@ -195,6 +195,11 @@ export class Spookd {
         peers: [...this.links.values()].map((l) => ({ name: l.name, publicKey: l.publicKey, role: l.pair.role === 'sequencer' ? 0 : 1 })),
         peerAddr: (name) => this.links.get(name)?.addr,
         listen,
+        // A peer's carrier work draws on the same budget as its datagrams (§12.9).
+        budget: (name) => {
+          const b = this.links.get(name)?.budget;
+          return b && { charge: (ms) => (b.charge(ms), b.waitMs(this.now())) };
+        },
       },
       {
         ...cfg.wrap,
