@@ -119,6 +119,7 @@ export class Spookd {
       acceptedInits,
       cookieThreshold: cfg.handshakes.cookieThreshold,
       perSourceLimit: cfg.handshakes.perSourceLimit,
+      perPeerLimit: cfg.handshakes.perPeerLimit,
       onInitAccepted: (peer, ts) => {
         try {
           mkdirSync(join(cfg.dataDir, peer.name), { recursive: true, mode: 0o700 });
@@ -410,7 +411,11 @@ export class Spookd {
 
   private onHandshake(now: number, buf: Uint8Array, rinfo: RemoteInfo): void {
     const from = `${rinfo.address}:${rinfo.port}`;
+    const t0 = performance.now();
     const r = this.etcp.handleHandshake(now, buf, from);
+    // The DH of an init from an authorised key is that peer's work (§12.9), whatever came of it.
+    const by = r.kind === 'drop' ? r.peer : r.kind === 'respond' || r.kind === 'established' ? r.session.peer : undefined;
+    if (by) this.links.get(by.name)?.budget.charge(performance.now() - t0);
     if (r.kind === 'drop') {
       this.drop(r.reason, { from, detail: r.detail });
       // One warning per source address per minute; the rest are counted (drops, warnings-suppressed).
