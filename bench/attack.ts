@@ -66,6 +66,7 @@ export interface AttackBenchResult {
   reconRate: number;
   handshakeRate: number;
   fsync: string;
+  attackerNice: number;
   /** The p99 of every unattacked write of the run, pooled: what each attacked p99 is divided by. */
   baselineP99Ms: number;
   baselineWrites: number;
@@ -112,7 +113,7 @@ async function parallel(total: number, inflight: number, one: (i: number) => Pro
   }));
 }
 
-export async function runAttackBench(o: { keys: number; writes: number; attackMs: number; reconRate: number; handshakeRate: number; fsync: string; basePort: number; log?: (line: string) => void }): Promise<AttackBenchResult> {
+export async function runAttackBench(o: { keys: number; writes: number; attackMs: number; reconRate: number; handshakeRate: number; fsync: string; basePort: number; attackerNice?: number; log?: (line: string) => void }): Promise<AttackBenchResult> {
   const log = o.log ?? (() => {});
   const lab = new Lab(['v', 'h', 'x'], [
     { a: 'v', b: 'h', subnet: 1 },
@@ -153,7 +154,10 @@ export async function runAttackBench(o: { keys: number; writes: number; attackMs
         bind: { host: '127.0.0.1', port: x.port },
         attack,
       };
-      const p = spawn(process.execPath, [join(ROOT, 'dist/control/lab/adversary.js'), JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      // attackerNice > 0: the adversary yields the CPU to v and h (on a real network it has its own host).
+      const argv = [process.execPath, join(ROOT, 'dist/control/lab/adversary.js'), JSON.stringify(spec)];
+      const cmd = o.attackerNice ? ['nice', '-n', String(o.attackerNice), ...argv] : argv;
+      const p = spawn(cmd[0], cmd.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
       let cpu = 0;
       const sample = setInterval(() => (cpu = cpuMs(p) || cpu), 100); // the last reading before it exits
       let out = '';
@@ -288,7 +292,7 @@ export async function runAttackBench(o: { keys: number; writes: number; attackMs
     baseline.sort((a, b) => a - b);
     const baselineP99Ms = round(pct(baseline, 99));
     for (const p of phases) if (p.attack !== 'none') p.ratio = round(p.p99Ms / baselineP99Ms);
-    return { keys: o.keys, reconRate: o.reconRate, handshakeRate: o.handshakeRate, fsync: o.fsync, baselineP99Ms, baselineWrites: baseline.length, phases };
+    return { keys: o.keys, reconRate: o.reconRate, handshakeRate: o.handshakeRate, fsync: o.fsync, attackerNice: o.attackerNice ?? 0, baselineP99Ms, baselineWrites: baseline.length, phases };
   } finally {
     for (const c of clients) c.close();
     await lab.destroy();

@@ -117,6 +117,8 @@ function frame(payload: Uint8Array): Buffer {
  */
 export interface CarrierBudget {
   charge(ms: number): number;
+  /** Told when a carrier stops reading for `ms` (counters). */
+  paused?(ms: number): void;
 }
 
 /** An established, authenticated carrier. */
@@ -217,6 +219,7 @@ export class Carrier {
   /** Read no more for `ms` (what was read is handled; the peer's sends back up into its TCP window). */
   private pauseFor(ms: number): void {
     this.socket.pause();
+    this.budget?.paused?.(ms);
     this.resumeTimer = setTimeout(() => {
       this.resumeTimer = undefined;
       if (!this.closed) this.socket.resume();

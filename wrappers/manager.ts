@@ -88,8 +88,10 @@ interface PeerState {
   redialMs: number;
   conns: Map<number, LocalConn>;
   lastError: string | undefined;
-  /** Its carriers' reads that ended over the peer's work budget (reading paused), and the pauses' length. */
+  /** Times its carriers stopped reading for the peer's work budget, and for how long in all. */
   overBudget: { pauses: number; ms: number };
+  /** The peer's work budget (host.budget): its carriers' reads and the work its connections cause. */
+  budget: CarrierBudget | undefined;
 }
 
 export class WrapManager {
@@ -141,7 +143,9 @@ export class WrapManager {
         pingMs: Math.max(100, Math.floor(settings.silenceMs / 3)),
         maxBufferedBytes: settings.maxBufferedBytes,
       });
-      this.peers.set(p.name, { peer: p, session, carrier: undefined, dialing: false, nextDialAt: 0, redialMs: REDIAL_MS, conns: new Map(), lastError: undefined, overBudget: { pauses: 0, ms: 0 } });
+      const ps: PeerState = { peer: p, session, carrier: undefined, dialing: false, nextDialAt: 0, redialMs: REDIAL_MS, conns: new Map(), lastError: undefined, overBudget: { pauses: 0, ms: 0 }, budget: undefined };
+      ps.budget = this.budgetOf(ps);
+      this.peers.set(p.name, ps);
     }
     for (const w of initial) this.counters.add(w);
   }
@@ -617,7 +621,7 @@ export class WrapManager {
           this.carrierRefused['handshake-timeout']++;
           carrier.close('no record after the handshake');
         }, Math.max(0, timeoutMs - (this.now() - started)));
-        carrier.budget = this.budgetOf(ps);
+        carrier.budget = ps.budget;
         carrier.start({
           onRecord: (parts) => {
             if (!adopted) {
@@ -639,18 +643,15 @@ export class WrapManager {
       });
   }
 
-  /** The peer's budget for its carriers, counting the pauses it imposes. */
+  /** The peer's budget for its carriers and deliveries, counting the pauses it imposes. */
   private budgetOf(ps: PeerState): CarrierBudget | undefined {
     const b = this.host.budget?.(ps.peer.name);
     if (!b) return undefined;
     return {
-      charge: (ms) => {
-        const wait = b.charge(ms);
-        if (wait > 0) {
-          ps.overBudget.pauses++;
-          ps.overBudget.ms += wait;
-        }
-        return wait;
+      charge: (ms) => b.charge(ms),
+      paused: (ms) => {
+        ps.overBudget.pauses++;
+        ps.overBudget.ms += ms;
       },
     };
   }
@@ -679,7 +680,7 @@ export class WrapManager {
       },
       onDrain: () => this.flush(ps),
     };
-    c.budget = this.budgetOf(ps);
+    c.budget = ps.budget;
     if (started) Object.assign(c, handlers);
     else c.start(handlers);
     ps.session.onCarrierUp(this.now());
@@ -726,8 +727,11 @@ export class WrapManager {
         else lc.lastActivity = this.now();
         lc.io.write(ev.data, () => {
           if (ps.conns.get(ev.conn) !== lc) return;
+          // The acknowledgement a delivery causes is the peer's work too (its carrier pauses on the debt).
+          const t0 = performance.now();
           session.drained(this.now(), ev.conn, n);
           this.flush(ps);
+          ps.budget?.charge(performance.now() - t0);
         });
         return;
       }

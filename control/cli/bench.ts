@@ -95,15 +95,16 @@ export function benchCommand(): Command {
     .option('--handshake-rate <n>', 'HandshakeInits per second (half authorised and fresh, half an unauthorised replay)', intArg('--handshake-rate', 1), 4000)
     .option('--fsync <policy>', 'always | everysec | never', 'always')
     .option('--base-port <port>', 'first of three loopback UDP/TCP ports', intArg('--base-port', 1024), 47800)
+    .option('--attacker-nice <n>', "run the adversary under nice -n N (1-19): on one machine its own CPU use competes with the victim's; 0 does not", intArg('--attacker-nice', 0), 0)
     .option('--json', 'print one JSON object', false)
-    .action(async (o: { keys: number; writes: number; attackMs: number; reconRate: number; handshakeRate: number; fsync: string; basePort: number; json: boolean }) => {
+    .action(async (o: { keys: number; writes: number; attackMs: number; reconRate: number; handshakeRate: number; fsync: string; basePort: number; attackerNice: number; json: boolean }) => {
       const { runAttackBench } = await load<typeof import('../../bench/attack.js')>('../../bench/attack.js');
       const r = await runAttackBench({ ...o, log: o.json ? undefined : (l) => console.error(l) });
       if (o.json) {
         console.log(JSON.stringify(r, null, 2));
         return;
       }
-      console.log(`attacked map: ${r.keys.toLocaleString('en-US')} keys; ${r.reconRate} reconciliation requests/s, ${r.handshakeRate} handshakes/s; fsync ${r.fsync}`);
+      console.log(`attacked map: ${r.keys.toLocaleString('en-US')} keys; ${r.reconRate} reconciliation requests/s, ${r.handshakeRate} handshakes/s; fsync ${r.fsync}${r.attackerNice ? `; adversary under nice -n ${r.attackerNice}` : ''}`);
       console.log(`baseline: p99 ${r.baselineP99Ms.toFixed(1)} ms over ${r.baselineWrites} unattacked writes (the unattacked phases pooled)`);
       console.log('attack      writes  failed   p50 ms    p99 ms   p99 ratio (goal <= 2)  attacker sent/received  recovery ms  cpu ms v/x');
       for (const p of r.phases) {
