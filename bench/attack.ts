@@ -229,8 +229,9 @@ export async function runAttackBench(o: { keys: number; writes: number; attackMs
     const delta = (before: Record<string, number>, after: Record<string, number>): Record<string, number> => {
       const d: Record<string, number> = {};
       // Gauges (buffered bytes, connections) are reported as they stand at the end; counters as deltas.
-      const gauge = /bufferedIn|bufferedOut|connections|maxBufferedBytes|carrierBytes/;
+      const gauge = /bufferedIn|bufferedOut|connections|carrierBytes/;
       for (const [k, v] of Object.entries(after)) {
+        if (k.endsWith('maxBufferedBytes')) continue; // configuration, not a count
         const x = gauge.test(k) ? v : v - (before[k] ?? 0);
         if (x !== 0) d[k] = x;
       }
@@ -295,6 +296,8 @@ export async function runAttackBench(o: { keys: number; writes: number; attackMs
     return { keys: o.keys, reconRate: o.reconRate, handshakeRate: o.handshakeRate, fsync: o.fsync, attackerNice: o.attackerNice ?? 0, baselineP99Ms, baselineWrites: baseline.length, phases };
   } finally {
     for (const c of clients) c.close();
+    // SIGTERM first: a daemon run with SPOOK_LAB_NODE_ARGS=--cpu-prof writes its profile only on a clean exit.
+    await Promise.all(['v', 'h'].map((h) => lab.stop(h).catch(() => undefined)));
     await lab.destroy();
   }
 }
