@@ -5,16 +5,22 @@
  * (control/lab/adversary.ts, in its own process; no spookd runs for x). v is the follower of
  * its pair with h, so each measured write crosses the link: a `set` at v through the admin
  * API, timed until v reports it committed. v is the sequencer of its pair with x, whose map
- * holds `keys` entries: the register x's reconciliation requests make v pin.
+ * holds `keys` entries: the register x's reconciliation requests make v pin. v's dial policy
+ * lets x reach the wrapper flood's sink, so that flood is served (dialled, delivered,
+ * acknowledged), the most it can cost.
  *
- * Phases, in one run: unattacked writes (the baseline), then the same writes while x runs
- * each attack in turn (fresh-pin reconciliation requests, a handshake flood, a wrapper flood),
- * v given time to recover between them. Per phase: p50 and p99 commit latency and the ratio
- * of the p99 to the baseline's (goal: within 2x). The `writes` writes of a phase are spread
- * evenly over `attackMs`, one at a time; a write that does not commit within WRITE_TIMEOUT_MS
- * counts as that long and ends the phase.
+ * Phases, in one run: an unattacked phase before each attack and one after the last (the
+ * baseline is all of them pooled, so background load on a shared machine falls on both
+ * sides), and x running each attack in turn (fresh-pin reconciliation requests, a handshake
+ * flood, a wrapper flood), v given time to recover after each. Per phase: p50 and p99 commit
+ * latency and the ratio of the p99 to the pooled unattacked p99 (goal: within 2x); what v
+ * did about the attack (its drop and wrapper counters, deltas over the phase) and the CPU
+ * time v and the adversary used, so a figure can be told from an attack that never arrived.
+ * The `writes` writes of a phase are spread evenly over `attackMs`, one at a time; a write
+ * that does not commit within WRITE_TIMEOUT_MS counts as that long and ends the phase.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AdminClient } from '../control/client/admin-client.js';
 import { Lab, ROOT, sleep, until } from '../control/lab/netns.js';
@@ -29,17 +35,27 @@ const VALUE = 'v'.repeat(100);
 
 export interface AttackPhase {
   attack: 'none' | 'recon' | 'handshake' | 'wrap';
+  /** Wall-clock start (ISO 8601): an unattacked phase's figures are read next to its neighbours'. */
+  at: string;
   writes: number;
   /** Writes that did not commit within WRITE_TIMEOUT_MS (or were refused). */
   failed: number;
   p50Ms: number;
   p99Ms: number;
-  /** p99 over the unattacked p99 (goal: at most 2). */
+  /** p99 over the pooled unattacked p99 (goal: at most 2); 1 for the unattacked phases. */
   ratio: number;
   /** What the adversary sent: requests, handshake frames, WRAP records. */
   attackerSent: number;
   /** Data frames v sent the adversary back (its answers to reconciliation requests). */
   attackerReceived: number;
+  /** Handshake frames v answered with: HandshakeResps (each a DH) and CookieReplies. */
+  handshakeResponses: number;
+  cookieReplies: number;
+  /** What v counted over the phase (deltas, non-zero only): drops by reason, wrapper counters for x. */
+  victim: Record<string, number>;
+  /** CPU time (user + system) over the phase: v's, and the adversary process's. */
+  victimCpuMs: number;
+  attackerCpuMs: number;
   /** ms from the end of the attack until v committed a write again (-1: not within RECOVERY_MS). */
   recoveryMs: number;
   victimAlive: boolean;
@@ -50,6 +66,10 @@ export interface AttackBenchResult {
   reconRate: number;
   handshakeRate: number;
   fsync: string;
+  attackerNice: number;
+  /** The p99 of every unattacked write of the run, pooled: what each attacked p99 is divided by. */
+  baselineP99Ms: number;
+  baselineWrites: number;
   phases: AttackPhase[];
 }
 
@@ -67,6 +87,25 @@ function within<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {
   return Promise.race([p, new Promise<'timeout'>((r) => (t = setTimeout(() => r('timeout'), ms)))]).finally(() => clearTimeout(t));
 }
 
+/** User + system CPU time of a process in ms (Linux /proc; clock ticks of 10 ms), 0 when it is gone. */
+function cpuMs(p: ChildProcess | undefined): number {
+  if (p?.pid === undefined) return 0;
+  try {
+    const stat = readFileSync(`/proc/${p.pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) * 10; // utime, stime (fields 14 and 15)
+  } catch {
+    return 0;
+  }
+}
+
+/** Numeric leaves of a JSON value, flattened to dotted names. */
+function flatten(v: unknown, prefix: string, out: Record<string, number>): Record<string, number> {
+  if (typeof v === 'number') out[prefix] = v;
+  else if (v && typeof v === 'object') for (const [k, x] of Object.entries(v)) flatten(x, prefix ? `${prefix}.${k}` : k, out);
+  return out;
+}
+
 async function parallel(total: number, inflight: number, one: (i: number) => Promise<unknown>): Promise<void> {
   let next = 0;
   await Promise.all(Array.from({ length: inflight }, async () => {
@@ -74,7 +113,7 @@ async function parallel(total: number, inflight: number, one: (i: number) => Pro
   }));
 }
 
-export async function runAttackBench(o: { keys: number; writes: number; attackMs: number; reconRate: number; handshakeRate: number; fsync: string; basePort: number; log?: (line: string) => void }): Promise<AttackBenchResult> {
+export async function runAttackBench(o: { keys: number; writes: number; attackMs: number; reconRate: number; handshakeRate: number; fsync: string; basePort: number; attackerNice?: number; log?: (line: string) => void }): Promise<AttackBenchResult> {
   const log = o.log ?? (() => {});
   const lab = new Lab(['v', 'h', 'x'], [
     { a: 'v', b: 'h', subnet: 1 },
@@ -88,7 +127,9 @@ export async function runAttackBench(o: { keys: number; writes: number; attackMs
   const clients: AdminClient[] = [];
   try {
     const common = { fsync: o.fsync, logLevel: 'warn', wrap: { interception: 'off' } };
-    lab.configure('v', [{ name: 'p', kind: 'map', maxPending: 65536 }], common);
+    // The wrapper flood's sink (served by the adversary) is a destination v lets x reach.
+    const sink = { family: 4 as const, address: '127.0.0.1', port: lab.host('x').port + 100 };
+    lab.configure('v', [{ name: 'p', kind: 'map', maxPending: 65536 }], { ...common, wrap: { ...common.wrap, allow: [{ peer: 'x', to: `${sink.address}:${sink.port}` }] } });
     lab.configure('h', [{ name: 'p', kind: 'map', maxPending: 65536 }], common);
     await Promise.all(['v', 'h'].map((h) => lab.start(h)));
     const admin = await AdminClient.connect(lab.host('v').socket);
@@ -104,6 +145,7 @@ export async function runAttackBench(o: { keys: number; writes: number; attackMs
 
     const v = lab.host('v');
     const x = lab.host('x');
+    let attackerCpu = 0;
     const runAttack = (seed: number, attack: Attack): Promise<AttackReport> => {
       const spec: AttackSpec = {
         seed,
@@ -112,13 +154,20 @@ export async function runAttackBench(o: { keys: number; writes: number; attackMs
         bind: { host: '127.0.0.1', port: x.port },
         attack,
       };
-      const p = spawn(process.execPath, [join(ROOT, 'dist/control/lab/adversary.js'), JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      // attackerNice > 0: the adversary yields the CPU to v and h (on a real network it has its own host).
+      const argv = [process.execPath, join(ROOT, 'dist/control/lab/adversary.js'), JSON.stringify(spec)];
+      const cmd = o.attackerNice ? ['nice', '-n', String(o.attackerNice), ...argv] : argv;
+      const p = spawn(cmd[0], cmd.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
+      let cpu = 0;
+      const sample = setInterval(() => (cpu = cpuMs(p) || cpu), 100); // the last reading before it exits
       let out = '';
       p.stdout.on('data', (c: Buffer) => (out += c.toString()));
       return new Promise((resolve) => {
         const kill = setTimeout(() => p.kill('SIGKILL'), o.attackMs + 30_000);
         p.on('exit', () => {
           clearTimeout(kill);
+          clearInterval(sample);
+          attackerCpu = cpu;
           try {
             resolve(JSON.parse(out.trim().split('\n').pop()!) as AttackReport);
           } catch {
@@ -163,31 +212,92 @@ export async function runAttackBench(o: { keys: number; writes: number; attackMs
       return -1;
     };
 
+    /** v's counters now: daemon drops, x's pair drops and budget refusals, x's wrapper session and carrier refusals. */
+    const counters = async (): Promise<Record<string, number>> => {
+      const c = await within(admin.request<{ drops: Record<string, number> }>('status', {}), 5000).catch(() => 'timeout' as const);
+      const pair = await within(admin.request<{ drops: Record<string, number>; overBudget: number; datagramsReceived: number }>('pair', { peer: 'x' }), 5000).catch(() => 'timeout' as const);
+      const wrap = await within(admin.request<{ carrierRefused: Record<string, number>; peers: ({ peer: string } & Record<string, unknown>)[] }>('wrap-stats', {}), 5000).catch(() => 'timeout' as const);
+      const out: Record<string, number> = {};
+      if (c !== 'timeout') flatten(c.drops, 'drops', out);
+      if (pair !== 'timeout') flatten({ drops: pair.drops, overBudget: pair.overBudget, datagramsReceived: pair.datagramsReceived }, 'pairX', out);
+      if (wrap !== 'timeout') {
+        const { peer: _, lastError: __, carrier: ___, ...w } = wrap.peers.find((q) => q.peer === 'x') ?? { peer: 'x' };
+        flatten({ carrierRefused: wrap.carrierRefused, ...w }, 'wrapX', out);
+      }
+      return out;
+    };
+    const delta = (before: Record<string, number>, after: Record<string, number>): Record<string, number> => {
+      const d: Record<string, number> = {};
+      // Gauges (buffered bytes, connections) are reported as they stand at the end; counters as deltas.
+      const gauge = /bufferedIn|bufferedOut|connections|carrierBytes/;
+      for (const [k, v] of Object.entries(after)) {
+        if (k.endsWith('maxBufferedBytes')) continue; // configuration, not a count
+        const x = gauge.test(k) ? v : v - (before[k] ?? 0);
+        if (x !== 0) d[k] = x;
+      }
+      return d;
+    };
+
     const phases: AttackPhase[] = [];
+    const baseline: number[] = [];
     const phase = async (name: AttackPhase['attack'], attack?: Attack): Promise<boolean> => {
       log(`phase ${name}`);
+      const at = new Date().toISOString();
+      const before = await counters();
+      const cpu0 = cpuMs(v.proc);
+      attackerCpu = 0;
       const running = attack ? runAttack(phases.length + 1, attack) : undefined;
       if (running) await sleep(300); // the attack under way before the first timed write
       const m = await measure(o.attackMs);
       const report = await running;
+      const victimCpuMs = cpuMs(v.proc) - cpu0;
+      const victim = delta(before, await counters());
       const recoveryMs = attack ? await recovery() : 0;
-      const p99 = pct(m.lat, 99);
-      const base = phases[0]?.p99Ms ?? p99;
-      phases.push({ attack: name, writes: m.lat.length, failed: m.failed, p50Ms: round(pct(m.lat, 50)), p99Ms: round(p99), ratio: round(p99 / base), attackerSent: report?.sent ?? 0, attackerReceived: report?.received ?? 0, recoveryMs, victimAlive: alive() });
+      if (!attack) baseline.push(...m.lat);
+      phases.push({
+        attack: name,
+        at,
+        writes: m.lat.length,
+        failed: m.failed,
+        p50Ms: round(pct(m.lat, 50)),
+        p99Ms: round(pct(m.lat, 99)),
+        ratio: 1,
+        attackerSent: report?.sent ?? 0,
+        attackerReceived: report?.received ?? 0,
+        handshakeResponses: report?.handshakeResponses ?? 0,
+        cookieReplies: report?.cookieReplies ?? 0,
+        victim,
+        victimCpuMs,
+        attackerCpuMs: attack ? attackerCpu : 0,
+        recoveryMs,
+        victimAlive: alive(),
+      });
       if (report?.errors.length) log(`  adversary: ${report.errors.join('; ')}`);
       return alive() && recoveryMs >= 0;
     };
 
-    await phase('none');
-    const ok =
-      (await phase('recon', { kind: 'recon-flood', durationMs: o.attackMs, rate: o.reconRate, register: 'p' })) &&
-      (await phase('handshake', { kind: 'handshake-flood', durationMs: o.attackMs, rate: o.handshakeRate })) &&
+    // Unattacked phases between the attacks: the baseline shares the run's background load.
+    const attacks: [AttackPhase['attack'], Attack][] = [
+      ['recon', { kind: 'recon-flood', durationMs: o.attackMs, rate: o.reconRate, register: 'p' }],
+      ['handshake', { kind: 'handshake-flood', durationMs: o.attackMs, rate: o.handshakeRate }],
       // The adversary is also the destination v dials (it reads and discards): the bench process only measures.
-      (await phase('wrap', { kind: 'wrap-flood', durationMs: o.attackMs, connections: 64, sink: { family: 4, address: '127.0.0.1', port: x.port + 100 }, serve: 'discard' }));
-    if (!ok) log(`v ${alive() ? 'did not recover' : 'died'}; later phases skipped:\n${lab.logOf('v')}`);
-    return { keys: o.keys, reconRate: o.reconRate, handshakeRate: o.handshakeRate, fsync: o.fsync, phases };
+      ['wrap', { kind: 'wrap-flood', durationMs: o.attackMs, connections: 64, sink, serve: 'discard' }],
+    ];
+    let ok = true;
+    for (const [name, attack] of attacks) {
+      await phase('none');
+      if (!(ok = await phase(name, attack))) break;
+    }
+    if (ok) await phase('none');
+    else log(`v ${alive() ? 'did not recover' : 'died'}; later phases skipped:\n${lab.logOf('v')}`);
+    baseline.sort((a, b) => a - b);
+    const baselineP99Ms = round(pct(baseline, 99));
+    for (const p of phases) if (p.attack !== 'none') p.ratio = round(p.p99Ms / baselineP99Ms);
+    return { keys: o.keys, reconRate: o.reconRate, handshakeRate: o.handshakeRate, fsync: o.fsync, attackerNice: o.attackerNice ?? 0, baselineP99Ms, baselineWrites: baseline.length, phases };
   } finally {
     for (const c of clients) c.close();
+    // SIGTERM first: a daemon run with SPOOK_LAB_NODE_ARGS=--cpu-prof writes its profile only on a clean exit.
+    await Promise.all(['v', 'h'].map((h) => lab.stop(h).catch(() => undefined)));
     await lab.destroy();
   }
 }

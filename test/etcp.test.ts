@@ -300,6 +300,33 @@ describe('ETCP DoS cookies (§12.8)', () => {
     expect(out['unauthorized-key']).toBeLessThanOrEqual(1 + 3);
     expect(out['source-rate-limited']).toBeGreaterThan(150);
   });
+
+  it('attack: an authorised peer floods fresh HandshakeInits from 16 source addresses, each holding its cookie: at most perPeerLimit per second are answered, and a later init from it is', () => {
+    const ka = generateKeyPair();
+    const kb = generateKeyPair();
+    const b = new EtcpEndpoint({ staticKey: kb, peers: [{ publicKey: ka.publicKey, name: 'a' }], random, cookieThreshold: 1, perSourceLimit: 5, perPeerLimit: 4 });
+    // One endpoint per source address: each takes the cookie for its own address (the worst authorised peer).
+    const sources = Array.from({ length: 16 }, (_, i) => ({ addr: `198.51.100.${i}:4444`, ep: new EtcpEndpoint({ staticKey: ka, peers: [{ publicKey: kb.publicKey, name: 'b' }], random }) }));
+    const out: Record<string, number> = {};
+    let ts = 1;
+    // Two simulated seconds, 16 sources x 50 inits/s each: 1,600 fresh inits (strictly rising timestamps).
+    for (let i = 0; i < 1600; i++) {
+      const now = i * (2000 / 1600);
+      const s = sources[i % 16];
+      const r = b.handleHandshake(now, s.ep.initiate(now, kb.publicKey, ts++), s.addr);
+      const k = r.kind === 'drop' ? r.reason : r.kind;
+      out[k] = (out[k] ?? 0) + 1;
+      if (r.kind === 'cookie') s.ep.handleHandshake(now, r.datagram, 'b:1');
+      if (r.kind === 'drop' && r.reason === 'peer-rate-limited') expect(r.peer?.name).toBe('a');
+    }
+    // Without the per-peer limit: 5 per source per second, 160 responses (each 3 DHs more, a session, a timestamp write).
+    expect(out.respond).toBeLessThanOrEqual(2 * 4 + 1);
+    expect(out['peer-rate-limited']).toBeGreaterThan(100);
+    // A later init from the same key (after the interval) is answered.
+    const late = sources[0];
+    const r = b.handleHandshake(2500, late.ep.initiate(2500, kb.publicKey, ts++), late.addr);
+    expect(r.kind).toBe('respond');
+  });
 });
 
 // A library-level adversary (issue 13): every byte hostile, from authorised and unauthorised keys.

@@ -10,7 +10,8 @@ import pino from 'pino';
 import { generateKeyPair } from '../transport/etcp/crypto.js';
 import { WrapManager, type Interceptor } from '../wrappers/manager.js';
 import { dialCarrier } from '../wrappers/carrier.js';
-import { CloseCode, decodeRecord, encodeRecord, RecordType, type WrapRecord } from '../wrappers/codec.js';
+import { CloseCode, decodeRecord, encodeDataHeader, encodeRecord, RecordType, type WrapRecord } from '../wrappers/codec.js';
+import { WorkBudget } from '../control/daemon/budget.js';
 import { sleep, until } from '../control/lab/netns.js';
 import { sha256 } from '../control/lab/servers.js';
 
@@ -570,6 +571,66 @@ describe('unauthenticated carrier connections', () => {
       srv.server.close();
     }
   }, 20_000);
+});
+
+describe('per-peer work budget on carriers', () => {
+  it('attack: a wrapper flood from an authorised peer is held to its work budget (reading pauses), and its data still flows', async () => {
+    const b = generateKeyPair();
+    const h = generateKeyPair();
+    const MS_PER_S = 20;
+    const budget = new WorkBudget(MS_PER_S, performance.now());
+    let delivered = 0;
+    // The wrapped connections end with a reset when the test closes the carrier (§16.6): a reset is expected.
+    const sink = createServer((s) => s.on('error', () => {}).on('data', (d: Buffer) => (delivered += d.length)));
+    await new Promise<void>((r) => sink.listen(0, '127.0.0.1', () => r()));
+    const sinkPort = (sink.address() as AddressInfo).port;
+    const pb = await freePort();
+    const mb = new WrapManager(
+      {
+        key: b,
+        peers: [{ name: 'h', publicKey: h.publicKey, role: 1 }],
+        peerAddr: () => undefined,
+        listen: { host: '127.0.0.1', port: pb },
+        budget: () => ({ charge: (ms) => (budget.charge(ms), budget.waitMs(performance.now())) }),
+      },
+      { intercept: { host: '127.0.0.1', port: 0 }, interception: 'off', windowBytes: 4 * 1024 * 1024, maxConnections: 64, silenceMs: 5_000, allow: [{ peer: 'h', to: `127.0.0.1:${sinkPort}`, protocol: 'tcp' }] },
+      [],
+      log,
+    );
+    await mb.start();
+    const hostile = await dialCarrier('127.0.0.1', pb, h, b.publicKey);
+    let acked = 0;
+    hostile.start({ onRecord: (parts) => void (decodeRecord(Buffer.concat(parts)).type === RecordType.Ack && acked++), onClose: () => {}, onDrain: () => {} });
+    try {
+      hostile.send([encodeRecord({ type: RecordType.Hello, version: 1, bootId: 9n })]);
+      const target = { family: 4 as const, address: '127.0.0.1', port: sinkPort };
+      const conns = [2, 4, 6, 8]; // the ids this peer opens (as in the quota test above)
+      for (const conn of conns) hostile.send([encodeRecord({ type: RecordType.Open, conn, wrapPort: sinkPort, target, holdMs: 10_000, flags: 0 })]);
+      // As fast as the carrier takes it for 1.5 s (each connection's offset stays within the window as the sink drains).
+      const data = randomBytes(16 * 1024);
+      const offsets = new Map(conns.map((c) => [c, 0]));
+      const t0 = performance.now();
+      for (let i = 0; performance.now() - t0 < 1_500; i++) {
+        const conn = conns[i % conns.length];
+        hostile.send([encodeDataHeader(conn, offsets.get(conn)!), data]);
+        offsets.set(conn, offsets.get(conn)! + data.length);
+        while (!hostile.writable && performance.now() - t0 < 1_500) await sleep(5);
+        if (i % 16 === 15) await sleep(0);
+      }
+      const elapsedS = (performance.now() - t0) / 1000;
+      const st = (mb.stats() as { peers: { overBudgetPauses: number }[] }).peers[0];
+      // A full bucket, the refill, and one read handled before the pause (a 64 KiB chunk: a few ms).
+      expect(budget.spentMs).toBeLessThanOrEqual(MS_PER_S * (1 + elapsedS) + 15);
+      expect(st.overBudgetPauses).toBeGreaterThan(0);
+      // Slowed, not cut off: the carrier is still up and its bytes reach the destination.
+      await until('bytes at the sink', async () => delivered > 0 || undefined, 5_000, 20);
+      expect(hostile.socket.destroyed).toBe(false);
+    } finally {
+      hostile.close('test over');
+      await mb.stop();
+      sink.close();
+    }
+  }, 15_000);
 });
 
 describe('UDP flows on loopback', () => {

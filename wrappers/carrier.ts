@@ -110,8 +110,22 @@ function frame(payload: Uint8Array): Buffer {
   return b;
 }
 
+/**
+ * The peer's work budget as a carrier sees it (spookd: its per-peer CPU budget, PROTOCOL
+ * §12.9): charged the time spent on each read (opening records and handling them); the
+ * answer is how long to stop reading, 0 to carry on.
+ */
+export interface CarrierBudget {
+  charge(ms: number): number;
+  /** Told when a carrier stops reading for `ms` (counters). */
+  paused?(ms: number): void;
+}
+
 /** An established, authenticated carrier. */
 export class Carrier {
+  /** When set, reading pauses while the peer is over its budget (TCP flow control holds the peer back). */
+  budget: CarrierBudget | undefined;
+  private resumeTimer: NodeJS.Timeout | undefined;
   private readonly opener: RecordOpener;
   /** A record, as the plaintext pieces of the reads it arrived in (usually one). */
   onRecord: (parts: Buffer[]) => void = () => {};
@@ -181,6 +195,7 @@ export class Carrier {
   close(why: string): void {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.resumeTimer);
     this.socket.destroy();
     this.onClose(why);
   }
@@ -188,6 +203,7 @@ export class Carrier {
   private input(chunk: Buffer): void {
     if (this.closed) return;
     this.bytesIn += chunk.length;
+    const t0 = performance.now();
     try {
       this.opener.push(chunk, (parts) => {
         if (this.closed) return;
@@ -196,6 +212,18 @@ export class Carrier {
     } catch (e) {
       this.close(`carrier input refused: ${(e as Error).message}`);
     }
+    const waitMs = this.budget?.charge(performance.now() - t0) ?? 0;
+    if (waitMs > 0 && !this.closed && this.resumeTimer === undefined) this.pauseFor(waitMs);
+  }
+
+  /** Read no more for `ms` (what was read is handled; the peer's sends back up into its TCP window). */
+  private pauseFor(ms: number): void {
+    this.socket.pause();
+    this.budget?.paused?.(ms);
+    this.resumeTimer = setTimeout(() => {
+      this.resumeTimer = undefined;
+      if (!this.closed) this.socket.resume();
+    }, ms);
   }
 }
 

@@ -16,7 +16,7 @@ import type { Logger } from 'pino';
 import type { KeyPair } from '../transport/etcp/crypto.js';
 import { CloseCode, CLOSE_NAMES, type Target } from './codec.js';
 import { WrapSession, DEFAULT_WRAP_OPTIONS, type WrapEvent } from './session.js';
-import { acceptCarrier, dialCarrier, HANDSHAKE_TIMEOUT_MS, type Carrier } from './carrier.js';
+import { acceptCarrier, dialCarrier, HANDSHAKE_TIMEOUT_MS, type Carrier, type CarrierBudget } from './carrier.js';
 import { tcpIo, WrapCounters, type LocalConn, type LocalIo, type WrapperCounters, type WrapperSpec } from './local.js';
 import { WrapHooks, type ClientAddr } from '../control/bpf/wrap-hooks.js';
 import { isDatagram } from './protocols.js';
@@ -37,6 +37,8 @@ export interface WrapHostInfo {
   /** Where the peer's spookd is (its UDP endpoint; the carrier uses the same TCP port). */
   peerAddr: (peer: string) => { address: string; port: number } | undefined;
   listen: { host: string; port: number };
+  /** The peer's work budget (spookd: PROTOCOL §12.9): its carriers read only while it has some. */
+  budget?: (peer: string) => CarrierBudget | undefined;
 }
 
 /** Where intercepted connections were going: the BPF hooks, or a stand-in (tests, explicit proxies). */
@@ -86,6 +88,10 @@ interface PeerState {
   redialMs: number;
   conns: Map<number, LocalConn>;
   lastError: string | undefined;
+  /** Times its carriers stopped reading for the peer's work budget, and for how long in all. */
+  overBudget: { pauses: number; ms: number };
+  /** The peer's work budget (host.budget): its carriers' reads and the work its connections cause. */
+  budget: CarrierBudget | undefined;
 }
 
 export class WrapManager {
@@ -137,7 +143,9 @@ export class WrapManager {
         pingMs: Math.max(100, Math.floor(settings.silenceMs / 3)),
         maxBufferedBytes: settings.maxBufferedBytes,
       });
-      this.peers.set(p.name, { peer: p, session, carrier: undefined, dialing: false, nextDialAt: 0, redialMs: REDIAL_MS, conns: new Map(), lastError: undefined });
+      const ps: PeerState = { peer: p, session, carrier: undefined, dialing: false, nextDialAt: 0, redialMs: REDIAL_MS, conns: new Map(), lastError: undefined, overBudget: { pauses: 0, ms: 0 }, budget: undefined };
+      ps.budget = this.budgetOf(ps);
+      this.peers.set(p.name, ps);
     }
     for (const w of initial) this.counters.add(w);
   }
@@ -296,6 +304,8 @@ export class WrapManager {
         lastError: ps.lastError ?? null,
         connections: ps.session.conns.size,
         dialsRefused: this.policy.refused.get(ps.peer.name) ?? 0,
+        overBudgetPauses: ps.overBudget.pauses,
+        overBudgetPausedMs: ps.overBudget.ms,
         bufferedIn: ps.session.bufferedIn,
         bufferedOut: ps.session.bufferedOut,
         maxBufferedBytes: ps.session.maxBuffered,
@@ -611,6 +621,7 @@ export class WrapManager {
           this.carrierRefused['handshake-timeout']++;
           carrier.close('no record after the handshake');
         }, Math.max(0, timeoutMs - (this.now() - started)));
+        carrier.budget = ps.budget;
         carrier.start({
           onRecord: (parts) => {
             if (!adopted) {
@@ -630,6 +641,19 @@ export class WrapManager {
         this.carrierRefused[/timed out/.test(e.message) ? 'handshake-timeout' : 'handshake-failed']++;
         this.log.debug({ from: `${socket.remoteAddress}:${socket.remotePort}`, error: e.message }, 'carrier handshake refused');
       });
+  }
+
+  /** The peer's budget for its carriers and deliveries, counting the pauses it imposes. */
+  private budgetOf(ps: PeerState): CarrierBudget | undefined {
+    const b = this.host.budget?.(ps.peer.name);
+    if (!b) return undefined;
+    return {
+      charge: (ms) => b.charge(ms),
+      paused: (ms) => {
+        ps.overBudget.pauses++;
+        ps.overBudget.ms += ms;
+      },
+    };
   }
 
   private adopt(ps: PeerState, c: Carrier, started = false): void {
@@ -656,6 +680,7 @@ export class WrapManager {
       },
       onDrain: () => this.flush(ps),
     };
+    c.budget = ps.budget;
     if (started) Object.assign(c, handlers);
     else c.start(handlers);
     ps.session.onCarrierUp(this.now());
@@ -702,8 +727,11 @@ export class WrapManager {
         else lc.lastActivity = this.now();
         lc.io.write(ev.data, () => {
           if (ps.conns.get(ev.conn) !== lc) return;
+          // The acknowledgement a delivery causes is the peer's work too (its carrier pauses on the debt).
+          const t0 = performance.now();
           session.drained(this.now(), ev.conn, n);
           this.flush(ps);
+          ps.budget?.charge(performance.now() - t0);
         });
         return;
       }

@@ -39,4 +39,10 @@ export class WorkBudget {
     this.tokens -= ms;
     this.spentMs += ms;
   }
+
+  /** How long until the peer may have more work (0: now); a stream reader pauses this long. */
+  waitMs(now: number): number {
+    this.refill(now);
+    return this.tokens > 0 ? 0 : Math.ceil((-this.tokens * 1000) / this.msPerSecond) + 1;
+  }
 }

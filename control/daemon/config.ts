@@ -202,6 +202,8 @@ export const configSchema = z
         cookieThreshold: z.number().int().min(1).default(50),
         /** Under load, HandshakeInits with a valid cookie processed per source address per second. */
         perSourceLimit: z.number().int().min(1).default(5),
+        /** HandshakeInits accepted per peer per second, from any source (one per 1000/n ms). */
+        perPeerLimit: z.number().int().min(1).max(1000).default(10),
       })
       .strict()
       .default({}),

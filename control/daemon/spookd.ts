@@ -119,6 +119,7 @@ export class Spookd {
       acceptedInits,
       cookieThreshold: cfg.handshakes.cookieThreshold,
       perSourceLimit: cfg.handshakes.perSourceLimit,
+      perPeerLimit: cfg.handshakes.perPeerLimit,
       onInitAccepted: (peer, ts) => {
         try {
           mkdirSync(join(cfg.dataDir, peer.name), { recursive: true, mode: 0o700 });
@@ -195,6 +196,11 @@ export class Spookd {
         peers: [...this.links.values()].map((l) => ({ name: l.name, publicKey: l.publicKey, role: l.pair.role === 'sequencer' ? 0 : 1 })),
         peerAddr: (name) => this.links.get(name)?.addr,
         listen,
+        // A peer's carrier work draws on the same budget as its datagrams (§12.9).
+        budget: (name) => {
+          const b = this.links.get(name)?.budget;
+          return b && { charge: (ms) => (b.charge(ms), b.waitMs(this.now())) };
+        },
       },
       {
         ...cfg.wrap,
@@ -410,7 +416,11 @@ export class Spookd {
 
   private onHandshake(now: number, buf: Uint8Array, rinfo: RemoteInfo): void {
     const from = `${rinfo.address}:${rinfo.port}`;
+    const t0 = performance.now();
     const r = this.etcp.handleHandshake(now, buf, from);
+    // The DH of an init from an authorised key is that peer's work (§12.9), whatever came of it.
+    const by = r.kind === 'drop' ? r.peer : r.kind === 'respond' || r.kind === 'established' ? r.session.peer : undefined;
+    if (by) this.links.get(by.name)?.budget.charge(performance.now() - t0);
     if (r.kind === 'drop') {
       this.drop(r.reason, { from, detail: r.detail });
       // One warning per source address per minute; the rest are counted (drops, warnings-suppressed).

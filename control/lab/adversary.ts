@@ -16,6 +16,7 @@ import { createHash } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 import { EtcpEndpoint, pairIdentity, type Session } from '../../transport/etcp/endpoint.js';
 import { publicKeyOf, type KeyPair } from '../../transport/etcp/crypto.js';
+import { FrameType } from '../../transport/wire/constants.js';
 import { decodeFrame, isHandshakeType } from '../../transport/wire/header.js';
 import { encodeMessage, MsgType, REQ_WANT_META } from '../../transport/wire/messages.js';
 import { dialCarrier, type Carrier } from '../../wrappers/carrier.js';
@@ -65,6 +66,9 @@ export interface AttackReport {
   handshakes: number;
   /** Data frames the victim sent back on the pair. */
   received: number;
+  /** Handshake frames the victim answered with: HandshakeResps (a DH done) and CookieReplies (none). */
+  handshakeResponses?: number;
+  cookieReplies?: number;
   carriers: number;
   idleOpened: number;
   /** Bytes of WRAP DATA pushed (wrap-flood). */
@@ -92,6 +96,8 @@ class EtcpLink {
   readonly ep: EtcpEndpoint;
   session: Session | undefined;
   received = 0;
+  responses = 0;
+  cookies = 0;
   private waiting: (() => void) | undefined;
   handshakes = 0;
 
@@ -115,6 +121,8 @@ class EtcpLink {
       this.received++; // what the victim says on the pair is only counted (it answers reconciliation requests)
       return;
     }
+    if (frame.header.type === FrameType.HandshakeResp) this.responses++;
+    else if (frame.header.type === FrameType.CookieReply) this.cookies++;
     const r = this.ep.handleHandshake(Date.now(), buf, `${this.victim.host}:${this.victim.port}`);
     // A CookieReply is stored by the endpoint: the next init carries mac2.
     if (r.kind === 'drop' || r.kind === 'cookie' || r.kind === 'cookie-stored') return;
@@ -257,6 +265,8 @@ export class Adversary {
       this.sock?.close();
       this.report.handshakes += this.link?.handshakes ?? 0;
       this.report.received = this.link?.received ?? 0;
+      this.report.handshakeResponses = this.link?.responses ?? 0;
+      this.report.cookieReplies = this.link?.cookies ?? 0;
       this.report.ms = Math.round(performance.now() - t0);
     }
     return this.report;

@@ -36,6 +36,7 @@ export type EtcpDrop =
   | 'handshake-malformed'
   | 'bad-mac1'
   | 'source-rate-limited'
+  | 'peer-rate-limited'
   | 'cookie-auth-failed'
   | 'no-free-index'
   | 'version-mismatch'
@@ -63,6 +64,12 @@ export interface EndpointOptions {
   cookieThreshold?: number;
   /** Under load, HandshakeInits with a valid mac2 let through to the DH per source per second. */
   perSourceLimit?: number;
+  /**
+   * HandshakeInits accepted per peer per second, whatever their source (§12.8): one at most every
+   * 1000/perPeerLimit ms, as WireGuard's INITIATIONS_PER_SECOND. Absent: no limit (spookd sets
+   * `handshakes.perPeerLimit`, default 10).
+   */
+  perPeerLimit?: number;
 }
 
 /** An established pair's keys and identities; seals and opens Data frames. */
@@ -152,7 +159,8 @@ export type HandshakeOutcome =
   | { kind: 'cookie'; datagram: Uint8Array }
   /** A CookieReply to our pending init: the next init to this peer carries mac2. */
   | { kind: 'cookie-stored'; peer: PeerConfig }
-  | { kind: 'drop'; reason: EtcpDrop; detail: string };
+  /** `peer`: the authenticated sender, when the drop came after its init was decrypted (its work can be charged to it). */
+  | { kind: 'drop'; reason: EtcpDrop; detail: string; peer?: PeerConfig };
 
 export class EtcpEndpoint {
   private readonly peers = new Map<string, PeerConfig>();
@@ -160,6 +168,9 @@ export class EtcpEndpoint {
   readonly sessions = new Map<number, Session>();
   /** Highest init timestamp accepted per peer: a replayed HandshakeInit is refused (as WireGuard's TAI64N). */
   private readonly lastInitTimestamp = new Map<string, number>();
+  /** When each peer's last HandshakeInit was accepted: the next waits 1000/perPeerLimit ms. */
+  private readonly lastInitAcceptedAt = new Map<string, number>();
+  private readonly initIntervalMs: number;
   private lastSentTimestamp = 0;
   private readonly cookies: CookieChecker;
   /** Cookies received per peer (by key), with when: mac2 of the next inits to it. */
@@ -169,6 +180,7 @@ export class EtcpEndpoint {
   constructor(private readonly o: EndpointOptions) {
     this.cookies = new CookieChecker({ random: o.random, threshold: o.cookieThreshold, perSourceLimit: o.perSourceLimit });
     this.ownMac1Key = mac1Key(o.staticKey.publicKey);
+    this.initIntervalMs = o.perPeerLimit === undefined ? 0 : 1000 / o.perPeerLimit;
     for (const p of o.peers) {
       this.peers.set(keyHex(p.publicKey), p);
       const ts = o.acceptedInits?.get(p.name);
@@ -264,11 +276,19 @@ export class EtcpEndpoint {
     const vmax = d.getUint8(1);
     const ts = d.getUint32(6) * 2 ** 32 + d.getUint32(10);
     if (ETCP_VERSION < vmin || ETCP_VERSION > vmax) {
-      return { kind: 'drop', reason: 'version-mismatch', detail: `peer ${peer.name} speaks versions ${vmin}..${vmax}, we speak ${ETCP_VERSION}` };
+      return { kind: 'drop', reason: 'version-mismatch', detail: `peer ${peer.name} speaks versions ${vmin}..${vmax}, we speak ${ETCP_VERSION}`, peer };
     }
-    const last = this.lastInitTimestamp.get(keyHex(peer.publicKey)) ?? -1;
-    if (ts <= last) return { kind: 'drop', reason: 'handshake-replayed', detail: `peer ${peer.name}: init timestamp ${ts} not after ${last}` };
-    this.lastInitTimestamp.set(keyHex(peer.publicKey), ts);
+    const key = keyHex(peer.publicKey);
+    const last = this.lastInitTimestamp.get(key) ?? -1;
+    if (ts <= last) return { kind: 'drop', reason: 'handshake-replayed', detail: `peer ${peer.name}: init timestamp ${ts} not after ${last}`, peer };
+    // An authorised key flooding fresh inits (from any number of sources) gets one through per interval:
+    // the rest cost the two DHs above, not the three of the response, a session and a timestamp write.
+    const acceptedAt = this.lastInitAcceptedAt.get(key);
+    if (acceptedAt !== undefined && now >= acceptedAt && now - acceptedAt < this.initIntervalMs) {
+      return { kind: 'drop', reason: 'peer-rate-limited', detail: `peer ${peer.name}: more than one HandshakeInit per ${this.initIntervalMs} ms`, peer };
+    }
+    this.lastInitAcceptedAt.set(key, now);
+    this.lastInitTimestamp.set(key, ts);
     const localIndex = this.newIndex();
     if (localIndex === undefined) return { kind: 'drop', reason: 'no-free-index', detail: '65535 sessions and handshakes live' };
     this.o.onInitAccepted?.(peer, ts);
