@@ -1,13 +1,49 @@
 /**
- * A per-peer work budget: a token bucket of CPU milliseconds. Handling a peer's datagrams
- * draws what it actually took (measured after the fact, so one expensive datagram leaves
- * the peer in debt); while the bucket is empty, that peer's datagrams are dropped unopened
- * and counted, so one peer cannot starve the others. ESTP retransmits and Raft resends,
- * so a throttled honest peer only slows down.
+ * Per-peer work budgets: a token bucket of CPU milliseconds per peer. Handling a peer's
+ * datagrams (and its wrapper carriers' records) draws what it actually took, measured after
+ * the fact, so one expensive datagram leaves the peer in debt; while its bucket is empty,
+ * its datagrams are dropped unopened and its carriers stop reading, so one peer cannot
+ * starve the others. ESTP retransmits, Raft resends and TCP holds the sender back, so a
+ * throttled honest peer only slows down.
+ *
+ * The budgets are *work-conserving*, like CPU shares rather than a hard cap: a peer over
+ * its budget is held back only while another peer of the same pool has work of its own
+ * (did at least ACTIVE_MS of work in about the last second). A lone bulk transfer runs at
+ * full speed; the moment another peer needs the host, the busy one is held to its rate.
+ * While nobody else is busy a peer's debt is forgiven (its bucket floors at empty), so it
+ * is throttled at once when contention starts, and no longer than its own rate dictates.
  */
+
+/** About how long work counts as recent (the decay constant), in ms. */
+const RECENT_MS = 1000;
+/** Recent work (ms) that makes a peer "busy" for the others' budgets: more than keepalives. */
+const ACTIVE_MS = 2;
+
+export class BudgetPool {
+  private readonly budgets = new Set<WorkBudget>();
+
+  constructor(readonly clock: () => number) {}
+
+  /** A budget of `msPerSecond` for one peer, sharing the host with the pool's others. */
+  add(msPerSecond: number): WorkBudget {
+    const b = new WorkBudget(msPerSecond, this.clock(), this);
+    this.budgets.add(b);
+    return b;
+  }
+
+  /** Whether some budget other than `self` is busy at `now`. */
+  contended(self: WorkBudget, now: number): boolean {
+    for (const b of this.budgets) if (b !== self && b.recentWork(now) >= ACTIVE_MS) return true;
+    return false;
+  }
+}
+
 export class WorkBudget {
   private tokens: number;
   private at: number;
+  /** Exponentially decayed work (ms), as of recentAt. */
+  private recent = 0;
+  private recentAt: number;
   /** Datagrams refused while over budget. */
   refused = 0;
   /** Milliseconds charged in total. */
@@ -17,9 +53,12 @@ export class WorkBudget {
     /** Milliseconds of work per second of wall time (the refill rate, and the bucket's depth). */
     readonly msPerSecond: number,
     now: number,
+    /** Without a pool the budget is a hard cap (nothing else to conserve work for). */
+    private readonly pool?: BudgetPool,
   ) {
     this.tokens = msPerSecond;
     this.at = now;
+    this.recentAt = now;
   }
 
   private refill(now: number): void {
@@ -27,22 +66,42 @@ export class WorkBudget {
     this.at = Math.max(this.at, now);
   }
 
+  /** Work done in about the last second (ms). */
+  recentWork(now: number): number {
+    if (now > this.recentAt) {
+      this.recent *= Math.exp(-(now - this.recentAt) / RECENT_MS);
+      this.recentAt = now;
+    }
+    return this.recent;
+  }
+
+  private held(now: number): boolean {
+    return this.pool === undefined || this.pool.contended(this, now);
+  }
+
   /** Whether the peer may have more work now; counts a refusal when not. */
   admit(now: number): boolean {
     this.refill(now);
-    if (this.tokens > 0) return true;
+    if (this.tokens > 0 || !this.held(now)) return true;
     this.refused++;
     return false;
   }
 
   charge(ms: number): void {
-    this.tokens -= ms;
+    const now = this.pool?.clock() ?? this.at;
+    this.refill(now);
+    this.recentWork(now);
+    this.recent += ms;
     this.spentMs += ms;
+    this.tokens -= ms;
+    // Uncontended, debt is forgiven: the bucket floors at empty.
+    if (this.tokens < 0 && !this.held(now)) this.tokens = 0;
   }
 
   /** How long until the peer may have more work (0: now); a stream reader pauses this long. */
   waitMs(now: number): number {
     this.refill(now);
-    return this.tokens > 0 ? 0 : Math.ceil((-this.tokens * 1000) / this.msPerSecond) + 1;
+    if (this.tokens > 0 || !this.held(now)) return 0;
+    return Math.ceil((-this.tokens * 1000) / this.msPerSecond) + 1;
   }
 }

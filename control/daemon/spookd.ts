@@ -28,7 +28,7 @@ import { AdminServer } from './admin.js';
 import { Metrics } from './metrics.js';
 import { FastPath } from './fastpath.js';
 import { WarnLimiter } from './warn-limiter.js';
-import { WorkBudget } from './budget.js';
+import { BudgetPool, type WorkBudget } from './budget.js';
 import { DomainHost } from './domains.js';
 import { QN_MSG_TYPE } from '../qn/codec.js';
 import { WrapManager } from '../../wrappers/manager.js';
@@ -91,7 +91,8 @@ export class Spookd {
   readonly subscribers = new Set<(link: PeerLink, ev: SpookEvent) => void>();
   /** QN domains by name; their messages ride the pair sessions. */
   readonly domains = new Map<string, DomainHost>();
-  /** Domains whose node threw, with the error: no longer driven until a restart (§12.9). */
+  /** The peers' work budgets (§12.9): work-conserving, so a peer is held back only while another is busy. */
+  private readonly budgets = new BudgetPool(() => this.now());
   /** Wrapped TCP connections: carriers to the peers, interception, per-connection streams. */
   readonly wraps: WrapManager;
 
@@ -150,7 +151,7 @@ export class Spookd {
         lastInitAt: -Infinity,
         violations: 0,
         disconnects: 0,
-        budget: new WorkBudget(cfg.peerBudgetMs, this.now()),
+        budget: this.budgets.add(cfg.peerBudgetMs),
         fenced: undefined,
       };
       link.pair = new HalfPair(

@@ -1,0 +1,59 @@
+import { describe, expect, it } from 'vitest';
+import { BudgetPool, WorkBudget } from '../control/daemon/budget.js';
+
+describe('per-peer work budgets (PROTOCOL.md §12.9)', () => {
+  it('without a pool, a budget is a hard cap: over it, work is refused until the refill', () => {
+    const b = new WorkBudget(100, 0);
+    b.charge(150);
+    expect(b.admit(0)).toBe(false);
+    expect(b.waitMs(0)).toBe(501);
+    expect(b.admit(400)).toBe(false);
+    expect(b.admit(600)).toBe(true);
+    expect(b.refused).toBe(2);
+  });
+
+  it('a lone busy peer is not held back (work-conserving), and its debt is forgiven', () => {
+    let now = 0;
+    const pool = new BudgetPool(() => now);
+    const bulk = pool.add(100);
+    pool.add(100); // an idle peer: keepalives at most
+    for (; now < 10_000; now += 10) {
+      expect(bulk.admit(now)).toBe(true);
+      bulk.charge(8); // 80% of a core, far over 100 ms/s
+    }
+    expect(bulk.refused).toBe(0);
+    expect(bulk.waitMs(now)).toBe(0);
+  });
+
+  it('attack: once another peer is busy, the one over its budget is held to its rate at once, and released when the other goes quiet', () => {
+    let now = 0;
+    const pool = new BudgetPool(() => now);
+    const flood = pool.add(100);
+    const victim = pool.add(100);
+    // The flood runs alone for 5 s at 80% of a core: no debt builds up.
+    for (; now < 5_000; now += 10) flood.charge(8);
+    // The victim starts working: 5 ms every 100 ms.
+    victim.charge(5);
+    let floodWork = 0;
+    const start = now;
+    for (; now < start + 2_000; now += 10) {
+      if (now % 100 === 0) {
+        expect(victim.admit(now)).toBe(true);
+        victim.charge(5);
+      }
+      if (flood.admit(now)) {
+        flood.charge(8);
+        floodWork += 8;
+      }
+    }
+    // Held to about its 100 ms/s (plus one charge in flight), not to a debt of seconds.
+    expect(floodWork).toBeGreaterThan(150);
+    expect(floodWork).toBeLessThanOrEqual(2 * 100 + 8);
+    expect(flood.refused).toBeGreaterThan(0);
+    // The victim goes quiet: a few seconds later the flood runs freely again.
+    now += 5_000;
+    expect(flood.admit(now)).toBe(true);
+    flood.charge(500);
+    expect(flood.admit(now)).toBe(true);
+  });
+});
