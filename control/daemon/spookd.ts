@@ -41,6 +41,8 @@ export const HANDSHAKE_RETRY_MS = 2_000;
 const OLD_SESSION_GRACE_MS = 30_000;
 /** Sessions we answered and the peer has not used yet, kept per peer (the oldest goes first). */
 const MAX_UNCONFIRMED = 4;
+/** Superseded sessions kept per peer (the oldest goes first): a peer handshaking in a loop holds no more. */
+const MAX_OLD_SESSIONS = 2;
 /** Member 2 (the follower) lets member 1 handshake first at start-up. */
 const MEMBER2_FIRST_CONTACT_DELAY_MS = 1_500;
 /** While the pair is decoherent, try a fresh handshake this often. */
@@ -57,7 +59,8 @@ export interface PeerLink {
   pair: HalfPair;
   store: DiskStore;
   session: Session | undefined;
-  oldSessions: { session: Session; until: number }[];
+  /** `until` moves with every frame opened on the session, never past `deadline` (§12.6). */
+  oldSessions: { session: Session; until: number; deadline: number }[];
   /** Sessions we answered that the peer has not used yet. */
   unconfirmed: { session: Session; until: number }[];
   lastInitAt: number;
@@ -221,6 +224,15 @@ export class Spookd {
     return this.cfg.timing.sessionGraceMs ?? OLD_SESSION_GRACE_MS;
   }
 
+  /**
+   * Age (from its establishment) past which a superseded session opens nothing, however
+   * often the peer sends on it: the rekey period plus two grace periods (180 s by default,
+   * WireGuard's REJECT_AFTER_TIME). Its initiator has rekeyed it by then.
+   */
+  private get oldSessionMaxAgeMs(): number {
+    return (this.cfg.timing.rekeyAfterMs ?? REKEY_AFTER_MS) + 2 * this.graceMs;
+  }
+
   get uptimeMs(): number {
     return this.now() - this.startedAt;
   }
@@ -362,7 +374,7 @@ export class Spookd {
     this.forPeer(link, 'data frame', () => {
       link.addr = { address: rinfo.address, port: rinfo.port }; // roaming: follow authenticated frames
       const old = link.oldSessions.find((o) => o.session === opened.session);
-      if (old) old.until = now + this.graceMs; // the peer still sends on it: keep it open
+      if (old) old.until = Math.min(now + this.graceMs, old.deadline); // the peer still sends on it: keep it open, within its hard limit
       else if (opened.session !== link.session) {
         // The first data frame on a session we answered: it is now the one we send on.
         this.adopt(link, opened.session, now);
@@ -466,7 +478,12 @@ export class Spookd {
   /** Make `s` the session frames go out on; the previous one still opens frames for a while. */
   private adopt(link: PeerLink, s: Session, now: number): void {
     link.unconfirmed = link.unconfirmed.filter((u) => u.session !== s);
-    if (link.session) link.oldSessions.push({ session: link.session, until: now + this.graceMs });
+    if (link.session) {
+      const deadline = link.session.establishedAt + this.oldSessionMaxAgeMs;
+      link.oldSessions.push({ session: link.session, until: Math.min(now + this.graceMs, deadline), deadline });
+      // Bounded per peer: a peer handshaking in a loop (and keeping every old session busy) holds no more.
+      while (link.oldSessions.length > MAX_OLD_SESSIONS) this.closeSession(link.oldSessions.shift()!.session.localIndex);
+    }
     link.session = s;
     link.pair.resetPacketSpace();
     for (const r of link.pair.registers.values()) r.markStatusDirty();
@@ -522,7 +539,7 @@ export class Spookd {
 
   private tickLink(link: PeerLink, now: number): void {
     {
-      const expire = (list: { session: Session; until: number }[]): { session: Session; until: number }[] =>
+      const expire = <T extends { session: Session; until: number }>(list: T[]): T[] =>
         list.filter((o) => {
           if (o.until > now) return true;
           this.closeSession(o.session.localIndex);
@@ -541,7 +558,10 @@ export class Spookd {
         (s !== undefined && link.pair.state === PairState.DECOHERENT && now - link.lastInitAt >= DECOHERENT_REHANDSHAKE_MS);
       if (due && link.addr && now - link.lastInitAt >= HANDSHAKE_RETRY_MS && link.pair.state !== PairState.CLOSED) {
         link.lastInitAt = now;
-        this.socket?.send(this.etcp.initiate(now, link.publicKey, Date.now()), link.addr.port, link.addr.address);
+        // A full index space is counted and retried, never an error of this pair (§12.3).
+        const init = this.etcp.tryInitiate(now, link.publicKey, Date.now());
+        if ('drop' in init) this.drop(init.drop, { peer: link.name });
+        else this.socket?.send(init.datagram, link.addr.port, link.addr.address);
       }
       const t = link.pair.pollTimeout();
       if (t !== undefined && t <= now) link.pair.handleTimeout(now);
