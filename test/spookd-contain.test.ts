@@ -12,6 +12,8 @@ import { PairState } from '../control/core/lifecycle.js';
 import { EtcpEndpoint, type Session } from '../transport/etcp/endpoint.js';
 import { createSocket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
+import { encodeFrame } from '../transport/wire/header.js';
+import { FrameType } from '../transport/wire/constants.js';
 
 /**
  * Containment in the driver (docs/PROTOCOL.md §12.9), with three spookd in this process on
@@ -97,6 +99,35 @@ describe('spookd containment (§12.9)', () => {
     await until('b write reaches a', () => has(d.a, 'b', 'b-during-c-flood'));
     lc.pair.handlePayload = real;
     expect(lc.fenced).toBeUndefined();
+  }, 20_000);
+  it("attack: forged Data frames carrying an honest peer's pair id (seen on the path) are charged to their source address, not to the peer: the peer's budget is untouched and its writes cross", async () => {
+    const lb = d.a.link('b');
+    const pairId = lb.session!.localIndex; // what b's frames to a carry
+    const sock = createSocket('udp4');
+    await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
+    const before = { ...d.a.drops };
+    const refused0 = lb.budget.refused;
+    const spent0 = lb.budget.spentMs;
+    let pn = 1_000_000;
+    const forged = (): Uint8Array => encodeFrame({ type: FrameType.Data, flags: 0, pairId, packetNumber: pn++ }, new Uint8Array(randomBytes(1200)));
+    const flood = setInterval(() => {
+      for (let i = 0; i < 100; i++) sock.send(forged(), port.a, '127.0.0.1');
+    }, 5); // up to 20,000 frames/s: enough to empty a 20 ms/s budget many times over
+    try {
+      await new Promise((r) => setTimeout(r, 1500));
+      write(d.b, 'a', 'b-during-forgery');
+      await until('b write reaches a during the forgery', () => has(d.a, 'b', 'b-during-forgery'));
+    } finally {
+      clearInterval(flood);
+      sock.close();
+    }
+    const grew = (k: string): number => (d.a.drops[k] ?? 0) - (before[k] ?? 0);
+    expect(grew('data-auth-failed')).toBeGreaterThan(100);
+    expect(grew('source-over-budget')).toBeGreaterThan(grew('data-auth-failed')); // most never reached the AEAD
+    expect(lb.budget.refused - refused0).toBe(0);
+    // b's own frames only (keepalives every 100 ms, the write): far below the forgery's cost.
+    expect(lb.budget.spentMs - spent0).toBeLessThan(20);
+    expect(lb.fenced).toBeUndefined();
   }, 20_000);
   it('attack: an exception while handling one peer fences that pair only (cause internal-error, logged once, counted); the process and the other pair carry on', async () => {
     const lb = d.a.link('b');

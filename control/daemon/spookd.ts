@@ -28,7 +28,7 @@ import { AdminServer } from './admin.js';
 import { Metrics } from './metrics.js';
 import { FastPath } from './fastpath.js';
 import { WarnLimiter } from './warn-limiter.js';
-import { WorkBudget } from './budget.js';
+import { SourceBudgets, WorkBudget } from './budget.js';
 import { DomainHost } from './domains.js';
 import { QN_MSG_TYPE } from '../qn/codec.js';
 import { WrapManager } from '../../wrappers/manager.js';
@@ -43,6 +43,9 @@ const OLD_SESSION_GRACE_MS = 30_000;
 const MAX_UNCONFIRMED = 4;
 /** Superseded sessions kept per peer (the oldest goes first): a peer handshaking in a loop holds no more. */
 const MAX_OLD_SESSIONS = 2;
+/** CPU per second that Data frames failing to open may cost per source address (§12.9), and addresses tracked. */
+const SOURCE_FAILURE_BUDGET_MS = 20;
+const MAX_FAILING_SOURCES = 1024;
 /** Member 2 (the follower) lets member 1 handshake first at start-up. */
 const MEMBER2_FIRST_CONTACT_DELAY_MS = 1_500;
 /** While the pair is decoherent, try a fresh handshake this often. */
@@ -83,6 +86,8 @@ export class Spookd {
   readonly drops: Record<string, number> = {};
   /** Refused-handshake warnings, one per source address per minute. */
   readonly warns = new WarnLimiter();
+  /** Data frames that fail to open are charged here, by source address, not to the peer (§12.9). */
+  readonly failing = new SourceBudgets(SOURCE_FAILURE_BUDGET_MS, MAX_FAILING_SOURCES);
   private readonly etcp: EtcpEndpoint;
   private socket: Socket | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -359,17 +364,27 @@ export class Spookd {
     // Over its work budget, a peer's frames are dropped before the AEAD (which costs too).
     const target = this.etcp.sessions.get(frame.header.pairId);
     const peerLink = target ? this.links.get(target.peer.name) : undefined;
+    // So is a source address in debt for frames that failed to open, unless it is the very address the
+    // named peer authenticated from (else whoever spoofs that address could cut the peer off).
+    const peerAddr = peerLink?.addr !== undefined && peerLink.addr.address === rinfo.address && peerLink.addr.port === rinfo.port;
+    if (!peerAddr && !this.failing.admit(now, rinfo.address)) {
+      this.drop('source-over-budget', { from: `${rinfo.address}:${rinfo.port}` });
+      return;
+    }
     if (peerLink && !peerLink.budget.admit(now)) {
       this.drop('peer-over-budget', { peer: peerLink.name });
       return;
     }
     const t0 = performance.now();
     const opened = this.etcp.openData(buf, frame.header.pairId, frame.header.packetNumber);
-    if (peerLink) peerLink.budget.charge(performance.now() - t0);
+    const took = performance.now() - t0;
     if ('drop' in opened) {
+      // Not the peer's work: anyone who sees pair ids can send frames that fail (§12.9).
+      this.failing.charge(now, rinfo.address, took);
       this.drop(opened.drop, { from: `${rinfo.address}:${rinfo.port}`, detail: opened.detail });
       return;
     }
+    peerLink?.budget.charge(took);
     const link = this.links.get(opened.session.peer.name)!;
     this.forPeer(link, 'data frame', () => {
       link.addr = { address: rinfo.address, port: rinfo.port }; // roaming: follow authenticated frames
