@@ -33,8 +33,6 @@ export const DEFAULT_PER_SOURCE_LIMIT = 5;
 const MAX_TRACKED_SOURCES = 4096;
 /** Under load, DHs per second for all sources together, as a multiple of the threshold (bucket depth: one second's worth). */
 export const DH_RATE_PER_THRESHOLD = 2;
-/** Source addresses of recent authorised handshakes, exempt from the global DH bucket (LRU). */
-const KNOWN_SOURCES_KEPT = 1024;
 /** mac1 values of HandshakeInits refused after their DH, remembered so a replay costs no DH. */
 export const REFUSED_INITS_KEPT = 1024;
 
@@ -118,7 +116,9 @@ export class CookieChecker {
   /** The global DH bucket under load (admitSource). */
   private dhTokens: number;
   private dhAt = -Infinity;
-  private readonly known = new Set<string>();
+  /** The latest source of an authorised handshake per peer, and how many peers name each source. */
+  private readonly knownOf = new Map<string, string>();
+  private readonly knownCount = new Map<string, number>();
   readonly threshold: number;
   readonly perSourceLimit: number;
 
@@ -153,14 +153,14 @@ export class CookieChecker {
    * per source per second, and a token bucket of `DH_RATE_PER_THRESHOLD × threshold` per
    * second for all sources together (without it, N sources that receive their cookies get
    * N × perSourceLimit DHs per second). A token is taken only when both admit. Sources of
-   * recent authorised handshakes (noteAuthorised) are held to the per-source limit only.
+   * an authorised peer's latest handshake (noteAuthorised) are held to the per-source limit only.
    */
   admitSource(now: number, source: string): 'ok' | 'source' | 'global' {
     this.roll(now);
     const n = this.perSource.get(source);
     if (n === undefined && this.perSource.size >= MAX_TRACKED_SOURCES) return 'source';
     if ((n ?? 0) >= this.perSourceLimit) return 'source';
-    if (this.known.has(source)) {
+    if (this.knownCount.has(source)) {
       // A source that completed an authorised handshake lately: an attacker can hold no cookie for it
       // without receiving there, so a flood from other sources does not starve it.
       this.perSource.set(source, (n ?? 0) + 1);
@@ -175,11 +175,20 @@ export class CookieChecker {
     return 'ok';
   }
 
-  /** A handshake with an authorised peer completed from `source`. */
-  noteAuthorised(source: string): void {
-    this.known.delete(source);
-    this.known.add(source);
-    if (this.known.size > KNOWN_SOURCES_KEPT) this.known.delete(this.known.values().next().value as string);
+  /**
+   * A handshake with the authorised peer `peer` (any stable name) completed from `source`.
+   * One source per peer, the latest: an authorised peer cannot farm exempt addresses.
+   */
+  noteAuthorised(peer: string, source: string): void {
+    const old = this.knownOf.get(peer);
+    if (old === source) return;
+    if (old !== undefined) {
+      const n = this.knownCount.get(old)! - 1;
+      if (n === 0) this.knownCount.delete(old);
+      else this.knownCount.set(old, n);
+    }
+    this.knownOf.set(peer, source);
+    this.knownCount.set(source, (this.knownCount.get(source) ?? 0) + 1);
   }
 
   /** The cookie for `source`: MAC(secret, source), the secret redrawn every two minutes. */

@@ -319,7 +319,7 @@ export class EtcpEndpoint {
     od.setUint32(4, senderIndex);
     out.set(message, 8);
     const session = this.establish(now, localIndex, senderIndex, peer, false, result);
-    this.cookies.noteAuthorised(source);
+    this.cookies.noteAuthorised(peer.name, source);
     // mac2 of a HandshakeResp is always zero in v2 (no cookie is ever demanded of a responder).
     const datagram = stampMacs(encodeFrame({ type: FrameType.HandshakeResp, flags: 0, pairId: senderIndex, packetNumber: 0 }, out), mac1Key(peer.publicKey), undefined);
     return { kind: 'respond', datagram, session };
@@ -369,7 +369,7 @@ export class EtcpEndpoint {
     }
     if (m2.payload[0] !== ETCP_VERSION) return { kind: 'drop', reason: 'version-mismatch', detail: `responder chose version ${m2.payload[0]}` };
     this.pending.delete(receiverIndex);
-    this.cookies.noteAuthorised(source);
+    this.cookies.noteAuthorised(p.peer.name, source);
     return { kind: 'established', session: this.establish(now, receiverIndex, senderIndex, p.peer, true, m2.result) };
   }
 
