@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
-import { EtcpEndpoint, INIT_LEN, MAX_SEALED_PAYLOAD, RESP_LEN, type Session } from '../transport/etcp/endpoint.js';
+import { EtcpEndpoint, INIT_LEN, MAX_SEALED_PAYLOAD, MAX_SESSIONS_PER_PEER, RESP_LEN, type Session } from '../transport/etcp/endpoint.js';
 import { COOKIE_REPLY_LEN, mac, mac1Key, openCookie, sealCookie, stampMacs } from '../transport/etcp/cookie.js';
 import { Rng } from '../control/sim/rng.js';
 import { generateKeyPair } from '../transport/etcp/crypto.js';
@@ -278,9 +278,9 @@ describe('ETCP DoS cookies (§12.8)', () => {
     }
     const ms = performance.now() - t0;
     expect(established).toBe(true);
-    // DH was done for at most the threshold's worth of the flood per second; the rest cost a MAC and a cookie.
-    expect(outcomes['unauthorized-key']).toBeLessThanOrEqual(2 * 51);
-    expect(outcomes.cookie).toBeGreaterThan(7000);
+    // One DH, for the first copy: its mac1 is then remembered, and every replay costs a MAC and a lookup (no cookie either).
+    expect(outcomes['unauthorized-key']).toBe(1);
+    expect(outcomes['refused-replay']).toBeGreaterThan(9000);
     expect(b.underLoad(3000)).toBe(true);
     console.log(`flood: ${JSON.stringify(outcomes)} in ${ms.toFixed(0)} ms (${((ms * 1000) / Object.values(outcomes).reduce((x, y) => x + y, 0)).toFixed(1)} us per init)`);
   });
@@ -298,7 +298,107 @@ describe('ETCP DoS cookies (§12.8)', () => {
       if (r.kind === 'cookie') c.handleHandshake(i * 5, r.datagram, 'b:1');
     }
     expect(out['unauthorized-key']).toBeLessThanOrEqual(1 + 3);
-    expect(out['source-rate-limited']).toBeGreaterThan(150);
+    // Refused by the per-source limit, or first by the global DH bucket (2 x threshold = 2/s here).
+    expect((out['source-rate-limited'] ?? 0) + (out['dh-rate-limited'] ?? 0)).toBeGreaterThan(150);
+  });
+});
+
+describe('ETCP aggregate DH bound under load (§12.8)', () => {
+  it('attack: 100 sources that each receive their cookies get at most 2 x cookieThreshold DHs per second together, not 5 each', () => {
+    const kb = generateKeyPair();
+    const ka = generateKeyPair();
+    const kc = generateKeyPair(); // knows b's public key, is not authorised
+    const threshold = 5;
+    const b = new EtcpEndpoint({ staticKey: kb, peers: [{ publicKey: ka.publicKey, name: 'a' }], random, cookieThreshold: threshold });
+    let now = 1000;
+    // An authorised peer paired from its address before the flood: that source is known.
+    const a = new EtcpEndpoint({ staticKey: ka, peers: [{ publicKey: kb.publicKey, name: 'b' }], random });
+    expect(b.handleHandshake(now, a.initiate(now, kb.publicKey), '192.0.2.1:1').kind).toBe('respond');
+    const warm = new EtcpEndpoint({ staticKey: kc, peers: [{ publicKey: kb.publicKey, name: 'b' }], random });
+    for (let i = 0; i <= threshold; i++) b.handleHandshake(now, warm.initiate(now, kb.publicKey), 'warm:1');
+    expect(b.underLoad(now)).toBe(true);
+    // Each source gets its cookie (one round trip), then sends fresh inits (new ephemerals: no replay shortcut).
+    const srcs = Array.from({ length: 100 }, (_, i) => ({ src: `2001:db8::${i.toString(16)}:4000`, ep: new EtcpEndpoint({ staticKey: kc, peers: [{ publicKey: kb.publicKey, name: 'b' }], random }) }));
+    for (const { src, ep } of srcs) {
+      const r = b.handleHandshake(now, ep.initiate(now, kb.publicKey), src);
+      expect(r.kind).toBe('cookie');
+      if (r.kind === 'cookie') expect(ep.handleHandshake(now, r.datagram, 'b').kind).toBe('cookie-stored');
+    }
+    const out: Record<string, number> = {};
+    const t0 = performance.now();
+    // Within one second, each source at its per-source limit (5/s): 500 inits with a valid mac2.
+    now += 1000;
+    for (let rep = 0; rep < 5; rep++)
+      for (const { src, ep } of srcs) {
+        const r = b.handleHandshake(now + rep, ep.initiate(now + rep, kb.publicKey), src);
+        const k = r.kind === 'drop' ? r.reason : r.kind;
+        out[k] = (out[k] ?? 0) + 1;
+      }
+    const ms = performance.now() - t0;
+    // The bucket's depth (2 x threshold), plus the refill over the 5 ms the loop spans.
+    expect(out['unauthorized-key']).toBeLessThanOrEqual(2 * threshold + 1);
+    expect(out['unauthorized-key']).toBeGreaterThanOrEqual(2 * threshold);
+    expect(out['dh-rate-limited']).toBeGreaterThan(480);
+    console.log(`aggregate: ${JSON.stringify(out)} in ${ms.toFixed(0)} ms`);
+    // The bucket is empty now, yet the authorised peer, from its known source and with its cookie, pairs again.
+    now += 6;
+    const r1 = b.handleHandshake(now, a.initiate(now, kb.publicKey), '192.0.2.1:1');
+    expect(r1.kind).toBe('cookie');
+    if (r1.kind === 'cookie') a.handleHandshake(now, r1.datagram, 'b');
+    const r2 = b.handleHandshake(now, a.initiate(now, kb.publicKey), '192.0.2.1:1');
+    expect(r2.kind).toBe('respond');
+    // The same peer from a new address competes for the bucket like everyone else.
+    const r3 = b.handleHandshake(now, a.initiate(now, kb.publicKey), '192.0.2.99:1');
+    expect(r3.kind).toBe('cookie');
+    if (r3.kind === 'cookie') a.handleHandshake(now, r3.datagram, 'b');
+    const r4 = b.handleHandshake(now, a.initiate(now, kb.publicKey), '192.0.2.99:1');
+    expect(r4.kind === 'drop' && r4.reason).toBe('dh-rate-limited');
+  });
+
+  it('attack: a captured init from an unauthorised key replayed from 1,000 sources costs one DH in all', () => {
+    const kb = generateKeyPair();
+    const b = new EtcpEndpoint({ staticKey: kb, peers: [], random });
+    const c = new EtcpEndpoint({ staticKey: generateKeyPair(), peers: [{ publicKey: kb.publicKey, name: 'b' }], random });
+    const init = c.initiate(0, kb.publicKey);
+    const out: Record<string, number> = {};
+    for (let i = 0; i < 1000; i++) {
+      const r = b.handleHandshake(i * 10, init, `198.51.100.${i % 250}:${1000 + i}`); // 100/s: under load after the first 50
+      const k = r.kind === 'drop' ? r.reason : r.kind;
+      out[k] = (out[k] ?? 0) + 1;
+    }
+    expect(out).toEqual({ 'unauthorized-key': 1, 'refused-replay': 999 });
+    // A fresh init from the same key is another mac1: it gets its own DH (and its own refusal).
+    const r = b.handleHandshake(20_000, c.initiate(20_000, kb.publicKey), 'x:1');
+    expect(r.kind === 'drop' && r.reason).toBe('unauthorized-key');
+  });
+});
+
+describe('ETCP session bounds (§12.3)', () => {
+  it('attack: an authorised peer handshaking in a loop holds at most MAX_SESSIONS_PER_PEER sessions; another peer still pairs', () => {
+    const kb = generateKeyPair();
+    const kx = generateKeyPair();
+    const ka = generateKeyPair();
+    const b = new EtcpEndpoint({ staticKey: kb, peers: [{ publicKey: kx.publicKey, name: 'x' }, { publicKey: ka.publicKey, name: 'a' }], random });
+    const x = new EtcpEndpoint({ staticKey: kx, peers: [{ publicKey: kb.publicKey, name: 'b' }], random });
+    const out: Record<string, number> = {};
+    for (let i = 0; i < 40; i++) {
+      const r = b.handleHandshake(i * 100, x.initiate(i * 100, kb.publicKey), 'x:1');
+      const k = r.kind === 'drop' ? r.reason : r.kind;
+      out[k] = (out[k] ?? 0) + 1;
+    }
+    expect(out).toEqual({ respond: MAX_SESSIONS_PER_PEER, 'peer-session-limit': 40 - MAX_SESSIONS_PER_PEER });
+    const a = new EtcpEndpoint({ staticKey: ka, peers: [{ publicKey: kb.publicKey, name: 'b' }], random });
+    const { sa, sb } = handshake(a, b, kb, 5000);
+    const got = openAt(b, sa.seal(new Uint8Array([1, 2, 3])));
+    expect('payload' in got && got.session).toBe(sb);
+  });
+
+  it('with all 65,535 index slots in use, tryInitiate is a drop (no-free-index), not an exception; a responder drops the init likewise', () => {
+    const { a, b, kb } = pairUp();
+    const { sa } = handshake(a, b, kb);
+    for (let lo = 1; lo <= 0xffff; lo++) a.sessions.set(((0x7e << 24) | lo) >>> 0, sa);
+    expect(a.tryInitiate(2000, kb.publicKey)).toEqual({ drop: 'no-free-index' });
+    expect(() => a.initiate(2000, kb.publicKey)).toThrow(/no-free-index/);
   });
 
   it('attack: an authorised peer floods fresh HandshakeInits from 16 source addresses, each holding its cookie: at most perPeerLimit per second are answered, and a later init from it is', () => {
@@ -321,7 +421,10 @@ describe('ETCP DoS cookies (§12.8)', () => {
     }
     // Without the per-peer limit: 5 per source per second, 160 responses (each 3 DHs more, a session, a timestamp write).
     expect(out.respond).toBeLessThanOrEqual(2 * 4 + 1);
-    expect(out['peer-rate-limited']).toBeGreaterThan(100);
+    // The rest are refused by the per-peer limit, or earlier by the global DH bucket (the flood's sources
+    // are not the peer's latest handshake address), or later by the peer's session limit.
+    expect(out['peer-rate-limited']).toBeGreaterThan(0);
+    expect((out['peer-rate-limited'] ?? 0) + (out['dh-rate-limited'] ?? 0) + (out['peer-session-limit'] ?? 0), JSON.stringify(out)).toBeGreaterThan(100);
     // A later init from the same key (after the interval) is answered.
     const late = sources[0];
     const r = b.handleHandshake(2500, late.ep.initiate(2500, kb.publicKey, ts++), late.addr);

@@ -9,9 +9,11 @@ import { encodeKey } from '../control/daemon/keys.js';
 import { generateKeyPair, type KeyPair } from '../transport/etcp/crypto.js';
 import { DeltaOp } from '../transport/wire/delta.js';
 import { PairState } from '../control/core/lifecycle.js';
-import { EtcpEndpoint } from '../transport/etcp/endpoint.js';
+import { EtcpEndpoint, type Session } from '../transport/etcp/endpoint.js';
 import { createSocket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
+import { encodeFrame } from '../transport/wire/header.js';
+import { FrameType } from '../transport/wire/constants.js';
 
 /**
  * Containment in the driver (docs/PROTOCOL.md §12.9), with three spookd in this process on
@@ -19,10 +21,10 @@ import { randomBytes } from 'node:crypto';
  * pair only; a peer whose datagrams are expensive is held to its work budget.
  */
 const dir = mkdtempSync(join(tmpdir(), 'spook-contain-'));
-const base = 47000 + (process.pid % 1000) * 3;
-const keys: Record<string, KeyPair> = { a: generateKeyPair(), b: generateKeyPair(), c: generateKeyPair() };
-const port = { a: base, b: base + 1, c: base + 2 } as Record<string, number>;
-const logs: Record<string, string[]> = { a: [], b: [], c: [] };
+const base = 20000 + (process.pid % 1000) * 6; // below the ephemeral range (32768+), where intercept ports land
+const keys: Record<string, KeyPair> = { a: generateKeyPair(), b: generateKeyPair(), c: generateKeyPair(), h: generateKeyPair(), g: generateKeyPair(), x: generateKeyPair() };
+const port = { a: base, b: base + 1, c: base + 2, h: base + 3, g: base + 4, x: base + 5 } as Record<string, number>;
+const logs: Record<string, string[]> = { a: [], b: [], c: [], h: [], g: [], x: [] };
 const d: Record<string, Spookd> = {};
 
 function make(name: string, peers: string[], extra: Record<string, unknown> = {}): Spookd {
@@ -98,6 +100,35 @@ describe('spookd containment (§12.9)', () => {
     lc.pair.handlePayload = real;
     expect(lc.fenced).toBeUndefined();
   }, 20_000);
+  it("attack: forged Data frames carrying an honest peer's pair id (seen on the path) are charged to their source address, not to the peer: the peer's budget is untouched and its writes cross", async () => {
+    const lb = d.a.link('b');
+    const pairId = lb.session!.localIndex; // what b's frames to a carry
+    const sock = createSocket('udp4');
+    await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
+    const before = { ...d.a.drops };
+    const refused0 = lb.budget.refused;
+    const spent0 = lb.budget.spentMs;
+    let pn = 1_000_000;
+    const forged = (): Uint8Array => encodeFrame({ type: FrameType.Data, flags: 0, pairId, packetNumber: pn++ }, new Uint8Array(randomBytes(1200)));
+    const flood = setInterval(() => {
+      for (let i = 0; i < 100; i++) sock.send(forged(), port.a, '127.0.0.1');
+    }, 5); // up to 20,000 frames/s: enough to empty a 20 ms/s budget many times over
+    try {
+      await new Promise((r) => setTimeout(r, 1500));
+      write(d.b, 'a', 'b-during-forgery');
+      await until('b write reaches a during the forgery', () => has(d.a, 'b', 'b-during-forgery'));
+    } finally {
+      clearInterval(flood);
+      sock.close();
+    }
+    const grew = (k: string): number => (d.a.drops[k] ?? 0) - (before[k] ?? 0);
+    expect(grew('data-auth-failed')).toBeGreaterThan(100);
+    expect(grew('source-over-budget')).toBeGreaterThan(grew('data-auth-failed')); // most never reached the AEAD
+    expect(lb.budget.refused - refused0).toBe(0);
+    // b's own frames only (keepalives every 100 ms, the write): far below the forgery's cost.
+    expect(lb.budget.spentMs - spent0).toBeLessThan(20);
+    expect(lb.fenced).toBeUndefined();
+  }, 20_000);
   it('attack: an exception while handling one peer fences that pair only (cause internal-error, logged once, counted); the process and the other pair carry on', async () => {
     const lb = d.a.link('b');
     lb.pair.handlePayload = () => {
@@ -120,7 +151,7 @@ describe('spookd containment (§12.9)', () => {
   }, 20_000);
 
 
-  it('attack: one precomputed HandshakeInit from an unauthorised key replayed 4,000/s: one warning, cookies instead of DH, and a peer restarting meanwhile still pairs', async () => {
+  it('attack: one precomputed HandshakeInit from an unauthorised key replayed 4,000/s: one warning, one DH (replays are known by their mac1), and a peer restarting meanwhile still pairs', async () => {
     const intruder = new EtcpEndpoint({ staticKey: generateKeyPair(), peers: [{ name: 'a', publicKey: keys.a.publicKey }], random: (n) => new Uint8Array(randomBytes(n)) });
     const init = intruder.initiate(0, keys.a.publicKey);
     const sock = createSocket('udp4');
@@ -151,10 +182,118 @@ describe('spookd containment (§12.9)', () => {
     }
     const grew = (k: string): number => (d.a.drops[k] ?? 0) - (before[k] ?? 0);
     expect(sent).toBeGreaterThan(3000);
-    expect(grew('cookie-required')).toBeGreaterThan(sent / 2);
-    // DH only for what got through before and between load windows, far below what was sent.
-    expect(grew('unauthorized-key')).toBeLessThan(sent / 10);
+    // One DH, for the first copy; every replay is dropped by its mac1 (no DH, no CookieReply). The flood
+    // still counts toward the load, so c's handshake needed its cookie (above).
+    expect(grew('refused-replay')).toBeGreaterThan(sent / 2);
+    expect(grew('unauthorized-key')).toBe(1);
     expect(logs.a.filter((l) => l.includes('handshake refused')).length).toBe(1);
-    expect(d.a.warns.suppressed).toBeGreaterThan(0);
+  }, 40_000);
+});
+
+/**
+ * Session hoarding: h has peers g (honest) and x (authorised, hostile). x handshakes with h
+ * again and again, sends a frame on each new session (so h adopts it) and keeps sending on
+ * every superseded one. h's timing is short (rekey 2 s, grace 0.5 s: superseded sessions live
+ * at most 3 s from their establishment), so the hard limit shows within the test.
+ */
+describe('spookd session bounds (§12.3, §12.6)', () => {
+  const s: Record<string, Spookd> = {};
+  beforeAll(async () => {
+    // perPeerLimit raised: this is about the sessions a peer can hold, not how fast it may handshake (tested in etcp.test.ts).
+    s.h = make('h', ['g', 'x'], { timing: { keepaliveMs: 100, silenceMs: 3000, rekeyAfterMs: 2000, sessionGraceMs: 500 }, handshakes: { perPeerLimit: 1000 } });
+    s.g = make('g', ['h'], { timing: { keepaliveMs: 100, silenceMs: 3000, rekeyAfterMs: 2000, sessionGraceMs: 500 } });
+    await s.h.start();
+    await s.g.start();
+    await until('h-g entangled', () => s.h.link('g').pair.state === PairState.ENTANGLED);
+  }, 30_000);
+  afterAll(async () => {
+    await s.h.stop();
+    await s.g.stop();
+  });
+
+  it('attack: an authorised peer handshaking in a loop and keeping every old session busy holds at most 7 sessions; old sessions die at their hard age; the honest pair is not fenced and still handshakes', async () => {
+    const x = new EtcpEndpoint({ staticKey: keys.x, peers: [{ name: 'h', publicKey: keys.h.publicKey }], random: (n) => new Uint8Array(randomBytes(n)) });
+    const sock = createSocket('udp4');
+    await new Promise<void>((r) => sock.bind(port.x, '127.0.0.1', () => r()));
+    const mine: Session[] = [];
+    let waiting: ((s: Session | undefined) => void) | undefined;
+    sock.on('message', (m) => {
+      const r = x.handleHandshake(performance.now(), new Uint8Array(m), 'h');
+      if (r.kind === 'established') waiting?.(r.session);
+    });
+    const poke = (ss: Session): void => void sock.send(ss.seal(new Uint8Array([0x40, 0xde, 0xad, 0xbe, 0xef])), port.h, '127.0.0.1');
+    const etcp = (s.h as unknown as { etcp: { sessions: Map<number, Session> } }).etcp;
+    const ofX = (): number => [...etcp.sessions.values()].filter((ss) => ss.peer.name === 'x').length;
+    let most = 0;
+    let mostOld = 0;
+    try {
+      const t0 = performance.now();
+      while (performance.now() - t0 < 3000) {
+        const got = await new Promise<Session | undefined>((res) => {
+          waiting = res;
+          sock.send(x.initiate(performance.now(), keys.h.publicKey, Date.now()), port.h, '127.0.0.1');
+          setTimeout(() => res(undefined), 300);
+        });
+        if (got) mine.push(got);
+        for (const ss of mine) poke(ss); // every session x ever had, every round (~25/s: under the cookie threshold)
+        await new Promise((r) => setTimeout(r, 40));
+        most = Math.max(most, ofX());
+        mostOld = Math.max(mostOld, s.h.link('x').oldSessions.length);
+      }
+      expect(mine.length).toBeGreaterThan(30);
+      expect(most).toBeLessThanOrEqual(7);
+      expect(mostOld).toBeLessThanOrEqual(2);
+      // x stops handshaking and keeps its superseded sessions busy (a frame on each every 40 ms): they still
+      // go at their hard age, 3 s from establishment (+ up to 2 s for the timer), and their frames then drop.
+      const olds = s.h.link('x').oldSessions.map((o) => o.session.localIndex);
+      expect(olds.length).toBe(2);
+      const unknown0 = s.h.drops['unknown-pair'] ?? 0;
+      const t1 = performance.now();
+      while (performance.now() - t1 < 5500) {
+        for (const ss of mine) poke(ss);
+        await new Promise((r) => setTimeout(r, 40));
+      }
+      for (const i of olds) expect(etcp.sessions.has(i)).toBe(false);
+      expect(s.h.link('x').oldSessions).toEqual([]);
+      expect((s.h.drops['unknown-pair'] ?? 0) - unknown0).toBeGreaterThan(100);
+    } finally {
+      sock.close();
+    }
+    // The honest pair was never fenced and works; it still forms fresh sessions (h and g rekey every 2 s).
+    const lg = s.h.link('g');
+    expect(lg.fenced).toBeUndefined();
+    const before = lg.session!.localIndex;
+    await until('h-g rekeyed', () => s.h.link('g').session !== undefined && s.h.link('g').session!.localIndex !== before);
+    write(s.g, 'h', 'after-hoard');
+    await until('g write reaches h', () => has(s.h, 'g', 'after-hoard'));
+  }, 30_000);
+
+  it('attack: with the session index space full, an honest pair that must handshake is not fenced: the init is counted as no-free-index and retried', async () => {
+    const etcp = (s.h as unknown as { etcp: { sessions: Map<number, Session> } }).etcp;
+    const lg = s.h.link('g');
+    const any = lg.session!;
+    const fakes: number[] = [];
+    for (let lo = 1; lo <= 0xffff; lo++) {
+      const idx = ((0x7e << 24) | lo) >>> 0;
+      if (!etcp.sessions.has(idx)) {
+        etcp.sessions.set(idx, { ...any, peer: { name: 'nobody', publicKey: new Uint8Array(32) } } as unknown as Session);
+        fakes.push(idx);
+      }
+    }
+    const before = s.h.drops['no-free-index'] ?? 0;
+    try {
+      // h loses g's sessions (as after a disconnect): h must initiate, and cannot.
+      (s.h as unknown as { dropSessions(l: unknown): void }).dropSessions(lg);
+      lg.lastInitAt = -Infinity;
+      await until('h counts no-free-index', () => (s.h.drops['no-free-index'] ?? 0) > before, 10_000);
+      expect(lg.fenced).toBeUndefined();
+    } finally {
+      for (const i of fakes) etcp.sessions.delete(i);
+    }
+    // Index space back: the pair forms again and carries writes.
+    await until('h-g entangled again', () => s.h.link('g').session !== undefined && s.h.link('g').pair.state === PairState.ENTANGLED, 20_000);
+    write(s.h, 'g', 'after-full');
+    await until('h write reaches g', () => has(s.g, 'h', 'after-full'));
+    expect(lg.fenced).toBeUndefined();
   }, 40_000);
 });

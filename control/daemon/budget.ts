@@ -104,4 +104,52 @@ export class WorkBudget {
     if (this.tokens > 0 || !this.held(now)) return 0;
     return Math.ceil((-this.tokens * 1000) / this.msPerSecond) + 1;
   }
+
+  /** Whether the bucket is full again: nothing is owed, and forgetting it loses nothing. */
+  settled(now: number): boolean {
+    this.refill(now);
+    return this.tokens >= this.msPerSecond;
+  }
+}
+
+/**
+ * Work no peer authenticated: Data frames that fail to open (forged, replayed) are charged to
+ * their source address, never to the peer their pair id names, or anyone who sees pair ids
+ * could spend an honest peer's budget (§12.9). A bounded table of per-address buckets; while
+ * an address is in debt its Data frames are dropped before the AEAD. When the table is full,
+ * addresses with nothing owed are forgotten (at most once a second); failing frames from
+ * addresses beyond are not charged (they cost what the network delivers, as any datagram).
+ */
+export class SourceBudgets {
+  private readonly table = new Map<string, WorkBudget>();
+  private prunedAt = -Infinity;
+
+  constructor(
+    readonly msPerSecond: number,
+    readonly maxSources: number,
+  ) {}
+
+  /** Whether frames from `source` may be opened now; counts a refusal when not. */
+  admit(now: number, source: string): boolean {
+    const b = this.table.get(source);
+    return b === undefined || b.admit(now);
+  }
+
+  charge(now: number, source: string, ms: number): void {
+    let b = this.table.get(source);
+    if (!b) {
+      if (this.table.size >= this.maxSources && now - this.prunedAt >= 1000) {
+        this.prunedAt = now;
+        for (const [k, v] of this.table) if (v.settled(now)) this.table.delete(k);
+      }
+      if (this.table.size >= this.maxSources) return;
+      b = new WorkBudget(this.msPerSecond, now);
+      this.table.set(source, b);
+    }
+    b.charge(ms);
+  }
+
+  get size(): number {
+    return this.table.size;
+  }
 }

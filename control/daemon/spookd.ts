@@ -28,7 +28,7 @@ import { AdminServer } from './admin.js';
 import { Metrics } from './metrics.js';
 import { FastPath } from './fastpath.js';
 import { WarnLimiter } from './warn-limiter.js';
-import { BudgetPool, type WorkBudget } from './budget.js';
+import { BudgetPool, SourceBudgets, type WorkBudget } from './budget.js';
 import { DomainHost } from './domains.js';
 import { QN_MSG_TYPE } from '../qn/codec.js';
 import { WrapManager } from '../../wrappers/manager.js';
@@ -41,6 +41,11 @@ export const HANDSHAKE_RETRY_MS = 2_000;
 const OLD_SESSION_GRACE_MS = 30_000;
 /** Sessions we answered and the peer has not used yet, kept per peer (the oldest goes first). */
 const MAX_UNCONFIRMED = 4;
+/** Superseded sessions kept per peer (the oldest goes first): a peer handshaking in a loop holds no more. */
+const MAX_OLD_SESSIONS = 2;
+/** CPU per second that Data frames failing to open may cost per source address (§12.9), and addresses tracked. */
+const SOURCE_FAILURE_BUDGET_MS = 20;
+const MAX_FAILING_SOURCES = 1024;
 /** Member 2 (the follower) lets member 1 handshake first at start-up. */
 const MEMBER2_FIRST_CONTACT_DELAY_MS = 1_500;
 /** While the pair is decoherent, try a fresh handshake this often. */
@@ -57,7 +62,8 @@ export interface PeerLink {
   pair: HalfPair;
   store: DiskStore;
   session: Session | undefined;
-  oldSessions: { session: Session; until: number }[];
+  /** `until` moves with every frame opened on the session, never past `deadline` (§12.6). */
+  oldSessions: { session: Session; until: number; deadline: number }[];
   /** Sessions we answered that the peer has not used yet. */
   unconfirmed: { session: Session; until: number }[];
   lastInitAt: number;
@@ -80,6 +86,8 @@ export class Spookd {
   readonly drops: Record<string, number> = {};
   /** Refused-handshake warnings, one per source address per minute. */
   readonly warns = new WarnLimiter();
+  /** Data frames that fail to open are charged here, by source address, not to the peer (§12.9). */
+  readonly failing = new SourceBudgets(SOURCE_FAILURE_BUDGET_MS, MAX_FAILING_SOURCES);
   private readonly etcp: EtcpEndpoint;
   private socket: Socket | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -228,6 +236,15 @@ export class Spookd {
     return this.cfg.timing.sessionGraceMs ?? OLD_SESSION_GRACE_MS;
   }
 
+  /**
+   * Age (from its establishment) past which a superseded session opens nothing, however
+   * often the peer sends on it: the rekey period plus two grace periods (180 s by default,
+   * WireGuard's REJECT_AFTER_TIME). Its initiator has rekeyed it by then.
+   */
+  private get oldSessionMaxAgeMs(): number {
+    return (this.cfg.timing.rekeyAfterMs ?? REKEY_AFTER_MS) + 2 * this.graceMs;
+  }
+
   get uptimeMs(): number {
     return this.now() - this.startedAt;
   }
@@ -354,22 +371,32 @@ export class Spookd {
     // Over its work budget, a peer's frames are dropped before the AEAD (which costs too).
     const target = this.etcp.sessions.get(frame.header.pairId);
     const peerLink = target ? this.links.get(target.peer.name) : undefined;
+    // So is a source address in debt for frames that failed to open, unless it is the very address the
+    // named peer authenticated from (else whoever spoofs that address could cut the peer off).
+    const peerAddr = peerLink?.addr !== undefined && peerLink.addr.address === rinfo.address && peerLink.addr.port === rinfo.port;
+    if (!peerAddr && !this.failing.admit(now, rinfo.address)) {
+      this.drop('source-over-budget', { from: `${rinfo.address}:${rinfo.port}` });
+      return;
+    }
     if (peerLink && !peerLink.budget.admit(now)) {
       this.drop('peer-over-budget', { peer: peerLink.name });
       return;
     }
     const t0 = performance.now();
     const opened = this.etcp.openData(buf, frame.header.pairId, frame.header.packetNumber);
-    if (peerLink) peerLink.budget.charge(performance.now() - t0);
+    const took = performance.now() - t0;
     if ('drop' in opened) {
+      // Not the peer's work: anyone who sees pair ids can send frames that fail (§12.9).
+      this.failing.charge(now, rinfo.address, took);
       this.drop(opened.drop, { from: `${rinfo.address}:${rinfo.port}`, detail: opened.detail });
       return;
     }
+    peerLink?.budget.charge(took);
     const link = this.links.get(opened.session.peer.name)!;
     this.forPeer(link, 'data frame', () => {
       link.addr = { address: rinfo.address, port: rinfo.port }; // roaming: follow authenticated frames
       const old = link.oldSessions.find((o) => o.session === opened.session);
-      if (old) old.until = now + this.graceMs; // the peer still sends on it: keep it open
+      if (old) old.until = Math.min(now + this.graceMs, old.deadline); // the peer still sends on it: keep it open, within its hard limit
       else if (opened.session !== link.session) {
         // The first data frame on a session we answered: it is now the one we send on.
         this.adopt(link, opened.session, now);
@@ -477,7 +504,12 @@ export class Spookd {
   /** Make `s` the session frames go out on; the previous one still opens frames for a while. */
   private adopt(link: PeerLink, s: Session, now: number): void {
     link.unconfirmed = link.unconfirmed.filter((u) => u.session !== s);
-    if (link.session) link.oldSessions.push({ session: link.session, until: now + this.graceMs });
+    if (link.session) {
+      const deadline = link.session.establishedAt + this.oldSessionMaxAgeMs;
+      link.oldSessions.push({ session: link.session, until: Math.min(now + this.graceMs, deadline), deadline });
+      // Bounded per peer: a peer handshaking in a loop (and keeping every old session busy) holds no more.
+      while (link.oldSessions.length > MAX_OLD_SESSIONS) this.closeSession(link.oldSessions.shift()!.session.localIndex);
+    }
     link.session = s;
     link.pair.resetPacketSpace();
     for (const r of link.pair.registers.values()) r.markStatusDirty();
@@ -533,7 +565,7 @@ export class Spookd {
 
   private tickLink(link: PeerLink, now: number): void {
     {
-      const expire = (list: { session: Session; until: number }[]): { session: Session; until: number }[] =>
+      const expire = <T extends { session: Session; until: number }>(list: T[]): T[] =>
         list.filter((o) => {
           if (o.until > now) return true;
           this.closeSession(o.session.localIndex);
@@ -552,7 +584,10 @@ export class Spookd {
         (s !== undefined && link.pair.state === PairState.DECOHERENT && now - link.lastInitAt >= DECOHERENT_REHANDSHAKE_MS);
       if (due && link.addr && now - link.lastInitAt >= HANDSHAKE_RETRY_MS && link.pair.state !== PairState.CLOSED) {
         link.lastInitAt = now;
-        this.socket?.send(this.etcp.initiate(now, link.publicKey, Date.now()), link.addr.port, link.addr.address);
+        // A full index space is counted and retried, never an error of this pair (§12.3).
+        const init = this.etcp.tryInitiate(now, link.publicKey, Date.now());
+        if ('drop' in init) this.drop(init.drop, { peer: link.name });
+        else this.socket?.send(init.datagram, link.addr.port, link.addr.address);
       }
       const t = link.pair.pollTimeout();
       if (t !== undefined && t <= now) link.pair.handleTimeout(now);

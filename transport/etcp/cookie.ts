@@ -31,6 +31,10 @@ export const DEFAULT_COOKIE_THRESHOLD = 50;
 export const DEFAULT_PER_SOURCE_LIMIT = 5;
 /** Sources tracked per second under load; further sources are limited outright (bounded memory). */
 const MAX_TRACKED_SOURCES = 4096;
+/** Under load, DHs per second for all sources together, as a multiple of the threshold (bucket depth: one second's worth). */
+export const DH_RATE_PER_THRESHOLD = 2;
+/** mac1 values of HandshakeInits refused after their DH, remembered so a replay costs no DH. */
+export const REFUSED_INITS_KEPT = 1024;
 
 const enc = new TextEncoder();
 const LABEL_MAC1 = enc.encode('mac1----');
@@ -109,12 +113,19 @@ export class CookieChecker {
   private count = 0;
   private prevCount = 0;
   private readonly perSource = new Map<string, number>();
+  /** The global DH bucket under load (admitSource). */
+  private dhTokens: number;
+  private dhAt = -Infinity;
+  /** The latest source of an authorised handshake per peer, and how many peers name each source. */
+  private readonly knownOf = new Map<string, string>();
+  private readonly knownCount = new Map<string, number>();
   readonly threshold: number;
   readonly perSourceLimit: number;
 
   constructor(private readonly o: CookieOptions) {
     this.threshold = o.threshold ?? DEFAULT_COOKIE_THRESHOLD;
     this.perSourceLimit = o.perSourceLimit ?? DEFAULT_PER_SOURCE_LIMIT;
+    this.dhTokens = DH_RATE_PER_THRESHOLD * this.threshold;
   }
 
   private roll(now: number): void {
@@ -137,14 +148,47 @@ export class CookieChecker {
     return this.count > this.threshold || this.prevCount > this.threshold;
   }
 
-  /** Under load: whether this source may have one more DH this second. */
-  admitSource(now: number, source: string): boolean {
+  /**
+   * Under load: whether this source may have one more DH now. Two limits: `perSourceLimit`
+   * per source per second, and a token bucket of `DH_RATE_PER_THRESHOLD × threshold` per
+   * second for all sources together (without it, N sources that receive their cookies get
+   * N × perSourceLimit DHs per second). A token is taken only when both admit. Sources of
+   * an authorised peer's latest handshake (noteAuthorised) are held to the per-source limit only.
+   */
+  admitSource(now: number, source: string): 'ok' | 'source' | 'global' {
     this.roll(now);
     const n = this.perSource.get(source);
-    if (n === undefined && this.perSource.size >= MAX_TRACKED_SOURCES) return false;
-    if ((n ?? 0) >= this.perSourceLimit) return false;
+    if (n === undefined && this.perSource.size >= MAX_TRACKED_SOURCES) return 'source';
+    if ((n ?? 0) >= this.perSourceLimit) return 'source';
+    if (this.knownCount.has(source)) {
+      // A source that completed an authorised handshake lately: an attacker can hold no cookie for it
+      // without receiving there, so a flood from other sources does not starve it.
+      this.perSource.set(source, (n ?? 0) + 1);
+      return 'ok';
+    }
+    const rate = DH_RATE_PER_THRESHOLD * this.threshold;
+    if (now > this.dhAt) this.dhTokens = Math.min(rate, this.dhTokens + ((now - this.dhAt) * rate) / 1000);
+    this.dhAt = Math.max(this.dhAt, now);
+    if (this.dhTokens < 1) return 'global';
+    this.dhTokens--;
     this.perSource.set(source, (n ?? 0) + 1);
-    return true;
+    return 'ok';
+  }
+
+  /**
+   * A handshake with the authorised peer `peer` (any stable name) completed from `source`.
+   * One source per peer, the latest: an authorised peer cannot farm exempt addresses.
+   */
+  noteAuthorised(peer: string, source: string): void {
+    const old = this.knownOf.get(peer);
+    if (old === source) return;
+    if (old !== undefined) {
+      const n = this.knownCount.get(old)! - 1;
+      if (n === 0) this.knownCount.delete(old);
+      else this.knownCount.set(old, n);
+    }
+    this.knownOf.set(peer, source);
+    this.knownCount.set(source, (this.knownCount.get(source) ?? 0) + 1);
   }
 
   /** The cookie for `source`: MAC(secret, source), the secret redrawn every two minutes. */
@@ -159,5 +203,37 @@ export class CookieChecker {
   mac2Valid(now: number, frame: Uint8Array, source: string): boolean {
     const m2 = frame.length - MAC_LEN;
     return m2 >= 0 && macEqual(mac(this.cookie(now, source), frame.subarray(0, m2)), frame.subarray(m2));
+  }
+}
+
+/**
+ * The mac1 values of HandshakeInits refused after the responder's DH (an unauthorised static
+ * key, a Noise failure, a replayed timestamp): an LRU of `REFUSED_INITS_KEPT`. mac1 covers the whole init (ephemeral key and sealed static key
+ * included), so a replay of a refused init has the same mac1 and is dropped with no DH,
+ * while any other init, even from the same key, has another.
+ */
+export class RefusedInits {
+  private readonly kept = new Set<string>();
+
+  constructor(private readonly max = REFUSED_INITS_KEPT) {}
+
+  add(mac1: Uint8Array): void {
+    const k = Buffer.from(mac1).toString('hex');
+    this.kept.delete(k);
+    this.kept.add(k);
+    if (this.kept.size > this.max) this.kept.delete(this.kept.values().next().value as string);
+  }
+
+  /** Whether this mac1 was refused; a hit becomes the most recent. */
+  has(mac1: Uint8Array): boolean {
+    const k = Buffer.from(mac1).toString('hex');
+    if (!this.kept.has(k)) return false;
+    this.kept.delete(k);
+    this.kept.add(k);
+    return true;
+  }
+
+  get size(): number {
+    return this.kept.size;
   }
 }

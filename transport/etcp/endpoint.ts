@@ -14,7 +14,7 @@ import { encodeFrame, type FrameHeader } from '../wire/header.js';
 import { aeadDecrypt, aeadEncrypt, hash, TAGLEN, type KeyPair } from './crypto.js';
 import { IKInitiator, IKResponder, NoiseError, type HandshakeResult } from './noise.js';
 import { ReplayWindow } from './replay.js';
-import { COOKIE_LATENCY_MS, COOKIE_REPLY_LEN, COOKIE_SECRET_LIFETIME_MS, CookieChecker, MAC_LEN, mac1Key, mac1Of, mac1Valid, openCookie, sealCookie, stampMacs } from './cookie.js';
+import { COOKIE_LATENCY_MS, COOKIE_REPLY_LEN, COOKIE_SECRET_LIFETIME_MS, CookieChecker, MAC_LEN, RefusedInits, mac1Key, mac1Of, mac1Valid, openCookie, sealCookie, stampMacs } from './cookie.js';
 import { XNONCELEN } from './crypto.js';
 
 export const ETCP_PROLOGUE = new TextEncoder().encode('spook etcp v1');
@@ -22,6 +22,16 @@ export const ETCP_PROLOGUE = new TextEncoder().encode('spook etcp v1');
 export const ETCP_VERSION = 2;
 /** Capability bits offered at pair formation; v1 defines none. */
 export const CAPABILITIES = 0;
+
+/**
+ * Sessions one peer may hold at once (§12.3): the index space (65,535 low-16-bit slots) is
+ * shared by all peers, so one authorised peer handshaking in a loop must not fill it. spookd
+ * keeps at most 1 current + 2 superseded + 4 unconfirmed per peer; this is the backstop.
+ */
+export const MAX_SESSIONS_PER_PEER = 8;
+
+/** HandshakeInit drops decided after the responder's DH: the init's mac1 is remembered (RefusedInits). */
+const DROPPED_AFTER_DH: ReadonlySet<EtcpDrop> = new Set<EtcpDrop>(['handshake-auth-failed', 'unauthorized-key', 'version-mismatch', 'handshake-replayed', 'peer-rate-limited', 'peer-session-limit', 'no-free-index']);
 
 const INIT_PAYLOAD_LEN = 1 + 1 + 4 + 8; // version min, version max, capabilities, timestamp
 const RESP_PAYLOAD_LEN = 1 + 4; // chosen version, capabilities
@@ -39,6 +49,9 @@ export type EtcpDrop =
   | 'peer-rate-limited'
   | 'cookie-auth-failed'
   | 'no-free-index'
+  | 'peer-session-limit'
+  | 'dh-rate-limited'
+  | 'refused-replay'
   | 'version-mismatch'
   | 'unknown-index'
   | 'data-auth-failed'
@@ -176,6 +189,7 @@ export class EtcpEndpoint {
   /** Cookies received per peer (by key), with when: mac2 of the next inits to it. */
   private readonly cookieFrom = new Map<string, { cookie: Uint8Array; at: number }>();
   private readonly ownMac1Key: Uint8Array;
+  private readonly refused = new RefusedInits();
 
   constructor(private readonly o: EndpointOptions) {
     this.cookies = new CookieChecker({ random: o.random, threshold: o.cookieThreshold, perSourceLimit: o.perSourceLimit });
@@ -209,12 +223,22 @@ export class EtcpEndpoint {
    * `timestamp` (default `now`) is the wall clock in ms for the replay check of §12.2.1.
    */
   initiate(now: number, peerPublicKey: Uint8Array, timestamp = now): Uint8Array {
+    const r = this.tryInitiate(now, peerPublicKey, timestamp);
+    if ('drop' in r) throw new Error(`cannot initiate: ${r.drop}`);
+    return r.datagram;
+  }
+
+  /**
+   * As `initiate`, but a full index space (which other peers' handshakes can cause) is a
+   * counted drop, not an exception: the caller retries later (§12.3).
+   */
+  tryInitiate(now: number, peerPublicKey: Uint8Array, timestamp = now): { datagram: Uint8Array } | { drop: 'no-free-index' } {
     const peer = this.peers.get(keyHex(peerPublicKey));
     if (!peer) throw new RangeError(`peer ${keyHex(peerPublicKey)} is not configured`);
     // One handshake in flight per peer: a retry supersedes the unanswered one (bounded state).
     for (const [idx, p] of this.pending) if (p.peer === peer) this.pending.delete(idx);
     const localIndex = this.newIndex();
-    if (localIndex === undefined) throw new Error('no free session index (65535 sessions live)');
+    if (localIndex === undefined) return { drop: 'no-free-index' };
     const init = new IKInitiator({ hash: 'BLAKE2s', prologue: ETCP_PROLOGUE, staticKey: this.o.staticKey }, peer.publicKey);
     // Strictly increasing even if the clock stalls, so the responder's replay check never refuses a fresh init.
     const ts = Math.max(Math.floor(timestamp), this.lastSentTimestamp + 1);
@@ -233,7 +257,7 @@ export class EtcpEndpoint {
     const fresh = c && now - c.at >= 0 && now - c.at < COOKIE_SECRET_LIFETIME_MS - COOKIE_LATENCY_MS;
     const frame = stampMacs(encodeFrame({ type: FrameType.HandshakeInit, flags: 0, pairId: 0, packetNumber: 0 }, payload), mac1Key(peer.publicKey), fresh ? c.cookie : undefined);
     this.pending.set(localIndex, { init, peer, localIndex, sentAt: now, mac1: mac1Of(frame).slice(), cookieTaken: false });
-    return frame;
+    return { datagram: frame };
   }
 
   /**
@@ -247,19 +271,31 @@ export class EtcpEndpoint {
     const pairId = new DataView(datagram.buffer, datagram.byteOffset, datagram.byteLength).getUint32(8);
     const payload = datagram.subarray(HEADER_LEN);
     if (type === FrameType.HandshakeInit) return this.onInit(now, datagram, payload, source);
-    if (type === FrameType.HandshakeResp) return this.onResp(now, datagram, pairId, payload);
+    if (type === FrameType.HandshakeResp) return this.onResp(now, datagram, pairId, payload, source);
     if (type === FrameType.CookieReply) return this.onCookie(now, pairId, payload);
     return { kind: 'drop', reason: 'handshake-malformed', detail: `frame type ${type} is not a handshake` };
   }
 
   private onInit(now: number, frame: Uint8Array, payload: Uint8Array, source: string): HandshakeOutcome {
+    const r = this.onInitInner(now, frame, payload, source);
+    // Refused after its DH (unauthorised key, Noise failure, replayed timestamp, ...): a replay of it costs no DH again.
+    if (r.kind === 'drop' && DROPPED_AFTER_DH.has(r.reason)) this.refused.add(mac1Of(frame));
+    return r;
+  }
+
+  private onInitInner(now: number, frame: Uint8Array, payload: Uint8Array, source: string): HandshakeOutcome {
     if (payload.length !== INIT_LEN) return { kind: 'drop', reason: 'handshake-malformed', detail: `HandshakeInit payload is ${payload.length} bytes, not ${INIT_LEN}` };
     // Before any DH: mac1 proves the sender knows our static key; under load, mac2 proves it receives at its address.
     if (!mac1Valid(frame, this.ownMac1Key)) return { kind: 'drop', reason: 'bad-mac1', detail: 'HandshakeInit mac1 does not verify' };
     const senderIndex = new DataView(payload.buffer, payload.byteOffset).getUint32(0);
-    if (this.cookies.noteInit(now)) {
+    const underLoad = this.cookies.noteInit(now);
+    // A replay of an init already refused after its DH: no DH, and under load no CookieReply either.
+    if (this.refused.has(mac1Of(frame))) return { kind: 'drop', reason: 'refused-replay', detail: 'replay of a HandshakeInit already refused' };
+    if (underLoad) {
       if (!this.cookies.mac2Valid(now, frame, source)) return { kind: 'cookie', datagram: this.cookieReply(now, senderIndex, frame, source) };
-      if (!this.cookies.admitSource(now, source)) return { kind: 'drop', reason: 'source-rate-limited', detail: `more than ${this.cookies.perSourceLimit} handshakes/s from ${source} under load` };
+      const admit = this.cookies.admitSource(now, source);
+      if (admit === 'source') return { kind: 'drop', reason: 'source-rate-limited', detail: `more than ${this.cookies.perSourceLimit} handshakes/s from ${source} under load` };
+      if (admit === 'global') return { kind: 'drop', reason: 'dh-rate-limited', detail: 'the handshake DH budget under load is spent' };
     }
     const resp = new IKResponder({ hash: 'BLAKE2s', prologue: ETCP_PROLOGUE, staticKey: this.o.staticKey });
     let m1;
@@ -289,6 +325,7 @@ export class EtcpEndpoint {
     }
     this.lastInitAcceptedAt.set(key, now);
     this.lastInitTimestamp.set(key, ts);
+    if (this.sessionsOf(peer) >= MAX_SESSIONS_PER_PEER) return { kind: 'drop', reason: 'peer-session-limit', detail: `peer ${peer.name} holds ${MAX_SESSIONS_PER_PEER} sessions`, peer };
     const localIndex = this.newIndex();
     if (localIndex === undefined) return { kind: 'drop', reason: 'no-free-index', detail: '65535 sessions and handshakes live' };
     this.o.onInitAccepted?.(peer, ts);
@@ -302,6 +339,7 @@ export class EtcpEndpoint {
     od.setUint32(4, senderIndex);
     out.set(message, 8);
     const session = this.establish(now, localIndex, senderIndex, peer, false, result);
+    this.cookies.noteAuthorised(peer.name, source);
     // mac2 of a HandshakeResp is always zero in v2 (no cookie is ever demanded of a responder).
     const datagram = stampMacs(encodeFrame({ type: FrameType.HandshakeResp, flags: 0, pairId: senderIndex, packetNumber: 0 }, out), mac1Key(peer.publicKey), undefined);
     return { kind: 'respond', datagram, session };
@@ -335,7 +373,7 @@ export class EtcpEndpoint {
     return this.cookies.underLoad(now);
   }
 
-  private onResp(now: number, frame: Uint8Array, pairId: number, payload: Uint8Array): HandshakeOutcome {
+  private onResp(now: number, frame: Uint8Array, pairId: number, payload: Uint8Array, source: string): HandshakeOutcome {
     if (payload.length !== RESP_LEN) return { kind: 'drop', reason: 'handshake-malformed', detail: `HandshakeResp payload is ${payload.length} bytes, not ${RESP_LEN}` };
     if (!mac1Valid(frame, this.ownMac1Key)) return { kind: 'drop', reason: 'bad-mac1', detail: 'HandshakeResp mac1 does not verify' };
     const d = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
@@ -351,7 +389,14 @@ export class EtcpEndpoint {
     }
     if (m2.payload[0] !== ETCP_VERSION) return { kind: 'drop', reason: 'version-mismatch', detail: `responder chose version ${m2.payload[0]}` };
     this.pending.delete(receiverIndex);
+    this.cookies.noteAuthorised(p.peer.name, source);
     return { kind: 'established', session: this.establish(now, receiverIndex, senderIndex, p.peer, true, m2.result) };
+  }
+
+  private sessionsOf(peer: PeerConfig): number {
+    let n = 0;
+    for (const s of this.sessions.values()) if (s.peer === peer) n++;
+    return n;
   }
 
   private establish(now: number, localIndex: number, remoteIndex: number, peer: PeerConfig, initiator: boolean, keys: HandshakeResult): Session {
