@@ -61,7 +61,10 @@ export const COLLAPSE_REJECT_NAMES: Record<CollapseReject, string> = {
 
 /** Outcomes kept per origin, so a retried candidate gets its first outcome back (dissertation §6.3). */
 export const OUTCOME_WINDOW = 4096;
-/** Origins a snapshot's outcome table may name (every node ever a member proposes; bounded for memory). */
+/**
+ * Origins the outcome table holds: past this many, the origin that decided a candidate least
+ * recently is forgotten (§15.2). Honest origins are members, at most 64 at a time.
+ */
 export const MAX_ORIGINS = 4096;
 
 export interface Collapsed {
@@ -136,11 +139,29 @@ export class DomainState implements StateMachine {
     }
     const outcome = this.check(c.ops);
     if (outcome === 0) this.commit(c.ops);
-    let seen = this.outcomes.get(c.origin);
-    if (!seen) this.outcomes.set(c.origin, (seen = new Map()));
-    seen.set(c.seq, outcome);
-    if (seen.size > OUTCOME_WINDOW) seen.delete(Math.min(...seen.keys()));
+    this.record(c.origin, c.seq, outcome);
     this.onCollapse?.({ index: e.index, candidate: c, outcome, duplicate: false });
+  }
+
+  /**
+   * Record an outcome (§15.2 step 4). The table's iteration order is the order in which the
+   * origins last decided a candidate (least recent first), and snapshots keep that order, so
+   * every member evicts the same origin: past MAX_ORIGINS the least recent goes. The table
+   * thus never holds what restore() refuses, whatever origins a leader puts in the log.
+   */
+  private record(origin: number, seq: number, outcome: number): void {
+    let seen = this.outcomes.get(origin);
+    if (seen) this.outcomes.delete(origin);
+    else seen = new Map();
+    this.outcomes.set(origin, seen);
+    seen.set(seq, outcome);
+    if (seen.size > OUTCOME_WINDOW) seen.delete(Math.min(...seen.keys()));
+    if (this.outcomes.size > MAX_ORIGINS) this.outcomes.delete(this.outcomes.keys().next().value!);
+  }
+
+  /** Origins in the outcome table (at most MAX_ORIGINS). */
+  get originCount(): number {
+    return this.outcomes.size;
   }
 
   /** All checks before any write: the candidate is atomic. */
