@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { DeltaOp } from '../transport/wire/delta.js';
 import { Role } from '../control/qn/raft.js';
-import { MAX_ORIGINS, encodeCandidate } from '../control/qn/state.js';
+import { CollapseReject, DomainState, MAX_ORIGINS, encodeCandidate, type CandidateOp } from '../control/qn/state.js';
 import { Trio } from './domain-trio.js';
 
 const set = (key: number, value: Uint8Array) => ({ register: 'kv', delta: { op: DeltaOp.Set, key: new Uint8Array([key >> 8, key & 255, 1]), value } as const });
@@ -54,5 +54,65 @@ describe('QN limits: what a member can make every member hold', () => {
       t.run(600);
     }
     expect(t.put('honest', 'after')).toBe('committed');
+  });
+
+  it('domain grow: a member forwarding candidates that set fresh 1 KB keys is stopped at the quota on every member (quota-exceeded)', () => {
+    const maxBytes = 64 * 1024;
+    const t = new Trio(7, { maxLogEntries: 4096, registers: [{ name: 'kv', kind: 'map', maxKeys: 1000, maxBytes }] });
+    t.run(1500);
+    const L = t.leader()!;
+    const M = [...t.nodes.values()].find((n) => n.raft.role === Role.Follower)!;
+    const N = 200;
+    for (let i = 1; i <= N; i++) {
+      const cmd = encodeCandidate({ origin: M.id, seq: 1_000_000 + i, ops: [set(i, new Uint8Array(1000).fill(i & 255))] });
+      t.inject(M.id, L.id, { t: 'fwd', cmd });
+      if (i % 50 === 0) t.run(50);
+    }
+    t.run(500);
+    const kv = (n: typeof L) => n.state.registers.get('kv')!.state;
+    // An entry: key (1 + 3), version (1 octet below 128), value (2 + 1000).
+    const fits = Math.floor(maxBytes / 1007);
+    for (const n of t.nodes.values()) {
+      expect(n.state.index).toBe(L.state.index);
+      expect(n.state.digest()).toEqual(L.state.digest());
+      expect(kv(n).fullTransferBytes()).toBeLessThanOrEqual(maxBytes);
+      expect(kv(n).size()).toBe(fits);
+      expect(n.state.outcomeOf(M.id, 1_000_000 + fits)).toBe(0);
+      expect(n.state.outcomeOf(M.id, 1_000_000 + fits + 1)).toBe(CollapseReject.QuotaExceeded);
+      expect(n.state.outcomeOf(M.id, 1_000_000 + N)).toBe(CollapseReject.QuotaExceeded);
+    }
+    // At the quota: a write that does not grow the register still commits, and a delete makes room.
+    const honest = (ops: CandidateOp[]) => {
+      const r = L.propose(t.now, ops);
+      return 'seq' in r ? t.await(L.id, r.seq, 2000) : r.refused;
+    };
+    expect(honest([set(1, new Uint8Array(1000))])).toBe('committed');
+    expect(honest([set(900, new Uint8Array(1000))])).toBe('rejected');
+    expect(honest([{ register: 'kv', delta: { op: DeltaOp.Del, key: set(1, new Uint8Array()).delta.key } }, set(900, new Uint8Array(1000))])).toBe('committed');
+  });
+
+  it('quota in one candidate: deltas are counted at the sizes earlier deltas leave, and a candidate over quota changes nothing (maps and streams)', () => {
+    const st = new DomainState(1, [{ name: 'm', kind: 'map', maxKeys: 2 }, { name: 's', kind: 'stream', maxBytes: 1024 }], []);
+    let index = 0;
+    const apply = (ops: CandidateOp[]): number => {
+      st.apply({ term: 1, index: ++index, cmd: encodeCandidate({ origin: 1, seq: index, ops }) });
+      return st.outcomeOf(1, index)!;
+    };
+    const m = (k: number, op: DeltaOp.Set | DeltaOp.Del = DeltaOp.Set): CandidateOp => ({ register: 'm', delta: op === DeltaOp.Set ? { op, key: new Uint8Array([k]), value: new Uint8Array([k]) } : { op, key: new Uint8Array([k]) } });
+    const s = (offset: number, n: number): CandidateOp => ({ register: 's', delta: { op: DeltaOp.Append, offset, data: new Uint8Array(n) } });
+    expect(apply([m(1), m(2), m(3)])).toBe(CollapseReject.QuotaExceeded);
+    expect(apply([m(1), s(0, 1000), s(1000, 25)])).toBe(CollapseReject.QuotaExceeded);
+    expect(st.registers.get('m')!.state.size()).toBe(0);
+    expect(st.registers.get('s')!.version).toBe(0);
+    expect(apply([m(1), m(2), s(0, 1000), s(1000, 24)])).toBe(0);
+    // A delete earlier in the candidate makes room for a new key in the same candidate.
+    expect(apply([m(3)])).toBe(CollapseReject.QuotaExceeded);
+    expect(apply([m(1, DeltaOp.Del), m(3)])).toBe(0);
+    expect(apply([s(1024, 1)])).toBe(CollapseReject.QuotaExceeded);
+    // The snapshot of a state at its quota restores, outcome 6 included.
+    const copy = new DomainState(1, st.specs, []);
+    expect(copy.restore(st.snapshot(), index)).toBe(true);
+    expect(copy.digest()).toEqual(st.digest());
+    expect(copy.outcomeOf(1, index)).toBe(CollapseReject.QuotaExceeded);
   });
 });

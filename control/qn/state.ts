@@ -13,6 +13,7 @@ import { DropReason, MAX_DELTA_LEN, MAX_KEY_LEN, MAX_REGISTER_NAME_LEN } from '.
 import { WireError } from '../../transport/wire/errors.js';
 import { Murmur3, murmur3 } from '../core/hash.js';
 import { MapState } from '../core/register/map.js';
+import { QUOTA_DEFAULTS, QuotaCheck, type Quota } from '../core/quota.js';
 import { StreamState } from '../core/register/stream.js';
 import type { RegisterKind } from '../core/register/state.js';
 import { EntryKind, MAX_INDEX, MAX_NODE_ID, type LogEntry, type StateMachine } from './raft.js';
@@ -22,6 +23,15 @@ const UTF8 = new TextDecoder();
 export interface DomainRegisterSpec {
   name: string;
   kind: RegisterKind;
+  /** Quota (§15.2, as §7.8): entries of a map; every member must declare the same. Default QUOTA_DEFAULTS. */
+  maxKeys?: number;
+  /** Quota: octets (Σ entry encodings of a map, length of a stream). Default QUOTA_DEFAULTS. */
+  maxBytes?: number;
+}
+
+/** A register's quota, defaults filled in. */
+export function quotaOf(s: DomainRegisterSpec): Quota {
+  return { maxKeys: s.maxKeys ?? QUOTA_DEFAULTS.maxKeys, maxBytes: s.maxBytes ?? QUOTA_DEFAULTS.maxBytes };
 }
 
 export interface GroupSpec {
@@ -49,6 +59,8 @@ export enum CollapseReject {
   UnknownRegister = 4,
   /** Two deltas of one candidate on the same key: ambiguous, refused. */
   DuplicateKey = 5,
+  /** The candidate would grow a register past its quota (maxKeys / maxBytes). */
+  QuotaExceeded = 6,
 }
 
 export const COLLAPSE_REJECT_NAMES: Record<CollapseReject, string> = {
@@ -57,6 +69,7 @@ export const COLLAPSE_REJECT_NAMES: Record<CollapseReject, string> = {
   [CollapseReject.WrongKind]: 'wrong-register-kind',
   [CollapseReject.UnknownRegister]: 'unknown-register',
   [CollapseReject.DuplicateKey]: 'duplicate-key-in-candidate',
+  [CollapseReject.QuotaExceeded]: 'quota-exceeded',
 };
 
 /** Outcomes kept per origin, so a retried candidate gets its first outcome back (dissertation §6.3). */
@@ -78,6 +91,7 @@ export interface Collapsed {
 
 interface Reg {
   kind: RegisterKind;
+  quota: Quota;
   state: MapState | StreamState;
   /** Collapses that changed this register. */
   version: number;
@@ -106,7 +120,7 @@ export class DomainState implements StateMachine {
     this.outcomes.clear();
     for (const s of this.specs) {
       const rseed = this.seed ^ murmur3(0x5350_0011, new TextEncoder().encode(s.name));
-      this.registers.set(s.name, { kind: s.kind, state: s.kind === 'map' ? new MapState(rseed) : new StreamState(rseed), version: 0 });
+      this.registers.set(s.name, { kind: s.kind, quota: quotaOf(s), state: s.kind === 'map' ? new MapState(rseed) : new StreamState(rseed), version: 0 });
     }
     for (const g of this.groupSpecs) this.groups.set(g.name, { registers: [...g.registers], version: 0 });
   }
@@ -168,6 +182,13 @@ export class DomainState implements StateMachine {
   check(ops: CandidateOp[]): CollapseReject | 0 {
     const keys = new Map<string, Set<string>>();
     const streamLen = new Map<string, number>();
+    // Sizes as the earlier deltas of this candidate leave them, per register (§7.8's check).
+    const quotas = new Map<string, QuotaCheck>();
+    const quota = (name: string, r: Reg): QuotaCheck => {
+      let q = quotas.get(name);
+      if (!q) quotas.set(name, (q = new QuotaCheck(r.state, r.quota)));
+      return q;
+    };
     for (const { register, delta } of ops) {
       const r = this.registers.get(register);
       if (!r) return CollapseReject.UnknownRegister;
@@ -175,6 +196,7 @@ export class DomainState implements StateMachine {
         if (delta.op !== DeltaOp.Append) return CollapseReject.WrongKind;
         const len = streamLen.get(register) ?? r.state.size();
         if (delta.offset !== len) return CollapseReject.AppendOffset;
+        if (quota(register, r).admit(delta, r.version + 1) !== 0) return CollapseReject.QuotaExceeded;
         streamLen.set(register, len + delta.data.length);
         continue;
       }
@@ -186,6 +208,8 @@ export class DomainState implements StateMachine {
       ks.add(k);
       const why = r.state.check(delta);
       if (why !== 0) return why as number as CollapseReject;
+      // Every entry this candidate writes takes the register's next version.
+      if (quota(register, r).admit(delta, r.version + 1) !== 0) return CollapseReject.QuotaExceeded;
     }
     return 0;
   }
@@ -300,7 +324,7 @@ export class DomainState implements StateMachine {
       for (let j = 0; j < n; j++) {
         const seq = r.varint('outcome.seq');
         const o = r.u8('outcome');
-        if (seq === 0 || seq > MAX_INDEX || o > CollapseReject.DuplicateKey) throw bad('outcome', `seq ${seq} outcome ${o}`);
+        if (seq === 0 || seq > MAX_INDEX || o > CollapseReject.QuotaExceeded) throw bad('outcome', `seq ${seq} outcome ${o}`);
         m.set(seq, o);
       }
       this.outcomes.set(origin, m);
