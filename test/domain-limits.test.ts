@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { DeltaOp } from '../transport/wire/delta.js';
 import { Role } from '../control/qn/raft.js';
-import { CollapseReject, DomainState, MAX_ORIGINS, encodeCandidate, type CandidateOp } from '../control/qn/state.js';
+import { CollapseReject, DomainState, MAX_ORIGINS, encodeCandidate, snapshotBound, type CandidateOp } from '../control/qn/state.js';
 import { Trio } from './domain-trio.js';
 
 const set = (key: number, value: Uint8Array) => ({ register: 'kv', delta: { op: DeltaOp.Set, key: new Uint8Array([key >> 8, key & 255, 1]), value } as const });
@@ -114,5 +114,59 @@ describe('QN limits: what a member can make every member hold', () => {
     expect(copy.restore(st.snapshot(), index)).toBe(true);
     expect(copy.digest()).toEqual(st.digest());
     expect(copy.outcomeOf(1, index)).toBe(CollapseReject.QuotaExceeded);
+  });
+
+  it('snapshot hoard: a leader cannot make a follower stage more than the bound its quotas give, and staging is one buffer of total octets', () => {
+    const registers = [{ name: 'kv', kind: 'map' as const, maxBytes: 1 << 20 }];
+    const t = new Trio(11, { registers });
+    t.run(1500);
+    expect(t.put('a', '1')).toBe('committed');
+    const L = t.leader()!;
+    const f = t.follower()!;
+    const bound = snapshotBound(registers, []);
+    expect(f.raft.maxSnapshotBytes).toBe(bound);
+    expect(bound).toBeLessThan((1 << 20) + MAX_ORIGINS * 4096 * 8 + MAX_ORIGINS * 9 + 1024);
+    const snap = (index: number, offset: number, total: number, data: Uint8Array) =>
+      t.inject(L.id, f.id, { t: 'snap', term: f.raft.term, index, lastTerm: f.raft.term, members: [1, 2, 3], offset, total, data });
+    const index = f.raft.commit + 100;
+    snap(index, 0, bound + 1, new Uint8Array(700));
+    expect(f.stats.drops['bad-snapshot']).toBe(1);
+    expect(f.raft.incomingBufferBytes).toBe(0);
+    // At the bound: one buffer of `total` octets, whatever the chunks.
+    snap(index, 0, bound, new Uint8Array(700));
+    snap(index, 700, bound, new Uint8Array(700));
+    expect(f.raft.incomingBufferBytes).toBe(bound);
+    expect(f.raft.incomingBytes).toBe(1400);
+    // A chunk that runs past the total is not part of the transfer (the codec refuses it; Raft would too).
+    snap(index + 1, 0, 1000, new Uint8Array(700));
+    expect(f.raft.incomingBufferBytes).toBe(1000);
+    snap(index + 1, 700, 1000, new Uint8Array(301));
+    expect(f.stats.drops.malformed).toBe(1);
+    expect(f.raft.handleMessage(t.now, L.id, { t: 'snap', term: f.raft.term, index: index + 1, lastTerm: f.raft.term, members: [1, 2, 3], offset: 700, total: 1000, data: new Uint8Array(301) })).toBe('snapshot-mismatch');
+    expect(f.raft.incomingBytes).toBe(700);
+    snap(index + 1, 700, 1000, new Uint8Array(300));
+    expect(f.stats.drops['bad-snapshot']).toBe(2); // complete, and not a snapshot: dropped whole
+    expect(f.raft.incomingBufferBytes).toBe(0);
+    expect(f.raft.stats.snapshotsInstalled).toBe(0);
+    t.run(300);
+    expect(t.put('b', '2')).toBe('committed');
+  });
+
+  it('snapshot bound: a state filled to its quotas, with outcomes, snapshots within snapshotBound', () => {
+    const specs = [{ name: 'm', kind: 'map' as const, maxBytes: 8192 }, { name: 's', kind: 'stream' as const, maxBytes: 4096 }];
+    const groups = [{ name: 'g', registers: ['m', 's'] }];
+    const st = new DomainState(3, specs, groups);
+    let index = 0;
+    for (let i = 0; i < 200; i++) {
+      const ops: CandidateOp[] = [{ register: 'm', delta: { op: DeltaOp.Set, key: new Uint8Array([i, 7]), value: new Uint8Array(100) } }];
+      st.apply({ term: 1, index: ++index, cmd: encodeCandidate({ origin: 1 + (i % 5), seq: index, ops }) });
+      const len = st.registers.get('s')!.state.size();
+      st.apply({ term: 1, index: ++index, cmd: encodeCandidate({ origin: 9, seq: index, ops: [{ register: 's', delta: { op: DeltaOp.Append, offset: len, data: new Uint8Array(100) } }] }) });
+    }
+    expect(st.registers.get('m')!.state.fullTransferBytes()).toBeGreaterThan(8192 - 110);
+    expect(st.registers.get('s')!.state.size()).toBe(4000);
+    const snap = st.snapshot();
+    expect(snap.length).toBeGreaterThan(8192 + 4000 - 110);
+    expect(snap.length).toBeLessThanOrEqual(snapshotBound(specs, groups));
   });
 });

@@ -80,6 +80,25 @@ export const OUTCOME_WINDOW = 4096;
  */
 export const MAX_ORIGINS = 4096;
 
+/** Octets of a varint of at most 2^48 - 1 (an index, a version, a seq, a node id, a count). */
+const VARINT48 = 7;
+
+/**
+ * The largest snapshot (§15.4) a domain with these registers and groups can take while its
+ * registers are within quota: each register's maxBytes (a map's entries are counted in their
+ * snapshot encoding, §7.8) plus its framing, the groups, and a full outcome table. A member
+ * accepts no larger snapshot from a leader, so what a leader can make it stage follows the
+ * quotas rather than a fixed figure. (1 map register at the defaults: 384 MiB.)
+ */
+export function snapshotBound(specs: readonly DomainRegisterSpec[], groups: readonly GroupSpec[]): number {
+  const name = 2 + MAX_REGISTER_NAME_LEN;
+  let n = 2 * VARINT48;
+  for (const s of specs) n += name + 1 + VARINT48 + VARINT48 + quotaOf(s).maxBytes;
+  n += VARINT48 + groups.length * (name + VARINT48);
+  n += VARINT48 + MAX_ORIGINS * (VARINT48 + 2 + OUTCOME_WINDOW * (VARINT48 + 1));
+  return n;
+}
+
 export interface Collapsed {
   index: number;
   candidate: Candidate;
