@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { DeltaOp } from '../transport/wire/delta.js';
 import { Role } from '../control/qn/raft.js';
-import { CollapseReject, DomainState, MAX_ORIGINS, encodeCandidate, snapshotBound, type CandidateOp } from '../control/qn/state.js';
+import { CollapseReject, DomainState, MAX_ORIGINS, MAX_OUTCOMES, OUTCOME_WINDOW, encodeCandidate, snapshotBound, type CandidateOp } from '../control/qn/state.js';
 import { Trio } from './domain-trio.js';
 
 const set = (key: number, value: Uint8Array) => ({ register: 'kv', delta: { op: DeltaOp.Set, key: new Uint8Array([key >> 8, key & 255, 1]), value } as const });
@@ -168,5 +168,26 @@ describe('QN limits: what a member can make every member hold', () => {
     const snap = st.snapshot();
     expect(snap.length).toBeGreaterThan(8192 + 4000 - 110);
     expect(snap.length).toBeLessThanOrEqual(snapshotBound(specs, groups));
+  });
+
+  it('poison outcomes: 129 made-up origins with full windows leave at most MAX_OUTCOMES outcomes, the least recent origin gone whole', () => {
+    const st = new DomainState(5, [{ name: 'kv', kind: 'map' }], []);
+    // A cheap candidate (an unknown register: rejected, recorded): only the table grows.
+    const ops: CandidateOp[] = [{ register: 'none', delta: { op: DeltaOp.Del, key: new Uint8Array([1]) } }];
+    let index = 0;
+    const origins = MAX_OUTCOMES / OUTCOME_WINDOW + 1;
+    for (let o = 1; o <= origins; o++) for (let seq = 1; seq <= OUTCOME_WINDOW; seq++) st.apply({ term: 1, index: ++index, cmd: encodeCandidate({ origin: o, seq, ops }) });
+    expect(st.outcomeCount).toBe(MAX_OUTCOMES);
+    expect(st.originCount).toBe(origins - 1);
+    expect(st.outcomeOf(1, OUTCOME_WINDOW)).toBeUndefined();
+    expect(st.outcomeOf(2, 1)).toBe(CollapseReject.UnknownRegister);
+    const copy = new DomainState(5, st.specs, []);
+    expect(copy.restore(st.snapshot(), index)).toBe(true);
+    expect(copy.outcomeCount).toBe(MAX_OUTCOMES);
+    // The same next eviction on both: origin 2 is the least recent on each.
+    for (const s of [st, copy]) s.apply({ term: 1, index: index + 1, cmd: encodeCandidate({ origin: 1, seq: 1, ops }) });
+    expect(copy.snapshot()).toEqual(st.snapshot());
+    expect(copy.outcomeOf(2, 1)).toBeUndefined();
+    expect(copy.outcomeOf(3, 1)).toBe(CollapseReject.UnknownRegister);
   });
 });

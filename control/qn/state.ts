@@ -79,6 +79,12 @@ export const OUTCOME_WINDOW = 4096;
  * recently is forgotten (§15.2). Honest origins are members, at most 64 at a time.
  */
 export const MAX_ORIGINS = 4096;
+/**
+ * Outcomes the table holds in all: past this many, least recent origins go too. Room for 128
+ * origins with full windows (twice the largest configuration), so honest members keep theirs,
+ * while a leader inventing origins makes each member hold about 25 MB, not 16.7 M entries.
+ */
+export const MAX_OUTCOMES = 128 * OUTCOME_WINDOW;
 
 /** Octets of a varint of at most 2^48 - 1 (an index, a version, a seq, a node id, a count). */
 const VARINT48 = 7;
@@ -88,14 +94,14 @@ const VARINT48 = 7;
  * registers are within quota: each register's maxBytes (a map's entries are counted in their
  * snapshot encoding, §7.8) plus its framing, the groups, and a full outcome table. A member
  * accepts no larger snapshot from a leader, so what a leader can make it stage follows the
- * quotas rather than a fixed figure. (1 map register at the defaults: 384 MiB.)
+ * quotas rather than a fixed figure. (1 map register at the defaults: 260 MiB.)
  */
 export function snapshotBound(specs: readonly DomainRegisterSpec[], groups: readonly GroupSpec[]): number {
   const name = 2 + MAX_REGISTER_NAME_LEN;
   let n = 2 * VARINT48;
   for (const s of specs) n += name + 1 + VARINT48 + VARINT48 + quotaOf(s).maxBytes;
   n += VARINT48 + groups.length * (name + VARINT48);
-  n += VARINT48 + MAX_ORIGINS * (VARINT48 + 2 + OUTCOME_WINDOW * (VARINT48 + 1));
+  n += VARINT48 + MAX_ORIGINS * (VARINT48 + 2) + MAX_OUTCOMES * (VARINT48 + 1);
   return n;
 }
 
@@ -121,6 +127,8 @@ export class DomainState implements StateMachine {
   readonly registers = new Map<string, Reg>();
   readonly groups = new Map<string, { registers: string[]; version: number }>();
   private outcomes = new Map<number, Map<number, number>>();
+  /** Σ outcomes over the table's origins (at most MAX_OUTCOMES). */
+  private outcomeTotal = 0;
   /** Every applied entry is reported here, in log order. */
   onCollapse: ((c: Collapsed) => void) | undefined;
 
@@ -137,6 +145,7 @@ export class DomainState implements StateMachine {
     this.registers.clear();
     this.groups.clear();
     this.outcomes.clear();
+    this.outcomeTotal = 0;
     for (const s of this.specs) {
       const rseed = this.seed ^ murmur3(0x5350_0011, new TextEncoder().encode(s.name));
       this.registers.set(s.name, { kind: s.kind, quota: quotaOf(s), state: s.kind === 'map' ? new MapState(rseed) : new StreamState(rseed), version: 0 });
@@ -179,8 +188,9 @@ export class DomainState implements StateMachine {
   /**
    * Record an outcome (§15.2 step 4). The table's iteration order is the order in which the
    * origins last decided a candidate (least recent first), and snapshots keep that order, so
-   * every member evicts the same origin: past MAX_ORIGINS the least recent goes. The table
-   * thus never holds what restore() refuses, whatever origins a leader puts in the log.
+   * every member evicts the same origins: past MAX_ORIGINS origins or MAX_OUTCOMES outcomes,
+   * the least recent origins go, with all their outcomes. The table thus never holds what
+   * restore() refuses, whatever origins a leader puts in the log.
    */
   private record(origin: number, seq: number, outcome: number): void {
     let seen = this.outcomes.get(origin);
@@ -188,8 +198,22 @@ export class DomainState implements StateMachine {
     else seen = new Map();
     this.outcomes.set(origin, seen);
     seen.set(seq, outcome);
-    if (seen.size > OUTCOME_WINDOW) seen.delete(Math.min(...seen.keys()));
-    if (this.outcomes.size > MAX_ORIGINS) this.outcomes.delete(this.outcomes.keys().next().value!);
+    this.outcomeTotal++;
+    if (seen.size > OUTCOME_WINDOW) {
+      seen.delete(Math.min(...seen.keys()));
+      this.outcomeTotal--;
+    }
+    // The origin just recorded is the most recent and holds at most OUTCOME_WINDOW: it stays.
+    while (this.outcomes.size > MAX_ORIGINS || this.outcomeTotal > MAX_OUTCOMES) {
+      const [least, m] = this.outcomes.entries().next().value!;
+      this.outcomes.delete(least);
+      this.outcomeTotal -= m.size;
+    }
+  }
+
+  /** Outcomes in the table, all origins together (at most MAX_OUTCOMES). */
+  get outcomeCount(): number {
+    return this.outcomeTotal;
   }
 
   /** Origins in the outcome table (at most MAX_ORIGINS). */
@@ -286,6 +310,7 @@ export class DomainState implements StateMachine {
     this.groups.clear();
     for (const [k, v] of fresh.groups) this.groups.set(k, v);
     this.outcomes = fresh.outcomes;
+    this.outcomeTotal = fresh.outcomeTotal;
     return true;
   }
 
@@ -339,11 +364,13 @@ export class DomainState implements StateMachine {
       if (origin === 0 || origin > MAX_NODE_ID || this.outcomes.has(origin)) throw bad('origin', `${origin} is not a node id, or repeated`);
       const n = r.varint('origin.outcomes');
       if (n > OUTCOME_WINDOW) throw bad('origin.outcomes', `${n} exceeds ${OUTCOME_WINDOW}`);
+      this.outcomeTotal += n;
+      if (this.outcomeTotal > MAX_OUTCOMES) throw bad('origin.outcomes', `more than ${MAX_OUTCOMES} outcomes in all`);
       const m = new Map<number, number>();
       for (let j = 0; j < n; j++) {
         const seq = r.varint('outcome.seq');
         const o = r.u8('outcome');
-        if (seq === 0 || seq > MAX_INDEX || o > CollapseReject.QuotaExceeded) throw bad('outcome', `seq ${seq} outcome ${o}`);
+        if (seq === 0 || seq > MAX_INDEX || o > CollapseReject.QuotaExceeded || m.has(seq)) throw bad('outcome', `seq ${seq} outcome ${o} (or repeated)`);
         m.set(seq, o);
       }
       this.outcomes.set(origin, m);
