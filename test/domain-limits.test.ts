@@ -5,7 +5,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { DeltaOp } from '../transport/wire/delta.js';
-import { Role } from '../control/qn/raft.js';
+import { Raft, Role } from '../control/qn/raft.js';
+import { MemDisk } from '../control/qn/disk.js';
 import { CollapseReject, DomainState, MAX_ORIGINS, MAX_OUTCOMES, OUTCOME_WINDOW, encodeCandidate, snapshotBound, type CandidateOp } from '../control/qn/state.js';
 import { Trio } from './domain-trio.js';
 
@@ -189,5 +190,13 @@ describe('QN limits: what a member can make every member hold', () => {
     expect(copy.snapshot()).toEqual(st.snapshot());
     expect(copy.outcomeOf(2, 1)).toBeUndefined();
     expect(copy.outcomeOf(3, 1)).toBe(CollapseReject.UnknownRegister);
+  });
+
+  it('snapshot hoard beyond memory: a total within a configured bound this host cannot allocate is refused (bad-snapshot), never thrown', () => {
+    const r = new Raft({ id: 2, initialMembers: [1, 2, 3], disk: new MemDisk(), sm: { apply: () => {}, snapshot: () => new Uint8Array(), restore: () => true }, random: (a) => a, maxSnapshotBytes: 2 ** 47 }, 0);
+    expect(r.handleMessage(1, 1, { t: 'snap', term: 1, index: 10, lastTerm: 1, members: [1, 2, 3], offset: 0, total: 2 ** 46, data: new Uint8Array(10) })).toBe('bad-snapshot');
+    expect(r.incomingBufferBytes).toBe(0);
+    expect(r.handleMessage(1, 1, { t: 'snap', term: 1, index: 10, lastTerm: 1, members: [1, 2, 3], offset: 0, total: 10, data: new Uint8Array(10) })).toBeUndefined();
+    expect(r.stats.snapshotsInstalled).toBe(1);
   });
 });

@@ -777,7 +777,15 @@ export class Raft {
       }
       // check() bounded total by maxSnapshotBytes; the previous transfer's buffer is released.
       this.incoming = undefined;
-      this.incoming = { index: m.index, term: m.lastTerm, members: [...m.members], total: m.total, buf: new Uint8Array(m.total), got: 0 };
+      let buf: Uint8Array;
+      try {
+        buf = new Uint8Array(m.total);
+      } catch (e) {
+        // A bound configured beyond what this host can allocate: refused like a larger one.
+        if (e instanceof RangeError) return 'bad-snapshot';
+        throw e;
+      }
+      this.incoming = { index: m.index, term: m.lastTerm, members: [...m.members], total: m.total, buf, got: 0 };
     }
     const inc = this.incoming;
     // One transfer describes one snapshot: a chunk that says otherwise (or runs past its total) is not part of it.
