@@ -144,7 +144,8 @@ const domain = z
     /** The other members, by peer name; this node is always a member. Every member must list the same set. */
     members: z.array(z.string()).min(1),
     registers: z
-      .array(z.object({ name: register.shape.name, kind: z.enum(['map', 'stream']) }).strict())
+      // Quota (PROTOCOL.md §15.2): as a pair register's, and every member must declare the same.
+      .array(z.object({ name: register.shape.name, kind: z.enum(['map', 'stream']), maxKeys: register.shape.maxKeys, maxBytes: register.shape.maxBytes }).strict())
       .min(1),
     /**
      * This node joins a running domain (etcd's initial-cluster-state=existing): it starts as a

@@ -208,7 +208,9 @@ export class DomainHost {
       partitionsSeen: n.stats.partitions,
       recentPartitions: this.partitionsSeen,
       stats: { ...n.stats, ...r.stats, internalErrors: this.internalErrors },
-      registers: [...n.state.registers].map(([name, reg]) => ({ name, kind: reg.kind, version: reg.version, size: reg.state.size() })),
+      // bytes against maxBytes (and size against maxKeys for a map): how near the quota a register is.
+      registers: [...n.state.registers].map(([name, reg]) => ({ name, kind: reg.kind, version: reg.version, size: reg.state.size(), bytes: reg.state.fullTransferBytes(), ...reg.quota })),
+      maxSnapshotBytes: r.maxSnapshotBytes,
       groups: [...n.state.groups].map(([name, g]) => ({ name, registers: g.registers, version: g.version })),
     };
   }

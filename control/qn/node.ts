@@ -13,7 +13,7 @@ import { validateDelta } from '../../transport/wire/delta.js';
 import { QN_DEFAULT_TTL, decodeBody, decodeEnvelope, encodeBody, encodeEnvelope, sealedHeader, type QnBody } from './codec.js';
 import type { DomainDisk } from './disk.js';
 import { EntryKind, MAX_INDEX, MAX_NODE_ID, Raft, Role, parseConfig, type LogEntry, type NodeId, type RaftDrop, type RaftMsg } from './raft.js';
-import { COLLAPSE_REJECT_NAMES, OUTCOME_WINDOW, DomainState, encodeCandidate, parseCandidate, type CandidateOp, type Collapsed, type DomainRegisterSpec, type GroupSpec } from './state.js';
+import { COLLAPSE_REJECT_NAMES, OUTCOME_WINDOW, DomainState, snapshotBound, encodeCandidate, parseCandidate, type CandidateOp, type Collapsed, type DomainRegisterSpec, type GroupSpec } from './state.js';
 
 /** Largest encoded candidate: it must fit one append message (one datagram). */
 export const MAX_CANDIDATE_BYTES = 1100;
@@ -94,7 +94,7 @@ export interface DomainNodeOptions {
   electionMs?: number;
   heartbeatMs?: number;
   maxLogEntries?: number;
-  /** Largest snapshot accepted from a leader, in bytes (Raft's default if absent). */
+  /** Largest snapshot accepted from a leader, in bytes; default snapshotBound of the registers' quotas. */
   maxSnapshotBytes?: number;
   /**
    * Seals for messages that cross a relay. Without it this member neither sends through a
@@ -184,7 +184,7 @@ export class DomainNode {
         electionMs: o.electionMs,
         heartbeatMs: o.heartbeatMs,
         maxLogEntries: o.maxLogEntries,
-        maxSnapshotBytes: o.maxSnapshotBytes,
+        maxSnapshotBytes: o.maxSnapshotBytes ?? snapshotBound(o.registers, o.groups ?? []),
         // Nothing is journaled that would not apply: a candidate must decode and fit one append.
         checkCommand: (cmd) => cmd.length <= MAX_CANDIDATE_BYTES && parseCandidate(cmd) !== undefined,
       },

@@ -33,7 +33,10 @@ export const MAX_INDEX = 2 ** 48 - 1;
 export const MAX_NODE_ID = 2 ** 48 - 1;
 /** At most this many voting members in a configuration. */
 export const MAX_MEMBERS = 64;
-/** Default bound on an incoming snapshot (the buffer one leader can make a follower hold). */
+/**
+ * Default bound on an incoming snapshot (the buffer one leader can make a follower hold); a
+ * QN domain derives its own from its registers' quotas (snapshotBound in state.ts).
+ */
 export const DEFAULT_MAX_SNAPSHOT_BYTES = 1024 * 1024 * 1024;
 
 /**
@@ -185,8 +188,12 @@ export class Raft {
   private leaderContactAt = -Infinity;
   private votes = new Set<NodeId>();
   private progress = new Map<NodeId, Progress>();
-  /** Follower side: the snapshot being received. */
-  private incoming: { index: number; term: number; members: NodeId[]; total: number; parts: Uint8Array[]; got: number } | undefined;
+  /**
+   * Follower side: the snapshot being received, staged in one buffer of `total` octets
+   * (allocated at its first chunk, total ≤ maxSnapshotBytes), which becomes the snapshot
+   * itself: no per-chunk copies, no concatenation.
+   */
+  private incoming: { index: number; term: number; members: NodeId[]; total: number; buf: Uint8Array; got: number } | undefined;
   private outbox: { to: NodeId; msg: RaftMsg }[] = [];
   /** First index of the current leader term: a config change waits until it is committed. */
   private termStart = 0;
@@ -768,17 +775,28 @@ export class Raft {
         this.send(from, { t: 'snapResp', term: this.term, index: m.index, offset: 0 });
         return;
       }
-      this.incoming = { index: m.index, term: m.lastTerm, members: [...m.members], total: m.total, parts: [], got: 0 };
+      // check() bounded total by maxSnapshotBytes; the previous transfer's buffer is released.
+      this.incoming = undefined;
+      let buf: Uint8Array;
+      try {
+        buf = new Uint8Array(m.total);
+      } catch (e) {
+        // A bound configured beyond what this host can allocate: refused like a larger one.
+        if (e instanceof RangeError) return 'bad-snapshot';
+        throw e;
+      }
+      this.incoming = { index: m.index, term: m.lastTerm, members: [...m.members], total: m.total, buf, got: 0 };
     }
     const inc = this.incoming;
-    // One transfer describes one snapshot: a chunk that says otherwise is not part of it.
+    // One transfer describes one snapshot: a chunk that says otherwise (or runs past its total) is not part of it.
     if (inc.total !== m.total || inc.term !== m.lastTerm || !sameMembers(inc.members, m.members)) return 'snapshot-mismatch';
     if (m.offset === inc.got && m.data.length > 0) {
-      inc.parts.push(m.data.slice());
+      if (m.data.length > inc.total - inc.got) return 'snapshot-mismatch';
+      inc.buf.set(m.data, inc.got);
       inc.got += m.data.length;
     }
     if (inc.got >= inc.total) {
-      const data = concat(inc.parts, inc.got);
+      const data = inc.buf;
       this.incoming = undefined;
       // Checked whole before anything is replaced; a snapshot that does not restore is dropped
       // (the leader resends it from offset 0, and the drop counter shows why it never lands).
@@ -787,9 +805,14 @@ export class Raft {
     this.send(from, { t: 'snapResp', term: this.term, index: m.index, offset: inc.got });
   }
 
-  /** The snapshot bytes of the transfer under way (the memory a leader makes us hold). */
+  /** The snapshot bytes of the transfer under way, received so far. */
   get incomingBytes(): number {
     return this.incoming?.got ?? 0;
+  }
+
+  /** The staging buffer of the transfer under way (the memory a leader makes us hold): its total. */
+  get incomingBufferBytes(): number {
+    return this.incoming?.buf.length ?? 0;
   }
 
   private installSnapshot(meta: SnapshotMeta, data: Uint8Array): boolean {
@@ -925,12 +948,3 @@ function sameMembers(a: readonly NodeId[], b: readonly NodeId[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-function concat(parts: Uint8Array[], total: number): Uint8Array {
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}

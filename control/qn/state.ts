@@ -13,6 +13,7 @@ import { DropReason, MAX_DELTA_LEN, MAX_KEY_LEN, MAX_REGISTER_NAME_LEN } from '.
 import { WireError } from '../../transport/wire/errors.js';
 import { Murmur3, murmur3 } from '../core/hash.js';
 import { MapState } from '../core/register/map.js';
+import { QUOTA_DEFAULTS, QuotaCheck, type Quota } from '../core/quota.js';
 import { StreamState } from '../core/register/stream.js';
 import type { RegisterKind } from '../core/register/state.js';
 import { EntryKind, MAX_INDEX, MAX_NODE_ID, type LogEntry, type StateMachine } from './raft.js';
@@ -22,6 +23,15 @@ const UTF8 = new TextDecoder();
 export interface DomainRegisterSpec {
   name: string;
   kind: RegisterKind;
+  /** Quota (§15.2, as §7.8): entries of a map; every member must declare the same. Default QUOTA_DEFAULTS. */
+  maxKeys?: number;
+  /** Quota: octets (Σ entry encodings of a map, length of a stream). Default QUOTA_DEFAULTS. */
+  maxBytes?: number;
+}
+
+/** A register's quota, defaults filled in. */
+export function quotaOf(s: DomainRegisterSpec): Quota {
+  return { maxKeys: s.maxKeys ?? QUOTA_DEFAULTS.maxKeys, maxBytes: s.maxBytes ?? QUOTA_DEFAULTS.maxBytes };
 }
 
 export interface GroupSpec {
@@ -49,6 +59,8 @@ export enum CollapseReject {
   UnknownRegister = 4,
   /** Two deltas of one candidate on the same key: ambiguous, refused. */
   DuplicateKey = 5,
+  /** The candidate would grow a register past its quota (maxKeys / maxBytes). */
+  QuotaExceeded = 6,
 }
 
 export const COLLAPSE_REJECT_NAMES: Record<CollapseReject, string> = {
@@ -57,12 +69,41 @@ export const COLLAPSE_REJECT_NAMES: Record<CollapseReject, string> = {
   [CollapseReject.WrongKind]: 'wrong-register-kind',
   [CollapseReject.UnknownRegister]: 'unknown-register',
   [CollapseReject.DuplicateKey]: 'duplicate-key-in-candidate',
+  [CollapseReject.QuotaExceeded]: 'quota-exceeded',
 };
 
 /** Outcomes kept per origin, so a retried candidate gets its first outcome back (dissertation §6.3). */
 export const OUTCOME_WINDOW = 4096;
-/** Origins a snapshot's outcome table may name (every node ever a member proposes; bounded for memory). */
+/**
+ * Origins the outcome table holds: past this many, the origin that decided a candidate least
+ * recently is forgotten (§15.2). Honest origins are members, at most 64 at a time.
+ */
 export const MAX_ORIGINS = 4096;
+/**
+ * Outcomes the table holds in all: past this many, least recent origins go too. Room for 128
+ * origins with full windows (twice the largest configuration), so honest members keep theirs,
+ * while a leader inventing origins makes each member hold about 25 MB, not 16.7 M entries.
+ */
+export const MAX_OUTCOMES = 128 * OUTCOME_WINDOW;
+
+/** Octets of a varint of at most 2^48 - 1 (an index, a version, a seq, a node id, a count). */
+const VARINT48 = 7;
+
+/**
+ * The largest snapshot (§15.4) a domain with these registers and groups can take while its
+ * registers are within quota: each register's maxBytes (a map's entries are counted in their
+ * snapshot encoding, §7.8) plus its framing, the groups, and a full outcome table. A member
+ * accepts no larger snapshot from a leader, so what a leader can make it stage follows the
+ * quotas rather than a fixed figure. (1 map register at the defaults: 260 MiB.)
+ */
+export function snapshotBound(specs: readonly DomainRegisterSpec[], groups: readonly GroupSpec[]): number {
+  const name = 2 + MAX_REGISTER_NAME_LEN;
+  let n = 2 * VARINT48;
+  for (const s of specs) n += name + 1 + VARINT48 + VARINT48 + quotaOf(s).maxBytes;
+  n += VARINT48 + groups.length * (name + VARINT48);
+  n += VARINT48 + MAX_ORIGINS * (VARINT48 + 2) + MAX_OUTCOMES * (VARINT48 + 1);
+  return n;
+}
 
 export interface Collapsed {
   index: number;
@@ -75,6 +116,7 @@ export interface Collapsed {
 
 interface Reg {
   kind: RegisterKind;
+  quota: Quota;
   state: MapState | StreamState;
   /** Collapses that changed this register. */
   version: number;
@@ -85,6 +127,8 @@ export class DomainState implements StateMachine {
   readonly registers = new Map<string, Reg>();
   readonly groups = new Map<string, { registers: string[]; version: number }>();
   private outcomes = new Map<number, Map<number, number>>();
+  /** Σ outcomes over the table's origins (at most MAX_OUTCOMES). */
+  private outcomeTotal = 0;
   /** Every applied entry is reported here, in log order. */
   onCollapse: ((c: Collapsed) => void) | undefined;
 
@@ -101,9 +145,10 @@ export class DomainState implements StateMachine {
     this.registers.clear();
     this.groups.clear();
     this.outcomes.clear();
+    this.outcomeTotal = 0;
     for (const s of this.specs) {
       const rseed = this.seed ^ murmur3(0x5350_0011, new TextEncoder().encode(s.name));
-      this.registers.set(s.name, { kind: s.kind, state: s.kind === 'map' ? new MapState(rseed) : new StreamState(rseed), version: 0 });
+      this.registers.set(s.name, { kind: s.kind, quota: quotaOf(s), state: s.kind === 'map' ? new MapState(rseed) : new StreamState(rseed), version: 0 });
     }
     for (const g of this.groupSpecs) this.groups.set(g.name, { registers: [...g.registers], version: 0 });
   }
@@ -136,17 +181,57 @@ export class DomainState implements StateMachine {
     }
     const outcome = this.check(c.ops);
     if (outcome === 0) this.commit(c.ops);
-    let seen = this.outcomes.get(c.origin);
-    if (!seen) this.outcomes.set(c.origin, (seen = new Map()));
-    seen.set(c.seq, outcome);
-    if (seen.size > OUTCOME_WINDOW) seen.delete(Math.min(...seen.keys()));
+    this.record(c.origin, c.seq, outcome);
     this.onCollapse?.({ index: e.index, candidate: c, outcome, duplicate: false });
+  }
+
+  /**
+   * Record an outcome (§15.2 step 4). The table's iteration order is the order in which the
+   * origins last decided a candidate (least recent first), and snapshots keep that order, so
+   * every member evicts the same origins: past MAX_ORIGINS origins or MAX_OUTCOMES outcomes,
+   * the least recent origins go, with all their outcomes. The table thus never holds what
+   * restore() refuses, whatever origins a leader puts in the log.
+   */
+  private record(origin: number, seq: number, outcome: number): void {
+    let seen = this.outcomes.get(origin);
+    if (seen) this.outcomes.delete(origin);
+    else seen = new Map();
+    this.outcomes.set(origin, seen);
+    seen.set(seq, outcome);
+    this.outcomeTotal++;
+    if (seen.size > OUTCOME_WINDOW) {
+      seen.delete(Math.min(...seen.keys()));
+      this.outcomeTotal--;
+    }
+    // The origin just recorded is the most recent and holds at most OUTCOME_WINDOW: it stays.
+    while (this.outcomes.size > MAX_ORIGINS || this.outcomeTotal > MAX_OUTCOMES) {
+      const [least, m] = this.outcomes.entries().next().value!;
+      this.outcomes.delete(least);
+      this.outcomeTotal -= m.size;
+    }
+  }
+
+  /** Outcomes in the table, all origins together (at most MAX_OUTCOMES). */
+  get outcomeCount(): number {
+    return this.outcomeTotal;
+  }
+
+  /** Origins in the outcome table (at most MAX_ORIGINS). */
+  get originCount(): number {
+    return this.outcomes.size;
   }
 
   /** All checks before any write: the candidate is atomic. */
   check(ops: CandidateOp[]): CollapseReject | 0 {
     const keys = new Map<string, Set<string>>();
     const streamLen = new Map<string, number>();
+    // Sizes as the earlier deltas of this candidate leave them, per register (§7.8's check).
+    const quotas = new Map<string, QuotaCheck>();
+    const quota = (name: string, r: Reg): QuotaCheck => {
+      let q = quotas.get(name);
+      if (!q) quotas.set(name, (q = new QuotaCheck(r.state, r.quota)));
+      return q;
+    };
     for (const { register, delta } of ops) {
       const r = this.registers.get(register);
       if (!r) return CollapseReject.UnknownRegister;
@@ -154,6 +239,7 @@ export class DomainState implements StateMachine {
         if (delta.op !== DeltaOp.Append) return CollapseReject.WrongKind;
         const len = streamLen.get(register) ?? r.state.size();
         if (delta.offset !== len) return CollapseReject.AppendOffset;
+        if (quota(register, r).admit(delta, r.version + 1) !== 0) return CollapseReject.QuotaExceeded;
         streamLen.set(register, len + delta.data.length);
         continue;
       }
@@ -165,6 +251,8 @@ export class DomainState implements StateMachine {
       ks.add(k);
       const why = r.state.check(delta);
       if (why !== 0) return why as number as CollapseReject;
+      // Every entry this candidate writes takes the register's next version.
+      if (quota(register, r).admit(delta, r.version + 1) !== 0) return CollapseReject.QuotaExceeded;
     }
     return 0;
   }
@@ -222,6 +310,7 @@ export class DomainState implements StateMachine {
     this.groups.clear();
     for (const [k, v] of fresh.groups) this.groups.set(k, v);
     this.outcomes = fresh.outcomes;
+    this.outcomeTotal = fresh.outcomeTotal;
     return true;
   }
 
@@ -275,11 +364,13 @@ export class DomainState implements StateMachine {
       if (origin === 0 || origin > MAX_NODE_ID || this.outcomes.has(origin)) throw bad('origin', `${origin} is not a node id, or repeated`);
       const n = r.varint('origin.outcomes');
       if (n > OUTCOME_WINDOW) throw bad('origin.outcomes', `${n} exceeds ${OUTCOME_WINDOW}`);
+      this.outcomeTotal += n;
+      if (this.outcomeTotal > MAX_OUTCOMES) throw bad('origin.outcomes', `more than ${MAX_OUTCOMES} outcomes in all`);
       const m = new Map<number, number>();
       for (let j = 0; j < n; j++) {
         const seq = r.varint('outcome.seq');
         const o = r.u8('outcome');
-        if (seq === 0 || seq > MAX_INDEX || o > CollapseReject.DuplicateKey) throw bad('outcome', `seq ${seq} outcome ${o}`);
+        if (seq === 0 || seq > MAX_INDEX || o > CollapseReject.QuotaExceeded || m.has(seq)) throw bad('outcome', `seq ${seq} outcome ${o} (or repeated)`);
         m.set(seq, o);
       }
       this.outcomes.set(origin, m);
