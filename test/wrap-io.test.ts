@@ -494,6 +494,84 @@ describe('per-peer quotas: a never-reading server and a never-acknowledging peer
   }, 30_000);
 });
 
+describe('control flood from a peer that never reads the carrier', () => {
+  type PeerStats = { peer: string; controlQueued: number; carrierInputPaused: boolean; violations: number; carrierLosses: number };
+  const peerStats = (m: WrapManager, peer: string): PeerStats => (m.stats() as { peers: PeerStats[] }).peers.find((p) => p.peer === peer)!;
+
+  it('PINGs and DATA for unknown ids, replies never read: the queue stops at its limit, reading pauses, the carrier is dropped at the silence timeout, and the honest peer carries on', async () => {
+    const a = generateKeyPair();
+    const b = generateKeyPair();
+    const h = generateKeyPair();
+    const srv = new HashServer(Buffer.from('pong'));
+    await srv.start();
+    const [pa, pb] = [await freePort(), await freePort()];
+    const settings = { intercept: { host: '127.0.0.1', port: 0 }, interception: 'auto' as const, windowBytes: 1024 * 1024, maxConnections: 64, silenceMs: 2_000 };
+    const mb = new WrapManager(
+      { key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }, { name: 'h', publicKey: h.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } },
+      { ...settings, interception: 'off', allow: [{ peer: 'a', to: `127.0.0.1:${srv.port}`, protocol: 'tcp' }] },
+      [],
+      log,
+    );
+    const stand: Interceptor = { setPorts: () => {}, originalDst: () => ({ family: 4, address: '127.0.0.1', port: srv.port }), stats: () => ({}), close: () => {} };
+    const ma = new WrapManager(
+      { key: a, peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }], peerAddr: () => ({ address: '127.0.0.1', port: pb }), listen: { host: '127.0.0.1', port: pa } },
+      settings,
+      [{ protocol: 'tcp', port: srv.port, peer: 'b', holdMs: 30_000 }],
+      log,
+      () => stand,
+    );
+    await mb.start();
+    await ma.start();
+    const interceptPort = Number(String(ma.stats().intercept).split(':')[1]);
+    const roundTrip = (): Promise<string> =>
+      new Promise<string>((resolve, reject) => {
+        const c = connect({ port: interceptPort, host: '127.0.0.1', allowHalfOpen: true }, () => c.end('ping'));
+        let got = '';
+        c.on('data', (d) => (got += d));
+        c.on('end', () => resolve(got));
+        c.on('error', reject);
+      });
+    // Never started: its socket is never read, so the victim's replies back up.
+    const hostile = await dialCarrier('127.0.0.1', pb, h, b.publicKey);
+    let most = 0;
+    const sampler = setInterval(() => (most = Math.max(most, peerStats(mb, 'h').controlQueued)), 5);
+    try {
+      hostile.send([encodeRecord({ type: RecordType.Hello, version: 1, bootId: 9n })]);
+      const ping = encodeRecord({ type: RecordType.Ping });
+      let id = 1;
+      let sent = 0;
+      // Records of ~35 bytes sealed, each answered by a CLOSE of ~45 (and one PONG for all the PINGs).
+      const pump = setInterval(() => {
+        for (let k = 0; k < 5_000 && hostile.socket.writableLength < 256 * 1024 && sent < 2_000_000; k++) {
+          hostile.send([ping]);
+          hostile.send([encodeRecord({ type: RecordType.Data, conn: (id += 2), offset: 0, data: new Uint8Array(1) })]);
+          sent += 2;
+        }
+      }, 1);
+      try {
+        await until('the victim to stop reading the hostile carrier', async () => peerStats(mb, 'h').carrierInputPaused || undefined, 15_000, 10);
+        expect(await roundTrip()).toBe('pong'); // the honest peer, meanwhile
+        await until('the hostile carrier to be dropped', async () => peerStats(mb, 'h').carrierLosses >= 1 || undefined, 5_000, 20);
+      } finally {
+        clearInterval(pump);
+      }
+      const limit = 4096 + 2 * 64; // CONTROL_PAUSE_RECORDS + 2 × maxConnections
+      expect(most).toBeGreaterThan(limit / 2); // the replies did back up
+      expect(most).toBeLessThanOrEqual(limit + 4); // reading paused at the limit (+ a PONG, our own PINGs)
+      expect(peerStats(mb, 'h').violations).toBeGreaterThanOrEqual(1); // unread for the silence timeout
+      expect(peerStats(mb, 'h').controlQueued).toBe(0);
+      expect(peerStats(mb, 'a').violations).toBe(0);
+      expect(await roundTrip()).toBe('pong');
+    } finally {
+      clearInterval(sampler);
+      hostile.close('test over');
+      await ma.stop();
+      await mb.stop();
+      srv.server.close();
+    }
+  }, 30_000);
+});
+
 describe('unauthenticated carrier connections', () => {
   it('1,100 idle connections from six sources: at most the limits are held, each for the handshake timeout; an honest carrier then comes up and carries', async () => {
     const a = generateKeyPair();

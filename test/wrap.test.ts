@@ -311,6 +311,44 @@ describe('WrapSession', () => {
     expect(a.room(ids[2])).toBe(0);
   });
 
+  it('control flood from a peer that never reads the carrier (PINGs, DATA and OPENs for unknown ids, HELLOs): one PONG, one answer per id, a bounded queue', () => {
+    const a = new WrapSession({ ...opts, role: 1, bootId: 1n, mayDial: () => false });
+    a.onCarrierUp(0);
+    a.handleRecord(0, encodeRecord({ type: RecordType.Hello, version: 1, bootId: 5n }));
+    expect(a.pollRecord(0)).toBeDefined(); // our HELLO
+    const ping = encodeRecord({ type: RecordType.Ping });
+    const data = (conn: number): Uint8Array => encodeRecord({ type: RecordType.Data, conn, offset: 0, data: new Uint8Array(1) });
+    const open = (conn: number): Uint8Array => encodeRecord({ type: RecordType.Open, conn, wrapPort: 22, target, holdMs: 1, flags: 0 });
+    // Nobody polls records (the peer does not read). Repeats of one id are answered once.
+    for (let i = 0; i < 1000; i++) {
+      a.handleRecord(0, ping);
+      a.handleRecord(0, data(7));
+      a.handleRecord(0, open(8));
+      a.handleRecord(0, encodeRecord({ type: RecordType.Hello, version: 1, bootId: 5n }));
+    }
+    expect(a.controlQueued).toBe(3); // PONG, CLOSE 7 (unknown), CLOSE 8 (refused)
+    expect(a.counters.violations).toBe(1000); // the repeated HELLOs
+    const types = [a.pollRecord(0), a.pollRecord(0), a.pollRecord(0)].map((r) => decodeRecord(Buffer.concat(r!)));
+    expect(types).toEqual([{ type: RecordType.Pong }, expect.objectContaining({ type: RecordType.Close, conn: 7 }), expect.objectContaining({ type: RecordType.Close, code: CloseCode.Refused, conn: 8 })]);
+    // Answered: the next one is answered again.
+    a.handleRecord(0, data(7));
+    expect(a.controlQueued).toBe(1);
+    a.pollRecord(0);
+    // Distinct ids: reading should pause at the limit (`backlogged`); an I/O layer that reads on is cut off at twice it.
+    let pausedAt = 0;
+    for (let i = 0; a.carrierUp && i < 1_000_000; i++) {
+      a.handleRecord(0, data(2 * i + 11));
+      if (!pausedAt && a.backlogged) pausedAt = a.controlQueued;
+      expect(a.controlQueued).toBeLessThanOrEqual(2 * a.controlPause);
+    }
+    expect(pausedAt).toBe(a.controlPause);
+    expect(a.carrierUp).toBe(false);
+    const evs: WrapEvent[] = [];
+    for (let e = a.pollEvent(); e; e = a.pollEvent()) evs.push(e);
+    expect(evs.slice(-2).map((e) => e.type)).toEqual(['violation', 'drop-carrier']);
+    expect(a.controlQueued).toBe(0);
+  });
+
   it('refuses connections over the limit', () => {
     const a = new WrapSession({ ...opts, maxConnections: 2, role: 0, bootId: 1n });
     expect(a.openLocal(0, 22, target, 1)).toBeDefined();

@@ -56,7 +56,8 @@ class RecordOpener {
     private readonly max: number,
   ) {}
 
-  push(chunk: Buffer, out: (parts: Buffer[]) => void): void {
+  /** Returns how much of `chunk` was taken: all of it, unless `out` returned false (stop after that record). */
+  push(chunk: Buffer, out: (parts: Buffer[]) => boolean): number {
     let off = 0;
     while (off < chunk.length) {
       if (this.need < 0) {
@@ -64,7 +65,7 @@ class RecordOpener {
         chunk.copy(this.head, this.headLen, off, off + k);
         this.headLen += k;
         off += k;
-        if (this.headLen < 4) return;
+        if (this.headLen < 4) return off;
         this.headLen = 0;
         const len = this.head.readUInt32BE(0);
         if (len > this.max) throw new CarrierError(`carrier frame of ${len} bytes, at most ${this.max}`);
@@ -98,8 +99,9 @@ class RecordOpener {
       this.tag = [];
       this.need = -1;
       this.d = undefined;
-      out(parts);
+      if (!out(parts)) return off;
     }
+    return off;
   }
 }
 
@@ -117,7 +119,14 @@ export class Carrier {
   onRecord: (parts: Buffer[]) => void = () => {};
   onClose: (why: string) => void = () => {};
   onDrain: () => void = () => {};
+  /**
+   * Asked after each record: false stops reading the carrier (backpressure, §16.5.6) until
+   * resumeInput(); the rest of the read is kept (at most one socket read).
+   */
+  acceptMore: () => boolean = () => true;
   private closed = false;
+  private held: Buffer[] = [];
+  private stopped = false;
   bytesOut = 0;
   bytesIn = 0;
 
@@ -138,7 +147,8 @@ export class Carrier {
   private txN = 0;
 
   /** Attach the handlers and start reading (the socket stays paused until then: nothing is lost). */
-  start(h: { onRecord: (parts: Buffer[]) => void; onClose: (why: string) => void; onDrain: () => void }): void {
+  start(h: { onRecord: (parts: Buffer[]) => void; onClose: (why: string) => void; onDrain: () => void; acceptMore?: () => boolean }): void {
+    if (h.acceptMore) this.acceptMore = h.acceptMore;
     this.onRecord = h.onRecord;
     this.onClose = h.onClose;
     this.onDrain = h.onDrain;
@@ -148,7 +158,20 @@ export class Carrier {
     s.on('error', (e) => this.close(e.message));
     s.on('close', () => this.close('carrier connection closed'));
     for (const c of this.pending.splice(0)) this.input(c);
-    s.resume();
+    if (!this.stopped) s.resume();
+  }
+
+  /** Reading is stopped (acceptMore() said so). */
+  get inputPaused(): boolean {
+    return this.stopped;
+  }
+
+  /** Take the kept bytes, and read the socket again unless a record stops it once more. */
+  resumeInput(): void {
+    if (!this.stopped || this.closed) return;
+    this.stopped = false;
+    while (this.held.length && !this.stopped && !this.closed) this.consume(this.held.shift()!);
+    if (!this.stopped && !this.closed) this.socket.resume();
   }
 
   /**
@@ -188,11 +211,23 @@ export class Carrier {
   private input(chunk: Buffer): void {
     if (this.closed) return;
     this.bytesIn += chunk.length;
+    if (this.stopped) this.held.push(chunk);
+    else this.consume(chunk);
+  }
+
+  private consume(chunk: Buffer): void {
     try {
-      this.opener.push(chunk, (parts) => {
-        if (this.closed) return;
+      const used = this.opener.push(chunk, (parts) => {
+        if (this.closed) return false;
         this.onRecord(parts);
+        if (this.closed || this.acceptMore()) return true;
+        this.stopped = true;
+        return false;
       });
+      if (!this.stopped) return;
+      // Kept in front of any later reads, in order; the socket reads nothing more meanwhile.
+      if (used < chunk.length) this.held.unshift(chunk.subarray(used));
+      this.socket.pause();
     } catch (e) {
       this.close(`carrier input refused: ${(e as Error).message}`);
     }

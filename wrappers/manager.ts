@@ -299,6 +299,8 @@ export class WrapManager {
         bufferedIn: ps.session.bufferedIn,
         bufferedOut: ps.session.bufferedOut,
         maxBufferedBytes: ps.session.maxBuffered,
+        controlQueued: ps.session.controlQueued,
+        carrierInputPaused: ps.carrier?.inputPaused ?? false,
         ...ps.session.counters,
       })),
     };
@@ -624,6 +626,7 @@ export class WrapManager {
           },
           onClose: () => clearTimeout(giveUp),
           onDrain: () => {},
+          acceptMore: () => ps.session.carrierUp && !ps.session.backlogged,
         });
       })
       .catch((e: Error) => {
@@ -655,6 +658,8 @@ export class WrapManager {
         this.ensureCarrier(ps);
       },
       onDrain: () => this.flush(ps),
+      // Replies the peer does not read pile up: stop reading its records until they drain (§16.5.6).
+      acceptMore: () => ps.session.carrierUp && !ps.session.backlogged,
     };
     if (started) Object.assign(c, handlers);
     else c.start(handlers);
@@ -684,6 +689,7 @@ export class WrapManager {
       }
       if (!moved) break;
     }
+    if (ps.carrier?.inputPaused && !ps.session.backlogged) ps.carrier.resumeInput();
     this.schedule();
   }
 
