@@ -9,7 +9,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import pino from 'pino';
 import { generateKeyPair } from '../transport/etcp/crypto.js';
 import { WrapManager, type Interceptor } from '../wrappers/manager.js';
-import { dialCarrier } from '../wrappers/carrier.js';
+import { CARRIER_PROLOGUE, dialCarrier } from '../wrappers/carrier.js';
+import { IKInitiator } from '../transport/etcp/noise.js';
 import { CloseCode, decodeRecord, encodeRecord, RecordType, type WrapRecord } from '../wrappers/codec.js';
 import { sleep, until } from '../control/lab/netns.js';
 import { sha256 } from '../control/lab/servers.js';
@@ -583,7 +584,7 @@ describe('unauthenticated carrier connections', () => {
     const allow = [{ peer: 'a', to: `127.0.0.1:${srv.port}`, protocol: 'tcp' as const }];
     const mb = new WrapManager(
       { key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } },
-      { ...settings, interception: 'off', allow, maxHandshakes: 48, maxHandshakesPerSource: 30, handshakeTimeoutMs: 3_000 },
+      { ...settings, interception: 'off', allow, maxHandshakes: 48, maxHandshakesPerSource: 30, handshakeTimeoutMs: 3_000, handshakeRate: 10_000, handshakeRatePerSource: 10_000 }, // the slot limits, not the rates
       [],
       log,
     );
@@ -648,6 +649,92 @@ describe('unauthenticated carrier connections', () => {
       srv.server.close();
     }
   }, 20_000);
+});
+
+describe('carrier handshake flood', () => {
+  it('a stranger\'s valid message 1s at hundreds a second: at most the rates reach the DH, the rest are reset unread; a peer at its known address still comes up and carries', async () => {
+    const a = generateKeyPair();
+    const b = generateKeyPair();
+    const stranger = generateKeyPair();
+    const srv = new HashServer(Buffer.from('ok'));
+    await srv.start();
+    const [pa, pb] = [await freePort(), await freePort()];
+    const RATE = 50;
+    const PER_SOURCE = 10;
+    const settings = { intercept: { host: '127.0.0.1', port: 0 }, interception: 'auto' as const, windowBytes: 1024 * 1024, maxConnections: 64, silenceMs: 2_000 };
+    const mb = new WrapManager(
+      // The peer is known at 127.0.0.1 (its ETCP endpoint); the strangers come from 127.0.0.2-22.
+      { key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: (n) => (n === 'a' ? { address: '127.0.0.1', port: pa } : undefined), listen: { host: '127.0.0.1', port: pb } },
+      { ...settings, interception: 'off', allow: [{ peer: 'a', to: `127.0.0.1:${srv.port}`, protocol: 'tcp' }], handshakeRate: RATE, handshakeRatePerSource: PER_SOURCE },
+      [],
+      log,
+    );
+    await mb.start();
+    type CarrierStats = { carrierRefused: Record<string, number> };
+    const refused = (): Record<string, number> => (mb.stats() as unknown as CarrierStats).carrierRefused;
+    // A message 1 that authenticates (it costs the responder its DHs) from a key it does not know.
+    const m1 = new IKInitiator({ hash: 'BLAKE2s', prologue: CARRIER_PROLOGUE, staticKey: stranger }, b.publicKey).writeMessage1(new Uint8Array(0));
+    const frame = Buffer.concat([Buffer.from([0, 0, 0, m1.length]), m1]);
+    const burst = (n: number, source: (i: number) => string): Promise<void[]> =>
+      Promise.all(
+        Array.from({ length: n }, (_, i) => new Promise<void>((resolve) => {
+          const s = connect({ port: pb, host: '127.0.0.1', localAddress: source(i) }, () => s.write(frame));
+          s.on('error', () => resolve());
+          s.on('close', () => resolve());
+        })),
+      );
+    let ma: WrapManager | undefined;
+    let flooding = true;
+    try {
+      // 1. 300 from one source, at once: its bucket (PER_SOURCE deep, PER_SOURCE a second) binds.
+      let t0 = performance.now();
+      await burst(300, () => '127.0.0.2');
+      let secs = (performance.now() - t0) / 1000;
+      await until('the accepted ones to fail', async () => refused()['handshake-failed'] + refused()['handshake-rate-source'] >= 300 || undefined, 5_000, 10);
+      expect(refused()['handshake-failed']).toBeLessThanOrEqual(PER_SOURCE * (1 + secs) + 1);
+      expect(refused()['handshake-rate-source']).toBeGreaterThanOrEqual(300 - PER_SOURCE * (1 + secs) - 1);
+      // 2. From 20 more sources, 400 a second for 2 s: the global bucket binds, while the peer dials.
+      const before = refused()['handshake-failed'];
+      t0 = performance.now();
+      const floods: Promise<unknown>[] = [];
+      const pump = (async () => {
+        for (let k = 0; flooding && k < 40; k++) {
+          floods.push(burst(20, (i) => `127.0.0.${3 + i}`));
+          await sleep(50);
+        }
+      })();
+      await sleep(300);
+      const stand: Interceptor = { setPorts: () => {}, originalDst: () => ({ family: 4, address: '127.0.0.1', port: srv.port }), stats: () => ({}), close: () => {} };
+      ma = new WrapManager(
+        { key: a, peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }], peerAddr: () => ({ address: '127.0.0.1', port: pb }), listen: { host: '127.0.0.1', port: pa } },
+        settings,
+        [{ protocol: 'tcp', port: srv.port, peer: 'b', holdMs: 30_000 }],
+        log,
+        () => stand,
+      );
+      await ma.start();
+      const port = Number(String(ma.stats().intercept).split(':')[1]);
+      const reply = await new Promise<string>((resolve, reject) => {
+        const c = connect({ port, host: '127.0.0.1', allowHalfOpen: true }, () => c.end('hello'));
+        let got = '';
+        c.on('data', (d) => (got += d));
+        c.on('end', () => resolve(got));
+        c.on('error', reject);
+      });
+      expect(reply).toBe('ok'); // the peer came up during the flood
+      await pump;
+      await Promise.all(floods);
+      secs = (performance.now() - t0) / 1000;
+      await sleep(200);
+      expect(refused()['handshake-rate']).toBeGreaterThan(100);
+      expect(refused()['handshake-failed'] - before).toBeLessThanOrEqual(RATE * (1 + secs) + 1);
+    } finally {
+      flooding = false;
+      await ma?.stop();
+      await mb.stop();
+      srv.server.close();
+    }
+  }, 30_000);
 });
 
 describe('UDP flows on loopback', () => {

@@ -404,7 +404,7 @@ describe('dial policy (default deny)', () => {
         { peer: key, to: '[fd00::/64]:8000-8100', protocol: 'udp' },
         { peer: '*', to: '*:443', protocol: 'tcp' },
       ]);
-      expect(c.wrap).toMatchObject({ maxBufferedBytes: 64 * 1024 * 1024, maxHandshakes: 256, maxHandshakesPerSource: 16, handshakeTimeoutMs: 5_000 });
+      expect(c.wrap).toMatchObject({ maxBufferedBytes: 64 * 1024 * 1024, maxHandshakes: 256, maxHandshakesPerSource: 16, handshakeTimeoutMs: 5_000, handshakeRate: 200, handshakeRatePerSource: 20 });
       expect(loadConfig(cfg('  interception: off\n')).wrap.allow).toEqual([]); // default deny
       expect(() => loadConfig(cfg(`  allow:\n    - { peer: x, to: "10.0.0.5" }\n`))).toThrow(/wrap\.allow\.0\.to/);
       expect(() => loadConfig(cfg(`  allow:\n    - { peer: nobody, to: "10.0.0.5:22" }\n`))).toThrow(/wrap\.allow\.0\.peer: no peer named or keyed "nobody"/);

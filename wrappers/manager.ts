@@ -22,6 +22,7 @@ import { WrapHooks, type ClientAddr } from '../control/bpf/wrap-hooks.js';
 import { isDatagram } from './protocols.js';
 import { DialPolicy, type AllowRule } from './policy.js';
 import { resetOnClose } from './linger.js';
+import { HandshakeAdmission } from './admission.js';
 import { DatagramDeframer, frameDatagram, MAX_DATAGRAM, UDP_IDLE_MS } from './udp.js';
 
 export interface WrapPeer {
@@ -67,10 +68,19 @@ export interface WrapSettings {
   maxHandshakes?: number;
   maxHandshakesPerSource?: number;
   handshakeTimeoutMs?: number;
+  /**
+   * Carrier connections accepted per second, in all (configured peers' known addresses
+   * apart) and per source address; over either, a connection is reset unread (§16.2).
+   */
+  handshakeRate?: number;
+  handshakeRatePerSource?: number;
   /** What each peer may make this side dial (§16.5.1); absent or empty: nothing. */
   allow?: AllowRule[];
 }
 
+/** Carrier accepts per second: in all (peers' known addresses apart), and per source address. */
+export const DEFAULT_HANDSHAKE_RATE = 200;
+export const DEFAULT_HANDSHAKE_RATE_PER_SOURCE = 20;
 /** Carrier redial backoff: doubles from the first to the last while dials fail. */
 const REDIAL_MS = 250;
 const REDIAL_MAX_MS = 5_000;
@@ -112,7 +122,9 @@ export class WrapManager {
   /** Carrier connections not yet adopted, in all and by source address. */
   private carrierPending = 0;
   private readonly carrierPendingBySource = new Map<string, number>();
-  readonly carrierRefused = { 'too-many-handshakes': 0, 'too-many-from-source': 0, 'handshake-timeout': 0, 'handshake-failed': 0 };
+  readonly carrierRefused = { 'too-many-handshakes': 0, 'too-many-from-source': 0, 'handshake-rate': 0, 'handshake-rate-source': 0, 'handshake-timeout': 0, 'handshake-failed': 0 };
+  /** Carrier accepts per second (each may cost a DH before anything is known of it). */
+  private readonly admission: HandshakeAdmission;
   /** The serving side's dial policy: default deny. */
   readonly policy: DialPolicy;
 
@@ -125,6 +137,7 @@ export class WrapManager {
     private readonly interceptor?: (interceptPort: number) => Interceptor,
   ) {
     this.policy = new DialPolicy(settings.allow ?? []);
+    this.admission = new HandshakeAdmission(settings.handshakeRate ?? DEFAULT_HANDSHAKE_RATE, settings.handshakeRatePerSource ?? DEFAULT_HANDSHAKE_RATE_PER_SOURCE, this.now());
     for (const p of host.peers) {
       const session = new WrapSession({
         mayDial: (target, datagram) => this.policy.allows(p.name, target, datagram ? 'udp' : 'tcp'),
@@ -589,6 +602,11 @@ export class WrapManager {
       this.carrierRefused[this.carrierPending >= max ? 'too-many-handshakes' : 'too-many-from-source']++;
       return void socket.resetAndDestroy();
     }
+    const overRate = this.admission.admit(this.now(), source, this.isPeerAddress(source));
+    if (overRate) {
+      this.carrierRefused[overRate]++;
+      return void socket.resetAndDestroy();
+    }
     this.carrierPending++;
     this.carrierPendingBySource.set(source, fromSource + 1);
     let held = true;
@@ -633,6 +651,16 @@ export class WrapManager {
         this.carrierRefused[/timed out/.test(e.message) ? 'handshake-timeout' : 'handshake-failed']++;
         this.log.debug({ from: `${socket.remoteAddress}:${socket.remotePort}`, error: e.message }, 'carrier handshake refused');
       });
+  }
+
+  /** Whether `source` is where a configured peer is known to be (an IPv4-mapped address as its IPv4). */
+  private isPeerAddress(source: string): boolean {
+    const plain = source.startsWith('::ffff:') ? source.slice(7) : source;
+    for (const ps of this.peers.values()) {
+      const at = this.host.peerAddr(ps.peer.name)?.address;
+      if (at !== undefined && (at === source || at === plain)) return true;
+    }
+    return false;
   }
 
   private adopt(ps: PeerState, c: Carrier, started = false): void {
