@@ -4,6 +4,7 @@ import { CHUNK_MAX, CHUNK_MIN, Chunker } from '../wrappers/dedup.js';
 import { ACK_DELAY_MS, WrapSession, type WrapEvent } from '../wrappers/session.js';
 import { DEFAULT_WRAP_SIM, runWrapSim } from '../wrappers/sim.js';
 import { DialPolicy, parseDestination } from '../wrappers/policy.js';
+import { carrierMac1 } from '../wrappers/carrier.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -66,6 +67,15 @@ describe('WRAP records', () => {
     expect([...ipv6Bytes('fd00::2')].slice(0, 2)).toEqual([0xfd, 0]);
     expect([...ipv6Bytes('::ffff:10.0.0.2')].slice(10)).toEqual([0xff, 0xff, 10, 0, 0, 2]);
     expect(() => ipv6Bytes('1::2::3')).toThrow(/not an IPv6/);
+  });
+});
+
+describe('carrier message 1 (§16.2)', () => {
+  it('mac1 matches the vector computed from the spec (test/vectors/wrap-carrier-mac1.py)', () => {
+    const spub = Buffer.from('31e0303fd6418d2f8c0e78b91f22e8caed0fbe48656dcf4767e4834f701b8f62', 'hex');
+    const m1 = Uint8Array.from({ length: 96 }, (_, i) => i);
+    expect(Buffer.from(carrierMac1(spub, m1)).toString('hex')).toBe('f2f5d19619b9f82005c1932424e6fefe');
+    expect(Buffer.from(carrierMac1(spub, m1.map((x, i) => (i === 95 ? x ^ 1 : x)))).toString('hex')).not.toBe('f2f5d19619b9f82005c1932424e6fefe');
   });
 });
 

@@ -15,9 +15,25 @@ import { createCipheriv, createDecipheriv, createSecretKey, type DecipherChaCha2
 import type { KeyPair } from '../transport/etcp/crypto.js';
 import { nonce12, TAGLEN } from '../transport/etcp/crypto.js';
 import { IKInitiator, IKResponder, type CipherState } from '../transport/etcp/noise.js';
+import { hash } from '../transport/etcp/crypto.js';
+import { MAC_LEN, mac, macEqual } from '../transport/etcp/cookie.js';
 import { MAX_DATA } from './codec.js';
 
-export const CARRIER_PROLOGUE = new TextEncoder().encode('spook wrap carrier v1');
+/** v2: message 1 carries mac1 (v1 had none); the prologue binds the version into the handshake. */
+export const CARRIER_PROLOGUE = new TextEncoder().encode('spook wrap carrier v2');
+/** Noise IK message 1 with empty payload: e (32), encrypted s (32 + 16), payload tag (16). */
+const MESSAGE1_LEN = 96;
+const LABEL_MAC1 = new TextEncoder().encode('wrapmac1');
+
+/**
+ * WireGuard's mac1 (whitepaper §5.4.4) on the carrier's message 1: MAC keyed by
+ * HASH("wrapmac1" || responder's static public key) over the Noise message. The responder
+ * checks it before any Diffie-Hellman, so a sender that does not know whom it dials costs
+ * one MAC. Same MAC as ETCP's (HMAC-BLAKE2s, 16 octets, §12.8), its own label.
+ */
+export function carrierMac1(responderStatic: Uint8Array, message1: Uint8Array): Uint8Array {
+  return mac(hash('BLAKE2s', LABEL_MAC1, responderStatic), message1);
+}
 const HASH = 'BLAKE2s' as const;
 /** Largest sealed record on the wire (a full DATA record plus tag). */
 export const MAX_SEALED_RECORD = 13 + MAX_DATA + TAGLEN;
@@ -34,6 +50,13 @@ const EMPTY = new Uint8Array(0);
 
 export class CarrierError extends Error {
   override name = 'CarrierError';
+  constructor(
+    message: string,
+    /** Why a handshake was refused, when it is one the responder counts apart. */
+    readonly reason?: 'timeout' | 'bad-mac1',
+  ) {
+    super(message);
+  }
 }
 
 /**
@@ -238,7 +261,7 @@ export class Carrier {
 function readHandshake(socket: Socket, timeoutMs = HANDSHAKE_TIMEOUT_MS): Promise<{ msg: Uint8Array; rest: Buffer[] }> {
   return new Promise((resolve, reject) => {
     let buf = Buffer.alloc(0);
-    const timer = setTimeout(() => done(new CarrierError('carrier handshake timed out')), timeoutMs);
+    const timer = setTimeout(() => done(new CarrierError('carrier handshake timed out', 'timeout')), timeoutMs);
     const onData = (chunk: Buffer): void => {
       buf = Buffer.concat([buf, chunk]);
       if (buf.length < 4) return;
@@ -274,7 +297,8 @@ export async function dialCarrier(host: string, port: number, staticKey: KeyPair
       socket.once('error', (e) => (clearTimeout(t), reject(e)));
     });
     const ik = new IKInitiator({ hash: HASH, prologue: CARRIER_PROLOGUE, staticKey }, peerKey);
-    socket.write(frame(ik.writeMessage1(EMPTY)));
+    const m1 = ik.writeMessage1(EMPTY);
+    socket.write(frame(Buffer.concat([m1, carrierMac1(peerKey, m1)])));
     const { msg, rest } = await readHandshake(socket);
     const { result } = ik.readMessage2(msg);
     return new Carrier(socket, peerKey, result.send, result.recv, rest);
@@ -291,8 +315,12 @@ export async function dialCarrier(host: string, port: number, staticKey: KeyPair
 export async function acceptCarrier<P>(socket: Socket, staticKey: KeyPair, authorise: (key: Uint8Array) => P | undefined, timeoutMs = HANDSHAKE_TIMEOUT_MS): Promise<{ carrier: Carrier; peer: P }> {
   try {
     const { msg } = await readHandshake(socket, timeoutMs);
+    if (msg.length !== MESSAGE1_LEN + MAC_LEN) throw new CarrierError(`carrier message 1 of ${msg.length} octets, not ${MESSAGE1_LEN + MAC_LEN} (an initiator of another carrier version?)`);
+    const m1 = msg.subarray(0, MESSAGE1_LEN);
+    // Before any DH: a sender that does not know our public key gets no further.
+    if (!macEqual(carrierMac1(staticKey.publicKey, m1), msg.subarray(MESSAGE1_LEN))) throw new CarrierError('carrier message 1 with a wrong mac1', 'bad-mac1');
     const ik = new IKResponder({ hash: HASH, prologue: CARRIER_PROLOGUE, staticKey });
-    const { remoteStatic } = ik.readMessage1(msg);
+    const { remoteStatic } = ik.readMessage1(m1);
     const peer = authorise(remoteStatic);
     if (peer === undefined) throw new CarrierError('carrier handshake from a key that is not a configured peer');
     const { message, result } = ik.writeMessage2(EMPTY);

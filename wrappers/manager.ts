@@ -16,7 +16,7 @@ import type { Logger } from 'pino';
 import type { KeyPair } from '../transport/etcp/crypto.js';
 import { CloseCode, CLOSE_NAMES, type Target } from './codec.js';
 import { WrapSession, DEFAULT_WRAP_OPTIONS, type WrapEvent } from './session.js';
-import { acceptCarrier, dialCarrier, HANDSHAKE_TIMEOUT_MS, type Carrier } from './carrier.js';
+import { acceptCarrier, CarrierError, dialCarrier, HANDSHAKE_TIMEOUT_MS, type Carrier } from './carrier.js';
 import { tcpIo, WrapCounters, type LocalConn, type LocalIo, type WrapperCounters, type WrapperSpec } from './local.js';
 import { WrapHooks, type ClientAddr } from '../control/bpf/wrap-hooks.js';
 import { isDatagram } from './protocols.js';
@@ -122,7 +122,7 @@ export class WrapManager {
   /** Carrier connections not yet adopted, in all and by source address. */
   private carrierPending = 0;
   private readonly carrierPendingBySource = new Map<string, number>();
-  readonly carrierRefused = { 'too-many-handshakes': 0, 'too-many-from-source': 0, 'handshake-rate': 0, 'handshake-rate-source': 0, 'handshake-timeout': 0, 'handshake-failed': 0 };
+  readonly carrierRefused = { 'too-many-handshakes': 0, 'too-many-from-source': 0, 'handshake-rate': 0, 'handshake-rate-source': 0, 'handshake-timeout': 0, 'bad-mac1': 0, 'handshake-failed': 0 };
   /** Carrier accepts per second (each may cost a DH before anything is known of it). */
   private readonly admission: HandshakeAdmission;
   /** The serving side's dial policy: default deny. */
@@ -648,7 +648,8 @@ export class WrapManager {
         });
       })
       .catch((e: Error) => {
-        this.carrierRefused[/timed out/.test(e.message) ? 'handshake-timeout' : 'handshake-failed']++;
+        const why = e instanceof CarrierError ? e.reason : undefined;
+        this.carrierRefused[why === 'timeout' ? 'handshake-timeout' : why === 'bad-mac1' ? 'bad-mac1' : 'handshake-failed']++;
         this.log.debug({ from: `${socket.remoteAddress}:${socket.remotePort}`, error: e.message }, 'carrier handshake refused');
       });
   }
