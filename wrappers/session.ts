@@ -106,10 +106,12 @@ export type WrapEvent =
 
 const RECENT_CLOSED = 1024;
 /**
- * Control records owed to the peer (§16.5.6): past CONTROL_PAUSE_RECORDS + 2 × maxConnections
+ * Control records owed to the peer (§16.2): past CONTROL_PAUSE_RECORDS + 4 × maxConnections
  * the I/O layer stops reading the carrier until they drain (`backlogged`); at twice that the
  * carrier is dropped (an I/O layer that keeps reading). Most are replies to the peer's own
- * records, which only pile up while it does not read ours. A record is at most ~300 bytes.
+ * records, which only pile up while it does not read ours. Honest bursts stay below (a new
+ * carrier may queue OPEN, RESUME, ACK and CLOSE per connection), or two honest sides could
+ * stop reading each other at once. A record is at most ~300 bytes.
  */
 export const CONTROL_PAUSE_RECORDS = 4096;
 
@@ -162,7 +164,7 @@ export class WrapSession {
 
   constructor(readonly opts: WrapSessionOptions) {
     this.nextId = 2 + opts.role;
-    this.controlPause = CONTROL_PAUSE_RECORDS + 2 * opts.maxConnections;
+    this.controlPause = CONTROL_PAUSE_RECORDS + 4 * opts.maxConnections;
     this.maxBuffered = Math.max(opts.windowBytes, opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED);
     this.peerWindow = opts.windowBytes;
     this.peerBuffer = this.maxBuffered;
