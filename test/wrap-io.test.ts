@@ -9,7 +9,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import pino from 'pino';
 import { generateKeyPair } from '../transport/etcp/crypto.js';
 import { WrapManager, type Interceptor } from '../wrappers/manager.js';
-import { dialCarrier } from '../wrappers/carrier.js';
+import { CARRIER_PROLOGUE, carrierMac1, dialCarrier } from '../wrappers/carrier.js';
+import { IKInitiator } from '../transport/etcp/noise.js';
 import { CloseCode, decodeRecord, encodeDataHeader, encodeRecord, RecordType, type WrapRecord } from '../wrappers/codec.js';
 import { WorkBudget } from '../control/daemon/budget.js';
 import { sleep, until } from '../control/lab/netns.js';
@@ -495,6 +496,84 @@ describe('per-peer quotas: a never-reading server and a never-acknowledging peer
   }, 30_000);
 });
 
+describe('control flood from a peer that never reads the carrier', () => {
+  type PeerStats = { peer: string; controlQueued: number; carrierInputPaused: boolean; violations: number; carrierLosses: number };
+  const peerStats = (m: WrapManager, peer: string): PeerStats => (m.stats() as { peers: PeerStats[] }).peers.find((p) => p.peer === peer)!;
+
+  it('PINGs and DATA for unknown ids, replies never read: the queue stops at its limit, reading pauses, the carrier is dropped at the silence timeout, and the honest peer carries on', async () => {
+    const a = generateKeyPair();
+    const b = generateKeyPair();
+    const h = generateKeyPair();
+    const srv = new HashServer(Buffer.from('pong'));
+    await srv.start();
+    const [pa, pb] = [await freePort(), await freePort()];
+    const settings = { intercept: { host: '127.0.0.1', port: 0 }, interception: 'auto' as const, windowBytes: 1024 * 1024, maxConnections: 64, silenceMs: 2_000 };
+    const mb = new WrapManager(
+      { key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }, { name: 'h', publicKey: h.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } },
+      { ...settings, interception: 'off', allow: [{ peer: 'a', to: `127.0.0.1:${srv.port}`, protocol: 'tcp' }] },
+      [],
+      log,
+    );
+    const stand: Interceptor = { setPorts: () => {}, originalDst: () => ({ family: 4, address: '127.0.0.1', port: srv.port }), stats: () => ({}), close: () => {} };
+    const ma = new WrapManager(
+      { key: a, peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }], peerAddr: () => ({ address: '127.0.0.1', port: pb }), listen: { host: '127.0.0.1', port: pa } },
+      settings,
+      [{ protocol: 'tcp', port: srv.port, peer: 'b', holdMs: 30_000 }],
+      log,
+      () => stand,
+    );
+    await mb.start();
+    await ma.start();
+    const interceptPort = Number(String(ma.stats().intercept).split(':')[1]);
+    const roundTrip = (): Promise<string> =>
+      new Promise<string>((resolve, reject) => {
+        const c = connect({ port: interceptPort, host: '127.0.0.1', allowHalfOpen: true }, () => c.end('ping'));
+        let got = '';
+        c.on('data', (d) => (got += d));
+        c.on('end', () => resolve(got));
+        c.on('error', reject);
+      });
+    // Never started: its socket is never read, so the victim's replies back up.
+    const hostile = await dialCarrier('127.0.0.1', pb, h, b.publicKey);
+    let most = 0;
+    const sampler = setInterval(() => (most = Math.max(most, peerStats(mb, 'h').controlQueued)), 5);
+    try {
+      hostile.send([encodeRecord({ type: RecordType.Hello, version: 1, bootId: 9n })]);
+      const ping = encodeRecord({ type: RecordType.Ping });
+      let id = 1;
+      let sent = 0;
+      // Records of ~35 bytes sealed, each answered by a CLOSE of ~45 (and one PONG for all the PINGs).
+      const pump = setInterval(() => {
+        for (let k = 0; k < 5_000 && hostile.socket.writableLength < 256 * 1024 && sent < 2_000_000; k++) {
+          hostile.send([ping]);
+          hostile.send([encodeRecord({ type: RecordType.Data, conn: (id += 2), offset: 0, data: new Uint8Array(1) })]);
+          sent += 2;
+        }
+      }, 1);
+      try {
+        await until('the victim to stop reading the hostile carrier', async () => peerStats(mb, 'h').carrierInputPaused || undefined, 15_000, 10);
+        expect(await roundTrip()).toBe('pong'); // the honest peer, meanwhile
+        await until('the hostile carrier to be dropped', async () => peerStats(mb, 'h').carrierLosses >= 1 || undefined, 5_000, 20);
+      } finally {
+        clearInterval(pump);
+      }
+      const limit = 4096 + 4 * 64; // CONTROL_PAUSE_RECORDS + 4 × maxConnections
+      expect(most).toBeGreaterThan(limit / 2); // the replies did back up
+      expect(most).toBeLessThanOrEqual(limit + 4); // reading paused at the limit (+ a PONG, our own PINGs)
+      expect(peerStats(mb, 'h').violations).toBeGreaterThanOrEqual(1); // unread for the silence timeout
+      expect(peerStats(mb, 'h').controlQueued).toBe(0);
+      expect(peerStats(mb, 'a').violations).toBe(0);
+      expect(await roundTrip()).toBe('pong');
+    } finally {
+      clearInterval(sampler);
+      hostile.close('test over');
+      await ma.stop();
+      await mb.stop();
+      srv.server.close();
+    }
+  }, 30_000);
+});
+
 describe('unauthenticated carrier connections', () => {
   it('1,100 idle connections from six sources: at most the limits are held, each for the handshake timeout; an honest carrier then comes up and carries', async () => {
     const a = generateKeyPair();
@@ -506,7 +585,7 @@ describe('unauthenticated carrier connections', () => {
     const allow = [{ peer: 'a', to: `127.0.0.1:${srv.port}`, protocol: 'tcp' as const }];
     const mb = new WrapManager(
       { key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } },
-      { ...settings, interception: 'off', allow, maxHandshakes: 48, maxHandshakesPerSource: 30, handshakeTimeoutMs: 3_000 },
+      { ...settings, interception: 'off', allow, maxHandshakes: 48, maxHandshakesPerSource: 30, handshakeTimeoutMs: 3_000, handshakeRate: 10_000, handshakeRatePerSource: 10_000 }, // the slot limits, not the rates
       [],
       log,
     );
@@ -571,6 +650,104 @@ describe('unauthenticated carrier connections', () => {
       srv.server.close();
     }
   }, 20_000);
+});
+
+describe('carrier handshake flood', () => {
+  it('a wrong mac1 is refused before any DH; a stranger\'s valid message 1s at hundreds a second: at most the rates reach the DH, the rest are reset unread; a peer at its known address still comes up and carries', async () => {
+    const a = generateKeyPair();
+    const b = generateKeyPair();
+    const stranger = generateKeyPair();
+    const srv = new HashServer(Buffer.from('ok'));
+    await srv.start();
+    const [pa, pb] = [await freePort(), await freePort()];
+    const RATE = 50;
+    const PER_SOURCE = 10;
+    const settings = { intercept: { host: '127.0.0.1', port: 0 }, interception: 'auto' as const, windowBytes: 1024 * 1024, maxConnections: 64, silenceMs: 2_000 };
+    const mb = new WrapManager(
+      // The peer is known at 127.0.0.1 (its ETCP endpoint); the strangers come from 127.0.0.2-22.
+      { key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: (n) => (n === 'a' ? { address: '127.0.0.1', port: pa } : undefined), listen: { host: '127.0.0.1', port: pb } },
+      { ...settings, interception: 'off', allow: [{ peer: 'a', to: `127.0.0.1:${srv.port}`, protocol: 'tcp' }], handshakeRate: RATE, handshakeRatePerSource: PER_SOURCE, maxHandshakes: 2_000, maxHandshakesPerSource: 2_000 }, // the rates bind, not the pending slots
+      [],
+      log,
+    );
+    await mb.start();
+    type CarrierStats = { carrierRefused: Record<string, number> };
+    const refused = (): Record<string, number> => (mb.stats() as unknown as CarrierStats).carrierRefused;
+    // A message 1 that authenticates (it costs the responder its DHs) from a key it does not know.
+    const m1 = new IKInitiator({ hash: 'BLAKE2s', prologue: CARRIER_PROLOGUE, staticKey: stranger }, b.publicKey).writeMessage1(new Uint8Array(0));
+    const frame = Buffer.concat([Buffer.from([0, 0, 0, 112]), m1, carrierMac1(b.publicKey, m1)]);
+    const burst = (n: number, source: (i: number) => string, what = frame): Promise<void[]> =>
+      Promise.all(
+        Array.from({ length: n }, (_, i) => new Promise<void>((resolve) => {
+          const s = connect({ port: pb, host: '127.0.0.1', localAddress: source(i) }, () => s.write(what));
+          s.on('error', () => resolve());
+          s.on('close', () => resolve());
+        })),
+      );
+    let ma: WrapManager | undefined;
+    let flooding = true;
+    try {
+      // 0. From senders that do not know b's public key (mac1 keyed by another), and a v1 message 1
+      // (no mac1): refused before any DH.
+      const wrongMac = Buffer.concat([Buffer.from([0, 0, 0, 112]), m1, carrierMac1(a.publicKey, m1)]);
+      await burst(40, (i) => `127.0.0.${30 + (i % 8)}`, wrongMac);
+      await burst(5, () => '127.0.0.40', Buffer.concat([Buffer.from([0, 0, 0, 96]), m1]));
+      await until('the wrong ones refused', async () => refused()['bad-mac1'] + refused()['handshake-failed'] >= 45 || undefined, 5_000, 10);
+      expect(refused()['bad-mac1']).toBe(40);
+      expect(refused()['handshake-failed']).toBe(5);
+      await sleep(1_000); // those took 45 of the global bucket's 50: let it refill
+      // 1. 300 from one source, at once: its bucket (PER_SOURCE deep, PER_SOURCE a second) binds.
+      let t0 = performance.now();
+      await burst(300, () => '127.0.0.2');
+      let secs = (performance.now() - t0) / 1000;
+      // Every one refused somehow (a slow DH leaves some over the pending slots, too-many-from-source).
+      const settled = (): number => Object.values(refused()).reduce((x, y) => x + y, 0);
+      await until('the accepted ones to fail', async () => settled() >= 345 || undefined, 10_000, 10);
+      expect(refused()['handshake-failed'] - 5).toBeLessThanOrEqual(PER_SOURCE * (1 + secs) + 1);
+      expect(refused()['handshake-rate-source']).toBeGreaterThanOrEqual(200);
+      expect(refused()['bad-mac1']).toBe(40);
+      // 2. From 20 more sources, 400 a second for 2 s: the global bucket binds, while the peer dials.
+      const before = refused()['handshake-failed'];
+      t0 = performance.now();
+      const floods: Promise<unknown>[] = [];
+      const pump = (async () => {
+        for (let k = 0; flooding && k < 40; k++) {
+          floods.push(burst(20, (i) => `127.0.0.${3 + i}`));
+          await sleep(50);
+        }
+      })();
+      await sleep(300);
+      const stand: Interceptor = { setPorts: () => {}, originalDst: () => ({ family: 4, address: '127.0.0.1', port: srv.port }), stats: () => ({}), close: () => {} };
+      ma = new WrapManager(
+        { key: a, peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }], peerAddr: () => ({ address: '127.0.0.1', port: pb }), listen: { host: '127.0.0.1', port: pa } },
+        settings,
+        [{ protocol: 'tcp', port: srv.port, peer: 'b', holdMs: 30_000 }],
+        log,
+        () => stand,
+      );
+      await ma.start();
+      const port = Number(String(ma.stats().intercept).split(':')[1]);
+      const reply = await new Promise<string>((resolve, reject) => {
+        const c = connect({ port, host: '127.0.0.1', allowHalfOpen: true }, () => c.end('hello'));
+        let got = '';
+        c.on('data', (d) => (got += d));
+        c.on('end', () => resolve(got));
+        c.on('error', reject);
+      });
+      expect(reply).toBe('ok'); // the peer came up during the flood
+      await pump;
+      await Promise.all(floods);
+      secs = (performance.now() - t0) / 1000;
+      await sleep(200);
+      expect(refused()['handshake-rate']).toBeGreaterThan(100);
+      expect(refused()['handshake-failed'] - before).toBeLessThanOrEqual(RATE * (1 + secs) + 1);
+    } finally {
+      flooding = false;
+      await ma?.stop();
+      await mb.stop();
+      srv.server.close();
+    }
+  }, 30_000);
 });
 
 describe('per-peer work budget on carriers', () => {

@@ -4,6 +4,7 @@ import { CHUNK_MAX, CHUNK_MIN, Chunker } from '../wrappers/dedup.js';
 import { ACK_DELAY_MS, WrapSession, type WrapEvent } from '../wrappers/session.js';
 import { DEFAULT_WRAP_SIM, runWrapSim } from '../wrappers/sim.js';
 import { DialPolicy, parseDestination } from '../wrappers/policy.js';
+import { carrierMac1 } from '../wrappers/carrier.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -66,6 +67,15 @@ describe('WRAP records', () => {
     expect([...ipv6Bytes('fd00::2')].slice(0, 2)).toEqual([0xfd, 0]);
     expect([...ipv6Bytes('::ffff:10.0.0.2')].slice(10)).toEqual([0xff, 0xff, 10, 0, 0, 2]);
     expect(() => ipv6Bytes('1::2::3')).toThrow(/not an IPv6/);
+  });
+});
+
+describe('carrier message 1 (§16.2)', () => {
+  it('mac1 matches the vector computed from the spec (test/vectors/wrap-carrier-mac1.py)', () => {
+    const spub = Buffer.from('31e0303fd6418d2f8c0e78b91f22e8caed0fbe48656dcf4767e4834f701b8f62', 'hex');
+    const m1 = Uint8Array.from({ length: 96 }, (_, i) => i);
+    expect(Buffer.from(carrierMac1(spub, m1)).toString('hex')).toBe('f2f5d19619b9f82005c1932424e6fefe');
+    expect(Buffer.from(carrierMac1(spub, m1.map((x, i) => (i === 95 ? x ^ 1 : x)))).toString('hex')).not.toBe('f2f5d19619b9f82005c1932424e6fefe');
   });
 });
 
@@ -311,6 +321,44 @@ describe('WrapSession', () => {
     expect(a.room(ids[2])).toBe(0);
   });
 
+  it('control flood from a peer that never reads the carrier (PINGs, DATA and OPENs for unknown ids, HELLOs): one PONG, one answer per id, a bounded queue', () => {
+    const a = new WrapSession({ ...opts, role: 1, bootId: 1n, mayDial: () => false });
+    a.onCarrierUp(0);
+    a.handleRecord(0, encodeRecord({ type: RecordType.Hello, version: 1, bootId: 5n }));
+    expect(a.pollRecord(0)).toBeDefined(); // our HELLO
+    const ping = encodeRecord({ type: RecordType.Ping });
+    const data = (conn: number): Uint8Array => encodeRecord({ type: RecordType.Data, conn, offset: 0, data: new Uint8Array(1) });
+    const open = (conn: number): Uint8Array => encodeRecord({ type: RecordType.Open, conn, wrapPort: 22, target, holdMs: 1, flags: 0 });
+    // Nobody polls records (the peer does not read). Repeats of one id are answered once.
+    for (let i = 0; i < 1000; i++) {
+      a.handleRecord(0, ping);
+      a.handleRecord(0, data(7));
+      a.handleRecord(0, open(8));
+      a.handleRecord(0, encodeRecord({ type: RecordType.Hello, version: 1, bootId: 5n }));
+    }
+    expect(a.controlQueued).toBe(3); // PONG, CLOSE 7 (unknown), CLOSE 8 (refused)
+    expect(a.counters.violations).toBe(1000); // the repeated HELLOs
+    const types = [a.pollRecord(0), a.pollRecord(0), a.pollRecord(0)].map((r) => decodeRecord(Buffer.concat(r!)));
+    expect(types).toEqual([{ type: RecordType.Pong }, expect.objectContaining({ type: RecordType.Close, conn: 7 }), expect.objectContaining({ type: RecordType.Close, code: CloseCode.Refused, conn: 8 })]);
+    // Answered: the next one is answered again.
+    a.handleRecord(0, data(7));
+    expect(a.controlQueued).toBe(1);
+    a.pollRecord(0);
+    // Distinct ids: reading should pause at the limit (`backlogged`); an I/O layer that reads on is cut off at twice it.
+    let pausedAt = 0;
+    for (let i = 0; a.carrierUp && i < 1_000_000; i++) {
+      a.handleRecord(0, data(2 * i + 11));
+      if (!pausedAt && a.backlogged) pausedAt = a.controlQueued;
+      expect(a.controlQueued).toBeLessThanOrEqual(2 * a.controlPause);
+    }
+    expect(pausedAt).toBe(a.controlPause);
+    expect(a.carrierUp).toBe(false);
+    const evs: WrapEvent[] = [];
+    for (let e = a.pollEvent(); e; e = a.pollEvent()) evs.push(e);
+    expect(evs.slice(-2).map((e) => e.type)).toEqual(['violation', 'drop-carrier']);
+    expect(a.controlQueued).toBe(0);
+  });
+
   it('refuses connections over the limit', () => {
     const a = new WrapSession({ ...opts, maxConnections: 2, role: 0, bootId: 1n });
     expect(a.openLocal(0, 22, target, 1)).toBeDefined();
@@ -384,7 +432,7 @@ describe('dial policy (default deny)', () => {
         { peer: key, to: '[fd00::/64]:8000-8100', protocol: 'udp' },
         { peer: '*', to: '*:443', protocol: 'tcp' },
       ]);
-      expect(c.wrap).toMatchObject({ maxBufferedBytes: 64 * 1024 * 1024, maxHandshakes: 256, maxHandshakesPerSource: 16, handshakeTimeoutMs: 5_000 });
+      expect(c.wrap).toMatchObject({ maxBufferedBytes: 64 * 1024 * 1024, maxHandshakes: 256, maxHandshakesPerSource: 16, handshakeTimeoutMs: 5_000, handshakeRate: 200, handshakeRatePerSource: 20 });
       expect(loadConfig(cfg('  interception: off\n')).wrap.allow).toEqual([]); // default deny
       expect(() => loadConfig(cfg(`  allow:\n    - { peer: x, to: "10.0.0.5" }\n`))).toThrow(/wrap\.allow\.0\.to/);
       expect(() => loadConfig(cfg(`  allow:\n    - { peer: nobody, to: "10.0.0.5:22" }\n`))).toThrow(/wrap\.allow\.0\.peer: no peer named or keyed "nobody"/);

@@ -15,9 +15,25 @@ import { createCipheriv, createDecipheriv, createSecretKey, type DecipherChaCha2
 import type { KeyPair } from '../transport/etcp/crypto.js';
 import { nonce12, TAGLEN } from '../transport/etcp/crypto.js';
 import { IKInitiator, IKResponder, type CipherState } from '../transport/etcp/noise.js';
+import { hash } from '../transport/etcp/crypto.js';
+import { MAC_LEN, mac, macEqual } from '../transport/etcp/cookie.js';
 import { MAX_DATA } from './codec.js';
 
-export const CARRIER_PROLOGUE = new TextEncoder().encode('spook wrap carrier v1');
+/** v2: message 1 carries mac1 (v1 had none); the prologue binds the version into the handshake. */
+export const CARRIER_PROLOGUE = new TextEncoder().encode('spook wrap carrier v2');
+/** Noise IK message 1 with empty payload: e (32), encrypted s (32 + 16), payload tag (16). */
+const MESSAGE1_LEN = 96;
+const LABEL_MAC1 = new TextEncoder().encode('wrapmac1');
+
+/**
+ * WireGuard's mac1 (whitepaper §5.4.4) on the carrier's message 1: MAC keyed by
+ * HASH("wrapmac1" || responder's static public key) over the Noise message. The responder
+ * checks it before any Diffie-Hellman, so a sender that does not know whom it dials costs
+ * one MAC. Same MAC as ETCP's (HMAC-BLAKE2s, 16 octets, §12.8), its own label.
+ */
+export function carrierMac1(responderStatic: Uint8Array, message1: Uint8Array): Uint8Array {
+  return mac(hash('BLAKE2s', LABEL_MAC1, responderStatic), message1);
+}
 const HASH = 'BLAKE2s' as const;
 /** Largest sealed record on the wire (a full DATA record plus tag). */
 export const MAX_SEALED_RECORD = 13 + MAX_DATA + TAGLEN;
@@ -34,6 +50,13 @@ const EMPTY = new Uint8Array(0);
 
 export class CarrierError extends Error {
   override name = 'CarrierError';
+  constructor(
+    message: string,
+    /** Why a handshake was refused, when it is one the responder counts apart. */
+    readonly reason?: 'timeout' | 'bad-mac1',
+  ) {
+    super(message);
+  }
 }
 
 /**
@@ -56,7 +79,8 @@ class RecordOpener {
     private readonly max: number,
   ) {}
 
-  push(chunk: Buffer, out: (parts: Buffer[]) => void): void {
+  /** Returns how much of `chunk` was taken: all of it, unless `out` returned false (stop after that record). */
+  push(chunk: Buffer, out: (parts: Buffer[]) => boolean): number {
     let off = 0;
     while (off < chunk.length) {
       if (this.need < 0) {
@@ -64,7 +88,7 @@ class RecordOpener {
         chunk.copy(this.head, this.headLen, off, off + k);
         this.headLen += k;
         off += k;
-        if (this.headLen < 4) return;
+        if (this.headLen < 4) return off;
         this.headLen = 0;
         const len = this.head.readUInt32BE(0);
         if (len > this.max) throw new CarrierError(`carrier frame of ${len} bytes, at most ${this.max}`);
@@ -98,8 +122,9 @@ class RecordOpener {
       this.tag = [];
       this.need = -1;
       this.d = undefined;
-      out(parts);
+      if (!out(parts)) return off;
     }
+    return off;
   }
 }
 
@@ -131,7 +156,14 @@ export class Carrier {
   onRecord: (parts: Buffer[]) => void = () => {};
   onClose: (why: string) => void = () => {};
   onDrain: () => void = () => {};
+  /**
+   * Asked after each record: false stops reading the carrier (backpressure, §16.5.6) until
+   * resumeInput(); the rest of the read is kept (at most one socket read).
+   */
+  acceptMore: () => boolean = () => true;
   private closed = false;
+  private held: Buffer[] = [];
+  private stopped = false;
   bytesOut = 0;
   bytesIn = 0;
 
@@ -152,7 +184,8 @@ export class Carrier {
   private txN = 0;
 
   /** Attach the handlers and start reading (the socket stays paused until then: nothing is lost). */
-  start(h: { onRecord: (parts: Buffer[]) => void; onClose: (why: string) => void; onDrain: () => void }): void {
+  start(h: { onRecord: (parts: Buffer[]) => void; onClose: (why: string) => void; onDrain: () => void; acceptMore?: () => boolean }): void {
+    if (h.acceptMore) this.acceptMore = h.acceptMore;
     this.onRecord = h.onRecord;
     this.onClose = h.onClose;
     this.onDrain = h.onDrain;
@@ -162,7 +195,21 @@ export class Carrier {
     s.on('error', (e) => this.close(e.message));
     s.on('close', () => this.close('carrier connection closed'));
     for (const c of this.pending.splice(0)) this.input(c);
-    s.resume();
+    if (!this.stopped && this.resumeTimer === undefined) s.resume();
+  }
+
+  /** Reading is stopped (acceptMore() said so). */
+  get inputPaused(): boolean {
+    return this.stopped;
+  }
+
+  /** Take the kept bytes, and read the socket again unless a record stops it once more. */
+  resumeInput(): void {
+    if (!this.stopped || this.closed) return;
+    this.stopped = false;
+    while (this.held.length && !this.stopped && !this.closed) this.consume(this.held.shift()!);
+    // Over the work budget, the budget's timer resumes reading instead.
+    if (!this.stopped && !this.closed && this.resumeTimer === undefined) this.socket.resume();
   }
 
   /**
@@ -203,12 +250,26 @@ export class Carrier {
   private input(chunk: Buffer): void {
     if (this.closed) return;
     this.bytesIn += chunk.length;
+    if (this.stopped) this.held.push(chunk);
+    else this.consume(chunk);
+  }
+
+  /** Open and hand on the records of one read, charged to the peer's work budget (§12.9). */
+  private consume(chunk: Buffer): void {
     const t0 = performance.now();
     try {
-      this.opener.push(chunk, (parts) => {
-        if (this.closed) return;
+      const used = this.opener.push(chunk, (parts) => {
+        if (this.closed) return false;
         this.onRecord(parts);
+        if (this.closed || this.acceptMore()) return true;
+        this.stopped = true;
+        return false;
       });
+      if (this.stopped) {
+        // Kept in front of any later reads, in order; the socket reads nothing more meanwhile.
+        if (used < chunk.length) this.held.unshift(chunk.subarray(used));
+        this.socket.pause();
+      }
     } catch (e) {
       this.close(`carrier input refused: ${(e as Error).message}`);
     }
@@ -222,7 +283,8 @@ export class Carrier {
     this.budget?.paused?.(ms);
     this.resumeTimer = setTimeout(() => {
       this.resumeTimer = undefined;
-      if (!this.closed) this.socket.resume();
+      // Still stopped for the reply backlog: resumeInput() reads on once it drains.
+      if (!this.closed && !this.stopped) this.socket.resume();
     }, ms);
   }
 }
@@ -231,7 +293,7 @@ export class Carrier {
 function readHandshake(socket: Socket, timeoutMs = HANDSHAKE_TIMEOUT_MS): Promise<{ msg: Uint8Array; rest: Buffer[] }> {
   return new Promise((resolve, reject) => {
     let buf = Buffer.alloc(0);
-    const timer = setTimeout(() => done(new CarrierError('carrier handshake timed out')), timeoutMs);
+    const timer = setTimeout(() => done(new CarrierError('carrier handshake timed out', 'timeout')), timeoutMs);
     const onData = (chunk: Buffer): void => {
       buf = Buffer.concat([buf, chunk]);
       if (buf.length < 4) return;
@@ -267,7 +329,8 @@ export async function dialCarrier(host: string, port: number, staticKey: KeyPair
       socket.once('error', (e) => (clearTimeout(t), reject(e)));
     });
     const ik = new IKInitiator({ hash: HASH, prologue: CARRIER_PROLOGUE, staticKey }, peerKey);
-    socket.write(frame(ik.writeMessage1(EMPTY)));
+    const m1 = ik.writeMessage1(EMPTY);
+    socket.write(frame(Buffer.concat([m1, carrierMac1(peerKey, m1)])));
     const { msg, rest } = await readHandshake(socket);
     const { result } = ik.readMessage2(msg);
     return new Carrier(socket, peerKey, result.send, result.recv, rest);
@@ -284,8 +347,12 @@ export async function dialCarrier(host: string, port: number, staticKey: KeyPair
 export async function acceptCarrier<P>(socket: Socket, staticKey: KeyPair, authorise: (key: Uint8Array) => P | undefined, timeoutMs = HANDSHAKE_TIMEOUT_MS): Promise<{ carrier: Carrier; peer: P }> {
   try {
     const { msg } = await readHandshake(socket, timeoutMs);
+    if (msg.length !== MESSAGE1_LEN + MAC_LEN) throw new CarrierError(`carrier message 1 of ${msg.length} octets, not ${MESSAGE1_LEN + MAC_LEN} (an initiator of another carrier version?)`);
+    const m1 = msg.subarray(0, MESSAGE1_LEN);
+    // Before any DH: a sender that does not know our public key gets no further.
+    if (!macEqual(carrierMac1(staticKey.publicKey, m1), msg.subarray(MESSAGE1_LEN))) throw new CarrierError('carrier message 1 with a wrong mac1', 'bad-mac1');
     const ik = new IKResponder({ hash: HASH, prologue: CARRIER_PROLOGUE, staticKey });
-    const { remoteStatic } = ik.readMessage1(msg);
+    const { remoteStatic } = ik.readMessage1(m1);
     const peer = authorise(remoteStatic);
     if (peer === undefined) throw new CarrierError('carrier handshake from a key that is not a configured peer');
     const { message, result } = ik.writeMessage2(EMPTY);

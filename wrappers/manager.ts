@@ -16,12 +16,13 @@ import type { Logger } from 'pino';
 import type { KeyPair } from '../transport/etcp/crypto.js';
 import { CloseCode, CLOSE_NAMES, type Target } from './codec.js';
 import { WrapSession, DEFAULT_WRAP_OPTIONS, type WrapEvent } from './session.js';
-import { acceptCarrier, dialCarrier, HANDSHAKE_TIMEOUT_MS, type Carrier, type CarrierBudget } from './carrier.js';
+import { acceptCarrier, CarrierError, dialCarrier, HANDSHAKE_TIMEOUT_MS, type Carrier, type CarrierBudget } from './carrier.js';
 import { tcpIo, WrapCounters, type LocalConn, type LocalIo, type WrapperCounters, type WrapperSpec } from './local.js';
 import { WrapHooks, type ClientAddr } from '../control/bpf/wrap-hooks.js';
 import { isDatagram } from './protocols.js';
 import { DialPolicy, type AllowRule } from './policy.js';
 import { resetOnClose } from './linger.js';
+import { HandshakeAdmission } from './admission.js';
 import { DatagramDeframer, frameDatagram, MAX_DATAGRAM, UDP_IDLE_MS } from './udp.js';
 
 export interface WrapPeer {
@@ -69,10 +70,19 @@ export interface WrapSettings {
   maxHandshakes?: number;
   maxHandshakesPerSource?: number;
   handshakeTimeoutMs?: number;
+  /**
+   * Carrier connections accepted per second, in all (configured peers' known addresses
+   * apart) and per source address; over either, a connection is reset unread (§16.2).
+   */
+  handshakeRate?: number;
+  handshakeRatePerSource?: number;
   /** What each peer may make this side dial (§16.5.1); absent or empty: nothing. */
   allow?: AllowRule[];
 }
 
+/** Carrier accepts per second: in all (peers' known addresses apart), and per source address. */
+export const DEFAULT_HANDSHAKE_RATE = 200;
+export const DEFAULT_HANDSHAKE_RATE_PER_SOURCE = 20;
 /** Carrier redial backoff: doubles from the first to the last while dials fail. */
 const REDIAL_MS = 250;
 const REDIAL_MAX_MS = 5_000;
@@ -118,7 +128,9 @@ export class WrapManager {
   /** Carrier connections not yet adopted, in all and by source address. */
   private carrierPending = 0;
   private readonly carrierPendingBySource = new Map<string, number>();
-  readonly carrierRefused = { 'too-many-handshakes': 0, 'too-many-from-source': 0, 'handshake-timeout': 0, 'handshake-failed': 0 };
+  readonly carrierRefused = { 'too-many-handshakes': 0, 'too-many-from-source': 0, 'handshake-rate': 0, 'handshake-rate-source': 0, 'handshake-timeout': 0, 'bad-mac1': 0, 'handshake-failed': 0 };
+  /** Carrier accepts per second (each may cost a DH before anything is known of it). */
+  private readonly admission: HandshakeAdmission;
   /** The serving side's dial policy: default deny. */
   readonly policy: DialPolicy;
 
@@ -131,6 +143,7 @@ export class WrapManager {
     private readonly interceptor?: (interceptPort: number) => Interceptor,
   ) {
     this.policy = new DialPolicy(settings.allow ?? []);
+    this.admission = new HandshakeAdmission(settings.handshakeRate ?? DEFAULT_HANDSHAKE_RATE, settings.handshakeRatePerSource ?? DEFAULT_HANDSHAKE_RATE_PER_SOURCE, this.now());
     for (const p of host.peers) {
       const session = new WrapSession({
         mayDial: (target, datagram) => this.policy.allows(p.name, target, datagram ? 'udp' : 'tcp'),
@@ -309,6 +322,8 @@ export class WrapManager {
         bufferedIn: ps.session.bufferedIn,
         bufferedOut: ps.session.bufferedOut,
         maxBufferedBytes: ps.session.maxBuffered,
+        controlQueued: ps.session.controlQueued,
+        carrierInputPaused: ps.carrier?.inputPaused ?? false,
         ...ps.session.counters,
       })),
     };
@@ -597,6 +612,11 @@ export class WrapManager {
       this.carrierRefused[this.carrierPending >= max ? 'too-many-handshakes' : 'too-many-from-source']++;
       return void socket.resetAndDestroy();
     }
+    const overRate = this.admission.admit(this.now(), source, this.isPeerAddress(source));
+    if (overRate) {
+      this.carrierRefused[overRate]++;
+      return void socket.resetAndDestroy();
+    }
     this.carrierPending++;
     this.carrierPendingBySource.set(source, fromSource + 1);
     let held = true;
@@ -635,10 +655,12 @@ export class WrapManager {
           },
           onClose: () => clearTimeout(giveUp),
           onDrain: () => {},
+          acceptMore: () => ps.session.carrierUp && !ps.session.backlogged,
         });
       })
       .catch((e: Error) => {
-        this.carrierRefused[/timed out/.test(e.message) ? 'handshake-timeout' : 'handshake-failed']++;
+        const why = e instanceof CarrierError ? e.reason : undefined;
+        this.carrierRefused[why === 'timeout' ? 'handshake-timeout' : why === 'bad-mac1' ? 'bad-mac1' : 'handshake-failed']++;
         this.log.debug({ from: `${socket.remoteAddress}:${socket.remotePort}`, error: e.message }, 'carrier handshake refused');
       });
   }
@@ -654,6 +676,16 @@ export class WrapManager {
         ps.overBudget.ms += ms;
       },
     };
+  }
+
+  /** Whether `source` is where a configured peer is known to be (an IPv4-mapped address as its IPv4). */
+  private isPeerAddress(source: string): boolean {
+    const plain = source.startsWith('::ffff:') ? source.slice(7) : source;
+    for (const ps of this.peers.values()) {
+      const at = this.host.peerAddr(ps.peer.name)?.address;
+      if (at !== undefined && (at === source || at === plain)) return true;
+    }
+    return false;
   }
 
   private adopt(ps: PeerState, c: Carrier, started = false): void {
@@ -679,6 +711,8 @@ export class WrapManager {
         this.ensureCarrier(ps);
       },
       onDrain: () => this.flush(ps),
+      // Replies the peer does not read pile up: stop reading its records until they drain (§16.5.6).
+      acceptMore: () => ps.session.carrierUp && !ps.session.backlogged,
     };
     c.budget = ps.budget;
     if (started) Object.assign(c, handlers);
@@ -709,6 +743,7 @@ export class WrapManager {
       }
       if (!moved) break;
     }
+    if (ps.carrier?.inputPaused && !ps.session.backlogged) ps.carrier.resumeInput();
     this.schedule();
   }
 

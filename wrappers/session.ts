@@ -105,6 +105,15 @@ export type WrapEvent =
   | { type: 'violation'; detail: string };
 
 const RECENT_CLOSED = 1024;
+/**
+ * Control records owed to the peer (§16.2): past CONTROL_PAUSE_RECORDS + 4 × maxConnections
+ * the I/O layer stops reading the carrier until they drain (`backlogged`); at twice that the
+ * carrier is dropped (an I/O layer that keeps reading). Most are replies to the peer's own
+ * records, which only pile up while it does not read ours. Honest bursts stay below (a new
+ * carrier may queue OPEN, RESUME, ACK and CLOSE per connection), or two honest sides could
+ * stop reading each other at once. A record is at most ~300 bytes.
+ */
+export const CONTROL_PAUSE_RECORDS = 4096;
 
 export class WrapSession {
   readonly conns = new Map<number, WrapConn>();
@@ -112,7 +121,16 @@ export class WrapSession {
   private carrier = false;
   private peerHello = false;
   private peerBootId: bigint | undefined;
-  private readonly control: Uint8Array[] = [];
+  private control = new Deque<{ rec: Uint8Array; answers?: number }>();
+  /** Past this many control records, stop reading the carrier; at twice, drop it. */
+  readonly controlPause: number;
+  /** A PING was received and its PONG not yet sent: one PONG answers any number of them. */
+  private pongDue = false;
+  /**
+   * Connection ids with an answer to a peer's record about them still queued (CLOSE for an
+   * unknown or refused id, a late FIN and ACK, OPENED to a resent OPEN): at most one each.
+   */
+  private readonly answering = new Set<number>();
   private readonly events: WrapEvent[] = [];
   /**
    * Recently ended connections, to answer a late RESUME with the real reason, or, for one that
@@ -146,6 +164,7 @@ export class WrapSession {
 
   constructor(readonly opts: WrapSessionOptions) {
     this.nextId = 2 + opts.role;
+    this.controlPause = CONTROL_PAUSE_RECORDS + 4 * opts.maxConnections;
     this.maxBuffered = Math.max(opts.windowBytes, opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED);
     this.peerWindow = opts.windowBytes;
     this.peerBuffer = this.maxBuffered;
@@ -155,6 +174,16 @@ export class WrapSession {
 
   get carrierUp(): boolean {
     return this.carrier;
+  }
+
+  /** Control records are piling up (the peer does not read them): stop reading its records until they drain. */
+  get backlogged(): boolean {
+    return this.control.length >= this.controlPause;
+  }
+
+  /** Control records queued for the carrier (a PONG due counts as one). */
+  get controlQueued(): number {
+    return this.control.length + (this.pongDue ? 1 : 0);
   }
 
   // ---- local side ----
@@ -244,7 +273,7 @@ export class WrapSession {
     this.peerHello = false;
     this.lastHeard = now;
     this.counters.carrierUps++;
-    this.control.length = 0;
+    this.clearControl();
     this.queue({ type: RecordType.Hello, version: WRAP_VERSION, bootId: this.opts.bootId, window: this.opts.windowBytes, buffer: this.maxBuffered });
   }
 
@@ -253,7 +282,7 @@ export class WrapSession {
     this.carrier = false;
     this.peerHello = false;
     this.counters.carrierLosses++;
-    this.control.length = 0;
+    this.clearControl();
     for (const c of this.conns.values()) this.hold(now, c);
   }
 
@@ -271,7 +300,8 @@ export class WrapSession {
     if (!this.peerHello) return this.violation(`record type ${rec.type} before hello`);
     switch (rec.type) {
       case RecordType.Ping:
-        return this.queue({ type: RecordType.Pong });
+        this.pongDue = this.carrier;
+        return;
       case RecordType.Pong:
         return;
       case RecordType.Open:
@@ -281,11 +311,13 @@ export class WrapSession {
     if (!c) {
       // A late record for a connection that has ended: tell a resuming peer why, once.
       if (rec.type === RecordType.Resume || rec.type === RecordType.Data) {
+        // One answer queued per id: a flood of records for it is not a flood of answers.
+        if (this.answering.has(rec.conn)) return;
         const ended = this.recentClosed.get(rec.conn);
         if (typeof ended === 'object') {
           this.queue({ type: RecordType.Fin, conn: rec.conn, offset: ended.finOut });
-          this.queue({ type: RecordType.Ack, conn: rec.conn, offset: ended.finIn });
-        } else this.queue({ type: RecordType.Close, conn: rec.conn, code: ended ?? CloseCode.UnknownConnection, text: 'no such connection' });
+          this.queue({ type: RecordType.Ack, conn: rec.conn, offset: ended.finIn }, rec.conn);
+        } else this.queue({ type: RecordType.Close, conn: rec.conn, code: ended ?? CloseCode.UnknownConnection, text: 'no such connection' }, rec.conn);
       }
       return;
     }
@@ -389,6 +421,8 @@ export class WrapSession {
 
   handleTimeout(now: number): void {
     if (this.carrier && now - this.lastHeard >= this.opts.silenceMs) {
+      // Reading stopped for our unread replies, and the peer never took them: its fault, counted.
+      if (this.backlogged) this.violation(`${this.control.length} control records unread by the peer for ${this.opts.silenceMs} ms`);
       this.events.push({ type: 'drop-carrier', reason: `no record from the peer for ${this.opts.silenceMs} ms` });
       this.onCarrierDown(now);
     }
@@ -417,8 +451,7 @@ export class WrapSession {
    */
   pollRecord(now: number): Uint8Array[] | undefined {
     if (!this.carrier) return undefined;
-    const ctl = this.control.shift();
-    let out = ctl ? [ctl] : undefined;
+    let out = this.shiftControl();
     if (!out && this.peerHello) out = this.nextData(now);
     if (out) {
       this.lastSent = now;
@@ -486,6 +519,8 @@ export class WrapSession {
   }
 
   private onHello(now: number, version: number, bootId: bigint, window?: number, buffer?: number): void {
+    // One per carrier: each would queue a RESUME per connection (a 30-byte record answered by thousands).
+    if (this.peerHello) return this.violation('second hello on the carrier');
     if (version !== WRAP_VERSION) {
       this.violation(`hello version ${version}, this side speaks ${WRAP_VERSION}`);
       this.events.push({ type: 'drop-carrier', reason: `the peer speaks WRAP version ${version}, this side ${WRAP_VERSION}` });
@@ -532,23 +567,24 @@ export class WrapSession {
     const known = this.conns.get(id);
     if (known) {
       // A resent OPEN (the carrier broke before our OPENED arrived): answer again, resume.
-      if (known.state !== 'opening') this.queue({ type: RecordType.Opened, conn: id });
+      if (known.state !== 'opening' && !this.answering.has(id)) this.queue({ type: RecordType.Opened, conn: id }, id);
       this.resumed(now, known);
       return;
     }
+    if (this.answering.has(id)) return;
     const ended = this.recentClosed.get(id);
     if (ended !== undefined) {
-      this.queue({ type: RecordType.Close, conn: id, code: typeof ended === 'object' ? CloseCode.Shutdown : ended, text: 'connection already ended' });
+      this.queue({ type: RecordType.Close, conn: id, code: typeof ended === 'object' ? CloseCode.Shutdown : ended, text: 'connection already ended' }, id);
       return;
     }
     if (!this.opts.mayDial?.(target, datagram)) {
       // One answer, no text, no dial: refused, unreachable and closed destinations look alike.
       this.remember(id, CloseCode.Refused);
-      this.queue({ type: RecordType.Close, conn: id, code: CloseCode.Refused, text: '' });
+      this.queue({ type: RecordType.Close, conn: id, code: CloseCode.Refused, text: '' }, id);
       return;
     }
     if (this.conns.size >= this.opts.maxConnections) {
-      this.queue({ type: RecordType.Close, conn: id, code: CloseCode.TooManyConnections, text: `this side carries ${this.conns.size} connections already` });
+      this.queue({ type: RecordType.Close, conn: id, code: CloseCode.TooManyConnections, text: `this side carries ${this.conns.size} connections already` }, id);
       return;
     }
     this.newConn(now, id, false, wrapPort, target, holdMs, delta, datagram);
@@ -586,8 +622,8 @@ export class WrapSession {
       if (!c) this.ackDirty.delete(id);
       else if (now - since >= ACK_DELAY_MS || c.recv.drained - c.recv.ackSent >= this.opts.windowBytes / 8) this.flushAck(c);
     }
-    const ctl = this.control.shift();
-    if (ctl) return [ctl];
+    const ctl = this.shiftControl();
+    if (ctl) return ctl;
     const list = [...this.conns.values()];
     // The peer's receive window per connection and its quota for all of them (§16.5.5).
     let inFlight = 0;
@@ -741,7 +777,33 @@ export class WrapSession {
     this.events.push({ type: 'violation', detail });
   }
 
-  private queue(rec: WrapRecord): void {
-    if (this.carrier) this.control.push(encodeRecord(rec));
+  /** Queue a control record; `answers`: it answers a peer's record about that connection id. */
+  private queue(rec: WrapRecord, answers?: number): void {
+    if (!this.carrier) return;
+    if (this.control.length >= 2 * this.controlPause) {
+      // Reading should have paused long before (backlogged): the carrier goes, its queue with it.
+      this.violation(`${this.control.length} control records queued: the peer does not read the carrier`);
+      this.events.push({ type: 'drop-carrier', reason: 'control backlog over its limit' });
+      return this.onCarrierDown(this.now);
+    }
+    this.control.push({ rec: encodeRecord(rec), answers });
+    if (answers !== undefined) this.answering.add(answers);
+  }
+
+  private shiftControl(): Uint8Array[] | undefined {
+    if (this.pongDue) {
+      this.pongDue = false;
+      return [encodeRecord({ type: RecordType.Pong })];
+    }
+    const c = this.control.shift();
+    if (!c) return undefined;
+    if (c.answers !== undefined) this.answering.delete(c.answers);
+    return [c.rec];
+  }
+
+  private clearControl(): void {
+    this.control = new Deque();
+    this.answering.clear();
+    this.pongDue = false;
   }
 }

@@ -127,6 +127,9 @@ const wrap = z
     maxHandshakesPerSource: z.number().int().min(1).max(65536).default(16),
     /** A carrier connection that has not completed its handshake (and sent its first record) by then is closed. */
     handshakeTimeoutMs: z.number().int().min(100).max(60_000).default(5_000),
+    /** Carrier connections accepted per second, in all (peers' known addresses apart) and per source address; over either, reset unread. */
+    handshakeRate: z.number().int().min(1).max(10_000).default(200),
+    handshakeRatePerSource: z.number().int().min(1).max(10_000).default(20),
     /** The carrier is dropped and redialled after this long without a record. */
     silenceMs: z.number().int().min(300).default(3000),
     wrappers: z.array(wrapper).max(256).default([]),

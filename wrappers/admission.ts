@@ -1,0 +1,69 @@
+/**
+ * Rate of carrier handshakes a responder takes (PROTOCOL §16.2, *Unauthenticated
+ * connections*): each accepted connection may cost a Diffie-Hellman before anything is known
+ * of it, so accepts are admitted by two token buckets, one per source address and one for
+ * all, each refilled at its rate per second and as deep as one second of it. A source that
+ * is a configured peer's known address draws only on its own bucket: strangers that use up
+ * the shared one never keep a peer's carrier from coming back. Sans-I/O: the clock is given.
+ */
+class Bucket {
+  tokens: number;
+  constructor(
+    readonly rate: number,
+    public at: number,
+  ) {
+    this.tokens = rate;
+  }
+
+  refill(now: number): number {
+    if (now > this.at) this.tokens = Math.min(this.rate, this.tokens + ((now - this.at) * this.rate) / 1000);
+    this.at = Math.max(this.at, now);
+    return this.tokens;
+  }
+}
+
+export type HandshakeRefusal = 'handshake-rate' | 'handshake-rate-source';
+
+/**
+ * Sources with a bucket not full are kept; past this many, full ones are swept (idle: those
+ * not full were admitted within the last second, at most twice the global rate of them).
+ */
+const SWEEP_AT = 4096;
+
+export class HandshakeAdmission {
+  private readonly all: Bucket;
+  private readonly bySource = new Map<string, Bucket>();
+
+  constructor(
+    readonly perSecond: number,
+    readonly perSourcePerSecond: number,
+    now: number,
+  ) {
+    this.all = new Bucket(perSecond, now);
+  }
+
+  /** Take one accept for `source`, or say which bucket is empty (nothing is taken then). */
+  admit(now: number, source: string, peer: boolean): HandshakeRefusal | undefined {
+    const own = this.bySource.get(source);
+    if (own && own.refill(now) < 1) return 'handshake-rate-source';
+    if (!peer && this.all.refill(now) < 1) return 'handshake-rate';
+    if (!peer) this.all.tokens--;
+    // A source is tracked only once admitted: at most (rate + depth) new ones a second.
+    const b = own ?? new Bucket(this.perSourcePerSecond, now);
+    b.tokens--;
+    if (!own) {
+      if (this.bySource.size >= Math.max(SWEEP_AT, 4 * this.perSecond)) this.sweep(now);
+      this.bySource.set(source, b);
+    }
+    return undefined;
+  }
+
+  /** Sources tracked (tests, stats). */
+  get tracked(): number {
+    return this.bySource.size;
+  }
+
+  private sweep(now: number): void {
+    for (const [s, b] of this.bySource) if (b.refill(now) >= b.rate) this.bySource.delete(s);
+  }
+}
