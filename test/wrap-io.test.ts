@@ -7,7 +7,7 @@ import { createServer, connect, type Server, type Socket, type AddressInfo } fro
 import { createSocket } from 'node:dgram';
 import { createHash, randomBytes } from 'node:crypto';
 import pino from 'pino';
-import { generateKeyPair } from '../transport/etcp/crypto.js';
+import { generateKeyPair, type KeyPair } from '../transport/etcp/crypto.js';
 import { WrapManager, type Interceptor } from '../wrappers/manager.js';
 import { CARRIER_PROLOGUE, carrierMac1, dialCarrier } from '../wrappers/carrier.js';
 import { IKInitiator } from '../transport/etcp/noise.js';
@@ -89,6 +89,26 @@ class HashServer {
   }
 }
 
+
+/** The client side `a` (the sequencer) wrapping `wrapPort` towards `b`, with a stand-in interceptor: its clients meant to reach 127.0.0.1:`dst()`. */
+function clientSide(
+  a: KeyPair,
+  b: KeyPair,
+  o: { peerPort: number; listenPort: number; settings: ConstructorParameters<typeof WrapManager>[1]; wrapPort: number; holdMs: number; dst: () => number },
+): WrapManager {
+  const stand: Interceptor = { setPorts: () => {}, originalDst: () => ({ family: 4, address: '127.0.0.1', port: o.dst() }), stats: () => ({}), close: () => {} };
+  return new WrapManager(
+    { key: a, peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }], peerAddr: () => ({ address: '127.0.0.1', port: o.peerPort }), listen: { host: '127.0.0.1', port: o.listenPort } },
+    o.settings,
+    [{ protocol: 'tcp', port: o.wrapPort, peer: 'b', holdMs: o.holdMs }],
+    log,
+    () => stand,
+  );
+}
+
+/** The port a manager's interception listener took. */
+const interceptPortOf = (m: WrapManager): number => Number(String(m.stats().intercept).split(':')[1]);
+
 describe('WrapManager on loopback', () => {
   const a = generateKeyPair();
   const b = generateKeyPair();
@@ -108,19 +128,12 @@ describe('WrapManager on loopback', () => {
     relay = new Relay(pb);
     await relay.start();
     const settings = { intercept: { host: '127.0.0.1', port: 0 }, interception: 'auto' as const, windowBytes: 1024 * 1024, maxConnections: 64, silenceMs: 600 };
-    const stand: Interceptor = { setPorts: () => {}, originalDst: () => ({ family: 4, address: '127.0.0.1', port: dstPort ?? server.port }), stats: () => ({}), close: () => {} };
     const allow = [{ peer: 'a', to: `127.0.0.1:${server.port}`, protocol: 'tcp' as const }];
     mb = new WrapManager({ key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } }, { ...settings, interception: 'off', allow }, [], log);
-    ma = new WrapManager(
-      { key: a, peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }], peerAddr: () => ({ address: '127.0.0.1', port: relay.port }), listen: { host: '127.0.0.1', port: pa } },
-      settings,
-      [{ protocol: 'tcp', port: server.port, peer: 'b', holdMs: 8_000 }],
-      log,
-      () => stand,
-    );
+    ma = clientSide(a, b, { peerPort: relay.port, listenPort: pa, settings, wrapPort: server.port, holdMs: 8_000, dst: () => dstPort ?? server.port });
     await mb.start();
     await ma.start();
-    interceptPort = Number(String(ma.stats().intercept).split(':')[1]);
+    interceptPort = interceptPortOf(ma);
   });
   afterAll(async () => {
     await ma?.stop();
@@ -301,19 +314,12 @@ describe('an abnormal end is a reset', () => {
     await srv.start();
     const [pa, pb] = [await freePort(), await freePort()];
     const settings = { intercept: { host: '127.0.0.1', port: 0 }, interception: 'auto' as const, windowBytes: 1024 * 1024, maxConnections: 64, silenceMs: 600 };
-    const stand: Interceptor = { setPorts: () => {}, originalDst: () => ({ family: 4, address: '127.0.0.1', port: srv.port }), stats: () => ({}), close: () => {} };
     const allow = [{ peer: 'a', to: `127.0.0.1:${srv.port}`, protocol: 'tcp' as const }];
     const mb = new WrapManager({ key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } }, { ...settings, interception: 'off', allow }, [], log);
-    const ma = new WrapManager(
-      { key: a, peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }], peerAddr: () => ({ address: '127.0.0.1', port: pb }), listen: { host: '127.0.0.1', port: pa } },
-      settings,
-      [{ protocol: 'tcp', port: srv.port, peer: 'b', holdMs: 30_000 }],
-      log,
-      () => stand,
-    );
+    const ma = clientSide(a, b, { peerPort: pb, listenPort: pa, settings, wrapPort: srv.port, holdMs: 30_000, dst: () => srv.port });
     await mb.start();
     await ma.start();
-    const port = Number(String(ma.stats().intercept).split(':')[1]);
+    const port = interceptPortOf(ma);
     let bytes = 0;
     const reader = new Promise<{ bytes: number; end: string }>((resolve) => {
       const s = connect({ port, host: '127.0.0.1' });
@@ -425,17 +431,10 @@ describe('per-peer quotas: a never-reading server and a never-acknowledging peer
       [],
       log,
     );
-    const stand: Interceptor = { setPorts: () => {}, originalDst: () => ({ family: 4, address: '127.0.0.1', port: sink.port }), stats: () => ({}), close: () => {} };
-    const ma = new WrapManager(
-      { key: a, peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }], peerAddr: () => ({ address: '127.0.0.1', port: pb }), listen: { host: '127.0.0.1', port: pa } },
-      settings,
-      [{ protocol: 'tcp', port: sink.port, peer: 'b', holdMs: 30_000 }],
-      log,
-      () => stand,
-    );
+    const ma = clientSide(a, b, { peerPort: pb, listenPort: pa, settings, wrapPort: sink.port, holdMs: 30_000, dst: () => sink.port });
     await mb.start();
     await ma.start();
-    const interceptPort = Number(String(ma.stats().intercept).split(':')[1]);
+    const interceptPort = interceptPortOf(ma);
     const clients: Socket[] = [];
     const hostile = await dialCarrier('127.0.0.1', pb, h, b.publicKey);
     const fromB: WrapRecord[] = [];
@@ -514,17 +513,10 @@ describe('control flood from a peer that never reads the carrier', () => {
       [],
       log,
     );
-    const stand: Interceptor = { setPorts: () => {}, originalDst: () => ({ family: 4, address: '127.0.0.1', port: srv.port }), stats: () => ({}), close: () => {} };
-    const ma = new WrapManager(
-      { key: a, peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }], peerAddr: () => ({ address: '127.0.0.1', port: pb }), listen: { host: '127.0.0.1', port: pa } },
-      settings,
-      [{ protocol: 'tcp', port: srv.port, peer: 'b', holdMs: 30_000 }],
-      log,
-      () => stand,
-    );
+    const ma = clientSide(a, b, { peerPort: pb, listenPort: pa, settings, wrapPort: srv.port, holdMs: 30_000, dst: () => srv.port });
     await mb.start();
     await ma.start();
-    const interceptPort = Number(String(ma.stats().intercept).split(':')[1]);
+    const interceptPort = interceptPortOf(ma);
     const roundTrip = (): Promise<string> =>
       new Promise<string>((resolve, reject) => {
         const c = connect({ port: interceptPort, host: '127.0.0.1', allowHalfOpen: true }, () => c.end('ping'));
@@ -624,16 +616,9 @@ describe('unauthenticated carrier connections', () => {
       for (const s of idle) s.destroy();
       await until('no connection pending', async () => (mb.stats() as unknown as CarrierStats).carrierPending === 0 || undefined, 5_000, 20);
       // An honest peer comes up and carries a connection.
-      const stand: Interceptor = { setPorts: () => {}, originalDst: () => ({ family: 4, address: '127.0.0.1', port: srv.port }), stats: () => ({}), close: () => {} };
-      ma = new WrapManager(
-        { key: a, peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }], peerAddr: () => ({ address: '127.0.0.1', port: pb }), listen: { host: '127.0.0.1', port: pa } },
-        settings,
-        [{ protocol: 'tcp', port: srv.port, peer: 'b', holdMs: 30_000 }],
-        log,
-        () => stand,
-      );
+      ma = clientSide(a, b, { peerPort: pb, listenPort: pa, settings, wrapPort: srv.port, holdMs: 30_000, dst: () => srv.port });
       await ma.start();
-      const port = Number(String(ma.stats().intercept).split(':')[1]);
+      const port = interceptPortOf(ma);
       const reply = await new Promise<string>((resolve) => {
         const c = connect({ port, host: '127.0.0.1', allowHalfOpen: true }, () => c.end('hello'));
         let got = '';
@@ -717,16 +702,9 @@ describe('carrier handshake flood', () => {
         }
       })();
       await sleep(300);
-      const stand: Interceptor = { setPorts: () => {}, originalDst: () => ({ family: 4, address: '127.0.0.1', port: srv.port }), stats: () => ({}), close: () => {} };
-      ma = new WrapManager(
-        { key: a, peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }], peerAddr: () => ({ address: '127.0.0.1', port: pb }), listen: { host: '127.0.0.1', port: pa } },
-        settings,
-        [{ protocol: 'tcp', port: srv.port, peer: 'b', holdMs: 30_000 }],
-        log,
-        () => stand,
-      );
+      ma = clientSide(a, b, { peerPort: pb, listenPort: pa, settings, wrapPort: srv.port, holdMs: 30_000, dst: () => srv.port });
       await ma.start();
-      const port = Number(String(ma.stats().intercept).split(':')[1]);
+      const port = interceptPortOf(ma);
       const reply = await new Promise<string>((resolve, reject) => {
         const c = connect({ port, host: '127.0.0.1', allowHalfOpen: true }, () => c.end('hello'));
         let got = '';
