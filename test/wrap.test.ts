@@ -321,6 +321,57 @@ describe('WrapSession', () => {
     expect(a.room(ids[2])).toBe(0);
   });
 
+  it('a stalled carrier under honest small-record streams: ACKs coalesce (one per connection), the backlog never pauses reading, no violation', () => {
+    const N = 64;
+    const opts = { windowBytes: 4 * 1024 * 1024, maxConnections: N, pingMs: 1000, silenceMs: 3000, mayDial: () => true };
+    const target = { family: 4 as const, address: '10.0.0.2', port: 22 };
+    const a = new WrapSession({ ...opts, role: 0, bootId: 1n });
+    const b = new WrapSession({ ...opts, role: 1, bootId: 2n });
+    a.onCarrierUp(0);
+    b.onCarrierUp(0);
+    const delivered = new Map<number, number[]>();
+    const events: WrapEvent[] = [];
+    const pump = (): void => {
+      for (let moved = true; moved; ) {
+        moved = false;
+        for (let r = a.pollRecord(0); r; r = a.pollRecord(0), moved = true) b.handleRecord(0, Buffer.concat(r));
+        for (let r = b.pollRecord(0); r; r = b.pollRecord(0), moved = true) a.handleRecord(0, Buffer.concat(r));
+      }
+      for (let e = a.pollEvent(); e; e = a.pollEvent()) {
+        if (e.type === 'dial') a.dialed(e.conn);
+        else if (e.type === 'deliver') (delivered.get(e.conn) ?? delivered.set(e.conn, []).get(e.conn)!).push(e.data.length);
+        else events.push(e);
+      }
+      while (b.pollEvent());
+    };
+    pump();
+    const ids = Array.from({ length: N }, () => b.openLocal(0, 22, target, 30_000)!);
+    pump();
+    for (let k = 0; k < 300; k++) {
+      for (const id of ids) b.localData(id, new Uint8Array(100), 0);
+      pump();
+    }
+    // The carrier stalls for 2 s (nothing polled) while a's local clients keep draining a record every ms.
+    let most = 0;
+    for (let t = 1; t < 2_000; t++) {
+      for (const [conn, q] of delivered) {
+        const n = q.shift();
+        if (n !== undefined) a.drained(t, conn, n);
+      }
+      a.handleTimeout(t);
+      most = Math.max(most, a.controlQueued);
+      for (let e = a.pollEvent(); e; e = a.pollEvent()) events.push(e);
+    }
+    expect(a.carrierUp).toBe(true);
+    expect(a.backlogged).toBe(false);
+    expect(most).toBeLessThanOrEqual(N + 1); // one ACK per connection (and a PING), however long the stall
+    expect(a.counters.violations).toBe(0);
+    expect(events.filter((e) => e.type === 'violation' || e.type === 'drop-carrier')).toEqual([]);
+    // Once the carrier moves again, the ACKs carry the latest offsets: b's windows are all released.
+    pump();
+    expect(b.bufferedOut).toBe(0);
+  });
+
   it('control flood from a peer that never reads the carrier (PINGs, DATA and OPENs for unknown ids, HELLOs): one PONG, one answer per id, a bounded queue', () => {
     const a = new WrapSession({ ...opts, role: 1, bootId: 1n, mayDial: () => false });
     a.onCarrierUp(0);

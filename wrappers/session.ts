@@ -110,10 +110,18 @@ const RECENT_CLOSED = 1024;
  * the I/O layer stops reading the carrier until they drain (`backlogged`); at twice that the
  * carrier is dropped (an I/O layer that keeps reading). Most are replies to the peer's own
  * records, which only pile up while it does not read ours. Honest bursts stay below (a new
- * carrier may queue OPEN, RESUME, ACK and CLOSE per connection), or two honest sides could
+ * carrier may queue OPEN, RESUME, one ACK and CLOSE per connection), or two honest sides could
  * stop reading each other at once. A record is at most ~300 bytes.
  */
 export const CONTROL_PAUSE_RECORDS = 4096;
+
+/** A queued control record: encoded bytes, or an ACK encoded when sent (its offset may still move). */
+interface ControlEntry {
+  rec?: Uint8Array;
+  ack?: { conn: number; offset: number };
+  /** It answers a peer's record about this connection id (at most one such answer each). */
+  answers?: number;
+}
 
 export class WrapSession {
   readonly conns = new Map<number, WrapConn>();
@@ -121,7 +129,14 @@ export class WrapSession {
   private carrier = false;
   private peerHello = false;
   private peerBootId: bigint | undefined;
-  private control = new Deque<{ rec: Uint8Array; answers?: number }>();
+  /** Control records in order; an ACK is encoded when sent, so a newer one updates it in place. */
+  private control = new Deque<ControlEntry>();
+  /**
+   * The ACK still queued per connection: a later ACK moves its offset instead of queueing
+   * another, so a stalled carrier holds at most one ACK per connection (an honest side that
+   * keeps draining its sockets never fills the backlog with its own ACKs).
+   */
+  private readonly ackQueued = new Map<number, { conn: number; offset: number }>();
   /** Past this many control records, stop reading the carrier; at twice, drop it. */
   readonly controlPause: number;
   /** A PING was received and its PONG not yet sent: one PONG answers any number of them. */
@@ -613,7 +628,14 @@ export class WrapSession {
     this.ackDirty.delete(c.id);
     if (!c.recv.ackDue) return;
     c.recv.ackSent = c.recv.drained;
-    this.queue({ type: RecordType.Ack, conn: c.id, offset: c.recv.drained });
+    const queued = this.ackQueued.get(c.id);
+    if (queued) {
+      queued.offset = c.recv.drained;
+      return;
+    }
+    if (!this.carrier) return;
+    const ack = { conn: c.id, offset: c.recv.drained };
+    if (this.enqueue({ ack })) this.ackQueued.set(c.id, ack);
   }
 
   private nextData(now: number): Uint8Array[] | undefined {
@@ -780,14 +802,20 @@ export class WrapSession {
   /** Queue a control record; `answers`: it answers a peer's record about that connection id. */
   private queue(rec: WrapRecord, answers?: number): void {
     if (!this.carrier) return;
+    if (this.enqueue({ rec: encodeRecord(rec), answers }) && answers !== undefined) this.answering.add(answers);
+  }
+
+  /** Append to the control queue, or drop the carrier if the peer has let it grow past twice the pause. */
+  private enqueue(e: ControlEntry): boolean {
     if (this.control.length >= 2 * this.controlPause) {
       // Reading should have paused long before (backlogged): the carrier goes, its queue with it.
       this.violation(`${this.control.length} control records queued: the peer does not read the carrier`);
       this.events.push({ type: 'drop-carrier', reason: 'control backlog over its limit' });
-      return this.onCarrierDown(this.now);
+      this.onCarrierDown(this.now);
+      return false;
     }
-    this.control.push({ rec: encodeRecord(rec), answers });
-    if (answers !== undefined) this.answering.add(answers);
+    this.control.push(e);
+    return true;
   }
 
   private shiftControl(): Uint8Array[] | undefined {
@@ -797,13 +825,18 @@ export class WrapSession {
     }
     const c = this.control.shift();
     if (!c) return undefined;
+    if (c.ack) {
+      this.ackQueued.delete(c.ack.conn);
+      return [encodeRecord({ type: RecordType.Ack, conn: c.ack.conn, offset: c.ack.offset })];
+    }
     if (c.answers !== undefined) this.answering.delete(c.answers);
-    return [c.rec];
+    return [c.rec!];
   }
 
   private clearControl(): void {
     this.control = new Deque();
     this.answering.clear();
+    this.ackQueued.clear();
     this.pongDue = false;
   }
 }
