@@ -25,6 +25,24 @@ describe('per-peer work budgets (PROTOCOL.md §12.9)', () => {
     expect(bulk.waitMs(now)).toBe(0);
   });
 
+  it('attack: a light peer (60 cheap frames a second) is enough to hold a flooding one to its budget', () => {
+    let now = 0;
+    const pool = new BudgetPool(() => now);
+    const flood = pool.add(100);
+    const light = pool.add(100);
+    let floodWork = 0;
+    for (; now < 3_000; now += 1) {
+      if (now % 16 === 0 && light.admit(now)) light.charge(0.03);
+      if (flood.admit(now)) {
+        flood.charge(0.9);
+        if (now >= 1_000) floodWork += 0.9; // after the light peer's demand has built up (~0.4 s)
+      }
+    }
+    // Over the last 2 s: about its 100 ms a second, not 900.
+    expect(floodWork).toBeLessThan(2 * 100 + 10);
+    expect(light.refused).toBe(0);
+  });
+
   it('attack: once another peer is busy, the one over its budget is held to its rate at once, and released when the other goes quiet', () => {
     let now = 0;
     const pool = new BudgetPool(() => now);

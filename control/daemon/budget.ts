@@ -8,7 +8,8 @@
  *
  * The budgets are *work-conserving*, like CPU shares rather than a hard cap: a peer over
  * its budget is held back only while another peer of the same pool has work of its own
- * (did at least ACTIVE_MS of work in about the last second). A lone bulk transfer runs at
+ * (did at least ACTIVE_MS of work, or sent at least ACTIVE_FRAMES frames, in about the last
+ * second). A lone bulk transfer runs at
  * full speed; the moment another peer needs the host, the busy one is held to its rate.
  * While nobody else is busy a peer's debt is forgiven (its bucket floors at empty), so it
  * is throttled at once when contention starts, and no longer than its own rate dictates.
@@ -18,6 +19,12 @@
 const RECENT_MS = 1000;
 /** Recent work (ms) that makes a peer "busy" for the others' budgets: more than keepalives. */
 const ACTIVE_MS = 2;
+/**
+ * Or recent frames asking to be handled (admitted or not): a light peer whose frames are
+ * cheap, or wait behind a flood, still shows that it needs the host. Keepalives (about one a
+ * second) and Raft heartbeats (ten) stay below.
+ */
+const ACTIVE_FRAMES = 20;
 
 export class BudgetPool {
   private readonly budgets = new Set<WorkBudget>();
@@ -33,7 +40,7 @@ export class BudgetPool {
 
   /** Whether some budget other than `self` is busy at `now`. */
   contended(self: WorkBudget, now: number): boolean {
-    for (const b of this.budgets) if (b !== self && b.recentWork(now) >= ACTIVE_MS) return true;
+    for (const b of this.budgets) if (b !== self && (b.recentWork(now) >= ACTIVE_MS || b.recentDemand(now) >= ACTIVE_FRAMES)) return true;
     return false;
   }
 }
@@ -44,6 +51,9 @@ export class WorkBudget {
   /** Exponentially decayed work (ms), as of recentAt. */
   private recent = 0;
   private recentAt: number;
+  /** Exponentially decayed count of frames that asked to be handled, as of demandAt. */
+  private demand = 0;
+  private demandAt: number;
   /** Datagrams refused while over budget. */
   refused = 0;
   /** Milliseconds charged in total. */
@@ -59,6 +69,7 @@ export class WorkBudget {
     this.tokens = msPerSecond;
     this.at = now;
     this.recentAt = now;
+    this.demandAt = now;
   }
 
   private refill(now: number): void {
@@ -75,12 +86,23 @@ export class WorkBudget {
     return this.recent;
   }
 
+  /** Frames that asked to be handled in about the last second. */
+  recentDemand(now: number): number {
+    if (now > this.demandAt) {
+      this.demand *= Math.exp(-(now - this.demandAt) / RECENT_MS);
+      this.demandAt = now;
+    }
+    return this.demand;
+  }
+
   private held(now: number): boolean {
     return this.pool === undefined || this.pool.contended(this, now);
   }
 
   /** Whether the peer may have more work now; counts a refusal when not. */
   admit(now: number): boolean {
+    this.recentDemand(now);
+    this.demand += 1;
     this.refill(now);
     if (this.tokens > 0 || !this.held(now)) return true;
     this.refused++;
