@@ -105,6 +105,8 @@ interface PeerState {
 }
 
 export class WrapManager {
+  /** Inside a call whose time is charged to a peer already (see charged()). */
+  private charging = false;
   private readonly peers = new Map<string, PeerState>();
   readonly counters = new WrapCounters();
   private carrierServer: Server | undefined;
@@ -697,8 +699,15 @@ export class WrapManager {
     }
     const handlers = {
       onRecord: (parts: Buffer[]) => {
-        ps.session.handleRecordParts(this.now(), parts);
-        this.flush(ps);
+        // The carrier charges the whole read (opening and handling its records) itself.
+        const outer = this.charging;
+        this.charging = true;
+        try {
+          ps.session.handleRecordParts(this.now(), parts);
+          this.flush(ps);
+        } finally {
+          this.charging = outer;
+        }
       },
       onClose: (why: string) => {
         if (ps.carrier !== c) return;
@@ -726,8 +735,29 @@ export class WrapManager {
 
   // ---- the loop ----
 
+  /**
+   * Run work done for `ps` and charge its time to the peer's budget (§12.9), unless an outer
+   * caller already charges it (a carrier read, another charged call): every path that makes
+   * records for a peer, its downloads' local reads included, is the peer's work.
+   */
+  private charged(ps: PeerState, fn: () => void): void {
+    if (this.charging || !ps.budget) return fn();
+    this.charging = true;
+    const t0 = performance.now();
+    try {
+      fn();
+    } finally {
+      this.charging = false;
+      ps.budget.charge(performance.now() - t0);
+    }
+  }
+
   /** Move records to the carrier while it takes them, then act on the session's events. */
   private flush(ps: PeerState): void {
+    this.charged(ps, () => this.flushNow(ps));
+  }
+
+  private flushNow(ps: PeerState): void {
     const now = this.now();
     for (let guard = 0; guard < 1_000_000; guard++) {
       let moved = false;
@@ -763,10 +793,10 @@ export class WrapManager {
         lc.io.write(ev.data, () => {
           if (ps.conns.get(ev.conn) !== lc) return;
           // The acknowledgement a delivery causes is the peer's work too (its carrier pauses on the debt).
-          const t0 = performance.now();
-          session.drained(this.now(), ev.conn, n);
-          this.flush(ps);
-          ps.budget?.charge(performance.now() - t0);
+          this.charged(ps, () => {
+            session.drained(this.now(), ev.conn, n);
+            this.flush(ps);
+          });
         });
         return;
       }
