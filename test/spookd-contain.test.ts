@@ -104,7 +104,8 @@ describe('spookd containment (§12.9)', () => {
     const lb = d.a.link('b');
     const pairId = lb.session!.localIndex; // what b's frames to a carry
     const sock = createSocket('udp4');
-    await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
+    // Another address than b's (127.0.0.1): frames from b's own address, any port, are always opened.
+    await new Promise<void>((r) => sock.bind(0, '127.0.0.2', () => r()));
     const before = { ...d.a.drops };
     const refused0 = lb.budget.refused;
     const spent0 = lb.budget.spentMs;

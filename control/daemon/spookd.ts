@@ -371,9 +371,9 @@ export class Spookd {
     // Over its work budget, a peer's frames are dropped before the AEAD (which costs too).
     const target = this.etcp.sessions.get(frame.header.pairId);
     const peerLink = target ? this.links.get(target.peer.name) : undefined;
-    // So is a source address in debt for frames that failed to open, unless it is the very address the
-    // named peer authenticated from (else whoever spoofs that address could cut the peer off).
-    const peerAddr = peerLink?.addr !== undefined && peerLink.addr.address === rinfo.address && peerLink.addr.port === rinfo.port;
+    // So is a source address in debt for frames that failed to open, unless it is the address the named
+    // peer authenticated from (else whoever spoofs that address, from any port, could cut the peer off).
+    const peerAddr = peerLink?.addr !== undefined && peerLink.addr.address === rinfo.address;
     if (!peerAddr && !this.failing.admit(now, rinfo.address)) {
       this.drop('source-over-budget', { from: `${rinfo.address}:${rinfo.port}` });
       return;
@@ -446,9 +446,12 @@ export class Spookd {
     const from = `${rinfo.address}:${rinfo.port}`;
     const t0 = performance.now();
     const r = this.etcp.handleHandshake(now, buf, from);
-    // The DH of an init from an authorised key is that peer's work (§12.9), whatever came of it.
-    const by = r.kind === 'drop' ? r.peer : r.kind === 'respond' || r.kind === 'established' ? r.session.peer : undefined;
+    // The DH of an init from an authorised key is that peer's work (§12.9), whatever came of it; but a
+    // replayed init may come from anyone who captured one: its cost goes to the source address.
+    const replay = r.kind === 'drop' && r.reason === 'handshake-replayed';
+    const by = r.kind === 'drop' ? (replay ? undefined : r.peer) : r.kind === 'respond' || r.kind === 'established' ? r.session.peer : undefined;
     if (by) this.links.get(by.name)?.budget.charge(performance.now() - t0);
+    else if (replay) this.failing.charge(now, rinfo.address, performance.now() - t0);
     if (r.kind === 'drop') {
       this.drop(r.reason, { from, detail: r.detail });
       // One warning per source address per minute; the rest are counted (drops, warnings-suppressed).
