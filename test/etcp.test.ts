@@ -355,6 +355,43 @@ describe('ETCP aggregate DH bound under load (§12.8)', () => {
     expect(r4.kind === 'drop' && r4.reason).toBe('dh-rate-limited');
   });
 
+  it('attack: a flood right after a restart does not lock out a peer at its configured address, from any port (the exemption is seeded and covers the IP)', () => {
+    const kb = generateKeyPair();
+    const ka = generateKeyPair();
+    const kc = generateKeyPair();
+    const threshold = 2;
+    const host = (src: string): string => src.slice(0, src.lastIndexOf(':'));
+    // Fresh after a restart: a has never handshaken here, but its endpoint is configured.
+    const b = new EtcpEndpoint({ staticKey: kb, peers: [{ publicKey: ka.publicKey, name: 'a' }], random, cookieThreshold: threshold, sourceHost: host, knownSources: [{ peer: 'a', source: '192.0.2.1:51820' }] });
+    const a = new EtcpEndpoint({ staticKey: ka, peers: [{ publicKey: kb.publicKey, name: 'b' }], random });
+    let now = 1000;
+    const warm = new EtcpEndpoint({ staticKey: kc, peers: [{ publicKey: kb.publicKey, name: 'b' }], random });
+    for (let i = 0; i <= threshold; i++) b.handleHandshake(now, warm.initiate(now, kb.publicKey), `198.51.100.200:${i}`);
+    // Twenty cookie-holding strangers empty the global bucket.
+    const srcs = Array.from({ length: 20 }, (_, i) => ({ src: `198.51.100.${i}:4000`, ep: new EtcpEndpoint({ staticKey: kc, peers: [{ publicKey: kb.publicKey, name: 'b' }], random }) }));
+    for (const { src, ep } of srcs) {
+      const r = b.handleHandshake(now, ep.initiate(now, kb.publicKey), src);
+      if (r.kind === 'cookie') ep.handleHandshake(now, r.datagram, 'b');
+    }
+    now += 1000;
+    let limited = 0;
+    for (const { src, ep } of srcs) {
+      const r = b.handleHandshake(now, ep.initiate(now, kb.publicKey), src);
+      if (r.kind === 'drop' && r.reason === 'dh-rate-limited') limited++;
+    }
+    expect(limited).toBeGreaterThan(10);
+    // a, from its configured address but a port its NAT just chose, still pairs (after its cookie).
+    const r1 = b.handleHandshake(now, a.initiate(now, kb.publicKey), '192.0.2.1:40000');
+    expect(r1.kind).toBe('cookie');
+    if (r1.kind === 'cookie') a.handleHandshake(now, r1.datagram, 'b');
+    expect(b.handleHandshake(now, a.initiate(now, kb.publicKey), '192.0.2.1:40000').kind).toBe('respond');
+    // Another address competes with the flood.
+    const r3 = b.handleHandshake(now, a.initiate(now, kb.publicKey), '192.0.2.99:1');
+    if (r3.kind === 'cookie') a.handleHandshake(now, r3.datagram, 'b');
+    const r4 = b.handleHandshake(now, a.initiate(now, kb.publicKey), '192.0.2.99:1');
+    expect(r4.kind === 'drop' && r4.reason).toBe('dh-rate-limited');
+  });
+
   it('attack: a captured init from an unauthorised key replayed from 1,000 sources costs one DH in all', () => {
     const kb = generateKeyPair();
     const b = new EtcpEndpoint({ staticKey: kb, peers: [], random });

@@ -129,6 +129,12 @@ export class Spookd {
       cookieThreshold: cfg.handshakes.cookieThreshold,
       perSourceLimit: cfg.handshakes.perSourceLimit,
       perPeerLimit: cfg.handshakes.perPeerLimit,
+      // Sources are `address:port`; a peer's exemption covers its address, seeded with its configured endpoint.
+      sourceHost: (s) => s.slice(0, s.lastIndexOf(':')),
+      knownSources: cfg.peers.filter((p) => p.endpoint).map((p) => {
+        const a = toAddr(p.endpoint!);
+        return { peer: p.name, source: `${a.address}:${a.port}` };
+      }),
       onInitAccepted: (peer, ts) => {
         try {
           mkdirSync(join(cfg.dataDir, peer.name), { recursive: true, mode: 0o700 });

@@ -99,6 +99,11 @@ export interface CookieOptions {
   threshold?: number;
   /** Under load, mac2-valid HandshakeInits per source per second that go on to the DH. */
   perSourceLimit?: number;
+  /**
+   * The part of a source that a peer's exemption from the global DH bucket covers (spookd: its
+   * IP address, so a peer whose NAT gives it a new port keeps it). Default: the whole source.
+   */
+  hostOf?: (source: string) => string;
 }
 
 /**
@@ -122,7 +127,10 @@ export class CookieChecker {
   readonly threshold: number;
   readonly perSourceLimit: number;
 
+  private readonly hostOf: (source: string) => string;
+
   constructor(private readonly o: CookieOptions) {
+    this.hostOf = o.hostOf ?? ((s) => s);
     this.threshold = o.threshold ?? DEFAULT_COOKIE_THRESHOLD;
     this.perSourceLimit = o.perSourceLimit ?? DEFAULT_PER_SOURCE_LIMIT;
     this.dhTokens = DH_RATE_PER_THRESHOLD * this.threshold;
@@ -160,7 +168,7 @@ export class CookieChecker {
     const n = this.perSource.get(source);
     if (n === undefined && this.perSource.size >= MAX_TRACKED_SOURCES) return 'source';
     if ((n ?? 0) >= this.perSourceLimit) return 'source';
-    if (this.knownCount.has(source)) {
+    if (this.knownCount.has(this.hostOf(source))) {
       // A source that completed an authorised handshake lately: an attacker can hold no cookie for it
       // without receiving there, so a flood from other sources does not starve it.
       this.perSource.set(source, (n ?? 0) + 1);
@@ -179,7 +187,8 @@ export class CookieChecker {
    * A handshake with the authorised peer `peer` (any stable name) completed from `source`.
    * One source per peer, the latest: an authorised peer cannot farm exempt addresses.
    */
-  noteAuthorised(peer: string, source: string): void {
+  noteAuthorised(peer: string, at: string): void {
+    const source = this.hostOf(at);
     const old = this.knownOf.get(peer);
     if (old === source) return;
     if (old !== undefined) {

@@ -83,6 +83,14 @@ export interface EndpointOptions {
    * `handshakes.perPeerLimit`, default 10).
    */
   perPeerLimit?: number;
+  /** See CookieOptions.hostOf: what a peer's exemption from the global DH bucket covers. */
+  sourceHost?: (source: string) => string;
+  /**
+   * Where each peer is expected before it has handshaken here (spookd: its configured
+   * endpoint): exempt from the global DH bucket from the start, so a flood right after a
+   * restart does not lock honest peers out. A completed handshake replaces it.
+   */
+  knownSources?: { peer: string; source: string }[];
 }
 
 /** An established pair's keys and identities; seals and opens Data frames. */
@@ -192,7 +200,8 @@ export class EtcpEndpoint {
   private readonly refused = new RefusedInits();
 
   constructor(private readonly o: EndpointOptions) {
-    this.cookies = new CookieChecker({ random: o.random, threshold: o.cookieThreshold, perSourceLimit: o.perSourceLimit });
+    this.cookies = new CookieChecker({ random: o.random, threshold: o.cookieThreshold, perSourceLimit: o.perSourceLimit, hostOf: o.sourceHost });
+    for (const k of o.knownSources ?? []) this.cookies.noteAuthorised(k.peer, k.source);
     this.ownMac1Key = mac1Key(o.staticKey.publicKey);
     this.initIntervalMs = o.perPeerLimit === undefined ? 0 : 1000 / o.perPeerLimit;
     for (const p of o.peers) {
