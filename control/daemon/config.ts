@@ -212,7 +212,7 @@ export const configSchema = z
       .strict()
       .default({}),
     /** CPU milliseconds per second one peer's datagrams may take; past it they are dropped (docs/PROTOCOL.md §12.9). */
-    peerBudgetMs: z.number().int().min(10).max(1000).default(250),
+    peerBudgetMs: z.number().int().min(10).max(1000).default(100),
     /** A peer whose authenticated frames break the protocol this many times is disconnected. */
     violationLimit: z.number().int().min(1).default(100),
     peers: z.array(peer).min(1),
