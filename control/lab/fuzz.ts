@@ -381,12 +381,4 @@ export function wrapRecord(rng: Rng, ctx: WrapContext): Uint8Array {
   return rng.bytes(rng.int(0, 64));
 }
 
-export function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
+export const concat = (parts: Uint8Array[]): Uint8Array => Buffer.concat(parts);
