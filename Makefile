@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 NODE_STAMP := node_modules/.stamp
 BUILD_STAMP := dist/.stamp
-TS_SOURCES := $(shell find control transport wrappers bench -name '*.ts' 2>/dev/null)
+TS_SOURCES := $(shell find wire crypto core drivers client cli testing tools bench -name '*.ts' 2>/dev/null)
 
 .PHONY: all build deps test demo demo-sim sim bench bench-link bench-domain bench-wrap bench-attack bench-compare clean typecheck soak install uninstall check-prereqs
 
@@ -74,49 +74,49 @@ test: build $(APT_TEST_STAMP)
 
 # The main job: two spookd in network namespaces (loopback without root), pair, sync, cut, heal.
 demo: build
-	./bin/spook demo link
+	./bin/spook-lab demo link
 
 # The foundation's demo: two in-process endpoints over the seeded lossy simulator.
 demo-sim: build
-	./bin/spook demo
+	./bin/spook-lab demo
 
 sim: build
-	./bin/spook sim --seeds 1000 --loss 0.3 --dup 0.05 --reorder 0.2 --cuts
+	./bin/spook-lab sim --seeds 1000 --loss 0.3 --dup 0.05 --reorder 0.2 --cuts
 
 bench: build
-	./bin/spook bench core
+	./bin/spook-lab bench core
 
 bench-link: build
-	./bin/spook bench link
+	./bin/spook-lab bench link
 
 # Wrapper vs direct TCP vs ssh -L, pgbench direct vs wrapped (root: namespaces).
 bench-wrap: build $(APT_TEST_STAMP)
-	./bin/spook bench wrap
+	./bin/spook-lab bench wrap
 
 bench-domain: build
-	./bin/spook bench domain
+	./bin/spook-lab bench domain
 
 # A victim pair's p99 commit latency unattacked and while one authorised peer attacks (loopback).
 bench-attack: build
-	./bin/spook bench attack
+	./bin/spook-lab bench attack
 
 # Spook vs Yjs vs Automerge; the JSON feeds the SVG charts in docs/plots (several minutes).
 bench-compare: build
-	./bin/spook bench compare --out docs/plots/compare.json
+	./bin/spook-lab bench compare --out docs/plots/compare.json
 	node dist/bench/plot.js docs/plots/compare.json docs/plots
 
 clean:
 	rm -rf dist $(BPF_OBJ)
 
-# The C twin of transport/wire/constants.ts (a test fails when they drift).
-bpf/spook_wire.h: transport/wire/constants.ts control/tools/bpf-header.ts $(BUILD_STAMP)
-	node dist/control/tools/bpf-header.js $@
+# The C twin of wire/constants.ts (a test fails when they drift).
+bpf/spook_wire.h: wire/constants.ts tools/bpf-header.ts $(BUILD_STAMP)
+	node dist/tools/bpf-header.js $@
 
 soak: build
-	./bin/spook sim --seeds 20000 --loss 0.3 --dup 0.05 --reorder 0.2 --cuts
-	./bin/spook sim --seeds 5000 --seed-base 100000 --loss 0.1 --cuts --corrupt 0.03
-	./bin/spook sim --nodes 3 --partitions --crashes --cuts --membership --seeds 20000 --seed-base 1000000
-	./bin/spook sim --nodes 5 --partitions --crashes --cuts --seeds 10000 --seed-base 2000000 --loss 0.3 --dup 0.2 --reorder 0.3
-	./bin/spook sim --nodes 7 --partitions --crashes --cuts --seeds 2000 --seed-base 3000000
-	./bin/spook sim --wrap --seeds 20000 --seed-base 4000000
-	./bin/spook sim --wrap --small-cache --seeds 5000 --seed-base 5000000
+	./bin/spook-lab sim --seeds 20000 --loss 0.3 --dup 0.05 --reorder 0.2 --cuts
+	./bin/spook-lab sim --seeds 5000 --seed-base 100000 --loss 0.1 --cuts --corrupt 0.03
+	./bin/spook-lab sim --nodes 3 --partitions --crashes --cuts --membership --seeds 20000 --seed-base 1000000
+	./bin/spook-lab sim --nodes 5 --partitions --crashes --cuts --seeds 10000 --seed-base 2000000 --loss 0.3 --dup 0.2 --reorder 0.3
+	./bin/spook-lab sim --nodes 7 --partitions --crashes --cuts --seeds 2000 --seed-base 3000000
+	./bin/spook-lab sim --wrap --seeds 20000 --seed-base 4000000
+	./bin/spook-lab sim --wrap --small-cache --seeds 5000 --seed-base 5000000

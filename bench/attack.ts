@@ -1,8 +1,8 @@
 /**
- * `spook bench attack`: how much one authorised, hostile peer slows a victim's other pair.
+ * `spook-lab bench attack`: how much one authorised, hostile peer slows a victim's other pair.
  *
  * Three spookd identities on loopback: the victim v, an honest peer h and the adversary x
- * (control/lab/adversary.ts, in its own process; no spookd runs for x). v is the follower of
+ * (testing/lab/adversary.ts, in its own process; no spookd runs for x). v is the follower of
  * its pair with h, so each measured write crosses the link: a `set` at v through the admin
  * API, timed until v reports it committed. v is the sequencer of its pair with x, whose map
  * holds `keys` entries: the register x's reconciliation requests make v pin. v's dial policy
@@ -22,11 +22,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { AdminClient } from '../control/client/admin-client.js';
-import { Lab, ROOT, sleep, until } from '../control/lab/netns.js';
-import { encodeKey } from '../control/daemon/keys.js';
-import { generateKeyPair, type KeyPair } from '../transport/etcp/crypto.js';
-import type { Attack, AttackReport, AttackSpec } from '../control/lab/adversary.js';
+import { AdminClient } from '../client/admin-client.js';
+import { Lab, ROOT, sleep, until } from '../testing/lab/netns.js';
+import { encodeKey } from '../drivers/daemon/keys.js';
+import { generateKeyPair, type KeyPair } from '../crypto/primitives.js';
+import type { Attack, AttackReport, AttackSpec } from '../testing/lab/adversary.js';
 
 const WRITE_TIMEOUT_MS = 10_000;
 /** After an attack, v must commit a write within this long again before the next phase. */
@@ -155,7 +155,7 @@ export async function runAttackBench(o: { keys: number; writes: number; attackMs
         attack,
       };
       // attackerNice > 0: the adversary yields the CPU to v and h (on a real network it has its own host).
-      const argv = [process.execPath, join(ROOT, 'dist/control/lab/adversary.js'), JSON.stringify(spec)];
+      const argv = [process.execPath, join(ROOT, 'dist/testing/lab/adversary.js'), JSON.stringify(spec)];
       const cmd = o.attackerNice ? ['nice', '-n', String(o.attackerNice), ...argv] : argv;
       const p = spawn(cmd[0], cmd.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
       let cpu = 0;

@@ -1,5 +1,5 @@
 /**
- * `spook bench compare`: one workload through three systems in one process.
+ * `spook-lab bench compare`: one workload through three systems in one process.
  *
  *  - Spook: two HalfPairs over an in-memory simulated link (no loss), a `map` register.
  *  - Yjs: two Y.Doc with a Y.Map; updates exchanged as Yjs update messages, catch-up by
@@ -17,12 +17,12 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import * as Y from 'yjs';
 import * as AM from '@automerge/automerge';
-import { DeltaOp } from '../transport/wire/delta.js';
-import { HalfPair } from '../control/core/halfpair.js';
-import { PairState } from '../control/core/lifecycle.js';
-import type { MapState } from '../control/core/register/map.js';
-import { SimWorld } from '../control/sim/world.js';
-import { Rng } from '../control/sim/rng.js';
+import { DeltaOp } from '../wire/delta.js';
+import { HalfPair } from '../core/pair/halfpair.js';
+import { PairState } from '../core/pair/lifecycle.js';
+import type { MapState } from '../core/register/map.js';
+import { SimWorld } from '../testing/sim/world.js';
+import { Rng } from '../testing/sim/rng.js';
 
 export interface CompareRow {
   system: 'spook' | 'yjs' | 'automerge';

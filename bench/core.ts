@@ -1,5 +1,5 @@
 /**
- * `spook bench core`: the ESTP core's costs, each beside a baseline measured in the same run.
+ * `spook-lab bench core`: the ESTP core's costs, each beside a baseline measured in the same run.
  *
  *  applyPerSec       set deltas/s through the follower's full path: frame decode, message
  *                    decode, precondition check, apply, O(1) hash update, log append.
@@ -11,15 +11,15 @@
  *  reconcileBytes    the same when the log has been compacted past the gap (range-hash path);
  *  fullStateBytes    what a full transfer of that state would put on the wire.
  */
-import { DeltaOp } from '../transport/wire/delta.js';
-import { encodedDeltaLen } from '../transport/wire/delta.js';
-import { encodeFrame } from '../transport/wire/header.js';
-import { FrameType, MAX_PAYLOAD_LEN } from '../transport/wire/constants.js';
-import { HalfPair } from '../control/core/halfpair.js';
-import type { MapState } from '../control/core/register/map.js';
-import { PairState } from '../control/core/lifecycle.js';
-import { SimWorld } from '../control/sim/world.js';
-import { Rng } from '../control/sim/rng.js';
+import { DeltaOp } from '../wire/delta.js';
+import { encodedDeltaLen } from '../wire/delta.js';
+import { encodeFrame } from '../wire/header.js';
+import { FrameType, MAX_PAYLOAD_LEN } from '../wire/constants.js';
+import { HalfPair } from '../core/pair/halfpair.js';
+import type { MapState } from '../core/register/map.js';
+import { PairState } from '../core/pair/lifecycle.js';
+import { SimWorld } from '../testing/sim/world.js';
+import { Rng } from '../testing/sim/rng.js';
 
 export interface CoreBenchResult {
   applyPerSec: number;

@@ -1,5 +1,5 @@
 /**
- * `spook bench domain`: three spookd on loopback forming a QN domain (real UDP, ETCP,
+ * `spook-lab bench domain`: three spookd on loopback forming a QN domain (real UDP, ETCP,
  * fsync as configured).
  *
  *  committedPerSec       candidates (one set each) proposed on the leader through the admin
@@ -12,8 +12,8 @@
  *                        frames, ETCP's 36 bytes per frame not included);
  *  fullStateBytes        what a full copy of the domain's registers would cost.
  */
-import { AdminClient } from '../control/client/admin-client.js';
-import { Lab, sleep, until } from '../control/lab/netns.js';
+import { AdminClient } from '../client/admin-client.js';
+import { Lab, sleep, until } from '../testing/lab/netns.js';
 
 export interface DomainBenchResult {
   deltas: number;

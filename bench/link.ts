@@ -1,5 +1,5 @@
 /**
- * `spook bench link`: two spookd processes over loopback UDP (real sockets, ETCP, fsync
+ * `spook-lab bench link`: two spookd processes over loopback UDP (real sockets, ETCP, fsync
  * as configured).
  *
  *  committedPerSec       set deltas/s proposed through the admin API on the sequencer and
@@ -14,9 +14,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AdminClient } from '../control/client/admin-client.js';
-import { encodeKey } from '../control/daemon/keys.js';
-import { generateKeyPair } from '../transport/etcp/crypto.js';
+import { AdminClient } from '../client/admin-client.js';
+import { encodeKey } from '../drivers/daemon/keys.js';
+import { generateKeyPair } from '../crypto/primitives.js';
 
 export interface LinkBenchResult {
   deltas: number;

@@ -1,5 +1,5 @@
 /**
- * Renders the comparison charts for docs/BENCHMARKS.md from `spook bench compare --out`
+ * Renders the comparison charts for docs/BENCHMARKS.md from `spook-lab bench compare --out`
  * JSON: Vega-Lite specs compiled and rendered to SVG headless (no hand-drawn figures).
  *
  *   node dist/bench/plot.js docs/plots/compare.json docs/plots

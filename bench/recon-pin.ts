@@ -6,12 +6,12 @@
  * second, inside the rate limit) builds a new one; a SnapReq then measures the chunking
  * slices (work() per handleTimeout).
  */
-import { HalfPair } from '../control/core/halfpair.js';
-import type { MapState } from '../control/core/register/map.js';
-import { encodeFrame } from '../transport/wire/header.js';
-import { FrameType } from '../transport/wire/constants.js';
-import { MsgType, REQ_WANT_META, encodeMessage } from '../transport/wire/messages.js';
-import { DeltaOp } from '../transport/wire/delta.js';
+import { HalfPair } from '../core/pair/halfpair.js';
+import type { MapState } from '../core/register/map.js';
+import { encodeFrame } from '../wire/header.js';
+import { FrameType } from '../wire/constants.js';
+import { MsgType, REQ_WANT_META, encodeMessage } from '../wire/messages.js';
+import { DeltaOp } from '../wire/delta.js';
 
 const n = Number(process.argv[2] ?? 100_000);
 const requests = Number(process.argv[3] ?? 5);

@@ -1,5 +1,5 @@
 /**
- * `spook bench wrap`: two hosts in network namespaces joined by a veth, a spookd on each,
+ * `spook-lab bench wrap`: two hosts in network namespaces joined by a veth, a spookd on each,
  * the client on host a and the servers on host b (needs root).
  *
  *  directMBps     bytes/s of one TCP connection a → b (a Node sink on b), no wrapper;
@@ -14,10 +14,10 @@
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { Lab, sleep, until } from '../control/lab/netns.js';
+import { Lab, sleep, until } from '../testing/lab/netns.js';
 import { writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { nsExec, nsRun, startNginx, startPostgres, startSshd } from '../control/lab/servers.js';
+import { nsExec, nsRun, startNginx, startPostgres, startSshd } from '../testing/lab/servers.js';
 
 export interface WrapBenchResult {
   bytes: number;

@@ -1,11 +1,11 @@
 /**
- * `spook bench xdp`: nanoseconds per packet through BPF_PROG_TEST_RUN with repeat, for
+ * `spook-lab bench xdp`: nanoseconds per packet through BPF_PROG_TEST_RUN with repeat, for
  * four kinds of packet, beside a trivial XDP_PASS program measured in the same run.
  */
-import { XdpProgram, XDP_DROP, XDP_PASS } from '../control/bpf/xdp.js';
-import { udpPacket } from '../control/bpf/packet.js';
-import { encodeFrame } from '../transport/wire/header.js';
-import { FrameType } from '../transport/wire/constants.js';
+import { XdpProgram, XDP_DROP, XDP_PASS } from '../drivers/bpf/xdp.js';
+import { udpPacket } from '../testing/packet.js';
+import { encodeFrame } from '../wire/header.js';
+import { FrameType } from '../wire/constants.js';
 
 export interface XdpBenchResult {
   repeat: number;

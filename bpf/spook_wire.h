@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
-/* GENERATED from transport/wire/constants.ts by control/tools/bpf-header.ts: do not edit. */
+/* GENERATED from wire/constants.ts by tools/bpf-header.ts: do not edit. */
 /* ESTP v1 frame header constants (docs/PROTOCOL.md section 2). */
 #ifndef SPOOK_WIRE_H
 #define SPOOK_WIRE_H

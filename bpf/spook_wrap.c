@@ -48,7 +48,7 @@
 #define MAX_WRAPPED_PORTS 256
 #define ORIG_ENTRIES 65536
 
-/* Counter slots of wrap_stats (control/bpf/wrap-hooks.ts names them in this order). */
+/* Counter slots of wrap_stats (drivers/bpf/wrap-hooks.ts names them in this order). */
 enum {
 	WRAP_CNT_REDIRECTED,    /* connect rewritten to the proxy */
 	WRAP_CNT_SKIPPED_SELF,  /* spookd's own connect */

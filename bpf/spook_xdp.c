@@ -2,7 +2,7 @@
 /*
  * Spook XDP fast path: validate ESTP framing and link conformance at the NIC
  * (docs/PROTOCOL.md section 2). UDP to the ESTP port is checked in the same order as
- * transport/wire/header.ts decodeFrame(), with the same drop reasons (spook_wire.h is
+ * wire/header.ts decodeFrame(), with the same drop reasons (spook_wire.h is
  * generated from the TypeScript constants); everything that is not ESTP passes
  * untouched. Parsing follows xdp-tutorial's helpers: a cursor, and a bounds check
  * before every read.

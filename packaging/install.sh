@@ -13,6 +13,9 @@ SYSTEMDDIR=${SYSTEMDDIR:-$PREFIX/lib/systemd/system}
 lib="$DESTDIR$PREFIX/lib/spook"
 manifest="$lib/.manifest"
 record=$(mktemp)
+# The folders of the installed tree (docs/ARCHITECTURE.md); the import-boundary test keeps them
+# free of testing/ and bench/.
+PRODUCT_DIRS="wire crypto core drivers client cli"
 trap 'rm -f "$record"' EXIT
 
 subst() { sed -e "s#@PREFIX@#$PREFIX#g" -e "s#@SYSCONFDIR@#$SYSCONFDIR#g" -e "s#@NAME@#${2:-}#g" "$1"; }
@@ -54,7 +57,10 @@ install)
     rm -f "$manifest_saved"
   fi
   mkdirs "$PREFIX/lib/spook"
-  cp -a package.json package-lock.json README.md dist bin docs "$lib/"
+  # The product only: no simulator, lab, benchmark, tool or test code (testing/, bench/, tools/, test/).
+  cp -a package.json package-lock.json README.md docs "$lib/"
+  mkdir -p "$lib/bin" "$lib/dist" && cp -a bin/spook bin/spookd "$lib/bin/"
+  for d in $PRODUCT_DIRS; do cp -a "dist/$d" "$lib/dist/"; done
   mkdir -p "$lib/bpf" && cp -a bpf/spook_xdp.o bpf/spook_wire.h bpf/spook_xdp.c bpf/spook_wrap.o bpf/spook_wrap.c "$lib/bpf/"
   cp -a node_modules "$lib/"
   (cd "$lib" && npm prune --omit=dev --no-audit --no-fund >/dev/null 2>&1)

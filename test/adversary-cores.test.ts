@@ -1,16 +1,16 @@
 import { describe, expect, it } from 'vitest';
-import { Rng } from '../control/sim/rng.js';
-import { concat, estpPayload, qnPayload, wrapRecord } from '../control/lab/fuzz.js';
-import { CloseReason, encodeMessage, MsgType } from '../transport/wire/messages.js';
-import { PairState } from '../control/core/lifecycle.js';
-import { HalfPair } from '../control/core/halfpair.js';
-import { DomainNode } from '../control/qn/node.js';
-import { MemDisk } from '../control/qn/disk.js';
-import { WrapSession } from '../wrappers/session.js';
-import { encodeRecord, RecordType } from '../wrappers/codec.js';
+import { Rng } from '../testing/sim/rng.js';
+import { concat, estpPayload, qnPayload, wrapRecord } from '../testing/lab/fuzz.js';
+import { CloseReason, encodeMessage, MsgType } from '../wire/messages.js';
+import { PairState } from '../core/pair/lifecycle.js';
+import { HalfPair } from '../core/pair/halfpair.js';
+import { DomainNode } from '../core/qn/node.js';
+import { MemDisk } from '../core/qn/disk.js';
+import { WrapSession } from '../core/wrap/session.js';
+import { encodeRecord, RecordType } from '../wire/wrap.js';
 
 /**
- * Issue 13, "a node of each core": the adversary's fuzz (control/lab/fuzz.ts) straight into
+ * Issue 13, "a node of each core": the adversary's fuzz (testing/lab/fuzz.ts) straight into
  * each sans-I/O protocol core, driven as the daemon drives it (input, then timers, then every
  * output drained). A core never throws on peer input: any exception that escapes is collected
  * by kind (digits elided) with the seed and message number that raised it, and the core is

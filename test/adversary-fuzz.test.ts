@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { Rng } from '../control/sim/rng.js';
-import { estpPayload, MAX_PAYLOAD, qnPayload, wrapRecord, type QnContext } from '../control/lab/fuzz.js';
-import { decodeMessages } from '../transport/wire/messages.js';
-import { decodeEnvelope } from '../control/qn/codec.js';
-import { decodeRecord } from '../wrappers/codec.js';
+import { Rng } from '../testing/sim/rng.js';
+import { estpPayload, MAX_PAYLOAD, qnPayload, wrapRecord, type QnContext } from '../testing/lab/fuzz.js';
+import { decodeMessages } from '../wire/messages.js';
+import { decodeEnvelope } from '../wire/qn.js';
+import { decodeRecord } from '../wire/wrap.js';
 
 /**
- * The adversary's generators (control/lab/fuzz.ts) are only worth their count if they are
+ * The adversary's generators (testing/lab/fuzz.ts) are only worth their count if they are
  * reproducible and if most of what they make passes the codecs and reaches the protocol
  * cores, with a share that does not: these tests hold them to both.
  */

@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { renderWireHeader } from '../control/tools/bpf-header.js';
-import { DropReason, HEADER_LEN, MAGIC } from '../transport/wire/constants.js';
+import { renderWireHeader } from '../tools/bpf-header.js';
+import { DropReason, HEADER_LEN, MAGIC } from '../wire/constants.js';
 
 // One source of truth for the wire: the committed C header must be the rendering of constants.ts.
 describe('bpf/spook_wire.h', () => {
-  it('matches transport/wire/constants.ts (regenerate with `make bpf/spook_wire.h`)', () => {
+  it('matches wire/constants.ts (regenerate with `make bpf/spook_wire.h`)', () => {
     expect(readFileSync(new URL('../bpf/spook_wire.h', import.meta.url), 'utf8')).toBe(renderWireHeader());
   });
 

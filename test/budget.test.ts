@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { BudgetPool, WorkBudget } from '../control/daemon/budget.js';
+import { BudgetPool, WorkBudget } from '../core/etcp/budget.js';
 
 describe('per-peer work budgets (PROTOCOL.md §12.9)', () => {
   it('without a pool, a budget is a hard cap: over it, work is refused until the refill', () => {

@@ -2,9 +2,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig, ConfigError } from '../control/daemon/config.js';
-import { readPrivateKey, writePrivateKey, encodeKey } from '../control/daemon/keys.js';
-import { generateKeyPair } from '../transport/etcp/crypto.js';
+import { loadConfig, ConfigError } from '../drivers/daemon/config.js';
+import { readPrivateKey, writePrivateKey, encodeKey } from '../drivers/daemon/keys.js';
+import { generateKeyPair } from '../crypto/primitives.js';
 
 const dirs: string[] = [];
 const tmp = (): string => {

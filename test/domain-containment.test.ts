@@ -4,17 +4,17 @@
  * regression test is named after the attack it reproduces.
  */
 import { describe, expect, it } from 'vitest';
-import { DeltaOp } from '../transport/wire/delta.js';
-import { encodeBody, encodeEnvelope, sealedHeader, type QnBody } from '../control/qn/codec.js';
-import { MemDisk } from '../control/qn/disk.js';
-import { DomainNode } from '../control/qn/node.js';
-import { EntryKind, MAX_TERM, Raft, Role, encodeConfig, type LogEntry } from '../control/qn/raft.js';
-import { encodeCandidate } from '../control/qn/state.js';
-import { Rng } from '../control/sim/rng.js';
+import { DeltaOp } from '../wire/delta.js';
+import { encodeBody, encodeEnvelope, sealedHeader, type QnBody } from '../wire/qn.js';
+import { MemDisk } from '../core/qn/disk.js';
+import { DomainNode } from '../core/qn/node.js';
+import { EntryKind, MAX_TERM, Raft, Role, encodeConfig, type LogEntry } from '../core/qn/raft.js';
+import { encodeCandidate } from '../core/qn/state.js';
+import { Rng } from '../testing/sim/rng.js';
 import { Trio, DOMAIN, OUTSIDER } from './domain-trio.js';
 import { createHash, createHmac, createPrivateKey, createPublicKey, diffieHellman } from 'node:crypto';
-import { publicKeyOf } from '../transport/etcp/crypto.js';
-import { StaticRelaySealer } from '../transport/etcp/qn-seal.js';
+import { publicKeyOf } from '../crypto/primitives.js';
+import { StaticRelaySealer } from '../core/qn/seal.js';
 
 /** The box of the §15.5 test vector (PROTOCOL.md). */
 const VECTOR = '090530f5616891f7ee78ee0c58f9762bf786';
@@ -227,7 +227,7 @@ describe('QN containment: relayed messages are sealed end to end by their origin
   });
 });
 
-describe('relay seal construction (transport/etcp/qn-seal.ts)', () => {
+describe('relay seal construction (core/qn/seal.ts)', () => {
   it('relay seal test vector: matches an independent computation from node:crypto, and opens only at the destination', () => {
     const sA = new Uint8Array(32).fill(1);
     const sB = new Uint8Array(32).fill(2);

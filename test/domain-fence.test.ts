@@ -8,13 +8,13 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { DomainHost, domainIdOf, nodeIdOf, type DomainConfig } from '../control/daemon/domains.js';
-import { FileDomainDisk } from '../control/daemon/domain-store.js';
-import { encodeEnvelope } from '../control/qn/codec.js';
-import { MemDisk } from '../control/qn/disk.js';
-import { EntryKind } from '../control/qn/raft.js';
-import { generateKeyPair } from '../transport/etcp/crypto.js';
-import { DeltaOp } from '../transport/wire/delta.js';
+import { DomainHost, domainIdOf, nodeIdOf, type DomainConfig } from '../drivers/daemon/domains.js';
+import { FileDomainDisk } from '../drivers/store/domain-store.js';
+import { encodeEnvelope } from '../wire/qn.js';
+import { MemDisk } from '../core/qn/disk.js';
+import { EntryKind } from '../core/qn/raft.js';
+import { generateKeyPair } from '../crypto/primitives.js';
+import { DeltaOp } from '../wire/delta.js';
 import { Trio } from './domain-trio.js';
 
 const dirs: string[] = [];
@@ -32,7 +32,7 @@ function host(dataDir: string, name: string, lines: string[]): { h: DomainHost; 
   return { h, peerId: nodeIdOf(peer.publicKey) };
 }
 
-describe('fencing a domain (control/daemon/domains.ts)', () => {
+describe('fencing a domain (drivers/daemon/domains.ts)', () => {
   it('poisoned journal: an entry that cannot be applied fences that domain at start, naming it and the index; another domain still serves', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'spook-fence-'));
     dirs.push(dataDir);

@@ -7,9 +7,9 @@
  * committing afterwards, and what a peer can make a member hold stays within its bounds.
  */
 import { describe, expect, it } from 'vitest';
-import { decodeEnvelope, encodeEnvelope, type QnBody, type QnEnvelope } from '../control/qn/codec.js';
-import { QN_DROPS } from '../control/qn/node.js';
-import { Rng } from '../control/sim/rng.js';
+import { decodeEnvelope, encodeEnvelope, type QnBody, type QnEnvelope } from '../wire/qn.js';
+import { QN_DROPS } from '../core/qn/node.js';
+import { Rng } from '../testing/sim/rng.js';
 import { DOMAIN, OUTSIDER, Trio } from './domain-trio.js';
 
 const EXTREMES = [0, 1, 2 ** 32 - 1, 2 ** 32, 2 ** 48, 2 ** 53 - 1];
@@ -73,7 +73,7 @@ function mutateEnvelope(rng: Rng, e: QnEnvelope): QnEnvelope {
   return m;
 }
 
-describe('QN fuzz (control/qn/node.ts)', () => {
+describe('QN fuzz (core/qn/node.ts)', () => {
   it('100,000 fuzzed QN messages from a member link and a non-member link: nothing escapes, the domain keeps committing, buffers stay bounded', () => {
     const rng = new Rng(1313);
     const t = new Trio(77, { maxLogEntries: 16, maxSnapshotBytes: MAX_SNAPSHOT, maxPending: 64 });

@@ -4,10 +4,10 @@
  * Each regression test is named after the attack it reproduces.
  */
 import { describe, expect, it } from 'vitest';
-import { DeltaOp } from '../transport/wire/delta.js';
-import { Raft, Role } from '../control/qn/raft.js';
-import { MemDisk } from '../control/qn/disk.js';
-import { CollapseReject, DomainState, MAX_ORIGINS, MAX_OUTCOMES, OUTCOME_WINDOW, encodeCandidate, snapshotBound, type CandidateOp } from '../control/qn/state.js';
+import { DeltaOp } from '../wire/delta.js';
+import { Raft, Role } from '../core/qn/raft.js';
+import { MemDisk } from '../core/qn/disk.js';
+import { CollapseReject, DomainState, MAX_ORIGINS, MAX_OUTCOMES, OUTCOME_WINDOW, encodeCandidate, snapshotBound, type CandidateOp } from '../core/qn/state.js';
 import { Trio } from './domain-trio.js';
 
 const set = (key: number, value: Uint8Array) => ({ register: 'kv', delta: { op: DeltaOp.Set, key: new Uint8Array([key >> 8, key & 255, 1]), value } as const });

@@ -7,8 +7,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FileDomainDisk } from '../control/daemon/domain-store.js';
-import type { MapState } from '../control/core/register/map.js';
+import { FileDomainDisk } from '../drivers/store/domain-store.js';
+import type { MapState } from '../core/register/map.js';
 import { Trio } from './domain-trio.js';
 
 const dirs: string[] = [];

@@ -2,10 +2,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FileDomainDisk } from '../control/daemon/domain-store.js';
-import { StoreError } from '../control/daemon/store.js';
-import { DomainNode } from '../control/qn/node.js';
-import { DeltaOp } from '../transport/wire/delta.js';
+import { FileDomainDisk } from '../drivers/store/domain-store.js';
+import { StoreError } from '../drivers/store/store.js';
+import { DomainNode } from '../core/qn/node.js';
+import { DeltaOp } from '../wire/delta.js';
 
 const dirs: string[] = [];
 const tmp = (): string => {
@@ -33,7 +33,7 @@ const put = (n: DomainNode, k: string, v: string): void => {
   n.handleTimeout(1000);
 };
 
-describe('domain member durability (control/daemon/domain-store.ts)', () => {
+describe('domain member durability (drivers/store/domain-store.ts)', () => {
   it('a restart finds term, vote, log and state again; applied entries replay to the same hash', () => {
     const dir = tmp();
     const a = solo(dir);
@@ -72,7 +72,7 @@ describe('domain member durability (control/daemon/domain-store.ts)', () => {
     expect(journal).toBeLessThan(10_000);
     a.disk.close();
     const b = solo(dir, 32);
-    const kv = b.node.state.registers.get('kv')!.state as import('../control/core/register/map.js').MapState;
+    const kv = b.node.state.registers.get('kv')!.state as import('../core/register/map.js').MapState;
     expect(kv.size()).toBe(50);
     expect(new TextDecoder().decode(kv.get(enc('k49'))!.value)).toBe('v499');
     // Sequence numbers are never reused across a rewrite: a reused one would be taken for a retry.

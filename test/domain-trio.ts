@@ -3,14 +3,14 @@
  * clock, plus node 9: a configured peer (a link of every member) that is not a member.
  * Messages to 9 are captured, never delivered.
  */
-import { DeltaOp } from '../transport/wire/delta.js';
-import { decodeEnvelope, encodeEnvelope, type QnBody } from '../control/qn/codec.js';
-import { MemDisk } from '../control/qn/disk.js';
-import { DomainNode, type DomainEvent } from '../control/qn/node.js';
-import { Role } from '../control/qn/raft.js';
-import { Rng } from '../control/sim/rng.js';
-import { publicKeyOf, type KeyPair } from '../transport/etcp/crypto.js';
-import { StaticRelaySealer } from '../transport/etcp/qn-seal.js';
+import { DeltaOp } from '../wire/delta.js';
+import { decodeEnvelope, encodeEnvelope, type QnBody } from '../wire/qn.js';
+import { MemDisk } from '../core/qn/disk.js';
+import { DomainNode, type DomainEvent } from '../core/qn/node.js';
+import { Role } from '../core/qn/raft.js';
+import { Rng } from '../testing/sim/rng.js';
+import { publicKeyOf, type KeyPair } from '../crypto/primitives.js';
+import { StaticRelaySealer } from '../core/qn/seal.js';
 
 export const DOMAIN = 0x51_4e_7e_57;
 export const OUTSIDER = 9;

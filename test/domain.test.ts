@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { DeltaOp } from '../transport/wire/delta.js';
-import { WireError } from '../transport/wire/errors.js';
-import { decodeEnvelope, encodeEnvelope, type QnEnvelope } from '../control/qn/codec.js';
-import { MemDisk } from '../control/qn/disk.js';
-import { EntryKind, Raft, Role, decodeConfig, encodeConfig, type LogEntry } from '../control/qn/raft.js';
-import { CollapseReject, DomainState, encodeCandidate, type Candidate } from '../control/qn/state.js';
-import { MapState } from '../control/core/register/map.js';
-import { runDomainSeeds, runDomainSim, DOMAIN_SIM_DEFAULTS } from '../control/sim/domain.js';
-import { Rng } from '../control/sim/rng.js';
+import { DeltaOp } from '../wire/delta.js';
+import { WireError } from '../wire/errors.js';
+import { decodeEnvelope, encodeEnvelope, type QnEnvelope } from '../wire/qn.js';
+import { MemDisk } from '../core/qn/disk.js';
+import { EntryKind, Raft, Role, decodeConfig, encodeConfig, type LogEntry } from '../core/qn/raft.js';
+import { CollapseReject, DomainState, encodeCandidate, type Candidate } from '../core/qn/state.js';
+import { MapState } from '../core/register/map.js';
+import { runDomainSeeds, runDomainSim, DOMAIN_SIM_DEFAULTS } from '../testing/sim/domain.js';
+import { Rng } from '../testing/sim/rng.js';
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 
@@ -96,7 +96,7 @@ class Cluster {
   }
 }
 
-describe('Raft (control/qn/raft.ts)', () => {
+describe('Raft (core/qn/raft.ts)', () => {
   it('elects one leader and replicates to every member in the same order', () => {
     const c = new Cluster([1, 2, 3]);
     c.run(500);
@@ -234,7 +234,7 @@ describe('Raft (control/qn/raft.ts)', () => {
   });
 });
 
-describe('QN wire codec (control/qn/codec.ts)', () => {
+describe('QN wire codec (wire/qn.ts)', () => {
   const bodies: QnEnvelope['body'][] = [
     { t: 'vote', term: 3, lastIndex: 10, lastTerm: 2, pre: true },
     { t: 'voteResp', term: 3, granted: false, pre: false },
@@ -264,7 +264,7 @@ describe('QN wire codec (control/qn/codec.ts)', () => {
   });
 });
 
-describe('QSCS collapse in a domain (control/qn/state.ts)', () => {
+describe('QSCS collapse in a domain (core/qn/state.ts)', () => {
   const regs = [
     { name: 'a', kind: 'map' as const },
     { name: 'b', kind: 'map' as const },
@@ -320,7 +320,7 @@ describe('QSCS collapse in a domain (control/qn/state.ts)', () => {
   });
 });
 
-describe('domain simulation (control/sim/domain.ts)', () => {
+describe('domain simulation (testing/sim/domain.ts)', () => {
   const faults = { ...DOMAIN_SIM_DEFAULTS, partitions: true, crashes: true, cuts: true, skew: true };
 
   it('1,000 seeds, 3 members, with partitions, crashes, link cuts, skew, loss, duplication and reordering', () => {

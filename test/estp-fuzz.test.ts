@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { HalfPair } from '../control/core/halfpair.js';
-import { PairState } from '../control/core/lifecycle.js';
-import { ProposeError } from '../control/core/replica.js';
-import type { SpookEvent } from '../control/core/events.js';
-import { EstpFuzzer } from '../control/sim/fuzz-estp.js';
-import { SimWorld, type SimEndpoint } from '../control/sim/world.js';
-import { DeltaOp } from '../transport/wire/delta.js';
+import { HalfPair } from '../core/pair/halfpair.js';
+import { PairState } from '../core/pair/lifecycle.js';
+import { ProposeError } from '../core/pair/replica.js';
+import type { SpookEvent } from '../core/pair/events.js';
+import { EstpFuzzer } from '../testing/sim/fuzz-estp.js';
+import { SimWorld, type SimEndpoint } from '../testing/sim/world.js';
+import { DeltaOp } from '../wire/delta.js';
 import { enc } from './helpers.js';
 
 const PAYLOADS = 100_000;

@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
-import { EtcpEndpoint, INIT_LEN, MAX_SEALED_PAYLOAD, MAX_SESSIONS_PER_PEER, RESP_LEN, type Session } from '../transport/etcp/endpoint.js';
-import { COOKIE_REPLY_LEN, mac, mac1Key, openCookie, sealCookie, stampMacs } from '../transport/etcp/cookie.js';
-import { Rng } from '../control/sim/rng.js';
-import { generateKeyPair } from '../transport/etcp/crypto.js';
-import { decodeFrame, encodeFrame } from '../transport/wire/header.js';
-import { FrameType, MAX_HANDSHAKE_PAYLOAD_LEN } from '../transport/wire/constants.js';
-import { WireError } from '../transport/wire/errors.js';
+import { EtcpEndpoint, INIT_LEN, MAX_SEALED_PAYLOAD, MAX_SESSIONS_PER_PEER, RESP_LEN, type Session } from '../core/etcp/endpoint.js';
+import { COOKIE_REPLY_LEN, mac, mac1Key, openCookie, sealCookie, stampMacs } from '../core/etcp/cookie.js';
+import { Rng } from '../testing/sim/rng.js';
+import { generateKeyPair } from '../crypto/primitives.js';
+import { decodeFrame, encodeFrame } from '../wire/header.js';
+import { FrameType, MAX_HANDSHAKE_PAYLOAD_LEN } from '../wire/constants.js';
+import { WireError } from '../wire/errors.js';
 
 const random = (n: number): Uint8Array => new Uint8Array(randomBytes(n));
 

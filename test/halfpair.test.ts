@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { DeltaOp } from '../transport/wire/delta.js';
-import { PairState } from '../control/core/lifecycle.js';
-import { ProposeError } from '../control/core/replica.js';
-import type { MapState } from '../control/core/register/map.js';
-import type { StreamState } from '../control/core/register/stream.js';
+import { DeltaOp } from '../wire/delta.js';
+import { PairState } from '../core/pair/lifecycle.js';
+import { ProposeError } from '../core/pair/replica.js';
+import type { MapState } from '../core/register/map.js';
+import type { StreamState } from '../core/register/stream.js';
 import { append, cas, enc, harness, proposeNow, set } from './helpers.js';
-import { MsgType, encodeMessage, type Message } from '../transport/wire/messages.js';
+import { MsgType, encodeMessage, type Message } from '../wire/messages.js';
 
 const KV = [{ name: 'kv', kind: 'map' as const }];
 
@@ -230,8 +230,8 @@ describe('inbound garbage', () => {
 
 describe('a follower that lost its data', () => {
   it('candidates it proposed with reused sequence numbers are rejected, never reported committed', async () => {
-    const { SimWorld } = await import('../control/sim/world.js');
-    const { HalfPair } = await import('../control/core/halfpair.js');
+    const { SimWorld } = await import('../testing/sim/world.js');
+    const { HalfPair } = await import('../core/pair/halfpair.js');
     const world = new SimWorld(3, { loss: 0, dup: 0, reorder: 0, minDelayMs: 1, maxDelayMs: 2 });
     const regs = [{ name: 'kv', kind: 'map' as const, log: { maxRecords: 4, maxBytes: 1 << 20 } }];
     const a = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 9, registers: regs }, 0);

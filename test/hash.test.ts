@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { Hash64, Murmur3, hashEquals, hashHex, laneSeeds, murmur3 } from '../control/core/hash.js';
-import { MapState } from '../control/core/register/map.js';
-import { StreamState } from '../control/core/register/stream.js';
-import { DeltaOp, RejectReason, type Delta } from '../transport/wire/delta.js';
+import { Hash64, Murmur3, hashEquals, hashHex, laneSeeds, murmur3 } from '../core/register/hash.js';
+import { MapState } from '../core/register/map.js';
+import { StreamState } from '../core/register/stream.js';
+import { DeltaOp, RejectReason, type Delta } from '../wire/delta.js';
 
 const utf8 = new TextEncoder();
 const b = (s: string): Uint8Array => utf8.encode(s);

@@ -1,9 +1,9 @@
 /** Small builders shared by the HalfPair tests. */
-import { DeltaOp, type Delta } from '../transport/wire/delta.js';
-import { PairState } from '../control/core/lifecycle.js';
-import { SimWorld, type SimEndpoint } from '../control/sim/world.js';
-import type { RegisterSpec } from '../control/core/halfpair.js';
-import type { SpookEvent } from '../control/core/events.js';
+import { DeltaOp, type Delta } from '../wire/delta.js';
+import { PairState } from '../core/pair/lifecycle.js';
+import { SimWorld, type SimEndpoint } from '../testing/sim/world.js';
+import type { RegisterSpec } from '../core/pair/halfpair.js';
+import type { SpookEvent } from '../core/pair/events.js';
 
 export const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 export const set = (k: string, v: string): Delta => ({ op: DeltaOp.Set, key: enc(k), value: enc(v) });

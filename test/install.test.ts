@@ -3,8 +3,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { encodeKey } from '../control/daemon/keys.js';
-import { generateKeyPair } from '../transport/etcp/crypto.js';
+import { encodeKey } from '../drivers/daemon/keys.js';
+import { generateKeyPair } from '../crypto/primitives.js';
 
 /** `make install` / `make uninstall`: into a prefix and into a DESTDIR, then run what was installed. */
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -37,6 +37,14 @@ describe('make install / uninstall', () => {
       expect(analyze.status, analyze.stderr).toBe(0);
       expect(analyze.stderr.trim()).toBe('');
     }
+    // The product only: no simulator, lab, benchmark, build tool or test code, no developers' CLI.
+    const lib = join(prefix, 'lib', 'spook');
+    expect(readdirSync(join(lib, 'dist')).sort()).toEqual(['cli', 'client', 'core', 'crypto', 'drivers', 'wire']);
+    expect(readdirSync(join(lib, 'bin')).sort()).toEqual(['spook', 'spookd']);
+    const shipped = tree(join(lib, 'dist')).filter((f) => f.endsWith('.js'));
+    expect(shipped.filter((f) => /(^|\/)(testing|bench|tools|test|sim|lab)\//.test(f) || /\.test\.js$/.test(f))).toEqual([]);
+    const help = execFileSync(join(prefix, 'bin', 'spook'), ['--help'], { encoding: 'utf8' });
+    for (const dev of ['sim', 'bench', 'demo']) expect(help).not.toMatch(new RegExp(`^\\s+${dev}\\b`, 'm'));
     // Only production dependencies are installed.
     expect(existsSync(join(prefix, 'lib', 'spook', 'node_modules', 'vitest'))).toBe(false);
     expect(existsSync(join(prefix, 'lib', 'spook', 'node_modules', 'koffi'))).toBe(true);

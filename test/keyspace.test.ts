@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { allEntries, buildIndex, childrenOf, countUnder, entriesUnder, prefixContains, prefixRange, type KeyIndex } from '../control/core/keyspace.js';
+import { allEntries, buildIndex, childrenOf, countUnder, entriesUnder, prefixContains, prefixRange, type KeyIndex } from '../core/register/keyspace.js';
 
 const entriesOf = (index: KeyIndex) => [...allEntries(index)];
-import { MapState, type MapEntry } from '../control/core/register/map.js';
-import { RECON_FANOUT, RECON_MAX_DEPTH } from '../transport/wire/messages.js';
+import { MapState, type MapEntry } from '../core/register/map.js';
+import { RECON_FANOUT, RECON_MAX_DEPTH } from '../wire/messages.js';
 
 const TWO32 = 2 ** 32;
 const M64 = (1n << 64n) - 1n;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { IllegalTransition, Lifecycle, LifecycleEvent, PairState, nextState } from '../control/core/lifecycle.js';
+import { IllegalTransition, Lifecycle, LifecycleEvent, PairState, nextState } from '../core/pair/lifecycle.js';
 
 const S = PairState;
 const E = LifecycleEvent;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DeltaLog, type LogRecord } from '../control/core/log.js';
+import { DeltaLog, type LogRecord } from '../core/pair/log.js';
 
 /** A record for version v whose hash and bytes are recognisable. */
 function rec(v: number, size = 10): LogRecord {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { IKInitiator, IKResponder, NoiseError, keyPairFromPrivate, type HandshakeResult } from '../transport/etcp/noise.js';
-import { generateKeyPair, hchacha20, xaeadDecrypt, xaeadEncrypt, type HashName } from '../transport/etcp/crypto.js';
+import { IKInitiator, IKResponder, NoiseError, keyPairFromPrivate, type HandshakeResult } from '../core/etcp/noise.js';
+import { generateKeyPair, hchacha20, xaeadDecrypt, xaeadEncrypt, type HashName } from '../crypto/primitives.js';
 
 interface Vector {
   protocol_name: string;

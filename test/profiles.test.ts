@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { PROTOCOLS, ProtocolStats, recognise, RECOGNISE_MAX_BYTES, type Protocol } from '../wrappers/profiles.js';
+import { PROTOCOLS, ProtocolStats, recognise, RECOGNISE_MAX_BYTES, type Protocol } from '../core/wrap/profiles.js';
 
 const enc = new TextEncoder();
 const ascii = (s: string): Uint8Array => enc.encode(s);

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { DeltaOp, type Delta } from '../transport/wire/delta.js';
-import type { MapState } from '../control/core/register/map.js';
-import { ProposeError } from '../control/core/replica.js';
+import { DeltaOp, type Delta } from '../wire/delta.js';
+import type { MapState } from '../core/register/map.js';
+import { ProposeError } from '../core/pair/replica.js';
 import { harness } from './helpers.js';
 
 // Property: any interleaving of concurrent writes at both ends, under any loss/dup/reorder,

@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { HalfPair } from '../control/core/halfpair.js';
-import type { MapState } from '../control/core/register/map.js';
-import { FrameType } from '../transport/wire/constants.js';
-import { DeltaOp } from '../transport/wire/delta.js';
-import { encodeFrame } from '../transport/wire/header.js';
-import { MsgType, encodeMessage, type Message } from '../transport/wire/messages.js';
-import { SimWorld } from '../control/sim/world.js';
-import { PairState } from '../control/core/lifecycle.js';
+import { HalfPair } from '../core/pair/halfpair.js';
+import type { MapState } from '../core/register/map.js';
+import { FrameType } from '../wire/constants.js';
+import { DeltaOp } from '../wire/delta.js';
+import { encodeFrame } from '../wire/header.js';
+import { MsgType, encodeMessage, type Message } from '../wire/messages.js';
+import { SimWorld } from '../testing/sim/world.js';
+import { PairState } from '../core/pair/lifecycle.js';
 import { cas, enc, harness, proposeNow, set, del } from './helpers.js';
 
 type Outcome = { ep: string; origin: number; seq: number; verdict: string; reason?: string };

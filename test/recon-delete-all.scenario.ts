@@ -3,11 +3,11 @@
  * so it has Node's default stack, as spookd does: vitest's workers have a stack four times
  * larger, which hides an overflow. Prints one JSON line with the outcome.
  */
-import { HalfPair } from '../control/core/halfpair.js';
-import { PairState } from '../control/core/lifecycle.js';
-import type { MapState } from '../control/core/register/map.js';
-import { SimWorld } from '../control/sim/world.js';
-import { DeltaOp } from '../transport/wire/delta.js';
+import { HalfPair } from '../core/pair/halfpair.js';
+import { PairState } from '../core/pair/lifecycle.js';
+import type { MapState } from '../core/register/map.js';
+import { SimWorld } from '../testing/sim/world.js';
+import { DeltaOp } from '../wire/delta.js';
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 const n = Number(process.argv[2] ?? 150_000);

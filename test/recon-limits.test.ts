@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { HalfPair } from '../control/core/halfpair.js';
-import { CHUNK_WORK_BUDGET, PIN_BURST, PIN_INTERVAL_MS } from '../control/core/reentangle.js';
-import type { MapState } from '../control/core/register/map.js';
-import { FrameType } from '../transport/wire/constants.js';
-import { encodeFrame } from '../transport/wire/header.js';
-import { MsgType, REQ_WANT_META, decodeMessages, encodeMessage, type Message } from '../transport/wire/messages.js';
-import { decodeFrame } from '../transport/wire/header.js';
+import { HalfPair } from '../core/pair/halfpair.js';
+import { CHUNK_WORK_BUDGET, PIN_BURST, PIN_INTERVAL_MS } from '../core/reconcile/reentangle.js';
+import type { MapState } from '../core/register/map.js';
+import { FrameType } from '../wire/constants.js';
+import { encodeFrame } from '../wire/header.js';
+import { MsgType, REQ_WANT_META, decodeMessages, encodeMessage, type Message } from '../wire/messages.js';
+import { decodeFrame } from '../wire/header.js';
 import { enc, set } from './helpers.js';
 
 /** A sequencer preloaded with `n` keys; its log keeps one record, so an old pin is rarely reusable. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { REPLAY_WINDOW, ReplayWindow } from '../transport/etcp/replay.js';
+import { REPLAY_WINDOW, ReplayWindow } from '../core/etcp/replay.js';
 
 // The replay window accepts each packet number once, rejects anything older than the window.
 describe('ReplayWindow', () => {

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { runSeeds } from '../control/sim/batch.js';
-import { runSim, SIM_DEFAULTS } from '../control/sim/run.js';
+import { runSeeds } from '../testing/sim/batch.js';
+import { runSim, SIM_DEFAULTS } from '../testing/sim/run.js';
 
 // The deterministic simulator's checks over many seeds: convergence, no lost commit,
-// no candidate both committed and rejected, every candidate decided (control/sim/run.ts).
+// no candidate both committed and rejected, every candidate decided (testing/sim/run.ts).
 describe('simulation over many seeds', () => {
   it('1,000 seeds at 30% loss with duplication, reordering and link cuts all converge and lose nothing', () => {
     const s = runSeeds(1000, 1, { ...SIM_DEFAULTS, loss: 0.3, dup: 0.05, reorder: 0.2, cuts: true });

@@ -3,17 +3,17 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { configSchema } from '../control/daemon/config.js';
-import { Spookd } from '../control/daemon/spookd.js';
-import { encodeKey } from '../control/daemon/keys.js';
-import { generateKeyPair, type KeyPair } from '../transport/etcp/crypto.js';
-import { DeltaOp } from '../transport/wire/delta.js';
-import { PairState } from '../control/core/lifecycle.js';
-import { EtcpEndpoint, type Session } from '../transport/etcp/endpoint.js';
+import { configSchema } from '../drivers/daemon/config.js';
+import { Spookd } from '../drivers/daemon/spookd.js';
+import { encodeKey } from '../drivers/daemon/keys.js';
+import { generateKeyPair, type KeyPair } from '../crypto/primitives.js';
+import { DeltaOp } from '../wire/delta.js';
+import { PairState } from '../core/pair/lifecycle.js';
+import { EtcpEndpoint, type Session } from '../core/etcp/endpoint.js';
 import { createSocket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
-import { encodeFrame } from '../transport/wire/header.js';
-import { FrameType } from '../transport/wire/constants.js';
+import { encodeFrame } from '../wire/header.js';
+import { FrameType } from '../wire/constants.js';
 
 /**
  * Containment in the driver (docs/PROTOCOL.md §12.9), with three spookd in this process on

@@ -2,14 +2,14 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, statSync, appendFileSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { HalfPair } from '../control/core/halfpair.js';
-import { DiskStore, StoreError } from '../control/daemon/store.js';
-import type { MapState } from '../control/core/register/map.js';
-import type { StreamState } from '../control/core/register/stream.js';
+import { HalfPair } from '../core/pair/halfpair.js';
+import { DiskStore, StoreError } from '../drivers/store/store.js';
+import type { MapState } from '../core/register/map.js';
+import type { StreamState } from '../core/register/stream.js';
 import { append, cas, enc, set, del } from './helpers.js';
-import { SimWorld } from '../control/sim/world.js';
-import { PairState } from '../control/core/lifecycle.js';
-import type { SpookEvent } from '../control/core/events.js';
+import { SimWorld } from '../testing/sim/world.js';
+import { PairState } from '../core/pair/lifecycle.js';
+import type { SpookEvent } from '../core/pair/events.js';
 
 const dirs: string[] = [];
 const tmp = (): string => {

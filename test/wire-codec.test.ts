@@ -12,10 +12,10 @@ import {
   MAX_KEY_LEN,
   MAX_PAYLOAD_LEN,
   MAX_REGISTER_NAME_LEN,
-} from '../transport/wire/constants.js';
-import { WireError } from '../transport/wire/errors.js';
-import { Reader, Writer, varintLen } from '../transport/wire/buffer.js';
-import { decodeFrame, encodeFrame } from '../transport/wire/header.js';
+} from '../wire/constants.js';
+import { WireError } from '../wire/errors.js';
+import { Reader, Writer, varintLen } from '../wire/buffer.js';
+import { decodeFrame, encodeFrame } from '../wire/header.js';
 import {
   DeltaOp,
   RejectReason,
@@ -24,8 +24,8 @@ import {
   encodedDeltaLen,
   validateDelta,
   type Delta,
-} from '../transport/wire/delta.js';
-import { CloseReason, MsgType, REQ_WANT_META, decodeMessages, encodeMessage, type Message } from '../transport/wire/messages.js';
+} from '../wire/delta.js';
+import { CloseReason, MsgType, REQ_WANT_META, decodeMessages, encodeMessage, type Message } from '../wire/messages.js';
 
 // ---------------------------------------------------------------- helpers
 

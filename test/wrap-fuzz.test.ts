@@ -7,9 +7,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { decodeRecord, encodeRecord, MAX_DATA, OPEN_DATAGRAM, OPEN_DELTA, RecordType, type Target, type WrapRecord } from '../wrappers/codec.js';
-import { CHUNK_MAX, DIGEST_LEN } from '../wrappers/dedup.js';
-import { WrapSession } from '../wrappers/session.js';
+import { decodeRecord, encodeRecord, MAX_DATA, OPEN_DATAGRAM, OPEN_DELTA, RecordType, type Target, type WrapRecord } from '../wire/wrap.js';
+import { CHUNK_MAX, DIGEST_LEN } from '../core/wrap/dedup.js';
+import { WrapSession } from '../core/wrap/session.js';
 
 /** xorshift32: the run is the same for a seed. */
 function rng(seed: number): { int: (n: number) => number; pick: <T>(xs: readonly T[]) => T; bytes: (n: number) => Uint8Array; slice: (n: number) => Uint8Array } {

@@ -7,14 +7,14 @@ import { createServer, connect, type Server, type Socket, type AddressInfo } fro
 import { createSocket } from 'node:dgram';
 import { createHash, randomBytes } from 'node:crypto';
 import pino from 'pino';
-import { generateKeyPair, type KeyPair } from '../transport/etcp/crypto.js';
-import { WrapManager, type Interceptor } from '../wrappers/manager.js';
-import { CARRIER_PROLOGUE, carrierMac1, dialCarrier } from '../wrappers/carrier.js';
-import { IKInitiator } from '../transport/etcp/noise.js';
-import { CloseCode, decodeRecord, encodeDataHeader, encodeRecord, RecordType, type WrapRecord } from '../wrappers/codec.js';
-import { WorkBudget } from '../control/daemon/budget.js';
-import { sleep, until } from '../control/lab/netns.js';
-import { sha256 } from '../control/lab/servers.js';
+import { generateKeyPair, type KeyPair } from '../crypto/primitives.js';
+import { WrapManager, type Interceptor } from '../drivers/wrap/manager.js';
+import { CARRIER_PROLOGUE, carrierMac1, dialCarrier } from '../drivers/wrap/carrier.js';
+import { IKInitiator } from '../core/etcp/noise.js';
+import { CloseCode, decodeRecord, encodeDataHeader, encodeRecord, RecordType, type WrapRecord } from '../wire/wrap.js';
+import { WorkBudget } from '../core/etcp/budget.js';
+import { sleep, until } from '../testing/lab/netns.js';
+import { sha256 } from '../testing/lab/servers.js';
 
 const log = pino({ level: 'silent' });
 

@@ -1,16 +1,16 @@
 import { describe, expect, it } from 'vitest';
-import { CloseCode, decodeRecord, encodeRecord, ipv6Bytes, OPEN_DELTA, RecordType, type WrapRecord } from '../wrappers/codec.js';
-import { CHUNK_MAX, CHUNK_MIN, Chunker } from '../wrappers/dedup.js';
-import { ACK_DELAY_MS, WrapSession, type WrapEvent } from '../wrappers/session.js';
-import { DEFAULT_WRAP_SIM, runWrapSim } from '../wrappers/sim.js';
-import { DialPolicy, parseDestination } from '../wrappers/policy.js';
-import { carrierMac1 } from '../wrappers/carrier.js';
+import { CloseCode, decodeRecord, encodeRecord, ipv6Bytes, OPEN_DELTA, RecordType, type WrapRecord } from '../wire/wrap.js';
+import { CHUNK_MAX, CHUNK_MIN, Chunker } from '../core/wrap/dedup.js';
+import { ACK_DELAY_MS, WrapSession, type WrapEvent } from '../core/wrap/session.js';
+import { DEFAULT_WRAP_SIM, runWrapSim } from '../testing/sim/wrap.js';
+import { DialPolicy, parseDestination } from '../drivers/wrap/policy.js';
+import { carrierMac1 } from '../drivers/wrap/carrier.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig } from '../control/daemon/config.js';
-import { encodeKey } from '../control/daemon/keys.js';
-import { generateKeyPair } from '../transport/etcp/crypto.js';
+import { loadConfig } from '../drivers/daemon/config.js';
+import { encodeKey } from '../drivers/daemon/keys.js';
+import { generateKeyPair } from '../crypto/primitives.js';
 
 const opts = { windowBytes: 64 * 1024, maxConnections: 8, pingMs: 1000, silenceMs: 3000, mayDial: () => true };
 const target = { family: 4 as const, address: '10.0.0.2', port: 22 };

@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { XdpProgram, XDP_DROP, XDP_PASS } from '../control/bpf/xdp.js';
-import { udpPacket } from '../control/bpf/packet.js';
-import { encodeFrame, decodeFrame } from '../transport/wire/header.js';
-import { DROP_REASON_NAMES, DropReason, FrameType, MAX_FRAME_LEN } from '../transport/wire/constants.js';
-import { WireError } from '../transport/wire/errors.js';
-import { Rng } from '../control/sim/rng.js';
+import { XdpProgram, XDP_DROP, XDP_PASS } from '../drivers/bpf/xdp.js';
+import { udpPacket } from '../testing/packet.js';
+import { encodeFrame, decodeFrame } from '../wire/header.js';
+import { DROP_REASON_NAMES, DropReason, FrameType, MAX_FRAME_LEN } from '../wire/constants.js';
+import { WireError } from '../wire/errors.js';
+import { Rng } from '../testing/sim/rng.js';
 
 /**
  * The XDP program through BPF_PROG_TEST_RUN (needs root/CAP_BPF, as CI has): a fixture
@@ -266,7 +266,7 @@ describe('C and TypeScript agree', () => {
 
 describe('spookd without the fast path', () => {
   it('a refused attach (no such interface) leaves the daemon running without XDP, with the reason in its status', async () => {
-    const { FastPath } = await import('../control/daemon/fastpath.js');
+    const { FastPath } = await import('../drivers/daemon/fastpath.js');
     const { pino } = await import('pino');
     const lines: string[] = [];
     const log = pino({ level: 'warn' }, { write: (s: string) => void lines.push(s) });

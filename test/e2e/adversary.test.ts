@@ -2,16 +2,16 @@ import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { Lab, ROOT, sleep, until } from '../../control/lab/netns.js';
-import { encodeKey } from '../../control/daemon/keys.js';
-import { generateKeyPair } from '../../transport/etcp/crypto.js';
-import { pairIdentity } from '../../transport/etcp/endpoint.js';
-import { CloseReason, encodeMessage, MsgType } from '../../transport/wire/messages.js';
-import type { Attack, AttackReport, AttackSpec } from '../../control/lab/adversary.js';
+import { Lab, ROOT, sleep, until } from '../../testing/lab/netns.js';
+import { encodeKey } from '../../drivers/daemon/keys.js';
+import { generateKeyPair } from '../../crypto/primitives.js';
+import { pairIdentity } from '../../core/etcp/endpoint.js';
+import { CloseReason, encodeMessage, MsgType } from '../../wire/messages.js';
+import type { Attack, AttackReport, AttackSpec } from '../../testing/lab/adversary.js';
 
 /**
  * Containment (issue 13): an authorised peer `adv`, built from the project's own code
- * (control/lab/adversary.ts), attacks a victim spookd `vic` in network namespaces with sealed,
+ * (testing/lab/adversary.ts), attacks a victim spookd `vic` in network namespaces with sealed,
  * authenticated but hostile ESTP, QN and WRAP messages (over 100,000 in all) and with
  * unauthenticated pressure. vic has an honest pair with hon1 and an honest domain `main` with
  * hon1 and hon2, of which adv is not a member; adv is a member of a second domain, `shared`
@@ -128,7 +128,7 @@ function attack(seed: number, a: Attack, timeoutMs: number): Promise<AttackRepor
     bind: { host: x.addrs.get('vic')!, port: x.port },
     attack: a,
   };
-  const p = spawn('ip', ['netns', 'exec', x.ns, process.execPath, join(ROOT, 'dist/control/lab/adversary.js'), JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const p = spawn('ip', ['netns', 'exec', x.ns, process.execPath, join(ROOT, 'dist/testing/lab/adversary.js'), JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   p.stdout.on('data', (c: Buffer) => (out += c.toString()));

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Lab, until, sleep } from '../../control/lab/netns.js';
+import { Lab, until, sleep } from '../../testing/lab/netns.js';
 
 /**
  * A QN domain of five spookd, each in its own network namespace, full mesh of veth links

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AdminClient } from '../../control/client/admin-client.js';
-import { Lab, until } from '../../control/lab/netns.js';
+import { AdminClient } from '../../client/admin-client.js';
+import { Lab, until } from '../../testing/lab/netns.js';
 
 /**
  * The 150,000-key "delete everything" re-entanglement between two spookd (issue 13; the

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Lab, sleep, until } from '../../control/lab/netns.js';
+import { Lab, sleep, until } from '../../testing/lab/netns.js';
 
 /** Rekeying: with a short rekey interval the session (and its index) is replaced while the pair keeps syncing. */
 let lab: Lab;

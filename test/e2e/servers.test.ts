@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Lab, requireRoot } from '../../control/lab/netns.js';
+import { Lab, requireRoot } from '../../testing/lab/netns.js';
 import {
   nsExec,
   sha256,
@@ -24,7 +24,7 @@ import {
   type SambaServer,
   type SlapdServer,
   type SshdServer,
-} from '../../control/lab/servers.js';
+} from '../../testing/lab/servers.js';
 
 /**
  * The real-server harness, baseline: two namespaces (client, server) joined by one veth; every

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Lab, until } from '../../control/lab/netns.js';
+import { Lab, until } from '../../testing/lab/netns.js';
 
 /**
  * spookd end to end: daemons in network namespaces joined by veth links (created and
@@ -211,8 +211,8 @@ describe('spookd in network namespaces', () => {
     const script = `
       import dgram from 'node:dgram';
       import { randomBytes } from 'node:crypto';
-      const { EtcpEndpoint } = await import('${new URL('../../dist/transport/etcp/endpoint.js', import.meta.url).pathname}');
-      const { generateKeyPair } = await import('${new URL('../../dist/transport/etcp/crypto.js', import.meta.url).pathname}');
+      const { EtcpEndpoint } = await import('${new URL('../../dist/core/etcp/endpoint.js', import.meta.url).pathname}');
+      const { generateKeyPair } = await import('${new URL('../../dist/crypto/primitives.js', import.meta.url).pathname}');
       const bKey = Buffer.from('${Buffer.from(b.key.publicKey).toString('base64')}', 'base64');
       const ep = new EtcpEndpoint({ staticKey: generateKeyPair(), peers: [{ name: 'b', publicKey: new Uint8Array(bKey) }], random: (n) => new Uint8Array(randomBytes(n)) });
       const s = dgram.createSocket('udp4');

@@ -6,10 +6,10 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
-import { Lab, ROOT, requireRoot, until } from '../../control/lab/netns.js';
+import { Lab, ROOT, requireRoot, until } from '../../testing/lab/netns.js';
 
 /**
- * The wrappers' cgroup hooks (bpf/spook_wrap.c via control/bpf/wrap-hooks.ts) between two
+ * The wrappers' cgroup hooks (bpf/spook_wrap.c via drivers/bpf/wrap-hooks.ts) between two
  * namespaces joined by a veth: in A a hook owner (standing in for spookd) runs a proxy on
  * loopback; clients in A that connect to B:5022 land on the proxy, which learns B:5022 as
  * the original destination; everything else (other ports, loopback, UDP, the owner's own
@@ -148,7 +148,7 @@ console.log(JSON.stringify({ ready: true }));
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
-import { WrapHooks } from ${JSON.stringify(pathToFileURL(join(ROOT, 'dist/control/bpf/wrap-hooks.js')).href)};
+import { WrapHooks } from ${JSON.stringify(pathToFileURL(join(ROOT, 'dist/drivers/bpf/wrap-hooks.js')).href)};
 import { fetchLine } from './fetch.mjs';
 const [proxyPort, udpProxyPort] = process.argv.slice(2).map(Number);
 const hooks = WrapHooks.open(udpProxyPort ? { proxyPort, udpProxyPort } : { proxyPort });
@@ -257,10 +257,10 @@ function ensureBuilt(): void {
   const stale = (out: string, ...srcs: string[]): boolean => !existsSync(join(ROOT, out)) || srcs.some((s) => statSync(join(ROOT, s)).mtimeMs > statSync(join(ROOT, out)).mtimeMs);
   // -o: never let a stale stamp turn this into npm ci / apt-get in the middle of a test run.
   if (stale('bpf/spook_wrap.o', 'bpf/spook_wrap.c')) execFileSync('make', ['-s', '-o', 'node_modules/.stamp', '-o', 'node_modules/.stamp-apt', 'bpf/spook_wrap.o'], { cwd: ROOT, stdio: 'inherit' });
-  if (stale('dist/control/bpf/wrap-hooks.js', 'control/bpf/wrap-hooks.ts', 'control/bpf/libbpf.ts')) {
+  if (stale('dist/drivers/bpf/wrap-hooks.js', 'drivers/bpf/wrap-hooks.ts', 'drivers/bpf/libbpf.ts')) {
     // Just these modules, with tsconfig's options: the rest of the tree need not compile.
     const opts = ['--outDir', 'dist', '--rootDir', '.', '--target', 'ES2022', '--module', 'NodeNext', '--moduleResolution', 'NodeNext', '--strict', '--declaration', '--sourceMap', '--skipLibCheck', '--types', 'node'];
-    execFileSync(join(ROOT, 'node_modules/.bin/tsc'), [...opts, 'control/bpf/wrap-hooks.ts'], { cwd: ROOT, stdio: 'inherit' });
+    execFileSync(join(ROOT, 'node_modules/.bin/tsc'), [...opts, 'drivers/bpf/wrap-hooks.ts'], { cwd: ROOT, stdio: 'inherit' });
   }
 }
 

@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Lab, ROOT, requireRoot, sleep, until } from '../../control/lab/netns.js';
+import { Lab, ROOT, requireRoot, sleep, until } from '../../testing/lab/netns.js';
 import {
   nsExec,
   nsRun,
@@ -32,7 +32,7 @@ import {
   type SambaServer,
   type SlapdServer,
   type SshdServer,
-} from '../../control/lab/servers.js';
+} from '../../testing/lab/servers.js';
 
 const PORTS = { ssh: 2222, pg: 5432, smb: 4450, ldap: 3890, http: 8080, mqtt: 18830, coap: 5683 };
 const CUT_MS = 5_000;

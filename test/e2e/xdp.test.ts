@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Lab, ROOT, until } from '../../control/lab/netns.js';
+import { Lab, ROOT, until } from '../../testing/lab/netns.js';
 
 /**
  * spookd with the XDP program attached natively on its veth: a flood of malformed and

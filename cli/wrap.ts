@@ -1,0 +1,75 @@
+/**
+ * `spook wrap add|list|remove|stats|conns`: wrappers of a running spookd — existing TCP
+ * protocols carried over pairs, their ports intercepted transparently.
+ */
+import { Command } from 'commander';
+import { call, out, table, withSocket, type Common } from './admin.js';
+import { WRAP_PROTOCOLS } from '../core/wrap/protocols.js';
+
+type AddOpts = Common & { port: string; peer: string; hold: string; delta: boolean };
+
+export function wrapCommands(): Command[] {
+  const wrap = new Command('wrap').description('carry an existing TCP or UDP protocol over a pair: its port is intercepted, outages shorter than the hold are invisible');
+  wrap.addCommand(
+    withSocket(
+      new Command('add')
+        .description(`wrap a port: clients' connections to it go through the peer's spookd (PROTOCOL: ${WRAP_PROTOCOLS.join(', ')})`)
+        .argument('<protocol>')
+        .requiredOption('-p, --port <n>', 'the server port clients connect to')
+        .requiredOption('--peer <name|key>', 'the peer whose spookd connects to the real server')
+        .option('--hold <duration>', 'how long a link outage may last before both ends close (e.g. 30s, 2m)', '30s')
+        .option('--delta', 'delta mode: what the other side already holds (a polled resource, a retained message) goes as a reference', false),
+    ).action(async (protocol: string, o: AddOpts) => {
+      const r = await call<Record<string, unknown>>(o, 'wrap-add', { protocol, port: Number(o.port), peer: o.peer, hold: o.hold, delta: o.delta });
+      out(o, r, () => `wrapped ${r.protocol} port ${r.port} via ${r.peer} (hold ${r.holdMs} ms${r.delta ? ', delta mode' : ''})`);
+      if (r.interception !== 'bpf' && !o.json) {
+        process.stderr.write(`spook: warning: interception is off${r.interceptionError ? ` (${r.interceptionError})` : ''}: clients' connections to port ${r.port} are not intercepted\n`);
+      }
+    }),
+  );
+  wrap.addCommand(
+    withSocket(new Command('list').description('wrapped ports: protocol, peer, hold, connections')).action(async (o: Common) => {
+      const r = await call<Record<string, unknown>[]>(o, 'wraps');
+      out(o, r, () => (r.length ? table(r, ['protocol', 'port', 'peer', 'holdMs', 'delta', 'active', 'connections']) : '(no wrappers)'));
+    }),
+  );
+  wrap.addCommand(
+    withSocket(new Command('remove').description('stop wrapping a port: new connections go direct, carried ones close cleanly').requiredOption('-p, --port <n>', 'the wrapped port')).action(
+      async (o: Common & { port: string }) => {
+        const r = await call<Record<string, unknown>>(o, 'wrap-remove', { port: Number(o.port) });
+        out(o, r, () => `port ${r.port} is no longer wrapped`);
+      },
+    ),
+  );
+  wrap.addCommand(
+    withSocket(new Command('stats').description('counters: per wrapper, per recognised protocol, per peer carrier')).action(async (o: Common) => {
+      const r = await call<Record<string, unknown>>(o, 'wrap-stats');
+      out(o, r, () => {
+        const protocols = Object.entries(r.protocols as Record<string, Record<string, number>>).map(([protocol, s]) => ({ protocol, ...s }));
+        const wrappers = (r.wrappers as Record<string, unknown>[]).map((w) => ({ ...w, closes: Object.entries(w.closes as object).map(([k, v]) => `${k}=${v}`).join(' ') || '-' }));
+        return [
+          `interception  ${r.interception}${r.interceptionError ? ` (${r.interceptionError})` : ''}   intercept listener ${r.intercept}`,
+          '',
+          wrappers.length ? table(wrappers, ['protocol', 'port', 'peer', 'active', 'connections', 'bytesUp', 'bytesDown', 'outages', 'closes']) : '(no wrappers)',
+          '',
+          protocols.length ? table(protocols, ['protocol', 'connections', 'bytesUp', 'bytesDown', 'outages']) : '(no connections recognised yet)',
+          '',
+          table(r.peers as Record<string, unknown>[], ['peer', 'carrier', 'connections', 'carrierUps', 'carrierLosses', 'recordsIn', 'recordsOut', 'refBytes', 'nacksSent', 'violations', 'lastError']),
+        ].join('\n');
+      });
+    }),
+  );
+  wrap.addCommand(
+    withSocket(new Command('policy').description('what each peer may make this host dial (default: nothing), and the dials refused')).action(async (o: Common) => {
+      const r = await call<{ peer: string; allow: { to: string; protocol: string }[]; refused: number }[]>(o, 'wrap-policy');
+      out(o, r, () => table(r.map((p) => ({ peer: p.peer, allow: p.allow.map((a) => `${a.protocol}:${a.to}`).join(' ') || '(nothing)', refused: p.refused })), ['peer', 'allow', 'refused']));
+    }),
+  );
+  wrap.addCommand(
+    withSocket(new Command('conns').description('carried connections: side, target, protocol, state, bytes, outages')).action(async (o: Common) => {
+      const r = await call<Record<string, unknown>[]>(o, 'wrap-conns');
+      out(o, r, () => (r.length ? table(r, ['peer', 'conn', 'side', 'target', 'protocol', 'state', 'heldForMs', 'sent', 'received', 'buffered', 'outages', 'ageMs']) : '(no carried connections)'));
+    }),
+  );
+  return [wrap];
+}

@@ -1,0 +1,434 @@
+/**
+ * ETCP: pair formation and frame protection (docs/PROTOCOL.md, ETCP section).
+ *
+ * Pair formation is Noise IK (noise.ts) carried in HandshakeInit / HandshakeResp frames,
+ * WireGuard-style: each side picks a random 32-bit index, and every later Data frame
+ * carries the *receiver's* index as its pair id, which is what the XDP program's pair
+ * table holds. Data payloads are ChaCha20-Poly1305 with the packet number as the nonce
+ * and the 20-byte frame header as associated data; an RFC 6479 window rejects replays.
+ *
+ * Sans-I/O: the caller passes `now` and a random-bytes function; addresses never enter.
+ */
+import { FrameType, HEADER_LEN, MAX_FRAME_LEN } from '../../wire/constants.js';
+import { encodeFrame, type FrameHeader } from '../../wire/header.js';
+import { aeadDecrypt, aeadEncrypt, hash, TAGLEN, type KeyPair } from '../../crypto/primitives.js';
+import { IKInitiator, IKResponder, NoiseError, type HandshakeResult } from './noise.js';
+import { ReplayWindow } from './replay.js';
+import { COOKIE_LATENCY_MS, COOKIE_REPLY_LEN, COOKIE_SECRET_LIFETIME_MS, CookieChecker, MAC_LEN, RefusedInits, mac1Key, mac1Of, mac1Valid, openCookie, sealCookie, stampMacs } from './cookie.js';
+import { XNONCELEN } from '../../crypto/primitives.js';
+
+export const ETCP_PROLOGUE = new TextEncoder().encode('spook etcp v1');
+/** 2: handshake messages carry mac1/mac2 and may be answered by a CookieReply (§12.8). */
+export const ETCP_VERSION = 2;
+/** Capability bits offered at pair formation; v1 defines none. */
+export const CAPABILITIES = 0;
+
+/**
+ * Sessions one peer may hold at once (§12.3): the index space (65,535 low-16-bit slots) is
+ * shared by all peers, so one authorised peer handshaking in a loop must not fill it. spookd
+ * keeps at most 1 current + 2 superseded + 4 unconfirmed per peer; this is the backstop.
+ */
+export const MAX_SESSIONS_PER_PEER = 8;
+
+/** HandshakeInit drops decided after the responder's DH: the init's mac1 is remembered (RefusedInits). */
+const DROPPED_AFTER_DH: ReadonlySet<EtcpDrop> = new Set<EtcpDrop>(['handshake-auth-failed', 'unauthorized-key', 'version-mismatch', 'handshake-replayed', 'peer-rate-limited', 'peer-session-limit', 'no-free-index']);
+
+const INIT_PAYLOAD_LEN = 1 + 1 + 4 + 8; // version min, version max, capabilities, timestamp
+const RESP_PAYLOAD_LEN = 1 + 4; // chosen version, capabilities
+export const INIT_LEN = 4 + 32 + 32 + 16 + INIT_PAYLOAD_LEN + 16 + 2 * MAC_LEN;
+export const RESP_LEN = 4 + 4 + 32 + RESP_PAYLOAD_LEN + 16 + 2 * MAC_LEN;
+export { COOKIE_REPLY_LEN };
+
+export type EtcpDrop =
+  | 'unauthorized-key'
+  | 'handshake-auth-failed'
+  | 'handshake-replayed'
+  | 'handshake-malformed'
+  | 'bad-mac1'
+  | 'source-rate-limited'
+  | 'peer-rate-limited'
+  | 'cookie-auth-failed'
+  | 'no-free-index'
+  | 'peer-session-limit'
+  | 'dh-rate-limited'
+  | 'refused-replay'
+  | 'version-mismatch'
+  | 'unknown-index'
+  | 'data-auth-failed'
+  | 'replayed';
+
+export interface PeerConfig {
+  publicKey: Uint8Array;
+  name: string;
+}
+
+export interface EndpointOptions {
+  staticKey: KeyPair;
+  peers: PeerConfig[];
+  random: (n: number) => Uint8Array;
+  /**
+   * The highest HandshakeInit timestamp accepted per peer before a restart (by peer name),
+   * and a hook to persist each new one: without them an init captured before a restart
+   * could be replayed once after it.
+   */
+  acceptedInits?: Map<string, number>;
+  onInitAccepted?: (peer: PeerConfig, timestamp: number) => void;
+  /** mac1-valid HandshakeInits per second above which mac2 (a cookie) is required (§12.8). */
+  cookieThreshold?: number;
+  /** Under load, HandshakeInits with a valid mac2 let through to the DH per source per second. */
+  perSourceLimit?: number;
+  /**
+   * HandshakeInits accepted per peer per second, whatever their source (§12.8): one at most every
+   * 1000/perPeerLimit ms, as WireGuard's INITIATIONS_PER_SECOND. Absent: no limit (spookd sets
+   * `handshakes.perPeerLimit`, default 10).
+   */
+  perPeerLimit?: number;
+  /** See CookieOptions.hostOf: what a peer's exemption from the global DH bucket covers. */
+  sourceHost?: (source: string) => string;
+  /**
+   * Where each peer is expected before it has handshaken here (spookd: its configured
+   * endpoint): exempt from the global DH bucket from the start, so a flood right after a
+   * restart does not lock honest peers out. A completed handshake replaces it.
+   */
+  knownSources?: { peer: string; source: string }[];
+}
+
+/** An established pair's keys and identities; seals and opens Data frames. */
+export class Session {
+  private sendCounter = 0;
+  private readonly replay = new ReplayWindow();
+  private readonly sendKey: Uint8Array;
+  private readonly recvKey: Uint8Array;
+
+  constructor(
+    readonly localIndex: number,
+    readonly remoteIndex: number,
+    readonly peer: PeerConfig,
+    readonly initiator: boolean,
+    keys: HandshakeResult,
+    /** Member ids for the pair: the lexicographically lower static key is 1 (and so the sequencer). */
+    readonly localId: number,
+    readonly peerId: number,
+    /** State-hash seed both ends derive from their static keys (pairIdentity). */
+    readonly seed: number,
+    readonly establishedAt: number,
+  ) {
+    this.sendKey = keys.send.key;
+    this.recvKey = keys.recv.key;
+  }
+
+  /** Encrypt an ESTP payload into a Data frame addressed to the peer's index. */
+  seal(payload: Uint8Array): Uint8Array {
+    const pn = this.sendCounter++;
+    const header: Omit<FrameHeader, 'payloadLen'> = { type: FrameType.Data, flags: 0, pairId: this.remoteIndex, packetNumber: pn };
+    // The header is authenticated: build it for the final length, then encrypt with it as AD.
+    const probe = encodeFrame(header, new Uint8Array(payload.length + TAGLEN));
+    const ad = probe.subarray(0, HEADER_LEN);
+    probe.set(aeadEncrypt(this.sendKey, pn, ad, payload), HEADER_LEN);
+    return probe;
+  }
+
+  /** Decrypt a Data frame already validated by decodeFrame; undefined (and why) if it is forged or replayed. */
+  open(frame: Uint8Array, packetNumber: number): { payload: Uint8Array } | { drop: EtcpDrop } {
+    if (!this.replay.check(packetNumber)) return { drop: 'replayed' };
+    const p = aeadDecrypt(this.recvKey, packetNumber, frame.subarray(0, HEADER_LEN), frame.subarray(HEADER_LEN));
+    if (!p) return { drop: 'data-auth-failed' };
+    if (!this.replay.commit(packetNumber)) return { drop: 'replayed' };
+    return { payload: p };
+  }
+
+  get packetsSent(): number {
+    return this.sendCounter;
+  }
+}
+
+interface Pending {
+  init: IKInitiator;
+  peer: PeerConfig;
+  localIndex: number;
+  sentAt: number;
+  /** The init's mac1: the associated data of a CookieReply to it. */
+  mac1: Uint8Array;
+  /** A CookieReply is accepted once per HandshakeInit. */
+  cookieTaken: boolean;
+}
+
+const keyHex = (k: Uint8Array): string => Buffer.from(k).toString('hex');
+
+function compareKeys(a: Uint8Array, b: Uint8Array): number {
+  for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return a[i] - b[i];
+  return a.length - b.length;
+}
+
+/**
+ * What both ends of a pair agree on from their static keys alone, stable across sessions
+ * and restarts (persisted state hashes depend on the seed): member ids (the lower key is 1,
+ * the sequencer) and the state-hash seed.
+ */
+export function pairIdentity(local: Uint8Array, peer: Uint8Array): { localId: number; peerId: number; seed: number } {
+  const lower = compareKeys(local, peer) < 0;
+  const [first, second] = lower ? [local, peer] : [peer, local];
+  const b = hash('BLAKE2s', first, second, new TextEncoder().encode('spook hash seed'));
+  const seed = ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) >>> 0;
+  return { localId: lower ? 1 : 2, peerId: lower ? 2 : 1, seed };
+}
+
+export type HandshakeOutcome =
+  | { kind: 'respond'; datagram: Uint8Array; session: Session }
+  | { kind: 'established'; session: Session }
+  /** Under load, an init without a valid mac2: answer with this CookieReply (no DH was done). */
+  | { kind: 'cookie'; datagram: Uint8Array }
+  /** A CookieReply to our pending init: the next init to this peer carries mac2. */
+  | { kind: 'cookie-stored'; peer: PeerConfig }
+  /** `peer`: the authenticated sender, when the drop came after its init was decrypted (its work can be charged to it). */
+  | { kind: 'drop'; reason: EtcpDrop; detail: string; peer?: PeerConfig };
+
+export class EtcpEndpoint {
+  private readonly peers = new Map<string, PeerConfig>();
+  private readonly pending = new Map<number, Pending>();
+  readonly sessions = new Map<number, Session>();
+  /** Highest init timestamp accepted per peer: a replayed HandshakeInit is refused (as WireGuard's TAI64N). */
+  private readonly lastInitTimestamp = new Map<string, number>();
+  /** When each peer's last HandshakeInit was accepted: the next waits 1000/perPeerLimit ms. */
+  private readonly lastInitAcceptedAt = new Map<string, number>();
+  private readonly initIntervalMs: number;
+  private lastSentTimestamp = 0;
+  private readonly cookies: CookieChecker;
+  /** Cookies received per peer (by key), with when: mac2 of the next inits to it. */
+  private readonly cookieFrom = new Map<string, { cookie: Uint8Array; at: number }>();
+  private readonly ownMac1Key: Uint8Array;
+  private readonly refused = new RefusedInits();
+
+  constructor(private readonly o: EndpointOptions) {
+    this.cookies = new CookieChecker({ random: o.random, threshold: o.cookieThreshold, perSourceLimit: o.perSourceLimit, hostOf: o.sourceHost });
+    for (const k of o.knownSources ?? []) this.cookies.noteAuthorised(k.peer, k.source);
+    this.ownMac1Key = mac1Key(o.staticKey.publicKey);
+    this.initIntervalMs = o.perPeerLimit === undefined ? 0 : 1000 / o.perPeerLimit;
+    for (const p of o.peers) {
+      this.peers.set(keyHex(p.publicKey), p);
+      const ts = o.acceptedInits?.get(p.name);
+      if (ts !== undefined) this.lastInitTimestamp.set(keyHex(p.publicKey), ts);
+    }
+  }
+
+  /**
+   * A fresh random index whose low 16 bits no live or pending session uses: the XDP pair
+   * table is an array slotted by those bits (bpf/spook_xdp.c).
+   */
+  private newIndex(): number | undefined {
+    const used = new Set<number>();
+    for (const i of this.sessions.keys()) used.add(i & 0xffff);
+    for (const i of this.pending.keys()) used.add(i & 0xffff);
+    if (used.size >= 0xffff) return undefined;
+    for (;;) {
+      const b = this.o.random(4);
+      const idx = ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) >>> 0;
+      if ((idx & 0xffff) !== 0 && !used.has(idx & 0xffff)) return idx;
+    }
+  }
+
+  /**
+   * Start pair formation with a configured peer: the HandshakeInit datagram to send.
+   * `timestamp` (default `now`) is the wall clock in ms for the replay check of §12.2.1.
+   */
+  initiate(now: number, peerPublicKey: Uint8Array, timestamp = now): Uint8Array {
+    const r = this.tryInitiate(now, peerPublicKey, timestamp);
+    if ('drop' in r) throw new Error(`cannot initiate: ${r.drop}`);
+    return r.datagram;
+  }
+
+  /**
+   * As `initiate`, but a full index space (which other peers' handshakes can cause) is a
+   * counted drop, not an exception: the caller retries later (§12.3).
+   */
+  tryInitiate(now: number, peerPublicKey: Uint8Array, timestamp = now): { datagram: Uint8Array } | { drop: 'no-free-index' } {
+    const peer = this.peers.get(keyHex(peerPublicKey));
+    if (!peer) throw new RangeError(`peer ${keyHex(peerPublicKey)} is not configured`);
+    // One handshake in flight per peer: a retry supersedes the unanswered one (bounded state).
+    for (const [idx, p] of this.pending) if (p.peer === peer) this.pending.delete(idx);
+    const localIndex = this.newIndex();
+    if (localIndex === undefined) return { drop: 'no-free-index' };
+    const init = new IKInitiator({ hash: 'BLAKE2s', prologue: ETCP_PROLOGUE, staticKey: this.o.staticKey }, peer.publicKey);
+    // Strictly increasing even if the clock stalls, so the responder's replay check never refuses a fresh init.
+    const ts = Math.max(Math.floor(timestamp), this.lastSentTimestamp + 1);
+    this.lastSentTimestamp = ts;
+    const p = new DataView(new ArrayBuffer(INIT_PAYLOAD_LEN));
+    p.setUint8(0, ETCP_VERSION);
+    p.setUint8(1, ETCP_VERSION);
+    p.setUint32(2, CAPABILITIES);
+    p.setUint32(6, Math.floor(ts / 2 ** 32));
+    p.setUint32(10, ts >>> 0);
+    const msg = init.writeMessage1(new Uint8Array(p.buffer));
+    const payload = new Uint8Array(4 + msg.length + 2 * MAC_LEN);
+    new DataView(payload.buffer).setUint32(0, localIndex);
+    payload.set(msg, 4);
+    const c = this.cookieFrom.get(keyHex(peer.publicKey));
+    const fresh = c && now - c.at >= 0 && now - c.at < COOKIE_SECRET_LIFETIME_MS - COOKIE_LATENCY_MS;
+    const frame = stampMacs(encodeFrame({ type: FrameType.HandshakeInit, flags: 0, pairId: 0, packetNumber: 0 }, payload), mac1Key(peer.publicKey), fresh ? c.cookie : undefined);
+    this.pending.set(localIndex, { init, peer, localIndex, sentAt: now, mac1: mac1Of(frame).slice(), cookieTaken: false });
+    return { datagram: frame };
+  }
+
+  /**
+   * A handshake frame (the whole datagram, already validated by decodeFrame) from `source`, an
+   * opaque text naming the sender's address (only this endpoint's cookies are bound to it):
+   * answer it, complete it, or drop it with a reason.
+   */
+  handleHandshake(now: number, datagram: Uint8Array, source: string): HandshakeOutcome {
+    if (datagram.length < HEADER_LEN) return { kind: 'drop', reason: 'handshake-malformed', detail: `${datagram.length} bytes` };
+    const type = datagram[3];
+    const pairId = new DataView(datagram.buffer, datagram.byteOffset, datagram.byteLength).getUint32(8);
+    const payload = datagram.subarray(HEADER_LEN);
+    if (type === FrameType.HandshakeInit) return this.onInit(now, datagram, payload, source);
+    if (type === FrameType.HandshakeResp) return this.onResp(now, datagram, pairId, payload, source);
+    if (type === FrameType.CookieReply) return this.onCookie(now, pairId, payload);
+    return { kind: 'drop', reason: 'handshake-malformed', detail: `frame type ${type} is not a handshake` };
+  }
+
+  private onInit(now: number, frame: Uint8Array, payload: Uint8Array, source: string): HandshakeOutcome {
+    const r = this.onInitInner(now, frame, payload, source);
+    // Refused after its DH (unauthorised key, Noise failure, replayed timestamp, ...): a replay of it costs no DH again.
+    if (r.kind === 'drop' && DROPPED_AFTER_DH.has(r.reason)) this.refused.add(mac1Of(frame));
+    return r;
+  }
+
+  private onInitInner(now: number, frame: Uint8Array, payload: Uint8Array, source: string): HandshakeOutcome {
+    if (payload.length !== INIT_LEN) return { kind: 'drop', reason: 'handshake-malformed', detail: `HandshakeInit payload is ${payload.length} bytes, not ${INIT_LEN}` };
+    // Before any DH: mac1 proves the sender knows our static key; under load, mac2 proves it receives at its address.
+    if (!mac1Valid(frame, this.ownMac1Key)) return { kind: 'drop', reason: 'bad-mac1', detail: 'HandshakeInit mac1 does not verify' };
+    const senderIndex = new DataView(payload.buffer, payload.byteOffset).getUint32(0);
+    const underLoad = this.cookies.noteInit(now);
+    // A replay of an init already refused after its DH: no DH, and under load no CookieReply either.
+    if (this.refused.has(mac1Of(frame))) return { kind: 'drop', reason: 'refused-replay', detail: 'replay of a HandshakeInit already refused' };
+    if (underLoad) {
+      if (!this.cookies.mac2Valid(now, frame, source)) return { kind: 'cookie', datagram: this.cookieReply(now, senderIndex, frame, source) };
+      const admit = this.cookies.admitSource(now, source);
+      if (admit === 'source') return { kind: 'drop', reason: 'source-rate-limited', detail: `more than ${this.cookies.perSourceLimit} handshakes/s from ${source} under load` };
+      if (admit === 'global') return { kind: 'drop', reason: 'dh-rate-limited', detail: 'the handshake DH budget under load is spent' };
+    }
+    const resp = new IKResponder({ hash: 'BLAKE2s', prologue: ETCP_PROLOGUE, staticKey: this.o.staticKey });
+    let m1;
+    try {
+      m1 = resp.readMessage1(payload.subarray(4, INIT_LEN - 2 * MAC_LEN));
+    } catch (e) {
+      if (e instanceof NoiseError || e instanceof Error) return { kind: 'drop', reason: 'handshake-auth-failed', detail: e.message };
+      throw e;
+    }
+    const peer = this.peers.get(keyHex(m1.remoteStatic));
+    if (!peer) return { kind: 'drop', reason: 'unauthorized-key', detail: `static key ${keyHex(m1.remoteStatic)} is not an authorised peer` };
+    const d = new DataView(m1.payload.buffer, m1.payload.byteOffset, m1.payload.byteLength);
+    const vmin = d.getUint8(0);
+    const vmax = d.getUint8(1);
+    const ts = d.getUint32(6) * 2 ** 32 + d.getUint32(10);
+    if (ETCP_VERSION < vmin || ETCP_VERSION > vmax) {
+      return { kind: 'drop', reason: 'version-mismatch', detail: `peer ${peer.name} speaks versions ${vmin}..${vmax}, we speak ${ETCP_VERSION}`, peer };
+    }
+    const key = keyHex(peer.publicKey);
+    const last = this.lastInitTimestamp.get(key) ?? -1;
+    if (ts <= last) return { kind: 'drop', reason: 'handshake-replayed', detail: `peer ${peer.name}: init timestamp ${ts} not after ${last}`, peer };
+    // An authorised key flooding fresh inits (from any number of sources) gets one through per interval:
+    // the rest cost the two DHs above, not the three of the response, a session and a timestamp write.
+    const acceptedAt = this.lastInitAcceptedAt.get(key);
+    if (acceptedAt !== undefined && now >= acceptedAt && now - acceptedAt < this.initIntervalMs) {
+      return { kind: 'drop', reason: 'peer-rate-limited', detail: `peer ${peer.name}: more than one HandshakeInit per ${this.initIntervalMs} ms`, peer };
+    }
+    this.lastInitAcceptedAt.set(key, now);
+    this.lastInitTimestamp.set(key, ts);
+    if (this.sessionsOf(peer) >= MAX_SESSIONS_PER_PEER) return { kind: 'drop', reason: 'peer-session-limit', detail: `peer ${peer.name} holds ${MAX_SESSIONS_PER_PEER} sessions`, peer };
+    const localIndex = this.newIndex();
+    if (localIndex === undefined) return { kind: 'drop', reason: 'no-free-index', detail: '65535 sessions and handshakes live' };
+    this.o.onInitAccepted?.(peer, ts);
+    const rp = new DataView(new ArrayBuffer(RESP_PAYLOAD_LEN));
+    rp.setUint8(0, ETCP_VERSION);
+    rp.setUint32(1, CAPABILITIES & d.getUint32(2));
+    const { message, result } = resp.writeMessage2(new Uint8Array(rp.buffer));
+    const out = new Uint8Array(8 + message.length + 2 * MAC_LEN);
+    const od = new DataView(out.buffer);
+    od.setUint32(0, localIndex);
+    od.setUint32(4, senderIndex);
+    out.set(message, 8);
+    const session = this.establish(now, localIndex, senderIndex, peer, false, result);
+    this.cookies.noteAuthorised(peer.name, source);
+    // mac2 of a HandshakeResp is always zero in v2 (no cookie is ever demanded of a responder).
+    const datagram = stampMacs(encodeFrame({ type: FrameType.HandshakeResp, flags: 0, pairId: senderIndex, packetNumber: 0 }, out), mac1Key(peer.publicKey), undefined);
+    return { kind: 'respond', datagram, session };
+  }
+
+  /** The CookieReply to a HandshakeInit: its sender's index, a random nonce, the sealed cookie. */
+  private cookieReply(now: number, receiverIndex: number, init: Uint8Array, source: string): Uint8Array {
+    const nonce = this.o.random(XNONCELEN);
+    const sealed = sealCookie(this.o.staticKey.publicKey, nonce, this.cookies.cookie(now, source), mac1Of(init));
+    const out = new Uint8Array(COOKIE_REPLY_LEN);
+    new DataView(out.buffer).setUint32(0, receiverIndex);
+    out.set(nonce, 4);
+    out.set(sealed, 4 + XNONCELEN);
+    return encodeFrame({ type: FrameType.CookieReply, flags: 0, pairId: receiverIndex, packetNumber: 0 }, out);
+  }
+
+  private onCookie(now: number, pairId: number, payload: Uint8Array): HandshakeOutcome {
+    if (payload.length !== COOKIE_REPLY_LEN) return { kind: 'drop', reason: 'handshake-malformed', detail: `CookieReply payload is ${payload.length} bytes, not ${COOKIE_REPLY_LEN}` };
+    const receiverIndex = new DataView(payload.buffer, payload.byteOffset, payload.byteLength).getUint32(0);
+    const p = this.pending.get(receiverIndex);
+    if (!p || receiverIndex !== pairId || p.cookieTaken) return { kind: 'drop', reason: 'unknown-index', detail: `no handshake awaiting a cookie with index ${receiverIndex}` };
+    const cookie = openCookie(p.peer.publicKey, payload.subarray(4, 4 + XNONCELEN), payload.subarray(4 + XNONCELEN), p.mac1);
+    if (!cookie) return { kind: 'drop', reason: 'cookie-auth-failed', detail: `CookieReply for index ${receiverIndex} does not authenticate` };
+    p.cookieTaken = true;
+    this.cookieFrom.set(keyHex(p.peer.publicKey), { cookie, at: now });
+    return { kind: 'cookie-stored', peer: p.peer };
+  }
+
+  /** Whether the responder side is under load now (mac2 required), for metrics. */
+  underLoad(now: number): boolean {
+    return this.cookies.underLoad(now);
+  }
+
+  private onResp(now: number, frame: Uint8Array, pairId: number, payload: Uint8Array, source: string): HandshakeOutcome {
+    if (payload.length !== RESP_LEN) return { kind: 'drop', reason: 'handshake-malformed', detail: `HandshakeResp payload is ${payload.length} bytes, not ${RESP_LEN}` };
+    if (!mac1Valid(frame, this.ownMac1Key)) return { kind: 'drop', reason: 'bad-mac1', detail: 'HandshakeResp mac1 does not verify' };
+    const d = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+    const senderIndex = d.getUint32(0);
+    const receiverIndex = d.getUint32(4);
+    const p = this.pending.get(receiverIndex);
+    if (!p || receiverIndex !== pairId) return { kind: 'drop', reason: 'unknown-index', detail: `no handshake in progress with index ${receiverIndex}` };
+    let m2;
+    try {
+      m2 = p.init.readMessage2(payload.subarray(8, RESP_LEN - 2 * MAC_LEN));
+    } catch (e) {
+      return { kind: 'drop', reason: 'handshake-auth-failed', detail: (e as Error).message };
+    }
+    if (m2.payload[0] !== ETCP_VERSION) return { kind: 'drop', reason: 'version-mismatch', detail: `responder chose version ${m2.payload[0]}` };
+    this.pending.delete(receiverIndex);
+    this.cookies.noteAuthorised(p.peer.name, source);
+    return { kind: 'established', session: this.establish(now, receiverIndex, senderIndex, p.peer, true, m2.result) };
+  }
+
+  private sessionsOf(peer: PeerConfig): number {
+    let n = 0;
+    for (const s of this.sessions.values()) if (s.peer === peer) n++;
+    return n;
+  }
+
+  private establish(now: number, localIndex: number, remoteIndex: number, peer: PeerConfig, initiator: boolean, keys: HandshakeResult): Session {
+    const ids = pairIdentity(this.o.staticKey.publicKey, peer.publicKey);
+    const s = new Session(localIndex, remoteIndex, peer, initiator, keys, ids.localId, ids.peerId, ids.seed, now);
+    this.sessions.set(localIndex, s);
+    return s;
+  }
+
+  /** Open a Data frame whose pair id is one of our indices. */
+  openData(frame: Uint8Array, pairId: number, packetNumber: number): { session: Session; payload: Uint8Array } | { drop: EtcpDrop; detail: string } {
+    const s = this.sessions.get(pairId);
+    if (!s) return { drop: 'unknown-index', detail: `no session with index ${pairId}` };
+    const r = s.open(frame, packetNumber);
+    if ('drop' in r) return { drop: r.drop, detail: `session ${pairId} (${s.peer.name})` };
+    return { session: s, payload: r.payload };
+  }
+
+  /** Forget a session (teardown, or replaced by a newer one with the same peer). */
+  close(localIndex: number): void {
+    this.sessions.delete(localIndex);
+  }
+}
+
+/** Largest ESTP payload a sealed Data frame can carry. */
+export const MAX_SEALED_PAYLOAD = MAX_FRAME_LEN - HEADER_LEN - TAGLEN;

@@ -1,0 +1,546 @@
+/**
+ * HalfPair: one endpoint's side of a pair (docs/PROTOCOL.md). It owns the pair
+ * lifecycle, the registers (replicas) shared over the pair, peer liveness, RTT and
+ * retransmission timing, and packing of messages into Data frames.
+ *
+ * Sans-I/O, in the style of quinn-proto: the driver feeds datagrams and timeouts in,
+ * pulls datagrams, the next deadline and events out, and passes `now` (ms) on every
+ * call. Nothing here reads a clock, touches a socket or draws a random number, so the
+ * daemon and the simulator run the same code and a seed replays a run exactly.
+ */
+import { DROP_REASON_NAMES, FrameType, MAX_PAYLOAD_LEN, MAX_REGISTER_NAME_LEN } from '../../wire/constants.js';
+import { WireError } from '../../wire/errors.js';
+import { decodeFrame, encodeFrame } from '../../wire/header.js';
+import { CloseReason, MsgType, decodeMessages, encodeMessage, type AckMsg, type Message } from '../../wire/messages.js';
+import type { Delta } from '../../wire/delta.js';
+import type { SpookEvent } from './events.js';
+import { Lifecycle, LifecycleEvent, PairState } from './lifecycle.js';
+import { PayloadBuilder } from './payload.js';
+import { Deque } from '../util/deque.js';
+import { REGISTER_DEFAULTS, Replica, type PairContext, type PairStore, type RegisterConfig, type Role } from './replica.js';
+
+export interface Timing {
+  /** Send a Status for every register at least this often (liveness probe). */
+  keepaliveMs: number;
+  /** No valid frame from the peer for this long: decoherence (peer-silent). */
+  silenceMs: number;
+  initialRtoMs: number;
+  minRtoMs: number;
+  maxRtoMs: number;
+  /** Longest an acknowledgement of an ack-eliciting frame waits for a frame to ride on. */
+  maxAckDelayMs: number;
+}
+
+export const DEFAULT_TIMING: Timing = {
+  keepaliveMs: 1000,
+  silenceMs: 5000,
+  initialRtoMs: 250,
+  minRtoMs: 20,
+  maxRtoMs: 3000,
+  maxAckDelayMs: 10,
+};
+
+export type RegisterSpec = Pick<RegisterConfig, 'name' | 'kind'> & Partial<Omit<RegisterConfig, 'name' | 'kind'>>;
+
+export interface HalfPairOptions {
+  pairId: number;
+  /** Member ids of this endpoint and its peer; the lower one is the pair's sequencer. */
+  localId: number;
+  peerId: number;
+  /** Hash seed both ends share (from pair formation). */
+  seed: number;
+  registers: RegisterSpec[];
+  timing?: Partial<Timing>;
+  /** Largest payload per Data frame (path MTU less headers, less the AEAD tag when sealed). */
+  maxPayload?: number;
+  /**
+   * Turns a payload into a protected Data frame (ETCP). Without one, frames go out in the
+   * clear with this pair's own packet numbers (simulator, tests).
+   */
+  sealer?: FrameSealer;
+  /** Durable storage for committed history (spookd); none in the simulator. */
+  store?: PairStore;
+}
+
+export interface FrameSealer {
+  seal(payload: Uint8Array): { frame: Uint8Array; packetNumber: number };
+}
+
+export interface PairStats {
+  datagramsSent: number;
+  datagramsReceived: number;
+  bytesSent: number;
+  bytesReceived: number;
+  drops: Record<string, number>;
+  retransmitTimeouts: number;
+  reentanglements: number;
+  fullTransfers: number;
+  /** Bytes sent and received while REENTANGLING. */
+  reentangleBytes: number;
+  eventsDropped: number;
+}
+
+const OUTBOX_LIMIT = 1024;
+/** A collapse record holding one largest delta (MAX_DELTA_LEN) plus framing must fit a payload. */
+const MIN_PAYLOAD = 1400;
+const EVENT_LIMIT = 65536;
+const PN_RING = 1024;
+const MAX_BACKOFF = 64;
+
+export class HalfPair {
+  readonly role: Role;
+  readonly lifecycle: Lifecycle;
+  readonly registers = new Map<string, Replica>();
+  readonly stats: PairStats = {
+    datagramsSent: 0,
+    datagramsReceived: 0,
+    bytesSent: 0,
+    bytesReceived: 0,
+    drops: {},
+    retransmitTimeouts: 0,
+    reentanglements: 0,
+    fullTransfers: 0,
+    reentangleBytes: 0,
+    eventsDropped: 0,
+  };
+  private readonly timing: Timing;
+  private readonly maxPayload: number;
+  private readonly events = new Deque<SpookEvent>();
+  private outbox: Message[] = [];
+  private closeQueued: CloseReason | undefined;
+  private rr = 0;
+
+  // Liveness and acknowledgement.
+  private lastHeard: number;
+  private lastKeepalive = -Infinity;
+  private nextPn = 0;
+  private largestReceived = -1;
+  private largestReceivedAt = 0;
+  private ackDueAt: number | undefined;
+  private largestAcked = -1;
+  private readonly sentPn = new Float64Array(PN_RING).fill(-1);
+  private readonly sentAt = new Float64Array(PN_RING);
+  private srtt: number | undefined;
+  private rttvar = 0;
+  private backoff = 1;
+
+  constructor(
+    readonly opts: HalfPairOptions,
+    now: number,
+  ) {
+    if (opts.localId === opts.peerId) throw new RangeError(`localId and peerId are both ${opts.localId}`);
+    this.role = opts.localId < opts.peerId ? 'sequencer' : 'follower';
+    // Unset (undefined) fields keep their defaults.
+    this.timing = { ...DEFAULT_TIMING, ...Object.fromEntries(Object.entries(opts.timing ?? {}).filter(([, v]) => v !== undefined)) };
+    this.maxPayload = Math.min(opts.maxPayload ?? MAX_PAYLOAD_LEN, MAX_PAYLOAD_LEN);
+    if (this.maxPayload < MIN_PAYLOAD) throw new RangeError(`maxPayload ${this.maxPayload} is below ${MIN_PAYLOAD}: a largest delta must fit one frame`);
+    this.lifecycle = new Lifecycle(now);
+    this.lastHeard = now;
+    const ctx = this.context();
+    for (const spec of opts.registers) {
+      if (this.registers.has(spec.name)) throw new RangeError(`register ${spec.name} declared twice`);
+      const nameLen = new TextEncoder().encode(spec.name).length;
+      if (nameLen === 0 || nameLen > MAX_REGISTER_NAME_LEN) {
+        throw new RangeError(`register name ${JSON.stringify(spec.name)} is ${nameLen} bytes; it must be 1..${MAX_REGISTER_NAME_LEN}`);
+      }
+      const cfg: RegisterConfig = {
+        policy: REGISTER_DEFAULTS.policy,
+        maxPending: REGISTER_DEFAULTS.maxPending,
+        log: REGISTER_DEFAULTS.log,
+        // Unset (undefined) fields keep their defaults.
+        ...(Object.fromEntries(Object.entries(spec).filter(([, v]) => v !== undefined)) as RegisterSpec),
+        quota: { ...REGISTER_DEFAULTS.quota, ...spec.quota },
+      };
+      this.registers.set(spec.name, new Replica(cfg, ctx));
+    }
+  }
+
+  private context(): PairContext {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const self = this;
+    return {
+      role: this.role,
+      localId: this.opts.localId,
+      peerId: this.opts.peerId,
+      seed: this.opts.seed,
+      get state() {
+        return self.lifecycle.state;
+      },
+      rto: () => this.rto(),
+      emit: (ev) => this.emit(ev),
+      maxPayload: this.maxPayload,
+      respond: (m, now) => {
+        if (this.outbox.length >= OUTBOX_LIMIT) this.drop(now, 'outbox-full', 'response dropped; the peer re-requests');
+        else this.outbox.push(m);
+      },
+      trigger: (event, detail, now) => this.trigger(event, detail, now),
+      countFullTransfer: () => {
+        this.stats.fullTransfers++;
+      },
+      drop: (now, reason, detail, n) => this.drop(now, reason, detail, n),
+      store: this.opts.store,
+    };
+  }
+
+  get state(): PairState {
+    return this.lifecycle.state;
+  }
+
+  get pairId(): number {
+    return this.opts.pairId;
+  }
+
+  /** Smoothed RTT in ms, once measured. */
+  get rttMs(): number | undefined {
+    return this.srtt;
+  }
+
+  register(name: string): Replica {
+    const r = this.registers.get(name);
+    if (!r) throw new RangeError(`no register named ${name} on pair ${this.opts.pairId}`);
+    return r;
+  }
+
+  // ------------------------------------------------------------------ driver API
+
+  /** Propose a local change. Throws ProposeError (buffer-full, frozen, invalid, closed) instead of dropping it. */
+  propose(now: number, register: string, delta: Delta): { origin: number; seq: number } {
+    const id = this.register(register).propose(now, delta);
+    this.evaluate(now);
+    return id;
+  }
+
+  /** Feed one received plaintext datagram (simulator, tests). Returns false if it was dropped (and counted). */
+  handleDatagram(now: number, datagram: Uint8Array): boolean {
+    if (this.state === PairState.CLOSED) return false;
+    let frame;
+    try {
+      frame = decodeFrame(datagram, (id) => id === this.opts.pairId);
+    } catch (e) {
+      if (!(e instanceof WireError)) throw e;
+      this.stats.datagramsReceived++;
+      this.stats.bytesReceived += datagram.length;
+      this.drop(now, DROP_REASON_NAMES[e.reason], e.message);
+      return false;
+    }
+    if (frame.header.type !== FrameType.Data) {
+      this.stats.datagramsReceived++;
+      this.stats.bytesReceived += datagram.length;
+      this.drop(now, 'not-data', `frame type ${FrameType[frame.header.type]} is handled by ETCP, not a pair`);
+      return false;
+    }
+    return this.handlePayload(now, frame.header.packetNumber, frame.payload, datagram.length);
+  }
+
+  /**
+   * Feed the payload of one authenticated Data frame (ETCP opened it) with its packet
+   * number; `wireBytes` is the datagram's size, for the byte counters.
+   */
+  handlePayload(now: number, pn: number, payload: Uint8Array, wireBytes = payload.length): boolean {
+    if (this.state === PairState.CLOSED) return false;
+    this.stats.datagramsReceived++;
+    this.stats.bytesReceived += wireBytes;
+    let decoded;
+    try {
+      decoded = decodeMessages(payload);
+    } catch (e) {
+      if (e instanceof WireError) {
+        this.drop(now, DROP_REASON_NAMES[e.reason], e.message);
+        return false;
+      }
+      throw e;
+    }
+    if (decoded.unknown > 0) this.drop(now, 'unknown-message', `${decoded.unknown} message(s) of unknown type skipped`, decoded.unknown);
+    this.lastHeard = now;
+    if (this.state === PairState.REENTANGLING) this.stats.reentangleBytes += wireBytes;
+    if (this.state === PairState.DECOHERENT) {
+      this.fire(LifecycleEvent.PeerHeard, now, 'valid frame from peer');
+      this.backoff = 1; // the timers backed off against silence, not against this path
+      for (const r of this.registers.values()) r.beginReentangle();
+    }
+    let ackEliciting = false;
+    decoded.messages.forEach((m, i) => {
+      if (m.type !== MsgType.Ack) ackEliciting = true;
+      this.dispatch(now, m, decoded.raws[i]);
+    });
+    if (pn > this.largestReceived) {
+      this.largestReceived = pn;
+      this.largestReceivedAt = now;
+    }
+    if (ackEliciting && this.ackDueAt === undefined) this.ackDueAt = now + this.timing.maxAckDelayMs;
+    this.evaluate(now);
+    return true;
+  }
+
+  /**
+   * A new ETCP session (rekey, re-handshake after a restart) restarts packet numbers:
+   * forget the old packet space so acknowledgements and RTT samples do not mix them.
+   */
+  resetPacketSpace(): void {
+    this.largestReceived = -1;
+    this.largestAcked = -1;
+    this.ackDueAt = undefined;
+    this.sentPn.fill(-1);
+  }
+
+  private dispatch(now: number, m: Message, raw: Uint8Array): void {
+    if (m.type === MsgType.Ack) return this.onAck(now, m);
+    if (m.type === MsgType.Close) {
+      if (m.reason === CloseReason.GoingAway) {
+        if (this.lifecycle.can(LifecycleEvent.PeerSilent)) this.fire(LifecycleEvent.PeerSilent, now, 'peer is shutting down');
+      } else if (this.lifecycle.can(LifecycleEvent.Close)) this.fire(LifecycleEvent.Close, now, 'peer closed the pair');
+      // A second Close (the same payload may carry two) finds the pair CLOSED already: nothing to do.
+      return;
+    }
+    const r = this.registers.get(m.register);
+    if (!r) {
+      this.drop(now, 'unknown-register', `message ${MsgType[m.type]} for register ${JSON.stringify(m.register)}`);
+      return;
+    }
+    const sequencer = this.role === 'sequencer';
+    switch (m.type) {
+      case MsgType.Status:
+        return r.onStatus(now, m);
+      case MsgType.Propose: {
+        if (!sequencer) {
+          this.drop(now, 'propose-to-follower', `${m.candidates.length} candidate(s) sent to the follower`, m.candidates.length);
+          return;
+        }
+        const refused = r.onPropose(now, m);
+        if (refused > 0) this.drop(now, 'wrong-origin', `${refused} candidate(s) not from the peer's own origin`, refused);
+        return;
+      }
+      case MsgType.Collapse:
+        return r.onCollapse(now, m, raw);
+      case MsgType.ReconReq:
+        if (sequencer) r.responder.onReconReq(now, m);
+        return;
+      case MsgType.SnapReq:
+        if (sequencer) r.responder.onSnapReq(now, m);
+        return;
+      case MsgType.StreamReq:
+        if (sequencer) r.responder.onStreamReq(now, m);
+        return;
+      case MsgType.ReconMeta:
+        return r.requester?.onMeta(now, m);
+      case MsgType.ReconNode:
+        return r.requester?.onNode(now, m);
+      case MsgType.ReconEntries:
+        return r.requester?.onEntries(now, m);
+      case MsgType.SnapChunk:
+        return r.requester?.onChunk(now, m);
+      case MsgType.StreamData:
+        return r.requester?.onStreamData(now, m);
+    }
+  }
+
+  private onAck(now: number, m: AckMsg): void {
+    if (m.largestPn <= this.largestAcked) return;
+    const slot = m.largestPn % PN_RING;
+    // Only a packet we sent (and still remember) counts: an Ack naming a number from the
+    // future would otherwise make every honest Ack after it look old (no RTT samples).
+    if (this.sentPn[slot] !== m.largestPn) return;
+    this.largestAcked = m.largestPn;
+    // RFC 6298 / RFC 9002 §5: the sample excludes the peer's (bounded) ack delay.
+    const sample = Math.max(0, now - this.sentAt[slot] - Math.min(m.ackDelayMs, this.timing.maxAckDelayMs));
+    if (this.srtt === undefined) {
+      this.srtt = sample;
+      this.rttvar = sample / 2;
+    } else {
+      this.rttvar = 0.75 * this.rttvar + 0.25 * Math.abs(this.srtt - sample);
+      this.srtt = 0.875 * this.srtt + 0.125 * sample;
+    }
+    this.backoff = 1;
+  }
+
+  rto(): number {
+    const base =
+      this.srtt === undefined ? this.timing.initialRtoMs : this.srtt + Math.max(4 * this.rttvar, 1) + this.timing.maxAckDelayMs;
+    return Math.min(this.timing.maxRtoMs, Math.max(this.timing.minRtoMs, base) * this.backoff);
+  }
+
+  handleTimeout(now: number): void {
+    if (this.state === PairState.CLOSED) return;
+    const st = this.state;
+    if ((st === PairState.ENTANGLED || st === PairState.COLLAPSING || st === PairState.REENTANGLING) && now >= this.lastHeard + this.timing.silenceMs) {
+      this.fire(LifecycleEvent.PeerSilent, now, `nothing heard for ${now - this.lastHeard} ms`);
+    }
+    let fired = false;
+    for (const r of this.registers.values()) if (r.onTimeout(now)) fired = true;
+    if (fired) {
+      this.stats.retransmitTimeouts++;
+      this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF);
+    }
+    if (now >= this.lastKeepalive + this.timing.keepaliveMs) {
+      this.lastKeepalive = now;
+      for (const r of this.registers.values()) r.markStatusDirty();
+    }
+  }
+
+  /** The next time handleTimeout must run (ms), or undefined when closed. */
+  pollTimeout(): number | undefined {
+    if (this.state === PairState.CLOSED) return undefined;
+    let t = this.lastKeepalive + this.timing.keepaliveMs;
+    const st = this.state;
+    if (st === PairState.ENTANGLED || st === PairState.COLLAPSING || st === PairState.REENTANGLING) {
+      t = Math.min(t, this.lastHeard + this.timing.silenceMs);
+    }
+    if (this.ackDueAt !== undefined) t = Math.min(t, this.ackDueAt);
+    for (const r of this.registers.values()) {
+      const rt = r.nextTimeout();
+      if (rt !== undefined) t = Math.min(t, rt);
+    }
+    return t;
+  }
+
+  /**
+   * Sequencer: collapse pending candidates without transmitting (no session to send on
+   * yet). pollTransmit does this itself; the daemon calls this while the peer is unreachable.
+   */
+  collapse(now: number): void {
+    if (this.role !== 'sequencer' || this.state === PairState.CLOSED) return;
+    let made = 0;
+    for (const r of this.registers.values()) made += r.collapse(now);
+    if (made > 0) this.evaluate(now);
+  }
+
+  /** The next datagram to send, or undefined when there is nothing (call until undefined). */
+  pollTransmit(now: number): Uint8Array | undefined {
+    if (this.state === PairState.CLOSED) {
+      if (this.closeQueued === undefined) return undefined;
+      const reason = this.closeQueued;
+      this.closeQueued = undefined;
+      return this.frame(now, encodeMessage({ type: MsgType.Close, reason }));
+    }
+    this.collapse(now);
+    const b = new PayloadBuilder(this.maxPayload);
+    const ackPending = this.ackDueAt !== undefined;
+    if (ackPending) {
+      b.add(encodeMessage({ type: MsgType.Ack, largestPn: this.largestReceived, ackDelayMs: Math.max(0, Math.round(now - this.largestReceivedAt)) }));
+    }
+    const ackOnly = b.room;
+    while (this.outbox.length > 0) {
+      const raw = encodeMessage(this.outbox[0]);
+      if (!b.add(raw)) {
+        // A response that cannot fit even an empty payload would block the queue forever.
+        if (raw.length > this.maxPayload) {
+          this.outbox.shift();
+          this.drop(now, 'oversized-response', `${MsgType[raw[0]]} of ${raw.length} bytes exceeds the ${this.maxPayload}-byte payload`);
+          continue;
+        }
+        break;
+      }
+      this.outbox.shift();
+    }
+    const regs = [...this.registers.values()];
+    for (let i = 0; i < regs.length; i++) regs[(this.rr + i) % regs.length].fill(now, b);
+    this.rr = (this.rr + 1) % Math.max(1, regs.length);
+    if (b.empty) return undefined;
+    if (b.room === ackOnly && ackPending && now < this.ackDueAt!) return undefined; // an ack alone waits for its deadline
+    this.ackDueAt = undefined;
+    return this.frame(now, b.finish());
+  }
+
+  private frame(now: number, payload: Uint8Array): Uint8Array {
+    let out: Uint8Array;
+    let pn: number;
+    if (this.opts.sealer) ({ frame: out, packetNumber: pn } = this.opts.sealer.seal(payload));
+    else {
+      pn = this.nextPn++;
+      out = encodeFrame({ type: FrameType.Data, flags: 0, pairId: this.opts.pairId, packetNumber: pn }, payload);
+    }
+    this.sentPn[pn % PN_RING] = pn;
+    this.sentAt[pn % PN_RING] = now;
+    this.stats.datagramsSent++;
+    this.stats.bytesSent += out.length;
+    if (this.state === PairState.REENTANGLING) this.stats.reentangleBytes += out.length;
+    return out;
+  }
+
+  pollEvent(): SpookEvent | undefined {
+    return this.events.shift();
+  }
+
+  /** Close the pair for good: a Close message goes out on the next pollTransmit. */
+  close(now: number, reason = 'closed locally'): void {
+    if (this.state === PairState.CLOSED) return;
+    this.fire(LifecycleEvent.Close, now, reason);
+    this.closeQueued = CloseReason.Closed;
+  }
+
+  /**
+   * The driver caught an exception while handling this pair: decohere with cause
+   * `internal-error`. The driver stops driving the pair; this only records it and tells watchers.
+   */
+  fence(now: number, detail: string): void {
+    if (this.lifecycle.can(LifecycleEvent.InternalError)) this.fire(LifecycleEvent.InternalError, now, detail);
+  }
+
+  /**
+   * This endpoint is stopping and will come back (daemon shutdown): tell the peer so it
+   * decoheres at once. The pair itself is not closed; its state is on disk.
+   */
+  goingAway(now: number): Uint8Array | undefined {
+    if (this.state === PairState.CLOSED) return undefined;
+    return this.frame(now, encodeMessage({ type: MsgType.Close, reason: CloseReason.GoingAway }));
+  }
+
+  // ------------------------------------------------------------------ lifecycle
+
+  private fire(event: LifecycleEvent, now: number, cause: string): void {
+    const from = this.lifecycle.fire(event, now);
+    this.emit({ type: 'lifecycle', at: now, from, to: this.lifecycle.state, cause: `${event}: ${cause}` });
+  }
+
+  /** A register found divergence or an unfillable gap while the peer is reachable: decohere, then re-entangle at once. */
+  private trigger(event: LifecycleEvent, detail: string, now: number): void {
+    if (!this.lifecycle.can(event)) return;
+    this.fire(event, now, detail);
+    this.fire(LifecycleEvent.PeerHeard, now, 'peer reachable; re-entangling');
+    for (const r of this.registers.values()) r.beginReentangle();
+  }
+
+  /** Move the lifecycle as far as the registers' progress allows. */
+  private evaluate(now: number): void {
+    const regs = [...this.registers.values()];
+    switch (this.state) {
+      case PairState.FORMING: {
+        if (!regs.every((r) => r.peerHash !== undefined)) return;
+        const same = regs.every((r) => r.peerVersion === r.version && r.peerHash!.hi === r.hash.hi && r.peerHash!.lo === r.hash.lo && !r.requester);
+        if (same) this.fire(LifecycleEvent.FormedAligned, now, 'every register at the peer\'s (version, hash)');
+        else {
+          this.fire(LifecycleEvent.FormedMisaligned, now, 'registers differ from the peer\'s');
+          for (const r of regs) r.beginReentangle();
+        }
+        return this.evaluate(now);
+      }
+      case PairState.REENTANGLING:
+        if (!regs.every((r) => r.aligned())) return;
+        for (const r of regs) r.finishReentangle(now);
+        this.stats.reentanglements++;
+        this.fire(LifecycleEvent.Aligned, now, 'every register re-entangled');
+        return this.evaluate(now);
+      case PairState.ENTANGLED:
+        if (!regs.every((r) => r.settled())) this.fire(LifecycleEvent.CollapseStarted, now, 'collapse in flight');
+        return;
+      case PairState.COLLAPSING:
+        if (regs.every((r) => r.settled())) this.fire(LifecycleEvent.CollapseSettled, now, 'peer confirmed every collapse');
+        return;
+      default:
+        return;
+    }
+  }
+
+  private emit(ev: SpookEvent): void {
+    if (this.events.length >= EVENT_LIMIT) {
+      this.events.shift();
+      this.stats.eventsDropped++;
+    }
+    this.events.push(ev);
+  }
+
+  private drop(now: number, reason: string, detail: string, n = 1): void {
+    this.stats.drops[reason] = (this.stats.drops[reason] ?? 0) + n;
+    this.emit({ type: 'drop', at: now, reason, detail });
+  }
+}

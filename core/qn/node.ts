@@ -1,0 +1,577 @@
+/**
+ * One member of a QN domain, sans I/O: Raft orders the collapses, DomainState applies
+ * them, and this class adds what a member needs around them (docs/PROTOCOL.md §15):
+ *  - candidates proposed here, kept (durably) until their outcome is applied here, sent to
+ *    the leader and resent until then; while the member is decoherent its register policy
+ *    says whether they wait (`buffer`, up to maxPending) or are refused (`refuse`);
+ *  - QN routing: a message goes to its destination directly when that link is alive, else
+ *    through one relay member that hears the destination (learned from hellos);
+ *  - the member's lifecycle (coherent / decoherent) with its cause, as events.
+ */
+import { WireError } from '../../wire/errors.js';
+import { validateDelta } from '../../wire/delta.js';
+import { QN_DEFAULT_TTL, decodeBody, decodeEnvelope, encodeBody, encodeEnvelope, sealedHeader, type QnBody } from '../../wire/qn.js';
+import type { DomainDisk } from './disk.js';
+import { EntryKind, MAX_INDEX, MAX_NODE_ID, Raft, Role, parseConfig, type LogEntry, type NodeId, type RaftDrop, type RaftMsg } from './raft.js';
+import { COLLAPSE_REJECT_NAMES, OUTCOME_WINDOW, DomainState, snapshotBound, encodeCandidate, parseCandidate, type CandidateOp, type Collapsed, type DomainRegisterSpec, type GroupSpec } from './state.js';
+
+/** Largest encoded candidate: it must fit one append message (one datagram). */
+export const MAX_CANDIDATE_BYTES = 1100;
+
+/**
+ * Why a QN message was dropped (docs/PROTOCOL.md §15.3): a closed set, counted per member in
+ * `stats.drops`. Raft's own refusals (RaftDrop) are among them.
+ */
+export type QnDrop =
+  | RaftDrop
+  | 'malformed'
+  | 'wrong-domain'
+  | 'not-a-link'
+  /** From (or relayed by, or for) a node that is in none of the configurations this member knows. */
+  | 'not-a-member'
+  | 'no-route'
+  | 'relayed-by-non-member'
+  /** A removal notice that this member's own log contradicts. */
+  | 'bad-removal'
+  /** A relayed message without a valid end-to-end seal from its claimed origin (§15.5). */
+  | 'relay-unauthenticated'
+  | 'malformed-candidate'
+  | 'oversized-candidate'
+  /** A forwarded candidate whose origin is not the member that sent it. */
+  | 'candidate-origin-mismatch'
+  | 'fwd-not-leader';
+
+export const QN_DROPS: readonly QnDrop[] = [
+  'out-of-bounds',
+  'bad-entry',
+  'conflicts-committed',
+  'index-beyond-log',
+  'bad-snapshot',
+  'snapshot-mismatch',
+  'fenced',
+  'malformed',
+  'wrong-domain',
+  'not-a-link',
+  'not-a-member',
+  'no-route',
+  'relayed-by-non-member',
+  'bad-removal',
+  'relay-unauthenticated',
+  'malformed-candidate',
+  'oversized-candidate',
+  'candidate-origin-mismatch',
+  'fwd-not-leader',
+];
+
+export type DomainPolicy = 'buffer' | 'refuse';
+
+/**
+ * End-to-end seals between members (§15.5), injected so the core stays pure: spookd uses its
+ * static ETCP keys (core/qn/seal.ts), the simulator fixed keys per node id.
+ */
+export interface RelaySeal {
+  seal(to: NodeId, header: Uint8Array, body: Uint8Array): Uint8Array | undefined;
+  open(from: NodeId, header: Uint8Array, box: Uint8Array): Uint8Array | undefined;
+}
+
+export type Coherence = 'coherent' | 'decoherent';
+
+export interface DomainNodeOptions {
+  /** u32 identifier of the domain on the wire (a hash of its name). */
+  domain: number;
+  name: string;
+  id: NodeId;
+  members: NodeId[];
+  /** Members this node has a direct transport link to. */
+  links: NodeId[];
+  registers: DomainRegisterSpec[];
+  groups?: GroupSpec[];
+  seed: number;
+  policy?: DomainPolicy;
+  maxPending?: number;
+  disk: DomainDisk;
+  random: (min: number, max: number) => number;
+  electionMs?: number;
+  heartbeatMs?: number;
+  maxLogEntries?: number;
+  /** Largest snapshot accepted from a leader, in bytes; default snapshotBound of the registers' quotas. */
+  maxSnapshotBytes?: number;
+  /**
+   * Seals for messages that cross a relay. Without it this member neither sends through a
+   * relay nor accepts a relayed message (every message must then go direct).
+   */
+  relay?: RelaySeal;
+  /** Sees every entry as it is applied, with the state after it (the simulator's prefix check). */
+  observe?: (e: LogEntry, state: DomainState) => void;
+}
+
+export type DomainEvent =
+  /** `unknown`: this member was removed before it learnt the outcome (it may have committed). */
+  | { type: 'outcome'; seq: number; committed: boolean; reason?: string; index?: number; unknown?: boolean }
+  | { type: 'lifecycle'; from: Coherence; to: Coherence; cause: string }
+  | { type: 'leader'; leader: NodeId; term: number };
+
+interface Pending {
+  cmd: Uint8Array;
+  sentAt: number;
+}
+
+export class DomainNode {
+  readonly raft: Raft;
+  readonly state: DomainState;
+  readonly id: NodeId;
+  private readonly pending = new Map<number, Pending>();
+  private nextSeq: number;
+  private readonly out: { to: NodeId; bytes: Uint8Array }[] = [];
+  private readonly events: DomainEvent[] = [];
+  private readonly heard = new Map<NodeId, number>();
+  private readonly hellos = new Map<NodeId, { neighbours: Set<NodeId>; commit: number; at: number }>();
+  private helloAt = 0;
+  private coherence: Coherence = 'decoherent';
+  private lastLeader: NodeId = 0;
+  /**
+   * Candidates this leader appended in its current term and has not applied yet: a retry is
+   * not appended twice. Cleared with each new term: a deposed leader's entries may be gone.
+   */
+  private readonly inLog = new Set<string>();
+  private inLogTerm = -1;
+  /** Seen itself in a committed configuration (or the bootstrap one): leaving it later means it was removed. */
+  private wasMember = false;
+  /** Every node in a committed (or the bootstrap) configuration seen here: a removed one was among them. */
+  private readonly everMember = new Set<NodeId>();
+  /**
+   * Links that a known member lists as its live neighbours in a hello: it hears them as
+   * members, so they are members of a configuration we may not have yet (a leader added while
+   * we were cut off). Only links can be vouched for, so the set is bounded by the peers.
+   */
+  private readonly vouched = new Set<NodeId>();
+  /** Told by a member that our removal is committed (at this index); 0 if not. */
+  private removed = 0;
+  /** Why this member takes part in nothing (its own durable state did not apply, or its driver fenced it). */
+  private fenced: string | undefined;
+  readonly stats = { proposed: 0, committed: 0, rejected: 0, refused: 0, relayed: 0, noRoute: 0, drops: {} as Partial<Record<QnDrop, number>>, partitions: 0, bytesIn: 0, bytesOut: 0 };
+  private readonly linkTimeoutMs: number;
+  private readonly retryMs: number;
+
+  constructor(
+    readonly o: DomainNodeOptions,
+    now: number,
+  ) {
+    this.id = o.id;
+    this.state = new DomainState(o.seed, o.registers, o.groups ?? []);
+    this.state.onCollapse = (c) => this.onCollapse(c);
+    const p = o.disk.loadPending();
+    this.nextSeq = p.nextSeq;
+    for (const x of p.pending) this.pending.set(x.seq, { cmd: x.cmd, sentAt: -Infinity });
+    this.raft = new Raft(
+      {
+        id: o.id,
+        initialMembers: o.members,
+        disk: o.disk,
+        sm: {
+          apply: (e) => {
+            this.state.apply(e);
+            o.observe?.(e, this.state);
+          },
+          snapshot: () => this.state.snapshot(),
+          restore: (data, index) => {
+            if (!this.state.restore(data, index)) return false;
+            this.resolveFromTable();
+            return true;
+          },
+        },
+        random: o.random,
+        electionMs: o.electionMs,
+        heartbeatMs: o.heartbeatMs,
+        maxLogEntries: o.maxLogEntries,
+        maxSnapshotBytes: o.maxSnapshotBytes ?? snapshotBound(o.registers, o.groups ?? []),
+        // Nothing is journaled that would not apply: a candidate must decode and fit one append.
+        checkCommand: (cmd) => cmd.length <= MAX_CANDIDATE_BYTES && parseCandidate(cmd) !== undefined,
+      },
+      now,
+    );
+    if (this.raft.fault) this.fence(this.raft.fault);
+    // A bootstrap member that restarts with its removal in its log is still one that was removed.
+    this.wasMember = o.members.includes(o.id);
+    for (const m of o.members) this.everMember.add(m);
+    this.linkTimeoutMs = 3 * this.raft.heartbeatMs;
+    this.retryMs = Math.max(this.raft.heartbeatMs * 2, this.raft.electionMs / 2);
+  }
+
+  // --- inspection -----------------------------------------------------------------------
+
+  get coherenceState(): Coherence {
+    return this.coherence;
+  }
+
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  /**
+   * What became of candidate `seq` proposed here, as far as this member knows now (after any
+   * number of restarts): still pending, decided (from the outcome table), or unknown (decided
+   * but no longer in the table, or refused before it was sent); undefined if never proposed.
+   */
+  outcomeOf(seq: number): { verdict: 'pending' | 'committed' | 'rejected' | 'unknown'; reason?: string } | undefined {
+    if (this.pending.has(seq)) return { verdict: 'pending' };
+    const o = this.state.outcomeOf(this.id, seq);
+    if (o === 0) return { verdict: 'committed' };
+    if (o !== undefined) return { verdict: 'rejected', reason: COLLAPSE_REJECT_NAMES[o as keyof typeof COLLAPSE_REJECT_NAMES] ?? `reason ${o}` };
+    if (Number.isSafeInteger(seq) && seq >= 1 && seq < this.nextSeq) return { verdict: 'unknown', reason: 'not pending here and not in the outcome table (decided long ago, refused at once, or this member was removed)' };
+    return undefined;
+  }
+
+  /** Members whose link (direct) was heard within the liveness window. */
+  aliveLinks(now: number): NodeId[] {
+    return this.o.links.filter((l) => now - (this.heard.get(l) ?? -Infinity) < this.linkTimeoutMs);
+  }
+
+  /** The commit index a member last announced (hello), for lag reports. */
+  announcedCommit(id: NodeId): number | undefined {
+    return id === this.id ? this.raft.commit : this.hellos.get(id)?.commit;
+  }
+
+  // --- the sans-I/O surface ---------------------------------------------------------------
+
+  pollTransmit(): { to: NodeId; bytes: Uint8Array } | undefined {
+    return this.out.shift();
+  }
+
+  pollEvent(): DomainEvent | undefined {
+    return this.events.shift();
+  }
+
+  /** Why this member is fenced (takes part in nothing), or undefined. */
+  get fencedCause(): string | undefined {
+    return this.fenced;
+  }
+
+  /**
+   * Stop taking part: every input is dropped, proposals refused, no timer runs. For state
+   * that cannot be used (the journal) and for a driver that caught an unexpected exception.
+   */
+  fence(cause: string): void {
+    if (this.fenced) return;
+    this.fenced = cause;
+    if (this.coherence === 'coherent') this.stats.partitions++;
+    this.events.push({ type: 'lifecycle', from: this.coherence, to: 'decoherent', cause: `fenced: ${cause}` });
+    this.coherence = 'decoherent';
+    this.out.length = 0;
+  }
+
+  pollTimeout(): number {
+    if (this.fenced) return Infinity;
+    let t = Math.min(this.raft.pollTimeout(), this.helloAt);
+    // Resends wait for a known leader; without one, Raft's own timers are what move things.
+    if (this.raft.leader !== 0) for (const p of this.pending.values()) t = Math.min(t, p.sentAt + this.retryMs);
+    return t;
+  }
+
+  handleTimeout(now: number): void {
+    if (this.fenced) return;
+    if (now >= this.raft.pollTimeout()) this.raft.handleTimeout(now);
+    if (now >= this.helloAt) {
+      this.helloAt = now + this.raft.heartbeatMs;
+      const neighbours = this.aliveLinks(now);
+      // Routing state goes to members only: a configured peer outside the domain learns nothing.
+      for (const l of this.o.links) if (this.knownMember(l)) this.emit(now, l, { t: 'hello', neighbours, commit: this.raft.commit }, 1);
+    }
+    this.after(now);
+  }
+
+  /**
+   * A datagram from the direct link `from`. Nothing a peer sends makes this throw: a message
+   * that fails a check is dropped and counted (QnDrop) and changes nothing.
+   */
+  handleDatagram(now: number, from: NodeId, bytes: Uint8Array): void {
+    if (this.fenced) return this.drop('fenced');
+    if (!this.o.links.includes(from)) return this.drop('not-a-link');
+    // Only members (of any configuration known here) speak for the domain; the rest get no
+    // state change and no reply at all.
+    if (!this.knownMember(from)) return this.drop('not-a-member');
+    let env;
+    try {
+      env = decodeEnvelope(bytes);
+    } catch (e) {
+      if (e instanceof WireError) return this.drop('malformed');
+      throw e;
+    }
+    if (env.domain !== this.o.domain) return this.drop('wrong-domain');
+    this.stats.bytesIn += bytes.length;
+    this.heard.set(from, now);
+    if (env.to !== this.id) {
+      // Relay (one hop): only to a destination we hear directly, never back where it came from.
+      if (env.ttl <= 1 || env.to === from || !this.o.links.includes(env.to)) return this.drop('no-route');
+      if (!this.knownMember(env.to) || !this.knownMember(env.from)) return this.drop('not-a-member');
+      this.stats.relayed++;
+      this.out.push({ to: env.to, bytes: encodeEnvelope({ ...env, ttl: env.ttl - 1 }) });
+      return;
+    }
+    // A peer speaks for itself; only a current member relays for another (ETCP authenticates the link, not env.from).
+    if (env.from !== from && !this.raft.members.includes(from)) return this.drop('relayed-by-non-member');
+    if (!this.knownMember(env.from)) return this.drop('not-a-member');
+    let b = env.body;
+    if (b.t === 'sealed') {
+      // The origin sealed it for us: only `from` could have, and nobody changed it on the way.
+      const body = this.o.relay?.open(env.from, sealedHeader(env.domain, env.from, env.to), b.box);
+      if (!body) return this.drop('relay-unauthenticated');
+      try {
+        b = decodeBody(body);
+      } catch (e) {
+        if (e instanceof WireError) return this.drop('malformed');
+        throw e;
+      }
+    } else if (env.from !== from) return this.drop('relay-unauthenticated');
+    const bad = this.checkBody(b);
+    if (bad) return this.drop(bad);
+    if (b.t === 'removed') {
+      // A lagging member may not know we were added back after a removal: our own committed
+      // configuration, if it includes us and is newer than the notice, wins.
+      const r = this.raft;
+      const inCommitted = r.members.includes(this.id) && r.configIndex <= r.commit && r.configIndex >= b.index;
+      if (!this.removed && !inCommitted) this.removed = b.index;
+    } else if (this.isRemoved(env.from)) {
+      // A member removed by a committed change that never heard of it (it was cut off, or it
+      // restarted with the change uncommitted in its log): tell it, whatever it sent.
+      this.emit(now, env.from, { t: 'removed', index: this.raft.configIndex }, QN_DEFAULT_TTL);
+    } else if (b.t === 'hello') {
+      if (env.from === from) {
+        this.hellos.set(from, { neighbours: new Set(b.neighbours), commit: b.commit, at: now });
+        for (const n of b.neighbours) if (n !== this.id && this.o.links.includes(n)) this.vouched.add(n);
+      }
+    } else if (b.t === 'fwd') this.onForward(now, env.from, b.cmd);
+    else {
+      // Terms, not our view of the configuration, decide (§4.1): a member added by a change we
+      // have not applied yet may lead; it is known here once it is in any configuration we hold.
+      const why = this.raft.handleMessage(now, env.from, b as RaftMsg);
+      if (why) this.drop(why);
+    }
+    this.after(now);
+  }
+
+  /** Checks of the non-Raft bodies (Raft checks its own): node ids and indexes within bounds. */
+  private checkBody(b: QnBody): QnDrop | undefined {
+    if (b.t === 'hello') return b.commit > MAX_INDEX || b.neighbours.some((n) => n === 0 || n > MAX_NODE_ID) ? 'out-of-bounds' : undefined;
+    if (b.t === 'removed') {
+      if (b.index === 0 || b.index > MAX_INDEX) return 'out-of-bounds';
+      // Our own log can contradict the notice: a leader holds every committed entry (Leader
+      // Completeness), and an entry we hold at that index must be a configuration without us.
+      const r = this.raft;
+      if (r.role === Role.Leader) return 'bad-removal';
+      const e = r.entryAt(b.index);
+      if (e && !(e.cmd[0] === EntryKind.Config && !(parseConfig(e.cmd) ?? [this.id]).includes(this.id))) return 'bad-removal';
+    }
+    return undefined;
+  }
+
+  /** In the bootstrap configuration, any configuration this member has seen (log, snapshot, committed), or vouched for. */
+  knownMember(id: NodeId): boolean {
+    return this.o.members.includes(id) || this.everMember.has(id) || this.raft.inAnyConfig(id) || this.vouched.has(id);
+  }
+
+  /**
+   * Propose a candidate (one or more deltas, over one or more registers of the domain).
+   * Returns its sequence number here, or why it is refused at once.
+   */
+  propose(now: number, ops: CandidateOp[]): { seq: number } | { refused: string } {
+    if (this.fenced) return { refused: `this member is fenced: ${this.fenced}` };
+    if (ops.length === 0 || ops.length > 256) return { refused: `a candidate has 1-256 deltas, not ${ops.length}` };
+    for (const op of ops) {
+      if (!this.state.registers.has(op.register)) return { refused: `no register named ${op.register} in domain ${this.o.name}` };
+      try {
+        validateDelta(op.delta);
+      } catch (e) {
+        return { refused: (e as Error).message };
+      }
+    }
+    if (this.isRemovedHere()) return { refused: `this member was removed from domain ${this.o.name}` };
+    if (this.coherence === 'decoherent' && (this.o.policy ?? 'buffer') === 'refuse') {
+      this.stats.refused++;
+      return { refused: 'decoherent: this member cannot reach a majority and its policy is refuse' };
+    }
+    if (this.pending.size >= Math.min(this.o.maxPending ?? 1024, OUTCOME_WINDOW)) {
+      this.stats.refused++;
+      return { refused: `pending buffer full (${this.pending.size} candidates)` };
+    }
+    const seq = this.nextSeq++;
+    const cmd = encodeCandidate({ origin: this.id, seq, ops });
+    if (cmd.length > MAX_CANDIDATE_BYTES) return { refused: `candidate encodes to ${cmd.length} bytes; the limit is ${MAX_CANDIDATE_BYTES}` };
+    this.o.disk.savePending(seq, cmd);
+    this.pending.set(seq, { cmd, sentAt: -Infinity });
+    this.stats.proposed++;
+    this.after(now);
+    return { seq };
+  }
+
+  /** Leader only: add or remove one voting member (Raft §4.1). */
+  changeMembers(now: number, change: { add?: NodeId; remove?: NodeId }): { ok: true; index: number } | { ok: false; reason: string } {
+    if (this.fenced) return { ok: false, reason: `this member is fenced: ${this.fenced}` };
+    const r = this.raft.changeMembers(now, change);
+    this.after(now);
+    return r;
+  }
+
+  // --- internals --------------------------------------------------------------------------
+
+  private drop(reason: QnDrop): void {
+    this.stats.drops[reason] = (this.stats.drops[reason] ?? 0) + 1;
+  }
+
+  /** True if this node leads and `key` was not appended in this term yet (and now is marked). */
+  private firstAppend(key: string): boolean {
+    if (this.raft.role !== Role.Leader) return false;
+    if (this.inLogTerm !== this.raft.term) {
+      this.inLog.clear();
+      this.inLogTerm = this.raft.term;
+    }
+    if (this.inLog.has(key)) return false;
+    this.inLog.add(key);
+    return true;
+  }
+
+  private onForward(now: number, sender: NodeId, cmd: Uint8Array): void {
+    if (cmd.length > MAX_CANDIDATE_BYTES) return this.drop('oversized-candidate');
+    const c = parseCandidate(cmd);
+    if (!c) return this.drop('malformed-candidate');
+    // A member proposes only its own candidates: one under another's name would take that
+    // member's sequence number (and its outcome) in the table.
+    if (c.origin !== sender) return this.drop('candidate-origin-mismatch');
+    if (this.raft.role !== Role.Leader) return this.drop('fwd-not-leader'); // the origin retries
+    if (this.state.outcomeOf(c.origin, c.seq) !== undefined) return; // decided: the origin learns it from the log
+    if (this.firstAppend(`${c.origin}:${c.seq}`)) this.raft.propose(now, cmd);
+  }
+
+  private onCollapse(c: Collapsed): void {
+    this.inLog.delete(`${c.candidate.origin}:${c.candidate.seq}`);
+    if (c.candidate.origin !== this.id) return;
+    this.resolve(c.candidate.seq, c.outcome, c.index);
+  }
+
+  private resolve(seq: number, outcome: number, index?: number): void {
+    if (!this.pending.delete(seq)) return;
+    this.o.disk.dropPending(seq);
+    if (outcome === 0) this.stats.committed++;
+    else this.stats.rejected++;
+    this.events.push(
+      outcome === 0
+        ? { type: 'outcome', seq, committed: true, index }
+        : { type: 'outcome', seq, committed: false, reason: COLLAPSE_REJECT_NAMES[outcome as keyof typeof COLLAPSE_REJECT_NAMES] ?? `reason ${outcome}`, index },
+    );
+  }
+
+  /**
+   * Removed: told so by a member whose removal of us is committed, or our own log shows a
+   * committed configuration without us after one with us. (An uncommitted one may still be
+   * rolled back: the change that added us can be truncated by a new leader and redone.)
+   */
+  private isRemovedHere(): boolean {
+    return this.removed > 0 || (this.wasMember && !this.raft.members.includes(this.id) && this.raft.configIndex <= this.raft.commit);
+  }
+
+  private isRemoved(id: NodeId): boolean {
+    return this.everMember.has(id) && !this.raft.members.includes(id) && this.raft.configIndex <= this.raft.commit;
+  }
+
+  /** Removed from the domain: no log reaches us any more, so outcomes here are unknowable. */
+  private abandonPending(): void {
+    for (const seq of [...this.pending.keys()]) {
+      this.pending.delete(seq);
+      this.o.disk.dropPending(seq);
+      this.events.push({ type: 'outcome', seq, committed: false, unknown: true, reason: 'this member was removed from the domain; the outcome is unknown here' });
+    }
+  }
+
+  /** After a snapshot install, candidates decided inside it are resolved from its outcome table. */
+  private resolveFromTable(): void {
+    for (const seq of [...this.pending.keys()]) {
+      const o = this.state.outcomeOf(this.id, seq);
+      if (o !== undefined) this.resolve(seq, o);
+    }
+  }
+
+  /** Everything that follows an input: coherence, candidate (re)sends, Raft's messages out. */
+  private after(now: number): void {
+    this.updateCoherence(now);
+    // A configuration is in force once in the log (Raft §4.1); the leader stops replicating to
+    // a member it removed, so waiting for the commit here could wait forever.
+    const committedConfig = this.raft.configIndex <= this.raft.commit;
+    // Only committed configurations count: an appended one may be truncated and redone.
+    if (committedConfig) for (const m of this.raft.members) this.everMember.add(m);
+    // Leading a configuration that holds us: a removal notice was false (Leader Completeness).
+    if (this.removed && this.raft.role === Role.Leader && this.raft.members.includes(this.id)) this.removed = 0;
+    // Added back by a committed change newer than a removal notice: no longer removed.
+    if (this.removed && committedConfig && this.raft.members.includes(this.id) && this.raft.configIndex > this.removed) this.removed = 0;
+    if (this.raft.members.includes(this.id) && committedConfig && !this.removed) this.wasMember = true;
+    if (this.pending.size > 0 && this.isRemovedHere()) this.abandonPending();
+    this.sendPending(now);
+    for (let m = this.raft.pollMessage(); m; m = this.raft.pollMessage()) this.emit(now, m.to, m.msg, QN_DEFAULT_TTL);
+  }
+
+  private updateCoherence(now: number): void {
+    if (this.fenced) return;
+    const r = this.raft;
+    if (r.leader !== this.lastLeader && r.leader !== 0) this.events.push({ type: 'leader', leader: r.leader, term: r.term });
+    this.lastLeader = r.leader;
+    const coherent = !this.removed && (r.role === Role.Leader || (r.leader !== 0 && now - r.leaderContact < r.electionMs));
+    const next: Coherence = coherent ? 'coherent' : 'decoherent';
+    if (next === this.coherence) return;
+    const cause = coherent
+      ? `leader ${r.leader} in term ${r.term}`
+      : this.removed
+        ? `removed from the domain (index ${this.removed})`
+        : r.members.includes(this.id)
+          ? 'no leader reachable with a majority'
+          : 'not a member';
+    if (next === 'decoherent') this.stats.partitions++;
+    this.events.push({ type: 'lifecycle', from: this.coherence, to: next, cause });
+    this.coherence = next;
+  }
+
+  private sendPending(now: number): void {
+    const r = this.raft;
+    if (r.leader === 0 || this.pending.size === 0) return;
+    let budget = 64;
+    for (const [seq, p] of this.pending) {
+      if (p.sentAt + this.retryMs > now) continue;
+      if (budget-- === 0) break;
+      p.sentAt = now;
+      if (r.role === Role.Leader) {
+        if (this.firstAppend(`${this.id}:${seq}`)) r.propose(now, p.cmd);
+      } else this.emit(now, r.leader, { t: 'fwd', cmd: p.cmd }, QN_DEFAULT_TTL);
+    }
+  }
+
+  /** Route: directly when that link is alive, else via the lowest-numbered relay that hears `to`. */
+  private nextHop(now: number, to: NodeId): NodeId | undefined {
+    const direct = this.o.links.includes(to);
+    if (direct && now - (this.heard.get(to) ?? -Infinity) < this.linkTimeoutMs) return to;
+    // Through a relay only with seals: an unsealed relayed message is refused at the other end.
+    if (this.o.relay) for (const l of [...this.o.links].sort((a, b) => a - b)) {
+      const h = this.hellos.get(l);
+      if (l !== to && h && now - h.at < this.linkTimeoutMs && now - (this.heard.get(l) ?? -Infinity) < this.linkTimeoutMs && h.neighbours.has(to)) return l;
+    }
+    // Nothing known to work: try the direct link (that is how a silent link comes back).
+    return direct ? to : undefined;
+  }
+
+  private emit(now: number, to: NodeId, body: QnBody, ttl: number): void {
+    const hop = ttl === 1 ? to : this.nextHop(now, to);
+    if (hop === undefined) {
+      this.stats.noRoute++;
+      return;
+    }
+    if (hop !== to) {
+      const box = this.o.relay?.seal(to, sealedHeader(this.o.domain, this.id, to), encodeBody(body));
+      if (!box) {
+        this.stats.noRoute++;
+        return;
+      }
+      body = { t: 'sealed', box };
+      this.stats.relayed++;
+    }
+    const bytes = encodeEnvelope({ domain: this.o.domain, from: this.id, to, ttl, body });
+    this.stats.bytesOut += bytes.length;
+    this.out.push({ to: hop, bytes });
+  }
+}

@@ -1,0 +1,943 @@
+/**
+ * Raft, sans I/O: the collapse order of a QN domain (docs/ARCHITECTURE.md §QN).
+ *
+ * Follows Ongaro & Ousterhout, "In Search of an Understandable Consensus Algorithm"
+ * (USENIX ATC 2014) and Ongaro's dissertation "Consensus: Bridging Theory and Practice"
+ * (Stanford 2014), with these parts of the dissertation:
+ *  - §4.2.3 / §9.6 PreVote and leader stickiness, so a healed minority does not depose a
+ *    working leader; CheckQuorum (§6.2), so a leader cut off from its majority steps down
+ *    and its node knows it is decoherent;
+ *  - §4.1 single-server membership changes, a configuration in force as soon as it is in
+ *    the log, at most one uncommitted at a time, and only after the leader has committed an
+ *    entry of its own term (the fix posted to raft-dev in 2015);
+ *  - §5 snapshots, kept beside a retained log tail so a lagging follower usually catches
+ *    up from log entries (only the missing ones) and gets a snapshot only when those are gone.
+ *
+ * Time, randomness, storage and the network are injected: the same code runs in spookd
+ * and in the seeded simulator (testing/sim/domain.ts).
+ */
+import { Reader, Writer } from '../../wire/buffer.js';
+import { DropReason } from '../../wire/constants.js';
+import { WireError } from '../../wire/errors.js';
+
+import type { NodeId, RaftMsg } from '../../wire/qn.js';
+
+/** The QN messages' layouts live with their codec (wire/qn.ts); Raft steps on them. */
+export type { NodeId, RaftMsg };
+
+/**
+ * Bounds on what a peer may make us store (docs/PROTOCOL.md §15.3, "Semantic checks"): every
+ * value kept stays encodable as a varint after any increment we make to it (term + 1 when
+ * campaigning, index + 1 when appending), so no later encoding can fail.
+ */
+export const MAX_TERM = 2 ** 48 - 1;
+export const MAX_INDEX = 2 ** 48 - 1;
+/** Node ids are the first 48 bits of a static key (§15.1); 0 means none. */
+export const MAX_NODE_ID = 2 ** 48 - 1;
+/** At most this many voting members in a configuration. */
+export const MAX_MEMBERS = 64;
+/**
+ * Default bound on an incoming snapshot (the buffer one leader can make a follower hold); a
+ * QN domain derives its own from its registers' quotas (snapshotBound in state.ts).
+ */
+export const DEFAULT_MAX_SNAPSHOT_BYTES = 1024 * 1024 * 1024;
+
+/**
+ * Why Raft refused a message (closed set; the caller counts them). Each leaves the node's
+ * state exactly as it was, except `conflicts-committed`, which may follow the message's term.
+ */
+export type RaftDrop =
+  /** A term, index or count beyond the bounds above, or inconsistent with the message's own term. */
+  | 'out-of-bounds'
+  /** An entry that could not be applied (unknown kind, undecodable configuration or command). */
+  | 'bad-entry'
+  /** An append that would overwrite an entry this node knows is committed (a protocol violation). */
+  | 'conflicts-committed'
+  /** An acknowledgement of entries the leader does not have. */
+  | 'index-beyond-log'
+  /** A snapshot whose members are invalid, that is larger than allowed, or that does not restore. */
+  | 'bad-snapshot'
+  /** A chunk that disagrees with the transfer under way (total, term or members). */
+  | 'snapshot-mismatch'
+  /** This node is fenced (its own journal could not be applied): it takes part in nothing. */
+  | 'fenced';
+
+export interface LogEntry {
+  readonly term: number;
+  readonly index: number;
+  /** Encoded command: first byte is the kind (EntryKind). */
+  readonly cmd: Uint8Array;
+}
+
+export enum EntryKind {
+  /** A new leader's first entry: commits the entries of earlier terms (Raft §5.4.2). */
+  Noop = 0,
+  /** The voting members from this entry on (§4.1). */
+  Config = 1,
+  /** A command for the state machine (a collapse candidate). */
+  App = 2,
+}
+
+export enum Role {
+  Follower = 'follower',
+  PreCandidate = 'pre-candidate',
+  Candidate = 'candidate',
+  Leader = 'leader',
+}
+
+export interface SnapshotMeta {
+  index: number;
+  term: number;
+  members: NodeId[];
+}
+
+/** What Raft must find again after a crash. Every call returns only once the data is durable. */
+export interface RaftDisk {
+  load(): { term: number; vote: NodeId; snapshot?: SnapshotMeta & { data: Uint8Array }; base: number; baseTerm: number; entries: LogEntry[]; commit: number };
+  saveHard(term: number, vote: NodeId): void;
+  /**
+   * The commit index, so a restarted member serves what it knew committed at once. Need not be
+   * durable before returning: an older value is still a committed index (it is only staler).
+   */
+  saveCommit(index: number): void;
+  append(entries: readonly LogEntry[]): void;
+  /** Drop entries at `from` and after. */
+  truncate(from: number): void;
+  saveSnapshot(meta: SnapshotMeta, data: Uint8Array): void;
+  /** Drop entries at `base` and before; `reset` drops the whole log as well. */
+  compact(base: number, baseTerm: number, reset: boolean): void;
+}
+
+export interface StateMachine {
+  apply(e: LogEntry): void;
+  snapshot(): Uint8Array;
+  /** Replace the state with the snapshot's; false (state unchanged) if `data` is not a valid snapshot of `index`. */
+  restore(data: Uint8Array, index: number): boolean;
+}
+
+export interface RaftOptions {
+  id: NodeId;
+  /** The voting members when neither the log nor a snapshot says otherwise (bootstrap). */
+  initialMembers: NodeId[];
+  disk: RaftDisk;
+  sm: StateMachine;
+  /** Uniform integer in [min, max]: the only randomness (election timeouts). */
+  random: (min: number, max: number) => number;
+  electionMs?: number;
+  heartbeatMs?: number;
+  /** Bytes of entries per append message (one datagram). */
+  maxAppendBytes?: number;
+  /** Entries sent and not yet acknowledged, per follower. */
+  maxInflight?: number;
+  /** Snapshot once this many applied entries are in the log; keep half of them for catch-up. */
+  maxLogEntries?: number;
+  snapChunkBytes?: number;
+  /** Largest snapshot a follower accepts (bytes); default DEFAULT_MAX_SNAPSHOT_BYTES. */
+  maxSnapshotBytes?: number;
+  /** Checks an App command before it is stored (decodable, applicable); absent: any App command. */
+  checkCommand?: (cmd: Uint8Array) => boolean;
+}
+
+interface Progress {
+  next: number;
+  match: number;
+  lastAck: number;
+  /** match at the previous heartbeat: no progress since means the in-flight entries were lost. */
+  matchAtBeat: number;
+  /**
+   * Probing (as etcd's progress states): the follower has not acknowledged lately, so send
+   * one append per heartbeat instead of a window of them that may all be lost.
+   */
+  probe: boolean;
+  /**
+   * The snapshot being sent, kept until the follower has it (a newer one taken meanwhile
+   * does not restart the transfer); `offset` acknowledged, `sent` sent so far.
+   */
+  snap?: SnapshotMeta & { data: Uint8Array; offset: number; sent: number };
+}
+
+/** Outcome of a local request to change membership. */
+export type ChangeResult = { ok: true; index: number } | { ok: false; reason: string };
+
+export class Raft {
+  readonly id: NodeId;
+  term = 0;
+  vote: NodeId = 0;
+  role = Role.Follower;
+  leader: NodeId = 0;
+  commit = 0;
+  applied = 0;
+  /** Index and term just before log[0] (compaction point). */
+  private base = 0;
+  private baseTerm = 0;
+  private log: LogEntry[] = [];
+  private snap: (SnapshotMeta & { data: Uint8Array }) | undefined;
+  /** Config entries in the log (and the snapshot's), oldest first; the last one is in force. */
+  private configs: { index: number; members: NodeId[] }[];
+  private electionAt = 0;
+  private heartbeatAt = 0;
+  private quorumCheckAt = 0;
+  /** When we last heard from a leader of the current term (leader stickiness, §4.2.3). */
+  private leaderContactAt = -Infinity;
+  private votes = new Set<NodeId>();
+  private progress = new Map<NodeId, Progress>();
+  /**
+   * Follower side: the snapshot being received, staged in one buffer of `total` octets
+   * (allocated at its first chunk, total ≤ maxSnapshotBytes), which becomes the snapshot
+   * itself: no per-chunk copies, no concatenation.
+   */
+  private incoming: { index: number; term: number; members: NodeId[]; total: number; buf: Uint8Array; got: number } | undefined;
+  private outbox: { to: NodeId; msg: RaftMsg }[] = [];
+  /** First index of the current leader term: a config change waits until it is committed. */
+  private termStart = 0;
+  readonly electionMs: number;
+  readonly heartbeatMs: number;
+  private readonly maxAppendBytes: number;
+  private readonly maxInflight: number;
+  private readonly maxLogEntries: number;
+  private readonly snapChunkBytes: number;
+  readonly maxSnapshotBytes: number;
+  /**
+   * Set when this node's own durable state cannot be used (an entry or snapshot on disk that
+   * does not apply): the node then takes part in nothing and says why (docs/OPERATIONS.md).
+   */
+  fault: string | undefined;
+  readonly stats = { elections: 0, leaderChanges: 0, snapshotsSent: 0, snapshotsInstalled: 0, stepDowns: 0, termExhausted: 0 };
+
+  constructor(
+    private readonly o: RaftOptions,
+    now: number,
+  ) {
+    this.id = o.id;
+    this.electionMs = o.electionMs ?? 1000;
+    this.heartbeatMs = o.heartbeatMs ?? 100;
+    this.maxAppendBytes = o.maxAppendBytes ?? 1100;
+    this.maxInflight = o.maxInflight ?? 512;
+    this.maxLogEntries = Math.max(8, o.maxLogEntries ?? 100_000);
+    // A chunk plus up to 64 member ids and the other fields must fit one sealed datagram.
+    this.snapChunkBytes = o.snapChunkBytes ?? 700;
+    this.maxSnapshotBytes = o.maxSnapshotBytes ?? DEFAULT_MAX_SNAPSHOT_BYTES;
+    const st = o.disk.load();
+    this.term = st.term;
+    this.vote = st.vote;
+    this.base = st.base;
+    this.baseTerm = st.baseTerm;
+    this.log = st.entries.slice();
+    this.configs = [{ index: 0, members: [...o.initialMembers].sort((a, b) => a - b) }];
+    if (st.snapshot) {
+      // A crash between saving a snapshot and compacting the log can leave a log that the
+      // snapshot covers entirely, or one that disagrees with it: the snapshot wins (§7).
+      const s = st.snapshot;
+      const at = s.index - this.base;
+      if (s.index >= this.base + this.log.length || (at > 0 && this.log[at - 1].term !== s.term)) {
+        this.log = [];
+        this.base = s.index;
+        this.baseTerm = s.term;
+        o.disk.compact(s.index, s.term, true);
+      }
+      this.snap = st.snapshot;
+      this.configs = [{ index: st.snapshot.index, members: [...st.snapshot.members] }];
+      if (!validMembers(s.members) || !o.sm.restore(s.data, s.index)) this.fault = `the snapshot at index ${s.index} cannot be restored`;
+      this.commit = this.applied = st.snapshot.index;
+    }
+    // A term beyond the bound can only have been stored by a version without it (issue 13).
+    if (st.term > MAX_TERM) this.fault = `the stored term ${st.term} exceeds ${MAX_TERM}`;
+    // Entries the snapshot already covers must not override its (later) configuration.
+    for (const e of this.log) {
+      if (this.fault) break;
+      if (!this.checkEntry(e.cmd) || e.term > MAX_TERM) this.fault = `journal entry ${e.index} cannot be applied`;
+      else if (e.index > this.snapshotIndex) this.noteConfig(e);
+    }
+    this.resetElection(now);
+    // Serve the last state known committed at once, not only once a leader is heard again.
+    const commit = Math.min(st.commit, this.lastIndex);
+    if (!this.fault && commit > this.commit) this.setCommit(commit, false);
+  }
+
+  /** Noop, a valid configuration, or an App command the state machine accepts. */
+  checkEntry(cmd: Uint8Array): boolean {
+    switch (cmd[0]) {
+      case EntryKind.Noop:
+        return cmd.length === 1;
+      case EntryKind.Config:
+        return parseConfig(cmd) !== undefined;
+      case EntryKind.App:
+        return this.o.checkCommand?.(cmd) ?? true;
+      default:
+        return false;
+    }
+  }
+
+  // --- inspection -------------------------------------------------------------------
+
+  get lastIndex(): number {
+    return this.base + this.log.length;
+  }
+
+  get lastTerm(): number {
+    return this.log.length ? this.log[this.log.length - 1].term : this.baseTerm;
+  }
+
+  get members(): NodeId[] {
+    return this.configs[this.configs.length - 1].members;
+  }
+
+  /** In any configuration this node holds (log, snapshot or bootstrap), in force or not. */
+  inAnyConfig(id: NodeId): boolean {
+    return this.configs.some((c) => c.members.includes(id));
+  }
+
+  /** Index of the configuration in force (0: the bootstrap one). */
+  get configIndex(): number {
+    return this.configs[this.configs.length - 1].index;
+  }
+
+  /** When this follower last heard the leader of its term. */
+  get leaderContact(): number {
+    return this.leaderContactAt;
+  }
+
+  get firstIndex(): number {
+    return this.base + 1;
+  }
+
+  get snapshotIndex(): number {
+    return this.snap?.index ?? 0;
+  }
+
+  /** Leader view of a follower's replication (undefined elsewhere). */
+  progressOf(id: NodeId): { match: number; next: number; lastAck: number } | undefined {
+    const p = this.progress.get(id);
+    return this.role === Role.Leader && p ? { match: p.match, next: p.next, lastAck: p.lastAck } : undefined;
+  }
+
+  termAt(index: number): number | undefined {
+    if (index === this.base) return this.baseTerm;
+    if (index < this.base || index > this.lastIndex) {
+      if (this.snap && index === this.snap.index) return this.snap.term;
+      return undefined;
+    }
+    return this.log[index - this.base - 1].term;
+  }
+
+  entryAt(index: number): LogEntry | undefined {
+    return index > this.base && index <= this.lastIndex ? this.log[index - this.base - 1] : undefined;
+  }
+
+  // --- the sans-I/O surface ---------------------------------------------------------
+
+  pollMessage(): { to: NodeId; msg: RaftMsg } | undefined {
+    return this.outbox.shift();
+  }
+
+  pollTimeout(): number {
+    if (this.fault) return Infinity;
+    return this.role === Role.Leader ? Math.min(this.heartbeatAt, this.quorumCheckAt) : this.electionAt;
+  }
+
+  handleTimeout(now: number): void {
+    if (this.fault) return;
+    if (this.role === Role.Leader) {
+      if (now >= this.quorumCheckAt) this.checkQuorum(now);
+      if (this.role === Role.Leader && now >= this.heartbeatAt) {
+        this.heartbeatAt = now + this.heartbeatMs;
+        for (const id of this.others()) {
+          const p = this.prog(id, now);
+          // No acknowledgement since the last beat: what was in flight is presumed lost; probe from there.
+          if (p.match === p.matchAtBeat && p.next > p.match + 1) {
+            p.next = p.match + 1;
+            p.probe = true;
+          }
+          p.matchAtBeat = p.match;
+          this.sendAppend(id, true);
+        }
+      }
+      return;
+    }
+    if (now >= this.electionAt) {
+      if (this.members.includes(this.id)) this.campaign(now, true);
+      else this.resetElection(now);
+    }
+  }
+
+  /** Leader only: append a command; undefined elsewhere (the caller forwards it to the leader). */
+  propose(now: number, cmd: Uint8Array): number | undefined {
+    if (this.role !== Role.Leader || this.fault || this.lastIndex >= MAX_INDEX || !this.checkEntry(cmd)) return undefined;
+    const e = this.appendLocal(cmd);
+    this.broadcast(now);
+    return e.index;
+  }
+
+  /** Leader only: one voting member added or removed (§4.1). */
+  changeMembers(now: number, change: { add?: NodeId; remove?: NodeId }): ChangeResult {
+    if (this.fault) return { ok: false, reason: this.fault };
+    if (this.role !== Role.Leader) return { ok: false, reason: 'not the leader' };
+    if (this.configIndex > this.commit) return { ok: false, reason: `a membership change (index ${this.configIndex}) is not committed yet` };
+    if (this.commit < this.termStart) return { ok: false, reason: 'the leader has not committed an entry of its term yet' };
+    const cur = this.members;
+    let next: NodeId[];
+    if (change.add !== undefined && change.remove === undefined) {
+      if (cur.includes(change.add)) return { ok: false, reason: `node ${change.add} is already a member` };
+      next = [...cur, change.add].sort((a, b) => a - b);
+    } else if (change.remove !== undefined && change.add === undefined) {
+      if (!cur.includes(change.remove)) return { ok: false, reason: `node ${change.remove} is not a member` };
+      if (cur.length === 1) return { ok: false, reason: 'cannot remove the last member' };
+      next = cur.filter((m) => m !== change.remove);
+    } else return { ok: false, reason: 'exactly one of add and remove' };
+    if (!validMembers(next)) return { ok: false, reason: `node ids are 1-${MAX_NODE_ID} and a configuration has at most ${MAX_MEMBERS} members` };
+    const e = this.appendLocal(encodeConfig(next));
+    this.broadcast(now);
+    return { ok: true, index: e.index };
+  }
+
+  /**
+   * One message from `from`. Returns why it was refused, having changed nothing (see
+   * RaftDrop), or undefined once handled. Never throws on any message.
+   */
+  handleMessage(now: number, from: NodeId, m: RaftMsg): RaftDrop | undefined {
+    if (this.fault) return 'fenced';
+    const bad = this.check(m);
+    if (bad) return bad;
+    // A term from the future: follow it (§5.1), except a pre-vote, which changes nothing,
+    // and a vote request while we still hear a leader (stickiness: it is ignored outright).
+    if (m.t === 'vote' && this.heardLeaderRecently(now)) {
+      this.send(from, { t: 'voteResp', term: this.term, granted: false, pre: m.pre });
+      return undefined;
+    }
+    if (m.term > this.term && !(m.t === 'vote' && m.pre) && !(m.t === 'voteResp' && m.pre && m.granted)) {
+      const leader = m.t === 'append' || m.t === 'snap' ? from : 0;
+      this.becomeFollower(now, m.term, leader);
+    }
+    switch (m.t) {
+      case 'vote':
+        this.onVote(now, from, m);
+        return undefined;
+      case 'voteResp':
+        this.onVoteResp(now, from, m);
+        return undefined;
+      case 'append':
+        return this.onAppend(now, from, m);
+      case 'appendResp':
+        this.onAppendResp(now, from, m);
+        return undefined;
+      case 'snap':
+        return this.onSnap(now, from, m);
+      case 'snapResp':
+        this.onSnapResp(now, from, m);
+        return undefined;
+    }
+  }
+
+  /**
+   * Semantic checks before anything is touched: bounds that keep every stored value
+   * encodable, a message's indexes and terms consistent with its own term, and every entry
+   * applicable before it can be journaled.
+   */
+  private check(m: RaftMsg): RaftDrop | undefined {
+    if (m.term > MAX_TERM) return 'out-of-bounds';
+    switch (m.t) {
+      case 'vote':
+        return m.lastIndex > MAX_INDEX || m.lastTerm > m.term ? 'out-of-bounds' : undefined;
+      case 'voteResp':
+        return undefined;
+      case 'append': {
+        if (m.prevIndex + m.entries.length > MAX_INDEX || m.commit > MAX_INDEX || m.prevTerm > m.term) return 'out-of-bounds';
+        // Terms in a log never decrease and never exceed the leader's.
+        let t = m.prevTerm;
+        for (const e of m.entries) {
+          if (e.term < t || e.term > m.term) return 'out-of-bounds';
+          t = e.term;
+        }
+        for (const e of m.entries) if (!this.checkEntry(e.cmd)) return 'bad-entry';
+        return undefined;
+      }
+      case 'appendResp':
+        if (m.index > MAX_INDEX) return 'out-of-bounds';
+        // Only a follower's acknowledgement of entries we have can move its match index.
+        return m.ok && this.role === Role.Leader && m.term === this.term && m.index > this.lastIndex ? 'index-beyond-log' : undefined;
+      case 'snap':
+        if (m.index > MAX_INDEX || m.lastTerm > m.term || m.total > MAX_INDEX) return 'out-of-bounds';
+        if (!validMembers(m.members) || m.total > this.maxSnapshotBytes) return 'bad-snapshot';
+        return undefined;
+      case 'snapResp':
+        if (m.index > MAX_INDEX || m.offset > MAX_INDEX) return 'out-of-bounds';
+        return m.offset > 0 && this.role === Role.Leader && m.term === this.term && m.index > this.lastIndex ? 'index-beyond-log' : undefined;
+    }
+  }
+
+  // --- elections ----------------------------------------------------------------------
+
+  private heardLeaderRecently(now: number): boolean {
+    return this.role === Role.Leader || (this.leader !== 0 && now - this.leaderContactAt < this.electionMs);
+  }
+
+  private resetElection(now: number): void {
+    this.electionAt = now + this.o.random(this.electionMs, 2 * this.electionMs);
+  }
+
+  private campaign(now: number, pre: boolean): void {
+    this.resetElection(now);
+    if (this.term >= MAX_TERM) {
+      // Terms exhausted (only a member can have pushed ours this far): no election can succeed.
+      this.stats.termExhausted++;
+      return;
+    }
+    this.votes = new Set([this.id]);
+    if (pre) {
+      this.role = Role.PreCandidate;
+    } else {
+      this.stats.elections++;
+      this.role = Role.Candidate;
+      this.term++;
+      this.vote = this.id;
+      this.leader = 0;
+      this.o.disk.saveHard(this.term, this.vote);
+    }
+    if (this.hasQuorum(this.votes)) return pre ? this.campaign(now, false) : this.becomeLeader(now);
+    const req: RaftMsg = { t: 'vote', term: pre ? this.term + 1 : this.term, lastIndex: this.lastIndex, lastTerm: this.lastTerm, pre };
+    for (const id of this.others()) this.send(id, req);
+  }
+
+  private onVote(now: number, from: NodeId, m: Extract<RaftMsg, { t: 'vote' }>): void {
+    const upToDate = m.lastTerm > this.lastTerm || (m.lastTerm === this.lastTerm && m.lastIndex >= this.lastIndex);
+    let granted: boolean;
+    if (m.pre) granted = m.term > this.term && upToDate;
+    else {
+      granted = m.term === this.term && (this.vote === 0 || this.vote === from) && upToDate;
+      if (granted) {
+        this.vote = from;
+        this.o.disk.saveHard(this.term, this.vote);
+        this.resetElection(now);
+      }
+    }
+    this.send(from, { t: 'voteResp', term: granted ? m.term : this.term, granted, pre: m.pre });
+  }
+
+  private onVoteResp(now: number, from: NodeId, m: Extract<RaftMsg, { t: 'voteResp' }>): void {
+    if (!m.granted) return;
+    const want = this.role === Role.PreCandidate && m.pre ? this.term + 1 : this.role === Role.Candidate && !m.pre ? this.term : -1;
+    if (m.term !== want || !this.members.includes(from)) return;
+    this.votes.add(from);
+    if (!this.hasQuorum(this.votes)) return;
+    if (this.role === Role.PreCandidate) this.campaign(now, false);
+    else this.becomeLeader(now);
+  }
+
+  private becomeFollower(now: number, term: number, leader: NodeId): void {
+    const wasLeader = this.role === Role.Leader;
+    if (term > this.term) {
+      this.term = term;
+      this.vote = 0;
+      this.o.disk.saveHard(this.term, this.vote);
+    }
+    this.role = Role.Follower;
+    if (leader !== this.leader && leader !== 0) this.stats.leaderChanges++;
+    this.leader = leader;
+    if (leader !== 0) this.leaderContactAt = now;
+    this.progress.clear();
+    if (wasLeader) this.resetElection(now);
+  }
+
+  private becomeLeader(now: number): void {
+    this.role = Role.Leader;
+    this.leader = this.id;
+    this.stats.leaderChanges++;
+    this.progress.clear();
+    for (const id of this.others()) this.prog(id, now);
+    this.heartbeatAt = now;
+    this.quorumCheckAt = now + this.electionMs;
+    const e = this.appendLocal(new Uint8Array([EntryKind.Noop]));
+    this.termStart = e.index;
+    this.broadcast(now);
+    this.maybeCommit(now);
+  }
+
+  /** CheckQuorum (§6.2): a leader that has not heard from a majority in an election timeout steps down. */
+  private checkQuorum(now: number): void {
+    this.quorumCheckAt = now + this.electionMs;
+    const live = new Set([this.id]);
+    for (const [id, p] of this.progress) if (now - p.lastAck < this.electionMs) live.add(id);
+    if (!this.hasQuorum(live)) {
+      this.stats.stepDowns++;
+      this.becomeFollower(now, this.term, 0);
+    }
+  }
+
+  // --- replication --------------------------------------------------------------------
+
+  private others(): NodeId[] {
+    return this.members.filter((m) => m !== this.id);
+  }
+
+  private hasQuorum(set: Set<NodeId>): boolean {
+    const ms = this.members;
+    let n = 0;
+    for (const m of ms) if (set.has(m)) n++;
+    return n * 2 > ms.length;
+  }
+
+  private prog(id: NodeId, now: number): Progress {
+    let p = this.progress.get(id);
+    if (!p) {
+      p = { next: this.lastIndex + 1, match: 0, lastAck: now, matchAtBeat: 0, probe: true };
+      this.progress.set(id, p);
+    }
+    return p;
+  }
+
+  private appendLocal(cmd: Uint8Array): LogEntry {
+    const e: LogEntry = { term: this.term, index: this.lastIndex + 1, cmd };
+    this.log.push(e);
+    this.o.disk.append([e]);
+    this.noteConfig(e);
+    return e;
+  }
+
+  private noteConfig(e: LogEntry): void {
+    if (e.cmd[0] !== EntryKind.Config) return;
+    const members = decodeConfig(e.cmd);
+    this.configs.push({ index: e.index, members });
+    // A removed node's progress goes with it: added back later (perhaps wiped), it starts afresh.
+    for (const id of this.progress.keys()) if (!members.includes(id)) this.progress.delete(id);
+  }
+
+  private broadcast(now: number): void {
+    for (const id of this.others()) {
+      this.prog(id, now);
+      this.sendAppend(id, false);
+    }
+    this.maybeCommit(now);
+  }
+
+  /** Entries from the follower's next index, a datagram at a time, within the in-flight bound. */
+  private sendAppend(id: NodeId, heartbeat: boolean): void {
+    const p = this.progress.get(id)!;
+    if (p.next <= this.base) {
+      // Chunks go on a heartbeat or an acknowledgement, not on every new entry.
+      if (heartbeat || !p.snap) this.sendSnapshot(id, p, true);
+      return;
+    }
+    if (p.probe && !heartbeat) return;
+    let sent = false;
+    for (let round = 0; round < (p.probe ? 1 : 16); round++) {
+      const prevIndex = p.next - 1;
+      const entries: { term: number; cmd: Uint8Array }[] = [];
+      let bytes = 0;
+      for (let i = p.next; i <= this.lastIndex && p.next - p.match - 1 + entries.length < this.maxInflight; i++) {
+        const e = this.entryAt(i)!;
+        if (entries.length > 0 && bytes + e.cmd.length + 8 > this.maxAppendBytes) break;
+        entries.push({ term: e.term, cmd: e.cmd });
+        bytes += e.cmd.length + 8;
+      }
+      if (entries.length === 0 && (sent || !heartbeat)) break;
+      this.send(id, { t: 'append', term: this.term, prevIndex, prevTerm: this.termAt(prevIndex)!, commit: this.commit, entries });
+      sent = true;
+      p.next += entries.length;
+      if (entries.length === 0) break;
+    }
+  }
+
+  /** `resend`: from the acknowledged offset (heartbeat); else only chunks not sent yet. */
+  private sendSnapshot(id: NodeId, p: Progress, resend: boolean): void {
+    if (!p.snap) {
+      const s = this.snap;
+      if (!s) throw new Error(`raft ${this.id}: log compacted to ${this.base} without a snapshot`);
+      p.snap = { ...s, offset: 0, sent: 0 };
+      this.stats.snapshotsSent++;
+      resend = true;
+    }
+    const s = p.snap;
+    if (resend) s.sent = s.offset;
+    // Up to 8 chunks in flight beyond the acknowledged offset.
+    while (s.sent < s.data.length && s.sent < s.offset + 8 * this.snapChunkBytes) {
+      const data = s.data.subarray(s.sent, s.sent + this.snapChunkBytes);
+      this.send(id, { t: 'snap', term: this.term, index: s.index, lastTerm: s.term, members: s.members, offset: s.sent, total: s.data.length, data });
+      s.sent += data.length;
+    }
+    if (s.data.length === 0 && resend) this.send(id, { t: 'snap', term: this.term, index: s.index, lastTerm: s.term, members: s.members, offset: 0, total: 0, data: s.data });
+  }
+
+  private onAppend(now: number, from: NodeId, m: Extract<RaftMsg, { t: 'append' }>): RaftDrop | undefined {
+    if (m.term < this.term) {
+      this.send(from, { t: 'appendResp', term: this.term, ok: false, index: 0 });
+      return;
+    }
+    if (this.role !== Role.Follower || this.leader !== from) this.becomeFollower(now, m.term, from);
+    this.leaderContactAt = now;
+    this.resetElection(now);
+    let prevIndex = m.prevIndex;
+    let prevTerm = m.prevTerm;
+    let entries = m.entries;
+    if (prevIndex < this.base) {
+      // Everything at or before our compaction point is committed, hence the leader's too.
+      const skip = this.base - prevIndex;
+      if (skip >= entries.length) {
+        this.send(from, { t: 'appendResp', term: this.term, ok: true, index: Math.max(this.commit, prevIndex + entries.length) });
+        return;
+      }
+      entries = entries.slice(skip);
+      prevIndex = this.base;
+      prevTerm = this.baseTerm;
+    }
+    if (prevIndex > this.lastIndex) {
+      this.send(from, { t: 'appendResp', term: this.term, ok: false, index: this.lastIndex });
+      return;
+    }
+    const have = this.termAt(prevIndex);
+    if (have !== prevTerm) {
+      // Skip back over the whole conflicting term in one round trip (§5.3 optimisation).
+      let i = prevIndex - 1;
+      while (i > this.base && i > this.commit && this.termAt(i) === have) i--;
+      this.send(from, { t: 'appendResp', term: this.term, ok: false, index: Math.max(i, this.commit) });
+      return;
+    }
+    // The first entry that differs from ours: a committed one never may (Log Matching); a
+    // leader that says otherwise is refused before anything is truncated.
+    let idx = prevIndex;
+    let first = entries.length;
+    for (let i = 0; i < entries.length; i++) {
+      idx++;
+      if (idx > this.lastIndex || this.termAt(idx) !== entries[i].term) {
+        first = i;
+        break;
+      }
+    }
+    if (first < entries.length && idx <= this.lastIndex) {
+      if (idx <= this.commit) return 'conflicts-committed';
+      this.truncateFrom(idx);
+    }
+    const fresh: LogEntry[] = [];
+    for (let i = first; i < entries.length; i++) fresh.push({ term: entries[i].term, index: prevIndex + i + 1, cmd: entries[i].cmd });
+    if (fresh.length) {
+      this.o.disk.append(fresh);
+      for (const e of fresh) {
+        this.log.push(e);
+        this.noteConfig(e);
+      }
+    }
+    const matched = prevIndex + entries.length;
+    // Never backwards: a probe may carry fewer entries than we already committed.
+    const commit = Math.min(m.commit, matched);
+    if (commit > this.commit) this.setCommit(commit);
+    this.send(from, { t: 'appendResp', term: this.term, ok: true, index: matched });
+  }
+
+  private truncateFrom(index: number): void {
+    this.log.length = index - this.base - 1;
+    this.o.disk.truncate(index);
+    while (this.configs.length > 1 && this.configs[this.configs.length - 1].index >= index) this.configs.pop();
+  }
+
+  private onAppendResp(now: number, from: NodeId, m: Extract<RaftMsg, { t: 'appendResp' }>): void {
+    if (this.role !== Role.Leader || m.term !== this.term) return;
+    const p = this.progress.get(from);
+    if (!p) return;
+    p.lastAck = now;
+    if (m.ok) {
+      p.probe = false;
+      if (m.index > p.match) p.match = m.index;
+      if (p.next <= p.match) p.next = p.match + 1;
+      this.maybeCommit(now);
+    } else {
+      const before = p.next;
+      p.next = Math.max(p.match + 1, Math.min(p.next, m.index + 1));
+      // Answered: retry from the hint at once (as one probe), if it moved us back; a refusal
+      // that teaches nothing waits for the heartbeat (no ping-pong with a follower).
+      if (this.role === Role.Leader && p.next < before) this.sendAppend(from, true);
+      return;
+    }
+    if (this.role === Role.Leader && this.progress.has(from)) this.sendAppend(from, false);
+  }
+
+  private onSnap(now: number, from: NodeId, m: Extract<RaftMsg, { t: 'snap' }>): RaftDrop | undefined {
+    if (m.term < this.term) {
+      this.send(from, { t: 'snapResp', term: this.term, index: m.index, offset: 0 });
+      return;
+    }
+    if (this.role !== Role.Follower || this.leader !== from) this.becomeFollower(now, m.term, from);
+    this.leaderContactAt = now;
+    this.resetElection(now);
+    if (m.index <= this.commit) {
+      // We already have it all: tell the leader where we are.
+      this.send(from, { t: 'snapResp', term: this.term, index: m.index, offset: m.total });
+      return;
+    }
+    if (!this.incoming || this.incoming.index !== m.index) {
+      // A transfer starts at offset 0; a late or duplicated first chunk does not restart one.
+      if (m.offset !== 0) {
+        this.send(from, { t: 'snapResp', term: this.term, index: m.index, offset: 0 });
+        return;
+      }
+      // check() bounded total by maxSnapshotBytes; the previous transfer's buffer is released.
+      this.incoming = undefined;
+      let buf: Uint8Array;
+      try {
+        buf = new Uint8Array(m.total);
+      } catch (e) {
+        // A bound configured beyond what this host can allocate: refused like a larger one.
+        if (e instanceof RangeError) return 'bad-snapshot';
+        throw e;
+      }
+      this.incoming = { index: m.index, term: m.lastTerm, members: [...m.members], total: m.total, buf, got: 0 };
+    }
+    const inc = this.incoming;
+    // One transfer describes one snapshot: a chunk that says otherwise (or runs past its total) is not part of it.
+    if (inc.total !== m.total || inc.term !== m.lastTerm || !sameMembers(inc.members, m.members)) return 'snapshot-mismatch';
+    if (m.offset === inc.got && m.data.length > 0) {
+      if (m.data.length > inc.total - inc.got) return 'snapshot-mismatch';
+      inc.buf.set(m.data, inc.got);
+      inc.got += m.data.length;
+    }
+    if (inc.got >= inc.total) {
+      const data = inc.buf;
+      this.incoming = undefined;
+      // Checked whole before anything is replaced; a snapshot that does not restore is dropped
+      // (the leader resends it from offset 0, and the drop counter shows why it never lands).
+      if (!this.installSnapshot({ index: inc.index, term: inc.term, members: inc.members }, data)) return 'bad-snapshot';
+    }
+    this.send(from, { t: 'snapResp', term: this.term, index: m.index, offset: inc.got });
+  }
+
+  /** The snapshot bytes of the transfer under way, received so far. */
+  get incomingBytes(): number {
+    return this.incoming?.got ?? 0;
+  }
+
+  /** The staging buffer of the transfer under way (the memory a leader makes us hold): its total. */
+  get incomingBufferBytes(): number {
+    return this.incoming?.buf.length ?? 0;
+  }
+
+  private installSnapshot(meta: SnapshotMeta, data: Uint8Array): boolean {
+    if (!this.o.sm.restore(data, meta.index)) return false;
+    this.stats.snapshotsInstalled++;
+    this.snap = { ...meta, data };
+    this.o.disk.saveSnapshot(meta, data);
+    // Keep the log past the snapshot only if it agrees with it (§7: InstallSnapshot rule 6).
+    const keep = this.termAt(meta.index) === meta.term && meta.index <= this.lastIndex;
+    if (keep) this.log = this.log.slice(meta.index - this.base);
+    else this.log = [];
+    this.base = meta.index;
+    this.baseTerm = meta.term;
+    this.o.disk.compact(meta.index, meta.term, !keep);
+    this.configs = [{ index: meta.index, members: [...meta.members] }];
+    for (const e of this.log) this.noteConfig(e);
+    this.commit = this.applied = meta.index;
+    this.o.disk.saveCommit(this.commit);
+    return true;
+  }
+
+  private onSnapResp(now: number, from: NodeId, m: Extract<RaftMsg, { t: 'snapResp' }>): void {
+    if (this.role !== Role.Leader || m.term !== this.term) return;
+    const p = this.progress.get(from);
+    if (!p) return;
+    p.lastAck = now;
+    const s = p.snap;
+    if (s && s.index === m.index && m.offset >= s.data.length) {
+      p.snap = undefined;
+      p.match = Math.max(p.match, m.index);
+      p.next = Math.max(p.next, m.index + 1);
+      p.probe = false;
+      this.maybeCommit(now);
+      this.sendAppend(from, false);
+    } else if (s && s.index === m.index) {
+      // The follower's offset is the truth (it may be behind what we sent, after losses).
+      const behind = m.offset < s.offset;
+      s.offset = m.offset;
+      this.sendSnapshot(from, p, behind);
+    } else if (!s && m.offset > 0 && m.index >= p.match) {
+      // It already has a snapshot at least this recent (answered with offset = total).
+      p.match = Math.max(p.match, m.index);
+      p.next = Math.max(p.next, m.index + 1);
+      this.maybeCommit(now);
+    }
+  }
+
+  /** The highest index stored on a majority, if it is of this term (§5.4.2). */
+  private maybeCommit(now: number): void {
+    if (this.role !== Role.Leader) return;
+    const matches = this.members.map((m) => (m === this.id ? this.lastIndex : (this.progress.get(m)?.match ?? 0))).sort((a, b) => b - a);
+    const n = matches[Math.floor(matches.length / 2)];
+    if (n > this.commit && this.termAt(n) === this.term) this.setCommit(n);
+    // A leader whose removal is committed steps down (§4.2.2).
+    if (this.role === Role.Leader && !this.members.includes(this.id) && this.configIndex <= this.commit) {
+      this.stats.stepDowns++;
+      this.becomeFollower(now, this.term, 0);
+    }
+  }
+
+  private setCommit(n: number, save = true): void {
+    this.commit = n;
+    if (save) this.o.disk.saveCommit(n);
+    while (this.applied < this.commit) {
+      this.applied++;
+      this.o.sm.apply(this.entryAt(this.applied)!);
+    }
+    this.maybeCompact();
+  }
+
+  private maybeCompact(): void {
+    if (this.applied - this.base <= this.maxLogEntries) return;
+    const at = this.applied;
+    const members = [...this.configs].reverse().find((c) => c.index <= at)!.members;
+    const meta = { index: at, term: this.termAt(at)!, members };
+    const data = this.o.sm.snapshot();
+    this.snap = { ...meta, data };
+    this.o.disk.saveSnapshot(meta, data);
+    // Keep half the log behind the snapshot: a follower a little behind gets entries, not a snapshot.
+    const newBase = at - (this.maxLogEntries >> 1);
+    const newBaseTerm = this.termAt(newBase)!;
+    this.log = this.log.slice(newBase - this.base);
+    this.base = newBase;
+    this.baseTerm = newBaseTerm;
+    this.o.disk.compact(newBase, newBaseTerm, false);
+    let keepFrom = 0;
+    for (let i = 0; i < this.configs.length; i++) if (this.configs[i].index <= newBase) keepFrom = i;
+    if (keepFrom > 0) this.configs = this.configs.slice(keepFrom);
+  }
+
+  private send(to: NodeId, msg: RaftMsg): void {
+    this.outbox.push({ to, msg });
+  }
+}
+
+export function encodeConfig(members: NodeId[]): Uint8Array {
+  const w = new Writer(8 + 8 * members.length).u8(EntryKind.Config).varint(members.length);
+  for (const m of members) w.varint(m);
+  return w.finish();
+}
+
+/** A Config command's members; throws a WireError unless it is a valid configuration (parseConfig). */
+export function decodeConfig(cmd: Uint8Array): NodeId[] {
+  const r = new Reader(cmd, 1);
+  const n = r.varint('config.members');
+  if (n === 0 || n > MAX_MEMBERS) throw new WireError(DropReason.MalformedPayload, 'config.members', `${n} (1-${MAX_MEMBERS})`);
+  const out: NodeId[] = [];
+  for (let i = 0; i < n; i++) out.push(r.varint('config.member'));
+  r.expectEnd('config');
+  if (!validMembers(out)) throw new WireError(DropReason.MalformedPayload, 'config.member', 'node ids must be 1-2^48-1, ascending, without repeats');
+  return out;
+}
+
+/** The members of a valid Config command, else undefined (an entry never to be stored). */
+export function parseConfig(cmd: Uint8Array): NodeId[] | undefined {
+  if (cmd[0] !== EntryKind.Config) return undefined;
+  try {
+    return decodeConfig(cmd);
+  } catch (e) {
+    if (e instanceof WireError) return undefined;
+    throw e;
+  }
+}
+
+/** 1-64 node ids in 1..MAX_NODE_ID, strictly ascending (the canonical form of a configuration). */
+export function validMembers(ms: readonly NodeId[]): boolean {
+  if (ms.length === 0 || ms.length > MAX_MEMBERS) return false;
+  for (let i = 0; i < ms.length; i++) if (!(Number.isSafeInteger(ms[i]) && ms[i] >= 1 && ms[i] <= MAX_NODE_ID) || (i > 0 && ms[i] <= ms[i - 1])) return false;
+  return true;
+}
+
+function sameMembers(a: readonly NodeId[], b: readonly NodeId[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+

@@ -1,0 +1,434 @@
+/**
+ * The replicated state of a QN domain: its registers and QSCS entanglement groups, and the
+ * deterministic collapse of one candidate (docs/PROTOCOL.md §15.2).
+ *
+ * A candidate is a list of deltas on one or more registers. Collapse checks all of them
+ * against the committed state first and applies them only if every check passes, so a
+ * multi-register candidate commits atomically or is rejected as a whole, and every member
+ * decides the same way because it applies the same log in the same order.
+ */
+import { Reader, Writer } from '../../wire/buffer.js';
+import { DeltaOp, readDelta, writeDelta, validateDelta, type Delta } from '../../wire/delta.js';
+import { DropReason, MAX_DELTA_LEN, MAX_KEY_LEN, MAX_REGISTER_NAME_LEN } from '../../wire/constants.js';
+import { WireError } from '../../wire/errors.js';
+import { Murmur3, murmur3 } from '../register/hash.js';
+import { MapState } from '../register/map.js';
+import { QUOTA_DEFAULTS, QuotaCheck, type Quota } from '../register/quota.js';
+import { StreamState } from '../register/stream.js';
+import type { RegisterKind } from '../register/state.js';
+import { EntryKind, MAX_INDEX, MAX_NODE_ID, type LogEntry, type StateMachine } from './raft.js';
+
+const UTF8 = new TextDecoder();
+
+export interface DomainRegisterSpec {
+  name: string;
+  kind: RegisterKind;
+  /** Quota (§15.2, as §7.8): entries of a map; every member must declare the same. Default QUOTA_DEFAULTS. */
+  maxKeys?: number;
+  /** Quota: octets (Σ entry encodings of a map, length of a stream). Default QUOTA_DEFAULTS. */
+  maxBytes?: number;
+}
+
+/** A register's quota, defaults filled in. */
+export function quotaOf(s: DomainRegisterSpec): Quota {
+  return { maxKeys: s.maxKeys ?? QUOTA_DEFAULTS.maxKeys, maxBytes: s.maxBytes ?? QUOTA_DEFAULTS.maxBytes };
+}
+
+export interface GroupSpec {
+  name: string;
+  registers: string[];
+}
+
+export interface CandidateOp {
+  register: string;
+  delta: Delta;
+}
+
+/** A candidate's identity: the member that proposed it and its sequence number there. */
+export interface Candidate {
+  origin: number;
+  seq: number;
+  ops: CandidateOp[];
+}
+
+/** Why collapse rejects a candidate. 1-3 are the delta reasons (RejectReason). */
+export enum CollapseReject {
+  CasMismatch = 1,
+  AppendOffset = 2,
+  WrongKind = 3,
+  UnknownRegister = 4,
+  /** Two deltas of one candidate on the same key: ambiguous, refused. */
+  DuplicateKey = 5,
+  /** The candidate would grow a register past its quota (maxKeys / maxBytes). */
+  QuotaExceeded = 6,
+}
+
+export const COLLAPSE_REJECT_NAMES: Record<CollapseReject, string> = {
+  [CollapseReject.CasMismatch]: 'cas-version-mismatch',
+  [CollapseReject.AppendOffset]: 'append-offset-mismatch',
+  [CollapseReject.WrongKind]: 'wrong-register-kind',
+  [CollapseReject.UnknownRegister]: 'unknown-register',
+  [CollapseReject.DuplicateKey]: 'duplicate-key-in-candidate',
+  [CollapseReject.QuotaExceeded]: 'quota-exceeded',
+};
+
+/** Outcomes kept per origin, so a retried candidate gets its first outcome back (dissertation §6.3). */
+export const OUTCOME_WINDOW = 4096;
+/**
+ * Origins the outcome table holds: past this many, the origin that decided a candidate least
+ * recently is forgotten (§15.2). Honest origins are members, at most 64 at a time.
+ */
+export const MAX_ORIGINS = 4096;
+/**
+ * Outcomes the table holds in all: past this many, least recent origins go too. Room for 128
+ * origins with full windows (twice the largest configuration), so honest members keep theirs,
+ * while a leader inventing origins makes each member hold about 25 MB, not 16.7 M entries.
+ */
+export const MAX_OUTCOMES = 128 * OUTCOME_WINDOW;
+
+/** Octets of a varint of at most 2^48 - 1 (an index, a version, a seq, a node id, a count). */
+const VARINT48 = 7;
+
+/**
+ * The largest snapshot (§15.4) a domain with these registers and groups can take while its
+ * registers are within quota: each register's maxBytes (a map's entries are counted in their
+ * snapshot encoding, §7.8) plus its framing, the groups, and a full outcome table. A member
+ * accepts no larger snapshot from a leader, so what a leader can make it stage follows the
+ * quotas rather than a fixed figure. (1 map register at the defaults: 260 MiB.)
+ */
+export function snapshotBound(specs: readonly DomainRegisterSpec[], groups: readonly GroupSpec[]): number {
+  const name = 2 + MAX_REGISTER_NAME_LEN;
+  let n = 2 * VARINT48;
+  for (const s of specs) n += name + 1 + VARINT48 + VARINT48 + quotaOf(s).maxBytes;
+  n += VARINT48 + groups.length * (name + VARINT48);
+  n += VARINT48 + MAX_ORIGINS * (VARINT48 + 2) + MAX_OUTCOMES * (VARINT48 + 1);
+  return n;
+}
+
+export interface Collapsed {
+  index: number;
+  candidate: Candidate;
+  /** 0: committed; else why rejected. */
+  outcome: CollapseReject | 0;
+  /** A retry of a candidate already decided: nothing applied, `outcome` is the first decision. */
+  duplicate: boolean;
+}
+
+interface Reg {
+  kind: RegisterKind;
+  quota: Quota;
+  state: MapState | StreamState;
+  /** Collapses that changed this register. */
+  version: number;
+}
+
+export class DomainState implements StateMachine {
+  index = 0;
+  readonly registers = new Map<string, Reg>();
+  readonly groups = new Map<string, { registers: string[]; version: number }>();
+  private outcomes = new Map<number, Map<number, number>>();
+  /** Σ outcomes over the table's origins (at most MAX_OUTCOMES). */
+  private outcomeTotal = 0;
+  /** Every applied entry is reported here, in log order. */
+  onCollapse: ((c: Collapsed) => void) | undefined;
+
+  constructor(
+    readonly seed: number,
+    readonly specs: DomainRegisterSpec[],
+    readonly groupSpecs: GroupSpec[],
+  ) {
+    this.reset();
+  }
+
+  private reset(): void {
+    this.index = 0;
+    this.registers.clear();
+    this.groups.clear();
+    this.outcomes.clear();
+    this.outcomeTotal = 0;
+    for (const s of this.specs) {
+      const rseed = this.seed ^ murmur3(0x5350_0011, new TextEncoder().encode(s.name));
+      this.registers.set(s.name, { kind: s.kind, quota: quotaOf(s), state: s.kind === 'map' ? new MapState(rseed) : new StreamState(rseed), version: 0 });
+    }
+    for (const g of this.groupSpecs) this.groups.set(g.name, { registers: [...g.registers], version: 0 });
+  }
+
+  /** The committed (index, hash) every member must agree on. */
+  digest(): { index: number; hi: number; lo: number } {
+    const hi = new Murmur3().reset(this.seed);
+    const lo = new Murmur3().reset(~this.seed);
+    for (const [name, r] of this.registers) {
+      const n = new TextEncoder().encode(name);
+      for (const m of [hi, lo]) m.updateU32(n.length).update(n).updateU32(r.version).updateU32(r.state.hash.hi).updateU32(r.state.hash.lo);
+    }
+    return { index: this.index, hi: hi.digest(), lo: lo.digest() };
+  }
+
+  outcomeOf(origin: number, seq: number): number | undefined {
+    return this.outcomes.get(origin)?.get(seq);
+  }
+
+  apply(e: LogEntry): void {
+    this.index = e.index;
+    if (e.cmd[0] !== EntryKind.App) return;
+    // Entries are checked before they are stored; one that still does not decode changes nothing anywhere.
+    const c = parseCandidate(e.cmd);
+    if (!c) return;
+    const prior = this.outcomeOf(c.origin, c.seq);
+    if (prior !== undefined) {
+      this.onCollapse?.({ index: e.index, candidate: c, outcome: prior, duplicate: true });
+      return;
+    }
+    const outcome = this.check(c.ops);
+    if (outcome === 0) this.commit(c.ops);
+    this.record(c.origin, c.seq, outcome);
+    this.onCollapse?.({ index: e.index, candidate: c, outcome, duplicate: false });
+  }
+
+  /**
+   * Record an outcome (§15.2 step 4). The table's iteration order is the order in which the
+   * origins last decided a candidate (least recent first), and snapshots keep that order, so
+   * every member evicts the same origins: past MAX_ORIGINS origins or MAX_OUTCOMES outcomes,
+   * the least recent origins go, with all their outcomes. The table thus never holds what
+   * restore() refuses, whatever origins a leader puts in the log.
+   */
+  private record(origin: number, seq: number, outcome: number): void {
+    let seen = this.outcomes.get(origin);
+    if (seen) this.outcomes.delete(origin);
+    else seen = new Map();
+    this.outcomes.set(origin, seen);
+    seen.set(seq, outcome);
+    this.outcomeTotal++;
+    if (seen.size > OUTCOME_WINDOW) {
+      seen.delete(Math.min(...seen.keys()));
+      this.outcomeTotal--;
+    }
+    // The origin just recorded is the most recent and holds at most OUTCOME_WINDOW: it stays.
+    while (this.outcomes.size > MAX_ORIGINS || this.outcomeTotal > MAX_OUTCOMES) {
+      const [least, m] = this.outcomes.entries().next().value!;
+      this.outcomes.delete(least);
+      this.outcomeTotal -= m.size;
+    }
+  }
+
+  /** Outcomes in the table, all origins together (at most MAX_OUTCOMES). */
+  get outcomeCount(): number {
+    return this.outcomeTotal;
+  }
+
+  /** Origins in the outcome table (at most MAX_ORIGINS). */
+  get originCount(): number {
+    return this.outcomes.size;
+  }
+
+  /** All checks before any write: the candidate is atomic. */
+  check(ops: CandidateOp[]): CollapseReject | 0 {
+    const keys = new Map<string, Set<string>>();
+    const streamLen = new Map<string, number>();
+    // Sizes as the earlier deltas of this candidate leave them, per register (§7.8's check).
+    const quotas = new Map<string, QuotaCheck>();
+    const quota = (name: string, r: Reg): QuotaCheck => {
+      let q = quotas.get(name);
+      if (!q) quotas.set(name, (q = new QuotaCheck(r.state, r.quota)));
+      return q;
+    };
+    for (const { register, delta } of ops) {
+      const r = this.registers.get(register);
+      if (!r) return CollapseReject.UnknownRegister;
+      if (r.state instanceof StreamState) {
+        if (delta.op !== DeltaOp.Append) return CollapseReject.WrongKind;
+        const len = streamLen.get(register) ?? r.state.size();
+        if (delta.offset !== len) return CollapseReject.AppendOffset;
+        if (quota(register, r).admit(delta, r.version + 1) !== 0) return CollapseReject.QuotaExceeded;
+        streamLen.set(register, len + delta.data.length);
+        continue;
+      }
+      if (delta.op === DeltaOp.Append) return CollapseReject.WrongKind;
+      let ks = keys.get(register);
+      if (!ks) keys.set(register, (ks = new Set()));
+      const k = Buffer.from(delta.key).toString('latin1');
+      if (ks.has(k)) return CollapseReject.DuplicateKey;
+      ks.add(k);
+      const why = r.state.check(delta);
+      if (why !== 0) return why as number as CollapseReject;
+      // Every entry this candidate writes takes the register's next version.
+      if (quota(register, r).admit(delta, r.version + 1) !== 0) return CollapseReject.QuotaExceeded;
+    }
+    return 0;
+  }
+
+  private commit(ops: CandidateOp[]): void {
+    const touched = new Set<string>();
+    for (const { register } of ops) touched.add(register);
+    for (const name of touched) this.registers.get(name)!.version++;
+    for (const { register, delta } of ops) {
+      const r = this.registers.get(register)!;
+      r.state.apply(delta, r.version);
+    }
+    for (const g of this.groups.values()) if (g.registers.some((n) => touched.has(n))) g.version++;
+  }
+
+  snapshot(): Uint8Array {
+    const w = new Writer(1024);
+    w.varint(this.index);
+    w.varint(this.registers.size);
+    for (const [name, r] of this.registers) {
+      w.lenBytes(new TextEncoder().encode(name)).u8(r.kind === 'map' ? 1 : 2).varint(r.version);
+      if (r.state instanceof MapState) {
+        w.varint(r.state.size());
+        for (const e of r.state.values()) w.lenBytes(e.key).varint(e.version).lenBytes(e.value);
+      } else {
+        w.lenBytes(r.state.read(0, r.state.size()));
+      }
+    }
+    w.varint(this.groups.size);
+    for (const [name, g] of this.groups) w.lenBytes(new TextEncoder().encode(name)).varint(g.version);
+    w.varint(this.outcomes.size);
+    for (const [origin, m] of this.outcomes) {
+      w.varint(origin).varint(m.size);
+      for (const [seq, o] of m) w.varint(seq).u8(o);
+    }
+    return w.finish();
+  }
+
+  /**
+   * Replace the state with a snapshot's (§15.4), or return false and change nothing: the
+   * snapshot is parsed and checked whole into a fresh state first, so garbage from a peer
+   * (or a disk) can neither throw nor leave a half-restored state.
+   */
+  restore(data: Uint8Array, index: number): boolean {
+    const fresh = new DomainState(this.seed, this.specs, this.groupSpecs);
+    try {
+      fresh.load(data, index);
+    } catch (e) {
+      if (e instanceof WireError) return false;
+      throw e;
+    }
+    this.index = fresh.index;
+    this.registers.clear();
+    for (const [k, v] of fresh.registers) this.registers.set(k, v);
+    this.groups.clear();
+    for (const [k, v] of fresh.groups) this.groups.set(k, v);
+    this.outcomes = fresh.outcomes;
+    this.outcomeTotal = fresh.outcomeTotal;
+    return true;
+  }
+
+  /** Parse a snapshot into this (fresh) state; a WireError names what is wrong. */
+  private load(data: Uint8Array, index: number): void {
+    const bad = (field: string, detail: string): WireError => new WireError(DropReason.MalformedPayload, field, detail);
+    const r = new Reader(data);
+    this.index = r.varint('snapshot.index');
+    if (this.index !== index) throw bad('snapshot.index', `snapshot is of index ${this.index}, expected ${index}`);
+    // Versions count commits, so none exceeds the index: every later increment stays encodable.
+    const version = (f: string, max: number): number => {
+      const v = r.varint(f);
+      if (v > max) throw bad(f, `${v} exceeds ${max}`);
+      return v;
+    };
+    const nreg = r.varint('snapshot.registers');
+    if (nreg > this.registers.size) throw bad('snapshot.registers', `${nreg} registers; the domain declares ${this.registers.size}`);
+    const seenRegs = new Set<string>();
+    for (let i = 0; i < nreg; i++) {
+      const name = UTF8.decode(r.lenBytes('register.name', MAX_REGISTER_NAME_LEN));
+      const kind = r.u8('register.kind');
+      const reg = this.registers.get(name);
+      if (!reg || seenRegs.has(name) || (kind !== 1 && kind !== 2) || (kind === 1) !== (reg.kind === 'map')) throw bad('register.name', `register ${name} does not match this domain's configuration`);
+      seenRegs.add(name);
+      reg.version = version('register.version', index);
+      if (reg.state instanceof MapState) {
+        const n = r.varint('register.entries');
+        for (let j = 0; j < n; j++) {
+          const key = r.lenBytes('entry.key', MAX_KEY_LEN).slice();
+          if (key.length === 0) throw bad('entry.key', 'empty key');
+          // Keys in the snapshot's order are distinct: a repeated key would be two entries in one.
+          if (reg.state.get(key)) throw bad('entry.key', 'repeated key');
+          const v = version('entry.version', reg.version);
+          if (v === 0) throw bad('entry.version', 'a present key has a version of at least 1');
+          reg.state.put(key, r.lenBytes('entry.value', MAX_DELTA_LEN).slice(), v);
+        }
+      } else reg.state.appendBytes(r.lenBytes('register.bytes', data.length).slice());
+    }
+    const ng = r.varint('snapshot.groups');
+    if (ng > this.groups.size) throw bad('snapshot.groups', `${ng} groups; the domain declares ${this.groups.size}`);
+    for (let i = 0; i < ng; i++) {
+      const name = UTF8.decode(r.lenBytes('group.name', MAX_REGISTER_NAME_LEN));
+      const v = version('group.version', index);
+      const g = this.groups.get(name);
+      if (g) g.version = v;
+    }
+    const no = r.varint('snapshot.origins');
+    if (no > MAX_ORIGINS) throw bad('snapshot.origins', `${no} exceeds ${MAX_ORIGINS}`);
+    for (let i = 0; i < no; i++) {
+      const origin = r.varint('origin');
+      if (origin === 0 || origin > MAX_NODE_ID || this.outcomes.has(origin)) throw bad('origin', `${origin} is not a node id, or repeated`);
+      const n = r.varint('origin.outcomes');
+      if (n > OUTCOME_WINDOW) throw bad('origin.outcomes', `${n} exceeds ${OUTCOME_WINDOW}`);
+      this.outcomeTotal += n;
+      if (this.outcomeTotal > MAX_OUTCOMES) throw bad('origin.outcomes', `more than ${MAX_OUTCOMES} outcomes in all`);
+      const m = new Map<number, number>();
+      for (let j = 0; j < n; j++) {
+        const seq = r.varint('outcome.seq');
+        const o = r.u8('outcome');
+        if (seq === 0 || seq > MAX_INDEX || o > CollapseReject.QuotaExceeded || m.has(seq)) throw bad('outcome', `seq ${seq} outcome ${o} (or repeated)`);
+        m.set(seq, o);
+      }
+      this.outcomes.set(origin, m);
+    }
+    r.expectEnd('snapshot');
+  }
+
+  /** Bytes a full copy of the registers would take (the baseline catch-up is measured against). */
+  fullStateBytes(): number {
+    let n = 0;
+    for (const r of this.registers.values()) n += r.state.fullTransferBytes();
+    return n;
+  }
+}
+
+export function encodeCandidate(c: Candidate): Uint8Array {
+  const w = new Writer(64);
+  w.u8(EntryKind.App).varint(c.origin).varint(c.seq).varint(c.ops.length);
+  for (const op of c.ops) {
+    w.lenBytes(new TextEncoder().encode(op.register));
+    writeDelta(w, op.delta);
+  }
+  return w.finish();
+}
+
+/** Decodes an App command; a WireError names the field at fault (origin and seq within bounds, deltas valid). */
+export function decodeCandidate(cmd: Uint8Array): Candidate {
+  const bad = (f: string, d: string): WireError => new WireError(DropReason.MalformedPayload, f, d);
+  const r = new Reader(cmd);
+  if (r.u8('entry.kind') !== EntryKind.App) throw bad('entry.kind', 'not a candidate entry');
+  const origin = r.varint('candidate.origin');
+  if (origin === 0 || origin > MAX_NODE_ID) throw bad('candidate.origin', `${origin} is not a node id`);
+  const seq = r.varint('candidate.seq');
+  if (seq === 0 || seq > MAX_INDEX) throw bad('candidate.seq', `${seq} (1-${MAX_INDEX})`);
+  const n = r.varint('candidate.ops');
+  if (n === 0 || n > 256) throw bad('candidate.ops', `${n} (1-256)`);
+  const ops: CandidateOp[] = [];
+  for (let i = 0; i < n; i++) {
+    const register = UTF8.decode(r.lenBytes('candidate.register', MAX_REGISTER_NAME_LEN));
+    const delta = readDelta(r, 'candidate.delta');
+    try {
+      validateDelta(delta);
+    } catch (e) {
+      if (e instanceof RangeError) throw bad('candidate.delta', e.message);
+      throw e;
+    }
+    ops.push({ register, delta });
+  }
+  r.expectEnd('candidate');
+  return { origin, seq, ops };
+}
+
+/** The candidate of an App command, or undefined if it does not decode. */
+export function parseCandidate(cmd: Uint8Array): Candidate | undefined {
+  try {
+    return decodeCandidate(cmd);
+  } catch (e) {
+    if (e instanceof WireError) return undefined;
+    throw e;
+  }
+}

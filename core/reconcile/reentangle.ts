@@ -1,0 +1,672 @@
+/**
+ * Re-entanglement when the delta log cannot cover the gap (docs/PROTOCOL.md §8).
+ *
+ * The follower (requester) drives; the sequencer (responder) answers from a pin: the
+ * state as it was at one version (an index of immutable entries for a map, a length and
+ * hash for a stream), so it can keep collapsing while the follower reconciles to the pin
+ * and then catches up from the log. Nothing is applied to the follower's StateBlock until
+ * the result is known to hash to the pin's hash, so readers never see a half-repaired
+ * register.
+ *
+ *  - map, reconcile: walk the key-space tree (keyspace.ts), descending only into
+ *    subtrees whose (count, hash) differ; O(d log n) bytes for d differences.
+ *  - stream, reconcile: streams are append-only, so the difference is the tail.
+ *  - full transfer (last resort, counted): when reconciliation's result does not hash to
+ *    the pin (or a stream is not a prefix of the sequencer's): chunked and resumable.
+ */
+import {
+  MsgType,
+  RECON_FANOUT,
+  RECON_MAX_DEPTH,
+  REQ_WANT_META,
+  type Prefix,
+  type ReconEntriesMsg,
+  type ReconMetaMsg,
+  type ReconNodeMsg,
+  type ReconChild,
+  type ReconReqMsg,
+  type SnapChunkMsg,
+  type SnapReqMsg,
+  type StreamDataMsg,
+  type StreamReqMsg,
+  type WireEntry,
+  encodeMessage,
+} from '../../wire/messages.js';
+import { Hash64, hashEquals } from '../register/hash.js';
+import { BUCKET_DEPTH, childrenOf, countUnder, entriesUnder, forEachUnder, type KeyIndex } from '../register/keyspace.js';
+import { MapState, entryWireLen, type MapEntry } from '../register/map.js';
+import { StreamState } from '../register/stream.js';
+import type { PayloadBuilder } from '../pair/payload.js';
+import type { Replica } from '../pair/replica.js';
+import { Gcra } from '../util/rate.js';
+
+/** A subtree with at most this many entries is answered with its entries, not its children. */
+export const RECON_LEAF_MAX = 8;
+const ENTRY_BUDGET = 1100;
+const SNAP_WINDOW = 16;
+const STREAM_CHUNK = 1024;
+const STREAM_WINDOW = 16;
+const MAX_PREFIXES_PER_REQ = 64;
+const STALLS_BEFORE_RESTART = 4;
+
+/** What a pin fixes for any register kind: the version, its hash, and the causal marks then. */
+interface PinBase {
+  version: number;
+  hash: { hi: number; lo: number };
+  origins: Map<number, number>;
+  rejections: Map<number, number>;
+}
+
+/** Where a snapshot chunk starts: a bucket of the index and a position in it. */
+interface ChunkStart {
+  bucket: number;
+  pos: number;
+}
+
+/** The snapshot chunking of a pin (§8.4), computed a slice at a time (bounded per call). */
+interface ChunkPlan {
+  starts: ChunkStart[];
+  /** Next entry to size. */
+  bucket: number;
+  pos: number;
+  size: number;
+  done: boolean;
+  /** The latest SnapReq that arrived before the plan was complete (answered when it is). */
+  parked?: SnapReqMsg;
+}
+
+interface MapPin extends PinBase {
+  kind: 'map';
+  index: KeyIndex;
+  chunks?: ChunkPlan;
+  /**
+   * Child summaries of the depth-3 nodes (the buckets) asked for so far: the only nodes
+   * whose summary scans many entries (a bucket). At most 4,096 per pin, so repeated
+   * requests cost a lookup and a pin costs at most one scan of the map in all.
+   */
+  bucketChildren?: Map<number, ReconChild[]>;
+}
+
+interface StreamPin extends PinBase {
+  kind: 'stream';
+  length: number;
+}
+
+const prefixKey = (depth: number, prefix: number): string => `${depth}:${prefix}`;
+
+/** Splits entries into groups that each fit one message. */
+function partition(entries: MapEntry[]): MapEntry[][] {
+  const parts: MapEntry[][] = [[]];
+  let size = 0;
+  for (const e of entries) {
+    const len = entryWireLen(e);
+    if (size + len > ENTRY_BUDGET && parts[parts.length - 1].length > 0) {
+      parts.push([]);
+      size = 0;
+    }
+    parts[parts.length - 1].push(e);
+    size += len;
+  }
+  return parts;
+}
+
+const toWire = (e: MapEntry): WireEntry => ({ key: e.key, version: e.version, value: e.value });
+
+/** Incomplete ReconEntries sets a requester holds at most (octets of entry encoding). */
+const PARTIAL_MAX_BYTES = 1 << 20;
+
+function wireBytes(parts: readonly (readonly WireEntry[] | undefined)[]): number {
+  let n = 0;
+  for (const p of parts) if (p) for (const e of p) n += entryWireLen(e);
+  return n;
+}
+
+/** Entries sized per call of work() while chunking a pin for a full transfer. */
+export const CHUNK_WORK_BUDGET = 8192;
+/** New pins per register: a burst of this many, then one per PIN_INTERVAL_MS (§8.2). */
+export const PIN_BURST = 2;
+export const PIN_INTERVAL_MS = 1000;
+
+/** Why a reconciliation request got no pin. */
+export type PinRefusal = 'no-pin' | 'rate-limited';
+
+// ------------------------------------------------------------------ responder (sequencer)
+
+export class ReconResponder {
+  private pin: MapPin | StreamPin | undefined;
+  private readonly pinRate = new Gcra(PIN_BURST, PIN_INTERVAL_MS);
+  /** New pins built (metrics, tests); refusals are counted as recon-rate-limited drops. */
+  pinsBuilt = 0;
+
+  constructor(private readonly r: Replica) {}
+
+  /**
+   * The follower has moved past `version`: a pin below it is no longer needed. (Strictly
+   * below: a follower reconciling to a pin can report the pin's version with its old hash.)
+   */
+  release(version: number): void {
+    if (this.pin && version > this.pin.version) this.pin = undefined;
+  }
+
+  get pinnedVersion(): number | undefined {
+    return this.pin?.version;
+  }
+
+  /** Whether work() has something to do (a pin being chunked). */
+  get busy(): boolean {
+    return this.pin?.kind === 'map' && this.pin.chunks !== undefined && !this.pin.chunks.done;
+  }
+
+  /**
+   * The pin a request refers to. A request that starts a session (WANT_META) gets the
+   * current pin when the log can still bring the follower from it to the present, else a
+   * new one, at most PIN_BURST at once and one per PIN_INTERVAL_MS after that.
+   */
+  private pinFor(now: number, targetVersion: number, start: boolean): MapPin | StreamPin | PinRefusal {
+    if (this.pin && this.pin.version === targetVersion && (targetVersion !== 0 || !start)) return this.pin;
+    if (!start) return 'no-pin';
+    const r = this.r;
+    if (this.pin && r.canServeFrom(this.pin.version)) return this.pin;
+    if (this.pinRate.next(now) > now) return 'rate-limited';
+    this.pinRate.take(now);
+    const common: PinBase = {
+      version: r.version,
+      hash: { hi: r.state.hash.hi, lo: r.state.hash.lo },
+      origins: new Map(r.origins),
+      rejections: new Map(r.peerRejections),
+    };
+    this.pin = r.state instanceof MapState ? { kind: 'map', ...common, index: r.state.snapshot(r.version) } : { kind: 'stream', ...common, length: r.state.size() };
+    this.pinsBuilt++;
+    return this.pin;
+  }
+
+  private meta(pin: MapPin | StreamPin): ReconMetaMsg {
+    return {
+      type: MsgType.ReconMeta,
+      register: this.r.name,
+      targetVersion: pin.version,
+      hash: pin.hash,
+      size: pin.kind === 'map' ? pin.index.size : pin.length,
+      origins: [...pin.origins].map(([origin, seq]) => ({ origin, seq })),
+      // The rejections kept are those of the peer's candidates.
+      rejections: [...pin.rejections].map(([seq, reason]) => ({ origin: this.r.peerId, seq, reason })),
+    };
+  }
+
+  /** Answer (or refuse with our status) a request; undefined if it names no pin we hold. */
+  private begin(now: number, targetVersion: number, flags: number, kind: 'map' | 'stream'): MapPin | StreamPin | undefined {
+    const pin = this.pinFor(now, targetVersion, (flags & REQ_WANT_META) !== 0);
+    if (pin === 'rate-limited') {
+      this.r.refuse(now, 'recon-rate-limited', `new pin refused: more than ${PIN_BURST} at once or one per ${PIN_INTERVAL_MS} ms`);
+      return undefined;
+    }
+    if (pin === 'no-pin' || pin.kind !== kind) {
+      this.r.respond(this.r.status(), now);
+      return undefined;
+    }
+    if (flags & REQ_WANT_META) this.r.respond(this.meta(pin), now);
+    return pin;
+  }
+
+  onReconReq(now: number, m: ReconReqMsg): void {
+    const pin = this.begin(now, m.targetVersion, m.flags, 'map') as MapPin | undefined;
+    if (!pin) return;
+    // Each distinct prefix is answered once per request: repeating one buys no extra work.
+    const seen = new Set<string>();
+    for (const p of m.prefixes) {
+      const key = prefixKey(p.depth, p.prefix);
+      if (seen.has(key)) continue;
+      seen.add(key);
+      if (p.depth >= RECON_MAX_DEPTH || countUnder(pin.index, p.depth, p.prefix) <= RECON_LEAF_MAX) {
+        const parts = partition(entriesUnder(pin.index, p.depth, p.prefix));
+        parts.forEach((part, i) =>
+          this.r.respond({
+            type: MsgType.ReconEntries,
+            register: this.r.name,
+            targetVersion: pin.version,
+            depth: p.depth,
+            prefix: p.prefix,
+            part: i,
+            parts: parts.length,
+            entries: part.map(toWire),
+          }, now),
+        );
+      } else {
+        this.r.respond({
+          type: MsgType.ReconNode,
+          register: this.r.name,
+          targetVersion: pin.version,
+          depth: p.depth,
+          prefix: p.prefix,
+          children: this.children(pin, p.depth, p.prefix),
+        }, now);
+      }
+    }
+  }
+
+  private children(pin: MapPin, depth: number, prefix: number): ReconChild[] {
+    if (depth !== BUCKET_DEPTH) return childrenOf(pin.index, depth, prefix);
+    pin.bucketChildren ??= new Map();
+    let c = pin.bucketChildren.get(prefix);
+    if (!c) pin.bucketChildren.set(prefix, (c = childrenOf(pin.index, depth, prefix)));
+    return c;
+  }
+
+  onSnapReq(now: number, m: SnapReqMsg): void {
+    const pin = this.begin(now, m.targetVersion, m.flags, 'map') as MapPin | undefined;
+    if (!pin) return;
+    pin.chunks ??= { starts: [{ bucket: 0, pos: 0 }], bucket: 0, pos: 0, size: 0, done: false };
+    if (!pin.chunks.done) {
+      // Chunking is O(entries): done a slice per work() call; answered when complete.
+      pin.chunks.parked = m;
+      this.r.wantWork(now);
+      return;
+    }
+    this.sendChunks(now, pin, m.fromChunk);
+  }
+
+  /** Advance the chunking of the pin by at most `budget` entries; answer a parked request when done. */
+  work(now: number, budget = CHUNK_WORK_BUDGET): void {
+    const pin = this.pin;
+    if (pin?.kind !== 'map' || !pin.chunks || pin.chunks.done) return;
+    const plan = pin.chunks;
+    const buckets = pin.index.buckets;
+    let left = budget;
+    while (left > 0 && plan.bucket < buckets.length) {
+      const entries = buckets[plan.bucket]?.entries ?? [];
+      if (plan.pos >= entries.length) {
+        plan.bucket++;
+        plan.pos = 0;
+        continue;
+      }
+      const len = entryWireLen(entries[plan.pos]);
+      const last = plan.starts[plan.starts.length - 1];
+      if (plan.size + len > ENTRY_BUDGET && (last.bucket !== plan.bucket || last.pos !== plan.pos)) {
+        plan.starts.push({ bucket: plan.bucket, pos: plan.pos });
+        plan.size = 0;
+      }
+      plan.size += len;
+      plan.pos++;
+      left--;
+    }
+    if (plan.bucket < buckets.length) {
+      this.r.wantWork(now);
+      return;
+    }
+    plan.done = true;
+    const parked = plan.parked;
+    plan.parked = undefined;
+    if (parked) this.sendChunks(now, pin, parked.fromChunk);
+  }
+
+  private sendChunks(now: number, pin: MapPin, fromChunk: number): void {
+    const starts = pin.chunks!.starts;
+    const buckets = pin.index.buckets;
+    for (let c = fromChunk; c < Math.min(starts.length, fromChunk + SNAP_WINDOW); c++) {
+      const end = c + 1 < starts.length ? starts[c + 1] : { bucket: buckets.length, pos: 0 };
+      const entries: WireEntry[] = [];
+      for (let b = starts[c].bucket, i = starts[c].pos; b < end.bucket || (b === end.bucket && i < end.pos); ) {
+        const list = buckets[b]?.entries ?? [];
+        if (i >= list.length) {
+          b++;
+          i = 0;
+          continue;
+        }
+        entries.push(toWire(list[i++]));
+      }
+      this.r.respond({ type: MsgType.SnapChunk, register: this.r.name, targetVersion: pin.version, chunk: c, chunks: starts.length, entries }, now);
+    }
+  }
+
+  onStreamReq(now: number, m: StreamReqMsg): void {
+    const pin = this.begin(now, m.targetVersion, m.flags, 'stream') as StreamPin | undefined;
+    if (!pin || !(this.r.state instanceof StreamState)) return;
+    const end = Math.min(pin.length, m.offset + STREAM_CHUNK * STREAM_WINDOW);
+    for (let off = m.offset; off < end; off += STREAM_CHUNK) {
+      this.r.respond({
+        type: MsgType.StreamData,
+        register: this.r.name,
+        targetVersion: pin.version,
+        offset: off,
+        data: this.r.state.read(off, Math.min(STREAM_CHUNK, end - off)),
+      }, now);
+    }
+  }
+}
+
+// ------------------------------------------------------------------ requester (follower)
+
+type Mode = 'reconcile' | 'full';
+
+export class ReconRequester {
+  mode: Mode = 'reconcile';
+  retransmitAt: number | undefined;
+  private target: number | undefined;
+  private meta: ReconMetaMsg | undefined;
+  private wantRequest = true;
+  /** Retransmission timeouts in a row without a useful response. */
+  private stalls = 0;
+
+  // Map reconciliation.
+  private myIndex: KeyIndex | undefined;
+  private queue: Prefix[] = [{ depth: 0, prefix: 0 }];
+  private readonly outstanding = new Map<string, Prefix>();
+  private readonly parts = new Map<string, WireEntry[][]>();
+  /** Octets held in `parts` (sets not yet complete). */
+  private partialBytes = 0;
+  private deletes: MapEntry[] = [];
+  private puts: WireEntry[] = [];
+
+  // Map full transfer.
+  private chunks: (WireEntry[] | undefined)[] = [];
+  private chunkCount: number | undefined;
+  /** End of the window last requested (chunks for a map snapshot, bytes for a stream). */
+  private windowEnd = 0;
+
+  // Stream: bytes after `streamBase`, staged until verified.
+  private streamBase = 0;
+  private staged: Uint8Array[] = [];
+  private stagedLen = 0;
+  /** Entries and octets received so far in this session, held against the register's quota (§7.8). */
+  private receivedEntries = 0;
+  private receivedBytes = 0;
+
+  constructor(
+    private readonly r: Replica,
+    /** Rate-limited start (§8.2): no request before this time. */
+    public notBefore?: number,
+  ) {
+    this.restart();
+  }
+
+  /** Start (or start over) against a fresh pin, keeping the mode. */
+  private restart(): void {
+    const r = this.r;
+    this.target = undefined;
+    this.meta = undefined;
+    this.wantRequest = true;
+    this.retransmitAt = undefined;
+    this.stalls = 0;
+    this.queue = [{ depth: 0, prefix: 0 }];
+    this.outstanding.clear();
+    this.parts.clear();
+    this.partialBytes = 0;
+    this.deletes = [];
+    this.puts = [];
+    this.chunks = [];
+    this.chunkCount = undefined;
+    this.staged = [];
+    this.stagedLen = 0;
+    this.receivedEntries = 0;
+    this.receivedBytes = 0;
+    if (this.mode === 'full') {
+      this.myIndex = undefined;
+      this.streamBase = 0;
+    } else if (r.state instanceof MapState) this.myIndex = r.state.snapshot(r.version);
+    else this.streamBase = r.state.size();
+  }
+
+  wantsToSend(): boolean {
+    return this.wantRequest;
+  }
+
+  /** Whether a response belongs to this session (the first one fixes the pinned version). */
+  private accept(targetVersion: number): boolean {
+    if (this.target === undefined) this.target = targetVersion;
+    if (this.target !== targetVersion) return false;
+    this.stalls = 0;
+    return true;
+  }
+
+  private startFull(): void {
+    this.r.countFullTransfer();
+    this.mode = 'full';
+    this.restart();
+  }
+
+  onTimeout(now: number): boolean {
+    if (this.retransmitAt === undefined || now < this.retransmitAt) return false;
+    // Several silent timeouts: the responder no longer holds our pin (it answers with its status); start over.
+    if (++this.stalls > STALLS_BEFORE_RESTART) {
+      this.restart();
+      return true;
+    }
+    for (const p of this.outstanding.values()) this.queue.push(p);
+    this.outstanding.clear();
+    this.parts.clear();
+    this.partialBytes = 0;
+    this.wantRequest = true;
+    this.retransmitAt = undefined;
+    return true;
+  }
+
+  fill(now: number, b: PayloadBuilder): void {
+    if (!this.wantRequest) return;
+    if (this.notBefore !== undefined) {
+      if (now < this.notBefore) return;
+      this.notBefore = undefined;
+    }
+    const flags = this.meta ? 0 : REQ_WANT_META;
+    // Version 0 when the pin is not known yet: the responder pins its current state afresh.
+    const targetVersion = this.target ?? 0;
+    const register = this.r.name;
+    let raw: Uint8Array;
+    if (this.r.state instanceof StreamState) {
+      const offset = this.streamBase + this.stagedLen;
+      raw = encodeMessage({ type: MsgType.StreamReq, register, targetVersion, flags, offset });
+      this.windowEnd = offset + STREAM_CHUNK * STREAM_WINDOW;
+    } else if (this.mode === 'full') {
+      let from = 0;
+      while (from < this.chunks.length && this.chunks[from]) from++;
+      raw = encodeMessage({ type: MsgType.SnapReq, register, targetVersion, flags, fromChunk: from });
+      this.windowEnd = from + SNAP_WINDOW;
+    } else {
+      const prefixes = this.queue.slice(0, MAX_PREFIXES_PER_REQ);
+      if (prefixes.length === 0 && this.meta) {
+        this.wantRequest = false;
+        return;
+      }
+      raw = encodeMessage({ type: MsgType.ReconReq, register, targetVersion, flags, prefixes });
+      if (raw.length > b.room) return;
+      this.queue = this.queue.slice(prefixes.length);
+      for (const p of prefixes) this.outstanding.set(prefixKey(p.depth, p.prefix), p);
+    }
+    if (!b.add(raw)) return;
+    this.wantRequest = this.r.state instanceof MapState && this.mode === 'reconcile' && this.queue.length > 0;
+    this.retransmitAt = now + this.r.rto();
+  }
+
+  /**
+   * Count received entries against the quota: false (and the session starts over, counted)
+   * when the sequencer sends more than this host may keep.
+   */
+  private admit(now: number, entries: readonly WireEntry[]): boolean {
+    const q = this.r.cfg.quota;
+    this.receivedEntries += entries.length;
+    for (const e of entries) this.receivedBytes += entryWireLen(e);
+    if (this.receivedEntries <= q.maxKeys && this.receivedBytes <= q.maxBytes) return true;
+    this.r.refuse(now, 'quota-violation', `reconciliation sent more than ${q.maxKeys} keys / ${q.maxBytes} octets`);
+    this.restart();
+    return false;
+  }
+
+  onMeta(now: number, m: ReconMetaMsg): void {
+    if (this.meta) return;
+    const q = this.r.cfg.quota;
+    if (m.size > (this.r.state instanceof MapState ? q.maxKeys : q.maxBytes)) {
+      this.r.refuse(now, 'quota-violation', `pin of ${m.size} ${this.r.state instanceof MapState ? 'keys' : 'octets'} exceeds the quota`);
+      return;
+    }
+    if (!this.accept(m.targetVersion)) return;
+    this.meta = m;
+    if (this.r.state instanceof StreamState && this.mode === 'reconcile' && m.size < this.streamBase) {
+      this.startFull(); // our stream is longer than the sequencer's: not a prefix
+      return;
+    }
+    this.progress(now);
+  }
+
+  onNode(now: number, m: ReconNodeMsg): void {
+    if (this.mode !== 'reconcile' || !this.myIndex || !this.accept(m.targetVersion)) return;
+    const key = prefixKey(m.depth, m.prefix);
+    if (!this.outstanding.delete(key)) return;
+    const mine = childrenOf(this.myIndex, m.depth, m.prefix);
+    for (let i = 0; i < RECON_FANOUT; i++) {
+      const theirs = m.children[i];
+      if (theirs.count === mine[i].count && hashEquals(theirs.hash, mine[i].hash)) continue;
+      const child = { depth: m.depth + 1, prefix: m.prefix * RECON_FANOUT + i };
+      if (theirs.count === 0) this.stageDeletes(child.depth, child.prefix);
+      else this.queue.push(child);
+    }
+    // Honest answers queue at most one node per entry per level (the nodes of a level
+    // partition the entries); more means the responder invents subtrees to exhaust memory.
+    const bound = 16 * Math.max(this.meta?.size ?? 0, this.myIndex.size) + 256;
+    if (this.queue.length + this.outstanding.size > bound) {
+      this.r.refuse(now, 'quota-violation', `reconciliation asked to queue more than ${bound} subtrees`);
+      this.restart();
+      return;
+    }
+    if (this.queue.length > 0) this.wantRequest = true;
+    this.progress(now);
+  }
+
+  onEntries(now: number, m: ReconEntriesMsg): void {
+    if (this.mode !== 'reconcile' || !this.myIndex || !this.accept(m.targetVersion)) return;
+    const key = prefixKey(m.depth, m.prefix);
+    if (!this.outstanding.has(key)) return;
+    let got = this.parts.get(key);
+    if (!got || got.length !== m.parts) {
+      if (got) this.partialBytes -= wireBytes(got);
+      got = new Array(m.parts);
+      this.parts.set(key, got);
+    }
+    if (got[m.part]) return; // a duplicate
+    // Parts of unfinished sets are held until the set completes: bounded, since an honest
+    // set is a few parts (a leaf holds at most 8 entries, §8.2).
+    const size = wireBytes([m.entries]);
+    if (this.partialBytes + size > PARTIAL_MAX_BYTES) {
+      this.r.refuse(now, 'quota-violation', `more than ${PARTIAL_MAX_BYTES} octets of incomplete ReconEntries sets`);
+      this.parts.clear();
+      this.partialBytes = 0;
+      return;
+    }
+    got[m.part] = m.entries.map(copyEntry);
+    this.partialBytes += size;
+    for (let i = 0; i < m.parts; i++) if (!got[i]) return;
+    this.parts.delete(key);
+    this.partialBytes -= wireBytes(got);
+    this.outstanding.delete(key);
+    for (const part of got) if (!this.admit(now, part)) return;
+    this.stageDeletes(m.depth, m.prefix);
+    for (const part of got) for (const e of part) this.puts.push(e);
+    this.progress(now);
+  }
+
+  /**
+   * Stage deletion of every own entry under a prefix. One push per entry: spreading the
+   * list into push() puts every element on the stack and overflows it past ~125,000 keys.
+   */
+  private stageDeletes(depth: number, prefix: number): void {
+    forEachUnder(this.myIndex!, depth, prefix, (e) => void this.deletes.push(e));
+  }
+
+  onChunk(now: number, m: SnapChunkMsg): void {
+    if (this.mode !== 'full') return;
+    // Every chunk but an empty map's holds an entry: more chunks than the quota's keys is a lie.
+    if (m.chunks > Math.max(1, this.r.cfg.quota.maxKeys)) {
+      this.r.refuse(now, 'quota-violation', `snapshot of ${m.chunks} chunks exceeds the quota`);
+      return;
+    }
+    if (!this.accept(m.targetVersion)) return;
+    this.chunkCount = m.chunks;
+    if (this.chunks.length < m.chunks) this.chunks.length = m.chunks;
+    if (this.chunks[m.chunk]) return; // a duplicate
+    if (!this.admit(now, m.entries)) return;
+    this.chunks[m.chunk] = m.entries.map(copyEntry);
+    // Ask for the next window once this one is complete.
+    let from = 0;
+    while (from < this.chunks.length && this.chunks[from]) from++;
+    if (from >= this.windowEnd) this.wantRequest = from < m.chunks;
+    this.progress(now);
+  }
+
+  onStreamData(now: number, m: StreamDataMsg): void {
+    if (!this.accept(m.targetVersion)) return;
+    if (m.offset !== this.streamBase + this.stagedLen) return; // out of order: the window is re-requested
+    const q = this.r.cfg.quota;
+    if (m.offset + m.data.length > (this.meta ? Math.min(this.meta.size, q.maxBytes) : q.maxBytes)) {
+      this.r.refuse(now, 'quota-violation', `stream data past ${this.meta ? 'the pin\'s length' : 'the quota'}`);
+      this.restart();
+      return;
+    }
+    this.staged.push(m.data.slice());
+    this.stagedLen += m.data.length;
+    const at = this.streamBase + this.stagedLen;
+    if (this.meta && at < this.meta.size && at >= this.windowEnd) this.wantRequest = true;
+    this.progress(now);
+  }
+
+  /** Finish when everything has arrived: verify the result against the pin's hash, then apply it at once. */
+  private progress(now: number): void {
+    const meta = this.meta;
+    if (!meta) return;
+    const r = this.r;
+    if (r.state instanceof StreamState) {
+      if (this.streamBase + this.stagedLen < meta.size) return;
+      const next = this.mode === 'full' ? new StreamState(r.state.seed) : r.state;
+      const h = next.hashAfter(this.staged);
+      if (!hashEquals(h, meta.hash)) {
+        if (this.mode === 'reconcile') this.startFull();
+        else this.restartFull();
+        return;
+      }
+      for (const c of this.staged) next.appendBytes(c);
+      r.state = next;
+      r.adopt(now, meta.targetVersion, marks(meta), rejections(meta), this.mode === 'full' ? 'full' : 'reconcile');
+      return;
+    }
+    if (this.mode === 'reconcile') {
+      if (this.queue.length > 0 || this.outstanding.size > 0) return;
+      const state = r.state;
+      const h = new Hash64(state.hash.hi, state.hash.lo);
+      for (const e of this.deletes) h.sub(e.hhi, e.hlo);
+      const staged = this.puts.map((e) => state.entryOf(e.key, e.value, e.version));
+      for (const e of staged) h.add(e.hhi, e.hlo);
+      if (!h.equals(meta.hash)) {
+        this.startFull();
+        return;
+      }
+      for (const e of this.deletes) state.remove(e.key);
+      for (const e of staged) state.put(e.key, e.value, e.version);
+      r.adopt(now, meta.targetVersion, marks(meta), rejections(meta), 'reconcile');
+      return;
+    }
+    if (this.chunkCount === undefined || this.chunks.length < this.chunkCount) return;
+    for (let i = 0; i < this.chunkCount; i++) if (!this.chunks[i]) return;
+    const next = new MapState((r.state as MapState).seed);
+    for (const chunk of this.chunks) for (const e of chunk!) next.put(e.key, e.value, e.version);
+    if (!next.hash.equals(meta.hash)) {
+      this.restartFull();
+      return;
+    }
+    r.state = next;
+    r.adopt(now, meta.targetVersion, marks(meta), rejections(meta), 'full');
+  }
+
+  /** A full transfer that does not verify (the responder moved its pin): start it again, uncounted. */
+  private restartFull(): void {
+    this.restart();
+  }
+}
+
+function copyEntry(e: WireEntry): WireEntry {
+  return { key: e.key.slice(), version: e.version, value: e.value.slice() };
+}
+
+function marks(m: ReconMetaMsg): Map<number, number> {
+  return new Map(m.origins.map((o) => [o.origin, o.seq]));
+}
+
+function rejections(m: ReconMetaMsg): Map<number, number> {
+  return new Map(m.rejections.map((o) => [o.seq, o.reason]));
+}

@@ -1,0 +1,79 @@
+/**
+ * Register quotas (docs/PROTOCOL.md §7.8): the most keys and octets a register may hold,
+ * whoever wrote them. Part of collapse, so both ends decide alike: the sequencer rejects a
+ * candidate that would grow the register past its quota (`quota-exceeded`), and the
+ * follower checks every committed record against its own quota before applying it, so a
+ * sequencer that ignores the quota cannot make this host hold more.
+ */
+import { DeltaOp, RejectReason, type Delta } from '../../wire/delta.js';
+import { MapState, entryWireLen } from './map.js';
+import type { StreamState } from './stream.js';
+
+export interface Quota {
+  /** Entries of a map register (ignored for streams). */
+  maxKeys: number;
+  /** Octets: Σ entry encodings (key, version, value) of a map; the length of a stream. */
+  maxBytes: number;
+}
+
+export const QUOTA_DEFAULTS: Quota = { maxKeys: 1_000_000, maxBytes: 256 * 1024 * 1024 };
+
+/**
+ * The size a register would have as committed deltas are applied one after another (one
+ * collapse). Keys written earlier in the same collapse are tracked here, so the check
+ * reads the state only for keys this collapse has not touched.
+ */
+export class QuotaCheck {
+  private keys: number;
+  private bytes: number;
+  /** Entry size of each key touched so far (-1: absent now). */
+  private readonly touched = new Map<string, number>();
+
+  constructor(
+    private readonly state: MapState | StreamState,
+    private readonly quota: Quota,
+  ) {
+    this.keys = state instanceof MapState ? state.size() : 0;
+    this.bytes = state.fullTransferBytes();
+  }
+
+  /** 0 when applying `d` at version `v` keeps the register within quota (or does not grow it); the effect is then counted. */
+  admit(d: Delta, v: number): 0 | RejectReason.QuotaExceeded {
+    const st = this.state;
+    if (d.op === DeltaOp.Append) {
+      if (st instanceof MapState) return 0; // the wrong kind: never applied
+      const bytes = this.bytes + d.data.length;
+      if (bytes > this.quota.maxBytes && d.data.length > 0) return RejectReason.QuotaExceeded;
+      this.bytes = bytes;
+      return 0;
+    }
+    if (!(st instanceof MapState)) return 0;
+    const k = Buffer.from(d.key.buffer, d.key.byteOffset, d.key.byteLength).toString('latin1');
+    let prev = this.touched.get(k);
+    if (prev === undefined) {
+      const cur = st.get(d.key);
+      prev = cur ? entryWireLen(cur) : -1;
+    }
+    if (d.op === DeltaOp.Del) {
+      if (prev >= 0) {
+        this.keys--;
+        this.bytes -= prev;
+      }
+      this.touched.set(k, -1);
+      return 0;
+    }
+    const len = entryWireLen({ key: d.key, value: d.value, version: v });
+    const keys = this.keys + (prev < 0 ? 1 : 0);
+    const bytes = this.bytes - Math.max(prev, 0) + len;
+    if ((keys > this.quota.maxKeys && keys > this.keys) || (bytes > this.quota.maxBytes && bytes > this.bytes)) return RejectReason.QuotaExceeded;
+    this.keys = keys;
+    this.bytes = bytes;
+    this.touched.set(k, len);
+    return 0;
+  }
+}
+
+/** Whether a state of `keys` entries (map) / `bytes` octets is within the quota. */
+export function withinQuota(quota: Quota, kind: 'map' | 'stream', size: number): boolean {
+  return kind === 'map' ? size <= quota.maxKeys : size <= quota.maxBytes;
+}

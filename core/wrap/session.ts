@@ -1,0 +1,842 @@
+/**
+ * WrapSession: the sans-I/O core of wrapping between this spookd and one peer (PROTOCOL §16).
+ *
+ * It owns every wrapped connection to or from that peer: the two stream registers of each,
+ * the hold timer that keeps them alive while the carrier is down, and resumption (each side
+ * tells the other how much of each stream it already holds, and only the rest is resent).
+ * Inputs are local socket events, carrier records and the clock; outputs are records for the
+ * carrier and events for the I/O layer (dial, deliver, end, close, writable). No I/O here.
+ */
+import { CloseCode, CLOSE_NAMES, DATA_HEADER_LEN, decodeDataHeader, decodeRecord, encodeDataHeader, encodeRecord, MAX_DATA, OPEN_DATAGRAM, OPEN_DELTA, RecordType, WRAP_VERSION, type Target, type WrapRecord } from '../../wire/wrap.js';
+import { RecvStream, SendStream } from './stream.js';
+import { Deque } from '../util/deque.js';
+import { Chunker, ChunkLru, digestKey, type Chunk } from './dedup.js';
+
+export interface WrapSessionOptions {
+  /** Low bit of the connection ids this side opens (the peers pick opposite bits). */
+  role: 0 | 1;
+  /** A fresh random id per daemon start: a peer that sees it change knows our state is gone. */
+  bootId: bigint;
+  /** Per-stream window: bytes buffered for resending, and bytes in flight to a slow reader. */
+  windowBytes: number;
+  /** Most live connections with this peer; more are refused (too-many-connections). */
+  maxConnections: number;
+  pingMs: number;
+  /** The carrier is declared lost after this long without a record from the peer. */
+  silenceMs: number;
+  /** Delta mode's chunk memory per peer, each side (default CACHE_BYTES; both ends should agree). */
+  deltaCacheBytes?: number;
+  /**
+   * The serving side's dial policy (§16.5.1): may the peer make this side dial `target`?
+   * Absent: nothing is dialled (default deny).
+   */
+  mayDial?: (target: Target, datagram: boolean) => boolean;
+  /**
+   * Per peer and direction, all connections together: bytes read and not yet acknowledged
+   * by the peer, and bytes received and not yet taken by the local sockets (§16.5.5).
+   * Default DEFAULT_MAX_BUFFERED (never below windowBytes).
+   */
+  maxBufferedBytes?: number;
+}
+
+export const DEFAULT_MAX_BUFFERED = 64 * 1024 * 1024;
+/** A connection paused by the per-peer quota is woken for this much room (one socket read). */
+const WAKE_BYTES = 64 * 1024;
+
+export const ACK_DELAY_MS = 5;
+/**
+ * Delta mode holds the unfinished last chunk of a burst this long for more bytes: sent at
+ * once, its start would go raw and the whole chunk could never be a reference.
+ */
+export const DELTA_TAIL_MS = 2;
+
+export const DEFAULT_WRAP_OPTIONS = { windowBytes: 4 * 1024 * 1024, maxConnections: 1024, pingMs: 1_000, silenceMs: 3_000 };
+
+export type ConnState = 'opening' | 'open' | 'held';
+
+export interface WrapConn {
+  id: number;
+  /** This side accepted the client (and sent OPEN), or the peer did (and we dial the server). */
+  local: boolean;
+  wrapPort: number;
+  target: Target;
+  holdMs: number;
+  state: ConnState;
+  send: SendStream;
+  recv: RecvStream;
+  openSent: boolean;
+  /** While the carrier is down: close when this passes. */
+  holdUntil: number | undefined;
+  heldSince: number | undefined;
+  outages: number;
+  openedAt: number;
+  /** Delta mode (§16.9): chunks of each direction, references to chunks the peer holds. */
+  delta: DeltaState | undefined;
+  /** A UDP flow (§16.10): the streams carry length-prefixed datagrams. */
+  datagram: boolean;
+}
+
+interface DeltaState {
+  sendChunker: Chunker;
+  /** Completed chunks of the send stream not yet wholly on the carrier, in order. */
+  sendChunks: Deque<Chunk>;
+  /** No references below this offset (bytes resent after a loss or a NACK go raw). */
+  rawUntil: number;
+  recvChunker: Chunker;
+  /** A NACK is outstanding for this offset: later records are dropped until the resend. */
+  nackAt: number | undefined;
+  /** When unsent bytes last appeared after everything had been sent (the tail waits DELTA_TAIL_MS from then). */
+  lastAppend: number;
+}
+
+export type WrapEvent =
+  | { type: 'dial'; conn: number; target: Target; wrapPort: number; datagram: boolean }
+  | { type: 'deliver'; conn: number; data: Uint8Array }
+  | { type: 'end'; conn: number }
+  | { type: 'writable'; conn: number }
+  | { type: 'close'; conn: number; code: CloseCode; reason: string; byPeer: boolean }
+  | { type: 'held'; conn: number }
+  | { type: 'resumed'; conn: number; heldMs: number }
+  | { type: 'done'; conn: number }
+  | { type: 'drop-carrier'; reason: string }
+  /** The per-peer quota of buffered bytes is used up: stop reading every local endpoint of this peer. */
+  | { type: 'pause-all' }
+  | { type: 'peer-restarted' }
+  | { type: 'violation'; detail: string };
+
+const RECENT_CLOSED = 1024;
+/**
+ * Control records owed to the peer (§16.2): past CONTROL_PAUSE_RECORDS + 4 × maxConnections
+ * the I/O layer stops reading the carrier until they drain (`backlogged`); at twice that the
+ * carrier is dropped (an I/O layer that keeps reading). Most are replies to the peer's own
+ * records, which only pile up while it does not read ours. Honest bursts stay below (a new
+ * carrier may queue OPEN, RESUME, one ACK and CLOSE per connection), or two honest sides could
+ * stop reading each other at once. A record is at most ~300 bytes.
+ */
+export const CONTROL_PAUSE_RECORDS = 4096;
+
+/** A queued control record: encoded bytes, or an ACK encoded when sent (its offset may still move). */
+interface ControlEntry {
+  rec?: Uint8Array;
+  ack?: { conn: number; offset: number };
+  /** It answers a peer's record about this connection id (at most one such answer each). */
+  answers?: number;
+}
+
+export class WrapSession {
+  readonly conns = new Map<number, WrapConn>();
+  private nextId: number;
+  private carrier = false;
+  private peerHello = false;
+  private peerBootId: bigint | undefined;
+  /** Control records in order; an ACK is encoded when sent, so a newer one updates it in place. */
+  private control = new Deque<ControlEntry>();
+  /**
+   * The ACK still queued per connection: a later ACK moves its offset instead of queueing
+   * another, so a stalled carrier holds at most one ACK per connection (an honest side that
+   * keeps draining its sockets never fills the backlog with its own ACKs).
+   */
+  private readonly ackQueued = new Map<number, { conn: number; offset: number }>();
+  /** Past this many control records, stop reading the carrier; at twice, drop it. */
+  readonly controlPause: number;
+  /** A PING was received and its PONG not yet sent: one PONG answers any number of them. */
+  private pongDue = false;
+  /**
+   * Connection ids with an answer to a peer's record about them still queued (CLOSE for an
+   * unknown or refused id, a late FIN and ACK, OPENED to a resent OPEN): at most one each.
+   */
+  private readonly answering = new Set<number>();
+  private readonly events: WrapEvent[] = [];
+  /**
+   * Recently ended connections, to answer a late RESUME with the real reason, or, for one that
+   * completed, with the FIN and ACK the peer may have lost with the carrier.
+   */
+  private readonly recentClosed = new Map<number, CloseCode | { finOut: number; finIn: number }>();
+  /**
+   * Connections whose drained offset moved, with when it first did. ACKs are delayed (at most
+   * ACK_DELAY_MS, or until an eighth of the window is drained): an ACK per delivery would
+   * double the records of an interactive exchange and sit on its round trip.
+   */
+  private readonly ackDirty = new Map<number, number>();
+  private now = 0;
+  private lastHeard = 0;
+  private lastSent = 0;
+  private rr = 0;
+  readonly counters = { recordsIn: 0, recordsOut: 0, violations: 0, windowViolations: 0, carrierUps: 0, carrierLosses: 0, refsSent: 0, refBytes: 0, refsExpanded: 0, nacksSent: 0 };
+  /** Bytes read from local sockets, not yet acknowledged by the peer (all connections). */
+  bufferedOut = 0;
+  /** Bytes received from the peer, not yet taken by the local sockets (all connections). */
+  bufferedIn = 0;
+  readonly maxBuffered: number;
+  /** What the peer's HELLO advertised (ours until then): its receive window and quota. */
+  private peerWindow: number;
+  private peerBuffer: number;
+  /** Connections paused by the per-peer quota (not their own window), woken as it frees. */
+  private readonly blocked = new Set<number>();
+  /** Delta mode: chunks this side sent (or referenced) to the peer, and chunks it received. */
+  private readonly refIndex: ChunkLru<true>;
+  private readonly refCache: ChunkLru<Uint8Array>;
+
+  constructor(readonly opts: WrapSessionOptions) {
+    this.nextId = 2 + opts.role;
+    this.controlPause = CONTROL_PAUSE_RECORDS + 4 * opts.maxConnections;
+    this.maxBuffered = Math.max(opts.windowBytes, opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED);
+    this.peerWindow = opts.windowBytes;
+    this.peerBuffer = this.maxBuffered;
+    this.refIndex = new ChunkLru(opts.deltaCacheBytes);
+    this.refCache = new ChunkLru(opts.deltaCacheBytes);
+  }
+
+  get carrierUp(): boolean {
+    return this.carrier;
+  }
+
+  /** Control records are piling up (the peer does not read them): stop reading its records until they drain. */
+  get backlogged(): boolean {
+    return this.control.length >= this.controlPause;
+  }
+
+  /** Control records queued for the carrier (a PONG due counts as one). */
+  get controlQueued(): number {
+    return this.control.length + (this.pongDue ? 1 : 0);
+  }
+
+  // ---- local side ----
+
+  /** A client connection was intercepted: returns its id, or undefined when over the limit. */
+  openLocal(now: number, wrapPort: number, target: Target, holdMs: number, delta = false, datagram = false): number | undefined {
+    if (this.conns.size >= this.opts.maxConnections) return undefined;
+    const id = this.nextId >>> 0;
+    this.nextId = (this.nextId + 2) >>> 0 || 2 + this.opts.role;
+    // Delta mode's tail wait would delay every datagram: flows never use it.
+    const c = this.newConn(now, id, true, wrapPort, target, holdMs, delta && !datagram, datagram);
+    if (this.carrier && this.peerHello) this.sendOpen(c);
+    else this.hold(now, c);
+    return id;
+  }
+
+  /** Bytes read from the local socket. Returns false when the window is full: pause reading. */
+  localData(conn: number, data: Uint8Array, now = this.now): boolean {
+    const c = this.conns.get(conn);
+    if (!c || c.send.ended) return false; // after the local end nothing more can be appended
+    const idle = c.send.next >= c.send.end;
+    c.send.append(data);
+    this.bufferedOut += data.length;
+    if (c.delta) {
+      for (const ch of c.delta.sendChunker.push(data)) c.delta.sendChunks.push(ch);
+      // The wait runs from the first unsent byte, so a steady trickle is never held longer.
+      if (idle) c.delta.lastAppend = now;
+    }
+    if (c.send.room === 0) return false;
+    if (this.bufferedOut < this.maxBuffered) return true;
+    // The per-peer quota is used up: every connection stops reading (not just this one, or
+    // each would still add a read), and they are woken one read's worth at a time.
+    for (const id of this.conns.keys()) this.blocked.add(id);
+    this.events.push({ type: 'pause-all' });
+    return false;
+  }
+
+  /** Bytes the window and the per-peer quota still take for `conn` (a UDP flow drops a datagram that does not fit). */
+  room(conn: number): number {
+    return Math.min(this.conns.get(conn)?.send.room ?? 0, Math.max(0, this.maxBuffered - this.bufferedOut));
+  }
+
+  localEnd(conn: number): void {
+    const c = this.conns.get(conn);
+    if (c && c.send.finAt === undefined) c.send.finAt = c.send.end;
+  }
+
+  /** The local socket failed or was reset: the peer resets its side too. */
+  localReset(conn: number, text: string): void {
+    const c = this.conns.get(conn);
+    if (!c) return;
+    this.forget(c, c.local ? CloseCode.ClientReset : CloseCode.ServerReset, text, false, false);
+  }
+
+  /** The local socket flushed `n` more bytes of what `deliver` handed it. */
+  drained(now: number, conn: number, n: number): void {
+    this.now = now;
+    const c = this.conns.get(conn);
+    if (!c) return;
+    const drained = Math.min(c.recv.received, c.recv.drained + n);
+    this.bufferedIn -= drained - c.recv.drained;
+    c.recv.drained = drained;
+    this.maybeDone(c);
+  }
+
+  dialed(conn: number): void {
+    const c = this.conns.get(conn);
+    if (!c || c.local) return;
+    if (c.state === 'opening') c.state = this.carrier ? 'open' : 'held';
+    this.queue({ type: RecordType.Opened, conn });
+  }
+
+  dialFailed(conn: number, text: string): void {
+    const c = this.conns.get(conn);
+    if (c) this.forget(c, CloseCode.DialFailed, text, false, true);
+  }
+
+  /** Close every connection (daemon stopping, wrapper removed). */
+  closeAll(code: CloseCode, text: string, filter: (c: WrapConn) => boolean = () => true): void {
+    for (const c of [...this.conns.values()]) if (filter(c)) this.forget(c, code, text, false, true);
+  }
+
+  // ---- carrier ----
+
+  onCarrierUp(now: number): void {
+    this.carrier = true;
+    this.peerHello = false;
+    this.lastHeard = now;
+    this.counters.carrierUps++;
+    this.clearControl();
+    this.queue({ type: RecordType.Hello, version: WRAP_VERSION, bootId: this.opts.bootId, window: this.opts.windowBytes, buffer: this.maxBuffered });
+  }
+
+  onCarrierDown(now: number): void {
+    if (!this.carrier) return;
+    this.carrier = false;
+    this.peerHello = false;
+    this.counters.carrierLosses++;
+    this.clearControl();
+    for (const c of this.conns.values()) this.hold(now, c);
+  }
+
+  handleRecord(now: number, buf: Uint8Array): void {
+    this.now = now;
+    this.lastHeard = now;
+    this.counters.recordsIn++;
+    let rec: WrapRecord;
+    try {
+      rec = decodeRecord(buf);
+    } catch (e) {
+      return this.violation(`undecodable record: ${(e as Error).message}`);
+    }
+    if (rec.type === RecordType.Hello) return this.onHello(now, rec.version, rec.bootId, rec.window, rec.buffer);
+    if (!this.peerHello) return this.violation(`record type ${rec.type} before hello`);
+    switch (rec.type) {
+      case RecordType.Ping:
+        this.pongDue = this.carrier;
+        return;
+      case RecordType.Pong:
+        return;
+      case RecordType.Open:
+        return this.onOpen(now, rec.conn, rec.wrapPort, rec.target, rec.holdMs, (rec.flags & OPEN_DELTA) !== 0, (rec.flags & OPEN_DATAGRAM) !== 0);
+    }
+    const c = this.conns.get(rec.conn);
+    if (!c) {
+      // A late record for a connection that has ended: tell a resuming peer why, once.
+      if (rec.type === RecordType.Resume || rec.type === RecordType.Data) {
+        // One answer queued per id: a flood of records for it is not a flood of answers.
+        if (this.answering.has(rec.conn)) return;
+        const ended = this.recentClosed.get(rec.conn);
+        if (typeof ended === 'object') {
+          this.queue({ type: RecordType.Fin, conn: rec.conn, offset: ended.finOut });
+          this.queue({ type: RecordType.Ack, conn: rec.conn, offset: ended.finIn }, rec.conn);
+        } else this.queue({ type: RecordType.Close, conn: rec.conn, code: ended ?? CloseCode.UnknownConnection, text: 'no such connection' }, rec.conn);
+      }
+      return;
+    }
+    switch (rec.type) {
+      case RecordType.Opened:
+        if (!c.local) return this.violation(`opened for connection ${c.id} that the peer opened`);
+        if (c.state === 'opening') c.state = 'open';
+        // The peer knows the connection (it may not have had it to RESUME): the hold is over.
+        return this.resumed(now, c);
+      case RecordType.Data:
+        return this.onData(c, rec.offset, rec.data);
+      case RecordType.Ref:
+        return this.onRef(c, rec.offset, rec.length, rec.digest);
+      case RecordType.Nack:
+        if (!c.delta || rec.offset < c.send.acked || rec.offset > c.send.next) return this.protocolError(c, `nack at ${rec.offset} outside [${c.send.acked}, ${c.send.next}]`);
+        // Resend from the offset, raw; the chunk deque no longer covers it (raw path handles that).
+        c.send.rewindTo(rec.offset);
+        c.delta.rawUntil = Math.max(c.delta.rawUntil, rec.offset + 1);
+        return;
+      case RecordType.Ack: {
+        const before = c.send.room;
+        const acked = c.send.acked;
+        if (!c.send.ack(rec.offset)) return this.protocolError(c, `ack ${rec.offset} beyond the stream's end ${c.send.end}`);
+        this.bufferedOut -= c.send.acked - acked;
+        if (before === 0 && c.send.room > 0) {
+          if (this.bufferedOut < this.maxBuffered) this.events.push({ type: 'writable', conn: c.id });
+          else this.blocked.add(c.id);
+        }
+        this.wakeBlocked();
+        return this.maybeDone(c);
+      }
+      case RecordType.Resume:
+        if (!c.send.skipTo(rec.offset)) return this.protocolError(c, `resume at ${rec.offset} outside [${c.send.acked}, ${c.send.end}]`);
+        return this.resumed(now, c);
+      case RecordType.Fin:
+        if (c.recv.finAt !== undefined && c.recv.finAt !== rec.offset) return this.protocolError(c, `fin moved from ${c.recv.finAt} to ${rec.offset}`);
+        if (rec.offset < c.recv.received) return this.protocolError(c, `fin at ${rec.offset} below received ${c.recv.received}`);
+        c.recv.finAt = rec.offset;
+        return this.checkEnd(c);
+      case RecordType.Close:
+        return this.forget(c, rec.code, rec.text || CLOSE_NAMES[rec.code] || `code ${rec.code}`, true, true);
+    }
+  }
+
+  /**
+   * A record as the pieces it arrived in (the carrier decrypts reads as they come): a DATA
+   * record is taken piece by piece, uncopied; anything else is joined and decoded.
+   */
+  handleRecordParts(now: number, parts: Uint8Array[]): void {
+    if (parts.length === 1) return this.handleRecord(now, parts[0]);
+    const head = parts.length ? decodeDataHeader(parts[0]) : undefined;
+    const c = head && this.peerHello ? this.conns.get(head.conn) : undefined;
+    const total = parts.reduce((n, p) => n + p.length, 0) - DATA_HEADER_LEN;
+    if (!c || total > MAX_DATA) return this.handleRecord(now, Buffer.concat(parts)); // the general path decides
+    this.now = now;
+    this.lastHeard = now;
+    this.counters.recordsIn++;
+    let offset = head!.offset;
+    for (const piece of [parts[0].subarray(DATA_HEADER_LEN), ...parts.slice(1)]) {
+      if (piece.length === 0) continue;
+      this.onData(c, offset, piece);
+      offset += piece.length;
+      if (this.conns.get(c.id) !== c) return; // closed by a protocol error
+    }
+  }
+
+  private onData(c: WrapConn, offset: number, data: Uint8Array): void {
+    if (c.recv.finAt !== undefined && offset + data.length > c.recv.finAt) return this.protocolError(c, `data up to ${offset + data.length} beyond the fin at ${c.recv.finAt}`);
+    if (c.delta?.nackAt !== undefined) {
+      // Sent before the peer saw our NACK: dropped until the resend reaches us.
+      if (offset > c.recv.received) return;
+      c.delta.nackAt = undefined;
+    }
+    if (!this.withinWindow(c, offset + data.length)) return;
+    const fresh = c.recv.accept(offset, data);
+    if (fresh === 'gap') return this.protocolError(c, `data at ${offset} beyond received ${c.recv.received}`);
+    if (fresh) {
+      this.bufferedIn += fresh.length;
+      if (c.delta) for (const ch of c.delta.recvChunker.push(fresh)) this.refCache.put(ch.key, ch.length, ch.bytes!);
+      this.events.push({ type: 'deliver', conn: c.id, data: fresh });
+    }
+    this.checkEnd(c);
+  }
+
+  // ---- time ----
+
+  pollTimeout(): number | undefined {
+    let t: number | undefined;
+    const min = (x: number): void => {
+      t = t === undefined ? x : Math.min(t, x);
+    };
+    if (this.carrier) {
+      min(this.lastHeard + this.opts.silenceMs);
+      min(this.lastSent + this.opts.pingMs);
+    }
+    for (const c of this.conns.values()) if (c.holdUntil !== undefined) min(c.holdUntil);
+    if (this.carrier) for (const since of this.ackDirty.values()) min(since + ACK_DELAY_MS);
+    if (this.carrier && this.peerHello) for (const c of this.conns.values()) if (c.delta && c.send.next < c.send.end) min(c.delta.lastAppend + DELTA_TAIL_MS);
+    return t;
+  }
+
+  handleTimeout(now: number): void {
+    if (this.carrier && now - this.lastHeard >= this.opts.silenceMs) {
+      // Reading stopped for our unread replies, and the peer never took them: its fault, counted.
+      if (this.backlogged) this.violation(`${this.control.length} control records unread by the peer for ${this.opts.silenceMs} ms`);
+      this.events.push({ type: 'drop-carrier', reason: `no record from the peer for ${this.opts.silenceMs} ms` });
+      this.onCarrierDown(now);
+    }
+    if (this.carrier && now - this.lastSent >= this.opts.pingMs) {
+      this.queue({ type: RecordType.Ping });
+      this.lastSent = now; // one PING per interval, even while the carrier is not writable
+    }
+    // Due ACKs go to the control queue now, so a deadline never stays in the past.
+    for (const [id, since] of this.ackDirty) {
+      const c = this.conns.get(id);
+      if (!c) this.ackDirty.delete(id);
+      else if (now - since >= ACK_DELAY_MS) this.flushAck(c);
+    }
+    for (const c of [...this.conns.values()]) {
+      if (c.holdUntil !== undefined && now >= c.holdUntil) {
+        this.forget(c, CloseCode.HoldExpired, `the link to the peer was down for more than the hold time (${c.holdMs} ms)`, false, true);
+      }
+    }
+  }
+
+  // ---- output ----
+
+  /**
+   * The next record for the carrier, as parts to be sealed together (a DATA header and its
+   * bytes travel uncopied): control first, then DATA round-robin over the connections.
+   */
+  pollRecord(now: number): Uint8Array[] | undefined {
+    if (!this.carrier) return undefined;
+    let out = this.shiftControl();
+    if (!out && this.peerHello) out = this.nextData(now);
+    if (out) {
+      this.lastSent = now;
+      this.counters.recordsOut++;
+    }
+    return out;
+  }
+
+  pollEvent(): WrapEvent | undefined {
+    return this.events.shift();
+  }
+
+  // ---- internals ----
+
+  private newConn(now: number, id: number, local: boolean, wrapPort: number, target: Target, holdMs: number, delta: boolean, datagram: boolean): WrapConn {
+    const c: WrapConn = {
+      id,
+      local,
+      wrapPort,
+      target,
+      holdMs,
+      state: 'opening',
+      send: new SendStream(this.peerHello ? this.peerWindow : this.opts.windowBytes),
+      recv: new RecvStream(),
+      openSent: false,
+      holdUntil: undefined,
+      heldSince: undefined,
+      outages: 0,
+      openedAt: now,
+      delta: delta ? { sendChunker: new Chunker(), sendChunks: new Deque(), rawUntil: 0, recvChunker: new Chunker(true), nackAt: undefined, lastAppend: now } : undefined,
+      datagram,
+    };
+    this.conns.set(id, c);
+    return c;
+  }
+
+  private sendOpen(c: WrapConn): void {
+    c.openSent = true;
+    this.queue({ type: RecordType.Open, conn: c.id, wrapPort: c.wrapPort, target: c.target, holdMs: c.holdMs, flags: (c.delta ? OPEN_DELTA : 0) | (c.datagram ? OPEN_DATAGRAM : 0) });
+  }
+
+  private hold(now: number, c: WrapConn): void {
+    c.send.rewind();
+    // What is resent after a loss goes raw: the chunk deque no longer describes it.
+    if (c.delta) {
+      c.delta.rawUntil = Math.max(c.delta.rawUntil, c.send.end);
+      c.delta.sendChunks = new Deque();
+    }
+    if (c.holdUntil !== undefined) return;
+    c.heldSince = now;
+    c.holdUntil = now + c.holdMs;
+    if (c.openSent || !c.local) {
+      c.outages++;
+      this.events.push({ type: 'held', conn: c.id });
+    }
+  }
+
+  private resumed(now: number, c: WrapConn): void {
+    if (c.holdUntil === undefined) return;
+    const heldMs = now - (c.heldSince ?? now);
+    c.holdUntil = undefined;
+    c.heldSince = undefined;
+    if (c.state === 'held') c.state = 'open';
+    this.events.push({ type: 'resumed', conn: c.id, heldMs });
+  }
+
+  private onHello(now: number, version: number, bootId: bigint, window?: number, buffer?: number): void {
+    // One per carrier: each would queue a RESUME per connection (a 30-byte record answered by thousands).
+    if (this.peerHello) return this.violation('second hello on the carrier');
+    if (version !== WRAP_VERSION) {
+      this.violation(`hello version ${version}, this side speaks ${WRAP_VERSION}`);
+      this.events.push({ type: 'drop-carrier', reason: `the peer speaks WRAP version ${version}, this side ${WRAP_VERSION}` });
+      return this.onCarrierDown(now);
+    }
+    if (this.peerBootId !== undefined && this.peerBootId !== bootId) {
+      // The peer restarted: every connection it knew is gone with its sockets.
+      this.events.push({ type: 'peer-restarted' });
+      // Its chunk cache went with it: references would only cost NACKs.
+      this.refIndex.clear();
+      this.refCache.clear();
+      for (const c of [...this.conns.values()]) {
+        if (!c.local || c.openSent) this.forget(c, CloseCode.PeerRestarted, 'the peer spookd restarted and lost the connection', false, true);
+      }
+      // Its connection ids start again: ended ones of its old incarnation (those just closed
+      // included) must not answer its new connections.
+      this.recentClosed.clear();
+    }
+    this.peerBootId = bootId;
+    this.peerHello = true;
+    // Send no more than the peer takes: its window per connection, its quota for all (≥ 1 record).
+    this.peerWindow = Math.min(this.opts.windowBytes, Math.max(DATA_HEADER_LEN + 1, window ?? this.opts.windowBytes));
+    this.peerBuffer = Math.min(this.maxBuffered, Math.max(this.peerWindow, buffer ?? this.maxBuffered));
+    for (const c of this.conns.values()) c.send.window = this.peerWindow;
+    // Connections opened while no carrier was up were never announced: they start now, with
+    // nothing to resume (a connection announced on an earlier carrier keeps its hold running).
+    const unannounced = [...this.conns.values()].filter((c) => c.local && !c.openSent);
+    for (const c of this.conns.values()) {
+      if (c.local && c.state === 'opening') this.sendOpen(c);
+      // Tell the peer how much of its stream we hold: it resends only the rest.
+      if (c.openSent || !c.local) this.queue({ type: RecordType.Resume, conn: c.id, offset: c.recv.received });
+      // And acknowledge again what was drained: the last ACK may have died with the old
+      // carrier, and a sender with a full window would wait for it forever.
+      if (c.recv.drained > 0) {
+        c.recv.ackSent = 0;
+        this.ackDirty.set(c.id, now);
+      }
+    }
+    for (const c of unannounced) this.resumed(now, c);
+  }
+
+  private onOpen(now: number, id: number, wrapPort: number, target: Target, holdMs: number, delta: boolean, datagram: boolean): void {
+    if ((id & 1) === this.opts.role) return this.violation(`open of connection ${id}: its id has this side's parity`);
+    const known = this.conns.get(id);
+    if (known) {
+      // A resent OPEN (the carrier broke before our OPENED arrived): answer again, resume.
+      if (known.state !== 'opening' && !this.answering.has(id)) this.queue({ type: RecordType.Opened, conn: id }, id);
+      this.resumed(now, known);
+      return;
+    }
+    if (this.answering.has(id)) return;
+    const ended = this.recentClosed.get(id);
+    if (ended !== undefined) {
+      this.queue({ type: RecordType.Close, conn: id, code: typeof ended === 'object' ? CloseCode.Shutdown : ended, text: 'connection already ended' }, id);
+      return;
+    }
+    if (!this.opts.mayDial?.(target, datagram)) {
+      // One answer, no text, no dial: refused, unreachable and closed destinations look alike.
+      this.remember(id, CloseCode.Refused);
+      this.queue({ type: RecordType.Close, conn: id, code: CloseCode.Refused, text: '' }, id);
+      return;
+    }
+    if (this.conns.size >= this.opts.maxConnections) {
+      this.queue({ type: RecordType.Close, conn: id, code: CloseCode.TooManyConnections, text: `this side carries ${this.conns.size} connections already` }, id);
+      return;
+    }
+    this.newConn(now, id, false, wrapPort, target, holdMs, delta, datagram);
+    this.events.push({ type: 'dial', conn: id, target, wrapPort, datagram });
+  }
+
+  private checkEnd(c: WrapConn): void {
+    if (c.recv.endDue) {
+      c.recv.endDelivered = true;
+      this.events.push({ type: 'end', conn: c.id });
+    }
+    this.maybeDone(c);
+  }
+
+  /** Both directions ended and were acknowledged: the connection is complete. */
+  private maybeDone(c: WrapConn): void {
+    if (c.recv.ackDue && !this.ackDirty.has(c.id)) this.ackDirty.set(c.id, this.now);
+    if (!c.send.done || !c.recv.endDelivered || c.recv.drained < (c.recv.finAt ?? 0)) return;
+    this.flushAck(c);
+    this.release(c);
+    this.remember(c.id, { finOut: c.send.finAt!, finIn: c.recv.finAt! });
+    this.events.push({ type: 'done', conn: c.id });
+  }
+
+  private flushAck(c: WrapConn): void {
+    this.ackDirty.delete(c.id);
+    if (!c.recv.ackDue) return;
+    c.recv.ackSent = c.recv.drained;
+    const queued = this.ackQueued.get(c.id);
+    if (queued) {
+      queued.offset = c.recv.drained;
+      return;
+    }
+    if (!this.carrier) return;
+    const ack = { conn: c.id, offset: c.recv.drained };
+    if (this.enqueue({ ack })) this.ackQueued.set(c.id, ack);
+  }
+
+  private nextData(now: number): Uint8Array[] | undefined {
+    for (const [id, since] of this.ackDirty) {
+      const c = this.conns.get(id);
+      if (!c) this.ackDirty.delete(id);
+      else if (now - since >= ACK_DELAY_MS || c.recv.drained - c.recv.ackSent >= this.opts.windowBytes / 8) this.flushAck(c);
+    }
+    const ctl = this.shiftControl();
+    if (ctl) return ctl;
+    const list = [...this.conns.values()];
+    // The peer's receive window per connection and its quota for all of them (§16.5.5).
+    let inFlight = 0;
+    for (const c of list) inFlight += c.send.inFlight;
+    for (let k = 0; k < list.length; k++) {
+      const c = list[(this.rr + k) % list.length];
+      if (c.local && !c.openSent) continue;
+      const budget = Math.min(MAX_DATA, this.peerBuffer - inFlight, this.peerWindow - c.send.inFlight);
+      if (c.delta) {
+        const rec = this.nextDelta(c, now, budget);
+        if (rec) {
+          this.rr = (this.rr + k + 1) % Math.max(1, list.length);
+          return rec;
+        }
+      }
+      const piece = c.delta ? undefined : c.send.take(budget);
+      if (piece) {
+        this.rr = (this.rr + k + 1) % Math.max(1, list.length);
+        return [encodeDataHeader(c.id, piece.offset), ...piece.parts];
+      }
+      if (c.send.finDue) {
+        c.send.finSent = true;
+        const fin = encodeRecord({ type: RecordType.Fin, conn: c.id, offset: c.send.finAt! });
+        // Everything may already be acknowledged: then this FIN completes our direction.
+        this.maybeDone(c);
+        return [fin];
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * Delta mode's next record for `c`: a REF when the next bytes are a whole chunk the peer
+   * holds, else DATA up to the next chunk boundary (so the following record starts on one).
+   */
+  private nextDelta(c: WrapConn, now: number, budget: number): Uint8Array[] | undefined {
+    const d = c.delta!;
+    const s = c.send;
+    if (s.next >= s.end) {
+      if (s.finDue) {
+        s.finSent = true;
+        const fin = encodeRecord({ type: RecordType.Fin, conn: c.id, offset: s.finAt! });
+        this.maybeDone(c);
+        return [fin];
+      }
+      return undefined;
+    }
+    for (let ch = d.sendChunks.peek(); ch && ch.offset + ch.length <= s.next; ch = d.sendChunks.peek()) d.sendChunks.shift();
+    const ch = d.sendChunks.peek();
+    if (ch && ch.offset === s.next && s.next >= d.rawUntil && this.refIndex.touch(ch.key)) {
+      if (ch.length > budget) return undefined; // a reference waits for room, rather than going raw
+      d.sendChunks.shift();
+      s.skipSent(ch.length);
+      this.counters.refsSent++;
+      this.counters.refBytes += ch.length;
+      return [encodeRecord({ type: RecordType.Ref, conn: c.id, offset: ch.offset, length: ch.length, digest: ch.digest })];
+    }
+    // The unfinished tail waits a moment for the rest of its chunk (unless the stream ended).
+    if (!ch && s.finAt === undefined && now - d.lastAppend < DELTA_TAIL_MS) return undefined;
+    const limit = ch ? (ch.offset <= s.next ? ch.offset + ch.length : ch.offset) : s.end;
+    const piece = s.take(Math.min(limit - s.next, budget));
+    if (!piece) return undefined;
+    if (ch && ch.offset + ch.length <= s.next) {
+      // The record carries the chunk's last byte: from now on the peer holds it.
+      d.sendChunks.shift();
+      this.refIndex.put(ch.key, ch.length, true);
+    }
+    return [encodeDataHeader(c.id, piece.offset), ...piece.parts];
+  }
+
+  /** A REF: expand it from the cache, or ask for the bytes (NACK). */
+  private onRef(c: WrapConn, offset: number, length: number, digest: Uint8Array): void {
+    const d = c.delta;
+    if (!d) return this.protocolError(c, 'ref on a connection opened without delta mode');
+    if (d.nackAt !== undefined && offset > c.recv.received) return; // sent before our NACK arrived
+    if (offset + length <= c.recv.received) return; // a duplicate after a resume
+    if (offset !== c.recv.received || !d.recvChunker.atBoundary) return this.protocolError(c, `ref at ${offset}, received ${c.recv.received}, not on a chunk boundary`);
+    if (c.recv.finAt !== undefined && offset + length > c.recv.finAt) return this.protocolError(c, `ref up to ${offset + length} beyond the fin at ${c.recv.finAt}`);
+    const bytes = this.refCache.touch(digestKey(digest));
+    if (!bytes || bytes.length !== length) {
+      d.nackAt = offset;
+      this.counters.nacksSent++;
+      this.queue({ type: RecordType.Nack, conn: c.id, offset });
+      return;
+    }
+    if (!this.withinWindow(c, offset + length)) return;
+    d.nackAt = undefined;
+    c.recv.received += length;
+    this.bufferedIn += length;
+    d.recvChunker.skip(length);
+    this.counters.refsExpanded++;
+    this.events.push({ type: 'deliver', conn: c.id, data: bytes });
+    this.checkEnd(c);
+  }
+
+  /** The connection is gone: what it held leaves the per-peer totals. */
+  private release(c: WrapConn): void {
+    this.conns.delete(c.id);
+    this.blocked.delete(c.id);
+    this.bufferedOut -= c.send.buffered;
+    this.bufferedIn -= c.recv.received - c.recv.drained;
+    this.wakeBlocked();
+  }
+
+  /** Connections paused by the per-peer quota get going again, one socket read per free WAKE_BYTES. */
+  private wakeBlocked(): void {
+    let free = this.maxBuffered - this.bufferedOut;
+    for (const id of this.blocked) {
+      if (free < WAKE_BYTES) return; // a woken connection may add a whole read
+      this.blocked.delete(id);
+      const c = this.conns.get(id);
+      if (!c || c.send.room === 0) continue; // its own window wakes it
+      this.events.push({ type: 'writable', conn: id });
+      free -= WAKE_BYTES;
+    }
+  }
+
+  /**
+   * DATA or a REF that would take the connection's stream up to `upTo`: refused (a violation,
+   * the connection reset) if that passes our receive window or the per-peer quota (§16.5.5).
+   */
+  private withinWindow(c: WrapConn, upTo: number): boolean {
+    const fresh = upTo - c.recv.received;
+    if (fresh <= 0) return true;
+    if (upTo - c.recv.drained <= this.opts.windowBytes && this.bufferedIn + fresh <= this.maxBuffered) return true;
+    this.counters.windowViolations++;
+    this.protocolError(c, `data up to ${upTo} past the receive window (drained ${c.recv.drained}, window ${this.opts.windowBytes}, ${this.bufferedIn} of ${this.maxBuffered} buffered for this peer)`);
+    return false;
+  }
+
+  private forget(c: WrapConn, code: CloseCode, reason: string, byPeer: boolean, notifyLocal: boolean): void {
+    this.release(c);
+    this.ackDirty.delete(c.id);
+    this.remember(c.id, code);
+    if (!byPeer && this.carrier && this.peerHello && (c.openSent || !c.local)) this.queue({ type: RecordType.Close, conn: c.id, code, text: reason });
+    if (notifyLocal) this.events.push({ type: 'close', conn: c.id, code, reason, byPeer });
+  }
+
+  private remember(id: number, code: CloseCode | { finOut: number; finIn: number }): void {
+    this.recentClosed.set(id, code);
+    if (this.recentClosed.size > RECENT_CLOSED) this.recentClosed.delete(this.recentClosed.keys().next().value!);
+  }
+
+  private protocolError(c: WrapConn, detail: string): void {
+    this.violation(`connection ${c.id}: ${detail}`);
+    this.forget(c, CloseCode.ProtocolError, detail, false, true);
+  }
+
+  private violation(detail: string): void {
+    this.counters.violations++;
+    this.events.push({ type: 'violation', detail });
+  }
+
+  /** Queue a control record; `answers`: it answers a peer's record about that connection id. */
+  private queue(rec: WrapRecord, answers?: number): void {
+    if (!this.carrier) return;
+    if (this.enqueue({ rec: encodeRecord(rec), answers }) && answers !== undefined) this.answering.add(answers);
+  }
+
+  /** Append to the control queue, or drop the carrier if the peer has let it grow past twice the pause. */
+  private enqueue(e: ControlEntry): boolean {
+    if (this.control.length >= 2 * this.controlPause) {
+      // Reading should have paused long before (backlogged): the carrier goes, its queue with it.
+      this.violation(`${this.control.length} control records queued: the peer does not read the carrier`);
+      this.events.push({ type: 'drop-carrier', reason: 'control backlog over its limit' });
+      this.onCarrierDown(this.now);
+      return false;
+    }
+    this.control.push(e);
+    return true;
+  }
+
+  private shiftControl(): Uint8Array[] | undefined {
+    if (this.pongDue) {
+      this.pongDue = false;
+      return [encodeRecord({ type: RecordType.Pong })];
+    }
+    const c = this.control.shift();
+    if (!c) return undefined;
+    if (c.ack) {
+      this.ackQueued.delete(c.ack.conn);
+      return [encodeRecord({ type: RecordType.Ack, conn: c.ack.conn, offset: c.ack.offset })];
+    }
+    if (c.answers !== undefined) this.answering.delete(c.answers);
+    return [c.rec!];
+  }
+
+  private clearControl(): void {
+    this.control = new Deque();
+    this.answering.clear();
+    this.ackQueued.clear();
+    this.pongDue = false;
+  }
+}

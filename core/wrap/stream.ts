@@ -1,0 +1,160 @@
+/**
+ * The two halves of a wrapped connection's `stream` register as each end holds them.
+ *
+ * SendStream: bytes read from the local socket, kept from the peer's acknowledged offset up to
+ * the register's length, so that after a carrier loss the stream resends exactly what the peer
+ * is missing. The window bounds that buffer: reading from the local socket pauses while it is
+ * full (end-to-end backpressure).
+ *
+ * RecvStream: the offsets of bytes handed to the local socket (`received`) and flushed by it
+ * (`drained`). Only drained bytes are acknowledged, so a slow local reader stops the sender.
+ */
+import { Deque } from '../util/deque.js';
+import { MAX_DATA } from '../../wire/wrap.js';
+
+export class SendStream {
+  /** The peer has drained everything below this offset. */
+  acked = 0;
+  /** Next offset to put on the carrier. */
+  next = 0;
+  /** The register's length: bytes taken from the local socket. */
+  end = 0;
+  /** The local socket ended at this offset. */
+  finAt: number | undefined;
+  finSent = false;
+  private readonly chunks = new Deque<{ offset: number; data: Uint8Array }>();
+  /** Index in `chunks` where the scan for `next` starts (kept so take() is O(1) amortised). */
+  private cursor = 0;
+
+  /** Lowered to the peer's advertised receive window once its HELLO is known. */
+  constructor(public window: number) {}
+
+  /** Sent and not yet acknowledged: what the peer may be holding for this stream. */
+  get inFlight(): number {
+    return Math.max(0, this.next - this.acked);
+  }
+
+  get buffered(): number {
+    return this.end - this.acked;
+  }
+
+  /** Room left in the window: reading from the local socket pauses at 0. */
+  get room(): number {
+    return Math.max(0, this.window - this.buffered);
+  }
+
+  append(data: Uint8Array): void {
+    if (this.finAt !== undefined) throw new Error('append after end of stream');
+    if (data.length === 0) return;
+    this.chunks.push({ offset: this.end, data });
+    this.end += data.length;
+  }
+
+  /** Acknowledged up to `offset`: release what the peer holds. Returns false if the offset is impossible. */
+  ack(offset: number): boolean {
+    if (offset > this.end) return false;
+    if (offset <= this.acked) return true;
+    this.acked = offset;
+    if (this.next < offset) this.next = offset;
+    for (let c = this.chunks.peek(); c && c.offset + c.data.length <= offset; c = this.chunks.peek()) {
+      this.chunks.shift();
+      this.cursor = Math.max(0, this.cursor - 1);
+    }
+    return true;
+  }
+
+  /** The carrier was lost: everything not acknowledged is sent again (or from the peer's RESUME). */
+  rewind(): void {
+    this.next = this.acked;
+    this.finSent = false;
+    this.cursor = 0;
+  }
+
+  /** Back to `offset` (a NACK: the peer lacks a referenced chunk); what follows is resent. */
+  rewindTo(offset: number): void {
+    this.next = offset;
+    this.finSent = false;
+    this.cursor = 0;
+  }
+
+  /** `n` bytes at `next` went out by reference, not as bytes. */
+  skipSent(n: number): void {
+    this.next = Math.min(this.end, this.next + n);
+  }
+
+  /** The peer reports it already holds everything below `offset`. */
+  skipTo(offset: number): boolean {
+    if (offset > this.end || offset < this.acked) return false;
+    if (offset > this.next) this.next = offset;
+    return true;
+  }
+
+  /**
+   * Up to MAX_DATA bytes at `next`, as views of the buffered chunks (no copy), or undefined
+   * when everything is on the carrier.
+   */
+  take(max = MAX_DATA): { offset: number; parts: Uint8Array[] } | undefined {
+    if (this.next >= this.end || max <= 0) return undefined;
+    if (this.cursor >= this.chunks.length || this.chunks.at(this.cursor).offset > this.next) this.cursor = 0;
+    const offset = this.next;
+    const parts: Uint8Array[] = [];
+    let room = Math.min(max, MAX_DATA);
+    for (let i = this.cursor; i < this.chunks.length && room > 0; i++) {
+      const c = this.chunks.at(i);
+      if (c.offset + c.data.length <= this.next) continue;
+      const from = this.next - c.offset;
+      const piece = c.data.subarray(from, from + Math.min(room, c.data.length - from));
+      parts.push(piece);
+      this.next += piece.length;
+      room -= piece.length;
+      this.cursor = i;
+    }
+    return parts.length ? { offset, parts } : undefined;
+  }
+
+  /** A FIN is due: everything up to the end is on the carrier. */
+  get finDue(): boolean {
+    return this.finAt !== undefined && !this.finSent && this.next >= this.finAt;
+  }
+
+  /** Ended, the FIN on the carrier and every byte acknowledged. */
+  get done(): boolean {
+    return this.finAt !== undefined && this.finSent && this.acked >= this.finAt;
+  }
+
+  get ended(): boolean {
+    return this.finAt !== undefined;
+  }
+}
+
+export class RecvStream {
+  /** Bytes handed to the local socket. */
+  received = 0;
+  /** Bytes the local socket has flushed (what ACK reports). */
+  drained = 0;
+  ackSent = 0;
+  finAt: number | undefined;
+  endDelivered = false;
+
+  /**
+   * A DATA record at `offset`: the bytes not already received, or undefined for a pure
+   * duplicate. A gap (offset beyond what was received) is a protocol error: the carrier is ordered.
+   */
+  accept(offset: number, data: Uint8Array): Uint8Array | undefined | 'gap' {
+    if (offset > this.received) return 'gap';
+    const skip = this.received - offset;
+    if (skip >= data.length) return undefined;
+    const fresh = skip > 0 ? data.subarray(skip) : data;
+    this.received += fresh.length;
+    return fresh;
+  }
+
+  get ackDue(): boolean {
+    return this.drained > this.ackSent;
+  }
+
+  /** The peer's FIN is due to the local socket: every byte before it was handed over. */
+  get endDue(): boolean {
+    return this.finAt !== undefined && !this.endDelivered && this.received >= this.finAt;
+  }
+}

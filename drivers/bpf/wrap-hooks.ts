@@ -1,0 +1,300 @@
+/**
+ * The wrappers' interception hooks (bpf/spook_wrap.c) from the control plane: connect()
+ * to a wrapped port anywhere in spookd's network namespace lands on spookd's proxy
+ * listener on loopback, and the proxy asks originalDst({ address, port }) of the accepted
+ * socket's remote end (the client: its address and port, never the port alone) where the
+ * client meant to go. The programs are attached to the cgroup-v2 root through bpf_links that are never
+ * pinned: when spookd exits, even on kill -9, the links close and connections go direct.
+ *
+ * UDP (IPv4, with udpProxyPort): connects and unconnected sends to a UDP-wrapped port land
+ * on the UDP proxy socket; originalUdpDst(rinfo) says where the client meant to go,
+ * and replies from the proxy reach the client with that destination as their source.
+ */
+import { closeSync, constants, existsSync, mkdtempSync, openSync, readFileSync, rmdirSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { isIPv4, isIPv6, SocketAddress } from 'node:net';
+import { ipv6Bytes } from '../../wire/wrap.js';
+import { join } from 'node:path';
+import koffi from 'koffi';
+import { BpfError, bpfObjectPath, check, lastErrno, libbpf } from './libbpf.js';
+
+const PROGRAMS = ['spook_connect4', 'spook_connect6', 'spook_sockops', 'spook_sendmsg4', 'spook_recvmsg4'] as const;
+/** wrap_stats slots, in the order of the enum in spook_wrap.c. */
+const STAT_NAMES = [
+  'redirected', 'skipped_self', 'no_port', 'loopback', 'other_netns', 'not_tcp', 'save_failed', 'handed_over',
+  'udp_redirected', 'udp_unbound', 'udp_reverse',
+] as const;
+const WRAP_TCP = 1; // wrap_ports value bits
+const WRAP_UDP = 2;
+const MAX_PORTS = 256; // wrap_ports max_entries
+const ORIG_SIZE = 24; // struct spook_orig
+const CLIENT_SIZE = 20; // struct spook_client
+const SOL_SOCKET = 1;
+const SO_NETNS_COOKIE = 71;
+
+export interface OriginalDst {
+  family: 4 | 6;
+  address: string;
+  port: number;
+}
+/** A client as the proxy sees it (the accepted socket's remote end, or a datagram's source). */
+export interface ClientAddr {
+  address: string;
+  port: number;
+}
+
+/** The UDP proxy's view: IPv4 only. */
+export type OriginalUdpDst = OriginalDst & { family: 4 };
+
+/** The compiled object (built by `make` into bpf/spook_wrap.o). */
+export function defaultWrapObjectPath(): string {
+  return bpfObjectPath('spook_wrap.o');
+}
+
+interface Libc {
+  socket: (domain: number, type: number, protocol: number) => number;
+  getsockopt: (fd: number, level: number, name: number, val: Buffer, len: Buffer) => number;
+  close: (fd: number) => number;
+  mount: (src: string, target: string, fstype: string, flags: number, data: null) => number;
+  umount2: (target: string, flags: number) => number;
+}
+let libc: Libc | undefined;
+
+function libcCalls(): Libc {
+  if (libc) return libc;
+  const l = koffi.load('libc.so.6');
+  libc = {
+    socket: l.func('int socket(int domain, int type, int protocol)'),
+    getsockopt: l.func('int getsockopt(int fd, int level, int optname, void *optval, void *optlen)'),
+    close: l.func('int close(int fd)'),
+    mount: l.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data)'),
+    umount2: l.func('int umount2(const char *target, int flags)'),
+  } as Libc;
+  return libc;
+}
+
+/** This process's network namespace cookie, the value bpf_get_netns_cookie() returns for its sockets. */
+export function currentNetnsCookie(): bigint {
+  const libc = libcCalls();
+  const fd = libc.socket(1 /* AF_UNIX: needs no network at all */, 2 /* SOCK_DGRAM */, 0);
+  if (fd < 0) throw new Error(`socket() for the netns cookie failed: errno ${lastErrno()}`);
+  try {
+    const val = Buffer.alloc(8);
+    const len = Buffer.alloc(4);
+    len.writeUInt32LE(8);
+    if (libc.getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, val, len) < 0) throw new Error(`getsockopt(SO_NETNS_COOKIE) failed: errno ${lastErrno()} (needs Linux >= 5.14)`);
+    return val.readBigUInt64LE(0);
+  } finally {
+    libc.close(fd);
+  }
+}
+
+/** The mount point of the cgroup-v2 hierarchy's root in this mount namespace, if any. */
+export function cgroup2Root(): string | undefined {
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const [pre, post] = line.split(' - ');
+    const f = pre?.split(' ');
+    // Only a mount of the hierarchy's root ("/"), not of a sub-cgroup.
+    if (post?.startsWith('cgroup2 ') && f?.[3] === '/') return f[4].replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  }
+  return undefined;
+}
+
+/**
+ * An fd on the cgroup-v2 root. `ip netns exec` (how the lab starts spookd) remounts /sys
+ * in a private mount namespace, which hides the cgroup2 mount: then mount a fresh
+ * cgroup2 instance (the same hierarchy), open it and detach the mount at once; the fd
+ * alone keeps it reachable until the links are made.
+ */
+function openCgroupRoot(path: string | undefined): { fd: number; where: string } {
+  path ??= cgroup2Root();
+  if (path) return { fd: openSync(path, constants.O_RDONLY | constants.O_DIRECTORY), where: path };
+  const c = libcCalls();
+  const dir = mkdtempSync(join(tmpdir(), 'spook-cgroup2-'));
+  try {
+    if (c.mount('cgroup2', dir, 'cgroup2', 0, null) < 0) throw new Error(`no cgroup2 mount in /proc/self/mountinfo, and mounting one failed (errno ${lastErrno()}); pass cgroupPath`);
+    try {
+      return { fd: openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY), where: 'cgroup2 (private mount)' };
+    } finally {
+      c.umount2(dir, 2 /* MNT_DETACH */);
+    }
+  } finally {
+    rmdirSync(dir);
+  }
+}
+
+export class WrapHooks {
+  private links: unknown[] = [];
+  private closed = false;
+
+  private constructor(private readonly obj: unknown) {}
+
+  /**
+   * Load the object, configure it for this process (its netns cookie, pid namespace and
+   * pid) and attach the programs to the cgroup-v2 root. Without udpProxyPort the UDP
+   * programs are attached too but do nothing. Throws BpfError if the kernel refuses
+   * (verifier, missing CAP_BPF/CAP_NET_ADMIN).
+   */
+  static open(opts: { objPath?: string; proxyPort: number; udpProxyPort?: number; cgroupPath?: string }): WrapHooks {
+    const path = opts.objPath ?? defaultWrapObjectPath();
+    for (const p of [opts.proxyPort, opts.udpProxyPort ?? 1]) if (!Number.isInteger(p) || p < 1 || p > 65535) throw new Error(`bad proxy port ${p}`);
+    if (!existsSync(path)) throw new Error(`${path}: wrap hooks object not built (run make)`);
+    const l = libbpf();
+    const obj = l.open(path, null);
+    if (!obj) throw new BpfError(`bpf_object__open_file(${path})`, lastErrno());
+    const hooks = new WrapHooks(obj);
+    try {
+      const rc = l.load(obj);
+      if (rc < 0) throw new BpfError('bpf_object__load(spook_wrap)', -rc);
+      // Configure before attaching, so the programs never run half-configured.
+      const pidns = statSync('/proc/self/ns/pid', { bigint: true });
+      const cfg = Buffer.alloc(32);
+      cfg.writeBigUInt64LE(currentNetnsCookie(), 0);
+      cfg.writeBigUInt64LE(pidns.dev, 8);
+      cfg.writeBigUInt64LE(pidns.ino, 16);
+      cfg.writeUInt32LE(process.pid, 24);
+      cfg.writeUInt16LE(opts.proxyPort, 28);
+      cfg.writeUInt16LE(opts.udpProxyPort ?? 0, 30); // 0: UDP interception off
+      check('bpf_map_update_elem(wrap_cfg)', l.update(hooks.mapFd('wrap_cfg'), Buffer.alloc(4), cfg, 0));
+      const { fd, where } = openCgroupRoot(opts.cgroupPath);
+      try {
+        for (const name of PROGRAMS) {
+          const prog = l.findProg(obj, name);
+          if (!prog) throw new Error(`program ${name} not in ${path}`);
+          const link = l.attachCgroup(prog, fd);
+          if (!link) throw new BpfError(`bpf_program__attach_cgroup(${name}, ${where})`, lastErrno());
+          hooks.links.push(link);
+        }
+      } finally {
+        closeSync(fd); // the links hold the cgroup
+      }
+      return hooks;
+    } catch (e) {
+      hooks.close();
+      throw e;
+    }
+  }
+
+  private mapFd(name: string): number {
+    if (this.closed) throw new Error('WrapHooks is closed'); // the object is freed
+    const map = libbpf().findMap(this.obj, name);
+    if (!map) throw new Error(`map ${name} not in the object`);
+    return check('bpf_map__fd', libbpf().mapFd(map));
+  }
+
+  /** Replace the sets of wrapped destination ports, for TCP and for UDP. */
+  setPorts(tcp: number[], udp: number[] = []): void {
+    const want = new Map<number, number>(); // port -> WRAP_TCP | WRAP_UDP
+    for (const [ports, bit] of [[tcp, WRAP_TCP], [udp, WRAP_UDP]] as const) {
+      for (const p of ports) {
+        if (!Number.isInteger(p) || p < 1 || p > 65535) throw new Error(`bad port ${p}`);
+        want.set(p, (want.get(p) ?? 0) | bit);
+      }
+    }
+    if (want.size > MAX_PORTS) throw new Error(`at most ${MAX_PORTS} wrapped ports (got ${want.size})`);
+    const fd = this.mapFd('wrap_ports');
+    // Add (or change) first, then remove: a port in both sets is never briefly unwrapped.
+    for (const [p, bits] of want) check('bpf_map_update_elem(wrap_ports)', libbpf().update(fd, u16(p), u32(bits), 0));
+    const stale: Buffer[] = [];
+    for (let prev: Buffer | null = null, next = Buffer.alloc(2); libbpf().nextKey(fd, prev, next) === 0; prev = next, next = Buffer.alloc(2)) {
+      if (!want.has(next.readUInt16LE(0))) stale.push(next);
+    }
+    for (const k of stale) libbpf().del(fd, k);
+  }
+
+  /**
+   * Where the client behind an accepted proxy connection meant to go, by the client's
+   * address and port (the accepted socket's remoteAddress and remotePort). Each entry is
+   * read once: it is deleted here.
+   */
+  originalDst(client: ClientAddr): OriginalDst | undefined {
+    const key = clientKey(client);
+    if (!key) return undefined;
+    const fd = this.mapFd('orig_by_client');
+    const v = Buffer.alloc(ORIG_SIZE);
+    if (libbpf().lookup(fd, key, v) < 0) return undefined;
+    libbpf().del(fd, key);
+    return decodeOrig(v);
+  }
+
+  /**
+   * Where the client behind a datagram on the UDP proxy meant to go, by its source (rinfo).
+   * Not deleted: a flow sends many datagrams; forgetUdp() ends it.
+   */
+  originalUdpDst(client: ClientAddr): OriginalUdpDst | undefined {
+    const key = clientKey(client);
+    const v = Buffer.alloc(ORIG_SIZE);
+    if (!key || libbpf().lookup(this.mapFd('udp_orig_by_client'), key, v) < 0) return undefined;
+    const dst = decodeOrig(v);
+    return dst.family === 4 ? (dst as OriginalUdpDst) : undefined;
+  }
+
+  /** Drop a UDP flow's record: the client's replies keep the proxy as their source after this. */
+  forgetUdp(client: ClientAddr): void {
+    const key = clientKey(client);
+    if (key) libbpf().del(this.mapFd('udp_orig_by_client'), key);
+  }
+
+  /** wrap_stats by name, summed over CPUs. */
+  stats(): Record<string, number> {
+    const fd = this.mapFd('wrap_stats');
+    const cpus = libbpf().cpus();
+    const out: Record<string, number> = {};
+    STAT_NAMES.forEach((name, slot) => {
+      const k = Buffer.alloc(4);
+      k.writeUInt32LE(slot);
+      const v = Buffer.alloc(8 * cpus); // one u64 per possible CPU
+      out[name] = libbpf().lookup(fd, k, v) < 0 ? 0 : Array.from({ length: cpus }, (_, c) => Number(v.readBigUInt64LE(8 * c))).reduce((a, b) => a + b, 0);
+    });
+    return out;
+  }
+
+  /** Detach (destroying the links restores the direct path) and free the object. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const link of this.links) libbpf().linkDestroy(link);
+    this.links = [];
+    libbpf().close(this.obj);
+  }
+}
+
+const u16 = (v: number): Buffer => {
+  const b = Buffer.alloc(2);
+  b.writeUInt16LE(v);
+  return b;
+};
+const u32 = (v: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v >>> 0);
+  return b;
+};
+
+/**
+ * struct spook_client for a client address (IPv4, IPv6, or IPv4-mapped IPv6, which the
+ * hooks record as IPv4): family u8, pad, port u16 (host order), addr[16] (network order).
+ */
+export function clientKey(c: ClientAddr): Buffer | undefined {
+  if (!Number.isInteger(c.port) || c.port < 1 || c.port > 65535) return undefined;
+  const k = Buffer.alloc(CLIENT_SIZE);
+  k.writeUInt16LE(c.port, 2);
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(c.address);
+  const v4 = mapped ? mapped[1] : isIPv4(c.address) ? c.address : undefined;
+  if (v4 !== undefined) {
+    k[0] = 4;
+    v4.split('.').forEach((o, i) => (k[4 + i] = Number(o)));
+    return k;
+  }
+  if (!isIPv6(c.address)) return undefined;
+  k[0] = 6;
+  k.set(ipv6Bytes(c.address), 4);
+  return k;
+}
+
+/** struct spook_orig: family u8, pad, port u16 (host order), ip4 (network order), ip6[16]. */
+function decodeOrig(v: Buffer): OriginalDst {
+  const port = v.readUInt16LE(2);
+  if (v[0] === 4) return { family: 4, address: `${v[4]}.${v[5]}.${v[6]}.${v[7]}`, port };
+  const groups = Array.from({ length: 8 }, (_, i) => v.readUInt16BE(8 + 2 * i).toString(16)).join(':');
+  return { family: 6, address: new SocketAddress({ address: groups, family: 'ipv6' }).address, port };
+}

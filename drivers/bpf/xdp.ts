@@ -1,0 +1,307 @@
+/**
+ * The XDP program from the control plane: load, configure, attach (native, generic as
+ * fallback), pin maps under /sys/fs/bpf/spook, keep the pair table in step with ETCP
+ * sessions, read counters, and run BPF_PROG_TEST_RUN for tests and benchmarks.
+ */
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { DROP_REASON_NAMES, DropReason } from '../../wire/constants.js';
+import { BpfError, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, bpfObjectPath, check, lastErrno, libbpf } from './libbpf.js';
+
+export const PIN_DIR = '/sys/fs/bpf/spook';
+export const MAP_NAMES = ['config', 'pairs', 'counters', 'hs_buckets', 'frag_ids'] as const;
+const SLOT_PASS_ESTP = 0;
+const SLOT_PASS_OTHER = DropReason.ExtChain + 1; // bpf/spook_xdp.c: SPOOK_DROP__MAX, one past the last reason
+const SLOTS = SLOT_PASS_OTHER + 1;
+
+/** The compiled object (built by `make` into bpf/spook_xdp.o). */
+export function defaultObjectPath(): string {
+  return bpfObjectPath('spook_xdp.o');
+}
+
+export interface XdpConfig {
+  port: number;
+  enforcePairs: boolean;
+  /** Handshake frames per second per source address, and the bucket depth. */
+  handshakeRate: number;
+  handshakeBurst: number;
+}
+
+export type XdpMode = 'native' | 'generic';
+
+const u32 = (v: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v >>> 0);
+  return b;
+};
+
+function ifindexOf(ifname: string): number {
+  try {
+    return Number(readFileSync(`/sys/class/net/${ifname}/ifindex`, 'utf8').trim());
+  } catch {
+    throw new Error(`no network interface named ${ifname}`);
+  }
+}
+
+/** Reads a map by fd: per-CPU values are summed (each CPU's slot is 8-byte aligned). */
+export class MapReader {
+  constructor(
+    readonly fd: number,
+    readonly keySize: number,
+    readonly valueSize: number,
+    readonly perCpu: boolean,
+  ) {}
+
+  private get cpus(): number {
+    return this.perCpu ? libbpf().cpus() : 1;
+  }
+
+  /** The value(s) for a key: one Buffer per CPU for per-CPU maps. */
+  lookup(key: Buffer): Buffer[] | undefined {
+    const stride = this.perCpu ? Math.ceil(this.valueSize / 8) * 8 : this.valueSize;
+    const out = Buffer.alloc(stride * this.cpus);
+    if (libbpf().lookup(this.fd, key, out) < 0) return undefined;
+    return Array.from({ length: this.cpus }, (_, i) => out.subarray(i * stride, i * stride + this.valueSize));
+  }
+
+  keys(): Buffer[] {
+    const keys: Buffer[] = [];
+    let prev: Buffer | null = null;
+    for (let i = 0; i < 1_000_000; i++) {
+      const next = Buffer.alloc(this.keySize);
+      if (libbpf().nextKey(this.fd, prev, next) < 0) break;
+      keys.push(next);
+      prev = next;
+    }
+    return keys;
+  }
+}
+
+export function counterReader(fd: number): MapReader {
+  return new MapReader(fd, 4, 8, true);
+}
+/** The pair table: slot (low 16 bits of the pair id) → per-CPU {id, pad, packets, bytes}. */
+export const PAIR_SLOTS = 65536;
+export function pairsReader(fd: number): MapReader {
+  return new MapReader(fd, 4, 24, true);
+}
+
+/** Drop and pass counters by name, summed over CPUs. */
+export function readCounters(r: MapReader): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (let slot = 0; slot < SLOTS; slot++) {
+    const vals = r.lookup(u32(slot)) ?? [];
+    const n = vals.reduce((a, v) => a + Number(v.readBigUInt64LE(0)), 0);
+    const name = slot === SLOT_PASS_ESTP ? 'pass-estp' : slot === SLOT_PASS_OTHER ? 'pass-other' : DROP_REASON_NAMES[slot as DropReason];
+    out[name] = n;
+  }
+  return out;
+}
+
+/** Occupied slots of the pair table, with packets and bytes summed over CPUs. */
+export function readPairStats(r: MapReader, slots?: number[]): { pairId: number; packets: number; bytes: number }[] {
+  const out: { pairId: number; packets: number; bytes: number }[] = [];
+  for (const slot of slots ?? Array.from({ length: PAIR_SLOTS }, (_, i) => i)) {
+    const vals = r.lookup(u32(slot));
+    const id = vals?.[0].readUInt32LE(0) ?? 0;
+    if (!vals || id === 0) continue;
+    out.push({
+      pairId: id,
+      packets: vals.reduce((a, v) => a + Number(v.readBigUInt64LE(8)), 0),
+      bytes: vals.reduce((a, v) => a + Number(v.readBigUInt64LE(16)), 0),
+    });
+  }
+  return out;
+}
+
+/** Open pinned maps of a running spookd (for `spook maps dump`). */
+export function openPinned(name: (typeof MAP_NAMES)[number], dir = PIN_DIR): number {
+  const fd = libbpf().objGet(join(dir, name));
+  if (fd < 0) throw new Error(`${join(dir, name)}: cannot open (${fd === -1 ? `errno ${lastErrno()}` : `errno ${-fd}`}); is spookd running with XDP?`);
+  return fd;
+}
+
+export class XdpProgram {
+  private attached: { ifindex: number; ifname: string; mode: XdpMode; at: number; flags: number } | undefined;
+  private pinnedDir: string | undefined;
+  private readonly live = new Set<number>();
+
+  private constructor(private readonly obj: unknown) {}
+
+  /** Open and load the object (the verifier runs here). Throws BpfError if the kernel refuses. */
+  static load(path = defaultObjectPath()): XdpProgram {
+    if (!existsSync(path)) throw new Error(`${path}: XDP object not built (run make)`);
+    const l = libbpf();
+    const obj = l.open(path, null);
+    if (!obj) throw new BpfError(`bpf_object__open_file(${path})`, lastErrno());
+    const rc = l.load(obj);
+    if (rc < 0) {
+      l.close(obj);
+      throw new BpfError('bpf_object__load', -rc);
+    }
+    return new XdpProgram(obj);
+  }
+
+  progFd(name = 'spook_xdp'): number {
+    const prog = libbpf().findProg(this.obj, name);
+    if (!prog) throw new Error(`program ${name} not in the object`);
+    return check('bpf_program__fd', libbpf().progFd(prog));
+  }
+
+  mapFd(name: (typeof MAP_NAMES)[number]): number {
+    const map = libbpf().findMap(this.obj, name);
+    if (!map) throw new Error(`map ${name} not in the object`);
+    return check('bpf_map__fd', libbpf().mapFd(map));
+  }
+
+  configure(c: XdpConfig): void {
+    const v = Buffer.alloc(16);
+    v.writeUInt16LE(c.port, 0);
+    v.writeUInt16LE(c.enforcePairs ? 1 : 0, 2);
+    v.writeUInt32LE(c.handshakeRate, 4);
+    v.writeUInt32LE(c.handshakeBurst, 8);
+    check('bpf_map_update_elem(config)', libbpf().update(this.mapFd('config'), u32(0), v, 0));
+  }
+
+  /** Admit a pair id (its low 16 bits must not be in use by another live pair). */
+  addPair(pairId: number): void {
+    const cpus = libbpf().cpus();
+    const v = Buffer.alloc(24 * cpus); // per-CPU slots: the id in each, counters zero
+    for (let c = 0; c < cpus; c++) v.writeUInt32LE(pairId >>> 0, c * 24);
+    check('bpf_map_update_elem(pairs)', libbpf().update(this.mapFd('pairs'), u32(pairId & (PAIR_SLOTS - 1)), v, 0));
+    this.live.add(pairId >>> 0);
+  }
+
+  removePair(pairId: number): void {
+    if (!this.live.delete(pairId >>> 0)) return;
+    const v = Buffer.alloc(24 * libbpf().cpus());
+    libbpf().update(this.mapFd('pairs'), u32(pairId & (PAIR_SLOTS - 1)), v, 0);
+  }
+
+  pairIds(): number[] {
+    return [...this.live];
+  }
+
+  counters(): Record<string, number> {
+    return readCounters(counterReader(this.mapFd('counters')));
+  }
+
+  pairStats(): { pairId: number; packets: number; bytes: number }[] {
+    return readPairStats(
+      pairsReader(this.mapFd('pairs')),
+      [...this.live].map((id) => id & (PAIR_SLOTS - 1)),
+    );
+  }
+
+  /**
+   * Attach to an interface: native (driver) mode first, generic (skb) as the fallback
+   * unless a mode is forced. Returns the mode that worked.
+   */
+  attach(ifname: string, mode: XdpMode | 'auto' = 'auto'): XdpMode {
+    const ifindex = ifindexOf(ifname);
+    const fd = this.progFd();
+    const tries: [XdpMode, number][] = mode === 'native' ? [['native', XDP_FLAGS_DRV_MODE]] : mode === 'generic' ? [['generic', XDP_FLAGS_SKB_MODE]] : [['native', XDP_FLAGS_DRV_MODE], ['generic', XDP_FLAGS_SKB_MODE]];
+    let last: BpfError | undefined;
+    for (const [m, flags] of tries) {
+      const rc = libbpf().xdpAttach(ifindex, fd, flags, null);
+      if (rc >= 0) {
+        this.attached = { ifindex, ifname, mode: m, at: Date.now(), flags };
+        return m;
+      }
+      last = new BpfError(`bpf_xdp_attach(${ifname}, ${m})`, -rc);
+    }
+    throw last!;
+  }
+
+  /** How the program is attached (to record for `detachStale` after a crash), if it is. */
+  get attachRecord(): { ifname: string; flags: number; programId: number } | undefined {
+    const a = this.attachment;
+    return a && this.attached ? { ifname: a.ifname, flags: this.attached.flags, programId: a.programId } : undefined;
+  }
+
+  /**
+   * Detach the XDP program a previous run left on `ifname` (killed before its shutdown path),
+   * only if the program attached there in that mode is still the recorded one: a program
+   * attached since by someone else is left alone. Returns what was done.
+   */
+  static detachStale(rec: { ifname: string; flags: number; programId: number }): 'detached' | 'gone' | 'replaced-by-another' {
+    let ifindex: number;
+    try {
+      ifindex = ifindexOf(rec.ifname);
+    } catch {
+      return 'gone';
+    }
+    const id = [0];
+    if (libbpf().xdpQueryId(ifindex, rec.flags, id) < 0 || id[0] === 0) return 'gone';
+    if (id[0] !== rec.programId) return 'replaced-by-another';
+    check(`bpf_xdp_detach(${rec.ifname})`, libbpf().xdpDetach(ifindex, rec.flags, null));
+    return 'detached';
+  }
+
+  get attachment(): { ifname: string; mode: XdpMode; at: number; programId: number } | undefined {
+    if (!this.attached) return undefined;
+    const id = [0];
+    libbpf().xdpQueryId(this.attached.ifindex, this.attached.flags, id);
+    return { ifname: this.attached.ifname, mode: this.attached.mode, at: this.attached.at, programId: id[0] };
+  }
+
+  detach(): void {
+    if (!this.attached) return;
+    libbpf().xdpDetach(this.attached.ifindex, this.attached.flags, null);
+    this.attached = undefined;
+  }
+
+  /** Pin every map under `dir` (replacing stale pins from a previous run). */
+  pin(dir = PIN_DIR): void {
+    // Not recursive: Node's recursive mkdir can spin forever on sysfs when bpffs is not mounted.
+    if (!existsSync(dir)) mkdirSync(dir);
+    for (const name of MAP_NAMES) {
+      const path = join(dir, name);
+      if (existsSync(path)) rmSync(path);
+      const map = libbpf().findMap(this.obj, name);
+      check(`bpf_map__pin(${path})`, libbpf().mapPin(map, path));
+    }
+    this.pinnedDir = dir;
+  }
+
+  unpin(): void {
+    if (!this.pinnedDir) return;
+    for (const name of MAP_NAMES) rmSync(join(this.pinnedDir, name), { force: true });
+    this.pinnedDir = undefined;
+  }
+
+  /** BPF_PROG_TEST_RUN: the verdict for one packet, and the mean ns per run over `repeat`. */
+  testRun(packet: Uint8Array, repeat = 1, prog = 'spook_xdp'): { retval: number; durationNs: number } {
+    const l = libbpf();
+    const data = Buffer.from(packet);
+    const opts = {
+      sz: l.testRunOptsSize,
+      data_in: data,
+      data_out: null,
+      data_size_in: data.length,
+      data_size_out: 0,
+      ctx_in: null,
+      ctx_out: null,
+      ctx_size_in: 0,
+      ctx_size_out: 0,
+      retval: 0,
+      repeat,
+      duration: 0,
+      flags: 0,
+      cpu: 0,
+      batch_size: 0,
+    };
+    check('bpf_prog_test_run_opts', l.testRun(this.progFd(prog), opts));
+    return { retval: opts.retval, durationNs: opts.duration };
+  }
+
+  close(): void {
+    this.detach();
+    this.unpin();
+    libbpf().close(this.obj);
+  }
+}
+
+export const XDP_ABORTED = 0;
+export const XDP_DROP = 1;
+export const XDP_PASS = 2;

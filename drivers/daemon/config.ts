@@ -1,0 +1,301 @@
+/**
+ * spookd's configuration file (YAML), validated with a schema: an error names the file,
+ * the field and what is wrong, and the daemon does not start half-configured.
+ * The documented example is docs/spookd.conf.example.
+ */
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { decodeKey } from './keys.js';
+import { MAX_REGISTER_NAME_LEN } from '../../wire/constants.js';
+import { WRAP_PROTOCOLS } from '../../core/wrap/protocols.js';
+import { parseDestination } from '../wrap/policy.js';
+
+const destinationOk = (s: string): boolean => {
+  try {
+    parseDestination(s);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+const hostPort = z.string().refine((s) => parseHostPort(s) !== undefined, { message: 'must be HOST:PORT with an IP address (IPv6 in brackets) and a port 1-65535' });
+
+const register = z
+  .object({
+    name: z.string().min(1).refine((s) => Buffer.byteLength(s) <= MAX_REGISTER_NAME_LEN, { message: `at most ${MAX_REGISTER_NAME_LEN} UTF-8 bytes` }),
+    kind: z.enum(['map', 'stream']),
+    policy: z.enum(['buffer', 'freeze']).default('buffer'),
+    maxPending: z.number().int().min(1).max(1_000_000).default(1024),
+    logRecords: z.number().int().min(4).default(65536),
+    /** Quota (PROTOCOL.md §7.8): entries (map) and octets this register may hold; both peers must agree. */
+    maxKeys: z.number().int().min(1).default(1_000_000),
+    maxBytes: z.number().int().min(1024).default(256 * 1024 * 1024),
+  })
+  .strict();
+
+const peer = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - (1-64)'),
+    publicKey: z.string().superRefine((s, ctx) => {
+      try {
+        decodeKey(s, 'publicKey');
+      } catch {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'not a base64 X25519 public key (32 bytes)' });
+      }
+    }),
+    endpoint: hostPort.optional(),
+  })
+  .strict();
+
+/** A duration: milliseconds, or text such as 500ms, 30s, 2m, 1h. */
+export function parseDuration(v: string | number): number | undefined {
+  if (typeof v === 'number') return Number.isInteger(v) && v >= 0 ? v : undefined;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(v.trim());
+  if (!m) return undefined;
+  const ms = Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 'ms') as 'ms'];
+  return Number.isFinite(ms) ? Math.round(ms) : undefined;
+}
+
+const duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const ms = parseDuration(v);
+  if (ms === undefined) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'must be a duration: milliseconds, or a number with ms, s, m or h (30s)' });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+const MIN_HOLD_MS = 100;
+const MAX_HOLD_MS = 24 * 3_600_000;
+const holdInRange = (ms: number): boolean => ms >= MIN_HOLD_MS && ms <= MAX_HOLD_MS;
+
+/** A wrapper's hold (config and `spook wrap add`): a duration from 100 ms to 24 h, else undefined. */
+export function parseHold(v: string | number): number | undefined {
+  const ms = parseDuration(v);
+  return ms !== undefined && holdInRange(ms) ? ms : undefined;
+}
+
+/** Existing TCP and UDP protocols carried over pairs (docs/OPERATIONS.md, "Wrappers"). */
+const wrapper = z
+  .object({
+    protocol: z.enum(WRAP_PROTOCOLS),
+    port: z.number().int().min(1).max(65535),
+    /** The peer whose spookd opens the connection to the real server: a peer name or its public key. */
+    peer: z.string().min(1),
+    /** How long a link outage may last before both ends close the connection (100 ms to 24 h). */
+    hold: duration.default('30s').refine(holdInRange, { message: 'must be between 100ms and 24h' }),
+    /** Delta mode: stream chunks the other side already holds are sent as references (PROTOCOL §16.9). */
+    delta: z.boolean().default(false),
+  })
+  .strict();
+
+/**
+ * A destination a peer may make this host dial for its wrapped connections (PROTOCOL §16.5.1):
+ * ADDR:PORT, ADDR/PREFIX:PORT or ADDR:LO-HI ([IPv6] in brackets, * for any address).
+ */
+const allowRule = z
+  .object({
+    /** A peer name or public key, or * for every peer. */
+    peer: z.string().min(1),
+    to: z.string().refine((s) => destinationOk(s), { message: 'must be ADDR:PORT, ADDR/PREFIX:PORT or ADDR:LO-HI ([IPv6], * for any address)' }),
+    protocol: z.enum(['tcp', 'udp']).default('tcp'),
+  })
+  .strict();
+
+const wrap = z
+  .object({
+    /** Where intercepted connections arrive (port 0: any free port; the BPF hooks are told which). */
+    intercept: z
+      .string()
+      .refine((s) => parseHostPort(s, true) !== undefined, { message: 'must be HOST:PORT with an IP address and a port 0-65535 (0: any free port)' })
+      .default('127.0.0.1:0'),
+    /** auto: BPF cgroup hooks, or a warning and no interception if the kernel refuses; bpf: refuse to start without them. */
+    interception: z.enum(['auto', 'bpf', 'off']).default('auto'),
+    windowBytes: z.number().int().min(64 * 1024).max(256 * 1024 * 1024).default(4 * 1024 * 1024),
+    /** Per peer: most wrapped connections carried at once. */
+    maxConnections: z.number().int().min(1).max(65536).default(1024),
+    /**
+     * Per peer and direction: most bytes buffered for its wrapped connections (bytes read
+     * and not yet acknowledged, bytes received and not yet taken by the local socket).
+     */
+    maxBufferedBytes: z.number().int().min(64 * 1024).max(4 * 1024 * 1024 * 1024 - 1).default(64 * 1024 * 1024),
+    /** Carrier TCP connections that have not completed their handshake: at most this many, and per source address. */
+    maxHandshakes: z.number().int().min(1).max(65536).default(256),
+    maxHandshakesPerSource: z.number().int().min(1).max(65536).default(16),
+    /** A carrier connection that has not completed its handshake (and sent its first record) by then is closed. */
+    handshakeTimeoutMs: z.number().int().min(100).max(60_000).default(5_000),
+    /** Carrier connections accepted per second, in all (peers' known addresses apart) and per source address; over either, reset unread. */
+    handshakeRate: z.number().int().min(1).max(10_000).default(200),
+    handshakeRatePerSource: z.number().int().min(1).max(10_000).default(20),
+    /** The carrier is dropped and redialled after this long without a record. */
+    silenceMs: z.number().int().min(300).default(3000),
+    wrappers: z.array(wrapper).max(256).default([]),
+    /** What peers may make this host dial (default: nothing; every OPEN is refused). */
+    allow: z.array(allowRule).max(4096).default([]),
+  })
+  .strict();
+
+const domainName = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - (1-64)');
+
+/** A QN domain this node is a member of (docs/OPERATIONS.md, "Domains"). */
+const domain = z
+  .object({
+    name: domainName,
+    /** The other members, by peer name; this node is always a member. Every member must list the same set. */
+    members: z.array(z.string()).min(1),
+    registers: z
+      // Quota (PROTOCOL.md §15.2): as a pair register's, and every member must declare the same.
+      .array(z.object({ name: register.shape.name, kind: z.enum(['map', 'stream']), maxKeys: register.shape.maxKeys, maxBytes: register.shape.maxBytes }).strict())
+      .min(1),
+    /**
+     * This node joins a running domain (etcd's initial-cluster-state=existing): it starts as a
+     * non-member and waits for a leader to add it (`spook domain member add`).
+     */
+    join: z.boolean().default(false),
+    /** QSCS entanglement groups: registers whose candidates collapse together (one group version). */
+    groups: z.array(z.object({ name: domainName, registers: z.array(z.string()).min(1) }).strict()).default([]),
+    /** While this member cannot reach a majority: keep new candidates (up to maxPending) or refuse them. */
+    policy: z.enum(['buffer', 'refuse']).default('buffer'),
+    /** At most OUTCOME_WINDOW: a retried candidate must still find its first outcome. */
+    maxPending: z.number().int().min(1).max(4096).default(1024),
+    electionMs: z.number().int().min(100).default(1000),
+    heartbeatMs: z.number().int().min(10).default(100),
+    /** Raft log entries kept before a snapshot (half are kept after it, for cheap catch-up). */
+    maxLogEntries: z.number().int().min(16).default(100_000),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    listen: hostPort,
+    privateKeyFile: z.string().min(1),
+    dataDir: z.string().min(1),
+    adminSocket: z.string().min(1),
+    fsync: z.enum(['always', 'everysec', 'never']).default('always'),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
+    metrics: z.object({ listen: hostPort }).strict().optional(),
+    /** The XDP fast path on the interface that carries ESTP traffic (off when absent). */
+    xdp: z
+      .object({
+        interface: z.string().min(1),
+        mode: z.enum(['auto', 'native', 'generic']).default('auto'),
+        handshakeRate: z.number().int().min(1).default(20),
+        handshakeBurst: z.number().int().min(1).default(40),
+        pinDir: z.string().default('/sys/fs/bpf/spook'),
+      })
+      .strict()
+      .optional(),
+    timing: z
+      .object({
+        keepaliveMs: z.number().int().min(50).optional(),
+        silenceMs: z.number().int().min(200).optional(),
+        /** The initiator of a session re-handshakes (fresh keys) after this long. */
+        rekeyAfterMs: z.number().int().min(1000).optional(),
+        /** A superseded session still opens frames until it has been idle this long. */
+        sessionGraceMs: z.number().int().min(500).optional(),
+      })
+      .strict()
+      .default({}),
+    /** ETCP handshake DoS protection (docs/PROTOCOL.md §12.8). */
+    handshakes: z
+      .object({
+        /** HandshakeInits per second (with a valid mac1) above which a cookie (mac2) is required. */
+        cookieThreshold: z.number().int().min(1).default(50),
+        /** Under load, HandshakeInits with a valid cookie processed per source address per second. */
+        perSourceLimit: z.number().int().min(1).default(5),
+        /** HandshakeInits accepted per peer per second, from any source (one per 1000/n ms). */
+        perPeerLimit: z.number().int().min(1).max(1000).default(10),
+      })
+      .strict()
+      .default({}),
+    /** CPU milliseconds per second one peer's datagrams may take; past it they are dropped (docs/PROTOCOL.md §12.9). */
+    peerBudgetMs: z.number().int().min(10).max(1000).default(100),
+    /** A peer whose authenticated frames break the protocol this many times is disconnected. */
+    violationLimit: z.number().int().min(1).default(100),
+    peers: z.array(peer).min(1),
+    registers: z.array(register).min(1),
+    domains: z.array(domain).default([]),
+    wrap: wrap.default({}),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    const dup = <T>(items: T[], key: (t: T) => string, path: string): void => {
+      const seen = new Set<string>();
+      items.forEach((it, i) => {
+        const k = key(it);
+        if (seen.has(k)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: [path, i], message: `duplicate ${JSON.stringify(k)}` });
+        seen.add(k);
+      });
+    };
+    dup(c.peers, (p) => p.name, 'peers');
+    dup(c.peers, (p) => p.publicKey, 'peers');
+    dup(c.registers, (r) => r.name, 'registers');
+    dup(c.domains, (d) => d.name, 'domains');
+    dup(c.wrap.wrappers, (w) => String(w.port), 'wrap.wrappers');
+    c.wrap.wrappers.forEach((w, i) => {
+      if (!c.peers.some((p) => p.name === w.peer || p.publicKey === w.peer)) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['wrap', 'wrappers', i, 'peer'], message: `no peer named or keyed ${JSON.stringify(w.peer)}` });
+      }
+    });
+    if (c.wrap.maxBufferedBytes < c.wrap.windowBytes) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['wrap', 'maxBufferedBytes'], message: `must be at least windowBytes (${c.wrap.windowBytes})` });
+    c.wrap.allow.forEach((r, i) => {
+      if (r.peer !== '*' && !c.peers.some((p) => p.name === r.peer || p.publicKey === r.peer)) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['wrap', 'allow', i, 'peer'], message: `no peer named or keyed ${JSON.stringify(r.peer)}` });
+      }
+    });
+    const peers = new Set(c.peers.map((p) => p.name));
+    c.domains.forEach((d, i) => {
+      d.members.forEach((m, j) => {
+        if (!peers.has(m)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['domains', i, 'members', j], message: `no peer named ${JSON.stringify(m)} (a member must be a configured peer)` });
+      });
+      const regs = new Set(d.registers.map((r) => r.name));
+      d.groups.forEach((g, j) =>
+        g.registers.forEach((r, k) => {
+          if (!regs.has(r)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['domains', i, 'groups', j, 'registers', k], message: `no register named ${JSON.stringify(r)} in domain ${d.name}` });
+        }),
+      );
+      if (d.heartbeatMs * 3 > d.electionMs) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['domains', i, 'heartbeatMs'], message: `must be at most a third of electionMs (${d.electionMs})` });
+    });
+  });
+
+export type SpookdConfig = z.infer<typeof configSchema>;
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+export function parseHostPort(s: string, allowPortZero = false): { host: string; port: number } | undefined {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(s) ?? /^([^:]+):(\d+)$/.exec(s);
+  if (!m) return undefined;
+  const port = Number(m[2]);
+  if (!isIP(m[1]) || !Number.isInteger(port) || port < (allowPortZero ? 0 : 1) || port > 65535) return undefined;
+  return { host: m[1], port };
+}
+
+/** Parse and validate; every problem is reported as `FILE: field.path: message`. */
+export function loadConfig(path: string): SpookdConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (e) {
+    throw new ConfigError(`${path}: not valid YAML: ${(e as Error).message}`);
+  }
+  const r = configSchema.safeParse(raw);
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => `${path}: ${i.path.length ? i.path.join('.') : '(top level)'}: ${i.message}`);
+    throw new ConfigError(lines.join('\n'));
+  }
+  return r.data;
+}

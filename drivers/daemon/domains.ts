@@ -1,0 +1,229 @@
+/**
+ * A QN domain inside spookd: one DomainNode, its durable disk, and the mapping between
+ * member node ids and configured peers. spookd carries its messages in sealed Data frames on
+ * the pair sessions it already has (docs/PROTOCOL.md §15.3) and hands it timer ticks.
+ */
+import { randomInt } from 'node:crypto';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { hashHex, murmur3 } from '../../core/register/hash.js';
+import { MapState } from '../../core/register/map.js';
+import { MemDisk } from '../../core/qn/disk.js';
+import { DomainNode, type DomainEvent, type DomainNodeOptions } from '../../core/qn/node.js';
+import type { NodeId } from '../../core/qn/raft.js';
+import type { CandidateOp } from '../../core/qn/state.js';
+import type { KeyPair } from '../../crypto/primitives.js';
+import { StaticRelaySealer } from '../../core/qn/seal.js';
+import type { SpookdConfig } from './config.js';
+import { FileDomainDisk } from '../store/domain-store.js';
+
+export type DomainConfig = SpookdConfig['domains'][number];
+
+/** A member's id: the first 48 bits of its static public key (unique among keys in practice; checked at start). */
+export function nodeIdOf(publicKey: Uint8Array): NodeId {
+  let v = 0;
+  for (let i = 0; i < 6; i++) v = v * 256 + publicKey[i];
+  return v === 0 ? 1 : v;
+}
+
+/** The u32 that names a domain on the wire. */
+export const domainIdOf = (name: string): number => murmur3(0x5350_0051, new TextEncoder().encode(name));
+
+export class DomainHost {
+  readonly node: DomainNode;
+  /** Undefined when the domain's directory could not be loaded (the domain is then fenced). */
+  readonly disk: FileDomainDisk | undefined;
+  /** Unexpected exceptions caught from the node (each fences the domain; logged once). */
+  internalErrors = 0;
+  readonly id: number;
+  readonly selfId: NodeId;
+  readonly idOf = new Map<string, NodeId>();
+  readonly nameOf = new Map<NodeId, string>();
+  readonly subscribers = new Set<(ev: DomainEvent) => void>();
+  private readonly partitionsSeen: { at: string; cause: string }[] = [];
+
+  constructor(
+    readonly cfg: DomainConfig,
+    /** This host's static key pair (ETCP, §12.1): its node id, and the relay seals of §15.5. */
+    self: KeyPair,
+    peers: { name: string; publicKey: Uint8Array }[],
+    dataDir: string,
+    fsync: SpookdConfig['fsync'],
+    private readonly log: Logger,
+    now: number,
+  ) {
+    this.id = domainIdOf(cfg.name);
+    this.selfId = nodeIdOf(self.publicKey);
+    this.nameOf.set(this.selfId, 'self');
+    // Every configured peer is a link (a later `member add` needs one); `members` are the bootstrap voters.
+    for (const p of peers) {
+      const id = nodeIdOf(p.publicKey);
+      if (this.nameOf.has(id)) throw new Error(`domain ${cfg.name}: peers ${p.name} and ${this.nameOf.get(id)} have the same node id (first 48 bits of their keys)`);
+      this.idOf.set(p.name, id);
+      this.nameOf.set(id, p.name);
+    }
+    const dir = join(dataDir, 'domains', encodeURIComponent(cfg.name));
+    // Relayed messages are sealed between the origin's and the destination's static keys (§15.5).
+    const relay = new StaticRelaySealer(self, new Map(peers.map((p) => [nodeIdOf(p.publicKey), p.publicKey] as const)));
+    const others = cfg.members.map((m) => this.idOf.get(m)!);
+    const members = (cfg.join ? others : [this.selfId, ...others]).sort((a, b) => a - b);
+    const opts = (disk: DomainNodeOptions['disk']): DomainNodeOptions => ({
+      domain: this.id,
+      name: cfg.name,
+      id: this.selfId,
+      members,
+      links: [...this.idOf.values()],
+      registers: cfg.registers,
+      groups: cfg.groups,
+      seed: murmur3(0x5350_0052, new TextEncoder().encode(cfg.name)),
+      policy: cfg.policy,
+      maxPending: cfg.maxPending,
+      disk,
+      random: (a, b) => randomInt(a, b + 1),
+      electionMs: cfg.electionMs,
+      heartbeatMs: cfg.heartbeatMs,
+      maxLogEntries: cfg.maxLogEntries,
+      relay,
+    });
+    // One domain's unusable data fences that domain only: spookd starts and serves the rest
+    // (docs/OPERATIONS.md, "A fenced domain").
+    let node: DomainNode;
+    try {
+      this.disk = new FileDomainDisk(dir, fsync);
+      if (this.disk.tornBytes > 0) log.warn({ domain: cfg.name, tornBytes: this.disk.tornBytes }, 'domain journal: torn tail cut');
+      node = new DomainNode(opts(this.disk), now);
+    } catch (e) {
+      this.disk?.close();
+      this.disk = undefined;
+      node = new DomainNode(opts(new MemDisk()), now);
+      node.fence(`cannot load ${dir}: ${(e as Error).message}`);
+    }
+    this.node = node;
+    const fenced = node.fencedCause;
+    if (fenced) log.error({ domain: cfg.name, dir, cause: fenced }, `domain ${cfg.name} fenced: ${fenced}`);
+    else log.info({ domain: cfg.name, nodeId: this.selfId, members: members.length, index: node.raft.applied, term: node.raft.term }, 'domain loaded');
+  }
+
+  /** A QN datagram from link `from`; an exception out of the node fences this domain, not the process. */
+  handleDatagram(now: number, from: NodeId, payload: Uint8Array): void {
+    this.guard(() => this.node.handleDatagram(now, from, payload));
+  }
+
+  /** Timers due at `now`. */
+  tick(now: number): void {
+    if (this.node.pollTimeout() <= now) this.guard(() => this.node.handleTimeout(now));
+  }
+
+  private guard(run: () => void): void {
+    try {
+      run();
+    } catch (e) {
+      this.internalErrors++;
+      if (this.node.fencedCause) return;
+      this.node.fence('internal-error');
+      this.log.error({ domain: this.cfg.name, err: e }, `domain ${this.cfg.name} fenced: internal-error (an unexpected exception; restart spookd to resume it)`);
+    }
+  }
+
+  name(id: NodeId): string {
+    return this.nameOf.get(id) ?? `node-${id}`;
+  }
+
+  /** Publish events, then hand each outgoing message to `send` (peer name, QN payload). */
+  drain(send: (peer: string, payload: Uint8Array) => void): void {
+    for (let ev = this.node.pollEvent(); ev; ev = this.node.pollEvent()) {
+      if (ev.type === 'lifecycle') {
+        this.log.info({ domain: this.cfg.name, from: ev.from, to: ev.to, cause: ev.cause }, 'domain lifecycle');
+        if (ev.to === 'decoherent') {
+          this.partitionsSeen.push({ at: new Date().toISOString(), cause: ev.cause });
+          if (this.partitionsSeen.length > 32) this.partitionsSeen.shift();
+        }
+      } else if (ev.type === 'leader') this.log.info({ domain: this.cfg.name, leader: this.name(ev.leader), term: ev.term }, 'domain leader');
+      for (const s of this.subscribers) s(ev);
+    }
+    for (let tx = this.node.pollTransmit(); tx; tx = this.node.pollTransmit()) {
+      const peer = this.nameOf.get(tx.to);
+      if (peer && peer !== 'self') send(peer, tx.bytes);
+    }
+  }
+
+  propose(now: number, ops: CandidateOp[]): { seq: number } | { refused: string } {
+    let r: { seq: number } | { refused: string } = { refused: 'internal-error' };
+    this.guard(() => (r = this.node.propose(now, ops)));
+    return r;
+  }
+
+  /** Leader only: add or remove one voting member, by peer name (Raft §4.1). */
+  changeMember(now: number, change: { add?: string; remove?: string }): { ok: true; index: number } | { ok: false; reason: string } {
+    const id = (peer: string | undefined): number | undefined => {
+      if (peer === undefined) return undefined;
+      if (peer === 'self') return this.selfId;
+      const x = this.idOf.get(peer);
+      if (x === undefined) throw new Error(`no peer named ${peer}`);
+      return x;
+    };
+    const c = { add: id(change.add), remove: id(change.remove) };
+    let r: { ok: true; index: number } | { ok: false; reason: string } = { ok: false, reason: 'internal-error' };
+    this.guard(() => (r = this.node.changeMembers(now, c)));
+    if (!r.ok && this.node.raft.role !== 'leader' && this.node.raft.leader) return { ok: false, reason: `${r.reason}: ask the leader (${this.name(this.node.raft.leader)})` };
+    return r;
+  }
+
+  /** `spook domain show`: members, roles, commit index, lag per member, partitions seen. */
+  summary(now: number): Record<string, unknown> {
+    const n = this.node;
+    const r = n.raft;
+    const d = n.state.digest();
+    const alive = new Set(n.aliveLinks(now));
+    const members = r.members.map((id) => {
+      const p = r.progressOf(id);
+      const commit = n.announcedCommit(id);
+      return {
+        member: this.name(id),
+        nodeId: id,
+        role: id === r.leader ? 'leader' : 'follower',
+        link: id === this.selfId ? 'self' : alive.has(id) ? 'direct' : 'via relay or down',
+        matchIndex: id === this.selfId ? r.lastIndex : (p?.match ?? null),
+        commitIndex: commit ?? null,
+        lag: commit === undefined ? null : Math.max(0, r.commit - commit),
+      };
+    });
+    return {
+      domain: this.cfg.name,
+      nodeId: this.selfId,
+      state: n.coherenceState,
+      fenced: n.fencedCause ?? null,
+      role: r.role,
+      leader: r.leader ? this.name(r.leader) : null,
+      term: r.term,
+      commitIndex: r.commit,
+      appliedIndex: r.applied,
+      lastIndex: r.lastIndex,
+      snapshotIndex: r.snapshotIndex,
+      fullStateBytes: n.state.fullStateBytes(),
+      hash: hashHex(d),
+      policy: this.cfg.policy,
+      pending: n.pendingCount,
+      members,
+      partitionsSeen: n.stats.partitions,
+      recentPartitions: this.partitionsSeen,
+      stats: { ...n.stats, ...r.stats, internalErrors: this.internalErrors },
+      // bytes against maxBytes (and size against maxKeys for a map): how near the quota a register is.
+      registers: [...n.state.registers].map(([name, reg]) => ({ name, kind: reg.kind, version: reg.version, size: reg.state.size(), bytes: reg.state.fullTransferBytes(), ...reg.quota })),
+      maxSnapshotBytes: r.maxSnapshotBytes,
+      groups: [...n.state.groups].map(([name, g]) => ({ name, registers: g.registers, version: g.version })),
+    };
+  }
+
+  /** A committed map value or stream bytes, as of the applied index. */
+  read(register: string, key?: Uint8Array): { version: number; index: number; entry?: { value: Uint8Array; version: number }; state: MapState | undefined; size: number } {
+    const reg = this.node.state.registers.get(register);
+    if (!reg) throw new Error(`no register named ${register} in domain ${this.cfg.name}`);
+    const entry = key && reg.state instanceof MapState ? reg.state.get(key) : undefined;
+    return { version: reg.version, index: this.node.raft.applied, entry, state: reg.state instanceof MapState ? reg.state : undefined, size: reg.state.size() };
+  }
+
+  close(): void {
+    this.disk?.close();
+  }
+}

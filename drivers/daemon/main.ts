@@ -1,0 +1,77 @@
+/** `spookd`: the Spook daemon. Foreground process; logs JSON (pretty on a terminal); SIGTERM stops it cleanly. */
+import { Command, Option } from 'commander';
+import { pino } from 'pino';
+import { loadConfig, ConfigError } from './config.js';
+import { readPrivateKey } from './keys.js';
+import { Spookd } from './spookd.js';
+import { StoreError } from '../store/store.js';
+
+const program = new Command()
+  .name('spookd')
+  .description('Spook daemon: forms authenticated pairs with the configured peers over UDP and keeps their registers aligned')
+  .option('-c, --config <file>', 'configuration file (YAML)', '/etc/spook/spookd.conf')
+  .option('--check-config', 'validate the configuration and the key file, then exit', false)
+  .addOption(new Option('--check', 'same as --check-config').hideHelp())
+  .action(async (o: { config: string; check?: boolean; checkConfig: boolean }) => {
+    let cfg;
+    let key;
+    try {
+      cfg = loadConfig(o.config);
+      key = readPrivateKey(cfg.privateKeyFile);
+    } catch (e) {
+      process.stderr.write(`spookd: ${(e as Error).message}\n`);
+      process.exit(2);
+    }
+    if (o.check || o.checkConfig) {
+      process.stdout.write(`${o.config}: OK (${cfg.peers.length} peer(s), ${cfg.registers.length} register(s), ${cfg.domains.length} domain(s), ${cfg.wrap.wrappers.length} wrapper(s))\n`);
+      return;
+    }
+    const log = pino({
+      level: cfg.logLevel,
+      base: { pid: process.pid },
+      ...(process.stdout.isTTY ? { transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l' } } } : {}),
+    });
+    let d: Spookd;
+    try {
+      d = new Spookd(cfg, key, log);
+      await d.start();
+    } catch (e) {
+      if (e instanceof StoreError || e instanceof ConfigError) log.fatal(e.message);
+      else log.fatal({ err: e }, 'failed to start');
+      process.exit(1);
+    }
+    let stopping = false;
+    const stop = (sig: string, code = 0): void => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal: sig }, 'shutting down');
+      // A shutdown that hangs must still end: the unit restarts us either way.
+      setTimeout(() => process.exit(code || 1), 10_000).unref();
+      d.stop().then(
+        () => process.exit(code),
+        (e: unknown) => {
+          log.error({ err: e }, 'unclean shutdown');
+          process.exit(1);
+        },
+      );
+    };
+    // Peer input is contained per peer (spookd.ts); anything that still escapes is a bug: report
+    // it as an abnormal end (exit 70), but through the shutdown path (admin socket removed, XDP
+    // detached, peers told we are going away), not by dying where we stand.
+    process.on('uncaughtException', (e) => {
+      log.fatal({ err: e }, 'uncaught exception; stopping');
+      stop('uncaughtException', 70);
+    });
+    process.on('unhandledRejection', (e) => {
+      log.fatal({ err: e }, 'unhandled rejection; stopping');
+      stop('unhandledRejection', 70);
+    });
+    // SIGHUP (a closed terminal, or an operator expecting a reload) must not end the daemon: Node's
+    // default would exit at once, skipping the shutdown path and leaving the admin socket behind.
+    // The configuration is read at start only; a restart applies changes.
+    process.on('SIGHUP', () => log.warn({ signal: 'SIGHUP' }, 'SIGHUP ignored: the configuration is read only at start; restart spookd to apply changes'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+
+await program.parseAsync(process.argv);

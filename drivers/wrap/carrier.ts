@@ -1,0 +1,365 @@
+/**
+ * The carrier: one TCP connection between two spookd that carries the WRAP records of every
+ * wrapped connection between them (PROTOCOL §16.1). TCP, not the pair's UDP session, because
+ * bulk streams need the kernel's congestion control and large segments; what TCP cannot give
+ * (surviving its own loss) the WRAP layer adds: a lost carrier is redialled and every stream
+ * resumes at the offsets the peer reports.
+ *
+ * Authentication and encryption: a Noise IK handshake with the daemons' static keys (the same
+ * pattern and keys as ETCP, its own prologue), then each record is sealed with the transport
+ * CipherState (ChaCha20-Poly1305, implicit counter nonces: TCP delivers in order). Framing:
+ * u32 length, then the sealed record. The length is not secret; a tampered one fails the AEAD.
+ */
+import { connect, type Socket } from 'node:net';
+import { createCipheriv, createDecipheriv, createSecretKey, type DecipherChaCha20Poly1305, type KeyObject } from 'node:crypto';
+import type { KeyPair } from '../../crypto/primitives.js';
+import { nonce12, TAGLEN } from '../../crypto/primitives.js';
+import { IKInitiator, IKResponder, type CipherState } from '../../core/etcp/noise.js';
+import { hash } from '../../crypto/primitives.js';
+import { MAC_LEN, mac, macEqual } from '../../core/etcp/cookie.js';
+import { MAX_DATA } from '../../wire/wrap.js';
+
+/** v2: message 1 carries mac1 (v1 had none); the prologue binds the version into the handshake. */
+export const CARRIER_PROLOGUE = new TextEncoder().encode('spook wrap carrier v2');
+/** Noise IK message 1 with empty payload: e (32), encrypted s (32 + 16), payload tag (16). */
+const MESSAGE1_LEN = 96;
+const LABEL_MAC1 = new TextEncoder().encode('wrapmac1');
+
+/**
+ * WireGuard's mac1 (whitepaper §5.4.4) on the carrier's message 1: MAC keyed by
+ * HASH("wrapmac1" || responder's static public key) over the Noise message. The responder
+ * checks it before any Diffie-Hellman, so a sender that does not know whom it dials costs
+ * one MAC. Same MAC as ETCP's (HMAC-BLAKE2s, 16 octets, §12.8), its own label.
+ */
+export function carrierMac1(responderStatic: Uint8Array, message1: Uint8Array): Uint8Array {
+  return mac(hash('BLAKE2s', LABEL_MAC1, responderStatic), message1);
+}
+const HASH = 'BLAKE2s' as const;
+/** Largest sealed record on the wire (a full DATA record plus tag). */
+export const MAX_SEALED_RECORD = 13 + MAX_DATA + TAGLEN;
+export const HANDSHAKE_TIMEOUT_MS = 5_000;
+const MAX_HANDSHAKE = 256;
+/**
+ * Keep writing records until this much is queued on the carrier socket. Node's default
+ * high-water mark (16 KiB) is smaller than one DATA record and would stall the pipeline at
+ * one record per event-loop turn; much more (2 MiB) keeps records small under load (one per
+ * socket read), where a fuller queue lets them grow to MAX_DATA: fewer AEAD set-ups.
+ */
+const CARRIER_HIGH_WATER = 512 * 1024;
+const EMPTY = new Uint8Array(0);
+
+export class CarrierError extends Error {
+  override name = 'CarrierError';
+  constructor(
+    message: string,
+    /** Why a handshake was refused, when it is one the responder counts apart. */
+    readonly reason?: 'timeout' | 'bad-mac1',
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Sealed records out of the carrier's byte stream, decrypted as their octets arrive (no
+ * reassembly copy of a record that spans reads). A record is released, as the plaintext
+ * pieces of those reads, only once its tag has verified.
+ */
+class RecordOpener {
+  private readonly head = Buffer.alloc(4);
+  private headLen = 0;
+  private need = -1; // sealed length of the record in progress; -1 while its prefix is incomplete
+  private got = 0;
+  private d: DecipherChaCha20Poly1305 | undefined;
+  private plain: Buffer[] = [];
+  private tag: Buffer[] = [];
+  private n = 0;
+
+  constructor(
+    private readonly key: KeyObject,
+    private readonly max: number,
+  ) {}
+
+  /** Returns how much of `chunk` was taken: all of it, unless `out` returned false (stop after that record). */
+  push(chunk: Buffer, out: (parts: Buffer[]) => boolean): number {
+    let off = 0;
+    while (off < chunk.length) {
+      if (this.need < 0) {
+        const k = Math.min(4 - this.headLen, chunk.length - off);
+        chunk.copy(this.head, this.headLen, off, off + k);
+        this.headLen += k;
+        off += k;
+        if (this.headLen < 4) return off;
+        this.headLen = 0;
+        const len = this.head.readUInt32BE(0);
+        if (len > this.max) throw new CarrierError(`carrier frame of ${len} bytes, at most ${this.max}`);
+        if (len < TAGLEN) throw new CarrierError(`carrier record of ${len} bytes, shorter than its tag`);
+        this.need = len;
+        this.got = 0;
+        this.d = createDecipheriv('chacha20-poly1305', this.key, nonce12(this.n), { authTagLength: TAGLEN });
+        this.d.setAAD(EMPTY, { plaintextLength: len - TAGLEN });
+        continue;
+      }
+      const k = Math.min(this.need - this.got, chunk.length - off);
+      const piece = chunk.subarray(off, off + k);
+      const ctEnd = this.need - TAGLEN;
+      if (this.got < ctEnd) {
+        const p = this.d!.update(piece.subarray(0, Math.min(k, ctEnd - this.got)));
+        if (p.length) this.plain.push(p);
+      }
+      if (this.got + k > ctEnd) this.tag.push(piece.subarray(Math.max(0, ctEnd - this.got)));
+      this.got += k;
+      off += k;
+      if (this.got < this.need) continue;
+      this.d!.setAuthTag(this.tag.length === 1 ? this.tag[0] : Buffer.concat(this.tag));
+      try {
+        this.d!.final();
+      } catch {
+        throw new CarrierError('carrier record failed authentication');
+      }
+      this.n++;
+      const parts = this.plain;
+      this.plain = [];
+      this.tag = [];
+      this.need = -1;
+      this.d = undefined;
+      if (!out(parts)) return off;
+    }
+    return off;
+  }
+}
+
+function frame(payload: Uint8Array): Buffer {
+  const b = Buffer.allocUnsafe(4 + payload.length);
+  b.writeUInt32BE(payload.length, 0);
+  b.set(payload, 4);
+  return b;
+}
+
+/**
+ * The peer's work budget as a carrier sees it (spookd: its per-peer CPU budget, PROTOCOL
+ * §12.9): charged the time spent on each read (opening records and handling them); the
+ * answer is how long to stop reading, 0 to carry on.
+ */
+export interface CarrierBudget {
+  charge(ms: number): number;
+  /** Told when a carrier stops reading for `ms` (counters). */
+  paused?(ms: number): void;
+}
+
+/** An established, authenticated carrier. */
+export class Carrier {
+  /** When set, reading pauses while the peer is over its budget (TCP flow control holds the peer back). */
+  budget: CarrierBudget | undefined;
+  private resumeTimer: NodeJS.Timeout | undefined;
+  private readonly opener: RecordOpener;
+  /** A record, as the plaintext pieces of the reads it arrived in (usually one). */
+  onRecord: (parts: Buffer[]) => void = () => {};
+  onClose: (why: string) => void = () => {};
+  onDrain: () => void = () => {};
+  /**
+   * Asked after each record: false stops reading the carrier (backpressure, §16.5.6) until
+   * resumeInput(); the rest of the read is kept (at most one socket read).
+   */
+  acceptMore: () => boolean = () => true;
+  private closed = false;
+  private held: Buffer[] = [];
+  private stopped = false;
+  bytesOut = 0;
+  bytesIn = 0;
+
+  constructor(
+    readonly socket: Socket,
+    readonly peerKey: Uint8Array,
+    tx: CipherState,
+    rx: CipherState,
+    private readonly pending: Buffer[],
+  ) {
+    socket.setNoDelay(true);
+    // KeyObjects once: a raw key makes every createCipheriv import it again (measurably slower).
+    this.txKey = createSecretKey(tx.key);
+    this.opener = new RecordOpener(createSecretKey(rx.key), MAX_SEALED_RECORD);
+  }
+
+  private readonly txKey: KeyObject;
+  private txN = 0;
+
+  /** Attach the handlers and start reading (the socket stays paused until then: nothing is lost). */
+  start(h: { onRecord: (parts: Buffer[]) => void; onClose: (why: string) => void; onDrain: () => void; acceptMore?: () => boolean }): void {
+    if (h.acceptMore) this.acceptMore = h.acceptMore;
+    this.onRecord = h.onRecord;
+    this.onClose = h.onClose;
+    this.onDrain = h.onDrain;
+    const s = this.socket;
+    s.on('data', (chunk: Buffer) => this.input(chunk));
+    s.on('drain', () => this.onDrain());
+    s.on('error', (e) => this.close(e.message));
+    s.on('close', () => this.close('carrier connection closed'));
+    for (const c of this.pending.splice(0)) this.input(c);
+    if (!this.stopped && this.resumeTimer === undefined) s.resume();
+  }
+
+  /** Reading is stopped (acceptMore() said so). */
+  get inputPaused(): boolean {
+    return this.stopped;
+  }
+
+  /** Take the kept bytes, and read the socket again unless a record stops it once more. */
+  resumeInput(): void {
+    if (!this.stopped || this.closed) return;
+    this.stopped = false;
+    while (this.held.length && !this.stopped && !this.closed) this.consume(this.held.shift()!);
+    // Over the work budget, the budget's timer resumes reading instead.
+    if (!this.stopped && !this.closed && this.resumeTimer === undefined) this.socket.resume();
+  }
+
+  /**
+   * Seal and write one record given as parts (a DATA header and its payload): each part is
+   * encrypted straight into the socket's queue, with no concatenation. Same AEAD and nonces
+   * as the Noise CipherState (ChaCha20-Poly1305, counter nonce, empty associated data).
+   */
+  send(parts: Uint8Array[]): void {
+    if (this.closed) return;
+    let len = TAGLEN;
+    for (const p of parts) len += p.length;
+    const c = createCipheriv('chacha20-poly1305', this.txKey, nonce12(this.txN++), { authTagLength: TAGLEN });
+    c.setAAD(EMPTY, { plaintextLength: len - TAGLEN });
+    const head = Buffer.allocUnsafe(4);
+    head.writeUInt32BE(len, 0);
+    const s = this.socket;
+    s.cork();
+    s.write(head);
+    for (const p of parts) s.write(c.update(p));
+    c.final();
+    s.write(c.getAuthTag());
+    s.uncork();
+    this.bytesOut += 4 + len;
+  }
+
+  get writable(): boolean {
+    return !this.closed && this.socket.writableLength < CARRIER_HIGH_WATER;
+  }
+
+  close(why: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.resumeTimer);
+    this.socket.destroy();
+    this.onClose(why);
+  }
+
+  private input(chunk: Buffer): void {
+    if (this.closed) return;
+    this.bytesIn += chunk.length;
+    if (this.stopped) this.held.push(chunk);
+    else this.consume(chunk);
+  }
+
+  /** Open and hand on the records of one read, charged to the peer's work budget (§12.9). */
+  private consume(chunk: Buffer): void {
+    const t0 = performance.now();
+    try {
+      const used = this.opener.push(chunk, (parts) => {
+        if (this.closed) return false;
+        this.onRecord(parts);
+        if (this.closed || this.acceptMore()) return true;
+        this.stopped = true;
+        return false;
+      });
+      if (this.stopped) {
+        // Kept in front of any later reads, in order; the socket reads nothing more meanwhile.
+        if (used < chunk.length) this.held.unshift(chunk.subarray(used));
+        this.socket.pause();
+      }
+    } catch (e) {
+      this.close(`carrier input refused: ${(e as Error).message}`);
+    }
+    const waitMs = this.budget?.charge(performance.now() - t0) ?? 0;
+    if (waitMs > 0 && !this.closed && this.resumeTimer === undefined) this.pauseFor(waitMs);
+  }
+
+  /** Read no more for `ms` (what was read is handled; the peer's sends back up into its TCP window). */
+  private pauseFor(ms: number): void {
+    this.socket.pause();
+    this.budget?.paused?.(ms);
+    this.resumeTimer = setTimeout(() => {
+      this.resumeTimer = undefined;
+      // Still stopped for the reply backlog: resumeInput() reads on once it drains.
+      if (!this.closed && !this.stopped) this.socket.resume();
+    }, ms);
+  }
+}
+
+/** Read exactly one length-prefixed handshake message (and keep what follows it). */
+function readHandshake(socket: Socket, timeoutMs = HANDSHAKE_TIMEOUT_MS): Promise<{ msg: Uint8Array; rest: Buffer[] }> {
+  return new Promise((resolve, reject) => {
+    let buf = Buffer.alloc(0);
+    const timer = setTimeout(() => done(new CarrierError('carrier handshake timed out', 'timeout')), timeoutMs);
+    const onData = (chunk: Buffer): void => {
+      buf = Buffer.concat([buf, chunk]);
+      if (buf.length < 4) return;
+      const len = buf.readUInt32BE(0);
+      if (len > MAX_HANDSHAKE) return done(new CarrierError(`carrier handshake message of ${len} bytes, at most ${MAX_HANDSHAKE}`));
+      if (buf.length < 4 + len) return;
+      done(undefined, { msg: new Uint8Array(buf.subarray(4, 4 + len)), rest: buf.length > 4 + len ? [buf.subarray(4 + len)] : [] });
+    };
+    const onEnd = (): void => done(new CarrierError('carrier closed during the handshake'));
+    const onError = (e: Error): void => done(e);
+    const done = (e?: Error, v?: { msg: Uint8Array; rest: Buffer[] }): void => {
+      clearTimeout(timer);
+      socket.pause(); // until Carrier.start(): no record may arrive with no handler
+      socket.off('data', onData);
+      socket.off('close', onEnd);
+      socket.off('error', onError);
+      if (e) reject(e);
+      else resolve(v!);
+    };
+    socket.on('data', onData);
+    socket.on('close', onEnd);
+    socket.on('error', onError);
+  });
+}
+
+/** Dial `host:port` and run the initiator's side of the handshake. */
+export async function dialCarrier(host: string, port: number, staticKey: KeyPair, peerKey: Uint8Array): Promise<Carrier> {
+  const socket = connect({ host, port, noDelay: true });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new CarrierError(`carrier dial to ${host}:${port} timed out`)), HANDSHAKE_TIMEOUT_MS);
+      socket.once('connect', () => (clearTimeout(t), resolve()));
+      socket.once('error', (e) => (clearTimeout(t), reject(e)));
+    });
+    const ik = new IKInitiator({ hash: HASH, prologue: CARRIER_PROLOGUE, staticKey }, peerKey);
+    const m1 = ik.writeMessage1(EMPTY);
+    socket.write(frame(Buffer.concat([m1, carrierMac1(peerKey, m1)])));
+    const { msg, rest } = await readHandshake(socket);
+    const { result } = ik.readMessage2(msg);
+    return new Carrier(socket, peerKey, result.send, result.recv, rest);
+  } catch (e) {
+    socket.destroy();
+    throw e;
+  }
+}
+
+/**
+ * Run the responder's side on an accepted socket. `authorise` maps the initiator's static key
+ * to a configured peer (undefined refuses it before anything is answered).
+ */
+export async function acceptCarrier<P>(socket: Socket, staticKey: KeyPair, authorise: (key: Uint8Array) => P | undefined, timeoutMs = HANDSHAKE_TIMEOUT_MS): Promise<{ carrier: Carrier; peer: P }> {
+  try {
+    const { msg } = await readHandshake(socket, timeoutMs);
+    if (msg.length !== MESSAGE1_LEN + MAC_LEN) throw new CarrierError(`carrier message 1 of ${msg.length} octets, not ${MESSAGE1_LEN + MAC_LEN} (an initiator of another carrier version?)`);
+    const m1 = msg.subarray(0, MESSAGE1_LEN);
+    // Before any DH: a sender that does not know our public key gets no further.
+    if (!macEqual(carrierMac1(staticKey.publicKey, m1), msg.subarray(MESSAGE1_LEN))) throw new CarrierError('carrier message 1 with a wrong mac1', 'bad-mac1');
+    const ik = new IKResponder({ hash: HASH, prologue: CARRIER_PROLOGUE, staticKey });
+    const { remoteStatic } = ik.readMessage1(m1);
+    const peer = authorise(remoteStatic);
+    if (peer === undefined) throw new CarrierError('carrier handshake from a key that is not a configured peer');
+    const { message, result } = ik.writeMessage2(EMPTY);
+    socket.write(frame(message));
+    return { carrier: new Carrier(socket, remoteStatic, result.send, result.recv, []), peer };
+  } catch (e) {
+    socket.destroy();
+    throw e;
+  }
+}

@@ -1,0 +1,893 @@
+/**
+ * WrapManager: the I/O around WrapSession inside spookd (docs/OPERATIONS.md, "Wrappers").
+ *
+ * - interception: the BPF cgroup hooks send clients' connects to a wrapped port to our local
+ *   intercept listener and record where they were going (drivers/bpf/wrap-hooks.ts);
+ * - one carrier per peer (drivers/wrap/carrier.ts): the pair's sequencer dials, the other accepts;
+ * - per wrapped connection: the local endpoint on each side (a TCP socket, or one end of a
+ *   UDP flow), the two stream registers in the peer's WrapSession, recognition and counters.
+ * Everything that decides is in WrapSession; this file moves bytes and keeps sockets honest
+ * (pause on a full window, acknowledge only what the kernel took, close the way the peer did).
+ */
+import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
+import { createSocket, type Socket as UdpSocket, type RemoteInfo } from 'node:dgram';
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { KeyPair } from '../../crypto/primitives.js';
+import { CloseCode, CLOSE_NAMES, type Target } from '../../wire/wrap.js';
+import { WrapSession, DEFAULT_WRAP_OPTIONS, type WrapEvent } from '../../core/wrap/session.js';
+import { acceptCarrier, CarrierError, dialCarrier, HANDSHAKE_TIMEOUT_MS, type Carrier, type CarrierBudget } from './carrier.js';
+import { tcpIo, WrapCounters, type LocalConn, type LocalIo, type WrapperCounters, type WrapperSpec } from './local.js';
+import { WrapHooks, type ClientAddr } from '../bpf/wrap-hooks.js';
+import { isDatagram } from '../../core/wrap/protocols.js';
+import { DialPolicy, type AllowRule } from './policy.js';
+import { resetOnClose } from './linger.js';
+import { HandshakeAdmission } from '../../core/wrap/admission.js';
+import { DatagramDeframer, frameDatagram, MAX_DATAGRAM, UDP_IDLE_MS } from '../../core/wrap/udp.js';
+
+export interface WrapPeer {
+  name: string;
+  publicKey: Uint8Array;
+  /** 0: this side dials the carrier (the pair's sequencer); 1: it accepts. */
+  role: 0 | 1;
+}
+
+export interface WrapHostInfo {
+  key: KeyPair;
+  peers: WrapPeer[];
+  /** Where the peer's spookd is (its UDP endpoint; the carrier uses the same TCP port). */
+  peerAddr: (peer: string) => { address: string; port: number } | undefined;
+  listen: { host: string; port: number };
+  /** The peer's work budget (spookd: PROTOCOL §12.9): its carriers read only while it has some. */
+  budget?: (peer: string) => CarrierBudget | undefined;
+}
+
+/** Where intercepted connections were going: the BPF hooks, or a stand-in (tests, explicit proxies). */
+export interface Interceptor {
+  setPorts(tcp: number[], udp?: number[]): void;
+  /** By the client's address and port (never the port alone: clients may share it). */
+  originalDst(client: ClientAddr): Target | undefined;
+  /** A UDP client's original destination (kept: a connected socket is redirected only once). */
+  originalUdpDst?(client: ClientAddr): Target | undefined;
+  stats(): Record<string, number>;
+  close(): void;
+}
+
+export interface WrapSettings {
+  intercept: { host: string; port: number };
+  interception: 'auto' | 'bpf' | 'off';
+  windowBytes: number;
+  maxConnections: number;
+  silenceMs: number;
+  /** UDP flows idle this long are ended (default UDP_IDLE_MS). */
+  udpIdleMs?: number;
+  /** Per peer and direction: buffered bytes of all its connections (default DEFAULT_MAX_BUFFERED). */
+  maxBufferedBytes?: number;
+  /**
+   * Carrier connections not yet authenticated and adopted (handshake, then the first record):
+   * at most this many, and per source address; each has handshakeTimeoutMs for both.
+   */
+  maxHandshakes?: number;
+  maxHandshakesPerSource?: number;
+  handshakeTimeoutMs?: number;
+  /**
+   * Carrier connections accepted per second, in all (configured peers' known addresses
+   * apart) and per source address; over either, a connection is reset unread (§16.2).
+   */
+  handshakeRate?: number;
+  handshakeRatePerSource?: number;
+  /** What each peer may make this side dial (§16.5.1); absent or empty: nothing. */
+  allow?: AllowRule[];
+}
+
+/** Carrier accepts per second: in all (peers' known addresses apart), and per source address. */
+export const DEFAULT_HANDSHAKE_RATE = 200;
+export const DEFAULT_HANDSHAKE_RATE_PER_SOURCE = 20;
+/** Carrier redial backoff: doubles from the first to the last while dials fail. */
+const REDIAL_MS = 250;
+const REDIAL_MAX_MS = 5_000;
+/** As many as the BPF map of wrapped ports holds (bpf/spook_wrap.c MAX_WRAPPED_PORTS). */
+export const MAX_WRAPPERS = 256;
+
+interface PeerState {
+  peer: WrapPeer;
+  session: WrapSession;
+  carrier: Carrier | undefined;
+  dialing: boolean;
+  nextDialAt: number;
+  redialMs: number;
+  conns: Map<number, LocalConn>;
+  lastError: string | undefined;
+  /** Times its carriers stopped reading for the peer's work budget, and for how long in all. */
+  overBudget: { pauses: number; ms: number };
+  /** The peer's work budget (host.budget): its carriers' reads and the work its connections cause. */
+  budget: CarrierBudget | undefined;
+}
+
+export class WrapManager {
+  /** Inside a call whose time is charged to a peer already (see charged()). */
+  private charging = false;
+  private readonly peers = new Map<string, PeerState>();
+  readonly counters = new WrapCounters();
+  private carrierServer: Server | undefined;
+  private interceptServers: Server[] = [];
+  private hooks: Interceptor | undefined;
+  /** Why transparent interception is off, when it is. */
+  interceptionError: string | undefined;
+  private interceptPort = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private stopping = false;
+  private readonly bootId = randomBytes(8).readBigUInt64BE();
+  readonly refused: Record<string, number> = {};
+  /** Every local socket still open (lingering ones included), so that stop() leaves none. */
+  private readonly sockets = new Set<Socket>();
+  /** UDP: the intercept socket, and the flows by client port. */
+  private udpIntercept: UdpSocket | undefined;
+  /** UDP flows by client address and port and original destination. */
+  private readonly udpFlows = new Map<string, { ps: PeerState; lc: LocalConn }>();
+  private readonly udpSockets = new Set<UdpSocket>();
+  readonly udpDrops: Record<string, number> = {};
+  /** Carrier connections not yet adopted, in all and by source address. */
+  private carrierPending = 0;
+  private readonly carrierPendingBySource = new Map<string, number>();
+  readonly carrierRefused = { 'too-many-handshakes': 0, 'too-many-from-source': 0, 'handshake-rate': 0, 'handshake-rate-source': 0, 'handshake-timeout': 0, 'bad-mac1': 0, 'handshake-failed': 0 };
+  /** Carrier accepts per second (each may cost a DH before anything is known of it). */
+  private readonly admission: HandshakeAdmission;
+  /** The serving side's dial policy: default deny. */
+  readonly policy: DialPolicy;
+
+  constructor(
+    private readonly host: WrapHostInfo,
+    private readonly settings: WrapSettings,
+    initial: WrapperSpec[],
+    private readonly log: Logger,
+    /** Replaces the BPF hooks (tests): given the intercept listener's port. */
+    private readonly interceptor?: (interceptPort: number) => Interceptor,
+  ) {
+    this.policy = new DialPolicy(settings.allow ?? []);
+    this.admission = new HandshakeAdmission(settings.handshakeRate ?? DEFAULT_HANDSHAKE_RATE, settings.handshakeRatePerSource ?? DEFAULT_HANDSHAKE_RATE_PER_SOURCE, this.now());
+    for (const p of host.peers) {
+      const session = new WrapSession({
+        mayDial: (target, datagram) => this.policy.allows(p.name, target, datagram ? 'udp' : 'tcp'),
+        ...DEFAULT_WRAP_OPTIONS,
+        role: p.role,
+        bootId: this.bootId,
+        windowBytes: settings.windowBytes,
+        maxConnections: settings.maxConnections,
+        silenceMs: settings.silenceMs,
+        pingMs: Math.max(100, Math.floor(settings.silenceMs / 3)),
+        maxBufferedBytes: settings.maxBufferedBytes,
+      });
+      const ps: PeerState = { peer: p, session, carrier: undefined, dialing: false, nextDialAt: 0, redialMs: REDIAL_MS, conns: new Map(), lastError: undefined, overBudget: { pauses: 0, ms: 0 }, budget: undefined };
+      ps.budget = this.budgetOf(ps);
+      this.peers.set(p.name, ps);
+    }
+    for (const w of initial) this.counters.add(w);
+  }
+
+  private now(): number {
+    return performance.now();
+  }
+
+  async start(): Promise<void> {
+    this.carrierServer = createServer({ allowHalfOpen: false }, (s) => this.onCarrierSocket(s));
+    await listen(this.carrierServer, this.host.listen.host, this.host.listen.port, this.log);
+    const first = createServer({ allowHalfOpen: true, noDelay: true }, this.guard('intercept', (s: Socket) => this.onIntercepted(s)));
+    await listen(first, this.settings.intercept.host, this.settings.intercept.port, this.log);
+    this.interceptServers.push(first);
+    this.interceptPort = (first.address() as AddressInfo).port;
+    // The hooks send IPv6 clients to [::1] on the same port: listen there too when the host has IPv6.
+    if (this.settings.intercept.host === '127.0.0.1') {
+      const v6 = createServer({ allowHalfOpen: true, noDelay: true }, this.guard('intercept', (s: Socket) => this.onIntercepted(s)));
+      await listen(v6, '::1', this.interceptPort, this.log).then(
+        () => this.interceptServers.push(v6),
+        (e: Error) => this.log.info({ error: e.message }, 'no IPv6 intercept listener on [::1]: IPv6 clients of wrapped ports are not carried'),
+      );
+    }
+    const udp = createSocket('udp4');
+    udp.on('message', this.guard('UDP intercept', (msg: Buffer, rinfo: RemoteInfo) => this.onUdpIntercepted(msg, rinfo)));
+    udp.on('error', (e) => this.log.warn({ error: e.message }, 'UDP intercept socket error'));
+    await new Promise<void>((resolve, reject) => {
+      udp.once('error', reject);
+      udp.bind(0, '127.0.0.1', () => (udp.off('error', reject), resolve()));
+    });
+    this.udpIntercept = udp;
+    // Hooks only once something is wrapped: hosts that use no wrapper never touch the cgroup.
+    if (this.wrappers.size > 0) this.openHooks();
+    this.log.info({ carrier: `${this.host.listen.host}:${this.host.listen.port}`, intercept: `${this.settings.intercept.host}:${this.interceptPort}`, interception: this.hooks ? 'bpf' : 'off' }, 'wrappers ready');
+    this.schedule();
+  }
+
+  private openHooks(): void {
+    if (this.hooks || this.settings.interception === 'off') return;
+    try {
+      this.hooks = this.interceptor ? this.interceptor(this.interceptPort) : WrapHooks.open({ proxyPort: this.interceptPort, udpProxyPort: this.udpIntercept?.address().port });
+      this.applyPorts();
+      this.interceptionError = undefined;
+    } catch (e) {
+      this.interceptionError = (e as Error).message;
+      const msg = 'transparent interception is unavailable (the kernel refused the BPF cgroup hooks): wrapped ports are not intercepted; pairs, domains and carriers still run';
+      if (this.settings.interception === 'bpf') throw new Error(`${msg}: ${this.interceptionError}`);
+      this.log.warn({ error: this.interceptionError }, msg);
+    }
+  }
+
+  /** Stop intercepting first (new connections go direct), then close what is carried. */
+  async stop(): Promise<void> {
+    if (this.stopping) return; // idempotent
+    this.stopping = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.hooks?.close();
+    this.hooks = undefined;
+    for (const ps of this.peers.values()) {
+      ps.session.closeAll(CloseCode.Shutdown, 'spookd is stopping');
+      this.flush(ps);
+      ps.carrier?.socket.end();
+    }
+    // A moment for the CLOSE records and the local FINs to leave, then nothing waits on a peer.
+    const closed = Promise.all([this.carrierServer, ...this.interceptServers].map((s) => (s ? new Promise<void>((r) => s.close(() => r())) : undefined)));
+    await new Promise((r) => setTimeout(r, 300));
+    for (const ps of this.peers.values()) ps.carrier?.close('spookd stopped');
+    for (const sock of this.sockets) sock.destroy();
+    this.udpIntercept?.close();
+    for (const u of this.udpSockets) u.close();
+    this.udpSockets.clear();
+    await closed;
+  }
+
+  // ---- wrappers (config and admin) ----
+
+  add(spec: WrapperSpec): void {
+    if (this.wrappers.has(spec.port)) throw new Error(`port ${spec.port} is already wrapped (to ${this.wrappers.get(spec.port)!.peer}); remove it first`);
+    if (!this.peers.has(spec.peer)) throw new Error(`no peer named ${spec.peer}`);
+    if (this.wrappers.size >= MAX_WRAPPERS) throw new Error(`at most ${MAX_WRAPPERS} ports can be wrapped`);
+    this.counters.add(spec);
+    this.openHooks();
+    this.applyPorts();
+    this.log.info({ ...spec }, 'wrapper added');
+  }
+
+  /** Stop intercepting the port; connections already carried are reset (wrapper-removed). */
+  remove(port: number): void {
+    if (!this.wrappers.delete(port)) throw new Error(`port ${port} is not wrapped (wrapped: ${[...this.wrappers.keys()].join(', ') || 'none'})`);
+    this.applyPorts();
+    for (const ps of this.peers.values()) {
+      ps.session.closeAll(CloseCode.WrapperRemoved, `the wrapper for port ${port} was removed`, (c) => c.local && c.wrapPort === port);
+      this.flush(ps);
+    }
+    this.log.info({ port }, 'wrapper removed');
+  }
+
+  /**
+   * An event handler that logs and counts an unexpected exception instead of letting it
+   * take the daemon down: a bug in one connection's path must not end every pair.
+   */
+  private guard<A extends unknown[]>(what: string, fn: (...a: A) => void): (...a: A) => void {
+    return (...a: A) => {
+      try {
+        fn(...a);
+      } catch (e) {
+        this.internalErrors++;
+        this.log.error({ where: what, err: e }, 'internal error in the wrappers (the daemon goes on)');
+      }
+    };
+  }
+
+  internalErrors = 0;
+
+  /** Tell the hooks which ports are wrapped, TCP and UDP apart. */
+  private applyPorts(): void {
+    const ws = [...this.wrappers.values()];
+    this.hooks?.setPorts(
+      ws.filter((w) => !isDatagram(w.protocol)).map((w) => w.port),
+      ws.filter((w) => isDatagram(w.protocol)).map((w) => w.port),
+    );
+  }
+
+  get wrappers(): Map<number, WrapperCounters> {
+    return this.counters.wrappers;
+  }
+
+  get protocols(): WrapCounters['protocols'] {
+    return this.counters.protocols;
+  }
+
+  list(): Record<string, unknown>[] {
+    return [...this.wrappers.values()].map((w) => ({ protocol: w.protocol, port: w.port, peer: w.peer, holdMs: w.holdMs, delta: w.delta ?? false, active: w.active, connections: w.connections }));
+  }
+
+  stats(): Record<string, unknown> {
+    return {
+      interception: this.hooks ? 'bpf' : 'off',
+      interceptionError: this.interceptionError ?? null,
+      intercept: `${this.settings.intercept.host}:${this.interceptPort}`,
+      hooks: this.hooks?.stats() ?? null,
+      refused: this.refused,
+      carrierPending: this.carrierPending,
+      carrierRefused: this.carrierRefused,
+      udpDrops: this.udpDrops,
+      internalErrors: this.internalErrors,
+      udpFlows: this.udpFlows.size,
+      udpIntercept: this.udpIntercept ? `127.0.0.1:${this.udpIntercept.address().port}` : null,
+      wrappers: [...this.wrappers.values()].map((w) => ({ ...w })),
+      protocols: this.protocols.toJSON(),
+      peers: [...this.peers.values()].map((ps) => ({
+        peer: ps.peer.name,
+        carrier: ps.carrier ? 'up' : ps.dialing ? 'dialing' : 'down',
+        carrierBytesOut: ps.carrier?.bytesOut ?? 0,
+        carrierBytesIn: ps.carrier?.bytesIn ?? 0,
+        lastError: ps.lastError ?? null,
+        connections: ps.session.conns.size,
+        dialsRefused: this.policy.refused.get(ps.peer.name) ?? 0,
+        overBudgetPauses: ps.overBudget.pauses,
+        overBudgetPausedMs: ps.overBudget.ms,
+        bufferedIn: ps.session.bufferedIn,
+        bufferedOut: ps.session.bufferedOut,
+        maxBufferedBytes: ps.session.maxBuffered,
+        controlQueued: ps.session.controlQueued,
+        carrierInputPaused: ps.carrier?.inputPaused ?? false,
+        ...ps.session.counters,
+      })),
+    };
+  }
+
+  /** The dial policy per peer and its refusals (`spook wrap policy`). */
+  policyView(): ReturnType<DialPolicy['toJSON']> {
+    return this.policy.toJSON([...this.peers.keys()]);
+  }
+
+  /** The WRAP counters of each peer's session (cheap: no BPF map reads, unlike stats()). */
+  peerCounters(): ({ peer: string } & WrapSession['counters'])[] {
+    return [...this.peers.values()].map((ps) => ({ peer: ps.peer.name, ...ps.session.counters }));
+  }
+
+  connections(): Record<string, unknown>[] {
+    const out: Record<string, unknown>[] = [];
+    const now = this.now();
+    for (const ps of this.peers.values()) {
+      for (const c of ps.session.conns.values()) {
+        const lc = ps.conns.get(c.id);
+        out.push({
+          peer: ps.peer.name,
+          conn: c.id,
+          side: c.local ? 'client' : 'server',
+          target: `${c.target.family === 6 ? `[${c.target.address}]` : c.target.address}:${c.target.port}`,
+          protocol: lc?.protocol ?? 'unrecognised',
+          state: c.holdUntil !== undefined ? 'held' : c.state,
+          heldForMs: c.heldSince !== undefined ? Math.round(now - c.heldSince) : 0,
+          sent: c.send.end,
+          received: c.recv.received,
+          buffered: c.send.buffered,
+          outages: c.outages,
+          ageMs: Math.round(now - c.openedAt),
+        });
+      }
+    }
+    return out;
+  }
+
+  // ---- interception (client side) ----
+
+  private onIntercepted(socket: Socket): void {
+    const now = this.now();
+    const dst = this.hooks?.originalDst({ address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 });
+    const refuse = (why: string): void => {
+      this.refused[why] = (this.refused[why] ?? 0) + 1;
+      this.log.warn({ from: `${socket.remoteAddress}:${socket.remotePort}`, why }, 'intercepted connection refused');
+      socket.resetAndDestroy();
+    };
+    if (!dst) return refuse('no-original-destination');
+    const w = this.wrappers.get(dst.port);
+    if (!w || isDatagram(w.protocol)) return refuse('port-not-wrapped');
+    const ps = this.peers.get(w.peer)!;
+    const id = ps.session.openLocal(now, w.port, { family: dst.family, address: dst.address, port: dst.port }, w.holdMs, w.delta ?? false);
+    if (id === undefined) return refuse('too-many-connections');
+    this.counters.opened(w);
+    this.attach(ps, id, socket, w.port);
+    this.ensureCarrier(ps);
+    this.flush(ps);
+  }
+
+  // ---- local sockets (both sides) ----
+
+  private attach(ps: PeerState, id: number, socket: Socket, wrapPort: number): LocalConn {
+    const local = ps.session.conns.get(id)?.local ?? true;
+    const lc = this.localConn(ps, id, () => tcpIo(socket), local, wrapPort, false);
+    socket.setNoDelay(true);
+    // Should spookd die, the kernel resets the socket rather than ending it cleanly (§16.5.7).
+    if (local) resetOnClose(socket);
+    // A socket whose connection ended must never act on a later connection that reuses its id.
+    const current = (): boolean => ps.conns.get(id) === lc;
+    socket.on(
+      'data',
+      this.guard('local socket', (chunk: Buffer) => {
+        if (!current()) return void socket.pause();
+        this.counters.observe(lc, local ? 0 : 1, chunk);
+        if (!ps.session.localData(id, chunk, this.now())) socket.pause();
+        this.flush(ps);
+      }),
+    );
+    socket.on('end', () => {
+      if (!current()) return;
+      ps.session.localEnd(id);
+      this.flush(ps);
+    });
+    socket.on('error', (e) => {
+      if (!current() || !lc.connected || !ps.session.conns.has(id)) return;
+      ps.session.localReset(id, e.message);
+      this.finish(ps, lc, local ? 'client-reset' : 'server-reset');
+      this.flush(ps);
+    });
+    this.sockets.add(socket);
+    socket.on('close', () => {
+      this.sockets.delete(socket);
+      if (ps.conns.get(id) === lc && !ps.session.conns.has(id)) ps.conns.delete(id);
+    });
+    return lc;
+  }
+
+  private localConn(ps: PeerState, id: number, makeIo: (lc: LocalConn) => LocalIo, local: boolean, wrapPort: number, datagram: boolean): LocalConn {
+    const lc = { id, datagram, lastActivity: this.now(), local, connected: local, wrapPort, first: [[], []], firstLen: [0, 0], protocol: undefined, bytes: [0, 0] } as Omit<LocalConn, 'io'> as LocalConn;
+    lc.io = makeIo(lc);
+    ps.conns.set(id, lc);
+    return lc;
+  }
+
+  // ---- UDP flows ----
+
+  /**
+   * A datagram from an intercepted UDP client. A flow is one client port and one original
+   * destination (looked up for every datagram: an unconnected socket may send to several);
+   * its first datagram opens a connection, and so does one that finds its flow ending.
+   */
+  private onUdpIntercepted(msg: Buffer, rinfo: RemoteInfo): void {
+    const dst = this.hooks?.originalUdpDst?.({ address: rinfo.address, port: rinfo.port });
+    if (!dst) return this.udpDrop('no-original-destination');
+    const key = `${rinfo.address}:${rinfo.port}>${dst.address}:${dst.port}`;
+    let flow = this.udpFlows.get(key);
+    if (flow && flow.ps.session.conns.get(flow.lc.id)?.send.ended) {
+      // Ending (idle): the datagram starts a new flow; the old one completes on its own.
+      this.udpFlows.delete(key);
+      flow = undefined;
+    }
+    if (!flow) {
+      const w = this.wrappers.get(dst.port);
+      if (!w || !isDatagram(w.protocol)) return this.udpDrop('port-not-wrapped');
+      const ps = this.peers.get(w.peer)!;
+      const id = ps.session.openLocal(this.now(), w.port, dst, w.holdMs, false, true);
+      if (id === undefined) return this.udpDrop('too-many-connections');
+      this.counters.opened(w);
+      const reply = (d: Buffer, sent: () => void): void => void this.udpIntercept?.send(d, rinfo.port, rinfo.address, () => sent());
+      const lc = this.localConn(ps, id, (l) => this.udpIo(ps, l, reply, () => this.udpFlows.get(key) === flow && this.udpFlows.delete(key)), true, w.port, true);
+      flow = { ps, lc };
+      this.udpFlows.set(key, flow);
+      this.ensureCarrier(ps);
+    }
+    this.udpIn(flow.ps, flow.lc, msg);
+  }
+
+  private udpDrop(why: string): void {
+    this.udpDrops[why] = (this.udpDrops[why] ?? 0) + 1;
+  }
+
+  /**
+   * One end of a UDP flow: datagrams out of the peer's stream are sent, and the bytes are
+   * acknowledged once every whole datagram in them has been (a partial one waits in the
+   * deframer, at most 64 KiB).
+   */
+  private udpIo(ps: PeerState, lc: LocalConn, send: (d: Buffer, sent: () => void) => void, forget: () => void): LocalIo {
+    const deframer = new DatagramDeframer();
+    return {
+      write: (data, done) => {
+        let waiting = 1;
+        const one = (): void => void (--waiting === 0 && done());
+        deframer.push(data, (d) => {
+          this.counters.observe(lc, lc.local ? 1 : 0, d);
+          waiting++;
+          send(d, one);
+        });
+        one();
+      },
+      // A flow's peer ended its direction (idle): end ours too, and the connection completes.
+      end: () => ps.session.localEnd(lc.id),
+      resume: () => {},
+      pause: () => {}, // datagrams that do not fit are dropped, not paused
+      close: forget,
+    };
+  }
+
+  /** A datagram from the local endpoint: into the stream, or dropped (window full, flow ended, too big). */
+  private udpIn(ps: PeerState, lc: LocalConn, msg: Buffer): void {
+    if (ps.conns.get(lc.id) !== lc) return;
+    if (msg.length > MAX_DATAGRAM) return this.udpDrop('too-big');
+    const framed = frameDatagram(msg);
+    if (ps.session.conns.get(lc.id)?.send.ended) return this.udpDrop('flow-ended');
+    if (ps.session.room(lc.id) < framed.length) return this.udpDrop('window-full');
+    ps.session.localData(lc.id, framed, this.now());
+    lc.lastActivity = this.now();
+    this.counters.observe(lc, lc.local ? 0 : 1, msg);
+    this.flush(ps);
+  }
+
+  /** Server side of a UDP flow: a socket connected to the real server. */
+  private dialUdp(ps: PeerState, id: number, target: Target, wrapPort: number): void {
+    const sock = createSocket(target.family === 6 ? 'udp6' : 'udp4');
+    this.udpSockets.add(sock);
+    const close = (): void => {
+      if (this.udpSockets.delete(sock)) sock.close();
+    };
+    // Datagrams that arrive before the socket is connected wait for it; they are acknowledged
+    // only when sent, so the window bounds them.
+    const early: [Buffer, () => void][] = [];
+    const send = (d: Buffer, sent: () => void): void => {
+      if (lc.connected) sock.send(d, () => sent());
+      else early.push([Buffer.from(d), sent]);
+    };
+    const lc = this.localConn(ps, id, (l) => this.udpIo(ps, l, send, close), false, wrapPort, true);
+    sock.on('message', this.guard('UDP flow', (msg: Buffer) => this.udpIn(ps, lc, msg)));
+    sock.on('error', (e) => {
+      if (ps.conns.get(id) !== lc) return;
+      if (!lc.connected) ps.session.dialFailed(id, `${target.address}:${target.port}: ${e.message}`);
+      else ps.session.localReset(id, e.message);
+      this.finish(ps, lc, 'server-reset');
+      lc.io.close(false);
+      this.flush(ps);
+    });
+    sock.connect(target.port, target.address, () => {
+      if (ps.conns.get(id) !== lc) return;
+      lc.connected = true;
+      for (const [d, sent] of early.splice(0)) sock.send(d, () => sent());
+      ps.session.dialed(id);
+      this.flush(ps);
+    });
+  }
+
+  /** End UDP flows that carried nothing for UDP_IDLE_MS (the client side ends; the peer follows). */
+  private endIdleFlows(now: number): void {
+    for (const ps of this.peers.values()) {
+      for (const lc of ps.conns.values()) {
+        const c = ps.session.conns.get(lc.id);
+        if (lc.datagram && lc.local && c && c.send.finAt === undefined && now - lc.lastActivity > (this.settings.udpIdleMs ?? UDP_IDLE_MS)) ps.session.localEnd(lc.id);
+      }
+    }
+  }
+
+  private finish(ps: PeerState, lc: LocalConn, reason: string): void {
+    this.counters.ended(lc, reason);
+    ps.conns.delete(lc.id);
+  }
+
+  // ---- server side ----
+
+  private dial(ps: PeerState, id: number, target: Target, wrapPort: number): void {
+    const socket = connect({ host: target.address, port: target.port, family: target.family, allowHalfOpen: true, noDelay: true });
+    const lc = this.attach(ps, id, socket, wrapPort);
+    socket.once('connect', () => {
+      if (ps.conns.get(id) !== lc) return;
+      resetOnClose(socket);
+      lc.connected = true;
+      ps.session.dialed(id);
+      this.flush(ps);
+    });
+    socket.once('error', (e) => {
+      if (lc.connected || ps.conns.get(id) !== lc) return;
+      ps.session.dialFailed(id, `${target.address}:${target.port}: ${e.message}`);
+      ps.conns.delete(lc.id);
+      this.flush(ps);
+    });
+  }
+
+  // ---- the carrier ----
+
+  private ensureCarrier(ps: PeerState): void {
+    if (this.stopping || ps.carrier || ps.dialing || ps.peer.role !== 0 || this.now() < ps.nextDialAt) return;
+    const addr = this.host.peerAddr(ps.peer.name);
+    if (!addr) return;
+    ps.dialing = true;
+    dialCarrier(addr.address, addr.port, this.host.key, ps.peer.publicKey)
+      .then((c) => {
+        ps.dialing = false;
+        if (this.stopping) return c.close('spookd stopping');
+        this.adopt(ps, c);
+      })
+      .catch((e: Error) => {
+        ps.dialing = false;
+        ps.lastError = e.message;
+        ps.nextDialAt = this.now() + ps.redialMs;
+        ps.redialMs = Math.min(REDIAL_MAX_MS, ps.redialMs * 2);
+        this.log.debug({ peer: ps.peer.name, error: e.message }, 'carrier dial failed');
+        this.schedule();
+      });
+  }
+
+  /**
+   * An accepted carrier connection. Until it is authenticated and has sent its first record it
+   * holds a slot, in all and for its source address: over either limit it is closed at once,
+   * so unauthenticated connections can never use up the descriptors (the admin socket's too).
+   */
+  private onCarrierSocket(socket: Socket): void {
+    const source = socket.remoteAddress ?? '?';
+    const max = this.settings.maxHandshakes ?? 256;
+    const maxPerSource = this.settings.maxHandshakesPerSource ?? 16;
+    const fromSource = this.carrierPendingBySource.get(source) ?? 0;
+    if (this.carrierPending >= max || fromSource >= maxPerSource) {
+      this.carrierRefused[this.carrierPending >= max ? 'too-many-handshakes' : 'too-many-from-source']++;
+      return void socket.resetAndDestroy();
+    }
+    const overRate = this.admission.admit(this.now(), source, this.isPeerAddress(source));
+    if (overRate) {
+      this.carrierRefused[overRate]++;
+      return void socket.resetAndDestroy();
+    }
+    this.carrierPending++;
+    this.carrierPendingBySource.set(source, fromSource + 1);
+    let held = true;
+    const release = (): void => {
+      if (!held) return;
+      held = false;
+      this.carrierPending--;
+      const n = (this.carrierPendingBySource.get(source) ?? 1) - 1;
+      if (n > 0) this.carrierPendingBySource.set(source, n);
+      else this.carrierPendingBySource.delete(source);
+    };
+    socket.once('close', release);
+    const timeoutMs = this.settings.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
+    const started = this.now();
+    acceptCarrier(socket, this.host.key, (key) => [...this.peers.values()].find((p) => Buffer.from(p.peer.publicKey).equals(Buffer.from(key))), timeoutMs)
+      .then(({ carrier, peer: ps }) => {
+        if (this.stopping) return carrier.close('spookd stopping');
+        // Adopt only on the first authenticated record: a replayed handshake never displaces a live carrier.
+        let adopted = false;
+        const giveUp = setTimeout(() => {
+          if (adopted) return;
+          this.carrierRefused['handshake-timeout']++;
+          carrier.close('no record after the handshake');
+        }, Math.max(0, timeoutMs - (this.now() - started)));
+        carrier.budget = ps.budget;
+        carrier.start({
+          onRecord: (parts) => {
+            if (!adopted) {
+              adopted = true;
+              clearTimeout(giveUp);
+              release();
+              this.adopt(ps, carrier, true);
+            }
+            ps.session.handleRecordParts(this.now(), parts);
+            this.flush(ps);
+          },
+          onClose: () => clearTimeout(giveUp),
+          onDrain: () => {},
+          acceptMore: () => ps.session.carrierUp && !ps.session.backlogged,
+        });
+      })
+      .catch((e: Error) => {
+        const why = e instanceof CarrierError ? e.reason : undefined;
+        this.carrierRefused[why === 'timeout' ? 'handshake-timeout' : why === 'bad-mac1' ? 'bad-mac1' : 'handshake-failed']++;
+        this.log.debug({ from: `${socket.remoteAddress}:${socket.remotePort}`, error: e.message }, 'carrier handshake refused');
+      });
+  }
+
+  /** The peer's budget for its carriers and deliveries, counting the pauses it imposes. */
+  private budgetOf(ps: PeerState): CarrierBudget | undefined {
+    const b = this.host.budget?.(ps.peer.name);
+    if (!b) return undefined;
+    return {
+      charge: (ms) => b.charge(ms),
+      paused: (ms) => {
+        ps.overBudget.pauses++;
+        ps.overBudget.ms += ms;
+      },
+    };
+  }
+
+  /** Whether `source` is where a configured peer is known to be (an IPv4-mapped address as its IPv4). */
+  private isPeerAddress(source: string): boolean {
+    const plain = source.startsWith('::ffff:') ? source.slice(7) : source;
+    for (const ps of this.peers.values()) {
+      const at = this.host.peerAddr(ps.peer.name)?.address;
+      if (at !== undefined && (at === source || at === plain)) return true;
+    }
+    return false;
+  }
+
+  private adopt(ps: PeerState, c: Carrier, started = false): void {
+    const old = ps.carrier;
+    ps.carrier = c;
+    if (old) {
+      ps.session.onCarrierDown(this.now());
+      old.close('superseded by a new carrier');
+    }
+    const handlers = {
+      onRecord: (parts: Buffer[]) => {
+        // The carrier charges the whole read (opening and handling its records) itself.
+        const outer = this.charging;
+        this.charging = true;
+        try {
+          ps.session.handleRecordParts(this.now(), parts);
+          this.flush(ps);
+        } finally {
+          this.charging = outer;
+        }
+      },
+      onClose: (why: string) => {
+        if (ps.carrier !== c) return;
+        ps.carrier = undefined;
+        ps.lastError = why;
+        ps.session.onCarrierDown(this.now());
+        ps.nextDialAt = this.now() + REDIAL_MS;
+        this.log.info({ peer: ps.peer.name, why }, 'carrier lost');
+        this.flush(ps);
+        this.ensureCarrier(ps);
+      },
+      onDrain: () => this.flush(ps),
+      // Replies the peer does not read pile up: stop reading its records until they drain (§16.5.6).
+      acceptMore: () => ps.session.carrierUp && !ps.session.backlogged,
+    };
+    c.budget = ps.budget;
+    if (started) Object.assign(c, handlers);
+    else c.start(handlers);
+    ps.session.onCarrierUp(this.now());
+    ps.lastError = undefined;
+    ps.redialMs = REDIAL_MS;
+    this.log.info({ peer: ps.peer.name, remote: `${c.socket.remoteAddress}:${c.socket.remotePort}` }, 'carrier up');
+    this.flush(ps);
+  }
+
+  // ---- the loop ----
+
+  /**
+   * Run work done for `ps` and charge its time to the peer's budget (§12.9), unless an outer
+   * caller already charges it (a carrier read, another charged call): every path that makes
+   * records for a peer, its downloads' local reads included, is the peer's work.
+   */
+  private charged(ps: PeerState, fn: () => void): void {
+    if (this.charging || !ps.budget) return fn();
+    this.charging = true;
+    const t0 = performance.now();
+    try {
+      fn();
+    } finally {
+      this.charging = false;
+      ps.budget.charge(performance.now() - t0);
+    }
+  }
+
+  /** Move records to the carrier while it takes them, then act on the session's events. */
+  private flush(ps: PeerState): void {
+    this.charged(ps, () => this.flushNow(ps));
+  }
+
+  private flushNow(ps: PeerState): void {
+    const now = this.now();
+    for (let guard = 0; guard < 1_000_000; guard++) {
+      let moved = false;
+      while (ps.carrier?.writable) {
+        const rec = ps.session.pollRecord(now);
+        if (!rec) break;
+        ps.carrier.send(rec);
+        moved = true;
+      }
+      for (let ev = ps.session.pollEvent(); ev; ev = ps.session.pollEvent()) {
+        this.onEvent(ps, ev);
+        moved = true;
+      }
+      if (!moved) break;
+    }
+    if (ps.carrier?.inputPaused && !ps.session.backlogged) ps.carrier.resumeInput();
+    this.schedule();
+  }
+
+  private onEvent(ps: PeerState, ev: WrapEvent): void {
+    const lc = 'conn' in ev ? ps.conns.get(ev.conn) : undefined;
+    switch (ev.type) {
+      case 'dial':
+        if (ev.datagram) this.dialUdp(ps, ev.conn, ev.target, ev.wrapPort);
+        else this.dial(ps, ev.conn, ev.target, ev.wrapPort);
+        return;
+      case 'deliver': {
+        if (!lc) return;
+        const n = ev.data.length;
+        const session = ps.session;
+        if (!lc.datagram) this.counters.observe(lc, lc.local ? 1 : 0, ev.data); // UDP: counted per datagram as sent
+        else lc.lastActivity = this.now();
+        lc.io.write(ev.data, () => {
+          if (ps.conns.get(ev.conn) !== lc) return;
+          // The acknowledgement a delivery causes is the peer's work too (its carrier pauses on the debt).
+          this.charged(ps, () => {
+            session.drained(this.now(), ev.conn, n);
+            this.flush(ps);
+          });
+        });
+        return;
+      }
+      case 'end':
+        lc?.io.end();
+        return;
+      case 'writable':
+        lc?.io.resume();
+        return;
+      case 'held': {
+        if (lc) this.counters.outage(lc);
+        return;
+      }
+      case 'resumed':
+        this.log.info({ peer: ps.peer.name, conn: ev.conn, heldMs: Math.round(ev.heldMs) }, 'wrapped connection resumed');
+        return;
+      case 'done':
+        if (lc) {
+          this.finish(ps, lc, 'completed');
+          if (lc.datagram) lc.io.close(true);
+        }
+        return;
+      case 'close': {
+        const reason = CLOSE_NAMES[ev.code] ?? `code ${ev.code}`;
+        this.log.info({ peer: ps.peer.name, conn: ev.conn, reason, detail: ev.reason, byPeer: ev.byPeer }, 'wrapped connection closed');
+        if (!lc) return;
+        this.finish(ps, lc, reason);
+        // Anything but both sides' own FINs is an abnormal end: a reset, never a clean EOF
+        // that a reader would take for the whole stream (§16.5).
+        lc.io.close(false);
+        return;
+      }
+      case 'pause-all':
+        for (const l of ps.conns.values()) l.io.pause();
+        return;
+      case 'drop-carrier':
+        this.log.info({ peer: ps.peer.name, reason: ev.reason }, 'dropping the carrier');
+        ps.carrier?.close(ev.reason);
+        return;
+      case 'peer-restarted':
+        this.log.warn({ peer: ps.peer.name }, 'the peer spookd restarted: its wrapped connections are gone');
+        return;
+      case 'violation':
+        this.log.warn({ peer: ps.peer.name, detail: ev.detail }, 'wrap protocol violation');
+        return;
+    }
+  }
+
+  private schedule(): void {
+    if (this.stopping) return;
+    const now = this.now();
+    let next = now + 1_000;
+    for (const ps of this.peers.values()) {
+      const t = ps.session.pollTimeout();
+      // A deadline already past while the carrier is full waits for its drain, not a spinning timer.
+      if (t !== undefined && (t > now || ps.carrier?.writable)) next = Math.min(next, t);
+      if (!ps.carrier && !ps.dialing && ps.peer.role === 0 && this.host.peerAddr(ps.peer.name)) next = Math.min(next, Math.max(ps.nextDialAt, now + 10));
+    }
+    // Called after every flush: re-arm only when the deadline moved (timers are not free).
+    const at = Math.max(now, Math.ceil(next));
+    if (this.timer && this.timerAt === at) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => this.tick(), at - now);
+    this.timer.unref();
+  }
+
+  private timerAt = 0;
+
+  private tick(): void {
+    this.timer = undefined;
+    const now = this.now();
+    this.endIdleFlows(now);
+    for (const ps of this.peers.values()) {
+      const t = ps.session.pollTimeout();
+      if (t !== undefined && t <= now) ps.session.handleTimeout(now);
+      this.ensureCarrier(ps);
+      this.flush(ps);
+    }
+    this.schedule();
+  }
+}
+
+/** Listen; later errors (accept failures: ENFILE, ENOMEM) are logged, never thrown. */
+function listen(server: Server, host: string, port: number, log: Logger): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      server.on('error', (e) => log.warn({ listen: `${host}:${port}`, error: e.message }, 'listener error'));
+      resolve();
+    });
+  });
+}

@@ -1,0 +1,153 @@
+/**
+ * Hostile ESTP payloads for fuzzing a HalfPair (test/estp-fuzz.test.ts): random octets, and
+ * valid messages of every type (Close excepted: closing is the peer's right) with fields
+ * at their extremes, some of them then mutated. Seeded, so a failure replays.
+ */
+import { MAX_PAYLOAD_LEN } from '../../wire/constants.js';
+import { DeltaOp, type Delta } from '../../wire/delta.js';
+import { MsgType, REQ_WANT_META, encodeMessage, type Message, type WireEntry } from '../../wire/messages.js';
+import { Rng } from './rng.js';
+
+const EXTREMES = [0, 1, 2, 127, 128, 255, 256, 1023, 1024, 65535, 2 ** 31 - 1, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1];
+
+export class EstpFuzzer {
+  readonly rng: Rng;
+
+  constructor(
+    seed: number,
+    /** Register names to aim at (unknown ones are added). */
+    private readonly registers: string[],
+    /** Versions near the pair's current one make semantically plausible messages. */
+    private readonly near: () => number,
+  ) {
+    this.rng = new Rng(seed);
+  }
+
+  private num(): number {
+    const r = this.rng;
+    const p = r.float();
+    if (p < 0.35) return r.pick(EXTREMES);
+    if (p < 0.75) return Math.max(0, this.near() + r.int(-3, 300));
+    return r.int(0, 1_000_000);
+  }
+
+  private small(max: number): number {
+    return this.rng.chance(0.1) ? this.rng.pick([0, max]) : this.rng.int(0, Math.min(max, 8));
+  }
+
+  private bytes(max: number): Uint8Array {
+    return this.rng.bytes(this.rng.chance(0.05) ? max : this.rng.int(0, Math.min(max, 24)));
+  }
+
+  private key(): Uint8Array {
+    const k = this.rng.chance(0.5) ? new TextEncoder().encode(`k${this.rng.int(0, 400)}`) : this.bytes(256);
+    return k.length === 0 ? Uint8Array.of(1) : k;
+  }
+
+  private delta(): Delta {
+    const r = this.rng;
+    switch (r.int(1, 4)) {
+      case DeltaOp.Set:
+        return { op: DeltaOp.Set, key: this.key(), value: this.bytes(900) };
+      case DeltaOp.Del:
+        return { op: DeltaOp.Del, key: this.key() };
+      case DeltaOp.Cas:
+        return { op: DeltaOp.Cas, key: this.key(), expect: this.num(), value: this.bytes(900) };
+      default:
+        return { op: DeltaOp.Append, offset: this.num(), data: this.bytes(1100) };
+    }
+  }
+
+  private entry(): WireEntry {
+    return { key: this.key(), version: this.num(), value: this.bytes(900) };
+  }
+
+  private hash(): { hi: number; lo: number } {
+    return { hi: this.rng.int(0, 2 ** 32 - 1), lo: this.rng.int(0, 2 ** 32 - 1) };
+  }
+
+  private list<T>(make: () => T, max: number): T[] {
+    return Array.from({ length: this.small(max) }, make);
+  }
+
+  message(): Message {
+    const r = this.rng;
+    const register = r.chance(0.05) ? 'nope' : r.pick(this.registers);
+    const flags = r.chance(0.5) ? REQ_WANT_META : 0;
+    switch (r.int(1, 12) as MsgType) {
+      case MsgType.Status: {
+        const version = this.num();
+        return { type: MsgType.Status, register, version, hash: this.hash(), logBase: this.num(), resolvedSeq: this.num(), held: r.chance(0.7) ? [] : [{ from: version + 2, to: version + 2 + r.int(0, 300) }] };
+      }
+      case MsgType.Ack:
+        return { type: MsgType.Ack, largestPn: this.num(), ackDelayMs: this.num() };
+      case MsgType.Propose:
+        return { type: MsgType.Propose, register, base: this.num(), candidates: this.list(() => ({ origin: r.int(0, 3), seq: this.num(), delta: this.delta() }), 40) };
+      case MsgType.Collapse:
+        return {
+          type: MsgType.Collapse,
+          register,
+          version: this.num(),
+          hash: this.hash(),
+          entries: this.list(() => (r.chance(0.5) ? { origin: r.int(0, 3), seq: this.num(), verdict: 0, delta: this.delta() } : { origin: r.int(0, 3), seq: this.num(), verdict: r.int(1, 4) }), 40),
+        };
+      case MsgType.ReconReq:
+        return { type: MsgType.ReconReq, register, targetVersion: this.num(), flags, prefixes: this.list(() => { const depth = r.int(0, 8); return { depth, prefix: r.int(0, 16 ** depth - 1) }; }, 256) };
+      case MsgType.ReconNode:
+        return { type: MsgType.ReconNode, register, targetVersion: this.num(), depth: r.int(0, 7), prefix: r.int(0, 15), children: Array.from({ length: 16 }, () => ({ count: this.num(), hash: this.hash() })) };
+      case MsgType.ReconEntries: {
+        const parts = r.pick([1, 1, 2, 4096]);
+        return { type: MsgType.ReconEntries, register, targetVersion: this.num(), depth: r.int(0, 8), prefix: r.int(0, 15), part: r.int(0, parts - 1), parts, entries: this.list(() => this.entry(), 30) };
+      }
+      case MsgType.ReconMeta:
+        return {
+          type: MsgType.ReconMeta,
+          register,
+          targetVersion: this.num(),
+          hash: this.hash(),
+          size: this.num(),
+          origins: this.list(() => ({ origin: r.int(0, 3), seq: this.num() }), 8),
+          rejections: this.list(() => ({ origin: r.int(0, 3), seq: this.num(), reason: r.int(1, 4) }), 8),
+        };
+      case MsgType.SnapReq:
+        return { type: MsgType.SnapReq, register, targetVersion: this.num(), flags, fromChunk: this.num() };
+      case MsgType.SnapChunk: {
+        const chunks = r.pick([1, 2, 16, 1 << 24, this.num() + 1]);
+        return { type: MsgType.SnapChunk, register, targetVersion: this.num(), chunk: r.int(0, Math.min(chunks, 2 ** 31) - 1), chunks, entries: this.list(() => this.entry(), 30) };
+      }
+      case MsgType.StreamReq:
+        return { type: MsgType.StreamReq, register, targetVersion: this.num(), flags, offset: this.num() };
+      default:
+        return { type: MsgType.StreamData, register, targetVersion: this.num(), offset: this.num(), data: this.bytes(1200) };
+    }
+  }
+
+  /** One payload: random octets (30%), or 1-3 encoded messages, mutated one time in three. */
+  payload(): Uint8Array {
+    const r = this.rng;
+    if (r.chance(0.3)) return r.bytes(r.int(0, r.chance(0.1) ? MAX_PAYLOAD_LEN : 64));
+    const parts: Uint8Array[] = [];
+    for (let i = r.int(1, 3); i > 0; i--) {
+      try {
+        parts.push(encodeMessage(this.message()));
+      } catch {
+        parts.push(r.bytes(r.int(1, 40))); // a field the encoder refuses: send noise instead
+      }
+    }
+    let out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    if (r.chance(0.33)) {
+      out = out.slice();
+      for (let i = r.int(1, 4); i > 0 && out.length > 0; i--) {
+        const pos = r.int(0, out.length - 1);
+        if (r.chance(0.7)) out[pos] = r.int(0, 255);
+        else out = out.subarray(0, pos);
+      }
+    }
+    return out.length > MAX_PAYLOAD_LEN ? out.subarray(0, MAX_PAYLOAD_LEN) : out;
+  }
+}

@@ -1,0 +1,292 @@
+/**
+ * One seeded simulation run: two HalfPairs over a faulty simulated network under a
+ * random workload of every delta kind (conflicting cas and appends included), then a
+ * settle phase, then the checks (docs/ARCHITECTURE.md, "Simulation"):
+ *  - every endpoint at the same (version, hash) per register, pair ENTANGLED;
+ *  - no committed delta lost: replaying the sequencer's committed history from empty
+ *    gives the final hash at both ends, and every candidate reported committed is in it;
+ *  - no candidate both committed and rejected, and both ends decided every collapse alike;
+ *  - every candidate eventually committed or rejected at its proposer.
+ */
+import { DeltaOp, type Delta } from '../../wire/delta.js';
+import type { Timing } from '../../core/pair/halfpair.js';
+import { hashHex } from '../../core/register/hash.js';
+import { PairState } from '../../core/pair/lifecycle.js';
+import { MapState } from '../../core/register/map.js';
+import { StreamState } from '../../core/register/stream.js';
+import { ProposeError } from '../../core/pair/replica.js';
+import type { CollapseEntry } from '../../wire/messages.js';
+import type { NetStats } from './network.js';
+import { SimWorld, type SimEndpoint } from './world.js';
+
+export interface SimOptions {
+  seed: number;
+  loss: number;
+  dup: number;
+  reorder: number;
+  minDelayMs: number;
+  maxDelayMs: number;
+  /** Random link cuts (some longer than the silence timeout) during the workload. */
+  cuts: boolean;
+  /** Probability per op of corrupting one follower entry in memory (exercises hash-mismatch recovery). */
+  corrupt: number;
+  /**
+   * Whose memory `corrupt` hits. The follower is repaired by re-entanglement; corrupting the
+   * sequencer (the collapse authority) is a fault the protocol cannot repair, and the
+   * checker must report it as divergence from the committed history.
+   */
+  corruptTarget?: 'follower' | 'sequencer';
+  /** Local proposals per endpoint. */
+  ops: number;
+  workloadMs: number;
+  /** Longest the settle phase may run before the run is declared not converged. */
+  settleMs: number;
+  /** Log bound in records; small values force reconciliation and full transfers after cuts. Omit to draw per seed. */
+  logRecords?: number;
+  timing?: Partial<Timing>;
+  trace?: (line: string) => void;
+}
+
+export const SIM_DEFAULTS: Omit<SimOptions, 'seed'> = {
+  loss: 0.1,
+  dup: 0.02,
+  reorder: 0.1,
+  minDelayMs: 2,
+  maxDelayMs: 30,
+  cuts: false,
+  corrupt: 0,
+  ops: 60,
+  workloadMs: 20_000,
+  settleMs: 240_000,
+};
+
+export interface SimResult {
+  seed: number;
+  converged: boolean;
+  lostCommits: number;
+  violations: string[];
+  bytesSent: number;
+  datagrams: number;
+  fullTransfers: number;
+  reconciles: number;
+  reentanglements: number;
+  committed: number;
+  rejected: number;
+  refused: number;
+  cuts: number;
+  simTimeMs: number;
+  final: Record<string, { version: number; hash: string }[]>;
+  net: NetStats;
+}
+
+const REGISTERS = [
+  { name: 'kv', kind: 'map' as const },
+  { name: 'log', kind: 'stream' as const },
+];
+const KEYS = Array.from({ length: 12 }, (_, i) => new TextEncoder().encode(`key-${i}`));
+
+export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResult {
+  const o: SimOptions = { ...SIM_DEFAULTS, ...partial };
+  const world = new SimWorld(o.seed, { loss: o.loss, dup: o.dup, reorder: o.reorder, minDelayMs: o.minDelayMs, maxDelayMs: o.maxDelayMs });
+  const { rng, net } = world;
+  const trace = o.trace;
+  const logRecords = o.logRecords ?? rng.pick([8, 32, 4096]);
+  const seedHash = rng.int(0, 0x7fffffff);
+  const registers = REGISTERS.map((r) => ({ ...r, maxPending: 64, log: { maxRecords: logRecords, maxBytes: 1 << 20 } }));
+  const violations: string[] = [];
+  const violate = (msg: string): void => {
+    if (violations.length < 20) violations.push(msg);
+    trace?.(`VIOLATION ${msg}`);
+  };
+
+  // What the checker knows.
+  const proposed = new Set<string>();
+  const outcomes = new Map<string, 'committed' | 'rejected'>();
+  const verdictSeen = new Map<string, number>();
+  const history = new Map<string, Map<number, string>>(); // register → version → entries signature (sequencer)
+  const committedDeltas = new Map<string, { version: number; delta: Delta; id: string }[]>();
+  const followerSigs: { register: string; version: number; sig: string }[] = [];
+  for (const r of REGISTERS) {
+    history.set(r.name, new Map());
+    committedDeltas.set(r.name, []);
+  }
+  let refused = 0;
+  let reconciles = 0;
+  let cutCount = 0;
+
+  world.onEvent = (ep, ev) => {
+    switch (ev.type) {
+      case 'lifecycle':
+        trace?.(`${t(ev.at)} ${ep.name} ${ev.from} -> ${ev.to} (${ev.cause})`);
+        return;
+      case 'collapse': {
+        const sig = ev.entries.map((e) => `${e.origin}:${e.seq}=${e.verdict}`).join(',');
+        for (const e of ev.entries) {
+          const id = `${ev.register}/${e.origin}:${e.seq}`;
+          const prev = verdictSeen.get(id);
+          if (prev !== undefined && (prev === 0) !== (e.verdict === 0)) violate(`${id} both committed and rejected`);
+          verdictSeen.set(id, e.verdict);
+        }
+        if (ep === seqEp) {
+          history.get(ev.register)!.set(ev.version, sig);
+          for (const e of ev.entries as CollapseEntry[]) {
+            if (e.verdict === 0) committedDeltas.get(ev.register)!.push({ version: ev.version, delta: e.delta!, id: `${e.origin}:${e.seq}` });
+          }
+        } else followerSigs.push({ register: ev.register, version: ev.version, sig });
+        trace?.(`${t(ev.at)} ${ep.name} collapse ${ev.register} v${ev.version} h=${ev.hash} [${sig}]`);
+        return;
+      }
+      case 'outcome': {
+        const id = `${ev.register}/${ev.origin}:${ev.seq}`;
+        if (outcomes.has(id)) violate(`${id} decided twice at its proposer`);
+        if (!proposed.has(id)) violate(`${id} has an outcome but was never proposed`);
+        outcomes.set(id, ev.verdict);
+        trace?.(`${t(ev.at)} ${ep.name} outcome ${id} ${ev.verdict}${ev.reason ? ` (${ev.reason})` : ''} at v${ev.version}`);
+        return;
+      }
+      case 'reentangled':
+        if (ev.method !== 'log') reconciles++;
+        trace?.(`${t(ev.at)} ${ep.name} re-entangled ${ev.register} by ${ev.method} at v${ev.version}`);
+        return;
+      case 'drop':
+        trace?.(`${t(ev.at)} ${ep.name} drop ${ev.reason}: ${ev.detail}`);
+        return;
+    }
+  };
+  const eps = world.addPair(['A', 'B'], { pairId: 7, seed: seedHash, registers, timing: o.timing });
+  const seqEp = eps[0];
+
+  const propose = (ep: SimEndpoint, now: number): void => {
+    const kind = rng.int(0, 9);
+    let register = 'kv';
+    let delta: Delta;
+    const key = rng.pick(KEYS);
+    if (kind < 3) delta = { op: DeltaOp.Set, key, value: rng.bytes(rng.int(0, 48)) };
+    else if (kind < 4) delta = { op: DeltaOp.Del, key };
+    else if (kind < 7) {
+      const cur = (ep.pair.register('kv').state as MapState).get(key);
+      // Mostly the version this endpoint last saw (races make some stale), sometimes a wrong one.
+      const expect = rng.chance(0.8) ? (cur?.version ?? 0) : rng.int(0, 5);
+      delta = { op: DeltaOp.Cas, key, expect, value: rng.bytes(rng.int(1, 32)) };
+    } else {
+      register = 'log';
+      delta = { op: DeltaOp.Append, offset: ep.pair.register('log').nextAppendOffset, data: rng.bytes(rng.int(1, 200)) };
+    }
+    try {
+      const id = ep.pair.propose(now, register, delta);
+      proposed.add(`${register}/${id.origin}:${id.seq}`);
+    } catch (e) {
+      if (!(e instanceof ProposeError)) throw e;
+      refused++;
+      trace?.(`${t(now)} ${ep.name} propose refused: ${e.message}`);
+    }
+  };
+  const corrupt = (ep: SimEndpoint, now: number): void => {
+    const st = ep.pair.register('kv').state as MapState;
+    st.put(rng.pick(KEYS).slice(), rng.bytes(4), 999_999);
+    trace?.(`${t(now)} ${ep.name} FAULT: corrupted one kv entry in memory`);
+  };
+
+  // The workload: each endpoint proposes at random times; some proposals conflict.
+  for (const ep of eps) {
+    for (let i = 0; i < o.ops; i++) {
+      const at = rng.int(1, o.workloadMs);
+      world.at(at, () => {
+        propose(ep, at);
+        const target = o.corruptTarget === 'sequencer' ? seqEp : eps[1];
+        if (o.corrupt > 0 && ep === target && rng.chance(o.corrupt)) corrupt(ep, at);
+      });
+    }
+  }
+
+  // Link cuts: one or both directions, some longer than the silence timeout.
+  if (o.cuts) {
+    const n = rng.int(1, 3);
+    for (let i = 0; i < n; i++) {
+      const start = rng.int(0, o.workloadMs);
+      const len = rng.int(500, 15_000);
+      const dir = rng.pick(['A>B', 'B>A', 'both']);
+      const set = (up: boolean) => (): void => {
+        if (dir !== 'B>A') net.setLink('A', 'B', up);
+        if (dir !== 'A>B') net.setLink('B', 'A', up);
+        trace?.(`${t(world.now)} NET link ${dir === 'both' ? 'A<->B' : dir} ${up ? 'restored' : 'cut'}`);
+      };
+      world.at(start, set(false));
+      world.at(start + len, set(true));
+      cutCount++;
+    }
+  }
+
+  const isSettled = (): boolean => {
+    for (const ep of eps) if (ep.pair.state !== PairState.ENTANGLED) return false;
+    for (const r of REGISTERS) {
+      const a = eps[0].pair.register(r.name);
+      const b = eps[1].pair.register(r.name);
+      if (a.version !== b.version || a.hash.hi !== b.hash.hi || a.hash.lo !== b.hash.lo) return false;
+      if (a.pendingCount > 0 || b.pendingCount > 0) return false;
+    }
+    return true;
+  };
+  world.run(o.workloadMs);
+  const settled = world.run(o.workloadMs + o.settleMs, isSettled);
+  const now = world.now;
+
+  // ---- checks
+  const final: SimResult['final'] = {};
+  for (const ep of eps) final[ep.name] = REGISTERS.map((r) => ({ version: ep.pair.register(r.name).version, hash: hashHex(ep.pair.register(r.name).hash) }));
+  const converged = settled;
+  if (!converged) violate(`not converged by ${t(now)}: ${eps.map((e) => `${e.name} ${e.pair.state} ${JSON.stringify(final[e.name])}`).join('; ')}`);
+
+  let lostCommits = 0;
+  for (const r of REGISTERS) {
+    const replay = r.kind === 'map' ? new MapState(seedHash) : new StreamState(seedHash);
+    const committedIds = new Set<string>();
+    for (const c of committedDeltas.get(r.name)!) {
+      if (replay.check(c.delta) !== 0) violate(`${r.name} v${c.version}: committed ${c.id} fails its precondition on replay`);
+      else replay.apply(c.delta, c.version);
+      committedIds.add(`${r.name}/${c.id}`);
+    }
+    for (const ep of eps) {
+      const h = ep.pair.register(r.name).hash;
+      if (h.hi !== replay.hash.hi || h.lo !== replay.hash.lo) {
+        lostCommits++;
+        violate(`${ep.name} ${r.name}: final hash ${hashHex(h)} differs from the replayed committed history ${hashHex(replay.hash)}`);
+      }
+    }
+    for (const [id, verdict] of outcomes) {
+      if (id.startsWith(`${r.name}/`) && verdict === 'committed' && !committedIds.has(id)) {
+        lostCommits++;
+        violate(`${id} was reported committed but is not in the committed history`);
+      }
+    }
+  }
+  for (const f of followerSigs) {
+    const s = history.get(f.register)!.get(f.version);
+    if (s !== undefined && s !== f.sig) violate(`${f.register} v${f.version}: follower collapsed [${f.sig}], sequencer [${s}]`);
+  }
+  for (const id of proposed) if (!outcomes.has(id)) violate(`${id} never decided at its proposer`);
+
+  const stats = eps.map((e) => e.pair.stats);
+  return {
+    seed: o.seed,
+    converged,
+    lostCommits,
+    violations,
+    bytesSent: net.stats.bytesSent,
+    datagrams: net.stats.sent,
+    fullTransfers: stats.reduce((a, s) => a + s.fullTransfers, 0),
+    reconciles,
+    reentanglements: stats.reduce((a, s) => a + s.reentanglements, 0),
+    committed: [...outcomes.values()].filter((v) => v === 'committed').length,
+    rejected: [...outcomes.values()].filter((v) => v === 'rejected').length,
+    refused,
+    cuts: cutCount,
+    simTimeMs: now,
+    final,
+    net: net.stats,
+  };
+}
+
+function t(ms: number): string {
+  return `[${(ms / 1000).toFixed(3).padStart(8)}s]`;
+}

@@ -1,0 +1,110 @@
+/**
+ * The simulator's world: HalfPairs wired to a SimNetwork and driven by one event loop
+ * (datagram deliveries, scheduled actions, and each endpoint's own timer). Used by the
+ * seeded checker (run.ts), the demo and the benchmarks, so they all drive the core the
+ * way the daemon does: handle input, then drain events and datagrams, then re-arm.
+ */
+import { HalfPair, type HalfPairOptions } from '../../core/pair/halfpair.js';
+import type { SpookEvent } from '../../core/pair/events.js';
+import { EventQueue, SimNetwork, type LinkFaults } from './network.js';
+import { Rng } from './rng.js';
+
+export interface SimEndpoint {
+  name: string;
+  pair: HalfPair;
+  timerAt: number | undefined;
+}
+
+export class SimWorld {
+  readonly queue = new EventQueue();
+  readonly rng: Rng;
+  readonly net: SimNetwork;
+  readonly endpoints: SimEndpoint[] = [];
+  now = 0;
+  onEvent: (ep: SimEndpoint, ev: SpookEvent) => void = () => {};
+
+  constructor(seed: number, faults: LinkFaults) {
+    this.rng = new Rng(seed);
+    this.net = new SimNetwork(this.queue, this.rng, faults);
+  }
+
+  /** Two endpoints of one pair, member ids 1 (sequencer) and 2. */
+  addPair(names: [string, string], opts: Omit<HalfPairOptions, 'localId' | 'peerId'>): [SimEndpoint, SimEndpoint] {
+    return this.adopt(names, [new HalfPair({ ...opts, localId: 1, peerId: 2 }, this.now), new HalfPair({ ...opts, localId: 2, peerId: 1 }, this.now)]);
+  }
+
+  /** Wire two already-built HalfPairs of one pair into the world (e.g. after preloading state). */
+  adopt(names: [string, string], pairs: [HalfPair, HalfPair]): [SimEndpoint, SimEndpoint] {
+    const a: SimEndpoint = { name: names[0], pair: pairs[0], timerAt: undefined };
+    const b: SimEndpoint = { name: names[1], pair: pairs[1], timerAt: undefined };
+    this.endpoints.push(a, b);
+    this.drain(a);
+    this.drain(b);
+    return [a, b];
+  }
+
+  private peerOf(ep: SimEndpoint): SimEndpoint {
+    const i = this.endpoints.indexOf(ep);
+    return this.endpoints[i % 2 === 0 ? i + 1 : i - 1];
+  }
+
+  /** Deliver events, send every datagram the endpoint has, re-arm its timer. */
+  drain(ep: SimEndpoint): void {
+    const now = this.now;
+    for (let ev = ep.pair.pollEvent(); ev; ev = ep.pair.pollEvent()) this.onEvent(ep, ev);
+    const to = this.peerOf(ep);
+    for (let d = ep.pair.pollTransmit(now); d; d = ep.pair.pollTransmit(now)) {
+      this.net.send(now, ep.name, to.name, d, (at, dg) => {
+        to.pair.handleDatagram(at, dg);
+        this.drain(to);
+      });
+      for (let ev = ep.pair.pollEvent(); ev; ev = ep.pair.pollEvent()) this.onEvent(ep, ev);
+    }
+    // pollTransmit may collapse (and emit) even when it has nothing to send.
+    for (let ev = ep.pair.pollEvent(); ev; ev = ep.pair.pollEvent()) this.onEvent(ep, ev);
+    ep.timerAt = ep.pair.pollTimeout();
+  }
+
+  /** Run `action` at time `at`, then drain every endpoint it may have touched. */
+  at(at: number, action: () => void): void {
+    this.queue.schedule(at, () => {
+      action();
+      for (const ep of this.endpoints) this.drain(ep);
+    });
+  }
+
+  /**
+   * Advance the loop until `until` (ms) or until `stop()` holds (checked every
+   * `checkEveryMs`). Returns true if stopped by `stop`.
+   */
+  run(until: number, stop?: () => boolean, checkEveryMs = 100, maxSteps = 5_000_000): boolean {
+    let nextCheck = this.now;
+    for (let steps = 0; steps < maxSteps; steps++) {
+      const qt = this.queue.peekTime() ?? Infinity;
+      let timerEp: SimEndpoint | undefined;
+      let tt = Infinity;
+      for (const e of this.endpoints) {
+        if (e.timerAt !== undefined && e.timerAt < tt) {
+          tt = e.timerAt;
+          timerEp = e;
+        }
+      }
+      const next = Math.min(qt, tt);
+      if (stop && this.now >= nextCheck) {
+        nextCheck = this.now + checkEveryMs;
+        if (stop()) return true;
+      }
+      if (next === Infinity || next > until) {
+        this.now = Math.max(this.now, until);
+        return stop ? stop() : false;
+      }
+      this.now = Math.max(this.now, next);
+      if (qt <= tt) this.queue.pop()!.run();
+      else {
+        timerEp!.pair.handleTimeout(this.now);
+        this.drain(timerEp!);
+      }
+    }
+    throw new Error(`simulation did not advance past t=${this.now} ms in ${maxSteps} steps (a timer that never moves?)`);
+  }
+}
