@@ -4,7 +4,7 @@ NODE_STAMP := node_modules/.stamp
 BUILD_STAMP := dist/.stamp
 TS_SOURCES := $(shell find wire crypto core drivers client cli testing tools bench -name '*.ts' 2>/dev/null)
 
-.PHONY: all build deps test demo demo-sim sim bench bench-link bench-domain bench-wrap bench-attack bench-compare clean typecheck soak install uninstall check-prereqs
+.PHONY: all build deps test lint format demo demo-sim sim bench bench-link bench-domain bench-wrap bench-attack bench-compare clean typecheck soak install uninstall check-prereqs
 
 all: build
 
@@ -69,7 +69,16 @@ build: $(BUILD_STAMP) $(BPF_OBJ) bpf/spook_wrap.o
 typecheck: $(NODE_STAMP)
 	npx tsc -p tsconfig.json --noEmit
 
-test: build $(APT_TEST_STAMP)
+# ESLint (typescript-eslint) for correctness, Prettier for layout; `make format` rewrites.
+LINT_DIRS := wire crypto core drivers client cli testing tools bench test
+lint: $(NODE_STAMP)
+	npx eslint --max-warnings 0 .
+	npx prettier --check --log-level warn $(LINT_DIRS) vitest.config.ts eslint.config.js
+
+format: $(NODE_STAMP)
+	npx prettier --write --log-level warn $(LINT_DIRS) vitest.config.ts eslint.config.js
+
+test: build lint $(APT_TEST_STAMP)
 	npx vitest run
 
 # The main job: two spookd in network namespaces (loopback without root), pair, sync, cut, heal.

@@ -73,7 +73,8 @@ export interface AttackBenchResult {
   phases: AttackPhase[];
 }
 
-const pct = (sorted: number[], p: number): number => (sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]);
+const pct = (sorted: number[], p: number): number =>
+  sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
 const round = (x: number): number => Math.round(x * 100) / 100;
 
 function compareKeys(a: Uint8Array, b: Uint8Array): number {
@@ -108,17 +109,34 @@ function flatten(v: unknown, prefix: string, out: Record<string, number>): Recor
 
 async function parallel(total: number, inflight: number, one: (i: number) => Promise<unknown>): Promise<void> {
   let next = 0;
-  await Promise.all(Array.from({ length: inflight }, async () => {
-    while (next < total) await one(next++);
-  }));
+  await Promise.all(
+    Array.from({ length: inflight }, async () => {
+      while (next < total) await one(next++);
+    }),
+  );
 }
 
-export async function runAttackBench(o: { keys: number; writes: number; attackMs: number; reconRate: number; handshakeRate: number; fsync: string; basePort: number; attackerNice?: number; log?: (line: string) => void }): Promise<AttackBenchResult> {
+export async function runAttackBench(o: {
+  keys: number;
+  writes: number;
+  attackMs: number;
+  reconRate: number;
+  handshakeRate: number;
+  fsync: string;
+  basePort: number;
+  attackerNice?: number;
+  log?: (line: string) => void;
+}): Promise<AttackBenchResult> {
   const log = o.log ?? (() => {});
-  const lab = new Lab(['v', 'h', 'x'], [
-    { a: 'v', b: 'h', subnet: 1 },
-    { a: 'v', b: 'x', subnet: 2 },
-  ], o.basePort, true);
+  const lab = new Lab(
+    ['v', 'h', 'x'],
+    [
+      { a: 'v', b: 'h', subnet: 1 },
+      { a: 'v', b: 'x', subnet: 2 },
+    ],
+    o.basePort,
+    true,
+  );
   // Keys ordered h < v < x: v follows h (the measured pair) and sequences x (the attacked one).
   const keys: KeyPair[] = [generateKeyPair(), generateKeyPair(), generateKeyPair()].sort((a, b) => compareKeys(a.publicKey, b.publicKey));
   lab.host('h').key = keys[0];
@@ -129,7 +147,10 @@ export async function runAttackBench(o: { keys: number; writes: number; attackMs
     const common = { fsync: o.fsync, logLevel: 'warn', wrap: { interception: 'off' } };
     // The wrapper flood's sink (served by the adversary) is a destination v lets x reach.
     const sink = { family: 4 as const, address: '127.0.0.1', port: lab.host('x').port + 100 };
-    lab.configure('v', [{ name: 'p', kind: 'map', maxPending: 65536 }], { ...common, wrap: { ...common.wrap, allow: [{ peer: 'x', to: `${sink.address}:${sink.port}` }] } });
+    lab.configure('v', [{ name: 'p', kind: 'map', maxPending: 65536 }], {
+      ...common,
+      wrap: { ...common.wrap, allow: [{ peer: 'x', to: `${sink.address}:${sink.port}` }] },
+    });
     lab.configure('h', [{ name: 'p', kind: 'map', maxPending: 65536 }], common);
     await Promise.all(['v', 'h'].map((h) => lab.start(h)));
     const admin = await AdminClient.connect(lab.host('v').socket);
@@ -139,7 +160,13 @@ export async function runAttackBench(o: { keys: number; writes: number; attackMs
     // The attacked register: v, x's sequencer, commits these on its own (x never answers).
     log(`loading ${o.keys} keys into v's pair with x`);
     await parallel(o.keys, 256, async (i) => {
-      const r = await admin.request<{ verdict: string }>('set', { peer: 'x', register: 'p', key: `key-${i}`, value: VALUE, timeoutMs: 60_000 });
+      const r = await admin.request<{ verdict: string }>('set', {
+        peer: 'x',
+        register: 'p',
+        key: `key-${i}`,
+        value: VALUE,
+        timeoutMs: 60_000,
+      });
       if (r.verdict !== 'committed') throw new Error(`preload ${i}: ${r.verdict}`);
     });
 
@@ -171,7 +198,17 @@ export async function runAttackBench(o: { keys: number; writes: number; attackMs
           try {
             resolve(JSON.parse(out.trim().split('\n').pop()!) as AttackReport);
           } catch {
-            resolve({ kind: attack.kind, sent: 0, handshakes: 0, received: 0, carriers: 0, idleOpened: 0, bytes: 0, ms: 0, errors: ['the adversary printed no report'] });
+            resolve({
+              kind: attack.kind,
+              sent: 0,
+              handshakes: 0,
+              received: 0,
+              carriers: 0,
+              idleOpened: 0,
+              bytes: 0,
+              ms: 0,
+              errors: ['the adversary printed no report'],
+            });
           }
         });
       });
@@ -189,7 +226,16 @@ export async function runAttackBench(o: { keys: number; writes: number; attackMs
       while (lat.length < o.writes && performance.now() < start + ms) {
         await sleep(start + lat.length * every - performance.now());
         const t0 = performance.now();
-        const r = await within(c.request<{ verdict: string }>('set', { peer: 'h', register: 'p', key: `w-${seq++ % 1000}`, value: VALUE, timeoutMs: WRITE_TIMEOUT_MS }), WRITE_TIMEOUT_MS + 1000).catch(() => 'timeout' as const);
+        const r = await within(
+          c.request<{ verdict: string }>('set', {
+            peer: 'h',
+            register: 'p',
+            key: `w-${seq++ % 1000}`,
+            value: VALUE,
+            timeoutMs: WRITE_TIMEOUT_MS,
+          }),
+          WRITE_TIMEOUT_MS + 1000,
+        ).catch(() => 'timeout' as const);
         lat.push(performance.now() - t0);
         if (r === 'timeout' || r.verdict !== 'committed') failed++;
         if (r === 'timeout') break; // this connection has a request outstanding: the phase ends here
@@ -204,7 +250,10 @@ export async function runAttackBench(o: { keys: number; writes: number; attackMs
         const c = await within(AdminClient.connect(v.socket), 5000).catch(() => 'timeout' as const);
         if (c !== 'timeout') {
           clients.push(c);
-          const r = await within(c.request<{ verdict: string }>('set', { peer: 'h', register: 'p', key: 'recovery', value: VALUE, timeoutMs: 5000 }), 6000).catch(() => 'timeout' as const);
+          const r = await within(
+            c.request<{ verdict: string }>('set', { peer: 'h', register: 'p', key: 'recovery', value: VALUE, timeoutMs: 5000 }),
+            6000,
+          ).catch(() => 'timeout' as const);
           if (r !== 'timeout' && r.verdict === 'committed') return Math.round(performance.now() - t0);
         }
         await sleep(200);
@@ -215,11 +264,18 @@ export async function runAttackBench(o: { keys: number; writes: number; attackMs
     /** v's counters now: daemon drops, x's pair drops and budget refusals, x's wrapper session and carrier refusals. */
     const counters = async (): Promise<Record<string, number>> => {
       const c = await within(admin.request<{ drops: Record<string, number> }>('status', {}), 5000).catch(() => 'timeout' as const);
-      const pair = await within(admin.request<{ drops: Record<string, number>; overBudget: number; datagramsReceived: number }>('pair', { peer: 'x' }), 5000).catch(() => 'timeout' as const);
-      const wrap = await within(admin.request<{ carrierRefused: Record<string, number>; peers: ({ peer: string } & Record<string, unknown>)[] }>('wrap-stats', {}), 5000).catch(() => 'timeout' as const);
+      const pair = await within(
+        admin.request<{ drops: Record<string, number>; overBudget: number; datagramsReceived: number }>('pair', { peer: 'x' }),
+        5000,
+      ).catch(() => 'timeout' as const);
+      const wrap = await within(
+        admin.request<{ carrierRefused: Record<string, number>; peers: ({ peer: string } & Record<string, unknown>)[] }>('wrap-stats', {}),
+        5000,
+      ).catch(() => 'timeout' as const);
       const out: Record<string, number> = {};
       if (c !== 'timeout') flatten(c.drops, 'drops', out);
-      if (pair !== 'timeout') flatten({ drops: pair.drops, overBudget: pair.overBudget, datagramsReceived: pair.datagramsReceived }, 'pairX', out);
+      if (pair !== 'timeout')
+        flatten({ drops: pair.drops, overBudget: pair.overBudget, datagramsReceived: pair.datagramsReceived }, 'pairX', out);
       if (wrap !== 'timeout') {
         const { peer: _, lastError: __, carrier: ___, ...w } = wrap.peers.find((q) => q.peer === 'x') ?? { peer: 'x' };
         flatten({ carrierRefused: wrap.carrierRefused, ...w }, 'wrapX', out);
@@ -293,7 +349,16 @@ export async function runAttackBench(o: { keys: number; writes: number; attackMs
     baseline.sort((a, b) => a - b);
     const baselineP99Ms = round(pct(baseline, 99));
     for (const p of phases) if (p.attack !== 'none') p.ratio = round(p.p99Ms / baselineP99Ms);
-    return { keys: o.keys, reconRate: o.reconRate, handshakeRate: o.handshakeRate, fsync: o.fsync, attackerNice: o.attackerNice ?? 0, baselineP99Ms, baselineWrites: baseline.length, phases };
+    return {
+      keys: o.keys,
+      reconRate: o.reconRate,
+      handshakeRate: o.handshakeRate,
+      fsync: o.fsync,
+      attackerNice: o.attackerNice ?? 0,
+      baselineP99Ms,
+      baselineWrites: baseline.length,
+      phases,
+    };
   } finally {
     for (const c of clients) c.close();
     // SIGTERM first: a daemon run with SPOOK_LAB_NODE_ARGS=--cpu-prof writes its profile only on a clean exit.

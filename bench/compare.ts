@@ -80,12 +80,20 @@ function spook(n: number, rng: Rng): { sys: System; holder: unknown } {
   const a = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 3, registers }, 0);
   const b = new HalfPair({ pairId: 1, localId: 2, peerId: 1, seed: 3, registers }, 0);
   const init = Array.from({ length: n }, () => rng.bytes(rng.int(8, 64)));
-  for (const p of [a, b]) p.register('m').restore(1, (st) => init.forEach((v, i) => (st as MapState).put(enc.encode(keyName(i)), v.slice(), 1)));
+  for (const p of [a, b])
+    p.register('m').restore(1, (st) => init.forEach((v, i) => (st as MapState).put(enc.encode(keyName(i)), v.slice(), 1)));
   const eps = world.adopt(['A', 'B'], [a, b]);
   const aligned = (): boolean => {
     const ra = a.register('m');
     const rb = b.register('m');
-    return a.state !== PairState.FORMING && b.state !== PairState.FORMING && ra.version === rb.version && ra.hash.hi === rb.hash.hi && ra.hash.lo === rb.hash.lo && ra.pendingCount + rb.pendingCount === 0;
+    return (
+      a.state !== PairState.FORMING &&
+      b.state !== PairState.FORMING &&
+      ra.version === rb.version &&
+      ra.hash.hi === rb.hash.hi &&
+      ra.hash.lo === rb.hash.lo &&
+      ra.pendingCount + rb.pendingCount === 0
+    );
   };
   /** Drain both ends (sends what they have), run until aligned; bytes sent in all of it. */
   const run = (): number => {

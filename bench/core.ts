@@ -50,7 +50,16 @@ function keyOf(i: number): Uint8Array {
 
 /** Sequencer-made collapse records for `n` set deltas, packed into Data frames. */
 function makeFrames(n: number, keys: number, rng: Rng): Uint8Array[] {
-  const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 99, registers: [{ name: 'kv', kind: 'map', maxPending: n, log: { maxRecords: n, maxBytes: 1 << 30 } }] }, 0);
+  const seq = new HalfPair(
+    {
+      pairId: 1,
+      localId: 1,
+      peerId: 2,
+      seed: 99,
+      registers: [{ name: 'kv', kind: 'map', maxPending: n, log: { maxRecords: n, maxBytes: 1 << 30 } }],
+    },
+    0,
+  );
   for (let i = 0; i < n; i++) seq.propose(0, 'kv', { op: DeltaOp.Set, key: keyOf(rng.int(0, keys - 1)), value: rng.bytes(32) });
   const r = seq.register('kv');
   r.collapse(0);
@@ -84,7 +93,16 @@ function benchApply(n: number, keys: number): { applyPerSec: number; wireBytesPe
   let best = 0;
   // Best of five: the first rounds include JIT warm-up.
   for (let round = 0; round < 5; round++) {
-    const follower = new HalfPair({ pairId: 1, localId: 2, peerId: 1, seed: 99, registers: [{ name: 'kv', kind: 'map', log: { maxRecords: 1 << 16, maxBytes: 1 << 26 } }] }, 0);
+    const follower = new HalfPair(
+      {
+        pairId: 1,
+        localId: 2,
+        peerId: 1,
+        seed: 99,
+        registers: [{ name: 'kv', kind: 'map', log: { maxRecords: 1 << 16, maxBytes: 1 << 26 } }],
+      },
+      0,
+    );
     const t0 = performance.now();
     for (const f of frames) follower.handleDatagram(0, f);
     const dt = performance.now() - t0;
@@ -122,7 +140,11 @@ function benchMapSet(n: number, keys: number): number {
  * is cut, the sequencer commits `missed` single-delta collapses, the link comes back: bytes
  * on the wire and simulated time until both ends are ENTANGLED at the same (version, hash).
  */
-function benchReentangle(keys: number, missed: number, logRecords: number): { bytes: number; ms: number; method: string; fullStateBytes: number } {
+function benchReentangle(
+  keys: number,
+  missed: number,
+  logRecords: number,
+): { bytes: number; ms: number; method: string; fullStateBytes: number } {
   const world = new SimWorld(7, { loss: 0, dup: 0, reorder: 0, minDelayMs: 1, maxDelayMs: 1 });
   let method = 'none';
   world.onEvent = (ep, ev) => {
@@ -142,17 +164,27 @@ function benchReentangle(keys: number, missed: number, logRecords: number): { by
   const aligned = (): boolean => {
     const ra = a.register('kv');
     const rb = b.register('kv');
-    return a.state === PairState.ENTANGLED && b.state === PairState.ENTANGLED && ra.version === rb.version && ra.hash.hi === rb.hash.hi && ra.hash.lo === rb.hash.lo;
+    return (
+      a.state === PairState.ENTANGLED &&
+      b.state === PairState.ENTANGLED &&
+      ra.version === rb.version &&
+      ra.hash.hi === rb.hash.hi &&
+      ra.hash.lo === rb.hash.lo
+    );
   };
   if (!world.run(10_000, aligned)) throw new Error('bench: pair did not form');
   world.net.setLink('A', 'B', false);
   world.net.setLink('B', 'A', false);
   const rng = new Rng(3);
   for (let i = 0; i < missed; i++) {
-    world.at(world.now + 10 + i * 10, () => void a.propose(world.now, 'kv', { op: DeltaOp.Set, key: keyOf(rng.int(0, keys - 1)), value: rng.bytes(32) }));
+    world.at(
+      world.now + 10 + i * 10,
+      () => void a.propose(world.now, 'kv', { op: DeltaOp.Set, key: keyOf(rng.int(0, keys - 1)), value: rng.bytes(32) }),
+    );
   }
   world.run(world.now + missed * 10 + 7000); // past the silence timeout: both ends DECOHERENT
-  if (a.state !== PairState.DECOHERENT || b.state !== PairState.DECOHERENT) throw new Error(`bench: expected decoherence, got ${a.state}/${b.state}`);
+  if (a.state !== PairState.DECOHERENT || b.state !== PairState.DECOHERENT)
+    throw new Error(`bench: expected decoherence, got ${a.state}/${b.state}`);
   const before = world.net.stats.bytesSent;
   const t0 = world.now;
   world.net.setLink('A', 'B', true);
@@ -160,7 +192,12 @@ function benchReentangle(keys: number, missed: number, logRecords: number): { by
   if (!world.run(world.now + 120_000, aligned, 1)) throw new Error('bench: did not re-entangle');
   void ea;
   void eb;
-  return { bytes: world.net.stats.bytesSent - before, ms: Math.round(world.now - t0), method, fullStateBytes: a.register('kv').state.fullTransferBytes() };
+  return {
+    bytes: world.net.stats.bytesSent - before,
+    ms: Math.round(world.now - t0),
+    method,
+    fullStateBytes: a.register('kv').state.fullTransferBytes(),
+  };
 }
 
 export function runCoreBench(opts: { keys: number; deltas: number; missed: number }): CoreBenchResult {

@@ -51,52 +51,91 @@ async function parallel(total: number, inflight: number, one: (i: number) => Pro
 }
 
 export async function runDomainBench(o: { deltas: number; missed: number; fsync: string; basePort: number }): Promise<DomainBenchResult> {
-  const lab = new Lab(HOSTS, [
-    { a: 'a', b: 'b', subnet: 1 },
-    { a: 'a', b: 'c', subnet: 2 },
-    { a: 'b', b: 'c', subnet: 3 },
-  ], o.basePort, true);
+  const lab = new Lab(
+    HOSTS,
+    [
+      { a: 'a', b: 'b', subnet: 1 },
+      { a: 'a', b: 'c', subnet: 2 },
+      { a: 'b', b: 'c', subnet: 3 },
+    ],
+    o.basePort,
+    true,
+  );
   const clients = new Map<string, AdminClient>();
   try {
     for (const h of HOSTS)
       lab.configure(h, [{ name: 'p', kind: 'map', maxPending: 65536 }], {
         fsync: o.fsync,
         logLevel: 'warn',
-        domains: [{ name: 'bench', members: HOSTS.filter((x) => x !== h), registers: [{ name: 'kv', kind: 'map' }], maxPending: 4096, electionMs: 1000, heartbeatMs: 100 }],
+        domains: [
+          {
+            name: 'bench',
+            members: HOSTS.filter((x) => x !== h),
+            registers: [{ name: 'kv', kind: 'map' }],
+            maxPending: 4096,
+            electionMs: 1000,
+            heartbeatMs: 100,
+          },
+        ],
       });
     await Promise.all(HOSTS.map((h) => lab.start(h)));
     for (const h of HOSTS) clients.set(h, await AdminClient.connect(lab.host(h).socket));
     const info = (h: string): Promise<Info> => clients.get(h)!.request<Info>('domain', { domain: 'bench' });
-    const leader = await until('a leader', async () => {
-      for (const h of HOSTS) if ((await info(h)).role === 'leader') return h;
-      return undefined;
-    }, 30_000);
+    const leader = await until(
+      'a leader',
+      async () => {
+        for (const h of HOSTS) if ((await info(h)).role === 'leader') return h;
+        return undefined;
+      },
+      30_000,
+    );
     const follower = HOSTS.find((h) => h !== leader)!;
     const lc = clients.get(leader)!;
     const value = 'v'.repeat(100);
     const ms = await parallel(o.deltas, 256, async (i) => {
-      const r = await lc.request<{ verdict: string }>('dpropose', { domain: 'bench', ops: [{ register: 'kv', op: 'set', key: `key-${i}`, value }], timeoutMs: 60_000 });
+      const r = await lc.request<{ verdict: string }>('dpropose', {
+        domain: 'bench',
+        ops: [{ register: 'kv', op: 'set', key: `key-${i}`, value }],
+        timeoutMs: 60_000,
+      });
       if (r.verdict !== 'committed') throw new Error(`candidate ${i}: ${r.verdict}`);
     });
     const committedPerSec = Math.round(o.deltas / (ms / 1000));
     // The baseline: the same daemons committing sets on a pair register.
-    await until('pair entangled', async () => (await lc.request<{ state: string }>('pair', { peer: follower })).state === 'ENTANGLED', 20_000);
-    const pairMs = await parallel(o.deltas, 256, (i) => lc.request('set', { peer: follower, register: 'p', key: `key-${i}`, value, timeoutMs: 60_000 }));
+    await until(
+      'pair entangled',
+      async () => (await lc.request<{ state: string }>('pair', { peer: follower })).state === 'ENTANGLED',
+      20_000,
+    );
+    const pairMs = await parallel(o.deltas, 256, (i) =>
+      lc.request('set', { peer: follower, register: 'p', key: `key-${i}`, value, timeoutMs: 60_000 }),
+    );
     const pairCommittedPerSec = Math.round(o.deltas / (pairMs / 1000));
 
     // Catch-up: stop a follower, commit `missed` updates on the other two, resume it.
     await until('follower caught up', async () => (await info(follower)).appliedIndex === (await info(leader)).commitIndex, 30_000);
     const before = await info(follower);
     lab.host(follower).proc!.kill('SIGSTOP');
-    await parallel(o.missed, 256, (i) => lc.request('dpropose', { domain: 'bench', ops: [{ register: 'kv', op: 'set', key: `key-${i % o.deltas}`, value: `${i}`.padEnd(100, '.') }], timeoutMs: 60_000 }));
+    await parallel(o.missed, 256, (i) =>
+      lc.request('dpropose', {
+        domain: 'bench',
+        ops: [{ register: 'kv', op: 'set', key: `key-${i % o.deltas}`, value: `${i}`.padEnd(100, '.') }],
+        timeoutMs: 60_000,
+      }),
+    );
     const target = (await info(leader)).commitIndex;
     await sleep(200);
     const t0 = performance.now();
     lab.host(follower).proc!.kill('SIGCONT');
-    const after = await until('follower caught up after the stop', async () => {
-      const x = await info(follower);
-      return x.appliedIndex >= target ? x : undefined;
-    }, 120_000, 20);
+    const after = await until(
+      'follower caught up after the stop',
+      async () => {
+        const x = await info(follower);
+        return x.appliedIndex >= target ? x : undefined;
+      },
+      120_000,
+      20,
+    );
     const catchUpMs = Math.round(performance.now() - t0);
     const catchUpBytes = after.stats.bytesIn - before.stats.bytesIn + (after.stats.bytesOut - before.stats.bytesOut);
     return {

@@ -49,7 +49,13 @@ interface PairInfo {
 const ROOT = new URL('../../', import.meta.url).pathname;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-export async function runLinkBench(o: { deltas: number; cutMs: number; rate: number; fsync: string; basePort: number }): Promise<LinkBenchResult> {
+export async function runLinkBench(o: {
+  deltas: number;
+  cutMs: number;
+  rate: number;
+  fsync: string;
+  basePort: number;
+}): Promise<LinkBenchResult> {
   const dir = mkdtempSync(join(tmpdir(), 'spook-bench-link-'));
   const keys = [generateKeyPair(), generateKeyPair()];
   const procs: ChildProcess[] = [];
@@ -86,7 +92,13 @@ export async function runLinkBench(o: { deltas: number; cutMs: number; rate: num
     const info = (i: number): Promise<PairInfo> => clients[i].request<PairInfo>('pair', {});
     const aligned = async (): Promise<boolean> => {
       const [p, q] = await Promise.all([info(0), info(1)]);
-      return p.state === 'ENTANGLED' && q.state === 'ENTANGLED' && p.registers[0].version === q.registers[0].version && p.registers[0].hash === q.registers[0].hash && p.registers[0].pending + q.registers[0].pending === 0;
+      return (
+        p.state === 'ENTANGLED' &&
+        q.state === 'ENTANGLED' &&
+        p.registers[0].version === q.registers[0].version &&
+        p.registers[0].hash === q.registers[0].hash &&
+        p.registers[0].pending + q.registers[0].pending === 0
+      );
     };
     const waitAligned = async (limitMs: number): Promise<void> => {
       const end = Date.now() + limitMs;
@@ -122,7 +134,8 @@ export async function runLinkBench(o: { deltas: number; cutMs: number; rate: num
     const writes: Promise<unknown>[] = [];
     while (Date.now() - cutStart < o.cutMs) {
       const due = Math.floor(((Date.now() - cutStart) / 1000) * o.rate);
-      while (missed < due) writes.push(clients[seq].request('set', { register: 'kv', key: `cut${missed % 5000}`, value: `${missed++}`, timeoutMs: 100 }));
+      while (missed < due)
+        writes.push(clients[seq].request('set', { register: 'kv', key: `cut${missed % 5000}`, value: `${missed++}`, timeoutMs: 100 }));
       await sleep(2);
     }
     await Promise.all(writes);

@@ -56,7 +56,12 @@ async function poll(lab: Lab, url: string, file: string, body: Buffer): Promise<
   for (let b = 0; b < POLL_BATCHES; b++) {
     randomBytes(64).copy(body, (b * 200_003) % (body.length - 64)); // the resource changes a little
     writeFileSync(file, body);
-    await nsExec(lab.host('a').ns, 'curl', ['-sS', '-f', ...Array.from({ length: POLLS_PER_BATCH }, () => ['-o', '/dev/null', url]).flat()], { timeoutMs: 60_000 });
+    await nsExec(
+      lab.host('a').ns,
+      'curl',
+      ['-sS', '-f', ...Array.from({ length: POLLS_PER_BATCH }, () => ['-o', '/dev/null', url]).flat()],
+      { timeoutMs: 60_000 },
+    );
   }
   await sleep(200);
   const after = await lab.admin<WrapStats>('a', 'wrap-stats');
@@ -101,14 +106,18 @@ s.on('close', () => { console.log(JSON.stringify({ ms: performance.now() - t0, c
 `;
 
 async function throughput(lab: Lab, host: string, port: number, bytes: number): Promise<number> {
-  const out = await nsExec(lab.host('a').ns, process.execPath, ['--input-type=module', '-e', CLIENT, host, String(port), String(bytes)], { timeoutMs: 600_000 });
+  const out = await nsExec(lab.host('a').ns, process.execPath, ['--input-type=module', '-e', CLIENT, host, String(port), String(bytes)], {
+    timeoutMs: 600_000,
+  });
   const r = JSON.parse(out) as { ms: number; count: number };
   if (r.count !== bytes) throw new Error(`the sink counted ${r.count} bytes of ${bytes} (${host}:${port})`);
   return bytes / 1e6 / (r.ms / 1000);
 }
 
 async function pgbenchTps(lab: Lab, pg: { pgbench: string; connArgs: string[] }, seconds: number): Promise<number> {
-  const out = await nsExec(lab.host('a').ns, pg.pgbench, [...pg.connArgs, '-S', '-c', '4', '-j', '2', '-T', String(seconds), 'postgres'], { timeoutMs: (seconds + 60) * 1000 });
+  const out = await nsExec(lab.host('a').ns, pg.pgbench, [...pg.connArgs, '-S', '-c', '4', '-j', '2', '-T', String(seconds), 'postgres'], {
+    timeoutMs: (seconds + 60) * 1000,
+  });
   const m = /tps = ([\d.]+)/.exec(out);
   if (!m) throw new Error(`pgbench printed no tps:\n${out}`);
   return Number(m[1]);
@@ -119,23 +128,54 @@ export async function runWrapBench(o: { bytes: number; pgbenchSeconds: number; b
   const stops: (() => Promise<void> | void)[] = [];
   try {
     const regs = [{ name: 'r', kind: 'map' }];
-    lab.configure('a', regs, { logLevel: 'warn', fsync: 'never', wrap: { wrappers: [{ protocol: 'tcp', port: SINK_WRAPPED, peer: 'b', hold: '30s' }] } });
+    lab.configure('a', regs, {
+      logLevel: 'warn',
+      fsync: 'never',
+      wrap: { wrappers: [{ protocol: 'tcp', port: SINK_WRAPPED, peer: 'b', hold: '30s' }] },
+    });
     const b = lab.host('b').addrs.get('a')!;
     // The serving side dials only what its policy allows (default deny).
     lab.configure('b', regs, { logLevel: 'warn', fsync: 'never', wrap: { allow: [{ peer: 'a', to: `${b}:${SINK_WRAPPED}` }] } });
     await lab.start('a');
     await lab.start('b');
-    const sink = spawn('ip', ['netns', 'exec', lab.host('b').ns, process.execPath, '--input-type=module', '-e', SINK, String(SINK_DIRECT), String(SINK_WRAPPED), b], { stdio: 'ignore' });
+    const sink = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        lab.host('b').ns,
+        process.execPath,
+        '--input-type=module',
+        '-e',
+        SINK,
+        String(SINK_DIRECT),
+        String(SINK_WRAPPED),
+        b,
+      ],
+      { stdio: 'ignore' },
+    );
     stops.push(() => void sink.kill('SIGKILL'));
     const sshd = await startSshd(lab.host('b').ns, b, SSH_PORT, join(lab.dir, 'sshd'));
     stops.push(() => sshd.stop());
-    await until('the carrier', async () => ((await lab.admin<{ peers: { carrier: string }[] }>('a', 'wrap-stats')).peers[0].carrier === 'up' ? true : undefined));
+    await until('the carrier', async () =>
+      (await lab.admin<{ peers: { carrier: string }[] }>('a', 'wrap-stats')).peers[0].carrier === 'up' ? true : undefined,
+    );
 
     const directMBps = await throughput(lab, b, SINK_DIRECT, o.bytes);
     const wrapMBps = await throughput(lab, b, SINK_WRAPPED, o.bytes);
-    const fwd = spawn('ip', ['netns', 'exec', lab.host('a').ns, 'ssh', ...sshd.sshArgs, '-N', '-L', `127.0.0.1:${FORWARD_PORT}:${b}:${SINK_DIRECT}`, b], { stdio: 'ignore' });
+    const fwd = spawn(
+      'ip',
+      ['netns', 'exec', lab.host('a').ns, 'ssh', ...sshd.sshArgs, '-N', '-L', `127.0.0.1:${FORWARD_PORT}:${b}:${SINK_DIRECT}`, b],
+      { stdio: 'ignore' },
+    );
     stops.push(() => void fwd.kill('SIGKILL'));
-    await until('ssh -L', async () => (await nsRun(lab.host('a').ns, 'bash', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${FORWARD_PORT}`], { timeoutMs: 2000 })).code === 0, 15_000, 200);
+    await until(
+      'ssh -L',
+      async () =>
+        (await nsRun(lab.host('a').ns, 'bash', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${FORWARD_PORT}`], { timeoutMs: 2000 })).code === 0,
+      15_000,
+      200,
+    );
     const sshForwardMBps = await throughput(lab, '127.0.0.1', FORWARD_PORT, o.bytes);
 
     let pgbenchDirectTps = 0;

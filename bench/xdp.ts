@@ -24,7 +24,8 @@ export function runXdpBench(repeat: number, rounds: number): XdpBenchResult {
   try {
     p.configure({ port, enforcePairs: true, handshakeRate: 1000, handshakeBurst: 1000 });
     p.addPair(7);
-    const frame = (pairId: number): Uint8Array => encodeFrame({ type: FrameType.Data, flags: 0, pairId, packetNumber: 9 }, new Uint8Array(64));
+    const frame = (pairId: number): Uint8Array =>
+      encodeFrame({ type: FrameType.Data, flags: 0, pairId, packetNumber: 9 }, new Uint8Array(64));
     const bad = frame(7).slice();
     bad[2] = 9; // wrong version: dropped after the magic check
     const packets = {

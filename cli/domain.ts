@@ -8,7 +8,8 @@ import { call, out, table, withSocket, type Common } from './admin.js';
 type DomainOpts = Common & { domain?: string; timeout: string };
 
 const domainOpt = (c: Command): Command => c.option('-d, --domain <name>', 'domain (needed when several are configured)');
-const timeoutOpt = (c: Command): Command => c.option('-t, --timeout <ms>', 'wait at most this long for the outcome (then report pending)', '10000');
+const timeoutOpt = (c: Command): Command =>
+  c.option('-t, --timeout <ms>', 'wait at most this long for the outcome (then report pending)', '10000');
 
 function verdict(o: Common, r: Record<string, unknown>): void {
   out(o, r, () => `${r.verdict}${r.reason ? ` (${r.reason})` : ''}${r.index !== null ? ` at index ${r.index}` : ''}  [candidate ${r.seq}]`);
@@ -45,47 +46,61 @@ async function propose(o: DomainOpts, ops: Record<string, unknown>[]): Promise<v
 }
 
 export function domainCommands(): Command[] {
-  const domains = withSocket(new Command('domains').description('list QN domains: state, role, leader, term, commit index')).action(async (o: Common) => {
-    const r = await call<Record<string, unknown>[]>(o, 'domains');
-    out(o, r, () => (r.length ? table(r, ['domain', 'state', 'role', 'leader', 'term', 'commitIndex', 'members', 'pending', 'hash']) : '(no domains configured)'));
-  });
+  const domains = withSocket(new Command('domains').description('list QN domains: state, role, leader, term, commit index')).action(
+    async (o: Common) => {
+      const r = await call<Record<string, unknown>[]>(o, 'domains');
+      out(o, r, () =>
+        r.length
+          ? table(r, ['domain', 'state', 'role', 'leader', 'term', 'commitIndex', 'members', 'pending', 'hash'])
+          : '(no domains configured)',
+      );
+    },
+  );
 
   const domain = new Command('domain').description('one QN domain: inspect it, read and write its registers, change its membership');
   domain.addCommand(
-    withSocket(new Command('show').description('members, roles, commit index, lag per member, partitions seen').argument('<name>')).action(async (name: string, o: Common) => {
-      const r = await call<Record<string, unknown>>(o, 'domain', { domain: name });
-      out(o, r, () =>
-        [
-          `domain      ${r.domain}   (node ${r.nodeId})`,
-          `state       ${r.state}   role ${r.role}   leader ${r.leader ?? '-'}   term ${r.term}`,
-          `index       commit ${r.commitIndex}   applied ${r.appliedIndex}   last ${r.lastIndex}   snapshot ${r.snapshotIndex}   hash ${r.hash}`,
-          `candidates  pending ${r.pending} (policy ${r.policy})   partitions seen ${r.partitionsSeen}`,
-          '',
-          table(r.members as Record<string, unknown>[], ['member', 'nodeId', 'role', 'link', 'matchIndex', 'commitIndex', 'lag']),
-          '',
-          table(r.registers as Record<string, unknown>[], ['name', 'kind', 'version', 'size']),
-          ...((r.groups as unknown[]).length ? ['', table(r.groups as Record<string, unknown>[], ['name', 'registers', 'version'])] : []),
-        ].join('\n'),
-      );
-    }),
-  );
-  domain.addCommand(
-    domainOpt(withSocket(new Command('outcome').description('what became of a candidate proposed on this host (after a pending verdict, even across restarts)').argument('<seq>'))).action(
-      async (seq: string, o: DomainOpts) => verdict(o, await call(o, 'doutcome', { domain: o.domain, seq: Number(seq) })),
-    ),
-  );
-  domain.addCommand(
-    domainOpt(withSocket(new Command('get').description('read a committed value (map key, or stream bytes)').argument('<register>').argument('[key]'))).action(
-      async (register: string, key: string | undefined, o: DomainOpts) => {
-        const r = await call<Record<string, unknown>>(o, 'dget', { domain: o.domain, register, key });
-        out(o, r, () => {
-          const v = (r.value ?? r.data) as { text?: string; base64: string } | undefined;
-          if (r.found === false) return `(not found) at index ${r.index}`;
-          return `${v?.text ?? `base64:${v?.base64}`}\n(index ${r.index}, register version ${r.version}${r.keyVersion !== undefined ? `, key version ${r.keyVersion}` : ''})`;
-        });
-        if (r.found === false) process.exitCode = 4;
+    withSocket(new Command('show').description('members, roles, commit index, lag per member, partitions seen').argument('<name>')).action(
+      async (name: string, o: Common) => {
+        const r = await call<Record<string, unknown>>(o, 'domain', { domain: name });
+        out(o, r, () =>
+          [
+            `domain      ${r.domain}   (node ${r.nodeId})`,
+            `state       ${r.state}   role ${r.role}   leader ${r.leader ?? '-'}   term ${r.term}`,
+            `index       commit ${r.commitIndex}   applied ${r.appliedIndex}   last ${r.lastIndex}   snapshot ${r.snapshotIndex}   hash ${r.hash}`,
+            `candidates  pending ${r.pending} (policy ${r.policy})   partitions seen ${r.partitionsSeen}`,
+            '',
+            table(r.members as Record<string, unknown>[], ['member', 'nodeId', 'role', 'link', 'matchIndex', 'commitIndex', 'lag']),
+            '',
+            table(r.registers as Record<string, unknown>[], ['name', 'kind', 'version', 'size']),
+            ...((r.groups as unknown[]).length ? ['', table(r.groups as Record<string, unknown>[], ['name', 'registers', 'version'])] : []),
+          ].join('\n'),
+        );
       },
     ),
+  );
+  domain.addCommand(
+    domainOpt(
+      withSocket(
+        new Command('outcome')
+          .description('what became of a candidate proposed on this host (after a pending verdict, even across restarts)')
+          .argument('<seq>'),
+      ),
+    ).action(async (seq: string, o: DomainOpts) => verdict(o, await call(o, 'doutcome', { domain: o.domain, seq: Number(seq) }))),
+  );
+  domain.addCommand(
+    domainOpt(
+      withSocket(
+        new Command('get').description('read a committed value (map key, or stream bytes)').argument('<register>').argument('[key]'),
+      ),
+    ).action(async (register: string, key: string | undefined, o: DomainOpts) => {
+      const r = await call<Record<string, unknown>>(o, 'dget', { domain: o.domain, register, key });
+      out(o, r, () => {
+        const v = (r.value ?? r.data) as { text?: string; base64: string } | undefined;
+        if (r.found === false) return `(not found) at index ${r.index}`;
+        return `${v?.text ?? `base64:${v?.base64}`}\n(index ${r.index}, register version ${r.version}${r.keyVersion !== undefined ? `, key version ${r.keyVersion}` : ''})`;
+      });
+      if (r.found === false) process.exitCode = 4;
+    }),
   );
   const write = (name: string, args: string[], description: string): Command => {
     const c = timeoutOpt(domainOpt(withSocket(new Command(name).description(description))));
@@ -97,12 +112,17 @@ export function domainCommands(): Command[] {
   };
   domain.addCommand(write('set', ['register', 'key', 'value'], 'propose a set and wait for its outcome'));
   domain.addCommand(write('del', ['register', 'key'], 'propose a delete and wait for its outcome'));
-  domain.addCommand(write('cas', ['register', 'key', 'expect', 'value'], 'compare-and-set: commit only if the key is at <expect> (0: absent)'));
+  domain.addCommand(
+    write('cas', ['register', 'key', 'expect', 'value'], 'compare-and-set: commit only if the key is at <expect> (0: absent)'),
+  );
   domain.addCommand(write('append', ['register', 'data'], 'append to a stream register'));
   domain.addCommand(
     timeoutOpt(domainOpt(withSocket(new Command('propose'))))
       .description('one candidate of several deltas, on one or more registers: all commit together or none (QSCS)')
-      .requiredOption('--op <spec...>', '"set REG KEY VALUE", "del REG KEY", "cas REG KEY EXPECT VALUE" or "append REG DATA"; repeat for each delta')
+      .requiredOption(
+        '--op <spec...>',
+        '"set REG KEY VALUE", "del REG KEY", "cas REG KEY EXPECT VALUE" or "append REG DATA"; repeat for each delta',
+      )
       .action(async (o: DomainOpts & { op: string[] }) => {
         let ops: Record<string, unknown>[];
         try {
@@ -117,7 +137,9 @@ export function domainCommands(): Command[] {
   const member = new Command('member').description('membership changes, one at a time, through the leader (Raft §4.1)');
   for (const verb of ['add', 'remove'] as const) {
     member.addCommand(
-      domainOpt(withSocket(new Command(verb).description(`${verb} one voting member (a configured peer; "self" for this node)`).argument('<peer>'))).action(async (peer: string, o: DomainOpts) => {
+      domainOpt(
+        withSocket(new Command(verb).description(`${verb} one voting member (a configured peer; "self" for this node)`).argument('<peer>')),
+      ).action(async (peer: string, o: DomainOpts) => {
         const r = await call<Record<string, unknown>>(o, 'member', { domain: o.domain, [verb]: peer });
         out(o, r, () => `${verb} ${peer}: appended at index ${r.index} (${r.note})`);
       }),
@@ -125,18 +147,26 @@ export function domainCommands(): Command[] {
   }
   domain.addCommand(member);
 
-  const groups = withSocket(new Command('groups').description('list QSCS entanglement groups: domain, registers, group version')).action(async (o: Common) => {
-    const r = await call<Record<string, unknown>[]>(o, 'groups');
-    out(o, r, () => (r.length ? table(r, ['name', 'domain', 'registers', 'version', 'state']) : '(no groups configured)'));
-  });
+  const groups = withSocket(new Command('groups').description('list QSCS entanglement groups: domain, registers, group version')).action(
+    async (o: Common) => {
+      const r = await call<Record<string, unknown>[]>(o, 'groups');
+      out(o, r, () => (r.length ? table(r, ['name', 'domain', 'registers', 'version', 'state']) : '(no groups configured)'));
+    },
+  );
   const group = new Command('group').description('one QSCS entanglement group');
   group.addCommand(
-    domainOpt(withSocket(new Command('show').description('members (registers), group version, state').argument('<name>'))).action(async (name: string, o: DomainOpts) => {
-      const r = await call<Record<string, unknown>>(o, 'group', { group: name, domain: o.domain });
-      out(o, r, () =>
-        [`group   ${r.group}   domain ${r.domain}   version ${r.version}   state ${r.state} (policy ${r.policy})   commit ${r.commitIndex}`, '', table(r.members as Record<string, unknown>[], ['register', 'kind', 'version', 'size', 'hash'])].join('\n'),
-      );
-    }),
+    domainOpt(withSocket(new Command('show').description('members (registers), group version, state').argument('<name>'))).action(
+      async (name: string, o: DomainOpts) => {
+        const r = await call<Record<string, unknown>>(o, 'group', { group: name, domain: o.domain });
+        out(o, r, () =>
+          [
+            `group   ${r.group}   domain ${r.domain}   version ${r.version}   state ${r.state} (policy ${r.policy})   commit ${r.commitIndex}`,
+            '',
+            table(r.members as Record<string, unknown>[], ['register', 'kind', 'version', 'size', 'hash']),
+          ].join('\n'),
+        );
+      },
+    ),
   );
   return [domains, domain, groups, group];
 }

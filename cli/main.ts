@@ -12,7 +12,9 @@ import { wrapCommands } from './wrap.js';
 import { keyCommands } from './keys.js';
 import { xdpCommands } from './xdp.js';
 
-const pkg = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8')) as { version: string };
+const pkg = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8')) as {
+  version: string;
+};
 
 const program = new Command()
   .name('spook')

@@ -9,7 +9,9 @@ import { WRAP_PROTOCOLS } from '../core/wrap/protocols.js';
 type AddOpts = Common & { port: string; peer: string; hold: string; delta: boolean };
 
 export function wrapCommands(): Command[] {
-  const wrap = new Command('wrap').description('carry an existing TCP or UDP protocol over a pair: its port is intercepted, outages shorter than the hold are invisible');
+  const wrap = new Command('wrap').description(
+    'carry an existing TCP or UDP protocol over a pair: its port is intercepted, outages shorter than the hold are invisible',
+  );
   wrap.addCommand(
     withSocket(
       new Command('add')
@@ -18,12 +20,24 @@ export function wrapCommands(): Command[] {
         .requiredOption('-p, --port <n>', 'the server port clients connect to')
         .requiredOption('--peer <name|key>', 'the peer whose spookd connects to the real server')
         .option('--hold <duration>', 'how long a link outage may last before both ends close (e.g. 30s, 2m)', '30s')
-        .option('--delta', 'delta mode: what the other side already holds (a polled resource, a retained message) goes as a reference', false),
+        .option(
+          '--delta',
+          'delta mode: what the other side already holds (a polled resource, a retained message) goes as a reference',
+          false,
+        ),
     ).action(async (protocol: string, o: AddOpts) => {
-      const r = await call<Record<string, unknown>>(o, 'wrap-add', { protocol, port: Number(o.port), peer: o.peer, hold: o.hold, delta: o.delta });
+      const r = await call<Record<string, unknown>>(o, 'wrap-add', {
+        protocol,
+        port: Number(o.port),
+        peer: o.peer,
+        hold: o.hold,
+        delta: o.delta,
+      });
       out(o, r, () => `wrapped ${r.protocol} port ${r.port} via ${r.peer} (hold ${r.holdMs} ms${r.delta ? ', delta mode' : ''})`);
       if (r.interception !== 'bpf' && !o.json) {
-        process.stderr.write(`spook: warning: interception is off${r.interceptionError ? ` (${r.interceptionError})` : ''}: clients' connections to port ${r.port} are not intercepted\n`);
+        process.stderr.write(
+          `spook: warning: interception is off${r.interceptionError ? ` (${r.interceptionError})` : ''}: clients' connections to port ${r.port} are not intercepted\n`,
+        );
       }
     }),
   );
@@ -34,42 +48,97 @@ export function wrapCommands(): Command[] {
     }),
   );
   wrap.addCommand(
-    withSocket(new Command('remove').description('stop wrapping a port: new connections go direct, carried ones close cleanly').requiredOption('-p, --port <n>', 'the wrapped port')).action(
-      async (o: Common & { port: string }) => {
-        const r = await call<Record<string, unknown>>(o, 'wrap-remove', { port: Number(o.port) });
-        out(o, r, () => `port ${r.port} is no longer wrapped`);
+    withSocket(
+      new Command('remove')
+        .description('stop wrapping a port: new connections go direct, carried ones close cleanly')
+        .requiredOption('-p, --port <n>', 'the wrapped port'),
+    ).action(async (o: Common & { port: string }) => {
+      const r = await call<Record<string, unknown>>(o, 'wrap-remove', { port: Number(o.port) });
+      out(o, r, () => `port ${r.port} is no longer wrapped`);
+    }),
+  );
+  wrap.addCommand(
+    withSocket(new Command('stats').description('counters: per wrapper, per recognised protocol, per peer carrier')).action(
+      async (o: Common) => {
+        const r = await call<Record<string, unknown>>(o, 'wrap-stats');
+        out(o, r, () => {
+          const protocols = Object.entries(r.protocols as Record<string, Record<string, number>>).map(([protocol, s]) => ({
+            protocol,
+            ...s,
+          }));
+          const wrappers = (r.wrappers as Record<string, unknown>[]).map((w) => ({
+            ...w,
+            closes:
+              Object.entries(w.closes as object)
+                .map(([k, v]) => `${k}=${v}`)
+                .join(' ') || '-',
+          }));
+          return [
+            `interception  ${r.interception}${r.interceptionError ? ` (${r.interceptionError})` : ''}   intercept listener ${r.intercept}`,
+            '',
+            wrappers.length
+              ? table(wrappers, ['protocol', 'port', 'peer', 'active', 'connections', 'bytesUp', 'bytesDown', 'outages', 'closes'])
+              : '(no wrappers)',
+            '',
+            protocols.length
+              ? table(protocols, ['protocol', 'connections', 'bytesUp', 'bytesDown', 'outages'])
+              : '(no connections recognised yet)',
+            '',
+            table(r.peers as Record<string, unknown>[], [
+              'peer',
+              'carrier',
+              'connections',
+              'carrierUps',
+              'carrierLosses',
+              'recordsIn',
+              'recordsOut',
+              'refBytes',
+              'nacksSent',
+              'violations',
+              'lastError',
+            ]),
+          ].join('\n');
+        });
       },
     ),
   );
   wrap.addCommand(
-    withSocket(new Command('stats').description('counters: per wrapper, per recognised protocol, per peer carrier')).action(async (o: Common) => {
-      const r = await call<Record<string, unknown>>(o, 'wrap-stats');
-      out(o, r, () => {
-        const protocols = Object.entries(r.protocols as Record<string, Record<string, number>>).map(([protocol, s]) => ({ protocol, ...s }));
-        const wrappers = (r.wrappers as Record<string, unknown>[]).map((w) => ({ ...w, closes: Object.entries(w.closes as object).map(([k, v]) => `${k}=${v}`).join(' ') || '-' }));
-        return [
-          `interception  ${r.interception}${r.interceptionError ? ` (${r.interceptionError})` : ''}   intercept listener ${r.intercept}`,
-          '',
-          wrappers.length ? table(wrappers, ['protocol', 'port', 'peer', 'active', 'connections', 'bytesUp', 'bytesDown', 'outages', 'closes']) : '(no wrappers)',
-          '',
-          protocols.length ? table(protocols, ['protocol', 'connections', 'bytesUp', 'bytesDown', 'outages']) : '(no connections recognised yet)',
-          '',
-          table(r.peers as Record<string, unknown>[], ['peer', 'carrier', 'connections', 'carrierUps', 'carrierLosses', 'recordsIn', 'recordsOut', 'refBytes', 'nacksSent', 'violations', 'lastError']),
-        ].join('\n');
-      });
-    }),
-  );
-  wrap.addCommand(
-    withSocket(new Command('policy').description('what each peer may make this host dial (default: nothing), and the dials refused')).action(async (o: Common) => {
+    withSocket(
+      new Command('policy').description('what each peer may make this host dial (default: nothing), and the dials refused'),
+    ).action(async (o: Common) => {
       const r = await call<{ peer: string; allow: { to: string; protocol: string }[]; refused: number }[]>(o, 'wrap-policy');
-      out(o, r, () => table(r.map((p) => ({ peer: p.peer, allow: p.allow.map((a) => `${a.protocol}:${a.to}`).join(' ') || '(nothing)', refused: p.refused })), ['peer', 'allow', 'refused']));
+      out(o, r, () =>
+        table(
+          r.map((p) => ({ peer: p.peer, allow: p.allow.map((a) => `${a.protocol}:${a.to}`).join(' ') || '(nothing)', refused: p.refused })),
+          ['peer', 'allow', 'refused'],
+        ),
+      );
     }),
   );
   wrap.addCommand(
-    withSocket(new Command('conns').description('carried connections: side, target, protocol, state, bytes, outages')).action(async (o: Common) => {
-      const r = await call<Record<string, unknown>[]>(o, 'wrap-conns');
-      out(o, r, () => (r.length ? table(r, ['peer', 'conn', 'side', 'target', 'protocol', 'state', 'heldForMs', 'sent', 'received', 'buffered', 'outages', 'ageMs']) : '(no carried connections)'));
-    }),
+    withSocket(new Command('conns').description('carried connections: side, target, protocol, state, bytes, outages')).action(
+      async (o: Common) => {
+        const r = await call<Record<string, unknown>[]>(o, 'wrap-conns');
+        out(o, r, () =>
+          r.length
+            ? table(r, [
+                'peer',
+                'conn',
+                'side',
+                'target',
+                'protocol',
+                'state',
+                'heldForMs',
+                'sent',
+                'received',
+                'buffered',
+                'outages',
+                'ageMs',
+              ])
+            : '(no carried connections)',
+        );
+      },
+    ),
   );
   return [wrap];
 }

@@ -22,8 +22,17 @@ export function xdpCommands(): Command[] {
       c.close();
       if (o.json) return void console.log(JSON.stringify(s, null, 2));
       if (!s.enabled) return void console.log(`XDP: off${s.error ? ` (${s.error})` : ' (not configured)'}`);
-      console.log(`interface   ${s.interface}\nmode        ${s.mode}\nprogram id  ${s.programId}\nattached    ${s.attachedAt}\npinned      ${s.pinned ? s.pinDir : 'no'}`);
-      console.log(`counters    ${Object.entries(s.counters as Record<string, number>).filter(([, v]) => v > 0).map(([k, v]) => `${k}=${v}`).join(' ') || '(all zero)'}`);
+      console.log(
+        `interface   ${s.interface}\nmode        ${s.mode}\nprogram id  ${s.programId}\nattached    ${s.attachedAt}\npinned      ${s.pinned ? s.pinDir : 'no'}`,
+      );
+      console.log(
+        `counters    ${
+          Object.entries(s.counters as Record<string, number>)
+            .filter(([, v]) => v > 0)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(' ') || '(all zero)'
+        }`,
+      );
     });
 
   const maps = new Command('maps').description('BPF maps pinned by spookd');

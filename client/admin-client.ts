@@ -7,7 +7,10 @@ import { connect, type Socket } from 'node:net';
 export const DEFAULT_SOCKET = '/run/spook/admin.sock';
 
 export class DaemonNotRunning extends Error {
-  constructor(readonly socketPath: string, cause: string) {
+  constructor(
+    readonly socketPath: string,
+    cause: string,
+  ) {
     super(`spookd is not running or not reachable at ${socketPath} (${cause}); start it with: spookd --config /etc/spook/spookd.conf`);
     this.name = 'DaemonNotRunning';
   }

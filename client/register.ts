@@ -18,7 +18,9 @@ export interface RegisterHandle {
   cas(key: string, expect: number, value: string | Uint8Array): Promise<Outcome>;
   del(key: string): Promise<Outcome>;
   append(data: string | Uint8Array): Promise<Outcome>;
-  onCollapse(fn: (ev: { version: number; hash: string; entries: { origin: number; seq: number; verdict: number }[] }) => void): Promise<void>;
+  onCollapse(
+    fn: (ev: { version: number; hash: string; entries: { origin: number; seq: number; verdict: number }[] }) => void,
+  ): Promise<void>;
   onLifecycle(fn: (ev: { from: string; to: string; cause: string }) => void): Promise<void>;
   close(): void;
 }
@@ -32,7 +34,10 @@ export async function openRegister(register: string, opts: { peer?: string; sock
   const base = { register, ...(opts.peer ? { peer: opts.peer } : {}) };
   return {
     async get(key) {
-      const r = await client.request<{ found: boolean; value?: { base64: string; text?: string }; keyVersion?: number; version: number }>('get', { ...base, key });
+      const r = await client.request<{ found: boolean; value?: { base64: string; text?: string }; keyVersion?: number; version: number }>(
+        'get',
+        { ...base, key },
+      );
       return { found: r.found, value: r.value?.text, valueBase64: r.value?.base64, keyVersion: r.keyVersion, version: r.version };
     },
     set: (key, value) => client.request<Outcome>('set', { ...base, key, ...bytesArg('value', value) }),

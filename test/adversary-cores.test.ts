@@ -89,7 +89,19 @@ describe('the adversary against each protocol core: no input escapes as an excep
         (rng) => {
           ctx.cursor = { term: 1, index: 0 };
           return new DomainNode(
-            { domain: 0x51, name: 'd', id: self, members: member ? [self, adv, ...others] : [self, ...others], links: [adv, ...others], registers: [{ name: 'kv', kind: 'map' }], seed: 1, disk: new MemDisk(), random: (a, b) => rng.int(a, b), electionMs: 300, heartbeatMs: 50 },
+            {
+              domain: 0x51,
+              name: 'd',
+              id: self,
+              members: member ? [self, adv, ...others] : [self, ...others],
+              links: [adv, ...others],
+              registers: [{ name: 'kv', kind: 'map' }],
+              seed: 1,
+              disk: new MemDisk(),
+              random: (a, b) => rng.int(a, b),
+              electionMs: 300,
+              heartbeatMs: 50,
+            },
             0,
           );
         },
@@ -110,7 +122,14 @@ describe('the adversary against each protocol core: no input escapes as an excep
       50,
       500,
       (rng) => {
-        const s = new WrapSession({ windowBytes: 64 * 1024, maxConnections: 16, pingMs: 200, silenceMs: 1000, role: rng.int(0, 1) as 0 | 1, bootId: 1n });
+        const s = new WrapSession({
+          windowBytes: 64 * 1024,
+          maxConnections: 16,
+          pingMs: 200,
+          silenceMs: 1000,
+          role: rng.int(0, 1) as 0 | 1,
+          bootId: 1n,
+        });
         s.onCarrierUp(0);
         s.handleRecord(0, encodeRecord({ type: RecordType.Hello, version: 1, bootId: 2n }));
         return s;

@@ -11,7 +11,14 @@ import { decodeRecord } from '../wire/wrap.js';
  * cores, with a share that does not: these tests hold them to both.
  */
 const ESTP = { registers: ['config', 'journal'], origins: [1, 2] };
-const qnCtx = (): QnContext => ({ domains: [0x1234, 0x5678], self: 77, victim: 10, others: [20, 30], registers: ['kv'], cursor: { term: 1, index: 0 } });
+const qnCtx = (): QnContext => ({
+  domains: [0x1234, 0x5678],
+  self: 77,
+  victim: 10,
+  others: [20, 30],
+  registers: ['kv'],
+  cursor: { term: 1, index: 0 },
+});
 const wrapCtx = { conns: [1, 2, 3, 4], targets: [{ family: 4 as const, address: '127.0.0.1', port: 9 }] };
 const N = 2000;
 
@@ -36,14 +43,19 @@ describe('the adversary fuzz generators', () => {
     const run = (seed: number): string[] => {
       const rng = new Rng(seed);
       const q = qnCtx();
-      return Array.from({ length: 200 }, (_, i) => Buffer.from(i % 3 === 0 ? estpPayload(rng, ESTP) : i % 3 === 1 ? qnPayload(rng, q) : wrapRecord(rng, wrapCtx)).toString('hex'));
+      return Array.from({ length: 200 }, (_, i) =>
+        Buffer.from(i % 3 === 0 ? estpPayload(rng, ESTP) : i % 3 === 1 ? qnPayload(rng, q) : wrapRecord(rng, wrapCtx)).toString('hex'),
+      );
     };
     expect(run(42)).toEqual(run(42));
     expect(run(42)).not.toEqual(run(43));
   });
 
   it('ESTP payloads: a third to nine tenths decode, every one fits a sealed frame', () => {
-    const { ok, sizes } = share((rng) => estpPayload(rng, ESTP), (b) => decodeMessages(b).messages.length > 0);
+    const { ok, sizes } = share(
+      (rng) => estpPayload(rng, ESTP),
+      (b) => decodeMessages(b).messages.length > 0,
+    );
     expect(ok).toBeGreaterThan(0.33);
     expect(ok).toBeLessThan(0.9);
     expect(Math.max(...sizes)).toBeLessThanOrEqual(MAX_PAYLOAD);
@@ -51,7 +63,10 @@ describe('the adversary fuzz generators', () => {
 
   it('QN payloads: most decode and name the targeted domain; some are relayed or forged', () => {
     const q = qnCtx();
-    const { ok, sizes } = share((rng) => qnPayload(rng, q), (b) => decodeEnvelope(b).domain === 0x1234);
+    const { ok, sizes } = share(
+      (rng) => qnPayload(rng, q),
+      (b) => decodeEnvelope(b).domain === 0x1234,
+    );
     expect(ok).toBeGreaterThan(0.4);
     expect(ok).toBeLessThan(0.95);
     expect(Math.max(...sizes)).toBeLessThanOrEqual(MAX_PAYLOAD);
@@ -69,7 +84,10 @@ describe('the adversary fuzz generators', () => {
   });
 
   it('WRAP records: most decode, a share does not', () => {
-    const { ok } = share((rng) => wrapRecord(rng, wrapCtx), (b) => decodeRecord(b) !== undefined);
+    const { ok } = share(
+      (rng) => wrapRecord(rng, wrapCtx),
+      (b) => decodeRecord(b) !== undefined,
+    );
     expect(ok).toBeGreaterThan(0.4);
     expect(ok).toBeLessThan(0.95);
   });

@@ -32,7 +32,9 @@ describe('spookd configuration', () => {
   });
 
   it('errors name the file, the field and the problem; several at once', () => {
-    const p = write(`listen: nowhere\nprivateKeyFile: k\ndataDir: d\nadminSocket: s\npeers:\n  - name: x\n    publicKey: nope\nregisters:\n  - name: r\n    kind: list\n`);
+    const p = write(
+      `listen: nowhere\nprivateKeyFile: k\ndataDir: d\nadminSocket: s\npeers:\n  - name: x\n    publicKey: nope\nregisters:\n  - name: r\n    kind: list\n`,
+    );
     let err: unknown;
     try {
       loadConfig(p);
@@ -49,7 +51,9 @@ describe('spookd configuration', () => {
   it('unknown fields, duplicates and bad YAML are refused', () => {
     const key = encodeKey(generateKeyPair().publicKey);
     const base = `listen: 127.0.0.1:1\nprivateKeyFile: k\ndataDir: d\nadminSocket: s\npeers:\n  - name: x\n    publicKey: ${key}\n`;
-    expect(() => loadConfig(write(`${base}registers:\n  - name: r\n    kind: map\n  - name: r\n    kind: map\n`))).toThrow(/registers\.1: duplicate "r"/);
+    expect(() => loadConfig(write(`${base}registers:\n  - name: r\n    kind: map\n  - name: r\n    kind: map\n`))).toThrow(
+      /registers\.1: duplicate "r"/,
+    );
     expect(() => loadConfig(write(`${base}registers:\n  - name: r\n    kind: map\nbogus: 1\n`))).toThrow(/Unrecognized key.*bogus/);
     expect(() => loadConfig(write('listen: [unclosed'))).toThrow(/not valid YAML/);
     expect(() => loadConfig('/nonexistent/spookd.conf')).toThrow(/cannot read \(ENOENT\)/);
@@ -59,23 +63,35 @@ describe('spookd configuration', () => {
     const key = encodeKey(generateKeyPair().publicKey);
     const base = `listen: 127.0.0.1:1\nprivateKeyFile: k\ndataDir: d\nadminSocket: s\npeers:\n  - name: x\n    publicKey: ${key}\nregisters:\n  - name: r\n    kind: map\n`;
     const w = (items: string): string => write(`${base}wrap:\n  wrappers:\n${items}`);
-    const c = loadConfig(w(`    - { protocol: ssh, port: 22, peer: x, hold: 2m }\n    - { protocol: postgres, port: 5432, peer: "${key}" }\n`));
+    const c = loadConfig(
+      w(`    - { protocol: ssh, port: 22, peer: x, hold: 2m }\n    - { protocol: postgres, port: 5432, peer: "${key}" }\n`),
+    );
     expect(c.wrap.wrappers).toEqual([
       { protocol: 'ssh', port: 22, peer: 'x', hold: 120_000, delta: false },
       { protocol: 'postgres', port: 5432, peer: key, hold: 30_000, delta: false },
     ]);
     expect(c.wrap).toMatchObject({ intercept: '127.0.0.1:0', interception: 'auto', windowBytes: 4 * 1024 * 1024 });
     expect(() => loadConfig(w(`    - { protocol: gopher, port: 70, peer: x }\n`))).toThrow(/wrap\.wrappers\.0\.protocol/);
-    expect(() => loadConfig(w(`    - { protocol: ssh, port: 22, peer: nobody }\n`))).toThrow(/wrap\.wrappers\.0\.peer: no peer named or keyed "nobody"/);
-    expect(() => loadConfig(w(`    - { protocol: ssh, port: 22, peer: x, hold: soon }\n`))).toThrow(/wrap\.wrappers\.0\.hold: must be a duration/);
+    expect(() => loadConfig(w(`    - { protocol: ssh, port: 22, peer: nobody }\n`))).toThrow(
+      /wrap\.wrappers\.0\.peer: no peer named or keyed "nobody"/,
+    );
+    expect(() => loadConfig(w(`    - { protocol: ssh, port: 22, peer: x, hold: soon }\n`))).toThrow(
+      /wrap\.wrappers\.0\.hold: must be a duration/,
+    );
     expect(() => loadConfig(w(`    - { protocol: ssh, port: 22, peer: x, hold: 0 }\n`))).toThrow(/hold: must be between 100ms and 24h/);
-    expect(() => loadConfig(w(`    - { protocol: ssh, port: 22, peer: x }\n    - { protocol: tcp, port: 22, peer: x }\n`))).toThrow(/wrap\.wrappers\.1: duplicate "22"/);
+    expect(() => loadConfig(w(`    - { protocol: ssh, port: 22, peer: x }\n    - { protocol: tcp, port: 22, peer: x }\n`))).toThrow(
+      /wrap\.wrappers\.1: duplicate "22"/,
+    );
   });
 
   it('domains: members must be peers, group registers must be domain registers, heartbeat well under the election timeout', () => {
     const key = encodeKey(generateKeyPair().publicKey);
     const base = `listen: 127.0.0.1:1\nprivateKeyFile: k\ndataDir: d\nadminSocket: s\npeers:\n  - name: x\n    publicKey: ${key}\nregisters:\n  - name: r\n    kind: map\n`;
-    const ok = loadConfig(write(`${base}domains:\n  - name: main\n    members: [x]\n    registers: [{ name: kv, kind: map }]\n    groups: [{ name: g, registers: [kv] }]\n`));
+    const ok = loadConfig(
+      write(
+        `${base}domains:\n  - name: main\n    members: [x]\n    registers: [{ name: kv, kind: map }]\n    groups: [{ name: g, registers: [kv] }]\n`,
+      ),
+    );
     expect(ok.domains[0]).toMatchObject({ policy: 'buffer', maxPending: 1024, electionMs: 1000, heartbeatMs: 100, join: false });
     const bad = `${base}domains:\n  - name: main\n    members: [x, y]\n    registers: [{ name: kv, kind: map }]\n    groups: [{ name: g, registers: [kv, nope] }]\n    heartbeatMs: 500\n`;
     let msg = '';

@@ -24,8 +24,18 @@ const HUGE = 2 ** 53 - 1;
 
 describe('QN containment: hostile values from a member are dropped and counted, never thrown', () => {
   const lone = (disk = new MemDisk(), applied: LogEntry[] = []): Raft =>
-    new Raft({ id: 2, initialMembers: [1, 2, 3], disk, sm: { apply: (e) => applied.push(e), snapshot: () => new Uint8Array(), restore: () => true }, random: (a) => a }, 0);
-  const app = (n: number): { term: number; cmd: Uint8Array }[] => Array.from({ length: n }, () => ({ term: 1, cmd: new Uint8Array([EntryKind.Noop]) }));
+    new Raft(
+      {
+        id: 2,
+        initialMembers: [1, 2, 3],
+        disk,
+        sm: { apply: (e) => applied.push(e), snapshot: () => new Uint8Array(), restore: () => true },
+        random: (a) => a,
+      },
+      0,
+    );
+  const app = (n: number): { term: number; cmd: Uint8Array }[] =>
+    Array.from({ length: n }, () => ({ term: 1, cmd: new Uint8Array([EntryKind.Noop]) }));
 
   it('conflicting append: a leader that overwrites a committed index is refused (conflicts-committed), the log is unchanged', () => {
     const disk = new MemDisk();
@@ -33,7 +43,14 @@ describe('QN containment: hostile values from a member are dropped and counted, 
     expect(r.handleMessage(1, 1, { t: 'append', term: 1, prevIndex: 0, prevTerm: 0, commit: 10, entries: app(10) })).toBeUndefined();
     expect(r.commit).toBe(10);
     const before = disk.entries.map((e) => `${e.term}/${e.index}`).join();
-    const why = r.handleMessage(2, 1, { t: 'append', term: 2, prevIndex: 4, prevTerm: 1, commit: 10, entries: [{ term: 2, cmd: new Uint8Array([EntryKind.Noop]) }] });
+    const why = r.handleMessage(2, 1, {
+      t: 'append',
+      term: 2,
+      prevIndex: 4,
+      prevTerm: 1,
+      commit: 10,
+      entries: [{ term: 2, cmd: new Uint8Array([EntryKind.Noop]) }],
+    });
     expect(why).toBe('conflicts-committed');
     expect(disk.entries.map((e) => `${e.term}/${e.index}`).join()).toBe(before);
     expect(r.lastIndex).toBe(10);
@@ -80,7 +97,20 @@ describe('QN containment: hostile values from a member are dropped and counted, 
   it('huge term already on disk (stored by a version without the bound): the member is fenced at start, not crashed at its next election', () => {
     const disk = new MemDisk();
     disk.saveHard(HUGE, 0);
-    const n = new DomainNode({ domain: DOMAIN, name: 'd', id: 2, members: [1, 2, 3], links: [1, 3], registers: [{ name: 'kv', kind: 'map' }], seed: 1, disk, random: (a) => a }, 0);
+    const n = new DomainNode(
+      {
+        domain: DOMAIN,
+        name: 'd',
+        id: 2,
+        members: [1, 2, 3],
+        links: [1, 3],
+        registers: [{ name: 'kv', kind: 'map' }],
+        seed: 1,
+        disk,
+        random: (a) => a,
+      },
+      0,
+    );
     expect(n.fencedCause).toMatch(/stored term 9007199254740991 exceeds/);
     expect(n.pollTimeout()).toBe(Infinity);
     expect(() => n.handleTimeout(10_000)).not.toThrow();
@@ -89,13 +119,30 @@ describe('QN containment: hostile values from a member are dropped and counted, 
   it('malformed Config entry: an append carrying an undecodable or non-canonical configuration is never journaled', () => {
     const disk = new MemDisk();
     const r = lone(disk);
-    for (const cmd of [new Uint8Array([EntryKind.Config, 0xff]), new Uint8Array([EntryKind.Config, 0]), encodeConfig([3, 1]), new Uint8Array([EntryKind.Config, 1, 0]), new Uint8Array([9])]) {
-      expect(r.handleMessage(1, 1, { t: 'append', term: 1, prevIndex: 0, prevTerm: 0, commit: 1, entries: [{ term: 1, cmd }] })).toBe('bad-entry');
+    for (const cmd of [
+      new Uint8Array([EntryKind.Config, 0xff]),
+      new Uint8Array([EntryKind.Config, 0]),
+      encodeConfig([3, 1]),
+      new Uint8Array([EntryKind.Config, 1, 0]),
+      new Uint8Array([9]),
+    ]) {
+      expect(r.handleMessage(1, 1, { t: 'append', term: 1, prevIndex: 0, prevTerm: 0, commit: 1, entries: [{ term: 1, cmd }] })).toBe(
+        'bad-entry',
+      );
     }
     expect(disk.entries).toHaveLength(0);
     expect(r.members).toEqual([1, 2, 3]);
     // A valid one is accepted: the check is not a blanket refusal.
-    expect(r.handleMessage(1, 1, { t: 'append', term: 1, prevIndex: 0, prevTerm: 0, commit: 1, entries: [{ term: 1, cmd: encodeConfig([1, 2, 3, 4]) }] })).toBeUndefined();
+    expect(
+      r.handleMessage(1, 1, {
+        t: 'append',
+        term: 1,
+        prevIndex: 0,
+        prevTerm: 0,
+        commit: 1,
+        entries: [{ term: 1, cmd: encodeConfig([1, 2, 3, 4]) }],
+      }),
+    ).toBeUndefined();
     expect(r.members).toEqual([1, 2, 3, 4]);
   });
 
@@ -108,26 +155,48 @@ describe('QN containment: hostile values from a member are dropped and counted, 
     const commit = f.raft.commit;
     const rng = new Rng(5);
     for (const data of [rng.bytes(300), new Uint8Array([commit + 50, 1, 5, 0x6b, 0x76]), new Uint8Array(0)]) {
-      t.inject(t.leader()!.id, f.id, { t: 'snap', term: f.raft.term, index: commit + 50, lastTerm: f.raft.term, members: [1, 2, 3], offset: 0, total: data.length, data });
+      t.inject(t.leader()!.id, f.id, {
+        t: 'snap',
+        term: f.raft.term,
+        index: commit + 50,
+        lastTerm: f.raft.term,
+        members: [1, 2, 3],
+        offset: 0,
+        total: data.length,
+        data,
+      });
     }
     expect(f.stats.drops['bad-snapshot']).toBe(3);
     expect(f.raft.stats.snapshotsInstalled).toBe(0);
     expect(f.state.digest()).toEqual(digest);
     expect(f.raft.commit).toBe(commit);
     // Oversized and mismatched transfers are refused before any byte is kept.
-    t.inject(t.leader()!.id, f.id, { t: 'snap', term: f.raft.term, index: commit + 60, lastTerm: f.raft.term, members: [1, 2, 3], offset: 0, total: 2 ** 40, data: new Uint8Array(10) });
+    t.inject(t.leader()!.id, f.id, {
+      t: 'snap',
+      term: f.raft.term,
+      index: commit + 60,
+      lastTerm: f.raft.term,
+      members: [1, 2, 3],
+      offset: 0,
+      total: 2 ** 40,
+      data: new Uint8Array(10),
+    });
     expect(f.stats.drops['bad-snapshot']).toBe(4);
     expect(f.raft.incomingBytes).toBe(0);
     t.run(200);
     expect(t.put('b', '2')).toBe('committed');
   });
 
-  it('a forwarded candidate under another member\'s name is refused (candidate-origin-mismatch)', () => {
+  it("a forwarded candidate under another member's name is refused (candidate-origin-mismatch)", () => {
     const t = new Trio(4);
     t.run(600);
     const l = t.leader()!;
     const other = [1, 2, 3].filter((x) => x !== l.id);
-    const cmd = encodeCandidate({ origin: other[1], seq: 1, ops: [{ register: 'kv', delta: { op: DeltaOp.Set, key: enc('x'), value: enc('y') } }] });
+    const cmd = encodeCandidate({
+      origin: other[1],
+      seq: 1,
+      ops: [{ register: 'kv', delta: { op: DeltaOp.Set, key: enc('x'), value: enc('y') } }],
+    });
     const last = l.raft.lastIndex;
     t.inject(other[0], l.id, { t: 'fwd', cmd });
     expect(l.stats.drops['candidate-origin-mismatch']).toBe(1);
@@ -142,7 +211,14 @@ describe('QN containment: only members speak for a domain', () => {
     const f = t.follower()!;
     const before = { term: f.raft.term, last: f.raft.lastIndex, leader: f.raft.leader };
     const bodies: QnBody[] = [
-      { t: 'append', term: before.term + 5, prevIndex: before.last, prevTerm: f.raft.lastTerm, commit: before.last, entries: [{ term: before.term + 5, cmd: new Uint8Array([EntryKind.Noop]) }] },
+      {
+        t: 'append',
+        term: before.term + 5,
+        prevIndex: before.last,
+        prevTerm: f.raft.lastTerm,
+        commit: before.last,
+        entries: [{ term: before.term + 5, cmd: new Uint8Array([EntryKind.Noop]) }],
+      },
       { t: 'vote', term: before.term + 5, lastIndex: 999, lastTerm: before.term + 5, pre: false },
       { t: 'hello', neighbours: [1, 2, 3], commit: 1 },
       { t: 'removed', index: 1 },
@@ -187,7 +263,13 @@ describe('QN containment: relayed messages are sealed end to end by their origin
     t.run(600);
     const [a, b] = [1, 2];
     const bTerm = t.nodes.get(b)!.raft.term;
-    const forged = encodeEnvelope({ domain: DOMAIN, from: a, to: b, ttl: 8, body: { t: 'vote', term: bTerm + 7, lastIndex: 999, lastTerm: bTerm + 7, pre: false } });
+    const forged = encodeEnvelope({
+      domain: DOMAIN,
+      from: a,
+      to: b,
+      ttl: 8,
+      body: { t: 'vote', term: bTerm + 7, lastIndex: 999, lastTerm: bTerm + 7, pre: false },
+    });
     // From the outsider (a configured peer, not a member): A forwards nothing.
     t.nodes.get(a)!.handleDatagram(t.now, OUTSIDER, forged);
     t.deliver();
@@ -195,8 +277,12 @@ describe('QN containment: relayed messages are sealed end to end by their origin
     // From member 3 acting as a relay: B refuses an unsealed message that claims A as its origin...
     t.nodes.get(b)!.handleDatagram(t.now, 3, forged);
     // ...and a seal made by 3 (or anyone but A) under A's name does not open.
-    const byThree = t.sealer(3).seal(b, sealedHeader(DOMAIN, a, b), encodeBody({ t: 'vote', term: bTerm + 7, lastIndex: 999, lastTerm: bTerm + 7, pre: false }))!;
-    t.nodes.get(b)!.handleDatagram(t.now, 3, encodeEnvelope({ domain: DOMAIN, from: a, to: b, ttl: 7, body: { t: 'sealed', box: byThree } }));
+    const byThree = t
+      .sealer(3)
+      .seal(b, sealedHeader(DOMAIN, a, b), encodeBody({ t: 'vote', term: bTerm + 7, lastIndex: 999, lastTerm: bTerm + 7, pre: false }))!;
+    t.nodes
+      .get(b)!
+      .handleDatagram(t.now, 3, encodeEnvelope({ domain: DOMAIN, from: a, to: b, ttl: 7, body: { t: 'sealed', box: byThree } }));
     expect(t.nodes.get(b)!.stats.drops['relay-unauthenticated']).toBe(2);
     expect(t.nodes.get(b)!.raft.term).toBe(bTerm);
   });
@@ -208,7 +294,8 @@ describe('QN containment: relayed messages are sealed end to end by their origin
     const body: QnBody = { t: 'hello', neighbours: [3], commit: 1 };
     const box = t.sealer(a).seal(b, sealedHeader(DOMAIN, a, b), encodeBody(body))!;
     const target = t.nodes.get(b)!;
-    const send = (from: number, to: number, bx: Uint8Array): void => target.handleDatagram(t.now, 3, encodeEnvelope({ domain: DOMAIN, from, to, ttl: 7, body: { t: 'sealed', box: bx } }));
+    const send = (from: number, to: number, bx: Uint8Array): void =>
+      target.handleDatagram(t.now, 3, encodeEnvelope({ domain: DOMAIN, from, to, ttl: 7, body: { t: 'sealed', box: bx } }));
     // The genuine one opens (no drop)...
     send(a, b, box);
     expect(target.stats.drops['relay-unauthenticated'] ?? 0).toBe(0);

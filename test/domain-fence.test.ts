@@ -26,7 +26,18 @@ const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 function host(dataDir: string, name: string, lines: string[]): { h: DomainHost; peerId: number } {
   const self = generateKeyPair();
   const peer = generateKeyPair();
-  const cfg: DomainConfig = { name, members: ['b'], registers: [{ name: 'kv', kind: 'map' }], join: false, groups: [], policy: 'buffer', maxPending: 16, electionMs: 1000, heartbeatMs: 100, maxLogEntries: 1000 } as DomainConfig;
+  const cfg: DomainConfig = {
+    name,
+    members: ['b'],
+    registers: [{ name: 'kv', kind: 'map' }],
+    join: false,
+    groups: [],
+    policy: 'buffer',
+    maxPending: 16,
+    electionMs: 1000,
+    heartbeatMs: 100,
+    maxLogEntries: 1000,
+  } as DomainConfig;
   const log = pino({ level: 'info' }, { write: (s: string) => void lines.push(s) });
   const h = new DomainHost(cfg, self, [{ name: 'b', publicKey: peer.publicKey }], dataDir, 'always', log, 0);
   return { h, peerId: nodeIdOf(peer.publicKey) };
@@ -50,7 +61,9 @@ describe('fencing a domain (drivers/daemon/domains.ts)', () => {
     expect(bad.summary(0)).toMatchObject({ state: 'decoherent', fenced: expect.stringMatching(/entry 2/) });
     const err = lines.map((l) => JSON.parse(l)).find((l) => l.level === 50);
     expect(err).toMatchObject({ domain: 'bad', msg: expect.stringMatching(/domain bad fenced: journal entry 2/) });
-    expect(bad.propose(0, [{ register: 'kv', delta: { op: DeltaOp.Set, key: enc('k'), value: enc('v') } }])).toMatchObject({ refused: expect.stringMatching(/fenced/) });
+    expect(bad.propose(0, [{ register: 'kv', delta: { op: DeltaOp.Set, key: enc('k'), value: enc('v') } }])).toMatchObject({
+      refused: expect.stringMatching(/fenced/),
+    });
     expect(bad.node.pollTimeout()).toBe(Infinity);
     // The other domain is untouched: loaded, timers running, proposals accepted.
     expect(good.node.fencedCause).toBeUndefined();
@@ -76,7 +89,13 @@ describe('fencing a domain (drivers/daemon/domains.ts)', () => {
     h.node.raft.handleMessage = () => {
       throw new Error('simulated bug');
     };
-    const msg = encodeEnvelope({ domain: domainIdOf('main'), from: peerId, to: h.selfId, ttl: 8, body: { t: 'appendResp', term: 0, ok: false, index: 0 } });
+    const msg = encodeEnvelope({
+      domain: domainIdOf('main'),
+      from: peerId,
+      to: h.selfId,
+      ttl: 8,
+      body: { t: 'appendResp', term: 0, ok: false, index: 0 },
+    });
     expect(() => h.handleDatagram(1, peerId, msg)).not.toThrow();
     expect(() => h.handleDatagram(2, peerId, msg)).not.toThrow();
     expect(h.node.fencedCause).toBe('internal-error');
@@ -89,7 +108,9 @@ describe('fencing a domain (drivers/daemon/domains.ts)', () => {
 
   it("the operator's way back: remove the fenced member, wipe its data, add it again with join; it takes a snapshot from the majority", () => {
     const wiped = new Set<number>();
-    const t = new Trio(11, (id) => (wiped.has(id) ? { members: [1, 2, 3].filter((x) => x !== id), maxLogEntries: 16 } : { maxLogEntries: 16 }));
+    const t = new Trio(11, (id) =>
+      wiped.has(id) ? { members: [1, 2, 3].filter((x) => x !== id), maxLogEntries: 16 } : { maxLogEntries: 16 },
+    );
     t.run(600);
     for (let i = 0; i < 40; i++) expect(t.put(`k${i}`, `v${i}`)).toBe('committed');
     const victim = t.follower()!.id;

@@ -64,7 +64,10 @@ function mutateEnvelope(rng: Rng, e: QnEnvelope): QnEnvelope {
         else if (op === 1 && arr.length) arr.push(arr[0]);
         else if (op === 2 && arr.length) {
           const i = rng.int(0, arr.length - 1);
-          arr[i] = typeof arr[i] === 'number' ? mutateNumber(rng, arr[i]) : { term: mutateNumber(rng, arr[i].term), cmd: rng.chance(0.5) ? mutateBytes(rng, arr[i].cmd) : arr[i].cmd };
+          arr[i] =
+            typeof arr[i] === 'number'
+              ? mutateNumber(rng, arr[i])
+              : { term: mutateNumber(rng, arr[i].term), cmd: rng.chance(0.5) ? mutateBytes(rng, arr[i].cmd) : arr[i].cmd };
         } else arr.reverse();
         b[f] = arr;
       }
@@ -117,7 +120,18 @@ describe('QN fuzz (core/qn/node.ts)', () => {
       if (how === 0) bytes = rng.bytes(rng.int(0, 300));
       else if (how === 1) {
         // Plausible header, random body.
-        bytes = new Uint8Array([0x40, DOMAIN >>> 24, (DOMAIN >>> 16) & 0xff, (DOMAIN >>> 8) & 0xff, DOMAIN & 0xff, link, to, 8, rng.int(0, 11), ...rng.bytes(rng.int(0, 200))]);
+        bytes = new Uint8Array([
+          0x40,
+          DOMAIN >>> 24,
+          (DOMAIN >>> 16) & 0xff,
+          (DOMAIN >>> 8) & 0xff,
+          DOMAIN & 0xff,
+          link,
+          to,
+          8,
+          rng.int(0, 11),
+          ...rng.bytes(rng.int(0, 200)),
+        ]);
       } else if (how === 2) bytes = mutateBytes(rng, rng.pick(corpus).bytes);
       else {
         const env = decodeEnvelope(rng.pick(corpus).bytes);
@@ -154,7 +168,9 @@ describe('QN fuzz (core/qn/node.ts)', () => {
     for (let i = 0; i < 5; i++) expect(t.put(`after${i}`, 'ok')).toBe('committed');
     t.run(500);
     const leader = t.leader()!;
-    const agree = [...t.nodes.values()].filter((n) => n.raft.applied === leader.raft.applied && n.state.digest().hi === leader.state.digest().hi);
+    const agree = [...t.nodes.values()].filter(
+      (n) => n.raft.applied === leader.raft.applied && n.state.digest().hi === leader.state.digest().hi,
+    );
     expect(agree.length).toBeGreaterThanOrEqual(2);
   });
 });

@@ -7,10 +7,22 @@ import { describe, expect, it } from 'vitest';
 import { DeltaOp } from '../wire/delta.js';
 import { Raft, Role } from '../core/qn/raft.js';
 import { MemDisk } from '../core/qn/disk.js';
-import { CollapseReject, DomainState, MAX_ORIGINS, MAX_OUTCOMES, OUTCOME_WINDOW, encodeCandidate, snapshotBound, type CandidateOp } from '../core/qn/state.js';
+import {
+  CollapseReject,
+  DomainState,
+  MAX_ORIGINS,
+  MAX_OUTCOMES,
+  OUTCOME_WINDOW,
+  encodeCandidate,
+  snapshotBound,
+  type CandidateOp,
+} from '../core/qn/state.js';
 import { Trio } from './domain-trio.js';
 
-const set = (key: number, value: Uint8Array) => ({ register: 'kv', delta: { op: DeltaOp.Set, key: new Uint8Array([key >> 8, key & 255, 1]), value } as const });
+const set = (key: number, value: Uint8Array) => ({
+  register: 'kv',
+  delta: { op: DeltaOp.Set, key: new Uint8Array([key >> 8, key & 255, 1]), value } as const,
+});
 
 describe('QN limits: what a member can make every member hold', () => {
   it('poison origins: a leader that commits candidates under MAX_ORIGINS+600 made-up origins leaves snapshots every member restores', () => {
@@ -89,18 +101,33 @@ describe('QN limits: what a member can make every member hold', () => {
     };
     expect(honest([set(1, new Uint8Array(1000))])).toBe('committed');
     expect(honest([set(900, new Uint8Array(1000))])).toBe('rejected');
-    expect(honest([{ register: 'kv', delta: { op: DeltaOp.Del, key: set(1, new Uint8Array()).delta.key } }, set(900, new Uint8Array(1000))])).toBe('committed');
+    expect(
+      honest([{ register: 'kv', delta: { op: DeltaOp.Del, key: set(1, new Uint8Array()).delta.key } }, set(900, new Uint8Array(1000))]),
+    ).toBe('committed');
   });
 
   it('quota in one candidate: deltas are counted at the sizes earlier deltas leave, and a candidate over quota changes nothing (maps and streams)', () => {
-    const st = new DomainState(1, [{ name: 'm', kind: 'map', maxKeys: 2 }, { name: 's', kind: 'stream', maxBytes: 1024 }], []);
+    const st = new DomainState(
+      1,
+      [
+        { name: 'm', kind: 'map', maxKeys: 2 },
+        { name: 's', kind: 'stream', maxBytes: 1024 },
+      ],
+      [],
+    );
     let index = 0;
     const apply = (ops: CandidateOp[]): number => {
       st.apply({ term: 1, index: ++index, cmd: encodeCandidate({ origin: 1, seq: index, ops }) });
       return st.outcomeOf(1, index)!;
     };
-    const m = (k: number, op: DeltaOp.Set | DeltaOp.Del = DeltaOp.Set): CandidateOp => ({ register: 'm', delta: op === DeltaOp.Set ? { op, key: new Uint8Array([k]), value: new Uint8Array([k]) } : { op, key: new Uint8Array([k]) } });
-    const s = (offset: number, n: number): CandidateOp => ({ register: 's', delta: { op: DeltaOp.Append, offset, data: new Uint8Array(n) } });
+    const m = (k: number, op: DeltaOp.Set | DeltaOp.Del = DeltaOp.Set): CandidateOp => ({
+      register: 'm',
+      delta: op === DeltaOp.Set ? { op, key: new Uint8Array([k]), value: new Uint8Array([k]) } : { op, key: new Uint8Array([k]) },
+    });
+    const s = (offset: number, n: number): CandidateOp => ({
+      register: 's',
+      delta: { op: DeltaOp.Append, offset, data: new Uint8Array(n) },
+    });
     expect(apply([m(1), m(2), m(3)])).toBe(CollapseReject.QuotaExceeded);
     expect(apply([m(1), s(0, 1000), s(1000, 25)])).toBe(CollapseReject.QuotaExceeded);
     expect(st.registers.get('m')!.state.size()).toBe(0);
@@ -143,7 +170,18 @@ describe('QN limits: what a member can make every member hold', () => {
     expect(f.raft.incomingBufferBytes).toBe(1000);
     snap(index + 1, 700, 1000, new Uint8Array(301));
     expect(f.stats.drops.malformed).toBe(1);
-    expect(f.raft.handleMessage(t.now, L.id, { t: 'snap', term: f.raft.term, index: index + 1, lastTerm: f.raft.term, members: [1, 2, 3], offset: 700, total: 1000, data: new Uint8Array(301) })).toBe('snapshot-mismatch');
+    expect(
+      f.raft.handleMessage(t.now, L.id, {
+        t: 'snap',
+        term: f.raft.term,
+        index: index + 1,
+        lastTerm: f.raft.term,
+        members: [1, 2, 3],
+        offset: 700,
+        total: 1000,
+        data: new Uint8Array(301),
+      }),
+    ).toBe('snapshot-mismatch');
     expect(f.raft.incomingBytes).toBe(700);
     snap(index + 1, 700, 1000, new Uint8Array(300));
     expect(f.stats.drops['bad-snapshot']).toBe(2); // complete, and not a snapshot: dropped whole
@@ -154,7 +192,10 @@ describe('QN limits: what a member can make every member hold', () => {
   });
 
   it('snapshot bound: a state filled to its quotas, with outcomes, snapshots within snapshotBound', () => {
-    const specs = [{ name: 'm', kind: 'map' as const, maxBytes: 8192 }, { name: 's', kind: 'stream' as const, maxBytes: 4096 }];
+    const specs = [
+      { name: 'm', kind: 'map' as const, maxBytes: 8192 },
+      { name: 's', kind: 'stream' as const, maxBytes: 4096 },
+    ];
     const groups = [{ name: 'g', registers: ['m', 's'] }];
     const st = new DomainState(3, specs, groups);
     let index = 0;
@@ -162,7 +203,15 @@ describe('QN limits: what a member can make every member hold', () => {
       const ops: CandidateOp[] = [{ register: 'm', delta: { op: DeltaOp.Set, key: new Uint8Array([i, 7]), value: new Uint8Array(100) } }];
       st.apply({ term: 1, index: ++index, cmd: encodeCandidate({ origin: 1 + (i % 5), seq: index, ops }) });
       const len = st.registers.get('s')!.state.size();
-      st.apply({ term: 1, index: ++index, cmd: encodeCandidate({ origin: 9, seq: index, ops: [{ register: 's', delta: { op: DeltaOp.Append, offset: len, data: new Uint8Array(100) } }] }) });
+      st.apply({
+        term: 1,
+        index: ++index,
+        cmd: encodeCandidate({
+          origin: 9,
+          seq: index,
+          ops: [{ register: 's', delta: { op: DeltaOp.Append, offset: len, data: new Uint8Array(100) } }],
+        }),
+      });
     }
     expect(st.registers.get('m')!.state.fullTransferBytes()).toBeGreaterThan(8192 - 110);
     expect(st.registers.get('s')!.state.size()).toBe(4000);
@@ -177,7 +226,8 @@ describe('QN limits: what a member can make every member hold', () => {
     const ops: CandidateOp[] = [{ register: 'none', delta: { op: DeltaOp.Del, key: new Uint8Array([1]) } }];
     let index = 0;
     const origins = MAX_OUTCOMES / OUTCOME_WINDOW + 1;
-    for (let o = 1; o <= origins; o++) for (let seq = 1; seq <= OUTCOME_WINDOW; seq++) st.apply({ term: 1, index: ++index, cmd: encodeCandidate({ origin: o, seq, ops }) });
+    for (let o = 1; o <= origins; o++)
+      for (let seq = 1; seq <= OUTCOME_WINDOW; seq++) st.apply({ term: 1, index: ++index, cmd: encodeCandidate({ origin: o, seq, ops }) });
     expect(st.outcomeCount).toBe(MAX_OUTCOMES);
     expect(st.originCount).toBe(origins - 1);
     expect(st.outcomeOf(1, OUTCOME_WINDOW)).toBeUndefined();
@@ -193,10 +243,42 @@ describe('QN limits: what a member can make every member hold', () => {
   });
 
   it('snapshot hoard beyond memory: a total within a configured bound this host cannot allocate is refused (bad-snapshot), never thrown', () => {
-    const r = new Raft({ id: 2, initialMembers: [1, 2, 3], disk: new MemDisk(), sm: { apply: () => {}, snapshot: () => new Uint8Array(), restore: () => true }, random: (a) => a, maxSnapshotBytes: 2 ** 47 }, 0);
-    expect(r.handleMessage(1, 1, { t: 'snap', term: 1, index: 10, lastTerm: 1, members: [1, 2, 3], offset: 0, total: 2 ** 46, data: new Uint8Array(10) })).toBe('bad-snapshot');
+    const r = new Raft(
+      {
+        id: 2,
+        initialMembers: [1, 2, 3],
+        disk: new MemDisk(),
+        sm: { apply: () => {}, snapshot: () => new Uint8Array(), restore: () => true },
+        random: (a) => a,
+        maxSnapshotBytes: 2 ** 47,
+      },
+      0,
+    );
+    expect(
+      r.handleMessage(1, 1, {
+        t: 'snap',
+        term: 1,
+        index: 10,
+        lastTerm: 1,
+        members: [1, 2, 3],
+        offset: 0,
+        total: 2 ** 46,
+        data: new Uint8Array(10),
+      }),
+    ).toBe('bad-snapshot');
     expect(r.incomingBufferBytes).toBe(0);
-    expect(r.handleMessage(1, 1, { t: 'snap', term: 1, index: 10, lastTerm: 1, members: [1, 2, 3], offset: 0, total: 10, data: new Uint8Array(10) })).toBeUndefined();
+    expect(
+      r.handleMessage(1, 1, {
+        t: 'snap',
+        term: 1,
+        index: 10,
+        lastTerm: 1,
+        members: [1, 2, 3],
+        offset: 0,
+        total: 10,
+        data: new Uint8Array(10),
+      }),
+    ).toBeUndefined();
     expect(r.stats.snapshotsInstalled).toBe(1);
   });
 });

@@ -69,7 +69,9 @@ for (const storage of ['memory', 'file'] as const) {
       t.isolate(2);
       t.run(400);
       const n2 = t.nodes.get(2)!;
-      const r = n2.propose(t.now, [{ register: 'kv', delta: { op: 1, key: new TextEncoder().encode('p'), value: new TextEncoder().encode('1') } }]);
+      const r = n2.propose(t.now, [
+        { register: 'kv', delta: { op: 1, key: new TextEncoder().encode('p'), value: new TextEncoder().encode('1') } },
+      ]);
       expect(r).toHaveProperty('seq');
       const seq = (r as { seq: number }).seq;
       expect(t.await(2, seq, 300)).toBe('pending');

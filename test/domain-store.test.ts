@@ -22,7 +22,20 @@ const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 function solo(dir: string, maxLogEntries = 1000): { node: DomainNode; disk: FileDomainDisk } {
   const disk = new FileDomainDisk(dir, 'always');
   const node = new DomainNode(
-    { domain: 1, name: 'd', id: 1, members: [1], links: [], registers: [{ name: 'kv', kind: 'map' }], seed: 3, disk, random: (a) => a, electionMs: 100, heartbeatMs: 20, maxLogEntries },
+    {
+      domain: 1,
+      name: 'd',
+      id: 1,
+      members: [1],
+      links: [],
+      registers: [{ name: 'kv', kind: 'map' }],
+      seed: 3,
+      disk,
+      random: (a) => a,
+      electionMs: 100,
+      heartbeatMs: 20,
+      maxLogEntries,
+    },
     0,
   );
   node.handleTimeout(500); // elects itself
@@ -84,7 +97,20 @@ describe('domain member durability (drivers/store/domain-store.ts)', () => {
     const dir = tmp();
     const disk = new FileDomainDisk(dir, 'always');
     // A member of a 3-node domain with no peers reachable: its candidate stays pending.
-    const n = new DomainNode({ domain: 1, name: 'd', id: 1, members: [1, 2, 3], links: [2, 3], registers: [{ name: 'kv', kind: 'map' }], seed: 3, disk, random: (a) => a }, 0);
+    const n = new DomainNode(
+      {
+        domain: 1,
+        name: 'd',
+        id: 1,
+        members: [1, 2, 3],
+        links: [2, 3],
+        registers: [{ name: 'kv', kind: 'map' }],
+        seed: 3,
+        disk,
+        random: (a) => a,
+      },
+      0,
+    );
     const r = n.propose(0, [{ register: 'kv', delta: { op: DeltaOp.Set, key: enc('x'), value: enc('1') } }]);
     expect(r).toEqual({ seq: 1 });
     disk.close();

@@ -32,7 +32,8 @@ export class Trio {
 
   constructor(
     seed: number,
-    readonly extra: Partial<ConstructorParameters<typeof DomainNode>[0]> | ((id: number) => Partial<ConstructorParameters<typeof DomainNode>[0]>) = {},
+    readonly extra:
+      Partial<ConstructorParameters<typeof DomainNode>[0]> | ((id: number) => Partial<ConstructorParameters<typeof DomainNode>[0]>) = {},
   ) {
     this.rng = new Rng(seed);
     for (const id of [1, 2, 3, OUTSIDER]) {
@@ -99,7 +100,10 @@ export class Trio {
         this.drainEvents(id);
         for (let tx = n.pollTransmit(); tx; tx = n.pollTransmit()) {
           moved = true;
-          if (rounds > 9_990 && this.lastMoves.length < 12) this.lastMoves.push(`${id}>${tx.to} ${JSON.stringify(decodeEnvelope(tx.bytes).body, (_k, v) => (v instanceof Uint8Array ? Array.from(v) : v))}`);
+          if (rounds > 9_990 && this.lastMoves.length < 12)
+            this.lastMoves.push(
+              `${id}>${tx.to} ${JSON.stringify(decodeEnvelope(tx.bytes).body, (_k, v) => (v instanceof Uint8Array ? Array.from(v) : v))}`,
+            );
           if (tx.to === OUTSIDER) this.toOutsider.push({ from: id, bytes: tx.bytes });
           else if (!this.cut.has(`${id}>${tx.to}`)) {
             this.tap?.(id, tx.to, tx.bytes);
@@ -111,7 +115,7 @@ export class Trio {
   }
 
   run(ms: number): void {
-    for (const end = this.now + ms; this.now < end; ) {
+    for (const end = this.now + ms; this.now < end;) {
       this.now += 5;
       for (const n of this.nodes.values()) if (n.pollTimeout() <= this.now) n.handleTimeout(this.now);
       this.deliver();

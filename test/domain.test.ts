@@ -5,7 +5,7 @@ import { decodeEnvelope, encodeEnvelope, type QnEnvelope } from '../wire/qn.js';
 import { MemDisk } from '../core/qn/disk.js';
 import { EntryKind, Raft, Role, decodeConfig, encodeConfig, type LogEntry } from '../core/qn/raft.js';
 import { CollapseReject, DomainState, encodeCandidate, type Candidate } from '../core/qn/state.js';
-import { MapState } from '../core/register/map.js';
+import { type MapState } from '../core/register/map.js';
 import { runDomainSeeds, runDomainSim, DOMAIN_SIM_DEFAULTS } from '../testing/sim/domain.js';
 import { Rng } from '../testing/sim/rng.js';
 
@@ -64,7 +64,7 @@ class Cluster {
   }
 
   private deliver(): void {
-    for (let moved = true; moved; ) {
+    for (let moved = true; moved;) {
       moved = false;
       for (const [id, r] of this.nodes) {
         for (let m = r.pollMessage(); m; m = r.pollMessage()) {
@@ -77,7 +77,7 @@ class Cluster {
   }
 
   run(ms: number): void {
-    for (const end = this.now + ms; this.now < end; ) {
+    for (const end = this.now + ms; this.now < end;) {
       this.now += 5;
       for (const r of this.nodes.values()) if (r.pollTimeout() <= this.now) r.handleTimeout(this.now);
       this.deliver();
@@ -127,7 +127,11 @@ describe('Raft (core/qn/raft.ts)', () => {
     c.isolate(old.id, false);
     c.run(500);
     expect(old.commit).toBe(now[0].commit);
-    const seq = (id: number): string => c.applied.get(id)!.map((e) => `${e.term}/${e.index}`).join(',');
+    const seq = (id: number): string =>
+      c.applied
+        .get(id)!
+        .map((e) => `${e.term}/${e.index}`)
+        .join(',');
     expect(seq(old.id)).toBe(seq(now[0].id));
   });
 
@@ -205,8 +209,18 @@ describe('Raft (core/qn/raft.ts)', () => {
   });
 
   const lone = (disk: MemDisk, applied: LogEntry[] = []): Raft =>
-    new Raft({ id: 2, initialMembers: [1, 2, 3], disk, sm: { apply: (e) => applied.push(e), snapshot: () => new Uint8Array(), restore: () => true }, random: (a) => a }, 0);
-  const entries = (from: number, n: number): { term: number; cmd: Uint8Array }[] => Array.from({ length: n }, (_, i) => ({ term: 1, cmd: new Uint8Array([EntryKind.App, from + i]) }));
+    new Raft(
+      {
+        id: 2,
+        initialMembers: [1, 2, 3],
+        disk,
+        sm: { apply: (e) => applied.push(e), snapshot: () => new Uint8Array(), restore: () => true },
+        random: (a) => a,
+      },
+      0,
+    );
+  const entries = (from: number, n: number): { term: number; cmd: Uint8Array }[] =>
+    Array.from({ length: n }, (_, i) => ({ term: 1, cmd: new Uint8Array([EntryKind.App, from + i]) }));
 
   it('a crash between saving a snapshot and compacting the log does not wedge the restarted member', () => {
     const disk = new MemDisk();
@@ -278,10 +292,24 @@ describe('QSCS collapse in a domain (core/qn/state.ts)', () => {
     const st = new DomainState(5, regs, groups);
     const outcomes: number[] = [];
     st.onCollapse = (c) => outcomes.push(c.outcome);
-    apply(st, 1, { origin: 1, seq: 1, ops: [{ register: 'a', delta: { op: DeltaOp.Set, key: k, value: enc('1') } }, { register: 'b', delta: { op: DeltaOp.Set, key: k, value: enc('1') } }] });
+    apply(st, 1, {
+      origin: 1,
+      seq: 1,
+      ops: [
+        { register: 'a', delta: { op: DeltaOp.Set, key: k, value: enc('1') } },
+        { register: 'b', delta: { op: DeltaOp.Set, key: k, value: enc('1') } },
+      ],
+    });
     const digest = st.digest();
     // The cas on b fails: the set on a must not happen either.
-    apply(st, 2, { origin: 1, seq: 2, ops: [{ register: 'a', delta: { op: DeltaOp.Set, key: k, value: enc('2') } }, { register: 'b', delta: { op: DeltaOp.Cas, key: k, expect: 7, value: enc('2') } }] });
+    apply(st, 2, {
+      origin: 1,
+      seq: 2,
+      ops: [
+        { register: 'a', delta: { op: DeltaOp.Set, key: k, value: enc('2') } },
+        { register: 'b', delta: { op: DeltaOp.Cas, key: k, expect: 7, value: enc('2') } },
+      ],
+    });
     expect(outcomes).toEqual([0, CollapseReject.CasMismatch]);
     expect((st.registers.get('a')!.state as MapState).get(k)!.value).toEqual(enc('1'));
     expect({ hi: st.digest().hi, lo: st.digest().lo }).toEqual({ hi: digest.hi, lo: digest.lo });
@@ -293,8 +321,22 @@ describe('QSCS collapse in a domain (core/qn/state.ts)', () => {
     const st = new DomainState(5, regs, groups);
     const seen: { outcome: number; duplicate: boolean }[] = [];
     st.onCollapse = (c) => seen.push({ outcome: c.outcome, duplicate: c.duplicate });
-    apply(st, 1, { origin: 2, seq: 1, ops: [{ register: 'a', delta: { op: DeltaOp.Set, key: k, value: enc('1') } }, { register: 'a', delta: { op: DeltaOp.Del, key: k } }] });
-    apply(st, 2, { origin: 2, seq: 2, ops: [{ register: 's', delta: { op: DeltaOp.Append, offset: 0, data: enc('ab') } }, { register: 's', delta: { op: DeltaOp.Append, offset: 2, data: enc('c') } }] });
+    apply(st, 1, {
+      origin: 2,
+      seq: 1,
+      ops: [
+        { register: 'a', delta: { op: DeltaOp.Set, key: k, value: enc('1') } },
+        { register: 'a', delta: { op: DeltaOp.Del, key: k } },
+      ],
+    });
+    apply(st, 2, {
+      origin: 2,
+      seq: 2,
+      ops: [
+        { register: 's', delta: { op: DeltaOp.Append, offset: 0, data: enc('ab') } },
+        { register: 's', delta: { op: DeltaOp.Append, offset: 2, data: enc('c') } },
+      ],
+    });
     apply(st, 3, { origin: 2, seq: 3, ops: [{ register: 's', delta: { op: DeltaOp.Append, offset: 0, data: enc('x') } }] });
     apply(st, 4, { origin: 2, seq: 2, ops: [{ register: 's', delta: { op: DeltaOp.Append, offset: 3, data: enc('d') } }] });
     expect(seen).toEqual([
@@ -308,7 +350,20 @@ describe('QSCS collapse in a domain (core/qn/state.ts)', () => {
 
   it('a snapshot restores the same digest, versions and outcome table', () => {
     const st = new DomainState(9, regs, groups);
-    for (let i = 1; i <= 50; i++) apply(st, i, { origin: 1, seq: i, ops: [{ register: i % 2 ? 'a' : 's', delta: i % 2 ? { op: DeltaOp.Set, key: enc(`k${i}`), value: enc(`v${i}`) } : { op: DeltaOp.Append, offset: st.registers.get('s')!.state.size(), data: enc(`${i}`) } }] });
+    for (let i = 1; i <= 50; i++)
+      apply(st, i, {
+        origin: 1,
+        seq: i,
+        ops: [
+          {
+            register: i % 2 ? 'a' : 's',
+            delta:
+              i % 2
+                ? { op: DeltaOp.Set, key: enc(`k${i}`), value: enc(`v${i}`) }
+                : { op: DeltaOp.Append, offset: st.registers.get('s')!.state.size(), data: enc(`${i}`) },
+          },
+        ],
+      });
     const copy = new DomainState(9, regs, groups);
     copy.restore(st.snapshot(), 50);
     expect(copy.digest()).toEqual(st.digest());

@@ -22,7 +22,10 @@ describe('ESTP fuzz from the authorised peer', () => {
   it('100,000 fuzzed payloads into both roles: no exception escapes, memory bounded, the pair keeps committing', () => {
     const world = new SimWorld(Number(process.env.FUZZ_SEED ?? 13), { loss: 0.02, dup: 0.01, reorder: 0.05, minDelayMs: 1, maxDelayMs: 4 });
     const opts = { pairId: 6, seed: 2024, registers: REGS };
-    const [A, B] = world.adopt(['A', 'B'], [new HalfPair({ ...opts, localId: 1, peerId: 2 }, 0), new HalfPair({ ...opts, localId: 2, peerId: 1 }, 0)]);
+    const [A, B] = world.adopt(
+      ['A', 'B'],
+      [new HalfPair({ ...opts, localId: 1, peerId: 2 }, 0), new HalfPair({ ...opts, localId: 2, peerId: 1 }, 0)],
+    );
     const outcomes = new Map<string, string>();
     world.onEvent = (ep: SimEndpoint, ev: SpookEvent) => {
       if (ev.type === 'outcome') outcomes.set(`${ep.name}:${ev.seq}`, ev.verdict);
@@ -88,12 +91,21 @@ describe('ESTP fuzz from the authorised peer', () => {
       ['kv', 's'].every((n) => {
         const ra = A.pair.register(n);
         const rb = B.pair.register(n);
-        return ra.version === rb.version && ra.hash.hi === rb.hash.hi && ra.hash.lo === rb.hash.lo && ra.pendingCount === 0 && rb.pendingCount === 0;
+        return (
+          ra.version === rb.version &&
+          ra.hash.hi === rb.hash.hi &&
+          ra.hash.lo === rb.hash.lo &&
+          ra.pendingCount === 0 &&
+          rb.pendingCount === 0
+        );
       });
     const healed = world.run(world.now + 120_000, aligned);
     if (!healed) {
       for (const ep of [A, B]) {
-        const rs = ['kv', 's'].map((n) => { const r = ep.pair.register(n); return { n, v: r.version, h: r.hash, pend: r.pendingCount, req: r.requester !== undefined, pv: r.peerVersion, st: r.status() }; });
+        const rs = ['kv', 's'].map((n) => {
+          const r = ep.pair.register(n);
+          return { n, v: r.version, h: r.hash, pend: r.pendingCount, req: r.requester !== undefined, pv: r.peerVersion, st: r.status() };
+        });
         console.log(ep.name, ep.pair.state, JSON.stringify(rs));
       }
     }
@@ -101,6 +113,11 @@ describe('ESTP fuzz from the authorised peer', () => {
     const mine = [write(A, 100_001), write(B, 100_002)];
     world.drain(A);
     world.drain(B);
-    expect(world.run(world.now + 60_000, () => aligned() && outcomes.get(`A:${mine[0]}`) === 'committed' && outcomes.get(`B:${mine[1]}`) === 'committed')).toBe(true);
+    expect(
+      world.run(
+        world.now + 60_000,
+        () => aligned() && outcomes.get(`A:${mine[0]}`) === 'committed' && outcomes.get(`B:${mine[1]}`) === 'committed',
+      ),
+    ).toBe(true);
   }, 60_000);
 });

@@ -19,7 +19,12 @@ function pairUp() {
 }
 
 /** Runs a full handshake, through decodeFrame as a receiver would. */
-function handshake(a: EtcpEndpoint, b: EtcpEndpoint, kb: { publicKey: Uint8Array }, now = 1000): { sa: Session; sb: Session; init: Uint8Array } {
+function handshake(
+  a: EtcpEndpoint,
+  b: EtcpEndpoint,
+  kb: { publicKey: Uint8Array },
+  now = 1000,
+): { sa: Session; sb: Session; init: Uint8Array } {
   const init = a.initiate(now, kb.publicKey);
   decodeFrame(init);
   const r1 = b.handleHandshake(now, init, 'a:1');
@@ -83,10 +88,18 @@ describe('ETCP pair formation', () => {
     expect(r2.kind === 'drop' && r2.reason).toBe('handshake-auth-failed');
     const { sb } = handshake(a, b, kb, 10);
     void sb;
-    const strayResp = stampMacs(encodeFrame({ type: FrameType.HandshakeResp, flags: 0, pairId: 1234, packetNumber: 0 }, new Uint8Array(RESP_LEN)), mac1Key(kb.publicKey), undefined);
+    const strayResp = stampMacs(
+      encodeFrame({ type: FrameType.HandshakeResp, flags: 0, pairId: 1234, packetNumber: 0 }, new Uint8Array(RESP_LEN)),
+      mac1Key(kb.publicKey),
+      undefined,
+    );
     const stray = b.handleHandshake(0, strayResp, 'x:1');
     expect(stray.kind === 'drop' && stray.reason).toBe('unknown-index');
-    const unmacked = b.handleHandshake(0, encodeFrame({ type: FrameType.HandshakeResp, flags: 0, pairId: 1234, packetNumber: 0 }, new Uint8Array(RESP_LEN)), 'x:1');
+    const unmacked = b.handleHandshake(
+      0,
+      encodeFrame({ type: FrameType.HandshakeResp, flags: 0, pairId: 1234, packetNumber: 0 }, new Uint8Array(RESP_LEN)),
+      'x:1',
+    );
     expect(unmacked.kind === 'drop' && unmacked.reason).toBe('bad-mac1');
   });
 });
@@ -164,7 +177,12 @@ describe('ETCP init replay across a restart', () => {
     const kb = generateKeyPair();
     const a = new EtcpEndpoint({ staticKey: ka, peers: [{ publicKey: kb.publicKey, name: 'b' }], random });
     const saved = new Map<string, number>();
-    const b1 = new EtcpEndpoint({ staticKey: kb, peers: [{ publicKey: ka.publicKey, name: 'a' }], random, onInitAccepted: (p, ts) => saved.set(p.name, ts) });
+    const b1 = new EtcpEndpoint({
+      staticKey: kb,
+      peers: [{ publicKey: ka.publicKey, name: 'a' }],
+      random,
+      onInitAccepted: (p, ts) => saved.set(p.name, ts),
+    });
     const init = a.initiate(5000, kb.publicKey);
     expect(b1.handleHandshake(0, init, 'a:1').kind).toBe('respond');
     expect(saved.get('a')).toBe(5000);
@@ -210,7 +228,10 @@ describe('ETCP DoS cookies (§12.8)', () => {
     const { a, kb } = pairUp();
     const init = a.initiate(0, kb.publicKey);
     const k = createHash('blake2s256').update('mac1----').update(kb.publicKey).digest();
-    const expected = createHmac('blake2s256', k).update(init.subarray(0, init.length - 32)).digest().subarray(0, 16);
+    const expected = createHmac('blake2s256', k)
+      .update(init.subarray(0, init.length - 32))
+      .digest()
+      .subarray(0, 16);
     expect(th(init.subarray(init.length - 32, init.length - 16))).toBe(expected.toString('hex'));
     expect(th(init.subarray(init.length - 16))).toBe('00'.repeat(16)); // no cookie yet: mac2 is zero
   });
@@ -282,7 +303,9 @@ describe('ETCP DoS cookies (§12.8)', () => {
     expect(outcomes['unauthorized-key']).toBe(1);
     expect(outcomes['refused-replay']).toBeGreaterThan(9000);
     expect(b.underLoad(3000)).toBe(true);
-    console.log(`flood: ${JSON.stringify(outcomes)} in ${ms.toFixed(0)} ms (${((ms * 1000) / Object.values(outcomes).reduce((x, y) => x + y, 0)).toFixed(1)} us per init)`);
+    console.log(
+      `flood: ${JSON.stringify(outcomes)} in ${ms.toFixed(0)} ms (${((ms * 1000) / Object.values(outcomes).reduce((x, y) => x + y, 0)).toFixed(1)} us per init)`,
+    );
   });
 
   it('attack: an unauthorised sender that does receive its cookies still gets at most the per-source limit of DHs per second', () => {
@@ -318,7 +341,10 @@ describe('ETCP aggregate DH bound under load (§12.8)', () => {
     for (let i = 0; i <= threshold; i++) b.handleHandshake(now, warm.initiate(now, kb.publicKey), 'warm:1');
     expect(b.underLoad(now)).toBe(true);
     // Each source gets its cookie (one round trip), then sends fresh inits (new ephemerals: no replay shortcut).
-    const srcs = Array.from({ length: 100 }, (_, i) => ({ src: `2001:db8::${i.toString(16)}:4000`, ep: new EtcpEndpoint({ staticKey: kc, peers: [{ publicKey: kb.publicKey, name: 'b' }], random }) }));
+    const srcs = Array.from({ length: 100 }, (_, i) => ({
+      src: `2001:db8::${i.toString(16)}:4000`,
+      ep: new EtcpEndpoint({ staticKey: kc, peers: [{ publicKey: kb.publicKey, name: 'b' }], random }),
+    }));
     for (const { src, ep } of srcs) {
       const r = b.handleHandshake(now, ep.initiate(now, kb.publicKey), src);
       expect(r.kind).toBe('cookie');
@@ -362,13 +388,23 @@ describe('ETCP aggregate DH bound under load (§12.8)', () => {
     const threshold = 2;
     const host = (src: string): string => src.slice(0, src.lastIndexOf(':'));
     // Fresh after a restart: a has never handshaken here, but its endpoint is configured.
-    const b = new EtcpEndpoint({ staticKey: kb, peers: [{ publicKey: ka.publicKey, name: 'a' }], random, cookieThreshold: threshold, sourceHost: host, knownSources: [{ peer: 'a', source: '192.0.2.1:51820' }] });
+    const b = new EtcpEndpoint({
+      staticKey: kb,
+      peers: [{ publicKey: ka.publicKey, name: 'a' }],
+      random,
+      cookieThreshold: threshold,
+      sourceHost: host,
+      knownSources: [{ peer: 'a', source: '192.0.2.1:51820' }],
+    });
     const a = new EtcpEndpoint({ staticKey: ka, peers: [{ publicKey: kb.publicKey, name: 'b' }], random });
     let now = 1000;
     const warm = new EtcpEndpoint({ staticKey: kc, peers: [{ publicKey: kb.publicKey, name: 'b' }], random });
     for (let i = 0; i <= threshold; i++) b.handleHandshake(now, warm.initiate(now, kb.publicKey), `198.51.100.200:${i}`);
     // Twenty cookie-holding strangers empty the global bucket.
-    const srcs = Array.from({ length: 20 }, (_, i) => ({ src: `198.51.100.${i}:4000`, ep: new EtcpEndpoint({ staticKey: kc, peers: [{ publicKey: kb.publicKey, name: 'b' }], random }) }));
+    const srcs = Array.from({ length: 20 }, (_, i) => ({
+      src: `198.51.100.${i}:4000`,
+      ep: new EtcpEndpoint({ staticKey: kc, peers: [{ publicKey: kb.publicKey, name: 'b' }], random }),
+    }));
     for (const { src, ep } of srcs) {
       const r = b.handleHandshake(now, ep.initiate(now, kb.publicKey), src);
       if (r.kind === 'cookie') ep.handleHandshake(now, r.datagram, 'b');
@@ -415,7 +451,14 @@ describe('ETCP session bounds (§12.3)', () => {
     const kb = generateKeyPair();
     const kx = generateKeyPair();
     const ka = generateKeyPair();
-    const b = new EtcpEndpoint({ staticKey: kb, peers: [{ publicKey: kx.publicKey, name: 'x' }, { publicKey: ka.publicKey, name: 'a' }], random });
+    const b = new EtcpEndpoint({
+      staticKey: kb,
+      peers: [
+        { publicKey: kx.publicKey, name: 'x' },
+        { publicKey: ka.publicKey, name: 'a' },
+      ],
+      random,
+    });
     const x = new EtcpEndpoint({ staticKey: kx, peers: [{ publicKey: kb.publicKey, name: 'b' }], random });
     const out: Record<string, number> = {};
     for (let i = 0; i < 40; i++) {
@@ -441,9 +484,19 @@ describe('ETCP session bounds (§12.3)', () => {
   it('attack: an authorised peer floods fresh HandshakeInits from 16 source addresses, each holding its cookie: at most perPeerLimit per second are answered, and a later init from it is', () => {
     const ka = generateKeyPair();
     const kb = generateKeyPair();
-    const b = new EtcpEndpoint({ staticKey: kb, peers: [{ publicKey: ka.publicKey, name: 'a' }], random, cookieThreshold: 1, perSourceLimit: 5, perPeerLimit: 4 });
+    const b = new EtcpEndpoint({
+      staticKey: kb,
+      peers: [{ publicKey: ka.publicKey, name: 'a' }],
+      random,
+      cookieThreshold: 1,
+      perSourceLimit: 5,
+      perPeerLimit: 4,
+    });
     // One endpoint per source address: each takes the cookie for its own address (the worst authorised peer).
-    const sources = Array.from({ length: 16 }, (_, i) => ({ addr: `198.51.100.${i}:4444`, ep: new EtcpEndpoint({ staticKey: ka, peers: [{ publicKey: kb.publicKey, name: 'b' }], random }) }));
+    const sources = Array.from({ length: 16 }, (_, i) => ({
+      addr: `198.51.100.${i}:4444`,
+      ep: new EtcpEndpoint({ staticKey: ka, peers: [{ publicKey: kb.publicKey, name: 'b' }], random }),
+    }));
     const out: Record<string, number> = {};
     let ts = 1;
     // Two simulated seconds, 16 sources x 50 inits/s each: 1,600 fresh inits (strictly rising timestamps).
@@ -461,7 +514,10 @@ describe('ETCP session bounds (§12.3)', () => {
     // The rest are refused by the per-peer limit, or earlier by the global DH bucket (the flood's sources
     // are not the peer's latest handshake address), or later by the peer's session limit.
     expect(out['peer-rate-limited']).toBeGreaterThan(0);
-    expect((out['peer-rate-limited'] ?? 0) + (out['dh-rate-limited'] ?? 0) + (out['peer-session-limit'] ?? 0), JSON.stringify(out)).toBeGreaterThan(100);
+    expect(
+      (out['peer-rate-limited'] ?? 0) + (out['dh-rate-limited'] ?? 0) + (out['peer-session-limit'] ?? 0),
+      JSON.stringify(out),
+    ).toBeGreaterThan(100);
     // A later init from the same key (after the interval) is answered.
     const late = sources[0];
     const r = b.handleHandshake(2500, late.ep.initiate(2500, kb.publicKey, ts++), late.addr);
@@ -489,7 +545,13 @@ describe('ETCP endpoint fuzz', () => {
     let now = 0;
     // A corpus of valid frames of every kind, from both keys.
     const { sa, sb } = handshake(a, b, kb, now);
-    const corpus: Uint8Array[] = [a.initiate(now, kb.publicKey), c.initiate(now, kb.publicKey), sa.seal(rand(30)), sb.seal(rand(200)), sa.seal(new Uint8Array(0))];
+    const corpus: Uint8Array[] = [
+      a.initiate(now, kb.publicKey),
+      c.initiate(now, kb.publicKey),
+      sa.seal(rand(30)),
+      sb.seal(rand(200)),
+      sa.seal(new Uint8Array(0)),
+    ];
     const hr = b.handleHandshake(now, a.initiate(now, kb.publicKey), 'a:1');
     if (hr.kind === 'respond') corpus.push(hr.datagram);
     const loaded = new EtcpEndpoint({ staticKey: kb, peers: [{ publicKey: ka.publicKey, name: 'a' }], random: rand, cookieThreshold: 1 });
@@ -509,7 +571,8 @@ describe('ETCP endpoint fuzz', () => {
       let f: Uint8Array;
       const kind = rng.int(0, 9);
       if (kind === 0) f = rand(rng.int(0, rng.chance(0.5) ? 40 : 1500));
-      else if (kind === 9) f = rng.pick(corpus); // a plain replay
+      else if (kind === 9)
+        f = rng.pick(corpus); // a plain replay
       else if (kind === 1) {
         // A well-formed header of a handshake type with a payload of exactly the right length, random inside.
         const type = rng.int(1, 3);
@@ -520,12 +583,15 @@ describe('ETCP endpoint fuzz', () => {
         const dv = new DataView(f.buffer);
         for (let m = rng.int(1, 3); m > 0; m--) {
           const what = rng.int(0, 5);
-          if (what === 0 && f.length >= 12) dv.setUint32(8, rng.pick(EXTREME32)); // pair_id
+          if (what === 0 && f.length >= 12)
+            dv.setUint32(8, rng.pick(EXTREME32)); // pair_id
           else if (what === 1 && f.length >= 20) {
             dv.setUint32(12, rng.pick([0, 0x1fffff, 0x200000, 0xffffffff])); // packet numbers up to 2^64 − 1
             dv.setUint32(16, rng.pick([0, 1, 0xffffffff]));
-          } else if (what === 2 && f.length >= 24) dv.setUint32(20, rng.pick(EXTREME32)); // sender / receiver index
-          else if (what === 3 && f.length >= 8) dv.setUint16(6, rng.pick([0, 1, f.length - 20, 0xffff])); // payload_len lies
+          } else if (what === 2 && f.length >= 24)
+            dv.setUint32(20, rng.pick(EXTREME32)); // sender / receiver index
+          else if (what === 3 && f.length >= 8)
+            dv.setUint16(6, rng.pick([0, 1, f.length - 20, 0xffff])); // payload_len lies
           else if (what === 4) f = rng.chance(0.5) ? f.subarray(0, rng.int(0, f.length)) : new Uint8Array([...f, ...rand(rng.int(1, 40))]);
           else if (f.length > 0) f[rng.int(0, f.length - 1)] ^= 1 << rng.int(0, 7);
         }
@@ -565,7 +631,17 @@ describe('ETCP endpoint fuzz', () => {
     const ms = performance.now() - t0;
     expect(escaped).toEqual([]);
     // The fuzz went deep: through mac1, into Noise, cookies answered, data frames opened and refused.
-    for (const k of ['wire', 'bad-mac1', 'handshake-auth-failed', 'cookie', 'data-auth-failed', 'replayed', 'unknown-index', 'handshake-malformed']) expect(counts[k] ?? 0, k).toBeGreaterThan(0);
+    for (const k of [
+      'wire',
+      'bad-mac1',
+      'handshake-auth-failed',
+      'cookie',
+      'data-auth-failed',
+      'replayed',
+      'unknown-index',
+      'handshake-malformed',
+    ])
+      expect(counts[k] ?? 0, k).toBeGreaterThan(0);
     // Sessions the fuzz could create are bounded by the inits it could make fresh (none forged).
     expect(b.sessions.size).toBeLessThan(10);
     // Afterwards the honest pair still forms (through a cookie if b is still under load) and carries data both ways.

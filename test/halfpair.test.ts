@@ -30,7 +30,9 @@ describe('collapse', () => {
     const ia = proposeNow(h, h.a, 'kv', cas('leader', 0, 'A'));
     const ib = proposeNow(h, h.b, 'kv', cas('leader', 0, 'B'));
     expect(h.settle()).toBe(true);
-    const outcomes = h.events.filter((e) => e.ev.type === 'outcome').map((e) => e.ev as { origin: number; seq: number; verdict: string; reason?: string });
+    const outcomes = h.events
+      .filter((e) => e.ev.type === 'outcome')
+      .map((e) => e.ev as { origin: number; seq: number; verdict: string; reason?: string });
     const oa = outcomes.find((o) => o.origin === ia.origin && o.seq === ia.seq)!;
     const ob = outcomes.find((o) => o.origin === ib.origin && o.seq === ib.seq)!;
     expect([oa.verdict, ob.verdict].sort()).toEqual(['committed', 'rejected']);
@@ -106,7 +108,9 @@ describe('proposals', () => {
   it('invalid deltas are refused with the reason', () => {
     const h = harness(KV);
     expect(() => h.a.pair.propose(0, 'kv', { op: DeltaOp.Set, key: new Uint8Array(0), value: enc('v') })).toThrowError(/key is empty/);
-    expect(() => h.a.pair.propose(0, 'kv', { op: DeltaOp.Append, offset: 0, data: enc('x') })).toThrowError(/map register cannot take delta op Append/);
+    expect(() => h.a.pair.propose(0, 'kv', { op: DeltaOp.Append, offset: 0, data: enc('x') })).toThrowError(
+      /map register cannot take delta op Append/,
+    );
     expect(() => h.a.pair.propose(0, 'nope', set('k', 'v'))).toThrowError(/no register named nope/);
   });
 });
@@ -117,7 +121,8 @@ describe('decoherence and re-entanglement', () => {
     const h = harness(KV);
     h.settle();
     h.cut();
-    for (let i = 0; i < 50; i++) h.world.at(h.world.now + 10 + i * 20, () => void h.a.pair.propose(h.world.now, 'kv', set(`a${i}`, `${i}`)));
+    for (let i = 0; i < 50; i++)
+      h.world.at(h.world.now + 10 + i * 20, () => void h.a.pair.propose(h.world.now, 'kv', set(`a${i}`, `${i}`)));
     h.world.at(h.world.now + 2000, () => void h.b.pair.propose(h.world.now, 'kv', set('b-buffered', '1')));
     h.world.run(h.world.now + 7000);
     expect(h.a.pair.state).toBe(PairState.DECOHERENT);
@@ -142,7 +147,8 @@ describe('decoherence and re-entanglement', () => {
       for (let i = 0; i < 100; i++) proposeNow(h, h.a, 'kv', set(`k${i}`, 'v0'));
       expect(h.settle()).toBe(true);
       h.cut();
-      for (let i = 0; i < 600; i++) h.world.at(h.world.now + 1 + i, () => void h.a.pair.propose(h.world.now, 'kv', set(`k${i % distinct}`, `v${i}`)));
+      for (let i = 0; i < 600; i++)
+        h.world.at(h.world.now + 1 + i, () => void h.a.pair.propose(h.world.now, 'kv', set(`k${i % distinct}`, `v${i}`)));
       h.world.run(h.world.now + 7000);
       const mark = h.events.length;
       const before = h.world.net.stats.bytesSent;
@@ -164,12 +170,16 @@ describe('decoherence and re-entanglement', () => {
     for (let i = 0; i < 200; i++) proposeNow(h, h.a, 'kv', set(`k${i}`, 'v0'));
     expect(h.settle()).toBe(true);
     h.cut();
-    for (let i = 0; i < 20; i++) h.world.at(h.world.now + 10 + i * 10, () => void h.a.pair.propose(h.world.now, 'kv', set(`k${i * 7}`, 'v1')));
+    for (let i = 0; i < 20; i++)
+      h.world.at(h.world.now + 10 + i * 10, () => void h.a.pair.propose(h.world.now, 'kv', set(`k${i * 7}`, 'v1')));
     h.world.run(h.world.now + 7000);
     const mark = h.events.length;
     h.heal();
     expect(h.settle()).toBe(true);
-    const b = h.events.slice(mark).filter((e) => e.ep === 'B' && e.ev.type === 'reentangled').map((e) => (e.ev as { method: string }).method);
+    const b = h.events
+      .slice(mark)
+      .filter((e) => e.ep === 'B' && e.ev.type === 'reentangled')
+      .map((e) => (e.ev as { method: string }).method);
     expect(b).toEqual(['reconcile']);
     expect(h.b.pair.stats.fullTransfers).toBe(0);
   });
@@ -187,7 +197,7 @@ describe('decoherence and re-entanglement', () => {
     expect(new TextDecoder().decode((h.b.pair.register('kv').state as MapState).get(enc('k3'))!.value)).toBe('v');
   });
 
-  it('a stream that is not a prefix of the sequencer\'s falls back to a counted full transfer', () => {
+  it("a stream that is not a prefix of the sequencer's falls back to a counted full transfer", () => {
     const h = harness([{ name: 's', kind: 'stream' }]);
     h.settle();
     proposeNow(h, h.a, 's', append(0, 'abc'));
@@ -278,7 +288,10 @@ describe('forged extremes from the peer', () => {
   });
 
   it('a forged follower Status far ahead does not wedge the sequencer (its version is no staleness reference)', () => {
-    const h = harness([{ name: 'kv', kind: 'map' }, { name: 'idle', kind: 'map' }]);
+    const h = harness([
+      { name: 'kv', kind: 'map' },
+      { name: 'idle', kind: 'map' },
+    ]);
     h.settle();
     h.cut();
     h.world.run(h.world.now + 6000);
@@ -312,7 +325,12 @@ describe('forged extremes from the peer', () => {
   it('a Propose whose base jumps past any restart gap is dropped; the follower keeps committing', () => {
     const h = harness(KV);
     h.settle();
-    inject(h, 'a', { type: MsgType.Propose, register: 'kv', base: 2 ** 53 - 1, candidates: [{ origin: 2, seq: 2 ** 53 - 1, delta: set('evil', 'x') }] });
+    inject(h, 'a', {
+      type: MsgType.Propose,
+      register: 'kv',
+      base: 2 ** 53 - 1,
+      candidates: [{ origin: 2, seq: 2 ** 53 - 1, delta: set('evil', 'x') }],
+    });
     expect(h.a.pair.stats.drops['beyond-window']).toBe(1);
     proposeNow(h, h.b, 'kv', set('honest', 'y'));
     expect(h.settle()).toBe(true);

@@ -10,7 +10,6 @@ const b = (s: string): Uint8Array => utf8.encode(s);
 
 const M64 = (1n << 64n) - 1n;
 const big = (h: { hi: number; lo: number }): bigint => (BigInt(h.hi) << 32n) | BigInt(h.lo);
-const parts = (v: bigint) => ({ hi: Number((v >> 32n) & 0xffffffffn), lo: Number(v & 0xffffffffn) });
 
 function concat(chunks: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
@@ -118,10 +117,7 @@ describe('Murmur3 streaming', () => {
   });
 
   it('property: updateU32(v) equals update() with the 4 little-endian bytes, at any alignment', () => {
-    const op = fc.oneof(
-      fc.record({ u32: fc.integer({ min: 0, max: 0xffffffff }) }),
-      fc.record({ bytes: fc.uint8Array({ maxLength: 7 }) }),
-    );
+    const op = fc.oneof(fc.record({ u32: fc.integer({ min: 0, max: 0xffffffff }) }), fc.record({ bytes: fc.uint8Array({ maxLength: 7 }) }));
     fc.assert(
       fc.property(seedArb, fc.array(op, { maxLength: 12 }), (seed, ops) => {
         const viaU32 = new Murmur3().reset(seed);
@@ -270,7 +266,11 @@ const cas = (k: string, expect: number, v: string): Delta => ({ op: DeltaOp.Cas,
 
 /** Final entries: distinct keys, each with a value and the version that wrote it. */
 const finalEntries = fc.uniqueArray(
-  fc.record({ key: fc.uint8Array({ minLength: 1, maxLength: 12 }), value: fc.uint8Array({ maxLength: 16 }), version: fc.integer({ min: 1, max: 2 ** 40 }) }),
+  fc.record({
+    key: fc.uint8Array({ minLength: 1, maxLength: 12 }),
+    value: fc.uint8Array({ maxLength: 16 }),
+    version: fc.integer({ min: 1, max: 2 ** 40 }),
+  }),
   { selector: (e) => Array.from(e.key).join(','), maxLength: 25 },
 );
 

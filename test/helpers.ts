@@ -23,7 +23,11 @@ export interface Harness {
 }
 
 /** A pair A (sequencer) / B (follower) in a fresh simulated world. */
-export function harness(registers: RegisterSpec[], faults: Partial<{ loss: number; dup: number; reorder: number }> = {}, seed = 1): Harness {
+export function harness(
+  registers: RegisterSpec[],
+  faults: Partial<{ loss: number; dup: number; reorder: number }> = {},
+  seed = 1,
+): Harness {
   const world = new SimWorld(seed, { loss: 0, dup: 0, reorder: 0, minDelayMs: 1, maxDelayMs: 5, ...faults });
   const events: Harness['events'] = [];
   world.onEvent = (ep, ev) => events.push({ ep: ep.name, ev });
@@ -47,7 +51,13 @@ export function harness(registers: RegisterSpec[], faults: Partial<{ loss: numbe
       return names.every((n) => {
         const ra = a.pair.register(n);
         const rb = b.pair.register(n);
-        return ra.version === rb.version && ra.hash.hi === rb.hash.hi && ra.hash.lo === rb.hash.lo && ra.pendingCount === 0 && rb.pendingCount === 0;
+        return (
+          ra.version === rb.version &&
+          ra.hash.hi === rb.hash.hi &&
+          ra.hash.lo === rb.hash.lo &&
+          ra.pendingCount === 0 &&
+          rb.pendingCount === 0
+        );
       });
     },
     settle(maxMs = 60_000) {

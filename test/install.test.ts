@@ -25,7 +25,13 @@ describe('make install / uninstall', () => {
     const key = join(root, 'key');
     writeFileSync(key, `${encodeKey(generateKeyPair().privateKey)}\n`, { mode: 0o600 });
     const conf = join(root, 'spookd.conf');
-    writeFileSync(conf, readFileSync(join(etc, 'spook', 'spookd.conf.example'), 'utf8').replace('privateKeyFile: /etc/spook/private.key', `privateKeyFile: ${key}`));
+    writeFileSync(
+      conf,
+      readFileSync(join(etc, 'spook', 'spookd.conf.example'), 'utf8').replace(
+        'privateKeyFile: /etc/spook/private.key',
+        `privateKeyFile: ${key}`,
+      ),
+    );
     const check = spawnSync(join(prefix, 'bin', 'spookd'), ['--config', conf, '--check-config'], { encoding: 'utf8' });
     expect(check.stderr).toBe('');
     expect(check.stdout).toMatch(/OK \(1 peer\(s\), 2 register\(s\), 0 domain\(s\), 0 wrapper\(s\)\)/);

@@ -1,6 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { allEntries, buildIndex, childrenOf, countUnder, entriesUnder, prefixContains, prefixRange, type KeyIndex } from '../core/register/keyspace.js';
+import {
+  allEntries,
+  buildIndex,
+  childrenOf,
+  countUnder,
+  entriesUnder,
+  prefixContains,
+  prefixRange,
+  type KeyIndex,
+} from '../core/register/keyspace.js';
 
 const entriesOf = (index: KeyIndex) => [...allEntries(index)];
 import { MapState, type MapEntry } from '../core/register/map.js';
@@ -125,7 +134,12 @@ describe('buildIndex', () => {
 describe('entriesUnder and childrenOf', () => {
   const indexArb = fc.record({ seed: fc.integer({ min: 0, max: 0xffffffff }), n: fc.integer({ min: 0, max: 300 }), salt: fc.nat(1000) });
   /** A (depth, prefix) that is either random or holds a chosen entry, so non-empty ranges are tested too. */
-  const whereArb = fc.record({ depth: fc.integer({ min: 0, max: RECON_MAX_DEPTH }), pick: fc.nat(), random: fc.integer({ min: 0, max: TWO32 - 1 }), useEntry: fc.boolean() });
+  const whereArb = fc.record({
+    depth: fc.integer({ min: 0, max: RECON_MAX_DEPTH }),
+    pick: fc.nat(),
+    random: fc.integer({ min: 0, max: TWO32 - 1 }),
+    useEntry: fc.boolean(),
+  });
 
   function choose(index: KeyIndex, w: { depth: number; pick: number; random: number; useEntry: boolean }): number {
     const entries = entriesOf(index);

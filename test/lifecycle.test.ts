@@ -57,7 +57,19 @@ describe('vocabulary', () => {
   it('has the six states and eleven events of the design', () => {
     expect([...STATES].sort()).toEqual(['CLOSED', 'COLLAPSING', 'DECOHERENT', 'ENTANGLED', 'FORMING', 'REENTANGLING']);
     expect([...EVENTS].sort()).toEqual(
-      ['aligned', 'close', 'collapse-settled', 'collapse-started', 'formed-aligned', 'formed-misaligned', 'hash-mismatch', 'internal-error', 'peer-heard', 'peer-silent', 'unfillable-gap'].sort(),
+      [
+        'aligned',
+        'close',
+        'collapse-settled',
+        'collapse-started',
+        'formed-aligned',
+        'formed-misaligned',
+        'hash-mismatch',
+        'internal-error',
+        'peer-heard',
+        'peer-silent',
+        'unfillable-gap',
+      ].sort(),
     );
     expect(EXPECTED).toHaveLength(25);
   });

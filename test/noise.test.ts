@@ -22,17 +22,29 @@ const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
 /** The IK vectors extracted from shared/vectors (cacophony, snow) into test/vectors/noise-ik.json. */
 function load(source: string): Vector[] {
-  const d = JSON.parse(readFileSync(new URL('./vectors/noise-ik.json', import.meta.url), 'utf8')) as { vectors: (Vector & { source: string })[] };
+  const d = JSON.parse(readFileSync(new URL('./vectors/noise-ik.json', import.meta.url), 'utf8')) as {
+    vectors: (Vector & { source: string })[];
+  };
   return d.vectors.filter((v) => v.source === source);
 }
 
 /** Runs one published vector: both handshake messages, then the transport messages alternating. */
 function run(v: Vector, h: HashName): void {
   const init = new IKInitiator(
-    { hash: h, prologue: hex(v.init_prologue), staticKey: keyPairFromPrivate(hex(v.init_static)), ephemeral: keyPairFromPrivate(hex(v.init_ephemeral)) },
+    {
+      hash: h,
+      prologue: hex(v.init_prologue),
+      staticKey: keyPairFromPrivate(hex(v.init_static)),
+      ephemeral: keyPairFromPrivate(hex(v.init_ephemeral)),
+    },
     hex(v.init_remote_static),
   );
-  const resp = new IKResponder({ hash: h, prologue: hex(v.resp_prologue), staticKey: keyPairFromPrivate(hex(v.resp_static)), ephemeral: keyPairFromPrivate(hex(v.resp_ephemeral)) });
+  const resp = new IKResponder({
+    hash: h,
+    prologue: hex(v.resp_prologue),
+    staticKey: keyPairFromPrivate(hex(v.resp_static)),
+    ephemeral: keyPairFromPrivate(hex(v.resp_ephemeral)),
+  });
   const [m1, m2, ...transport] = v.messages;
   const c1 = init.writeMessage1(hex(m1.payload));
   expect(toHex(c1)).toBe(m1.ciphertext);
@@ -95,14 +107,18 @@ describe('Noise IK failure cases', () => {
 describe('XChaCha20-Poly1305 for cookie replies (draft-irtf-cfrg-xchacha-03 vectors)', () => {
   it('HChaCha20 matches the draft §2.2.1 vector', () => {
     const key = new Uint8Array(32).map((_, i) => i);
-    expect(toHex(hchacha20(key, hex('000000090000004a0000000031415927')))).toBe('82413b4227b27bfed30e42508a877d73a0f9e4d58a74a853c12ec41326d3ecdc');
+    expect(toHex(hchacha20(key, hex('000000090000004a0000000031415927')))).toBe(
+      '82413b4227b27bfed30e42508a877d73a0f9e4d58a74a853c12ec41326d3ecdc',
+    );
   });
 
   it('AEAD_XChaCha20_Poly1305 matches the draft §A.3.1 vector and opens only what it sealed', () => {
     const key = new Uint8Array(32).map((_, i) => 0x80 + i);
     const nonce = hex('404142434445464748494a4b4c4d4e4f5051525354555657');
     const ad = hex('50515253c0c1c2c3c4c5c6c7');
-    const pt = new TextEncoder().encode("Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.");
+    const pt = new TextEncoder().encode(
+      "Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.",
+    );
     const ct = xaeadEncrypt(key, nonce, ad, pt);
     expect(toHex(ct)).toBe(
       'bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb731c7f1b0b4aa6440bf3a82f4eda7e39ae64c6708c54c216cb96b72e1213b4522f8c9ba40db5d945b11b69b982c1bb9e3f3fac2bc369488f76b2383565d3fff921f9664c97637da9768812f615c68b13b52e' +

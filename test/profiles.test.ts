@@ -36,17 +36,34 @@ const pgCancel = cat(u32be(16), u32be(80877102), u32be(4242), u32be(0xdeadbeef))
 /** NetBIOS session message + SMB2 header (NEGOTIATE) + NEGOTIATE request with 5 dialects. */
 function smb2Negotiate(): Uint8Array {
   const header = cat(
-    [0xfe], 'SMB', u16le(64), u16le(0), u32le(0), // ProtocolId, StructureSize, CreditCharge, Status
-    u16le(0x0000), u16le(1), u32le(0), u32le(0), // Command NEGOTIATE, CreditRequest, Flags, NextCommand
-    u32le(0), u32le(0), u32le(0xfeff), u32le(0), // MessageId (8), Reserved/ProcessId, TreeId
-    zeros(8), zeros(16), // SessionId, Signature
+    [0xfe],
+    'SMB',
+    u16le(64),
+    u16le(0),
+    u32le(0), // ProtocolId, StructureSize, CreditCharge, Status
+    u16le(0x0000),
+    u16le(1),
+    u32le(0),
+    u32le(0), // Command NEGOTIATE, CreditRequest, Flags, NextCommand
+    u32le(0),
+    u32le(0),
+    u32le(0xfeff),
+    u32le(0), // MessageId (8), Reserved/ProcessId, TreeId
+    zeros(8),
+    zeros(16), // SessionId, Signature
   );
   expect(header.length).toBe(64);
   const dialects = [0x0202, 0x0210, 0x0300, 0x0302, 0x0311];
   const body = cat(
-    u16le(36), u16le(dialects.length), u16le(0x0001), u16le(0), u32le(0x7f), // SecurityMode signing enabled, Capabilities
+    u16le(36),
+    u16le(dialects.length),
+    u16le(0x0001),
+    u16le(0),
+    u32le(0x7f), // SecurityMode signing enabled, Capabilities
     [0x8a, 0x3c, 0x11, 0x52, 0x90, 0x4e, 0x1f, 0x4b, 0xa1, 0x2c, 0x00, 0x0c, 0x29, 0x5e, 0x7d, 0x01], // ClientGuid
-    u32le(0), u16le(0), u16le(0), // NegotiateContextOffset/Count/Reserved2
+    u32le(0),
+    u16le(0),
+    u16le(0), // NegotiateContextOffset/Count/Reserved2
     ...dialects.map(u16le),
   );
   const smb = cat(header, body);
@@ -57,9 +74,22 @@ function smb2Negotiate(): Uint8Array {
 function smb1Negotiate(): Uint8Array {
   const dialects = cat('\x02NT LM 0.12\0', '\x02SMB 2.002\0', '\x02SMB 2.???\0');
   const smb = cat(
-    [0xff], 'SMB', [0x72], u32le(0), [0x18], u16le(0xc853), // command, status, flags, flags2
-    u16le(0), zeros(8), u16le(0), u16le(0xffff), u16le(0xfeff), u16le(0), u16le(0), // PIDHigh, sig, reserved, TID, PID, UID, MID
-    [0], u16le(dialects.length), dialects, // WordCount 0, ByteCount
+    [0xff],
+    'SMB',
+    [0x72],
+    u32le(0),
+    [0x18],
+    u16le(0xc853), // command, status, flags, flags2
+    u16le(0),
+    zeros(8),
+    u16le(0),
+    u16le(0xffff),
+    u16le(0xfeff),
+    u16le(0),
+    u16le(0), // PIDHigh, sig, reserved, TID, PID, UID, MID
+    [0],
+    u16le(dialects.length),
+    dialects, // WordCount 0, ByteCount
   );
   return cat([0x00, 0x00], u16be(smb.length), smb);
 }
@@ -108,13 +138,24 @@ function ldapSearchLong(): Uint8Array {
   const attrs = tlv(0x30, cat(...Array.from({ length: 12 }, (_, i) => tlv(0x04, ascii(`attribute${i}`)))));
   const search = tlv(
     0x63,
-    cat(tlv(0x04, ascii('dc=example,dc=org')), tlv(0x0a, Uint8Array.from([2])), tlv(0x0a, Uint8Array.from([0])), tlv(0x02, Uint8Array.from([0])), tlv(0x02, Uint8Array.from([0])), tlv(0x01, Uint8Array.from([0])), filter, attrs),
+    cat(
+      tlv(0x04, ascii('dc=example,dc=org')),
+      tlv(0x0a, Uint8Array.from([2])),
+      tlv(0x0a, Uint8Array.from([0])),
+      tlv(0x02, Uint8Array.from([0])),
+      tlv(0x02, Uint8Array.from([0])),
+      tlv(0x01, Uint8Array.from([0])),
+      filter,
+      attrs,
+    ),
   );
   return tlv(0x30, cat(tlv(0x02, Uint8Array.from([0x01, 0x2c])), search));
 }
 
 const httpGet = ascii('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
-const httpPost = ascii('POST /api/v1/items?x=1 HTTP/1.0\r\nHost: api.example.com\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}');
+const httpPost = ascii(
+  'POST /api/v1/items?x=1 HTTP/1.0\r\nHost: api.example.com\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}',
+);
 const wsUpgrade = ascii(
   'GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
     'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://example.com\r\nSec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n',
@@ -177,7 +218,10 @@ describe('recognise: realistic first bytes', () => {
     expect(recognise(new Uint8Array(0), sshBanner)).toEqual({ protocol: 'ssh', complete: true });
     expect(recognise(new Uint8Array(0), ascii('SSH'))).toEqual({ protocol: 'unknown', complete: false });
     // RFC 4253 §4.2: other lines may precede the identification string.
-    expect(recognise(new Uint8Array(0), ascii('Authorised users only\r\nSSH-2.0-OpenSSH_9.6\r\n'))).toEqual({ protocol: 'ssh', complete: true });
+    expect(recognise(new Uint8Array(0), ascii('Authorised users only\r\nSSH-2.0-OpenSSH_9.6\r\n'))).toEqual({
+      protocol: 'ssh',
+      complete: true,
+    });
   });
 
   it('a server that speaks first with something else is unknown (all other profiles are client-first)', () => {
@@ -279,7 +323,9 @@ describe('recognise: negative cases', () => {
   });
 
   it('LDAP look-alikes', () => {
-    expect(recognise(Uint8Array.from([0x30, 0x0c, 0x02, 0x01, 0x01, 0x61, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00]))).toEqual(unknown); // bindResponse
+    expect(recognise(Uint8Array.from([0x30, 0x0c, 0x02, 0x01, 0x01, 0x61, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00]))).toEqual(
+      unknown,
+    ); // bindResponse
     expect(recognise(Uint8Array.from([0x30, 0x03, 0x04, 0x01, 0x00]))).toEqual(unknown); // no messageID
     expect(recognise(Uint8Array.from([0x30, 0x80, 0x02, 0x01, 0x01, 0x60]))).toEqual(unknown); // indefinite length
     expect(recognise(Uint8Array.from([0x30, 0x85, 1, 2, 3, 4, 5]))).toEqual(unknown); // 5 length octets
@@ -317,13 +363,18 @@ describe('recognise: properties', () => {
 
   it('never throws and always answers a known protocol', () => {
     fc.assert(
-      fc.property(fc.uint8Array({ maxLength: 700 }), fc.option(fc.uint8Array({ maxLength: 700 }), { nil: undefined }), transport, (c, s, t) => {
-        const r = recognise(c, s, t);
-        expect(PROTOCOLS).toContain(r.protocol);
-        expect(typeof r.complete).toBe('boolean');
-        if (!r.complete) expect(r.protocol).toBe('unknown');
-        if (c.length >= RECOGNISE_MAX_BYTES) expect(r.complete).toBe(true);
-      }),
+      fc.property(
+        fc.uint8Array({ maxLength: 700 }),
+        fc.option(fc.uint8Array({ maxLength: 700 }), { nil: undefined }),
+        transport,
+        (c, s, t) => {
+          const r = recognise(c, s, t);
+          expect(PROTOCOLS).toContain(r.protocol);
+          expect(typeof r.complete).toBe('boolean');
+          if (!r.complete) expect(r.protocol).toBe('unknown');
+          if (c.length >= RECOGNISE_MAX_BYTES) expect(r.complete).toBe(true);
+        },
+      ),
       { numRuns: 2000 },
     );
   });
@@ -331,8 +382,20 @@ describe('recognise: properties', () => {
   it('is prefix-monotone on arbitrary bytes (complete answers never change)', () => {
     // Bias towards interesting first bytes so the matchers get past their first checks.
     const lead = fc.constantFrom(
-      [], [0x00], [0x00, 0x00, 0x00], [0x10], [0x12, 0x01], [0x01], [0x30], [0x30, 0x81], [0x40], [0x44, 0x01],
-      [...ascii('GET / HTTP/1.1\r\n')], [...ascii('SSH-')], [...ascii('P')], [0x00, 0x00, 0x00, 0x08, 0x04, 0xd2],
+      [],
+      [0x00],
+      [0x00, 0x00, 0x00],
+      [0x10],
+      [0x12, 0x01],
+      [0x01],
+      [0x30],
+      [0x30, 0x81],
+      [0x40],
+      [0x44, 0x01],
+      [...ascii('GET / HTTP/1.1\r\n')],
+      [...ascii('SSH-')],
+      [...ascii('P')],
+      [0x00, 0x00, 0x00, 0x08, 0x04, 0xd2],
     );
     fc.assert(
       fc.property(lead, fc.uint8Array({ maxLength: 80 }), transport, (l, rest, t) => {

@@ -61,11 +61,17 @@ describe('register quotas (part of collapse)', () => {
 
   // Attack: a sequencer that ignores the quota (or is configured with a larger one) commits
   // past it; the follower must not hold more than its own quota.
-  it('a sequencer over the follower\'s quota cannot make the follower hold more (quota-violation, nothing kept)', () => {
+  it("a sequencer over the follower's quota cannot make the follower hold more (quota-violation, nothing kept)", () => {
     const world = new SimWorld(3, { loss: 0, dup: 0, reorder: 0, minDelayMs: 1, maxDelayMs: 3 });
     const opts = { pairId: 4, seed: 99 };
-    const a = new HalfPair({ ...opts, localId: 1, peerId: 2, registers: [{ name: 'kv', kind: 'map', quota: { maxKeys: 1000, maxBytes: 1 << 20 } }] }, 0);
-    const b = new HalfPair({ ...opts, localId: 2, peerId: 1, registers: [{ name: 'kv', kind: 'map', quota: { maxKeys: 20, maxBytes: 1 << 20 } }] }, 0);
+    const a = new HalfPair(
+      { ...opts, localId: 1, peerId: 2, registers: [{ name: 'kv', kind: 'map', quota: { maxKeys: 1000, maxBytes: 1 << 20 } }] },
+      0,
+    );
+    const b = new HalfPair(
+      { ...opts, localId: 2, peerId: 1, registers: [{ name: 'kv', kind: 'map', quota: { maxKeys: 20, maxBytes: 1 << 20 } }] },
+      0,
+    );
     world.adopt(['A', 'B'], [a, b]);
     world.run(2000, () => a.state === PairState.ENTANGLED && b.state === PairState.ENTANGLED);
     for (let i = 0; i < 200; i++) world.at(world.now + 1 + i, () => void a.propose(world.now, 'kv', set(`k${i}`, 'v')));
@@ -80,7 +86,7 @@ describe('receive windows', () => {
   // Attack: an authorised follower pushes candidates without waiting for their outcomes,
   // never acknowledging its rejections; the sequencer must not grow its queue or its list
   // of rejections to remember.
-  it('candidates past the sequencer\'s receive window are counted, not kept', () => {
+  it("candidates past the sequencer's receive window are counted, not kept", () => {
     const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 5, registers: [{ name: 'kv', kind: 'map', maxPending: 16 }] }, 0);
     let s = 0;
     for (let round = 0; round < 40; round++) {
@@ -95,7 +101,7 @@ describe('receive windows', () => {
     expect(seq.register('kv').hasPending).toBe(false);
   });
 
-  it('a collapse record past the follower\'s send window is counted and not held', () => {
+  it("a collapse record past the follower's send window is counted and not held", () => {
     const fol = new HalfPair({ pairId: 1, localId: 2, peerId: 1, seed: 5, registers: [{ name: 'kv', kind: 'map' }] }, 0);
     for (let v = 300; v < 340; v++) {
       fol.handleDatagram(v, frame(1, { type: MsgType.Collapse, register: 'kv', version: v, hash: { hi: 0, lo: 0 }, entries: [] }));
@@ -111,13 +117,28 @@ describe('reconciliation responses are held within bounds', () => {
   it('incomplete ReconEntries sets beyond 1 MiB are dropped and counted', () => {
     const fol = new HalfPair({ pairId: 1, localId: 2, peerId: 1, seed: 5, registers: [{ name: 'kv', kind: 'map' }] }, 0);
     // The sequencer's log starts past us: the follower reconciles and asks for the root.
-    fol.handleDatagram(1, frame(1, { type: MsgType.Status, register: 'kv', version: 50, hash: { hi: 1, lo: 2 }, logBase: 40, resolvedSeq: 0, held: [] }));
+    fol.handleDatagram(
+      1,
+      frame(1, { type: MsgType.Status, register: 'kv', version: 50, hash: { hi: 1, lo: 2 }, logBase: 40, resolvedSeq: 0, held: [] }),
+    );
     const req = fol.pollTransmit(1);
     expect(req).toBeDefined();
     expect(fol.register('kv').requester).toBeDefined();
     const value = new Uint8Array(1000);
     for (let part = 0; part < 2000; part++) {
-      fol.handleDatagram(2, frame(1, { type: MsgType.ReconEntries, register: 'kv', targetVersion: 50, depth: 0, prefix: 0, part, parts: 4096, entries: [{ key: enc(`k${part}`), version: 1, value }] }));
+      fol.handleDatagram(
+        2,
+        frame(1, {
+          type: MsgType.ReconEntries,
+          register: 'kv',
+          targetVersion: 50,
+          depth: 0,
+          prefix: 0,
+          part,
+          parts: 4096,
+          entries: [{ key: enc(`k${part}`), version: 1, value }],
+        }),
+      );
     }
     expect(fol.stats.drops['quota-violation']).toBeGreaterThanOrEqual(1);
     expect(fol.register('kv').state.size()).toBe(0);

@@ -26,7 +26,13 @@ world.adopt(['A', 'B'], [a, b]);
 const aligned = (): boolean => {
   const ra = a.register('kv');
   const rb = b.register('kv');
-  return a.state === PairState.ENTANGLED && b.state === PairState.ENTANGLED && ra.version === rb.version && ra.hash.hi === rb.hash.hi && ra.hash.lo === rb.hash.lo;
+  return (
+    a.state === PairState.ENTANGLED &&
+    b.state === PairState.ENTANGLED &&
+    ra.version === rb.version &&
+    ra.hash.hi === rb.hash.hi &&
+    ra.hash.lo === rb.hash.lo
+  );
 };
 const formed = world.run(10_000, aligned);
 world.net.setLink('A', 'B', false);

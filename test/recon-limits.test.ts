@@ -10,7 +10,10 @@ import { enc, set } from './helpers.js';
 
 /** A sequencer preloaded with `n` keys; its log keeps one record, so an old pin is rarely reusable. */
 function sequencer(n: number): HalfPair {
-  const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 5, registers: [{ name: 'kv', kind: 'map', log: { maxRecords: 1, maxBytes: 1 << 20 } }] }, 0);
+  const seq = new HalfPair(
+    { pairId: 1, localId: 1, peerId: 2, seed: 5, registers: [{ name: 'kv', kind: 'map', log: { maxRecords: 1, maxBytes: 1 << 20 } }] },
+    0,
+  );
   seq.register('kv').restore(1, (st) => {
     for (let i = 0; i < n; i++) (st as MapState).put(enc(`key-${i}`), enc(`value-${i}`), 1);
   });
@@ -31,7 +34,13 @@ describe('reconciliation work per peer is bounded', () => {
   // root prefixes) as fast as it can; each used to rebuild and sort the whole map.
   it('a flood of fresh-pin requests builds at most the rate-limited pins; the rest are dropped and counted', () => {
     const seq = sequencer(20_000);
-    const req = frame({ type: MsgType.ReconReq, register: 'kv', targetVersion: 0, flags: REQ_WANT_META, prefixes: Array.from({ length: 256 }, () => ({ depth: 0, prefix: 0 })) });
+    const req = frame({
+      type: MsgType.ReconReq,
+      register: 'kv',
+      targetVersion: 0,
+      flags: REQ_WANT_META,
+      prefixes: Array.from({ length: 256 }, () => ({ depth: 0, prefix: 0 })),
+    });
     let now = 1;
     let nodes = 0;
     for (let i = 0; i < 400; i++) {
@@ -53,7 +62,13 @@ describe('reconciliation work per peer is bounded', () => {
 
   it('a pin the log can still serve from is reused, not rebuilt', () => {
     const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 5, registers: [{ name: 'kv', kind: 'map' }] }, 0);
-    const req = frame({ type: MsgType.ReconReq, register: 'kv', targetVersion: 0, flags: REQ_WANT_META, prefixes: [{ depth: 0, prefix: 0 }] });
+    const req = frame({
+      type: MsgType.ReconReq,
+      register: 'kv',
+      targetVersion: 0,
+      flags: REQ_WANT_META,
+      prefixes: [{ depth: 0, prefix: 0 }],
+    });
     for (let i = 0; i < 50; i++) {
       seq.propose(i, 'kv', set(`k${i}`, 'v'));
       seq.collapse(i);
@@ -94,12 +109,26 @@ describe('reconciliation sessions per follower are rate-limited', () => {
     const r = fol.register('kv');
     const starts: (number | undefined)[] = [];
     for (let i = 1; i <= 4; i++) {
-      fol.handleDatagram(1, frame({ type: MsgType.Status, register: 'kv', version: 100 * i, hash: { hi: i, lo: i }, logBase: 100 * i - 1, resolvedSeq: 0, held: [] }));
+      fol.handleDatagram(
+        1,
+        frame({
+          type: MsgType.Status,
+          register: 'kv',
+          version: 100 * i,
+          hash: { hi: i, lo: i },
+          logBase: 100 * i - 1,
+          resolvedSeq: 0,
+          held: [],
+        }),
+      );
       starts.push(r.requester!.notBefore);
       r.adopt(1, 100 * i - 50, new Map(), new Map(), 'reconcile'); // the session "ends"
     }
     expect(starts).toEqual([undefined, undefined, 1001, 2001]);
-    fol.handleDatagram(1, frame({ type: MsgType.Status, register: 'kv', version: 1000, hash: { hi: 9, lo: 9 }, logBase: 999, resolvedSeq: 0, held: [] }));
+    fol.handleDatagram(
+      1,
+      frame({ type: MsgType.Status, register: 'kv', version: 1000, hash: { hi: 9, lo: 9 }, logBase: 999, resolvedSeq: 0, held: [] }),
+    );
     expect(r.requester!.notBefore).toBe(3001);
     expect(sent(fol, 2).some((m) => m.type === MsgType.ReconReq)).toBe(false);
     expect(fol.pollTimeout()).toBeLessThanOrEqual(3001);

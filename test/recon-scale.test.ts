@@ -10,7 +10,10 @@ describe('reconciliation at scale', () => {
   // overflowed the stack (`deletes.push(...entries)` in ReconRequester.onEntries): a crash
   // loop in spookd. Run in its own process: Node's default stack, as the daemon has.
   it('honest re-entanglement deleting 150,000 keys converges (no spread of unbounded arrays)', () => {
-    const out = execFileSync(join(ROOT, 'node_modules/.bin/vite-node'), [join(ROOT, 'test/recon-delete-all.scenario.ts'), '150000'], { cwd: ROOT, encoding: 'utf8' });
+    const out = execFileSync(join(ROOT, 'node_modules/.bin/vite-node'), [join(ROOT, 'test/recon-delete-all.scenario.ts'), '150000'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    });
     const r = JSON.parse(out.trim().split('\n').pop()!);
     expect(r.formed).toBe(true);
     expect(r.logBase).toBeGreaterThan(1); // the follower's version was compacted away: reconciliation

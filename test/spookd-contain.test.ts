@@ -22,7 +22,14 @@ import { FrameType } from '../wire/constants.js';
  */
 const dir = mkdtempSync(join(tmpdir(), 'spook-contain-'));
 const base = 20000 + (process.pid % 1000) * 6; // below the ephemeral range (32768+), where intercept ports land
-const keys: Record<string, KeyPair> = { a: generateKeyPair(), b: generateKeyPair(), c: generateKeyPair(), h: generateKeyPair(), g: generateKeyPair(), x: generateKeyPair() };
+const keys: Record<string, KeyPair> = {
+  a: generateKeyPair(),
+  b: generateKeyPair(),
+  c: generateKeyPair(),
+  h: generateKeyPair(),
+  g: generateKeyPair(),
+  x: generateKeyPair(),
+};
 const port = { a: base, b: base + 1, c: base + 2, h: base + 3, g: base + 4, x: base + 5 } as Record<string, number>;
 const logs: Record<string, string[]> = { a: [], b: [], c: [], h: [], g: [], x: [] };
 const d: Record<string, Spookd> = {};
@@ -57,14 +64,19 @@ const write = (from: Spookd, peer: string, key: string): void => {
   link.pair.propose(from.now(), 'config', { op: DeltaOp.Set, key: Buffer.from(key), value: Buffer.from('v') });
   from.kick(link);
 };
-const has = (s: Spookd, peer: string, key: string): boolean => s.link(peer).pair.register('config').state.size() > 0 && !!(s.link(peer).pair.register('config').state as { get(k: Uint8Array): unknown }).get(Buffer.from(key));
+const has = (s: Spookd, peer: string, key: string): boolean =>
+  s.link(peer).pair.register('config').state.size() > 0 &&
+  !!(s.link(peer).pair.register('config').state as { get(k: Uint8Array): unknown }).get(Buffer.from(key));
 
 beforeAll(async () => {
   d.a = make('a', ['b', 'c'], { peerBudgetMs: 20 });
   d.b = make('b', ['a']);
   d.c = make('c', ['a']);
   await Promise.all(Object.values(d).map((s) => s.start()));
-  await until('a-b and a-c entangled', () => d.a.link('b').pair.state === PairState.ENTANGLED && d.a.link('c').pair.state === PairState.ENTANGLED);
+  await until(
+    'a-b and a-c entangled',
+    () => d.a.link('b').pair.state === PairState.ENTANGLED && d.a.link('c').pair.state === PairState.ENTANGLED,
+  );
 }, 30_000);
 
 afterAll(async () => {
@@ -110,7 +122,8 @@ describe('spookd containment (§12.9)', () => {
     const refused0 = lb.budget.refused;
     const spent0 = lb.budget.spentMs;
     let pn = 1_000_000;
-    const forged = (): Uint8Array => encodeFrame({ type: FrameType.Data, flags: 0, pairId, packetNumber: pn++ }, new Uint8Array(randomBytes(1200)));
+    const forged = (): Uint8Array =>
+      encodeFrame({ type: FrameType.Data, flags: 0, pairId, packetNumber: pn++ }, new Uint8Array(randomBytes(1200)));
     const flood = setInterval(() => {
       for (let i = 0; i < 100; i++) sock.send(forged(), port.a, '127.0.0.1');
     }, 5); // up to 20,000 frames/s: enough to empty a 20 ms/s budget many times over
@@ -151,9 +164,12 @@ describe('spookd containment (§12.9)', () => {
     expect(d.a.link('c').fenced).toBeUndefined();
   }, 20_000);
 
-
   it('attack: one precomputed HandshakeInit from an unauthorised key replayed 4,000/s: one warning, one DH (replays are known by their mac1), and a peer restarting meanwhile still pairs', async () => {
-    const intruder = new EtcpEndpoint({ staticKey: generateKeyPair(), peers: [{ name: 'a', publicKey: keys.a.publicKey }], random: (n) => new Uint8Array(randomBytes(n)) });
+    const intruder = new EtcpEndpoint({
+      staticKey: generateKeyPair(),
+      peers: [{ name: 'a', publicKey: keys.a.publicKey }],
+      random: (n) => new Uint8Array(randomBytes(n)),
+    });
     const init = intruder.initiate(0, keys.a.publicKey);
     const sock = createSocket('udp4');
     const before = { ...d.a.drops };
@@ -171,7 +187,11 @@ describe('spookd containment (§12.9)', () => {
       d.a.link('c').addr = undefined;
       d.c = make('c', ['a']);
       await d.c.start();
-      await until('c pairs with a again under the flood', () => d.c.link('a').pair.state === PairState.ENTANGLED && d.a.link('c').pair.state === PairState.ENTANGLED, 20_000);
+      await until(
+        'c pairs with a again under the flood',
+        () => d.c.link('a').pair.state === PairState.ENTANGLED && d.a.link('c').pair.state === PairState.ENTANGLED,
+        20_000,
+      );
       write(d.c, 'a', 'after-restart');
       await until('write crosses', () => has(d.a, 'c', 'after-restart'));
       // c's first init was answered with a cookie; its retry, with mac2, was processed.
@@ -201,7 +221,10 @@ describe('spookd session bounds (§12.3, §12.6)', () => {
   const s: Record<string, Spookd> = {};
   beforeAll(async () => {
     // perPeerLimit raised: this is about the sessions a peer can hold, not how fast it may handshake (tested in etcp.test.ts).
-    s.h = make('h', ['g', 'x'], { timing: { keepaliveMs: 100, silenceMs: 3000, rekeyAfterMs: 2000, sessionGraceMs: 500 }, handshakes: { perPeerLimit: 1000 } });
+    s.h = make('h', ['g', 'x'], {
+      timing: { keepaliveMs: 100, silenceMs: 3000, rekeyAfterMs: 2000, sessionGraceMs: 500 },
+      handshakes: { perPeerLimit: 1000 },
+    });
     s.g = make('g', ['h'], { timing: { keepaliveMs: 100, silenceMs: 3000, rekeyAfterMs: 2000, sessionGraceMs: 500 } });
     await s.h.start();
     await s.g.start();
@@ -213,7 +236,11 @@ describe('spookd session bounds (§12.3, §12.6)', () => {
   });
 
   it('attack: an authorised peer handshaking in a loop and keeping every old session busy holds at most 7 sessions; old sessions die at their hard age; the honest pair is not fenced and still handshakes', async () => {
-    const x = new EtcpEndpoint({ staticKey: keys.x, peers: [{ name: 'h', publicKey: keys.h.publicKey }], random: (n) => new Uint8Array(randomBytes(n)) });
+    const x = new EtcpEndpoint({
+      staticKey: keys.x,
+      peers: [{ name: 'h', publicKey: keys.h.publicKey }],
+      random: (n) => new Uint8Array(randomBytes(n)),
+    });
     const sock = createSocket('udp4');
     await new Promise<void>((r) => sock.bind(port.x, '127.0.0.1', () => r()));
     const mine: Session[] = [];
@@ -292,7 +319,11 @@ describe('spookd session bounds (§12.3, §12.6)', () => {
       for (const i of fakes) etcp.sessions.delete(i);
     }
     // Index space back: the pair forms again and carries writes.
-    await until('h-g entangled again', () => s.h.link('g').session !== undefined && s.h.link('g').pair.state === PairState.ENTANGLED, 20_000);
+    await until(
+      'h-g entangled again',
+      () => s.h.link('g').session !== undefined && s.h.link('g').pair.state === PairState.ENTANGLED,
+      20_000,
+    );
     write(s.h, 'g', 'after-full');
     await until('h write reaches g', () => has(s.g, 'h', 'after-full'));
     expect(lg.fenced).toBeUndefined();

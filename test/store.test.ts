@@ -158,7 +158,9 @@ describe('durable own candidates', () => {
       return b2.reports[0];
     };
     const outcomes = (seqs: number[]) =>
-      events.filter((e) => e.ep === 'B' && e.ev.type === 'outcome' && seqs.includes(e.ev.seq)).map((e) => (e.ev as { seq: number; verdict: string }).seq + ':' + (e.ev as { verdict: string }).verdict);
+      events
+        .filter((e) => e.ep === 'B' && e.ev.type === 'outcome' && seqs.includes(e.ev.seq))
+        .map((e) => (e.ev as { seq: number; verdict: string }).seq + ':' + (e.ev as { verdict: string }).verdict);
     return { w, a, b, ea, eb, events, entangled, restartB, outcomes, close: () => (a.store.close(), b.store.close()) };
   }
 
@@ -197,7 +199,10 @@ describe('durable own candidates', () => {
     t.w.net.setLink('A', 'B', true);
     expect(t.w.run(t.w.now + 30_000, () => t.outcomes(seqs).length === 2 && t.entangled())).toBe(true);
     expect(t.outcomes(seqs)).toEqual(seqs.map((s) => `${s}:committed`));
-    const decidedAtA = t.events.filter((e) => e.ep === 'A' && e.ev.type === 'collapse').flatMap((e) => (e.ev as { entries: { origin: number; seq: number }[] }).entries).filter((x) => x.origin === 2);
+    const decidedAtA = t.events
+      .filter((e) => e.ep === 'A' && e.ev.type === 'collapse')
+      .flatMap((e) => (e.ev as { entries: { origin: number; seq: number }[] }).entries)
+      .filter((x) => x.origin === 2);
     expect(decidedAtA.map((x) => x.seq)).toEqual(seqs); // each once: the re-proposals were duplicates
     t.close();
   });

@@ -16,15 +16,7 @@ import {
 import { WireError } from '../wire/errors.js';
 import { Reader, Writer, varintLen } from '../wire/buffer.js';
 import { decodeFrame, encodeFrame } from '../wire/header.js';
-import {
-  DeltaOp,
-  RejectReason,
-  decodeDelta,
-  encodeDelta,
-  encodedDeltaLen,
-  validateDelta,
-  type Delta,
-} from '../wire/delta.js';
+import { DeltaOp, RejectReason, decodeDelta, encodeDelta, encodedDeltaLen, validateDelta, type Delta } from '../wire/delta.js';
 import { CloseReason, MsgType, REQ_WANT_META, decodeMessages, encodeMessage, type Message } from '../wire/messages.js';
 
 // ---------------------------------------------------------------- helpers
@@ -111,18 +103,33 @@ describe('frame header round trip', () => {
   }
 
   it('lays out fields big-endian as specified (magic "SP", version 1, 64-bit packet number)', () => {
-    const buf = encodeFrame({ type: FrameType.Data, flags: 1, pairId: 0x01020304, packetNumber: 2 ** 32 * 0x0a0b + 0x0c0d0e0f }, bytes(0xee, 0xff));
+    const buf = encodeFrame(
+      { type: FrameType.Data, flags: 1, pairId: 0x01020304, packetNumber: 2 ** 32 * 0x0a0b + 0x0c0d0e0f },
+      bytes(0xee, 0xff),
+    );
     expect(Array.from(buf)).toEqual([
-      0x53, 0x50, // magic "SP"
+      0x53,
+      0x50, // magic "SP"
       1, // version
       FrameType.Data,
       1, // flags
       20, // header length
-      0x00, 0x02, // payload length
-      0x01, 0x02, 0x03, 0x04, // pair id
-      0x00, 0x00, 0x0a, 0x0b, // packet number, high 32
-      0x0c, 0x0d, 0x0e, 0x0f, // packet number, low 32
-      0xee, 0xff,
+      0x00,
+      0x02, // payload length
+      0x01,
+      0x02,
+      0x03,
+      0x04, // pair id
+      0x00,
+      0x00,
+      0x0a,
+      0x0b, // packet number, high 32
+      0x0c,
+      0x0d,
+      0x0e,
+      0x0f, // packet number, low 32
+      0xee,
+      0xff,
     ]);
   });
 
@@ -139,7 +146,11 @@ describe('frame header round trip', () => {
   it('encodeFrame refuses an unsafe or negative packet number and a frame over MAX_FRAME_LEN', () => {
     expect(() => encodeFrame({ type: FrameType.Data, flags: 0, pairId: 1, packetNumber: -1 }, fill(1))).toThrow(RangeError);
     expect(() => encodeFrame({ type: FrameType.Data, flags: 0, pairId: 1, packetNumber: 2 ** 53 }, fill(1))).toThrow(RangeError);
-    expectWire(() => encodeFrame({ type: FrameType.Data, flags: 0, pairId: 1, packetNumber: 1 }, fill(MAX_PAYLOAD_LEN + 1)), DropReason.Oversized, 'frame');
+    expectWire(
+      () => encodeFrame({ type: FrameType.Data, flags: 0, pairId: 1, packetNumber: 1 }, fill(MAX_PAYLOAD_LEN + 1)),
+      DropReason.Oversized,
+      'frame',
+    );
     expect(encodeFrame({ type: FrameType.Data, flags: 0, pairId: 1, packetNumber: 1 }, fill(MAX_PAYLOAD_LEN)).length).toBe(MAX_FRAME_LEN);
   });
 
@@ -199,7 +210,8 @@ describe('malformed frames', () => {
   });
 
   it('bad header length', () => {
-    for (const l of [0, 19, 21, 40, 255]) expectWire(() => decodeFrame(withByte(dataFrame(), 5, l)), DropReason.BadHeaderLen, 'header.hdr_len');
+    for (const l of [0, 19, 21, 40, 255])
+      expectWire(() => decodeFrame(withByte(dataFrame(), 5, l)), DropReason.BadHeaderLen, 'header.hdr_len');
   });
 
   it('payload length that lies: longer than what follows', () => {
@@ -447,7 +459,10 @@ describe('delta codec', () => {
   });
 
   it('rejects a key longer than MAX_KEY_LEN and accepts one of exactly MAX_KEY_LEN', () => {
-    const long = new Writer().u8(DeltaOp.Del).lenBytes(fill(MAX_KEY_LEN + 1)).finish();
+    const long = new Writer()
+      .u8(DeltaOp.Del)
+      .lenBytes(fill(MAX_KEY_LEN + 1))
+      .finish();
     const e = expectWire(() => decodeDelta(long), DropReason.MalformedPayload, 'delta.key');
     expect(e.message).toContain(String(MAX_KEY_LEN));
     const max = new Writer().u8(DeltaOp.Del).lenBytes(fill(MAX_KEY_LEN)).finish();
@@ -610,13 +625,41 @@ describe('message round trip', () => {
   it('matches the Data frame vector of PROTOCOL.md Appendix A', () => {
     const payload = concat(
       encodeMessage({ type: MsgType.Ack, largestPn: 200, ackDelayMs: 4 }),
-      encodeMessage({ type: MsgType.Status, register: 'kv', version: 3, hash: h64(0x01020304, 0x05060708), logBase: 2, resolvedSeq: 1, held: [] }),
+      encodeMessage({
+        type: MsgType.Status,
+        register: 'kv',
+        version: 3,
+        hash: h64(0x01020304, 0x05060708),
+        logBase: 2,
+        resolvedSeq: 1,
+        held: [],
+      }),
     );
     const frame = encodeFrame({ type: FrameType.Data, flags: 0, pairId: 7, packetNumber: 2 ** 32 + 2 }, payload);
     const want =
-      '5350' + '01' + '04' + '00' + '14' + '0016' + '00000007' + '00000001' + '00000002' + // header
-      '02' + '03' + 'c801' + '04' + // Ack
-      '01' + '0f' + '02' + '6b76' + '03' + '01020304' + '05060708' + '02' + '01' + '00'; // Status (no held ranges)
+      '5350' +
+      '01' +
+      '04' +
+      '00' +
+      '14' +
+      '0016' +
+      '00000007' +
+      '00000001' +
+      '00000002' + // header
+      '02' +
+      '03' +
+      'c801' +
+      '04' + // Ack
+      '01' +
+      '0f' +
+      '02' +
+      '6b76' +
+      '03' +
+      '01020304' +
+      '05060708' +
+      '02' +
+      '01' +
+      '00'; // Status (no held ranges)
     expect(Buffer.from(frame).toString('hex')).toBe(want);
     const f = decodeFrame(Uint8Array.from(Buffer.from(want, 'hex')), (id) => id === 7);
     expect(f.header.packetNumber).toBe(2 ** 32 + 2);
@@ -859,17 +902,38 @@ describe('range-checked fields', () => {
   });
 
   it('unknown collapse verdicts, rejection reasons, request flags and out-of-depth prefixes are malformed', () => {
-    const collapse = encodeMessage({ type: MsgType.Collapse, register: 'm', version: 1, hash: { hi: 0, lo: 0 }, entries: [{ origin: 1, seq: 1, verdict: 1 }] });
+    const collapse = encodeMessage({
+      type: MsgType.Collapse,
+      register: 'm',
+      version: 1,
+      hash: { hi: 0, lo: 0 },
+      entries: [{ origin: 1, seq: 1, verdict: 1 }],
+    });
     const badVerdict = collapse.slice();
     badVerdict[badVerdict.length - 1] = 9;
     expectWire(() => decodeMessages(badVerdict), DropReason.MalformedPayload, 'collapse[0].verdict');
-    const meta = encodeMessage({ type: MsgType.ReconMeta, register: 'm', targetVersion: 1, hash: { hi: 0, lo: 0 }, size: 0, origins: [], rejections: [{ origin: 1, seq: 1, reason: 1 }] });
+    const meta = encodeMessage({
+      type: MsgType.ReconMeta,
+      register: 'm',
+      targetVersion: 1,
+      hash: { hi: 0, lo: 0 },
+      size: 0,
+      origins: [],
+      rejections: [{ origin: 1, seq: 1, reason: 1 }],
+    });
     const badReason = meta.slice();
     badReason[badReason.length - 1] = 0;
     expectWire(() => decodeMessages(badReason), DropReason.MalformedPayload, 'reconMeta.rejections[0].reason');
-    expectWire(() => decodeMessages(encodeMessage({ type: MsgType.SnapReq, register: 'm', targetVersion: 0, flags: 0x80, fromChunk: 0 })), DropReason.MalformedPayload, 'snapReq.flags');
     expectWire(
-      () => decodeMessages(encodeMessage({ type: MsgType.ReconReq, register: 'm', targetVersion: 0, flags: 0, prefixes: [{ depth: 1, prefix: 16 }] })),
+      () => decodeMessages(encodeMessage({ type: MsgType.SnapReq, register: 'm', targetVersion: 0, flags: 0x80, fromChunk: 0 })),
+      DropReason.MalformedPayload,
+      'snapReq.flags',
+    );
+    expectWire(
+      () =>
+        decodeMessages(
+          encodeMessage({ type: MsgType.ReconReq, register: 'm', targetVersion: 0, flags: 0, prefixes: [{ depth: 1, prefix: 16 }] }),
+        ),
       DropReason.MalformedPayload,
       'reconReq[0].prefix',
     );
@@ -880,13 +944,36 @@ describe('Status held ranges (selective acknowledgement)', () => {
   const st = (held: { from: number; to: number }[]): Uint8Array =>
     encodeMessage({ type: MsgType.Status, register: 'r', version: 10, hash: { hi: 0, lo: 0 }, logBase: 0, resolvedSeq: 0, held });
   it('ranges must lie above the version with a gap, ascending and disjoint', () => {
-    expect((decodeMessages(st([{ from: 12, to: 13 }, { from: 15, to: 20 }])).messages[0] as { held: unknown }).held).toEqual([
+    expect(
+      (
+        decodeMessages(
+          st([
+            { from: 12, to: 13 },
+            { from: 15, to: 20 },
+          ]),
+        ).messages[0] as { held: unknown }
+      ).held,
+    ).toEqual([
       { from: 12, to: 13 },
       { from: 15, to: 20 },
     ]);
     expectWire(() => decodeMessages(st([{ from: 11, to: 12 }])), DropReason.MalformedPayload, 'status.held[0]'); // no gap: 11 would be applied
-    expectWire(() => decodeMessages(st([{ from: 12, to: 14 }, { from: 14, to: 16 }])), DropReason.MalformedPayload, 'status.held[1]');
-    expectWire(() => decodeMessages(st(Array.from({ length: 17 }, (_, i) => ({ from: 12 + 2 * i, to: 12 + 2 * i })))), DropReason.MalformedPayload, 'status.held');
+    expectWire(
+      () =>
+        decodeMessages(
+          st([
+            { from: 12, to: 14 },
+            { from: 14, to: 16 },
+          ]),
+        ),
+      DropReason.MalformedPayload,
+      'status.held[1]',
+    );
+    expectWire(
+      () => decodeMessages(st(Array.from({ length: 17 }, (_, i) => ({ from: 12 + 2 * i, to: 12 + 2 * i })))),
+      DropReason.MalformedPayload,
+      'status.held',
+    );
   });
 });
 

@@ -12,7 +12,12 @@ import { CHUNK_MAX, DIGEST_LEN } from '../core/wrap/dedup.js';
 import { WrapSession } from '../core/wrap/session.js';
 
 /** xorshift32: the run is the same for a seed. */
-function rng(seed: number): { int: (n: number) => number; pick: <T>(xs: readonly T[]) => T; bytes: (n: number) => Uint8Array; slice: (n: number) => Uint8Array } {
+function rng(seed: number): {
+  int: (n: number) => number;
+  pick: <T>(xs: readonly T[]) => T;
+  bytes: (n: number) => Uint8Array;
+  slice: (n: number) => Uint8Array;
+} {
   let x = seed >>> 0 || 1;
   const next = (): number => {
     x ^= x << 13;
@@ -71,11 +76,20 @@ describe('WRAP fuzz from an authorised peer', () => {
     const fuzzConns: number[] = [];
     let carrierDrops = 0;
     const target = (): Target =>
-      r.pick<Target>([allowed, { family: 4, address: '127.0.0.1', port: 22 }, { family: 6, address: '0:0:0:0:0:0:0:1', port: 65535 }, { family: 4, address: '0.0.0.0', port: 0 }]);
-    const offset = (): number => r.pick([0, 1, WINDOW - 1, WINDOW, WINDOW + 1, QUOTA + 1, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1, r.int(4 * WINDOW)]);
+      r.pick<Target>([
+        allowed,
+        { family: 4, address: '127.0.0.1', port: 22 },
+        { family: 6, address: '0:0:0:0:0:0:0:1', port: 65535 },
+        { family: 4, address: '0.0.0.0', port: 0 },
+      ]);
+    const offset = (): number =>
+      r.pick([0, 1, WINDOW - 1, WINDOW, WINDOW + 1, QUOTA + 1, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1, r.int(4 * WINDOW)]);
     /** A connection id the fuzzer may use: its own, or any, but never the honest ones. */
     const conn = (): number => {
-      const id = r.int(3) === 0 && fuzzConns.length ? r.pick(fuzzConns) : r.pick([0, 1, 2 ** 32 - 1, 2 ** 31, 1000 + 2 * r.int(500), r.int(2 ** 32)]);
+      const id =
+        r.int(3) === 0 && fuzzConns.length
+          ? r.pick(fuzzConns)
+          : r.pick([0, 1, 2 ** 32 - 1, 2 ** 31, 1000 + 2 * r.int(500), r.int(2 ** 32)]);
       return honestSet.has(id) ? id + 2000 : id;
     };
     const data = (): Uint8Array => r.slice(r.pick([0, 1, 13, 1024, r.int(64 * 1024), r.int(8) === 0 ? MAX_DATA : 100]));
@@ -115,7 +129,14 @@ describe('WRAP fuzz from an authorised peer', () => {
           const id = 1000 + 2 * r.int(500); // the peer's parity: B would accept it
           fuzzConns.push(id);
           if (fuzzConns.length > 200) fuzzConns.shift();
-          rec = { type: RecordType.Open, conn: r.int(4) ? id : conn(), wrapPort: r.int(65536), target: target(), holdMs: r.pick([0, 1, 2 ** 32 - 1, 30_000]), flags: r.pick([0, OPEN_DELTA, OPEN_DATAGRAM, OPEN_DELTA | OPEN_DATAGRAM, 0xff]) };
+          rec = {
+            type: RecordType.Open,
+            conn: r.int(4) ? id : conn(),
+            wrapPort: r.int(65536),
+            target: target(),
+            holdMs: r.pick([0, 1, 2 ** 32 - 1, 30_000]),
+            flags: r.pick([0, OPEN_DELTA, OPEN_DATAGRAM, OPEN_DELTA | OPEN_DATAGRAM, 0xff]),
+          };
           break;
         }
         case 1:
@@ -239,7 +260,12 @@ describe('WRAP fuzz from an authorised peer', () => {
     }
     const elapsed = performance.now() - started;
     expect(doneA.size).toBe(HONEST);
-    for (const id of honest) expect(createHash('sha256').update(Buffer.concat(echoedDown.get(id)!)).digest('hex')).toBe(want);
+    for (const id of honest)
+      expect(
+        createHash('sha256')
+          .update(Buffer.concat(echoedDown.get(id)!))
+          .digest('hex'),
+      ).toBe(want);
     expect(maxIn).toBeLessThanOrEqual(QUOTA);
     expect(maxIn).toBeGreaterThan(WINDOW); // the fuzzer's never-reading servers held several windows at once
     expect(maxOut).toBeLessThanOrEqual(QUOTA + 64 * 1024);

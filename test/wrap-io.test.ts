@@ -89,16 +89,32 @@ class HashServer {
   }
 }
 
-
 /** The client side `a` (the sequencer) wrapping `wrapPort` towards `b`, with a stand-in interceptor: its clients meant to reach 127.0.0.1:`dst()`. */
 function clientSide(
   a: KeyPair,
   b: KeyPair,
-  o: { peerPort: number; listenPort: number; settings: ConstructorParameters<typeof WrapManager>[1]; wrapPort: number; holdMs: number; dst: () => number },
+  o: {
+    peerPort: number;
+    listenPort: number;
+    settings: ConstructorParameters<typeof WrapManager>[1];
+    wrapPort: number;
+    holdMs: number;
+    dst: () => number;
+  },
 ): WrapManager {
-  const stand: Interceptor = { setPorts: () => {}, originalDst: () => ({ family: 4, address: '127.0.0.1', port: o.dst() }), stats: () => ({}), close: () => {} };
+  const stand: Interceptor = {
+    setPorts: () => {},
+    originalDst: () => ({ family: 4, address: '127.0.0.1', port: o.dst() }),
+    stats: () => ({}),
+    close: () => {},
+  };
   return new WrapManager(
-    { key: a, peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }], peerAddr: () => ({ address: '127.0.0.1', port: o.peerPort }), listen: { host: '127.0.0.1', port: o.listenPort } },
+    {
+      key: a,
+      peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }],
+      peerAddr: () => ({ address: '127.0.0.1', port: o.peerPort }),
+      listen: { host: '127.0.0.1', port: o.listenPort },
+    },
     o.settings,
     [{ protocol: 'tcp', port: o.wrapPort, peer: 'b', holdMs: o.holdMs }],
     log,
@@ -137,10 +153,33 @@ describe('WrapManager on loopback', () => {
     const pa = await freePort();
     relay = new Relay(pb);
     await relay.start();
-    const settings = { intercept: { host: '127.0.0.1', port: 0 }, interception: 'auto' as const, windowBytes: 1024 * 1024, maxConnections: 64, silenceMs: 600 };
+    const settings = {
+      intercept: { host: '127.0.0.1', port: 0 },
+      interception: 'auto' as const,
+      windowBytes: 1024 * 1024,
+      maxConnections: 64,
+      silenceMs: 600,
+    };
     const allow = [{ peer: 'a', to: `127.0.0.1:${server.port}`, protocol: 'tcp' as const }];
-    mb = new WrapManager({ key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } }, { ...settings, interception: 'off', allow }, [], log);
-    ma = clientSide(a, b, { peerPort: relay.port, listenPort: pa, settings, wrapPort: server.port, holdMs: 8_000, dst: () => dstPort ?? server.port });
+    mb = new WrapManager(
+      {
+        key: b,
+        peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }],
+        peerAddr: () => undefined,
+        listen: { host: '127.0.0.1', port: pb },
+      },
+      { ...settings, interception: 'off', allow },
+      [],
+      log,
+    );
+    ma = clientSide(a, b, {
+      peerPort: relay.port,
+      listenPort: pa,
+      settings,
+      wrapPort: server.port,
+      holdMs: 8_000,
+      dst: () => dstPort ?? server.port,
+    });
     await mb.start();
     await ma.start();
     interceptPort = interceptPortOf(ma);
@@ -153,7 +192,10 @@ describe('WrapManager on loopback', () => {
   });
 
   /** Send `data` through the wrapper, half-close, read the reply; resolve with what came back. */
-  function transfer(data: Buffer, onProgress?: (sent: number) => void): Promise<{ reply: Buffer; error?: string; code?: string; eofFirst: boolean }> {
+  function transfer(
+    data: Buffer,
+    onProgress?: (sent: number) => void,
+  ): Promise<{ reply: Buffer; error?: string; code?: string; eofFirst: boolean }> {
     return new Promise((resolve) => {
       const s = connect({ port: interceptPort, host: '127.0.0.1', allowHalfOpen: true });
       const got: Buffer[] = [];
@@ -210,7 +252,9 @@ describe('WrapManager on loopback', () => {
       answers.push(`${r.code ?? 'no error'}|${r.reply.length}|${r.eofFirst}`);
     }
     dstPort = undefined;
-    const closes = (ma.stats() as { wrappers: { port: number; closes: Record<string, number> }[] }).wrappers.filter((w) => ports.includes(w.port)).map((w) => w.closes);
+    const closes = (ma.stats() as { wrappers: { port: number; closes: Record<string, number> }[] }).wrappers
+      .filter((w) => ports.includes(w.port))
+      .map((w) => w.closes);
     for (const port of ports) ma.remove(port);
     other.server.close();
     expect(answers).toEqual(Array(3).fill('ECONNRESET|0|false'));
@@ -317,15 +361,37 @@ class StreamServer {
 
 describe('an abnormal end is a reset', () => {
   /** A client-side and a serving-side manager, the client reading a stream through them. */
-  async function streaming(): Promise<{ ma: WrapManager; mb: WrapManager; srv: StreamServer; reader: Promise<{ bytes: number; end: string }>; stop: () => Promise<void> }> {
+  async function streaming(): Promise<{
+    ma: WrapManager;
+    mb: WrapManager;
+    srv: StreamServer;
+    reader: Promise<{ bytes: number; end: string }>;
+    stop: () => Promise<void>;
+  }> {
     const a = generateKeyPair();
     const b = generateKeyPair();
     const srv = new StreamServer();
     await srv.start();
     const [pa, pb] = [await freePort(), await freePort()];
-    const settings = { intercept: { host: '127.0.0.1', port: 0 }, interception: 'auto' as const, windowBytes: 1024 * 1024, maxConnections: 64, silenceMs: 600 };
+    const settings = {
+      intercept: { host: '127.0.0.1', port: 0 },
+      interception: 'auto' as const,
+      windowBytes: 1024 * 1024,
+      maxConnections: 64,
+      silenceMs: 600,
+    };
     const allow = [{ peer: 'a', to: `127.0.0.1:${srv.port}`, protocol: 'tcp' as const }];
-    const mb = new WrapManager({ key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } }, { ...settings, interception: 'off', allow }, [], log);
+    const mb = new WrapManager(
+      {
+        key: b,
+        peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }],
+        peerAddr: () => undefined,
+        listen: { host: '127.0.0.1', port: pb },
+      },
+      { ...settings, interception: 'off', allow },
+      [],
+      log,
+    );
     const ma = clientSide(a, b, { peerPort: pb, listenPort: pa, settings, wrapPort: srv.port, holdMs: 30_000, dst: () => srv.port });
     await mb.start();
     await ma.start();
@@ -419,7 +485,14 @@ describe('per-peer quotas: a never-reading server and a never-acknowledging peer
   // One socket read, plus what a woken socket had already buffered (Node's readable
   // high-water mark, 16 KiB) and emits with it on resume().
   const SLACK = 64 * 1024 + 16 * 1024;
-  type PeerStats = { peer: string; bufferedIn: number; bufferedOut: number; connections: number; windowViolations: number; violations: number };
+  type PeerStats = {
+    peer: string;
+    bufferedIn: number;
+    bufferedOut: number;
+    connections: number;
+    windowViolations: number;
+    violations: number;
+  };
   const peerStats = (m: WrapManager, peer: string): PeerStats => (m.stats() as { peers: PeerStats[] }).peers.find((p) => p.peer === peer)!;
 
   it('buffers at most the quota per peer and direction and refuses connections over the limit; the honest peer keeps flowing', async () => {
@@ -432,13 +505,28 @@ describe('per-peer quotas: a never-reading server and a never-acknowledging peer
     const flood = new FloodServer();
     await flood.start();
     const [pa, pb] = [await freePort(), await freePort()];
-    const settings = { intercept: { host: '127.0.0.1', port: 0 }, interception: 'auto' as const, windowBytes: WINDOW, maxBufferedBytes: QUOTA, maxConnections: 64, silenceMs: 2_000 };
+    const settings = {
+      intercept: { host: '127.0.0.1', port: 0 },
+      interception: 'auto' as const,
+      windowBytes: WINDOW,
+      maxBufferedBytes: QUOTA,
+      maxConnections: 64,
+      silenceMs: 2_000,
+    };
     const allow = [
       { peer: '*', to: `127.0.0.1:${sink.port}`, protocol: 'tcp' as const },
       { peer: 'h', to: `127.0.0.1:${flood.port}`, protocol: 'tcp' as const },
     ];
     const mb = new WrapManager(
-      { key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }, { name: 'h', publicKey: h.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } },
+      {
+        key: b,
+        peers: [
+          { name: 'a', publicKey: a.publicKey, role: 1 },
+          { name: 'h', publicKey: h.publicKey, role: 1 },
+        ],
+        peerAddr: () => undefined,
+        listen: { host: '127.0.0.1', port: pb },
+      },
       { ...settings, interception: 'off', allow },
       [],
       log,
@@ -481,8 +569,14 @@ describe('per-peer quotas: a never-reading server and a never-acknowledging peer
       // 2. The hostile peer opens 100 connections to the flood server and never acknowledges.
       send({ type: RecordType.Hello, version: 1, bootId: 77n, window: 0xffffffff, buffer: 0xffffffff });
       const target = { family: 4 as const, address: '127.0.0.1', port: flood.port };
-      for (let i = 0; i < 100; i++) send({ type: RecordType.Open, conn: 2 + 2 * i, wrapPort: flood.port, target, holdMs: 30_000, flags: 0 });
-      await until('the quotas to fill', async () => peerStats(ma, 'b').bufferedOut >= QUOTA - SLACK && peerStats(mb, 'h').bufferedOut >= QUOTA - SLACK || undefined, 10_000, 20);
+      for (let i = 0; i < 100; i++)
+        send({ type: RecordType.Open, conn: 2 + 2 * i, wrapPort: flood.port, target, holdMs: 30_000, flags: 0 });
+      await until(
+        'the quotas to fill',
+        async () => (peerStats(ma, 'b').bufferedOut >= QUOTA - SLACK && peerStats(mb, 'h').bufferedOut >= QUOTA - SLACK) || undefined,
+        10_000,
+        20,
+      );
       await sleep(1_000); // and stay full a while
       // Reads already under way when the pause lands still count: at most one (and what its socket
       // had buffered) per connection of the peer; runs held up to ~2 reads over the quota.
@@ -520,9 +614,23 @@ describe('control flood from a peer that never reads the carrier', () => {
     const srv = new HashServer(Buffer.from('pong'));
     await srv.start();
     const [pa, pb] = [await freePort(), await freePort()];
-    const settings = { intercept: { host: '127.0.0.1', port: 0 }, interception: 'auto' as const, windowBytes: 1024 * 1024, maxConnections: 64, silenceMs: 2_000 };
+    const settings = {
+      intercept: { host: '127.0.0.1', port: 0 },
+      interception: 'auto' as const,
+      windowBytes: 1024 * 1024,
+      maxConnections: 64,
+      silenceMs: 2_000,
+    };
     const mb = new WrapManager(
-      { key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }, { name: 'h', publicKey: h.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } },
+      {
+        key: b,
+        peers: [
+          { name: 'a', publicKey: a.publicKey, role: 1 },
+          { name: 'h', publicKey: h.publicKey, role: 1 },
+        ],
+        peerAddr: () => undefined,
+        listen: { host: '127.0.0.1', port: pb },
+      },
       { ...settings, interception: 'off', allow: [{ peer: 'a', to: `127.0.0.1:${srv.port}`, protocol: 'tcp' }] },
       [],
       log,
@@ -550,7 +658,12 @@ describe('control flood from a peer that never reads the carrier', () => {
         }
       }, 1);
       try {
-        await until('the victim to stop reading the hostile carrier', async () => peerStats(mb, 'h').carrierInputPaused || undefined, 15_000, 10);
+        await until(
+          'the victim to stop reading the hostile carrier',
+          async () => peerStats(mb, 'h').carrierInputPaused || undefined,
+          15_000,
+          10,
+        );
         expect(await roundTrip()).toBe('pong'); // the honest peer, meanwhile
         await until('the hostile carrier to be dropped', async () => peerStats(mb, 'h').carrierLosses >= 1 || undefined, 5_000, 20);
       } finally {
@@ -580,11 +693,31 @@ describe('unauthenticated carrier connections', () => {
     const srv = new HashServer(Buffer.from('ok'));
     await srv.start();
     const [pa, pb] = [await freePort(), await freePort()];
-    const settings = { intercept: { host: '127.0.0.1', port: 0 }, interception: 'auto' as const, windowBytes: 1024 * 1024, maxConnections: 64, silenceMs: 2_000 };
+    const settings = {
+      intercept: { host: '127.0.0.1', port: 0 },
+      interception: 'auto' as const,
+      windowBytes: 1024 * 1024,
+      maxConnections: 64,
+      silenceMs: 2_000,
+    };
     const allow = [{ peer: 'a', to: `127.0.0.1:${srv.port}`, protocol: 'tcp' as const }];
     const mb = new WrapManager(
-      { key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } },
-      { ...settings, interception: 'off', allow, maxHandshakes: 48, maxHandshakesPerSource: 30, handshakeTimeoutMs: 3_000, handshakeRate: 10_000, handshakeRatePerSource: 10_000 }, // the slot limits, not the rates
+      {
+        key: b,
+        peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }],
+        peerAddr: () => undefined,
+        listen: { host: '127.0.0.1', port: pb },
+      },
+      {
+        ...settings,
+        interception: 'off',
+        allow,
+        maxHandshakes: 48,
+        maxHandshakesPerSource: 30,
+        handshakeTimeoutMs: 3_000,
+        handshakeRate: 10_000,
+        handshakeRatePerSource: 10_000,
+      }, // the slot limits, not the rates
       [],
       log,
     );
@@ -599,29 +732,44 @@ describe('unauthenticated carrier connections', () => {
       // then 500 from five others (the total binds), well within the handshake timeout.
       const flood = (n: number, source: (i: number) => string): Promise<void[]> =>
         Promise.all(
-          Array.from({ length: n }, (_, i) => new Promise<void>((resolve) => {
-            const s = connect({ port: pb, host: '127.0.0.1', localAddress: source(i) }, () => resolve());
-            s.on('error', () => resolve());
-            idle.push(s);
-          })),
+          Array.from(
+            { length: n },
+            (_, i) =>
+              new Promise<void>((resolve) => {
+                const s = connect({ port: pb, host: '127.0.0.1', localAddress: source(i) }, () => resolve());
+                s.on('error', () => resolve());
+                idle.push(s);
+              }),
+          ),
         );
       const refusedBy = (why: string): number => (mb.stats() as unknown as CarrierStats).carrierRefused[why];
       await flood(600, () => '127.0.0.2');
       await until('one source at its limit', async () => refusedBy('too-many-from-source') >= 500 || undefined, 5_000, 10);
       await flood(500, (i) => `127.0.0.${3 + (i % 5)}`);
       // Accepted (some late, from the listen backlog), then refused over a limit or timed out.
-      const settled = (x: CarrierStats): number => x.carrierRefused['too-many-handshakes'] + x.carrierRefused['too-many-from-source'] + x.carrierRefused['handshake-timeout'];
-      await until('most connections refused or timed out', async () => {
-        const x = mb.stats() as unknown as CarrierStats;
-        return (settled(x) >= 1_000 && x.carrierRefused['handshake-timeout'] >= 48) || undefined;
-      }, 15_000, 20);
+      const settled = (x: CarrierStats): number =>
+        x.carrierRefused['too-many-handshakes'] + x.carrierRefused['too-many-from-source'] + x.carrierRefused['handshake-timeout'];
+      await until(
+        'most connections refused or timed out',
+        async () => {
+          const x = mb.stats() as unknown as CarrierStats;
+          return (settled(x) >= 1_000 && x.carrierRefused['handshake-timeout'] >= 48) || undefined;
+        },
+        15_000,
+        20,
+      );
       const st = mb.stats() as unknown as CarrierStats;
       expect(most).toBe(48); // the limit was reached, never passed
       expect(st.carrierRefused['too-many-from-source']).toBeGreaterThan(0);
       expect(st.carrierRefused['too-many-handshakes']).toBeGreaterThan(0);
       expect(st.carrierRefused['handshake-failed']).toBe(0);
       for (const s of idle) s.destroy();
-      await until('no connection pending', async () => (mb.stats() as unknown as CarrierStats).carrierPending === 0 || undefined, 5_000, 20);
+      await until(
+        'no connection pending',
+        async () => (mb.stats() as unknown as CarrierStats).carrierPending === 0 || undefined,
+        5_000,
+        20,
+      );
       // An honest peer comes up and carries a connection.
       ma = clientSide(a, b, { peerPort: pb, listenPort: pa, settings, wrapPort: srv.port, holdMs: 30_000, dst: () => srv.port });
       await ma.start();
@@ -639,7 +787,7 @@ describe('unauthenticated carrier connections', () => {
 });
 
 describe('carrier handshake flood', () => {
-  it('a wrong mac1 is refused before any DH; a stranger\'s valid message 1s at hundreds a second: at most the rates reach the DH, the rest are reset unread; a peer at its known address still comes up and carries', async () => {
+  it("a wrong mac1 is refused before any DH; a stranger's valid message 1s at hundreds a second: at most the rates reach the DH, the rest are reset unread; a peer at its known address still comes up and carries", async () => {
     const a = generateKeyPair();
     const b = generateKeyPair();
     const stranger = generateKeyPair();
@@ -648,11 +796,30 @@ describe('carrier handshake flood', () => {
     const [pa, pb] = [await freePort(), await freePort()];
     const RATE = 50;
     const PER_SOURCE = 10;
-    const settings = { intercept: { host: '127.0.0.1', port: 0 }, interception: 'auto' as const, windowBytes: 1024 * 1024, maxConnections: 64, silenceMs: 2_000 };
+    const settings = {
+      intercept: { host: '127.0.0.1', port: 0 },
+      interception: 'auto' as const,
+      windowBytes: 1024 * 1024,
+      maxConnections: 64,
+      silenceMs: 2_000,
+    };
     const mb = new WrapManager(
       // The peer is known at 127.0.0.1 (its ETCP endpoint); the strangers come from 127.0.0.2-22.
-      { key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: (n) => (n === 'a' ? { address: '127.0.0.1', port: pa } : undefined), listen: { host: '127.0.0.1', port: pb } },
-      { ...settings, interception: 'off', allow: [{ peer: 'a', to: `127.0.0.1:${srv.port}`, protocol: 'tcp' }], handshakeRate: RATE, handshakeRatePerSource: PER_SOURCE, maxHandshakes: 2_000, maxHandshakesPerSource: 2_000 }, // the rates bind, not the pending slots
+      {
+        key: b,
+        peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }],
+        peerAddr: (n) => (n === 'a' ? { address: '127.0.0.1', port: pa } : undefined),
+        listen: { host: '127.0.0.1', port: pb },
+      },
+      {
+        ...settings,
+        interception: 'off',
+        allow: [{ peer: 'a', to: `127.0.0.1:${srv.port}`, protocol: 'tcp' }],
+        handshakeRate: RATE,
+        handshakeRatePerSource: PER_SOURCE,
+        maxHandshakes: 2_000,
+        maxHandshakesPerSource: 2_000,
+      }, // the rates bind, not the pending slots
       [],
       log,
     );
@@ -660,15 +827,21 @@ describe('carrier handshake flood', () => {
     type CarrierStats = { carrierRefused: Record<string, number> };
     const refused = (): Record<string, number> => (mb.stats() as unknown as CarrierStats).carrierRefused;
     // A message 1 that authenticates (it costs the responder its DHs) from a key it does not know.
-    const m1 = new IKInitiator({ hash: 'BLAKE2s', prologue: CARRIER_PROLOGUE, staticKey: stranger }, b.publicKey).writeMessage1(new Uint8Array(0));
+    const m1 = new IKInitiator({ hash: 'BLAKE2s', prologue: CARRIER_PROLOGUE, staticKey: stranger }, b.publicKey).writeMessage1(
+      new Uint8Array(0),
+    );
     const frame = Buffer.concat([Buffer.from([0, 0, 0, 112]), m1, carrierMac1(b.publicKey, m1)]);
     const burst = (n: number, source: (i: number) => string, what = frame): Promise<void[]> =>
       Promise.all(
-        Array.from({ length: n }, (_, i) => new Promise<void>((resolve) => {
-          const s = connect({ port: pb, host: '127.0.0.1', localAddress: source(i) }, () => s.write(what));
-          s.on('error', () => resolve());
-          s.on('close', () => resolve());
-        })),
+        Array.from(
+          { length: n },
+          (_, i) =>
+            new Promise<void>((resolve) => {
+              const s = connect({ port: pb, host: '127.0.0.1', localAddress: source(i) }, () => s.write(what));
+              s.on('error', () => resolve());
+              s.on('close', () => resolve());
+            }),
+        ),
       );
     let ma: WrapManager | undefined;
     let flooding = true;
@@ -678,7 +851,12 @@ describe('carrier handshake flood', () => {
       const wrongMac = Buffer.concat([Buffer.from([0, 0, 0, 112]), m1, carrierMac1(a.publicKey, m1)]);
       await burst(40, (i) => `127.0.0.${30 + (i % 8)}`, wrongMac);
       await burst(5, () => '127.0.0.40', Buffer.concat([Buffer.from([0, 0, 0, 96]), m1]));
-      await until('the wrong ones refused', async () => refused()['bad-mac1'] + refused()['handshake-failed'] >= 45 || undefined, 5_000, 10);
+      await until(
+        'the wrong ones refused',
+        async () => refused()['bad-mac1'] + refused()['handshake-failed'] >= 45 || undefined,
+        5_000,
+        10,
+      );
       expect(refused()['bad-mac1']).toBe(40);
       expect(refused()['handshake-failed']).toBe(5);
       await sleep(1_000); // those took 45 of the global bucket's 50: let it refill
@@ -743,19 +921,31 @@ describe('per-peer work budget on carriers', () => {
         listen: { host: '127.0.0.1', port: pb },
         budget: () => ({ charge: (ms) => (budget.charge(ms), budget.waitMs(performance.now())) }),
       },
-      { intercept: { host: '127.0.0.1', port: 0 }, interception: 'off', windowBytes: 4 * 1024 * 1024, maxConnections: 64, silenceMs: 5_000, allow: [{ peer: 'h', to: `127.0.0.1:${sinkPort}`, protocol: 'tcp' }] },
+      {
+        intercept: { host: '127.0.0.1', port: 0 },
+        interception: 'off',
+        windowBytes: 4 * 1024 * 1024,
+        maxConnections: 64,
+        silenceMs: 5_000,
+        allow: [{ peer: 'h', to: `127.0.0.1:${sinkPort}`, protocol: 'tcp' }],
+      },
       [],
       log,
     );
     await mb.start();
     const hostile = await dialCarrier('127.0.0.1', pb, h, b.publicKey);
     let acked = 0;
-    hostile.start({ onRecord: (parts) => void (decodeRecord(Buffer.concat(parts)).type === RecordType.Ack && acked++), onClose: () => {}, onDrain: () => {} });
+    hostile.start({
+      onRecord: (parts) => void (decodeRecord(Buffer.concat(parts)).type === RecordType.Ack && acked++),
+      onClose: () => {},
+      onDrain: () => {},
+    });
     try {
       hostile.send([encodeRecord({ type: RecordType.Hello, version: 1, bootId: 9n })]);
       const target = { family: 4 as const, address: '127.0.0.1', port: sinkPort };
       const conns = [2, 4, 6, 8]; // the ids this peer opens (as in the quota test above)
-      for (const conn of conns) hostile.send([encodeRecord({ type: RecordType.Open, conn, wrapPort: sinkPort, target, holdMs: 10_000, flags: 0 })]);
+      for (const conn of conns)
+        hostile.send([encodeRecord({ type: RecordType.Open, conn, wrapPort: sinkPort, target, holdMs: 10_000, flags: 0 })]);
       // As fast as the carrier takes it for 1.5 s (each connection's offset stays within the window as the sink drains).
       const data = randomBytes(16 * 1024);
       const offsets = new Map(conns.map((c) => [c, 0]));
@@ -792,7 +982,14 @@ describe('UDP flows on loopback', () => {
     await new Promise<void>((r) => echo.bind(0, '127.0.0.1', () => r()));
     const echoPort = echo.address().port;
     const [pa, pb] = [await freePort(), await freePort()];
-    const settings = { intercept: { host: '127.0.0.1', port: 0 }, interception: 'auto' as const, windowBytes: 1024 * 1024, maxConnections: 64, silenceMs: 600, udpIdleMs: 300 };
+    const settings = {
+      intercept: { host: '127.0.0.1', port: 0 },
+      interception: 'auto' as const,
+      windowBytes: 1024 * 1024,
+      maxConnections: 64,
+      silenceMs: 600,
+      udpIdleMs: 300,
+    };
     const stand: Interceptor = {
       setPorts: () => {},
       originalDst: () => undefined,
@@ -801,9 +998,24 @@ describe('UDP flows on loopback', () => {
       close: () => {},
     };
     const allow = [{ peer: '*', to: `127.0.0.1:${echoPort}`, protocol: 'udp' as const }];
-    const mb = new WrapManager({ key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } }, { ...settings, interception: 'off', allow }, [], log);
+    const mb = new WrapManager(
+      {
+        key: b,
+        peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }],
+        peerAddr: () => undefined,
+        listen: { host: '127.0.0.1', port: pb },
+      },
+      { ...settings, interception: 'off', allow },
+      [],
+      log,
+    );
     const ma = new WrapManager(
-      { key: a, peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }], peerAddr: () => ({ address: '127.0.0.1', port: pb }), listen: { host: '127.0.0.1', port: pa } },
+      {
+        key: a,
+        peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }],
+        peerAddr: () => ({ address: '127.0.0.1', port: pb }),
+        listen: { host: '127.0.0.1', port: pa },
+      },
       settings,
       [{ protocol: 'coap', port: echoPort, peer: 'b', holdMs: 8_000 }],
       log,

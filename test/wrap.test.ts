@@ -23,7 +23,7 @@ function joined(): { a: WrapSession; b: WrapSession; pump: (now?: number) => { a
   b.onCarrierUp(0);
   const pump = (now = 0): { a: WrapEvent[]; b: WrapEvent[] } => {
     const evs = { a: [] as WrapEvent[], b: [] as WrapEvent[] };
-    for (let moved = true; moved; ) {
+    for (let moved = true; moved;) {
       moved = false;
       for (let r = a.pollRecord(now); r; r = a.pollRecord(now), moved = true) b.handleRecord(now, Buffer.concat(r));
       for (let r = b.pollRecord(now); r; r = b.pollRecord(now), moved = true) a.handleRecord(now, Buffer.concat(r));
@@ -39,7 +39,14 @@ describe('WRAP records', () => {
   const samples: WrapRecord[] = [
     { type: RecordType.Hello, version: 1, bootId: 0x0123456789abcdefn },
     { type: RecordType.Open, conn: 2, wrapPort: 22, target, holdMs: 30_000, flags: 0 },
-    { type: RecordType.Open, conn: 3, wrapPort: 443, target: { family: 6, address: 'fd00:0:0:0:0:0:0:2', port: 443 }, holdMs: 1, flags: OPEN_DELTA },
+    {
+      type: RecordType.Open,
+      conn: 3,
+      wrapPort: 443,
+      target: { family: 6, address: 'fd00:0:0:0:0:0:0:2', port: 443 },
+      holdMs: 1,
+      flags: OPEN_DELTA,
+    },
     { type: RecordType.Ref, conn: 2, offset: 8192, length: 4000, digest: new Uint8Array(16).fill(9) },
     { type: RecordType.Nack, conn: 2, offset: 8192 },
     { type: RecordType.Opened, conn: 7 },
@@ -59,7 +66,9 @@ describe('WRAP records', () => {
     const open = encodeRecord(samples[1]);
     expect(() => decodeRecord(open.subarray(0, 8))).toThrow(/open\.(family|address)/);
     expect(() => decodeRecord(new Uint8Array([...encodeRecord(samples[5]), 0]))).toThrow(/record type 3/);
-    expect(() => decodeRecord(encodeRecord({ type: RecordType.Ref, conn: 2, offset: 0, length: 0, digest: new Uint8Array(16) }))).toThrow(/ref\.length/);
+    expect(() => decodeRecord(encodeRecord({ type: RecordType.Ref, conn: 2, offset: 0, length: 0, digest: new Uint8Array(16) }))).toThrow(
+      /ref\.length/,
+    );
     expect(() => decodeRecord(new Uint8Array([99]))).toThrow(/unknown record type 99/);
   });
   it('parses IPv6 text forms', () => {
@@ -75,7 +84,14 @@ describe('carrier message 1 (§16.2)', () => {
     const spub = Buffer.from('31e0303fd6418d2f8c0e78b91f22e8caed0fbe48656dcf4767e4834f701b8f62', 'hex');
     const m1 = Uint8Array.from({ length: 96 }, (_, i) => i);
     expect(Buffer.from(carrierMac1(spub, m1)).toString('hex')).toBe('f2f5d19619b9f82005c1932424e6fefe');
-    expect(Buffer.from(carrierMac1(spub, m1.map((x, i) => (i === 95 ? x ^ 1 : x)))).toString('hex')).not.toBe('f2f5d19619b9f82005c1932424e6fefe');
+    expect(
+      Buffer.from(
+        carrierMac1(
+          spub,
+          m1.map((x, i) => (i === 95 ? x ^ 1 : x)),
+        ),
+      ).toString('hex'),
+    ).not.toBe('f2f5d19619b9f82005c1932424e6fefe');
   });
 });
 
@@ -176,7 +192,9 @@ describe('WrapSession', () => {
     while (a.localData(id, new Uint8Array(16 * 1024))) {
       /* fill the window */
     }
-    const delivered = pump().b.filter((e) => e.type === 'deliver').reduce((n, e) => n + (e as { data: Uint8Array }).data.length, 0);
+    const delivered = pump()
+      .b.filter((e) => e.type === 'deliver')
+      .reduce((n, e) => n + (e as { data: Uint8Array }).data.length, 0);
     b.drained(0, id, delivered);
     // The ACK goes onto b's carrier, which dies before delivering it.
     while (b.pollRecord(5)) {
@@ -200,7 +218,10 @@ describe('WrapSession', () => {
     a.handleTimeout(a.pollTimeout()!);
     b.handleTimeout(b.pollTimeout()!);
     const evs = [...[a.pollEvent(), a.pollEvent()], ...[b.pollEvent(), b.pollEvent()]];
-    expect(evs.filter((e) => e?.type === 'close').map((e) => (e as { code: CloseCode }).code)).toEqual([CloseCode.HoldExpired, CloseCode.HoldExpired]);
+    expect(evs.filter((e) => e?.type === 'close').map((e) => (e as { code: CloseCode }).code)).toEqual([
+      CloseCode.HoldExpired,
+      CloseCode.HoldExpired,
+    ]);
     expect(a.pollTimeout()).toBeUndefined();
   });
 
@@ -235,7 +256,7 @@ describe('WrapSession', () => {
     b2.onCarrierUp(2);
     expect(b2.openLocal(2, 22, target, 30_000)).toBe(id);
     const evs: WrapEvent[] = [];
-    for (let moved = true; moved; ) {
+    for (let moved = true; moved;) {
       moved = false;
       for (let r = b2.pollRecord(2); r; r = b2.pollRecord(2), moved = true) a.handleRecord(2, Buffer.concat(r));
       for (let r = a.pollRecord(2); r; r = a.pollRecord(2), moved = true) b2.handleRecord(2, Buffer.concat(r));
@@ -270,7 +291,7 @@ describe('WrapSession', () => {
     expect(a.carrierUp).toBe(false);
   });
 
-  it('counts a violation for records before hello and for an OPEN with this side\'s parity', () => {
+  it("counts a violation for records before hello and for an OPEN with this side's parity", () => {
     const a = new WrapSession({ ...opts, role: 0, bootId: 1n });
     a.onCarrierUp(0);
     a.handleRecord(0, encodeRecord({ type: RecordType.Ping }));
@@ -291,7 +312,9 @@ describe('WrapSession', () => {
     pump();
     // An honest sender stops at the window (64 KiB here) even when more was read.
     a.localData(x, new Uint8Array(100 * 1024));
-    const delivered = pump().b.filter((e) => e.type === 'deliver').reduce((n, e) => n + (e as { data: Uint8Array }).data.length, 0);
+    const delivered = pump()
+      .b.filter((e) => e.type === 'deliver')
+      .reduce((n, e) => n + (e as { data: Uint8Array }).data.length, 0);
     expect(delivered).toBe(64 * 1024);
     expect(b.counters.windowViolations).toBe(0);
     expect(b.bufferedIn).toBe(64 * 1024);
@@ -306,7 +329,9 @@ describe('WrapSession', () => {
     // x carries on once drained.
     b.drained(10, x, 64 * 1024);
     b.handleTimeout(20);
-    const more = pump(20).b.filter((e) => e.type === 'deliver' && e.conn === x).reduce((n, e) => n + (e as { data: Uint8Array }).data.length, 0);
+    const more = pump(20)
+      .b.filter((e) => e.type === 'deliver' && e.conn === x)
+      .reduce((n, e) => n + (e as { data: Uint8Array }).data.length, 0);
     expect(more).toBe(36 * 1024);
   });
 
@@ -332,7 +357,7 @@ describe('WrapSession', () => {
     const delivered = new Map<number, number[]>();
     const events: WrapEvent[] = [];
     const pump = (): void => {
-      for (let moved = true; moved; ) {
+      for (let moved = true; moved;) {
         moved = false;
         for (let r = a.pollRecord(0); r; r = a.pollRecord(0), moved = true) b.handleRecord(0, Buffer.concat(r));
         for (let r = b.pollRecord(0); r; r = b.pollRecord(0), moved = true) a.handleRecord(0, Buffer.concat(r));
@@ -390,7 +415,11 @@ describe('WrapSession', () => {
     expect(a.controlQueued).toBe(3); // PONG, CLOSE 7 (unknown), CLOSE 8 (refused)
     expect(a.counters.violations).toBe(1000); // the repeated HELLOs
     const types = [a.pollRecord(0), a.pollRecord(0), a.pollRecord(0)].map((r) => decodeRecord(Buffer.concat(r!)));
-    expect(types).toEqual([{ type: RecordType.Pong }, expect.objectContaining({ type: RecordType.Close, conn: 7 }), expect.objectContaining({ type: RecordType.Close, code: CloseCode.Refused, conn: 8 })]);
+    expect(types).toEqual([
+      { type: RecordType.Pong },
+      expect.objectContaining({ type: RecordType.Close, conn: 7 }),
+      expect.objectContaining({ type: RecordType.Close, code: CloseCode.Refused, conn: 8 }),
+    ]);
     // Answered: the next one is answered again.
     a.handleRecord(0, data(7));
     expect(a.controlQueued).toBe(1);
@@ -419,13 +448,26 @@ describe('WrapSession', () => {
 });
 
 describe('dial policy (default deny)', () => {
-  const t = (address: string, port: number, family: 4 | 6 = 4): { family: 4 | 6; address: string; port: number } => ({ family, address, port });
+  const t = (address: string, port: number, family: 4 | 6 = 4): { family: 4 | 6; address: string; port: number } => ({
+    family,
+    address,
+    port,
+  });
 
   it('parses addresses, prefixes, port ranges and *, and refuses the rest', () => {
     expect(parseDestination('10.0.0.5:22')).toMatchObject({ lo: 22, hi: 22, net: { prefix: 32 } });
     expect(parseDestination('[fd00::/64]:8000-8100')).toMatchObject({ lo: 8000, hi: 8100, net: { prefix: 64 } });
     expect(parseDestination('*:443')).toMatchObject({ net: undefined, lo: 443, hi: 443 });
-    for (const bad of ['10.0.0.5', '10.0.0.5:0', '10.0.0.5:70000', '10.0.0.5:9-8', '10.0.0.0/33:1', 'host.example:22', 'fd00::1:22', '[fd00::/129]:1']) {
+    for (const bad of [
+      '10.0.0.5',
+      '10.0.0.5:0',
+      '10.0.0.5:70000',
+      '10.0.0.5:9-8',
+      '10.0.0.0/33:1',
+      'host.example:22',
+      'fd00::1:22',
+      '[fd00::/129]:1',
+    ]) {
       expect(() => parseDestination(bad), bad).toThrow(RangeError);
     }
   });
@@ -473,22 +515,40 @@ describe('dial policy (default deny)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'spook-wrapcfg-'));
     const cfg = (wrap: string): string => {
       const f = join(dir, 'c.yaml');
-      writeFileSync(f, `listen: 127.0.0.1:1\nprivateKeyFile: k\ndataDir: d\nadminSocket: s\npeers:\n  - name: x\n    publicKey: ${key}\nregisters:\n  - name: r\n    kind: map\nwrap:\n${wrap}`);
+      writeFileSync(
+        f,
+        `listen: 127.0.0.1:1\nprivateKeyFile: k\ndataDir: d\nadminSocket: s\npeers:\n  - name: x\n    publicKey: ${key}\nregisters:\n  - name: r\n    kind: map\nwrap:\n${wrap}`,
+      );
       return f;
     };
     try {
-      const c = loadConfig(cfg(`  allow:\n    - { peer: x, to: "10.0.0.5:22" }\n    - { peer: "${key}", to: "[fd00::/64]:8000-8100", protocol: udp }\n    - { peer: "*", to: "*:443" }\n`));
+      const c = loadConfig(
+        cfg(
+          `  allow:\n    - { peer: x, to: "10.0.0.5:22" }\n    - { peer: "${key}", to: "[fd00::/64]:8000-8100", protocol: udp }\n    - { peer: "*", to: "*:443" }\n`,
+        ),
+      );
       expect(c.wrap.allow).toEqual([
         { peer: 'x', to: '10.0.0.5:22', protocol: 'tcp' },
         { peer: key, to: '[fd00::/64]:8000-8100', protocol: 'udp' },
         { peer: '*', to: '*:443', protocol: 'tcp' },
       ]);
-      expect(c.wrap).toMatchObject({ maxBufferedBytes: 64 * 1024 * 1024, maxHandshakes: 256, maxHandshakesPerSource: 16, handshakeTimeoutMs: 5_000, handshakeRate: 200, handshakeRatePerSource: 20 });
+      expect(c.wrap).toMatchObject({
+        maxBufferedBytes: 64 * 1024 * 1024,
+        maxHandshakes: 256,
+        maxHandshakesPerSource: 16,
+        handshakeTimeoutMs: 5_000,
+        handshakeRate: 200,
+        handshakeRatePerSource: 20,
+      });
       expect(loadConfig(cfg('  interception: off\n')).wrap.allow).toEqual([]); // default deny
       expect(() => loadConfig(cfg(`  allow:\n    - { peer: x, to: "10.0.0.5" }\n`))).toThrow(/wrap\.allow\.0\.to/);
-      expect(() => loadConfig(cfg(`  allow:\n    - { peer: nobody, to: "10.0.0.5:22" }\n`))).toThrow(/wrap\.allow\.0\.peer: no peer named or keyed "nobody"/);
+      expect(() => loadConfig(cfg(`  allow:\n    - { peer: nobody, to: "10.0.0.5:22" }\n`))).toThrow(
+        /wrap\.allow\.0\.peer: no peer named or keyed "nobody"/,
+      );
       expect(() => loadConfig(cfg(`  allow:\n    - { peer: x, to: "10.0.0.5:22", protocol: sctp }\n`))).toThrow(/wrap\.allow\.0\.protocol/);
-      expect(() => loadConfig(cfg(`  windowBytes: 8388608\n  maxBufferedBytes: 4194304\n`))).toThrow(/wrap\.maxBufferedBytes: must be at least windowBytes/);
+      expect(() => loadConfig(cfg(`  windowBytes: 8388608\n  maxBufferedBytes: 4194304\n`))).toThrow(
+        /wrap\.maxBufferedBytes: must be at least windowBytes/,
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -530,7 +590,8 @@ describe('delta mode', () => {
   const cut = (data: Uint8Array, piece: number): string[] => {
     const ch = new Chunker();
     const keys: string[] = [];
-    for (let i = 0; i < data.length; i += piece) for (const c of ch.push(data.subarray(i, i + piece))) keys.push(`${c.offset}+${c.length}:${c.key}`);
+    for (let i = 0; i < data.length; i += piece)
+      for (const c of ch.push(data.subarray(i, i + piece))) keys.push(`${c.offset}+${c.length}:${c.key}`);
     return keys;
   };
 
@@ -565,7 +626,7 @@ describe('delta mode', () => {
       b.localEnd(id);
       // The client takes what is delivered (the window lets a window's worth through at a time).
       const data: Uint8Array[] = [];
-      for (let more = true; more; ) {
+      for (let more = true; more;) {
         const ev = pump(ACK_DELAY_MS * (data.length + 1));
         const fresh = ev.a.filter((e) => e.type === 'deliver' && e.conn === id).map((e) => (e as { data: Uint8Array }).data);
         for (const d of fresh) a.drained(ACK_DELAY_MS * (data.length + 1), id, d.length);
@@ -592,7 +653,10 @@ describe('delta mode', () => {
     let nacks = 0;
     for (let seed = 1; seed <= 150; seed++) {
       const r = runWrapSim({ ...DEFAULT_WRAP_SIM, seed, delta: true, smallCache: true });
-      if (!r.ok) throw new Error(`seed ${seed}: ${r.failure} (replay: runWrapSim({...DEFAULT_WRAP_SIM, seed: ${seed}, delta: true, smallCache: true}))`);
+      if (!r.ok)
+        throw new Error(
+          `seed ${seed}: ${r.failure} (replay: runWrapSim({...DEFAULT_WRAP_SIM, seed: ${seed}, delta: true, smallCache: true}))`,
+        );
       nacks += r.nacks;
     }
     expect(refBytes).toBeGreaterThan(10_000_000); // references happened

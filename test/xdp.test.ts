@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { XdpProgram, XDP_DROP, XDP_PASS } from '../drivers/bpf/xdp.js';
 import { udpPacket } from '../testing/packet.js';
 import { encodeFrame, decodeFrame } from '../wire/header.js';
-import { DROP_REASON_NAMES, DropReason, FrameType, MAX_FRAME_LEN } from '../wire/constants.js';
+import { DROP_REASON_NAMES, type DropReason, FrameType, MAX_FRAME_LEN } from '../wire/constants.js';
 import { WireError } from '../wire/errors.js';
 import { Rng } from '../testing/sim/rng.js';
 
@@ -22,8 +22,10 @@ beforeAll(() => {
 });
 afterAll(() => xdp?.close());
 
-const data = (pairId = PAIR, payload = new Uint8Array(40)): Uint8Array => encodeFrame({ type: FrameType.Data, flags: 0, pairId, packetNumber: 5 }, payload);
-const hs = (len = 146): Uint8Array => encodeFrame({ type: FrameType.HandshakeInit, flags: 0, pairId: 0, packetNumber: 0 }, new Uint8Array(len));
+const data = (pairId = PAIR, payload = new Uint8Array(40)): Uint8Array =>
+  encodeFrame({ type: FrameType.Data, flags: 0, pairId, packetNumber: 5 }, payload);
+const hs = (len = 146): Uint8Array =>
+  encodeFrame({ type: FrameType.HandshakeInit, flags: 0, pairId: 0, packetNumber: 0 }, new Uint8Array(len));
 /** A frame built by hand (encodeFrame refuses oversized ones). */
 const raw = (type: number, pairId: number, payloadLen: number): Uint8Array => {
   const f = Buffer.alloc(20 + payloadLen);
@@ -68,7 +70,11 @@ describe('XDP fixtures (BPF_PROG_TEST_RUN)', () => {
     ['unknown pair', data(0x1234), 'unknown-pair'],
     ['valid data frame (counted on its pair)', data(), 'pass-pair'],
     ['valid handshake', hs(), 'pass-estp'],
-    ['valid cookie reply (§12.8)', encodeFrame({ type: FrameType.CookieReply, flags: 0, pairId: 0x1234, packetNumber: 0 }, new Uint8Array(60)), 'pass-estp'],
+    [
+      'valid cookie reply (§12.8)',
+      encodeFrame({ type: FrameType.CookieReply, flags: 0, pairId: 0x1234, packetNumber: 0 }, new Uint8Array(60)),
+      'pass-estp',
+    ],
   ];
   for (const [name, frame, counter] of cases) {
     it(`${name} → ${counter}`, () => {
@@ -115,7 +121,10 @@ describe('XDP fixtures (BPF_PROG_TEST_RUN)', () => {
  * IPv4 identification and flags/offset set, or an IPv6 Fragment header spliced in. A non-first
  * fragment carries `rest` after the IP (and Fragment) header instead of the UDP header.
  */
-function fragment(frame: Uint8Array, o: { ipv6?: boolean; id: number; offset: number; more: boolean; dstPort?: number; rest?: Uint8Array; ext?: number; src?: number }): Buffer {
+function fragment(
+  frame: Uint8Array,
+  o: { ipv6?: boolean; id: number; offset: number; more: boolean; dstPort?: number; rest?: Uint8Array; ext?: number; src?: number },
+): Buffer {
   const pkt = udpPacket(frame, { dstPort: o.dstPort ?? PORT, ipv6: o.ipv6, src: o.src });
   const eth = pkt.subarray(0, 14);
   if (!o.ipv6) {
@@ -151,7 +160,10 @@ describe('XDP and IP fragments (PROTOCOL.md §13.1)', () => {
         for (let i = 0; i < 20; i++) {
           const id = 0x4000 + i;
           expect(run(fragment(hs(146), { ipv6, id, offset: 0, more: true, src: 90 }))).toEqual({ verdict: XDP_DROP, moved: ['fragment'] });
-          expect(run(fragment(hs(146), { ipv6, id, offset: 11, more: false, src: 90 }))).toEqual({ verdict: XDP_DROP, moved: ['fragment'] });
+          expect(run(fragment(hs(146), { ipv6, id, offset: 11, more: false, src: 90 }))).toEqual({
+            verdict: XDP_DROP,
+            moved: ['fragment'],
+          });
         }
         // The rate limit was never consulted: an unfragmented handshake from that source still passes.
         expect(run(udpPacket(hs(146), { dstPort: PORT, ipv6, src: 90 }))).toEqual({ verdict: XDP_PASS, moved: ['pass-estp'] });
@@ -162,13 +174,19 @@ describe('XDP and IP fragments (PROTOCOL.md §13.1)', () => {
 
     it(`${fam}: fragments of other traffic pass; a tiny first fragment (no room for the UDP header) drops`, () => {
       // First fragment to another port, and its train: pass.
-      expect(run(fragment(data(), { ipv6, id: 0x5001, offset: 0, more: true, dstPort: 53 }))).toEqual({ verdict: XDP_PASS, moved: ['pass-other'] });
+      expect(run(fragment(data(), { ipv6, id: 0x5001, offset: 0, more: true, dstPort: 53 }))).toEqual({
+        verdict: XDP_PASS,
+        moved: ['pass-other'],
+      });
       expect(run(fragment(data(), { ipv6, id: 0x5001, offset: 8, more: false }))).toEqual({ verdict: XDP_PASS, moved: ['pass-other'] });
       // A later fragment of a train never seen (it may belong to anything): pass.
       expect(run(fragment(data(), { ipv6, id: 0x5002, offset: 8, more: true }))).toEqual({ verdict: XDP_PASS, moved: ['pass-other'] });
       // A later fragment with the identification of a dropped train but another source: pass.
       run(fragment(hs(), { ipv6, id: 0x5003, offset: 0, more: true, src: 5 }));
-      expect(run(fragment(data(), { ipv6, id: 0x5003, offset: 8, more: false, src: 6 }))).toEqual({ verdict: XDP_PASS, moved: ['pass-other'] });
+      expect(run(fragment(data(), { ipv6, id: 0x5003, offset: 8, more: false, src: 6 }))).toEqual({
+        verdict: XDP_PASS,
+        moved: ['pass-other'],
+      });
       // First fragment holding 4 octets of UDP: its port cannot be seen.
       const tiny = fragment(data(), { ipv6, id: 0x5004, offset: 0, more: true });
       const cut = ipv6 ? 14 + 40 + 8 + 4 : 14 + 20 + 4;
@@ -178,9 +196,18 @@ describe('XDP and IP fragments (PROTOCOL.md §13.1)', () => {
 
   it('IPv6: an atomic fragment (offset 0, no more) is a whole datagram and is checked as one; a Fragment header behind a destination-options header is followed', () => {
     expect(run(fragment(data(), { ipv6: true, id: 0x6001, offset: 0, more: false }))).toEqual({ verdict: XDP_PASS, moved: ['pass-pair'] });
-    expect(run(fragment(mut(data(), 0, 0x99), { ipv6: true, id: 0x6002, offset: 0, more: false }))).toEqual({ verdict: XDP_DROP, moved: ['bad-magic'] });
-    expect(run(fragment(hs(), { ipv6: true, id: 0x6003, offset: 0, more: true, ext: 60 }))).toEqual({ verdict: XDP_DROP, moved: ['fragment'] });
-    expect(run(fragment(hs(), { ipv6: true, id: 0x6003, offset: 20, more: false, ext: 60 }))).toEqual({ verdict: XDP_DROP, moved: ['fragment'] });
+    expect(run(fragment(mut(data(), 0, 0x99), { ipv6: true, id: 0x6002, offset: 0, more: false }))).toEqual({
+      verdict: XDP_DROP,
+      moved: ['bad-magic'],
+    });
+    expect(run(fragment(hs(), { ipv6: true, id: 0x6003, offset: 0, more: true, ext: 60 }))).toEqual({
+      verdict: XDP_DROP,
+      moved: ['fragment'],
+    });
+    expect(run(fragment(hs(), { ipv6: true, id: 0x6003, offset: 20, more: false, ext: 60 }))).toEqual({
+      verdict: XDP_DROP,
+      moved: ['fragment'],
+    });
   });
 });
 
@@ -202,16 +229,25 @@ function withDstOpts(pkt: Buffer, n: number, inner = 17): Buffer {
 describe('XDP and IPv6 extension-header chains (PROTOCOL.md §13.1)', () => {
   it('attack: a handshake flood behind more extension headers than the program follows is dropped as ext-chain, not passed unexamined', () => {
     for (let i = 0; i < 50; i++) {
-      expect(run(withDstOpts(udpPacket(hs(146), { dstPort: PORT, ipv6: true, src: 77 }), 9))).toEqual({ verdict: XDP_DROP, moved: ['ext-chain'] });
+      expect(run(withDstOpts(udpPacket(hs(146), { dstPort: PORT, ipv6: true, src: 77 }), 9))).toEqual({
+        verdict: XDP_DROP,
+        moved: ['ext-chain'],
+      });
     }
     // Up to 8 are followed: the frame is checked like any other (and the rate limit applies).
     expect(run(withDstOpts(udpPacket(data(), { dstPort: PORT, ipv6: true }), 8))).toEqual({ verdict: XDP_PASS, moved: ['pass-pair'] });
-    expect(run(withDstOpts(udpPacket(mut(data(), 0, 0x99), { dstPort: PORT, ipv6: true }), 8))).toEqual({ verdict: XDP_DROP, moved: ['bad-magic'] });
+    expect(run(withDstOpts(udpPacket(mut(data(), 0, 0x99), { dstPort: PORT, ipv6: true }), 8))).toEqual({
+      verdict: XDP_DROP,
+      moved: ['bad-magic'],
+    });
     // Other traffic with a short chain passes; a chain too long to follow drops whatever its port (it cannot be seen).
     expect(run(withDstOpts(udpPacket(data(), { dstPort: 53, ipv6: true }), 3))).toEqual({ verdict: XDP_PASS, moved: ['pass-other'] });
     expect(run(withDstOpts(udpPacket(data(), { dstPort: 53, ipv6: true }), 9))).toEqual({ verdict: XDP_DROP, moved: ['ext-chain'] });
     // A first fragment to the ESTP port behind four destination-options headers is still seen as one.
-    expect(run(withDstOpts(fragment(hs(), { ipv6: true, id: 0x7001, offset: 0, more: true }), 4, 44))).toEqual({ verdict: XDP_DROP, moved: ['fragment'] });
+    expect(run(withDstOpts(fragment(hs(), { ipv6: true, id: 0x7001, offset: 0, more: true }), 4, 44))).toEqual({
+      verdict: XDP_DROP,
+      moved: ['fragment'],
+    });
   });
 });
 
@@ -229,7 +265,16 @@ function tsVerdict(frame: Uint8Array): string {
 describe('C and TypeScript agree', () => {
   it('100,000 generated frames (valid, mutated, truncated, random): identical verdicts and reasons', () => {
     const rng = new Rng(20261124);
-    const bases = [data(), data(0x1234), hs(), hs(61), data(PAIR, new Uint8Array(1300)), raw(FrameType.Data, PAIR, 1500), raw(FrameType.HandshakeResp, 0, 400), encodeFrame({ type: FrameType.CookieReply, flags: 1, pairId: 3, packetNumber: 0 }, new Uint8Array(64))];
+    const bases = [
+      data(),
+      data(0x1234),
+      hs(),
+      hs(61),
+      data(PAIR, new Uint8Array(1300)),
+      raw(FrameType.Data, PAIR, 1500),
+      raw(FrameType.HandshakeResp, 0, 400),
+      encodeFrame({ type: FrameType.CookieReply, flags: 1, pairId: 3, packetNumber: 0 }, new Uint8Array(64)),
+    ];
     const disagreements: string[] = [];
     const seen = new Set<string>();
     for (let i = 0; i < 100_000; i++) {
@@ -254,11 +299,24 @@ describe('C and TypeScript agree', () => {
       const want = tsVerdict(f);
       const got = r.moved.length === 1 ? r.moved[0] : `?${r.moved.join('+')}`;
       seen.add(want);
-      if (got !== want && disagreements.length < 10) disagreements.push(`#${i} ${Buffer.from(f.subarray(0, 24)).toString('hex')} (len ${f.length}): ts=${want} xdp=${got}`);
+      if (got !== want && disagreements.length < 10)
+        disagreements.push(`#${i} ${Buffer.from(f.subarray(0, 24)).toString('hex')} (len ${f.length}): ts=${want} xdp=${got}`);
     }
     expect(disagreements).toEqual([]);
     // The generator reached every reason the two can share.
-    for (const r of ['pass-estp', 'pass-pair', 'truncated', 'bad-magic', 'bad-version', 'unknown-type', 'reserved-flags', 'bad-header-len', 'length-mismatch', 'oversized', 'unknown-pair']) {
+    for (const r of [
+      'pass-estp',
+      'pass-pair',
+      'truncated',
+      'bad-magic',
+      'bad-version',
+      'unknown-type',
+      'reserved-flags',
+      'bad-header-len',
+      'length-mismatch',
+      'oversized',
+      'unknown-pair',
+    ]) {
       expect(seen.has(r), r).toBe(true);
     }
   }, 120_000);
@@ -270,7 +328,9 @@ describe('spookd without the fast path', () => {
     const { pino } = await import('pino');
     const lines: string[] = [];
     const log = pino({ level: 'warn' }, { write: (s: string) => void lines.push(s) });
-    const cfg = { xdp: { interface: 'no-such-if0', mode: 'auto', handshakeRate: 1, handshakeBurst: 1, pinDir: '/sys/fs/bpf/spook-test' } } as never;
+    const cfg = {
+      xdp: { interface: 'no-such-if0', mode: 'auto', handshakeRate: 1, handshakeBurst: 1, pinDir: '/sys/fs/bpf/spook-test' },
+    } as never;
     const fp = new FastPath(cfg, log);
     expect(() => fp.start(51900)).not.toThrow();
     const st = fp.status();

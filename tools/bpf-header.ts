@@ -19,7 +19,11 @@ import {
 } from '../wire/constants.js';
 
 const hex = (n: number, w = 2): string => `0x${n.toString(16).padStart(w, '0')}`;
-const cname = (s: string): string => s.replace(/[^A-Za-z0-9]+/g, '_').replace(/([a-z])([A-Z])/g, '$1_$2').toUpperCase();
+const cname = (s: string): string =>
+  s
+    .replace(/[^A-Za-z0-9]+/g, '_')
+    .replace(/([a-z])([A-Z])/g, '$1_$2')
+    .toUpperCase();
 
 export function renderWireHeader(): string {
   const lines = [

@@ -1,4 +1,4 @@
-import { DropReason, DROP_REASON_NAMES } from './constants.js';
+import { type DropReason, DROP_REASON_NAMES } from './constants.js';
 
 /** A frame or field that breaks docs/PROTOCOL.md. `field` names what is at fault. */
 export class WireError extends Error {

@@ -210,7 +210,8 @@ const utf8d = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 function writeName(w: Writer, name: string): void {
   const b = utf8.encode(name);
-  if (b.length === 0 || b.length > MAX_REGISTER_NAME_LEN) throw new RangeError(`register name must be 1..${MAX_REGISTER_NAME_LEN} bytes, got ${b.length}`);
+  if (b.length === 0 || b.length > MAX_REGISTER_NAME_LEN)
+    throw new RangeError(`register name must be 1..${MAX_REGISTER_NAME_LEN} bytes, got ${b.length}`);
   w.lenBytes(b);
 }
 
@@ -392,7 +393,8 @@ function readBody(r: Reader, type: number): Message | undefined {
         const origin = r.varint(`collapse[${i}].origin`);
         const seq = r.varint(`collapse[${i}].seq`);
         const verdict = r.u8(`collapse[${i}].verdict`);
-        if (verdict > MAX_REJECT_REASON) throw new WireError(DropReason.MalformedPayload, `collapse[${i}].verdict`, `unknown verdict ${verdict}`);
+        if (verdict > MAX_REJECT_REASON)
+          throw new WireError(DropReason.MalformedPayload, `collapse[${i}].verdict`, `unknown verdict ${verdict}`);
         entries.push(verdict === 0 ? { origin, seq, verdict, delta: readDelta(r, `collapse[${i}].delta`) } : { origin, seq, verdict });
       }
       return { type, register, version, hash, entries };
@@ -405,9 +407,11 @@ function readBody(r: Reader, type: number): Message | undefined {
       const prefixes: Prefix[] = [];
       for (let i = 0; i < n; i++) {
         const depth = r.u8(`reconReq[${i}].depth`);
-        if (depth > RECON_MAX_DEPTH) throw new WireError(DropReason.MalformedPayload, `reconReq[${i}].depth`, `${depth} exceeds ${RECON_MAX_DEPTH}`);
+        if (depth > RECON_MAX_DEPTH)
+          throw new WireError(DropReason.MalformedPayload, `reconReq[${i}].depth`, `${depth} exceeds ${RECON_MAX_DEPTH}`);
         const prefix = r.u32(`reconReq[${i}].prefix`);
-        if (prefix >= 16 ** depth) throw new WireError(DropReason.MalformedPayload, `reconReq[${i}].prefix`, `${prefix} does not fit depth ${depth}`);
+        if (prefix >= 16 ** depth)
+          throw new WireError(DropReason.MalformedPayload, `reconReq[${i}].prefix`, `${prefix} does not fit depth ${depth}`);
         prefixes.push({ depth, prefix });
       }
       return { type, register, targetVersion, flags, prefixes };
@@ -419,18 +423,21 @@ function readBody(r: Reader, type: number): Message | undefined {
       if (depth >= RECON_MAX_DEPTH) throw new WireError(DropReason.MalformedPayload, 'reconNode.depth', `${depth} has no children`);
       const prefix = r.u32('reconNode.prefix');
       const children: ReconChild[] = [];
-      for (let i = 0; i < RECON_FANOUT; i++) children.push({ count: r.varint(`reconNode[${i}].count`), hash: r.hash64(`reconNode[${i}].hash`) });
+      for (let i = 0; i < RECON_FANOUT; i++)
+        children.push({ count: r.varint(`reconNode[${i}].count`), hash: r.hash64(`reconNode[${i}].hash`) });
       return { type, register, targetVersion, depth, prefix, children };
     }
     case MsgType.ReconEntries: {
       const register = readName(r);
       const targetVersion = r.varint('reconEntries.targetVersion');
       const depth = r.u8('reconEntries.depth');
-      if (depth > RECON_MAX_DEPTH) throw new WireError(DropReason.MalformedPayload, 'reconEntries.depth', `${depth} exceeds ${RECON_MAX_DEPTH}`);
+      if (depth > RECON_MAX_DEPTH)
+        throw new WireError(DropReason.MalformedPayload, 'reconEntries.depth', `${depth} exceeds ${RECON_MAX_DEPTH}`);
       const prefix = r.u32('reconEntries.prefix');
       const part = r.varint('reconEntries.part');
       const parts = r.varint('reconEntries.parts');
-      if (parts === 0 || part >= parts || parts > MAX_LIST) throw new WireError(DropReason.MalformedPayload, 'reconEntries.part', `part ${part} of ${parts}`);
+      if (parts === 0 || part >= parts || parts > MAX_LIST)
+        throw new WireError(DropReason.MalformedPayload, 'reconEntries.part', `part ${part} of ${parts}`);
       return { type, register, targetVersion, depth, prefix, part, parts, entries: readEntries(r, 'reconEntries') };
     }
     case MsgType.ReconMeta: {
@@ -440,7 +447,8 @@ function readBody(r: Reader, type: number): Message | undefined {
       const size = r.varint('reconMeta.size');
       const origins: OriginMark[] = [];
       const no = readCount(r, 'reconMeta.origins');
-      for (let i = 0; i < no; i++) origins.push({ origin: r.varint(`reconMeta.origins[${i}].origin`), seq: r.varint(`reconMeta.origins[${i}].seq`) });
+      for (let i = 0; i < no; i++)
+        origins.push({ origin: r.varint(`reconMeta.origins[${i}].origin`), seq: r.varint(`reconMeta.origins[${i}].seq`) });
       const rejections: Outcome[] = [];
       const nr = readCount(r, 'reconMeta.rejections');
       for (let i = 0; i < nr; i++) {
@@ -465,7 +473,8 @@ function readBody(r: Reader, type: number): Message | undefined {
       const targetVersion = r.varint('snapChunk.targetVersion');
       const chunk = r.varint('snapChunk.chunk');
       const chunks = r.varint('snapChunk.chunks');
-      if (chunk >= chunks || chunks > MAX_SNAPSHOT_CHUNKS) throw new WireError(DropReason.MalformedPayload, 'snapChunk.chunk', `chunk ${chunk} of ${chunks}`);
+      if (chunk >= chunks || chunks > MAX_SNAPSHOT_CHUNKS)
+        throw new WireError(DropReason.MalformedPayload, 'snapChunk.chunk', `chunk ${chunk} of ${chunks}`);
       return { type, register, targetVersion, chunk, chunks, entries: readEntries(r, 'snapChunk') };
     }
     case MsgType.StreamReq:
@@ -484,10 +493,10 @@ function readBody(r: Reader, type: number): Message | undefined {
         offset: r.varint('streamData.offset'),
         data: r.lenBytes('streamData.data', MAX_DELTA_LEN),
       };
-    case MsgType.Close:
-    {
+    case MsgType.Close: {
       const reason = r.u8('close.reason');
-      if (reason > CloseReason.GoingAway) throw new WireError(DropReason.MalformedPayload, 'close.reason', `unknown close reason ${reason}`);
+      if (reason > CloseReason.GoingAway)
+        throw new WireError(DropReason.MalformedPayload, 'close.reason', `unknown close reason ${reason}`);
       return { type, reason };
     }
     default:

@@ -24,7 +24,6 @@ export type RaftMsg =
   | { t: 'snap'; term: number; index: number; lastTerm: number; members: NodeId[]; offset: number; total: number; data: Uint8Array }
   | { t: 'snapResp'; term: number; index: number; offset: number };
 
-
 export const QN_MSG_TYPE = 0x40;
 /** Relays decrement it; at 0 a message is dropped (routing loops end). */
 export const QN_DEFAULT_TTL = 8;
@@ -90,17 +89,24 @@ function writeBody(w: Writer, b: QnBody): void {
   w.u8(KIND[b.t]);
   switch (b.t) {
     case 'vote':
-      w.varint(b.term).varint(b.lastIndex).varint(b.lastTerm).u8(b.pre ? 1 : 0);
+      w.varint(b.term)
+        .varint(b.lastIndex)
+        .varint(b.lastTerm)
+        .u8(b.pre ? 1 : 0);
       break;
     case 'voteResp':
-      w.varint(b.term).u8(b.granted ? 1 : 0).u8(b.pre ? 1 : 0);
+      w.varint(b.term)
+        .u8(b.granted ? 1 : 0)
+        .u8(b.pre ? 1 : 0);
       break;
     case 'append':
       w.varint(b.term).varint(b.prevIndex).varint(b.prevTerm).varint(b.commit).varint(b.entries.length);
       for (const en of b.entries) w.varint(en.term).lenBytes(en.cmd);
       break;
     case 'appendResp':
-      w.varint(b.term).u8(b.ok ? 1 : 0).varint(b.index);
+      w.varint(b.term)
+        .u8(b.ok ? 1 : 0)
+        .varint(b.index);
       break;
     case 'snap':
       w.varint(b.term).varint(b.index).varint(b.lastTerm).varint(b.members.length);
@@ -158,7 +164,13 @@ function readBody(r: Reader): QnBody {
   let body: QnBody;
   switch (kind) {
     case KIND.vote:
-      body = { t: 'vote', term: r.varint('vote.term'), lastIndex: r.varint('vote.lastIndex'), lastTerm: r.varint('vote.lastTerm'), pre: bool(r, 'vote.pre') };
+      body = {
+        t: 'vote',
+        term: r.varint('vote.term'),
+        lastIndex: r.varint('vote.lastIndex'),
+        lastTerm: r.varint('vote.lastTerm'),
+        pre: bool(r, 'vote.pre'),
+      };
       break;
     case KIND.voteResp:
       body = { t: 'voteResp', term: r.varint('voteResp.term'), granted: bool(r, 'voteResp.granted'), pre: bool(r, 'voteResp.pre') };
@@ -192,7 +204,8 @@ function readBody(r: Reader): QnBody {
       const offset = r.varint('snap.offset');
       const total = r.varint('snap.total');
       const data = r.lenBytes('snap.data', MAX_ENTRY_LEN);
-      if (offset + data.length > total) throw new WireError(DropReason.MalformedPayload, 'snap.data', `chunk ends at ${offset + data.length}, past total ${total}`);
+      if (offset + data.length > total)
+        throw new WireError(DropReason.MalformedPayload, 'snap.data', `chunk ends at ${offset + data.length}, past total ${total}`);
       body = { t: 'snap', term, index, lastTerm, members, offset, total, data };
       break;
     }

@@ -202,7 +202,9 @@ export function encodeRecord(rec: WrapRecord): Uint8Array {
   const w = new Writer(32).u8(rec.type);
   switch (rec.type) {
     case RecordType.Hello:
-      w.u8(rec.version).u32(Number(rec.bootId >> 32n)).u32(Number(rec.bootId & 0xffffffffn));
+      w.u8(rec.version)
+        .u32(Number(rec.bootId >> 32n))
+        .u32(Number(rec.bootId & 0xffffffffn));
       if (rec.window !== undefined) w.u32(rec.window).u32(rec.buffer ?? rec.window);
       break;
     case RecordType.Open:
@@ -307,4 +309,3 @@ export function decodeRecord(buf: Uint8Array): WrapRecord {
   r.expectEnd(`record type ${type}`);
   return rec;
 }
-

@@ -14,7 +14,20 @@ import { encodeFrame, type FrameHeader } from '../../wire/header.js';
 import { aeadDecrypt, aeadEncrypt, hash, TAGLEN, type KeyPair } from '../../crypto/primitives.js';
 import { IKInitiator, IKResponder, NoiseError, type HandshakeResult } from './noise.js';
 import { ReplayWindow } from './replay.js';
-import { COOKIE_LATENCY_MS, COOKIE_REPLY_LEN, COOKIE_SECRET_LIFETIME_MS, CookieChecker, MAC_LEN, RefusedInits, mac1Key, mac1Of, mac1Valid, openCookie, sealCookie, stampMacs } from './cookie.js';
+import {
+  COOKIE_LATENCY_MS,
+  COOKIE_REPLY_LEN,
+  COOKIE_SECRET_LIFETIME_MS,
+  CookieChecker,
+  MAC_LEN,
+  RefusedInits,
+  mac1Key,
+  mac1Of,
+  mac1Valid,
+  openCookie,
+  sealCookie,
+  stampMacs,
+} from './cookie.js';
 import { XNONCELEN } from '../../crypto/primitives.js';
 
 export const ETCP_PROLOGUE = new TextEncoder().encode('spook etcp v1');
@@ -31,7 +44,15 @@ export const CAPABILITIES = 0;
 export const MAX_SESSIONS_PER_PEER = 8;
 
 /** HandshakeInit drops decided after the responder's DH: the init's mac1 is remembered (RefusedInits). */
-const DROPPED_AFTER_DH: ReadonlySet<EtcpDrop> = new Set<EtcpDrop>(['handshake-auth-failed', 'unauthorized-key', 'version-mismatch', 'handshake-replayed', 'peer-rate-limited', 'peer-session-limit', 'no-free-index']);
+const DROPPED_AFTER_DH: ReadonlySet<EtcpDrop> = new Set<EtcpDrop>([
+  'handshake-auth-failed',
+  'unauthorized-key',
+  'version-mismatch',
+  'handshake-replayed',
+  'peer-rate-limited',
+  'peer-session-limit',
+  'no-free-index',
+]);
 
 const INIT_PAYLOAD_LEN = 1 + 1 + 4 + 8; // version min, version max, capabilities, timestamp
 const RESP_PAYLOAD_LEN = 1 + 4; // chosen version, capabilities
@@ -200,7 +221,12 @@ export class EtcpEndpoint {
   private readonly refused = new RefusedInits();
 
   constructor(private readonly o: EndpointOptions) {
-    this.cookies = new CookieChecker({ random: o.random, threshold: o.cookieThreshold, perSourceLimit: o.perSourceLimit, hostOf: o.sourceHost });
+    this.cookies = new CookieChecker({
+      random: o.random,
+      threshold: o.cookieThreshold,
+      perSourceLimit: o.perSourceLimit,
+      hostOf: o.sourceHost,
+    });
     for (const k of o.knownSources ?? []) this.cookies.noteAuthorised(k.peer, k.source);
     this.ownMac1Key = mac1Key(o.staticKey.publicKey);
     this.initIntervalMs = o.perPeerLimit === undefined ? 0 : 1000 / o.perPeerLimit;
@@ -264,7 +290,11 @@ export class EtcpEndpoint {
     payload.set(msg, 4);
     const c = this.cookieFrom.get(keyHex(peer.publicKey));
     const fresh = c && now - c.at >= 0 && now - c.at < COOKIE_SECRET_LIFETIME_MS - COOKIE_LATENCY_MS;
-    const frame = stampMacs(encodeFrame({ type: FrameType.HandshakeInit, flags: 0, pairId: 0, packetNumber: 0 }, payload), mac1Key(peer.publicKey), fresh ? c.cookie : undefined);
+    const frame = stampMacs(
+      encodeFrame({ type: FrameType.HandshakeInit, flags: 0, pairId: 0, packetNumber: 0 }, payload),
+      mac1Key(peer.publicKey),
+      fresh ? c.cookie : undefined,
+    );
     this.pending.set(localIndex, { init, peer, localIndex, sentAt: now, mac1: mac1Of(frame).slice(), cookieTaken: false });
     return { datagram: frame };
   }
@@ -293,17 +323,25 @@ export class EtcpEndpoint {
   }
 
   private onInitInner(now: number, frame: Uint8Array, payload: Uint8Array, source: string): HandshakeOutcome {
-    if (payload.length !== INIT_LEN) return { kind: 'drop', reason: 'handshake-malformed', detail: `HandshakeInit payload is ${payload.length} bytes, not ${INIT_LEN}` };
+    if (payload.length !== INIT_LEN)
+      return { kind: 'drop', reason: 'handshake-malformed', detail: `HandshakeInit payload is ${payload.length} bytes, not ${INIT_LEN}` };
     // Before any DH: mac1 proves the sender knows our static key; under load, mac2 proves it receives at its address.
     if (!mac1Valid(frame, this.ownMac1Key)) return { kind: 'drop', reason: 'bad-mac1', detail: 'HandshakeInit mac1 does not verify' };
     const senderIndex = new DataView(payload.buffer, payload.byteOffset).getUint32(0);
     const underLoad = this.cookies.noteInit(now);
     // A replay of an init already refused after its DH: no DH, and under load no CookieReply either.
-    if (this.refused.has(mac1Of(frame))) return { kind: 'drop', reason: 'refused-replay', detail: 'replay of a HandshakeInit already refused' };
+    if (this.refused.has(mac1Of(frame)))
+      return { kind: 'drop', reason: 'refused-replay', detail: 'replay of a HandshakeInit already refused' };
     if (underLoad) {
-      if (!this.cookies.mac2Valid(now, frame, source)) return { kind: 'cookie', datagram: this.cookieReply(now, senderIndex, frame, source) };
+      if (!this.cookies.mac2Valid(now, frame, source))
+        return { kind: 'cookie', datagram: this.cookieReply(now, senderIndex, frame, source) };
       const admit = this.cookies.admitSource(now, source);
-      if (admit === 'source') return { kind: 'drop', reason: 'source-rate-limited', detail: `more than ${this.cookies.perSourceLimit} handshakes/s from ${source} under load` };
+      if (admit === 'source')
+        return {
+          kind: 'drop',
+          reason: 'source-rate-limited',
+          detail: `more than ${this.cookies.perSourceLimit} handshakes/s from ${source} under load`,
+        };
       if (admit === 'global') return { kind: 'drop', reason: 'dh-rate-limited', detail: 'the handshake DH budget under load is spent' };
     }
     const resp = new IKResponder({ hash: 'BLAKE2s', prologue: ETCP_PROLOGUE, staticKey: this.o.staticKey });
@@ -315,26 +353,39 @@ export class EtcpEndpoint {
       throw e;
     }
     const peer = this.peers.get(keyHex(m1.remoteStatic));
-    if (!peer) return { kind: 'drop', reason: 'unauthorized-key', detail: `static key ${keyHex(m1.remoteStatic)} is not an authorised peer` };
+    if (!peer)
+      return { kind: 'drop', reason: 'unauthorized-key', detail: `static key ${keyHex(m1.remoteStatic)} is not an authorised peer` };
     const d = new DataView(m1.payload.buffer, m1.payload.byteOffset, m1.payload.byteLength);
     const vmin = d.getUint8(0);
     const vmax = d.getUint8(1);
     const ts = d.getUint32(6) * 2 ** 32 + d.getUint32(10);
     if (ETCP_VERSION < vmin || ETCP_VERSION > vmax) {
-      return { kind: 'drop', reason: 'version-mismatch', detail: `peer ${peer.name} speaks versions ${vmin}..${vmax}, we speak ${ETCP_VERSION}`, peer };
+      return {
+        kind: 'drop',
+        reason: 'version-mismatch',
+        detail: `peer ${peer.name} speaks versions ${vmin}..${vmax}, we speak ${ETCP_VERSION}`,
+        peer,
+      };
     }
     const key = keyHex(peer.publicKey);
     const last = this.lastInitTimestamp.get(key) ?? -1;
-    if (ts <= last) return { kind: 'drop', reason: 'handshake-replayed', detail: `peer ${peer.name}: init timestamp ${ts} not after ${last}`, peer };
+    if (ts <= last)
+      return { kind: 'drop', reason: 'handshake-replayed', detail: `peer ${peer.name}: init timestamp ${ts} not after ${last}`, peer };
     // An authorised key flooding fresh inits (from any number of sources) gets one through per interval:
     // the rest cost the two DHs above, not the three of the response, a session and a timestamp write.
     const acceptedAt = this.lastInitAcceptedAt.get(key);
     if (acceptedAt !== undefined && now >= acceptedAt && now - acceptedAt < this.initIntervalMs) {
-      return { kind: 'drop', reason: 'peer-rate-limited', detail: `peer ${peer.name}: more than one HandshakeInit per ${this.initIntervalMs} ms`, peer };
+      return {
+        kind: 'drop',
+        reason: 'peer-rate-limited',
+        detail: `peer ${peer.name}: more than one HandshakeInit per ${this.initIntervalMs} ms`,
+        peer,
+      };
     }
     this.lastInitAcceptedAt.set(key, now);
     this.lastInitTimestamp.set(key, ts);
-    if (this.sessionsOf(peer) >= MAX_SESSIONS_PER_PEER) return { kind: 'drop', reason: 'peer-session-limit', detail: `peer ${peer.name} holds ${MAX_SESSIONS_PER_PEER} sessions`, peer };
+    if (this.sessionsOf(peer) >= MAX_SESSIONS_PER_PEER)
+      return { kind: 'drop', reason: 'peer-session-limit', detail: `peer ${peer.name} holds ${MAX_SESSIONS_PER_PEER} sessions`, peer };
     const localIndex = this.newIndex();
     if (localIndex === undefined) return { kind: 'drop', reason: 'no-free-index', detail: '65535 sessions and handshakes live' };
     this.o.onInitAccepted?.(peer, ts);
@@ -350,7 +401,11 @@ export class EtcpEndpoint {
     const session = this.establish(now, localIndex, senderIndex, peer, false, result);
     this.cookies.noteAuthorised(peer.name, source);
     // mac2 of a HandshakeResp is always zero in v2 (no cookie is ever demanded of a responder).
-    const datagram = stampMacs(encodeFrame({ type: FrameType.HandshakeResp, flags: 0, pairId: senderIndex, packetNumber: 0 }, out), mac1Key(peer.publicKey), undefined);
+    const datagram = stampMacs(
+      encodeFrame({ type: FrameType.HandshakeResp, flags: 0, pairId: senderIndex, packetNumber: 0 }, out),
+      mac1Key(peer.publicKey),
+      undefined,
+    );
     return { kind: 'respond', datagram, session };
   }
 
@@ -366,12 +421,19 @@ export class EtcpEndpoint {
   }
 
   private onCookie(now: number, pairId: number, payload: Uint8Array): HandshakeOutcome {
-    if (payload.length !== COOKIE_REPLY_LEN) return { kind: 'drop', reason: 'handshake-malformed', detail: `CookieReply payload is ${payload.length} bytes, not ${COOKIE_REPLY_LEN}` };
+    if (payload.length !== COOKIE_REPLY_LEN)
+      return {
+        kind: 'drop',
+        reason: 'handshake-malformed',
+        detail: `CookieReply payload is ${payload.length} bytes, not ${COOKIE_REPLY_LEN}`,
+      };
     const receiverIndex = new DataView(payload.buffer, payload.byteOffset, payload.byteLength).getUint32(0);
     const p = this.pending.get(receiverIndex);
-    if (!p || receiverIndex !== pairId || p.cookieTaken) return { kind: 'drop', reason: 'unknown-index', detail: `no handshake awaiting a cookie with index ${receiverIndex}` };
+    if (!p || receiverIndex !== pairId || p.cookieTaken)
+      return { kind: 'drop', reason: 'unknown-index', detail: `no handshake awaiting a cookie with index ${receiverIndex}` };
     const cookie = openCookie(p.peer.publicKey, payload.subarray(4, 4 + XNONCELEN), payload.subarray(4 + XNONCELEN), p.mac1);
-    if (!cookie) return { kind: 'drop', reason: 'cookie-auth-failed', detail: `CookieReply for index ${receiverIndex} does not authenticate` };
+    if (!cookie)
+      return { kind: 'drop', reason: 'cookie-auth-failed', detail: `CookieReply for index ${receiverIndex} does not authenticate` };
     p.cookieTaken = true;
     this.cookieFrom.set(keyHex(p.peer.publicKey), { cookie, at: now });
     return { kind: 'cookie-stored', peer: p.peer };
@@ -383,20 +445,23 @@ export class EtcpEndpoint {
   }
 
   private onResp(now: number, frame: Uint8Array, pairId: number, payload: Uint8Array, source: string): HandshakeOutcome {
-    if (payload.length !== RESP_LEN) return { kind: 'drop', reason: 'handshake-malformed', detail: `HandshakeResp payload is ${payload.length} bytes, not ${RESP_LEN}` };
+    if (payload.length !== RESP_LEN)
+      return { kind: 'drop', reason: 'handshake-malformed', detail: `HandshakeResp payload is ${payload.length} bytes, not ${RESP_LEN}` };
     if (!mac1Valid(frame, this.ownMac1Key)) return { kind: 'drop', reason: 'bad-mac1', detail: 'HandshakeResp mac1 does not verify' };
     const d = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
     const senderIndex = d.getUint32(0);
     const receiverIndex = d.getUint32(4);
     const p = this.pending.get(receiverIndex);
-    if (!p || receiverIndex !== pairId) return { kind: 'drop', reason: 'unknown-index', detail: `no handshake in progress with index ${receiverIndex}` };
+    if (!p || receiverIndex !== pairId)
+      return { kind: 'drop', reason: 'unknown-index', detail: `no handshake in progress with index ${receiverIndex}` };
     let m2;
     try {
       m2 = p.init.readMessage2(payload.subarray(8, RESP_LEN - 2 * MAC_LEN));
     } catch (e) {
       return { kind: 'drop', reason: 'handshake-auth-failed', detail: (e as Error).message };
     }
-    if (m2.payload[0] !== ETCP_VERSION) return { kind: 'drop', reason: 'version-mismatch', detail: `responder chose version ${m2.payload[0]}` };
+    if (m2.payload[0] !== ETCP_VERSION)
+      return { kind: 'drop', reason: 'version-mismatch', detail: `responder chose version ${m2.payload[0]}` };
     this.pending.delete(receiverIndex);
     this.cookies.noteAuthorised(p.peer.name, source);
     return { kind: 'established', session: this.establish(now, receiverIndex, senderIndex, p.peer, true, m2.result) };
@@ -408,7 +473,14 @@ export class EtcpEndpoint {
     return n;
   }
 
-  private establish(now: number, localIndex: number, remoteIndex: number, peer: PeerConfig, initiator: boolean, keys: HandshakeResult): Session {
+  private establish(
+    now: number,
+    localIndex: number,
+    remoteIndex: number,
+    peer: PeerConfig,
+    initiator: boolean,
+    keys: HandshakeResult,
+  ): Session {
     const ids = pairIdentity(this.o.staticKey.publicKey, peer.publicKey);
     const s = new Session(localIndex, remoteIndex, peer, initiator, keys, ids.localId, ids.peerId, ids.seed, now);
     this.sessions.set(localIndex, s);
@@ -416,7 +488,11 @@ export class EtcpEndpoint {
   }
 
   /** Open a Data frame whose pair id is one of our indices. */
-  openData(frame: Uint8Array, pairId: number, packetNumber: number): { session: Session; payload: Uint8Array } | { drop: EtcpDrop; detail: string } {
+  openData(
+    frame: Uint8Array,
+    pairId: number,
+    packetNumber: number,
+  ): { session: Session; payload: Uint8Array } | { drop: EtcpDrop; detail: string } {
     const s = this.sessions.get(pairId);
     if (!s) return { drop: 'unknown-index', detail: `no session with index ${pairId}` };
     const r = s.open(frame, packetNumber);

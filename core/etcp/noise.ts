@@ -12,7 +12,21 @@
  * checked against the cacophony and snow test vectors (test/noise.test.ts). Sans-I/O:
  * ephemeral keys come from the caller (or generateKeyPair) so vectors can fix them.
  */
-import { DHLEN, HASHLEN, KEYLEN, TAGLEN, aeadDecrypt, aeadEncrypt, dh, generateKeyPair, hash, hkdf, publicKeyOf, type HashName, type KeyPair } from '../../crypto/primitives.js';
+import {
+  DHLEN,
+  HASHLEN,
+  KEYLEN,
+  TAGLEN,
+  aeadDecrypt,
+  aeadEncrypt,
+  dh,
+  generateKeyPair,
+  hash,
+  hkdf,
+  publicKeyOf,
+  type HashName,
+  type KeyPair,
+} from '../../crypto/primitives.js';
 
 /** Noise nonces are 64-bit; we stop far below the 2^64-1 reserved value, at 2^53 (exact in JS). */
 const MAX_NONCE = Number.MAX_SAFE_INTEGER;

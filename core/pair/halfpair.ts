@@ -133,7 +133,8 @@ export class HalfPair {
     // Unset (undefined) fields keep their defaults.
     this.timing = { ...DEFAULT_TIMING, ...Object.fromEntries(Object.entries(opts.timing ?? {}).filter(([, v]) => v !== undefined)) };
     this.maxPayload = Math.min(opts.maxPayload ?? MAX_PAYLOAD_LEN, MAX_PAYLOAD_LEN);
-    if (this.maxPayload < MIN_PAYLOAD) throw new RangeError(`maxPayload ${this.maxPayload} is below ${MIN_PAYLOAD}: a largest delta must fit one frame`);
+    if (this.maxPayload < MIN_PAYLOAD)
+      throw new RangeError(`maxPayload ${this.maxPayload} is below ${MIN_PAYLOAD}: a largest delta must fit one frame`);
     this.lifecycle = new Lifecycle(now);
     this.lastHeard = now;
     const ctx = this.context();
@@ -354,15 +355,17 @@ export class HalfPair {
   }
 
   rto(): number {
-    const base =
-      this.srtt === undefined ? this.timing.initialRtoMs : this.srtt + Math.max(4 * this.rttvar, 1) + this.timing.maxAckDelayMs;
+    const base = this.srtt === undefined ? this.timing.initialRtoMs : this.srtt + Math.max(4 * this.rttvar, 1) + this.timing.maxAckDelayMs;
     return Math.min(this.timing.maxRtoMs, Math.max(this.timing.minRtoMs, base) * this.backoff);
   }
 
   handleTimeout(now: number): void {
     if (this.state === PairState.CLOSED) return;
     const st = this.state;
-    if ((st === PairState.ENTANGLED || st === PairState.COLLAPSING || st === PairState.REENTANGLING) && now >= this.lastHeard + this.timing.silenceMs) {
+    if (
+      (st === PairState.ENTANGLED || st === PairState.COLLAPSING || st === PairState.REENTANGLING) &&
+      now >= this.lastHeard + this.timing.silenceMs
+    ) {
       this.fire(LifecycleEvent.PeerSilent, now, `nothing heard for ${now - this.lastHeard} ms`);
     }
     let fired = false;
@@ -416,7 +419,13 @@ export class HalfPair {
     const b = new PayloadBuilder(this.maxPayload);
     const ackPending = this.ackDueAt !== undefined;
     if (ackPending) {
-      b.add(encodeMessage({ type: MsgType.Ack, largestPn: this.largestReceived, ackDelayMs: Math.max(0, Math.round(now - this.largestReceivedAt)) }));
+      b.add(
+        encodeMessage({
+          type: MsgType.Ack,
+          largestPn: this.largestReceived,
+          ackDelayMs: Math.max(0, Math.round(now - this.largestReceivedAt)),
+        }),
+      );
     }
     const ackOnly = b.room;
     while (this.outbox.length > 0) {
@@ -506,10 +515,12 @@ export class HalfPair {
     switch (this.state) {
       case PairState.FORMING: {
         if (!regs.every((r) => r.peerHash !== undefined)) return;
-        const same = regs.every((r) => r.peerVersion === r.version && r.peerHash!.hi === r.hash.hi && r.peerHash!.lo === r.hash.lo && !r.requester);
-        if (same) this.fire(LifecycleEvent.FormedAligned, now, 'every register at the peer\'s (version, hash)');
+        const same = regs.every(
+          (r) => r.peerVersion === r.version && r.peerHash!.hi === r.hash.hi && r.peerHash!.lo === r.hash.lo && !r.requester,
+        );
+        if (same) this.fire(LifecycleEvent.FormedAligned, now, "every register at the peer's (version, hash)");
         else {
-          this.fire(LifecycleEvent.FormedMisaligned, now, 'registers differ from the peer\'s');
+          this.fire(LifecycleEvent.FormedMisaligned, now, "registers differ from the peer's");
           for (const r of regs) r.beginReentangle();
         }
         return this.evaluate(now);

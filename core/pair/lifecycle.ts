@@ -43,16 +43,37 @@ const DECOHERE = [E.PeerSilent, E.HashMismatch, E.UnfillableGap] as const;
 
 /** The whole table. Anything absent is illegal. */
 export const TRANSITIONS: ReadonlyMap<PairState, ReadonlyMap<LifecycleEvent, PairState>> = new Map([
-  [S.FORMING, new Map([[E.FormedAligned, S.ENTANGLED], [E.FormedMisaligned, S.REENTANGLING], [E.Close, S.CLOSED]])],
+  [
+    S.FORMING,
+    new Map([
+      [E.FormedAligned, S.ENTANGLED],
+      [E.FormedMisaligned, S.REENTANGLING],
+      [E.Close, S.CLOSED],
+    ]),
+  ],
   [
     S.ENTANGLED,
-    new Map<LifecycleEvent, PairState>([[E.CollapseStarted, S.COLLAPSING], ...DECOHERE.map((e) => [e, S.DECOHERENT] as const), [E.Close, S.CLOSED]]),
+    new Map<LifecycleEvent, PairState>([
+      [E.CollapseStarted, S.COLLAPSING],
+      ...DECOHERE.map((e) => [e, S.DECOHERENT] as const),
+      [E.Close, S.CLOSED],
+    ]),
   ],
   [
     S.COLLAPSING,
-    new Map<LifecycleEvent, PairState>([[E.CollapseSettled, S.ENTANGLED], ...DECOHERE.map((e) => [e, S.DECOHERENT] as const), [E.Close, S.CLOSED]]),
+    new Map<LifecycleEvent, PairState>([
+      [E.CollapseSettled, S.ENTANGLED],
+      ...DECOHERE.map((e) => [e, S.DECOHERENT] as const),
+      [E.Close, S.CLOSED],
+    ]),
   ],
-  [S.DECOHERENT, new Map([[E.PeerHeard, S.REENTANGLING], [E.Close, S.CLOSED]])],
+  [
+    S.DECOHERENT,
+    new Map([
+      [E.PeerHeard, S.REENTANGLING],
+      [E.Close, S.CLOSED],
+    ]),
+  ],
   [
     S.REENTANGLING,
     new Map<LifecycleEvent, PairState>([[E.Aligned, S.ENTANGLED], ...DECOHERE.map((e) => [e, S.DECOHERENT] as const), [E.Close, S.CLOSED]]),

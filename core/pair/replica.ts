@@ -10,7 +10,7 @@
  * reject the same candidates. Pure: no clock, no I/O; `now` comes from the caller.
  */
 import { Writer, type Hash64Parts } from '../../wire/buffer.js';
-import { DeltaOp, RejectReason, REJECT_REASON_NAMES, validateDelta, encodedDeltaLen, type Delta } from '../../wire/delta.js';
+import { DeltaOp, type RejectReason, REJECT_REASON_NAMES, validateDelta, encodedDeltaLen, type Delta } from '../../wire/delta.js';
 import {
   MsgType,
   decodeMessages,
@@ -285,14 +285,18 @@ export class Replica {
   replayRecord(raw: Uint8Array): void {
     const { messages } = decodeMessages(raw);
     const m = messages[0];
-    if (messages.length !== 1 || m.type !== MsgType.Collapse) throw new Error(`register ${this.name}: log record is not one Collapse message`);
+    if (messages.length !== 1 || m.type !== MsgType.Collapse)
+      throw new Error(`register ${this.name}: log record is not one Collapse message`);
     if (m.version !== this.version + 1) throw new Error(`register ${this.name}: log record v${m.version} does not follow v${this.version}`);
     for (const e of m.entries) {
       if (e.verdict === 0 && e.delta) this.state.apply(e.delta, m.version);
       this.origins.set(e.origin, e.seq);
     }
     this.version = m.version;
-    if (!hashEquals(this.state.hash, m.hash)) throw new Error(`register ${this.name}: replaying v${m.version} gives h=${hashHex(this.state.hash)}, the record says ${hashHex(m.hash)}`);
+    if (!hashEquals(this.state.hash, m.hash))
+      throw new Error(
+        `register ${this.name}: replaying v${m.version} gives h=${hashHex(this.state.hash)}, the record says ${hashHex(m.hash)}`,
+      );
     this.log.append({ version: m.version, hash: m.hash, encoded: raw.slice() }, m.version);
   }
 
@@ -321,7 +325,10 @@ export class Replica {
     }
     if (this.nextSeq > Number.MAX_SAFE_INTEGER) {
       // Only a sequencer that reported an impossible mark for us gets here (§8.5): refuse, never encode it.
-      throw new ProposeError('closed', `register ${this.name}: own sequence numbers exhausted (mark ${this.origins.get(this.pair.localId)})`);
+      throw new ProposeError(
+        'closed',
+        `register ${this.name}: own sequence numbers exhausted (mark ${this.origins.get(this.pair.localId)})`,
+      );
     }
     const seq = this.nextSeq++;
     if (seq > this.leasedSeq) {
@@ -440,7 +447,8 @@ export class Replica {
     const mine = this.log.hashAt(m.version);
     const coherent = this.pair.state === PairState.ENTANGLED || this.pair.state === PairState.COLLAPSING;
     if (m.version > this.version || (mine !== undefined && !hashEquals(mine, m.hash))) {
-      if (coherent) this.pair.trigger(LifecycleEvent.HashMismatch, `register ${this.name}: peer at v${m.version} h=${hashHex(m.hash)}`, now);
+      if (coherent)
+        this.pair.trigger(LifecycleEvent.HashMismatch, `register ${this.name}: peer at v${m.version} h=${hashHex(m.hash)}`, now);
       return;
     }
     if (mine !== undefined) {
@@ -448,7 +456,11 @@ export class Replica {
       this.log.compactThrough(m.version);
       this.responder.release(m.version);
     } else if (coherent) {
-      this.pair.trigger(LifecycleEvent.UnfillableGap, `register ${this.name}: peer at v${m.version}, log starts after v${this.log.base}`, now);
+      this.pair.trigger(
+        LifecycleEvent.UnfillableGap,
+        `register ${this.name}: peer at v${m.version}, log starts after v${this.log.base}`,
+        now,
+      );
     }
     if (m.version >= this.version) this.retransmitAt = undefined;
     else if (progressed) this.retransmitAt = now + this.pair.rto();
@@ -512,7 +524,12 @@ export class Replica {
     // pending candidates); a larger jump would make every later honest candidate a "duplicate".
     const mark = this.origins.get(this.pair.peerId) ?? 0;
     if (m.base - 1 > Math.max(mark, this.peerPendingHigh) + this.cfg.maxPending + 4 * SEQ_LEASE) {
-      this.pair.drop(now, 'beyond-window', `register ${this.name}: Propose base ${m.base} far above the peer's mark ${mark}`, m.candidates.length);
+      this.pair.drop(
+        now,
+        'beyond-window',
+        `register ${this.name}: Propose base ${m.base} far above the peer's mark ${mark}`,
+        m.candidates.length,
+      );
       return 0;
     }
     for (let i = 0; i < m.candidates.length; i++) {
@@ -573,7 +590,11 @@ export class Replica {
     const quota = new QuotaCheck(this.state, this.cfg.quota);
     for (const e of m.entries) {
       if (e.verdict === 0 && e.delta && quota.admit(e.delta, v) !== 0) {
-        this.pair.drop(now, 'quota-violation', `register ${this.name}: v${v} would exceed the quota (${this.cfg.quota.maxKeys} keys, ${this.cfg.quota.maxBytes} octets)`);
+        this.pair.drop(
+          now,
+          'quota-violation',
+          `register ${this.name}: v${v} would exceed the quota (${this.cfg.quota.maxKeys} keys, ${this.cfg.quota.maxBytes} octets)`,
+        );
         return false;
       }
     }
@@ -691,7 +712,16 @@ export class Replica {
       if (this.role === 'follower' && c.seq > this.everSent) {
         // Never sent, yet at or below the sequencer's mark: this endpoint lost its data and
         // reused a sequence number the sequencer had already decided. It was not committed.
-        this.pair.emit({ type: 'outcome', at: now, register: this.name, origin: this.pair.localId, seq: c.seq, verdict: 'rejected', reason: 'sequence-reused', version });
+        this.pair.emit({
+          type: 'outcome',
+          at: now,
+          register: this.name,
+          origin: this.pair.localId,
+          seq: c.seq,
+          verdict: 'rejected',
+          reason: 'sequence-reused',
+          version,
+        });
         continue;
       }
       this.emitOutcome(now, c.seq, rejections.get(c.seq) ?? 0, version);
@@ -861,7 +891,10 @@ export class Replica {
     if (this.statusDirty) return true;
     const st = this.pair.state;
     if (st === PairState.DECOHERENT || st === PairState.CLOSED || st === PairState.FORMING) return false;
-    if (this.role === 'sequencer') return this.peerVersion >= 0 && this.sentUpTo < Math.min(this.version, this.peerVersion + SEND_WINDOW) && this.log.covers(this.sentUpTo);
+    if (this.role === 'sequencer')
+      return (
+        this.peerVersion >= 0 && this.sentUpTo < Math.min(this.version, this.peerVersion + SEND_WINDOW) && this.log.covers(this.sentUpTo)
+      );
     if (this.requester !== undefined) return this.requester.wantsToSend();
     return this.own.length > 0 && this.own.last()!.seq > this.sentSeqUpTo;
   }

@@ -26,7 +26,15 @@ export class MemDisk implements DomainDisk {
   writes = 0;
 
   load(): ReturnType<RaftDisk['load']> {
-    return { term: this.term, vote: this.vote, snapshot: this.snapshot, base: this.base, baseTerm: this.baseTerm, entries: this.entries.slice(), commit: this.commit };
+    return {
+      term: this.term,
+      vote: this.vote,
+      snapshot: this.snapshot,
+      base: this.base,
+      baseTerm: this.baseTerm,
+      entries: this.entries.slice(),
+      commit: this.commit,
+    };
   }
 
   saveCommit(index: number): void {
@@ -42,7 +50,8 @@ export class MemDisk implements DomainDisk {
   append(entries: readonly LogEntry[]): void {
     this.writes++;
     for (const e of entries) {
-      if (e.index !== this.base + this.entries.length + 1) throw new Error(`disk: append of index ${e.index} after ${this.base + this.entries.length}`);
+      if (e.index !== this.base + this.entries.length + 1)
+        throw new Error(`disk: append of index ${e.index} after ${this.base + this.entries.length}`);
       this.entries.push(e);
     }
   }

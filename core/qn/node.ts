@@ -12,8 +12,30 @@ import { WireError } from '../../wire/errors.js';
 import { validateDelta } from '../../wire/delta.js';
 import { QN_DEFAULT_TTL, decodeBody, decodeEnvelope, encodeBody, encodeEnvelope, sealedHeader, type QnBody } from '../../wire/qn.js';
 import type { DomainDisk } from './disk.js';
-import { EntryKind, MAX_INDEX, MAX_NODE_ID, Raft, Role, parseConfig, type LogEntry, type NodeId, type RaftDrop, type RaftMsg } from './raft.js';
-import { COLLAPSE_REJECT_NAMES, OUTCOME_WINDOW, DomainState, snapshotBound, encodeCandidate, parseCandidate, type CandidateOp, type Collapsed, type DomainRegisterSpec, type GroupSpec } from './state.js';
+import {
+  EntryKind,
+  MAX_INDEX,
+  MAX_NODE_ID,
+  Raft,
+  Role,
+  parseConfig,
+  type LogEntry,
+  type NodeId,
+  type RaftDrop,
+  type RaftMsg,
+} from './raft.js';
+import {
+  COLLAPSE_REJECT_NAMES,
+  OUTCOME_WINDOW,
+  DomainState,
+  snapshotBound,
+  encodeCandidate,
+  parseCandidate,
+  type CandidateOp,
+  type Collapsed,
+  type DomainRegisterSpec,
+  type GroupSpec,
+} from './state.js';
 
 /** Largest encoded candidate: it must fit one append message (one datagram). */
 export const MAX_CANDIDATE_BYTES = 1100;
@@ -149,7 +171,18 @@ export class DomainNode {
   private removed = 0;
   /** Why this member takes part in nothing (its own durable state did not apply, or its driver fenced it). */
   private fenced: string | undefined;
-  readonly stats = { proposed: 0, committed: 0, rejected: 0, refused: 0, relayed: 0, noRoute: 0, drops: {} as Partial<Record<QnDrop, number>>, partitions: 0, bytesIn: 0, bytesOut: 0 };
+  readonly stats = {
+    proposed: 0,
+    committed: 0,
+    rejected: 0,
+    refused: 0,
+    relayed: 0,
+    noRoute: 0,
+    drops: {} as Partial<Record<QnDrop, number>>,
+    partitions: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+  };
   private readonly linkTimeoutMs: number;
   private readonly retryMs: number;
 
@@ -217,8 +250,13 @@ export class DomainNode {
     if (this.pending.has(seq)) return { verdict: 'pending' };
     const o = this.state.outcomeOf(this.id, seq);
     if (o === 0) return { verdict: 'committed' };
-    if (o !== undefined) return { verdict: 'rejected', reason: COLLAPSE_REJECT_NAMES[o as keyof typeof COLLAPSE_REJECT_NAMES] ?? `reason ${o}` };
-    if (Number.isSafeInteger(seq) && seq >= 1 && seq < this.nextSeq) return { verdict: 'unknown', reason: 'not pending here and not in the outcome table (decided long ago, refused at once, or this member was removed)' };
+    if (o !== undefined)
+      return { verdict: 'rejected', reason: COLLAPSE_REJECT_NAMES[o as keyof typeof COLLAPSE_REJECT_NAMES] ?? `reason ${o}` };
+    if (Number.isSafeInteger(seq) && seq >= 1 && seq < this.nextSeq)
+      return {
+        verdict: 'unknown',
+        reason: 'not pending here and not in the outcome table (decided long ago, refused at once, or this member was removed)',
+      };
     return undefined;
   }
 
@@ -396,7 +434,8 @@ export class DomainNode {
     }
     const seq = this.nextSeq++;
     const cmd = encodeCandidate({ origin: this.id, seq, ops });
-    if (cmd.length > MAX_CANDIDATE_BYTES) return { refused: `candidate encodes to ${cmd.length} bytes; the limit is ${MAX_CANDIDATE_BYTES}` };
+    if (cmd.length > MAX_CANDIDATE_BYTES)
+      return { refused: `candidate encodes to ${cmd.length} bytes; the limit is ${MAX_CANDIDATE_BYTES}` };
     this.o.disk.savePending(seq, cmd);
     this.pending.set(seq, { cmd, sentAt: -Infinity });
     this.stats.proposed++;
@@ -456,7 +495,13 @@ export class DomainNode {
     this.events.push(
       outcome === 0
         ? { type: 'outcome', seq, committed: true, index }
-        : { type: 'outcome', seq, committed: false, reason: COLLAPSE_REJECT_NAMES[outcome as keyof typeof COLLAPSE_REJECT_NAMES] ?? `reason ${outcome}`, index },
+        : {
+            type: 'outcome',
+            seq,
+            committed: false,
+            reason: COLLAPSE_REJECT_NAMES[outcome as keyof typeof COLLAPSE_REJECT_NAMES] ?? `reason ${outcome}`,
+            index,
+          },
     );
   }
 
@@ -478,7 +523,13 @@ export class DomainNode {
     for (const seq of [...this.pending.keys()]) {
       this.pending.delete(seq);
       this.o.disk.dropPending(seq);
-      this.events.push({ type: 'outcome', seq, committed: false, unknown: true, reason: 'this member was removed from the domain; the outcome is unknown here' });
+      this.events.push({
+        type: 'outcome',
+        seq,
+        committed: false,
+        unknown: true,
+        reason: 'this member was removed from the domain; the outcome is unknown here',
+      });
     }
   }
 
@@ -547,10 +598,18 @@ export class DomainNode {
     const direct = this.o.links.includes(to);
     if (direct && now - (this.heard.get(to) ?? -Infinity) < this.linkTimeoutMs) return to;
     // Through a relay only with seals: an unsealed relayed message is refused at the other end.
-    if (this.o.relay) for (const l of [...this.o.links].sort((a, b) => a - b)) {
-      const h = this.hellos.get(l);
-      if (l !== to && h && now - h.at < this.linkTimeoutMs && now - (this.heard.get(l) ?? -Infinity) < this.linkTimeoutMs && h.neighbours.has(to)) return l;
-    }
+    if (this.o.relay)
+      for (const l of [...this.o.links].sort((a, b) => a - b)) {
+        const h = this.hellos.get(l);
+        if (
+          l !== to &&
+          h &&
+          now - h.at < this.linkTimeoutMs &&
+          now - (this.heard.get(l) ?? -Infinity) < this.linkTimeoutMs &&
+          h.neighbours.has(to)
+        )
+          return l;
+      }
     // Nothing known to work: try the direct link (that is how a silent link comes back).
     return direct ? to : undefined;
   }

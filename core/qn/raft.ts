@@ -93,7 +93,15 @@ export interface SnapshotMeta {
 
 /** What Raft must find again after a crash. Every call returns only once the data is durable. */
 export interface RaftDisk {
-  load(): { term: number; vote: NodeId; snapshot?: SnapshotMeta & { data: Uint8Array }; base: number; baseTerm: number; entries: LogEntry[]; commit: number };
+  load(): {
+    term: number;
+    vote: NodeId;
+    snapshot?: SnapshotMeta & { data: Uint8Array };
+    base: number;
+    baseTerm: number;
+    entries: LogEntry[];
+    commit: number;
+  };
   saveHard(term: number, vote: NodeId): void;
   /**
    * The commit index, so a restarted member serves what it knew committed at once. Need not be
@@ -372,7 +380,8 @@ export class Raft {
   changeMembers(now: number, change: { add?: NodeId; remove?: NodeId }): ChangeResult {
     if (this.fault) return { ok: false, reason: this.fault };
     if (this.role !== Role.Leader) return { ok: false, reason: 'not the leader' };
-    if (this.configIndex > this.commit) return { ok: false, reason: `a membership change (index ${this.configIndex}) is not committed yet` };
+    if (this.configIndex > this.commit)
+      return { ok: false, reason: `a membership change (index ${this.configIndex}) is not committed yet` };
     if (this.commit < this.termStart) return { ok: false, reason: 'the leader has not committed an entry of its term yet' };
     const cur = this.members;
     let next: NodeId[];
@@ -384,7 +393,8 @@ export class Raft {
       if (cur.length === 1) return { ok: false, reason: 'cannot remove the last member' };
       next = cur.filter((m) => m !== change.remove);
     } else return { ok: false, reason: 'exactly one of add and remove' };
-    if (!validMembers(next)) return { ok: false, reason: `node ids are 1-${MAX_NODE_ID} and a configuration has at most ${MAX_MEMBERS} members` };
+    if (!validMembers(next))
+      return { ok: false, reason: `node ids are 1-${MAX_NODE_ID} and a configuration has at most ${MAX_MEMBERS} members` };
     const e = this.appendLocal(encodeConfig(next));
     this.broadcast(now);
     return { ok: true, index: e.index };
@@ -461,7 +471,9 @@ export class Raft {
         return undefined;
       case 'snapResp':
         if (m.index > MAX_INDEX || m.offset > MAX_INDEX) return 'out-of-bounds';
-        return m.offset > 0 && this.role === Role.Leader && m.term === this.term && m.index > this.lastIndex ? 'index-beyond-log' : undefined;
+        return m.offset > 0 && this.role === Role.Leader && m.term === this.term && m.index > this.lastIndex
+          ? 'index-beyond-log'
+          : undefined;
     }
   }
 
@@ -651,10 +663,29 @@ export class Raft {
     // Up to 8 chunks in flight beyond the acknowledged offset.
     while (s.sent < s.data.length && s.sent < s.offset + 8 * this.snapChunkBytes) {
       const data = s.data.subarray(s.sent, s.sent + this.snapChunkBytes);
-      this.send(id, { t: 'snap', term: this.term, index: s.index, lastTerm: s.term, members: s.members, offset: s.sent, total: s.data.length, data });
+      this.send(id, {
+        t: 'snap',
+        term: this.term,
+        index: s.index,
+        lastTerm: s.term,
+        members: s.members,
+        offset: s.sent,
+        total: s.data.length,
+        data,
+      });
       s.sent += data.length;
     }
-    if (s.data.length === 0 && resend) this.send(id, { t: 'snap', term: this.term, index: s.index, lastTerm: s.term, members: s.members, offset: 0, total: 0, data: s.data });
+    if (s.data.length === 0 && resend)
+      this.send(id, {
+        t: 'snap',
+        term: this.term,
+        index: s.index,
+        lastTerm: s.term,
+        members: s.members,
+        offset: 0,
+        total: 0,
+        data: s.data,
+      });
   }
 
   private onAppend(now: number, from: NodeId, m: Extract<RaftMsg, { t: 'append' }>): RaftDrop | undefined {
@@ -915,7 +946,8 @@ export function decodeConfig(cmd: Uint8Array): NodeId[] {
   const out: NodeId[] = [];
   for (let i = 0; i < n; i++) out.push(r.varint('config.member'));
   r.expectEnd('config');
-  if (!validMembers(out)) throw new WireError(DropReason.MalformedPayload, 'config.member', 'node ids must be 1-2^48-1, ascending, without repeats');
+  if (!validMembers(out))
+    throw new WireError(DropReason.MalformedPayload, 'config.member', 'node ids must be 1-2^48-1, ascending, without repeats');
   return out;
 }
 
@@ -933,11 +965,11 @@ export function parseConfig(cmd: Uint8Array): NodeId[] | undefined {
 /** 1-64 node ids in 1..MAX_NODE_ID, strictly ascending (the canonical form of a configuration). */
 export function validMembers(ms: readonly NodeId[]): boolean {
   if (ms.length === 0 || ms.length > MAX_MEMBERS) return false;
-  for (let i = 0; i < ms.length; i++) if (!(Number.isSafeInteger(ms[i]) && ms[i] >= 1 && ms[i] <= MAX_NODE_ID) || (i > 0 && ms[i] <= ms[i - 1])) return false;
+  for (let i = 0; i < ms.length; i++)
+    if (!(Number.isSafeInteger(ms[i]) && ms[i] >= 1 && ms[i] <= MAX_NODE_ID) || (i > 0 && ms[i] <= ms[i - 1])) return false;
   return true;
 }
 
 function sameMembers(a: readonly NodeId[], b: readonly NodeId[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
-

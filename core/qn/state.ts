@@ -148,7 +148,12 @@ export class DomainState implements StateMachine {
     this.outcomeTotal = 0;
     for (const s of this.specs) {
       const rseed = this.seed ^ murmur3(0x5350_0011, new TextEncoder().encode(s.name));
-      this.registers.set(s.name, { kind: s.kind, quota: quotaOf(s), state: s.kind === 'map' ? new MapState(rseed) : new StreamState(rseed), version: 0 });
+      this.registers.set(s.name, {
+        kind: s.kind,
+        quota: quotaOf(s),
+        state: s.kind === 'map' ? new MapState(rseed) : new StreamState(rseed),
+        version: 0,
+      });
     }
     for (const g of this.groupSpecs) this.groups.set(g.name, { registers: [...g.registers], version: 0 });
   }
@@ -273,7 +278,9 @@ export class DomainState implements StateMachine {
     w.varint(this.index);
     w.varint(this.registers.size);
     for (const [name, r] of this.registers) {
-      w.lenBytes(new TextEncoder().encode(name)).u8(r.kind === 'map' ? 1 : 2).varint(r.version);
+      w.lenBytes(new TextEncoder().encode(name))
+        .u8(r.kind === 'map' ? 1 : 2)
+        .varint(r.version);
       if (r.state instanceof MapState) {
         w.varint(r.state.size());
         for (const e of r.state.values()) w.lenBytes(e.key).varint(e.version).lenBytes(e.value);
@@ -333,7 +340,8 @@ export class DomainState implements StateMachine {
       const name = UTF8.decode(r.lenBytes('register.name', MAX_REGISTER_NAME_LEN));
       const kind = r.u8('register.kind');
       const reg = this.registers.get(name);
-      if (!reg || seenRegs.has(name) || (kind !== 1 && kind !== 2) || (kind === 1) !== (reg.kind === 'map')) throw bad('register.name', `register ${name} does not match this domain's configuration`);
+      if (!reg || seenRegs.has(name) || (kind !== 1 && kind !== 2) || (kind === 1) !== (reg.kind === 'map'))
+        throw bad('register.name', `register ${name} does not match this domain's configuration`);
       seenRegs.add(name);
       reg.version = version('register.version', index);
       if (reg.state instanceof MapState) {
@@ -370,7 +378,8 @@ export class DomainState implements StateMachine {
       for (let j = 0; j < n; j++) {
         const seq = r.varint('outcome.seq');
         const o = r.u8('outcome');
-        if (seq === 0 || seq > MAX_INDEX || o > CollapseReject.QuotaExceeded || m.has(seq)) throw bad('outcome', `seq ${seq} outcome ${o} (or repeated)`);
+        if (seq === 0 || seq > MAX_INDEX || o > CollapseReject.QuotaExceeded || m.has(seq))
+          throw bad('outcome', `seq ${seq} outcome ${o} (or repeated)`);
         m.set(seq, o);
       }
       this.outcomes.set(origin, m);

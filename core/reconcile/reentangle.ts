@@ -175,7 +175,10 @@ export class ReconResponder {
       origins: new Map(r.origins),
       rejections: new Map(r.peerRejections),
     };
-    this.pin = r.state instanceof MapState ? { kind: 'map', ...common, index: r.state.snapshot(r.version) } : { kind: 'stream', ...common, length: r.state.size() };
+    this.pin =
+      r.state instanceof MapState
+        ? { kind: 'map', ...common, index: r.state.snapshot(r.version) }
+        : { kind: 'stream', ...common, length: r.state.size() };
     this.pinsBuilt++;
     return this.pin;
   }
@@ -220,26 +223,32 @@ export class ReconResponder {
       if (p.depth >= RECON_MAX_DEPTH || countUnder(pin.index, p.depth, p.prefix) <= RECON_LEAF_MAX) {
         const parts = partition(entriesUnder(pin.index, p.depth, p.prefix));
         parts.forEach((part, i) =>
-          this.r.respond({
-            type: MsgType.ReconEntries,
+          this.r.respond(
+            {
+              type: MsgType.ReconEntries,
+              register: this.r.name,
+              targetVersion: pin.version,
+              depth: p.depth,
+              prefix: p.prefix,
+              part: i,
+              parts: parts.length,
+              entries: part.map(toWire),
+            },
+            now,
+          ),
+        );
+      } else {
+        this.r.respond(
+          {
+            type: MsgType.ReconNode,
             register: this.r.name,
             targetVersion: pin.version,
             depth: p.depth,
             prefix: p.prefix,
-            part: i,
-            parts: parts.length,
-            entries: part.map(toWire),
-          }, now),
+            children: this.children(pin, p.depth, p.prefix),
+          },
+          now,
         );
-      } else {
-        this.r.respond({
-          type: MsgType.ReconNode,
-          register: this.r.name,
-          targetVersion: pin.version,
-          depth: p.depth,
-          prefix: p.prefix,
-          children: this.children(pin, p.depth, p.prefix),
-        }, now);
       }
     }
   }
@@ -305,7 +314,7 @@ export class ReconResponder {
     for (let c = fromChunk; c < Math.min(starts.length, fromChunk + SNAP_WINDOW); c++) {
       const end = c + 1 < starts.length ? starts[c + 1] : { bucket: buckets.length, pos: 0 };
       const entries: WireEntry[] = [];
-      for (let b = starts[c].bucket, i = starts[c].pos; b < end.bucket || (b === end.bucket && i < end.pos); ) {
+      for (let b = starts[c].bucket, i = starts[c].pos; b < end.bucket || (b === end.bucket && i < end.pos);) {
         const list = buckets[b]?.entries ?? [];
         if (i >= list.length) {
           b++;
@@ -314,7 +323,10 @@ export class ReconResponder {
         }
         entries.push(toWire(list[i++]));
       }
-      this.r.respond({ type: MsgType.SnapChunk, register: this.r.name, targetVersion: pin.version, chunk: c, chunks: starts.length, entries }, now);
+      this.r.respond(
+        { type: MsgType.SnapChunk, register: this.r.name, targetVersion: pin.version, chunk: c, chunks: starts.length, entries },
+        now,
+      );
     }
   }
 
@@ -323,13 +335,16 @@ export class ReconResponder {
     if (!pin || !(this.r.state instanceof StreamState)) return;
     const end = Math.min(pin.length, m.offset + STREAM_CHUNK * STREAM_WINDOW);
     for (let off = m.offset; off < end; off += STREAM_CHUNK) {
-      this.r.respond({
-        type: MsgType.StreamData,
-        register: this.r.name,
-        targetVersion: pin.version,
-        offset: off,
-        data: this.r.state.read(off, Math.min(STREAM_CHUNK, end - off)),
-      }, now);
+      this.r.respond(
+        {
+          type: MsgType.StreamData,
+          register: this.r.name,
+          targetVersion: pin.version,
+          offset: off,
+          data: this.r.state.read(off, Math.min(STREAM_CHUNK, end - off)),
+        },
+        now,
+      );
     }
   }
 }
@@ -595,7 +610,7 @@ export class ReconRequester {
     if (m.offset !== this.streamBase + this.stagedLen) return; // out of order: the window is re-requested
     const q = this.r.cfg.quota;
     if (m.offset + m.data.length > (this.meta ? Math.min(this.meta.size, q.maxBytes) : q.maxBytes)) {
-      this.r.refuse(now, 'quota-violation', `stream data past ${this.meta ? 'the pin\'s length' : 'the quota'}`);
+      this.r.refuse(now, 'quota-violation', `stream data past ${this.meta ? "the pin's length" : 'the quota'}`);
       this.restart();
       return;
     }

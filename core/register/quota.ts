@@ -65,7 +65,8 @@ export class QuotaCheck {
     const len = entryWireLen({ key: d.key, value: d.value, version: v });
     const keys = this.keys + (prev < 0 ? 1 : 0);
     const bytes = this.bytes - Math.max(prev, 0) + len;
-    if ((keys > this.quota.maxKeys && keys > this.keys) || (bytes > this.quota.maxBytes && bytes > this.bytes)) return RejectReason.QuotaExceeded;
+    if ((keys > this.quota.maxKeys && keys > this.keys) || (bytes > this.quota.maxBytes && bytes > this.bytes))
+      return RejectReason.QuotaExceeded;
     this.keys = keys;
     this.bytes = bytes;
     this.touched.set(k, len);

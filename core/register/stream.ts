@@ -63,7 +63,8 @@ export class StreamState implements StateBlock {
 
   /** Bytes [offset, offset+len) clipped to the stream's length. */
   read(offset: number, len: number): Uint8Array {
-    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(len) || len < 0) throw new RangeError(`stream read ${offset}+${len}: not a valid range`);
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(len) || len < 0)
+      throw new RangeError(`stream read ${offset}+${len}: not a valid range`);
     const end = Math.min(this.length, offset + len);
     if (offset >= end) return new Uint8Array(0);
     const out = new Uint8Array(end - offset);

@@ -7,7 +7,22 @@
  * Inputs are local socket events, carrier records and the clock; outputs are records for the
  * carrier and events for the I/O layer (dial, deliver, end, close, writable). No I/O here.
  */
-import { CloseCode, CLOSE_NAMES, DATA_HEADER_LEN, decodeDataHeader, decodeRecord, encodeDataHeader, encodeRecord, MAX_DATA, OPEN_DATAGRAM, OPEN_DELTA, RecordType, WRAP_VERSION, type Target, type WrapRecord } from '../../wire/wrap.js';
+import {
+  CloseCode,
+  CLOSE_NAMES,
+  DATA_HEADER_LEN,
+  decodeDataHeader,
+  decodeRecord,
+  encodeDataHeader,
+  encodeRecord,
+  MAX_DATA,
+  OPEN_DATAGRAM,
+  OPEN_DELTA,
+  RecordType,
+  WRAP_VERSION,
+  type Target,
+  type WrapRecord,
+} from '../../wire/wrap.js';
 import { RecvStream, SendStream } from './stream.js';
 import { Deque } from '../util/deque.js';
 import { Chunker, ChunkLru, digestKey, type Chunk } from './dedup.js';
@@ -162,7 +177,18 @@ export class WrapSession {
   private lastHeard = 0;
   private lastSent = 0;
   private rr = 0;
-  readonly counters = { recordsIn: 0, recordsOut: 0, violations: 0, windowViolations: 0, carrierUps: 0, carrierLosses: 0, refsSent: 0, refBytes: 0, refsExpanded: 0, nacksSent: 0 };
+  readonly counters = {
+    recordsIn: 0,
+    recordsOut: 0,
+    violations: 0,
+    windowViolations: 0,
+    carrierUps: 0,
+    carrierLosses: 0,
+    refsSent: 0,
+    refBytes: 0,
+    refsExpanded: 0,
+    nacksSent: 0,
+  };
   /** Bytes read from local sockets, not yet acknowledged by the peer (all connections). */
   bufferedOut = 0;
   /** Bytes received from the peer, not yet taken by the local sockets (all connections). */
@@ -289,7 +315,13 @@ export class WrapSession {
     this.lastHeard = now;
     this.counters.carrierUps++;
     this.clearControl();
-    this.queue({ type: RecordType.Hello, version: WRAP_VERSION, bootId: this.opts.bootId, window: this.opts.windowBytes, buffer: this.maxBuffered });
+    this.queue({
+      type: RecordType.Hello,
+      version: WRAP_VERSION,
+      bootId: this.opts.bootId,
+      window: this.opts.windowBytes,
+      buffer: this.maxBuffered,
+    });
   }
 
   onCarrierDown(now: number): void {
@@ -320,7 +352,15 @@ export class WrapSession {
       case RecordType.Pong:
         return;
       case RecordType.Open:
-        return this.onOpen(now, rec.conn, rec.wrapPort, rec.target, rec.holdMs, (rec.flags & OPEN_DELTA) !== 0, (rec.flags & OPEN_DATAGRAM) !== 0);
+        return this.onOpen(
+          now,
+          rec.conn,
+          rec.wrapPort,
+          rec.target,
+          rec.holdMs,
+          (rec.flags & OPEN_DELTA) !== 0,
+          (rec.flags & OPEN_DATAGRAM) !== 0,
+        );
     }
     const c = this.conns.get(rec.conn);
     if (!c) {
@@ -332,7 +372,11 @@ export class WrapSession {
         if (typeof ended === 'object') {
           this.queue({ type: RecordType.Fin, conn: rec.conn, offset: ended.finOut });
           this.queue({ type: RecordType.Ack, conn: rec.conn, offset: ended.finIn }, rec.conn);
-        } else this.queue({ type: RecordType.Close, conn: rec.conn, code: ended ?? CloseCode.UnknownConnection, text: 'no such connection' }, rec.conn);
+        } else
+          this.queue(
+            { type: RecordType.Close, conn: rec.conn, code: ended ?? CloseCode.UnknownConnection, text: 'no such connection' },
+            rec.conn,
+          );
       }
       return;
     }
@@ -347,7 +391,8 @@ export class WrapSession {
       case RecordType.Ref:
         return this.onRef(c, rec.offset, rec.length, rec.digest);
       case RecordType.Nack:
-        if (!c.delta || rec.offset < c.send.acked || rec.offset > c.send.next) return this.protocolError(c, `nack at ${rec.offset} outside [${c.send.acked}, ${c.send.next}]`);
+        if (!c.delta || rec.offset < c.send.acked || rec.offset > c.send.next)
+          return this.protocolError(c, `nack at ${rec.offset} outside [${c.send.acked}, ${c.send.next}]`);
         // Resend from the offset, raw; the chunk deque no longer covers it (raw path handles that).
         c.send.rewindTo(rec.offset);
         c.delta.rawUntil = Math.max(c.delta.rawUntil, rec.offset + 1);
@@ -368,7 +413,8 @@ export class WrapSession {
         if (!c.send.skipTo(rec.offset)) return this.protocolError(c, `resume at ${rec.offset} outside [${c.send.acked}, ${c.send.end}]`);
         return this.resumed(now, c);
       case RecordType.Fin:
-        if (c.recv.finAt !== undefined && c.recv.finAt !== rec.offset) return this.protocolError(c, `fin moved from ${c.recv.finAt} to ${rec.offset}`);
+        if (c.recv.finAt !== undefined && c.recv.finAt !== rec.offset)
+          return this.protocolError(c, `fin moved from ${c.recv.finAt} to ${rec.offset}`);
         if (rec.offset < c.recv.received) return this.protocolError(c, `fin at ${rec.offset} below received ${c.recv.received}`);
         c.recv.finAt = rec.offset;
         return this.checkEnd(c);
@@ -400,7 +446,8 @@ export class WrapSession {
   }
 
   private onData(c: WrapConn, offset: number, data: Uint8Array): void {
-    if (c.recv.finAt !== undefined && offset + data.length > c.recv.finAt) return this.protocolError(c, `data up to ${offset + data.length} beyond the fin at ${c.recv.finAt}`);
+    if (c.recv.finAt !== undefined && offset + data.length > c.recv.finAt)
+      return this.protocolError(c, `data up to ${offset + data.length} beyond the fin at ${c.recv.finAt}`);
     if (c.delta?.nackAt !== undefined) {
       // Sent before the peer saw our NACK: dropped until the resend reaches us.
       if (offset > c.recv.received) return;
@@ -430,7 +477,8 @@ export class WrapSession {
     }
     for (const c of this.conns.values()) if (c.holdUntil !== undefined) min(c.holdUntil);
     if (this.carrier) for (const since of this.ackDirty.values()) min(since + ACK_DELAY_MS);
-    if (this.carrier && this.peerHello) for (const c of this.conns.values()) if (c.delta && c.send.next < c.send.end) min(c.delta.lastAppend + DELTA_TAIL_MS);
+    if (this.carrier && this.peerHello)
+      for (const c of this.conns.values()) if (c.delta && c.send.next < c.send.end) min(c.delta.lastAppend + DELTA_TAIL_MS);
     return t;
   }
 
@@ -481,7 +529,16 @@ export class WrapSession {
 
   // ---- internals ----
 
-  private newConn(now: number, id: number, local: boolean, wrapPort: number, target: Target, holdMs: number, delta: boolean, datagram: boolean): WrapConn {
+  private newConn(
+    now: number,
+    id: number,
+    local: boolean,
+    wrapPort: number,
+    target: Target,
+    holdMs: number,
+    delta: boolean,
+    datagram: boolean,
+  ): WrapConn {
     const c: WrapConn = {
       id,
       local,
@@ -496,7 +553,16 @@ export class WrapSession {
       heldSince: undefined,
       outages: 0,
       openedAt: now,
-      delta: delta ? { sendChunker: new Chunker(), sendChunks: new Deque(), rawUntil: 0, recvChunker: new Chunker(true), nackAt: undefined, lastAppend: now } : undefined,
+      delta: delta
+        ? {
+            sendChunker: new Chunker(),
+            sendChunks: new Deque(),
+            rawUntil: 0,
+            recvChunker: new Chunker(true),
+            nackAt: undefined,
+            lastAppend: now,
+          }
+        : undefined,
       datagram,
     };
     this.conns.set(id, c);
@@ -505,7 +571,14 @@ export class WrapSession {
 
   private sendOpen(c: WrapConn): void {
     c.openSent = true;
-    this.queue({ type: RecordType.Open, conn: c.id, wrapPort: c.wrapPort, target: c.target, holdMs: c.holdMs, flags: (c.delta ? OPEN_DELTA : 0) | (c.datagram ? OPEN_DATAGRAM : 0) });
+    this.queue({
+      type: RecordType.Open,
+      conn: c.id,
+      wrapPort: c.wrapPort,
+      target: c.target,
+      holdMs: c.holdMs,
+      flags: (c.delta ? OPEN_DELTA : 0) | (c.datagram ? OPEN_DATAGRAM : 0),
+    });
   }
 
   private hold(now: number, c: WrapConn): void {
@@ -548,7 +621,8 @@ export class WrapSession {
       this.refIndex.clear();
       this.refCache.clear();
       for (const c of [...this.conns.values()]) {
-        if (!c.local || c.openSent) this.forget(c, CloseCode.PeerRestarted, 'the peer spookd restarted and lost the connection', false, true);
+        if (!c.local || c.openSent)
+          this.forget(c, CloseCode.PeerRestarted, 'the peer spookd restarted and lost the connection', false, true);
       }
       // Its connection ids start again: ended ones of its old incarnation (those just closed
       // included) must not answer its new connections.
@@ -589,7 +663,15 @@ export class WrapSession {
     if (this.answering.has(id)) return;
     const ended = this.recentClosed.get(id);
     if (ended !== undefined) {
-      this.queue({ type: RecordType.Close, conn: id, code: typeof ended === 'object' ? CloseCode.Shutdown : ended, text: 'connection already ended' }, id);
+      this.queue(
+        {
+          type: RecordType.Close,
+          conn: id,
+          code: typeof ended === 'object' ? CloseCode.Shutdown : ended,
+          text: 'connection already ended',
+        },
+        id,
+      );
       return;
     }
     if (!this.opts.mayDial?.(target, datagram)) {
@@ -599,7 +681,15 @@ export class WrapSession {
       return;
     }
     if (this.conns.size >= this.opts.maxConnections) {
-      this.queue({ type: RecordType.Close, conn: id, code: CloseCode.TooManyConnections, text: `this side carries ${this.conns.size} connections already` }, id);
+      this.queue(
+        {
+          type: RecordType.Close,
+          conn: id,
+          code: CloseCode.TooManyConnections,
+          text: `this side carries ${this.conns.size} connections already`,
+        },
+        id,
+      );
       return;
     }
     this.newConn(now, id, false, wrapPort, target, holdMs, delta, datagram);
@@ -722,8 +812,10 @@ export class WrapSession {
     if (!d) return this.protocolError(c, 'ref on a connection opened without delta mode');
     if (d.nackAt !== undefined && offset > c.recv.received) return; // sent before our NACK arrived
     if (offset + length <= c.recv.received) return; // a duplicate after a resume
-    if (offset !== c.recv.received || !d.recvChunker.atBoundary) return this.protocolError(c, `ref at ${offset}, received ${c.recv.received}, not on a chunk boundary`);
-    if (c.recv.finAt !== undefined && offset + length > c.recv.finAt) return this.protocolError(c, `ref up to ${offset + length} beyond the fin at ${c.recv.finAt}`);
+    if (offset !== c.recv.received || !d.recvChunker.atBoundary)
+      return this.protocolError(c, `ref at ${offset}, received ${c.recv.received}, not on a chunk boundary`);
+    if (c.recv.finAt !== undefined && offset + length > c.recv.finAt)
+      return this.protocolError(c, `ref up to ${offset + length} beyond the fin at ${c.recv.finAt}`);
     const bytes = this.refCache.touch(digestKey(digest));
     if (!bytes || bytes.length !== length) {
       d.nackAt = offset;
@@ -772,7 +864,10 @@ export class WrapSession {
     if (fresh <= 0) return true;
     if (upTo - c.recv.drained <= this.opts.windowBytes && this.bufferedIn + fresh <= this.maxBuffered) return true;
     this.counters.windowViolations++;
-    this.protocolError(c, `data up to ${upTo} past the receive window (drained ${c.recv.drained}, window ${this.opts.windowBytes}, ${this.bufferedIn} of ${this.maxBuffered} buffered for this peer)`);
+    this.protocolError(
+      c,
+      `data up to ${upTo} past the receive window (drained ${c.recv.drained}, window ${this.opts.windowBytes}, ${this.bufferedIn} of ${this.maxBuffered} buffered for this peer)`,
+    );
     return false;
   }
 
@@ -780,7 +875,8 @@ export class WrapSession {
     this.release(c);
     this.ackDirty.delete(c.id);
     this.remember(c.id, code);
-    if (!byPeer && this.carrier && this.peerHello && (c.openSent || !c.local)) this.queue({ type: RecordType.Close, conn: c.id, code, text: reason });
+    if (!byPeer && this.carrier && this.peerHello && (c.openSent || !c.local))
+      this.queue({ type: RecordType.Close, conn: c.id, code, text: reason });
     if (notifyLocal) this.events.push({ type: 'close', conn: c.id, code, reason, byPeer });
   }
 

@@ -7,7 +7,8 @@ export const MAX_WAIT_MS = 600_000;
 /** An integer argument in [min, max] (or its default when absent; no default: required), else an error naming it. */
 export function num(args: Args, k: string, dflt: number | undefined, min: number, max: number): number {
   const v = args[k] === undefined ? dflt : Number(args[k]);
-  if (v === undefined || !Number.isSafeInteger(v) || v < min || v > max) throw new Error(`argument ${k} must be an integer in [${min}, ${max}]`);
+  if (v === undefined || !Number.isSafeInteger(v) || v < min || v > max)
+    throw new Error(`argument ${k} must be an integer in [${min}, ${max}]`);
   return v;
 }
 

@@ -21,7 +21,7 @@ export class Metrics {
     private readonly log: Logger,
   ) {
     const r = this.registry;
-    const pairGauge = (name: string, help: string, read: (l: (typeof d.links extends Map<string, infer L> ? L : never)) => number): void => {
+    const pairGauge = (name: string, help: string, read: (l: typeof d.links extends Map<string, infer L> ? L : never) => number): void => {
       new Gauge({
         name,
         help,
@@ -40,7 +40,8 @@ export class Metrics {
       registers: [r],
       collect() {
         this.reset();
-        for (const l of d.links.values()) for (const s of Object.values(PairState)) this.set({ peer: l.name, state: s }, l.pair.state === s ? 1 : 0);
+        for (const l of d.links.values())
+          for (const s of Object.values(PairState)) this.set({ peer: l.name, state: s }, l.pair.state === s ? 1 : 0);
       },
     });
     pairGauge('spook_pair_bytes_sent_total', 'Bytes sent on the pair', (l) => l.pair.stats.bytesSent);
@@ -57,7 +58,8 @@ export class Metrics {
         registers: [r],
         collect() {
           this.reset();
-          for (const l of d.links.values()) for (const g of l.pair.registers.values()) this.set({ peer: l.name, register: g.name }, read(g));
+          for (const l of d.links.values())
+            for (const g of l.pair.registers.values()) this.set({ peer: l.name, register: g.name }, read(g));
         },
       });
     };
@@ -71,7 +73,8 @@ export class Metrics {
       collect() {
         this.reset();
         for (const [reason, n] of Object.entries(d.drops)) this.set({ reason, peer: '' }, n);
-        for (const l of d.links.values()) for (const [reason, n] of Object.entries(l.pair.stats.drops)) this.set({ reason, peer: l.name }, n);
+        for (const l of d.links.values())
+          for (const [reason, n] of Object.entries(l.pair.stats.drops)) this.set({ reason, peer: l.name }, n);
       },
     });
     // Wrappers: per wrapped port (this host's clients) and per recognised protocol (both sides).
@@ -99,7 +102,8 @@ export class Metrics {
       registers: [r],
       collect() {
         this.reset();
-        for (const w of d.wraps.wrappers.values()) for (const [reason, n] of Object.entries(w.closes)) this.set({ port: String(w.port), reason }, n);
+        for (const w of d.wraps.wrappers.values())
+          for (const [reason, n] of Object.entries(w.closes)) this.set({ port: String(w.port), reason }, n);
       },
     });
     new Gauge({

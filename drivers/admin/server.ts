@@ -13,7 +13,7 @@ import { hashHex } from '../../core/register/hash.js';
 import { ProposeError } from '../../core/pair/replica.js';
 import type { SpookEvent } from '../../core/pair/events.js';
 import { MapState } from '../../core/register/map.js';
-import { StreamState } from '../../core/register/stream.js';
+import { type StreamState } from '../../core/register/stream.js';
 import { encodeKey } from '../daemon/keys.js';
 import type { PeerLink, Spookd } from '../daemon/spookd.js';
 import { DOMAIN_COMMANDS, runDomainCommand } from './domain.js';
@@ -188,7 +188,13 @@ export class AdminServer {
         }
         const offset = num(args, 'offset', 0, 0, Number.MAX_SAFE_INTEGER);
         const length = num(args, 'length', 65536, 0, 1 << 20);
-        return { register: r.name, version: r.version, size: r.state.size(), offset, data: showBytes((r.state as StreamState).read(offset, length)) };
+        return {
+          register: r.name,
+          version: r.version,
+          size: r.state.size(),
+          offset,
+          data: showBytes((r.state as StreamState).read(offset, length)),
+        };
       }
       case 'set':
       case 'del':
@@ -203,7 +209,8 @@ export class AdminServer {
           if (peer && link.name !== peer) return;
           if (req.cmd === 'watch' && (ev.type !== 'collapse' || (register && ev.register !== register))) return;
           if (req.cmd === 'events' && ev.type !== 'lifecycle' && ev.type !== 'reentangled') return;
-          const out = ev.type === 'collapse' ? { ...ev, entries: ev.entries.map((e) => ({ origin: e.origin, seq: e.seq, verdict: e.verdict })) } : ev;
+          const out =
+            ev.type === 'collapse' ? { ...ev, entries: ev.entries.map((e) => ({ origin: e.origin, seq: e.seq, verdict: e.verdict })) } : ev;
           this.send(sock, { id: req.id, peer: link.name, event: out });
         };
         d.subscribers.add(sub);
@@ -214,7 +221,9 @@ export class AdminServer {
       default:
         if (DOMAIN_COMMANDS.includes(req.cmd)) return runDomainCommand(d, req.cmd, args, cleanups);
         if (WRAP_COMMANDS.includes(req.cmd)) return runWrapCommand(d, req.cmd, args);
-        throw new Error(`unknown command ${JSON.stringify(req.cmd)} (status, pairs, pair, registers, xdp, get, set, cas, del, append, watch, events, ${[...DOMAIN_COMMANDS, ...WRAP_COMMANDS].join(', ')})`);
+        throw new Error(
+          `unknown command ${JSON.stringify(req.cmd)} (status, pairs, pair, registers, xdp, get, set, cas, del, append, watch, events, ${[...DOMAIN_COMMANDS, ...WRAP_COMMANDS].join(', ')})`,
+        );
     }
   }
 
@@ -228,7 +237,8 @@ export class AdminServer {
     let delta: Delta;
     if (cmd === 'set') delta = { op: DeltaOp.Set, key: enc('key'), value: enc('value') };
     else if (cmd === 'del') delta = { op: DeltaOp.Del, key: enc('key') };
-    else if (cmd === 'cas') delta = { op: DeltaOp.Cas, key: enc('key'), expect: num(args, 'expect', 0, 0, Number.MAX_SAFE_INTEGER), value: enc('value') };
+    else if (cmd === 'cas')
+      delta = { op: DeltaOp.Cas, key: enc('key'), expect: num(args, 'expect', 0, 0, Number.MAX_SAFE_INTEGER), value: enc('value') };
     else delta = { op: DeltaOp.Append, offset: num(args, 'offset', r.nextAppendOffset, 0, Number.MAX_SAFE_INTEGER), data: enc('data') };
     const timeoutMs = num(args, 'timeoutMs', 10_000, 0, MAX_WAIT_MS);
     let id: { origin: number; seq: number };
@@ -251,7 +261,14 @@ export class AdminServer {
       const timer = setTimeout(() => {
         done();
         // Not an error: the candidate stays pending (buffered) and will still be decided.
-        resolve({ register, origin: id.origin, seq: id.seq, verdict: 'pending', reason: `no outcome within ${timeoutMs} ms (pair ${link.pair.state})`, version: null });
+        resolve({
+          register,
+          origin: id.origin,
+          seq: id.seq,
+          verdict: 'pending',
+          reason: `no outcome within ${timeoutMs} ms (pair ${link.pair.state})`,
+          version: null,
+        });
       }, timeoutMs);
       d.subscribers.add(sub);
       cleanups.push(done); // the client went away: stop waiting for it

@@ -13,11 +13,18 @@ export function runWrapCommand(d: Spookd, cmd: string, args: Args): unknown {
       return w.list();
     case 'wrap-add': {
       const protocol = str(args, 'protocol')!;
-      if (!(WRAP_PROTOCOLS as readonly string[]).includes(protocol)) throw new Error(`argument protocol must be one of ${WRAP_PROTOCOLS.join(', ')}, not ${JSON.stringify(protocol)}`);
+      if (!(WRAP_PROTOCOLS as readonly string[]).includes(protocol))
+        throw new Error(`argument protocol must be one of ${WRAP_PROTOCOLS.join(', ')}, not ${JSON.stringify(protocol)}`);
       const hold = parseHold((args.hold as string | number | undefined) ?? '30s');
       if (hold === undefined) throw new Error('argument hold must be a duration between 100ms and 24h (30s, 500ms, 2m, or milliseconds)');
       if (args.delta !== undefined && typeof args.delta !== 'boolean') throw new Error('argument delta must be true or false');
-      const spec = { protocol: protocol as WrapProtocol, port: num(args, 'port', undefined, 1, 65535), peer: d.peerName(str(args, 'peer')!), holdMs: hold, delta: args.delta === true };
+      const spec = {
+        protocol: protocol as WrapProtocol,
+        port: num(args, 'port', undefined, 1, 65535),
+        peer: d.peerName(str(args, 'peer')!),
+        holdMs: hold,
+        delta: args.delta === true,
+      };
       w.add(spec);
       const st = w.stats() as { interception: string; interceptionError: string | null };
       return { ...spec, interception: st.interception, interceptionError: st.interceptionError };

@@ -25,7 +25,20 @@ export class BpfError extends Error {
   }
 }
 
-const ERRNO: Record<number, string> = { 1: 'EPERM', 2: 'ENOENT', 7: 'E2BIG', 9: 'EBADF', 13: 'EACCES', 16: 'EBUSY', 17: 'EEXIST', 19: 'ENODEV', 22: 'EINVAL', 28: 'ENOSPC', 95: 'EOPNOTSUPP', 524: 'ENOTSUPP' };
+const ERRNO: Record<number, string> = {
+  1: 'EPERM',
+  2: 'ENOENT',
+  7: 'E2BIG',
+  9: 'EBADF',
+  13: 'EACCES',
+  16: 'EBUSY',
+  17: 'EEXIST',
+  19: 'ENODEV',
+  22: 'EINVAL',
+  28: 'ENOSPC',
+  95: 'EOPNOTSUPP',
+  524: 'ENOTSUPP',
+};
 const errnoName = (e: number): string => ERRNO[e] ?? `errno ${e}`;
 
 export const XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0;

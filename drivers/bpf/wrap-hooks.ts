@@ -21,8 +21,17 @@ import { BpfError, bpfObjectPath, check, lastErrno, libbpf } from './libbpf.js';
 const PROGRAMS = ['spook_connect4', 'spook_connect6', 'spook_sockops', 'spook_sendmsg4', 'spook_recvmsg4'] as const;
 /** wrap_stats slots, in the order of the enum in spook_wrap.c. */
 const STAT_NAMES = [
-  'redirected', 'skipped_self', 'no_port', 'loopback', 'other_netns', 'not_tcp', 'save_failed', 'handed_over',
-  'udp_redirected', 'udp_unbound', 'udp_reverse',
+  'redirected',
+  'skipped_self',
+  'no_port',
+  'loopback',
+  'other_netns',
+  'not_tcp',
+  'save_failed',
+  'handed_over',
+  'udp_redirected',
+  'udp_unbound',
+  'udp_reverse',
 ] as const;
 const WRAP_TCP = 1; // wrap_ports value bits
 const WRAP_UDP = 2;
@@ -82,7 +91,8 @@ export function currentNetnsCookie(): bigint {
     const val = Buffer.alloc(8);
     const len = Buffer.alloc(4);
     len.writeUInt32LE(8);
-    if (libc.getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, val, len) < 0) throw new Error(`getsockopt(SO_NETNS_COOKIE) failed: errno ${lastErrno()} (needs Linux >= 5.14)`);
+    if (libc.getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, val, len) < 0)
+      throw new Error(`getsockopt(SO_NETNS_COOKIE) failed: errno ${lastErrno()} (needs Linux >= 5.14)`);
     return val.readBigUInt64LE(0);
   } finally {
     libc.close(fd);
@@ -95,7 +105,8 @@ export function cgroup2Root(): string | undefined {
     const [pre, post] = line.split(' - ');
     const f = pre?.split(' ');
     // Only a mount of the hierarchy's root ("/"), not of a sub-cgroup.
-    if (post?.startsWith('cgroup2 ') && f?.[3] === '/') return f[4].replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    if (post?.startsWith('cgroup2 ') && f?.[3] === '/')
+      return f[4].replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
   }
   return undefined;
 }
@@ -112,7 +123,8 @@ function openCgroupRoot(path: string | undefined): { fd: number; where: string }
   const c = libcCalls();
   const dir = mkdtempSync(join(tmpdir(), 'spook-cgroup2-'));
   try {
-    if (c.mount('cgroup2', dir, 'cgroup2', 0, null) < 0) throw new Error(`no cgroup2 mount in /proc/self/mountinfo, and mounting one failed (errno ${lastErrno()}); pass cgroupPath`);
+    if (c.mount('cgroup2', dir, 'cgroup2', 0, null) < 0)
+      throw new Error(`no cgroup2 mount in /proc/self/mountinfo, and mounting one failed (errno ${lastErrno()}); pass cgroupPath`);
     try {
       return { fd: openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY), where: 'cgroup2 (private mount)' };
     } finally {
@@ -137,7 +149,8 @@ export class WrapHooks {
    */
   static open(opts: { objPath?: string; proxyPort: number; udpProxyPort?: number; cgroupPath?: string }): WrapHooks {
     const path = opts.objPath ?? defaultWrapObjectPath();
-    for (const p of [opts.proxyPort, opts.udpProxyPort ?? 1]) if (!Number.isInteger(p) || p < 1 || p > 65535) throw new Error(`bad proxy port ${p}`);
+    for (const p of [opts.proxyPort, opts.udpProxyPort ?? 1])
+      if (!Number.isInteger(p) || p < 1 || p > 65535) throw new Error(`bad proxy port ${p}`);
     if (!existsSync(path)) throw new Error(`${path}: wrap hooks object not built (run make)`);
     const l = libbpf();
     const obj = l.open(path, null);
@@ -185,7 +198,10 @@ export class WrapHooks {
   /** Replace the sets of wrapped destination ports, for TCP and for UDP. */
   setPorts(tcp: number[], udp: number[] = []): void {
     const want = new Map<number, number>(); // port -> WRAP_TCP | WRAP_UDP
-    for (const [ports, bit] of [[tcp, WRAP_TCP], [udp, WRAP_UDP]] as const) {
+    for (const [ports, bit] of [
+      [tcp, WRAP_TCP],
+      [udp, WRAP_UDP],
+    ] as const) {
       for (const p of ports) {
         if (!Number.isInteger(p) || p < 1 || p > 65535) throw new Error(`bad port ${p}`);
         want.set(p, (want.get(p) ?? 0) | bit);
@@ -196,7 +212,11 @@ export class WrapHooks {
     // Add (or change) first, then remove: a port in both sets is never briefly unwrapped.
     for (const [p, bits] of want) check('bpf_map_update_elem(wrap_ports)', libbpf().update(fd, u16(p), u32(bits), 0));
     const stale: Buffer[] = [];
-    for (let prev: Buffer | null = null, next = Buffer.alloc(2); libbpf().nextKey(fd, prev, next) === 0; prev = next, next = Buffer.alloc(2)) {
+    for (
+      let prev: Buffer | null = null, next = Buffer.alloc(2);
+      libbpf().nextKey(fd, prev, next) === 0;
+      prev = next, next = Buffer.alloc(2)
+    ) {
       if (!want.has(next.readUInt16LE(0))) stale.push(next);
     }
     for (const k of stale) libbpf().del(fd, k);
@@ -244,7 +264,10 @@ export class WrapHooks {
       const k = Buffer.alloc(4);
       k.writeUInt32LE(slot);
       const v = Buffer.alloc(8 * cpus); // one u64 per possible CPU
-      out[name] = libbpf().lookup(fd, k, v) < 0 ? 0 : Array.from({ length: cpus }, (_, c) => Number(v.readBigUInt64LE(8 * c))).reduce((a, b) => a + b, 0);
+      out[name] =
+        libbpf().lookup(fd, k, v) < 0
+          ? 0
+          : Array.from({ length: cpus }, (_, c) => Number(v.readBigUInt64LE(8 * c))).reduce((a, b) => a + b, 0);
     });
     return out;
   }

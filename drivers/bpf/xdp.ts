@@ -117,7 +117,10 @@ export function readPairStats(r: MapReader, slots?: number[]): { pairId: number;
 /** Open pinned maps of a running spookd (for `spook maps dump`). */
 export function openPinned(name: (typeof MAP_NAMES)[number], dir = PIN_DIR): number {
   const fd = libbpf().objGet(join(dir, name));
-  if (fd < 0) throw new Error(`${join(dir, name)}: cannot open (${fd === -1 ? `errno ${lastErrno()}` : `errno ${-fd}`}); is spookd running with XDP?`);
+  if (fd < 0)
+    throw new Error(
+      `${join(dir, name)}: cannot open (${fd === -1 ? `errno ${lastErrno()}` : `errno ${-fd}`}); is spookd running with XDP?`,
+    );
   return fd;
 }
 
@@ -200,7 +203,15 @@ export class XdpProgram {
   attach(ifname: string, mode: XdpMode | 'auto' = 'auto'): XdpMode {
     const ifindex = ifindexOf(ifname);
     const fd = this.progFd();
-    const tries: [XdpMode, number][] = mode === 'native' ? [['native', XDP_FLAGS_DRV_MODE]] : mode === 'generic' ? [['generic', XDP_FLAGS_SKB_MODE]] : [['native', XDP_FLAGS_DRV_MODE], ['generic', XDP_FLAGS_SKB_MODE]];
+    const tries: [XdpMode, number][] =
+      mode === 'native'
+        ? [['native', XDP_FLAGS_DRV_MODE]]
+        : mode === 'generic'
+          ? [['generic', XDP_FLAGS_SKB_MODE]]
+          : [
+              ['native', XDP_FLAGS_DRV_MODE],
+              ['generic', XDP_FLAGS_SKB_MODE],
+            ];
     let last: BpfError | undefined;
     for (const [m, flags] of tries) {
       const rc = libbpf().xdpAttach(ifindex, fd, flags, null);

@@ -21,18 +21,27 @@ const destinationOk = (s: string): boolean => {
   }
 };
 
-const hostPort = z.string().refine((s) => parseHostPort(s) !== undefined, { message: 'must be HOST:PORT with an IP address (IPv6 in brackets) and a port 1-65535' });
+const hostPort = z
+  .string()
+  .refine((s) => parseHostPort(s) !== undefined, { message: 'must be HOST:PORT with an IP address (IPv6 in brackets) and a port 1-65535' });
 
 const register = z
   .object({
-    name: z.string().min(1).refine((s) => Buffer.byteLength(s) <= MAX_REGISTER_NAME_LEN, { message: `at most ${MAX_REGISTER_NAME_LEN} UTF-8 bytes` }),
+    name: z
+      .string()
+      .min(1)
+      .refine((s) => Buffer.byteLength(s) <= MAX_REGISTER_NAME_LEN, { message: `at most ${MAX_REGISTER_NAME_LEN} UTF-8 bytes` }),
     kind: z.enum(['map', 'stream']),
     policy: z.enum(['buffer', 'freeze']).default('buffer'),
     maxPending: z.number().int().min(1).max(1_000_000).default(1024),
     logRecords: z.number().int().min(4).default(65536),
     /** Quota (PROTOCOL.md §7.8): entries (map) and octets this register may hold; both peers must agree. */
     maxKeys: z.number().int().min(1).default(1_000_000),
-    maxBytes: z.number().int().min(1024).default(256 * 1024 * 1024),
+    maxBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .default(256 * 1024 * 1024),
   })
   .strict();
 
@@ -100,7 +109,9 @@ const allowRule = z
   .object({
     /** A peer name or public key, or * for every peer. */
     peer: z.string().min(1),
-    to: z.string().refine((s) => destinationOk(s), { message: 'must be ADDR:PORT, ADDR/PREFIX:PORT or ADDR:LO-HI ([IPv6], * for any address)' }),
+    to: z
+      .string()
+      .refine((s) => destinationOk(s), { message: 'must be ADDR:PORT, ADDR/PREFIX:PORT or ADDR:LO-HI ([IPv6], * for any address)' }),
     protocol: z.enum(['tcp', 'udp']).default('tcp'),
   })
   .strict();
@@ -110,18 +121,30 @@ const wrap = z
     /** Where intercepted connections arrive (port 0: any free port; the BPF hooks are told which). */
     intercept: z
       .string()
-      .refine((s) => parseHostPort(s, true) !== undefined, { message: 'must be HOST:PORT with an IP address and a port 0-65535 (0: any free port)' })
+      .refine((s) => parseHostPort(s, true) !== undefined, {
+        message: 'must be HOST:PORT with an IP address and a port 0-65535 (0: any free port)',
+      })
       .default('127.0.0.1:0'),
     /** auto: BPF cgroup hooks, or a warning and no interception if the kernel refuses; bpf: refuse to start without them. */
     interception: z.enum(['auto', 'bpf', 'off']).default('auto'),
-    windowBytes: z.number().int().min(64 * 1024).max(256 * 1024 * 1024).default(4 * 1024 * 1024),
+    windowBytes: z
+      .number()
+      .int()
+      .min(64 * 1024)
+      .max(256 * 1024 * 1024)
+      .default(4 * 1024 * 1024),
     /** Per peer: most wrapped connections carried at once. */
     maxConnections: z.number().int().min(1).max(65536).default(1024),
     /**
      * Per peer and direction: most bytes buffered for its wrapped connections (bytes read
      * and not yet acknowledged, bytes received and not yet taken by the local socket).
      */
-    maxBufferedBytes: z.number().int().min(64 * 1024).max(4 * 1024 * 1024 * 1024 - 1).default(64 * 1024 * 1024),
+    maxBufferedBytes: z
+      .number()
+      .int()
+      .min(64 * 1024)
+      .max(4 * 1024 * 1024 * 1024 - 1)
+      .default(64 * 1024 * 1024),
     /** Carrier TCP connections that have not completed their handshake: at most this many, and per source address. */
     maxHandshakes: z.number().int().min(1).max(65536).default(256),
     maxHandshakesPerSource: z.number().int().min(1).max(65536).default(16),
@@ -148,7 +171,16 @@ const domain = z
     members: z.array(z.string()).min(1),
     registers: z
       // Quota (PROTOCOL.md §15.2): as a pair register's, and every member must declare the same.
-      .array(z.object({ name: register.shape.name, kind: z.enum(['map', 'stream']), maxKeys: register.shape.maxKeys, maxBytes: register.shape.maxBytes }).strict())
+      .array(
+        z
+          .object({
+            name: register.shape.name,
+            kind: z.enum(['map', 'stream']),
+            maxKeys: register.shape.maxKeys,
+            maxBytes: register.shape.maxBytes,
+          })
+          .strict(),
+      )
       .min(1),
     /**
      * This node joins a running domain (etcd's initial-cluster-state=existing): it starts as a
@@ -237,27 +269,55 @@ export const configSchema = z
     dup(c.wrap.wrappers, (w) => String(w.port), 'wrap.wrappers');
     c.wrap.wrappers.forEach((w, i) => {
       if (!c.peers.some((p) => p.name === w.peer || p.publicKey === w.peer)) {
-        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['wrap', 'wrappers', i, 'peer'], message: `no peer named or keyed ${JSON.stringify(w.peer)}` });
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          path: ['wrap', 'wrappers', i, 'peer'],
+          message: `no peer named or keyed ${JSON.stringify(w.peer)}`,
+        });
       }
     });
-    if (c.wrap.maxBufferedBytes < c.wrap.windowBytes) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['wrap', 'maxBufferedBytes'], message: `must be at least windowBytes (${c.wrap.windowBytes})` });
+    if (c.wrap.maxBufferedBytes < c.wrap.windowBytes)
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['wrap', 'maxBufferedBytes'],
+        message: `must be at least windowBytes (${c.wrap.windowBytes})`,
+      });
     c.wrap.allow.forEach((r, i) => {
       if (r.peer !== '*' && !c.peers.some((p) => p.name === r.peer || p.publicKey === r.peer)) {
-        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['wrap', 'allow', i, 'peer'], message: `no peer named or keyed ${JSON.stringify(r.peer)}` });
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          path: ['wrap', 'allow', i, 'peer'],
+          message: `no peer named or keyed ${JSON.stringify(r.peer)}`,
+        });
       }
     });
     const peers = new Set(c.peers.map((p) => p.name));
     c.domains.forEach((d, i) => {
       d.members.forEach((m, j) => {
-        if (!peers.has(m)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['domains', i, 'members', j], message: `no peer named ${JSON.stringify(m)} (a member must be a configured peer)` });
+        if (!peers.has(m))
+          ctx.addIssue({
+            code: z.ZodIssueCode.custom,
+            path: ['domains', i, 'members', j],
+            message: `no peer named ${JSON.stringify(m)} (a member must be a configured peer)`,
+          });
       });
       const regs = new Set(d.registers.map((r) => r.name));
       d.groups.forEach((g, j) =>
         g.registers.forEach((r, k) => {
-          if (!regs.has(r)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['domains', i, 'groups', j, 'registers', k], message: `no register named ${JSON.stringify(r)} in domain ${d.name}` });
+          if (!regs.has(r))
+            ctx.addIssue({
+              code: z.ZodIssueCode.custom,
+              path: ['domains', i, 'groups', j, 'registers', k],
+              message: `no register named ${JSON.stringify(r)} in domain ${d.name}`,
+            });
         }),
       );
-      if (d.heartbeatMs * 3 > d.electionMs) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['domains', i, 'heartbeatMs'], message: `must be at most a third of electionMs (${d.electionMs})` });
+      if (d.heartbeatMs * 3 > d.electionMs)
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          path: ['domains', i, 'heartbeatMs'],
+          message: `must be at most a third of electionMs (${d.electionMs})`,
+        });
     });
   });
 

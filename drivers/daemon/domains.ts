@@ -58,7 +58,10 @@ export class DomainHost {
     // Every configured peer is a link (a later `member add` needs one); `members` are the bootstrap voters.
     for (const p of peers) {
       const id = nodeIdOf(p.publicKey);
-      if (this.nameOf.has(id)) throw new Error(`domain ${cfg.name}: peers ${p.name} and ${this.nameOf.get(id)} have the same node id (first 48 bits of their keys)`);
+      if (this.nameOf.has(id))
+        throw new Error(
+          `domain ${cfg.name}: peers ${p.name} and ${this.nameOf.get(id)} have the same node id (first 48 bits of their keys)`,
+        );
       this.idOf.set(p.name, id);
       this.nameOf.set(id, p.name);
     }
@@ -101,7 +104,11 @@ export class DomainHost {
     this.node = node;
     const fenced = node.fencedCause;
     if (fenced) log.error({ domain: cfg.name, dir, cause: fenced }, `domain ${cfg.name} fenced: ${fenced}`);
-    else log.info({ domain: cfg.name, nodeId: this.selfId, members: members.length, index: node.raft.applied, term: node.raft.term }, 'domain loaded');
+    else
+      log.info(
+        { domain: cfg.name, nodeId: this.selfId, members: members.length, index: node.raft.applied, term: node.raft.term },
+        'domain loaded',
+      );
   }
 
   /** A QN datagram from link `from`; an exception out of the node fences this domain, not the process. */
@@ -121,7 +128,10 @@ export class DomainHost {
       this.internalErrors++;
       if (this.node.fencedCause) return;
       this.node.fence('internal-error');
-      this.log.error({ domain: this.cfg.name, err: e }, `domain ${this.cfg.name} fenced: internal-error (an unexpected exception; restart spookd to resume it)`);
+      this.log.error(
+        { domain: this.cfg.name, err: e },
+        `domain ${this.cfg.name} fenced: internal-error (an unexpected exception; restart spookd to resume it)`,
+      );
     }
   }
 
@@ -138,7 +148,8 @@ export class DomainHost {
           this.partitionsSeen.push({ at: new Date().toISOString(), cause: ev.cause });
           if (this.partitionsSeen.length > 32) this.partitionsSeen.shift();
         }
-      } else if (ev.type === 'leader') this.log.info({ domain: this.cfg.name, leader: this.name(ev.leader), term: ev.term }, 'domain leader');
+      } else if (ev.type === 'leader')
+        this.log.info({ domain: this.cfg.name, leader: this.name(ev.leader), term: ev.term }, 'domain leader');
       for (const s of this.subscribers) s(ev);
     }
     for (let tx = this.node.pollTransmit(); tx; tx = this.node.pollTransmit()) {
@@ -165,7 +176,8 @@ export class DomainHost {
     const c = { add: id(change.add), remove: id(change.remove) };
     let r: { ok: true; index: number } | { ok: false; reason: string } = { ok: false, reason: 'internal-error' };
     this.guard(() => (r = this.node.changeMembers(now, c)));
-    if (!r.ok && this.node.raft.role !== 'leader' && this.node.raft.leader) return { ok: false, reason: `${r.reason}: ask the leader (${this.name(this.node.raft.leader)})` };
+    if (!r.ok && this.node.raft.role !== 'leader' && this.node.raft.leader)
+      return { ok: false, reason: `${r.reason}: ask the leader (${this.name(this.node.raft.leader)})` };
     return r;
   }
 
@@ -209,18 +221,34 @@ export class DomainHost {
       recentPartitions: this.partitionsSeen,
       stats: { ...n.stats, ...r.stats, internalErrors: this.internalErrors },
       // bytes against maxBytes (and size against maxKeys for a map): how near the quota a register is.
-      registers: [...n.state.registers].map(([name, reg]) => ({ name, kind: reg.kind, version: reg.version, size: reg.state.size(), bytes: reg.state.fullTransferBytes(), ...reg.quota })),
+      registers: [...n.state.registers].map(([name, reg]) => ({
+        name,
+        kind: reg.kind,
+        version: reg.version,
+        size: reg.state.size(),
+        bytes: reg.state.fullTransferBytes(),
+        ...reg.quota,
+      })),
       maxSnapshotBytes: r.maxSnapshotBytes,
       groups: [...n.state.groups].map(([name, g]) => ({ name, registers: g.registers, version: g.version })),
     };
   }
 
   /** A committed map value or stream bytes, as of the applied index. */
-  read(register: string, key?: Uint8Array): { version: number; index: number; entry?: { value: Uint8Array; version: number }; state: MapState | undefined; size: number } {
+  read(
+    register: string,
+    key?: Uint8Array,
+  ): { version: number; index: number; entry?: { value: Uint8Array; version: number }; state: MapState | undefined; size: number } {
     const reg = this.node.state.registers.get(register);
     if (!reg) throw new Error(`no register named ${register} in domain ${this.cfg.name}`);
     const entry = key && reg.state instanceof MapState ? reg.state.get(key) : undefined;
-    return { version: reg.version, index: this.node.raft.applied, entry, state: reg.state instanceof MapState ? reg.state : undefined, size: reg.state.size() };
+    return {
+      version: reg.version,
+      index: this.node.raft.applied,
+      entry,
+      state: reg.state instanceof MapState ? reg.state : undefined,
+      size: reg.state.size(),
+    };
   }
 
   close(): void {

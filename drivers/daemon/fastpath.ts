@@ -52,9 +52,17 @@ export class FastPath {
     }
     try {
       const r = XdpProgram.detachStale(rec);
-      this.log.warn({ interface: rec.ifname, programId: rec.programId, previousPid: rec.pid, result: r }, r === 'detached' ? 'removed the XDP program a previous run left attached' : 'stale XDP record: the previous program is no longer attached');
+      this.log.warn(
+        { interface: rec.ifname, programId: rec.programId, previousPid: rec.pid, result: r },
+        r === 'detached'
+          ? 'removed the XDP program a previous run left attached'
+          : 'stale XDP record: the previous program is no longer attached',
+      );
     } catch (e) {
-      this.log.error({ interface: rec.ifname, error: (e as Error).message }, 'cannot remove the XDP program a previous run left attached; remove it with `ip link set dev IFACE xdp off`');
+      this.log.error(
+        { interface: rec.ifname, error: (e as Error).message },
+        'cannot remove the XDP program a previous run left attached; remove it with `ip link set dev IFACE xdp off`',
+      );
     }
     if (rec.pinDir) for (const name of MAP_NAMES) rmSync(join(rec.pinDir, name), { force: true });
     rmSync(this.recordFile, { force: true });
@@ -77,13 +85,16 @@ export class FastPath {
       const mode = prog.attach(x.interface, x.mode);
       this.prog = prog;
       const a = prog.attachment;
-      if (mode === 'generic' && x.mode === 'auto') this.log.warn({ interface: x.interface }, 'XDP attached in generic (skb) mode: the driver refused native mode');
+      if (mode === 'generic' && x.mode === 'auto')
+        this.log.warn({ interface: x.interface }, 'XDP attached in generic (skb) mode: the driver refused native mode');
       else this.log.info({ interface: x.interface, mode, programId: a?.programId }, `XDP attached in ${mode} mode`);
       this.pin(x.pinDir);
       const rec = prog.attachRecord;
       if (rec) {
         mkdirSync(this.cfg.dataDir, { recursive: true, mode: 0o700 });
-        writeFileSync(this.recordFile, JSON.stringify({ ...rec, pinDir: this.pinned ? x.pinDir : undefined, pid: process.pid }) + '\n', { mode: 0o600 });
+        writeFileSync(this.recordFile, JSON.stringify({ ...rec, pinDir: this.pinned ? x.pinDir : undefined, pid: process.pid }) + '\n', {
+          mode: 0o600,
+        });
       }
     } catch (e) {
       this.error = (e as Error).message;
@@ -107,7 +118,10 @@ export class FastPath {
       this.prog.pin(dir);
       this.pinned = true;
     } catch (e) {
-      this.log.warn({ pinDir: dir, error: (e as Error).message }, 'XDP maps not pinned: `spook maps dump` will not see them (the fast path still runs)');
+      this.log.warn(
+        { pinDir: dir, error: (e as Error).message },
+        'XDP maps not pinned: `spook maps dump` will not see them (the fast path still runs)',
+      );
     }
   }
 

@@ -26,7 +26,10 @@ export function readPrivateKey(path: string): KeyPair {
     throw new Error(`${path}: cannot read private key (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   const mode = statSync(path).mode & 0o077;
-  if (mode !== 0) throw new Error(`${path}: private key is readable by group or others (mode ${(statSync(path).mode & 0o777).toString(8)}); chmod 600 it`);
+  if (mode !== 0)
+    throw new Error(
+      `${path}: private key is readable by group or others (mode ${(statSync(path).mode & 0o777).toString(8)}); chmod 600 it`,
+    );
   const privateKey = decodeKey(text, path);
   return { privateKey, publicKey: publicKeyOf(privateKey) };
 }

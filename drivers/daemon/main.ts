@@ -23,7 +23,9 @@ const program = new Command()
       process.exit(2);
     }
     if (o.check || o.checkConfig) {
-      process.stdout.write(`${o.config}: OK (${cfg.peers.length} peer(s), ${cfg.registers.length} register(s), ${cfg.domains.length} domain(s), ${cfg.wrap.wrappers.length} wrapper(s))\n`);
+      process.stdout.write(
+        `${o.config}: OK (${cfg.peers.length} peer(s), ${cfg.registers.length} register(s), ${cfg.domains.length} domain(s), ${cfg.wrap.wrappers.length} wrapper(s))\n`,
+      );
       return;
     }
     const log = pino({
@@ -69,7 +71,9 @@ const program = new Command()
     // SIGHUP (a closed terminal, or an operator expecting a reload) must not end the daemon: Node's
     // default would exit at once, skipping the shutdown path and leaving the admin socket behind.
     // The configuration is read at start only; a restart applies changes.
-    process.on('SIGHUP', () => log.warn({ signal: 'SIGHUP' }, 'SIGHUP ignored: the configuration is read only at start; restart spookd to apply changes'));
+    process.on('SIGHUP', () =>
+      log.warn({ signal: 'SIGHUP' }, 'SIGHUP ignored: the configuration is read only at start; restart spookd to apply changes'),
+    );
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
   });

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { decodeFrame, isHandshakeType } from '../../wire/header.js';
-import { DROP_REASON_NAMES, FrameType } from '../../wire/constants.js';
+import { DROP_REASON_NAMES } from '../../wire/constants.js';
 import { WireError } from '../../wire/errors.js';
 import { EtcpEndpoint, MAX_SEALED_PAYLOAD, pairIdentity, type Session } from '../../core/etcp/endpoint.js';
 import { randomBytes } from 'node:crypto';
@@ -131,10 +131,12 @@ export class Spookd {
       perPeerLimit: cfg.handshakes.perPeerLimit,
       // Sources are `address:port`; a peer's exemption covers its address, seeded with its configured endpoint.
       sourceHost: (s) => s.slice(0, s.lastIndexOf(':')),
-      knownSources: cfg.peers.filter((p) => p.endpoint).map((p) => {
-        const a = toAddr(p.endpoint!);
-        return { peer: p.name, source: `${a.address}:${a.port}` };
-      }),
+      knownSources: cfg.peers
+        .filter((p) => p.endpoint)
+        .map((p) => {
+          const a = toAddr(p.endpoint!);
+          return { peer: p.name, source: `${a.address}:${a.port}` };
+        }),
       onInitAccepted: (peer, ts) => {
         try {
           mkdirSync(join(cfg.dataDir, peer.name), { recursive: true, mode: 0o700 });
@@ -294,7 +296,8 @@ export class Spookd {
     for (const link of this.links.values()) {
       // Not a teardown: the pair's state is on disk and the peer should expect us back.
       const bye = link.session && link.addr ? link.pair.goingAway(this.now()) : undefined;
-      if (bye && link.addr) await new Promise<void>((resolve) => this.socket!.send(bye, link.addr!.port, link.addr!.address, () => resolve()));
+      if (bye && link.addr)
+        await new Promise<void>((resolve) => this.socket!.send(bye, link.addr!.port, link.addr!.address, () => resolve()));
     }
     await new Promise<void>((resolve) => (this.socket ? this.socket.close(() => resolve()) : resolve()));
     this.fastPath.stop();
@@ -316,7 +319,8 @@ export class Spookd {
       // Not attributable to a peer (the per-peer handlers fence their own): count, warn rate-limited.
       this.drops['internal-error'] = (this.drops['internal-error'] ?? 0) + 1;
       const suppressed = this.warns.admit(this.now(), `internal:${rinfo.address}`);
-      if (suppressed !== undefined) this.log.error({ err: e, from: `${rinfo.address}:${rinfo.port}`, suppressed }, 'internal error handling a datagram; dropped');
+      if (suppressed !== undefined)
+        this.log.error({ err: e, from: `${rinfo.address}:${rinfo.port}`, suppressed }, 'internal error handling a datagram; dropped');
     }
   }
 
@@ -342,7 +346,10 @@ export class Spookd {
     const error = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
     link.fenced = { cause: 'internal-error', error, at: this.now() };
     this.drops['internal-error'] = (this.drops['internal-error'] ?? 0) + 1;
-    this.log.error({ peer: link.name, while: what, err: e }, 'internal error: pair fenced (decoherent, cause internal-error) until spookd restarts; other peers carry on');
+    this.log.error(
+      { peer: link.name, while: what, err: e },
+      'internal error: pair fenced (decoherent, cause internal-error) until spookd restarts; other peers carry on',
+    );
     try {
       // Watchers see the pair decohere; the pair's own state may be what broke, so this may throw too.
       link.pair.fence(this.now(), `${what}: ${error}`);
@@ -402,7 +409,8 @@ export class Spookd {
     this.forPeer(link, 'data frame', () => {
       link.addr = { address: rinfo.address, port: rinfo.port }; // roaming: follow authenticated frames
       const old = link.oldSessions.find((o) => o.session === opened.session);
-      if (old) old.until = Math.min(now + this.graceMs, old.deadline); // the peer still sends on it: keep it open, within its hard limit
+      if (old)
+        old.until = Math.min(now + this.graceMs, old.deadline); // the peer still sends on it: keep it open, within its hard limit
       else if (opened.session !== link.session) {
         // The first data frame on a session we answered: it is now the one we send on.
         this.adopt(link, opened.session, now);
@@ -455,7 +463,8 @@ export class Spookd {
     // The DH of an init from an authorised key is that peer's work (§12.9), whatever came of it; but a
     // replayed init may come from anyone who captured one: its cost goes to the source address.
     const replay = r.kind === 'drop' && r.reason === 'handshake-replayed';
-    const by = r.kind === 'drop' ? (replay ? undefined : r.peer) : r.kind === 'respond' || r.kind === 'established' ? r.session.peer : undefined;
+    const by =
+      r.kind === 'drop' ? (replay ? undefined : r.peer) : r.kind === 'respond' || r.kind === 'established' ? r.session.peer : undefined;
     if (by) this.links.get(by.name)?.budget.charge(performance.now() - t0);
     else if (replay) this.failing.charge(now, rinfo.address, performance.now() - t0);
     if (r.kind === 'drop') {
@@ -488,7 +497,12 @@ export class Spookd {
     this.schedule();
   }
 
-  private onSession(now: number, link: PeerLink, r: { kind: 'respond'; datagram: Uint8Array; session: Session } | { kind: 'established'; session: Session }, rinfo: RemoteInfo): void {
+  private onSession(
+    now: number,
+    link: PeerLink,
+    r: { kind: 'respond'; datagram: Uint8Array; session: Session } | { kind: 'established'; session: Session },
+    rinfo: RemoteInfo,
+  ): void {
     link.addr = { address: rinfo.address, port: rinfo.port };
     this.fastPath.addPair(r.session.localIndex);
     if (r.kind === 'respond') {
@@ -522,7 +536,10 @@ export class Spookd {
     link.session = s;
     link.pair.resetPacketSpace();
     for (const r of link.pair.registers.values()) r.markStatusDirty();
-    this.log.info({ peer: link.name, localIndex: s.localIndex, remoteIndex: s.remoteIndex, initiator: s.initiator }, 'pair session established');
+    this.log.info(
+      { peer: link.name, localIndex: s.localIndex, remoteIndex: s.remoteIndex, initiator: s.initiator },
+      'pair session established',
+    );
   }
 
   private checkViolations(link: PeerLink, now: number): void {
@@ -530,7 +547,10 @@ export class Spookd {
     if (total - link.violations < this.cfg.violationLimit) return;
     link.violations = total;
     link.disconnects++;
-    this.log.warn({ peer: link.name, violations: total }, 'peer over the protocol-violation limit: session dropped, a new handshake is required');
+    this.log.warn(
+      { peer: link.name, violations: total },
+      'peer over the protocol-violation limit: session dropped, a new handshake is required',
+    );
     this.dropSessions(link);
     link.lastInitAt = now;
   }
@@ -553,7 +573,8 @@ export class Spookd {
   private publish(link: PeerLink): void {
     for (let ev = link.pair.pollEvent(); ev; ev = link.pair.pollEvent()) {
       if (ev.type === 'lifecycle') this.log.info({ peer: link.name, from: ev.from, to: ev.to, cause: ev.cause }, 'lifecycle');
-      else if (ev.type === 'reentangled') this.log.info({ peer: link.name, register: ev.register, method: ev.method, version: ev.version }, 're-entangled');
+      else if (ev.type === 'reentangled')
+        this.log.info({ peer: link.name, register: ev.register, method: ev.method, version: ev.version }, 're-entangled');
       else if (ev.type === 'drop') this.log.debug({ peer: link.name, reason: ev.reason, detail: ev.detail }, 'pair drop');
       for (const s of this.subscribers) s(link, ev);
     }
@@ -613,7 +634,8 @@ export class Spookd {
       if (link.fenced) continue;
       const t = link.pair.pollTimeout();
       if (t !== undefined) next = Math.min(next, t);
-      if (!link.session && link.addr) next = Math.min(next, Math.max(link.lastInitAt + HANDSHAKE_RETRY_MS, this.startedAt + MEMBER2_FIRST_CONTACT_DELAY_MS));
+      if (!link.session && link.addr)
+        next = Math.min(next, Math.max(link.lastInitAt + HANDSHAKE_RETRY_MS, this.startedAt + MEMBER2_FIRST_CONTACT_DELAY_MS));
     }
     for (const dom of this.domains.values()) if (!dom.node.fencedCause) next = Math.min(next, dom.node.pollTimeout());
     this.timer = setTimeout(() => this.tick(), Math.max(0, Math.ceil(next - now)));
@@ -632,7 +654,11 @@ export class Spookd {
   domain(name: string | undefined): DomainHost {
     if (name === undefined) {
       if (this.domains.size === 1) return [...this.domains.values()][0];
-      throw new Error(this.domains.size === 0 ? 'no domains are configured' : `several domains are configured (${[...this.domains.keys()].join(', ')}): name one with --domain`);
+      throw new Error(
+        this.domains.size === 0
+          ? 'no domains are configured'
+          : `several domains are configured (${[...this.domains.keys()].join(', ')}): name one with --domain`,
+      );
     }
     const d = this.domains.get(name);
     if (!d) throw new Error(`no domain named ${name} (configured: ${[...this.domains.keys()].join(', ') || 'none'})`);

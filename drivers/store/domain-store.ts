@@ -100,7 +100,8 @@ export class FileDomainDisk extends MemDisk {
       case Rec.Append: {
         const n = r.varint('entries');
         const es: LogEntry[] = [];
-        for (let i = 0; i < n; i++) es.push({ term: r.varint('entry.term'), index: r.varint('entry.index'), cmd: r.lenBytes('entry.cmd', MAX_RECORD).slice() });
+        for (let i = 0; i < n; i++)
+          es.push({ term: r.varint('entry.term'), index: r.varint('entry.index'), cmd: r.lenBytes('entry.cmd', MAX_RECORD).slice() });
         super.append(es);
         break;
       }
@@ -136,7 +137,7 @@ export class FileDomainDisk extends MemDisk {
     sum4(rec).copy(head, 4);
     const buf = Buffer.concat([head, rec]);
     // A short write would leave half a record mid-file and cut everything after it at load.
-    for (let off = 0; off < buf.length; ) off += writeSync(this.fd, buf, off);
+    for (let off = 0; off < buf.length;) off += writeSync(this.fd, buf, off);
     if (sync && this.fsync === 'always') fsyncSync(this.fd);
   }
 
@@ -223,9 +224,16 @@ function encodeSnapshot(meta: SnapshotMeta, data: Uint8Array): Uint8Array {
 }
 
 function decodeSnapshot(buf: Buffer, path: string): SnapshotMeta & { data: Uint8Array } {
-  if (buf.length < SNAP_MAGIC.length + 32 || !buf.subarray(0, SNAP_MAGIC.length).equals(Buffer.from(SNAP_MAGIC))) throw new StoreError(`${path}: not a domain snapshot`);
+  if (buf.length < SNAP_MAGIC.length + 32 || !buf.subarray(0, SNAP_MAGIC.length).equals(Buffer.from(SNAP_MAGIC)))
+    throw new StoreError(`${path}: not a domain snapshot`);
   const body = buf.subarray(0, buf.length - 32);
-  if (!createHash('sha256').update(body).digest().equals(buf.subarray(buf.length - 32))) throw new StoreError(`${path}: checksum mismatch`);
+  if (
+    !createHash('sha256')
+      .update(body)
+      .digest()
+      .equals(buf.subarray(buf.length - 32))
+  )
+    throw new StoreError(`${path}: checksum mismatch`);
   const r = new Reader(new Uint8Array(body), SNAP_MAGIC.length);
   const index = r.varint('snapshot.index');
   const term = r.varint('snapshot.term');

@@ -18,7 +18,18 @@
  * there (a torn tail is the expected result of a crash mid-write); a corrupt snapshot is a
  * hard error, never silently replaced by an empty state.
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, truncateSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  truncateSync,
+  writeSync,
+} from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { Reader, Writer } from '../../wire/buffer.js';
@@ -26,7 +37,7 @@ import { readDelta, writeDelta, type Delta } from '../../wire/delta.js';
 import { MAX_DELTA_LEN, MAX_KEY_LEN } from '../../wire/constants.js';
 import type { LogRecord } from '../../core/pair/log.js';
 import { MapState } from '../../core/register/map.js';
-import { StreamState } from '../../core/register/stream.js';
+import { type StreamState } from '../../core/register/stream.js';
 import type { PairStore, Replica } from '../../core/pair/replica.js';
 
 export type FsyncPolicy = 'always' | 'everysec' | 'never';
@@ -248,7 +259,12 @@ export class DiskStore implements PairStore {
       throw new StoreError(`${path}: not a Spook snapshot (bad magic or too short)`);
     }
     const body = buf.subarray(0, buf.length - 32);
-    if (!createHash('sha256').update(body).digest().equals(buf.subarray(buf.length - 32))) {
+    if (
+      !createHash('sha256')
+        .update(body)
+        .digest()
+        .equals(buf.subarray(buf.length - 32))
+    ) {
       throw new StoreError(`${path}: checksum mismatch; refusing to start on a damaged snapshot`);
     }
     const r = new Reader(new Uint8Array(body), SNAP_MAGIC.length);
@@ -258,7 +274,7 @@ export class DiskStore implements PairStore {
     const origins = new Map<number, number>();
     const no = r.varint('snapshot.origins');
     for (let i = 0; i < no; i++) origins.set(r.varint('origin'), r.varint('seq'));
-    if ((kind === 1) !== (replica.state instanceof MapState)) throw new StoreError(`${path}: register kind differs from the configuration`);
+    if ((kind === 1) !== replica.state instanceof MapState) throw new StoreError(`${path}: register kind differs from the configuration`);
     replica.restore(
       version,
       (st) => {
@@ -276,7 +292,8 @@ export class DiskStore implements PairStore {
       },
       origins,
     );
-    if (replica.hash.hi !== hash.hi || replica.hash.lo !== hash.lo) throw new StoreError(`${path}: state does not hash to the recorded value`);
+    if (replica.hash.hi !== hash.hi || replica.hash.lo !== hash.lo)
+      throw new StoreError(`${path}: state does not hash to the recorded value`);
     return version;
   }
 }
@@ -285,7 +302,9 @@ function encodeSnapshot(replica: Replica): Uint8Array {
   const w = new Writer(1 << 16);
   w.bytes(SNAP_MAGIC);
   const st = replica.state;
-  w.u8(st instanceof MapState ? 1 : 2).varint(replica.version).hash64(st.hash);
+  w.u8(st instanceof MapState ? 1 : 2)
+    .varint(replica.version)
+    .hash64(st.hash);
   w.varint(replica.origins.size);
   for (const [o, s] of replica.origins) w.varint(o).varint(s);
   if (st instanceof MapState) {
@@ -343,7 +362,7 @@ function frame(rec: Uint8Array): Buffer {
 /** The framed records of a file, up to the first torn or corrupt one. */
 function readFramed(buf: Buffer): Uint8Array[] {
   const out: Uint8Array[] = [];
-  for (let off = 0; buf.length - off >= RECORD_HEADER; ) {
+  for (let off = 0; buf.length - off >= RECORD_HEADER;) {
     const len = buf.readUInt32BE(off);
     if (len === 0 || len > MAX_RECORD || off + RECORD_HEADER + len > buf.length) break;
     const rec = buf.subarray(off + RECORD_HEADER, off + RECORD_HEADER + len);

@@ -344,13 +344,22 @@ export async function dialCarrier(host: string, port: number, staticKey: KeyPair
  * Run the responder's side on an accepted socket. `authorise` maps the initiator's static key
  * to a configured peer (undefined refuses it before anything is answered).
  */
-export async function acceptCarrier<P>(socket: Socket, staticKey: KeyPair, authorise: (key: Uint8Array) => P | undefined, timeoutMs = HANDSHAKE_TIMEOUT_MS): Promise<{ carrier: Carrier; peer: P }> {
+export async function acceptCarrier<P>(
+  socket: Socket,
+  staticKey: KeyPair,
+  authorise: (key: Uint8Array) => P | undefined,
+  timeoutMs = HANDSHAKE_TIMEOUT_MS,
+): Promise<{ carrier: Carrier; peer: P }> {
   try {
     const { msg } = await readHandshake(socket, timeoutMs);
-    if (msg.length !== MESSAGE1_LEN + MAC_LEN) throw new CarrierError(`carrier message 1 of ${msg.length} octets, not ${MESSAGE1_LEN + MAC_LEN} (an initiator of another carrier version?)`);
+    if (msg.length !== MESSAGE1_LEN + MAC_LEN)
+      throw new CarrierError(
+        `carrier message 1 of ${msg.length} octets, not ${MESSAGE1_LEN + MAC_LEN} (an initiator of another carrier version?)`,
+      );
     const m1 = msg.subarray(0, MESSAGE1_LEN);
     // Before any DH: a sender that does not know our public key gets no further.
-    if (!macEqual(carrierMac1(staticKey.publicKey, m1), msg.subarray(MESSAGE1_LEN))) throw new CarrierError('carrier message 1 with a wrong mac1', 'bad-mac1');
+    if (!macEqual(carrierMac1(staticKey.publicKey, m1), msg.subarray(MESSAGE1_LEN)))
+      throw new CarrierError('carrier message 1 with a wrong mac1', 'bad-mac1');
     const ik = new IKResponder({ hash: HASH, prologue: CARRIER_PROLOGUE, staticKey });
     const { remoteStatic } = ik.readMessage1(m1);
     const peer = authorise(remoteStatic);

@@ -19,7 +19,9 @@ let setsockopt: SetSockOpt | null | undefined;
 function call(): SetSockOpt | null {
   if (setsockopt !== undefined) return setsockopt;
   try {
-    setsockopt = koffi.load('libc.so.6').func('int setsockopt(int fd, int level, int optname, const void *optval, uint32_t optlen)') as SetSockOpt;
+    setsockopt = koffi
+      .load('libc.so.6')
+      .func('int setsockopt(int fd, int level, int optname, const void *optval, uint32_t optlen)') as SetSockOpt;
   } catch {
     setsockopt = null;
   }

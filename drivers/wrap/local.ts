@@ -117,7 +117,11 @@ export class WrapCounters {
     const up = Buffer.concat(lc.first[0]);
     const down = Buffer.concat(lc.first[1]);
     const r = recognise(up, down.length ? down : undefined, lc.datagram ? 'udp' : 'tcp');
-    if (r.complete || (up.length >= RECOGNISE_MAX_BYTES && down.length >= RECOGNISE_MAX_BYTES) || lc.bytes[0] + lc.bytes[1] > 4 * RECOGNISE_MAX_BYTES) {
+    if (
+      r.complete ||
+      (up.length >= RECOGNISE_MAX_BYTES && down.length >= RECOGNISE_MAX_BYTES) ||
+      lc.bytes[0] + lc.bytes[1] > 4 * RECOGNISE_MAX_BYTES
+    ) {
       lc.protocol = r.complete ? r.protocol : 'unknown';
       lc.first = [[], []];
       this.protocols.connection(lc.protocol);

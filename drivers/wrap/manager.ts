@@ -130,7 +130,15 @@ export class WrapManager {
   /** Carrier connections not yet adopted, in all and by source address. */
   private carrierPending = 0;
   private readonly carrierPendingBySource = new Map<string, number>();
-  readonly carrierRefused = { 'too-many-handshakes': 0, 'too-many-from-source': 0, 'handshake-rate': 0, 'handshake-rate-source': 0, 'handshake-timeout': 0, 'bad-mac1': 0, 'handshake-failed': 0 };
+  readonly carrierRefused = {
+    'too-many-handshakes': 0,
+    'too-many-from-source': 0,
+    'handshake-rate': 0,
+    'handshake-rate-source': 0,
+    'handshake-timeout': 0,
+    'bad-mac1': 0,
+    'handshake-failed': 0,
+  };
   /** Carrier accepts per second (each may cost a DH before anything is known of it). */
   private readonly admission: HandshakeAdmission;
   /** The serving side's dial policy: default deny. */
@@ -145,7 +153,11 @@ export class WrapManager {
     private readonly interceptor?: (interceptPort: number) => Interceptor,
   ) {
     this.policy = new DialPolicy(settings.allow ?? []);
-    this.admission = new HandshakeAdmission(settings.handshakeRate ?? DEFAULT_HANDSHAKE_RATE, settings.handshakeRatePerSource ?? DEFAULT_HANDSHAKE_RATE_PER_SOURCE, this.now());
+    this.admission = new HandshakeAdmission(
+      settings.handshakeRate ?? DEFAULT_HANDSHAKE_RATE,
+      settings.handshakeRatePerSource ?? DEFAULT_HANDSHAKE_RATE_PER_SOURCE,
+      this.now(),
+    );
     for (const p of host.peers) {
       const session = new WrapSession({
         mayDial: (target, datagram) => this.policy.allows(p.name, target, datagram ? 'udp' : 'tcp'),
@@ -158,7 +170,18 @@ export class WrapManager {
         pingMs: Math.max(100, Math.floor(settings.silenceMs / 3)),
         maxBufferedBytes: settings.maxBufferedBytes,
       });
-      const ps: PeerState = { peer: p, session, carrier: undefined, dialing: false, nextDialAt: 0, redialMs: REDIAL_MS, conns: new Map(), lastError: undefined, overBudget: { pauses: 0, ms: 0 }, budget: undefined };
+      const ps: PeerState = {
+        peer: p,
+        session,
+        carrier: undefined,
+        dialing: false,
+        nextDialAt: 0,
+        redialMs: REDIAL_MS,
+        conns: new Map(),
+        lastError: undefined,
+        overBudget: { pauses: 0, ms: 0 },
+        budget: undefined,
+      };
       ps.budget = this.budgetOf(ps);
       this.peers.set(p.name, ps);
     }
@@ -172,20 +195,30 @@ export class WrapManager {
   async start(): Promise<void> {
     this.carrierServer = createServer({ allowHalfOpen: false }, (s) => this.onCarrierSocket(s));
     await listen(this.carrierServer, this.host.listen.host, this.host.listen.port, this.log);
-    const first = createServer({ allowHalfOpen: true, noDelay: true }, this.guard('intercept', (s: Socket) => this.onIntercepted(s)));
+    const first = createServer(
+      { allowHalfOpen: true, noDelay: true },
+      this.guard('intercept', (s: Socket) => this.onIntercepted(s)),
+    );
     await listen(first, this.settings.intercept.host, this.settings.intercept.port, this.log);
     this.interceptServers.push(first);
     this.interceptPort = (first.address() as AddressInfo).port;
     // The hooks send IPv6 clients to [::1] on the same port: listen there too when the host has IPv6.
     if (this.settings.intercept.host === '127.0.0.1') {
-      const v6 = createServer({ allowHalfOpen: true, noDelay: true }, this.guard('intercept', (s: Socket) => this.onIntercepted(s)));
+      const v6 = createServer(
+        { allowHalfOpen: true, noDelay: true },
+        this.guard('intercept', (s: Socket) => this.onIntercepted(s)),
+      );
       await listen(v6, '::1', this.interceptPort, this.log).then(
         () => this.interceptServers.push(v6),
-        (e: Error) => this.log.info({ error: e.message }, 'no IPv6 intercept listener on [::1]: IPv6 clients of wrapped ports are not carried'),
+        (e: Error) =>
+          this.log.info({ error: e.message }, 'no IPv6 intercept listener on [::1]: IPv6 clients of wrapped ports are not carried'),
       );
     }
     const udp = createSocket('udp4');
-    udp.on('message', this.guard('UDP intercept', (msg: Buffer, rinfo: RemoteInfo) => this.onUdpIntercepted(msg, rinfo)));
+    udp.on(
+      'message',
+      this.guard('UDP intercept', (msg: Buffer, rinfo: RemoteInfo) => this.onUdpIntercepted(msg, rinfo)),
+    );
     udp.on('error', (e) => this.log.warn({ error: e.message }, 'UDP intercept socket error'));
     await new Promise<void>((resolve, reject) => {
       udp.once('error', reject);
@@ -194,19 +227,29 @@ export class WrapManager {
     this.udpIntercept = udp;
     // Hooks only once something is wrapped: hosts that use no wrapper never touch the cgroup.
     if (this.wrappers.size > 0) this.openHooks();
-    this.log.info({ carrier: `${this.host.listen.host}:${this.host.listen.port}`, intercept: `${this.settings.intercept.host}:${this.interceptPort}`, interception: this.hooks ? 'bpf' : 'off' }, 'wrappers ready');
+    this.log.info(
+      {
+        carrier: `${this.host.listen.host}:${this.host.listen.port}`,
+        intercept: `${this.settings.intercept.host}:${this.interceptPort}`,
+        interception: this.hooks ? 'bpf' : 'off',
+      },
+      'wrappers ready',
+    );
     this.schedule();
   }
 
   private openHooks(): void {
     if (this.hooks || this.settings.interception === 'off') return;
     try {
-      this.hooks = this.interceptor ? this.interceptor(this.interceptPort) : WrapHooks.open({ proxyPort: this.interceptPort, udpProxyPort: this.udpIntercept?.address().port });
+      this.hooks = this.interceptor
+        ? this.interceptor(this.interceptPort)
+        : WrapHooks.open({ proxyPort: this.interceptPort, udpProxyPort: this.udpIntercept?.address().port });
       this.applyPorts();
       this.interceptionError = undefined;
     } catch (e) {
       this.interceptionError = (e as Error).message;
-      const msg = 'transparent interception is unavailable (the kernel refused the BPF cgroup hooks): wrapped ports are not intercepted; pairs, domains and carriers still run';
+      const msg =
+        'transparent interception is unavailable (the kernel refused the BPF cgroup hooks): wrapped ports are not intercepted; pairs, domains and carriers still run';
       if (this.settings.interception === 'bpf') throw new Error(`${msg}: ${this.interceptionError}`);
       this.log.warn({ error: this.interceptionError }, msg);
     }
@@ -225,7 +268,9 @@ export class WrapManager {
       ps.carrier?.socket.end();
     }
     // A moment for the CLOSE records and the local FINs to leave, then nothing waits on a peer.
-    const closed = Promise.all([this.carrierServer, ...this.interceptServers].map((s) => (s ? new Promise<void>((r) => s.close(() => r())) : undefined)));
+    const closed = Promise.all(
+      [this.carrierServer, ...this.interceptServers].map((s) => (s ? new Promise<void>((r) => s.close(() => r())) : undefined)),
+    );
     await new Promise((r) => setTimeout(r, 300));
     for (const ps of this.peers.values()) ps.carrier?.close('spookd stopped');
     for (const sock of this.sockets) sock.destroy();
@@ -238,7 +283,8 @@ export class WrapManager {
   // ---- wrappers (config and admin) ----
 
   add(spec: WrapperSpec): void {
-    if (this.wrappers.has(spec.port)) throw new Error(`port ${spec.port} is already wrapped (to ${this.wrappers.get(spec.port)!.peer}); remove it first`);
+    if (this.wrappers.has(spec.port))
+      throw new Error(`port ${spec.port} is already wrapped (to ${this.wrappers.get(spec.port)!.peer}); remove it first`);
     if (!this.peers.has(spec.peer)) throw new Error(`no peer named ${spec.peer}`);
     if (this.wrappers.size >= MAX_WRAPPERS) throw new Error(`at most ${MAX_WRAPPERS} ports can be wrapped`);
     this.counters.add(spec);
@@ -249,7 +295,8 @@ export class WrapManager {
 
   /** Stop intercepting the port; connections already carried are reset (wrapper-removed). */
   remove(port: number): void {
-    if (!this.wrappers.delete(port)) throw new Error(`port ${port} is not wrapped (wrapped: ${[...this.wrappers.keys()].join(', ') || 'none'})`);
+    if (!this.wrappers.delete(port))
+      throw new Error(`port ${port} is not wrapped (wrapped: ${[...this.wrappers.keys()].join(', ') || 'none'})`);
     this.applyPorts();
     for (const ps of this.peers.values()) {
       ps.session.closeAll(CloseCode.WrapperRemoved, `the wrapper for port ${port} was removed`, (c) => c.local && c.wrapPort === port);
@@ -293,7 +340,15 @@ export class WrapManager {
   }
 
   list(): Record<string, unknown>[] {
-    return [...this.wrappers.values()].map((w) => ({ protocol: w.protocol, port: w.port, peer: w.peer, holdMs: w.holdMs, delta: w.delta ?? false, active: w.active, connections: w.connections }));
+    return [...this.wrappers.values()].map((w) => ({
+      protocol: w.protocol,
+      port: w.port,
+      peer: w.peer,
+      holdMs: w.holdMs,
+      delta: w.delta ?? false,
+      active: w.active,
+      connections: w.connections,
+    }));
   }
 
   stats(): Record<string, unknown> {
@@ -426,8 +481,26 @@ export class WrapManager {
     return lc;
   }
 
-  private localConn(ps: PeerState, id: number, makeIo: (lc: LocalConn) => LocalIo, local: boolean, wrapPort: number, datagram: boolean): LocalConn {
-    const lc = { id, datagram, lastActivity: this.now(), local, connected: local, wrapPort, first: [[], []], firstLen: [0, 0], protocol: undefined, bytes: [0, 0] } as Omit<LocalConn, 'io'> as LocalConn;
+  private localConn(
+    ps: PeerState,
+    id: number,
+    makeIo: (lc: LocalConn) => LocalIo,
+    local: boolean,
+    wrapPort: number,
+    datagram: boolean,
+  ): LocalConn {
+    const lc = {
+      id,
+      datagram,
+      lastActivity: this.now(),
+      local,
+      connected: local,
+      wrapPort,
+      first: [[], []],
+      firstLen: [0, 0],
+      protocol: undefined,
+      bytes: [0, 0],
+    } as Omit<LocalConn, 'io'> as LocalConn;
     lc.io = makeIo(lc);
     ps.conns.set(id, lc);
     return lc;
@@ -458,7 +531,14 @@ export class WrapManager {
       if (id === undefined) return this.udpDrop('too-many-connections');
       this.counters.opened(w);
       const reply = (d: Buffer, sent: () => void): void => void this.udpIntercept?.send(d, rinfo.port, rinfo.address, () => sent());
-      const lc = this.localConn(ps, id, (l) => this.udpIo(ps, l, reply, () => this.udpFlows.get(key) === flow && this.udpFlows.delete(key)), true, w.port, true);
+      const lc = this.localConn(
+        ps,
+        id,
+        (l) => this.udpIo(ps, l, reply, () => this.udpFlows.get(key) === flow && this.udpFlows.delete(key)),
+        true,
+        w.port,
+        true,
+      );
       flow = { ps, lc };
       this.udpFlows.set(key, flow);
       this.ensureCarrier(ps);
@@ -524,7 +604,10 @@ export class WrapManager {
       else early.push([Buffer.from(d), sent]);
     };
     const lc = this.localConn(ps, id, (l) => this.udpIo(ps, l, send, close), false, wrapPort, true);
-    sock.on('message', this.guard('UDP flow', (msg: Buffer) => this.udpIn(ps, lc, msg)));
+    sock.on(
+      'message',
+      this.guard('UDP flow', (msg: Buffer) => this.udpIn(ps, lc, msg)),
+    );
     sock.on('error', (e) => {
       if (ps.conns.get(id) !== lc) return;
       if (!lc.connected) ps.session.dialFailed(id, `${target.address}:${target.port}: ${e.message}`);
@@ -547,7 +630,8 @@ export class WrapManager {
     for (const ps of this.peers.values()) {
       for (const lc of ps.conns.values()) {
         const c = ps.session.conns.get(lc.id);
-        if (lc.datagram && lc.local && c && c.send.finAt === undefined && now - lc.lastActivity > (this.settings.udpIdleMs ?? UDP_IDLE_MS)) ps.session.localEnd(lc.id);
+        if (lc.datagram && lc.local && c && c.send.finAt === undefined && now - lc.lastActivity > (this.settings.udpIdleMs ?? UDP_IDLE_MS))
+          ps.session.localEnd(lc.id);
       }
     }
   }
@@ -633,16 +717,24 @@ export class WrapManager {
     socket.once('close', release);
     const timeoutMs = this.settings.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
     const started = this.now();
-    acceptCarrier(socket, this.host.key, (key) => [...this.peers.values()].find((p) => Buffer.from(p.peer.publicKey).equals(Buffer.from(key))), timeoutMs)
+    acceptCarrier(
+      socket,
+      this.host.key,
+      (key) => [...this.peers.values()].find((p) => Buffer.from(p.peer.publicKey).equals(Buffer.from(key))),
+      timeoutMs,
+    )
       .then(({ carrier, peer: ps }) => {
         if (this.stopping) return carrier.close('spookd stopping');
         // Adopt only on the first authenticated record: a replayed handshake never displaces a live carrier.
         let adopted = false;
-        const giveUp = setTimeout(() => {
-          if (adopted) return;
-          this.carrierRefused['handshake-timeout']++;
-          carrier.close('no record after the handshake');
-        }, Math.max(0, timeoutMs - (this.now() - started)));
+        const giveUp = setTimeout(
+          () => {
+            if (adopted) return;
+            this.carrierRefused['handshake-timeout']++;
+            carrier.close('no record after the handshake');
+          },
+          Math.max(0, timeoutMs - (this.now() - started)),
+        );
         carrier.budget = ps.budget;
         carrier.start({
           onRecord: (parts) => {
@@ -788,7 +880,8 @@ export class WrapManager {
         if (!lc) return;
         const n = ev.data.length;
         const session = ps.session;
-        if (!lc.datagram) this.counters.observe(lc, lc.local ? 1 : 0, ev.data); // UDP: counted per datagram as sent
+        if (!lc.datagram)
+          this.counters.observe(lc, lc.local ? 1 : 0, ev.data); // UDP: counted per datagram as sent
         else lc.lastActivity = this.now();
         lc.io.write(ev.data, () => {
           if (ps.conns.get(ev.conn) !== lc) return;
@@ -853,7 +946,8 @@ export class WrapManager {
       const t = ps.session.pollTimeout();
       // A deadline already past while the carrier is full waits for its drain, not a spinning timer.
       if (t !== undefined && (t > now || ps.carrier?.writable)) next = Math.min(next, t);
-      if (!ps.carrier && !ps.dialing && ps.peer.role === 0 && this.host.peerAddr(ps.peer.name)) next = Math.min(next, Math.max(ps.nextDialAt, now + 10));
+      if (!ps.carrier && !ps.dialing && ps.peer.role === 0 && this.host.peerAddr(ps.peer.name))
+        next = Math.min(next, Math.max(ps.nextDialAt, now + 10));
     }
     // Called after every flush: re-arm only when the deadline moved (timers are not free).
     const at = Math.max(now, Math.ceil(next));

@@ -59,8 +59,17 @@ function configureAll(): void {
   // The fuzz must reach the protocol cores: the violation limit (a separate defence) would cut
   // the session after 100 malformed messages and hide what the cores do with the rest, and the
   // per-peer work budget (another, §12.9) would drop most of the fuzz before it is opened.
-  lab.configure('vic', REGISTERS, { ...common, violationLimit: 1_000_000, peerBudgetMs: 1000, domains: [dom('main', ['hon1', 'hon2']), dom('shared', ['hon1', 'adv'])] });
-  lab.configure('hon1', REGISTERS, { ...common, domains: [dom('main', ['vic', 'hon2']), dom('shared', ['vic', 'adv'])] }, [peer('vic', 'hon1'), peer('hon2', 'hon1'), peer('adv', 'hon1')]);
+  lab.configure('vic', REGISTERS, {
+    ...common,
+    violationLimit: 1_000_000,
+    peerBudgetMs: 1000,
+    domains: [dom('main', ['hon1', 'hon2']), dom('shared', ['hon1', 'adv'])],
+  });
+  lab.configure('hon1', REGISTERS, { ...common, domains: [dom('main', ['vic', 'hon2']), dom('shared', ['vic', 'adv'])] }, [
+    peer('vic', 'hon1'),
+    peer('hon2', 'hon1'),
+    peer('adv', 'hon1'),
+  ]);
   lab.configure('hon2', REGISTERS, { ...common, domains: [dom('main', ['vic', 'hon1'])] });
 }
 
@@ -84,8 +93,10 @@ async function admin<T>(h: string, cmd: string, args: Record<string, unknown> = 
   }
 }
 
-const pairWrite = (key: string): Promise<Outcome> => admin<Outcome>('vic', 'set', { peer: 'hon1', register: 'config', key, value: key, timeoutMs: 3000 });
-const domainWrite = (key: string): Promise<Outcome> => admin<Outcome>('vic', 'dpropose', { domain: 'main', ops: [{ register: 'kv', op: 'set', key, value: key }], timeoutMs: 5000 });
+const pairWrite = (key: string): Promise<Outcome> =>
+  admin<Outcome>('vic', 'set', { peer: 'hon1', register: 'config', key, value: key, timeoutMs: 3000 });
+const domainWrite = (key: string): Promise<Outcome> =>
+  admin<Outcome>('vic', 'dpropose', { domain: 'main', ops: [{ register: 'kv', op: 'set', key, value: key }], timeoutMs: 5000 });
 
 function rssMb(h: string): number {
   const status = readFileSync(`/proc/${lab.host(h).proc!.pid}/status`, 'utf8');
@@ -103,7 +114,13 @@ async function healthy(): Promise<boolean> {
  * casualty (a dead host, or memory the last category left held), all of them start afresh.
  */
 async function heal(): Promise<void> {
-  const up = ['vic', 'hon1', 'hon2'].every(alive) && rssMb('vic') < RSS_BOUND_MB && (await until('healthy', healthy, 15_000).then(() => true, () => false));
+  const up =
+    ['vic', 'hon1', 'hon2'].every(alive) &&
+    rssMb('vic') < RSS_BOUND_MB &&
+    (await until('healthy', healthy, 15_000).then(
+      () => true,
+      () => false,
+    ));
   if (up) return;
   generation++;
   for (const h of ['vic', 'hon1', 'hon2']) {
@@ -128,7 +145,9 @@ function attack(seed: number, a: Attack, timeoutMs: number): Promise<AttackRepor
     bind: { host: x.addrs.get('vic')!, port: x.port },
     attack: a,
   };
-  const p = spawn('ip', ['netns', 'exec', x.ns, process.execPath, join(ROOT, 'dist/testing/lab/adversary.js'), JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const p = spawn('ip', ['netns', 'exec', x.ns, process.execPath, join(ROOT, 'dist/testing/lab/adversary.js'), JSON.stringify(spec)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   let err = '';
   p.stdout.on('data', (c: Buffer) => (out += c.toString()));
@@ -149,8 +168,13 @@ function attack(seed: number, a: Attack, timeoutMs: number): Promise<AttackRepor
 /** Counters that move only when the honest pair or domain lost contact (decoherence). */
 async function disruptions(): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
-  for (const [h, peer] of [['vic', 'hon1'], ['hon1', 'vic']]) out[`pair ${h}-${peer} re-entanglements`] = (await admin<{ reentanglements: number }>(h, 'pair', { peer })).reentanglements;
-  for (const h of ['vic', 'hon1', 'hon2']) out[`domain main partitions seen at ${h}`] = (await admin<{ partitionsSeen: number }>(h, 'domain', { domain: 'main' })).partitionsSeen;
+  for (const [h, peer] of [
+    ['vic', 'hon1'],
+    ['hon1', 'vic'],
+  ])
+    out[`pair ${h}-${peer} re-entanglements`] = (await admin<{ reentanglements: number }>(h, 'pair', { peer })).reentanglements;
+  for (const h of ['vic', 'hon1', 'hon2'])
+    out[`domain main partitions seen at ${h}`] = (await admin<{ partitionsSeen: number }>(h, 'domain', { domain: 'main' })).partitionsSeen;
   return out;
 }
 
@@ -190,13 +214,25 @@ async function underAttack(name: string, seed: number, a: Attack, timeoutMs: num
   try {
     report = await attack(seed, a, timeoutMs);
   } catch (e) {
-    report = { kind: a.kind, sent: 0, handshakes: 0, received: 0, carriers: 0, idleOpened: 0, bytes: 0, ms: 0, errors: [(e as Error).message] };
+    report = {
+      kind: a.kind,
+      sent: 0,
+      handshakes: 0,
+      received: 0,
+      carriers: 0,
+      idleOpened: 0,
+      bytes: 0,
+      ms: 0,
+      errors: [(e as Error).message],
+    };
   } finally {
     done = true;
     await honest;
   }
   // The figures the lead compares between runs (sent, handshakes, carriers, the adversary's own errors).
-  console.log(`[adversary ${name}] ${JSON.stringify(report)}; honest writes ${writes}, failed ${failures.length}, max RSS ${maxRssMb.toFixed(0)} MB`);
+  console.log(
+    `[adversary ${name}] ${JSON.stringify(report)}; honest writes ${writes}, failed ${failures.length}, max RSS ${maxRssMb.toFixed(0)} MB`,
+  );
   return { before, report, honestFailures: failures, honestWrites: writes, maxRssMb };
 }
 
@@ -215,7 +251,8 @@ function firstError(h: string): string | undefined {
 
 /** The assertions every category shares; messages carry the daemons' last log lines. */
 async function expectContained(name: string, v: Verdict): Promise<void> {
-  const logs = (): string => ['vic', 'hon1', 'hon2'].map((h) => `--- ${h} (${alive(h) ? 'alive' : 'DEAD'}):\n${firstError(h) ?? lab.logOf(h)}`).join('\n');
+  const logs = (): string =>
+    ['vic', 'hon1', 'hon2'].map((h) => `--- ${h} (${alive(h) ? 'alive' : 'DEAD'}):\n${firstError(h) ?? lab.logOf(h)}`).join('\n');
   expect(alive('vic'), `the victim died under the ${name} attack\n${logs()}`).toBe(true);
   expect(['hon1', 'hon2'].every(alive), `an honest host died during the ${name} attack\n${logs()}`).toBe(true);
   const status = await admin<{ pid: number }>('vic', 'status').catch((e: Error) => e);
@@ -225,10 +262,22 @@ async function expectContained(name: string, v: Verdict): Promise<void> {
   const key = `${name}/after`;
   expect((await pairWrite(key).catch((e: Error) => ({ verdict: e.message }))).verdict, 'pair write after the attack').toBe('committed');
   expect((await domainWrite(key).catch((e: Error) => ({ verdict: e.message }))).verdict, 'domain write after the attack').toBe('committed');
-  await until('the pair write at h1', async () => (await admin<{ found: boolean }>('hon1', 'get', { peer: 'vic', register: 'config', key })).found, 10_000);
-  await until('the domain write at h2', async () => (await admin<{ found: boolean }>('hon2', 'dget', { domain: 'main', register: 'kv', key })).found, 10_000);
+  await until(
+    'the pair write at h1',
+    async () => (await admin<{ found: boolean }>('hon1', 'get', { peer: 'vic', register: 'config', key })).found,
+    10_000,
+  );
+  await until(
+    'the domain write at h2',
+    async () => (await admin<{ found: boolean }>('hon2', 'dget', { domain: 'main', register: 'kv', key })).found,
+    10_000,
+  );
   // Contained means unnoticed by the honest pair and domain: neither lost contact (decohered).
-  await until('the honest pair entangled', async () => (await admin<{ state: string }>('vic', 'pair', { peer: 'hon1' })).state === 'ENTANGLED', 10_000);
+  await until(
+    'the honest pair entangled',
+    async () => (await admin<{ state: string }>('vic', 'pair', { peer: 'hon1' })).state === 'ENTANGLED',
+    10_000,
+  );
   expect(await disruptions(), `the honest pair or domain decohered during the ${name} attack`).toEqual(v.before);
   v.maxRssMb = Math.max(v.maxRssMb, rssMb('vic'));
   expect(v.maxRssMb, `vic's RSS under the ${name} attack (MB)`).toBeLessThan(RSS_BOUND_MB);
@@ -241,14 +290,19 @@ describe.runIf(canRun)('an authorised adversary against spookd in network namesp
 
   beforeEach(async () => {
     if (!lab) {
-      lab = new Lab(HOSTS, [
-        { a: 'vic', b: 'hon1', subnet: 61 },
-        { a: 'vic', b: 'hon2', subnet: 62 },
-        { a: 'hon1', b: 'hon2', subnet: 63 },
-        { a: 'vic', b: 'adv', subnet: 64 },
-      ], 47700);
+      lab = new Lab(
+        HOSTS,
+        [
+          { a: 'vic', b: 'hon1', subnet: 61 },
+          { a: 'vic', b: 'hon2', subnet: 62 },
+          { a: 'hon1', b: 'hon2', subnet: 63 },
+          { a: 'vic', b: 'adv', subnet: 64 },
+        ],
+        47700,
+      );
       // vic is the sequencer of its pair with adv: reconciliation requests from adv are served by vic.
-      while (pairIdentity(lab.host('vic').key.publicKey, lab.host('adv').key.publicKey).localId !== 1) lab.host('adv').key = generateKeyPair();
+      while (pairIdentity(lab.host('vic').key.publicKey, lab.host('adv').key.publicKey).localId !== 1)
+        lab.host('adv').key = generateKeyPair();
       configureAll();
       await Promise.all(['vic', 'hon1', 'hon2'].map((h) => lab.start(h)));
     }
@@ -262,7 +316,8 @@ describe.runIf(canRun)('an authorised adversary against spookd in network namesp
   }, 30_000);
 
   it('estp: 30,000 fuzzed ESTP payloads on the pair session', async () => {
-    const received = async (): Promise<number> => (await admin<{ datagramsReceived: number }>('vic', 'pair', { peer: 'adv' })).datagramsReceived;
+    const received = async (): Promise<number> =>
+      (await admin<{ datagramsReceived: number }>('vic', 'pair', { peer: 'adv' })).datagramsReceived;
     const r0 = await received();
     const v = await underAttack('estp', 1, { kind: 'estp', count: 30_000, rate: 6000, registers: REGISTERS.map((r) => r.name) }, 40_000);
     sent.estp = v.report.sent;
@@ -278,7 +333,12 @@ describe.runIf(canRun)('an authorised adversary against spookd in network namesp
 
   it('qn-member: 25,000 fuzzed QN messages for a domain the adversary is a member of', async () => {
     const members = [encodeKey(lab.host('hon1').key.publicKey)];
-    const v = await underAttack('qn-member', 2, { kind: 'qn', count: 25_000, rate: 6000, domain: 'shared', otherDomains: ['main'], members, registers: ['kv'] }, 40_000);
+    const v = await underAttack(
+      'qn-member',
+      2,
+      { kind: 'qn', count: 25_000, rate: 6000, domain: 'shared', otherDomains: ['main'], members, registers: ['kv'] },
+      40_000,
+    );
     sent.qnMember = v.report.sent;
     await expectContained('qn-member', v);
     expect(v.report).toMatchObject({ sent: 25_000, errors: [] });
@@ -286,7 +346,12 @@ describe.runIf(canRun)('an authorised adversary against spookd in network namesp
 
   it('qn-non-member: 25,000 fuzzed QN messages for a domain the adversary is not a member of', async () => {
     const members = ['hon1', 'hon2'].map((h) => encodeKey(lab.host(h).key.publicKey));
-    const v = await underAttack('qn-non-member', 3, { kind: 'qn', count: 25_000, rate: 6000, domain: 'main', otherDomains: ['shared'], members, registers: ['kv'] }, 40_000);
+    const v = await underAttack(
+      'qn-non-member',
+      3,
+      { kind: 'qn', count: 25_000, rate: 6000, domain: 'main', otherDomains: ['shared'], members, registers: ['kv'] },
+      40_000,
+    );
     sent.qnNonMember = v.report.sent;
     await expectContained('qn-non-member', v);
     expect(v.report).toMatchObject({ sent: 25_000, errors: [] });
@@ -317,7 +382,12 @@ describe.runIf(canRun)('an authorised adversary against spookd in network namesp
     // (Once servers have a dial policy, vic's configuration must allow adv this destination, or the test only shows the refusal.)
     const x = lab.host('adv');
     const sink = { family: 4 as const, address: x.addrs.get('vic')!, port: x.port + 100 };
-    const v = await underAttack('wrap-memory', 6, { kind: 'wrap-flood', durationMs: 8000, connections: 8, sink, maxBytes: 512 * 2 ** 20, serve: 'never-read' }, 30_000);
+    const v = await underAttack(
+      'wrap-memory',
+      6,
+      { kind: 'wrap-flood', durationMs: 8000, connections: 8, sink, maxBytes: 512 * 2 ** 20, serve: 'never-read' },
+      30_000,
+    );
     await expectContained('wrap-memory', v);
     expect(v.report.errors).toEqual([]);
   }, 90_000);
@@ -325,12 +395,21 @@ describe.runIf(canRun)('an authorised adversary against spookd in network namesp
   it('unauthenticated: replayed and unauthorised HandshakeInits at 8,000/s and 2,000 idle carrier connections', async () => {
     // vic runs with a service's descriptor limit: idle connections must not starve it.
     const pid = String(lab.host('vic').proc!.pid);
-    const before = execFileSync('prlimit', ['--pid', pid, '--nofile', '--raw', '--noheadings', '--output', 'SOFT,HARD'], { encoding: 'utf8' }).trim().split(/\s+/);
+    const before = execFileSync('prlimit', ['--pid', pid, '--nofile', '--raw', '--noheadings', '--output', 'SOFT,HARD'], {
+      encoding: 'utf8',
+    })
+      .trim()
+      .split(/\s+/);
     execFileSync('prlimit', ['--pid', pid, `--nofile=${SERVICE_NOFILE}:${before[1]}`]);
     try {
       const drops = async (): Promise<Record<string, number>> => (await admin<{ drops: Record<string, number> }>('vic', 'status')).drops;
       const d0 = await drops();
-      const v = await underAttack('unauthenticated', 5, { kind: 'unauthenticated', durationMs: 6000, initRate: 8000, idleConnections: 2000 }, 30_000);
+      const v = await underAttack(
+        'unauthenticated',
+        5,
+        { kind: 'unauthenticated', durationMs: 6000, initRate: 8000, idleConnections: 2000 },
+        30_000,
+      );
       await expectContained('unauthenticated', v);
       expect(v.report.errors).toEqual([]);
       expect(v.report.idleOpened).toBeGreaterThanOrEqual(2000);

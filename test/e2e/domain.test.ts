@@ -70,9 +70,11 @@ function partition(side: string[], up: boolean): void {
 beforeAll(async () => {
   const links = [];
   let subnet = 30;
-  for (let i = 0; i < HOSTS.length; i++) for (let j = i + 1; j < HOSTS.length; j++) links.push({ a: HOSTS[i], b: HOSTS[j], subnet: subnet++ });
+  for (let i = 0; i < HOSTS.length; i++)
+    for (let j = i + 1; j < HOSTS.length; j++) links.push({ a: HOSTS[i], b: HOSTS[j], subnet: subnet++ });
   lab = new Lab(HOSTS, links, 47300);
-  for (const h of HOSTS) lab.configure(h, [{ name: 'p', kind: 'map' }], { domains: [{ ...DOMAIN, members: HOSTS.filter((x) => x !== h) }], logLevel: 'info' });
+  for (const h of HOSTS)
+    lab.configure(h, [{ name: 'p', kind: 'map' }], { domains: [{ ...DOMAIN, members: HOSTS.filter((x) => x !== h) }], logLevel: 'info' });
   await Promise.all(HOSTS.map((h) => lab.start(h)));
 }, 90_000);
 
@@ -91,9 +93,21 @@ describe('a QN domain of five spookd in network namespaces', () => {
       acked.set(`from-${HOSTS[i]}`, `v${i}`);
     }
     // A QSCS group candidate: kv and meta together; a failing cas on meta rejects both.
-    const g = await lab.admin<Outcome>('c', 'dpropose', { domain: 'main', ops: [{ register: 'kv', op: 'set', key: 'g', value: '1' }, { register: 'meta', op: 'cas', key: 'g', expect: 0, value: '1' }] });
+    const g = await lab.admin<Outcome>('c', 'dpropose', {
+      domain: 'main',
+      ops: [
+        { register: 'kv', op: 'set', key: 'g', value: '1' },
+        { register: 'meta', op: 'cas', key: 'g', expect: 0, value: '1' },
+      ],
+    });
     expect(g.verdict).toBe('committed');
-    const bad = await lab.admin<Outcome>('d', 'dpropose', { domain: 'main', ops: [{ register: 'kv', op: 'set', key: 'g', value: '2' }, { register: 'meta', op: 'cas', key: 'g', expect: 0, value: '2' }] });
+    const bad = await lab.admin<Outcome>('d', 'dpropose', {
+      domain: 'main',
+      ops: [
+        { register: 'kv', op: 'set', key: 'g', value: '2' },
+        { register: 'meta', op: 'cas', key: 'g', expect: 0, value: '2' },
+      ],
+    });
     expect(bad).toMatchObject({ verdict: 'rejected', reason: 'cas-version-mismatch' });
     const all = await until('converged after writes', () => converged(), 20_000);
     for (const h of HOSTS) expect(await get(h, 'g')).toBe('1');

@@ -125,7 +125,11 @@ describe('150,000-key reconciliation between two spookd', () => {
     expect(reg(f0, 'kv').size).toBe(N);
 
     lab.setLink(A, B, false);
-    await until('both ends DECOHERENT', async () => (await pair(A)).state === 'DECOHERENT' && (await pair(B)).state === 'DECOHERENT', 15_000);
+    await until(
+      'both ends DECOHERENT',
+      async () => (await pair(A)).state === 'DECOHERENT' && (await pair(B)).state === 'DECOHERENT',
+      15_000,
+    );
     lap('cut');
     await pipeline(seq, N, WINDOW, 'del', (i) => ({ peer: fol, register: 'kv', key: `k/${i}` }));
     await pipeline(seq, NEW, 16, 'set', (i) => ({ peer: fol, register: 'kv', key: `new/${i}`, value: `n${i}` }));
@@ -139,12 +143,16 @@ describe('150,000-key reconciliation between two spookd', () => {
     // What the follower's spookd reports, in the order it happened (both streams share one
     // connection, so lines arrive in emission order): lifecycle and how each register
     // re-entangled (events), and each collapse it applies to the unrelated register (watch).
-    type Seen = { kind: 'lifecycle'; to: string; cause: string; at: number } | { kind: 'reentangled'; register: string; method: string; at: number } | { kind: 'side'; at: number };
+    type Seen =
+      | { kind: 'lifecycle'; to: string; cause: string; at: number }
+      | { kind: 'reentangled'; register: string; method: string; at: number }
+      | { kind: 'side'; at: number };
     const seen: Seen[] = [];
     const events = await AdminClient.connect(lab.host(fol).socket);
     await events.stream('events', { peer: seq }, (ev) => {
       if (ev.type === 'lifecycle') seen.push({ kind: 'lifecycle', to: String(ev.to), cause: String(ev.cause), at: Number(ev.at) });
-      if (ev.type === 'reentangled') seen.push({ kind: 'reentangled', register: String(ev.register), method: String(ev.method), at: Number(ev.at) });
+      if (ev.type === 'reentangled')
+        seen.push({ kind: 'reentangled', register: String(ev.register), method: String(ev.method), at: Number(ev.at) });
     });
     await events.stream('watch', { peer: seq, register: 'side' }, (ev) => void seen.push({ kind: 'side', at: Number(ev.at) }));
     const kvDone = (): number => seen.findIndex((e) => e.kind === 'reentangled' && e.register === 'kv');
@@ -214,7 +222,8 @@ describe('150,000-key reconciliation between two spookd', () => {
     expect(reg(f1, 'kv').version).toBe(reg(s1, 'kv').version);
     expect(reg(f1, 'kv').hash).toBe(reg(s1, 'kv').hash);
     expect(reg(f1, 'kv').size).toBe(NEW);
-    const get = (key: string): Promise<{ found: boolean; value?: { text: string } }> => lab.admin(fol, 'get', { peer: seq, register: 'kv', key });
+    const get = (key: string): Promise<{ found: boolean; value?: { text: string } }> =>
+      lab.admin(fol, 'get', { peer: seq, register: 'kv', key });
     for (let i = 0; i < NEW; i++) expect((await get(`new/${i}`)).value?.text).toBe(`n${i}`);
     for (const i of [0, 1, 77_777 % N, N - 1]) expect((await get(`k/${i}`)).found).toBe(false);
 
@@ -240,7 +249,10 @@ describe('150,000-key reconciliation between two spookd', () => {
     const done = kvDone();
     expect(heard).toBeGreaterThanOrEqual(0);
     const during = seen.slice(heard, done).filter((e) => e.kind === 'side').length;
-    const sideAts = seen.slice(heard).filter((e) => e.kind === 'side').map((e) => e.at);
+    const sideAts = seen
+      .slice(heard)
+      .filter((e) => e.kind === 'side')
+      .map((e) => e.at);
     let maxGap = 0;
     for (let i = 1; i < sideAts.length; i++) maxGap = Math.max(maxGap, sideAts[i] - sideAts[i - 1]);
     expect(during).toBeGreaterThan(0);

@@ -12,7 +12,10 @@ interface PairInfo {
 
 beforeAll(async () => {
   lab = new Lab(['x', 'y'], [{ a: 'x', b: 'y', subnet: 9 }], 47500);
-  for (const h of ['x', 'y']) lab.configure(h, [{ name: 'config', kind: 'map' }], { timing: { keepaliveMs: 300, silenceMs: 1500, rekeyAfterMs: 1500, sessionGraceMs: 800 } });
+  for (const h of ['x', 'y'])
+    lab.configure(h, [{ name: 'config', kind: 'map' }], {
+      timing: { keepaliveMs: 300, silenceMs: 1500, rekeyAfterMs: 1500, sessionGraceMs: 800 },
+    });
   // Both at once: their first handshakes may cross; superseded sessions expire within the test.
   await Promise.all([lab.start('x'), lab.start('y')]);
 }, 60_000);

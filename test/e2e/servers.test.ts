@@ -147,7 +147,12 @@ describe('real servers reached directly from the client namespace', () => {
 
   it('psql runs a SELECT on the server', async () => {
     const s = need('pg');
-    const out = await nsExec(CLI, s.psql, [...s.connArgs, '-d', s.database, '-Atc', 'SELECT 40 + 2, inet_server_addr(), inet_client_addr()'], { timeoutMs: 15_000 });
+    const out = await nsExec(
+      CLI,
+      s.psql,
+      [...s.connArgs, '-d', s.database, '-Atc', 'SELECT 40 + 2, inet_server_addr(), inet_client_addr()'],
+      { timeoutMs: 15_000 },
+    );
     expect(out.trim()).toBe(`42|${SRV_ADDR}|${CLI_ADDR}`);
   });
 
@@ -165,7 +170,9 @@ describe('real servers reached directly from the client namespace', () => {
     const d = work('smb');
     writeFileSync(join(d, 'up.bin'), randomBytes(2 * 1024 * 1024));
     const want = sha256(join(d, 'up.bin'));
-    await nsExec(CLI, 'smbclient', [...s.smbclientArgs, '-c', `lcd ${d}; put up.bin stored.bin; get stored.bin down.bin`], { timeoutMs: 30_000 });
+    await nsExec(CLI, 'smbclient', [...s.smbclientArgs, '-c', `lcd ${d}; put up.bin stored.bin; get stored.bin down.bin`], {
+      timeoutMs: 30_000,
+    });
     expect(sha256(join(s.sharePath, 'stored.bin'))).toBe(want);
     expect(sha256(join(d, 'down.bin'))).toBe(want);
   });
@@ -174,7 +181,9 @@ describe('real servers reached directly from the client namespace', () => {
     const s = need('ldap');
     const ldif = `dn: uid=alice,${s.baseDN}\nobjectClass: inetOrgPerson\nuid: alice\ncn: Alice Spook\nsn: Spook\nmail: alice@spook.test\n`;
     await nsExec(CLI, 'ldapadd', s.bindArgs, { input: ldif, timeoutMs: 15_000 });
-    const out = await nsExec(CLI, 'ldapsearch', [...s.bindArgs, '-LLL', '-b', s.baseDN, '(uid=alice)', 'mail', 'cn'], { timeoutMs: 15_000 });
+    const out = await nsExec(CLI, 'ldapsearch', [...s.bindArgs, '-LLL', '-b', s.baseDN, '(uid=alice)', 'mail', 'cn'], {
+      timeoutMs: 15_000,
+    });
     expect(out).toContain(`dn: uid=alice,${s.baseDN}`);
     expect(out).toContain('mail: alice@spook.test');
   });
@@ -184,11 +193,21 @@ describe('real servers reached directly from the client namespace', () => {
     const d = work('http');
     writeFileSync(join(s.docroot, 'blob.bin'), randomBytes(3 * 1024 * 1024));
     const want = sha256(join(s.docroot, 'blob.bin'));
-    const headers = await nsExec(CLI, 'curl', ['-sS', '-f', '--max-time', '15', '-D', '-', '-o', join(d, 'blob.bin'), `${s.baseUrl}/blob.bin`], { timeoutMs: 20_000 });
+    const headers = await nsExec(
+      CLI,
+      'curl',
+      ['-sS', '-f', '--max-time', '15', '-D', '-', '-o', join(d, 'blob.bin'), `${s.baseUrl}/blob.bin`],
+      { timeoutMs: 20_000 },
+    );
     expect(sha256(join(d, 'blob.bin'))).toBe(want);
     const etag = /^etag: *(.+?)\r?$/im.exec(headers)?.[1];
     expect(etag).toBeTruthy();
-    const code = await nsExec(CLI, 'curl', ['-sS', '--max-time', '10', '-o', '/dev/null', '-w', '%{http_code}', '-H', `If-None-Match: ${etag}`, `${s.baseUrl}/blob.bin`], { timeoutMs: 15_000 });
+    const code = await nsExec(
+      CLI,
+      'curl',
+      ['-sS', '--max-time', '10', '-o', '/dev/null', '-w', '%{http_code}', '-H', `If-None-Match: ${etag}`, `${s.baseUrl}/blob.bin`],
+      { timeoutMs: 15_000 },
+    );
     expect(code).toBe('304');
   });
 
@@ -203,7 +222,9 @@ describe('real servers reached directly from the client namespace', () => {
     const s = need('mqtt');
     const msg = `retained-${randomBytes(6).toString('hex')}`;
     await nsExec(CLI, 'mosquitto_pub', [...s.clientArgs, '-q', '1', '-r', '-t', 'spook/lab', '-m', msg], { timeoutMs: 10_000 });
-    const out = await nsExec(CLI, 'mosquitto_sub', [...s.clientArgs, '-q', '1', '-t', 'spook/lab', '-C', '1', '-W', '8'], { timeoutMs: 12_000 });
+    const out = await nsExec(CLI, 'mosquitto_sub', [...s.clientArgs, '-q', '1', '-t', 'spook/lab', '-C', '1', '-W', '8'], {
+      timeoutMs: 12_000,
+    });
     expect(out.trim()).toBe(msg);
   });
 

@@ -47,15 +47,20 @@ async function aligned(x: string, y: string): Promise<boolean> {
   return (
     p.state === 'ENTANGLED' &&
     q.state === 'ENTANGLED' &&
-    p.registers.every((r, i) => r.version === q.registers[i].version && r.hash === q.registers[i].hash && r.pending === 0 && q.registers[i].pending === 0)
+    p.registers.every(
+      (r, i) => r.version === q.registers[i].version && r.hash === q.registers[i].hash && r.pending === 0 && q.registers[i].pending === 0,
+    )
   );
 }
 
 beforeAll(async () => {
-  lab = new Lab(['a', 'b', 'c'], [
-    { a: 'a', b: 'b', subnet: 1 },
-    { a: 'a', b: 'c', subnet: 2 },
-  ]);
+  lab = new Lab(
+    ['a', 'b', 'c'],
+    [
+      { a: 'a', b: 'b', subnet: 1 },
+      { a: 'a', b: 'c', subnet: 2 },
+    ],
+  );
   lab.configure('a', REGISTERS, { metrics: { listen: '127.0.0.1:9464' } });
   for (const h of ['b', 'c']) lab.configure(h, REGISTERS);
   await Promise.all(['a', 'b', 'c'].map((h) => lab.start(h)));
@@ -85,16 +90,26 @@ describe('spookd in network namespaces', () => {
     const seq = ab.role === 'sequencer' ? 'a' : 'b';
     const fol = seq === 'a' ? 'b' : 'a';
     for (let i = 0; i < 1500; i += 100) {
-      await Promise.all(Array.from({ length: 100 }, (_, j) => lab.admin('a', 'set', { peer: 'b', register: 'config', key: `bulk/${i + j}`, value: 'x'.repeat(64) })));
+      await Promise.all(
+        Array.from({ length: 100 }, (_, j) =>
+          lab.admin('a', 'set', { peer: 'b', register: 'config', key: `bulk/${i + j}`, value: 'x'.repeat(64) }),
+        ),
+      );
     }
     await until('aligned after bulk', () => aligned('a', 'b'));
     const stateBytes = 1500 * 80;
 
     lab.setLink('a', 'b', false);
-    await until('both ends DECOHERENT', async () => (await pair('a', 'b')).state === 'DECOHERENT' && (await pair('b', 'a')).state === 'DECOHERENT', 15_000);
+    await until(
+      'both ends DECOHERENT',
+      async () => (await pair('a', 'b')).state === 'DECOHERENT' && (await pair('b', 'a')).state === 'DECOHERENT',
+      15_000,
+    );
     // The sequencer keeps committing; the follower buffers (policy buffer).
     const seqWrites = await Promise.all(
-      Array.from({ length: 40 }, (_, i) => lab.admin<Outcome>(seq, 'set', { peer: fol, register: 'config', key: `cut/${i}`, value: `v${i}`, timeoutMs: 2000 })),
+      Array.from({ length: 40 }, (_, i) =>
+        lab.admin<Outcome>(seq, 'set', { peer: fol, register: 'config', key: `cut/${i}`, value: `v${i}`, timeoutMs: 2000 }),
+      ),
     );
     expect(seqWrites.every((w) => w.verdict === 'committed')).toBe(true);
     const folWrite = await lab.admin<Outcome>(fol, 'set', { peer: seq, register: 'config', key: 'buffered', value: 'yes', timeoutMs: 300 });
@@ -124,7 +139,13 @@ describe('spookd in network namespaces', () => {
       const workload = (async () => {
         for (let i = 0; i < 400 && !stop; i++) {
           try {
-            const r = await lab.admin<Outcome>(writer, 'set', { peer: killed, register: 'config', key: `w-${victim}/${i}`, value: `${i}`, timeoutMs: 1500 });
+            const r = await lab.admin<Outcome>(writer, 'set', {
+              peer: killed,
+              register: 'config',
+              key: `w-${victim}/${i}`,
+              value: `${i}`,
+              timeoutMs: 1500,
+            });
             if (r.verdict === 'committed') committed.push(`w-${victim}/${i}`);
           } catch {
             /* the writer's daemon is up; a refused write (buffer full) is simply not committed */
@@ -134,7 +155,12 @@ describe('spookd in network namespaces', () => {
       await until('some commits', async () => committed.length >= 30, 20_000, 20);
       await lab.kill9(killed);
       const atKill = committed.length;
-      await until('more commits or buffered writes after the kill', async () => committed.length >= atKill + 5 || victim === 'sequencer', 10_000, 50);
+      await until(
+        'more commits or buffered writes after the kill',
+        async () => committed.length >= atKill + 5 || victim === 'sequencer',
+        10_000,
+        50,
+      );
       await lab.start(killed);
       await until('aligned after restart', () => aligned('a', 'b'), 30_000);
       stop = true;
@@ -228,12 +254,18 @@ describe('spookd in network namespaces', () => {
   }, 30_000);
 
   it('serves Prometheus metrics when configured (and only then)', async () => {
-    const text = lab.runIn('a', `const r = await fetch('http://127.0.0.1:9464/metrics'); console.log(r.status); console.log(await r.text());`);
+    const text = lab.runIn(
+      'a',
+      `const r = await fetch('http://127.0.0.1:9464/metrics'); console.log(r.status); console.log(await r.text());`,
+    );
     expect(text.startsWith('200')).toBe(true);
     expect(text).toContain('spook_pair_state{peer="b",state="ENTANGLED"} 1');
     expect(text).toMatch(/spook_register_version\{peer="b",register="config"\} \d+/);
     expect(text).toContain('spook_frames_dropped_total');
-    const none = lab.runIn('b', `try { await fetch('http://127.0.0.1:9464/metrics'); console.log('open'); } catch { console.log('closed'); }`);
+    const none = lab.runIn(
+      'b',
+      `try { await fetch('http://127.0.0.1:9464/metrics'); console.log('open'); } catch { console.log('closed'); }`,
+    );
     expect(none.trim()).toBe('closed');
   }, 30_000);
 
@@ -246,7 +278,9 @@ describe('spookd in network namespaces', () => {
       // a's next frames come from 10.77.1.9; b must answer there.
       const w1 = await lab.admin<Outcome>('a', 'set', { peer: 'b', register: 'config', key: 'roamed-a', value: '1' });
       expect(w1.verdict).toBe('committed');
-      await until('b follows a to its new address', async () => (await lab.admin<{ endpoint: string }>('b', 'pair', { peer: 'a' })).endpoint.startsWith('10.77.1.9:'));
+      await until('b follows a to its new address', async () =>
+        (await lab.admin<{ endpoint: string }>('b', 'pair', { peer: 'a' })).endpoint.startsWith('10.77.1.9:'),
+      );
       const w2 = await lab.admin<Outcome>('b', 'set', { peer: 'a', register: 'config', key: 'roamed-b', value: '1' });
       expect(w2.verdict).toBe('committed');
       await until('aligned after roaming', () => aligned('a', 'b'));

@@ -237,7 +237,9 @@ class Remote {
 
 /** What a fresh client process in `ns` gets from host:port ("proxy {...}", "direct N", "trap", "error E"). */
 async function client(ns: string, host: string, port: number, proto = 'tcp'): Promise<string> {
-  const { stdout } = await run('ip', ['netns', 'exec', ns, process.execPath, join(dir, 'client.mjs'), host, String(port), proto], { timeout: 10_000 });
+  const { stdout } = await run('ip', ['netns', 'exec', ns, process.execPath, join(dir, 'client.mjs'), host, String(port), proto], {
+    timeout: 10_000,
+  });
   return stdout.trim();
 }
 interface UdpResult {
@@ -247,19 +249,43 @@ interface UdpResult {
 }
 /** What a fresh UDP client in `ns` gets for "hi" sent to host:port (see udp.mjs for the modes). */
 async function udpClient(ns: string, host: string, port: number, mode: 'connect' | 'sendto' | 'unbound'): Promise<UdpResult> {
-  const { stdout } = await run('ip', ['netns', 'exec', ns, process.execPath, join(dir, 'udp.mjs'), host, String(port), mode], { timeout: 10_000 });
+  const { stdout } = await run('ip', ['netns', 'exec', ns, process.execPath, join(dir, 'udp.mjs'), host, String(port), mode], {
+    timeout: 10_000,
+  });
   return JSON.parse(stdout) as UdpResult;
 }
 const proxied = (address: string, family: 4 | 6 = 4, port = WRAPPED): string => `proxy ${JSON.stringify({ family, address, port })}`;
 
 /** Build what the test runs when it is missing or older than its source (`make test` has built it already). */
 function ensureBuilt(): void {
-  const stale = (out: string, ...srcs: string[]): boolean => !existsSync(join(ROOT, out)) || srcs.some((s) => statSync(join(ROOT, s)).mtimeMs > statSync(join(ROOT, out)).mtimeMs);
+  const stale = (out: string, ...srcs: string[]): boolean =>
+    !existsSync(join(ROOT, out)) || srcs.some((s) => statSync(join(ROOT, s)).mtimeMs > statSync(join(ROOT, out)).mtimeMs);
   // -o: never let a stale stamp turn this into npm ci / apt-get in the middle of a test run.
-  if (stale('bpf/spook_wrap.o', 'bpf/spook_wrap.c')) execFileSync('make', ['-s', '-o', 'node_modules/.stamp', '-o', 'node_modules/.stamp-apt', 'bpf/spook_wrap.o'], { cwd: ROOT, stdio: 'inherit' });
+  if (stale('bpf/spook_wrap.o', 'bpf/spook_wrap.c'))
+    execFileSync('make', ['-s', '-o', 'node_modules/.stamp', '-o', 'node_modules/.stamp-apt', 'bpf/spook_wrap.o'], {
+      cwd: ROOT,
+      stdio: 'inherit',
+    });
   if (stale('dist/drivers/bpf/wrap-hooks.js', 'drivers/bpf/wrap-hooks.ts', 'drivers/bpf/libbpf.ts')) {
     // Just these modules, with tsconfig's options: the rest of the tree need not compile.
-    const opts = ['--outDir', 'dist', '--rootDir', '.', '--target', 'ES2022', '--module', 'NodeNext', '--moduleResolution', 'NodeNext', '--strict', '--declaration', '--sourceMap', '--skipLibCheck', '--types', 'node'];
+    const opts = [
+      '--outDir',
+      'dist',
+      '--rootDir',
+      '.',
+      '--target',
+      'ES2022',
+      '--module',
+      'NodeNext',
+      '--moduleResolution',
+      'NodeNext',
+      '--strict',
+      '--declaration',
+      '--sourceMap',
+      '--skipLibCheck',
+      '--types',
+      'node',
+    ];
     execFileSync(join(ROOT, 'node_modules/.bin/tsc'), [...opts, 'drivers/bpf/wrap-hooks.ts'], { cwd: ROOT, stdio: 'inherit' });
   }
 }
@@ -355,15 +381,26 @@ describe('wrap hooks (cgroup connect4/connect6/sockops)', () => {
       { host: B_IP6_2, expect: B_IP6_2, port: WRAPPED },
     ];
     // IPv4 clients get the IPv4 destinations, IPv6 ones the IPv6 destinations.
-    const spec = (fam: 4 | 6): string => JSON.stringify({ clients: clients.filter((c) => (fam === 4) === !c.includes(':')), dests: dests.filter((d) => (fam === 4) === !d.host.includes(':')), ports: 400, firstPort: 41000, parallel: 150 });
+    const spec = (fam: 4 | 6): string =>
+      JSON.stringify({
+        clients: clients.filter((c) => (fam === 4) === !c.includes(':')),
+        dests: dests.filter((d) => (fam === 4) === !d.host.includes(':')),
+        ports: 400,
+        firstPort: 41000,
+        parallel: 150,
+      });
     const burstOwner = new Remote(NS_A, 'owner.mjs', [String(PROXY + 3)]);
     await burstOwner.ready;
     const started = Date.now();
     // Both families at once: an IPv4 and an IPv6 socket use each port number at the same time.
-    const [v4, v6] = await Promise.all([4, 6].map(async (fam) => {
-      const { stdout } = await run('ip', ['netns', 'exec', NS_A, process.execPath, join(dir, 'burst.mjs'), spec(fam as 4 | 6)], { timeout: 60_000 });
-      return JSON.parse(stdout) as { total: number; ok: number; wrong: number; none: number; errors: number; samples: string[] };
-    }));
+    const [v4, v6] = await Promise.all(
+      [4, 6].map(async (fam) => {
+        const { stdout } = await run('ip', ['netns', 'exec', NS_A, process.execPath, join(dir, 'burst.mjs'), spec(fam as 4 | 6)], {
+          timeout: 60_000,
+        });
+        return JSON.parse(stdout) as { total: number; ok: number; wrong: number; none: number; errors: number; samples: string[] };
+      }),
+    );
     const elapsed = Date.now() - started;
     expect(v4, JSON.stringify(v4.samples)).toMatchObject({ total: 1200, ok: 1200, wrong: 0, none: 0, errors: 0 });
     expect(v6, JSON.stringify(v6.samples)).toMatchObject({ total: 1200, ok: 1200, wrong: 0, none: 0, errors: 0 });
@@ -416,7 +453,7 @@ describe('wrap hooks for UDP (cgroup connect4/sendmsg4/recvmsg4)', () => {
     expect([s.udp_redirected, s.udp_reverse]).toEqual([2, 2]);
   });
 
-  it('leaves a UDP socket connected before it is bound alone (udp_unbound), and the owner\'s own sends', async () => {
+  it("leaves a UDP socket connected before it is bound alone (udp_unbound), and the owner's own sends", async () => {
     expect((await udpClient(NS_A, B_IP, COAP, 'unbound')).reply).toBe('direct:hi');
     expect((await udpOwner.call('udpExchange', { host: B_IP, port: COAP })).value).toBe('direct:hi');
     expect(await seen()).toEqual([]);

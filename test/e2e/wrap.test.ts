@@ -40,7 +40,16 @@ const CUT_MS = 5_000;
 interface Stats {
   interception: string;
   hooks: Record<string, number> | null;
-  wrappers: { protocol: string; port: number; connections: number; active: number; outages: number; bytesUp: number; bytesDown: number; closes: Record<string, number> }[];
+  wrappers: {
+    protocol: string;
+    port: number;
+    connections: number;
+    active: number;
+    outages: number;
+    bytesUp: number;
+    bytesDown: number;
+    closes: Record<string, number>;
+  }[];
   protocols: Record<string, { connections: number; bytesUp: number; bytesDown: number; outages: number }>;
   peers: { carrier: string; carrierLosses: number }[];
 }
@@ -80,9 +89,16 @@ beforeAll(async () => {
   mkdirSync(dir, { recursive: true });
   const regs = [{ name: 'r', kind: 'map' }];
   // One wrapper from the config file; the others are added with the admin API (spook wrap add).
-  lab.configure('wc', regs, { metrics: { listen: '127.0.0.1:9465' }, wrap: { wrappers: [{ protocol: 'ssh', port: PORTS.ssh, peer: 'ws', hold: '30s' }] } });
+  lab.configure('wc', regs, {
+    metrics: { listen: '127.0.0.1:9465' },
+    wrap: { wrappers: [{ protocol: 'ssh', port: PORTS.ssh, peer: 'ws', hold: '30s' }] },
+  });
   // The serving side's dial policy (default deny): exactly the servers, each with its protocol.
-  const allow = Object.entries(PORTS).map(([name, port]) => ({ peer: 'wc', to: `${addr}:${port}`, protocol: name === 'coap' ? 'udp' : 'tcp' }));
+  const allow = Object.entries(PORTS).map(([name, port]) => ({
+    peer: 'wc',
+    to: `${addr}:${port}`,
+    protocol: name === 'coap' ? 'udp' : 'tcp',
+  }));
   lab.configure('ws', regs, { wrap: { allow } });
   const [s1, s2, s3, s4, s5, s6, s7] = await Promise.all([
     startSshd(S, addr, PORTS.ssh, join(lab.dir, 'sshd')),
@@ -167,7 +183,9 @@ describe('wrappers with real clients and servers', () => {
   });
 
   it('psql and pgbench work through the wrapper', async () => {
-    const out = await nsExec(C, pg.psql, [...pg.connArgs, '-d', pg.database, '-Atc', 'SELECT 40 + 2, inet_server_addr()'], { timeoutMs: 15_000 });
+    const out = await nsExec(C, pg.psql, [...pg.connArgs, '-d', pg.database, '-Atc', 'SELECT 40 + 2, inet_server_addr()'], {
+      timeoutMs: 15_000,
+    });
     expect(out.trim()).toBe(`42|${addr}`);
     await nsExec(C, pg.pgbench, [...pg.connArgs, '-i', '-s', '1', '-q', pg.database], { timeoutMs: 60_000 });
     const bench = await nsExec(C, pg.pgbench, [...pg.connArgs, '-c', '4', '-j', '2', '-T', '3', pg.database], { timeoutMs: 30_000 });
@@ -196,7 +214,9 @@ describe('wrappers with real clients and servers', () => {
     const src = join(dir, 'smb-up.bin');
     writeFileSync(src, randomBytes(200 * 1024 * 1024));
     const before = await wrapper(PORTS.smb);
-    const run = nsRun(C, 'smbclient', [...smb.smbclientArgs, '-c', `lcd ${dir}; put smb-up.bin stored.bin; get stored.bin smb-down.bin`], { timeoutMs: 120_000 });
+    const run = nsRun(C, 'smbclient', [...smb.smbclientArgs, '-c', `lcd ${dir}; put smb-up.bin stored.bin; get stored.bin smb-down.bin`], {
+      timeoutMs: 120_000,
+    });
     await cutDuring(async () => (await wrapper(PORTS.smb)).bytesUp - before.bytesUp > 30 * 1024 * 1024);
     const r = await run;
     expect(r.code, r.stderr + r.stdout).toBe(0);
@@ -219,7 +239,9 @@ describe('wrappers with real clients and servers', () => {
   it('mosquitto retained message through the wrapper', async () => {
     const msg = `retained-${Date.now()}`;
     await nsExec(C, 'mosquitto_pub', [...mqtt.clientArgs, '-q', '1', '-r', '-t', 'spook/lab', '-m', msg], { timeoutMs: 10_000 });
-    const out = await nsExec(C, 'mosquitto_sub', [...mqtt.clientArgs, '-q', '1', '-t', 'spook/lab', '-C', '1', '-W', '8'], { timeoutMs: 12_000 });
+    const out = await nsExec(C, 'mosquitto_sub', [...mqtt.clientArgs, '-q', '1', '-t', 'spook/lab', '-C', '1', '-W', '8'], {
+      timeoutMs: 12_000,
+    });
     expect(out.trim()).toBe(msg);
     expect((await stats()).protocols.mqtt.connections).toBeGreaterThanOrEqual(2);
   });
@@ -274,7 +296,8 @@ describe('wrappers with real clients and servers', () => {
     const targets = [`${addr}:${lab.host('ws').port}`, `${addr}:2223`, '10.77.199.9:2222'];
     const probe = `const [h, p] = process.argv[1].split(':'); const s = require('net').connect(+p, h, () => s.write('probe'));
       let out = 'no answer'; s.setTimeout(5000, () => s.destroy()); s.on('data', () => (out = 'data')); s.on('end', () => (out = 'eof')); s.on('error', (e) => (out = e.code)); s.on('close', () => console.log(out));`;
-    for (const t of targets) await lab.admin('wc', 'wrap-add', { protocol: 'tcp', port: Number(t.split(':')[1]), peer: 'ws', hold: '30s' }).catch(() => undefined);
+    for (const t of targets)
+      await lab.admin('wc', 'wrap-add', { protocol: 'tcp', port: Number(t.split(':')[1]), peer: 'ws', hold: '30s' }).catch(() => undefined);
     const before = (await lab.admin<{ peer: string; refused: number }[]>('ws', 'wrap-policy'))[0].refused;
     const answers: string[] = [];
     for (const t of targets) answers.push((await nsExec(C, process.execPath, ['-e', probe, t], { timeoutMs: 15_000 })).trim());
@@ -286,13 +309,17 @@ describe('wrappers with real clients and servers', () => {
     const policy = await lab.admin<{ peer: string; allow: { to: string; protocol: string }[]; refused: number }[]>('ws', 'wrap-policy');
     expect(policy[0].refused - before).toBe(3);
     expect(policy[0].allow).toContainEqual({ to: `${addr}:${PORTS.ssh}`, protocol: 'tcp' });
-    const spook = (...args: string[]): string => execFileSync(process.execPath, [join(ROOT, 'bin/spook'), ...args, '--socket', lab.host('ws').socket], { encoding: 'utf8' });
+    const spook = (...args: string[]): string =>
+      execFileSync(process.execPath, [join(ROOT, 'bin/spook'), ...args, '--socket', lab.host('ws').socket], { encoding: 'utf8' });
     expect(JSON.parse(spook('wrap', 'policy', '--json'))).toEqual(policy);
-    expect(spook('wrap', 'policy')).toMatch(new RegExp(`^wc +tcp:${addr.replace(/\./g, '\.')}:${PORTS.ssh} .* ${policy[0].refused}$`, 'm'));
+    expect(spook('wrap', 'policy')).toMatch(
+      new RegExp(`^wc +tcp:${addr.replace(/\./g, '\\.')}:${PORTS.ssh} .* ${policy[0].refused}$`, 'm'),
+    );
   }, 60_000);
 
   it('spook wrap list, stats and conns print tables and JSON', () => {
-    const spook = (...args: string[]): string => execFileSync(process.execPath, [join(ROOT, 'bin/spook'), ...args, '--socket', lab.host('wc').socket], { encoding: 'utf8' });
+    const spook = (...args: string[]): string =>
+      execFileSync(process.execPath, [join(ROOT, 'bin/spook'), ...args, '--socket', lab.host('wc').socket], { encoding: 'utf8' });
     const list = JSON.parse(spook('wrap', 'list', '--json')) as { protocol: string; port: number; delta: boolean }[];
     expect(list.find((w) => w.port === PORTS.coap)).toMatchObject({ protocol: 'coap', delta: false });
     const table = spook('wrap', 'stats');
@@ -312,7 +339,10 @@ describe('wrappers with real clients and servers', () => {
   });
 
   it('removing a wrapper restores the direct path; so does stopping spookd, even with kill -9', async () => {
-    const fetch = async (): Promise<string> => nsExec(C, 'curl', ['-sS', '-f', '--max-time', '10', '-o', '/dev/null', '-w', '%{http_code}', `${http.baseUrl}/big.bin`], { timeoutMs: 15_000 });
+    const fetch = async (): Promise<string> =>
+      nsExec(C, 'curl', ['-sS', '-f', '--max-time', '10', '-o', '/dev/null', '-w', '%{http_code}', `${http.baseUrl}/big.bin`], {
+        timeoutMs: 15_000,
+      });
     const redirected = async (): Promise<number> => (await stats()).hooks!.redirected;
     let n = await redirected();
     expect(await fetch()).toBe('200');

@@ -25,7 +25,9 @@ beforeAll(async () => {
   lab = new Lab(['p', 'q'], [{ a: 'p', b: 'q', subnet: 7 }], 47600);
   lab.configure('p', [{ name: 'config', kind: 'map' }]);
   // q's veth is named v7q by the lab.
-  lab.configure('q', [{ name: 'config', kind: 'map' }], { xdp: { interface: 'v7q', mode: 'native', handshakeRate: 5, handshakeBurst: 10 } });
+  lab.configure('q', [{ name: 'config', kind: 'map' }], {
+    xdp: { interface: 'v7q', mode: 'native', handshakeRate: 5, handshakeBurst: 10 },
+  });
   await Promise.all([lab.start('p'), lab.start('q')]);
 }, 60_000);
 
@@ -89,7 +91,9 @@ describe('XDP in spookd', () => {
     // Enter spookd's own mount namespace: `ip netns exec` gives each process a private /sys,
     // so the bpffs spookd mounted for its pins is visible only there.
     const cli = (...args: string[]): string =>
-      execFileSync('nsenter', ['-t', String(q.proc!.pid), '-m', '-n', process.execPath, join(ROOT, 'bin/spook'), ...args], { encoding: 'utf8' });
+      execFileSync('nsenter', ['-t', String(q.proc!.pid), '-m', '-n', process.execPath, join(ROOT, 'bin/spook'), ...args], {
+        encoding: 'utf8',
+      });
     const counters = JSON.parse(cli('maps', 'dump', 'counters', '--json')) as Record<string, number>;
     expect(counters['bad-magic']).toBeGreaterThanOrEqual(1000);
     const pairs = JSON.parse(cli('maps', 'dump', 'pairs', '--json')) as { pairId: number }[];
@@ -107,8 +111,17 @@ describe('XDP in spookd', () => {
     await lab.start('q');
     await until('the stale program is gone', async () => !/prog\/xdp/.test(link()), 10_000);
     // The log line is written by the daemon's logger, which may flush after the detach is visible.
-    await until('the removal is logged', async () => readFileSync(join(q.dir, 'spookd.log'), 'utf8').includes('removed the XDP program a previous run left attached') || undefined, 5_000);
-    await until('pair entangled again', async () => (await lab.admin<{ state: string }>('q', 'pair', { peer: 'p' })).state === 'ENTANGLED', 20_000);
+    await until(
+      'the removal is logged',
+      async () =>
+        readFileSync(join(q.dir, 'spookd.log'), 'utf8').includes('removed the XDP program a previous run left attached') || undefined,
+      5_000,
+    );
+    await until(
+      'pair entangled again',
+      async () => (await lab.admin<{ state: string }>('q', 'pair', { peer: 'p' })).state === 'ENTANGLED',
+      20_000,
+    );
     const w = await lab.admin<{ verdict: string }>('p', 'set', { peer: 'q', register: 'config', key: 'after-stale-xdp', value: 'yes' });
     expect(w.verdict).toBe('committed');
     expect((await lab.admin<XdpStatus>('q', 'xdp')).enabled).toBe(false);

@@ -11,7 +11,9 @@ async function load<T>(path: string): Promise<T> {
     return (await import(path)) as T;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND') {
-      process.stderr.write(`spook: this benchmark needs the development dependencies (${(e as Error).message.split('\n')[0]}); run it from a checkout after make\n`);
+      process.stderr.write(
+        `spook: this benchmark needs the development dependencies (${(e as Error).message.split('\n')[0]}); run it from a checkout after make\n`,
+      );
       process.exit(1);
     }
     throw e;
@@ -38,14 +40,22 @@ export function benchCommand(): Command {
       const n = (x: number): string => x.toLocaleString('en-US');
       console.log(`apply (decode+apply+hash+log)  ${n(r.applyPerSec)} deltas/s`);
       console.log(`Map.set baseline               ${n(r.mapSetPerSec)} ops/s   ratio ${(r.applyVsMapSet * 100).toFixed(1)}% (goal >= 20%)`);
-      console.log(`set delta (16 B key, 32 B val) ${r.bytesPerSetDelta} bytes encoded, ${r.wireBytesPerSetDelta} bytes on the wire in full frames`);
-      console.log(`re-entangle, ${r.missedUpdates} missed on ${n(r.stateKeys)} keys: ${n(r.reentangleBytes)} bytes in ${r.reentangleMs} ms by ${r.reentangleMethod}`);
+      console.log(
+        `set delta (16 B key, 32 B val) ${r.bytesPerSetDelta} bytes encoded, ${r.wireBytesPerSetDelta} bytes on the wire in full frames`,
+      );
+      console.log(
+        `re-entangle, ${r.missedUpdates} missed on ${n(r.stateKeys)} keys: ${n(r.reentangleBytes)} bytes in ${r.reentangleMs} ms by ${r.reentangleMethod}`,
+      );
       console.log(`  same with the log compacted:  ${n(r.reconcileBytes)} bytes in ${r.reconcileMs} ms by ${r.reconcileMethod}`);
-      console.log(`full state                     ${n(r.fullStateBytes)} bytes   log path ${r.reentangleVsFull} of full (goal <= 1e-3), reconcile ${r.reconcileVsFull}`);
+      console.log(
+        `full state                     ${n(r.fullStateBytes)} bytes   log path ${r.reentangleVsFull} of full (goal <= 1e-3), reconcile ${r.reconcileVsFull}`,
+      );
     });
   bench
     .command('link')
-    .description('two spookd over loopback UDP: committed deltas/s, bytes per delta, re-entanglement after a cut (SIGSTOP of the follower) under load')
+    .description(
+      'two spookd over loopback UDP: committed deltas/s, bytes per delta, re-entanglement after a cut (SIGSTOP of the follower) under load',
+    )
     .option('--deltas <n>', 'set deltas for the throughput figure', intArg('--deltas', 100), 20_000)
     .option('--cut-ms <ms>', 'how long the follower is stopped', intArg('--cut-ms', 100), 10_000)
     .option('--rate <n>', 'updates/s on the sequencer during the cut', intArg('--rate', 1), 1000)
@@ -60,7 +70,9 @@ export function benchCommand(): Command {
     });
   bench
     .command('domain')
-    .description('three spookd on loopback in a QN domain: committed collapses/s (pair baseline in the same run), catch-up time and bytes after a follower misses updates, full state size')
+    .description(
+      'three spookd on loopback in a QN domain: committed collapses/s (pair baseline in the same run), catch-up time and bytes after a follower misses updates, full state size',
+    )
     .option('--deltas <n>', 'candidates for the throughput figure (also the number of keys)', intArg('--deltas', 100), 20_000)
     .option('--missed <n>', 'updates committed while a follower is stopped', intArg('--missed', 1), 10_000)
     .option('--fsync <policy>', 'always | everysec | never', 'always')
@@ -74,7 +86,9 @@ export function benchCommand(): Command {
     });
   bench
     .command('wrap')
-    .description('two hosts in namespaces (root): throughput of one TCP transfer direct, through a wrapper and through ssh -L; pgbench tps direct and wrapped')
+    .description(
+      'two hosts in namespaces (root): throughput of one TCP transfer direct, through a wrapper and through ssh -L; pgbench tps direct and wrapped',
+    )
     .option('--bytes <n>', 'bytes per transfer', intArg('--bytes', 1), 1 << 30)
     .option('--pgbench-seconds <n>', 'length of each pgbench run (0: skip)', intArg('--pgbench-seconds', 0), 10)
     .option('--base-port <port>', 'spookd UDP/TCP ports in the namespaces', intArg('--base-port', 1024), 47600)
@@ -87,38 +101,81 @@ export function benchCommand(): Command {
     });
   bench
     .command('attack')
-    .description("three identities on loopback: a victim pair's p99 commit latency unattacked, then while one authorised peer floods reconciliation requests, handshakes and wrapped connections")
+    .description(
+      "three identities on loopback: a victim pair's p99 commit latency unattacked, then while one authorised peer floods reconciliation requests, handshakes and wrapped connections",
+    )
     .option('--keys <n>', "entries in the attacked pair's map (what each reconciliation pin covers)", intArg('--keys', 1), 50_000)
     .option('--writes <n>', 'timed writes per phase, spread over it (at least 200 for a p99)', intArg('--writes', 100), 500)
     .option('--attack-ms <ms>', 'length of each attack (and the most a phase lasts)', intArg('--attack-ms', 1000), 10_000)
     .option('--recon-rate <n>', 'fresh-pin reconciliation requests per second', intArg('--recon-rate', 1), 50)
-    .option('--handshake-rate <n>', 'HandshakeInits per second (half authorised and fresh, half an unauthorised replay)', intArg('--handshake-rate', 1), 4000)
+    .option(
+      '--handshake-rate <n>',
+      'HandshakeInits per second (half authorised and fresh, half an unauthorised replay)',
+      intArg('--handshake-rate', 1),
+      4000,
+    )
     .option('--fsync <policy>', 'always | everysec | never', 'always')
     .option('--base-port <port>', 'first of three loopback UDP/TCP ports', intArg('--base-port', 1024), 47800)
-    .option('--attacker-nice <n>', "run the adversary under nice -n N (1-19): on one machine its own CPU use competes with the victim's; 0 does not", intArg('--attacker-nice', 0), 0)
+    .option(
+      '--attacker-nice <n>',
+      "run the adversary under nice -n N (1-19): on one machine its own CPU use competes with the victim's; 0 does not",
+      intArg('--attacker-nice', 0),
+      0,
+    )
     .option('--json', 'print one JSON object', false)
-    .action(async (o: { keys: number; writes: number; attackMs: number; reconRate: number; handshakeRate: number; fsync: string; basePort: number; attackerNice: number; json: boolean }) => {
-      const { runAttackBench } = await load<typeof import('../../bench/attack.js')>('../../bench/attack.js');
-      const r = await runAttackBench({ ...o, log: o.json ? undefined : (l) => console.error(l) });
-      if (o.json) {
-        console.log(JSON.stringify(r, null, 2));
-        return;
-      }
-      console.log(`attacked map: ${r.keys.toLocaleString('en-US')} keys; ${r.reconRate} reconciliation requests/s, ${r.handshakeRate} handshakes/s; fsync ${r.fsync}${r.attackerNice ? `; adversary under nice -n ${r.attackerNice}` : ''}`);
-      console.log(`baseline: p99 ${r.baselineP99Ms.toFixed(1)} ms over ${r.baselineWrites} unattacked writes (the unattacked phases pooled)`);
-      console.log('attack      writes  failed   p50 ms    p99 ms   p99 ratio (goal <= 2)  attacker sent/received  recovery ms  cpu ms v/x');
-      for (const p of r.phases) {
-        const cells = [p.attack.padEnd(10), String(p.writes).padStart(7), String(p.failed).padStart(7), p.p50Ms.toFixed(1).padStart(8), p.p99Ms.toFixed(1).padStart(9), `${p.ratio.toFixed(2)}x`.padStart(11)];
-        console.log(`${cells.join(' ')}${' '.repeat(13)}${`${p.attackerSent}/${p.attackerReceived}`.padStart(22)}  ${String(p.recoveryMs).padStart(11)}  ${p.victimCpuMs}/${p.attackerCpuMs}${p.victimAlive ? '' : '  VICTIM DIED'}`);
-        if (p.attack !== 'none') {
-          const v = Object.entries(p.victim).map(([k, n]) => `${k} ${n}`);
-          console.log(`            victim: ${v.join(', ') || 'nothing counted'}; handshake replies: ${p.handshakeResponses} responses, ${p.cookieReplies} cookies`);
+    .action(
+      async (o: {
+        keys: number;
+        writes: number;
+        attackMs: number;
+        reconRate: number;
+        handshakeRate: number;
+        fsync: string;
+        basePort: number;
+        attackerNice: number;
+        json: boolean;
+      }) => {
+        const { runAttackBench } = await load<typeof import('../../bench/attack.js')>('../../bench/attack.js');
+        const r = await runAttackBench({ ...o, log: o.json ? undefined : (l) => console.error(l) });
+        if (o.json) {
+          console.log(JSON.stringify(r, null, 2));
+          return;
         }
-      }
-    });
+        console.log(
+          `attacked map: ${r.keys.toLocaleString('en-US')} keys; ${r.reconRate} reconciliation requests/s, ${r.handshakeRate} handshakes/s; fsync ${r.fsync}${r.attackerNice ? `; adversary under nice -n ${r.attackerNice}` : ''}`,
+        );
+        console.log(
+          `baseline: p99 ${r.baselineP99Ms.toFixed(1)} ms over ${r.baselineWrites} unattacked writes (the unattacked phases pooled)`,
+        );
+        console.log(
+          'attack      writes  failed   p50 ms    p99 ms   p99 ratio (goal <= 2)  attacker sent/received  recovery ms  cpu ms v/x',
+        );
+        for (const p of r.phases) {
+          const cells = [
+            p.attack.padEnd(10),
+            String(p.writes).padStart(7),
+            String(p.failed).padStart(7),
+            p.p50Ms.toFixed(1).padStart(8),
+            p.p99Ms.toFixed(1).padStart(9),
+            `${p.ratio.toFixed(2)}x`.padStart(11),
+          ];
+          console.log(
+            `${cells.join(' ')}${' '.repeat(13)}${`${p.attackerSent}/${p.attackerReceived}`.padStart(22)}  ${String(p.recoveryMs).padStart(11)}  ${p.victimCpuMs}/${p.attackerCpuMs}${p.victimAlive ? '' : '  VICTIM DIED'}`,
+          );
+          if (p.attack !== 'none') {
+            const v = Object.entries(p.victim).map(([k, n]) => `${k} ${n}`);
+            console.log(
+              `            victim: ${v.join(', ') || 'nothing counted'}; handshake replies: ${p.handshakeResponses} responses, ${p.cookieReplies} cookies`,
+            );
+          }
+        }
+      },
+    );
   bench
     .command('xdp')
-    .description('ns per packet through BPF_PROG_TEST_RUN: valid, malformed, unknown-pair and non-ESTP packets vs a trivial XDP_PASS program (needs root)')
+    .description(
+      'ns per packet through BPF_PROG_TEST_RUN: valid, malformed, unknown-pair and non-ESTP packets vs a trivial XDP_PASS program (needs root)',
+    )
     .option('--repeat <n>', 'repetitions per test run', intArg('--repeat', 1), 1_000_000)
     .option('--rounds <n>', 'test runs per packet kind (median reported)', intArg('--rounds', 1), 9)
     .option('--json', 'print one JSON object', false)
@@ -128,10 +185,15 @@ export function benchCommand(): Command {
       if (o.json) console.log(JSON.stringify(r, null, 2));
       else for (const [k, v] of Object.entries(r)) console.log(`${k.padEnd(18)}${v}`);
     });
-  const list = (name: string) => (v: string): number[] => v.split(',').map((x) => intArg(name, 1)(x.trim()));
+  const list =
+    (name: string) =>
+    (v: string): number[] =>
+      v.split(',').map((x) => intArg(name, 1)(x.trim()));
   bench
     .command('compare')
-    .description('Spook vs Yjs vs Automerge on one workload: bytes per update, catch-up bytes and time after K missed updates, updates/s, state memory')
+    .description(
+      'Spook vs Yjs vs Automerge on one workload: bytes per update, catch-up bytes and time after K missed updates, updates/s, state memory',
+    )
     .option('--sizes <list>', 'map sizes N', list('--sizes'), [1000, 10_000, 100_000, 1_000_000])
     .option('--ks <list>', 'missed updates K', list('--ks'), [10, 100, 1000, 10_000])
     .option('--updates <n>', 'steady-state updates per row', intArg('--updates', 10), 300)
@@ -139,13 +201,21 @@ export function benchCommand(): Command {
     .option('--max-automerge <n>', 'largest N for Automerge (its sync slows sharply with N)', intArg('--max-automerge', 1), 10_000)
     .option('--out <file>', 'also write the rows as JSON to this file (input of bench/plot.ts)')
     .option('--json', 'print one JSON array', false)
-    .action(async (o: { sizes: number[]; ks: number[]; updates: number; maxYjs: number; maxAutomerge: number; out?: string; json: boolean }) => {
-      const { runCompare } = await load<typeof import('../../bench/compare.js')>('../../bench/compare.js');
-      const rows = runCompare({ sizes: o.sizes, ks: o.ks, updates: o.updates, maxN: { yjs: o.maxYjs, automerge: o.maxAutomerge } }, (r) => {
-        if (!o.json) console.error(`${r.system.padEnd(10)} N=${String(r.n).padEnd(8)} K=${String(r.k).padEnd(6)} ${r.bytesPerUpdate} B/update  catch-up ${r.catchUpBytes} B in ${r.catchUpMs} ms  ${r.updatesPerSec}/s  heap ${(r.stateHeapBytes / 1e6).toFixed(1)} MB  ${r.identical ? 'identical' : 'DIFFERENT'}`);
-      });
-      if (o.out) writeFileSync(o.out, `${JSON.stringify(rows, null, 2)}\n`);
-      if (o.json) console.log(JSON.stringify(rows, null, 2));
-    });
+    .action(
+      async (o: { sizes: number[]; ks: number[]; updates: number; maxYjs: number; maxAutomerge: number; out?: string; json: boolean }) => {
+        const { runCompare } = await load<typeof import('../../bench/compare.js')>('../../bench/compare.js');
+        const rows = runCompare(
+          { sizes: o.sizes, ks: o.ks, updates: o.updates, maxN: { yjs: o.maxYjs, automerge: o.maxAutomerge } },
+          (r) => {
+            if (!o.json)
+              console.error(
+                `${r.system.padEnd(10)} N=${String(r.n).padEnd(8)} K=${String(r.k).padEnd(6)} ${r.bytesPerUpdate} B/update  catch-up ${r.catchUpBytes} B in ${r.catchUpMs} ms  ${r.updatesPerSec}/s  heap ${(r.stateHeapBytes / 1e6).toFixed(1)} MB  ${r.identical ? 'identical' : 'DIFFERENT'}`,
+              );
+          },
+        );
+        if (o.out) writeFileSync(o.out, `${JSON.stringify(rows, null, 2)}\n`);
+        if (o.json) console.log(JSON.stringify(rows, null, 2));
+      },
+    );
   return bench;
 }

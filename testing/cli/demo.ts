@@ -6,7 +6,9 @@ import { runLinkDemo } from '../lab/demo-link.js';
 
 export function demoCommand(): Command {
   const demo = new Command('demo')
-    .description('Two in-process endpoints share a register over a simulated lossy network: collapse, a cas conflict, decoherence, re-entanglement')
+    .description(
+      'Two in-process endpoints share a register over a simulated lossy network: collapse, a cas conflict, decoherence, re-entanglement',
+    )
     .option('--seed <s>', 'network randomness seed', intArg('--seed'), 42)
     .option('--json', 'print the result as JSON (no narrative)', false)
     .action((o: { seed: number; json: boolean }) => {
@@ -16,7 +18,9 @@ export function demoCommand(): Command {
     });
   demo
     .command('link')
-    .description('two spookd in network namespaces (loopback without root): pair, sync, cut, heal; spook pairs / pair show before and after')
+    .description(
+      'two spookd in network namespaces (loopback without root): pair, sync, cut, heal; spook pairs / pair show before and after',
+    )
     .action(async () => {
       process.exitCode = (await runLinkDemo((line) => console.log(line))) ? 0 : 1;
     });

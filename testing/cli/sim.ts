@@ -53,7 +53,11 @@ export function simCommand(): Command {
     .option('--crashes', 'domains: crash members (all but their disk lost) and restart them', false)
     .option('--no-skew', 'domains: run every member clock at the same rate (default: ±10% rates and offsets)')
     .option('--membership', 'domains: remove one member and add a fresh one during the run', false)
-    .option('--max-log <n>', 'domains: Raft log bound before a snapshot (default: drawn per seed from 16, 64, 100000)', intArg('--max-log', 8))
+    .option(
+      '--max-log <n>',
+      'domains: Raft log bound before a snapshot (default: drawn per seed from 16, 64, 100000)',
+      intArg('--max-log', 8),
+    )
     .option('--wrap', 'simulate two wrappers (WRAP sessions) over a carrier cut at seeded moments instead of a pair', false)
     .option('--delta', 'wrap: delta mode on every connection, with repeated content', false)
     .option('--small-cache', 'wrap: delta mode with a receiver cache far too small (references miss: NACK)', false)
@@ -83,22 +87,39 @@ export function simCommand(): Command {
         if (o.json) console.log(JSON.stringify(r, null, 2));
         else {
           console.log('');
-          console.log(`seed ${r.seed}: ${r.violations.length === 0 ? 'OK' : 'FAILED'} — converged ${r.converged}, lost commits ${r.lostCommits}, committed ${r.committed}, rejected ${r.rejected}, refused ${r.refused}`);
-          console.log(`  ${r.datagrams} datagrams, ${r.bytesSent} bytes, ${r.reconciles} reconciliations, ${r.fullTransfers} full transfers, simulated ${(r.simTimeMs / 1000).toFixed(1)} s`);
-          for (const [ep, regs] of Object.entries(r.final)) console.log(`  ${ep}: ${regs.map((g) => `v${g.version} ${g.hash}`).join('  ')}`);
+          console.log(
+            `seed ${r.seed}: ${r.violations.length === 0 ? 'OK' : 'FAILED'} — converged ${r.converged}, lost commits ${r.lostCommits}, committed ${r.committed}, rejected ${r.rejected}, refused ${r.refused}`,
+          );
+          console.log(
+            `  ${r.datagrams} datagrams, ${r.bytesSent} bytes, ${r.reconciles} reconciliations, ${r.fullTransfers} full transfers, simulated ${(r.simTimeMs / 1000).toFixed(1)} s`,
+          );
+          for (const [ep, regs] of Object.entries(r.final))
+            console.log(`  ${ep}: ${regs.map((g) => `v${g.version} ${g.hash}`).join('  ')}`);
         }
         process.exitCode = r.violations.length === 0 ? 0 : 1;
         return;
       }
-      const s = runSeeds(o.seeds, o.seedBase, opts, o.json ? undefined : (r) => {
-        if (r.violations.length > 0) console.error(`seed ${r.seed} FAILED: ${r.violations[0]}`);
-      });
+      const s = runSeeds(
+        o.seeds,
+        o.seedBase,
+        opts,
+        o.json
+          ? undefined
+          : (r) => {
+              if (r.violations.length > 0) console.error(`seed ${r.seed} FAILED: ${r.violations[0]}`);
+            },
+      );
       if (o.json) console.log(JSON.stringify(s, null, 2));
       else {
-        console.log(`seeds ${s.seeds} (from ${s.seedBase}): converged ${s.converged}, diverged ${s.diverged}, lost commits ${s.lostCommits}, failed ${s.failedSeeds.length}`);
-        console.log(`committed ${s.committed}, rejected ${s.rejected}, refused ${s.refused}; ${s.reentanglements} re-entanglements, ${s.reconciles} by reconciliation or full transfer, ${s.fullTransfers} full transfers`);
+        console.log(
+          `seeds ${s.seeds} (from ${s.seedBase}): converged ${s.converged}, diverged ${s.diverged}, lost commits ${s.lostCommits}, failed ${s.failedSeeds.length}`,
+        );
+        console.log(
+          `committed ${s.committed}, rejected ${s.rejected}, refused ${s.refused}; ${s.reentanglements} re-entanglements, ${s.reconciles} by reconciliation or full transfer, ${s.fullTransfers} full transfers`,
+        );
         console.log(`${s.datagrams} datagrams, ${s.bytesSent} bytes; ${s.wallMs} ms wall`);
-        if (s.failedSeeds.length > 0) console.log(`failed seeds: ${s.failedSeeds.slice(0, 20).join(' ')}  (replay: spook-lab sim --seed S ...same options)`);
+        if (s.failedSeeds.length > 0)
+          console.log(`failed seeds: ${s.failedSeeds.slice(0, 20).join(' ')}  (replay: spook-lab sim --seed S ...same options)`);
       }
       process.exitCode = s.failedSeeds.length === 0 ? 0 : 1;
     });
@@ -124,22 +145,38 @@ function runDomain(o: Opts): void {
     if (o.json) console.log(JSON.stringify(r, null, 2));
     else {
       console.log('');
-      console.log(`seed ${r.seed}: ${r.violations.length === 0 ? 'OK' : 'FAILED'} — ${r.nodes} members converged ${r.converged} at index ${r.index} hash ${r.hash}`);
-      console.log(`  committed ${r.committed}, rejected ${r.rejected}, refused ${r.refused}; ${r.partitions} partitions, ${r.crashes} crashes, ${r.leaderChanges} leader changes, ${r.snapshots} snapshots installed, ${r.relayed} relayed`);
+      console.log(
+        `seed ${r.seed}: ${r.violations.length === 0 ? 'OK' : 'FAILED'} — ${r.nodes} members converged ${r.converged} at index ${r.index} hash ${r.hash}`,
+      );
+      console.log(
+        `  committed ${r.committed}, rejected ${r.rejected}, refused ${r.refused}; ${r.partitions} partitions, ${r.crashes} crashes, ${r.leaderChanges} leader changes, ${r.snapshots} snapshots installed, ${r.relayed} relayed`,
+      );
       for (const v of r.violations) console.log(`  VIOLATION ${v}`);
     }
     process.exitCode = r.violations.length === 0 ? 0 : 1;
     return;
   }
-  const s = runDomainSeeds(o.seeds, o.seedBase, opts, o.json ? undefined : (r) => {
-    if (r.violations.length > 0) console.error(`seed ${r.seed} FAILED: ${r.violations[0]}`);
-  });
+  const s = runDomainSeeds(
+    o.seeds,
+    o.seedBase,
+    opts,
+    o.json
+      ? undefined
+      : (r) => {
+          if (r.violations.length > 0) console.error(`seed ${r.seed} FAILED: ${r.violations[0]}`);
+        },
+  );
   if (o.json) console.log(JSON.stringify(s, null, 2));
   else {
     console.log(`seeds ${s.seeds} (from ${s.seedBase}), ${s.nodes} members: converged ${s.converged}, failed ${s.failedSeeds.length}`);
-    console.log(`committed ${s.committed}, rejected ${s.rejected}, refused ${s.refused}; ${s.partitions} partitions, ${s.crashes} crashes, ${s.leaderChanges} leader changes, ${s.snapshots} snapshots, ${s.relayed} relayed`);
+    console.log(
+      `committed ${s.committed}, rejected ${s.rejected}, refused ${s.refused}; ${s.partitions} partitions, ${s.crashes} crashes, ${s.leaderChanges} leader changes, ${s.snapshots} snapshots, ${s.relayed} relayed`,
+    );
     console.log(`${s.datagrams} datagrams, ${s.bytesSent} bytes; ${s.wallMs} ms wall`);
-    if (s.failedSeeds.length > 0) console.log(`failed seeds: ${s.failedSeeds.slice(0, 20).join(' ')}  (replay: spook-lab sim --nodes ${s.nodes} --seed S ...same options)`);
+    if (s.failedSeeds.length > 0)
+      console.log(
+        `failed seeds: ${s.failedSeeds.slice(0, 20).join(' ')}  (replay: spook-lab sim --nodes ${s.nodes} --seed S ...same options)`,
+      );
   }
   process.exitCode = s.failedSeeds.length === 0 ? 0 : 1;
 }
@@ -148,7 +185,13 @@ function runDomain(o: Opts): void {
 function runWrap(o: Opts): void {
   const summed = ['completed', 'holdExpired', 'outages', 'cuts', 'refBytes', 'nacks'] as const;
   const run = (seed: number): WrapSimResult & { converged: boolean; violations: string[] } => {
-    const r = runWrapSim({ ...DEFAULT_WRAP_SIM, seed, delta: o.delta || o.smallCache, smallCache: o.smallCache, holdMs: o.hold ?? DEFAULT_WRAP_SIM.holdMs });
+    const r = runWrapSim({
+      ...DEFAULT_WRAP_SIM,
+      seed,
+      delta: o.delta || o.smallCache,
+      smallCache: o.smallCache,
+      holdMs: o.hold ?? DEFAULT_WRAP_SIM.holdMs,
+    });
     return { ...r, converged: r.ok, violations: r.failure ? [r.failure] : [] };
   };
   const [count, base] = o.seed !== undefined ? [1, o.seed] : [o.seeds, o.seedBase];
@@ -158,9 +201,14 @@ function runWrap(o: Opts): void {
   });
   if (o.json) console.log(JSON.stringify(sum, null, 2));
   else {
-    console.log(`wrap seeds ${sum.seeds} (from ${sum.seedBase}): failed ${sum.failedSeeds.length}; connections completed ${sum.completed}, hold-expired ${sum.holdExpired}`);
-    console.log(`${sum.cuts} carrier cuts, ${sum.outages} connection outages held; delta mode ${sum.refBytes} bytes by reference, ${sum.nacks} NACKs; ${sum.wallMs} ms wall`);
-    if (sum.failedSeeds.length > 0) console.log(`failed seeds: ${sum.failedSeeds.slice(0, 20).join(' ')}  (replay: spook-lab sim --wrap --seed S ...same options)`);
+    console.log(
+      `wrap seeds ${sum.seeds} (from ${sum.seedBase}): failed ${sum.failedSeeds.length}; connections completed ${sum.completed}, hold-expired ${sum.holdExpired}`,
+    );
+    console.log(
+      `${sum.cuts} carrier cuts, ${sum.outages} connection outages held; delta mode ${sum.refBytes} bytes by reference, ${sum.nacks} NACKs; ${sum.wallMs} ms wall`,
+    );
+    if (sum.failedSeeds.length > 0)
+      console.log(`failed seeds: ${sum.failedSeeds.slice(0, 20).join(' ')}  (replay: spook-lab sim --wrap --seed S ...same options)`);
   }
   process.exitCode = sum.failedSeeds.length === 0 ? 0 : 1;
 }

@@ -106,7 +106,11 @@ class EtcpLink {
     private readonly key: KeyPair,
     private readonly victim: { publicKey: Uint8Array; host: string; port: number },
   ) {
-    this.ep = new EtcpEndpoint({ staticKey: key, peers: [{ name: 'victim', publicKey: victim.publicKey }], random: seededRandom(key.publicKey) });
+    this.ep = new EtcpEndpoint({
+      staticKey: key,
+      peers: [{ name: 'victim', publicKey: victim.publicKey }],
+      random: seededRandom(key.publicKey),
+    });
     sock.on('message', (msg) => this.onDatagram(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength)));
   }
 
@@ -248,7 +252,13 @@ export class Adversary {
           break;
         case 'recon-flood':
           await this.sealed(Infinity, a.rate, performance.now() + a.durationMs, () =>
-            encodeMessage({ type: MsgType.ReconReq, register: a.register, targetVersion: this.rng.int(1, 2 ** 40), flags: REQ_WANT_META, prefixes: [{ depth: 0, prefix: 0 }] }),
+            encodeMessage({
+              type: MsgType.ReconReq,
+              register: a.register,
+              targetVersion: this.rng.int(1, 2 ** 40),
+              flags: REQ_WANT_META,
+              prefixes: [{ depth: 0, prefix: 0 }],
+            }),
           );
           break;
         case 'handshake-flood':
@@ -278,7 +288,8 @@ export class Adversary {
     await link.handshake();
     await paced(rate, count, untilMs, async (i) => {
       // A victim that no longer answers handshakes has fallen: the attack ends there (the error says when).
-      if (i > 0 && i % 2000 === 0) await link.handshake(3000).catch((e: Error) => Promise.reject(new Error(`after ${i} messages: ${e.message}`)));
+      if (i > 0 && i % 2000 === 0)
+        await link.handshake(3000).catch((e: Error) => Promise.reject(new Error(`after ${i} messages: ${e.message}`)));
       link.send(make());
       this.report.sent++;
     });
@@ -318,7 +329,11 @@ export class Adversary {
   private async unauthenticated(durationMs: number, initRate: number, idle: number): Promise<void> {
     const until = performance.now() + durationMs;
     const link = await this.udp();
-    const rogue = new EtcpEndpoint({ staticKey: rogueKey(this.spec.seed), peers: [{ name: 'victim', publicKey: this.victim.publicKey }], random: seededRandom(new Uint8Array([1])) });
+    const rogue = new EtcpEndpoint({
+      staticKey: rogueKey(this.spec.seed),
+      peers: [{ name: 'victim', publicKey: this.victim.publicKey }],
+      random: seededRandom(new Uint8Array([1])),
+    });
     const rogueInit = rogue.initiate(Date.now(), this.victim.publicKey);
     // An authorised init the victim accepts once; every later copy is a replay.
     const ownInit = link.init();
@@ -351,14 +366,24 @@ export class Adversary {
 
   private async handshakeFlood(durationMs: number, rate: number): Promise<void> {
     const link = await this.udp();
-    const rogue = new EtcpEndpoint({ staticKey: rogueKey(this.spec.seed), peers: [{ name: 'victim', publicKey: this.victim.publicKey }], random: seededRandom(new Uint8Array([2])) });
+    const rogue = new EtcpEndpoint({
+      staticKey: rogueKey(this.spec.seed),
+      peers: [{ name: 'victim', publicKey: this.victim.publicKey }],
+      random: seededRandom(new Uint8Array([2])),
+    });
     const rogueInit = rogue.initiate(Date.now(), this.victim.publicKey);
     this.report.sent += await paced(rate, Infinity, performance.now() + durationMs, () => {
       this.sock!.send(this.rng.chance(0.5) ? link.init() : rogueInit, this.victim.port, this.victim.host);
     });
   }
 
-  private async wrapFlood(durationMs: number, connections: number, sink: Target, maxBytes: number, serve: 'discard' | 'never-read' | undefined): Promise<void> {
+  private async wrapFlood(
+    durationMs: number,
+    connections: number,
+    sink: Target,
+    maxBytes: number,
+    serve: 'discard' | 'never-read' | undefined,
+  ): Promise<void> {
     const until = performance.now() + durationMs;
     const held: Socket[] = [];
     const server = serve ? createServer({ pauseOnConnect: serve === 'never-read' }, (s) => held.push(s.on('error', () => {}))) : undefined;
@@ -422,4 +447,3 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     process.exit(1);
   });
 }
-

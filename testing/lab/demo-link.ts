@@ -33,10 +33,20 @@ export async function runLinkDemo(print: (line: string) => void): Promise<boolea
   const pair = (host: string, peer: string): Promise<PairInfo> => lab.admin<PairInfo>(host, 'pair', { peer });
   const aligned = async (): Promise<boolean> => {
     const [p, q] = await Promise.all([pair('a', 'b'), pair('b', 'a')]);
-    return p.state === 'ENTANGLED' && q.state === 'ENTANGLED' && p.registers.every((r, i) => r.version === q.registers[i].version && r.hash === q.registers[i].hash && r.pending + q.registers[i].pending === 0);
+    return (
+      p.state === 'ENTANGLED' &&
+      q.state === 'ENTANGLED' &&
+      p.registers.every(
+        (r, i) => r.version === q.registers[i].version && r.hash === q.registers[i].hash && r.pending + q.registers[i].pending === 0,
+      )
+    );
   };
   try {
-    print(netns ? 'Two hosts, a and b, in network namespaces joined by a veth link (10.77.1.1 <-> 10.77.1.2).' : 'Network namespaces are unavailable (not root?): two hosts on loopback; the "cut" stops b (SIGSTOP).');
+    print(
+      netns
+        ? 'Two hosts, a and b, in network namespaces joined by a veth link (10.77.1.1 <-> 10.77.1.2).'
+        : 'Network namespaces are unavailable (not root?): two hosts on loopback; the "cut" stops b (SIGSTOP).',
+    );
     for (const h of ['a', 'b']) lab.configure(h, [{ name: 'config', kind: 'map', policy: 'buffer' }]);
     await lab.start('a');
     await lab.start('b');
@@ -51,7 +61,14 @@ export async function runLinkDemo(print: (line: string) => void): Promise<boolea
     lab.setLink('a', 'b', false);
     await until('decoherence', async () => (await pair('a', 'b')).state === 'DECOHERENT', 20_000);
     const seq = (await pair('a', 'b')).role === 'sequencer' ? 'a' : 'b';
-    for (let i = 0; i < 5; i++) await lab.admin(seq, 'set', { peer: seq === 'a' ? 'b' : 'a', register: 'config', key: `during-cut/${i}`, value: `${i}`, timeoutMs: 500 });
+    for (let i = 0; i < 5; i++)
+      await lab.admin(seq, 'set', {
+        peer: seq === 'a' ? 'b' : 'a',
+        register: 'config',
+        key: `during-cut/${i}`,
+        value: `${i}`,
+        timeoutMs: 500,
+      });
     print(`host ${seq} (sequencer) committed 5 writes during the cut`);
     if (netns && seq === 'a') cli('b', 'set', 'config', 'buffered-on-b', 'yes', '--timeout', '1000');
     cli('a', 'pairs');
@@ -65,7 +82,9 @@ export async function runLinkDemo(print: (line: string) => void): Promise<boolea
     cli('b', 'registers');
     const [p, q] = await Promise.all([pair('a', 'b'), pair('b', 'a')]);
     const ok = p.registers[0].version === q.registers[0].version && p.registers[0].hash === q.registers[0].hash;
-    print(`\n${ok ? 'ALIGNED' : 'NOT ALIGNED'}: a at v${p.registers[0].version} ${p.registers[0].hash}, b at v${q.registers[0].version} ${q.registers[0].hash}`);
+    print(
+      `\n${ok ? 'ALIGNED' : 'NOT ALIGNED'}: a at v${p.registers[0].version} ${p.registers[0].hash}, b at v${q.registers[0].version} ${q.registers[0].hash}`,
+    );
     return ok;
   } finally {
     await lab.destroy();

@@ -4,15 +4,24 @@
  * project's own codecs so that most of them pass decoding and reach the protocol cores,
  * then mutated or replaced by noise for the rest. Deterministic from the Rng's seed.
  */
-import { Rng } from '../sim/rng.js';
-import { CloseReason, decodeMessages, encodeMessage, MsgType, RECON_FANOUT, RECON_MAX_DEPTH, REQ_WANT_META, type Message } from '../../wire/messages.js';
+import { type Rng } from '../sim/rng.js';
+import {
+  CloseReason,
+  decodeMessages,
+  encodeMessage,
+  MsgType,
+  RECON_FANOUT,
+  RECON_MAX_DEPTH,
+  REQ_WANT_META,
+  type Message,
+} from '../../wire/messages.js';
 import { DeltaOp, type Delta } from '../../wire/delta.js';
 import { MAX_FRAME_LEN, HEADER_LEN } from '../../wire/constants.js';
 import { TAGLEN } from '../../crypto/primitives.js';
 import { encodeEnvelope, QN_MSG_TYPE, type QnBody } from '../../wire/qn.js';
 import { encodeConfig, EntryKind } from '../../core/qn/raft.js';
 import { encodeCandidate } from '../../core/qn/state.js';
-import { encodeRecord, RecordType, CloseCode, OPEN_DATAGRAM, OPEN_DELTA, type WrapRecord, type Target } from '../../wire/wrap.js';
+import { encodeRecord, RecordType, type CloseCode, OPEN_DATAGRAM, OPEN_DELTA, type WrapRecord, type Target } from '../../wire/wrap.js';
 
 /** Largest ESTP/QN payload a sealed Data frame carries. */
 export const MAX_PAYLOAD = MAX_FRAME_LEN - HEADER_LEN - TAGLEN;
@@ -20,7 +29,19 @@ const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 
 /** A field value drawn towards the edges: 0, 1, u32 and 2^53 boundaries, or anything. */
 export function edgy(rng: Rng, max = MAX_SAFE): number {
-  const v = rng.pick([0, 1, 2, rng.int(0, 64), rng.int(0, 0xffff), 2 ** 31 - 1, 2 ** 32 - 1, 2 ** 32, MAX_SAFE - 1, MAX_SAFE, rng.int(0, 2 ** 30) * 2 ** 23 + rng.int(0, 2 ** 23 - 1)]);
+  const v = rng.pick([
+    0,
+    1,
+    2,
+    rng.int(0, 64),
+    rng.int(0, 0xffff),
+    2 ** 31 - 1,
+    2 ** 32 - 1,
+    2 ** 32,
+    MAX_SAFE - 1,
+    MAX_SAFE,
+    rng.int(0, 2 ** 30) * 2 ** 23 + rng.int(0, 2 ** 23 - 1),
+  ]);
   return Math.min(v, max);
 }
 
@@ -66,13 +87,15 @@ function register(rng: Rng, ctx: EstpContext): string {
   return rng.chance(0.85) ? rng.pick(ctx.registers) : rng.pick(['x', 'ü'.repeat(30), 'r'.repeat(64), `reg${rng.int(0, 9)}`]);
 }
 
-const list = <T>(rng: Rng, max: number, one: () => T): T[] => Array.from({ length: rng.chance(0.8) ? rng.int(0, 4) : rng.int(0, max) }, one);
+const list = <T>(rng: Rng, max: number, one: () => T): T[] =>
+  Array.from({ length: rng.chance(0.8) ? rng.int(0, 4) : rng.int(0, max) }, one);
 
 /** One ESTP message of any type, its fields drawn at the edges. */
 export function estpMessage(rng: Rng, ctx: EstpContext): Message {
   const reg = register(rng, ctx);
   const origin = (): number => (rng.chance(0.8) ? rng.pick(ctx.origins) : edgy(rng));
-  const entries = (): { key: Uint8Array; version: number; value: Uint8Array }[] => list(rng, 40, () => ({ key: key(rng), version: edgy(rng), value: bytes(rng, 200) }));
+  const entries = (): { key: Uint8Array; version: number; value: Uint8Array }[] =>
+    list(rng, 40, () => ({ key: key(rng), version: edgy(rng), value: bytes(rng, 200) }));
   const t = rng.int(1, 13) as MsgType;
   switch (t) {
     case MsgType.Status: {
@@ -89,14 +112,23 @@ export function estpMessage(rng: Rng, ctx: EstpContext): Message {
     case MsgType.Ack:
       return { type: t, largestPn: edgy(rng), ackDelayMs: edgy(rng) };
     case MsgType.Propose:
-      return { type: t, register: reg, base: edgy(rng), candidates: list(rng, 30, () => ({ origin: origin(), seq: edgy(rng), delta: delta(rng) })) };
+      return {
+        type: t,
+        register: reg,
+        base: edgy(rng),
+        candidates: list(rng, 30, () => ({ origin: origin(), seq: edgy(rng), delta: delta(rng) })),
+      };
     case MsgType.Collapse:
       return {
         type: t,
         register: reg,
         version: edgy(rng),
         hash: hash(rng),
-        entries: list(rng, 20, () => (rng.chance(0.7) ? { origin: origin(), seq: edgy(rng), verdict: 0, delta: delta(rng) } : { origin: origin(), seq: edgy(rng), verdict: rng.int(1, 3) })),
+        entries: list(rng, 20, () =>
+          rng.chance(0.7)
+            ? { origin: origin(), seq: edgy(rng), verdict: 0, delta: delta(rng) }
+            : { origin: origin(), seq: edgy(rng), verdict: rng.int(1, 3) },
+        ),
       };
     case MsgType.ReconReq:
       return {
@@ -120,7 +152,16 @@ export function estpMessage(rng: Rng, ctx: EstpContext): Message {
       };
     case MsgType.ReconEntries: {
       const parts = rng.int(1, 4096);
-      return { type: t, register: reg, targetVersion: edgy(rng), depth: rng.int(0, RECON_MAX_DEPTH), prefix: u32(rng), part: rng.int(0, parts - 1), parts, entries: entries() };
+      return {
+        type: t,
+        register: reg,
+        targetVersion: edgy(rng),
+        depth: rng.int(0, RECON_MAX_DEPTH),
+        prefix: u32(rng),
+        part: rng.int(0, parts - 1),
+        parts,
+        entries: entries(),
+      };
     }
     case MsgType.ReconMeta:
       return {
@@ -218,7 +259,11 @@ function anyEstpPayload(rng: Rng, ctx: EstpContext): Uint8Array {
     if (parts.length === 0) return encodeOr(rng, () => encodeMessage({ type: MsgType.Ack, largestPn: edgy(rng), ackDelayMs: 0 }));
     return concat(parts);
   }
-  if (p < 0.85) return mutate(rng, encodeOr(rng, () => encodeMessage(estpMessage(rng, ctx))));
+  if (p < 0.85)
+    return mutate(
+      rng,
+      encodeOr(rng, () => encodeMessage(estpMessage(rng, ctx))),
+    );
   const noise = rng.bytes(rng.int(0, 200));
   if (noise.length > 0 && noise[0] === QN_MSG_TYPE) noise[0] = 0x41; // ESTP noise; QN is its own category
   return noise;
@@ -255,7 +300,10 @@ function qnEntryCmd(rng: Rng, ctx: QnContext): Uint8Array {
         encodeCandidate({
           origin: rng.chance(0.5) ? ctx.self : edgy(rng),
           seq: edgy(rng),
-          ops: list(rng, 6, () => ({ register: rng.chance(0.8) ? rng.pick(ctx.registers) : `r${rng.int(0, 9)}`, delta: delta(rng) })).slice(0, 6),
+          ops: list(rng, 6, () => ({ register: rng.chance(0.8) ? rng.pick(ctx.registers) : `r${rng.int(0, 9)}`, delta: delta(rng) })).slice(
+            0,
+            6,
+          ),
         }),
       );
     case 4:
@@ -269,18 +317,36 @@ function qnBody(rng: Rng, ctx: QnContext): QnBody {
   const pre = rng.chance(0.5);
   switch (rng.int(1, 9)) {
     case 1:
-      if (rng.chance(0.5)) return { t: 'vote', term: ctx.cursor.term + rng.int(0, 2), lastIndex: ctx.cursor.index + rng.int(0, 2), lastTerm: ctx.cursor.term, pre };
+      if (rng.chance(0.5))
+        return {
+          t: 'vote',
+          term: ctx.cursor.term + rng.int(0, 2),
+          lastIndex: ctx.cursor.index + rng.int(0, 2),
+          lastTerm: ctx.cursor.term,
+          pre,
+        };
       return { t: 'vote', term: edgy(rng), lastIndex: edgy(rng), lastTerm: edgy(rng), pre };
     case 2:
       return { t: 'voteResp', term: edgy(rng), granted: rng.chance(0.5), pre };
     case 3: {
-      if (rng.chance(0.4)) return { t: 'append', term: edgy(rng), prevIndex: edgy(rng), prevTerm: edgy(rng), commit: edgy(rng), entries: list(rng, 12, () => ({ term: edgy(rng), cmd: qnEntryCmd(rng, ctx) })) };
+      if (rng.chance(0.4))
+        return {
+          t: 'append',
+          term: edgy(rng),
+          prevIndex: edgy(rng),
+          prevTerm: edgy(rng),
+          commit: edgy(rng),
+          entries: list(rng, 12, () => ({ term: edgy(rng), cmd: qnEntryCmd(rng, ctx) })),
+        };
       // Near the cursor: same or next term, a little before or after the last index sent, and
       // a commit index that claims what was just sent (or more).
       const c = ctx.cursor;
       const term = c.term + rng.int(0, 1);
       const prevIndex = Math.max(0, c.index - rng.int(-1, 3));
-      const entries = Array.from({ length: rng.int(0, 4) }, () => ({ term: rng.chance(0.8) ? term : rng.int(0, term + 1), cmd: qnEntryCmd(rng, ctx) }));
+      const entries = Array.from({ length: rng.int(0, 4) }, () => ({
+        term: rng.chance(0.8) ? term : rng.int(0, term + 1),
+        cmd: qnEntryCmd(rng, ctx),
+      }));
       c.term = term;
       c.index = prevIndex + entries.length;
       return { t: 'append', term, prevIndex, prevTerm: Math.max(0, term - rng.int(0, 1)), commit: c.index + rng.int(0, 2), entries };
@@ -291,14 +357,27 @@ function qnBody(rng: Rng, ctx: QnContext): QnBody {
       const data = bytes(rng, 900);
       const total = rng.chance(0.5) ? data.length : edgy(rng);
       const offset = rng.chance(0.5) ? 0 : Math.max(0, total - data.length);
-      return { t: 'snap', term: edgy(rng), index: edgy(rng), lastTerm: edgy(rng), members: list(rng, 64, () => (rng.chance(0.5) ? rng.pick([ctx.self, ctx.victim, ...ctx.others]) : edgy(rng))), offset, total: Math.max(total, offset + data.length), data };
+      return {
+        t: 'snap',
+        term: edgy(rng),
+        index: edgy(rng),
+        lastTerm: edgy(rng),
+        members: list(rng, 64, () => (rng.chance(0.5) ? rng.pick([ctx.self, ctx.victim, ...ctx.others]) : edgy(rng))),
+        offset,
+        total: Math.max(total, offset + data.length),
+        data,
+      };
     }
     case 6:
       return { t: 'snapResp', term: edgy(rng), index: edgy(rng), offset: edgy(rng) };
     case 7:
       return { t: 'fwd', cmd: qnEntryCmd(rng, ctx) };
     case 8:
-      return { t: 'hello', neighbours: list(rng, 64, () => (rng.chance(0.6) ? rng.pick([ctx.victim, ...ctx.others]) : edgy(rng))), commit: edgy(rng) };
+      return {
+        t: 'hello',
+        neighbours: list(rng, 64, () => (rng.chance(0.6) ? rng.pick([ctx.victim, ...ctx.others]) : edgy(rng))),
+        commit: edgy(rng),
+      };
     default:
       return { t: 'removed', index: edgy(rng) };
   }
@@ -361,7 +440,12 @@ export function wrapRecord(rng: Rng, ctx: WrapContext): Uint8Array {
       case RecordType.Opened:
         return { type: RecordType.Opened, conn: conn() };
       case RecordType.Data:
-        return { type: RecordType.Data, conn: conn(), offset: offset(), data: rng.bytes(rng.chance(0.9) ? rng.int(0, 1024) : rng.int(0, 16_384)) };
+        return {
+          type: RecordType.Data,
+          conn: conn(),
+          offset: offset(),
+          data: rng.bytes(rng.chance(0.9) ? rng.int(0, 1024) : rng.int(0, 16_384)),
+        };
       case RecordType.Ref:
         return { type: RecordType.Ref, conn: conn(), offset: offset(), length: rng.int(1, 65_536), digest: rng.bytes(32) };
       case RecordType.Nack:
@@ -377,7 +461,11 @@ export function wrapRecord(rng: Rng, ctx: WrapContext): Uint8Array {
   };
   const p = rng.float();
   if (p < 0.6) return encodeOr(rng, () => encodeRecord(make()));
-  if (p < 0.9) return mutate(rng, encodeOr(rng, () => encodeRecord(make())));
+  if (p < 0.9)
+    return mutate(
+      rng,
+      encodeOr(rng, () => encodeRecord(make())),
+    );
   return rng.bytes(rng.int(0, 64));
 }
 

@@ -80,7 +80,15 @@ export class Lab {
       }
       const dir = join(this.dir, name);
       mkdirSync(dir, { recursive: true });
-      this.hosts.set(name, { name, ns, key: generateKeyPair(), port: basePort + i, dir, socket: join(dir, 'admin.sock'), addrs: new Map() });
+      this.hosts.set(name, {
+        name,
+        ns,
+        key: generateKeyPair(),
+        port: basePort + i,
+        dir,
+        socket: join(dir, 'admin.sock'),
+        addrs: new Map(),
+      });
     });
     for (const spec of links) {
       if (loopback) {
@@ -141,7 +149,12 @@ export class Lab {
   }
 
   /** Write a host's key and config: peers are the hosts it has a link to. */
-  configure(name: string, registers: object[], extra: Record<string, unknown> = {}, peersOverride?: { name: string; publicKey: string; endpoint?: string }[]): string {
+  configure(
+    name: string,
+    registers: object[],
+    extra: Record<string, unknown> = {},
+    peersOverride?: { name: string; publicKey: string; endpoint?: string }[],
+  ): string {
     const h = this.host(name);
     const keyFile = join(h.dir, 'key');
     if (!existsSync(keyFile)) writeFileSync(keyFile, `${encodeKey(h.key.privateKey)}\n`, { mode: 0o600 });
@@ -198,7 +211,10 @@ export class Lab {
 
   logOf(name: string): string {
     try {
-      return readFileSync(join(this.host(name).dir, 'spookd.log'), 'utf8').split('\n').slice(-40).join('\n');
+      return readFileSync(join(this.host(name).dir, 'spookd.log'), 'utf8')
+        .split('\n')
+        .slice(-40)
+        .join('\n');
     } catch {
       return '(no log)';
     }
@@ -210,7 +226,9 @@ export class Lab {
     if (!h.proc) return;
     // `ip netns exec` execs the daemon, so the child pid is spookd itself.
     h.proc.kill('SIGKILL');
-    await new Promise<void>((resolve) => (h.proc!.exitCode !== null || h.proc!.signalCode !== null ? resolve() : h.proc!.once('exit', () => resolve())));
+    await new Promise<void>((resolve) =>
+      h.proc!.exitCode !== null || h.proc!.signalCode !== null ? resolve() : h.proc!.once('exit', () => resolve()),
+    );
     h.proc = undefined;
   }
 
@@ -219,7 +237,9 @@ export class Lab {
     if (!h.proc) return null;
     const p = h.proc;
     p.kill('SIGTERM');
-    const code = await new Promise<number | null>((resolve) => (p.exitCode !== null ? resolve(p.exitCode) : p.once('exit', (c) => resolve(c))));
+    const code = await new Promise<number | null>((resolve) =>
+      p.exitCode !== null ? resolve(p.exitCode) : p.once('exit', (c) => resolve(c)),
+    );
     h.proc = undefined;
     return code;
   }

@@ -12,7 +12,17 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, chownSync, createWriteStream, mkdirSync, readFileSync, rmSync, statSync, writeFileSync, type WriteStream } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  createWriteStream,
+  mkdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  type WriteStream,
+} from 'node:fs';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { tmpdir } from 'node:os';
 import { ROOT, sleep } from './netns.js';
@@ -88,7 +98,11 @@ export function nsRun(ns: string, cmd: string, args: string[], opts: ExecOptions
 export async function nsExec(ns: string, cmd: string, args: string[], opts: ExecOptions = {}): Promise<string> {
   const r = await nsRun(ns, cmd, args, opts);
   if (r.code !== 0 || r.timedOut) {
-    const why = r.timedOut ? `timed out after ${opts.timeoutMs ?? 30_000} ms` : r.signal ? `was killed by ${r.signal}` : `exited with ${r.code}`;
+    const why = r.timedOut
+      ? `timed out after ${opts.timeoutMs ?? 30_000} ms`
+      : r.signal
+        ? `was killed by ${r.signal}`
+        : `exited with ${r.code}`;
     throw new Error(`[${ns}] ${cmd} ${args.join(' ')} ${why}\nstderr:\n${tail(r.stderr, 30)}\nstdout:\n${tail(r.stdout, 10)}`);
   }
   return r.stdout;
@@ -181,7 +195,12 @@ class ServerProc {
     const argv = nsArgv(ns, cmd, args, opts.user);
     if (opts.logFile) this.log = createWriteStream(opts.logFile, { flags: 'a' });
     // detached: its own session and process group, so stop() can kill the children too.
-    this.proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, ...opts.env }, cwd: opts.cwd });
+    this.proc = spawn(argv[0], argv.slice(1), {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+      env: { ...process.env, ...opts.env },
+      cwd: opts.cwd,
+    });
     const sink = (c: Buffer): void => {
       this.buf = (this.buf + c.toString('utf8')).slice(-64 * 1024);
       // Children of the group can still write after stop() ended the log: keep only the tail then.
@@ -239,19 +258,28 @@ class ServerProc {
    * to another one already there; throw with the output tail if the process exits or time
    * runs out (killing it).
    */
-  async waitReady(what: string, ready: () => Promise<boolean>, owns?: { proto: 'tcp' | 'udp'; port: number }, timeoutMs = DEFAULT_READY_MS): Promise<void> {
+  async waitReady(
+    what: string,
+    ready: () => Promise<boolean>,
+    owns?: { proto: 'tcp' | 'udp'; port: number },
+    timeoutMs = DEFAULT_READY_MS,
+  ): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     let holders = '';
     while (Date.now() < deadline) {
       if (this.exited) {
         await sleep(50); // let the last output arrive
-        throw new Error(`${this.name} in ${this.ns} exited (code ${this.proc.exitCode}, signal ${this.proc.signalCode}) before ${what}; output tail:\n${this.tail()}`);
+        throw new Error(
+          `${this.name} in ${this.ns} exited (code ${this.proc.exitCode}, signal ${this.proc.signalCode}) before ${what}; output tail:\n${this.tail()}`,
+        );
       }
       if (await ready().catch(() => false)) {
         if (!owns) return;
         const pids = await listenerPids(this.ns, owns.proto, owns.port).catch(() => new Set<number>());
         if (this.proc.pid !== undefined && pids.has(this.proc.pid)) return;
-        holders = pids.size ? ` (${owns.proto} port ${owns.port} is held by pid ${[...pids].join(', ')}, not by ${this.name} pid ${this.proc.pid})` : '';
+        holders = pids.size
+          ? ` (${owns.proto} port ${owns.port} is held by pid ${[...pids].join(', ')}, not by ${this.name} pid ${this.proc.pid})`
+          : '';
       }
       await sleep(100);
     }
@@ -273,7 +301,11 @@ class ServerProc {
 }
 
 function tail(s: string, lines: number): string {
-  return s.split('\n').slice(-lines - 1).join('\n').trimEnd();
+  return s
+    .split('\n')
+    .slice(-lines - 1)
+    .join('\n')
+    .trimEnd();
 }
 
 function run(cmd: string, args: string[], input?: string): string {
@@ -424,10 +456,29 @@ export async function startPostgres(ns: string, addr: string, port: number, dir:
   try {
     run(asPg[0], [...asPg.slice(1), 'test', '-w', pgRoot]);
   } catch {
-    throw new Error(`startPostgres: the postgres user cannot write ${pgRoot}; pass a dir whose parents are traversable by other users (e.g. under ${tmpdir()})`);
+    throw new Error(
+      `startPostgres: the postgres user cannot write ${pgRoot}; pass a dir whose parents are traversable by other users (e.g. under ${tmpdir()})`,
+    );
   }
-  run(asPg[0], [...asPg.slice(1), join(PG_BIN, 'initdb'), '-D', pgData, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync', '--no-instructions']);
-  writeFileSync(join(pgData, 'pg_hba.conf'), ['local all all trust', 'host all all 0.0.0.0/0 trust', 'host all all ::/0 trust', ''].join('\n'));
+  run(asPg[0], [
+    ...asPg.slice(1),
+    join(PG_BIN, 'initdb'),
+    '-D',
+    pgData,
+    '-U',
+    'postgres',
+    '-A',
+    'trust',
+    '-E',
+    'UTF8',
+    '--locale=C',
+    '--no-sync',
+    '--no-instructions',
+  ]);
+  writeFileSync(
+    join(pgData, 'pg_hba.conf'),
+    ['local all all trust', 'host all all 0.0.0.0/0 trust', 'host all all ::/0 trust', ''].join('\n'),
+  );
   const p = new ServerProc(
     'postgres',
     ns,
@@ -455,7 +506,11 @@ export async function startPostgres(ns: string, addr: string, port: number, dir:
     { user: 'postgres', env: { LANG: 'C', LC_ALL: 'C' }, logFile: join(d, 'postgres.log'), stopSignal: 'SIGINT' /* fast shutdown */ },
   );
   const connArgs = ['-h', addr, '-p', String(port), '-U', 'postgres'];
-  await p.waitReady(`accepting connections on ${hostPort(addr, port)}`, async () => (await nsRun(ns, join(PG_BIN, 'pg_isready'), [...connArgs, '-t', '2'], { timeoutMs: 3_000 })).code === 0, { proto: 'tcp', port });
+  await p.waitReady(
+    `accepting connections on ${hostPort(addr, port)}`,
+    async () => (await nsRun(ns, join(PG_BIN, 'pg_isready'), [...connArgs, '-t', '2'], { timeoutMs: 3_000 })).code === 0,
+    { proto: 'tcp', port },
+  );
   return {
     ...p.handle(addr, port),
     user: 'postgres',
@@ -540,7 +595,9 @@ export async function startSamba(ns: string, addr: string, port: number, dir: st
 `,
   );
   run('smbpasswd', ['-c', configFile, '-s', '-a', user], `${password}\n${password}\n`);
-  const p = new ServerProc('smbd', ns, '/usr/sbin/smbd', ['-F', '--no-process-group', '--debug-stdout', '-d', '1', '-s', configFile], { logFile: join(d, 'smbd.log') });
+  const p = new ServerProc('smbd', ns, '/usr/sbin/smbd', ['-F', '--no-process-group', '--debug-stdout', '-d', '1', '-s', configFile], {
+    logFile: join(d, 'smbd.log'),
+  });
   await p.waitReady(`listening on ${hostPort(addr, port)}`, () => tcpProbe(ns, addr, port), { proto: 'tcp', port });
   const unc = `//${addr}/spook`;
   return {
@@ -646,7 +703,10 @@ for (const s of ['SIGTERM', 'SIGINT']) process.on(s, () => process.exit(0));
   );
   const echo = new ServerProc('ws-echo', ns, process.execPath, [echoScript], { logFile: join(d, 'ws-echo.log') });
   try {
-    await echo.waitReady(`listening on 127.0.0.1:${backendPort}`, () => tcpProbe(ns, '127.0.0.1', backendPort), { proto: 'tcp', port: backendPort });
+    await echo.waitReady(`listening on 127.0.0.1:${backendPort}`, () => tcpProbe(ns, '127.0.0.1', backendPort), {
+      proto: 'tcp',
+      port: backendPort,
+    });
   } catch (e) {
     await echo.stop();
     throw e;
@@ -765,9 +825,13 @@ export interface CoapServer extends RunningServer {
 export async function startCoapServer(ns: string, addr: string, port: number): Promise<CoapServer> {
   const baseUri = `coap://${hostPort(addr, port)}`;
   const p = new ServerProc('coap-server', ns, '/usr/bin/coap-server-notls', ['-A', addr, '-p', String(port), '-v', '4']);
-  await p.waitReady(`answering at ${baseUri}`, async () => {
-    const r = await nsRun(ns, 'coap-client-notls', ['-m', 'get', '-B', '1', `${baseUri}/.well-known/core`], { timeoutMs: 3_000 });
-    return r.code === 0 && r.stdout.includes('<');
-  }, { proto: 'udp', port });
+  await p.waitReady(
+    `answering at ${baseUri}`,
+    async () => {
+      const r = await nsRun(ns, 'coap-client-notls', ['-m', 'get', '-B', '1', `${baseUri}/.well-known/core`], { timeoutMs: 3_000 });
+      return r.code === 0 && r.stdout.includes('<');
+    },
+    { proto: 'udp', port },
+  );
   return { ...p.handle(addr, port), baseUri };
 }

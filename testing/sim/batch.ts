@@ -2,7 +2,18 @@
 import { runSim, type SimOptions, type SimResult } from './run.js';
 
 /** The per-seed counts a summary adds up. */
-const SUMMED = ['lostCommits', 'bytesSent', 'datagrams', 'fullTransfers', 'reconciles', 'reentanglements', 'committed', 'rejected', 'refused', 'cuts'] as const;
+const SUMMED = [
+  'lostCommits',
+  'bytesSent',
+  'datagrams',
+  'fullTransfers',
+  'reconciles',
+  'reentanglements',
+  'committed',
+  'rejected',
+  'refused',
+  'cuts',
+] as const;
 type Summed = Pick<SimResult, (typeof SUMMED)[number]>;
 
 export interface SimSummary extends Summed, SeedTally {
@@ -50,14 +61,33 @@ export function tallySeeds<K extends string, R extends { converged: boolean; vio
 
 /** A fresh tally with every summed field at 0. */
 export function emptyTally<K extends string>(summed: readonly K[]): SeedTally & Record<K, number> {
-  return { seeds: 0, converged: 0, failedSeeds: [], failures: [], wallMs: 0, ...(Object.fromEntries(summed.map((k) => [k, 0])) as Record<K, number>) };
+  return {
+    seeds: 0,
+    converged: 0,
+    failedSeeds: [],
+    failures: [],
+    wallMs: 0,
+    ...(Object.fromEntries(summed.map((k) => [k, 0])) as Record<K, number>),
+  };
 }
 
-export function runSeeds(count: number, seedBase: number, opts: Omit<SimOptions, 'seed' | 'trace'>, onResult?: (r: SimResult) => void): SimSummary {
+export function runSeeds(
+  count: number,
+  seedBase: number,
+  opts: Omit<SimOptions, 'seed' | 'trace'>,
+  onResult?: (r: SimResult) => void,
+): SimSummary {
   const s: SimSummary = { ...emptyTally(SUMMED), seedBase, diverged: 0, options: opts };
-  tallySeeds(count, seedBase, (seed) => runSim({ ...opts, seed }), SUMMED, s, (r) => {
-    if (new Set(Object.values(r.final).map((f) => JSON.stringify(f))).size > 1) s.diverged++;
-    onResult?.(r);
-  });
+  tallySeeds(
+    count,
+    seedBase,
+    (seed) => runSim({ ...opts, seed }),
+    SUMMED,
+    s,
+    (r) => {
+      if (new Set(Object.values(r.final).map((f) => JSON.stringify(f))).size > 1) s.diverged++;
+      onResult?.(r);
+    },
+  );
   return s;
 }

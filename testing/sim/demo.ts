@@ -40,7 +40,9 @@ export function runDemo(print: (line: string) => void, seed = 42): DemoResult {
         return;
       case 'outcome':
         if (ev.verdict === 'rejected' || watched.has(`${ev.origin}:${ev.seq}`)) {
-          print(`${when(ev.at)}  ${ep.name}  candidate ${ev.origin}:${ev.seq} ${ev.verdict}${ev.reason ? ` (${ev.reason})` : ''} in v${ev.version}`);
+          print(
+            `${when(ev.at)}  ${ep.name}  candidate ${ev.origin}:${ev.seq} ${ev.verdict}${ev.reason ? ` (${ev.reason})` : ''} in v${ev.version}`,
+          );
         }
         return;
       case 'collapse':
@@ -49,7 +51,9 @@ export function runDemo(print: (line: string) => void, seed = 42): DemoResult {
       case 'reentangled': {
         const bytes = ep.pair.stats.reentangleBytes - (bytesAtStart.get(ep.name) ?? 0);
         reentanglements.push({ endpoint: ep.name, method: ev.method, bytes });
-        print(`${when(ev.at)}  ${ep.name}  register ${ev.register} re-entangled by ${ev.method} at v${ev.version} (${bytes} bytes on the wire while re-entangling)`);
+        print(
+          `${when(ev.at)}  ${ep.name}  register ${ev.register} re-entangled by ${ev.method} at v${ev.version} (${bytes} bytes on the wire while re-entangling)`,
+        );
         return;
       }
       default:
@@ -94,18 +98,18 @@ export function runDemo(print: (line: string) => void, seed = 42): DemoResult {
     for (let i = 0; i < 3; i++) watched.add(set(b, `b-buffered/${i}`, 'written during the cut'));
     print(`${when(world.now)}  B  3 writes buffered as candidates while ${b.pair.state}`);
   });
-  note(11000, 'link restored: B catches up from A\'s delta log, its buffered writes then collapse');
+  note(11000, "link restored: B catches up from A's delta log, its buffered writes then collapse");
   world.at(11000, () => {
     world.net.setLink('A', 'B', true);
     world.net.setLink('B', 'A', true);
   });
-  note(15000, 'link cut again for 10 s while A writes 600 updates: more than A\'s 256-record log holds');
+  note(15000, "link cut again for 10 s while A writes 600 updates: more than A's 256-record log holds");
   world.at(15000, () => {
     world.net.setLink('A', 'B', false);
     world.net.setLink('B', 'A', false);
   });
   for (let i = 0; i < 600; i++) world.at(15100 + i * 15, () => set(a, `bulk/${i % 150}`, `${i}`));
-  note(25000, 'link restored: the log no longer covers B\'s gap, so B reconciles by range hashes');
+  note(25000, "link restored: the log no longer covers B's gap, so B reconciles by range hashes");
   world.at(25000, () => {
     world.net.setLink('A', 'B', true);
     world.net.setLink('B', 'A', true);
@@ -114,7 +118,14 @@ export function runDemo(print: (line: string) => void, seed = 42): DemoResult {
   const aligned = world.run(120_000, () => {
     const ra = a.pair.register('config');
     const rb = b.pair.register('config');
-    return a.pair.state === PairState.ENTANGLED && b.pair.state === PairState.ENTANGLED && ra.version === rb.version && ra.hash.hi === rb.hash.hi && ra.hash.lo === rb.hash.lo && ra.pendingCount + rb.pendingCount === 0;
+    return (
+      a.pair.state === PairState.ENTANGLED &&
+      b.pair.state === PairState.ENTANGLED &&
+      ra.version === rb.version &&
+      ra.hash.hi === rb.hash.hi &&
+      ra.hash.lo === rb.hash.lo &&
+      ra.pendingCount + rb.pendingCount === 0
+    );
   });
 
   print('');

@@ -15,8 +15,8 @@
  */
 import { DeltaOp, type Delta } from '../../wire/delta.js';
 import { hashHex } from '../../core/register/hash.js';
-import { MapState } from '../../core/register/map.js';
-import { StreamState } from '../../core/register/stream.js';
+import { type MapState } from '../../core/register/map.js';
+import { type StreamState } from '../../core/register/stream.js';
 import { MemDisk } from '../../core/qn/disk.js';
 import { DomainNode, type DomainEvent, type QnDrop } from '../../core/qn/node.js';
 import { Role, type LogEntry, type NodeId } from '../../core/qn/raft.js';
@@ -28,7 +28,19 @@ import { Rng } from './rng.js';
 import { emptyTally, tallySeeds, type SeedTally } from './batch.js';
 
 /** Drop reasons that only a faulty or hostile peer causes: none may occur in a simulated run. */
-const VIOLATION_DROPS: readonly QnDrop[] = ['malformed', 'relay-unauthenticated', 'out-of-bounds', 'bad-entry', 'conflicts-committed', 'index-beyond-log', 'bad-snapshot', 'snapshot-mismatch', 'candidate-origin-mismatch', 'bad-removal', 'fenced'];
+const VIOLATION_DROPS: readonly QnDrop[] = [
+  'malformed',
+  'relay-unauthenticated',
+  'out-of-bounds',
+  'bad-entry',
+  'conflicts-committed',
+  'index-beyond-log',
+  'bad-snapshot',
+  'snapshot-mismatch',
+  'candidate-origin-mismatch',
+  'bad-removal',
+  'fenced',
+];
 
 export interface DomainSimOptions {
   seed: number;
@@ -126,7 +138,13 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
   const o: DomainSimOptions = { ...DOMAIN_SIM_DEFAULTS, ...partial };
   const rng = new Rng(o.seed);
   const queue = new EventQueue();
-  const net = new SimNetwork(queue, rng, { loss: o.loss, dup: o.dup, reorder: o.reorder, minDelayMs: o.minDelayMs, maxDelayMs: o.maxDelayMs });
+  const net = new SimNetwork(queue, rng, {
+    loss: o.loss,
+    dup: o.dup,
+    reorder: o.reorder,
+    minDelayMs: o.minDelayMs,
+    maxDelayMs: o.maxDelayMs,
+  });
   const trace = o.trace;
   const maxLogEntries = o.maxLogEntries ?? rng.pick([16, 64, 100_000]);
   const seed = rng.int(0, 0x7fffffff);
@@ -172,7 +190,8 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
     const digest = hashHex(d);
     const g = globalLog.get(e.index);
     if (!g) globalLog.set(e.index, { term: e.term, cmd: e.cmd, digest });
-    else if (g.term !== e.term || !sameBytes(g.cmd, e.cmd)) violate(`n${m.id} applied a different entry at index ${e.index} (term ${e.term} vs ${g.term})`);
+    else if (g.term !== e.term || !sameBytes(g.cmd, e.cmd))
+      violate(`n${m.id} applied a different entry at index ${e.index} (term ${e.term} vs ${g.term})`);
     else if (g.digest !== digest) violate(`n${m.id} state after index ${e.index} differs: ${digest} vs ${g.digest}`);
   };
 
@@ -288,11 +307,15 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
     if (kind < 3) ops = [{ register: 'kv', delta: { op: DeltaOp.Set, key, value: rng.bytes(rng.int(0, 40)) } }];
     else if (kind < 4) ops = [{ register: 'kv', delta: { op: DeltaOp.Del, key } }];
     else if (kind < 6) ops = [cas(kv, 'kv')];
-    else if (kind < 8) ops = [cas(kv, 'kv'), cas(meta, 'meta')]; // a QSCS group candidate: both or neither
+    else if (kind < 8)
+      ops = [cas(kv, 'kv'), cas(meta, 'meta')]; // a QSCS group candidate: both or neither
     else {
       const data = rng.bytes(rng.int(1, 120));
       const d: Delta = { op: DeltaOp.Append, offset: log.size(), data };
-      ops = [{ register: 'log', delta: d }, { register: 'meta', delta: { op: DeltaOp.Set, key, value: data.subarray(0, 4) } }];
+      ops = [
+        { register: 'log', delta: d },
+        { register: 'meta', delta: { op: DeltaOp.Set, key, value: data.subarray(0, 4) } },
+      ];
     }
     if (o.corrupt && rng.chance(o.corrupt)) {
       kv.put(rng.pick(KEYS).slice(), rng.bytes(3), 999_999);
@@ -316,10 +339,11 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
   }
 
   const setLinks = (a: NodeId[], b: NodeId[], up: boolean): void => {
-    for (const x of a) for (const y of b) {
-      net.setLink(`n${x}`, `n${y}`, up);
-      net.setLink(`n${y}`, `n${x}`, up);
-    }
+    for (const x of a)
+      for (const y of b) {
+        net.setLink(`n${x}`, `n${y}`, up);
+        net.setLink(`n${y}`, `n${x}`, up);
+      }
   };
   if (o.partitions) {
     // A minority or a majority (the other side of the split) is cut off, then heals.
@@ -437,7 +461,10 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
     for (const m of members.values()) {
       const n = m.node;
       if (!n) trace?.(`  n${m.id}: down`);
-      else trace?.(`  n${m.id}: ${n.raft.role} term ${n.raft.term} leader ${n.raft.leader} commit ${n.raft.commit} applied ${n.raft.applied} last ${n.raft.lastIndex} base ${n.raft.firstIndex - 1} snapshot ${n.raft.snapshotIndex} pending ${n.pendingCount} ${n.coherenceState}${m.active ? '' : ' (removed)'}`);
+      else
+        trace?.(
+          `  n${m.id}: ${n.raft.role} term ${n.raft.term} leader ${n.raft.leader} commit ${n.raft.commit} applied ${n.raft.applied} last ${n.raft.lastIndex} base ${n.raft.firstIndex - 1} snapshot ${n.raft.snapshotIndex} pending ${n.pendingCount} ${n.coherenceState}${m.active ? '' : ' (removed)'}`,
+        );
     }
   }
 
@@ -453,7 +480,9 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
   }
   const act = [...members.values()].filter((m) => m.active && m.node);
   const finalIndex = act.length ? Math.min(...act.map((m) => m.node!.raft.applied)) : 0;
-  for (const [id, out] of outcomes) if (out.committed && out.index !== undefined && out.index > finalIndex) violate(`${id} committed at ${out.index}, beyond the final index ${finalIndex}`);
+  for (const [id, out] of outcomes)
+    if (out.committed && out.index !== undefined && out.index > finalIndex)
+      violate(`${id} committed at ${out.index}, beyond the final index ${finalIndex}`);
 
   const d = act[0]?.node?.state.digest();
   let leaderChanges = 0;
@@ -516,7 +545,19 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /** The per-seed counts a domain summary adds up. */
-const SUMMED = ['committed', 'rejected', 'unknown', 'refused', 'partitions', 'crashes', 'leaderChanges', 'snapshots', 'relayed', 'datagrams', 'bytesSent'] as const;
+const SUMMED = [
+  'committed',
+  'rejected',
+  'unknown',
+  'refused',
+  'partitions',
+  'crashes',
+  'leaderChanges',
+  'snapshots',
+  'relayed',
+  'datagrams',
+  'bytesSent',
+] as const;
 
 /** Many seeds of runDomainSim, summarised the way `spook-lab sim --nodes N --json` prints them. */
 export interface DomainSimSummary extends SeedTally, Pick<DomainSimResult, (typeof SUMMED)[number] | 'nodes'> {
@@ -524,7 +565,12 @@ export interface DomainSimSummary extends SeedTally, Pick<DomainSimResult, (type
   options: Omit<DomainSimOptions, 'seed' | 'trace'>;
 }
 
-export function runDomainSeeds(count: number, seedBase: number, opts: Omit<DomainSimOptions, 'seed' | 'trace'>, onResult?: (r: DomainSimResult) => void): DomainSimSummary {
+export function runDomainSeeds(
+  count: number,
+  seedBase: number,
+  opts: Omit<DomainSimOptions, 'seed' | 'trace'>,
+  onResult?: (r: DomainSimResult) => void,
+): DomainSimSummary {
   const s: DomainSimSummary = { ...emptyTally(SUMMED), seedBase, nodes: opts.nodes, options: opts };
   tallySeeds(count, seedBase, (seed) => runDomainSim({ ...opts, seed }), SUMMED, s, onResult);
   return s;

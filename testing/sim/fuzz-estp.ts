@@ -77,27 +77,71 @@ export class EstpFuzzer {
     switch (r.int(1, 12) as MsgType) {
       case MsgType.Status: {
         const version = this.num();
-        return { type: MsgType.Status, register, version, hash: this.hash(), logBase: this.num(), resolvedSeq: this.num(), held: r.chance(0.7) ? [] : [{ from: version + 2, to: version + 2 + r.int(0, 300) }] };
+        return {
+          type: MsgType.Status,
+          register,
+          version,
+          hash: this.hash(),
+          logBase: this.num(),
+          resolvedSeq: this.num(),
+          held: r.chance(0.7) ? [] : [{ from: version + 2, to: version + 2 + r.int(0, 300) }],
+        };
       }
       case MsgType.Ack:
         return { type: MsgType.Ack, largestPn: this.num(), ackDelayMs: this.num() };
       case MsgType.Propose:
-        return { type: MsgType.Propose, register, base: this.num(), candidates: this.list(() => ({ origin: r.int(0, 3), seq: this.num(), delta: this.delta() }), 40) };
+        return {
+          type: MsgType.Propose,
+          register,
+          base: this.num(),
+          candidates: this.list(() => ({ origin: r.int(0, 3), seq: this.num(), delta: this.delta() }), 40),
+        };
       case MsgType.Collapse:
         return {
           type: MsgType.Collapse,
           register,
           version: this.num(),
           hash: this.hash(),
-          entries: this.list(() => (r.chance(0.5) ? { origin: r.int(0, 3), seq: this.num(), verdict: 0, delta: this.delta() } : { origin: r.int(0, 3), seq: this.num(), verdict: r.int(1, 4) }), 40),
+          entries: this.list(
+            () =>
+              r.chance(0.5)
+                ? { origin: r.int(0, 3), seq: this.num(), verdict: 0, delta: this.delta() }
+                : { origin: r.int(0, 3), seq: this.num(), verdict: r.int(1, 4) },
+            40,
+          ),
         };
       case MsgType.ReconReq:
-        return { type: MsgType.ReconReq, register, targetVersion: this.num(), flags, prefixes: this.list(() => { const depth = r.int(0, 8); return { depth, prefix: r.int(0, 16 ** depth - 1) }; }, 256) };
+        return {
+          type: MsgType.ReconReq,
+          register,
+          targetVersion: this.num(),
+          flags,
+          prefixes: this.list(() => {
+            const depth = r.int(0, 8);
+            return { depth, prefix: r.int(0, 16 ** depth - 1) };
+          }, 256),
+        };
       case MsgType.ReconNode:
-        return { type: MsgType.ReconNode, register, targetVersion: this.num(), depth: r.int(0, 7), prefix: r.int(0, 15), children: Array.from({ length: 16 }, () => ({ count: this.num(), hash: this.hash() })) };
+        return {
+          type: MsgType.ReconNode,
+          register,
+          targetVersion: this.num(),
+          depth: r.int(0, 7),
+          prefix: r.int(0, 15),
+          children: Array.from({ length: 16 }, () => ({ count: this.num(), hash: this.hash() })),
+        };
       case MsgType.ReconEntries: {
         const parts = r.pick([1, 1, 2, 4096]);
-        return { type: MsgType.ReconEntries, register, targetVersion: this.num(), depth: r.int(0, 8), prefix: r.int(0, 15), part: r.int(0, parts - 1), parts, entries: this.list(() => this.entry(), 30) };
+        return {
+          type: MsgType.ReconEntries,
+          register,
+          targetVersion: this.num(),
+          depth: r.int(0, 8),
+          prefix: r.int(0, 15),
+          part: r.int(0, parts - 1),
+          parts,
+          entries: this.list(() => this.entry(), 30),
+        };
       }
       case MsgType.ReconMeta:
         return {
@@ -113,7 +157,14 @@ export class EstpFuzzer {
         return { type: MsgType.SnapReq, register, targetVersion: this.num(), flags, fromChunk: this.num() };
       case MsgType.SnapChunk: {
         const chunks = r.pick([1, 2, 16, 1 << 24, this.num() + 1]);
-        return { type: MsgType.SnapChunk, register, targetVersion: this.num(), chunk: r.int(0, Math.min(chunks, 2 ** 31) - 1), chunks, entries: this.list(() => this.entry(), 30) };
+        return {
+          type: MsgType.SnapChunk,
+          register,
+          targetVersion: this.num(),
+          chunk: r.int(0, Math.min(chunks, 2 ** 31) - 1),
+          chunks,
+          entries: this.list(() => this.entry(), 30),
+        };
       }
       case MsgType.StreamReq:
         return { type: MsgType.StreamReq, register, targetVersion: this.num(), flags, offset: this.num() };

@@ -130,7 +130,8 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
         if (ep === seqEp) {
           history.get(ev.register)!.set(ev.version, sig);
           for (const e of ev.entries as CollapseEntry[]) {
-            if (e.verdict === 0) committedDeltas.get(ev.register)!.push({ version: ev.version, delta: e.delta!, id: `${e.origin}:${e.seq}` });
+            if (e.verdict === 0)
+              committedDeltas.get(ev.register)!.push({ version: ev.version, delta: e.delta!, id: `${e.origin}:${e.seq}` });
           }
         } else followerSigs.push({ register: ev.register, version: ev.version, sig });
         trace?.(`${t(ev.at)} ${ep.name} collapse ${ev.register} v${ev.version} h=${ev.hash} [${sig}]`);
@@ -233,9 +234,11 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
 
   // ---- checks
   const final: SimResult['final'] = {};
-  for (const ep of eps) final[ep.name] = REGISTERS.map((r) => ({ version: ep.pair.register(r.name).version, hash: hashHex(ep.pair.register(r.name).hash) }));
+  for (const ep of eps)
+    final[ep.name] = REGISTERS.map((r) => ({ version: ep.pair.register(r.name).version, hash: hashHex(ep.pair.register(r.name).hash) }));
   const converged = settled;
-  if (!converged) violate(`not converged by ${t(now)}: ${eps.map((e) => `${e.name} ${e.pair.state} ${JSON.stringify(final[e.name])}`).join('; ')}`);
+  if (!converged)
+    violate(`not converged by ${t(now)}: ${eps.map((e) => `${e.name} ${e.pair.state} ${JSON.stringify(final[e.name])}`).join('; ')}`);
 
   let lostCommits = 0;
   for (const r of REGISTERS) {

@@ -30,7 +30,10 @@ export class SimWorld {
 
   /** Two endpoints of one pair, member ids 1 (sequencer) and 2. */
   addPair(names: [string, string], opts: Omit<HalfPairOptions, 'localId' | 'peerId'>): [SimEndpoint, SimEndpoint] {
-    return this.adopt(names, [new HalfPair({ ...opts, localId: 1, peerId: 2 }, this.now), new HalfPair({ ...opts, localId: 2, peerId: 1 }, this.now)]);
+    return this.adopt(names, [
+      new HalfPair({ ...opts, localId: 1, peerId: 2 }, this.now),
+      new HalfPair({ ...opts, localId: 2, peerId: 1 }, this.now),
+    ]);
   }
 
   /** Wire two already-built HalfPairs of one pair into the world (e.g. after preloading state). */

@@ -83,7 +83,7 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
   const blocks = o.delta ? [0, 1, 2, 3].map(() => content(rng.int(10_000, 40_000))) : [];
   const repeated = (n: number): Uint8Array => {
     const out = new Uint8Array(n);
-    for (let at = 0; at < n; ) {
+    for (let at = 0; at < n;) {
       const b = rng.pick(blocks);
       const take = Math.min(b.length, n - at);
       out.set(b.subarray(0, take), at);
@@ -92,7 +92,16 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
     }
     return out;
   };
-  const mk = (n: number): End => ({ sent: o.delta ? repeated(n) : content(n), pos: 0, got: 0, undrained: 0, ended: false, closed: undefined, done: false, paused: false });
+  const mk = (n: number): End => ({
+    sent: o.delta ? repeated(n) : content(n),
+    pos: 0,
+    got: 0,
+    undrained: 0,
+    ended: false,
+    closed: undefined,
+    done: false,
+    paused: false,
+  });
   /** A record cut at up to three random points, as TCP reads would cut it. */
   const pieces = (rec: Uint8Array): Uint8Array[] => {
     const cuts = [...new Set(Array.from({ length: rng.int(0, 3) }, () => rng.int(1, Math.max(1, rec.length - 1))))].sort((x, y) => x - y);
@@ -126,8 +135,10 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
     } else if (ev.type === 'deliver') {
       const e = ends.get(ev.conn)!;
       const from = (ends === server ? client : server).get(ev.conn)!.sent;
-      if (e.got + ev.data.length > from.length) fail(`conn ${ev.conn}: ${e.got + ev.data.length} bytes delivered, only ${from.length} sent`);
-      for (let i = 0; i < ev.data.length; i++) if (ev.data[i] !== from[e.got + i]) return fail(`conn ${ev.conn}: byte ${e.got + i} differs`);
+      if (e.got + ev.data.length > from.length)
+        fail(`conn ${ev.conn}: ${e.got + ev.data.length} bytes delivered, only ${from.length} sent`);
+      for (let i = 0; i < ev.data.length; i++)
+        if (ev.data[i] !== from[e.got + i]) return fail(`conn ${ev.conn}: byte ${e.got + i} differs`);
       e.got += ev.data.length;
       e.undrained += ev.data.length;
       // The sender may overshoot its window by one local read (20,000 bytes here).
@@ -162,7 +173,8 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
     }
   };
 
-  const settled = (): boolean => [...client.values(), ...server.values()].every((e) => e.done || e.closed !== undefined) && server.size >= client.size;
+  const settled = (): boolean =>
+    [...client.values(), ...server.values()].every((e) => e.done || e.closed !== undefined) && server.size >= client.size;
 
   for (now = 0; now < o.maxMs && !failure; now++) {
     if (up && rng.chance(o.cutChance)) {
@@ -185,7 +197,10 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
     app(A, client);
     app(B, server);
     // Each direction carries a bounded number of records per ms, in order.
-    for (const [from, q] of [[A, wire[0]], [B, wire[1]]] as const) {
+    for (const [from, q] of [
+      [A, wire[0]],
+      [B, wire[1]],
+    ] as const) {
       for (let r = from.pollRecord(now); r; r = from.pollRecord(now)) q.push(Buffer.concat(r));
     }
     if (up) {
@@ -210,7 +225,21 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
       completed++;
       if (s.got !== c.sent.length || c.got !== s.sent.length) fail(`conn ${id}: done with bytes missing`);
     } else if (c.closed === CLOSE_NAMES[CloseCode.HoldExpired] || s.closed === CLOSE_NAMES[CloseCode.HoldExpired]) holdExpired++;
-    else fail(`conn ${id}: neither completed nor hold-expired (client ${c.closed ?? (c.done ? 'done' : 'open')}, server ${s.closed ?? (s.done ? 'done' : 'open')})`);
+    else
+      fail(
+        `conn ${id}: neither completed nor hold-expired (client ${c.closed ?? (c.done ? 'done' : 'open')}, server ${s.closed ?? (s.done ? 'done' : 'open')})`,
+      );
   }
-  return { seed: o.seed, ok: !failure, failure, completed, holdExpired, outages, cuts, ms: now, refBytes: A.counters.refBytes + B.counters.refBytes, nacks: A.counters.nacksSent + B.counters.nacksSent };
+  return {
+    seed: o.seed,
+    ok: !failure,
+    failure,
+    completed,
+    holdExpired,
+    outages,
+    cuts,
+    ms: now,
+    refBytes: A.counters.refBytes + B.counters.refBytes,
+    nacks: A.counters.nacksSent + B.counters.nacksSent,
+  };
 }
