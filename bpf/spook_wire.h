@@ -75,14 +75,14 @@ struct spook_estp_hdr {
 	__be64 packet_number;
 } __attribute__((packed));
 _Static_assert(sizeof(struct spook_estp_hdr) == 20, "struct spook_estp_hdr is 20 bytes (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_estp_hdr, magic) == 0, "spook_estp_hdr.magic at 0 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_estp_hdr, version) == 2, "spook_estp_hdr.version at 2 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_estp_hdr, type) == 3, "spook_estp_hdr.type at 3 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_estp_hdr, flags) == 4, "spook_estp_hdr.flags at 4 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_estp_hdr, hdr_len) == 5, "spook_estp_hdr.hdr_len at 5 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_estp_hdr, payload_len) == 6, "spook_estp_hdr.payload_len at 6 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_estp_hdr, pair_id) == 8, "spook_estp_hdr.pair_id at 8 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_estp_hdr, packet_number) == 12, "spook_estp_hdr.packet_number at 12 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_estp_hdr, magic) == 0 && sizeof(((struct spook_estp_hdr *)0)->magic) == 2, "spook_estp_hdr.magic: 2 bytes at 0 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_estp_hdr, version) == 2 && sizeof(((struct spook_estp_hdr *)0)->version) == 1, "spook_estp_hdr.version: 1 bytes at 2 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_estp_hdr, type) == 3 && sizeof(((struct spook_estp_hdr *)0)->type) == 1, "spook_estp_hdr.type: 1 bytes at 3 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_estp_hdr, flags) == 4 && sizeof(((struct spook_estp_hdr *)0)->flags) == 1, "spook_estp_hdr.flags: 1 bytes at 4 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_estp_hdr, hdr_len) == 5 && sizeof(((struct spook_estp_hdr *)0)->hdr_len) == 1, "spook_estp_hdr.hdr_len: 1 bytes at 5 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_estp_hdr, payload_len) == 6 && sizeof(((struct spook_estp_hdr *)0)->payload_len) == 2, "spook_estp_hdr.payload_len: 2 bytes at 6 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_estp_hdr, pair_id) == 8 && sizeof(((struct spook_estp_hdr *)0)->pair_id) == 4, "spook_estp_hdr.pair_id: 4 bytes at 8 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_estp_hdr, packet_number) == 12 && sizeof(((struct spook_estp_hdr *)0)->packet_number) == 8, "spook_estp_hdr.packet_number: 8 bytes at 12 (wire/layouts.ts)");
 
 /* the XDP config map value */
 struct spook_config {
@@ -93,11 +93,11 @@ struct spook_config {
 	__u8 pad[4];
 };
 _Static_assert(sizeof(struct spook_config) == 16, "struct spook_config is 16 bytes (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_config, port) == 0, "spook_config.port at 0 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_config, enforce_pairs) == 2, "spook_config.enforce_pairs at 2 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_config, hs_rate) == 4, "spook_config.hs_rate at 4 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_config, hs_burst) == 8, "spook_config.hs_burst at 8 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_config, pad) == 12, "spook_config.pad at 12 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_config, port) == 0 && sizeof(((struct spook_config *)0)->port) == 2, "spook_config.port: 2 bytes at 0 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_config, enforce_pairs) == 2 && sizeof(((struct spook_config *)0)->enforce_pairs) == 2, "spook_config.enforce_pairs: 2 bytes at 2 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_config, hs_rate) == 4 && sizeof(((struct spook_config *)0)->hs_rate) == 4, "spook_config.hs_rate: 4 bytes at 4 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_config, hs_burst) == 8 && sizeof(((struct spook_config *)0)->hs_burst) == 4, "spook_config.hs_burst: 4 bytes at 8 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_config, pad) == 12 && sizeof(((struct spook_config *)0)->pad) == 4, "spook_config.pad: 4 bytes at 12 (wire/layouts.ts)");
 
 /* the XDP pairs map value (per CPU) */
 struct spook_pair_slot {
@@ -107,10 +107,10 @@ struct spook_pair_slot {
 	__u64 bytes;
 };
 _Static_assert(sizeof(struct spook_pair_slot) == 24, "struct spook_pair_slot is 24 bytes (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_pair_slot, id) == 0, "spook_pair_slot.id at 0 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_pair_slot, pad) == 4, "spook_pair_slot.pad at 4 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_pair_slot, packets) == 8, "spook_pair_slot.packets at 8 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_pair_slot, bytes) == 16, "spook_pair_slot.bytes at 16 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_pair_slot, id) == 0 && sizeof(((struct spook_pair_slot *)0)->id) == 4, "spook_pair_slot.id: 4 bytes at 0 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_pair_slot, pad) == 4 && sizeof(((struct spook_pair_slot *)0)->pad) == 4, "spook_pair_slot.pad: 4 bytes at 4 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_pair_slot, packets) == 8 && sizeof(((struct spook_pair_slot *)0)->packets) == 8, "spook_pair_slot.packets: 8 bytes at 8 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_pair_slot, bytes) == 16 && sizeof(((struct spook_pair_slot *)0)->bytes) == 8, "spook_pair_slot.bytes: 8 bytes at 16 (wire/layouts.ts)");
 
 /* the XDP hs_buckets map key */
 struct spook_src_key {
@@ -118,8 +118,8 @@ struct spook_src_key {
 	__u8 addr[16];
 };
 _Static_assert(sizeof(struct spook_src_key) == 20, "struct spook_src_key is 20 bytes (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_src_key, family) == 0, "spook_src_key.family at 0 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_src_key, addr) == 4, "spook_src_key.addr at 4 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_src_key, family) == 0 && sizeof(((struct spook_src_key *)0)->family) == 4, "spook_src_key.family: 4 bytes at 0 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_src_key, addr) == 4 && sizeof(((struct spook_src_key *)0)->addr) == 16, "spook_src_key.addr: 16 bytes at 4 (wire/layouts.ts)");
 
 /* the XDP frag_ids map key: a fragmented datagram as the IP layer names it (source, identification) */
 struct spook_frag_key {
@@ -128,9 +128,9 @@ struct spook_frag_key {
 	__u8 addr[16];
 };
 _Static_assert(sizeof(struct spook_frag_key) == 24, "struct spook_frag_key is 24 bytes (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_frag_key, family) == 0, "spook_frag_key.family at 0 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_frag_key, id) == 4, "spook_frag_key.id at 4 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_frag_key, addr) == 8, "spook_frag_key.addr at 8 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_frag_key, family) == 0 && sizeof(((struct spook_frag_key *)0)->family) == 4, "spook_frag_key.family: 4 bytes at 0 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_frag_key, id) == 4 && sizeof(((struct spook_frag_key *)0)->id) == 4, "spook_frag_key.id: 4 bytes at 4 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_frag_key, addr) == 8 && sizeof(((struct spook_frag_key *)0)->addr) == 16, "spook_frag_key.addr: 16 bytes at 8 (wire/layouts.ts)");
 
 /* the XDP hs_buckets map value */
 struct spook_bucket {
@@ -138,8 +138,8 @@ struct spook_bucket {
 	__u64 last_ns;
 };
 _Static_assert(sizeof(struct spook_bucket) == 16, "struct spook_bucket is 16 bytes (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_bucket, tokens) == 0, "spook_bucket.tokens at 0 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_bucket, last_ns) == 8, "spook_bucket.last_ns at 8 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_bucket, tokens) == 0 && sizeof(((struct spook_bucket *)0)->tokens) == 8, "spook_bucket.tokens: 8 bytes at 0 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_bucket, last_ns) == 8 && sizeof(((struct spook_bucket *)0)->last_ns) == 8, "spook_bucket.last_ns: 8 bytes at 8 (wire/layouts.ts)");
 
 /* the wrap_cfg map value */
 struct spook_wrap_config {
@@ -151,12 +151,12 @@ struct spook_wrap_config {
 	__u16 udp_proxy_port; /* 0: UDP interception off */
 };
 _Static_assert(sizeof(struct spook_wrap_config) == 32, "struct spook_wrap_config is 32 bytes (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_wrap_config, netns_cookie) == 0, "spook_wrap_config.netns_cookie at 0 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_wrap_config, pidns_dev) == 8, "spook_wrap_config.pidns_dev at 8 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_wrap_config, pidns_ino) == 16, "spook_wrap_config.pidns_ino at 16 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_wrap_config, self_tgid) == 24, "spook_wrap_config.self_tgid at 24 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_wrap_config, proxy_port) == 28, "spook_wrap_config.proxy_port at 28 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_wrap_config, udp_proxy_port) == 30, "spook_wrap_config.udp_proxy_port at 30 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_wrap_config, netns_cookie) == 0 && sizeof(((struct spook_wrap_config *)0)->netns_cookie) == 8, "spook_wrap_config.netns_cookie: 8 bytes at 0 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_wrap_config, pidns_dev) == 8 && sizeof(((struct spook_wrap_config *)0)->pidns_dev) == 8, "spook_wrap_config.pidns_dev: 8 bytes at 8 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_wrap_config, pidns_ino) == 16 && sizeof(((struct spook_wrap_config *)0)->pidns_ino) == 8, "spook_wrap_config.pidns_ino: 8 bytes at 16 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_wrap_config, self_tgid) == 24 && sizeof(((struct spook_wrap_config *)0)->self_tgid) == 4, "spook_wrap_config.self_tgid: 4 bytes at 24 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_wrap_config, proxy_port) == 28 && sizeof(((struct spook_wrap_config *)0)->proxy_port) == 2, "spook_wrap_config.proxy_port: 2 bytes at 28 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_wrap_config, udp_proxy_port) == 30 && sizeof(((struct spook_wrap_config *)0)->udp_proxy_port) == 2, "spook_wrap_config.udp_proxy_port: 2 bytes at 30 (wire/layouts.ts)");
 
 /* orig_by_cookie, orig_by_client and udp_orig_by_client value */
 struct spook_orig {
@@ -167,11 +167,11 @@ struct spook_orig {
 	__u8 ip6[16]; /* family 6 */
 };
 _Static_assert(sizeof(struct spook_orig) == 24, "struct spook_orig is 24 bytes (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_orig, family) == 0, "spook_orig.family at 0 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_orig, pad) == 1, "spook_orig.pad at 1 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_orig, port) == 2, "spook_orig.port at 2 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_orig, ip4) == 4, "spook_orig.ip4 at 4 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_orig, ip6) == 8, "spook_orig.ip6 at 8 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_orig, family) == 0 && sizeof(((struct spook_orig *)0)->family) == 1, "spook_orig.family: 1 bytes at 0 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_orig, pad) == 1 && sizeof(((struct spook_orig *)0)->pad) == 1, "spook_orig.pad: 1 bytes at 1 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_orig, port) == 2 && sizeof(((struct spook_orig *)0)->port) == 2, "spook_orig.port: 2 bytes at 2 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_orig, ip4) == 4 && sizeof(((struct spook_orig *)0)->ip4) == 4, "spook_orig.ip4: 4 bytes at 4 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_orig, ip6) == 8 && sizeof(((struct spook_orig *)0)->ip6) == 16, "spook_orig.ip6: 16 bytes at 8 (wire/layouts.ts)");
 
 /* orig_by_client and udp_orig_by_client key */
 struct spook_client {
@@ -181,10 +181,10 @@ struct spook_client {
 	__be32 addr[4]; /* family 4: addr[0], the rest 0 */
 };
 _Static_assert(sizeof(struct spook_client) == 20, "struct spook_client is 20 bytes (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_client, family) == 0, "spook_client.family at 0 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_client, pad) == 1, "spook_client.pad at 1 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_client, port) == 2, "spook_client.port at 2 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_client, addr) == 4, "spook_client.addr at 4 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_client, family) == 0 && sizeof(((struct spook_client *)0)->family) == 1, "spook_client.family: 1 bytes at 0 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_client, pad) == 1 && sizeof(((struct spook_client *)0)->pad) == 1, "spook_client.pad: 1 bytes at 1 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_client, port) == 2 && sizeof(((struct spook_client *)0)->port) == 2, "spook_client.port: 2 bytes at 2 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_client, addr) == 4 && sizeof(((struct spook_client *)0)->addr) == 16, "spook_client.addr: 16 bytes at 4 (wire/layouts.ts)");
 
 _Static_assert(sizeof(struct spook_estp_hdr) == SPOOK_HEADER_LEN, "the ESTP header struct is HEADER_LEN bytes");
 

@@ -2,7 +2,7 @@
  * Renders bpf/spook_wire.h from wire/constants.ts and wire/layouts.ts, so the BPF programs and
  * the TypeScript codecs share one source of truth: the ESTP constants and drop reasons, and
  * every struct the two sides exchange (the frame header, the map keys and values), each with a
- * _Static_assert on its size and on every field's offset. `make bpf/spook_wire.h` writes it; a
+ * _Static_assert on its size and on every field's offset and size. `make bpf/spook_wire.h` writes it; a
  * test fails when the committed header and this rendering differ.
  */
 import { fileURLToPath } from 'node:url';
@@ -47,7 +47,7 @@ function ctype(f: Field): string {
   return f.order === 'network' && f.elem !== 'u8' ? `__be${bits}` : `__u${bits}`;
 }
 
-/** A struct, then its size and every field's offset asserted: a C struct that drifts does not compile. */
+/** A struct, then its size and every field's offset and size asserted: a C struct that drifts does not compile. */
 export function renderStruct(l: LayoutInfo): string[] {
   const s = `struct ${l.cName}`;
   const lines = [`/* ${l.doc} */`, `${s} {`];
@@ -58,9 +58,8 @@ export function renderStruct(l: LayoutInfo): string[] {
   lines.push(l.packed ? '} __attribute__((packed));' : '};');
   lines.push(`_Static_assert(sizeof(${s}) == ${l.size}, "${s} is ${l.size} bytes (wire/layouts.ts)");`);
   for (const f of l.list) {
-    lines.push(
-      `_Static_assert(__builtin_offsetof(${s}, ${f.name}) == ${f.offset}, "${l.cName}.${f.name} at ${f.offset} (wire/layouts.ts)");`,
-    );
+    const at = `__builtin_offsetof(${s}, ${f.name}) == ${f.offset} && sizeof(((${s} *)0)->${f.name}) == ${f.size}`;
+    lines.push(`_Static_assert(${at}, "${l.cName}.${f.name}: ${f.size} bytes at ${f.offset} (wire/layouts.ts)");`);
   }
   return lines;
 }
