@@ -16,6 +16,7 @@ import {
 import { encodeFrame, decodeFrame } from '../wire/header.js';
 import { DROP_REASON_NAMES, type DropReason, FrameType, HEADER_LEN, MAGIC, MAX_FRAME_LEN, PROTOCOL_VERSION } from '../wire/constants.js';
 import { ESTP_HEADER, viewOf } from '../wire/layouts.js';
+import { HANDSHAKE_INIT } from '../wire/etcp.js';
 import { WireError } from '../wire/errors.js';
 import { Rng } from '../testing/sim/rng.js';
 
@@ -38,7 +39,7 @@ afterAll(() => xdp?.close());
 
 const data = (pairId = PAIR, payload = new Uint8Array(40)): Uint8Array =>
   encodeFrame({ type: FrameType.Data, flags: 0, pairId, packetNumber: 5 }, payload);
-const hs = (len = 146): Uint8Array =>
+const hs = (len = HANDSHAKE_INIT.size): Uint8Array =>
   encodeFrame({ type: FrameType.HandshakeInit, flags: 0, pairId: 0, packetNumber: 0 }, new Uint8Array(len));
 /** A frame built by hand (encodeFrame refuses oversized ones). */
 const raw = (type: number, pairId: number, payloadLen: number): Uint8Array => {
@@ -174,14 +175,14 @@ describe('XDP and IP fragments (PROTOCOL.md §13.1)', () => {
       try {
         for (let i = 0; i < 20; i++) {
           const id = 0x4000 + i;
-          expect(run(fragment(hs(146), { ipv6, id, offset: 0, more: true, src: 90 }))).toEqual({ verdict: XDP_DROP, moved: ['fragment'] });
-          expect(run(fragment(hs(146), { ipv6, id, offset: 11, more: false, src: 90 }))).toEqual({
+          expect(run(fragment(hs(), { ipv6, id, offset: 0, more: true, src: 90 }))).toEqual({ verdict: XDP_DROP, moved: ['fragment'] });
+          expect(run(fragment(hs(), { ipv6, id, offset: 11, more: false, src: 90 }))).toEqual({
             verdict: XDP_DROP,
             moved: ['fragment'],
           });
         }
         // The rate limit was never consulted: an unfragmented handshake from that source still passes.
-        expect(run(udpPacket(hs(146), { dstPort: PORT, ipv6, src: 90 }))).toEqual({ verdict: XDP_PASS, moved: ['pass-estp'] });
+        expect(run(udpPacket(hs(), { dstPort: PORT, ipv6, src: 90 }))).toEqual({ verdict: XDP_PASS, moved: ['pass-estp'] });
       } finally {
         xdp.configure({ port: PORT, enforcePairs: true, handshakeRate: 1_000_000, handshakeBurst: 1_000_000 });
       }
@@ -245,7 +246,7 @@ function withDstOpts(pkt: Buffer, n: number, inner = IPPROTO_UDP): Buffer {
 describe('XDP and IPv6 extension-header chains (PROTOCOL.md §13.1)', () => {
   it('attack: a handshake flood behind more extension headers than the program follows is dropped as ext-chain, not passed unexamined', () => {
     for (let i = 0; i < 50; i++) {
-      expect(run(withDstOpts(udpPacket(hs(146), { dstPort: PORT, ipv6: true, src: 77 }), 9))).toEqual({
+      expect(run(withDstOpts(udpPacket(hs(), { dstPort: PORT, ipv6: true, src: 77 }), 9))).toEqual({
         verdict: XDP_DROP,
         moved: ['ext-chain'],
       });

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { Lab, ROOT, until } from '../../testing/lab/netns.js';
 import { FrameType, HEADER_LEN, MAGIC, PROTOCOL_VERSION } from '../../wire/constants.js';
 import { ESTP_HEADER } from '../../wire/layouts.js';
+import { HANDSHAKE_INIT } from '../../wire/etcp.js';
 
 /**
  * spookd with the XDP program attached natively on its veth: a flood of malformed and
@@ -59,7 +60,7 @@ describe('XDP in spookd', () => {
     };
     const bad = frame(20, { magic: 0x1234, version: 0, hdr_len: 0, payload_len: 0 });
     const foreign = frame(40, { type: FrameType.Data, pair_id: 0xdead0001 });
-    const hs = frame(146, { type: FrameType.HandshakeInit });
+    const hs = frame(HANDSHAKE_INIT.size, { type: FrameType.HandshakeInit });
     lab.runIn(
       'p',
       `
