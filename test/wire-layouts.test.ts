@@ -43,6 +43,16 @@ describe('wire/layouts.ts', () => {
     expect(layout('packed', { doc: '', packed: true }, [u32('a'), u64('b')]).size).toBe(12);
     expect(layout('arr', { doc: '' }, [u16('a'), pad('pad', 2), array('b', 'u32', 4)]).fields.b.size).toBe(16);
   });
+
+  it('reads and writes only inside the view, as DataView does (the buffer behind a subarray runs on)', () => {
+    const l = layout('t', { doc: '', packed: true }, [u32('a', { order: 'network' }), array('b', 'u8', 4)]);
+    const whole = new Uint8Array(16).fill(0xee);
+    const short = new DataView(whole.buffer, 2, 6); // room for a, not for all of b
+    expect(l.fields.a.get(short)).toBe(0xeeeeeeee);
+    expect(() => l.fields.b.get(short)).toThrow(RangeError);
+    expect(() => l.fields.b.set(short, new Uint8Array(1))).toThrow(RangeError);
+    expect(() => l.fields.b.set(new DataView(new ArrayBuffer(8)), new Uint8Array(5))).toThrow(/5 bytes exceed 4/);
+  });
 });
 
 describe('wire/etcp.ts', () => {

@@ -3,8 +3,9 @@
  * wire, and the BPF map keys and values that bpf/*.c and drivers/bpf/ share (in the manner of
  * xdp-tools' xdp_stats_kern_user.h). Offsets and sizes are computed here; tools/bpf-header.ts
  * renders each layout as a C struct in bpf/spook_wire.h with a _Static_assert on its size and
- * on every field's offset, so a C struct that drifts from this file does not compile, and the
- * TypeScript codecs read and write through the fields below instead of numbers.
+ * on every field's offset and size, so a C struct that drifts from this file does not compile,
+ * and the TypeScript codecs read and write through the fields below instead of numbers. The ETCP
+ * handshake messages are declared the same way in wire/etcp.ts (not rendered: BPF never reads them).
  *
  * Byte order is per field: network order (big-endian) on the wire, host order in map values.
  * Host order is taken to be little-endian (x86-64 and arm64, the targets Spook builds BPF for).
@@ -121,11 +122,17 @@ export const pad = <N extends string>(name: N, bytes: number): FieldDecl<N, 'pad
 function accessors(d: FieldDecl, offset: number, size: number): Pick<Field, 'get' | 'set'> & { getNumber?: U64Field['getNumber'] } {
   const le = d.order === 'host';
   if (d.kind === 'array' || d.kind === 'pad') {
+    // Bounded by the view, as DataView's own getters are (the buffer behind it may run on).
+    const bytes = (dv: DataView, base: number): Uint8Array => {
+      if (base + offset + size > dv.byteLength)
+        throw new RangeError(`${d.name}: ${size} bytes at ${base + offset} exceed the view's ${dv.byteLength}`);
+      return new Uint8Array(dv.buffer, dv.byteOffset + base + offset, size);
+    };
     return {
-      get: (dv: DataView, base = 0) => new Uint8Array(dv.buffer, dv.byteOffset + base + offset, size),
+      get: (dv: DataView, base = 0) => bytes(dv, base),
       set: (dv: DataView, v: Uint8Array, base = 0) => {
         if (v.length > size) throw new RangeError(`${d.name}: ${v.length} bytes exceed ${size}`);
-        new Uint8Array(dv.buffer, dv.byteOffset + base + offset, size).fill(0).set(v);
+        bytes(dv, base).fill(0).set(v);
       },
     } as Pick<BytesField, 'get' | 'set'>;
   }
