@@ -36,7 +36,7 @@ $(APT_TEST_STAMP): | $(APT_STAMP)
 $(BPF_OBJ): bpf/spook_xdp.c bpf/spook_wire.h | $(APT_STAMP)
 	clang -O2 -g -target bpf -D__TARGET_ARCH_x86 -I/usr/include/$(MULTIARCH) -Ibpf -Wall -Werror -c $< -o $@
 
-bpf/spook_wrap.o: bpf/spook_wrap.c | $(APT_STAMP)
+bpf/spook_wrap.o: bpf/spook_wrap.c bpf/spook_wire.h | $(APT_STAMP)
 	clang -O2 -g -target bpf -D__TARGET_ARCH_x86 -I/usr/include/$(MULTIARCH) -Ibpf -Wall -Werror -c $< -o $@
 
 $(NODE_STAMP): package.json package-lock.json
@@ -117,8 +117,9 @@ bench-compare: build
 clean:
 	rm -rf dist $(BPF_OBJ)
 
-# The C twin of wire/constants.ts (a test fails when they drift).
-bpf/spook_wire.h: wire/constants.ts tools/bpf-header.ts $(BUILD_STAMP)
+# The C twin of wire/constants.ts and wire/layouts.ts (a test fails when they drift; the
+# _Static_asserts it carries fail the BPF build when a struct's size or an offset differs).
+bpf/spook_wire.h: wire/constants.ts wire/layouts.ts tools/bpf-header.ts $(BUILD_STAMP)
 	node dist/tools/bpf-header.js $@
 
 soak: build

@@ -38,68 +38,25 @@
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include "spook_wire.h" /* the map structs, wrap_stats slots and wrap_ports bits (wire/layouts.ts) */
 
 #define SOCK_STREAM 1 /* <linux/net.h> and <sys/socket.h> are not usable from BPF; */
 #define SOCK_DGRAM 2  /*   the values are ABI */
 #define AF_INET 2
-#define WRAP_TCP 1 /* wrap_ports value bits */
-#define WRAP_UDP 2
 #define LOOPBACK4 0x7f000001 /* 127.0.0.1, host order */
-#define MAX_WRAPPED_PORTS 256
 #define ORIG_ENTRIES 65536
-
-/* Counter slots of wrap_stats (drivers/bpf/wrap-hooks.ts names them in this order). */
-enum {
-	WRAP_CNT_REDIRECTED,    /* connect rewritten to the proxy */
-	WRAP_CNT_SKIPPED_SELF,  /* spookd's own connect */
-	WRAP_CNT_NO_PORT,       /* destination port not wrapped */
-	WRAP_CNT_LOOPBACK,      /* destination 127/8, ::1, or unspecified */
-	WRAP_CNT_OTHER_NETNS,   /* not spookd's network namespace */
-	WRAP_CNT_NOT_TCP,       /* protocol not intercepted: not TCP, nor UDP/IPv4 with UDP on */
-	WRAP_CNT_SAVE_FAILED,   /* orig_by_cookie/udp_orig_by_client update failed: not redirected */
-	WRAP_CNT_HANDED_OVER,   /* sockops moved an entry to orig_by_client */
-	WRAP_CNT_UDP_REDIRECTED, /* UDP connect or unconnected send rewritten to the UDP proxy */
-	WRAP_CNT_UDP_UNBOUND,   /* UDP connect of a socket not bound yet: not redirected */
-	WRAP_CNT_UDP_REVERSE,   /* datagram from the UDP proxy given the original source */
-	WRAP_CNT_SLOTS,
-};
-
-struct wrap_config {
-	__u64 netns_cookie; /* 0: not configured, nothing is redirected */
-	__u64 pidns_dev;    /* spookd's pid namespace (stat of /proc/self/ns/pid): */
-	__u64 pidns_ino;    /*   self_tgid is a pid in that namespace */
-	__u32 self_tgid;
-	__u16 proxy_port;   /* host order */
-	__u16 udp_proxy_port; /* host order; 0: UDP interception off */
-};
-
-struct spook_orig {
-	__u8 family; /* 4 or 6 */
-	__u8 pad;
-	__u16 port;  /* host order */
-	__u32 ip4;   /* network order (family 4) */
-	__u8 ip6[16];
-};
-
-/* A client as the proxy sees it: its address and port (the key of the original destinations). */
-struct spook_client {
-	__u8 family;   /* 4 or 6 */
-	__u8 pad;
-	__u16 port;    /* host order */
-	__u32 addr[4]; /* network order; family 4: addr[0], the rest 0 */
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct wrap_config);
+	__type(value, struct spook_wrap_config);
 } wrap_cfg SEC(".maps");
 
 /* Wrapped destination ports (host order) -> WRAP_TCP | WRAP_UDP: the protocols wrapped. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MAX_WRAPPED_PORTS);
+	__uint(max_entries, SPOOK_WRAP_MAX_PORTS);
 	__type(key, __u16);
 	__type(value, __u32);
 } wrap_ports SEC(".maps");
@@ -145,20 +102,20 @@ static __always_inline void count(__u32 slot)
 		*c += 1;
 }
 
-static __always_inline struct wrap_config *config(void)
+static __always_inline struct spook_wrap_config *config(void)
 {
 	__u32 zero = 0;
 	return bpf_map_lookup_elem(&wrap_cfg, &zero);
 }
 
-static __always_inline int in_netns(struct bpf_sock_addr *ctx, struct wrap_config *cfg)
+static __always_inline int in_netns(struct bpf_sock_addr *ctx, struct spook_wrap_config *cfg)
 {
 	return cfg->netns_cookie != 0 && cfg->netns_cookie == bpf_get_netns_cookie(ctx);
 }
 
 /* The tgid as spookd's pid namespace sees it (process.pid), so this also holds when
  * spookd runs in a container. A task outside that namespace is never spookd. */
-static __always_inline int is_self(struct wrap_config *cfg)
+static __always_inline int is_self(struct spook_wrap_config *cfg)
 {
 	struct bpf_pidns_info ns = {};
 	return bpf_get_ns_current_pid_tgid(cfg->pidns_dev, cfg->pidns_ino, &ns, sizeof(ns)) == 0 && ns.tgid == cfg->self_tgid;
@@ -169,9 +126,9 @@ static __always_inline int is_self(struct wrap_config *cfg)
  * be redirected (protocol intercepted, right netns, port wrapped for that protocol, not
  * spookd itself), else NULL; *bit tells which protocol (WRAP_TCP or WRAP_UDP).
  */
-static __always_inline struct wrap_config *should_wrap(struct bpf_sock_addr *ctx, __u16 port, __u32 *bit)
+static __always_inline struct spook_wrap_config *should_wrap(struct bpf_sock_addr *ctx, __u16 port, __u32 *bit)
 {
-	struct wrap_config *cfg = config();
+	struct spook_wrap_config *cfg = config();
 	if (!cfg) { /* never: an array element always exists */
 		count(WRAP_CNT_OTHER_NETNS);
 		return NULL;
@@ -229,7 +186,7 @@ static __always_inline void udp_client(struct bpf_sock *sk, struct spook_client 
 	key->addr[0] = ip4 ? ip4 : bpf_htonl(LOOPBACK4);
 }
 
-static __always_inline int udp_redirect(struct bpf_sock_addr *ctx, struct wrap_config *cfg, struct spook_orig *orig)
+static __always_inline int udp_redirect(struct bpf_sock_addr *ctx, struct spook_wrap_config *cfg, struct spook_orig *orig)
 {
 	struct bpf_sock *sk = ctx->sk;
 	if (!sk)
@@ -256,7 +213,7 @@ int spook_connect4(struct bpf_sock_addr *ctx)
 	__u16 port = bpf_ntohs(ctx->user_port);
 	__u32 ip4 = ctx->user_ip4;
 	__u32 bit = 0;
-	struct wrap_config *cfg = should_wrap(ctx, port, &bit);
+	struct spook_wrap_config *cfg = should_wrap(ctx, port, &bit);
 	if (!cfg)
 		return 1;
 	if (is_loopback4(ip4)) {
@@ -284,7 +241,7 @@ int spook_connect6(struct bpf_sock_addr *ctx)
 	a[2] = ctx->user_ip6[2];
 	a[3] = ctx->user_ip6[3];
 	__u32 bit = 0; /* always WRAP_TCP: UDP/IPv6 is not intercepted */
-	struct wrap_config *cfg = should_wrap(ctx, port, &bit);
+	struct spook_wrap_config *cfg = should_wrap(ctx, port, &bit);
 	if (!cfg)
 		return 1;
 	int mapped = a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff);
@@ -317,7 +274,7 @@ int spook_connect6(struct bpf_sock_addr *ctx)
 SEC("cgroup/sendmsg4")
 int spook_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	struct wrap_config *cfg = config();
+	struct spook_wrap_config *cfg = config();
 	if (!cfg || !cfg->udp_proxy_port)
 		return 1;
 	__u16 port = bpf_ntohs(ctx->user_port);
@@ -338,7 +295,7 @@ int spook_sendmsg4(struct bpf_sock_addr *ctx)
 SEC("cgroup/recvmsg4")
 int spook_recvmsg4(struct bpf_sock_addr *ctx)
 {
-	struct wrap_config *cfg = config();
+	struct spook_wrap_config *cfg = config();
 	if (!cfg || !cfg->udp_proxy_port)
 		return 1;
 	if (ctx->user_ip4 != bpf_htonl(LOOPBACK4) || ctx->user_port != bpf_htons(cfg->udp_proxy_port))

@@ -17,10 +17,8 @@
 #include <bpf/bpf_endian.h>
 #include "spook_wire.h"
 
-/* Counter slots besides the drop reasons (1..SPOOK_DROP__MAX-1). */
-#define SPOOK_CNT_PASS_ESTP 0
-#define SPOOK_CNT_PASS_OTHER SPOOK_DROP__MAX
-#define SPOOK_CNT_SLOTS (SPOOK_DROP__MAX + 1)
+/* The counter slots (SPOOK_CNT_*), the pair table size and every map key and value struct
+ * come from spook_wire.h, generated from wire/layouts.ts, which drivers/bpf/xdp.ts reads too. */
 #define MAX_VLAN_DEPTH 2
 #define NSEC_PER_SEC 1000000000ULL
 #define IPV4_MF 0x2000
@@ -30,47 +28,6 @@
 #define MAX_IPV6_EXT 8
 /* A recorded ESTP fragment train is forgotten after this long (Linux's ipfrag_time is 30 s). */
 #define FRAG_TTL_NS (30 * NSEC_PER_SEC)
-
-struct spook_config {
-	__u16 port;       /* ESTP UDP port (host order); 0 disables validation */
-	__u16 enforce_pairs;
-	__u32 hs_rate;    /* handshake frames per second per source */
-	__u32 hs_burst;   /* bucket depth */
-	__u32 pad;
-};
-
-/*
- * One slot of the pair table. Pair ids are ETCP session indices, which the control plane
- * chooses so that their low 16 bits are unique among live sessions (as WireGuard's index
- * table does); the slot is the low 16 bits, and `id` confirms the full id. An array
- * lookup is a few instructions where a hash lookup hashes the key.
- */
-struct pair_slot {
-	__u32 id;      /* 0: free */
-	__u32 pad;
-	__u64 packets;
-	__u64 bytes;
-};
-
-#define PAIR_SLOTS 65536
-
-struct src_key {
-	__u32 family;
-	__u8 addr[16];
-};
-
-/* A fragmented datagram as the IP layer names it: source, identification (the destination
- * is this host). Its first fragment was addressed to the ESTP port. */
-struct frag_key {
-	__u32 family;
-	__u32 id;
-	__u8 addr[16];
-};
-
-struct bucket {
-	__u64 tokens; /* in nano-tokens: 1 frame = NSEC_PER_SEC */
-	__u64 last_ns;
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -82,12 +39,16 @@ struct {
 /*
  * The pair table: local indices of established ETCP sessions, kept in step by the control
  * plane, with per-CPU packet/byte counters (one lookup does both jobs on the hot path).
+ * Pair ids are ETCP session indices, which the control plane chooses so that their low 16
+ * bits are unique among live sessions (as WireGuard's index table does); the slot is the low
+ * 16 bits, and `id` confirms the full id. An array lookup is a few instructions where a hash
+ * lookup hashes the key.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, PAIR_SLOTS);
+	__uint(max_entries, SPOOK_PAIR_SLOTS);
 	__type(key, __u32);
-	__type(value, struct pair_slot);
+	__type(value, struct spook_pair_slot);
 } pairs SEC(".maps");
 
 struct {
@@ -100,8 +61,8 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
-	__type(key, struct src_key);
-	__type(value, struct bucket);
+	__type(key, struct spook_src_key);
+	__type(value, struct spook_bucket);
 } hs_buckets SEC(".maps");
 
 /*
@@ -111,7 +72,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
-	__type(key, struct frag_key);
+	__type(key, struct spook_frag_key);
 	__type(value, __u64); /* when the first fragment was seen (ns) */
 } frag_ids SEC(".maps");
 
@@ -165,7 +126,7 @@ static __always_inline int ipv6_ext_header(__u8 l4)
 	return l4 == IPPROTO_HOPOPTS || l4 == IPPROTO_ROUTING || l4 == IPPROTO_DSTOPTS || l4 == IPPROTO_FRAGMENT;
 }
 
-static __always_inline int frag_seen(struct frag_key *fk)
+static __always_inline int frag_seen(struct spook_frag_key *fk)
 {
 	__u64 *t = bpf_map_lookup_elem(&frag_ids, fk);
 	return t && bpf_ktime_get_ns() - *t < FRAG_TTL_NS;
@@ -178,7 +139,7 @@ static __always_inline int frag_seen(struct frag_key *fk)
  * fragment too short to hold the UDP header (RFC 1858's tiny fragment) is dropped as well:
  * its port cannot be seen.
  */
-static __always_inline int first_fragment(struct hdr_cursor *nh, void *data_end, __u16 port, struct frag_key *fk)
+static __always_inline int first_fragment(struct hdr_cursor *nh, void *data_end, __u16 port, struct spook_frag_key *fk)
 {
 	struct udphdr *udp = nh->pos;
 	if ((void *)(udp + 1) > data_end)
@@ -191,9 +152,9 @@ static __always_inline int first_fragment(struct hdr_cursor *nh, void *data_end,
 }
 
 /* Classifies the packet after the Ethernet header; on L4_UDP, *udp_out is the UDP header. */
-static __always_inline int parse_l4(struct hdr_cursor *nh, void *data_end, __u16 proto, struct src_key *src, __u16 port, struct udphdr **udp_out)
+static __always_inline int parse_l4(struct hdr_cursor *nh, void *data_end, __u16 proto, struct spook_src_key *src, __u16 port, struct udphdr **udp_out)
 {
-	struct frag_key fk = {};
+	struct spook_frag_key fk = {};
 	__u8 l4;
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = nh->pos;
@@ -276,13 +237,13 @@ static __always_inline int parse_l4(struct hdr_cursor *nh, void *data_end, __u16
 }
 
 /* Token bucket per source address: true if a handshake frame may pass. */
-static __always_inline int handshake_allowed(struct src_key *src, struct spook_config *cfg)
+static __always_inline int handshake_allowed(struct spook_src_key *src, struct spook_config *cfg)
 {
 	__u64 now = bpf_ktime_get_ns();
 	__u64 cap = (__u64)cfg->hs_burst * NSEC_PER_SEC;
-	struct bucket *b = bpf_map_lookup_elem(&hs_buckets, src);
+	struct spook_bucket *b = bpf_map_lookup_elem(&hs_buckets, src);
 	if (!b) {
-		struct bucket fresh = { .tokens = cap >= NSEC_PER_SEC ? cap - NSEC_PER_SEC : 0, .last_ns = now };
+		struct spook_bucket fresh = { .tokens = cap >= NSEC_PER_SEC ? cap - NSEC_PER_SEC : 0, .last_ns = now };
 		bpf_map_update_elem(&hs_buckets, src, &fresh, BPF_ANY);
 		return cap >= NSEC_PER_SEC;
 	}
@@ -304,7 +265,7 @@ int spook_xdp(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct hdr_cursor nh = { .pos = data };
-	struct src_key src = {};
+	struct spook_src_key src = {};
 	__u16 proto;
 	__u32 zero = 0;
 
@@ -327,33 +288,33 @@ int spook_xdp(struct xdp_md *ctx)
 	if (udp_len < sizeof(*udp))
 		goto other; /* the kernel drops it */
 	__u32 frame_len = udp_len - sizeof(*udp);
-	__u8 *f = nh.pos;
+	struct spook_estp_hdr *h = nh.pos;
 
 	if (frame_len > SPOOK_MAX_FRAME_LEN)
 		return drop(SPOOK_DROP_OVERSIZED);
-	if (frame_len < SPOOK_HEADER_LEN || (void *)(f + SPOOK_HEADER_LEN) > data_end)
+	if (frame_len < sizeof(*h) || (void *)(h + 1) > data_end)
 		return drop(SPOOK_DROP_TRUNCATED);
-	if (f[0] != (SPOOK_MAGIC >> 8) || f[1] != (SPOOK_MAGIC & 0xff))
+	if (h->magic != bpf_htons(SPOOK_MAGIC))
 		return drop(SPOOK_DROP_BAD_MAGIC);
-	if (f[2] != SPOOK_VERSION)
+	if (h->version != SPOOK_VERSION)
 		return drop(SPOOK_DROP_BAD_VERSION);
-	__u8 type = f[3];
+	__u8 type = h->type;
 	if (type < SPOOK_FRAME_HANDSHAKE_INIT || type > SPOOK_FRAME_DATA)
 		return drop(SPOOK_DROP_UNKNOWN_TYPE);
-	if (f[4] & SPOOK_FLAGS_RESERVED_MASK)
+	if (h->flags & SPOOK_FLAGS_RESERVED_MASK)
 		return drop(SPOOK_DROP_RESERVED_FLAGS);
-	if (f[5] != SPOOK_HEADER_LEN)
+	if (h->hdr_len != SPOOK_HEADER_LEN)
 		return drop(SPOOK_DROP_BAD_HEADER_LEN);
-	__u32 payload_len = ((__u32)f[6] << 8) | f[7];
+	__u32 payload_len = bpf_ntohs(h->payload_len);
 	if (payload_len + SPOOK_HEADER_LEN != frame_len)
 		return drop(SPOOK_DROP_LENGTH_MISMATCH);
 	int handshake = type != SPOOK_FRAME_DATA;
 	if (handshake && payload_len > SPOOK_MAX_HANDSHAKE_PAYLOAD_LEN)
 		return drop(SPOOK_DROP_OVERSIZED);
-	__u32 pair_id = ((__u32)f[8] << 24) | ((__u32)f[9] << 16) | ((__u32)f[10] << 8) | f[11];
+	__u32 pair_id = bpf_ntohl(h->pair_id);
 	if (!handshake) {
-		__u32 slot = pair_id & (PAIR_SLOTS - 1);
-		struct pair_slot *ps = bpf_map_lookup_elem(&pairs, &slot);
+		__u32 slot = pair_id & (SPOOK_PAIR_SLOTS - 1);
+		struct spook_pair_slot *ps = bpf_map_lookup_elem(&pairs, &slot);
 		if (ps && ps->id == pair_id && pair_id != 0) {
 			/* Passed data frames are counted per pair only: no second map write on the hot path. */
 			ps->packets += 1;

@@ -1,8 +1,22 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { XdpProgram, XDP_DROP, XDP_PASS } from '../drivers/bpf/xdp.js';
-import { udpPacket } from '../testing/packet.js';
+import {
+  ETH,
+  ETH_P_ARP,
+  IPPROTO_DSTOPTS,
+  IPPROTO_FRAGMENT,
+  IPPROTO_UDP,
+  IPV4,
+  IPV6,
+  IPV6_FRAG,
+  IPV6_OPTS,
+  UDP,
+  udpPacket,
+} from '../testing/packet.js';
 import { encodeFrame, decodeFrame } from '../wire/header.js';
-import { DROP_REASON_NAMES, type DropReason, FrameType, MAX_FRAME_LEN } from '../wire/constants.js';
+import { DROP_REASON_NAMES, type DropReason, FrameType, HEADER_LEN, MAGIC, MAX_FRAME_LEN, PROTOCOL_VERSION } from '../wire/constants.js';
+import { ESTP_HEADER, viewOf } from '../wire/layouts.js';
+import { HANDSHAKE_INIT } from '../wire/etcp.js';
 import { WireError } from '../wire/errors.js';
 import { Rng } from '../testing/sim/rng.js';
 
@@ -13,6 +27,7 @@ import { Rng } from '../testing/sim/rng.js';
  */
 const PORT = 51900;
 const PAIR = 0x0a0b0c0d;
+const H = ESTP_HEADER.fields;
 let xdp: XdpProgram;
 
 beforeAll(() => {
@@ -24,22 +39,20 @@ afterAll(() => xdp?.close());
 
 const data = (pairId = PAIR, payload = new Uint8Array(40)): Uint8Array =>
   encodeFrame({ type: FrameType.Data, flags: 0, pairId, packetNumber: 5 }, payload);
-const hs = (len = 146): Uint8Array =>
+const hs = (len = HANDSHAKE_INIT.size): Uint8Array =>
   encodeFrame({ type: FrameType.HandshakeInit, flags: 0, pairId: 0, packetNumber: 0 }, new Uint8Array(len));
 /** A frame built by hand (encodeFrame refuses oversized ones). */
 const raw = (type: number, pairId: number, payloadLen: number): Uint8Array => {
-  const f = Buffer.alloc(20 + payloadLen);
-  f.writeUInt16BE(0x5350, 0);
-  f[2] = 1;
-  f[3] = type;
-  f[5] = 20;
-  f.writeUInt16BE(payloadLen, 6);
-  f.writeUInt32BE(pairId, 8);
+  const f = Buffer.alloc(HEADER_LEN + payloadLen);
+  f.set(
+    ESTP_HEADER.encode({ magic: MAGIC, version: PROTOCOL_VERSION, type, hdr_len: HEADER_LEN, payload_len: payloadLen, pair_id: pairId }),
+  );
   return f;
 };
-const mut = (f: Uint8Array, at: number, v: number): Uint8Array => {
+/** A copy of the frame with one header byte (a field's first byte, plus `byte`) set to v. */
+const mut = (f: Uint8Array, field: keyof typeof H, v: number, byte = 0): Uint8Array => {
   const c = f.slice();
-  c[at] = v;
+  c[H[field].offset + byte] = v;
   return c;
 };
 
@@ -58,14 +71,14 @@ function run(pkt: Buffer): { verdict: number; moved: string[] } {
 
 describe('XDP fixtures (BPF_PROG_TEST_RUN)', () => {
   const cases: [string, Uint8Array, string][] = [
-    ['truncated', data().subarray(0, 12), 'truncated'],
-    ['bad magic', mut(data(), 0, 0x99), 'bad-magic'],
-    ['bad version', mut(data(), 2, 9), 'bad-version'],
-    ['unknown type', mut(data(), 3, 77), 'unknown-type'],
-    ['reserved flags', mut(data(), 4, 0x80), 'reserved-flags'],
-    ['bad header length', mut(data(), 5, 24), 'bad-header-len'],
-    ['payload length lies', mut(data(), 7, 99), 'length-mismatch'],
-    ['oversized frame', raw(FrameType.Data, PAIR, MAX_FRAME_LEN - 19), 'oversized'],
+    ['truncated', data().subarray(0, H.pair_id.offset + 4), 'truncated'],
+    ['bad magic', mut(data(), 'magic', 0x99), 'bad-magic'],
+    ['bad version', mut(data(), 'version', 9), 'bad-version'],
+    ['unknown type', mut(data(), 'type', 77), 'unknown-type'],
+    ['reserved flags', mut(data(), 'flags', 0x80), 'reserved-flags'],
+    ['bad header length', mut(data(), 'hdr_len', 24), 'bad-header-len'],
+    ['payload length lies', mut(data(), 'payload_len', 99, 1), 'length-mismatch'],
+    ['oversized frame', raw(FrameType.Data, PAIR, MAX_FRAME_LEN - HEADER_LEN + 1), 'oversized'],
     ['oversized handshake', raw(FrameType.HandshakeInit, 0, 300), 'oversized'],
     ['unknown pair', data(0x1234), 'unknown-pair'],
     ['valid data frame (counted on its pair)', data(), 'pass-pair'],
@@ -87,10 +100,10 @@ describe('XDP fixtures (BPF_PROG_TEST_RUN)', () => {
   }
 
   it('non-ESTP traffic passes untouched: other UDP ports, TCP, non-IP', () => {
-    expect(run(udpPacket(mut(data(), 0, 0x99), { dstPort: 53 }))).toEqual({ verdict: XDP_PASS, moved: ['pass-other'] });
+    expect(run(udpPacket(mut(data(), 'magic', 0x99), { dstPort: 53 }))).toEqual({ verdict: XDP_PASS, moved: ['pass-other'] });
     expect(run(udpPacket(data(), { dstPort: PORT, protocol: 6 }))).toEqual({ verdict: XDP_PASS, moved: ['pass-other'] });
     const arp = Buffer.alloc(60);
-    arp.writeUInt16BE(0x0806, 12);
+    ETH.fields.proto.set(viewOf(arp), ETH_P_ARP);
     expect(run(arp)).toEqual({ verdict: XDP_PASS, moved: ['pass-other'] });
   });
 
@@ -126,28 +139,31 @@ function fragment(
   o: { ipv6?: boolean; id: number; offset: number; more: boolean; dstPort?: number; rest?: Uint8Array; ext?: number; src?: number },
 ): Buffer {
   const pkt = udpPacket(frame, { dstPort: o.dstPort ?? PORT, ipv6: o.ipv6, src: o.src });
-  const eth = pkt.subarray(0, 14);
+  const eth = pkt.subarray(0, ETH.size);
   if (!o.ipv6) {
-    const ip = Buffer.from(pkt.subarray(14, 34));
-    const l4 = o.offset > 0 ? Buffer.from(o.rest ?? new Uint8Array(64)) : pkt.subarray(34);
-    ip.writeUInt16BE(o.id, 4);
-    ip.writeUInt16BE((o.more ? 0x2000 : 0) | o.offset, 6);
-    ip.writeUInt16BE(20 + l4.length, 2);
+    const ip = Buffer.from(pkt.subarray(ETH.size, ETH.size + IPV4.size));
+    const l4 = o.offset > 0 ? Buffer.from(o.rest ?? new Uint8Array(64)) : pkt.subarray(ETH.size + IPV4.size);
+    const v = viewOf(ip);
+    IPV4.fields.id.set(v, o.id);
+    IPV4.fields.frag_off.set(v, (o.more ? 0x2000 : 0) | o.offset); // MF, offset in 8-octet units
+    IPV4.fields.tot_len.set(v, IPV4.size + l4.length);
     return Buffer.concat([eth, ip, l4]);
   }
-  const ip = Buffer.from(pkt.subarray(14, 54));
-  const l4 = o.offset > 0 ? Buffer.from(o.rest ?? new Uint8Array(64)) : pkt.subarray(54);
-  const fh = Buffer.alloc(8);
-  fh[0] = 17;
-  fh.writeUInt16BE((o.offset << 3) | (o.more ? 1 : 0), 2);
-  fh.writeUInt32BE(o.id, 4);
+  const ip = Buffer.from(pkt.subarray(ETH.size, ETH.size + IPV6.size));
+  const l4 = o.offset > 0 ? Buffer.from(o.rest ?? new Uint8Array(64)) : pkt.subarray(ETH.size + IPV6.size);
+  const fh = Buffer.alloc(IPV6_FRAG.size);
+  const f = viewOf(fh);
+  IPV6_FRAG.fields.nexthdr.set(f, IPPROTO_UDP);
+  IPV6_FRAG.fields.frag_off.set(f, (o.offset << 3) | (o.more ? 1 : 0));
+  IPV6_FRAG.fields.id.set(f, o.id);
   let ext = Buffer.alloc(0);
   if (o.ext !== undefined) {
-    ext = Buffer.alloc(8); // a destination-options header before the Fragment header
-    ext[0] = 44;
+    ext = Buffer.alloc(IPV6_OPTS.size); // a destination-options header before the Fragment header
+    IPV6_OPTS.fields.nexthdr.set(viewOf(ext), IPPROTO_FRAGMENT);
   }
-  ip[6] = o.ext !== undefined ? o.ext : 44;
-  ip.writeUInt16BE(ext.length + 8 + l4.length, 4);
+  const v = viewOf(ip);
+  IPV6.fields.nexthdr.set(v, o.ext !== undefined ? o.ext : IPPROTO_FRAGMENT);
+  IPV6.fields.payload_len.set(v, ext.length + fh.length + l4.length);
   return Buffer.concat([eth, ip, ext, fh, l4]);
 }
 
@@ -159,14 +175,14 @@ describe('XDP and IP fragments (PROTOCOL.md §13.1)', () => {
       try {
         for (let i = 0; i < 20; i++) {
           const id = 0x4000 + i;
-          expect(run(fragment(hs(146), { ipv6, id, offset: 0, more: true, src: 90 }))).toEqual({ verdict: XDP_DROP, moved: ['fragment'] });
-          expect(run(fragment(hs(146), { ipv6, id, offset: 11, more: false, src: 90 }))).toEqual({
+          expect(run(fragment(hs(), { ipv6, id, offset: 0, more: true, src: 90 }))).toEqual({ verdict: XDP_DROP, moved: ['fragment'] });
+          expect(run(fragment(hs(), { ipv6, id, offset: 11, more: false, src: 90 }))).toEqual({
             verdict: XDP_DROP,
             moved: ['fragment'],
           });
         }
         // The rate limit was never consulted: an unfragmented handshake from that source still passes.
-        expect(run(udpPacket(hs(146), { dstPort: PORT, ipv6, src: 90 }))).toEqual({ verdict: XDP_PASS, moved: ['pass-estp'] });
+        expect(run(udpPacket(hs(), { dstPort: PORT, ipv6, src: 90 }))).toEqual({ verdict: XDP_PASS, moved: ['pass-estp'] });
       } finally {
         xdp.configure({ port: PORT, enforcePairs: true, handshakeRate: 1_000_000, handshakeBurst: 1_000_000 });
       }
@@ -189,22 +205,22 @@ describe('XDP and IP fragments (PROTOCOL.md §13.1)', () => {
       });
       // First fragment holding 4 octets of UDP: its port cannot be seen.
       const tiny = fragment(data(), { ipv6, id: 0x5004, offset: 0, more: true });
-      const cut = ipv6 ? 14 + 40 + 8 + 4 : 14 + 20 + 4;
+      const cut = ETH.size + (ipv6 ? IPV6.size + IPV6_FRAG.size : IPV4.size) + UDP.fields.len.offset;
       expect(run(tiny.subarray(0, cut))).toEqual({ verdict: XDP_DROP, moved: ['fragment'] });
     });
   }
 
   it('IPv6: an atomic fragment (offset 0, no more) is a whole datagram and is checked as one; a Fragment header behind a destination-options header is followed', () => {
     expect(run(fragment(data(), { ipv6: true, id: 0x6001, offset: 0, more: false }))).toEqual({ verdict: XDP_PASS, moved: ['pass-pair'] });
-    expect(run(fragment(mut(data(), 0, 0x99), { ipv6: true, id: 0x6002, offset: 0, more: false }))).toEqual({
+    expect(run(fragment(mut(data(), 'magic', 0x99), { ipv6: true, id: 0x6002, offset: 0, more: false }))).toEqual({
       verdict: XDP_DROP,
       moved: ['bad-magic'],
     });
-    expect(run(fragment(hs(), { ipv6: true, id: 0x6003, offset: 0, more: true, ext: 60 }))).toEqual({
+    expect(run(fragment(hs(), { ipv6: true, id: 0x6003, offset: 0, more: true, ext: IPPROTO_DSTOPTS }))).toEqual({
       verdict: XDP_DROP,
       moved: ['fragment'],
     });
-    expect(run(fragment(hs(), { ipv6: true, id: 0x6003, offset: 20, more: false, ext: 60 }))).toEqual({
+    expect(run(fragment(hs(), { ipv6: true, id: 0x6003, offset: 20, more: false, ext: IPPROTO_DSTOPTS }))).toEqual({
       verdict: XDP_DROP,
       moved: ['fragment'],
     });
@@ -212,31 +228,32 @@ describe('XDP and IP fragments (PROTOCOL.md §13.1)', () => {
 });
 
 /** `udpPacket`'s IPv6 packet with `n` destination-options headers (8 octets each) before `inner` (UDP, 17, or a Fragment header, 44). */
-function withDstOpts(pkt: Buffer, n: number, inner = 17): Buffer {
-  const eth = pkt.subarray(0, 14);
-  const ip = Buffer.from(pkt.subarray(14, 54));
-  const rest = pkt.subarray(54);
+function withDstOpts(pkt: Buffer, n: number, inner = IPPROTO_UDP): Buffer {
+  const eth = pkt.subarray(0, ETH.size);
+  const ip = Buffer.from(pkt.subarray(ETH.size, ETH.size + IPV6.size));
+  const rest = pkt.subarray(ETH.size + IPV6.size);
   const exts = Array.from({ length: n }, (_, i) => {
-    const e = Buffer.alloc(8);
-    e[0] = i === n - 1 ? inner : 60;
+    const e = Buffer.alloc(IPV6_OPTS.size);
+    IPV6_OPTS.fields.nexthdr.set(viewOf(e), i === n - 1 ? inner : IPPROTO_DSTOPTS);
     return e;
   });
-  ip[6] = n > 0 ? 60 : inner;
-  ip.writeUInt16BE(8 * n + rest.length, 4);
+  const v = viewOf(ip);
+  IPV6.fields.nexthdr.set(v, n > 0 ? IPPROTO_DSTOPTS : inner);
+  IPV6.fields.payload_len.set(v, IPV6_OPTS.size * n + rest.length);
   return Buffer.concat([eth, ip, ...exts, rest]);
 }
 
 describe('XDP and IPv6 extension-header chains (PROTOCOL.md §13.1)', () => {
   it('attack: a handshake flood behind more extension headers than the program follows is dropped as ext-chain, not passed unexamined', () => {
     for (let i = 0; i < 50; i++) {
-      expect(run(withDstOpts(udpPacket(hs(146), { dstPort: PORT, ipv6: true, src: 77 }), 9))).toEqual({
+      expect(run(withDstOpts(udpPacket(hs(), { dstPort: PORT, ipv6: true, src: 77 }), 9))).toEqual({
         verdict: XDP_DROP,
         moved: ['ext-chain'],
       });
     }
     // Up to 8 are followed: the frame is checked like any other (and the rate limit applies).
     expect(run(withDstOpts(udpPacket(data(), { dstPort: PORT, ipv6: true }), 8))).toEqual({ verdict: XDP_PASS, moved: ['pass-pair'] });
-    expect(run(withDstOpts(udpPacket(mut(data(), 0, 0x99), { dstPort: PORT, ipv6: true }), 8))).toEqual({
+    expect(run(withDstOpts(udpPacket(mut(data(), 'magic', 0x99), { dstPort: PORT, ipv6: true }), 8))).toEqual({
       verdict: XDP_DROP,
       moved: ['bad-magic'],
     });
@@ -244,7 +261,7 @@ describe('XDP and IPv6 extension-header chains (PROTOCOL.md §13.1)', () => {
     expect(run(withDstOpts(udpPacket(data(), { dstPort: 53, ipv6: true }), 3))).toEqual({ verdict: XDP_PASS, moved: ['pass-other'] });
     expect(run(withDstOpts(udpPacket(data(), { dstPort: 53, ipv6: true }), 9))).toEqual({ verdict: XDP_DROP, moved: ['ext-chain'] });
     // A first fragment to the ESTP port behind four destination-options headers is still seen as one.
-    expect(run(withDstOpts(fragment(hs(), { ipv6: true, id: 0x7001, offset: 0, more: true }), 4, 44))).toEqual({
+    expect(run(withDstOpts(fragment(hs(), { ipv6: true, id: 0x7001, offset: 0, more: true }), 4, IPPROTO_FRAGMENT))).toEqual({
       verdict: XDP_DROP,
       moved: ['fragment'],
     });
@@ -285,13 +302,14 @@ describe('C and TypeScript agree', () => {
       else if (kind <= 5) {
         // Mutate header bytes mostly, sometimes the payload.
         f = base.slice();
-        for (let m = rng.int(1, 3); m > 0; m--) f[rng.chance(0.85) ? rng.int(0, 19) : rng.int(0, f.length - 1)] = rng.int(0, 255);
+        for (let m = rng.int(1, 3); m > 0; m--)
+          f[rng.chance(0.85) ? rng.int(0, HEADER_LEN - 1) : rng.int(0, f.length - 1)] = rng.int(0, 255);
       } else if (kind <= 7) f = base.subarray(0, rng.int(0, base.length));
       else if (kind === 8) f = rng.bytes(rng.int(0, 64));
       else {
         // Correct header, lying or oversized lengths.
         f = base.slice();
-        new DataView(f.buffer).setUint16(6, rng.int(0, 1600));
+        H.payload_len.set(viewOf(f), rng.int(0, 1600));
       }
       const ipv6 = rng.chance(0.3);
       const vlans = rng.chance(0.2) ? [rng.int(1, 4000)] : [];
@@ -300,7 +318,7 @@ describe('C and TypeScript agree', () => {
       const got = r.moved.length === 1 ? r.moved[0] : `?${r.moved.join('+')}`;
       seen.add(want);
       if (got !== want && disagreements.length < 10)
-        disagreements.push(`#${i} ${Buffer.from(f.subarray(0, 24)).toString('hex')} (len ${f.length}): ts=${want} xdp=${got}`);
+        disagreements.push(`#${i} ${Buffer.from(f.subarray(0, HEADER_LEN + 4)).toString('hex')} (len ${f.length}): ts=${want} xdp=${got}`);
     }
     expect(disagreements).toEqual([]);
     // The generator reached every reason the two can share.

@@ -1,6 +1,8 @@
 /**
- * The fixed 20-byte frame header (docs/PROTOCOL.md §2). The same checks run in
- * bpf/spook_xdp.c; `checkFrame` is the TypeScript twin of the XDP verdict.
+ * The fixed 20-byte frame header (docs/PROTOCOL.md §2), read and written through its one
+ * declaration, ESTP_HEADER in wire/layouts.ts (bpf/spook_xdp.c parses the struct generated
+ * from it). The same checks run in the XDP program; `decodeFrame` is the TypeScript twin of
+ * its verdict.
  */
 import {
   DropReason,
@@ -13,6 +15,9 @@ import {
   PROTOCOL_VERSION,
 } from './constants.js';
 import { WireError } from './errors.js';
+import { ESTP_HEADER, viewOf } from './layouts.js';
+
+const H = ESTP_HEADER.fields;
 
 export interface FrameHeader {
   type: FrameType;
@@ -43,15 +48,14 @@ export function encodeFrame(h: Omit<FrameHeader, 'payloadLen'>, payload: Uint8Ar
   }
   const out = new Uint8Array(len);
   const dv = new DataView(out.buffer);
-  dv.setUint16(0, MAGIC);
-  out[2] = PROTOCOL_VERSION;
-  out[3] = h.type;
-  out[4] = h.flags;
-  out[5] = HEADER_LEN;
-  dv.setUint16(6, payload.length);
-  dv.setUint32(8, h.pairId >>> 0);
-  dv.setUint32(12, Math.floor(h.packetNumber / 2 ** 32));
-  dv.setUint32(16, h.packetNumber >>> 0);
+  H.magic.set(dv, MAGIC);
+  H.version.set(dv, PROTOCOL_VERSION);
+  H.type.set(dv, h.type);
+  H.flags.set(dv, h.flags);
+  H.hdr_len.set(dv, HEADER_LEN);
+  H.payload_len.set(dv, payload.length);
+  H.pair_id.set(dv, h.pairId);
+  H.packet_number.set(dv, h.packetNumber);
   out.set(payload, HEADER_LEN);
   return out;
 }
@@ -68,26 +72,28 @@ export function decodeFrame(buf: Uint8Array, knownPair?: (pairId: number) => boo
   if (buf.length < HEADER_LEN) {
     throw new WireError(DropReason.Truncated, 'header', `${buf.length} bytes, header needs ${HEADER_LEN}`);
   }
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const magic = dv.getUint16(0);
+  const dv = viewOf(buf);
+  const magic = H.magic.get(dv);
   if (magic !== MAGIC) {
     throw new WireError(DropReason.BadMagic, 'header.magic', `0x${magic.toString(16)} is not 0x${MAGIC.toString(16)}`);
   }
-  if (buf[2] !== PROTOCOL_VERSION) {
-    throw new WireError(DropReason.BadVersion, 'header.version', `${buf[2]} is not ${PROTOCOL_VERSION}`);
+  const version = H.version.get(dv);
+  if (version !== PROTOCOL_VERSION) {
+    throw new WireError(DropReason.BadVersion, 'header.version', `${version} is not ${PROTOCOL_VERSION}`);
   }
-  const type = buf[3];
+  const type = H.type.get(dv);
   if (!KNOWN_TYPES.has(type)) {
     throw new WireError(DropReason.UnknownType, 'header.type', `unknown frame type ${type}`);
   }
-  const flags = buf[4];
+  const flags = H.flags.get(dv);
   if (flags & FLAGS_RESERVED_MASK) {
     throw new WireError(DropReason.ReservedFlags, 'header.flags', `reserved bits set: 0x${flags.toString(16)}`);
   }
-  if (buf[5] !== HEADER_LEN) {
-    throw new WireError(DropReason.BadHeaderLen, 'header.hdr_len', `${buf[5]} is not ${HEADER_LEN}`);
+  const hdrLen = H.hdr_len.get(dv);
+  if (hdrLen !== HEADER_LEN) {
+    throw new WireError(DropReason.BadHeaderLen, 'header.hdr_len', `${hdrLen} is not ${HEADER_LEN}`);
   }
-  const payloadLen = dv.getUint16(6);
+  const payloadLen = H.payload_len.get(dv);
   if (HEADER_LEN + payloadLen !== buf.length) {
     throw new WireError(
       DropReason.LengthMismatch,
@@ -98,11 +104,11 @@ export function decodeFrame(buf: Uint8Array, knownPair?: (pairId: number) => boo
   if (isHandshakeType(type) && payloadLen > MAX_HANDSHAKE_PAYLOAD_LEN) {
     throw new WireError(DropReason.Oversized, 'header.payload_len', `handshake payload ${payloadLen} exceeds ${MAX_HANDSHAKE_PAYLOAD_LEN}`);
   }
-  const pairId = dv.getUint32(8);
+  const pairId = H.pair_id.get(dv);
   if (type === FrameType.Data && knownPair && !knownPair(pairId)) {
     throw new WireError(DropReason.UnknownPair, 'header.pair_id', `pair ${pairId} is not in the pair table`);
   }
-  const packetNumber = dv.getUint32(12) * 2 ** 32 + dv.getUint32(16);
+  const packetNumber = H.packet_number.getNumber(dv);
   return {
     header: { type, flags, payloadLen, pairId, packetNumber },
     payload: buf.subarray(HEADER_LEN),

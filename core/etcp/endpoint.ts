@@ -19,7 +19,6 @@ import {
   COOKIE_REPLY_LEN,
   COOKIE_SECRET_LIFETIME_MS,
   CookieChecker,
-  MAC_LEN,
   RefusedInits,
   mac1Key,
   mac1Of,
@@ -28,7 +27,8 @@ import {
   sealCookie,
   stampMacs,
 } from './cookie.js';
-import { XNONCELEN } from '../../crypto/primitives.js';
+import { ESTP_HEADER, viewOf } from '../../wire/layouts.js';
+import { COOKIE_REPLY, HANDSHAKE_INIT, HANDSHAKE_RESP, INIT_PAYLOAD, RESP_PAYLOAD, noiseMessage } from '../../wire/etcp.js';
 
 export const ETCP_PROLOGUE = new TextEncoder().encode('spook etcp v1');
 /** 2: handshake messages carry mac1/mac2 and may be answered by a CookieReply (§12.8). */
@@ -54,10 +54,9 @@ const DROPPED_AFTER_DH: ReadonlySet<EtcpDrop> = new Set<EtcpDrop>([
   'no-free-index',
 ]);
 
-const INIT_PAYLOAD_LEN = 1 + 1 + 4 + 8; // version min, version max, capabilities, timestamp
-const RESP_PAYLOAD_LEN = 1 + 4; // chosen version, capabilities
-export const INIT_LEN = 4 + 32 + 32 + 16 + INIT_PAYLOAD_LEN + 16 + 2 * MAC_LEN;
-export const RESP_LEN = 4 + 4 + 32 + RESP_PAYLOAD_LEN + 16 + 2 * MAC_LEN;
+/** The handshake messages' sizes: their layouts are in wire/etcp.ts. */
+export const INIT_LEN = HANDSHAKE_INIT.size;
+export const RESP_LEN = HANDSHAKE_RESP.size;
 export { COOKIE_REPLY_LEN };
 
 export type EtcpDrop =
@@ -278,16 +277,12 @@ export class EtcpEndpoint {
     // Strictly increasing even if the clock stalls, so the responder's replay check never refuses a fresh init.
     const ts = Math.max(Math.floor(timestamp), this.lastSentTimestamp + 1);
     this.lastSentTimestamp = ts;
-    const p = new DataView(new ArrayBuffer(INIT_PAYLOAD_LEN));
-    p.setUint8(0, ETCP_VERSION);
-    p.setUint8(1, ETCP_VERSION);
-    p.setUint32(2, CAPABILITIES);
-    p.setUint32(6, Math.floor(ts / 2 ** 32));
-    p.setUint32(10, ts >>> 0);
-    const msg = init.writeMessage1(new Uint8Array(p.buffer));
-    const payload = new Uint8Array(4 + msg.length + 2 * MAC_LEN);
-    new DataView(payload.buffer).setUint32(0, localIndex);
-    payload.set(msg, 4);
+    const msg = init.writeMessage1(
+      INIT_PAYLOAD.encode({ version_min: ETCP_VERSION, version_max: ETCP_VERSION, capabilities: CAPABILITIES, timestamp: ts }),
+    );
+    const payload = new Uint8Array(HANDSHAKE_INIT.size); // mac1 and mac2 are stamped on the frame
+    HANDSHAKE_INIT.fields.sender_index.set(viewOf(payload), localIndex);
+    payload.set(msg, HANDSHAKE_INIT.fields.ephemeral.offset);
     const c = this.cookieFrom.get(keyHex(peer.publicKey));
     const fresh = c && now - c.at >= 0 && now - c.at < COOKIE_SECRET_LIFETIME_MS - COOKIE_LATENCY_MS;
     const frame = stampMacs(
@@ -306,8 +301,9 @@ export class EtcpEndpoint {
    */
   handleHandshake(now: number, datagram: Uint8Array, source: string): HandshakeOutcome {
     if (datagram.length < HEADER_LEN) return { kind: 'drop', reason: 'handshake-malformed', detail: `${datagram.length} bytes` };
-    const type = datagram[3];
-    const pairId = new DataView(datagram.buffer, datagram.byteOffset, datagram.byteLength).getUint32(8);
+    const h = viewOf(datagram);
+    const type = ESTP_HEADER.fields.type.get(h);
+    const pairId = ESTP_HEADER.fields.pair_id.get(h);
     const payload = datagram.subarray(HEADER_LEN);
     if (type === FrameType.HandshakeInit) return this.onInit(now, datagram, payload, source);
     if (type === FrameType.HandshakeResp) return this.onResp(now, datagram, pairId, payload, source);
@@ -327,7 +323,7 @@ export class EtcpEndpoint {
       return { kind: 'drop', reason: 'handshake-malformed', detail: `HandshakeInit payload is ${payload.length} bytes, not ${INIT_LEN}` };
     // Before any DH: mac1 proves the sender knows our static key; under load, mac2 proves it receives at its address.
     if (!mac1Valid(frame, this.ownMac1Key)) return { kind: 'drop', reason: 'bad-mac1', detail: 'HandshakeInit mac1 does not verify' };
-    const senderIndex = new DataView(payload.buffer, payload.byteOffset).getUint32(0);
+    const senderIndex = HANDSHAKE_INIT.fields.sender_index.get(viewOf(payload));
     const underLoad = this.cookies.noteInit(now);
     // A replay of an init already refused after its DH: no DH, and under load no CookieReply either.
     if (this.refused.has(mac1Of(frame)))
@@ -347,7 +343,7 @@ export class EtcpEndpoint {
     const resp = new IKResponder({ hash: 'BLAKE2s', prologue: ETCP_PROLOGUE, staticKey: this.o.staticKey });
     let m1;
     try {
-      m1 = resp.readMessage1(payload.subarray(4, INIT_LEN - 2 * MAC_LEN));
+      m1 = resp.readMessage1(noiseMessage(HANDSHAKE_INIT, payload));
     } catch (e) {
       if (e instanceof NoiseError || e instanceof Error) return { kind: 'drop', reason: 'handshake-auth-failed', detail: e.message };
       throw e;
@@ -355,10 +351,10 @@ export class EtcpEndpoint {
     const peer = this.peers.get(keyHex(m1.remoteStatic));
     if (!peer)
       return { kind: 'drop', reason: 'unauthorized-key', detail: `static key ${keyHex(m1.remoteStatic)} is not an authorised peer` };
-    const d = new DataView(m1.payload.buffer, m1.payload.byteOffset, m1.payload.byteLength);
-    const vmin = d.getUint8(0);
-    const vmax = d.getUint8(1);
-    const ts = d.getUint32(6) * 2 ** 32 + d.getUint32(10);
+    const d = viewOf(m1.payload);
+    const vmin = INIT_PAYLOAD.fields.version_min.get(d);
+    const vmax = INIT_PAYLOAD.fields.version_max.get(d);
+    const ts = INIT_PAYLOAD.fields.timestamp.getNumber(d);
     if (ETCP_VERSION < vmin || ETCP_VERSION > vmax) {
       return {
         kind: 'drop',
@@ -389,15 +385,14 @@ export class EtcpEndpoint {
     const localIndex = this.newIndex();
     if (localIndex === undefined) return { kind: 'drop', reason: 'no-free-index', detail: '65535 sessions and handshakes live' };
     this.o.onInitAccepted?.(peer, ts);
-    const rp = new DataView(new ArrayBuffer(RESP_PAYLOAD_LEN));
-    rp.setUint8(0, ETCP_VERSION);
-    rp.setUint32(1, CAPABILITIES & d.getUint32(2));
-    const { message, result } = resp.writeMessage2(new Uint8Array(rp.buffer));
-    const out = new Uint8Array(8 + message.length + 2 * MAC_LEN);
-    const od = new DataView(out.buffer);
-    od.setUint32(0, localIndex);
-    od.setUint32(4, senderIndex);
-    out.set(message, 8);
+    const { message, result } = resp.writeMessage2(
+      RESP_PAYLOAD.encode({ version: ETCP_VERSION, capabilities: CAPABILITIES & INIT_PAYLOAD.fields.capabilities.get(d) }),
+    );
+    const out = new Uint8Array(HANDSHAKE_RESP.size);
+    const od = viewOf(out);
+    HANDSHAKE_RESP.fields.sender_index.set(od, localIndex);
+    HANDSHAKE_RESP.fields.receiver_index.set(od, senderIndex);
+    out.set(message, HANDSHAKE_RESP.fields.ephemeral.offset);
     const session = this.establish(now, localIndex, senderIndex, peer, false, result);
     this.cookies.noteAuthorised(peer.name, source);
     // mac2 of a HandshakeResp is always zero in v2 (no cookie is ever demanded of a responder).
@@ -411,12 +406,9 @@ export class EtcpEndpoint {
 
   /** The CookieReply to a HandshakeInit: its sender's index, a random nonce, the sealed cookie. */
   private cookieReply(now: number, receiverIndex: number, init: Uint8Array, source: string): Uint8Array {
-    const nonce = this.o.random(XNONCELEN);
+    const nonce = this.o.random(COOKIE_REPLY.fields.nonce.size);
     const sealed = sealCookie(this.o.staticKey.publicKey, nonce, this.cookies.cookie(now, source), mac1Of(init));
-    const out = new Uint8Array(COOKIE_REPLY_LEN);
-    new DataView(out.buffer).setUint32(0, receiverIndex);
-    out.set(nonce, 4);
-    out.set(sealed, 4 + XNONCELEN);
+    const out = COOKIE_REPLY.encode({ receiver_index: receiverIndex, nonce, cookie_sealed: sealed });
     return encodeFrame({ type: FrameType.CookieReply, flags: 0, pairId: receiverIndex, packetNumber: 0 }, out);
   }
 
@@ -427,11 +419,12 @@ export class EtcpEndpoint {
         reason: 'handshake-malformed',
         detail: `CookieReply payload is ${payload.length} bytes, not ${COOKIE_REPLY_LEN}`,
       };
-    const receiverIndex = new DataView(payload.buffer, payload.byteOffset, payload.byteLength).getUint32(0);
+    const c = viewOf(payload);
+    const receiverIndex = COOKIE_REPLY.fields.receiver_index.get(c);
     const p = this.pending.get(receiverIndex);
     if (!p || receiverIndex !== pairId || p.cookieTaken)
       return { kind: 'drop', reason: 'unknown-index', detail: `no handshake awaiting a cookie with index ${receiverIndex}` };
-    const cookie = openCookie(p.peer.publicKey, payload.subarray(4, 4 + XNONCELEN), payload.subarray(4 + XNONCELEN), p.mac1);
+    const cookie = openCookie(p.peer.publicKey, COOKIE_REPLY.fields.nonce.get(c), COOKIE_REPLY.fields.cookie_sealed.get(c), p.mac1);
     if (!cookie)
       return { kind: 'drop', reason: 'cookie-auth-failed', detail: `CookieReply for index ${receiverIndex} does not authenticate` };
     p.cookieTaken = true;
@@ -448,20 +441,20 @@ export class EtcpEndpoint {
     if (payload.length !== RESP_LEN)
       return { kind: 'drop', reason: 'handshake-malformed', detail: `HandshakeResp payload is ${payload.length} bytes, not ${RESP_LEN}` };
     if (!mac1Valid(frame, this.ownMac1Key)) return { kind: 'drop', reason: 'bad-mac1', detail: 'HandshakeResp mac1 does not verify' };
-    const d = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
-    const senderIndex = d.getUint32(0);
-    const receiverIndex = d.getUint32(4);
+    const d = viewOf(payload);
+    const senderIndex = HANDSHAKE_RESP.fields.sender_index.get(d);
+    const receiverIndex = HANDSHAKE_RESP.fields.receiver_index.get(d);
     const p = this.pending.get(receiverIndex);
     if (!p || receiverIndex !== pairId)
       return { kind: 'drop', reason: 'unknown-index', detail: `no handshake in progress with index ${receiverIndex}` };
     let m2;
     try {
-      m2 = p.init.readMessage2(payload.subarray(8, RESP_LEN - 2 * MAC_LEN));
+      m2 = p.init.readMessage2(noiseMessage(HANDSHAKE_RESP, payload));
     } catch (e) {
       return { kind: 'drop', reason: 'handshake-auth-failed', detail: (e as Error).message };
     }
-    if (m2.payload[0] !== ETCP_VERSION)
-      return { kind: 'drop', reason: 'version-mismatch', detail: `responder chose version ${m2.payload[0]}` };
+    const chosen = RESP_PAYLOAD.fields.version.get(viewOf(m2.payload));
+    if (chosen !== ETCP_VERSION) return { kind: 'drop', reason: 'version-mismatch', detail: `responder chose version ${chosen}` };
     this.pending.delete(receiverIndex);
     this.cookies.noteAuthorised(p.peer.name, source);
     return { kind: 'established', session: this.establish(now, receiverIndex, senderIndex, p.peer, true, m2.result) };

@@ -14,30 +14,12 @@ import { closeSync, constants, existsSync, mkdtempSync, openSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import { isIPv4, isIPv6, SocketAddress } from 'node:net';
 import { ipv6Bytes } from '../../wire/wrap.js';
+import { CLIENT_KEY, ORIG_DST, WRAP_CONFIG, WRAP_MAX_PORTS, WRAP_PORT_TCP, WRAP_PORT_UDP, WRAP_STAT_NAMES } from '../../wire/layouts.js';
 import { join } from 'node:path';
 import koffi from 'koffi';
 import { BpfError, bpfObjectPath, check, lastErrno, libbpf } from './libbpf.js';
 
 const PROGRAMS = ['spook_connect4', 'spook_connect6', 'spook_sockops', 'spook_sendmsg4', 'spook_recvmsg4'] as const;
-/** wrap_stats slots, in the order of the enum in spook_wrap.c. */
-const STAT_NAMES = [
-  'redirected',
-  'skipped_self',
-  'no_port',
-  'loopback',
-  'other_netns',
-  'not_tcp',
-  'save_failed',
-  'handed_over',
-  'udp_redirected',
-  'udp_unbound',
-  'udp_reverse',
-] as const;
-const WRAP_TCP = 1; // wrap_ports value bits
-const WRAP_UDP = 2;
-const MAX_PORTS = 256; // wrap_ports max_entries
-const ORIG_SIZE = 24; // struct spook_orig
-const CLIENT_SIZE = 20; // struct spook_client
 const SOL_SOCKET = 1;
 const SO_NETNS_COOKIE = 71;
 
@@ -161,13 +143,16 @@ export class WrapHooks {
       if (rc < 0) throw new BpfError('bpf_object__load(spook_wrap)', -rc);
       // Configure before attaching, so the programs never run half-configured.
       const pidns = statSync('/proc/self/ns/pid', { bigint: true });
-      const cfg = Buffer.alloc(32);
-      cfg.writeBigUInt64LE(currentNetnsCookie(), 0);
-      cfg.writeBigUInt64LE(pidns.dev, 8);
-      cfg.writeBigUInt64LE(pidns.ino, 16);
-      cfg.writeUInt32LE(process.pid, 24);
-      cfg.writeUInt16LE(opts.proxyPort, 28);
-      cfg.writeUInt16LE(opts.udpProxyPort ?? 0, 30); // 0: UDP interception off
+      const cfg = Buffer.from(
+        WRAP_CONFIG.encode({
+          netns_cookie: currentNetnsCookie(),
+          pidns_dev: pidns.dev,
+          pidns_ino: pidns.ino,
+          self_tgid: process.pid,
+          proxy_port: opts.proxyPort,
+          udp_proxy_port: opts.udpProxyPort ?? 0, // 0: UDP interception off
+        }),
+      );
       check('bpf_map_update_elem(wrap_cfg)', l.update(hooks.mapFd('wrap_cfg'), Buffer.alloc(4), cfg, 0));
       const { fd, where } = openCgroupRoot(opts.cgroupPath);
       try {
@@ -197,17 +182,17 @@ export class WrapHooks {
 
   /** Replace the sets of wrapped destination ports, for TCP and for UDP. */
   setPorts(tcp: number[], udp: number[] = []): void {
-    const want = new Map<number, number>(); // port -> WRAP_TCP | WRAP_UDP
+    const want = new Map<number, number>(); // port -> WRAP_PORT_TCP | WRAP_PORT_UDP
     for (const [ports, bit] of [
-      [tcp, WRAP_TCP],
-      [udp, WRAP_UDP],
+      [tcp, WRAP_PORT_TCP],
+      [udp, WRAP_PORT_UDP],
     ] as const) {
       for (const p of ports) {
         if (!Number.isInteger(p) || p < 1 || p > 65535) throw new Error(`bad port ${p}`);
         want.set(p, (want.get(p) ?? 0) | bit);
       }
     }
-    if (want.size > MAX_PORTS) throw new Error(`at most ${MAX_PORTS} wrapped ports (got ${want.size})`);
+    if (want.size > WRAP_MAX_PORTS) throw new Error(`at most ${WRAP_MAX_PORTS} wrapped ports (got ${want.size})`);
     const fd = this.mapFd('wrap_ports');
     // Add (or change) first, then remove: a port in both sets is never briefly unwrapped.
     for (const [p, bits] of want) check('bpf_map_update_elem(wrap_ports)', libbpf().update(fd, u16(p), u32(bits), 0));
@@ -231,7 +216,7 @@ export class WrapHooks {
     const key = clientKey(client);
     if (!key) return undefined;
     const fd = this.mapFd('orig_by_client');
-    const v = Buffer.alloc(ORIG_SIZE);
+    const v = Buffer.alloc(ORIG_DST.size);
     if (libbpf().lookup(fd, key, v) < 0) return undefined;
     libbpf().del(fd, key);
     return decodeOrig(v);
@@ -243,7 +228,7 @@ export class WrapHooks {
    */
   originalUdpDst(client: ClientAddr): OriginalUdpDst | undefined {
     const key = clientKey(client);
-    const v = Buffer.alloc(ORIG_SIZE);
+    const v = Buffer.alloc(ORIG_DST.size);
     if (!key || libbpf().lookup(this.mapFd('udp_orig_by_client'), key, v) < 0) return undefined;
     const dst = decodeOrig(v);
     return dst.family === 4 ? (dst as OriginalUdpDst) : undefined;
@@ -260,7 +245,7 @@ export class WrapHooks {
     const fd = this.mapFd('wrap_stats');
     const cpus = libbpf().cpus();
     const out: Record<string, number> = {};
-    STAT_NAMES.forEach((name, slot) => {
+    WRAP_STAT_NAMES.forEach((name, slot) => {
       const k = Buffer.alloc(4);
       k.writeUInt32LE(slot);
       const v = Buffer.alloc(8 * cpus); // one u64 per possible CPU
@@ -294,30 +279,24 @@ const u32 = (v: number): Buffer => {
 };
 
 /**
- * struct spook_client for a client address (IPv4, IPv6, or IPv4-mapped IPv6, which the
- * hooks record as IPv4): family u8, pad, port u16 (host order), addr[16] (network order).
+ * struct spook_client (CLIENT_KEY) for a client address (IPv4, IPv6, or IPv4-mapped IPv6, which
+ * the hooks record as IPv4): the address in network order, IPv4 in its first four bytes.
  */
 export function clientKey(c: ClientAddr): Buffer | undefined {
   if (!Number.isInteger(c.port) || c.port < 1 || c.port > 65535) return undefined;
-  const k = Buffer.alloc(CLIENT_SIZE);
-  k.writeUInt16LE(c.port, 2);
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(c.address);
   const v4 = mapped ? mapped[1] : isIPv4(c.address) ? c.address : undefined;
-  if (v4 !== undefined) {
-    k[0] = 4;
-    v4.split('.').forEach((o, i) => (k[4 + i] = Number(o)));
-    return k;
-  }
+  if (v4 !== undefined) return Buffer.from(CLIENT_KEY.encode({ family: 4, port: c.port, addr: new Uint8Array(v4.split('.').map(Number)) }));
   if (!isIPv6(c.address)) return undefined;
-  k[0] = 6;
-  k.set(ipv6Bytes(c.address), 4);
-  return k;
+  return Buffer.from(CLIENT_KEY.encode({ family: 6, port: c.port, addr: ipv6Bytes(c.address) }));
 }
 
-/** struct spook_orig: family u8, pad, port u16 (host order), ip4 (network order), ip6[16]. */
+/** struct spook_orig (ORIG_DST): IPv4 in ip4, IPv6 in ip6, both in network order. */
 function decodeOrig(v: Buffer): OriginalDst {
-  const port = v.readUInt16LE(2);
-  if (v[0] === 4) return { family: 4, address: `${v[4]}.${v[5]}.${v[6]}.${v[7]}`, port };
-  const groups = Array.from({ length: 8 }, (_, i) => v.readUInt16BE(8 + 2 * i).toString(16)).join(':');
-  return { family: 6, address: new SocketAddress({ address: groups, family: 'ipv6' }).address, port };
+  const o = ORIG_DST.decode(v);
+  const ip4 = o.ip4; // network order: a.b.c.d from the high byte down
+  if (o.family === 4)
+    return { family: 4, address: [ip4 >>> 24, (ip4 >>> 16) & 0xff, (ip4 >>> 8) & 0xff, ip4 & 0xff].join('.'), port: o.port };
+  const groups = Array.from({ length: 8 }, (_, i) => ((o.ip6[2 * i] << 8) | o.ip6[2 * i + 1]).toString(16)).join(':');
+  return { family: 6, address: new SocketAddress({ address: groups, family: 'ipv6' }).address, port: o.port };
 }

@@ -5,14 +5,21 @@
  */
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { DROP_REASON_NAMES, DropReason } from '../../wire/constants.js';
+import { DROP_REASON_NAMES, type DropReason } from '../../wire/constants.js';
+import {
+  PAIR_SLOT,
+  XDP_CONFIG,
+  XDP_COUNTER_PASS_ESTP,
+  XDP_COUNTER_PASS_OTHER,
+  XDP_COUNTER_SLOTS,
+  XDP_PAIR_SLOTS,
+  viewOf,
+} from '../../wire/layouts.js';
 import { BpfError, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, bpfObjectPath, check, lastErrno, libbpf } from './libbpf.js';
 
 export const PIN_DIR = '/sys/fs/bpf/spook';
 export const MAP_NAMES = ['config', 'pairs', 'counters', 'hs_buckets', 'frag_ids'] as const;
-const SLOT_PASS_ESTP = 0;
-const SLOT_PASS_OTHER = DropReason.ExtChain + 1; // bpf/spook_xdp.c: SPOOK_DROP__MAX, one past the last reason
-const SLOTS = SLOT_PASS_OTHER + 1;
+const COUNTER_SIZE = 8; // each slot of `counters` is a per-CPU __u64
 
 /** The compiled object (built by `make` into bpf/spook_xdp.o). */
 export function defaultObjectPath(): string {
@@ -43,6 +50,9 @@ function ifindexOf(ifname: string): number {
   }
 }
 
+/** A per-CPU map value's room in a lookup or update buffer: each CPU's copy is 8-byte aligned. */
+const perCpuStride = (size: number): number => Math.ceil(size / 8) * 8;
+
 /** Reads a map by fd: per-CPU values are summed (each CPU's slot is 8-byte aligned). */
 export class MapReader {
   constructor(
@@ -58,7 +68,7 @@ export class MapReader {
 
   /** The value(s) for a key: one Buffer per CPU for per-CPU maps. */
   lookup(key: Buffer): Buffer[] | undefined {
-    const stride = this.perCpu ? Math.ceil(this.valueSize / 8) * 8 : this.valueSize;
+    const stride = this.perCpu ? perCpuStride(this.valueSize) : this.valueSize;
     const out = Buffer.alloc(stride * this.cpus);
     if (libbpf().lookup(this.fd, key, out) < 0) return undefined;
     return Array.from({ length: this.cpus }, (_, i) => out.subarray(i * stride, i * stride + this.valueSize));
@@ -78,21 +88,22 @@ export class MapReader {
 }
 
 export function counterReader(fd: number): MapReader {
-  return new MapReader(fd, 4, 8, true);
+  return new MapReader(fd, 4, COUNTER_SIZE, true);
 }
-/** The pair table: slot (low 16 bits of the pair id) → per-CPU {id, pad, packets, bytes}. */
-export const PAIR_SLOTS = 65536;
+/** The pair table: slot (low 16 bits of the pair id) → per-CPU struct spook_pair_slot (PAIR_SLOT). */
+export const PAIR_SLOTS = XDP_PAIR_SLOTS;
 export function pairsReader(fd: number): MapReader {
-  return new MapReader(fd, 4, 24, true);
+  return new MapReader(fd, 4, PAIR_SLOT.size, true);
 }
 
 /** Drop and pass counters by name, summed over CPUs. */
 export function readCounters(r: MapReader): Record<string, number> {
   const out: Record<string, number> = {};
-  for (let slot = 0; slot < SLOTS; slot++) {
+  for (let slot = 0; slot < XDP_COUNTER_SLOTS; slot++) {
     const vals = r.lookup(u32(slot)) ?? [];
     const n = vals.reduce((a, v) => a + Number(v.readBigUInt64LE(0)), 0);
-    const name = slot === SLOT_PASS_ESTP ? 'pass-estp' : slot === SLOT_PASS_OTHER ? 'pass-other' : DROP_REASON_NAMES[slot as DropReason];
+    const name =
+      slot === XDP_COUNTER_PASS_ESTP ? 'pass-estp' : slot === XDP_COUNTER_PASS_OTHER ? 'pass-other' : DROP_REASON_NAMES[slot as DropReason];
     out[name] = n;
   }
   return out;
@@ -102,13 +113,13 @@ export function readCounters(r: MapReader): Record<string, number> {
 export function readPairStats(r: MapReader, slots?: number[]): { pairId: number; packets: number; bytes: number }[] {
   const out: { pairId: number; packets: number; bytes: number }[] = [];
   for (const slot of slots ?? Array.from({ length: PAIR_SLOTS }, (_, i) => i)) {
-    const vals = r.lookup(u32(slot));
-    const id = vals?.[0].readUInt32LE(0) ?? 0;
+    const vals = r.lookup(u32(slot))?.map(viewOf);
+    const id = vals ? PAIR_SLOT.fields.id.get(vals[0]) : 0;
     if (!vals || id === 0) continue;
     out.push({
       pairId: id,
-      packets: vals.reduce((a, v) => a + Number(v.readBigUInt64LE(8)), 0),
-      bytes: vals.reduce((a, v) => a + Number(v.readBigUInt64LE(16)), 0),
+      packets: vals.reduce((a, v) => a + PAIR_SLOT.fields.packets.getNumber(v), 0),
+      bytes: vals.reduce((a, v) => a + PAIR_SLOT.fields.bytes.getNumber(v), 0),
     });
   }
   return out;
@@ -158,26 +169,26 @@ export class XdpProgram {
   }
 
   configure(c: XdpConfig): void {
-    const v = Buffer.alloc(16);
-    v.writeUInt16LE(c.port, 0);
-    v.writeUInt16LE(c.enforcePairs ? 1 : 0, 2);
-    v.writeUInt32LE(c.handshakeRate, 4);
-    v.writeUInt32LE(c.handshakeBurst, 8);
+    const v = Buffer.from(
+      XDP_CONFIG.encode({ port: c.port, enforce_pairs: c.enforcePairs ? 1 : 0, hs_rate: c.handshakeRate, hs_burst: c.handshakeBurst }),
+    );
     check('bpf_map_update_elem(config)', libbpf().update(this.mapFd('config'), u32(0), v, 0));
   }
 
   /** Admit a pair id (its low 16 bits must not be in use by another live pair). */
   addPair(pairId: number): void {
     const cpus = libbpf().cpus();
-    const v = Buffer.alloc(24 * cpus); // per-CPU slots: the id in each, counters zero
-    for (let c = 0; c < cpus; c++) v.writeUInt32LE(pairId >>> 0, c * 24);
+    const slot = PAIR_SLOT.encode({ id: pairId }); // per-CPU slots: the id in each, counters zero
+    const stride = perCpuStride(PAIR_SLOT.size);
+    const v = Buffer.alloc(stride * cpus);
+    for (let c = 0; c < cpus; c++) v.set(slot, c * stride);
     check('bpf_map_update_elem(pairs)', libbpf().update(this.mapFd('pairs'), u32(pairId & (PAIR_SLOTS - 1)), v, 0));
     this.live.add(pairId >>> 0);
   }
 
   removePair(pairId: number): void {
     if (!this.live.delete(pairId >>> 0)) return;
-    const v = Buffer.alloc(24 * libbpf().cpus());
+    const v = Buffer.alloc(perCpuStride(PAIR_SLOT.size) * libbpf().cpus());
     libbpf().update(this.mapFd('pairs'), u32(pairId & (PAIR_SLOTS - 1)), v, 0);
   }
 

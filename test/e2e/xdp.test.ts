@@ -3,6 +3,9 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Lab, ROOT, until } from '../../testing/lab/netns.js';
+import { FrameType, HEADER_LEN, MAGIC, PROTOCOL_VERSION } from '../../wire/constants.js';
+import { ESTP_HEADER } from '../../wire/layouts.js';
+import { HANDSHAKE_INIT } from '../../wire/etcp.js';
 
 /**
  * spookd with the XDP program attached natively on its veth: a flood of malformed and
@@ -49,15 +52,21 @@ describe('XDP in spookd', () => {
     const before = await lab.admin<XdpStatus>('q', 'xdp');
     const daemonBefore = (await lab.admin<{ drops: Record<string, number> }>('q', 'status')).drops;
     const q = lab.host('q');
+    // The flood's frames, by field (wire/layouts.ts): bad magic, a Data frame for no pair, handshakes.
+    const frame = (payloadLen: number, h: Parameters<typeof ESTP_HEADER.encode>[0]): string => {
+      const f = Buffer.alloc(HEADER_LEN + payloadLen);
+      f.set(ESTP_HEADER.encode({ magic: MAGIC, version: PROTOCOL_VERSION, hdr_len: HEADER_LEN, payload_len: payloadLen, ...h }));
+      return f.toString('hex');
+    };
+    const bad = frame(20, { magic: 0x1234, version: 0, hdr_len: 0, payload_len: 0 });
+    const foreign = frame(40, { type: FrameType.Data, pair_id: 0xdead0001 });
+    const hs = frame(HANDSHAKE_INIT.size, { type: FrameType.HandshakeInit });
     lab.runIn(
       'p',
       `
       import dgram from 'node:dgram';
       const s = dgram.createSocket('udp4');
-      const bad = Buffer.alloc(40); bad.writeUInt16BE(0x1234, 0);                       // bad magic
-      const foreign = Buffer.alloc(60); foreign.writeUInt16BE(0x5350, 0); foreign[2] = 1; foreign[3] = 4; foreign[5] = 20;
-      foreign.writeUInt16BE(40, 6); foreign.writeUInt32BE(0xdead0001, 8);                 // unknown pair
-      const hs = Buffer.alloc(166); hs.writeUInt16BE(0x5350, 0); hs[2] = 1; hs[3] = 1; hs[5] = 20; hs.writeUInt16BE(146, 6); // handshake flood
+      const [bad, foreign, hs] = ['${bad}', '${foreign}', '${hs}'].map((h) => Buffer.from(h, 'hex'));
       let n = 0; const total = 3000;
       const next = () => { if (n >= total) return s.close(); const f = n % 3 === 0 ? bad : n % 3 === 1 ? foreign : hs; n++; s.send(f, ${q.port}, '${q.addrs.get('p')}', next); };
       next();
