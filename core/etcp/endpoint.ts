@@ -29,6 +29,7 @@ import {
   stampMacs,
 } from './cookie.js';
 import { XNONCELEN } from '../../crypto/primitives.js';
+import type { EtcpDrop } from './drops.js';
 
 export const ETCP_PROLOGUE = new TextEncoder().encode('spook etcp v1');
 /** 2: handshake messages carry mac1/mac2 and may be answered by a CookieReply (§12.8). */
@@ -60,23 +61,7 @@ export const INIT_LEN = 4 + 32 + 32 + 16 + INIT_PAYLOAD_LEN + 16 + 2 * MAC_LEN;
 export const RESP_LEN = 4 + 4 + 32 + RESP_PAYLOAD_LEN + 16 + 2 * MAC_LEN;
 export { COOKIE_REPLY_LEN };
 
-export type EtcpDrop =
-  | 'unauthorized-key'
-  | 'handshake-auth-failed'
-  | 'handshake-replayed'
-  | 'handshake-malformed'
-  | 'bad-mac1'
-  | 'source-rate-limited'
-  | 'peer-rate-limited'
-  | 'cookie-auth-failed'
-  | 'no-free-index'
-  | 'peer-session-limit'
-  | 'dh-rate-limited'
-  | 'refused-replay'
-  | 'version-mismatch'
-  | 'unknown-index'
-  | 'data-auth-failed'
-  | 'replayed';
+export type { EtcpDrop };
 
 export interface PeerConfig {
   publicKey: Uint8Array;
