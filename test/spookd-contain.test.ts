@@ -220,10 +220,13 @@ describe('spookd containment (§12.9)', () => {
 describe('spookd session bounds (§12.3, §12.6)', () => {
   const s: Record<string, Spookd> = {};
   beforeAll(async () => {
-    // perPeerLimit raised: this is about the sessions a peer can hold, not how fast it may handshake (tested in etcp.test.ts).
+    // perPeerLimit raised: this is about the sessions a peer can hold, not how fast it may handshake (tested in etcp.test.ts);
+    // so is the work budget: on a loaded host the DHs of x's loop cost 5-30 ms each, and x's frames were then refused
+    // before they could keep its old sessions alive (budgets are tested above and in etcp-peers.test.ts).
     s.h = make('h', ['g', 'x'], {
       timing: { keepaliveMs: 100, silenceMs: 3000, rekeyAfterMs: 2000, sessionGraceMs: 500 },
       handshakes: { perPeerLimit: 1000 },
+      peerBudgetMs: 1000,
     });
     s.g = make('g', ['h'], { timing: { keepaliveMs: 100, silenceMs: 3000, rekeyAfterMs: 2000, sessionGraceMs: 500 } });
     await s.h.start();
