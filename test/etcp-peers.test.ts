@@ -14,7 +14,7 @@ import { generateKeyPair, type KeyPair } from '../crypto/primitives.js';
  * A few tables wired by hand, delivering at once: h (peers g and x), g (peer h) and x, a bare
  * EtcpEndpoint holding h's key for an authorised but hostile peer. Fake clock throughout.
  */
-function trio(o: { rekeyAfterMs: number; sessionGraceMs: number; violationLimit?: number }) {
+function trio(o: { rekeyAfterMs: number; sessionGraceMs: number; violationLimit?: number; rekeyAfterMessages?: number }) {
   const rng = new Rng(1);
   const random = (n: number): Uint8Array => rng.bytes(n);
   const k: Record<'h' | 'g' | 'x', KeyPair> = { h: generateKeyPair(), g: generateKeyPair(), x: generateKeyPair() };
@@ -150,6 +150,18 @@ describe('ETCP peer table', () => {
     expect(t.h.timers('x')).toEqual({});
     t.h.handleDatagram(0, t.at.x, t.x.initiate(0, t.k.h.publicKey));
     expect(t.h.drops['peer-fenced']).toBe(1);
+  });
+
+  it('rekeys after a number of frames sealed on a session, whichever end sealed them', () => {
+    const t = trio({ rekeyAfterMs: 600_000, sessionGraceMs: 5_000, rekeyAfterMessages: 5 });
+    t.advance(5000);
+    const first = t.g.peer('h')!.session!;
+    expect(t.g.timers('h').rekey ?? Infinity).toBeGreaterThan(t.clock.now);
+    for (let i = 0; i < 5; i++) t.g.seal('h', new Uint8Array([MsgType.Status]));
+    expect(t.g.timers('h').rekey).toBeLessThanOrEqual(t.clock.now);
+    t.advance(t.clock.now + 1);
+    expect(t.g.peer('h')!.session).not.toBe(first);
+    expect(t.g.peer('h')!.session!.packetsSent).toBe(0);
   });
 
   it('roaming: the address follows a Data frame that opens, never one that fails or is replayed', () => {

@@ -363,14 +363,15 @@ export class Spookd {
 
   /**
    * Execute the table's outputs: its datagrams first (a HandshakeResp before any frame on the
-   * session it forms), then its events, then what they made it send. True if anything but drops.
+   * session it forms), then its events, then what they made it send. True if a session or a
+   * payload came of it (only then can a deadline have moved).
    */
   private drain(now: number): boolean {
     this.flushTable();
     let acted = false;
     const touched = new Set<Link>();
     for (let ev = this.table.pollEvent(); ev; ev = this.table.pollEvent()) {
-      if (ev.type !== 'drop') acted = true;
+      if (ev.type !== 'drop' && ev.type !== 'handshake-refused' && ev.type !== 'cookie-stored') acted = true;
       this.onTableEvent(now, ev, touched);
     }
     // Sessions changed: send what the pairs have on them (or collapse without one).
