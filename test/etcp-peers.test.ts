@@ -6,7 +6,8 @@ import { PeerTable, sourceOf, type Addr } from '../core/etcp/peers.js';
 import { PAIR_VIOLATIONS, violationsIn } from '../core/etcp/drops.js';
 import { HalfPair } from '../core/pair/halfpair.js';
 import { PairState } from '../core/pair/lifecycle.js';
-import { MsgType } from '../wire/messages.js';
+import { MsgType, encodeMessage } from '../wire/messages.js';
+import { DeltaOp } from '../wire/delta.js';
 import { Rng } from '../testing/sim/rng.js';
 import { generateKeyPair, type KeyPair } from '../crypto/primitives.js';
 
@@ -185,13 +186,28 @@ describe('ETCP peer table', () => {
   });
 
   it('every violation reason is a drop the pair core counts (a misspelt one would never reach the limit)', () => {
-    // Status for a register the pair does not have: unknown-register; a truncated message: malformed-payload.
-    const p = new HalfPair({ pairId: 0, localId: 2, peerId: 1, seed: 1, registers: [{ name: 'config', kind: 'map' }] }, 0);
-    p.handlePayload(1, 1, new Uint8Array([MsgType.Status, 0xff]));
-    p.handlePayload(1, 2, new Uint8Array([MsgType.Status, 0x01, 0x7a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
-    const counted = Object.keys(p.stats.drops).filter((k) => (PAIR_VIOLATIONS as readonly string[]).includes(k));
-    expect(counted.length).toBeGreaterThan(0);
-    expect(violationsIn(p.stats.drops)).toBeGreaterThan(0);
+    const pair = (localId: number) =>
+      new HalfPair({ pairId: 0, localId, peerId: 3 - localId, seed: 1, registers: [{ name: 'config', kind: 'map' }] }, 0);
+    const seq = pair(1);
+    const fol = pair(2);
+    const propose = (register: string, origin: number): Uint8Array =>
+      encodeMessage({
+        type: MsgType.Propose,
+        register,
+        base: 1,
+        candidates: [{ origin, seq: 1, delta: { op: DeltaOp.Set, key: new Uint8Array([1]), value: new Uint8Array([2]) } }],
+      });
+    const cases: [HalfPair, Uint8Array][] = [
+      [seq, new Uint8Array([MsgType.Status, 0xff])], // malformed-payload
+      [seq, propose('nope', 2)], // unknown-register
+      [seq, propose('config', 1)], // wrong-origin: the sequencer's own origin, from the peer
+      [fol, propose('config', 1)], // propose-to-follower
+    ];
+    let pn = 1;
+    for (const [p, payload] of cases) p.handlePayload(1, pn++, payload);
+    const seen = new Set([...Object.keys(seq.stats.drops), ...Object.keys(fol.stats.drops)]);
+    for (const v of PAIR_VIOLATIONS) expect(seen).toContain(v);
+    expect(violationsIn(seq.stats.drops) + violationsIn(fol.stats.drops)).toBe(4);
   });
 });
 
