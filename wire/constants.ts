@@ -55,7 +55,25 @@ export enum DropReason {
   ExtChain = 13,
 }
 
-export const DROP_REASON_NAMES: Record<DropReason, string> = {
+/** The operators' names of the DropReasons (metrics, admin `drops`, logs): a closed set. */
+export const WIRE_DROP_NAMES = [
+  'truncated',
+  'bad-magic',
+  'bad-version',
+  'unknown-type',
+  'bad-header-len',
+  'length-mismatch',
+  'oversized',
+  'reserved-flags',
+  'unknown-pair',
+  'handshake-rate-limited',
+  'malformed-payload',
+  'fragment',
+  'ext-chain',
+] as const;
+export type WireDropName = (typeof WIRE_DROP_NAMES)[number];
+
+export const DROP_REASON_NAMES: Record<DropReason, WireDropName> = {
   [DropReason.Truncated]: 'truncated',
   [DropReason.BadMagic]: 'bad-magic',
   [DropReason.BadVersion]: 'bad-version',

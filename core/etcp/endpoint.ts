@@ -29,6 +29,7 @@ import {
 } from './cookie.js';
 import { ESTP_HEADER, viewOf } from '../../wire/layouts.js';
 import { COOKIE_REPLY, HANDSHAKE_INIT, HANDSHAKE_RESP, INIT_PAYLOAD, RESP_PAYLOAD, noiseMessage } from '../../wire/etcp.js';
+import type { EtcpDrop } from './drops.js';
 
 export const ETCP_PROLOGUE = new TextEncoder().encode('spook etcp v1');
 /** 2: handshake messages carry mac1/mac2 and may be answered by a CookieReply (§12.8). */
@@ -59,23 +60,7 @@ export const INIT_LEN = HANDSHAKE_INIT.size;
 export const RESP_LEN = HANDSHAKE_RESP.size;
 export { COOKIE_REPLY_LEN };
 
-export type EtcpDrop =
-  | 'unauthorized-key'
-  | 'handshake-auth-failed'
-  | 'handshake-replayed'
-  | 'handshake-malformed'
-  | 'bad-mac1'
-  | 'source-rate-limited'
-  | 'peer-rate-limited'
-  | 'cookie-auth-failed'
-  | 'no-free-index'
-  | 'peer-session-limit'
-  | 'dh-rate-limited'
-  | 'refused-replay'
-  | 'version-mismatch'
-  | 'unknown-index'
-  | 'data-auth-failed'
-  | 'replayed';
+export type { EtcpDrop };
 
 export interface PeerConfig {
   publicKey: Uint8Array;

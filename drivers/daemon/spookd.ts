@@ -1,26 +1,24 @@
 /**
- * spookd: drives the sans-I/O core over a real UDP socket. One HalfPair per configured
- * peer (all configured registers on it), ETCP sessions for pair formation and frame
- * protection, a DiskStore per pair, an admin API on a Unix socket.
+ * spookd: drives the sans-I/O cores over a real UDP socket. The peer table (core/etcp/peers.ts)
+ * holds the ETCP session policy (handshakes, rekeys, roaming, budgets, violations, QN
+ * demultiplexing); above it, one HalfPair per configured peer (all configured registers on it)
+ * with a DiskStore, and the QN domains; an admin API on a Unix socket.
  *
- * The loop is the simulator's loop with real inputs: a datagram or a timer arrives, the
- * core handles it, then events are published and datagrams sent, and the one timer is
- * re-armed at the earliest deadline of any pair.
+ * The loop is the simulator's loop with real inputs: a datagram or a timer arrives, the table
+ * and the cores handle it, then their events are executed and datagrams sent, and the one timer
+ * is re-armed at the earliest deadline of the table, the pairs and the domains. What stays here:
+ * sockets, timers, fencing a pair whose handling throws, storage, admin.
  */
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import { join } from 'node:path';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { decodeFrame, isHandshakeType } from '../../wire/header.js';
-import { DROP_REASON_NAMES } from '../../wire/constants.js';
-import { WireError } from '../../wire/errors.js';
 import { EtcpEndpoint, MAX_SEALED_PAYLOAD, pairIdentity, type Session } from '../../core/etcp/endpoint.js';
 import { randomBytes } from 'node:crypto';
 import type { KeyPair } from '../../crypto/primitives.js';
 import { HalfPair } from '../../core/pair/halfpair.js';
 import type { SpookEvent } from '../../core/pair/events.js';
-import { PairState } from '../../core/pair/lifecycle.js';
 import { DiskStore } from '../store/store.js';
 import { decodeKey, encodeKey } from './keys.js';
 import { parseHostPort, type SpookdConfig } from './config.js';
@@ -28,51 +26,59 @@ import { AdminServer } from '../admin/server.js';
 import { Metrics } from '../admin/metrics.js';
 import { FastPath } from './fastpath.js';
 import { WarnLimiter } from '../../core/util/warn-limiter.js';
-import { BudgetPool, SourceBudgets, type WorkBudget } from '../../core/etcp/budget.js';
+import type { SourceBudgets, WorkBudget } from '../../core/etcp/budget.js';
 import { DomainHost } from './domains.js';
-import { QN_MSG_TYPE } from '../../wire/qn.js';
 import { WrapManager } from '../wrap/manager.js';
-
-/** Re-handshake this often (fresh keys, as WireGuard's REKEY_AFTER_TIME). */
-export const REKEY_AFTER_MS = 120_000;
-/** Retry an unanswered HandshakeInit after this long. */
-export const HANDSHAKE_RETRY_MS = 2_000;
-/** A superseded session still opens frames until it has been idle this long. */
-const OLD_SESSION_GRACE_MS = 30_000;
-/** Sessions we answered and the peer has not used yet, kept per peer (the oldest goes first). */
-const MAX_UNCONFIRMED = 4;
-/** Superseded sessions kept per peer (the oldest goes first): a peer handshaking in a loop holds no more. */
-const MAX_OLD_SESSIONS = 2;
-/** CPU per second that Data frames failing to open may cost per source address (§12.9), and addresses tracked. */
-const SOURCE_FAILURE_BUDGET_MS = 20;
-const MAX_FAILING_SOURCES = 1024;
-/** Member 2 (the follower) lets member 1 handshake first at start-up. */
-const MEMBER2_FIRST_CONTACT_DELAY_MS = 1_500;
-/** While the pair is decoherent, try a fresh handshake this often. */
-const DECOHERENT_REHANDSHAKE_MS = 5_000;
-/** Pair drops that only an authenticated peer can cause: protocol violations, counted toward the limit. */
-// (Unknown message types are skipped, not violations: later revisions may add some, §3.1.)
-const VIOLATIONS = ['malformed-payload', 'unknown-register', 'wrong-origin', 'propose-to-follower'];
+import { PeerTable, sourceOf, type Addr, type PeerEvent, type PeerView } from '../../core/etcp/peers.js';
+import { HANDSHAKE_RETRY_MS } from '../../core/etcp/constants.js';
+import type { DropCounts } from '../../core/etcp/drops.js';
 
 export interface PeerLink {
-  name: string;
-  publicKey: Uint8Array;
+  readonly name: string;
+  readonly publicKey: Uint8Array;
+  readonly pair: HalfPair;
+  readonly store: DiskStore;
+  /** The peer table's view of this peer: sessions, address, timers' state, violations. */
+  readonly peer: PeerView;
   /** Where frames go: configured, then learned from authenticated frames (roaming). */
-  addr: { address: string; port: number } | undefined;
-  pair: HalfPair;
-  store: DiskStore;
-  session: Session | undefined;
-  /** `until` moves with every frame opened on the session, never past `deadline` (§12.6). */
-  oldSessions: { session: Session; until: number; deadline: number }[];
-  /** Sessions we answered that the peer has not used yet. */
-  unconfirmed: { session: Session; until: number }[];
-  lastInitAt: number;
-  violations: number;
-  disconnects: number;
+  readonly addr: Addr | undefined;
+  /** The session frames go out on. */
+  readonly session: Session | undefined;
+  /** Times its sessions were cut for protocol violations. */
+  readonly disconnects: number;
   /** CPU time this peer's datagrams may take (§12.9). */
-  budget: WorkBudget;
+  readonly budget: WorkBudget;
   /** Set when handling this peer threw unexpectedly: the pair is no longer driven until a restart. */
-  fenced: Fence | undefined;
+  readonly fenced: Fence | undefined;
+}
+
+/** A configured peer: its pair and store here, its sessions in the peer table. */
+class Link implements PeerLink {
+  fenced: Fence | undefined = undefined;
+
+  constructor(
+    readonly name: string,
+    readonly publicKey: Uint8Array,
+    readonly pair: HalfPair,
+    readonly store: DiskStore,
+    private readonly table: PeerTable,
+  ) {}
+
+  get peer(): PeerView {
+    return this.table.peer(this.name)!;
+  }
+  get addr(): Addr | undefined {
+    return this.peer.addr;
+  }
+  get session(): Session | undefined {
+    return this.peer.session;
+  }
+  get disconnects(): number {
+    return this.peer.disconnects;
+  }
+  get budget(): WorkBudget {
+    return this.peer.budget;
+  }
 }
 
 export interface Fence {
@@ -82,13 +88,12 @@ export interface Fence {
 }
 
 export class Spookd {
-  readonly links = new Map<string, PeerLink>();
-  readonly drops: Record<string, number> = {};
+  readonly links = new Map<string, Link>();
   /** Refused-handshake warnings, one per source address per minute. */
   readonly warns = new WarnLimiter();
-  /** Data frames that fail to open are charged here, by source address, not to the peer (§12.9). */
-  readonly failing = new SourceBudgets(SOURCE_FAILURE_BUDGET_MS, MAX_FAILING_SOURCES);
   private readonly etcp: EtcpEndpoint;
+  /** The ETCP session policy: every peer's sessions, handshakes, address, budget and violations. */
+  readonly table: PeerTable;
   private socket: Socket | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopping = false;
@@ -99,8 +104,6 @@ export class Spookd {
   readonly subscribers = new Set<(link: PeerLink, ev: SpookEvent) => void>();
   /** QN domains by name; their messages ride the pair sessions. */
   readonly domains = new Map<string, DomainHost>();
-  /** The peers' work budgets (§12.9): work-conserving, so a peer is held back only while another is busy. */
-  private readonly budgets = new BudgetPool(() => this.now());
   /** Wrapped TCP connections: carriers to the peers, interception, per-connection streams. */
   readonly wraps: WrapManager;
 
@@ -146,6 +149,23 @@ export class Spookd {
         }
       },
     });
+    this.table = new PeerTable({
+      etcp: this.etcp,
+      localPublicKey: key.publicKey,
+      peers: cfg.peers.map((p) => ({
+        name: p.name,
+        publicKey: decodeKey(p.publicKey, `peer ${p.name}`),
+        endpoint: p.endpoint ? toAddr(p.endpoint) : undefined,
+        pairState: () => this.links.get(p.name)!.pair.state,
+        budgetMs: cfg.peerBudgetMs,
+      })),
+      now: this.startedAt,
+      clock: () => this.now(),
+      timestamp: () => Date.now(),
+      rekeyAfterMs: cfg.timing.rekeyAfterMs,
+      sessionGraceMs: cfg.timing.sessionGraceMs,
+      violationLimit: cfg.violationLimit,
+    });
     this.fastPath = new FastPath(cfg, log);
     for (const p of cfg.peers) {
       const publicKey = decodeKey(p.publicKey, `peer ${p.name}`);
@@ -155,22 +175,7 @@ export class Spookd {
         log.fatal({ error: e.message }, 'durable storage failed; stopping');
         process.exit(70);
       });
-      const link: PeerLink = {
-        name: p.name,
-        publicKey,
-        addr: p.endpoint ? toAddr(p.endpoint) : undefined,
-        pair: undefined as unknown as HalfPair,
-        store,
-        session: undefined,
-        oldSessions: [],
-        unconfirmed: [],
-        lastInitAt: -Infinity,
-        violations: 0,
-        disconnects: 0,
-        budget: this.budgets.add(cfg.peerBudgetMs),
-        fenced: undefined,
-      };
-      link.pair = new HalfPair(
+      const pair = new HalfPair(
         {
           pairId: 0,
           localId: ids.localId,
@@ -187,16 +192,11 @@ export class Spookd {
           timing: { keepaliveMs: cfg.timing.keepaliveMs, silenceMs: cfg.timing.silenceMs },
           maxPayload: MAX_SEALED_PAYLOAD,
           store,
-          sealer: {
-            seal: (payload) => {
-              const s = link.session!;
-              const frame = s.seal(payload);
-              return { frame, packetNumber: s.packetsSent - 1 };
-            },
-          },
+          sealer: { seal: (payload) => this.table.seal(p.name, payload) },
         },
         this.now(),
       );
+      const link = new Link(p.name, publicKey, pair, store, this.table);
       for (const r of link.pair.registers.values()) {
         const rep = store.load(r);
         log.info({ peer: p.name, ...rep }, rep.tornBytes > 0 ? 'register loaded; torn log tail cut' : 'register loaded');
@@ -240,17 +240,14 @@ export class Spookd {
     return performance.now();
   }
 
-  private get graceMs(): number {
-    return this.cfg.timing.sessionGraceMs ?? OLD_SESSION_GRACE_MS;
+  /** Datagrams dropped by the daemon (wire checks, ETCP, the peer table), by reason; the pairs count their own. */
+  get drops(): Readonly<DropCounts> {
+    return this.table.drops;
   }
 
-  /**
-   * Age (from its establishment) past which a superseded session opens nothing, however
-   * often the peer sends on it: the rekey period plus two grace periods (180 s by default,
-   * WireGuard's REJECT_AFTER_TIME). Its initiator has rekeyed it by then.
-   */
-  private get oldSessionMaxAgeMs(): number {
-    return (this.cfg.timing.rekeyAfterMs ?? REKEY_AFTER_MS) + 2 * this.graceMs;
+  /** Data frames that fail to open are charged here, by source address, not to the peer (§12.9). */
+  get failing(): SourceBudgets {
+    return this.table.failing;
   }
 
   get uptimeMs(): number {
@@ -295,7 +292,7 @@ export class Spookd {
     await this.wraps.stop(); // interception ends before anything else: new connections go direct
     for (const link of this.links.values()) {
       // Not a teardown: the pair's state is on disk and the peer should expect us back.
-      const bye = link.session && link.addr ? link.pair.goingAway(this.now()) : undefined;
+      const bye = this.table.canSend(link.name) ? link.pair.goingAway(this.now()) : undefined;
       if (bye && link.addr)
         await new Promise<void>((resolve) => this.socket!.send(bye, link.addr!.port, link.addr!.address, () => resolve()));
     }
@@ -306,18 +303,13 @@ export class Spookd {
     this.log.info('stopped');
   }
 
-  private drop(reason: string, detail: Record<string, unknown> = {}): void {
-    this.drops[reason] = (this.drops[reason] ?? 0) + 1;
-    this.log.debug({ reason, ...detail }, 'frame dropped');
-  }
-
   /** The socket's handler: nothing a datagram does may end the process (§12.9). */
   private onDatagramSafe(buf: Uint8Array, rinfo: RemoteInfo): void {
     try {
       this.onDatagram(buf, rinfo);
     } catch (e) {
       // Not attributable to a peer (the per-peer handlers fence their own): count, warn rate-limited.
-      this.drops['internal-error'] = (this.drops['internal-error'] ?? 0) + 1;
+      this.table.count('internal-error', { from: { address: rinfo.address, port: rinfo.port } });
       const suppressed = this.warns.admit(this.now(), `internal:${rinfo.address}`);
       if (suppressed !== undefined)
         this.log.error({ err: e, from: `${rinfo.address}:${rinfo.port}`, suppressed }, 'internal error handling a datagram; dropped');
@@ -328,7 +320,8 @@ export class Spookd {
    * Run `fn` for one peer: time it against the peer's budget, and fence the peer (never the
    * process) if it throws.
    */
-  private forPeer(link: PeerLink, what: string, fn: () => void, charge = true): void {
+  private forPeer(peer: PeerLink, what: string, fn: () => void, charge = true): void {
+    const link = this.links.get(peer.name)!;
     if (link.fenced) return;
     const t0 = performance.now();
     try {
@@ -341,11 +334,11 @@ export class Spookd {
   }
 
   /** Stop driving a pair whose handling threw: its sessions close, other peers carry on. */
-  private fence(link: PeerLink, what: string, e: unknown): void {
+  private fence(link: Link, what: string, e: unknown): void {
     if (link.fenced) return;
     const error = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
     link.fenced = { cause: 'internal-error', error, at: this.now() };
-    this.drops['internal-error'] = (this.drops['internal-error'] ?? 0) + 1;
+    this.table.count('internal-error', { peer: link.name });
     this.log.error(
       { peer: link.name, while: what, err: e },
       'internal error: pair fenced (decoherent, cause internal-error) until spookd restarts; other peers carry on',
@@ -357,85 +350,107 @@ export class Spookd {
     } catch (e2) {
       this.log.error({ peer: link.name, err: e2 }, 'fenced pair could not record its lifecycle');
     }
-    this.dropSessions(link);
-  }
-
-  /** Forget every session of a peer (their indices leave the pair table and the XDP map): a new handshake is needed. */
-  private dropSessions(link: PeerLink): void {
-    if (link.session) this.closeSession(link.session.localIndex);
-    for (const o of [...link.oldSessions, ...link.unconfirmed]) this.closeSession(o.session.localIndex);
-    link.session = undefined;
-    link.oldSessions = [];
-    link.unconfirmed = [];
+    this.table.fence(link.name); // its sessions close; no new one forms until a restart
   }
 
   private onDatagram(buf: Uint8Array, rinfo: RemoteInfo): void {
     if (this.stopping) return;
     const now = this.now();
-    let frame;
-    try {
-      frame = decodeFrame(buf, (id) => this.etcp.sessions.has(id));
-    } catch (e) {
-      if (!(e instanceof WireError)) throw e;
-      this.drop(DROP_REASON_NAMES[e.reason], { from: `${rinfo.address}:${rinfo.port}`, error: e.message });
-      return;
-    }
-    if (isHandshakeType(frame.header.type)) return this.onHandshake(now, buf, rinfo);
-    // Over its work budget, a peer's frames are dropped before the AEAD (which costs too).
-    const target = this.etcp.sessions.get(frame.header.pairId);
-    const peerLink = target ? this.links.get(target.peer.name) : undefined;
-    // So is a source address in debt for frames that failed to open, unless it is the address the named
-    // peer authenticated from (else whoever spoofs that address, from any port, could cut the peer off).
-    const peerAddr = peerLink?.addr !== undefined && peerLink.addr.address === rinfo.address;
-    if (!peerAddr && !this.failing.admit(now, rinfo.address)) {
-      this.drop('source-over-budget', { from: `${rinfo.address}:${rinfo.port}` });
-      return;
-    }
-    if (peerLink && !peerLink.budget.admit(now)) {
-      this.drop('peer-over-budget', { peer: peerLink.name });
-      return;
-    }
-    const t0 = performance.now();
-    const opened = this.etcp.openData(buf, frame.header.pairId, frame.header.packetNumber);
-    const took = performance.now() - t0;
-    if ('drop' in opened) {
-      // Not the peer's work: anyone who sees pair ids can send frames that fail (§12.9).
-      this.failing.charge(now, rinfo.address, took);
-      this.drop(opened.drop, { from: `${rinfo.address}:${rinfo.port}`, detail: opened.detail });
-      return;
-    }
-    peerLink?.budget.charge(took);
-    const link = this.links.get(opened.session.peer.name)!;
-    this.forPeer(link, 'data frame', () => {
-      link.addr = { address: rinfo.address, port: rinfo.port }; // roaming: follow authenticated frames
-      const old = link.oldSessions.find((o) => o.session === opened.session);
-      if (old)
-        old.until = Math.min(now + this.graceMs, old.deadline); // the peer still sends on it: keep it open, within its hard limit
-      else if (opened.session !== link.session) {
-        // The first data frame on a session we answered: it is now the one we send on.
-        this.adopt(link, opened.session, now);
-      }
-      if (opened.payload[0] === QN_MSG_TYPE) {
-        this.onDomainPayload(now, link, opened.payload);
-        return;
-      }
-      link.pair.handlePayload(now, frame.header.packetNumber, opened.payload, buf.length);
-      this.checkViolations(link, now);
-      this.pump(link);
-    });
-    this.schedule();
+    this.table.handleDatagram(now, { address: rinfo.address, port: rinfo.port }, buf);
+    // Re-arm only when something happened beyond drops: a flood of junk costs no timer churn.
+    if (this.drain(now)) this.schedule();
   }
 
-  private onDomainPayload(now: number, link: PeerLink, payload: Uint8Array): void {
-    const id = payload.length >= 5 ? ((payload[1] << 24) | (payload[2] << 16) | (payload[3] << 8) | payload[4]) >>> 0 : -1;
-    const dom = [...this.domains.values()].find((d) => d.id === id);
+  /**
+   * Execute the table's outputs: its datagrams first (a HandshakeResp before any frame on the
+   * session it forms), then its events, then what they made it send. True if a session or a
+   * payload came of it (only then can a deadline have moved).
+   */
+  private drain(now: number): boolean {
+    this.flushTable();
+    let acted = false;
+    const touched = new Set<Link>();
+    for (let ev = this.table.pollEvent(); ev; ev = this.table.pollEvent()) {
+      if (ev.type !== 'drop' && ev.type !== 'handshake-refused' && ev.type !== 'cookie-stored') acted = true;
+      this.onTableEvent(now, ev, touched);
+    }
+    // Sessions changed: send what the pairs have on them (or collapse without one).
+    for (const link of touched) this.forPeer(link, 'handshake', () => this.pump(link));
+    this.flushTable();
+    return acted;
+  }
+
+  private flushTable(): void {
+    for (let t = this.table.pollTransmit(); t; t = this.table.pollTransmit()) this.socket?.send(t.datagram, t.to.port, t.to.address);
+  }
+
+  private onTableEvent(now: number, ev: PeerEvent, touched: Set<Link>): void {
+    switch (ev.type) {
+      case 'drop':
+        this.log.debug({ reason: ev.reason, peer: ev.peer, from: ev.from && sourceOf(ev.from), detail: ev.detail }, 'frame dropped');
+        return;
+      case 'handshake-refused': {
+        // One warning per source address per minute; the rest are counted (drops, warnings-suppressed).
+        const suppressed = this.warns.admit(now, ev.from.address);
+        if (suppressed !== undefined) this.log.warn({ from: sourceOf(ev.from), detail: ev.detail, suppressed }, 'handshake refused');
+        return;
+      }
+      case 'cookie-stored':
+        this.log.debug({ peer: ev.peer, from: sourceOf(ev.from) }, 'cookie received: the next HandshakeInit carries mac2');
+        return;
+      case 'session-added':
+        this.fastPath.addPair(ev.localIndex);
+        touched.add(this.links.get(ev.peer)!);
+        return;
+      case 'session-removed':
+        this.fastPath.removePair(ev.localIndex);
+        return;
+      case 'violation-limit':
+        this.log.warn(
+          { peer: ev.peer, violations: ev.violations },
+          'peer over the protocol-violation limit: session dropped, a new handshake is required',
+        );
+        return;
+      case 'established': {
+        const link = this.links.get(ev.peer)!;
+        const s = ev.session;
+        touched.add(link);
+        this.forPeer(link, 'handshake', () => {
+          link.pair.resetPacketSpace();
+          for (const r of link.pair.registers.values()) r.markStatusDirty();
+          this.log.info(
+            { peer: link.name, localIndex: s.localIndex, remoteIndex: s.remoteIndex, initiator: s.initiator },
+            'pair session established',
+          );
+        });
+        return;
+      }
+      case 'pair-payload': {
+        const link = this.links.get(ev.peer)!;
+        this.forPeer(link, 'data frame', () => {
+          link.pair.handlePayload(now, ev.packetNumber, ev.payload, ev.wireBytes);
+          this.table.handlePairDrops(now, link.name, link.pair.stats.drops);
+          this.pump(link);
+        });
+        return;
+      }
+      case 'domain-payload': {
+        const link = this.links.get(ev.peer)!;
+        this.forPeer(link, 'data frame', () => this.onDomainPayload(now, link, ev.domainId, ev.payload));
+        return;
+      }
+    }
+  }
+
+  private onDomainPayload(now: number, link: PeerLink, domainId: number, payload: Uint8Array): void {
+    const dom = [...this.domains.values()].find((d) => d.id === domainId);
     const from = dom?.idOf.get(link.name);
     if (!dom || from === undefined) {
-      this.drop('unknown-domain', { peer: link.name });
+      this.table.count('unknown-domain', { peer: link.name });
       return;
     }
     if (dom.node.fencedCause) {
-      this.drop('domain-fenced', { peer: link.name, domain: dom.cfg.name });
+      this.table.count('domain-fenced', { peer: link.name, detail: dom.cfg.name });
       return;
     }
     // DomainHost guards the node: an exception fences that domain (§12.9), never this pair or the process.
@@ -445,129 +460,24 @@ export class Spookd {
 
   /** Send a domain's messages on the pair sessions (dropped while a peer has none: Raft resends). */
   pumpDomain(dom: DomainHost): void {
-    dom.drain((peer, payload) => {
-      const link = this.links.get(peer);
-      if (!link?.session || !link.addr) return;
-      if (payload.length > MAX_SEALED_PAYLOAD) {
-        this.drop('qn-oversized', { peer, bytes: payload.length });
-        return;
-      }
-      this.socket?.send(link.session.seal(payload), link.addr.port, link.addr.address);
-    });
-  }
-
-  private onHandshake(now: number, buf: Uint8Array, rinfo: RemoteInfo): void {
-    const from = `${rinfo.address}:${rinfo.port}`;
-    const t0 = performance.now();
-    const r = this.etcp.handleHandshake(now, buf, from);
-    // The DH of an init from an authorised key is that peer's work (§12.9), whatever came of it; but a
-    // replayed init may come from anyone who captured one: its cost goes to the source address.
-    const replay = r.kind === 'drop' && r.reason === 'handshake-replayed';
-    const by =
-      r.kind === 'drop' ? (replay ? undefined : r.peer) : r.kind === 'respond' || r.kind === 'established' ? r.session.peer : undefined;
-    if (by) this.links.get(by.name)?.budget.charge(performance.now() - t0);
-    else if (replay) this.failing.charge(now, rinfo.address, performance.now() - t0);
-    if (r.kind === 'drop') {
-      this.drop(r.reason, { from, detail: r.detail });
-      // One warning per source address per minute; the rest are counted (drops, warnings-suppressed).
-      if (r.reason === 'unauthorized-key') {
-        const suppressed = this.warns.admit(now, rinfo.address);
-        if (suppressed !== undefined) this.log.warn({ from, detail: r.detail, suppressed }, 'handshake refused');
-      }
-      return;
-    }
-    if (r.kind === 'cookie') {
-      // Under load: the init did no DH; its sender must prove its address with the cookie (§12.8).
-      this.drop('cookie-required', { from });
-      this.socket?.send(r.datagram, rinfo.port, rinfo.address);
-      return;
-    }
-    if (r.kind === 'cookie-stored') {
-      this.log.debug({ peer: r.peer.name, from }, 'cookie received: the next HandshakeInit carries mac2');
-      return;
-    }
-    const link = this.links.get(r.session.peer.name)!;
-    if (link.fenced) {
-      // A fenced pair forms no sessions until spookd restarts.
-      this.etcp.close(r.session.localIndex);
-      this.drop('peer-fenced', { peer: link.name });
-      return;
-    }
-    this.forPeer(link, 'handshake', () => this.onSession(now, link, r, rinfo));
-    this.schedule();
-  }
-
-  private onSession(
-    now: number,
-    link: PeerLink,
-    r: { kind: 'respond'; datagram: Uint8Array; session: Session } | { kind: 'established'; session: Session },
-    rinfo: RemoteInfo,
-  ): void {
-    link.addr = { address: rinfo.address, port: rinfo.port };
-    this.fastPath.addPair(r.session.localIndex);
-    if (r.kind === 'respond') {
-      this.socket?.send(r.datagram, rinfo.port, rinfo.address);
-      // A responder sends on the new session once the initiator proves it holds it (its first Data frame),
-      // unless it has no session at all. Unconfirmed ones expire (a lost response, a retried init).
-      if (!link.session) this.adopt(link, r.session, now);
-      else {
-        link.unconfirmed.push({ session: r.session, until: now + this.graceMs });
-        // Bounded per peer: an authorised peer answering nothing cannot fill the index space.
-        while (link.unconfirmed.length > MAX_UNCONFIRMED) this.closeSession(link.unconfirmed.shift()!.session.localIndex);
-      }
-    } else this.adopt(link, r.session, now);
-    this.pump(link);
-  }
-
-  private closeSession(localIndex: number): void {
-    this.etcp.close(localIndex);
-    this.fastPath.removePair(localIndex);
-  }
-
-  /** Make `s` the session frames go out on; the previous one still opens frames for a while. */
-  private adopt(link: PeerLink, s: Session, now: number): void {
-    link.unconfirmed = link.unconfirmed.filter((u) => u.session !== s);
-    if (link.session) {
-      const deadline = link.session.establishedAt + this.oldSessionMaxAgeMs;
-      link.oldSessions.push({ session: link.session, until: Math.min(now + this.graceMs, deadline), deadline });
-      // Bounded per peer: a peer handshaking in a loop (and keeping every old session busy) holds no more.
-      while (link.oldSessions.length > MAX_OLD_SESSIONS) this.closeSession(link.oldSessions.shift()!.session.localIndex);
-    }
-    link.session = s;
-    link.pair.resetPacketSpace();
-    for (const r of link.pair.registers.values()) r.markStatusDirty();
-    this.log.info(
-      { peer: link.name, localIndex: s.localIndex, remoteIndex: s.remoteIndex, initiator: s.initiator },
-      'pair session established',
-    );
-  }
-
-  private checkViolations(link: PeerLink, now: number): void {
-    const total = VIOLATIONS.reduce((a, k) => a + (link.pair.stats.drops[k] ?? 0), 0);
-    if (total - link.violations < this.cfg.violationLimit) return;
-    link.violations = total;
-    link.disconnects++;
-    this.log.warn(
-      { peer: link.name, violations: total },
-      'peer over the protocol-violation limit: session dropped, a new handshake is required',
-    );
-    this.dropSessions(link);
-    link.lastInitAt = now;
+    dom.drain((peer, payload) => void this.table.sendPayload(peer, payload));
+    this.flushTable();
   }
 
   /** Publish events, send what the pair has, collapse even when there is no session. */
   pump(link: PeerLink): void {
     const now = this.now();
     this.publish(link);
-    if (link.session && link.addr) this.flushTransmit(link);
+    if (this.table.canSend(link.name)) this.flushTransmit(link);
     else link.pair.collapse(now);
     this.publish(link);
   }
 
   private flushTransmit(link: PeerLink): void {
     const now = this.now();
-    if (!link.session || !link.addr) return;
-    for (let d = link.pair.pollTransmit(now); d; d = link.pair.pollTransmit(now)) this.socket?.send(d, link.addr.port, link.addr.address);
+    const to = link.addr;
+    if (!this.table.canSend(link.name) || !to) return;
+    for (let d = link.pair.pollTransmit(now); d; d = link.pair.pollTransmit(now)) this.socket?.send(d, to.port, to.address);
   }
 
   private publish(link: PeerLink): void {
@@ -580,62 +490,37 @@ export class Spookd {
     }
   }
 
-  /** Handshakes to start or renew, sessions to retire, pair timers to run; then re-arm. */
+  /** Handshakes to start or renew, sessions to retire (the table's timers), pair timers to run; then re-arm. */
   private tick(): void {
     if (this.stopping) return;
     const now = this.now();
-    for (const link of this.links.values()) this.forPeer(link, 'timer', () => this.tickLink(link, now));
+    this.table.handleTimeout(now);
+    this.drain(now);
+    for (const link of this.links.values())
+      this.forPeer(link, 'timer', () => {
+        const t = link.pair.pollTimeout();
+        if (t !== undefined && t <= now) link.pair.handleTimeout(now);
+        this.pump(link);
+      });
     for (const dom of this.domains.values()) {
       if (dom.node.fencedCause) continue;
       dom.tick(now);
       this.pumpDomain(dom);
     }
+    this.drain(now); // what the timers made the table count or send
     this.schedule();
-  }
-
-  private tickLink(link: PeerLink, now: number): void {
-    {
-      const expire = <T extends { session: Session; until: number }>(list: T[]): T[] =>
-        list.filter((o) => {
-          if (o.until > now) return true;
-          this.closeSession(o.session.localIndex);
-          return false;
-        });
-      link.oldSessions = expire(link.oldSessions);
-      link.unconfirmed = expire(link.unconfirmed);
-      // Handshake when: no session; time to rekey (the initiator of the current session only, so
-      // rekeys never cross); or the pair is decoherent (the peer may have lost our session).
-      // Member 2 holds back at first contact so that, with both ends configured to connect,
-      // member 1's handshake normally wins instead of two crossing.
-      const s = link.session;
-      const due =
-        (!s && (link.pair.role === 'sequencer' || now - this.startedAt > MEMBER2_FIRST_CONTACT_DELAY_MS)) ||
-        (s !== undefined && s.initiator && now - s.establishedAt > (this.cfg.timing.rekeyAfterMs ?? REKEY_AFTER_MS)) ||
-        (s !== undefined && link.pair.state === PairState.DECOHERENT && now - link.lastInitAt >= DECOHERENT_REHANDSHAKE_MS);
-      if (due && link.addr && now - link.lastInitAt >= HANDSHAKE_RETRY_MS && link.pair.state !== PairState.CLOSED) {
-        link.lastInitAt = now;
-        // A full index space is counted and retried, never an error of this pair (§12.3).
-        const init = this.etcp.tryInitiate(now, link.publicKey, Date.now());
-        if ('drop' in init) this.drop(init.drop, { peer: link.name });
-        else this.socket?.send(init.datagram, link.addr.port, link.addr.address);
-      }
-      const t = link.pair.pollTimeout();
-      if (t !== undefined && t <= now) link.pair.handleTimeout(now);
-      this.pump(link);
-    }
   }
 
   private schedule(): void {
     if (this.timer) clearTimeout(this.timer);
     if (this.stopping) return;
     const now = this.now();
-    let next = now + HANDSHAKE_RETRY_MS;
+    // At least every HANDSHAKE_RETRY_MS, whatever the cores ask.
+    let next = Math.min(now + HANDSHAKE_RETRY_MS, this.table.pollTimeout() ?? Infinity);
     for (const link of this.links.values()) {
       if (link.fenced) continue;
       const t = link.pair.pollTimeout();
       if (t !== undefined) next = Math.min(next, t);
-      if (!link.session && link.addr)
-        next = Math.min(next, Math.max(link.lastInitAt + HANDSHAKE_RETRY_MS, this.startedAt + MEMBER2_FIRST_CONTACT_DELAY_MS));
     }
     for (const dom of this.domains.values()) if (!dom.node.fencedCause) next = Math.min(next, dom.node.pollTimeout());
     this.timer = setTimeout(() => this.tick(), Math.max(0, Math.ceil(next - now)));
@@ -673,6 +558,7 @@ export class Spookd {
   /** After a local proposal: collapse/send at once rather than at the next timer. */
   kick(link: PeerLink): void {
     this.forPeer(link, 'local write', () => this.pump(link), false);
+    this.drain(this.now()); // a fence closes sessions
     this.schedule();
   }
 }
