@@ -9,7 +9,8 @@ import { Spookd } from '../drivers/daemon/spookd.js';
 import { encodeKey } from '../drivers/daemon/keys.js';
 import { generateKeyPair } from '../crypto/primitives.js';
 import { AdminClient, AdminError, DaemonNotRunning } from '../client/admin-client.js';
-import { ADMIN_ERROR_CODES, type AdminCommand, type AdminErrorCode } from '../client/protocol.js';
+import { openRegister } from '../client/register.js';
+import { ADMIN_ERROR_CODES, type AdminCommand, type AdminErrorCode, type CollapseEvent, type LifecycleEvent } from '../client/protocol.js';
 
 /**
  * The admin protocol (client/protocol.ts) against a real spookd admin socket in this process:
@@ -18,25 +19,33 @@ import { ADMIN_ERROR_CODES, type AdminCommand, type AdminErrorCode } from '../cl
 const dir = mkdtempSync(join(tmpdir(), 'spook-admin-'));
 const port = 27000 + (process.pid % 1000) * 2; // below the ephemeral range
 const socket = join(dir, 'a.sock');
+const keys = { a: generateKeyPair(), b: generateKeyPair() };
 let d: Spookd;
+/** a's peer, started only by the stream test: until then the pair is forming. */
+let b: Spookd;
 let client: AdminClient;
 
-beforeAll(async () => {
-  const key = generateKeyPair();
-  writeFileSync(join(dir, 'a.key'), Buffer.from(key.privateKey).toString('base64'));
+function make(name: 'a' | 'b', peer: 'a' | 'b', extra: Record<string, unknown> = {}): Spookd {
+  writeFileSync(join(dir, `${name}.key`), Buffer.from(keys[name].privateKey).toString('base64'));
+  const at = (n: string): number => port + (n === 'a' ? 0 : 1);
   const cfg = configSchema.parse({
-    listen: `127.0.0.1:${port}`,
-    privateKeyFile: join(dir, 'a.key'),
-    dataDir: join(dir, 'a'),
-    adminSocket: socket,
+    listen: `127.0.0.1:${at(name)}`,
+    privateKeyFile: join(dir, `${name}.key`),
+    dataDir: join(dir, name),
+    adminSocket: join(dir, `${name}.sock`),
     fsync: 'never',
-    // A peer that never answers: the admin API works without an entangled pair.
-    peers: [{ name: 'b', publicKey: encodeKey(generateKeyPair().publicKey), endpoint: `127.0.0.1:${port + 1}` }],
+    timing: { keepaliveMs: 100, silenceMs: 3000 },
+    peers: [{ name: peer, publicKey: encodeKey(keys[peer].publicKey), endpoint: `127.0.0.1:${at(peer)}` }],
     registers: [{ name: 'config', kind: 'map' }],
-    // Two members, one silent: no majority, so this node never leads.
-    domains: [{ name: 'main', members: ['b'], registers: [{ name: 'kv', kind: 'map' }], policy: 'buffer' }],
+    ...extra,
   });
-  d = new Spookd(cfg, key, pino({ level: 'silent' }));
+  return new Spookd(cfg, keys[name], pino({ level: 'silent' }));
+}
+
+beforeAll(async () => {
+  // A domain of two members, b never in it: no majority, so a never leads.
+  d = make('a', 'b', { domains: [{ name: 'main', members: ['b'], registers: [{ name: 'kv', kind: 'map' }], policy: 'buffer' }] });
+  b = make('b', 'a');
   await d.start();
   client = await AdminClient.connect(socket);
 });
@@ -44,8 +53,17 @@ beforeAll(async () => {
 afterAll(async () => {
   client?.close();
   await d?.stop();
+  await b?.stop();
   rmSync(dir, { recursive: true, force: true });
 });
+
+async function until(f: () => boolean, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!f()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 /** The AdminError a request rejects with. */
 async function failure(p: Promise<unknown>): Promise<AdminError> {
@@ -135,6 +153,29 @@ describe('admin protocol', () => {
     });
     const bad = JSON.parse(lines[1]) as { id: number; ok: boolean; error: { code: string } };
     expect([bad.id, bad.ok, bad.error.code]).toEqual([0, false, 'bad-request']);
+  });
+
+  it('streams and the library: lifecycle events, then a write and its collapse (openRegister over watch and events)', async () => {
+    const config = await openRegister('config', { socket });
+    const lifecycle: LifecycleEvent[] = [];
+    const collapses: CollapseEvent[] = [];
+    await config.onLifecycle((ev) => lifecycle.push(ev));
+    await config.onCollapse((ev) => collapses.push(ev));
+    try {
+      await new Promise((r) => setTimeout(r, 100)); // both streams subscribed
+      await b.start();
+      await until(() => lifecycle.some((ev) => ev.to === 'ENTANGLED'));
+      expect(lifecycle[0]).toMatchObject({ type: 'lifecycle', peer: 'b', from: 'FORMING' });
+      const w = await config.set('color', 'blue');
+      expect(w).toMatchObject({ register: 'config', verdict: 'committed', reason: null });
+      await until(() => collapses.some((c) => c.version === w.version));
+      const c = collapses.find((x) => x.version === w.version)!;
+      expect(c).toMatchObject({ type: 'collapse', peer: 'b', register: 'config' });
+      expect(c.entries).toContainEqual({ origin: w.origin, seq: w.seq, verdict: 0 });
+      expect(await config.get('color')).toMatchObject({ found: true, value: 'blue', version: w.version });
+    } finally {
+      config.close();
+    }
   });
 
   it('no daemon: DaemonNotRunning, an AdminError with code daemon-not-running', async () => {
