@@ -4,7 +4,16 @@
  * AdminError whose `code` is stable.
  */
 import { connect, type Socket } from 'node:net';
-import type { AdminCommand, AdminErrorBody, AdminErrorCode, AdminRequestArgs, AdminResult, AdminStream, AdminStreams } from './protocol.js';
+import type {
+  AdminCommand,
+  AdminErrorBody,
+  AdminErrorCode,
+  AdminEventLine,
+  AdminRequestArgs,
+  AdminResult,
+  AdminStream,
+  AdminStreams,
+} from './protocol.js';
 
 export const DEFAULT_SOCKET = '/run/spook/admin.sock';
 
@@ -40,8 +49,13 @@ interface Pending {
   onEvent?: (ev: unknown) => void;
 }
 
-/** A line from the daemon: a response, or an event of a stream. */
-type Line = { id: number; ok?: boolean; result?: unknown; error?: AdminErrorBody; event?: Record<string, unknown>; peer?: string };
+/** A line from the daemon: a response, or an event of a stream (hostile until checked: fields may be missing). */
+type Line = Partial<AdminEventLine<Record<string, unknown>>> & {
+  id: number;
+  ok?: boolean;
+  result?: unknown;
+  error?: Partial<AdminErrorBody>;
+};
 
 export class AdminClient {
   private nextId = 1;

@@ -74,6 +74,13 @@ export interface AdminErrorBody {
 
 export type AdminResponse<R> = { id: number; ok: true; result: R } | { id: number; ok: false; error: AdminErrorBody };
 
+/** A line of a stream after its `"streaming"` response: one event, its peer beside it. */
+export interface AdminEventLine<E = unknown> {
+  id: number;
+  peer: string;
+  event: E;
+}
+
 /** Bytes are sent as `name` (UTF-8 text) or `nameBase64`. */
 type Bytes<N extends string> = { [K in N]?: string } & { [K in `${N}Base64`]?: string };
 

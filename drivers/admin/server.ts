@@ -9,7 +9,14 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
-import { ADMIN_COMMANDS, type AdminCommand, type AdminErrorBody, type AdminStream } from '../../client/protocol.js';
+import {
+  ADMIN_COMMANDS,
+  type AdminCommand,
+  type AdminErrorBody,
+  type AdminEventLine,
+  type AdminResponse,
+  type AdminStream,
+} from '../../client/protocol.js';
 import type { Spookd } from '../daemon/spookd.js';
 import { domainHandlers } from './domain.js';
 import { wrapHandlers } from './wrap.js';
@@ -98,7 +105,7 @@ export class AdminServer {
     sock.destroy();
   }
 
-  private send(sock: Socket, msg: unknown): void {
+  private send(sock: Socket, msg: AdminResponse<unknown> | AdminEventLine): void {
     if (sock.destroyed) return;
     // A client that stops reading a stream must not make the daemon buffer without bound.
     if (sock.writableLength > MAX_CLIENT_BUFFER) {
