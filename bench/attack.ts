@@ -155,12 +155,12 @@ export async function runAttackBench(o: {
     await Promise.all(['v', 'h'].map((h) => lab.start(h)));
     const admin = await AdminClient.connect(lab.host('v').socket);
     clients.push(admin);
-    await until('v-h entangled', async () => (await admin.request<{ state: string }>('pair', { peer: 'h' })).state === 'ENTANGLED', 20_000);
+    await until('v-h entangled', async () => (await admin.request('pair', { peer: 'h' })).state === 'ENTANGLED', 20_000);
 
     // The attacked register: v, x's sequencer, commits these on its own (x never answers).
     log(`loading ${o.keys} keys into v's pair with x`);
     await parallel(o.keys, 256, async (i) => {
-      const r = await admin.request<{ verdict: string }>('set', {
+      const r = await admin.request('set', {
         peer: 'x',
         register: 'p',
         key: `key-${i}`,
@@ -227,7 +227,7 @@ export async function runAttackBench(o: {
         await sleep(start + lat.length * every - performance.now());
         const t0 = performance.now();
         const r = await within(
-          c.request<{ verdict: string }>('set', {
+          c.request('set', {
             peer: 'h',
             register: 'p',
             key: `w-${seq++ % 1000}`,
@@ -251,7 +251,7 @@ export async function runAttackBench(o: {
         if (c !== 'timeout') {
           clients.push(c);
           const r = await within(
-            c.request<{ verdict: string }>('set', { peer: 'h', register: 'p', key: 'recovery', value: VALUE, timeoutMs: 5000 }),
+            c.request('set', { peer: 'h', register: 'p', key: 'recovery', value: VALUE, timeoutMs: 5000 }),
             6000,
           ).catch(() => 'timeout' as const);
           if (r !== 'timeout' && r.verdict === 'committed') return Math.round(performance.now() - t0);
@@ -263,15 +263,9 @@ export async function runAttackBench(o: {
 
     /** v's counters now: daemon drops, x's pair drops and budget refusals, x's wrapper session and carrier refusals. */
     const counters = async (): Promise<Record<string, number>> => {
-      const c = await within(admin.request<{ drops: Record<string, number> }>('status', {}), 5000).catch(() => 'timeout' as const);
-      const pair = await within(
-        admin.request<{ drops: Record<string, number>; overBudget: number; datagramsReceived: number }>('pair', { peer: 'x' }),
-        5000,
-      ).catch(() => 'timeout' as const);
-      const wrap = await within(
-        admin.request<{ carrierRefused: Record<string, number>; peers: ({ peer: string } & Record<string, unknown>)[] }>('wrap-stats', {}),
-        5000,
-      ).catch(() => 'timeout' as const);
+      const c = await within(admin.request('status', {}), 5000).catch(() => 'timeout' as const);
+      const pair = await within(admin.request('pair', { peer: 'x' }), 5000).catch(() => 'timeout' as const);
+      const wrap = await within(admin.request('wrap-stats', {}), 5000).catch(() => 'timeout' as const);
       const out: Record<string, number> = {};
       if (c !== 'timeout') flatten(c.drops, 'drops', out);
       if (pair !== 'timeout')

@@ -13,6 +13,7 @@
  *  fullStateBytes        what a full copy of the domain's registers would cost.
  */
 import { AdminClient } from '../client/admin-client.js';
+import type { DomainSummary } from '../client/protocol.js';
 import { Lab, sleep, until } from '../testing/lab/netns.js';
 
 export interface DomainBenchResult {
@@ -26,15 +27,6 @@ export interface DomainBenchResult {
   fullStateBytes: number;
   catchUpVsFull: number;
   leaderChanges: number;
-}
-
-interface Info {
-  role: string;
-  appliedIndex: number;
-  commitIndex: number;
-  state: string;
-  fullStateBytes: number;
-  stats: { bytesIn: number; bytesOut: number; leaderChanges: number };
 }
 
 const HOSTS = ['a', 'b', 'c'];
@@ -80,7 +72,7 @@ export async function runDomainBench(o: { deltas: number; missed: number; fsync:
       });
     await Promise.all(HOSTS.map((h) => lab.start(h)));
     for (const h of HOSTS) clients.set(h, await AdminClient.connect(lab.host(h).socket));
-    const info = (h: string): Promise<Info> => clients.get(h)!.request<Info>('domain', { domain: 'bench' });
+    const info = (h: string): Promise<DomainSummary> => clients.get(h)!.request('domain', { domain: 'bench' });
     const leader = await until(
       'a leader',
       async () => {
@@ -93,7 +85,7 @@ export async function runDomainBench(o: { deltas: number; missed: number; fsync:
     const lc = clients.get(leader)!;
     const value = 'v'.repeat(100);
     const ms = await parallel(o.deltas, 256, async (i) => {
-      const r = await lc.request<{ verdict: string }>('dpropose', {
+      const r = await lc.request('dpropose', {
         domain: 'bench',
         ops: [{ register: 'kv', op: 'set', key: `key-${i}`, value }],
         timeoutMs: 60_000,
@@ -102,11 +94,7 @@ export async function runDomainBench(o: { deltas: number; missed: number; fsync:
     });
     const committedPerSec = Math.round(o.deltas / (ms / 1000));
     // The baseline: the same daemons committing sets on a pair register.
-    await until(
-      'pair entangled',
-      async () => (await lc.request<{ state: string }>('pair', { peer: follower })).state === 'ENTANGLED',
-      20_000,
-    );
+    await until('pair entangled', async () => (await lc.request('pair', { peer: follower })).state === 'ENTANGLED', 20_000);
     const pairMs = await parallel(o.deltas, 256, (i) =>
       lc.request('set', { peer: follower, register: 'p', key: `key-${i}`, value, timeoutMs: 60_000 }),
     );

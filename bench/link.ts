@@ -15,6 +15,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AdminClient } from '../client/admin-client.js';
+import type { PairSummary } from '../client/protocol.js';
 import { encodeKey } from '../drivers/daemon/keys.js';
 import { generateKeyPair } from '../crypto/primitives.js';
 
@@ -30,20 +31,6 @@ export interface LinkBenchResult {
   reentangleMs: number;
   fullStateBytes: number;
   reentangleVsFull: number;
-}
-
-interface Reg {
-  version: number;
-  hash: string;
-  pending: number;
-  stateBytes: number;
-}
-interface PairInfo {
-  state: string;
-  role: string;
-  bytesSent: number;
-  reentangleBytes: number;
-  registers: Reg[];
 }
 
 const ROOT = new URL('../../', import.meta.url).pathname;
@@ -89,7 +76,7 @@ export async function runLinkBench(o: {
         }
       }
     }
-    const info = (i: number): Promise<PairInfo> => clients[i].request<PairInfo>('pair', {});
+    const info = (i: number): Promise<PairSummary> => clients[i].request('pair', {});
     const aligned = async (): Promise<boolean> => {
       const [p, q] = await Promise.all([info(0), info(1)]);
       return (

@@ -18,6 +18,7 @@ import { Lab, sleep, until } from '../testing/lab/netns.js';
 import { writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { nsExec, nsRun, startNginx, startPostgres, startSshd } from '../testing/lab/servers.js';
+import type { WrapStatsResult } from '../client/protocol.js';
 
 export interface WrapBenchResult {
   bytes: number;
@@ -45,14 +46,9 @@ const HTTP_PORT = 8080;
 const POLL_BATCHES = 5;
 const POLLS_PER_BATCH = 10;
 
-interface WrapStats {
-  wrappers: { port: number; bytesDown: number }[];
-  peers: { carrier: string; carrierBytesIn: number }[];
-}
-
 /** Poll the resource in batches (one keep-alive connection each), editing it between batches; returns carrier and app bytes. */
 async function poll(lab: Lab, url: string, file: string, body: Buffer): Promise<{ carrier: number; app: number }> {
-  const before = await lab.admin<WrapStats>('a', 'wrap-stats');
+  const before = await lab.admin('a', 'wrap-stats');
   for (let b = 0; b < POLL_BATCHES; b++) {
     randomBytes(64).copy(body, (b * 200_003) % (body.length - 64)); // the resource changes a little
     writeFileSync(file, body);
@@ -64,8 +60,8 @@ async function poll(lab: Lab, url: string, file: string, body: Buffer): Promise<
     );
   }
   await sleep(200);
-  const after = await lab.admin<WrapStats>('a', 'wrap-stats');
-  const down = (s: WrapStats): number => s.wrappers.find((w) => w.port === HTTP_PORT)?.bytesDown ?? 0;
+  const after = await lab.admin('a', 'wrap-stats');
+  const down = (s: WrapStatsResult): number => s.wrappers.find((w) => w.port === HTTP_PORT)?.bytesDown ?? 0;
   return { carrier: after.peers[0].carrierBytesIn - before.peers[0].carrierBytesIn, app: down(after) - down(before) };
 }
 
@@ -157,9 +153,7 @@ export async function runWrapBench(o: { bytes: number; pgbenchSeconds: number; b
     stops.push(() => void sink.kill('SIGKILL'));
     const sshd = await startSshd(lab.host('b').ns, b, SSH_PORT, join(lab.dir, 'sshd'));
     stops.push(() => sshd.stop());
-    await until('the carrier', async () =>
-      (await lab.admin<{ peers: { carrier: string }[] }>('a', 'wrap-stats')).peers[0].carrier === 'up' ? true : undefined,
-    );
+    await until('the carrier', async () => ((await lab.admin('a', 'wrap-stats')).peers[0].carrier === 'up' ? true : undefined));
 
     const directMBps = await throughput(lab, b, SINK_DIRECT, o.bytes);
     const wrapMBps = await throughput(lab, b, SINK_WRAPPED, o.bytes);
@@ -187,7 +181,7 @@ export async function runWrapBench(o: { bytes: number; pgbenchSeconds: number; b
       pgbenchDirectTps = await pgbenchTps(lab, pg, o.pgbenchSeconds);
       await lab.admin('a', 'wrap-add', { protocol: 'postgres', port: PG_PORT, peer: 'b', hold: '30s' });
       pgbenchWrapTps = await pgbenchTps(lab, pg, o.pgbenchSeconds);
-      const st = await lab.admin<{ protocols: Record<string, { connections: number }> }>('a', 'wrap-stats');
+      const st = await lab.admin('a', 'wrap-stats');
       if (!st.protocols.postgres?.connections) throw new Error('pgbench through the wrapper was not intercepted');
     }
     // Delta mode on HTTP polling: the same workload through a plain wrapper, then a delta one.

@@ -3,7 +3,8 @@
  * `--json` for scripts, a clear message (exit 3) when the daemon is not running.
  */
 import { Command } from 'commander';
-import { AdminClient, DaemonNotRunning, DEFAULT_SOCKET } from '../client/admin-client.js';
+import { AdminClient, AdminError, DEFAULT_SOCKET } from '../client/admin-client.js';
+import type { AdminArgs, AdminCommand, AdminErrorCode, AdminResult, AdminStreams, Outcome } from '../client/protocol.js';
 
 export interface Common {
   socket: string;
@@ -17,37 +18,46 @@ export function withSocket(c: Command, json = true): Command {
   return c;
 }
 
-export async function call<T>(o: Common, cmd: string, args: Record<string, unknown> = {}): Promise<T> {
+/** Exit status of a failed request, by error code: 3 when spookd is not reachable, else 1. */
+const EXIT: Partial<Record<AdminErrorCode, number>> = { 'daemon-not-running': 3 };
+export const exitCodeOf = (code: AdminErrorCode): number => EXIT[code] ?? 1;
+
+/** Print a failed request (`spook: <message>`) and exit with its code's status. */
+export function fail(e: unknown): never {
+  process.stderr.write(`spook: ${(e as Error).message}\n`);
+  process.exit(e instanceof AdminError ? exitCodeOf(e.code) : 1);
+}
+
+export async function call<C extends AdminCommand>(o: Common, cmd: C, args?: AdminArgs<C>): Promise<AdminResult<C>> {
   let client: AdminClient;
   try {
     client = await AdminClient.connect(o.socket);
   } catch (e) {
-    if (e instanceof DaemonNotRunning) {
-      process.stderr.write(`spook: ${e.message}\n`);
-      process.exit(3);
-    }
+    if (e instanceof AdminError) fail(e);
     throw e;
   }
   try {
-    return await client.request<T>(cmd, { ...args, ...(o.peer ? { peer: o.peer } : {}) });
+    // --peer of the command line goes to every request (commands without a peer ignore it).
+    return await client.request(cmd, { ...args, ...(o.peer ? { peer: o.peer } : {}) } as AdminArgs<C>);
   } catch (e) {
-    process.stderr.write(`spook: ${(e as Error).message}\n`);
-    process.exit(1);
+    fail(e);
   } finally {
     client.close();
   }
 }
 
-export function table(rows: Record<string, unknown>[], cols: string[]): string {
+/** Rows as a table of the named columns (a column must be a field of the rows). */
+export function table<R extends object>(rows: readonly R[], cols: (keyof R & string)[]): string {
   const cell = (v: unknown): string => (v === null || v === undefined ? '-' : typeof v === 'object' ? JSON.stringify(v) : String(v));
   // A loop, not Math.max(...rows): a spread of a long listing would overflow the stack.
-  const widths = cols.map((c) => rows.reduce((w, r) => Math.max(w, cell(r[c]).length), c.length));
+  const at = (r: R, c: keyof R & string): unknown => (r as Record<string, unknown>)[c];
+  const widths = cols.map((c) => rows.reduce((w, r) => Math.max(w, cell(at(r, c)).length), c.length));
   const line = (vals: string[]): string =>
     vals
       .map((v, i) => v.padEnd(widths[i]))
       .join('  ')
       .trimEnd();
-  return [line(cols.map((c) => c.toUpperCase())), ...rows.map((r) => line(cols.map((c) => cell(r[c]))))].join('\n');
+  return [line(cols.map((c) => c.toUpperCase())), ...rows.map((r) => line(cols.map((c) => cell(at(r, c)))))].join('\n');
 }
 
 export const out = (o: Common, v: unknown, human: () => string): void => {
@@ -57,13 +67,13 @@ export const out = (o: Common, v: unknown, human: () => string): void => {
 export function adminCommands(): Command[] {
   const status = withSocket(new Command('status').description('daemon status: key, listen address, uptime, pairs, drop counters')).action(
     async (o: Common) => {
-      const s = await call<Record<string, unknown>>(o, 'status');
+      const s = await call(o, 'status');
       out(o, s, () =>
         [
           `public key  ${s.publicKey}`,
           `listen      ${s.listen}`,
-          `uptime      ${Math.round(Number(s.uptimeMs) / 1000)} s   pid ${s.pid}   xdp ${s.xdp}`,
-          `pairs       ${(s.pairs as { peer: string; state: string }[]).map((p) => `${p.peer}=${p.state}`).join(' ')}`,
+          `uptime      ${Math.round(s.uptimeMs / 1000)} s   pid ${s.pid}   xdp ${s.xdp}`,
+          `pairs       ${s.pairs.map((p) => `${p.peer}=${p.state}`).join(' ')}`,
           `drops       ${JSON.stringify(s.drops)}`,
         ].join('\n'),
       );
@@ -71,7 +81,7 @@ export function adminCommands(): Command[] {
   );
 
   const pairs = withSocket(new Command('pairs').description('list pairs')).action(async (o: Common) => {
-    const ps = await call<Record<string, unknown>[]>(o, 'pairs');
+    const ps = await call(o, 'pairs');
     out(o, ps, () =>
       table(ps, ['peer', 'state', 'role', 'endpoint', 'pairId', 'rttMs', 'bytesSent', 'bytesReceived', 'reentanglements', 'fullTransfers']),
     );
@@ -84,9 +94,9 @@ export function adminCommands(): Command[] {
         .description('lifecycle state, versions, hashes, RTT, loss, bytes, re-entanglements, full transfers')
         .argument('<peer>', 'peer name'),
     ).action(async (peer: string, o: Common) => {
-      const p = await call<Record<string, unknown>>({ ...o, peer }, 'pair');
+      const p = await call({ ...o, peer }, 'pair');
       out(o, p, () => {
-        const regs = p.registers as Record<string, unknown>[];
+        const regs = p.registers;
         const head = Object.entries(p)
           .filter(([k]) => k !== 'registers')
           .map(([k, v]) => `${k.padEnd(18)}${typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}`);
@@ -96,7 +106,7 @@ export function adminCommands(): Command[] {
   );
 
   const registers = withSocket(new Command('registers').description('registers of every pair')).action(async (o: Common) => {
-    const rs = await call<Record<string, unknown>[]>(o, 'registers');
+    const rs = await call(o, 'registers');
     out(o, rs, () => table(rs, ['peer', 'name', 'kind', 'version', 'hash', 'size', 'pending']));
   });
 
@@ -110,16 +120,17 @@ export function adminCommands(): Command[] {
     .option('--offset <n>', 'stream: first byte', '0')
     .option('--length <n>', 'stream: bytes to read', '65536')
     .action(async (register: string, key: string | undefined, o: Common & { offset: string; length: string }) => {
-      const r = await call<Record<string, unknown>>(o, 'get', { register, key, offset: Number(o.offset), length: Number(o.length) });
+      const r = await call(o, 'get', { register, key, offset: Number(o.offset), length: Number(o.length) });
+      const found = 'found' in r ? r.found : undefined; // a map register; a stream has data
       out(o, r, () => {
-        const v = (r.value ?? r.data) as { text?: string; base64: string } | undefined;
-        if (r.found === false) return `(not found) at register version ${r.version}`;
-        return `${v?.text ?? `base64:${v?.base64}`}\n(register version ${r.version}${r.keyVersion !== undefined ? `, key version ${r.keyVersion}` : ''})`;
+        const v = 'data' in r ? r.data : r.value;
+        if (found === false) return `(not found) at register version ${r.version}`;
+        return `${v?.text ?? `base64:${v?.base64}`}\n(register version ${r.version}${'keyVersion' in r && r.keyVersion !== undefined ? `, key version ${r.keyVersion}` : ''})`;
       });
-      if (r.found === false) process.exitCode = 4;
+      if (found === false) process.exitCode = 4;
     });
 
-  const outcome = (o: Common, r: Record<string, unknown>): void => {
+  const outcome = (o: Common, r: Outcome): void => {
     out(
       o,
       r,
@@ -177,12 +188,11 @@ export function adminCommands(): Command[] {
         try {
           client = await AdminClient.connect(o.socket);
         } catch (e) {
-          process.stderr.write(`spook: ${(e as Error).message}\n`);
-          process.exit(3);
+          fail(e);
         }
-        const fmt = (ev: Record<string, unknown>): string =>
+        const fmt = (ev: AdminStreams[typeof name]['event']): string =>
           ev.type === 'collapse'
-            ? `${ev.peer} ${ev.register} v${ev.version} h=${ev.hash} ${(ev.entries as { origin: number; seq: number; verdict: number }[]).map((e) => `${e.origin}:${e.seq}${e.verdict ? '✗' : '✓'}`).join(' ')}`
+            ? `${ev.peer} ${ev.register} v${ev.version} h=${ev.hash} ${ev.entries.map((e) => `${e.origin}:${e.seq}${e.verdict ? '✗' : '✓'}`).join(' ')}`
             : ev.type === 'lifecycle'
               ? `${ev.peer} ${ev.from} -> ${ev.to} (${ev.cause})`
               : `${ev.peer} ${ev.register} re-entangled by ${ev.method} at v${ev.version}`;

@@ -4,6 +4,7 @@
  */
 import { Command } from 'commander';
 import { call, out, table, withSocket, type Common } from './admin.js';
+import type { DomainOp, DomainOutcome } from '../client/protocol.js';
 
 type DomainOpts = Common & { domain?: string; timeout: string };
 
@@ -11,14 +12,14 @@ const domainOpt = (c: Command): Command => c.option('-d, --domain <name>', 'doma
 const timeoutOpt = (c: Command): Command =>
   c.option('-t, --timeout <ms>', 'wait at most this long for the outcome (then report pending)', '10000');
 
-function verdict(o: Common, r: Record<string, unknown>): void {
+function verdict(o: Common, r: DomainOutcome): void {
   out(o, r, () => `${r.verdict}${r.reason ? ` (${r.reason})` : ''}${r.index !== null ? ` at index ${r.index}` : ''}  [candidate ${r.seq}]`);
   if (r.verdict === 'rejected') process.exitCode = 5;
   if (r.verdict === 'pending' || r.verdict === 'unknown') process.exitCode = 6;
 }
 
 /** `set REG KEY VALUE`, `del REG KEY`, `cas REG KEY EXPECT VALUE`, `append REG DATA` → one op. */
-export function parseOp(spec: string): Record<string, unknown> {
+export function parseOp(spec: string): DomainOp {
   const [op, register, ...rest] = spec.trim().split(/\s+/);
   const need = (k: number): void => {
     if (rest.length !== k) throw new Error(`--op ${JSON.stringify(spec)}: ${op} takes ${k + 1} arguments after the op`);
@@ -41,14 +42,14 @@ export function parseOp(spec: string): Record<string, unknown> {
   }
 }
 
-async function propose(o: DomainOpts, ops: Record<string, unknown>[]): Promise<void> {
+async function propose(o: DomainOpts, ops: DomainOp[]): Promise<void> {
   verdict(o, await call(o, 'dpropose', { domain: o.domain, ops, timeoutMs: Number(o.timeout) }));
 }
 
 export function domainCommands(): Command[] {
   const domains = withSocket(new Command('domains').description('list QN domains: state, role, leader, term, commit index')).action(
     async (o: Common) => {
-      const r = await call<Record<string, unknown>[]>(o, 'domains');
+      const r = await call(o, 'domains');
       out(o, r, () =>
         r.length
           ? table(r, ['domain', 'state', 'role', 'leader', 'term', 'commitIndex', 'members', 'pending', 'hash'])
@@ -61,7 +62,7 @@ export function domainCommands(): Command[] {
   domain.addCommand(
     withSocket(new Command('show').description('members, roles, commit index, lag per member, partitions seen').argument('<name>')).action(
       async (name: string, o: Common) => {
-        const r = await call<Record<string, unknown>>(o, 'domain', { domain: name });
+        const r = await call(o, 'domain', { domain: name });
         out(o, r, () =>
           [
             `domain      ${r.domain}   (node ${r.nodeId})`,
@@ -69,10 +70,10 @@ export function domainCommands(): Command[] {
             `index       commit ${r.commitIndex}   applied ${r.appliedIndex}   last ${r.lastIndex}   snapshot ${r.snapshotIndex}   hash ${r.hash}`,
             `candidates  pending ${r.pending} (policy ${r.policy})   partitions seen ${r.partitionsSeen}`,
             '',
-            table(r.members as Record<string, unknown>[], ['member', 'nodeId', 'role', 'link', 'matchIndex', 'commitIndex', 'lag']),
+            table(r.members, ['member', 'nodeId', 'role', 'link', 'matchIndex', 'commitIndex', 'lag']),
             '',
-            table(r.registers as Record<string, unknown>[], ['name', 'kind', 'version', 'size']),
-            ...((r.groups as unknown[]).length ? ['', table(r.groups as Record<string, unknown>[], ['name', 'registers', 'version'])] : []),
+            table(r.registers, ['name', 'kind', 'version', 'size']),
+            ...(r.groups.length ? ['', table(r.groups, ['name', 'registers', 'version'])] : []),
           ].join('\n'),
         );
       },
@@ -93,13 +94,14 @@ export function domainCommands(): Command[] {
         new Command('get').description('read a committed value (map key, or stream bytes)').argument('<register>').argument('[key]'),
       ),
     ).action(async (register: string, key: string | undefined, o: DomainOpts) => {
-      const r = await call<Record<string, unknown>>(o, 'dget', { domain: o.domain, register, key });
+      const r = await call(o, 'dget', { domain: o.domain, register, key });
+      const found = 'found' in r ? r.found : undefined; // a map register; a stream has data
       out(o, r, () => {
-        const v = (r.value ?? r.data) as { text?: string; base64: string } | undefined;
-        if (r.found === false) return `(not found) at index ${r.index}`;
-        return `${v?.text ?? `base64:${v?.base64}`}\n(index ${r.index}, register version ${r.version}${r.keyVersion !== undefined ? `, key version ${r.keyVersion}` : ''})`;
+        const v = 'data' in r ? r.data : r.value;
+        if (found === false) return `(not found) at index ${r.index}`;
+        return `${v?.text ?? `base64:${v?.base64}`}\n(index ${r.index}, register version ${r.version}${'keyVersion' in r && r.keyVersion !== undefined ? `, key version ${r.keyVersion}` : ''})`;
       });
-      if (r.found === false) process.exitCode = 4;
+      if (found === false) process.exitCode = 4;
     }),
   );
   const write = (name: string, args: string[], description: string): Command => {
@@ -124,7 +126,7 @@ export function domainCommands(): Command[] {
         '"set REG KEY VALUE", "del REG KEY", "cas REG KEY EXPECT VALUE" or "append REG DATA"; repeat for each delta',
       )
       .action(async (o: DomainOpts & { op: string[] }) => {
-        let ops: Record<string, unknown>[];
+        let ops: DomainOp[];
         try {
           ops = o.op.map(parseOp);
         } catch (e) {
@@ -140,7 +142,7 @@ export function domainCommands(): Command[] {
       domainOpt(
         withSocket(new Command(verb).description(`${verb} one voting member (a configured peer; "self" for this node)`).argument('<peer>')),
       ).action(async (peer: string, o: DomainOpts) => {
-        const r = await call<Record<string, unknown>>(o, 'member', { domain: o.domain, [verb]: peer });
+        const r = await call(o, 'member', { domain: o.domain, [verb]: peer });
         out(o, r, () => `${verb} ${peer}: appended at index ${r.index} (${r.note})`);
       }),
     );
@@ -149,7 +151,7 @@ export function domainCommands(): Command[] {
 
   const groups = withSocket(new Command('groups').description('list QSCS entanglement groups: domain, registers, group version')).action(
     async (o: Common) => {
-      const r = await call<Record<string, unknown>[]>(o, 'groups');
+      const r = await call(o, 'groups');
       out(o, r, () => (r.length ? table(r, ['name', 'domain', 'registers', 'version', 'state']) : '(no groups configured)'));
     },
   );
@@ -157,12 +159,12 @@ export function domainCommands(): Command[] {
   group.addCommand(
     domainOpt(withSocket(new Command('show').description('members (registers), group version, state').argument('<name>'))).action(
       async (name: string, o: DomainOpts) => {
-        const r = await call<Record<string, unknown>>(o, 'group', { group: name, domain: o.domain });
+        const r = await call(o, 'group', { group: name, domain: o.domain });
         out(o, r, () =>
           [
             `group   ${r.group}   domain ${r.domain}   version ${r.version}   state ${r.state} (policy ${r.policy})   commit ${r.commitIndex}`,
             '',
-            table(r.members as Record<string, unknown>[], ['register', 'kind', 'version', 'size', 'hash']),
+            table(r.members, ['register', 'kind', 'version', 'size', 'hash']),
           ].join('\n'),
         );
       },

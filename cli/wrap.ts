@@ -26,7 +26,7 @@ export function wrapCommands(): Command[] {
           false,
         ),
     ).action(async (protocol: string, o: AddOpts) => {
-      const r = await call<Record<string, unknown>>(o, 'wrap-add', {
+      const r = await call(o, 'wrap-add', {
         protocol,
         port: Number(o.port),
         peer: o.peer,
@@ -43,7 +43,7 @@ export function wrapCommands(): Command[] {
   );
   wrap.addCommand(
     withSocket(new Command('list').description('wrapped ports: protocol, peer, hold, connections')).action(async (o: Common) => {
-      const r = await call<Record<string, unknown>[]>(o, 'wraps');
+      const r = await call(o, 'wraps');
       out(o, r, () => (r.length ? table(r, ['protocol', 'port', 'peer', 'holdMs', 'delta', 'active', 'connections']) : '(no wrappers)'));
     }),
   );
@@ -53,23 +53,23 @@ export function wrapCommands(): Command[] {
         .description('stop wrapping a port: new connections go direct, carried ones close cleanly')
         .requiredOption('-p, --port <n>', 'the wrapped port'),
     ).action(async (o: Common & { port: string }) => {
-      const r = await call<Record<string, unknown>>(o, 'wrap-remove', { port: Number(o.port) });
+      const r = await call(o, 'wrap-remove', { port: Number(o.port) });
       out(o, r, () => `port ${r.port} is no longer wrapped`);
     }),
   );
   wrap.addCommand(
     withSocket(new Command('stats').description('counters: per wrapper, per recognised protocol, per peer carrier')).action(
       async (o: Common) => {
-        const r = await call<Record<string, unknown>>(o, 'wrap-stats');
+        const r = await call(o, 'wrap-stats');
         out(o, r, () => {
-          const protocols = Object.entries(r.protocols as Record<string, Record<string, number>>).map(([protocol, s]) => ({
+          const protocols = Object.entries(r.protocols).map(([protocol, s]) => ({
             protocol,
             ...s,
           }));
-          const wrappers = (r.wrappers as Record<string, unknown>[]).map((w) => ({
+          const wrappers = r.wrappers.map((w) => ({
             ...w,
             closes:
-              Object.entries(w.closes as object)
+              Object.entries(w.closes)
                 .map(([k, v]) => `${k}=${v}`)
                 .join(' ') || '-',
           }));
@@ -84,7 +84,7 @@ export function wrapCommands(): Command[] {
               ? table(protocols, ['protocol', 'connections', 'bytesUp', 'bytesDown', 'outages'])
               : '(no connections recognised yet)',
             '',
-            table(r.peers as Record<string, unknown>[], [
+            table(r.peers, [
               'peer',
               'carrier',
               'connections',
@@ -106,7 +106,7 @@ export function wrapCommands(): Command[] {
     withSocket(
       new Command('policy').description('what each peer may make this host dial (default: nothing), and the dials refused'),
     ).action(async (o: Common) => {
-      const r = await call<{ peer: string; allow: { to: string; protocol: string }[]; refused: number }[]>(o, 'wrap-policy');
+      const r = await call(o, 'wrap-policy');
       out(o, r, () =>
         table(
           r.map((p) => ({ peer: p.peer, allow: p.allow.map((a) => `${a.protocol}:${a.to}`).join(' ') || '(nothing)', refused: p.refused })),
@@ -118,7 +118,7 @@ export function wrapCommands(): Command[] {
   wrap.addCommand(
     withSocket(new Command('conns').description('carried connections: side, target, protocol, state, bytes, outages')).action(
       async (o: Common) => {
-        const r = await call<Record<string, unknown>[]>(o, 'wrap-conns');
+        const r = await call(o, 'wrap-conns');
         out(o, r, () =>
           r.length
             ? table(r, [

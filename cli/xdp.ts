@@ -1,6 +1,7 @@
 /** `spook xdp status` (from the daemon) and `spook maps dump` (from the pinned maps, readable while spookd runs). */
 import { Command } from 'commander';
-import { AdminClient, DaemonNotRunning, DEFAULT_SOCKET } from '../client/admin-client.js';
+import { DEFAULT_SOCKET } from '../client/admin-client.js';
+import { call } from './admin.js';
 import { PIN_DIR, counterReader, openPinned, pairsReader, readCounters, readPairStats } from '../drivers/bpf/xdp.js';
 
 export function xdpCommands(): Command[] {
@@ -11,15 +12,7 @@ export function xdpCommands(): Command[] {
     .option('-s, --socket <path>', 'spookd admin socket', process.env.SPOOK_SOCKET ?? DEFAULT_SOCKET)
     .option('--json', 'print JSON', false)
     .action(async (o: { socket: string; json: boolean }) => {
-      let c: AdminClient;
-      try {
-        c = await AdminClient.connect(o.socket);
-      } catch (e) {
-        process.stderr.write(`spook: ${(e as Error).message}\n`);
-        process.exit(e instanceof DaemonNotRunning ? 3 : 1);
-      }
-      const s = await c.request<Record<string, unknown>>('xdp');
-      c.close();
+      const s = await call(o, 'xdp');
       if (o.json) return void console.log(JSON.stringify(s, null, 2));
       if (!s.enabled) return void console.log(`XDP: off${s.error ? ` (${s.error})` : ' (not configured)'}`);
       console.log(
@@ -27,7 +20,7 @@ export function xdpCommands(): Command[] {
       );
       console.log(
         `counters    ${
-          Object.entries(s.counters as Record<string, number>)
+          Object.entries(s.counters ?? {})
             .filter(([, v]) => v > 0)
             .map(([k, v]) => `${k}=${v}`)
             .join(' ') || '(all zero)'

@@ -1,17 +1,44 @@
 /**
- * The client side of spookd's admin API (drivers/admin/server.ts): used by the CLI and by
- * applications (see `openRegister` in client/register.ts).
+ * The client side of spookd's admin API (client/protocol.ts): used by the CLI and by
+ * applications (see `openRegister` in client/register.ts). Every failure rejects with an
+ * AdminError whose `code` is stable.
  */
 import { connect, type Socket } from 'node:net';
+import type {
+  AdminCommand,
+  AdminErrorBody,
+  AdminErrorCode,
+  AdminEventLine,
+  AdminRequestArgs,
+  AdminResult,
+  AdminStream,
+  AdminStreams,
+} from './protocol.js';
 
 export const DEFAULT_SOCKET = '/run/spook/admin.sock';
 
-export class DaemonNotRunning extends Error {
+/** A request that failed: `code` for programs (client/protocol.ts), `message` for people, `field` the argument at fault. */
+export class AdminError extends Error {
+  constructor(
+    readonly code: AdminErrorCode,
+    message: string,
+    readonly field?: string,
+  ) {
+    super(message);
+    this.name = 'AdminError';
+  }
+}
+
+/** The socket is not there or refuses connections (code `daemon-not-running`). */
+export class DaemonNotRunning extends AdminError {
   constructor(
     readonly socketPath: string,
     cause: string,
   ) {
-    super(`spookd is not running or not reachable at ${socketPath} (${cause}); start it with: spookd --config /etc/spook/spookd.conf`);
+    super(
+      'daemon-not-running',
+      `spookd is not running or not reachable at ${socketPath} (${cause}); start it with: spookd --config /etc/spook/spookd.conf`,
+    );
     this.name = 'DaemonNotRunning';
   }
 }
@@ -19,8 +46,16 @@ export class DaemonNotRunning extends Error {
 interface Pending {
   resolve: (v: unknown) => void;
   reject: (e: Error) => void;
-  onEvent?: (ev: Record<string, unknown>) => void;
+  onEvent?: (ev: unknown) => void;
 }
+
+/** A line from the daemon: a response, or an event of a stream (hostile until checked: fields may be missing). */
+type Line = Partial<AdminEventLine<Record<string, unknown>>> & {
+  id: number;
+  ok?: boolean;
+  result?: unknown;
+  error?: Partial<AdminErrorBody>;
+};
 
 export class AdminClient {
   private nextId = 1;
@@ -38,7 +73,7 @@ export class AdminClient {
       }
     });
     sock.on('close', () => {
-      for (const p of this.pending.values()) p.reject(new Error('spookd closed the admin connection'));
+      for (const p of this.pending.values()) p.reject(new AdminError('connection-closed', 'spookd closed the admin connection'));
       this.pending.clear();
     });
   }
@@ -52,7 +87,7 @@ export class AdminClient {
   }
 
   private onLine(line: string): void {
-    let msg: { id: number; ok?: boolean; result?: unknown; error?: string; event?: Record<string, unknown>; peer?: string };
+    let msg: Line;
     try {
       msg = JSON.parse(line);
     } catch {
@@ -66,24 +101,27 @@ export class AdminClient {
     }
     if (!p.onEvent) this.pending.delete(msg.id);
     if (msg.ok) p.resolve(msg.result);
-    else p.reject(new Error(msg.error ?? 'request failed'));
+    else p.reject(new AdminError(msg.error?.code ?? 'internal', msg.error?.message ?? 'request failed', msg.error?.field));
   }
 
-  request<T = unknown>(cmd: string, args: Record<string, unknown> = {}): Promise<T> {
+  private send(cmd: string, args: object, p: Pending): void {
     const id = this.nextId++;
-    return new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.sock.write(`${JSON.stringify({ id, cmd, args })}\n`);
-    });
+    this.pending.set(id, p);
+    this.sock.write(`${JSON.stringify({ id, cmd, args })}\n`);
+  }
+
+  /** One command and its result (client/protocol.ts); rejects with an AdminError. */
+  request<C extends AdminCommand>(cmd: C, ...[args]: AdminRequestArgs<C>): Promise<AdminResult<C>> {
+    return new Promise<AdminResult<C>>((resolve, reject) =>
+      this.send(cmd, args ?? {}, { resolve: resolve as (v: unknown) => void, reject }),
+    );
   }
 
   /** A streaming command (watch, events): `onEvent` for each event until close(). */
-  stream(cmd: 'watch' | 'events', args: Record<string, unknown>, onEvent: (ev: Record<string, unknown>) => void): Promise<void> {
-    const id = this.nextId++;
-    return new Promise<void>((resolve, reject) => {
-      this.pending.set(id, { resolve: () => resolve(), reject, onEvent });
-      this.sock.write(`${JSON.stringify({ id, cmd, args })}\n`);
-    });
+  stream<S extends AdminStream>(cmd: S, args: AdminStreams[S]['args'], onEvent: (ev: AdminStreams[S]['event']) => void): Promise<void> {
+    return new Promise<void>((resolve, reject) =>
+      this.send(cmd, args, { resolve: () => resolve(), reject, onEvent: (ev) => onEvent(ev as AdminStreams[S]['event']) }),
+    );
   }
 
   close(): void {

@@ -3,14 +3,9 @@
  * await their collapse, observe collapses and lifecycle events. See docs/LIBRARY.md.
  */
 import { AdminClient, DEFAULT_SOCKET } from './admin-client.js';
+import type { AdminStreams, CollapseEvent, LifecycleEvent, MapGetResult, Outcome } from './protocol.js';
 
-export interface Outcome {
-  verdict: 'committed' | 'rejected' | 'pending';
-  reason: string | null;
-  version: number | null;
-  origin: number;
-  seq: number;
-}
+export type { Outcome } from './protocol.js';
 
 export interface RegisterHandle {
   get(key: string): Promise<{ found: boolean; value?: string; valueBase64?: string; keyVersion?: number; version: number }>;
@@ -18,15 +13,14 @@ export interface RegisterHandle {
   cas(key: string, expect: number, value: string | Uint8Array): Promise<Outcome>;
   del(key: string): Promise<Outcome>;
   append(data: string | Uint8Array): Promise<Outcome>;
-  onCollapse(
-    fn: (ev: { version: number; hash: string; entries: { origin: number; seq: number; verdict: number }[] }) => void,
-  ): Promise<void>;
-  onLifecycle(fn: (ev: { from: string; to: string; cause: string }) => void): Promise<void>;
+  onCollapse(fn: (ev: CollapseEvent) => void): Promise<void>;
+  onLifecycle(fn: (ev: LifecycleEvent) => void): Promise<void>;
   close(): void;
 }
 
-const bytesArg = (name: string, v: string | Uint8Array): Record<string, string> =>
-  typeof v === 'string' ? { [name]: v } : { [`${name}Base64`]: Buffer.from(v).toString('base64') };
+type BytesArg<N extends string> = { [K in N]?: string } & { [K in `${N}Base64`]?: string };
+const bytesArg = <N extends string>(name: N, v: string | Uint8Array): BytesArg<N> =>
+  (typeof v === 'string' ? { [name]: v } : { [`${name}Base64`]: Buffer.from(v).toString('base64') }) as BytesArg<N>;
 
 export async function openRegister(register: string, opts: { peer?: string; socket?: string } = {}): Promise<RegisterHandle> {
   const client = await AdminClient.connect(opts.socket ?? DEFAULT_SOCKET);
@@ -34,26 +28,24 @@ export async function openRegister(register: string, opts: { peer?: string; sock
   const base = { register, ...(opts.peer ? { peer: opts.peer } : {}) };
   return {
     async get(key) {
-      const r = await client.request<{ found: boolean; value?: { base64: string; text?: string }; keyVersion?: number; version: number }>(
-        'get',
-        { ...base, key },
-      );
+      const r = (await client.request('get', { ...base, key })) as MapGetResult; // get(key) is for map registers
       return { found: r.found, value: r.value?.text, valueBase64: r.value?.base64, keyVersion: r.keyVersion, version: r.version };
     },
-    set: (key, value) => client.request<Outcome>('set', { ...base, key, ...bytesArg('value', value) }),
-    cas: (key, expect, value) => client.request<Outcome>('cas', { ...base, key, expect, ...bytesArg('value', value) }),
-    del: (key) => client.request<Outcome>('del', { ...base, key }),
-    append: (data) => client.request<Outcome>('append', { ...base, ...bytesArg('data', data) }),
+    set: (key, value) => client.request('set', { ...base, key, ...bytesArg('value', value) }),
+    cas: (key, expect, value) => client.request('cas', { ...base, key, expect, ...bytesArg('value', value) }),
+    del: (key) => client.request('del', { ...base, key }),
+    append: (data) => client.request('append', { ...base, ...bytesArg('data', data) }),
     async onCollapse(fn) {
       const c = await AdminClient.connect(opts.socket ?? DEFAULT_SOCKET);
       streams.push(c);
-      void c.stream('watch', base, (ev) => fn(ev as never));
+      void c.stream('watch', base, fn);
     },
     async onLifecycle(fn) {
       const c = await AdminClient.connect(opts.socket ?? DEFAULT_SOCKET);
       streams.push(c);
-      void c.stream('events', opts.peer ? { peer: opts.peer } : {}, (ev) => {
-        if (ev.type === 'lifecycle') fn(ev as never);
+      const args: AdminStreams['events']['args'] = opts.peer ? { peer: opts.peer } : {};
+      void c.stream('events', args, (ev) => {
+        if (ev.type === 'lifecycle') fn(ev);
       });
     },
     close() {

@@ -1,47 +1,120 @@
 /**
- * Admin API commands for QN domains and their QSCS groups (same JSON-lines protocol as
- * admin.ts): domains, domain, groups, group, dget, dpropose, member.
+ * Admin API commands for QN domains and their QSCS groups (client/protocol.ts): domains, domain,
+ * groups, group, dget, dpropose, doutcome, member.
  */
+import type { AdminArgs, DomainMapGetResult, DomainOutcome, DomainStreamGetResult } from '../../client/protocol.js';
 import { DeltaOp, type Delta } from '../../wire/delta.js';
 import type { DomainEvent } from '../../core/qn/node.js';
 import type { CandidateOp } from '../../core/qn/state.js';
 import { type StreamState } from '../../core/register/stream.js';
+import type { DomainHost } from '../daemon/domains.js';
 import type { Spookd } from '../daemon/spookd.js';
-import { MAX_WAIT_MS, bytesArg as bytes, num as n, showBytes as show, str as s, type Args } from './args.js';
+import {
+  AdminFault,
+  MAX_WAIT_MS,
+  bytesArg as bytes,
+  failsAs,
+  num as n,
+  showBytes as show,
+  str as s,
+  within,
+  type Untrusted,
+} from './args.js';
+import type { Handlers } from './handlers.js';
 import { hashHex } from '../../core/register/hash.js';
-
-export const DOMAIN_COMMANDS = ['domains', 'domain', 'groups', 'group', 'dget', 'dpropose', 'doutcome', 'member'];
 
 const MAX_OPS = 256;
 
+/** The domain a request names (`domain`), or the only one. */
+const domainOf = (d: Spookd, name: string | undefined): DomainHost =>
+  failsAs(name === undefined && d.domains.size !== 0 ? 'domain-required' : 'unknown-domain', 'domain', () => d.domain(name));
+
+/** A register of the domain, as of its applied index. */
+const readOf = (h: DomainHost, register: string, key?: Uint8Array): ReturnType<DomainHost['read']> =>
+  failsAs('unknown-register', 'register', () => h.read(register, key));
+
+type Op = Untrusted<
+  { register: string; op: string; key: string; keyBase64: string; value: string; valueBase64: string } & {
+    data: string;
+    dataBase64: string;
+    expect: number;
+    offset: number;
+  }
+>;
+
 /** One op of a `dpropose` request: {register, op: set|del|cas|append, key, value, expect, data, offset}. */
 function toOp(d: Spookd, domain: string | undefined, raw: unknown, i: number): CandidateOp {
-  if (typeof raw !== 'object' || raw === null) throw new Error(`ops[${i}] must be an object`);
-  const a = raw as Args;
-  const register = s(a, 'register')!;
-  const op = s(a, 'op')!;
-  let delta: Delta;
-  if (op === 'set') delta = { op: DeltaOp.Set, key: bytes(a, 'key'), value: bytes(a, 'value') };
-  else if (op === 'del') delta = { op: DeltaOp.Del, key: bytes(a, 'key') };
-  else if (op === 'cas')
-    delta = {
-      op: DeltaOp.Cas,
-      key: bytes(a, 'key'),
-      expect: n(a, 'expect', undefined, 0, Number.MAX_SAFE_INTEGER),
-      value: bytes(a, 'value'),
-    };
-  else if (op === 'append') {
-    const size = d.domain(domain).read(register).size;
-    delta = { op: DeltaOp.Append, offset: n(a, 'offset', size, 0, Number.MAX_SAFE_INTEGER), data: bytes(a, 'data') };
-  } else throw new Error(`ops[${i}].op must be set, del, cas or append, not ${JSON.stringify(op)}`);
-  return { register, delta };
+  if (typeof raw !== 'object' || raw === null) throw new AdminFault('bad-argument', `ops[${i}] must be an object`, `ops[${i}]`);
+  const a = raw as Op;
+  return within(`ops[${i}]`, () => {
+    const register = s(a, 'register');
+    const op = s(a, 'op');
+    let delta: Delta;
+    if (op === 'set') delta = { op: DeltaOp.Set, key: bytes(a, 'key'), value: bytes(a, 'value') };
+    else if (op === 'del') delta = { op: DeltaOp.Del, key: bytes(a, 'key') };
+    else if (op === 'cas')
+      delta = {
+        op: DeltaOp.Cas,
+        key: bytes(a, 'key'),
+        expect: n(a, 'expect', undefined, 0, Number.MAX_SAFE_INTEGER),
+        value: bytes(a, 'value'),
+      };
+    else if (op === 'append') {
+      const size = readOf(domainOf(d, domain), register).size;
+      delta = { op: DeltaOp.Append, offset: n(a, 'offset', size, 0, Number.MAX_SAFE_INTEGER), data: bytes(a, 'data') };
+    } else throw new AdminFault('bad-argument', `ops[${i}].op must be set, del, cas or append, not ${JSON.stringify(op)}`, 'op');
+    return { register, delta };
+  });
 }
 
-export function runDomainCommand(d: Spookd, cmd: string, args: Args, cleanups: (() => void)[]): unknown {
+/** Propose one candidate and wait for its outcome (or report it pending when the wait runs out). */
+function propose(d: Spookd, args: Untrusted<AdminArgs<'dpropose'>>, onClose: (f: () => void) => void): Promise<DomainOutcome> {
   const name = s(args, 'domain', false);
-  switch (cmd) {
-    case 'domains':
-      return [...d.domains.values()].map((h) => {
+  const h = domainOf(d, name);
+  if (!Array.isArray(args.ops) || args.ops.length === 0 || args.ops.length > MAX_OPS)
+    throw new AdminFault('bad-argument', `argument ops must be an array of 1-${MAX_OPS} operations`, 'ops');
+  const ops = args.ops.map((o, i) => toOp(d, name, o, i));
+  const timeoutMs = n(args, 'timeoutMs', 10_000, 0, MAX_WAIT_MS);
+  const r = h.propose(d.now(), ops);
+  if ('refused' in r) throw new AdminFault('refused', `refused: ${r.refused}`);
+  return new Promise((resolve) => {
+    const done = (): void => {
+      h.subscribers.delete(sub);
+      clearTimeout(timer);
+    };
+    const sub = (ev: DomainEvent): void => {
+      if (ev.type !== 'outcome' || ev.seq !== r.seq) return;
+      done();
+      resolve({
+        domain: h.cfg.name,
+        seq: r.seq,
+        verdict: ev.unknown ? 'unknown' : ev.committed ? 'committed' : 'rejected',
+        reason: ev.reason ?? null,
+        index: ev.index ?? null,
+      });
+    };
+    const timer = setTimeout(() => {
+      done();
+      resolve({
+        domain: h.cfg.name,
+        seq: r.seq,
+        verdict: 'pending',
+        reason: `no outcome within ${timeoutMs} ms (member ${h.node.coherenceState})`,
+        index: null,
+      });
+    }, timeoutMs);
+    h.subscribers.add(sub);
+    onClose(done);
+    d.kickDomain(h);
+  });
+}
+
+export function domainHandlers(
+  d: Spookd,
+): Handlers<'domains' | 'domain' | 'groups' | 'group' | 'dget' | 'dpropose' | 'doutcome' | 'member'> {
+  return {
+    domains: () =>
+      [...d.domains.values()].map((h) => {
         const x = h.summary(d.now());
         return {
           domain: x.domain,
@@ -50,20 +123,20 @@ export function runDomainCommand(d: Spookd, cmd: string, args: Args, cleanups: (
           leader: x.leader,
           term: x.term,
           commitIndex: x.commitIndex,
-          members: (x.members as unknown[]).length,
+          members: x.members.length,
           pending: x.pending,
           hash: x.hash,
         };
-      });
-    case 'domain':
-      return d.domain(name).summary(d.now());
-    case 'groups':
-      return [...d.domains.values()].flatMap((h) =>
-        (h.summary(d.now()).groups as object[]).map((g) => ({ domain: h.cfg.name, state: h.node.coherenceState, ...g })),
-      );
-    case 'group': {
-      const g = s(args, 'group')!;
-      for (const h of name ? [d.domain(name)] : d.domains.values()) {
+      }),
+    domain: (args) => domainOf(d, s(args, 'domain', false)).summary(d.now()),
+    groups: () =>
+      [...d.domains.values()].flatMap((h) =>
+        h.summary(d.now()).groups.map((g) => ({ domain: h.cfg.name, state: h.node.coherenceState, ...g })),
+      ),
+    group: (args) => {
+      const name = s(args, 'domain', false);
+      const g = s(args, 'group');
+      for (const h of name ? [domainOf(d, name)] : d.domains.values()) {
         const grp = h.node.state.groups.get(g);
         if (!grp) continue;
         return {
@@ -79,15 +152,15 @@ export function runDomainCommand(d: Spookd, cmd: string, args: Args, cleanups: (
           }),
         };
       }
-      throw new Error(`no group named ${g}`);
-    }
-    case 'dget': {
-      const h = d.domain(name);
-      const register = s(args, 'register')!;
+      throw new AdminFault('unknown-group', `no group named ${g}`, 'group');
+    },
+    dget: (args): DomainMapGetResult | DomainStreamGetResult => {
+      const h = domainOf(d, s(args, 'domain', false));
+      const register = s(args, 'register');
       const key = args.key === undefined ? undefined : bytes(args, 'key');
-      const r = h.read(register, key);
+      const r = readOf(h, register, key);
       if (r.state) {
-        if (!key) throw new Error('argument key is required for a map register');
+        if (!key) throw new AdminFault('bad-argument', 'argument key is required for a map register', 'key');
         return {
           domain: h.cfg.name,
           register,
@@ -109,66 +182,33 @@ export function runDomainCommand(d: Spookd, cmd: string, args: Args, cleanups: (
         offset,
         data: show(st.read(offset, length)),
       };
-    }
-    case 'doutcome': {
-      // A write reported `pending` is decided later, across restarts: ask for it by its number.
-      const h = d.domain(name);
+    },
+    // A write reported `pending` is decided later, across restarts: ask for it by its number.
+    doutcome: (args) => {
+      const h = domainOf(d, s(args, 'domain', false));
       const seq = n(args, 'seq', undefined, 1, Number.MAX_SAFE_INTEGER);
       const o = h.node.outcomeOf(seq);
-      if (!o) throw new Error(`no candidate ${seq} was proposed on this member of ${h.cfg.name}`);
+      if (!o) throw new AdminFault('unknown-candidate', `no candidate ${seq} was proposed on this member of ${h.cfg.name}`, 'seq');
       return { domain: h.cfg.name, seq, verdict: o.verdict, reason: o.reason ?? null, index: null };
-    }
-    case 'member': {
-      const h = d.domain(name);
-      const r = h.changeMember(d.now(), { add: s(args, 'add', false), remove: s(args, 'remove', false) });
+    },
+    member: (args) => {
+      const h = domainOf(d, s(args, 'domain', false));
+      const add = s(args, 'add', false);
+      const remove = s(args, 'remove', false);
+      // changeMember throws only for a peer name it does not know.
+      const r = failsAs('unknown-peer', add !== undefined ? 'add' : 'remove', () => h.changeMember(d.now(), { add, remove }));
       d.kickDomain(h);
-      if (!r.ok) throw new Error(r.reason);
+      if (!r.ok)
+        throw new AdminFault(
+          h.node.fencedCause ? 'refused' : h.node.raft.role !== 'leader' ? 'not-leader' : 'membership-refused',
+          r.reason,
+        );
       return {
         domain: h.cfg.name,
         index: r.index,
         note: 'appended; in force now, committed once a majority of the new configuration stores it',
       };
-    }
-    case 'dpropose': {
-      const h = d.domain(name);
-      if (!Array.isArray(args.ops) || args.ops.length === 0 || args.ops.length > MAX_OPS)
-        throw new Error(`argument ops must be an array of 1-${MAX_OPS} operations`);
-      const ops = args.ops.map((o, i) => toOp(d, name, o, i));
-      const timeoutMs = n(args, 'timeoutMs', 10_000, 0, MAX_WAIT_MS);
-      const r = h.propose(d.now(), ops);
-      if ('refused' in r) throw new Error(`refused: ${r.refused}`);
-      return new Promise((resolve) => {
-        const done = (): void => {
-          h.subscribers.delete(sub);
-          clearTimeout(timer);
-        };
-        const sub = (ev: DomainEvent): void => {
-          if (ev.type !== 'outcome' || ev.seq !== r.seq) return;
-          done();
-          resolve({
-            domain: h.cfg.name,
-            seq: r.seq,
-            verdict: ev.unknown ? 'unknown' : ev.committed ? 'committed' : 'rejected',
-            reason: ev.reason ?? null,
-            index: ev.index ?? null,
-          });
-        };
-        const timer = setTimeout(() => {
-          done();
-          resolve({
-            domain: h.cfg.name,
-            seq: r.seq,
-            verdict: 'pending',
-            reason: `no outcome within ${timeoutMs} ms (member ${h.node.coherenceState})`,
-            index: null,
-          });
-        }, timeoutMs);
-        h.subscribers.add(sub);
-        cleanups.push(done);
-        d.kickDomain(h);
-      });
-    }
-    default:
-      throw new Error(`unknown domain command ${cmd}`);
-  }
+    },
+    dpropose: (args, call) => propose(d, args, (f) => call.onClose(f)),
+  };
 }

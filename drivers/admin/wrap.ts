@@ -1,46 +1,52 @@
-/** Admin API commands for wrappers (same JSON-lines protocol as admin.ts). */
+/** Admin API commands for wrappers (client/protocol.ts): wraps, wrap-add, wrap-remove, wrap-stats, wrap-conns, wrap-policy. */
+import type { WrapConnection, WrapperEntry, WrapStatsResult } from '../../client/protocol.js';
 import { parseHold } from '../daemon/config.js';
 import type { Spookd } from '../daemon/spookd.js';
-import { num, str, type Args } from './args.js';
+import { AdminFault, bool, failsAs, num, str } from './args.js';
+import type { Handlers } from './handlers.js';
 import { WRAP_PROTOCOLS, type WrapProtocol } from '../../core/wrap/protocols.js';
 
-export const WRAP_COMMANDS = ['wraps', 'wrap-add', 'wrap-remove', 'wrap-stats', 'wrap-conns', 'wrap-policy'];
-
-export function runWrapCommand(d: Spookd, cmd: string, args: Args): unknown {
+export function wrapHandlers(d: Spookd): Handlers<'wraps' | 'wrap-add' | 'wrap-remove' | 'wrap-stats' | 'wrap-conns' | 'wrap-policy'> {
   const w = d.wraps;
-  switch (cmd) {
-    case 'wraps':
-      return w.list();
-    case 'wrap-add': {
-      const protocol = str(args, 'protocol')!;
+  // The manager builds these views; their shapes are the protocol's.
+  const stats = (): WrapStatsResult => w.stats() as unknown as WrapStatsResult;
+  return {
+    wraps: () => w.list() as unknown as WrapperEntry[],
+    'wrap-add': (args) => {
+      const protocol = str(args, 'protocol');
       if (!(WRAP_PROTOCOLS as readonly string[]).includes(protocol))
-        throw new Error(`argument protocol must be one of ${WRAP_PROTOCOLS.join(', ')}, not ${JSON.stringify(protocol)}`);
+        throw new AdminFault(
+          'bad-argument',
+          `argument protocol must be one of ${WRAP_PROTOCOLS.join(', ')}, not ${JSON.stringify(protocol)}`,
+          'protocol',
+        );
       const hold = parseHold((args.hold as string | number | undefined) ?? '30s');
-      if (hold === undefined) throw new Error('argument hold must be a duration between 100ms and 24h (30s, 500ms, 2m, or milliseconds)');
-      if (args.delta !== undefined && typeof args.delta !== 'boolean') throw new Error('argument delta must be true or false');
+      if (hold === undefined)
+        throw new AdminFault(
+          'bad-argument',
+          'argument hold must be a duration between 100ms and 24h (30s, 500ms, 2m, or milliseconds)',
+          'hold',
+        );
+      const delta = bool(args, 'delta');
       const spec = {
         protocol: protocol as WrapProtocol,
         port: num(args, 'port', undefined, 1, 65535),
-        peer: d.peerName(str(args, 'peer')!),
+        peer: failsAs('unknown-peer', 'peer', () => d.peerName(str(args, 'peer'))),
         holdMs: hold,
-        delta: args.delta === true,
+        delta,
       };
-      w.add(spec);
-      const st = w.stats() as { interception: string; interceptionError: string | null };
+      // The manager refuses a port already wrapped, one wrapper too many, interception it cannot open.
+      failsAs('conflict', 'port', () => w.add(spec));
+      const st = stats();
       return { ...spec, interception: st.interception, interceptionError: st.interceptionError };
-    }
-    case 'wrap-remove': {
+    },
+    'wrap-remove': (args) => {
       const port = num(args, 'port', undefined, 1, 65535);
-      w.remove(port);
+      failsAs('conflict', 'port', () => w.remove(port)); // not wrapped
       return { port };
-    }
-    case 'wrap-stats':
-      return w.stats();
-    case 'wrap-conns':
-      return w.connections();
-    case 'wrap-policy':
-      return w.policyView();
-    default:
-      throw new Error(`unknown wrap command ${cmd}`);
-  }
+    },
+    'wrap-stats': stats,
+    'wrap-conns': () => w.connections() as unknown as WrapConnection[],
+    'wrap-policy': () => w.policyView(),
+  };
 }

@@ -16,6 +16,7 @@ import type { KeyPair } from '../../crypto/primitives.js';
 import { StaticRelaySealer } from '../../core/qn/seal.js';
 import type { SpookdConfig } from './config.js';
 import { FileDomainDisk } from '../store/domain-store.js';
+import type { DomainSummary } from '../../client/protocol.js';
 
 export type DomainConfig = SpookdConfig['domains'][number];
 
@@ -182,7 +183,7 @@ export class DomainHost {
   }
 
   /** `spook domain show`: members, roles, commit index, lag per member, partitions seen. */
-  summary(now: number): Record<string, unknown> {
+  summary(now: number): DomainSummary {
     const n = this.node;
     const r = n.raft;
     const d = n.state.digest();

@@ -8,6 +8,16 @@ import { generateKeyPair } from '../../crypto/primitives.js';
 import { pairIdentity } from '../../core/etcp/endpoint.js';
 import { CloseReason, encodeMessage, MsgType } from '../../wire/messages.js';
 import type { Attack, AttackReport, AttackSpec } from '../../testing/lab/adversary.js';
+import type {
+  AdminArgs,
+  AdminCommand,
+  AdminRequestArgs,
+  AdminResult,
+  DomainMapGetResult,
+  DomainOutcome,
+  MapGetResult,
+  Outcome,
+} from '../../client/protocol.js';
 
 /**
  * Containment (issue 13): an authorised peer `adv`, built from the project's own code
@@ -40,10 +50,6 @@ const RSS_BOUND_MB = 256;
 const HONEST_EVERY_MS = 400;
 /** systemd's default soft descriptor limit, which an installed spookd runs with. */
 const SERVICE_NOFILE = 1024;
-
-interface Outcome {
-  verdict: string;
-}
 
 let lab: Lab;
 let generation = 0;
@@ -79,11 +85,11 @@ const alive = (h: string): boolean => {
 };
 
 /** An admin request that gives up after `ms` (a frozen daemon must fail the test, not hang it). */
-async function admin<T>(h: string, cmd: string, args: Record<string, unknown> = {}, ms = 5000): Promise<T> {
+async function admin<C extends AdminCommand>(h: string, cmd: C, args?: AdminArgs<C>, ms = 5000): Promise<AdminResult<C>> {
   let timer: NodeJS.Timeout | undefined;
   try {
     return await Promise.race([
-      lab.admin<T>(h, cmd, args),
+      lab.admin(h, cmd, ...([args] as AdminRequestArgs<C>)),
       new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error(`admin ${cmd} on ${h}: no answer within ${ms} ms`)), ms);
       }),
@@ -94,9 +100,9 @@ async function admin<T>(h: string, cmd: string, args: Record<string, unknown> = 
 }
 
 const pairWrite = (key: string): Promise<Outcome> =>
-  admin<Outcome>('vic', 'set', { peer: 'hon1', register: 'config', key, value: key, timeoutMs: 3000 });
-const domainWrite = (key: string): Promise<Outcome> =>
-  admin<Outcome>('vic', 'dpropose', { domain: 'main', ops: [{ register: 'kv', op: 'set', key, value: key }], timeoutMs: 5000 });
+  admin('vic', 'set', { peer: 'hon1', register: 'config', key, value: key, timeoutMs: 3000 });
+const domainWrite = (key: string): Promise<DomainOutcome> =>
+  admin('vic', 'dpropose', { domain: 'main', ops: [{ register: 'kv', op: 'set', key, value: key }], timeoutMs: 5000 });
 
 function rssMb(h: string): number {
   const status = readFileSync(`/proc/${lab.host(h).proc!.pid}/status`, 'utf8');
@@ -104,8 +110,8 @@ function rssMb(h: string): number {
 }
 
 async function healthy(): Promise<boolean> {
-  const p = await admin<{ state: string }>('vic', 'pair', { peer: 'hon1' });
-  const d = await Promise.all(['vic', 'hon1', 'hon2'].map((h) => admin<{ state: string; role: string }>(h, 'domain', { domain: 'main' })));
+  const p = await admin('vic', 'pair', { peer: 'hon1' });
+  const d = await Promise.all(['vic', 'hon1', 'hon2'].map((h) => admin(h, 'domain', { domain: 'main' })));
   return p.state === 'ENTANGLED' && d.every((x) => x.state === 'coherent') && d.filter((x) => x.role === 'leader').length === 1;
 }
 
@@ -172,9 +178,9 @@ async function disruptions(): Promise<Record<string, number>> {
     ['vic', 'hon1'],
     ['hon1', 'vic'],
   ])
-    out[`pair ${h}-${peer} re-entanglements`] = (await admin<{ reentanglements: number }>(h, 'pair', { peer })).reentanglements;
+    out[`pair ${h}-${peer} re-entanglements`] = (await admin(h, 'pair', { peer })).reentanglements;
   for (const h of ['vic', 'hon1', 'hon2'])
-    out[`domain main partitions seen at ${h}`] = (await admin<{ partitionsSeen: number }>(h, 'domain', { domain: 'main' })).partitionsSeen;
+    out[`domain main partitions seen at ${h}`] = (await admin(h, 'domain', { domain: 'main' })).partitionsSeen;
   return out;
 }
 
@@ -255,7 +261,7 @@ async function expectContained(name: string, v: Verdict): Promise<void> {
     ['vic', 'hon1', 'hon2'].map((h) => `--- ${h} (${alive(h) ? 'alive' : 'DEAD'}):\n${firstError(h) ?? lab.logOf(h)}`).join('\n');
   expect(alive('vic'), `the victim died under the ${name} attack\n${logs()}`).toBe(true);
   expect(['hon1', 'hon2'].every(alive), `an honest host died during the ${name} attack\n${logs()}`).toBe(true);
-  const status = await admin<{ pid: number }>('vic', 'status').catch((e: Error) => e);
+  const status = await admin('vic', 'status').catch((e: Error) => e);
   expect(status instanceof Error ? status.message : 'answers', 'the admin socket').toBe('answers');
   expect(v.honestFailures, `honest writes during the ${name} attack (of ${v.honestWrites})\n${logs()}`).toEqual([]);
   // After the attack: a pair write that reaches h1 and a domain write that reaches h2.
@@ -264,20 +270,16 @@ async function expectContained(name: string, v: Verdict): Promise<void> {
   expect((await domainWrite(key).catch((e: Error) => ({ verdict: e.message }))).verdict, 'domain write after the attack').toBe('committed');
   await until(
     'the pair write at h1',
-    async () => (await admin<{ found: boolean }>('hon1', 'get', { peer: 'vic', register: 'config', key })).found,
+    async () => ((await admin('hon1', 'get', { peer: 'vic', register: 'config', key })) as MapGetResult).found,
     10_000,
   );
   await until(
     'the domain write at h2',
-    async () => (await admin<{ found: boolean }>('hon2', 'dget', { domain: 'main', register: 'kv', key })).found,
+    async () => ((await admin('hon2', 'dget', { domain: 'main', register: 'kv', key })) as DomainMapGetResult).found,
     10_000,
   );
   // Contained means unnoticed by the honest pair and domain: neither lost contact (decohered).
-  await until(
-    'the honest pair entangled',
-    async () => (await admin<{ state: string }>('vic', 'pair', { peer: 'hon1' })).state === 'ENTANGLED',
-    10_000,
-  );
+  await until('the honest pair entangled', async () => (await admin('vic', 'pair', { peer: 'hon1' })).state === 'ENTANGLED', 10_000);
   expect(await disruptions(), `the honest pair or domain decohered during the ${name} attack`).toEqual(v.before);
   v.maxRssMb = Math.max(v.maxRssMb, rssMb('vic'));
   expect(v.maxRssMb, `vic's RSS under the ${name} attack (MB)`).toBeLessThan(RSS_BOUND_MB);
@@ -316,8 +318,7 @@ describe.runIf(canRun)('an authorised adversary against spookd in network namesp
   }, 30_000);
 
   it('estp: 30,000 fuzzed ESTP payloads on the pair session', async () => {
-    const received = async (): Promise<number> =>
-      (await admin<{ datagramsReceived: number }>('vic', 'pair', { peer: 'adv' })).datagramsReceived;
+    const received = async (): Promise<number> => (await admin('vic', 'pair', { peer: 'adv' })).datagramsReceived;
     const r0 = await received();
     const v = await underAttack('estp', 1, { kind: 'estp', count: 30_000, rate: 6000, registers: REGISTERS.map((r) => r.name) }, 40_000);
     sent.estp = v.report.sent;
@@ -366,8 +367,7 @@ describe.runIf(canRun)('an authorised adversary against spookd in network namesp
       { family: 4 as const, address: '192.0.2.1', port: 80 }, // TEST-NET: no route in the lab
       { family: 6 as const, address: '::1', port: 9 },
     ];
-    const recordsIn = async (): Promise<number> =>
-      (await admin<{ peers: { peer: string; recordsIn: number }[] }>('vic', 'wrap-stats')).peers.find((p) => p.peer === 'adv')!.recordsIn;
+    const recordsIn = async (): Promise<number> => (await admin('vic', 'wrap-stats')).peers.find((p) => p.peer === 'adv')!.recordsIn;
     const r0 = await recordsIn();
     const v = await underAttack('wrap', 4, { kind: 'wrap', count: 25_000, rate: 6000, targets }, 40_000);
     sent.wrap = v.report.sent;
@@ -402,7 +402,7 @@ describe.runIf(canRun)('an authorised adversary against spookd in network namesp
       .split(/\s+/);
     execFileSync('prlimit', ['--pid', pid, `--nofile=${SERVICE_NOFILE}:${before[1]}`]);
     try {
-      const drops = async (): Promise<Record<string, number>> => (await admin<{ drops: Record<string, number> }>('vic', 'status')).drops;
+      const drops = async (): Promise<Record<string, number>> => (await admin('vic', 'status')).drops;
       const d0 = await drops();
       const v = await underAttack(
         'unauthenticated',

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, until, sleep } from '../../testing/lab/netns.js';
+import type { DomainMapGetResult, DomainOutcome, DomainSummary } from '../../client/protocol.js';
 
 /**
  * A QN domain of five spookd, each in its own network namespace, full mesh of veth links
@@ -21,34 +22,15 @@ const DOMAIN = {
   heartbeatMs: 60,
 };
 
-interface DomainInfo {
-  state: string;
-  role: string;
-  leader: string | null;
-  term: number;
-  commitIndex: number;
-  appliedIndex: number;
-  hash: string;
-  pending: number;
-  partitionsSeen: number;
-  members: { member: string; role: string; lag: number | null }[];
-  stats: { relayed: number };
-}
-interface Outcome {
-  verdict: string;
-  index: number | null;
-  reason: string | null;
-}
-
 let lab: Lab;
-const info = (h: string): Promise<DomainInfo> => lab.admin<DomainInfo>(h, 'domain', { domain: 'main' });
-const set = (h: string, key: string, value: string, timeoutMs = 5000): Promise<Outcome> =>
-  lab.admin<Outcome>(h, 'dpropose', { domain: 'main', ops: [{ register: 'kv', op: 'set', key, value }], timeoutMs });
+const info = (h: string): Promise<DomainSummary> => lab.admin(h, 'domain', { domain: 'main' });
+const set = (h: string, key: string, value: string, timeoutMs = 5000): Promise<DomainOutcome> =>
+  lab.admin(h, 'dpropose', { domain: 'main', ops: [{ register: 'kv', op: 'set', key, value }], timeoutMs });
 const get = async (h: string, key: string): Promise<string | undefined> =>
-  (await lab.admin<{ found: boolean; value?: { text: string } }>(h, 'dget', { domain: 'main', register: 'kv', key })).value?.text;
+  ((await lab.admin(h, 'dget', { domain: 'main', register: 'kv', key })) as DomainMapGetResult).value?.text;
 
 /** Every host (of `hosts`) coherent, nothing pending, same applied index and hash, one leader. */
-async function converged(hosts = HOSTS): Promise<DomainInfo[] | false> {
+async function converged(hosts = HOSTS): Promise<DomainSummary[] | false> {
   const all = await Promise.all(hosts.map(info));
   const ok =
     all.every((x) => x.state === 'coherent' && x.pending === 0 && x.appliedIndex === all[0].appliedIndex && x.hash === all[0].hash) &&
@@ -93,7 +75,7 @@ describe('a QN domain of five spookd in network namespaces', () => {
       acked.set(`from-${HOSTS[i]}`, `v${i}`);
     }
     // A QSCS group candidate: kv and meta together; a failing cas on meta rejects both.
-    const g = await lab.admin<Outcome>('c', 'dpropose', {
+    const g = await lab.admin('c', 'dpropose', {
       domain: 'main',
       ops: [
         { register: 'kv', op: 'set', key: 'g', value: '1' },
@@ -101,7 +83,7 @@ describe('a QN domain of five spookd in network namespaces', () => {
       ],
     });
     expect(g.verdict).toBe('committed');
-    const bad = await lab.admin<Outcome>('d', 'dpropose', {
+    const bad = await lab.admin('d', 'dpropose', {
       domain: 'main',
       ops: [
         { register: 'kv', op: 'set', key: 'g', value: '2' },
@@ -111,7 +93,7 @@ describe('a QN domain of five spookd in network namespaces', () => {
     expect(bad).toMatchObject({ verdict: 'rejected', reason: 'cas-version-mismatch' });
     const all = await until('converged after writes', () => converged(), 20_000);
     for (const h of HOSTS) expect(await get(h, 'g')).toBe('1');
-    const grp = await lab.admin<{ version: number }>('e', 'group', { group: 'config' });
+    const grp = await lab.admin('e', 'group', { group: 'config' });
     // Every collapse that changed kv or meta: the five kv writes and the group candidate (not the rejected one).
     expect(grp.version).toBe(6);
     expect(all[0].members).toHaveLength(5);

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AdminClient } from '../../client/admin-client.js';
+import type { AdminArgs, MapGetResult, PairSummary, RegisterSummary } from '../../client/protocol.js';
 import { Lab, until } from '../../testing/lab/netns.js';
 
 /**
@@ -24,36 +25,12 @@ const REGISTERS = [
   { name: 'side', kind: 'map', policy: 'buffer', maxPending: 1024 },
 ];
 
-interface Reg {
-  name: string;
-  version: number;
-  hash: string;
-  size: number;
-  pending: number;
-  logBase: number;
-  stateBytes: number;
-}
-interface PairInfo {
-  state: string;
-  role: string;
-  reentangleBytes: number;
-  reentanglements: number;
-  fullTransfers: number;
-  fenced: { cause: string; error: string } | null;
-  registers: Reg[];
-}
-interface Outcome {
-  verdict: string;
-  version: number | null;
-  reason: string | null;
-}
-
 let lab: Lab;
 // Host names and subnet of their own: other e2e files' labs may share this process (pid prefix).
 const [A, B] = ['ra', 'rb'];
 const other = (h: string): string => (h === A ? B : A);
-const pair = (host: string): Promise<PairInfo> => lab.admin<PairInfo>(host, 'pair', { peer: other(host) });
-const reg = (p: PairInfo, name: string): Reg => p.registers.find((r) => r.name === name)!;
+const pair = (host: string): Promise<PairSummary> => lab.admin(host, 'pair', { peer: other(host) });
+const reg = (p: PairSummary, name: string): RegisterSummary => p.registers.find((r) => r.name === name)!;
 
 async function aligned(): Promise<boolean> {
   const [p, q] = await Promise.all([pair(A), pair(B)]);
@@ -68,7 +45,13 @@ async function aligned(): Promise<boolean> {
 }
 
 /** Run `n` admin requests on one connection, `window` in flight; every one must commit. */
-async function pipeline(host: string, n: number, window: number, cmd: string, args: (i: number) => Record<string, unknown>): Promise<void> {
+async function pipeline<C extends 'set' | 'del'>(
+  host: string,
+  n: number,
+  window: number,
+  cmd: C,
+  args: (i: number) => AdminArgs<C>,
+): Promise<void> {
   const c = await AdminClient.connect(lab.host(host).socket);
   let next = 0;
   let failed = false;
@@ -77,7 +60,7 @@ async function pipeline(host: string, n: number, window: number, cmd: string, ar
       try {
         while (next < n && !failed) {
           const i = next++;
-          const r = await c.request<Outcome>(cmd, args(i));
+          const r = await c.request<'set' | 'del'>(cmd, args(i));
           if (r.verdict !== 'committed') throw new Error(`${cmd} #${i} on ${host}: ${r.verdict} (${r.reason})`);
         }
       } catch (e) {
@@ -138,7 +121,7 @@ describe('150,000-key reconciliation between two spookd', () => {
     expect(reg(s0, 'kv').size).toBe(NEW);
     // The follower's version was compacted away: the log cannot bring it back.
     expect(reg(s0, 'kv').logBase).toBeGreaterThan(reg(f0, 'kv').version);
-    const folPid = (await lab.admin<{ pid: number }>(fol, 'status')).pid;
+    const folPid = (await lab.admin(fol, 'status')).pid;
 
     // What the follower's spookd reports, in the order it happened (both streams share one
     // connection, so lines arrive in emission order): lifecycle and how each register
@@ -168,7 +151,7 @@ describe('150,000-key reconciliation between two spookd', () => {
       try {
         for (let i = 0; !stopSide; i++) {
           const t0 = Date.now();
-          const r = await c.request<Outcome>('set', { peer: seq, register: 'side', key: `s/${w}/${i}`, value: `${i}`, timeoutMs: 20_000 });
+          const r = await c.request('set', { peer: seq, register: 'side', key: `s/${w}/${i}`, value: `${i}`, timeoutMs: 20_000 });
           if (r.verdict !== 'committed') throw new Error(`side write ${w}/${i}: ${r.verdict} (${r.reason})`);
           sideCommitted++;
           if (t0 >= healedAt) sideMaxLatency = Math.max(sideMaxLatency, Date.now() - t0);
@@ -211,7 +194,7 @@ describe('150,000-key reconciliation between two spookd', () => {
 
     // The follower's spookd lived through it: same process, nothing fenced.
     expect(lab.host(fol).proc!.exitCode).toBeNull();
-    const st = await lab.admin<{ pid: number; drops: Record<string, number> }>(fol, 'status');
+    const st = await lab.admin(fol, 'status');
     expect(st.pid).toBe(folPid);
     expect(st.drops['internal-error'] ?? 0).toBe(0);
     const [f1, s1] = await Promise.all([pair(fol), pair(seq)]);
@@ -222,8 +205,8 @@ describe('150,000-key reconciliation between two spookd', () => {
     expect(reg(f1, 'kv').version).toBe(reg(s1, 'kv').version);
     expect(reg(f1, 'kv').hash).toBe(reg(s1, 'kv').hash);
     expect(reg(f1, 'kv').size).toBe(NEW);
-    const get = (key: string): Promise<{ found: boolean; value?: { text: string } }> =>
-      lab.admin(fol, 'get', { peer: seq, register: 'kv', key });
+    const get = async (key: string): Promise<MapGetResult> =>
+      (await lab.admin(fol, 'get', { peer: seq, register: 'kv', key })) as MapGetResult;
     for (let i = 0; i < NEW; i++) expect((await get(`new/${i}`)).value?.text).toBe(`n${i}`);
     for (const i of [0, 1, 77_777 % N, N - 1]) expect((await get(`k/${i}`)).found).toBe(false);
 

@@ -3,32 +3,12 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Lab, until } from '../../testing/lab/netns.js';
+import type { MapGetResult, PairSummary } from '../../client/protocol.js';
 
 /**
  * spookd end to end: daemons in network namespaces joined by veth links (created and
  * always removed by the test). Hosts: a, b, c; links a-b and a-c.
  */
-interface Reg {
-  peer: string;
-  name: string;
-  version: number;
-  hash: string;
-  size: number;
-  pending: number;
-}
-interface PairInfo {
-  peer: string;
-  state: string;
-  role: string;
-  reentangleBytes: number;
-  reentanglements: number;
-  fullTransfers: number;
-  registers: Reg[];
-}
-interface Outcome {
-  verdict: string;
-  version: number | null;
-}
 
 const REGISTERS = [
   { name: 'config', kind: 'map', policy: 'buffer', maxPending: 4096 },
@@ -37,8 +17,8 @@ const REGISTERS = [
 
 let lab: Lab;
 
-async function pair(host: string, peer: string): Promise<PairInfo> {
-  return lab.admin<PairInfo>(host, 'pair', { peer });
+async function pair(host: string, peer: string): Promise<PairSummary> {
+  return lab.admin(host, 'pair', { peer });
 }
 
 /** Both ends ENTANGLED at the same (version, hash) for every register. */
@@ -73,15 +53,15 @@ afterAll(async () => {
 describe('spookd in network namespaces', () => {
   it('pairs form (a-b and a-c) and registers sync: both ends report the same (version, hash)', async () => {
     await until('a-b and a-c aligned', async () => (await aligned('a', 'b')) && (await aligned('a', 'c')));
-    const r1 = await lab.admin<Outcome>('a', 'set', { peer: 'b', register: 'config', key: 'color', value: 'blue' });
+    const r1 = await lab.admin('a', 'set', { peer: 'b', register: 'config', key: 'color', value: 'blue' });
     expect(r1.verdict).toBe('committed');
-    const r2 = await lab.admin<Outcome>('c', 'set', { peer: 'a', register: 'config', key: 'size', value: 'XL' });
+    const r2 = await lab.admin('c', 'set', { peer: 'a', register: 'config', key: 'size', value: 'XL' });
     expect(r2.verdict).toBe('committed');
     await until('aligned after writes', async () => (await aligned('a', 'b')) && (await aligned('a', 'c')));
-    const got = await lab.admin<{ found: boolean; value: { text: string } }>('b', 'get', { peer: 'a', register: 'config', key: 'color' });
-    expect(got.value.text).toBe('blue');
-    const got2 = await lab.admin<{ found: boolean; value: { text: string } }>('a', 'get', { peer: 'c', register: 'config', key: 'size' });
-    expect(got2.value.text).toBe('XL');
+    const got = (await lab.admin('b', 'get', { peer: 'a', register: 'config', key: 'color' })) as MapGetResult;
+    expect(got.value?.text).toBe('blue');
+    const got2 = (await lab.admin('a', 'get', { peer: 'c', register: 'config', key: 'size' })) as MapGetResult;
+    expect(got2.value?.text).toBe('XL');
   }, 60_000);
 
   it('a cut link decoheres the pair, writes follow the policy, re-entanglement sends only the missing deltas', async () => {
@@ -108,11 +88,11 @@ describe('spookd in network namespaces', () => {
     // The sequencer keeps committing; the follower buffers (policy buffer).
     const seqWrites = await Promise.all(
       Array.from({ length: 40 }, (_, i) =>
-        lab.admin<Outcome>(seq, 'set', { peer: fol, register: 'config', key: `cut/${i}`, value: `v${i}`, timeoutMs: 2000 }),
+        lab.admin(seq, 'set', { peer: fol, register: 'config', key: `cut/${i}`, value: `v${i}`, timeoutMs: 2000 }),
       ),
     );
     expect(seqWrites.every((w) => w.verdict === 'committed')).toBe(true);
-    const folWrite = await lab.admin<Outcome>(fol, 'set', { peer: seq, register: 'config', key: 'buffered', value: 'yes', timeoutMs: 300 });
+    const folWrite = await lab.admin(fol, 'set', { peer: seq, register: 'config', key: 'buffered', value: 'yes', timeoutMs: 300 });
     expect(folWrite.verdict).toBe('pending');
     const before = (await pair(seq, fol)).reentangleBytes + (await pair(fol, seq)).reentangleBytes;
 
@@ -125,7 +105,7 @@ describe('spookd in network namespaces', () => {
     expect(bytes).toBeLessThan(40 * 250);
     expect(bytes * 10).toBeLessThan(stateBytes);
     expect((await pair(fol, seq)).fullTransfers).toBe(0);
-    const buffered = await lab.admin<{ found: boolean }>(seq, 'get', { peer: fol, register: 'config', key: 'buffered' });
+    const buffered = (await lab.admin(seq, 'get', { peer: fol, register: 'config', key: 'buffered' })) as MapGetResult;
     expect(buffered.found).toBe(true);
   }, 90_000);
 
@@ -139,7 +119,7 @@ describe('spookd in network namespaces', () => {
       const workload = (async () => {
         for (let i = 0; i < 400 && !stop; i++) {
           try {
-            const r = await lab.admin<Outcome>(writer, 'set', {
+            const r = await lab.admin(writer, 'set', {
               peer: killed,
               register: 'config',
               key: `w-${victim}/${i}`,
@@ -169,7 +149,7 @@ describe('spookd in network namespaces', () => {
       for (const host of ['a', 'b']) {
         const peer = host === 'a' ? 'b' : 'a';
         for (const key of committed) {
-          const g = await lab.admin<{ found: boolean }>(host, 'get', { peer, register: 'config', key });
+          const g = (await lab.admin(host, 'get', { peer, register: 'config', key })) as MapGetResult;
           expect(g.found, `${key} at ${host}`).toBe(true);
         }
       }
@@ -180,8 +160,8 @@ describe('spookd in network namespaces', () => {
   it('forged, truncated, oversized, unknown-pair and wrongly keyed frames: none accepted, no crash, each counted', async () => {
     const b = lab.host('b');
     const target = `${b.addrs.get('a')}`;
-    const pairId = (await lab.admin<{ pairId: number }>('b', 'pair', { peer: 'a' })).pairId;
-    const before = (await lab.admin<{ drops: Record<string, number> }>('b', 'status')).drops;
+    const pairId = (await lab.admin('b', 'pair', { peer: 'a' })).pairId;
+    const before = (await lab.admin('b', 'status')).drops;
     const script = `
       import dgram from 'node:dgram';
       const s = dgram.createSocket('udp4');
@@ -210,7 +190,7 @@ describe('spookd in network namespaces', () => {
     const after = await until(
       'drop counters',
       async () => {
-        const d = (await lab.admin<{ drops: Record<string, number> }>('b', 'status')).drops;
+        const d = (await lab.admin('b', 'status')).drops;
         return (d['data-auth-failed'] ?? 0) >= (before['data-auth-failed'] ?? 0) + 5 ? d : undefined;
       },
       10_000,
@@ -227,7 +207,7 @@ describe('spookd in network namespaces', () => {
     expect(grew('replayed')).toBe(5);
     expect(grew('bad-mac1')).toBe(5);
     // Still alive and syncing.
-    const w = await lab.admin<Outcome>('a', 'set', { peer: 'b', register: 'config', key: 'after-garbage', value: 'ok' });
+    const w = await lab.admin('a', 'set', { peer: 'b', register: 'config', key: 'after-garbage', value: 'ok' });
     expect(w.verdict).toBe('committed');
     await until('aligned', () => aligned('a', 'b'));
   }, 60_000);
@@ -247,9 +227,9 @@ describe('spookd in network namespaces', () => {
       s.send(ep.initiate(Date.now(), new Uint8Array(bKey)), ${b.port}, '${b.addrs.get('a')}');
       setTimeout(() => { console.log(answered ? 'ANSWERED' : 'NO-ANSWER'); s.close(); }, 1000);
     `;
-    const before = (await lab.admin<{ drops: Record<string, number> }>('b', 'status')).drops['unauthorized-key'] ?? 0;
+    const before = (await lab.admin('b', 'status')).drops['unauthorized-key'] ?? 0;
     expect(lab.runIn('a', script).trim()).toBe('NO-ANSWER');
-    const after = (await lab.admin<{ drops: Record<string, number> }>('b', 'status')).drops['unauthorized-key'] ?? 0;
+    const after = (await lab.admin('b', 'status')).drops['unauthorized-key'] ?? 0;
     expect(after - before).toBe(1);
   }, 30_000);
 
@@ -276,12 +256,13 @@ describe('spookd in network namespaces', () => {
     execFileSync('ip', ['-n', a.ns, 'addr', 'add', '10.77.1.9/24', 'dev', 'v1a']);
     try {
       // a's next frames come from 10.77.1.9; b must answer there.
-      const w1 = await lab.admin<Outcome>('a', 'set', { peer: 'b', register: 'config', key: 'roamed-a', value: '1' });
+      const w1 = await lab.admin('a', 'set', { peer: 'b', register: 'config', key: 'roamed-a', value: '1' });
       expect(w1.verdict).toBe('committed');
-      await until('b follows a to its new address', async () =>
-        (await lab.admin<{ endpoint: string }>('b', 'pair', { peer: 'a' })).endpoint.startsWith('10.77.1.9:'),
+      await until(
+        'b follows a to its new address',
+        async () => !!(await lab.admin('b', 'pair', { peer: 'a' })).endpoint?.startsWith('10.77.1.9:'),
       );
-      const w2 = await lab.admin<Outcome>('b', 'set', { peer: 'a', register: 'config', key: 'roamed-b', value: '1' });
+      const w2 = await lab.admin('b', 'set', { peer: 'a', register: 'config', key: 'roamed-b', value: '1' });
       expect(w2.verdict).toBe('committed');
       await until('aligned after roaming', () => aligned('a', 'b'));
     } finally {
@@ -295,7 +276,7 @@ describe('spookd in network namespaces', () => {
     await until('SIGHUP logged', async () => readFileSync(join(c.dir, 'spookd.log'), 'utf8').includes('SIGHUP ignored'), 5_000);
     expect(c.proc!.exitCode).toBeNull();
     expect(c.proc!.signalCode).toBeNull();
-    const st = await lab.admin<{ pid: number }>('c', 'status');
+    const st = await lab.admin('c', 'status');
     expect(st.pid).toBeGreaterThan(0);
   }, 30_000);
 
@@ -304,7 +285,7 @@ describe('spookd in network namespaces', () => {
     await until('a sees c decoherent', async () => (await pair('a', 'c')).state === 'DECOHERENT', 15_000);
     await lab.start('c');
     await until('a-c aligned again', () => aligned('a', 'c'), 20_000);
-    const got = await lab.admin<{ found: boolean; value: { text: string } }>('c', 'get', { peer: 'a', register: 'config', key: 'size' });
-    expect(got.value.text).toBe('XL');
+    const got = (await lab.admin('c', 'get', { peer: 'a', register: 'config', key: 'size' })) as MapGetResult;
+    expect(got.value?.text).toBe('XL');
   }, 60_000);
 });

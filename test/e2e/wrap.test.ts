@@ -7,6 +7,7 @@
  * a transfer: the transfer completes with the same checksum, on the same connection.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { WrapperStats, WrapStatsResult } from '../../client/protocol.js';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -37,23 +38,6 @@ import {
 const PORTS = { ssh: 2222, pg: 5432, smb: 4450, ldap: 3890, http: 8080, mqtt: 18830, coap: 5683 };
 const CUT_MS = 5_000;
 
-interface Stats {
-  interception: string;
-  hooks: Record<string, number> | null;
-  wrappers: {
-    protocol: string;
-    port: number;
-    connections: number;
-    active: number;
-    outages: number;
-    bytesUp: number;
-    bytesDown: number;
-    closes: Record<string, number>;
-  }[];
-  protocols: Record<string, { connections: number; bytesUp: number; bytesDown: number; outages: number }>;
-  peers: { carrier: string; carrierLosses: number }[];
-}
-
 let lab: Lab;
 let C = '';
 let S = '';
@@ -68,8 +52,8 @@ let http: NginxServer;
 let mqtt: MosquittoServer;
 let coap: CoapServer;
 
-const stats = (): Promise<Stats> => lab.admin<Stats>('wc', 'wrap-stats');
-const wrapper = async (port: number): Promise<Stats['wrappers'][number]> => (await stats()).wrappers.find((w) => w.port === port)!;
+const stats = (): Promise<WrapStatsResult> => lab.admin('wc', 'wrap-stats');
+const wrapper = async (port: number): Promise<WrapperStats> => (await stats()).wrappers.find((w) => w.port === port)!;
 
 /** Cut the link for CUT_MS once `started()` says the transfer is under way; resolves when it is back up. */
 async function cutDuring(started: () => Promise<boolean>): Promise<void> {
@@ -256,9 +240,8 @@ describe('wrappers with real clients and servers', () => {
       await nsExec(C, 'curl', ['-sS', '-f', '-o', out, `${http.baseUrl}/polled.bin`], { timeoutMs: 20_000 });
       expect(sha256(out)).toBe(want);
     }
-    type Peer = { refBytes: number; refsExpanded: number; nacksSent: number };
-    const server = (await lab.admin<{ peers: Peer[] }>('ws', 'wrap-stats')).peers[0];
-    const client = (await lab.admin<{ peers: Peer[] }>('wc', 'wrap-stats')).peers[0];
+    const server = (await lab.admin('ws', 'wrap-stats')).peers[0];
+    const client = (await lab.admin('wc', 'wrap-stats')).peers[0];
     // Polls 2-4 (6 MiB) went almost entirely as references.
     expect(server.refBytes).toBeGreaterThan(5 * 1024 * 1024);
     expect(client.refsExpanded).toBeGreaterThan(0);
@@ -279,9 +262,8 @@ describe('wrappers with real clients and servers', () => {
       for (let i = 0; i < 1100; i++) { const s = net.connect(${lab.host('ws').port}, '${addr}', () => up++); s.on('error', () => {}); all.push(s); }
       setTimeout(() => { console.log(up); for (const s of all) s.destroy(); }, 3000);`;
     const running = nsRun(C, process.execPath, ['-e', flood], { timeoutMs: 20_000 });
-    type Carrier = { carrierPending: number; carrierRefused: Record<string, number>; peers: { carrier: string }[] };
     await sleep(2_000);
-    const st = await lab.admin<Carrier>('ws', 'wrap-stats'); // the admin socket still answers
+    const st = await lab.admin('ws', 'wrap-stats'); // the admin socket still answers
     expect(st.carrierPending).toBeLessThanOrEqual(16); // wrap.maxHandshakesPerSource: one source here
     // Reset unread: over the pending slots of the source (checked first), or over its accept rate (wrap.handshakeRatePerSource, 20/s).
     expect(st.carrierRefused['too-many-from-source'] + st.carrierRefused['handshake-rate-source']).toBeGreaterThanOrEqual(1_000);
@@ -298,7 +280,7 @@ describe('wrappers with real clients and servers', () => {
       let out = 'no answer'; s.setTimeout(5000, () => s.destroy()); s.on('data', () => (out = 'data')); s.on('end', () => (out = 'eof')); s.on('error', (e) => (out = e.code)); s.on('close', () => console.log(out));`;
     for (const t of targets)
       await lab.admin('wc', 'wrap-add', { protocol: 'tcp', port: Number(t.split(':')[1]), peer: 'ws', hold: '30s' }).catch(() => undefined);
-    const before = (await lab.admin<{ peer: string; refused: number }[]>('ws', 'wrap-policy'))[0].refused;
+    const before = (await lab.admin('ws', 'wrap-policy'))[0].refused;
     const answers: string[] = [];
     for (const t of targets) answers.push((await nsExec(C, process.execPath, ['-e', probe, t], { timeoutMs: 15_000 })).trim());
     for (const t of targets) {
@@ -306,7 +288,7 @@ describe('wrappers with real clients and servers', () => {
       if (port !== PORTS.ssh) await lab.admin('wc', 'wrap-remove', { port });
     }
     expect(answers).toEqual(['ECONNRESET', 'ECONNRESET', 'ECONNRESET']);
-    const policy = await lab.admin<{ peer: string; allow: { to: string; protocol: string }[]; refused: number }[]>('ws', 'wrap-policy');
+    const policy = await lab.admin('ws', 'wrap-policy');
     expect(policy[0].refused - before).toBe(3);
     expect(policy[0].allow).toContainEqual({ to: `${addr}:${PORTS.ssh}`, protocol: 'tcp' });
     const spook = (...args: string[]): string =>

@@ -14,16 +14,6 @@ import { HANDSHAKE_INIT } from '../../wire/etcp.js';
  */
 let lab: Lab;
 
-interface XdpStatus {
-  enabled: boolean;
-  mode: string;
-  programId: number;
-  interface: string;
-  counters: Record<string, number>;
-  pairs: { pairId: number; packets: number }[];
-  error: string | null;
-}
-
 beforeAll(async () => {
   lab = new Lab(['p', 'q'], [{ a: 'p', b: 'q', subnet: 7 }], 47600);
   lab.configure('p', [{ name: 'config', kind: 'map' }]);
@@ -40,17 +30,17 @@ afterAll(async () => {
 
 describe('XDP in spookd', () => {
   it('attaches natively, keeps the pair table in step, and drops a flood at the NIC while the pair syncs', async () => {
-    const st = await lab.admin<XdpStatus>('q', 'xdp');
+    const st = await lab.admin('q', 'xdp');
     expect(st.error).toBeNull();
     expect(st.enabled).toBe(true);
     expect(st.mode).toBe('native');
     expect(st.programId).toBeGreaterThan(0);
-    await until('pair entangled', async () => (await lab.admin<{ state: string }>('q', 'pair', { peer: 'p' })).state === 'ENTANGLED');
-    const pairId = (await lab.admin<{ pairId: number }>('q', 'pair', { peer: 'p' })).pairId;
-    expect((await lab.admin<XdpStatus>('q', 'xdp')).pairs.map((p) => p.pairId)).toContain(pairId);
+    await until('pair entangled', async () => (await lab.admin('q', 'pair', { peer: 'p' })).state === 'ENTANGLED');
+    const pairId = (await lab.admin('q', 'pair', { peer: 'p' })).pairId;
+    expect((await lab.admin('q', 'xdp')).pairs.map((p) => p.pairId)).toContain(pairId);
 
-    const before = await lab.admin<XdpStatus>('q', 'xdp');
-    const daemonBefore = (await lab.admin<{ drops: Record<string, number> }>('q', 'status')).drops;
+    const before = await lab.admin('q', 'xdp');
+    const daemonBefore = (await lab.admin('q', 'status')).drops;
     const q = lab.host('q');
     // The flood's frames, by field (wire/layouts.ts): bad magic, a Data frame for no pair, handshakes.
     const frame = (payloadLen: number, h: Parameters<typeof ESTP_HEADER.encode>[0]): string => {
@@ -75,23 +65,23 @@ describe('XDP in spookd', () => {
     const after = await until(
       'XDP counters',
       async () => {
-        const s = await lab.admin<XdpStatus>('q', 'xdp');
-        return s.counters['bad-magic'] - before.counters['bad-magic'] >= 1000 ? s : undefined;
+        const s = await lab.admin('q', 'xdp');
+        return s.counters!['bad-magic'] - before.counters!['bad-magic'] >= 1000 ? s : undefined;
       },
       15_000,
     );
-    expect(after.counters['bad-magic'] - before.counters['bad-magic']).toBe(1000);
-    expect(after.counters['unknown-pair'] - before.counters['unknown-pair']).toBe(1000);
+    expect(after.counters!['bad-magic'] - before.counters!['bad-magic']).toBe(1000);
+    expect(after.counters!['unknown-pair'] - before.counters!['unknown-pair']).toBe(1000);
     // 1,000 handshakes from one source: the bucket (burst 10, 5/s) lets only a few through.
-    expect(after.counters['handshake-rate-limited'] - before.counters['handshake-rate-limited']).toBeGreaterThan(950);
-    const daemonAfter = (await lab.admin<{ drops: Record<string, number> }>('q', 'status')).drops;
+    expect(after.counters!['handshake-rate-limited'] - before.counters!['handshake-rate-limited']).toBeGreaterThan(950);
+    const daemonAfter = (await lab.admin('q', 'status')).drops;
     expect(daemonAfter['bad-magic'] ?? 0).toBe(daemonBefore['bad-magic'] ?? 0);
     expect(daemonAfter['unknown-pair'] ?? 0).toBe(daemonBefore['unknown-pair'] ?? 0);
     expect((daemonAfter['bad-mac1'] ?? 0) - (daemonBefore['bad-mac1'] ?? 0)).toBeLessThan(50);
     // Still syncing, and the pair's frames are counted at XDP.
-    const w = await lab.admin<{ verdict: string }>('p', 'set', { peer: 'q', register: 'config', key: 'through-xdp', value: 'yes' });
+    const w = await lab.admin('p', 'set', { peer: 'q', register: 'config', key: 'through-xdp', value: 'yes' });
     expect(w.verdict).toBe('committed');
-    const pairStats = (await lab.admin<XdpStatus>('q', 'xdp')).pairs.find((p) => p.pairId === pairId)!;
+    const pairStats = (await lab.admin('q', 'xdp')).pairs.find((p) => p.pairId === pairId)!;
     expect(pairStats.packets).toBeGreaterThan(0);
   }, 60_000);
 
@@ -112,7 +102,7 @@ describe('XDP in spookd', () => {
 
   it('a program left attached by a killed spookd is removed at the next start, even without an xdp section, and new sessions form', async () => {
     const q = lab.host('q');
-    const programId = (await lab.admin<XdpStatus>('q', 'xdp')).programId;
+    const programId = (await lab.admin('q', 'xdp')).programId;
     await lab.kill9('q');
     const link = (): string => execFileSync('ip', ['-n', q.ns, '-d', 'link', 'show', 'v7q'], { encoding: 'utf8' });
     expect(link()).toMatch(new RegExp(`prog/xdp id ${programId}`)); // the old program, with its old pair table, still filters
@@ -126,13 +116,9 @@ describe('XDP in spookd', () => {
         readFileSync(join(q.dir, 'spookd.log'), 'utf8').includes('removed the XDP program a previous run left attached') || undefined,
       5_000,
     );
-    await until(
-      'pair entangled again',
-      async () => (await lab.admin<{ state: string }>('q', 'pair', { peer: 'p' })).state === 'ENTANGLED',
-      20_000,
-    );
-    const w = await lab.admin<{ verdict: string }>('p', 'set', { peer: 'q', register: 'config', key: 'after-stale-xdp', value: 'yes' });
+    await until('pair entangled again', async () => (await lab.admin('q', 'pair', { peer: 'p' })).state === 'ENTANGLED', 20_000);
+    const w = await lab.admin('p', 'set', { peer: 'q', register: 'config', key: 'after-stale-xdp', value: 'yes' });
     expect(w.verdict).toBe('committed');
-    expect((await lab.admin<XdpStatus>('q', 'xdp')).enabled).toBe(false);
+    expect((await lab.admin('q', 'xdp')).enabled).toBe(false);
   }, 60_000);
 });

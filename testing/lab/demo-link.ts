@@ -6,17 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Lab, ROOT, canUseNetns, sleep, until } from './netns.js';
-
-interface Reg {
-  version: number;
-  hash: string;
-  pending: number;
-}
-interface PairInfo {
-  state: string;
-  role: string;
-  registers: Reg[];
-}
+import type { PairSummary } from '../../client/protocol.js';
 
 export async function runLinkDemo(print: (line: string) => void): Promise<boolean> {
   const netns = canUseNetns();
@@ -30,7 +20,7 @@ export async function runLinkDemo(print: (line: string) => void): Promise<boolea
       print(((e as { stdout?: string }).stdout ?? '') + ((e as { stderr?: string }).stderr ?? ''));
     }
   };
-  const pair = (host: string, peer: string): Promise<PairInfo> => lab.admin<PairInfo>(host, 'pair', { peer });
+  const pair = (host: string, peer: string): Promise<PairSummary> => lab.admin(host, 'pair', { peer });
   const aligned = async (): Promise<boolean> => {
     const [p, q] = await Promise.all([pair('a', 'b'), pair('b', 'a')]);
     return (

@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { AdminClient } from '../../client/admin-client.js';
+import type { AdminCommand, AdminRequestArgs, AdminResult } from '../../client/protocol.js';
 import { encodeKey } from '../../drivers/daemon/keys.js';
 import { generateKeyPair, type KeyPair } from '../../crypto/primitives.js';
 
@@ -258,10 +259,11 @@ export class Lab {
     return sh('ip', ['netns', 'exec', this.host(name).ns, process.execPath, '--input-type=module', '-e', script]);
   }
 
-  async admin<T>(name: string, cmd: string, args: Record<string, unknown> = {}): Promise<T> {
+  /** One admin request to a host's spookd (client/protocol.ts). */
+  async admin<C extends AdminCommand>(name: string, cmd: C, ...args: AdminRequestArgs<C>): Promise<AdminResult<C>> {
     const c = await AdminClient.connect(this.host(name).socket);
     try {
-      return await c.request<T>(cmd, args);
+      return await c.request(cmd, ...args);
     } finally {
       c.close();
     }

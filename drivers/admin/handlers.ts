@@ -1,0 +1,28 @@
+/** The shape of the admin command table: one handler per command of client/protocol.ts, typed by it. */
+import type { AdminArgs, AdminCommand, AdminResult, AdminStream, AdminStreams } from '../../client/protocol.js';
+import type { Untrusted } from './args.js';
+
+/** One request in progress. */
+export interface Call {
+  /** Run `f` when the client goes away (stop waiting for an outcome, unsubscribe a stream). */
+  onClose(f: () => void): void;
+}
+
+/** A command: its arguments as they arrive (validated by the handler, each fault naming the argument), its result. */
+export type Handler<C extends AdminCommand> = (args: Untrusted<AdminArgs<C>>, call: Call) => AdminResult<C> | Promise<AdminResult<C>>;
+export type Handlers<K extends AdminCommand = AdminCommand> = { [C in K]: Handler<C> };
+
+/** An event as it travels: the peer goes beside it, `{"id":…,"peer":…,"event":…}`. */
+export type WireEvent<S extends AdminStream> = AdminStreams[S]['event'] extends infer E
+  ? E extends unknown
+    ? Omit<E, 'peer'>
+    : never
+  : never;
+
+/** A streaming command: checks its arguments (throwing before the first line), then emits until the client closes. */
+export type StreamHandler<S extends AdminStream> = (
+  args: Untrusted<AdminStreams[S]['args']>,
+  call: Call,
+  emit: (peer: string, ev: WireEvent<S>) => void,
+) => void;
+export type StreamHandlers = { [S in AdminStream]: StreamHandler<S> };

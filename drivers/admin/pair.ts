@@ -1,0 +1,188 @@
+/** Admin API commands for pairs (client/protocol.ts): status, pairs, pair, registers, xdp, get, set, cas, del, append, watch, events. */
+import type { AdminErrorCode, MapGetResult, Outcome, PairSummary, StreamGetResult, AdminArgs } from '../../client/protocol.js';
+import { DeltaOp, type Delta } from '../../wire/delta.js';
+import { hashHex } from '../../core/register/hash.js';
+import { ProposeError } from '../../core/pair/replica.js';
+import type { SpookEvent } from '../../core/pair/events.js';
+import { MapState } from '../../core/register/map.js';
+import { type StreamState } from '../../core/register/stream.js';
+import { encodeKey } from '../daemon/keys.js';
+import type { PeerLink, Spookd } from '../daemon/spookd.js';
+import { AdminFault, MAX_WAIT_MS, bytesArg, failsAs, num, showBytes, str, type Untrusted } from './args.js';
+import type { Call, Handlers, StreamHandlers } from './handlers.js';
+
+/** The pair a request names (`peer`), or the only one. */
+export const linkOf = (d: Spookd, peer: string | undefined): PeerLink =>
+  failsAs(peer === undefined ? 'peer-required' : 'unknown-peer', 'peer', () => d.link(peer));
+
+export function pairSummary(link: PeerLink): PairSummary {
+  const p = link.pair;
+  const st = p.stats;
+  return {
+    peer: link.name,
+    publicKey: encodeKey(link.publicKey),
+    state: p.state,
+    since: Math.round(p.lifecycle.since),
+    role: p.role,
+    endpoint: link.addr ? `${link.addr.address}:${link.addr.port}` : null,
+    pairId: link.session?.localIndex ?? null,
+    rttMs: p.rttMs === undefined ? null : Number(p.rttMs.toFixed(2)),
+    loss: st.datagramsSent === 0 ? 0 : Number((st.retransmitTimeouts / st.datagramsSent).toFixed(4)),
+    bytesSent: st.bytesSent,
+    bytesReceived: st.bytesReceived,
+    datagramsSent: st.datagramsSent,
+    datagramsReceived: st.datagramsReceived,
+    reentanglements: st.reentanglements,
+    fullTransfers: st.fullTransfers,
+    reentangleBytes: st.reentangleBytes,
+    drops: st.drops,
+    disconnects: link.disconnects,
+    fenced: link.fenced ?? null,
+    overBudget: link.budget.refused,
+    registers: [...p.registers.values()].map((r) => ({
+      name: r.name,
+      kind: r.cfg.kind,
+      policy: r.cfg.policy,
+      version: r.version,
+      hash: hashHex(r.hash),
+      size: r.state.size(),
+      stateBytes: r.state.fullTransferBytes(),
+      pending: r.pendingCount,
+      peerVersion: r.peerVersion,
+      logBase: r.log.base,
+    })),
+  };
+}
+
+/** The codes of the core's refusals of a write. */
+const PROPOSE_CODES: Record<ProposeError['code'], AdminErrorCode> = {
+  'buffer-full': 'buffer-full',
+  frozen: 'frozen',
+  invalid: 'invalid-delta',
+  closed: 'pair-closed',
+};
+
+type Write = 'set' | 'del' | 'cas' | 'append';
+
+/** Propose and wait for the outcome (committed or rejected) of this candidate. */
+function propose<C extends Write>(d: Spookd, cmd: C, args: Untrusted<AdminArgs<C>>, call: Call): Promise<Outcome> {
+  const link = linkOf(d, str(args, 'peer', false));
+  const register = str(args, 'register');
+  const r = failsAs('unknown-register', 'register', () => link.pair.register(register));
+  const a = args as Untrusted<AdminArgs<'set'> & AdminArgs<'cas'> & AdminArgs<'append'>>;
+  let delta: Delta;
+  if (cmd === 'set') delta = { op: DeltaOp.Set, key: bytesArg(a, 'key'), value: bytesArg(a, 'value') };
+  else if (cmd === 'del') delta = { op: DeltaOp.Del, key: bytesArg(a, 'key') };
+  else if (cmd === 'cas')
+    delta = {
+      op: DeltaOp.Cas,
+      key: bytesArg(a, 'key'),
+      expect: num(a, 'expect', 0, 0, Number.MAX_SAFE_INTEGER),
+      value: bytesArg(a, 'value'),
+    };
+  else delta = { op: DeltaOp.Append, offset: num(a, 'offset', r.nextAppendOffset, 0, Number.MAX_SAFE_INTEGER), data: bytesArg(a, 'data') };
+  const timeoutMs = num(args, 'timeoutMs', 10_000, 0, MAX_WAIT_MS);
+  let id: { origin: number; seq: number };
+  try {
+    id = link.pair.propose(d.now(), register, delta);
+  } catch (e) {
+    // The message keeps its "code: " prefix: it is what `spook set` has always printed.
+    if (e instanceof ProposeError) throw new AdminFault(PROPOSE_CODES[e.code], `${e.code}: ${e.message}`);
+    throw e;
+  }
+  return new Promise((resolve) => {
+    const done = (): void => {
+      d.subscribers.delete(sub);
+      clearTimeout(timer);
+    };
+    const sub = (l: PeerLink, ev: SpookEvent): void => {
+      if (l !== link || ev.type !== 'outcome' || ev.register !== register || ev.origin !== id.origin || ev.seq !== id.seq) return;
+      done();
+      resolve({ register, origin: id.origin, seq: id.seq, verdict: ev.verdict, reason: ev.reason ?? null, version: ev.version });
+    };
+    const timer = setTimeout(() => {
+      done();
+      // Not an error: the candidate stays pending (buffered) and will still be decided.
+      resolve({
+        register,
+        origin: id.origin,
+        seq: id.seq,
+        verdict: 'pending',
+        reason: `no outcome within ${timeoutMs} ms (pair ${link.pair.state})`,
+        version: null,
+      });
+    }, timeoutMs);
+    d.subscribers.add(sub);
+    call.onClose(done); // the client went away: stop waiting for it
+    d.kick(link);
+  });
+}
+
+export function pairHandlers(d: Spookd): Handlers<'status' | 'pairs' | 'pair' | 'registers' | 'xdp' | 'get' | Write> {
+  return {
+    status: () => {
+      const xdp = d.fastPath.status();
+      return {
+        publicKey: encodeKey(d.key.publicKey),
+        listen: d.cfg.listen,
+        uptimeMs: Math.round(d.uptimeMs),
+        pid: process.pid,
+        xdp: xdp.enabled ? `${xdp.mode} on ${xdp.interface}` : 'off',
+        pairs: [...d.links.values()].map((l) => ({ peer: l.name, state: l.pair.state })),
+        drops: d.drops,
+        warningsSuppressed: d.warns.suppressed,
+      };
+    },
+    pairs: () => [...d.links.values()].map((l) => pairSummary(l)),
+    xdp: () => d.fastPath.status(),
+    pair: (args) => pairSummary(linkOf(d, str(args, 'peer', false))),
+    registers: () => [...d.links.values()].flatMap((l) => pairSummary(l).registers.map((r) => ({ peer: l.name, ...r }))),
+    get: (args): MapGetResult | StreamGetResult => {
+      const link = linkOf(d, str(args, 'peer', false));
+      const register = str(args, 'register');
+      const r = failsAs('unknown-register', 'register', () => link.pair.register(register));
+      if (r.state instanceof MapState) {
+        const e = r.state.get(Buffer.from(str(args, 'key'), 'utf8'));
+        return { register: r.name, version: r.version, found: !!e, ...(e ? { keyVersion: e.version, value: showBytes(e.value) } : {}) };
+      }
+      const offset = num(args, 'offset', 0, 0, Number.MAX_SAFE_INTEGER);
+      const length = num(args, 'length', 65536, 0, 1 << 20);
+      return {
+        register: r.name,
+        version: r.version,
+        size: r.state.size(),
+        offset,
+        data: showBytes((r.state as StreamState).read(offset, length)),
+      };
+    },
+    set: (args, call) => propose(d, 'set', args, call),
+    del: (args, call) => propose(d, 'del', args, call),
+    cas: (args, call) => propose(d, 'cas', args, call),
+    append: (args, call) => propose(d, 'append', args, call),
+  };
+}
+
+/** `watch` (collapses) and `events` (lifecycle, re-entanglements): events until the client goes away. */
+export function pairStreams(d: Spookd): StreamHandlers {
+  const subscribe = (call: Call, f: (link: PeerLink, ev: SpookEvent) => void): void => {
+    d.subscribers.add(f);
+    call.onClose(() => d.subscribers.delete(f));
+  };
+  return {
+    watch: (args, call, emit) => {
+      const peer = str(args, 'peer', false);
+      const register = str(args, 'register', false);
+      subscribe(call, (link, ev) => {
+        if ((peer && link.name !== peer) || ev.type !== 'collapse' || (register && ev.register !== register)) return;
+        emit(link.name, { ...ev, entries: ev.entries.map((e) => ({ origin: e.origin, seq: e.seq, verdict: e.verdict })) });
+      });
+    },
+    events: (args, call, emit) => {
+      const peer = str(args, 'peer', false);
+      subscribe(call, (link, ev) => {
+        if ((peer && link.name !== peer) || (ev.type !== 'lifecycle' && ev.type !== 'reentangled')) return;
+        emit(link.name, ev);
+      });
+    },
+  };
+}
