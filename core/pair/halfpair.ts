@@ -17,7 +17,8 @@ import type { SpookEvent } from './events.js';
 import { Lifecycle, LifecycleEvent, PairState } from './lifecycle.js';
 import { PayloadBuilder } from './payload.js';
 import { Deque } from '../util/deque.js';
-import { REGISTER_DEFAULTS, Replica, type PairContext, type PairStore, type RegisterConfig, type Role } from './replica.js';
+import { Replica } from './replica.js';
+import { REGISTER_DEFAULTS, type PairContext, type PairRole, type PairStore, type RegisterConfig } from './types.js';
 
 export interface Timing {
   /** Send a Status for every register at least this often (liveness probe). */
@@ -88,7 +89,7 @@ const PN_RING = 1024;
 const MAX_BACKOFF = 64;
 
 export class HalfPair {
-  readonly role: Role;
+  readonly role: PairRole;
   readonly lifecycle: Lifecycle;
   readonly registers = new Map<string, Replica>();
   readonly stats: PairStats = {
@@ -170,11 +171,11 @@ export class HalfPair {
       rto: () => this.rto(),
       emit: (ev) => this.emit(ev),
       maxPayload: this.maxPayload,
-      respond: (m, now) => {
+      respond: (now, m) => {
         if (this.outbox.length >= OUTBOX_LIMIT) this.drop(now, 'outbox-full', 'response dropped; the peer re-requests');
         else this.outbox.push(m);
       },
-      trigger: (event, detail, now) => this.trigger(event, detail, now),
+      trigger: (now, event, detail) => this.trigger(now, event, detail),
       countFullTransfer: () => {
         this.stats.fullTransfers++;
       },
@@ -298,41 +299,7 @@ export class HalfPair {
       this.drop(now, 'unknown-register', `message ${MsgType[m.type]} for register ${JSON.stringify(m.register)}`);
       return;
     }
-    const sequencer = this.role === 'sequencer';
-    switch (m.type) {
-      case MsgType.Status:
-        return r.onStatus(now, m);
-      case MsgType.Propose: {
-        if (!sequencer) {
-          this.drop(now, 'propose-to-follower', `${m.candidates.length} candidate(s) sent to the follower`, m.candidates.length);
-          return;
-        }
-        const refused = r.onPropose(now, m);
-        if (refused > 0) this.drop(now, 'wrong-origin', `${refused} candidate(s) not from the peer's own origin`, refused);
-        return;
-      }
-      case MsgType.Collapse:
-        return r.onCollapse(now, m, raw);
-      case MsgType.ReconReq:
-        if (sequencer) r.responder.onReconReq(now, m);
-        return;
-      case MsgType.SnapReq:
-        if (sequencer) r.responder.onSnapReq(now, m);
-        return;
-      case MsgType.StreamReq:
-        if (sequencer) r.responder.onStreamReq(now, m);
-        return;
-      case MsgType.ReconMeta:
-        return r.requester?.onMeta(now, m);
-      case MsgType.ReconNode:
-        return r.requester?.onNode(now, m);
-      case MsgType.ReconEntries:
-        return r.requester?.onEntries(now, m);
-      case MsgType.SnapChunk:
-        return r.requester?.onChunk(now, m);
-      case MsgType.StreamData:
-        return r.requester?.onStreamData(now, m);
-    }
+    r.handle(now, m, raw);
   }
 
   private onAck(now: number, m: AckMsg): void {
@@ -401,7 +368,7 @@ export class HalfPair {
    * yet). pollTransmit does this itself; the daemon calls this while the peer is unreachable.
    */
   collapse(now: number): void {
-    if (this.role !== 'sequencer' || this.state === PairState.CLOSED) return;
+    if (this.state === PairState.CLOSED) return;
     let made = 0;
     for (const r of this.registers.values()) made += r.collapse(now);
     if (made > 0) this.evaluate(now);
@@ -502,7 +469,7 @@ export class HalfPair {
   }
 
   /** A register found divergence or an unfillable gap while the peer is reachable: decohere, then re-entangle at once. */
-  private trigger(event: LifecycleEvent, detail: string, now: number): void {
+  private trigger(now: number, event: LifecycleEvent, detail: string): void {
     if (!this.lifecycle.can(event)) return;
     this.fire(event, now, detail);
     this.fire(LifecycleEvent.PeerHeard, now, 'peer reachable; re-entangling');
@@ -516,7 +483,7 @@ export class HalfPair {
       case PairState.FORMING: {
         if (!regs.every((r) => r.peerHash !== undefined)) return;
         const same = regs.every(
-          (r) => r.peerVersion === r.version && r.peerHash!.hi === r.hash.hi && r.peerHash!.lo === r.hash.lo && !r.requester,
+          (r) => r.peerVersion === r.version && r.peerHash!.hi === r.hash.hi && r.peerHash!.lo === r.hash.lo && !r.reconciling,
         );
         if (same) this.fire(LifecycleEvent.FormedAligned, now, "every register at the peer's (version, hash)");
         else {

@@ -210,7 +210,12 @@ export class AdminServer {
           if (req.cmd === 'watch' && (ev.type !== 'collapse' || (register && ev.register !== register))) return;
           if (req.cmd === 'events' && ev.type !== 'lifecycle' && ev.type !== 'reentangled') return;
           const out =
-            ev.type === 'collapse' ? { ...ev, entries: ev.entries.map((e) => ({ origin: e.origin, seq: e.seq, verdict: e.verdict })) } : ev;
+            ev.type === 'collapse'
+              ? {
+                  ...ev,
+                  entries: ev.entries.map((e) => ({ origin: e.origin, seq: e.seq, verdict: e.verdict === 'committed' ? 0 : e.reason })),
+                }
+              : ev;
           this.send(sock, { id: req.id, peer: link.name, event: out });
         };
         d.subscribers.add(sub);
@@ -256,7 +261,14 @@ export class AdminServer {
       const sub = (l: PeerLink, ev: SpookEvent): void => {
         if (l !== link || ev.type !== 'outcome' || ev.register !== register || ev.origin !== id.origin || ev.seq !== id.seq) return;
         done();
-        resolve({ register, origin: id.origin, seq: id.seq, verdict: ev.verdict, reason: ev.reason ?? null, version: ev.version });
+        resolve({
+          register,
+          origin: id.origin,
+          seq: id.seq,
+          verdict: ev.verdict,
+          reason: ev.verdict === 'rejected' ? ev.reason : null,
+          version: ev.version,
+        });
       };
       const timer = setTimeout(() => {
         done();
