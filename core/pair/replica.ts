@@ -19,7 +19,7 @@ import type { MapState } from '../register/map.js';
 import type { StreamState } from '../register/stream.js';
 import { Follower } from './follower.js';
 import { PairState } from './lifecycle.js';
-import type { DeltaLog } from './log.js';
+import type { LogView } from './log.js';
 import type { PayloadBuilder } from './payload.js';
 import { Sequencer } from './sequencer.js';
 import { SEQ_LEASE, Shared, copyDelta } from './shared.js';
@@ -81,7 +81,7 @@ export class Replica {
     return this.s.state.hash;
   }
 
-  get log(): DeltaLog {
+  get log(): LogView {
     return this.s.log;
   }
 

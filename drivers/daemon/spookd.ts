@@ -59,7 +59,7 @@ export interface PeerLink {
   publicKey: Uint8Array;
   /** Where frames go: configured, then learned from authenticated frames (roaming). */
   addr: { address: string; port: number } | undefined;
-  pair: HalfPair;
+  readonly pair: HalfPair;
   store: DiskStore;
   session: Session | undefined;
   /** `until` moves with every frame opened on the session, never past `deadline` (§12.6). */
@@ -155,22 +155,8 @@ export class Spookd {
         log.fatal({ error: e.message }, 'durable storage failed; stopping');
         process.exit(70);
       });
-      const link: PeerLink = {
-        name: p.name,
-        publicKey,
-        addr: p.endpoint ? toAddr(p.endpoint) : undefined,
-        pair: undefined as unknown as HalfPair,
-        store,
-        session: undefined,
-        oldSessions: [],
-        unconfirmed: [],
-        lastInitAt: -Infinity,
-        violations: 0,
-        disconnects: 0,
-        budget: this.budgets.add(cfg.peerBudgetMs),
-        fenced: undefined,
-      };
-      link.pair = new HalfPair(
+      // The sealer reads the link's session when a frame goes out (the link is built just below).
+      const pair = new HalfPair(
         {
           pairId: 0,
           localId: ids.localId,
@@ -197,6 +183,21 @@ export class Spookd {
         },
         this.now(),
       );
+      const link: PeerLink = {
+        name: p.name,
+        publicKey,
+        addr: p.endpoint ? toAddr(p.endpoint) : undefined,
+        pair,
+        store,
+        session: undefined,
+        oldSessions: [],
+        unconfirmed: [],
+        lastInitAt: -Infinity,
+        violations: 0,
+        disconnects: 0,
+        budget: this.budgets.add(cfg.peerBudgetMs),
+        fenced: undefined,
+      };
       for (const r of link.pair.registers.values()) {
         const rep = store.load(r);
         log.info({ peer: p.name, ...rep }, rep.tornBytes > 0 ? 'register loaded; torn log tail cut' : 'register loaded');
