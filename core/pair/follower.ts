@@ -377,10 +377,4 @@ export class Follower implements RoleMachine, RequesterHost {
     this.everSent = Math.max(this.everSent, this.sentSeqUpTo);
     if (this.retransmitAt === undefined) this.retransmitAt = now + s.pair.rto();
   }
-
-  wantsToSend(): boolean {
-    if (this.requester !== undefined) return this.requester.wantsToSend();
-    const own = this.s.own;
-    return own.length > 0 && own.last()!.seq > this.sentSeqUpTo;
-  }
 }

@@ -256,7 +256,7 @@ export class HalfPair {
     this.lastHeard = now;
     if (this.state === PairState.REENTANGLING) this.stats.reentangleBytes += wireBytes;
     if (this.state === PairState.DECOHERENT) {
-      this.fire(LifecycleEvent.PeerHeard, now, 'valid frame from peer');
+      this.fire(now, LifecycleEvent.PeerHeard, 'valid frame from peer');
       this.backoff = 1; // the timers backed off against silence, not against this path
       for (const r of this.registers.values()) r.beginReentangle();
     }
@@ -289,8 +289,8 @@ export class HalfPair {
     if (m.type === MsgType.Ack) return this.onAck(now, m);
     if (m.type === MsgType.Close) {
       if (m.reason === CloseReason.GoingAway) {
-        if (this.lifecycle.can(LifecycleEvent.PeerSilent)) this.fire(LifecycleEvent.PeerSilent, now, 'peer is shutting down');
-      } else if (this.lifecycle.can(LifecycleEvent.Close)) this.fire(LifecycleEvent.Close, now, 'peer closed the pair');
+        if (this.lifecycle.can(LifecycleEvent.PeerSilent)) this.fire(now, LifecycleEvent.PeerSilent, 'peer is shutting down');
+      } else if (this.lifecycle.can(LifecycleEvent.Close)) this.fire(now, LifecycleEvent.Close, 'peer closed the pair');
       // A second Close (the same payload may carry two) finds the pair CLOSED already: nothing to do.
       return;
     }
@@ -333,7 +333,7 @@ export class HalfPair {
       (st === PairState.ENTANGLED || st === PairState.COLLAPSING || st === PairState.REENTANGLING) &&
       now >= this.lastHeard + this.timing.silenceMs
     ) {
-      this.fire(LifecycleEvent.PeerSilent, now, `nothing heard for ${now - this.lastHeard} ms`);
+      this.fire(now, LifecycleEvent.PeerSilent, `nothing heard for ${now - this.lastHeard} ms`);
     }
     let fired = false;
     for (const r of this.registers.values()) if (r.onTimeout(now)) fired = true;
@@ -440,7 +440,7 @@ export class HalfPair {
   /** Close the pair for good: a Close message goes out on the next pollTransmit. */
   close(now: number, reason = 'closed locally'): void {
     if (this.state === PairState.CLOSED) return;
-    this.fire(LifecycleEvent.Close, now, reason);
+    this.fire(now, LifecycleEvent.Close, reason);
     this.closeQueued = CloseReason.Closed;
   }
 
@@ -449,7 +449,7 @@ export class HalfPair {
    * `internal-error`. The driver stops driving the pair; this only records it and tells watchers.
    */
   fence(now: number, detail: string): void {
-    if (this.lifecycle.can(LifecycleEvent.InternalError)) this.fire(LifecycleEvent.InternalError, now, detail);
+    if (this.lifecycle.can(LifecycleEvent.InternalError)) this.fire(now, LifecycleEvent.InternalError, detail);
   }
 
   /**
@@ -463,16 +463,16 @@ export class HalfPair {
 
   // ------------------------------------------------------------------ lifecycle
 
-  private fire(event: LifecycleEvent, now: number, cause: string): void {
-    const from = this.lifecycle.fire(event, now);
+  private fire(now: number, event: LifecycleEvent, cause: string): void {
+    const from = this.lifecycle.fire(now, event);
     this.emit({ type: 'lifecycle', at: now, from, to: this.lifecycle.state, cause: `${event}: ${cause}` });
   }
 
   /** A register found divergence or an unfillable gap while the peer is reachable: decohere, then re-entangle at once. */
   private trigger(now: number, event: LifecycleEvent, detail: string): void {
     if (!this.lifecycle.can(event)) return;
-    this.fire(event, now, detail);
-    this.fire(LifecycleEvent.PeerHeard, now, 'peer reachable; re-entangling');
+    this.fire(now, event, detail);
+    this.fire(now, LifecycleEvent.PeerHeard, 'peer reachable; re-entangling');
     for (const r of this.registers.values()) r.beginReentangle();
   }
 
@@ -485,9 +485,9 @@ export class HalfPair {
         const same = regs.every(
           (r) => r.peerVersion === r.version && r.peerHash!.hi === r.hash.hi && r.peerHash!.lo === r.hash.lo && !r.reconciling,
         );
-        if (same) this.fire(LifecycleEvent.FormedAligned, now, "every register at the peer's (version, hash)");
+        if (same) this.fire(now, LifecycleEvent.FormedAligned, "every register at the peer's (version, hash)");
         else {
-          this.fire(LifecycleEvent.FormedMisaligned, now, "registers differ from the peer's");
+          this.fire(now, LifecycleEvent.FormedMisaligned, "registers differ from the peer's");
           for (const r of regs) r.beginReentangle();
         }
         return this.evaluate(now);
@@ -496,13 +496,13 @@ export class HalfPair {
         if (!regs.every((r) => r.aligned())) return;
         for (const r of regs) r.finishReentangle(now);
         this.stats.reentanglements++;
-        this.fire(LifecycleEvent.Aligned, now, 'every register re-entangled');
+        this.fire(now, LifecycleEvent.Aligned, 'every register re-entangled');
         return this.evaluate(now);
       case PairState.ENTANGLED:
-        if (!regs.every((r) => r.settled())) this.fire(LifecycleEvent.CollapseStarted, now, 'collapse in flight');
+        if (!regs.every((r) => r.settled())) this.fire(now, LifecycleEvent.CollapseStarted, 'collapse in flight');
         return;
       case PairState.COLLAPSING:
-        if (regs.every((r) => r.settled())) this.fire(LifecycleEvent.CollapseSettled, now, 'peer confirmed every collapse');
+        if (regs.every((r) => r.settled())) this.fire(now, LifecycleEvent.CollapseSettled, 'peer confirmed every collapse');
         return;
       default:
         return;

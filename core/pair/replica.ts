@@ -103,10 +103,6 @@ export class Replica {
     return this.s.own.length;
   }
 
-  get reentanglements(): number {
-    return this.s.reentanglements;
-  }
-
   /** Whether reconciliation or a full transfer is under way (follower). */
   get reconciling(): boolean {
     return this.machine.reconciling;
@@ -266,7 +262,6 @@ export class Replica {
   /** The pair re-entangled: report how this register got there (log unless reconciliation or a full transfer ran). */
   finishReentangle(now: number): void {
     const s = this.s;
-    s.reentanglements++;
     s.pair.emit({ type: 'reentangled', at: now, register: s.name, method: s.reentangleMethod, version: s.version });
     s.reentangleTarget = undefined;
     s.reentangleMethod = 'log';
@@ -299,11 +294,5 @@ export class Replica {
       s.statusDirty = false;
     }
     if (s.reachable) this.machine.fill(now, b);
-  }
-
-  /** Whether a datagram would carry something for this register now. */
-  wantsToSend(): boolean {
-    if (this.s.statusDirty) return true;
-    return this.s.reachable && this.machine.wantsToSend();
   }
 }

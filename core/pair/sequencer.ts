@@ -33,7 +33,7 @@ import type { OwnCandidate, RegisterMessage } from './types.js';
 
 /** Room kept beside a collapse record in one payload: an Ack and a Status. */
 const COLLAPSE_SLACK = 160;
-export const MAX_ENTRIES_PER_COLLAPSE = 255;
+const MAX_ENTRIES_PER_COLLAPSE = 255;
 /** Gaps shorter than this are always replayed from the log (costing them is not worth it). */
 const GAP_COSTING_MIN = 64;
 /** Records decoded to cost a gap; a longer gap is extrapolated from its most recent ones. */
@@ -380,10 +380,5 @@ export class Sequencer implements RoleMachine, ResponderHost {
   private peerHolds(v: number): boolean {
     for (const r of this.peerHeld) if (v >= r.from && v <= r.to) return true;
     return false;
-  }
-
-  wantsToSend(): boolean {
-    const s = this.s;
-    return s.peerVersion >= 0 && this.sentUpTo < Math.min(s.version, s.peerVersion + SEND_WINDOW) && s.log.covers(this.sentUpTo);
   }
 }

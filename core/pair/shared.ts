@@ -48,7 +48,6 @@ export interface RoleMachine {
   onTimeout(now: number): boolean;
   /** Add this role's messages (beyond the Status) to the datagram being built. */
   fill(now: number, b: PayloadBuilder): void;
-  wantsToSend(): boolean;
 }
 
 export class Shared {
@@ -69,7 +68,6 @@ export class Shared {
   /** Version both ends must reach before this register counts as re-entangled. */
   reentangleTarget: number | undefined;
   reentangleMethod: ReentangleMethod = 'log';
-  reentanglements = 0;
   /** UTF-8 length of the name, for packing estimates. */
   readonly nameBytes: number;
 

@@ -149,11 +149,6 @@ export class ReconResponder {
     if (this.pin && version > this.pin.version) this.pin = undefined;
   }
 
-  /** Whether work() has something to do (a pin being chunked). */
-  get busy(): boolean {
-    return this.pin?.kind === 'map' && this.pin.chunks !== undefined && !this.pin.chunks.done;
-  }
-
   /**
    * The pin a request refers to. A request that starts a session (WANT_META) gets the
    * current pin when the log can still bring the follower from it to the present, else a
@@ -411,10 +406,6 @@ export class ReconRequester {
       this.streamBase = 0;
     } else if (r.state instanceof MapState) this.myIndex = r.state.snapshot(r.version);
     else this.streamBase = r.state.size();
-  }
-
-  wantsToSend(): boolean {
-    return this.wantRequest;
   }
 
   /** Whether a response belongs to this session (the first one fixes the pinned version). */
