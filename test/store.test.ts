@@ -35,7 +35,7 @@ function open(dir: string, maxLogBytes?: number) {
 }
 
 function commit(pair: HalfPair): void {
-  for (const r of pair.registers.values()) r.collapse(0);
+  pair.collapse(0);
 }
 
 // Committed history survives a restart: snapshot + log replay, torn tails cut, damage refused.

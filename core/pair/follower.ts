@@ -122,14 +122,14 @@ export class Follower implements RoleMachine, RequesterHost {
     if (s.nextSeq <= mark) s.continueSeqAfter(mark);
     s.statusDirty = true;
     s.reentangleMethod = r.method;
-    s.pair.store?.replaced(s);
+    s.pair.persist({ kind: 'replaced', image: s });
   }
 
   // ---------------------------------------------------------------- own candidates
 
   queueOwn(seq: number, delta: Delta): void {
     // It can wait for the peer: durable before anyone is told "pending".
-    this.s.pair.store?.proposed(this.s.name, seq, delta);
+    this.s.pair.persist({ kind: 'proposed', register: this.s.name, seq, delta });
   }
 
   restored(): void {
@@ -302,7 +302,7 @@ export class Follower implements RoleMachine, RequesterHost {
     }
     const rec = { version: v, hash: m.hash, encoded: raw.slice() };
     s.log.append(rec, v);
-    s.pair.store?.append(s.name, rec);
+    s.pair.persist({ kind: 'append', register: s.name, rec });
     s.afterCollapse(now, v, m.entries);
     s.statusDirty = true;
     return true;

@@ -18,7 +18,15 @@ import { Lifecycle, LifecycleEvent, PairState } from './lifecycle.js';
 import { PayloadBuilder } from './payload.js';
 import { Deque } from '../util/deque.js';
 import { Replica } from './replica.js';
-import { REGISTER_DEFAULTS, type PairContext, type PairRole, type PairStore, type RegisterConfig } from './types.js';
+import {
+  REGISTER_DEFAULTS,
+  persistWrites,
+  type PairContext,
+  type PairRole,
+  type PairStore,
+  type PairWrite,
+  type RegisterConfig,
+} from './types.js';
 
 export interface Timing {
   /** Send a Status for every register at least this often (liveness probe). */
@@ -59,7 +67,11 @@ export interface HalfPairOptions {
    * clear with this pair's own packet numbers (simulator, tests).
    */
   sealer?: FrameSealer;
-  /** Durable storage for committed history (spookd); none in the simulator. */
+  /**
+   * Durable storage for committed history (spookd); none in the simulator. Each input's
+   * writes are handed to it as one batch when the input returns, before any datagram or
+   * event it caused can be polled.
+   */
   store?: PairStore;
 }
 
@@ -108,6 +120,8 @@ export class HalfPair {
   private readonly maxPayload: number;
   private readonly events = new Deque<SpookEvent>();
   private outbox: Message[] = [];
+  /** What the current step must make durable (collected only with a store). */
+  private writes: PairWrite[] = [];
   private closeQueued: CloseReason | undefined;
   private rr = 0;
 
@@ -180,7 +194,9 @@ export class HalfPair {
         this.stats.fullTransfers++;
       },
       drop: (now, reason, detail, n) => this.drop(now, reason, detail, n),
-      store: this.opts.store,
+      persist: (w) => {
+        if (this.opts.store) this.writes.push(w);
+      },
     };
   }
 
@@ -209,6 +225,7 @@ export class HalfPair {
   propose(now: number, register: string, delta: Delta): { origin: number; seq: number } {
     const id = this.register(register).propose(now, delta);
     this.evaluate(now);
+    this.endStep();
     return id;
   }
 
@@ -239,6 +256,12 @@ export class HalfPair {
    * number; `wireBytes` is the datagram's size, for the byte counters.
    */
   handlePayload(now: number, pn: number, payload: Uint8Array, wireBytes = payload.length): boolean {
+    const handled = this.stepPayload(now, pn, payload, wireBytes);
+    this.endStep();
+    return handled;
+  }
+
+  private stepPayload(now: number, pn: number, payload: Uint8Array, wireBytes: number): boolean {
     if (this.state === PairState.CLOSED) return false;
     this.stats.datagramsReceived++;
     this.stats.bytesReceived += wireBytes;
@@ -372,6 +395,16 @@ export class HalfPair {
     let made = 0;
     for (const r of this.registers.values()) made += r.collapse(now);
     if (made > 0) this.evaluate(now);
+    this.endStep();
+  }
+
+  /** The step ended: make its writes durable, in order, before anything it caused can be polled. */
+  private endStep(): void {
+    const store = this.opts.store;
+    if (!store || this.writes.length === 0) return;
+    const batch = this.writes;
+    this.writes = [];
+    persistWrites(store, batch);
   }
 
   /** The next datagram to send, or undefined when there is nothing (call until undefined). */

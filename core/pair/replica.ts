@@ -224,7 +224,7 @@ export class Replica {
     const seq = s.nextSeq++;
     if (seq > s.leasedSeq) {
       s.leasedSeq = Math.min(seq + SEQ_LEASE - 1, Number.MAX_SAFE_INTEGER);
-      s.pair.store?.lease(s.name, s.leasedSeq);
+      s.pair.persist({ kind: 'lease', register: s.name, upTo: s.leasedSeq });
     }
     // Own the bytes: callers may reuse their buffers.
     const d = copyDelta(delta);

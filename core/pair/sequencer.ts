@@ -174,7 +174,7 @@ export class Sequencer implements RoleMachine, ResponderHost {
       w.u8(MsgType.Collapse).varint(body.pos).bytes(body.buf.subarray(0, body.pos));
       const rec = { version: v, hash, encoded: w.finish() };
       s.log.append(rec, s.peerVersion);
-      s.pair.store?.append(s.name, rec);
+      s.pair.persist({ kind: 'append', register: s.name, rec });
       s.afterCollapse(now, v, entries);
       made++;
     }

@@ -62,9 +62,24 @@ export interface PairContext {
   countFullTransfer(): void;
   /** Drop and count something the peer sent (a closed set of reasons, PROTOCOL.md §11). */
   drop(now: number, reason: string, detail: string, n?: number): void;
-  /** Durable storage, if any: called before anything that depends on it leaves the host. */
-  readonly store?: PairStore;
+  /** Something to make durable before anything that depends on it leaves the host (made when the step ends). */
+  persist(w: PairWrite): void;
 }
+
+/**
+ * What a step of the pair must make durable, as data (in the spirit of etcd raft's `Ready`):
+ * the core records it while it steps and the pair hands the batch to the store when the
+ * step ends, before any datagram or event of that step can be polled.
+ */
+export type PairWrite =
+  /** A collapse was committed (sequencer) or applied (follower). */
+  | { kind: 'append'; register: string; rec: LogRecord }
+  /** Reconciliation or a full transfer replaced the register's state: snapshot it. */
+  | { kind: 'replaced'; image: RegisterImage }
+  /** Own candidate sequence numbers up to `upTo` may now be used. */
+  | { kind: 'lease'; register: string; upTo: number }
+  /** An own candidate of the follower, to propose again after a restart until decided (§7.1). */
+  | { kind: 'proposed'; register: string; seq: number; delta: Delta };
 
 /** A register's committed state as a store snapshots it. */
 export interface RegisterImage {
@@ -88,4 +103,24 @@ export interface PairStore {
    * the store next rewrites its list from `ownCandidates()`.
    */
   proposed(register: string, seq: number, delta: Delta): void;
+}
+
+/** Make one step's writes durable, in order. */
+export function persistWrites(store: PairStore, writes: readonly PairWrite[]): void {
+  for (const w of writes) {
+    switch (w.kind) {
+      case 'append':
+        store.append(w.register, w.rec);
+        break;
+      case 'replaced':
+        store.replaced(w.image);
+        break;
+      case 'lease':
+        store.lease(w.register, w.upTo);
+        break;
+      case 'proposed':
+        store.proposed(w.register, w.seq, w.delta);
+        break;
+    }
+  }
 }
