@@ -79,6 +79,11 @@ export interface ProposeMsg {
 /** How collapse decided one candidate. On the wire: a verdict byte, 0 committed (the delta follows), else the RejectReason. */
 export type Decision = { verdict: 'committed'; delta: Delta } | { verdict: 'rejected'; reason: RejectReason };
 export type CollapseEntry = { origin: number; seq: number } & Decision;
+
+/** The verdict byte of a decision (also what the admin API's collapse stream reports). */
+export function verdictByte(d: Decision): number {
+  return d.verdict === 'committed' ? 0 : d.reason;
+}
 export interface CollapseMsg {
   type: MsgType.Collapse;
   register: string;
@@ -335,9 +340,8 @@ export function writeCollapseBody(w: Writer, m: Omit<CollapseMsg, 'type'>): void
   writeName(w, m.register);
   w.varint(m.version).hash64(m.hash).varint(m.entries.length);
   for (const e of m.entries) {
-    w.varint(e.origin).varint(e.seq);
-    if (e.verdict === 'committed') writeDelta(w.u8(0), e.delta);
-    else w.u8(e.reason);
+    w.varint(e.origin).varint(e.seq).u8(verdictByte(e));
+    if (e.verdict === 'committed') writeDelta(w, e.delta);
   }
 }
 

@@ -9,6 +9,7 @@ import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { DeltaOp, type Delta } from '../../wire/delta.js';
+import { verdictByte } from '../../wire/messages.js';
 import { hashHex } from '../../core/register/hash.js';
 import { ProposeError } from '../../core/pair/replica.js';
 import type { SpookEvent } from '../../core/pair/events.js';
@@ -211,10 +212,7 @@ export class AdminServer {
           if (req.cmd === 'events' && ev.type !== 'lifecycle' && ev.type !== 'reentangled') return;
           const out =
             ev.type === 'collapse'
-              ? {
-                  ...ev,
-                  entries: ev.entries.map((e) => ({ origin: e.origin, seq: e.seq, verdict: e.verdict === 'committed' ? 0 : e.reason })),
-                }
+              ? { ...ev, entries: ev.entries.map((e) => ({ origin: e.origin, seq: e.seq, verdict: verdictByte(e) })) }
               : ev;
           this.send(sock, { id: req.id, peer: link.name, event: out });
         };

@@ -15,6 +15,7 @@ import { PairState } from '../../core/pair/lifecycle.js';
 import { MapState } from '../../core/register/map.js';
 import { StreamState } from '../../core/register/stream.js';
 import { ProposeError } from '../../core/pair/replica.js';
+import { verdictByte } from '../../wire/messages.js';
 import type { NetStats } from './network.js';
 import { SimWorld, type SimEndpoint } from './world.js';
 
@@ -119,7 +120,7 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
         trace?.(`${t(ev.at)} ${ep.name} ${ev.from} -> ${ev.to} (${ev.cause})`);
         return;
       case 'collapse': {
-        const sig = ev.entries.map((e) => `${e.origin}:${e.seq}=${e.verdict === 'committed' ? 0 : e.reason}`).join(',');
+        const sig = ev.entries.map((e) => `${e.origin}:${e.seq}=${verdictByte(e)}`).join(',');
         for (const e of ev.entries) {
           const id = `${ev.register}/${e.origin}:${e.seq}`;
           const prev = verdictSeen.get(id);
