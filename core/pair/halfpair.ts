@@ -102,9 +102,9 @@ const MAX_BACKOFF = 64;
 
 export class HalfPair {
   readonly role: PairRole;
-  readonly lifecycle: Lifecycle;
-  readonly registers = new Map<string, Replica>();
-  readonly stats: PairStats = {
+  private readonly lifecycle: Lifecycle;
+  private readonly regs = new Map<string, Replica>();
+  private readonly counters: PairStats = {
     datagramsSent: 0,
     datagramsReceived: 0,
     bytesSent: 0,
@@ -154,7 +154,7 @@ export class HalfPair {
     this.lastHeard = now;
     const ctx = this.context();
     for (const spec of opts.registers) {
-      if (this.registers.has(spec.name)) throw new RangeError(`register ${spec.name} declared twice`);
+      if (this.regs.has(spec.name)) throw new RangeError(`register ${spec.name} declared twice`);
       const nameLen = new TextEncoder().encode(spec.name).length;
       if (nameLen === 0 || nameLen > MAX_REGISTER_NAME_LEN) {
         throw new RangeError(`register name ${JSON.stringify(spec.name)} is ${nameLen} bytes; it must be 1..${MAX_REGISTER_NAME_LEN}`);
@@ -167,7 +167,7 @@ export class HalfPair {
         ...(Object.fromEntries(Object.entries(spec).filter(([, v]) => v !== undefined)) as RegisterSpec),
         quota: { ...REGISTER_DEFAULTS.quota, ...spec.quota },
       };
-      this.registers.set(spec.name, new Replica(cfg, ctx));
+      this.regs.set(spec.name, new Replica(cfg, ctx));
     }
   }
 
@@ -191,7 +191,7 @@ export class HalfPair {
       },
       trigger: (now, event, detail) => this.trigger(now, event, detail),
       countFullTransfer: () => {
-        this.stats.fullTransfers++;
+        this.counters.fullTransfers++;
       },
       drop: (now, reason, detail, n) => this.drop(now, reason, detail, n),
       persist: (w) => {
@@ -202,6 +202,20 @@ export class HalfPair {
 
   get state(): PairState {
     return this.lifecycle.state;
+  }
+
+  /** When the pair entered its current state (ms). */
+  get since(): number {
+    return this.lifecycle.since;
+  }
+
+  get registers(): ReadonlyMap<string, Replica> {
+    return this.regs;
+  }
+
+  /** Counters (the driver's metrics). */
+  get stats(): Readonly<PairStats> {
+    return this.counters;
   }
 
   get pairId(): number {
@@ -237,14 +251,14 @@ export class HalfPair {
       frame = decodeFrame(datagram, (id) => id === this.opts.pairId);
     } catch (e) {
       if (!(e instanceof WireError)) throw e;
-      this.stats.datagramsReceived++;
-      this.stats.bytesReceived += datagram.length;
+      this.counters.datagramsReceived++;
+      this.counters.bytesReceived += datagram.length;
       this.drop(now, DROP_REASON_NAMES[e.reason], e.message);
       return false;
     }
     if (frame.header.type !== FrameType.Data) {
-      this.stats.datagramsReceived++;
-      this.stats.bytesReceived += datagram.length;
+      this.counters.datagramsReceived++;
+      this.counters.bytesReceived += datagram.length;
       this.drop(now, 'not-data', `frame type ${FrameType[frame.header.type]} is handled by ETCP, not a pair`);
       return false;
     }
@@ -263,8 +277,8 @@ export class HalfPair {
 
   private stepPayload(now: number, pn: number, payload: Uint8Array, wireBytes: number): boolean {
     if (this.state === PairState.CLOSED) return false;
-    this.stats.datagramsReceived++;
-    this.stats.bytesReceived += wireBytes;
+    this.counters.datagramsReceived++;
+    this.counters.bytesReceived += wireBytes;
     let decoded;
     try {
       decoded = decodeMessages(payload);
@@ -277,7 +291,7 @@ export class HalfPair {
     }
     if (decoded.unknown > 0) this.drop(now, 'unknown-message', `${decoded.unknown} message(s) of unknown type skipped`, decoded.unknown);
     this.lastHeard = now;
-    if (this.state === PairState.REENTANGLING) this.stats.reentangleBytes += wireBytes;
+    if (this.state === PairState.REENTANGLING) this.counters.reentangleBytes += wireBytes;
     if (this.state === PairState.DECOHERENT) {
       this.fire(now, LifecycleEvent.PeerHeard, 'valid frame from peer');
       this.backoff = 1; // the timers backed off against silence, not against this path
@@ -361,7 +375,7 @@ export class HalfPair {
     let fired = false;
     for (const r of this.registers.values()) if (r.onTimeout(now)) fired = true;
     if (fired) {
-      this.stats.retransmitTimeouts++;
+      this.counters.retransmitTimeouts++;
       this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF);
     }
     if (now >= this.lastKeepalive + this.timing.keepaliveMs) {
@@ -460,9 +474,9 @@ export class HalfPair {
     }
     this.sentPn[pn % PN_RING] = pn;
     this.sentAt[pn % PN_RING] = now;
-    this.stats.datagramsSent++;
-    this.stats.bytesSent += out.length;
-    if (this.state === PairState.REENTANGLING) this.stats.reentangleBytes += out.length;
+    this.counters.datagramsSent++;
+    this.counters.bytesSent += out.length;
+    if (this.state === PairState.REENTANGLING) this.counters.reentangleBytes += out.length;
     return out;
   }
 
@@ -528,7 +542,7 @@ export class HalfPair {
       case PairState.REENTANGLING:
         if (!regs.every((r) => r.aligned())) return;
         for (const r of regs) r.finishReentangle(now);
-        this.stats.reentanglements++;
+        this.counters.reentanglements++;
         this.fire(now, LifecycleEvent.Aligned, 'every register re-entangled');
         return this.evaluate(now);
       case PairState.ENTANGLED:
@@ -545,13 +559,13 @@ export class HalfPair {
   private emit(ev: SpookEvent): void {
     if (this.events.length >= EVENT_LIMIT) {
       this.events.shift();
-      this.stats.eventsDropped++;
+      this.counters.eventsDropped++;
     }
     this.events.push(ev);
   }
 
   private drop(now: number, reason: string, detail: string, n = 1): void {
-    this.stats.drops[reason] = (this.stats.drops[reason] ?? 0) + n;
+    this.counters.drops[reason] = (this.counters.drops[reason] ?? 0) + n;
     this.emit({ type: 'drop', at: now, reason, detail });
   }
 }

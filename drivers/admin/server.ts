@@ -36,7 +36,7 @@ export function pairSummary(d: Spookd, link: PeerLink): Record<string, unknown> 
     peer: link.name,
     publicKey: encodeKey(link.publicKey),
     state: p.state,
-    since: Math.round(p.lifecycle.since),
+    since: Math.round(p.since),
     role: p.role,
     endpoint: link.addr ? `${link.addr.address}:${link.addr.port}` : null,
     pairId: link.session?.localIndex ?? null,
