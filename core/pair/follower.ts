@@ -35,7 +35,7 @@ export class Follower implements RoleMachine, RequesterHost {
   readonly role = 'follower';
   readonly freezesWhenIncoherent: boolean;
   /** Reconciliation or a full transfer under way. */
-  requester: ReconRequester | undefined;
+  private session: ReconRequester | undefined;
 
   /** Highest version the sequencer has announced (status or collapse); older statuses are stale. */
   private seqVersionSeen = 0;
@@ -52,8 +52,13 @@ export class Follower implements RoleMachine, RequesterHost {
     this.freezesWhenIncoherent = s.cfg.policy === 'freeze';
   }
 
+  /** The reconciliation session under way, if any. */
+  get requester(): ReconRequester | undefined {
+    return this.session;
+  }
+
   get reconciling(): boolean {
-    return this.requester !== undefined;
+    return this.session !== undefined;
   }
 
   // ---------------------------------------------------------------- RequesterHost
@@ -101,7 +106,7 @@ export class Follower implements RoleMachine, RequesterHost {
     s.origins.clear();
     for (const [o, q] of r.origins) s.origins.set(o, q);
     s.log.reset(r.version, s.state.hash);
-    this.requester = undefined;
+    this.session = undefined;
     this.reorder.clear();
     // Own candidates decided while we could not see the collapses: outcome from the marks and the rejection list.
     const mark = r.origins.get(s.pair.localId) ?? 0;
@@ -178,15 +183,15 @@ export class Follower implements RoleMachine, RequesterHost {
       case MsgType.Collapse:
         return this.onCollapse(now, m, raw);
       case MsgType.ReconMeta:
-        return this.requester?.onMeta(now, m);
+        return this.session?.onMeta(now, m);
       case MsgType.ReconNode:
-        return this.requester?.onNode(now, m);
+        return this.session?.onNode(now, m);
       case MsgType.ReconEntries:
-        return this.requester?.onEntries(now, m);
+        return this.session?.onEntries(now, m);
       case MsgType.SnapChunk:
-        return this.requester?.onChunk(now, m);
+        return this.session?.onChunk(now, m);
       case MsgType.StreamData:
-        return this.requester?.onStreamData(now, m);
+        return this.session?.onStreamData(now, m);
       default:
         return; // requests only a sequencer answers
     }
@@ -209,7 +214,7 @@ export class Follower implements RoleMachine, RequesterHost {
   /** Decide whether the log can bring us to the sequencer, or reconciliation must. */
   private checkAlignment(now: number): void {
     const s = this.s;
-    if (this.requester !== undefined || s.peerHash === undefined) return;
+    if (this.session !== undefined || s.peerHash === undefined) return;
     const st = s.pair.state;
     if (st === PairState.DECOHERENT || st === PairState.CLOSED) return;
     let trigger: LifecycleEvent | undefined;
@@ -231,19 +236,19 @@ export class Follower implements RoleMachine, RequesterHost {
     // sessions start at the pins' rate, 2 at once then one per second (§8.2).
     const at = this.reconcileRate.next(now);
     this.reconcileRate.take(at);
-    this.requester = new ReconRequester(this, at > now ? at : undefined);
+    this.session = new ReconRequester(this, at > now ? at : undefined);
     this.reorder.clear();
   }
 
   private onCollapse(now: number, m: CollapseMsg, raw: Uint8Array): void {
     const s = this.s;
-    if (m.version > s.version + SEND_WINDOW && this.requester === undefined) {
+    if (m.version > s.version + SEND_WINDOW && this.session === undefined) {
       // Past the send window (§8.1): the sequencer may not send it yet; nothing is kept.
       s.pair.drop(now, 'beyond-window', `register ${s.name}: v${m.version} with the local version at v${s.version}`);
       return;
     }
     if (m.version > this.seqVersionSeen) this.seqVersionSeen = m.version;
-    if (this.requester !== undefined) return; // the state is being replaced; the log catch-up follows
+    if (this.session !== undefined) return; // the state is being replaced; the log catch-up follows
     if (m.version <= s.version) {
       s.statusDirty = true; // a duplicate: re-acknowledge
       return;
@@ -258,7 +263,7 @@ export class Follower implements RoleMachine, RequesterHost {
     if (!this.applyCollapse(now, m, raw)) return;
     for (let next = this.reorder.get(s.version + 1); next; next = this.reorder.get(s.version + 1)) {
       this.reorder.delete(next.msg.version);
-      if (!this.applyCollapse(now, next.msg, next.raw) || this.requester !== undefined) break;
+      if (!this.applyCollapse(now, next.msg, next.raw) || this.session !== undefined) break;
     }
     for (const v of this.reorder.keys()) if (v <= s.version) this.reorder.delete(v);
   }
@@ -318,7 +323,7 @@ export class Follower implements RoleMachine, RequesterHost {
 
   aligned(): boolean {
     const s = this.s;
-    if (this.requester !== undefined || s.peerHash === undefined) return false;
+    if (this.session !== undefined || s.peerHash === undefined) return false;
     // The sequencer's status when we heard it again sets the target: everything committed during the cut.
     if (s.reentangleTarget === undefined) s.reentangleTarget = s.peerVersion;
     if (s.version < s.reentangleTarget) return false;
@@ -332,7 +337,7 @@ export class Follower implements RoleMachine, RequesterHost {
   // ---------------------------------------------------------------- timers and sending
 
   nextTimeout(): number | undefined {
-    return this.requester ? (this.requester.retransmitAt ?? this.requester.notBefore) : this.retransmitAt;
+    return this.session ? (this.session.retransmitAt ?? this.session.notBefore) : this.retransmitAt;
   }
 
   onTimeout(now: number): boolean {
@@ -345,13 +350,13 @@ export class Follower implements RoleMachine, RequesterHost {
       this.s.statusDirty = true;
     }
     // A held-back start that is due: fill() sends it now (or when the peer is reachable).
-    if (this.requester?.notBefore !== undefined && now >= this.requester.notBefore) this.requester.notBefore = undefined;
-    if (this.requester?.onTimeout(now)) fired = true;
+    if (this.session?.notBefore !== undefined && now >= this.session.notBefore) this.session.notBefore = undefined;
+    if (this.session?.onTimeout(now)) fired = true;
     return fired;
   }
 
   fill(now: number, b: PayloadBuilder): void {
-    if (this.requester !== undefined) this.requester.fill(now, b);
+    if (this.session !== undefined) this.session.fill(now, b);
     else this.fillProposals(now, b);
   }
 
