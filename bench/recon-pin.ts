@@ -73,7 +73,7 @@ console.log(
     keys: n,
     mode: fresh ? 'fresh' : 'reuse',
     msPerRequest: samples.map((s) => Math.round(s)),
-    pinsBuilt: seq.register('kv').responder.pinsBuilt,
+    pinsBuilt: seq.register('kv').sequencer!.responder.pinsBuilt,
     snapReqMs: Math.round(first),
     chunkSlices: slices.length,
     maxSliceMs: Math.round(slices.reduce((m, s) => Math.max(m, s), 0)),

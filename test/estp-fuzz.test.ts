@@ -66,7 +66,7 @@ describe('ESTP fuzz from the authorised peer', () => {
       for (const name of ['kv', 's']) {
         const r = ep.pair.register(name);
         expect(r.pendingCount).toBeLessThanOrEqual(64);
-        expect(r.peerRejections.size).toBeLessThanOrEqual(128);
+        expect(r.sequencer?.peerRejections.size ?? 0).toBeLessThanOrEqual(128);
         expect(r.state.fullTransferBytes()).toBeLessThanOrEqual(4 << 20);
       }
     }
@@ -104,7 +104,7 @@ describe('ESTP fuzz from the authorised peer', () => {
       for (const ep of [A, B]) {
         const rs = ['kv', 's'].map((n) => {
           const r = ep.pair.register(n);
-          return { n, v: r.version, h: r.hash, pend: r.pendingCount, req: r.requester !== undefined, pv: r.peerVersion, st: r.status() };
+          return { n, v: r.version, h: r.hash, pend: r.pendingCount, req: r.reconciling, pv: r.peerVersion, st: r.status() };
         });
         console.log(ep.name, ep.pair.state, JSON.stringify(rs));
       }

@@ -42,7 +42,7 @@ describe('collapse', () => {
       h.events
         .filter((e) => e.ep === ep && e.ev.type === 'collapse')
         .map((e) => {
-          const c = e.ev as { version: number; entries: { origin: number; seq: number; verdict: number }[] };
+          const c = e.ev as { version: number; entries: readonly { origin: number; seq: number; verdict: string }[] };
           return `${c.version}:${c.entries.map((x) => `${x.origin}/${x.seq}/${x.verdict}`).join(',')}`;
         });
     expect(sig('B')).toEqual(sig('A'));
@@ -317,7 +317,13 @@ describe('forged extremes from the peer', () => {
     h.settle();
     const rb = h.b.pair.register('kv');
     // The follower adopts a pin whose marks claim its own origin decided everything.
-    rb.adopt(h.world.now, rb.version, new Map([[2, 2 ** 53 - 1]]), new Map(), 'reconcile');
+    rb.follower!.install(h.world.now, {
+      method: 'reconcile',
+      version: rb.version,
+      change: { kind: 'edit-map', deletes: [], puts: [] },
+      origins: new Map([[2, 2 ** 53 - 1]]),
+      rejections: new Map(),
+    });
     expect(() => h.b.pair.propose(h.world.now, 'kv', set('x', 'y'))).toThrow(ProposeError);
     expect(() => h.world.drain(h.b)).not.toThrow();
   });

@@ -47,7 +47,7 @@ const PATH: Record<PairState, LifecycleEvent[]> = {
 
 function lifecycleIn(state: PairState): Lifecycle {
   const lc = new Lifecycle(0);
-  PATH[state].forEach((ev, i) => lc.fire(ev, i + 1));
+  PATH[state].forEach((ev, i) => lc.fire(i + 1, ev));
   expect(lc.state).toBe(state);
   return lc;
 }
@@ -121,11 +121,11 @@ describe('Lifecycle', () => {
         const to = expected(from, ev);
         expect(lc.can(ev), `${from} can ${ev}`).toBe(to !== undefined);
         if (to !== undefined) {
-          expect(lc.fire(ev, 999)).toBe(from);
+          expect(lc.fire(999, ev)).toBe(from);
           expect(lc.state).toBe(to);
           expect(lc.since).toBe(999);
         } else {
-          expect(() => lc.fire(ev, 999)).toThrow(IllegalTransition);
+          expect(() => lc.fire(999, ev)).toThrow(IllegalTransition);
           expect(lc.state).toBe(from);
           expect(lc.since).toBe(sinceBefore);
         }
@@ -157,7 +157,7 @@ describe('Lifecycle', () => {
       [E.Close, S.CLOSED],
     ];
     steps.forEach(([ev, to], i) => {
-      lc.fire(ev, 10 * (i + 1));
+      lc.fire(10 * (i + 1), ev);
       expect(lc.state).toBe(to);
       expect(lc.since).toBe(10 * (i + 1));
     });

@@ -97,8 +97,8 @@ describe('receive windows', () => {
       if (round % 2 === 1) seq.collapse(round); // rejects them all (cas on absent keys)
     }
     expect(seq.stats.drops['beyond-window']).toBeGreaterThan(100);
-    expect(seq.register('kv').peerRejections.size).toBeLessThanOrEqual(32);
-    expect(seq.register('kv').hasPending).toBe(false);
+    expect(seq.register('kv').sequencer!.peerRejections.size).toBeLessThanOrEqual(32);
+    expect(seq.register('kv').sequencer!.hasPending).toBe(false);
   });
 
   it("a collapse record past the follower's send window is counted and not held", () => {
@@ -123,7 +123,7 @@ describe('reconciliation responses are held within bounds', () => {
     );
     const req = fol.pollTransmit(1);
     expect(req).toBeDefined();
-    expect(fol.register('kv').requester).toBeDefined();
+    expect(fol.register('kv').reconciling).toBe(true);
     const value = new Uint8Array(1000);
     for (let part = 0; part < 2000; part++) {
       fol.handleDatagram(

@@ -51,7 +51,7 @@ describe('reconciliation work per peer is bounded', () => {
       nodes += sent(seq, now).filter((m) => m.type === MsgType.ReconNode).length;
       now += 25; // 40 requests per second for 10 s
     }
-    const pins = seq.register('kv').responder.pinsBuilt;
+    const pins = seq.register('kv').sequencer!.responder.pinsBuilt;
     expect(pins).toBeLessThanOrEqual(PIN_BURST + Math.ceil(now / PIN_INTERVAL_MS));
     expect(pins).toBeGreaterThanOrEqual(2);
     expect(seq.stats.drops['recon-rate-limited']).toBeGreaterThan(100);
@@ -75,7 +75,7 @@ describe('reconciliation work per peer is bounded', () => {
       seq.handleDatagram(i, req);
       sent(seq, i);
     }
-    expect(seq.register('kv').responder.pinsBuilt).toBe(1);
+    expect(seq.register('kv').sequencer!.responder.pinsBuilt).toBe(1);
     expect(seq.stats.drops['recon-rate-limited']).toBeUndefined();
   });
 
@@ -121,15 +121,22 @@ describe('reconciliation sessions per follower are rate-limited', () => {
           held: [],
         }),
       );
-      starts.push(r.requester!.notBefore);
-      r.adopt(1, 100 * i - 50, new Map(), new Map(), 'reconcile'); // the session "ends"
+      starts.push(r.follower!.requester!.notBefore);
+      // The session "ends".
+      r.follower!.install(1, {
+        method: 'reconcile',
+        version: 100 * i - 50,
+        change: { kind: 'edit-map', deletes: [], puts: [] },
+        origins: new Map(),
+        rejections: new Map(),
+      });
     }
     expect(starts).toEqual([undefined, undefined, 1001, 2001]);
     fol.handleDatagram(
       1,
       frame({ type: MsgType.Status, register: 'kv', version: 1000, hash: { hi: 9, lo: 9 }, logBase: 999, resolvedSeq: 0, held: [] }),
     );
-    expect(r.requester!.notBefore).toBe(3001);
+    expect(r.follower!.requester!.notBefore).toBe(3001);
     expect(sent(fol, 2).some((m) => m.type === MsgType.ReconReq)).toBe(false);
     expect(fol.pollTimeout()).toBeLessThanOrEqual(3001);
     fol.handleTimeout(3001);

@@ -35,7 +35,7 @@ function open(dir: string, maxLogBytes?: number) {
 }
 
 function commit(pair: HalfPair): void {
-  for (const r of pair.registers.values()) r.collapse(0);
+  pair.collapse(0);
 }
 
 // Committed history survives a restart: snapshot + log replay, torn tails cut, damage refused.
@@ -201,7 +201,7 @@ describe('durable own candidates', () => {
     expect(t.outcomes(seqs)).toEqual(seqs.map((s) => `${s}:committed`));
     const decidedAtA = t.events
       .filter((e) => e.ep === 'A' && e.ev.type === 'collapse')
-      .flatMap((e) => (e.ev as { entries: { origin: number; seq: number }[] }).entries)
+      .flatMap((e) => (e.ev as { entries: readonly { origin: number; seq: number }[] }).entries)
       .filter((x) => x.origin === 2);
     expect(decidedAtA.map((x) => x.seq)).toEqual(seqs); // each once: the re-proposals were duplicates
     t.close();

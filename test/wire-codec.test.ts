@@ -539,9 +539,9 @@ const examples: Message[] = [
     version: 12,
     hash: h64(0xffffffff, 0),
     entries: [
-      { origin: 1, seq: 1, verdict: 0, delta: sampleDeltas[0] },
-      { origin: 2, seq: 5, verdict: RejectReason.CasMismatch },
-      { origin: 3, seq: 6, verdict: 0, delta: sampleDeltas[3] },
+      { origin: 1, seq: 1, verdict: 'committed', delta: sampleDeltas[0] },
+      { origin: 2, seq: 5, verdict: 'rejected', reason: RejectReason.CasMismatch },
+      { origin: 3, seq: 6, verdict: 'committed', delta: sampleDeltas[3] },
     ],
   },
   {
@@ -907,7 +907,7 @@ describe('range-checked fields', () => {
       register: 'm',
       version: 1,
       hash: { hi: 0, lo: 0 },
-      entries: [{ origin: 1, seq: 1, verdict: 1 }],
+      entries: [{ origin: 1, seq: 1, verdict: 'rejected', reason: RejectReason.CasMismatch }],
     });
     const badVerdict = collapse.slice();
     badVerdict[badVerdict.length - 1] = 9;

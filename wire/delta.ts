@@ -21,13 +21,6 @@ export type Delta =
   /** Commit only if the stream's length is `offset`. */
   | { op: DeltaOp.Append; offset: number; data: Uint8Array };
 
-export const DELTA_OP_NAMES: Record<DeltaOp, string> = {
-  [DeltaOp.Set]: 'set',
-  [DeltaOp.Del]: 'del',
-  [DeltaOp.Cas]: 'cas',
-  [DeltaOp.Append]: 'append',
-};
-
 export function encodedDeltaLen(d: Delta): number {
   switch (d.op) {
     case DeltaOp.Set:

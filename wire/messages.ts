@@ -4,7 +4,7 @@
  */
 import { DropReason, MAX_DELTA_LEN, MAX_KEY_LEN, MAX_REGISTER_NAME_LEN } from './constants.js';
 import { Reader, Writer, type Hash64Parts } from './buffer.js';
-import { readDelta, writeDelta, type Delta } from './delta.js';
+import { readDelta, writeDelta, type Delta, type RejectReason } from './delta.js';
 import { WireError } from './errors.js';
 
 export enum MsgType {
@@ -60,7 +60,8 @@ export interface AckMsg {
   largestPn: number;
   ackDelayMs: number;
 }
-export interface Candidate {
+/** A pair candidate: one delta proposed by `origin` under its sequence number `seq`. */
+export interface PairCandidate {
   origin: number;
   seq: number;
   delta: Delta;
@@ -73,14 +74,15 @@ export interface ProposeMsg {
    * (decided, or abandoned by a restart), so the sequencer may skip a gap below it.
    */
   base: number;
-  candidates: Candidate[];
+  candidates: PairCandidate[];
 }
-export interface CollapseEntry {
-  origin: number;
-  seq: number;
-  /** 0: committed (delta present); otherwise the RejectReason. */
-  verdict: number;
-  delta?: Delta;
+/** How collapse decided one candidate. On the wire: a verdict byte, 0 committed (the delta follows), else the RejectReason. */
+export type Decision = { verdict: 'committed'; delta: Delta } | { verdict: 'rejected'; reason: RejectReason };
+export type CollapseEntry = { origin: number; seq: number } & Decision;
+
+/** The verdict byte of a decision (also what the admin API's collapse stream reports). */
+export function verdictByte(d: Decision): number {
+  return d.verdict === 'committed' ? 0 : d.reason;
 }
 export interface CollapseMsg {
   type: MsgType.Collapse;
@@ -132,10 +134,11 @@ export interface OriginMark {
   origin: number;
   seq: number;
 }
-export interface Outcome {
+/** A rejected candidate whose proposer may not have heard of it yet (§8.5). */
+export interface RejectionMark {
   origin: number;
   seq: number;
-  reason: number;
+  reason: RejectReason;
 }
 export interface ReconMetaMsg {
   type: MsgType.ReconMeta;
@@ -146,7 +149,7 @@ export interface ReconMetaMsg {
   size: number;
   origins: OriginMark[];
   /** Rejections the requester has not yet acknowledged (its resolvedSeq is below them). */
-  rejections: Outcome[];
+  rejections: RejectionMark[];
 }
 export interface SnapReqMsg {
   type: MsgType.SnapReq;
@@ -227,10 +230,10 @@ function readName(r: Reader): string {
 
 const MAX_REJECT_REASON = 4;
 
-function readReason(r: Reader, field: string): number {
+function readReason(r: Reader, field: string): RejectReason {
   const v = r.u8(field);
   if (v === 0 || v > MAX_REJECT_REASON) throw new WireError(DropReason.MalformedPayload, field, `unknown reject reason ${v}`);
-  return v;
+  return v as RejectReason;
 }
 
 function readFlags(r: Reader, field: string): number {
@@ -337,11 +340,8 @@ export function writeCollapseBody(w: Writer, m: Omit<CollapseMsg, 'type'>): void
   writeName(w, m.register);
   w.varint(m.version).hash64(m.hash).varint(m.entries.length);
   for (const e of m.entries) {
-    w.varint(e.origin).varint(e.seq).u8(e.verdict);
-    if (e.verdict === 0) {
-      if (!e.delta) throw new Error('committed collapse entry without a delta');
-      writeDelta(w, e.delta);
-    }
+    w.varint(e.origin).varint(e.seq).u8(verdictByte(e));
+    if (e.verdict === 'committed') writeDelta(w, e.delta);
   }
 }
 
@@ -373,7 +373,7 @@ function readBody(r: Reader, type: number): Message | undefined {
       const register = readName(r);
       const base = r.varint('propose.base');
       const n = readCount(r, 'propose.count');
-      const candidates: Candidate[] = [];
+      const candidates: PairCandidate[] = [];
       for (let i = 0; i < n; i++) {
         candidates.push({
           origin: r.varint(`propose[${i}].origin`),
@@ -395,7 +395,11 @@ function readBody(r: Reader, type: number): Message | undefined {
         const verdict = r.u8(`collapse[${i}].verdict`);
         if (verdict > MAX_REJECT_REASON)
           throw new WireError(DropReason.MalformedPayload, `collapse[${i}].verdict`, `unknown verdict ${verdict}`);
-        entries.push(verdict === 0 ? { origin, seq, verdict, delta: readDelta(r, `collapse[${i}].delta`) } : { origin, seq, verdict });
+        entries.push(
+          verdict === 0
+            ? { origin, seq, verdict: 'committed', delta: readDelta(r, `collapse[${i}].delta`) }
+            : { origin, seq, verdict: 'rejected', reason: verdict as RejectReason },
+        );
       }
       return { type, register, version, hash, entries };
     }
@@ -449,7 +453,7 @@ function readBody(r: Reader, type: number): Message | undefined {
       const no = readCount(r, 'reconMeta.origins');
       for (let i = 0; i < no; i++)
         origins.push({ origin: r.varint(`reconMeta.origins[${i}].origin`), seq: r.varint(`reconMeta.origins[${i}].seq`) });
-      const rejections: Outcome[] = [];
+      const rejections: RejectionMark[] = [];
       const nr = readCount(r, 'reconMeta.rejections');
       for (let i = 0; i < nr; i++) {
         rejections.push({

@@ -151,7 +151,6 @@ interface Pending {
   init: IKInitiator;
   peer: PeerConfig;
   localIndex: number;
-  sentAt: number;
   /** The init's mac1: the associated data of a CookieReply to it. */
   mac1: Uint8Array;
   /** A CookieReply is accepted once per HandshakeInit. */
@@ -275,7 +274,7 @@ export class EtcpEndpoint {
       mac1Key(peer.publicKey),
       fresh ? c.cookie : undefined,
     );
-    this.pending.set(localIndex, { init, peer, localIndex, sentAt: now, mac1: mac1Of(frame).slice(), cookieTaken: false });
+    this.pending.set(localIndex, { init, peer, localIndex, mac1: mac1Of(frame).slice(), cookieTaken: false });
     return { datagram: frame };
   }
 

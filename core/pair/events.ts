@@ -1,19 +1,17 @@
 /** What a HalfPair reports to its driver (daemon, simulator, library). */
+import type { CollapseEntry } from '../../wire/messages.js';
 import type { PairState } from './lifecycle.js';
 
-export type Verdict = 'committed' | 'rejected';
-
-export interface EntryOutcome {
-  origin: number;
-  seq: number;
-  /** 0 committed, otherwise the RejectReason. */
-  verdict: number;
-}
+/** The fate of one of this endpoint's own candidates; a rejection's reason is named (REJECT_REASON_NAMES, or sequence-reused). */
+export type OwnOutcome = { verdict: 'committed' } | { verdict: 'rejected'; reason: string };
 
 export type SpookEvent =
   | { type: 'lifecycle'; at: number; from: PairState; to: PairState; cause: string }
-  | { type: 'collapse'; at: number; register: string; version: number; hash: string; entries: EntryOutcome[] }
+  | { type: 'collapse'; at: number; register: string; version: number; hash: string; entries: readonly CollapseEntry[] }
   /** The outcome of one of this endpoint's own candidates. `version` is the collapse that decided it. */
-  | { type: 'outcome'; at: number; register: string; origin: number; seq: number; verdict: Verdict; reason?: string; version: number }
-  | { type: 'reentangled'; at: number; register: string; method: 'log' | 'reconcile' | 'full'; version: number }
+  | ({ type: 'outcome'; at: number; register: string; origin: number; seq: number; version: number } & OwnOutcome)
+  | { type: 'reentangled'; at: number; register: string; method: ReentangleMethod; version: number }
   | { type: 'drop'; at: number; reason: string; detail: string };
+
+/** How a register got back to its peer's state: replaying the log, reconciling, or a full transfer (the last resort). */
+export type ReentangleMethod = 'log' | 'reconcile' | 'full';

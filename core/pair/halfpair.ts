@@ -17,7 +17,16 @@ import type { SpookEvent } from './events.js';
 import { Lifecycle, LifecycleEvent, PairState } from './lifecycle.js';
 import { PayloadBuilder } from './payload.js';
 import { Deque } from '../util/deque.js';
-import { REGISTER_DEFAULTS, Replica, type PairContext, type PairStore, type RegisterConfig, type Role } from './replica.js';
+import { Replica } from './replica.js';
+import {
+  REGISTER_DEFAULTS,
+  persistWrites,
+  type PairContext,
+  type PairRole,
+  type PairStore,
+  type PairWrite,
+  type RegisterConfig,
+} from './types.js';
 
 export interface Timing {
   /** Send a Status for every register at least this often (liveness probe). */
@@ -58,7 +67,11 @@ export interface HalfPairOptions {
    * clear with this pair's own packet numbers (simulator, tests).
    */
   sealer?: FrameSealer;
-  /** Durable storage for committed history (spookd); none in the simulator. */
+  /**
+   * Durable storage for committed history (spookd); none in the simulator. Each input's
+   * writes are handed to it as one batch when the input returns, before any datagram or
+   * event it caused can be polled.
+   */
   store?: PairStore;
 }
 
@@ -88,10 +101,10 @@ const PN_RING = 1024;
 const MAX_BACKOFF = 64;
 
 export class HalfPair {
-  readonly role: Role;
-  readonly lifecycle: Lifecycle;
-  readonly registers = new Map<string, Replica>();
-  readonly stats: PairStats = {
+  readonly role: PairRole;
+  private readonly lifecycle: Lifecycle;
+  private readonly regs = new Map<string, Replica>();
+  private readonly counters: PairStats = {
     datagramsSent: 0,
     datagramsReceived: 0,
     bytesSent: 0,
@@ -107,6 +120,8 @@ export class HalfPair {
   private readonly maxPayload: number;
   private readonly events = new Deque<SpookEvent>();
   private outbox: Message[] = [];
+  /** What the current step must make durable (collected only with a store). */
+  private writes: PairWrite[] = [];
   private closeQueued: CloseReason | undefined;
   private rr = 0;
 
@@ -139,7 +154,7 @@ export class HalfPair {
     this.lastHeard = now;
     const ctx = this.context();
     for (const spec of opts.registers) {
-      if (this.registers.has(spec.name)) throw new RangeError(`register ${spec.name} declared twice`);
+      if (this.regs.has(spec.name)) throw new RangeError(`register ${spec.name} declared twice`);
       const nameLen = new TextEncoder().encode(spec.name).length;
       if (nameLen === 0 || nameLen > MAX_REGISTER_NAME_LEN) {
         throw new RangeError(`register name ${JSON.stringify(spec.name)} is ${nameLen} bytes; it must be 1..${MAX_REGISTER_NAME_LEN}`);
@@ -152,7 +167,7 @@ export class HalfPair {
         ...(Object.fromEntries(Object.entries(spec).filter(([, v]) => v !== undefined)) as RegisterSpec),
         quota: { ...REGISTER_DEFAULTS.quota, ...spec.quota },
       };
-      this.registers.set(spec.name, new Replica(cfg, ctx));
+      this.regs.set(spec.name, new Replica(cfg, ctx));
     }
   }
 
@@ -170,21 +185,37 @@ export class HalfPair {
       rto: () => this.rto(),
       emit: (ev) => this.emit(ev),
       maxPayload: this.maxPayload,
-      respond: (m, now) => {
+      respond: (now, m) => {
         if (this.outbox.length >= OUTBOX_LIMIT) this.drop(now, 'outbox-full', 'response dropped; the peer re-requests');
         else this.outbox.push(m);
       },
-      trigger: (event, detail, now) => this.trigger(event, detail, now),
+      trigger: (now, event, detail) => this.trigger(now, event, detail),
       countFullTransfer: () => {
-        this.stats.fullTransfers++;
+        this.counters.fullTransfers++;
       },
       drop: (now, reason, detail, n) => this.drop(now, reason, detail, n),
-      store: this.opts.store,
+      persist: (w) => {
+        if (this.opts.store) this.writes.push(w);
+      },
     };
   }
 
   get state(): PairState {
     return this.lifecycle.state;
+  }
+
+  /** When the pair entered its current state (ms). */
+  get since(): number {
+    return this.lifecycle.since;
+  }
+
+  get registers(): ReadonlyMap<string, Replica> {
+    return this.regs;
+  }
+
+  /** Counters (the driver's metrics). */
+  get stats(): Readonly<PairStats> {
+    return this.counters;
   }
 
   get pairId(): number {
@@ -208,6 +239,7 @@ export class HalfPair {
   propose(now: number, register: string, delta: Delta): { origin: number; seq: number } {
     const id = this.register(register).propose(now, delta);
     this.evaluate(now);
+    this.endStep();
     return id;
   }
 
@@ -219,14 +251,14 @@ export class HalfPair {
       frame = decodeFrame(datagram, (id) => id === this.opts.pairId);
     } catch (e) {
       if (!(e instanceof WireError)) throw e;
-      this.stats.datagramsReceived++;
-      this.stats.bytesReceived += datagram.length;
+      this.counters.datagramsReceived++;
+      this.counters.bytesReceived += datagram.length;
       this.drop(now, DROP_REASON_NAMES[e.reason], e.message);
       return false;
     }
     if (frame.header.type !== FrameType.Data) {
-      this.stats.datagramsReceived++;
-      this.stats.bytesReceived += datagram.length;
+      this.counters.datagramsReceived++;
+      this.counters.bytesReceived += datagram.length;
       this.drop(now, 'not-data', `frame type ${FrameType[frame.header.type]} is handled by ETCP, not a pair`);
       return false;
     }
@@ -238,9 +270,15 @@ export class HalfPair {
    * number; `wireBytes` is the datagram's size, for the byte counters.
    */
   handlePayload(now: number, pn: number, payload: Uint8Array, wireBytes = payload.length): boolean {
+    const handled = this.stepPayload(now, pn, payload, wireBytes);
+    this.endStep();
+    return handled;
+  }
+
+  private stepPayload(now: number, pn: number, payload: Uint8Array, wireBytes: number): boolean {
     if (this.state === PairState.CLOSED) return false;
-    this.stats.datagramsReceived++;
-    this.stats.bytesReceived += wireBytes;
+    this.counters.datagramsReceived++;
+    this.counters.bytesReceived += wireBytes;
     let decoded;
     try {
       decoded = decodeMessages(payload);
@@ -253,9 +291,9 @@ export class HalfPair {
     }
     if (decoded.unknown > 0) this.drop(now, 'unknown-message', `${decoded.unknown} message(s) of unknown type skipped`, decoded.unknown);
     this.lastHeard = now;
-    if (this.state === PairState.REENTANGLING) this.stats.reentangleBytes += wireBytes;
+    if (this.state === PairState.REENTANGLING) this.counters.reentangleBytes += wireBytes;
     if (this.state === PairState.DECOHERENT) {
-      this.fire(LifecycleEvent.PeerHeard, now, 'valid frame from peer');
+      this.fire(now, LifecycleEvent.PeerHeard, 'valid frame from peer');
       this.backoff = 1; // the timers backed off against silence, not against this path
       for (const r of this.registers.values()) r.beginReentangle();
     }
@@ -288,8 +326,8 @@ export class HalfPair {
     if (m.type === MsgType.Ack) return this.onAck(now, m);
     if (m.type === MsgType.Close) {
       if (m.reason === CloseReason.GoingAway) {
-        if (this.lifecycle.can(LifecycleEvent.PeerSilent)) this.fire(LifecycleEvent.PeerSilent, now, 'peer is shutting down');
-      } else if (this.lifecycle.can(LifecycleEvent.Close)) this.fire(LifecycleEvent.Close, now, 'peer closed the pair');
+        if (this.lifecycle.can(LifecycleEvent.PeerSilent)) this.fire(now, LifecycleEvent.PeerSilent, 'peer is shutting down');
+      } else if (this.lifecycle.can(LifecycleEvent.Close)) this.fire(now, LifecycleEvent.Close, 'peer closed the pair');
       // A second Close (the same payload may carry two) finds the pair CLOSED already: nothing to do.
       return;
     }
@@ -298,41 +336,7 @@ export class HalfPair {
       this.drop(now, 'unknown-register', `message ${MsgType[m.type]} for register ${JSON.stringify(m.register)}`);
       return;
     }
-    const sequencer = this.role === 'sequencer';
-    switch (m.type) {
-      case MsgType.Status:
-        return r.onStatus(now, m);
-      case MsgType.Propose: {
-        if (!sequencer) {
-          this.drop(now, 'propose-to-follower', `${m.candidates.length} candidate(s) sent to the follower`, m.candidates.length);
-          return;
-        }
-        const refused = r.onPropose(now, m);
-        if (refused > 0) this.drop(now, 'wrong-origin', `${refused} candidate(s) not from the peer's own origin`, refused);
-        return;
-      }
-      case MsgType.Collapse:
-        return r.onCollapse(now, m, raw);
-      case MsgType.ReconReq:
-        if (sequencer) r.responder.onReconReq(now, m);
-        return;
-      case MsgType.SnapReq:
-        if (sequencer) r.responder.onSnapReq(now, m);
-        return;
-      case MsgType.StreamReq:
-        if (sequencer) r.responder.onStreamReq(now, m);
-        return;
-      case MsgType.ReconMeta:
-        return r.requester?.onMeta(now, m);
-      case MsgType.ReconNode:
-        return r.requester?.onNode(now, m);
-      case MsgType.ReconEntries:
-        return r.requester?.onEntries(now, m);
-      case MsgType.SnapChunk:
-        return r.requester?.onChunk(now, m);
-      case MsgType.StreamData:
-        return r.requester?.onStreamData(now, m);
-    }
+    r.handle(now, m, raw);
   }
 
   private onAck(now: number, m: AckMsg): void {
@@ -366,12 +370,12 @@ export class HalfPair {
       (st === PairState.ENTANGLED || st === PairState.COLLAPSING || st === PairState.REENTANGLING) &&
       now >= this.lastHeard + this.timing.silenceMs
     ) {
-      this.fire(LifecycleEvent.PeerSilent, now, `nothing heard for ${now - this.lastHeard} ms`);
+      this.fire(now, LifecycleEvent.PeerSilent, `nothing heard for ${now - this.lastHeard} ms`);
     }
     let fired = false;
     for (const r of this.registers.values()) if (r.onTimeout(now)) fired = true;
     if (fired) {
-      this.stats.retransmitTimeouts++;
+      this.counters.retransmitTimeouts++;
       this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF);
     }
     if (now >= this.lastKeepalive + this.timing.keepaliveMs) {
@@ -401,10 +405,20 @@ export class HalfPair {
    * yet). pollTransmit does this itself; the daemon calls this while the peer is unreachable.
    */
   collapse(now: number): void {
-    if (this.role !== 'sequencer' || this.state === PairState.CLOSED) return;
+    if (this.state === PairState.CLOSED) return;
     let made = 0;
     for (const r of this.registers.values()) made += r.collapse(now);
     if (made > 0) this.evaluate(now);
+    this.endStep();
+  }
+
+  /** The step ended: make its writes durable, in order, before anything it caused can be polled. */
+  private endStep(): void {
+    const store = this.opts.store;
+    if (!store || this.writes.length === 0) return;
+    const batch = this.writes;
+    this.writes = [];
+    persistWrites(store, batch);
   }
 
   /** The next datagram to send, or undefined when there is nothing (call until undefined). */
@@ -460,9 +474,9 @@ export class HalfPair {
     }
     this.sentPn[pn % PN_RING] = pn;
     this.sentAt[pn % PN_RING] = now;
-    this.stats.datagramsSent++;
-    this.stats.bytesSent += out.length;
-    if (this.state === PairState.REENTANGLING) this.stats.reentangleBytes += out.length;
+    this.counters.datagramsSent++;
+    this.counters.bytesSent += out.length;
+    if (this.state === PairState.REENTANGLING) this.counters.reentangleBytes += out.length;
     return out;
   }
 
@@ -473,7 +487,7 @@ export class HalfPair {
   /** Close the pair for good: a Close message goes out on the next pollTransmit. */
   close(now: number, reason = 'closed locally'): void {
     if (this.state === PairState.CLOSED) return;
-    this.fire(LifecycleEvent.Close, now, reason);
+    this.fire(now, LifecycleEvent.Close, reason);
     this.closeQueued = CloseReason.Closed;
   }
 
@@ -482,7 +496,7 @@ export class HalfPair {
    * `internal-error`. The driver stops driving the pair; this only records it and tells watchers.
    */
   fence(now: number, detail: string): void {
-    if (this.lifecycle.can(LifecycleEvent.InternalError)) this.fire(LifecycleEvent.InternalError, now, detail);
+    if (this.lifecycle.can(LifecycleEvent.InternalError)) this.fire(now, LifecycleEvent.InternalError, detail);
   }
 
   /**
@@ -496,16 +510,16 @@ export class HalfPair {
 
   // ------------------------------------------------------------------ lifecycle
 
-  private fire(event: LifecycleEvent, now: number, cause: string): void {
-    const from = this.lifecycle.fire(event, now);
+  private fire(now: number, event: LifecycleEvent, cause: string): void {
+    const from = this.lifecycle.fire(now, event);
     this.emit({ type: 'lifecycle', at: now, from, to: this.lifecycle.state, cause: `${event}: ${cause}` });
   }
 
   /** A register found divergence or an unfillable gap while the peer is reachable: decohere, then re-entangle at once. */
-  private trigger(event: LifecycleEvent, detail: string, now: number): void {
+  private trigger(now: number, event: LifecycleEvent, detail: string): void {
     if (!this.lifecycle.can(event)) return;
-    this.fire(event, now, detail);
-    this.fire(LifecycleEvent.PeerHeard, now, 'peer reachable; re-entangling');
+    this.fire(now, event, detail);
+    this.fire(now, LifecycleEvent.PeerHeard, 'peer reachable; re-entangling');
     for (const r of this.registers.values()) r.beginReentangle();
   }
 
@@ -516,11 +530,11 @@ export class HalfPair {
       case PairState.FORMING: {
         if (!regs.every((r) => r.peerHash !== undefined)) return;
         const same = regs.every(
-          (r) => r.peerVersion === r.version && r.peerHash!.hi === r.hash.hi && r.peerHash!.lo === r.hash.lo && !r.requester,
+          (r) => r.peerVersion === r.version && r.peerHash!.hi === r.hash.hi && r.peerHash!.lo === r.hash.lo && !r.reconciling,
         );
-        if (same) this.fire(LifecycleEvent.FormedAligned, now, "every register at the peer's (version, hash)");
+        if (same) this.fire(now, LifecycleEvent.FormedAligned, "every register at the peer's (version, hash)");
         else {
-          this.fire(LifecycleEvent.FormedMisaligned, now, "registers differ from the peer's");
+          this.fire(now, LifecycleEvent.FormedMisaligned, "registers differ from the peer's");
           for (const r of regs) r.beginReentangle();
         }
         return this.evaluate(now);
@@ -528,14 +542,14 @@ export class HalfPair {
       case PairState.REENTANGLING:
         if (!regs.every((r) => r.aligned())) return;
         for (const r of regs) r.finishReentangle(now);
-        this.stats.reentanglements++;
-        this.fire(LifecycleEvent.Aligned, now, 'every register re-entangled');
+        this.counters.reentanglements++;
+        this.fire(now, LifecycleEvent.Aligned, 'every register re-entangled');
         return this.evaluate(now);
       case PairState.ENTANGLED:
-        if (!regs.every((r) => r.settled())) this.fire(LifecycleEvent.CollapseStarted, now, 'collapse in flight');
+        if (!regs.every((r) => r.settled())) this.fire(now, LifecycleEvent.CollapseStarted, 'collapse in flight');
         return;
       case PairState.COLLAPSING:
-        if (regs.every((r) => r.settled())) this.fire(LifecycleEvent.CollapseSettled, now, 'peer confirmed every collapse');
+        if (regs.every((r) => r.settled())) this.fire(now, LifecycleEvent.CollapseSettled, 'peer confirmed every collapse');
         return;
       default:
         return;
@@ -545,13 +559,13 @@ export class HalfPair {
   private emit(ev: SpookEvent): void {
     if (this.events.length >= EVENT_LIMIT) {
       this.events.shift();
-      this.stats.eventsDropped++;
+      this.counters.eventsDropped++;
     }
     this.events.push(ev);
   }
 
   private drop(now: number, reason: string, detail: string, n = 1): void {
-    this.stats.drops[reason] = (this.stats.drops[reason] ?? 0) + n;
+    this.counters.drops[reason] = (this.counters.drops[reason] ?? 0) + n;
     this.emit({ type: 'drop', at: now, reason, detail });
   }
 }

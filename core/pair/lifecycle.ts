@@ -122,7 +122,7 @@ export class Lifecycle {
   }
 
   /** Apply `event`; returns the previous state. Throws IllegalTransition if the table has no entry. */
-  fire(event: LifecycleEvent, now: number): PairState {
+  fire(now: number, event: LifecycleEvent): PairState {
     const from = this.current;
     this.current = nextState(from, event);
     this.enteredAt = now;

@@ -18,16 +18,37 @@ export interface LogLimits {
   maxBytes: number;
 }
 
+/** What a register's readers may see of its log (only the register's roles append, compact or reset it). */
+export type LogView = Pick<
+  DeltaLog,
+  'base' | 'baseHash' | 'last' | 'length' | 'sizeBytes' | 'forcedCompactions' | 'covers' | 'get' | 'hashAt'
+>;
+
 export class DeltaLog {
-  private records: LogRecord[] = [];
+  /** Dropped records leave a hole (undefined) before `head` until the array is compacted. */
+  private records: (LogRecord | undefined)[] = [];
   private head = 0; // index of the oldest live record in `records`
   private bytes = 0;
-  base = 0;
-  baseHash: Hash64Parts = { hi: 0, lo: 0 };
-  /** Records dropped by the bounds before the peer acknowledged them. */
-  forcedCompactions = 0;
+  private baseVersion = 0;
+  private baseHashParts: Hash64Parts = { hi: 0, lo: 0 };
+  private forced = 0;
 
   constructor(readonly limits: LogLimits) {}
+
+  /** The version the log is compacted behind: it serves every version after it. */
+  get base(): number {
+    return this.baseVersion;
+  }
+
+  /** The state hash at `base`. */
+  get baseHash(): Hash64Parts {
+    return this.baseHashParts;
+  }
+
+  /** Records dropped by the bounds before the peer acknowledged them. */
+  get forcedCompactions(): number {
+    return this.forced;
+  }
 
   get last(): number {
     return this.base + this.length;
@@ -48,7 +69,7 @@ export class DeltaLog {
     this.records.push(rec);
     this.bytes += rec.encoded.length;
     while (this.length > this.limits.maxRecords || (this.bytes > this.limits.maxBytes && this.length > 1)) {
-      if (this.base >= peerAcked) this.forcedCompactions++;
+      if (this.baseVersion >= peerAcked) this.forced++;
       this.dropOldest();
     }
   }
@@ -78,17 +99,17 @@ export class DeltaLog {
     this.records = [];
     this.head = 0;
     this.bytes = 0;
-    this.base = base;
-    this.baseHash = { hi: hash.hi, lo: hash.lo };
+    this.baseVersion = base;
+    this.baseHashParts = { hi: hash.hi, lo: hash.lo };
   }
 
   private dropOldest(): void {
-    const rec = this.records[this.head];
-    this.records[this.head] = undefined as unknown as LogRecord;
+    const rec = this.records[this.head]!;
+    this.records[this.head] = undefined;
     this.head++;
     this.bytes -= rec.encoded.length;
-    this.base = rec.version;
-    this.baseHash = rec.hash;
+    this.baseVersion = rec.version;
+    this.baseHashParts = rec.hash;
     if (this.head > 1024 && this.head * 2 > this.records.length) {
       this.records = this.records.slice(this.head);
       this.head = 0;

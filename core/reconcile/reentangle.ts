@@ -37,7 +37,8 @@ import { BUCKET_DEPTH, childrenOf, countUnder, entriesUnder, forEachUnder, type 
 import { MapState, entryWireLen, type MapEntry } from '../register/map.js';
 import { StreamState } from '../register/stream.js';
 import type { PayloadBuilder } from '../pair/payload.js';
-import type { Replica } from '../pair/replica.js';
+import type { RequesterHost, ResponderHost, StateChange } from './host.js';
+import type { RejectReason } from '../../wire/delta.js';
 import { Gcra } from '../util/rate.js';
 
 /** A subtree with at most this many entries is answered with its entries, not its children. */
@@ -54,7 +55,7 @@ interface PinBase {
   version: number;
   hash: { hi: number; lo: number };
   origins: Map<number, number>;
-  rejections: Map<number, number>;
+  rejections: Map<number, RejectReason>;
 }
 
 /** Where a snapshot chunk starts: a bucket of the index and a position in it. */
@@ -138,7 +139,7 @@ export class ReconResponder {
   /** New pins built (metrics, tests); refusals are counted as recon-rate-limited drops. */
   pinsBuilt = 0;
 
-  constructor(private readonly r: Replica) {}
+  constructor(private readonly r: ResponderHost) {}
 
   /**
    * The follower has moved past `version`: a pin below it is no longer needed. (Strictly
@@ -146,15 +147,6 @@ export class ReconResponder {
    */
   release(version: number): void {
     if (this.pin && version > this.pin.version) this.pin = undefined;
-  }
-
-  get pinnedVersion(): number | undefined {
-    return this.pin?.version;
-  }
-
-  /** Whether work() has something to do (a pin being chunked). */
-  get busy(): boolean {
-    return this.pin?.kind === 'map' && this.pin.chunks !== undefined && !this.pin.chunks.done;
   }
 
   /**
@@ -204,10 +196,10 @@ export class ReconResponder {
       return undefined;
     }
     if (pin === 'no-pin' || pin.kind !== kind) {
-      this.r.respond(this.r.status(), now);
+      this.r.respond(now, this.r.status());
       return undefined;
     }
-    if (flags & REQ_WANT_META) this.r.respond(this.meta(pin), now);
+    if (flags & REQ_WANT_META) this.r.respond(now, this.meta(pin));
     return pin;
   }
 
@@ -223,32 +215,26 @@ export class ReconResponder {
       if (p.depth >= RECON_MAX_DEPTH || countUnder(pin.index, p.depth, p.prefix) <= RECON_LEAF_MAX) {
         const parts = partition(entriesUnder(pin.index, p.depth, p.prefix));
         parts.forEach((part, i) =>
-          this.r.respond(
-            {
-              type: MsgType.ReconEntries,
-              register: this.r.name,
-              targetVersion: pin.version,
-              depth: p.depth,
-              prefix: p.prefix,
-              part: i,
-              parts: parts.length,
-              entries: part.map(toWire),
-            },
-            now,
-          ),
-        );
-      } else {
-        this.r.respond(
-          {
-            type: MsgType.ReconNode,
+          this.r.respond(now, {
+            type: MsgType.ReconEntries,
             register: this.r.name,
             targetVersion: pin.version,
             depth: p.depth,
             prefix: p.prefix,
-            children: this.children(pin, p.depth, p.prefix),
-          },
-          now,
+            part: i,
+            parts: parts.length,
+            entries: part.map(toWire),
+          }),
         );
+      } else {
+        this.r.respond(now, {
+          type: MsgType.ReconNode,
+          register: this.r.name,
+          targetVersion: pin.version,
+          depth: p.depth,
+          prefix: p.prefix,
+          children: this.children(pin, p.depth, p.prefix),
+        });
       }
     }
   }
@@ -323,10 +309,14 @@ export class ReconResponder {
         }
         entries.push(toWire(list[i++]));
       }
-      this.r.respond(
-        { type: MsgType.SnapChunk, register: this.r.name, targetVersion: pin.version, chunk: c, chunks: starts.length, entries },
-        now,
-      );
+      this.r.respond(now, {
+        type: MsgType.SnapChunk,
+        register: this.r.name,
+        targetVersion: pin.version,
+        chunk: c,
+        chunks: starts.length,
+        entries,
+      });
     }
   }
 
@@ -335,16 +325,13 @@ export class ReconResponder {
     if (!pin || !(this.r.state instanceof StreamState)) return;
     const end = Math.min(pin.length, m.offset + STREAM_CHUNK * STREAM_WINDOW);
     for (let off = m.offset; off < end; off += STREAM_CHUNK) {
-      this.r.respond(
-        {
-          type: MsgType.StreamData,
-          register: this.r.name,
-          targetVersion: pin.version,
-          offset: off,
-          data: this.r.state.read(off, Math.min(STREAM_CHUNK, end - off)),
-        },
-        now,
-      );
+      this.r.respond(now, {
+        type: MsgType.StreamData,
+        register: this.r.name,
+        targetVersion: pin.version,
+        offset: off,
+        data: this.r.state.read(off, Math.min(STREAM_CHUNK, end - off)),
+      });
     }
   }
 }
@@ -387,7 +374,7 @@ export class ReconRequester {
   private receivedBytes = 0;
 
   constructor(
-    private readonly r: Replica,
+    private readonly r: RequesterHost,
     /** Rate-limited start (§8.2): no request before this time. */
     public notBefore?: number,
   ) {
@@ -419,10 +406,6 @@ export class ReconRequester {
       this.streamBase = 0;
     } else if (r.state instanceof MapState) this.myIndex = r.state.snapshot(r.version);
     else this.streamBase = r.state.size();
-  }
-
-  wantsToSend(): boolean {
-    return this.wantRequest;
   }
 
   /** Whether a response belongs to this session (the first one fixes the pinned version). */
@@ -496,7 +479,7 @@ export class ReconRequester {
    * when the sequencer sends more than this host may keep.
    */
   private admit(now: number, entries: readonly WireEntry[]): boolean {
-    const q = this.r.cfg.quota;
+    const q = this.r.quota;
     this.receivedEntries += entries.length;
     for (const e of entries) this.receivedBytes += entryWireLen(e);
     if (this.receivedEntries <= q.maxKeys && this.receivedBytes <= q.maxBytes) return true;
@@ -507,7 +490,7 @@ export class ReconRequester {
 
   onMeta(now: number, m: ReconMetaMsg): void {
     if (this.meta) return;
-    const q = this.r.cfg.quota;
+    const q = this.r.quota;
     if (m.size > (this.r.state instanceof MapState ? q.maxKeys : q.maxBytes)) {
       this.r.refuse(now, 'quota-violation', `pin of ${m.size} ${this.r.state instanceof MapState ? 'keys' : 'octets'} exceeds the quota`);
       return;
@@ -588,7 +571,7 @@ export class ReconRequester {
   onChunk(now: number, m: SnapChunkMsg): void {
     if (this.mode !== 'full') return;
     // Every chunk but an empty map's holds an entry: more chunks than the quota's keys is a lie.
-    if (m.chunks > Math.max(1, this.r.cfg.quota.maxKeys)) {
+    if (m.chunks > Math.max(1, this.r.quota.maxKeys)) {
       this.r.refuse(now, 'quota-violation', `snapshot of ${m.chunks} chunks exceeds the quota`);
       return;
     }
@@ -608,7 +591,7 @@ export class ReconRequester {
   onStreamData(now: number, m: StreamDataMsg): void {
     if (!this.accept(m.targetVersion)) return;
     if (m.offset !== this.streamBase + this.stagedLen) return; // out of order: the window is re-requested
-    const q = this.r.cfg.quota;
+    const q = this.r.quota;
     if (m.offset + m.data.length > (this.meta ? Math.min(this.meta.size, q.maxBytes) : q.maxBytes)) {
       this.r.refuse(now, 'quota-violation', `stream data past ${this.meta ? "the pin's length" : 'the quota'}`);
       this.restart();
@@ -628,17 +611,15 @@ export class ReconRequester {
     const r = this.r;
     if (r.state instanceof StreamState) {
       if (this.streamBase + this.stagedLen < meta.size) return;
-      const next = this.mode === 'full' ? new StreamState(r.state.seed) : r.state;
-      const h = next.hashAfter(this.staged);
-      if (!hashEquals(h, meta.hash)) {
-        if (this.mode === 'reconcile') this.startFull();
-        else this.restartFull();
-        return;
+      if (this.mode === 'reconcile') {
+        if (!hashEquals(r.state.hashAfter(this.staged), meta.hash)) return this.startFull();
+        return this.install(now, meta, { kind: 'append-stream', chunks: this.staged });
       }
+      const next = new StreamState(r.state.seed);
+      // A full transfer that does not verify (the responder moved its pin): start it again, uncounted.
+      if (!hashEquals(next.hashAfter(this.staged), meta.hash)) return this.restart();
       for (const c of this.staged) next.appendBytes(c);
-      r.state = next;
-      r.adopt(now, meta.targetVersion, marks(meta), rejections(meta), this.mode === 'full' ? 'full' : 'reconcile');
-      return;
+      return this.install(now, meta, { kind: 'replace', state: next });
     }
     if (this.mode === 'reconcile') {
       if (this.queue.length > 0 || this.outstanding.size > 0) return;
@@ -647,41 +628,29 @@ export class ReconRequester {
       for (const e of this.deletes) h.sub(e.hhi, e.hlo);
       const staged = this.puts.map((e) => state.entryOf(e.key, e.value, e.version));
       for (const e of staged) h.add(e.hhi, e.hlo);
-      if (!h.equals(meta.hash)) {
-        this.startFull();
-        return;
-      }
-      for (const e of this.deletes) state.remove(e.key);
-      for (const e of staged) state.put(e.key, e.value, e.version);
-      r.adopt(now, meta.targetVersion, marks(meta), rejections(meta), 'reconcile');
-      return;
+      if (!h.equals(meta.hash)) return this.startFull();
+      return this.install(now, meta, { kind: 'edit-map', deletes: this.deletes, puts: staged });
     }
     if (this.chunkCount === undefined || this.chunks.length < this.chunkCount) return;
     for (let i = 0; i < this.chunkCount; i++) if (!this.chunks[i]) return;
     const next = new MapState((r.state as MapState).seed);
     for (const chunk of this.chunks) for (const e of chunk!) next.put(e.key, e.value, e.version);
-    if (!next.hash.equals(meta.hash)) {
-      this.restartFull();
-      return;
-    }
-    r.state = next;
-    r.adopt(now, meta.targetVersion, marks(meta), rejections(meta), 'full');
+    // A full transfer that does not verify (the responder moved its pin): start it again, uncounted.
+    if (!next.hash.equals(meta.hash)) return this.restart();
+    this.install(now, meta, { kind: 'replace', state: next });
   }
 
-  /** A full transfer that does not verify (the responder moved its pin): start it again, uncounted. */
-  private restartFull(): void {
-    this.restart();
+  private install(now: number, meta: ReconMetaMsg, change: StateChange): void {
+    this.r.install(now, {
+      method: this.mode,
+      version: meta.targetVersion,
+      change,
+      origins: new Map(meta.origins.map((o) => [o.origin, o.seq])),
+      rejections: new Map(meta.rejections.map((o) => [o.seq, o.reason])),
+    });
   }
 }
 
 function copyEntry(e: WireEntry): WireEntry {
   return { key: e.key.slice(), version: e.version, value: e.value.slice() };
-}
-
-function marks(m: ReconMetaMsg): Map<number, number> {
-  return new Map(m.origins.map((o) => [o.origin, o.seq]));
-}
-
-function rejections(m: ReconMetaMsg): Map<number, number> {
-  return new Map(m.rejections.map((o) => [o.seq, o.reason]));
 }

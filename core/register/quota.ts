@@ -73,8 +73,3 @@ export class QuotaCheck {
     return 0;
   }
 }
-
-/** Whether a state of `keys` entries (map) / `bytes` octets is within the quota. */
-export function withinQuota(quota: Quota, kind: 'map' | 'stream', size: number): boolean {
-  return kind === 'map' ? size <= quota.maxKeys : size <= quota.maxBytes;
-}

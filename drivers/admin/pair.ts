@@ -1,6 +1,7 @@
 /** Admin API commands for pairs (client/protocol.ts): status, pairs, pair, registers, xdp, get, set, cas, del, append, watch, events. */
 import type { AdminErrorCode, MapGetResult, Outcome, PairSummary, StreamGetResult, AdminArgs } from '../../client/protocol.js';
 import { DeltaOp, type Delta } from '../../wire/delta.js';
+import { verdictByte } from '../../wire/messages.js';
 import { hashHex } from '../../core/register/hash.js';
 import { ProposeError } from '../../core/pair/replica.js';
 import type { SpookEvent } from '../../core/pair/events.js';
@@ -22,7 +23,7 @@ export function pairSummary(link: PeerLink): PairSummary {
     peer: link.name,
     publicKey: encodeKey(link.publicKey),
     state: p.state,
-    since: Math.round(p.lifecycle.since),
+    since: Math.round(p.since),
     role: p.role,
     endpoint: link.addr ? `${link.addr.address}:${link.addr.port}` : null,
     pairId: link.session?.localIndex ?? null,
@@ -98,7 +99,14 @@ function propose<C extends Write>(d: Spookd, cmd: C, args: Untrusted<AdminArgs<C
     const sub = (l: PeerLink, ev: SpookEvent): void => {
       if (l !== link || ev.type !== 'outcome' || ev.register !== register || ev.origin !== id.origin || ev.seq !== id.seq) return;
       done();
-      resolve({ register, origin: id.origin, seq: id.seq, verdict: ev.verdict, reason: ev.reason ?? null, version: ev.version });
+      resolve({
+        register,
+        origin: id.origin,
+        seq: id.seq,
+        verdict: ev.verdict,
+        reason: ev.verdict === 'rejected' ? ev.reason : null,
+        version: ev.version,
+      });
     };
     const timer = setTimeout(() => {
       done();
@@ -174,7 +182,7 @@ export function pairStreams(d: Spookd): StreamHandlers {
       const register = str(args, 'register', false);
       subscribe(call, (link, ev) => {
         if ((peer && link.name !== peer) || ev.type !== 'collapse' || (register && ev.register !== register)) return;
-        emit(link.name, { ...ev, entries: ev.entries.map((e) => ({ origin: e.origin, seq: e.seq, verdict: e.verdict })) });
+        emit(link.name, { ...ev, entries: ev.entries.map((e) => ({ origin: e.origin, seq: e.seq, verdict: verdictByte(e) })) });
       });
     },
     events: (args, call, emit) => {

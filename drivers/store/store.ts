@@ -38,7 +38,8 @@ import { MAX_DELTA_LEN, MAX_KEY_LEN } from '../../wire/constants.js';
 import type { LogRecord } from '../../core/pair/log.js';
 import { MapState } from '../../core/register/map.js';
 import { type StreamState } from '../../core/register/stream.js';
-import type { PairStore, Replica } from '../../core/pair/replica.js';
+import type { Replica } from '../../core/pair/replica.js';
+import type { PairStore, RegisterImage } from '../../core/pair/types.js';
 
 export type FsyncPolicy = 'always' | 'everysec' | 'never';
 
@@ -214,7 +215,7 @@ export class DiskStore implements PairStore {
   }
 
   /** Write a snapshot of the replica's current state, then empty its log (the snapshot covers it). */
-  replaced(replica: Replica): void {
+  replaced(replica: RegisterImage): void {
     const p = this.paths(replica.name);
     const f = this.files.get(replica.name);
     if (!f) return;
@@ -298,7 +299,7 @@ export class DiskStore implements PairStore {
   }
 }
 
-function encodeSnapshot(replica: Replica): Uint8Array {
+function encodeSnapshot(replica: RegisterImage): Uint8Array {
   const w = new Writer(1 << 16);
   w.bytes(SNAP_MAGIC);
   const st = replica.state;

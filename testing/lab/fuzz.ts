@@ -126,8 +126,8 @@ export function estpMessage(rng: Rng, ctx: EstpContext): Message {
         hash: hash(rng),
         entries: list(rng, 20, () =>
           rng.chance(0.7)
-            ? { origin: origin(), seq: edgy(rng), verdict: 0, delta: delta(rng) }
-            : { origin: origin(), seq: edgy(rng), verdict: rng.int(1, 3) },
+            ? { origin: origin(), seq: edgy(rng), verdict: 'committed', delta: delta(rng) }
+            : { origin: origin(), seq: edgy(rng), verdict: 'rejected', reason: rng.int(1, 3) },
         ),
       };
     case MsgType.ReconReq:

@@ -41,7 +41,7 @@ export function runDemo(print: (line: string) => void, seed = 42): DemoResult {
       case 'outcome':
         if (ev.verdict === 'rejected' || watched.has(`${ev.origin}:${ev.seq}`)) {
           print(
-            `${when(ev.at)}  ${ep.name}  candidate ${ev.origin}:${ev.seq} ${ev.verdict}${ev.reason ? ` (${ev.reason})` : ''} in v${ev.version}`,
+            `${when(ev.at)}  ${ep.name}  candidate ${ev.origin}:${ev.seq} ${ev.verdict}${ev.verdict === 'rejected' ? ` (${ev.reason})` : ''} in v${ev.version}`,
           );
         }
         return;

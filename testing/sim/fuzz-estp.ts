@@ -105,8 +105,8 @@ export class EstpFuzzer {
           entries: this.list(
             () =>
               r.chance(0.5)
-                ? { origin: r.int(0, 3), seq: this.num(), verdict: 0, delta: this.delta() }
-                : { origin: r.int(0, 3), seq: this.num(), verdict: r.int(1, 4) },
+                ? { origin: r.int(0, 3), seq: this.num(), verdict: 'committed', delta: this.delta() }
+                : { origin: r.int(0, 3), seq: this.num(), verdict: 'rejected', reason: r.int(1, 4) },
             40,
           ),
         };

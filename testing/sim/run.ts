@@ -15,7 +15,7 @@ import { PairState } from '../../core/pair/lifecycle.js';
 import { MapState } from '../../core/register/map.js';
 import { StreamState } from '../../core/register/stream.js';
 import { ProposeError } from '../../core/pair/replica.js';
-import type { CollapseEntry } from '../../wire/messages.js';
+import { verdictByte } from '../../wire/messages.js';
 import type { NetStats } from './network.js';
 import { SimWorld, type SimEndpoint } from './world.js';
 
@@ -102,7 +102,7 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
   // What the checker knows.
   const proposed = new Set<string>();
   const outcomes = new Map<string, 'committed' | 'rejected'>();
-  const verdictSeen = new Map<string, number>();
+  const verdictSeen = new Map<string, 'committed' | 'rejected'>();
   const history = new Map<string, Map<number, string>>(); // register → version → entries signature (sequencer)
   const committedDeltas = new Map<string, { version: number; delta: Delta; id: string }[]>();
   const followerSigs: { register: string; version: number; sig: string }[] = [];
@@ -120,18 +120,18 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
         trace?.(`${t(ev.at)} ${ep.name} ${ev.from} -> ${ev.to} (${ev.cause})`);
         return;
       case 'collapse': {
-        const sig = ev.entries.map((e) => `${e.origin}:${e.seq}=${e.verdict}`).join(',');
+        const sig = ev.entries.map((e) => `${e.origin}:${e.seq}=${verdictByte(e)}`).join(',');
         for (const e of ev.entries) {
           const id = `${ev.register}/${e.origin}:${e.seq}`;
           const prev = verdictSeen.get(id);
-          if (prev !== undefined && (prev === 0) !== (e.verdict === 0)) violate(`${id} both committed and rejected`);
+          if (prev !== undefined && prev !== e.verdict) violate(`${id} both committed and rejected`);
           verdictSeen.set(id, e.verdict);
         }
         if (ep === seqEp) {
           history.get(ev.register)!.set(ev.version, sig);
-          for (const e of ev.entries as CollapseEntry[]) {
-            if (e.verdict === 0)
-              committedDeltas.get(ev.register)!.push({ version: ev.version, delta: e.delta!, id: `${e.origin}:${e.seq}` });
+          for (const e of ev.entries) {
+            if (e.verdict === 'committed')
+              committedDeltas.get(ev.register)!.push({ version: ev.version, delta: e.delta, id: `${e.origin}:${e.seq}` });
           }
         } else followerSigs.push({ register: ev.register, version: ev.version, sig });
         trace?.(`${t(ev.at)} ${ep.name} collapse ${ev.register} v${ev.version} h=${ev.hash} [${sig}]`);
@@ -142,7 +142,9 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
         if (outcomes.has(id)) violate(`${id} decided twice at its proposer`);
         if (!proposed.has(id)) violate(`${id} has an outcome but was never proposed`);
         outcomes.set(id, ev.verdict);
-        trace?.(`${t(ev.at)} ${ep.name} outcome ${id} ${ev.verdict}${ev.reason ? ` (${ev.reason})` : ''} at v${ev.version}`);
+        trace?.(
+          `${t(ev.at)} ${ep.name} outcome ${id} ${ev.verdict}${ev.verdict === 'rejected' ? ` (${ev.reason})` : ''} at v${ev.version}`,
+        );
         return;
       }
       case 'reentangled':

@@ -1,0 +1,385 @@
+/**
+ * The follower's half of a register replica (docs/PROTOCOL.md §7-8): it proposes its own
+ * candidates to the sequencer, applies collapse records in version order (holding a few
+ * out of order) and checks the hash after each; when the log cannot bring it to the
+ * sequencer's state, it reconciles (ReconRequester) and installs the verified result.
+ */
+import { varintLen } from '../../wire/buffer.js';
+import { DeltaOp, REJECT_REASON_NAMES, encodedDeltaLen, type Delta } from '../../wire/delta.js';
+import {
+  MsgType,
+  encodeMessage,
+  type CollapseMsg,
+  type PairCandidate,
+  type StatusMsg,
+  type VersionRange,
+  MAX_HELD_RANGES,
+} from '../../wire/messages.js';
+import type { Reconciled, RequesterHost } from '../reconcile/host.js';
+import { PIN_BURST, PIN_INTERVAL_MS, ReconRequester } from '../reconcile/reentangle.js';
+import { hashEquals, hashHex } from '../register/hash.js';
+import { MapState } from '../register/map.js';
+import type { Quota } from '../register/quota.js';
+import { QuotaCheck } from '../register/quota.js';
+import { StreamState } from '../register/stream.js';
+import { Gcra } from '../util/rate.js';
+import { LifecycleEvent, PairState } from './lifecycle.js';
+import type { PayloadBuilder } from './payload.js';
+import { COMMITTED, SEND_WINDOW, type RoleMachine, type Shared } from './shared.js';
+import type { OwnCandidate, RegisterMessage } from './types.js';
+
+/** Out-of-order collapse records a follower holds while a gap fills. */
+const REORDER_LIMIT = 256;
+
+export class Follower implements RoleMachine, RequesterHost {
+  readonly role = 'follower';
+  readonly freezesWhenIncoherent: boolean;
+  /** Reconciliation or a full transfer under way. */
+  private session: ReconRequester | undefined;
+
+  /** Highest version the sequencer has announced (status or collapse); older statuses are stale. */
+  private seqVersionSeen = 0;
+  private seqLogBase = 0;
+  /** Own candidates up to this sequence number are sent (until a retransmission timeout). */
+  private sentSeqUpTo = 0;
+  /** Highest own sequence number ever sent in a Propose (monotonic, unlike sentSeqUpTo). */
+  private everSent = 0;
+  private retransmitAt: number | undefined;
+  private readonly reconcileRate = new Gcra(PIN_BURST, PIN_INTERVAL_MS);
+  private readonly reorder = new Map<number, { msg: CollapseMsg; raw: Uint8Array }>();
+
+  constructor(private readonly s: Shared) {
+    this.freezesWhenIncoherent = s.cfg.policy === 'freeze';
+  }
+
+  /** The reconciliation session under way, if any. */
+  get requester(): ReconRequester | undefined {
+    return this.session;
+  }
+
+  get reconciling(): boolean {
+    return this.session !== undefined;
+  }
+
+  // ---------------------------------------------------------------- RequesterHost
+
+  get name(): string {
+    return this.s.name;
+  }
+
+  get version(): number {
+    return this.s.version;
+  }
+
+  get state(): MapState | StreamState {
+    return this.s.state;
+  }
+
+  get quota(): Quota {
+    return this.s.cfg.quota;
+  }
+
+  refuse(now: number, reason: string, detail: string): void {
+    this.s.pair.drop(now, reason, `register ${this.s.name}: ${detail}`);
+  }
+
+  rto(): number {
+    return this.s.pair.rto();
+  }
+
+  countFullTransfer(): void {
+    this.s.pair.countFullTransfer();
+  }
+
+  /** Reconciliation or a full transfer verified its result: install it and adopt the sequencer's version and marks. */
+  install(now: number, r: Reconciled): void {
+    const s = this.s;
+    const ch = r.change;
+    if (ch.kind === 'replace') s.state = ch.state;
+    else if (ch.kind === 'append-stream' && s.state instanceof StreamState) for (const c of ch.chunks) s.state.appendBytes(c);
+    else if (ch.kind === 'edit-map' && s.state instanceof MapState) {
+      for (const e of ch.deletes) s.state.remove(e.key);
+      for (const e of ch.puts) s.state.put(e.key, e.value, e.version);
+    } else throw new Error(`register ${s.name}: a ${ch.kind} change for a ${s.cfg.kind} register`);
+    s.version = r.version;
+    this.seqVersionSeen = Math.max(this.seqVersionSeen, r.version);
+    s.origins.clear();
+    for (const [o, q] of r.origins) s.origins.set(o, q);
+    s.log.reset(r.version, s.state.hash);
+    this.session = undefined;
+    this.reorder.clear();
+    // Own candidates decided while we could not see the collapses: outcome from the marks and the rejection list.
+    const mark = r.origins.get(s.pair.localId) ?? 0;
+    while (s.own.length > 0 && s.own.peek()!.seq <= mark) {
+      const c = s.own.shift()!;
+      if (c.seq > this.everSent) {
+        // Never sent, yet at or below the sequencer's mark: this endpoint lost its data and
+        // reused a sequence number the sequencer had already decided. It was not committed.
+        s.emitOutcome(now, c.seq, { verdict: 'rejected', reason: 'sequence-reused' }, r.version);
+        continue;
+      }
+      const reason = r.rejections.get(c.seq);
+      s.emitOutcome(now, c.seq, reason === undefined ? COMMITTED : { verdict: 'rejected', reason: REJECT_REASON_NAMES[reason] }, r.version);
+    }
+    s.resolvedSeq = Math.max(s.resolvedSeq, mark);
+    this.sentSeqUpTo = s.resolvedSeq;
+    // Never reuse a sequence number the sequencer has decided (a follower that lost its data).
+    if (s.nextSeq <= mark) s.continueSeqAfter(mark);
+    s.statusDirty = true;
+    s.reentangleMethod = r.method;
+    s.pair.persist({ kind: 'replaced', image: s });
+  }
+
+  // ---------------------------------------------------------------- own candidates
+
+  queueOwn(seq: number, delta: Delta): void {
+    // It can wait for the peer: durable before anyone is told "pending".
+    this.s.pair.persist({ kind: 'proposed', register: this.s.name, seq, delta });
+  }
+
+  restored(): void {
+    const s = this.s;
+    if (s.own.length === 0) return;
+    // They count as sent: the sequencer may have them.
+    this.sentSeqUpTo = s.resolvedSeq;
+    this.everSent = Math.max(this.everSent, s.own.last()!.seq);
+  }
+
+  collapse(): number {
+    return 0;
+  }
+
+  status(): StatusMsg {
+    return this.s.status(this.s.log.base, this.heldRanges());
+  }
+
+  /** The out-of-order versions held, as ranges (at most MAX_HELD_RANGES, lowest first). */
+  private heldRanges(): VersionRange[] {
+    if (this.reorder.size === 0) return [];
+    const vs = [...this.reorder.keys()].filter((v) => v > this.s.version + 1).sort((a, b) => a - b);
+    const out: VersionRange[] = [];
+    for (const v of vs) {
+      const last = out[out.length - 1];
+      if (last && v === last.to + 1) last.to = v;
+      else if (out.length < MAX_HELD_RANGES) out.push({ from: v, to: v });
+      else break;
+    }
+    return out;
+  }
+
+  // ---------------------------------------------------------------- inbound
+
+  handle(now: number, m: RegisterMessage, raw: Uint8Array): void {
+    switch (m.type) {
+      case MsgType.Status:
+        return this.onStatus(now, m);
+      case MsgType.Propose:
+        return this.s.pair.drop(
+          now,
+          'propose-to-follower',
+          `${m.candidates.length} candidate(s) sent to the follower`,
+          m.candidates.length,
+        );
+      case MsgType.Collapse:
+        return this.onCollapse(now, m, raw);
+      case MsgType.ReconMeta:
+        return this.session?.onMeta(now, m);
+      case MsgType.ReconNode:
+        return this.session?.onNode(now, m);
+      case MsgType.ReconEntries:
+        return this.session?.onEntries(now, m);
+      case MsgType.SnapChunk:
+        return this.session?.onChunk(now, m);
+      case MsgType.StreamData:
+        return this.session?.onStreamData(now, m);
+      default:
+        return; // requests only a sequencer answers
+    }
+  }
+
+  private onStatus(now: number, m: StatusMsg): void {
+    const s = this.s;
+    // Stale (reordered) if a little below what the sequencer announced; far below, the
+    // earlier announcement was wrong (a sequencer that lost state, or a lie): start from this one.
+    if (m.version < this.seqVersionSeen && m.version >= this.seqVersionSeen - SEND_WINDOW) return;
+    // A re-entanglement target taken from the wrong announcement goes with it.
+    if (s.reentangleTarget !== undefined && s.reentangleTarget > m.version) s.reentangleTarget = m.version;
+    this.seqVersionSeen = m.version;
+    this.seqLogBase = m.logBase;
+    s.peerVersion = m.version;
+    s.peerHash = m.hash;
+    this.checkAlignment(now);
+  }
+
+  /** Decide whether the log can bring us to the sequencer, or reconciliation must. */
+  private checkAlignment(now: number): void {
+    const s = this.s;
+    if (this.session !== undefined || s.peerHash === undefined) return;
+    const st = s.pair.state;
+    if (st === PairState.DECOHERENT || st === PairState.CLOSED) return;
+    let trigger: LifecycleEvent | undefined;
+    let detail = '';
+    if (s.peerVersion < s.version || (s.peerVersion === s.version && !hashEquals(s.peerHash, s.state.hash))) {
+      trigger = LifecycleEvent.HashMismatch;
+      detail = `register ${s.name}: local v${s.version} h=${hashHex(s.state.hash)}, sequencer v${s.peerVersion} h=${hashHex(s.peerHash)}`;
+    } else if (s.peerVersion > s.version && this.seqLogBase > s.version) {
+      trigger = LifecycleEvent.UnfillableGap;
+      detail = `register ${s.name}: at v${s.version}, sequencer log starts after v${this.seqLogBase}`;
+    }
+    if (trigger === undefined) return;
+    if (st !== PairState.FORMING) s.pair.trigger(now, trigger, detail);
+    this.startReconcile(now);
+  }
+
+  private startReconcile(now: number): void {
+    // A sequencer can make us reconcile again and again (each ends in a snapshot, O(state)):
+    // sessions start at the pins' rate, 2 at once then one per second (§8.2).
+    const at = this.reconcileRate.next(now);
+    this.reconcileRate.take(at);
+    this.session = new ReconRequester(this, at > now ? at : undefined);
+    this.reorder.clear();
+  }
+
+  private onCollapse(now: number, m: CollapseMsg, raw: Uint8Array): void {
+    const s = this.s;
+    if (m.version > s.version + SEND_WINDOW && this.session === undefined) {
+      // Past the send window (§8.1): the sequencer may not send it yet; nothing is kept.
+      s.pair.drop(now, 'beyond-window', `register ${s.name}: v${m.version} with the local version at v${s.version}`);
+      return;
+    }
+    if (m.version > this.seqVersionSeen) this.seqVersionSeen = m.version;
+    if (this.session !== undefined) return; // the state is being replaced; the log catch-up follows
+    if (m.version <= s.version) {
+      s.statusDirty = true; // a duplicate: re-acknowledge
+      return;
+    }
+    if (m.version > s.version + 1) {
+      if (this.reorder.size < REORDER_LIMIT && !this.reorder.has(m.version)) {
+        this.reorder.set(m.version, { msg: m, raw: raw.slice() });
+        s.statusDirty = true; // tell the sequencer what arrived past the gap
+      }
+      return;
+    }
+    if (!this.applyCollapse(now, m, raw)) return;
+    for (let next = this.reorder.get(s.version + 1); next; next = this.reorder.get(s.version + 1)) {
+      this.reorder.delete(next.msg.version);
+      if (!this.applyCollapse(now, next.msg, next.raw) || this.session !== undefined) break;
+    }
+    for (const v of this.reorder.keys()) if (v <= s.version) this.reorder.delete(v);
+  }
+
+  /** Apply one record in order; false if it was refused (over this host's quota) and nothing changed. */
+  private applyCollapse(now: number, m: CollapseMsg, raw: Uint8Array): boolean {
+    const s = this.s;
+    const v = m.version;
+    // The sequencer's verdicts bind, but not past this host's own quota: check the whole record first.
+    const quota = new QuotaCheck(s.state, s.cfg.quota);
+    for (const e of m.entries) {
+      if (e.verdict === 'committed' && quota.admit(e.delta, v) !== 0) {
+        s.pair.drop(
+          now,
+          'quota-violation',
+          `register ${s.name}: v${v} would exceed the quota (${s.cfg.quota.maxKeys} keys, ${s.cfg.quota.maxBytes} octets)`,
+        );
+        return false;
+      }
+    }
+    for (const e of m.entries) {
+      // Follow the sequencer's verdicts; a local precondition that disagrees means divergence, caught by the hash.
+      if (e.verdict === 'committed') {
+        const st = s.state;
+        if (st.check(e.delta) === 0) st.apply(e.delta, v);
+        else if (e.delta.op === DeltaOp.Append && st instanceof StreamState) st.appendBytes(e.delta.data.slice());
+        else if (e.delta.op !== DeltaOp.Append && st instanceof MapState) st.apply(e.delta, v);
+      }
+      s.origins.set(e.origin, e.seq);
+    }
+    s.version = v;
+    if (!hashEquals(s.state.hash, m.hash)) {
+      // Diverged: nothing of this version is logged or persisted; reconciliation replaces the state.
+      s.pair.trigger(
+        now,
+        LifecycleEvent.HashMismatch,
+        `register ${s.name}: after v${v} local h=${hashHex(s.state.hash)}, sequencer h=${hashHex(m.hash)}`,
+      );
+      this.startReconcile(now);
+      return true;
+    }
+    const rec = { version: v, hash: m.hash, encoded: raw.slice() };
+    s.log.append(rec, v);
+    s.pair.persist({ kind: 'append', register: s.name, rec });
+    s.afterCollapse(now, v, m.entries);
+    s.statusDirty = true;
+    return true;
+  }
+
+  // ---------------------------------------------------------------- re-entanglement
+
+  beginReentangle(): void {
+    // The target comes from the sequencer's next status, not one from before the cut.
+    this.s.reentangleTarget = undefined;
+    this.s.peerHash = undefined;
+  }
+
+  aligned(): boolean {
+    const s = this.s;
+    if (this.session !== undefined || s.peerHash === undefined) return false;
+    // The sequencer's status when we heard it again sets the target: everything committed during the cut.
+    if (s.reentangleTarget === undefined) s.reentangleTarget = s.peerVersion;
+    if (s.version < s.reentangleTarget) return false;
+    return s.version !== s.peerVersion || hashEquals(s.state.hash, s.peerHash);
+  }
+
+  settled(): boolean {
+    return this.s.peerVersion <= this.s.version;
+  }
+
+  // ---------------------------------------------------------------- timers and sending
+
+  nextTimeout(): number | undefined {
+    return this.session ? (this.session.retransmitAt ?? this.session.notBefore) : this.retransmitAt;
+  }
+
+  onTimeout(now: number): boolean {
+    let fired = false;
+    if (this.retransmitAt !== undefined && now >= this.retransmitAt) {
+      fired = true;
+      this.retransmitAt = undefined;
+      // Go back to what the sequencer has decided and propose again from there.
+      this.sentSeqUpTo = this.s.resolvedSeq;
+      this.s.statusDirty = true;
+    }
+    // A held-back start that is due: fill() sends it now (or when the peer is reachable).
+    if (this.session?.notBefore !== undefined && now >= this.session.notBefore) this.session.notBefore = undefined;
+    if (this.session?.onTimeout(now)) fired = true;
+    return fired;
+  }
+
+  fill(now: number, b: PayloadBuilder): void {
+    if (this.session !== undefined) this.session.fill(now, b);
+    else this.fillProposals(now, b);
+  }
+
+  private fillProposals(now: number, b: PayloadBuilder): void {
+    const s = this.s;
+    const own = s.own;
+    let i = 0;
+    while (i < own.length && own.at(i).seq <= this.sentSeqUpTo) i++;
+    if (i >= own.length) return;
+    // Name + counts overhead, then candidates while they fit.
+    let room = b.room - (8 + varintLen(s.nameBytes) + s.nameBytes + 3);
+    const candidates: PairCandidate[] = [];
+    for (; i < own.length; i++) {
+      const c: OwnCandidate = own.at(i);
+      const sz = varintLen(s.pair.localId) + varintLen(c.seq) + encodedDeltaLen(c.delta);
+      if (sz > room) break;
+      room -= sz;
+      candidates.push({ origin: s.pair.localId, seq: c.seq, delta: c.delta });
+    }
+    if (candidates.length === 0) return;
+    if (!b.add(encodeMessage({ type: MsgType.Propose, register: s.name, base: own.peek()!.seq, candidates }))) return;
+    this.sentSeqUpTo = candidates[candidates.length - 1].seq;
+    this.everSent = Math.max(this.everSent, this.sentSeqUpTo);
+    if (this.retransmitAt === undefined) this.retransmitAt = now + s.pair.rto();
+  }
+}

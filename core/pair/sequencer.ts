@@ -1,0 +1,384 @@
+/**
+ * The sequencer's half of a register replica (docs/PROTOCOL.md §7): it orders every
+ * candidate (its own and the follower's, each origin in sequence order), evaluates
+ * preconditions and the quota, commits, and ships each collapse as a log record carrying
+ * the resulting hash; it retransmits what the follower has not acknowledged and answers
+ * its reconciliation requests from pins (ReconResponder).
+ */
+import { Writer, varintLen } from '../../wire/buffer.js';
+import { encodedDeltaLen, type Delta, type RejectReason } from '../../wire/delta.js';
+import {
+  MsgType,
+  decodeMessages,
+  writeCollapseBody,
+  type CollapseEntry,
+  type CollapseMsg,
+  type Message,
+  type PairCandidate,
+  type ProposeMsg,
+  type StatusMsg,
+  type VersionRange,
+} from '../../wire/messages.js';
+import type { ResponderHost } from '../reconcile/host.js';
+import { ReconResponder } from '../reconcile/reentangle.js';
+import { hashEquals, hashHex } from '../register/hash.js';
+import { MapState } from '../register/map.js';
+import { QuotaCheck } from '../register/quota.js';
+import type { StreamState } from '../register/stream.js';
+import { Deque } from '../util/deque.js';
+import { LifecycleEvent, PairState } from './lifecycle.js';
+import type { PayloadBuilder } from './payload.js';
+import { copyDelta, SEND_WINDOW, SEQ_LEASE, type RoleMachine, type Shared } from './shared.js';
+import type { OwnCandidate, RegisterMessage } from './types.js';
+
+/** Room kept beside a collapse record in one payload: an Ack and a Status. */
+const COLLAPSE_SLACK = 160;
+const MAX_ENTRIES_PER_COLLAPSE = 255;
+/** Gaps shorter than this are always replayed from the log (costing them is not worth it). */
+const GAP_COSTING_MIN = 64;
+/** Records decoded to cost a gap; a longer gap is extrapolated from its most recent ones. */
+const GAP_COSTING_MAX = 4096;
+/** Bytes of tree summaries a reconciliation spends per differing key (measured: ~650 at 10^6 keys, less below). */
+const RECONCILE_OVERHEAD_PER_KEY = 400;
+/** A ReconNode message: 16 children of (count varint, 8-byte hash) plus framing. */
+const RECON_NODE_BYTES = 190;
+
+export class Sequencer implements RoleMachine, ResponderHost {
+  readonly role = 'sequencer';
+  /** The sequencer keeps collapsing whatever the pair's state. */
+  readonly freezesWhenIncoherent = false;
+  readonly reconciling = false;
+  readonly responder: ReconResponder;
+
+  /** Candidates waiting for the next collapse, in arrival order (each origin in sequence order). */
+  private readonly pending = new Deque<PairCandidate>();
+  private peerPendingHigh = 0;
+  /** Rejections of peer candidates the peer has not yet acknowledged (bounded by its maxPending). */
+  readonly peerRejections = new Map<number, RejectReason>();
+  private peerLatestVersion = -1;
+  private peerResolvedSeq = 0;
+
+  // Sending state.
+  private sentUpTo = 0;
+  /** The peer was out of contact: the next status resets what we consider sent. */
+  private goBack = false;
+  /** Versions the follower reported holding out of order (its latest status). */
+  private peerHeld: VersionRange[] = [];
+  /** The acknowledged version at the last fast retransmit (one per gap). */
+  private fastRetransmitAt = -1;
+  /** Versions at or below this are not served from the log (reconciliation is cheaper). */
+  private servedBase = 0;
+  private gapCosted = true;
+  private retransmitAt: number | undefined;
+  /** When the responder's sliced work (chunking a pin) should continue. */
+  private workDueAt: number | undefined;
+
+  constructor(private readonly s: Shared) {
+    this.responder = new ReconResponder(this);
+  }
+
+  // ---------------------------------------------------------------- ResponderHost
+
+  get name(): string {
+    return this.s.name;
+  }
+
+  get version(): number {
+    return this.s.version;
+  }
+
+  get state(): MapState | StreamState {
+    return this.s.state;
+  }
+
+  get origins(): ReadonlyMap<number, number> {
+    return this.s.origins;
+  }
+
+  get peerId(): number {
+    return this.s.pair.peerId;
+  }
+
+  refuse(now: number, reason: string, detail: string): void {
+    this.s.pair.drop(now, reason, `register ${this.s.name}: ${detail}`);
+  }
+
+  respond(now: number, m: Message): void {
+    this.s.pair.respond(now, m);
+  }
+
+  /** Whether the log (and the served base) can bring the follower from `v` to the present (§8.2 pin reuse). */
+  canServeFrom(v: number): boolean {
+    return this.s.log.covers(v) && v >= this.servedBase && v >= this.s.peerVersion;
+  }
+
+  wantWork(now: number): void {
+    this.workDueAt = now;
+  }
+
+  status(): StatusMsg {
+    return this.s.status(Math.max(this.s.log.base, this.servedBase), []);
+  }
+
+  /** Whether collapse has work. */
+  get hasPending(): boolean {
+    return this.pending.length > 0;
+  }
+
+  // ---------------------------------------------------------------- own candidates
+
+  queueOwn(seq: number, delta: Delta): void {
+    // Decided at the next collapse, before anyone is told "pending": nothing to make durable first.
+    this.pending.push({ origin: this.s.pair.localId, seq, delta });
+  }
+
+  restored(added: readonly OwnCandidate[]): void {
+    for (const c of added) this.pending.push({ origin: this.s.pair.localId, seq: c.seq, delta: c.delta });
+  }
+
+  // ---------------------------------------------------------------- collapse
+
+  collapse(now: number): number {
+    const s = this.s;
+    let made = 0;
+    while (this.pending.length > 0) {
+      const v = s.version + 1;
+      const entries: CollapseEntry[] = [];
+      let size = 0;
+      let taken = 0;
+      const quota = new QuotaCheck(s.state, s.cfg.quota);
+      for (let i = 0; i < this.pending.length; i++) {
+        const c = this.pending.at(i);
+        const sz = varintLen(c.origin) + varintLen(c.seq) + 1 + encodedDeltaLen(c.delta);
+        if (entries.length >= MAX_ENTRIES_PER_COLLAPSE || (entries.length > 0 && size + sz > s.pair.maxPayload - COLLAPSE_SLACK)) break;
+        let reason = s.state.check(c.delta);
+        if (reason === 0) reason = quota.admit(c.delta, v);
+        if (reason === 0) {
+          s.state.apply(c.delta, v);
+          entries.push({ origin: c.origin, seq: c.seq, verdict: 'committed', delta: c.delta });
+        } else {
+          entries.push({ origin: c.origin, seq: c.seq, verdict: 'rejected', reason });
+          // Kept for §8.5 until the follower acknowledges it (never for one it already has).
+          if (c.origin === s.pair.peerId && c.seq > this.peerResolvedSeq) this.peerRejections.set(c.seq, reason);
+        }
+        s.origins.set(c.origin, c.seq);
+        size += sz;
+        taken++;
+      }
+      for (let i = 0; i < taken; i++) this.pending.shift();
+      s.version = v;
+      const hash = { hi: s.state.hash.hi, lo: s.state.hash.lo };
+      const w = new Writer(size + 96);
+      const body = new Writer(size + 96);
+      writeCollapseBody(body, { register: s.name, version: v, hash, entries });
+      w.u8(MsgType.Collapse).varint(body.pos).bytes(body.buf.subarray(0, body.pos));
+      const rec = { version: v, hash, encoded: w.finish() };
+      s.log.append(rec, s.peerVersion);
+      s.pair.persist({ kind: 'append', register: s.name, rec });
+      s.afterCollapse(now, v, entries);
+      made++;
+    }
+    return made;
+  }
+
+  // ---------------------------------------------------------------- inbound
+
+  handle(now: number, m: RegisterMessage): void {
+    switch (m.type) {
+      case MsgType.Status:
+        return this.onStatus(now, m);
+      case MsgType.Propose:
+        return this.onPropose(now, m);
+      case MsgType.ReconReq:
+        return this.responder.onReconReq(now, m);
+      case MsgType.SnapReq:
+        return this.responder.onSnapReq(now, m);
+      case MsgType.StreamReq:
+        return this.responder.onStreamReq(now, m);
+      default:
+        return; // what only a sequencer sends (collapses, reconciliation answers): nothing to do
+    }
+  }
+
+  private onStatus(now: number, m: StatusMsg): void {
+    const s = this.s;
+    const first = s.peerVersion < 0;
+    this.peerLatestVersion = m.version;
+    // A reordered older status says nothing new. (A regression beyond the send window is a follower that lost state.)
+    // (A recorded version above our own was never a real one: it is no reference for staleness.)
+    if (!first && m.version < s.peerVersion && m.version >= s.peerVersion - SEND_WINDOW && s.peerVersion <= s.version) return;
+    const progressed = first || m.version > s.peerVersion;
+    s.peerVersion = m.version;
+    s.peerHash = m.hash;
+    // After a gap in contact, resend from what the peer holds now rather than wait for the (backed-off) timer.
+    if (first || this.goBack || this.sentUpTo < m.version) this.sentUpTo = m.version;
+    this.goBack = false;
+    // Selective acknowledgement: versions above a gap arrived, so the gap was lost. Resend it
+    // once now (fast retransmit), skipping what the peer holds; a gap that stays waits for the timer.
+    this.peerHeld = m.held;
+    if (m.held.length > 0 && m.version > this.fastRetransmitAt && this.sentUpTo > m.version) {
+      this.fastRetransmitAt = m.version;
+      this.sentUpTo = m.version;
+    }
+    this.peerResolvedSeq = Math.max(this.peerResolvedSeq, m.resolvedSeq);
+    for (const q of this.peerRejections.keys()) if (q <= this.peerResolvedSeq) this.peerRejections.delete(q);
+    const mine = s.log.hashAt(m.version);
+    const coherent = s.pair.state === PairState.ENTANGLED || s.pair.state === PairState.COLLAPSING;
+    if (m.version > s.version || (mine !== undefined && !hashEquals(mine, m.hash))) {
+      if (coherent) s.pair.trigger(now, LifecycleEvent.HashMismatch, `register ${s.name}: peer at v${m.version} h=${hashHex(m.hash)}`);
+      return;
+    }
+    if (mine !== undefined) {
+      // The peer holds everything up to m.version: history before it is no longer needed (compaction at acknowledgement).
+      s.log.compactThrough(m.version);
+      this.responder.release(m.version);
+    } else if (coherent) {
+      s.pair.trigger(now, LifecycleEvent.UnfillableGap, `register ${s.name}: peer at v${m.version}, log starts after v${s.log.base}`);
+    }
+    if (m.version >= s.version) this.retransmitAt = undefined;
+    else if (progressed) this.retransmitAt = now + s.pair.rto();
+    // While re-entangling the follower waits on our status to finish; keep it current.
+    if (progressed && !coherent) s.statusDirty = true;
+    if (!coherent && !this.gapCosted) this.costGap(m.version);
+    if (this.servedBase > 0 && m.version >= this.servedBase) this.servedBase = 0;
+  }
+
+  private onPropose(now: number, m: ProposeMsg): void {
+    const s = this.s;
+    const peerId = s.pair.peerId;
+    let refused = 0;
+    // `base` may skip the numbers a follower lost in a restart (at most a lease and its
+    // pending candidates); a larger jump would make every later honest candidate a "duplicate".
+    const mark = s.origins.get(peerId) ?? 0;
+    if (m.base - 1 > Math.max(mark, this.peerPendingHigh) + s.cfg.maxPending + 4 * SEQ_LEASE) {
+      s.pair.drop(
+        now,
+        'beyond-window',
+        `register ${s.name}: Propose base ${m.base} far above the peer's mark ${mark}`,
+        m.candidates.length,
+      );
+      return;
+    }
+    for (let i = 0; i < m.candidates.length; i++) {
+      const c = m.candidates[i];
+      if (c.origin !== peerId) {
+        refused++;
+        continue;
+      }
+      // Each origin's candidates are taken in sequence order; below the proposer's base nothing more will come.
+      const expected = Math.max(s.origins.get(c.origin) ?? 0, this.peerPendingHigh, m.base - 1) + 1;
+      if (c.seq !== expected) continue; // duplicate, or a gap the peer will retransmit into
+      // The receive window (§7.2): an honest follower holds at most maxPending candidates, so
+      // it never fills the queue nor leaves 2·maxPending rejections unacknowledged. Past
+      // that nothing is kept: counted, and the peer retransmits once there is room.
+      const left = m.candidates.length - i;
+      if (this.pending.length >= 2 * s.cfg.maxPending || this.peerRejections.size >= 2 * s.cfg.maxPending) {
+        s.pair.drop(now, 'beyond-window', `register ${s.name}: ${left} candidate(s) past the receive window`, left);
+        break;
+      }
+      this.pending.push({ origin: c.origin, seq: c.seq, delta: copyDelta(c.delta) });
+      this.peerPendingHigh = c.seq;
+    }
+    if (refused > 0) s.pair.drop(now, 'wrong-origin', `${refused} candidate(s) not from the peer's own origin`, refused);
+  }
+
+  // ---------------------------------------------------------------- re-entanglement
+
+  beginReentangle(): void {
+    this.s.reentangleTarget = this.s.version;
+    this.goBack = true;
+    this.gapCosted = false;
+  }
+
+  /**
+   * Re-entanglement by log replays every missed collapse; reconciliation sends each
+   * differing key once. When the missed collapses rewrote the same keys over and over, the
+   * replay costs more: then advertise the gap as unservable (Status.logBase) so the follower
+   * reconciles. Costed once per re-entanglement, O(gap); streams always replay (a stream's
+   * gap is its tail either way).
+   */
+  private costGap(peerVersion: number): void {
+    const s = this.s;
+    this.gapCosted = true;
+    const gap = s.version - peerVersion;
+    if (!(s.state instanceof MapState) || gap < GAP_COSTING_MIN || !s.log.covers(peerVersion)) return;
+    let logBytes = 0;
+    const keys = new Set<string>();
+    // A follower can force a re-entanglement with one Status: decode at most GAP_COSTING_MAX
+    // records (the most recent) and extrapolate the distinct keys from them (an upper bound).
+    const scanFrom = Math.max(peerVersion + 1, s.version - GAP_COSTING_MAX + 1);
+    for (let v = peerVersion + 1; v <= s.version; v++) {
+      const rec = s.log.get(v)!;
+      logBytes += rec.encoded.length;
+      if (v < scanFrom) continue;
+      const m = decodeMessages(rec.encoded).messages[0] as CollapseMsg;
+      for (const e of m.entries) if (e.verdict === 'committed' && 'key' in e.delta) keys.add(Buffer.from(e.delta.key).toString('latin1'));
+    }
+    const n = s.state.size();
+    const distinct = Math.min(n + gap * MAX_ENTRIES_PER_COLLAPSE, Math.ceil((keys.size * gap) / (s.version - scanFrom + 1)));
+    const avgEntry = n > 0 ? s.state.fullTransferBytes() / n : 64;
+    // Reconciliation: the differing keys' entries, plus tree summaries: about a path per key
+    // when differences are sparse, at most the whole tree (one 16-child node per ~8 entries).
+    const treeBytes = Math.min(distinct * RECONCILE_OVERHEAD_PER_KEY, (n / 8 + 1) * RECON_NODE_BYTES);
+    const reconcileBytes = distinct * avgEntry + treeBytes;
+    if (reconcileBytes * 2 < logBytes) {
+      this.servedBase = s.version;
+      s.statusDirty = true;
+    }
+  }
+
+  aligned(): boolean {
+    const s = this.s;
+    if (s.peerHash === undefined || s.peerVersion < (s.reentangleTarget ?? s.version)) return false;
+    const mine = s.log.hashAt(s.peerVersion);
+    return mine !== undefined && hashEquals(mine, s.peerHash);
+  }
+
+  settled(): boolean {
+    return this.pending.length === 0 && this.s.peerVersion === this.s.version;
+  }
+
+  // ---------------------------------------------------------------- timers and sending
+
+  nextTimeout(): number | undefined {
+    const t = this.retransmitAt;
+    if (this.workDueAt === undefined) return t;
+    return t === undefined ? this.workDueAt : Math.min(t, this.workDueAt);
+  }
+
+  onTimeout(now: number): boolean {
+    if (this.workDueAt !== undefined && now >= this.workDueAt) {
+      this.workDueAt = undefined;
+      this.responder.work(now);
+    }
+    if (this.retransmitAt === undefined || now < this.retransmitAt) return false;
+    this.retransmitAt = undefined;
+    // Go back to what the peer last said it holds (even if that status looked stale) and resend from there.
+    this.sentUpTo = Math.max(Math.min(this.s.peerVersion, this.peerLatestVersion), 0);
+    this.s.statusDirty = true;
+    return true;
+  }
+
+  fill(now: number, b: PayloadBuilder): void {
+    const s = this.s;
+    if (s.peerVersion < 0) return;
+    if (s.peerVersion < this.servedBase) return; // the follower reconciles past this gap instead
+    const limit = Math.min(s.version, s.peerVersion + SEND_WINDOW);
+    while (this.sentUpTo < limit) {
+      if (this.peerHolds(this.sentUpTo + 1)) {
+        this.sentUpTo++;
+        continue;
+      }
+      const rec = s.log.get(this.sentUpTo + 1);
+      if (!rec) return; // compacted: the follower sees the gap in our status and reconciles
+      if (!b.add(rec.encoded)) return;
+      this.sentUpTo++;
+      if (this.retransmitAt === undefined) this.retransmitAt = now + s.pair.rto();
+    }
+  }
+
+  private peerHolds(v: number): boolean {
+    for (const r of this.peerHeld) if (v >= r.from && v <= r.to) return true;
+    return false;
+  }
+}

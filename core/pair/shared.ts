@@ -1,0 +1,156 @@
+/**
+ * The state of one register that both roles share, in one struct (as etcd raft keeps its
+ * shared state in `raft` and a step function per role): committed StateBlock, delta log,
+ * causal marks, own candidates and their numbering, what the peer last reported. Mutable
+ * here; the replica hands it only to its role object and shows it to everyone else read-only.
+ */
+import type { Hash64Parts } from '../../wire/buffer.js';
+import { DeltaOp, REJECT_REASON_NAMES, type Delta } from '../../wire/delta.js';
+import { MsgType, type CollapseEntry, type StatusMsg, type VersionRange } from '../../wire/messages.js';
+import { hashHex } from '../register/hash.js';
+import { MapState } from '../register/map.js';
+import { StreamState } from '../register/stream.js';
+import { Deque } from '../util/deque.js';
+import type { OwnOutcome, ReentangleMethod } from './events.js';
+import { PairState } from './lifecycle.js';
+import { DeltaLog } from './log.js';
+import type { PayloadBuilder } from './payload.js';
+import type { OwnCandidate, PairContext, PairRole, RegisterConfig, RegisterMessage } from './types.js';
+
+/** Collapse records in flight beyond the peer's acknowledged version. */
+export const SEND_WINDOW = 256;
+/** Own sequence numbers are leased in blocks so a restart never reuses one. */
+export const SEQ_LEASE = 1024;
+
+/** One role's half of a replica: how the sequencer (sequencer.ts) or the follower (follower.ts) steps. */
+export interface RoleMachine {
+  readonly role: PairRole;
+  /** Whether local writes are refused while the pair is not coherent (the follower's `freeze` policy). */
+  readonly freezesWhenIncoherent: boolean;
+  /** Whether reconciliation or a full transfer is under way (the follower requesting). */
+  readonly reconciling: boolean;
+  /** A new own candidate, numbered and copied, just before it joins the own list. */
+  queueOwn(seq: number, delta: Delta): void;
+  /** Own candidates taken back after a restart (already in the own list). */
+  restored(added: readonly OwnCandidate[]): void;
+  /** Turn pending candidates into committed versions; returns versions made (the follower makes none). */
+  collapse(now: number): number;
+  handle(now: number, m: RegisterMessage, raw: Uint8Array): void;
+  /** The pair heard its peer after decoherence (or formed misaligned). */
+  beginReentangle(): void;
+  /** Whether this register has reached the re-entanglement target. */
+  aligned(): boolean;
+  /** Whether the peer confirmed everything (own candidates aside, which the replica checks). */
+  settled(): boolean;
+  status(): StatusMsg;
+  nextTimeout(): number | undefined;
+  /** Run due timers; true if a retransmission timer fired. */
+  onTimeout(now: number): boolean;
+  /** Add this role's messages (beyond the Status) to the datagram being built. */
+  fill(now: number, b: PayloadBuilder): void;
+}
+
+export class Shared {
+  state: MapState | StreamState;
+  version = 0;
+  readonly log: DeltaLog;
+  /** Causal marks: per origin, the highest candidate sequence already decided. Identical at both ends after each collapse. */
+  readonly origins = new Map<number, number>();
+  /** Own candidates awaiting their outcome, in sequence order. */
+  readonly own = new Deque<OwnCandidate>();
+  nextSeq = 1;
+  leasedSeq = 0;
+  resolvedSeq = 0;
+  /** What the peer last told us (its Status). */
+  peerVersion = -1;
+  peerHash: Hash64Parts | undefined;
+  statusDirty = true;
+  /** Version both ends must reach before this register counts as re-entangled. */
+  reentangleTarget: number | undefined;
+  reentangleMethod: ReentangleMethod = 'log';
+  /** UTF-8 length of the name, for packing estimates. */
+  readonly nameBytes: number;
+
+  constructor(
+    readonly cfg: RegisterConfig,
+    readonly pair: PairContext,
+  ) {
+    this.state = cfg.kind === 'map' ? new MapState(pair.seed) : new StreamState(pair.seed);
+    this.log = new DeltaLog(cfg.log);
+    this.log.reset(0, this.state.hash);
+    this.nameBytes = new TextEncoder().encode(cfg.name).length;
+  }
+
+  get name(): string {
+    return this.cfg.name;
+  }
+
+  /** After a restart: own sequence numbers continue above everything leased or decided before. */
+  continueSeqAfter(leasedSeq: number): void {
+    this.nextSeq = Math.max(this.nextSeq, leasedSeq + 1, (this.origins.get(this.pair.localId) ?? 0) + 1);
+    this.leasedSeq = Math.max(this.leasedSeq, leasedSeq);
+    this.resolvedSeq = this.nextSeq - 1;
+  }
+
+  status(logBase: number, held: VersionRange[]): StatusMsg {
+    return {
+      type: MsgType.Status,
+      register: this.name,
+      version: this.version,
+      hash: { hi: this.state.hash.hi, lo: this.state.hash.lo },
+      logBase,
+      resolvedSeq: this.resolvedSeq,
+      held,
+    };
+  }
+
+  /** A collapse was committed or applied: report it and the outcomes of own candidates it decided. */
+  afterCollapse(now: number, v: number, entries: readonly CollapseEntry[]): void {
+    this.pair.emit({ type: 'collapse', at: now, register: this.name, version: v, hash: hashHex(this.state.hash), entries });
+    for (const e of entries) {
+      if (e.origin === this.pair.localId)
+        this.resolveOwn(
+          now,
+          e.seq,
+          e.verdict === 'committed' ? COMMITTED : { verdict: 'rejected', reason: REJECT_REASON_NAMES[e.reason] },
+          v,
+        );
+    }
+  }
+
+  /** Tell the proposer how one of its candidates ended. */
+  emitOutcome(now: number, seq: number, outcome: OwnOutcome, version: number): void {
+    this.pair.emit({ type: 'outcome', at: now, register: this.name, origin: this.pair.localId, seq, ...outcome, version });
+  }
+
+  private resolveOwn(now: number, seq: number, outcome: OwnOutcome, version: number): void {
+    // Own candidates resolve in sequence order; anything at or below `seq` still listed was decided earlier.
+    while (this.own.length > 0 && this.own.peek()!.seq <= seq) {
+      const c = this.own.shift()!;
+      this.emitOutcome(now, c.seq, c.seq === seq ? outcome : COMMITTED, version);
+    }
+    this.resolvedSeq = Math.max(this.resolvedSeq, seq);
+  }
+
+  /** Whether the pair is in a state where data (beyond a Status) goes to the peer. */
+  get reachable(): boolean {
+    const st = this.pair.state;
+    return st !== PairState.DECOHERENT && st !== PairState.CLOSED && st !== PairState.FORMING;
+  }
+}
+
+export const COMMITTED: OwnOutcome = { verdict: 'committed' };
+
+/** A delta that owns its bytes (callers and received payloads may reuse theirs). */
+export function copyDelta(d: Delta): Delta {
+  switch (d.op) {
+    case DeltaOp.Set:
+      return { op: d.op, key: d.key.slice(), value: d.value.slice() };
+    case DeltaOp.Del:
+      return { op: d.op, key: d.key.slice() };
+    case DeltaOp.Cas:
+      return { op: d.op, key: d.key.slice(), expect: d.expect, value: d.value.slice() };
+    case DeltaOp.Append:
+      return { op: d.op, offset: d.offset, data: d.data.slice() };
+  }
+}

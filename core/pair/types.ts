@@ -1,0 +1,126 @@
+/**
+ * The types the register replica, its two roles and the pair share, apart from the classes
+ * (so core/reconcile and the drivers see them without importing the replica).
+ */
+import type { Delta } from '../../wire/delta.js';
+import type { AckMsg, CloseMsg, Message } from '../../wire/messages.js';
+import type { MapState } from '../register/map.js';
+import type { StreamState } from '../register/stream.js';
+import type { RegisterKind } from '../register/state.js';
+import { QUOTA_DEFAULTS, type Quota } from '../register/quota.js';
+import type { SpookEvent } from './events.js';
+import type { LifecycleEvent, PairState } from './lifecycle.js';
+import type { LogLimits, LogRecord } from './log.js';
+
+/** A pair's two ends: the lower member id sequences every collapse, the other follows. */
+export type PairRole = 'sequencer' | 'follower';
+export type DecoherencePolicy = 'buffer' | 'freeze';
+
+export interface RegisterConfig {
+  name: string;
+  kind: RegisterKind;
+  /** What local writes do while the pair is not coherent (follower side; the sequencer keeps collapsing). */
+  policy: DecoherencePolicy;
+  /** Bound on own candidates awaiting their outcome. */
+  maxPending: number;
+  log: LogLimits;
+  /** Keys and octets this register may hold, whoever wrote them; both ends configure the same (§7.8). */
+  quota: Quota;
+}
+
+export const REGISTER_DEFAULTS = {
+  policy: 'buffer' as DecoherencePolicy,
+  maxPending: 1024,
+  log: { maxRecords: 65536, maxBytes: 64 * 1024 * 1024 },
+  quota: QUOTA_DEFAULTS,
+};
+
+/** The messages a register handles (Ack and Close are the pair's). */
+export type RegisterMessage = Exclude<Message, AckMsg | CloseMsg>;
+
+/** An own candidate awaiting its outcome. */
+export interface OwnCandidate {
+  readonly seq: number;
+  readonly delta: Delta;
+}
+
+/** What a replica needs from its pair. */
+export interface PairContext {
+  readonly role: PairRole;
+  readonly localId: number;
+  readonly peerId: number;
+  readonly seed: number;
+  readonly state: PairState;
+  rto(): number;
+  emit(ev: SpookEvent): void;
+  /** Largest Data payload this pair sends. */
+  readonly maxPayload: number;
+  /** Queue a response message in the pair's bounded outbox. */
+  respond(now: number, m: Message): void;
+  /** A register saw a decoherence trigger while the peer is reachable. */
+  trigger(now: number, event: LifecycleEvent, detail: string): void;
+  countFullTransfer(): void;
+  /** Drop and count something the peer sent (a closed set of reasons, PROTOCOL.md §11). */
+  drop(now: number, reason: string, detail: string, n?: number): void;
+  /** Something to make durable before anything that depends on it leaves the host (made when the step ends). */
+  persist(w: PairWrite): void;
+}
+
+/**
+ * What a step of the pair must make durable, as data (in the spirit of etcd raft's `Ready`):
+ * the core records it while it steps and the pair hands the batch to the store when the
+ * step ends, before any datagram or event of that step can be polled.
+ */
+export type PairWrite =
+  /** A collapse was committed (sequencer) or applied (follower). */
+  | { kind: 'append'; register: string; rec: LogRecord }
+  /** Reconciliation or a full transfer replaced the register's state: snapshot it. */
+  | { kind: 'replaced'; image: RegisterImage }
+  /** Own candidate sequence numbers up to `upTo` may now be used. */
+  | { kind: 'lease'; register: string; upTo: number }
+  /** An own candidate of the follower, to propose again after a restart until decided (§7.1). */
+  | { kind: 'proposed'; register: string; seq: number; delta: Delta };
+
+/** A register's committed state as a store snapshots it. */
+export interface RegisterImage {
+  readonly name: string;
+  readonly version: number;
+  readonly state: MapState | StreamState;
+  readonly origins: ReadonlyMap<number, number>;
+}
+
+/** Where a daemon makes a register's history durable (drivers/store/store.ts). */
+export interface PairStore {
+  /** A collapse was committed (sequencer) or applied (follower). */
+  append(register: string, rec: LogRecord): void;
+  /** Reconciliation or a full transfer replaced the register's state. */
+  replaced(image: RegisterImage): void;
+  /** Own candidate sequence numbers up to `upTo` may now be used; a restart continues above it. */
+  lease(register: string, upTo: number): void;
+  /**
+   * An own candidate was accepted (before the proposer hears of it): it must survive a
+   * restart and be proposed again until decided (§7.1). Decided ones are forgotten when
+   * the store next rewrites its list from `ownCandidates()`.
+   */
+  proposed(register: string, seq: number, delta: Delta): void;
+}
+
+/** Make one step's writes durable, in order. */
+export function persistWrites(store: PairStore, writes: readonly PairWrite[]): void {
+  for (const w of writes) {
+    switch (w.kind) {
+      case 'append':
+        store.append(w.register, w.rec);
+        break;
+      case 'replaced':
+        store.replaced(w.image);
+        break;
+      case 'lease':
+        store.lease(w.register, w.upTo);
+        break;
+      case 'proposed':
+        store.proposed(w.register, w.seq, w.delta);
+        break;
+    }
+  }
+}
