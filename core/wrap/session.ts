@@ -4,8 +4,10 @@
  * It owns every wrapped connection to or from that peer: the two stream registers of each,
  * the hold timer that keeps them alive while the carrier is down, and resumption (each side
  * tells the other how much of each stream it already holds, and only the rest is resent).
- * Inputs are local socket events, carrier records and the clock; outputs are records for the
- * carrier and events for the I/O layer (dial, deliver, end, close, writable). No I/O here.
+ * Inputs are local socket events, carrier records and timeouts, each with `now` first (the
+ * session keeps no clock of its own); outputs are records for the carrier (pollRecord), events
+ * for the I/O layer (pollEvent: dial, deliver, end, close, writable) and the next deadline of
+ * its named timers (pollTimeout, then handleTimeout(now)). No I/O here.
  */
 import {
   CloseCode,
@@ -26,6 +28,7 @@ import {
 import { RecvStream, SendStream } from './stream.js';
 import { Deque } from '../util/deque.js';
 import { Chunker, ChunkLru, digestKey, type Chunk } from './dedup.js';
+import { frameDatagram, MAX_DATAGRAM, UDP_IDLE_MS, type FlowDrop } from './udp.js';
 
 export interface WrapSessionOptions {
   /** Low bit of the connection ids this side opens (the peers pick opposite bits). */
@@ -52,6 +55,8 @@ export interface WrapSessionOptions {
    * Default DEFAULT_MAX_BUFFERED (never below windowBytes).
    */
   maxBufferedBytes?: number;
+  /** A UDP flow this side opened that carried nothing for this long is ended (default UDP_IDLE_MS). */
+  udpIdleMs?: number;
 }
 
 export const DEFAULT_MAX_BUFFERED = 64 * 1024 * 1024;
@@ -66,6 +71,20 @@ export const ACK_DELAY_MS = 5;
 export const DELTA_TAIL_MS = 2;
 
 export const DEFAULT_WRAP_OPTIONS = { windowBytes: 4 * 1024 * 1024, maxConnections: 1024, pingMs: 1_000, silenceMs: 3_000 };
+
+/**
+ * The session's timers (as quinn-proto's connection/timer.rs): each has a deadline (`deadlines`),
+ * pollTimeout() is the earliest, and handleTimeout(now) fires the due ones in this order.
+ * - silence: no record from the peer for silenceMs: the carrier is dropped;
+ * - ping: nothing sent for pingMs: a PING (the peer's silence timer runs on our records);
+ * - ack: a drained offset waited ACK_DELAY_MS: its ACK is queued;
+ * - hold: a connection's hold ran out with the carrier down: closed with hold-expired;
+ * - flow-idle: a UDP flow this side opened carried nothing for udpIdleMs: its stream ends;
+ * - delta-tail: delta mode's unfinished last chunk waited DELTA_TAIL_MS: it goes out raw with the
+ *   next pollRecord (firing does nothing else).
+ */
+export const WRAP_TIMERS = ['silence', 'ping', 'ack', 'hold', 'flow-idle', 'delta-tail'] as const;
+export type WrapTimer = (typeof WRAP_TIMERS)[number];
 
 export type ConnState = 'opening' | 'open' | 'held';
 
@@ -85,6 +104,8 @@ export interface WrapConn {
   heldSince: number | undefined;
   outages: number;
   openedAt: number;
+  /** UDP flows: when a datagram last went either way (the flow-idle timer). */
+  lastActivity: number;
   /** Delta mode (§16.9): chunks of each direction, references to chunks the peer holds. */
   delta: DeltaState | undefined;
   /** A UDP flow (§16.10): the streams carry length-prefixed datagrams. */
@@ -113,11 +134,15 @@ export type WrapEvent =
   | { type: 'held'; conn: number }
   | { type: 'resumed'; conn: number; heldMs: number }
   | { type: 'done'; conn: number }
-  | { type: 'drop-carrier'; reason: string }
+  /** `detail` is the operator's text (the carrier's close reason). */
+  | { type: 'drop-carrier'; reason: CarrierDrop; detail: string }
   /** The per-peer quota of buffered bytes is used up: stop reading every local endpoint of this peer. */
   | { type: 'pause-all' }
   | { type: 'peer-restarted' }
   | { type: 'violation'; detail: string };
+
+/** Why the session drops its carrier: a peer of another WRAP version, replies it never reads, its silence. */
+export type CarrierDrop = 'version' | 'control-backlog' | 'silence';
 
 const RECENT_CLOSED = 1024;
 /**
@@ -173,7 +198,6 @@ export class WrapSession {
    * double the records of an interactive exchange and sit on its round trip.
    */
   private readonly ackDirty = new Map<number, number>();
-  private now = 0;
   private lastHeard = 0;
   private lastSent = 0;
   private rr = 0;
@@ -202,6 +226,7 @@ export class WrapSession {
   /** Delta mode: chunks this side sent (or referenced) to the peer, and chunks it received. */
   private readonly refIndex: ChunkLru<true>;
   private readonly refCache: ChunkLru<Uint8Array>;
+  private readonly udpIdleMs: number;
 
   constructor(readonly opts: WrapSessionOptions) {
     this.nextId = 2 + opts.role;
@@ -211,6 +236,7 @@ export class WrapSession {
     this.peerBuffer = this.maxBuffered;
     this.refIndex = new ChunkLru(opts.deltaCacheBytes);
     this.refCache = new ChunkLru(opts.deltaCacheBytes);
+    this.udpIdleMs = opts.udpIdleMs ?? UDP_IDLE_MS;
   }
 
   get carrierUp(): boolean {
@@ -236,18 +262,19 @@ export class WrapSession {
     this.nextId = (this.nextId + 2) >>> 0 || 2 + this.opts.role;
     // Delta mode's tail wait would delay every datagram: flows never use it.
     const c = this.newConn(now, id, true, wrapPort, target, holdMs, delta && !datagram, datagram);
-    if (this.carrier && this.peerHello) this.sendOpen(c);
+    if (this.carrier && this.peerHello) this.sendOpen(now, c);
     else this.hold(now, c);
     return id;
   }
 
   /** Bytes read from the local socket. Returns false when the window is full: pause reading. */
-  localData(conn: number, data: Uint8Array, now = this.now): boolean {
+  localData(now: number, conn: number, data: Uint8Array): boolean {
     const c = this.conns.get(conn);
     if (!c || c.send.ended) return false; // after the local end nothing more can be appended
     const idle = c.send.next >= c.send.end;
     c.send.append(data);
     this.bufferedOut += data.length;
+    if (c.datagram) c.lastActivity = now;
     if (c.delta) {
       for (const ch of c.delta.sendChunker.push(data)) c.delta.sendChunks.push(ch);
       // The wait runs from the first unsent byte, so a steady trickle is never held longer.
@@ -262,49 +289,62 @@ export class WrapSession {
     return false;
   }
 
+  /**
+   * A datagram from the local end of a UDP flow, framed into its stream; or why it was dropped
+   * (UDP's contract: a datagram that does not fit the window is lost, never queued without bound).
+   */
+  localDatagram(now: number, conn: number, d: Uint8Array): FlowDrop | undefined {
+    if (d.length > MAX_DATAGRAM) return 'too-big';
+    const framed = frameDatagram(d);
+    if (this.conns.get(conn)?.send.ended) return 'flow-ended';
+    if (this.room(conn) < framed.length) return 'window-full';
+    this.localData(now, conn, framed);
+    return undefined;
+  }
+
   /** Bytes the window and the per-peer quota still take for `conn` (a UDP flow drops a datagram that does not fit). */
   room(conn: number): number {
     return Math.min(this.conns.get(conn)?.send.room ?? 0, Math.max(0, this.maxBuffered - this.bufferedOut));
   }
 
-  localEnd(conn: number): void {
+  /** The local end finished its stream (a TCP FIN); `now` unused: ending queues nothing by itself. */
+  localEnd(_now: number, conn: number): void {
     const c = this.conns.get(conn);
     if (c && c.send.finAt === undefined) c.send.finAt = c.send.end;
   }
 
   /** The local socket failed or was reset: the peer resets its side too. */
-  localReset(conn: number, text: string): void {
+  localReset(now: number, conn: number, text: string): void {
     const c = this.conns.get(conn);
     if (!c) return;
-    this.forget(c, c.local ? CloseCode.ClientReset : CloseCode.ServerReset, text, false, false);
+    this.forget(now, c, c.local ? CloseCode.ClientReset : CloseCode.ServerReset, text, false, false);
   }
 
   /** The local socket flushed `n` more bytes of what `deliver` handed it. */
   drained(now: number, conn: number, n: number): void {
-    this.now = now;
     const c = this.conns.get(conn);
     if (!c) return;
     const drained = Math.min(c.recv.received, c.recv.drained + n);
     this.bufferedIn -= drained - c.recv.drained;
     c.recv.drained = drained;
-    this.maybeDone(c);
+    this.maybeDone(now, c);
   }
 
-  dialed(conn: number): void {
+  dialed(now: number, conn: number): void {
     const c = this.conns.get(conn);
     if (!c || c.local) return;
     if (c.state === 'opening') c.state = this.carrier ? 'open' : 'held';
-    this.queue({ type: RecordType.Opened, conn });
+    this.queue(now, { type: RecordType.Opened, conn });
   }
 
-  dialFailed(conn: number, text: string): void {
+  dialFailed(now: number, conn: number, text: string): void {
     const c = this.conns.get(conn);
-    if (c) this.forget(c, CloseCode.DialFailed, text, false, true);
+    if (c) this.forget(now, c, CloseCode.DialFailed, text, false, true);
   }
 
   /** Close every connection (daemon stopping, wrapper removed). */
-  closeAll(code: CloseCode, text: string, filter: (c: WrapConn) => boolean = () => true): void {
-    for (const c of [...this.conns.values()]) if (filter(c)) this.forget(c, code, text, false, true);
+  closeAll(now: number, code: CloseCode, text: string, filter: (c: WrapConn) => boolean = () => true): void {
+    for (const c of [...this.conns.values()]) if (filter(c)) this.forget(now, c, code, text, false, true);
   }
 
   // ---- carrier ----
@@ -315,7 +355,7 @@ export class WrapSession {
     this.lastHeard = now;
     this.counters.carrierUps++;
     this.clearControl();
-    this.queue({
+    this.queue(now, {
       type: RecordType.Hello,
       version: WRAP_VERSION,
       bootId: this.opts.bootId,
@@ -334,7 +374,6 @@ export class WrapSession {
   }
 
   handleRecord(now: number, buf: Uint8Array): void {
-    this.now = now;
     this.lastHeard = now;
     this.counters.recordsIn++;
     let rec: WrapRecord;
@@ -370,10 +409,11 @@ export class WrapSession {
         if (this.answering.has(rec.conn)) return;
         const ended = this.recentClosed.get(rec.conn);
         if (typeof ended === 'object') {
-          this.queue({ type: RecordType.Fin, conn: rec.conn, offset: ended.finOut });
-          this.queue({ type: RecordType.Ack, conn: rec.conn, offset: ended.finIn }, rec.conn);
+          this.queue(now, { type: RecordType.Fin, conn: rec.conn, offset: ended.finOut });
+          this.queue(now, { type: RecordType.Ack, conn: rec.conn, offset: ended.finIn }, rec.conn);
         } else
           this.queue(
+            now,
             { type: RecordType.Close, conn: rec.conn, code: ended ?? CloseCode.UnknownConnection, text: 'no such connection' },
             rec.conn,
           );
@@ -387,12 +427,12 @@ export class WrapSession {
         // The peer knows the connection (it may not have had it to RESUME): the hold is over.
         return this.resumed(now, c);
       case RecordType.Data:
-        return this.onData(c, rec.offset, rec.data);
+        return this.onData(now, c, rec.offset, rec.data);
       case RecordType.Ref:
-        return this.onRef(c, rec.offset, rec.length, rec.digest);
+        return this.onRef(now, c, rec.offset, rec.length, rec.digest);
       case RecordType.Nack:
         if (!c.delta || rec.offset < c.send.acked || rec.offset > c.send.next)
-          return this.protocolError(c, `nack at ${rec.offset} outside [${c.send.acked}, ${c.send.next}]`);
+          return this.protocolError(now, c, `nack at ${rec.offset} outside [${c.send.acked}, ${c.send.next}]`);
         // Resend from the offset, raw; the chunk deque no longer covers it (raw path handles that).
         c.send.rewindTo(rec.offset);
         c.delta.rawUntil = Math.max(c.delta.rawUntil, rec.offset + 1);
@@ -400,26 +440,27 @@ export class WrapSession {
       case RecordType.Ack: {
         const before = c.send.room;
         const acked = c.send.acked;
-        if (!c.send.ack(rec.offset)) return this.protocolError(c, `ack ${rec.offset} beyond the stream's end ${c.send.end}`);
+        if (!c.send.ack(rec.offset)) return this.protocolError(now, c, `ack ${rec.offset} beyond the stream's end ${c.send.end}`);
         this.bufferedOut -= c.send.acked - acked;
         if (before === 0 && c.send.room > 0) {
           if (this.bufferedOut < this.maxBuffered) this.events.push({ type: 'writable', conn: c.id });
           else this.blocked.add(c.id);
         }
         this.wakeBlocked();
-        return this.maybeDone(c);
+        return this.maybeDone(now, c);
       }
       case RecordType.Resume:
-        if (!c.send.skipTo(rec.offset)) return this.protocolError(c, `resume at ${rec.offset} outside [${c.send.acked}, ${c.send.end}]`);
+        if (!c.send.skipTo(rec.offset))
+          return this.protocolError(now, c, `resume at ${rec.offset} outside [${c.send.acked}, ${c.send.end}]`);
         return this.resumed(now, c);
       case RecordType.Fin:
         if (c.recv.finAt !== undefined && c.recv.finAt !== rec.offset)
-          return this.protocolError(c, `fin moved from ${c.recv.finAt} to ${rec.offset}`);
-        if (rec.offset < c.recv.received) return this.protocolError(c, `fin at ${rec.offset} below received ${c.recv.received}`);
+          return this.protocolError(now, c, `fin moved from ${c.recv.finAt} to ${rec.offset}`);
+        if (rec.offset < c.recv.received) return this.protocolError(now, c, `fin at ${rec.offset} below received ${c.recv.received}`);
         c.recv.finAt = rec.offset;
-        return this.checkEnd(c);
+        return this.checkEnd(now, c);
       case RecordType.Close:
-        return this.forget(c, rec.code, rec.text || CLOSE_NAMES[rec.code] || `code ${rec.code}`, true, true);
+        return this.forget(now, c, rec.code, rec.text || CLOSE_NAMES[rec.code] || `code ${rec.code}`, true, true);
     }
   }
 
@@ -433,76 +474,124 @@ export class WrapSession {
     const c = head && this.peerHello ? this.conns.get(head.conn) : undefined;
     const total = parts.reduce((n, p) => n + p.length, 0) - DATA_HEADER_LEN;
     if (!c || total > MAX_DATA) return this.handleRecord(now, Buffer.concat(parts)); // the general path decides
-    this.now = now;
     this.lastHeard = now;
     this.counters.recordsIn++;
     let offset = head!.offset;
     for (const piece of [parts[0].subarray(DATA_HEADER_LEN), ...parts.slice(1)]) {
       if (piece.length === 0) continue;
-      this.onData(c, offset, piece);
+      this.onData(now, c, offset, piece);
       offset += piece.length;
       if (this.conns.get(c.id) !== c) return; // closed by a protocol error
     }
   }
 
-  private onData(c: WrapConn, offset: number, data: Uint8Array): void {
+  private onData(now: number, c: WrapConn, offset: number, data: Uint8Array): void {
     if (c.recv.finAt !== undefined && offset + data.length > c.recv.finAt)
-      return this.protocolError(c, `data up to ${offset + data.length} beyond the fin at ${c.recv.finAt}`);
+      return this.protocolError(now, c, `data up to ${offset + data.length} beyond the fin at ${c.recv.finAt}`);
     if (c.delta?.nackAt !== undefined) {
       // Sent before the peer saw our NACK: dropped until the resend reaches us.
       if (offset > c.recv.received) return;
       c.delta.nackAt = undefined;
     }
-    if (!this.withinWindow(c, offset + data.length)) return;
+    if (!this.withinWindow(now, c, offset + data.length)) return;
     const fresh = c.recv.accept(offset, data);
-    if (fresh === 'gap') return this.protocolError(c, `data at ${offset} beyond received ${c.recv.received}`);
+    if (fresh === 'gap') return this.protocolError(now, c, `data at ${offset} beyond received ${c.recv.received}`);
     if (fresh) {
       this.bufferedIn += fresh.length;
       if (c.delta) for (const ch of c.delta.recvChunker.push(fresh)) this.refCache.put(ch.key, ch.length, ch.bytes!);
+      if (c.datagram) c.lastActivity = now;
       this.events.push({ type: 'deliver', conn: c.id, data: fresh });
     }
-    this.checkEnd(c);
+    this.checkEnd(now, c);
   }
 
   // ---- time ----
 
-  pollTimeout(): number | undefined {
-    let t: number | undefined;
-    const min = (x: number): void => {
-      t = t === undefined ? x : Math.min(t, x);
+  /** Each timer's deadline, undefined while it is not armed (one pass over the connections). */
+  deadlines(): Record<WrapTimer, number | undefined> {
+    const t: Record<WrapTimer, number | undefined> = {
+      silence: undefined,
+      ping: undefined,
+      ack: undefined,
+      hold: undefined,
+      'flow-idle': undefined,
+      'delta-tail': undefined,
+    };
+    const min = (timer: WrapTimer, at: number): void => {
+      const was = t[timer];
+      t[timer] = was === undefined ? at : Math.min(was, at);
     };
     if (this.carrier) {
-      min(this.lastHeard + this.opts.silenceMs);
-      min(this.lastSent + this.opts.pingMs);
+      t.silence = this.lastHeard + this.opts.silenceMs;
+      t.ping = this.lastSent + this.opts.pingMs;
+      for (const since of this.ackDirty.values()) min('ack', since + ACK_DELAY_MS);
     }
-    for (const c of this.conns.values()) if (c.holdUntil !== undefined) min(c.holdUntil);
-    if (this.carrier) for (const since of this.ackDirty.values()) min(since + ACK_DELAY_MS);
-    if (this.carrier && this.peerHello)
-      for (const c of this.conns.values()) if (c.delta && c.send.next < c.send.end) min(c.delta.lastAppend + DELTA_TAIL_MS);
+    const tail = this.carrier && this.peerHello;
+    for (const c of this.conns.values()) {
+      if (c.holdUntil !== undefined) min('hold', c.holdUntil);
+      if (c.datagram && c.local && c.send.finAt === undefined) min('flow-idle', c.lastActivity + this.udpIdleMs);
+      if (tail && c.delta && c.send.next < c.send.end) min('delta-tail', c.delta.lastAppend + DELTA_TAIL_MS);
+    }
     return t;
   }
 
+  /** The earliest deadline of any timer. */
+  pollTimeout(): number | undefined {
+    let at: number | undefined;
+    for (const d of Object.values(this.deadlines())) if (d !== undefined && (at === undefined || d < at)) at = d;
+    return at;
+  }
+
+  /** Fire every timer due at `now`, in WRAP_TIMERS order (a silent carrier is dropped before anything is queued on it). */
   handleTimeout(now: number): void {
-    if (this.carrier && now - this.lastHeard >= this.opts.silenceMs) {
-      // Reading stopped for our unread replies, and the peer never took them: its fault, counted.
-      if (this.backlogged) this.violation(`${this.control.length} control records unread by the peer for ${this.opts.silenceMs} ms`);
-      this.events.push({ type: 'drop-carrier', reason: `no record from the peer for ${this.opts.silenceMs} ms` });
-      this.onCarrierDown(now);
+    const due = this.deadlines();
+    for (const timer of WRAP_TIMERS) {
+      const at = due[timer];
+      if (at !== undefined && at <= now) this.fire(now, timer);
     }
-    if (this.carrier && now - this.lastSent >= this.opts.pingMs) {
-      this.queue({ type: RecordType.Ping });
-      this.lastSent = now; // one PING per interval, even while the carrier is not writable
-    }
-    // Due ACKs go to the control queue now, so a deadline never stays in the past.
-    for (const [id, since] of this.ackDirty) {
-      const c = this.conns.get(id);
-      if (!c) this.ackDirty.delete(id);
-      else if (now - since >= ACK_DELAY_MS) this.flushAck(c);
-    }
-    for (const c of [...this.conns.values()]) {
-      if (c.holdUntil !== undefined && now >= c.holdUntil) {
-        this.forget(c, CloseCode.HoldExpired, `the link to the peer was down for more than the hold time (${c.holdMs} ms)`, false, true);
-      }
+  }
+
+  private fire(now: number, timer: WrapTimer): void {
+    switch (timer) {
+      case 'silence':
+        if (!this.carrier || now - this.lastHeard < this.opts.silenceMs) return;
+        // Reading stopped for our unread replies, and the peer never took them: its fault, counted.
+        if (this.backlogged) this.violation(`${this.control.length} control records unread by the peer for ${this.opts.silenceMs} ms`);
+        this.events.push({ type: 'drop-carrier', reason: 'silence', detail: `no record from the peer for ${this.opts.silenceMs} ms` });
+        return this.onCarrierDown(now);
+      case 'ping':
+        if (!this.carrier || now - this.lastSent < this.opts.pingMs) return;
+        this.queue(now, { type: RecordType.Ping });
+        this.lastSent = now; // one PING per interval, even while the carrier is not writable
+        return;
+      case 'ack':
+        // Due ACKs go to the control queue now, so a deadline never stays in the past.
+        for (const [id, since] of this.ackDirty) {
+          const c = this.conns.get(id);
+          if (!c) this.ackDirty.delete(id);
+          else if (now - since >= ACK_DELAY_MS) this.flushAck(now, c);
+        }
+        return;
+      case 'hold':
+        for (const c of [...this.conns.values()]) {
+          if (c.holdUntil !== undefined && now >= c.holdUntil)
+            this.forget(
+              now,
+              c,
+              CloseCode.HoldExpired,
+              `the link to the peer was down for more than the hold time (${c.holdMs} ms)`,
+              false,
+              true,
+            );
+        }
+        return;
+      case 'flow-idle':
+        // UDP has no FIN: the side that opened the flow ends it, the peer follows and it completes.
+        for (const c of this.conns.values())
+          if (c.datagram && c.local && c.send.finAt === undefined && now - c.lastActivity >= this.udpIdleMs) this.localEnd(now, c.id);
+        return;
+      case 'delta-tail':
+        return; // the tail is due: the next pollRecord sends it
     }
   }
 
@@ -553,6 +642,7 @@ export class WrapSession {
       heldSince: undefined,
       outages: 0,
       openedAt: now,
+      lastActivity: now,
       delta: delta
         ? {
             sendChunker: new Chunker(),
@@ -569,9 +659,9 @@ export class WrapSession {
     return c;
   }
 
-  private sendOpen(c: WrapConn): void {
+  private sendOpen(now: number, c: WrapConn): void {
     c.openSent = true;
-    this.queue({
+    this.queue(now, {
       type: RecordType.Open,
       conn: c.id,
       wrapPort: c.wrapPort,
@@ -611,7 +701,11 @@ export class WrapSession {
     if (this.peerHello) return this.violation('second hello on the carrier');
     if (version !== WRAP_VERSION) {
       this.violation(`hello version ${version}, this side speaks ${WRAP_VERSION}`);
-      this.events.push({ type: 'drop-carrier', reason: `the peer speaks WRAP version ${version}, this side ${WRAP_VERSION}` });
+      this.events.push({
+        type: 'drop-carrier',
+        reason: 'version',
+        detail: `the peer speaks WRAP version ${version}, this side ${WRAP_VERSION}`,
+      });
       return this.onCarrierDown(now);
     }
     if (this.peerBootId !== undefined && this.peerBootId !== bootId) {
@@ -622,7 +716,7 @@ export class WrapSession {
       this.refCache.clear();
       for (const c of [...this.conns.values()]) {
         if (!c.local || c.openSent)
-          this.forget(c, CloseCode.PeerRestarted, 'the peer spookd restarted and lost the connection', false, true);
+          this.forget(now, c, CloseCode.PeerRestarted, 'the peer spookd restarted and lost the connection', false, true);
       }
       // Its connection ids start again: ended ones of its old incarnation (those just closed
       // included) must not answer its new connections.
@@ -638,9 +732,9 @@ export class WrapSession {
     // nothing to resume (a connection announced on an earlier carrier keeps its hold running).
     const unannounced = [...this.conns.values()].filter((c) => c.local && !c.openSent);
     for (const c of this.conns.values()) {
-      if (c.local && c.state === 'opening') this.sendOpen(c);
+      if (c.local && c.state === 'opening') this.sendOpen(now, c);
       // Tell the peer how much of its stream we hold: it resends only the rest.
-      if (c.openSent || !c.local) this.queue({ type: RecordType.Resume, conn: c.id, offset: c.recv.received });
+      if (c.openSent || !c.local) this.queue(now, { type: RecordType.Resume, conn: c.id, offset: c.recv.received });
       // And acknowledge again what was drained: the last ACK may have died with the old
       // carrier, and a sender with a full window would wait for it forever.
       if (c.recv.drained > 0) {
@@ -656,7 +750,7 @@ export class WrapSession {
     const known = this.conns.get(id);
     if (known) {
       // A resent OPEN (the carrier broke before our OPENED arrived): answer again, resume.
-      if (known.state !== 'opening' && !this.answering.has(id)) this.queue({ type: RecordType.Opened, conn: id }, id);
+      if (known.state !== 'opening' && !this.answering.has(id)) this.queue(now, { type: RecordType.Opened, conn: id }, id);
       this.resumed(now, known);
       return;
     }
@@ -664,6 +758,7 @@ export class WrapSession {
     const ended = this.recentClosed.get(id);
     if (ended !== undefined) {
       this.queue(
+        now,
         {
           type: RecordType.Close,
           conn: id,
@@ -677,11 +772,12 @@ export class WrapSession {
     if (!this.opts.mayDial?.(target, datagram)) {
       // One answer, no text, no dial: refused, unreachable and closed destinations look alike.
       this.remember(id, CloseCode.Refused);
-      this.queue({ type: RecordType.Close, conn: id, code: CloseCode.Refused, text: '' }, id);
+      this.queue(now, { type: RecordType.Close, conn: id, code: CloseCode.Refused, text: '' }, id);
       return;
     }
     if (this.conns.size >= this.opts.maxConnections) {
       this.queue(
+        now,
         {
           type: RecordType.Close,
           conn: id,
@@ -696,25 +792,25 @@ export class WrapSession {
     this.events.push({ type: 'dial', conn: id, target, wrapPort, datagram });
   }
 
-  private checkEnd(c: WrapConn): void {
+  private checkEnd(now: number, c: WrapConn): void {
     if (c.recv.endDue) {
       c.recv.endDelivered = true;
       this.events.push({ type: 'end', conn: c.id });
     }
-    this.maybeDone(c);
+    this.maybeDone(now, c);
   }
 
   /** Both directions ended and were acknowledged: the connection is complete. */
-  private maybeDone(c: WrapConn): void {
-    if (c.recv.ackDue && !this.ackDirty.has(c.id)) this.ackDirty.set(c.id, this.now);
+  private maybeDone(now: number, c: WrapConn): void {
+    if (c.recv.ackDue && !this.ackDirty.has(c.id)) this.ackDirty.set(c.id, now);
     if (!c.send.done || !c.recv.endDelivered || c.recv.drained < (c.recv.finAt ?? 0)) return;
-    this.flushAck(c);
+    this.flushAck(now, c);
     this.release(c);
     this.remember(c.id, { finOut: c.send.finAt!, finIn: c.recv.finAt! });
     this.events.push({ type: 'done', conn: c.id });
   }
 
-  private flushAck(c: WrapConn): void {
+  private flushAck(now: number, c: WrapConn): void {
     this.ackDirty.delete(c.id);
     if (!c.recv.ackDue) return;
     c.recv.ackSent = c.recv.drained;
@@ -725,14 +821,14 @@ export class WrapSession {
     }
     if (!this.carrier) return;
     const ack = { conn: c.id, offset: c.recv.drained };
-    if (this.enqueue({ ack })) this.ackQueued.set(c.id, ack);
+    if (this.enqueue(now, { ack })) this.ackQueued.set(c.id, ack);
   }
 
   private nextData(now: number): Uint8Array[] | undefined {
     for (const [id, since] of this.ackDirty) {
       const c = this.conns.get(id);
       if (!c) this.ackDirty.delete(id);
-      else if (now - since >= ACK_DELAY_MS || c.recv.drained - c.recv.ackSent >= this.opts.windowBytes / 8) this.flushAck(c);
+      else if (now - since >= ACK_DELAY_MS || c.recv.drained - c.recv.ackSent >= this.opts.windowBytes / 8) this.flushAck(now, c);
     }
     const ctl = this.shiftControl();
     if (ctl) return ctl;
@@ -745,7 +841,7 @@ export class WrapSession {
       if (c.local && !c.openSent) continue;
       const budget = Math.min(MAX_DATA, this.peerBuffer - inFlight, this.peerWindow - c.send.inFlight);
       if (c.delta) {
-        const rec = this.nextDelta(c, now, budget);
+        const rec = this.nextDelta(now, c, budget);
         if (rec) {
           this.rr = (this.rr + k + 1) % Math.max(1, list.length);
           return rec;
@@ -760,7 +856,7 @@ export class WrapSession {
         c.send.finSent = true;
         const fin = encodeRecord({ type: RecordType.Fin, conn: c.id, offset: c.send.finAt! });
         // Everything may already be acknowledged: then this FIN completes our direction.
-        this.maybeDone(c);
+        this.maybeDone(now, c);
         return [fin];
       }
     }
@@ -771,14 +867,14 @@ export class WrapSession {
    * Delta mode's next record for `c`: a REF when the next bytes are a whole chunk the peer
    * holds, else DATA up to the next chunk boundary (so the following record starts on one).
    */
-  private nextDelta(c: WrapConn, now: number, budget: number): Uint8Array[] | undefined {
+  private nextDelta(now: number, c: WrapConn, budget: number): Uint8Array[] | undefined {
     const d = c.delta!;
     const s = c.send;
     if (s.next >= s.end) {
       if (s.finDue) {
         s.finSent = true;
         const fin = encodeRecord({ type: RecordType.Fin, conn: c.id, offset: s.finAt! });
-        this.maybeDone(c);
+        this.maybeDone(now, c);
         return [fin];
       }
       return undefined;
@@ -807,30 +903,30 @@ export class WrapSession {
   }
 
   /** A REF: expand it from the cache, or ask for the bytes (NACK). */
-  private onRef(c: WrapConn, offset: number, length: number, digest: Uint8Array): void {
+  private onRef(now: number, c: WrapConn, offset: number, length: number, digest: Uint8Array): void {
     const d = c.delta;
-    if (!d) return this.protocolError(c, 'ref on a connection opened without delta mode');
+    if (!d) return this.protocolError(now, c, 'ref on a connection opened without delta mode');
     if (d.nackAt !== undefined && offset > c.recv.received) return; // sent before our NACK arrived
     if (offset + length <= c.recv.received) return; // a duplicate after a resume
     if (offset !== c.recv.received || !d.recvChunker.atBoundary)
-      return this.protocolError(c, `ref at ${offset}, received ${c.recv.received}, not on a chunk boundary`);
+      return this.protocolError(now, c, `ref at ${offset}, received ${c.recv.received}, not on a chunk boundary`);
     if (c.recv.finAt !== undefined && offset + length > c.recv.finAt)
-      return this.protocolError(c, `ref up to ${offset + length} beyond the fin at ${c.recv.finAt}`);
+      return this.protocolError(now, c, `ref up to ${offset + length} beyond the fin at ${c.recv.finAt}`);
     const bytes = this.refCache.touch(digestKey(digest));
     if (!bytes || bytes.length !== length) {
       d.nackAt = offset;
       this.counters.nacksSent++;
-      this.queue({ type: RecordType.Nack, conn: c.id, offset });
+      this.queue(now, { type: RecordType.Nack, conn: c.id, offset });
       return;
     }
-    if (!this.withinWindow(c, offset + length)) return;
+    if (!this.withinWindow(now, c, offset + length)) return;
     d.nackAt = undefined;
     c.recv.received += length;
     this.bufferedIn += length;
     d.recvChunker.skip(length);
     this.counters.refsExpanded++;
     this.events.push({ type: 'deliver', conn: c.id, data: bytes });
-    this.checkEnd(c);
+    this.checkEnd(now, c);
   }
 
   /** The connection is gone: what it held leaves the per-peer totals. */
@@ -859,24 +955,25 @@ export class WrapSession {
    * DATA or a REF that would take the connection's stream up to `upTo`: refused (a violation,
    * the connection reset) if that passes our receive window or the per-peer quota (§16.5.5).
    */
-  private withinWindow(c: WrapConn, upTo: number): boolean {
+  private withinWindow(now: number, c: WrapConn, upTo: number): boolean {
     const fresh = upTo - c.recv.received;
     if (fresh <= 0) return true;
     if (upTo - c.recv.drained <= this.opts.windowBytes && this.bufferedIn + fresh <= this.maxBuffered) return true;
     this.counters.windowViolations++;
     this.protocolError(
+      now,
       c,
       `data up to ${upTo} past the receive window (drained ${c.recv.drained}, window ${this.opts.windowBytes}, ${this.bufferedIn} of ${this.maxBuffered} buffered for this peer)`,
     );
     return false;
   }
 
-  private forget(c: WrapConn, code: CloseCode, reason: string, byPeer: boolean, notifyLocal: boolean): void {
+  private forget(now: number, c: WrapConn, code: CloseCode, reason: string, byPeer: boolean, notifyLocal: boolean): void {
     this.release(c);
     this.ackDirty.delete(c.id);
     this.remember(c.id, code);
     if (!byPeer && this.carrier && this.peerHello && (c.openSent || !c.local))
-      this.queue({ type: RecordType.Close, conn: c.id, code, text: reason });
+      this.queue(now, { type: RecordType.Close, conn: c.id, code, text: reason });
     if (notifyLocal) this.events.push({ type: 'close', conn: c.id, code, reason, byPeer });
   }
 
@@ -885,9 +982,9 @@ export class WrapSession {
     if (this.recentClosed.size > RECENT_CLOSED) this.recentClosed.delete(this.recentClosed.keys().next().value!);
   }
 
-  private protocolError(c: WrapConn, detail: string): void {
+  private protocolError(now: number, c: WrapConn, detail: string): void {
     this.violation(`connection ${c.id}: ${detail}`);
-    this.forget(c, CloseCode.ProtocolError, detail, false, true);
+    this.forget(now, c, CloseCode.ProtocolError, detail, false, true);
   }
 
   private violation(detail: string): void {
@@ -896,18 +993,18 @@ export class WrapSession {
   }
 
   /** Queue a control record; `answers`: it answers a peer's record about that connection id. */
-  private queue(rec: WrapRecord, answers?: number): void {
+  private queue(now: number, rec: WrapRecord, answers?: number): void {
     if (!this.carrier) return;
-    if (this.enqueue({ rec: encodeRecord(rec), answers }) && answers !== undefined) this.answering.add(answers);
+    if (this.enqueue(now, { rec: encodeRecord(rec), answers }) && answers !== undefined) this.answering.add(answers);
   }
 
   /** Append to the control queue, or drop the carrier if the peer has let it grow past twice the pause. */
-  private enqueue(e: ControlEntry): boolean {
+  private enqueue(now: number, e: ControlEntry): boolean {
     if (this.control.length >= 2 * this.controlPause) {
       // Reading should have paused long before (backlogged): the carrier goes, its queue with it.
       this.violation(`${this.control.length} control records queued: the peer does not read the carrier`);
-      this.events.push({ type: 'drop-carrier', reason: 'control backlog over its limit' });
-      this.onCarrierDown(this.now);
+      this.events.push({ type: 'drop-carrier', reason: 'control-backlog', detail: 'control backlog over its limit' });
+      this.onCarrierDown(now);
       return false;
     }
     this.control.push(e);

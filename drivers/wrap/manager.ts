@@ -17,13 +17,13 @@ import type { KeyPair } from '../../crypto/primitives.js';
 import { CloseCode, CLOSE_NAMES, type Target } from '../../wire/wrap.js';
 import { WrapSession, DEFAULT_WRAP_OPTIONS, type WrapEvent } from '../../core/wrap/session.js';
 import { acceptCarrier, CarrierError, dialCarrier, HANDSHAKE_TIMEOUT_MS, type Carrier, type CarrierBudget } from './carrier.js';
-import { tcpIo, WrapCounters, type LocalConn, type LocalIo, type WrapperCounters, type WrapperSpec } from './local.js';
+import { tcpIo, WrapCounters, type ConnEnd, type LocalConn, type LocalIo, type WrapperCounters, type WrapperSpec } from './local.js';
 import { WrapHooks, type ClientAddr } from '../bpf/wrap-hooks.js';
 import { isDatagram } from '../../core/wrap/protocols.js';
 import { DialPolicy, type AllowRule } from './policy.js';
 import { resetOnClose } from './linger.js';
-import { HandshakeAdmission } from '../../core/wrap/admission.js';
-import { DatagramDeframer, frameDatagram, MAX_DATAGRAM, UDP_IDLE_MS } from '../../core/wrap/udp.js';
+import { HandshakeAdmission, type HandshakeRefusal } from '../../core/wrap/admission.js';
+import { DatagramDeframer, type FlowDrop } from '../../core/wrap/udp.js';
 
 export interface WrapPeer {
   name: string;
@@ -59,7 +59,7 @@ export interface WrapSettings {
   windowBytes: number;
   maxConnections: number;
   silenceMs: number;
-  /** UDP flows idle this long are ended (default UDP_IDLE_MS). */
+  /** UDP flows idle this long are ended (default UDP_IDLE_MS, core/wrap/udp.ts). */
   udpIdleMs?: number;
   /** Per peer and direction: buffered bytes of all its connections (default DEFAULT_MAX_BUFFERED). */
   maxBufferedBytes?: number;
@@ -88,6 +88,14 @@ const REDIAL_MS = 250;
 const REDIAL_MAX_MS = 5_000;
 /** As many as the BPF map of wrapped ports holds (bpf/spook_wrap.c MAX_WRAPPED_PORTS). */
 export const MAX_WRAPPERS = 256;
+
+/** Why an intercepted TCP connection was reset unread (stats().refused, by these names). */
+export type InterceptRefusal = 'no-original-destination' | 'port-not-wrapped' | 'too-many-connections';
+/** Why a datagram from a local UDP endpoint was dropped (stats().udpDrops). */
+export type DatagramDrop = InterceptRefusal | FlowDrop;
+/** Why an accepted carrier connection was closed before it was adopted (stats().carrierRefused). */
+export type CarrierRefusal =
+  'too-many-handshakes' | 'too-many-from-source' | HandshakeRefusal | 'handshake-timeout' | 'bad-mac1' | 'handshake-failed';
 
 interface PeerState {
   peer: WrapPeer;
@@ -118,7 +126,7 @@ export class WrapManager {
   private timer: NodeJS.Timeout | undefined;
   private stopping = false;
   private readonly bootId = randomBytes(8).readBigUInt64BE();
-  readonly refused: Record<string, number> = {};
+  readonly refused: Partial<Record<InterceptRefusal, number>> = {};
   /** Every local socket still open (lingering ones included), so that stop() leaves none. */
   private readonly sockets = new Set<Socket>();
   /** UDP: the intercept socket, and the flows by client port. */
@@ -126,11 +134,11 @@ export class WrapManager {
   /** UDP flows by client address and port and original destination. */
   private readonly udpFlows = new Map<string, { ps: PeerState; lc: LocalConn }>();
   private readonly udpSockets = new Set<UdpSocket>();
-  readonly udpDrops: Record<string, number> = {};
+  readonly udpDrops: Partial<Record<DatagramDrop, number>> = {};
   /** Carrier connections not yet adopted, in all and by source address. */
   private carrierPending = 0;
   private readonly carrierPendingBySource = new Map<string, number>();
-  readonly carrierRefused = {
+  readonly carrierRefused: Record<CarrierRefusal, number> = {
     'too-many-handshakes': 0,
     'too-many-from-source': 0,
     'handshake-rate': 0,
@@ -169,6 +177,7 @@ export class WrapManager {
         silenceMs: settings.silenceMs,
         pingMs: Math.max(100, Math.floor(settings.silenceMs / 3)),
         maxBufferedBytes: settings.maxBufferedBytes,
+        udpIdleMs: settings.udpIdleMs,
       });
       const ps: PeerState = {
         peer: p,
@@ -263,7 +272,7 @@ export class WrapManager {
     this.hooks?.close();
     this.hooks = undefined;
     for (const ps of this.peers.values()) {
-      ps.session.closeAll(CloseCode.Shutdown, 'spookd is stopping');
+      ps.session.closeAll(this.now(), CloseCode.Shutdown, 'spookd is stopping');
       this.flush(ps);
       ps.carrier?.socket.end();
     }
@@ -299,7 +308,12 @@ export class WrapManager {
       throw new Error(`port ${port} is not wrapped (wrapped: ${[...this.wrappers.keys()].join(', ') || 'none'})`);
     this.applyPorts();
     for (const ps of this.peers.values()) {
-      ps.session.closeAll(CloseCode.WrapperRemoved, `the wrapper for port ${port} was removed`, (c) => c.local && c.wrapPort === port);
+      ps.session.closeAll(
+        this.now(),
+        CloseCode.WrapperRemoved,
+        `the wrapper for port ${port} was removed`,
+        (c) => c.local && c.wrapPort === port,
+      );
       this.flush(ps);
     }
     this.log.info({ port }, 'wrapper removed');
@@ -426,7 +440,7 @@ export class WrapManager {
   private onIntercepted(socket: Socket): void {
     const now = this.now();
     const dst = this.hooks?.originalDst({ address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 });
-    const refuse = (why: string): void => {
+    const refuse = (why: InterceptRefusal): void => {
       this.refused[why] = (this.refused[why] ?? 0) + 1;
       this.log.warn({ from: `${socket.remoteAddress}:${socket.remotePort}`, why }, 'intercepted connection refused');
       socket.resetAndDestroy();
@@ -458,18 +472,18 @@ export class WrapManager {
       this.guard('local socket', (chunk: Buffer) => {
         if (!current()) return void socket.pause();
         this.counters.observe(lc, local ? 0 : 1, chunk);
-        if (!ps.session.localData(id, chunk, this.now())) socket.pause();
+        if (!ps.session.localData(this.now(), id, chunk)) socket.pause();
         this.flush(ps);
       }),
     );
     socket.on('end', () => {
       if (!current()) return;
-      ps.session.localEnd(id);
+      ps.session.localEnd(this.now(), id);
       this.flush(ps);
     });
     socket.on('error', (e) => {
       if (!current() || !lc.connected || !ps.session.conns.has(id)) return;
-      ps.session.localReset(id, e.message);
+      ps.session.localReset(this.now(), id, e.message);
       this.finish(ps, lc, local ? 'client-reset' : 'server-reset');
       this.flush(ps);
     });
@@ -492,7 +506,6 @@ export class WrapManager {
     const lc = {
       id,
       datagram,
-      lastActivity: this.now(),
       local,
       connected: local,
       wrapPort,
@@ -546,7 +559,7 @@ export class WrapManager {
     this.udpIn(flow.ps, flow.lc, msg);
   }
 
-  private udpDrop(why: string): void {
+  private udpDrop(why: DatagramDrop): void {
     this.udpDrops[why] = (this.udpDrops[why] ?? 0) + 1;
   }
 
@@ -569,7 +582,7 @@ export class WrapManager {
         one();
       },
       // A flow's peer ended its direction (idle): end ours too, and the connection completes.
-      end: () => ps.session.localEnd(lc.id),
+      end: () => ps.session.localEnd(this.now(), lc.id),
       resume: () => {},
       pause: () => {}, // datagrams that do not fit are dropped, not paused
       close: forget,
@@ -579,12 +592,8 @@ export class WrapManager {
   /** A datagram from the local endpoint: into the stream, or dropped (window full, flow ended, too big). */
   private udpIn(ps: PeerState, lc: LocalConn, msg: Buffer): void {
     if (ps.conns.get(lc.id) !== lc) return;
-    if (msg.length > MAX_DATAGRAM) return this.udpDrop('too-big');
-    const framed = frameDatagram(msg);
-    if (ps.session.conns.get(lc.id)?.send.ended) return this.udpDrop('flow-ended');
-    if (ps.session.room(lc.id) < framed.length) return this.udpDrop('window-full');
-    ps.session.localData(lc.id, framed, this.now());
-    lc.lastActivity = this.now();
+    const dropped = ps.session.localDatagram(this.now(), lc.id, msg);
+    if (dropped) return this.udpDrop(dropped);
     this.counters.observe(lc, lc.local ? 0 : 1, msg);
     this.flush(ps);
   }
@@ -610,8 +619,8 @@ export class WrapManager {
     );
     sock.on('error', (e) => {
       if (ps.conns.get(id) !== lc) return;
-      if (!lc.connected) ps.session.dialFailed(id, `${target.address}:${target.port}: ${e.message}`);
-      else ps.session.localReset(id, e.message);
+      if (!lc.connected) ps.session.dialFailed(this.now(), id, `${target.address}:${target.port}: ${e.message}`);
+      else ps.session.localReset(this.now(), id, e.message);
       this.finish(ps, lc, 'server-reset');
       lc.io.close(false);
       this.flush(ps);
@@ -620,23 +629,12 @@ export class WrapManager {
       if (ps.conns.get(id) !== lc) return;
       lc.connected = true;
       for (const [d, sent] of early.splice(0)) sock.send(d, () => sent());
-      ps.session.dialed(id);
+      ps.session.dialed(this.now(), id);
       this.flush(ps);
     });
   }
 
-  /** End UDP flows that carried nothing for UDP_IDLE_MS (the client side ends; the peer follows). */
-  private endIdleFlows(now: number): void {
-    for (const ps of this.peers.values()) {
-      for (const lc of ps.conns.values()) {
-        const c = ps.session.conns.get(lc.id);
-        if (lc.datagram && lc.local && c && c.send.finAt === undefined && now - lc.lastActivity > (this.settings.udpIdleMs ?? UDP_IDLE_MS))
-          ps.session.localEnd(lc.id);
-      }
-    }
-  }
-
-  private finish(ps: PeerState, lc: LocalConn, reason: string): void {
+  private finish(ps: PeerState, lc: LocalConn, reason: ConnEnd): void {
     this.counters.ended(lc, reason);
     ps.conns.delete(lc.id);
   }
@@ -650,12 +648,12 @@ export class WrapManager {
       if (ps.conns.get(id) !== lc) return;
       resetOnClose(socket);
       lc.connected = true;
-      ps.session.dialed(id);
+      ps.session.dialed(this.now(), id);
       this.flush(ps);
     });
     socket.once('error', (e) => {
       if (lc.connected || ps.conns.get(id) !== lc) return;
-      ps.session.dialFailed(id, `${target.address}:${target.port}: ${e.message}`);
+      ps.session.dialFailed(this.now(), id, `${target.address}:${target.port}: ${e.message}`);
       ps.conns.delete(lc.id);
       this.flush(ps);
     });
@@ -880,9 +878,7 @@ export class WrapManager {
         if (!lc) return;
         const n = ev.data.length;
         const session = ps.session;
-        if (!lc.datagram)
-          this.counters.observe(lc, lc.local ? 1 : 0, ev.data); // UDP: counted per datagram as sent
-        else lc.lastActivity = this.now();
+        if (!lc.datagram) this.counters.observe(lc, lc.local ? 1 : 0, ev.data); // UDP: counted per datagram as sent
         lc.io.write(ev.data, () => {
           if (ps.conns.get(ev.conn) !== lc) return;
           // The acknowledgement a delivery causes is the peer's work too (its carrier pauses on the debt).
@@ -913,7 +909,7 @@ export class WrapManager {
         }
         return;
       case 'close': {
-        const reason = CLOSE_NAMES[ev.code] ?? `code ${ev.code}`;
+        const reason: ConnEnd = CLOSE_NAMES[ev.code] ?? `code ${ev.code}`;
         this.log.info({ peer: ps.peer.name, conn: ev.conn, reason, detail: ev.reason, byPeer: ev.byPeer }, 'wrapped connection closed');
         if (!lc) return;
         this.finish(ps, lc, reason);
@@ -926,8 +922,8 @@ export class WrapManager {
         for (const l of ps.conns.values()) l.io.pause();
         return;
       case 'drop-carrier':
-        this.log.info({ peer: ps.peer.name, reason: ev.reason }, 'dropping the carrier');
-        ps.carrier?.close(ev.reason);
+        this.log.info({ peer: ps.peer.name, reason: ev.reason, detail: ev.detail }, 'dropping the carrier');
+        ps.carrier?.close(ev.detail);
         return;
       case 'peer-restarted':
         this.log.warn({ peer: ps.peer.name }, 'the peer spookd restarted: its wrapped connections are gone');
@@ -963,7 +959,6 @@ export class WrapManager {
   private tick(): void {
     this.timer = undefined;
     const now = this.now();
-    this.endIdleFlows(now);
     for (const ps of this.peers.values()) {
       const t = ps.session.pollTimeout();
       if (t !== undefined && t <= now) ps.session.handleTimeout(now);
