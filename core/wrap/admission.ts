@@ -58,11 +58,6 @@ export class HandshakeAdmission {
     return undefined;
   }
 
-  /** Sources tracked (tests, stats). */
-  get tracked(): number {
-    return this.bySource.size;
-  }
-
   private sweep(now: number): void {
     for (const [s, b] of this.bySource) if (b.refill(now) >= b.rate) this.bySource.delete(s);
   }

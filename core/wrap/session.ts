@@ -70,8 +70,6 @@ export const ACK_DELAY_MS = 5;
  */
 export const DELTA_TAIL_MS = 2;
 
-export const DEFAULT_WRAP_OPTIONS = { windowBytes: 4 * 1024 * 1024, maxConnections: 1024, pingMs: 1_000, silenceMs: 3_000 };
-
 /**
  * The session's timers (as quinn-proto's connection/timer.rs): each has a deadline (`deadlines`),
  * pollTimeout() is the earliest, and handleTimeout(now) fires the due ones in this order.
@@ -141,6 +139,23 @@ export type WrapEvent =
   | { type: 'peer-restarted' }
   | { type: 'violation'; detail: string };
 
+/** What a session counts (`spook wrap stats`, metrics). */
+export interface WrapSessionCounters {
+  recordsIn: number;
+  recordsOut: number;
+  /** Records of the peer against the protocol (each also a `violation` event). */
+  violations: number;
+  /** DATA or REF past our receive window or quota (a violation too). */
+  windowViolations: number;
+  carrierUps: number;
+  carrierLosses: number;
+  /** Delta mode: REFs sent, the stream bytes they stood for, REFs expanded here, NACKs sent. */
+  refsSent: number;
+  refBytes: number;
+  refsExpanded: number;
+  nacksSent: number;
+}
+
 /** Why the session drops its carrier: a peer of another WRAP version, replies it never reads, its silence. */
 export type CarrierDrop = 'version' | 'control-backlog' | 'silence';
 
@@ -164,7 +179,7 @@ interface ControlEntry {
 }
 
 export class WrapSession {
-  readonly conns = new Map<number, WrapConn>();
+  private readonly live = new Map<number, WrapConn>();
   private nextId: number;
   private carrier = false;
   private peerHello = false;
@@ -201,7 +216,7 @@ export class WrapSession {
   private lastHeard = 0;
   private lastSent = 0;
   private rr = 0;
-  readonly counters = {
+  private readonly count: WrapSessionCounters = {
     recordsIn: 0,
     recordsOut: 0,
     violations: 0,
@@ -213,10 +228,8 @@ export class WrapSession {
     refsExpanded: 0,
     nacksSent: 0,
   };
-  /** Bytes read from local sockets, not yet acknowledged by the peer (all connections). */
-  bufferedOut = 0;
-  /** Bytes received from the peer, not yet taken by the local sockets (all connections). */
-  bufferedIn = 0;
+  private outBytes = 0;
+  private inBytes = 0;
   readonly maxBuffered: number;
   /** What the peer's HELLO advertised (ours until then): its receive window and quota. */
   private peerWindow: number;
@@ -228,7 +241,7 @@ export class WrapSession {
   private readonly refCache: ChunkLru<Uint8Array>;
   private readonly udpIdleMs: number;
 
-  constructor(readonly opts: WrapSessionOptions) {
+  constructor(private readonly opts: WrapSessionOptions) {
     this.nextId = 2 + opts.role;
     this.controlPause = CONTROL_PAUSE_RECORDS + 4 * opts.maxConnections;
     this.maxBuffered = Math.max(opts.windowBytes, opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED);
@@ -237,6 +250,25 @@ export class WrapSession {
     this.refIndex = new ChunkLru(opts.deltaCacheBytes);
     this.refCache = new ChunkLru(opts.deltaCacheBytes);
     this.udpIdleMs = opts.udpIdleMs ?? UDP_IDLE_MS;
+  }
+
+  /** The live connections, by id (read-only here: every change is an input). */
+  get conns(): ReadonlyMap<number, Readonly<WrapConn>> {
+    return this.live;
+  }
+
+  get counters(): Readonly<WrapSessionCounters> {
+    return this.count;
+  }
+
+  /** Bytes read from local sockets, not yet acknowledged by the peer (all connections). */
+  get bufferedOut(): number {
+    return this.outBytes;
+  }
+
+  /** Bytes received from the peer, not yet taken by the local sockets (all connections). */
+  get bufferedIn(): number {
+    return this.inBytes;
   }
 
   get carrierUp(): boolean {
@@ -257,7 +289,7 @@ export class WrapSession {
 
   /** A client connection was intercepted: returns its id, or undefined when over the limit. */
   openLocal(now: number, wrapPort: number, target: Target, holdMs: number, delta = false, datagram = false): number | undefined {
-    if (this.conns.size >= this.opts.maxConnections) return undefined;
+    if (this.live.size >= this.opts.maxConnections) return undefined;
     const id = this.nextId >>> 0;
     this.nextId = (this.nextId + 2) >>> 0 || 2 + this.opts.role;
     // Delta mode's tail wait would delay every datagram: flows never use it.
@@ -269,11 +301,11 @@ export class WrapSession {
 
   /** Bytes read from the local socket. Returns false when the window is full: pause reading. */
   localData(now: number, conn: number, data: Uint8Array): boolean {
-    const c = this.conns.get(conn);
+    const c = this.live.get(conn);
     if (!c || c.send.ended) return false; // after the local end nothing more can be appended
     const idle = c.send.next >= c.send.end;
     c.send.append(data);
-    this.bufferedOut += data.length;
+    this.outBytes += data.length;
     if (c.datagram) c.lastActivity = now;
     if (c.delta) {
       for (const ch of c.delta.sendChunker.push(data)) c.delta.sendChunks.push(ch);
@@ -281,10 +313,10 @@ export class WrapSession {
       if (idle) c.delta.lastAppend = now;
     }
     if (c.send.room === 0) return false;
-    if (this.bufferedOut < this.maxBuffered) return true;
+    if (this.outBytes < this.maxBuffered) return true;
     // The per-peer quota is used up: every connection stops reading (not just this one, or
     // each would still add a read), and they are woken one read's worth at a time.
-    for (const id of this.conns.keys()) this.blocked.add(id);
+    for (const id of this.live.keys()) this.blocked.add(id);
     this.events.push({ type: 'pause-all' });
     return false;
   }
@@ -296,7 +328,7 @@ export class WrapSession {
   localDatagram(now: number, conn: number, d: Uint8Array): FlowDrop | undefined {
     if (d.length > MAX_DATAGRAM) return 'too-big';
     const framed = frameDatagram(d);
-    if (this.conns.get(conn)?.send.ended) return 'flow-ended';
+    if (this.live.get(conn)?.send.ended) return 'flow-ended';
     if (this.room(conn) < framed.length) return 'window-full';
     this.localData(now, conn, framed);
     return undefined;
@@ -304,47 +336,47 @@ export class WrapSession {
 
   /** Bytes the window and the per-peer quota still take for `conn` (a UDP flow drops a datagram that does not fit). */
   room(conn: number): number {
-    return Math.min(this.conns.get(conn)?.send.room ?? 0, Math.max(0, this.maxBuffered - this.bufferedOut));
+    return Math.min(this.live.get(conn)?.send.room ?? 0, Math.max(0, this.maxBuffered - this.outBytes));
   }
 
   /** The local end finished its stream (a TCP FIN); `now` unused: ending queues nothing by itself. */
   localEnd(_now: number, conn: number): void {
-    const c = this.conns.get(conn);
+    const c = this.live.get(conn);
     if (c && c.send.finAt === undefined) c.send.finAt = c.send.end;
   }
 
   /** The local socket failed or was reset: the peer resets its side too. */
   localReset(now: number, conn: number, text: string): void {
-    const c = this.conns.get(conn);
+    const c = this.live.get(conn);
     if (!c) return;
     this.forget(now, c, c.local ? CloseCode.ClientReset : CloseCode.ServerReset, text, false, false);
   }
 
   /** The local socket flushed `n` more bytes of what `deliver` handed it. */
   drained(now: number, conn: number, n: number): void {
-    const c = this.conns.get(conn);
+    const c = this.live.get(conn);
     if (!c) return;
     const drained = Math.min(c.recv.received, c.recv.drained + n);
-    this.bufferedIn -= drained - c.recv.drained;
+    this.inBytes -= drained - c.recv.drained;
     c.recv.drained = drained;
     this.maybeDone(now, c);
   }
 
   dialed(now: number, conn: number): void {
-    const c = this.conns.get(conn);
+    const c = this.live.get(conn);
     if (!c || c.local) return;
     if (c.state === 'opening') c.state = this.carrier ? 'open' : 'held';
     this.queue(now, { type: RecordType.Opened, conn });
   }
 
   dialFailed(now: number, conn: number, text: string): void {
-    const c = this.conns.get(conn);
+    const c = this.live.get(conn);
     if (c) this.forget(now, c, CloseCode.DialFailed, text, false, true);
   }
 
   /** Close every connection (daemon stopping, wrapper removed). */
   closeAll(now: number, code: CloseCode, text: string, filter: (c: WrapConn) => boolean = () => true): void {
-    for (const c of [...this.conns.values()]) if (filter(c)) this.forget(now, c, code, text, false, true);
+    for (const c of [...this.live.values()]) if (filter(c)) this.forget(now, c, code, text, false, true);
   }
 
   // ---- carrier ----
@@ -353,7 +385,7 @@ export class WrapSession {
     this.carrier = true;
     this.peerHello = false;
     this.lastHeard = now;
-    this.counters.carrierUps++;
+    this.count.carrierUps++;
     this.clearControl();
     this.queue(now, {
       type: RecordType.Hello,
@@ -368,14 +400,14 @@ export class WrapSession {
     if (!this.carrier) return;
     this.carrier = false;
     this.peerHello = false;
-    this.counters.carrierLosses++;
+    this.count.carrierLosses++;
     this.clearControl();
-    for (const c of this.conns.values()) this.hold(now, c);
+    for (const c of this.live.values()) this.hold(now, c);
   }
 
   handleRecord(now: number, buf: Uint8Array): void {
     this.lastHeard = now;
-    this.counters.recordsIn++;
+    this.count.recordsIn++;
     let rec: WrapRecord;
     try {
       rec = decodeRecord(buf);
@@ -401,7 +433,7 @@ export class WrapSession {
           (rec.flags & OPEN_DATAGRAM) !== 0,
         );
     }
-    const c = this.conns.get(rec.conn);
+    const c = this.live.get(rec.conn);
     if (!c) {
       // A late record for a connection that has ended: tell a resuming peer why, once.
       if (rec.type === RecordType.Resume || rec.type === RecordType.Data) {
@@ -441,9 +473,9 @@ export class WrapSession {
         const before = c.send.room;
         const acked = c.send.acked;
         if (!c.send.ack(rec.offset)) return this.protocolError(now, c, `ack ${rec.offset} beyond the stream's end ${c.send.end}`);
-        this.bufferedOut -= c.send.acked - acked;
+        this.outBytes -= c.send.acked - acked;
         if (before === 0 && c.send.room > 0) {
-          if (this.bufferedOut < this.maxBuffered) this.events.push({ type: 'writable', conn: c.id });
+          if (this.outBytes < this.maxBuffered) this.events.push({ type: 'writable', conn: c.id });
           else this.blocked.add(c.id);
         }
         this.wakeBlocked();
@@ -471,17 +503,17 @@ export class WrapSession {
   handleRecordParts(now: number, parts: Uint8Array[]): void {
     if (parts.length === 1) return this.handleRecord(now, parts[0]);
     const head = parts.length ? decodeDataHeader(parts[0]) : undefined;
-    const c = head && this.peerHello ? this.conns.get(head.conn) : undefined;
+    const c = head && this.peerHello ? this.live.get(head.conn) : undefined;
     const total = parts.reduce((n, p) => n + p.length, 0) - DATA_HEADER_LEN;
     if (!c || total > MAX_DATA) return this.handleRecord(now, Buffer.concat(parts)); // the general path decides
     this.lastHeard = now;
-    this.counters.recordsIn++;
+    this.count.recordsIn++;
     let offset = head!.offset;
     for (const piece of [parts[0].subarray(DATA_HEADER_LEN), ...parts.slice(1)]) {
       if (piece.length === 0) continue;
       this.onData(now, c, offset, piece);
       offset += piece.length;
-      if (this.conns.get(c.id) !== c) return; // closed by a protocol error
+      if (this.live.get(c.id) !== c) return; // closed by a protocol error
     }
   }
 
@@ -497,7 +529,7 @@ export class WrapSession {
     const fresh = c.recv.accept(offset, data);
     if (fresh === 'gap') return this.protocolError(now, c, `data at ${offset} beyond received ${c.recv.received}`);
     if (fresh) {
-      this.bufferedIn += fresh.length;
+      this.inBytes += fresh.length;
       if (c.delta) for (const ch of c.delta.recvChunker.push(fresh)) this.refCache.put(ch.key, ch.length, ch.bytes!);
       if (c.datagram) c.lastActivity = now;
       this.events.push({ type: 'deliver', conn: c.id, data: fresh });
@@ -527,7 +559,7 @@ export class WrapSession {
       for (const since of this.ackDirty.values()) min('ack', since + ACK_DELAY_MS);
     }
     const tail = this.carrier && this.peerHello;
-    for (const c of this.conns.values()) {
+    for (const c of this.live.values()) {
       if (c.holdUntil !== undefined) min('hold', c.holdUntil);
       if (c.datagram && c.local && c.send.finAt === undefined) min('flow-idle', c.lastActivity + this.udpIdleMs);
       if (tail && c.delta && c.send.next < c.send.end) min('delta-tail', c.delta.lastAppend + DELTA_TAIL_MS);
@@ -567,13 +599,13 @@ export class WrapSession {
       case 'ack':
         // Due ACKs go to the control queue now, so a deadline never stays in the past.
         for (const [id, since] of this.ackDirty) {
-          const c = this.conns.get(id);
+          const c = this.live.get(id);
           if (!c) this.ackDirty.delete(id);
           else if (now - since >= ACK_DELAY_MS) this.flushAck(now, c);
         }
         return;
       case 'hold':
-        for (const c of [...this.conns.values()]) {
+        for (const c of [...this.live.values()]) {
           if (c.holdUntil !== undefined && now >= c.holdUntil)
             this.forget(
               now,
@@ -587,7 +619,7 @@ export class WrapSession {
         return;
       case 'flow-idle':
         // UDP has no FIN: the side that opened the flow ends it, the peer follows and it completes.
-        for (const c of this.conns.values())
+        for (const c of this.live.values())
           if (c.datagram && c.local && c.send.finAt === undefined && now - c.lastActivity >= this.udpIdleMs) this.localEnd(now, c.id);
         return;
       case 'delta-tail':
@@ -607,7 +639,7 @@ export class WrapSession {
     if (!out && this.peerHello) out = this.nextData(now);
     if (out) {
       this.lastSent = now;
-      this.counters.recordsOut++;
+      this.count.recordsOut++;
     }
     return out;
   }
@@ -655,7 +687,7 @@ export class WrapSession {
         : undefined,
       datagram,
     };
-    this.conns.set(id, c);
+    this.live.set(id, c);
     return c;
   }
 
@@ -714,7 +746,7 @@ export class WrapSession {
       // Its chunk cache went with it: references would only cost NACKs.
       this.refIndex.clear();
       this.refCache.clear();
-      for (const c of [...this.conns.values()]) {
+      for (const c of [...this.live.values()]) {
         if (!c.local || c.openSent)
           this.forget(now, c, CloseCode.PeerRestarted, 'the peer spookd restarted and lost the connection', false, true);
       }
@@ -727,11 +759,11 @@ export class WrapSession {
     // Send no more than the peer takes: its window per connection, its quota for all (≥ 1 record).
     this.peerWindow = Math.min(this.opts.windowBytes, Math.max(DATA_HEADER_LEN + 1, window ?? this.opts.windowBytes));
     this.peerBuffer = Math.min(this.maxBuffered, Math.max(this.peerWindow, buffer ?? this.maxBuffered));
-    for (const c of this.conns.values()) c.send.window = this.peerWindow;
+    for (const c of this.live.values()) c.send.window = this.peerWindow;
     // Connections opened while no carrier was up were never announced: they start now, with
     // nothing to resume (a connection announced on an earlier carrier keeps its hold running).
-    const unannounced = [...this.conns.values()].filter((c) => c.local && !c.openSent);
-    for (const c of this.conns.values()) {
+    const unannounced = [...this.live.values()].filter((c) => c.local && !c.openSent);
+    for (const c of this.live.values()) {
       if (c.local && c.state === 'opening') this.sendOpen(now, c);
       // Tell the peer how much of its stream we hold: it resends only the rest.
       if (c.openSent || !c.local) this.queue(now, { type: RecordType.Resume, conn: c.id, offset: c.recv.received });
@@ -747,7 +779,7 @@ export class WrapSession {
 
   private onOpen(now: number, id: number, wrapPort: number, target: Target, holdMs: number, delta: boolean, datagram: boolean): void {
     if ((id & 1) === this.opts.role) return this.violation(`open of connection ${id}: its id has this side's parity`);
-    const known = this.conns.get(id);
+    const known = this.live.get(id);
     if (known) {
       // A resent OPEN (the carrier broke before our OPENED arrived): answer again, resume.
       if (known.state !== 'opening' && !this.answering.has(id)) this.queue(now, { type: RecordType.Opened, conn: id }, id);
@@ -775,14 +807,14 @@ export class WrapSession {
       this.queue(now, { type: RecordType.Close, conn: id, code: CloseCode.Refused, text: '' }, id);
       return;
     }
-    if (this.conns.size >= this.opts.maxConnections) {
+    if (this.live.size >= this.opts.maxConnections) {
       this.queue(
         now,
         {
           type: RecordType.Close,
           conn: id,
           code: CloseCode.TooManyConnections,
-          text: `this side carries ${this.conns.size} connections already`,
+          text: `this side carries ${this.live.size} connections already`,
         },
         id,
       );
@@ -826,13 +858,13 @@ export class WrapSession {
 
   private nextData(now: number): Uint8Array[] | undefined {
     for (const [id, since] of this.ackDirty) {
-      const c = this.conns.get(id);
+      const c = this.live.get(id);
       if (!c) this.ackDirty.delete(id);
       else if (now - since >= ACK_DELAY_MS || c.recv.drained - c.recv.ackSent >= this.opts.windowBytes / 8) this.flushAck(now, c);
     }
     const ctl = this.shiftControl();
     if (ctl) return ctl;
-    const list = [...this.conns.values()];
+    const list = [...this.live.values()];
     // The peer's receive window per connection and its quota for all of them (§16.5.5).
     let inFlight = 0;
     for (const c of list) inFlight += c.send.inFlight;
@@ -885,8 +917,8 @@ export class WrapSession {
       if (ch.length > budget) return undefined; // a reference waits for room, rather than going raw
       d.sendChunks.shift();
       s.skipSent(ch.length);
-      this.counters.refsSent++;
-      this.counters.refBytes += ch.length;
+      this.count.refsSent++;
+      this.count.refBytes += ch.length;
       return [encodeRecord({ type: RecordType.Ref, conn: c.id, offset: ch.offset, length: ch.length, digest: ch.digest })];
     }
     // The unfinished tail waits a moment for the rest of its chunk (unless the stream ended).
@@ -915,36 +947,36 @@ export class WrapSession {
     const bytes = this.refCache.touch(digestKey(digest));
     if (!bytes || bytes.length !== length) {
       d.nackAt = offset;
-      this.counters.nacksSent++;
+      this.count.nacksSent++;
       this.queue(now, { type: RecordType.Nack, conn: c.id, offset });
       return;
     }
     if (!this.withinWindow(now, c, offset + length)) return;
     d.nackAt = undefined;
     c.recv.received += length;
-    this.bufferedIn += length;
+    this.inBytes += length;
     d.recvChunker.skip(length);
-    this.counters.refsExpanded++;
+    this.count.refsExpanded++;
     this.events.push({ type: 'deliver', conn: c.id, data: bytes });
     this.checkEnd(now, c);
   }
 
   /** The connection is gone: what it held leaves the per-peer totals. */
   private release(c: WrapConn): void {
-    this.conns.delete(c.id);
+    this.live.delete(c.id);
     this.blocked.delete(c.id);
-    this.bufferedOut -= c.send.buffered;
-    this.bufferedIn -= c.recv.received - c.recv.drained;
+    this.outBytes -= c.send.buffered;
+    this.inBytes -= c.recv.received - c.recv.drained;
     this.wakeBlocked();
   }
 
   /** Connections paused by the per-peer quota get going again, one socket read per free WAKE_BYTES. */
   private wakeBlocked(): void {
-    let free = this.maxBuffered - this.bufferedOut;
+    let free = this.maxBuffered - this.outBytes;
     for (const id of this.blocked) {
       if (free < WAKE_BYTES) return; // a woken connection may add a whole read
       this.blocked.delete(id);
-      const c = this.conns.get(id);
+      const c = this.live.get(id);
       if (!c || c.send.room === 0) continue; // its own window wakes it
       this.events.push({ type: 'writable', conn: id });
       free -= WAKE_BYTES;
@@ -958,12 +990,12 @@ export class WrapSession {
   private withinWindow(now: number, c: WrapConn, upTo: number): boolean {
     const fresh = upTo - c.recv.received;
     if (fresh <= 0) return true;
-    if (upTo - c.recv.drained <= this.opts.windowBytes && this.bufferedIn + fresh <= this.maxBuffered) return true;
-    this.counters.windowViolations++;
+    if (upTo - c.recv.drained <= this.opts.windowBytes && this.inBytes + fresh <= this.maxBuffered) return true;
+    this.count.windowViolations++;
     this.protocolError(
       now,
       c,
-      `data up to ${upTo} past the receive window (drained ${c.recv.drained}, window ${this.opts.windowBytes}, ${this.bufferedIn} of ${this.maxBuffered} buffered for this peer)`,
+      `data up to ${upTo} past the receive window (drained ${c.recv.drained}, window ${this.opts.windowBytes}, ${this.inBytes} of ${this.maxBuffered} buffered for this peer)`,
     );
     return false;
   }
@@ -988,7 +1020,7 @@ export class WrapSession {
   }
 
   private violation(detail: string): void {
-    this.counters.violations++;
+    this.count.violations++;
     this.events.push({ type: 'violation', detail });
   }
 

@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { KeyPair } from '../../crypto/primitives.js';
 import { CloseCode, CLOSE_NAMES, type Target } from '../../wire/wrap.js';
-import { WrapSession, DEFAULT_WRAP_OPTIONS, type WrapEvent } from '../../core/wrap/session.js';
+import { WrapSession, type WrapEvent } from '../../core/wrap/session.js';
 import { acceptCarrier, CarrierError, dialCarrier, HANDSHAKE_TIMEOUT_MS, type Carrier, type CarrierBudget } from './carrier.js';
 import { tcpIo, WrapCounters, type ConnEnd, type LocalConn, type LocalIo, type WrapperCounters, type WrapperSpec } from './local.js';
 import { WrapHooks, type ClientAddr } from '../bpf/wrap-hooks.js';
@@ -169,7 +169,6 @@ export class WrapManager {
     for (const p of host.peers) {
       const session = new WrapSession({
         mayDial: (target, datagram) => this.policy.allows(p.name, target, datagram ? 'udp' : 'tcp'),
-        ...DEFAULT_WRAP_OPTIONS,
         role: p.role,
         bootId: this.bootId,
         windowBytes: settings.windowBytes,
