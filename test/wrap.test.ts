@@ -4,6 +4,7 @@ import { CHUNK_MAX, CHUNK_MIN, Chunker } from '../core/wrap/dedup.js';
 import { ACK_DELAY_MS, WrapSession, type WrapEvent } from '../core/wrap/session.js';
 import { DEFAULT_WRAP_SIM, runWrapSim } from '../testing/sim/wrap.js';
 import { DialPolicy, parseDestination } from '../drivers/wrap/policy.js';
+import { HandshakeSlots } from '../core/wrap/admission.js';
 import { carrierMac1 } from '../drivers/wrap/carrier.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -485,6 +486,21 @@ describe('WrapSession', () => {
     expect(a.openLocal(0, 22, target, 1)).toBeDefined();
     expect(a.openLocal(0, 22, target, 1)).toBeDefined();
     expect(a.openLocal(0, 22, target, 1)).toBeUndefined();
+  });
+});
+
+describe('carrier admission (§16.2)', () => {
+  it('handshake slots: at most max in all and maxPerSource per source address, freed as connections are adopted', () => {
+    const slots = new HandshakeSlots(3, 2);
+    slots.take('a');
+    slots.take('a');
+    expect(slots.full('a')).toBe('too-many-from-source');
+    expect(slots.full('b')).toBeUndefined();
+    slots.take('b');
+    expect(slots.full('c')).toBe('too-many-handshakes');
+    slots.release('a');
+    expect(slots.full('a')).toBeUndefined();
+    expect(slots.held).toBe(2);
   });
 });
 

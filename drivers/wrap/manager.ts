@@ -22,7 +22,7 @@ import { WrapHooks, type ClientAddr } from '../bpf/wrap-hooks.js';
 import { isDatagram } from '../../core/wrap/protocols.js';
 import { DialPolicy, type AllowRule } from './policy.js';
 import { resetOnClose } from './linger.js';
-import { HandshakeAdmission, type HandshakeRefusal } from '../../core/wrap/admission.js';
+import { HandshakeAdmission, HandshakeSlots, type HandshakeRefusal, type HandshakeSlotRefusal } from '../../core/wrap/admission.js';
 import { DatagramDeframer, type FlowDrop } from '../../core/wrap/udp.js';
 
 export interface WrapPeer {
@@ -94,8 +94,7 @@ export type InterceptRefusal = 'no-original-destination' | 'port-not-wrapped' | 
 /** Why a datagram from a local UDP endpoint was dropped (stats().udpDrops). */
 export type DatagramDrop = InterceptRefusal | FlowDrop;
 /** Why an accepted carrier connection was closed before it was adopted (stats().carrierRefused). */
-export type CarrierRefusal =
-  'too-many-handshakes' | 'too-many-from-source' | HandshakeRefusal | 'handshake-timeout' | 'bad-mac1' | 'handshake-failed';
+export type CarrierRefusal = HandshakeSlotRefusal | HandshakeRefusal | 'handshake-timeout' | 'bad-mac1' | 'handshake-failed';
 
 interface PeerState {
   peer: WrapPeer;
@@ -136,8 +135,7 @@ export class WrapManager {
   private readonly udpSockets = new Set<UdpSocket>();
   readonly udpDrops: Partial<Record<DatagramDrop, number>> = {};
   /** Carrier connections not yet adopted, in all and by source address. */
-  private carrierPending = 0;
-  private readonly carrierPendingBySource = new Map<string, number>();
+  private readonly handshakes: HandshakeSlots;
   readonly carrierRefused: Record<CarrierRefusal, number> = {
     'too-many-handshakes': 0,
     'too-many-from-source': 0,
@@ -161,6 +159,7 @@ export class WrapManager {
     private readonly interceptor?: (interceptPort: number) => Interceptor,
   ) {
     this.policy = new DialPolicy(settings.allow ?? []);
+    this.handshakes = new HandshakeSlots(settings.maxHandshakes ?? 256, settings.maxHandshakesPerSource ?? 16);
     this.admission = new HandshakeAdmission(
       settings.handshakeRate ?? DEFAULT_HANDSHAKE_RATE,
       settings.handshakeRatePerSource ?? DEFAULT_HANDSHAKE_RATE_PER_SOURCE,
@@ -371,7 +370,7 @@ export class WrapManager {
       intercept: `${this.settings.intercept.host}:${this.interceptPort}`,
       hooks: this.hooks?.stats() ?? null,
       refused: this.refused,
-      carrierPending: this.carrierPending,
+      carrierPending: this.handshakes.held,
       carrierRefused: this.carrierRefused,
       udpDrops: this.udpDrops,
       internalErrors: this.internalErrors,
@@ -688,28 +687,18 @@ export class WrapManager {
    */
   private onCarrierSocket(socket: Socket): void {
     const source = socket.remoteAddress ?? '?';
-    const max = this.settings.maxHandshakes ?? 256;
-    const maxPerSource = this.settings.maxHandshakesPerSource ?? 16;
-    const fromSource = this.carrierPendingBySource.get(source) ?? 0;
-    if (this.carrierPending >= max || fromSource >= maxPerSource) {
-      this.carrierRefused[this.carrierPending >= max ? 'too-many-handshakes' : 'too-many-from-source']++;
+    // Slots first: a connection refused for them takes nothing from the rate buckets.
+    const refused = this.handshakes.full(source) ?? this.admission.admit(this.now(), source, this.isPeerAddress(source));
+    if (refused) {
+      this.carrierRefused[refused]++;
       return void socket.resetAndDestroy();
     }
-    const overRate = this.admission.admit(this.now(), source, this.isPeerAddress(source));
-    if (overRate) {
-      this.carrierRefused[overRate]++;
-      return void socket.resetAndDestroy();
-    }
-    this.carrierPending++;
-    this.carrierPendingBySource.set(source, fromSource + 1);
+    this.handshakes.take(source);
     let held = true;
     const release = (): void => {
       if (!held) return;
       held = false;
-      this.carrierPending--;
-      const n = (this.carrierPendingBySource.get(source) ?? 1) - 1;
-      if (n > 0) this.carrierPendingBySource.set(source, n);
-      else this.carrierPendingBySource.delete(source);
+      this.handshakes.release(source);
     };
     socket.once('close', release);
     const timeoutMs = this.settings.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
