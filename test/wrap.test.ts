@@ -300,6 +300,9 @@ describe('WrapSession', () => {
     a.handleRecord(0, encodeRecord({ type: RecordType.Open, conn: 4, wrapPort: 22, target, holdMs: 1, flags: 0 }));
     a.handleRecord(0, new Uint8Array([4, 0]));
     expect(a.counters.violations).toBe(3);
+    const kinds: string[] = [];
+    for (let e = a.pollEvent(); e; e = a.pollEvent()) if (e.type === 'violation') kinds.push(e.kind);
+    expect(kinds).toEqual(['before-hello', 'parity', 'undecodable']);
     expect(a.conns.size).toBe(0);
   });
 

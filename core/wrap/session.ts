@@ -137,7 +137,7 @@ export type WrapEvent =
   /** The per-peer quota of buffered bytes is used up: stop reading every local endpoint of this peer. */
   | { type: 'pause-all' }
   | { type: 'peer-restarted' }
-  | { type: 'violation'; detail: string };
+  | { type: 'violation'; kind: WrapViolation; detail: string };
 
 /** What a session counts (`spook wrap stats`, metrics). */
 export interface WrapSessionCounters {
@@ -155,6 +155,25 @@ export interface WrapSessionCounters {
   refsExpanded: number;
   nacksSent: number;
 }
+
+/**
+ * What a peer did against the protocol (each counted in `violations`): a record that does not
+ * decode, comes before HELLO, repeats HELLO or speaks another version; an OPEN with this side's
+ * id parity or an OPENED for the peer's own connection; a record about a stream at an impossible
+ * offset (`stream`, the connection reset) or past the receive window or quota (`window`); replies
+ * it leaves unread until the silence timeout (`unread`) or past the backlog limit (`control-backlog`).
+ */
+export type WrapViolation =
+  | 'undecodable'
+  | 'before-hello'
+  | 'second-hello'
+  | 'version'
+  | 'parity'
+  | 'wrong-side'
+  | 'stream'
+  | 'window'
+  | 'unread'
+  | 'control-backlog';
 
 /** Why the session drops its carrier: a peer of another WRAP version, replies it never reads, its silence. */
 export type CarrierDrop = 'version' | 'control-backlog' | 'silence';
@@ -412,10 +431,10 @@ export class WrapSession {
     try {
       rec = decodeRecord(buf);
     } catch (e) {
-      return this.violation(`undecodable record: ${(e as Error).message}`);
+      return this.violation('undecodable', `undecodable record: ${(e as Error).message}`);
     }
     if (rec.type === RecordType.Hello) return this.onHello(now, rec.version, rec.bootId, rec.window, rec.buffer);
-    if (!this.peerHello) return this.violation(`record type ${rec.type} before hello`);
+    if (!this.peerHello) return this.violation('before-hello', `record type ${rec.type} before hello`);
     switch (rec.type) {
       case RecordType.Ping:
         this.pongDue = this.carrier;
@@ -454,7 +473,7 @@ export class WrapSession {
     }
     switch (rec.type) {
       case RecordType.Opened:
-        if (!c.local) return this.violation(`opened for connection ${c.id} that the peer opened`);
+        if (!c.local) return this.violation('wrong-side', `opened for connection ${c.id} that the peer opened`);
         if (c.state === 'opening') c.state = 'open';
         // The peer knows the connection (it may not have had it to RESUME): the hold is over.
         return this.resumed(now, c);
@@ -588,7 +607,8 @@ export class WrapSession {
       case 'silence':
         if (!this.carrier || now - this.lastHeard < this.opts.silenceMs) return;
         // Reading stopped for our unread replies, and the peer never took them: its fault, counted.
-        if (this.backlogged) this.violation(`${this.control.length} control records unread by the peer for ${this.opts.silenceMs} ms`);
+        if (this.backlogged)
+          this.violation('unread', `${this.control.length} control records unread by the peer for ${this.opts.silenceMs} ms`);
         this.events.push({ type: 'drop-carrier', reason: 'silence', detail: `no record from the peer for ${this.opts.silenceMs} ms` });
         return this.onCarrierDown(now);
       case 'ping':
@@ -730,9 +750,9 @@ export class WrapSession {
 
   private onHello(now: number, version: number, bootId: bigint, window?: number, buffer?: number): void {
     // One per carrier: each would queue a RESUME per connection (a 30-byte record answered by thousands).
-    if (this.peerHello) return this.violation('second hello on the carrier');
+    if (this.peerHello) return this.violation('second-hello', 'second hello on the carrier');
     if (version !== WRAP_VERSION) {
-      this.violation(`hello version ${version}, this side speaks ${WRAP_VERSION}`);
+      this.violation('version', `hello version ${version}, this side speaks ${WRAP_VERSION}`);
       this.events.push({
         type: 'drop-carrier',
         reason: 'version',
@@ -778,7 +798,7 @@ export class WrapSession {
   }
 
   private onOpen(now: number, id: number, wrapPort: number, target: Target, holdMs: number, delta: boolean, datagram: boolean): void {
-    if ((id & 1) === this.opts.role) return this.violation(`open of connection ${id}: its id has this side's parity`);
+    if ((id & 1) === this.opts.role) return this.violation('parity', `open of connection ${id}: its id has this side's parity`);
     const known = this.live.get(id);
     if (known) {
       // A resent OPEN (the carrier broke before our OPENED arrived): answer again, resume.
@@ -996,6 +1016,7 @@ export class WrapSession {
       now,
       c,
       `data up to ${upTo} past the receive window (drained ${c.recv.drained}, window ${this.opts.windowBytes}, ${this.inBytes} of ${this.maxBuffered} buffered for this peer)`,
+      'window',
     );
     return false;
   }
@@ -1014,14 +1035,15 @@ export class WrapSession {
     if (this.recentClosed.size > RECENT_CLOSED) this.recentClosed.delete(this.recentClosed.keys().next().value!);
   }
 
-  private protocolError(now: number, c: WrapConn, detail: string): void {
-    this.violation(`connection ${c.id}: ${detail}`);
+  /** The peer broke the stream rules of connection `c`: a violation, and the connection is reset. */
+  private protocolError(now: number, c: WrapConn, detail: string, kind: 'stream' | 'window' = 'stream'): void {
+    this.violation(kind, `connection ${c.id}: ${detail}`);
     this.forget(now, c, CloseCode.ProtocolError, detail, false, true);
   }
 
-  private violation(detail: string): void {
+  private violation(kind: WrapViolation, detail: string): void {
     this.count.violations++;
-    this.events.push({ type: 'violation', detail });
+    this.events.push({ type: 'violation', kind, detail });
   }
 
   /** Queue a control record; `answers`: it answers a peer's record about that connection id. */
@@ -1034,7 +1056,7 @@ export class WrapSession {
   private enqueue(now: number, e: ControlEntry): boolean {
     if (this.control.length >= 2 * this.controlPause) {
       // Reading should have paused long before (backlogged): the carrier goes, its queue with it.
-      this.violation(`${this.control.length} control records queued: the peer does not read the carrier`);
+      this.violation('control-backlog', `${this.control.length} control records queued: the peer does not read the carrier`);
       this.events.push({ type: 'drop-carrier', reason: 'control-backlog', detail: 'control backlog over its limit' });
       this.onCarrierDown(now);
       return false;

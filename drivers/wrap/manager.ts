@@ -917,7 +917,7 @@ export class WrapManager {
         this.log.warn({ peer: ps.peer.name }, 'the peer spookd restarted: its wrapped connections are gone');
         return;
       case 'violation':
-        this.log.warn({ peer: ps.peer.name, detail: ev.detail }, 'wrap protocol violation');
+        this.log.warn({ peer: ps.peer.name, kind: ev.kind, detail: ev.detail }, 'wrap protocol violation');
         return;
     }
   }
