@@ -644,6 +644,10 @@ export class WrapSession {
         return;
       case 'delta-tail':
         return; // the tail is due: the next pollRecord sends it
+      default: {
+        const _unhandled: never = timer; // a timer added to WRAP_TIMERS needs its case here
+        return _unhandled;
+      }
     }
   }
 

@@ -6,8 +6,10 @@
  * - one carrier per peer (drivers/wrap/carrier.ts): the pair's sequencer dials, the other accepts;
  * - per wrapped connection: the local endpoint on each side (a TCP socket, or one end of a
  *   UDP flow), the two stream registers in the peer's WrapSession, recognition and counters.
- * Everything that decides is in WrapSession; this file moves bytes and keeps sockets honest
- * (pause on a full window, acknowledge only what the kernel took, close the way the peer did).
+ * Everything that decides is in core/wrap (WrapSession, HandshakeSlots, HandshakeAdmission);
+ * this file moves bytes and keeps sockets honest (pause on a full window, acknowledge only what
+ * the kernel took, close the way the peer did). Time: one real timer, armed for the earliest of
+ * the sessions' deadlines (pollTimeout) and the carrier redial; each input passes performance.now().
  */
 import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
 import { createSocket, type Socket as UdpSocket, type RemoteInfo } from 'node:dgram';
@@ -919,6 +921,10 @@ export class WrapManager {
       case 'violation':
         this.log.warn({ peer: ps.peer.name, kind: ev.kind, detail: ev.detail }, 'wrap protocol violation');
         return;
+      default: {
+        const _unhandled: never = ev; // every event of the session is acted on
+        return _unhandled;
+      }
     }
   }
 
