@@ -259,6 +259,15 @@ export class WrapSession {
   private readonly refIndex: ChunkLru<true>;
   private readonly refCache: ChunkLru<Uint8Array>;
   private readonly udpIdleMs: number;
+  /** The timers' deadlines, refilled by scanDeadlines(). */
+  private readonly due: Record<WrapTimer, number | undefined> = {
+    silence: undefined,
+    ping: undefined,
+    ack: undefined,
+    hold: undefined,
+    'flow-idle': undefined,
+    'delta-tail': undefined,
+  };
 
   constructor(private readonly opts: WrapSessionOptions) {
     this.nextId = 2 + opts.role;
@@ -558,44 +567,46 @@ export class WrapSession {
 
   // ---- time ----
 
-  /** Each timer's deadline, undefined while it is not armed (one pass over the connections). */
+  /** Each timer's deadline, undefined while it is not armed (a copy). */
   deadlines(): Record<WrapTimer, number | undefined> {
-    const t: Record<WrapTimer, number | undefined> = {
-      silence: undefined,
-      ping: undefined,
-      ack: undefined,
-      hold: undefined,
-      'flow-idle': undefined,
-      'delta-tail': undefined,
-    };
-    const min = (timer: WrapTimer, at: number): void => {
-      const was = t[timer];
-      t[timer] = was === undefined ? at : Math.min(was, at);
-    };
-    if (this.carrier) {
-      t.silence = this.lastHeard + this.opts.silenceMs;
-      t.ping = this.lastSent + this.opts.pingMs;
-      for (const since of this.ackDirty.values()) min('ack', since + ACK_DELAY_MS);
-    }
-    const tail = this.carrier && this.peerHello;
-    for (const c of this.live.values()) {
-      if (c.holdUntil !== undefined) min('hold', c.holdUntil);
-      if (c.datagram && c.local && c.send.finAt === undefined) min('flow-idle', c.lastActivity + this.udpIdleMs);
-      if (tail && c.delta && c.send.next < c.send.end) min('delta-tail', c.delta.lastAppend + DELTA_TAIL_MS);
-    }
-    return t;
+    return { ...this.scanDeadlines() };
   }
 
   /** The earliest deadline of any timer. */
   pollTimeout(): number | undefined {
+    const t = this.scanDeadlines();
     let at: number | undefined;
-    for (const d of Object.values(this.deadlines())) if (d !== undefined && (at === undefined || d < at)) at = d;
+    for (const timer of WRAP_TIMERS) {
+      const d = t[timer];
+      if (d !== undefined && (at === undefined || d < at)) at = d;
+    }
     return at;
+  }
+
+  /**
+   * Fill the deadline table in one pass over the connections. The table is reused: the driver
+   * asks for pollTimeout after every batch of records, so it allocates nothing.
+   */
+  private scanDeadlines(): Record<WrapTimer, number | undefined> {
+    const t = this.due;
+    t.silence = this.carrier ? this.lastHeard + this.opts.silenceMs : undefined;
+    t.ping = this.carrier ? this.lastSent + this.opts.pingMs : undefined;
+    t.ack = t.hold = t['flow-idle'] = t['delta-tail'] = undefined;
+    if (this.carrier) for (const since of this.ackDirty.values()) t.ack = Math.min(t.ack ?? Infinity, since + ACK_DELAY_MS);
+    const tail = this.carrier && this.peerHello;
+    for (const c of this.live.values()) {
+      if (c.holdUntil !== undefined) t.hold = Math.min(t.hold ?? Infinity, c.holdUntil);
+      if (c.datagram && c.local && c.send.finAt === undefined)
+        t['flow-idle'] = Math.min(t['flow-idle'] ?? Infinity, c.lastActivity + this.udpIdleMs);
+      if (tail && c.delta && c.send.next < c.send.end)
+        t['delta-tail'] = Math.min(t['delta-tail'] ?? Infinity, c.delta.lastAppend + DELTA_TAIL_MS);
+    }
+    return t;
   }
 
   /** Fire every timer due at `now`, in WRAP_TIMERS order (a silent carrier is dropped before anything is queued on it). */
   handleTimeout(now: number): void {
-    const due = this.deadlines();
+    const due = this.deadlines(); // a copy: firing changes the deadlines
     for (const timer of WRAP_TIMERS) {
       const at = due[timer];
       if (at !== undefined && at <= now) this.fire(now, timer);
