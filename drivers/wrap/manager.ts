@@ -124,7 +124,11 @@ export class WrapManager {
   /** Why transparent interception is off, when it is. */
   interceptionError: string | undefined;
   private interceptPort = 0;
+  /** The one real timer (see schedule()) and the deadline it is armed for. */
   private timer: NodeJS.Timeout | undefined;
+  private timerAt = 0;
+  /** Exceptions caught by guard() (a bug in one connection's path, counted and logged). */
+  internalErrors = 0;
   private stopping = false;
   private readonly bootId = randomBytes(8).readBigUInt64BE();
   readonly refused: Partial<Record<InterceptRefusal, number>> = {};
@@ -333,8 +337,6 @@ export class WrapManager {
       }
     };
   }
-
-  internalErrors = 0;
 
   /** Tell the hooks which ports are wrapped, TCP and UDP apart. */
   private applyPorts(): void {
@@ -947,8 +949,6 @@ export class WrapManager {
     this.timer = setTimeout(() => this.tick(), at - now);
     this.timer.unref();
   }
-
-  private timerAt = 0;
 
   private tick(): void {
     this.timer = undefined;
