@@ -180,15 +180,15 @@ describe('WRAP fuzz from an authorised peer', () => {
     function driveB(): void {
       for (let e = b.pollEvent(); e; e = b.pollEvent()) {
         if (e.type === 'dial') {
-          if (honestSet.has(e.conn) || r.int(4)) b.dialed(e.conn);
-          else b.dialFailed(e.conn, 'fuzz');
+          if (honestSet.has(e.conn) || r.int(4)) b.dialed(now, e.conn);
+          else b.dialFailed(now, e.conn, 'fuzz');
         } else if (e.type === 'deliver') {
           // The honest server reads and echoes; the fuzzer's servers never read.
           if (honestSet.has(e.conn)) {
             b.drained(now, e.conn, e.data.length);
-            b.localData(e.conn, e.data, now);
+            b.localData(now, e.conn, e.data);
           }
-        } else if (e.type === 'end' && honestSet.has(e.conn)) b.localEnd(e.conn);
+        } else if (e.type === 'end' && honestSet.has(e.conn)) b.localEnd(now, e.conn);
         else if (e.type === 'done') doneB.add(e.conn);
         else if (e.type === 'drop-carrier') {
           // A HELLO of another version among the noise: the carrier is redialled, as spookd does.
@@ -211,9 +211,9 @@ describe('WRAP fuzz from an authorised peer', () => {
         const n = sentUp.get(id)!;
         if (n < body.length && a.room(id) > 0) {
           const piece = body.subarray(n, n + Math.min(a.room(id), 16 * 1024));
-          a.localData(id, piece, now);
+          a.localData(now, id, piece);
           sentUp.set(id, n + piece.length);
-          if (n + piece.length === body.length) a.localEnd(id);
+          if (n + piece.length === body.length) a.localEnd(now, id);
         }
       }
     }

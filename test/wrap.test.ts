@@ -4,6 +4,7 @@ import { CHUNK_MAX, CHUNK_MIN, Chunker } from '../core/wrap/dedup.js';
 import { ACK_DELAY_MS, WrapSession, type WrapEvent } from '../core/wrap/session.js';
 import { DEFAULT_WRAP_SIM, runWrapSim } from '../testing/sim/wrap.js';
 import { DialPolicy, parseDestination } from '../drivers/wrap/policy.js';
+import { HandshakeSlots } from '../core/wrap/admission.js';
 import { carrierMac1 } from '../drivers/wrap/carrier.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -101,16 +102,16 @@ describe('WrapSession', () => {
     const id = a.openLocal(0, 22, target, 30_000)!;
     let ev = pump();
     expect(ev.b[0]).toMatchObject({ type: 'dial', conn: id, target });
-    b.dialed(id);
-    a.localData(id, new TextEncoder().encode('hello'));
-    a.localEnd(id);
+    b.dialed(0, id);
+    a.localData(0, id, new TextEncoder().encode('hello'));
+    a.localEnd(0, id);
     ev = pump();
     const got = ev.b.filter((e) => e.type === 'deliver').map((e) => (e as { data: Uint8Array }).data);
     expect(Buffer.concat(got).toString()).toBe('hello');
     expect(ev.b.some((e) => e.type === 'end')).toBe(true);
     b.drained(0, id, 5);
-    b.localData(id, new TextEncoder().encode('world'));
-    b.localEnd(id);
+    b.localData(0, id, new TextEncoder().encode('world'));
+    b.localEnd(0, id);
     ev = pump();
     a.drained(0, id, 5);
     expect(a.pollTimeout()).toBe(ACK_DELAY_MS); // small ACKs wait a little
@@ -124,30 +125,30 @@ describe('WrapSession', () => {
     const { a, b, pump } = joined();
     const id = a.openLocal(0, 5683, target, 30_000)!;
     pump();
-    b.dialed(id);
-    b.localData(id, new Uint8Array(10)); // the server's answer, drained and acknowledged
+    b.dialed(0, id);
+    b.localData(0, id, new Uint8Array(10)); // the server's answer, drained and acknowledged
     pump();
     a.drained(0, id, 10);
     pump(ACK_DELAY_MS);
-    a.localEnd(id); // the client side ends (an idle UDP flow)
+    a.localEnd(ACK_DELAY_MS, id); // the client side ends (an idle UDP flow)
     const ev = pump(ACK_DELAY_MS);
     expect(ev.b).toContainEqual({ type: 'end', conn: id });
-    b.localEnd(id); // the server side follows: its FIN alone completes it
+    b.localEnd(ACK_DELAY_MS, id); // the server side follows: its FIN alone completes it
     const done = pump(2 * ACK_DELAY_MS);
     expect(done.a).toContainEqual({ type: 'done', conn: id });
     expect(done.b).toContainEqual({ type: 'done', conn: id });
     expect(a.conns.size + b.conns.size).toBe(0);
-    expect(a.localData(id, new Uint8Array(1))).toBe(false); // never throws after the end
+    expect(a.localData(2 * ACK_DELAY_MS, id, new Uint8Array(1))).toBe(false); // never throws after the end
   });
 
   it('pauses the reader when the window is full and resumes when the peer drains (backpressure)', () => {
     const { a, b, pump } = joined();
     const id = a.openLocal(0, 22, target, 30_000)!;
     pump();
-    b.dialed(id);
+    b.dialed(0, id);
     const chunk = new Uint8Array(16 * 1024);
     let reads = 0;
-    while (a.localData(id, chunk)) reads++;
+    while (a.localData(0, id, chunk)) reads++;
     expect(reads * chunk.length).toBeLessThan(opts.windowBytes);
     expect(a.conns.get(id)!.send.buffered).toBeLessThanOrEqual(opts.windowBytes);
     const ev = pump();
@@ -164,11 +165,11 @@ describe('WrapSession', () => {
     const { a, b, pump } = joined();
     const id = a.openLocal(0, 22, target, 30_000)!;
     pump();
-    b.dialed(id);
-    a.localData(id, new Uint8Array(1000).fill(7));
+    b.dialed(0, id);
+    a.localData(0, id, new Uint8Array(1000).fill(7));
     pump();
     // In flight when the carrier breaks: these bytes never arrive.
-    a.localData(id, new Uint8Array(500).fill(8));
+    a.localData(0, id, new Uint8Array(500).fill(8));
     while (a.pollRecord(1)) {
       /* lost */
     }
@@ -188,8 +189,8 @@ describe('WrapSession', () => {
     const { a, b, pump } = joined();
     const id = a.openLocal(0, 22, target, 30_000)!;
     pump();
-    b.dialed(id);
-    while (a.localData(id, new Uint8Array(16 * 1024))) {
+    b.dialed(0, id);
+    while (a.localData(0, id, new Uint8Array(16 * 1024))) {
       /* fill the window */
     }
     const delivered = pump()
@@ -211,7 +212,7 @@ describe('WrapSession', () => {
     const { a, b, pump } = joined();
     const id = a.openLocal(0, 22, target, 5_000)!;
     pump();
-    b.dialed(id);
+    b.dialed(0, id);
     pump();
     a.onCarrierDown(10);
     b.onCarrierDown(10);
@@ -229,7 +230,7 @@ describe('WrapSession', () => {
     const { a, b, pump } = joined();
     const id = a.openLocal(0, 22, target, 30_000)!;
     pump();
-    b.dialed(id);
+    b.dialed(0, id);
     pump();
     a.onCarrierDown(1);
     const b2 = new WrapSession({ ...opts, role: 1, bootId: 3n });
@@ -246,7 +247,7 @@ describe('WrapSession', () => {
     const { a, b, pump } = joined();
     const id = b.openLocal(0, 22, target, 30_000)!; // opened by b: b's ids restart after a restart
     pump();
-    a.dialed(id);
+    a.dialed(0, id);
     pump();
     // b restarts while the connection is live: a closes it (peer-restarted), and b's first
     // new connection takes the same id again.
@@ -299,6 +300,9 @@ describe('WrapSession', () => {
     a.handleRecord(0, encodeRecord({ type: RecordType.Open, conn: 4, wrapPort: 22, target, holdMs: 1, flags: 0 }));
     a.handleRecord(0, new Uint8Array([4, 0]));
     expect(a.counters.violations).toBe(3);
+    const kinds: string[] = [];
+    for (let e = a.pollEvent(); e; e = a.pollEvent()) if (e.type === 'violation') kinds.push(e.kind);
+    expect(kinds).toEqual(['before-hello', 'parity', 'undecodable']);
     expect(a.conns.size).toBe(0);
   });
 
@@ -307,11 +311,11 @@ describe('WrapSession', () => {
     const x = a.openLocal(0, 22, target, 1000)!;
     const y = a.openLocal(0, 22, target, 1000)!;
     pump();
-    b.dialed(x);
-    b.dialed(y);
+    b.dialed(0, x);
+    b.dialed(0, y);
     pump();
     // An honest sender stops at the window (64 KiB here) even when more was read.
-    a.localData(x, new Uint8Array(100 * 1024));
+    a.localData(0, x, new Uint8Array(100 * 1024));
     const delivered = pump()
       .b.filter((e) => e.type === 'deliver')
       .reduce((n, e) => n + (e as { data: Uint8Array }).data.length, 0);
@@ -338,9 +342,9 @@ describe('WrapSession', () => {
   it('per-peer quota: reading pauses every connection when the quota is full, and wakes them as it frees', () => {
     const a = new WrapSession({ ...opts, maxBufferedBytes: 128 * 1024, role: 0, bootId: 1n });
     const ids = [0, 1, 2].map(() => a.openLocal(0, 22, target, 1000)!);
-    expect(a.localData(ids[0], new Uint8Array(64 * 1024))).toBe(false); // its own window
-    expect(a.localData(ids[1], new Uint8Array(60 * 1024))).toBe(true);
-    expect(a.localData(ids[2], new Uint8Array(10 * 1024))).toBe(false); // the quota: all pause
+    expect(a.localData(0, ids[0], new Uint8Array(64 * 1024))).toBe(false); // its own window
+    expect(a.localData(0, ids[1], new Uint8Array(60 * 1024))).toBe(true);
+    expect(a.localData(0, ids[2], new Uint8Array(10 * 1024))).toBe(false); // the quota: all pause
     expect(a.bufferedOut).toBe(134 * 1024);
     expect(a.pollEvent()).toEqual({ type: 'pause-all' });
     expect(a.room(ids[2])).toBe(0);
@@ -363,7 +367,7 @@ describe('WrapSession', () => {
         for (let r = b.pollRecord(0); r; r = b.pollRecord(0), moved = true) a.handleRecord(0, Buffer.concat(r));
       }
       for (let e = a.pollEvent(); e; e = a.pollEvent()) {
-        if (e.type === 'dial') a.dialed(e.conn);
+        if (e.type === 'dial') a.dialed(0, e.conn);
         else if (e.type === 'deliver') (delivered.get(e.conn) ?? delivered.set(e.conn, []).get(e.conn)!).push(e.data.length);
         else events.push(e);
       }
@@ -373,7 +377,7 @@ describe('WrapSession', () => {
     const ids = Array.from({ length: N }, () => b.openLocal(0, 22, target, 30_000)!);
     pump();
     for (let k = 0; k < 300; k++) {
-      for (const id of ids) b.localData(id, new Uint8Array(100), 0);
+      for (const id of ids) b.localData(0, id, new Uint8Array(100));
       pump();
     }
     // The carrier stalls for 2 s (nothing polled) while a's local clients keep draining a record every ms.
@@ -439,11 +443,67 @@ describe('WrapSession', () => {
     expect(a.controlQueued).toBe(0);
   });
 
+  it('named timers: a deadline per timer, pollTimeout the earliest; an idle UDP flow this side opened ends its stream', () => {
+    const a = new WrapSession({ ...opts, udpIdleMs: 300, role: 0, bootId: 1n });
+    const b = new WrapSession({ ...opts, udpIdleMs: 300, role: 1, bootId: 2n });
+    a.onCarrierUp(0);
+    b.onCarrierUp(0);
+    const move = (now: number): WrapEvent[] => {
+      for (let moved = true; moved;) {
+        moved = false;
+        for (let r = a.pollRecord(now); r; r = a.pollRecord(now), moved = true) b.handleRecord(now, Buffer.concat(r));
+        for (let r = b.pollRecord(now); r; r = b.pollRecord(now), moved = true) a.handleRecord(now, Buffer.concat(r));
+      }
+      while (a.pollEvent());
+      const evs: WrapEvent[] = [];
+      for (let e = b.pollEvent(); e; e = b.pollEvent()) evs.push(e);
+      return evs;
+    };
+    const id = a.openLocal(0, 5683, target, 30_000, false, true)!;
+    move(0);
+    b.dialed(0, id);
+    expect(a.localDatagram(10, id, new Uint8Array(70_000))).toBe('too-big');
+    expect(a.localDatagram(10, id, new Uint8Array(5))).toBeUndefined();
+    expect(move(10)).toContainEqual({ type: 'deliver', conn: id, data: new Uint8Array([0, 5, 0, 0, 0, 0, 0]) });
+    const d = a.deadlines();
+    expect(d).toEqual({
+      silence: 10 + opts.silenceMs,
+      ping: 10 + opts.pingMs,
+      ack: undefined,
+      hold: undefined,
+      'flow-idle': 310,
+      'delta-tail': undefined,
+    });
+    expect(a.pollTimeout()).toBe(310);
+    expect(b.deadlines()['flow-idle']).toBeUndefined(); // the side that opened the flow ends it
+    a.handleTimeout(309);
+    expect(move(309)).toEqual([]);
+    a.handleTimeout(310);
+    expect(move(310)).toContainEqual({ type: 'end', conn: id });
+    expect(a.deadlines()['flow-idle']).toBeUndefined();
+    expect(a.localDatagram(311, id, new Uint8Array(5))).toBe('flow-ended');
+  });
+
   it('refuses connections over the limit', () => {
     const a = new WrapSession({ ...opts, maxConnections: 2, role: 0, bootId: 1n });
     expect(a.openLocal(0, 22, target, 1)).toBeDefined();
     expect(a.openLocal(0, 22, target, 1)).toBeDefined();
     expect(a.openLocal(0, 22, target, 1)).toBeUndefined();
+  });
+});
+
+describe('carrier admission (§16.2)', () => {
+  it('handshake slots: at most max in all and maxPerSource per source address, freed as connections are adopted', () => {
+    const slots = new HandshakeSlots(3, 2);
+    slots.take('a');
+    slots.take('a');
+    expect(slots.full('a')).toBe('too-many-from-source');
+    expect(slots.full('b')).toBeUndefined();
+    slots.take('b');
+    expect(slots.full('c')).toBe('too-many-handshakes');
+    slots.release('a');
+    expect(slots.full('a')).toBeUndefined();
+    expect(slots.held).toBe(2);
   });
 });
 
@@ -621,9 +681,9 @@ describe('delta mode', () => {
     for (let round = 0; round < 2; round++) {
       const id = a.openLocal(0, 80, target, 30_000, true)!;
       pump();
-      b.dialed(id);
-      b.localData(id, body); // the server's response, twice over two connections
-      b.localEnd(id);
+      b.dialed(0, id);
+      b.localData(0, id, body); // the server's response, twice over two connections
+      b.localEnd(0, id);
       // The client takes what is delivered (the window lets a window's worth through at a time).
       const data: Uint8Array[] = [];
       for (let more = true; more;) {

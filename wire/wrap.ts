@@ -55,7 +55,21 @@ export enum CloseCode {
   Refused = 11,
 }
 
-export const CLOSE_NAMES: Record<CloseCode, string> = {
+/** The operator's name of each close code (logs, counters, `spook wrap stats`). */
+export type CloseName =
+  | 'client-reset'
+  | 'server-reset'
+  | 'hold-expired'
+  | 'dial-failed'
+  | 'peer-restarted'
+  | 'unknown-connection'
+  | 'shutdown'
+  | 'protocol-error'
+  | 'wrapper-removed'
+  | 'too-many-connections'
+  | 'refused';
+
+export const CLOSE_NAMES: Record<CloseCode, CloseName> = {
   [CloseCode.ClientReset]: 'client-reset',
   [CloseCode.ServerReset]: 'server-reset',
   [CloseCode.HoldExpired]: 'hold-expired',

@@ -1,4 +1,8 @@
 /**
+ * Admission of carrier connections by a responder (PROTOCOL §16.2, *Unauthenticated
+ * connections*): how many may be in their handshake at once (HandshakeSlots), and how fast
+ * they are accepted (HandshakeAdmission). Sans-I/O: the clock is given.
+ *
  * Rate of carrier handshakes a responder takes (PROTOCOL §16.2, *Unauthenticated
  * connections*): each accepted connection may cost a Diffie-Hellman before anything is known
  * of it, so accepts are admitted by two token buckets, one per source address and one for
@@ -58,12 +62,48 @@ export class HandshakeAdmission {
     return undefined;
   }
 
-  /** Sources tracked (tests, stats). */
-  get tracked(): number {
-    return this.bySource.size;
-  }
-
   private sweep(now: number): void {
     for (const [s, b] of this.bySource) if (b.refill(now) >= b.rate) this.bySource.delete(s);
+  }
+}
+
+export type HandshakeSlotRefusal = 'too-many-handshakes' | 'too-many-from-source';
+
+/**
+ * Carrier connections accepted and not yet adopted (authenticated, then their first record):
+ * each holds a slot, in all and for its source address, so unauthenticated connections can
+ * never use up the descriptors. Over either limit a new one is refused at once.
+ */
+export class HandshakeSlots {
+  private pending = 0;
+  private readonly bySource = new Map<string, number>();
+
+  constructor(
+    readonly max: number,
+    readonly maxPerSource: number,
+  ) {}
+
+  /** Slots held in all. */
+  get held(): number {
+    return this.pending;
+  }
+
+  /** Which limit a new connection from `source` would pass, if any (nothing is taken). */
+  full(source: string): HandshakeSlotRefusal | undefined {
+    if (this.pending >= this.max) return 'too-many-handshakes';
+    if ((this.bySource.get(source) ?? 0) >= this.maxPerSource) return 'too-many-from-source';
+    return undefined;
+  }
+
+  take(source: string): void {
+    this.pending++;
+    this.bySource.set(source, (this.bySource.get(source) ?? 0) + 1);
+  }
+
+  release(source: string): void {
+    this.pending--;
+    const n = (this.bySource.get(source) ?? 1) - 1;
+    if (n > 0) this.bySource.set(source, n);
+    else this.bySource.delete(source);
   }
 }

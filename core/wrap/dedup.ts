@@ -116,10 +116,6 @@ export class ChunkLru<V> {
 
   constructor(private readonly capacity = CACHE_BYTES) {}
 
-  get size(): number {
-    return this.items.size;
-  }
-
   /** Mark as most recent; returns the value, or undefined if absent. */
   touch(digest: string): V | undefined {
     const e = this.items.get(digest);

@@ -4,8 +4,10 @@
  * It owns every wrapped connection to or from that peer: the two stream registers of each,
  * the hold timer that keeps them alive while the carrier is down, and resumption (each side
  * tells the other how much of each stream it already holds, and only the rest is resent).
- * Inputs are local socket events, carrier records and the clock; outputs are records for the
- * carrier and events for the I/O layer (dial, deliver, end, close, writable). No I/O here.
+ * Inputs are local socket events, carrier records and timeouts, each with `now` first (the
+ * session keeps no clock of its own); outputs are records for the carrier (pollRecord), events
+ * for the I/O layer (pollEvent: dial, deliver, end, close, writable) and the next deadline of
+ * its named timers (pollTimeout, then handleTimeout(now)). No I/O here.
  */
 import {
   CloseCode,
@@ -26,6 +28,7 @@ import {
 import { RecvStream, SendStream } from './stream.js';
 import { Deque } from '../util/deque.js';
 import { Chunker, ChunkLru, digestKey, type Chunk } from './dedup.js';
+import { frameDatagram, MAX_DATAGRAM, UDP_IDLE_MS, type FlowDrop } from './udp.js';
 
 export interface WrapSessionOptions {
   /** Low bit of the connection ids this side opens (the peers pick opposite bits). */
@@ -52,6 +55,8 @@ export interface WrapSessionOptions {
    * Default DEFAULT_MAX_BUFFERED (never below windowBytes).
    */
   maxBufferedBytes?: number;
+  /** A UDP flow this side opened that carried nothing for this long is ended (default UDP_IDLE_MS). */
+  udpIdleMs?: number;
 }
 
 export const DEFAULT_MAX_BUFFERED = 64 * 1024 * 1024;
@@ -65,7 +70,19 @@ export const ACK_DELAY_MS = 5;
  */
 export const DELTA_TAIL_MS = 2;
 
-export const DEFAULT_WRAP_OPTIONS = { windowBytes: 4 * 1024 * 1024, maxConnections: 1024, pingMs: 1_000, silenceMs: 3_000 };
+/**
+ * The session's timers (as quinn-proto's connection/timer.rs): each has a deadline (`deadlines`),
+ * pollTimeout() is the earliest, and handleTimeout(now) fires the due ones in this order.
+ * - silence: no record from the peer for silenceMs: the carrier is dropped;
+ * - ping: nothing sent for pingMs: a PING (the peer's silence timer runs on our records);
+ * - ack: a drained offset waited ACK_DELAY_MS: its ACK is queued;
+ * - hold: a connection's hold ran out with the carrier down: closed with hold-expired;
+ * - flow-idle: a UDP flow this side opened carried nothing for udpIdleMs: its stream ends;
+ * - delta-tail: delta mode's unfinished last chunk waited DELTA_TAIL_MS: it goes out raw with the
+ *   next pollRecord (firing does nothing else).
+ */
+export const WRAP_TIMERS = ['silence', 'ping', 'ack', 'hold', 'flow-idle', 'delta-tail'] as const;
+export type WrapTimer = (typeof WRAP_TIMERS)[number];
 
 export type ConnState = 'opening' | 'open' | 'held';
 
@@ -85,6 +102,8 @@ export interface WrapConn {
   heldSince: number | undefined;
   outages: number;
   openedAt: number;
+  /** UDP flows: when a datagram last went either way (the flow-idle timer). */
+  lastActivity: number;
   /** Delta mode (§16.9): chunks of each direction, references to chunks the peer holds. */
   delta: DeltaState | undefined;
   /** A UDP flow (§16.10): the streams carry length-prefixed datagrams. */
@@ -113,11 +132,51 @@ export type WrapEvent =
   | { type: 'held'; conn: number }
   | { type: 'resumed'; conn: number; heldMs: number }
   | { type: 'done'; conn: number }
-  | { type: 'drop-carrier'; reason: string }
+  /** `detail` is the operator's text (the carrier's close reason). */
+  | { type: 'drop-carrier'; reason: CarrierDrop; detail: string }
   /** The per-peer quota of buffered bytes is used up: stop reading every local endpoint of this peer. */
   | { type: 'pause-all' }
   | { type: 'peer-restarted' }
-  | { type: 'violation'; detail: string };
+  | { type: 'violation'; kind: WrapViolation; detail: string };
+
+/** What a session counts (`spook wrap stats`, metrics). */
+export interface WrapSessionCounters {
+  recordsIn: number;
+  recordsOut: number;
+  /** Records of the peer against the protocol (each also a `violation` event). */
+  violations: number;
+  /** DATA or REF past our receive window or quota (a violation too). */
+  windowViolations: number;
+  carrierUps: number;
+  carrierLosses: number;
+  /** Delta mode: REFs sent, the stream bytes they stood for, REFs expanded here, NACKs sent. */
+  refsSent: number;
+  refBytes: number;
+  refsExpanded: number;
+  nacksSent: number;
+}
+
+/**
+ * What a peer did against the protocol (each counted in `violations`): a record that does not
+ * decode, comes before HELLO, repeats HELLO or speaks another version; an OPEN with this side's
+ * id parity or an OPENED for the peer's own connection; a record about a stream at an impossible
+ * offset (`stream`, the connection reset) or past the receive window or quota (`window`); replies
+ * it leaves unread until the silence timeout (`unread`) or past the backlog limit (`control-backlog`).
+ */
+export type WrapViolation =
+  | 'undecodable'
+  | 'before-hello'
+  | 'second-hello'
+  | 'version'
+  | 'parity'
+  | 'wrong-side'
+  | 'stream'
+  | 'window'
+  | 'unread'
+  | 'control-backlog';
+
+/** Why the session drops its carrier: a peer of another WRAP version, replies it never reads, its silence. */
+export type CarrierDrop = 'version' | 'control-backlog' | 'silence';
 
 const RECENT_CLOSED = 1024;
 /**
@@ -139,7 +198,7 @@ interface ControlEntry {
 }
 
 export class WrapSession {
-  readonly conns = new Map<number, WrapConn>();
+  private readonly live = new Map<number, WrapConn>();
   private nextId: number;
   private carrier = false;
   private peerHello = false;
@@ -173,11 +232,10 @@ export class WrapSession {
    * double the records of an interactive exchange and sit on its round trip.
    */
   private readonly ackDirty = new Map<number, number>();
-  private now = 0;
   private lastHeard = 0;
   private lastSent = 0;
   private rr = 0;
-  readonly counters = {
+  private readonly count: WrapSessionCounters = {
     recordsIn: 0,
     recordsOut: 0,
     violations: 0,
@@ -189,10 +247,8 @@ export class WrapSession {
     refsExpanded: 0,
     nacksSent: 0,
   };
-  /** Bytes read from local sockets, not yet acknowledged by the peer (all connections). */
-  bufferedOut = 0;
-  /** Bytes received from the peer, not yet taken by the local sockets (all connections). */
-  bufferedIn = 0;
+  private outBytes = 0;
+  private inBytes = 0;
   readonly maxBuffered: number;
   /** What the peer's HELLO advertised (ours until then): its receive window and quota. */
   private peerWindow: number;
@@ -202,8 +258,18 @@ export class WrapSession {
   /** Delta mode: chunks this side sent (or referenced) to the peer, and chunks it received. */
   private readonly refIndex: ChunkLru<true>;
   private readonly refCache: ChunkLru<Uint8Array>;
+  private readonly udpIdleMs: number;
+  /** The timers' deadlines, refilled by scanDeadlines(). */
+  private readonly due: Record<WrapTimer, number | undefined> = {
+    silence: undefined,
+    ping: undefined,
+    ack: undefined,
+    hold: undefined,
+    'flow-idle': undefined,
+    'delta-tail': undefined,
+  };
 
-  constructor(readonly opts: WrapSessionOptions) {
+  constructor(private readonly opts: WrapSessionOptions) {
     this.nextId = 2 + opts.role;
     this.controlPause = CONTROL_PAUSE_RECORDS + 4 * opts.maxConnections;
     this.maxBuffered = Math.max(opts.windowBytes, opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED);
@@ -211,6 +277,26 @@ export class WrapSession {
     this.peerBuffer = this.maxBuffered;
     this.refIndex = new ChunkLru(opts.deltaCacheBytes);
     this.refCache = new ChunkLru(opts.deltaCacheBytes);
+    this.udpIdleMs = opts.udpIdleMs ?? UDP_IDLE_MS;
+  }
+
+  /** The live connections, by id (read-only here: every change is an input). */
+  get conns(): ReadonlyMap<number, Readonly<WrapConn>> {
+    return this.live;
+  }
+
+  get counters(): Readonly<WrapSessionCounters> {
+    return this.count;
+  }
+
+  /** Bytes read from local sockets, not yet acknowledged by the peer (all connections). */
+  get bufferedOut(): number {
+    return this.outBytes;
+  }
+
+  /** Bytes received from the peer, not yet taken by the local sockets (all connections). */
+  get bufferedIn(): number {
+    return this.inBytes;
   }
 
   get carrierUp(): boolean {
@@ -231,80 +317,94 @@ export class WrapSession {
 
   /** A client connection was intercepted: returns its id, or undefined when over the limit. */
   openLocal(now: number, wrapPort: number, target: Target, holdMs: number, delta = false, datagram = false): number | undefined {
-    if (this.conns.size >= this.opts.maxConnections) return undefined;
+    if (this.live.size >= this.opts.maxConnections) return undefined;
     const id = this.nextId >>> 0;
     this.nextId = (this.nextId + 2) >>> 0 || 2 + this.opts.role;
     // Delta mode's tail wait would delay every datagram: flows never use it.
     const c = this.newConn(now, id, true, wrapPort, target, holdMs, delta && !datagram, datagram);
-    if (this.carrier && this.peerHello) this.sendOpen(c);
+    if (this.carrier && this.peerHello) this.sendOpen(now, c);
     else this.hold(now, c);
     return id;
   }
 
   /** Bytes read from the local socket. Returns false when the window is full: pause reading. */
-  localData(conn: number, data: Uint8Array, now = this.now): boolean {
-    const c = this.conns.get(conn);
+  localData(now: number, conn: number, data: Uint8Array): boolean {
+    const c = this.live.get(conn);
     if (!c || c.send.ended) return false; // after the local end nothing more can be appended
     const idle = c.send.next >= c.send.end;
     c.send.append(data);
-    this.bufferedOut += data.length;
+    this.outBytes += data.length;
+    if (c.datagram) c.lastActivity = now;
     if (c.delta) {
       for (const ch of c.delta.sendChunker.push(data)) c.delta.sendChunks.push(ch);
       // The wait runs from the first unsent byte, so a steady trickle is never held longer.
       if (idle) c.delta.lastAppend = now;
     }
     if (c.send.room === 0) return false;
-    if (this.bufferedOut < this.maxBuffered) return true;
+    if (this.outBytes < this.maxBuffered) return true;
     // The per-peer quota is used up: every connection stops reading (not just this one, or
     // each would still add a read), and they are woken one read's worth at a time.
-    for (const id of this.conns.keys()) this.blocked.add(id);
+    for (const id of this.live.keys()) this.blocked.add(id);
     this.events.push({ type: 'pause-all' });
     return false;
   }
 
-  /** Bytes the window and the per-peer quota still take for `conn` (a UDP flow drops a datagram that does not fit). */
-  room(conn: number): number {
-    return Math.min(this.conns.get(conn)?.send.room ?? 0, Math.max(0, this.maxBuffered - this.bufferedOut));
+  /**
+   * A datagram from the local end of a UDP flow, framed into its stream; or why it was dropped
+   * (UDP's contract: a datagram that does not fit the window is lost, never queued without bound).
+   */
+  localDatagram(now: number, conn: number, d: Uint8Array): FlowDrop | undefined {
+    if (d.length > MAX_DATAGRAM) return 'too-big';
+    const framed = frameDatagram(d);
+    if (this.live.get(conn)?.send.ended) return 'flow-ended';
+    if (this.room(conn) < framed.length) return 'window-full';
+    this.localData(now, conn, framed);
+    return undefined;
   }
 
-  localEnd(conn: number): void {
-    const c = this.conns.get(conn);
+  /** Bytes the window and the per-peer quota still take for `conn` (a UDP flow drops a datagram that does not fit). */
+  room(conn: number): number {
+    return Math.min(this.live.get(conn)?.send.room ?? 0, Math.max(0, this.maxBuffered - this.outBytes));
+  }
+
+  /** The local end finished its stream (a TCP FIN); `now` unused: ending queues nothing by itself. */
+  localEnd(_now: number, conn: number): void {
+    const c = this.live.get(conn);
     if (c && c.send.finAt === undefined) c.send.finAt = c.send.end;
   }
 
   /** The local socket failed or was reset: the peer resets its side too. */
-  localReset(conn: number, text: string): void {
-    const c = this.conns.get(conn);
+  localReset(now: number, conn: number, text: string): void {
+    const c = this.live.get(conn);
     if (!c) return;
-    this.forget(c, c.local ? CloseCode.ClientReset : CloseCode.ServerReset, text, false, false);
+    this.forget(now, c, c.local ? CloseCode.ClientReset : CloseCode.ServerReset, text, false, false);
   }
 
   /** The local socket flushed `n` more bytes of what `deliver` handed it. */
   drained(now: number, conn: number, n: number): void {
-    this.now = now;
-    const c = this.conns.get(conn);
+    const c = this.live.get(conn);
     if (!c) return;
     const drained = Math.min(c.recv.received, c.recv.drained + n);
-    this.bufferedIn -= drained - c.recv.drained;
+    this.inBytes -= drained - c.recv.drained;
     c.recv.drained = drained;
-    this.maybeDone(c);
+    this.maybeDone(now, c);
   }
 
-  dialed(conn: number): void {
-    const c = this.conns.get(conn);
+  dialed(now: number, conn: number): void {
+    const c = this.live.get(conn);
     if (!c || c.local) return;
     if (c.state === 'opening') c.state = this.carrier ? 'open' : 'held';
-    this.queue({ type: RecordType.Opened, conn });
+    this.queue(now, { type: RecordType.Opened, conn });
   }
 
-  dialFailed(conn: number, text: string): void {
-    const c = this.conns.get(conn);
-    if (c) this.forget(c, CloseCode.DialFailed, text, false, true);
+  dialFailed(now: number, conn: number, text: string): void {
+    const c = this.live.get(conn);
+    if (c) this.forget(now, c, CloseCode.DialFailed, text, false, true);
   }
 
   /** Close every connection (daemon stopping, wrapper removed). */
-  closeAll(code: CloseCode, text: string, filter: (c: WrapConn) => boolean = () => true): void {
-    for (const c of [...this.conns.values()]) if (filter(c)) this.forget(c, code, text, false, true);
+  closeAll(now: number, code: CloseCode, text: string, filter: (c: WrapConn) => boolean = () => true): void {
+    for (const c of [...this.live.values()]) if (filter(c)) this.forget(now, c, code, text, false, true);
   }
 
   // ---- carrier ----
@@ -313,9 +413,9 @@ export class WrapSession {
     this.carrier = true;
     this.peerHello = false;
     this.lastHeard = now;
-    this.counters.carrierUps++;
+    this.count.carrierUps++;
     this.clearControl();
-    this.queue({
+    this.queue(now, {
       type: RecordType.Hello,
       version: WRAP_VERSION,
       bootId: this.opts.bootId,
@@ -328,23 +428,22 @@ export class WrapSession {
     if (!this.carrier) return;
     this.carrier = false;
     this.peerHello = false;
-    this.counters.carrierLosses++;
+    this.count.carrierLosses++;
     this.clearControl();
-    for (const c of this.conns.values()) this.hold(now, c);
+    for (const c of this.live.values()) this.hold(now, c);
   }
 
   handleRecord(now: number, buf: Uint8Array): void {
-    this.now = now;
     this.lastHeard = now;
-    this.counters.recordsIn++;
+    this.count.recordsIn++;
     let rec: WrapRecord;
     try {
       rec = decodeRecord(buf);
     } catch (e) {
-      return this.violation(`undecodable record: ${(e as Error).message}`);
+      return this.violation('undecodable', `undecodable record: ${(e as Error).message}`);
     }
     if (rec.type === RecordType.Hello) return this.onHello(now, rec.version, rec.bootId, rec.window, rec.buffer);
-    if (!this.peerHello) return this.violation(`record type ${rec.type} before hello`);
+    if (!this.peerHello) return this.violation('before-hello', `record type ${rec.type} before hello`);
     switch (rec.type) {
       case RecordType.Ping:
         this.pongDue = this.carrier;
@@ -362,7 +461,7 @@ export class WrapSession {
           (rec.flags & OPEN_DATAGRAM) !== 0,
         );
     }
-    const c = this.conns.get(rec.conn);
+    const c = this.live.get(rec.conn);
     if (!c) {
       // A late record for a connection that has ended: tell a resuming peer why, once.
       if (rec.type === RecordType.Resume || rec.type === RecordType.Data) {
@@ -370,10 +469,11 @@ export class WrapSession {
         if (this.answering.has(rec.conn)) return;
         const ended = this.recentClosed.get(rec.conn);
         if (typeof ended === 'object') {
-          this.queue({ type: RecordType.Fin, conn: rec.conn, offset: ended.finOut });
-          this.queue({ type: RecordType.Ack, conn: rec.conn, offset: ended.finIn }, rec.conn);
+          this.queue(now, { type: RecordType.Fin, conn: rec.conn, offset: ended.finOut });
+          this.queue(now, { type: RecordType.Ack, conn: rec.conn, offset: ended.finIn }, rec.conn);
         } else
           this.queue(
+            now,
             { type: RecordType.Close, conn: rec.conn, code: ended ?? CloseCode.UnknownConnection, text: 'no such connection' },
             rec.conn,
           );
@@ -382,17 +482,17 @@ export class WrapSession {
     }
     switch (rec.type) {
       case RecordType.Opened:
-        if (!c.local) return this.violation(`opened for connection ${c.id} that the peer opened`);
+        if (!c.local) return this.violation('wrong-side', `opened for connection ${c.id} that the peer opened`);
         if (c.state === 'opening') c.state = 'open';
         // The peer knows the connection (it may not have had it to RESUME): the hold is over.
         return this.resumed(now, c);
       case RecordType.Data:
-        return this.onData(c, rec.offset, rec.data);
+        return this.onData(now, c, rec.offset, rec.data);
       case RecordType.Ref:
-        return this.onRef(c, rec.offset, rec.length, rec.digest);
+        return this.onRef(now, c, rec.offset, rec.length, rec.digest);
       case RecordType.Nack:
         if (!c.delta || rec.offset < c.send.acked || rec.offset > c.send.next)
-          return this.protocolError(c, `nack at ${rec.offset} outside [${c.send.acked}, ${c.send.next}]`);
+          return this.protocolError(now, c, `nack at ${rec.offset} outside [${c.send.acked}, ${c.send.next}]`);
         // Resend from the offset, raw; the chunk deque no longer covers it (raw path handles that).
         c.send.rewindTo(rec.offset);
         c.delta.rawUntil = Math.max(c.delta.rawUntil, rec.offset + 1);
@@ -400,26 +500,27 @@ export class WrapSession {
       case RecordType.Ack: {
         const before = c.send.room;
         const acked = c.send.acked;
-        if (!c.send.ack(rec.offset)) return this.protocolError(c, `ack ${rec.offset} beyond the stream's end ${c.send.end}`);
-        this.bufferedOut -= c.send.acked - acked;
+        if (!c.send.ack(rec.offset)) return this.protocolError(now, c, `ack ${rec.offset} beyond the stream's end ${c.send.end}`);
+        this.outBytes -= c.send.acked - acked;
         if (before === 0 && c.send.room > 0) {
-          if (this.bufferedOut < this.maxBuffered) this.events.push({ type: 'writable', conn: c.id });
+          if (this.outBytes < this.maxBuffered) this.events.push({ type: 'writable', conn: c.id });
           else this.blocked.add(c.id);
         }
         this.wakeBlocked();
-        return this.maybeDone(c);
+        return this.maybeDone(now, c);
       }
       case RecordType.Resume:
-        if (!c.send.skipTo(rec.offset)) return this.protocolError(c, `resume at ${rec.offset} outside [${c.send.acked}, ${c.send.end}]`);
+        if (!c.send.skipTo(rec.offset))
+          return this.protocolError(now, c, `resume at ${rec.offset} outside [${c.send.acked}, ${c.send.end}]`);
         return this.resumed(now, c);
       case RecordType.Fin:
         if (c.recv.finAt !== undefined && c.recv.finAt !== rec.offset)
-          return this.protocolError(c, `fin moved from ${c.recv.finAt} to ${rec.offset}`);
-        if (rec.offset < c.recv.received) return this.protocolError(c, `fin at ${rec.offset} below received ${c.recv.received}`);
+          return this.protocolError(now, c, `fin moved from ${c.recv.finAt} to ${rec.offset}`);
+        if (rec.offset < c.recv.received) return this.protocolError(now, c, `fin at ${rec.offset} below received ${c.recv.received}`);
         c.recv.finAt = rec.offset;
-        return this.checkEnd(c);
+        return this.checkEnd(now, c);
       case RecordType.Close:
-        return this.forget(c, rec.code, rec.text || CLOSE_NAMES[rec.code] || `code ${rec.code}`, true, true);
+        return this.forget(now, c, rec.code, rec.text || CLOSE_NAMES[rec.code] || `code ${rec.code}`, true, true);
     }
   }
 
@@ -430,78 +531,133 @@ export class WrapSession {
   handleRecordParts(now: number, parts: Uint8Array[]): void {
     if (parts.length === 1) return this.handleRecord(now, parts[0]);
     const head = parts.length ? decodeDataHeader(parts[0]) : undefined;
-    const c = head && this.peerHello ? this.conns.get(head.conn) : undefined;
+    const c = head && this.peerHello ? this.live.get(head.conn) : undefined;
     const total = parts.reduce((n, p) => n + p.length, 0) - DATA_HEADER_LEN;
     if (!c || total > MAX_DATA) return this.handleRecord(now, Buffer.concat(parts)); // the general path decides
-    this.now = now;
     this.lastHeard = now;
-    this.counters.recordsIn++;
+    this.count.recordsIn++;
     let offset = head!.offset;
     for (const piece of [parts[0].subarray(DATA_HEADER_LEN), ...parts.slice(1)]) {
       if (piece.length === 0) continue;
-      this.onData(c, offset, piece);
+      this.onData(now, c, offset, piece);
       offset += piece.length;
-      if (this.conns.get(c.id) !== c) return; // closed by a protocol error
+      if (this.live.get(c.id) !== c) return; // closed by a protocol error
     }
   }
 
-  private onData(c: WrapConn, offset: number, data: Uint8Array): void {
+  private onData(now: number, c: WrapConn, offset: number, data: Uint8Array): void {
     if (c.recv.finAt !== undefined && offset + data.length > c.recv.finAt)
-      return this.protocolError(c, `data up to ${offset + data.length} beyond the fin at ${c.recv.finAt}`);
+      return this.protocolError(now, c, `data up to ${offset + data.length} beyond the fin at ${c.recv.finAt}`);
     if (c.delta?.nackAt !== undefined) {
       // Sent before the peer saw our NACK: dropped until the resend reaches us.
       if (offset > c.recv.received) return;
       c.delta.nackAt = undefined;
     }
-    if (!this.withinWindow(c, offset + data.length)) return;
+    if (!this.withinWindow(now, c, offset + data.length)) return;
     const fresh = c.recv.accept(offset, data);
-    if (fresh === 'gap') return this.protocolError(c, `data at ${offset} beyond received ${c.recv.received}`);
+    if (fresh === 'gap') return this.protocolError(now, c, `data at ${offset} beyond received ${c.recv.received}`);
     if (fresh) {
-      this.bufferedIn += fresh.length;
+      this.inBytes += fresh.length;
       if (c.delta) for (const ch of c.delta.recvChunker.push(fresh)) this.refCache.put(ch.key, ch.length, ch.bytes!);
+      if (c.datagram) c.lastActivity = now;
       this.events.push({ type: 'deliver', conn: c.id, data: fresh });
     }
-    this.checkEnd(c);
+    this.checkEnd(now, c);
   }
 
   // ---- time ----
 
+  /** Each timer's deadline, undefined while it is not armed (a copy). */
+  deadlines(): Record<WrapTimer, number | undefined> {
+    return { ...this.scanDeadlines() };
+  }
+
+  /** The earliest deadline of any timer. */
   pollTimeout(): number | undefined {
-    let t: number | undefined;
-    const min = (x: number): void => {
-      t = t === undefined ? x : Math.min(t, x);
-    };
-    if (this.carrier) {
-      min(this.lastHeard + this.opts.silenceMs);
-      min(this.lastSent + this.opts.pingMs);
+    const t = this.scanDeadlines();
+    let at: number | undefined;
+    for (const timer of WRAP_TIMERS) {
+      const d = t[timer];
+      if (d !== undefined && (at === undefined || d < at)) at = d;
     }
-    for (const c of this.conns.values()) if (c.holdUntil !== undefined) min(c.holdUntil);
-    if (this.carrier) for (const since of this.ackDirty.values()) min(since + ACK_DELAY_MS);
-    if (this.carrier && this.peerHello)
-      for (const c of this.conns.values()) if (c.delta && c.send.next < c.send.end) min(c.delta.lastAppend + DELTA_TAIL_MS);
+    return at;
+  }
+
+  /**
+   * Fill the deadline table in one pass over the connections. The table is reused: the driver
+   * asks for pollTimeout after every batch of records, so it allocates nothing.
+   */
+  private scanDeadlines(): Record<WrapTimer, number | undefined> {
+    const t = this.due;
+    t.silence = this.carrier ? this.lastHeard + this.opts.silenceMs : undefined;
+    t.ping = this.carrier ? this.lastSent + this.opts.pingMs : undefined;
+    t.ack = t.hold = t['flow-idle'] = t['delta-tail'] = undefined;
+    if (this.carrier) for (const since of this.ackDirty.values()) t.ack = Math.min(t.ack ?? Infinity, since + ACK_DELAY_MS);
+    const tail = this.carrier && this.peerHello;
+    for (const c of this.live.values()) {
+      if (c.holdUntil !== undefined) t.hold = Math.min(t.hold ?? Infinity, c.holdUntil);
+      if (c.datagram && c.local && c.send.finAt === undefined)
+        t['flow-idle'] = Math.min(t['flow-idle'] ?? Infinity, c.lastActivity + this.udpIdleMs);
+      if (tail && c.delta && c.send.next < c.send.end)
+        t['delta-tail'] = Math.min(t['delta-tail'] ?? Infinity, c.delta.lastAppend + DELTA_TAIL_MS);
+    }
     return t;
   }
 
+  /** Fire every timer due at `now`, in WRAP_TIMERS order (a silent carrier is dropped before anything is queued on it). */
   handleTimeout(now: number): void {
-    if (this.carrier && now - this.lastHeard >= this.opts.silenceMs) {
-      // Reading stopped for our unread replies, and the peer never took them: its fault, counted.
-      if (this.backlogged) this.violation(`${this.control.length} control records unread by the peer for ${this.opts.silenceMs} ms`);
-      this.events.push({ type: 'drop-carrier', reason: `no record from the peer for ${this.opts.silenceMs} ms` });
-      this.onCarrierDown(now);
+    const due = this.deadlines(); // a copy: firing changes the deadlines
+    for (const timer of WRAP_TIMERS) {
+      const at = due[timer];
+      if (at !== undefined && at <= now) this.fire(now, timer);
     }
-    if (this.carrier && now - this.lastSent >= this.opts.pingMs) {
-      this.queue({ type: RecordType.Ping });
-      this.lastSent = now; // one PING per interval, even while the carrier is not writable
-    }
-    // Due ACKs go to the control queue now, so a deadline never stays in the past.
-    for (const [id, since] of this.ackDirty) {
-      const c = this.conns.get(id);
-      if (!c) this.ackDirty.delete(id);
-      else if (now - since >= ACK_DELAY_MS) this.flushAck(c);
-    }
-    for (const c of [...this.conns.values()]) {
-      if (c.holdUntil !== undefined && now >= c.holdUntil) {
-        this.forget(c, CloseCode.HoldExpired, `the link to the peer was down for more than the hold time (${c.holdMs} ms)`, false, true);
+  }
+
+  private fire(now: number, timer: WrapTimer): void {
+    switch (timer) {
+      case 'silence':
+        if (!this.carrier || now - this.lastHeard < this.opts.silenceMs) return;
+        // Reading stopped for our unread replies, and the peer never took them: its fault, counted.
+        if (this.backlogged)
+          this.violation('unread', `${this.control.length} control records unread by the peer for ${this.opts.silenceMs} ms`);
+        this.events.push({ type: 'drop-carrier', reason: 'silence', detail: `no record from the peer for ${this.opts.silenceMs} ms` });
+        return this.onCarrierDown(now);
+      case 'ping':
+        if (!this.carrier || now - this.lastSent < this.opts.pingMs) return;
+        this.queue(now, { type: RecordType.Ping });
+        this.lastSent = now; // one PING per interval, even while the carrier is not writable
+        return;
+      case 'ack':
+        // Due ACKs go to the control queue now, so a deadline never stays in the past.
+        for (const [id, since] of this.ackDirty) {
+          const c = this.live.get(id);
+          if (!c) this.ackDirty.delete(id);
+          else if (now - since >= ACK_DELAY_MS) this.flushAck(now, c);
+        }
+        return;
+      case 'hold':
+        for (const c of [...this.live.values()]) {
+          if (c.holdUntil !== undefined && now >= c.holdUntil)
+            this.forget(
+              now,
+              c,
+              CloseCode.HoldExpired,
+              `the link to the peer was down for more than the hold time (${c.holdMs} ms)`,
+              false,
+              true,
+            );
+        }
+        return;
+      case 'flow-idle':
+        // UDP has no FIN: the side that opened the flow ends it, the peer follows and it completes.
+        for (const c of this.live.values())
+          if (c.datagram && c.local && c.send.finAt === undefined && now - c.lastActivity >= this.udpIdleMs) this.localEnd(now, c.id);
+        return;
+      case 'delta-tail':
+        return; // the tail is due: the next pollRecord sends it
+      default: {
+        const _unhandled: never = timer; // a timer added to WRAP_TIMERS needs its case here
+        return _unhandled;
       }
     }
   }
@@ -518,7 +674,7 @@ export class WrapSession {
     if (!out && this.peerHello) out = this.nextData(now);
     if (out) {
       this.lastSent = now;
-      this.counters.recordsOut++;
+      this.count.recordsOut++;
     }
     return out;
   }
@@ -553,6 +709,7 @@ export class WrapSession {
       heldSince: undefined,
       outages: 0,
       openedAt: now,
+      lastActivity: now,
       delta: delta
         ? {
             sendChunker: new Chunker(),
@@ -565,13 +722,13 @@ export class WrapSession {
         : undefined,
       datagram,
     };
-    this.conns.set(id, c);
+    this.live.set(id, c);
     return c;
   }
 
-  private sendOpen(c: WrapConn): void {
+  private sendOpen(now: number, c: WrapConn): void {
     c.openSent = true;
-    this.queue({
+    this.queue(now, {
       type: RecordType.Open,
       conn: c.id,
       wrapPort: c.wrapPort,
@@ -608,10 +765,14 @@ export class WrapSession {
 
   private onHello(now: number, version: number, bootId: bigint, window?: number, buffer?: number): void {
     // One per carrier: each would queue a RESUME per connection (a 30-byte record answered by thousands).
-    if (this.peerHello) return this.violation('second hello on the carrier');
+    if (this.peerHello) return this.violation('second-hello', 'second hello on the carrier');
     if (version !== WRAP_VERSION) {
-      this.violation(`hello version ${version}, this side speaks ${WRAP_VERSION}`);
-      this.events.push({ type: 'drop-carrier', reason: `the peer speaks WRAP version ${version}, this side ${WRAP_VERSION}` });
+      this.violation('version', `hello version ${version}, this side speaks ${WRAP_VERSION}`);
+      this.events.push({
+        type: 'drop-carrier',
+        reason: 'version',
+        detail: `the peer speaks WRAP version ${version}, this side ${WRAP_VERSION}`,
+      });
       return this.onCarrierDown(now);
     }
     if (this.peerBootId !== undefined && this.peerBootId !== bootId) {
@@ -620,9 +781,9 @@ export class WrapSession {
       // Its chunk cache went with it: references would only cost NACKs.
       this.refIndex.clear();
       this.refCache.clear();
-      for (const c of [...this.conns.values()]) {
+      for (const c of [...this.live.values()]) {
         if (!c.local || c.openSent)
-          this.forget(c, CloseCode.PeerRestarted, 'the peer spookd restarted and lost the connection', false, true);
+          this.forget(now, c, CloseCode.PeerRestarted, 'the peer spookd restarted and lost the connection', false, true);
       }
       // Its connection ids start again: ended ones of its old incarnation (those just closed
       // included) must not answer its new connections.
@@ -633,14 +794,14 @@ export class WrapSession {
     // Send no more than the peer takes: its window per connection, its quota for all (≥ 1 record).
     this.peerWindow = Math.min(this.opts.windowBytes, Math.max(DATA_HEADER_LEN + 1, window ?? this.opts.windowBytes));
     this.peerBuffer = Math.min(this.maxBuffered, Math.max(this.peerWindow, buffer ?? this.maxBuffered));
-    for (const c of this.conns.values()) c.send.window = this.peerWindow;
+    for (const c of this.live.values()) c.send.window = this.peerWindow;
     // Connections opened while no carrier was up were never announced: they start now, with
     // nothing to resume (a connection announced on an earlier carrier keeps its hold running).
-    const unannounced = [...this.conns.values()].filter((c) => c.local && !c.openSent);
-    for (const c of this.conns.values()) {
-      if (c.local && c.state === 'opening') this.sendOpen(c);
+    const unannounced = [...this.live.values()].filter((c) => c.local && !c.openSent);
+    for (const c of this.live.values()) {
+      if (c.local && c.state === 'opening') this.sendOpen(now, c);
       // Tell the peer how much of its stream we hold: it resends only the rest.
-      if (c.openSent || !c.local) this.queue({ type: RecordType.Resume, conn: c.id, offset: c.recv.received });
+      if (c.openSent || !c.local) this.queue(now, { type: RecordType.Resume, conn: c.id, offset: c.recv.received });
       // And acknowledge again what was drained: the last ACK may have died with the old
       // carrier, and a sender with a full window would wait for it forever.
       if (c.recv.drained > 0) {
@@ -652,11 +813,11 @@ export class WrapSession {
   }
 
   private onOpen(now: number, id: number, wrapPort: number, target: Target, holdMs: number, delta: boolean, datagram: boolean): void {
-    if ((id & 1) === this.opts.role) return this.violation(`open of connection ${id}: its id has this side's parity`);
-    const known = this.conns.get(id);
+    if ((id & 1) === this.opts.role) return this.violation('parity', `open of connection ${id}: its id has this side's parity`);
+    const known = this.live.get(id);
     if (known) {
       // A resent OPEN (the carrier broke before our OPENED arrived): answer again, resume.
-      if (known.state !== 'opening' && !this.answering.has(id)) this.queue({ type: RecordType.Opened, conn: id }, id);
+      if (known.state !== 'opening' && !this.answering.has(id)) this.queue(now, { type: RecordType.Opened, conn: id }, id);
       this.resumed(now, known);
       return;
     }
@@ -664,6 +825,7 @@ export class WrapSession {
     const ended = this.recentClosed.get(id);
     if (ended !== undefined) {
       this.queue(
+        now,
         {
           type: RecordType.Close,
           conn: id,
@@ -677,16 +839,17 @@ export class WrapSession {
     if (!this.opts.mayDial?.(target, datagram)) {
       // One answer, no text, no dial: refused, unreachable and closed destinations look alike.
       this.remember(id, CloseCode.Refused);
-      this.queue({ type: RecordType.Close, conn: id, code: CloseCode.Refused, text: '' }, id);
+      this.queue(now, { type: RecordType.Close, conn: id, code: CloseCode.Refused, text: '' }, id);
       return;
     }
-    if (this.conns.size >= this.opts.maxConnections) {
+    if (this.live.size >= this.opts.maxConnections) {
       this.queue(
+        now,
         {
           type: RecordType.Close,
           conn: id,
           code: CloseCode.TooManyConnections,
-          text: `this side carries ${this.conns.size} connections already`,
+          text: `this side carries ${this.live.size} connections already`,
         },
         id,
       );
@@ -696,25 +859,25 @@ export class WrapSession {
     this.events.push({ type: 'dial', conn: id, target, wrapPort, datagram });
   }
 
-  private checkEnd(c: WrapConn): void {
+  private checkEnd(now: number, c: WrapConn): void {
     if (c.recv.endDue) {
       c.recv.endDelivered = true;
       this.events.push({ type: 'end', conn: c.id });
     }
-    this.maybeDone(c);
+    this.maybeDone(now, c);
   }
 
   /** Both directions ended and were acknowledged: the connection is complete. */
-  private maybeDone(c: WrapConn): void {
-    if (c.recv.ackDue && !this.ackDirty.has(c.id)) this.ackDirty.set(c.id, this.now);
+  private maybeDone(now: number, c: WrapConn): void {
+    if (c.recv.ackDue && !this.ackDirty.has(c.id)) this.ackDirty.set(c.id, now);
     if (!c.send.done || !c.recv.endDelivered || c.recv.drained < (c.recv.finAt ?? 0)) return;
-    this.flushAck(c);
+    this.flushAck(now, c);
     this.release(c);
     this.remember(c.id, { finOut: c.send.finAt!, finIn: c.recv.finAt! });
     this.events.push({ type: 'done', conn: c.id });
   }
 
-  private flushAck(c: WrapConn): void {
+  private flushAck(now: number, c: WrapConn): void {
     this.ackDirty.delete(c.id);
     if (!c.recv.ackDue) return;
     c.recv.ackSent = c.recv.drained;
@@ -725,18 +888,18 @@ export class WrapSession {
     }
     if (!this.carrier) return;
     const ack = { conn: c.id, offset: c.recv.drained };
-    if (this.enqueue({ ack })) this.ackQueued.set(c.id, ack);
+    if (this.enqueue(now, { ack })) this.ackQueued.set(c.id, ack);
   }
 
   private nextData(now: number): Uint8Array[] | undefined {
     for (const [id, since] of this.ackDirty) {
-      const c = this.conns.get(id);
+      const c = this.live.get(id);
       if (!c) this.ackDirty.delete(id);
-      else if (now - since >= ACK_DELAY_MS || c.recv.drained - c.recv.ackSent >= this.opts.windowBytes / 8) this.flushAck(c);
+      else if (now - since >= ACK_DELAY_MS || c.recv.drained - c.recv.ackSent >= this.opts.windowBytes / 8) this.flushAck(now, c);
     }
     const ctl = this.shiftControl();
     if (ctl) return ctl;
-    const list = [...this.conns.values()];
+    const list = [...this.live.values()];
     // The peer's receive window per connection and its quota for all of them (§16.5.5).
     let inFlight = 0;
     for (const c of list) inFlight += c.send.inFlight;
@@ -745,7 +908,7 @@ export class WrapSession {
       if (c.local && !c.openSent) continue;
       const budget = Math.min(MAX_DATA, this.peerBuffer - inFlight, this.peerWindow - c.send.inFlight);
       if (c.delta) {
-        const rec = this.nextDelta(c, now, budget);
+        const rec = this.nextDelta(now, c, budget);
         if (rec) {
           this.rr = (this.rr + k + 1) % Math.max(1, list.length);
           return rec;
@@ -760,7 +923,7 @@ export class WrapSession {
         c.send.finSent = true;
         const fin = encodeRecord({ type: RecordType.Fin, conn: c.id, offset: c.send.finAt! });
         // Everything may already be acknowledged: then this FIN completes our direction.
-        this.maybeDone(c);
+        this.maybeDone(now, c);
         return [fin];
       }
     }
@@ -771,14 +934,14 @@ export class WrapSession {
    * Delta mode's next record for `c`: a REF when the next bytes are a whole chunk the peer
    * holds, else DATA up to the next chunk boundary (so the following record starts on one).
    */
-  private nextDelta(c: WrapConn, now: number, budget: number): Uint8Array[] | undefined {
+  private nextDelta(now: number, c: WrapConn, budget: number): Uint8Array[] | undefined {
     const d = c.delta!;
     const s = c.send;
     if (s.next >= s.end) {
       if (s.finDue) {
         s.finSent = true;
         const fin = encodeRecord({ type: RecordType.Fin, conn: c.id, offset: s.finAt! });
-        this.maybeDone(c);
+        this.maybeDone(now, c);
         return [fin];
       }
       return undefined;
@@ -789,8 +952,8 @@ export class WrapSession {
       if (ch.length > budget) return undefined; // a reference waits for room, rather than going raw
       d.sendChunks.shift();
       s.skipSent(ch.length);
-      this.counters.refsSent++;
-      this.counters.refBytes += ch.length;
+      this.count.refsSent++;
+      this.count.refBytes += ch.length;
       return [encodeRecord({ type: RecordType.Ref, conn: c.id, offset: ch.offset, length: ch.length, digest: ch.digest })];
     }
     // The unfinished tail waits a moment for the rest of its chunk (unless the stream ended).
@@ -807,48 +970,48 @@ export class WrapSession {
   }
 
   /** A REF: expand it from the cache, or ask for the bytes (NACK). */
-  private onRef(c: WrapConn, offset: number, length: number, digest: Uint8Array): void {
+  private onRef(now: number, c: WrapConn, offset: number, length: number, digest: Uint8Array): void {
     const d = c.delta;
-    if (!d) return this.protocolError(c, 'ref on a connection opened without delta mode');
+    if (!d) return this.protocolError(now, c, 'ref on a connection opened without delta mode');
     if (d.nackAt !== undefined && offset > c.recv.received) return; // sent before our NACK arrived
     if (offset + length <= c.recv.received) return; // a duplicate after a resume
     if (offset !== c.recv.received || !d.recvChunker.atBoundary)
-      return this.protocolError(c, `ref at ${offset}, received ${c.recv.received}, not on a chunk boundary`);
+      return this.protocolError(now, c, `ref at ${offset}, received ${c.recv.received}, not on a chunk boundary`);
     if (c.recv.finAt !== undefined && offset + length > c.recv.finAt)
-      return this.protocolError(c, `ref up to ${offset + length} beyond the fin at ${c.recv.finAt}`);
+      return this.protocolError(now, c, `ref up to ${offset + length} beyond the fin at ${c.recv.finAt}`);
     const bytes = this.refCache.touch(digestKey(digest));
     if (!bytes || bytes.length !== length) {
       d.nackAt = offset;
-      this.counters.nacksSent++;
-      this.queue({ type: RecordType.Nack, conn: c.id, offset });
+      this.count.nacksSent++;
+      this.queue(now, { type: RecordType.Nack, conn: c.id, offset });
       return;
     }
-    if (!this.withinWindow(c, offset + length)) return;
+    if (!this.withinWindow(now, c, offset + length)) return;
     d.nackAt = undefined;
     c.recv.received += length;
-    this.bufferedIn += length;
+    this.inBytes += length;
     d.recvChunker.skip(length);
-    this.counters.refsExpanded++;
+    this.count.refsExpanded++;
     this.events.push({ type: 'deliver', conn: c.id, data: bytes });
-    this.checkEnd(c);
+    this.checkEnd(now, c);
   }
 
   /** The connection is gone: what it held leaves the per-peer totals. */
   private release(c: WrapConn): void {
-    this.conns.delete(c.id);
+    this.live.delete(c.id);
     this.blocked.delete(c.id);
-    this.bufferedOut -= c.send.buffered;
-    this.bufferedIn -= c.recv.received - c.recv.drained;
+    this.outBytes -= c.send.buffered;
+    this.inBytes -= c.recv.received - c.recv.drained;
     this.wakeBlocked();
   }
 
   /** Connections paused by the per-peer quota get going again, one socket read per free WAKE_BYTES. */
   private wakeBlocked(): void {
-    let free = this.maxBuffered - this.bufferedOut;
+    let free = this.maxBuffered - this.outBytes;
     for (const id of this.blocked) {
       if (free < WAKE_BYTES) return; // a woken connection may add a whole read
       this.blocked.delete(id);
-      const c = this.conns.get(id);
+      const c = this.live.get(id);
       if (!c || c.send.room === 0) continue; // its own window wakes it
       this.events.push({ type: 'writable', conn: id });
       free -= WAKE_BYTES;
@@ -859,24 +1022,26 @@ export class WrapSession {
    * DATA or a REF that would take the connection's stream up to `upTo`: refused (a violation,
    * the connection reset) if that passes our receive window or the per-peer quota (§16.5.5).
    */
-  private withinWindow(c: WrapConn, upTo: number): boolean {
+  private withinWindow(now: number, c: WrapConn, upTo: number): boolean {
     const fresh = upTo - c.recv.received;
     if (fresh <= 0) return true;
-    if (upTo - c.recv.drained <= this.opts.windowBytes && this.bufferedIn + fresh <= this.maxBuffered) return true;
-    this.counters.windowViolations++;
+    if (upTo - c.recv.drained <= this.opts.windowBytes && this.inBytes + fresh <= this.maxBuffered) return true;
+    this.count.windowViolations++;
     this.protocolError(
+      now,
       c,
-      `data up to ${upTo} past the receive window (drained ${c.recv.drained}, window ${this.opts.windowBytes}, ${this.bufferedIn} of ${this.maxBuffered} buffered for this peer)`,
+      `data up to ${upTo} past the receive window (drained ${c.recv.drained}, window ${this.opts.windowBytes}, ${this.inBytes} of ${this.maxBuffered} buffered for this peer)`,
+      'window',
     );
     return false;
   }
 
-  private forget(c: WrapConn, code: CloseCode, reason: string, byPeer: boolean, notifyLocal: boolean): void {
+  private forget(now: number, c: WrapConn, code: CloseCode, reason: string, byPeer: boolean, notifyLocal: boolean): void {
     this.release(c);
     this.ackDirty.delete(c.id);
     this.remember(c.id, code);
     if (!byPeer && this.carrier && this.peerHello && (c.openSent || !c.local))
-      this.queue({ type: RecordType.Close, conn: c.id, code, text: reason });
+      this.queue(now, { type: RecordType.Close, conn: c.id, code, text: reason });
     if (notifyLocal) this.events.push({ type: 'close', conn: c.id, code, reason, byPeer });
   }
 
@@ -885,29 +1050,30 @@ export class WrapSession {
     if (this.recentClosed.size > RECENT_CLOSED) this.recentClosed.delete(this.recentClosed.keys().next().value!);
   }
 
-  private protocolError(c: WrapConn, detail: string): void {
-    this.violation(`connection ${c.id}: ${detail}`);
-    this.forget(c, CloseCode.ProtocolError, detail, false, true);
+  /** The peer broke the stream rules of connection `c`: a violation, and the connection is reset. */
+  private protocolError(now: number, c: WrapConn, detail: string, kind: 'stream' | 'window' = 'stream'): void {
+    this.violation(kind, `connection ${c.id}: ${detail}`);
+    this.forget(now, c, CloseCode.ProtocolError, detail, false, true);
   }
 
-  private violation(detail: string): void {
-    this.counters.violations++;
-    this.events.push({ type: 'violation', detail });
+  private violation(kind: WrapViolation, detail: string): void {
+    this.count.violations++;
+    this.events.push({ type: 'violation', kind, detail });
   }
 
   /** Queue a control record; `answers`: it answers a peer's record about that connection id. */
-  private queue(rec: WrapRecord, answers?: number): void {
+  private queue(now: number, rec: WrapRecord, answers?: number): void {
     if (!this.carrier) return;
-    if (this.enqueue({ rec: encodeRecord(rec), answers }) && answers !== undefined) this.answering.add(answers);
+    if (this.enqueue(now, { rec: encodeRecord(rec), answers }) && answers !== undefined) this.answering.add(answers);
   }
 
   /** Append to the control queue, or drop the carrier if the peer has let it grow past twice the pause. */
-  private enqueue(e: ControlEntry): boolean {
+  private enqueue(now: number, e: ControlEntry): boolean {
     if (this.control.length >= 2 * this.controlPause) {
       // Reading should have paused long before (backlogged): the carrier goes, its queue with it.
-      this.violation(`${this.control.length} control records queued: the peer does not read the carrier`);
-      this.events.push({ type: 'drop-carrier', reason: 'control backlog over its limit' });
-      this.onCarrierDown(this.now);
+      this.violation('control-backlog', `${this.control.length} control records queued: the peer does not read the carrier`);
+      this.events.push({ type: 'drop-carrier', reason: 'control-backlog', detail: 'control backlog over its limit' });
+      this.onCarrierDown(now);
       return false;
     }
     this.control.push(e);

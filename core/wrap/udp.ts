@@ -10,6 +10,9 @@ export const MAX_DATAGRAM = 65_507;
 /** A flow that carried nothing for this long is ended (UDP has no FIN of its own). */
 export const UDP_IDLE_MS = 60_000;
 
+/** Why a datagram from a flow's local end was dropped (counted per reason by the wrappers). */
+export type FlowDrop = 'too-big' | 'flow-ended' | 'window-full';
+
 export function frameDatagram(d: Uint8Array): Uint8Array {
   if (d.length > MAX_DATAGRAM) throw new RangeError(`datagram of ${d.length} bytes, at most ${MAX_DATAGRAM}`);
   const out = new Uint8Array(2 + d.length);

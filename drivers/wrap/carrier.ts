@@ -169,7 +169,6 @@ export class Carrier {
 
   constructor(
     readonly socket: Socket,
-    readonly peerKey: Uint8Array,
     tx: CipherState,
     rx: CipherState,
     private readonly pending: Buffer[],
@@ -333,7 +332,7 @@ export async function dialCarrier(host: string, port: number, staticKey: KeyPair
     socket.write(frame(Buffer.concat([m1, carrierMac1(peerKey, m1)])));
     const { msg, rest } = await readHandshake(socket);
     const { result } = ik.readMessage2(msg);
-    return new Carrier(socket, peerKey, result.send, result.recv, rest);
+    return new Carrier(socket, result.send, result.recv, rest);
   } catch (e) {
     socket.destroy();
     throw e;
@@ -366,7 +365,7 @@ export async function acceptCarrier<P>(
     if (peer === undefined) throw new CarrierError('carrier handshake from a key that is not a configured peer');
     const { message, result } = ik.writeMessage2(EMPTY);
     socket.write(frame(message));
-    return { carrier: new Carrier(socket, remoteStatic, result.send, result.recv, []), peer };
+    return { carrier: new Carrier(socket, result.send, result.recv, []), peer };
   } catch (e) {
     socket.destroy();
     throw e;

@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import { orderlyClose } from './linger.js';
 import { ProtocolStats, recognise, RECOGNISE_MAX_BYTES, type Protocol } from '../../core/wrap/profiles.js';
 import type { WrapProtocol } from '../../core/wrap/protocols.js';
+import type { CloseName } from '../../wire/wrap.js';
 
 /** How a closed connection lingers before its socket is destroyed (its FIN and last bytes leave). */
 const CLOSE_LINGER_MS = 5_000;
@@ -29,8 +30,6 @@ export interface LocalConn {
   id: number;
   io: LocalIo;
   datagram: boolean;
-  /** UDP flows: last datagram either way (idle flows are ended). */
-  lastActivity: number;
   /** The client side (intercepted here) rather than the server side (dialled here). */
   local: boolean;
   /** Server side: the dial completed (an error before it is a dial failure, not a reset). */
@@ -71,12 +70,19 @@ export interface WrapperSpec {
   delta?: boolean;
 }
 
+/**
+ * How a wrapped connection ended, as counted per wrapper (`closes`): both directions finished
+ * (`completed`), a close code's name, or `code N` for a code this side does not know (a newer peer).
+ */
+export type ConnEnd = 'completed' | CloseName | `code ${number}`;
+
 export interface WrapperCounters extends WrapperSpec {
   connections: number;
   active: number;
   bytesUp: number;
   bytesDown: number;
   outages: number;
+  /** Ends by ConnEnd (written only by WrapCounters.ended, which takes a ConnEnd; read as plain names). */
   closes: Record<string, number>;
 }
 
@@ -135,7 +141,7 @@ export class WrapCounters {
     if (lc.protocol) this.protocols.outage(lc.protocol);
   }
 
-  ended(lc: LocalConn, reason: string): void {
+  ended(lc: LocalConn, reason: ConnEnd): void {
     const w = this.wrapperOf(lc);
     if (!w) return;
     w.active = Math.max(0, w.active - 1);

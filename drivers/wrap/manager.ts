@@ -6,8 +6,10 @@
  * - one carrier per peer (drivers/wrap/carrier.ts): the pair's sequencer dials, the other accepts;
  * - per wrapped connection: the local endpoint on each side (a TCP socket, or one end of a
  *   UDP flow), the two stream registers in the peer's WrapSession, recognition and counters.
- * Everything that decides is in WrapSession; this file moves bytes and keeps sockets honest
- * (pause on a full window, acknowledge only what the kernel took, close the way the peer did).
+ * Everything that decides is in core/wrap (WrapSession, HandshakeSlots, HandshakeAdmission);
+ * this file moves bytes and keeps sockets honest (pause on a full window, acknowledge only what
+ * the kernel took, close the way the peer did). Time: one real timer, armed for the earliest of
+ * the sessions' deadlines (pollTimeout) and the carrier redial; each input passes performance.now().
  */
 import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
 import { createSocket, type Socket as UdpSocket, type RemoteInfo } from 'node:dgram';
@@ -15,15 +17,15 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { KeyPair } from '../../crypto/primitives.js';
 import { CloseCode, CLOSE_NAMES, type Target } from '../../wire/wrap.js';
-import { WrapSession, DEFAULT_WRAP_OPTIONS, type WrapEvent } from '../../core/wrap/session.js';
+import { WrapSession, type WrapEvent } from '../../core/wrap/session.js';
 import { acceptCarrier, CarrierError, dialCarrier, HANDSHAKE_TIMEOUT_MS, type Carrier, type CarrierBudget } from './carrier.js';
-import { tcpIo, WrapCounters, type LocalConn, type LocalIo, type WrapperCounters, type WrapperSpec } from './local.js';
+import { tcpIo, WrapCounters, type ConnEnd, type LocalConn, type LocalIo, type WrapperCounters, type WrapperSpec } from './local.js';
 import { WrapHooks, type ClientAddr } from '../bpf/wrap-hooks.js';
 import { isDatagram } from '../../core/wrap/protocols.js';
 import { DialPolicy, type AllowRule } from './policy.js';
 import { resetOnClose } from './linger.js';
-import { HandshakeAdmission } from '../../core/wrap/admission.js';
-import { DatagramDeframer, frameDatagram, MAX_DATAGRAM, UDP_IDLE_MS } from '../../core/wrap/udp.js';
+import { HandshakeAdmission, HandshakeSlots, type HandshakeRefusal, type HandshakeSlotRefusal } from '../../core/wrap/admission.js';
+import { DatagramDeframer, type FlowDrop } from '../../core/wrap/udp.js';
 
 export interface WrapPeer {
   name: string;
@@ -59,7 +61,7 @@ export interface WrapSettings {
   windowBytes: number;
   maxConnections: number;
   silenceMs: number;
-  /** UDP flows idle this long are ended (default UDP_IDLE_MS). */
+  /** UDP flows idle this long are ended (default UDP_IDLE_MS, core/wrap/udp.ts). */
   udpIdleMs?: number;
   /** Per peer and direction: buffered bytes of all its connections (default DEFAULT_MAX_BUFFERED). */
   maxBufferedBytes?: number;
@@ -89,6 +91,13 @@ const REDIAL_MAX_MS = 5_000;
 /** As many as the BPF map of wrapped ports holds (bpf/spook_wrap.c MAX_WRAPPED_PORTS). */
 export const MAX_WRAPPERS = 256;
 
+/** Why an intercepted TCP connection was reset unread (stats().refused, by these names). */
+export type InterceptRefusal = 'no-original-destination' | 'port-not-wrapped' | 'too-many-connections';
+/** Why a datagram from a local UDP endpoint was dropped (stats().udpDrops). */
+export type DatagramDrop = InterceptRefusal | FlowDrop;
+/** Why an accepted carrier connection was closed before it was adopted (stats().carrierRefused). */
+export type CarrierRefusal = HandshakeSlotRefusal | HandshakeRefusal | 'handshake-timeout' | 'bad-mac1' | 'handshake-failed';
+
 interface PeerState {
   peer: WrapPeer;
   session: WrapSession;
@@ -115,10 +124,14 @@ export class WrapManager {
   /** Why transparent interception is off, when it is. */
   interceptionError: string | undefined;
   private interceptPort = 0;
+  /** The one real timer (see schedule()) and the deadline it is armed for. */
   private timer: NodeJS.Timeout | undefined;
+  private timerAt = 0;
+  /** Exceptions caught by guard() (a bug in one connection's path, counted and logged). */
+  internalErrors = 0;
   private stopping = false;
   private readonly bootId = randomBytes(8).readBigUInt64BE();
-  readonly refused: Record<string, number> = {};
+  readonly refused: Partial<Record<InterceptRefusal, number>> = {};
   /** Every local socket still open (lingering ones included), so that stop() leaves none. */
   private readonly sockets = new Set<Socket>();
   /** UDP: the intercept socket, and the flows by client port. */
@@ -126,11 +139,10 @@ export class WrapManager {
   /** UDP flows by client address and port and original destination. */
   private readonly udpFlows = new Map<string, { ps: PeerState; lc: LocalConn }>();
   private readonly udpSockets = new Set<UdpSocket>();
-  readonly udpDrops: Record<string, number> = {};
+  readonly udpDrops: Partial<Record<DatagramDrop, number>> = {};
   /** Carrier connections not yet adopted, in all and by source address. */
-  private carrierPending = 0;
-  private readonly carrierPendingBySource = new Map<string, number>();
-  readonly carrierRefused = {
+  private readonly handshakes: HandshakeSlots;
+  readonly carrierRefused: Record<CarrierRefusal, number> = {
     'too-many-handshakes': 0,
     'too-many-from-source': 0,
     'handshake-rate': 0,
@@ -153,6 +165,7 @@ export class WrapManager {
     private readonly interceptor?: (interceptPort: number) => Interceptor,
   ) {
     this.policy = new DialPolicy(settings.allow ?? []);
+    this.handshakes = new HandshakeSlots(settings.maxHandshakes ?? 256, settings.maxHandshakesPerSource ?? 16);
     this.admission = new HandshakeAdmission(
       settings.handshakeRate ?? DEFAULT_HANDSHAKE_RATE,
       settings.handshakeRatePerSource ?? DEFAULT_HANDSHAKE_RATE_PER_SOURCE,
@@ -161,7 +174,6 @@ export class WrapManager {
     for (const p of host.peers) {
       const session = new WrapSession({
         mayDial: (target, datagram) => this.policy.allows(p.name, target, datagram ? 'udp' : 'tcp'),
-        ...DEFAULT_WRAP_OPTIONS,
         role: p.role,
         bootId: this.bootId,
         windowBytes: settings.windowBytes,
@@ -169,6 +181,7 @@ export class WrapManager {
         silenceMs: settings.silenceMs,
         pingMs: Math.max(100, Math.floor(settings.silenceMs / 3)),
         maxBufferedBytes: settings.maxBufferedBytes,
+        udpIdleMs: settings.udpIdleMs,
       });
       const ps: PeerState = {
         peer: p,
@@ -263,7 +276,7 @@ export class WrapManager {
     this.hooks?.close();
     this.hooks = undefined;
     for (const ps of this.peers.values()) {
-      ps.session.closeAll(CloseCode.Shutdown, 'spookd is stopping');
+      ps.session.closeAll(this.now(), CloseCode.Shutdown, 'spookd is stopping');
       this.flush(ps);
       ps.carrier?.socket.end();
     }
@@ -299,7 +312,12 @@ export class WrapManager {
       throw new Error(`port ${port} is not wrapped (wrapped: ${[...this.wrappers.keys()].join(', ') || 'none'})`);
     this.applyPorts();
     for (const ps of this.peers.values()) {
-      ps.session.closeAll(CloseCode.WrapperRemoved, `the wrapper for port ${port} was removed`, (c) => c.local && c.wrapPort === port);
+      ps.session.closeAll(
+        this.now(),
+        CloseCode.WrapperRemoved,
+        `the wrapper for port ${port} was removed`,
+        (c) => c.local && c.wrapPort === port,
+      );
       this.flush(ps);
     }
     this.log.info({ port }, 'wrapper removed');
@@ -319,8 +337,6 @@ export class WrapManager {
       }
     };
   }
-
-  internalErrors = 0;
 
   /** Tell the hooks which ports are wrapped, TCP and UDP apart. */
   private applyPorts(): void {
@@ -358,7 +374,7 @@ export class WrapManager {
       intercept: `${this.settings.intercept.host}:${this.interceptPort}`,
       hooks: this.hooks?.stats() ?? null,
       refused: this.refused,
-      carrierPending: this.carrierPending,
+      carrierPending: this.handshakes.held,
       carrierRefused: this.carrierRefused,
       udpDrops: this.udpDrops,
       internalErrors: this.internalErrors,
@@ -426,7 +442,7 @@ export class WrapManager {
   private onIntercepted(socket: Socket): void {
     const now = this.now();
     const dst = this.hooks?.originalDst({ address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 });
-    const refuse = (why: string): void => {
+    const refuse = (why: InterceptRefusal): void => {
       this.refused[why] = (this.refused[why] ?? 0) + 1;
       this.log.warn({ from: `${socket.remoteAddress}:${socket.remotePort}`, why }, 'intercepted connection refused');
       socket.resetAndDestroy();
@@ -458,18 +474,18 @@ export class WrapManager {
       this.guard('local socket', (chunk: Buffer) => {
         if (!current()) return void socket.pause();
         this.counters.observe(lc, local ? 0 : 1, chunk);
-        if (!ps.session.localData(id, chunk, this.now())) socket.pause();
+        if (!ps.session.localData(this.now(), id, chunk)) socket.pause();
         this.flush(ps);
       }),
     );
     socket.on('end', () => {
       if (!current()) return;
-      ps.session.localEnd(id);
+      ps.session.localEnd(this.now(), id);
       this.flush(ps);
     });
     socket.on('error', (e) => {
       if (!current() || !lc.connected || !ps.session.conns.has(id)) return;
-      ps.session.localReset(id, e.message);
+      ps.session.localReset(this.now(), id, e.message);
       this.finish(ps, lc, local ? 'client-reset' : 'server-reset');
       this.flush(ps);
     });
@@ -492,7 +508,6 @@ export class WrapManager {
     const lc = {
       id,
       datagram,
-      lastActivity: this.now(),
       local,
       connected: local,
       wrapPort,
@@ -546,7 +561,7 @@ export class WrapManager {
     this.udpIn(flow.ps, flow.lc, msg);
   }
 
-  private udpDrop(why: string): void {
+  private udpDrop(why: DatagramDrop): void {
     this.udpDrops[why] = (this.udpDrops[why] ?? 0) + 1;
   }
 
@@ -569,7 +584,7 @@ export class WrapManager {
         one();
       },
       // A flow's peer ended its direction (idle): end ours too, and the connection completes.
-      end: () => ps.session.localEnd(lc.id),
+      end: () => ps.session.localEnd(this.now(), lc.id),
       resume: () => {},
       pause: () => {}, // datagrams that do not fit are dropped, not paused
       close: forget,
@@ -579,12 +594,8 @@ export class WrapManager {
   /** A datagram from the local endpoint: into the stream, or dropped (window full, flow ended, too big). */
   private udpIn(ps: PeerState, lc: LocalConn, msg: Buffer): void {
     if (ps.conns.get(lc.id) !== lc) return;
-    if (msg.length > MAX_DATAGRAM) return this.udpDrop('too-big');
-    const framed = frameDatagram(msg);
-    if (ps.session.conns.get(lc.id)?.send.ended) return this.udpDrop('flow-ended');
-    if (ps.session.room(lc.id) < framed.length) return this.udpDrop('window-full');
-    ps.session.localData(lc.id, framed, this.now());
-    lc.lastActivity = this.now();
+    const dropped = ps.session.localDatagram(this.now(), lc.id, msg);
+    if (dropped) return this.udpDrop(dropped);
     this.counters.observe(lc, lc.local ? 0 : 1, msg);
     this.flush(ps);
   }
@@ -610,8 +621,8 @@ export class WrapManager {
     );
     sock.on('error', (e) => {
       if (ps.conns.get(id) !== lc) return;
-      if (!lc.connected) ps.session.dialFailed(id, `${target.address}:${target.port}: ${e.message}`);
-      else ps.session.localReset(id, e.message);
+      if (!lc.connected) ps.session.dialFailed(this.now(), id, `${target.address}:${target.port}: ${e.message}`);
+      else ps.session.localReset(this.now(), id, e.message);
       this.finish(ps, lc, 'server-reset');
       lc.io.close(false);
       this.flush(ps);
@@ -620,23 +631,12 @@ export class WrapManager {
       if (ps.conns.get(id) !== lc) return;
       lc.connected = true;
       for (const [d, sent] of early.splice(0)) sock.send(d, () => sent());
-      ps.session.dialed(id);
+      ps.session.dialed(this.now(), id);
       this.flush(ps);
     });
   }
 
-  /** End UDP flows that carried nothing for UDP_IDLE_MS (the client side ends; the peer follows). */
-  private endIdleFlows(now: number): void {
-    for (const ps of this.peers.values()) {
-      for (const lc of ps.conns.values()) {
-        const c = ps.session.conns.get(lc.id);
-        if (lc.datagram && lc.local && c && c.send.finAt === undefined && now - lc.lastActivity > (this.settings.udpIdleMs ?? UDP_IDLE_MS))
-          ps.session.localEnd(lc.id);
-      }
-    }
-  }
-
-  private finish(ps: PeerState, lc: LocalConn, reason: string): void {
+  private finish(ps: PeerState, lc: LocalConn, reason: ConnEnd): void {
     this.counters.ended(lc, reason);
     ps.conns.delete(lc.id);
   }
@@ -650,12 +650,12 @@ export class WrapManager {
       if (ps.conns.get(id) !== lc) return;
       resetOnClose(socket);
       lc.connected = true;
-      ps.session.dialed(id);
+      ps.session.dialed(this.now(), id);
       this.flush(ps);
     });
     socket.once('error', (e) => {
       if (lc.connected || ps.conns.get(id) !== lc) return;
-      ps.session.dialFailed(id, `${target.address}:${target.port}: ${e.message}`);
+      ps.session.dialFailed(this.now(), id, `${target.address}:${target.port}: ${e.message}`);
       ps.conns.delete(lc.id);
       this.flush(ps);
     });
@@ -691,28 +691,18 @@ export class WrapManager {
    */
   private onCarrierSocket(socket: Socket): void {
     const source = socket.remoteAddress ?? '?';
-    const max = this.settings.maxHandshakes ?? 256;
-    const maxPerSource = this.settings.maxHandshakesPerSource ?? 16;
-    const fromSource = this.carrierPendingBySource.get(source) ?? 0;
-    if (this.carrierPending >= max || fromSource >= maxPerSource) {
-      this.carrierRefused[this.carrierPending >= max ? 'too-many-handshakes' : 'too-many-from-source']++;
+    // Slots first: a connection refused for them takes nothing from the rate buckets.
+    const refused = this.handshakes.full(source) ?? this.admission.admit(this.now(), source, this.isPeerAddress(source));
+    if (refused) {
+      this.carrierRefused[refused]++;
       return void socket.resetAndDestroy();
     }
-    const overRate = this.admission.admit(this.now(), source, this.isPeerAddress(source));
-    if (overRate) {
-      this.carrierRefused[overRate]++;
-      return void socket.resetAndDestroy();
-    }
-    this.carrierPending++;
-    this.carrierPendingBySource.set(source, fromSource + 1);
+    this.handshakes.take(source);
     let held = true;
     const release = (): void => {
       if (!held) return;
       held = false;
-      this.carrierPending--;
-      const n = (this.carrierPendingBySource.get(source) ?? 1) - 1;
-      if (n > 0) this.carrierPendingBySource.set(source, n);
-      else this.carrierPendingBySource.delete(source);
+      this.handshakes.release(source);
     };
     socket.once('close', release);
     const timeoutMs = this.settings.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
@@ -880,9 +870,7 @@ export class WrapManager {
         if (!lc) return;
         const n = ev.data.length;
         const session = ps.session;
-        if (!lc.datagram)
-          this.counters.observe(lc, lc.local ? 1 : 0, ev.data); // UDP: counted per datagram as sent
-        else lc.lastActivity = this.now();
+        if (!lc.datagram) this.counters.observe(lc, lc.local ? 1 : 0, ev.data); // UDP: counted per datagram as sent
         lc.io.write(ev.data, () => {
           if (ps.conns.get(ev.conn) !== lc) return;
           // The acknowledgement a delivery causes is the peer's work too (its carrier pauses on the debt).
@@ -913,7 +901,7 @@ export class WrapManager {
         }
         return;
       case 'close': {
-        const reason = CLOSE_NAMES[ev.code] ?? `code ${ev.code}`;
+        const reason: ConnEnd = CLOSE_NAMES[ev.code] ?? `code ${ev.code}`;
         this.log.info({ peer: ps.peer.name, conn: ev.conn, reason, detail: ev.reason, byPeer: ev.byPeer }, 'wrapped connection closed');
         if (!lc) return;
         this.finish(ps, lc, reason);
@@ -926,15 +914,19 @@ export class WrapManager {
         for (const l of ps.conns.values()) l.io.pause();
         return;
       case 'drop-carrier':
-        this.log.info({ peer: ps.peer.name, reason: ev.reason }, 'dropping the carrier');
-        ps.carrier?.close(ev.reason);
+        this.log.info({ peer: ps.peer.name, reason: ev.reason, detail: ev.detail }, 'dropping the carrier');
+        ps.carrier?.close(ev.detail);
         return;
       case 'peer-restarted':
         this.log.warn({ peer: ps.peer.name }, 'the peer spookd restarted: its wrapped connections are gone');
         return;
       case 'violation':
-        this.log.warn({ peer: ps.peer.name, detail: ev.detail }, 'wrap protocol violation');
+        this.log.warn({ peer: ps.peer.name, kind: ev.kind, detail: ev.detail }, 'wrap protocol violation');
         return;
+      default: {
+        const _unhandled: never = ev; // every event of the session is acted on
+        return _unhandled;
+      }
     }
   }
 
@@ -958,12 +950,9 @@ export class WrapManager {
     this.timer.unref();
   }
 
-  private timerAt = 0;
-
   private tick(): void {
     this.timer = undefined;
     const now = this.now();
-    this.endIdleFlows(now);
     for (const ps of this.peers.values()) {
       const t = ps.session.pollTimeout();
       if (t !== undefined && t <= now) ps.session.handleTimeout(now);

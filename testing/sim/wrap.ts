@@ -131,7 +131,7 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
   const handle = (side: WrapSession, ends: Map<number, End>, ev: WrapEvent): void => {
     if (ev.type === 'dial') {
       ends.set(ev.conn, mk(rng.int(0, o.maxBytes)));
-      side.dialed(ev.conn);
+      side.dialed(now, ev.conn);
     } else if (ev.type === 'deliver') {
       const e = ends.get(ev.conn)!;
       const from = (ends === server ? client : server).get(ev.conn)!.sent;
@@ -163,13 +163,13 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
       }
       if (!e.paused && e.pos < e.sent.length && rng.chance(0.7)) {
         const n = Math.min(e.sent.length - e.pos, rng.int(1, 20_000));
-        const more = side.localData(id, e.sent.subarray(e.pos, e.pos + n), now);
+        const more = side.localData(now, id, e.sent.subarray(e.pos, e.pos + n));
         e.pos += n;
         if (!more) e.paused = true;
         const c = side.conns.get(id)!;
         if (c.send.buffered > o.windowBytes + 20_000) fail(`conn ${id}: ${c.send.buffered} bytes buffered, window ${o.windowBytes}`);
       }
-      if (e.pos === e.sent.length && side.conns.get(id)!.send.finAt === undefined) side.localEnd(id);
+      if (e.pos === e.sent.length && side.conns.get(id)!.send.finAt === undefined) side.localEnd(now, id);
     }
   };
 
