@@ -9,9 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { DomainHost, domainIdOf, nodeIdOf, type DomainConfig } from '../drivers/daemon/domains.js';
-import { FileDomainDisk } from '../drivers/store/domain-store.js';
+import { FileDomainStore } from '../drivers/store/domain-store.js';
 import { encodeEnvelope } from '../wire/qn.js';
-import { MemDisk } from '../core/qn/disk.js';
+import { MemDomainStore } from '../testing/sim/mem-disk.js';
 import { EntryKind } from '../core/qn/raft.js';
 import { generateKeyPair } from '../crypto/primitives.js';
 import { DeltaOp } from '../wire/delta.js';
@@ -48,10 +48,15 @@ describe('fencing a domain (drivers/daemon/domains.ts)', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'spook-fence-'));
     dirs.push(dataDir);
     // A journal written past the checks (an older version, a bug): index 2 is a Config entry that does not decode.
-    const disk = new FileDomainDisk(join(dataDir, 'domains', 'bad'), 'always');
-    disk.append([
-      { term: 1, index: 1, cmd: new Uint8Array([EntryKind.Noop]) },
-      { term: 1, index: 2, cmd: new Uint8Array([EntryKind.Config, 0xff]) },
+    const disk = new FileDomainStore(join(dataDir, 'domains', 'bad'), 'always');
+    disk.persist([
+      {
+        kind: 'append',
+        entries: [
+          { term: 1, index: 1, cmd: new Uint8Array([EntryKind.Noop]) },
+          { term: 1, index: 2, cmd: new Uint8Array([EntryKind.Config, 0xff]) },
+        ],
+      },
     ]);
     disk.close();
     const lines: string[] = [];
@@ -117,7 +122,12 @@ describe('fencing a domain (drivers/daemon/domains.ts)', () => {
     // Its journal gets an entry that cannot be applied; at restart it is fenced.
     t.stop(victim);
     const d = t.disks.get(victim)!;
-    d.append([{ term: d.entries.at(-1)!.term, index: d.base + d.entries.length + 1, cmd: new Uint8Array([EntryKind.Config, 0]) }]);
+    d.persist([
+      {
+        kind: 'append',
+        entries: [{ term: d.entries.at(-1)!.term, index: d.base + d.entries.length + 1, cmd: new Uint8Array([EntryKind.Config, 0]) }],
+      },
+    ]);
     const fenced = t.start(victim);
     expect(fenced.fencedCause).toMatch(/journal entry \d+ cannot be applied/);
     t.run(300);
@@ -126,7 +136,7 @@ describe('fencing a domain (drivers/daemon/domains.ts)', () => {
     expect(t.leader()!.changeMembers(t.now, { remove: victim }).ok).toBe(true);
     t.run(200);
     t.stop(victim);
-    t.disks.set(victim, new MemDisk());
+    t.disks.set(victim, new MemDomainStore());
     wiped.add(victim);
     const back = t.start(victim);
     t.run(100);
