@@ -395,6 +395,13 @@ describe('domain simulation (testing/sim/domain.ts)', () => {
     expect(s.relayed).toBeGreaterThan(1000);
   });
 
+  it('200 seeds, 3 members, with a faulty store: a failed batch fences its member (nothing of that Ready leaves), which restarts from what survived', () => {
+    const s = runDomainSeeds(200, 500_001, { ...faults, nodes: 3, storeFaults: 0.02 });
+    expect(s.failures).toEqual([]);
+    expect(s.converged).toBe(200);
+    expect(s.storeFaults).toBeGreaterThan(200);
+  });
+
   it('1,000 seeds, 5 members, with the same faults', () => {
     const s = runDomainSeeds(1000, 100_001, { ...faults, nodes: 5 });
     expect(s.failures).toEqual([]);

@@ -129,7 +129,7 @@ export class DiskStore implements PairStore {
     mkdirSync(p.dir, { recursive: true, mode: 0o700 });
     this.replicas.set(replica.name, replica);
     let snapshotVersion = 0;
-    if (existsSync(p.snap)) snapshotVersion = this.loadSnapshot(replica, readFileSync(p.snap), p.snap);
+    if (existsSync(p.snap)) snapshotVersion = restoreRegisterSnapshot(replica, readFileSync(p.snap), p.snap);
     const lease = existsSync(p.lease) ? decodeLease(readFileSync(p.lease)) : 0;
     let replayed = 0;
     let tornBytes = 0;
@@ -223,7 +223,7 @@ export class DiskStore implements PairStore {
     const p = this.paths(replica.name);
     const f = this.files.get(replica.name);
     if (!f) return;
-    writeAtomic(p.snap, encodeSnapshot(replica), p.dir);
+    writeAtomic(p.snap, encodeRegisterSnapshot(replica), p.dir);
     truncateSync(p.log, 0);
     f.logBytes = 0;
   }
@@ -258,35 +258,41 @@ export class DiskStore implements PairStore {
     }
     this.files.clear();
   }
-
-  private loadSnapshot(replica: Replica, buf: Buffer, path: string): number {
-    let snap: ReturnType<typeof decodePairSnapshotHead>;
-    try {
-      snap = decodePairSnapshotHead(buf, sha256);
-    } catch (e) {
-      throw new StoreError(`${path}: ${(e as Error).message}`);
-    }
-    const { head, body } = snap;
-    if ((head.kind === PairSnapshotKind.Map) !== replica.state instanceof MapState)
-      throw new StoreError(`${path}: register kind differs from the configuration`);
-    replica.restore(
-      head.version,
-      (st) =>
-        readPairSnapshotBody(
-          body,
-          head.kind,
-          (key, version, value) => (st as MapState).put(key, value, version),
-          (chunk) => (st as StreamState).appendBytes(chunk),
-        ),
-      new Map(head.origins),
-    );
-    if (replica.hash.hi !== head.hash.hi || replica.hash.lo !== head.hash.lo)
-      throw new StoreError(`${path}: state does not hash to the recorded value`);
-    return head.version;
-  }
 }
 
-function encodeSnapshot(replica: Replica): Uint8Array {
+/**
+ * Load a register's snapshot file into a fresh replica; returns its version. Throws StoreError
+ * (naming `path`) on a bad magic or checksum, a kind that differs, or a state that does not
+ * hash to the recorded value.
+ */
+export function restoreRegisterSnapshot(replica: Replica, buf: Uint8Array, path: string): number {
+  let snap: ReturnType<typeof decodePairSnapshotHead>;
+  try {
+    snap = decodePairSnapshotHead(buf, sha256);
+  } catch (e) {
+    throw new StoreError(`${path}: ${(e as Error).message}`);
+  }
+  const { head, body } = snap;
+  if ((head.kind === PairSnapshotKind.Map) !== replica.state instanceof MapState)
+    throw new StoreError(`${path}: register kind differs from the configuration`);
+  replica.restore(
+    head.version,
+    (st) =>
+      readPairSnapshotBody(
+        body,
+        head.kind,
+        (key, version, value) => (st as MapState).put(key, value, version),
+        (chunk) => (st as StreamState).appendBytes(chunk),
+      ),
+    new Map(head.origins),
+  );
+  if (replica.hash.hi !== head.hash.hi || replica.hash.lo !== head.hash.lo)
+    throw new StoreError(`${path}: state does not hash to the recorded value`);
+  return head.version;
+}
+
+/** A register's snapshot file (SPKSNAP1, wire/journal.ts) of the replica's current state. */
+export function encodeRegisterSnapshot(replica: Replica): Uint8Array {
   const st = replica.state;
   const head = { version: replica.version, hash: st.hash, origins: replica.origins };
   if (st instanceof MapState)
