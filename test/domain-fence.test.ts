@@ -85,6 +85,51 @@ describe('fencing a domain (drivers/daemon/domains.ts)', () => {
     torn.close();
   });
 
+  it('a store that fails to persist a Ready fences the domain: the vote that depended on it is never sent, the failure logged once', () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'spook-fence-'));
+    dirs.push(dataDir);
+    const vote = (h: DomainHost, peerId: number, term: number): Uint8Array =>
+      encodeEnvelope({
+        domain: domainIdOf('main'),
+        from: peerId,
+        to: h.selfId,
+        ttl: 8,
+        body: { t: 'vote', term, lastIndex: 10, lastTerm: term - 1, pre: false },
+      });
+    const sent = (h: DomainHost): { peer: string; payload: Uint8Array }[] => {
+      const out: { peer: string; payload: Uint8Array }[] = [];
+      h.drain((peer, payload) => out.push({ peer, payload }));
+      return out;
+    };
+    // A healthy store: the vote is granted once its term and vote are durable, and sent.
+    const ok = host(dataDir, 'main', []);
+    sent(ok.h);
+    ok.h.handleDatagram(1, ok.peerId, vote(ok.h, ok.peerId, 5));
+    expect(sent(ok.h)).toHaveLength(1);
+    expect(ok.h.node.raft.vote).toBe(ok.peerId);
+    ok.h.close();
+    // A store whose write fails (EIO): nothing of that Ready leaves.
+    const lines: string[] = [];
+    const { h, peerId } = host(mkdtempSync(join(dataDir, 'b-')), 'main', lines);
+    sent(h);
+    h.disk!.persist = () => {
+      throw new Error('EIO: i/o error, write');
+    };
+    expect(() => h.handleDatagram(1, peerId, vote(h, peerId, 5))).not.toThrow();
+    expect(h.node.fencedCause).toMatch(/^durable storage failed: .*EIO/);
+    expect(sent(h)).toHaveLength(0);
+    expect(() => h.handleDatagram(2, peerId, vote(h, peerId, 6))).not.toThrow();
+    expect(sent(h)).toHaveLength(0);
+    expect(h.node.stats.drops.fenced).toBe(1);
+    expect(h.propose(3, [{ register: 'kv', delta: { op: DeltaOp.Set, key: enc('k'), value: enc('v') } }])).toMatchObject({
+      refused: expect.stringMatching(/fenced/),
+    });
+    const errors = lines.map((l) => JSON.parse(l)).filter((l) => l.level === 50);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatchObject({ domain: 'main', msg: expect.stringMatching(/domain main fenced: durable storage failed/) });
+    h.close();
+  });
+
   it('an unexpected exception out of the node fences its domain (internal-error), logged once and counted, never thrown', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'spook-fence-'));
     dirs.push(dataDir);
