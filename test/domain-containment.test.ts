@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { DeltaOp } from '../wire/delta.js';
 import { encodeBody, encodeEnvelope, sealedHeader, type QnBody } from '../wire/qn.js';
-import { MemDomainStore } from '../testing/sim/mem-disk.js';
+import { MemDomainStore } from '../testing/sim/mem-store.js';
 import { DomainNode } from '../core/qn/node.js';
 import { EntryKind, MAX_TERM, Raft, Role, encodeConfig, type LogEntry } from '../core/qn/raft.js';
 import { encodeCandidate } from '../core/qn/state.js';

@@ -11,7 +11,7 @@ import { pino } from 'pino';
 import { DomainHost, domainIdOf, nodeIdOf, type DomainConfig } from '../drivers/daemon/domains.js';
 import { FileDomainStore } from '../drivers/store/domain-store.js';
 import { encodeEnvelope } from '../wire/qn.js';
-import { MemDomainStore } from '../testing/sim/mem-disk.js';
+import { MemDomainStore } from '../testing/sim/mem-store.js';
 import { EntryKind } from '../core/qn/raft.js';
 import { generateKeyPair } from '../crypto/primitives.js';
 import { DeltaOp } from '../wire/delta.js';

@@ -5,7 +5,7 @@
  */
 import { DeltaOp } from '../wire/delta.js';
 import { decodeEnvelope, encodeEnvelope, type QnBody } from '../wire/qn.js';
-import { MemDomainStore } from '../testing/sim/mem-disk.js';
+import { MemDomainStore } from '../testing/sim/mem-store.js';
 import { DomainNode, type DomainEvent, type DomainNodeOptions } from '../core/qn/node.js';
 import { driveReady, type DomainStore } from '../core/qn/persist.js';
 import { Role } from '../core/qn/raft.js';

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { DeltaOp } from '../wire/delta.js';
 import { WireError } from '../wire/errors.js';
 import { decodeEnvelope, encodeEnvelope, type QnEnvelope } from '../wire/qn.js';
-import { MemDomainStore } from '../testing/sim/mem-disk.js';
+import { MemDomainStore } from '../testing/sim/mem-store.js';
 import { EntryKind, Raft, Role, decodeConfig, encodeConfig, type LogEntry } from '../core/qn/raft.js';
 import { CollapseReject, DomainState, encodeCandidate, type Candidate } from '../core/qn/state.js';
 import { type MapState } from '../core/register/map.js';

@@ -20,7 +20,7 @@ import { DeltaOp, type Delta } from '../../wire/delta.js';
 import { hashHex } from '../../core/register/hash.js';
 import { type MapState } from '../../core/register/map.js';
 import { type StreamState } from '../../core/register/stream.js';
-import { MemDomainStore } from './mem-disk.js';
+import { MemDomainStore } from './mem-store.js';
 import { DomainNode, type DomainEvent, type QnDrop } from '../../core/qn/node.js';
 import { driveReady } from '../../core/qn/persist.js';
 import { Role, type LogEntry, type NodeId } from '../../core/qn/raft.js';
@@ -58,11 +58,12 @@ export interface DomainSimOptions {
   partitions: boolean;
   /** Cut single links (non-transitive), 1-3 times: traffic must be relayed. */
   cuts: boolean;
-  /** Crash members (everything but the disk is lost) and restart them, 1-2 times. */
+  /** Crash members (everything but the store is lost) and restart them, 1-2 times. */
   crashes: boolean;
   /**
    * Probability per batch of writes that the store fails part way (a random prefix of the
-   * batch made durable): the member is fenced, and restarted 100-3000 ms later from its store.
+   * batch made durable, from none to all of it: an fsync can fail after the data reached the
+   * disk): the member is fenced, and restarted 100-3000 ms later from its store.
    */
   storeFaults?: number;
   /** Per-member clock rate (±10%) and offset. */
@@ -136,7 +137,7 @@ const KEYS = Array.from({ length: 10 }, (_, i) => new TextEncoder().encode(`k${i
 interface Member {
   id: NodeId;
   node: DomainNode | undefined;
-  disk: MemDomainStore;
+  store: MemDomainStore;
   rate: number;
   offset: number;
   timerAt: number;
@@ -224,7 +225,7 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
         seed,
         policy: 'buffer',
         maxPending: 256,
-        stored: m.disk.load(),
+        stored: m.store.load(),
         random: (a, b) => rng.int(a, b),
         electionMs: 300,
         heartbeatMs: 50,
@@ -264,7 +265,7 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
     if (!node) return false;
     const failed = driveReady(
       node,
-      m.disk,
+      m.store,
       (to, payload) =>
         net.send(now, `n${m.id}`, `n${to}`, payload, (at, bytes) => {
           const dst = members.get(to);
@@ -315,7 +316,7 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
     const m: Member = {
       id,
       node: undefined,
-      disk: new MemDomainStore(),
+      store: new MemDomainStore(),
       rate: 1,
       offset: 0,
       timerAt: -1,
@@ -323,7 +324,7 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
       active: id !== spare,
     };
     if (o.storeFaults)
-      m.disk.fault = (batch) => (now <= o.workloadMs && rng.chance(o.storeFaults!) ? rng.int(0, batch.length - 1) : undefined);
+      m.store.fault = (batch) => (now <= o.workloadMs && rng.chance(o.storeFaults!) ? rng.int(0, batch.length) : undefined);
     if (o.skew) {
       m.rate = 1 + rng.int(-100, 100) / 1000;
       m.offset = rng.int(0, 100_000);
