@@ -341,6 +341,8 @@ export class DomainNode {
     this.awaitingAdvance = false;
     if (this.fenced) return;
     this.fenced = cause;
+    // Undefined while Raft is being built; what it queued in the step that failed goes too.
+    (this.raft as Raft | undefined)?.ready();
     this.writes = [];
     this.events = [];
     if (this.coherence === 'coherent') this.stats.partitions++;
