@@ -5,7 +5,7 @@ import { CloseReason, encodeMessage, MsgType } from '../wire/messages.js';
 import { PairState } from '../core/pair/lifecycle.js';
 import { HalfPair } from '../core/pair/halfpair.js';
 import { DomainNode } from '../core/qn/node.js';
-import { MemDisk } from '../core/qn/disk.js';
+import { EMPTY_STORED } from '../core/qn/persist.js';
 import { WrapSession } from '../core/wrap/session.js';
 import { encodeRecord, RecordType } from '../wire/wrap.js';
 
@@ -97,7 +97,7 @@ describe('the adversary against each protocol core: no input escapes as an excep
               links: [adv, ...others],
               registers: [{ name: 'kv', kind: 'map' }],
               seed: 1,
-              disk: new MemDisk(),
+              stored: EMPTY_STORED,
               random: (a, b) => rng.int(a, b),
               electionMs: 300,
               heartbeatMs: 50,
@@ -108,8 +108,7 @@ describe('the adversary against each protocol core: no input escapes as an excep
         (node, rng, now) => {
           node.handleDatagram(now, adv, qnPayload(rng, ctx));
           if (node.pollTimeout() <= now) node.handleTimeout(now);
-          while (node.pollTransmit());
-          while (node.pollEvent());
+          for (let r = node.ready(); r; r = node.ready()) node.advance();
         },
       );
       expect(out).toEqual({});

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { DeltaOp } from '../wire/delta.js';
 import { encodeBody, encodeEnvelope, sealedHeader, type QnBody } from '../wire/qn.js';
-import { MemDisk } from '../core/qn/disk.js';
+import { MemDomainStore } from '../testing/sim/mem-store.js';
 import { DomainNode } from '../core/qn/node.js';
 import { EntryKind, MAX_TERM, Raft, Role, encodeConfig, type LogEntry } from '../core/qn/raft.js';
 import { encodeCandidate } from '../core/qn/state.js';
@@ -23,12 +23,12 @@ const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 const HUGE = 2 ** 53 - 1;
 
 describe('QN containment: hostile values from a member are dropped and counted, never thrown', () => {
-  const lone = (disk = new MemDisk(), applied: LogEntry[] = []): Raft =>
+  const lone = (disk = new MemDomainStore(), applied: LogEntry[] = []): Raft =>
     new Raft(
       {
         id: 2,
         initialMembers: [1, 2, 3],
-        disk,
+        stored: disk.load(),
         sm: { apply: (e) => applied.push(e), snapshot: () => new Uint8Array(), restore: () => true },
         random: (a) => a,
       },
@@ -38,10 +38,11 @@ describe('QN containment: hostile values from a member are dropped and counted, 
     Array.from({ length: n }, () => ({ term: 1, cmd: new Uint8Array([EntryKind.Noop]) }));
 
   it('conflicting append: a leader that overwrites a committed index is refused (conflicts-committed), the log is unchanged', () => {
-    const disk = new MemDisk();
+    const disk = new MemDomainStore();
     const r = lone(disk);
     expect(r.handleMessage(1, 1, { t: 'append', term: 1, prevIndex: 0, prevTerm: 0, commit: 10, entries: app(10) })).toBeUndefined();
     expect(r.commit).toBe(10);
+    disk.persist(r.ready()!.writes);
     const before = disk.entries.map((e) => `${e.term}/${e.index}`).join();
     const why = r.handleMessage(2, 1, {
       t: 'append',
@@ -52,6 +53,7 @@ describe('QN containment: hostile values from a member are dropped and counted, 
       entries: [{ term: 2, cmd: new Uint8Array([EntryKind.Noop]) }],
     });
     expect(why).toBe('conflicts-committed');
+    disk.persist(r.ready()?.writes ?? []);
     expect(disk.entries.map((e) => `${e.term}/${e.index}`).join()).toBe(before);
     expect(r.lastIndex).toBe(10);
   });
@@ -95,8 +97,8 @@ describe('QN containment: hostile values from a member are dropped and counted, 
   });
 
   it('huge term already on disk (stored by a version without the bound): the member is fenced at start, not crashed at its next election', () => {
-    const disk = new MemDisk();
-    disk.saveHard(HUGE, 0);
+    const disk = new MemDomainStore();
+    disk.persist([{ kind: 'hard', term: HUGE, vote: 0 }]);
     const n = new DomainNode(
       {
         domain: DOMAIN,
@@ -106,7 +108,7 @@ describe('QN containment: hostile values from a member are dropped and counted, 
         links: [1, 3],
         registers: [{ name: 'kv', kind: 'map' }],
         seed: 1,
-        disk,
+        stored: disk.load(),
         random: (a) => a,
       },
       0,
@@ -117,7 +119,7 @@ describe('QN containment: hostile values from a member are dropped and counted, 
   });
 
   it('malformed Config entry: an append carrying an undecodable or non-canonical configuration is never journaled', () => {
-    const disk = new MemDisk();
+    const disk = new MemDomainStore();
     const r = lone(disk);
     for (const cmd of [
       new Uint8Array([EntryKind.Config, 0xff]),
@@ -130,6 +132,7 @@ describe('QN containment: hostile values from a member are dropped and counted, 
         'bad-entry',
       );
     }
+    disk.persist(r.ready()?.writes ?? []);
     expect(disk.entries).toHaveLength(0);
     expect(r.members).toEqual([1, 2, 3]);
     // A valid one is accepted: the check is not a blanket refusal.

@@ -9,9 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { DomainHost, domainIdOf, nodeIdOf, type DomainConfig } from '../drivers/daemon/domains.js';
-import { FileDomainDisk } from '../drivers/store/domain-store.js';
+import { FileDomainStore } from '../drivers/store/domain-store.js';
 import { encodeEnvelope } from '../wire/qn.js';
-import { MemDisk } from '../core/qn/disk.js';
+import { MemDomainStore } from '../testing/sim/mem-store.js';
 import { EntryKind } from '../core/qn/raft.js';
 import { generateKeyPair } from '../crypto/primitives.js';
 import { DeltaOp } from '../wire/delta.js';
@@ -48,10 +48,15 @@ describe('fencing a domain (drivers/daemon/domains.ts)', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'spook-fence-'));
     dirs.push(dataDir);
     // A journal written past the checks (an older version, a bug): index 2 is a Config entry that does not decode.
-    const disk = new FileDomainDisk(join(dataDir, 'domains', 'bad'), 'always');
-    disk.append([
-      { term: 1, index: 1, cmd: new Uint8Array([EntryKind.Noop]) },
-      { term: 1, index: 2, cmd: new Uint8Array([EntryKind.Config, 0xff]) },
+    const disk = new FileDomainStore(join(dataDir, 'domains', 'bad'), 'always');
+    disk.persist([
+      {
+        kind: 'append',
+        entries: [
+          { term: 1, index: 1, cmd: new Uint8Array([EntryKind.Noop]) },
+          { term: 1, index: 2, cmd: new Uint8Array([EntryKind.Config, 0xff]) },
+        ],
+      },
     ]);
     disk.close();
     const lines: string[] = [];
@@ -78,6 +83,51 @@ describe('fencing a domain (drivers/daemon/domains.ts)', () => {
     expect(torn.node.fencedCause).toMatch(/cannot load .*torn.*checksum mismatch/);
     expect(torn.disk).toBeUndefined();
     torn.close();
+  });
+
+  it('a store that fails to persist a Ready fences the domain: the vote that depended on it is never sent, the failure logged once', () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'spook-fence-'));
+    dirs.push(dataDir);
+    const vote = (h: DomainHost, peerId: number, term: number): Uint8Array =>
+      encodeEnvelope({
+        domain: domainIdOf('main'),
+        from: peerId,
+        to: h.selfId,
+        ttl: 8,
+        body: { t: 'vote', term, lastIndex: 10, lastTerm: term - 1, pre: false },
+      });
+    const sent = (h: DomainHost): { peer: string; payload: Uint8Array }[] => {
+      const out: { peer: string; payload: Uint8Array }[] = [];
+      h.drain((peer, payload) => out.push({ peer, payload }));
+      return out;
+    };
+    // A healthy store: the vote is granted once its term and vote are durable, and sent.
+    const ok = host(dataDir, 'main', []);
+    sent(ok.h);
+    ok.h.handleDatagram(1, ok.peerId, vote(ok.h, ok.peerId, 5));
+    expect(sent(ok.h)).toHaveLength(1);
+    expect(ok.h.node.raft.vote).toBe(ok.peerId);
+    ok.h.close();
+    // A store whose write fails (EIO): nothing of that Ready leaves.
+    const lines: string[] = [];
+    const { h, peerId } = host(mkdtempSync(join(dataDir, 'b-')), 'main', lines);
+    sent(h);
+    h.disk!.persist = () => {
+      throw new Error('EIO: i/o error, write');
+    };
+    expect(() => h.handleDatagram(1, peerId, vote(h, peerId, 5))).not.toThrow();
+    expect(h.node.fencedCause).toMatch(/^durable storage failed: .*EIO/);
+    expect(sent(h)).toHaveLength(0);
+    expect(() => h.handleDatagram(2, peerId, vote(h, peerId, 6))).not.toThrow();
+    expect(sent(h)).toHaveLength(0);
+    expect(h.node.stats.drops.fenced).toBe(1);
+    expect(h.propose(3, [{ register: 'kv', delta: { op: DeltaOp.Set, key: enc('k'), value: enc('v') } }])).toMatchObject({
+      refused: expect.stringMatching(/fenced/),
+    });
+    const errors = lines.map((l) => JSON.parse(l)).filter((l) => l.level === 50);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatchObject({ domain: 'main', msg: expect.stringMatching(/domain main fenced: durable storage failed/) });
+    h.close();
   });
 
   it('an unexpected exception out of the node fences its domain (internal-error), logged once and counted, never thrown', () => {
@@ -117,7 +167,12 @@ describe('fencing a domain (drivers/daemon/domains.ts)', () => {
     // Its journal gets an entry that cannot be applied; at restart it is fenced.
     t.stop(victim);
     const d = t.disks.get(victim)!;
-    d.append([{ term: d.entries.at(-1)!.term, index: d.base + d.entries.length + 1, cmd: new Uint8Array([EntryKind.Config, 0]) }]);
+    d.persist([
+      {
+        kind: 'append',
+        entries: [{ term: d.entries.at(-1)!.term, index: d.base + d.entries.length + 1, cmd: new Uint8Array([EntryKind.Config, 0]) }],
+      },
+    ]);
     const fenced = t.start(victim);
     expect(fenced.fencedCause).toMatch(/journal entry \d+ cannot be applied/);
     t.run(300);
@@ -126,7 +181,7 @@ describe('fencing a domain (drivers/daemon/domains.ts)', () => {
     expect(t.leader()!.changeMembers(t.now, { remove: victim }).ok).toBe(true);
     t.run(200);
     t.stop(victim);
-    t.disks.set(victim, new MemDisk());
+    t.disks.set(victim, new MemDomainStore());
     wiped.add(victim);
     const back = t.start(victim);
     t.run(100);

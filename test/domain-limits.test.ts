@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { DeltaOp } from '../wire/delta.js';
 import { Raft, Role } from '../core/qn/raft.js';
-import { MemDisk } from '../core/qn/disk.js';
+import { EMPTY_STORED } from '../core/qn/persist.js';
 import {
   CollapseReject,
   DomainState,
@@ -247,7 +247,7 @@ describe('QN limits: what a member can make every member hold', () => {
       {
         id: 2,
         initialMembers: [1, 2, 3],
-        disk: new MemDisk(),
+        stored: EMPTY_STORED,
         sm: { apply: () => {}, snapshot: () => new Uint8Array(), restore: () => true },
         random: (a) => a,
         maxSnapshotBytes: 2 ** 47,

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FileDomainDisk } from '../drivers/store/domain-store.js';
+import { FileDomainStore } from '../drivers/store/domain-store.js';
 import type { MapState } from '../core/register/map.js';
 import { Trio } from './domain-trio.js';
 
@@ -19,7 +19,7 @@ const dec = (b: Uint8Array | undefined): string | undefined => (b ? new TextDeco
 
 for (const storage of ['memory', 'file'] as const) {
   describe(`restarting a domain member (${storage} storage)`, () => {
-    const files = new Map<number, FileDomainDisk>();
+    const files = new Map<number, FileDomainStore>();
     const dir = (): string => {
       const d = mkdtempSync(join(tmpdir(), 'spook-restart-'));
       dirs.push(d);
@@ -32,9 +32,9 @@ for (const storage of ['memory', 'file'] as const) {
         if (storage === 'memory' || id !== 2) return {};
         files.get(2)?.close();
         if (!dirs2.has(seed)) dirs2.set(seed, dir());
-        const disk = new FileDomainDisk(dirs2.get(seed)!, 'always');
+        const disk = new FileDomainStore(dirs2.get(seed)!, 'always');
         files.set(2, disk);
-        return { disk };
+        return { store: disk };
       });
     afterEach(() => {
       for (const f of files.values()) f.close();

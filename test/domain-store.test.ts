@@ -2,9 +2,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FileDomainDisk } from '../drivers/store/domain-store.js';
+import { FileDomainStore } from '../drivers/store/domain-store.js';
 import { StoreError } from '../drivers/store/store.js';
 import { DomainNode } from '../core/qn/node.js';
+import { driveReady } from '../core/qn/persist.js';
 import { DeltaOp } from '../wire/delta.js';
 
 const dirs: string[] = [];
@@ -18,9 +19,18 @@ afterEach(() => {
 });
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 
+/** Each Ready's writes to the journal (nothing is sent: a single member has no one to send to). */
+const sync = (node: DomainNode, disk: FileDomainStore): void =>
+  void driveReady(
+    node,
+    disk,
+    () => {},
+    () => {},
+  );
+
 /** A single-member domain: it leads itself, so every proposal commits at once. */
-function solo(dir: string, maxLogEntries = 1000): { node: DomainNode; disk: FileDomainDisk } {
-  const disk = new FileDomainDisk(dir, 'always');
+function solo(dir: string, maxLogEntries = 1000): { node: DomainNode; disk: FileDomainStore } {
+  const disk = new FileDomainStore(dir, 'always');
   const node = new DomainNode(
     {
       domain: 1,
@@ -30,7 +40,7 @@ function solo(dir: string, maxLogEntries = 1000): { node: DomainNode; disk: File
       links: [],
       registers: [{ name: 'kv', kind: 'map' }],
       seed: 3,
-      disk,
+      stored: disk.load(),
       random: (a) => a,
       electionMs: 100,
       heartbeatMs: 20,
@@ -39,18 +49,20 @@ function solo(dir: string, maxLogEntries = 1000): { node: DomainNode; disk: File
     0,
   );
   node.handleTimeout(500); // elects itself
+  sync(node, disk);
   return { node, disk };
 }
-const put = (n: DomainNode, k: string, v: string): void => {
-  n.propose(1000, [{ register: 'kv', delta: { op: DeltaOp.Set, key: enc(k), value: enc(v) } }]);
-  n.handleTimeout(1000);
+const put = (a: { node: DomainNode; disk: FileDomainStore }, k: string, v: string): void => {
+  a.node.propose(1000, [{ register: 'kv', delta: { op: DeltaOp.Set, key: enc(k), value: enc(v) } }]);
+  a.node.handleTimeout(1000);
+  sync(a.node, a.disk);
 };
 
 describe('domain member durability (drivers/store/domain-store.ts)', () => {
   it('a restart finds term, vote, log and state again; applied entries replay to the same hash', () => {
     const dir = tmp();
     const a = solo(dir);
-    for (let i = 0; i < 20; i++) put(a.node, `k${i}`, `v${i}`);
+    for (let i = 0; i < 20; i++) put(a, `k${i}`, `v${i}`);
     expect(a.node.raft.commit).toBe(21);
     const digest = a.node.state.digest();
     a.disk.close();
@@ -64,23 +76,23 @@ describe('domain member durability (drivers/store/domain-store.ts)', () => {
   it('a torn journal tail is cut; a corrupt snapshot is a hard error', () => {
     const dir = tmp();
     const a = solo(dir, 16);
-    for (let i = 0; i < 40; i++) put(a.node, `k${i}`, `v${i}`);
+    for (let i = 0; i < 40; i++) put(a, `k${i}`, `v${i}`);
     a.disk.close();
     expect(statSync(join(dir, 'snapshot')).size).toBeGreaterThan(0);
     appendFileSync(join(dir, 'journal'), Buffer.from([0, 0, 0, 50, 1, 2, 3]));
-    const b = new FileDomainDisk(dir, 'always');
+    const b = new FileDomainStore(dir, 'always');
     expect(b.tornBytes).toBe(7);
     b.close();
     const snap = readFileSync(join(dir, 'snapshot'));
     snap[snap.length - 40] ^= 0xff;
     writeFileSync(join(dir, 'snapshot'), snap);
-    expect(() => new FileDomainDisk(dir, 'always')).toThrow(StoreError);
+    expect(() => new FileDomainStore(dir, 'always')).toThrow(StoreError);
   });
 
   it('compaction rewrites the journal: it stays proportional to the retained log, and a restart still has every key', () => {
     const dir = tmp();
     const a = solo(dir, 32);
-    for (let i = 0; i < 500; i++) put(a.node, `k${i % 50}`, `v${i}`);
+    for (let i = 0; i < 500; i++) put(a, `k${i % 50}`, `v${i}`);
     const journal = a.disk.journalBytes();
     expect(journal).toBeLessThan(10_000);
     a.disk.close();
@@ -95,7 +107,7 @@ describe('domain member durability (drivers/store/domain-store.ts)', () => {
 
   it('pending candidates survive a restart and are committed afterwards', () => {
     const dir = tmp();
-    const disk = new FileDomainDisk(dir, 'always');
+    const disk = new FileDomainStore(dir, 'always');
     // A member of a 3-node domain with no peers reachable: its candidate stays pending.
     const n = new DomainNode(
       {
@@ -106,16 +118,17 @@ describe('domain member durability (drivers/store/domain-store.ts)', () => {
         links: [2, 3],
         registers: [{ name: 'kv', kind: 'map' }],
         seed: 3,
-        disk,
+        stored: disk.load(),
         random: (a) => a,
       },
       0,
     );
     const r = n.propose(0, [{ register: 'kv', delta: { op: DeltaOp.Set, key: enc('x'), value: enc('1') } }]);
     expect(r).toEqual({ seq: 1 });
+    sync(n, disk);
     disk.close();
-    const disk2 = new FileDomainDisk(dir, 'always');
-    expect(disk2.loadPending()).toMatchObject({ nextSeq: 2, pending: [{ seq: 1 }] });
+    const disk2 = new FileDomainStore(dir, 'always');
+    expect(disk2.load()).toMatchObject({ nextSeq: 2, pending: [{ seq: 1 }] });
     disk2.close();
   });
 });

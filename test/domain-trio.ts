@@ -5,8 +5,9 @@
  */
 import { DeltaOp } from '../wire/delta.js';
 import { decodeEnvelope, encodeEnvelope, type QnBody } from '../wire/qn.js';
-import { MemDisk } from '../core/qn/disk.js';
-import { DomainNode, type DomainEvent } from '../core/qn/node.js';
+import { MemDomainStore } from '../testing/sim/mem-store.js';
+import { DomainNode, type DomainEvent, type DomainNodeOptions } from '../core/qn/node.js';
+import { driveReady, type DomainStore } from '../core/qn/persist.js';
 import { Role } from '../core/qn/raft.js';
 import { Rng } from '../testing/sim/rng.js';
 import { publicKeyOf, type KeyPair } from '../crypto/primitives.js';
@@ -16,10 +17,16 @@ export const DOMAIN = 0x51_4e_7e_57;
 export const OUTSIDER = 9;
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 
+/** Options a test may set per node; `store` replaces the node's in-memory store (a file journal). */
+type Extra = Partial<DomainNodeOptions> & { store?: DomainStore };
+
 export class Trio {
   now = 0;
   readonly nodes = new Map<number, DomainNode>();
-  readonly disks = new Map<number, MemDisk>();
+  readonly disks = new Map<number, MemDomainStore>();
+  private readonly stores = new Map<number, DomainStore>();
+  /** Messages released by a persisted Ready, not delivered yet. */
+  private readonly queued = new Map<number, { to: number; bytes: Uint8Array }[]>();
   readonly cut = new Set<string>();
   readonly toOutsider: { from: number; bytes: Uint8Array }[] = [];
   readonly events = new Map<number, DomainEvent[]>();
@@ -32,8 +39,7 @@ export class Trio {
 
   constructor(
     seed: number,
-    readonly extra:
-      Partial<ConstructorParameters<typeof DomainNode>[0]> | ((id: number) => Partial<ConstructorParameters<typeof DomainNode>[0]>) = {},
+    readonly extra: Extra | ((id: number) => Extra) = {},
   ) {
     this.rng = new Rng(seed);
     for (const id of [1, 2, 3, OUTSIDER]) {
@@ -44,8 +50,10 @@ export class Trio {
   }
 
   start(id: number): DomainNode {
-    if (!this.disks.has(id)) this.disks.set(id, new MemDisk());
-    const extra = typeof this.extra === 'function' ? this.extra(id) : this.extra;
+    if (!this.disks.has(id)) this.disks.set(id, new MemDomainStore());
+    const { store: fileStore, ...extra } = typeof this.extra === 'function' ? this.extra(id) : this.extra;
+    const store = fileStore ?? this.disks.get(id)!;
+    this.stores.set(id, store);
     const n = new DomainNode(
       {
         domain: DOMAIN,
@@ -55,7 +63,7 @@ export class Trio {
         links: [1, 2, 3, OUTSIDER].filter((x) => x !== id),
         registers: [{ name: 'kv', kind: 'map' }],
         seed: 7,
-        disk: this.disks.get(id)!,
+        stored: store.load(),
         random: (a, b) => this.rng.int(a, b),
         electionMs: 100,
         heartbeatMs: 20,
@@ -76,6 +84,7 @@ export class Trio {
 
   stop(id: number): void {
     this.nodes.delete(id);
+    this.queued.delete(id);
   }
 
   isolate(id: number, on = true): void {
@@ -85,9 +94,18 @@ export class Trio {
     }
   }
 
+  /** The node's Readies: writes to its store, then its events recorded and its messages queued. */
   private drainEvents(id: number): void {
     const n = this.nodes.get(id);
-    for (let ev = n?.pollEvent(); ev; ev = n!.pollEvent()) this.events.get(id)!.push(ev);
+    if (!n) return;
+    const q = this.queued.get(id) ?? [];
+    this.queued.set(id, q);
+    driveReady(
+      n,
+      this.stores.get(id)!,
+      (to, bytes) => q.push({ to, bytes }),
+      (ev) => this.events.get(id)!.push(ev),
+    );
   }
 
   deliver(): void {
@@ -96,9 +114,10 @@ export class Trio {
       if (rounds > 10_000) throw new Error(`Trio: messages keep flowing without time passing (livelock): ${this.lastMoves.join(' | ')}`);
       if (rounds > 9_990) this.lastMoves = [];
       moved = false;
-      for (const [id, n] of this.nodes) {
+      for (const id of [...this.nodes.keys()]) {
         this.drainEvents(id);
-        for (let tx = n.pollTransmit(); tx; tx = n.pollTransmit()) {
+        const txs = this.queued.get(id)!.splice(0);
+        for (const tx of txs) {
           moved = true;
           if (rounds > 9_990 && this.lastMoves.length < 12)
             this.lastMoves.push(

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { DeltaOp } from '../wire/delta.js';
 import { WireError } from '../wire/errors.js';
 import { decodeEnvelope, encodeEnvelope, type QnEnvelope } from '../wire/qn.js';
-import { MemDisk } from '../core/qn/disk.js';
+import { MemDomainStore } from '../testing/sim/mem-store.js';
 import { EntryKind, Raft, Role, decodeConfig, encodeConfig, type LogEntry } from '../core/qn/raft.js';
 import { CollapseReject, DomainState, encodeCandidate, type Candidate } from '../core/qn/state.js';
 import { type MapState } from '../core/register/map.js';
@@ -16,7 +16,7 @@ class Cluster {
   now = 0;
   readonly nodes = new Map<number, Raft>();
   readonly applied = new Map<number, LogEntry[]>();
-  readonly disks = new Map<number, MemDisk>();
+  readonly disks = new Map<number, MemDomainStore>();
   readonly cut = new Set<string>();
   private readonly rng = new Rng(99);
 
@@ -28,14 +28,14 @@ class Cluster {
   }
 
   start(id: number, members = this.ids): Raft {
-    if (!this.disks.has(id)) this.disks.set(id, new MemDisk());
+    if (!this.disks.has(id)) this.disks.set(id, new MemDomainStore());
     const log: LogEntry[] = [];
     this.applied.set(id, log);
     const r = new Raft(
       {
         id,
         initialMembers: members,
-        disk: this.disks.get(id)!,
+        stored: this.disks.get(id)!.load(),
         sm: {
           apply: (e) => log.push(e),
           snapshot: () => enc(`upto:${log.length}`),
@@ -67,7 +67,10 @@ class Cluster {
     for (let moved = true; moved;) {
       moved = false;
       for (const [id, r] of this.nodes) {
-        for (let m = r.pollMessage(); m; m = r.pollMessage()) {
+        // The Ready boundary: writes durable first, then the messages.
+        const rd = r.ready();
+        if (rd) this.disks.get(id)!.persist(rd.writes);
+        for (const m of rd?.messages ?? []) {
           moved = true;
           const dst = this.nodes.get(m.to);
           if (dst && !this.cut.has(`${id}>${m.to}`)) dst.handleMessage(this.now, id, m.msg);
@@ -204,16 +207,16 @@ describe('Raft (core/qn/raft.ts)', () => {
     const again = c.start(f.id);
     expect({ term: again.term, vote: again.vote, last: again.lastIndex }).toEqual(before);
     again.handleMessage(c.now, 3, { t: 'vote', term: again.term, lastIndex: 999, lastTerm: again.term, pre: false });
-    const resp = again.pollMessage();
+    const resp = again.ready()?.messages[0];
     if (before.vote !== 0 && before.vote !== 3) expect(resp?.msg).toMatchObject({ t: 'voteResp', granted: false });
   });
 
-  const lone = (disk: MemDisk, applied: LogEntry[] = []): Raft =>
+  const lone = (disk: MemDomainStore, applied: LogEntry[] = []): Raft =>
     new Raft(
       {
         id: 2,
         initialMembers: [1, 2, 3],
-        disk,
+        stored: disk.load(),
         sm: { apply: (e) => applied.push(e), snapshot: () => new Uint8Array(), restore: () => true },
         random: (a) => a,
       },
@@ -223,11 +226,14 @@ describe('Raft (core/qn/raft.ts)', () => {
     Array.from({ length: n }, (_, i) => ({ term: 1, cmd: new Uint8Array([EntryKind.App, from + i]) }));
 
   it('a crash between saving a snapshot and compacting the log does not wedge the restarted member', () => {
-    const disk = new MemDisk();
-    disk.append(Array.from({ length: 10 }, (_, i) => ({ term: 1, index: i + 1, cmd: new Uint8Array([EntryKind.Noop]) })));
-    disk.saveSnapshot({ index: 50, term: 1, members: [1, 2, 3] }, new Uint8Array());
+    const disk = new MemDomainStore();
+    disk.persist([
+      { kind: 'append', entries: Array.from({ length: 10 }, (_, i) => ({ term: 1, index: i + 1, cmd: new Uint8Array([EntryKind.Noop]) })) },
+      { kind: 'snapshot', meta: { index: 50, term: 1, members: [1, 2, 3] }, data: new Uint8Array() },
+    ]);
     const r = lone(disk);
     expect(r.lastIndex).toBe(50);
+    disk.persist(r.ready()!.writes);
     expect(disk.base).toBe(50);
     r.handleMessage(1, 1, { t: 'append', term: 1, prevIndex: 50, prevTerm: 1, commit: 51, entries: entries(51, 1) });
     expect(r.commit).toBe(51);
@@ -235,7 +241,7 @@ describe('Raft (core/qn/raft.ts)', () => {
 
   it("a follower's commit index never goes backwards (a probe with fewer entries than were committed)", () => {
     const applied: LogEntry[] = [];
-    const r = lone(new MemDisk(), applied);
+    const r = lone(new MemDomainStore(), applied);
     r.handleMessage(1, 1, { t: 'append', term: 1, prevIndex: 0, prevTerm: 0, commit: 15, entries: entries(1, 15) });
     expect(r.commit).toBe(15);
     r.handleMessage(2, 1, { t: 'append', term: 1, prevIndex: 10, prevTerm: 1, commit: 20, entries: entries(11, 2) });
@@ -387,6 +393,13 @@ describe('domain simulation (testing/sim/domain.ts)', () => {
     expect(s.leaderChanges).toBeGreaterThan(2000);
     expect(s.snapshots).toBeGreaterThan(100);
     expect(s.relayed).toBeGreaterThan(1000);
+  });
+
+  it('200 seeds, 3 members, with a faulty store: a failed batch fences its member (nothing of that Ready leaves), which restarts from what survived', () => {
+    const s = runDomainSeeds(200, 500_001, { ...faults, nodes: 3, storeFaults: 0.02 });
+    expect(s.failures).toEqual([]);
+    expect(s.converged).toBe(200);
+    expect(s.storeFaults).toBeGreaterThan(200);
   });
 
   it('1,000 seeds, 5 members, with the same faults', () => {

@@ -11,7 +11,7 @@
 import { WireError } from '../../wire/errors.js';
 import { validateDelta } from '../../wire/delta.js';
 import { QN_DEFAULT_TTL, decodeBody, decodeEnvelope, encodeBody, encodeEnvelope, sealedHeader, type QnBody } from '../../wire/qn.js';
-import type { DomainDisk } from './disk.js';
+import type { DomainWrite, StoredDomain } from './persist.js';
 import {
   EntryKind,
   MAX_INDEX,
@@ -111,7 +111,8 @@ export interface DomainNodeOptions {
   seed: number;
   policy?: DomainPolicy;
   maxPending?: number;
-  disk: DomainDisk;
+  /** What this member's store loaded (EMPTY_STORED for a fresh one). */
+  stored: StoredDomain;
   random: (min: number, max: number) => number;
   electionMs?: number;
   heartbeatMs?: number;
@@ -133,6 +134,18 @@ export type DomainEvent =
   | { type: 'lifecycle'; from: Coherence; to: Coherence; cause: string }
   | { type: 'leader'; leader: NodeId; term: number };
 
+/**
+ * One step's output (etcd raft's Ready): the writes to make durable, in order, then the
+ * datagrams and events that may depend on them. The driver persists `writes` (fencing the
+ * member if that fails, and then sending and publishing nothing of this Ready), then sends
+ * `messages`, publishes `events`, and calls advance().
+ */
+export interface DomainReady {
+  readonly writes: readonly DomainWrite[];
+  readonly messages: readonly { to: NodeId; bytes: Uint8Array }[];
+  readonly events: readonly DomainEvent[];
+}
+
 interface Pending {
   cmd: Uint8Array;
   sentAt: number;
@@ -144,8 +157,12 @@ export class DomainNode {
   readonly id: NodeId;
   private readonly pending = new Map<number, Pending>();
   private nextSeq: number;
-  private readonly out: { to: NodeId; bytes: Uint8Array }[] = [];
-  private readonly events: DomainEvent[] = [];
+  private out: { to: NodeId; bytes: Uint8Array }[] = [];
+  private events: DomainEvent[] = [];
+  /** Writes since the last ready(), in order (Raft's and this member's own). */
+  private writes: DomainWrite[] = [];
+  /** A Ready was handed out and not yet advanced. */
+  private awaitingAdvance = false;
   private readonly heard = new Map<NodeId, number>();
   private readonly hellos = new Map<NodeId, { neighbours: Set<NodeId>; commit: number; at: number }>();
   private helloAt = 0;
@@ -193,14 +210,14 @@ export class DomainNode {
     this.id = o.id;
     this.state = new DomainState(o.seed, o.registers, o.groups ?? []);
     this.state.onCollapse = (c) => this.onCollapse(c);
-    const p = o.disk.loadPending();
+    const p = o.stored;
     this.nextSeq = p.nextSeq;
     for (const x of p.pending) this.pending.set(x.seq, { cmd: x.cmd, sentAt: -Infinity });
     this.raft = new Raft(
       {
         id: o.id,
         initialMembers: o.members,
-        disk: o.disk,
+        stored: o.stored,
         sm: {
           apply: (e) => {
             this.state.apply(e);
@@ -223,6 +240,8 @@ export class DomainNode {
       },
       now,
     );
+    // Loading may already ask for a write (a log the snapshot covers is dropped).
+    this.takeRaftWrites();
     if (this.raft.fault) this.fence(this.raft.fault);
     // A bootstrap member that restarts with its removal in its log is still one that was removed.
     this.wasMember = o.members.includes(o.id);
@@ -272,12 +291,39 @@ export class DomainNode {
 
   // --- the sans-I/O surface ---------------------------------------------------------------
 
-  pollTransmit(): { to: NodeId; bytes: Uint8Array } | undefined {
-    return this.out.shift();
+  /**
+   * What the inputs since the last Ready produced, or undefined if nothing. The caller makes
+   * `writes` durable before anything else of it leaves, then calls advance() before the next
+   * ready(): messages that depend on a write (a vote, an append acknowledgement, an outcome)
+   * never leave before it.
+   */
+  ready(): DomainReady | undefined {
+    if (this.awaitingAdvance) throw new Error(`domain ${this.o.name}: ready() before advance() of the previous Ready`);
+    this.takeRaftWrites();
+    if (this.writes.length === 0 && this.out.length === 0 && this.events.length === 0) return undefined;
+    const r: DomainReady = { writes: this.writes, messages: this.out, events: this.events };
+    this.writes = [];
+    this.out = [];
+    this.events = [];
+    this.awaitingAdvance = true;
+    return r;
   }
 
-  pollEvent(): DomainEvent | undefined {
-    return this.events.shift();
+  /** The writes of the last Ready are durable (its messages and events may go). */
+  advance(): void {
+    this.awaitingAdvance = false;
+  }
+
+  /** One of this member's writes, after Raft's so far: a batch is in the order things happened (any prefix is a state a crash could leave). */
+  private write(w: DomainWrite): void {
+    this.takeRaftWrites();
+    this.writes.push(w);
+  }
+
+  private takeRaftWrites(): void {
+    // Undefined while Raft is being built (a snapshot restored at load resolves candidates).
+    const raft = this.raft as Raft | undefined;
+    if (raft) for (const w of raft.takeWrites()) this.writes.push(w);
   }
 
   /** Why this member is fenced (takes part in nothing), or undefined. */
@@ -287,15 +333,22 @@ export class DomainNode {
 
   /**
    * Stop taking part: every input is dropped, proposals refused, no timer runs. For state
-   * that cannot be used (the journal) and for a driver that caught an unexpected exception.
+   * that cannot be used (the journal), a store that failed to persist a Ready, and a driver
+   * that caught an unexpected exception. What was not handed out yet is dropped with the
+   * writes it may depend on; a Ready handed out and not advanced must not be sent either.
    */
   fence(cause: string): void {
+    this.awaitingAdvance = false;
     if (this.fenced) return;
     this.fenced = cause;
+    // Undefined while Raft is being built; what it queued in the step that failed goes too.
+    (this.raft as Raft | undefined)?.ready();
+    this.writes = [];
+    this.events = [];
     if (this.coherence === 'coherent') this.stats.partitions++;
     this.events.push({ type: 'lifecycle', from: this.coherence, to: 'decoherent', cause: `fenced: ${cause}` });
     this.coherence = 'decoherent';
-    this.out.length = 0;
+    this.out = [];
   }
 
   pollTimeout(): number {
@@ -436,7 +489,7 @@ export class DomainNode {
     const cmd = encodeCandidate({ origin: this.id, seq, ops });
     if (cmd.length > MAX_CANDIDATE_BYTES)
       return { refused: `candidate encodes to ${cmd.length} bytes; the limit is ${MAX_CANDIDATE_BYTES}` };
-    this.o.disk.savePending(seq, cmd);
+    this.write({ kind: 'pending', seq, cmd });
     this.pending.set(seq, { cmd, sentAt: -Infinity });
     this.stats.proposed++;
     this.after(now);
@@ -489,7 +542,7 @@ export class DomainNode {
 
   private resolve(seq: number, outcome: number, index?: number): void {
     if (!this.pending.delete(seq)) return;
-    this.o.disk.dropPending(seq);
+    this.write({ kind: 'drop-pending', seq });
     if (outcome === 0) this.stats.committed++;
     else this.stats.rejected++;
     this.events.push(
@@ -522,7 +575,7 @@ export class DomainNode {
   private abandonPending(): void {
     for (const seq of [...this.pending.keys()]) {
       this.pending.delete(seq);
-      this.o.disk.dropPending(seq);
+      this.write({ kind: 'drop-pending', seq });
       this.events.push({
         type: 'outcome',
         seq,
@@ -541,7 +594,7 @@ export class DomainNode {
     }
   }
 
-  /** Everything that follows an input: coherence, candidate (re)sends, Raft's messages out. */
+  /** Everything that follows an input: coherence, candidate (re)sends, Raft's writes and messages out. */
   private after(now: number): void {
     this.updateCoherence(now);
     // A configuration is in force once in the log (Raft §4.1); the leader stops replicating to
@@ -556,7 +609,10 @@ export class DomainNode {
     if (this.raft.members.includes(this.id) && committedConfig && !this.removed) this.wasMember = true;
     if (this.pending.size > 0 && this.isRemovedHere()) this.abandonPending();
     this.sendPending(now);
-    for (let m = this.raft.pollMessage(); m; m = this.raft.pollMessage()) this.emit(now, m.to, m.msg, QN_DEFAULT_TTL);
+    const r = this.raft.ready();
+    if (!r) return;
+    for (const w of r.writes) this.writes.push(w);
+    for (const m of r.messages) this.emit(now, m.to, m.msg, QN_DEFAULT_TTL);
   }
 
   private updateCoherence(now: number): void {

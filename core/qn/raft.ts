@@ -13,8 +13,10 @@
  *  - §5 snapshots, kept beside a retained log tail so a lagging follower usually catches
  *    up from log entries (only the missing ones) and gets a snapshot only when those are gone.
  *
- * Time, randomness, storage and the network are injected: the same code runs in spookd
- * and in the seeded simulator (testing/sim/domain.ts).
+ * Time, randomness and the network are injected, and storage is at a boundary (etcd's
+ * Ready): each step queues its writes (RaftWrite) beside its messages, and the driver makes
+ * the writes durable before it sends the messages. The same code runs in spookd and in the
+ * seeded simulator (testing/sim/domain.ts).
  */
 import { Reader, Writer } from '../../wire/buffer.js';
 import { DropReason } from '../../wire/constants.js';
@@ -91,29 +93,43 @@ export interface SnapshotMeta {
   members: NodeId[];
 }
 
-/** What Raft must find again after a crash. Every call returns only once the data is durable. */
-export interface RaftDisk {
-  load(): {
-    term: number;
-    vote: NodeId;
-    snapshot?: SnapshotMeta & { data: Uint8Array };
-    base: number;
-    baseTerm: number;
-    entries: LogEntry[];
-    commit: number;
-  };
-  saveHard(term: number, vote: NodeId): void;
-  /**
-   * The commit index, so a restarted member serves what it knew committed at once. Need not be
-   * durable before returning: an older value is still a committed index (it is only staler).
-   */
-  saveCommit(index: number): void;
-  append(entries: readonly LogEntry[]): void;
+/**
+ * What Raft must find again after a crash, as its store loaded it (the result of replaying
+ * every RaftWrite that was made durable).
+ */
+export interface RaftStored {
+  readonly term: number;
+  readonly vote: NodeId;
+  readonly snapshot?: SnapshotMeta & { readonly data: Uint8Array };
+  readonly base: number;
+  readonly baseTerm: number;
+  readonly entries: readonly LogEntry[];
+  readonly commit: number;
+}
+
+/**
+ * What Raft asks its driver to make durable, in order (etcd's HardState, Entries and
+ * Snapshot as a closed set of writes). Raft never does I/O: it hands these out in a Ready,
+ * and the messages of that Ready may leave only once they are durable.
+ */
+export type RaftWrite =
+  | { readonly kind: 'hard'; readonly term: number; readonly vote: NodeId }
+  | { readonly kind: 'append'; readonly entries: readonly LogEntry[] }
   /** Drop entries at `from` and after. */
-  truncate(from: number): void;
-  saveSnapshot(meta: SnapshotMeta, data: Uint8Array): void;
+  | { readonly kind: 'truncate'; readonly from: number }
+  | { readonly kind: 'snapshot'; readonly meta: SnapshotMeta; readonly data: Uint8Array }
   /** Drop entries at `base` and before; `reset` drops the whole log as well. */
-  compact(base: number, baseTerm: number, reset: boolean): void;
+  | { readonly kind: 'compact'; readonly base: number; readonly baseTerm: number; readonly reset: boolean }
+  /**
+   * The commit index, so a restarted member serves what it knew committed at once. Need not
+   * be flushed before the messages: an older value is still a committed index (only staler).
+   */
+  | { readonly kind: 'commit'; readonly index: number };
+
+/** One step's output: the writes to make durable, then the messages to send. */
+export interface RaftReady {
+  readonly writes: readonly RaftWrite[];
+  readonly messages: readonly { to: NodeId; msg: RaftMsg }[];
 }
 
 export interface StateMachine {
@@ -127,7 +143,8 @@ export interface RaftOptions {
   id: NodeId;
   /** The voting members when neither the log nor a snapshot says otherwise (bootstrap). */
   initialMembers: NodeId[];
-  disk: RaftDisk;
+  /** What the store loaded (a fresh member: term 0, no entries). */
+  stored: RaftStored;
   sm: StateMachine;
   /** Uniform integer in [min, max]: the only randomness (election timeouts). */
   random: (min: number, max: number) => number;
@@ -196,6 +213,8 @@ export class Raft {
    */
   private incoming: { index: number; term: number; members: NodeId[]; total: number; buf: Uint8Array; got: number } | undefined;
   private outbox: { to: NodeId; msg: RaftMsg }[] = [];
+  /** Writes made since the last ready(), in order: durable before the outbox leaves. */
+  private unstable: RaftWrite[] = [];
   /** First index of the current leader term: a config change waits until it is committed. */
   private termStart = 0;
   readonly electionMs: number;
@@ -225,7 +244,7 @@ export class Raft {
     // A chunk plus up to 64 member ids and the other fields must fit one sealed datagram.
     this.snapChunkBytes = o.snapChunkBytes ?? 700;
     this.maxSnapshotBytes = o.maxSnapshotBytes ?? DEFAULT_MAX_SNAPSHOT_BYTES;
-    const st = o.disk.load();
+    const st = o.stored;
     this.term = st.term;
     this.vote = st.vote;
     this.base = st.base;
@@ -241,7 +260,7 @@ export class Raft {
         this.log = [];
         this.base = s.index;
         this.baseTerm = s.term;
-        o.disk.compact(s.index, s.term, true);
+        this.write({ kind: 'compact', base: s.index, baseTerm: s.term, reset: true });
       }
       this.snap = st.snapshot;
       this.configs = [{ index: st.snapshot.index, members: [...st.snapshot.members] }];
@@ -334,8 +353,17 @@ export class Raft {
 
   // --- the sans-I/O surface ---------------------------------------------------------
 
-  pollMessage(): { to: NodeId; msg: RaftMsg } | undefined {
-    return this.outbox.shift();
+  /**
+   * What the last inputs produced: writes to make durable (in order), then messages that may
+   * depend on them (a vote, an acknowledgement): send those only once the writes are durable.
+   * Undefined when there is nothing.
+   */
+  ready(): RaftReady | undefined {
+    if (this.unstable.length === 0 && this.outbox.length === 0) return undefined;
+    const r = { writes: this.unstable, messages: this.outbox };
+    this.unstable = [];
+    this.outbox = [];
+    return r;
   }
 
   pollTimeout(): number {
@@ -503,7 +531,7 @@ export class Raft {
       this.term++;
       this.vote = this.id;
       this.leader = 0;
-      this.o.disk.saveHard(this.term, this.vote);
+      this.write({ kind: 'hard', term: this.term, vote: this.vote });
     }
     if (this.hasQuorum(this.votes)) return pre ? this.campaign(now, false) : this.becomeLeader(now);
     const req: RaftMsg = { t: 'vote', term: pre ? this.term + 1 : this.term, lastIndex: this.lastIndex, lastTerm: this.lastTerm, pre };
@@ -518,7 +546,7 @@ export class Raft {
       granted = m.term === this.term && (this.vote === 0 || this.vote === from) && upToDate;
       if (granted) {
         this.vote = from;
-        this.o.disk.saveHard(this.term, this.vote);
+        this.write({ kind: 'hard', term: this.term, vote: this.vote });
         this.resetElection(now);
       }
     }
@@ -540,7 +568,7 @@ export class Raft {
     if (term > this.term) {
       this.term = term;
       this.vote = 0;
-      this.o.disk.saveHard(this.term, this.vote);
+      this.write({ kind: 'hard', term: this.term, vote: this.vote });
     }
     this.role = Role.Follower;
     if (leader !== this.leader && leader !== 0) this.stats.leaderChanges++;
@@ -600,7 +628,7 @@ export class Raft {
   private appendLocal(cmd: Uint8Array): LogEntry {
     const e: LogEntry = { term: this.term, index: this.lastIndex + 1, cmd };
     this.log.push(e);
-    this.o.disk.append([e]);
+    this.write({ kind: 'append', entries: [e] });
     this.noteConfig(e);
     return e;
   }
@@ -740,7 +768,7 @@ export class Raft {
     const fresh: LogEntry[] = [];
     for (let i = first; i < entries.length; i++) fresh.push({ term: entries[i].term, index: prevIndex + i + 1, cmd: entries[i].cmd });
     if (fresh.length) {
-      this.o.disk.append(fresh);
+      this.write({ kind: 'append', entries: fresh });
       for (const e of fresh) {
         this.log.push(e);
         this.noteConfig(e);
@@ -755,7 +783,7 @@ export class Raft {
 
   private truncateFrom(index: number): void {
     this.log.length = index - this.base - 1;
-    this.o.disk.truncate(index);
+    this.write({ kind: 'truncate', from: index });
     while (this.configs.length > 1 && this.configs[this.configs.length - 1].index >= index) this.configs.pop();
   }
 
@@ -843,18 +871,18 @@ export class Raft {
     if (!this.o.sm.restore(data, meta.index)) return false;
     this.stats.snapshotsInstalled++;
     this.snap = { ...meta, data };
-    this.o.disk.saveSnapshot(meta, data);
+    this.write({ kind: 'snapshot', meta, data });
     // Keep the log past the snapshot only if it agrees with it (§7: InstallSnapshot rule 6).
     const keep = this.termAt(meta.index) === meta.term && meta.index <= this.lastIndex;
     if (keep) this.log = this.log.slice(meta.index - this.base);
     else this.log = [];
     this.base = meta.index;
     this.baseTerm = meta.term;
-    this.o.disk.compact(meta.index, meta.term, !keep);
+    this.write({ kind: 'compact', base: meta.index, baseTerm: meta.term, reset: !keep });
     this.configs = [{ index: meta.index, members: [...meta.members] }];
     for (const e of this.log) this.noteConfig(e);
     this.commit = this.applied = meta.index;
-    this.o.disk.saveCommit(this.commit);
+    this.write({ kind: 'commit', index: this.commit });
     return true;
   }
 
@@ -899,7 +927,7 @@ export class Raft {
 
   private setCommit(n: number, save = true): void {
     this.commit = n;
-    if (save) this.o.disk.saveCommit(n);
+    if (save) this.write({ kind: 'commit', index: n });
     while (this.applied < this.commit) {
       this.applied++;
       this.o.sm.apply(this.entryAt(this.applied)!);
@@ -914,17 +942,31 @@ export class Raft {
     const meta = { index: at, term: this.termAt(at)!, members };
     const data = this.o.sm.snapshot();
     this.snap = { ...meta, data };
-    this.o.disk.saveSnapshot(meta, data);
+    this.write({ kind: 'snapshot', meta, data });
     // Keep half the log behind the snapshot: a follower a little behind gets entries, not a snapshot.
     const newBase = at - (this.maxLogEntries >> 1);
     const newBaseTerm = this.termAt(newBase)!;
     this.log = this.log.slice(newBase - this.base);
     this.base = newBase;
     this.baseTerm = newBaseTerm;
-    this.o.disk.compact(newBase, newBaseTerm, false);
+    this.write({ kind: 'compact', base: newBase, baseTerm: newBaseTerm, reset: false });
     let keepFrom = 0;
     for (let i = 0; i < this.configs.length; i++) if (this.configs[i].index <= newBase) keepFrom = i;
     if (keepFrom > 0) this.configs = this.configs.slice(keepFrom);
+  }
+
+  /**
+   * The writes queued so far, without the messages: for a caller whose own writes must come
+   * after Raft's in the same batch (a candidate forgotten as its entry is applied).
+   */
+  takeWrites(): RaftWrite[] {
+    const w = this.unstable;
+    this.unstable = [];
+    return w;
+  }
+
+  private write(w: RaftWrite): void {
+    this.unstable.push(w);
   }
 
   private send(to: NodeId, msg: RaftMsg): void {

@@ -1,21 +1,25 @@
 /**
- * A QN domain inside spookd: one DomainNode, its durable disk, and the mapping between
+ * A QN domain inside spookd: one DomainNode, its durable store, and the mapping between
  * member node ids and configured peers. spookd carries its messages in sealed Data frames on
  * the pair sessions it already has (docs/PROTOCOL.md §15.3) and hands it timer ticks.
+ *
+ * After every input the node's Ready is persisted (one batch, one fsync) before its messages
+ * are queued for spookd to send and its events for the subscribers; a store that fails fences
+ * the domain, and nothing of that Ready leaves.
  */
 import { randomInt } from 'node:crypto';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { hashHex, murmur3 } from '../../core/register/hash.js';
 import { MapState } from '../../core/register/map.js';
-import { MemDisk } from '../../core/qn/disk.js';
 import { DomainNode, type DomainEvent, type DomainNodeOptions } from '../../core/qn/node.js';
+import { EMPTY_STORED, driveReady, type DomainStore } from '../../core/qn/persist.js';
 import type { NodeId } from '../../core/qn/raft.js';
 import type { CandidateOp } from '../../core/qn/state.js';
 import type { KeyPair } from '../../crypto/primitives.js';
 import { StaticRelaySealer } from '../../core/qn/seal.js';
 import type { SpookdConfig } from './config.js';
-import { FileDomainDisk } from '../store/domain-store.js';
+import { FileDomainStore } from '../store/domain-store.js';
 import type { DomainSummary } from '../../client/protocol.js';
 
 export type DomainConfig = SpookdConfig['domains'][number];
@@ -33,7 +37,11 @@ export const domainIdOf = (name: string): number => murmur3(0x5350_0051, new Tex
 export class DomainHost {
   readonly node: DomainNode;
   /** Undefined when the domain's directory could not be loaded (the domain is then fenced). */
-  readonly disk: FileDomainDisk | undefined;
+  readonly disk: FileDomainStore | undefined;
+  private readonly store: DomainStore;
+  /** What the last Readies released (their writes durable), for drain(). */
+  private outbox: { to: NodeId; bytes: Uint8Array }[] = [];
+  private published: DomainEvent[] = [];
   /** Unexpected exceptions caught from the node (each fences the domain; logged once). */
   internalErrors = 0;
   readonly id: number;
@@ -71,7 +79,7 @@ export class DomainHost {
     const relay = new StaticRelaySealer(self, new Map(peers.map((p) => [nodeIdOf(p.publicKey), p.publicKey] as const)));
     const others = cfg.members.map((m) => this.idOf.get(m)!);
     const members = (cfg.join ? others : [this.selfId, ...others]).sort((a, b) => a - b);
-    const opts = (disk: DomainNodeOptions['disk']): DomainNodeOptions => ({
+    const opts = (stored: DomainNodeOptions['stored']): DomainNodeOptions => ({
       domain: this.id,
       name: cfg.name,
       id: this.selfId,
@@ -82,7 +90,7 @@ export class DomainHost {
       seed: murmur3(0x5350_0052, new TextEncoder().encode(cfg.name)),
       policy: cfg.policy,
       maxPending: cfg.maxPending,
-      disk,
+      stored,
       random: (a, b) => randomInt(a, b + 1),
       electionMs: cfg.electionMs,
       heartbeatMs: cfg.heartbeatMs,
@@ -93,16 +101,25 @@ export class DomainHost {
     // (docs/OPERATIONS.md, "A fenced domain").
     let node: DomainNode;
     try {
-      this.disk = new FileDomainDisk(dir, fsync);
+      this.disk = new FileDomainStore(dir, fsync);
       if (this.disk.tornBytes > 0) log.warn({ domain: cfg.name, tornBytes: this.disk.tornBytes }, 'domain journal: torn tail cut');
-      node = new DomainNode(opts(this.disk), now);
+      node = new DomainNode(opts(this.disk.load()), now);
+      this.store = this.disk;
     } catch (e) {
       this.disk?.close();
       this.disk = undefined;
-      node = new DomainNode(opts(new MemDisk()), now);
+      node = new DomainNode(opts(EMPTY_STORED), now);
       node.fence(`cannot load ${dir}: ${(e as Error).message}`);
+      // Fenced: it writes nothing (a write here would be a bug, refused like a failed disk).
+      this.store = {
+        load: () => EMPTY_STORED,
+        persist: () => {
+          throw new Error('this domain has no store');
+        },
+      };
     }
     this.node = node;
+    this.persistReady();
     const fenced = node.fencedCause;
     if (fenced) log.error({ domain: cfg.name, dir, cause: fenced }, `domain ${cfg.name} fenced: ${fenced}`);
     else
@@ -122,7 +139,25 @@ export class DomainHost {
     if (this.node.pollTimeout() <= now) this.guard(() => this.node.handleTimeout(now));
   }
 
-  private guard(run: () => void): void {
+  /**
+   * Persist what the node produced, then queue its messages and events for drain(). A failed
+   * write fences the domain (driveReady) and is logged once; the process and the other domains
+   * carry on, as for an internal error.
+   */
+  private persistReady(): Error | undefined {
+    const wasFenced = this.node.fencedCause !== undefined;
+    const failed = driveReady(
+      this.node,
+      this.store,
+      (to, bytes) => this.outbox.push({ to, bytes }),
+      (ev) => this.published.push(ev),
+    );
+    if (failed && !wasFenced)
+      this.log.error({ domain: this.cfg.name, err: failed }, `domain ${this.cfg.name} fenced: ${this.node.fencedCause ?? failed.message}`);
+    return failed;
+  }
+
+  private guard(run: () => void): Error | undefined {
     try {
       run();
     } catch (e) {
@@ -134,6 +169,7 @@ export class DomainHost {
         `domain ${this.cfg.name} fenced: internal-error (an unexpected exception; restart spookd to resume it)`,
       );
     }
+    return this.persistReady();
   }
 
   name(id: NodeId): string {
@@ -142,7 +178,11 @@ export class DomainHost {
 
   /** Publish events, then hand each outgoing message to `send` (peer name, QN payload). */
   drain(send: (peer: string, payload: Uint8Array) => void): void {
-    for (let ev = this.node.pollEvent(); ev; ev = this.node.pollEvent()) {
+    const events = this.published;
+    const messages = this.outbox;
+    this.published = [];
+    this.outbox = [];
+    for (const ev of events) {
       if (ev.type === 'lifecycle') {
         this.log.info({ domain: this.cfg.name, from: ev.from, to: ev.to, cause: ev.cause }, 'domain lifecycle');
         if (ev.to === 'decoherent') {
@@ -153,7 +193,7 @@ export class DomainHost {
         this.log.info({ domain: this.cfg.name, leader: this.name(ev.leader), term: ev.term }, 'domain leader');
       for (const s of this.subscribers) s(ev);
     }
-    for (let tx = this.node.pollTransmit(); tx; tx = this.node.pollTransmit()) {
+    for (const tx of messages) {
       const peer = this.nameOf.get(tx.to);
       if (peer && peer !== 'self') send(peer, tx.bytes);
     }
@@ -161,7 +201,9 @@ export class DomainHost {
 
   propose(now: number, ops: CandidateOp[]): { seq: number } | { refused: string } {
     let r: { seq: number } | { refused: string } = { refused: 'internal-error' };
-    this.guard(() => (r = this.node.propose(now, ops)));
+    // The candidate is durable before its proposer hears its number, or refused.
+    const failed = this.guard(() => (r = this.node.propose(now, ops)));
+    if (failed && 'seq' in r) return { refused: `this member is fenced: ${this.node.fencedCause}` };
     return r;
   }
 
@@ -176,7 +218,8 @@ export class DomainHost {
     };
     const c = { add: id(change.add), remove: id(change.remove) };
     let r: { ok: true; index: number } | { ok: false; reason: string } = { ok: false, reason: 'internal-error' };
-    this.guard(() => (r = this.node.changeMembers(now, c)));
+    if (this.guard(() => (r = this.node.changeMembers(now, c))))
+      return { ok: false, reason: `this member is fenced: ${this.node.fencedCause}` };
     if (!r.ok && this.node.raft.role !== 'leader' && this.node.raft.leader)
       return { ok: false, reason: `${r.reason}: ask the leader (${this.name(this.node.raft.leader)})` };
     return r;

@@ -1,45 +1,87 @@
 /**
- * Durable state of one QN domain member (docs/ARCHITECTURE.md, "Durability"):
+ * Durable state of one QN domain member (docs/PROTOCOL.md §15.8; layouts in wire/journal.ts):
  *
- *  journal   [u32 length][4-byte SHA-256 prefix][record] ...: Raft's term/vote, appended
- *            and truncated log entries, compaction points, and the candidates proposed here
- *            that have no outcome yet. Rewritten whole (atomically) after each compaction.
+ *  journal   framed records: Raft's term/vote, appended and truncated log entries,
+ *            compaction points, the commit index, and the candidates proposed here that have
+ *            no outcome yet. Rewritten whole (atomically) after each compaction.
  *  snapshot  "SPKQSNP1" | index, term, members, state | 32-byte SHA-256, written atomically.
  *
- * Each call returns once its record is written (and fsynced with fsync "always"), so Raft's
- * rule holds: nothing is sent that depends on state that is not on disk. Loading stops at
- * the first torn or corrupt record and cuts the journal there.
+ * The member hands its writes over in batches (a Ready, core/qn/persist.ts): persist() writes
+ * a batch's records and fsyncs once (fsync "always") before it returns, and the member's
+ * messages leave only after that, so Raft's rule holds: nothing is sent that depends on state
+ * that is not on disk. Loading stops at the first torn or corrupt record and cuts the journal there.
  */
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, statSync, truncateSync, writeSync } from 'node:fs';
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { Reader, Writer } from '../../wire/buffer.js';
-import { MemDisk } from '../../core/qn/disk.js';
-import type { LogEntry, NodeId, SnapshotMeta } from '../../core/qn/raft.js';
+import { hash } from '../../crypto/primitives.js';
+import {
+  JournalRecordType as Rec,
+  MAX_JOURNAL_RECORD,
+  REWRITE_APPEND_CHUNK,
+  decodeDomainSnapshot,
+  decodeJournalRecord,
+  encodeDomainSnapshot,
+  encodeJournalRecord,
+  frameRecord,
+  readFrames,
+  type JournalRecord,
+} from '../../wire/journal.js';
+import { DomainImage, type DomainStore, type DomainWrite, type StoredDomain } from '../../core/qn/persist.js';
 import { StoreError, writeAtomic, type FsyncPolicy } from './store.js';
 
-const SNAP_MAGIC = new TextEncoder().encode('SPKQSNP1');
-const MAX_RECORD = 16 * 1024 * 1024;
-const sum4 = (b: Uint8Array): Buffer => createHash('sha256').update(b).digest().subarray(0, 4);
+const sha256 = (...parts: Uint8Array[]): Uint8Array => hash('SHA256', ...parts);
+const framed = (r: JournalRecord): Uint8Array => frameRecord(encodeJournalRecord(r), sha256);
 
-enum Rec {
-  Hard = 1,
-  Append = 2,
-  Truncate = 3,
-  Compact = 4,
-  Pending = 5,
-  Drop = 6,
-  /** The next own candidate sequence number (kept across journal rewrites: never reused). */
-  NextSeq = 7,
-  /** The commit index (written without fsync: a lost one only means an older committed index). */
-  Commit = 8,
+/** The journal record of a write (undefined: a snapshot, which has its own file). */
+function recordOf(w: DomainWrite): JournalRecord | undefined {
+  switch (w.kind) {
+    case 'hard':
+      return { type: Rec.Hard, term: w.term, vote: w.vote };
+    case 'append':
+      return { type: Rec.Append, entries: w.entries };
+    case 'truncate':
+      return { type: Rec.Truncate, from: w.from };
+    case 'compact':
+      return { type: Rec.Compact, base: w.base, baseTerm: w.baseTerm, reset: w.reset };
+    case 'commit':
+      return { type: Rec.Commit, commit: w.index };
+    case 'pending':
+      return { type: Rec.Pending, seq: w.seq, cmd: w.cmd };
+    case 'drop-pending':
+      return { type: Rec.Drop, seq: w.seq };
+    case 'snapshot':
+      return undefined;
+  }
 }
 
-export class FileDomainDisk extends MemDisk {
+/** The write a journal record replays as (NextSeq has none: it only raises the image's next seq). */
+function writeOf(r: JournalRecord): DomainWrite | undefined {
+  switch (r.type) {
+    case Rec.Hard:
+      return { kind: 'hard', term: r.term, vote: r.vote };
+    case Rec.Append:
+      return { kind: 'append', entries: r.entries };
+    case Rec.Truncate:
+      return { kind: 'truncate', from: r.from };
+    case Rec.Compact:
+      return { kind: 'compact', base: r.base, baseTerm: r.baseTerm, reset: r.reset };
+    case Rec.Pending:
+      return { kind: 'pending', seq: r.seq, cmd: r.cmd };
+    case Rec.Drop:
+      return { kind: 'drop-pending', seq: r.seq };
+    case Rec.Commit:
+      return { kind: 'commit', index: r.commit };
+    case Rec.NextSeq:
+      return undefined;
+  }
+}
+
+export class FileDomainStore implements DomainStore {
+  /** What the files hold, in memory: replayed at open, kept in step by persist(), rewritten from at compaction. */
+  private readonly image = new DomainImage();
   private fd: number;
   private readonly journal: string;
   private readonly snapPath: string;
-  private replaying = false;
   private timer: NodeJS.Timeout | undefined;
   /** Bytes cut from a torn journal tail at load. */
   readonly tornBytes: number = 0;
@@ -48,34 +90,33 @@ export class FileDomainDisk extends MemDisk {
     readonly dir: string,
     readonly fsync: FsyncPolicy,
   ) {
-    super();
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     this.journal = join(dir, 'journal');
     this.snapPath = join(dir, 'snapshot');
-    if (existsSync(this.snapPath)) this.snapshot = decodeSnapshot(readFileSync(this.snapPath), this.snapPath);
+    if (existsSync(this.snapPath)) {
+      try {
+        const s = decodeDomainSnapshot(readFileSync(this.snapPath), sha256);
+        this.image.apply({ kind: 'snapshot', meta: { index: s.index, term: s.term, members: [...s.members] }, data: s.data });
+      } catch (e) {
+        throw new StoreError(`${this.snapPath}: ${(e as Error).message}`);
+      }
+    }
     if (existsSync(this.journal)) {
       const buf = readFileSync(this.journal);
-      let off = 0;
-      this.replaying = true;
-      try {
-        while (buf.length - off >= 8) {
-          const len = buf.readUInt32BE(off);
-          if (len === 0 || len > MAX_RECORD || off + 8 + len > buf.length) break;
-          const rec = buf.subarray(off + 8, off + 8 + len);
-          if (!sum4(rec).equals(buf.subarray(off + 4, off + 8))) break;
-          try {
-            this.replay(new Uint8Array(rec));
-          } catch (e) {
-            throw new StoreError(`${this.journal} at byte ${off}: ${(e as Error).message}`);
-          }
-          off += 8 + len;
+      const { records, end } = readFrames(buf, MAX_JOURNAL_RECORD, sha256);
+      for (const { offset, rec } of records) {
+        try {
+          const r = decodeJournalRecord(rec);
+          const w = writeOf(r);
+          if (w) this.image.apply(w);
+          else if (r.type === Rec.NextSeq) this.image.raiseNextSeq(r.nextSeq);
+        } catch (e) {
+          throw new StoreError(`${this.journal} at byte ${offset}: ${(e as Error).message}`);
         }
-      } finally {
-        this.replaying = false;
       }
-      if (off < buf.length) {
-        this.tornBytes = buf.length - off;
-        truncateSync(this.journal, off);
+      if (end < buf.length) {
+        this.tornBytes = buf.length - end;
+        truncateSync(this.journal, end);
       }
     }
     this.fd = openSync(this.journal, 'a', 0o600);
@@ -86,161 +127,77 @@ export class FileDomainDisk extends MemDisk {
     }
   }
 
-  close(): void {
-    if (this.timer) clearInterval(this.timer);
-    closeSync(this.fd);
+  load(): StoredDomain {
+    return this.image.load();
   }
 
-  private replay(rec: Uint8Array): void {
-    const r = new Reader(rec);
-    switch (r.u8('record.type') as Rec) {
-      case Rec.Hard:
-        super.saveHard(r.varint('term'), r.varint('vote'));
-        break;
-      case Rec.Append: {
-        const n = r.varint('entries');
-        const es: LogEntry[] = [];
-        for (let i = 0; i < n; i++)
-          es.push({ term: r.varint('entry.term'), index: r.varint('entry.index'), cmd: r.lenBytes('entry.cmd', MAX_RECORD).slice() });
-        super.append(es);
-        break;
+  /**
+   * Journal records are gathered and written together, then fsynced once (fsync "always";
+   * a batch of Commit records only is not fsynced). A snapshot file is written after the
+   * records before it are durable; a compaction rewrites the journal from the image, which
+   * already holds the records gathered before it. Throws StoreError if anything failed.
+   */
+  persist(writes: readonly DomainWrite[]): void {
+    let batch: Uint8Array[] = [];
+    let sync = false;
+    const flush = (): void => {
+      if (batch.length > 0) {
+        const buf = batch.length === 1 ? batch[0] : Buffer.concat(batch);
+        // A short write would leave half a record mid-file and cut everything after it at load.
+        for (let off = 0; off < buf.length;) off += writeSync(this.fd, buf, off);
+        batch = [];
       }
-      case Rec.Truncate:
-        super.truncate(r.varint('from'));
-        break;
-      case Rec.Compact:
-        super.compact(r.varint('base'), r.varint('baseTerm'), r.u8('reset') === 1);
-        break;
-      case Rec.Pending:
-        super.savePending(r.varint('seq'), r.lenBytes('cmd', MAX_RECORD).slice());
-        break;
-      case Rec.Drop:
-        super.dropPending(r.varint('seq'));
-        break;
-      case Rec.NextSeq:
-        this.nextSeq = Math.max(this.nextSeq, r.varint('nextSeq'));
-        break;
-      case Rec.Commit:
-        super.saveCommit(r.varint('commit'));
-        break;
-      default:
-        throw new Error('unknown journal record type');
-    }
-    r.expectEnd('record');
-  }
-
-  private write(w: Writer, sync = true): void {
-    if (this.replaying) return;
-    const rec = w.finish();
-    const head = Buffer.alloc(8);
-    head.writeUInt32BE(rec.length, 0);
-    sum4(rec).copy(head, 4);
-    const buf = Buffer.concat([head, rec]);
-    // A short write would leave half a record mid-file and cut everything after it at load.
-    for (let off = 0; off < buf.length;) off += writeSync(this.fd, buf, off);
-    if (sync && this.fsync === 'always') fsyncSync(this.fd);
-  }
-
-  override saveHard(term: number, vote: NodeId): void {
-    super.saveHard(term, vote);
-    this.write(new Writer(16).u8(Rec.Hard).varint(term).varint(vote));
-  }
-
-  override append(entries: readonly LogEntry[]): void {
-    super.append(entries);
-    const w = new Writer(256).u8(Rec.Append).varint(entries.length);
-    for (const e of entries) w.varint(e.term).varint(e.index).lenBytes(e.cmd);
-    this.write(w);
-  }
-
-  override saveCommit(index: number): void {
-    super.saveCommit(index);
-    this.write(new Writer(16).u8(Rec.Commit).varint(index), false);
-  }
-
-  override truncate(from: number): void {
-    super.truncate(from);
-    this.write(new Writer(16).u8(Rec.Truncate).varint(from));
-  }
-
-  override saveSnapshot(meta: SnapshotMeta, data: Uint8Array): void {
-    super.saveSnapshot(meta, data);
-    writeAtomic(this.snapPath, encodeSnapshot(meta, data), this.dir);
-  }
-
-  /** After compaction the journal is rewritten from memory: it stays proportional to the retained log. */
-  override compact(base: number, baseTerm: number, reset: boolean): void {
-    super.compact(base, baseTerm, reset);
-    const body = new Writer(1 << 16);
-    const frame = (w: Writer): void => {
-      const rec = w.finish();
-      body.u32(rec.length).bytes(sum4(rec)).bytes(rec);
+      if (sync && this.fsync === 'always') fsyncSync(this.fd);
+      sync = false;
     };
-    frame(new Writer(16).u8(Rec.Hard).varint(this.term).varint(this.vote));
-    frame(new Writer(16).u8(Rec.Compact).varint(this.base).varint(this.baseTerm).u8(1));
-    for (let i = 0; i < this.entries.length; i += 256) {
-      const chunk = this.entries.slice(i, i + 256);
-      const w = new Writer(4096).u8(Rec.Append).varint(chunk.length);
-      for (const e of chunk) w.varint(e.term).varint(e.index).lenBytes(e.cmd);
-      frame(w);
+    try {
+      for (const w of writes) {
+        this.image.apply(w);
+        if (w.kind === 'snapshot') {
+          flush();
+          writeAtomic(this.snapPath, encodeDomainSnapshot({ ...w.meta, data: w.data }, sha256), this.dir);
+        } else if (w.kind === 'compact') {
+          // The rewrite holds what the gathered records say: they need not be written first.
+          batch = [];
+          sync = false;
+          this.rewrite();
+        } else {
+          batch.push(framed(recordOf(w)!));
+          if (w.kind !== 'commit') sync = true;
+        }
+      }
+      flush();
+    } catch (e) {
+      throw new StoreError(`${this.dir}: ${(e as Error).message}`);
     }
-    frame(new Writer(16).u8(Rec.NextSeq).varint(this.nextSeq));
-    frame(new Writer(16).u8(Rec.Commit).varint(this.commit));
-    for (const [seq, cmd] of this.pending) frame(new Writer(64).u8(Rec.Pending).varint(seq).lenBytes(cmd));
+  }
+
+  /** After compaction the journal is rewritten from the image: it stays proportional to the retained log. */
+  private rewrite(): void {
+    const im = this.image;
+    const parts: Uint8Array[] = [
+      framed({ type: Rec.Hard, term: im.term, vote: im.vote }),
+      framed({ type: Rec.Compact, base: im.base, baseTerm: im.baseTerm, reset: true }),
+    ];
+    for (let i = 0; i < im.entries.length; i += REWRITE_APPEND_CHUNK)
+      parts.push(framed({ type: Rec.Append, entries: im.entries.slice(i, i + REWRITE_APPEND_CHUNK) }));
+    parts.push(framed({ type: Rec.NextSeq, nextSeq: im.nextSeq }), framed({ type: Rec.Commit, commit: im.commit }));
+    for (const [seq, cmd] of im.pending) parts.push(framed({ type: Rec.Pending, seq, cmd }));
     closeSync(this.fd);
     try {
-      writeAtomic(this.journal, body.finish(), this.dir);
+      writeAtomic(this.journal, Buffer.concat(parts), this.dir);
     } finally {
       // Never keep a closed descriptor (its number may be reused by another file).
       this.fd = openSync(this.journal, 'a', 0o600);
     }
   }
 
-  override savePending(seq: number, cmd: Uint8Array): void {
-    super.savePending(seq, cmd);
-    this.write(new Writer(64).u8(Rec.Pending).varint(seq).lenBytes(cmd));
-  }
-
-  override dropPending(seq: number): void {
-    super.dropPending(seq);
-    this.write(new Writer(16).u8(Rec.Drop).varint(seq));
+  close(): void {
+    if (this.timer) clearInterval(this.timer);
+    closeSync(this.fd);
   }
 
   journalBytes(): number {
     return statSync(this.journal).size;
   }
-}
-
-function encodeSnapshot(meta: SnapshotMeta, data: Uint8Array): Uint8Array {
-  const w = new Writer(data.length + 64);
-  w.bytes(SNAP_MAGIC).varint(meta.index).varint(meta.term).varint(meta.members.length);
-  for (const m of meta.members) w.varint(m);
-  w.lenBytes(data);
-  const body = w.finish();
-  const out = new Uint8Array(body.length + 32);
-  out.set(body);
-  out.set(createHash('sha256').update(body).digest(), body.length);
-  return out;
-}
-
-function decodeSnapshot(buf: Buffer, path: string): SnapshotMeta & { data: Uint8Array } {
-  if (buf.length < SNAP_MAGIC.length + 32 || !buf.subarray(0, SNAP_MAGIC.length).equals(Buffer.from(SNAP_MAGIC)))
-    throw new StoreError(`${path}: not a domain snapshot`);
-  const body = buf.subarray(0, buf.length - 32);
-  if (
-    !createHash('sha256')
-      .update(body)
-      .digest()
-      .equals(buf.subarray(buf.length - 32))
-  )
-    throw new StoreError(`${path}: checksum mismatch`);
-  const r = new Reader(new Uint8Array(body), SNAP_MAGIC.length);
-  const index = r.varint('snapshot.index');
-  const term = r.varint('snapshot.term');
-  const n = r.varint('snapshot.members');
-  const members: NodeId[] = [];
-  for (let i = 0; i < n; i++) members.push(r.varint('snapshot.member'));
-  const data = r.lenBytes('snapshot.data', 2 ** 40).slice();
-  r.expectEnd('snapshot');
-  return { index, term, members, data };
 }

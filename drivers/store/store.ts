@@ -1,6 +1,7 @@
 /**
  * Durable register history for spookd: per register, a snapshot file and an append-only
- * log of Collapse records after it (docs/ARCHITECTURE.md, "Durability").
+ * log of Collapse records after it (docs/ARCHITECTURE.md, "Durability"; the layouts are in
+ * wire/journal.ts, this module does the I/O).
  *
  *  log       [u32 length][4-byte SHA-256 prefix of the record][record] ...
  *  snapshot  "SPKSNAP1" | body | 32-byte SHA-256 of magic+body, written to a temporary
@@ -30,11 +31,24 @@ import {
   truncateSync,
   writeSync,
 } from 'node:fs';
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { Reader, Writer } from '../../wire/buffer.js';
-import { readDelta, writeDelta, type Delta } from '../../wire/delta.js';
-import { MAX_DELTA_LEN, MAX_KEY_LEN } from '../../wire/constants.js';
+import type { Delta } from '../../wire/delta.js';
+import {
+  MAX_PAIR_RECORD,
+  PAIR_SNAPSHOT_CHUNK,
+  PairSnapshotKind,
+  collapseRecordVersion,
+  decodeLease,
+  decodePairSnapshotHead,
+  decodePendingRecord,
+  encodeLease,
+  encodePairSnapshot,
+  encodePendingRecord,
+  frameRecord,
+  readFrames,
+  readPairSnapshotBody,
+} from '../../wire/journal.js';
+import { hash as cryptoHash } from '../../crypto/primitives.js';
 import type { LogRecord } from '../../core/pair/log.js';
 import { MapState } from '../../core/register/map.js';
 import { type StreamState } from '../../core/register/stream.js';
@@ -43,12 +57,7 @@ import type { PairStore, RegisterImage } from '../../core/pair/types.js';
 
 export type FsyncPolicy = 'always' | 'everysec' | 'never';
 
-const SNAP_MAGIC = new TextEncoder().encode('SPKSNAP1');
-const RECORD_HEADER = 8;
-/** A record larger than this is corruption, not data (a Collapse record fits one datagram). */
-const MAX_RECORD = 64 * 1024;
-
-const sum4 = (b: Uint8Array): Buffer => createHash('sha256').update(b).digest().subarray(0, 4);
+const sha256 = (...parts: Uint8Array[]): Uint8Array => cryptoHash('SHA256', ...parts);
 
 export class StoreError extends Error {
   constructor(message: string) {
@@ -121,37 +130,33 @@ export class DiskStore implements PairStore {
     mkdirSync(p.dir, { recursive: true, mode: 0o700 });
     this.replicas.set(replica.name, replica);
     let snapshotVersion = 0;
-    if (existsSync(p.snap)) snapshotVersion = this.loadSnapshot(replica, readFileSync(p.snap), p.snap);
-    const lease = existsSync(p.lease) ? Number(readFileSync(p.lease, 'utf8').trim()) || 0 : 0;
+    if (existsSync(p.snap)) snapshotVersion = restoreRegisterSnapshot(replica, readFileSync(p.snap), p.snap);
+    const lease = existsSync(p.lease) ? decodeLease(readFileSync(p.lease)) : 0;
     let replayed = 0;
     let tornBytes = 0;
     if (existsSync(p.log)) {
       const buf = readFileSync(p.log);
-      let off = 0;
-      while (off < buf.length) {
-        if (buf.length - off < RECORD_HEADER) break;
-        const len = buf.readUInt32BE(off);
-        if (len === 0 || len > MAX_RECORD || off + RECORD_HEADER + len > buf.length) break;
-        const rec = buf.subarray(off + RECORD_HEADER, off + RECORD_HEADER + len);
-        if (!sum4(rec).equals(buf.subarray(off + 4, off + 8))) break;
-        const version = peekVersion(rec);
-        if (version > replica.version) {
-          try {
-            replica.replayRecord(new Uint8Array(rec));
-          } catch (e) {
-            throw new StoreError(`${p.log} at byte ${off}: ${(e as Error).message}`);
-          }
-          replayed++;
+      const { records, end } = readFrames(buf, MAX_PAIR_RECORD, sha256);
+      for (const { offset, rec } of records) {
+        if (collapseRecordVersion(rec) <= replica.version) continue;
+        try {
+          replica.replayRecord(rec);
+        } catch (e) {
+          throw new StoreError(`${p.log} at byte ${offset}: ${(e as Error).message}`);
         }
-        off += RECORD_HEADER + len;
+        replayed++;
       }
-      tornBytes = buf.length - off;
-      if (tornBytes > 0) truncateSync(p.log, off);
+      tornBytes = buf.length - end;
+      if (tornBytes > 0) truncateSync(p.log, end);
     }
     replica.continueSeqAfter(lease);
     // Own candidates pending at the stop: the history decides some; the rest are proposed again.
-    const pendingRestored = existsSync(p.pending) ? replica.restorePending(readFramed(readFileSync(p.pending)).flatMap(decodePending)) : 0;
-    writeAtomic(p.pending, encodePending(replica.ownCandidates()), p.dir);
+    const pendingRestored = existsSync(p.pending)
+      ? replica.restorePending(
+          readFrames(readFileSync(p.pending), MAX_PAIR_RECORD, sha256).records.flatMap(({ rec }) => decodePendingRecord(rec) ?? []),
+        )
+      : 0;
+    writeAtomic(p.pending, encodePendingFile(replica.ownCandidates()), p.dir);
     const logFd = openSync(p.log, 'a', 0o600);
     const pendingFd = openSync(p.pending, 'a', 0o600);
     this.files.set(replica.name, {
@@ -176,12 +181,12 @@ export class DiskStore implements PairStore {
         // Rewrite with the undecided candidates only (and this one), then append from there.
         const p = this.paths(register);
         closeSync(f.pendingFd);
-        writeAtomic(p.pending, encodePending([...r.ownCandidates(), { seq, delta }]), p.dir);
+        writeAtomic(p.pending, encodePendingFile([...r.ownCandidates(), { seq, delta }]), p.dir);
         f.pendingFd = openSync(p.pending, 'a', 0o600);
         f.pendingBytes = statSync(p.pending).size;
         return;
       }
-      const framed = frame(encodePending([{ seq, delta }], false));
+      const framed = frameRecord(encodePendingRecord({ seq, delta }), sha256);
       writeSync(f.pendingFd, framed);
       f.pendingBytes += framed.length;
       if (this.fsync === 'always') fsyncSync(f.pendingFd);
@@ -203,7 +208,7 @@ export class DiskStore implements PairStore {
   }
 
   private write(f: RegisterFiles, register: string, rec: LogRecord): void {
-    const framed = frame(rec.encoded);
+    const framed = frameRecord(rec.encoded, sha256);
     writeSync(f.logFd, framed);
     f.logBytes += framed.length;
     if (this.fsync === 'always') fsyncSync(f.logFd);
@@ -219,7 +224,7 @@ export class DiskStore implements PairStore {
     const p = this.paths(replica.name);
     const f = this.files.get(replica.name);
     if (!f) return;
-    writeAtomic(p.snap, encodeSnapshot(replica), p.dir);
+    writeAtomic(p.snap, encodeRegisterSnapshot(replica), p.dir);
     truncateSync(p.log, 0);
     f.logBytes = 0;
   }
@@ -227,7 +232,7 @@ export class DiskStore implements PairStore {
   lease(register: string, upTo: number): void {
     const p = this.paths(register);
     if (!this.files.has(register)) return;
-    writeAtomic(p.lease, new TextEncoder().encode(`${upTo}\n`), p.dir);
+    writeAtomic(p.lease, encodeLease(upTo), p.dir);
   }
 
   flush(): void {
@@ -254,74 +259,50 @@ export class DiskStore implements PairStore {
     }
     this.files.clear();
   }
-
-  private loadSnapshot(replica: Replica, buf: Buffer, path: string): number {
-    if (buf.length < SNAP_MAGIC.length + 32 || !buf.subarray(0, SNAP_MAGIC.length).equals(Buffer.from(SNAP_MAGIC))) {
-      throw new StoreError(`${path}: not a Spook snapshot (bad magic or too short)`);
-    }
-    const body = buf.subarray(0, buf.length - 32);
-    if (
-      !createHash('sha256')
-        .update(body)
-        .digest()
-        .equals(buf.subarray(buf.length - 32))
-    ) {
-      throw new StoreError(`${path}: checksum mismatch; refusing to start on a damaged snapshot`);
-    }
-    const r = new Reader(new Uint8Array(body), SNAP_MAGIC.length);
-    const kind = r.u8('snapshot.kind');
-    const version = r.varint('snapshot.version');
-    const hash = r.hash64('snapshot.hash');
-    const origins = new Map<number, number>();
-    const no = r.varint('snapshot.origins');
-    for (let i = 0; i < no; i++) origins.set(r.varint('origin'), r.varint('seq'));
-    if ((kind === 1) !== replica.state instanceof MapState) throw new StoreError(`${path}: register kind differs from the configuration`);
-    replica.restore(
-      version,
-      (st) => {
-        if (st instanceof MapState) {
-          const n = r.varint('snapshot.entries');
-          for (let i = 0; i < n; i++) {
-            const key = r.lenBytes('key', MAX_KEY_LEN).slice();
-            const version = r.varint('version');
-            st.put(key, r.lenBytes('value', MAX_DELTA_LEN).slice(), version);
-          }
-        } else {
-          const n = r.varint('snapshot.chunks');
-          for (let i = 0; i < n; i++) (st as StreamState).appendBytes(r.lenBytes('chunk', 1 << 20).slice());
-        }
-      },
-      origins,
-    );
-    if (replica.hash.hi !== hash.hi || replica.hash.lo !== hash.lo)
-      throw new StoreError(`${path}: state does not hash to the recorded value`);
-    return version;
-  }
 }
 
-function encodeSnapshot(replica: RegisterImage): Uint8Array {
-  const w = new Writer(1 << 16);
-  w.bytes(SNAP_MAGIC);
-  const st = replica.state;
-  w.u8(st instanceof MapState ? 1 : 2)
-    .varint(replica.version)
-    .hash64(st.hash);
-  w.varint(replica.origins.size);
-  for (const [o, s] of replica.origins) w.varint(o).varint(s);
-  if (st instanceof MapState) {
-    w.varint(st.size());
-    for (const e of st.values()) w.lenBytes(e.key).varint(e.version).lenBytes(e.value);
-  } else {
-    const CHUNK = 1 << 20;
-    const n = Math.ceil(st.size() / CHUNK);
-    w.varint(n);
-    for (let i = 0; i < n; i++) w.lenBytes(st.read(i * CHUNK, CHUNK));
+/**
+ * Load a register's snapshot file into a fresh replica; returns its version. Throws StoreError
+ * (naming `path`) on a bad magic or checksum, a kind that differs, or a state that does not
+ * hash to the recorded value.
+ */
+export function restoreRegisterSnapshot(replica: Replica, buf: Uint8Array, path: string): number {
+  let snap: ReturnType<typeof decodePairSnapshotHead>;
+  try {
+    snap = decodePairSnapshotHead(buf, sha256);
+  } catch (e) {
+    throw new StoreError(`${path}: ${(e as Error).message}`);
   }
-  const body = w.finish();
-  const out = new Uint8Array(body.length + 32);
-  out.set(body);
-  out.set(createHash('sha256').update(body).digest(), body.length);
-  return out;
+  const { head, body } = snap;
+  if ((head.kind === PairSnapshotKind.Map) !== replica.state instanceof MapState)
+    throw new StoreError(`${path}: register kind differs from the configuration`);
+  replica.restore(
+    head.version,
+    (st) =>
+      readPairSnapshotBody(
+        body,
+        head.kind,
+        (key, version, value) => (st as MapState).put(key, value, version),
+        (chunk) => (st as StreamState).appendBytes(chunk),
+      ),
+    new Map(head.origins),
+  );
+  if (replica.hash.hi !== head.hash.hi || replica.hash.lo !== head.hash.lo)
+    throw new StoreError(`${path}: state does not hash to the recorded value`);
+  return head.version;
+}
+
+/** A register's snapshot file (SPKSNAP1, wire/journal.ts) of the replica's current state. */
+export function encodeRegisterSnapshot(replica: RegisterImage): Uint8Array {
+  const st = replica.state;
+  const head = { version: replica.version, hash: st.hash, origins: replica.origins };
+  if (st instanceof MapState)
+    return encodePairSnapshot(head, { kind: PairSnapshotKind.Map, count: st.size(), entries: st.values() }, sha256);
+  const count = Math.ceil(st.size() / PAIR_SNAPSHOT_CHUNK);
+  const chunks = (function* () {
+    for (let i = 0; i < count; i++) yield st.read(i * PAIR_SNAPSHOT_CHUNK, PAIR_SNAPSHOT_CHUNK);
+  })();
+  return encodePairSnapshot(head, { kind: PairSnapshotKind.Stream, count, chunks }, sha256);
 }
 
 export function writeAtomic(path: string, data: Uint8Array, dir: string): void {
@@ -342,56 +323,7 @@ export function writeAtomic(path: string, data: Uint8Array, dir: string): void {
   }
 }
 
-/** The version of an encoded Collapse record without decoding its entries. */
-function peekVersion(rec: Uint8Array): number {
-  const r = new Reader(rec);
-  r.u8('type');
-  r.varint('length');
-  r.lenBytes('register', 64);
-  return r.varint('version');
-}
-
-/** `[u32 length][4-byte SHA-256 prefix][record]`, the framing of the log and pending files. */
-function frame(rec: Uint8Array): Buffer {
-  const framed = Buffer.allocUnsafe(RECORD_HEADER + rec.length);
-  framed.writeUInt32BE(rec.length, 0);
-  sum4(rec).copy(framed, 4);
-  framed.set(rec, RECORD_HEADER);
-  return framed;
-}
-
-/** The framed records of a file, up to the first torn or corrupt one. */
-function readFramed(buf: Buffer): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  for (let off = 0; buf.length - off >= RECORD_HEADER;) {
-    const len = buf.readUInt32BE(off);
-    if (len === 0 || len > MAX_RECORD || off + RECORD_HEADER + len > buf.length) break;
-    const rec = buf.subarray(off + RECORD_HEADER, off + RECORD_HEADER + len);
-    if (!sum4(rec).equals(buf.subarray(off + 4, off + 8))) break;
-    out.push(new Uint8Array(rec));
-    off += RECORD_HEADER + len;
-  }
-  return out;
-}
-
-/** One own candidate per record: varint seq, then the delta (§4.1). `framed`: the whole file. */
-function encodePending(cands: { seq: number; delta: Delta }[], framed = true): Uint8Array {
-  const parts = cands.map((c) => {
-    const w = new Writer(64);
-    w.varint(c.seq);
-    writeDelta(w, c.delta);
-    return w.finish();
-  });
-  if (!framed) return parts[0];
-  return Buffer.concat(parts.map((p) => frame(p)));
-}
-
-function decodePending(rec: Uint8Array): { seq: number; delta: Delta }[] {
-  try {
-    const r = new Reader(rec);
-    const seq = r.varint('pending.seq');
-    return [{ seq, delta: readDelta(r, 'pending.delta') }];
-  } catch {
-    return []; // checksummed, so only a bug writes one that does not decode: skip it
-  }
+/** A whole pending file: one framed record per own candidate. */
+function encodePendingFile(cands: { seq: number; delta: Delta }[]): Uint8Array {
+  return Buffer.concat(cands.map((c) => frameRecord(encodePendingRecord(c), sha256)));
 }

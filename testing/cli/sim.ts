@@ -21,6 +21,7 @@ interface Opts {
   nodes?: number;
   partitions: boolean;
   crashes: boolean;
+  storeFaults: number;
   skew: boolean;
   membership: boolean;
   maxLog?: number;
@@ -50,7 +51,13 @@ export function simCommand(): Command {
     .option('--json', 'print one JSON object', false)
     .option('--nodes <n>', 'simulate a QN domain of N members (Raft) instead of one pair', intArg('--nodes', 1))
     .option('--partitions', 'domains: split the members (minority | majority) 1-3 times', false)
-    .option('--crashes', 'domains: crash members (all but their disk lost) and restart them', false)
+    .option('--crashes', 'crash endpoints (domains: members) 1-2 times, all but their store lost, and restart them from it', false)
+    .option(
+      '--store-faults <p>',
+      'per store write (pairs: each call; domains: each batch) probability that it fails during the workload: the endpoint stops as spookd does (fail-stop; a domain is fenced) and restarts from what was made durable',
+      probArg('--store-faults'),
+      0,
+    )
     .option('--no-skew', 'domains: run every member clock at the same rate (default: ±10% rates and offsets)')
     .option('--membership', 'domains: remove one member and add a fresh one during the run', false)
     .option(
@@ -81,6 +88,8 @@ export function simCommand(): Command {
         corrupt: o.corrupt,
         ops: o.ops,
         logRecords: o.logRecords,
+        crashes: o.crashes,
+        storeFaults: o.storeFaults,
       };
       if (o.seed !== undefined) {
         const r = runSim({ ...opts, seed: o.seed, trace: o.json ? undefined : (line) => console.log(line) });
@@ -91,7 +100,7 @@ export function simCommand(): Command {
             `seed ${r.seed}: ${r.violations.length === 0 ? 'OK' : 'FAILED'} — converged ${r.converged}, lost commits ${r.lostCommits}, committed ${r.committed}, rejected ${r.rejected}, refused ${r.refused}`,
           );
           console.log(
-            `  ${r.datagrams} datagrams, ${r.bytesSent} bytes, ${r.reconciles} reconciliations, ${r.fullTransfers} full transfers, simulated ${(r.simTimeMs / 1000).toFixed(1)} s`,
+            `  ${r.datagrams} datagrams, ${r.bytesSent} bytes, ${r.reconciles} reconciliations, ${r.fullTransfers} full transfers, ${r.crashes} crashes, ${r.storeFaults} store faults, simulated ${(r.simTimeMs / 1000).toFixed(1)} s`,
           );
           for (const [ep, regs] of Object.entries(r.final))
             console.log(`  ${ep}: ${regs.map((g) => `v${g.version} ${g.hash}`).join('  ')}`);
@@ -115,7 +124,7 @@ export function simCommand(): Command {
           `seeds ${s.seeds} (from ${s.seedBase}): converged ${s.converged}, diverged ${s.diverged}, lost commits ${s.lostCommits}, failed ${s.failedSeeds.length}`,
         );
         console.log(
-          `committed ${s.committed}, rejected ${s.rejected}, refused ${s.refused}; ${s.reentanglements} re-entanglements, ${s.reconciles} by reconciliation or full transfer, ${s.fullTransfers} full transfers`,
+          `committed ${s.committed}, rejected ${s.rejected}, refused ${s.refused}; ${s.reentanglements} re-entanglements, ${s.reconciles} by reconciliation or full transfer, ${s.fullTransfers} full transfers; ${s.crashes} crashes, ${s.storeFaults} store faults`,
         );
         console.log(`${s.datagrams} datagrams, ${s.bytesSent} bytes; ${s.wallMs} ms wall`);
         if (s.failedSeeds.length > 0)
@@ -135,6 +144,7 @@ function runDomain(o: Opts): void {
     cuts: o.cuts,
     partitions: o.partitions,
     crashes: o.crashes,
+    storeFaults: o.storeFaults,
     skew: o.skew,
     membership: o.membership,
     ops: o.ops,
@@ -149,7 +159,7 @@ function runDomain(o: Opts): void {
         `seed ${r.seed}: ${r.violations.length === 0 ? 'OK' : 'FAILED'} — ${r.nodes} members converged ${r.converged} at index ${r.index} hash ${r.hash}`,
       );
       console.log(
-        `  committed ${r.committed}, rejected ${r.rejected}, refused ${r.refused}; ${r.partitions} partitions, ${r.crashes} crashes, ${r.leaderChanges} leader changes, ${r.snapshots} snapshots installed, ${r.relayed} relayed`,
+        `  committed ${r.committed}, rejected ${r.rejected}, refused ${r.refused}; ${r.partitions} partitions, ${r.crashes} crashes, ${r.storeFaults} store faults, ${r.leaderChanges} leader changes, ${r.snapshots} snapshots installed, ${r.relayed} relayed`,
       );
       for (const v of r.violations) console.log(`  VIOLATION ${v}`);
     }
@@ -170,7 +180,7 @@ function runDomain(o: Opts): void {
   else {
     console.log(`seeds ${s.seeds} (from ${s.seedBase}), ${s.nodes} members: converged ${s.converged}, failed ${s.failedSeeds.length}`);
     console.log(
-      `committed ${s.committed}, rejected ${s.rejected}, refused ${s.refused}; ${s.partitions} partitions, ${s.crashes} crashes, ${s.leaderChanges} leader changes, ${s.snapshots} snapshots, ${s.relayed} relayed`,
+      `committed ${s.committed}, rejected ${s.rejected}, refused ${s.refused}; ${s.partitions} partitions, ${s.crashes} crashes, ${s.storeFaults} store faults, ${s.leaderChanges} leader changes, ${s.snapshots} snapshots, ${s.relayed} relayed`,
     );
     console.log(`${s.datagrams} datagrams, ${s.bytesSent} bytes; ${s.wallMs} ms wall`);
     if (s.failedSeeds.length > 0)

@@ -13,6 +13,8 @@ const SUMMED = [
   'rejected',
   'refused',
   'cuts',
+  'crashes',
+  'storeFaults',
 ] as const;
 type Summed = Pick<SimResult, (typeof SUMMED)[number]>;
 

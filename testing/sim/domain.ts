@@ -1,9 +1,12 @@
 /**
  * One seeded run of a QN domain: N DomainNodes over the simulated network with loss,
  * duplication, reordering, delay, clock skew, partitions (minority or majority cut off,
- * and single non-transitive link cuts that force relaying) and crashes (a crashed member
- * loses everything but its disk), under a workload of single- and multi-register
- * candidates, some conflicting. Then every fault heals and the run settles.
+ * and single non-transitive link cuts that force relaying), crashes (a crashed member
+ * loses everything but its store) and storage faults (a write that fails part way: the
+ * member is fenced, keeps what its store made durable, and is restarted later), under a
+ * workload of single- and multi-register candidates, some conflicting. Then every fault
+ * heals and the run settles. Members are driven at the persistence boundary as spookd
+ * drives them (driveReady: each Ready's writes durable before its messages leave).
  *
  * Checked on every applied entry, not only at the end:
  *  - prefix: the entry a member applies at index i is the entry every other member applied
@@ -17,8 +20,9 @@ import { DeltaOp, type Delta } from '../../wire/delta.js';
 import { hashHex } from '../../core/register/hash.js';
 import { type MapState } from '../../core/register/map.js';
 import { type StreamState } from '../../core/register/stream.js';
-import { MemDisk } from '../../core/qn/disk.js';
+import { MemDomainStore } from './mem-store.js';
 import { DomainNode, type DomainEvent, type QnDrop } from '../../core/qn/node.js';
+import { driveReady } from '../../core/qn/persist.js';
 import { Role, type LogEntry, type NodeId } from '../../core/qn/raft.js';
 import type { CandidateOp, DomainState } from '../../core/qn/state.js';
 import { hash, publicKeyOf } from '../../crypto/primitives.js';
@@ -54,8 +58,14 @@ export interface DomainSimOptions {
   partitions: boolean;
   /** Cut single links (non-transitive), 1-3 times: traffic must be relayed. */
   cuts: boolean;
-  /** Crash members (everything but the disk is lost) and restart them, 1-2 times. */
+  /** Crash members (everything but the store is lost) and restart them, 1-2 times. */
   crashes: boolean;
+  /**
+   * Probability per batch of writes that the store fails part way (a random prefix of the
+   * batch made durable, from none to all of it: an fsync can fail after the data reached the
+   * disk): the member is fenced, and restarted 100-3000 ms later from its store.
+   */
+  storeFaults?: number;
   /** Per-member clock rate (±10%) and offset. */
   skew: boolean;
   /** Remove one member and add a fresh one during the run (Raft §4.1 single-server changes). */
@@ -103,6 +113,8 @@ export interface DomainSimResult {
   refused: number;
   partitions: number;
   crashes: number;
+  /** Store failures injected (each fenced a member, restarted later). */
+  storeFaults: number;
   leaderChanges: number;
   snapshots: number;
   relayed: number;
@@ -125,7 +137,7 @@ const KEYS = Array.from({ length: 10 }, (_, i) => new TextEncoder().encode(`k${i
 interface Member {
   id: NodeId;
   node: DomainNode | undefined;
-  disk: MemDisk;
+  store: MemDomainStore;
   rate: number;
   offset: number;
   timerAt: number;
@@ -165,9 +177,14 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
   const globalLog = new Map<number, { term: number; cmd: Uint8Array; digest: string }>();
   const outcomes = new Map<string, { committed: boolean; index?: number; unknown?: boolean }>();
   const proposed = new Set<string>();
+  /** Proposals whose Ready failed to persist: the proposer was never told, so either end is right. */
+  const unacknowledged = new Set<string>();
+  /** Members whose store failed at least once: a candidate decided in a failed Ready is known from the outcome table. */
+  const faulted = new Set<NodeId>();
   let refused = 0;
   let partitions = 0;
   let crashes = 0;
+  let storeFaults = 0;
 
   const members = new Map<NodeId, Member>();
   const honestDrops = new Map<QnDrop, number>();
@@ -208,7 +225,7 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
         seed,
         policy: 'buffer',
         maxPending: 256,
-        disk: m.disk,
+        stored: m.store.load(),
         random: (a, b) => rng.int(a, b),
         electionMs: 300,
         heartbeatMs: 50,
@@ -229,7 +246,7 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
   const onEvent = (m: Member, ev: DomainEvent): void => {
     if (ev.type === 'outcome') {
       const id = `${m.id}:${ev.seq}`;
-      if (!proposed.has(id)) violate(`${id} decided but never proposed`);
+      if (!proposed.has(id) && !unacknowledged.has(id)) violate(`${id} decided but never proposed`);
       if (outcomes.has(id)) violate(`${id} decided twice`);
       if (ev.unknown && m.id !== victim) violate(`${id} has an unknown outcome at a member still in the domain`);
       outcomes.set(id, { committed: ev.committed, index: ev.index, unknown: ev.unknown });
@@ -242,19 +259,40 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
     else trace?.(`${fmt(now)} n${m.id} sees leader n${ev.leader} term ${ev.term}`);
   };
 
-  const drive = (m: Member): void => {
+  /** Persist the member's Readies, then publish and send; true if its store failed (it is now fenced). */
+  const drive = (m: Member): boolean => {
     const node = m.node;
-    if (!node) return;
-    for (let ev = node.pollEvent(); ev; ev = node.pollEvent()) onEvent(m, ev);
-    for (let tx = node.pollTransmit(); tx; tx = node.pollTransmit()) {
-      const to = tx.to;
-      net.send(now, `n${m.id}`, `n${to}`, tx.bytes, (at, bytes) => {
-        const dst = members.get(to);
-        if (!dst?.node) return;
-        now = at;
-        dst.node.handleDatagram(local(dst, at), m.id, bytes);
-        drive(dst);
+    if (!node) return false;
+    const failed = driveReady(
+      node,
+      m.store,
+      (to, payload) =>
+        net.send(now, `n${m.id}`, `n${to}`, payload, (at, bytes) => {
+          const dst = members.get(to);
+          if (!dst?.node) return;
+          now = at;
+          dst.node.handleDatagram(local(dst, at), m.id, bytes);
+          drive(dst);
+        }),
+      (ev) => onEvent(m, ev),
+    );
+    if (failed) {
+      // Fenced, as spookd fences it; an operator restarts it later, from what its store kept.
+      storeFaults++;
+      faulted.add(m.id);
+      const down = rng.int(100, 3000);
+      trace?.(`${fmt(now)} FAULT: n${m.id} store failed (${failed.message}); fenced, restarts in ${down} ms`);
+      tallyDrops(node);
+      m.node = undefined;
+      m.timerAt = -1;
+      const t = now + down;
+      queue.schedule(t, () => {
+        now = t;
+        if (m.node) return;
+        trace?.(`${fmt(now)} n${m.id} restarts`);
+        start(m);
       });
+      return true;
     }
     const lt = node.pollTimeout();
     // Rounded up to whole ms, so the member's clock has reached its deadline when the timer runs.
@@ -271,10 +309,22 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
         drive(m);
       });
     }
+    return false;
   };
 
   for (const id of allIds) {
-    const m: Member = { id, node: undefined, disk: new MemDisk(), rate: 1, offset: 0, timerAt: -1, firedAt: -1, active: id !== spare };
+    const m: Member = {
+      id,
+      node: undefined,
+      store: new MemDomainStore(),
+      rate: 1,
+      offset: 0,
+      timerAt: -1,
+      firedAt: -1,
+      active: id !== spare,
+    };
+    if (o.storeFaults)
+      m.store.fault = (batch) => (now <= o.workloadMs && rng.chance(o.storeFaults!) ? rng.int(0, batch.length) : undefined);
     if (o.skew) {
       m.rate = 1 + rng.int(-100, 100) / 1000;
       m.offset = rng.int(0, 100_000);
@@ -322,14 +372,19 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
       trace?.(`${fmt(now)} FAULT: n${m.id} kv corrupted in memory`);
     }
     const r = node.propose(local(m, now), ops);
+    // As spookd: the proposer hears the number only once the candidate is durable.
+    const failed = drive(m);
     if ('refused' in r) {
       refused++;
       trace?.(`${fmt(now)} n${m.id} propose refused: ${r.refused}`);
+    } else if (failed) {
+      refused++;
+      unacknowledged.add(`${m.id}:${r.seq}`);
+      trace?.(`${fmt(now)} n${m.id} propose ${m.id}:${r.seq} not acknowledged: the store failed`);
     } else {
       proposed.add(`${m.id}:${r.seq}`);
       trace?.(`${fmt(now)} n${m.id} propose ${m.id}:${r.seq} ${ops.map((x) => `${x.register}.${DeltaOp[x.delta.op]}`).join('+')}`);
     }
-    drive(m);
   };
   for (let i = 0; i < o.ops; i++) {
     at(rng.int(1, o.workloadMs), () => {
@@ -476,7 +531,13 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
   // Every candidate decided, and every committed one in the final state's log.
   for (const id of proposed) {
     const out = outcomes.get(id);
-    if (!out) violate(`${id} never decided`);
+    if (out) continue;
+    // Decided in a Ready whose store failed after the candidate was forgotten: the event never
+    // left, and the outcome table is how its proposer learns it (outcomeOf, `spook domain outcome`).
+    const [origin, seq] = id.split(':').map(Number);
+    const v = faulted.has(origin) ? members.get(origin)?.node?.outcomeOf(seq)?.verdict : undefined;
+    if (v === 'committed' || v === 'rejected') outcomes.set(id, { committed: v === 'committed' });
+    else violate(`${id} never decided`);
   }
   const act = [...members.values()].filter((m) => m.active && m.node);
   const finalIndex = act.length ? Math.min(...act.map((m) => m.node!.raft.applied)) : 0;
@@ -511,6 +572,7 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
     refused,
     partitions,
     crashes,
+    storeFaults,
     leaderChanges,
     snapshots,
     relayed,
@@ -552,6 +614,7 @@ const SUMMED = [
   'refused',
   'partitions',
   'crashes',
+  'storeFaults',
   'leaderChanges',
   'snapshots',
   'relayed',

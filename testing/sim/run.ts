@@ -1,7 +1,10 @@
 /**
  * One seeded simulation run: two HalfPairs over a faulty simulated network under a
  * random workload of every delta kind (conflicting cas and appends included), then a
- * settle phase, then the checks (docs/ARCHITECTURE.md, "Simulation"):
+ * settle phase, then the checks (docs/ARCHITECTURE.md, "Simulation"). With `crashes` an
+ * endpoint's process dies (its store, testing/sim/pair-store.ts, survives) and restarts from
+ * what it made durable; with `storeFaults` a store call fails, durable or not, and the endpoint
+ * stops at once as spookd does (fail-stop), then restarts. The checks:
  *  - every endpoint at the same (version, hash) per register, pair ENTANGLED;
  *  - no committed delta lost: replaying the sequencer's committed history from empty
  *    gives the final hash at both ends, and every candidate reported committed is in it;
@@ -9,14 +12,15 @@
  *  - every candidate eventually committed or rejected at its proposer.
  */
 import { DeltaOp, type Delta } from '../../wire/delta.js';
-import type { Timing } from '../../core/pair/halfpair.js';
+import { HalfPair, type HalfPairOptions, type Timing } from '../../core/pair/halfpair.js';
 import { hashHex } from '../../core/register/hash.js';
 import { PairState } from '../../core/pair/lifecycle.js';
 import { MapState } from '../../core/register/map.js';
 import { StreamState } from '../../core/register/stream.js';
 import { ProposeError } from '../../core/pair/replica.js';
-import { verdictByte } from '../../wire/messages.js';
+import { decodeMessages, MsgType, verdictByte, type CollapseEntry } from '../../wire/messages.js';
 import type { NetStats } from './network.js';
+import { SimPairStore } from './pair-store.js';
 import { SimWorld, type SimEndpoint } from './world.js';
 
 export interface SimOptions {
@@ -36,6 +40,13 @@ export interface SimOptions {
    * checker must report it as divergence from the committed history.
    */
   corruptTarget?: 'follower' | 'sequencer';
+  /** Crash an endpoint 1-2 times during the workload (all but its store lost) and restart it 0.1-8 s later. */
+  crashes?: boolean;
+  /**
+   * Probability per store call (append, snapshot, lease, pending) during the workload that it
+   * fails, its write made durable or not: the endpoint stops (fail-stop) and restarts 0.1-3 s later.
+   */
+  storeFaults?: number;
   /** Local proposals per endpoint. */
   ops: number;
   workloadMs: number;
@@ -74,6 +85,8 @@ export interface SimResult {
   rejected: number;
   refused: number;
   cuts: number;
+  crashes: number;
+  storeFaults: number;
   simTimeMs: number;
   final: Record<string, { version: number; hash: string }[]>;
   net: NetStats;
@@ -113,6 +126,14 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
   let refused = 0;
   let reconciles = 0;
   let cutCount = 0;
+  let crashes = 0;
+  let storeFaults = 0;
+  /** Proposals whose endpoint stopped before answering: the proposer never heard a number, so any end is right. */
+  const unacknowledged = new Set<string>();
+  /** Endpoints that stopped in the middle of a step (a store fault): an outcome may be known from the history only. */
+  const faulted = new Set<string>();
+  const durable = o.crashes || (o.storeFaults ?? 0) > 0;
+  const commitsFromStore = durable;
 
   world.onEvent = (ep, ev) => {
     switch (ev.type) {
@@ -121,13 +142,8 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
         return;
       case 'collapse': {
         const sig = ev.entries.map((e) => `${e.origin}:${e.seq}=${verdictByte(e)}`).join(',');
-        for (const e of ev.entries) {
-          const id = `${ev.register}/${e.origin}:${e.seq}`;
-          const prev = verdictSeen.get(id);
-          if (prev !== undefined && prev !== e.verdict) violate(`${id} both committed and rejected`);
-          verdictSeen.set(id, e.verdict);
-        }
-        if (ep === seqEp) {
+        noteVerdicts(ev.register, ev.entries);
+        if (ep === seqEp && !commitsFromStore) {
           history.get(ev.register)!.set(ev.version, sig);
           for (const e of ev.entries) {
             if (e.verdict === 'committed')
@@ -140,7 +156,7 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
       case 'outcome': {
         const id = `${ev.register}/${ev.origin}:${ev.seq}`;
         if (outcomes.has(id)) violate(`${id} decided twice at its proposer`);
-        if (!proposed.has(id)) violate(`${id} has an outcome but was never proposed`);
+        if (!proposed.has(id) && !unacknowledged.has(id)) violate(`${id} has an outcome but was never proposed`);
         outcomes.set(id, ev.verdict);
         trace?.(
           `${t(ev.at)} ${ep.name} outcome ${id} ${ev.verdict}${ev.verdict === 'rejected' ? ` (${ev.reason})` : ''} at v${ev.version}`,
@@ -156,8 +172,68 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
         return;
     }
   };
-  const eps = world.addPair(['A', 'B'], { pairId: 7, seed: seedHash, registers, timing: o.timing });
+  const noteVerdicts = (register: string, entries: readonly CollapseEntry[]): void => {
+    for (const e of entries) {
+      const id = `${register}/${e.origin}:${e.seq}`;
+      const prev = verdictSeen.get(id);
+      if (prev !== undefined && prev !== e.verdict) violate(`${id} both committed and rejected`);
+      verdictSeen.set(id, e.verdict);
+    }
+  };
+  const pairOpts: Omit<HalfPairOptions, 'localId' | 'peerId'> = { pairId: 7, seed: seedHash, registers, timing: o.timing };
+  const stores = [new SimPairStore(), new SimPairStore()];
+  /** As spookd: a HalfPair over the endpoint's store, each register loaded from it before the pair runs. */
+  const boot = (i: 0 | 1): HalfPair => {
+    const pair = new HalfPair({ ...pairOpts, localId: i + 1, peerId: 2 - i, store: stores[i] }, world.now);
+    for (const r of pair.registers.values()) stores[i].load(r);
+    return pair;
+  };
+  const eps = durable ? world.adopt(['A', 'B'], [boot(0), boot(1)]) : world.addPair(['A', 'B'], pairOpts);
   const seqEp = eps[0];
+  if (commitsFromStore) {
+    // The committed history is what the sequencer made durable: a collapse on its disk counts
+    // even if it stopped before announcing it (it serves that version after its restart).
+    stores[0].onDurable = (register, rec) => {
+      const m = decodeMessages(rec.encoded).messages[0];
+      if (m?.type !== MsgType.Collapse) return violate(`${register}: a durable log record that is not a Collapse`);
+      const sig = m.entries.map((e) => `${e.origin}:${e.seq}=${verdictByte(e)}`).join(',');
+      const h = history.get(register)!;
+      if (h.has(m.version)) violate(`${register} v${m.version} made durable twice at the sequencer`);
+      h.set(m.version, sig);
+      noteVerdicts(register, m.entries);
+      for (const e of m.entries)
+        if (e.verdict === 'committed')
+          committedDeltas.get(register)!.push({ version: m.version, delta: e.delta, id: `${e.origin}:${e.seq}` });
+    };
+  }
+  const restartLater = (ep: SimEndpoint, down: number): void => {
+    const i = eps.indexOf(ep) as 0 | 1;
+    world.at(world.now + down, () => {
+      if (!ep.down) return;
+      trace?.(`${t(world.now)} ${ep.name} restarts from its store`);
+      let pair: HalfPair;
+      try {
+        pair = boot(i);
+      } catch (e) {
+        // What spookd would refuse to start on (a StoreError): the store kept an unusable history.
+        return violate(`${ep.name} cannot restart from its store: ${(e as Error).message}`);
+      }
+      world.restart(ep, pair);
+    });
+  };
+  // A follower's candidate made durable by a call that then failed: its proposer never heard
+  // of it, but it is proposed again after the restart and decided like any other.
+  stores[1].onProposed = (register, seq) => unacknowledged.add(`${register}/2:${seq}`);
+  world.onStoreFault = (ep, e) => {
+    storeFaults++;
+    faulted.add(ep.name);
+    const down = rng.int(100, 3000);
+    trace?.(`${t(world.now)} ${ep.name} FAULT: ${e.message}; stops, restarts in ${down} ms`);
+    restartLater(ep, down);
+  };
+  if (o.storeFaults)
+    for (const s of stores)
+      s.fault = () => (world.now <= o.workloadMs && rng.chance(o.storeFaults!) ? (rng.chance(0.5) ? 'kept' : 'lost') : undefined);
 
   const propose = (ep: SimEndpoint, now: number): void => {
     const kind = rng.int(0, 9);
@@ -175,13 +251,27 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
       register = 'log';
       delta = { op: DeltaOp.Append, offset: ep.pair.register('log').nextAppendOffset, data: rng.bytes(rng.int(1, 200)) };
     }
-    try {
-      const id = ep.pair.propose(now, register, delta);
-      proposed.add(`${register}/${id.origin}:${id.seq}`);
-    } catch (e) {
-      if (!(e instanceof ProposeError)) throw e;
-      refused++;
-      trace?.(`${t(now)} ${ep.name} propose refused: ${e.message}`);
+    if (ep.down) return;
+    let id: { origin: number; seq: number } | undefined;
+    const incarnation = ep.incarnation;
+    world.step(ep, (pair) => {
+      try {
+        id = pair.propose(now, register, delta);
+      } catch (e) {
+        if (!(e instanceof ProposeError)) throw e;
+        refused++;
+        trace?.(`${t(now)} ${ep.name} propose refused: ${e.message}`);
+      }
+    });
+    if (id === undefined) return;
+    const cand = `${register}/${id.origin}:${id.seq}`;
+    proposed.add(cand);
+    // spookd answers once the candidate is durable (a follower's) or collapsed (the sequencer's own).
+    if (durable) world.drain(ep);
+    if (ep.incarnation !== incarnation) {
+      proposed.delete(cand);
+      unacknowledged.add(cand);
+      trace?.(`${t(now)} ${ep.name} propose ${cand} not acknowledged: the endpoint stopped`);
     }
   };
   const corrupt = (ep: SimEndpoint, now: number): void => {
@@ -220,8 +310,23 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
     }
   }
 
+  if (o.crashes) {
+    for (let i = 0, n = rng.int(1, 2); i < n; i++) {
+      const at = rng.int(200, o.workloadMs);
+      const down = rng.int(100, 8000);
+      const ep = rng.pick(eps);
+      world.at(at, () => {
+        if (ep.down) return;
+        crashes++;
+        trace?.(`${t(world.now)} ${ep.name} CRASH for ${down} ms (all but its store lost)`);
+        world.crash(ep);
+        restartLater(ep, down);
+      });
+    }
+  }
+
   const isSettled = (): boolean => {
-    for (const ep of eps) if (ep.pair.state !== PairState.ENTANGLED) return false;
+    for (const ep of eps) if (ep.down || ep.pair.state !== PairState.ENTANGLED) return false;
     for (const r of REGISTERS) {
       const a = eps[0].pair.register(r.name);
       const b = eps[1].pair.register(r.name);
@@ -269,7 +374,15 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
     const s = history.get(f.register)!.get(f.version);
     if (s !== undefined && s !== f.sig) violate(`${f.register} v${f.version}: follower collapsed [${f.sig}], sequencer [${s}]`);
   }
-  for (const id of proposed) if (!outcomes.has(id)) violate(`${id} never decided at its proposer`);
+  for (const id of proposed) {
+    if (outcomes.has(id)) continue;
+    // Decided in a step that a store fault stopped before its outcome left: the proposer learns it
+    // from the history (its restart drops the candidate as decided), not from an event.
+    const origin = Number(id.slice(id.indexOf('/') + 1, id.indexOf(':')));
+    const v = faulted.has(eps[origin - 1].name) ? verdictSeen.get(id) : undefined;
+    if (v !== undefined) outcomes.set(id, v);
+    else violate(`${id} never decided at its proposer`);
+  }
 
   const stats = eps.map((e) => e.pair.stats);
   return {
@@ -286,6 +399,8 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
     rejected: [...outcomes.values()].filter((v) => v === 'rejected').length,
     refused,
     cuts: cutCount,
+    crashes,
+    storeFaults,
     simTimeMs: now,
     final,
     net: net.stats,

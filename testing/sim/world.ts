@@ -3,16 +3,25 @@
  * (datagram deliveries, scheduled actions, and each endpoint's own timer). Used by the
  * seeded checker (run.ts), the demo and the benchmarks, so they all drive the core the
  * way the daemon does: handle input, then drain events and datagrams, then re-arm.
+ *
+ * An endpoint can crash (its HalfPair is dropped: datagrams to it are lost, its timer stops)
+ * and restart with a new HalfPair. A StoreFault thrown out of the core (testing/sim/pair-store.ts)
+ * crashes the endpoint at once, as spookd exits on a failed write: nothing of that step leaves.
  */
 import { HalfPair, type HalfPairOptions } from '../../core/pair/halfpair.js';
 import type { SpookEvent } from '../../core/pair/events.js';
 import { EventQueue, SimNetwork, type LinkFaults } from './network.js';
 import { Rng } from './rng.js';
+import { StoreFault } from './pair-store.js';
 
 export interface SimEndpoint {
   name: string;
   pair: HalfPair;
   timerAt: number | undefined;
+  /** Crashed and not restarted yet. */
+  down: boolean;
+  /** Incremented by each crash (a step that crashed it can tell). */
+  incarnation: number;
 }
 
 export class SimWorld {
@@ -22,6 +31,8 @@ export class SimWorld {
   readonly endpoints: SimEndpoint[] = [];
   now = 0;
   onEvent: (ep: SimEndpoint, ev: SpookEvent) => void = () => {};
+  /** An endpoint crashed because its store failed (it stays down until restart()). */
+  onStoreFault: (ep: SimEndpoint, e: StoreFault) => void = () => {};
 
   constructor(seed: number, faults: LinkFaults) {
     this.rng = new Rng(seed);
@@ -38,8 +49,8 @@ export class SimWorld {
 
   /** Wire two already-built HalfPairs of one pair into the world (e.g. after preloading state). */
   adopt(names: [string, string], pairs: [HalfPair, HalfPair]): [SimEndpoint, SimEndpoint] {
-    const a: SimEndpoint = { name: names[0], pair: pairs[0], timerAt: undefined };
-    const b: SimEndpoint = { name: names[1], pair: pairs[1], timerAt: undefined };
+    const a: SimEndpoint = { name: names[0], pair: pairs[0], timerAt: undefined, down: false, incarnation: 0 };
+    const b: SimEndpoint = { name: names[1], pair: pairs[1], timerAt: undefined, down: false, incarnation: 0 };
     this.endpoints.push(a, b);
     this.drain(a);
     this.drain(b);
@@ -51,21 +62,53 @@ export class SimWorld {
     return this.endpoints[i % 2 === 0 ? i + 1 : i - 1];
   }
 
+  /** The process dies: its HalfPair and everything it had not sent are gone; its store stays. */
+  crash(ep: SimEndpoint): void {
+    ep.down = true;
+    ep.timerAt = undefined;
+    ep.incarnation++;
+  }
+
+  /** The process starts again with `pair` (loaded from its store). */
+  restart(ep: SimEndpoint, pair: HalfPair): void {
+    ep.pair = pair;
+    ep.down = false;
+    this.drain(ep);
+  }
+
+  /** Run one step of the endpoint's core; a StoreFault out of it crashes the endpoint. False if it did. */
+  step(ep: SimEndpoint, run: (pair: HalfPair) => void): boolean {
+    if (ep.down) return false;
+    try {
+      run(ep.pair);
+      return true;
+    } catch (e) {
+      if (!(e instanceof StoreFault)) throw e;
+      this.crash(ep);
+      this.onStoreFault(ep, e);
+      return false;
+    }
+  }
+
   /** Deliver events, send every datagram the endpoint has, re-arm its timer. */
   drain(ep: SimEndpoint): void {
+    if (ep.down) return;
     const now = this.now;
-    for (let ev = ep.pair.pollEvent(); ev; ev = ep.pair.pollEvent()) this.onEvent(ep, ev);
+    const pair = ep.pair;
+    for (let ev = pair.pollEvent(); ev; ev = pair.pollEvent()) this.onEvent(ep, ev);
     const to = this.peerOf(ep);
-    for (let d = ep.pair.pollTransmit(now); d; d = ep.pair.pollTransmit(now)) {
+    const datagrams: Uint8Array[] = [];
+    // pollTransmit may collapse (a store write): a fault there sends nothing of this drain.
+    const ok = this.step(ep, () => {
+      for (let d = pair.pollTransmit(now); d; d = pair.pollTransmit(now)) datagrams.push(d);
+    });
+    if (!ok) return;
+    for (const d of datagrams)
       this.net.send(now, ep.name, to.name, d, (at, dg) => {
-        to.pair.handleDatagram(at, dg);
-        this.drain(to);
+        if (this.step(to, (p) => p.handleDatagram(at, dg))) this.drain(to);
       });
-      for (let ev = ep.pair.pollEvent(); ev; ev = ep.pair.pollEvent()) this.onEvent(ep, ev);
-    }
-    // pollTransmit may collapse (and emit) even when it has nothing to send.
-    for (let ev = ep.pair.pollEvent(); ev; ev = ep.pair.pollEvent()) this.onEvent(ep, ev);
-    ep.timerAt = ep.pair.pollTimeout();
+    for (let ev = pair.pollEvent(); ev; ev = pair.pollEvent()) this.onEvent(ep, ev);
+    ep.timerAt = pair.pollTimeout();
   }
 
   /** Run `action` at time `at`, then drain every endpoint it may have touched. */
@@ -103,10 +146,7 @@ export class SimWorld {
       }
       this.now = Math.max(this.now, next);
       if (qt <= tt) this.queue.pop()!.run();
-      else {
-        timerEp!.pair.handleTimeout(this.now);
-        this.drain(timerEp!);
-      }
+      else if (this.step(timerEp!, (p) => p.handleTimeout(this.now))) this.drain(timerEp!);
     }
     throw new Error(`simulation did not advance past t=${this.now} ms in ${maxSteps} steps (a timer that never moves?)`);
   }

@@ -1,0 +1,121 @@
+/**
+ * The pair simulator's store: what DiskStore (drivers/store/store.ts) keeps per register —
+ * snapshot, log of Collapse records, pending own candidates, lease — held in memory, where a
+ * crash drops the HalfPair and keeps the store. Each call is durable when it returns (fsync
+ * "always"), so a crash loses exactly what no call has returned for.
+ *
+ * Storage faults (TigerBeetle's simulated storage, in spirit): a call may fail, having made
+ * its write durable or not (a write that failed, or an fsync that failed after the data
+ * reached the disk). It then throws StoreFault, which the world treats as spookd treats a
+ * failed write (fail-stop: the process exits before anything of that step leaves).
+ */
+import type { LogRecord } from '../../core/pair/log.js';
+import type { Replica } from '../../core/pair/replica.js';
+import type { PairStore, RegisterImage } from '../../core/pair/types.js';
+import type { Delta } from '../../wire/delta.js';
+import { collapseRecordVersion } from '../../wire/journal.js';
+import { encodeRegisterSnapshot, restoreRegisterSnapshot } from '../../drivers/store/store.js';
+
+export class StoreFault extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StoreFault';
+  }
+}
+
+export type PairStoreOp = 'append' | 'replaced' | 'lease' | 'proposed';
+
+/** What a faulty call leaves: its write durable (`kept`) or not (`lost`); undefined: no fault. */
+export type FaultOutcome = 'kept' | 'lost' | undefined;
+
+interface RegisterFiles {
+  snapshot: Uint8Array | undefined;
+  log: Uint8Array[];
+  pending: { seq: number; delta: Delta }[];
+  lease: number;
+}
+
+export class SimPairStore implements PairStore {
+  private readonly files = new Map<string, RegisterFiles>();
+  private readonly replicas = new Map<string, Replica>();
+  /** Decides, per call, whether it fails. */
+  fault: ((op: PairStoreOp, register: string) => FaultOutcome) | undefined;
+  /** Sees every Collapse record made durable (the checker's committed history, at the sequencer). */
+  onDurable: ((register: string, rec: LogRecord) => void) | undefined;
+  /** Sees every own candidate made durable (one whose proposer stopped before answering may still be decided). */
+  onProposed: ((register: string, seq: number) => void) | undefined;
+  faults = 0;
+
+  /** Snapshot and empty a register's log once it holds this many records (DiskStore: 64 MiB). */
+  constructor(readonly maxLogRecords = 48) {}
+
+  private filesOf(register: string): RegisterFiles {
+    let f = this.files.get(register);
+    if (!f) this.files.set(register, (f = { snapshot: undefined, log: [], pending: [], lease: 0 }));
+    return f;
+  }
+
+  /** As DiskStore.load: a fresh replica (before the pair starts) takes what is durable. */
+  load(replica: Replica): { replayed: number; pendingRestored: number } {
+    const f = this.filesOf(replica.name);
+    this.replicas.set(replica.name, replica);
+    if (f.snapshot) restoreRegisterSnapshot(replica, f.snapshot, `sim ${replica.name}/snapshot`);
+    let replayed = 0;
+    for (const rec of f.log) {
+      if (collapseRecordVersion(rec) <= replica.version) continue;
+      replica.replayRecord(rec);
+      replayed++;
+    }
+    replica.continueSeqAfter(f.lease);
+    const pendingRestored = replica.restorePending(f.pending);
+    f.pending = replica.ownCandidates();
+    return { replayed, pendingRestored };
+  }
+
+  private check(op: PairStoreOp, register: string): FaultOutcome {
+    const r = this.fault?.(op, register);
+    if (r) this.faults++;
+    return r;
+  }
+
+  private fail(op: PairStoreOp, register: string, outcome: FaultOutcome): void {
+    if (outcome) throw new StoreFault(`simulated storage fault: ${op} on ${register} (${outcome === 'kept' ? 'durable' : 'lost'})`);
+  }
+
+  append(register: string, rec: LogRecord): void {
+    const f = this.filesOf(register);
+    const outcome = this.check('append', register);
+    if (outcome !== 'lost') {
+      f.log.push(rec.encoded.slice());
+      this.onDurable?.(register, rec);
+    }
+    this.fail('append', register, outcome);
+    const r = this.replicas.get(register);
+    if (r && f.log.length > this.maxLogRecords) this.replaced(r);
+  }
+
+  replaced(replica: RegisterImage): void {
+    const f = this.filesOf(replica.name);
+    const outcome = this.check('replaced', replica.name);
+    if (outcome !== 'lost') {
+      f.snapshot = encodeRegisterSnapshot(replica);
+      f.log = [];
+    }
+    this.fail('replaced', replica.name, outcome);
+  }
+
+  lease(register: string, upTo: number): void {
+    const outcome = this.check('lease', register);
+    if (outcome !== 'lost') this.filesOf(register).lease = upTo;
+    this.fail('lease', register, outcome);
+  }
+
+  proposed(register: string, seq: number, delta: Delta): void {
+    const outcome = this.check('proposed', register);
+    if (outcome !== 'lost') {
+      this.filesOf(register).pending.push({ seq, delta });
+      this.onProposed?.(register, seq);
+    }
+    this.fail('proposed', register, outcome);
+  }
+}

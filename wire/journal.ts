@@ -1,0 +1,337 @@
+/**
+ * Layouts of what spookd keeps on disk (docs/PROTOCOL.md §10.1 for pairs, §15.8 for QN
+ * domains): record framing, the domain journal's records and snapshot file, and a pair
+ * register's snapshot, pending and lease files. Codecs only: the stores (drivers/store/) do
+ * the I/O. Checksums are SHA-256 and injected (wire does no cryptography).
+ */
+import { Reader, Writer, type Hash64Parts } from './buffer.js';
+import { readDelta, writeDelta, type Delta } from './delta.js';
+import { MAX_DELTA_LEN, MAX_KEY_LEN } from './constants.js';
+
+/** SHA-256 of the concatenated parts (crypto/primitives.ts `hash('SHA256', ...)` in the stores). */
+export type Sha256 = (...parts: Uint8Array[]) => Uint8Array;
+
+/** A malformed file: the store adds its path. */
+export class JournalFormatError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'JournalFormatError';
+  }
+}
+
+// ---------------------------------------------------------------- framing
+
+/** Every record of a log, pending list or journal: `u32 length` || SHA-256(record)[0..4] || record. */
+export const RECORD_HEADER = 8;
+/** Largest pair log or pending record (a Collapse record fits one datagram): larger is corruption. */
+export const MAX_PAIR_RECORD = 64 * 1024;
+/** Largest domain journal record. */
+export const MAX_JOURNAL_RECORD = 16 * 1024 * 1024;
+
+export function frameRecord(rec: Uint8Array, sha256: Sha256): Uint8Array {
+  const out = new Uint8Array(RECORD_HEADER + rec.length);
+  new DataView(out.buffer).setUint32(0, rec.length);
+  out.set(sha256(rec).subarray(0, 4), 4);
+  out.set(rec, RECORD_HEADER);
+  return out;
+}
+
+/**
+ * The framed records of a file up to the first torn or corrupt one (length 0, above `max`,
+ * past the end, or a checksum that does not match), each with its offset; `end` is where the
+ * valid prefix ends (the file's length when nothing is torn).
+ */
+export function readFrames(buf: Uint8Array, max: number, sha256: Sha256): { records: { offset: number; rec: Uint8Array }[]; end: number } {
+  const records: { offset: number; rec: Uint8Array }[] = [];
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  let off = 0;
+  while (buf.length - off >= RECORD_HEADER) {
+    const len = view.getUint32(off);
+    if (len === 0 || len > max || off + RECORD_HEADER + len > buf.length) break;
+    const rec = buf.subarray(off + RECORD_HEADER, off + RECORD_HEADER + len);
+    const sum = sha256(rec);
+    if (sum[0] !== buf[off + 4] || sum[1] !== buf[off + 5] || sum[2] !== buf[off + 6] || sum[3] !== buf[off + 7]) break;
+    records.push({ offset: off, rec: rec.slice() });
+    off += RECORD_HEADER + len;
+  }
+  return { records, end: off };
+}
+
+// ---------------------------------------------------------------- domain journal (§15.8)
+
+export enum JournalRecordType {
+  Hard = 1,
+  Append = 2,
+  Truncate = 3,
+  Compact = 4,
+  Pending = 5,
+  Drop = 6,
+  /** The next own candidate sequence number (kept across journal rewrites: never reused). */
+  NextSeq = 7,
+  /** The commit index (written without fsync: a lost one only means an older committed index). */
+  Commit = 8,
+}
+
+export interface JournalEntry {
+  readonly term: number;
+  readonly index: number;
+  readonly cmd: Uint8Array;
+}
+
+export type JournalRecord =
+  | { readonly type: JournalRecordType.Hard; readonly term: number; readonly vote: number }
+  | { readonly type: JournalRecordType.Append; readonly entries: readonly JournalEntry[] }
+  | { readonly type: JournalRecordType.Truncate; readonly from: number }
+  | { readonly type: JournalRecordType.Compact; readonly base: number; readonly baseTerm: number; readonly reset: boolean }
+  | { readonly type: JournalRecordType.Pending; readonly seq: number; readonly cmd: Uint8Array }
+  | { readonly type: JournalRecordType.Drop; readonly seq: number }
+  | { readonly type: JournalRecordType.NextSeq; readonly nextSeq: number }
+  | { readonly type: JournalRecordType.Commit; readonly commit: number };
+
+export function encodeJournalRecord(r: JournalRecord): Uint8Array {
+  const w = new Writer(64).u8(r.type);
+  switch (r.type) {
+    case JournalRecordType.Hard:
+      w.varint(r.term).varint(r.vote);
+      break;
+    case JournalRecordType.Append:
+      w.varint(r.entries.length);
+      for (const e of r.entries) w.varint(e.term).varint(e.index).lenBytes(e.cmd);
+      break;
+    case JournalRecordType.Truncate:
+      w.varint(r.from);
+      break;
+    case JournalRecordType.Compact:
+      w.varint(r.base)
+        .varint(r.baseTerm)
+        .u8(r.reset ? 1 : 0);
+      break;
+    case JournalRecordType.Pending:
+      w.varint(r.seq).lenBytes(r.cmd);
+      break;
+    case JournalRecordType.Drop:
+      w.varint(r.seq);
+      break;
+    case JournalRecordType.NextSeq:
+      w.varint(r.nextSeq);
+      break;
+    case JournalRecordType.Commit:
+      w.varint(r.commit);
+      break;
+  }
+  return w.finish();
+}
+
+/** Throws a WireError (a field that does not decode) or a JournalFormatError (an unknown type). */
+export function decodeJournalRecord(rec: Uint8Array): JournalRecord {
+  const r = new Reader(rec);
+  let out: JournalRecord;
+  const type = r.u8('record.type') as JournalRecordType;
+  switch (type) {
+    case JournalRecordType.Hard:
+      out = { type, term: r.varint('term'), vote: r.varint('vote') };
+      break;
+    case JournalRecordType.Append: {
+      const n = r.varint('entries');
+      const entries: JournalEntry[] = [];
+      for (let i = 0; i < n; i++)
+        entries.push({
+          term: r.varint('entry.term'),
+          index: r.varint('entry.index'),
+          cmd: r.lenBytes('entry.cmd', MAX_JOURNAL_RECORD).slice(),
+        });
+      out = { type, entries };
+      break;
+    }
+    case JournalRecordType.Truncate:
+      out = { type, from: r.varint('from') };
+      break;
+    case JournalRecordType.Compact:
+      out = { type, base: r.varint('base'), baseTerm: r.varint('baseTerm'), reset: r.u8('reset') === 1 };
+      break;
+    case JournalRecordType.Pending:
+      out = { type, seq: r.varint('seq'), cmd: r.lenBytes('cmd', MAX_JOURNAL_RECORD).slice() };
+      break;
+    case JournalRecordType.Drop:
+      out = { type, seq: r.varint('seq') };
+      break;
+    case JournalRecordType.NextSeq:
+      out = { type, nextSeq: r.varint('nextSeq') };
+      break;
+    case JournalRecordType.Commit:
+      out = { type, commit: r.varint('commit') };
+      break;
+    default:
+      throw new JournalFormatError('unknown journal record type');
+  }
+  r.expectEnd('record');
+  return out;
+}
+
+/** Entries per Append record when the journal is rewritten whole. */
+export const REWRITE_APPEND_CHUNK = 256;
+
+// ---------------------------------------------------------------- domain snapshot file (§15.8)
+
+export const DOMAIN_SNAPSHOT_MAGIC = new TextEncoder().encode('SPKQSNP1');
+
+export interface DomainSnapshotFile {
+  readonly index: number;
+  readonly term: number;
+  readonly members: readonly number[];
+  readonly data: Uint8Array;
+}
+
+export function encodeDomainSnapshot(s: DomainSnapshotFile, sha256: Sha256): Uint8Array {
+  const w = new Writer(s.data.length + 64);
+  w.bytes(DOMAIN_SNAPSHOT_MAGIC).varint(s.index).varint(s.term).varint(s.members.length);
+  for (const m of s.members) w.varint(m);
+  w.lenBytes(s.data);
+  return sealed(w.finish(), sha256);
+}
+
+export function decodeDomainSnapshot(buf: Uint8Array, sha256: Sha256): DomainSnapshotFile {
+  if (buf.length < DOMAIN_SNAPSHOT_MAGIC.length + 32 || !startsWith(buf, DOMAIN_SNAPSHOT_MAGIC))
+    throw new JournalFormatError('not a domain snapshot');
+  const body = unseal(buf, sha256, 'checksum mismatch');
+  const r = new Reader(body, DOMAIN_SNAPSHOT_MAGIC.length);
+  const index = r.varint('snapshot.index');
+  const term = r.varint('snapshot.term');
+  const n = r.varint('snapshot.members');
+  const members: number[] = [];
+  for (let i = 0; i < n; i++) members.push(r.varint('snapshot.member'));
+  const data = r.lenBytes('snapshot.data', 2 ** 40).slice();
+  r.expectEnd('snapshot');
+  return { index, term, members, data };
+}
+
+// ---------------------------------------------------------------- pair register files (§10.1)
+
+export const PAIR_SNAPSHOT_MAGIC = new TextEncoder().encode('SPKSNAP1');
+/** Stream snapshots are written in chunks of this many octets. */
+export const PAIR_SNAPSHOT_CHUNK = 1 << 20;
+
+export enum PairSnapshotKind {
+  Map = 1,
+  Stream = 2,
+}
+
+export interface PairSnapshotHead {
+  readonly kind: PairSnapshotKind;
+  readonly version: number;
+  readonly hash: Hash64Parts;
+  /** Causal marks: per origin, the highest candidate sequence decided. */
+  readonly origins: ReadonlyMap<number, number>;
+}
+
+export type PairSnapshotBody =
+  | {
+      readonly kind: PairSnapshotKind.Map;
+      readonly entries: Iterable<{ key: Uint8Array; version: number; value: Uint8Array }>;
+      readonly count: number;
+    }
+  | { readonly kind: PairSnapshotKind.Stream; readonly chunks: Iterable<Uint8Array>; readonly count: number };
+
+export function encodePairSnapshot(head: Omit<PairSnapshotHead, 'kind'>, body: PairSnapshotBody, sha256: Sha256): Uint8Array {
+  const w = new Writer(1 << 16);
+  w.bytes(PAIR_SNAPSHOT_MAGIC).u8(body.kind).varint(head.version).hash64(head.hash);
+  w.varint(head.origins.size);
+  for (const [o, s] of head.origins) w.varint(o).varint(s);
+  w.varint(body.count);
+  if (body.kind === PairSnapshotKind.Map) for (const e of body.entries) w.lenBytes(e.key).varint(e.version).lenBytes(e.value);
+  else for (const c of body.chunks) w.lenBytes(c);
+  return sealed(w.finish(), sha256);
+}
+
+/**
+ * A pair snapshot's head, checked (magic, checksum), and a reader positioned at its body for
+ * readPairSnapshotBody: the body is decoded straight into the register's state.
+ */
+export function decodePairSnapshotHead(buf: Uint8Array, sha256: Sha256): { head: PairSnapshotHead; body: Reader } {
+  if (buf.length < PAIR_SNAPSHOT_MAGIC.length + 32 || !startsWith(buf, PAIR_SNAPSHOT_MAGIC))
+    throw new JournalFormatError('not a Spook snapshot (bad magic or too short)');
+  const body = unseal(buf, sha256, 'checksum mismatch; refusing to start on a damaged snapshot');
+  const r = new Reader(body, PAIR_SNAPSHOT_MAGIC.length);
+  const kind = r.u8('snapshot.kind') as PairSnapshotKind;
+  const version = r.varint('snapshot.version');
+  const hash = r.hash64('snapshot.hash');
+  const origins = new Map<number, number>();
+  const no = r.varint('snapshot.origins');
+  for (let i = 0; i < no; i++) origins.set(r.varint('origin'), r.varint('seq'));
+  return { head: { kind, version, hash, origins }, body: r };
+}
+
+/** Calls `entry` per map entry, or `chunk` per stream chunk, in file order. */
+export function readPairSnapshotBody(
+  r: Reader,
+  kind: PairSnapshotKind,
+  entry: (key: Uint8Array, version: number, value: Uint8Array) => void,
+  chunk: (data: Uint8Array) => void,
+): void {
+  if (kind === PairSnapshotKind.Map) {
+    const n = r.varint('snapshot.entries');
+    for (let i = 0; i < n; i++) {
+      const key = r.lenBytes('key', MAX_KEY_LEN).slice();
+      const version = r.varint('version');
+      entry(key, version, r.lenBytes('value', MAX_DELTA_LEN).slice());
+    }
+  } else {
+    const n = r.varint('snapshot.chunks');
+    for (let i = 0; i < n; i++) chunk(r.lenBytes('chunk', 1 << 20).slice());
+  }
+}
+
+/** A pending-list record: one own candidate, `varint seq` || the delta (§4.1). */
+export function encodePendingRecord(c: { seq: number; delta: Delta }): Uint8Array {
+  const w = new Writer(64);
+  w.varint(c.seq);
+  writeDelta(w, c.delta);
+  return w.finish();
+}
+
+/** Undefined for a record that does not decode (checksummed, so only a bug writes one). */
+export function decodePendingRecord(rec: Uint8Array): { seq: number; delta: Delta } | undefined {
+  try {
+    const r = new Reader(rec);
+    const seq = r.varint('pending.seq');
+    return { seq, delta: readDelta(r, 'pending.delta') };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The lease file: the highest own sequence number leased, as decimal text. */
+export const encodeLease = (upTo: number): Uint8Array => new TextEncoder().encode(`${upTo}\n`);
+export const decodeLease = (buf: Uint8Array): number => Number(new TextDecoder().decode(buf).trim()) || 0;
+
+/** The version of an encoded Collapse record (`type` || `length` || register || version ...), without decoding its entries. */
+export function collapseRecordVersion(rec: Uint8Array): number {
+  const r = new Reader(rec);
+  r.u8('type');
+  r.varint('length');
+  r.lenBytes('register', 64);
+  return r.varint('version');
+}
+
+// ---------------------------------------------------------------- helpers
+
+function startsWith(buf: Uint8Array, magic: Uint8Array): boolean {
+  for (let i = 0; i < magic.length; i++) if (buf[i] !== magic[i]) return false;
+  return true;
+}
+
+/** body || SHA-256(body). */
+function sealed(body: Uint8Array, sha256: Sha256): Uint8Array {
+  const out = new Uint8Array(body.length + 32);
+  out.set(body);
+  out.set(sha256(body), body.length);
+  return out;
+}
+
+/** The body before its trailing SHA-256, which must match. */
+function unseal(buf: Uint8Array, sha256: Sha256, mismatch: string): Uint8Array {
+  const body = buf.subarray(0, buf.length - 32);
+  const sum = sha256(body);
+  for (let i = 0; i < 32; i++) if (sum[i] !== buf[body.length + i]) throw new JournalFormatError(mismatch);
+  return body;
+}
