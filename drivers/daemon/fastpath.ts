@@ -9,19 +9,10 @@ import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { MAP_NAMES, XdpProgram, type XdpMode } from '../bpf/xdp.js';
 import type { SpookdConfig } from './config.js';
+import type { XdpStatusResult } from '../../client/protocol.js';
 
-export interface FastPathStatus {
-  enabled: boolean;
-  interface: string | null;
-  mode: XdpMode | null;
-  programId: number | null;
-  attachedAt: string | null;
-  pinDir: string | null;
-  pinned: boolean;
-  error: string | null;
-  counters: Record<string, number> | null;
-  pairs: { pairId: number; packets: number; bytes: number }[];
-}
+/** `spook xdp status`: the admin protocol's shape, with the mode as the driver knows it. */
+export type FastPathStatus = XdpStatusResult & { mode: XdpMode | null };
 
 export class FastPath {
   private prog: XdpProgram | undefined;
