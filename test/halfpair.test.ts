@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DeltaOp } from '../wire/delta.js';
+import { DeltaOp, RejectReason } from '../wire/delta.js';
 import { PairState } from '../core/pair/lifecycle.js';
 import { ProposeError } from '../core/pair/replica.js';
 import type { MapState } from '../core/register/map.js';
@@ -341,5 +341,38 @@ describe('forged extremes from the peer', () => {
     proposeNow(h, h.b, 'kv', set('honest', 'y'));
     expect(h.settle()).toBe(true);
     expect((h.a.pair.register('kv').state as MapState).get(enc('honest'))).toBeDefined();
+  });
+});
+
+describe('the sequencer rebuilds its §8.5 rejections at a restart', () => {
+  /** A Collapse record whose entries are all rejected (the state, and so its hash, unchanged). */
+  const rejectedRecord = (version: number, hash: { hi: number; lo: number }, seqs: number[], origin = 2) =>
+    encodeMessage({
+      type: MsgType.Collapse,
+      register: 'kv',
+      version,
+      hash,
+      entries: seqs.map((seq) => ({ origin, seq, verdict: 'rejected' as const, reason: RejectReason.CasMismatch })),
+    });
+
+  it('from the snapshot and the replayed records, the most recent 2·maxPending kept; a follower keeps none', async () => {
+    const { HalfPair } = await import('../core/pair/halfpair.js');
+    const regs = [{ name: 'kv', kind: 'map' as const, maxPending: 4 }];
+    const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 9, registers: regs }, 0).register('kv');
+    const h = { hi: seq.hash.hi, lo: seq.hash.lo };
+    seq.restore(3, () => {}, new Map([[2, 3]]), 0, new Map([[3, RejectReason.QuotaExceeded]]));
+    seq.replayRecord(rejectedRecord(4, h, [4, 5]));
+    seq.replayRecord(rejectedRecord(5, h, [1], 1)); // its own candidate: not the peer's list
+    expect([...seq.peerRejections]).toEqual([
+      [3, RejectReason.QuotaExceeded],
+      [4, RejectReason.CasMismatch],
+      [5, RejectReason.CasMismatch],
+    ]);
+    seq.replayRecord(rejectedRecord(6, h, [6, 7, 8, 9, 10, 11]));
+    expect([...seq.peerRejections.keys()]).toEqual([4, 5, 6, 7, 8, 9, 10, 11]); // 2 · maxPending, the oldest dropped
+    const fol = new HalfPair({ pairId: 1, localId: 2, peerId: 1, seed: 9, registers: regs }, 0).register('kv');
+    fol.restore(3, () => {}, new Map([[2, 3]]), 0, new Map([[3, RejectReason.QuotaExceeded]]));
+    fol.replayRecord(rejectedRecord(4, h, [4, 5]));
+    expect(fol.peerRejections.size).toBe(0);
   });
 });

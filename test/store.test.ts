@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, statSync, appendFileSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync, appendFileSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HalfPair } from '../core/pair/halfpair.js';
@@ -10,6 +10,10 @@ import { append, cas, enc, set, del } from './helpers.js';
 import { SimWorld } from '../testing/sim/world.js';
 import { PairState } from '../core/pair/lifecycle.js';
 import type { SpookEvent } from '../core/pair/events.js';
+import { RejectReason } from '../wire/delta.js';
+import { Writer } from '../wire/buffer.js';
+import { hash as cryptoHash } from '../crypto/primitives.js';
+import { PAIR_SNAPSHOT_MAGIC_V1, PairSnapshotKind, decodePairSnapshotHead, encodePairSnapshot } from '../wire/journal.js';
 
 const dirs: string[] = [];
 const tmp = (): string => {
@@ -126,22 +130,110 @@ describe('DiskStore', () => {
   });
 });
 
+const sha256 = (...parts: Uint8Array[]): Uint8Array => cryptoHash('SHA256', ...parts);
+
+/** A snapshot in the version 1 layout (before revision 1.8): no rejections in the head. */
+function snapshotV1(
+  version: number,
+  hash: { hi: number; lo: number },
+  origins: [number, number][],
+  entries: [string, number, string][],
+): Buffer {
+  const w = new Writer(256);
+  w.bytes(PAIR_SNAPSHOT_MAGIC_V1).u8(PairSnapshotKind.Map).varint(version).hash64(hash).varint(origins.length);
+  for (const [o, q] of origins) w.varint(o).varint(q);
+  w.varint(entries.length);
+  for (const [k, v, val] of entries) w.lenBytes(enc(k)).varint(v).lenBytes(enc(val));
+  const body = w.finish();
+  return Buffer.concat([body, sha256(body)]);
+}
+
+// The snapshot file's format: version 2 carries the sequencer's §8.5 rejections; version 1 still loads.
+describe('register snapshot format', () => {
+  it('SPKSNAP2 carries the rejections (seq → reason) and a damaged reason is refused', () => {
+    const rejections = new Map([
+      [7, RejectReason.CasMismatch],
+      [9, RejectReason.QuotaExceeded],
+    ]);
+    const buf = encodePairSnapshot(
+      { version: 12, hash: { hi: 1, lo: 2 }, origins: new Map([[2, 9]]), rejections },
+      { kind: PairSnapshotKind.Map, count: 0, entries: [] },
+      sha256,
+    );
+    expect(new TextDecoder().decode(buf.subarray(0, 8))).toBe('SPKSNAP2');
+    const { head } = decodePairSnapshotHead(buf, sha256);
+    expect(head.format).toBe(2);
+    expect([...head.rejections]).toEqual([...rejections]);
+    // A reason outside 1-4 (with a valid checksum: only a bug writes one) is a format error, not a verdict.
+    const body = Buffer.from(buf.subarray(0, buf.length - 32));
+    body[body.indexOf(RejectReason.QuotaExceeded, 8 + 1 + 1 + 8)] = 9;
+    expect(() => decodePairSnapshotHead(Buffer.concat([body, sha256(body)]), sha256)).toThrow(/unknown reason 9/);
+  });
+
+  it('an SPKSNAP1 snapshot (a data directory from before) still loads, with no rejections, and is rewritten as SPKSNAP2', () => {
+    // The state to expect: build it through a replica, then write its snapshot in the old layout.
+    const src = open(tmp());
+    src.pair.register('kv').restore(4, (st) => {
+      (st as MapState).put(enc('a'), enc('1'), 3);
+      (st as MapState).put(enc('b'), enc('2'), 4);
+    });
+    const h = src.pair.register('kv').hash;
+    src.store.close();
+    const dir = tmp();
+    mkdirSync(join(dir, 'kv'), { recursive: true });
+    writeFileSync(
+      join(dir, 'kv', 'snapshot'),
+      snapshotV1(
+        4,
+        h,
+        [
+          [1, 3],
+          [2, 1],
+        ],
+        [
+          ['a', 3, '1'],
+          ['b', 4, '2'],
+        ],
+      ),
+    );
+    const b = open(dir, 300);
+    expect(b.reports[0].snapshotVersion).toBe(4);
+    const kv = b.pair.register('kv');
+    expect(kv.hash).toEqual(h);
+    expect(kv.origins.get(2)).toBe(1);
+    expect(kv.peerRejections.size).toBe(0);
+    expect(new TextDecoder().decode((kv.state as MapState).get(enc('b'))!.value)).toBe('2');
+    // The next snapshot (compaction) is written in the current format.
+    for (let i = 0; i < 20; i++) {
+      b.pair.propose(0, 'kv', set(`k${i}`, 'x'.repeat(20)));
+      commit(b.pair);
+    }
+    b.store.close();
+    expect(
+      readFileSync(join(dir, 'kv', 'snapshot'))
+        .subarray(0, 8)
+        .toString(),
+    ).toBe('SPKSNAP2');
+    expect(open(dir).pair.register('kv').version).toBe(kv.version);
+  });
+});
+
 // Promises kept across a restart: a follower write reported `pending` is decided after it.
 describe('durable own candidates', () => {
   const KV = [{ name: 'kv', kind: 'map' as const }];
-  const pairOn = (dir: string, localId: number, now: number) => {
-    const store = new DiskStore(dir, 'always');
+  const pairOn = (dir: string, localId: number, now: number, maxLogBytes?: number) => {
+    const store = new DiskStore(dir, 'always', maxLogBytes);
     const pair = new HalfPair({ pairId: 3, localId, peerId: 3 - localId, seed: 11, registers: KV, store }, now);
     const reports = [...pair.registers.values()].map((r) => store.load(r));
     return { store, pair, reports };
   };
 
   /** Sequencer A and follower B, each on its own real DiskStore, in one simulated world. */
-  function world() {
+  function world(maxLogBytesA?: number) {
     const w = new SimWorld(5, { loss: 0, dup: 0, reorder: 0, minDelayMs: 1, maxDelayMs: 3 });
     const dirA = tmp();
     const dirB = tmp();
-    const a = pairOn(dirA, 1, 0);
+    const a = pairOn(dirA, 1, 0, maxLogBytesA);
     const b = pairOn(dirB, 2, 0);
     const events: { ep: string; ev: SpookEvent }[] = [];
     w.onEvent = (ep, ev) => events.push({ ep: ep.name, ev });
@@ -157,11 +249,21 @@ describe('durable own candidates', () => {
       w.drain(eb);
       return b2.reports[0];
     };
+    /** The same for the sequencer A. */
+    const restartA = () => {
+      a.store.close();
+      const a2 = pairOn(dirA, 1, w.now, maxLogBytesA);
+      ea.pair = a2.pair;
+      a.pair = a2.pair;
+      a.store = a2.store;
+      w.drain(ea);
+      return a2.reports[0];
+    };
     const outcomes = (seqs: number[]) =>
       events
         .filter((e) => e.ep === 'B' && e.ev.type === 'outcome' && seqs.includes(e.ev.seq))
         .map((e) => (e.ev as { seq: number; verdict: string }).seq + ':' + (e.ev as { verdict: string }).verdict);
-    return { w, a, b, ea, eb, events, entangled, restartB, outcomes, close: () => (a.store.close(), b.store.close()) };
+    return { w, a, b, ea, eb, events, entangled, restartA, restartB, outcomes, close: () => (a.store.close(), b.store.close()) };
   }
 
   it('a write pending at a restart (never sent: the follower was cut off) is decided after it', () => {
@@ -204,6 +306,39 @@ describe('durable own candidates', () => {
       .flatMap((e) => (e.ev as { entries: readonly { origin: number; seq: number }[] }).entries)
       .filter((x) => x.origin === 2);
     expect(decidedAtA.map((x) => x.seq)).toEqual(seqs); // each once: the re-proposals were duplicates
+    t.close();
+  });
+
+  it('rejections the follower never heard of survive a sequencer restart (snapshot and log): it reconciles and reports them rejected', () => {
+    // §8.5: the sequencer's list of rejected follower candidates is durable. A's log is small,
+    // so a snapshot covers the first rejections and the log after it the later ones; B never
+    // acknowledges them (A→B cut), A restarts, and B, behind A's log base, reconciles.
+    const t = world(600);
+    t.w.net.setLink('A', 'B', false);
+    const propose = (d: ReturnType<typeof set>) => t.eb.pair.propose(t.w.now, 'kv', d).seq;
+    const early = [propose(cas('r1', 5, 'no')), propose(set('ok1', 'yes')), propose(cas('r2', 7, 'no'))];
+    t.w.drain(t.eb);
+    t.w.run(t.w.now + 200);
+    for (let i = 0; i < 30; i++) t.ea.pair.propose(t.w.now, 'kv', set(`a${i}`, 'x'.repeat(30))); // past 600 octets: a snapshot
+    t.w.drain(t.ea);
+    const late = [propose(cas('r3', 9, 'no')), propose(set('ok2', 'yes'))];
+    t.w.drain(t.eb);
+    t.w.run(t.w.now + 200);
+    const seqs = [...early, ...late];
+    expect(t.a.pair.register('kv').origins.get(2)).toBe(Math.max(...seqs)); // all decided at A
+    expect(t.outcomes(seqs)).toEqual([]); // and none heard at B
+    const rejected = [early[0], early[2], late[0]];
+    expect([...t.a.pair.register('kv').peerRejections.keys()]).toEqual(rejected);
+    const rep = t.restartA();
+    expect(rep.snapshotVersion).toBeGreaterThan(0);
+    expect(rep.replayed).toBeGreaterThan(0);
+    expect([...t.a.pair.register('kv').peerRejections.keys()]).toEqual(rejected);
+    t.w.net.setLink('A', 'B', true);
+    expect(t.w.run(t.w.now + 30_000, () => t.outcomes(seqs).length === seqs.length && t.entangled())).toBe(true);
+    expect(t.events.some((e) => e.ep === 'B' && e.ev.type === 'reentangled' && e.ev.method !== 'log')).toBe(true);
+    expect(t.outcomes(seqs)).toEqual(seqs.map((s) => `${s}:${rejected.includes(s) ? 'rejected' : 'committed'}`));
+    // Acknowledged now: B's Status pruned the list, and the next restart does not bring them back.
+    expect(t.a.pair.register('kv').peerRejections.size).toBe(0);
     t.close();
   });
 });

@@ -5,7 +5,7 @@
  * the I/O. Checksums are SHA-256 and injected (wire does no cryptography).
  */
 import { Reader, Writer, type Hash64Parts } from './buffer.js';
-import { readDelta, writeDelta, type Delta } from './delta.js';
+import { REJECT_REASON_NAMES, readDelta, type RejectReason, writeDelta, type Delta } from './delta.js';
 import { MAX_DELTA_LEN, MAX_KEY_LEN } from './constants.js';
 
 /** SHA-256 of the concatenated parts (crypto/primitives.ts `hash('SHA256', ...)` in the stores). */
@@ -207,7 +207,10 @@ export function decodeDomainSnapshot(buf: Uint8Array, sha256: Sha256): DomainSna
 
 // ---------------------------------------------------------------- pair register files (§10.1)
 
-export const PAIR_SNAPSHOT_MAGIC = new TextEncoder().encode('SPKSNAP1');
+/** The current snapshot layout (version 2: the head carries the peer's unacknowledged rejections, §10.1). */
+export const PAIR_SNAPSHOT_MAGIC = new TextEncoder().encode('SPKSNAP2');
+/** Version 1 (no rejections), still read: a data directory written before revision 1.8 loads. */
+export const PAIR_SNAPSHOT_MAGIC_V1 = new TextEncoder().encode('SPKSNAP1');
 /** Stream snapshots are written in chunks of this many octets. */
 export const PAIR_SNAPSHOT_CHUNK = 1 << 20;
 
@@ -217,11 +220,18 @@ export enum PairSnapshotKind {
 }
 
 export interface PairSnapshotHead {
+  /** 1 (SPKSNAP1, read only) or 2. */
+  readonly format: 1 | 2;
   readonly kind: PairSnapshotKind;
   readonly version: number;
   readonly hash: Hash64Parts;
   /** Causal marks: per origin, the highest candidate sequence decided. */
   readonly origins: ReadonlyMap<number, number>;
+  /**
+   * The sequencer's §8.5 list: seq → reason of each rejected candidate of the peer that the
+   * peer had not acknowledged (empty on a follower, and in a version 1 file).
+   */
+  readonly rejections: ReadonlyMap<number, RejectReason>;
 }
 
 export type PairSnapshotBody =
@@ -232,11 +242,14 @@ export type PairSnapshotBody =
     }
   | { readonly kind: PairSnapshotKind.Stream; readonly chunks: Iterable<Uint8Array>; readonly count: number };
 
-export function encodePairSnapshot(head: Omit<PairSnapshotHead, 'kind'>, body: PairSnapshotBody, sha256: Sha256): Uint8Array {
+/** Always writes the current format (SPKSNAP2). */
+export function encodePairSnapshot(head: Omit<PairSnapshotHead, 'kind' | 'format'>, body: PairSnapshotBody, sha256: Sha256): Uint8Array {
   const w = new Writer(1 << 16);
   w.bytes(PAIR_SNAPSHOT_MAGIC).u8(body.kind).varint(head.version).hash64(head.hash);
   w.varint(head.origins.size);
   for (const [o, s] of head.origins) w.varint(o).varint(s);
+  w.varint(head.rejections.size);
+  for (const [seq, reason] of head.rejections) w.varint(seq).u8(reason);
   w.varint(body.count);
   if (body.kind === PairSnapshotKind.Map) for (const e of body.entries) w.lenBytes(e.key).varint(e.version).lenBytes(e.value);
   else for (const c of body.chunks) w.lenBytes(c);
@@ -245,10 +258,12 @@ export function encodePairSnapshot(head: Omit<PairSnapshotHead, 'kind'>, body: P
 
 /**
  * A pair snapshot's head, checked (magic, checksum), and a reader positioned at its body for
- * readPairSnapshotBody: the body is decoded straight into the register's state.
+ * readPairSnapshotBody: the body is decoded straight into the register's state. Reads both
+ * formats; a version 1 head has no rejections.
  */
 export function decodePairSnapshotHead(buf: Uint8Array, sha256: Sha256): { head: PairSnapshotHead; body: Reader } {
-  if (buf.length < PAIR_SNAPSHOT_MAGIC.length + 32 || !startsWith(buf, PAIR_SNAPSHOT_MAGIC))
+  const format = startsWith(buf, PAIR_SNAPSHOT_MAGIC) ? 2 : startsWith(buf, PAIR_SNAPSHOT_MAGIC_V1) ? 1 : 0;
+  if (buf.length < PAIR_SNAPSHOT_MAGIC.length + 32 || format === 0)
     throw new JournalFormatError('not a Spook snapshot (bad magic or too short)');
   const body = unseal(buf, sha256, 'checksum mismatch; refusing to start on a damaged snapshot');
   const r = new Reader(body, PAIR_SNAPSHOT_MAGIC.length);
@@ -258,7 +273,18 @@ export function decodePairSnapshotHead(buf: Uint8Array, sha256: Sha256): { head:
   const origins = new Map<number, number>();
   const no = r.varint('snapshot.origins');
   for (let i = 0; i < no; i++) origins.set(r.varint('origin'), r.varint('seq'));
-  return { head: { kind, version, hash, origins }, body: r };
+  const rejections = new Map<number, RejectReason>();
+  if (format === 2) {
+    const nr = r.varint('snapshot.rejections');
+    for (let i = 0; i < nr; i++) {
+      const seq = r.varint('rejection.seq');
+      const reason = r.u8('rejection.reason');
+      if (REJECT_REASON_NAMES[reason as RejectReason] === undefined)
+        throw new JournalFormatError(`snapshot rejection with unknown reason ${reason}`);
+      rejections.set(seq, reason as RejectReason);
+    }
+  }
+  return { head: { format, kind, version, hash, origins, rejections }, body: r };
 }
 
 /** Calls `entry` per map entry, or `chunk` per stream chunk, in file order. */

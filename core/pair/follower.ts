@@ -145,6 +145,10 @@ export class Follower implements RoleMachine, RequesterHost {
     this.everSent = Math.max(this.everSent, s.own.last()!.seq);
   }
 
+  replayed(): void {
+    // Own outcomes in replayed records were reported before the restart (restorePending drops those candidates).
+  }
+
   collapse(): number {
     return 0;
   }

@@ -12,7 +12,7 @@
  * no I/O; `now` comes from the caller.
  */
 import type { Hash64Parts } from '../../wire/buffer.js';
-import { DeltaOp, validateDelta, type Delta } from '../../wire/delta.js';
+import { DeltaOp, validateDelta, type Delta, type RejectReason } from '../../wire/delta.js';
 import { MsgType, decodeMessages, encodeMessage, type StatusMsg } from '../../wire/messages.js';
 import { hashEquals, hashHex } from '../register/hash.js';
 import type { MapState } from '../register/map.js';
@@ -24,6 +24,8 @@ import type { PayloadBuilder } from './payload.js';
 import { Sequencer } from './sequencer.js';
 import { SEQ_LEASE, Shared, copyDelta } from './shared.js';
 import type { OwnCandidate, PairContext, PairRole, RegisterConfig, RegisterMessage } from './types.js';
+
+const NO_REJECTIONS: ReadonlyMap<number, RejectReason> = new Map();
 
 /** A clear, typed refusal of a local write. */
 export class ProposeError extends Error {
@@ -120,12 +122,14 @@ export class Replica {
   /**
    * Load committed state before the pair starts (a snapshot from disk, or a benchmark's
    * preloaded map). The log restarts at `version`, so the peer is served from here on.
+   * `rejections` is the sequencer's §8.5 list as the snapshot carried it (a follower has none).
    */
   restore(
     version: number,
     load: (state: MapState | StreamState) => void,
     origins: ReadonlyMap<number, number> = new Map(),
     leasedSeq = 0,
+    rejections: ReadonlyMap<number, RejectReason> = new Map(),
   ): void {
     const s = this.s;
     if (s.version !== 0 || s.own.length > 0) throw new Error(`register ${s.name}: restore() only before any collapse`);
@@ -134,6 +138,12 @@ export class Replica {
     for (const [o, q] of origins) s.origins.set(o, q);
     s.log.reset(version, s.state.hash);
     s.continueSeqAfter(leasedSeq);
+    if (this.machine instanceof Sequencer) this.machine.restoreRejections(rejections);
+  }
+
+  /** The sequencer's rejections of peer candidates not yet acknowledged (§8.5; empty on the follower): what a snapshot keeps. */
+  get peerRejections(): ReadonlyMap<number, RejectReason> {
+    return this.machine instanceof Sequencer ? this.machine.peerRejections : NO_REJECTIONS;
   }
 
   /** After a restart: own sequence numbers continue above everything leased or decided before. */
@@ -191,6 +201,8 @@ export class Replica {
     if (!hashEquals(s.state.hash, m.hash))
       throw new Error(`register ${s.name}: replaying v${m.version} gives h=${hashHex(s.state.hash)}, the record says ${hashHex(m.hash)}`);
     s.log.append({ version: m.version, hash: m.hash, encoded: raw.slice() }, m.version);
+    // The sequencer takes back its §8.5 rejections from the record (they are not kept elsewhere).
+    this.machine.replayed(m.entries);
   }
 
   // ---------------------------------------------------------------- inputs

@@ -53,7 +53,12 @@ export class Sequencer implements RoleMachine, ResponderHost {
   /** Candidates waiting for the next collapse, in arrival order (each origin in sequence order). */
   private readonly pending = new Deque<PairCandidate>();
   private peerPendingHigh = 0;
-  /** Rejections of peer candidates the peer has not yet acknowledged (bounded by its maxPending). */
+  /**
+   * Rejections of peer candidates the peer has not yet acknowledged (§8.5), seq → reason, in
+   * seq order (bounded by the receive window, §7.2). Durable: a restart rebuilds it from the
+   * snapshot and the replayed log (restoreRejections, replayed), so a follower that reconciles
+   * after it still learns every rejection of its candidates.
+   */
   readonly peerRejections = new Map<number, RejectReason>();
   private peerLatestVersion = -1;
   private peerResolvedSeq = 0;
@@ -134,6 +139,34 @@ export class Sequencer implements RoleMachine, ResponderHost {
 
   restored(added: readonly OwnCandidate[]): void {
     for (const c of added) this.pending.push({ origin: this.s.pair.localId, seq: c.seq, delta: c.delta });
+  }
+
+  // ---------------------------------------------------------------- restart (before the pair starts)
+
+  /** The rejections a snapshot carried (§10.1). */
+  restoreRejections(rejections: ReadonlyMap<number, RejectReason>): void {
+    for (const [seq, reason] of [...rejections].sort((a, b) => a[0] - b[0])) this.peerRejections.set(seq, reason);
+    this.trimRejections();
+  }
+
+  /** A Collapse record replayed from the store: its rejections of peer candidates, as collapse() recorded them. */
+  replayed(entries: readonly CollapseEntry[]): void {
+    const peer = this.s.pair.peerId;
+    for (const e of entries) if (e.origin === peer && e.verdict === 'rejected') this.peerRejections.set(e.seq, e.reason);
+    this.trimRejections();
+  }
+
+  /**
+   * Which of them the follower acknowledged is not durable: its first Status prunes them.
+   * Until then keep the highest 2·maxPending: the follower holds at most maxPending own
+   * candidates, so the rejections it has not resolved are among the most recent ones.
+   */
+  private trimRejections(): void {
+    const max = 2 * this.s.cfg.maxPending;
+    for (const seq of this.peerRejections.keys()) {
+      if (this.peerRejections.size <= max) break;
+      this.peerRejections.delete(seq);
+    }
   }
 
   // ---------------------------------------------------------------- collapse

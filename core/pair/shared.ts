@@ -33,6 +33,8 @@ export interface RoleMachine {
   queueOwn(seq: number, delta: Delta): void;
   /** Own candidates taken back after a restart (already in the own list). */
   restored(added: readonly OwnCandidate[]): void;
+  /** A Collapse record replayed at a restart (state and marks already updated by the replica). */
+  replayed(entries: readonly CollapseEntry[]): void;
   /** Turn pending candidates into committed versions; returns versions made (the follower makes none). */
   collapse(now: number): number;
   handle(now: number, m: RegisterMessage, raw: Uint8Array): void;

@@ -2,7 +2,7 @@
  * The types the register replica, its two roles and the pair share, apart from the classes
  * (so core/reconcile and the drivers see them without importing the replica).
  */
-import type { Delta } from '../../wire/delta.js';
+import type { Delta, RejectReason } from '../../wire/delta.js';
 import type { AckMsg, CloseMsg, Message } from '../../wire/messages.js';
 import type { MapState } from '../register/map.js';
 import type { StreamState } from '../register/stream.js';
@@ -87,6 +87,11 @@ export interface RegisterImage {
   readonly version: number;
   readonly state: MapState | StreamState;
   readonly origins: ReadonlyMap<number, number>;
+  /**
+   * The sequencer's rejections of peer candidates the peer has not acknowledged (§8.5),
+   * seq → reason: durable with the state, so a restart never forgets one. Absent: none.
+   */
+  readonly peerRejections?: ReadonlyMap<number, RejectReason>;
 }
 
 /** Where a daemon makes a register's history durable (drivers/store/store.ts). */

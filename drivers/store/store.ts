@@ -4,8 +4,9 @@
  * wire/journal.ts, this module does the I/O).
  *
  *  log       [u32 length][4-byte SHA-256 prefix of the record][record] ...
- *  snapshot  "SPKSNAP1" | body | 32-byte SHA-256 of magic+body, written to a temporary
- *            file, fsynced, renamed over the old one, directory fsynced.
+ *  snapshot  "SPKSNAP2" | body | 32-byte SHA-256 of magic+body, written to a temporary
+ *            file, fsynced, renamed over the old one, directory fsynced. The body carries
+ *            the sequencer's unacknowledged rejections (§8.5); "SPKSNAP1" files (none) still load.
  *  lease     the highest own candidate sequence number handed out (so a restart never
  *            reuses one), rewritten atomically once per 1,024 proposals.
  *  pending   own candidates as proposed, [u32 length][4-byte SHA-256 prefix][varint seq |
@@ -286,16 +287,18 @@ export function restoreRegisterSnapshot(replica: Replica, buf: Uint8Array, path:
         (chunk) => (st as StreamState).appendBytes(chunk),
       ),
     new Map(head.origins),
+    0,
+    head.rejections,
   );
   if (replica.hash.hi !== head.hash.hi || replica.hash.lo !== head.hash.lo)
     throw new StoreError(`${path}: state does not hash to the recorded value`);
   return head.version;
 }
 
-/** A register's snapshot file (SPKSNAP1, wire/journal.ts) of the replica's current state. */
+/** A register's snapshot file (SPKSNAP2, wire/journal.ts) of the replica's current state. */
 export function encodeRegisterSnapshot(replica: RegisterImage): Uint8Array {
   const st = replica.state;
-  const head = { version: replica.version, hash: st.hash, origins: replica.origins };
+  const head = { version: replica.version, hash: st.hash, origins: replica.origins, rejections: replica.peerRejections ?? new Map() };
   if (st instanceof MapState)
     return encodePairSnapshot(head, { kind: PairSnapshotKind.Map, count: st.size(), entries: st.values() }, sha256);
   const count = Math.ceil(st.size() / PAIR_SNAPSHOT_CHUNK);
