@@ -6,7 +6,9 @@
  * Sans-I/O, in the style of quinn-proto: the driver feeds datagrams and timeouts in,
  * pulls datagrams, the next deadline and events out, and passes `now` (ms) on every
  * call. Nothing here reads a clock, touches a socket or draws a random number, so the
- * daemon and the simulator run the same code and a seed replays a run exactly.
+ * daemon and the simulator run the same code and a seed replays a run exactly. Nor does it
+ * write to disk: each step records what must be durable (PairWrite), and nothing the step
+ * caused is released until the driver has made that durable (`pollWrites`, `writesDurable`).
  */
 import { DROP_REASON_NAMES, FrameType, MAX_PAYLOAD_LEN, MAX_REGISTER_NAME_LEN } from '../../wire/constants.js';
 import { WireError } from '../../wire/errors.js';
@@ -207,7 +209,7 @@ export class HalfPair {
       },
       drop: (now, reason, detail, n) => this.drop(now, reason, detail, n),
       persist: (w) => {
-        if (this.opts.store || this.opts.writes === 'driver') this.writes.push(w);
+        if (!this.fenced && (this.opts.store || this.opts.writes === 'driver')) this.writes.push(w);
       },
     };
   }

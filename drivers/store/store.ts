@@ -102,8 +102,9 @@ export class DiskStore implements PairStore {
     /** Snapshot and truncate a register's log once it grows past this. */
     readonly maxLogBytes = 64 * 1024 * 1024,
     /**
-     * A write that fails (ENOSPC, EIO) leaves a committed version that is not on disk: the
-     * daemon must stop before it is sent or reported (fail-stop). Tests keep the throw.
+     * A write through the PairStore methods that fails (ENOSPC, EIO) leaves a committed
+     * version that is not on disk: nothing may be sent or reported after it. Throws by
+     * default. spookd uses `persist`, which throws StoreError, and fences the pair.
      */
     private readonly onFatal: (e: Error) => never = (e) => {
       throw e;
