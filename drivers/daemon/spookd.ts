@@ -524,7 +524,8 @@ export class Spookd {
       this.dirty.clear();
       this.commits.passes++;
       const now = this.now();
-      for (const link of links) this.forPeer(link, 'collapse', () => link.pair.collapse(now), false);
+      // The pair's CPU is charged to its peer (as the input that caused it was); the disk's time is not.
+      for (const link of links) this.forPeer(link, 'collapse', () => link.pair.collapse(now));
       for (const link of links) {
         if (link.fenced) continue;
         const writes = link.pair.pollWrites();
@@ -540,17 +541,12 @@ export class Spookd {
         this.commits.writes += writes.length;
       }
       for (const link of links)
-        this.forPeer(
-          link,
-          'transmit',
-          () => {
-            this.publish(link);
-            this.flushTransmit(link);
-            this.publish(link);
-            if (link.pair.awaitingWrites) this.dirty.add(link);
-          },
-          false,
-        );
+        this.forPeer(link, 'transmit', () => {
+          this.publish(link);
+          this.flushTransmit(link);
+          this.publish(link);
+          if (link.pair.awaitingWrites) this.dirty.add(link);
+        });
     }
     if (!this.stopping) {
       this.drain(this.now()); // a fence closes sessions
