@@ -6,7 +6,9 @@
  * Sans-I/O, in the style of quinn-proto: the driver feeds datagrams and timeouts in,
  * pulls datagrams, the next deadline and events out, and passes `now` (ms) on every
  * call. Nothing here reads a clock, touches a socket or draws a random number, so the
- * daemon and the simulator run the same code and a seed replays a run exactly.
+ * daemon and the simulator run the same code and a seed replays a run exactly. Nor does it
+ * write to disk: each step records what must be durable (PairWrite), and nothing the step
+ * caused is released until the driver has made that durable (`pollWrites`, `writesDurable`).
  */
 import { DROP_REASON_NAMES, FrameType, MAX_PAYLOAD_LEN, MAX_REGISTER_NAME_LEN } from '../../wire/constants.js';
 import { WireError } from '../../wire/errors.js';
@@ -68,9 +70,16 @@ export interface HalfPairOptions {
    */
   sealer?: FrameSealer;
   /**
-   * Durable storage for committed history (spookd); none in the simulator. Each input's
-   * writes are handed to it as one batch when the input returns, before any datagram or
-   * event it caused can be polled.
+   * Each step's writes (PairWrite) are handed to the driver, in the spirit of etcd raft's
+   * `Ready`: it takes them with `pollWrites()`, makes them durable (batching several steps
+   * and pairs into one fsync if it likes) and says so with `writesDurable()`; until then
+   * `pollTransmit` and `pollEvent` release nothing (spookd, the pair simulator).
+   */
+  writes?: 'driver';
+  /**
+   * The convenience instead (tests): each step's writes are persisted synchronously into
+   * this store when the step returns, before anything it caused can be polled. With neither,
+   * the writes are dropped (nothing durable: demos, benchmarks of the core).
    */
   store?: PairStore;
 }
@@ -120,8 +129,12 @@ export class HalfPair {
   private readonly maxPayload: number;
   private readonly events = new Deque<SpookEvent>();
   private outbox: Message[] = [];
-  /** What the current step must make durable (collected only with a store). */
+  /** What the steps since the last `pollWrites` must make durable (collected only with a durability). */
   private writes: PairWrite[] = [];
+  /** Writes taken by `pollWrites` that the driver has not acknowledged as durable yet. */
+  private writesInFlight = false;
+  /** Fenced by the driver: what was not released is gone, and no datagram leaves any more. */
+  private fenced = false;
   private closeQueued: CloseReason | undefined;
   private rr = 0;
 
@@ -144,6 +157,7 @@ export class HalfPair {
     now: number,
   ) {
     if (opts.localId === opts.peerId) throw new RangeError(`localId and peerId are both ${opts.localId}`);
+    if (opts.store && opts.writes === 'driver') throw new RangeError('a pair takes a store or hands its writes to the driver, not both');
     this.role = opts.localId < opts.peerId ? 'sequencer' : 'follower';
     // Unset (undefined) fields keep their defaults.
     this.timing = { ...DEFAULT_TIMING, ...Object.fromEntries(Object.entries(opts.timing ?? {}).filter(([, v]) => v !== undefined)) };
@@ -195,7 +209,7 @@ export class HalfPair {
       },
       drop: (now, reason, detail, n) => this.drop(now, reason, detail, n),
       persist: (w) => {
-        if (this.opts.store) this.writes.push(w);
+        if (!this.fenced && (this.opts.store || this.opts.writes === 'driver')) this.writes.push(w);
       },
     };
   }
@@ -382,6 +396,7 @@ export class HalfPair {
       this.lastKeepalive = now;
       for (const r of this.registers.values()) r.markStatusDirty();
     }
+    this.endStep();
   }
 
   /** The next time handleTimeout must run (ms), or undefined when closed. */
@@ -412,7 +427,7 @@ export class HalfPair {
     this.endStep();
   }
 
-  /** The step ended: make its writes durable, in order, before anything it caused can be polled. */
+  /** The step ended: with a PairStore, make its writes durable, in order, before anything it caused can be polled. */
   private endStep(): void {
     const store = this.opts.store;
     if (!store || this.writes.length === 0) return;
@@ -421,8 +436,45 @@ export class HalfPair {
     persistWrites(store, batch);
   }
 
+  /**
+   * True while some step's writes are not durable: datagrams and events wait (they may
+   * carry or announce what those writes hold), and so does everything after them.
+   */
+  get awaitingWrites(): boolean {
+    return this.writes.length > 0 || this.writesInFlight;
+  }
+
+  /**
+   * The writes of the steps since the last call, in order (durability `driver`). The driver
+   * makes them durable, in this order, then calls `writesDurable()`; until then the pair
+   * releases no datagram and no event. Empty when there is nothing to write.
+   */
+  pollWrites(): PairWrite[] {
+    if (this.writes.length === 0) return [];
+    if (this.writesInFlight) throw new Error('pollWrites: the previous writes were not acknowledged (writesDurable)');
+    const batch = this.writes;
+    this.writes = [];
+    this.writesInFlight = true;
+    return batch;
+  }
+
+  /** The writes last taken by `pollWrites` are durable: what their steps caused may leave. */
+  writesDurable(): void {
+    this.writesInFlight = false;
+  }
+
+  /**
+   * The writes last taken (or still to take) could not be made durable: what their steps
+   * committed must never be seen. The pair is fenced as by `fence` (cause `internal-error`,
+   * detail `store failed: ...`); a restart reloads it from what is on disk.
+   */
+  writesFailed(now: number, detail: string): void {
+    this.fence(now, `store failed: ${detail}`);
+  }
+
   /** The next datagram to send, or undefined when there is nothing (call until undefined). */
   pollTransmit(now: number): Uint8Array | undefined {
+    if (this.fenced || this.awaitingWrites) return undefined;
     if (this.state === PairState.CLOSED) {
       if (this.closeQueued === undefined) return undefined;
       const reason = this.closeQueued;
@@ -430,6 +482,7 @@ export class HalfPair {
       return this.frame(now, encodeMessage({ type: MsgType.Close, reason }));
     }
     this.collapse(now);
+    if (this.awaitingWrites) return undefined; // the collapse made writes: they go to disk first
     const b = new PayloadBuilder(this.maxPayload);
     const ackPending = this.ackDueAt !== undefined;
     if (ackPending) {
@@ -480,7 +533,9 @@ export class HalfPair {
     return out;
   }
 
+  /** The next event, or undefined (call until undefined); none while some step's writes are not durable. */
   pollEvent(): SpookEvent | undefined {
+    if (this.awaitingWrites) return undefined;
     return this.events.shift();
   }
 
@@ -492,10 +547,20 @@ export class HalfPair {
   }
 
   /**
-   * The driver caught an exception while handling this pair: decohere with cause
-   * `internal-error`. The driver stops driving the pair; this only records it and tells watchers.
+   * The driver caught an exception while handling this pair (or its store failed): decohere
+   * with cause `internal-error`. The driver stops driving the pair; this records it, tells
+   * watchers, and from then on the pair sends nothing.
    */
   fence(now: number, detail: string): void {
+    // Nothing of the step that failed (or of any step whose writes are not durable) may be
+    // seen: its writes, responses, datagrams and events are dropped; only the fence's own
+    // lifecycle event is released.
+    this.fenced = true;
+    this.writes = [];
+    this.writesInFlight = false;
+    this.outbox = [];
+    this.closeQueued = undefined;
+    while (this.events.shift() !== undefined);
     if (this.lifecycle.can(LifecycleEvent.InternalError)) this.fire(now, LifecycleEvent.InternalError, detail);
   }
 

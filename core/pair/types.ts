@@ -62,14 +62,15 @@ export interface PairContext {
   countFullTransfer(): void;
   /** Drop and count something the peer sent (a closed set of reasons, PROTOCOL.md §11). */
   drop(now: number, reason: string, detail: string, n?: number): void;
-  /** Something to make durable before anything that depends on it leaves the host (made when the step ends). */
+  /** Something to make durable before anything that depends on it leaves the host (handed over when the step ends). */
   persist(w: PairWrite): void;
 }
 
 /**
  * What a step of the pair must make durable, as data (in the spirit of etcd raft's `Ready`):
- * the core records it while it steps and the pair hands the batch to the store when the
- * step ends, before any datagram or event of that step can be polled.
+ * the core records it while it steps; the driver takes the writes (HalfPair.pollWrites),
+ * makes them durable in order, in batches of its choosing, and acknowledges them
+ * (writesDurable); no datagram or event of that step can be polled before.
  */
 export type PairWrite =
   /** A collapse was committed (sequencer) or applied (follower). */

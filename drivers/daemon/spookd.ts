@@ -8,6 +8,12 @@
  * and the cores handle it, then their events are executed and datagrams sent, and the one timer
  * is re-armed at the earliest deadline of the table, the pairs and the domains. What stays here:
  * sockets, timers, fencing a pair whose handling throws, storage, admin.
+ *
+ * Storage (the pair's `Ready`): a pair hands its steps' writes to this driver and releases no
+ * datagram and no event until they are durable. The inputs of one pass of the event loop
+ * (every datagram libuv read, the admin's writes) only mark their pairs; one commit pass then
+ * writes each marked pair's batch to its store with one fsync per file touched (group commit),
+ * and only then sends and publishes. A store that fails fences its pair alone.
  */
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { isIPv6 } from 'node:net';
@@ -19,7 +25,7 @@ import { randomBytes } from 'node:crypto';
 import type { KeyPair } from '../../crypto/primitives.js';
 import { HalfPair } from '../../core/pair/halfpair.js';
 import type { SpookEvent } from '../../core/pair/events.js';
-import { DiskStore } from '../store/store.js';
+import { DiskStore, type FsyncPolicy } from '../store/store.js';
 import { decodeKey, encodeKey } from './keys.js';
 import { parseHostPort, type SpookdConfig } from './config.js';
 import { AdminServer } from '../admin/server.js';
@@ -82,7 +88,8 @@ class Link implements PeerLink {
 }
 
 export interface Fence {
-  cause: 'internal-error';
+  /** An exception while handling the pair, or its durable store failing (both decohere it with `internal-error`). */
+  cause: 'internal-error' | 'store-failed';
   error: string;
   at: number;
 }
@@ -106,11 +113,19 @@ export class Spookd {
   readonly domains = new Map<string, DomainHost>();
   /** Wrapped TCP connections: carriers to the peers, interception, per-connection streams. */
   readonly wraps: WrapManager;
+  /** Pairs an input touched since the last commit pass: their writes go to disk, then their output leaves. */
+  private readonly dirty = new Set<Link>();
+  private commitQueued = false;
+  private storesClosed = false;
+  /** Commit passes run and the writes they made durable (a measure of group commit). */
+  readonly commits = { passes: 0, batches: 0, writes: 0, storeFailures: 0 };
 
   constructor(
     readonly cfg: SpookdConfig,
     readonly key: KeyPair,
     readonly log: Logger,
+    /** Builds each peer's store (tests inject failing ones). */
+    makeStore: (peer: string, dir: string, fsync: FsyncPolicy) => DiskStore = (_peer, dir, fsync) => new DiskStore(dir, fsync),
   ) {
     const peers = cfg.peers.map((p) => ({ name: p.name, publicKey: decodeKey(p.publicKey, `peer ${p.name}`) }));
     // The last accepted HandshakeInit timestamp per peer survives restarts (replayed inits stay refused).
@@ -170,11 +185,7 @@ export class Spookd {
     for (const p of cfg.peers) {
       const publicKey = decodeKey(p.publicKey, `peer ${p.name}`);
       const ids = pairIdentity(key.publicKey, publicKey);
-      const store = new DiskStore(join(cfg.dataDir, p.name), cfg.fsync, undefined, (e) => {
-        // Fail-stop: a committed version that is not on disk must never leave the host.
-        log.fatal({ error: e.message }, 'durable storage failed; stopping');
-        process.exit(70);
-      });
+      const store = makeStore(p.name, join(cfg.dataDir, p.name), cfg.fsync);
       const pair = new HalfPair(
         {
           pairId: 0,
@@ -191,7 +202,7 @@ export class Spookd {
           })),
           timing: { keepaliveMs: cfg.timing.keepaliveMs, silenceMs: cfg.timing.silenceMs },
           maxPayload: MAX_SEALED_PAYLOAD,
-          store,
+          writes: 'driver',
           sealer: { seal: (payload) => this.table.seal(p.name, payload) },
         },
         this.now(),
@@ -285,6 +296,7 @@ export class Spookd {
    * the peers we are going away, close the socket, and only then close the stores.
    */
   async stop(): Promise<void> {
+    this.commit(); // what the last inputs wrote reaches the disk (and their answers leave)
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
     await this.admin?.stop();
@@ -298,6 +310,7 @@ export class Spookd {
     }
     await new Promise<void>((resolve) => (this.socket ? this.socket.close(() => resolve()) : resolve()));
     this.fastPath.stop();
+    this.storesClosed = true;
     for (const link of this.links.values()) link.store.close();
     for (const dom of this.domains.values()) dom.close();
     this.log.info('stopped');
@@ -333,19 +346,31 @@ export class Spookd {
     }
   }
 
-  /** Stop driving a pair whose handling threw: its sessions close, other peers carry on. */
-  private fence(link: Link, what: string, e: unknown): void {
+  /**
+   * Stop driving a pair whose handling threw, or whose store failed: nothing of its steps
+   * that is not durable leaves, its sessions close, other peers carry on.
+   */
+  private fence(link: Link, what: string, e: unknown, cause: Fence['cause'] = 'internal-error'): void {
     if (link.fenced) return;
     const error = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
-    link.fenced = { cause: 'internal-error', error, at: this.now() };
+    link.fenced = { cause, error, at: this.now() };
     this.table.count('internal-error', { peer: link.name });
-    this.log.error(
-      { peer: link.name, while: what, err: e },
-      'internal error: pair fenced (decoherent, cause internal-error) until spookd restarts; other peers carry on',
-    );
+    if (cause === 'store-failed') {
+      this.commits.storeFailures++;
+      this.log.error(
+        { peer: link.name, err: e },
+        'durable storage failed: pair fenced (decoherent, cause internal-error) until spookd restarts; nothing it had not made durable was sent or acknowledged; other peers carry on',
+      );
+    } else
+      this.log.error(
+        { peer: link.name, while: what, err: e },
+        'internal error: pair fenced (decoherent, cause internal-error) until spookd restarts; other peers carry on',
+      );
+    this.dirty.delete(link);
     try {
       // Watchers see the pair decohere; the pair's own state may be what broke, so this may throw too.
-      link.pair.fence(this.now(), `${what}: ${error}`);
+      if (cause === 'store-failed') link.pair.writesFailed(this.now(), error);
+      else link.pair.fence(this.now(), `${what}: ${error}`);
       this.publish(link);
     } catch (e2) {
       this.log.error({ peer: link.name, err: e2 }, 'fenced pair could not record its lifecycle');
@@ -464,13 +489,69 @@ export class Spookd {
     this.flushTable();
   }
 
-  /** Publish events, send what the pair has, collapse even when there is no session. */
+  /**
+   * The pair had an input: its writes must reach the disk, then its events and datagrams go
+   * out. Done by the commit pass at the end of this turn of the event loop, so every input of
+   * the turn shares one batch (and one fsync per file) per pair.
+   */
   pump(link: PeerLink): void {
-    const now = this.now();
-    this.publish(link);
-    if (this.table.canSend(link.name)) this.flushTransmit(link);
-    else link.pair.collapse(now);
-    this.publish(link);
+    const l = this.links.get(link.name)!;
+    if (l.fenced) return;
+    this.dirty.add(l);
+    if (!this.commitQueued) {
+      this.commitQueued = true;
+      setImmediate(() => this.commit());
+    }
+  }
+
+  /**
+   * One commit pass: the touched pairs collapse (even without a session), each one's writes
+   * are made durable as one batch, and only then are its events published and its datagrams
+   * sent. A store failure fences that pair alone. Sending can collapse more (new writes):
+   * those pairs go round again.
+   */
+  private commit(): void {
+    this.commitQueued = false;
+    if (this.storesClosed) return;
+    for (let round = 0; this.dirty.size > 0; round++) {
+      if (round === 8) {
+        // Still writing: leave the rest to the next turn rather than starve the loop.
+        this.commitQueued = true;
+        setImmediate(() => this.commit());
+        break;
+      }
+      const links = [...this.dirty];
+      this.dirty.clear();
+      this.commits.passes++;
+      const now = this.now();
+      // The pair's CPU is charged to its peer (as the input that caused it was); the disk's time is not.
+      for (const link of links) this.forPeer(link, 'collapse', () => link.pair.collapse(now));
+      for (const link of links) {
+        if (link.fenced) continue;
+        const writes = link.pair.pollWrites();
+        if (writes.length === 0) continue;
+        try {
+          link.store.persist(writes);
+        } catch (e) {
+          this.fence(link, 'store', e, 'store-failed');
+          continue;
+        }
+        link.pair.writesDurable();
+        this.commits.batches++;
+        this.commits.writes += writes.length;
+      }
+      for (const link of links)
+        this.forPeer(link, 'transmit', () => {
+          this.publish(link);
+          this.flushTransmit(link);
+          this.publish(link);
+          if (link.pair.awaitingWrites) this.dirty.add(link);
+        });
+    }
+    if (!this.stopping) {
+      this.drain(this.now()); // a fence closes sessions
+      this.schedule();
+    }
   }
 
   private flushTransmit(link: PeerLink): void {
@@ -502,6 +583,7 @@ export class Spookd {
         if (t !== undefined && t <= now) link.pair.handleTimeout(now);
         this.pump(link);
       });
+    this.commit(); // the timers' writes, one batch per pair, then their datagrams
     for (const dom of this.domains.values()) {
       if (dom.node.fencedCause) continue;
       dom.tick(now);

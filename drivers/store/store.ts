@@ -54,7 +54,7 @@ import type { LogRecord } from '../../core/pair/log.js';
 import { MapState } from '../../core/register/map.js';
 import { type StreamState } from '../../core/register/stream.js';
 import type { Replica } from '../../core/pair/replica.js';
-import type { PairStore, RegisterImage } from '../../core/pair/types.js';
+import type { PairStore, PairWrite, RegisterImage } from '../../core/pair/types.js';
 
 export type FsyncPolicy = 'always' | 'everysec' | 'never';
 
@@ -103,8 +103,9 @@ export class DiskStore implements PairStore {
     /** Snapshot and truncate a register's log once it grows past this. */
     readonly maxLogBytes = 64 * 1024 * 1024,
     /**
-     * A write that fails (ENOSPC, EIO) leaves a committed version that is not on disk: the
-     * daemon must stop before it is sent or reported (fail-stop). Tests keep the throw.
+     * A write through the PairStore methods that fails (ENOSPC, EIO) leaves a committed
+     * version that is not on disk: nothing may be sent or reported after it. Throws by
+     * default. spookd uses `persist`, which throws StoreError, and fences the pair.
      */
     private readonly onFatal: (e: Error) => never = (e) => {
       throw e;
@@ -172,26 +173,89 @@ export class DiskStore implements PairStore {
     return { register: replica.name, snapshotVersion, replayed, version: replica.version, tornBytes, pendingRestored };
   }
 
+  /**
+   * Make a batch of writes (one or more steps of a pair, in order) durable: every record is
+   * written, then each file the batch touched is fsynced once (fsync "always"; "everysec" and
+   * "never" leave them to the timer and the kernel). Snapshots and leases are written
+   * atomically (fsynced) as they come. Throws StoreError on the first failure: some of the
+   * batch may be on disk, none of it may be relied on (the caller fences the pair).
+   */
+  persist(writes: readonly PairWrite[]): void {
+    if (this.closed) throw new StoreError(`${this.dir}: write after the store was closed`);
+    const touched = new Set<number>();
+    let at = '';
+    try {
+      for (const w of writes) {
+        const register = w.kind === 'replaced' ? w.image.name : w.register;
+        const f = this.files.get(register);
+        if (!f) continue;
+        at = `${join(this.dir, register)}: ${w.kind}`;
+        switch (w.kind) {
+          case 'append':
+            this.writeRecord(f, register, w.rec, touched);
+            break;
+          case 'proposed':
+            this.writePending(f, register, w.seq, w.delta, touched);
+            break;
+          case 'replaced':
+            this.replaced(w.image);
+            break;
+          case 'lease':
+            this.lease(w.register, w.upTo);
+            break;
+        }
+      }
+      at = `${this.dir}: fsync`;
+      for (const fd of touched) fsyncSync(fd);
+    } catch (e) {
+      throw new StoreError(`${at}: ${(e as Error).message}`);
+    }
+  }
+
+  /** Append a pending own candidate (fsynced by the caller through `touched`, or marked dirty). */
+  private writePending(f: RegisterFiles, register: string, seq: number, delta: Delta, touched: Set<number>): void {
+    const r = this.replicas.get(register);
+    if (r && f.pendingBytes > PENDING_COMPACT_BYTES) {
+      // Rewrite with the undecided candidates only (and this one), then append from there.
+      const p = this.paths(register);
+      touched.delete(f.pendingFd);
+      closeSync(f.pendingFd);
+      writeAtomic(p.pending, encodePendingFile([...r.ownCandidates(), { seq, delta }]), p.dir);
+      f.pendingFd = openSync(p.pending, 'a', 0o600);
+      f.pendingBytes = statSync(p.pending).size;
+      return;
+    }
+    const framed = frameRecord(encodePendingRecord({ seq, delta }), sha256);
+    writeSync(f.pendingFd, framed);
+    f.pendingBytes += framed.length;
+    if (this.fsync === 'always') touched.add(f.pendingFd);
+    else f.pendingDirty = true;
+  }
+
+  /** Append a Collapse record (fsynced by the caller through `touched`); snapshot once the log is too long. */
+  private writeRecord(f: RegisterFiles, register: string, rec: LogRecord, touched: Set<number>): void {
+    const framed = frameRecord(rec.encoded, sha256);
+    writeSync(f.logFd, framed);
+    f.logBytes += framed.length;
+    if (this.fsync === 'always') touched.add(f.logFd);
+    else f.dirty = true;
+    if (f.logBytes > this.maxLogBytes) {
+      const r = this.replicas.get(register);
+      if (r) {
+        touched.delete(f.logFd); // the snapshot covers what the log held; the log is emptied
+        this.replaced(r);
+      }
+    }
+  }
+
   proposed(register: string, seq: number, delta: Delta): void {
     if (this.closed) this.onFatal(new StoreError(`${this.dir}: proposal on register ${register} after the store was closed`));
     const f = this.files.get(register);
     if (!f) return;
     try {
-      const r = this.replicas.get(register);
-      if (r && f.pendingBytes > PENDING_COMPACT_BYTES) {
-        // Rewrite with the undecided candidates only (and this one), then append from there.
-        const p = this.paths(register);
-        closeSync(f.pendingFd);
-        writeAtomic(p.pending, encodePendingFile([...r.ownCandidates(), { seq, delta }]), p.dir);
-        f.pendingFd = openSync(p.pending, 'a', 0o600);
-        f.pendingBytes = statSync(p.pending).size;
-        return;
-      }
-      const framed = frameRecord(encodePendingRecord({ seq, delta }), sha256);
-      writeSync(f.pendingFd, framed);
-      f.pendingBytes += framed.length;
-      if (this.fsync === 'always') fsyncSync(f.pendingFd);
-      else f.pendingDirty = true;
+      const touched = new Set<number>();
+      this.writePending(f, register, seq, delta, touched);
+      for (const fd of touched) fsyncSync(fd);
     } catch (e) {
       this.onFatal(new StoreError(`${join(this.dir, register)}: cannot persist own candidate ${seq}: ${(e as Error).message}`));
     }
@@ -202,21 +266,11 @@ export class DiskStore implements PairStore {
     const f = this.files.get(register);
     if (!f) return;
     try {
-      this.write(f, register, rec);
+      const touched = new Set<number>();
+      this.writeRecord(f, register, rec, touched);
+      for (const fd of touched) fsyncSync(fd);
     } catch (e) {
       this.onFatal(new StoreError(`${join(this.dir, register)}: cannot persist v${rec.version}: ${(e as Error).message}`));
-    }
-  }
-
-  private write(f: RegisterFiles, register: string, rec: LogRecord): void {
-    const framed = frameRecord(rec.encoded, sha256);
-    writeSync(f.logFd, framed);
-    f.logBytes += framed.length;
-    if (this.fsync === 'always') fsyncSync(f.logFd);
-    else f.dirty = true;
-    if (f.logBytes > this.maxLogBytes) {
-      const r = this.replicas.get(register);
-      if (r) this.replaced(r);
     }
   }
 

@@ -182,13 +182,13 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
   };
   const pairOpts: Omit<HalfPairOptions, 'localId' | 'peerId'> = { pairId: 7, seed: seedHash, registers, timing: o.timing };
   const stores = [new SimPairStore(), new SimPairStore()];
-  /** As spookd: a HalfPair over the endpoint's store, each register loaded from it before the pair runs. */
+  /** As spookd: a HalfPair handing its writes to the world (for the endpoint's store), each register loaded from it before the pair runs. */
   const boot = (i: 0 | 1): HalfPair => {
-    const pair = new HalfPair({ ...pairOpts, localId: i + 1, peerId: 2 - i, store: stores[i] }, world.now);
+    const pair = new HalfPair({ ...pairOpts, localId: i + 1, peerId: 2 - i, writes: 'driver' }, world.now);
     for (const r of pair.registers.values()) stores[i].load(r);
     return pair;
   };
-  const eps = durable ? world.adopt(['A', 'B'], [boot(0), boot(1)]) : world.addPair(['A', 'B'], pairOpts);
+  const eps = durable ? world.adopt(['A', 'B'], [boot(0), boot(1)], [stores[0], stores[1]]) : world.addPair(['A', 'B'], pairOpts);
   const seqEp = eps[0];
   if (commitsFromStore) {
     // The committed history is what the sequencer made durable: a collapse on its disk counts

@@ -4,15 +4,19 @@
  * seeded checker (run.ts), the demo and the benchmarks, so they all drive the core the
  * way the daemon does: handle input, then drain events and datagrams, then re-arm.
  *
- * An endpoint can crash (its HalfPair is dropped: datagrams to it are lost, its timer stops)
- * and restart with a new HalfPair. A StoreFault thrown out of the core (testing/sim/pair-store.ts)
- * crashes the endpoint at once, as spookd exits on a failed write: nothing of that step leaves.
+ * An endpoint with a store takes its pair's writes after each step and makes them durable
+ * before it polls anything (the pair's `Ready` boundary, as spookd does). It can crash (its
+ * HalfPair is dropped: datagrams to it are lost, its timer stops) and restart with a new
+ * HalfPair. A StoreFault out of its store crashes the endpoint at once (fail-stop; spookd
+ * fences the pair instead, which the peer sees the same way: silence): nothing of that step
+ * leaves.
  */
 import { HalfPair, type HalfPairOptions } from '../../core/pair/halfpair.js';
 import type { SpookEvent } from '../../core/pair/events.js';
 import { EventQueue, SimNetwork, type LinkFaults } from './network.js';
 import { Rng } from './rng.js';
 import { StoreFault } from './pair-store.js';
+import { persistWrites, type PairStore } from '../../core/pair/types.js';
 
 export interface SimEndpoint {
   name: string;
@@ -22,6 +26,8 @@ export interface SimEndpoint {
   down: boolean;
   /** Incremented by each crash (a step that crashed it can tell). */
   incarnation: number;
+  /** Where its pair's writes go (a pair built with `writes: 'driver'`); none: nothing is durable. */
+  store?: PairStore;
 }
 
 export class SimWorld {
@@ -48,9 +54,9 @@ export class SimWorld {
   }
 
   /** Wire two already-built HalfPairs of one pair into the world (e.g. after preloading state). */
-  adopt(names: [string, string], pairs: [HalfPair, HalfPair]): [SimEndpoint, SimEndpoint] {
-    const a: SimEndpoint = { name: names[0], pair: pairs[0], timerAt: undefined, down: false, incarnation: 0 };
-    const b: SimEndpoint = { name: names[1], pair: pairs[1], timerAt: undefined, down: false, incarnation: 0 };
+  adopt(names: [string, string], pairs: [HalfPair, HalfPair], stores?: [PairStore, PairStore]): [SimEndpoint, SimEndpoint] {
+    const a: SimEndpoint = { name: names[0], pair: pairs[0], timerAt: undefined, down: false, incarnation: 0, store: stores?.[0] };
+    const b: SimEndpoint = { name: names[1], pair: pairs[1], timerAt: undefined, down: false, incarnation: 0, store: stores?.[1] };
     this.endpoints.push(a, b);
     this.drain(a);
     this.drain(b);
@@ -76,11 +82,15 @@ export class SimWorld {
     this.drain(ep);
   }
 
-  /** Run one step of the endpoint's core; a StoreFault out of it crashes the endpoint. False if it did. */
+  /**
+   * Run one step of the endpoint's core, then make its writes durable (its store); a
+   * StoreFault out of either crashes the endpoint. False if it did.
+   */
   step(ep: SimEndpoint, run: (pair: HalfPair) => void): boolean {
     if (ep.down) return false;
     try {
       run(ep.pair);
+      this.commit(ep);
       return true;
     } catch (e) {
       if (!(e instanceof StoreFault)) throw e;
@@ -88,6 +98,15 @@ export class SimWorld {
       this.onStoreFault(ep, e);
       return false;
     }
+  }
+
+  /** The pair's writes since the last commit, to its store; then what they held back may leave. */
+  private commit(ep: SimEndpoint): void {
+    if (!ep.store) return;
+    const writes = ep.pair.pollWrites();
+    if (writes.length === 0) return;
+    persistWrites(ep.store, writes); // a StoreFault leaves them unacknowledged: nothing they caused is released
+    ep.pair.writesDurable();
   }
 
   /** Deliver events, send every datagram the endpoint has, re-arm its timer. */
@@ -98,10 +117,12 @@ export class SimWorld {
     for (let ev = pair.pollEvent(); ev; ev = pair.pollEvent()) this.onEvent(ep, ev);
     const to = this.peerOf(ep);
     const datagrams: Uint8Array[] = [];
-    // pollTransmit may collapse (a store write): a fault there sends nothing of this drain.
-    const ok = this.step(ep, () => {
-      for (let d = pair.pollTransmit(now); d; d = pair.pollTransmit(now)) datagrams.push(d);
-    });
+    // Collapse first (a store write, made durable by the step): a fault there sends nothing of this drain.
+    const ok =
+      this.step(ep, (p) => p.collapse(now)) &&
+      this.step(ep, () => {
+        for (let d = pair.pollTransmit(now); d; d = pair.pollTransmit(now)) datagrams.push(d);
+      });
     if (!ok) return;
     for (const d of datagrams)
       this.net.send(now, ep.name, to.name, d, (at, dg) => {

@@ -1,0 +1,136 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { configSchema } from '../drivers/daemon/config.js';
+import { Spookd } from '../drivers/daemon/spookd.js';
+import { encodeKey } from '../drivers/daemon/keys.js';
+import { DiskStore, StoreError, type FsyncPolicy } from '../drivers/store/store.js';
+import type { PairWrite } from '../core/pair/types.js';
+import type { SpookEvent } from '../core/pair/events.js';
+import { generateKeyPair, type KeyPair } from '../crypto/primitives.js';
+import { DeltaOp } from '../wire/delta.js';
+import { PairState } from '../core/pair/lifecycle.js';
+import type { MapState } from '../core/register/map.js';
+
+/**
+ * A store that fails (spookd's pair writes, drivers/daemon/spookd.ts): three spookd in this
+ * process on loopback, a (peers b and c), b, c, fsync "always". a's store for b starts
+ * failing (as on EIO or ENOSPC): that pair is fenced, never reports a write that did not
+ * reach the disk, and the a-c pair keeps committing; the process carries on.
+ */
+class FailingStore extends DiskStore {
+  failing = false;
+  /** Batches this store made durable, by size (group commit: several writes in one). */
+  readonly batches: number[] = [];
+  persist(writes: readonly PairWrite[]): void {
+    if (this.failing) throw new StoreError(`${this.dir}: write: EIO: i/o error (injected)`);
+    super.persist(writes);
+    this.batches.push(writes.length);
+  }
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'spook-storefail-'));
+const base = 26000 + (process.pid % 1000) * 3;
+const keys: Record<string, KeyPair> = { a: generateKeyPair(), b: generateKeyPair(), c: generateKeyPair() };
+const port: Record<string, number> = { a: base, b: base + 1, c: base + 2 };
+const logs: Record<string, string[]> = { a: [], b: [], c: [] };
+const d: Record<string, Spookd> = {};
+const stores = new Map<string, FailingStore>();
+
+function make(name: string, peers: string[]): Spookd {
+  writeFileSync(join(dir, `${name}.key`), Buffer.from(keys[name].privateKey).toString('base64'));
+  const cfg = configSchema.parse({
+    listen: `127.0.0.1:${port[name]}`,
+    privateKeyFile: join(dir, `${name}.key`),
+    dataDir: join(dir, name),
+    adminSocket: join(dir, `${name}.sock`),
+    fsync: 'always',
+    timing: { keepaliveMs: 100, silenceMs: 3000 },
+    peers: peers.map((p) => ({ name: p, publicKey: encodeKey(keys[p].publicKey), endpoint: `127.0.0.1:${port[p]}` })),
+    registers: [{ name: 'config', kind: 'map' }],
+  });
+  const log = pino({ level: 'warn' }, { write: (s: string) => void logs[name].push(s) });
+  return new Spookd(cfg, keys[name], log, (peer: string, dir: string, fsync: FsyncPolicy) => {
+    const s = new FailingStore(dir, fsync);
+    stores.set(`${name}-${peer}`, s);
+    return s;
+  });
+}
+
+async function until(what: string, f: () => boolean, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!f()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Propose as the admin API does, and collect what the proposer is told about it. */
+const write = (from: Spookd, peer: string, key: string): { told: SpookEvent[] } => {
+  const link = from.link(peer);
+  const id = link.pair.propose(from.now(), 'config', { op: DeltaOp.Set, key: Buffer.from(key), value: Buffer.from('v') });
+  const told: SpookEvent[] = [];
+  from.subscribers.add((l, ev) => {
+    if (l === link && ev.type === 'outcome' && ev.origin === id.origin && ev.seq === id.seq) told.push(ev);
+  });
+  from.kick(link);
+  return { told };
+};
+const has = (s: Spookd, peer: string, key: string): boolean =>
+  (s.link(peer).pair.register('config').state as MapState).get(Buffer.from(key)) !== undefined;
+
+beforeAll(async () => {
+  d.a = make('a', ['b', 'c']);
+  d.b = make('b', ['a']);
+  d.c = make('c', ['a']);
+  await Promise.all(Object.values(d).map((s) => s.start()));
+  await until(
+    'a-b and a-c entangled',
+    () => d.a.link('b').pair.state === PairState.ENTANGLED && d.a.link('c').pair.state === PairState.ENTANGLED,
+  );
+}, 30_000);
+
+afterAll(async () => {
+  await Promise.all(Object.values(d).map((s) => s.stop()));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('spookd: a pair whose store fails', () => {
+  it('commits go to disk in batches before they are announced (fsync always)', async () => {
+    const w = [write(d.a, 'b', 'ab-0'), write(d.a, 'b', 'ab-1'), write(d.a, 'b', 'ab-2')];
+    await until('a-b writes committed and crossed', () => w.every((x) => x.told.length === 1) && has(d.b, 'a', 'ab-2'));
+    for (const x of w) expect(x.told[0]).toMatchObject({ verdict: 'committed' });
+    // Three proposals in one turn of the event loop: the first batch holds the lease and what they wrote (one fsync per file).
+    expect(stores.get('a-b')!.batches[0]).toBeGreaterThanOrEqual(2);
+    expect(d.a.commits.writes).toBeGreaterThan(d.a.commits.batches);
+  });
+
+  it('is fenced alone (decoherent, cause store-failed, logged once, counted): nothing it did not make durable is acknowledged or sent; the other pair keeps committing', async () => {
+    const lb = d.a.link('b');
+    const versionAtB = d.b.link('a').pair.register('config').version;
+    stores.get('a-b')!.failing = true;
+    const lost = [write(d.a, 'b', 'lost-1'), write(d.a, 'b', 'lost-2')];
+    await until('a fences b', () => lb.fenced !== undefined);
+    expect(lb.fenced).toMatchObject({ cause: 'store-failed' });
+    expect(lb.fenced!.error).toMatch(/EIO/);
+    expect(lb.pair.state).toBe('DECOHERENT');
+    expect(lb.session).toBeUndefined();
+    // The pair keeps being asked (b's keepalives, new handshakes; timers): nothing more logged, counted or written.
+    await new Promise((r) => setTimeout(r, 1000));
+    for (const x of lost) expect(x.told).toEqual([]);
+    expect(has(d.b, 'a', 'lost-1') || has(d.b, 'a', 'lost-2')).toBe(false);
+    expect(d.b.link('a').pair.register('config').version).toBe(versionAtB);
+    expect(d.a.commits.storeFailures).toBe(1);
+    expect(d.a.drops['internal-error']).toBe(1);
+    expect(logs.a.filter((l) => l.includes('durable storage failed')).length).toBe(1);
+    // The other pair still commits both ways, on disk.
+    const ac = write(d.a, 'c', 'to-c');
+    write(d.c, 'a', 'from-c');
+    await until('a-c writes cross', () => has(d.c, 'a', 'to-c') && has(d.a, 'c', 'from-c') && ac.told.length === 1);
+    expect(ac.told[0]).toMatchObject({ verdict: 'committed' });
+    expect(d.a.link('c').fenced).toBeUndefined();
+    expect(stores.get('a-c')!.batches.length).toBeGreaterThan(0);
+  }, 20_000);
+});
