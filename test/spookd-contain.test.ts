@@ -120,8 +120,10 @@ describe('spookd containment (§12.9)', () => {
     await new Promise<void>((r) => sock.bind(0, '127.0.0.2', () => r()));
     const before = { ...d.a.drops };
     const refused0 = lb.budget.refused;
-    // Who b's budget is charged for: the address of the datagram a is handling, or b's own timers. (In time, b's
-    // own frames cost ~20 ms here, which a loaded host stretches past any fixed bound: so the test counts charges.)
+    const spent0 = lb.budget.spentMs;
+    // Who b's budget is charged for: the address of the datagram a is handling, or b's own timers. (In time, b's own
+    // frames cost under 20 ms here on an idle host; work is timed on the wall clock, which a loaded host stretches
+    // past any fixed bound: so the test attributes the charges.)
     const sa = d.a as unknown as { onDatagram(buf: Uint8Array, rinfo: { address: string }): void };
     const onDatagram = sa.onDatagram;
     let handling: string | undefined;
@@ -159,10 +161,12 @@ describe('spookd containment (§12.9)', () => {
     const grew = (k: string): number => (d.a.drops[k] ?? 0) - (before[k] ?? 0);
     expect(grew('data-auth-failed')).toBeGreaterThan(100);
     expect(grew('source-over-budget')).toBeGreaterThan(grew('data-auth-failed')); // most never reached the AEAD
-    expect(lb.budget.refused - refused0).toBe(0);
     // b's budget paid for b's own frames (keepalives every 100 ms, the write) only, never for one of the forgeries.
     expect(chargedFor.get('127.0.0.1')).toBeGreaterThan(10);
     expect([...chargedFor.keys()].filter((k) => k !== '127.0.0.1' && k !== 'timers')).toEqual([]);
+    // So b is never held back, unless a loaded host stretched b's own work past those 20 ms and its 20 ms/s: its
+    // budget then rightly refuses it (and forged frames with its pair id, before their AEAD); its write crossed.
+    if (lb.budget.spentMs - spent0 < 20) expect(lb.budget.refused - refused0).toBe(0);
     expect(lb.fenced).toBeUndefined();
   }, 20_000);
   it('attack: an exception while handling one peer fences that pair only (cause internal-error, logged once, counted); the process and the other pair carry on', async () => {
