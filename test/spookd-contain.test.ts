@@ -118,6 +118,9 @@ describe('spookd containment (§12.9)', () => {
     const sock = createSocket('udp4');
     // Another address than b's (127.0.0.1): frames from b's own address, any port, are always opened.
     await new Promise<void>((r) => sock.bind(0, '127.0.0.2', () => r()));
+    // From a full bucket: b's own work before (its handshakes, the tests above, stretched on a loaded host) may
+    // have left it in debt, which would refuse frames with its pair id whatever the forgery does.
+    await until("b's budget full", () => lb.budget.settled(d.a.now()), 10_000);
     const before = { ...d.a.drops };
     const refused0 = lb.budget.refused;
     const spent0 = lb.budget.spentMs;

@@ -190,7 +190,10 @@ async function contactReport(): Promise<string> {
   for (const h of ['vic', 'hon1', 'hon2']) {
     const d = await admin(h, 'domain', { domain: 'main' }).catch((e: Error) => e);
     const s = await admin(h, 'status').catch((e: Error) => e);
-    const parts = d instanceof Error ? d.message : JSON.stringify(d.recentPartitions);
+    const parts =
+      d instanceof Error
+        ? d.message
+        : `${JSON.stringify(d.recentPartitions)} (now ${d.role} in term ${d.term}; ${JSON.stringify({ elections: d.stats.elections, leaderChanges: d.stats.leaderChanges, stepDowns: d.stats.stepDowns })})`;
     const drops =
       s instanceof Error ? s.message : JSON.stringify({ peer: s.drops['peer-over-budget'], source: s.drops['source-over-budget'] });
     out.push(`${h}: partitions ${parts}; over budget ${drops}`);
