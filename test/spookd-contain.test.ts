@@ -171,7 +171,7 @@ describe('spookd containment (§12.9)', () => {
     // budget then rightly refuses it (and forged frames with its pair id, before their AEAD); its write crossed.
     if (lb.budget.spentMs - spent0 < 20) expect(lb.budget.refused - refused0).toBe(0);
     expect(lb.fenced).toBeUndefined();
-  }, 20_000);
+  }, 40_000);
   it('attack: an exception while handling one peer fences that pair only (cause internal-error, logged once, counted); the process and the other pair carry on', async () => {
     const lb = d.a.link('b');
     lb.pair.handlePayload = () => {
