@@ -9,16 +9,32 @@ import { PairState } from '../core/pair/lifecycle.js';
 import { MsgType, encodeMessage } from '../wire/messages.js';
 import { DeltaOp } from '../wire/delta.js';
 import { Rng } from '../testing/sim/rng.js';
-import { generateKeyPair, type KeyPair } from '../crypto/primitives.js';
+import { publicKeyOf, type KeyPair } from '../crypto/primitives.js';
 
 /**
  * A few tables wired by hand, delivering at once: h (peers g and x), g (peer h) and x, a bare
- * EtcpEndpoint holding h's key for an authorised but hostile peer. Fake clock throughout.
+ * EtcpEndpoint holding h's key for an authorised but hostile peer. Fake clock throughout, and
+ * static keys from a seed: the keys decide who is member 1 of each pair (who initiates, who
+ * rekeys on age), so random keys would make a run depend on a coin toss.
  */
-function trio(o: { rekeyAfterMs: number; sessionGraceMs: number; violationLimit?: number; rekeyAfterMessages?: number }) {
+function trio({
+  keySeed = 0,
+  ...o
+}: {
+  rekeyAfterMs: number;
+  sessionGraceMs: number;
+  violationLimit?: number;
+  rekeyAfterMessages?: number;
+  keySeed?: number;
+}) {
   const rng = new Rng(1);
   const random = (n: number): Uint8Array => rng.bytes(n);
-  const k: Record<'h' | 'g' | 'x', KeyPair> = { h: generateKeyPair(), g: generateKeyPair(), x: generateKeyPair() };
+  const keyRng = new Rng(keySeed);
+  const keyPair = (): KeyPair => {
+    const privateKey = keyRng.bytes(32);
+    return { privateKey, publicKey: publicKeyOf(privateKey) };
+  };
+  const k: Record<'h' | 'g' | 'x', KeyPair> = { h: keyPair(), g: keyPair(), x: keyPair() };
   const at: Record<'h' | 'g' | 'x', Addr> = { h: { address: 'h', port: 1 }, g: { address: 'g', port: 1 }, x: { address: 'x', port: 1 } };
   const clock = { now: 0 };
   const table = (self: 'h' | 'g', peers: ('h' | 'g' | 'x')[]): PeerTable =>
@@ -80,70 +96,84 @@ function trio(o: { rekeyAfterMs: number; sessionGraceMs: number; violationLimit?
 }
 
 describe('ETCP peer table', () => {
-  it('attack (deterministic twin of the spookd-contain test): an authorised peer handshaking in a loop and keeping every old session busy holds at most 7 sessions; old sessions die at their hard age; the honest peer still rekeys', () => {
-    const t = trio({ rekeyAfterMs: 2000, sessionGraceMs: 500 });
-    const { h, x, clock } = t;
-    const hEtcp = (h as unknown as { o: { etcp: EtcpEndpoint } }).o.etcp;
-    const ofX = (): number => [...hEtcp.sessions.values()].filter((s) => s.peer.name === 'x').length;
-    // x never uses every second session it forms: they stay unconfirmed at h until they expire or are pushed out.
-    const unused = new Set<Session>();
-    const poke = (): void => {
-      for (const s of t.xGot)
-        if (!unused.has(s)) h.handleDatagram(clock.now, t.at.x, s.seal(new Uint8Array([0x40, 0xde, 0xad, 0xbe, 0xef])));
-      t.route();
-    };
-    t.advance(100);
-    expect(h.peer('g')!.session).toBeDefined();
-    const gFirst = h.peer('g')!.session!.localIndex;
-    let most = 0;
-    let mostOld = 0;
-    // x: two handshakes, then a frame on every session it ever had (but the unused ones), every 50 ms for 3 s.
-    const measure = (): void => {
-      most = Math.max(most, ofX());
-      mostOld = Math.max(mostOld, h.peer('x')!.oldSessions.length);
-    };
-    while (clock.now < 3100) {
-      h.handleDatagram(clock.now, t.at.x, x.initiate(clock.now, t.k.h.publicKey));
-      t.route();
-      measure();
-      t.advance(clock.now + 2); // h takes one init per ms from a peer (perPeerLimit)
-      h.handleDatagram(clock.now, t.at.x, x.initiate(clock.now, t.k.h.publicKey));
-      t.route();
-      measure();
-      if (t.xGot.length > 0) unused.add(t.xGot[t.xGot.length - 1]);
+  // The keys decide who initiates the honest pair (and rekeys it on age): both ways round.
+  it.each([
+    { keySeed: 0, hInitiates: true },
+    { keySeed: 1, hInitiates: false },
+  ])(
+    'attack (deterministic twin of the spookd-contain test): an authorised peer handshaking in a loop and keeping every old session busy holds at most 7 sessions; old sessions die at their hard age; the honest peer still rekeys (h initiates: $hInitiates)',
+    ({ keySeed, hInitiates }) => {
+      const t = trio({ rekeyAfterMs: 2000, sessionGraceMs: 500, keySeed });
+      const { h, g, x, clock } = t;
+      expect(h.peer('g')!.role).toBe(hInitiates ? 'sequencer' : 'follower');
+      const hEtcp = (h as unknown as { o: { etcp: EtcpEndpoint } }).o.etcp;
+      const ofX = (): number => [...hEtcp.sessions.values()].filter((s) => s.peer.name === 'x').length;
+      // x never uses every second session it forms: they stay unconfirmed at h until they expire or are pushed out.
+      const unused = new Set<Session>();
+      // Meanwhile the honest pair exchanges a frame each way (as its keepalives do): a responder sends on
+      // a new session only once the initiator has used it, so without traffic a rekey by g never reaches h.
+      const poke = (): void => {
+        for (const s of t.xGot)
+          if (!unused.has(s)) h.handleDatagram(clock.now, t.at.x, s.seal(new Uint8Array([0x40, 0xde, 0xad, 0xbe, 0xef])));
+        expect(h.sendPayload('g', new Uint8Array([MsgType.Status]))).toBe(true);
+        expect(g.sendPayload('h', new Uint8Array([MsgType.Status]))).toBe(true);
+        t.route();
+      };
+      t.advance(100);
+      expect(h.peer('g')!.session).toBeDefined();
+      const gFirst = h.peer('g')!.session!.localIndex;
+      let most = 0;
+      let mostOld = 0;
+      // x: two handshakes, then a frame on every session it ever had (but the unused ones), every 50 ms for 3 s.
+      const measure = (): void => {
+        most = Math.max(most, ofX());
+        mostOld = Math.max(mostOld, h.peer('x')!.oldSessions.length);
+      };
+      while (clock.now < 3100) {
+        h.handleDatagram(clock.now, t.at.x, x.initiate(clock.now, t.k.h.publicKey));
+        t.route();
+        measure();
+        t.advance(clock.now + 2); // h takes one init per ms from a peer (perPeerLimit)
+        h.handleDatagram(clock.now, t.at.x, x.initiate(clock.now, t.k.h.publicKey));
+        t.route();
+        measure();
+        if (t.xGot.length > 0) unused.add(t.xGot[t.xGot.length - 1]);
+        poke();
+        measure();
+        t.advance(clock.now + 48);
+      }
+      expect(t.xGot.length).toBe(120);
+      expect(most).toBe(7); // 1 current + 2 superseded + 4 unconfirmed
+      expect(mostOld).toBe(2);
+      // x stops handshaking but keeps its superseded sessions busy: they still go at their hard age
+      // (rekey + 2 grace = 3 s from establishment), and their frames then drop.
+      const olds = h.peer('x')!.oldSessions.map((o) => o.session);
+      expect(olds.length).toBe(2);
+      const hardAge = Math.max(...olds.map((s) => s.establishedAt)) + 3000;
+      const unknown0 = h.drops['unknown-pair'] ?? 0;
+      while (clock.now < hardAge) {
+        poke();
+        expect(h.peer('x')!.oldSessions.map((o) => o.session)).toEqual(olds.filter((s) => s.establishedAt + 3000 > clock.now));
+        t.advance(clock.now + 40);
+      }
       poke();
-      measure();
-      t.advance(clock.now + 48);
-    }
-    expect(t.xGot.length).toBe(120);
-    expect(most).toBe(7); // 1 current + 2 superseded + 4 unconfirmed
-    expect(mostOld).toBe(2);
-    // x stops handshaking but keeps its superseded sessions busy: they still go at their hard age
-    // (rekey + 2 grace = 3 s from establishment), and their frames then drop.
-    const olds = h.peer('x')!.oldSessions.map((o) => o.session);
-    expect(olds.length).toBe(2);
-    const hardAge = Math.max(...olds.map((s) => s.establishedAt)) + 3000;
-    const unknown0 = h.drops['unknown-pair'] ?? 0;
-    while (clock.now < hardAge) {
-      poke();
-      expect(h.peer('x')!.oldSessions.map((o) => o.session)).toEqual(olds.filter((s) => s.establishedAt + 3000 > clock.now));
-      t.advance(clock.now + 40);
-    }
-    poke();
-    for (const s of olds) expect(hEtcp.sessions.has(s.localIndex)).toBe(false);
-    expect(h.peer('x')!.oldSessions).toEqual([]);
-    expect((h.drops['unknown-pair'] ?? 0) - unknown0).toBeGreaterThan(20);
-    // The honest pair was never cut and rekeys on schedule.
-    expect(h.peer('g')!.disconnects).toBe(0);
-    expect(h.peer('g')!.session!.localIndex).not.toBe(gFirst);
-    expect(h.peer('g')!.session!.establishedAt).toBeGreaterThan(clock.now - 2100);
-  });
+      for (const s of olds) expect(hEtcp.sessions.has(s.localIndex)).toBe(false);
+      expect(h.peer('x')!.oldSessions).toEqual([]);
+      expect((h.drops['unknown-pair'] ?? 0) - unknown0).toBeGreaterThan(20);
+      // The honest pair was never cut and rekeys on schedule.
+      expect(h.peer('g')!.disconnects).toBe(0);
+      expect(h.peer('g')!.session!.localIndex).not.toBe(gFirst);
+      expect(h.peer('g')!.session!.establishedAt).toBeGreaterThan(clock.now - 2100);
+      // Both ends send on the same, fresh session.
+      expect(g.peer('h')!.session!.remoteIndex).toBe(h.peer('g')!.session!.localIndex);
+    },
+  );
 
   it('names its timers, and arms nothing it cannot act on: no handshake without an address or with a closed pair', () => {
     const t = trio({ rekeyAfterMs: 2000, sessionGraceMs: 500 });
-    // g is member 1 or 2 by the keys: member 2 holds back at first contact.
-    const first = t.g.timers('h').handshake!;
-    expect(first === 0 || first === 1500).toBe(true);
+    // With these keys g is member 2 of its pair with h: member 2 holds back at first contact.
+    expect(t.g.peer('h')!.role).toBe('follower');
+    expect(t.g.timers('h').handshake).toBe(1500);
     t.g.setAddress('h', undefined);
     expect(t.g.timers('h')).toEqual({});
     expect(t.g.pollTimeout()).toBeUndefined();

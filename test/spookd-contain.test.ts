@@ -118,9 +118,33 @@ describe('spookd containment (§12.9)', () => {
     const sock = createSocket('udp4');
     // Another address than b's (127.0.0.1): frames from b's own address, any port, are always opened.
     await new Promise<void>((r) => sock.bind(0, '127.0.0.2', () => r()));
+    // From a full bucket: b's own work before (its handshakes, the tests above, stretched on a loaded host) may
+    // have left it in debt, which would refuse frames with its pair id whatever the forgery does.
+    await until("b's budget full", () => lb.budget.settled(d.a.now()), 10_000);
     const before = { ...d.a.drops };
     const refused0 = lb.budget.refused;
     const spent0 = lb.budget.spentMs;
+    // Who b's budget is charged for: the address of the datagram a is handling, or b's own timers. (In time, b's own
+    // frames cost under 20 ms here on an idle host; work is timed on the wall clock, which a loaded host stretches
+    // past any fixed bound: so the test attributes the charges.)
+    const sa = d.a as unknown as { onDatagram(buf: Uint8Array, rinfo: { address: string }): void };
+    const onDatagram = sa.onDatagram;
+    let handling: string | undefined;
+    sa.onDatagram = function (this: unknown, buf, rinfo) {
+      handling = rinfo.address;
+      try {
+        onDatagram.call(this, buf, rinfo);
+      } finally {
+        handling = undefined;
+      }
+    };
+    const charge = lb.budget.charge;
+    const chargedFor = new Map<string, number>();
+    lb.budget.charge = function (this: typeof lb.budget, ms: number) {
+      const who = handling ?? 'timers';
+      chargedFor.set(who, (chargedFor.get(who) ?? 0) + 1);
+      charge.call(this, ms);
+    };
     let pn = 1_000_000;
     const forged = (): Uint8Array =>
       encodeFrame({ type: FrameType.Data, flags: 0, pairId, packetNumber: pn++ }, new Uint8Array(randomBytes(1200)));
@@ -134,15 +158,20 @@ describe('spookd containment (§12.9)', () => {
     } finally {
       clearInterval(flood);
       sock.close();
+      sa.onDatagram = onDatagram;
+      lb.budget.charge = charge;
     }
     const grew = (k: string): number => (d.a.drops[k] ?? 0) - (before[k] ?? 0);
     expect(grew('data-auth-failed')).toBeGreaterThan(100);
     expect(grew('source-over-budget')).toBeGreaterThan(grew('data-auth-failed')); // most never reached the AEAD
-    expect(lb.budget.refused - refused0).toBe(0);
-    // b's own frames only (keepalives every 100 ms, the write): far below the forgery's cost.
-    expect(lb.budget.spentMs - spent0).toBeLessThan(20);
+    // b's budget paid for b's own frames (keepalives every 100 ms, the write) only, never for one of the forgeries.
+    expect(chargedFor.get('127.0.0.1')).toBeGreaterThan(10);
+    expect([...chargedFor.keys()].filter((k) => k !== '127.0.0.1' && k !== 'timers')).toEqual([]);
+    // So b is never held back, unless a loaded host stretched b's own work past those 20 ms and its 20 ms/s: its
+    // budget then rightly refuses it (and forged frames with its pair id, before their AEAD); its write crossed.
+    if (lb.budget.spentMs - spent0 < 20) expect(lb.budget.refused - refused0).toBe(0);
     expect(lb.fenced).toBeUndefined();
-  }, 20_000);
+  }, 40_000);
   it('attack: an exception while handling one peer fences that pair only (cause internal-error, logged once, counted); the process and the other pair carry on', async () => {
     const lb = d.a.link('b');
     lb.pair.handlePayload = () => {
@@ -257,9 +286,14 @@ describe('spookd session bounds (§12.3, §12.6)', () => {
     const ofX = (): number => [...etcp.sessions.values()].filter((ss) => ss.peer.name === 'x').length;
     let most = 0;
     let mostOld = 0;
+    // The loop runs 3 s, and on a loaded host longer: until x has formed over 30 sessions (a round takes a DH
+    // at h) and h holds two superseded ones, which the second phase watches age out. Starved past the grace
+    // (500 ms) between two rounds, h rightly retires them for idleness; the next round restores them.
+    const oldsHeld = (): number => s.h.link('x').peer.oldSessions.length;
     try {
       const t0 = performance.now();
-      while (performance.now() - t0 < 3000) {
+      while (performance.now() - t0 < 3000 || mine.length <= 30 || oldsHeld() < 2) {
+        if (performance.now() - t0 > 20_000) throw new Error(`after 20 s: ${mine.length} sessions formed, ${oldsHeld()} superseded held`);
         const got = await new Promise<Session | undefined>((res) => {
           waiting = res;
           sock.send(x.initiate(performance.now(), keys.h.publicKey, Date.now()), port.h, '127.0.0.1');
@@ -269,7 +303,7 @@ describe('spookd session bounds (§12.3, §12.6)', () => {
         for (const ss of mine) poke(ss); // every session x ever had, every round (~25/s: under the cookie threshold)
         await new Promise((r) => setTimeout(r, 40));
         most = Math.max(most, ofX());
-        mostOld = Math.max(mostOld, s.h.link('x').peer.oldSessions.length);
+        mostOld = Math.max(mostOld, oldsHeld());
       }
       expect(mine.length).toBeGreaterThan(30);
       expect(most).toBeLessThanOrEqual(7);
@@ -279,8 +313,10 @@ describe('spookd session bounds (§12.3, §12.6)', () => {
       const olds = s.h.link('x').peer.oldSessions.map((o) => o.session.localIndex);
       expect(olds.length).toBe(2);
       const unknown0 = s.h.drops['unknown-pair'] ?? 0;
+      // At least 5.5 s, and on a host so loaded that h's timer runs later still, until they are gone (the
+      // exact hard age is the deterministic twin's, in etcp-peers.test.ts).
       const t1 = performance.now();
-      while (performance.now() - t1 < 5500) {
+      while (performance.now() - t1 < 5500 || (olds.some((i) => etcp.sessions.has(i)) && performance.now() - t1 < 15_000)) {
         for (const ss of mine) poke(ss);
         await new Promise((r) => setTimeout(r, 40));
       }
@@ -297,7 +333,7 @@ describe('spookd session bounds (§12.3, §12.6)', () => {
     await until('h-g rekeyed', () => s.h.link('g').session !== undefined && s.h.link('g').session!.localIndex !== before);
     write(s.g, 'h', 'after-hoard');
     await until('g write reaches h', () => has(s.h, 'g', 'after-hoard'));
-  }, 30_000);
+  }, 75_000);
 
   it('attack: with the session index space full, an honest pair that must handshake is not fenced: the init is counted as no-free-index and retried', async () => {
     const etcp = (s.h as unknown as { etcp: { sessions: Map<number, Session> } }).etcp;

@@ -184,6 +184,23 @@ async function disruptions(): Promise<Record<string, number>> {
   return out;
 }
 
+/** Why contact was lost, as the hosts saw it: recent partitions (when, cause) and datagrams dropped over a work budget. */
+async function contactReport(): Promise<string> {
+  const out: string[] = [];
+  for (const h of ['vic', 'hon1', 'hon2']) {
+    const d = await admin(h, 'domain', { domain: 'main' }).catch((e: Error) => e);
+    const s = await admin(h, 'status').catch((e: Error) => e);
+    const parts =
+      d instanceof Error
+        ? d.message
+        : `${JSON.stringify(d.recentPartitions)} (now ${d.role} in term ${d.term}; ${JSON.stringify({ elections: d.stats.elections, leaderChanges: d.stats.leaderChanges, stepDowns: d.stats.stepDowns })})`;
+    const drops =
+      s instanceof Error ? s.message : JSON.stringify({ peer: s.drops['peer-over-budget'], source: s.drops['source-over-budget'] });
+    out.push(`${h}: partitions ${parts}; over budget ${drops}`);
+  }
+  return out.join('\n');
+}
+
 interface Verdict {
   before: Record<string, number>;
   report: AttackReport;
@@ -191,11 +208,14 @@ interface Verdict {
   honestFailures: string[];
   honestWrites: number;
   maxRssMb: number;
+  /** When the attack started (ISO time, as the hosts' partition records). */
+  startedAt: string;
 }
 
 /** Attack while writing honestly through vic every HONEST_EVERY_MS; then the common assertions. */
 async function underAttack(name: string, seed: number, a: Attack, timeoutMs: number): Promise<Verdict> {
   const before = await disruptions();
+  const startedAt = new Date().toISOString();
   const failures: string[] = [];
   let writes = 0;
   let maxRssMb = 0;
@@ -239,7 +259,7 @@ async function underAttack(name: string, seed: number, a: Attack, timeoutMs: num
   console.log(
     `[adversary ${name}] ${JSON.stringify(report)}; honest writes ${writes}, failed ${failures.length}, max RSS ${maxRssMb.toFixed(0)} MB`,
   );
-  return { before, report, honestFailures: failures, honestWrites: writes, maxRssMb };
+  return { before, report, honestFailures: failures, honestWrites: writes, maxRssMb, startedAt };
 }
 
 /** The first exception a host's log shows (its message and where it was thrown), if any. */
@@ -280,7 +300,9 @@ async function expectContained(name: string, v: Verdict): Promise<void> {
   );
   // Contained means unnoticed by the honest pair and domain: neither lost contact (decohered).
   await until('the honest pair entangled', async () => (await admin('vic', 'pair', { peer: 'hon1' })).state === 'ENTANGLED', 10_000);
-  expect(await disruptions(), `the honest pair or domain decohered during the ${name} attack`).toEqual(v.before);
+  const after = await disruptions();
+  const why = JSON.stringify(after) === JSON.stringify(v.before) ? '' : `\n${await contactReport()}`;
+  expect(after, `the honest pair or domain decohered during the ${name} attack (attack from ${v.startedAt})${why}`).toEqual(v.before);
   v.maxRssMb = Math.max(v.maxRssMb, rssMb('vic'));
   expect(v.maxRssMb, `vic's RSS under the ${name} attack (MB)`).toBeLessThan(RSS_BOUND_MB);
 }
