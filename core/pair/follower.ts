@@ -25,7 +25,7 @@ import { StreamState } from '../register/stream.js';
 import { Gcra } from '../util/rate.js';
 import { LifecycleEvent, PairState } from './lifecycle.js';
 import type { PayloadBuilder } from './payload.js';
-import { COMMITTED, SEND_WINDOW, type RoleMachine, type Shared } from './shared.js';
+import { COMMITTED, FOLLOWER_TIMERS, SEND_WINDOW, type FollowerTimer, type RoleMachine, type Shared } from './shared.js';
 import type { OwnCandidate, RegisterMessage } from './types.js';
 
 /** Out-of-order collapse records a follower holds while a gap fills. */
@@ -340,23 +340,47 @@ export class Follower implements RoleMachine, RequesterHost {
 
   // ---------------------------------------------------------------- timers and sending
 
-  nextTimeout(): number | undefined {
-    return this.session ? (this.session.retransmitAt ?? this.session.notBefore) : this.retransmitAt;
+  deadlines(): Partial<Record<FollowerTimer, number>> {
+    const t: Partial<Record<FollowerTimer, number>> = {};
+    const session = this.session;
+    if (session === undefined) {
+      if (this.retransmitAt !== undefined) t.retransmit = this.retransmitAt;
+      return t;
+    }
+    // A session sets retransmitAt only once its held-back start has passed: at most one of the two is armed.
+    if (session.notBefore !== undefined) t['recon-start'] = session.notBefore;
+    if (session.retransmitAt !== undefined) t['recon-retransmit'] = session.retransmitAt;
+    return t;
   }
 
-  onTimeout(now: number): boolean {
-    let fired = false;
-    if (this.retransmitAt !== undefined && now >= this.retransmitAt) {
-      fired = true;
-      this.retransmitAt = undefined;
-      // Go back to what the sequencer has decided and propose again from there.
-      this.sentSeqUpTo = this.s.resolvedSeq;
-      this.s.statusDirty = true;
+  handleTimeout(now: number): boolean {
+    let retransmitted = false;
+    for (const timer of FOLLOWER_TIMERS) if (this.fire(now, timer)) retransmitted = true;
+    return retransmitted;
+  }
+
+  /** Fire `timer` if it is due; true if it was a retransmission. */
+  private fire(now: number, timer: FollowerTimer): boolean {
+    switch (timer) {
+      case 'retransmit':
+        // Checked during a reconciliation too (only not polled then).
+        if (this.retransmitAt === undefined || now < this.retransmitAt) return false;
+        this.retransmitAt = undefined;
+        // Go back to what the sequencer has decided and propose again from there.
+        this.sentSeqUpTo = this.s.resolvedSeq;
+        this.s.statusDirty = true;
+        return true;
+      case 'recon-start':
+        // A held-back start that is due: fill() sends it now (or when the peer is reachable).
+        if (this.session?.notBefore !== undefined && now >= this.session.notBefore) this.session.notBefore = undefined;
+        return false;
+      case 'recon-retransmit':
+        return this.session?.onTimeout(now) === true;
+      default: {
+        const _unhandled: never = timer; // a timer added to FOLLOWER_TIMERS needs its case here
+        return _unhandled;
+      }
     }
-    // A held-back start that is due: fill() sends it now (or when the peer is reachable).
-    if (this.session?.notBefore !== undefined && now >= this.session.notBefore) this.session.notBefore = undefined;
-    if (this.session?.onTimeout(now)) fired = true;
-    return fired;
   }
 
   fill(now: number, b: PayloadBuilder): void {

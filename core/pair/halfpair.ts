@@ -20,6 +20,7 @@ import { Lifecycle, LifecycleEvent, PairState } from './lifecycle.js';
 import { PayloadBuilder } from './payload.js';
 import { Deque } from '../util/deque.js';
 import { Replica } from './replica.js';
+import type { RegisterTimer } from './shared.js';
 import {
   REGISTER_DEFAULTS,
   persistWrites,
@@ -52,6 +53,20 @@ export const DEFAULT_TIMING: Timing = {
 };
 
 export type RegisterSpec = Pick<RegisterConfig, 'name' | 'kind'> & Partial<Omit<RegisterConfig, 'name' | 'kind'>>;
+
+/**
+ * The link's timers (named as quinn-proto's connection/timer.rs names its own); the registers
+ * add theirs (RegisterTimer, shared.ts):
+ * - silence: nothing heard for silenceMs while ENTANGLED, COLLAPSING or REENTANGLING: the peer is silent;
+ * - keepalive: keepaliveMs since the last: every register's Status goes out again;
+ * - ack: an ack-eliciting frame arrived; its Ack rides the next datagram, or leaves alone at maxAckDelayMs.
+ */
+export const LINK_TIMERS = ['silence', 'keepalive', 'ack'] as const;
+export type LinkTimer = (typeof LINK_TIMERS)[number];
+export type PairTimer = LinkTimer | RegisterTimer;
+/** One armed timer: the link's, or a register's (with its name). */
+export type PairDeadline =
+  { readonly timer: LinkTimer; readonly at: number } | { readonly timer: RegisterTimer; readonly register: string; readonly at: number };
 
 export interface HalfPairOptions {
   pairId: number;
@@ -377,41 +392,71 @@ export class HalfPair {
     return Math.min(this.timing.maxRtoMs, Math.max(this.timing.minRtoMs, base) * this.backoff);
   }
 
+  /**
+   * Fire the due timers: silence first (the registers' timers then see the pair it left), then
+   * each register's in register order, then the keepalive. One backoff step however many registers retransmitted.
+   */
   handleTimeout(now: number): void {
     if (this.state === PairState.CLOSED) return;
-    const st = this.state;
-    if (
-      (st === PairState.ENTANGLED || st === PairState.COLLAPSING || st === PairState.REENTANGLING) &&
-      now >= this.lastHeard + this.timing.silenceMs
-    ) {
-      this.fire(now, LifecycleEvent.PeerSilent, `nothing heard for ${now - this.lastHeard} ms`);
-    }
-    let fired = false;
-    for (const r of this.registers.values()) if (r.onTimeout(now)) fired = true;
-    if (fired) {
+    this.fireTimer(now, 'silence');
+    let retransmitted = false;
+    for (const r of this.registers.values()) if (r.handleTimeout(now)) retransmitted = true;
+    if (retransmitted) {
       this.counters.retransmitTimeouts++;
       this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF);
     }
-    if (now >= this.lastKeepalive + this.timing.keepaliveMs) {
-      this.lastKeepalive = now;
-      for (const r of this.registers.values()) r.markStatusDirty();
-    }
+    this.fireTimer(now, 'keepalive');
+    this.fireTimer(now, 'ack');
     this.endStep();
   }
 
-  /** The next time handleTimeout must run (ms), or undefined when closed. */
-  pollTimeout(): number | undefined {
-    if (this.state === PairState.CLOSED) return undefined;
-    let t = this.lastKeepalive + this.timing.keepaliveMs;
+  /** Fire one of the link's timers if it is due. */
+  private fireTimer(now: number, timer: LinkTimer): void {
+    switch (timer) {
+      case 'silence':
+        if (this.silenceArmed() && now >= this.lastHeard + this.timing.silenceMs) {
+          this.fire(now, LifecycleEvent.PeerSilent, `nothing heard for ${now - this.lastHeard} ms`);
+        }
+        return;
+      case 'keepalive':
+        if (now >= this.lastKeepalive + this.timing.keepaliveMs) {
+          this.lastKeepalive = now;
+          for (const r of this.registers.values()) r.markStatusDirty();
+        }
+        return;
+      case 'ack':
+        return; // nothing to do here: pollTransmit sends a lone Ack once it is due
+      default: {
+        const _unhandled: never = timer; // a timer added to LINK_TIMERS needs its case here
+        return _unhandled;
+      }
+    }
+  }
+
+  /** The peer's silence counts only while the pair is up (or coming back). */
+  private silenceArmed(): boolean {
     const st = this.state;
-    if (st === PairState.ENTANGLED || st === PairState.COLLAPSING || st === PairState.REENTANGLING) {
-      t = Math.min(t, this.lastHeard + this.timing.silenceMs);
+    return st === PairState.ENTANGLED || st === PairState.COLLAPSING || st === PairState.REENTANGLING;
+  }
+
+  /** Each armed timer's deadline (ms), in firing order; none when closed. */
+  deadlines(): PairDeadline[] {
+    const out: PairDeadline[] = [];
+    if (this.state === PairState.CLOSED) return out;
+    if (this.silenceArmed()) out.push({ timer: 'silence', at: this.lastHeard + this.timing.silenceMs });
+    for (const [register, r] of this.registers) {
+      const t = r.deadlines();
+      for (const timer of Object.keys(t) as RegisterTimer[]) out.push({ timer, register, at: t[timer]! });
     }
-    if (this.ackDueAt !== undefined) t = Math.min(t, this.ackDueAt);
-    for (const r of this.registers.values()) {
-      const rt = r.nextTimeout();
-      if (rt !== undefined) t = Math.min(t, rt);
-    }
+    out.push({ timer: 'keepalive', at: this.lastKeepalive + this.timing.keepaliveMs });
+    if (this.ackDueAt !== undefined) out.push({ timer: 'ack', at: this.ackDueAt });
+    return out;
+  }
+
+  /** The next time handleTimeout must run (ms): the earliest deadline, or undefined when closed. */
+  pollTimeout(): number | undefined {
+    let t: number | undefined;
+    for (const d of this.deadlines()) if (t === undefined || d.at < t) t = d.at;
     return t;
   }
 

@@ -22,7 +22,7 @@ import { PairState } from './lifecycle.js';
 import type { LogView } from './log.js';
 import type { PayloadBuilder } from './payload.js';
 import { Sequencer } from './sequencer.js';
-import { SEQ_LEASE, Shared, copyDelta } from './shared.js';
+import { SEQ_LEASE, Shared, copyDelta, type RegisterTimer } from './shared.js';
 import type { OwnCandidate, PairContext, PairRole, RegisterConfig, RegisterMessage } from './types.js';
 
 const NO_REJECTIONS: ReadonlyMap<number, RejectReason> = new Map();
@@ -289,13 +289,14 @@ export class Replica {
     this.s.statusDirty = true;
   }
 
-  nextTimeout(): number | undefined {
-    return this.machine.nextTimeout();
+  /** The role's armed timers and their deadlines (ms). */
+  deadlines(): Partial<Record<RegisterTimer, number>> {
+    return this.machine.deadlines();
   }
 
-  /** Run due timers (retransmission, sliced work, a held-back reconciliation); true if a retransmission timer fired. */
-  onTimeout(now: number): boolean {
-    return this.machine.onTimeout(now);
+  /** Fire the due timers (retransmission, sliced work, a held-back reconciliation); true if a retransmission timer fired. */
+  handleTimeout(now: number): boolean {
+    return this.machine.handleTimeout(now);
   }
 
   /** Add this register's messages to the datagram being built. */

@@ -28,7 +28,7 @@ import type { StreamState } from '../register/stream.js';
 import { Deque } from '../util/deque.js';
 import { LifecycleEvent, PairState } from './lifecycle.js';
 import type { PayloadBuilder } from './payload.js';
-import { copyDelta, SEND_WINDOW, SEQ_LEASE, type RoleMachine, type Shared } from './shared.js';
+import { copyDelta, SEND_WINDOW, SEQ_LEASE, SEQUENCER_TIMERS, type RoleMachine, type SequencerTimer, type Shared } from './shared.js';
 import type { OwnCandidate, RegisterMessage } from './types.js';
 
 /** Room kept beside a collapse record in one payload: an Ack and a Status. */
@@ -373,23 +373,39 @@ export class Sequencer implements RoleMachine, ResponderHost {
 
   // ---------------------------------------------------------------- timers and sending
 
-  nextTimeout(): number | undefined {
-    const t = this.retransmitAt;
-    if (this.workDueAt === undefined) return t;
-    return t === undefined ? this.workDueAt : Math.min(t, this.workDueAt);
+  deadlines(): Partial<Record<SequencerTimer, number>> {
+    const t: Partial<Record<SequencerTimer, number>> = {};
+    if (this.workDueAt !== undefined) t['recon-work'] = this.workDueAt;
+    if (this.retransmitAt !== undefined) t.retransmit = this.retransmitAt;
+    return t;
   }
 
-  onTimeout(now: number): boolean {
-    if (this.workDueAt !== undefined && now >= this.workDueAt) {
-      this.workDueAt = undefined;
-      this.responder.work(now);
+  handleTimeout(now: number): boolean {
+    let retransmitted = false;
+    for (const timer of SEQUENCER_TIMERS) if (this.fire(now, timer)) retransmitted = true;
+    return retransmitted;
+  }
+
+  /** Fire `timer` if it is due; true if it was a retransmission. */
+  private fire(now: number, timer: SequencerTimer): boolean {
+    switch (timer) {
+      case 'recon-work':
+        if (this.workDueAt === undefined || now < this.workDueAt) return false;
+        this.workDueAt = undefined;
+        this.responder.work(now);
+        return false;
+      case 'retransmit':
+        if (this.retransmitAt === undefined || now < this.retransmitAt) return false;
+        this.retransmitAt = undefined;
+        // Go back to what the peer last said it holds (even if that status looked stale) and resend from there.
+        this.sentUpTo = Math.max(Math.min(this.s.peerVersion, this.peerLatestVersion), 0);
+        this.s.statusDirty = true;
+        return true;
+      default: {
+        const _unhandled: never = timer; // a timer added to SEQUENCER_TIMERS needs its case here
+        return _unhandled;
+      }
     }
-    if (this.retransmitAt === undefined || now < this.retransmitAt) return false;
-    this.retransmitAt = undefined;
-    // Go back to what the peer last said it holds (even if that status looked stale) and resend from there.
-    this.sentUpTo = Math.max(Math.min(this.s.peerVersion, this.peerLatestVersion), 0);
-    this.s.statusDirty = true;
-    return true;
   }
 
   fill(now: number, b: PayloadBuilder): void {

@@ -22,6 +22,21 @@ export const SEND_WINDOW = 256;
 /** Own sequence numbers are leased in blocks so a restart never reuses one. */
 export const SEQ_LEASE = 1024;
 
+/**
+ * A register's timers (named as quinn-proto's connection/timer.rs names its own), each role's
+ * in the order its handleTimeout fires them:
+ * - retransmit: what was sent is unacknowledged after an RTO (sequencer: collapsed versions;
+ *   follower: proposals, not polled while a reconciliation runs, since fill sends none then);
+ * - recon-work: the sequencer's reconciliation responder continues its sliced work (chunking a pin);
+ * - recon-start: the follower's held-back reconciliation may send its first request;
+ * - recon-retransmit: the follower's reconciliation requests went unanswered for an RTO.
+ */
+export const SEQUENCER_TIMERS = ['recon-work', 'retransmit'] as const;
+export const FOLLOWER_TIMERS = ['retransmit', 'recon-start', 'recon-retransmit'] as const;
+export type SequencerTimer = (typeof SEQUENCER_TIMERS)[number];
+export type FollowerTimer = (typeof FOLLOWER_TIMERS)[number];
+export type RegisterTimer = SequencerTimer | FollowerTimer;
+
 /** One role's half of a replica: how the sequencer (sequencer.ts) or the follower (follower.ts) steps. */
 export interface RoleMachine {
   readonly role: PairRole;
@@ -45,9 +60,10 @@ export interface RoleMachine {
   /** Whether the peer confirmed everything (own candidates aside, which the replica checks). */
   settled(): boolean;
   status(): StatusMsg;
-  nextTimeout(): number | undefined;
-  /** Run due timers; true if a retransmission timer fired. */
-  onTimeout(now: number): boolean;
+  /** Each armed timer's deadline (ms). */
+  deadlines(): Partial<Record<RegisterTimer, number>>;
+  /** Fire the due timers in the role's order; true if a retransmission timer fired. */
+  handleTimeout(now: number): boolean;
   /** Add this role's messages (beyond the Status) to the datagram being built. */
   fill(now: number, b: PayloadBuilder): void;
 }
