@@ -23,6 +23,7 @@ import {
   type NodeId,
   type RaftDrop,
   type RaftMsg,
+  type RaftTimer,
 } from './raft.js';
 import {
   COLLAPSE_REJECT_NAMES,
@@ -145,6 +146,15 @@ export interface DomainReady {
   readonly messages: readonly { to: NodeId; bytes: Uint8Array }[];
   readonly events: readonly DomainEvent[];
 }
+
+/**
+ * The member's own timers, beside Raft's (RAFT_TIMERS), fired after them:
+ * - hello: every heartbeat interval, the links it hears and its commit index to each member link (routing);
+ * - resend: the oldest unanswered proposal is due again to the known leader (armed only while one is known).
+ */
+export const NODE_TIMERS = ['hello', 'resend'] as const;
+export type NodeTimer = (typeof NODE_TIMERS)[number];
+export type DomainTimer = RaftTimer | NodeTimer;
 
 interface Pending {
   cmd: Uint8Array;
@@ -351,24 +361,51 @@ export class DomainNode {
     this.out = [];
   }
 
-  pollTimeout(): number {
-    if (this.fenced) return Infinity;
-    let t = Math.min(this.raft.pollTimeout(), this.helloAt);
+  /** Each armed timer's deadline (ms), Raft's with the node's own; none once fenced. */
+  deadlines(): Partial<Record<DomainTimer, number>> {
+    if (this.fenced) return {};
+    const t: Partial<Record<DomainTimer, number>> = { ...this.raft.deadlines(), hello: this.helloAt };
     // Resends wait for a known leader; without one, Raft's own timers are what move things.
-    if (this.raft.leader !== 0) for (const p of this.pending.values()) t = Math.min(t, p.sentAt + this.retryMs);
+    if (this.raft.leader !== 0 && this.pending.size > 0) {
+      let resend = Infinity;
+      for (const p of this.pending.values()) resend = Math.min(resend, p.sentAt + this.retryMs);
+      t.resend = resend;
+    }
     return t;
   }
 
+  /** The earliest deadline (ms); Infinity when none is armed. */
+  pollTimeout(): number {
+    let t = Infinity;
+    for (const at of Object.values(this.deadlines())) t = Math.min(t, at);
+    return t;
+  }
+
+  /** Fire the due timers: Raft's first, then the node's (NODE_TIMERS order). */
   handleTimeout(now: number): void {
     if (this.fenced) return;
     if (now >= this.raft.pollTimeout()) this.raft.handleTimeout(now);
-    if (now >= this.helloAt) {
-      this.helloAt = now + this.raft.heartbeatMs;
-      const neighbours = this.aliveLinks(now);
-      // Routing state goes to members only: a configured peer outside the domain learns nothing.
-      for (const l of this.o.links) if (this.knownMember(l)) this.emit(now, l, { t: 'hello', neighbours, commit: this.raft.commit }, 1);
-    }
+    for (const timer of NODE_TIMERS) this.fire(now, timer);
     this.after(now);
+  }
+
+  private fire(now: number, timer: NodeTimer): void {
+    switch (timer) {
+      case 'hello': {
+        if (now < this.helloAt) return;
+        this.helloAt = now + this.raft.heartbeatMs;
+        const neighbours = this.aliveLinks(now);
+        // Routing state goes to members only: a configured peer outside the domain learns nothing.
+        for (const l of this.o.links) if (this.knownMember(l)) this.emit(now, l, { t: 'hello', neighbours, commit: this.raft.commit }, 1);
+        return;
+      }
+      case 'resend':
+        return; // nothing to do here: after() resends every proposal whose retry is due, after any input
+      default: {
+        const _unhandled: never = timer; // a timer added to NODE_TIMERS needs its case here
+        return _unhandled;
+      }
+    }
   }
 
   /**

@@ -182,6 +182,15 @@ interface Progress {
 }
 
 /** Outcome of a local request to change membership. */
+/**
+ * Raft's timers (named as quinn-proto's connection/timer.rs names its own), in firing order:
+ * - quorum-check: a leader that heard from no majority within an election timeout steps down (§6.2);
+ * - heartbeat: a leader's empty (or catching-up) AppendEntries to every other member;
+ * - election: a follower or candidate that heard no leader campaigns (a non-member just waits again).
+ */
+export const RAFT_TIMERS = ['quorum-check', 'heartbeat', 'election'] as const;
+export type RaftTimer = (typeof RAFT_TIMERS)[number];
+
 export type ChangeResult = { ok: true; index: number } | { ok: false; reason: string };
 
 export class Raft {
@@ -366,16 +375,36 @@ export class Raft {
     return r;
   }
 
-  pollTimeout(): number {
-    if (this.fault) return Infinity;
-    return this.role === Role.Leader ? Math.min(this.heartbeatAt, this.quorumCheckAt) : this.electionAt;
+  /** Each armed timer's deadline (ms): a leader's heartbeat and quorum check, anyone else's election; none after a fault. */
+  deadlines(): Partial<Record<RaftTimer, number>> {
+    if (this.fault) return {};
+    if (this.role === Role.Leader) return { 'quorum-check': this.quorumCheckAt, heartbeat: this.heartbeatAt };
+    return { election: this.electionAt };
   }
 
+  /** The earliest deadline (ms); Infinity when none is armed. */
+  pollTimeout(): number {
+    let t = Infinity;
+    for (const at of Object.values(this.deadlines())) t = Math.min(t, at);
+    return t;
+  }
+
+  /** Fire the timers due at `now`, in RAFT_TIMERS order. */
   handleTimeout(now: number): void {
-    if (this.fault) return;
-    if (this.role === Role.Leader) {
-      if (now >= this.quorumCheckAt) this.checkQuorum(now);
-      if (this.role === Role.Leader && now >= this.heartbeatAt) {
+    const due = this.deadlines(); // taken before firing: a leader the quorum check steps down does not campaign in the same call
+    for (const timer of RAFT_TIMERS) {
+      const at = due[timer];
+      if (at !== undefined && now >= at) this.fire(now, timer);
+    }
+  }
+
+  private fire(now: number, timer: RaftTimer): void {
+    switch (timer) {
+      case 'quorum-check':
+        this.checkQuorum(now);
+        return;
+      case 'heartbeat':
+        if (this.role !== Role.Leader || now < this.heartbeatAt) return; // the quorum check stepped down
         this.heartbeatAt = now + this.heartbeatMs;
         for (const id of this.others()) {
           const p = this.prog(id, now);
@@ -387,12 +416,15 @@ export class Raft {
           p.matchAtBeat = p.match;
           this.sendAppend(id, true);
         }
+        return;
+      case 'election':
+        if (this.members.includes(this.id)) this.campaign(now, true);
+        else this.resetElection(now);
+        return;
+      default: {
+        const _unhandled: never = timer; // a timer added to RAFT_TIMERS needs its case here
+        return _unhandled;
       }
-      return;
-    }
-    if (now >= this.electionAt) {
-      if (this.members.includes(this.id)) this.campaign(now, true);
-      else this.resetElection(now);
     }
   }
 
