@@ -92,6 +92,14 @@ export interface ShownBytes {
 
 export type PairStateName = 'FORMING' | 'ENTANGLED' | 'COLLAPSING' | 'DECOHERENT' | 'REENTANGLING' | 'CLOSED';
 export type PairRole = 'sequencer' | 'follower';
+/** The pair core's named timers (core/pair/halfpair.ts PairTimer; the admin server checks they match). */
+export type PairTimerName = 'silence' | 'keepalive' | 'ack' | 'retransmit' | 'recon-work' | 'recon-start' | 'recon-retransmit';
+/** One armed timer of a pair: its deadline on the daemon's clock (as `since`), null if due at once; a register's carries its name. */
+export interface PairTimerSummary {
+  timer: PairTimerName;
+  register?: string;
+  at: number | null;
+}
 
 // ---- pairs ----
 
@@ -143,6 +151,8 @@ export interface PairSummary {
   /** Why this pair is fenced (a fault contained to it), or null. */
   fenced: { cause: string; error: string; at: number } | null;
   overBudget: number;
+  /** The pair's armed timers, earliest first. */
+  timers: PairTimerSummary[];
   registers: RegisterSummary[];
 }
 

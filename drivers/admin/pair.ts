@@ -40,6 +40,10 @@ export function pairSummary(link: PeerLink): PairSummary {
     disconnects: link.disconnects,
     fenced: link.fenced ?? null,
     overBudget: link.budget.refused,
+    timers: p
+      .deadlines()
+      .sort((x, y) => x.at - y.at)
+      .map((d) => ({ ...d, at: Number.isFinite(d.at) ? Math.round(d.at) : null })),
     registers: [...p.registers.values()].map((r) => ({
       name: r.name,
       kind: r.cfg.kind,
