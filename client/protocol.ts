@@ -46,6 +46,8 @@ export const ADMIN_ERROR_CODES = [
   'invalid-delta',
   /** A pair write: the pair is closed. */
   'pair-closed',
+  /** A pair read or write: the pair is fenced (a fault contained to it) until spookd restarts; its registers may hold what never reached the disk. */
+  'pair-fenced',
   /** A domain write was refused before it became a candidate (decoherent under refuse, fenced, full, too large). */
   'refused',
   /** A membership change needs the leader; the message names it when known. */
@@ -148,7 +150,10 @@ export interface PairSummary {
   /** Datagrams of this pair dropped, per reason. */
   drops: Record<string, number>;
   disconnects: number;
-  /** Why this pair is fenced (a fault contained to it), or null. */
+  /**
+   * Why this pair is fenced (a fault contained to it), or null. While it is, the registers' version and
+   * hash are the memory's at the fence, not necessarily committed (docs/OPERATIONS.md); `get` and writes are refused (`pair-fenced`).
+   */
   fenced: { cause: string; error: string; at: number } | null;
   overBudget: number;
   /** The pair's armed timers, earliest first. */

@@ -6,6 +6,9 @@ import type { MapState } from '../core/register/map.js';
 import type { StreamState } from '../core/register/stream.js';
 import { append, cas, enc, harness, proposeNow, set } from './helpers.js';
 import { MsgType, encodeMessage, type Message } from '../wire/messages.js';
+import { PAIR_DROPS, PAIR_VIOLATIONS } from '../core/pair/drops.js';
+import { PAIR_VIOLATIONS as ETCP_PAIR_VIOLATIONS } from '../core/etcp/drops.js';
+import { WIRE_DROP_NAMES } from '../wire/constants.js';
 
 const KV = [{ name: 'kv', kind: 'map' as const }];
 
@@ -235,6 +238,23 @@ describe('inbound garbage', () => {
     expect(p.stats.drops['unknown-pair']).toBe(1);
     proposeNow(h, h.a, 'kv', set('still', 'works'));
     expect(h.settle()).toBe(true);
+  });
+
+  it('every drop a pair counts is a named PairDrop, and the violations the peer table counts are among them', () => {
+    const h = harness(KV);
+    h.settle();
+    const p = h.b.pair;
+    p.handleDatagram(h.world.now, new Uint8Array([1, 2, 3]));
+    p.handlePayload(h.world.now, 1000, new Uint8Array([0xff, 0xff, 0xff]));
+    const candidates = [{ origin: 1, seq: 1, delta: set('x', '1') }];
+    p.handlePayload(h.world.now, 1001, encodeMessage({ type: MsgType.Propose, register: 'kv', base: 1, candidates })); // b is the follower
+    p.handlePayload(h.world.now, 1002, encodeMessage({ type: MsgType.Propose, register: 'nope', base: 1, candidates }));
+    const known = new Set<string>([...PAIR_DROPS, ...WIRE_DROP_NAMES]);
+    const counted = Object.keys(p.stats.drops);
+    expect(counted).toEqual(expect.arrayContaining(['truncated', 'propose-to-follower', 'unknown-register']));
+    for (const r of counted) expect(known).toContain(r);
+    for (const v of PAIR_VIOLATIONS) expect(PAIR_DROPS).toContain(v);
+    expect(ETCP_PAIR_VIOLATIONS).toBe(PAIR_VIOLATIONS); // one list, re-exported where the violation check is
   });
 });
 

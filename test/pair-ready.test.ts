@@ -6,6 +6,8 @@ import { MsgType, decodeMessages } from '../wire/messages.js';
 import { decodeFrame } from '../wire/header.js';
 import type { Delta } from '../wire/delta.js';
 import { set } from './helpers.js';
+import { ProposeError } from '../core/pair/replica.js';
+import { PairState } from '../core/pair/lifecycle.js';
 
 /** A store that records what it was asked to make durable, and when (the test's clock of steps). */
 class RecordingStore implements PairStore {
@@ -181,6 +183,55 @@ describe('pair writes handed to the driver', () => {
     expect(seq.pollTransmit(3)).toBeUndefined();
     seq.handleTimeout(10_000);
     expect(seq.pollTransmit(10_000)).toBeUndefined();
+  });
+
+  it('a fenced pair refuses proposals (fenced) at either role, even decoherent under buffer: a candidate taken now would never be persisted nor decided', () => {
+    for (const [localId, peerId] of [
+      [2, 1],
+      [1, 2],
+    ]) {
+      const p = new HalfPair({ pairId: 1, localId, peerId, seed: 3, registers: KV, writes: 'driver' }, 0);
+      p.propose(0, 'kv', set('before', '1'));
+      p.writesFailed(1, 'EIO');
+      expect(p.fenced).toBe(true);
+      expect(p.state).toBe(PairState.DECOHERENT);
+      let err: unknown;
+      try {
+        p.propose(2, 'kv', set('after', '1'));
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(ProposeError);
+      expect((err as ProposeError).code).toBe('fenced');
+      expect(p.pollWrites()).toEqual([]);
+      expect(p.awaitingWrites).toBe(false);
+    }
+  });
+
+  it('a store that throws in the convenience mode fences the pair before rethrowing: a caller that catches and polls on sees nothing of the failed step', () => {
+    let failing = false;
+    const store = new (class extends RecordingStore {
+      append(register: string, rec: LogRecord): void {
+        if (failing) throw new Error('EIO (injected)');
+        super.append(register, rec);
+      }
+    })();
+    const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 3, registers: KV, store }, 0);
+    const fol = new HalfPair({ pairId: 1, localId: 2, peerId: 1, seed: 3, registers: KV }, 0);
+    for (let d = fol.pollTransmit(0); d; d = fol.pollTransmit(0)) seq.handleDatagram(1, d);
+    while (seq.pollEvent());
+    seq.propose(2, 'kv', set('a', '1')); // the lease reaches the store
+    failing = true;
+    expect(() => seq.pollTransmit(3)).toThrow(/EIO/); // the collapse's append fails
+    expect(seq.fenced).toBe(true);
+    // The caller carries on polling: the collapse whose write failed never leaves, nor its outcome.
+    for (let d = seq.pollTransmit(4); d; d = seq.pollTransmit(4)) expect(collapsesIn(d)).toEqual([]);
+    const events = [];
+    for (let e = seq.pollEvent(); e; e = seq.pollEvent()) events.push(e);
+    expect(events.map((e) => e.type)).toEqual(['lifecycle']);
+    expect(events[0]).toMatchObject({ to: 'DECOHERENT' });
+    expect((events[0] as { cause: string }).cause).toMatch(/^internal-error: store failed: EIO/);
+    expect(store.log).toEqual(['lease kv 1024']);
   });
 
   it('a pair takes a store or hands its writes to the driver, not both', () => {

@@ -1,4 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { MsgType, decodeMessages } from '../wire/messages.js';
+import { decodeFrame } from '../wire/header.js';
 import { HalfPair, type PairDeadline } from '../core/pair/halfpair.js';
 import { PairState } from '../core/pair/lifecycle.js';
 import { set } from './helpers.js';
@@ -68,5 +71,63 @@ describe('pair timers', () => {
     a.close(0);
     expect(a.deadlines()).toEqual([]);
     expect(a.pollTimeout()).toBeUndefined();
+  });
+
+  it('an Ack owed while the pair cannot send (no session: a violation cut) leaves no past deadline for handleTimeout to spin on', () => {
+    const a = pair(1, 2, 0);
+    const b = pair(2, 1, 0);
+    a.handleTimeout(0);
+    b.handleTimeout(0);
+    flush(100, a, b); // an ack-eliciting Status: b owes an Ack at 110
+    expect(find(b.deadlines(), 'ack')?.at).toBe(110);
+    // The driver has no session for b (cut right after the payload): it never polls b's datagrams, only its timers.
+    for (let now = 110; now < 140; now++) {
+      b.handleTimeout(now);
+      expect(b.pollTimeout()!).toBeGreaterThan(now);
+    }
+    expect(find(b.deadlines(), 'ack')).toBeUndefined();
+    // The Ack is still owed: the first datagram once it can send again carries it.
+    const d = b.pollTransmit(140)!;
+    expect(decodeMessages(decodeFrame(d, () => true).payload).messages.some((m) => m.type === MsgType.Ack)).toBe(true);
+    // A new payload after that arms a fresh deadline as before.
+    flush(150, a, b);
+    a.handleTimeout(1200);
+    flush(1200, a, b);
+    expect(find(b.deadlines(), 'ack')?.at).toBe(1210);
+  });
+
+  it('property: after handleTimeout(now), pollTimeout() is past now unless a datagram is ready to poll', () => {
+    const step = fc.record({
+      dt: fc.integer({ min: 0, max: 400 }),
+      who: fc.constantFrom(0, 1),
+      act: fc.constantFrom('deliver', 'timeout', 'propose'),
+    });
+    fc.assert(
+      fc.property(fc.array(step, { maxLength: 60 }), fc.constantFrom(0, 1), (steps, mute) => {
+        const p = [pair(1, 2, 0), pair(2, 1, 0)];
+        let now = 0;
+        let k = 0;
+        for (const st of steps) {
+          now += st.dt;
+          const x = p[st.who];
+          const y = p[1 - st.who];
+          if (st.act === 'deliver') {
+            // The muted side has no session: it receives, but the driver polls only its timers.
+            if (st.who !== mute) flush(now, x, y);
+          } else if (st.act === 'propose') {
+            try {
+              x.propose(now, 'kv', set(`k${k++}`, 'v'));
+            } catch {
+              // buffer-full: fine
+            }
+          } else {
+            x.handleTimeout(now);
+            const t = x.pollTimeout();
+            if (t !== undefined && t <= now) expect(st.who !== mute && x.pollTransmit(now) !== undefined).toBe(true);
+          }
+        }
+      }),
+      { numRuns: 200 },
+    );
   });
 });

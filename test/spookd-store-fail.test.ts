@@ -13,6 +13,8 @@ import { generateKeyPair, type KeyPair } from '../crypto/primitives.js';
 import { DeltaOp } from '../wire/delta.js';
 import { PairState } from '../core/pair/lifecycle.js';
 import type { MapState } from '../core/register/map.js';
+import { pairHandlers, pairSummary } from '../drivers/admin/pair.js';
+import { ProposeError } from '../core/pair/replica.js';
 
 /**
  * A store that fails (spookd's pair writes, drivers/daemon/spookd.ts): three spookd in this
@@ -132,5 +134,42 @@ describe('spookd: a pair whose store fails', () => {
     expect(ac.told[0]).toMatchObject({ verdict: 'committed' });
     expect(d.a.link('c').fenced).toBeUndefined();
     expect(stores.get('a-c')!.batches.length).toBeGreaterThan(0);
+  }, 20_000);
+
+  it('a fenced pair refuses admin reads and writes with pair-fenced (no dirty read, no write left pending forever); the other pair still serves both', async () => {
+    const lb = d.a.link('b');
+    expect(lb.fenced).toBeDefined(); // by the test above
+    const h = pairHandlers(d.a);
+    const call = { onClose: () => {} };
+    /** The error code a handler fails with, synchronously or not. */
+    const codeOf = async (f: () => unknown): Promise<string | undefined> => {
+      try {
+        await f();
+      } catch (e) {
+        return (e as { code?: string }).code;
+      }
+      return undefined;
+    };
+    const args = <T>(a: T): never => a as never;
+    expect(await codeOf(() => h.get(args({ peer: 'b', register: 'config', key: 'ab-0' }), call))).toBe('pair-fenced');
+    for (const [cmd, a] of [
+      ['set', { key: 'w', value: 'v' }],
+      ['del', { key: 'ab-0' }],
+      ['cas', { key: 'ab-0', expect: 1, value: 'v' }],
+    ] as const) {
+      const f = h[cmd] as (x: never, c: typeof call) => unknown;
+      expect(await codeOf(() => f(args({ peer: 'b', register: 'config', timeoutMs: 300, ...a }), call))).toBe('pair-fenced');
+    }
+    // The core refuses too (a follower would take the candidate and never persist it; a sequencer never collapse it).
+    expect(() => lb.pair.propose(d.a.now(), 'config', { op: DeltaOp.Set, key: Buffer.from('k'), value: Buffer.from('v') })).toThrow(
+      ProposeError,
+    );
+    // Still listed, with the cause that says its registers are not to be trusted.
+    expect(pairSummary(lb).fenced).toMatchObject({ cause: 'store-failed' });
+    // The other pair reads and writes as ever.
+    const got = (await h.get(args({ peer: 'c', register: 'config', key: 'to-c' }), call)) as { found: boolean };
+    expect(got.found).toBe(true);
+    const out = await h.set(args({ peer: 'c', register: 'config', key: 'admin-c', value: 'v', timeoutMs: 10_000 }), call);
+    expect(out).toMatchObject({ verdict: 'committed' });
   }, 20_000);
 });

@@ -5,6 +5,10 @@
  * Operators see the same names (metrics label `reason`, admin `status.drops`).
  */
 import type { WireDropName } from '../../wire/constants.js';
+import { PAIR_VIOLATIONS, type PairDropCounts } from '../pair/drops.js';
+
+// The pair's own reasons, violations among them, live with the pair core (core/pair/drops.ts).
+export { PAIR_VIOLATIONS, type PairViolation } from '../pair/drops.js';
 
 /** Why the ETCP endpoint (endpoint.ts) dropped a handshake or Data frame. */
 export const ETCP_DROPS = [
@@ -51,19 +55,11 @@ export type PeerDrop = (typeof PEER_DROPS)[number];
 /** Everything spookd counts in `drops` (wire checks, ETCP, the peer table, the daemon). */
 export type DaemonDrop = WireDropName | EtcpDrop | PeerDrop;
 
-/**
- * Pair drops (HalfPair stats) that only an authenticated peer can cause: protocol violations,
- * counted toward the violation limit. Unknown message types are skipped, not violations: later
- * revisions may add some (§3.1).
- */
-export const PAIR_VIOLATIONS = ['malformed-payload', 'unknown-register', 'wrong-origin', 'propose-to-follower'] as const;
-export type PairViolation = (typeof PAIR_VIOLATIONS)[number];
-
 /** Counters keyed by a closed union; absent keys read as zero. */
 export type DropCounts<R extends string = DaemonDrop> = Partial<Record<R, number>>;
 
 /** How many protocol violations a pair's drop counters hold. */
-export function violationsIn(pairDrops: Readonly<Partial<Record<string, number>>>): number {
+export function violationsIn(pairDrops: Readonly<PairDropCounts>): number {
   let n = 0;
   for (const k of PAIR_VIOLATIONS) n += pairDrops[k] ?? 0;
   return n;

@@ -43,6 +43,7 @@ import {
   oldSessionMaxAgeMs,
 } from './constants.js';
 import { violationsIn, type DaemonDrop, type DropCounts } from './drops.js';
+import type { PairDropCounts } from '../pair/drops.js';
 
 /** A UDP address; opaque but for `address`, which the source-budget exemption compares. */
 export interface Addr {
@@ -327,7 +328,7 @@ export class PeerTable {
    * The pair's drop counters after it handled a payload: past `violationLimit` protocol
    * violations since the last cut, the peer's sessions are cut (a new handshake is needed).
    */
-  handlePairDrops(now: number, name: string, pairDrops: Readonly<Partial<Record<string, number>>>): void {
+  handlePairDrops(now: number, name: string, pairDrops: Readonly<PairDropCounts>): void {
     const p = this.peers.get(name);
     if (!p || p.fenced) return;
     const total = violationsIn(pairDrops);

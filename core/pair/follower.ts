@@ -15,7 +15,7 @@ import {
   type VersionRange,
   MAX_HELD_RANGES,
 } from '../../wire/messages.js';
-import type { Reconciled, RequesterHost } from '../reconcile/host.js';
+import type { ReconDrop, Reconciled, RequesterHost } from '../reconcile/host.js';
 import { PIN_BURST, PIN_INTERVAL_MS, ReconRequester } from '../reconcile/reentangle.js';
 import { hashEquals, hashHex } from '../register/hash.js';
 import { MapState } from '../register/map.js';
@@ -79,7 +79,7 @@ export class Follower implements RoleMachine, RequesterHost {
     return this.s.cfg.quota;
   }
 
-  refuse(now: number, reason: string, detail: string): void {
+  refuse(now: number, reason: ReconDrop, detail: string): void {
     this.s.pair.drop(now, reason, `register ${this.s.name}: ${detail}`);
   }
 

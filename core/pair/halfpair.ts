@@ -18,8 +18,9 @@ import type { Delta } from '../../wire/delta.js';
 import type { SpookEvent } from './events.js';
 import { Lifecycle, LifecycleEvent, PairState } from './lifecycle.js';
 import { PayloadBuilder } from './payload.js';
+import type { PairDrop, PairDropCounts } from './drops.js';
 import { Deque } from '../util/deque.js';
-import { Replica } from './replica.js';
+import { ProposeError, Replica } from './replica.js';
 import type { RegisterTimer } from './shared.js';
 import {
   REGISTER_DEFAULTS,
@@ -108,7 +109,7 @@ export interface PairStats {
   datagramsReceived: number;
   bytesSent: number;
   bytesReceived: number;
-  drops: Record<string, number>;
+  drops: PairDropCounts;
   retransmitTimeouts: number;
   reentanglements: number;
   fullTransfers: number;
@@ -149,7 +150,7 @@ export class HalfPair {
   /** Writes taken by `pollWrites` that the driver has not acknowledged as durable yet. */
   private writesInFlight = false;
   /** Fenced by the driver: what was not released is gone, and no datagram leaves any more. */
-  private fenced = false;
+  private isFenced = false;
   private closeQueued: CloseReason | undefined;
   private rr = 0;
 
@@ -160,6 +161,12 @@ export class HalfPair {
   private largestReceived = -1;
   private largestReceivedAt = 0;
   private ackDueAt: number | undefined;
+  /**
+   * The ack timer fired: the Ack leaves alone on the next pollTransmit, with no deadline left
+   * armed (the driver may have no session to send on for a long while; a past deadline would
+   * ask for handleTimeout again at once, forever).
+   */
+  private ackOverdue = false;
   private largestAcked = -1;
   private readonly sentPn = new Float64Array(PN_RING).fill(-1);
   private readonly sentAt = new Float64Array(PN_RING);
@@ -224,7 +231,7 @@ export class HalfPair {
       },
       drop: (now, reason, detail, n) => this.drop(now, reason, detail, n),
       persist: (w) => {
-        if (!this.fenced && (this.opts.store || this.opts.writes === 'driver')) this.writes.push(w);
+        if (!this.isFenced && (this.opts.store || this.opts.writes === 'driver')) this.writes.push(w);
       },
     };
   }
@@ -236,6 +243,14 @@ export class HalfPair {
   /** When the pair entered its current state (ms). */
   get since(): number {
     return this.lifecycle.since;
+  }
+
+  /**
+   * Fenced by the driver (`fence`, `writesFailed`): it takes no write, and its registers may hold
+   * what never became durable (the collapse of a batch that failed), so nothing should read them.
+   */
+  get fenced(): boolean {
+    return this.isFenced;
   }
 
   get registers(): ReadonlyMap<string, Replica> {
@@ -264,11 +279,14 @@ export class HalfPair {
 
   // ------------------------------------------------------------------ driver API
 
-  /** Propose a local change. Throws ProposeError (buffer-full, frozen, invalid, closed) instead of dropping it. */
+  /** Propose a local change. Throws ProposeError (buffer-full, frozen, invalid, closed, fenced) instead of dropping it. */
   propose(now: number, register: string, delta: Delta): { origin: number; seq: number } {
+    // A fenced pair persists nothing and its sequencer collapses nothing: a candidate taken now
+    // would never be decided and a restart would lose it.
+    if (this.isFenced) throw new ProposeError('fenced', `register ${register}: pair is fenced (restart spookd to resume it)`);
     const id = this.register(register).propose(now, delta);
     this.evaluate(now);
-    this.endStep();
+    this.endStep(now);
     return id;
   }
 
@@ -300,7 +318,7 @@ export class HalfPair {
    */
   handlePayload(now: number, pn: number, payload: Uint8Array, wireBytes = payload.length): boolean {
     const handled = this.stepPayload(now, pn, payload, wireBytes);
-    this.endStep();
+    this.endStep(now);
     return handled;
   }
 
@@ -335,7 +353,7 @@ export class HalfPair {
       this.largestReceived = pn;
       this.largestReceivedAt = now;
     }
-    if (ackEliciting && this.ackDueAt === undefined) this.ackDueAt = now + this.timing.maxAckDelayMs;
+    if (ackEliciting && this.ackDueAt === undefined && !this.ackOverdue) this.ackDueAt = now + this.timing.maxAckDelayMs;
     this.evaluate(now);
     return true;
   }
@@ -348,6 +366,7 @@ export class HalfPair {
     this.largestReceived = -1;
     this.largestAcked = -1;
     this.ackDueAt = undefined;
+    this.ackOverdue = false;
     this.sentPn.fill(-1);
   }
 
@@ -407,7 +426,7 @@ export class HalfPair {
     }
     this.fireTimer(now, 'keepalive');
     this.fireTimer(now, 'ack');
-    this.endStep();
+    this.endStep(now);
   }
 
   /** Fire one of the link's timers if it is due. */
@@ -425,7 +444,12 @@ export class HalfPair {
         }
         return;
       case 'ack':
-        return; // nothing to do here: pollTransmit sends a lone Ack once it is due
+        // pollTransmit sends a lone Ack once it is due; from now on it is owed without a deadline.
+        if (this.ackDueAt !== undefined && now >= this.ackDueAt) {
+          this.ackDueAt = undefined;
+          this.ackOverdue = true;
+        }
+        return;
       default: {
         const _unhandled: never = timer; // a timer added to LINK_TIMERS needs its case here
         return _unhandled;
@@ -469,16 +493,22 @@ export class HalfPair {
     let made = 0;
     for (const r of this.registers.values()) made += r.collapse(now);
     if (made > 0) this.evaluate(now);
-    this.endStep();
+    this.endStep(now);
   }
 
   /** The step ended: with a PairStore, make its writes durable, in order, before anything it caused can be polled. */
-  private endStep(): void {
+  private endStep(now: number): void {
     const store = this.opts.store;
     if (!store || this.writes.length === 0) return;
     const batch = this.writes;
     this.writes = [];
-    persistWrites(store, batch);
+    try {
+      persistWrites(store, batch);
+    } catch (e) {
+      // As `writesFailed`: nothing of this step may be polled by a caller that catches and carries on.
+      this.fence(now, `store failed: ${(e as Error).message}`);
+      throw e;
+    }
   }
 
   /**
@@ -519,7 +549,7 @@ export class HalfPair {
 
   /** The next datagram to send, or undefined when there is nothing (call until undefined). */
   pollTransmit(now: number): Uint8Array | undefined {
-    if (this.fenced || this.awaitingWrites) return undefined;
+    if (this.isFenced || this.awaitingWrites) return undefined;
     if (this.state === PairState.CLOSED) {
       if (this.closeQueued === undefined) return undefined;
       const reason = this.closeQueued;
@@ -529,7 +559,7 @@ export class HalfPair {
     this.collapse(now);
     if (this.awaitingWrites) return undefined; // the collapse made writes: they go to disk first
     const b = new PayloadBuilder(this.maxPayload);
-    const ackPending = this.ackDueAt !== undefined;
+    const ackPending = this.ackDueAt !== undefined || this.ackOverdue;
     if (ackPending) {
       b.add(
         encodeMessage({
@@ -557,8 +587,9 @@ export class HalfPair {
     for (let i = 0; i < regs.length; i++) regs[(this.rr + i) % regs.length].fill(now, b);
     this.rr = (this.rr + 1) % Math.max(1, regs.length);
     if (b.empty) return undefined;
-    if (b.room === ackOnly && ackPending && now < this.ackDueAt!) return undefined; // an ack alone waits for its deadline
+    if (b.room === ackOnly && this.ackDueAt !== undefined && now < this.ackDueAt) return undefined; // an ack alone waits for its deadline
     this.ackDueAt = undefined;
+    this.ackOverdue = false;
     return this.frame(now, b.finish());
   }
 
@@ -600,7 +631,7 @@ export class HalfPair {
     // Nothing of the step that failed (or of any step whose writes are not durable) may be
     // seen: its writes, responses, datagrams and events are dropped; only the fence's own
     // lifecycle event is released.
-    this.fenced = true;
+    this.isFenced = true;
     this.writes = [];
     this.writesInFlight = false;
     this.outbox = [];
@@ -674,7 +705,7 @@ export class HalfPair {
     this.events.push(ev);
   }
 
-  private drop(now: number, reason: string, detail: string, n = 1): void {
+  private drop(now: number, reason: PairDrop, detail: string, n = 1): void {
     this.counters.drops[reason] = (this.counters.drops[reason] ?? 0) + n;
     this.emit({ type: 'drop', at: now, reason, detail });
   }

@@ -19,7 +19,7 @@ import {
   type StatusMsg,
   type VersionRange,
 } from '../../wire/messages.js';
-import type { ResponderHost } from '../reconcile/host.js';
+import type { ReconDrop, ResponderHost } from '../reconcile/host.js';
 import { ReconResponder } from '../reconcile/reentangle.js';
 import { hashEquals, hashHex } from '../register/hash.js';
 import { MapState } from '../register/map.js';
@@ -104,7 +104,7 @@ export class Sequencer implements RoleMachine, ResponderHost {
     return this.s.pair.peerId;
   }
 
-  refuse(now: number, reason: string, detail: string): void {
+  refuse(now: number, reason: ReconDrop, detail: string): void {
     this.s.pair.drop(now, reason, `register ${this.s.name}: ${detail}`);
   }
 

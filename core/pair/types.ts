@@ -10,6 +10,7 @@ import type { RegisterKind } from '../register/state.js';
 import { QUOTA_DEFAULTS, type Quota } from '../register/quota.js';
 import type { SpookEvent } from './events.js';
 import type { LifecycleEvent, PairState } from './lifecycle.js';
+import type { PairDrop } from './drops.js';
 import type { LogLimits, LogRecord } from './log.js';
 
 /** A pair's two ends: the lower member id sequences every collapse, the other follows. */
@@ -61,7 +62,7 @@ export interface PairContext {
   trigger(now: number, event: LifecycleEvent, detail: string): void;
   countFullTransfer(): void;
   /** Drop and count something the peer sent (a closed set of reasons, PROTOCOL.md §11). */
-  drop(now: number, reason: string, detail: string, n?: number): void;
+  drop(now: number, reason: PairDrop, detail: string, n?: number): void;
   /** Something to make durable before anything that depends on it leaves the host (handed over when the step ends). */
   persist(w: PairWrite): void;
 }

@@ -9,13 +9,16 @@ import type { MapEntry, MapState } from '../register/map.js';
 import type { Quota } from '../register/quota.js';
 import type { StreamState } from '../register/stream.js';
 
+/** Why reconciliation refused a request or response (counted among the pair's drops, core/pair/drops.ts). */
+export type ReconDrop = 'recon-rate-limited' | 'quota-violation';
+
 interface ReconHost {
   readonly name: string;
   readonly version: number;
   /** Read only: changes go through RequesterHost.install. */
   readonly state: MapState | StreamState;
   /** A request or response refused (not answered) and counted. */
-  refuse(now: number, reason: string, detail: string): void;
+  refuse(now: number, reason: ReconDrop, detail: string): void;
 }
 
 /** The sequencer's side: it answers from pins of its own state. */

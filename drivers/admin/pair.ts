@@ -65,13 +65,26 @@ const PROPOSE_CODES: Record<ProposeError['code'], AdminErrorCode> = {
   frozen: 'frozen',
   invalid: 'invalid-delta',
   closed: 'pair-closed',
+  fenced: 'pair-fenced',
 };
+
+/**
+ * A fenced pair is neither read nor written: its registers may hold a collapse whose batch never
+ * reached the disk (store-failed), and it would never decide a new candidate.
+ */
+function refuseFenced(link: PeerLink): void {
+  if (link.fenced || link.pair.fenced) {
+    const why = link.fenced ? `${link.fenced.cause}: ${link.fenced.error}` : 'fenced';
+    throw new AdminFault('pair-fenced', `pair ${link.name} is fenced (${why}); restart spookd to resume it`);
+  }
+}
 
 type Write = 'set' | 'del' | 'cas' | 'append';
 
 /** Propose and wait for the outcome (committed or rejected) of this candidate. */
 function propose<C extends Write>(d: Spookd, cmd: C, args: Untrusted<AdminArgs<C>>, call: Call): Promise<Outcome> {
   const link = linkOf(d, str(args, 'peer', false));
+  refuseFenced(link);
   const register = str(args, 'register');
   const r = failsAs('unknown-register', 'register', () => link.pair.register(register));
   const a = args as Untrusted<AdminArgs<'set'> & AdminArgs<'cas'> & AdminArgs<'append'>>;
@@ -151,6 +164,7 @@ export function pairHandlers(d: Spookd): Handlers<'status' | 'pairs' | 'pair' | 
     registers: () => [...d.links.values()].flatMap((l) => pairSummary(l).registers.map((r) => ({ peer: l.name, ...r }))),
     get: (args): MapGetResult | StreamGetResult => {
       const link = linkOf(d, str(args, 'peer', false));
+      refuseFenced(link);
       const register = str(args, 'register');
       const r = failsAs('unknown-register', 'register', () => link.pair.register(register));
       if (r.state instanceof MapState) {
