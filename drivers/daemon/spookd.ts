@@ -402,22 +402,36 @@ export class Spookd {
   }
 
   /**
-   * Execute the table's outputs: its datagrams first (a HandshakeResp before any frame on the
-   * session it forms), then its events, then what they made it send. True if a session or a
-   * payload came of it (only then can a deadline have moved).
+   * Execute the table's outputs: sessions added to or removed from the fast path first (the
+   * XDP pair slot exists before the HandshakeResp leaves, so the initiator's first Data frame is
+   * not dropped as an unknown pair), then its datagrams (a HandshakeResp before any frame on the
+   * session it forms), then its other events, then what they made it send. True if a session or
+   * a payload came of it (only then can a deadline have moved).
    */
   private drain(now: number): boolean {
-    this.flushTable();
     let acted = false;
     const touched = new Set<Link>();
-    for (let ev = this.table.pollEvent(); ev; ev = this.table.pollEvent()) {
-      if (ev.type !== 'drop' && ev.type !== 'handshake-refused' && ev.type !== 'cookie-stored') acted = true;
-      this.onTableEvent(now, ev, touched);
+    const isSlot = (ev: PeerEvent): boolean => ev.type === 'session-added' || ev.type === 'session-removed';
+    // Handling an event can queue more (a fence closes sessions): those go round again.
+    for (let events = this.pollEvents(); ; events = this.pollEvents()) {
+      for (const ev of events.filter(isSlot)) this.onTableEvent(now, ev, touched);
+      this.flushTable();
+      if (events.length === 0) break;
+      for (const ev of events) {
+        if (ev.type !== 'drop' && ev.type !== 'handshake-refused' && ev.type !== 'cookie-stored') acted = true;
+        if (!isSlot(ev)) this.onTableEvent(now, ev, touched);
+      }
     }
     // Sessions changed: send what the pairs have on them (or collapse without one).
     for (const link of touched) this.forPeer(link, 'handshake', () => this.pump(link));
     this.flushTable();
     return acted;
+  }
+
+  private pollEvents(): PeerEvent[] {
+    const events: PeerEvent[] = [];
+    for (let ev = this.table.pollEvent(); ev; ev = this.table.pollEvent()) events.push(ev);
+    return events;
   }
 
   private flushTable(): void {
