@@ -132,8 +132,13 @@ export class Spookd {
     readonly cfg: SpookdConfig,
     readonly key: KeyPair,
     readonly log: Logger,
-    /** Builds each peer's store (tests inject failing ones). */
-    makeStore: (peer: string, dir: string, fsync: FsyncPolicy) => DiskStore = (_peer, dir, fsync) => new DiskStore(dir, fsync),
+    /** Builds each peer's store (tests inject failing ones); `onFlushFailed` is for its background flush (fsync "everysec"). */
+    makeStore: (peer: string, dir: string, fsync: FsyncPolicy, onFlushFailed: (e: Error) => void) => DiskStore = (
+      _peer,
+      dir,
+      fsync,
+      onFlushFailed,
+    ) => new DiskStore(dir, fsync, undefined, undefined, onFlushFailed),
   ) {
     const peers = cfg.peers.map((p) => ({ name: p.name, publicKey: decodeKey(p.publicKey, `peer ${p.name}`) }));
     // The last accepted HandshakeInit timestamp per peer survives restarts (replayed inits stay refused).
@@ -193,7 +198,7 @@ export class Spookd {
     for (const p of cfg.peers) {
       const publicKey = decodeKey(p.publicKey, `peer ${p.name}`);
       const ids = pairIdentity(key.publicKey, publicKey);
-      const store = makeStore(p.name, join(cfg.dataDir, p.name), cfg.fsync);
+      const store = makeStore(p.name, join(cfg.dataDir, p.name), cfg.fsync, (e) => this.onFlushFailed(p.name, e));
       const pair = new HalfPair(
         {
           pairId: 0,
@@ -324,9 +329,41 @@ export class Spookd {
     await new Promise<void>((resolve) => (sock ? sock.close(() => resolve()) : resolve()));
     this.fastPath.stop();
     this.storesClosed = true;
-    for (const link of this.links.values()) link.store.close();
-    for (const dom of this.domains.values()) dom.close();
+    // Every store is closed even if one's last flush fails (that one is reported).
+    for (const link of this.links.values())
+      try {
+        link.store.close();
+      } catch (e) {
+        this.commits.storeFailures++;
+        this.log.error(
+          { peer: link.name, err: e },
+          'durable storage failed while closing: the last second of writes (fsync everysec) may be lost',
+        );
+      }
+    for (const dom of this.domains.values())
+      try {
+        dom.close();
+      } catch (e) {
+        this.log.error(
+          { domain: dom.cfg.name, err: e },
+          'durable storage failed while closing: the last second of writes (fsync everysec) may be lost',
+        );
+      }
     this.log.info('stopped');
+  }
+
+  /**
+   * A pair store's background flush (fsync "everysec") failed: what it had acknowledged in the
+   * last second may be lost. Fence that pair, as a failed write does; the process carries on.
+   */
+  private onFlushFailed(peer: string, e: Error): void {
+    const link = this.links.get(peer);
+    if (!link || this.storesClosed) return;
+    this.fence(link, 'store', e, 'store-failed');
+    if (!this.stopping) {
+      this.drain(this.now()); // its sessions close
+      this.schedule();
+    }
   }
 
   /** The socket's handler: nothing a datagram does may end the process (§12.9). */
