@@ -408,20 +408,22 @@ describe('spookd work budget: local writes', () => {
   });
 
   it("a peer's own frames are still charged: the commit pass they cause draws on its budget", async () => {
-    const lb = d.a.link('b');
-    const real = lb.pair.collapse.bind(lb.pair);
-    lb.pair.collapse = (...args: Parameters<typeof real>) => {
+    const lc = d.a.link('c'); // a-b was fenced above; c was restarted and re-paired
+    expect(lc.fenced).toBeUndefined();
+    const real = lc.pair.collapse.bind(lc.pair);
+    lc.pair.collapse = (...args: Parameters<typeof real>) => {
       const until = performance.now() + 2; // 2 ms of CPU per commit pass of the pair
       while (performance.now() < until);
       return real(...args);
     };
-    const spent0 = lb.budget.spentMs;
-    const received0 = lb.pair.stats.datagramsReceived;
-    await new Promise((r) => setTimeout(r, 600)); // b's keepalives every 100 ms, no local write
-    lb.pair.collapse = real;
-    expect(lb.pair.stats.datagramsReceived - received0).toBeGreaterThan(0);
-    expect(lb.budget.spentMs - spent0).toBeGreaterThanOrEqual(2); // at least one pass, charged
-    expect(lb.fenced).toBeUndefined();
+    const spent0 = lc.budget.spentMs;
+    const received0 = lc.pair.stats.datagramsReceived;
+    write(d.c, 'a', 'from-c-charged'); // c's frames, no local write on a
+    await until('c write reaches a', () => has(d.a, 'c', 'from-c-charged'));
+    lc.pair.collapse = real;
+    expect(lc.pair.stats.datagramsReceived - received0).toBeGreaterThan(0);
+    expect(lc.budget.spentMs - spent0).toBeGreaterThanOrEqual(2); // at least one pass, charged
+    expect(lc.fenced).toBeUndefined();
   });
 
   it('stop: a write kicked while spookd stops, or after, is not committed after the stop began: nothing sent, nothing fenced, no internal error', async () => {
