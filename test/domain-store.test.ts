@@ -1,5 +1,5 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { appendFileSync, closeSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileDomainStore } from '../drivers/store/domain-store.js';
@@ -130,5 +130,70 @@ describe('domain member durability (drivers/store/domain-store.ts)', () => {
     const disk2 = new FileDomainStore(dir, 'always');
     expect(disk2.load()).toMatchObject({ nextSeq: 2, pending: [{ seq: 1 }] });
     disk2.close();
+  });
+});
+
+/** A domain store whose fsync(2) fails once `failing` is set (as on EIO), from the one seam it has for it. */
+class FailingFsyncDomainStore extends FileDomainStore {
+  failing = false;
+  protected syncFd(fd: number): void {
+    if (this.failing) throw new Error('EIO: i/o error, fsync (injected)');
+    super.syncFd(fd);
+  }
+}
+
+describe('domain store: the background flush of fsync everysec', () => {
+  it('a failing background fsync is reported to the owner once (never thrown from the timer); it then fences the member, and later writes throw', async () => {
+    vi.useFakeTimers();
+    try {
+      const dir = tmp();
+      const reported: Error[] = [];
+      const disk = new FailingFsyncDomainStore(dir, 'everysec', (e) => reported.push(e));
+      const node = new DomainNode(
+        {
+          domain: 1,
+          name: 'd',
+          id: 1,
+          members: [1],
+          links: [],
+          registers: [{ name: 'kv', kind: 'map' }],
+          seed: 3,
+          stored: disk.load(),
+          random: (a) => a,
+          electionMs: 100,
+          heartbeatMs: 20,
+        },
+        0,
+      );
+      node.handleTimeout(500);
+      sync(node, disk);
+      disk.failing = true;
+      vi.advanceTimersByTime(3500); // three flushes due: one report
+      expect(reported).toHaveLength(1);
+      expect(reported[0]).toBeInstanceOf(StoreError);
+      expect(reported[0].message).toMatch(/journal: fsync: EIO/);
+      // The owner fences as for a failed write (DomainHost.storeFailed); a write now is refused by the store too.
+      node.propose(1000, [{ register: 'kv', delta: { op: DeltaOp.Set, key: enc('k'), value: enc('v') } }]);
+      node.handleTimeout(1000);
+      const failed = driveReady(
+        node,
+        disk,
+        () => {},
+        () => {},
+      );
+      expect(failed?.message).toMatch(/after a failed flush/);
+      expect(node.fencedCause).toMatch(/durable storage failed/);
+      disk.close(); // no second fsync, no throw
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('close() whose final fsync fails still closes the journal, then throws StoreError', () => {
+    const disk = new FailingFsyncDomainStore(tmp(), 'everysec', () => {});
+    const fd = (disk as unknown as { fd: number }).fd;
+    disk.failing = true;
+    expect(() => disk.close()).toThrow(StoreError);
+    expect(() => closeSync(fd)).toThrow(/EBADF/);
   });
 });

@@ -183,16 +183,32 @@ describe('ETCP peer table', () => {
     expect(t.h.drops['peer-fenced']).toBe(1);
   });
 
-  it('rekeys after a number of frames sealed on a session, whichever end sealed them', () => {
+  it('rekeys after a number of frames sealed on a session: the initiator does, the responder never (no crossed handshakes)', () => {
     const t = trio({ rekeyAfterMs: 600_000, sessionGraceMs: 5_000, rekeyAfterMessages: 5 });
     t.advance(5000);
     const first = t.g.peer('h')!.session!;
-    expect(t.g.timers('h').rekey ?? Infinity).toBeGreaterThan(t.clock.now);
-    for (let i = 0; i < 5; i++) t.g.seal('h', new Uint8Array([MsgType.Status]));
-    expect(t.g.timers('h').rekey).toBeLessThanOrEqual(t.clock.now);
+    const [ini, iniPeer, resp, respPeer] = first.initiator ? ([t.g, 'h', t.h, 'g'] as const) : ([t.h, 'g', t.g, 'h'] as const);
+    expect(resp.peer(respPeer)!.session!.initiator).toBe(false);
+    const sessions = (): unknown[] => [
+      t.g.peer('h')!.session,
+      t.h.peer('g')!.session,
+      t.g.peer('h')!.unconfirmed.length,
+      t.h.peer('g')!.unconfirmed.length,
+    ];
+    const formed = sessions();
+    // The responder seals past the limit: no rekey timer, no handshake.
+    for (let i = 0; i < 6; i++) resp.seal(respPeer, new Uint8Array([MsgType.Status]));
+    expect(resp.timers(respPeer).rekey).toBeUndefined();
     t.advance(t.clock.now + 1);
-    expect(t.g.peer('h')!.session).not.toBe(first);
-    expect(t.g.peer('h')!.session!.packetsSent).toBe(0);
+    expect(sessions()).toEqual(formed);
+    // The initiator does: it rekeys once its own count reaches the limit.
+    expect(ini.timers(iniPeer).rekey ?? Infinity).toBeGreaterThan(t.clock.now);
+    const before = ini.peer(iniPeer)!.session!;
+    for (let i = 0; i < 5; i++) ini.seal(iniPeer, new Uint8Array([MsgType.Status]));
+    expect(ini.timers(iniPeer).rekey).toBeLessThanOrEqual(t.clock.now);
+    t.advance(t.clock.now + 1);
+    expect(ini.peer(iniPeer)!.session).not.toBe(before);
+    expect(ini.peer(iniPeer)!.session!.packetsSent).toBe(0);
   });
 
   it('roaming: the address follows a Data frame that opens, never one that fails or is replayed', () => {

@@ -29,9 +29,11 @@ const keys: Record<string, KeyPair> = {
   h: generateKeyPair(),
   g: generateKeyPair(),
   x: generateKeyPair(),
+  l: generateKeyPair(),
+  m: generateKeyPair(),
 };
 const port = { a: base, b: base + 1, c: base + 2, h: base + 3, g: base + 4, x: base + 5 } as Record<string, number>;
-const logs: Record<string, string[]> = { a: [], b: [], c: [], h: [], g: [], x: [] };
+const logs: Record<string, string[]> = { a: [], b: [], c: [], h: [], g: [], x: [], l: [], m: [] };
 const d: Record<string, Spookd> = {};
 
 function make(name: string, peers: string[], extra: Record<string, unknown> = {}): Spookd {
@@ -366,4 +368,76 @@ describe('spookd session bounds (§12.3, §12.6)', () => {
     await until('h write reaches g', () => has(s.g, 'h', 'after-full'));
     expect(lg.fenced).toBeUndefined();
   }, 40_000);
+});
+
+describe('spookd work budget: local writes', () => {
+  /** A spookd (l) whose peer (m) is configured with no endpoint and never answers: every bit of work on the pair is local. */
+  let l: Spookd;
+  beforeAll(async () => {
+    l = make('l', [], {
+      listen: `127.0.0.3:${base}`, // an address of its own: no port of the others
+      peerBudgetMs: 20,
+      peers: [{ name: 'm', publicKey: encodeKey(keys.m.publicKey) }],
+    });
+    await l.start();
+  });
+  let stopped = false;
+  afterAll(async () => {
+    if (!stopped) await l?.stop();
+  });
+
+  it("a burst of local writes to one pair does not drain its peer's work budget (nor make it look busy)", async () => {
+    const lm = l.link('m');
+    const real = lm.pair.collapse.bind(lm.pair);
+    lm.pair.collapse = (...args: Parameters<typeof real>) => {
+      const until = performance.now() + 5; // 5 ms of CPU per commit pass of the pair
+      while (performance.now() < until);
+      return real(...args);
+    };
+    const spent0 = lm.budget.spentMs;
+    const passes0 = l.commits.passes;
+    for (let i = 0; i < 30; i++) {
+      write(l, 'm', `local-${i}`);
+      await new Promise((r) => setImmediate(r)); // one commit pass per write
+    }
+    lm.pair.collapse = real;
+    expect(l.commits.passes - passes0).toBeGreaterThanOrEqual(30); // 150 ms of local work or more
+    expect(lm.budget.spentMs - spent0).toBeLessThan(20);
+    expect(lm.budget.recentWork(l.now())).toBeLessThan(20);
+    expect(lm.fenced).toBeUndefined();
+  });
+
+  it("a peer's own frames are still charged: the commit pass they cause draws on its budget", async () => {
+    const lc = d.a.link('c'); // a-b was fenced above; c was restarted and re-paired
+    expect(lc.fenced).toBeUndefined();
+    const real = lc.pair.collapse.bind(lc.pair);
+    lc.pair.collapse = (...args: Parameters<typeof real>) => {
+      const until = performance.now() + 2; // 2 ms of CPU per commit pass of the pair
+      while (performance.now() < until);
+      return real(...args);
+    };
+    const spent0 = lc.budget.spentMs;
+    const received0 = lc.pair.stats.datagramsReceived;
+    write(d.c, 'a', 'from-c-charged'); // c's frames, no local write on a
+    await until('c write reaches a', () => has(d.a, 'c', 'from-c-charged'));
+    lc.pair.collapse = real;
+    expect(lc.pair.stats.datagramsReceived - received0).toBeGreaterThan(0);
+    expect(lc.budget.spentMs - spent0).toBeGreaterThanOrEqual(2); // at least one pass, charged
+    expect(lc.fenced).toBeUndefined();
+  });
+
+  it('stop: a write kicked while spookd stops, or after, is not committed after the stop began: nothing sent, nothing fenced, no internal error', async () => {
+    const lm = l.link('m');
+    write(l, 'm', 'before-stop');
+    const stopping = l.stop();
+    write(l, 'm', 'during-stop'); // its commit pass is queued for after stop() began
+    const passes = l.commits.passes;
+    await stopping;
+    stopped = true;
+    write(l, 'm', 'after-stop');
+    await new Promise((r) => setTimeout(r, 50));
+    expect(l.commits.passes).toBe(passes);
+    expect(lm.fenced).toBeUndefined();
+    expect(logs.l.filter((x) => x.includes('internal error'))).toEqual([]);
+  });
 });

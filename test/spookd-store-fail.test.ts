@@ -125,7 +125,8 @@ describe('spookd: a pair whose store fails', () => {
     expect(has(d.b, 'a', 'lost-1') || has(d.b, 'a', 'lost-2')).toBe(false);
     expect(d.b.link('a').pair.register('config').version).toBe(versionAtB);
     expect(d.a.commits.storeFailures).toBe(1);
-    expect(d.a.drops['internal-error']).toBe(1);
+    // A storage failure is not a dropped datagram: counted as a store failure only.
+    expect(d.a.drops['internal-error'] ?? 0).toBe(0);
     expect(logs.a.filter((l) => l.includes('durable storage failed')).length).toBe(1);
     // The other pair still commits both ways, on disk.
     const ac = write(d.a, 'c', 'to-c');
@@ -172,4 +173,60 @@ describe('spookd: a pair whose store fails', () => {
     const out = await h.set(args({ peer: 'c', register: 'config', key: 'admin-c', value: 'v', timeoutMs: 10_000 }), call);
     expect(out).toMatchObject({ verdict: 'committed' });
   }, 20_000);
+});
+
+/** A store whose fsync(2) fails once `failing` is set, through DiskStore's seam for it. */
+class FailingFsyncStore extends DiskStore {
+  failing = false;
+  protected syncFd(fd: number): void {
+    if (this.failing) throw new Error('EIO: i/o error, fsync (injected)');
+    super.syncFd(fd);
+  }
+}
+
+describe('spookd: fsync everysec whose background flush fails', () => {
+  /** A spookd (e) with two peers (f, g) configured with no endpoint: nothing but local writes and the flush timer. */
+  const fsyncStores = new Map<string, FailingFsyncStore>();
+  const elog: string[] = [];
+  let e: Spookd;
+  beforeAll(async () => {
+    const k = generateKeyPair();
+    writeFileSync(join(dir, 'e.key'), Buffer.from(k.privateKey).toString('base64'));
+    const cfg = configSchema.parse({
+      listen: `127.0.0.5:${base}`, // an address of its own: no port of the others
+      privateKeyFile: join(dir, 'e.key'),
+      dataDir: join(dir, 'e'),
+      adminSocket: join(dir, 'e.sock'),
+      fsync: 'everysec',
+      peers: ['f', 'g'].map((name) => ({ name, publicKey: encodeKey(generateKeyPair().publicKey) })),
+      registers: [{ name: 'config', kind: 'map' }],
+    });
+    const log = pino({ level: 'warn' }, { write: (s: string) => void elog.push(s) });
+    e = new Spookd(cfg, k, log, (peer, dir, fsync, onFlushFailed) => {
+      const s = new FailingFsyncStore(dir, fsync, undefined, undefined, onFlushFailed);
+      fsyncStores.set(peer, s);
+      return s;
+    });
+    await e.start();
+  });
+
+  it('fences that pair only (store-failed, not a dropped datagram); the process carries on, and stop() closes every store even when one fails to flush', async () => {
+    write(e, 'f', 'f-1');
+    write(e, 'g', 'g-1');
+    fsyncStores.get('f')!.failing = true;
+    await until('e fences f', () => e.link('f').fenced !== undefined, 5000);
+    expect(e.link('f').fenced).toMatchObject({ cause: 'store-failed' });
+    expect(e.link('f').fenced!.error).toMatch(/fsync: EIO/);
+    expect(e.link('f').pair.state).toBe('DECOHERENT');
+    expect(e.link('g').fenced).toBeUndefined();
+    expect(e.commits.storeFailures).toBe(1);
+    expect(e.drops['internal-error'] ?? 0).toBe(0);
+    // g's last writes are flushed at stop (or by the timer while it stops), and that flush fails:
+    // reported once, and every store is still closed.
+    write(e, 'g', 'g-2');
+    fsyncStores.get('g')!.failing = true;
+    await e.stop();
+    expect(elog.filter((l) => l.includes('"peer":"g"') && l.includes('g/config: fsync: EIO')).length).toBe(1);
+    for (const s of fsyncStores.values()) expect(() => s.persist([])).toThrow(/closed/);
+  }, 15_000);
 });

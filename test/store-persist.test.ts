@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { closeSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -76,5 +76,60 @@ describe('DiskStore.persist', () => {
     const s = new DiskStore(tmp(), 'always');
     s.close();
     expect(() => s.persist([{ kind: 'lease', register: 'kv', upTo: 1 }])).toThrow(/closed/);
+  });
+});
+
+/** A store whose fsync(2) fails once `failing` is set (as on EIO), from the one seam DiskStore has for it. */
+class FailingFsyncStore extends DiskStore {
+  failing = false;
+  protected syncFd(fd: number): void {
+    if (this.failing) throw new Error('EIO: i/o error, fsync (injected)');
+    super.syncFd(fd);
+  }
+}
+
+describe('DiskStore: the background flush of fsync everysec', () => {
+  it('a failing background fsync is reported to the owner once (never thrown from the timer); later writes throw', async () => {
+    vi.useFakeTimers();
+    try {
+      const dir = tmp();
+      const reported: Error[] = [];
+      const store = new FailingFsyncStore(dir, 'everysec', undefined, undefined, (e) => reported.push(e));
+      const pair = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 77, registers: KV, writes: 'driver' }, 0);
+      for (const r of pair.registers.values()) store.load(r);
+      pair.propose(0, 'kv', set('k', 'v'));
+      pair.collapse(0);
+      store.persist(pair.pollWrites()); // written, its fsync left to the timer
+      pair.writesDurable();
+      store.failing = true;
+      vi.advanceTimersByTime(3500); // three flushes due: one report
+      expect(reported).toHaveLength(1);
+      expect(reported[0]).toBeInstanceOf(StoreError);
+      expect(reported[0].message).toMatch(/kv: fsync: EIO/);
+      pair.propose(0, 'kv', set('k2', 'v'));
+      pair.collapse(0);
+      expect(() => store.persist(pair.pollWrites())).toThrow(/after a failed flush/);
+      store.close(); // no second flush, no throw: the failure is reported already
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('close() whose final flush fails still closes every file, then throws StoreError', () => {
+    const dir = tmp();
+    const store = new FailingFsyncStore(dir, 'everysec', undefined, undefined, () => {});
+    const pair = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 77, registers: KV, writes: 'driver' }, 0);
+    for (const r of pair.registers.values()) store.load(r);
+    pair.propose(0, 'kv', set('k', 'v'));
+    pair.collapse(0);
+    store.persist(pair.pollWrites());
+    const fds = [...(store as unknown as { files: Map<string, { logFd: number; pendingFd: number }> }).files.values()].flatMap((f) => [
+      f.logFd,
+      f.pendingFd,
+    ]);
+    store.failing = true;
+    expect(() => store.close()).toThrow(StoreError);
+    for (const fd of fds) expect(() => closeSync(fd)).toThrow(/EBADF/);
+    expect(() => store.close()).not.toThrow(); // closed once
   });
 });

@@ -241,9 +241,9 @@ export class PeerTable {
     const s = p.session;
     if (!s) t.handshake = Math.max(paced, this.startedAt + (p.role === 'sequencer' ? 0 : MEMBER2_FIRST_CONTACT_DELAY_MS));
     else {
-      // Only the current session's initiator rekeys on age, so rekeys never cross.
-      if (s.packetsSent >= this.rekeyAfterMessages) t.rekey = paced;
-      else if (s.initiator) t.rekey = Math.max(paced, s.establishedAt + this.rekeyAfterMs);
+      // Only the current session's initiator rekeys (on age or frames sealed), so rekeys never cross;
+      // it rekeys on age long before the responder could seal REKEY_AFTER_MESSAGES frames.
+      if (s.initiator) t.rekey = s.packetsSent >= this.rekeyAfterMessages ? paced : Math.max(paced, s.establishedAt + this.rekeyAfterMs);
       if (p.pairState() === PairState.DECOHERENT) t.rehandshake = Math.max(paced, p.lastInitAt + DECOHERENT_REHANDSHAKE_MS);
     }
     return t;

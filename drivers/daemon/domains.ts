@@ -101,12 +101,16 @@ export class DomainHost {
     // (docs/OPERATIONS.md, "A fenced domain").
     let node: DomainNode;
     try {
-      this.disk = new FileDomainStore(dir, fsync);
+      this.disk = new FileDomainStore(dir, fsync, (e) => this.storeFailed(e));
       if (this.disk.tornBytes > 0) log.warn({ domain: cfg.name, tornBytes: this.disk.tornBytes }, 'domain journal: torn tail cut');
       node = new DomainNode(opts(this.disk.load()), now);
       this.store = this.disk;
     } catch (e) {
-      this.disk?.close();
+      try {
+        this.disk?.close();
+      } catch {
+        /* the domain is fenced for the load error already */
+      }
       this.disk = undefined;
       node = new DomainNode(opts(EMPTY_STORED), now);
       node.fence(`cannot load ${dir}: ${(e as Error).message}`);
@@ -155,6 +159,14 @@ export class DomainHost {
     if (failed && !wasFenced)
       this.log.error({ domain: this.cfg.name, err: failed }, `domain ${this.cfg.name} fenced: ${this.node.fencedCause ?? failed.message}`);
     return failed;
+  }
+
+  /** The store's background flush (fsync "everysec") failed: fence the domain as a failed write does. */
+  private storeFailed(e: Error): void {
+    if (this.node.fencedCause) return;
+    this.node.fence(`durable storage failed: ${e.message}`);
+    this.log.error({ domain: this.cfg.name, err: e }, `domain ${this.cfg.name} fenced: ${this.node.fencedCause}`);
+    this.persistReady(); // its lifecycle event, for the subscribers
   }
 
   private guard(run: () => void): Error | undefined {

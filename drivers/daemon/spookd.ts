@@ -87,6 +87,9 @@ class Link implements PeerLink {
   }
 }
 
+/** Commit rounds stop() runs at once (a pass normally defers after 8 to let the loop breathe). */
+const FINAL_COMMIT_ROUNDS = 64;
+
 export interface Fence {
   /** An exception while handling the pair, or its durable store failing (both decohere it with `internal-error`). */
   cause: 'internal-error' | 'store-failed';
@@ -115,6 +118,11 @@ export class Spookd {
   readonly wraps: WrapManager;
   /** Pairs an input touched since the last commit pass: their writes go to disk, then their output leaves. */
   private readonly dirty = new Set<Link>();
+  /**
+   * Of those, the pairs whose peer's datagrams (or timers) touched them: the commit pass charges
+   * their work to the peer's budget (§12.9). Local writes (kick) and start-up are not the peer's doing.
+   */
+  private readonly charged = new Set<Link>();
   private commitQueued = false;
   private storesClosed = false;
   /** Commit passes run and the writes they made durable (a measure of group commit). */
@@ -124,8 +132,13 @@ export class Spookd {
     readonly cfg: SpookdConfig,
     readonly key: KeyPair,
     readonly log: Logger,
-    /** Builds each peer's store (tests inject failing ones). */
-    makeStore: (peer: string, dir: string, fsync: FsyncPolicy) => DiskStore = (_peer, dir, fsync) => new DiskStore(dir, fsync),
+    /** Builds each peer's store (tests inject failing ones); `onFlushFailed` is for its background flush (fsync "everysec"). */
+    makeStore: (peer: string, dir: string, fsync: FsyncPolicy, onFlushFailed: (e: Error) => void) => DiskStore = (
+      _peer,
+      dir,
+      fsync,
+      onFlushFailed,
+    ) => new DiskStore(dir, fsync, undefined, undefined, onFlushFailed),
   ) {
     const peers = cfg.peers.map((p) => ({ name: p.name, publicKey: decodeKey(p.publicKey, `peer ${p.name}`) }));
     // The last accepted HandshakeInit timestamp per peer survives restarts (replayed inits stay refused).
@@ -185,7 +198,7 @@ export class Spookd {
     for (const p of cfg.peers) {
       const publicKey = decodeKey(p.publicKey, `peer ${p.name}`);
       const ids = pairIdentity(key.publicKey, publicKey);
-      const store = makeStore(p.name, join(cfg.dataDir, p.name), cfg.fsync);
+      const store = makeStore(p.name, join(cfg.dataDir, p.name), cfg.fsync, (e) => this.onFlushFailed(p.name, e));
       const pair = new HalfPair(
         {
           pairId: 0,
@@ -287,7 +300,7 @@ export class Spookd {
       await this.metrics.start();
     }
     await this.wraps.start();
-    for (const link of this.links.values()) this.pump(link);
+    for (const link of this.links.values()) this.pump(link, false);
     this.schedule();
   }
 
@@ -296,7 +309,9 @@ export class Spookd {
    * the peers we are going away, close the socket, and only then close the stores.
    */
   async stop(): Promise<void> {
-    this.commit(); // what the last inputs wrote reaches the disk (and their answers leave)
+    // What the last inputs wrote reaches the disk (and their answers leave), all of it now: from
+    // here on a commit pass is a no-op (none may run after the socket or the stores close).
+    this.commit(true);
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
     await this.admin?.stop();
@@ -305,15 +320,50 @@ export class Spookd {
     for (const link of this.links.values()) {
       // Not a teardown: the pair's state is on disk and the peer should expect us back.
       const bye = this.table.canSend(link.name) ? link.pair.goingAway(this.now()) : undefined;
-      if (bye && link.addr)
-        await new Promise<void>((resolve) => this.socket!.send(bye, link.addr!.port, link.addr!.address, () => resolve()));
+      const sock = this.socket;
+      if (bye && link.addr && sock)
+        await new Promise<void>((resolve) => sock.send(bye, link.addr!.port, link.addr!.address, () => resolve()));
     }
-    await new Promise<void>((resolve) => (this.socket ? this.socket.close(() => resolve()) : resolve()));
+    const sock = this.socket;
+    this.socket = undefined; // anything still queued to send is dropped, never sent on a closed socket
+    await new Promise<void>((resolve) => (sock ? sock.close(() => resolve()) : resolve()));
     this.fastPath.stop();
     this.storesClosed = true;
-    for (const link of this.links.values()) link.store.close();
-    for (const dom of this.domains.values()) dom.close();
+    // Every store is closed even if one's last flush fails (that one is reported).
+    for (const link of this.links.values())
+      try {
+        link.store.close();
+      } catch (e) {
+        this.commits.storeFailures++;
+        this.log.error(
+          { peer: link.name, err: e },
+          'durable storage failed while closing: the last second of writes (fsync everysec) may be lost',
+        );
+      }
+    for (const dom of this.domains.values())
+      try {
+        dom.close();
+      } catch (e) {
+        this.log.error(
+          { domain: dom.cfg.name, err: e },
+          'durable storage failed while closing: the last second of writes (fsync everysec) may be lost',
+        );
+      }
     this.log.info('stopped');
+  }
+
+  /**
+   * A pair store's background flush (fsync "everysec") failed: what it had acknowledged in the
+   * last second may be lost. Fence that pair, as a failed write does; the process carries on.
+   */
+  private onFlushFailed(peer: string, e: Error): void {
+    const link = this.links.get(peer);
+    if (!link || this.storesClosed) return;
+    this.fence(link, 'store', e, 'store-failed');
+    if (!this.stopping) {
+      this.drain(this.now()); // its sessions close
+      this.schedule();
+    }
   }
 
   /** The socket's handler: nothing a datagram does may end the process (§12.9). */
@@ -354,7 +404,8 @@ export class Spookd {
     if (link.fenced) return;
     const error = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
     link.fenced = { cause, error, at: this.now() };
-    this.table.count('internal-error', { peer: link.name });
+    // A failed store is no datagram dropped: it is counted in `commits.storeFailures` (and the fence) only.
+    if (cause === 'internal-error') this.table.count('internal-error', { peer: link.name });
     if (cause === 'store-failed') {
       this.commits.storeFailures++;
       this.log.error(
@@ -367,6 +418,7 @@ export class Spookd {
         'internal error: pair fenced (decoherent, cause internal-error) until spookd restarts; other peers carry on',
       );
     this.dirty.delete(link);
+    this.charged.delete(link);
     try {
       // Watchers see the pair decohere; the pair's own state may be what broke, so this may throw too.
       if (cause === 'store-failed') link.pair.writesFailed(this.now(), error);
@@ -387,22 +439,36 @@ export class Spookd {
   }
 
   /**
-   * Execute the table's outputs: its datagrams first (a HandshakeResp before any frame on the
-   * session it forms), then its events, then what they made it send. True if a session or a
-   * payload came of it (only then can a deadline have moved).
+   * Execute the table's outputs: sessions added to or removed from the fast path first (the
+   * XDP pair slot exists before the HandshakeResp leaves, so the initiator's first Data frame is
+   * not dropped as an unknown pair), then its datagrams (a HandshakeResp before any frame on the
+   * session it forms), then its other events, then what they made it send. True if a session or
+   * a payload came of it (only then can a deadline have moved).
    */
   private drain(now: number): boolean {
-    this.flushTable();
     let acted = false;
     const touched = new Set<Link>();
-    for (let ev = this.table.pollEvent(); ev; ev = this.table.pollEvent()) {
-      if (ev.type !== 'drop' && ev.type !== 'handshake-refused' && ev.type !== 'cookie-stored') acted = true;
-      this.onTableEvent(now, ev, touched);
+    const isSlot = (ev: PeerEvent): boolean => ev.type === 'session-added' || ev.type === 'session-removed';
+    // Handling an event can queue more (a fence closes sessions): those go round again.
+    for (let events = this.pollEvents(); ; events = this.pollEvents()) {
+      for (const ev of events.filter(isSlot)) this.onTableEvent(now, ev, touched);
+      this.flushTable();
+      if (events.length === 0) break;
+      for (const ev of events) {
+        if (ev.type !== 'drop' && ev.type !== 'handshake-refused' && ev.type !== 'cookie-stored') acted = true;
+        if (!isSlot(ev)) this.onTableEvent(now, ev, touched);
+      }
     }
     // Sessions changed: send what the pairs have on them (or collapse without one).
     for (const link of touched) this.forPeer(link, 'handshake', () => this.pump(link));
     this.flushTable();
     return acted;
+  }
+
+  private pollEvents(): PeerEvent[] {
+    const events: PeerEvent[] = [];
+    for (let ev = this.table.pollEvent(); ev; ev = this.table.pollEvent()) events.push(ev);
+    return events;
   }
 
   private flushTable(): void {
@@ -494,10 +560,11 @@ export class Spookd {
    * out. Done by the commit pass at the end of this turn of the event loop, so every input of
    * the turn shares one batch (and one fsync per file) per pair.
    */
-  pump(link: PeerLink): void {
+  pump(link: PeerLink, charge = true): void {
     const l = this.links.get(link.name)!;
     if (l.fenced) return;
     this.dirty.add(l);
+    if (charge) this.charged.add(l);
     if (!this.commitQueued) {
       this.commitQueued = true;
       setImmediate(() => this.commit());
@@ -510,22 +577,27 @@ export class Spookd {
    * sent. A store failure fences that pair alone. Sending can collapse more (new writes):
    * those pairs go round again.
    */
-  private commit(): void {
+  private commit(final = false): void {
     this.commitQueued = false;
-    if (this.storesClosed) return;
+    if (this.storesClosed || this.stopping) return;
     for (let round = 0; this.dirty.size > 0; round++) {
-      if (round === 8) {
+      if (round === (final ? FINAL_COMMIT_ROUNDS : 8)) {
+        // At stop: what still collapses after this many rounds is not acknowledged; it stays pending.
+        if (final) break;
         // Still writing: leave the rest to the next turn rather than starve the loop.
         this.commitQueued = true;
         setImmediate(() => this.commit());
         break;
       }
       const links = [...this.dirty];
+      const charged = new Set(this.charged);
       this.dirty.clear();
+      this.charged.clear();
       this.commits.passes++;
       const now = this.now();
-      // The pair's CPU is charged to its peer (as the input that caused it was); the disk's time is not.
-      for (const link of links) this.forPeer(link, 'collapse', () => link.pair.collapse(now));
+      // The pair's CPU is charged to its peer when the peer's input caused it (never for local
+      // writes alone: a busy local writer must not make its peer look busy); the disk's time never.
+      for (const link of links) this.forPeer(link, 'collapse', () => link.pair.collapse(now), charged.has(link));
       for (const link of links) {
         if (link.fenced) continue;
         const writes = link.pair.pollWrites();
@@ -541,12 +613,20 @@ export class Spookd {
         this.commits.writes += writes.length;
       }
       for (const link of links)
-        this.forPeer(link, 'transmit', () => {
-          this.publish(link);
-          this.flushTransmit(link);
-          this.publish(link);
-          if (link.pair.awaitingWrites) this.dirty.add(link);
-        });
+        this.forPeer(
+          link,
+          'transmit',
+          () => {
+            this.publish(link);
+            this.flushTransmit(link);
+            this.publish(link);
+            if (link.pair.awaitingWrites) {
+              this.dirty.add(link);
+              if (charged.has(link)) this.charged.add(link);
+            }
+          },
+          charged.has(link),
+        );
     }
     if (!this.stopping) {
       this.drain(this.now()); // a fence closes sessions
@@ -580,8 +660,9 @@ export class Spookd {
     for (const link of this.links.values())
       this.forPeer(link, 'timer', () => {
         const t = link.pair.pollTimeout();
-        if (t !== undefined && t <= now) link.pair.handleTimeout(now);
-        this.pump(link);
+        const due = t !== undefined && t <= now;
+        if (due) link.pair.handleTimeout(now);
+        this.pump(link, due); // its timers' work is charged (as their handling is); a pair merely swept is not
       });
     this.commit(); // the timers' writes, one batch per pair, then their datagrams
     for (const dom of this.domains.values()) {
@@ -639,7 +720,7 @@ export class Spookd {
 
   /** After a local proposal: collapse/send at once rather than at the next timer. */
   kick(link: PeerLink): void {
-    this.forPeer(link, 'local write', () => this.pump(link), false);
+    this.forPeer(link, 'local write', () => this.pump(link, false), false);
     this.drain(this.now()); // a fence closes sessions
     this.schedule();
   }

@@ -85,10 +85,20 @@ export class FileDomainStore implements DomainStore {
   private timer: NodeJS.Timeout | undefined;
   /** Bytes cut from a torn journal tail at load. */
   readonly tornBytes: number = 0;
+  /** Set once a background flush failed: what it held may be lost, so nothing more is written. */
+  private failed: StoreError | undefined;
 
   constructor(
     readonly dir: string,
     readonly fsync: FsyncPolicy,
+    /**
+     * The once-a-second fsync of fsync "everysec" failed: records already made "durable" may be
+     * lost. Called once (the timer stops; later writes throw); spookd fences the domain. Without
+     * one, the error is thrown from the timer (an uncaught exception).
+     */
+    private readonly onFlushFailed: (e: StoreError) => void = (e) => {
+      throw e;
+    },
   ) {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     this.journal = join(dir, 'journal');
@@ -120,11 +130,28 @@ export class FileDomainStore implements DomainStore {
       }
     }
     this.fd = openSync(this.journal, 'a', 0o600);
-    if (this.fsync !== 'never') fsyncSync(this.fd);
+    if (this.fsync !== 'never') this.syncFd(this.fd);
     if (this.fsync === 'everysec') {
-      this.timer = setInterval(() => fsyncSync(this.fd), 1000);
+      this.timer = setInterval(() => this.backgroundFlush(), 1000);
       this.timer.unref();
     }
+  }
+
+  private backgroundFlush(): void {
+    if (this.failed) return;
+    try {
+      this.syncFd(this.fd);
+    } catch (e) {
+      // A failed fsync may have dropped the dirty pages: a retry that succeeds proves nothing.
+      this.failed = new StoreError(`${this.journal}: fsync: ${(e as Error).message}`);
+      clearInterval(this.timer);
+      this.onFlushFailed(this.failed);
+    }
+  }
+
+  /** fsync(2), the one seam tests replace to inject a failing disk. */
+  protected syncFd(fd: number): void {
+    fsyncSync(fd);
   }
 
   load(): StoredDomain {
@@ -138,6 +165,7 @@ export class FileDomainStore implements DomainStore {
    * already holds the records gathered before it. Throws StoreError if anything failed.
    */
   persist(writes: readonly DomainWrite[]): void {
+    if (this.failed) throw new StoreError(`${this.dir}: write after a failed flush (${this.failed.message})`);
     let batch: Uint8Array[] = [];
     let sync = false;
     const flush = (): void => {
@@ -147,7 +175,7 @@ export class FileDomainStore implements DomainStore {
         for (let off = 0; off < buf.length;) off += writeSync(this.fd, buf, off);
         batch = [];
       }
-      if (sync && this.fsync === 'always') fsyncSync(this.fd);
+      if (sync && this.fsync === 'always') this.syncFd(this.fd);
       sync = false;
     };
     try {
@@ -192,9 +220,16 @@ export class FileDomainStore implements DomainStore {
     }
   }
 
+  /** fsync what "everysec" left (unless a background flush failed) and close, even when the fsync throws (StoreError). */
   close(): void {
     if (this.timer) clearInterval(this.timer);
-    closeSync(this.fd);
+    try {
+      if (this.fsync === 'everysec' && !this.failed) this.syncFd(this.fd);
+    } catch (e) {
+      throw new StoreError(`${this.journal}: fsync: ${(e as Error).message}`);
+    } finally {
+      closeSync(this.fd);
+    }
   }
 
   journalBytes(): number {

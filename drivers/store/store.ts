@@ -96,6 +96,8 @@ export class DiskStore implements PairStore {
   private timer: NodeJS.Timeout | undefined;
 
   private closed = false;
+  /** Set once a background flush failed: what it held may be lost, so nothing more is written. */
+  private failed: StoreError | undefined;
 
   constructor(
     readonly dir: string,
@@ -110,12 +112,37 @@ export class DiskStore implements PairStore {
     private readonly onFatal: (e: Error) => never = (e) => {
       throw e;
     },
+    /**
+     * The once-a-second flush of fsync "everysec" failed: writes already reported durable may be
+     * lost. Called once (the timer stops; later writes throw); spookd fences the pair. Without
+     * one, the error is thrown from the timer (an uncaught exception).
+     */
+    private readonly onFlushFailed: (e: StoreError) => void = (e) => {
+      throw e;
+    },
   ) {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     if (fsync === 'everysec') {
-      this.timer = setInterval(() => this.flush(), 1000);
+      this.timer = setInterval(() => this.backgroundFlush(), 1000);
       this.timer.unref();
     }
+  }
+
+  private backgroundFlush(): void {
+    if (this.closed || this.failed) return;
+    try {
+      this.flush();
+    } catch (e) {
+      // A failed fsync may have dropped the dirty pages: a retry that succeeds proves nothing.
+      this.failed = e instanceof StoreError ? e : new StoreError(`${this.dir}: fsync: ${(e as Error).message}`);
+      clearInterval(this.timer);
+      this.onFlushFailed(this.failed);
+    }
+  }
+
+  /** fsync(2), the one seam tests replace to inject a failing disk. */
+  protected syncFd(fd: number): void {
+    fsyncSync(fd);
   }
 
   private paths(register: string): { dir: string; log: string; snap: string; lease: string; pending: string } {
@@ -182,6 +209,7 @@ export class DiskStore implements PairStore {
    */
   persist(writes: readonly PairWrite[]): void {
     if (this.closed) throw new StoreError(`${this.dir}: write after the store was closed`);
+    if (this.failed) throw new StoreError(`${this.dir}: write after a failed flush (${this.failed.message})`);
     const touched = new Set<number>();
     let at = '';
     try {
@@ -206,7 +234,7 @@ export class DiskStore implements PairStore {
         }
       }
       at = `${this.dir}: fsync`;
-      for (const fd of touched) fsyncSync(fd);
+      for (const fd of touched) this.syncFd(fd);
     } catch (e) {
       throw new StoreError(`${at}: ${(e as Error).message}`);
     }
@@ -255,7 +283,7 @@ export class DiskStore implements PairStore {
     try {
       const touched = new Set<number>();
       this.writePending(f, register, seq, delta, touched);
-      for (const fd of touched) fsyncSync(fd);
+      for (const fd of touched) this.syncFd(fd);
     } catch (e) {
       this.onFatal(new StoreError(`${join(this.dir, register)}: cannot persist own candidate ${seq}: ${(e as Error).message}`));
     }
@@ -268,7 +296,7 @@ export class DiskStore implements PairStore {
     try {
       const touched = new Set<number>();
       this.writeRecord(f, register, rec, touched);
-      for (const fd of touched) fsyncSync(fd);
+      for (const fd of touched) this.syncFd(fd);
     } catch (e) {
       this.onFatal(new StoreError(`${join(this.dir, register)}: cannot persist v${rec.version}: ${(e as Error).message}`));
     }
@@ -290,29 +318,41 @@ export class DiskStore implements PairStore {
     writeAtomic(p.lease, encodeLease(upTo), p.dir);
   }
 
+  /** fsync what fsync "everysec" or "never" left dirty. Throws StoreError (naming the file) on failure. */
   flush(): void {
-    for (const f of this.files.values()) {
-      if (f.dirty) {
-        fsyncSync(f.logFd);
-        f.dirty = false;
-      }
-      if (f.pendingDirty) {
-        fsyncSync(f.pendingFd);
-        f.pendingDirty = false;
+    for (const [register, f] of this.files) {
+      try {
+        if (f.dirty) {
+          this.syncFd(f.logFd);
+          f.dirty = false;
+        }
+        if (f.pendingDirty) {
+          this.syncFd(f.pendingFd);
+          f.pendingDirty = false;
+        }
+      } catch (e) {
+        throw new StoreError(`${join(this.dir, register)}: fsync: ${(e as Error).message}`);
       }
     }
   }
 
+  /**
+   * Flush (unless a background flush already failed) and close every file, even when the
+   * flush throws: then the StoreError is thrown after the files are closed.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
-    this.flush();
-    for (const f of this.files.values()) {
-      closeSync(f.logFd);
-      closeSync(f.pendingFd);
+    try {
+      if (!this.failed) this.flush();
+    } finally {
+      for (const f of this.files.values()) {
+        closeSync(f.logFd);
+        closeSync(f.pendingFd);
+      }
+      this.files.clear();
     }
-    this.files.clear();
   }
 }
 
