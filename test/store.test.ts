@@ -128,6 +128,19 @@ describe('DiskStore', () => {
     expect(() => open(dir)).toThrow(StoreError);
     expect(() => open(dir)).toThrow(/snapshot: checksum mismatch/);
   });
+
+  it('a snapshot whose checksum holds but whose body does not decode is a StoreError naming the file, not a bare decode error', () => {
+    const dir = tmp();
+    const a = open(dir);
+    a.store.close();
+    mkdirSync(join(dir, 'kv'), { recursive: true });
+    // Five entries announced, none written: sealed with a valid checksum.
+    const head = { version: 3, hash: { hi: 0, lo: 0 }, origins: new Map<number, number>(), rejections: new Map() };
+    const bad = encodePairSnapshot(head, { kind: PairSnapshotKind.Map, count: 5, entries: [] }, sha256);
+    writeFileSync(join(dir, 'kv', 'snapshot'), bad);
+    expect(() => open(dir)).toThrow(StoreError);
+    expect(() => open(dir)).toThrow(/kv.snapshot: /);
+  });
 });
 
 const sha256 = (...parts: Uint8Array[]): Uint8Array => cryptoHash('SHA256', ...parts);

@@ -303,7 +303,8 @@ export class Sequencer implements RoleMachine, ResponderHost {
       if (c.seq !== expected) continue; // duplicate, or a gap the peer will retransmit into
       // The receive window (§7.2): an honest follower holds at most maxPending candidates, so
       // it never fills the queue nor leaves 2·maxPending rejections unacknowledged. Past
-      // that nothing is kept: counted, and the peer retransmits once there is room.
+      // that nothing is kept: counted, and the peer retransmits once there is room. (So the
+      // rejections held stay under 4·maxPending: 2·maxPending held, plus a full queue rejected.)
       const left = m.candidates.length - i;
       if (this.pending.length >= 2 * s.cfg.maxPending || this.peerRejections.size >= 2 * s.cfg.maxPending) {
         s.pair.drop(now, 'beyond-window', `register ${s.name}: ${left} candidate(s) past the receive window`, left);

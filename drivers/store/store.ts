@@ -371,19 +371,24 @@ export function restoreRegisterSnapshot(replica: Replica, buf: Uint8Array, path:
   const { head, body } = snap;
   if ((head.kind === PairSnapshotKind.Map) !== replica.state instanceof MapState)
     throw new StoreError(`${path}: register kind differs from the configuration`);
-  replica.restore(
-    head.version,
-    (st) =>
-      readPairSnapshotBody(
-        body,
-        head.kind,
-        (key, version, value) => (st as MapState).put(key, value, version),
-        (chunk) => (st as StreamState).appendBytes(chunk),
-      ),
-    new Map(head.origins),
-    0,
-    head.rejections,
-  );
+  try {
+    replica.restore(
+      head.version,
+      (st) =>
+        readPairSnapshotBody(
+          body,
+          head.kind,
+          (key, version, value) => (st as MapState).put(key, value, version),
+          (chunk) => (st as StreamState).appendBytes(chunk),
+        ),
+      new Map(head.origins),
+      0,
+      head.rejections,
+    );
+  } catch (e) {
+    // A body that passed the checksum yet does not decode (a bug, or a file made to look whole).
+    throw new StoreError(`${path}: ${(e as Error).message}`);
+  }
   if (replica.hash.hi !== head.hash.hi || replica.hash.lo !== head.hash.lo)
     throw new StoreError(`${path}: state does not hash to the recorded value`);
   return head.version;
