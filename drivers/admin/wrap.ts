@@ -1,5 +1,5 @@
 /** Admin API commands for wrappers (client/protocol.ts): wraps, wrap-add, wrap-remove, wrap-stats, wrap-conns, wrap-policy. */
-import type { WrapConnection, WrapperEntry, WrapStatsResult } from '../../client/protocol.js';
+import type { WrapStatsResult } from '../../client/protocol.js';
 import { parseHold } from '../daemon/config.js';
 import type { Spookd } from '../daemon/spookd.js';
 import { AdminFault, bool, failsAs, num, str } from './args.js';
@@ -9,9 +9,9 @@ import { WRAP_PROTOCOLS, type WrapProtocol } from '../../core/wrap/protocols.js'
 export function wrapHandlers(d: Spookd): Handlers<'wraps' | 'wrap-add' | 'wrap-remove' | 'wrap-stats' | 'wrap-conns' | 'wrap-policy'> {
   const w = d.wraps;
   // The manager builds these views; their shapes are the protocol's.
-  const stats = (): WrapStatsResult => w.stats() as unknown as WrapStatsResult;
+  const stats = (): WrapStatsResult => w.stats();
   return {
-    wraps: () => w.list() as unknown as WrapperEntry[],
+    wraps: () => w.list(),
     'wrap-add': (args) => {
       const protocol = str(args, 'protocol');
       if (!(WRAP_PROTOCOLS as readonly string[]).includes(protocol))
@@ -46,7 +46,7 @@ export function wrapHandlers(d: Spookd): Handlers<'wraps' | 'wrap-add' | 'wrap-r
       return { port };
     },
     'wrap-stats': stats,
-    'wrap-conns': () => w.connections() as unknown as WrapConnection[],
+    'wrap-conns': () => w.connections(),
     'wrap-policy': () => w.policyView(),
   };
 }

@@ -11,6 +11,7 @@
  * the kernel took, close the way the peer did). Time: one real timer, armed for the earliest of
  * the sessions' deadlines (pollTimeout) and the carrier redial; each input passes performance.now().
  */
+import type { WrapConnection, WrapStatsResult, WrapperEntry } from '../../client/protocol.js';
 import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
 import { createSocket, type Socket as UdpSocket, type RemoteInfo } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
@@ -355,7 +356,7 @@ export class WrapManager {
     return this.counters.protocols;
   }
 
-  list(): Record<string, unknown>[] {
+  list(): WrapperEntry[] {
     return [...this.wrappers.values()].map((w) => ({
       protocol: w.protocol,
       port: w.port,
@@ -367,7 +368,7 @@ export class WrapManager {
     }));
   }
 
-  stats(): Record<string, unknown> {
+  stats(): WrapStatsResult {
     return {
       interception: this.hooks ? 'bpf' : 'off',
       interceptionError: this.interceptionError ?? null,
@@ -412,8 +413,8 @@ export class WrapManager {
     return [...this.peers.values()].map((ps) => ({ peer: ps.peer.name, ...ps.session.counters }));
   }
 
-  connections(): Record<string, unknown>[] {
-    const out: Record<string, unknown>[] = [];
+  connections(): WrapConnection[] {
+    const out: WrapConnection[] = [];
     const now = this.now();
     for (const ps of this.peers.values()) {
       for (const c of ps.session.conns.values()) {
