@@ -117,7 +117,7 @@ export class AdminClient {
     return this.closedBy === undefined;
   }
 
-  private fail(e: AdminError): void {
+  private fail(e: AdminError, graceful = false): void {
     if (this.closedBy) return;
     this.closedBy = e;
     const all = [...this.pending.values()];
@@ -127,7 +127,9 @@ export class AdminClient {
       if (p.started) p.onEnd?.(e);
       else p.reject(e);
     }
-    this.sock.destroy();
+    // close() lets what was written reach the daemon; a broken connection is torn down.
+    if (graceful) this.sock.end();
+    else this.sock.destroy();
   }
 
   private onLine(line: string): void {
@@ -225,6 +227,6 @@ export class AdminClient {
   /** Ends the connection: pending calls reject with `connection-closed`; streams end without onEnd. */
   close(): void {
     for (const p of this.pending.values()) p.onEnd = undefined;
-    this.fail(new AdminError('connection-closed', 'the admin client was closed'));
+    this.fail(new AdminError('connection-closed', 'the admin client was closed'), true);
   }
 }

@@ -67,7 +67,6 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 export async function openRegister(register: string, opts: { peer?: string; socket?: string } = {}): Promise<RegisterHandle> {
   const path = opts.socket ?? DEFAULT_SOCKET;
   let client = await AdminClient.connect(path);
-  let connecting: Promise<AdminClient> | undefined;
   let closed = false;
   const streams: AdminClient[] = [];
   const base = { register, ...(opts.peer ? { peer: opts.peer } : {}) };
@@ -76,22 +75,24 @@ export async function openRegister(register: string, opts: { peer?: string; sock
   async function conn(d: Deadline): Promise<AdminClient> {
     if (closed) throw new AdminError('connection-closed', 'the register handle was closed');
     if (client.open) return client;
-    connecting ??= (async () => {
-      let delay = BACKOFF_FIRST_MS;
-      let last = '';
-      for (;;) {
-        if (d.signal?.aborted) throw new AdminError('aborted', 'aborted while reconnecting to spookd');
-        try {
-          return (client = await AdminClient.connect(path));
-        } catch (e) {
-          last = (e as Error).message;
-        }
-        if (left(d) <= delay) throw new AdminError('timeout', `spookd not reachable at ${path} within ${d.ms} ms: ${last}`);
-        await sleep(delay, d.signal);
-        delay = Math.min(delay * 2, BACKOFF_MAX_MS);
+    // Each call retries on its own deadline and signal; the first to connect installs its client, the others use it.
+    let delay = BACKOFF_FIRST_MS;
+    let last = '';
+    for (;;) {
+      if (d.signal?.aborted) throw new AdminError('aborted', 'aborted while reconnecting to spookd');
+      try {
+        const fresh = await AdminClient.connect(path);
+        if (closed || client.open) fresh.close();
+        else client = fresh;
+        return conn(d);
+      } catch (e) {
+        if (e instanceof AdminError && e.code === 'connection-closed') throw e;
+        last = (e as Error).message;
       }
-    })().finally(() => (connecting = undefined));
-    return connecting;
+      if (left(d) <= delay) throw new AdminError('timeout', `spookd not reachable at ${path} within ${d.ms} ms: ${last}`);
+      await sleep(delay, d.signal);
+      delay = Math.min(delay * 2, BACKOFF_MAX_MS);
+    }
   }
 
   /** A write: spookd answers `pending` after OUTCOME_WAIT_MS, or 1 s before the call's deadline if that is sooner. */
