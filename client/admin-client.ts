@@ -4,15 +4,16 @@
  * AdminError whose `code` is stable.
  */
 import { connect, type Socket } from 'node:net';
-import type {
-  AdminCommand,
-  AdminErrorBody,
-  AdminErrorCode,
-  AdminEventLine,
-  AdminRequestArgs,
-  AdminResult,
-  AdminStream,
-  AdminStreams,
+import {
+  ADMIN_MAX_REQUEST,
+  type AdminArgs,
+  type AdminCommand,
+  type AdminErrorBody,
+  type AdminErrorCode,
+  type AdminEventLine,
+  type AdminResult,
+  type AdminStream,
+  type AdminStreams,
 } from './protocol.js';
 
 export const DEFAULT_SOCKET = '/run/spook/admin.sock';
@@ -43,10 +44,29 @@ export class DaemonNotRunning extends AdminError {
   }
 }
 
+/** Per-call options: a deadline (default DEFAULT_TIMEOUT_MS) and a signal to abandon the call. */
+export interface CallOptions {
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+/** A call with no `timeoutMs` rejects with code `timeout` after this long. */
+export const DEFAULT_TIMEOUT_MS = 30_000;
+
+/** Options of a stream: the deadline and signal bound its start; `onEnd` is told when it ends other than by close(). */
+export interface StreamOptions extends CallOptions {
+  onEnd?: (e: AdminError) => void;
+}
+
 interface Pending {
   resolve: (v: unknown) => void;
   reject: (e: Error) => void;
   onEvent?: (ev: unknown) => void;
+  onEnd?: (e: AdminError) => void;
+  /** A stream whose start was answered: it now ends through onEnd. */
+  started?: boolean;
+  /** Clears the timer and the abort listener. */
+  release: () => void;
 }
 
 /** A line from the daemon: a response, or an event of a stream (hostile until checked: fields may be missing). */
@@ -57,10 +77,15 @@ type Line = Partial<AdminEventLine<Record<string, unknown>>> & {
   error?: Partial<AdminErrorBody>;
 };
 
+/** The arguments of a request then its options: the arguments are optional when the command needs none. */
+export type RequestParams<C extends AdminCommand> =
+  Record<string, never> extends AdminArgs<C> ? [args?: AdminArgs<C>, opts?: CallOptions] : [args: AdminArgs<C>, opts?: CallOptions];
+
 export class AdminClient {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private buf = '';
+  private closedBy: AdminError | undefined;
 
   private constructor(private readonly sock: Socket) {
     sock.setEncoding('utf8');
@@ -72,10 +97,11 @@ export class AdminClient {
         this.onLine(line);
       }
     });
-    sock.on('close', () => {
-      for (const p of this.pending.values()) p.reject(new AdminError('connection-closed', 'spookd closed the admin connection'));
-      this.pending.clear();
-    });
+    // 'end' (the daemon closed its side: half-open), 'error' and 'close' each end every call at once; the first wins.
+    const gone = (why: string) => () => this.fail(new AdminError('connection-closed', `spookd closed the admin connection (${why})`));
+    sock.on('end', gone('end'));
+    sock.on('error', (e: NodeJS.ErrnoException) => gone(e.code ?? e.message)());
+    sock.on('close', gone('close'));
   }
 
   static connect(path = DEFAULT_SOCKET): Promise<AdminClient> {
@@ -86,6 +112,26 @@ export class AdminClient {
     });
   }
 
+  /** False once the connection ended (the daemon stopped, or close()): every later call rejects with `connection-closed`. */
+  get open(): boolean {
+    return this.closedBy === undefined;
+  }
+
+  private fail(e: AdminError, graceful = false): void {
+    if (this.closedBy) return;
+    this.closedBy = e;
+    const all = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of all) {
+      p.release();
+      if (p.started) p.onEnd?.(e);
+      else p.reject(e);
+    }
+    // close() lets what was written reach the daemon; a broken connection is torn down.
+    if (graceful) this.sock.end();
+    else this.sock.destroy();
+  }
+
   private onLine(line: string): void {
     let msg: Line;
     try {
@@ -93,38 +139,94 @@ export class AdminClient {
     } catch {
       return;
     }
+    // id 0: the daemon refused a line it could not attribute (too large, not JSON); it closes the connection next if it must.
     const p = this.pending.get(msg.id);
     if (!p) return;
     if (msg.event) {
       p.onEvent?.({ peer: msg.peer, ...msg.event });
       return;
     }
-    if (!p.onEvent) this.pending.delete(msg.id);
+    p.release();
+    if (p.onEvent && msg.ok) {
+      p.started = true;
+      p.resolve(msg.result);
+      return;
+    }
+    this.pending.delete(msg.id);
     if (msg.ok) p.resolve(msg.result);
     else p.reject(new AdminError(msg.error?.code ?? 'internal', msg.error?.message ?? 'request failed', msg.error?.field));
   }
 
-  private send(cmd: string, args: object, p: Pending): void {
+  private send(cmd: string, args: object, opts: CallOptions, p: Omit<Pending, 'release'>): void {
+    if (this.closedBy) return p.reject(this.closedBy);
+    const line = JSON.stringify({ id: this.nextId, cmd, args });
+    // The daemon closes the connection on a longer line: refuse it here and keep the connection.
+    if (line.length > ADMIN_MAX_REQUEST)
+      return p.reject(
+        new AdminError('request-too-large', `request line of ${line.length} characters; spookd accepts ${ADMIN_MAX_REQUEST}`),
+      );
+    if (opts.signal?.aborted) return p.reject(new AdminError('aborted', `${cmd} aborted before it was sent`));
     const id = this.nextId++;
-    this.pending.set(id, p);
-    this.sock.write(`${JSON.stringify({ id, cmd, args })}\n`);
+    // A request that asks the daemon to wait (`timeoutMs` among its arguments) gets that long and 5 s more by default.
+    const wait = (args as { timeoutMs?: unknown }).timeoutMs;
+    const timeoutMs = opts.timeoutMs ?? (typeof wait === 'number' ? Math.max(DEFAULT_TIMEOUT_MS, wait + 5_000) : DEFAULT_TIMEOUT_MS);
+    const abandon = (e: AdminError): void => {
+      if (this.pending.get(id) !== entry) return;
+      this.pending.delete(id);
+      entry.release();
+      entry.reject(e);
+    };
+    const onAbort = (): void => abandon(new AdminError('aborted', `${cmd} aborted`));
+    const timer = setTimeout(() => abandon(new AdminError('timeout', `${cmd}: no answer from spookd within ${timeoutMs} ms`)), timeoutMs);
+    timer.unref();
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    const entry: Pending = {
+      ...p,
+      release: () => {
+        clearTimeout(timer);
+        opts.signal?.removeEventListener('abort', onAbort);
+      },
+    };
+    this.pending.set(id, entry);
+    this.sock.write(`${line}\n`);
   }
 
-  /** One command and its result (client/protocol.ts); rejects with an AdminError. */
-  request<C extends AdminCommand>(cmd: C, ...[args]: AdminRequestArgs<C>): Promise<AdminResult<C>> {
+  /** Calls awaiting an answer, streams included (for tests: a call that settled leaves none behind). */
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  /** One command and its result (client/protocol.ts); rejects with an AdminError (`timeout`, `aborted`, `connection-closed` too). */
+  request<C extends AdminCommand>(cmd: C, ...[args, opts]: RequestParams<C>): Promise<AdminResult<C>> {
     return new Promise<AdminResult<C>>((resolve, reject) =>
-      this.send(cmd, args ?? {}, { resolve: resolve as (v: unknown) => void, reject }),
+      this.send(cmd, args ?? {}, opts ?? {}, { resolve: resolve as (v: unknown) => void, reject }),
     );
   }
 
-  /** A streaming command (watch, events): `onEvent` for each event until close(). */
-  stream<S extends AdminStream>(cmd: S, args: AdminStreams[S]['args'], onEvent: (ev: AdminStreams[S]['event']) => void): Promise<void> {
+  /**
+   * A streaming command (watch, events): resolves once the daemon started it, then `onEvent` for each event until
+   * close(). If the connection ends first (spookd stopped), `opts.onEnd` gets a `connection-closed` AdminError:
+   * the stream is over and must be reopened on a new client.
+   */
+  stream<S extends AdminStream>(
+    cmd: S,
+    args: AdminStreams[S]['args'],
+    onEvent: (ev: AdminStreams[S]['event']) => void,
+    opts: StreamOptions = {},
+  ): Promise<void> {
     return new Promise<void>((resolve, reject) =>
-      this.send(cmd, args, { resolve: () => resolve(), reject, onEvent: (ev) => onEvent(ev as AdminStreams[S]['event']) }),
+      this.send(cmd, args, opts, {
+        resolve: () => resolve(),
+        reject,
+        onEvent: (ev) => onEvent(ev as AdminStreams[S]['event']),
+        onEnd: opts.onEnd,
+      }),
     );
   }
 
+  /** Ends the connection: pending calls reject with `connection-closed`; streams end without onEnd. */
   close(): void {
-    this.sock.end();
+    for (const p of this.pending.values()) p.onEnd = undefined;
+    this.fail(new AdminError('connection-closed', 'the admin client was closed'), true);
   }
 }

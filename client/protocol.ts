@@ -60,9 +60,16 @@ export const ADMIN_ERROR_CODES = [
   'internal',
   /** Client side: spookd is not running or its socket is not reachable. */
   'daemon-not-running',
-  /** Client side: spookd closed the connection before answering. */
+  /** Client side: spookd closed the connection before answering (it stopped or restarted); a stream ends with it. */
   'connection-closed',
+  /** Client side: no answer within the call's `timeoutMs` (the request may still take effect). */
+  'timeout',
+  /** Client side: the call's AbortSignal fired before the answer (the request may still take effect). */
+  'aborted',
 ] as const;
+
+/** The longest request line spookd accepts (characters, newline excluded); the client refuses longer ones before sending. */
+export const ADMIN_MAX_REQUEST = 64 * 1024;
 
 export type AdminErrorCode = (typeof ADMIN_ERROR_CODES)[number];
 

@@ -1,0 +1,153 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { configSchema } from '../drivers/daemon/config.js';
+import { Spookd } from '../drivers/daemon/spookd.js';
+import { encodeKey } from '../drivers/daemon/keys.js';
+import { generateKeyPair } from '../crypto/primitives.js';
+import { AdminClient, AdminError } from '../client/admin-client.js';
+import { openRegister } from '../client/register.js';
+import { ADMIN_MAX_REQUEST, type CollapseEvent } from '../client/protocol.js';
+
+/**
+ * The client against a real spookd in this process that stops and restarts under it: every call
+ * ends (timeout, abort, connection-closed), streams end explicitly, a register handle reconnects,
+ * an oversize request is refused before it is sent. The peer never runs, so domain writes stay pending.
+ */
+const dir = mkdtempSync(join(tmpdir(), 'spook-client-'));
+const port = 29000 + (process.pid % 1000) * 2; // below the ephemeral range
+const socket = join(dir, 'a.sock');
+const keys = { a: generateKeyPair(), b: generateKeyPair() };
+let d: Spookd | undefined;
+
+function make(): Spookd {
+  writeFileSync(join(dir, 'a.key'), Buffer.from(keys.a.privateKey).toString('base64'));
+  const cfg = configSchema.parse({
+    listen: `127.0.0.1:${port}`,
+    privateKeyFile: join(dir, 'a.key'),
+    dataDir: join(dir, 'a'),
+    adminSocket: socket,
+    fsync: 'never',
+    timing: { keepaliveMs: 100, silenceMs: 3000 },
+    peers: [{ name: 'b', publicKey: encodeKey(keys.b.publicKey), endpoint: `127.0.0.1:${port + 1}` }],
+    registers: [{ name: 'config', kind: 'map' }],
+    // A domain whose other member never runs: no majority, so a write there waits for its outcome as long as asked.
+    domains: [{ name: 'main', members: ['b'], registers: [{ name: 'kv', kind: 'map' }], policy: 'buffer' }],
+  });
+  return new Spookd(cfg, keys.a, pino({ level: 'silent' }));
+}
+
+async function start(): Promise<void> {
+  d = make();
+  await d.start();
+}
+async function stop(): Promise<void> {
+  await d?.stop();
+  d = undefined;
+}
+
+beforeAll(start);
+afterAll(async () => {
+  await stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** A write spookd holds `waitMs` for an outcome that cannot come (the domain has no majority). */
+const held = (c: AdminClient, waitMs: number, opts?: { timeoutMs?: number; signal?: AbortSignal }): Promise<unknown> =>
+  c.request('dpropose', { ops: [{ register: 'kv', op: 'set', key: 'k', value: 'v' }], timeoutMs: waitMs }, opts);
+
+/** The AdminError a promise rejects with. */
+async function failure(p: Promise<unknown>): Promise<AdminError> {
+  const e = await p.then(
+    () => undefined,
+    (x: unknown) => x,
+  );
+  expect(e).toBeInstanceOf(AdminError);
+  return e as AdminError;
+}
+
+describe('client resilience', { timeout: 15_000 }, () => {
+  it('a call past its timeoutMs rejects with timeout, and leaves nothing pending', async () => {
+    const c = await AdminClient.connect(socket);
+    try {
+      const t0 = Date.now();
+      const e = await failure(held(c, 5_000, { timeoutMs: 100 }));
+      expect(e.code).toBe('timeout');
+      expect(Date.now() - t0).toBeLessThan(2_000);
+      expect(c.pendingCount).toBe(0);
+      expect((await c.request('status', {}, { timeoutMs: 2_000 })).pairs[0]?.peer).toBe('b'); // still usable
+    } finally {
+      c.close();
+    }
+  });
+
+  it('an AbortSignal rejects the call with aborted', async () => {
+    const c = await AdminClient.connect(socket);
+    try {
+      const ac = new AbortController();
+      const p = held(c, 5_000, { signal: ac.signal });
+      setTimeout(() => ac.abort(), 50);
+      expect((await failure(p)).code).toBe('aborted');
+      expect(c.pendingCount).toBe(0);
+      expect((await failure(c.request('status', {}, { signal: AbortSignal.abort() }))).code).toBe('aborted');
+      const h = await openRegister('config', { socket });
+      expect((await failure(h.set('k', 'v', { signal: AbortSignal.abort() }))).code).toBe('aborted');
+      expect((await h.get('k', { signal: new AbortController().signal })).version).toBeGreaterThanOrEqual(0);
+      h.close();
+    } finally {
+      c.close();
+    }
+  });
+
+  it('an oversize request is refused before sending and the connection stays usable', async () => {
+    const c = await AdminClient.connect(socket);
+    const h = await openRegister('config', { socket });
+    try {
+      const big = 'x'.repeat(ADMIN_MAX_REQUEST + 1);
+      expect((await failure(c.request('get', { register: 'config', key: big }))).code).toBe('request-too-large');
+      expect(c.pendingCount).toBe(0);
+      expect(c.open).toBe(true);
+      expect((await c.request('get', { register: 'config', key: 'small' })).found).toBe(false);
+      expect((await failure(h.set('k', big))).code).toBe('request-too-large');
+      expect((await h.get('small')).found).toBe(false);
+    } finally {
+      c.close();
+      h.close();
+    }
+  });
+
+  it('spookd stopping ends pending calls and watches with connection-closed; a handle reconnects after a restart', async () => {
+    const c = await AdminClient.connect(socket);
+    const h = await openRegister('config', { socket });
+    const ended: AdminError[] = [];
+    const collapses: CollapseEvent[] = [];
+    await h.onCollapse((ev) => collapses.push(ev), { onEnd: (e) => ended.push(e) });
+    const pendingRaw = failure(held(c, 8_000));
+    const c2 = await AdminClient.connect(socket);
+    const pendingSecond = failure(c2.request('get', { register: 'config', key: 'k' }).then(() => held(c2, 8_000)));
+    await new Promise((r) => setTimeout(r, 100));
+    const t0 = Date.now();
+    await stop();
+    expect((await pendingRaw).code).toBe('connection-closed');
+    expect((await pendingSecond).code).toBe('connection-closed');
+    expect(Date.now() - t0).toBeLessThan(1_000);
+    expect(c.open).toBe(false);
+    expect((await failure(c.request('status'))).code).toBe('connection-closed'); // a dead client fails at once, never hangs
+    await new Promise((r) => setTimeout(r, 50));
+    expect(ended.map((e) => e.code)).toEqual(['connection-closed']);
+
+    // While spookd is down a handle's call retries within its deadline, then times out.
+    expect((await failure(h.get('k', { timeoutMs: 300 }))).code).toBe('timeout');
+
+    // A restart on the same socket: the same handle's next call reconnects (it retries while spookd comes up).
+    const call = h.get('k', { timeoutMs: 10_000 });
+    await new Promise((r) => setTimeout(r, 200));
+    await start();
+    expect((await call).found).toBe(false);
+    const w = await h.set('k3', 'v3', { timeoutMs: 1_500 }); // answered (committed or pending) before the call's deadline
+    expect(w.register).toBe('config');
+    h.close();
+  });
+});
