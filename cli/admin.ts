@@ -196,9 +196,15 @@ export function adminCommands(): Command[] {
             : ev.type === 'lifecycle'
               ? `${ev.peer} ${ev.from} -> ${ev.to} (${ev.cause})`
               : `${ev.peer} ${ev.register} re-entangled by ${ev.method} at v${ev.version}`;
-        await client.stream(name, { ...(register ? { register } : {}), ...(o.peer ? { peer: o.peer } : {}) }, (ev) => {
-          process.stdout.write(`${o.json ? JSON.stringify(ev) : fmt(ev)}\n`);
-        });
+        // spookd stopping ends the stream with connection-closed: say so and exit non-zero, never 0.
+        await client.stream(
+          name,
+          { ...(register ? { register } : {}), ...(o.peer ? { peer: o.peer } : {}) },
+          (ev) => {
+            process.stdout.write(`${o.json ? JSON.stringify(ev) : fmt(ev)}\n`);
+          },
+          { onEnd: (e) => fail(e) },
+        );
       },
     );
 

@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { configSchema } from '../drivers/daemon/config.js';
 import { Spookd } from '../drivers/daemon/spookd.js';
@@ -150,4 +152,21 @@ describe('client resilience', { timeout: 15_000 }, () => {
     expect(w.register).toBe('config');
     h.close();
   });
+
+  it('`spook watch` exits non-zero with the reason when spookd stops (never 0, never silent)', async () => {
+    const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+    const cli = spawn(process.execPath, [join(root, 'bin', 'spook'), 'watch', 'config', '-s', socket], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let err = '';
+    cli.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    const exited = new Promise<number | null>((r) => cli.on('exit', (code) => r(code)));
+    // Stop spookd once the CLI's watch is subscribed.
+    for (const t0 = Date.now(); d!.subscribers.size === 0 && Date.now() - t0 < 10_000;) await new Promise((r) => setTimeout(r, 20));
+    expect(d!.subscribers.size).toBeGreaterThan(0);
+    await stop();
+    expect(await exited).toBe(1);
+    expect(err).toMatch(/spookd closed the admin connection/);
+    await start();
+  }, 15_000);
 });
