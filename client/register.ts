@@ -13,11 +13,21 @@ export interface WatchOptions extends CallOptions {
   onEnd?: (e: AdminError) => void;
 }
 
+/**
+ * A map key read at one committed version. `bytes` always holds the value; `value` is the same as
+ * text only when it is valid UTF-8 (a binary value is never lost: read `bytes`).
+ */
+export interface RegisterValue {
+  found: boolean;
+  bytes?: Uint8Array;
+  value?: string;
+  valueBase64?: string;
+  keyVersion?: number;
+  version: number;
+}
+
 export interface RegisterHandle {
-  get(
-    key: string,
-    opts?: CallOptions,
-  ): Promise<{ found: boolean; value?: string; valueBase64?: string; keyVersion?: number; version: number }>;
+  get(key: string, opts?: CallOptions): Promise<RegisterValue>;
   set(key: string, value: string | Uint8Array, opts?: CallOptions): Promise<Outcome>;
   cas(key: string, expect: number, value: string | Uint8Array, opts?: CallOptions): Promise<Outcome>;
   del(key: string, opts?: CallOptions): Promise<Outcome>;
@@ -121,7 +131,8 @@ export async function openRegister(register: string, opts: { peer?: string; sock
       const d = deadline(o);
       const c = await conn(d);
       const r = (await c.request('get', { ...base, key }, { timeoutMs: left(d), signal: d.signal })) as MapGetResult; // get(key) is for map registers
-      return { found: r.found, value: r.value?.text, valueBase64: r.value?.base64, keyVersion: r.keyVersion, version: r.version };
+      const bytes = r.value ? new Uint8Array(Buffer.from(r.value.base64, 'base64')) : undefined;
+      return { found: r.found, bytes, value: r.value?.text, valueBase64: r.value?.base64, keyVersion: r.keyVersion, version: r.version };
     },
     set: (key, value, o) => write('set', { key, ...bytesArg('value', value) }, o),
     cas: (key, expect, value, o) => write('cas', { key, expect, ...bytesArg('value', value) }, o),

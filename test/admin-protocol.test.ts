@@ -174,6 +174,14 @@ describe('admin protocol', () => {
       expect(c).toMatchObject({ type: 'collapse', peer: 'b', register: 'config' });
       expect(c.entries).toContainEqual({ origin: w.origin, seq: w.seq, verdict: 0 });
       expect(await config.get('color')).toMatchObject({ found: true, value: 'blue', version: w.version });
+      // A value that is not UTF-8 comes back whole as bytes (and not as text).
+      const bin = Uint8Array.from([0xff, 0x00, 0xfe, 0x80]);
+      const wb = await config.set('blob', bin);
+      expect(wb.verdict).toBe('committed');
+      const got = await config.get('blob');
+      expect(got.value).toBeUndefined();
+      expect(got.bytes).toEqual(bin);
+      expect((await config.get('color')).bytes).toEqual(new TextEncoder().encode('blue'));
     } finally {
       config.close();
     }
