@@ -1,5 +1,5 @@
 /** The `spook` package: the application library (spookd's admin socket). The core is `spook/core`. */
-export { openRegister, type RegisterHandle, type Outcome, type WatchOptions } from './register.js';
+export { openRegister, type RegisterHandle, type Outcome, type RegisterValue, type WatchOptions } from './register.js';
 export {
   AdminClient,
   AdminError,
