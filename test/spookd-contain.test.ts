@@ -1,13 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { pino } from 'pino';
-import { configSchema } from '../drivers/daemon/config.js';
+import { configOf, has, inProcess, logOf, until, write } from './inproc.js';
+import { rmSync } from 'node:fs';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { encodeKey } from '../drivers/daemon/keys.js';
-import { generateKeyPair, type KeyPair } from '../crypto/primitives.js';
-import { DeltaOp } from '../wire/delta.js';
+import { generateKeyPair } from '../crypto/primitives.js';
 import { PairState } from '../core/pair/lifecycle.js';
 import { EtcpEndpoint, type Session } from '../core/etcp/endpoint.js';
 import { createSocket } from 'node:dgram';
@@ -20,55 +16,13 @@ import { FrameType } from '../wire/constants.js';
  * loopback: a (peers b and c), b, c. A fault injected into a's handling of one peer fences that
  * pair only; a peer whose datagrams are expensive is held to its work budget.
  */
-const dir = mkdtempSync(join(tmpdir(), 'spook-contain-'));
 const base = 20000 + (process.pid % 1000) * 6; // below the ephemeral range (32768+), where intercept ports land
-const keys: Record<string, KeyPair> = {
-  a: generateKeyPair(),
-  b: generateKeyPair(),
-  c: generateKeyPair(),
-  h: generateKeyPair(),
-  g: generateKeyPair(),
-  x: generateKeyPair(),
-  l: generateKeyPair(),
-  m: generateKeyPair(),
-};
-const port = { a: base, b: base + 1, c: base + 2, h: base + 3, g: base + 4, x: base + 5 } as Record<string, number>;
-const logs: Record<string, string[]> = { a: [], b: [], c: [], h: [], g: [], x: [], l: [], m: [] };
+const lab = inProcess('spook-contain', ['a', 'b', 'c', 'h', 'g', 'x', 'l', 'm'], base);
+const { dir, keys, port, logs } = lab;
 const d: Record<string, Spookd> = {};
 
-function make(name: string, peers: string[], extra: Record<string, unknown> = {}): Spookd {
-  writeFileSync(join(dir, `${name}.key`), Buffer.from(keys[name].privateKey).toString('base64'));
-  const cfg = configSchema.parse({
-    listen: `127.0.0.1:${port[name]}`,
-    privateKeyFile: join(dir, `${name}.key`),
-    dataDir: join(dir, name),
-    adminSocket: join(dir, `${name}.sock`),
-    fsync: 'never',
-    timing: { keepaliveMs: 100, silenceMs: 3000 },
-    peers: peers.map((p) => ({ name: p, publicKey: encodeKey(keys[p].publicKey), endpoint: `127.0.0.1:${port[p]}` })),
-    registers: [{ name: 'config', kind: 'map' }],
-    ...extra,
-  });
-  const log = pino({ level: 'warn' }, { write: (s: string) => void logs[name].push(s) });
-  return new Spookd(cfg, keys[name], log);
-}
-
-async function until(what: string, f: () => boolean, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!f()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-const write = (from: Spookd, peer: string, key: string): void => {
-  const link = from.link(peer);
-  link.pair.propose(from.now(), 'config', { op: DeltaOp.Set, key: Buffer.from(key), value: Buffer.from('v') });
-  from.kick(link);
-};
-const has = (s: Spookd, peer: string, key: string): boolean =>
-  s.link(peer).pair.register('config').state.size() > 0 &&
-  !!(s.link(peer).pair.register('config').state as { get(k: Uint8Array): unknown }).get(Buffer.from(key));
+const make = (name: string, peers: string[], extra: Record<string, unknown> = {}): Spookd =>
+  new Spookd(configOf(lab, name, peers, extra), keys[name], logOf(lab, name));
 
 beforeAll(async () => {
   d.a = make('a', ['b', 'c'], { peerBudgetMs: 20 });

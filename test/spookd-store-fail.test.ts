@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { configOf, has, inProcess, logOf, until, writeTold } from './inproc.js';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { configSchema } from '../drivers/daemon/config.js';
@@ -8,11 +8,9 @@ import { Spookd } from '../drivers/daemon/spookd.js';
 import { encodeKey } from '../drivers/daemon/keys.js';
 import { DiskStore, StoreError, type FsyncPolicy } from '../drivers/store/store.js';
 import type { PairWrite } from '../core/pair/types.js';
-import type { SpookEvent } from '../core/pair/events.js';
-import { generateKeyPair, type KeyPair } from '../crypto/primitives.js';
+import { generateKeyPair } from '../crypto/primitives.js';
 import { DeltaOp } from '../wire/delta.js';
 import { PairState } from '../core/pair/lifecycle.js';
-import type { MapState } from '../core/register/map.js';
 import { pairHandlers, pairSummary } from '../drivers/admin/pair.js';
 import { ProposeError } from '../core/pair/replica.js';
 
@@ -33,55 +31,24 @@ class FailingStore extends DiskStore {
   }
 }
 
-const dir = mkdtempSync(join(tmpdir(), 'spook-storefail-'));
 const base = 26000 + (process.pid % 1000) * 3;
-const keys: Record<string, KeyPair> = { a: generateKeyPair(), b: generateKeyPair(), c: generateKeyPair() };
-const port: Record<string, number> = { a: base, b: base + 1, c: base + 2 };
-const logs: Record<string, string[]> = { a: [], b: [], c: [] };
+const lab = inProcess('spook-storefail', ['a', 'b', 'c'], base);
+const { dir, logs } = lab;
 const d: Record<string, Spookd> = {};
 const stores = new Map<string, FailingStore>();
 
-function make(name: string, peers: string[]): Spookd {
-  writeFileSync(join(dir, `${name}.key`), Buffer.from(keys[name].privateKey).toString('base64'));
-  const cfg = configSchema.parse({
-    listen: `127.0.0.1:${port[name]}`,
-    privateKeyFile: join(dir, `${name}.key`),
-    dataDir: join(dir, name),
-    adminSocket: join(dir, `${name}.sock`),
-    fsync: 'always',
-    timing: { keepaliveMs: 100, silenceMs: 3000 },
-    peers: peers.map((p) => ({ name: p, publicKey: encodeKey(keys[p].publicKey), endpoint: `127.0.0.1:${port[p]}` })),
-    registers: [{ name: 'config', kind: 'map' }],
-  });
-  const log = pino({ level: 'warn' }, { write: (s: string) => void logs[name].push(s) });
-  return new Spookd(cfg, keys[name], log, (peer: string, dir: string, fsync: FsyncPolicy) => {
-    const s = new FailingStore(dir, fsync);
-    stores.set(`${name}-${peer}`, s);
-    return s;
-  });
-}
-
-async function until(what: string, f: () => boolean, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!f()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-/** Propose as the admin API does, and collect what the proposer is told about it. */
-const write = (from: Spookd, peer: string, key: string): { told: SpookEvent[] } => {
-  const link = from.link(peer);
-  const id = link.pair.propose(from.now(), 'config', { op: DeltaOp.Set, key: Buffer.from(key), value: Buffer.from('v') });
-  const told: SpookEvent[] = [];
-  from.subscribers.add((l, ev) => {
-    if (l === link && ev.type === 'outcome' && ev.origin === id.origin && ev.seq === id.seq) told.push(ev);
-  });
-  from.kick(link);
-  return { told };
-};
-const has = (s: Spookd, peer: string, key: string): boolean =>
-  (s.link(peer).pair.register('config').state as MapState).get(Buffer.from(key)) !== undefined;
+const make = (name: string, peers: string[]): Spookd =>
+  new Spookd(
+    configOf(lab, name, peers, { fsync: 'always' }),
+    lab.keys[name],
+    logOf(lab, name),
+    (peer: string, dir: string, fsync: FsyncPolicy) => {
+      const s = new FailingStore(dir, fsync);
+      stores.set(`${name}-${peer}`, s);
+      return s;
+    },
+  );
+const write = writeTold;
 
 beforeAll(async () => {
   d.a = make('a', ['b', 'c']);
