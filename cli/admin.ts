@@ -3,7 +3,7 @@
  * `--json` for scripts, a clear message (exit 3) when the daemon is not running.
  */
 import { Command } from 'commander';
-import { AdminClient, AdminError, DEFAULT_SOCKET } from '../client/admin-client.js';
+import { AdminClient, SpookError, DEFAULT_SOCKET } from '../client/admin-client.js';
 import type { AdminArgs, AdminCommand, AdminErrorCode, AdminResult, AdminStreams, Outcome } from '../client/protocol.js';
 
 export interface Common {
@@ -25,7 +25,7 @@ export const exitCodeOf = (code: AdminErrorCode): number => EXIT[code] ?? 1;
 /** Print a failed request (`spook: <message>`) and exit with its code's status. */
 export function fail(e: unknown): never {
   process.stderr.write(`spook: ${(e as Error).message}\n`);
-  process.exit(e instanceof AdminError ? exitCodeOf(e.code) : 1);
+  process.exit(e instanceof SpookError ? exitCodeOf(e.code) : 1);
 }
 
 export async function call<C extends AdminCommand>(o: Common, cmd: C, args?: AdminArgs<C>): Promise<AdminResult<C>> {
@@ -33,7 +33,7 @@ export async function call<C extends AdminCommand>(o: Common, cmd: C, args?: Adm
   try {
     client = await AdminClient.connect(o.socket);
   } catch (e) {
-    if (e instanceof AdminError) fail(e);
+    if (e instanceof SpookError) fail(e);
     throw e;
   }
   try {

@@ -1,7 +1,7 @@
 /**
  * The client side of spookd's admin API (client/protocol.ts): used by the CLI and by
- * applications (see `openRegister` in client/register.ts). Every failure rejects with an
- * AdminError whose `code` is stable.
+ * applications (see `openRegister` in client/register.ts). Every failure rejects with a
+ * SpookError whose `code` is stable.
  */
 import { connect, type Socket } from 'node:net';
 import {
@@ -18,20 +18,27 @@ import {
 
 export const DEFAULT_SOCKET = '/run/spook/admin.sock';
 
-/** A request that failed: `code` for programs (client/protocol.ts), `message` for people, `field` the argument at fault. */
-export class AdminError extends Error {
+/**
+ * Every failure of the library: `code` for programs (stable, client/protocol.ts ADMIN_ERROR_CODES),
+ * `message` for people, `field` the argument at fault.
+ */
+export class SpookError extends Error {
   constructor(
     readonly code: AdminErrorCode,
     message: string,
     readonly field?: string,
   ) {
     super(message);
-    this.name = 'AdminError';
+    this.name = 'SpookError';
   }
 }
 
+/** The former name of SpookError, kept so existing `instanceof AdminError` checks still hold. */
+export const AdminError = SpookError;
+export type AdminError = SpookError;
+
 /** The socket is not there or refuses connections (code `daemon-not-running`). */
-export class DaemonNotRunning extends AdminError {
+export class DaemonNotRunning extends SpookError {
   constructor(
     readonly socketPath: string,
     cause: string,
@@ -55,14 +62,14 @@ export const DEFAULT_TIMEOUT_MS = 30_000;
 
 /** Options of a stream: the deadline and signal bound its start; `onEnd` is told when it ends other than by close(). */
 export interface StreamOptions extends CallOptions {
-  onEnd?: (e: AdminError) => void;
+  onEnd?: (e: SpookError) => void;
 }
 
 interface Pending {
   resolve: (v: unknown) => void;
   reject: (e: Error) => void;
   onEvent?: (ev: unknown) => void;
-  onEnd?: (e: AdminError) => void;
+  onEnd?: (e: SpookError) => void;
   /** A stream whose start was answered: it now ends through onEnd. */
   started?: boolean;
   /** Clears the timer and the abort listener. */
@@ -85,7 +92,7 @@ export class AdminClient {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private buf = '';
-  private closedBy: AdminError | undefined;
+  private closedBy: SpookError | undefined;
 
   private constructor(private readonly sock: Socket) {
     sock.setEncoding('utf8');
@@ -98,7 +105,7 @@ export class AdminClient {
       }
     });
     // 'end' (the daemon closed its side: half-open), 'error' and 'close' each end every call at once; the first wins.
-    const gone = (why: string) => () => this.fail(new AdminError('connection-closed', `spookd closed the admin connection (${why})`));
+    const gone = (why: string) => () => this.fail(new SpookError('connection-closed', `spookd closed the admin connection (${why})`));
     sock.on('end', gone('end'));
     sock.on('error', (e: NodeJS.ErrnoException) => gone(e.code ?? e.message)());
     sock.on('close', gone('close'));
@@ -117,7 +124,7 @@ export class AdminClient {
     return this.closedBy === undefined;
   }
 
-  private fail(e: AdminError, graceful = false): void {
+  private fail(e: SpookError, graceful = false): void {
     if (this.closedBy) return;
     this.closedBy = e;
     const all = [...this.pending.values()];
@@ -154,7 +161,7 @@ export class AdminClient {
     }
     this.pending.delete(msg.id);
     if (msg.ok) p.resolve(msg.result);
-    else p.reject(new AdminError(msg.error?.code ?? 'internal', msg.error?.message ?? 'request failed', msg.error?.field));
+    else p.reject(new SpookError(msg.error?.code ?? 'internal', msg.error?.message ?? 'request failed', msg.error?.field));
   }
 
   private send(cmd: string, args: object, opts: CallOptions, p: Omit<Pending, 'release'>): void {
@@ -163,21 +170,21 @@ export class AdminClient {
     // The daemon closes the connection on a longer line: refuse it here and keep the connection.
     if (line.length > ADMIN_MAX_REQUEST)
       return p.reject(
-        new AdminError('request-too-large', `request line of ${line.length} characters; spookd accepts ${ADMIN_MAX_REQUEST}`),
+        new SpookError('request-too-large', `request line of ${line.length} characters; spookd accepts ${ADMIN_MAX_REQUEST}`),
       );
-    if (opts.signal?.aborted) return p.reject(new AdminError('aborted', `${cmd} aborted before it was sent`));
+    if (opts.signal?.aborted) return p.reject(new SpookError('aborted', `${cmd} aborted before it was sent`));
     const id = this.nextId++;
     // A request that asks the daemon to wait (`timeoutMs` among its arguments) gets that long and 5 s more by default.
     const wait = (args as { timeoutMs?: unknown }).timeoutMs;
     const timeoutMs = opts.timeoutMs ?? (typeof wait === 'number' ? Math.max(DEFAULT_TIMEOUT_MS, wait + 5_000) : DEFAULT_TIMEOUT_MS);
-    const abandon = (e: AdminError): void => {
+    const abandon = (e: SpookError): void => {
       if (this.pending.get(id) !== entry) return;
       this.pending.delete(id);
       entry.release();
       entry.reject(e);
     };
-    const onAbort = (): void => abandon(new AdminError('aborted', `${cmd} aborted`));
-    const timer = setTimeout(() => abandon(new AdminError('timeout', `${cmd}: no answer from spookd within ${timeoutMs} ms`)), timeoutMs);
+    const onAbort = (): void => abandon(new SpookError('aborted', `${cmd} aborted`));
+    const timer = setTimeout(() => abandon(new SpookError('timeout', `${cmd}: no answer from spookd within ${timeoutMs} ms`)), timeoutMs);
     timer.unref();
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     const entry: Pending = {
@@ -196,7 +203,7 @@ export class AdminClient {
     return this.pending.size;
   }
 
-  /** One command and its result (client/protocol.ts); rejects with an AdminError (`timeout`, `aborted`, `connection-closed` too). */
+  /** One command and its result (client/protocol.ts); rejects with a SpookError (`timeout`, `aborted`, `connection-closed` too). */
   request<C extends AdminCommand>(cmd: C, ...[args, opts]: RequestParams<C>): Promise<AdminResult<C>> {
     return new Promise<AdminResult<C>>((resolve, reject) =>
       this.send(cmd, args ?? {}, opts ?? {}, { resolve: resolve as (v: unknown) => void, reject }),
@@ -205,7 +212,7 @@ export class AdminClient {
 
   /**
    * A streaming command (watch, events): resolves once the daemon started it, then `onEvent` for each event until
-   * close(). If the connection ends first (spookd stopped), `opts.onEnd` gets a `connection-closed` AdminError:
+   * close(). If the connection ends first (spookd stopped), `opts.onEnd` gets a `connection-closed` SpookError:
    * the stream is over and must be reopened on a new client.
    */
   stream<S extends AdminStream>(
@@ -227,6 +234,6 @@ export class AdminClient {
   /** Ends the connection: pending calls reject with `connection-closed`; streams end without onEnd. */
   close(): void {
     for (const p of this.pending.values()) p.onEnd = undefined;
-    this.fail(new AdminError('connection-closed', 'the admin client was closed'), true);
+    this.fail(new SpookError('connection-closed', 'the admin client was closed'), true);
   }
 }

@@ -3,6 +3,7 @@ export { openRegister, type RegisterHandle, type Outcome, type RegisterValue, ty
 export {
   AdminClient,
   AdminError,
+  SpookError,
   DaemonNotRunning,
   DEFAULT_SOCKET,
   DEFAULT_TIMEOUT_MS,

@@ -1,0 +1,129 @@
+/**
+ * A session with spookd for the library's handles (registers, domains): one request connection,
+ * reopened with bounded backoff after spookd restarts, each attempt within the calling
+ * operation's deadline; streams on connections of their own; one close() for all.
+ */
+import {
+  AdminClient,
+  SpookError,
+  DEFAULT_SOCKET,
+  DEFAULT_TIMEOUT_MS,
+  type CallOptions,
+  type RequestParams,
+  type StreamOptions,
+} from './admin-client.js';
+import type { AdminCommand, AdminResult, AdminStream, AdminStreams, AdminArgs } from './protocol.js';
+
+/** Reconnection backoff: doubling from the first delay up to the cap, every attempt within the call's deadline. */
+const BACKOFF_FIRST_MS = 50;
+const BACKOFF_MAX_MS = 1_000;
+
+/** An operation's deadline (absolute, Date.now() clock) and signal; one operation may make several calls. */
+export interface Deadline {
+  at: number;
+  ms: number;
+  signal?: AbortSignal;
+}
+
+export const deadline = (opts: CallOptions = {}): Deadline => {
+  const ms = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  return { at: Date.now() + ms, ms, signal: opts.signal };
+};
+
+/** Milliseconds left before the deadline (0 when past). */
+export const left = (d: Deadline): number => Math.max(0, d.at - Date.now());
+
+/** The per-call options of one request made within `d`. */
+export const within = (d: Deadline): CallOptions => ({ timeoutMs: left(d), signal: d.signal });
+
+/** Waits `ms` unless the signal fires first (then rejects `aborted`). */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onAbort = (): void => {
+      clearTimeout(t);
+      reject(new SpookError('aborted', 'aborted while reconnecting to spookd'));
+    };
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+export class Session {
+  private closed = false;
+  private readonly streams = new Set<AdminClient>();
+
+  private constructor(
+    readonly path: string,
+    private client: AdminClient,
+  ) {}
+
+  /** Connects once now, so a handle opened while spookd is down fails at once (`daemon-not-running`). */
+  static async open(socket: string = DEFAULT_SOCKET): Promise<Session> {
+    return new Session(socket, await AdminClient.connect(socket));
+  }
+
+  /** The request connection, reopened with bounded backoff if spookd went away since (a restart); each attempt within `d`. */
+  async conn(d: Deadline): Promise<AdminClient> {
+    if (this.closed) throw new SpookError('connection-closed', 'the handle was closed');
+    if (this.client.open) return this.client;
+    // Each call retries on its own deadline and signal; the first to connect installs its client, the others use it.
+    let delay = BACKOFF_FIRST_MS;
+    let last = '';
+    for (;;) {
+      if (d.signal?.aborted) throw new SpookError('aborted', 'aborted while reconnecting to spookd');
+      try {
+        const fresh = await AdminClient.connect(this.path);
+        if (this.closed || this.client.open) fresh.close();
+        else this.client = fresh;
+        return this.conn(d);
+      } catch (e) {
+        if (e instanceof SpookError && e.code === 'connection-closed') throw e;
+        last = (e as Error).message;
+      }
+      if (left(d) <= delay) throw new SpookError('timeout', `spookd not reachable at ${this.path} within ${d.ms} ms: ${last}`);
+      await sleep(delay, d.signal);
+      delay = Math.min(delay * 2, BACKOFF_MAX_MS);
+    }
+  }
+
+  /** One request within the deadline `d`, reconnecting first if needed. */
+  async request<C extends AdminCommand>(cmd: C, args: AdminArgs<C>, d: Deadline): Promise<AdminResult<C>> {
+    const c = await this.conn(d);
+    return c.request(cmd, ...([args, within(d)] as RequestParams<C>));
+  }
+
+  /**
+   * A stream on a connection of its own: its end (spookd stopped) is the stream's end, told to
+   * `opts.onEnd`. Returns that connection (close it to stop the stream); it closes with the session.
+   */
+  async stream<S extends AdminStream>(
+    cmd: S,
+    args: AdminStreams[S]['args'],
+    fn: (ev: AdminStreams[S]['event']) => void,
+    opts: StreamOptions = {},
+  ): Promise<AdminClient> {
+    if (this.closed) throw new SpookError('connection-closed', 'the handle was closed');
+    const d = deadline(opts);
+    const c = await AdminClient.connect(this.path);
+    this.streams.add(c);
+    try {
+      await c.stream(cmd, args, fn, { ...within(d), onEnd: opts.onEnd });
+    } catch (e) {
+      this.streams.delete(c);
+      c.close();
+      throw e;
+    }
+    return c;
+  }
+
+  /** Closes the request connection and every stream (streams end without onEnd). */
+  close(): void {
+    this.closed = true;
+    this.client.close();
+    for (const s of this.streams) s.close();
+    this.streams.clear();
+  }
+}
