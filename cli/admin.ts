@@ -60,6 +60,9 @@ export function table<R extends object>(rows: readonly R[], cols: (keyof R & str
   return [line(cols.map((c) => c.toUpperCase())), ...rows.map((r) => line(cols.map((c) => cell(at(r, c)))))].join('\n');
 }
 
+/** An instant of the admin API (epoch ms) for people. */
+export const iso = (ms: number | null): string => (ms === null ? '-' : new Date(ms).toISOString());
+
 export const out = (o: Common, v: unknown, human: () => string): void => {
   process.stdout.write(`${o.json ? JSON.stringify(v, null, 2) : human()}\n`);
 };
@@ -99,7 +102,10 @@ export function adminCommands(): Command[] {
         const regs = p.registers;
         const head = Object.entries(p)
           .filter(([k]) => k !== 'registers')
-          .map(([k, v]) => `${k.padEnd(18)}${typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}`);
+          .map(
+            ([k, v]) =>
+              `${k.padEnd(18)}${k === 'since' ? iso(v as number) : typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}`,
+          );
         return `${head.join('\n')}\n\n${table(regs, ['name', 'kind', 'policy', 'version', 'hash', 'size', 'pending', 'peerVersion'])}`;
       });
     }),
@@ -192,7 +198,7 @@ export function adminCommands(): Command[] {
         }
         const fmt = (ev: AdminStreams[typeof name]['event']): string =>
           ev.type === 'collapse'
-            ? `${ev.peer} ${ev.register} v${ev.version} h=${ev.hash} ${ev.entries.map((e) => `${e.origin}:${e.seq}${e.verdict ? '✗' : '✓'}`).join(' ')}`
+            ? `${ev.peer} ${ev.register} v${ev.version} h=${ev.hash} ${ev.entries.map((e) => `${e.origin}:${e.seq}${e.verdict === 'committed' ? '✓' : `✗(${e.reason})`}`).join(' ')}`
             : ev.type === 'lifecycle'
               ? `${ev.peer} ${ev.from} -> ${ev.to} (${ev.cause})`
               : `${ev.peer} ${ev.register} re-entangled by ${ev.method} at v${ev.version}`;

@@ -9,6 +9,9 @@
  * `{"id":1,"ok":false,"error":{"code":"unknown-peer","message":"no peer named x (…)","field":"peer"}}`.
  * `watch` and `events` answer `{"id":1,"ok":true,"result":"streaming"}`, then send
  * `{"id":1,"peer":"b","event":…}` lines until the client disconnects.
+ *
+ * One clock: every instant (`at`, `since`, `…At`) is wall-clock epoch milliseconds, an integer;
+ * every duration (`…Ms`) is milliseconds.
  */
 
 /**
@@ -103,11 +106,14 @@ export type PairStateName = 'FORMING' | 'ENTANGLED' | 'COLLAPSING' | 'DECOHERENT
 export type PairRole = 'sequencer' | 'follower';
 /** The pair core's named timers (core/pair/halfpair.ts PairTimer; the admin server checks they match). */
 export type PairTimerName = 'silence' | 'keepalive' | 'ack' | 'retransmit' | 'recon-work' | 'recon-start' | 'recon-retransmit';
-/** One armed timer of a pair: its deadline on the daemon's clock (as `since`), null if due at once; a register's carries its name. */
+/** One armed timer of a pair; a register's carries its name. */
 export interface PairTimerSummary {
   timer: PairTimerName;
   register?: string;
+  /** When it fires (epoch ms), null if due at once. */
   at: number | null;
+  /** How long until it fires (ms), 0 if due. */
+  inMs: number;
 }
 
 // ---- pairs ----
@@ -141,6 +147,7 @@ export interface PairSummary {
   peer: string;
   publicKey: string;
   state: PairStateName;
+  /** When the pair entered `state` (epoch ms). */
   since: number;
   role: PairRole;
   endpoint: string | null;
@@ -160,6 +167,7 @@ export interface PairSummary {
   /**
    * Why this pair is fenced (a fault contained to it), or null. While it is, the registers' version and
    * hash are the memory's at the fence, not necessarily committed (docs/OPERATIONS.md); `get` and writes are refused (`pair-fenced`).
+   * `at`: when it was fenced (epoch ms).
    */
   fenced: { cause: string; error: string; at: number } | null;
   overBudget: number;
@@ -173,7 +181,8 @@ export interface XdpStatusResult {
   interface: string | null;
   mode: string | null;
   programId: number | null;
-  attachedAt: string | null;
+  /** When the program was attached (epoch ms). */
+  attachedAt: number | null;
   pinDir: string | null;
   pinned: boolean;
   error: string | null;
@@ -274,7 +283,8 @@ export interface DomainSummary {
     lag: number | null;
   }[];
   partitionsSeen: number;
-  recentPartitions: { at: string; cause: string }[];
+  /** The last 32 times this member became decoherent (`at` epoch ms), oldest first. */
+  recentPartitions: { at: number; cause: string }[];
   stats: DomainStats;
   /** With the register's quota (maxKeys, maxBytes, ...) spread in. */
   registers: ({ name: string; kind: 'map' | 'stream'; version: number; size: number; bytes: number } & Record<string, unknown>)[];
@@ -489,20 +499,33 @@ export type AdminRequestArgs<C extends AdminCommand> =
 
 // ---- streams ----
 
+/**
+ * One candidate a collapse decided: `reason` is the rejection's name (`cas-version-mismatch`,
+ * `append-offset-mismatch`, `wrong-register-kind`, `quota-exceeded`, ...), null when committed.
+ */
+export interface CollapseEntrySummary {
+  origin: number;
+  seq: number;
+  verdict: 'committed' | 'rejected';
+  reason: string | null;
+}
+
 export interface CollapseEvent {
   type: 'collapse';
   peer: string;
+  /** When this host learned of the collapse (epoch ms). */
   at: number;
   register: string;
   version: number;
   hash: string;
-  /** verdict: 0 committed, else the rejection reason number. */
-  entries: { origin: number; seq: number; verdict: number }[];
+  /** Every candidate this collapse decided, in order: as a write's Outcome says it (a rejection names its reason, `null` when committed). */
+  entries: CollapseEntrySummary[];
 }
 
 export interface LifecycleEvent {
   type: 'lifecycle';
   peer: string;
+  /** When the transition happened (epoch ms). */
   at: number;
   from: PairStateName;
   to: PairStateName;
@@ -512,6 +535,7 @@ export interface LifecycleEvent {
 export interface ReentangledEvent {
   type: 'reentangled';
   peer: string;
+  /** When the register got back in step (epoch ms). */
   at: number;
   register: string;
   method: 'log' | 'reconcile' | 'full';

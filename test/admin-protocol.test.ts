@@ -24,6 +24,7 @@ let d: Spookd;
 /** a's peer, started only by the stream test: until then the pair is forming. */
 let b: Spookd;
 let client: AdminClient;
+let startedAt: number;
 
 function make(name: 'a' | 'b', peer: 'a' | 'b', extra: Record<string, unknown> = {}): Spookd {
   writeFileSync(join(dir, `${name}.key`), Buffer.from(keys[name].privateKey).toString('base64'));
@@ -43,6 +44,7 @@ function make(name: 'a' | 'b', peer: 'a' | 'b', extra: Record<string, unknown> =
 }
 
 beforeAll(async () => {
+  startedAt = Date.now();
   // A domain of two members, b never in it: no majority, so a never leads.
   d = make('a', 'b', { domains: [{ name: 'main', members: ['b'], registers: [{ name: 'kv', kind: 'map' }], policy: 'buffer' }] });
   b = make('b', 'a');
@@ -85,6 +87,25 @@ describe('admin protocol', () => {
     expect(p.timers.map((t) => t.timer)).toContain('keepalive'); // the pair core's named timers, earliest first
     const g = await client.request('get', { register: 'config', key: 'absent' });
     expect(g).toMatchObject({ register: 'config', found: false });
+  });
+
+  it('one clock: instants are epoch ms, durations ms', async () => {
+    const now = Date.now();
+    const p = await client.request('pair', { peer: 'b' });
+    expect(p.since).toBeGreaterThanOrEqual(startedAt - 5);
+    expect(p.since).toBeLessThanOrEqual(now + 5);
+    expect(p.fenced).toBeNull();
+    for (const t of p.timers) {
+      expect(t.inMs).toBeGreaterThanOrEqual(0);
+      if (t.at !== null) {
+        expect(Number.isInteger(t.at)).toBe(true);
+        expect(Math.abs(t.at - (now + t.inMs))).toBeLessThan(1_000); // the deadline is `inMs` from now, on the wall clock
+      }
+    }
+    const s = await client.request('status');
+    expect(s.uptimeMs).toBeLessThanOrEqual(Date.now() - startedAt + 5);
+    expect((await client.request('xdp')).attachedAt).toBeNull(); // no XDP here: null, else epoch ms
+    expect((await client.request('domain', { domain: 'main' })).recentPartitions.every((x) => typeof x.at === 'number')).toBe(true);
   });
 
   it('a bad argument: code bad-argument, the field named', async () => {
@@ -172,8 +193,20 @@ describe('admin protocol', () => {
       await until(() => collapses.some((c) => c.version === w.version));
       const c = collapses.find((x) => x.version === w.version)!;
       expect(c).toMatchObject({ type: 'collapse', peer: 'b', register: 'config' });
-      expect(c.entries).toContainEqual({ origin: w.origin, seq: w.seq, verdict: 0 });
+      expect(c.entries).toContainEqual({ origin: w.origin, seq: w.seq, verdict: 'committed', reason: null });
       expect(await config.get('color')).toMatchObject({ found: true, value: 'blue', version: w.version });
+      // A rejection: the same strings as the write's outcome, the reason by name.
+      const r = await config.cas('color', 999, 'red');
+      expect(r).toMatchObject({ verdict: 'rejected', reason: 'cas-version-mismatch' });
+      await until(() => collapses.some((x) => x.entries.some((e) => e.seq === r.seq && e.origin === r.origin)));
+      const rc = collapses.flatMap((x) => x.entries).find((e) => e.seq === r.seq && e.origin === r.origin);
+      expect(rc).toEqual({ origin: r.origin, seq: r.seq, verdict: 'rejected', reason: 'cas-version-mismatch' });
+      // One clock: event instants are epoch ms, as Date.now() is.
+      for (const ev of [...lifecycle, ...collapses]) {
+        expect(Number.isInteger(ev.at)).toBe(true);
+        expect(ev.at).toBeGreaterThanOrEqual(startedAt - 5);
+        expect(ev.at).toBeLessThanOrEqual(Date.now() + 5);
+      }
       // A value that is not UTF-8 comes back whole as bytes (and not as text).
       const bin = Uint8Array.from([0xff, 0x00, 0xfe, 0x80]);
       const wb = await config.set('blob', bin);
