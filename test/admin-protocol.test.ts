@@ -1,8 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import ts from 'typescript';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative, sep } from 'node:path';
 import { pino } from 'pino';
 import { configSchema } from '../drivers/daemon/config.js';
 import { Spookd } from '../drivers/daemon/spookd.js';
@@ -10,7 +12,15 @@ import { encodeKey } from '../drivers/daemon/keys.js';
 import { generateKeyPair } from '../crypto/primitives.js';
 import { AdminClient, AdminError, DaemonNotRunning } from '../client/admin-client.js';
 import { openRegister } from '../client/register.js';
-import { ADMIN_ERROR_CODES, type AdminCommand, type AdminErrorCode, type CollapseEvent, type LifecycleEvent } from '../client/protocol.js';
+import { errorCodeDocs } from '../tools/admin-doc.js';
+import {
+  ADMIN_COMMANDS,
+  ADMIN_ERROR_CODES,
+  type AdminCommand,
+  type AdminErrorCode,
+  type CollapseEvent,
+  type LifecycleEvent,
+} from '../client/protocol.js';
 
 /**
  * The admin protocol (client/protocol.ts) against a real spookd admin socket in this process:
@@ -65,6 +75,46 @@ async function until(f: () => boolean, ms = 15_000): Promise<void> {
     if (Date.now() > end) throw new Error('timed out');
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+/**
+ * The error codes each folder's sources write: every string literal whose contextual type is
+ * AdminErrorCode (an AdminFault's or SpookError's code, a table of codes, an error body's `code`).
+ */
+function errorCodesWritten(folders: string[]): Record<string, Set<string>> {
+  const files = folders.flatMap((folder) =>
+    readdirSync(join(ROOT, folder), { recursive: true })
+      .map(String)
+      .filter((f) => f.endsWith('.ts'))
+      .map((f) => join(ROOT, folder, f)),
+  );
+  const program = ts.createProgram(files, {
+    strict: true,
+    noEmit: true,
+    target: ts.ScriptTarget.ES2022,
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    skipLibCheck: true,
+    types: ['node'],
+  });
+  const checker = program.getTypeChecker();
+  const all = new Set<string>(ADMIN_ERROR_CODES);
+  const isCodeType = (t: ts.Type | undefined): boolean => {
+    const lits = (t?.isUnion() ? t.types : t ? [t] : []).filter((x) => x.isStringLiteral()).map((x) => (x as ts.StringLiteralType).value);
+    return lits.length >= all.size && [...all].every((c) => lits.includes(c));
+  };
+  const found: Record<string, Set<string>> = Object.fromEntries(folders.map((f) => [f, new Set<string>()]));
+  for (const f of files) {
+    const into = found[relative(ROOT, f).split(sep)[0]];
+    const visit = (n: ts.Node): void => {
+      if (ts.isStringLiteral(n) && isCodeType(checker.getContextualType(n))) into.add(n.text);
+      n.forEachChild(visit);
+    };
+    visit(program.getSourceFile(f)!);
+  }
+  return found;
 }
 
 /** The AdminError a request rejects with. */
@@ -219,6 +269,27 @@ describe('admin protocol', () => {
       config.close();
     }
   });
+
+  it("the daemon's tables answer exactly ADMIN_COMMANDS: every command has a handler, every handler is listed", () => {
+    const { commands, streams } = d['admin']!.commands;
+    expect([...commands, ...streams].sort()).toEqual([...ADMIN_COMMANDS].sort());
+    expect(commands.filter((c) => streams.includes(c))).toEqual([]);
+  });
+
+  it('every error code the daemon can send is in ADMIN_ERROR_CODES and every listed code is sent (client-side codes by the library only)', () => {
+    const { drivers: daemon, client: library } = errorCodesWritten(['drivers', 'client']);
+    const codes = errorCodeDocs();
+    expect(codes.map((c) => c.value)).toEqual([...ADMIN_ERROR_CODES]);
+    expect([...daemon].filter((c) => !(ADMIN_ERROR_CODES as readonly string[]).includes(c))).toEqual([]);
+    const clientSide = codes.filter((c) => /^Client side\b/.test(c.doc)).map((c) => c.value);
+    expect(clientSide).toEqual(expect.arrayContaining(['daemon-not-running', 'connection-closed', 'timeout', 'aborted']));
+    for (const c of codes) {
+      if (clientSide.includes(c.value)) {
+        expect(daemon.has(c.value), `${c.value} is documented client side, yet spookd sends it`).toBe(false);
+        expect(library.has(c.value), `${c.value} is documented client side, yet the library never raises it`).toBe(true);
+      } else expect(daemon.has(c.value), `${c.value}: spookd never sends it (a client-side code says "Client side:")`).toBe(true);
+    }
+  }, 60_000);
 
   it('no daemon: DaemonNotRunning, an AdminError with code daemon-not-running', async () => {
     const e = await failure(AdminClient.connect(join(dir, 'none.sock')));
