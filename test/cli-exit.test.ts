@@ -10,27 +10,34 @@ import { configOf, inProcess, logOf, until } from './inproc.js';
 /**
  * `spook` (the built CLI, a child process) against two spookd in this process: one exit status
  * per outcome for pair and domain commands alike (cli/admin.ts EXIT), and `get --print-value-only`.
- * b starts only after the pending cases, so until then the pair and the domain cannot decide.
+ * The CLI talks to the pair's follower (a sequencer commits alone); the other host starts only
+ * after the pending cases, so until then neither the pair nor the domain can decide.
  */
 const base = 31000 + (process.pid % 800) * 2; // below the ephemeral range
 const lab = inProcess('spook-cli', ['a', 'b'], base);
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const socket = join(lab.dir, 'a.sock');
 const domain = (peer: string): Record<string, unknown> => ({
   domains: [{ name: 'main', members: [peer], registers: [{ name: 'kv', kind: 'map' }], policy: 'buffer' }],
 });
-const a = new Spookd(configOf(lab, 'a', ['b'], domain('b')), lab.keys.a, logOf(lab, 'a'));
-const b = new Spookd(configOf(lab, 'b', ['a'], domain('a')), lab.keys.b, logOf(lab, 'b'));
+const hosts = {
+  a: new Spookd(configOf(lab, 'a', ['b'], domain('b')), lab.keys.a, logOf(lab, 'a')),
+  b: new Spookd(configOf(lab, 'b', ['a'], domain('a')), lab.keys.b, logOf(lab, 'b')),
+};
+/** `here` runs the CLI's spookd, the pair's follower; `there` is its peer. */
+const [hereName, thereName] = hosts.a.link('b').pair.role === 'follower' ? (['a', 'b'] as const) : (['b', 'a'] as const);
+const here = hosts[hereName];
+const there = hosts[thereName];
+const socket = join(lab.dir, `${hereName}.sock`);
 let admin: AdminClient;
 
 beforeAll(async () => {
-  await a.start();
+  await here.start();
   admin = await AdminClient.connect(socket);
 });
 afterAll(async () => {
   admin?.close();
-  await a.stop();
-  await b.stop();
+  await here.stop();
+  await there.stop();
   rmSync(lab.dir, { recursive: true, force: true });
 });
 
@@ -59,15 +66,16 @@ describe('spook exit statuses, pair and domain alike', { timeout: 60_000 }, () =
       spook('domain', 'set', 'kv', 'early', 'v', '-t', '300'),
       spook('status', '-s', join(lab.dir, 'none.sock')),
     ]);
+    expect(here.link(thereName).pair.role).toBe('follower');
     expect([pair.code, text(pair)]).toEqual([6, expect.stringMatching(/^pending \(no outcome within 300 ms/)]);
     expect([dom.code, text(dom)]).toEqual([6, expect.stringMatching(/^pending \(no outcome within 300 ms/)]);
     expect([none.code, none.err]).toEqual([3, expect.stringMatching(/^spook: spookd is not running/)]);
   });
 
   it('0 committed, 5 rejected, 4 not found, 2 usage or a refused argument, 1 other errors', async () => {
-    await b.start();
-    await until('the pair entangled', () => a.link('b').pair.state === 'ENTANGLED');
-    await until('a domain leader', () => a.domains.get('main')!.node.raft.leader !== undefined, 20_000);
+    await there.start();
+    await until('the pair entangled', () => here.link(thereName).pair.state === 'ENTANGLED');
+    await until('a domain leader', () => here.domains.get('main')!.node.raft.leader !== undefined, 20_000);
     const set = await spook('set', 'config', 'color', 'blue');
     expect([set.code, text(set)]).toEqual([0, expect.stringMatching(/^committed in version \d+/)]);
     const dset = await spook('domain', 'set', 'kv', 'color', 'blue');
