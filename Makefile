@@ -4,6 +4,7 @@ NODE_STAMP := node_modules/.stamp
 BUILD_STAMP := dist/.stamp
 TS_SOURCES := $(shell find wire crypto core drivers client cli testing tools bench -name '*.ts' 2>/dev/null)
 
+.PHONY: docs
 .PHONY: all build deps test lint format demo demo-sim sim bench bench-link bench-domain bench-wrap bench-attack bench-compare clean typecheck soak install uninstall check-prereqs
 
 all: build
@@ -64,7 +65,7 @@ $(BUILD_STAMP): $(NODE_STAMP) $(TS_SOURCES) tsconfig.json
 	npx tsc -p tsconfig.json
 	touch $@
 
-build: $(BUILD_STAMP) $(BPF_OBJ) bpf/spook_wrap.o
+build: $(BUILD_STAMP) $(BPF_OBJ) bpf/spook_wrap.o docs/ADMIN-API.md
 
 typecheck: $(NODE_STAMP)
 	npx tsc -p tsconfig.json --noEmit
@@ -121,6 +122,12 @@ clean:
 # _Static_asserts it carries fail the BPF build when a struct's size or an offset differs).
 bpf/spook_wire.h: wire/constants.ts wire/layouts.ts tools/bpf-header.ts $(BUILD_STAMP)
 	node dist/tools/bpf-header.js $@
+
+# The admin protocol's reference, rendered from client/protocol.ts (a test fails when it is stale).
+docs: docs/ADMIN-API.md
+
+docs/ADMIN-API.md: client/protocol.ts tools/admin-doc.ts $(BUILD_STAMP)
+	node dist/tools/admin-doc.js $@
 
 soak: build
 	./bin/spook-lab sim --seeds 20000 --loss 0.3 --dup 0.05 --reorder 0.2 --cuts

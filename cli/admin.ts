@@ -1,10 +1,10 @@
 /**
  * Admin commands: talk to a running spookd over its Unix socket. Tables for people,
- * `--json` for scripts, a clear message (exit 3) when the daemon is not running.
+ * `--json` for scripts, one table of exit statuses for every command (EXIT).
  */
 import { Command } from 'commander';
 import { AdminClient, SpookError, DEFAULT_SOCKET } from '../client/admin-client.js';
-import type { AdminArgs, AdminCommand, AdminErrorCode, AdminResult, AdminStreams, Outcome } from '../client/protocol.js';
+import type { AdminArgs, AdminCommand, AdminErrorCode, AdminResult, AdminStreams, Outcome, ShownBytes } from '../client/protocol.js';
 
 export interface Common {
   socket: string;
@@ -18,14 +18,54 @@ export function withSocket(c: Command, json = true): Command {
   return c;
 }
 
-/** Exit status of a failed request, by error code: 3 when spookd is not reachable, else 1. */
-const EXIT: Partial<Record<AdminErrorCode, number>> = { 'daemon-not-running': 3 };
-export const exitCodeOf = (code: AdminErrorCode): number => EXIT[code] ?? 1;
+/** The exit status of every `spook` command, pair and domain alike (`spook --help`, docs/OPERATIONS.md). */
+export const EXIT = {
+  /** Done: a write committed, a read found its key. */
+  ok: 0,
+  /** Any other failure; the message says what. */
+  error: 1,
+  /** The command line is wrong (unknown command or option, missing or malformed argument). */
+  usage: 2,
+  /** spookd is not running or its socket is not reachable. */
+  daemonNotRunning: 3,
+  /** A read found no such key. */
+  notFound: 4,
+  /** A write was rejected (its precondition failed); the reason is printed. */
+  rejected: 5,
+  /** A write's outcome is not known yet (`pending`; `unknown` for a domain member that can no longer tell). */
+  pending: 6,
+} as const;
+
+/** The epilogue of `spook --help`. */
+export const EXIT_HELP = `
+Exit status (every command, pair and domain alike):
+  0  ok: done, a write committed, a read found its key
+  1  any other error (the message says what)
+  2  usage: a wrong command line, or an argument spookd refuses (bad-argument)
+  3  spookd is not running or its socket is not reachable
+  4  a read found no such key
+  5  a write was rejected (cas-version-mismatch, ...)
+  6  a write is not decided yet (pending; domains: unknown); it will still be decided`;
+
+/** Exit status of a failed request, by error code. */
+const EXIT_OF: Partial<Record<AdminErrorCode, number>> = { 'daemon-not-running': EXIT.daemonNotRunning, 'bad-argument': EXIT.usage };
+export const exitCodeOf = (code: AdminErrorCode): number => EXIT_OF[code] ?? EXIT.error;
+
+/** Exit status of a write's outcome, pair or domain. */
+export function exitOfVerdict(verdict: Outcome['verdict'] | 'unknown'): number {
+  return verdict === 'committed' ? EXIT.ok : verdict === 'rejected' ? EXIT.rejected : EXIT.pending;
+}
+
+/** `get --print-value-only`: the value's bytes alone, raw (no newline added); nothing when absent. */
+export function printValueOnly(v: ShownBytes | undefined): void {
+  if (v) process.stdout.write(Buffer.from(v.base64, 'base64'));
+  process.exitCode = v ? EXIT.ok : EXIT.notFound;
+}
 
 /** Print a failed request (`spook: <message>`) and exit with its code's status. */
 export function fail(e: unknown): never {
   process.stderr.write(`spook: ${(e as Error).message}\n`);
-  process.exit(e instanceof SpookError ? exitCodeOf(e.code) : 1);
+  process.exit(e instanceof SpookError ? exitCodeOf(e.code) : EXIT.error);
 }
 
 export async function call<C extends AdminCommand>(o: Common, cmd: C, args?: AdminArgs<C>): Promise<AdminResult<C>> {
@@ -59,6 +99,9 @@ export function table<R extends object>(rows: readonly R[], cols: (keyof R & str
       .trimEnd();
   return [line(cols.map((c) => c.toUpperCase())), ...rows.map((r) => line(cols.map((c) => cell(at(r, c)))))].join('\n');
 }
+
+/** An instant of the admin API (epoch ms) for people. */
+export const iso = (ms: number | null): string => (ms === null ? '-' : new Date(ms).toISOString());
 
 export const out = (o: Common, v: unknown, human: () => string): void => {
   process.stdout.write(`${o.json ? JSON.stringify(v, null, 2) : human()}\n`);
@@ -99,7 +142,10 @@ export function adminCommands(): Command[] {
         const regs = p.registers;
         const head = Object.entries(p)
           .filter(([k]) => k !== 'registers')
-          .map(([k, v]) => `${k.padEnd(18)}${typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}`);
+          .map(
+            ([k, v]) =>
+              `${k.padEnd(18)}${k === 'since' ? iso(v as number) : typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}`,
+          );
         return `${head.join('\n')}\n\n${table(regs, ['name', 'kind', 'policy', 'version', 'hash', 'size', 'pending', 'peerVersion'])}`;
       });
     }),
@@ -119,15 +165,17 @@ export function adminCommands(): Command[] {
   )
     .option('--offset <n>', 'stream: first byte', '0')
     .option('--length <n>', 'stream: bytes to read', '65536')
-    .action(async (register: string, key: string | undefined, o: Common & { offset: string; length: string }) => {
+    .option('--print-value-only', 'print only the value, its raw bytes, without a newline (exit 4 when the key is absent)', false)
+    .action(async (register: string, key: string | undefined, o: Common & { offset: string; length: string; printValueOnly: boolean }) => {
       const r = await call(o, 'get', { register, key, offset: Number(o.offset), length: Number(o.length) });
+      if (o.printValueOnly) return printValueOnly('data' in r ? r.data : r.value);
       const found = 'found' in r ? r.found : undefined; // a map register; a stream has data
       out(o, r, () => {
         const v = 'data' in r ? r.data : r.value;
         if (found === false) return `(not found) at register version ${r.version}`;
         return `${v?.text ?? `base64:${v?.base64}`}\n(register version ${r.version}${'keyVersion' in r && r.keyVersion !== undefined ? `, key version ${r.keyVersion}` : ''})`;
       });
-      if (found === false) process.exitCode = 4;
+      if (found === false) process.exitCode = EXIT.notFound;
     });
 
   const outcome = (o: Common, r: Outcome): void => {
@@ -137,7 +185,7 @@ export function adminCommands(): Command[] {
       () =>
         `${r.verdict}${r.reason ? ` (${r.reason})` : ''}${r.version !== null ? ` in version ${r.version}` : ''}  [candidate ${r.origin}:${r.seq}]`,
     );
-    if (r.verdict === 'rejected') process.exitCode = 5;
+    process.exitCode = exitOfVerdict(r.verdict);
   };
   const timeoutOpt = (c: Command): Command =>
     c.option('-t, --timeout <ms>', 'wait at most this long for the outcome (then report pending)', '10000');
@@ -192,7 +240,7 @@ export function adminCommands(): Command[] {
         }
         const fmt = (ev: AdminStreams[typeof name]['event']): string =>
           ev.type === 'collapse'
-            ? `${ev.peer} ${ev.register} v${ev.version} h=${ev.hash} ${ev.entries.map((e) => `${e.origin}:${e.seq}${e.verdict ? '✗' : '✓'}`).join(' ')}`
+            ? `${ev.peer} ${ev.register} v${ev.version} h=${ev.hash} ${ev.entries.map((e) => `${e.origin}:${e.seq}${e.verdict === 'committed' ? '✓' : `✗(${e.reason})`}`).join(' ')}`
             : ev.type === 'lifecycle'
               ? `${ev.peer} ${ev.from} -> ${ev.to} (${ev.cause})`
               : `${ev.peer} ${ev.register} re-entangled by ${ev.method} at v${ev.version}`;

@@ -3,7 +3,7 @@
  * `spook group show`: QN domains and QSCS groups of a running spookd.
  */
 import { Command } from 'commander';
-import { call, out, table, withSocket, type Common } from './admin.js';
+import { EXIT, call, exitOfVerdict, out, printValueOnly, table, withSocket, type Common } from './admin.js';
 import type { DomainOp, DomainOutcome } from '../client/protocol.js';
 
 type DomainOpts = Common & { domain?: string; timeout: string };
@@ -14,8 +14,7 @@ const timeoutOpt = (c: Command): Command =>
 
 function verdict(o: Common, r: DomainOutcome): void {
   out(o, r, () => `${r.verdict}${r.reason ? ` (${r.reason})` : ''}${r.index !== null ? ` at index ${r.index}` : ''}  [candidate ${r.seq}]`);
-  if (r.verdict === 'rejected') process.exitCode = 5;
-  if (r.verdict === 'pending' || r.verdict === 'unknown') process.exitCode = 6;
+  process.exitCode = exitOfVerdict(r.verdict);
 }
 
 /** `set REG KEY VALUE`, `del REG KEY`, `cas REG KEY EXPECT VALUE`, `append REG DATA` → one op. */
@@ -93,16 +92,19 @@ export function domainCommands(): Command[] {
       withSocket(
         new Command('get').description('read a committed value (map key, or stream bytes)').argument('<register>').argument('[key]'),
       ),
-    ).action(async (register: string, key: string | undefined, o: DomainOpts) => {
-      const r = await call(o, 'dget', { domain: o.domain, register, key });
-      const found = 'found' in r ? r.found : undefined; // a map register; a stream has data
-      out(o, r, () => {
-        const v = 'data' in r ? r.data : r.value;
-        if (found === false) return `(not found) at index ${r.index}`;
-        return `${v?.text ?? `base64:${v?.base64}`}\n(index ${r.index}, register version ${r.version}${'keyVersion' in r && r.keyVersion !== undefined ? `, key version ${r.keyVersion}` : ''})`;
-      });
-      if (found === false) process.exitCode = 4;
-    }),
+    )
+      .option('--print-value-only', 'print only the value, its raw bytes, without a newline (exit 4 when the key is absent)', false)
+      .action(async (register: string, key: string | undefined, o: DomainOpts & { printValueOnly: boolean }) => {
+        const r = await call(o, 'dget', { domain: o.domain, register, key });
+        if (o.printValueOnly) return printValueOnly('data' in r ? r.data : r.value);
+        const found = 'found' in r ? r.found : undefined; // a map register; a stream has data
+        out(o, r, () => {
+          const v = 'data' in r ? r.data : r.value;
+          if (found === false) return `(not found) at index ${r.index}`;
+          return `${v?.text ?? `base64:${v?.base64}`}\n(index ${r.index}, register version ${r.version}${'keyVersion' in r && r.keyVersion !== undefined ? `, key version ${r.keyVersion}` : ''})`;
+        });
+        if (found === false) process.exitCode = EXIT.notFound;
+      }),
   );
   const write = (name: string, args: string[], description: string): Command => {
     const c = timeoutOpt(domainOpt(withSocket(new Command(name).description(description))));
@@ -131,7 +133,7 @@ export function domainCommands(): Command[] {
           ops = o.op.map(parseOp);
         } catch (e) {
           process.stderr.write(`spook: ${(e as Error).message}\n`);
-          process.exit(2);
+          process.exit(EXIT.usage);
         }
         await propose(o, ops);
       }),

@@ -6,7 +6,7 @@ import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import { adminCommands } from './admin.js';
+import { EXIT, EXIT_HELP, adminCommands } from './admin.js';
 import { domainCommands } from './domain.js';
 import { wrapCommands } from './wrap.js';
 import { keyCommands } from './keys.js';
@@ -23,5 +23,13 @@ const program = new Command()
   .showHelpAfterError('(run with --help for usage)');
 
 for (const c of [...keyCommands(), ...adminCommands(), ...domainCommands(), ...wrapCommands(), ...xdpCommands()]) program.addCommand(c);
+program.addHelpText('after', EXIT_HELP);
+
+/** A wrong command line exits 2 (commander's own default is 1, the status of any other error): on every subcommand. */
+function usageExits(c: Command): void {
+  c.exitOverride((e) => process.exit(e.exitCode === 0 ? EXIT.ok : EXIT.usage));
+  for (const sub of c.commands) usageExits(sub);
+}
+usageExits(program);
 
 await program.parseAsync(process.argv);

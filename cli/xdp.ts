@@ -1,7 +1,7 @@
 /** `spook xdp status` (from the daemon) and `spook maps dump` (from the pinned maps, readable while spookd runs). */
 import { Command } from 'commander';
 import { DEFAULT_SOCKET } from '../client/admin-client.js';
-import { call } from './admin.js';
+import { EXIT, call, iso } from './admin.js';
 import { PIN_DIR, counterReader, openPinned, pairsReader, readCounters, readPairStats } from '../drivers/bpf/xdp.js';
 
 export function xdpCommands(): Command[] {
@@ -16,7 +16,7 @@ export function xdpCommands(): Command[] {
       if (o.json) return void console.log(JSON.stringify(s, null, 2));
       if (!s.enabled) return void console.log(`XDP: off${s.error ? ` (${s.error})` : ' (not configured)'}`);
       console.log(
-        `interface   ${s.interface}\nmode        ${s.mode}\nprogram id  ${s.programId}\nattached    ${s.attachedAt}\npinned      ${s.pinned ? s.pinDir : 'no'}`,
+        `interface   ${s.interface}\nmode        ${s.mode}\nprogram id  ${s.programId}\nattached    ${iso(s.attachedAt)}\npinned      ${s.pinned ? s.pinDir : 'no'}`,
       );
       console.log(
         `counters    ${
@@ -50,7 +50,7 @@ export function xdpCommands(): Command[] {
           }
         } else {
           process.stderr.write(`spook: unknown map ${JSON.stringify(name)}: pairs or counters\n`);
-          process.exit(2);
+          process.exit(EXIT.usage);
         }
       } catch (e) {
         process.stderr.write(`spook: ${(e as Error).message}\n`);

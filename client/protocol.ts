@@ -9,6 +9,9 @@
  * `{"id":1,"ok":false,"error":{"code":"unknown-peer","message":"no peer named x (…)","field":"peer"}}`.
  * `watch` and `events` answer `{"id":1,"ok":true,"result":"streaming"}`, then send
  * `{"id":1,"peer":"b","event":…}` lines until the client disconnects.
+ *
+ * One clock: every instant (`at`, `since`, `…At`) is wall-clock epoch milliseconds, an integer;
+ * every duration (`…Ms`) is milliseconds.
  */
 
 /**
@@ -95,7 +98,9 @@ type Bytes<N extends string> = { [K in N]?: string } & { [K in `${N}Base64`]?: s
 
 /** Bytes as returned: base64 always, `text` when they are printable UTF-8. */
 export interface ShownBytes {
+  /** The bytes, base64. */
   base64: string;
+  /** The same bytes as text, when they are printable UTF-8. */
   text?: string;
 }
 
@@ -103,11 +108,14 @@ export type PairStateName = 'FORMING' | 'ENTANGLED' | 'COLLAPSING' | 'DECOHERENT
 export type PairRole = 'sequencer' | 'follower';
 /** The pair core's named timers (core/pair/halfpair.ts PairTimer; the admin server checks they match). */
 export type PairTimerName = 'silence' | 'keepalive' | 'ack' | 'retransmit' | 'recon-work' | 'recon-start' | 'recon-retransmit';
-/** One armed timer of a pair: its deadline on the daemon's clock (as `since`), null if due at once; a register's carries its name. */
+/** One armed timer of a pair; a register's carries its name. */
 export interface PairTimerSummary {
   timer: PairTimerName;
   register?: string;
+  /** When it fires (epoch ms), null if due at once. */
   at: number | null;
+  /** How long until it fires (ms), 0 if due. */
+  inMs: number;
 }
 
 // ---- pairs ----
@@ -141,6 +149,7 @@ export interface PairSummary {
   peer: string;
   publicKey: string;
   state: PairStateName;
+  /** When the pair entered `state` (epoch ms). */
   since: number;
   role: PairRole;
   endpoint: string | null;
@@ -160,6 +169,7 @@ export interface PairSummary {
   /**
    * Why this pair is fenced (a fault contained to it), or null. While it is, the registers' version and
    * hash are the memory's at the fence, not necessarily committed (docs/OPERATIONS.md); `get` and writes are refused (`pair-fenced`).
+   * `at`: when it was fenced (epoch ms).
    */
   fenced: { cause: string; error: string; at: number } | null;
   overBudget: number;
@@ -173,7 +183,8 @@ export interface XdpStatusResult {
   interface: string | null;
   mode: string | null;
   programId: number | null;
-  attachedAt: string | null;
+  /** When the program was attached (epoch ms). */
+  attachedAt: number | null;
   pinDir: string | null;
   pinned: boolean;
   error: string | null;
@@ -184,9 +195,12 @@ export interface XdpStatusResult {
 /** `get` on a map register. */
 export interface MapGetResult {
   register: string;
+  /** The register's committed version the value was read at. */
   version: number;
   found: boolean;
+  /** The register version that last wrote the key (what `cas` compares with); when found. */
   keyVersion?: number;
+  /** When found. */
   value?: ShownBytes;
 }
 
@@ -194,7 +208,9 @@ export interface MapGetResult {
 export interface StreamGetResult {
   register: string;
   version: number;
+  /** The stream's length in bytes. */
   size: number;
+  /** Where `data` starts. */
   offset: number;
   data: ShownBytes;
 }
@@ -202,15 +218,26 @@ export interface StreamGetResult {
 /** The outcome of a pair write: decided, or still `pending` when the wait ran out (it will still be decided). */
 export interface Outcome {
   register: string;
+  /** The candidate's identity: its origin (which end proposed it) and sequence number, as collapse entries name it. */
   origin: number;
   seq: number;
   verdict: 'committed' | 'rejected' | 'pending';
+  /** `rejected`: the reason's name (`cas-version-mismatch`, ...); `pending`: why no outcome yet; else null. */
   reason: string | null;
+  /** The register version of the collapse that decided it; null while pending. */
   version: number | null;
 }
 
-type PairArgs = { peer?: string };
-type WriteArgs = PairArgs & { register: string; timeoutMs?: number };
+type PairArgs = {
+  /** The peer, by name or public key; may be omitted when only one is configured. */
+  peer?: string;
+};
+type WriteArgs = PairArgs & {
+  /** The register to write. */
+  register: string;
+  /** How long to wait for the outcome before answering `pending` (ms); default 10000, in [0, 600000]. */
+  timeoutMs?: number;
+};
 
 // ---- domains ----
 
@@ -274,7 +301,8 @@ export interface DomainSummary {
     lag: number | null;
   }[];
   partitionsSeen: number;
-  recentPartitions: { at: string; cause: string }[];
+  /** The last 32 times this member became decoherent (`at` epoch ms), oldest first. */
+  recentPartitions: { at: number; cause: string }[];
   stats: DomainStats;
   /** With the register's quota (maxKeys, maxBytes, ...) spread in. */
   registers: ({ name: string; kind: 'map' | 'stream'; version: number; size: number; bytes: number } & Record<string, unknown>)[];
@@ -323,9 +351,12 @@ export interface DomainStreamGetResult {
 /** The outcome of a domain candidate; `unknown` when this member can no longer tell (it was removed). */
 export interface DomainOutcome {
   domain: string;
+  /** The candidate's number on this member (ask `doutcome` for it later). */
   seq: number;
   verdict: 'committed' | 'rejected' | 'pending' | 'unknown';
+  /** `rejected`: the reason's name; `pending`: why no outcome yet; else null. */
   reason: string | null;
+  /** The log index that decided it, when known. */
   index: number | null;
 }
 
@@ -442,41 +473,158 @@ export interface WrapPolicyEntry {
 
 /** Every request/response command: its arguments and its result. */
 export interface AdminCommands {
+  // ---- pairs ----
+  /** The daemon: its key, listen address, uptime, pairs and drop counters. */
   status: { args: Record<string, never>; result: StatusResult };
+  /** Every pair in detail. */
   pairs: { args: Record<string, never>; result: PairSummary[] };
+  /** One pair in detail: lifecycle state, role, link figures, timers, registers. */
   pair: { args: PairArgs; result: PairSummary };
+  /** The registers of every pair. */
   registers: { args: Record<string, never>; result: ({ peer: string } & RegisterSummary)[] };
+  /** The XDP fast path: attachment and counters. */
   xdp: { args: Record<string, never>; result: XdpStatusResult };
-  /** A map key (`key`), or stream bytes (`offset`, `length`). */
-  get: { args: PairArgs & { register: string; key?: string; offset?: number; length?: number }; result: MapGetResult | StreamGetResult };
+  /** Read a pair register at its committed version: a map key (`key`), or stream bytes (`offset`, `length`). */
+  get: {
+    args: PairArgs & {
+      /** The register to read. */
+      register: string;
+      /** Map: the key (UTF-8 text). */
+      key?: string;
+      /** Stream: the first byte to read; default 0. */
+      offset?: number;
+      /** Stream: how many bytes to read; default 65536, in [0, 1048576]. */
+      length?: number;
+    };
+    result: MapGetResult | StreamGetResult;
+  };
+  /** Propose setting a map key, and wait for its outcome. */
   set: { args: WriteArgs & Bytes<'key'> & Bytes<'value'>; result: Outcome };
+  /** Propose deleting a map key, and wait for its outcome. */
   del: { args: WriteArgs & Bytes<'key'>; result: Outcome };
-  /** `expect`: the key's version to compare with (0: absent). */
-  cas: { args: WriteArgs & { expect?: number } & Bytes<'key'> & Bytes<'value'>; result: Outcome };
-  /** `offset`: where the append must land (default: the current end). */
-  append: { args: WriteArgs & { offset?: number } & Bytes<'data'>; result: Outcome };
+  /** Compare-and-set: set the key only if its version is `expect` when the pair collapses the candidate. */
+  cas: {
+    args: WriteArgs & {
+      /** The key's version to compare with (0: absent); default 0. */
+      expect?: number;
+    } & Bytes<'key'> &
+      Bytes<'value'>;
+    result: Outcome;
+  };
+  /** Append to a stream register, and wait for the outcome. */
+  append: {
+    args: WriteArgs & {
+      /** Where the append must land (it is rejected elsewhere); default: the current end. */
+      offset?: number;
+    } & Bytes<'data'>;
+    result: Outcome;
+  };
+  // ---- domains ----
+  /** Every QN domain: state, role, leader, term, commit index. */
   domains: { args: Record<string, never>; result: DomainListEntry[] };
-  domain: { args: { domain?: string }; result: DomainSummary };
+  /** One domain in detail: members, lag, partitions, registers, groups. */
+  domain: {
+    args: {
+      /** The domain; may be omitted when only one is configured. */
+      domain?: string;
+    };
+    result: DomainSummary;
+  };
+  /** Every QSCS group of every domain. */
   groups: { args: Record<string, never>; result: GroupListEntry[] };
-  group: { args: { group: string; domain?: string }; result: GroupResult };
+  /** One QSCS group: its registers with version, size and hash. */
+  group: {
+    args: {
+      /** The group. */
+      group: string;
+      /** Its domain; may be omitted when only one is configured. */
+      domain?: string;
+    };
+    result: GroupResult;
+  };
+  /**
+   * Read a domain register as of this member's applied index: a map key (`key` or `keyBase64`, required for a map
+   * register), or stream bytes (`offset`, `length`).
+   */
   dget: {
-    args: { domain?: string; register: string; offset?: number; length?: number } & Bytes<'key'>;
+    args: {
+      /** The domain; may be omitted when only one is configured. */
+      domain?: string;
+      /** The register to read. */
+      register: string;
+      /** Stream: the first byte to read; default 0. */
+      offset?: number;
+      /** Stream: how many bytes to read; default 65536, in [0, 1048576]. */
+      length?: number;
+    } & Bytes<'key'>;
     result: DomainMapGetResult | DomainStreamGetResult;
   };
-  /** One candidate of 1-256 deltas: all commit together or none. */
-  dpropose: { args: { domain?: string; ops: DomainOp[]; timeoutMs?: number }; result: DomainOutcome };
-  doutcome: { args: { domain?: string; seq: number }; result: DomainOutcome };
-  /** Exactly one of `add` and `remove`: a configured peer name, or `self`. */
-  member: { args: { domain?: string; add?: string; remove?: string }; result: { domain: string; index: number; note: string } };
+  /** Propose one candidate of 1-256 deltas on the domain's registers, and wait for its outcome: all commit together or none. */
+  dpropose: {
+    args: {
+      /** The domain; may be omitted when only one is configured. */
+      domain?: string;
+      /** The deltas, 1 to 256. */
+      ops: DomainOp[];
+      /** How long to wait for the outcome before answering `pending` (ms); default 10000, in [0, 600000]. */
+      timeoutMs?: number;
+    };
+    result: DomainOutcome;
+  };
+  /** What became of a candidate proposed on this member (after `pending`, even across restarts). */
+  doutcome: {
+    args: {
+      /** The domain; may be omitted when only one is configured. */
+      domain?: string;
+      /** The candidate's number, from its DomainOutcome (at least 1). */
+      seq: number;
+    };
+    result: DomainOutcome;
+  };
+  /** Add or remove one voting member, on the leader: exactly one of `add` and `remove`. */
+  member: {
+    args: {
+      /** The domain; may be omitted when only one is configured. */
+      domain?: string;
+      /** A configured peer to add, or `self`. */
+      add?: string;
+      /** A member to remove, or `self`. */
+      remove?: string;
+    };
+    result: { domain: string; index: number; note: string };
+  };
+  // ---- wrappers ----
+  /** The configured wrappers. */
   wraps: { args: Record<string, never>; result: WrapperEntry[] };
-  /** `hold`: a duration (`30s`, `500ms`, `2m`) or milliseconds; default 30s. */
+  /** Wrap a local TCP or UDP port, carried to a peer. */
   'wrap-add': {
-    args: { protocol: string; port: number; peer: string; hold?: string | number; delta?: boolean };
+    args: {
+      /** The protocol profile (the message lists them when it is wrong). */
+      protocol: string;
+      /** The port, in [1, 65535]. */
+      port: number;
+      /** The peer, by name or public key. */
+      peer: string;
+      /** How long a connection is held across an outage: a duration (`30s`, `500ms`, `2m`) or milliseconds, 100ms to 24h; default 30s. */
+      hold?: string | number;
+      /** Delta mode (resend references to bytes the peer holds); default false. */
+      delta?: boolean;
+    };
     result: WrapAddResult;
   };
-  'wrap-remove': { args: { port: number }; result: { port: number } };
+  /** Stop wrapping a port. */
+  'wrap-remove': {
+    args: {
+      /** The wrapped port. */
+      port: number;
+    };
+    result: { port: number };
+  };
+  /** Wrapper counters: interception, carriers, per wrapper, per protocol, per peer. */
   'wrap-stats': { args: Record<string, never>; result: WrapStatsResult };
+  /** The wrapped connections open now. */
   'wrap-conns': { args: Record<string, never>; result: WrapConnection[] };
+  /** Which targets each peer may open through wrappers, and how many it was refused. */
   'wrap-policy': { args: Record<string, never>; result: WrapPolicyEntry[] };
 }
 
@@ -489,20 +637,33 @@ export type AdminRequestArgs<C extends AdminCommand> =
 
 // ---- streams ----
 
+/**
+ * One candidate a collapse decided: `reason` is the rejection's name (`cas-version-mismatch`,
+ * `append-offset-mismatch`, `wrong-register-kind`, `quota-exceeded`, ...), null when committed.
+ */
+export interface CollapseEntrySummary {
+  origin: number;
+  seq: number;
+  verdict: 'committed' | 'rejected';
+  reason: string | null;
+}
+
 export interface CollapseEvent {
   type: 'collapse';
   peer: string;
+  /** When this host learned of the collapse (epoch ms). */
   at: number;
   register: string;
   version: number;
   hash: string;
-  /** verdict: 0 committed, else the rejection reason number. */
-  entries: { origin: number; seq: number; verdict: number }[];
+  /** Every candidate this collapse decided, in order: as a write's Outcome says it (a rejection names its reason, `null` when committed). */
+  entries: CollapseEntrySummary[];
 }
 
 export interface LifecycleEvent {
   type: 'lifecycle';
   peer: string;
+  /** When the transition happened (epoch ms). */
   at: number;
   from: PairStateName;
   to: PairStateName;
@@ -512,6 +673,7 @@ export interface LifecycleEvent {
 export interface ReentangledEvent {
   type: 'reentangled';
   peer: string;
+  /** When the register got back in step (epoch ms). */
   at: number;
   register: string;
   method: 'log' | 'reconcile' | 'full';
@@ -521,9 +683,23 @@ export interface ReentangledEvent {
 /** Streaming commands: the first response is `"streaming"`, then events until the client closes. */
 export interface AdminStreams {
   /** Collapses, of one peer and one register when named. */
-  watch: { args: { peer?: string; register?: string }; event: CollapseEvent };
+  watch: {
+    args: {
+      /** Only this peer's (name); default every peer. */
+      peer?: string;
+      /** Only this register's; default every register. */
+      register?: string;
+    };
+    event: CollapseEvent;
+  };
   /** Lifecycle transitions and re-entanglements, of one peer when named. */
-  events: { args: { peer?: string }; event: LifecycleEvent | ReentangledEvent };
+  events: {
+    args: {
+      /** Only this peer's (name); default every peer. */
+      peer?: string;
+    };
+    event: LifecycleEvent | ReentangledEvent;
+  };
 }
 
 export type AdminStream = keyof AdminStreams;

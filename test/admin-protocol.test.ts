@@ -1,8 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import ts from 'typescript';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative, sep } from 'node:path';
 import { pino } from 'pino';
 import { configSchema } from '../drivers/daemon/config.js';
 import { Spookd } from '../drivers/daemon/spookd.js';
@@ -10,7 +12,15 @@ import { encodeKey } from '../drivers/daemon/keys.js';
 import { generateKeyPair } from '../crypto/primitives.js';
 import { AdminClient, AdminError, DaemonNotRunning } from '../client/admin-client.js';
 import { openRegister } from '../client/register.js';
-import { ADMIN_ERROR_CODES, type AdminCommand, type AdminErrorCode, type CollapseEvent, type LifecycleEvent } from '../client/protocol.js';
+import { errorCodeDocs } from '../tools/admin-doc.js';
+import {
+  ADMIN_COMMANDS,
+  ADMIN_ERROR_CODES,
+  type AdminCommand,
+  type AdminErrorCode,
+  type CollapseEvent,
+  type LifecycleEvent,
+} from '../client/protocol.js';
 
 /**
  * The admin protocol (client/protocol.ts) against a real spookd admin socket in this process:
@@ -24,6 +34,7 @@ let d: Spookd;
 /** a's peer, started only by the stream test: until then the pair is forming. */
 let b: Spookd;
 let client: AdminClient;
+let startedAt: number;
 
 function make(name: 'a' | 'b', peer: 'a' | 'b', extra: Record<string, unknown> = {}): Spookd {
   writeFileSync(join(dir, `${name}.key`), Buffer.from(keys[name].privateKey).toString('base64'));
@@ -43,6 +54,7 @@ function make(name: 'a' | 'b', peer: 'a' | 'b', extra: Record<string, unknown> =
 }
 
 beforeAll(async () => {
+  startedAt = Date.now();
   // A domain of two members, b never in it: no majority, so a never leads.
   d = make('a', 'b', { domains: [{ name: 'main', members: ['b'], registers: [{ name: 'kv', kind: 'map' }], policy: 'buffer' }] });
   b = make('b', 'a');
@@ -65,6 +77,46 @@ async function until(f: () => boolean, ms = 15_000): Promise<void> {
   }
 }
 
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+/**
+ * The error codes each folder's sources write: every string literal whose contextual type is
+ * AdminErrorCode (an AdminFault's or SpookError's code, a table of codes, an error body's `code`).
+ */
+function errorCodesWritten(folders: string[]): Record<string, Set<string>> {
+  const files = folders.flatMap((folder) =>
+    readdirSync(join(ROOT, folder), { recursive: true })
+      .map(String)
+      .filter((f) => f.endsWith('.ts'))
+      .map((f) => join(ROOT, folder, f)),
+  );
+  const program = ts.createProgram(files, {
+    strict: true,
+    noEmit: true,
+    target: ts.ScriptTarget.ES2022,
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    skipLibCheck: true,
+    types: ['node'],
+  });
+  const checker = program.getTypeChecker();
+  const all = new Set<string>(ADMIN_ERROR_CODES);
+  const isCodeType = (t: ts.Type | undefined): boolean => {
+    const lits = (t?.isUnion() ? t.types : t ? [t] : []).filter((x) => x.isStringLiteral()).map((x) => (x as ts.StringLiteralType).value);
+    return lits.length >= all.size && [...all].every((c) => lits.includes(c));
+  };
+  const found: Record<string, Set<string>> = Object.fromEntries(folders.map((f) => [f, new Set<string>()]));
+  for (const f of files) {
+    const into = found[relative(ROOT, f).split(sep)[0]];
+    const visit = (n: ts.Node): void => {
+      if (ts.isStringLiteral(n) && isCodeType(checker.getContextualType(n))) into.add(n.text);
+      n.forEachChild(visit);
+    };
+    visit(program.getSourceFile(f)!);
+  }
+  return found;
+}
+
 /** The AdminError a request rejects with. */
 async function failure(p: Promise<unknown>): Promise<AdminError> {
   const e = await p.then(
@@ -85,6 +137,25 @@ describe('admin protocol', () => {
     expect(p.timers.map((t) => t.timer)).toContain('keepalive'); // the pair core's named timers, earliest first
     const g = await client.request('get', { register: 'config', key: 'absent' });
     expect(g).toMatchObject({ register: 'config', found: false });
+  });
+
+  it('one clock: instants are epoch ms, durations ms', async () => {
+    const now = Date.now();
+    const p = await client.request('pair', { peer: 'b' });
+    expect(p.since).toBeGreaterThanOrEqual(startedAt - 5);
+    expect(p.since).toBeLessThanOrEqual(now + 5);
+    expect(p.fenced).toBeNull();
+    for (const t of p.timers) {
+      expect(t.inMs).toBeGreaterThanOrEqual(0);
+      if (t.at !== null) {
+        expect(Number.isInteger(t.at)).toBe(true);
+        expect(Math.abs(t.at - (now + t.inMs))).toBeLessThan(1_000); // the deadline is `inMs` from now, on the wall clock
+      }
+    }
+    const s = await client.request('status');
+    expect(s.uptimeMs).toBeLessThanOrEqual(Date.now() - startedAt + 5);
+    expect((await client.request('xdp')).attachedAt).toBeNull(); // no XDP here: null, else epoch ms
+    expect((await client.request('domain', { domain: 'main' })).recentPartitions.every((x) => typeof x.at === 'number')).toBe(true);
   });
 
   it('a bad argument: code bad-argument, the field named', async () => {
@@ -172,8 +243,20 @@ describe('admin protocol', () => {
       await until(() => collapses.some((c) => c.version === w.version));
       const c = collapses.find((x) => x.version === w.version)!;
       expect(c).toMatchObject({ type: 'collapse', peer: 'b', register: 'config' });
-      expect(c.entries).toContainEqual({ origin: w.origin, seq: w.seq, verdict: 0 });
+      expect(c.entries).toContainEqual({ origin: w.origin, seq: w.seq, verdict: 'committed', reason: null });
       expect(await config.get('color')).toMatchObject({ found: true, value: 'blue', version: w.version });
+      // A rejection: the same strings as the write's outcome, the reason by name.
+      const r = await config.cas('color', 999, 'red');
+      expect(r).toMatchObject({ verdict: 'rejected', reason: 'cas-version-mismatch' });
+      await until(() => collapses.some((x) => x.entries.some((e) => e.seq === r.seq && e.origin === r.origin)));
+      const rc = collapses.flatMap((x) => x.entries).find((e) => e.seq === r.seq && e.origin === r.origin);
+      expect(rc).toEqual({ origin: r.origin, seq: r.seq, verdict: 'rejected', reason: 'cas-version-mismatch' });
+      // One clock: event instants are epoch ms, as Date.now() is.
+      for (const ev of [...lifecycle, ...collapses]) {
+        expect(Number.isInteger(ev.at)).toBe(true);
+        expect(ev.at).toBeGreaterThanOrEqual(startedAt - 5);
+        expect(ev.at).toBeLessThanOrEqual(Date.now() + 5);
+      }
       // A value that is not UTF-8 comes back whole as bytes (and not as text).
       const bin = Uint8Array.from([0xff, 0x00, 0xfe, 0x80]);
       const wb = await config.set('blob', bin);
@@ -186,6 +269,27 @@ describe('admin protocol', () => {
       config.close();
     }
   });
+
+  it("the daemon's tables answer exactly ADMIN_COMMANDS: every command has a handler, every handler is listed", () => {
+    const { commands, streams } = d['admin']!.commands;
+    expect([...commands, ...streams].sort()).toEqual([...ADMIN_COMMANDS].sort());
+    expect(commands.filter((c) => streams.includes(c))).toEqual([]);
+  });
+
+  it('every error code the daemon can send is in ADMIN_ERROR_CODES and every listed code is sent (client-side codes by the library only)', () => {
+    const { drivers: daemon, client: library } = errorCodesWritten(['drivers', 'client']);
+    const codes = errorCodeDocs();
+    expect(codes.map((c) => c.value)).toEqual([...ADMIN_ERROR_CODES]);
+    expect([...daemon].filter((c) => !(ADMIN_ERROR_CODES as readonly string[]).includes(c))).toEqual([]);
+    const clientSide = codes.filter((c) => /^Client side\b/.test(c.doc)).map((c) => c.value);
+    expect(clientSide).toEqual(expect.arrayContaining(['daemon-not-running', 'connection-closed', 'timeout', 'aborted']));
+    for (const c of codes) {
+      if (clientSide.includes(c.value)) {
+        expect(daemon.has(c.value), `${c.value} is documented client side, yet spookd sends it`).toBe(false);
+        expect(library.has(c.value), `${c.value} is documented client side, yet the library never raises it`).toBe(true);
+      } else expect(daemon.has(c.value), `${c.value}: spookd never sends it (a client-side code says "Client side:")`).toBe(true);
+    }
+  }, 60_000);
 
   it('no daemon: DaemonNotRunning, an AdminError with code daemon-not-running', async () => {
     const e = await failure(AdminClient.connect(join(dir, 'none.sock')));

@@ -80,7 +80,7 @@ export interface ProposeMsg {
 export type Decision = { verdict: 'committed'; delta: Delta } | { verdict: 'rejected'; reason: RejectReason };
 export type CollapseEntry = { origin: number; seq: number } & Decision;
 
-/** The verdict byte of a decision (also what the admin API's collapse stream reports). */
+/** The verdict byte of a decision (the admin API names it instead: 'committed', or 'rejected' with the reason's name). */
 export function verdictByte(d: Decision): number {
   return d.verdict === 'committed' ? 0 : d.reason;
 }

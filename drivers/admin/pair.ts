@@ -1,7 +1,6 @@
 /** Admin API commands for pairs (client/protocol.ts): status, pairs, pair, registers, xdp, get, set, cas, del, append, watch, events. */
 import type { AdminErrorCode, MapGetResult, Outcome, PairSummary, StreamGetResult, AdminArgs } from '../../client/protocol.js';
-import { DeltaOp, type Delta } from '../../wire/delta.js';
-import { verdictByte } from '../../wire/messages.js';
+import { DeltaOp, REJECT_REASON_NAMES, type Delta } from '../../wire/delta.js';
 import { hashHex } from '../../core/register/hash.js';
 import { ProposeError } from '../../core/pair/replica.js';
 import type { SpookEvent } from '../../core/pair/events.js';
@@ -11,6 +10,7 @@ import { encodeKey } from '../daemon/keys.js';
 import type { PeerLink, Spookd } from '../daemon/spookd.js';
 import { AdminFault, MAX_WAIT_MS, bytesArg, failsAs, num, showBytes, str, type Untrusted } from './args.js';
 import type { Call, Handlers, StreamHandlers } from './handlers.js';
+import { epochMs, inMs } from './clock.js';
 
 /** The pair a request names (`peer`), or the only one. */
 export const linkOf = (d: Spookd, peer: string | undefined): PeerLink =>
@@ -23,7 +23,7 @@ export function pairSummary(link: PeerLink): PairSummary {
     peer: link.name,
     publicKey: encodeKey(link.publicKey),
     state: p.state,
-    since: Math.round(p.since),
+    since: epochMs(p.since),
     role: p.role,
     endpoint: link.addr ? `${link.addr.address}:${link.addr.port}` : null,
     pairId: link.session?.localIndex ?? null,
@@ -38,12 +38,12 @@ export function pairSummary(link: PeerLink): PairSummary {
     reentangleBytes: st.reentangleBytes,
     drops: st.drops,
     disconnects: link.disconnects,
-    fenced: link.fenced ?? null,
+    fenced: link.fenced ? { ...link.fenced, at: epochMs(link.fenced.at) } : null,
     overBudget: link.budget.refused,
     timers: p
       .deadlines()
       .sort((x, y) => x.at - y.at)
-      .map((d) => ({ ...d, at: Number.isFinite(d.at) ? Math.round(d.at) : null })),
+      .map((d) => ({ ...d, at: Number.isFinite(d.at) ? epochMs(d.at) : null, inMs: Number.isFinite(d.at) ? inMs(d.at) : 0 })),
     registers: [...p.registers.values()].map((r) => ({
       name: r.name,
       kind: r.cfg.kind,
@@ -200,14 +200,23 @@ export function pairStreams(d: Spookd): StreamHandlers {
       const register = str(args, 'register', false);
       subscribe(call, (link, ev) => {
         if ((peer && link.name !== peer) || ev.type !== 'collapse' || (register && ev.register !== register)) return;
-        emit(link.name, { ...ev, entries: ev.entries.map((e) => ({ origin: e.origin, seq: e.seq, verdict: verdictByte(e) })) });
+        emit(link.name, {
+          ...ev,
+          at: epochMs(ev.at),
+          entries: ev.entries.map((e) => ({
+            origin: e.origin,
+            seq: e.seq,
+            verdict: e.verdict,
+            reason: e.verdict === 'rejected' ? REJECT_REASON_NAMES[e.reason] : null,
+          })),
+        });
       });
     },
     events: (args, call, emit) => {
       const peer = str(args, 'peer', false);
       subscribe(call, (link, ev) => {
         if ((peer && link.name !== peer) || (ev.type !== 'lifecycle' && ev.type !== 'reentangled')) return;
-        emit(link.name, ev);
+        emit(link.name, { ...ev, at: epochMs(ev.at) });
       });
     },
   };

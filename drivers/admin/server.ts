@@ -54,6 +54,11 @@ export class AdminServer {
     this.streams = pairStreams(d);
   }
 
+  /** The commands and streams this server answers (a test checks them against ADMIN_COMMANDS). */
+  get commands(): { commands: string[]; streams: string[] } {
+    return { commands: Object.keys(this.handlers), streams: Object.keys(this.streams) };
+  }
+
   async start(): Promise<void> {
     mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
     if (existsSync(this.path)) unlinkSync(this.path); // a stale socket from a crashed daemon

@@ -49,7 +49,7 @@ export class DomainHost {
   readonly idOf = new Map<string, NodeId>();
   readonly nameOf = new Map<NodeId, string>();
   readonly subscribers = new Set<(ev: DomainEvent) => void>();
-  private readonly partitionsSeen: { at: string; cause: string }[] = [];
+  private readonly partitionsSeen: { at: number; cause: string }[] = [];
 
   constructor(
     readonly cfg: DomainConfig,
@@ -198,7 +198,7 @@ export class DomainHost {
       if (ev.type === 'lifecycle') {
         this.log.info({ domain: this.cfg.name, from: ev.from, to: ev.to, cause: ev.cause }, 'domain lifecycle');
         if (ev.to === 'decoherent') {
-          this.partitionsSeen.push({ at: new Date().toISOString(), cause: ev.cause });
+          this.partitionsSeen.push({ at: Date.now(), cause: ev.cause });
           if (this.partitionsSeen.length > 32) this.partitionsSeen.shift();
         }
       } else if (ev.type === 'leader')

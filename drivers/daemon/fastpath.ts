@@ -135,7 +135,7 @@ export class FastPath {
       interface: a?.ifname ?? this.cfg.xdp?.interface ?? null,
       mode: a?.mode ?? null,
       programId: a?.programId ?? null,
-      attachedAt: a ? new Date(a.at).toISOString() : null,
+      attachedAt: a ? a.at : null,
       pinDir: this.pinned ? (this.cfg.xdp?.pinDir ?? null) : null,
       pinned: this.pinned,
       error: this.error,

@@ -35,6 +35,7 @@ describe('XDP in spookd', () => {
     expect(st.enabled).toBe(true);
     expect(st.mode).toBe('native');
     expect(st.programId).toBeGreaterThan(0);
+    expect(Math.abs(st.attachedAt! - Date.now())).toBeLessThan(120_000); // epoch ms, as every instant of the admin API
     await until('pair entangled', async () => (await lab.admin('q', 'pair', { peer: 'p' })).state === 'ENTANGLED');
     const pairId = (await lab.admin('q', 'pair', { peer: 'p' })).pairId;
     expect((await lab.admin('q', 'xdp')).pairs.map((p) => p.pairId)).toContain(pairId);
