@@ -67,7 +67,10 @@ export const ADMIN_ERROR_CODES = [
   /** Client side: the call's AbortSignal fired before the answer (the request may still take effect). */
   'aborted',
   // ---- read and feed ----
-  /** `scan`: the cursor (or the version) a later page named is no longer held (idle past its TTL, evicted, its connection closed, or the register moved on); start the scan again. Never a page of another version. */
+  /**
+   * `scan`: the cursor (or the version) a later page named is no longer held (idle past its TTL, its
+   * connection closed, or the register moved on); start the scan again. Never a page of another version.
+   */
   'cursor-expired',
   /** `scan`: this connection (or spookd in all) holds as many scan cursors as it allows; finish or abandon a scan first. */
   'too-many-cursors',
@@ -75,6 +78,10 @@ export const ADMIN_ERROR_CODES = [
   'too-many-watchers',
   /** A read that needs another kind of register (`scan` on a stream register). */
   'wrong-register-kind',
+  /** Client side: a watch's `fromVersion` is older than spookd still holds (the `compacted` feed event): rescan, then watch from the scan's version. */
+  'compacted',
+  /** Client side: a watch ended because its consumer fell behind (the `overflow` feed event) and the application chose not to resume. */
+  'overflow',
 ] as const;
 
 /** The longest request line spookd accepts (characters, newline excluded); the client refuses longer ones before sending. */
@@ -618,8 +625,7 @@ export interface ScanResult {
 }
 
 export type SizeResult = { register: string; version: number } & (
-  | { kind: 'map'; keys: number; bytes: number }
-  | { kind: 'stream'; length: number; bytes: number }
+  { kind: 'map'; keys: number; bytes: number } | { kind: 'stream'; length: number; bytes: number }
 );
 
 /**

@@ -96,7 +96,10 @@ export class ChangeRing {
     for (const c of changes) bytes += CHANGE_OVERHEAD + (c.key?.length ?? 0) + (c.value?.length ?? 0);
     this.records.push({ version, changes, bytes });
     this.bytes += bytes;
-    while (this.records.length - this.head > this.limits.maxRecords || (this.bytes > this.limits.maxBytes && this.records.length - this.head > 1))
+    while (
+      this.records.length - this.head > this.limits.maxRecords ||
+      (this.bytes > this.limits.maxBytes && this.records.length - this.head > 1)
+    )
       this.dropOldest();
     this.wake();
   }

@@ -26,7 +26,7 @@ export const FEED_LIMITS = {
   /** Catching up pauses while this much is written and not taken (or the buffer's bound, if smaller). */
   pauseBytes: 64 * 1024,
   /** A pair register's ring: its log's record bound, and at most this many bytes. */
-  ringBytes: 16 << 20,
+  ringBytes: 8 << 20,
   /** `progress` when caught up after unmatched versions: at most this often. */
   progressMs: 1_000,
 };
@@ -199,7 +199,7 @@ export class Feeds {
   }
 }
 
-/** The rings of a spookd's pair registers, made on the first feed of each and fed by its collapses from then on. */
+/** The rings of a spookd's pair registers, fed by their collapses. */
 export class PairRings {
   private readonly rings = new Map<PeerLink, Map<string, ChangeRing>>();
   private subscribed = false;

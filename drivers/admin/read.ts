@@ -65,7 +65,9 @@ const startsWith = (k: Uint8Array, p: Uint8Array): boolean => {
 
 /** Optional bytes: absent (neither `k` nor `kBase64`) gives undefined. */
 const optBytes = <A extends object>(a: A, k: keyof A & string): Uint8Array | undefined =>
-  (a as Record<string, unknown>)[k] === undefined && (a as Record<string, unknown>)[`${k}Base64`] === undefined ? undefined : bytesArg(a, k);
+  (a as Record<string, unknown>)[k] === undefined && (a as Record<string, unknown>)[`${k}Base64`] === undefined
+    ? undefined
+    : bytesArg(a, k);
 
 class Cursors {
   private readonly all = new Map<string, Cursor>();
@@ -86,7 +88,11 @@ class Cursors {
 
   scan(t: Target, args: Untrusted<Record<string, unknown>>, call: Call): ScanResult {
     if (!(t.state instanceof MapState))
-      throw new AdminFault('wrong-register-kind', `register ${t.name} is a stream register: scan reads map registers (read a stream with get)`, 'register');
+      throw new AdminFault(
+        'wrong-register-kind',
+        `register ${t.name} is a stream register: scan reads map registers (read a stream with get)`,
+        'register',
+      );
     const now = Date.now();
     this.sweep(now);
     const prefix = optBytes(args, 'prefix') ?? new Uint8Array(0);
@@ -159,7 +165,16 @@ class Cursors {
           ? `this connection holds ${mine} scan cursors; the limit is ${SCAN_LIMITS.perConnection}`
           : `spookd holds ${this.all.size} scan cursors over ${this.entries} entries; the limits are ${SCAN_LIMITS.total} and ${SCAN_LIMITS.totalEntries}`,
       );
-    const c: Cursor = { id: randomBytes(12).toString('base64url'), target: t.id, version, prefix, entries, conn: call.conn, ttlMs, expires: now + ttlMs };
+    const c: Cursor = {
+      id: randomBytes(12).toString('base64url'),
+      target: t.id,
+      version,
+      prefix,
+      entries,
+      conn: call.conn,
+      ttlMs,
+      expires: now + ttlMs,
+    };
     this.all.set(c.id, c);
     this.entries += entries.length;
     if (!this.hooked.has(call.conn)) {
@@ -173,7 +188,8 @@ class Cursors {
 }
 
 function size(t: Target): SizeResult {
-  if (t.state instanceof MapState) return { register: t.name, version: t.version, kind: 'map', keys: t.state.size(), bytes: t.state.fullTransferBytes() };
+  if (t.state instanceof MapState)
+    return { register: t.name, version: t.version, kind: 'map', keys: t.state.size(), bytes: t.state.fullTransferBytes() };
   return { register: t.name, version: t.version, kind: 'stream', length: t.state.size(), bytes: t.state.size() };
 }
 
@@ -219,6 +235,9 @@ export function readStreams(d: Spookd): StreamHandlers<'feed' | 'dfeed'> {
   const feeds = new Feeds();
   feedsOf.set(d, feeds);
   const rings = new PairRings(d);
+  // Every pair register keeps its recent changes from the start (seeded with what its log holds after a
+  // restart), so a watcher that reconnects finds what committed while it was away, not only what the log kept.
+  for (const link of d.links.values()) for (const name of link.pair.registers.keys()) rings.ring(link, name);
   return {
     feed: (args, call, emit) => {
       const link = linkOf(d, str(args, 'peer', false));
