@@ -176,7 +176,7 @@ export interface WatchOptions {
 export interface Watcher {
   /** The last version whose changes were all delivered: watch from here to resume. */
   readonly lastVersion: number;
-  /** Times the feed was opened again (after a spookd restart, an overflow). */
+  /** Times the feed was opened again (after a spookd restart, an overflow, a full queue). */
   readonly resubscribes: number;
   close(): void;
 }
@@ -205,7 +205,7 @@ export async function watch(session: Session, target: FeedTarget, prefix: string
     if (closed) return;
     closed = true;
     generation++;
-    conn?.close();
+    if (conn) session.endStream(conn);
     conn = undefined;
     queue.length = 0;
     o.signal?.removeEventListener('abort', onAbort);
@@ -317,7 +317,7 @@ export async function watch(session: Session, target: FeedTarget, prefix: string
     const c = isDomain(target)
       ? await session.stream('dfeed', args as never, (ev) => onEvent(gen, ev), opts)
       : await session.stream('feed', args as never, (ev) => onEvent(gen, ev), opts);
-    if (gen !== generation || closed) c.close();
+    if (gen !== generation || closed) session.endStream(c);
     else conn = c;
   };
 
@@ -329,7 +329,7 @@ export async function watch(session: Session, target: FeedTarget, prefix: string
   let again = false;
   const resubscribe = async (now: boolean): Promise<void> => {
     generation++;
-    conn?.close();
+    if (conn) session.endStream(conn);
     conn = undefined;
     again = true;
     if (resubscribing) return;
@@ -343,8 +343,8 @@ export async function watch(session: Session, target: FeedTarget, prefix: string
         try {
           if (delay > 0) await sleep(delay, o.signal);
           if (closed) return;
-          resubscribes++;
           await subscribe();
+          resubscribes++;
         } catch (e) {
           if (closed) return;
           if (e instanceof SpookError && e.code === 'aborted') return stop(e);

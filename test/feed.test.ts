@@ -349,4 +349,34 @@ describe('domain registers', { timeout: 60_000 }, () => {
     expect(got.map((c) => c.version)).toEqual(Array.from({ length: 21 }, (_, i) => v0 + 1 + i));
     w.close();
   });
+
+  it('a domain watcher resumes across a restart of its spookd with no gap and no duplicate', async () => {
+    const sb = await Session.open(sock('b'));
+    try {
+      const v0 = (await feed.size(session, kv)).version;
+      const got: feed.Change[] = [];
+      const w = await feed.watch(session, kv, 'e/', { fromVersion: v0, onChange: (c) => void got.push(c) });
+      const outs: Promise<DomainOutcome>[] = [];
+      for (let i = 0; i < 20; i++) {
+        const args = { domain: 'dom', ops: [{ register: 'kv', op: 'set' as const, key: `e/${key(i)}`, value: `${i}` }], timeoutMs: 20_000 };
+        outs.push(sb.request('dpropose', args, { at: Date.now() + 30_000, ms: 30_000 }));
+        await new Promise((r) => setTimeout(r, 10));
+        if (i === 7) {
+          await hosts.a.stop();
+          await new Promise((r) => setTimeout(r, 200));
+          await start('a');
+        }
+      }
+      const done = await Promise.all(outs);
+      for (const o of done) expect(o.verdict).toBe('committed');
+      const expected = done.map((o, i) => ({ key: `e/${key(i)}`, index: o.index! })).sort((x, y) => x.index - y.index);
+      await until('delivered', () => w.lastVersion >= v0 + 20, 30_000);
+      expect(got.map((c) => c.key)).toEqual(expected.map((e) => e.key));
+      expect(got.map((c) => c.version)).toEqual(Array.from({ length: 20 }, (_, i) => v0 + 1 + i));
+      expect(w.resubscribes).toBeGreaterThanOrEqual(1);
+      w.close();
+    } finally {
+      sb.close();
+    }
+  });
 });

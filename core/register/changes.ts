@@ -2,7 +2,7 @@
  * The recent committed changes of one register, for change feeds: per version, the changes it
  * committed (rejected candidates are not changes), after a base version, bounded in records
  * and bytes. A feed serves every version after `base`; one behind it is told `compacted`.
- * Values are the collapse's own bytes (shared, never copied); the ring only holds references.
+ * Keys and values are copied in once, so the bound counts what the ring really holds.
  */
 import { DeltaOp, type Delta } from '../../wire/delta.js';
 
@@ -93,8 +93,12 @@ export class ChangeRing {
     if (version <= this.last) return;
     if (version !== this.last + 1) this.restart(version - 1);
     let bytes = 0;
-    for (const c of changes) bytes += CHANGE_OVERHEAD + (c.key?.length ?? 0) + (c.value?.length ?? 0);
-    this.records.push({ version, changes, bytes });
+    // Own copies: a view would keep its whole datagram or log entry alive, past what the bound counts.
+    const own = changes.map((c) => {
+      bytes += CHANGE_OVERHEAD + (c.key?.length ?? 0) + (c.value?.length ?? 0);
+      return { ...c, ...(c.key ? { key: c.key.slice() } : {}), ...(c.value ? { value: c.value.slice() } : {}) };
+    });
+    this.records.push({ version, changes: own, bytes });
     this.bytes += bytes;
     while (
       this.records.length - this.head > this.limits.maxRecords ||
