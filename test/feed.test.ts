@@ -8,6 +8,7 @@ import { openRegister, type RegisterHandle } from '../client/register.js';
 import { Session } from '../client/session.js';
 import * as feed from '../client/feed.js';
 import type { Outcome, DomainOutcome } from '../client/protocol.js';
+import { ChangeRing } from '../core/register/changes.js';
 import { configOf, inProcess, logOf, until } from './inproc.js';
 
 /**
@@ -69,6 +70,29 @@ async function failure(p: Promise<unknown>): Promise<SpookError> {
   expect(e).toBeInstanceOf(SpookError);
   return e as SpookError;
 }
+
+describe('ChangeRing', () => {
+  const change = (n: number) => [{ op: 'set' as const, key: new Uint8Array([n]), value: new Uint8Array(100) }];
+  it('holds the versions after its base, bounded in records and bytes; a gap or a reset starts it again', () => {
+    const r = new ChangeRing({ maxRecords: 4, maxBytes: 1_000 }, 10);
+    let woken = 0;
+    r.wakers.add(() => woken++);
+    for (let v = 11; v <= 14; v++) r.add(v, change(v));
+    expect([r.base, r.last, r.covers(10), r.at(11)?.version]).toEqual([10, 14, true, 11]);
+    r.add(12, change(0)); // seen already: ignored
+    expect(r.at(12)?.changes[0].key).toEqual(new Uint8Array([12]));
+    r.add(15, change(15)); // past 4 records
+    expect([r.base, r.last, r.covers(10)]).toEqual([11, 15, false]);
+    for (let v = 16; v <= 30; v++) r.add(v, change(v)); // 165 bytes a record: at most 6 fit in 1,000, 4 records
+    expect(r.sizeBytes).toBeLessThanOrEqual(1_000);
+    expect(r.last - r.base).toBe(4);
+    r.add(40, change(40)); // a gap: what lay between is unknown
+    expect([r.base, r.last]).toEqual([39, 40]);
+    r.reset(50);
+    expect([r.base, r.last, r.sizeBytes]).toEqual([50, 50, 0]);
+    expect(woken).toBe(4 + 1 + 15 + 1 + 1); // not for the record seen already
+  });
+});
 
 describe('scan', { timeout: 30_000 }, () => {
   it('pages of one version while writes continue, in byte order, with size', async () => {
@@ -335,6 +359,13 @@ describe('domain registers', { timeout: 60_000 }, () => {
     const got: feed.Change[] = [];
     const w = await feed.watch(session, kv, 'd/', { fromVersion: v0, onChange: (c) => void got.push(c) });
     for (let i = 0; i < 20; i++) expect((await dset(`d/${key(i)}`, `${i}`)).verdict).toBe('committed');
+    // A rejected candidate is not a change.
+    const cas = {
+      domain: 'dom',
+      ops: [{ register: 'kv', op: 'cas' as const, key: 'd/001', expect: 12345, value: 'no' }],
+      timeoutMs: 10_000,
+    };
+    expect((await session.request('dpropose', cas, { at: Date.now() + 20_000, ms: 20_000 })).verdict).toBe('rejected');
     const first = await feed.scan(session, kv, 'd/', { limit: 6 });
     expect((await dset('d/000', 'later')).verdict).toBe('committed');
     const pages = [first];

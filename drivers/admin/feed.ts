@@ -55,8 +55,13 @@ export interface FeedOptions {
   maxEvents: number;
 }
 
-/** The shown form of a record's changes, made once for every subscriber. */
-const shown = new WeakMap<ChangeRecord, FeedChange[]>();
+/**
+ * The shown form (base64, text) of the newest records' changes, made once for all their
+ * subscribers; bounded, so it never holds more than a few MiB beside what the rings count.
+ */
+const shown = new Map<ChangeRecord, FeedChange[]>();
+let shownBytes = 0;
+const SHOWN_MAX_BYTES = 4 << 20;
 function showRecord(rec: ChangeRecord): FeedChange[] {
   let s = shown.get(rec);
   if (!s) {
@@ -67,6 +72,12 @@ function showRecord(rec: ChangeRecord): FeedChange[] {
       ...(c.offset !== undefined ? { offset: c.offset } : {}),
     }));
     shown.set(rec, s);
+    shownBytes += rec.bytes;
+    while (shownBytes > SHOWN_MAX_BYTES && shown.size > 1) {
+      const [oldest] = shown.keys();
+      shownBytes -= oldest.bytes;
+      shown.delete(oldest);
+    }
   }
   return s;
 }
