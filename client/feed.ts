@@ -318,7 +318,11 @@ export async function watch(session: Session, target: FeedTarget, prefix: string
       ? await session.stream('dfeed', args as never, (ev) => onEvent(gen, ev), opts)
       : await session.stream('feed', args as never, (ev) => onEvent(gen, ev), opts);
     if (gen !== generation || closed) session.endStream(c);
-    else conn = c;
+    else {
+      conn = c;
+      // Events read with the answer may have filled the queue before there was a connection to pause.
+      if (queue.length >= maxQueue) c.pause();
+    }
   };
 
   /**
@@ -361,7 +365,12 @@ export async function watch(session: Session, target: FeedTarget, prefix: string
   };
 
   o.signal?.addEventListener('abort', onAbort, { once: true });
-  await subscribe(o.timeoutMs);
+  try {
+    await subscribe(o.timeoutMs);
+  } catch (e) {
+    stop();
+    throw e;
+  }
   return {
     get lastVersion() {
       return last;
