@@ -51,6 +51,7 @@ export class ChangeRing {
   private head = 0;
   private baseVersion: number;
   private bytes = 0;
+  private restarts = 0;
   /** Called after every add or reset (feeds wake up and send what is new). */
   readonly wakers = new Set<() => void>();
 
@@ -72,6 +73,11 @@ export class ChangeRing {
 
   get sizeBytes(): number {
     return this.bytes;
+  }
+
+  /** Times the ring started again (a reset, a gap): what a reader counted before is void. */
+  get epoch(): number {
+    return this.restarts;
   }
 
   /** Whether a feed that delivered up to `v` can continue from here. */
@@ -115,6 +121,7 @@ export class ChangeRing {
   }
 
   private restart(version: number): void {
+    this.restarts++;
     this.records = [];
     this.head = 0;
     this.bytes = 0;

@@ -108,6 +108,7 @@ export class Feeds {
     /** Records up to here were in the ring when the feed started: catching up on them is never an overflow. */
     const catchUpTo = ring.last;
     let seenLast = ring.last;
+    let seenEpoch = ring.epoch;
     let lagBytes = 0;
     let inFlight = 0;
     let lastEmitted = delivered;
@@ -170,7 +171,7 @@ export class Feeds {
         const changes: FeedChange[] = [];
         for (let i = 0; i < rec.changes.length; i++) if (matches(rec.changes[i])) changes.push(all[i]);
         delivered = rec.version;
-        if (rec.version > catchUpTo) lagBytes -= rec.bytes;
+        if (rec.version > catchUpTo) lagBytes = Math.max(0, lagBytes - rec.bytes);
         if (changes.length > 0) {
           emit({ type: 'changes', version: rec.version, changes });
           inFlight++;
@@ -195,7 +196,12 @@ export class Feeds {
     const matches = (c: Change): boolean => c.op === 'append' || hasPrefix(c.key, o.prefix);
     /** A new record (or a reset), called from inside the core: count what it adds to the buffer, send later. */
     const wake = (): void => {
-      if (ring.last < seenLast) seenLast = ring.base; // reset: the pump tells compacted
+      if (ring.epoch !== seenEpoch) {
+        // Started again (reconciliation, a gap): count afresh; the pump tells compacted if it is behind.
+        seenEpoch = ring.epoch;
+        seenLast = ring.base;
+        lagBytes = 0;
+      }
       for (let v = Math.max(seenLast, delivered, catchUpTo) + 1; v <= ring.last; v++) lagBytes += ring.at(v)?.bytes ?? 0;
       seenLast = ring.last;
       schedule();
