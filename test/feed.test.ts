@@ -3,7 +3,7 @@ import { connect } from 'node:net';
 import { rmSync } from 'node:fs';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { feedsOf } from '../drivers/admin/read.js';
-import { SpookError } from '../client/admin-client.js';
+import { AdminClient, SpookError } from '../client/admin-client.js';
 import { openRegister, type RegisterHandle } from '../client/register.js';
 import { Session } from '../client/session.js';
 import * as feed from '../client/feed.js';
@@ -134,6 +134,24 @@ describe('scan', { timeout: 30_000 }, () => {
     const v = await failure(ra.scan('k/', { version: first.version, after: 'k/004' }));
     expect(v.code).toBe('cursor-expired');
     expect(v.field).toBe('version');
+  });
+
+  it('cursors and feeds are bounded per connection: too-many-cursors, too-many-watchers', async () => {
+    for (const k of ['n/1', 'n/2']) committed(await ra.set(k, 'v'));
+    const c = await AdminClient.connect(sock('a'));
+    try {
+      for (let i = 0; i < 16; i++) expect((await c.request('scan', { register: 'config', prefix: 'n/', limit: 1 })).cursor).toBeDefined();
+      const e = await failure(c.request('scan', { register: 'config', prefix: 'n/', limit: 1 }));
+      expect(e.code).toBe('too-many-cursors');
+      // A scan that fits one page needs no cursor.
+      expect((await c.request('scan', { register: 'config', prefix: 'n/', limit: 2 })).cursor).toBeUndefined();
+      for (let i = 0; i < 64; i++) await c.stream('feed', { register: 'config' }, () => {});
+      expect((await failure(c.stream('feed', { register: 'config' }, () => {}))).code).toBe('too-many-watchers');
+      expect(feedsOf.get(hosts.a)!.stats.open).toBeGreaterThanOrEqual(64);
+    } finally {
+      c.close();
+    }
+    await until('the feeds ended with their connection', () => feedsOf.get(hosts.a)!.stats.open === 0);
   });
 
   it('stream registers: scan refused by name, size gives the length', async () => {
