@@ -231,6 +231,15 @@ export class AdminClient {
     );
   }
 
+  /** Stop reading the connection (a stream's consumer is behind): spookd's buffer for it fills, then it tells `overflow`. */
+  pause(): void {
+    this.sock.pause();
+  }
+
+  resume(): void {
+    this.sock.resume();
+  }
+
   /** Ends the connection: pending calls reject with `connection-closed`; streams end without onEnd. */
   close(): void {
     for (const p of this.pending.values()) p.onEnd = undefined;

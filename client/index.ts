@@ -10,5 +10,19 @@ export {
   type CallOptions,
   type StreamOptions,
 } from './admin-client.js';
+export {
+  scan,
+  scanAll,
+  scanPages,
+  size,
+  watch,
+  type FeedTarget,
+  type ScanPage,
+  type ScanEntry,
+  type ScanOptions,
+  type Change,
+  type Watcher,
+  type WatchOptions as FeedWatchOptions,
+} from './feed.js';
 export { ADMIN_COMMANDS, ADMIN_ERROR_CODES, ADMIN_MAX_REQUEST } from './protocol.js';
 export type * from './protocol.js';

@@ -69,6 +69,22 @@ export const ADMIN_ERROR_CODES = [
   'timeout',
   /** Client side: the call's AbortSignal fired before the answer (the request may still take effect). */
   'aborted',
+  // ---- read and feed ----
+  /**
+   * `scan`: the cursor (or the version) a later page named is no longer held (idle past its TTL, its
+   * connection closed, or the register moved on); start the scan again. Never a page of another version.
+   */
+  'cursor-expired',
+  /** `scan`: this connection (or spookd in all) holds as many scan cursors as it allows; finish or abandon a scan first. */
+  'too-many-cursors',
+  /** `feed`/`dfeed`: this connection (or spookd in all) has as many change feeds open as it allows. */
+  'too-many-watchers',
+  /** A read that needs another kind of register (`scan` on a stream register). */
+  'wrong-register-kind',
+  /** Client side: a watch's `fromVersion` is older than spookd still holds (the `compacted` feed event): rescan, then watch from the scan's version. */
+  'compacted',
+  /** Client side: a watch ended because its consumer fell behind (the `overflow` feed event) and the application chose not to resume. */
+  'overflow',
 ] as const;
 
 /** The longest request line spookd accepts (characters, newline excluded); the client refuses longer ones before sending. */
@@ -626,6 +642,13 @@ export interface AdminCommands {
   'wrap-conns': { args: Record<string, never>; result: WrapConnection[] };
   /** Which targets each peer may open through wrappers, and how many it was refused. */
   'wrap-policy': { args: Record<string, never>; result: WrapPolicyEntry[] };
+  // ---- read and feed ----
+  /** A page of a map register's keys with `prefix`, in byte order, all of one committed version (ScanArgs). */
+  scan: { args: PairArgs & ScanArgs; result: ScanResult };
+  /** Keys, bytes and version of a register (a stream's length). */
+  size: { args: PairArgs & { register: string }; result: SizeResult };
+  dscan: { args: { domain?: string } & ScanArgs; result: ScanResult };
+  dsize: { args: { domain?: string; register: string }; result: SizeResult };
 }
 
 export type AdminCommand = keyof AdminCommands;
@@ -700,6 +723,11 @@ export interface AdminStreams {
     };
     event: LifecycleEvent | ReentangledEvent;
   };
+  // ---- read and feed ----
+  /** A pair register's committed changes after `fromVersion`, in version order (FeedArgs, FeedEvent). */
+  feed: { args: PairArgs & FeedArgs; event: FeedEvent };
+  /** The same for a domain register; the line's `peer` carries the domain's name. */
+  dfeed: { args: { domain?: string } & FeedArgs; event: FeedEvent };
 }
 
 export type AdminStream = keyof AdminStreams;
@@ -732,8 +760,78 @@ export const ADMIN_COMMANDS = [
   'wrap-stats',
   'wrap-conns',
   'wrap-policy',
+  // ---- read and feed ----
+  'scan',
+  'size',
+  'dscan',
+  'dsize',
+  'feed',
+  'dfeed',
 ] as const satisfies readonly (AdminCommand | AdminStream)[];
 
 /** Compiles only when every command of the two maps is listed in ADMIN_COMMANDS. */
 export type AllCommandsListed = Listed<Exclude<AdminCommand | AdminStream, (typeof ADMIN_COMMANDS)[number]>>;
 type Listed<Missing extends never> = Missing;
+
+// ---- read and feed ----
+
+/**
+ * `scan`/`dscan`: one page. The first page (no `cursor`) pins the register's committed state at its
+ * current version V in a cursor on the daemon (references to the immutable entries, no copies) when
+ * more pages follow; later pages name `cursor` (and `version`, checked) with `after` = the last key
+ * received. A page that names a version or cursor the daemon no longer holds fails `cursor-expired`.
+ */
+export type ScanArgs = { register: string; limit?: number; version?: number; cursor?: string; cursorTtlMs?: number } & Bytes<'prefix'> &
+  Bytes<'after'>;
+
+export interface ScanEntry {
+  key: ShownBytes;
+  value: ShownBytes;
+  /** The register version that last wrote this key. */
+  keyVersion: number;
+}
+
+export interface ScanResult {
+  register: string;
+  /** Every entry of every page of this scan is as of this committed version. */
+  version: number;
+  entries: ScanEntry[];
+  /** More keys follow: ask the next page with this cursor, `version` and `after` = the last key. */
+  cursor?: string;
+}
+
+export type SizeResult = { register: string; version: number } & (
+  { kind: 'map'; keys: number; bytes: number } | { kind: 'stream'; length: number; bytes: number }
+);
+
+/**
+ * `feed`/`dfeed`: the committed changes after `fromVersion` (default: the current version, so
+ * only what commits from now on). Keys filtered by `prefix` (map registers). The per-subscriber
+ * buffer is bounded by `maxBufferBytes`/`maxBufferEvents` (capped by the daemon's limits).
+ */
+export type FeedArgs = { register: string; fromVersion?: number; maxBufferBytes?: number; maxBufferEvents?: number } & Bytes<'prefix'>;
+
+/** One committed change: a map key set (`cas` included) or deleted, or bytes appended to a stream at `offset`. */
+export interface FeedChange {
+  op: 'set' | 'del' | 'append';
+  key?: ShownBytes;
+  /** The new value (set), or the appended bytes (append). */
+  value?: ShownBytes;
+  offset?: number;
+}
+
+/**
+ * What a change feed sends. `changes`: every committed change of one version (none is skipped;
+ * versions without a matching change are not sent). `progress`: the feed has delivered everything
+ * up to `version` (sent when caught up after versions without a matching change). `compacted`
+ * (terminal): the changes after `fromVersion` are no longer held: rescan, then feed from the scan's
+ * version; `oldest` is the oldest fromVersion servable now. `overflow` (terminal): the subscriber
+ * did not read fast enough and its buffer reached `limit`; everything up to `lastVersion` was
+ * delivered: feed again from there.
+ */
+export type FeedEvent = { peer: string; register: string } & (
+  | { type: 'changes'; version: number; changes: FeedChange[] }
+  | { type: 'progress'; version: number }
+  | { type: 'compacted'; fromVersion: number; oldest: number; current: number }
+  | { type: 'overflow'; lastVersion: number; limit: 'bytes' | 'events' }
+);

@@ -3,9 +3,10 @@
  * await their collapse, observe collapses and lifecycle events. See docs/LIBRARY.md.
  */
 import type { CallOptions, SpookError } from './admin-client.js';
-import type { AdminArgs, AdminStreams, CollapseEvent, LifecycleEvent, MapGetResult, Outcome } from './protocol.js';
+import type { AdminArgs, AdminStreams, CollapseEvent, LifecycleEvent, MapGetResult, Outcome, SizeResult } from './protocol.js';
 import { Session, deadline, left } from './session.js';
 import { bytesArg, shownBytes } from './bytes.js';
+import * as feed from './feed.js';
 
 export type { Outcome } from './protocol.js';
 export type { CallOptions } from './admin-client.js';
@@ -36,6 +37,13 @@ export interface RegisterHandle {
   append(data: string | Uint8Array, opts?: CallOptions): Promise<Outcome>;
   onCollapse(fn: (ev: CollapseEvent) => void, opts?: WatchOptions): Promise<void>;
   onLifecycle(fn: (ev: LifecycleEvent) => void, opts?: WatchOptions): Promise<void>;
+  /** One page of the keys with `prefix`, in byte order, at one committed version (client/feed.ts). */
+  scan(prefix?: string | Uint8Array, opts?: feed.ScanOptions): Promise<feed.ScanPage>;
+  /** Every page of a scan, all at one version. */
+  scanAll(prefix?: string | Uint8Array, opts?: feed.ScanOptions): Promise<{ version: number; entries: feed.ScanEntry[] }>;
+  size(opts?: CallOptions): Promise<SizeResult>;
+  /** The committed changes of keys with `prefix` after `fromVersion`, surviving spookd restarts with no gap and no duplicate. */
+  watch(prefix: string | Uint8Array, opts: feed.WatchOptions): Promise<feed.Watcher>;
   close(): void;
 }
 
@@ -77,6 +85,10 @@ export async function openRegister(register: string, opts: { peer?: string; sock
         )
         .then(() => undefined);
     },
+    scan: (prefix, o) => feed.scan(session, base, prefix, o),
+    scanAll: (prefix, o) => feed.scanAll(session, base, prefix, o),
+    size: (o) => feed.size(session, base, o),
+    watch: (prefix, o) => feed.watch(session, base, prefix, o),
     close: () => session.close(),
   };
 }

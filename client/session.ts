@@ -109,14 +109,24 @@ export class Session {
     const d = deadline(opts);
     const c = await AdminClient.connect(this.path);
     this.streams.add(c);
+    const onEnd = (e: SpookError): void => {
+      this.streams.delete(c);
+      opts.onEnd?.(e);
+    };
     try {
-      await c.stream(cmd, args, fn, { ...within(d), onEnd: opts.onEnd });
+      await c.stream(cmd, args, fn, { ...within(d), onEnd });
     } catch (e) {
       this.streams.delete(c);
       c.close();
       throw e;
     }
     return c;
+  }
+
+  /** Ends one stream opened by stream() (without its onEnd) and forgets it. */
+  endStream(c: AdminClient): void {
+    this.streams.delete(c);
+    c.close();
   }
 
   /** Closes the request connection and every stream (streams end without onEnd). */

@@ -161,9 +161,10 @@ describe('client resilience', { timeout: 15_000 }, () => {
     let err = '';
     cli.stderr.on('data', (b: Buffer) => (err += b.toString()));
     const exited = new Promise<number | null>((r) => cli.on('exit', (code) => r(code)));
-    // Stop spookd once the CLI's watch is subscribed.
-    for (const t0 = Date.now(); d!.subscribers.size === 0 && Date.now() - t0 < 10_000;) await new Promise((r) => setTimeout(r, 20));
-    expect(d!.subscribers.size).toBeGreaterThan(0);
+    // Stop spookd once the CLI's watch is subscribed (the change feeds' rings subscribe from the start).
+    const before = d!.subscribers.size;
+    for (const t0 = Date.now(); d!.subscribers.size === before && Date.now() - t0 < 10_000;) await new Promise((r) => setTimeout(r, 20));
+    expect(d!.subscribers.size).toBeGreaterThan(before);
     await stop();
     expect(await exited).toBe(1);
     expect(err).toMatch(/spookd closed the admin connection/);

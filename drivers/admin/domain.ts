@@ -26,7 +26,7 @@ import { hashHex } from '../../core/register/hash.js';
 const MAX_OPS = 256;
 
 /** The domain a request names (`domain`), or the only one. */
-const domainOf = (d: Spookd, name: string | undefined): DomainHost =>
+export const domainOf = (d: Spookd, name: string | undefined): DomainHost =>
   failsAs(name === undefined && d.domains.size !== 0 ? 'domain-required' : 'unknown-domain', 'domain', () => d.domain(name));
 
 /** A register of the domain, as of its applied index. */

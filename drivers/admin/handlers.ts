@@ -6,6 +6,12 @@ import type { Untrusted } from './args.js';
 export interface Call {
   /** Run `f` when the client goes away (stop waiting for an outcome, unsubscribe a stream). */
   onClose(f: () => void): void;
+  /** The client's connection (an opaque token, the same for every request on it): what per-connection quotas count. */
+  readonly conn: object;
+  /** Bytes written to this connection and not yet taken by the client (a stream's backpressure). */
+  backlog(): number;
+  /** Run `f` each time the connection's write buffer empties, until the returned function is called. */
+  onDrain(f: () => void): () => void;
 }
 
 /** A command: its arguments as they arrive (validated by the handler, each fault naming the argument), its result. */
@@ -25,4 +31,4 @@ export type StreamHandler<S extends AdminStream> = (
   call: Call,
   emit: (peer: string, ev: WireEvent<S>) => void,
 ) => void;
-export type StreamHandlers = { [S in AdminStream]: StreamHandler<S> };
+export type StreamHandlers<K extends AdminStream = AdminStream> = { [S in K]: StreamHandler<S> };

@@ -72,7 +72,7 @@ const PROPOSE_CODES: Record<ProposeError['code'], AdminErrorCode> = {
  * A fenced pair is neither read nor written: its registers may hold a collapse whose batch never
  * reached the disk (store-failed), and it would never decide a new candidate.
  */
-function refuseFenced(link: PeerLink): void {
+export function refuseFenced(link: PeerLink): void {
   if (link.fenced || link.pair.fenced) {
     const why = link.fenced ? `${link.fenced.cause}: ${link.fenced.error}` : 'fenced';
     throw new AdminFault('pair-fenced', `pair ${link.name} is fenced (${why}); restart spookd to resume it`);
@@ -189,7 +189,7 @@ export function pairHandlers(d: Spookd): Handlers<'status' | 'pairs' | 'pair' | 
 }
 
 /** `watch` (collapses) and `events` (lifecycle, re-entanglements): events until the client goes away. */
-export function pairStreams(d: Spookd): StreamHandlers {
+export function pairStreams(d: Spookd): StreamHandlers<'watch' | 'events'> {
   const subscribe = (call: Call, f: (link: PeerLink, ev: SpookEvent) => void): void => {
     d.subscribers.add(f);
     call.onClose(() => d.subscribers.delete(f));

@@ -21,6 +21,7 @@ import type { Spookd } from '../daemon/spookd.js';
 import { domainHandlers } from './domain.js';
 import { wrapHandlers } from './wrap.js';
 import { pairHandlers, pairStreams } from './pair.js';
+import { readHandlers, readStreams } from './read.js';
 import { AdminFault } from './args.js';
 import type { Call, Handler, Handlers, StreamHandler, StreamHandlers } from './handlers.js';
 
@@ -50,8 +51,8 @@ export class AdminServer {
     readonly path: string,
     private readonly log: Logger,
   ) {
-    this.handlers = { ...pairHandlers(d), ...domainHandlers(d), ...wrapHandlers(d) };
-    this.streams = pairStreams(d);
+    this.handlers = { ...pairHandlers(d), ...domainHandlers(d), ...wrapHandlers(d), ...readHandlers(d) };
+    this.streams = { ...pairStreams(d), ...readStreams(d) };
   }
 
   /** The commands and streams this server answers (a test checks them against ADMIN_COMMANDS). */
@@ -82,6 +83,10 @@ export class AdminServer {
     this.clients.add(sock);
     let buf = '';
     const cleanups: (() => void)[] = [];
+    const drains = new Set<() => void>();
+    sock.on('drain', () => {
+      for (const f of drains) f();
+    });
     sock.setEncoding('utf8');
     sock.on('data', (chunk: string) => {
       buf += chunk;
@@ -89,7 +94,7 @@ export class AdminServer {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
         if (line.length > MAX_REQUEST) return this.refuse(sock);
-        if (line.trim()) void this.handle(sock, line, cleanups);
+        if (line.trim()) void this.handle(sock, line, cleanups, drains);
       }
       if (buf.length > MAX_REQUEST) {
         buf = '';
@@ -121,7 +126,7 @@ export class AdminServer {
     sock.write(`${JSON.stringify(msg)}\n`);
   }
 
-  private async handle(sock: Socket, line: string, cleanups: (() => void)[]): Promise<void> {
+  private async handle(sock: Socket, line: string, cleanups: (() => void)[], drains: Set<() => void>): Promise<void> {
     let req: AdminRequest;
     try {
       req = JSON.parse(line) as AdminRequest;
@@ -130,7 +135,15 @@ export class AdminServer {
       this.send(sock, { id: 0, ok: false, error: { code: 'bad-request', message: `bad request: ${(e as Error).message}` } });
       return;
     }
-    const call: Call = { onClose: (f) => cleanups.push(f) };
+    const call: Call = {
+      onClose: (f) => cleanups.push(f),
+      conn: sock,
+      backlog: () => sock.writableLength,
+      onDrain: (f) => {
+        drains.add(f);
+        return () => drains.delete(f);
+      },
+    };
     const args = req.args ?? {};
     try {
       const cmd = req.cmd;

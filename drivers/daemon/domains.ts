@@ -18,6 +18,7 @@ import type { NodeId } from '../../core/qn/raft.js';
 import type { CandidateOp } from '../../core/qn/state.js';
 import type { KeyPair } from '../../crypto/primitives.js';
 import { StaticRelaySealer } from '../../core/qn/seal.js';
+import { DomainChanges } from '../../core/qn/changes.js';
 import type { SpookdConfig } from './config.js';
 import { FileDomainStore } from '../store/domain-store.js';
 import type { DomainSummary } from '../../client/protocol.js';
@@ -50,6 +51,8 @@ export class DomainHost {
   readonly nameOf = new Map<NodeId, string>();
   readonly subscribers = new Set<(ev: DomainEvent) => void>();
   private readonly partitionsSeen: { at: number; cause: string }[] = [];
+  /** Per register, the recent committed changes the change feeds serve (as much as the Raft log keeps, at most 8 MiB). */
+  readonly changes: DomainChanges;
 
   constructor(
     readonly cfg: DomainConfig,
@@ -62,6 +65,7 @@ export class DomainHost {
     now: number,
   ) {
     this.id = domainIdOf(cfg.name);
+    this.changes = new DomainChanges({ maxRecords: cfg.maxLogEntries, maxBytes: 8 << 20 });
     this.selfId = nodeIdOf(self.publicKey);
     this.nameOf.set(this.selfId, 'self');
     // Every configured peer is a link (a later `member add` needs one); `members` are the bootstrap voters.
@@ -96,6 +100,7 @@ export class DomainHost {
       heartbeatMs: cfg.heartbeatMs,
       maxLogEntries: cfg.maxLogEntries,
       relay,
+      observe: (e, st) => this.changes.observe(e, st),
     });
     // One domain's unusable data fences that domain only: spookd starts and serves the rest
     // (docs/OPERATIONS.md, "A fenced domain").

@@ -1,0 +1,383 @@
+/**
+ * Reading and watching a register, pair or domain alike (docs/LIBRARY.md, "Reading and watching"):
+ * scan pages at one committed version, size, and watch, a change feed that survives spookd
+ * restarts with no gap and no duplicate. RegisterHandle and the domain handle call these with
+ * their target: `{peer?, register}` for a pair register, `{domain?, register}` (the `domain` key
+ * present, undefined for the only domain) for a domain register.
+ */
+import { SpookError, type AdminClient, type CallOptions } from './admin-client.js';
+import type { FeedEvent, ScanResult, SizeResult } from './protocol.js';
+import { bytesArg, shownBytes } from './bytes.js';
+import { deadline, sleep, type Session } from './session.js';
+
+export type PairTarget = { peer?: string; register: string };
+export type DomainTarget = { domain?: string; register: string };
+export type FeedTarget = PairTarget | DomainTarget;
+
+const isDomain = (t: FeedTarget): t is DomainTarget => 'domain' in t;
+const targetArgs = (t: FeedTarget): object =>
+  isDomain(t)
+    ? { register: t.register, ...(t.domain !== undefined ? { domain: t.domain } : {}) }
+    : { register: t.register, ...(t.peer !== undefined ? { peer: t.peer } : {}) };
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+/** Text when the bytes are valid UTF-8. */
+function textOf(b: Uint8Array): string | undefined {
+  try {
+    return UTF8.decode(b);
+  } catch {
+    return undefined;
+  }
+}
+
+export interface ScanOptions extends CallOptions {
+  /** Entries per page (spookd's default 1000, at most 10,000). */
+  limit?: number;
+  /** Start after this key (the last key of the previous page). */
+  after?: string | Uint8Array;
+  /** The version the earlier pages were of: a page of any other version fails `cursor-expired`. */
+  version?: number;
+  /** The `next.cursor` of the previous page. */
+  cursor?: string;
+  /** How long spookd keeps the cursor between pages (default 30 s, at most 5 min). */
+  cursorTtlMs?: number;
+}
+
+export interface ScanEntry {
+  /** The key as text (UTF-8), or base64 when it is not. */
+  key: string;
+  keyBytes: Uint8Array;
+  bytes: Uint8Array;
+  /** The value as text, only when it is valid UTF-8. */
+  value?: string;
+  /** The register version that last wrote this key. */
+  keyVersion: number;
+}
+
+export interface ScanPage {
+  /** Every entry of every page of this scan is of this committed version. */
+  version: number;
+  entries: ScanEntry[];
+  /** More keys follow: pass these options (merged into yours) for the next page. */
+  next?: { cursor: string; version: number; after: Uint8Array };
+}
+
+/** One page of the map register's keys with `prefix`, in byte order. */
+export async function scan(session: Session, target: FeedTarget, prefix: string | Uint8Array = '', o: ScanOptions = {}): Promise<ScanPage> {
+  const args = {
+    ...targetArgs(target),
+    ...bytesArg('prefix', prefix),
+    ...(o.after !== undefined ? bytesArg('after', o.after) : {}),
+    ...(o.limit !== undefined ? { limit: o.limit } : {}),
+    ...(o.version !== undefined ? { version: o.version } : {}),
+    ...(o.cursor !== undefined ? { cursor: o.cursor } : {}),
+    ...(o.cursorTtlMs !== undefined ? { cursorTtlMs: o.cursorTtlMs } : {}),
+  };
+  const d = deadline(o);
+  const r: ScanResult = isDomain(target)
+    ? await session.request('dscan', args as never, d)
+    : await session.request('scan', args as never, d);
+  const entries = r.entries.map((e) => {
+    const keyBytes = shownBytes(e.key);
+    const bytes = shownBytes(e.value);
+    return { key: e.key.text ?? e.key.base64, keyBytes, bytes, value: textOf(bytes), keyVersion: e.keyVersion };
+  });
+  const last = entries.at(-1);
+  return {
+    version: r.version,
+    entries,
+    ...(r.cursor && last ? { next: { cursor: r.cursor, version: r.version, after: last.keyBytes } } : {}),
+  };
+}
+
+/** Every page of a scan, all of one version; a page that can no longer be had throws `cursor-expired`. */
+export async function* scanPages(
+  session: Session,
+  target: FeedTarget,
+  prefix: string | Uint8Array = '',
+  o: ScanOptions = {},
+): AsyncGenerator<ScanPage> {
+  let page = await scan(session, target, prefix, o);
+  yield page;
+  while (page.next) {
+    page = await scan(session, target, prefix, { ...o, ...page.next });
+    yield page;
+  }
+}
+
+/** All the keys with `prefix` at one version (every page). */
+export async function scanAll(
+  session: Session,
+  target: FeedTarget,
+  prefix: string | Uint8Array = '',
+  o: ScanOptions = {},
+): Promise<{ version: number; entries: ScanEntry[] }> {
+  const entries: ScanEntry[] = [];
+  let version = 0;
+  for await (const p of scanPages(session, target, prefix, o)) {
+    version = p.version;
+    entries.push(...p.entries);
+  }
+  return { version, entries };
+}
+
+/** Keys and bytes of a map register (a stream's length), and its version. */
+export function size(session: Session, target: FeedTarget, o: CallOptions = {}): Promise<SizeResult> {
+  const d = deadline(o);
+  return isDomain(target)
+    ? session.request('dsize', targetArgs(target) as never, d)
+    : session.request('size', targetArgs(target) as never, d);
+}
+
+/** One committed change, as a watch delivers it. */
+export interface Change {
+  op: 'set' | 'del' | 'append';
+  version: number;
+  /** Map registers: the key as text (UTF-8), or base64 when it is not. */
+  key?: string;
+  keyBytes?: Uint8Array;
+  /** The new value (set) or the appended bytes (append). */
+  bytes?: Uint8Array;
+  /** The same as text, only when it is valid UTF-8. */
+  value?: string;
+  /** Stream registers: where the bytes were appended. */
+  offset?: number;
+}
+
+export interface WatchOptions {
+  /** Deliver the changes after this version (a scan's version, or a watcher's lastVersion). Default: the current version. */
+  fromVersion?: number;
+  /** Each change, in version order. A returned promise is awaited before the next (at most `maxQueue` wait meanwhile). */
+  onChange: (c: Change) => void | Promise<void>;
+  /**
+   * spookd no longer holds the changes after the version the watch needs: the watch has ended. Rescan,
+   * then watch from the scan's version. Without this handler, onEnd gets a SpookError of code `compacted`.
+   */
+  onCompacted?: (info: { fromVersion: number; oldest: number; current: number }) => void;
+  /**
+   * The consumer fell behind (spookd's buffer for it, or the local queue, filled). Everything up to
+   * `lastVersion` was delivered. Return 'stop' to end the watch (onEnd gets code `overflow`);
+   * by default it resumes from lastVersion (no gap, no duplicate).
+   */
+  onOverflow?: (info: { lastVersion: number; limit: 'bytes' | 'events' | 'queue' }) => 'resume' | 'stop';
+  /** The watch ended other than by close(): `compacted`, `overflow`, `aborted`, or an onChange that threw (`internal`). */
+  onEnd?: (e: SpookError) => void;
+  /** Aborting it closes the watch. */
+  signal?: AbortSignal;
+  /** Versions waiting for an async onChange (default 10,000): past it the watch stops reading, and spookd's buffer takes the rest. */
+  maxQueue?: number;
+  /** spookd's buffer for this subscriber (default 1 MiB and 10,000 events). */
+  maxBufferBytes?: number;
+  maxBufferEvents?: number;
+  /** The start: the deadline of the first subscription (default 30 s). */
+  timeoutMs?: number;
+}
+
+export interface Watcher {
+  /** The last version whose changes were all delivered: watch from here to resume. */
+  readonly lastVersion: number;
+  /** Times the feed was opened again (after a spookd restart, an overflow, a full queue). */
+  readonly resubscribes: number;
+  close(): void;
+}
+
+/** Versions a paused stream may still hand over (the lines of reads already made) before the queue counts as overflowed. */
+const QUEUE_SLACK = 1_000;
+const BACKOFF_FIRST_MS = 50;
+const BACKOFF_MAX_MS = 2_000;
+
+/**
+ * Watch the changes of keys with `prefix` (all for a stream register). Resolves once the first
+ * subscription is open; from then on it resubscribes by itself from the last delivered version
+ * after spookd restarts (with backoff) or an overflow.
+ */
+export async function watch(session: Session, target: FeedTarget, prefix: string | Uint8Array, o: WatchOptions): Promise<Watcher> {
+  let last = o.fromVersion ?? (await size(session, target, { timeoutMs: o.timeoutMs, signal: o.signal })).version;
+  let closed = false;
+  let conn: AdminClient | undefined;
+  let generation = 0;
+  let resubscribes = 0;
+  const queue: { version: number; changes: Change[] }[] = [];
+  let busy = false;
+  const maxQueue = o.maxQueue ?? 10_000;
+
+  const stop = (e?: SpookError): void => {
+    if (closed) return;
+    closed = true;
+    generation++;
+    if (conn) session.endStream(conn);
+    conn = undefined;
+    queue.length = 0;
+    o.signal?.removeEventListener('abort', onAbort);
+    if (e) o.onEnd?.(e);
+  };
+  const onAbort = (): void => stop(new SpookError('aborted', 'watch aborted'));
+
+  /** Deliver queued versions in order; `last` moves only once a version's changes were all delivered. */
+  const drain = async (): Promise<void> => {
+    if (busy) return;
+    busy = true;
+    const gen = generation;
+    try {
+      while (queue.length > 0 && gen === generation && !closed) {
+        const batch = queue[0];
+        // A version is delivered whole (a resubscription resumes after it, never inside it).
+        for (const c of batch.changes) {
+          const r = o.onChange(c);
+          if (r instanceof Promise) await r;
+          if (closed) return;
+        }
+        queue.shift();
+        last = batch.version;
+        if (queue.length <= maxQueue >> 1) conn?.resume();
+      }
+    } catch (e) {
+      stop(new SpookError('internal', `onChange threw: ${(e as Error).message}`));
+    } finally {
+      busy = false;
+    }
+    // A resubscription while a promise was pending: what it queued is now ours to deliver.
+    if (queue.length > 0 && !closed && gen !== generation) void drain();
+  };
+
+  const overflow = (lastVersion: number, limit: 'bytes' | 'events' | 'queue'): void => {
+    const choice = o.onOverflow?.({ lastVersion, limit }) ?? 'resume';
+    if (choice === 'stop') return stop(new SpookError('overflow', `watch fell behind (${limit}); delivered up to version ${lastVersion}`));
+    void resubscribe(true);
+  };
+
+  const onEvent = (gen: number, ev: FeedEvent): void => {
+    if (gen !== generation || closed) return;
+    const tail = queue.at(-1)?.version ?? last;
+    switch (ev.type) {
+      case 'changes': {
+        if (ev.version <= tail) return; // never twice
+        // Past the queue (what one read already held after the pause): start again from what was delivered.
+        if (queue.length >= maxQueue + QUEUE_SLACK) return overflow(last, 'queue');
+        // Full: stop reading; spookd paces or, if it must, tells overflow.
+        if (queue.length + 1 >= maxQueue) conn?.pause();
+        queue.push({
+          version: ev.version,
+          changes: ev.changes.map((c) => {
+            const keyBytes = c.key ? shownBytes(c.key) : undefined;
+            const bytes = c.value ? shownBytes(c.value) : undefined;
+            return {
+              op: c.op,
+              version: ev.version,
+              ...(keyBytes && c.key ? { key: c.key.text ?? c.key.base64, keyBytes } : {}),
+              ...(bytes ? { bytes, value: textOf(bytes) } : {}),
+              ...(c.offset !== undefined ? { offset: c.offset } : {}),
+            };
+          }),
+        });
+        void drain();
+        return;
+      }
+      case 'progress':
+        if (ev.version <= tail) return;
+        if (queue.length === 0 && !busy) last = ev.version;
+        else queue.push({ version: ev.version, changes: [] });
+        void drain();
+        return;
+      case 'compacted': {
+        const info = { fromVersion: ev.fromVersion, oldest: ev.oldest, current: ev.current };
+        const err = new SpookError(
+          'compacted',
+          `changes after version ${ev.fromVersion} are no longer held (oldest ${ev.oldest}, current ${ev.current}): rescan, then watch from the scan's version`,
+        );
+        stop(o.onCompacted ? undefined : err);
+        o.onCompacted?.(info);
+        return;
+      }
+      case 'overflow':
+        // Sent after everything up to lastVersion: resume from what was delivered (queued versions come again).
+        overflow(ev.lastVersion, ev.limit);
+        return;
+    }
+  };
+
+  const subscribe = async (timeoutMs?: number): Promise<void> => {
+    const gen = ++generation;
+    // Versions still queued will come again after `last`.
+    queue.length = 0;
+    const args = {
+      ...targetArgs(target),
+      ...bytesArg('prefix', prefix),
+      fromVersion: last,
+      ...(o.maxBufferBytes !== undefined ? { maxBufferBytes: o.maxBufferBytes } : {}),
+      ...(o.maxBufferEvents !== undefined ? { maxBufferEvents: o.maxBufferEvents } : {}),
+    };
+    const opts = {
+      timeoutMs,
+      signal: o.signal,
+      onEnd: () => {
+        if (gen === generation && !closed) void resubscribe(false);
+      },
+    };
+    const c = isDomain(target)
+      ? await session.stream('dfeed', args as never, (ev) => onEvent(gen, ev), opts)
+      : await session.stream('feed', args as never, (ev) => onEvent(gen, ev), opts);
+    if (gen !== generation || closed) session.endStream(c);
+    else {
+      conn = c;
+      // Events read with the answer may have filled the queue before there was a connection to pause.
+      if (queue.length >= maxQueue) c.pause();
+    }
+  };
+
+  /**
+   * Open the feed again from `last`, once an async onChange finished; backoff while spookd is away.
+   * What the old feed still sends is ignored from the call on; one loop at a time, again if asked meanwhile.
+   */
+  let resubscribing = false;
+  let again = false;
+  const resubscribe = async (now: boolean): Promise<void> => {
+    generation++;
+    if (conn) session.endStream(conn);
+    conn = undefined;
+    again = true;
+    if (resubscribing) return;
+    resubscribing = true;
+    let delay = now ? 0 : BACKOFF_FIRST_MS;
+    try {
+      while (again && !closed) {
+        again = false;
+        while (busy && !closed) await sleep(5);
+        if (closed) return;
+        try {
+          if (delay > 0) await sleep(delay, o.signal);
+          if (closed) return;
+          await subscribe();
+          resubscribes++;
+        } catch (e) {
+          if (closed) return;
+          if (e instanceof SpookError && e.code === 'aborted') return stop(e);
+          // A refusal of the request itself (unknown register, too many watchers) does not heal by retrying.
+          if (!(e instanceof SpookError) || !['daemon-not-running', 'connection-closed', 'timeout'].includes(e.code))
+            return stop(e as SpookError);
+          again = true;
+          delay = Math.min(Math.max(delay * 2, BACKOFF_FIRST_MS), BACKOFF_MAX_MS);
+        }
+      }
+    } finally {
+      resubscribing = false;
+    }
+  };
+
+  o.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    await subscribe(o.timeoutMs);
+  } catch (e) {
+    stop();
+    throw e;
+  }
+  return {
+    get lastVersion() {
+      return last;
+    },
+    get resubscribes() {
+      return resubscribes;
+    },
+    close: () => stop(),
+  };
+}

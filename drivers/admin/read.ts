@@ -1,0 +1,262 @@
+/**
+ * Admin API reads and change feeds (client/protocol.ts, "read and feed"): scan, size, dscan,
+ * dsize, and the feed and dfeed streams, for pair and domain registers alike.
+ *
+ * A scan pins the register's committed state at its version V in a cursor: the matching entries
+ * (immutable, shared with the state: references, not copies) in byte order of their keys. Later
+ * pages read the cursor, so every page is of V whatever commits meanwhile. Cursors are bounded
+ * per connection, in all and in the entries they hold, die with their connection and after an
+ * idle TTL; a page naming one that is gone fails `cursor-expired`, never a page of another version.
+ */
+import { randomBytes } from 'node:crypto';
+import type { ScanEntry, ScanResult, SizeResult } from '../../client/protocol.js';
+import { MapState, type MapEntry } from '../../core/register/map.js';
+import type { StreamState } from '../../core/register/stream.js';
+import type { Spookd } from '../daemon/spookd.js';
+import { AdminFault, bytesArg, failsAs, num, showBytes, str, type Untrusted } from './args.js';
+import { domainOf } from './domain.js';
+import { FEED_LIMITS, Feeds, PairRings, type FeedSource } from './feed.js';
+import type { Call, Handlers, StreamHandlers } from './handlers.js';
+import { linkOf, refuseFenced } from './pair.js';
+
+export const SCAN_LIMITS = {
+  defaultLimit: 1000,
+  maxLimit: 10_000,
+  /** A page stops after this many bytes of keys and values (at least one entry). */
+  pageBytes: 4 << 20,
+  perConnection: 16,
+  total: 256,
+  /** Entries all cursors together may reference. */
+  totalEntries: 4_000_000,
+  defaultTtlMs: 30_000,
+  maxTtlMs: 300_000,
+};
+
+interface Cursor {
+  id: string;
+  target: string;
+  version: number;
+  prefix: string;
+  entries: readonly MapEntry[];
+  conn: object;
+  ttlMs: number;
+  expires: number;
+}
+
+/** What a read names: a map or stream state, its version, and an identity for cursors. */
+interface Target {
+  id: string;
+  name: string;
+  state: MapState | StreamState;
+  version: number;
+}
+
+function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] - b[i];
+  return a.length - b.length;
+}
+
+const startsWith = (k: Uint8Array, p: Uint8Array): boolean => {
+  if (k.length < p.length) return false;
+  for (let i = 0; i < p.length; i++) if (k[i] !== p[i]) return false;
+  return true;
+};
+
+/** Optional bytes: absent (neither `k` nor `kBase64`) gives undefined. */
+const optBytes = <A extends object>(a: A, k: keyof A & string): Uint8Array | undefined =>
+  (a as Record<string, unknown>)[k] === undefined && (a as Record<string, unknown>)[`${k}Base64`] === undefined
+    ? undefined
+    : bytesArg(a, k);
+
+class Cursors {
+  private readonly all = new Map<string, Cursor>();
+  private readonly hooked = new WeakSet<object>();
+  private entries = 0;
+
+  /** Drops cursors idle past their TTL (at most `total` to look at). */
+  private sweep(now: number): void {
+    for (const [id, c] of this.all) if (c.expires <= now) this.drop(id);
+  }
+
+  private drop(id: string): void {
+    const c = this.all.get(id);
+    if (!c) return;
+    this.all.delete(id);
+    this.entries -= c.entries.length;
+  }
+
+  scan(t: Target, args: Untrusted<Record<string, unknown>>, call: Call): ScanResult {
+    if (!(t.state instanceof MapState))
+      throw new AdminFault(
+        'wrong-register-kind',
+        `register ${t.name} is a stream register: scan reads map registers (read a stream with get)`,
+        'register',
+      );
+    const now = Date.now();
+    this.sweep(now);
+    const prefix = optBytes(args, 'prefix') ?? new Uint8Array(0);
+    const after = optBytes(args, 'after');
+    const limit = num(args, 'limit', SCAN_LIMITS.defaultLimit, 1, SCAN_LIMITS.maxLimit);
+    const ttlMs = num(args, 'cursorTtlMs', SCAN_LIMITS.defaultTtlMs, 10, SCAN_LIMITS.maxTtlMs);
+    const version = args.version === undefined ? undefined : num(args, 'version', undefined, 0, Number.MAX_SAFE_INTEGER);
+    const cursorId = str(args, 'cursor', false);
+    const prefixKey = Buffer.from(prefix).toString('base64');
+    let entries: readonly MapEntry[];
+    let v: number;
+    let cursor = cursorId === undefined ? undefined : this.all.get(cursorId);
+    if (cursorId !== undefined) {
+      if (!cursor || cursor.target !== t.id || cursor.prefix !== prefixKey || (version !== undefined && version !== cursor.version))
+        throw new AdminFault(
+          'cursor-expired',
+          `scan cursor ${cursorId} is not held (idle over its TTL, its connection closed, or of another register, prefix or version): scan again`,
+          'cursor',
+        );
+      cursor.expires = now + cursor.ttlMs;
+      entries = cursor.entries;
+      v = cursor.version;
+    } else {
+      if (version !== undefined && version !== t.version)
+        throw new AdminFault(
+          'cursor-expired',
+          `register ${t.name} is at version ${t.version}, not ${version}, and no cursor holds that version: scan again`,
+          'version',
+        );
+      const pinned: MapEntry[] = [];
+      for (const e of t.state.values()) if (startsWith(e.key, prefix)) pinned.push(e);
+      pinned.sort((a, b) => compareBytes(a.key, b.key));
+      entries = pinned;
+      v = t.version;
+    }
+    // The first entry after `after` (binary search: the pinned entries are in key order).
+    let lo = 0;
+    if (after) {
+      let hi = entries.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (compareBytes(entries[mid].key, after) <= 0) lo = mid + 1;
+        else hi = mid;
+      }
+    }
+    const page: ScanEntry[] = [];
+    let bytes = 0;
+    let i = lo;
+    for (; i < entries.length && page.length < limit && (page.length === 0 || bytes < SCAN_LIMITS.pageBytes); i++) {
+      const e = entries[i];
+      bytes += e.key.length + e.value.length;
+      page.push({ key: showBytes(e.key), value: showBytes(e.value), keyVersion: e.version });
+    }
+    const more = i < entries.length;
+    if (!more) {
+      if (cursorId !== undefined) this.drop(cursorId);
+      return { register: t.name, version: v, entries: page };
+    }
+    if (!cursor) cursor = this.pin(t, v, prefixKey, entries, call, ttlMs, now);
+    return { register: t.name, version: v, entries: page, cursor: cursor.id };
+  }
+
+  private pin(t: Target, version: number, prefix: string, entries: readonly MapEntry[], call: Call, ttlMs: number, now: number): Cursor {
+    let mine = 0;
+    for (const c of this.all.values()) if (c.conn === call.conn) mine++;
+    if (mine >= SCAN_LIMITS.perConnection || this.all.size >= SCAN_LIMITS.total || this.entries + entries.length > SCAN_LIMITS.totalEntries)
+      throw new AdminFault(
+        'too-many-cursors',
+        mine >= SCAN_LIMITS.perConnection
+          ? `this connection holds ${mine} scan cursors; the limit is ${SCAN_LIMITS.perConnection}`
+          : `spookd holds ${this.all.size} scan cursors over ${this.entries} entries; the limits are ${SCAN_LIMITS.total} and ${SCAN_LIMITS.totalEntries}`,
+      );
+    const c: Cursor = {
+      id: randomBytes(12).toString('base64url'),
+      target: t.id,
+      version,
+      prefix,
+      entries,
+      conn: call.conn,
+      ttlMs,
+      expires: now + ttlMs,
+    };
+    this.all.set(c.id, c);
+    this.entries += entries.length;
+    if (!this.hooked.has(call.conn)) {
+      this.hooked.add(call.conn);
+      call.onClose(() => {
+        for (const [id, x] of this.all) if (x.conn === call.conn) this.drop(id);
+      });
+    }
+    return c;
+  }
+}
+
+function size(t: Target): SizeResult {
+  if (t.state instanceof MapState)
+    return { register: t.name, version: t.version, kind: 'map', keys: t.state.size(), bytes: t.state.fullTransferBytes() };
+  return { register: t.name, version: t.version, kind: 'stream', length: t.state.size(), bytes: t.state.size() };
+}
+
+export function readHandlers(d: Spookd): Handlers<'scan' | 'size' | 'dscan' | 'dsize'> {
+  const cursors = new Cursors();
+  const pairTarget = (args: Untrusted<{ peer: string; register: string }>): Target => {
+    const link = linkOf(d, str(args, 'peer', false));
+    refuseFenced(link);
+    const register = str(args, 'register');
+    const r = failsAs('unknown-register', 'register', () => link.pair.register(register));
+    return { id: `pair:${link.name}:${register}`, name: register, state: r.state, version: r.version };
+  };
+  return {
+    scan: (args, call) => cursors.scan(pairTarget(args), args, call),
+    size: (args) => size(pairTarget(args)),
+    dscan: (args, call) => cursors.scan(domainTarget(d, args), args, call),
+    dsize: (args) => size(domainTarget(d, args)),
+  };
+}
+
+function domainTarget(d: Spookd, args: Untrusted<{ domain: string; register: string }>): Target {
+  const h = domainOf(d, str(args, 'domain', false));
+  const register = str(args, 'register');
+  const reg = h.node.state.registers.get(register);
+  if (!reg) throw new AdminFault('unknown-register', `no register named ${register} in domain ${h.cfg.name}`, 'register');
+  return { id: `domain:${h.cfg.name}:${register}`, name: register, state: reg.state, version: reg.version };
+}
+
+/** Feed arguments common to pairs and domains. */
+function feedOptions(args: Untrusted<Record<string, unknown>>, current: number) {
+  return {
+    fromVersion: num(args, 'fromVersion', current, 0, Number.MAX_SAFE_INTEGER),
+    prefix: optBytes(args, 'prefix') ?? new Uint8Array(0),
+    maxBytes: num(args, 'maxBufferBytes', FEED_LIMITS.bufferBytes, 1024, FEED_LIMITS.maxBufferBytes),
+    maxEvents: num(args, 'maxBufferEvents', FEED_LIMITS.bufferEvents, 1, FEED_LIMITS.maxBufferEvents),
+  };
+}
+
+/** The feeds of one spookd: their gauges, for tests and metrics. */
+export const feedsOf = new WeakMap<Spookd, Feeds>();
+
+export function readStreams(d: Spookd): StreamHandlers<'feed' | 'dfeed'> {
+  const feeds = new Feeds();
+  feedsOf.set(d, feeds);
+  const rings = new PairRings(d);
+  // Every pair register keeps its recent changes from the start (seeded with what its log holds after a
+  // restart), so a watcher that reconnects finds what committed while it was away, not only what the log kept.
+  for (const link of d.links.values()) for (const name of link.pair.registers.keys()) rings.ring(link, name);
+  return {
+    feed: (args, call, emit) => {
+      const link = linkOf(d, str(args, 'peer', false));
+      refuseFenced(link);
+      const register = str(args, 'register');
+      const r = failsAs('unknown-register', 'register', () => link.pair.register(register));
+      const o = feedOptions(args, r.version);
+      const src: FeedSource = { ring: rings.ring(link, register), current: () => r.version };
+      feeds.open(src, o, call, (ev) => emit(link.name, { register, ...ev }));
+    },
+    dfeed: (args, call, emit) => {
+      const h = domainOf(d, str(args, 'domain', false));
+      const register = str(args, 'register');
+      const reg = () => h.node.state.registers.get(register);
+      const r0 = reg();
+      if (!r0) throw new AdminFault('unknown-register', `no register named ${register} in domain ${h.cfg.name}`, 'register');
+      const o = feedOptions(args, r0.version);
+      const src: FeedSource = { ring: h.changes.sync(register, r0.version), current: () => reg()?.version ?? 0 };
+      feeds.open(src, o, call, (ev) => emit(h.cfg.name, { register, ...ev }));
+    },
+  };
+}
