@@ -39,24 +39,24 @@ describe('tools/admin-doc.ts', { timeout: 60_000 }, () => {
       const added = src
         .replace(
           /\n\}\n\nexport type AdminCommand = /,
-          `\n  // ---- feed ----\n  /** List keys under a prefix. */\n  scan: {\n    args: PairArgs & {\n      /** Keys that start with this. */\n      prefix: string;\n      /** At most this many; default 100. */\n      limit?: number;\n    };\n    result: ScanResult;\n  };\n}\n\n/** A page of keys. */\nexport interface ScanResult {\n  /** The keys, in order. */\n  keys: string[];\n}\n\nexport type AdminCommand = `,
+          `\n  // ---- probe ----\n  /** List keys under a prefix. */\n  listkeys: {\n    args: PairArgs & {\n      /** Keys that start with this. */\n      prefix: string;\n      /** At most this many; default 100. */\n      limit?: number;\n    };\n    result: ListKeysResult;\n  };\n}\n\n/** A page of keys. */\nexport interface ListKeysResult {\n  /** The keys, in order. */\n  keys: string[];\n}\n\nexport type AdminCommand = `,
         )
-        .replace(/\n\] as const satisfies/, `\n  'scan',\n] as const satisfies`)
-        .replace(/\n\] as const;\n/, `\n  /** The feed's position was compacted away. */\n  'compacted',\n] as const;\n`);
+        .replace(/\n\] as const satisfies/, `\n  'listkeys',\n] as const satisfies`)
+        .replace(/\n\] as const;\n/, `\n  /** The feed's position was compacted away. */\n  'probe-compacted',\n] as const;\n`);
       expect(added).not.toBe(src);
       const path = join(dir, 'protocol.ts');
       writeFileSync(path, added);
       const doc = renderAdminDoc(path);
-      expect(doc).toContain('- Feed: [`scan`](#scan)');
-      expect(doc).toContain('### Feed commands\n\n#### scan\n\nList keys under a prefix.');
+      expect(doc).toContain('- Probe: [`listkeys`](#listkeys)');
+      expect(doc).toContain('### Probe commands\n\n#### listkeys\n\nList keys under a prefix.');
       expect(doc).toContain('| `prefix` | `string` | yes | Keys that start with this. |');
       expect(doc).toContain('| `limit` | `number` | no | At most this many; default 100. |');
-      expect(doc).toContain('Result: `ScanResult` ([ScanResult](#scanresult)).');
-      expect(doc).toContain('### ScanResult\n\nA page of keys.');
-      expect(doc).toContain("| `compacted` | The feed's position was compacted away. |");
+      expect(doc).toContain('Result: `ListKeysResult` ([ListKeysResult](#listkeysresult)).');
+      expect(doc).toContain('### ListKeysResult\n\nA page of keys.');
+      expect(doc).toContain("| `probe-compacted` | The feed's position was compacted away. |");
       // Listed in the interface but not in ADMIN_COMMANDS: the generator names it.
-      writeFileSync(path, added.replace(`\n  'scan',\n`, '\n'));
-      expect(() => renderAdminDoc(path)).toThrow(/command scan is not in ADMIN_COMMANDS/);
+      writeFileSync(path, added.replace(`\n  'listkeys',\n`, '\n'));
+      expect(() => renderAdminDoc(path)).toThrow(/command listkeys is not in ADMIN_COMMANDS/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
