@@ -61,6 +61,8 @@ export const ADMIN_ERROR_CODES = [
   'conflict',
   /** A fault in the daemon; the message says what. */
   'internal',
+  /** The connection has MAX_REQUESTS_IN_PROGRESS (4096) requests awaiting their answer already; wait for some to finish. */
+  'too-many-requests',
   /** Client side: spookd is not running or its socket is not reachable. */
   'daemon-not-running',
   /** Client side: spookd closed the connection before answering (it stopped or restarted); a stream ends with it. */

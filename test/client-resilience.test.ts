@@ -12,6 +12,7 @@ import { generateKeyPair } from '../crypto/primitives.js';
 import { AdminClient, AdminError } from '../client/admin-client.js';
 import { openRegister } from '../client/register.js';
 import { ADMIN_MAX_REQUEST, type CollapseEvent } from '../client/protocol.js';
+import { MAX_REQUESTS_IN_PROGRESS } from '../drivers/admin/server.js';
 
 /**
  * The client against a real spookd in this process that stops and restarts under it: every call
@@ -36,7 +37,10 @@ function make(): Spookd {
     peers: [{ name: 'b', publicKey: encodeKey(keys.b.publicKey), endpoint: `127.0.0.1:${port + 1}` }],
     registers: [{ name: 'config', kind: 'map' }],
     // A domain whose other member never runs: no majority, so a write there waits for its outcome as long as asked.
-    domains: [{ name: 'main', members: ['b'], registers: [{ name: 'kv', kind: 'map' }], policy: 'buffer' }],
+    domains: [
+      { name: 'main', members: ['b'], registers: [{ name: 'kv', kind: 'map' }], policy: 'buffer' },
+      { name: 'wide', members: ['b'], registers: [{ name: 'kv', kind: 'map' }], policy: 'buffer', maxPending: 4096 },
+    ],
   });
   return new Spookd(cfg, keys.a, pino({ level: 'silent' }));
 }
@@ -58,7 +62,7 @@ afterAll(async () => {
 
 /** A write spookd holds `waitMs` for an outcome that cannot come (the domain has no majority). */
 const held = (c: AdminClient, waitMs: number, opts?: { timeoutMs?: number; signal?: AbortSignal }): Promise<unknown> =>
-  c.request('dpropose', { ops: [{ register: 'kv', op: 'set', key: 'k', value: 'v' }], timeoutMs: waitMs }, opts);
+  c.request('dpropose', { domain: 'main', ops: [{ register: 'kv', op: 'set', key: 'k', value: 'v' }], timeoutMs: waitMs }, opts);
 
 /** The AdminError a promise rejects with. */
 async function failure(p: Promise<unknown>): Promise<AdminError> {
@@ -170,4 +174,35 @@ describe('client resilience', { timeout: 15_000 }, () => {
     expect(err).toMatch(/spookd closed the admin connection/);
     await start();
   }, 15_000);
+
+  it('a long-lived connection holds nothing for answered requests, and at most MAX_REQUESTS_IN_PROGRESS awaiting (too-many-requests)', async () => {
+    const c = await AdminClient.connect(socket);
+    try {
+      // Answered (committed, or pending at once): each registered a callback for the connection's end, then forgot it.
+      for (let i = 0; i < 300; i++) await c.request('set', { register: 'config', key: `a${i}`, value: 'v', timeoutMs: 0 });
+      const mine = (): { inProgress: number; held: number } => d!.admin!.connections[0];
+      expect(d!.admin!.connections.map((x) => x.held)).toEqual([0]);
+      // Held domain writes (no majority: no outcome can come) up to the limit; one more is refused with its code, the others go on.
+      const held = Array.from({ length: MAX_REQUESTS_IN_PROGRESS }, (_, i) =>
+        c
+          .request(
+            'dpropose',
+            { domain: 'wide', ops: [{ register: 'kv', op: 'set', key: `h${i}`, value: 'v' }], timeoutMs: 60_000 },
+            { timeoutMs: 120_000 },
+          )
+          .catch((e: AdminError) => e),
+      );
+      for (const t0 = Date.now(); mine().inProgress < MAX_REQUESTS_IN_PROGRESS && Date.now() - t0 < 10_000;)
+        await new Promise((r) => setTimeout(r, 20));
+      expect(mine()).toEqual({ inProgress: MAX_REQUESTS_IN_PROGRESS, held: MAX_REQUESTS_IN_PROGRESS });
+      expect((await failure(c.request('get', { register: 'config', key: 'x' }))).code).toBe('too-many-requests');
+      c.close();
+      expect((await Promise.all(held)).every((e) => e instanceof AdminError && e.code === 'connection-closed')).toBe(true);
+      // The connection's end ran and released every held callback.
+      for (const t0 = Date.now(); d!.admin!.connections.length > 0 && Date.now() - t0 < 5_000;) await new Promise((r) => setTimeout(r, 20));
+      expect(d!.admin!.connections).toEqual([]);
+    } finally {
+      c.close();
+    }
+  }, 30_000);
 });

@@ -4,8 +4,14 @@ import type { Untrusted } from './args.js';
 
 /** One request in progress. */
 export interface Call {
-  /** Run `f` when the client goes away (stop waiting for an outcome, unsubscribe a stream). */
+  /**
+   * Run `f` if the client goes away while this request is in progress (stop waiting for an outcome,
+   * unsubscribe a stream). Forgotten when a command's answer is sent, so a long-lived connection
+   * making many requests holds nothing for those already answered; a stream's lasts until the connection ends.
+   */
   onClose(f: () => void): void;
+  /** Run `f` when the connection ends, whatever request registered it (state kept per connection, such as scan cursors). */
+  onConnectionClose(f: () => void): void;
   /** The client's connection (an opaque token, the same for every request on it): what per-connection quotas count. */
   readonly conn: object;
   /** Bytes written to this connection and not yet taken by the client (a stream's backpressure). */

@@ -179,7 +179,7 @@ class Cursors {
     this.entries += entries.length;
     if (!this.hooked.has(call.conn)) {
       this.hooked.add(call.conn);
-      call.onClose(() => {
+      call.onConnectionClose(() => {
         for (const [id, x] of this.all) if (x.conn === call.conn) this.drop(id);
       });
     }

@@ -33,6 +33,16 @@ export interface AdminRequest {
 
 const MAX_REQUEST = 64 * 1024;
 const MAX_CLIENT_BUFFER = 8 * 1024 * 1024;
+/** Requests one connection may have awaiting their answer (a library keeps 256 writes in flight); more are refused. */
+export const MAX_REQUESTS_IN_PROGRESS = 4096;
+
+/** What the server keeps per client connection. */
+interface Connection {
+  /** Run when the connection ends: in-progress requests' and streams' (answered requests remove theirs). */
+  cleanups: Set<() => void>;
+  /** Commands awaiting their answer. */
+  inProgress: number;
+}
 
 /** The error of a failed request: a fault's code, or `internal` for anything else the daemon threw. */
 function errorBody(e: unknown): AdminErrorBody {
@@ -42,7 +52,7 @@ function errorBody(e: unknown): AdminErrorBody {
 
 export class AdminServer {
   private server: Server | undefined;
-  private readonly clients = new Set<Socket>();
+  private readonly clients = new Map<Socket, Connection>();
   private readonly handlers: Handlers;
   private readonly streams: StreamHandlers;
 
@@ -53,6 +63,11 @@ export class AdminServer {
   ) {
     this.handlers = { ...pairHandlers(d), ...domainHandlers(d), ...wrapHandlers(d), ...readHandlers(d) };
     this.streams = { ...pairStreams(d), ...readStreams(d) };
+  }
+
+  /** Per client connection: requests awaiting their answer, and callbacks held for its end (a test checks answered ones hold none). */
+  get connections(): { inProgress: number; held: number }[] {
+    return [...this.clients.values()].map((c) => ({ inProgress: c.inProgress, held: c.cleanups.size }));
   }
 
   /** The commands and streams this server answers (a test checks them against ADMIN_COMMANDS). */
@@ -74,15 +89,15 @@ export class AdminServer {
   }
 
   async stop(): Promise<void> {
-    for (const c of this.clients) c.destroy();
+    for (const c of this.clients.keys()) c.destroy();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     if (existsSync(this.path)) unlinkSync(this.path);
   }
 
   private onClient(sock: Socket): void {
-    this.clients.add(sock);
+    const conn: Connection = { cleanups: new Set(), inProgress: 0 };
+    this.clients.set(sock, conn);
     let buf = '';
-    const cleanups: (() => void)[] = [];
     const drains = new Set<() => void>();
     sock.on('drain', () => {
       for (const f of drains) f();
@@ -94,7 +109,7 @@ export class AdminServer {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
         if (line.length > MAX_REQUEST) return this.refuse(sock);
-        if (line.trim()) void this.handle(sock, line, cleanups, drains);
+        if (line.trim()) void this.handle(sock, line, conn, drains);
       }
       if (buf.length > MAX_REQUEST) {
         buf = '';
@@ -103,7 +118,8 @@ export class AdminServer {
     });
     const done = (): void => {
       this.clients.delete(sock);
-      for (const c of cleanups) c();
+      for (const c of conn.cleanups) c();
+      conn.cleanups.clear();
     };
     sock.on('close', done);
     sock.on('error', done);
@@ -126,7 +142,7 @@ export class AdminServer {
     sock.write(`${JSON.stringify(msg)}\n`);
   }
 
-  private async handle(sock: Socket, line: string, cleanups: (() => void)[], drains: Set<() => void>): Promise<void> {
+  private async handle(sock: Socket, line: string, conn: Connection, drains: Set<() => void>): Promise<void> {
     let req: AdminRequest;
     try {
       req = JSON.parse(line) as AdminRequest;
@@ -135,8 +151,19 @@ export class AdminServer {
       this.send(sock, { id: 0, ok: false, error: { code: 'bad-request', message: `bad request: ${(e as Error).message}` } });
       return;
     }
+    if (conn.inProgress >= MAX_REQUESTS_IN_PROGRESS) {
+      const message = `${MAX_REQUESTS_IN_PROGRESS} requests of this connection await their answer already; wait for some`;
+      this.send(sock, { id: req.id, ok: false, error: { code: 'too-many-requests', message } });
+      return;
+    }
+    // What this request registered to run at the connection's end; dropped once it is answered (streams keep theirs).
+    const mine: (() => void)[] = [];
     const call: Call = {
-      onClose: (f) => cleanups.push(f),
+      onClose: (f) => {
+        mine.push(f);
+        conn.cleanups.add(f);
+      },
+      onConnectionClose: (f) => void conn.cleanups.add(f),
       conn: sock,
       backlog: () => sock.writableLength,
       onDrain: (f) => {
@@ -156,7 +183,13 @@ export class AdminServer {
       if (!Object.hasOwn(this.handlers, cmd))
         throw new AdminFault('unknown-command', `unknown command ${JSON.stringify(cmd)} (${ADMIN_COMMANDS.join(', ')})`);
       const handler = this.handlers[cmd as AdminCommand] as Handler<AdminCommand>;
-      this.send(sock, { id: req.id, ok: true, result: await handler(args, call) });
+      conn.inProgress++;
+      try {
+        this.send(sock, { id: req.id, ok: true, result: await handler(args, call) });
+      } finally {
+        conn.inProgress--;
+        for (const f of mine) conn.cleanups.delete(f);
+      }
     } catch (e) {
       this.send(sock, { id: req.id, ok: false, error: errorBody(e) });
     }

@@ -107,7 +107,8 @@ export class Spookd {
   private socket: Socket | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopping = false;
-  private admin: AdminServer | undefined;
+  /** The admin API (undefined until start). */
+  admin: AdminServer | undefined;
   private metrics: Metrics | undefined;
   readonly fastPath: FastPath;
   private readonly startedAt = performance.now();
