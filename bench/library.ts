@@ -18,7 +18,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Etcd3, type IOptions } from 'etcd3';
 import { AdminClient, openRegister, type RegisterHandle } from '../client/index.js';
@@ -68,6 +68,8 @@ export interface LibraryBenchResult {
   valueBytes: number;
   fsync: string;
   etcdVersion: string;
+  /** The machine's 1-minute load average when the run started (it is shared: figures move with it). */
+  loadAvg: number;
   rows: LibraryRow[];
   /** Spook pair over etcd (above 1: Spook ahead). */
   ratios: { setsPerSec: number; entriesPerSec: number; domainSetsPerSec: number | null };
@@ -166,76 +168,99 @@ async function spookWatch(handle: RegisterHandle, tally: Tally): Promise<void> {
 
 const value = (i: number, bytes: number): string => `${i}:`.padEnd(bytes, 'v');
 
-async function spookRows(o: LibraryBenchOptions, log: (l: string) => void): Promise<LibraryRow[]> {
-  const hosts = o.domain ? ['a', 'b', 'c'] : ['a', 'b'];
-  const links = o.domain
-    ? [
-        { a: 'a', b: 'b', subnet: 1 },
-        { a: 'a', b: 'c', subnet: 2 },
-        { a: 'b', b: 'c', subnet: 3 },
-      ]
-    : [{ a: 'a', b: 'b', subnet: 1 }];
+/** Runs `body` against spookd started on loopback (a full mesh of `hosts`), then tears them down. */
+async function withLab<T>(
+  o: LibraryBenchOptions,
+  hosts: string[],
+  extra: (h: string) => Record<string, unknown>,
+  body: (lab: Lab) => Promise<T>,
+): Promise<T> {
+  const links = hosts.flatMap((a, i) => hosts.slice(i + 1).map((b, j) => ({ a, b, subnet: 10 * i + j + 1 })));
   const lab = new Lab(hosts, links, o.basePort, true);
-  const handles: RegisterHandle[] = [];
-  const admins: AdminClient[] = [];
+  const forget = onSignal(() => {
+    for (const h of lab.hosts.values()) h.proc?.kill('SIGKILL');
+    rmSync(lab.dir, { recursive: true, force: true });
+  });
   try {
     for (const h of hosts)
-      lab.configure(h, [{ name: 'kv', kind: 'map', maxPending: 65536 }], {
-        fsync: o.fsync,
-        logLevel: 'warn',
-        ...(o.domain
-          ? {
-              domains: [
-                {
-                  name: 'bench',
-                  members: hosts.filter((x) => x !== h),
-                  registers: [{ name: 'kv', kind: 'map' }],
-                  maxPending: 4096,
-                  electionMs: 1000,
-                  heartbeatMs: 100,
-                },
-              ],
-            }
-          : {}),
-      });
+      lab.configure(h, [{ name: 'kv', kind: 'map', maxPending: 65536 }], { fsync: o.fsync, logLevel: 'warn', ...extra(h) });
     await Promise.all(hosts.map((h) => lab.start(h)));
-    const pair = await until(
-      'the pair a-b entangled',
-      async () => {
-        const p = await lab.admin('a', 'pair', { peer: 'b' });
-        return p.state === 'ENTANGLED' ? p : undefined;
-      },
-      20_000,
-      50,
-    );
-    const [writer, reader] = pair.role === 'sequencer' ? ['a', 'b'] : ['b', 'a'];
-    log(`spook pair: writer on the sequencer (${writer}), consumer on the follower (${reader}), fsync ${o.fsync}`);
+    return await body(lab);
+  } finally {
+    forget();
+    await lab.destroy();
+  }
+}
 
-    // The application: the public library only.
-    const w = await openRegister('kv', { peer: reader, socket: lab.host(writer).socket });
-    const r = await openRegister('kv', { peer: writer, socket: lab.host(reader).socket });
-    handles.push(w, r);
-    const tally = new Tally();
-    await spookWatch(r, tally);
-    const load = await drive(o.sets, o.inflight, o.limitMs, async (i) => {
-      const out = await w.set(`key-${i}`, value(i, o.valueBytes), { timeoutMs: 30_000 });
-      return out.verdict === 'committed';
-    });
-    const rows = [row('spook-pair', 'openRegister().set', load, await tally.figures(o.sets, load, 30_000))];
-    log(`spook pair: ${rows[0].setsPerSec} sets/s, ${rows[0].watch!.entries} of ${o.sets} seen at the far end`);
-
-    if (o.domain) {
-      const leader = await until(
-        'a domain leader',
+/** Two spookd: the application's sets through the library on one end, a library consumer on the other. */
+function pairRow(o: LibraryBenchOptions, log: (l: string) => void): Promise<LibraryRow> {
+  return withLab(
+    o,
+    ['a', 'b'],
+    () => ({}),
+    async (lab) => {
+      const pair = await until(
+        'the pair a-b entangled',
         async () => {
-          for (const h of hosts) if ((await lab.admin(h, 'domain', { domain: 'bench' })).role === 'leader') return h;
-          return undefined;
+          const p = await lab.admin('a', 'pair', { peer: 'b' });
+          return p.state === 'ENTANGLED' ? p : undefined;
         },
-        30_000,
+        20_000,
+        50,
       );
-      const lc = await AdminClient.connect(lab.host(leader).socket);
-      admins.push(lc);
-      const dload = await drive(o.sets, o.inflight, o.limitMs, async (i) => {
+      const [writer, reader] = pair.role === 'sequencer' ? ['a', 'b'] : ['b', 'a'];
+      log(`spook pair: writer on the sequencer (${writer}), consumer on the follower (${reader}), fsync ${o.fsync}`);
+      // The application: the public library only.
+      const w = await openRegister('kv', { peer: reader, socket: lab.host(writer).socket });
+      const r = await openRegister('kv', { peer: writer, socket: lab.host(reader).socket }).catch((e: unknown) => {
+        w.close();
+        throw e;
+      });
+      try {
+        const tally = new Tally();
+        await spookWatch(r, tally);
+        const load = await drive(o.sets, o.inflight, o.limitMs, async (i) => {
+          const out = await w.set(`key-${i}`, value(i, o.valueBytes), { timeoutMs: 30_000 });
+          return out.verdict === 'committed';
+        });
+        const x = row('spook-pair', 'openRegister().set', load, await tally.figures(o.sets, load, 30_000));
+        log(`spook pair: ${x.setsPerSec} sets/s, ${x.watch!.entries} of ${o.sets} seen at the far end`);
+        return x;
+      } finally {
+        w.close();
+        r.close();
+      }
+    },
+  );
+}
+
+/** Three spookd in a QN domain: the same sets as candidates on the leader (no domain watch stream yet). */
+function domainRow(o: LibraryBenchOptions, log: (l: string) => void): Promise<LibraryRow> {
+  const hosts = ['a', 'b', 'c'];
+  const domain = (h: string): Record<string, unknown> => ({
+    domains: [
+      {
+        name: 'bench',
+        members: hosts.filter((x) => x !== h),
+        registers: [{ name: 'kv', kind: 'map' }],
+        maxPending: 4096,
+        electionMs: 1000,
+        heartbeatMs: 100,
+      },
+    ],
+  });
+  return withLab(o, hosts, domain, async (lab) => {
+    const leader = await until(
+      'a domain leader',
+      async () => {
+        for (const h of hosts) if ((await lab.admin(h, 'domain', { domain: 'bench' })).role === 'leader') return h;
+        return undefined;
+      },
+      30_000,
+    );
+    const lc = await AdminClient.connect(lab.host(leader).socket);
+    try {
+      const load = await drive(o.sets, o.inflight, o.limitMs, async (i) => {
         const out = await lc.request(
           'dpropose',
           { domain: 'bench', ops: [{ register: 'kv', op: 'set', key: `key-${i}`, value: value(i, o.valueBytes) }], timeoutMs: 30_000 },
@@ -243,15 +268,30 @@ async function spookRows(o: LibraryBenchOptions, log: (l: string) => void): Prom
         );
         return out.verdict === 'committed';
       });
-      rows.push(row('spook-domain', 'AdminClient dpropose', dload, null));
-      log(`spook domain: ${rows[1].setsPerSec} sets/s`);
+      const x = row('spook-domain', 'AdminClient dpropose', load, null);
+      log(`spook domain: ${x.setsPerSec} sets/s on the leader (${leader})`);
+      return x;
+    } finally {
+      lc.close();
     }
-    return rows;
-  } finally {
-    for (const h of handles) h.close();
-    for (const a of admins) a.close();
-    await lab.destroy();
-  }
+  });
+}
+
+/**
+ * Ctrl-C or a kill must not leave daemons behind: `fn` runs (synchronously) on SIGINT/SIGTERM,
+ * then the process exits. Returns the function that unregisters it.
+ */
+function onSignal(fn: () => void): () => void {
+  const h = (sig: NodeJS.Signals): void => {
+    fn();
+    process.exit(sig === 'SIGINT' ? 130 : 143);
+  };
+  process.once('SIGINT', h);
+  process.once('SIGTERM', h);
+  return () => {
+    process.off('SIGINT', h);
+    process.off('SIGTERM', h);
+  };
 }
 
 // ---- etcd ----
@@ -320,6 +360,10 @@ async function stopEtcd(c: EtcdCluster): Promise<void> {
 
 async function etcdRow(o: LibraryBenchOptions, log: (l: string) => void): Promise<LibraryRow> {
   const cluster = startEtcd(o.basePort);
+  const forget = onSignal(() => {
+    for (const p of cluster.procs) p.kill('SIGKILL');
+    rmSync(cluster.dir, { recursive: true, force: true });
+  });
   const clients: Etcd3[] = [];
   const client = (url: string): Etcd3 => {
     const opts: IOptions = { hosts: url, dialTimeout: 5_000, defaultCallOptions: () => ({ deadline: Date.now() + 30_000 }) };
@@ -360,6 +404,7 @@ async function etcdRow(o: LibraryBenchOptions, log: (l: string) => void): Promis
       await watcher.cancel().catch(() => undefined);
     }
   } finally {
+    forget();
     for (const c of clients) c.close();
     await stopEtcd(cluster);
   }
@@ -370,10 +415,12 @@ async function etcdRow(o: LibraryBenchOptions, log: (l: string) => void): Promis
 export async function runLibraryBench(o: LibraryBenchOptions): Promise<LibraryBenchResult> {
   const log = o.log ?? (() => undefined);
   const version = etcdVersion(); // before anything starts: no etcd, no run
-  const spook = await spookRows(o, log);
+  const load1 = Number(loadavg()[0].toFixed(2));
+  // The pair and etcd back to back (the machine's load drifts); the slow domain last.
+  const pair = await pairRow(o, log);
   const etcd = await etcdRow(o, log);
+  const domain = o.domain ? await domainRow(o, log) : undefined;
   const ratio = (a: number, b: number): number => (b > 0 ? Number((a / b).toFixed(2)) : 0);
-  const domain = spook.find((r) => r.system === 'spook-domain');
   return {
     date: new Date().toISOString(),
     sets: o.sets,
@@ -381,10 +428,11 @@ export async function runLibraryBench(o: LibraryBenchOptions): Promise<LibraryBe
     valueBytes: o.valueBytes,
     fsync: o.fsync,
     etcdVersion: version,
-    rows: [...spook, etcd],
+    loadAvg: load1,
+    rows: domain ? [pair, etcd, domain] : [pair, etcd],
     ratios: {
-      setsPerSec: ratio(spook[0].setsPerSec, etcd.setsPerSec),
-      entriesPerSec: ratio(spook[0].watch!.entriesPerSec, etcd.watch!.entriesPerSec),
+      setsPerSec: ratio(pair.setsPerSec, etcd.setsPerSec),
+      entriesPerSec: ratio(pair.watch!.entriesPerSec, etcd.watch!.entriesPerSec),
       domainSetsPerSec: domain ? ratio(domain.setsPerSec, etcd.setsPerSec) : null,
     },
   };
@@ -394,7 +442,7 @@ export async function runLibraryBench(o: LibraryBenchOptions): Promise<LibraryBe
 export function formatLibraryBench(r: LibraryBenchResult): string[] {
   const n = (x: number): string => x.toLocaleString('en-US');
   const lines = [
-    `${n(r.sets)} sets of ${r.valueBytes} B, ${r.inflight} in flight; Spook fsync ${r.fsync}, etcd ${r.etcdVersion} (fsyncs its WAL always)`,
+    `${n(r.sets)} sets of ${r.valueBytes} B, ${r.inflight} in flight; Spook fsync ${r.fsync}, etcd ${r.etcdVersion} (fsyncs its WAL always); load average ${r.loadAvg} at the start`,
     'system        via                    acked    sets/s   p50 ms   p99 ms   watch events/s  entries/s  seen   last seen ms  after last ack ms',
   ];
   for (const x of r.rows) {
