@@ -5,7 +5,7 @@ BUILD_STAMP := dist/.stamp
 TS_SOURCES := $(shell find wire crypto core drivers client cli testing tools bench -name '*.ts' 2>/dev/null)
 
 .PHONY: docs
-.PHONY: all build deps test lint format demo demo-sim sim bench bench-link bench-domain bench-wrap bench-attack bench-compare clean typecheck soak install uninstall check-prereqs
+.PHONY: all build deps test lint format demo demo-sim sim bench bench-link bench-domain bench-wrap bench-attack bench-compare bench-library etcd-deps clean typecheck soak install uninstall check-prereqs
 
 all: build
 
@@ -33,6 +33,14 @@ $(APT_TEST_STAMP): | $(APT_STAMP)
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(WRAP_TEST_PKGS); \
 	fi
 	touch $@
+
+# etcd for `bench library` and its test (3 members started by the bench as foreground processes
+# on loopback ports with a temporary data dir: the package's own service is never used).
+etcd-deps: | $(NODE_STAMP)
+	@if ! command -v etcd >/dev/null; then \
+		echo "installing Debian's etcd-server (the baseline of bench library)"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-server; \
+	fi
 
 $(BPF_OBJ): bpf/spook_xdp.c bpf/spook_wire.h | $(APT_STAMP)
 	clang -O2 -g -target bpf -D__TARGET_ARCH_x86 -I/usr/include/$(MULTIARCH) -Ibpf -Wall -Werror -c $< -o $@
@@ -79,7 +87,7 @@ lint: $(NODE_STAMP)
 format: $(NODE_STAMP)
 	npx prettier --write --log-level warn $(LINT_DIRS) vitest.config.ts eslint.config.js
 
-test: build lint $(APT_TEST_STAMP)
+test: build lint $(APT_TEST_STAMP) etcd-deps
 	npx vitest run
 
 # The main job: two spookd in network namespaces (loopback without root), pair, sync, cut, heal.
@@ -109,6 +117,10 @@ bench-domain: build
 # A victim pair's p99 commit latency unattacked and while one authorised peer attacks (loopback).
 bench-attack: build
 	./bin/spook-lab bench attack
+
+# Library sets/s and watch events/s, Spook (pair, domain) vs etcd3 on a 3-member etcd, same run.
+bench-library: build etcd-deps
+	./bin/spook-lab bench library
 
 # Spook vs Yjs vs Automerge; the JSON feeds the SVG charts in docs/plots (several minutes).
 bench-compare: build

@@ -85,6 +85,41 @@ export function benchCommand(): Command {
       else for (const [k, v] of Object.entries(r)) console.log(`${k.padEnd(20)}${v}`);
     });
   bench
+    .command('library')
+    .description(
+      'the application library vs the etcd3 client on a 3-member etcd, same run: sets/s with N in flight (p50/p99 per call) and watch events/s delivered at the far end',
+    )
+    .option('--sets <n>', 'sets (etcd: puts) per system, each on its own key', intArg('--sets', 1), 20_000)
+    .option('--inflight <n>', 'calls awaiting at once', intArg('--inflight', 1), 256)
+    .option('--value-bytes <n>', 'bytes per value', intArg('--value-bytes', 8), 100)
+    .option('--fsync <policy>', "Spook's: always | everysec | never (etcd always fsyncs)", 'always')
+    .option('--no-domain', 'skip the 3-member Spook domain row')
+    .option('--limit-ms <ms>', 'the most the load phase of one system may last', intArg('--limit-ms', 1000), 300_000)
+    .option(
+      '--base-port <port>',
+      'Spook: base..base+2 (UDP); etcd: base+10..base+15 (TCP), all on loopback',
+      intArg('--base-port', 1024),
+      47900,
+    )
+    .option('--json', 'print one JSON object', false)
+    .action(
+      async (o: {
+        sets: number;
+        inflight: number;
+        valueBytes: number;
+        fsync: string;
+        domain: boolean;
+        limitMs: number;
+        basePort: number;
+        json: boolean;
+      }) => {
+        const { runLibraryBench, formatLibraryBench } = await load<typeof import('../../bench/library.js')>('../../bench/library.js');
+        const r = await runLibraryBench({ ...o, log: o.json ? undefined : (l) => console.error(l) });
+        if (o.json) console.log(JSON.stringify(r, null, 2));
+        else for (const l of formatLibraryBench(r)) console.log(l);
+      },
+    );
+  bench
     .command('wrap')
     .description(
       'two hosts in namespaces (root): throughput of one TCP transfer direct, through a wrapper and through ssh -L; pgbench tps direct and wrapped',

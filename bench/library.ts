@@ -1,0 +1,464 @@
+/**
+ * `spook-lab bench library`: what an application sees through the library, against the etcd3
+ * client on a 3-member etcd, in the same run on the same machine (issue 15, "Figures").
+ *
+ *  Spook pair     two spookd on loopback (real UDP, ETCP, fsync as configured); the writer uses
+ *                 only the public library (`openRegister` from client/index.ts) on the
+ *                 sequencer's host: `sets` sets of `valueBytes`, `inflight` awaiting at once,
+ *                 each call timed (p50/p99); a second library consumer on the follower's host
+ *                 counts the committed writes delivered to it (events, and entries in them);
+ *  Spook domain   (optional) three spookd in a QN domain, the same sets as `dpropose` through
+ *                 AdminClient on the leader (no domain watch stream yet: no watch figures);
+ *  etcd           Debian's etcd-server, three members as foreground processes on loopback
+ *                 ports with a temporary data dir (etcd always fsyncs its WAL), the same puts
+ *                 through the npm `etcd3` client on the leader, a watcher on a follower.
+ *
+ * Everything it measures it starts, and tears down on every path; every loop is bounded in
+ * count and time.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Etcd3, type IOptions } from 'etcd3';
+import { AdminClient, openRegister, type RegisterHandle } from '../client/index.js';
+import { Lab, sleep, until } from '../testing/lab/netns.js';
+
+export interface LibraryBenchOptions {
+  sets: number;
+  inflight: number;
+  valueBytes: number;
+  fsync: string;
+  basePort: number;
+  domain: boolean;
+  /** The most the load phase of one system may last (ms); past it the bench fails. */
+  limitMs: number;
+  log?: (line: string) => void;
+}
+
+/** What the far end's consumer received: `events` deliveries carrying `entries` committed writes. */
+export interface WatchFigures {
+  events: number;
+  entries: number;
+  eventsPerSec: number;
+  entriesPerSec: number;
+  /** From the first set sent to the last write seen by the consumer. */
+  lastSeenMs: number;
+  /** From the writer's last acknowledgement to the last write seen (negative: seen before acknowledged). */
+  afterLastAckMs: number;
+}
+
+export interface LibraryRow {
+  system: 'spook-pair' | 'spook-domain' | 'etcd';
+  /** How the writes were made. */
+  via: string;
+  sets: number;
+  /** Writes acknowledged as committed (anything else is a failure of the row). */
+  acked: number;
+  setsPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+  watch: WatchFigures | null;
+}
+
+export interface LibraryBenchResult {
+  date: string;
+  sets: number;
+  inflight: number;
+  valueBytes: number;
+  fsync: string;
+  etcdVersion: string;
+  /** The machine's 1-minute load average when the run started (it is shared: figures move with it). */
+  loadAvg: number;
+  rows: LibraryRow[];
+  /** Spook pair over etcd (above 1: Spook ahead). */
+  ratios: { setsPerSec: number; entriesPerSec: number; domainSetsPerSec: number | null };
+}
+
+// ---- the load: `total` calls, `inflight` awaiting at once, each timed ----
+
+interface Load {
+  latencies: Float64Array;
+  acked: number;
+  /** performance.now() of the first call and of the last acknowledgement. */
+  t0: number;
+  lastAck: number;
+}
+
+async function drive(total: number, inflight: number, limitMs: number, one: (i: number) => Promise<boolean>): Promise<Load> {
+  const latencies = new Float64Array(total);
+  let next = 0;
+  let acked = 0;
+  let lastAck = 0;
+  const t0 = performance.now();
+  const end = t0 + limitMs;
+  await Promise.all(
+    Array.from({ length: Math.min(inflight, total) }, async () => {
+      while (next < total) {
+        if (performance.now() > end) throw new Error(`bench library: ${next} of ${total} calls issued after ${limitMs} ms (--limit-ms)`);
+        const i = next++;
+        const s = performance.now();
+        const ok = await one(i);
+        lastAck = performance.now();
+        latencies[i] = lastAck - s;
+        if (ok) acked++;
+      }
+    }),
+  );
+  return { latencies, acked, t0, lastAck };
+}
+
+const pct = (sorted: Float64Array, p: number): number =>
+  Number(sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))].toFixed(2));
+const perSec = (n: number, ms: number): number => (ms > 0 ? Math.round(n / (ms / 1000)) : 0);
+
+function row(system: LibraryRow['system'], via: string, load: Load, watch: WatchFigures | null): LibraryRow {
+  const sorted = load.latencies.slice().sort();
+  return {
+    system,
+    via,
+    sets: load.latencies.length,
+    acked: load.acked,
+    setsPerSec: perSec(load.acked, load.lastAck - load.t0),
+    p50Ms: pct(sorted, 0.5),
+    p99Ms: pct(sorted, 0.99),
+    watch,
+  };
+}
+
+// ---- the far end's consumer: counts deliveries, whatever the watch API ----
+
+/** Counts what a watcher delivers; `seen(n)` is called once per delivery with the committed writes in it. */
+class Tally {
+  events = 0;
+  entries = 0;
+  lastAt = 0;
+  seen(n: number): void {
+    if (n === 0) return;
+    this.events++;
+    this.entries += n;
+    this.lastAt = performance.now();
+  }
+  /** Waits (bounded) until `total` writes were delivered, then the figures against the load. */
+  async figures(total: number, load: Load, limitMs: number): Promise<WatchFigures> {
+    const end = performance.now() + limitMs;
+    while (this.entries < total && performance.now() < end) await sleep(5);
+    const window = this.lastAt - load.t0;
+    return {
+      events: this.events,
+      entries: this.entries,
+      eventsPerSec: perSec(this.events, window),
+      entriesPerSec: perSec(this.entries, window),
+      lastSeenMs: Math.round(window),
+      afterLastAckMs: Math.round(this.lastAt - load.lastAck),
+    };
+  }
+}
+
+/** The Spook consumer, the only place that knows the library's watch API: the change feed, one call per committed change. */
+async function spookWatch(handle: RegisterHandle, tally: Tally): Promise<void> {
+  await handle.watch('key-', { onChange: () => tally.seen(1) });
+}
+
+// ---- Spook ----
+
+const value = (i: number, bytes: number): string => `${i}:`.padEnd(bytes, 'v');
+
+/** Runs `body` against spookd started on loopback (a full mesh of `hosts`), then tears them down. */
+async function withLab<T>(
+  o: LibraryBenchOptions,
+  hosts: string[],
+  extra: (h: string) => Record<string, unknown>,
+  body: (lab: Lab) => Promise<T>,
+): Promise<T> {
+  const links = hosts.flatMap((a, i) => hosts.slice(i + 1).map((b, j) => ({ a, b, subnet: 10 * i + j + 1 })));
+  const lab = new Lab(hosts, links, o.basePort, true);
+  const forget = onSignal(() => {
+    for (const h of lab.hosts.values()) h.proc?.kill('SIGKILL');
+    rmSync(lab.dir, { recursive: true, force: true });
+  });
+  try {
+    for (const h of hosts)
+      lab.configure(h, [{ name: 'kv', kind: 'map', maxPending: 65536 }], { fsync: o.fsync, logLevel: 'warn', ...extra(h) });
+    await Promise.all(hosts.map((h) => lab.start(h)));
+    return await body(lab);
+  } finally {
+    forget();
+    await lab.destroy();
+  }
+}
+
+/** Two spookd: the application's sets through the library on one end, a library consumer on the other. */
+function pairRow(o: LibraryBenchOptions, log: (l: string) => void): Promise<LibraryRow> {
+  return withLab(
+    o,
+    ['a', 'b'],
+    () => ({}),
+    async (lab) => {
+      const pair = await until(
+        'the pair a-b entangled',
+        async () => {
+          const p = await lab.admin('a', 'pair', { peer: 'b' });
+          return p.state === 'ENTANGLED' ? p : undefined;
+        },
+        20_000,
+        50,
+      );
+      const [writer, reader] = pair.role === 'sequencer' ? ['a', 'b'] : ['b', 'a'];
+      log(`spook pair: writer on the sequencer (${writer}), consumer on the follower (${reader}), fsync ${o.fsync}`);
+      // The application: the public library only.
+      const w = await openRegister('kv', { peer: reader, socket: lab.host(writer).socket });
+      const r = await openRegister('kv', { peer: writer, socket: lab.host(reader).socket }).catch((e: unknown) => {
+        w.close();
+        throw e;
+      });
+      try {
+        const tally = new Tally();
+        await spookWatch(r, tally);
+        const load = await drive(o.sets, o.inflight, o.limitMs, async (i) => {
+          const out = await w.set(`key-${i}`, value(i, o.valueBytes), { timeoutMs: 30_000 });
+          return out.verdict === 'committed';
+        });
+        const x = row('spook-pair', 'openRegister().set', load, await tally.figures(o.sets, load, 30_000));
+        log(`spook pair: ${x.setsPerSec} sets/s, ${x.watch!.entries} of ${o.sets} seen at the far end`);
+        return x;
+      } finally {
+        w.close();
+        r.close();
+      }
+    },
+  );
+}
+
+/** Three spookd in a QN domain: the same sets as candidates on the leader (no domain watch stream yet). */
+function domainRow(o: LibraryBenchOptions, log: (l: string) => void): Promise<LibraryRow> {
+  const hosts = ['a', 'b', 'c'];
+  const domain = (h: string): Record<string, unknown> => ({
+    domains: [
+      {
+        name: 'bench',
+        members: hosts.filter((x) => x !== h),
+        registers: [{ name: 'kv', kind: 'map' }],
+        maxPending: 4096,
+        electionMs: 1000,
+        heartbeatMs: 100,
+      },
+    ],
+  });
+  return withLab(o, hosts, domain, async (lab) => {
+    const leader = await until(
+      'a domain leader',
+      async () => {
+        for (const h of hosts) if ((await lab.admin(h, 'domain', { domain: 'bench' })).role === 'leader') return h;
+        return undefined;
+      },
+      30_000,
+    );
+    const lc = await AdminClient.connect(lab.host(leader).socket);
+    try {
+      const load = await drive(o.sets, o.inflight, o.limitMs, async (i) => {
+        const out = await lc.request(
+          'dpropose',
+          { domain: 'bench', ops: [{ register: 'kv', op: 'set', key: `key-${i}`, value: value(i, o.valueBytes) }], timeoutMs: 30_000 },
+          { timeoutMs: 35_000 },
+        );
+        return out.verdict === 'committed';
+      });
+      const x = row('spook-domain', 'AdminClient dpropose', load, null);
+      log(`spook domain: ${x.setsPerSec} sets/s on the leader (${leader})`);
+      return x;
+    } finally {
+      lc.close();
+    }
+  });
+}
+
+/**
+ * Ctrl-C or a kill must not leave daemons behind: `fn` runs (synchronously) on SIGINT/SIGTERM,
+ * then the process exits. Returns the function that unregisters it.
+ */
+function onSignal(fn: () => void): () => void {
+  const h = (sig: NodeJS.Signals): void => {
+    fn();
+    process.exit(sig === 'SIGINT' ? 130 : 143);
+  };
+  process.once('SIGINT', h);
+  process.once('SIGTERM', h);
+  return () => {
+    process.off('SIGINT', h);
+    process.off('SIGTERM', h);
+  };
+}
+
+// ---- etcd ----
+
+/** `etcd --version`'s first line; refuses plainly when Debian's etcd-server is missing. */
+export function etcdVersion(): string {
+  try {
+    return execFileSync('etcd', ['--version'], { encoding: 'utf8', timeout: 10_000 }).split('\n')[0].replace('etcd Version: ', '');
+  } catch (e) {
+    throw new Error(`bench library: cannot run etcd (${(e as Error).message}); install it with \`make etcd-deps\` (Debian's etcd-server)`);
+  }
+}
+
+interface EtcdCluster {
+  procs: ChildProcess[];
+  urls: string[];
+  dir: string;
+}
+
+function startEtcd(basePort: number): EtcdCluster {
+  const dir = mkdtempSync(join(tmpdir(), 'spook-bench-etcd-'));
+  const names = ['m0', 'm1', 'm2'];
+  const peer = (i: number): string => `http://127.0.0.1:${basePort + 13 + i}`;
+  const urls = names.map((_, i) => `http://127.0.0.1:${basePort + 10 + i}`);
+  const cluster = names.map((n, i) => `${n}=${peer(i)}`).join(',');
+  const procs = names.map((n, i) => {
+    mkdirSync(join(dir, n));
+    const p = spawn(
+      'etcd',
+      [
+        `--name=${n}`,
+        `--data-dir=${join(dir, n, 'data')}`,
+        `--listen-client-urls=${urls[i]}`,
+        `--advertise-client-urls=${urls[i]}`,
+        `--listen-peer-urls=${peer(i)}`,
+        `--initial-advertise-peer-urls=${peer(i)}`,
+        `--initial-cluster=${cluster}`,
+        '--initial-cluster-token=spook-bench',
+        '--initial-cluster-state=new',
+        '--logger=zap',
+        '--log-level=warn',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const out = createWriteStream(join(dir, n, 'etcd.log'));
+    p.stdout!.pipe(out);
+    p.stderr!.pipe(out);
+    return p;
+  });
+  return { procs, urls, dir };
+}
+
+async function stopEtcd(c: EtcdCluster): Promise<void> {
+  await Promise.all(
+    c.procs.map(
+      (p) =>
+        new Promise<void>((resolve) => {
+          if (p.exitCode !== null || p.signalCode !== null) return resolve();
+          p.once('exit', () => resolve());
+          p.kill('SIGKILL');
+        }),
+    ),
+  );
+  rmSync(c.dir, { recursive: true, force: true });
+}
+
+async function etcdRow(o: LibraryBenchOptions, log: (l: string) => void): Promise<LibraryRow> {
+  const cluster = startEtcd(o.basePort);
+  const forget = onSignal(() => {
+    for (const p of cluster.procs) p.kill('SIGKILL');
+    rmSync(cluster.dir, { recursive: true, force: true });
+  });
+  const clients: Etcd3[] = [];
+  const client = (url: string): Etcd3 => {
+    const opts: IOptions = { hosts: url, dialTimeout: 5_000, defaultCallOptions: () => ({ deadline: Date.now() + 30_000 }) };
+    const c = new Etcd3(opts);
+    clients.push(c);
+    return c;
+  };
+  try {
+    const members = cluster.urls.map(client);
+    // Ready: every member answers and agrees on one leader.
+    const leaderUrl = await until(
+      'etcd: three members agreeing on a leader',
+      async () => {
+        for (const p of cluster.procs) if (p.exitCode !== null) throw new Error(`etcd exited with ${p.exitCode} (logs in ${cluster.dir})`);
+        const st = await Promise.all(members.map((m) => m.maintenance.status()));
+        const leader = st[0].leader;
+        if (leader === '0' || st.some((s) => s.leader !== leader)) return undefined;
+        return cluster.urls[st.findIndex((s) => s.header.member_id === leader)];
+      },
+      30_000,
+      100,
+    );
+    const followerUrl = cluster.urls.find((u) => u !== leaderUrl)!;
+    log(`etcd: writer on the leader (${leaderUrl}), watcher on a follower (${followerUrl})`);
+    const w = client(leaderUrl);
+    const tally = new Tally();
+    const watcher = await client(followerUrl).watch().prefix('key-').create();
+    watcher.on('data', (res) => tally.seen(res.events.filter((e) => e.type === 'Put').length));
+    try {
+      const load = await drive(o.sets, o.inflight, o.limitMs, async (i) => {
+        await w.put(`key-${i}`).value(value(i, o.valueBytes));
+        return true; // a put resolves only once committed
+      });
+      const r = row('etcd', 'etcd3 put', load, await tally.figures(o.sets, load, 30_000));
+      log(`etcd: ${r.setsPerSec} puts/s, ${r.watch!.entries} of ${o.sets} seen by the watcher`);
+      return r;
+    } finally {
+      await watcher.cancel().catch(() => undefined);
+    }
+  } finally {
+    forget();
+    for (const c of clients) c.close();
+    await stopEtcd(cluster);
+  }
+}
+
+// ---- the run ----
+
+export async function runLibraryBench(o: LibraryBenchOptions): Promise<LibraryBenchResult> {
+  const log = o.log ?? (() => undefined);
+  const version = etcdVersion(); // before anything starts: no etcd, no run
+  const load1 = Number(loadavg()[0].toFixed(2));
+  // The pair and etcd back to back (the machine's load drifts); the slow domain last.
+  const pair = await pairRow(o, log);
+  const etcd = await etcdRow(o, log);
+  const domain = o.domain ? await domainRow(o, log) : undefined;
+  const ratio = (a: number, b: number): number => (b > 0 ? Number((a / b).toFixed(2)) : 0);
+  return {
+    date: new Date().toISOString(),
+    sets: o.sets,
+    inflight: o.inflight,
+    valueBytes: o.valueBytes,
+    fsync: o.fsync,
+    etcdVersion: version,
+    loadAvg: load1,
+    rows: domain ? [pair, etcd, domain] : [pair, etcd],
+    ratios: {
+      setsPerSec: ratio(pair.setsPerSec, etcd.setsPerSec),
+      entriesPerSec: ratio(pair.watch!.entriesPerSec, etcd.watch!.entriesPerSec),
+      domainSetsPerSec: domain ? ratio(domain.setsPerSec, etcd.setsPerSec) : null,
+    },
+  };
+}
+
+/** The human table. */
+export function formatLibraryBench(r: LibraryBenchResult): string[] {
+  const n = (x: number): string => x.toLocaleString('en-US');
+  const lines = [
+    `${n(r.sets)} sets of ${r.valueBytes} B, ${r.inflight} in flight; Spook fsync ${r.fsync}, etcd ${r.etcdVersion} (fsyncs its WAL always); load average ${r.loadAvg} at the start`,
+    'system        via                    acked    sets/s   p50 ms   p99 ms   watch events/s  entries/s  seen   last seen ms  after last ack ms',
+  ];
+  for (const x of r.rows) {
+    const w = x.watch;
+    const cells = [
+      x.system.padEnd(13),
+      x.via.padEnd(20),
+      `${x.acked}/${x.sets}`.padStart(11),
+      n(x.setsPerSec).padStart(9),
+      x.p50Ms.toFixed(1).padStart(8),
+      x.p99Ms.toFixed(1).padStart(8),
+      (w ? n(w.eventsPerSec) : '-').padStart(16),
+      (w ? n(w.entriesPerSec) : '-').padStart(10),
+      (w ? String(w.entries) : '-').padStart(6),
+      (w ? n(w.lastSeenMs) : '-').padStart(14),
+      (w ? n(w.afterLastAckMs) : '-').padStart(18),
+    ];
+    lines.push(cells.join(' '));
+  }
+  const d = r.ratios.domainSetsPerSec === null ? '' : `, domain sets/s ${r.ratios.domainSetsPerSec}x`;
+  lines.push(`Spook pair / etcd: sets/s ${r.ratios.setsPerSec}x, watch entries/s ${r.ratios.entriesPerSec}x${d}`);
+  return lines;
+}
