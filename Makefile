@@ -4,7 +4,7 @@ NODE_STAMP := node_modules/.stamp
 BUILD_STAMP := dist/.stamp
 TS_SOURCES := $(shell find wire crypto core drivers client cli testing tools bench -name '*.ts' 2>/dev/null)
 
-.PHONY: all build deps test lint format demo demo-sim sim bench bench-link bench-domain bench-wrap bench-attack bench-compare clean typecheck soak install uninstall check-prereqs
+.PHONY: all build deps client-package test lint format demo demo-sim sim bench bench-link bench-domain bench-wrap bench-attack bench-compare clean typecheck soak install uninstall check-prereqs
 
 all: build
 
@@ -65,6 +65,13 @@ $(BUILD_STAMP): $(NODE_STAMP) $(TS_SOURCES) tsconfig.json
 	touch $@
 
 build: $(BUILD_STAMP) $(BPF_OBJ) bpf/spook_wrap.o
+
+# The light client (packages/client, @spook/client): client/ alone, compiled without the daemon;
+# `cd packages/client && npm pack` makes the installable tarball.
+CLIENT_PKG := packages/client
+client-package: $(NODE_STAMP)
+	rm -rf $(CLIENT_PKG)/dist
+	npx tsc -p tsconfig.client.json
 
 typecheck: $(NODE_STAMP)
 	npx tsc -p tsconfig.json --noEmit
