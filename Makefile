@@ -122,7 +122,7 @@ bench-compare: build
 	node dist/bench/plot.js docs/plots/compare.json docs/plots
 
 clean:
-	rm -rf dist $(BPF_OBJ)
+	rm -rf dist $(BPF_OBJ) $(CLIENT_PKG)/dist
 
 # The C twin of wire/constants.ts and wire/layouts.ts (a test fails when they drift; the
 # _Static_asserts it carries fail the BPF build when a struct's size or an offset differs).

@@ -391,7 +391,7 @@ export class HalfPair {
     if (this.state === PairState.REENTANGLING) this.counters.reentangleBytes += wireBytes;
     // Manifests first: they decide whether the rest is for registers both ends share (§6.3).
     for (const m of decoded.messages) if (m.type === MsgType.Manifest) this.onManifest(now, m);
-    if (this.state === PairState.DECOHERENT && !this.mismatch && !this.isFenced) {
+    if (this.state === PairState.DECOHERENT && !this.mismatch) {
       this.fire(now, LifecycleEvent.PeerHeard, 'valid frame from peer');
       this.backoff = 1; // the timers backed off against silence, not against this path
       for (const r of this.registers.values()) r.beginReentangle();
