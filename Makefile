@@ -5,7 +5,7 @@ BUILD_STAMP := dist/.stamp
 TS_SOURCES := $(shell find wire crypto core drivers client cli testing tools bench -name '*.ts' 2>/dev/null)
 
 .PHONY: docs
-.PHONY: all build deps test lint format demo demo-sim sim bench bench-link bench-domain bench-wrap bench-attack bench-compare bench-library etcd-deps clean typecheck soak install uninstall check-prereqs
+.PHONY: all build deps client-package test lint format demo demo-sim sim bench bench-link bench-domain bench-wrap bench-attack bench-compare bench-library etcd-deps clean typecheck soak install uninstall check-prereqs
 
 all: build
 
@@ -75,6 +75,13 @@ $(BUILD_STAMP): $(NODE_STAMP) $(TS_SOURCES) tsconfig.json
 
 build: $(BUILD_STAMP) $(BPF_OBJ) bpf/spook_wrap.o docs/ADMIN-API.md
 
+# The light client (packages/client, @spook/client): client/ alone, compiled without the daemon;
+# `cd packages/client && npm pack` makes the installable tarball.
+CLIENT_PKG := packages/client
+client-package: $(NODE_STAMP)
+	rm -rf $(CLIENT_PKG)/dist
+	npx tsc -p tsconfig.client.json
+
 typecheck: $(NODE_STAMP)
 	npx tsc -p tsconfig.json --noEmit
 
@@ -128,7 +135,7 @@ bench-compare: build
 	node dist/bench/plot.js docs/plots/compare.json docs/plots
 
 clean:
-	rm -rf dist $(BPF_OBJ)
+	rm -rf dist $(BPF_OBJ) $(CLIENT_PKG)/dist
 
 # The C twin of wire/constants.ts and wire/layouts.ts (a test fails when they drift; the
 # _Static_asserts it carries fail the BPF build when a struct's size or an offset differs).

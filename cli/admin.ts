@@ -116,7 +116,7 @@ export function adminCommands(): Command[] {
           `public key  ${s.publicKey}`,
           `listen      ${s.listen}`,
           `uptime      ${Math.round(s.uptimeMs / 1000)} s   pid ${s.pid}   xdp ${s.xdp}`,
-          `pairs       ${s.pairs.map((p) => `${p.peer}=${p.state}`).join(' ')}`,
+          `pairs       ${s.pairs.map((p) => `${p.peer}=${p.state}${p.registerMismatch ? ` (register-mismatch: ${p.registerMismatch})` : ''}`).join(' ')}`,
           `drops       ${JSON.stringify(s.drops)}`,
         ].join('\n'),
       );
@@ -142,9 +142,10 @@ export function adminCommands(): Command[] {
         const regs = p.registers;
         const head = Object.entries(p)
           .filter(([k]) => k !== 'registers')
+          .map(([k, v]) => (k === 'registerMismatch' && p.registerMismatch ? [k, p.registerMismatch.reason] : [k, v]))
           .map(
             ([k, v]) =>
-              `${k.padEnd(18)}${k === 'since' ? iso(v as number) : typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}`,
+              `${String(k).padEnd(18)}${k === 'since' ? iso(v as number) : typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}`,
           );
         return `${head.join('\n')}\n\n${table(regs, ['name', 'kind', 'policy', 'version', 'hash', 'size', 'pending', 'peerVersion'])}`;
       });

@@ -45,7 +45,9 @@ export class DaemonNotRunning extends SpookError {
   ) {
     super(
       'daemon-not-running',
-      `spookd is not running or not reachable at ${socketPath} (${cause}); start it with: spookd --config /etc/spook/spookd.conf`,
+      cause === 'EACCES'
+        ? `no permission to use spookd's admin socket ${socketPath} (EACCES): run as root, or as a member of the group set as adminGroup in spookd's configuration`
+        : `spookd is not running or not reachable at ${socketPath} (${cause}); start it with: spookd --config /etc/spook/spookd.conf`,
     );
     this.name = 'DaemonNotRunning';
   }

@@ -26,3 +26,4 @@ export {
 } from './feed.js';
 export { ADMIN_COMMANDS, ADMIN_ERROR_CODES, ADMIN_MAX_REQUEST } from './protocol.js';
 export type * from './protocol.js';
+export { json, type Codec } from './codec.js';

@@ -87,6 +87,13 @@ export const ADMIN_ERROR_CODES = [
   'compacted',
   /** Client side: a watch ended because its consumer fell behind (the `overflow` feed event) and the application chose not to resume. */
   'overflow',
+  // ---- register mismatch ----
+  /**
+   * A pair write: this host's registers differ from the peer's (missing at one end, another kind
+   * or quota), so nothing would commit; the message names each register that differs and how.
+   * Fix the configuration and restart spookd (docs/OPERATIONS.md).
+   */
+  'register-mismatch',
 ] as const;
 
 /** The longest request line spookd accepts (characters, newline excluded); the client refuses longer ones before sending. */
@@ -145,7 +152,8 @@ export interface StatusResult {
   pid: number;
   /** `off`, or `<mode> on <interface>`. */
   xdp: string;
-  pairs: { peer: string; state: PairStateName }[];
+  /** `registerMismatch`: how this host's registers differ from the peer's (the pair is then DECOHERENT). */
+  pairs: { peer: string; state: PairStateName; registerMismatch?: string }[];
   drops: Record<string, number>;
   warningsSuppressed: number;
 }
@@ -193,8 +201,20 @@ export interface PairSummary {
   overBudget: number;
   /** The pair's armed timers, earliest first. */
   timers: PairTimerSummary[];
+  /**
+   * How this host's registers differ from the peer's, or null (docs/OPERATIONS.md "Register mismatch"):
+   * the pair is then DECOHERENT with cause `register-mismatch` and writes fail with that code.
+   */
+  registerMismatch: { reason: string; registers: RegisterMismatchEntry[] } | null;
   registers: RegisterSummary[];
 }
+
+/** One register that differs between the two ends of a pair, from this host's point of view. */
+export type RegisterMismatchEntry =
+  | { register: string; how: 'missing-at-peer' }
+  | { register: string; how: 'missing-here' }
+  | { register: string; how: 'kind'; here: string; peer: string }
+  | { register: string; how: 'limit'; limit: string; here: number | null; peer: number | null };
 
 export interface XdpStatusResult {
   enabled: boolean;

@@ -10,6 +10,7 @@ import { MsgType, encodeMessage } from '../wire/messages.js';
 import { DeltaOp } from '../wire/delta.js';
 import { Rng } from '../testing/sim/rng.js';
 import { publicKeyOf, type KeyPair } from '../crypto/primitives.js';
+import { peerManifest } from './helpers.js';
 
 /**
  * A few tables wired by hand, delivering at once: h (peers g and x), g (peer h) and x, a bare
@@ -250,6 +251,8 @@ describe('ETCP peer table', () => {
       [fol, propose('config', 1)], // propose-to-follower
     ];
     let pn = 1;
+    // A register the peer names is a violation only once its manifest matched (§6.3).
+    seq.handlePayload(1, pn++, peerManifest([{ name: 'config', kind: 'map' }]));
     for (const [p, payload] of cases) p.handlePayload(1, pn++, payload);
     const seen = new Set([...Object.keys(seq.stats.drops), ...Object.keys(fol.stats.drops)]);
     for (const v of PAIR_VIOLATIONS) expect(seen).toContain(v);

@@ -4,6 +4,9 @@ import { PairState } from '../core/pair/lifecycle.js';
 import { SimWorld, type SimEndpoint } from '../testing/sim/world.js';
 import type { RegisterSpec } from '../core/pair/halfpair.js';
 import type { SpookEvent } from '../core/pair/events.js';
+import { OwnManifest, manifestEntry } from '../core/pair/manifest.js';
+import { QUOTA_DEFAULTS } from '../core/register/quota.js';
+import { MANIFEST_REPLY, encodeMessage } from '../wire/messages.js';
 
 export const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 export const set = (k: string, v: string): Delta => ({ op: DeltaOp.Set, key: enc(k), value: enc(v) });
@@ -72,4 +75,10 @@ export function proposeNow(h: Harness, ep: SimEndpoint, register: string, d: Del
   const id = ep.pair.propose(h.world.now, register, d);
   h.world.drain(ep);
   return id;
+}
+
+/** The Manifest (encoded) a peer declaring `registers` sends (§6.3): fed to a bare HalfPair so it may form and count violations. */
+export function peerManifest(registers: RegisterSpec[]): Uint8Array {
+  const entries = registers.map((r) => manifestEntry({ name: r.name, kind: r.kind, quota: { ...QUOTA_DEFAULTS, ...r.quota } }));
+  return encodeMessage(new OwnManifest(entries).messages(MANIFEST_REPLY)[0]);
 }

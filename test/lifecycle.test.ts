@@ -14,7 +14,8 @@ const EVENTS = Object.values(LifecycleEvent) as LifecycleEvent[];
  *   ENTANGLED/COLLAPSING/REENTANGLING -peer-silent|hash-mismatch|unfillable-gap-> DECOHERENT,
  *   DECOHERENT -peer-heard-> REENTANGLING, REENTANGLING -aligned-> ENTANGLED,
  *   every state except CLOSED -close-> CLOSED,
- *   every state except CLOSED -internal-error-> DECOHERENT (the driver fenced the pair).
+ *   every state except CLOSED -internal-error-> DECOHERENT (the driver fenced the pair),
+ *   every state except CLOSED -register-mismatch-> DECOHERENT (the peer's manifest differs, §6.3).
  */
 const EXPECTED: Array<[PairState, LifecycleEvent, PairState]> = [
   [S.FORMING, E.FormedAligned, S.ENTANGLED],
@@ -28,7 +29,7 @@ for (const from of [S.ENTANGLED, S.COLLAPSING, S.REENTANGLING]) {
   for (const ev of [E.PeerSilent, E.HashMismatch, E.UnfillableGap]) EXPECTED.push([from, ev, S.DECOHERENT]);
 }
 for (const from of [S.FORMING, S.ENTANGLED, S.COLLAPSING, S.DECOHERENT, S.REENTANGLING]) {
-  EXPECTED.push([from, E.Close, S.CLOSED], [from, E.InternalError, S.DECOHERENT]);
+  EXPECTED.push([from, E.Close, S.CLOSED], [from, E.InternalError, S.DECOHERENT], [from, E.RegisterMismatch, S.DECOHERENT]);
 }
 
 function expected(from: PairState, ev: LifecycleEvent): PairState | undefined {
@@ -52,9 +53,9 @@ function lifecycleIn(state: PairState): Lifecycle {
   return lc;
 }
 
-// The enums are what the table above assumes (6 states, 10 events).
+// The enums are what the table above assumes (6 states, 12 events).
 describe('vocabulary', () => {
-  it('has the six states and eleven events of the design', () => {
+  it('has the six states and twelve events of the design', () => {
     expect([...STATES].sort()).toEqual(['CLOSED', 'COLLAPSING', 'DECOHERENT', 'ENTANGLED', 'FORMING', 'REENTANGLING']);
     expect([...EVENTS].sort()).toEqual(
       [
@@ -68,10 +69,11 @@ describe('vocabulary', () => {
         'internal-error',
         'peer-heard',
         'peer-silent',
+        'register-mismatch',
         'unfillable-gap',
       ].sort(),
     );
-    expect(EXPECTED).toHaveLength(25);
+    expect(EXPECTED).toHaveLength(30);
   });
 });
 

@@ -7,7 +7,7 @@ import { encodeFrame } from '../wire/header.js';
 import { MsgType, encodeMessage, type Message } from '../wire/messages.js';
 import { SimWorld } from '../testing/sim/world.js';
 import { PairState } from '../core/pair/lifecycle.js';
-import { cas, enc, harness, proposeNow, set, del } from './helpers.js';
+import { cas, enc, harness, peerManifest, proposeNow, set, del } from './helpers.js';
 
 type Outcome = { ep: string; origin: number; seq: number; verdict: string; reason?: string };
 const outcomes = (h: ReturnType<typeof harness>): Outcome[] =>
@@ -64,14 +64,11 @@ describe('register quotas (part of collapse)', () => {
   it("a sequencer over the follower's quota cannot make the follower hold more (quota-violation, nothing kept)", () => {
     const world = new SimWorld(3, { loss: 0, dup: 0, reorder: 0, minDelayMs: 1, maxDelayMs: 3 });
     const opts = { pairId: 4, seed: 99 };
-    const a = new HalfPair(
-      { ...opts, localId: 1, peerId: 2, registers: [{ name: 'kv', kind: 'map', quota: { maxKeys: 1000, maxBytes: 1 << 20 } }] },
-      0,
-    );
-    const b = new HalfPair(
-      { ...opts, localId: 2, peerId: 1, registers: [{ name: 'kv', kind: 'map', quota: { maxKeys: 20, maxBytes: 1 << 20 } }] },
-      0,
-    );
+    const regs = [{ name: 'kv', kind: 'map' as const, quota: { maxKeys: 20, maxBytes: 1 << 20 } }];
+    const a = new HalfPair({ ...opts, localId: 1, peerId: 2, registers: regs }, 0);
+    const b = new HalfPair({ ...opts, localId: 2, peerId: 1, registers: regs }, 0);
+    // The sequencer lies: its manifest says 20 keys (so the pair forms, §6.3), it enforces 1000.
+    a.register('kv').cfg.quota = { maxKeys: 1000, maxBytes: 1 << 20 };
     world.adopt(['A', 'B'], [a, b]);
     world.run(2000, () => a.state === PairState.ENTANGLED && b.state === PairState.ENTANGLED);
     for (let i = 0; i < 200; i++) world.at(world.now + 1 + i, () => void a.propose(world.now, 'kv', set(`k${i}`, 'v')));
@@ -116,6 +113,7 @@ describe('reconciliation responses are held within bounds', () => {
   // never completes, so that the follower holds them all.
   it('incomplete ReconEntries sets beyond 1 MiB are dropped and counted', () => {
     const fol = new HalfPair({ pairId: 1, localId: 2, peerId: 1, seed: 5, registers: [{ name: 'kv', kind: 'map' }] }, 0);
+    fol.handlePayload(1, 1_000_000, peerManifest([{ name: 'kv', kind: 'map' }])); // the peer's registers match: the pair may form
     // The sequencer's log starts past us: the follower reconciles and asks for the root.
     fol.handleDatagram(
       1,

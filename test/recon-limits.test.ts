@@ -6,7 +6,7 @@ import { FrameType } from '../wire/constants.js';
 import { encodeFrame } from '../wire/header.js';
 import { MsgType, REQ_WANT_META, decodeMessages, encodeMessage, type Message } from '../wire/messages.js';
 import { decodeFrame } from '../wire/header.js';
-import { enc, set } from './helpers.js';
+import { enc, peerManifest, set } from './helpers.js';
 
 /** A sequencer preloaded with `n` keys; its log keeps one record, so an old pin is rarely reusable. */
 function sequencer(n: number): HalfPair {
@@ -106,6 +106,7 @@ describe('reconciliation sessions per follower are rate-limited', () => {
   // log base past it), each session ending in a snapshot of the whole register on disk.
   it('a follower starts 2 sessions at once, then one per second; a held-back one sends nothing before its time', () => {
     const fol = new HalfPair({ pairId: 1, localId: 2, peerId: 1, seed: 5, registers: [{ name: 'kv', kind: 'map' }] }, 0);
+    fol.handlePayload(1, 1_000_000, peerManifest([{ name: 'kv', kind: 'map' }])); // the peer's registers match: the pair may form
     const r = fol.register('kv');
     const starts: (number | undefined)[] = [];
     for (let i = 1; i <= 4; i++) {

@@ -17,7 +17,19 @@ import { WireError } from '../wire/errors.js';
 import { Reader, Writer, varintLen } from '../wire/buffer.js';
 import { decodeFrame, encodeFrame } from '../wire/header.js';
 import { DeltaOp, RejectReason, decodeDelta, encodeDelta, encodedDeltaLen, validateDelta, type Delta } from '../wire/delta.js';
-import { CloseReason, MsgType, REQ_WANT_META, decodeMessages, encodeMessage, type Message } from '../wire/messages.js';
+import {
+  CloseReason,
+  MANIFEST_MATCHED,
+  MANIFEST_REPLY,
+  MAX_MANIFEST_LIMITS,
+  MAX_MANIFEST_PARTS,
+  MsgType,
+  REQ_WANT_META,
+  decodeMessages,
+  encodeMessage,
+  type ManifestMsg,
+  type Message,
+} from '../wire/messages.js';
 
 // ---------------------------------------------------------------- helpers
 
@@ -596,6 +608,25 @@ const examples: Message[] = [
   { type: MsgType.StreamReq, register: 'log', targetVersion: 3, flags: 0, offset: 2 ** 45 },
   { type: MsgType.StreamData, register: 'log', targetVersion: 3, offset: 1000, data: fill(600, 0x11) },
   { type: MsgType.Close, reason: CloseReason.GoingAway },
+  {
+    type: MsgType.Manifest,
+    flags: MANIFEST_MATCHED | MANIFEST_REPLY,
+    digest: 0xfeedf00d,
+    part: 1,
+    parts: 2,
+    entries: [
+      {
+        name: 'config',
+        kind: 1,
+        limits: [
+          { id: 1, value: 1_000_000 },
+          { id: 2, value: 2 ** 28 },
+        ],
+      },
+      { name: 'log', kind: 2, limits: [{ id: 2, value: 2 ** 40 }] },
+      { name: 'future', kind: 9, limits: [] },
+    ],
+  },
 ];
 
 /** A message as type | varint length | body, from raw body bytes. */
@@ -984,5 +1015,36 @@ describe('counts a peer could use to make us allocate', () => {
     expectWire(() => decodeMessages(entries(2 ** 40)), DropReason.MalformedPayload, 'reconEntries.part');
     const chunk = encodeMessage({ type: MsgType.SnapChunk, register: 'm', targetVersion: 1, chunk: 0, chunks: 2 ** 40, entries: [] });
     expectWire(() => decodeMessages(chunk), DropReason.MalformedPayload, 'snapChunk.chunk');
+  });
+});
+
+// Manifest (§3.6.15): every count a peer controls is bounded, reserved bits and disordered limit ids are malformed.
+describe('Manifest bounds', () => {
+  const base: ManifestMsg = {
+    type: MsgType.Manifest,
+    flags: 0,
+    digest: 1,
+    part: 0,
+    parts: 1,
+    entries: [{ name: 'kv', kind: 1, limits: [] }],
+  };
+  it('reserved flag bits, part not below parts, parts over the limit, zero parts', () => {
+    expectWire(() => decodeMessages(encodeMessage({ ...base, flags: 4 })), DropReason.MalformedPayload, 'manifest.flags');
+    expectWire(() => decodeMessages(encodeMessage({ ...base, part: 1 })), DropReason.MalformedPayload, 'manifest.part');
+    expectWire(() => decodeMessages(encodeMessage({ ...base, parts: 0 })), DropReason.MalformedPayload, 'manifest.part');
+    const over = { ...base, part: 0, parts: MAX_MANIFEST_PARTS + 1 };
+    expectWire(() => decodeMessages(encodeMessage(over)), DropReason.MalformedPayload, 'manifest.part');
+  });
+  it('limit ids zero, repeated or descending; more limits than allowed', () => {
+    for (const ids of [[0], [2, 2], [3, 1]]) {
+      const m = { ...base, entries: [{ name: 'kv', kind: 1, limits: ids.map((id) => ({ id, value: 5 })) }] };
+      expectWire(() => decodeMessages(encodeMessage(m)), DropReason.MalformedPayload, `manifest[0].limits[${ids.length - 1}].id`);
+    }
+    const many = Array.from({ length: MAX_MANIFEST_LIMITS + 1 }, (_, i) => ({ id: i + 1, value: 1 }));
+    expectWire(
+      () => decodeMessages(encodeMessage({ ...base, entries: [{ name: 'kv', kind: 1, limits: many }] })),
+      DropReason.MalformedPayload,
+      'manifest[0].limits',
+    );
   });
 });

@@ -21,6 +21,8 @@ export enum MsgType {
   StreamReq = 11,
   StreamData = 12,
   Close = 13,
+  /** 15: the sender's register manifest (rev 1.9, §3.6.15); 14 is reserved for Fragment. */
+  Manifest = 15,
 }
 
 /** Request flag: the responder also sends ReconMeta. */
@@ -192,6 +194,36 @@ export enum CloseReason {
   GoingAway = 1,
 }
 
+/** Manifest flags (§3.6.15): the sender holds the receiver's whole manifest and it equals its own. */
+export const MANIFEST_MATCHED = 0x01;
+/** Manifest flag: this sending answers one of the receiver's (which must not be answered again). */
+export const MANIFEST_REPLY = 0x02;
+/** Parts of one manifest (each fits one payload), registers per manifest, limits per register. */
+export const MAX_MANIFEST_PARTS = 256;
+export const MAX_MANIFEST_REGISTERS = 1024;
+export const MAX_MANIFEST_LIMITS = 16;
+/** A limit's id (§3.6.15 table) and value; ids ascend within an entry. */
+export interface ManifestLimit {
+  id: number;
+  value: number;
+}
+/** One register as its host declares it: what must be equal at both ends for the register to be shared. */
+export interface ManifestEntry {
+  name: string;
+  /** PairSnapshotKind numbering: 1 map, 2 stream; any other value is a kind this revision does not know. */
+  kind: number;
+  limits: ManifestLimit[];
+}
+export interface ManifestMsg {
+  type: MsgType.Manifest;
+  flags: number;
+  /** Murmur3 (seed 0) of the concatenated entry encodings of every part, in order: which manifest this part belongs to. */
+  digest: number;
+  part: number;
+  parts: number;
+  entries: ManifestEntry[];
+}
+
 export type Message =
   | StatusMsg
   | AckMsg
@@ -205,7 +237,8 @@ export type Message =
   | SnapChunkMsg
   | StreamReqMsg
   | StreamDataMsg
-  | CloseMsg;
+  | CloseMsg
+  | ManifestMsg;
 
 const utf8 = new TextEncoder();
 // ignoreBOM: a leading U+FEFF is part of the name, so every decoder maps bytes to names the same way.
@@ -332,7 +365,32 @@ function writeBody(w: Writer, m: Message): void {
     case MsgType.Close:
       w.u8(m.reason);
       return;
+    case MsgType.Manifest:
+      w.u8(m.flags).u32(m.digest).varint(m.part).varint(m.parts).varint(m.entries.length);
+      for (const e of m.entries) writeManifestEntry(w, e);
+      return;
   }
+}
+
+/** One manifest entry: `name | kind u8 | count varint | (id varint, value varint)*`; also what the digest covers. */
+export function writeManifestEntry(w: Writer, e: ManifestEntry): void {
+  writeName(w, e.name);
+  w.u8(e.kind).varint(e.limits.length);
+  for (const l of e.limits) w.varint(l.id).varint(l.value);
+}
+
+function readManifestEntry(r: Reader, i: number): ManifestEntry {
+  const name = readName(r);
+  const kind = r.u8(`manifest[${i}].kind`);
+  const n = readCount(r, `manifest[${i}].limits`, MAX_MANIFEST_LIMITS);
+  const limits: ManifestLimit[] = [];
+  for (let j = 0; j < n; j++) {
+    const id = r.varint(`manifest[${i}].limits[${j}].id`);
+    if (id === 0 || (j > 0 && id <= limits[j - 1].id))
+      throw new WireError(DropReason.MalformedPayload, `manifest[${i}].limits[${j}].id`, `id ${id} is zero or not ascending`);
+    limits.push({ id, value: r.varint(`manifest[${i}].limits[${j}].value`) });
+  }
+  return { name, kind, limits };
 }
 
 /** The Collapse body alone: this is also the record the delta log keeps. */
@@ -502,6 +560,20 @@ function readBody(r: Reader, type: number): Message | undefined {
       if (reason > CloseReason.GoingAway)
         throw new WireError(DropReason.MalformedPayload, 'close.reason', `unknown close reason ${reason}`);
       return { type, reason };
+    }
+    case MsgType.Manifest: {
+      const flags = r.u8('manifest.flags');
+      if (flags & ~(MANIFEST_MATCHED | MANIFEST_REPLY))
+        throw new WireError(DropReason.MalformedPayload, 'manifest.flags', `reserved flag bits set: 0x${flags.toString(16)}`);
+      const digest = r.u32('manifest.digest');
+      const part = r.varint('manifest.part');
+      const parts = r.varint('manifest.parts');
+      if (parts === 0 || part >= parts || parts > MAX_MANIFEST_PARTS)
+        throw new WireError(DropReason.MalformedPayload, 'manifest.part', `part ${part} of ${parts} (at most ${MAX_MANIFEST_PARTS})`);
+      const n = readCount(r, 'manifest.count', MAX_MANIFEST_REGISTERS);
+      const entries: ManifestEntry[] = [];
+      for (let i = 0; i < n; i++) entries.push(readManifestEntry(r, i));
+      return { type, flags, digest, part, parts, entries };
     }
     default:
       return undefined;

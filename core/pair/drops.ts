@@ -32,6 +32,11 @@ export const PAIR_DROPS = [
   'quota-violation',
   /** Reconciliation: a new pin asked for too soon or too often. */
   'recon-rate-limited',
+  /**
+   * A register message while the manifests are not known to match (§6.3): for a register this
+   * end does not declare before the peer's manifest matched, or for any register while they differ.
+   */
+  'register-mismatch',
 ] as const;
 
 /** Everything a pair counts in `stats.drops` (with the wire checks' names for payloads that fail to decode). */

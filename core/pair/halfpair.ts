@@ -13,13 +13,24 @@
 import { DROP_REASON_NAMES, FrameType, MAX_PAYLOAD_LEN, MAX_REGISTER_NAME_LEN } from '../../wire/constants.js';
 import { WireError } from '../../wire/errors.js';
 import { decodeFrame, encodeFrame } from '../../wire/header.js';
-import { CloseReason, MsgType, decodeMessages, encodeMessage, type AckMsg, type Message } from '../../wire/messages.js';
+import {
+  CloseReason,
+  MANIFEST_MATCHED,
+  MANIFEST_REPLY,
+  MsgType,
+  decodeMessages,
+  encodeMessage,
+  type AckMsg,
+  type ManifestMsg,
+  type Message,
+} from '../../wire/messages.js';
 import type { Delta } from '../../wire/delta.js';
 import type { SpookEvent } from './events.js';
 import { Lifecycle, LifecycleEvent, PairState } from './lifecycle.js';
 import { PayloadBuilder } from './payload.js';
 import type { PairDrop, PairDropCounts } from './drops.js';
 import { Deque } from '../util/deque.js';
+import { ManifestAssembly, OwnManifest, describeDiff, describeDiffs, diffManifests, manifestEntry, type ManifestDiff } from './manifest.js';
 import { ProposeError, Replica } from './replica.js';
 import type { RegisterTimer } from './shared.js';
 import {
@@ -154,6 +165,20 @@ export class HalfPair {
   private closeQueued: CloseReason | undefined;
   private rr = 0;
 
+  // Register manifests (§6.3): this end's, the peer's being reassembled, and what is known.
+  private readonly manifest: OwnManifest;
+  private readonly peerParts = new ManifestAssembly();
+  /** The peer's last complete manifest: not received yet, equal to ours, or different. */
+  private peerManifest: 'none' | 'match' | 'mismatch' = 'none';
+  /** The peer said (MATCHED) it holds ours and found it equal: no need to send it again. */
+  private peerHasOurs = false;
+  /** Ours is to be sent (its flags then say whether it answers the peer's). */
+  private manifestDue: { reply: boolean } | undefined = { reply: false };
+  /** Parts of ours not yet packed into a datagram. */
+  private manifestOut: ManifestMsg[] = [];
+  /** How the registers differ while they do (the pair is then DECOHERENT): undefined otherwise. */
+  private mismatch: ManifestDiff[] | undefined;
+
   // Liveness and acknowledgement.
   private lastHeard: number;
   private lastKeepalive = -Infinity;
@@ -205,6 +230,7 @@ export class HalfPair {
       };
       this.regs.set(spec.name, new Replica(cfg, ctx));
     }
+    this.manifest = new OwnManifest([...this.regs.values()].map((r) => manifestEntry(r.cfg)));
   }
 
   private context(): PairContext {
@@ -271,6 +297,20 @@ export class HalfPair {
     return this.srtt;
   }
 
+  /**
+   * How this end's registers differ from the peer's (§6.3), while they do: the pair is then
+   * DECOHERENT with cause `register-mismatch` and refuses writes. Undefined when they match or
+   * the peer's manifest is not known yet (`peerManifestState`).
+   */
+  get registerMismatch(): readonly ManifestDiff[] | undefined {
+    return this.mismatch;
+  }
+
+  /** Whether the peer's register manifest is known, and equal to this end's. */
+  get peerManifestState(): 'none' | 'match' | 'mismatch' {
+    return this.peerManifest;
+  }
+
   register(name: string): Replica {
     const r = this.registers.get(name);
     if (!r) throw new RangeError(`no register named ${name} on pair ${this.opts.pairId}`);
@@ -284,6 +324,16 @@ export class HalfPair {
     // A fenced pair persists nothing and its sequencer collapses nothing: a candidate taken now
     // would never be decided and a restart would lose it.
     if (this.isFenced) throw new ProposeError('fenced', `register ${register}: pair is fenced (restart spookd to resume it)`);
+    // Nothing would commit until the configurations agree: refuse rather than leave it pending.
+    if (this.mismatch) {
+      const own = this.mismatch.find((d) => d.register === register);
+      throw new ProposeError(
+        'register-mismatch',
+        own
+          ? `${describeDiff(own)}; fix the configuration and restart spookd`
+          : `register ${register}: the pair's registers differ from the peer's (${describeDiffs(this.mismatch)}); fix the configuration and restart spookd`,
+      );
+    }
     const id = this.register(register).propose(now, delta);
     this.evaluate(now);
     this.endStep(now);
@@ -339,7 +389,9 @@ export class HalfPair {
     if (decoded.unknown > 0) this.drop(now, 'unknown-message', `${decoded.unknown} message(s) of unknown type skipped`, decoded.unknown);
     this.lastHeard = now;
     if (this.state === PairState.REENTANGLING) this.counters.reentangleBytes += wireBytes;
-    if (this.state === PairState.DECOHERENT) {
+    // Manifests first: they decide whether the rest is for registers both ends share (§6.3).
+    for (const m of decoded.messages) if (m.type === MsgType.Manifest) this.onManifest(now, m);
+    if (this.state === PairState.DECOHERENT && !this.mismatch) {
       this.fire(now, LifecycleEvent.PeerHeard, 'valid frame from peer');
       this.backoff = 1; // the timers backed off against silence, not against this path
       for (const r of this.registers.values()) r.beginReentangle();
@@ -347,7 +399,7 @@ export class HalfPair {
     let ackEliciting = false;
     decoded.messages.forEach((m, i) => {
       if (m.type !== MsgType.Ack) ackEliciting = true;
-      this.dispatch(now, m, decoded.raws[i]);
+      if (m.type !== MsgType.Manifest) this.dispatch(now, m, decoded.raws[i]);
     });
     if (pn > this.largestReceived) {
       this.largestReceived = pn;
@@ -363,6 +415,9 @@ export class HalfPair {
    * forget the old packet space so acknowledgements and RTT samples do not mix them.
    */
   resetPacketSpace(): void {
+    // The peer may have restarted (with another configuration): it learns our manifest again.
+    this.peerHasOurs = false;
+    this.manifestDue ??= { reply: false };
     this.largestReceived = -1;
     this.largestAcked = -1;
     this.ackDueAt = undefined;
@@ -379,12 +434,54 @@ export class HalfPair {
       // A second Close (the same payload may carry two) finds the pair CLOSED already: nothing to do.
       return;
     }
+    if (m.type === MsgType.Manifest) return; // handled before the rest of its payload (stepPayload)
+    if (this.mismatch) {
+      // The registers differ: nothing of theirs is exchanged until the configurations agree.
+      this.drop(now, 'register-mismatch', `message ${MsgType[m.type]} for register ${JSON.stringify(m.register)} while registers differ`);
+      return;
+    }
     const r = this.registers.get(m.register);
     if (!r) {
-      this.drop(now, 'unknown-register', `message ${MsgType[m.type]} for register ${JSON.stringify(m.register)}`);
+      // Only a peer whose manifest matched ours has broken the protocol by naming a register we lack.
+      if (this.peerManifest === 'match')
+        this.drop(now, 'unknown-register', `message ${MsgType[m.type]} for register ${JSON.stringify(m.register)}`);
+      else
+        this.drop(
+          now,
+          'register-mismatch',
+          `message ${MsgType[m.type]} for register ${JSON.stringify(m.register)} before the manifests matched`,
+        );
       return;
     }
     r.handle(now, m, raw);
+  }
+
+  /**
+   * A part of the peer's manifest (§6.3). Once whole it is compared with ours: equal, the pair
+   * may form (or leave a mismatch); different, it decoheres with cause `register-mismatch`. A
+   * sending that is not itself a reply is answered with ours, so each end learns the other's
+   * verdict; ours is resent every keepalive until the peer says it holds it and found it equal.
+   */
+  private onManifest(now: number, m: ManifestMsg): void {
+    const got = this.peerParts.accept(m);
+    if (got.kind === 'pending') return;
+    if (got.kind === 'invalid') {
+      this.drop(now, 'malformed-payload', `manifest: ${got.detail}`);
+      return;
+    }
+    const diffs = diffManifests(this.manifest.entries, got.entries);
+    this.peerHasOurs = diffs.length === 0 && (got.flags & MANIFEST_MATCHED) !== 0;
+    if ((got.flags & MANIFEST_REPLY) === 0) this.manifestDue = { reply: true };
+    if (diffs.length === 0) {
+      this.peerManifest = 'match';
+      this.mismatch = undefined; // a DECOHERENT pair is heard again (stepPayload)
+      return;
+    }
+    this.peerManifest = 'mismatch';
+    const reason = describeDiffs(diffs);
+    const changed = this.mismatch === undefined || describeDiffs(this.mismatch) !== reason;
+    this.mismatch = diffs;
+    if (changed && this.lifecycle.can(LifecycleEvent.RegisterMismatch)) this.fire(now, LifecycleEvent.RegisterMismatch, reason);
   }
 
   private onAck(now: number, m: AckMsg): void {
@@ -441,6 +538,7 @@ export class HalfPair {
         if (now >= this.lastKeepalive + this.timing.keepaliveMs) {
           this.lastKeepalive = now;
           for (const r of this.registers.values()) r.markStatusDirty();
+          if (!this.peerHasOurs) this.manifestDue ??= { reply: false };
         }
         return;
       case 'ack':
@@ -570,6 +668,12 @@ export class HalfPair {
       );
     }
     const ackOnly = b.room;
+    if (this.manifestDue) {
+      const flags = (this.peerManifest === 'match' ? MANIFEST_MATCHED : 0) | (this.manifestDue.reply ? MANIFEST_REPLY : 0);
+      this.manifestOut = this.manifest.messages(flags); // a newer sending replaces parts not sent yet
+      this.manifestDue = undefined;
+    }
+    while (this.manifestOut.length > 0 && b.add(encodeMessage(this.manifestOut[0]))) this.manifestOut.shift();
     while (this.outbox.length > 0) {
       const raw = encodeMessage(this.outbox[0]);
       if (!b.add(raw)) {
@@ -583,7 +687,8 @@ export class HalfPair {
       }
       this.outbox.shift();
     }
-    const regs = [...this.registers.values()];
+    // While the registers differ, only the manifest goes out (§6.3).
+    const regs = this.mismatch ? [] : [...this.registers.values()];
     for (let i = 0; i < regs.length; i++) regs[(this.rr + i) % regs.length].fill(now, b);
     this.rr = (this.rr + 1) % Math.max(1, regs.length);
     if (b.empty) return undefined;
@@ -669,6 +774,8 @@ export class HalfPair {
     const regs = [...this.registers.values()];
     switch (this.state) {
       case PairState.FORMING: {
+        // Forming needs the peer's manifest, equal to ours (§6.3), and every register's Status.
+        if (this.peerManifest !== 'match') return;
         if (!regs.every((r) => r.peerHash !== undefined)) return;
         const same = regs.every(
           (r) => r.peerVersion === r.version && r.peerHash!.hi === r.hash.hi && r.peerHash!.lo === r.hash.lo && !r.reconciling,

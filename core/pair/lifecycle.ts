@@ -35,11 +35,16 @@ export enum LifecycleEvent {
    * decoherent and no longer driven (no frame in or out) until the process restarts from disk.
    */
   InternalError = 'internal-error',
+  /**
+   * The peer's register manifest differs from this end's (§6.3): the pair is DECOHERENT and stays
+   * so (no peer-heard) until a manifest equal to this end's arrives (the configuration was fixed).
+   */
+  RegisterMismatch = 'register-mismatch',
 }
 
 const S = PairState;
 const E = LifecycleEvent;
-const DECOHERE = [E.PeerSilent, E.HashMismatch, E.UnfillableGap] as const;
+const DECOHERE = [E.PeerSilent, E.HashMismatch, E.UnfillableGap, E.RegisterMismatch] as const;
 
 /** The whole table. Anything absent is illegal. */
 export const TRANSITIONS: ReadonlyMap<PairState, ReadonlyMap<LifecycleEvent, PairState>> = new Map([
@@ -48,6 +53,7 @@ export const TRANSITIONS: ReadonlyMap<PairState, ReadonlyMap<LifecycleEvent, Pai
     new Map([
       [E.FormedAligned, S.ENTANGLED],
       [E.FormedMisaligned, S.REENTANGLING],
+      [E.RegisterMismatch, S.DECOHERENT],
       [E.Close, S.CLOSED],
     ]),
   ],
@@ -71,6 +77,8 @@ export const TRANSITIONS: ReadonlyMap<PairState, ReadonlyMap<LifecycleEvent, Pai
     S.DECOHERENT,
     new Map([
       [E.PeerHeard, S.REENTANGLING],
+      // A mismatch found (or changed) while decoherent for another cause: recorded as the cause.
+      [E.RegisterMismatch, S.DECOHERENT],
       [E.Close, S.CLOSED],
     ]),
   ],

@@ -30,7 +30,7 @@ const NO_REJECTIONS: ReadonlyMap<number, RejectReason> = new Map();
 /** A clear, typed refusal of a local write. */
 export class ProposeError extends Error {
   constructor(
-    readonly code: 'buffer-full' | 'frozen' | 'invalid' | 'closed' | 'fenced',
+    readonly code: 'buffer-full' | 'frozen' | 'invalid' | 'closed' | 'fenced' | 'register-mismatch',
     message: string,
   ) {
     super(message);

@@ -3,6 +3,7 @@ import type { AdminErrorCode, MapGetResult, Outcome, PairSummary, StreamGetResul
 import { DeltaOp, REJECT_REASON_NAMES, type Delta } from '../../wire/delta.js';
 import { hashHex } from '../../core/register/hash.js';
 import { ProposeError } from '../../core/pair/replica.js';
+import { describeDiff, describeDiffs } from '../../core/pair/manifest.js';
 import type { SpookEvent } from '../../core/pair/events.js';
 import { MapState } from '../../core/register/map.js';
 import { type StreamState } from '../../core/register/stream.js';
@@ -44,6 +45,7 @@ export function pairSummary(link: PeerLink): PairSummary {
       .deadlines()
       .sort((x, y) => x.at - y.at)
       .map((d) => ({ ...d, at: Number.isFinite(d.at) ? epochMs(d.at) : null, inMs: Number.isFinite(d.at) ? inMs(d.at) : 0 })),
+    registerMismatch: registerMismatch(link),
     registers: [...p.registers.values()].map((r) => ({
       name: r.name,
       kind: r.cfg.kind,
@@ -59,6 +61,22 @@ export function pairSummary(link: PeerLink): PairSummary {
   };
 }
 
+/** How the pair's registers differ from its peer's (§6.3), in words naming the peer, or null. */
+export function registerMismatch(link: PeerLink): PairSummary['registerMismatch'] {
+  const diffs = link.pair.registerMismatch;
+  return diffs ? { reason: describeDiffs(diffs, link.name), registers: diffs.map((d) => ({ ...d })) } : null;
+}
+
+/** A write refused because the registers differ: the register written, and what differs, with the peer's name. */
+function mismatchMessage(link: PeerLink, register: string): string {
+  const diffs = link.pair.registerMismatch ?? [];
+  const own = diffs.find((d) => d.register === register);
+  const what = own
+    ? describeDiff(own, link.name)
+    : `register ${register} is declared at both ends, but the pair's registers differ: ${describeDiffs(diffs, link.name)}`;
+  return `register-mismatch: ${what}; pair ${link.name} is decoherent until the configurations agree (fix them and restart spookd)`;
+}
+
 /** The codes of the core's refusals of a write. */
 const PROPOSE_CODES: Record<ProposeError['code'], AdminErrorCode> = {
   'buffer-full': 'buffer-full',
@@ -66,6 +84,7 @@ const PROPOSE_CODES: Record<ProposeError['code'], AdminErrorCode> = {
   invalid: 'invalid-delta',
   closed: 'pair-closed',
   fenced: 'pair-fenced',
+  'register-mismatch': 'register-mismatch',
 };
 
 /**
@@ -105,6 +124,8 @@ function propose<C extends Write>(d: Spookd, cmd: C, args: Untrusted<AdminArgs<C
     id = link.pair.propose(d.now(), register, delta);
   } catch (e) {
     // The message keeps its "code: " prefix: it is what `spook set` has always printed.
+    if (e instanceof ProposeError && e.code === 'register-mismatch')
+      throw new AdminFault('register-mismatch', mismatchMessage(link, register), 'register');
     if (e instanceof ProposeError) throw new AdminFault(PROPOSE_CODES[e.code], `${e.code}: ${e.message}`);
     throw e;
   }
@@ -153,7 +174,11 @@ export function pairHandlers(d: Spookd): Handlers<'status' | 'pairs' | 'pair' | 
         uptimeMs: Math.round(d.uptimeMs),
         pid: process.pid,
         xdp: xdp.enabled ? `${xdp.mode} on ${xdp.interface}` : 'off',
-        pairs: [...d.links.values()].map((l) => ({ peer: l.name, state: l.pair.state })),
+        pairs: [...d.links.values()].map((l) => ({
+          peer: l.name,
+          state: l.pair.state,
+          ...(l.pair.registerMismatch ? { registerMismatch: describeDiffs(l.pair.registerMismatch, l.name) } : {}),
+        })),
         drops: d.drops,
         warningsSuppressed: d.warns.suppressed,
       };

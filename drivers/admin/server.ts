@@ -1,13 +1,12 @@
 /**
- * The admin API: JSON lines on a Unix socket (mode 0600; never on the network). The commands,
+ * The admin API: JSON lines on a Unix socket (mode 0600, or 0660 for `adminGroup`: access.ts; never on the network). The commands,
  * their arguments, results and error codes are client/protocol.ts; this file is the framing and
  * the dispatch. Request `{"id":1,"cmd":"pairs","args":{}}` → response `{"id":1,"ok":true,"result":…}`
  * or `{"id":1,"ok":false,"error":{"code":…,"message":…,"field"?:…}}`. `watch` and `events` stream
  * `{"id":1,"peer":…,"event":…}` lines until the client disconnects.
  */
 import { createServer, type Server, type Socket } from 'node:net';
-import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { existsSync, unlinkSync } from 'node:fs';
 import type { Logger } from 'pino';
 import {
   ADMIN_COMMANDS,
@@ -23,6 +22,7 @@ import { wrapHandlers } from './wrap.js';
 import { pairHandlers, pairStreams } from './pair.js';
 import { readHandlers, readStreams } from './read.js';
 import { AdminFault } from './args.js';
+import { adminSocketMode, applySocketAccess, prepareSocketDir, resolveAdminGroup } from './access.js';
 import type { Call, Handler, Handlers, StreamHandler, StreamHandlers } from './handlers.js';
 
 export interface AdminRequest {
@@ -50,17 +50,29 @@ function errorBody(e: unknown): AdminErrorBody {
   return { code: 'internal', message: e instanceof Error ? e.message : String(e) };
 }
 
+/** Set the umask to 0177 and return the previous one, or undefined where it cannot be set (a worker thread). */
+function restrictUmask(): number | undefined {
+  try {
+    return process.umask(0o177);
+  } catch {
+    return undefined;
+  }
+}
+
 export class AdminServer {
   private server: Server | undefined;
   private readonly clients = new Map<Socket, Connection>();
   private readonly handlers: Handlers;
   private readonly streams: StreamHandlers;
+  /** Who may connect besides root (config adminGroup, adminMode). */
+  private readonly access: { adminGroup?: string | number; adminMode?: number };
 
   constructor(
     d: Spookd,
     readonly path: string,
     private readonly log: Logger,
   ) {
+    this.access = { adminGroup: d.cfg.adminGroup, adminMode: d.cfg.adminMode };
     this.handlers = { ...pairHandlers(d), ...domainHandlers(d), ...wrapHandlers(d), ...readHandlers(d) };
     this.streams = { ...pairStreams(d), ...readStreams(d) };
   }
@@ -76,16 +88,32 @@ export class AdminServer {
   }
 
   async start(): Promise<void> {
-    mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
+    const group = this.access.adminGroup;
+    const gid = group === undefined ? undefined : resolveAdminGroup(group);
+    const mode = adminSocketMode(this.access);
+    prepareSocketDir(this.path, gid, group);
     if (existsSync(this.path)) unlinkSync(this.path); // a stale socket from a crashed daemon
     const server = createServer((sock) => this.onClient(sock));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(this.path, () => resolve());
+      // The socket is bound inside listen(): created 0600 whatever the umask, so no one else can
+      // connect before its group and mode are set. (Worker threads, as in tests, cannot set the
+      // umask; there the process's own umask applies for that instant.)
+      const umask = restrictUmask();
+      try {
+        server.listen(this.path, () => resolve());
+      } finally {
+        if (umask !== undefined) process.umask(umask);
+      }
     });
-    chmodSync(this.path, 0o600);
+    try {
+      applySocketAccess(this.path, mode, gid, group);
+    } catch (e) {
+      server.close();
+      throw e;
+    }
     this.server = server;
-    this.log.info({ adminSocket: this.path }, 'admin API listening');
+    this.log.info({ adminSocket: this.path, mode: `0${mode.toString(8)}`, group: group ?? null, gid: gid ?? null }, 'admin API listening');
   }
 
   async stop(): Promise<void> {

@@ -200,12 +200,37 @@ const domain = z
   })
   .strict();
 
+/**
+ * A socket mode as octal digits: "0660", "660", or a YAML number written 0660 (YAML 1.2 reads it
+ * as 660, whose digits are taken as octal); `0o660` (a YAML octal, 432) is refused, not misread.
+ */
+const fileMode = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  const s = String(v).replace(/^0o?/, '');
+  if (!/^[0-7]{3}$/.test(s)) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `must be three octal digits such as "0660" (got ${JSON.stringify(v)})` });
+    return z.NEVER;
+  }
+  return parseInt(s, 8);
+});
+
 export const configSchema = z
   .object({
     listen: hostPort,
     privateKeyFile: z.string().min(1),
     dataDir: z.string().min(1),
     adminSocket: z.string().min(1),
+    /**
+     * A group (name or gid) whose members may use the admin socket: every admin command, reads,
+     * writes, membership changes and wrappers included (docs/SECURITY.md). Unset: root only.
+     */
+    adminGroup: z
+      .union([
+        z.string().regex(/^[^\s:/]{1,64}$/, 'a group name (no spaces, colons or slashes) or a gid'),
+        z.number().int().min(0).max(0xfffffffe),
+      ])
+      .optional(),
+    /** The admin socket's mode: default 0600, or 0660 with adminGroup. Never any access for others. */
+    adminMode: fileMode.optional(),
     fsync: z.enum(['always', 'everysec', 'never']).default('always'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
     metrics: z.object({ listen: hostPort }).strict().optional(),
@@ -262,6 +287,18 @@ export const configSchema = z
         seen.add(k);
       });
     };
+    if (c.adminMode !== undefined) {
+      const m = c.adminMode;
+      const bad =
+        (m & 0o007) !== 0
+          ? 'gives other users access: any local user could run every admin command (use adminGroup)'
+          : (m & 0o600) !== 0o600
+            ? 'must give the owner read and write (0600 at least)'
+            : c.adminGroup !== undefined && (m & 0o020) === 0
+              ? 'gives adminGroup no write permission: its members could not connect (use 0660)'
+              : undefined;
+      if (bad) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['adminMode'], message: `0${m.toString(8)} ${bad}` });
+    }
     dup(c.peers, (p) => p.name, 'peers');
     dup(c.peers, (p) => p.publicKey, 'peers');
     dup(c.registers, (r) => r.name, 'registers');

@@ -5,6 +5,7 @@ import { loadConfig, ConfigError } from './config.js';
 import { readPrivateKey } from './keys.js';
 import { Spookd } from './spookd.js';
 import { StoreError } from '../store/store.js';
+import { resolveAdminGroup } from '../admin/access.js';
 
 const program = new Command()
   .name('spookd')
@@ -18,6 +19,7 @@ const program = new Command()
     try {
       cfg = loadConfig(o.config);
       key = readPrivateKey(cfg.privateKeyFile);
+      if (cfg.adminGroup !== undefined) resolveAdminGroup(cfg.adminGroup); // an unknown group is a configuration error
     } catch (e) {
       process.stderr.write(`spookd: ${(e as Error).message}\n`);
       process.exit(2);

@@ -38,6 +38,8 @@ import { WrapManager } from '../wrap/manager.js';
 import { PeerTable, sourceOf, type Addr, type PeerEvent, type PeerView } from '../../core/etcp/peers.js';
 import { HANDSHAKE_RETRY_MS } from '../../core/etcp/constants.js';
 import type { DropCounts } from '../../core/etcp/drops.js';
+import { LifecycleEvent } from '../../core/pair/lifecycle.js';
+import { describeDiffs } from '../../core/pair/manifest.js';
 
 export interface PeerLink {
   readonly name: string;
@@ -644,8 +646,19 @@ export class Spookd {
 
   private publish(link: PeerLink): void {
     for (let ev = link.pair.pollEvent(); ev; ev = link.pair.pollEvent()) {
-      if (ev.type === 'lifecycle') this.log.info({ peer: link.name, from: ev.from, to: ev.to, cause: ev.cause }, 'lifecycle');
-      else if (ev.type === 'reentangled')
+      if (ev.type === 'lifecycle') {
+        this.log.info({ peer: link.name, from: ev.from, to: ev.to, cause: ev.cause }, 'lifecycle');
+        const diffs = link.pair.registerMismatch;
+        if (diffs && ev.cause.startsWith(`${LifecycleEvent.RegisterMismatch}:`)) {
+          // Once per mismatch found (the core reports each once), and at most once a minute per peer.
+          const suppressed = this.warns.admit(this.now(), `mismatch:${link.name}`);
+          if (suppressed !== undefined)
+            this.log.warn(
+              { peer: link.name, registers: diffs, suppressed },
+              `register mismatch with peer ${link.name}: ${describeDiffs(diffs, link.name)}; the pair stays decoherent and refuses writes until both configurations declare the same registers (fix and restart spookd)`,
+            );
+        }
+      } else if (ev.type === 'reentangled')
         this.log.info({ peer: link.name, register: ev.register, method: ev.method, version: ev.version }, 're-entangled');
       else if (ev.type === 'drop') this.log.debug({ peer: link.name, reason: ev.reason, detail: ev.detail }, 'pair drop');
       for (const s of this.subscribers) s(link, ev);

@@ -21,6 +21,7 @@ import { TAGLEN } from '../../crypto/primitives.js';
 import { encodeEnvelope, QN_MSG_TYPE, type QnBody } from '../../wire/qn.js';
 import { encodeConfig, EntryKind } from '../../core/qn/raft.js';
 import { encodeCandidate } from '../../core/qn/state.js';
+import { manifestDigest } from '../../core/pair/manifest.js';
 import { encodeRecord, RecordType, type CloseCode, OPEN_DATAGRAM, OPEN_DELTA, type WrapRecord, type Target } from '../../wire/wrap.js';
 
 /** Largest ESTP/QN payload a sealed Data frame carries. */
@@ -96,7 +97,9 @@ export function estpMessage(rng: Rng, ctx: EstpContext): Message {
   const origin = (): number => (rng.chance(0.8) ? rng.pick(ctx.origins) : edgy(rng));
   const entries = (): { key: Uint8Array; version: number; value: Uint8Array }[] =>
     list(rng, 40, () => ({ key: key(rng), version: edgy(rng), value: bytes(rng, 200) }));
-  const t = rng.int(1, 13) as MsgType;
+  // 1-13, and 15 (Manifest) in the place of 14 (reserved for Fragment).
+  const drawn = rng.int(1, 14);
+  const t = (drawn === 14 ? MsgType.Manifest : drawn) as MsgType;
   switch (t) {
     case MsgType.Status: {
       const version = edgy(rng);
@@ -185,6 +188,24 @@ export function estpMessage(rng: Rng, ctx: EstpContext): Message {
       return { type: t, register: reg, targetVersion: edgy(rng), offset: edgy(rng), data: bytes(rng, 1300) };
     case MsgType.Close:
       return { type: t, reason: ctx.closes ? rng.int(0, 1) : 1 };
+    case MsgType.Manifest: {
+      // The victim's own registers with kinds and limits drawn at the edges; a digest that
+      // mostly matches its entries, so most sendings reach the comparison.
+      const entries = list(rng, 40, () => ({
+        name: register(rng, ctx),
+        kind: rng.chance(0.8) ? rng.int(1, 2) : u8(rng),
+        limits: list(rng, 16, () => ({ id: 0, value: edgy(rng) })).map((l, i) => ({ ...l, id: i + 1 })),
+      }));
+      const parts = rng.chance(0.8) ? 1 : rng.int(1, 256);
+      return {
+        type: t,
+        flags: rng.int(0, 3),
+        digest: rng.chance(0.8) ? manifestDigest(entries) : u32(rng),
+        part: rng.int(0, parts - 1),
+        parts,
+        entries,
+      };
+    }
   }
 }
 

@@ -7,6 +7,7 @@ import { MAX_PAYLOAD_LEN } from '../../wire/constants.js';
 import { DeltaOp, type Delta } from '../../wire/delta.js';
 import { MsgType, REQ_WANT_META, encodeMessage, type Message, type WireEntry } from '../../wire/messages.js';
 import { Rng } from './rng.js';
+import { manifestDigest } from '../../core/pair/manifest.js';
 
 const EXTREMES = [0, 1, 2, 127, 128, 255, 256, 1023, 1024, 65535, 2 ** 31 - 1, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1];
 
@@ -74,6 +75,7 @@ export class EstpFuzzer {
     const r = this.rng;
     const register = r.chance(0.05) ? 'nope' : r.pick(this.registers);
     const flags = r.chance(0.5) ? REQ_WANT_META : 0;
+    if (r.chance(0.03)) return this.manifest();
     switch (r.int(1, 12) as MsgType) {
       case MsgType.Status: {
         const version = this.num();
@@ -171,6 +173,28 @@ export class EstpFuzzer {
       default:
         return { type: MsgType.StreamData, register, targetVersion: this.num(), offset: this.num(), data: this.bytes(1200) };
     }
+  }
+
+  /** A Manifest (§3.6.15): the victim's registers and others, kinds and limits at the edges, the digest mostly right. */
+  private manifest(): Message {
+    const r = this.rng;
+    const entries = this.list(
+      () => ({
+        name: r.chance(0.1) ? `r${r.int(0, 9)}` : r.pick(this.registers),
+        kind: r.pick([1, 2, 0, 255]),
+        limits: this.list(() => this.num(), 16).map((value, i) => ({ id: i + 1, value })),
+      }),
+      40,
+    );
+    const parts = r.pick([1, 1, 2, 256]);
+    return {
+      type: MsgType.Manifest,
+      flags: r.int(0, 3),
+      digest: r.chance(0.8) ? manifestDigest(entries) : r.int(0, 2 ** 32 - 1),
+      part: r.int(0, parts - 1),
+      parts,
+      entries,
+    };
   }
 
   /** One payload: random octets (30%), or 1-3 encoded messages, mutated one time in three. */
