@@ -86,7 +86,7 @@ typecheck: $(NODE_STAMP)
 	npx tsc -p tsconfig.json --noEmit
 
 # ESLint (typescript-eslint) for correctness, Prettier for layout; `make format` rewrites.
-LINT_DIRS := wire crypto core drivers client cli testing tools bench test
+LINT_DIRS := wire crypto core drivers client cli testing tools bench test examples
 lint: $(NODE_STAMP)
 	npx eslint --max-warnings 0 .
 	npx prettier --check --log-level warn $(LINT_DIRS) vitest.config.ts eslint.config.js

@@ -18,4 +18,6 @@ export default tseslint.config(
       'no-constant-condition': ['error', { checkLoops: false }],
     },
   },
+  // The examples are plain Node programs (JavaScript, checked by `// @ts-check`).
+  { files: ['examples/**/*.mjs'], languageOptions: { globals: { setTimeout: 'readonly', URL: 'readonly' } } },
 );

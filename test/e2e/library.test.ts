@@ -1,11 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Lab, until } from '../../testing/lab/netns.js';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { Lab, ROOT, until } from '../../testing/lab/netns.js';
 import { openRegister, SpookError, type Outcome, type RegisterHandle } from '../../client/index.js';
 
 /**
  * The library against real spookd processes in two network namespaces (created and always
  * removed by the test): one register handle lives through kill -9 and a restart of its spookd,
- * and every write it was told is committed is there afterwards, at both ends.
+ * and every write it was told is committed is there afterwards, at both ends. Then the example
+ * application (examples/config-mirror) on both hosts: mirrors kept by scan + watch, across a
+ * kill -9 of one host's spookd.
  */
 let lab: Lab;
 
@@ -66,6 +70,77 @@ describe('the library across kill -9 of its spookd', () => {
       }
     } finally {
       reg.close();
+    }
+  }, 120_000);
+});
+
+/** The example application on `host`, serving HTTP on `port` (killed by the test's end). */
+function mirrorApp(host: string, peer: string, port: number): { proc: ChildProcess; log: () => string } {
+  const proc = spawn(
+    process.execPath,
+    [join(ROOT, 'examples/config-mirror/mirror.mjs'), '--socket', lab.host(host).socket, '--peer', peer, '--port', String(port)],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let log = '';
+  proc.stderr!.on('data', (b: Buffer) => (log += b.toString()));
+  return { proc, log: () => log };
+}
+
+async function http(port: number, method: string, path: string, body?: string): Promise<{ status: number; json: Record<string, unknown> }> {
+  const r = await fetch(`http://127.0.0.1:${port}${path}`, { method, body, signal: AbortSignal.timeout(20_000) });
+  return { status: r.status, json: (await r.json()) as Record<string, unknown> };
+}
+
+describe('the example application (examples/config-mirror)', () => {
+  it('two mirrors kept by scan + watch agree with the register, through kill -9 and restart of one spookd', async () => {
+    const apps = [mirrorApp('a', 'b', 47951), mirrorApp('b', 'a', 47952)];
+    try {
+      const mirror = async (port: number): Promise<{ version: number; entries: Record<string, string> } | undefined> => {
+        try {
+          return (await http(port, 'GET', '/config')).json as { version: number; entries: Record<string, string> };
+        } catch {
+          return undefined; // not listening yet
+        }
+      };
+      await until('both apps serving', async () => (await mirror(47951)) && (await mirror(47952)), 20_000, 100);
+      // A write at a shows in b's mirror.
+      expect((await http(47951, 'PUT', '/config/color', 'blue')).status).toBe(200);
+      await until('b mirrors color', async () => (await mirror(47952))?.entries.color === 'blue', 10_000, 50);
+      // b's spookd dies and comes back; a keeps writing meanwhile. b's app is never restarted.
+      await lab.kill9('b');
+      for (let i = 0; i < 20; i++) expect([200, 202]).toContain((await http(47951, 'PUT', `/config/k${i}`, `v${i}`)).status);
+      expect((await http(47951, 'DELETE', '/config/color')).status).toBeLessThan(300);
+      await lab.start('b');
+      const want = async (): Promise<Record<string, string>> => {
+        const reg = await openRegister('config', { peer: 'b', socket: lab.host('a').socket });
+        try {
+          const all = await reg.scanAll('');
+          return Object.fromEntries(all.entries.map((e) => [e.key, e.value ?? '']));
+        } finally {
+          reg.close();
+        }
+      };
+      await until(
+        "both mirrors equal a's register",
+        async () => {
+          const [w, ma, mb] = await Promise.all([want(), mirror(47951), mirror(47952)]);
+          return (
+            ma !== undefined &&
+            mb !== undefined &&
+            JSON.stringify(ma.entries) === JSON.stringify(w) &&
+            JSON.stringify(mb.entries) === JSON.stringify(w)
+          );
+        },
+        30_000,
+        200,
+      );
+      const mb = (await mirror(47952))!;
+      expect(mb.entries.k19).toBe('v19');
+      expect(mb.entries.color).toBeUndefined();
+      // The same processes throughout: b's app rode through its spookd's death on the library alone.
+      for (const x of apps) expect(x.proc.exitCode, x.log()).toBeNull();
+    } finally {
+      for (const a of apps) a.proc.kill('SIGKILL');
     }
   }, 120_000);
 });
