@@ -9,7 +9,7 @@
  *  - the member's lifecycle (coherent / decoherent) with its cause, as events.
  */
 import { WireError } from '../../wire/errors.js';
-import { validateDelta } from '../../wire/delta.js';
+import { DeltaOp, validateDelta } from '../../wire/delta.js';
 import { QN_DEFAULT_TTL, decodeBody, decodeEnvelope, encodeBody, encodeEnvelope, sealedHeader, type QnBody } from '../../wire/qn.js';
 import type { DomainWrite, StoredDomain } from './persist.js';
 import {
@@ -507,6 +507,7 @@ export class DomainNode {
     if (ops.length === 0 || ops.length > 256) return { refused: `a candidate has 1-256 deltas, not ${ops.length}` };
     for (const op of ops) {
       if (!this.state.registers.has(op.register)) return { refused: `no register named ${op.register} in domain ${this.o.name}` };
+      if (op.delta.op === DeltaOp.Txn) return { refused: 'a domain candidate is a transaction already: list its ops, not a txn delta' };
       try {
         validateDelta(op.delta);
       } catch (e) {

@@ -240,6 +240,8 @@ export class DomainState implements StateMachine {
     for (const { register, delta } of ops) {
       const r = this.registers.get(register);
       if (!r) return CollapseReject.UnknownRegister;
+      // A domain candidate is already a transaction: a pair txn delta never nests in one (the decoder refuses op 5).
+      if (delta.op === DeltaOp.Txn) return CollapseReject.WrongKind;
       if (r.state instanceof StreamState) {
         if (delta.op !== DeltaOp.Append) return CollapseReject.WrongKind;
         const len = streamLen.get(register) ?? r.state.size();
