@@ -12,3 +12,4 @@ export {
 } from './admin-client.js';
 export { ADMIN_COMMANDS, ADMIN_ERROR_CODES, ADMIN_MAX_REQUEST } from './protocol.js';
 export type * from './protocol.js';
+export * from './domain.js';

@@ -207,6 +207,8 @@ export interface Outcome {
   verdict: 'committed' | 'rejected' | 'pending';
   reason: string | null;
   version: number | null;
+  /** A `txn` rejected by a guard: the index in `ops` of the first op whose guard failed (absent when this end cannot tell). */
+  failedOp?: number;
 }
 
 type PairArgs = { peer?: string };
@@ -478,7 +480,15 @@ export interface AdminCommands {
   'wrap-stats': { args: Record<string, never>; result: WrapStatsResult };
   'wrap-conns': { args: Record<string, never>; result: WrapConnection[] };
   'wrap-policy': { args: Record<string, never>; result: WrapPolicyEntry[] };
+  // ---- txn ----
+  /** One atomic candidate of 1-256 ops on one pair register (DeltaOp.Txn): all commit at one version, or none. */
+  txn: { args: WriteArgs & { ops: TxnOp[] }; result: Outcome };
 }
+
+// ---- txn ----
+
+/** One op of a pair `txn`: a `dpropose` op without the register (the txn names it once). `append` offset: default where the previous append ends. */
+export type TxnOp = DomainOp extends infer O ? (O extends unknown ? Omit<O, 'register'> : never) : never;
 
 export type AdminCommand = keyof AdminCommands;
 export type AdminArgs<C extends AdminCommand> = AdminCommands[C]['args'];
@@ -556,6 +566,8 @@ export const ADMIN_COMMANDS = [
   'wrap-stats',
   'wrap-conns',
   'wrap-policy',
+  // ---- txn ----
+  'txn',
 ] as const satisfies readonly (AdminCommand | AdminStream)[];
 
 /** Compiles only when every command of the two maps is listed in ADMIN_COMMANDS. */

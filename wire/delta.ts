@@ -182,7 +182,8 @@ export function validateDelta(d: Delta): void {
     for (let i = 0; i < d.ops.length; i++) {
       const o = d.ops[i];
       if ('key' in o && o.key.length === 0) throw new RangeError(`txn op ${i}: key is empty`);
-      if ('key' in o && o.key.length > MAX_KEY_LEN) throw new RangeError(`txn op ${i}: key is ${o.key.length} bytes; the limit is ${MAX_KEY_LEN}`);
+      if ('key' in o && o.key.length > MAX_KEY_LEN)
+        throw new RangeError(`txn op ${i}: key is ${o.key.length} bytes; the limit is ${MAX_KEY_LEN}`);
     }
   }
   if ('key' in d) {

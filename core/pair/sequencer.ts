@@ -349,7 +349,8 @@ export class Sequencer implements RoleMachine, ResponderHost {
       const m = decodeMessages(rec.encoded).messages[0] as CollapseMsg;
       for (const e of m.entries) {
         if (e.verdict !== 'committed') continue;
-        for (const d of e.delta.op === DeltaOp.Txn ? e.delta.ops : [e.delta]) if ('key' in d) keys.add(Buffer.from(d.key).toString('latin1'));
+        for (const d of e.delta.op === DeltaOp.Txn ? e.delta.ops : [e.delta])
+          if ('key' in d) keys.add(Buffer.from(d.key).toString('latin1'));
       }
     }
     const n = s.state.size();

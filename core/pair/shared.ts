@@ -133,12 +133,7 @@ export class Shared {
     this.pair.emit({ type: 'collapse', at: now, register: this.name, version: v, hash: hashHex(this.state.hash), entries });
     for (const e of entries) {
       if (e.origin === this.pair.localId)
-        this.resolveOwn(
-          now,
-          e.seq,
-          e.verdict === 'committed' ? COMMITTED : this.rejected(e.seq, e.reason),
-          v,
-        );
+        this.resolveOwn(now, e.seq, e.verdict === 'committed' ? COMMITTED : this.rejected(e.seq, e.reason), v);
     }
   }
 

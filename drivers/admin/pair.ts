@@ -72,7 +72,7 @@ const PROPOSE_CODES: Record<ProposeError['code'], AdminErrorCode> = {
  * A fenced pair is neither read nor written: its registers may hold a collapse whose batch never
  * reached the disk (store-failed), and it would never decide a new candidate.
  */
-function refuseFenced(link: PeerLink): void {
+export function refuseFenced(link: PeerLink): void {
   if (link.fenced || link.pair.fenced) {
     const why = link.fenced ? `${link.fenced.cause}: ${link.fenced.error}` : 'fenced';
     throw new AdminFault('pair-fenced', `pair ${link.name} is fenced (${why}); restart spookd to resume it`);
@@ -99,7 +99,11 @@ function propose<C extends Write>(d: Spookd, cmd: C, args: Untrusted<AdminArgs<C
       value: bytesArg(a, 'value'),
     };
   else delta = { op: DeltaOp.Append, offset: num(a, 'offset', r.nextAppendOffset, 0, Number.MAX_SAFE_INTEGER), data: bytesArg(a, 'data') };
-  const timeoutMs = num(args, 'timeoutMs', 10_000, 0, MAX_WAIT_MS);
+  return proposeDelta(d, link, register, delta, num(args, 'timeoutMs', 10_000, 0, MAX_WAIT_MS), call);
+}
+
+/** Propose `delta` (any op, a txn too) on a register of `link` and wait up to `timeoutMs` for its outcome. */
+export function proposeDelta(d: Spookd, link: PeerLink, register: string, delta: Delta, timeoutMs: number, call: Call): Promise<Outcome> {
   let id: { origin: number; seq: number };
   try {
     id = link.pair.propose(d.now(), register, delta);
@@ -123,6 +127,7 @@ function propose<C extends Write>(d: Spookd, cmd: C, args: Untrusted<AdminArgs<C
         verdict: ev.verdict,
         reason: ev.verdict === 'rejected' ? ev.reason : null,
         version: ev.version,
+        ...(ev.verdict === 'rejected' && ev.op !== undefined ? { failedOp: ev.op } : {}),
       });
     };
     const timer = setTimeout(() => {

@@ -20,6 +20,7 @@ import {
 import type { Spookd } from '../daemon/spookd.js';
 import { domainHandlers } from './domain.js';
 import { wrapHandlers } from './wrap.js';
+import { txnHandlers } from './txn.js';
 import { pairHandlers, pairStreams } from './pair.js';
 import { AdminFault } from './args.js';
 import type { Call, Handler, Handlers, StreamHandler, StreamHandlers } from './handlers.js';
@@ -50,7 +51,7 @@ export class AdminServer {
     readonly path: string,
     private readonly log: Logger,
   ) {
-    this.handlers = { ...pairHandlers(d), ...domainHandlers(d), ...wrapHandlers(d) };
+    this.handlers = { ...pairHandlers(d), ...domainHandlers(d), ...wrapHandlers(d), ...txnHandlers(d) };
     this.streams = pairStreams(d);
   }
 

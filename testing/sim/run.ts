@@ -254,7 +254,12 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
           const c = rng.int(0, 2);
           if (c === 0) return { op: DeltaOp.Set, key: k, value: rng.bytes(rng.int(0, 24)) };
           if (c === 1) return { op: DeltaOp.Del, key: k };
-          return { op: DeltaOp.Cas, key: k, expect: rng.chance(0.8) ? (cur?.version ?? 0) : rng.int(0, 5), value: rng.bytes(rng.int(1, 16)) };
+          return {
+            op: DeltaOp.Cas,
+            key: k,
+            expect: rng.chance(0.8) ? (cur?.version ?? 0) : rng.int(0, 5),
+            value: rng.bytes(rng.int(1, 16)),
+          };
         });
         delta = { op: DeltaOp.Txn, ops };
       } else {
