@@ -16,7 +16,7 @@ import type {
 } from './protocol.js';
 import { Session, deadline, left, type Deadline } from './session.js';
 import { shownBytes } from './bytes.js';
-import { domainOp, txnOp, type DomainTxnInput, type TxnInput } from './txn.js';
+import { domainOp, txnOp, txnOps, type DomainTxnInput, type TxnInput } from './txn.js';
 
 export type { TxnInput, DomainTxnInput } from './txn.js';
 
@@ -147,9 +147,9 @@ export async function openDomain(name?: string, opts: { socket?: string } & Call
       cas: (key, expect, value, o) => one({ op: 'cas', key, expect, value }, o),
       del: (key, o) => one({ op: 'del', key }, o),
       append: (data, o) => one({ op: 'append', data, offset: o?.offset }, o),
-      txn: (ops, o) =>
+      txn: async (ops, o) =>
         propose(
-          ops.map((op) => ({ register: reg, ...txnOp(op) }) as DomainOp),
+          txnOps(ops, (op) => ({ register: reg, ...txnOp(op) }) as DomainOp),
           o,
         ),
     };
@@ -166,7 +166,7 @@ export async function openDomain(name?: string, opts: { socket?: string } & Call
   return {
     name: domain,
     register,
-    txn: (ops, o) => propose(ops.map(domainOp), o),
+    txn: async (ops, o) => propose(txnOps(ops, domainOp), o),
     group: (g) => ({
       name: g,
       info: (o) => groupInfo(g, o),
@@ -182,7 +182,7 @@ export async function openDomain(name?: string, opts: { socket?: string } & Call
               `ops[${i}].register`,
             );
         });
-        return propose(ops.map(domainOp), { timeoutMs: left(d), signal: d.signal });
+        return propose(txnOps(ops, domainOp), { timeoutMs: left(d), signal: d.signal });
       },
     }),
     outcome: (seq, o) => session.request('doutcome', { ...base, seq }, deadline(o)),

@@ -6,7 +6,7 @@ import type { CallOptions, SpookError } from './admin-client.js';
 import type { AdminArgs, AdminStreams, CollapseEvent, LifecycleEvent, MapGetResult, Outcome } from './protocol.js';
 import { Session, deadline, left } from './session.js';
 import { bytesArg, shownBytes } from './bytes.js';
-import { txnOp, type TxnInput } from './txn.js';
+import { txnOp, txnOps, type TxnInput } from './txn.js';
 
 export type { Outcome } from './protocol.js';
 export type { CallOptions } from './admin-client.js';
@@ -69,7 +69,7 @@ export async function openRegister(register: string, opts: { peer?: string; sock
     cas: (key, expect, value, o) => write('cas', { key, expect, ...bytesArg('value', value) }, o),
     del: (key, o) => write('del', { key }, o),
     append: (data, o) => write('append', bytesArg('data', data), o),
-    txn: (ops, o) => write('txn', { ops: ops.map(txnOp) }, o),
+    txn: async (ops, o) => write('txn', { ops: txnOps(ops, txnOp) }, o),
     onCollapse: async (fn, o) => void (await session.stream('watch', base, fn, o)),
     onLifecycle: (fn, o) => {
       const args: AdminStreams['events']['args'] = opts.peer ? { peer: opts.peer } : {};

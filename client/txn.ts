@@ -5,6 +5,7 @@
  */
 import type { DomainOp, TxnOp } from './protocol.js';
 import { bytesArg } from './bytes.js';
+import { SpookError } from './admin-client.js';
 
 /**
  * One op of a transaction. `cas` is a guard and a write: it commits only if the key's version is
@@ -31,7 +32,21 @@ export function txnOp(o: TxnInput): TxnOp {
       return { op: 'cas', key: o.key, expect: o.expect, ...bytesArg('value', o.value) };
     case 'append':
       return { op: 'append', ...(o.offset !== undefined ? { offset: o.offset } : {}), ...bytesArg('data', o.data) };
+    default:
+      throw new SpookError('bad-argument', `op must be set, del, cas or append, not ${JSON.stringify((o as { op: unknown }).op)}`, 'op');
   }
+}
+
+/** The admin form of a list of ops; a fault names the op (`ops[2].op`). */
+export function txnOps<T extends TxnInput, R>(ops: readonly T[], f: (o: T) => R): R[] {
+  return ops.map((o, i) => {
+    try {
+      return f(o);
+    } catch (e) {
+      if (e instanceof SpookError) throw new SpookError(e.code, `ops[${i}]: ${e.message}`, `ops[${i}].${e.field}`);
+      throw e;
+    }
+  });
 }
 
 export const domainOp = (o: DomainTxnInput): DomainOp => ({ register: o.register, ...txnOp(o) }) as DomainOp;

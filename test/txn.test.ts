@@ -3,7 +3,7 @@
  * across cuts and restarts; a hostile txn is dropped and counted; the library's txn() and the
  * typed domain API (openDomain) against running spookd.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +19,12 @@ import { DiskStore } from '../drivers/store/store.js';
 import { runSeeds } from '../testing/sim/batch.js';
 import { SIM_DEFAULTS } from '../testing/sim/run.js';
 import { append, cas, del, enc, harness, proposeNow, set, type Harness } from './helpers.js';
+import { configOf, inProcess, logOf, until } from './inproc.js';
+import { Spookd } from '../drivers/daemon/spookd.js';
+import { PairState } from '../core/pair/lifecycle.js';
+import { openRegister } from '../client/register.js';
+import { openDomain } from '../client/domain.js';
+import { SpookError } from '../client/admin-client.js';
 
 const KV = [{ name: 'kv', kind: 'map' as const }];
 const txn = (...ops: Delta[]): Delta => ({ op: DeltaOp.Txn, ops: ops as SimpleDelta[] });
@@ -286,3 +292,152 @@ describe('txn in the journal', () => {
     g.store.close();
   });
 });
+
+/**
+ * The daemon path: three spookd in this process on loopback (a, b, c; each pairs with the other
+ * two and all three are members of domain `main`, with group `g` = {kv, kv2}).
+ */
+describe('the library against spookd: RegisterHandle.txn and openDomain', () => {
+  const lab = inProcess('spook-txn', ['a', 'b', 'c'], 29000 + (process.pid % 1000) * 3);
+  const d: Record<string, Spookd> = {};
+  const sock = (n: string): string => join(lab.dir, `${n}.sock`);
+  const domain = (others: string[]) => ({
+    domains: [
+      {
+        name: 'main',
+        members: others,
+        registers: [
+          { name: 'kv', kind: 'map' },
+          { name: 'kv2', kind: 'map' },
+          { name: 'log', kind: 'stream' },
+        ],
+        groups: [{ name: 'g', registers: ['kv', 'kv2'] }],
+      },
+    ],
+  });
+
+  beforeAll(async () => {
+    for (const n of ['a', 'b', 'c']) {
+      const others = ['a', 'b', 'c'].filter((x) => x !== n);
+      d[n] = new Spookd(configOf(lab, n, others, domain(others)), lab.keys[n], logOf(lab, n));
+    }
+    await Promise.all(Object.values(d).map((s) => s.start()));
+    await until('a-b entangled', () => d.a.link('b').pair.state === PairState.ENTANGLED);
+  }, 30_000);
+
+  afterAll(async () => {
+    await Promise.all(Object.values(d).map((s) => s.stop()));
+    rmSync(lab.dir, { recursive: true, force: true });
+  });
+
+  it('a pair txn commits whole at both ends; a failed guard rejects all and names its op; a bad txn is refused by code', async () => {
+    const reg = await openRegister('config', { socket: sock('a'), peer: 'b' });
+    try {
+      const ok = await reg.txn([
+        { op: 'set', key: 'x', value: '1' },
+        { op: 'set', key: 'y', value: new Uint8Array([0xff, 0]) },
+        { op: 'cas', key: 'z', expect: 0, value: 'z' },
+      ]);
+      expect(ok).toMatchObject({ verdict: 'committed', reason: null });
+      const [x, y] = [await reg.get('x'), await reg.get('y')];
+      expect([x.value, x.keyVersion, y.keyVersion, [...y.bytes!]]).toEqual(['1', ok.version, ok.version, [0xff, 0]]);
+      const bad = await reg.txn([
+        { op: 'set', key: 'x', value: 'NEW' },
+        { op: 'del', key: 'y' },
+        { op: 'cas', key: 'z', expect: 12345, value: 'NEW' },
+      ]);
+      expect(bad).toMatchObject({ verdict: 'rejected', reason: 'cas-version-mismatch', failedOp: 2 });
+      expect((await reg.get('x')).value).toBe('1');
+      expect((await reg.get('y')).found).toBe(true);
+      await until('b holds what a holds', () => {
+        const [ra, rb] = [d.a.link('b').pair.register('config'), d.b.link('a').pair.register('config')];
+        return ra.version === rb.version && ra.hash.hi === rb.hash.hi && ra.hash.lo === rb.hash.lo;
+      });
+      const dup = await reg
+        .txn([
+          { op: 'set', key: 'k', value: '1' },
+          { op: 'del', key: 'k' },
+        ])
+        .catch((e: unknown) => e);
+      expect(dup).toBeInstanceOf(SpookError);
+      expect(dup).toMatchObject({ code: 'invalid-delta', message: expect.stringMatching(/txn op 1: a key the txn already writes/) });
+      const none = await reg.txn([]).catch((e: unknown) => e);
+      expect(none).toMatchObject({ code: 'bad-argument', field: 'ops' });
+      const wrong = await reg.txn([{ op: 'set', key: 'k', value: '1' }, { op: 'nope' } as never]).catch((e: unknown) => e);
+      expect(wrong).toMatchObject({ code: 'bad-argument', field: 'ops[1].op' });
+    } finally {
+      reg.close();
+    }
+  });
+
+  it('openDomain: members, leader, lag; writes; a txn over two registers; a group and its scoped txn; outcome by seq', async () => {
+    const dom = await openDomain(undefined, { socket: sock('a') });
+    const other = await openDomain('main', { socket: sock('c') });
+    try {
+      expect(dom.name).toBe('main');
+      await untilAsync('a leader', async () => (await dom.leader()) !== null);
+      const members = await dom.members();
+      expect(members.map((m) => m.member).sort()).toEqual(['b', 'c', 'self']);
+      expect(members).toHaveLength(3);
+      expect(members.filter((m) => m.role === 'leader')).toHaveLength(1);
+      for (const m of members) expect(m).toHaveProperty('lag');
+
+      const kv = dom.register('kv');
+      const w = await kv.set('a', 'one');
+      expect(w).toMatchObject({ domain: 'main', verdict: 'committed' });
+      expect(await dom.outcome(w.seq)).toMatchObject({ seq: w.seq, verdict: 'committed' });
+      expect((await kv.get('a')).value).toBe('one');
+      expect(await dom.register('log').append('hello ')).toMatchObject({ verdict: 'committed' });
+      expect(await dom.register('log').append('world')).toMatchObject({ verdict: 'committed' });
+      expect(new TextDecoder().decode((await dom.register('log').read()).bytes)).toBe('hello world');
+
+      const g0 = await dom.group('g').info();
+      expect(g0).toMatchObject({ name: 'g', registers: ['kv', 'kv2'], state: 'coherent' });
+      const t = await dom.txn([
+        { register: 'kv', op: 'set', key: 'left', value: 'L' },
+        { register: 'kv2', op: 'set', key: 'right', value: 'R' },
+      ]);
+      expect(t).toMatchObject({ verdict: 'committed' });
+      // Both halves are visible at another member together (one log index).
+      await untilAsync('c applied the txn', async () => (await other.register('kv2').get('right')).found);
+      const [l, r] = [await other.register('kv').get('left'), await other.register('kv2').get('right')];
+      expect([l.value, r.value, l.index]).toEqual(['L', 'R', r.index]);
+      expect((await dom.group('g').info()).version).toBe(g0.version + 1);
+
+      // A failed guard in a domain txn: nothing of it commits.
+      const kvA = (await kv.get('a')).keyVersion!;
+      const bad = await dom.txn([
+        { register: 'kv2', op: 'set', key: 'right', value: 'NEW' },
+        { register: 'kv', op: 'cas', key: 'a', expect: kvA + 100, value: 'NEW' },
+      ]);
+      expect(bad).toMatchObject({ verdict: 'rejected' });
+      expect((await dom.register('kv2').get('right')).value).toBe('R');
+      const good = await dom.group('g').txn([
+        { register: 'kv', op: 'cas', key: 'a', expect: kvA, value: 'two' },
+        { register: 'kv2', op: 'del', key: 'right' },
+      ]);
+      expect(good).toMatchObject({ verdict: 'committed' });
+      expect([(await kv.get('a')).value, (await dom.register('kv2').get('right')).found]).toEqual(['two', false]);
+      const outside = await dom
+        .group('g')
+        .txn([{ register: 'log', op: 'append', data: 'x' }])
+        .catch((e: unknown) => e);
+      expect(outside).toMatchObject({ code: 'bad-argument', field: 'ops[0].register' });
+      expect(await dom.lag()).not.toBeUndefined();
+      expect((await dom.status()).registers.map((x) => x.name)).toEqual(['kv', 'kv2', 'log']);
+      const unknown = await openDomain('nope', { socket: sock('a') }).catch((e: unknown) => e);
+      expect(unknown).toMatchObject({ code: 'unknown-domain' });
+    } finally {
+      dom.close();
+      other.close();
+    }
+  }, 30_000);
+});
+
+async function untilAsync(what: string, f: () => Promise<boolean>, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await f())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
