@@ -242,10 +242,13 @@ export class Sequencer implements RoleMachine, ResponderHost {
     // (A recorded version above our own was never a real one: it is no reference for staleness.)
     if (!first && m.version < s.peerVersion && m.version >= s.peerVersion - SEND_WINDOW && s.peerVersion <= s.version) return;
     const progressed = first || m.version > s.peerVersion;
+    // Not stale, yet below what we believed (a follower that lost state, or an earlier status that lied):
+    // what we sent past it is not there, so resend from here (else nothing below sentUpTo is sent again).
+    const regressed = !first && m.version < s.peerVersion;
     s.peerVersion = m.version;
     s.peerHash = m.hash;
     // After a gap in contact, resend from what the peer holds now rather than wait for the (backed-off) timer.
-    if (first || this.goBack || this.sentUpTo < m.version) this.sentUpTo = m.version;
+    if (first || this.goBack || regressed || this.sentUpTo < m.version) this.sentUpTo = m.version;
     this.goBack = false;
     // Selective acknowledgement: versions above a gap arrived, so the gap was lost. Resend it
     // once now (fast retransmit), skipping what the peer holds; a gap that stays waits for the timer.

@@ -167,6 +167,9 @@ export class Shared {
       this.emitOutcome(now, c.seq, c.seq === seq ? outcome : COMMITTED, version);
     }
     this.resolvedSeq = Math.max(this.resolvedSeq, seq);
+    // A record deciding a number we have not used yet (a sequencer that lied, or our lost data): never
+    // use it, else the candidate that gets it counts as resolved and is never proposed (the lease logic persists the jump).
+    if (this.nextSeq <= seq) this.nextSeq = seq + 1;
   }
 
   /** Whether the pair is in a state where data (beyond a Status) goes to the peer. */
