@@ -435,6 +435,24 @@ describe('the library against spookd: RegisterHandle.txn and openDomain', () => 
       other.close();
     }
   }, 30_000);
+
+  it('a domain write without a majority answers pending, and outcome(seq) finds it committed once a majority is back', async () => {
+    const dom = await openDomain('main', { socket: sock('a') });
+    try {
+      await Promise.all([d.b.stop(), d.c.stop()]);
+      const w = await dom.register('kv').set('while-alone', 'x', { timeoutMs: 2_500 });
+      expect(w).toMatchObject({ verdict: 'pending', reason: expect.stringMatching(/no outcome within 1500 ms/) });
+      expect(await dom.outcome(w.seq)).toMatchObject({ verdict: 'pending' });
+      d.b = new Spookd(configOf(lab, 'b', ['a', 'c'], domain(['a', 'c'])), lab.keys.b, logOf(lab, 'b'));
+      await d.b.start();
+      await untilAsync('the pending write committed', async () => (await dom.outcome(w.seq)).verdict === 'committed', 20_000);
+      expect((await dom.register('kv').get('while-alone')).value).toBe('x');
+      d.c = new Spookd(configOf(lab, 'c', ['a', 'b'], domain(['a', 'b'])), lab.keys.c, logOf(lab, 'c'));
+      await d.c.start();
+    } finally {
+      dom.close();
+    }
+  }, 40_000);
 });
 
 async function untilAsync(what: string, f: () => Promise<boolean>, ms = 15_000): Promise<void> {
