@@ -42,9 +42,9 @@ export class StreamState implements StateBlock {
     return undefined;
   }
 
-  apply(d: Delta, _version: number): void {
+  apply(d: Delta, version: number): void {
     if (d.op === DeltaOp.Txn) {
-      for (const o of d.ops) this.apply(o, _version);
+      for (const o of d.ops) this.apply(o, version);
       return;
     }
     if (d.op !== DeltaOp.Append) throw new Error('map delta applied to a stream register (check() rejects it)');
