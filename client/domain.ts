@@ -53,6 +53,7 @@ export interface DomainRegisterHandle {
   append(data: string | Uint8Array, opts?: CallOptions & { offset?: number }): Promise<DomainOutcome>;
   /** A transaction on this register only. */
   txn(ops: TxnInput[], opts?: CallOptions): Promise<DomainOutcome>;
+  // ---- feed (client/feed.ts): scan(prefix, …), size(), watch(prefix, …) go here, as on RegisterHandle ----
 }
 
 /** A QSCS group as this member sees it. */
@@ -95,7 +96,7 @@ export interface DomainHandle {
   /** How many log entries the slowest member trails the commit index by (null: no member reported). */
   lag(opts?: CallOptions): Promise<number | null>;
   status(opts?: CallOptions): Promise<DomainSummary>;
-  // ---- feed (client/feed.ts): scan(register, prefix, …), size(register), watch(register, prefix, …) are wired here ----
+  // ---- feed (client/feed.ts): scan, size and watch per register (DomainRegisterHandle), wired by the lead ----
   close(): void;
 }
 
@@ -147,6 +148,7 @@ export async function openDomain(name?: string, opts: { socket?: string } & Call
       cas: (key, expect, value, o) => one({ op: 'cas', key, expect, value }, o),
       del: (key, o) => one({ op: 'del', key }, o),
       append: (data, o) => one({ op: 'append', data, offset: o?.offset }, o),
+      // ---- feed: scan/size/watch from client/feed.ts with target { domain, register: reg } go here ----
       txn: async (ops, o) =>
         propose(
           txnOps(ops, (op) => ({ register: reg, ...txnOp(op) }) as DomainOp),
@@ -193,6 +195,7 @@ export async function openDomain(name?: string, opts: { socket?: string } & Call
       return lags.length === 0 ? null : Math.max(...lags);
     },
     status,
+    // ---- feed: scan/size/watch from client/feed.ts, called with (session, { domain, register }), go here ----
     close: () => session.close(),
   };
 }
