@@ -329,6 +329,8 @@ export interface DomainOutcome {
   verdict: 'committed' | 'rejected' | 'pending' | 'unknown';
   reason: string | null;
   index: number | null;
+  /** Rejected: the index in `ops` of the op that failed its check (absent when this member cannot tell: a retry, `doutcome`). */
+  failedOp?: number;
 }
 
 /** One delta of a `dpropose` candidate. */

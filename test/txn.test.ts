@@ -413,8 +413,9 @@ describe('the library against spookd: RegisterHandle.txn and openDomain', () => 
         { register: 'kv2', op: 'set', key: 'right', value: 'NEW' },
         { register: 'kv', op: 'cas', key: 'a', expect: kvA + 100, value: 'NEW' },
       ]);
-      expect(bad).toMatchObject({ verdict: 'rejected' });
+      expect(bad).toMatchObject({ verdict: 'rejected', reason: 'cas-version-mismatch', failedOp: 1 });
       expect((await dom.register('kv2').get('right')).value).toBe('R');
+      expect(await dom.outcome(bad.seq)).toMatchObject({ verdict: 'rejected', reason: 'cas-version-mismatch' });
       const good = await dom.group('g').txn([
         { register: 'kv', op: 'cas', key: 'a', expect: kvA, value: 'two' },
         { register: 'kv2', op: 'del', key: 'right' },

@@ -131,7 +131,8 @@ export interface DomainNodeOptions {
 
 export type DomainEvent =
   /** `unknown`: this member was removed before it learnt the outcome (it may have committed). */
-  | { type: 'outcome'; seq: number; committed: boolean; reason?: string; index?: number; unknown?: boolean }
+  /** `op`: a rejection decided here from the log, the index of the op that failed its check. */
+  | { type: 'outcome'; seq: number; committed: boolean; reason?: string; index?: number; unknown?: boolean; op?: number }
   | { type: 'lifecycle'; from: Coherence; to: Coherence; cause: string }
   | { type: 'leader'; leader: NodeId; term: number };
 
@@ -575,10 +576,10 @@ export class DomainNode {
   private onCollapse(c: Collapsed): void {
     this.inLog.delete(`${c.candidate.origin}:${c.candidate.seq}`);
     if (c.candidate.origin !== this.id) return;
-    this.resolve(c.candidate.seq, c.outcome, c.index);
+    this.resolve(c.candidate.seq, c.outcome, c.index, c.failedOp);
   }
 
-  private resolve(seq: number, outcome: number, index?: number): void {
+  private resolve(seq: number, outcome: number, index?: number, failedOp?: number): void {
     if (!this.pending.delete(seq)) return;
     this.write({ kind: 'drop-pending', seq });
     if (outcome === 0) this.stats.committed++;
@@ -592,6 +593,7 @@ export class DomainNode {
             committed: false,
             reason: COLLAPSE_REJECT_NAMES[outcome as keyof typeof COLLAPSE_REJECT_NAMES] ?? `reason ${outcome}`,
             index,
+            ...(failedOp !== undefined ? { op: failedOp } : {}),
           },
     );
   }
