@@ -264,6 +264,8 @@ export interface Outcome {
   reason: string | null;
   /** The register version of the collapse that decided it; null while pending. */
   version: number | null;
+  /** A `txn` rejected by a guard: the index in `ops` of the first op whose guard failed (absent when this end cannot tell). */
+  failedOp?: number;
 }
 
 type PairArgs = {
@@ -396,6 +398,8 @@ export interface DomainOutcome {
   reason: string | null;
   /** The log index that decided it, when known. */
   index: number | null;
+  /** Rejected: the index in `ops` of the op that failed its check (absent when this member cannot tell: a retry, `doutcome`). */
+  failedOp?: number;
 }
 
 /** One delta of a `dpropose` candidate. */
@@ -671,7 +675,15 @@ export interface AdminCommands {
   size: { args: PairArgs & { register: string }; result: SizeResult };
   dscan: { args: { domain?: string } & ScanArgs; result: ScanResult };
   dsize: { args: { domain?: string; register: string }; result: SizeResult };
+  // ---- txn ----
+  /** One atomic candidate of 1-256 ops on one pair register (DeltaOp.Txn): all commit at one version, or none. */
+  txn: { args: WriteArgs & { ops: TxnOp[] }; result: Outcome };
 }
+
+// ---- txn ----
+
+/** One op of a pair `txn`: a `dpropose` op without the register (the txn names it once). `append` offset: default where the previous append ends. */
+export type TxnOp = DomainOp extends infer O ? (O extends unknown ? Omit<O, 'register'> : never) : never;
 
 export type AdminCommand = keyof AdminCommands;
 export type AdminArgs<C extends AdminCommand> = AdminCommands[C]['args'];
@@ -789,6 +801,8 @@ export const ADMIN_COMMANDS = [
   'dsize',
   'feed',
   'dfeed',
+  // ---- txn ----
+  'txn',
 ] as const satisfies readonly (AdminCommand | AdminStream)[];
 
 /** Compiles only when every command of the two maps is listed in ADMIN_COMMANDS. */

@@ -7,6 +7,7 @@ import type { AdminArgs, AdminStreams, CollapseEvent, LifecycleEvent, MapGetResu
 import { Session, deadline, left } from './session.js';
 import { bytesArg, shownBytes } from './bytes.js';
 import * as feed from './feed.js';
+import { txnOp, txnOps, type TxnInput } from './txn.js';
 
 export type { Outcome } from './protocol.js';
 export type { CallOptions } from './admin-client.js';
@@ -35,6 +36,11 @@ export interface RegisterHandle {
   cas(key: string, expect: number, value: string | Uint8Array, opts?: CallOptions): Promise<Outcome>;
   del(key: string, opts?: CallOptions): Promise<Outcome>;
   append(data: string | Uint8Array, opts?: CallOptions): Promise<Outcome>;
+  /**
+   * One atomic candidate of 1-256 ops on this register: committed whole at one version, or
+   * rejected whole (a failed guard's index is `failedOp`). Map ops on distinct keys, or appends.
+   */
+  txn(ops: TxnInput[], opts?: CallOptions): Promise<Outcome>;
   onCollapse(fn: (ev: CollapseEvent) => void, opts?: WatchOptions): Promise<void>;
   onLifecycle(fn: (ev: LifecycleEvent) => void, opts?: WatchOptions): Promise<void>;
   /** One page of the keys with `prefix`, in byte order, at one committed version (client/feed.ts). */
@@ -55,7 +61,7 @@ export async function openRegister(register: string, opts: { peer?: string; sock
   const base = { register, ...(opts.peer ? { peer: opts.peer } : {}) };
 
   /** A write: spookd answers `pending` after OUTCOME_WAIT_MS, or 1 s before the call's deadline if that is sooner. */
-  const write = async <C extends 'set' | 'cas' | 'del' | 'append'>(cmd: C, args: object, o?: CallOptions): Promise<Outcome> => {
+  const write = async <C extends 'set' | 'cas' | 'del' | 'append' | 'txn'>(cmd: C, args: object, o?: CallOptions): Promise<Outcome> => {
     const d = deadline(o);
     const timeoutMs = Math.min(OUTCOME_WAIT_MS, Math.max(0, left(d) - 1_000));
     return session.request(cmd, { ...base, ...args, timeoutMs } as AdminArgs<C>, d);
@@ -71,6 +77,7 @@ export async function openRegister(register: string, opts: { peer?: string; sock
     cas: (key, expect, value, o) => write('cas', { key, expect, ...bytesArg('value', value) }, o),
     del: (key, o) => write('del', { key }, o),
     append: (data, o) => write('append', bytesArg('data', data), o),
+    txn: async (ops, o) => write('txn', { ops: txnOps(ops, txnOp) }, o),
     onCollapse: async (fn, o) => void (await session.stream('watch', base, fn, o)),
     onLifecycle: (fn, o) => {
       const args: AdminStreams['events']['args'] = opts.peer ? { peer: opts.peer } : {};

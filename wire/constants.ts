@@ -18,6 +18,8 @@ export const MAX_DELTA_LEN = 1200;
 /** Register names are short identifiers. */
 export const MAX_REGISTER_NAME_LEN = 64;
 export const MAX_KEY_LEN = 256;
+/** Most ops in one pair transaction (DeltaOp.Txn, PROTOCOL.md §4.2); the whole txn is one delta, within MAX_DELTA_LEN. */
+export const MAX_TXN_OPS = 256;
 
 export enum FrameType {
   HandshakeInit = 1,

@@ -1,8 +1,9 @@
 /**
- * Delta encoding (docs/PROTOCOL.md §4). One delta is one operation on one register;
- * the encoding is canonical: the same delta always gives the same bytes.
+ * Delta encoding (docs/PROTOCOL.md §4). One delta is one operation on one register, or a
+ * transaction (§4.2): a bounded list of such operations decided together. The encoding is
+ * canonical: the same delta always gives the same bytes.
  */
-import { DropReason, MAX_DELTA_LEN, MAX_KEY_LEN } from './constants.js';
+import { DropReason, MAX_DELTA_LEN, MAX_KEY_LEN, MAX_TXN_OPS } from './constants.js';
 import { Reader, Writer, varintLen } from './buffer.js';
 import { WireError } from './errors.js';
 
@@ -11,15 +12,30 @@ export enum DeltaOp {
   Del = 2,
   Cas = 3,
   Append = 4,
+  /** A pair transaction (§4.2): 1-MAX_TXN_OPS simple deltas on one register, all committed or none. */
+  Txn = 5,
 }
 
-export type Delta =
+/** One operation: what a transaction is made of. */
+export type SimpleDelta =
   | { op: DeltaOp.Set; key: Uint8Array; value: Uint8Array }
   | { op: DeltaOp.Del; key: Uint8Array }
   /** Commit only if the key's version is `expect` (0: the key must be absent). */
   | { op: DeltaOp.Cas; key: Uint8Array; expect: number; value: Uint8Array }
   /** Commit only if the stream's length is `offset`. */
   | { op: DeltaOp.Append; offset: number; data: Uint8Array };
+
+/**
+ * A transaction: its ops are checked together (map: distinct keys, each cas against the register
+ * before the txn; stream: each append at the offset the previous one leaves) and applied in order
+ * at one version, or none is. No nesting.
+ */
+export interface TxnDelta {
+  op: DeltaOp.Txn;
+  ops: SimpleDelta[];
+}
+
+export type Delta = SimpleDelta | TxnDelta;
 
 export function encodedDeltaLen(d: Delta): number {
   switch (d.op) {
@@ -31,6 +47,11 @@ export function encodedDeltaLen(d: Delta): number {
       return 1 + varintLen(d.key.length) + d.key.length + varintLen(d.expect) + varintLen(d.value.length) + d.value.length;
     case DeltaOp.Append:
       return 1 + varintLen(d.offset) + varintLen(d.data.length) + d.data.length;
+    case DeltaOp.Txn: {
+      let n = 1 + varintLen(d.ops.length);
+      for (const o of d.ops) n += encodedDeltaLen(o);
+      return n;
+    }
   }
 }
 
@@ -49,6 +70,10 @@ export function writeDelta(w: Writer, d: Delta): void {
     case DeltaOp.Append:
       w.varint(d.offset).lenBytes(d.data);
       return;
+    case DeltaOp.Txn:
+      w.varint(d.ops.length);
+      for (const o of d.ops) writeDelta(w, o);
+      return;
   }
 }
 
@@ -58,8 +83,39 @@ function readKey(r: Reader, field: string): Uint8Array {
   return k;
 }
 
-/** Reads one delta. Key and value are views into the reader's buffer (no copy). */
-export function readDelta(r: Reader, field = 'delta'): Delta {
+/** The key of a map op as a string (latin1: one char per byte), for duplicate checks. */
+export function keyString(k: Uint8Array): string {
+  let s = '';
+  for (let i = 0; i < k.length; i += 4096) s += String.fromCharCode(...k.subarray(i, i + 4096));
+  return s;
+}
+
+/**
+ * Why a transaction's op list is not valid, or undefined: 1-MAX_TXN_OPS ops, none a txn, not
+ * map and stream ops mixed, no key twice (the checks a peer's decoder and a local proposal share).
+ */
+export function txnFault(ops: readonly Delta[]): { op: number | undefined; why: string } | undefined {
+  if (ops.length === 0 || ops.length > MAX_TXN_OPS) return { op: undefined, why: `${ops.length} ops (1-${MAX_TXN_OPS})` };
+  const appends = ops[0].op === DeltaOp.Append;
+  const keys = new Set<string>();
+  for (let i = 0; i < ops.length; i++) {
+    const o = ops[i];
+    if (o.op === DeltaOp.Txn) return { op: i, why: 'a txn inside a txn' };
+    if ((o.op === DeltaOp.Append) !== appends) return { op: i, why: 'map and stream ops mixed' };
+    if (o.op === DeltaOp.Append) continue;
+    const k = keyString(o.key);
+    if (keys.has(k)) return { op: i, why: 'a key the txn already writes' };
+    keys.add(k);
+  }
+  return undefined;
+}
+
+/**
+ * Reads one delta. Key and value are views into the reader's buffer (no copy). A transaction
+ * (op 5) is read only where `txn` allows it (pair candidates, collapse records, the pending
+ * journal); elsewhere (domain candidates, inside a txn) op 5 is unknown.
+ */
+export function readDelta(r: Reader, field = 'delta', txn = false): Delta {
   const start = r.pos;
   const op = r.u8(`${field}.op`);
   let d: Delta;
@@ -81,6 +137,21 @@ export function readDelta(r: Reader, field = 'delta'): Delta {
     case DeltaOp.Append:
       d = { op, offset: r.varint(`${field}.offset`), data: r.lenBytes(`${field}.data`, MAX_DELTA_LEN) };
       break;
+    case DeltaOp.Txn: {
+      if (!txn) throw new WireError(DropReason.MalformedPayload, `${field}.op`, `delta op ${op} (txn) is not allowed here`);
+      const n = r.varint(`${field}.ops`);
+      if (n === 0 || n > MAX_TXN_OPS) throw new WireError(DropReason.MalformedPayload, `${field}.ops`, `${n} ops (1-${MAX_TXN_OPS})`);
+      const ops: SimpleDelta[] = [];
+      for (let i = 0; i < n; i++) {
+        ops.push(readDelta(r, `${field}.ops[${i}]`) as SimpleDelta);
+        // Bounded as it is read, not after: a long list of large ops stops at the limit.
+        if (r.pos - start > MAX_DELTA_LEN) throw new WireError(DropReason.MalformedPayload, field, `txn exceeds ${MAX_DELTA_LEN} bytes`);
+      }
+      const bad = txnFault(ops);
+      if (bad) throw new WireError(DropReason.MalformedPayload, `${field}.ops[${bad.op}]`, bad.why);
+      d = { op: DeltaOp.Txn, ops };
+      break;
+    }
     default:
       throw new WireError(DropReason.MalformedPayload, `${field}.op`, `unknown delta op ${op}`);
   }
@@ -96,15 +167,25 @@ export function encodeDelta(d: Delta): Uint8Array {
   return w.finish();
 }
 
-export function decodeDelta(buf: Uint8Array): Delta {
+export function decodeDelta(buf: Uint8Array, txn = false): Delta {
   const r = new Reader(buf);
-  const d = readDelta(r);
+  const d = readDelta(r, 'delta', txn);
   r.expectEnd('delta');
   return d;
 }
 
 /** Check a locally proposed delta against the limits a peer will enforce, before it becomes a candidate. */
 export function validateDelta(d: Delta): void {
+  if (d.op === DeltaOp.Txn) {
+    const bad = txnFault(d.ops);
+    if (bad) throw new RangeError(bad.op === undefined ? `txn has ${bad.why}` : `txn op ${bad.op}: ${bad.why}`);
+    for (let i = 0; i < d.ops.length; i++) {
+      const o = d.ops[i];
+      if ('key' in o && o.key.length === 0) throw new RangeError(`txn op ${i}: key is empty`);
+      if ('key' in o && o.key.length > MAX_KEY_LEN)
+        throw new RangeError(`txn op ${i}: key is ${o.key.length} bytes; the limit is ${MAX_KEY_LEN}`);
+    }
+  }
   if ('key' in d) {
     if (d.key.length === 0) throw new RangeError('delta key is empty');
     if (d.key.length > MAX_KEY_LEN) throw new RangeError(`delta key is ${d.key.length} bytes; the limit is ${MAX_KEY_LEN}`);

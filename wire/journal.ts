@@ -320,7 +320,7 @@ export function decodePendingRecord(rec: Uint8Array): { seq: number; delta: Delt
   try {
     const r = new Reader(rec);
     const seq = r.varint('pending.seq');
-    return { seq, delta: readDelta(r, 'pending.delta') };
+    return { seq, delta: readDelta(r, 'pending.delta', true) };
   } catch {
     return undefined;
   }

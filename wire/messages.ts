@@ -436,7 +436,7 @@ function readBody(r: Reader, type: number): Message | undefined {
         candidates.push({
           origin: r.varint(`propose[${i}].origin`),
           seq: r.varint(`propose[${i}].seq`),
-          delta: readDelta(r, `propose[${i}].delta`),
+          delta: readDelta(r, `propose[${i}].delta`, true),
         });
       }
       return { type, register, base, candidates };
@@ -455,7 +455,7 @@ function readBody(r: Reader, type: number): Message | undefined {
           throw new WireError(DropReason.MalformedPayload, `collapse[${i}].verdict`, `unknown verdict ${verdict}`);
         entries.push(
           verdict === 0
-            ? { origin, seq, verdict: 'committed', delta: readDelta(r, `collapse[${i}].delta`) }
+            ? { origin, seq, verdict: 'committed', delta: readDelta(r, `collapse[${i}].delta`, true) }
             : { origin, seq, verdict: 'rejected', reason: verdict as RejectReason },
         );
       }

@@ -4,7 +4,10 @@ import type { PairState } from './lifecycle.js';
 import type { PairDrop } from './drops.js';
 
 /** The fate of one of this endpoint's own candidates; a rejection's reason is named (REJECT_REASON_NAMES, or sequence-reused). */
-export type OwnOutcome = { verdict: 'committed' } | { verdict: 'rejected'; reason: string };
+export type OwnOutcome =
+  | { verdict: 'committed' }
+  /** `op`: for a txn rejected by a guard, the index of the first op whose guard failed (when this end could tell). */
+  | { verdict: 'rejected'; reason: string; op?: number };
 
 export type SpookEvent =
   | { type: 'lifecycle'; at: number; from: PairState; to: PairState; cause: string }

@@ -5,7 +5,7 @@
  * sequencer's state, it reconciles (ReconRequester) and installs the verified result.
  */
 import { varintLen } from '../../wire/buffer.js';
-import { DeltaOp, REJECT_REASON_NAMES, encodedDeltaLen, type Delta } from '../../wire/delta.js';
+import { DeltaOp, REJECT_REASON_NAMES, encodedDeltaLen, type Delta, type SimpleDelta } from '../../wire/delta.js';
 import {
   MsgType,
   encodeMessage,
@@ -27,6 +27,12 @@ import { LifecycleEvent, PairState } from './lifecycle.js';
 import type { PayloadBuilder } from './payload.js';
 import { COMMITTED, FOLLOWER_TIMERS, SEND_WINDOW, type FollowerTimer, type RoleMachine, type Shared } from './shared.js';
 import type { OwnCandidate, RegisterMessage } from './types.js';
+
+/** Apply a committed op whose precondition does not hold here (divergence the hash then reports); an op of the wrong kind is skipped. */
+function forceApply(st: MapState | StreamState, d: SimpleDelta, v: number): void {
+  if (d.op === DeltaOp.Append && st instanceof StreamState) st.appendBytes(d.data.slice());
+  else if (d.op !== DeltaOp.Append && st instanceof MapState) st.apply(d, v);
+}
 
 /** Out-of-order collapse records a follower holds while a gap fills. */
 const REORDER_LIMIT = 256;
@@ -293,8 +299,10 @@ export class Follower implements RoleMachine, RequesterHost {
       if (e.verdict === 'committed') {
         const st = s.state;
         if (st.check(e.delta) === 0) st.apply(e.delta, v);
-        else if (e.delta.op === DeltaOp.Append && st instanceof StreamState) st.appendBytes(e.delta.data.slice());
-        else if (e.delta.op !== DeltaOp.Append && st instanceof MapState) st.apply(e.delta, v);
+        else for (const d of e.delta.op === DeltaOp.Txn ? e.delta.ops : [e.delta]) forceApply(st, d, v);
+      } else if (e.origin === s.pair.localId) {
+        // Our own txn rejected: the state here is the sequencer's before this entry, so the failing op is the same.
+        s.noteFailedOp(e.seq, e.reason);
       }
       s.origins.set(e.origin, e.seq);
     }

@@ -113,7 +113,10 @@ export class Replica {
   /** Stream registers: the offset the next append must name. Counts own pending appends. */
   get nextAppendOffset(): number {
     let off = this.s.state.size();
-    for (const c of this.s.own) if (c.delta.op === DeltaOp.Append) off += c.delta.data.length;
+    for (const c of this.s.own) {
+      if (c.delta.op === DeltaOp.Append) off += c.delta.data.length;
+      else if (c.delta.op === DeltaOp.Txn) for (const o of c.delta.ops) if (o.op === DeltaOp.Append) off += o.data.length;
+    }
     return off;
   }
 
@@ -216,8 +219,10 @@ export class Replica {
     } catch (e) {
       throw new ProposeError('invalid', `register ${s.name}: ${(e as Error).message}`);
     }
-    if ((delta.op === DeltaOp.Append) !== (s.cfg.kind === 'stream')) {
-      throw new ProposeError('invalid', `register ${s.name}: ${s.cfg.kind} register cannot take delta op ${DeltaOp[delta.op]}`);
+    // A txn's ops are all of one kind (validateDelta): its first op says which.
+    const first = delta.op === DeltaOp.Txn ? delta.ops[0] : delta;
+    if ((first.op === DeltaOp.Append) !== (s.cfg.kind === 'stream')) {
+      throw new ProposeError('invalid', `register ${s.name}: ${s.cfg.kind} register cannot take delta op ${DeltaOp[first.op]}`);
     }
     const coherent = st === PairState.ENTANGLED || st === PairState.COLLAPSING;
     if (!coherent && this.machine.freezesWhenIncoherent) {

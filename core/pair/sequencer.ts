@@ -6,7 +6,7 @@
  * its reconciliation requests from pins (ReconResponder).
  */
 import { Writer, varintLen } from '../../wire/buffer.js';
-import { encodedDeltaLen, type Delta, type RejectReason } from '../../wire/delta.js';
+import { DeltaOp, encodedDeltaLen, type Delta, type RejectReason } from '../../wire/delta.js';
 import {
   MsgType,
   decodeMessages,
@@ -185,6 +185,7 @@ export class Sequencer implements RoleMachine, ResponderHost {
         const sz = varintLen(c.origin) + varintLen(c.seq) + 1 + encodedDeltaLen(c.delta);
         if (entries.length >= MAX_ENTRIES_PER_COLLAPSE || (entries.length > 0 && size + sz > s.pair.maxPayload - COLLAPSE_SLACK)) break;
         let reason = s.state.check(c.delta);
+        if (reason !== 0 && c.origin === s.pair.localId) s.noteFailedOp(c.seq, reason);
         if (reason === 0) reason = quota.admit(c.delta, v);
         if (reason === 0) {
           s.state.apply(c.delta, v);
@@ -241,10 +242,13 @@ export class Sequencer implements RoleMachine, ResponderHost {
     // (A recorded version above our own was never a real one: it is no reference for staleness.)
     if (!first && m.version < s.peerVersion && m.version >= s.peerVersion - SEND_WINDOW && s.peerVersion <= s.version) return;
     const progressed = first || m.version > s.peerVersion;
+    // Not stale, yet below what we believed (a follower that lost state, or an earlier status that lied):
+    // what we sent past it is not there, so resend from here (else nothing below sentUpTo is sent again).
+    const regressed = !first && m.version < s.peerVersion;
     s.peerVersion = m.version;
     s.peerHash = m.hash;
     // After a gap in contact, resend from what the peer holds now rather than wait for the (backed-off) timer.
-    if (first || this.goBack || this.sentUpTo < m.version) this.sentUpTo = m.version;
+    if (first || this.goBack || regressed || this.sentUpTo < m.version) this.sentUpTo = m.version;
     this.goBack = false;
     // Selective acknowledgement: versions above a gap arrived, so the gap was lost. Resend it
     // once now (fast retransmit), skipping what the peer holds; a gap that stays waits for the timer.
@@ -346,7 +350,11 @@ export class Sequencer implements RoleMachine, ResponderHost {
       logBytes += rec.encoded.length;
       if (v < scanFrom) continue;
       const m = decodeMessages(rec.encoded).messages[0] as CollapseMsg;
-      for (const e of m.entries) if (e.verdict === 'committed' && 'key' in e.delta) keys.add(Buffer.from(e.delta.key).toString('latin1'));
+      for (const e of m.entries) {
+        if (e.verdict !== 'committed') continue;
+        for (const d of e.delta.op === DeltaOp.Txn ? e.delta.ops : [e.delta])
+          if ('key' in d) keys.add(Buffer.from(d.key).toString('latin1'));
+      }
     }
     const n = s.state.size();
     const distinct = Math.min(n + gap * MAX_ENTRIES_PER_COLLAPSE, Math.ceil((keys.size * gap) / (s.version - scanFrom + 1)));

@@ -5,7 +5,7 @@
  * here; the replica hands it only to its role object and shows it to everyone else read-only.
  */
 import type { Hash64Parts } from '../../wire/buffer.js';
-import { DeltaOp, REJECT_REASON_NAMES, type Delta } from '../../wire/delta.js';
+import { DeltaOp, REJECT_REASON_NAMES, RejectReason, type Delta, type SimpleDelta } from '../../wire/delta.js';
 import { MsgType, type CollapseEntry, type StatusMsg, type VersionRange } from '../../wire/messages.js';
 import { hashHex } from '../register/hash.js';
 import { MapState } from '../register/map.js';
@@ -86,6 +86,12 @@ export class Shared {
   /** Version both ends must reach before this register counts as re-entangled. */
   reentangleTarget: number | undefined;
   reentangleMethod: ReentangleMethod = 'log';
+  /**
+   * Own txn candidates rejected by a failed guard: seq → the index of the op that failed, found
+   * where collapse decides (sequencer) or applies (follower) it, against the state just before
+   * that entry. Read once when the outcome is told; the wire carries only the reason.
+   */
+  private readonly failedOps = new Map<number, number>();
   /** UTF-8 length of the name, for packing estimates. */
   readonly nameBytes: number;
 
@@ -127,18 +133,31 @@ export class Shared {
     this.pair.emit({ type: 'collapse', at: now, register: this.name, version: v, hash: hashHex(this.state.hash), entries });
     for (const e of entries) {
       if (e.origin === this.pair.localId)
-        this.resolveOwn(
-          now,
-          e.seq,
-          e.verdict === 'committed' ? COMMITTED : { verdict: 'rejected', reason: REJECT_REASON_NAMES[e.reason] },
-          v,
-        );
+        this.resolveOwn(now, e.seq, e.verdict === 'committed' ? COMMITTED : this.rejected(e.seq, e.reason), v);
     }
+  }
+
+  /** An own candidate `seq` is rejected for `reason` here: if it is a txn whose guard failed, remember which op. */
+  noteFailedOp(seq: number, reason: RejectReason): void {
+    if (reason === RejectReason.QuotaExceeded) return; // the whole txn is over the quota, no one op
+    // Entries of candidates decided without a told outcome (a reconciliation) go: at most maxPending stay.
+    for (const q of this.failedOps.keys()) if (q <= this.resolvedSeq) this.failedOps.delete(q);
+    let c: OwnCandidate | undefined;
+    for (const o of this.own) if (o.seq === seq) c = o;
+    if (c === undefined || c.delta.op !== DeltaOp.Txn) return;
+    const f = this.state.txnFailure(c.delta.ops);
+    if (f) this.failedOps.set(seq, f.op);
   }
 
   /** Tell the proposer how one of its candidates ended. */
   emitOutcome(now: number, seq: number, outcome: OwnOutcome, version: number): void {
     this.pair.emit({ type: 'outcome', at: now, register: this.name, origin: this.pair.localId, seq, ...outcome, version });
+  }
+
+  private rejected(seq: number, reason: RejectReason): OwnOutcome {
+    const op = this.failedOps.get(seq);
+    this.failedOps.delete(seq);
+    return { verdict: 'rejected', reason: REJECT_REASON_NAMES[reason], ...(op !== undefined ? { op } : {}) };
   }
 
   private resolveOwn(now: number, seq: number, outcome: OwnOutcome, version: number): void {
@@ -148,6 +167,9 @@ export class Shared {
       this.emitOutcome(now, c.seq, c.seq === seq ? outcome : COMMITTED, version);
     }
     this.resolvedSeq = Math.max(this.resolvedSeq, seq);
+    // A record deciding a number we have not used yet (a sequencer that lied, or our lost data): never
+    // use it, else the candidate that gets it counts as resolved and is never proposed (the lease logic persists the jump).
+    if (this.nextSeq <= seq) this.nextSeq = seq + 1;
   }
 
   /** Whether the pair is in a state where data (beyond a Status) goes to the peer. */
@@ -170,5 +192,7 @@ export function copyDelta(d: Delta): Delta {
       return { op: d.op, key: d.key.slice(), expect: d.expect, value: d.value.slice() };
     case DeltaOp.Append:
       return { op: d.op, offset: d.offset, data: d.data.slice() };
+    case DeltaOp.Txn:
+      return { op: d.op, ops: d.ops.map((o) => copyDelta(o) as SimpleDelta) };
   }
 }

@@ -9,7 +9,7 @@
  *  - the member's lifecycle (coherent / decoherent) with its cause, as events.
  */
 import { WireError } from '../../wire/errors.js';
-import { validateDelta } from '../../wire/delta.js';
+import { DeltaOp, validateDelta } from '../../wire/delta.js';
 import { QN_DEFAULT_TTL, decodeBody, decodeEnvelope, encodeBody, encodeEnvelope, sealedHeader, type QnBody } from '../../wire/qn.js';
 import type { DomainWrite, StoredDomain } from './persist.js';
 import {
@@ -131,7 +131,8 @@ export interface DomainNodeOptions {
 
 export type DomainEvent =
   /** `unknown`: this member was removed before it learnt the outcome (it may have committed). */
-  | { type: 'outcome'; seq: number; committed: boolean; reason?: string; index?: number; unknown?: boolean }
+  /** `op`: a rejection decided here from the log, the index of the op that failed its check. */
+  | { type: 'outcome'; seq: number; committed: boolean; reason?: string; index?: number; unknown?: boolean; op?: number }
   | { type: 'lifecycle'; from: Coherence; to: Coherence; cause: string }
   | { type: 'leader'; leader: NodeId; term: number };
 
@@ -507,6 +508,7 @@ export class DomainNode {
     if (ops.length === 0 || ops.length > 256) return { refused: `a candidate has 1-256 deltas, not ${ops.length}` };
     for (const op of ops) {
       if (!this.state.registers.has(op.register)) return { refused: `no register named ${op.register} in domain ${this.o.name}` };
+      if (op.delta.op === DeltaOp.Txn) return { refused: 'a domain candidate is a transaction already: list its ops, not a txn delta' };
       try {
         validateDelta(op.delta);
       } catch (e) {
@@ -574,10 +576,10 @@ export class DomainNode {
   private onCollapse(c: Collapsed): void {
     this.inLog.delete(`${c.candidate.origin}:${c.candidate.seq}`);
     if (c.candidate.origin !== this.id) return;
-    this.resolve(c.candidate.seq, c.outcome, c.index);
+    this.resolve(c.candidate.seq, c.outcome, c.index, c.failedOp);
   }
 
-  private resolve(seq: number, outcome: number, index?: number): void {
+  private resolve(seq: number, outcome: number, index?: number, failedOp?: number): void {
     if (!this.pending.delete(seq)) return;
     this.write({ kind: 'drop-pending', seq });
     if (outcome === 0) this.stats.committed++;
@@ -591,6 +593,7 @@ export class DomainNode {
             committed: false,
             reason: COLLAPSE_REJECT_NAMES[outcome as keyof typeof COLLAPSE_REJECT_NAMES] ?? `reason ${outcome}`,
             index,
+            ...(failedOp !== undefined ? { op: failedOp } : {}),
           },
     );
   }

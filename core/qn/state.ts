@@ -112,6 +112,8 @@ export interface Collapsed {
   outcome: CollapseReject | 0;
   /** A retry of a candidate already decided: nothing applied, `outcome` is the first decision. */
   duplicate: boolean;
+  /** Rejected (not a duplicate): the index of the op that failed its check. */
+  failedOp?: number;
 }
 
 interface Reg {
@@ -187,7 +189,8 @@ export class DomainState implements StateMachine {
     const outcome = this.check(c.ops);
     if (outcome === 0) this.commit(c.ops);
     this.record(c.origin, c.seq, outcome);
-    this.onCollapse?.({ index: e.index, candidate: c, outcome, duplicate: false });
+    const failedOp = outcome === 0 ? undefined : this.checkedOp;
+    this.onCollapse?.({ index: e.index, candidate: c, outcome, duplicate: false, ...(failedOp !== undefined ? { failedOp } : {}) });
   }
 
   /**
@@ -226,6 +229,9 @@ export class DomainState implements StateMachine {
     return this.outcomes.size;
   }
 
+  /** The op the last check() stopped at: when it rejected, the index of the failing op (all members alike). */
+  checkedOp = 0;
+
   /** All checks before any write: the candidate is atomic. */
   check(ops: CandidateOp[]): CollapseReject | 0 {
     const keys = new Map<string, Set<string>>();
@@ -237,9 +243,13 @@ export class DomainState implements StateMachine {
       if (!q) quotas.set(name, (q = new QuotaCheck(r.state, r.quota)));
       return q;
     };
-    for (const { register, delta } of ops) {
+    for (let i = 0; i < ops.length; i++) {
+      const { register, delta } = ops[i];
+      this.checkedOp = i;
       const r = this.registers.get(register);
       if (!r) return CollapseReject.UnknownRegister;
+      // A domain candidate is already a transaction: a pair txn delta never nests in one (the decoder refuses op 5).
+      if (delta.op === DeltaOp.Txn) return CollapseReject.WrongKind;
       if (r.state instanceof StreamState) {
         if (delta.op !== DeltaOp.Append) return CollapseReject.WrongKind;
         const len = streamLen.get(register) ?? r.state.size();

@@ -39,6 +39,9 @@ export function changesOf(d: Delta): Change[] {
       return [{ op: 'del', key: d.key }];
     case DeltaOp.Append:
       return [{ op: 'append', value: d.data, offset: d.offset }];
+    case DeltaOp.Txn:
+      // One version, its ops' changes in order (keys are distinct; appends chain).
+      return d.ops.flatMap(changesOf);
     default: {
       const unknown: never = d;
       throw new Error(`no change feed mapping for delta ${JSON.stringify(unknown)}`);

@@ -1,5 +1,5 @@
 /** The `map` register: key → bytes, each key with the register version that last wrote it. */
-import { DeltaOp, RejectReason, type Delta } from '../../wire/delta.js';
+import { DeltaOp, RejectReason, type Delta, type SimpleDelta } from '../../wire/delta.js';
 import { varintLen } from '../../wire/buffer.js';
 import { Hash64, Murmur3, fmix32, laneSeeds, murmur3 } from './hash.js';
 import type { StateBlock } from './state.js';
@@ -80,6 +80,22 @@ export class MapState implements StateBlock {
   }
 
   check(d: Delta): RejectReason | 0 {
+    return d.op === DeltaOp.Txn ? (this.txnFailure(d.ops)?.reason ?? 0) : this.checkOne(d);
+  }
+
+  /**
+   * The first op of a txn that fails, and why; undefined if all pass. Keys are distinct (the
+   * decoder and validateDelta refuse repeats), so each cas reads the register as before the txn.
+   */
+  txnFailure(ops: readonly SimpleDelta[]): { op: number; reason: RejectReason } | undefined {
+    for (let i = 0; i < ops.length; i++) {
+      const reason = this.checkOne(ops[i]);
+      if (reason !== 0) return { op: i, reason };
+    }
+    return undefined;
+  }
+
+  private checkOne(d: SimpleDelta): RejectReason | 0 {
     switch (d.op) {
       case DeltaOp.Set:
       case DeltaOp.Del:
@@ -95,6 +111,10 @@ export class MapState implements StateBlock {
 
   apply(d: Delta, version: number): void {
     switch (d.op) {
+      case DeltaOp.Txn:
+        // In order at one version: the hash is the same as the ops applied one by one.
+        for (const o of d.ops) this.apply(o, version);
+        return;
       case DeltaOp.Set:
       case DeltaOp.Cas: {
         const kh = this.keyHashOf(d.key);

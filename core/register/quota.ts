@@ -5,7 +5,7 @@
  * follower checks every committed record against its own quota before applying it, so a
  * sequencer that ignores the quota cannot make this host hold more.
  */
-import { DeltaOp, RejectReason, type Delta } from '../../wire/delta.js';
+import { DeltaOp, RejectReason, type Delta, type SimpleDelta } from '../../wire/delta.js';
 import { MapState, entryWireLen } from './map.js';
 import type { StreamState } from './stream.js';
 
@@ -15,6 +15,9 @@ export interface Quota {
   /** Octets: Σ entry encodings (key, version, value) of a map; the length of a stream. */
   maxBytes: number;
 }
+
+/** A key as a map key (one char per byte). */
+const latin1 = (k: Uint8Array): string => Buffer.from(k.buffer, k.byteOffset, k.byteLength).toString('latin1');
 
 export const QUOTA_DEFAULTS: Quota = { maxKeys: 1_000_000, maxBytes: 256 * 1024 * 1024 };
 
@@ -37,8 +40,34 @@ export class QuotaCheck {
     this.bytes = state.fullTransferBytes();
   }
 
-  /** 0 when applying `d` at version `v` keeps the register within quota (or does not grow it); the effect is then counted. */
+  /**
+   * 0 when applying `d` at version `v` keeps the register within quota (or does not grow it); the
+   * effect is then counted. A txn is admitted whole or not at all: a refused one leaves no trace.
+   */
   admit(d: Delta, v: number): 0 | RejectReason.QuotaExceeded {
+    if (d.op !== DeltaOp.Txn) return this.admitOne(d, v);
+    const keys = this.keys;
+    const bytes = this.bytes;
+    const before = new Map<string, number | undefined>();
+    for (const o of d.ops) {
+      if (o.op !== DeltaOp.Append) {
+        const k = latin1(o.key);
+        if (!before.has(k)) before.set(k, this.touched.get(k));
+      }
+      if (this.admitOne(o, v) !== 0) {
+        this.keys = keys;
+        this.bytes = bytes;
+        for (const [k, t] of before) {
+          if (t === undefined) this.touched.delete(k);
+          else this.touched.set(k, t);
+        }
+        return RejectReason.QuotaExceeded;
+      }
+    }
+    return 0;
+  }
+
+  private admitOne(d: SimpleDelta, v: number): 0 | RejectReason.QuotaExceeded {
     const st = this.state;
     if (d.op === DeltaOp.Append) {
       if (st instanceof MapState) return 0; // the wrong kind: never applied
@@ -48,7 +77,7 @@ export class QuotaCheck {
       return 0;
     }
     if (!(st instanceof MapState)) return 0;
-    const k = Buffer.from(d.key.buffer, d.key.byteOffset, d.key.byteLength).toString('latin1');
+    const k = latin1(d.key);
     let prev = this.touched.get(k);
     if (prev === undefined) {
       const cur = st.get(d.key);

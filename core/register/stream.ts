@@ -1,5 +1,5 @@
 /** The `stream` register: append-only bytes addressed by offset (the wrappers' carrier). */
-import { DeltaOp, RejectReason, type Delta } from '../../wire/delta.js';
+import { DeltaOp, RejectReason, type Delta, type SimpleDelta } from '../../wire/delta.js';
 import { Hash64, Murmur3, laneSeeds } from './hash.js';
 import type { StateBlock } from './state.js';
 
@@ -25,11 +25,28 @@ export class StreamState implements StateBlock {
   }
 
   check(d: Delta): RejectReason | 0 {
+    if (d.op === DeltaOp.Txn) return this.txnFailure(d.ops)?.reason ?? 0;
     if (d.op !== DeltaOp.Append) return RejectReason.WrongKind;
     return d.offset === this.length ? 0 : RejectReason.AppendOffset;
   }
 
-  apply(d: Delta, _version: number): void {
+  /** The first op of a txn that fails, and why: each append must land where the previous one leaves the stream. */
+  txnFailure(ops: readonly SimpleDelta[]): { op: number; reason: RejectReason } | undefined {
+    let end = this.length;
+    for (let i = 0; i < ops.length; i++) {
+      const o = ops[i];
+      if (o.op !== DeltaOp.Append) return { op: i, reason: RejectReason.WrongKind };
+      if (o.offset !== end) return { op: i, reason: RejectReason.AppendOffset };
+      end += o.data.length;
+    }
+    return undefined;
+  }
+
+  apply(d: Delta, version: number): void {
+    if (d.op === DeltaOp.Txn) {
+      for (const o of d.ops) this.apply(o, version);
+      return;
+    }
     if (d.op !== DeltaOp.Append) throw new Error('map delta applied to a stream register (check() rejects it)');
     this.appendBytes(d.data.slice());
   }

@@ -91,6 +91,7 @@ function propose(d: Spookd, args: Untrusted<AdminArgs<'dpropose'>>, onClose: (f:
         verdict: ev.unknown ? 'unknown' : ev.committed ? 'committed' : 'rejected',
         reason: ev.reason ?? null,
         index: ev.index ?? null,
+        ...(ev.op !== undefined ? { failedOp: ev.op } : {}),
       });
     };
     const timer = setTimeout(() => {

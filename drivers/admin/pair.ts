@@ -118,7 +118,11 @@ function propose<C extends Write>(d: Spookd, cmd: C, args: Untrusted<AdminArgs<C
       value: bytesArg(a, 'value'),
     };
   else delta = { op: DeltaOp.Append, offset: num(a, 'offset', r.nextAppendOffset, 0, Number.MAX_SAFE_INTEGER), data: bytesArg(a, 'data') };
-  const timeoutMs = num(args, 'timeoutMs', 10_000, 0, MAX_WAIT_MS);
+  return proposeDelta(d, link, register, delta, num(args, 'timeoutMs', 10_000, 0, MAX_WAIT_MS), call);
+}
+
+/** Propose `delta` (any op, a txn too) on a register of `link` and wait up to `timeoutMs` for its outcome. */
+export function proposeDelta(d: Spookd, link: PeerLink, register: string, delta: Delta, timeoutMs: number, call: Call): Promise<Outcome> {
   let id: { origin: number; seq: number };
   try {
     id = link.pair.propose(d.now(), register, delta);
@@ -144,6 +148,7 @@ function propose<C extends Write>(d: Spookd, cmd: C, args: Untrusted<AdminArgs<C
         verdict: ev.verdict,
         reason: ev.verdict === 'rejected' ? ev.reason : null,
         version: ev.version,
+        ...(ev.verdict === 'rejected' && ev.op !== undefined ? { failedOp: ev.op } : {}),
       });
     };
     const timer = setTimeout(() => {

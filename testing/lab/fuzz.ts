@@ -68,6 +68,8 @@ function delta(rng: Rng): Delta {
       return { op: DeltaOp.Cas, key: key(rng), expect: edgy(rng), value: bytes(rng, 600) };
     case DeltaOp.Append:
       return { op: DeltaOp.Append, offset: edgy(rng), data: bytes(rng, 1300) };
+    default:
+      throw new Error('unreachable: rng.int(1, 4)');
   }
 }
 

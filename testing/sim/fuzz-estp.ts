@@ -20,6 +20,8 @@ export class EstpFuzzer {
     private readonly registers: string[],
     /** Versions near the pair's current one make semantically plausible messages. */
     private readonly near: () => number,
+    /** Also make txn deltas (op 5: often valid, sometimes nested, empty, over-long, a key twice). Off: seeds replay as before. */
+    private readonly txn = false,
   ) {
     this.rng = new Rng(seed);
   }
@@ -45,8 +47,15 @@ export class EstpFuzzer {
     return k.length === 0 ? Uint8Array.of(1) : k;
   }
 
-  private delta(): Delta {
+  private delta(depth = 0): Delta {
     const r = this.rng;
+    if (this.txn && depth < 2 && (depth === 1 || r.chance(0.3))) {
+      // Mostly one kind, as an honest txn; nesting only one level deep (the decoder refuses it anyway).
+      const n = r.chance(0.05) ? r.pick([0, 256, 257]) : r.int(1, 6);
+      const ops = Array.from({ length: n }, () => (depth === 0 && r.chance(0.02) ? this.delta(1) : this.delta(2)));
+      if (r.chance(0.05) && ops.length > 1 && 'key' in ops[0] && 'key' in ops[1]) ops[1] = { ...ops[1], key: ops[0].key } as Delta;
+      return { op: DeltaOp.Txn, ops } as Delta;
+    }
     switch (r.int(1, 4)) {
       case DeltaOp.Set:
         return { op: DeltaOp.Set, key: this.key(), value: this.bytes(900) };

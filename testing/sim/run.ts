@@ -11,7 +11,7 @@
  *  - no candidate both committed and rejected, and both ends decided every collapse alike;
  *  - every candidate eventually committed or rejected at its proposer.
  */
-import { DeltaOp, type Delta } from '../../wire/delta.js';
+import { DeltaOp, type Delta, type SimpleDelta } from '../../wire/delta.js';
 import { HalfPair, type HalfPairOptions, type Timing } from '../../core/pair/halfpair.js';
 import { hashHex } from '../../core/register/hash.js';
 import { PairState } from '../../core/pair/lifecycle.js';
@@ -47,6 +47,11 @@ export interface SimOptions {
    * fails, its write made durable or not: the endpoint stops (fail-stop) and restarts 0.1-3 s later.
    */
   storeFaults?: number;
+  /**
+   * Probability per proposal that it is a transaction (DeltaOp.Txn) of 2-5 ops: set/del/cas on
+   * distinct keys, or chained appends. 0 or absent draws nothing, so seeds without it replay as before.
+   */
+  txn?: number;
   /** Local proposals per endpoint. */
   ops: number;
   workloadMs: number;
@@ -240,7 +245,35 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
     let register = 'kv';
     let delta: Delta;
     const key = rng.pick(KEYS);
-    if (kind < 3) delta = { op: DeltaOp.Set, key, value: rng.bytes(rng.int(0, 48)) };
+    if (o.txn && rng.chance(o.txn)) {
+      const n = rng.int(2, 5);
+      if (kind < 7) {
+        const keys = [...KEYS].sort(() => rng.int(-1, 1)).slice(0, n);
+        const ops: SimpleDelta[] = keys.map((k) => {
+          const cur = (ep.pair.register('kv').state as MapState).get(k);
+          const c = rng.int(0, 2);
+          if (c === 0) return { op: DeltaOp.Set, key: k, value: rng.bytes(rng.int(0, 24)) };
+          if (c === 1) return { op: DeltaOp.Del, key: k };
+          return {
+            op: DeltaOp.Cas,
+            key: k,
+            expect: rng.chance(0.8) ? (cur?.version ?? 0) : rng.int(0, 5),
+            value: rng.bytes(rng.int(1, 16)),
+          };
+        });
+        delta = { op: DeltaOp.Txn, ops };
+      } else {
+        register = 'log';
+        let off = ep.pair.register('log').nextAppendOffset;
+        const ops: SimpleDelta[] = [];
+        for (let i = 0; i < n; i++) {
+          const data = rng.bytes(rng.int(1, 60));
+          ops.push({ op: DeltaOp.Append, offset: off, data });
+          off += data.length;
+        }
+        delta = { op: DeltaOp.Txn, ops };
+      }
+    } else if (kind < 3) delta = { op: DeltaOp.Set, key, value: rng.bytes(rng.int(0, 48)) };
     else if (kind < 4) delta = { op: DeltaOp.Del, key };
     else if (kind < 7) {
       const cur = (ep.pair.register('kv').state as MapState).get(key);

@@ -1,0 +1,58 @@
+/**
+ * Admin API command `txn` (client/protocol.ts): one atomic candidate of several ops on one pair
+ * register (DeltaOp.Txn, docs/PROTOCOL.md §4.2), decided whole by the pair's collapse. Domain
+ * transactions are `dpropose` (drivers/admin/domain.ts): a domain candidate is already atomic.
+ */
+import type { AdminArgs } from '../../client/protocol.js';
+import { DeltaOp, type SimpleDelta } from '../../wire/delta.js';
+import { MAX_TXN_OPS } from '../../wire/constants.js';
+import type { Spookd } from '../daemon/spookd.js';
+import { AdminFault, MAX_WAIT_MS, bytesArg, failsAs, num, str, within, type Untrusted } from './args.js';
+import type { Handlers } from './handlers.js';
+import { linkOf, proposeDelta, refuseFenced } from './pair.js';
+
+type Op = Untrusted<{ op: string; key: string; keyBase64: string; value: string; valueBase64: string } & TxnOpFields>;
+type TxnOpFields = { data: string; dataBase64: string; expect: number; offset: number };
+
+/** One op: {op: set|del|cas|append, key, value, expect, data, offset}; an append's offset defaults to `end` (where the previous one ends). */
+function toOp(raw: unknown, i: number, end: number): SimpleDelta {
+  if (typeof raw !== 'object' || raw === null) throw new AdminFault('bad-argument', `ops[${i}] must be an object`, `ops[${i}]`);
+  const a = raw as Op;
+  return within(`ops[${i}]`, () => {
+    const op = str(a, 'op');
+    if (op === 'set') return { op: DeltaOp.Set, key: bytesArg(a, 'key'), value: bytesArg(a, 'value') };
+    if (op === 'del') return { op: DeltaOp.Del, key: bytesArg(a, 'key') };
+    if (op === 'cas')
+      return {
+        op: DeltaOp.Cas,
+        key: bytesArg(a, 'key'),
+        expect: num(a, 'expect', undefined, 0, Number.MAX_SAFE_INTEGER),
+        value: bytesArg(a, 'value'),
+      };
+    if (op === 'append')
+      return { op: DeltaOp.Append, offset: num(a, 'offset', end, 0, Number.MAX_SAFE_INTEGER), data: bytesArg(a, 'data') };
+    throw new AdminFault('bad-argument', `argument op must be set, del, cas or append, not ${JSON.stringify(op)}`, 'op');
+  });
+}
+
+export function txnHandlers(d: Spookd): Handlers<'txn'> {
+  return {
+    txn: (args: Untrusted<AdminArgs<'txn'>>, call) => {
+      const link = linkOf(d, str(args, 'peer', false));
+      refuseFenced(link);
+      const register = str(args, 'register');
+      const r = failsAs('unknown-register', 'register', () => link.pair.register(register));
+      const raw = args.ops;
+      if (!Array.isArray(raw) || raw.length === 0 || raw.length > MAX_TXN_OPS)
+        throw new AdminFault('bad-argument', `argument ops must be an array of 1-${MAX_TXN_OPS} operations`, 'ops');
+      let end = r.nextAppendOffset;
+      const ops = raw.map((o: unknown, i) => {
+        const op = toOp(o, i, end);
+        if (op.op === DeltaOp.Append) end = op.offset + op.data.length;
+        return op;
+      });
+      const timeoutMs = num(args, 'timeoutMs', 10_000, 0, MAX_WAIT_MS);
+      return proposeDelta(d, link, register, { op: DeltaOp.Txn, ops }, timeoutMs, call);
+    },
+  };
+}
