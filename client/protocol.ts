@@ -66,6 +66,12 @@ export const ADMIN_ERROR_CODES = [
   'timeout',
   /** Client side: the call's AbortSignal fired before the answer (the request may still take effect). */
   'aborted',
+  // ---- large values ----
+  /**
+   * A key or value over its limit; the message names it ("value is 2097152 bytes; register cfg
+   * limit maxValueBytes is 1048576", "key is 5000 bytes; the limit MAX_KEY_LEN is 4096").
+   */
+  'too-large',
 ] as const;
 
 /** The longest request line spookd accepts (characters, newline excluded); the client refuses longer ones before sending. */
@@ -102,7 +108,16 @@ export interface ShownBytes {
 export type PairStateName = 'FORMING' | 'ENTANGLED' | 'COLLAPSING' | 'DECOHERENT' | 'REENTANGLING' | 'CLOSED';
 export type PairRole = 'sequencer' | 'follower';
 /** The pair core's named timers (core/pair/halfpair.ts PairTimer; the admin server checks they match). */
-export type PairTimerName = 'silence' | 'keepalive' | 'ack' | 'retransmit' | 'recon-work' | 'recon-start' | 'recon-retransmit';
+export type PairTimerName =
+  | 'silence'
+  | 'keepalive'
+  | 'ack'
+  | 'retransmit'
+  | 'recon-work'
+  | 'recon-start'
+  | 'recon-retransmit'
+  // ---- large values ----
+  | 'fragment';
 /** One armed timer of a pair: its deadline on the daemon's clock (as `since`), null if due at once; a register's carries its name. */
 export interface PairTimerSummary {
   timer: PairTimerName;

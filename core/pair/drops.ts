@@ -32,6 +32,13 @@ export const PAIR_DROPS = [
   'quota-violation',
   /** Reconciliation: a new pin asked for too soon or too often. */
   'recon-rate-limited',
+  // ---- large values (rev 1.9) ----
+  /** A fragment of a message past the reassembly quota, or a stale partial message evicted (§3.4). */
+  'fragment-quota',
+  /** A fragment contradicting what arrived of its message: the partial message is discarded (§3.4). */
+  'fragment-conflict',
+  /** A fragment already held (a retransmission): acknowledged again, nothing kept. */
+  'fragment-duplicate',
 ] as const;
 
 /** Everything a pair counts in `stats.drops` (with the wire checks' names for payloads that fail to decode). */

@@ -12,7 +12,8 @@
  * no I/O; `now` comes from the caller.
  */
 import type { Hash64Parts } from '../../wire/buffer.js';
-import { DeltaOp, validateDelta, type Delta, type RejectReason } from '../../wire/delta.js';
+import { MAX_KEY_LEN } from '../../wire/constants.js';
+import { DeltaOp, deltaValueLen, validateDelta, type Delta, type RejectReason } from '../../wire/delta.js';
 import { MsgType, decodeMessages, encodeMessage, type StatusMsg } from '../../wire/messages.js';
 import { hashEquals, hashHex } from '../register/hash.js';
 import type { MapState } from '../register/map.js';
@@ -30,7 +31,8 @@ const NO_REJECTIONS: ReadonlyMap<number, RejectReason> = new Map();
 /** A clear, typed refusal of a local write. */
 export class ProposeError extends Error {
   constructor(
-    readonly code: 'buffer-full' | 'frozen' | 'invalid' | 'closed' | 'fenced',
+    /** too-large: a key or value over its limit (MAX_KEY_LEN, the register's maxValueBytes); the message names it. */
+    readonly code: 'buffer-full' | 'frozen' | 'invalid' | 'closed' | 'fenced' | 'too-large',
     message: string,
   ) {
     super(message);
@@ -212,9 +214,10 @@ export class Replica {
     const st = s.pair.state;
     if (st === PairState.CLOSED) throw new ProposeError('closed', `register ${s.name}: pair is closed`);
     try {
-      validateDelta(delta);
+      validateDelta(delta, s.cfg.quota.maxValueBytes);
     } catch (e) {
-      throw new ProposeError('invalid', `register ${s.name}: ${(e as Error).message}`);
+      const tooLarge = ('key' in delta && delta.key.length > MAX_KEY_LEN) || deltaValueLen(delta) > s.cfg.quota.maxValueBytes;
+      throw new ProposeError(tooLarge ? 'too-large' : 'invalid', `register ${s.name}: ${(e as Error).message}`);
     }
     if ((delta.op === DeltaOp.Append) !== (s.cfg.kind === 'stream')) {
       throw new ProposeError('invalid', `register ${s.name}: ${s.cfg.kind} register cannot take delta op ${DeltaOp[delta.op]}`);

@@ -421,7 +421,8 @@ export class Sequencer implements RoleMachine, ResponderHost {
       }
       const rec = s.log.get(this.sentUpTo + 1);
       if (!rec) return; // compacted: the follower sees the gap in our status and reconciles
-      if (!b.add(rec.encoded)) return;
+      // A record larger than a payload (one large delta) is fragmented, named by its version.
+      if (!b.add(rec.encoded, `collapse/${s.name}/${rec.version}`)) return;
       this.sentUpTo++;
       if (this.retransmitAt === undefined) this.retransmitAt = now + s.pair.rto();
     }

@@ -113,7 +113,7 @@ function partition(entries: MapEntry[]): MapEntry[][] {
 
 const toWire = (e: MapEntry): WireEntry => ({ key: e.key, version: e.version, value: e.value });
 
-/** Incomplete ReconEntries sets a requester holds at most (octets of entry encoding). */
+/** Incomplete ReconEntries sets a requester holds at most (octets of entry encoding), beside a leaf of largest values. */
 const PARTIAL_MAX_BYTES = 1 << 20;
 
 function wireBytes(parts: readonly (readonly WireEntry[] | undefined)[]): number {
@@ -542,8 +542,10 @@ export class ReconRequester {
     // Parts of unfinished sets are held until the set completes: bounded, since an honest
     // set is a few parts (a leaf holds at most 8 entries, §8.2).
     const size = wireBytes([m.entries]);
-    if (this.partialBytes + size > PARTIAL_MAX_BYTES) {
-      this.r.refuse(now, 'quota-violation', `more than ${PARTIAL_MAX_BYTES} octets of incomplete ReconEntries sets`);
+    // A leaf of RECON_LEAF_MAX largest values must fit (§3.4): the bound grows with the register's value limit.
+    const maxPartial = PARTIAL_MAX_BYTES + RECON_LEAF_MAX * this.r.quota.maxValueBytes;
+    if (this.partialBytes + size > maxPartial) {
+      this.r.refuse(now, 'quota-violation', `more than ${maxPartial} octets of incomplete ReconEntries sets`);
       this.parts.clear();
       this.partialBytes = 0;
       return;

@@ -66,6 +66,7 @@ const PROPOSE_CODES: Record<ProposeError['code'], AdminErrorCode> = {
   invalid: 'invalid-delta',
   closed: 'pair-closed',
   fenced: 'pair-fenced',
+  'too-large': 'too-large',
 };
 
 /**

@@ -96,7 +96,9 @@ export function estpMessage(rng: Rng, ctx: EstpContext): Message {
   const origin = (): number => (rng.chance(0.8) ? rng.pick(ctx.origins) : edgy(rng));
   const entries = (): { key: Uint8Array; version: number; value: Uint8Array }[] =>
     list(rng, 40, () => ({ key: key(rng), version: edgy(rng), value: bytes(rng, 200) }));
-  const t = rng.int(1, 13) as MsgType;
+  // 14 and 16: the fragmentation layer (15 is another revision's).
+  const drawn = rng.int(1, 15);
+  const t = (drawn === 15 ? MsgType.FragmentAck : drawn) as MsgType;
   switch (t) {
     case MsgType.Status: {
       const version = edgy(rng);
@@ -185,6 +187,26 @@ export function estpMessage(rng: Rng, ctx: EstpContext): Message {
       return { type: t, register: reg, targetVersion: edgy(rng), offset: edgy(rng), data: bytes(rng, 1300) };
     case MsgType.Close:
       return { type: t, reason: ctx.closes ? rng.int(0, 1) : 1 };
+    case MsgType.Fragment: {
+      // Mostly valid layouts over few ids, so pieces collide, contradict and complete.
+      const total = rng.chance(0.7) ? rng.int(1400, 20_000) : rng.int(1400, 4_000_000);
+      const count = Math.ceil(total / 1300);
+      const index = rng.int(0, count - 1);
+      const len = Math.max(0, Math.min(Math.ceil(total / count), total - index * Math.ceil(total / count)));
+      return { type: t, msgId: rng.int(0, 8), total, count, index, bytes: rng.bytes(len) };
+    }
+    case MsgType.FragmentAck: {
+      const ranges = list(rng, 32, () => ({ from: 0, to: 0 }));
+      let floor = 0;
+      for (const r of ranges) {
+        r.from = floor + rng.int(0, 3);
+        r.to = r.from + rng.int(0, 20);
+        floor = r.to + 2;
+      }
+      return { type: t, msgId: rng.int(0, 8), ranges };
+    }
+    default:
+      throw new RangeError(`no such message type ${t}`);
   }
 }
 
