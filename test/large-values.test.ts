@@ -86,8 +86,161 @@ describe('large values (§3.4 fragmentation)', () => {
     expect(fa.fragmentsResent + fb.fragmentsResent).toBeLessThan((fa.fragmentsSent + fb.fragmentsSent) * 0.25);
     expect(fa.reassemblyBytes + fb.reassemblyBytes).toBe(0);
   });
+
+  it('a key of MAX_KEY_LEN (4 KiB) with a value commits at both ends; one byte more is refused naming the limit', () => {
+    const { w, a, b } = world(3, { loss: 0.02, reorder: 0.05, dup: 0 });
+    const key = pattern(MAX_KEY_LEN, 9).map((x) => x | 1);
+    const value = pattern(100_000, 4);
+    w.at(w.now + 1, () => b.pair.propose(w.now, 'kv', set(key, value)));
+    expect(w.run(w.now + 30_000, () => [a, b].every((e) => same(valueAt(e, key), value)))).toBe(true);
+    let err: unknown;
+    try {
+      b.pair.propose(w.now, 'kv', set(new Uint8Array(MAX_KEY_LEN + 1).fill(1), value));
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ProposeError);
+    expect((err as ProposeError).code).toBe('too-large');
+    expect((err as ProposeError).message).toBe(`register kv: key is ${MAX_KEY_LEN + 1} bytes; the limit MAX_KEY_LEN is ${MAX_KEY_LEN}`);
+  });
+
+  it("a value over the register's limit is refused with the limit's name, at the proposer and at the sequencer", () => {
+    const { w, a, b } = world(5, { loss: 0, reorder: 0, dup: 0 });
+    for (const ep of [a, b]) {
+      let err: unknown;
+      try {
+        ep.pair.propose(w.now, 'kv', set('k', new Uint8Array(2 * MiB)));
+      } catch (e) {
+        err = e;
+      }
+      expect((err as ProposeError).code).toBe('too-large');
+      expect((err as ProposeError).message).toBe('register kv: value is 2097152 bytes; register cfg limit maxValueBytes is 1048576');
+    }
+    // A follower configured with a larger limit than its sequencer: the sequencer rejects the
+    // candidate (quota-exceeded, §7.8) rather than commit what it may not hold.
+    const w2 = new SimWorld(6, { loss: 0, dup: 0, reorder: 0, minDelayMs: 1, maxDelayMs: 2 });
+    const seq = new HalfPair({ pairId: 8, seed: 1, localId: 1, peerId: 2, registers: [{ name: 'kv', kind: 'map' }] }, 0);
+    const fol = new HalfPair(
+      { pairId: 8, seed: 1, localId: 2, peerId: 1, registers: [{ name: 'kv', kind: 'map', quota: { maxValueBytes: 4 * MiB } }] },
+      0,
+    );
+    const outcomes: string[] = [];
+    w2.onEvent = (_ep, ev) => {
+      if (ev.type === 'outcome') outcomes.push(ev.verdict === 'rejected' ? ev.reason : ev.verdict);
+    };
+    const [s2, f2] = w2.adopt(['S', 'F'], [seq, fol]);
+    w2.run(2000, () => s2.pair.state === PairState.ENTANGLED && f2.pair.state === PairState.ENTANGLED);
+    w2.at(w2.now + 1, () => f2.pair.propose(w2.now, 'kv', set('k', new Uint8Array(2 * MiB).fill(3))));
+    expect(w2.run(w2.now + 30_000, () => outcomes.length === 1)).toBe(true);
+    expect(outcomes).toEqual(['quota-exceeded']);
+    expect((s2.pair.register('kv').state as MapState).get(te.encode('k'))).toBeUndefined();
+  });
+
+  it('a large value written during a cut arrives through re-entanglement, by log replay and by reconciliation', () => {
+    for (const method of ['log', 'reconcile'] as const) {
+      const w = new SimWorld(21, { loss: 0.01, reorder: 0.05, dup: 0.01, minDelayMs: 1, maxDelayMs: 4 });
+      // A log of 2 records cannot bring the follower across 3 versions: it reconciles (ReconEntries carrying 1 MiB values).
+      const log = method === 'log' ? undefined : { maxRecords: 2, maxBytes: 64 * MiB };
+      const [a, b] = w.addPair(['A', 'B'], { pairId: 9, seed: 5, registers: [{ name: 'kv', kind: 'map', log }] });
+      const methods: string[] = [];
+      w.onEvent = (_ep, ev) => {
+        if (ev.type === 'reentangled') methods.push(ev.method);
+      };
+      w.run(2000, () => a.pair.state === PairState.ENTANGLED && b.pair.state === PairState.ENTANGLED);
+      const cut = (up: boolean) => () => {
+        w.net.setLink('A', 'B', up);
+        w.net.setLink('B', 'A', up);
+      };
+      w.at(w.now + 1, cut(false));
+      const values = [pattern(MiB, 31), pattern(MiB - 7, 32), pattern(300_000, 33)];
+      w.at(w.now + 10, () => values.forEach((v, i) => a.pair.propose(w.now, 'kv', set(`cut-${i}`, v))));
+      w.run(w.now + 8000, () => b.pair.state === PairState.DECOHERENT);
+      expect(b.pair.state).toBe(PairState.DECOHERENT);
+      w.at(w.now + 1, cut(true));
+      const ok = w.run(w.now + 60_000, () =>
+        [a, b].every((e) => e.pair.state === PairState.ENTANGLED && values.every((v, i) => same(valueAt(e, te.encode(`cut-${i}`)), v))),
+      );
+      expect(ok, method).toBe(true);
+      expect(b.pair.register('kv').hash).toEqual(a.pair.register('kv').hash);
+      expect(methods, method).toContain(method);
+    }
+  });
 });
 
-// Keep the imports used by later cases.
-void [ProposeError, MAX_KEY_LEN, FrameType, encodeFrame, MsgType, encodeMessage, HalfPair];
-export type { FragmentMsg, Message };
+/** A cleartext Data frame of `msgs` for pair 7 (the simulator's pairs are not sealed). */
+const frame = (pn: number, ...msgs: Message[]): Uint8Array =>
+  encodeFrame({ type: FrameType.Data, flags: 0, pairId: 7, packetNumber: pn }, Buffer.concat(msgs.map(encodeMessage)));
+const piece = (msgId: number, total: number, count: number, index: number, fillByte = 0): FragmentMsg => {
+  const f = Math.ceil(total / count);
+  return { type: MsgType.Fragment, msgId, total, count, index, bytes: new Uint8Array(Math.min(f, total - index * f)).fill(fillByte) };
+};
+
+describe('a hostile peer and the reassembly quota', () => {
+  it('fragments that never complete, contradict each other or exceed the quota: memory stays within it, drops are counted, the pair carries on', () => {
+    const { w, a, b } = world(13, { loss: 0, reorder: 0, dup: 0 });
+    const quota = b.pair.fragments.reassemblyQuota;
+    expect(quota).toBe(4 * MiB + MiB);
+    let pn = 1_000_000;
+    let maxHeld = 0;
+    const inject = (...msgs: Message[]) => {
+      b.pair.handleDatagram(w.now, frame(pn++, ...msgs));
+      maxHeld = Math.max(maxHeld, b.pair.fragments.reassemblyBytes);
+    };
+    w.at(w.now + 1, () => {
+      // 100 messages of 1 MiB that never complete: one piece each.
+      for (let id = 1; id <= 100; id++) inject(piece(id, MiB, 800, 0));
+      // One larger than the whole quota.
+      inject(piece(500, 60 * MiB, Math.ceil((60 * MiB) / 1300), 0));
+      // Contradictions: a held message's layout changes, a held piece's bytes change.
+      inject(piece(1, 2 * MiB, 1600, 1));
+      inject(piece(2, MiB, 800, 0, 0xff));
+    });
+    w.run(w.now + 10);
+    const d = b.pair.stats.drops;
+    expect(maxHeld).toBeLessThanOrEqual(quota);
+    expect(b.pair.fragments.reassemblyBytes).toBeLessThanOrEqual(quota);
+    expect(b.pair.fragments.partials).toBeLessThanOrEqual(5);
+    expect(d['fragment-quota']).toBeGreaterThanOrEqual(96);
+    expect(d['fragment-conflict']).toBe(2);
+    // The pair carries on: a large value still commits both ways (the stale partials are evicted for it).
+    const v = pattern(MiB, 77);
+    w.at(w.now + 1, () => b.pair.propose(w.now, 'kv', set('after-attack', v)));
+    expect(w.run(w.now + 60_000, () => [a, b].every((e) => same(valueAt(e, te.encode('after-attack')), v)))).toBe(true);
+    expect(b.pair.fragments.reassemblyBytes).toBeLessThanOrEqual(quota);
+    expect(a.pair.state === PairState.ENTANGLED || a.pair.state === PairState.COLLAPSING).toBe(true);
+  });
+
+  it('a reassembled message that is not a register message is malformed; a completed one is acknowledged whole again', () => {
+    const { w, b } = world(14, { loss: 0, reorder: 0, dup: 0 });
+    // A Close smuggled in fragments: refused as malformed, the pair stays up.
+    const close = encodeMessage({ type: MsgType.Close, reason: 0 });
+    const padded = new Uint8Array(3000);
+    padded.set(close);
+    const f = Math.ceil(padded.length / 3);
+    w.at(w.now + 1, () => {
+      for (let i = 0; i < 3; i++)
+        b.pair.handleDatagram(
+          w.now,
+          frame(2_000_000 + i, {
+            type: MsgType.Fragment,
+            msgId: 42,
+            total: 3000,
+            count: 3,
+            index: i,
+            bytes: padded.subarray(i * f, (i + 1) * f),
+          }),
+        );
+      // A duplicate piece of the completed message.
+      b.pair.handleDatagram(
+        w.now,
+        frame(2_000_010, { type: MsgType.Fragment, msgId: 42, total: 3000, count: 3, index: 0, bytes: padded.subarray(0, f) }),
+      );
+    });
+    w.run(w.now + 50);
+    expect(b.pair.state).not.toBe(PairState.CLOSED);
+    // The padded Close does not decode as one message: counted, never thrown.
+    expect((b.pair.stats.drops['malformed-payload'] ?? 0) + (b.pair.stats.drops['unknown-message'] ?? 0)).toBeGreaterThan(0);
+    expect(b.pair.stats.drops['fragment-duplicate']).toBe(1);
+    expect(b.pair.fragments.reassemblyBytes).toBe(0);
+  });
+});

@@ -215,6 +215,8 @@ export class Reassembler {
   private readonly done = new Map<number, { total: number; count: number }>();
   private readonly dirty = new Set<number>();
   private heldBytes = 0;
+  /** New pieces taken so far (progress the peer makes delivering). */
+  accepted = 0;
   /** Whether an acknowledgement is owed at once (ACK_EVERY fragments of one message since its last). */
   urgent = false;
 
@@ -278,6 +280,7 @@ export class Reassembler {
       return undefined;
     }
     p.buf.set(f.bytes, off);
+    this.accepted++;
     p.got[f.index] = 1;
     p.have++;
     p.lastAt = now;

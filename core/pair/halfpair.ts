@@ -463,7 +463,9 @@ export class HalfPair {
 
   /** A fragment (§3.4): the message it completes is handled as if it had come whole. */
   private onFragment(now: number, f: FragmentMsg): void {
+    const before = this.fragIn.accepted;
     const raw = this.fragIn.onFragment(now, f);
+    if (this.fragIn.accepted > before) for (const r of this.registers.values()) r.peerDelivering(now);
     if (raw === undefined) return;
     let decoded;
     try {

@@ -269,6 +269,11 @@ export class Replica {
     return this.machine.aligned();
   }
 
+  /** Pieces of a fragmented message keep arriving (§3.4): a reconciliation request under way was heard. */
+  peerDelivering(now: number): void {
+    this.follower?.requester?.deferRetransmit(now + this.s.pair.rto());
+  }
+
   /** Whether collapses or own candidates are in flight (COLLAPSING) or all is settled (ENTANGLED). */
   settled(): boolean {
     return this.s.own.length === 0 && this.machine.settled();

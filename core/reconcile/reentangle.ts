@@ -422,6 +422,14 @@ export class ReconRequester {
     this.restart();
   }
 
+  /**
+   * The responder is delivering a fragmented answer (§3.4): its pieces keep arriving, so the
+   * request was heard; asking again now would only send it twice. Push the timer back.
+   */
+  deferRetransmit(until: number): void {
+    if (this.retransmitAt !== undefined && this.retransmitAt < until) this.retransmitAt = until;
+  }
+
   onTimeout(now: number): boolean {
     if (this.retransmitAt === undefined || now < this.retransmitAt) return false;
     // Several silent timeouts: the responder no longer holds our pin (it answers with its status); start over.
