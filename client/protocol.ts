@@ -18,7 +18,7 @@
 export const ADMIN_ERROR_CODES = [
   /** The request line is not JSON, or lacks a numeric `id` and a string `cmd`. */
   'bad-request',
-  /** The request line is longer than the daemon accepts (64 KiB). */
+  /** The request line is longer than the daemon accepts (ADMIN_MAX_REQUEST, 90 MiB). */
   'request-too-large',
   /** No such command. */
   'unknown-command',
@@ -74,8 +74,11 @@ export const ADMIN_ERROR_CODES = [
   'too-large',
 ] as const;
 
-/** The longest request line spookd accepts (characters, newline excluded); the client refuses longer ones before sending. */
-export const ADMIN_MAX_REQUEST = 64 * 1024;
+/**
+ * The longest request line spookd accepts (characters, newline excluded); the client refuses longer ones before sending.
+ * Large enough for a largest value (MAX_VALUE_LEN, 64 MiB) in base64 with a largest key: 90 MiB.
+ */
+export const ADMIN_MAX_REQUEST = 90 * 1024 * 1024;
 
 export type AdminErrorCode = (typeof ADMIN_ERROR_CODES)[number];
 

@@ -11,6 +11,7 @@ import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import {
   ADMIN_COMMANDS,
+  ADMIN_MAX_REQUEST,
   type AdminCommand,
   type AdminErrorBody,
   type AdminEventLine,
@@ -30,7 +31,8 @@ export interface AdminRequest {
   args?: Record<string, unknown>;
 }
 
-const MAX_REQUEST = 64 * 1024;
+/** A largest value in base64 with its key (client/protocol.ts): the daemon holds one such line per client at most. */
+const MAX_REQUEST = ADMIN_MAX_REQUEST;
 const MAX_CLIENT_BUFFER = 8 * 1024 * 1024;
 
 /** The error of a failed request: a fault's code, or `internal` for anything else the daemon threw. */
@@ -75,19 +77,27 @@ export class AdminServer {
 
   private onClient(sock: Socket): void {
     this.clients.add(sock);
-    let buf = '';
+    // The line so far, as chunks: a large value's line arrives in many, and joining (or
+    // searching) the whole of it on every chunk would be quadratic.
+    let parts: string[] = [];
+    let held = 0;
     const cleanups: (() => void)[] = [];
     sock.setEncoding('utf8');
     sock.on('data', (chunk: string) => {
-      buf += chunk;
-      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
+      for (let nl = chunk.indexOf('\n'); nl >= 0; nl = chunk.indexOf('\n')) {
+        parts.push(chunk.slice(0, nl));
+        const line = parts.join('');
+        chunk = chunk.slice(nl + 1);
+        parts = [];
+        held = 0;
         if (line.length > MAX_REQUEST) return this.refuse(sock);
         if (line.trim()) void this.handle(sock, line, cleanups);
       }
-      if (buf.length > MAX_REQUEST) {
-        buf = '';
+      parts.push(chunk);
+      held += chunk.length;
+      if (held > MAX_REQUEST) {
+        parts = [];
+        held = 0;
         this.refuse(sock);
       }
     });
