@@ -29,6 +29,8 @@ export const FRAGMENT_WINDOW = 64;
 const PACKET_THRESHOLD = 3;
 /** Own messages queued or in flight as fragments at once (the registers hold the rest). */
 const OUT_LIMIT = 32;
+/** Delivered keys remembered (each a few dozen bytes). */
+const DELIVERED_MEMORY = 256;
 /** Partial messages a receiver holds at once. */
 const MAX_PARTIALS = 64;
 /** Completed message ids remembered, to acknowledge a duplicate fragment whole. */
@@ -53,6 +55,8 @@ interface OutMessage {
   acked: number;
   /** Lowest index that may still need sending (an optimisation of the scan). */
   next: number;
+  /** When its first fragment left (undefined: not yet). */
+  startedAt: number | undefined;
 }
 
 export interface FragmentSenderStats {
@@ -69,6 +73,12 @@ export class FragmentSender {
   private largestAckedOrder = -1;
   /** In-flight fragments as (message, index), for loss detection over at most the window. */
   private readonly inFlight: { m: OutMessage; i: number }[] = [];
+  /**
+   * Keys of messages the peer acknowledged whole, until when a register's retransmission of
+   * them is taken as done: the peer's answer to a large message (the Collapse of a large
+   * Propose) is itself large and takes about as long to arrive as the message took to send.
+   */
+  private readonly delivered = new Map<string, number>();
   readonly stats: FragmentSenderStats = { fragmentsSent: 0, fragmentsResent: 0, messagesFragmented: 0 };
 
   /** `fragBytes`: the largest piece, so that a Fragment fits an empty payload beside an Ack. */
@@ -84,8 +94,13 @@ export class FragmentSender {
    * second copy (the registers retransmit whole messages on their own timers). False: full,
    * try later.
    */
-  add(raw: Uint8Array, key: string | undefined): boolean {
-    if (key !== undefined && this.out.some((m) => m.key === key)) return true;
+  add(now: number, raw: Uint8Array, key: string | undefined): boolean {
+    if (key !== undefined) {
+      if (this.out.some((m) => m.key === key)) return true;
+      const until = this.delivered.get(key);
+      if (until !== undefined && now < until) return true;
+      this.delivered.delete(key);
+    }
     if (this.out.length >= OUT_LIMIT) return false;
     const count = Math.ceil(raw.length / this.fragBytes);
     this.out.push({
@@ -98,6 +113,7 @@ export class FragmentSender {
       sentAt: new Float64Array(count),
       acked: 0,
       next: 0,
+      startedAt: undefined,
     });
     this.stats.messagesFragmented++;
     return true;
@@ -120,6 +136,7 @@ export class FragmentSender {
       if (bytes.length + FRAGMENT_OVERHEAD > room) return undefined;
       if (m.order[i] !== 0 || m.sentAt[i] !== 0) this.stats.fragmentsResent++;
       m.state[i] = 1;
+      m.startedAt ??= now;
       m.order[i] = ++this.sendOrder;
       m.sentAt[i] = now;
       this.inFlight.push({ m, i });
@@ -134,7 +151,7 @@ export class FragmentSender {
    * how long a fragment overtaken by an acknowledged one may still be merely reordered
    * (RFC 9002 §6.1.2 kTimeThreshold, 9/8 of the RTT).
    */
-  onAck(now: number, a: FragmentAckMsg, lossDelay: number): void {
+  onAck(now: number, a: FragmentAckMsg, lossDelay: number, rto: number): void {
     const m = this.out.find((o) => o.id === a.msgId);
     if (!m) return;
     for (const r of a.ranges) {
@@ -145,7 +162,13 @@ export class FragmentSender {
         m.acked++;
       }
     }
-    if (m.acked === m.count) this.out.splice(this.out.indexOf(m), 1);
+    if (m.acked === m.count) {
+      this.out.splice(this.out.indexOf(m), 1);
+      if (m.key !== undefined) {
+        this.delivered.set(m.key, now + 2 * (now - (m.startedAt ?? now)) + rto);
+        if (this.delivered.size > DELIVERED_MEMORY) this.delivered.delete(this.delivered.keys().next().value!);
+      }
+    }
     this.detectLost(now, Infinity, lossDelay);
   }
 
@@ -189,7 +212,9 @@ export class FragmentSender {
       m.state.fill(0);
       m.acked = 0;
       m.next = 0;
+      m.startedAt = undefined;
     }
+    this.delivered.clear();
     this.inFlight.length = 0;
     this.largestAckedOrder = -1;
   }

@@ -445,7 +445,7 @@ export class HalfPair {
   private dispatch(now: number, m: Message, raw: Uint8Array): void {
     if (m.type === MsgType.Ack) return this.onAck(now, m);
     if (m.type === MsgType.Fragment) return this.onFragment(now, m);
-    if (m.type === MsgType.FragmentAck) return this.fragOut.onAck(now, m, (9 / 8) * (this.srtt ?? this.timing.initialRtoMs));
+    if (m.type === MsgType.FragmentAck) return this.fragOut.onAck(now, m, (9 / 8) * (this.srtt ?? this.timing.initialRtoMs), this.rto());
     if (m.type === MsgType.Close) {
       if (m.reason === CloseReason.GoingAway) {
         if (this.lifecycle.can(LifecycleEvent.PeerSilent)) this.fire(now, LifecycleEvent.PeerSilent, 'peer is shutting down');
@@ -663,7 +663,7 @@ export class HalfPair {
     }
     this.collapse(now);
     if (this.awaitingWrites) return undefined; // the collapse made writes: they go to disk first
-    const b = new PayloadBuilder(this.maxPayload, (raw, key) => this.fragOut.add(raw, key));
+    const b = new PayloadBuilder(this.maxPayload, (raw, key) => this.fragOut.add(now, raw, key));
     const ackPending = this.ackDueAt !== undefined || this.ackOverdue;
     if (ackPending) {
       b.add(
