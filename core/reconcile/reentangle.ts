@@ -369,6 +369,13 @@ export class ReconRequester {
   private streamBase = 0;
   private staged: Uint8Array[] = [];
   private stagedLen = 0;
+  /**
+   * Stream chunks of the requested window that arrived ahead of the next expected offset,
+   * by offset: at most STREAM_WINDOW of them, within the window. Without them, a path that
+   * reorders (every chunk is its own datagram) would let through about one chunk per round
+   * trip, and a stream of large appends would never finish.
+   */
+  private readonly ahead = new Map<number, Uint8Array>();
   /** Entries and octets received so far in this session, held against the register's quota (§7.8). */
   private receivedEntries = 0;
   private receivedBytes = 0;
@@ -399,6 +406,7 @@ export class ReconRequester {
     this.chunkCount = undefined;
     this.staged = [];
     this.stagedLen = 0;
+    this.ahead.clear();
     this.receivedEntries = 0;
     this.receivedBytes = 0;
     if (this.mode === 'full') {
@@ -600,15 +608,27 @@ export class ReconRequester {
 
   onStreamData(now: number, m: StreamDataMsg): void {
     if (!this.accept(m.targetVersion)) return;
-    if (m.offset !== this.streamBase + this.stagedLen) return; // out of order: the window is re-requested
     const q = this.r.quota;
     if (m.offset + m.data.length > (this.meta ? Math.min(this.meta.size, q.maxBytes) : q.maxBytes)) {
       this.r.refuse(now, 'quota-violation', `stream data past ${this.meta ? "the pin's length" : 'the quota'}`);
       this.restart();
       return;
     }
+    const expected = this.streamBase + this.stagedLen;
+    if (m.offset !== expected) {
+      // Ahead within the window: kept until the gap fills; anything else is re-requested.
+      if (m.offset > expected && m.offset < this.windowEnd && this.ahead.size < STREAM_WINDOW && m.data.length > 0)
+        this.ahead.set(m.offset, m.data.slice());
+      return;
+    }
     this.staged.push(m.data.slice());
     this.stagedLen += m.data.length;
+    for (let next = this.ahead.get(this.streamBase + this.stagedLen); next; next = this.ahead.get(this.streamBase + this.stagedLen)) {
+      this.ahead.delete(this.streamBase + this.stagedLen);
+      this.staged.push(next);
+      this.stagedLen += next.length;
+    }
+    for (const off of this.ahead.keys()) if (off < this.streamBase + this.stagedLen) this.ahead.delete(off);
     const at = this.streamBase + this.stagedLen;
     if (this.meta && at < this.meta.size && at >= this.windowEnd) this.wantRequest = true;
     this.progress(now);
