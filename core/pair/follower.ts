@@ -426,14 +426,21 @@ export class Follower implements RoleMachine, RequesterHost {
     if (candidates.length === 0) {
       // A candidate larger than any payload goes alone, fragmented (§3.4), named by its seq.
       const c = own.at(i);
-      candidates.push({ origin: s.pair.localId, seq: c.seq, delta: c.delta });
       key = `propose/${s.name}/${c.seq}`;
+      // Under way already (a retransmission timer fired): nothing to encode again.
+      if (b.holdsLarge(key)) return this.sent(now, c.seq);
+      candidates.push({ origin: s.pair.localId, seq: c.seq, delta: c.delta });
     }
     const raw = encodeMessage({ type: MsgType.Propose, register: s.name, base: own.peek()!.seq, candidates });
     if (key !== undefined && raw.length <= b.limit) return; // it fits an empty payload: the next datagram takes it whole
     if (!b.add(raw, key)) return;
-    this.sentSeqUpTo = candidates[candidates.length - 1].seq;
-    this.everSent = Math.max(this.everSent, this.sentSeqUpTo);
-    if (this.retransmitAt === undefined) this.retransmitAt = now + s.pair.rto();
+    this.sent(now, candidates[candidates.length - 1].seq);
+  }
+
+  /** Own candidates up to `seq` are sent (or under way as fragments). */
+  private sent(now: number, seq: number): void {
+    this.sentSeqUpTo = seq;
+    this.everSent = Math.max(this.everSent, seq);
+    if (this.retransmitAt === undefined) this.retransmitAt = now + this.s.pair.rto();
   }
 }

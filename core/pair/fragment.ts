@@ -57,6 +57,8 @@ interface OutMessage {
   next: number;
   /** When its first fragment left (undefined: not yet). */
   startedAt: number | undefined;
+  /** Every fragment below this is acknowledged: acknowledgements are read from here (O(new), not O(count), each). */
+  low: number;
 }
 
 export interface FragmentSenderStats {
@@ -95,12 +97,7 @@ export class FragmentSender {
    * try later.
    */
   add(now: number, raw: Uint8Array, key: string | undefined): boolean {
-    if (key !== undefined) {
-      if (this.out.some((m) => m.key === key)) return true;
-      const until = this.delivered.get(key);
-      if (until !== undefined && now < until) return true;
-      this.delivered.delete(key);
-    }
+    if (key !== undefined && this.holds(now, key)) return true;
     if (this.out.length >= OUT_LIMIT) return false;
     const count = Math.ceil(raw.length / this.fragBytes);
     this.out.push({
@@ -114,9 +111,19 @@ export class FragmentSender {
       acked: 0,
       next: 0,
       startedAt: undefined,
+      low: 0,
     });
     this.stats.messagesFragmented++;
     return true;
+  }
+
+  /** Whether the message named `key` is queued, in flight, or was delivered recently enough that a register's retransmission of it is moot. */
+  holds(now: number, key: string): boolean {
+    if (this.out.some((m) => m.key === key)) return true;
+    const until = this.delivered.get(key);
+    if (until !== undefined && now < until) return true;
+    this.delivered.delete(key);
+    return false;
   }
 
   /** Messages queued or in flight. */
@@ -155,13 +162,14 @@ export class FragmentSender {
     const m = this.out.find((o) => o.id === a.msgId);
     if (!m) return;
     for (const r of a.ranges) {
-      for (let i = r.from; i <= Math.min(r.to, m.count - 1); i++) {
+      for (let i = Math.max(r.from, m.low); i <= Math.min(r.to, m.count - 1); i++) {
         if (m.state[i] === 2) continue;
         if (m.state[i] === 1) this.largestAckedOrder = Math.max(this.largestAckedOrder, m.order[i]);
         m.state[i] = 2;
         m.acked++;
       }
     }
+    while (m.low < m.count && m.state[m.low] === 2) m.low++;
     if (m.acked === m.count) {
       this.out.splice(this.out.indexOf(m), 1);
       if (m.key !== undefined) {
@@ -212,6 +220,7 @@ export class FragmentSender {
       m.state.fill(0);
       m.acked = 0;
       m.next = 0;
+      m.low = 0;
       m.startedAt = undefined;
     }
     this.delivered.clear();
@@ -229,6 +238,9 @@ interface Partial {
   lastAt: number;
   /** Fragments received since its last acknowledgement. */
   unacked: number;
+  /** Every piece below `low` is held; none above `high`: acknowledgements are built from there. */
+  low: number;
+  high: number;
 }
 
 export type FragmentDrop = Extract<PairDrop, 'fragment-quota' | 'fragment-conflict' | 'fragment-duplicate'>;
@@ -282,7 +294,17 @@ export class Reassembler {
         );
         return undefined;
       }
-      p = { total: f.total, count: f.count, buf: new Uint8Array(f.total), got: new Uint8Array(f.count), have: 0, lastAt: now, unacked: 0 };
+      p = {
+        total: f.total,
+        count: f.count,
+        buf: new Uint8Array(f.total),
+        got: new Uint8Array(f.count),
+        have: 0,
+        lastAt: now,
+        unacked: 0,
+        low: 0,
+        high: -1,
+      };
       this.partials.set(f.msgId, p);
       this.heldBytes += f.total;
     }
@@ -308,6 +330,8 @@ export class Reassembler {
     this.accepted++;
     p.got[f.index] = 1;
     p.have++;
+    p.high = Math.max(p.high, f.index);
+    while (p.low < p.count && p.got[p.low]) p.low++;
     p.lastAt = now;
     this.dirty.add(f.msgId);
     if (++p.unacked >= ACK_EVERY) this.urgent = true;
@@ -360,7 +384,7 @@ export class Reassembler {
     for (const id of this.dirty) {
       const p = this.partials.get(id);
       const d = this.done.get(id);
-      if (p) out.push({ type: MsgType.FragmentAck, msgId: id, ranges: ranges(p.got) });
+      if (p) out.push({ type: MsgType.FragmentAck, msgId: id, ranges: ranges(p) });
       else if (d) out.push({ type: MsgType.FragmentAck, msgId: id, ranges: [{ from: 0, to: d.count - 1 }] });
       else this.dirty.delete(id); // forgotten since (evicted): nothing to say
     }
@@ -387,11 +411,11 @@ export class Reassembler {
   }
 }
 
-/** The received indexes as ascending ranges, at most MAX_FRAGMENT_ACK_RANGES (the lowest). */
-function ranges(got: Uint8Array): IndexRange[] {
-  const out: IndexRange[] = [];
-  for (let i = 0; i < got.length && out.length <= MAX_FRAGMENT_ACK_RANGES; i++) {
-    if (!got[i]) continue;
+/** The received indexes as ascending ranges, at most MAX_FRAGMENT_ACK_RANGES (the lowest); O(high − low). */
+function ranges(p: Partial): IndexRange[] {
+  const out: IndexRange[] = p.low > 0 ? [{ from: 0, to: p.low - 1 }] : [];
+  for (let i = p.low; i <= p.high && out.length <= MAX_FRAGMENT_ACK_RANGES; i++) {
+    if (!p.got[i]) continue;
     const last = out[out.length - 1];
     if (last && last.to === i - 1) last.to = i;
     else out.push({ from: i, to: i });

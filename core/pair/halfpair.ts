@@ -663,7 +663,10 @@ export class HalfPair {
     }
     this.collapse(now);
     if (this.awaitingWrites) return undefined; // the collapse made writes: they go to disk first
-    const b = new PayloadBuilder(this.maxPayload, (raw, key) => this.fragOut.add(now, raw, key));
+    const b = new PayloadBuilder(this.maxPayload, {
+      add: (raw, key) => this.fragOut.add(now, raw, key),
+      holds: (key) => this.fragOut.holds(now, key),
+    });
     const ackPending = this.ackDueAt !== undefined || this.ackOverdue;
     if (ackPending) {
       b.add(

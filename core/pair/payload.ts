@@ -2,10 +2,14 @@
 import { Writer } from '../../wire/buffer.js';
 
 /**
- * Takes a message too large for any payload to send as fragments (§3.4); `key` names it for
- * its register so a retransmission while it is under way is not a second copy. False: full.
+ * The fragmentation layer (§3.7) as a payload sees it. `add` takes a message too large for
+ * any payload (false: full); `key` names it for its register, so a retransmission while it is
+ * under way is not a second copy; `holds(key)` says so before the message is even encoded.
  */
-export type LargeSink = (raw: Uint8Array, key: string | undefined) => boolean;
+export interface LargeSink {
+  add(raw: Uint8Array, key: string | undefined): boolean;
+  holds(key: string): boolean;
+}
 
 export class PayloadBuilder {
   private readonly w: Writer;
@@ -29,10 +33,15 @@ export class PayloadBuilder {
    * than any payload goes to the fragmentation layer instead (true once it took it).
    */
   add(raw: Uint8Array, key?: string): boolean {
-    if (raw.length > this.limit && this.large) return this.large(raw, key);
+    if (raw.length > this.limit && this.large) return this.large.add(raw, key);
     if (raw.length > this.room) return false;
     this.w.bytes(raw);
     return true;
+  }
+
+  /** Whether the large message named `key` is already queued, in flight or just delivered (then adding it again is a no-op). */
+  holdsLarge(key: string): boolean {
+    return this.large?.holds(key) ?? false;
   }
 
   finish(): Uint8Array {
