@@ -259,6 +259,23 @@ describe('a hostile peer and the reassembly quota', () => {
     expect(a.pair.state === PairState.ENTANGLED || a.pair.state === PairState.COLLAPSING).toBe(true);
   });
 
+  it("a Collapse leaving out a delta that is not the follower's pending candidate is not applied, and counted", () => {
+    const { w, b } = world(15, { loss: 0, reorder: 0, dup: 0 });
+    const v = b.pair.register('kv').version;
+    const forged = {
+      type: MsgType.Collapse,
+      register: 'kv',
+      version: v + 1,
+      hash: { hi: 1, lo: 2 },
+      entries: [{ origin: 2, seq: 77, verdict: 'committed', delta: set('x', te.encode('y')) }],
+      elided: [0],
+    } as Message;
+    w.at(w.now + 1, () => b.pair.handleDatagram(w.now, frame(3_000_000, forged)));
+    w.run(w.now + 20);
+    expect(b.pair.stats.drops['elided-unknown']).toBe(1);
+    expect(b.pair.register('kv').version).toBe(v);
+  });
+
   it('a reassembled message that is not a register message is malformed; a completed one is acknowledged whole again', () => {
     const { w, b } = world(14, { loss: 0, reorder: 0, dup: 0 });
     // A Close smuggled in fragments: refused as malformed, the pair stays up.

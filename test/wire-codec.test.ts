@@ -19,7 +19,7 @@ import { WireError } from '../wire/errors.js';
 import { Reader, Writer, varintLen } from '../wire/buffer.js';
 import { decodeFrame, encodeFrame } from '../wire/header.js';
 import { DeltaOp, RejectReason, decodeDelta, encodeDelta, encodedDeltaLen, validateDelta, type Delta } from '../wire/delta.js';
-import { CloseReason, MsgType, REQ_WANT_META, decodeMessages, encodeMessage, type Message } from '../wire/messages.js';
+import { CloseReason, ELIDED_DELTA, MsgType, REQ_WANT_META, decodeMessages, encodeMessage, type Message } from '../wire/messages.js';
 
 // ---------------------------------------------------------------- helpers
 
@@ -925,6 +925,26 @@ describe('range-checked fields', () => {
     const out = decodeMessages(encodeMessage(withBom)).messages[0] as { register: string };
     expect(out.register).toBe('\uFEFFa');
     expect(out.register).not.toBe('a');
+  });
+
+  it("a Collapse entry whose delta is the receiver's own (verdict 0x80) round trips without its delta (rev 1.9)", () => {
+    const m: Message = {
+      type: MsgType.Collapse,
+      register: 'm',
+      version: 3,
+      hash: { hi: 1, lo: 2 },
+      entries: [
+        { origin: 2, seq: 9, verdict: 'committed', delta: { op: DeltaOp.Set, key: b('k'), value: fill(5000) } },
+        { origin: 1, seq: 4, verdict: 'committed', delta: sampleDeltas[0] },
+      ],
+      elided: [0],
+    };
+    const enc = encodeMessage(m);
+    expect(enc.length).toBeLessThan(100); // the 5000-byte value is not on the wire
+    const out = decodeMessages(enc).messages[0] as Extract<Message, { type: MsgType.Collapse }>;
+    expect(out.elided).toEqual([0]);
+    expect(out.entries[0]).toEqual({ origin: 2, seq: 9, verdict: 'committed', delta: ELIDED_DELTA });
+    expect(out.entries[1]).toEqual(m.entries[1]);
   });
 
   it('unknown collapse verdicts, rejection reasons, request flags and out-of-depth prefixes are malformed', () => {

@@ -4,7 +4,7 @@
  */
 import { DropReason, MAX_KEY_LEN, MAX_MESSAGE_LEN, MAX_PAYLOAD_LEN, MAX_REGISTER_NAME_LEN, MAX_VALUE_LEN } from './constants.js';
 import { Reader, Writer, type Hash64Parts } from './buffer.js';
-import { readDelta, writeDelta, type Delta, type RejectReason } from './delta.js';
+import { DeltaOp, readDelta, writeDelta, type Delta, type RejectReason } from './delta.js';
 import { WireError } from './errors.js';
 
 export enum MsgType {
@@ -96,7 +96,18 @@ export interface CollapseMsg {
   /** State hash after applying this collapse. */
   hash: Hash64Parts;
   entries: CollapseEntry[];
+  /**
+   * Rev 1.9 (large values, §3.6.4): indexes of committed entries whose delta is not repeated,
+   * because it is the receiver's own candidate (verdict byte VERDICT_OWN_ELIDED). Decoded, such
+   * an entry holds ELIDED_DELTA until the receiver puts its own delta back; never in a log record.
+   */
+  elided?: number[];
 }
+
+/** The verdict byte of a committed entry whose delta is the receiver's own candidate, left out (§3.6.4). */
+export const VERDICT_OWN_ELIDED = 0x80;
+/** What an elided entry holds once decoded: an empty-keyed del that no state accepts (a decoder never yields one otherwise). */
+export const ELIDED_DELTA: Delta = Object.freeze({ op: DeltaOp.Del, key: new Uint8Array(0) }) as Delta;
 export interface Prefix {
   depth: number;
   prefix: number;
@@ -393,10 +404,14 @@ function writeBody(w: Writer, m: Message): void {
 export function writeCollapseBody(w: Writer, m: Omit<CollapseMsg, 'type'>): void {
   writeName(w, m.register);
   w.varint(m.version).hash64(m.hash).varint(m.entries.length);
-  for (const e of m.entries) {
+  m.entries.forEach((e, i) => {
+    if (e.verdict === 'committed' && m.elided?.includes(i)) {
+      w.varint(e.origin).varint(e.seq).u8(VERDICT_OWN_ELIDED);
+      return;
+    }
     w.varint(e.origin).varint(e.seq).u8(verdictByte(e));
     if (e.verdict === 'committed') writeDelta(w, e.delta);
-  }
+  });
 }
 
 function readBody(r: Reader, type: number): Message | undefined {
@@ -443,10 +458,16 @@ function readBody(r: Reader, type: number): Message | undefined {
       const hash = r.hash64('collapse.hash');
       const n = readCount(r, 'collapse.count');
       const entries: CollapseEntry[] = [];
+      const elided: number[] = [];
       for (let i = 0; i < n; i++) {
         const origin = r.varint(`collapse[${i}].origin`);
         const seq = r.varint(`collapse[${i}].seq`);
         const verdict = r.u8(`collapse[${i}].verdict`);
+        if (verdict === VERDICT_OWN_ELIDED) {
+          elided.push(i);
+          entries.push({ origin, seq, verdict: 'committed', delta: ELIDED_DELTA });
+          continue;
+        }
         if (verdict > MAX_REJECT_REASON)
           throw new WireError(DropReason.MalformedPayload, `collapse[${i}].verdict`, `unknown verdict ${verdict}`);
         entries.push(
@@ -455,7 +476,7 @@ function readBody(r: Reader, type: number): Message | undefined {
             : { origin, seq, verdict: 'rejected', reason: verdict as RejectReason },
         );
       }
-      return { type, register, version, hash, entries };
+      return elided.length > 0 ? { type, register, version, hash, entries, elided } : { type, register, version, hash, entries };
     }
     case MsgType.ReconReq: {
       const register = readName(r);

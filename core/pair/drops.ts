@@ -39,6 +39,8 @@ export const PAIR_DROPS = [
   'fragment-conflict',
   /** A fragment already held (a retransmission): acknowledged again, nothing kept. */
   'fragment-duplicate',
+  /** A Collapse leaving out a delta that is not one of this follower's pending candidates: not applied; it comes whole on retransmission (§3.6.4). */
+  'elided-unknown',
 ] as const;
 
 /** Everything a pair counts in `stats.drops` (with the wire checks' names for payloads that fail to decode). */

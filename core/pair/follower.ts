@@ -265,6 +265,16 @@ export class Follower implements RoleMachine, RequesterHost {
       s.statusDirty = true; // a duplicate: re-acknowledge
       return;
     }
+    if (m.elided) {
+      // Our own candidates' deltas were left out (§3.6.4): put them back, so the record is the sequencer's, byte for byte.
+      const whole = this.restoreOwn(m);
+      if (!whole) {
+        s.pair.drop(now, 'elided-unknown', `register ${s.name}: v${m.version} leaves out a delta that is not our pending candidate`);
+        return;
+      }
+      m = whole;
+      raw = encodeMessage(whole);
+    }
     if (m.version > s.version + 1) {
       if (
         this.reorder.size < REORDER_LIMIT &&
@@ -288,6 +298,21 @@ export class Follower implements RoleMachine, RequesterHost {
       this.reorder.delete(v);
       this.reorderBytes -= e.raw.length;
     }
+  }
+
+  /** The record with each elided entry's delta taken from our pending candidates; undefined if one is not ours or not pending. */
+  private restoreOwn(m: CollapseMsg): CollapseMsg | undefined {
+    const s = this.s;
+    const entries = m.entries.slice();
+    for (const i of m.elided ?? []) {
+      const e = entries[i];
+      if (e.verdict !== 'committed' || e.origin !== s.pair.localId) return undefined;
+      let own: OwnCandidate | undefined;
+      for (const c of s.own) if (c.seq === e.seq) own = c;
+      if (!own) return undefined;
+      entries[i] = { origin: e.origin, seq: e.seq, verdict: 'committed', delta: own.delta };
+    }
+    return { type: MsgType.Collapse, register: m.register, version: m.version, hash: m.hash, entries };
   }
 
   /** Apply one record in order; false if it was refused (over this host's quota) and nothing changed. */

@@ -194,6 +194,7 @@ export class Replica {
     const { messages } = decodeMessages(raw);
     const m = messages[0];
     if (messages.length !== 1 || m.type !== MsgType.Collapse) throw new Error(`register ${s.name}: log record is not one Collapse message`);
+    if (m.elided) throw new Error(`register ${s.name}: log record v${m.version} leaves deltas out (a wire form, never a record)`);
     if (m.version !== s.version + 1) throw new Error(`register ${s.name}: log record v${m.version} does not follow v${s.version}`);
     for (const e of m.entries) {
       if (e.verdict === 'committed') s.state.apply(e.delta, m.version);
