@@ -63,7 +63,7 @@ describe('large values (§3.4 fragmentation)', () => {
     const bytes0 = w.net.stats.bytesSent;
     const sent0 = w.net.stats.sent;
     w.at(w.now + 1, () => {
-      b.pair.propose(w.now, 'kv', set(k1, v1)); // the follower: a fragmented Propose, then a fragmented Collapse back
+      b.pair.propose(w.now, 'kv', set(k1, v1)); // the follower: a fragmented Propose, then a Collapse without its delta (§3.6.4)
       a.pair.propose(w.now, 'kv', set(k2, v2)); // the sequencer: a fragmented Collapse
       b.pair.propose(w.now, 'kv', set('small', te.encode('after'))); // small traffic goes on beside
     });
