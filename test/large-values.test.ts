@@ -117,7 +117,9 @@ describe('large values (§3.4 fragmentation)', () => {
       1,
     );
     // The ten small writes (the last proposed at +50 ms) are committed at both ends long before the 1 MiB value arrives.
-    console.log(`small writes of another register committed at +${Math.round(smallAt! - t0)} ms, the 1 MiB value at +${Math.round(bigAt! - t0)} ms`);
+    console.log(
+      `small writes of another register committed at +${Math.round(smallAt! - t0)} ms, the 1 MiB value at +${Math.round(bigAt! - t0)} ms`,
+    );
     expect(smallAt! - t0).toBeLessThan(90);
     expect(bigAt! - t0).toBeGreaterThan(smallAt! - t0 + 30);
   });
