@@ -21,7 +21,7 @@
 export const ADMIN_ERROR_CODES = [
   /** The request line is not JSON, or lacks a numeric `id` and a string `cmd`. */
   'bad-request',
-  /** The request line is longer than the daemon accepts (64 KiB). */
+  /** The request line is longer than the daemon accepts (ADMIN_MAX_REQUEST, 90 MiB). */
   'request-too-large',
   /** No such command. */
   'unknown-command',
@@ -94,10 +94,19 @@ export const ADMIN_ERROR_CODES = [
    * Fix the configuration and restart spookd (docs/OPERATIONS.md).
    */
   'register-mismatch',
+  // ---- large values ----
+  /**
+   * A key or value over its limit; the message names it ("value is 2097152 bytes; register cfg
+   * limit maxValueBytes is 1048576", "key is 5000 bytes; the limit MAX_KEY_LEN is 4096").
+   */
+  'too-large',
 ] as const;
 
-/** The longest request line spookd accepts (characters, newline excluded); the client refuses longer ones before sending. */
-export const ADMIN_MAX_REQUEST = 64 * 1024;
+/**
+ * The longest request line spookd accepts (characters, newline excluded); the client refuses longer ones before sending.
+ * Large enough for a largest value (MAX_VALUE_LEN, 64 MiB) in base64 with a largest key: 90 MiB.
+ */
+export const ADMIN_MAX_REQUEST = 90 * 1024 * 1024;
 
 export type AdminErrorCode = (typeof ADMIN_ERROR_CODES)[number];
 
@@ -132,7 +141,16 @@ export interface ShownBytes {
 export type PairStateName = 'FORMING' | 'ENTANGLED' | 'COLLAPSING' | 'DECOHERENT' | 'REENTANGLING' | 'CLOSED';
 export type PairRole = 'sequencer' | 'follower';
 /** The pair core's named timers (core/pair/halfpair.ts PairTimer; the admin server checks they match). */
-export type PairTimerName = 'silence' | 'keepalive' | 'ack' | 'retransmit' | 'recon-work' | 'recon-start' | 'recon-retransmit';
+export type PairTimerName =
+  | 'silence'
+  | 'keepalive'
+  | 'ack'
+  | 'retransmit'
+  | 'recon-work'
+  | 'recon-start'
+  | 'recon-retransmit'
+  // ---- large values ----
+  | 'fragment';
 /** One armed timer of a pair; a register's carries its name. */
 export interface PairTimerSummary {
   timer: PairTimerName;

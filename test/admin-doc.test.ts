@@ -36,11 +36,14 @@ describe('tools/admin-doc.ts', { timeout: 60_000 }, () => {
     const src = readFileSync(PROTOCOL_SOURCE(), 'utf8');
     const dir = mkdtempSync(join(tmpdir(), 'spook-admin-doc-'));
     try {
-      const added = src
-        .replace(
-          /\n\}\n\nexport type AdminCommand = /,
-          `\n  // ---- probe ----\n  /** List keys under a prefix. */\n  listkeys: {\n    args: PairArgs & {\n      /** Keys that start with this. */\n      prefix: string;\n      /** At most this many; default 100. */\n      limit?: number;\n    };\n    result: ListKeysResult;\n  };\n}\n\n/** A page of keys. */\nexport interface ListKeysResult {\n  /** The keys, in order. */\n  keys: string[];\n}\n\nexport type AdminCommand = `,
-        )
+      // The end of the AdminCommands interface: the first closing brace line after its start.
+      const open = src.indexOf('export interface AdminCommands {');
+      const close = src.indexOf('\n}\n', open);
+      const added = (
+        src.slice(0, close) +
+        `\n  // ---- probe ----\n  /** List keys under a prefix. */\n  listkeys: {\n    args: PairArgs & {\n      /** Keys that start with this. */\n      prefix: string;\n      /** At most this many; default 100. */\n      limit?: number;\n    };\n    result: ListKeysResult;\n  };\n}\n\n/** A page of keys. */\nexport interface ListKeysResult {\n  /** The keys, in order. */\n  keys: string[];\n}\n` +
+        src.slice(close + 3)
+      )
         .replace(/\n\] as const satisfies/, `\n  'listkeys',\n] as const satisfies`)
         .replace(/\n\] as const;\n/, `\n  /** The feed's position was compacted away. */\n  'probe-compacted',\n] as const;\n`);
       expect(added).not.toBe(src);

@@ -71,9 +71,13 @@ describe('ESTP fuzz from the authorised peer', () => {
       }
     }
     expect(process.memoryUsage().heapUsed - heap0).toBeLessThan(512 << 20);
+    // Fragments (§3.7): the partial messages held stay within the reassembly quota, and the fuzz reached the layer.
+    for (const ep of [A, B]) expect(ep.pair.fragments.reassemblyBytes).toBeLessThanOrEqual(ep.pair.fragments.reassemblyQuota);
     const drops = { ...A.pair.stats.drops, ...B.pair.stats.drops };
     expect(drops['malformed-payload']).toBeGreaterThan(10_000); // the fuzz reached the decoder...
     expect(Object.keys(drops).length).toBeGreaterThan(5); // ...and the semantic checks behind it
+    expect(drops['fragment-duplicate']).toBeGreaterThan(100); // pieces of the same messages: reassembly ran
+    expect(drops['fragment-conflict']).toBeGreaterThan(10); // colliding ids with other layouts or octets
 
     // The peer behaves again: both ends keep writing, and the pair commits and re-entangles.
     // (A status the fuzz sent in the sequencer's name may claim a version ahead of the real

@@ -111,9 +111,13 @@ describe('receive windows', () => {
 describe('reconciliation responses are held within bounds', () => {
   // Attack: a sequencer answers an outstanding prefix with thousands of parts of a set it
   // never completes, so that the follower holds them all.
-  it('incomplete ReconEntries sets beyond 1 MiB are dropped and counted', () => {
-    const fol = new HalfPair({ pairId: 1, localId: 2, peerId: 1, seed: 5, registers: [{ name: 'kv', kind: 'map' }] }, 0);
-    fol.handlePayload(1, 1_000_000, peerManifest([{ name: 'kv', kind: 'map' }])); // the peer's registers match: the pair may form
+  it('incomplete ReconEntries sets beyond 1 MiB and a leaf of largest values are dropped and counted', () => {
+    // Values of at most 1 KiB: the bound is 1 MiB + 8 KiB (§3.4 large values widen it with maxValueBytes).
+    const fol = new HalfPair(
+      { pairId: 1, localId: 2, peerId: 1, seed: 5, registers: [{ name: 'kv', kind: 'map', quota: { maxValueBytes: 1024 } }] },
+      0,
+    );
+    fol.handlePayload(1, 1_000_000, peerManifest([{ name: 'kv', kind: 'map', quota: { maxValueBytes: 1024 } }])); // the peer's registers match: the pair may form
     // The sequencer's log starts past us: the follower reconciles and asks for the root.
     fol.handleDatagram(
       1,

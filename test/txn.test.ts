@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DeltaOp, decodeDelta, encodeDelta, encodedDeltaLen, validateDelta, type Delta, type SimpleDelta } from '../wire/delta.js';
 import { WireError } from '../wire/errors.js';
-import { MAX_DELTA_LEN, MAX_TXN_OPS } from '../wire/constants.js';
+import { MAX_DELTA_LEN, MAX_TXN_OPS, MAX_VALUE_LEN } from '../wire/constants.js';
 import { MsgType, encodeMessage } from '../wire/messages.js';
 import { HalfPair } from '../core/pair/halfpair.js';
 import { ProposeError } from '../core/pair/replica.js';
@@ -82,7 +82,8 @@ describe('txn delta encoding (PROTOCOL.md §4.2)', () => {
     expect(at(txn(set('a', '1'), txn(set('b', '2'))))).toBe('delta.ops[1].op');
     expect(at(txn(set('a', '1'), cas('a', 0, '2')))).toBe('delta.ops[1]');
     expect(at(txn(append(0, 'x'), set('a', '1')))).toBe('delta.ops[1]');
-    expect(at(txn(set('a', 'v'.repeat(MAX_DELTA_LEN - 20)), set('b', 'v'.repeat(100))))).toBe('delta');
+    // Each value within MAX_VALUE_LEN, the whole over MAX_DELTA_LEN: refused as it is read.
+    expect(at(txn(set('a', 'v'.repeat(MAX_VALUE_LEN - 50)), set('b', 'v'.repeat(MAX_DELTA_LEN - MAX_VALUE_LEN + 100))))).toBe('delta');
     const b = encodeDelta(good);
     for (let n = 0; n < b.length; n++) wireFault(() => decodeDelta(b.subarray(0, n), true));
     // The same checks refuse a local proposal, naming the op.

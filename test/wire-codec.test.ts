@@ -10,7 +10,9 @@ import {
   MAX_FRAME_LEN,
   MAX_HANDSHAKE_PAYLOAD_LEN,
   MAX_KEY_LEN,
+  MAX_MESSAGE_LEN,
   MAX_PAYLOAD_LEN,
+  MAX_VALUE_LEN,
   MAX_REGISTER_NAME_LEN,
 } from '../wire/constants.js';
 import { WireError } from '../wire/errors.js';
@@ -19,6 +21,7 @@ import { decodeFrame, encodeFrame } from '../wire/header.js';
 import { DeltaOp, RejectReason, decodeDelta, encodeDelta, encodedDeltaLen, validateDelta, type Delta } from '../wire/delta.js';
 import {
   CloseReason,
+  ELIDED_DELTA,
   MANIFEST_MATCHED,
   MANIFEST_REPLY,
   MAX_MANIFEST_LIMITS,
@@ -490,15 +493,23 @@ describe('delta codec', () => {
     expectWire(() => decodeDelta(withByte(app, 2, 9)), DropReason.MalformedPayload, 'delta.data');
   });
 
-  it('rejects a delta whose total encoding exceeds MAX_DELTA_LEN', () => {
-    const big = new Writer().u8(DeltaOp.Set).lenBytes(fill(MAX_KEY_LEN)).lenBytes(fill(1000)).finish();
-    expect(big.length).toBeGreaterThan(MAX_DELTA_LEN);
-    expectWire(() => decodeDelta(big), DropReason.MalformedPayload, 'delta');
-    const dataOver = encodeDelta({ op: DeltaOp.Append, offset: 0, data: fill(MAX_DELTA_LEN - 3) }); // 1 + 1 + 2 + 1197 = 1201
-    expectWire(() => decodeDelta(dataOver), DropReason.MalformedPayload, 'delta');
-    const dataAt = encodeDelta({ op: DeltaOp.Append, offset: 0, data: fill(MAX_DELTA_LEN - 4) }); // exactly 1200
-    expect(dataAt.length).toBe(MAX_DELTA_LEN);
-    expect(decodeDelta(dataAt).op).toBe(DeltaOp.Append);
+  it('rejects a value or data longer than MAX_VALUE_LEN by its length alone, and carries a 1 MiB value and a MAX_KEY_LEN key', () => {
+    // The length is checked before any byte is read or allocated: a lie costs nothing.
+    const over = new Writer()
+      .u8(DeltaOp.Set)
+      .lenBytes(b('k'))
+      .varint(MAX_VALUE_LEN + 1)
+      .finish();
+    expect(expectWire(() => decodeDelta(over), DropReason.MalformedPayload, 'delta.value').message).toContain(String(MAX_VALUE_LEN));
+    const dataOver = new Writer()
+      .u8(DeltaOp.Append)
+      .varint(0)
+      .varint(MAX_VALUE_LEN + 1)
+      .finish();
+    expectWire(() => decodeDelta(dataOver), DropReason.MalformedPayload, 'delta.data');
+    const big = encodeDelta({ op: DeltaOp.Cas, key: fill(MAX_KEY_LEN, 3), expect: 9, value: fill(1 << 20, 5) });
+    expect(big.length).toBeLessThanOrEqual(MAX_DELTA_LEN);
+    expect(decodeDelta(big)).toEqual({ op: DeltaOp.Cas, key: fill(MAX_KEY_LEN, 3), expect: 9, value: fill(1 << 20, 5) });
   });
 
   it('validateDelta refuses an empty key, an over-long key and an oversized delta', () => {
@@ -506,10 +517,15 @@ describe('delta codec', () => {
     expect(() => validateDelta({ op: DeltaOp.Del, key: bytes() })).toThrow(RangeError);
     expect(() => validateDelta({ op: DeltaOp.Cas, key: bytes(), expect: 0, value: b('v') })).toThrow(RangeError);
     expect(() => validateDelta({ op: DeltaOp.Del, key: fill(MAX_KEY_LEN + 1) })).toThrow(RangeError);
-    // Set with a 1-byte key: 1 (op) + 1 + 1 (key) + 2 + n (value) = n + 5
-    expect(() => validateDelta({ op: DeltaOp.Set, key: b('k'), value: fill(MAX_DELTA_LEN - 5) })).not.toThrow();
-    expect(() => validateDelta({ op: DeltaOp.Set, key: b('k'), value: fill(MAX_DELTA_LEN - 4) })).toThrow(RangeError);
-    expect(() => validateDelta({ op: DeltaOp.Append, offset: 0, data: fill(MAX_DELTA_LEN) })).toThrow(RangeError);
+    expect(() => validateDelta({ op: DeltaOp.Del, key: fill(MAX_KEY_LEN + 1) })).toThrow(
+      `key is ${MAX_KEY_LEN + 1} bytes; the limit MAX_KEY_LEN is ${MAX_KEY_LEN}`,
+    );
+    // A register's own value limit, named in the refusal.
+    expect(() => validateDelta({ op: DeltaOp.Set, key: b('k'), value: fill(1000) }, 1000)).not.toThrow();
+    expect(() => validateDelta({ op: DeltaOp.Set, key: b('k'), value: fill(1001) }, 1000)).toThrow(
+      'value is 1001 bytes; register cfg limit maxValueBytes is 1000',
+    );
+    expect(() => validateDelta({ op: DeltaOp.Append, offset: 0, data: fill(1001) }, 1000)).toThrow(RangeError);
     expect(() => validateDelta({ op: DeltaOp.Append, offset: 0, data: fill(10) })).not.toThrow();
     for (const d of sampleDeltas) expect(() => validateDelta(d)).not.toThrow();
   });
@@ -585,7 +601,7 @@ const examples: Message[] = [
     parts: 3,
     entries: [
       { key: b('alpha'), version: 4, value: b('one') },
-      { key: fill(MAX_KEY_LEN, 7), version: 2 ** 50, value: bytes() },
+      { key: fill(256, 7), version: 2 ** 50, value: bytes() },
     ],
   },
   {
@@ -625,6 +641,17 @@ const examples: Message[] = [
       },
       { name: 'log', kind: 2, limits: [{ id: 2, value: 2 ** 40 }] },
       { name: 'future', kind: 9, limits: [] },
+    ],
+  },
+  // ---- large values: a piece of a 10-byte message in 2 (the smallest layout), and its acknowledgement
+  { type: MsgType.Fragment, msgId: 2 ** 33, total: 10, count: 2, index: 1, bytes: fill(5, 1) },
+  {
+    type: MsgType.FragmentAck,
+    msgId: 7,
+    ranges: [
+      { from: 0, to: 3 },
+      { from: 5, to: 5 },
+      { from: 9, to: 700 },
     ],
   },
 ];
@@ -932,6 +959,26 @@ describe('range-checked fields', () => {
     expect(out.register).not.toBe('a');
   });
 
+  it("a Collapse entry whose delta is the receiver's own (verdict 0x80) round trips without its delta (rev 1.9)", () => {
+    const m: Message = {
+      type: MsgType.Collapse,
+      register: 'm',
+      version: 3,
+      hash: { hi: 1, lo: 2 },
+      entries: [
+        { origin: 2, seq: 9, verdict: 'committed', delta: { op: DeltaOp.Set, key: b('k'), value: fill(5000) } },
+        { origin: 1, seq: 4, verdict: 'committed', delta: sampleDeltas[0] },
+      ],
+      elided: [0],
+    };
+    const enc = encodeMessage(m);
+    expect(enc.length).toBeLessThan(100); // the 5000-byte value is not on the wire
+    const out = decodeMessages(enc).messages[0] as Extract<Message, { type: MsgType.Collapse }>;
+    expect(out.elided).toEqual([0]);
+    expect(out.entries[0]).toEqual({ origin: 2, seq: 9, verdict: 'committed', delta: ELIDED_DELTA });
+    expect(out.entries[1]).toEqual(m.entries[1]);
+  });
+
   it('unknown collapse verdicts, rejection reasons, request flags and out-of-depth prefixes are malformed', () => {
     const collapse = encodeMessage({
       type: MsgType.Collapse,
@@ -1046,5 +1093,47 @@ describe('Manifest bounds', () => {
       DropReason.MalformedPayload,
       'manifest[0].limits',
     );
+  });
+});
+
+// ---- large values: the Fragment layout follows from (total, count); anything else is malformed (§3.4).
+describe('Fragment and FragmentAck range checks', () => {
+  const frag = (total: number, count: number, index: number, len: number): Uint8Array => {
+    const body = new Writer().varint(1).varint(total).varint(count).varint(index).lenBytes(fill(len)).finish();
+    return new Writer().u8(MsgType.Fragment).varint(body.length).bytes(body).finish();
+  };
+  it('accepts each piece of a layout at its exact length, and nothing else', () => {
+    // 3000 bytes in 3: pieces of 1000.
+    for (const i of [0, 1, 2]) expect(decodeMessages(frag(3000, 3, i, 1000)).messages[0]).toMatchObject({ index: i, count: 3 });
+    expectWire(() => decodeMessages(frag(3000, 3, 2, 999)), DropReason.MalformedPayload, 'fragment.bytes');
+    expectWire(() => decodeMessages(frag(3000, 3, 3, 1000)), DropReason.MalformedPayload, 'fragment.index');
+    // 2500 in 3: pieces of 834, the last 832.
+    expect(decodeMessages(frag(2500, 3, 2, 832)).messages.length).toBe(1);
+    expectWire(() => decodeMessages(frag(2500, 3, 2, 834)), DropReason.MalformedPayload, 'fragment.bytes');
+  });
+  it('refuses layouts no sender makes: one piece, an empty last piece, pieces over a payload, a message over MAX_MESSAGE_LEN', () => {
+    expectWire(() => decodeMessages(frag(100, 1, 0, 100)), DropReason.MalformedPayload, 'fragment.count');
+    expectWire(() => decodeMessages(frag(4, 3, 0, 2)), DropReason.MalformedPayload, 'fragment.count'); // pieces of 2: the third would be empty
+    expectWire(() => decodeMessages(frag(4 * MAX_PAYLOAD_LEN, 2, 0, 10)), DropReason.MalformedPayload, 'fragment.count');
+    expectWire(() => decodeMessages(frag(MAX_MESSAGE_LEN + 1, 60_000, 0, 10)), DropReason.MalformedPayload, 'fragment.total');
+    expect(MAX_MESSAGE_LEN).toBeGreaterThan(MAX_VALUE_LEN);
+  });
+  it('FragmentAck ranges must ascend with a gap between them', () => {
+    const ack = (...r: number[]) => {
+      const body = new Writer().varint(1).varint(r.length / 2);
+      for (let i = 0; i < r.length; i += 2) body.varint(r[i]).varint(r[i + 1]);
+      const bb = body.finish();
+      return new Writer().u8(MsgType.FragmentAck).varint(bb.length).bytes(bb).finish();
+    };
+    expect(decodeMessages(ack(0, 3, 5, 0)).messages[0]).toEqual({
+      type: MsgType.FragmentAck,
+      msgId: 1,
+      ranges: [
+        { from: 0, to: 3 },
+        { from: 5, to: 5 },
+      ],
+    });
+    expectWire(() => decodeMessages(ack(0, 3, 4, 0)), DropReason.MalformedPayload, 'fragmentAck.ranges[1]'); // adjacent: one range
+    expectWire(() => decodeMessages(ack(5, 0, 1, 0)), DropReason.MalformedPayload, 'fragmentAck.ranges[1]');
   });
 });

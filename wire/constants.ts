@@ -13,12 +13,25 @@ export const MAX_FRAME_LEN = 1452;
 export const MAX_PAYLOAD_LEN = MAX_FRAME_LEN - HEADER_LEN;
 /** Handshake payloads are small and fixed-size in ETCP; anything larger is a flood or an attack. */
 export const MAX_HANDSHAKE_PAYLOAD_LEN = 256;
-/** Largest single encoded delta, so that any collapse entry fits one datagram with room for framing. */
-export const MAX_DELTA_LEN = 1200;
 /** Register names are short identifiers. */
 export const MAX_REGISTER_NAME_LEN = 64;
-export const MAX_KEY_LEN = 256;
-/** Most ops in one pair transaction (DeltaOp.Txn, PROTOCOL.md §4.2); the whole txn is one delta, within MAX_DELTA_LEN. */
+/** Largest key (§4). */
+export const MAX_KEY_LEN = 4096;
+/**
+ * Largest value (map) or appended data (stream) the wire carries at all (§4): a register's
+ * own limit (`maxValueBytes`, default DEFAULT_MAX_VALUE_BYTES) is at most this.
+ */
+export const MAX_VALUE_LEN = 64 * 1024 * 1024;
+/** A register's value limit when its configuration names none. */
+export const DEFAULT_MAX_VALUE_BYTES = 1024 * 1024;
+/** Largest single encoded delta: op, a largest key and value with their lengths, a cas version. */
+export const MAX_DELTA_LEN = MAX_VALUE_LEN + MAX_KEY_LEN + 32;
+/**
+ * Largest ESTP message (type, length, body): one largest delta with the framing of a Collapse,
+ * Propose, ReconEntries or SnapChunk. A message larger than a payload travels as Fragments (§3.4).
+ */
+export const MAX_MESSAGE_LEN = MAX_DELTA_LEN + 1024;
+/** Most ops in one pair transaction (DeltaOp.Txn, PROTOCOL.md §4.5); the whole txn is one delta, within MAX_DELTA_LEN. */
 export const MAX_TXN_OPS = 256;
 
 export enum FrameType {

@@ -3,7 +3,7 @@
  * transaction (§4.2): a bounded list of such operations decided together. The encoding is
  * canonical: the same delta always gives the same bytes.
  */
-import { DropReason, MAX_DELTA_LEN, MAX_KEY_LEN, MAX_TXN_OPS } from './constants.js';
+import { DropReason, MAX_DELTA_LEN, MAX_KEY_LEN, MAX_TXN_OPS, MAX_VALUE_LEN } from './constants.js';
 import { Reader, Writer, varintLen } from './buffer.js';
 import { WireError } from './errors.js';
 
@@ -121,7 +121,7 @@ export function readDelta(r: Reader, field = 'delta', txn = false): Delta {
   let d: Delta;
   switch (op) {
     case DeltaOp.Set:
-      d = { op, key: readKey(r, field), value: r.lenBytes(`${field}.value`, MAX_DELTA_LEN) };
+      d = { op, key: readKey(r, field), value: r.lenBytes(`${field}.value`, MAX_VALUE_LEN) };
       break;
     case DeltaOp.Del:
       d = { op, key: readKey(r, field) };
@@ -131,11 +131,11 @@ export function readDelta(r: Reader, field = 'delta', txn = false): Delta {
         op,
         key: readKey(r, field),
         expect: r.varint(`${field}.expect`),
-        value: r.lenBytes(`${field}.value`, MAX_DELTA_LEN),
+        value: r.lenBytes(`${field}.value`, MAX_VALUE_LEN),
       };
       break;
     case DeltaOp.Append:
-      d = { op, offset: r.varint(`${field}.offset`), data: r.lenBytes(`${field}.data`, MAX_DELTA_LEN) };
+      d = { op, offset: r.varint(`${field}.offset`), data: r.lenBytes(`${field}.data`, MAX_VALUE_LEN) };
       break;
     case DeltaOp.Txn: {
       if (!txn) throw new WireError(DropReason.MalformedPayload, `${field}.op`, `delta op ${op} (txn) is not allowed here`);
@@ -174,8 +174,27 @@ export function decodeDelta(buf: Uint8Array, txn = false): Delta {
   return d;
 }
 
-/** Check a locally proposed delta against the limits a peer will enforce, before it becomes a candidate. */
-export function validateDelta(d: Delta): void {
+/** The largest value (map) or appended data (stream) a delta carries (a txn: its largest op's): what a register's `maxValueBytes` bounds. */
+export function deltaValueLen(d: Delta): number {
+  switch (d.op) {
+    case DeltaOp.Set:
+    case DeltaOp.Cas:
+      return d.value.length;
+    case DeltaOp.Del:
+      return 0;
+    case DeltaOp.Append:
+      return d.data.length;
+    case DeltaOp.Txn:
+      return d.ops.reduce((m, o) => Math.max(m, deltaValueLen(o)), 0);
+  }
+}
+
+/**
+ * Check a locally proposed delta against the limits a peer will enforce, before it becomes a
+ * candidate: the wire's (MAX_KEY_LEN, MAX_VALUE_LEN, a txn's shape and MAX_DELTA_LEN) and, when
+ * given, the register's own value limit. The message names the limit at fault.
+ */
+export function validateDelta(d: Delta, maxValueBytes = MAX_VALUE_LEN): void {
   if (d.op === DeltaOp.Txn) {
     const bad = txnFault(d.ops);
     if (bad) throw new RangeError(bad.op === undefined ? `txn has ${bad.why}` : `txn op ${bad.op}: ${bad.why}`);
@@ -183,15 +202,24 @@ export function validateDelta(d: Delta): void {
       const o = d.ops[i];
       if ('key' in o && o.key.length === 0) throw new RangeError(`txn op ${i}: key is empty`);
       if ('key' in o && o.key.length > MAX_KEY_LEN)
-        throw new RangeError(`txn op ${i}: key is ${o.key.length} bytes; the limit is ${MAX_KEY_LEN}`);
+        throw new RangeError(`txn op ${i}: key is ${o.key.length} bytes; the limit MAX_KEY_LEN is ${MAX_KEY_LEN}`);
     }
+    const len = encodedDeltaLen(d);
+    if (len > MAX_DELTA_LEN) throw new RangeError(`txn encodes to ${len} bytes; the limit MAX_DELTA_LEN is ${MAX_DELTA_LEN}`);
   }
   if ('key' in d) {
     if (d.key.length === 0) throw new RangeError('delta key is empty');
-    if (d.key.length > MAX_KEY_LEN) throw new RangeError(`delta key is ${d.key.length} bytes; the limit is ${MAX_KEY_LEN}`);
+    if (d.key.length > MAX_KEY_LEN) throw new RangeError(`key is ${d.key.length} bytes; the limit MAX_KEY_LEN is ${MAX_KEY_LEN}`);
   }
-  const len = encodedDeltaLen(d);
-  if (len > MAX_DELTA_LEN) throw new RangeError(`delta encodes to ${len} bytes; the limit is ${MAX_DELTA_LEN}`);
+  const v = deltaValueLen(d);
+  const limit = Math.min(maxValueBytes, MAX_VALUE_LEN);
+  if (v > limit) {
+    throw new RangeError(
+      limit < MAX_VALUE_LEN
+        ? `value is ${v} bytes; register cfg limit maxValueBytes is ${limit}`
+        : `value is ${v} bytes; the limit MAX_VALUE_LEN is ${MAX_VALUE_LEN}`,
+    );
+  }
 }
 
 /** Why a candidate was rejected at collapse. 0 on the wire means committed. */

@@ -6,7 +6,7 @@
  */
 import { Reader, Writer, type Hash64Parts } from './buffer.js';
 import { REJECT_REASON_NAMES, readDelta, type RejectReason, writeDelta, type Delta } from './delta.js';
-import { MAX_DELTA_LEN, MAX_KEY_LEN } from './constants.js';
+import { MAX_KEY_LEN, MAX_MESSAGE_LEN, MAX_VALUE_LEN } from './constants.js';
 
 /** SHA-256 of the concatenated parts (crypto/primitives.ts `hash('SHA256', ...)` in the stores). */
 export type Sha256 = (...parts: Uint8Array[]) => Uint8Array;
@@ -23,8 +23,8 @@ export class JournalFormatError extends Error {
 
 /** Every record of a log, pending list or journal: `u32 length` || SHA-256(record)[0..4] || record. */
 export const RECORD_HEADER = 8;
-/** Largest pair log or pending record (a Collapse record fits one datagram): larger is corruption. */
-export const MAX_PAIR_RECORD = 64 * 1024;
+/** Largest pair log or pending record (one Collapse message, or a pending candidate): larger is corruption. */
+export const MAX_PAIR_RECORD = MAX_MESSAGE_LEN + 64 * 1024;
 /** Largest domain journal record. */
 export const MAX_JOURNAL_RECORD = 16 * 1024 * 1024;
 
@@ -299,7 +299,7 @@ export function readPairSnapshotBody(
     for (let i = 0; i < n; i++) {
       const key = r.lenBytes('key', MAX_KEY_LEN).slice();
       const version = r.varint('version');
-      entry(key, version, r.lenBytes('value', MAX_DELTA_LEN).slice());
+      entry(key, version, r.lenBytes('value', MAX_VALUE_LEN).slice());
     }
   } else {
     const n = r.varint('snapshot.chunks');

@@ -2,9 +2,9 @@
  * ESTP messages, carried in the payload of Data frames (docs/PROTOCOL.md §3).
  * Each message is `type u8 | length varint | body`; a frame holds one or more.
  */
-import { DropReason, MAX_DELTA_LEN, MAX_KEY_LEN, MAX_REGISTER_NAME_LEN } from './constants.js';
+import { DropReason, MAX_KEY_LEN, MAX_MESSAGE_LEN, MAX_PAYLOAD_LEN, MAX_REGISTER_NAME_LEN, MAX_VALUE_LEN } from './constants.js';
 import { Reader, Writer, type Hash64Parts } from './buffer.js';
-import { readDelta, writeDelta, type Delta, type RejectReason } from './delta.js';
+import { DeltaOp, readDelta, writeDelta, type Delta, type RejectReason } from './delta.js';
 import { WireError } from './errors.js';
 
 export enum MsgType {
@@ -21,8 +21,13 @@ export enum MsgType {
   StreamReq = 11,
   StreamData = 12,
   Close = 13,
-  /** 15: the sender's register manifest (rev 1.9, §3.6.15); 14 is reserved for Fragment. */
+  /** 15: the sender's register manifest (rev 1.9, §3.6.15) */
   Manifest = 15,
+  // ---- large values (rev 1.9) ----
+  /** One piece of a message too large for a payload (§3.4). */
+  Fragment = 14,
+  /** Which pieces of a fragmented message arrived (§3.4): selective acknowledgement. */
+  FragmentAck = 16,
 }
 
 /** Request flag: the responder also sends ReconMeta. */
@@ -93,7 +98,18 @@ export interface CollapseMsg {
   /** State hash after applying this collapse. */
   hash: Hash64Parts;
   entries: CollapseEntry[];
+  /**
+   * Rev 1.9 (large values, §3.6.4): indexes of committed entries whose delta is not repeated,
+   * because it is the receiver's own candidate (verdict byte VERDICT_OWN_ELIDED). Decoded, such
+   * an entry holds ELIDED_DELTA until the receiver puts its own delta back; never in a log record.
+   */
+  elided?: number[];
 }
+
+/** The verdict byte of a committed entry whose delta is the receiver's own candidate, left out (§3.6.4). */
+export const VERDICT_OWN_ELIDED = 0x80;
+/** What an elided entry holds once decoded: an empty-keyed del that no state accepts (a decoder never yields one otherwise). */
+export const ELIDED_DELTA: Delta = Object.freeze({ op: DeltaOp.Del, key: new Uint8Array(0) }) as Delta;
 export interface Prefix {
   depth: number;
   prefix: number;
@@ -224,7 +240,49 @@ export interface ManifestMsg {
   entries: ManifestEntry[];
 }
 
+// ---- large values (rev 1.9) ----
+
+/**
+ * One piece of a message (type, length, body) larger than a payload (§3.4). Piece `index` of
+ * `count` carries bytes [index·F, min((index+1)·F, total)) of the message, F = ceil(total/count):
+ * the layout follows from (total, count), so two pieces can neither overlap nor leave a hole.
+ */
+export interface FragmentMsg {
+  type: MsgType.Fragment;
+  /** The sender's number for the message, unique within the session (increasing). */
+  msgId: number;
+  total: number;
+  index: number;
+  count: number;
+  bytes: Uint8Array;
+}
+/** Inclusive range of fragment indexes. */
+export interface IndexRange {
+  from: number;
+  to: number;
+}
+/**
+ * The fragments of message `msgId` the receiver holds, as ascending disjoint ranges (RFC 9002
+ * §19.3 acknowledgement ranges, at the level of fragments); the whole range once it is complete.
+ */
+export interface FragmentAckMsg {
+  type: MsgType.FragmentAck;
+  msgId: number;
+  ranges: IndexRange[];
+}
+export const MAX_FRAGMENT_ACK_RANGES = 32;
+/** Most fragments of one message: a largest message in pieces of at least 1 KiB. */
+export const MAX_FRAGMENTS = Math.ceil(MAX_MESSAGE_LEN / 1024);
+
+/** Bytes a fragment of `index` carries, for a message of `total` bytes in `count` fragments (0: no such fragment). */
+export function fragmentLen(total: number, count: number, index: number): number {
+  const f = Math.ceil(total / count);
+  return Math.max(0, Math.min(f, total - index * f));
+}
+
 export type Message =
+  | FragmentMsg
+  | FragmentAckMsg
   | StatusMsg
   | AckMsg
   | ProposeMsg
@@ -295,7 +353,7 @@ function readEntries(r: Reader, field: string): WireEntry[] {
     out.push({
       key,
       version: r.varint(`${field}[${i}].version`),
-      value: r.lenBytes(`${field}[${i}].value`, MAX_DELTA_LEN),
+      value: r.lenBytes(`${field}[${i}].value`, MAX_VALUE_LEN),
     });
   }
   return out;
@@ -369,6 +427,13 @@ function writeBody(w: Writer, m: Message): void {
       w.u8(m.flags).u32(m.digest).varint(m.part).varint(m.parts).varint(m.entries.length);
       for (const e of m.entries) writeManifestEntry(w, e);
       return;
+    case MsgType.Fragment:
+      w.varint(m.msgId).varint(m.total).varint(m.count).varint(m.index).lenBytes(m.bytes);
+      return;
+    case MsgType.FragmentAck:
+      w.varint(m.msgId).varint(m.ranges.length);
+      for (const r of m.ranges) w.varint(r.from).varint(r.to - r.from);
+      return;
   }
 }
 
@@ -397,10 +462,14 @@ function readManifestEntry(r: Reader, i: number): ManifestEntry {
 export function writeCollapseBody(w: Writer, m: Omit<CollapseMsg, 'type'>): void {
   writeName(w, m.register);
   w.varint(m.version).hash64(m.hash).varint(m.entries.length);
-  for (const e of m.entries) {
+  m.entries.forEach((e, i) => {
+    if (e.verdict === 'committed' && m.elided?.includes(i)) {
+      w.varint(e.origin).varint(e.seq).u8(VERDICT_OWN_ELIDED);
+      return;
+    }
     w.varint(e.origin).varint(e.seq).u8(verdictByte(e));
     if (e.verdict === 'committed') writeDelta(w, e.delta);
-  }
+  });
 }
 
 function readBody(r: Reader, type: number): Message | undefined {
@@ -447,10 +516,16 @@ function readBody(r: Reader, type: number): Message | undefined {
       const hash = r.hash64('collapse.hash');
       const n = readCount(r, 'collapse.count');
       const entries: CollapseEntry[] = [];
+      const elided: number[] = [];
       for (let i = 0; i < n; i++) {
         const origin = r.varint(`collapse[${i}].origin`);
         const seq = r.varint(`collapse[${i}].seq`);
         const verdict = r.u8(`collapse[${i}].verdict`);
+        if (verdict === VERDICT_OWN_ELIDED) {
+          elided.push(i);
+          entries.push({ origin, seq, verdict: 'committed', delta: ELIDED_DELTA });
+          continue;
+        }
         if (verdict > MAX_REJECT_REASON)
           throw new WireError(DropReason.MalformedPayload, `collapse[${i}].verdict`, `unknown verdict ${verdict}`);
         entries.push(
@@ -459,7 +534,7 @@ function readBody(r: Reader, type: number): Message | undefined {
             : { origin, seq, verdict: 'rejected', reason: verdict as RejectReason },
         );
       }
-      return { type, register, version, hash, entries };
+      return elided.length > 0 ? { type, register, version, hash, entries, elided } : { type, register, version, hash, entries };
     }
     case MsgType.ReconReq: {
       const register = readName(r);
@@ -553,7 +628,7 @@ function readBody(r: Reader, type: number): Message | undefined {
         register: readName(r),
         targetVersion: r.varint('streamData.targetVersion'),
         offset: r.varint('streamData.offset'),
-        data: r.lenBytes('streamData.data', MAX_DELTA_LEN),
+        data: r.lenBytes('streamData.data', MAX_PAYLOAD_LEN),
       };
     case MsgType.Close: {
       const reason = r.u8('close.reason');
@@ -574,6 +649,51 @@ function readBody(r: Reader, type: number): Message | undefined {
       const entries: ManifestEntry[] = [];
       for (let i = 0; i < n; i++) entries.push(readManifestEntry(r, i));
       return { type, flags, digest, part, parts, entries };
+    }
+    case MsgType.Fragment: {
+      const msgId = r.varint('fragment.msgId');
+      const total = r.varint('fragment.total');
+      const count = r.varint('fragment.count');
+      // A fragmented message is larger than a payload: fewer than 2 pieces, or pieces of
+      // less than 1 KiB (MAX_FRAGMENTS) or more than a payload, are not a sender's layout.
+      if (total > MAX_MESSAGE_LEN)
+        throw new WireError(DropReason.MalformedPayload, 'fragment.total', `${total} exceeds ${MAX_MESSAGE_LEN}`);
+      if (
+        count < 2 ||
+        count > MAX_FRAGMENTS ||
+        Math.ceil(total / count) > MAX_PAYLOAD_LEN ||
+        (count - 1) * Math.ceil(total / count) >= total
+      )
+        throw new WireError(DropReason.MalformedPayload, 'fragment.count', `${count} pieces do not lay out ${total} bytes`);
+      const index = r.varint('fragment.index');
+      if (index >= count) throw new WireError(DropReason.MalformedPayload, 'fragment.index', `${index} of ${count}`);
+      const bytes = r.lenBytes('fragment.bytes', MAX_PAYLOAD_LEN);
+      if (bytes.length !== fragmentLen(total, count, index))
+        throw new WireError(
+          DropReason.MalformedPayload,
+          'fragment.bytes',
+          `${bytes.length} bytes where piece ${index} of ${count} is ${fragmentLen(total, count, index)}`,
+        );
+      return { type, msgId, total, index, count, bytes };
+    }
+    case MsgType.FragmentAck: {
+      const msgId = r.varint('fragmentAck.msgId');
+      const n = readCount(r, 'fragmentAck.ranges', MAX_FRAGMENT_ACK_RANGES);
+      const ranges: IndexRange[] = [];
+      let floor = 0;
+      for (let i = 0; i < n; i++) {
+        const from = r.varint(`fragmentAck.ranges[${i}].from`);
+        const to = from + r.varint(`fragmentAck.ranges[${i}].length`);
+        if (from < floor || to >= MAX_FRAGMENTS)
+          throw new WireError(
+            DropReason.MalformedPayload,
+            `fragmentAck.ranges[${i}]`,
+            `range ${from}..${to} is not ascending and disjoint`,
+          );
+        ranges.push({ from, to });
+        floor = to + 2;
+      }
+      return { type, msgId, ranges };
     }
     default:
       return undefined;

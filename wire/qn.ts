@@ -1,7 +1,7 @@
 /**
  * QN messages on the wire (docs/PROTOCOL.md §15.3). A QN message travels alone in the
  * payload of a sealed ETCP Data frame; its first byte, 0x40, sets it apart from ESTP
- * messages (types 1-15), so a receiver dispatches on that byte.
+ * messages (types 1-16, below 0x40), so a receiver dispatches on that byte.
  *
  *   envelope = 0x40 domain:u32 from:varint to:varint ttl:u8 body
  *   body     = kind:u8 fields...

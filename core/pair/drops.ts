@@ -37,6 +37,15 @@ export const PAIR_DROPS = [
    * end does not declare before the peer's manifest matched, or for any register while they differ.
    */
   'register-mismatch',
+  // ---- large values (rev 1.9) ----
+  /** A fragment of a message past the reassembly quota, or a stale partial message evicted (§3.4). */
+  'fragment-quota',
+  /** A fragment contradicting what arrived of its message: the partial message is discarded (§3.4). */
+  'fragment-conflict',
+  /** A fragment already held (a retransmission): acknowledged again, nothing kept. */
+  'fragment-duplicate',
+  /** A Collapse leaving out a delta that is not one of this follower's pending candidates: not applied; it comes whole on retransmission (§3.6.4). */
+  'elided-unknown',
 ] as const;
 
 /** Everything a pair counts in `stats.drops` (with the wire checks' names for payloads that fail to decode). */

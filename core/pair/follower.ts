@@ -36,6 +36,8 @@ function forceApply(st: MapState | StreamState, d: SimpleDelta, v: number): void
 
 /** Out-of-order collapse records a follower holds while a gap fills. */
 const REORDER_LIMIT = 256;
+/** And their bytes: a few largest values (§3.4), at least 1 MiB. */
+const reorderByteLimit = (maxValueBytes: number): number => Math.max(1 << 20, 4 * maxValueBytes);
 
 export class Follower implements RoleMachine, RequesterHost {
   readonly role = 'follower';
@@ -53,6 +55,7 @@ export class Follower implements RoleMachine, RequesterHost {
   private retransmitAt: number | undefined;
   private readonly reconcileRate = new Gcra(PIN_BURST, PIN_INTERVAL_MS);
   private readonly reorder = new Map<number, { msg: CollapseMsg; raw: Uint8Array }>();
+  private reorderBytes = 0;
 
   constructor(private readonly s: Shared) {
     this.freezesWhenIncoherent = s.cfg.policy === 'freeze';
@@ -113,7 +116,7 @@ export class Follower implements RoleMachine, RequesterHost {
     for (const [o, q] of r.origins) s.origins.set(o, q);
     s.log.reset(r.version, s.state.hash);
     this.session = undefined;
-    this.reorder.clear();
+    this.clearReorder();
     // Own candidates decided while we could not see the collapses: outcome from the marks and the rejection list.
     const mark = r.origins.get(s.pair.localId) ?? 0;
     while (s.own.length > 0 && s.own.peek()!.seq <= mark) {
@@ -134,6 +137,11 @@ export class Follower implements RoleMachine, RequesterHost {
     s.statusDirty = true;
     s.reentangleMethod = r.method;
     s.pair.persist({ kind: 'replaced', image: s });
+  }
+
+  private clearReorder(): void {
+    this.reorder.clear();
+    this.reorderBytes = 0;
   }
 
   // ---------------------------------------------------------------- own candidates
@@ -247,7 +255,7 @@ export class Follower implements RoleMachine, RequesterHost {
     const at = this.reconcileRate.next(now);
     this.reconcileRate.take(at);
     this.session = new ReconRequester(this, at > now ? at : undefined);
-    this.reorder.clear();
+    this.clearReorder();
   }
 
   private onCollapse(now: number, m: CollapseMsg, raw: Uint8Array): void {
@@ -263,9 +271,24 @@ export class Follower implements RoleMachine, RequesterHost {
       s.statusDirty = true; // a duplicate: re-acknowledge
       return;
     }
+    if (m.elided) {
+      // Our own candidates' deltas were left out (§3.6.4): put them back, so the record is the sequencer's, byte for byte.
+      const whole = this.restoreOwn(m);
+      if (!whole) {
+        s.pair.drop(now, 'elided-unknown', `register ${s.name}: v${m.version} leaves out a delta that is not our pending candidate`);
+        return;
+      }
+      m = whole;
+      raw = encodeMessage(whole);
+    }
     if (m.version > s.version + 1) {
-      if (this.reorder.size < REORDER_LIMIT && !this.reorder.has(m.version)) {
+      if (
+        this.reorder.size < REORDER_LIMIT &&
+        this.reorderBytes + raw.length <= reorderByteLimit(s.cfg.quota.maxValueBytes) &&
+        !this.reorder.has(m.version)
+      ) {
         this.reorder.set(m.version, { msg: m, raw: raw.slice() });
+        this.reorderBytes += raw.length;
         s.statusDirty = true; // tell the sequencer what arrived past the gap
       }
       return;
@@ -273,9 +296,29 @@ export class Follower implements RoleMachine, RequesterHost {
     if (!this.applyCollapse(now, m, raw)) return;
     for (let next = this.reorder.get(s.version + 1); next; next = this.reorder.get(s.version + 1)) {
       this.reorder.delete(next.msg.version);
+      this.reorderBytes -= next.raw.length;
       if (!this.applyCollapse(now, next.msg, next.raw) || this.session !== undefined) break;
     }
-    for (const v of this.reorder.keys()) if (v <= s.version) this.reorder.delete(v);
+    for (const [v, e] of this.reorder) {
+      if (v > s.version) continue;
+      this.reorder.delete(v);
+      this.reorderBytes -= e.raw.length;
+    }
+  }
+
+  /** The record with each elided entry's delta taken from our pending candidates; undefined if one is not ours or not pending. */
+  private restoreOwn(m: CollapseMsg): CollapseMsg | undefined {
+    const s = this.s;
+    const entries = m.entries.slice();
+    for (const i of m.elided ?? []) {
+      const e = entries[i];
+      if (e.verdict !== 'committed' || e.origin !== s.pair.localId) return undefined;
+      let own: OwnCandidate | undefined;
+      for (const c of s.own) if (c.seq === e.seq) own = c;
+      if (!own) return undefined;
+      entries[i] = { origin: e.origin, seq: e.seq, verdict: 'committed', delta: own.delta };
+    }
+    return { type: MsgType.Collapse, register: m.register, version: m.version, hash: m.hash, entries };
   }
 
   /** Apply one record in order; false if it was refused (over this host's quota) and nothing changed. */
@@ -412,10 +455,25 @@ export class Follower implements RoleMachine, RequesterHost {
       room -= sz;
       candidates.push({ origin: s.pair.localId, seq: c.seq, delta: c.delta });
     }
-    if (candidates.length === 0) return;
-    if (!b.add(encodeMessage({ type: MsgType.Propose, register: s.name, base: own.peek()!.seq, candidates }))) return;
-    this.sentSeqUpTo = candidates[candidates.length - 1].seq;
-    this.everSent = Math.max(this.everSent, this.sentSeqUpTo);
-    if (this.retransmitAt === undefined) this.retransmitAt = now + s.pair.rto();
+    let key: string | undefined;
+    if (candidates.length === 0) {
+      // A candidate larger than any payload goes alone, fragmented (§3.4), named by its seq.
+      const c = own.at(i);
+      key = `propose/${s.name}/${c.seq}`;
+      // Under way already (a retransmission timer fired): nothing to encode again.
+      if (b.holdsLarge(key)) return this.sent(now, c.seq);
+      candidates.push({ origin: s.pair.localId, seq: c.seq, delta: c.delta });
+    }
+    const raw = encodeMessage({ type: MsgType.Propose, register: s.name, base: own.peek()!.seq, candidates });
+    if (key !== undefined && raw.length <= b.limit) return; // it fits an empty payload: the next datagram takes it whole
+    if (!b.add(raw, key)) return;
+    this.sent(now, candidates[candidates.length - 1].seq);
+  }
+
+  /** Own candidates up to `seq` are sent (or under way as fragments). */
+  private sent(now: number, seq: number): void {
+    this.sentSeqUpTo = seq;
+    this.everSent = Math.max(this.everSent, seq);
+    if (this.retransmitAt === undefined) this.retransmitAt = now + this.s.pair.rto();
   }
 }

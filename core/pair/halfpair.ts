@@ -10,7 +10,7 @@
  * write to disk: each step records what must be durable (PairWrite), and nothing the step
  * caused is released until the driver has made that durable (`pollWrites`, `writesDurable`).
  */
-import { DROP_REASON_NAMES, FrameType, MAX_PAYLOAD_LEN, MAX_REGISTER_NAME_LEN } from '../../wire/constants.js';
+import { DROP_REASON_NAMES, FrameType, MAX_PAYLOAD_LEN, MAX_REGISTER_NAME_LEN, MAX_VALUE_LEN } from '../../wire/constants.js';
 import { WireError } from '../../wire/errors.js';
 import { decodeFrame, encodeFrame } from '../../wire/header.js';
 import {
@@ -21,9 +21,11 @@ import {
   decodeMessages,
   encodeMessage,
   type AckMsg,
+  type FragmentMsg,
   type ManifestMsg,
   type Message,
 } from '../../wire/messages.js';
+import { FragmentSender, Reassembler, type FragmentDrop } from './fragment.js';
 import type { Delta } from '../../wire/delta.js';
 import type { SpookEvent } from './events.js';
 import { Lifecycle, LifecycleEvent, PairState } from './lifecycle.js';
@@ -64,16 +66,18 @@ export const DEFAULT_TIMING: Timing = {
   maxAckDelayMs: 10,
 };
 
-export type RegisterSpec = Pick<RegisterConfig, 'name' | 'kind'> & Partial<Omit<RegisterConfig, 'name' | 'kind'>>;
+export type RegisterSpec = Pick<RegisterConfig, 'name' | 'kind'> &
+  Partial<Omit<RegisterConfig, 'name' | 'kind' | 'quota'>> & { quota?: Partial<RegisterConfig['quota']> };
 
 /**
  * The link's timers (named as quinn-proto's connection/timer.rs names its own); the registers
  * add theirs (RegisterTimer, shared.ts):
  * - silence: nothing heard for silenceMs while ENTANGLED, COLLAPSING or REENTANGLING: the peer is silent;
  * - keepalive: keepaliveMs since the last: every register's Status goes out again;
- * - ack: an ack-eliciting frame arrived; its Ack rides the next datagram, or leaves alone at maxAckDelayMs.
+ * - ack: an ack-eliciting frame arrived; its Ack rides the next datagram, or leaves alone at maxAckDelayMs;
+ * - fragment: a fragment of an own large message stayed unacknowledged for an RTO (§3.4).
  */
-export const LINK_TIMERS = ['silence', 'keepalive', 'ack'] as const;
+export const LINK_TIMERS = ['silence', 'keepalive', 'ack', 'fragment'] as const;
 export type LinkTimer = (typeof LINK_TIMERS)[number];
 export type PairTimer = LinkTimer | RegisterTimer;
 /** One armed timer: the link's, or a register's (with its name). */
@@ -109,6 +113,24 @@ export interface HalfPairOptions {
    * the writes are dropped (nothing durable: demos, benchmarks of the core).
    */
   store?: PairStore;
+  /**
+   * Bytes of the peer's partial fragmented messages this end holds at most (§3.4). Default:
+   * 4 times the largest register value limit plus 1 MiB.
+   */
+  reassemblyQuota?: number;
+}
+
+/** The fragmentation layer's counters (§3.4). */
+export interface FragmentStats {
+  messagesFragmented: number;
+  fragmentsSent: number;
+  fragmentsResent: number;
+  /** Own large messages queued or in flight. */
+  sending: number;
+  /** Bytes and count of the peer's partial messages held (within `reassemblyQuota`). */
+  reassemblyBytes: number;
+  reassemblyQuota: number;
+  partials: number;
 }
 
 export interface FrameSealer {
@@ -130,11 +152,26 @@ export interface PairStats {
 }
 
 const OUTBOX_LIMIT = 1024;
-/** A collapse record holding one largest delta (MAX_DELTA_LEN) plus framing must fit a payload. */
+/** Small messages (a collapse of a few small deltas, a reconciliation request) must fit a payload; larger ones are fragmented. */
 const MIN_PAYLOAD = 1400;
 const EVENT_LIMIT = 65536;
 const PN_RING = 1024;
 const MAX_BACKOFF = 64;
+
+/**
+ * The name under which a response larger than a payload is fragmented (§3.4): the same
+ * answer asked for again while it is under way is not sent twice.
+ */
+function largeKey(m: Message): string | undefined {
+  switch (m.type) {
+    case MsgType.ReconEntries:
+      return `entries/${m.register}/${m.targetVersion}/${m.depth}/${m.prefix}/${m.part}`;
+    case MsgType.SnapChunk:
+      return `chunk/${m.register}/${m.targetVersion}/${m.chunk}`;
+    default:
+      return undefined;
+  }
+}
 
 export class HalfPair {
   readonly role: PairRole;
@@ -164,6 +201,8 @@ export class HalfPair {
   private isFenced = false;
   private closeQueued: CloseReason | undefined;
   private rr = 0;
+  /** `now` of the step under way (for drops reported from callbacks). */
+  private lastStep: number | undefined;
 
   // Register manifests (§6.3): this end's, the peer's being reassembled, and what is known.
   private readonly manifest: OwnManifest;
@@ -198,6 +237,9 @@ export class HalfPair {
   private srtt: number | undefined;
   private rttvar = 0;
   private backoff = 1;
+  // Messages larger than a payload (§3.4).
+  private readonly fragOut: FragmentSender;
+  private readonly fragIn: Reassembler;
 
   constructor(
     readonly opts: HalfPairOptions,
@@ -226,11 +268,36 @@ export class HalfPair {
         log: REGISTER_DEFAULTS.log,
         // Unset (undefined) fields keep their defaults.
         ...(Object.fromEntries(Object.entries(spec).filter(([, v]) => v !== undefined)) as RegisterSpec),
-        quota: { ...REGISTER_DEFAULTS.quota, ...spec.quota },
+        quota: { ...REGISTER_DEFAULTS.quota, ...Object.fromEntries(Object.entries(spec.quota ?? {}).filter(([, v]) => v !== undefined)) },
       };
+      if (!(cfg.quota.maxValueBytes >= 1 && cfg.quota.maxValueBytes <= MAX_VALUE_LEN))
+        throw new RangeError(`register ${spec.name}: maxValueBytes ${cfg.quota.maxValueBytes} is not 1..${MAX_VALUE_LEN} (MAX_VALUE_LEN)`);
       this.regs.set(spec.name, new Replica(cfg, ctx));
     }
     this.manifest = new OwnManifest([...this.regs.values()].map((r) => manifestEntry(r.cfg)));
+    this.fragOut = new FragmentSender(this.maxPayload);
+    let largest = 0;
+    for (const r of this.regs.values()) largest = Math.max(largest, r.cfg.quota.maxValueBytes);
+    this.fragIn = new Reassembler(opts.reassemblyQuota ?? 4 * largest + (1 << 20), this.timing.silenceMs, (reason, detail) =>
+      this.fragmentDrop(now, reason, detail),
+    );
+  }
+
+  /** The fragmentation layer's counters and the reassembly memory held. */
+  get fragments(): FragmentStats {
+    return {
+      ...this.fragOut.stats,
+      sending: this.fragOut.pending,
+      reassemblyBytes: this.fragIn.bytes,
+      reassemblyQuota: this.fragIn.quota,
+      partials: this.fragIn.partialCount,
+    };
+  }
+
+  /** Duplicates are routine (retransmissions): counted without an event each. */
+  private fragmentDrop(now: number, reason: FragmentDrop, detail: string): void {
+    if (reason === 'fragment-duplicate') this.counters.drops[reason] = (this.counters.drops[reason] ?? 0) + 1;
+    else this.drop(this.lastStep ?? now, reason, detail);
   }
 
   private context(): PairContext {
@@ -374,6 +441,7 @@ export class HalfPair {
 
   private stepPayload(now: number, pn: number, payload: Uint8Array, wireBytes: number): boolean {
     if (this.state === PairState.CLOSED) return false;
+    this.lastStep = now;
     this.counters.datagramsReceived++;
     this.counters.bytesReceived += wireBytes;
     let decoded;
@@ -398,9 +466,11 @@ export class HalfPair {
     }
     let ackEliciting = false;
     decoded.messages.forEach((m, i) => {
-      if (m.type !== MsgType.Ack) ackEliciting = true;
+      if (m.type !== MsgType.Ack && m.type !== MsgType.FragmentAck) ackEliciting = true;
       if (m.type !== MsgType.Manifest) this.dispatch(now, m, decoded.raws[i]);
     });
+    // Enough fragments arrived since their last acknowledgement: it leaves with the next datagram.
+    if (this.fragIn.urgent) this.ackOverdue = true;
     if (pn > this.largestReceived) {
       this.largestReceived = pn;
       this.largestReceivedAt = now;
@@ -423,10 +493,15 @@ export class HalfPair {
     this.ackDueAt = undefined;
     this.ackOverdue = false;
     this.sentPn.fill(-1);
+    // The peer's message ids start again in a new session; ours are resent under new ones.
+    this.fragIn.reset();
+    this.fragOut.reset();
   }
 
   private dispatch(now: number, m: Message, raw: Uint8Array): void {
     if (m.type === MsgType.Ack) return this.onAck(now, m);
+    if (m.type === MsgType.Fragment) return this.onFragment(now, m);
+    if (m.type === MsgType.FragmentAck) return this.fragOut.onAck(now, m, (9 / 8) * (this.srtt ?? this.timing.initialRtoMs), this.rto());
     if (m.type === MsgType.Close) {
       if (m.reason === CloseReason.GoingAway) {
         if (this.lifecycle.can(LifecycleEvent.PeerSilent)) this.fire(now, LifecycleEvent.PeerSilent, 'peer is shutting down');
@@ -484,6 +559,36 @@ export class HalfPair {
     if (changed && this.lifecycle.can(LifecycleEvent.RegisterMismatch)) this.fire(now, LifecycleEvent.RegisterMismatch, reason);
   }
 
+  /** A fragment (§3.4): the message it completes is handled as if it had come whole. */
+  private onFragment(now: number, f: FragmentMsg): void {
+    const before = this.fragIn.accepted;
+    const raw = this.fragIn.onFragment(now, f);
+    if (this.fragIn.accepted > before) for (const r of this.registers.values()) r.peerDelivering(now);
+    if (raw === undefined) return;
+    let decoded;
+    try {
+      decoded = decodeMessages(raw);
+    } catch (e) {
+      if (!(e instanceof WireError)) throw e;
+      return this.drop(now, DROP_REASON_NAMES[e.reason], `reassembled message ${f.msgId}: ${e.message}`);
+    }
+    const m = decoded.messages[0];
+    if (decoded.unknown > 0 || decoded.messages.length !== 1) {
+      return this.drop(now, 'unknown-message', `reassembled message ${f.msgId} is not one known message`);
+    }
+    // Only a register's message is ever too large for a payload: no nesting, no link messages, no manifest (its parts fit one).
+    if (
+      m.type === MsgType.Fragment ||
+      m.type === MsgType.FragmentAck ||
+      m.type === MsgType.Ack ||
+      m.type === MsgType.Close ||
+      m.type === MsgType.Manifest
+    ) {
+      return this.drop(now, 'malformed-payload', `reassembled message ${f.msgId} is a ${MsgType[m.type]}`);
+    }
+    this.dispatch(now, m, decoded.raws[0]);
+  }
+
   private onAck(now: number, m: AckMsg): void {
     if (m.largestPn <= this.largestAcked) return;
     const slot = m.largestPn % PN_RING;
@@ -517,6 +622,7 @@ export class HalfPair {
     this.fireTimer(now, 'silence');
     let retransmitted = false;
     for (const r of this.registers.values()) if (r.handleTimeout(now)) retransmitted = true;
+    if (this.fireTimer(now, 'fragment')) retransmitted = true;
     if (retransmitted) {
       this.counters.retransmitTimeouts++;
       this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF);
@@ -526,28 +632,32 @@ export class HalfPair {
     this.endStep(now);
   }
 
-  /** Fire one of the link's timers if it is due. */
-  private fireTimer(now: number, timer: LinkTimer): void {
+  /** Fire one of the link's timers if it is due; true if it was a retransmission. */
+  private fireTimer(now: number, timer: LinkTimer): boolean {
     switch (timer) {
       case 'silence':
         if (this.silenceArmed() && now >= this.lastHeard + this.timing.silenceMs) {
           this.fire(now, LifecycleEvent.PeerSilent, `nothing heard for ${now - this.lastHeard} ms`);
         }
-        return;
+        return false;
       case 'keepalive':
         if (now >= this.lastKeepalive + this.timing.keepaliveMs) {
           this.lastKeepalive = now;
           for (const r of this.registers.values()) r.markStatusDirty();
           if (!this.peerHasOurs) this.manifestDue ??= { reply: false };
+          this.fragIn.evictStale(now);
         }
-        return;
+        return false;
       case 'ack':
         // pollTransmit sends a lone Ack once it is due; from now on it is owed without a deadline.
         if (this.ackDueAt !== undefined && now >= this.ackDueAt) {
           this.ackDueAt = undefined;
           this.ackOverdue = true;
         }
-        return;
+        return false;
+      case 'fragment':
+        // Fragments unacknowledged for an RTO are sent again (only those: §3.4).
+        return this.fragOut.detectLost(now, this.rto());
       default: {
         const _unhandled: never = timer; // a timer added to LINK_TIMERS needs its case here
         return _unhandled;
@@ -572,6 +682,8 @@ export class HalfPair {
     }
     out.push({ timer: 'keepalive', at: this.lastKeepalive + this.timing.keepaliveMs });
     if (this.ackDueAt !== undefined) out.push({ timer: 'ack', at: this.ackDueAt });
+    const frag = this.fragOut.deadline(this.rto());
+    if (frag !== undefined) out.push({ timer: 'fragment', at: frag });
     return out;
   }
 
@@ -656,7 +768,10 @@ export class HalfPair {
     }
     this.collapse(now);
     if (this.awaitingWrites) return undefined; // the collapse made writes: they go to disk first
-    const b = new PayloadBuilder(this.maxPayload);
+    const b = new PayloadBuilder(this.maxPayload, {
+      add: (raw, key) => this.fragOut.add(now, raw, key),
+      holds: (key) => this.fragOut.holds(now, key),
+    });
     const ackPending = this.ackDueAt !== undefined || this.ackOverdue;
     if (ackPending) {
       b.add(
@@ -667,6 +782,14 @@ export class HalfPair {
         }),
       );
     }
+    // Fragment acknowledgements ride with the Ack (they are owed only after fragments arrived).
+    let fragAcks = 0;
+    if (ackPending) {
+      for (const a of this.fragIn.pendingAcks()) {
+        if (!b.add(encodeMessage(a))) break;
+        fragAcks++;
+      }
+    }
     const ackOnly = b.room;
     if (this.manifestDue) {
       const flags = (this.peerManifest === 'match' ? MANIFEST_MATCHED : 0) | (this.manifestDue.reply ? MANIFEST_REPLY : 0);
@@ -675,14 +798,10 @@ export class HalfPair {
     }
     while (this.manifestOut.length > 0 && b.add(encodeMessage(this.manifestOut[0]))) this.manifestOut.shift();
     while (this.outbox.length > 0) {
-      const raw = encodeMessage(this.outbox[0]);
-      if (!b.add(raw)) {
-        // A response that cannot fit even an empty payload would block the queue forever.
-        if (raw.length > this.maxPayload) {
-          this.outbox.shift();
-          this.drop(now, 'oversized-response', `${MsgType[raw[0]]} of ${raw.length} bytes exceeds the ${this.maxPayload}-byte payload`);
-          continue;
-        }
+      const m = this.outbox[0];
+      const raw = encodeMessage(m);
+      if (!b.add(raw, largeKey(m))) {
+        // A response larger than a payload went to the fragmentation layer; false here is a full one, or a full payload.
         break;
       }
       this.outbox.shift();
@@ -691,8 +810,11 @@ export class HalfPair {
     const regs = this.mismatch ? [] : [...this.registers.values()];
     for (let i = 0; i < regs.length; i++) regs[(this.rr + i) % regs.length].fill(now, b);
     this.rr = (this.rr + 1) % Math.max(1, regs.length);
+    // Fragments of large messages take the room the registers left, within their window.
+    for (let f = this.fragOut.next(now, b.room); f; f = this.fragOut.next(now, b.room)) b.add(encodeMessage(f));
     if (b.empty) return undefined;
     if (b.room === ackOnly && this.ackDueAt !== undefined && now < this.ackDueAt) return undefined; // an ack alone waits for its deadline
+    this.fragIn.acksSent(fragAcks);
     this.ackDueAt = undefined;
     this.ackOverdue = false;
     return this.frame(now, b.finish());

@@ -28,8 +28,14 @@ export enum ManifestLimitId {
   MaxKeys = 1,
   /** quota.maxBytes. */
   MaxBytes = 2,
+  /** quota.maxValueBytes: the two ends must agree on what a collapse may commit and what a follower must take. */
+  MaxValueBytes = 3,
 }
-const LIMIT_NAMES: Record<number, string> = { [ManifestLimitId.MaxKeys]: 'maxKeys', [ManifestLimitId.MaxBytes]: 'maxBytes' };
+const LIMIT_NAMES: Record<number, string> = {
+  [ManifestLimitId.MaxKeys]: 'maxKeys',
+  [ManifestLimitId.MaxBytes]: 'maxBytes',
+  [ManifestLimitId.MaxValueBytes]: 'maxValueBytes',
+};
 const limitName = (id: number): string => LIMIT_NAMES[id] ?? `limit ${id}`;
 const kindName = (k: number): string => (k === PairSnapshotKind.Map ? 'map' : k === PairSnapshotKind.Stream ? 'stream' : `kind ${k}`);
 
@@ -46,9 +52,10 @@ export type ManifestDiff =
 /** What this end declares for one register. */
 export function manifestEntry(cfg: Pick<RegisterConfig, 'name' | 'kind' | 'quota'>): ManifestEntry {
   const bytes = { id: ManifestLimitId.MaxBytes, value: cfg.quota.maxBytes };
+  const value = { id: ManifestLimitId.MaxValueBytes, value: cfg.quota.maxValueBytes };
   return cfg.kind === 'map'
-    ? { name: cfg.name, kind: PairSnapshotKind.Map, limits: [{ id: ManifestLimitId.MaxKeys, value: cfg.quota.maxKeys }, bytes] }
-    : { name: cfg.name, kind: PairSnapshotKind.Stream, limits: [bytes] };
+    ? { name: cfg.name, kind: PairSnapshotKind.Map, limits: [{ id: ManifestLimitId.MaxKeys, value: cfg.quota.maxKeys }, bytes, value] }
+    : { name: cfg.name, kind: PairSnapshotKind.Stream, limits: [bytes, value] };
 }
 
 function entryBytes(e: ManifestEntry): Uint8Array {

@@ -12,7 +12,8 @@
  * no I/O; `now` comes from the caller.
  */
 import type { Hash64Parts } from '../../wire/buffer.js';
-import { DeltaOp, validateDelta, type Delta, type RejectReason } from '../../wire/delta.js';
+import { MAX_KEY_LEN } from '../../wire/constants.js';
+import { DeltaOp, deltaValueLen, validateDelta, type Delta, type RejectReason } from '../../wire/delta.js';
 import { MsgType, decodeMessages, encodeMessage, type StatusMsg } from '../../wire/messages.js';
 import { hashEquals, hashHex } from '../register/hash.js';
 import type { MapState } from '../register/map.js';
@@ -30,7 +31,8 @@ const NO_REJECTIONS: ReadonlyMap<number, RejectReason> = new Map();
 /** A clear, typed refusal of a local write. */
 export class ProposeError extends Error {
   constructor(
-    readonly code: 'buffer-full' | 'frozen' | 'invalid' | 'closed' | 'fenced' | 'register-mismatch',
+    /** too-large: a key or value over its limit (MAX_KEY_LEN, the register's maxValueBytes); the message names it. */
+    readonly code: 'buffer-full' | 'frozen' | 'invalid' | 'closed' | 'fenced' | 'register-mismatch' | 'too-large',
     message: string,
   ) {
     super(message);
@@ -195,6 +197,7 @@ export class Replica {
     const { messages } = decodeMessages(raw);
     const m = messages[0];
     if (messages.length !== 1 || m.type !== MsgType.Collapse) throw new Error(`register ${s.name}: log record is not one Collapse message`);
+    if (m.elided) throw new Error(`register ${s.name}: log record v${m.version} leaves deltas out (a wire form, never a record)`);
     if (m.version !== s.version + 1) throw new Error(`register ${s.name}: log record v${m.version} does not follow v${s.version}`);
     for (const e of m.entries) {
       if (e.verdict === 'committed') s.state.apply(e.delta, m.version);
@@ -215,9 +218,10 @@ export class Replica {
     const st = s.pair.state;
     if (st === PairState.CLOSED) throw new ProposeError('closed', `register ${s.name}: pair is closed`);
     try {
-      validateDelta(delta);
+      validateDelta(delta, s.cfg.quota.maxValueBytes);
     } catch (e) {
-      throw new ProposeError('invalid', `register ${s.name}: ${(e as Error).message}`);
+      const tooLarge = ('key' in delta && delta.key.length > MAX_KEY_LEN) || deltaValueLen(delta) > s.cfg.quota.maxValueBytes;
+      throw new ProposeError(tooLarge ? 'too-large' : 'invalid', `register ${s.name}: ${(e as Error).message}`);
     }
     // A txn's ops are all of one kind (validateDelta): its first op says which.
     const first = delta.op === DeltaOp.Txn ? delta.ops[0] : delta;
@@ -269,6 +273,11 @@ export class Replica {
   /** Whether this register has reached the re-entanglement target. */
   aligned(): boolean {
     return this.machine.aligned();
+  }
+
+  /** Pieces of a fragmented message keep arriving (§3.4): a reconciliation request under way was heard. */
+  peerDelivering(now: number): void {
+    this.follower?.requester?.deferRetransmit(now + this.s.pair.rto());
   }
 
   /** Whether collapses or own candidates are in flight (COLLAPSING) or all is settled (ENTANGLED). */

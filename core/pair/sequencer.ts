@@ -10,6 +10,7 @@ import { DeltaOp, encodedDeltaLen, type Delta, type RejectReason } from '../../w
 import {
   MsgType,
   decodeMessages,
+  encodeMessage,
   writeCollapseBody,
   type CollapseEntry,
   type CollapseMsg,
@@ -30,7 +31,10 @@ import { LifecycleEvent, PairState } from './lifecycle.js';
 import type { PayloadBuilder } from './payload.js';
 import { copyDelta, SEND_WINDOW, SEQ_LEASE, SEQUENCER_TIMERS, type RoleMachine, type SequencerTimer, type Shared } from './shared.js';
 import type { OwnCandidate, RegisterMessage } from './types.js';
+import type { LogRecord } from './log.js';
 
+/** Attempts, an RTO apart, at sending a large record without the follower's own delta before sending it whole (§3.6.4). */
+const ELIDED_TRIES = 3;
 /** Room kept beside a collapse record in one payload: an Ack and a Status. */
 const COLLAPSE_SLACK = 160;
 const MAX_ENTRIES_PER_COLLAPSE = 255;
@@ -77,6 +81,12 @@ export class Sequencer implements RoleMachine, ResponderHost {
   private retransmitAt: number | undefined;
   /** When the responder's sliced work (chunking a pin) should continue. */
   private workDueAt: number | undefined;
+  /**
+   * Large records sent without the follower's own delta (§3.6.4), by version: how many times,
+   * an RTO apart, while the follower waited for that very record, and the last. After
+   * ELIDED_TRIES the record goes whole (the follower may not hold the candidate).
+   */
+  private readonly elidedSent = new Map<number, { n: number; at: number }>();
 
   constructor(private readonly s: Shared) {
     this.responder = new ReconResponder(this);
@@ -258,6 +268,7 @@ export class Sequencer implements RoleMachine, ResponderHost {
       this.sentUpTo = m.version;
     }
     this.peerResolvedSeq = Math.max(this.peerResolvedSeq, m.resolvedSeq);
+    for (const v of this.elidedSent.keys()) if (v <= m.version) this.elidedSent.delete(v);
     for (const q of this.peerRejections.keys()) if (q <= this.peerResolvedSeq) this.peerRejections.delete(q);
     const mine = s.log.hashAt(m.version);
     const coherent = s.pair.state === PairState.ENTANGLED || s.pair.state === PairState.COLLAPSING;
@@ -429,10 +440,43 @@ export class Sequencer implements RoleMachine, ResponderHost {
       }
       const rec = s.log.get(this.sentUpTo + 1);
       if (!rec) return; // compacted: the follower sees the gap in our status and reconciles
-      if (!b.add(rec.encoded)) return;
+      const small = this.elide(rec);
+      if (small) {
+        if (!b.add(small)) return;
+        // Counted only when the follower waits for this very record (while an earlier one is
+        // still under way, a resend says nothing of whether it could restore this one), and once
+        // per RTO (the go-backs of one loss, fast retransmit and timer, are one attempt).
+        const tried = this.elidedSent.get(rec.version) ?? { n: 0, at: -Infinity };
+        if (s.peerVersion === rec.version - 1 && now - tried.at >= s.pair.rto())
+          this.elidedSent.set(rec.version, { n: tried.n + 1, at: now });
+        else if (!this.elidedSent.has(rec.version)) this.elidedSent.set(rec.version, tried);
+        this.sentUpTo++;
+        if (this.retransmitAt === undefined) this.retransmitAt = now + s.pair.rto();
+        continue;
+      }
+      // A record larger than a payload (one large delta) is fragmented, named by its version.
+      if (!b.add(rec.encoded, `collapse/${s.name}/${rec.version}`)) return;
       this.sentUpTo++;
       if (this.retransmitAt === undefined) this.retransmitAt = now + s.pair.rto();
     }
+  }
+
+  /**
+   * A record too large for a payload that commits the follower's own candidate(s): the same
+   * record with their deltas left out (the follower holds them), if that fits a payload and
+   * was not sent so twice already (§3.6.4). Halves what a follower's large write costs.
+   */
+  private elide(rec: LogRecord): Uint8Array | undefined {
+    const s = this.s;
+    if (rec.encoded.length <= s.pair.maxPayload || (this.elidedSent.get(rec.version)?.n ?? 0) >= ELIDED_TRIES) return undefined;
+    const m = decodeMessages(rec.encoded).messages[0] as CollapseMsg;
+    const elided: number[] = [];
+    m.entries.forEach((e, i) => {
+      if (e.verdict === 'committed' && e.origin === s.pair.peerId) elided.push(i);
+    });
+    if (elided.length === 0) return undefined;
+    const raw = encodeMessage({ ...m, elided });
+    return raw.length <= s.pair.maxPayload ? raw : undefined;
   }
 
   private peerHolds(v: number): boolean {

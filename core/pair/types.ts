@@ -3,7 +3,7 @@
  * (so core/reconcile and the drivers see them without importing the replica).
  */
 import type { Delta, RejectReason } from '../../wire/delta.js';
-import type { AckMsg, CloseMsg, Message } from '../../wire/messages.js';
+import type { AckMsg, CloseMsg, FragmentAckMsg, FragmentMsg, Message } from '../../wire/messages.js';
 import type { MapState } from '../register/map.js';
 import type { StreamState } from '../register/stream.js';
 import type { RegisterKind } from '../register/state.js';
@@ -36,8 +36,8 @@ export const REGISTER_DEFAULTS = {
   quota: QUOTA_DEFAULTS,
 };
 
-/** The messages a register handles (Ack and Close are the pair's). */
-export type RegisterMessage = Exclude<Message, AckMsg | CloseMsg>;
+/** The messages a register handles (Ack, Close and the fragmentation layer's are the pair's). */
+export type RegisterMessage = Exclude<Message, AckMsg | CloseMsg | FragmentMsg | FragmentAckMsg>;
 
 /** An own candidate awaiting its outcome. */
 export interface OwnCandidate {

@@ -9,7 +9,7 @@
  */
 import { Reader, Writer } from '../../wire/buffer.js';
 import { DeltaOp, readDelta, writeDelta, validateDelta, type Delta } from '../../wire/delta.js';
-import { DropReason, MAX_DELTA_LEN, MAX_KEY_LEN, MAX_REGISTER_NAME_LEN } from '../../wire/constants.js';
+import { DropReason, MAX_KEY_LEN, MAX_REGISTER_NAME_LEN, MAX_VALUE_LEN } from '../../wire/constants.js';
 import { WireError } from '../../wire/errors.js';
 import { Murmur3, murmur3 } from '../register/hash.js';
 import { MapState } from '../register/map.js';
@@ -31,7 +31,11 @@ export interface DomainRegisterSpec {
 
 /** A register's quota, defaults filled in. */
 export function quotaOf(s: DomainRegisterSpec): Quota {
-  return { maxKeys: s.maxKeys ?? QUOTA_DEFAULTS.maxKeys, maxBytes: s.maxBytes ?? QUOTA_DEFAULTS.maxBytes };
+  return {
+    maxKeys: s.maxKeys ?? QUOTA_DEFAULTS.maxKeys,
+    maxBytes: s.maxBytes ?? QUOTA_DEFAULTS.maxBytes,
+    maxValueBytes: QUOTA_DEFAULTS.maxValueBytes,
+  };
 }
 
 export interface GroupSpec {
@@ -363,7 +367,7 @@ export class DomainState implements StateMachine {
           if (reg.state.get(key)) throw bad('entry.key', 'repeated key');
           const v = version('entry.version', reg.version);
           if (v === 0) throw bad('entry.version', 'a present key has a version of at least 1');
-          reg.state.put(key, r.lenBytes('entry.value', MAX_DELTA_LEN).slice(), v);
+          reg.state.put(key, r.lenBytes('entry.value', MAX_VALUE_LEN).slice(), v);
         }
       } else reg.state.appendBytes(r.lenBytes('register.bytes', data.length).slice());
     }

@@ -113,7 +113,7 @@ function partition(entries: MapEntry[]): MapEntry[][] {
 
 const toWire = (e: MapEntry): WireEntry => ({ key: e.key, version: e.version, value: e.value });
 
-/** Incomplete ReconEntries sets a requester holds at most (octets of entry encoding). */
+/** Incomplete ReconEntries sets a requester holds at most (octets of entry encoding), beside a leaf of largest values. */
 const PARTIAL_MAX_BYTES = 1 << 20;
 
 function wireBytes(parts: readonly (readonly WireEntry[] | undefined)[]): number {
@@ -369,6 +369,13 @@ export class ReconRequester {
   private streamBase = 0;
   private staged: Uint8Array[] = [];
   private stagedLen = 0;
+  /**
+   * Stream chunks of the requested window that arrived ahead of the next expected offset,
+   * by offset: at most STREAM_WINDOW of them, within the window. Without them, a path that
+   * reorders (every chunk is its own datagram) would let through about one chunk per round
+   * trip, and a stream of large appends would never finish.
+   */
+  private readonly ahead = new Map<number, Uint8Array>();
   /** Entries and octets received so far in this session, held against the register's quota (§7.8). */
   private receivedEntries = 0;
   private receivedBytes = 0;
@@ -399,6 +406,7 @@ export class ReconRequester {
     this.chunkCount = undefined;
     this.staged = [];
     this.stagedLen = 0;
+    this.ahead.clear();
     this.receivedEntries = 0;
     this.receivedBytes = 0;
     if (this.mode === 'full') {
@@ -420,6 +428,14 @@ export class ReconRequester {
     this.r.countFullTransfer();
     this.mode = 'full';
     this.restart();
+  }
+
+  /**
+   * The responder is delivering a fragmented answer (§3.4): its pieces keep arriving, so the
+   * request was heard; asking again now would only send it twice. Push the timer back.
+   */
+  deferRetransmit(until: number): void {
+    if (this.retransmitAt !== undefined && this.retransmitAt < until) this.retransmitAt = until;
   }
 
   onTimeout(now: number): boolean {
@@ -542,8 +558,10 @@ export class ReconRequester {
     // Parts of unfinished sets are held until the set completes: bounded, since an honest
     // set is a few parts (a leaf holds at most 8 entries, §8.2).
     const size = wireBytes([m.entries]);
-    if (this.partialBytes + size > PARTIAL_MAX_BYTES) {
-      this.r.refuse(now, 'quota-violation', `more than ${PARTIAL_MAX_BYTES} octets of incomplete ReconEntries sets`);
+    // A leaf of RECON_LEAF_MAX largest values must fit (§3.4): the bound grows with the register's value limit.
+    const maxPartial = PARTIAL_MAX_BYTES + RECON_LEAF_MAX * this.r.quota.maxValueBytes;
+    if (this.partialBytes + size > maxPartial) {
+      this.r.refuse(now, 'quota-violation', `more than ${maxPartial} octets of incomplete ReconEntries sets`);
       this.parts.clear();
       this.partialBytes = 0;
       return;
@@ -590,15 +608,27 @@ export class ReconRequester {
 
   onStreamData(now: number, m: StreamDataMsg): void {
     if (!this.accept(m.targetVersion)) return;
-    if (m.offset !== this.streamBase + this.stagedLen) return; // out of order: the window is re-requested
     const q = this.r.quota;
     if (m.offset + m.data.length > (this.meta ? Math.min(this.meta.size, q.maxBytes) : q.maxBytes)) {
       this.r.refuse(now, 'quota-violation', `stream data past ${this.meta ? "the pin's length" : 'the quota'}`);
       this.restart();
       return;
     }
+    const expected = this.streamBase + this.stagedLen;
+    if (m.offset !== expected) {
+      // Ahead within the window: kept until the gap fills; anything else is re-requested.
+      if (m.offset > expected && m.offset < this.windowEnd && this.ahead.size < STREAM_WINDOW && m.data.length > 0)
+        this.ahead.set(m.offset, m.data.slice());
+      return;
+    }
     this.staged.push(m.data.slice());
     this.stagedLen += m.data.length;
+    for (let next = this.ahead.get(this.streamBase + this.stagedLen); next; next = this.ahead.get(this.streamBase + this.stagedLen)) {
+      this.ahead.delete(this.streamBase + this.stagedLen);
+      this.staged.push(next);
+      this.stagedLen += next.length;
+    }
+    for (const off of this.ahead.keys()) if (off < this.streamBase + this.stagedLen) this.ahead.delete(off);
     const at = this.streamBase + this.stagedLen;
     if (this.meta && at < this.meta.size && at >= this.windowEnd) this.wantRequest = true;
     this.progress(now);

@@ -5,7 +5,8 @@
  * follower checks every committed record against its own quota before applying it, so a
  * sequencer that ignores the quota cannot make this host hold more.
  */
-import { DeltaOp, RejectReason, type Delta, type SimpleDelta } from '../../wire/delta.js';
+import { DEFAULT_MAX_VALUE_BYTES } from '../../wire/constants.js';
+import { DeltaOp, RejectReason, deltaValueLen, type Delta, type SimpleDelta } from '../../wire/delta.js';
 import { MapState, entryWireLen } from './map.js';
 import type { StreamState } from './stream.js';
 
@@ -14,12 +15,14 @@ export interface Quota {
   maxKeys: number;
   /** Octets: Σ entry encodings (key, version, value) of a map; the length of a stream. */
   maxBytes: number;
+  /** Largest value of one entry (map) or one append (stream), at most MAX_VALUE_LEN (§4). */
+  maxValueBytes: number;
 }
 
 /** A key as a map key (one char per byte). */
 const latin1 = (k: Uint8Array): string => Buffer.from(k.buffer, k.byteOffset, k.byteLength).toString('latin1');
 
-export const QUOTA_DEFAULTS: Quota = { maxKeys: 1_000_000, maxBytes: 256 * 1024 * 1024 };
+export const QUOTA_DEFAULTS: Quota = { maxKeys: 1_000_000, maxBytes: 256 * 1024 * 1024, maxValueBytes: DEFAULT_MAX_VALUE_BYTES };
 
 /**
  * The size a register would have as committed deltas are applied one after another (one
@@ -69,6 +72,8 @@ export class QuotaCheck {
 
   private admitOne(d: SimpleDelta, v: number): 0 | RejectReason.QuotaExceeded {
     const st = this.state;
+    // A value over the register's limit (a peer's candidate; local ones are refused at propose).
+    if (deltaValueLen(d) > this.quota.maxValueBytes) return RejectReason.QuotaExceeded;
     if (d.op === DeltaOp.Append) {
       if (st instanceof MapState) return 0; // the wrong kind: never applied
       const bytes = this.bytes + d.data.length;

@@ -85,6 +85,7 @@ const PROPOSE_CODES: Record<ProposeError['code'], AdminErrorCode> = {
   closed: 'pair-closed',
   fenced: 'pair-fenced',
   'register-mismatch': 'register-mismatch',
+  'too-large': 'too-large',
 };
 
 /**

@@ -10,6 +10,7 @@ import { existsSync, unlinkSync } from 'node:fs';
 import type { Logger } from 'pino';
 import {
   ADMIN_COMMANDS,
+  ADMIN_MAX_REQUEST,
   type AdminCommand,
   type AdminErrorBody,
   type AdminEventLine,
@@ -32,7 +33,10 @@ export interface AdminRequest {
   args?: Record<string, unknown>;
 }
 
-const MAX_REQUEST = 64 * 1024;
+/** A largest value in base64 with its key (client/protocol.ts): the daemon holds one such line per client at most. */
+const MAX_REQUEST = ADMIN_MAX_REQUEST;
+/** Unfinished request lines of all connections together: a few largest values at once, not one per connection. */
+const MAX_HELD_TOTAL = 4 * MAX_REQUEST;
 const MAX_CLIENT_BUFFER = 8 * 1024 * 1024;
 /** Requests one connection may have awaiting their answer (a library keeps 256 writes in flight); more are refused. */
 export const MAX_REQUESTS_IN_PROGRESS = 4096;
@@ -63,6 +67,8 @@ function restrictUmask(): number | undefined {
 export class AdminServer {
   private server: Server | undefined;
   private readonly clients = new Map<Socket, Connection>();
+  /** Characters of unfinished request lines held for every connection together (MAX_HELD_TOTAL). */
+  private heldTotal = 0;
   private readonly handlers: Handlers;
   private readonly streams: StreamHandlers;
   /** Who may connect besides root (config adminGroup, adminMode). */
@@ -126,26 +132,40 @@ export class AdminServer {
   private onClient(sock: Socket): void {
     const conn: Connection = { cleanups: new Set(), inProgress: 0 };
     this.clients.set(sock, conn);
-    let buf = '';
     const drains = new Set<() => void>();
     sock.on('drain', () => {
       for (const f of drains) f();
     });
+    // The line so far, as chunks: a large value's line arrives in many, and joining (or
+    // searching) the whole of it on every chunk would be quadratic.
+    let parts: string[] = [];
+    let held = 0;
+    const release = (): void => {
+      this.heldTotal -= held;
+      parts = [];
+      held = 0;
+    };
     sock.setEncoding('utf8');
     sock.on('data', (chunk: string) => {
-      buf += chunk;
-      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
+      for (let nl = chunk.indexOf('\n'); nl >= 0; nl = chunk.indexOf('\n')) {
+        parts.push(chunk.slice(0, nl));
+        const line = parts.join('');
+        chunk = chunk.slice(nl + 1);
+        release();
         if (line.length > MAX_REQUEST) return this.refuse(sock);
         if (line.trim()) void this.handle(sock, line, conn, drains);
       }
-      if (buf.length > MAX_REQUEST) {
-        buf = '';
+      parts.push(chunk);
+      held += chunk.length;
+      this.heldTotal += chunk.length;
+      // One line may be as long as a largest value; all connections' partial lines together have a budget too.
+      if (held > MAX_REQUEST || this.heldTotal > MAX_HELD_TOTAL) {
+        release();
         this.refuse(sock);
       }
     });
     const done = (): void => {
+      release();
       this.clients.delete(sock);
       for (const c of conn.cleanups) c();
       conn.cleanups.clear();

@@ -8,7 +8,7 @@ import { isIP } from 'node:net';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { decodeKey } from './keys.js';
-import { MAX_REGISTER_NAME_LEN } from '../../wire/constants.js';
+import { DEFAULT_MAX_VALUE_BYTES, MAX_REGISTER_NAME_LEN, MAX_VALUE_LEN } from '../../wire/constants.js';
 import { WRAP_PROTOCOLS } from '../../core/wrap/protocols.js';
 import { parseDestination } from '../wrap/policy.js';
 
@@ -42,6 +42,9 @@ const register = z
       .int()
       .min(1024)
       .default(256 * 1024 * 1024),
+    // ---- large values ----
+    /** Largest value (map) or append (stream), bytes; both peers must agree (PROTOCOL.md §4, §3.4). */
+    maxValueBytes: z.number().int().min(1).max(MAX_VALUE_LEN).default(DEFAULT_MAX_VALUE_BYTES),
   })
   .strict();
 

@@ -214,7 +214,7 @@ export class Spookd {
             policy: r.policy,
             maxPending: r.maxPending,
             log: { maxRecords: r.logRecords, maxBytes: 256 * 1024 * 1024 },
-            quota: { maxKeys: r.maxKeys, maxBytes: r.maxBytes },
+            quota: { maxKeys: r.maxKeys, maxBytes: r.maxBytes, maxValueBytes: r.maxValueBytes },
           })),
           timing: { keepaliveMs: cfg.timing.keepaliveMs, silenceMs: cfg.timing.silenceMs },
           maxPayload: MAX_SEALED_PAYLOAD,

@@ -22,6 +22,7 @@ interface Opts {
   partitions: boolean;
   crashes: boolean;
   storeFaults: number;
+  largeValues: number;
   skew: boolean;
   membership: boolean;
   maxLog?: number;
@@ -48,6 +49,7 @@ export function simCommand(): Command {
     .option('--corrupt <p>', 'per-operation probability of corrupting a follower entry in memory', probArg('--corrupt'), 0)
     .option('--ops <n>', 'proposals per endpoint', intArg('--ops', 1), SIM_DEFAULTS.ops)
     .option('--log-records <n>', 'delta log bound in records (default: drawn per seed from 8, 32, 4096)', intArg('--log-records', 1))
+    .option('--large-values <p>', 'probability per set/cas/append of a large value (8 KiB-1 MiB, fragmented)', probArg('--large-values'), 0)
     .option('--json', 'print one JSON object', false)
     .option('--nodes <n>', 'simulate a QN domain of N members (Raft) instead of one pair', intArg('--nodes', 1))
     .option('--partitions', 'domains: split the members (minority | majority) 1-3 times', false)
@@ -90,6 +92,7 @@ export function simCommand(): Command {
         logRecords: o.logRecords,
         crashes: o.crashes,
         storeFaults: o.storeFaults,
+        largeValues: o.largeValues,
       };
       if (o.seed !== undefined) {
         const r = runSim({ ...opts, seed: o.seed, trace: o.json ? undefined : (line) => console.log(line) });

@@ -99,9 +99,8 @@ export function estpMessage(rng: Rng, ctx: EstpContext): Message {
   const origin = (): number => (rng.chance(0.8) ? rng.pick(ctx.origins) : edgy(rng));
   const entries = (): { key: Uint8Array; version: number; value: Uint8Array }[] =>
     list(rng, 40, () => ({ key: key(rng), version: edgy(rng), value: bytes(rng, 200) }));
-  // 1-13, and 15 (Manifest) in the place of 14 (reserved for Fragment).
-  const drawn = rng.int(1, 14);
-  const t = (drawn === 14 ? MsgType.Manifest : drawn) as MsgType;
+  // Every type: 1-13, 14 Fragment, 15 Manifest, 16 FragmentAck.
+  const t = rng.int(1, 16) as MsgType;
   switch (t) {
     case MsgType.Status: {
       const version = edgy(rng);
@@ -208,6 +207,26 @@ export function estpMessage(rng: Rng, ctx: EstpContext): Message {
         entries,
       };
     }
+    case MsgType.Fragment: {
+      // Mostly valid layouts over few ids, so pieces collide, contradict and complete.
+      const total = rng.chance(0.7) ? rng.int(1400, 20_000) : rng.int(1400, 4_000_000);
+      const count = Math.ceil(total / 1300);
+      const index = rng.int(0, count - 1);
+      const len = Math.max(0, Math.min(Math.ceil(total / count), total - index * Math.ceil(total / count)));
+      return { type: t, msgId: rng.int(0, 8), total, count, index, bytes: rng.bytes(len) };
+    }
+    case MsgType.FragmentAck: {
+      const ranges = list(rng, 32, () => ({ from: 0, to: 0 }));
+      let floor = 0;
+      for (const r of ranges) {
+        r.from = floor + rng.int(0, 3);
+        r.to = r.from + rng.int(0, 20);
+        floor = r.to + 2;
+      }
+      return { type: t, msgId: rng.int(0, 8), ranges };
+    }
+    default:
+      throw new RangeError(`no such message type ${t}`);
   }
 }
 

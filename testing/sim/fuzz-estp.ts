@@ -85,7 +85,11 @@ export class EstpFuzzer {
     const register = r.chance(0.05) ? 'nope' : r.pick(this.registers);
     const flags = r.chance(0.5) ? REQ_WANT_META : 0;
     if (r.chance(0.03)) return this.manifest();
-    switch (r.int(1, 12) as MsgType) {
+    // 13 and 14 stand for the fragmentation layer's Fragment and FragmentAck (§3.7).
+    const drawn = r.int(1, 14);
+    if (drawn === 13) return this.fragment();
+    if (drawn === 14) return this.fragmentAck();
+    switch (drawn as MsgType) {
       case MsgType.Status: {
         const version = this.num();
         return {
@@ -204,6 +208,67 @@ export class EstpFuzzer {
       parts,
       entries,
     };
+  }
+
+  /** The large message whose pieces the fuzz sends (so some complete), and its id. */
+  private big: { msgId: number; raw: Uint8Array; count: number } | undefined;
+
+  /**
+   * A Fragment: mostly a piece of the current large message (an encoded message of a few KiB,
+   * valid or not, so reassembly completes and hands hostile content to the registers), else a
+   * piece of a random layout under a colliding id (contradictions, quota pressure).
+   */
+  private fragment(): Message {
+    const r = this.rng;
+    if (!this.big || r.chance(0.02)) {
+      let raw: Uint8Array;
+      try {
+        const m = this.message();
+        raw = m.type === MsgType.Fragment || m.type === MsgType.FragmentAck ? r.bytes(3000) : encodeMessage(m);
+      } catch {
+        raw = r.bytes(3000);
+      }
+      if (raw.length < 1500) raw = Uint8Array.from([...raw, ...r.bytes(1500 - raw.length + r.int(0, 4000))]);
+      this.big = { msgId: r.int(0, 20), raw, count: Math.ceil(raw.length / 1300) };
+    }
+    if (r.chance(0.7)) {
+      const { msgId, raw, count } = this.big;
+      const index = r.int(0, count - 1);
+      const f = Math.ceil(raw.length / count);
+      return {
+        type: MsgType.Fragment,
+        msgId,
+        total: raw.length,
+        count,
+        index,
+        bytes: raw.subarray(index * f, Math.min(raw.length, (index + 1) * f)),
+      };
+    }
+    const total = r.chance(0.8) ? r.int(1500, 20_000) : r.int(1500, 8_000_000);
+    const count = Math.ceil(total / r.int(1000, 1300));
+    const index = r.int(0, count - 1);
+    const f = Math.ceil(total / count);
+    return {
+      type: MsgType.Fragment,
+      msgId: r.int(0, 20),
+      total,
+      count,
+      index,
+      bytes: r.bytes(Math.max(0, Math.min(f, total - index * f))),
+    };
+  }
+
+  private fragmentAck(): Message {
+    const r = this.rng;
+    const ranges: { from: number; to: number }[] = [];
+    let floor = 0;
+    for (let i = this.small(32); i > 0; i--) {
+      const from = floor + r.int(0, 3);
+      const to = from + r.int(0, r.chance(0.1) ? 60_000 : 20);
+      ranges.push({ from, to });
+      floor = to + 2;
+    }
+    return { type: MsgType.FragmentAck, msgId: r.int(0, 20), ranges };
   }
 
   /** One payload: random octets (30%), or 1-3 encoded messages, mutated one time in three. */

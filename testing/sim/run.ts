@@ -57,6 +57,12 @@ export interface SimOptions {
   workloadMs: number;
   /** Longest the settle phase may run before the run is declared not converged. */
   settleMs: number;
+  /**
+   * Probability per set, cas or append that it carries a large value (8 KiB to 512 KiB, up to a
+   * 1 MiB once in ten), so messages are fragmented (§3.7). Omitted or 0: none, and the seeds
+   * replay as before (no draw is made).
+   */
+  largeValues?: number;
   /** Log bound in records; small values force reconciliation and full transfers after cuts. Omit to draw per seed. */
   logRecords?: number;
   timing?: Partial<Timing>;
@@ -245,6 +251,8 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
     let register = 'kv';
     let delta: Delta;
     const key = rng.pick(KEYS);
+    const large = (): number => (rng.chance(0.1) ? 1 << 20 : rng.int(8 << 10, 512 << 10));
+    const big = o.largeValues !== undefined && o.largeValues > 0 && kind !== 3 && rng.chance(o.largeValues);
     if (o.txn && rng.chance(o.txn)) {
       const n = rng.int(2, 5);
       if (kind < 7) {
@@ -273,16 +281,16 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
         }
         delta = { op: DeltaOp.Txn, ops };
       }
-    } else if (kind < 3) delta = { op: DeltaOp.Set, key, value: rng.bytes(rng.int(0, 48)) };
+    } else if (kind < 3) delta = { op: DeltaOp.Set, key, value: rng.bytes(big ? large() : rng.int(0, 48)) };
     else if (kind < 4) delta = { op: DeltaOp.Del, key };
     else if (kind < 7) {
       const cur = (ep.pair.register('kv').state as MapState).get(key);
       // Mostly the version this endpoint last saw (races make some stale), sometimes a wrong one.
       const expect = rng.chance(0.8) ? (cur?.version ?? 0) : rng.int(0, 5);
-      delta = { op: DeltaOp.Cas, key, expect, value: rng.bytes(rng.int(1, 32)) };
+      delta = { op: DeltaOp.Cas, key, expect, value: rng.bytes(big ? large() : rng.int(1, 32)) };
     } else {
       register = 'log';
-      delta = { op: DeltaOp.Append, offset: ep.pair.register('log').nextAppendOffset, data: rng.bytes(rng.int(1, 200)) };
+      delta = { op: DeltaOp.Append, offset: ep.pair.register('log').nextAppendOffset, data: rng.bytes(big ? large() : rng.int(1, 200)) };
     }
     if (ep.down) return;
     let id: { origin: number; seq: number } | undefined;
@@ -371,6 +379,15 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
   world.run(o.workloadMs);
   const settled = world.run(o.workloadMs + o.settleMs, isSettled);
   const now = world.now;
+  if (!settled)
+    for (const ep of eps) {
+      const st = ep.pair.stats;
+      trace?.(`${t(now)} ${ep.name} unsettled: drops ${JSON.stringify(st.drops)}, fragments ${JSON.stringify(ep.pair.fragments)}`);
+      for (const r of ep.pair.registers.values())
+        trace?.(
+          `${t(now)}   ${r.name} v${r.version} peer v${r.peerVersion} reconciling ${r.reconciling} pending ${r.pendingCount} log ${r.log.base}..${r.log.last}`,
+        );
+    }
 
   // ---- checks
   const final: SimResult['final'] = {};

@@ -79,6 +79,10 @@ export class SimWorld {
   restart(ep: SimEndpoint, pair: HalfPair): void {
     ep.pair = pair;
     ep.down = false;
+    // spookd's peer sees a new ETCP session (a new handshake) and forgets the old packet
+    // space, the fragments under way included (§3.7): the restarted end numbers from scratch.
+    const peer = this.peerOf(ep);
+    if (!peer.down) peer.pair.resetPacketSpace();
     this.drain(ep);
   }
 

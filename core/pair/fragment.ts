@@ -1,0 +1,424 @@
+/**
+ * Fragmentation of messages larger than a payload (docs/PROTOCOL.md §3.4): a large Propose,
+ * Collapse, ReconEntries or SnapChunk (one large delta or entry) travels as Fragment messages
+ * and is reassembled before its register sees it, so the registers keep their message-level
+ * protocol. Reliability is per fragment, as QUIC's is per packet (RFC 9002): the receiver
+ * acknowledges the fragments it holds as ranges (FragmentAck); the sender declares a fragment
+ * lost when one sent 3 later was acknowledged (kPacketThreshold) or when it stays
+ * unacknowledged for an RTO, and resends only that one. A window bounds the fragments in
+ * flight, so one large value does not flood the socket; the registers' own messages go first
+ * in every datagram, so it does not starve them either.
+ *
+ * Every bound on the receiving side is charged to the peer: the bytes of partial messages
+ * stay within a quota (stale ones are evicted for a new one), the partial messages within a
+ * count; anything past them, or contradicting what arrived, is dropped and counted, never thrown.
+ */
+import {
+  MAX_FRAGMENT_ACK_RANGES,
+  MsgType,
+  fragmentLen,
+  type FragmentAckMsg,
+  type FragmentMsg,
+  type IndexRange,
+} from '../../wire/messages.js';
+import type { PairDrop } from './drops.js';
+
+/** Fragments in flight (sent, neither acknowledged nor declared lost), all messages together. */
+export const FRAGMENT_WINDOW = 64;
+/** RFC 9002 §6.1.1 kPacketThreshold: a fragment is lost once one sent this many later is acknowledged. */
+const PACKET_THRESHOLD = 3;
+/** Own messages queued or in flight as fragments at once (the registers hold the rest). */
+const OUT_LIMIT = 32;
+/** Delivered keys remembered (each a few dozen bytes). */
+const DELIVERED_MEMORY = 256;
+/** Partial messages a receiver holds at once. */
+const MAX_PARTIALS = 64;
+/** Completed message ids remembered, to acknowledge a duplicate fragment whole. */
+const DONE_MEMORY = 256;
+/** A fragment's framing in a payload: type, length and the four varints (5 bytes each at most), the bytes' length. */
+export const FRAGMENT_OVERHEAD = 1 + 3 + 4 * 5 + 3;
+/** Room kept beside a fragment for an Ack and a FragmentAck in the same payload. */
+const ACK_ROOM = 40;
+/** After this many fragments of a message, its acknowledgement leaves at once (RFC 9000 §13.2.2 acks every 2nd; fewer here). */
+export const ACK_EVERY = 8;
+
+interface OutMessage {
+  id: number;
+  key: string | undefined;
+  raw: Uint8Array;
+  count: number;
+  /** Per fragment: 0 unsent (or lost, to send again), 1 in flight, 2 acknowledged. */
+  state: Uint8Array;
+  /** Send order number and time of each fragment's last transmission. */
+  order: Float64Array;
+  sentAt: Float64Array;
+  acked: number;
+  /** Lowest index that may still need sending (an optimisation of the scan). */
+  next: number;
+  /** When its first fragment left (undefined: not yet). */
+  startedAt: number | undefined;
+  /** Every fragment below this is acknowledged: acknowledgements are read from here (O(new), not O(count), each). */
+  low: number;
+}
+
+export interface FragmentSenderStats {
+  fragmentsSent: number;
+  fragmentsResent: number;
+  messagesFragmented: number;
+}
+
+/** The sending half: cuts own large messages into fragments and resends what is lost. */
+export class FragmentSender {
+  private readonly out: OutMessage[] = [];
+  private nextId = 1;
+  private sendOrder = 0;
+  private largestAckedOrder = -1;
+  /** In-flight fragments as (message, index), for loss detection over at most the window. */
+  private readonly inFlight: { m: OutMessage; i: number }[] = [];
+  /**
+   * Keys of messages the peer acknowledged whole, until when a register's retransmission of
+   * them is taken as done: the peer's answer to a large message (the Collapse of a large
+   * Propose) is itself large and takes about as long to arrive as the message took to send.
+   */
+  private readonly delivered = new Map<string, number>();
+  readonly stats: FragmentSenderStats = { fragmentsSent: 0, fragmentsResent: 0, messagesFragmented: 0 };
+
+  /** `fragBytes`: the largest piece, so that a Fragment fits an empty payload beside an Ack. */
+  constructor(private readonly maxPayload: number) {}
+
+  private get fragBytes(): number {
+    return this.maxPayload - FRAGMENT_OVERHEAD - ACK_ROOM;
+  }
+
+  /**
+   * Take an own message for fragmentation. `key` names it for its register (a collapse's
+   * version, a candidate's seq): the same key while one is queued is the same message, not a
+   * second copy (the registers retransmit whole messages on their own timers). False: full,
+   * try later.
+   */
+  add(now: number, raw: Uint8Array, key: string | undefined): boolean {
+    if (key !== undefined && this.holds(now, key)) return true;
+    if (this.out.length >= OUT_LIMIT) return false;
+    const count = Math.ceil(raw.length / this.fragBytes);
+    this.out.push({
+      id: this.nextId++,
+      key,
+      raw,
+      count,
+      state: new Uint8Array(count),
+      order: new Float64Array(count),
+      sentAt: new Float64Array(count),
+      acked: 0,
+      next: 0,
+      startedAt: undefined,
+      low: 0,
+    });
+    this.stats.messagesFragmented++;
+    return true;
+  }
+
+  /** Whether the message named `key` is queued, in flight, or was delivered recently enough that a register's retransmission of it is moot. */
+  holds(now: number, key: string): boolean {
+    if (this.out.some((m) => m.key === key)) return true;
+    const until = this.delivered.get(key);
+    if (until !== undefined && now < until) return true;
+    this.delivered.delete(key);
+    return false;
+  }
+
+  /** Messages queued or in flight. */
+  get pending(): number {
+    return this.out.length;
+  }
+
+  /** The next fragment to send if the window has room and it fits `room`, marked in flight; undefined otherwise. */
+  next(now: number, room: number): FragmentMsg | undefined {
+    if (this.inFlight.length >= FRAGMENT_WINDOW) return undefined;
+    for (const m of this.out) {
+      while (m.next < m.count && m.state[m.next] !== 0) m.next++;
+      if (m.next >= m.count) continue;
+      const i = m.next;
+      const f = Math.ceil(m.raw.length / m.count);
+      const bytes = m.raw.subarray(i * f, i * f + fragmentLen(m.raw.length, m.count, i));
+      if (bytes.length + FRAGMENT_OVERHEAD > room) return undefined;
+      if (m.order[i] !== 0 || m.sentAt[i] !== 0) this.stats.fragmentsResent++;
+      m.state[i] = 1;
+      m.startedAt ??= now;
+      m.order[i] = ++this.sendOrder;
+      m.sentAt[i] = now;
+      this.inFlight.push({ m, i });
+      this.stats.fragmentsSent++;
+      return { type: MsgType.Fragment, msgId: m.id, total: m.raw.length, index: i, count: m.count, bytes };
+    }
+    return undefined;
+  }
+
+  /**
+   * The peer's acknowledgement (hostile: unknown ids and indexes are ignored). `lossDelay`:
+   * how long a fragment overtaken by an acknowledged one may still be merely reordered
+   * (RFC 9002 §6.1.2 kTimeThreshold, 9/8 of the RTT).
+   */
+  onAck(now: number, a: FragmentAckMsg, lossDelay: number, rto: number): void {
+    const m = this.out.find((o) => o.id === a.msgId);
+    if (!m) return;
+    for (const r of a.ranges) {
+      for (let i = Math.max(r.from, m.low); i <= Math.min(r.to, m.count - 1); i++) {
+        if (m.state[i] === 2) continue;
+        if (m.state[i] === 1) this.largestAckedOrder = Math.max(this.largestAckedOrder, m.order[i]);
+        m.state[i] = 2;
+        m.acked++;
+      }
+    }
+    while (m.low < m.count && m.state[m.low] === 2) m.low++;
+    if (m.acked === m.count) {
+      this.out.splice(this.out.indexOf(m), 1);
+      if (m.key !== undefined) {
+        this.delivered.set(m.key, now + 2 * (now - (m.startedAt ?? now)) + rto);
+        if (this.delivered.size > DELIVERED_MEMORY) this.delivered.delete(this.delivered.keys().next().value!);
+      }
+    }
+    this.detectLost(now, Infinity, lossDelay);
+  }
+
+  /**
+   * Declare lost (to send again) what stayed unacknowledged for `rto`, and what acknowledged
+   * fragments sent PACKET_THRESHOLD later overtook, once it is `lossDelay` old (both of RFC
+   * 9002 §6.1's thresholds at once: reordering is common on the paths a large value crosses,
+   * and a spurious resend costs a whole fragment). True if a fragment was lost by the timer.
+   */
+  detectLost(now: number, rto: number, lossDelay = Infinity): boolean {
+    let timedOut = false;
+    for (let k = this.inFlight.length - 1; k >= 0; k--) {
+      const { m, i } = this.inFlight[k];
+      if (m.state[i] !== 1) {
+        this.inFlight.splice(k, 1);
+        continue;
+      }
+      const overtaken = m.order[i] + PACKET_THRESHOLD <= this.largestAckedOrder && now >= m.sentAt[i] + lossDelay;
+      const expired = now >= m.sentAt[i] + rto;
+      if (overtaken || expired) {
+        m.state[i] = 0;
+        if (i < m.next) m.next = i;
+        this.inFlight.splice(k, 1);
+        if (!overtaken) timedOut = true;
+      }
+    }
+    return timedOut;
+  }
+
+  /** When the oldest fragment in flight times out. */
+  deadline(rto: number): number | undefined {
+    let t: number | undefined;
+    for (const { m, i } of this.inFlight) if (m.state[i] === 1 && (t === undefined || m.sentAt[i] + rto < t)) t = m.sentAt[i] + rto;
+    return t;
+  }
+
+  /** A new session (the peer may have restarted and forgotten every partial message): send everything unacknowledged again, under new ids. */
+  reset(): void {
+    for (const m of this.out) {
+      m.id = this.nextId++;
+      m.state.fill(0);
+      m.acked = 0;
+      m.next = 0;
+      m.low = 0;
+      m.startedAt = undefined;
+    }
+    this.delivered.clear();
+    this.inFlight.length = 0;
+    this.largestAckedOrder = -1;
+  }
+}
+
+interface Partial {
+  total: number;
+  count: number;
+  buf: Uint8Array;
+  got: Uint8Array;
+  have: number;
+  lastAt: number;
+  /** Fragments received since its last acknowledgement. */
+  unacked: number;
+  /** Every piece below `low` is held; none above `high`: acknowledgements are built from there. */
+  low: number;
+  high: number;
+}
+
+export type FragmentDrop = Extract<PairDrop, 'fragment-quota' | 'fragment-conflict' | 'fragment-duplicate'>;
+
+/** The receiving half: reassembles the peer's fragments within a quota and acknowledges them. */
+export class Reassembler {
+  private readonly partials = new Map<number, Partial>();
+  /** Completed ids with their count, oldest first (insertion order), at most DONE_MEMORY. */
+  private readonly done = new Map<number, { total: number; count: number }>();
+  private readonly dirty = new Set<number>();
+  private heldBytes = 0;
+  /** New pieces taken so far (progress the peer makes delivering). */
+  accepted = 0;
+  /** Whether an acknowledgement is owed at once (ACK_EVERY fragments of one message since its last). */
+  urgent = false;
+
+  constructor(
+    /** Bytes of partial messages held at most (the peer's quota). */
+    readonly quota: number,
+    /** A partial message silent this long may be evicted for a new one. */
+    private readonly staleMs: number,
+    private readonly drop: (reason: FragmentDrop, detail: string) => void,
+  ) {}
+
+  /** Bytes held by partial messages (never above the quota). */
+  get bytes(): number {
+    return this.heldBytes;
+  }
+
+  get partialCount(): number {
+    return this.partials.size;
+  }
+
+  /** Take one fragment; the whole message when it completes it. */
+  onFragment(now: number, f: FragmentMsg): Uint8Array | undefined {
+    const d = this.done.get(f.msgId);
+    if (d !== undefined) {
+      if (d.total === f.total && d.count === f.count) {
+        this.dirty.add(f.msgId); // the sender missed our acknowledgement: say it again
+        this.drop('fragment-duplicate', `fragment ${f.index} of completed message ${f.msgId}`);
+        return undefined;
+      }
+      this.done.delete(f.msgId); // an id reused by a restarted peer: a new message
+    }
+    let p = this.partials.get(f.msgId);
+    if (p === undefined) {
+      if (!this.makeRoom(now, f.total)) {
+        this.drop(
+          'fragment-quota',
+          `message ${f.msgId} of ${f.total} bytes: ${this.heldBytes} of the ${this.quota}-byte reassembly quota held by ${this.partials.size} partial message(s)`,
+        );
+        return undefined;
+      }
+      p = {
+        total: f.total,
+        count: f.count,
+        buf: new Uint8Array(f.total),
+        got: new Uint8Array(f.count),
+        have: 0,
+        lastAt: now,
+        unacked: 0,
+        low: 0,
+        high: -1,
+      };
+      this.partials.set(f.msgId, p);
+      this.heldBytes += f.total;
+    }
+    if (p.total !== f.total || p.count !== f.count) {
+      this.discard(f.msgId, p);
+      this.drop('fragment-conflict', `message ${f.msgId}: ${f.count} pieces of ${f.total} bytes, earlier ${p.count} of ${p.total}`);
+      return undefined;
+    }
+    const off = f.index * Math.ceil(f.total / f.count);
+    if (p.got[f.index]) {
+      for (let i = 0; i < f.bytes.length; i++) {
+        if (p.buf[off + i] !== f.bytes[i]) {
+          this.discard(f.msgId, p);
+          this.drop('fragment-conflict', `message ${f.msgId}: piece ${f.index} arrived twice with different bytes`);
+          return undefined;
+        }
+      }
+      this.dirty.add(f.msgId);
+      this.drop('fragment-duplicate', `piece ${f.index} of message ${f.msgId}`);
+      return undefined;
+    }
+    p.buf.set(f.bytes, off);
+    this.accepted++;
+    p.got[f.index] = 1;
+    p.have++;
+    p.high = Math.max(p.high, f.index);
+    while (p.low < p.count && p.got[p.low]) p.low++;
+    p.lastAt = now;
+    this.dirty.add(f.msgId);
+    if (++p.unacked >= ACK_EVERY) this.urgent = true;
+    if (p.have < p.count) return undefined;
+    this.partials.delete(f.msgId);
+    this.heldBytes -= p.total;
+    this.done.set(f.msgId, { total: p.total, count: p.count });
+    if (this.done.size > DONE_MEMORY) this.done.delete(this.done.keys().next().value!);
+    this.urgent = true;
+    return p.buf;
+  }
+
+  /** Free room for a new message of `total` bytes, evicting stale partial messages (oldest first) if need be. */
+  private makeRoom(now: number, total: number): boolean {
+    if (total > this.quota) return false;
+    while (this.partials.size >= MAX_PARTIALS || this.heldBytes + total > this.quota) {
+      let oldest: [number, Partial] | undefined;
+      for (const e of this.partials) if (!oldest || e[1].lastAt < oldest[1].lastAt) oldest = e;
+      if (!oldest || now - oldest[1].lastAt < this.staleMs) return false;
+      this.discard(oldest[0], oldest[1]);
+      this.drop('fragment-quota', `partial message ${oldest[0]} evicted: nothing heard of it for ${now - oldest[1].lastAt} ms`);
+    }
+    return true;
+  }
+
+  private discard(id: number, p: Partial): void {
+    this.partials.delete(id);
+    this.dirty.delete(id);
+    this.heldBytes -= p.total;
+  }
+
+  /** Evict partial messages stale at `now` (housekeeping on the pair's timeout). */
+  evictStale(now: number): void {
+    for (const [id, p] of [...this.partials]) {
+      if (now - p.lastAt >= this.staleMs) {
+        this.discard(id, p);
+        this.drop('fragment-quota', `partial message ${id} evicted: nothing heard of it for ${now - p.lastAt} ms`);
+      }
+    }
+  }
+
+  /** Whether acknowledgements are owed. */
+  get owed(): boolean {
+    return this.dirty.size > 0;
+  }
+
+  /** The acknowledgements owed, one per message, oldest first (still owed until `acksSent`). */
+  pendingAcks(): FragmentAckMsg[] {
+    const out: FragmentAckMsg[] = [];
+    for (const id of this.dirty) {
+      const p = this.partials.get(id);
+      const d = this.done.get(id);
+      if (p) out.push({ type: MsgType.FragmentAck, msgId: id, ranges: ranges(p) });
+      else if (d) out.push({ type: MsgType.FragmentAck, msgId: id, ranges: [{ from: 0, to: d.count - 1 }] });
+      else this.dirty.delete(id); // forgotten since (evicted): nothing to say
+    }
+    return out;
+  }
+
+  /** The first `n` acknowledgements of `pendingAcks` left; the others stay owed. */
+  acksSent(n: number): void {
+    for (const id of [...this.dirty].slice(0, n)) {
+      this.dirty.delete(id);
+      const p = this.partials.get(id);
+      if (p) p.unacked = 0;
+    }
+    this.urgent = false;
+  }
+
+  /** A new session: the peer's ids start again; nothing partial can complete. */
+  reset(): void {
+    this.partials.clear();
+    this.done.clear();
+    this.dirty.clear();
+    this.heldBytes = 0;
+    this.urgent = false;
+  }
+}
+
+/** The received indexes as ascending ranges, at most MAX_FRAGMENT_ACK_RANGES (the lowest); O(high − low). */
+function ranges(p: Partial): IndexRange[] {
+  const out: IndexRange[] = p.low > 0 ? [{ from: 0, to: p.low - 1 }] : [];
+  for (let i = p.low; i <= p.high && out.length <= MAX_FRAGMENT_ACK_RANGES; i++) {
+    if (!p.got[i]) continue;
+    const last = out[out.length - 1];
+    if (last && last.to === i - 1) last.to = i;
+    else out.push({ from: i, to: i });
+  }
+  return out.slice(0, MAX_FRAGMENT_ACK_RANGES);
+}
