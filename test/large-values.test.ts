@@ -2,8 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { HalfPair } from '../core/pair/halfpair.js';
 import { PairState } from '../core/pair/lifecycle.js';
 import { ProposeError } from '../core/pair/replica.js';
-import { type MapState } from '../core/register/map.js';
-import { DeltaOp, type Delta } from '../wire/delta.js';
+import { MapState } from '../core/register/map.js';
+import { QUOTA_DEFAULTS, QuotaCheck } from '../core/register/quota.js';
+import { DeltaOp, RejectReason, type Delta } from '../wire/delta.js';
 import { FrameType, MAX_KEY_LEN } from '../wire/constants.js';
 import { encodeFrame } from '../wire/header.js';
 import { MsgType, encodeMessage, type FragmentMsg, type Message } from '../wire/messages.js';
@@ -152,7 +153,19 @@ describe('large values (§3.4 fragmentation)', () => {
       }
       expect((err as ProposeError).code).toBe('too-large');
       expect((err as ProposeError).message).toBe('register kv: value is 2097152 bytes; register cfg limit maxValueBytes is 1048576');
+      // A txn's values count together (it crosses as one message the peer's reassembly quota must hold):
+      // six values of 1 MiB, each within the limit, are refused whole (review: before, such a txn wedged the register).
+      const six = { op: DeltaOp.Txn, ops: Array.from({ length: 6 }, (_, i) => set(`t${i}`, new Uint8Array(MiB))) } as const;
+      expect(() => ep.pair.propose(w.now, 'kv', six)).toThrow(
+        /txn values total 6291456 bytes; register cfg limit maxValueBytes is 1048576/,
+      );
     }
+    // A peer's txn over the limit (one that lies, or runs other code) is rejected at collapse, never committed.
+    const q = new QuotaCheck(new MapState(), { ...QUOTA_DEFAULTS, maxValueBytes: MiB });
+    expect(q.admit({ op: DeltaOp.Txn, ops: [set('x', new Uint8Array(MiB / 2)), set('y', new Uint8Array(MiB / 2 + 1))] }, 1)).toBe(
+      RejectReason.QuotaExceeded,
+    );
+    expect(q.admit({ op: DeltaOp.Txn, ops: [set('x', new Uint8Array(MiB / 2)), set('y', new Uint8Array(MiB / 2))] }, 1)).toBe(0);
     // Ends configured with different value limits never pair: the limit is in the manifest (§6.3),
     // so the difference is named and a write is refused before anything could commit that the
     // other end may not hold. (A peer that lies in its manifest meets quota-exceeded, §7.8.)

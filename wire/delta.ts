@@ -174,7 +174,11 @@ export function decodeDelta(buf: Uint8Array, txn = false): Delta {
   return d;
 }
 
-/** The largest value (map) or appended data (stream) a delta carries (a txn: its largest op's): what a register's `maxValueBytes` bounds. */
+/**
+ * The value (map) or appended data (stream) a delta carries, what a register's `maxValueBytes`
+ * bounds: for a txn, the sum of its ops' (it crosses as one message, which the receiver's
+ * reassembly quota, sized from maxValueBytes, must be able to hold).
+ */
 export function deltaValueLen(d: Delta): number {
   switch (d.op) {
     case DeltaOp.Set:
@@ -185,7 +189,7 @@ export function deltaValueLen(d: Delta): number {
     case DeltaOp.Append:
       return d.data.length;
     case DeltaOp.Txn:
-      return d.ops.reduce((m, o) => Math.max(m, deltaValueLen(o)), 0);
+      return d.ops.reduce((sum, o) => sum + deltaValueLen(o), 0);
   }
 }
 
@@ -214,10 +218,11 @@ export function validateDelta(d: Delta, maxValueBytes = MAX_VALUE_LEN): void {
   const v = deltaValueLen(d);
   const limit = Math.min(maxValueBytes, MAX_VALUE_LEN);
   if (v > limit) {
+    const what = d.op === DeltaOp.Txn ? `txn values total ${v} bytes` : `value is ${v} bytes`;
     throw new RangeError(
       limit < MAX_VALUE_LEN
-        ? `value is ${v} bytes; register cfg limit maxValueBytes is ${limit}`
-        : `value is ${v} bytes; the limit MAX_VALUE_LEN is ${MAX_VALUE_LEN}`,
+        ? `${what}; register cfg limit maxValueBytes is ${limit}`
+        : `${what}; the limit MAX_VALUE_LEN is ${MAX_VALUE_LEN}`,
     );
   }
 }

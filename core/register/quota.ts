@@ -49,6 +49,8 @@ export class QuotaCheck {
    */
   admit(d: Delta, v: number): 0 | RejectReason.QuotaExceeded {
     if (d.op !== DeltaOp.Txn) return this.admitOne(d, v);
+    // A txn's values together are bounded like one value (a peer's candidate; local ones are refused at propose).
+    if (deltaValueLen(d) > this.quota.maxValueBytes) return RejectReason.QuotaExceeded;
     const keys = this.keys;
     const bytes = this.bytes;
     const before = new Map<string, number | undefined>();
