@@ -110,6 +110,30 @@ describe('register mismatch at pairing (§6.3)', () => {
     );
   });
 
+  it('a peer that comes back with another configuration is never re-entangled with on the old manifest, even when its manifest is lost', () => {
+    const same: RegisterSpec[] = [{ name: 'kv', kind: 'map' }];
+    let entangledAfter = 0;
+    let decided = 0;
+    for (let seed = 1; seed <= 12; seed++) {
+      const { w, a, b, events } = world(same, same, 0.3, seed);
+      expect(w.run(20_000, both(a, b, PairState.ENTANGLED))).toBe(true);
+      w.crash(b);
+      expect(w.run(w.now + 20_000, () => a.pair.state === PairState.DECOHERENT)).toBe(true);
+      w.restart(
+        b,
+        new HalfPair({ ...OPTS, localId: 2, peerId: 1, registers: [{ name: 'kv', kind: 'map', quota: { maxKeys: 7 } }] }, w.now),
+      );
+      const mark = events.length;
+      if (w.run(w.now + 20_000, () => a.pair.registerMismatch !== undefined)) decided++;
+      // Until then and after, A never counts B as its entangled peer again.
+      entangledAfter += events
+        .slice(mark)
+        .filter((e) => e.ep === 'A' && e.ev.type === 'lifecycle' && e.ev.to === PairState.ENTANGLED).length;
+    }
+    expect(decided).toBe(12);
+    expect(entangledAfter).toBe(0);
+  });
+
   it('equal manifests of many registers (several parts) form under loss and reordering', () => {
     const regs: RegisterSpec[] = Array.from({ length: 200 }, (_, i) => ({ name: `${'r'.repeat(60)}${i}`, kind: i % 3 ? 'map' : 'stream' }));
     expect(new OwnManifest(regs.map((r) => manifestEntry({ ...r, quota: QUOTA_DEFAULTS }))).messages(0).length).toBeGreaterThan(5);

@@ -459,7 +459,7 @@ export class HalfPair {
     if (this.state === PairState.REENTANGLING) this.counters.reentangleBytes += wireBytes;
     // Manifests first: they decide whether the rest is for registers both ends share (§6.3).
     for (const m of decoded.messages) if (m.type === MsgType.Manifest) this.onManifest(now, m);
-    if (this.state === PairState.DECOHERENT && !this.mismatch) {
+    if (this.state === PairState.DECOHERENT && !this.mismatch && this.peerManifest === 'match') {
       this.fire(now, LifecycleEvent.PeerHeard, 'valid frame from peer');
       this.backoff = 1; // the timers backed off against silence, not against this path
       for (const r of this.registers.values()) r.beginReentangle();
@@ -485,8 +485,10 @@ export class HalfPair {
    * forget the old packet space so acknowledgements and RTT samples do not mix them.
    */
   resetPacketSpace(): void {
-    // The peer may have restarted (with another configuration): it learns our manifest again.
+    // The peer may have restarted (with another configuration): each end learns the other's manifest
+    // again, and until the new one matches, a decoherent pair does not re-entangle (review finding).
     this.peerHasOurs = false;
+    this.peerManifest = 'none';
     this.manifestDue ??= { reply: false };
     this.largestReceived = -1;
     this.largestAcked = -1;
@@ -910,7 +912,8 @@ export class HalfPair {
         return this.evaluate(now);
       }
       case PairState.REENTANGLING:
-        if (!regs.every((r) => r.aligned())) return;
+        // Aligned only with a peer whose current manifest matched ours (it may have restarted since).
+        if (this.peerManifest !== 'match' || !regs.every((r) => r.aligned())) return;
         for (const r of regs) r.finishReentangle(now);
         this.counters.reentanglements++;
         this.fire(now, LifecycleEvent.Aligned, 'every register re-entangled');
