@@ -63,6 +63,12 @@ export const ADMIN_ERROR_CODES = [
   'internal',
   /** The connection has MAX_REQUESTS_IN_PROGRESS (4096) requests awaiting their answer already; wait for some to finish. */
   'too-many-requests',
+  /**
+   * The connection is refused (sent with id 0, then spookd closes it): spookd has as many admin connections
+   * as it allows (1024), or unfinished request lines of all clients filled their shared budget
+   * (4 × the largest request) and this connection held the most. Reconnect and retry.
+   */
+  'too-busy',
   /** Client side: spookd is not running or its socket is not reachable. */
   'daemon-not-running',
   /** Client side: spookd closed the connection before answering (it stopped or restarted); a stream ends with it. */

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { spawn } from 'node:child_process';
+import { connect, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { configSchema } from '../drivers/daemon/config.js';
@@ -180,8 +181,11 @@ describe('client resilience', { timeout: 15_000 }, () => {
     try {
       // Answered (committed, or pending at once): each registered a callback for the connection's end, then forgot it.
       for (let i = 0; i < 300; i++) await c.request('set', { register: 'config', key: `a${i}`, value: 'v', timeoutMs: 0 });
-      const mine = (): { inProgress: number; held: number } => d!.admin!.connections[0];
-      expect(d!.admin!.connections.map((x) => x.held)).toEqual([0]);
+      const mine = (): { inProgress: number; cleanups: number } => {
+        const c = d!.admin!.connections[0];
+        return { inProgress: c.inProgress, cleanups: c.cleanups };
+      };
+      expect(d!.admin!.connections.map((x) => x.cleanups)).toEqual([0]);
       // Held domain writes (no majority: no outcome can come) up to the limit; one more is refused with its code, the others go on.
       const held = Array.from({ length: MAX_REQUESTS_IN_PROGRESS }, (_, i) =>
         c
@@ -194,7 +198,7 @@ describe('client resilience', { timeout: 15_000 }, () => {
       );
       for (const t0 = Date.now(); mine().inProgress < MAX_REQUESTS_IN_PROGRESS && Date.now() - t0 < 10_000;)
         await new Promise((r) => setTimeout(r, 20));
-      expect(mine()).toEqual({ inProgress: MAX_REQUESTS_IN_PROGRESS, held: MAX_REQUESTS_IN_PROGRESS });
+      expect(mine()).toEqual({ inProgress: MAX_REQUESTS_IN_PROGRESS, cleanups: MAX_REQUESTS_IN_PROGRESS });
       expect((await failure(c.request('get', { register: 'config', key: 'x' }))).code).toBe('too-many-requests');
       c.close();
       expect((await Promise.all(held)).every((e) => e instanceof AdminError && e.code === 'connection-closed')).toBe(true);
@@ -205,4 +209,56 @@ describe('client resilience', { timeout: 15_000 }, () => {
       c.close();
     }
   }, 30_000);
+
+  it('unfinished request lines: the connection holding the most gives way (too-busy), not the one whose chunk came last; connections are capped', async () => {
+    const admin = d!.admin!;
+    const saved = { ...admin.limits };
+    Object.assign(admin.limits, { maxRequest: 64 * 1024, maxHeldTotal: 100 * 1024, maxConnections: 6 });
+    const raw = (): Promise<{ sock: Socket; lines: string[]; closed: Promise<void> }> =>
+      new Promise((resolve, reject) => {
+        const sock = connect(socket);
+        const lines: string[] = [];
+        let buf = '';
+        sock.on('data', (b) => {
+          buf += b.toString();
+          for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+            lines.push(buf.slice(0, nl));
+            buf = buf.slice(nl + 1);
+          }
+        });
+        const closed = new Promise<void>((r) => sock.on('close', () => r()));
+        sock.once('connect', () => resolve({ sock, lines, closed }));
+        sock.once('error', reject);
+      });
+    const open: Socket[] = [];
+    try {
+      // The hog holds 60 KiB of a line that never ends; an honest client then sends a 50 KiB request in pieces.
+      const hog = await raw();
+      open.push(hog.sock);
+      hog.sock.write('{"id":1,"cmd":"status","args":{"pad":"' + 'x'.repeat(60 * 1024));
+      await new Promise((r) => setTimeout(r, 100));
+      // The honest client's 50 KiB line arrives in pieces: the second takes the total past the budget.
+      const honest = await raw();
+      open.push(honest.sock);
+      const line = JSON.stringify({ id: 7, cmd: 'get', args: { register: 'config', key: 'k', pad: 'y'.repeat(50 * 1024) } });
+      honest.sock.write(line.slice(0, 10_000));
+      await new Promise((r) => setTimeout(r, 50));
+      honest.sock.write(line.slice(10_000));
+      await hog.closed;
+      honest.sock.write('\n');
+      expect(JSON.parse(hog.lines[0]).error.code).toBe('too-busy');
+      for (const t0 = Date.now(); honest.lines.length === 0 && Date.now() - t0 < 5_000;) await new Promise((r) => setTimeout(r, 20));
+      expect(JSON.parse(honest.lines[0])).toMatchObject({ id: 7, ok: true, result: { register: 'config' } });
+      honest.sock.destroy();
+      // The cap: six connections at most; the seventh is told why and closed.
+      for (let i = 0; i < 6; i++) open.push((await raw()).sock);
+      for (const t0 = Date.now(); admin.connections.length < 6 && Date.now() - t0 < 5_000;) await new Promise((r) => setTimeout(r, 20));
+      const extra = await raw();
+      await extra.closed;
+      expect(JSON.parse(extra.lines[0]).error.code).toBe('too-busy');
+    } finally {
+      for (const s of open) s.destroy();
+      Object.assign(admin.limits, saved);
+    }
+  });
 });

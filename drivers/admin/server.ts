@@ -13,6 +13,7 @@ import {
   ADMIN_MAX_REQUEST,
   type AdminCommand,
   type AdminErrorBody,
+  type AdminErrorCode,
   type AdminEventLine,
   type AdminResponse,
   type AdminStream,
@@ -33,10 +34,19 @@ export interface AdminRequest {
   args?: Record<string, unknown>;
 }
 
-/** A largest value in base64 with its key (client/protocol.ts): the daemon holds one such line per client at most. */
-const MAX_REQUEST = ADMIN_MAX_REQUEST;
-/** Unfinished request lines of all connections together: a few largest values at once, not one per connection. */
-const MAX_HELD_TOTAL = 4 * MAX_REQUEST;
+/** The admin server's bounds; a test lowers them on one server (`AdminServer.limits`). */
+export const ADMIN_LIMITS = {
+  /** Longest request line (characters): a largest value in base64 with its key (client/protocol.ts). */
+  maxRequest: ADMIN_MAX_REQUEST,
+  /**
+   * Unfinished request lines of all connections together: a few largest values at once, not one per
+   * connection. Past it, the connection holding the most is refused (`too-busy`), not whichever
+   * connection's chunk arrived last: a client that stalls large lines cannot get others' writes refused.
+   */
+  maxHeldTotal: 4 * ADMIN_MAX_REQUEST,
+  /** Admin connections open at once; more are answered `too-busy` and closed. */
+  maxConnections: 1024,
+};
 const MAX_CLIENT_BUFFER = 8 * 1024 * 1024;
 /** Requests one connection may have awaiting their answer (a library keeps 256 writes in flight); more are refused. */
 export const MAX_REQUESTS_IN_PROGRESS = 4096;
@@ -47,6 +57,10 @@ interface Connection {
   cleanups: Set<() => void>;
   /** Commands awaiting their answer. */
   inProgress: number;
+  /** Characters of the unfinished request line held for it. */
+  held: number;
+  /** Ends it with one error line (request-too-large, too-busy). */
+  refuse: (code: AdminErrorCode, message: string) => void;
 }
 
 /** The error of a failed request: a fault's code, or `internal` for anything else the daemon threw. */
@@ -67,7 +81,8 @@ function restrictUmask(): number | undefined {
 export class AdminServer {
   private server: Server | undefined;
   private readonly clients = new Map<Socket, Connection>();
-  /** Characters of unfinished request lines held for every connection together (MAX_HELD_TOTAL). */
+  readonly limits = { ...ADMIN_LIMITS };
+  /** Characters of unfinished request lines held for every connection together (limits.maxHeldTotal). */
   private heldTotal = 0;
   private readonly handlers: Handlers;
   private readonly streams: StreamHandlers;
@@ -85,8 +100,8 @@ export class AdminServer {
   }
 
   /** Per client connection: requests awaiting their answer, and callbacks held for its end (a test checks answered ones hold none). */
-  get connections(): { inProgress: number; held: number }[] {
-    return [...this.clients.values()].map((c) => ({ inProgress: c.inProgress, held: c.cleanups.size }));
+  get connections(): { inProgress: number; cleanups: number; lineChars: number }[] {
+    return [...this.clients.values()].map((c) => ({ inProgress: c.inProgress, cleanups: c.cleanups.size, lineChars: c.held }));
   }
 
   /** The commands and streams this server answers (a test checks them against ADMIN_COMMANDS). */
@@ -130,39 +145,52 @@ export class AdminServer {
   }
 
   private onClient(sock: Socket): void {
-    const conn: Connection = { cleanups: new Set(), inProgress: 0 };
+    const { maxRequest, maxHeldTotal, maxConnections } = this.limits;
+    if (this.clients.size >= maxConnections) {
+      const message = `spookd has ${maxConnections} admin connections open; close some`;
+      sock.end(`${JSON.stringify({ id: 0, ok: false, error: { code: 'too-busy', message } })}\n`);
+      sock.destroy();
+      return;
+    }
+    // The line so far, as chunks: a large value's line arrives in many, and joining (or
+    // searching) the whole of it on every chunk would be quadratic.
+    let parts: string[] = [];
+    const release = (): void => {
+      this.heldTotal -= conn.held;
+      parts = [];
+      conn.held = 0;
+    };
+    const conn: Connection = {
+      cleanups: new Set(),
+      inProgress: 0,
+      held: 0,
+      refuse: (code, message) => {
+        release();
+        sock.end(`${JSON.stringify({ id: 0, ok: false, error: { code, message } })}\n`);
+        sock.destroy();
+      },
+    };
     this.clients.set(sock, conn);
     const drains = new Set<() => void>();
     sock.on('drain', () => {
       for (const f of drains) f();
     });
-    // The line so far, as chunks: a large value's line arrives in many, and joining (or
-    // searching) the whole of it on every chunk would be quadratic.
-    let parts: string[] = [];
-    let held = 0;
-    const release = (): void => {
-      this.heldTotal -= held;
-      parts = [];
-      held = 0;
-    };
     sock.setEncoding('utf8');
     sock.on('data', (chunk: string) => {
+      if (sock.destroyed) return;
       for (let nl = chunk.indexOf('\n'); nl >= 0; nl = chunk.indexOf('\n')) {
         parts.push(chunk.slice(0, nl));
         const line = parts.join('');
         chunk = chunk.slice(nl + 1);
         release();
-        if (line.length > MAX_REQUEST) return this.refuse(sock);
+        if (line.length > maxRequest) return conn.refuse('request-too-large', `request line over ${maxRequest} characters`);
         if (line.trim()) void this.handle(sock, line, conn, drains);
       }
       parts.push(chunk);
-      held += chunk.length;
+      conn.held += chunk.length;
       this.heldTotal += chunk.length;
-      // One line may be as long as a largest value; all connections' partial lines together have a budget too.
-      if (held > MAX_REQUEST || this.heldTotal > MAX_HELD_TOTAL) {
-        release();
-        this.refuse(sock);
-      }
+      if (conn.held > maxRequest) return conn.refuse('request-too-large', `request line over ${maxRequest} characters`);
+      while (this.heldTotal > maxHeldTotal) this.refuseLargest();
     });
     const done = (): void => {
       release();
@@ -174,10 +202,16 @@ export class AdminServer {
     sock.on('error', done);
   }
 
-  private refuse(sock: Socket): void {
-    const error: AdminErrorBody = { code: 'request-too-large', message: `request line over ${MAX_REQUEST} bytes` };
-    sock.end(`${JSON.stringify({ id: 0, ok: false, error })}\n`);
-    sock.destroy();
+  /** The shared budget of unfinished lines is spent: the connection holding the most gives way. */
+  private refuseLargest(): void {
+    let hog: Connection | undefined;
+    for (const c of this.clients.values()) if (c.held > 0 && (hog === undefined || c.held > hog.held)) hog = c;
+    if (!hog) {
+      this.heldTotal = 0; // nothing is held: the count drifted; it cannot stay above the budget
+      return;
+    }
+    const total = this.limits.maxHeldTotal;
+    hog.refuse('too-busy', `spookd holds ${total} characters of unfinished requests; this connection held the most (${hog.held})`);
   }
 
   private send(sock: Socket, msg: AdminResponse<unknown> | AdminEventLine): void {
