@@ -27,7 +27,7 @@ import type { PairDrop } from './drops.js';
 export const FRAGMENT_WINDOW = 64;
 /** RFC 9002 §6.1.1 kPacketThreshold: a fragment is lost once one sent this many later is acknowledged. */
 const PACKET_THRESHOLD = 3;
-/** Own messages queued or in flight as fragments at once (the registers hold the rest). */
+/** Own messages queued or in flight as fragments at once (the registers hold the rest); their bytes are bounded too (`byteLimit`). */
 const OUT_LIMIT = 32;
 /** Delivered keys remembered (each a few dozen bytes). */
 const DELIVERED_MEMORY = 256;
@@ -70,6 +70,8 @@ export interface FragmentSenderStats {
 /** The sending half: cuts own large messages into fragments and resends what is lost. */
 export class FragmentSender {
   private readonly out: OutMessage[] = [];
+  /** Bytes of the messages in `out`. */
+  private outBytes = 0;
   private nextId = 1;
   private sendOrder = 0;
   private largestAckedOrder = -1;
@@ -83,8 +85,15 @@ export class FragmentSender {
   private readonly delivered = new Map<string, number>();
   readonly stats: FragmentSenderStats = { fragmentsSent: 0, fragmentsResent: 0, messagesFragmented: 0 };
 
-  /** `fragBytes`: the largest piece, so that a Fragment fits an empty payload beside an Ack. */
-  constructor(private readonly maxPayload: number) {}
+  constructor(
+    private readonly maxPayload: number,
+    /**
+     * Bytes of own messages queued or in flight at most (one message is always taken, however
+     * large): each is an encoded copy held until acknowledged whole, and sending more than the
+     * peer can reassemble at once would only have its pieces dropped.
+     */
+    readonly byteLimit: number = Infinity,
+  ) {}
 
   private get fragBytes(): number {
     return this.maxPayload - FRAGMENT_OVERHEAD - ACK_ROOM;
@@ -98,7 +107,8 @@ export class FragmentSender {
    */
   add(now: number, raw: Uint8Array, key: string | undefined): boolean {
     if (key !== undefined && this.holds(now, key)) return true;
-    if (this.out.length >= OUT_LIMIT) return false;
+    if (!this.canTake(raw.length)) return false;
+    this.outBytes += raw.length;
     const count = Math.ceil(raw.length / this.fragBytes);
     this.out.push({
       id: this.nextId++,
@@ -115,6 +125,14 @@ export class FragmentSender {
     });
     this.stats.messagesFragmented++;
     return true;
+  }
+
+  /**
+   * Whether `add` would take a message of `bytes` now (within OUT_LIMIT messages and
+   * `byteLimit` bytes): asked before encoding one, so a full queue costs no encoding.
+   */
+  canTake(bytes: number): boolean {
+    return this.out.length === 0 || (this.out.length < OUT_LIMIT && this.outBytes + bytes <= this.byteLimit);
   }
 
   /** Whether the message named `key` is queued, in flight, or was delivered recently enough that a register's retransmission of it is moot. */
@@ -172,6 +190,7 @@ export class FragmentSender {
     while (m.low < m.count && m.state[m.low] === 2) m.low++;
     if (m.acked === m.count) {
       this.out.splice(this.out.indexOf(m), 1);
+      this.outBytes -= m.raw.length;
       if (m.key !== undefined) {
         this.delivered.set(m.key, now + 2 * (now - (m.startedAt ?? now)) + rto);
         if (this.delivered.size > DELIVERED_MEMORY) this.delivered.delete(this.delivered.keys().next().value!);
