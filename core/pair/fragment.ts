@@ -29,6 +29,8 @@ export const FRAGMENT_WINDOW = 64;
 const PACKET_THRESHOLD = 3;
 /** Own messages queued or in flight as fragments at once (the registers hold the rest); their bytes are bounded too (`byteLimit`). */
 const OUT_LIMIT = 32;
+/** Fragments declared lost remembered until sent again, for a late acknowledgement (a forgotten one is merely resent). */
+const LOST_MEMORY = FRAGMENT_WINDOW;
 /** Delivered keys remembered (each a few dozen bytes). */
 const DELIVERED_MEMORY = 256;
 /** Partial messages a receiver holds at once. */
@@ -57,8 +59,6 @@ interface OutMessage {
   next: number;
   /** When its first fragment left (undefined: not yet). */
   startedAt: number | undefined;
-  /** Every fragment below this is acknowledged: acknowledgements are read from here (O(new), not O(count), each). */
-  low: number;
 }
 
 export interface FragmentSenderStats {
@@ -77,6 +77,8 @@ export class FragmentSender {
   private largestAckedOrder = -1;
   /** In-flight fragments as (message, index), for loss detection over at most the window. */
   private readonly inFlight: { m: OutMessage; i: number }[] = [];
+  /** Fragments declared lost and not sent again yet (a late acknowledgement spares their resend); at most LOST_MEMORY. */
+  private readonly lost: { m: OutMessage; i: number }[] = [];
   /**
    * Keys of messages the peer acknowledged whole, until when a register's retransmission of
    * them is taken as done: the peer's answer to a large message (the Collapse of a large
@@ -121,7 +123,6 @@ export class FragmentSender {
       acked: 0,
       next: 0,
       startedAt: undefined,
-      low: 0,
     });
     this.stats.messagesFragmented++;
     return true;
@@ -179,15 +180,25 @@ export class FragmentSender {
   onAck(now: number, a: FragmentAckMsg, lossDelay: number, rto: number): void {
     const m = this.out.find((o) => o.id === a.msgId);
     if (!m) return;
-    for (const r of a.ranges) {
-      for (let i = Math.max(r.from, m.low); i <= Math.min(r.to, m.count - 1); i++) {
-        if (m.state[i] === 2) continue;
-        if (m.state[i] === 1) this.largestAckedOrder = Math.max(this.largestAckedOrder, m.order[i]);
+    // Only a fragment sent and not acknowledged yet can be acknowledged now: the ones in flight
+    // and the ones declared lost but not sent again. Those are read (at most the window and
+    // LOST_MEMORY), never the ranges' span, which a peer that withholds one piece makes the whole message.
+    for (const { m: o, i } of this.inFlight) {
+      if (o !== m || m.state[i] !== 1 || !covers(a.ranges, i)) continue;
+      this.largestAckedOrder = Math.max(this.largestAckedOrder, m.order[i]);
+      m.state[i] = 2;
+      m.acked++;
+    }
+    for (let k = this.lost.length - 1; k >= 0; k--) {
+      const { m: o, i } = this.lost[k];
+      if (o.state[i] !== 0)
+        this.lost.splice(k, 1); // sent again since
+      else if (o === m && covers(a.ranges, i)) {
         m.state[i] = 2;
         m.acked++;
+        this.lost.splice(k, 1);
       }
     }
-    while (m.low < m.count && m.state[m.low] === 2) m.low++;
     if (m.acked === m.count) {
       this.out.splice(this.out.indexOf(m), 1);
       this.outBytes -= m.raw.length;
@@ -219,6 +230,8 @@ export class FragmentSender {
         m.state[i] = 0;
         if (i < m.next) m.next = i;
         this.inFlight.splice(k, 1);
+        this.lost.push({ m, i });
+        if (this.lost.length > LOST_MEMORY) this.lost.shift();
         if (!overtaken) timedOut = true;
       }
     }
@@ -239,11 +252,11 @@ export class FragmentSender {
       m.state.fill(0);
       m.acked = 0;
       m.next = 0;
-      m.low = 0;
       m.startedAt = undefined;
     }
     this.delivered.clear();
     this.inFlight.length = 0;
+    this.lost.length = 0;
     this.largestAckedOrder = -1;
   }
 }
@@ -257,9 +270,8 @@ interface Partial {
   lastAt: number;
   /** Fragments received since its last acknowledgement. */
   unacked: number;
-  /** Every piece below `low` is held; none above `high`: acknowledgements are built from there. */
-  low: number;
-  high: number;
+  /** The pieces held as ascending disjoint ranges, kept as pieces arrive: an acknowledgement reads the first few, never every piece. */
+  held: IndexRange[];
 }
 
 export type FragmentDrop = Extract<PairDrop, 'fragment-quota' | 'fragment-conflict' | 'fragment-duplicate'>;
@@ -321,8 +333,7 @@ export class Reassembler {
         have: 0,
         lastAt: now,
         unacked: 0,
-        low: 0,
-        high: -1,
+        held: [],
       };
       this.partials.set(f.msgId, p);
       this.heldBytes += f.total;
@@ -349,8 +360,7 @@ export class Reassembler {
     this.accepted++;
     p.got[f.index] = 1;
     p.have++;
-    p.high = Math.max(p.high, f.index);
-    while (p.low < p.count && p.got[p.low]) p.low++;
+    hold(p.held, f.index);
     p.lastAt = now;
     this.dirty.add(f.msgId);
     if (++p.unacked >= ACK_EVERY) this.urgent = true;
@@ -430,14 +440,41 @@ export class Reassembler {
   }
 }
 
-/** The received indexes as ascending ranges, at most MAX_FRAGMENT_ACK_RANGES (the lowest); O(high − low). */
+/** The received indexes as ascending ranges, at most MAX_FRAGMENT_ACK_RANGES (the lowest). */
 function ranges(p: Partial): IndexRange[] {
-  const out: IndexRange[] = p.low > 0 ? [{ from: 0, to: p.low - 1 }] : [];
-  for (let i = p.low; i <= p.high && out.length <= MAX_FRAGMENT_ACK_RANGES; i++) {
-    if (!p.got[i]) continue;
-    const last = out[out.length - 1];
-    if (last && last.to === i - 1) last.to = i;
-    else out.push({ from: i, to: i });
+  return p.held.slice(0, MAX_FRAGMENT_ACK_RANGES).map((r) => ({ from: r.from, to: r.to }));
+}
+
+/** Add index `i` (not held yet) to ascending disjoint ranges, joining its neighbours: O(log n) to find, a splice at most. */
+function hold(held: IndexRange[], i: number): void {
+  let lo = 0;
+  let hi = held.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (held[mid].from > i) hi = mid;
+    else lo = mid + 1;
   }
-  return out.slice(0, MAX_FRAGMENT_ACK_RANGES);
+  // held[lo] is the first range starting above i; held[lo - 1] the last at or below it.
+  const prev = lo > 0 ? held[lo - 1] : undefined;
+  const next = lo < held.length ? held[lo] : undefined;
+  const joinsPrev = prev !== undefined && prev.to === i - 1;
+  const joinsNext = next !== undefined && next.from === i + 1;
+  if (joinsPrev && joinsNext) {
+    prev.to = next.to;
+    held.splice(lo, 1);
+  } else if (joinsPrev) prev.to = i;
+  else if (joinsNext) next.from = i;
+  else held.splice(lo, 0, { from: i, to: i });
+}
+
+/** Whether ascending disjoint ranges (as decoded: §3.7.2) hold index `i`; a binary search. */
+function covers(rs: readonly IndexRange[], i: number): boolean {
+  let lo = 0;
+  let hi = rs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (rs[mid].to < i) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < rs.length && rs[lo].from <= i;
 }
