@@ -169,3 +169,45 @@ describe('acknowledgements from a hostile peer cost at most the window', () => {
     }
   });
 });
+
+describe('large messages of different registers share the window in turn', () => {
+  for (const role of ['follower', 'sequencer'] as const) {
+    it(`a 3 KiB write on register B commits long before a 16 MiB one on register A proposed just before (from the ${role})`, () => {
+      const w = new SimWorld(23, { loss: 0, reorder: 0, dup: 0, minDelayMs: 1, maxDelayMs: 4 });
+      const [a, b] = w.addPair(['A', 'B'], {
+        pairId: 7,
+        seed: 99,
+        registers: [
+          { name: 'big', kind: 'map', quota: { maxValueBytes: 16 * MiB } },
+          { name: 'small', kind: 'map' },
+        ],
+      });
+      w.run(2000, () => a.pair.state === PairState.ENTANGLED && b.pair.state === PairState.ENTANGLED);
+      const from = a.pair.role === role ? a : b;
+      const big = new Uint8Array(16 * MiB).fill(7);
+      const small = new Uint8Array(3 * KiB).fill(9);
+      const t0 = w.now + 1;
+      w.at(t0, () => from.pair.propose(w.now, 'big', { op: DeltaOp.Set, key: te.encode('a'), value: big }));
+      w.at(t0 + 1, () => from.pair.propose(w.now, 'small', { op: DeltaOp.Set, key: te.encode('b'), value: small }));
+      const has = (reg: string, key: string, n: number) =>
+        [a, b].every((e) => (e.pair.register(reg).state as MapState).get(te.encode(key))?.value.length === n);
+      let smallAt: number | undefined;
+      let bigAt: number | undefined;
+      w.run(
+        t0 + 120_000,
+        () => {
+          if (smallAt === undefined && has('small', 'b', small.length)) smallAt = w.now;
+          if (bigAt === undefined && has('big', 'a', big.length)) bigAt = w.now;
+          return smallAt !== undefined && bigAt !== undefined;
+        },
+        1,
+      );
+      console.log(
+        `from the ${role}: 3 KiB on B committed at both ends at +${Math.round(smallAt! - t0)} ms, 16 MiB on A at +${Math.round(bigAt! - t0)} ms`,
+      );
+      // Before: B's pieces waited behind every piece of A's (B committed after about as long as A).
+      expect(smallAt! - t0).toBeLessThan(100);
+      expect(bigAt! - t0).toBeGreaterThan(10 * (smallAt! - t0));
+    }, 120_000);
+  }
+});

@@ -47,6 +47,8 @@ export const ACK_EVERY = 8;
 interface OutMessage {
   id: number;
   key: string | undefined;
+  /** Its key without the last part (one register's proposals, or collapses, or one request's answer): sent in order, other streams in turn. */
+  stream: string;
   raw: Uint8Array;
   count: number;
   /** Per fragment: 0 unsent (or lost, to send again), 1 in flight, 2 acknowledged. */
@@ -74,6 +76,9 @@ export class FragmentSender {
   private outBytes = 0;
   private nextId = 1;
   private sendOrder = 0;
+  /** When each stream with queued messages was last served (a count of fragments sent), for round-robin. */
+  private readonly turns = new Map<string, number>();
+  private turn = 0;
   private largestAckedOrder = -1;
   /** In-flight fragments as (message, index), for loss detection over at most the window. */
   private readonly inFlight: { m: OutMessage; i: number }[] = [];
@@ -112,9 +117,11 @@ export class FragmentSender {
     if (!this.canTake(raw.length)) return false;
     this.outBytes += raw.length;
     const count = Math.ceil(raw.length / this.fragBytes);
+    const id = this.nextId++;
     this.out.push({
-      id: this.nextId++,
+      id,
       key,
+      stream: key === undefined ? `#${id}` : key.slice(0, key.lastIndexOf('/')),
       raw,
       count,
       state: new Uint8Array(count),
@@ -150,12 +157,31 @@ export class FragmentSender {
     return this.out.length;
   }
 
-  /** The next fragment to send if the window has room and it fits `room`, marked in flight; undefined otherwise. */
+  /**
+   * The next fragment to send if the window has room and it fits `room`, marked in flight;
+   * undefined otherwise. Streams take turns (round-robin: the one served least recently), so a
+   * small message of one register does not wait for every piece of a large one of another;
+   * within a stream, its first message with a piece to send (a register's messages arrive in
+   * its order, which its peer needs: a Propose past a gap is dropped).
+   */
   next(now: number, room: number): FragmentMsg | undefined {
     if (this.inFlight.length >= FRAGMENT_WINDOW) return undefined;
+    let pick: OutMessage | undefined;
+    let pickTurn = Infinity;
+    const seen = new Set<string>();
     for (const m of this.out) {
+      if (seen.has(m.stream)) continue;
       while (m.next < m.count && m.state[m.next] !== 0) m.next++;
       if (m.next >= m.count) continue;
+      seen.add(m.stream);
+      const turn = this.turns.get(m.stream) ?? -1;
+      if (turn < pickTurn) {
+        pick = m;
+        pickTurn = turn;
+      }
+    }
+    if (pick !== undefined) {
+      const m = pick;
       const i = m.next;
       const f = Math.ceil(m.raw.length / m.count);
       const bytes = m.raw.subarray(i * f, i * f + fragmentLen(m.raw.length, m.count, i));
@@ -167,6 +193,7 @@ export class FragmentSender {
       m.sentAt[i] = now;
       this.inFlight.push({ m, i });
       this.stats.fragmentsSent++;
+      this.turns.set(m.stream, ++this.turn);
       return { type: MsgType.Fragment, msgId: m.id, total: m.raw.length, index: i, count: m.count, bytes };
     }
     return undefined;
@@ -202,6 +229,7 @@ export class FragmentSender {
     if (m.acked === m.count) {
       this.out.splice(this.out.indexOf(m), 1);
       this.outBytes -= m.raw.length;
+      if (!this.out.some((o) => o.stream === m.stream)) this.turns.delete(m.stream);
       if (m.key !== undefined) {
         this.delivered.set(m.key, now + 2 * (now - (m.startedAt ?? now)) + rto);
         if (this.delivered.size > DELIVERED_MEMORY) this.delivered.delete(this.delivered.keys().next().value!);
