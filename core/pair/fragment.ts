@@ -473,7 +473,12 @@ function ranges(p: Partial): IndexRange[] {
   return p.held.slice(0, MAX_FRAGMENT_ACK_RANGES).map((r) => ({ from: r.from, to: r.to }));
 }
 
-/** Add index `i` (not held yet) to ascending disjoint ranges, joining its neighbours: O(log n) to find, a splice at most. */
+/**
+ * Add index `i` (not held yet) to ascending disjoint ranges, joining its neighbours: O(log n)
+ * to find, then a splice only for a new isolated piece (an honest sender's pieces come about
+ * in order, with at most a window of holes; a peer scattering them pays a memmove of at most
+ * count/2 references per piece it sends).
+ */
 function hold(held: IndexRange[], i: number): void {
   let lo = 0;
   let hi = held.length;
