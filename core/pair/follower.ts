@@ -462,6 +462,9 @@ export class Follower implements RoleMachine, RequesterHost {
       key = `propose/${s.name}/${c.seq}`;
       // Under way already (a retransmission timer fired): nothing to encode again.
       if (b.holdsLarge(key)) return this.sent(now, c.seq);
+      // A full fragment queue would refuse it: not encoded until there is room (an upper bound of its size).
+      const bound = 16 + varintLen(s.nameBytes) + s.nameBytes + varintLen(s.pair.localId) + varintLen(c.seq) + encodedDeltaLen(c.delta);
+      if (bound > b.limit && !b.canTakeLarge(bound)) return;
       candidates.push({ origin: s.pair.localId, seq: c.seq, delta: c.delta });
     }
     const raw = encodeMessage({ type: MsgType.Propose, register: s.name, base: own.peek()!.seq, candidates });

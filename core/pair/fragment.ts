@@ -27,8 +27,10 @@ import type { PairDrop } from './drops.js';
 export const FRAGMENT_WINDOW = 64;
 /** RFC 9002 §6.1.1 kPacketThreshold: a fragment is lost once one sent this many later is acknowledged. */
 const PACKET_THRESHOLD = 3;
-/** Own messages queued or in flight as fragments at once (the registers hold the rest). */
+/** Own messages queued or in flight as fragments at once (the registers hold the rest); their bytes are bounded too (`byteLimit`). */
 const OUT_LIMIT = 32;
+/** Fragments declared lost remembered until sent again, for a late acknowledgement (a forgotten one is merely resent). */
+const LOST_MEMORY = FRAGMENT_WINDOW;
 /** Delivered keys remembered (each a few dozen bytes). */
 const DELIVERED_MEMORY = 256;
 /** Partial messages a receiver holds at once. */
@@ -45,6 +47,8 @@ export const ACK_EVERY = 8;
 interface OutMessage {
   id: number;
   key: string | undefined;
+  /** Its key without the last part (one register's proposals, or collapses, or one request's answer): sent in order, other streams in turn. */
+  stream: string;
   raw: Uint8Array;
   count: number;
   /** Per fragment: 0 unsent (or lost, to send again), 1 in flight, 2 acknowledged. */
@@ -57,8 +61,6 @@ interface OutMessage {
   next: number;
   /** When its first fragment left (undefined: not yet). */
   startedAt: number | undefined;
-  /** Every fragment below this is acknowledged: acknowledgements are read from here (O(new), not O(count), each). */
-  low: number;
 }
 
 export interface FragmentSenderStats {
@@ -70,11 +72,18 @@ export interface FragmentSenderStats {
 /** The sending half: cuts own large messages into fragments and resends what is lost. */
 export class FragmentSender {
   private readonly out: OutMessage[] = [];
+  /** Bytes of the messages in `out`. */
+  private outBytes = 0;
   private nextId = 1;
   private sendOrder = 0;
+  /** When each stream with queued messages was last served (a count of fragments sent), for round-robin. */
+  private readonly turns = new Map<string, number>();
+  private turn = 0;
   private largestAckedOrder = -1;
   /** In-flight fragments as (message, index), for loss detection over at most the window. */
   private readonly inFlight: { m: OutMessage; i: number }[] = [];
+  /** Fragments declared lost and not sent again yet (a late acknowledgement spares their resend); at most LOST_MEMORY. */
+  private readonly lost: { m: OutMessage; i: number }[] = [];
   /**
    * Keys of messages the peer acknowledged whole, until when a register's retransmission of
    * them is taken as done: the peer's answer to a large message (the Collapse of a large
@@ -83,8 +92,15 @@ export class FragmentSender {
   private readonly delivered = new Map<string, number>();
   readonly stats: FragmentSenderStats = { fragmentsSent: 0, fragmentsResent: 0, messagesFragmented: 0 };
 
-  /** `fragBytes`: the largest piece, so that a Fragment fits an empty payload beside an Ack. */
-  constructor(private readonly maxPayload: number) {}
+  constructor(
+    private readonly maxPayload: number,
+    /**
+     * Bytes of own messages queued or in flight at most (one message is always taken, however
+     * large): each is an encoded copy held until acknowledged whole, and sending more than the
+     * peer can reassemble at once would only have its pieces dropped.
+     */
+    readonly byteLimit: number = Infinity,
+  ) {}
 
   private get fragBytes(): number {
     return this.maxPayload - FRAGMENT_OVERHEAD - ACK_ROOM;
@@ -98,11 +114,14 @@ export class FragmentSender {
    */
   add(now: number, raw: Uint8Array, key: string | undefined): boolean {
     if (key !== undefined && this.holds(now, key)) return true;
-    if (this.out.length >= OUT_LIMIT) return false;
+    if (!this.canTake(raw.length)) return false;
+    this.outBytes += raw.length;
     const count = Math.ceil(raw.length / this.fragBytes);
+    const id = this.nextId++;
     this.out.push({
-      id: this.nextId++,
+      id,
       key,
+      stream: key === undefined ? `#${id}` : key.slice(0, key.lastIndexOf('/')),
       raw,
       count,
       state: new Uint8Array(count),
@@ -111,10 +130,17 @@ export class FragmentSender {
       acked: 0,
       next: 0,
       startedAt: undefined,
-      low: 0,
     });
     this.stats.messagesFragmented++;
     return true;
+  }
+
+  /**
+   * Whether `add` would take a message of `bytes` now (within OUT_LIMIT messages and
+   * `byteLimit` bytes): asked before encoding one, so a full queue costs no encoding.
+   */
+  canTake(bytes: number): boolean {
+    return this.out.length === 0 || (this.out.length < OUT_LIMIT && this.outBytes + bytes <= this.byteLimit);
   }
 
   /** Whether the message named `key` is queued, in flight, or was delivered recently enough that a register's retransmission of it is moot. */
@@ -131,12 +157,31 @@ export class FragmentSender {
     return this.out.length;
   }
 
-  /** The next fragment to send if the window has room and it fits `room`, marked in flight; undefined otherwise. */
+  /**
+   * The next fragment to send if the window has room and it fits `room`, marked in flight;
+   * undefined otherwise. Streams take turns (round-robin: the one served least recently), so a
+   * small message of one register does not wait for every piece of a large one of another;
+   * within a stream, its first message with a piece to send (a register's messages arrive in
+   * its order, which its peer needs: a Propose past a gap is dropped).
+   */
   next(now: number, room: number): FragmentMsg | undefined {
     if (this.inFlight.length >= FRAGMENT_WINDOW) return undefined;
+    let pick: OutMessage | undefined;
+    let pickTurn = Infinity;
+    const seen = new Set<string>();
     for (const m of this.out) {
+      if (seen.has(m.stream)) continue;
       while (m.next < m.count && m.state[m.next] !== 0) m.next++;
       if (m.next >= m.count) continue;
+      seen.add(m.stream);
+      const turn = this.turns.get(m.stream) ?? -1;
+      if (turn < pickTurn) {
+        pick = m;
+        pickTurn = turn;
+      }
+    }
+    if (pick !== undefined) {
+      const m = pick;
       const i = m.next;
       const f = Math.ceil(m.raw.length / m.count);
       const bytes = m.raw.subarray(i * f, i * f + fragmentLen(m.raw.length, m.count, i));
@@ -148,6 +193,7 @@ export class FragmentSender {
       m.sentAt[i] = now;
       this.inFlight.push({ m, i });
       this.stats.fragmentsSent++;
+      this.turns.set(m.stream, ++this.turn);
       return { type: MsgType.Fragment, msgId: m.id, total: m.raw.length, index: i, count: m.count, bytes };
     }
     return undefined;
@@ -161,17 +207,29 @@ export class FragmentSender {
   onAck(now: number, a: FragmentAckMsg, lossDelay: number, rto: number): void {
     const m = this.out.find((o) => o.id === a.msgId);
     if (!m) return;
-    for (const r of a.ranges) {
-      for (let i = Math.max(r.from, m.low); i <= Math.min(r.to, m.count - 1); i++) {
-        if (m.state[i] === 2) continue;
-        if (m.state[i] === 1) this.largestAckedOrder = Math.max(this.largestAckedOrder, m.order[i]);
+    // Only a fragment sent and not acknowledged yet can be acknowledged now: the ones in flight
+    // and the ones declared lost but not sent again. Those are read (at most the window and
+    // LOST_MEMORY), never the ranges' span, which a peer that withholds one piece makes the whole message.
+    for (const { m: o, i } of this.inFlight) {
+      if (o !== m || m.state[i] !== 1 || !covers(a.ranges, i)) continue;
+      this.largestAckedOrder = Math.max(this.largestAckedOrder, m.order[i]);
+      m.state[i] = 2;
+      m.acked++;
+    }
+    for (let k = this.lost.length - 1; k >= 0; k--) {
+      const { m: o, i } = this.lost[k];
+      if (o.state[i] !== 0)
+        this.lost.splice(k, 1); // sent again since
+      else if (o === m && covers(a.ranges, i)) {
         m.state[i] = 2;
         m.acked++;
+        this.lost.splice(k, 1);
       }
     }
-    while (m.low < m.count && m.state[m.low] === 2) m.low++;
     if (m.acked === m.count) {
       this.out.splice(this.out.indexOf(m), 1);
+      this.outBytes -= m.raw.length;
+      if (!this.out.some((o) => o.stream === m.stream)) this.turns.delete(m.stream);
       if (m.key !== undefined) {
         this.delivered.set(m.key, now + 2 * (now - (m.startedAt ?? now)) + rto);
         if (this.delivered.size > DELIVERED_MEMORY) this.delivered.delete(this.delivered.keys().next().value!);
@@ -200,6 +258,8 @@ export class FragmentSender {
         m.state[i] = 0;
         if (i < m.next) m.next = i;
         this.inFlight.splice(k, 1);
+        this.lost.push({ m, i });
+        if (this.lost.length > LOST_MEMORY) this.lost.shift();
         if (!overtaken) timedOut = true;
       }
     }
@@ -220,11 +280,11 @@ export class FragmentSender {
       m.state.fill(0);
       m.acked = 0;
       m.next = 0;
-      m.low = 0;
       m.startedAt = undefined;
     }
     this.delivered.clear();
     this.inFlight.length = 0;
+    this.lost.length = 0;
     this.largestAckedOrder = -1;
   }
 }
@@ -238,9 +298,8 @@ interface Partial {
   lastAt: number;
   /** Fragments received since its last acknowledgement. */
   unacked: number;
-  /** Every piece below `low` is held; none above `high`: acknowledgements are built from there. */
-  low: number;
-  high: number;
+  /** The pieces held as ascending disjoint ranges, kept as pieces arrive: an acknowledgement reads the first few, never every piece. */
+  held: IndexRange[];
 }
 
 export type FragmentDrop = Extract<PairDrop, 'fragment-quota' | 'fragment-conflict' | 'fragment-duplicate'>;
@@ -302,8 +361,7 @@ export class Reassembler {
         have: 0,
         lastAt: now,
         unacked: 0,
-        low: 0,
-        high: -1,
+        held: [],
       };
       this.partials.set(f.msgId, p);
       this.heldBytes += f.total;
@@ -330,8 +388,7 @@ export class Reassembler {
     this.accepted++;
     p.got[f.index] = 1;
     p.have++;
-    p.high = Math.max(p.high, f.index);
-    while (p.low < p.count && p.got[p.low]) p.low++;
+    hold(p.held, f.index);
     p.lastAt = now;
     this.dirty.add(f.msgId);
     if (++p.unacked >= ACK_EVERY) this.urgent = true;
@@ -411,14 +468,46 @@ export class Reassembler {
   }
 }
 
-/** The received indexes as ascending ranges, at most MAX_FRAGMENT_ACK_RANGES (the lowest); O(high − low). */
+/** The received indexes as ascending ranges, at most MAX_FRAGMENT_ACK_RANGES (the lowest). */
 function ranges(p: Partial): IndexRange[] {
-  const out: IndexRange[] = p.low > 0 ? [{ from: 0, to: p.low - 1 }] : [];
-  for (let i = p.low; i <= p.high && out.length <= MAX_FRAGMENT_ACK_RANGES; i++) {
-    if (!p.got[i]) continue;
-    const last = out[out.length - 1];
-    if (last && last.to === i - 1) last.to = i;
-    else out.push({ from: i, to: i });
+  return p.held.slice(0, MAX_FRAGMENT_ACK_RANGES).map((r) => ({ from: r.from, to: r.to }));
+}
+
+/**
+ * Add index `i` (not held yet) to ascending disjoint ranges, joining its neighbours: O(log n)
+ * to find, then a splice only for a new isolated piece (an honest sender's pieces come about
+ * in order, with at most a window of holes; a peer scattering them pays a memmove of at most
+ * count/2 references per piece it sends).
+ */
+function hold(held: IndexRange[], i: number): void {
+  let lo = 0;
+  let hi = held.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (held[mid].from > i) hi = mid;
+    else lo = mid + 1;
   }
-  return out.slice(0, MAX_FRAGMENT_ACK_RANGES);
+  // held[lo] is the first range starting above i; held[lo - 1] the last at or below it.
+  const prev = lo > 0 ? held[lo - 1] : undefined;
+  const next = lo < held.length ? held[lo] : undefined;
+  const joinsPrev = prev !== undefined && prev.to === i - 1;
+  const joinsNext = next !== undefined && next.from === i + 1;
+  if (joinsPrev && joinsNext) {
+    prev.to = next.to;
+    held.splice(lo, 1);
+  } else if (joinsPrev) prev.to = i;
+  else if (joinsNext) next.from = i;
+  else held.splice(lo, 0, { from: i, to: i });
+}
+
+/** Whether ascending disjoint ranges (as decoded: §3.7.2) hold index `i`; a binary search. */
+function covers(rs: readonly IndexRange[], i: number): boolean {
+  let lo = 0;
+  let hi = rs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (rs[mid].to < i) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < rs.length && rs[lo].from <= i;
 }

@@ -193,6 +193,8 @@ export class HalfPair {
   private readonly maxPayload: number;
   private readonly events = new Deque<SpookEvent>();
   private outbox: Message[] = [];
+  /** The encoding of a large response the fragmentation layer refused (full), so that it is not encoded again for each datagram. */
+  private readonly outboxRaw = new WeakMap<Message, Uint8Array>();
   /** What the steps since the last `pollWrites` must make durable (collected only with a durability). */
   private writes: PairWrite[] = [];
   /** Writes taken by `pollWrites` that the driver has not acknowledged as durable yet. */
@@ -275,10 +277,13 @@ export class HalfPair {
       this.regs.set(spec.name, new Replica(cfg, ctx));
     }
     this.manifest = new OwnManifest([...this.regs.values()].map((r) => manifestEntry(r.cfg)));
-    this.fragOut = new FragmentSender(this.maxPayload);
     let largest = 0;
     for (const r of this.regs.values()) largest = Math.max(largest, r.cfg.quota.maxValueBytes);
-    this.fragIn = new Reassembler(opts.reassemblyQuota ?? 4 * largest + (1 << 20), this.timing.silenceMs, (reason, detail) =>
+    // The default reassembly quota, the peer's too (the manifest makes the registers' limits equal):
+    // own large messages stay within it, so the peer can take all of them at once.
+    const defaultQuota = 4 * largest + (1 << 20);
+    this.fragOut = new FragmentSender(this.maxPayload, defaultQuota);
+    this.fragIn = new Reassembler(opts.reassemblyQuota ?? defaultQuota, this.timing.silenceMs, (reason, detail) =>
       this.fragmentDrop(now, reason, detail),
     );
   }
@@ -773,6 +778,7 @@ export class HalfPair {
     const b = new PayloadBuilder(this.maxPayload, {
       add: (raw, key) => this.fragOut.add(now, raw, key),
       holds: (key) => this.fragOut.holds(now, key),
+      canTake: (bytes) => this.fragOut.canTake(bytes),
     });
     const ackPending = this.ackDueAt !== undefined || this.ackOverdue;
     if (ackPending) {
@@ -801,9 +807,11 @@ export class HalfPair {
     while (this.manifestOut.length > 0 && b.add(encodeMessage(this.manifestOut[0]))) this.manifestOut.shift();
     while (this.outbox.length > 0) {
       const m = this.outbox[0];
-      const raw = encodeMessage(m);
+      const raw = this.outboxRaw.get(m) ?? encodeMessage(m);
       if (!b.add(raw, largeKey(m))) {
         // A response larger than a payload went to the fragmentation layer; false here is a full one, or a full payload.
+        // A large one is kept encoded: a full queue refuses it on every datagram until it has room.
+        if (raw.length > this.maxPayload) this.outboxRaw.set(m, raw);
         break;
       }
       this.outbox.shift();

@@ -9,6 +9,8 @@ import { Writer } from '../../wire/buffer.js';
 export interface LargeSink {
   add(raw: Uint8Array, key: string | undefined): boolean;
   holds(key: string): boolean;
+  /** Whether a message of about `bytes` would be taken now: asked before encoding one, since a full queue refuses it. */
+  canTake(bytes: number): boolean;
 }
 
 export class PayloadBuilder {
@@ -42,6 +44,11 @@ export class PayloadBuilder {
   /** Whether the large message named `key` is already queued, in flight or just delivered (then adding it again is a no-op). */
   holdsLarge(key: string): boolean {
     return this.large?.holds(key) ?? false;
+  }
+
+  /** Whether a large message of at most `bytes` would be taken now (ask before encoding it). */
+  canTakeLarge(bytes: number): boolean {
+    return this.large?.canTake(bytes) ?? false;
   }
 
   finish(): Uint8Array {
