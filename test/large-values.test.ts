@@ -188,6 +188,26 @@ describe('large values (§3.4 fragmentation)', () => {
     expect((s2.pair.register('kv').state as MapState).get(te.encode('k'))).toBeUndefined();
   });
 
+  it('pending large writes are bounded in bytes as well as in count: 64 MiB of 1 MiB values, then buffer-full naming the bound', () => {
+    const lone = new HalfPair({ pairId: 3, seed: 1, localId: 2, peerId: 1, registers: [{ name: 'kv', kind: 'map' }] }, 0);
+    let accepted = 0;
+    let refusal: ProposeError | undefined;
+    for (let i = 0; i < 200 && !refusal; i++) {
+      try {
+        lone.propose(0, 'kv', set(`k${i}`, new Uint8Array(MiB)));
+        accepted++;
+      } catch (e) {
+        refusal = e as ProposeError;
+      }
+    }
+    // The count bound (maxPending 1024) is far away: the byte bound (4 × maxValueBytes, at least 64 MiB) refused.
+    expect(accepted).toBe(64);
+    expect(refusal?.code).toBe('buffer-full');
+    expect(refusal?.message).toMatch(/pending values would hold 68157440 bytes, over 67108864/);
+    // Small writes still fit beside them until the bytes run out; a delete carries none.
+    expect(() => lone.propose(0, 'kv', { op: DeltaOp.Del, key: te.encode('k0') })).not.toThrow();
+  });
+
   it('a large value written during a cut arrives through re-entanglement, by log replay, reconciliation and full transfer', () => {
     for (const method of ['log', 'reconcile', 'full'] as const) {
       const w = new SimWorld(21, { loss: 0.01, reorder: 0.05, dup: 0.01, minDelayMs: 1, maxDelayMs: 4 });

@@ -120,7 +120,7 @@ export class Follower implements RoleMachine, RequesterHost {
     // Own candidates decided while we could not see the collapses: outcome from the marks and the rejection list.
     const mark = r.origins.get(s.pair.localId) ?? 0;
     while (s.own.length > 0 && s.own.peek()!.seq <= mark) {
-      const c = s.own.shift()!;
+      const c = s.shiftOwn()!;
       if (c.seq > this.everSent) {
         // Never sent, yet at or below the sequencer's mark: this endpoint lost its data and
         // reused a sequence number the sequencer had already decided. It was not committed.

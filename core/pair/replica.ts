@@ -29,6 +29,13 @@ import type { OwnCandidate, PairContext, PairRole, RegisterConfig, RegisterMessa
 const NO_REJECTIONS: ReadonlyMap<number, RejectReason> = new Map();
 
 /** A clear, typed refusal of a local write. */
+/**
+ * Value bytes own pending candidates may hold: 4 largest values, and at least 64 MiB. With the
+ * count bound (maxPending) it caps what a local writer makes the register hold while the pair
+ * cannot decide; one candidate is always taken.
+ */
+export const ownBytesLimit = (maxValueBytes: number): number => Math.max(4 * maxValueBytes, 64 * 1024 * 1024);
+
 export class ProposeError extends Error {
   constructor(
     /** too-large: a key or value over its limit (MAX_KEY_LEN, the register's maxValueBytes); the message names it. */
@@ -176,7 +183,7 @@ export class Replica {
     for (const c of keep) {
       if (s.own.length > 0 && s.own.last()!.seq >= c.seq) continue; // duplicates in the list
       const own = { seq: c.seq, delta: c.delta };
-      s.own.push(own);
+      s.pushOwn(own);
       added.push(own);
     }
     if (s.own.length > 0) {
@@ -238,6 +245,14 @@ export class Replica {
         `register ${s.name}: candidate buffer full (${s.cfg.maxPending} pending, pair ${st}); retry after collapses`,
       );
     }
+    const bytes = deltaValueLen(delta);
+    const bytesLimit = ownBytesLimit(s.cfg.quota.maxValueBytes);
+    if (s.own.length > 0 && s.ownBytes + bytes > bytesLimit) {
+      throw new ProposeError(
+        'buffer-full',
+        `register ${s.name}: pending values would hold ${s.ownBytes + bytes} bytes, over ${bytesLimit} (4 × maxValueBytes, at least 64 MiB; pair ${st}); retry after collapses`,
+      );
+    }
     if (s.nextSeq > Number.MAX_SAFE_INTEGER) {
       // Only a sequencer that reported an impossible mark for us gets here (§8.5): refuse, never encode it.
       throw new ProposeError('closed', `register ${s.name}: own sequence numbers exhausted (mark ${s.origins.get(s.pair.localId)})`);
@@ -250,7 +265,7 @@ export class Replica {
     // Own the bytes: callers may reuse their buffers.
     const d = copyDelta(delta);
     this.machine.queueOwn(seq, d);
-    s.own.push({ seq, delta: d });
+    s.pushOwn({ seq, delta: d });
     return { origin: s.pair.localId, seq };
   }
 

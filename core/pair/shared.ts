@@ -5,7 +5,7 @@
  * here; the replica hands it only to its role object and shows it to everyone else read-only.
  */
 import type { Hash64Parts } from '../../wire/buffer.js';
-import { DeltaOp, REJECT_REASON_NAMES, RejectReason, type Delta, type SimpleDelta } from '../../wire/delta.js';
+import { DeltaOp, REJECT_REASON_NAMES, RejectReason, deltaValueLen, type Delta, type SimpleDelta } from '../../wire/delta.js';
 import { MsgType, type CollapseEntry, type StatusMsg, type VersionRange } from '../../wire/messages.js';
 import { hashHex } from '../register/hash.js';
 import { MapState } from '../register/map.js';
@@ -74,8 +74,10 @@ export class Shared {
   readonly log: DeltaLog;
   /** Causal marks: per origin, the highest candidate sequence already decided. Identical at both ends after each collapse. */
   readonly origins = new Map<number, number>();
-  /** Own candidates awaiting their outcome, in sequence order. */
+  /** Own candidates awaiting their outcome, in sequence order (add and take them through pushOwn/shiftOwn). */
   readonly own = new Deque<OwnCandidate>();
+  /** Value bytes of the own candidates (ownBytesLimit bounds them: memory a local writer makes us hold). */
+  ownBytes = 0;
   nextSeq = 1;
   leasedSeq = 0;
   resolvedSeq = 0;
@@ -160,10 +162,21 @@ export class Shared {
     return { verdict: 'rejected', reason: REJECT_REASON_NAMES[reason], ...(op !== undefined ? { op } : {}) };
   }
 
+  pushOwn(c: OwnCandidate): void {
+    this.own.push(c);
+    this.ownBytes += deltaValueLen(c.delta);
+  }
+
+  shiftOwn(): OwnCandidate | undefined {
+    const c = this.own.shift();
+    if (c) this.ownBytes -= deltaValueLen(c.delta);
+    return c;
+  }
+
   private resolveOwn(now: number, seq: number, outcome: OwnOutcome, version: number): void {
     // Own candidates resolve in sequence order; anything at or below `seq` still listed was decided earlier.
     while (this.own.length > 0 && this.own.peek()!.seq <= seq) {
-      const c = this.own.shift()!;
+      const c = this.shiftOwn()!;
       this.emitOutcome(now, c.seq, c.seq === seq ? outcome : COMMITTED, version);
     }
     this.resolvedSeq = Math.max(this.resolvedSeq, seq);
