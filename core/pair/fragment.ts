@@ -82,9 +82,24 @@ export class FragmentSender {
    */
   private readonly delivered = new Map<string, number>();
   readonly stats: FragmentSenderStats = { fragmentsSent: 0, fragmentsResent: 0, messagesFragmented: 0 };
+  /**
+   * When a fragment was last newly acknowledged, or a message queued while none was: a sender
+   * with messages and no progress for long is stuck (the peer forgot them).
+   */
+  lastProgressAt = 0;
 
-  /** `fragBytes`: the largest piece, so that a Fragment fits an empty payload beside an Ack. */
-  constructor(private readonly maxPayload: number) {}
+  /**
+   * `fragBytes`: the largest piece, so that a Fragment fits an empty payload beside an Ack.
+   * `outLimit`: own messages queued or in flight at once. `firstId`: the first message id (a
+   * QN link has no session to reset, so a restarted sender starts elsewhere).
+   */
+  constructor(
+    private readonly maxPayload: number,
+    private readonly outLimit = OUT_LIMIT,
+    firstId = 1,
+  ) {
+    this.nextId = firstId;
+  }
 
   private get fragBytes(): number {
     return this.maxPayload - FRAGMENT_OVERHEAD - ACK_ROOM;
@@ -98,7 +113,8 @@ export class FragmentSender {
    */
   add(now: number, raw: Uint8Array, key: string | undefined): boolean {
     if (key !== undefined && this.holds(now, key)) return true;
-    if (this.out.length >= OUT_LIMIT) return false;
+    if (this.out.length >= this.outLimit) return false;
+    if (this.out.length === 0) this.lastProgressAt = now;
     const count = Math.ceil(raw.length / this.fragBytes);
     this.out.push({
       id: this.nextId++,
@@ -166,6 +182,7 @@ export class FragmentSender {
         if (m.state[i] === 2) continue;
         if (m.state[i] === 1) this.largestAckedOrder = Math.max(this.largestAckedOrder, m.order[i]);
         m.state[i] = 2;
+        this.lastProgressAt = now;
         m.acked++;
       }
     }
