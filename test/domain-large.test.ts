@@ -5,7 +5,13 @@
  * refused over the limit with the limit named, and a hostile member's fragments stay within
  * the quota of its link while the domain keeps committing.
  */
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { configOf, inProcess, logOf, until } from './inproc.js';
+import { Spookd } from '../drivers/daemon/spookd.js';
+import { openDomain } from '../client/domain.js';
+import { SpookError } from '../client/admin-client.js';
 import { DeltaOp } from '../wire/delta.js';
 import { MAX_QN_MESSAGE_LEN, QN_MAX_DATAGRAM, encodeEnvelope, type QnBody } from '../wire/qn.js';
 import { fragmentLen } from '../wire/messages.js';
@@ -196,3 +202,56 @@ describe('large values on a QN domain', () => {
     expect(held).toBeGreaterThanOrEqual(1);
   }, 120_000);
 });
+
+describe('large values through three spookd on loopback (a QN domain)', () => {
+  const lab = inProcess('spook-dlarge', ['a', 'b', 'c'], 12000 + (process.pid % 600) * 3);
+  const d: Record<string, Spookd> = {};
+  const sock = (n: string): string => join(lab.dir, `${n}.sock`);
+
+  beforeAll(async () => {
+    for (const n of ['a', 'b', 'c']) {
+      const others = ['a', 'b', 'c'].filter((x) => x !== n);
+      const domains = [{ name: 'main', members: others, registers: [{ name: 'kv', kind: 'map', maxValueBytes: 2 * MiB }] }];
+      d[n] = new Spookd(configOf(lab, n, others, { domains }), lab.keys[n], logOf(lab, n));
+    }
+    await Promise.all(Object.values(d).map((s) => s.start()));
+  }, 30_000);
+
+  afterAll(async () => {
+    await Promise.all(Object.values(d).map((s) => s.stop()));
+    rmSync(lab.dir, { recursive: true, force: true });
+  });
+
+  it('a 2 MiB value set through openDomain commits and reads back byte for byte at another member; one octet more is too-large naming the limit', async () => {
+    const dom = await openDomain('main', { socket: sock('a') });
+    const other = await openDomain('main', { socket: sock('c') });
+    try {
+      await until('a leader at a', () => d.a.domain('main').node.raft.leader !== 0, 15_000);
+      const v = big(2 * MiB, 9);
+      const t0 = performance.now();
+      const w = await dom.register('kv').set('big', v, { timeoutMs: 30_000 });
+      expect(w).toMatchObject({ verdict: 'committed' });
+      await until('c holds it', () => valueAtHost(d.c, 'big') !== undefined, 30_000);
+      const ms = performance.now() - t0;
+      const got = await other.register('kv').get('big');
+      expect(same(got.bytes, v)).toBe(true);
+      const links = Object.values(d).map((s) => s.domain('main').node.links.stats);
+      console.log(
+        `2 MiB through a 3-member domain on loopback: ${ms.toFixed(0)} ms until a second member applied it; links ${JSON.stringify(links)}`,
+      );
+      const err = await dom
+        .register('kv')
+        .set('over', new Uint8Array(2 * MiB + 1))
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(SpookError);
+      expect(err).toMatchObject({ code: 'too-large', message: expect.stringMatching(/maxValueBytes is 2097152/) });
+    } finally {
+      dom.close();
+      other.close();
+    }
+  }, 60_000);
+});
+
+function valueAtHost(s: Spookd, key: string): Uint8Array | undefined {
+  return (s.domain('main').node.state.registers.get('kv')!.state as MapState).get(enc(key))?.value;
+}

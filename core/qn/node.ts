@@ -9,7 +9,8 @@
  *  - the member's lifecycle (coherent / decoherent) with its cause, as events.
  */
 import { WireError } from '../../wire/errors.js';
-import { DeltaOp, validateDelta } from '../../wire/delta.js';
+import { DeltaOp, deltaValueLen, validateDelta } from '../../wire/delta.js';
+import { MAX_KEY_LEN } from '../../wire/constants.js';
 import {
   CANDIDATE_ROOM,
   QN_DEFAULT_TTL,
@@ -587,7 +588,7 @@ export class DomainNode {
    * Propose a candidate (one or more deltas, over one or more registers of the domain).
    * Returns its sequence number here, or why it is refused at once.
    */
-  propose(now: number, ops: CandidateOp[]): { seq: number } | { refused: string } {
+  propose(now: number, ops: CandidateOp[]): { seq: number } | { refused: string; code?: 'too-large' } {
     if (this.fenced) return { refused: `this member is fenced: ${this.fenced}` };
     if (ops.length === 0 || ops.length > 256) return { refused: `a candidate has 1-256 deltas, not ${ops.length}` };
     for (const op of ops) {
@@ -597,7 +598,9 @@ export class DomainNode {
       try {
         validateDelta(op.delta, reg.quota.maxValueBytes);
       } catch (e) {
-        return { refused: (e as Error).message };
+        const d = op.delta;
+        const large = ('key' in d && d.key.length > MAX_KEY_LEN) || deltaValueLen(d) > reg.quota.maxValueBytes;
+        return { refused: (e as Error).message, ...(large ? { code: 'too-large' as const } : {}) };
       }
     }
     if (this.isRemovedHere()) return { refused: `this member was removed from domain ${this.o.name}` };
@@ -612,6 +615,7 @@ export class DomainNode {
     const cmd = encodeCandidate({ origin: this.id, seq: this.nextSeq, ops });
     if (cmd.length > this.maxCandidate)
       return {
+        code: 'too-large',
         refused: `candidate encodes to ${cmd.length} bytes; the limit is ${this.maxCandidate} (the largest register maxValueBytes + ${CANDIDATE_ROOM})`,
       };
     const seq = this.nextSeq++;

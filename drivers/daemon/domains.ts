@@ -216,8 +216,8 @@ export class DomainHost {
     }
   }
 
-  propose(now: number, ops: CandidateOp[]): { seq: number } | { refused: string } {
-    let r: { seq: number } | { refused: string } = { refused: 'internal-error' };
+  propose(now: number, ops: CandidateOp[]): ReturnType<DomainNode['propose']> {
+    let r: ReturnType<DomainNode['propose']> = { refused: 'internal-error' };
     // The candidate is durable before its proposer hears its number, or refused.
     const failed = this.guard(() => (r = this.node.propose(now, ops)));
     if (failed && 'seq' in r) return { refused: `this member is fenced: ${this.node.fencedCause}` };
