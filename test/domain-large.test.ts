@@ -117,6 +117,7 @@ describe('large values on a QN domain', () => {
       { register: 'kv', delta: { op: DeltaOp.Set, key: enc('b'), value: big(64 * 1024) } },
     ]);
     expect(r).toEqual({
+      code: 'too-large',
       refused: expect.stringMatching(/candidate encodes to \d+ bytes; the limit is 131072 \(the largest register maxValueBytes \+ 65536\)/),
     });
     // Default: 1 MiB.
@@ -131,7 +132,7 @@ describe('large values on a QN domain', () => {
     const k2 = d
       .leader()!
       .propose(d.now, [{ register: 'kv', delta: { op: DeltaOp.Set, key: new Uint8Array(4097).fill(65), value: big(10) } }]);
-    expect(k2).toEqual({ refused: expect.stringMatching(/MAX_KEY_LEN is 4096/) });
+    expect(k2).toEqual({ code: 'too-large', refused: expect.stringMatching(/MAX_KEY_LEN is 4096/) });
     // A member forwarding a candidate past the limit: dropped at the leader, nothing journaled.
     const f = [1, 2, 3].find((x) => x !== l.id)!;
     const before = l.raft.lastIndex;
