@@ -102,7 +102,7 @@ describe('QN fuzz (core/qn/node.ts)', () => {
     const l0 = t.leader()!.id;
     const f0 = [1, 2, 3].find((x) => x !== l0)!;
     t.put('f', 'x', f0); // a follower's candidate travels as a fwd
-    // A large one travels as fragments (§15.6): frag and fragAck join the corpus.
+    // A large one travels as fragments (§15.9): frag and fragAck join the corpus.
     const big = t.nodes
       .get(f0)!
       .propose(t.now, [{ register: 'kv', delta: { op: DeltaOp.Set, key: enc('big'), value: new Uint8Array(5000).fill(7) } }]);

@@ -1,5 +1,5 @@
 /**
- * Large values on QN domains (docs/PROTOCOL.md §15.6): a candidate up to its register's
+ * Large values on QN domains (docs/PROTOCOL.md §15.9): a candidate up to its register's
  * maxValueBytes travels as fragments on each link, commits on every member (directly, through
  * a relay, under loss and reordering), survives a restart and a catch-up by snapshot, is
  * refused over the limit with the limit named, and a hostile member's fragments stay within

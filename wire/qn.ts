@@ -33,7 +33,7 @@ const MAX_ENTRIES = 4096;
 /**
  * Largest QN message (§15.3): one candidate of at most the largest register value
  * (MAX_VALUE_LEN) plus CANDIDATE_ROOM for keys and framing, in an append (or a fwd) that may
- * be sealed. A message larger than QN_MAX_DATAGRAM travels as fragments (§15.6).
+ * be sealed. A message larger than QN_MAX_DATAGRAM travels as fragments (§15.9).
  */
 export const CANDIDATE_ROOM = 64 * 1024;
 export const MAX_QN_MESSAGE_LEN = MAX_VALUE_LEN + CANDIDATE_ROOM + 1024;
@@ -62,7 +62,7 @@ export type QnBody =
   | { t: 'sealed'; box: Uint8Array }
   /**
    * Piece `index` of `count` of one message (an envelope) larger than a datagram, sent to the
-   * next hop only (§15.6): bytes [index·F, min((index+1)·F, total)), F = ceil(total/count).
+   * next hop only (§15.9): bytes [index·F, min((index+1)·F, total)), F = ceil(total/count).
    */
   | { t: 'frag'; msgId: number; total: number; index: number; count: number; bytes: Uint8Array }
   /** The pieces of message `msgId` the receiver holds, as ascending disjoint ranges. */
@@ -117,7 +117,7 @@ export function decodeBody(buf: Uint8Array): QnBody {
   const r = new Reader(buf);
   const b = readBody(r);
   if (b.t === 'sealed') throw new WireError(DropReason.MalformedPayload, 'sealed', 'a seal inside a seal');
-  // Fragments are per hop (§15.6): never sealed end to end.
+  // Fragments are per hop (§15.9): never sealed end to end.
   if (b.t === 'frag' || b.t === 'fragAck') throw new WireError(DropReason.MalformedPayload, 'sealed', 'a fragment inside a seal');
   r.expectEnd('qn');
   return b;

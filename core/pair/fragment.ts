@@ -147,6 +147,13 @@ export class FragmentSender {
     return this.out.length;
   }
 
+  /** Bytes of the messages queued or in flight. */
+  get bytes(): number {
+    let n = 0;
+    for (const m of this.out) n += m.raw.length;
+    return n;
+  }
+
   /** The next fragment to send if the window has room and it fits `room`, marked in flight; undefined otherwise. */
   next(now: number, room: number): FragmentMsg | undefined {
     if (this.inFlight.length >= FRAGMENT_WINDOW) return undefined;

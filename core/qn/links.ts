@@ -1,6 +1,6 @@
 /**
  * Fragmentation of QN messages larger than a datagram, per direct link (docs/PROTOCOL.md
- * §15.6). A message (a whole envelope: an append with one large entry, a forwarded large
+ * §15.9). A message (a whole envelope: an append with one large entry, a forwarded large
  * candidate, either of them sealed for a relay) is cut into `frag` messages to the next hop
  * and reassembled there before the member sees it; a relay reassembles, then cuts again for
  * its next hop. The pair's machinery does the work (core/pair/fragment.ts: selective
@@ -16,12 +16,14 @@ import { QN_MAX_DATAGRAM, type QnBody } from '../../wire/qn.js';
 import { FragmentSender, Reassembler, type FragmentDrop } from '../pair/fragment.js';
 import type { NodeId } from './raft.js';
 
-/** Own large messages queued or in flight per link (Raft resends what does not fit). */
-const OUT_PER_LINK = 4;
+/** Own large messages queued or in flight per link (Raft resends what does not fit): a window of snapshot chunks and a few appends. */
+const OUT_PER_LINK = 16;
 
 export interface LinkOptions {
   /** Bytes of partial messages one link may make this member hold. */
   quota: number;
+  /** Bytes of own messages queued per link beyond the first (the first is always taken). */
+  outBytes: number;
   /** A fragment unacknowledged this long is lost (and sent again). */
   rtoMs: number;
   /** A partial message silent this long may be evicted; a sender without progress for twice this sends its messages again under new ids. */
@@ -63,7 +65,9 @@ export class QnLinks {
   send(now: number, hop: NodeId, bytes: Uint8Array, key: string | undefined): boolean {
     const l = this.link(hop);
     const before = l.sender.stats.messagesFragmented;
-    if (!l.sender.add(now, bytes, key)) {
+    const over =
+      l.sender.pending > 0 && l.sender.bytes + bytes.length > this.o.outBytes && !(key !== undefined && l.sender.holds(now, key));
+    if (over || !l.sender.add(now, bytes, key)) {
       this.stats.outFull++;
       return false;
     }

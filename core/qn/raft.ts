@@ -706,6 +706,9 @@ export class Raft {
       sent = true;
       p.next += entries.length;
       if (entries.length === 0) break;
+      // One entry larger than an append travels alone, as fragments (§15.9): the next goes on
+      // its acknowledgement, so a run of large entries does not queue megabytes per follower.
+      if (bytes > this.maxAppendBytes) break;
     }
   }
 

@@ -79,7 +79,7 @@ export interface DomainSimOptions {
    * does not repair (state machines are trusted); the checker must report it.
    */
   corrupt?: number;
-  /** Large values (§15.6): with this probability a set carries a value of `largeValueBytes` (default 1 MiB), fragmented on every link. */
+  /** Large values (§15.9): with this probability a set carries a value of `largeValueBytes` (default 1 MiB), fragmented on every link. */
   largeChance?: number;
   largeValueBytes?: number;
   /** Raft log bound; small values force snapshots. Omit to draw per seed. */
