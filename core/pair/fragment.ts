@@ -45,6 +45,8 @@ export const ACK_EVERY = 8;
 interface OutMessage {
   id: number;
   key: string | undefined;
+  /** Remember its key once delivered (a resend is then moot for a while). */
+  remember: boolean;
   raw: Uint8Array;
   count: number;
   /** Per fragment: 0 unsent (or lost, to send again), 1 in flight, 2 acknowledged. */
@@ -109,9 +111,11 @@ export class FragmentSender {
    * Take an own message for fragmentation. `key` names it for its register (a collapse's
    * version, a candidate's seq): the same key while one is queued is the same message, not a
    * second copy (the registers retransmit whole messages on their own timers). False: full,
-   * try later.
+   * try later. `remember` false: the key holds only while the message is under way (a
+   * receiver that may discard a delivered message, as a Raft follower does an out-of-order
+   * snapshot chunk, needs the resend).
    */
-  add(now: number, raw: Uint8Array, key: string | undefined): boolean {
+  add(now: number, raw: Uint8Array, key: string | undefined, remember = true): boolean {
     if (key !== undefined && this.holds(now, key)) return true;
     if (this.out.length >= this.outLimit) return false;
     if (this.out.length === 0) this.lastProgressAt = now;
@@ -119,6 +123,7 @@ export class FragmentSender {
     this.out.push({
       id: this.nextId++,
       key,
+      remember,
       raw,
       count,
       state: new Uint8Array(count),
@@ -196,7 +201,7 @@ export class FragmentSender {
     while (m.low < m.count && m.state[m.low] === 2) m.low++;
     if (m.acked === m.count) {
       this.out.splice(this.out.indexOf(m), 1);
-      if (m.key !== undefined) {
+      if (m.key !== undefined && m.remember) {
         this.delivered.set(m.key, now + 2 * (now - (m.startedAt ?? now)) + rto);
         if (this.delivered.size > DELIVERED_MEMORY) this.delivered.delete(this.delivered.keys().next().value!);
       }

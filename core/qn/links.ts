@@ -62,12 +62,11 @@ export class QnLinks {
    * Queue a message too large for one datagram to `hop`; `key` names it so a resend while it is
    * under way is not a second copy. False: the link's queue is full (the caller's protocol resends).
    */
-  send(now: number, hop: NodeId, bytes: Uint8Array, key: string | undefined): boolean {
+  send(now: number, hop: NodeId, bytes: Uint8Array, key: { key: string; remember: boolean } | undefined): boolean {
     const l = this.link(hop);
     const before = l.sender.stats.messagesFragmented;
-    const over =
-      l.sender.pending > 0 && l.sender.bytes + bytes.length > this.o.outBytes && !(key !== undefined && l.sender.holds(now, key));
-    if (over || !l.sender.add(now, bytes, key)) {
+    const over = l.sender.pending > 0 && l.sender.bytes + bytes.length > this.o.outBytes && !(key && l.sender.holds(now, key.key));
+    if (over || !l.sender.add(now, bytes, key?.key, key?.remember)) {
       this.stats.outFull++;
       return false;
     }

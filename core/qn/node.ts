@@ -489,6 +489,7 @@ export class DomainNode {
     if (b.t === 'frag' || b.t === 'fragAck') {
       // One hop, from the link itself to us: its memory is charged to that link (§15.9).
       if (env.from !== from || env.to !== this.id) return this.drop('fragment-misrouted');
+      this.raft.heardFrom(now, from);
       if (b.t === 'fragAck') this.links.onAck(now, from, b);
       else {
         const whole = this.links.onFragment(now, from, b);
@@ -525,7 +526,7 @@ export class DomainNode {
       this.stats.relayed++;
       const bytes = encodeEnvelope({ ...env, ttl: env.ttl - 1 });
       // A large relayed message is reassembled here and cut again for the next hop; its seal covers it whole.
-      this.toHop(now, env.to, bytes, () => `${env.to}:r:${env.from}:${bytes.length}:${murmur3(0, bytes)}`);
+      this.toHop(now, env.to, bytes, () => ({ key: `${env.to}:r:${env.from}:${bytes.length}:${murmur3(0, bytes)}`, remember: false }));
       return this.pumpLinks(now);
     }
     // A peer speaks for itself; only a current member relays for another (ETCP authenticates the link, not env.from).
@@ -764,7 +765,7 @@ export class DomainNode {
   }
 
   /** A message to the next hop: whole if it fits a datagram, else as fragments (`key` names it, computed only then). */
-  private toHop(now: number, hop: NodeId, bytes: Uint8Array, key: () => string | undefined): void {
+  private toHop(now: number, hop: NodeId, bytes: Uint8Array, key: () => { key: string; remember: boolean } | undefined): void {
     if (bytes.length <= QN_MAX_DATAGRAM) {
       this.stats.bytesOut += bytes.length;
       this.out.push({ to: hop, bytes });
@@ -850,11 +851,13 @@ export class DomainNode {
 /**
  * What names a large message for its link while it is under way, so that Raft's and the
  * proposer's resends of it are not queued again (an append's commit index may differ between
- * two resends: the entries it carries are what count).
+ * two resends: the entries it carries are what count). An append or fwd delivered recently
+ * is not sent again either (its answer is on its way); a snapshot chunk is, at once: a
+ * follower drops one that arrives ahead of its offset, and the leader resends from there.
  */
-function messageKey(to: NodeId, b: QnBody): string | undefined {
-  if (b.t === 'append') return `${to}:a:${b.term}:${b.prevIndex}:${b.entries.length}`;
-  if (b.t === 'fwd') return `${to}:f:${b.cmd.length}:${murmur3(0, b.cmd)}`;
-  if (b.t === 'snap') return `${to}:s:${b.term}:${b.index}:${b.offset}:${b.data.length}`;
+function messageKey(to: NodeId, b: QnBody): { key: string; remember: boolean } | undefined {
+  if (b.t === 'append') return { key: `${to}:a:${b.term}:${b.prevIndex}:${b.entries.length}`, remember: true };
+  if (b.t === 'fwd') return { key: `${to}:f:${b.cmd.length}:${murmur3(0, b.cmd)}`, remember: true };
+  if (b.t === 'snap') return { key: `${to}:s:${b.term}:${b.index}:${b.offset}:${b.data.length}`, remember: false };
   return undefined;
 }

@@ -531,7 +531,7 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
       if (!n) trace?.(`  n${m.id}: down`);
       else
         trace?.(
-          `  n${m.id}: ${n.raft.role} term ${n.raft.term} leader ${n.raft.leader} commit ${n.raft.commit} applied ${n.raft.applied} last ${n.raft.lastIndex} base ${n.raft.firstIndex - 1} snapshot ${n.raft.snapshotIndex} pending ${n.pendingCount} ${n.coherenceState}${m.active ? '' : ' (removed)'}`,
+          `  n${m.id}: ${n.raft.role} term ${n.raft.term} leader ${n.raft.leader} commit ${n.raft.commit} applied ${n.raft.applied} last ${n.raft.lastIndex} base ${n.raft.firstIndex - 1} snapshot ${n.raft.snapshotIndex} pending ${n.pendingCount} ${n.coherenceState}${m.active ? '' : ' (removed)'} fragments ${JSON.stringify(n.links.stats)} drops ${JSON.stringify(n.stats.drops)}`,
         );
     }
   }
