@@ -280,7 +280,7 @@ export class DomainHost {
       members,
       partitionsSeen: n.stats.partitions,
       recentPartitions: this.partitionsSeen,
-      stats: { ...n.stats, ...r.stats, internalErrors: this.internalErrors },
+      stats: { ...n.stats, ...r.stats, internalErrors: this.internalErrors, fragments: { ...n.links.stats, heldBytes: n.links.totalHeld } },
       // bytes against maxBytes (and size against maxKeys for a map): how near the quota a register is.
       registers: [...n.state.registers].map(([name, reg]) => ({
         name,
