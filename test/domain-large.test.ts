@@ -141,6 +141,23 @@ describe('large values on a QN domain', () => {
     expect(l.raft.lastIndex).toBe(before);
   });
 
+  it('undecided large candidates are bounded in bytes (maxPendingBytes), and the waiting one commits once the member is back', () => {
+    const t = new Trio(7, { maxPendingBytes: 300 * 1024 });
+    t.run(1000);
+    const f = t.follower()!;
+    t.isolate(f.id);
+    t.run(1000);
+    const set = (key: string) => f.propose(t.now, [{ register: 'kv', delta: { op: DeltaOp.Set, key: enc(key), value: big(200 * 1024) } }]);
+    const first = set('p1');
+    expect('seq' in first).toBe(true);
+    expect(set('p2')).toEqual({
+      refused: expect.stringMatching(/pending buffer full \(\d+ bytes of 1 candidates; the limit maxPendingBytes is 307200\)/),
+    });
+    t.isolate(f.id, false);
+    expect(t.await(f.id, (first as { seq: number }).seq, 10_000)).toBe('committed');
+    expect('seq' in set('p2')).toBe(true);
+  });
+
   it('a hostile member: fragments that never complete, contradict, or come from elsewhere stay within its link quota; the domain commits on', () => {
     const quota = 3 * MiB;
     const t = new Trio(6, { fragmentQuotaBytes: quota });

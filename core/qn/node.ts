@@ -156,6 +156,8 @@ export interface DomainNodeOptions {
   electionMs?: number;
   heartbeatMs?: number;
   maxLogEntries?: number;
+  /** Bytes of undecided candidates proposed here, all together (besides maxPending); default max(64 MiB, 2 × the largest candidate). */
+  maxPendingBytes?: number;
   /** Bytes of partial fragmented messages one link may make this member hold; default twice the largest message. */
   fragmentQuotaBytes?: number;
   /** Largest snapshot accepted from a leader, in bytes; default snapshotBound of the registers' quotas. */
@@ -625,6 +627,16 @@ export class DomainNode {
         code: 'too-large',
         refused: `candidate encodes to ${cmd.length} bytes; the limit is ${this.maxCandidate} (the largest register maxValueBytes + ${CANDIDATE_ROOM})`,
       };
+    // Large candidates wait in memory (and the journal) until decided: bounded in bytes too.
+    const maxPendingBytes = this.o.maxPendingBytes ?? Math.max(64 << 20, 2 * this.maxCandidate);
+    let held = 0;
+    for (const p of this.pending.values()) held += p.cmd.length;
+    if (this.pending.size > 0 && held + cmd.length > maxPendingBytes) {
+      this.stats.refused++;
+      return {
+        refused: `pending buffer full (${held} bytes of ${this.pending.size} candidates; the limit maxPendingBytes is ${maxPendingBytes})`,
+      };
+    }
     const seq = this.nextSeq++;
     this.write({ kind: 'pending', seq, cmd });
     this.pending.set(seq, { cmd, sentAt: -Infinity });
