@@ -18,6 +18,7 @@ import { fragmentLen } from '../wire/messages.js';
 import type { MapState } from '../core/register/map.js';
 import { DOMAIN, Trio } from './domain-trio.js';
 import { runDomainSim } from '../testing/sim/domain.js';
+import { QnLinks, type LinkOptions } from '../core/qn/links.js';
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 const MiB = 1 << 20;
@@ -220,6 +221,86 @@ describe('large values on a QN domain', () => {
     expect(large).toBeGreaterThanOrEqual(15);
     expect(held).toBeGreaterThanOrEqual(3);
   }, 300_000);
+});
+
+describe('QnLinks (core/qn/links.ts): one link, sans I/O', () => {
+  const opts = (drops: string[]): LinkOptions => ({
+    quota: 4 * MiB,
+    outBytes: 4 * MiB,
+    rtoMs: 200,
+    staleMs: 1000,
+    ackDelayMs: 5,
+    random: (a, b) => a + Math.floor(Math.random() * (b - a)),
+    drop: (r) => void drops.push(r),
+  });
+
+  /** Runs a and b for `ms` from `now`; b may be replaced by `restart` after `at` pieces. */
+  function run(
+    a: QnLinks,
+    bRef: { b: QnLinks },
+    now: number,
+    ms: number,
+    o: { restartAt?: number; acks?: boolean; untilIdle?: boolean } = {},
+  ) {
+    let got: Uint8Array | undefined;
+    let delivered = 0;
+    const drops: string[] = [];
+    for (const end = now + ms; now < end && !got; now += 5) {
+      const toB: QnBody[] = [];
+      a.pump(now, (_to, body) => toB.push(body));
+      for (const body of toB) {
+        if (body.t !== 'frag') continue;
+        if (++delivered === o.restartAt) bRef.b = new QnLinks(opts(drops));
+        got = bRef.b.onFragment(now, 1, body) ?? got;
+      }
+      const toA: QnBody[] = [];
+      bRef.b.pump(now, (_to, body) => toA.push(body));
+      if (o.acks !== false) for (const body of toA) if (body.t === 'fragAck') a.onAck(now, 2, body);
+      if (o.untilIdle && a.deadline() === Infinity) break;
+    }
+    return { got, now };
+  }
+
+  it('a receiver that restarts mid-message (forgetting what it acknowledged): the link counts it delivered, and the resend Raft makes after the delivered window goes through whole', () => {
+    const a = new QnLinks(opts([]));
+    const ref = { b: new QnLinks(opts([])) };
+    const msg = big(200 * 1024, 8);
+    expect(a.send(0, 2, msg, { key: 'm', remember: true })).toBe(true);
+    const r1 = run(a, ref, 0, 3000, { restartAt: 150, untilIdle: true });
+    expect(r1.got).toBeUndefined();
+    expect(a.deadline()).toBe(Infinity); // nothing pending: every piece was acknowledged, by one receiver or the other
+    // A resend at once is moot (the answer would be on its way): not queued.
+    expect(a.send(r1.now, 2, msg, { key: 'm', remember: true })).toBe(true);
+    expect(a.stats.messagesFragmented).toBe(1);
+    // After the window it is a new message, delivered whole.
+    const later = r1.now + 5000;
+    expect(a.send(later, 2, msg, { key: 'm', remember: true })).toBe(true);
+    expect(a.stats.messagesFragmented).toBe(2);
+    const r2 = run(a, ref, later, 3000);
+    expect(r2.got && same(r2.got, msg)).toBe(true);
+  });
+
+  it('a receiver that never acknowledges: after 2 × staleMs without progress the sender sends the message again under a new id', () => {
+    const a = new QnLinks(opts([]));
+    const ref = { b: new QnLinks(opts([])) };
+    expect(a.send(0, 2, big(200 * 1024, 9), { key: 'w', remember: true })).toBe(true);
+    run(a, ref, 0, 2500, { acks: false });
+    expect(a.stats.restarts).toBeGreaterThanOrEqual(1);
+    expect(a.stats.fragmentsResent).toBeGreaterThan(0);
+    // What the silent receiver holds stays within its quota (old ids' partials are evicted as stale).
+    expect(ref.b.totalHeld).toBeLessThanOrEqual(4 * MiB);
+  });
+
+  it('a resend while under way is the same message; past the byte budget a new one is refused (Raft resends)', () => {
+    const a = new QnLinks({ ...opts([]), outBytes: 300 * 1024 });
+    expect(a.send(0, 2, big(200 * 1024), { key: 'x', remember: true })).toBe(true);
+    expect(a.send(0, 2, big(200 * 1024), { key: 'x', remember: true })).toBe(true);
+    expect(a.stats.messagesFragmented).toBe(1);
+    expect(a.send(0, 2, big(200 * 1024), { key: 'y', remember: true })).toBe(false);
+    expect(a.stats.outFull).toBe(1);
+    // Another link has its own budget.
+    expect(a.send(0, 3, big(200 * 1024), { key: 'y', remember: true })).toBe(true);
+  });
 });
 
 describe('large values through three spookd on loopback (a QN domain)', () => {
