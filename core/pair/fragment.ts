@@ -89,6 +89,8 @@ export class FragmentSender {
    * with messages and no progress for long is stuck (the peer forgot them).
    */
   lastProgressAt = 0;
+  /** The round trip of the newest fragment the last acknowledgement covered first (an RTT sample for a caller without its own estimator), or undefined. */
+  rttSample: number | undefined;
 
   /**
    * `fragBytes`: the largest piece, so that a Fragment fits an empty payload beside an Ack.
@@ -189,9 +191,15 @@ export class FragmentSender {
   onAck(now: number, a: FragmentAckMsg, lossDelay: number, rto: number): void {
     const m = this.out.find((o) => o.id === a.msgId);
     if (!m) return;
+    this.rttSample = undefined;
+    let newest = -1;
     for (const r of a.ranges) {
       for (let i = Math.max(r.from, m.low); i <= Math.min(r.to, m.count - 1); i++) {
         if (m.state[i] === 2) continue;
+        if (m.state[i] === 1 && m.order[i] > newest) {
+          newest = m.order[i];
+          this.rttSample = now - m.sentAt[i];
+        }
         if (m.state[i] === 1) this.largestAckedOrder = Math.max(this.largestAckedOrder, m.order[i]);
         m.state[i] = 2;
         this.lastProgressAt = now;

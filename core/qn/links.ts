@@ -24,7 +24,7 @@ export interface LinkOptions {
   quota: number;
   /** Bytes of own messages queued per link beyond the first (the first is always taken). */
   outBytes: number;
-  /** A fragment unacknowledged this long is lost (and sent again). */
+  /** A fragment unacknowledged this long is lost (and sent again): before the link's first RTT sample, and the most ever. */
   rtoMs: number;
   /** A partial message silent this long may be evicted; a sender without progress for twice this sends its messages again under new ids. */
   staleMs: number;
@@ -34,9 +34,15 @@ export interface LinkOptions {
   drop: (reason: FragmentDrop, detail: string) => void;
 }
 
+/** The least loss timeout: a delayed acknowledgement must not look like a loss. */
+const MIN_RTO_MS = 20;
+
 interface Link {
   sender: FragmentSender;
   reasm: Reassembler;
+  /** Smoothed round trip and its variation (RFC 6298), from fragment acknowledgements. */
+  srtt: number | undefined;
+  rttvar: number;
   /** When the owed acknowledgements must leave (Infinity: none owed). */
   ackAt: number;
 }
@@ -52,7 +58,7 @@ export class QnLinks {
     if (!l) {
       // Ids start at random: a restarted member's new messages are not taken for old ones.
       const sender = new FragmentSender(QN_MAX_DATAGRAM, OUT_PER_LINK, this.o.random(1, 2 ** 31));
-      l = { sender, reasm: new Reassembler(this.o.quota, this.o.staleMs, this.o.drop), ackAt: Infinity };
+      l = { sender, reasm: new Reassembler(this.o.quota, this.o.staleMs, this.o.drop), ackAt: Infinity, srtt: undefined, rttvar: 0 };
       this.links.set(id, l);
     }
     return l;
@@ -87,7 +93,27 @@ export class QnLinks {
   onAck(now: number, from: NodeId, b: Extract<QnBody, { t: 'fragAck' }>): void {
     const l = this.links.get(from);
     if (!l) return;
-    l.sender.onAck(now, { type: MsgType.FragmentAck, msgId: b.msgId, ranges: b.ranges }, this.o.rtoMs / 2, this.o.rtoMs);
+    l.sender.onAck(now, { type: MsgType.FragmentAck, msgId: b.msgId, ranges: b.ranges }, this.lossDelay(l), this.rto(l));
+    const sample = l.sender.rttSample;
+    if (sample === undefined) return;
+    if (l.srtt === undefined) {
+      l.srtt = sample;
+      l.rttvar = sample / 2;
+    } else {
+      l.rttvar = 0.75 * l.rttvar + 0.25 * Math.abs(l.srtt - sample);
+      l.srtt = 0.875 * l.srtt + 0.125 * sample;
+    }
+  }
+
+  /** RFC 6298's timeout, with room for the receiver's acknowledgement delay, within [MIN_RTO_MS, rtoMs]. */
+  private rto(l: Link): number {
+    if (l.srtt === undefined) return this.o.rtoMs;
+    return Math.min(this.o.rtoMs, Math.max(MIN_RTO_MS, l.srtt + Math.max(4 * l.rttvar, 1) + this.o.ackDelayMs));
+  }
+
+  /** RFC 9002 §6.1.2: how long a fragment overtaken by acknowledged ones may still be merely reordered. */
+  private lossDelay(l: Link): number {
+    return l.srtt === undefined ? this.o.rtoMs / 2 : Math.max(1, (9 / 8) * l.srtt);
   }
 
   /** What is due to each link at `now`: acknowledgements, then fragments within each window. */
@@ -101,7 +127,7 @@ export class QnLinks {
       }
       const s = l.sender;
       if (s.pending > 0) {
-        s.detectLost(now, this.o.rtoMs);
+        s.detectLost(now, this.rto(l));
         // No fragment acknowledged for long: the peer restarted (and forgot its partial
         // messages) or is withholding; send everything again under new ids.
         if (now - s.lastProgressAt >= 2 * this.o.staleMs) {
@@ -125,7 +151,7 @@ export class QnLinks {
     let t = Infinity;
     for (const l of this.links.values()) {
       t = Math.min(t, l.ackAt);
-      if (l.sender.pending > 0) t = Math.min(t, l.sender.deadline(this.o.rtoMs) ?? Infinity, l.sender.lastProgressAt + 2 * this.o.staleMs);
+      if (l.sender.pending > 0) t = Math.min(t, l.sender.deadline(this.rto(l)) ?? Infinity, l.sender.lastProgressAt + 2 * this.o.staleMs);
     }
     return t;
   }
