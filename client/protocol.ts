@@ -336,6 +336,17 @@ export interface DomainStats {
   stepDowns: number;
   termExhausted: number;
   internalErrors: number;
+  // ---- large values on domains ----
+  /** Messages larger than a datagram, per link (PROTOCOL.md §15.9); `heldBytes`: partial messages held now, all links together. */
+  fragments?: {
+    fragmentsSent: number;
+    fragmentsResent: number;
+    messagesFragmented: number;
+    messagesReassembled: number;
+    outFull: number;
+    restarts: number;
+    heldBytes: number;
+  };
 }
 
 export interface DomainSummary {

@@ -10,8 +10,10 @@ import { describe, expect, it } from 'vitest';
 import { decodeEnvelope, encodeEnvelope, type QnBody, type QnEnvelope } from '../wire/qn.js';
 import { QN_DROPS } from '../core/qn/node.js';
 import { Rng } from '../testing/sim/rng.js';
+import { DeltaOp } from '../wire/delta.js';
 import { DOMAIN, OUTSIDER, Trio } from './domain-trio.js';
 
+const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 const EXTREMES = [0, 1, 2 ** 32 - 1, 2 ** 32, 2 ** 48, 2 ** 53 - 1];
 const MAX_SNAPSHOT = 1 << 20;
 
@@ -67,7 +69,9 @@ function mutateEnvelope(rng: Rng, e: QnEnvelope): QnEnvelope {
           arr[i] =
             typeof arr[i] === 'number'
               ? mutateNumber(rng, arr[i])
-              : { term: mutateNumber(rng, arr[i].term), cmd: rng.chance(0.5) ? mutateBytes(rng, arr[i].cmd) : arr[i].cmd };
+              : 'cmd' in arr[i]
+                ? { term: mutateNumber(rng, arr[i].term), cmd: rng.chance(0.5) ? mutateBytes(rng, arr[i].cmd) : arr[i].cmd }
+                : { from: mutateNumber(rng, arr[i].from), to: mutateNumber(rng, arr[i].to) }; // a fragAck range
         } else arr.reverse();
         b[f] = arr;
       }
@@ -98,6 +102,11 @@ describe('QN fuzz (core/qn/node.ts)', () => {
     const l0 = t.leader()!.id;
     const f0 = [1, 2, 3].find((x) => x !== l0)!;
     t.put('f', 'x', f0); // a follower's candidate travels as a fwd
+    // A large one travels as fragments (§15.9): frag and fragAck join the corpus.
+    const big = t.nodes
+      .get(f0)!
+      .propose(t.now, [{ register: 'kv', delta: { op: DeltaOp.Set, key: enc('big'), value: new Uint8Array(5000).fill(7) } }]);
+    expect(t.await(f0, (big as { seq: number }).seq, 2000)).toBe('committed');
     t.cut.add(`${l0}>${f0}`).add(`${f0}>${l0}`);
     t.run(300);
     for (let i = 0; i < 5; i++) t.put(`r${i}`, 'x', f0);
@@ -105,7 +114,8 @@ describe('QN fuzz (core/qn/node.ts)', () => {
     t.run(200);
     t.tap = undefined;
     const kinds = new Set(corpus.map((c) => decodeEnvelope(c.bytes).body.t));
-    for (const k of ['vote', 'voteResp', 'append', 'appendResp', 'snap', 'snapResp', 'fwd', 'hello', 'sealed']) expect(kinds).toContain(k);
+    for (const k of ['vote', 'voteResp', 'append', 'appendResp', 'snap', 'snapResp', 'fwd', 'hello', 'sealed', 'frag', 'fragAck'])
+      expect(kinds).toContain(k);
     corpus.push({ from: 1, bytes: encodeEnvelope({ domain: DOMAIN, from: 1, to: 2, ttl: 8, body: { t: 'removed', index: 3 } }) });
 
     const heap0 = process.memoryUsage().heapUsed;
@@ -129,7 +139,7 @@ describe('QN fuzz (core/qn/node.ts)', () => {
           link,
           to,
           8,
-          rng.int(0, 11),
+          rng.int(0, 13),
           ...rng.bytes(rng.int(0, 200)),
         ]);
       } else if (how === 2) bytes = mutateBytes(rng, rng.pick(corpus).bytes);
@@ -153,6 +163,8 @@ describe('QN fuzz (core/qn/node.ts)', () => {
     for (const n of t.nodes.values()) {
       expect(n.raft.incomingBytes).toBeLessThanOrEqual(MAX_SNAPSHOT);
       expect(n.pendingCount).toBeLessThanOrEqual(64);
+      // Partial fragmented messages: within each link's quota (twice the largest message).
+      expect(n.links.totalHeld).toBeLessThanOrEqual(3 * 2 * (n.maxCandidate + 1024));
       for (const k of Object.keys(n.stats.drops)) expect(QN_DROPS).toContain(k);
     }
     expect(process.memoryUsage().heapUsed - heap0).toBeLessThan(200 * 1024 * 1024);

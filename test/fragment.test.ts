@@ -65,12 +65,12 @@ describe('fragment queue', () => {
   }, 300_000);
 
   it('the queue is bounded in bytes as well as messages; one message is always taken, however large', () => {
-    const s = new FragmentSender(1400, 10_000);
+    const s = new FragmentSender(1400, { byteLimit: 10_000 });
     expect(s.canTake(50_000)).toBe(true);
     expect(s.add(0, new Uint8Array(50_000), 'a/1')).toBe(true);
     expect(s.canTake(2000)).toBe(false);
     expect(s.add(0, new Uint8Array(2000), 'a/2')).toBe(false);
-    const t = new FragmentSender(1400, 10_000);
+    const t = new FragmentSender(1400, { byteLimit: 10_000 });
     for (let i = 0; i < 3; i++) expect(t.add(0, new Uint8Array(3000), `a/${i}`)).toBe(true);
     expect(t.canTake(1000)).toBe(true);
     expect(t.canTake(1001)).toBe(false);

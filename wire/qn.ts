@@ -7,8 +7,9 @@
  *   body     = kind:u8 fields...
  */
 import { Reader, Writer } from './buffer.js';
-import { DropReason } from './constants.js';
+import { DropReason, MAX_VALUE_LEN } from './constants.js';
 import { WireError } from './errors.js';
+import { MAX_FRAGMENT_ACK_RANGES, fragmentLen, type IndexRange } from './messages.js';
 
 /** A member's id: the first 48 bits of its static key (§15.1); 0 means none. */
 export type NodeId = number;
@@ -29,7 +30,22 @@ export const QN_MSG_TYPE = 0x40;
 export const QN_DEFAULT_TTL = 8;
 const MAX_MEMBERS = 64;
 const MAX_ENTRIES = 4096;
-const MAX_ENTRY_LEN = 64 * 1024;
+/**
+ * Largest QN message (§15.3): one candidate of at most the largest register value
+ * (MAX_VALUE_LEN) plus CANDIDATE_ROOM for keys and framing, in an append (or a fwd) that may
+ * be sealed. A message larger than QN_MAX_DATAGRAM travels as fragments (§15.9).
+ */
+export const CANDIDATE_ROOM = 64 * 1024;
+export const MAX_QN_MESSAGE_LEN = MAX_VALUE_LEN + CANDIDATE_ROOM + 1024;
+const MAX_ENTRY_LEN = MAX_VALUE_LEN + CANDIDATE_ROOM;
+const MAX_SNAP_CHUNK = 64 * 1024;
+/**
+ * Largest QN datagram: a message up to this size travels whole, a larger one as fragments of
+ * at most this size (within an ETCP sealed payload, MAX_SEALED_PAYLOAD = 1416).
+ */
+export const QN_MAX_DATAGRAM = 1400;
+/** Most fragments of one QN message: the largest message in pieces of at least 1 KiB. */
+export const MAX_QN_FRAGMENTS = Math.ceil(MAX_QN_MESSAGE_LEN / 1024);
 
 export type QnBody =
   | RaftMsg
@@ -43,7 +59,14 @@ export type QnBody =
    * Another body (kind and fields), sealed end to end by `from` for `to` (§15.5): what a
    * message crossing a relay carries, so the relay can neither forge nor alter it.
    */
-  | { t: 'sealed'; box: Uint8Array };
+  | { t: 'sealed'; box: Uint8Array }
+  /**
+   * Piece `index` of `count` of one message (an envelope) larger than a datagram, sent to the
+   * next hop only (§15.9): bytes [index·F, min((index+1)·F, total)), F = ceil(total/count).
+   */
+  | { t: 'frag'; msgId: number; total: number; index: number; count: number; bytes: Uint8Array }
+  /** The pieces of message `msgId` the receiver holds, as ascending disjoint ranges. */
+  | { t: 'fragAck'; msgId: number; ranges: IndexRange[] };
 
 export interface QnEnvelope {
   domain: number;
@@ -53,7 +76,20 @@ export interface QnEnvelope {
   body: QnBody;
 }
 
-const KIND = { vote: 1, voteResp: 2, append: 3, appendResp: 4, snap: 5, snapResp: 6, fwd: 7, hello: 8, removed: 9, sealed: 10 } as const;
+const KIND = {
+  vote: 1,
+  voteResp: 2,
+  append: 3,
+  appendResp: 4,
+  snap: 5,
+  snapResp: 6,
+  fwd: 7,
+  hello: 8,
+  removed: 9,
+  sealed: 10,
+  frag: 11,
+  fragAck: 12,
+} as const;
 /** At least the kind octet, and the 16-octet tag. */
 const MIN_BOX = 17;
 
@@ -81,6 +117,8 @@ export function decodeBody(buf: Uint8Array): QnBody {
   const r = new Reader(buf);
   const b = readBody(r);
   if (b.t === 'sealed') throw new WireError(DropReason.MalformedPayload, 'sealed', 'a seal inside a seal');
+  // Fragments are per hop (§15.9): never sealed end to end.
+  if (b.t === 'frag' || b.t === 'fragAck') throw new WireError(DropReason.MalformedPayload, 'sealed', 'a fragment inside a seal');
   r.expectEnd('qn');
   return b;
 }
@@ -129,6 +167,13 @@ function writeBody(w: Writer, b: QnBody): void {
       break;
     case 'sealed':
       w.lenBytes(b.box);
+      break;
+    case 'frag':
+      w.varint(b.msgId).varint(b.total).varint(b.count).varint(b.index).lenBytes(b.bytes);
+      break;
+    case 'fragAck':
+      w.varint(b.msgId).varint(b.ranges.length);
+      for (const x of b.ranges) w.varint(x.from).varint(x.to - x.from);
       break;
   }
 }
@@ -203,7 +248,7 @@ function readBody(r: Reader): QnBody {
       for (let i = 0; i < n; i++) members.push(r.varint('snap.member'));
       const offset = r.varint('snap.offset');
       const total = r.varint('snap.total');
-      const data = r.lenBytes('snap.data', MAX_ENTRY_LEN);
+      const data = r.lenBytes('snap.data', MAX_SNAP_CHUNK);
       if (offset + data.length > total)
         throw new WireError(DropReason.MalformedPayload, 'snap.data', `chunk ends at ${offset + data.length}, past total ${total}`);
       body = { t: 'snap', term, index, lastTerm, members, offset, total, data };
@@ -226,9 +271,52 @@ function readBody(r: Reader): QnBody {
       body = { t: 'removed', index: r.varint('removed.index') };
       break;
     case KIND.sealed: {
-      const box = r.lenBytes('sealed.box', MAX_ENTRY_LEN);
+      const box = r.lenBytes('sealed.box', MAX_QN_MESSAGE_LEN);
       if (box.length < MIN_BOX) throw new WireError(DropReason.MalformedPayload, 'sealed.box', `${box.length} octets; at least ${MIN_BOX}`);
       body = { t: 'sealed', box };
+      break;
+    }
+    case KIND.frag: {
+      const msgId = r.varint('frag.msgId');
+      const total = r.varint('frag.total');
+      const count = r.varint('frag.count');
+      // Only a message larger than a datagram is cut, in pieces of 1 KiB to a datagram: any
+      // other layout is not a sender's.
+      if (total > MAX_QN_MESSAGE_LEN)
+        throw new WireError(DropReason.MalformedPayload, 'frag.total', `${total} exceeds ${MAX_QN_MESSAGE_LEN}`);
+      if (
+        count < 2 ||
+        count > MAX_QN_FRAGMENTS ||
+        Math.ceil(total / count) > QN_MAX_DATAGRAM ||
+        (count - 1) * Math.ceil(total / count) >= total
+      )
+        throw new WireError(DropReason.MalformedPayload, 'frag.count', `${count} pieces do not lay out ${total} bytes`);
+      const index = r.varint('frag.index');
+      if (index >= count) throw new WireError(DropReason.MalformedPayload, 'frag.index', `${index} of ${count}`);
+      const bytes = r.lenBytes('frag.bytes', QN_MAX_DATAGRAM);
+      if (bytes.length !== fragmentLen(total, count, index))
+        throw new WireError(
+          DropReason.MalformedPayload,
+          'frag.bytes',
+          `${bytes.length} bytes where piece ${index} is ${fragmentLen(total, count, index)}`,
+        );
+      body = { t: 'frag', msgId, total, index, count, bytes };
+      break;
+    }
+    case KIND.fragAck: {
+      const msgId = r.varint('fragAck.msgId');
+      const n = count(r, 'fragAck.ranges', MAX_FRAGMENT_ACK_RANGES);
+      const ranges: IndexRange[] = [];
+      let floor = 0;
+      for (let i = 0; i < n; i++) {
+        const from = r.varint('fragAck.from');
+        const to = from + r.varint('fragAck.length');
+        if (from < floor || to >= MAX_QN_FRAGMENTS)
+          throw new WireError(DropReason.MalformedPayload, 'fragAck.ranges', `range ${from}..${to} is not ascending and disjoint`);
+        ranges.push({ from, to });
+        floor = to + 2;
+      }
+      body = { t: 'fragAck', msgId, ranges };
       break;
     }
     default:

@@ -49,6 +49,8 @@ interface OutMessage {
   key: string | undefined;
   /** Its key without the last part (one register's proposals, or collapses, or one request's answer): sent in order, other streams in turn. */
   stream: string;
+  /** Remember its key once delivered (a resend is then moot for a while). */
+  remember: boolean;
   raw: Uint8Array;
   count: number;
   /** Per fragment: 0 unsent (or lost, to send again), 1 in flight, 2 acknowledged. */
@@ -91,16 +93,34 @@ export class FragmentSender {
    */
   private readonly delivered = new Map<string, number>();
   readonly stats: FragmentSenderStats = { fragmentsSent: 0, fragmentsResent: 0, messagesFragmented: 0 };
+  /**
+   * When a fragment was last newly acknowledged, or a message queued while none was: a sender
+   * with messages and no progress for long is stuck (the peer forgot them).
+   */
+  lastProgressAt = 0;
+  /** The round trip of the newest fragment the last acknowledgement covered first (an RTT sample for a caller without its own estimator), or undefined. */
+  rttSample: number | undefined;
+  /**
+   * Bytes of own messages queued or in flight at most (one message is always taken, however
+   * large): each is an encoded copy held until acknowledged whole, and sending more than the
+   * peer can reassemble at once would only have its pieces dropped.
+   */
+  readonly byteLimit: number;
+  /** Own messages queued or in flight at once. */
+  private readonly outLimit: number;
 
+  /**
+   * `maxPayload`: a Fragment and an Ack fit an empty payload. `firstId`: the first message id
+   * (a QN link has no session to reset, so a restarted sender starts elsewhere).
+   */
   constructor(
     private readonly maxPayload: number,
-    /**
-     * Bytes of own messages queued or in flight at most (one message is always taken, however
-     * large): each is an encoded copy held until acknowledged whole, and sending more than the
-     * peer can reassemble at once would only have its pieces dropped.
-     */
-    readonly byteLimit: number = Infinity,
-  ) {}
+    opts: { byteLimit?: number; outLimit?: number; firstId?: number } = {},
+  ) {
+    this.byteLimit = opts.byteLimit ?? Infinity;
+    this.outLimit = opts.outLimit ?? OUT_LIMIT;
+    this.nextId = opts.firstId ?? 1;
+  }
 
   private get fragBytes(): number {
     return this.maxPayload - FRAGMENT_OVERHEAD - ACK_ROOM;
@@ -110,11 +130,14 @@ export class FragmentSender {
    * Take an own message for fragmentation. `key` names it for its register (a collapse's
    * version, a candidate's seq): the same key while one is queued is the same message, not a
    * second copy (the registers retransmit whole messages on their own timers). False: full,
-   * try later.
+   * try later. `remember` false: the key holds only while the message is under way (a
+   * receiver that may discard a delivered message, as a Raft follower does an out-of-order
+   * snapshot chunk, needs the resend).
    */
-  add(now: number, raw: Uint8Array, key: string | undefined): boolean {
+  add(now: number, raw: Uint8Array, key: string | undefined, remember = true): boolean {
     if (key !== undefined && this.holds(now, key)) return true;
     if (!this.canTake(raw.length)) return false;
+    if (this.out.length === 0) this.lastProgressAt = now;
     this.outBytes += raw.length;
     const count = Math.ceil(raw.length / this.fragBytes);
     const id = this.nextId++;
@@ -122,6 +145,7 @@ export class FragmentSender {
       id,
       key,
       stream: key === undefined ? `#${id}` : key.slice(0, key.lastIndexOf('/')),
+      remember,
       raw,
       count,
       state: new Uint8Array(count),
@@ -140,7 +164,7 @@ export class FragmentSender {
    * `byteLimit` bytes): asked before encoding one, so a full queue costs no encoding.
    */
   canTake(bytes: number): boolean {
-    return this.out.length === 0 || (this.out.length < OUT_LIMIT && this.outBytes + bytes <= this.byteLimit);
+    return this.out.length === 0 || (this.out.length < this.outLimit && this.outBytes + bytes <= this.byteLimit);
   }
 
   /** Whether the message named `key` is queued, in flight, or was delivered recently enough that a register's retransmission of it is moot. */
@@ -155,6 +179,11 @@ export class FragmentSender {
   /** Messages queued or in flight. */
   get pending(): number {
     return this.out.length;
+  }
+
+  /** Bytes of the messages queued or in flight. */
+  get bytes(): number {
+    return this.outBytes;
   }
 
   /**
@@ -210,11 +239,18 @@ export class FragmentSender {
     // Only a fragment sent and not acknowledged yet can be acknowledged now: the ones in flight
     // and the ones declared lost but not sent again. Those are read (at most the window and
     // LOST_MEMORY), never the ranges' span, which a peer that withholds one piece makes the whole message.
+    this.rttSample = undefined;
+    let newest = -1;
     for (const { m: o, i } of this.inFlight) {
       if (o !== m || m.state[i] !== 1 || !covers(a.ranges, i)) continue;
+      if (m.order[i] > newest) {
+        newest = m.order[i];
+        this.rttSample = now - m.sentAt[i];
+      }
       this.largestAckedOrder = Math.max(this.largestAckedOrder, m.order[i]);
       m.state[i] = 2;
       m.acked++;
+      this.lastProgressAt = now;
     }
     for (let k = this.lost.length - 1; k >= 0; k--) {
       const { m: o, i } = this.lost[k];
@@ -223,6 +259,7 @@ export class FragmentSender {
       else if (o === m && covers(a.ranges, i)) {
         m.state[i] = 2;
         m.acked++;
+        this.lastProgressAt = now;
         this.lost.splice(k, 1);
       }
     }
@@ -230,7 +267,7 @@ export class FragmentSender {
       this.out.splice(this.out.indexOf(m), 1);
       this.outBytes -= m.raw.length;
       if (!this.out.some((o) => o.stream === m.stream)) this.turns.delete(m.stream);
-      if (m.key !== undefined) {
+      if (m.key !== undefined && m.remember) {
         this.delivered.set(m.key, now + 2 * (now - (m.startedAt ?? now)) + rto);
         if (this.delivered.size > DELIVERED_MEMORY) this.delivered.delete(this.delivered.keys().next().value!);
       }

@@ -282,7 +282,7 @@ export class HalfPair {
     // The default reassembly quota, the peer's too (the manifest makes the registers' limits equal):
     // own large messages stay within it, so the peer can take all of them at once.
     const defaultQuota = 4 * largest + (1 << 20);
-    this.fragOut = new FragmentSender(this.maxPayload, defaultQuota);
+    this.fragOut = new FragmentSender(this.maxPayload, { byteLimit: defaultQuota });
     this.fragIn = new Reassembler(opts.reassemblyQuota ?? defaultQuota, this.timing.silenceMs, (reason, detail) =>
       this.fragmentDrop(now, reason, detail),
     );

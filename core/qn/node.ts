@@ -9,8 +9,22 @@
  *  - the member's lifecycle (coherent / decoherent) with its cause, as events.
  */
 import { WireError } from '../../wire/errors.js';
-import { DeltaOp, validateDelta } from '../../wire/delta.js';
-import { QN_DEFAULT_TTL, decodeBody, decodeEnvelope, encodeBody, encodeEnvelope, sealedHeader, type QnBody } from '../../wire/qn.js';
+import { DeltaOp, deltaValueLen, validateDelta } from '../../wire/delta.js';
+import { MAX_KEY_LEN } from '../../wire/constants.js';
+import {
+  CANDIDATE_ROOM,
+  QN_DEFAULT_TTL,
+  QN_MAX_DATAGRAM,
+  decodeBody,
+  decodeEnvelope,
+  encodeBody,
+  encodeEnvelope,
+  sealedHeader,
+  type QnBody,
+  type QnEnvelope,
+} from '../../wire/qn.js';
+import { murmur3 } from '../register/hash.js';
+import { QnLinks } from './links.js';
 import type { DomainWrite, StoredDomain } from './persist.js';
 import {
   EntryKind,
@@ -32,14 +46,28 @@ import {
   snapshotBound,
   encodeCandidate,
   parseCandidate,
+  quotaOf,
   type CandidateOp,
   type Collapsed,
   type DomainRegisterSpec,
   type GroupSpec,
 } from './state.js';
 
-/** Largest encoded candidate: it must fit one append message (one datagram). */
-export const MAX_CANDIDATE_BYTES = 1100;
+/**
+ * Largest encoded candidate of a domain: its largest register value (maxValueBytes) plus
+ * CANDIDATE_ROOM for keys and framing. Larger than a datagram, it travels as fragments (§15.9).
+ */
+export function maxCandidateBytes(registers: readonly DomainRegisterSpec[]): number {
+  let v = 0;
+  for (const r of registers) v = Math.max(v, quotaOf(r).maxValueBytes);
+  return v + CANDIDATE_ROOM;
+}
+
+/** Snapshot chunk size (the wire allows up to 64 KiB). */
+const SNAP_CHUNK_BYTES = 16 * 1024;
+
+/** Room around a candidate in the largest message that carries it (an append or fwd, sealed, in an envelope). */
+const MESSAGE_ROOM = 1024;
 
 /**
  * Why a QN message was dropped (docs/PROTOCOL.md §15.3): a closed set, counted per member in
@@ -62,7 +90,13 @@ export type QnDrop =
   | 'oversized-candidate'
   /** A forwarded candidate whose origin is not the member that sent it. */
   | 'candidate-origin-mismatch'
-  | 'fwd-not-leader';
+  | 'fwd-not-leader'
+  /** Fragments (§15.9): over the link's reassembly quota, contradicting earlier ones, or repeated. */
+  | 'fragment-quota'
+  | 'fragment-conflict'
+  | 'fragment-duplicate'
+  /** A fragment not from the link it names, or for another member (fragments travel one hop). */
+  | 'fragment-misrouted';
 
 export const QN_DROPS: readonly QnDrop[] = [
   'out-of-bounds',
@@ -84,6 +118,10 @@ export const QN_DROPS: readonly QnDrop[] = [
   'oversized-candidate',
   'candidate-origin-mismatch',
   'fwd-not-leader',
+  'fragment-quota',
+  'fragment-conflict',
+  'fragment-duplicate',
+  'fragment-misrouted',
 ];
 
 export type DomainPolicy = 'buffer' | 'refuse';
@@ -118,6 +156,10 @@ export interface DomainNodeOptions {
   electionMs?: number;
   heartbeatMs?: number;
   maxLogEntries?: number;
+  /** Bytes of undecided candidates proposed here, all together (besides maxPending); default max(64 MiB, 2 × the largest candidate). */
+  maxPendingBytes?: number;
+  /** Bytes of partial fragmented messages one link may make this member hold; default twice the largest message. */
+  fragmentQuotaBytes?: number;
   /** Largest snapshot accepted from a leader, in bytes; default snapshotBound of the registers' quotas. */
   maxSnapshotBytes?: number;
   /**
@@ -151,9 +193,10 @@ export interface DomainReady {
 /**
  * The member's own timers, beside Raft's (RAFT_TIMERS), fired after them:
  * - hello: every heartbeat interval, the links it hears and its commit index to each member link (routing);
- * - resend: the oldest unanswered proposal is due again to the known leader (armed only while one is known).
+ * - resend: the oldest unanswered proposal is due again to the known leader (armed only while one is known);
+ * - fragments: a fragment's loss timeout or a delayed fragment acknowledgement (§15.9).
  */
-export const NODE_TIMERS = ['hello', 'resend'] as const;
+export const NODE_TIMERS = ['hello', 'resend', 'fragments'] as const;
 export type NodeTimer = (typeof NODE_TIMERS)[number];
 export type DomainTimer = RaftTimer | NodeTimer;
 
@@ -213,12 +256,17 @@ export class DomainNode {
   };
   private readonly linkTimeoutMs: number;
   private readonly retryMs: number;
+  /** Largest candidate (maxCandidateBytes of the registers). */
+  readonly maxCandidate: number;
+  /** Fragmentation per direct link (§15.9). */
+  readonly links: QnLinks;
 
   constructor(
     readonly o: DomainNodeOptions,
     now: number,
   ) {
     this.id = o.id;
+    this.maxCandidate = maxCandidateBytes(o.registers);
     this.state = new DomainState(o.seed, o.registers, o.groups ?? []);
     this.state.onCollapse = (c) => this.onCollapse(c);
     const p = o.stored;
@@ -245,9 +293,11 @@ export class DomainNode {
         electionMs: o.electionMs,
         heartbeatMs: o.heartbeatMs,
         maxLogEntries: o.maxLogEntries,
+        // Chunks larger than a datagram travel as fragments (§15.9): 8 in flight move 128 KiB a round trip, not 5.6 KiB.
+        snapChunkBytes: SNAP_CHUNK_BYTES,
         maxSnapshotBytes: o.maxSnapshotBytes ?? snapshotBound(o.registers, o.groups ?? []),
-        // Nothing is journaled that would not apply: a candidate must decode and fit one append.
-        checkCommand: (cmd) => cmd.length <= MAX_CANDIDATE_BYTES && parseCandidate(cmd) !== undefined,
+        // Nothing is journaled that would not apply: a candidate must decode and be within the limit.
+        checkCommand: (cmd) => cmd.length <= this.maxCandidate && parseCandidate(cmd) !== undefined,
       },
       now,
     );
@@ -259,6 +309,16 @@ export class DomainNode {
     for (const m of o.members) this.everMember.add(m);
     this.linkTimeoutMs = 3 * this.raft.heartbeatMs;
     this.retryMs = Math.max(this.raft.heartbeatMs * 2, this.raft.electionMs / 2);
+    const rtoMs = Math.max(200, 4 * this.raft.heartbeatMs);
+    this.links = new QnLinks({
+      quota: o.fragmentQuotaBytes ?? 2 * (this.maxCandidate + MESSAGE_ROOM),
+      outBytes: 2 * (this.maxCandidate + MESSAGE_ROOM),
+      rtoMs,
+      staleMs: Math.max(4 * rtoMs, this.raft.electionMs),
+      ackDelayMs: Math.max(1, Math.min(20, this.raft.heartbeatMs / 4)),
+      random: o.random,
+      drop: (reason) => this.drop(reason),
+    });
   }
 
   // --- inspection -----------------------------------------------------------------------
@@ -366,6 +426,8 @@ export class DomainNode {
   deadlines(): Partial<Record<DomainTimer, number>> {
     if (this.fenced) return {};
     const t: Partial<Record<DomainTimer, number>> = { ...this.raft.deadlines(), hello: this.helloAt };
+    const f = this.links.deadline();
+    if (f < Infinity) t.fragments = f;
     // Resends wait for a known leader; without one, Raft's own timers are what move things.
     if (this.raft.leader !== 0 && this.pending.size > 0) {
       let resend = Infinity;
@@ -402,6 +464,8 @@ export class DomainNode {
       }
       case 'resend':
         return; // nothing to do here: after() resends every proposal whose retry is due, after any input
+      case 'fragments':
+        return; // after() pumps the links (acknowledgements, losses, fragments) after any input
       default: {
         const _unhandled: never = timer; // a timer added to NODE_TIMERS needs its case here
         return _unhandled;
@@ -419,23 +483,53 @@ export class DomainNode {
     // Only members (of any configuration known here) speak for the domain; the rest get no
     // state change and no reply at all.
     if (!this.knownMember(from)) return this.drop('not-a-member');
+    const env = this.decode(bytes);
+    if (!env) return;
+    this.stats.bytesIn += bytes.length;
+    this.heard.set(from, now);
+    const b = env.body;
+    if (b.t === 'frag' || b.t === 'fragAck') {
+      // One hop, from the link itself to us: its memory is charged to that link (§15.9).
+      if (env.from !== from || env.to !== this.id) return this.drop('fragment-misrouted');
+      this.raft.heardFrom(now, from);
+      if (b.t === 'fragAck') this.links.onAck(now, from, b);
+      else {
+        const whole = this.links.onFragment(now, from, b);
+        const inner = whole && this.decode(whole);
+        if (inner) {
+          if (inner.body.t === 'frag' || inner.body.t === 'fragAck') this.drop('malformed');
+          else this.onEnvelope(now, from, inner);
+        }
+      }
+      return this.pumpLinks(now);
+    }
+    this.onEnvelope(now, from, env);
+  }
+
+  /** An envelope for this domain, or undefined (dropped and counted). */
+  private decode(bytes: Uint8Array): QnEnvelope | undefined {
     let env;
     try {
       env = decodeEnvelope(bytes);
     } catch (e) {
-      if (e instanceof WireError) return this.drop('malformed');
+      if (e instanceof WireError) return void this.drop('malformed');
       throw e;
     }
-    if (env.domain !== this.o.domain) return this.drop('wrong-domain');
-    this.stats.bytesIn += bytes.length;
-    this.heard.set(from, now);
+    if (env.domain !== this.o.domain) return void this.drop('wrong-domain');
+    return env;
+  }
+
+  /** One whole message from direct link `from` (a datagram, or the fragments of one). */
+  private onEnvelope(now: number, from: NodeId, env: QnEnvelope): void {
     if (env.to !== this.id) {
       // Relay (one hop): only to a destination we hear directly, never back where it came from.
       if (env.ttl <= 1 || env.to === from || !this.o.links.includes(env.to)) return this.drop('no-route');
       if (!this.knownMember(env.to) || !this.knownMember(env.from)) return this.drop('not-a-member');
       this.stats.relayed++;
-      this.out.push({ to: env.to, bytes: encodeEnvelope({ ...env, ttl: env.ttl - 1 }) });
-      return;
+      const bytes = encodeEnvelope({ ...env, ttl: env.ttl - 1 });
+      // A large relayed message is reassembled here and cut again for the next hop; its seal covers it whole.
+      this.toHop(now, env.to, bytes, () => ({ key: `${env.to}:r:${env.from}/${bytes.length}:${murmur3(0, bytes)}`, remember: false }));
+      return this.pumpLinks(now);
     }
     // A peer speaks for itself; only a current member relays for another (ETCP authenticates the link, not env.from).
     if (env.from !== from && !this.raft.members.includes(from)) return this.drop('relayed-by-non-member');
@@ -503,16 +597,19 @@ export class DomainNode {
    * Propose a candidate (one or more deltas, over one or more registers of the domain).
    * Returns its sequence number here, or why it is refused at once.
    */
-  propose(now: number, ops: CandidateOp[]): { seq: number } | { refused: string } {
+  propose(now: number, ops: CandidateOp[]): { seq: number } | { refused: string; code?: 'too-large' } {
     if (this.fenced) return { refused: `this member is fenced: ${this.fenced}` };
     if (ops.length === 0 || ops.length > 256) return { refused: `a candidate has 1-256 deltas, not ${ops.length}` };
     for (const op of ops) {
-      if (!this.state.registers.has(op.register)) return { refused: `no register named ${op.register} in domain ${this.o.name}` };
+      const reg = this.state.registers.get(op.register);
+      if (!reg) return { refused: `no register named ${op.register} in domain ${this.o.name}` };
       if (op.delta.op === DeltaOp.Txn) return { refused: 'a domain candidate is a transaction already: list its ops, not a txn delta' };
       try {
-        validateDelta(op.delta);
+        validateDelta(op.delta, reg.quota.maxValueBytes);
       } catch (e) {
-        return { refused: (e as Error).message };
+        const d = op.delta;
+        const large = ('key' in d && d.key.length > MAX_KEY_LEN) || deltaValueLen(d) > reg.quota.maxValueBytes;
+        return { refused: (e as Error).message, ...(large ? { code: 'too-large' as const } : {}) };
       }
     }
     if (this.isRemovedHere()) return { refused: `this member was removed from domain ${this.o.name}` };
@@ -524,10 +621,23 @@ export class DomainNode {
       this.stats.refused++;
       return { refused: `pending buffer full (${this.pending.size} candidates)` };
     }
+    const cmd = encodeCandidate({ origin: this.id, seq: this.nextSeq, ops });
+    if (cmd.length > this.maxCandidate)
+      return {
+        code: 'too-large',
+        refused: `candidate encodes to ${cmd.length} bytes; the limit is ${this.maxCandidate} (the largest register maxValueBytes + ${CANDIDATE_ROOM})`,
+      };
+    // Large candidates wait in memory (and the journal) until decided: bounded in bytes too.
+    const maxPendingBytes = this.o.maxPendingBytes ?? Math.max(64 << 20, 2 * this.maxCandidate);
+    let held = 0;
+    for (const p of this.pending.values()) held += p.cmd.length;
+    if (this.pending.size > 0 && held + cmd.length > maxPendingBytes) {
+      this.stats.refused++;
+      return {
+        refused: `pending buffer full (${held} bytes of ${this.pending.size} candidates; the limit maxPendingBytes is ${maxPendingBytes})`,
+      };
+    }
     const seq = this.nextSeq++;
-    const cmd = encodeCandidate({ origin: this.id, seq, ops });
-    if (cmd.length > MAX_CANDIDATE_BYTES)
-      return { refused: `candidate encodes to ${cmd.length} bytes; the limit is ${MAX_CANDIDATE_BYTES}` };
     this.write({ kind: 'pending', seq, cmd });
     this.pending.set(seq, { cmd, sentAt: -Infinity });
     this.stats.proposed++;
@@ -562,7 +672,7 @@ export class DomainNode {
   }
 
   private onForward(now: number, sender: NodeId, cmd: Uint8Array): void {
-    if (cmd.length > MAX_CANDIDATE_BYTES) return this.drop('oversized-candidate');
+    if (cmd.length > this.maxCandidate) return this.drop('oversized-candidate');
     const c = parseCandidate(cmd);
     if (!c) return this.drop('malformed-candidate');
     // A member proposes only its own candidates: one under another's name would take that
@@ -650,9 +760,28 @@ export class DomainNode {
     if (this.pending.size > 0 && this.isRemovedHere()) this.abandonPending();
     this.sendPending(now);
     const r = this.raft.ready();
-    if (!r) return;
-    for (const w of r.writes) this.writes.push(w);
-    for (const m of r.messages) this.emit(now, m.to, m.msg, QN_DEFAULT_TTL);
+    if (r) {
+      for (const w of r.writes) this.writes.push(w);
+      for (const m of r.messages) this.emit(now, m.to, m.msg, QN_DEFAULT_TTL);
+    }
+    this.pumpLinks(now);
+  }
+
+  /** Fragments and fragment acknowledgements due on the links, each in its own datagram to that link. */
+  private pumpLinks(now: number): void {
+    this.links.pump(now, (to, body) => {
+      const bytes = encodeEnvelope({ domain: this.o.domain, from: this.id, to, ttl: 1, body });
+      this.stats.bytesOut += bytes.length;
+      this.out.push({ to, bytes });
+    });
+  }
+
+  /** A message to the next hop: whole if it fits a datagram, else as fragments (`key` names it, computed only then). */
+  private toHop(now: number, hop: NodeId, bytes: Uint8Array, key: () => { key: string; remember: boolean } | undefined): void {
+    if (bytes.length <= QN_MAX_DATAGRAM) {
+      this.stats.bytesOut += bytes.length;
+      this.out.push({ to: hop, bytes });
+    } else this.links.send(now, hop, bytes, key());
   }
 
   private updateCoherence(now: number): void {
@@ -716,6 +845,7 @@ export class DomainNode {
       this.stats.noRoute++;
       return;
     }
+    const inner = body;
     if (hop !== to) {
       const box = this.o.relay?.seal(to, sealedHeader(this.o.domain, this.id, to), encodeBody(body));
       if (!box) {
@@ -726,7 +856,22 @@ export class DomainNode {
       this.stats.relayed++;
     }
     const bytes = encodeEnvelope({ domain: this.o.domain, from: this.id, to, ttl, body });
-    this.stats.bytesOut += bytes.length;
-    this.out.push({ to: hop, bytes });
+    this.toHop(now, hop, bytes, () => messageKey(to, inner));
   }
+}
+
+/**
+ * What names a large message for its link while it is under way, so that Raft's and the
+ * proposer's resends of it are not queued again (an append's commit index may differ between
+ * two resends: the entries it carries are what count). An append or fwd delivered recently
+ * is not sent again either (its answer is on its way); a snapshot chunk is, at once: a
+ * follower drops one that arrives ahead of its offset, and the leader resends from there.
+ * The part before the last `/` is the message's stream (core/pair/fragment.ts): a follower's
+ * appends, or one snapshot's chunks, go in order; other streams take turns with them.
+ */
+function messageKey(to: NodeId, b: QnBody): { key: string; remember: boolean } | undefined {
+  if (b.t === 'append') return { key: `${to}:a/${b.term}:${b.prevIndex}:${b.entries.length}`, remember: true };
+  if (b.t === 'fwd') return { key: `${to}:f/${b.cmd.length}:${murmur3(0, b.cmd)}`, remember: true };
+  if (b.t === 'snap') return { key: `${to}:s:${b.term}:${b.index}/${b.offset}:${b.data.length}`, remember: false };
+  return undefined;
 }

@@ -333,6 +333,24 @@ export class Raft {
     return this.leaderContactAt;
   }
 
+  /**
+   * Link-level progress from `id` (a fragment or its acknowledgement, §15.9) while one large
+   * message is under way between it and us: the leader hearing a follower counts as that
+   * follower's acknowledgement for the quorum check, and a follower hearing its leader as
+   * contact, so a transfer longer than an election timeout deposes nobody. Liveness only:
+   * terms, logs and votes are untouched.
+   */
+  heardFrom(now: number, id: NodeId): void {
+    if (this.fault) return;
+    if (this.role === Role.Leader) {
+      const p = this.progress.get(id);
+      if (p) p.lastAck = now;
+    } else if (this.role === Role.Follower && id !== 0 && id === this.leader) {
+      this.leaderContactAt = now;
+      this.resetElection(now);
+    }
+  }
+
   get firstIndex(): number {
     return this.base + 1;
   }
@@ -698,6 +716,8 @@ export class Raft {
       for (let i = p.next; i <= this.lastIndex && p.next - p.match - 1 + entries.length < this.maxInflight; i++) {
         const e = this.entryAt(i)!;
         if (entries.length > 0 && bytes + e.cmd.length + 8 > this.maxAppendBytes) break;
+        // A probe finds where the logs match before a large entry crosses: it goes empty.
+        if (p.probe && e.cmd.length + 8 > this.maxAppendBytes) break;
         entries.push({ term: e.term, cmd: e.cmd });
         bytes += e.cmd.length + 8;
       }
@@ -706,6 +726,9 @@ export class Raft {
       sent = true;
       p.next += entries.length;
       if (entries.length === 0) break;
+      // One entry larger than an append travels alone, as fragments (§15.9): the next goes on
+      // its acknowledgement, so a run of large entries does not queue megabytes per follower.
+      if (bytes > this.maxAppendBytes) break;
     }
   }
 

@@ -27,6 +27,8 @@ export interface DomainRegisterSpec {
   maxKeys?: number;
   /** Quota: octets (Σ entry encodings of a map, length of a stream). Default QUOTA_DEFAULTS. */
   maxBytes?: number;
+  /** Largest value (map) or append (stream), at most MAX_VALUE_LEN; every member must declare the same. Default DEFAULT_MAX_VALUE_BYTES (1 MiB). */
+  maxValueBytes?: number;
 }
 
 /** A register's quota, defaults filled in. */
@@ -34,7 +36,7 @@ export function quotaOf(s: DomainRegisterSpec): Quota {
   return {
     maxKeys: s.maxKeys ?? QUOTA_DEFAULTS.maxKeys,
     maxBytes: s.maxBytes ?? QUOTA_DEFAULTS.maxBytes,
-    maxValueBytes: QUOTA_DEFAULTS.maxValueBytes,
+    maxValueBytes: Math.min(s.maxValueBytes ?? QUOTA_DEFAULTS.maxValueBytes, MAX_VALUE_LEN),
   };
 }
 

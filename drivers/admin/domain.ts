@@ -76,7 +76,8 @@ function propose(d: Spookd, args: Untrusted<AdminArgs<'dpropose'>>, onClose: (f:
   const ops = args.ops.map((o, i) => toOp(d, name, o, i));
   const timeoutMs = n(args, 'timeoutMs', 10_000, 0, MAX_WAIT_MS);
   const r = h.propose(d.now(), ops);
-  if ('refused' in r) throw new AdminFault('refused', `refused: ${r.refused}`);
+  // A key or value over its limit is `too-large` (the message names the limit), as on a pair.
+  if ('refused' in r) throw new AdminFault(r.code ?? 'refused', `refused: ${r.refused}`);
   return new Promise((resolve) => {
     const done = (): void => {
       h.subscribers.delete(sub);

@@ -181,6 +181,8 @@ const domain = z
             kind: z.enum(['map', 'stream']),
             maxKeys: register.shape.maxKeys,
             maxBytes: register.shape.maxBytes,
+            // ---- large values on domains ----
+            maxValueBytes: register.shape.maxValueBytes,
           })
           .strict(),
       )

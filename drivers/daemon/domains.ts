@@ -216,8 +216,8 @@ export class DomainHost {
     }
   }
 
-  propose(now: number, ops: CandidateOp[]): { seq: number } | { refused: string } {
-    let r: { seq: number } | { refused: string } = { refused: 'internal-error' };
+  propose(now: number, ops: CandidateOp[]): ReturnType<DomainNode['propose']> {
+    let r: ReturnType<DomainNode['propose']> = { refused: 'internal-error' };
     // The candidate is durable before its proposer hears its number, or refused.
     const failed = this.guard(() => (r = this.node.propose(now, ops)));
     if (failed && 'seq' in r) return { refused: `this member is fenced: ${this.node.fencedCause}` };
@@ -280,7 +280,7 @@ export class DomainHost {
       members,
       partitionsSeen: n.stats.partitions,
       recentPartitions: this.partitionsSeen,
-      stats: { ...n.stats, ...r.stats, internalErrors: this.internalErrors },
+      stats: { ...n.stats, ...r.stats, internalErrors: this.internalErrors, fragments: { ...n.links.stats, heldBytes: n.links.totalHeld } },
       // bytes against maxBytes (and size against maxKeys for a map): how near the quota a register is.
       registers: [...n.state.registers].map(([name, reg]) => ({
         name,

@@ -79,6 +79,9 @@ export interface DomainSimOptions {
    * does not repair (state machines are trusted); the checker must report it.
    */
   corrupt?: number;
+  /** Large values (§15.9): with this probability a set carries a value of `largeValueBytes` (default 1 MiB), fragmented on every link. */
+  largeChance?: number;
+  largeValueBytes?: number;
   /** Raft log bound; small values force snapshots. Omit to draw per seed. */
   maxLogEntries?: number;
   trace?: (line: string) => void;
@@ -122,6 +125,9 @@ export interface DomainSimResult {
   hash: string;
   datagrams: number;
   bytesSent: number;
+  /** Candidates with a large value (largeChance) committed, and the largest value in the final state. */
+  largeCommitted: number;
+  largestValue: number;
   simTimeMs: number;
   net: NetStats;
 }
@@ -177,6 +183,7 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
   const globalLog = new Map<number, { term: number; cmd: Uint8Array; digest: string }>();
   const outcomes = new Map<string, { committed: boolean; index?: number; unknown?: boolean }>();
   const proposed = new Set<string>();
+  const largeIds = new Set<string>();
   /** Proposals whose Ready failed to persist: the proposer was never told, so either end is right. */
   const unacknowledged = new Set<string>();
   /** Members whose store failed at least once: a candidate decided in a failed Ready is known from the outcome table. */
@@ -354,8 +361,13 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
       const expect = rng.chance(0.8) ? (cur?.version ?? 0) : rng.int(0, 4);
       return { register, delta: { op: DeltaOp.Cas, key, expect, value: rng.bytes(rng.int(1, 24)) } };
     };
-    if (kind < 3) ops = [{ register: 'kv', delta: { op: DeltaOp.Set, key, value: rng.bytes(rng.int(0, 40)) } }];
-    else if (kind < 4) ops = [{ register: 'kv', delta: { op: DeltaOp.Del, key } }];
+    let large = false;
+    if (kind < 3) {
+      large = o.largeChance !== undefined && rng.chance(o.largeChance);
+      ops = [
+        { register: 'kv', delta: { op: DeltaOp.Set, key, value: rng.bytes(large ? (o.largeValueBytes ?? 1 << 20) : rng.int(0, 40)) } },
+      ];
+    } else if (kind < 4) ops = [{ register: 'kv', delta: { op: DeltaOp.Del, key } }];
     else if (kind < 6) ops = [cas(kv, 'kv')];
     else if (kind < 8)
       ops = [cas(kv, 'kv'), cas(meta, 'meta')]; // a QSCS group candidate: both or neither
@@ -383,6 +395,7 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
       trace?.(`${fmt(now)} n${m.id} propose ${m.id}:${r.seq} not acknowledged: the store failed`);
     } else {
       proposed.add(`${m.id}:${r.seq}`);
+      if (large) largeIds.add(`${m.id}:${r.seq}`);
       trace?.(`${fmt(now)} n${m.id} propose ${m.id}:${r.seq} ${ops.map((x) => `${x.register}.${DeltaOp[x.delta.op]}`).join('+')}`);
     }
   };
@@ -518,7 +531,7 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
       if (!n) trace?.(`  n${m.id}: down`);
       else
         trace?.(
-          `  n${m.id}: ${n.raft.role} term ${n.raft.term} leader ${n.raft.leader} commit ${n.raft.commit} applied ${n.raft.applied} last ${n.raft.lastIndex} base ${n.raft.firstIndex - 1} snapshot ${n.raft.snapshotIndex} pending ${n.pendingCount} ${n.coherenceState}${m.active ? '' : ' (removed)'}`,
+          `  n${m.id}: ${n.raft.role} term ${n.raft.term} leader ${n.raft.leader} commit ${n.raft.commit} applied ${n.raft.applied} last ${n.raft.lastIndex} base ${n.raft.firstIndex - 1} snapshot ${n.raft.snapshotIndex} pending ${n.pendingCount} ${n.coherenceState}${m.active ? '' : ' (removed)'} fragments ${JSON.stringify(n.links.stats)} drops ${JSON.stringify(n.stats.drops)}`,
         );
     }
   }
@@ -561,6 +574,11 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
   let rejected = 0;
   let unknown = 0;
   for (const out of outcomes.values()) out.unknown ? unknown++ : out.committed ? committed++ : rejected++;
+  let largeCommitted = 0;
+  for (const id of largeIds) if (outcomes.get(id)?.committed) largeCommitted++;
+  let largestValue = 0;
+  for (const e of (act[0]?.node?.state.registers.get('kv')?.state as MapState | undefined)?.values() ?? [])
+    largestValue = Math.max(largestValue, e.value.length);
   return {
     seed: o.seed,
     nodes: o.nodes,
@@ -580,6 +598,8 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
     hash: d ? hashHex(d) : '',
     datagrams,
     bytesSent: net.stats.bytesSent,
+    largeCommitted,
+    largestValue,
     simTimeMs: Math.round(now),
     net: net.stats,
   };
