@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from 'node:net';
 import { rmSync } from 'node:fs';
 import { Spookd } from '../drivers/daemon/spookd.js';
-import { feedsOf } from '../drivers/admin/read.js';
+import { SCAN_LIMITS, feedsOf } from '../drivers/admin/read.js';
 import { AdminClient, SpookError } from '../client/admin-client.js';
 import { openRegister, type RegisterHandle } from '../client/register.js';
 import { Session } from '../client/session.js';
@@ -145,6 +145,18 @@ describe('scan', { timeout: 30_000 }, () => {
       expect(e.code).toBe('too-many-cursors');
       // A scan that fits one page needs no cursor.
       expect((await c.request('scan', { register: 'config', prefix: 'n/', limit: 2 })).cursor).toBeUndefined();
+      // The bytes all cursors reference are bounded too: with the bound lowered below one more cursor's, a new one is refused.
+      const other = await AdminClient.connect(sock('a'));
+      const saved = SCAN_LIMITS.totalBytes;
+      try {
+        SCAN_LIMITS.totalBytes = 0;
+        const b = await failure(other.request('scan', { register: 'config', prefix: 'n/', limit: 1 }));
+        expect(b.code).toBe('too-many-cursors');
+        expect(b.message).toMatch(/bytes; the limits are .* and 0 \(this scan: \d+ bytes\)/);
+      } finally {
+        SCAN_LIMITS.totalBytes = saved;
+        other.close();
+      }
       for (let i = 0; i < 64; i++) await c.stream('feed', { register: 'config' }, () => {});
       expect((await failure(c.stream('feed', { register: 'config' }, () => {}))).code).toBe('too-many-watchers');
       expect(feedsOf.get(hosts.a)!.stats.open).toBeGreaterThanOrEqual(64);

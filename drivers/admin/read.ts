@@ -28,6 +28,11 @@ export const SCAN_LIMITS = {
   total: 256,
   /** Entries all cursors together may reference. */
   totalEntries: 4_000_000,
+  /**
+   * Key and value bytes all cursors together may reference: a cursor keeps its version's values
+   * alive after the register overwrites them (review: entries alone let 256 cursors pin many GiB).
+   */
+  totalBytes: 512 << 20,
   defaultTtlMs: 30_000,
   maxTtlMs: 300_000,
 };
@@ -38,6 +43,8 @@ interface Cursor {
   version: number;
   prefix: string;
   entries: readonly MapEntry[];
+  /** Key and value bytes its entries reference. */
+  bytes: number;
   conn: object;
   ttlMs: number;
   expires: number;
@@ -73,6 +80,7 @@ class Cursors {
   private readonly all = new Map<string, Cursor>();
   private readonly hooked = new WeakSet<object>();
   private entries = 0;
+  private bytes = 0;
 
   /** Drops cursors idle past their TTL (at most `total` to look at). */
   private sweep(now: number): void {
@@ -84,6 +92,7 @@ class Cursors {
     if (!c) return;
     this.all.delete(id);
     this.entries -= c.entries.length;
+    this.bytes -= c.bytes;
   }
 
   scan(t: Target, args: Untrusted<Record<string, unknown>>, call: Call): ScanResult {
@@ -158,12 +167,20 @@ class Cursors {
   private pin(t: Target, version: number, prefix: string, entries: readonly MapEntry[], call: Call, ttlMs: number, now: number): Cursor {
     let mine = 0;
     for (const c of this.all.values()) if (c.conn === call.conn) mine++;
-    if (mine >= SCAN_LIMITS.perConnection || this.all.size >= SCAN_LIMITS.total || this.entries + entries.length > SCAN_LIMITS.totalEntries)
+    let bytes = 0;
+    for (const e of entries) bytes += e.key.length + e.value.length;
+    if (
+      mine >= SCAN_LIMITS.perConnection ||
+      this.all.size >= SCAN_LIMITS.total ||
+      this.entries + entries.length > SCAN_LIMITS.totalEntries ||
+      this.bytes + bytes > SCAN_LIMITS.totalBytes
+    )
       throw new AdminFault(
         'too-many-cursors',
         mine >= SCAN_LIMITS.perConnection
           ? `this connection holds ${mine} scan cursors; the limit is ${SCAN_LIMITS.perConnection}`
-          : `spookd holds ${this.all.size} scan cursors over ${this.entries} entries; the limits are ${SCAN_LIMITS.total} and ${SCAN_LIMITS.totalEntries}`,
+          : `spookd holds ${this.all.size} scan cursors over ${this.entries} entries and ${this.bytes} bytes; ` +
+              `the limits are ${SCAN_LIMITS.total}, ${SCAN_LIMITS.totalEntries} and ${SCAN_LIMITS.totalBytes} (this scan: ${bytes} bytes)`,
       );
     const c: Cursor = {
       id: randomBytes(12).toString('base64url'),
@@ -171,12 +188,14 @@ class Cursors {
       version,
       prefix,
       entries,
+      bytes,
       conn: call.conn,
       ttlMs,
       expires: now + ttlMs,
     };
     this.all.set(c.id, c);
     this.entries += entries.length;
+    this.bytes += bytes;
     if (!this.hooked.has(call.conn)) {
       this.hooked.add(call.conn);
       call.onConnectionClose(() => {
