@@ -66,7 +66,7 @@ export const ADMIN_ERROR_CODES = [
   /**
    * The connection is refused (sent with id 0, then spookd closes it): spookd has as many admin connections
    * as it allows (1024), or unfinished request lines of all clients filled their shared budget
-   * (4 × the largest request) and this connection held the most. Reconnect and retry.
+   * (4 × the largest request) and this connection's unfinished line was the oldest. Reconnect and retry.
    */
   'too-busy',
   /** Client side: spookd is not running or its socket is not reachable. */

@@ -210,7 +210,7 @@ describe('client resilience', { timeout: 15_000 }, () => {
     }
   }, 30_000);
 
-  it('unfinished request lines: the connection holding the most gives way (too-busy), not the one whose chunk came last; connections are capped', async () => {
+  it('unfinished request lines: the oldest give way (too-busy), not the largest nor the one whose chunk came last; connections are capped', async () => {
     const admin = d!.admin!;
     const saved = { ...admin.limits };
     Object.assign(admin.limits, { maxRequest: 64 * 1024, maxHeldTotal: 100 * 1024, maxConnections: 6 });
@@ -232,24 +232,34 @@ describe('client resilience', { timeout: 15_000 }, () => {
       });
     const open: Socket[] = [];
     try {
-      // The hog holds 60 KiB of a line that never ends; an honest client then sends a 50 KiB request in pieces.
-      const hog = await raw();
-      open.push(hog.sock);
-      hog.sock.write('{"id":1,"cmd":"status","args":{"pad":"' + 'x'.repeat(60 * 1024));
+      // Four stalled lines of 20 KiB each (a client holding the budget in small pieces); then an honest client
+      // sends a 50 KiB request in pieces. The oldest stalled lines give way, not the honest one, although it is the largest.
+      const hogs = [];
+      for (let i = 0; i < 4; i++) {
+        const h = await raw();
+        open.push(h.sock);
+        h.sock.write('{"id":1,"cmd":"status","args":{"pad":"' + 'x'.repeat(20 * 1024));
+        hogs.push(h);
+        await new Promise((r) => setTimeout(r, 20));
+      }
       await new Promise((r) => setTimeout(r, 100));
-      // The honest client's 50 KiB line arrives in pieces: the second takes the total past the budget.
       const honest = await raw();
       open.push(honest.sock);
       const line = JSON.stringify({ id: 7, cmd: 'get', args: { register: 'config', key: 'k', pad: 'y'.repeat(50 * 1024) } });
       honest.sock.write(line.slice(0, 10_000));
       await new Promise((r) => setTimeout(r, 50));
       honest.sock.write(line.slice(10_000));
-      await hog.closed;
+      // 80 + 50 KiB is over the 100 KiB budget: the two oldest stalled lines go (60 + 50 is still over; 40 + 50 is not).
+      await hogs[0].closed;
+      await hogs[1].closed;
       honest.sock.write('\n');
-      expect(JSON.parse(hog.lines[0]).error.code).toBe('too-busy');
+      for (const h of hogs.slice(0, 2)) expect(JSON.parse(h.lines[0]).error.code).toBe('too-busy');
       for (const t0 = Date.now(); honest.lines.length === 0 && Date.now() - t0 < 5_000;) await new Promise((r) => setTimeout(r, 20));
       expect(JSON.parse(honest.lines[0])).toMatchObject({ id: 7, ok: true, result: { register: 'config' } });
+      expect(hogs[2].lines).toEqual([]);
+      expect(hogs[3].lines).toEqual([]);
       honest.sock.destroy();
+      for (const h of hogs) h.sock.destroy();
       // The cap: six connections at most; the seventh is told why and closed.
       for (let i = 0; i < 6; i++) open.push((await raw()).sock);
       for (const t0 = Date.now(); admin.connections.length < 6 && Date.now() - t0 < 5_000;) await new Promise((r) => setTimeout(r, 20));

@@ -40,7 +40,7 @@ export const ADMIN_LIMITS = {
   maxRequest: ADMIN_MAX_REQUEST,
   /**
    * Unfinished request lines of all connections together: a few largest values at once, not one per
-   * connection. Past it, the connection holding the most is refused (`too-busy`), not whichever
+   * connection. Past it, the connection whose unfinished line is oldest is refused (`too-busy`), not whichever
    * connection's chunk arrived last: a client that stalls large lines cannot get others' writes refused.
    */
   maxHeldTotal: 4 * ADMIN_MAX_REQUEST,
@@ -59,6 +59,8 @@ interface Connection {
   inProgress: number;
   /** Characters of the unfinished request line held for it. */
   held: number;
+  /** When that line began (its first chunk), for choosing who gives way. */
+  lineStartedAt: number;
   /** Ends it with one error line (request-too-large, too-busy). */
   refuse: (code: AdminErrorCode, message: string) => void;
 }
@@ -164,6 +166,7 @@ export class AdminServer {
       cleanups: new Set(),
       inProgress: 0,
       held: 0,
+      lineStartedAt: 0,
       refuse: (code, message) => {
         release();
         sock.end(`${JSON.stringify({ id: 0, ok: false, error: { code, message } })}\n`);
@@ -186,11 +189,12 @@ export class AdminServer {
         if (line.length > maxRequest) return conn.refuse('request-too-large', `request line over ${maxRequest} characters`);
         if (line.trim()) void this.handle(sock, line, conn, drains);
       }
+      if (conn.held === 0 && chunk.length > 0) conn.lineStartedAt = performance.now();
       parts.push(chunk);
       conn.held += chunk.length;
       this.heldTotal += chunk.length;
       if (conn.held > maxRequest) return conn.refuse('request-too-large', `request line over ${maxRequest} characters`);
-      while (this.heldTotal > maxHeldTotal) this.refuseLargest();
+      while (this.heldTotal > maxHeldTotal) this.refuseOldest();
     });
     const done = (): void => {
       release();
@@ -202,16 +206,25 @@ export class AdminServer {
     sock.on('error', done);
   }
 
-  /** The shared budget of unfinished lines is spent: the connection holding the most gives way. */
-  private refuseLargest(): void {
+  /**
+   * The shared budget of unfinished lines is spent: the connection whose line began earliest gives
+   * way (the largest, between lines begun together). An honest line arrives at the socket's speed;
+   * a stalled one only grows old, so age, not size, finds the client that holds the budget (review).
+   */
+  private refuseOldest(): void {
     let hog: Connection | undefined;
-    for (const c of this.clients.values()) if (c.held > 0 && (hog === undefined || c.held > hog.held)) hog = c;
+    for (const c of this.clients.values())
+      if (
+        c.held > 0 &&
+        (hog === undefined || c.lineStartedAt < hog.lineStartedAt || (c.lineStartedAt === hog.lineStartedAt && c.held > hog.held))
+      )
+        hog = c;
     if (!hog) {
       this.heldTotal = 0; // nothing is held: the count drifted; it cannot stay above the budget
       return;
     }
     const total = this.limits.maxHeldTotal;
-    hog.refuse('too-busy', `spookd holds ${total} characters of unfinished requests; this connection held the most (${hog.held})`);
+    hog.refuse('too-busy', `spookd holds ${total} characters of unfinished requests; this connection's line is the oldest (${hog.held})`);
   }
 
   private send(sock: Socket, msg: AdminResponse<unknown> | AdminEventLine): void {
