@@ -10,6 +10,7 @@ import { type MapState } from '../core/register/map.js';
 import { DeltaOp } from '../wire/delta.js';
 import { MAX_FRAGMENT_ACK_RANGES, MsgType, fragmentLen, type FragmentMsg, type IndexRange } from '../wire/messages.js';
 import { SimWorld } from '../testing/sim/world.js';
+import { QnLinks } from '../core/qn/links.js';
 
 const te = new TextEncoder();
 const KiB = 1024;
@@ -210,4 +211,45 @@ describe('large messages of different registers share the window in turn', () =>
       expect(bigAt! - t0).toBeGreaterThan(10 * (smallAt! - t0));
     }, 120_000);
   }
+});
+
+// Second review: RTT samples a QN link's estimator may trust, and a link that backs off.
+describe('RTT samples and backoff', () => {
+  const ack = (msgId: number, to: number) => ({ type: MsgType.FragmentAck as const, msgId, ranges: [{ from: 0, to }] });
+
+  it('a repeated acknowledgement of a message no longer held gives no sample; a resent piece gives none either (Karn)', () => {
+    const s = new FragmentSender(1200);
+    s.add(0, new Uint8Array(3000), 'x/1');
+    const fr: FragmentMsg[] = [];
+    for (let f = s.next(0, 1200); f; f = s.next(0, 1200)) fr.push(f);
+    s.onAck(5, ack(fr[0].msgId, fr.length - 1), 10, 100);
+    expect(s.rttSample).toBe(5);
+    s.onAck(500, ack(fr[0].msgId, fr.length - 1), 10, 100);
+    expect(s.rttSample).toBeUndefined();
+    const k = new FragmentSender(1200);
+    k.add(0, new Uint8Array(1000), 'y/1');
+    const f0 = k.next(0, 1200)!;
+    expect(k.detectLost(150, 100)).toBe(true);
+    expect(k.next(150, 1200)).toBeDefined();
+    k.onAck(151, ack(f0.msgId, 0), 10, 100); // of the first send or the second: unknown, so no sample
+    expect(k.rttSample).toBeUndefined();
+  });
+
+  it('a link to a member that never answers backs off (RFC 6298 §5.5): far fewer than a window every RTO', () => {
+    let sent = 0;
+    const links = new QnLinks({
+      quota: 1 << 22,
+      outBytes: 1 << 22,
+      rtoMs: 200,
+      staleMs: 1000,
+      ackDelayMs: 5,
+      random: () => 7,
+      drop: () => {},
+    });
+    links.send(0, 2, new Uint8Array(MiB), { key: '2:a/1:1:1', remember: true });
+    for (let t = 0; t <= 60_000; t += 10) links.pump(t, () => sent++);
+    // Without backoff: 19,264 fragments in the minute (a window every 200 ms); with it, the restarts every 2 s dominate.
+    expect(sent).toBeLessThan(3_000);
+    expect(sent).toBeGreaterThan(0);
+  });
 });

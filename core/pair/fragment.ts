@@ -58,6 +58,8 @@ interface OutMessage {
   /** Send order number and time of each fragment's last transmission. */
   order: Float64Array;
   sentAt: Float64Array;
+  /** Per fragment: 1 once sent more than once (Karn's rule: its acknowledgement is no RTT sample). */
+  resent: Uint8Array;
   acked: number;
   /** Lowest index that may still need sending (an optimisation of the scan). */
   next: number;
@@ -151,6 +153,7 @@ export class FragmentSender {
       state: new Uint8Array(count),
       order: new Float64Array(count),
       sentAt: new Float64Array(count),
+      resent: new Uint8Array(count),
       acked: 0,
       next: 0,
       startedAt: undefined,
@@ -215,7 +218,10 @@ export class FragmentSender {
       const f = Math.ceil(m.raw.length / m.count);
       const bytes = m.raw.subarray(i * f, i * f + fragmentLen(m.raw.length, m.count, i));
       if (bytes.length + FRAGMENT_OVERHEAD > room) return undefined;
-      if (m.order[i] !== 0 || m.sentAt[i] !== 0) this.stats.fragmentsResent++;
+      if (m.order[i] !== 0 || m.sentAt[i] !== 0) {
+        this.stats.fragmentsResent++;
+        m.resent[i] = 1;
+      }
       m.state[i] = 1;
       m.startedAt ??= now;
       m.order[i] = ++this.sendOrder;
@@ -234,16 +240,17 @@ export class FragmentSender {
    * (RFC 9002 §6.1.2 kTimeThreshold, 9/8 of the RTT).
    */
   onAck(now: number, a: FragmentAckMsg, lossDelay: number, rto: number): void {
+    // Cleared first: an acknowledgement of a message no longer held (a repeat) is no sample either.
+    this.rttSample = undefined;
     const m = this.out.find((o) => o.id === a.msgId);
     if (!m) return;
     // Only a fragment sent and not acknowledged yet can be acknowledged now: the ones in flight
     // and the ones declared lost but not sent again. Those are read (at most the window and
     // LOST_MEMORY), never the ranges' span, which a peer that withholds one piece makes the whole message.
-    this.rttSample = undefined;
     let newest = -1;
     for (const { m: o, i } of this.inFlight) {
       if (o !== m || m.state[i] !== 1 || !covers(a.ranges, i)) continue;
-      if (m.order[i] > newest) {
+      if (m.order[i] > newest && m.resent[i] === 0) {
         newest = m.order[i];
         this.rttSample = now - m.sentAt[i];
       }

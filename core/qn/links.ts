@@ -36,6 +36,8 @@ export interface LinkOptions {
 
 /** The least loss timeout: a delayed acknowledgement must not look like a loss. */
 const MIN_RTO_MS = 20;
+/** The largest multiple of the timeout a link backs off to (second review: a dead member drew a full window every RTO). */
+const MAX_BACKOFF = 64;
 
 interface Link {
   sender: FragmentSender;
@@ -43,6 +45,8 @@ interface Link {
   /** Smoothed round trip and its variation (RFC 6298), from fragment acknowledgements. */
   srtt: number | undefined;
   rttvar: number;
+  /** RFC 6298 §5.5: the timeout doubles on each expiry (up to MAX_BACKOFF), back to 1 on a fresh sample. */
+  backoff: number;
   /** When the owed acknowledgements must leave (Infinity: none owed). */
   ackAt: number;
 }
@@ -58,7 +62,14 @@ export class QnLinks {
     if (!l) {
       // Ids start at random: a restarted member's new messages are not taken for old ones.
       const sender = new FragmentSender(QN_MAX_DATAGRAM, { outLimit: OUT_PER_LINK, firstId: this.o.random(1, 2 ** 31) });
-      l = { sender, reasm: new Reassembler(this.o.quota, this.o.staleMs, this.o.drop), ackAt: Infinity, srtt: undefined, rttvar: 0 };
+      l = {
+        sender,
+        reasm: new Reassembler(this.o.quota, this.o.staleMs, this.o.drop),
+        ackAt: Infinity,
+        srtt: undefined,
+        rttvar: 0,
+        backoff: 1,
+      };
       this.links.set(id, l);
     }
     return l;
@@ -96,6 +107,7 @@ export class QnLinks {
     l.sender.onAck(now, { type: MsgType.FragmentAck, msgId: b.msgId, ranges: b.ranges }, this.lossDelay(l), this.rto(l));
     const sample = l.sender.rttSample;
     if (sample === undefined) return;
+    l.backoff = 1;
     if (l.srtt === undefined) {
       l.srtt = sample;
       l.rttvar = sample / 2;
@@ -107,8 +119,11 @@ export class QnLinks {
 
   /** RFC 6298's timeout, with room for the receiver's acknowledgement delay, within [MIN_RTO_MS, rtoMs]. */
   private rto(l: Link): number {
-    if (l.srtt === undefined) return this.o.rtoMs;
-    return Math.min(this.o.rtoMs, Math.max(MIN_RTO_MS, l.srtt + Math.max(4 * l.rttvar, 1) + this.o.ackDelayMs));
+    const base =
+      l.srtt === undefined
+        ? this.o.rtoMs
+        : Math.min(this.o.rtoMs, Math.max(MIN_RTO_MS, l.srtt + Math.max(4 * l.rttvar, 1) + this.o.ackDelayMs));
+    return base * l.backoff;
   }
 
   /** RFC 9002 §6.1.2: how long a fragment overtaken by acknowledged ones may still be merely reordered. */
@@ -127,7 +142,7 @@ export class QnLinks {
       }
       const s = l.sender;
       if (s.pending > 0) {
-        s.detectLost(now, this.rto(l));
+        if (s.detectLost(now, this.rto(l))) l.backoff = Math.min(l.backoff * 2, MAX_BACKOFF);
         // No fragment acknowledged for long: the peer restarted (and forgot its partial
         // messages) or is withholding; send everything again under new ids.
         if (now - s.lastProgressAt >= 2 * this.o.staleMs) {
