@@ -253,3 +253,22 @@ describe('RTT samples and backoff', () => {
     expect(sent).toBeGreaterThan(0);
   });
 });
+
+describe('forget', () => {
+  it('a member no longer leading drops its queued appends and snapshot chunks: bytes, window and turns freed, others go on', () => {
+    const s = new FragmentSender(1200);
+    s.add(0, new Uint8Array(5000), '2:a/7:10:1');
+    s.add(0, new Uint8Array(5000), '2:s:7:9/0:16384');
+    s.add(0, new Uint8Array(3000), '2:r:3/3000:42');
+    for (let f = s.next(0, 1200); f; f = s.next(0, 1200));
+    expect(s.pending).toBe(3);
+    s.forget((k) => /^\d+:(a\/|s:)/.test(k));
+    expect(s.pending).toBe(1);
+    expect(s.bytes).toBe(3000);
+    // The relayed message is whole again once acknowledged; nothing of the dropped ones is resent.
+    expect(s.detectLost(10_000, 100)).toBe(true);
+    const again: FragmentMsg[] = [];
+    for (let f = s.next(10_000, 1200); f; f = s.next(10_000, 1200)) again.push(f);
+    expect(new Set(again.map((f) => f.total))).toEqual(new Set([3000]));
+  });
+});

@@ -318,6 +318,25 @@ export class FragmentSender {
   }
 
   /** A new session (the peer may have restarted and forgotten every partial message): send everything unacknowledged again, under new ids. */
+  /**
+   * Drop own messages whose key `stale` names (a QN member no longer leading drops its appends
+   * and snapshot chunks: their pieces would count as the old leader's contact at the followers).
+   */
+  forget(stale: (key: string) => boolean): void {
+    const gone = new Set<OutMessage>();
+    for (let k = this.out.length - 1; k >= 0; k--) {
+      const m = this.out[k];
+      if (m.key === undefined || !stale(m.key)) continue;
+      gone.add(m);
+      this.out.splice(k, 1);
+      this.outBytes -= m.raw.length;
+    }
+    if (gone.size === 0) return;
+    for (let k = this.inFlight.length - 1; k >= 0; k--) if (gone.has(this.inFlight[k].m)) this.inFlight.splice(k, 1);
+    for (let k = this.lost.length - 1; k >= 0; k--) if (gone.has(this.lost[k].m)) this.lost.splice(k, 1);
+    for (const m of gone) if (!this.out.some((o) => o.stream === m.stream)) this.turns.delete(m.stream);
+  }
+
   reset(): void {
     for (const m of this.out) {
       m.id = this.nextId++;

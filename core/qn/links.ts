@@ -117,6 +117,11 @@ export class QnLinks {
     }
   }
 
+  /** Drop own queued messages whose key `stale` names, on every link. */
+  forget(stale: (key: string) => boolean): void {
+    for (const l of this.links.values()) l.sender.forget(stale);
+  }
+
   /** RFC 6298's timeout, with room for the receiver's acknowledgement delay, within [MIN_RTO_MS, rtoMs]. */
   private rto(l: Link): number {
     const base =

@@ -260,6 +260,8 @@ export class DomainNode {
   readonly maxCandidate: number;
   /** Fragmentation per direct link (§15.9). */
   readonly links: QnLinks;
+  /** Appends or snapshot chunks were queued as fragments since this member last stopped leading. */
+  private leaderTraffic = false;
 
   constructor(
     readonly o: DomainNodeOptions,
@@ -764,6 +766,13 @@ export class DomainNode {
       for (const w of r.writes) this.writes.push(w);
       for (const m of r.messages) this.emit(now, m.to, m.msg, QN_DEFAULT_TTL);
     }
+    // No longer leading: the appends and snapshot chunks still queued as fragments are stale, and
+    // their pieces would keep the followers hearing a deposed leader (refusing votes) until they
+    // complete (second review). Only a leader queues them (messageKey: `a/` and `s:` keys).
+    if (this.raft.role !== Role.Leader && this.leaderTraffic) {
+      this.links.forget(isLeaderTraffic);
+      this.leaderTraffic = false;
+    }
     this.pumpLinks(now);
   }
 
@@ -781,7 +790,11 @@ export class DomainNode {
     if (bytes.length <= QN_MAX_DATAGRAM) {
       this.stats.bytesOut += bytes.length;
       this.out.push({ to: hop, bytes });
-    } else this.links.send(now, hop, bytes, key());
+    } else {
+      const k = key();
+      if (k && isLeaderTraffic(k.key)) this.leaderTraffic = true;
+      this.links.send(now, hop, bytes, k);
+    }
   }
 
   private updateCoherence(now: number): void {
@@ -869,6 +882,9 @@ export class DomainNode {
  * The part before the last `/` is the message's stream (core/pair/fragment.ts): a follower's
  * appends, or one snapshot's chunks, go in order; other streams take turns with them.
  */
+/** An append's or a snapshot chunk's key (messageKey): only a leader sends them. */
+const isLeaderTraffic = (key: string): boolean => /^\d+:(a\/|s:)/.test(key);
+
 function messageKey(to: NodeId, b: QnBody): { key: string; remember: boolean } | undefined {
   if (b.t === 'append') return { key: `${to}:a/${b.term}:${b.prevIndex}:${b.entries.length}`, remember: true };
   if (b.t === 'fwd') return { key: `${to}:f/${b.cmd.length}:${murmur3(0, b.cmd)}`, remember: true };
