@@ -280,6 +280,57 @@ export function fragmentLen(total: number, count: number, index: number): number
   return Math.max(0, Math.min(f, total - index * f));
 }
 
+/** What a fragment's layout may be (ESTP §3.7, QN §15.9): the largest message and piece, the most pieces. */
+export interface FragmentLimits {
+  maxTotal: number;
+  maxCount: number;
+  maxPiece: number;
+}
+
+/**
+ * A fragment's body, `varint msgId, total, count, index` then `lenBytes piece`, refusing any
+ * layout a sender would not make: a fragmented message is larger than a piece, in at least 2
+ * pieces, each within `maxPiece`, and the piece holds exactly its share. Fields are `<field>.*`.
+ */
+export function readFragmentBody(
+  r: Reader,
+  field: string,
+  lim: FragmentLimits,
+): { msgId: number; total: number; count: number; index: number; bytes: Uint8Array } {
+  const msgId = r.varint(`${field}.msgId`);
+  const total = r.varint(`${field}.total`);
+  const count = r.varint(`${field}.count`);
+  if (total > lim.maxTotal) throw new WireError(DropReason.MalformedPayload, `${field}.total`, `${total} exceeds ${lim.maxTotal}`);
+  if (count < 2 || count > lim.maxCount || Math.ceil(total / count) > lim.maxPiece || (count - 1) * Math.ceil(total / count) >= total)
+    throw new WireError(DropReason.MalformedPayload, `${field}.count`, `${count} pieces do not lay out ${total} bytes`);
+  const index = r.varint(`${field}.index`);
+  if (index >= count) throw new WireError(DropReason.MalformedPayload, `${field}.index`, `${index} of ${count}`);
+  const bytes = r.lenBytes(`${field}.bytes`, lim.maxPiece);
+  const want = fragmentLen(total, count, index);
+  if (bytes.length !== want)
+    throw new WireError(DropReason.MalformedPayload, `${field}.bytes`, `${bytes.length} bytes where piece ${index} of ${count} is ${want}`);
+  return { msgId, total, count, index, bytes };
+}
+
+/** A fragment acknowledgement's body: `varint msgId`, then ascending disjoint index ranges below `maxCount`. */
+export function readFragmentAckBody(r: Reader, field: string, maxCount: number): { msgId: number; ranges: IndexRange[] } {
+  const msgId = r.varint(`${field}.msgId`);
+  const n = r.varint(`${field}.ranges`);
+  if (n > MAX_FRAGMENT_ACK_RANGES)
+    throw new WireError(DropReason.MalformedPayload, `${field}.ranges`, `count ${n} exceeds ${MAX_FRAGMENT_ACK_RANGES}`);
+  const ranges: IndexRange[] = [];
+  let floor = 0;
+  for (let i = 0; i < n; i++) {
+    const from = r.varint(`${field}.ranges[${i}].from`);
+    const to = from + r.varint(`${field}.ranges[${i}].length`);
+    if (from < floor || to >= maxCount)
+      throw new WireError(DropReason.MalformedPayload, `${field}.ranges[${i}]`, `range ${from}..${to} is not ascending and disjoint`);
+    ranges.push({ from, to });
+    floor = to + 2;
+  }
+  return { msgId, ranges };
+}
+
 export type Message =
   | FragmentMsg
   | FragmentAckMsg
@@ -650,51 +701,13 @@ function readBody(r: Reader, type: number): Message | undefined {
       for (let i = 0; i < n; i++) entries.push(readManifestEntry(r, i));
       return { type, flags, digest, part, parts, entries };
     }
-    case MsgType.Fragment: {
-      const msgId = r.varint('fragment.msgId');
-      const total = r.varint('fragment.total');
-      const count = r.varint('fragment.count');
-      // A fragmented message is larger than a payload: fewer than 2 pieces, or pieces of
-      // less than 1 KiB (MAX_FRAGMENTS) or more than a payload, are not a sender's layout.
-      if (total > MAX_MESSAGE_LEN)
-        throw new WireError(DropReason.MalformedPayload, 'fragment.total', `${total} exceeds ${MAX_MESSAGE_LEN}`);
-      if (
-        count < 2 ||
-        count > MAX_FRAGMENTS ||
-        Math.ceil(total / count) > MAX_PAYLOAD_LEN ||
-        (count - 1) * Math.ceil(total / count) >= total
-      )
-        throw new WireError(DropReason.MalformedPayload, 'fragment.count', `${count} pieces do not lay out ${total} bytes`);
-      const index = r.varint('fragment.index');
-      if (index >= count) throw new WireError(DropReason.MalformedPayload, 'fragment.index', `${index} of ${count}`);
-      const bytes = r.lenBytes('fragment.bytes', MAX_PAYLOAD_LEN);
-      if (bytes.length !== fragmentLen(total, count, index))
-        throw new WireError(
-          DropReason.MalformedPayload,
-          'fragment.bytes',
-          `${bytes.length} bytes where piece ${index} of ${count} is ${fragmentLen(total, count, index)}`,
-        );
-      return { type, msgId, total, index, count, bytes };
-    }
-    case MsgType.FragmentAck: {
-      const msgId = r.varint('fragmentAck.msgId');
-      const n = readCount(r, 'fragmentAck.ranges', MAX_FRAGMENT_ACK_RANGES);
-      const ranges: IndexRange[] = [];
-      let floor = 0;
-      for (let i = 0; i < n; i++) {
-        const from = r.varint(`fragmentAck.ranges[${i}].from`);
-        const to = from + r.varint(`fragmentAck.ranges[${i}].length`);
-        if (from < floor || to >= MAX_FRAGMENTS)
-          throw new WireError(
-            DropReason.MalformedPayload,
-            `fragmentAck.ranges[${i}]`,
-            `range ${from}..${to} is not ascending and disjoint`,
-          );
-        ranges.push({ from, to });
-        floor = to + 2;
-      }
-      return { type, msgId, ranges };
-    }
+    case MsgType.Fragment:
+      return {
+        type,
+        ...readFragmentBody(r, 'fragment', { maxTotal: MAX_MESSAGE_LEN, maxCount: MAX_FRAGMENTS, maxPiece: MAX_PAYLOAD_LEN }),
+      };
+    case MsgType.FragmentAck:
+      return { type, ...readFragmentAckBody(r, 'fragmentAck', MAX_FRAGMENTS) };
     default:
       return undefined;
   }

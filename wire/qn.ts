@@ -9,7 +9,7 @@
 import { Reader, Writer } from './buffer.js';
 import { DropReason, MAX_VALUE_LEN } from './constants.js';
 import { WireError } from './errors.js';
-import { MAX_FRAGMENT_ACK_RANGES, fragmentLen, type IndexRange } from './messages.js';
+import { readFragmentAckBody, readFragmentBody, type IndexRange } from './messages.js';
 
 /** A member's id: the first 48 bits of its static key (§15.1); 0 means none. */
 export type NodeId = number;
@@ -276,49 +276,16 @@ function readBody(r: Reader): QnBody {
       body = { t: 'sealed', box };
       break;
     }
-    case KIND.frag: {
-      const msgId = r.varint('frag.msgId');
-      const total = r.varint('frag.total');
-      const count = r.varint('frag.count');
-      // Only a message larger than a datagram is cut, in pieces of 1 KiB to a datagram: any
-      // other layout is not a sender's.
-      if (total > MAX_QN_MESSAGE_LEN)
-        throw new WireError(DropReason.MalformedPayload, 'frag.total', `${total} exceeds ${MAX_QN_MESSAGE_LEN}`);
-      if (
-        count < 2 ||
-        count > MAX_QN_FRAGMENTS ||
-        Math.ceil(total / count) > QN_MAX_DATAGRAM ||
-        (count - 1) * Math.ceil(total / count) >= total
-      )
-        throw new WireError(DropReason.MalformedPayload, 'frag.count', `${count} pieces do not lay out ${total} bytes`);
-      const index = r.varint('frag.index');
-      if (index >= count) throw new WireError(DropReason.MalformedPayload, 'frag.index', `${index} of ${count}`);
-      const bytes = r.lenBytes('frag.bytes', QN_MAX_DATAGRAM);
-      if (bytes.length !== fragmentLen(total, count, index))
-        throw new WireError(
-          DropReason.MalformedPayload,
-          'frag.bytes',
-          `${bytes.length} bytes where piece ${index} is ${fragmentLen(total, count, index)}`,
-        );
-      body = { t: 'frag', msgId, total, index, count, bytes };
+    case KIND.frag:
+      // Only a message larger than a datagram is cut, in pieces of 1 KiB to a datagram.
+      body = {
+        t: 'frag',
+        ...readFragmentBody(r, 'frag', { maxTotal: MAX_QN_MESSAGE_LEN, maxCount: MAX_QN_FRAGMENTS, maxPiece: QN_MAX_DATAGRAM }),
+      };
       break;
-    }
-    case KIND.fragAck: {
-      const msgId = r.varint('fragAck.msgId');
-      const n = count(r, 'fragAck.ranges', MAX_FRAGMENT_ACK_RANGES);
-      const ranges: IndexRange[] = [];
-      let floor = 0;
-      for (let i = 0; i < n; i++) {
-        const from = r.varint('fragAck.from');
-        const to = from + r.varint('fragAck.length');
-        if (from < floor || to >= MAX_QN_FRAGMENTS)
-          throw new WireError(DropReason.MalformedPayload, 'fragAck.ranges', `range ${from}..${to} is not ascending and disjoint`);
-        ranges.push({ from, to });
-        floor = to + 2;
-      }
-      body = { t: 'fragAck', msgId, ranges };
+    case KIND.fragAck:
+      body = { t: 'fragAck', ...readFragmentAckBody(r, 'fragAck', MAX_QN_FRAGMENTS) };
       break;
-    }
     default:
       throw new WireError(DropReason.MalformedPayload, 'qn.kind', `unknown QN message kind ${kind}`);
   }

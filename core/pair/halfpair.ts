@@ -10,6 +10,7 @@
  * write to disk: each step records what must be durable (PairWrite), and nothing the step
  * caused is released until the driver has made that durable (`pollWrites`, `writesDurable`).
  */
+import { addRttSample, type RttState } from '../util/rtt.js';
 import { DROP_REASON_NAMES, FrameType, MAX_PAYLOAD_LEN, MAX_REGISTER_NAME_LEN, MAX_VALUE_LEN } from '../../wire/constants.js';
 import { WireError } from '../../wire/errors.js';
 import { decodeFrame, encodeFrame } from '../../wire/header.js';
@@ -236,8 +237,8 @@ export class HalfPair {
   private largestAcked = -1;
   private readonly sentPn = new Float64Array(PN_RING).fill(-1);
   private readonly sentAt = new Float64Array(PN_RING);
-  private srtt: number | undefined;
-  private rttvar = 0;
+  /** RFC 6298 smoothed RTT and variation, from Ack samples. */
+  private readonly rtt: RttState = { srtt: undefined, rttvar: 0 };
   private backoff = 1;
   // Messages larger than a payload (§3.4).
   private readonly fragOut: FragmentSender;
@@ -366,7 +367,7 @@ export class HalfPair {
 
   /** Smoothed RTT in ms, once measured. */
   get rttMs(): number | undefined {
-    return this.srtt;
+    return this.rtt.srtt;
   }
 
   /**
@@ -508,7 +509,8 @@ export class HalfPair {
   private dispatch(now: number, m: Message, raw: Uint8Array): void {
     if (m.type === MsgType.Ack) return this.onAck(now, m);
     if (m.type === MsgType.Fragment) return this.onFragment(now, m);
-    if (m.type === MsgType.FragmentAck) return this.fragOut.onAck(now, m, (9 / 8) * (this.srtt ?? this.timing.initialRtoMs), this.rto());
+    if (m.type === MsgType.FragmentAck)
+      return this.fragOut.onAck(now, m, (9 / 8) * (this.rtt.srtt ?? this.timing.initialRtoMs), this.rto());
     if (m.type === MsgType.Close) {
       if (m.reason === CloseReason.GoingAway) {
         if (this.lifecycle.can(LifecycleEvent.PeerSilent)) this.fire(now, LifecycleEvent.PeerSilent, 'peer is shutting down');
@@ -605,18 +607,13 @@ export class HalfPair {
     this.largestAcked = m.largestPn;
     // RFC 6298 / RFC 9002 §5: the sample excludes the peer's (bounded) ack delay.
     const sample = Math.max(0, now - this.sentAt[slot] - Math.min(m.ackDelayMs, this.timing.maxAckDelayMs));
-    if (this.srtt === undefined) {
-      this.srtt = sample;
-      this.rttvar = sample / 2;
-    } else {
-      this.rttvar = 0.75 * this.rttvar + 0.25 * Math.abs(this.srtt - sample);
-      this.srtt = 0.875 * this.srtt + 0.125 * sample;
-    }
+    addRttSample(this.rtt, sample);
     this.backoff = 1;
   }
 
   rto(): number {
-    const base = this.srtt === undefined ? this.timing.initialRtoMs : this.srtt + Math.max(4 * this.rttvar, 1) + this.timing.maxAckDelayMs;
+    const base =
+      this.rtt.srtt === undefined ? this.timing.initialRtoMs : this.rtt.srtt + Math.max(4 * this.rtt.rttvar, 1) + this.timing.maxAckDelayMs;
     return Math.min(this.timing.maxRtoMs, Math.max(this.timing.minRtoMs, base) * this.backoff);
   }
 

@@ -11,6 +11,7 @@
  * hop is an ETCP session that authenticates the link, so a fragment comes from the member it
  * claims, and the bytes it makes a member hold are charged to that member: its link's quota.
  */
+import { addRttSample } from '../util/rtt.js';
 import { MsgType, type FragmentMsg } from '../../wire/messages.js';
 import { QN_MAX_DATAGRAM, type QnBody } from '../../wire/qn.js';
 import { FragmentSender, Reassembler, type FragmentDrop } from '../pair/fragment.js';
@@ -108,13 +109,7 @@ export class QnLinks {
     const sample = l.sender.rttSample;
     if (sample === undefined) return;
     l.backoff = 1;
-    if (l.srtt === undefined) {
-      l.srtt = sample;
-      l.rttvar = sample / 2;
-    } else {
-      l.rttvar = 0.75 * l.rttvar + 0.25 * Math.abs(l.srtt - sample);
-      l.srtt = 0.875 * l.srtt + 0.125 * sample;
-    }
+    addRttSample(l, sample);
   }
 
   /** Drop own queued messages whose key `stale` names, on every link. */
