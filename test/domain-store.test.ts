@@ -29,8 +29,7 @@ const sync = (node: DomainNode, disk: FileDomainStore): void =>
   );
 
 /** A single-member domain: it leads itself, so every proposal commits at once. */
-function solo(dir: string, maxLogEntries = 1000): { node: DomainNode; disk: FileDomainStore } {
-  const disk = new FileDomainStore(dir, 'always');
+function solo(dir: string, maxLogEntries = 1000, disk = new FileDomainStore(dir, 'always')): { node: DomainNode; disk: FileDomainStore } {
   const node = new DomainNode(
     {
       domain: 1,
@@ -149,24 +148,7 @@ describe('domain store: the background flush of fsync everysec', () => {
       const dir = tmp();
       const reported: Error[] = [];
       const disk = new FailingFsyncDomainStore(dir, 'everysec', (e) => reported.push(e));
-      const node = new DomainNode(
-        {
-          domain: 1,
-          name: 'd',
-          id: 1,
-          members: [1],
-          links: [],
-          registers: [{ name: 'kv', kind: 'map' }],
-          seed: 3,
-          stored: disk.load(),
-          random: (a) => a,
-          electionMs: 100,
-          heartbeatMs: 20,
-        },
-        0,
-      );
-      node.handleTimeout(500);
-      sync(node, disk);
+      const { node } = solo(dir, 1000, disk); // it leads itself, its first writes on disk
       disk.failing = true;
       vi.advanceTimersByTime(3500); // three flushes due: one report
       expect(reported).toHaveLength(1);
