@@ -14,6 +14,10 @@ export enum DeltaOp {
   Append = 4,
   /** A pair transaction (§4.2): 1-MAX_TXN_OPS simple deltas on one register, all committed or none. */
   Txn = 5,
+  /** A cross-register transaction of a pair (wire/cross.ts, §4.6): parts on 2-16 registers, all committed or none. */
+  Cross = 6,
+  /** One register's part of a committed cross-register transaction, in that register's Collapse record (wire/cross.ts). */
+  Part = 7,
 }
 
 /** One operation: what a transaction is made of. */

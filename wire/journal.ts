@@ -5,7 +5,8 @@
  * the I/O. Checksums are SHA-256 and injected (wire does no cryptography).
  */
 import { Reader, Writer, type Hash64Parts } from './buffer.js';
-import { REJECT_REASON_NAMES, readDelta, type RejectReason, writeDelta, type Delta } from './delta.js';
+import { readEntryDelta, writeEntryDelta, type EntryDelta } from './cross.js';
+import { REJECT_REASON_NAMES, type RejectReason } from './delta.js';
 import { MAX_KEY_LEN, MAX_MESSAGE_LEN, MAX_VALUE_LEN } from './constants.js';
 
 /** SHA-256 of the concatenated parts (crypto/primitives.ts `hash('SHA256', ...)` in the stores). */
@@ -308,19 +309,19 @@ export function readPairSnapshotBody(
 }
 
 /** A pending-list record: one own candidate, `varint seq` || the delta (§4.1). */
-export function encodePendingRecord(c: { seq: number; delta: Delta }): Uint8Array {
+export function encodePendingRecord(c: { seq: number; delta: EntryDelta }): Uint8Array {
   const w = new Writer(64);
   w.varint(c.seq);
-  writeDelta(w, c.delta);
+  writeEntryDelta(w, c.delta);
   return w.finish();
 }
 
 /** Undefined for a record that does not decode (checksummed, so only a bug writes one). */
-export function decodePendingRecord(rec: Uint8Array): { seq: number; delta: Delta } | undefined {
+export function decodePendingRecord(rec: Uint8Array): { seq: number; delta: EntryDelta } | undefined {
   try {
     const r = new Reader(rec);
     const seq = r.varint('pending.seq');
-    return { seq, delta: readDelta(r, 'pending.delta', true) };
+    return { seq, delta: readEntryDelta(r, 'pending.delta', 'candidate') };
   } catch {
     return undefined;
   }

@@ -2,10 +2,12 @@
  * ESTP messages, carried in the payload of Data frames (docs/PROTOCOL.md §3).
  * Each message is `type u8 | length varint | body`; a frame holds one or more.
  */
-import { DropReason, MAX_KEY_LEN, MAX_MESSAGE_LEN, MAX_PAYLOAD_LEN, MAX_REGISTER_NAME_LEN, MAX_VALUE_LEN } from './constants.js';
+import { DropReason, MAX_KEY_LEN, MAX_MESSAGE_LEN, MAX_PAYLOAD_LEN, MAX_VALUE_LEN } from './constants.js';
 import { Reader, Writer, type Hash64Parts } from './buffer.js';
-import { DeltaOp, readDelta, writeDelta, type Delta, type RejectReason } from './delta.js';
+import { DeltaOp, type Delta, type RejectReason } from './delta.js';
 import { WireError } from './errors.js';
+import { readName, writeName } from './names.js';
+import { readEntryDelta, writeEntryDelta, type EntryDelta } from './cross.js';
 
 export enum MsgType {
   Status = 1,
@@ -71,7 +73,8 @@ export interface AckMsg {
 export interface PairCandidate {
   origin: number;
   seq: number;
-  delta: Delta;
+  /** Ops 1-6: one register's delta, or a cross-register txn anchored at the Propose's register (wire/cross.ts). */
+  delta: EntryDelta;
 }
 export interface ProposeMsg {
   type: MsgType.Propose;
@@ -84,7 +87,7 @@ export interface ProposeMsg {
   candidates: PairCandidate[];
 }
 /** How collapse decided one candidate. On the wire: a verdict byte, 0 committed (the delta follows), else the RejectReason. */
-export type Decision = { verdict: 'committed'; delta: Delta } | { verdict: 'rejected'; reason: RejectReason };
+export type Decision = { verdict: 'committed'; delta: EntryDelta } | { verdict: 'rejected'; reason: RejectReason };
 export type CollapseEntry = { origin: number; seq: number } & Decision;
 
 /** The verdict byte of a decision (the admin API names it instead: 'committed', or 'rejected' with the reason's name). */
@@ -349,27 +352,6 @@ export type Message =
   | CloseMsg
   | ManifestMsg;
 
-const utf8 = new TextEncoder();
-// ignoreBOM: a leading U+FEFF is part of the name, so every decoder maps bytes to names the same way.
-const utf8d = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
-
-function writeName(w: Writer, name: string): void {
-  const b = utf8.encode(name);
-  if (b.length === 0 || b.length > MAX_REGISTER_NAME_LEN)
-    throw new RangeError(`register name must be 1..${MAX_REGISTER_NAME_LEN} bytes, got ${b.length}`);
-  w.lenBytes(b);
-}
-
-function readName(r: Reader): string {
-  const b = r.lenBytes('register', MAX_REGISTER_NAME_LEN);
-  if (b.length === 0) throw new WireError(DropReason.MalformedPayload, 'register', 'empty register name');
-  try {
-    return utf8d.decode(b);
-  } catch {
-    throw new WireError(DropReason.MalformedPayload, 'register', 'name is not valid UTF-8');
-  }
-}
-
 const MAX_REJECT_REASON = 4;
 
 function readReason(r: Reader, field: string): RejectReason {
@@ -425,7 +407,7 @@ function writeBody(w: Writer, m: Message): void {
       w.varint(m.base).varint(m.candidates.length);
       for (const c of m.candidates) {
         w.varint(c.origin).varint(c.seq);
-        writeDelta(w, c.delta);
+        writeEntryDelta(w, c.delta);
       }
       return;
     case MsgType.Collapse:
@@ -519,7 +501,7 @@ export function writeCollapseBody(w: Writer, m: Omit<CollapseMsg, 'type'>): void
       return;
     }
     w.varint(e.origin).varint(e.seq).u8(verdictByte(e));
-    if (e.verdict === 'committed') writeDelta(w, e.delta);
+    if (e.verdict === 'committed') writeEntryDelta(w, e.delta);
   });
 }
 
@@ -556,7 +538,7 @@ function readBody(r: Reader, type: number): Message | undefined {
         candidates.push({
           origin: r.varint(`propose[${i}].origin`),
           seq: r.varint(`propose[${i}].seq`),
-          delta: readDelta(r, `propose[${i}].delta`, true),
+          delta: readEntryDelta(r, `propose[${i}].delta`, 'candidate'),
         });
       }
       return { type, register, base, candidates };
@@ -581,7 +563,7 @@ function readBody(r: Reader, type: number): Message | undefined {
           throw new WireError(DropReason.MalformedPayload, `collapse[${i}].verdict`, `unknown verdict ${verdict}`);
         entries.push(
           verdict === 0
-            ? { origin, seq, verdict: 'committed', delta: readDelta(r, `collapse[${i}].delta`, true) }
+            ? { origin, seq, verdict: 'committed', delta: readEntryDelta(r, `collapse[${i}].delta`, 'record') }
             : { origin, seq, verdict: 'rejected', reason: verdict as RejectReason },
         );
       }

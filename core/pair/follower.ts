@@ -5,10 +5,12 @@
  * sequencer's state, it reconciles (ReconRequester) and installs the verified result.
  */
 import { varintLen } from '../../wire/buffer.js';
-import { DeltaOp, REJECT_REASON_NAMES, encodedDeltaLen, type Delta, type SimpleDelta } from '../../wire/delta.js';
+import { encodedEntryDeltaLen, ownPart, type EntryDelta } from '../../wire/cross.js';
+import { DeltaOp, REJECT_REASON_NAMES, type RejectReason, type SimpleDelta } from '../../wire/delta.js';
 import {
   MsgType,
   encodeMessage,
+  type CollapseEntry,
   type CollapseMsg,
   type PairCandidate,
   type StatusMsg,
@@ -23,6 +25,7 @@ import type { Quota } from '../register/quota.js';
 import { QuotaCheck } from '../register/quota.js';
 import { StreamState } from '../register/stream.js';
 import { Gcra } from '../util/rate.js';
+import { decideCross, type CrossTarget } from './cross.js';
 import { LifecycleEvent, PairState } from './lifecycle.js';
 import type { PayloadBuilder } from './payload.js';
 import { COMMITTED, FOLLOWER_TIMERS, SEND_WINDOW, type FollowerTimer, type RoleMachine, type Shared } from './shared.js';
@@ -32,6 +35,12 @@ import type { OwnCandidate, RegisterMessage } from './types.js';
 function forceApply(st: MapState | StreamState, d: SimpleDelta, v: number): void {
   if (d.op === DeltaOp.Append && st instanceof StreamState) st.appendBytes(d.data.slice());
   else if (d.op !== DeltaOp.Append && st instanceof MapState) st.apply(d, v);
+}
+
+/** A sibling register and the part records it applies with an anchor record (§4.6). */
+interface CrossMember {
+  follower: Follower;
+  versions: number[];
 }
 
 /** Out-of-order collapse records a follower holds while a gap fills. */
@@ -146,7 +155,7 @@ export class Follower implements RoleMachine, RequesterHost {
 
   // ---------------------------------------------------------------- own candidates
 
-  queueOwn(seq: number, delta: Delta): void {
+  queueOwn(seq: number, delta: EntryDelta): void {
     // It can wait for the peer: durable before anyone is told "pending".
     this.s.pair.persist({ kind: 'proposed', register: this.s.name, seq, delta });
   }
@@ -282,28 +291,133 @@ export class Follower implements RoleMachine, RequesterHost {
       raw = encodeMessage(whole);
     }
     if (m.version > s.version + 1) {
-      if (
-        this.reorder.size < REORDER_LIMIT &&
-        this.reorderBytes + raw.length <= reorderByteLimit(s.cfg.quota.maxValueBytes) &&
-        !this.reorder.has(m.version)
-      ) {
-        this.reorder.set(m.version, { msg: m, raw: raw.slice() });
-        this.reorderBytes += raw.length;
-        s.statusDirty = true; // tell the sequencer what arrived past the gap
-      }
+      this.hold(m, raw);
       return;
     }
-    if (!this.applyCollapse(now, m, raw)) return;
-    for (let next = this.reorder.get(s.version + 1); next; next = this.reorder.get(s.version + 1)) {
-      this.reorder.delete(next.msg.version);
-      this.reorderBytes -= next.raw.length;
-      if (!this.applyCollapse(now, next.msg, next.raw) || this.session !== undefined) break;
+    const group = this.crossGroup(m);
+    if (group === 'wait') {
+      // The next record, waiting for the other parts of a cross-register txn (§4.6): held whatever the limits.
+      this.keep(m, raw);
+      return;
     }
-    for (const [v, e] of this.reorder) {
-      if (v > s.version) continue;
-      this.reorder.delete(v);
-      this.reorderBytes -= e.raw.length;
+    if (!this.applyWith(now, m, raw, group)) return;
+    this.drainHeld(now);
+  }
+
+  /** Hold a record that arrived past a gap, within the reorder limits. */
+  private hold(m: CollapseMsg, raw: Uint8Array): void {
+    const s = this.s;
+    if (this.reorder.has(m.version)) return this.keep(m, raw);
+    if (this.reorder.size < REORDER_LIMIT && this.reorderBytes + raw.length <= reorderByteLimit(s.cfg.quota.maxValueBytes)) {
+      this.keep(m, raw);
+      s.statusDirty = true; // tell the sequencer what arrived past the gap
     }
+  }
+
+  /**
+   * Hold a record. One held already at its version is replaced if this copy differs: only records
+   * waiting for a cross-register txn's parts stay held at the next version, and the sequencer's
+   * latest word on a version wins (a record it re-formed after losing its tail, §10.1).
+   */
+  private keep(m: CollapseMsg, raw: Uint8Array): void {
+    const old = this.reorder.get(m.version);
+    if (old !== undefined) {
+      if (Buffer.compare(old.raw, raw) === 0) return;
+      this.unhold(m.version);
+    }
+    this.reorder.set(m.version, { msg: m, raw: raw.slice() });
+    this.reorderBytes += raw.length;
+  }
+
+  private unhold(v: number): { msg: CollapseMsg; raw: Uint8Array } | undefined {
+    const e = this.reorder.get(v);
+    if (e === undefined) return undefined;
+    this.reorder.delete(v);
+    this.reorderBytes -= e.raw.length;
+    return e;
+  }
+
+  /**
+   * Apply held records in version order while the next one is held and is not waiting for
+   * the other parts of a cross-register txn; true if any was applied. The pair calls it on
+   * every follower register after each step, so a register whose record waited on another's
+   * moves on once that one has.
+   */
+  drainHeld(now: number): boolean {
+    const s = this.s;
+    let applied = false;
+    for (let next = this.reorder.get(s.version + 1); next && this.session === undefined; next = this.reorder.get(s.version + 1)) {
+      const group = this.crossGroup(next.msg);
+      if (group === 'wait') break;
+      this.unhold(next.msg.version);
+      applied = true;
+      if (!this.applyWith(now, next.msg, next.raw, group)) break;
+    }
+    for (const v of [...this.reorder.keys()]) if (v <= s.version) this.unhold(v);
+    return applied;
+  }
+
+  /** The record held at `v` (a part record a sibling's anchor record is waiting for). */
+  heldRecord(v: number): CollapseMsg | undefined {
+    return this.reorder.get(v)?.msg;
+  }
+
+  /**
+   * What must be applied together with record `m` (§4.6): for each other register a committed
+   * cross entry of `m` names and that has not reached the part's version, the part records, which
+   * must be that register's next versions and held; 'wait' until they are. A part record waits
+   * for its anchor's record (which applies it), unless the anchor register is past that version
+   * already (it reconciled) or unknown (the hash then decides).
+   */
+  private crossGroup(m: CollapseMsg): 'wait' | CrossMember[] {
+    const s = this.s;
+    const members = new Map<Follower, number[]>();
+    for (const e of m.entries) {
+      if (e.verdict !== 'committed') continue;
+      const d = e.delta;
+      if (d.op === DeltaOp.Part) {
+        const a = s.pair.sibling(d.anchor)?.follower;
+        if (a !== undefined && a !== this && a.version < d.anchorVersion) return 'wait';
+        continue;
+      }
+      if (d.op !== DeltaOp.Cross) continue;
+      for (let i = 1; i < d.parts.length; i++) {
+        const p = d.parts[i];
+        const f = s.pair.sibling(p.register)?.follower;
+        if (f === undefined || f === this || f.version >= p.at) continue;
+        const vs = members.get(f) ?? [];
+        vs.push(p.at);
+        members.set(f, vs);
+      }
+    }
+    const out: CrossMember[] = [];
+    for (const [f, vs] of members) {
+      if (f.reconciling) return 'wait';
+      vs.sort((a, b) => a - b);
+      for (let i = 0; i < vs.length; i++) {
+        const h = vs[i] === f.version + 1 + i ? f.heldRecord(vs[i]) : undefined;
+        const ours = (e: CollapseEntry): boolean =>
+          e.verdict === 'committed' && e.delta.op === DeltaOp.Part && e.delta.anchor === s.name && e.delta.anchorVersion === m.version;
+        if (h === undefined || !h.entries.every(ours)) return 'wait';
+      }
+      out.push({ follower: f, versions: vs });
+    }
+    return out;
+  }
+
+  /** Apply `m` and the part records of `group` in one turn, or nothing if one of them is over this host's quota. */
+  private applyWith(now: number, m: CollapseMsg, raw: Uint8Array, group: CrossMember[]): boolean {
+    if (!this.admits(now, m)) return false;
+    for (const g of group) for (const v of g.versions) if (!g.follower.admits(now, g.follower.heldRecord(v)!)) return false;
+    this.applyCollapse(now, m, raw);
+    for (const g of group) for (const v of g.versions) g.follower.applyHeld(now, v);
+    return true;
+  }
+
+  /** Apply the part record held at `v`, as its anchor's record is applied. */
+  applyHeld(now: number, v: number): void {
+    const e = this.unhold(v);
+    if (e !== undefined && this.session === undefined && v === this.s.version + 1) this.applyCollapse(now, e.msg, e.raw);
   }
 
   /** The record with each elided entry's delta taken from our pending candidates; undefined if one is not ours or not pending. */
@@ -321,31 +435,39 @@ export class Follower implements RoleMachine, RequesterHost {
     return { type: MsgType.Collapse, register: m.register, version: m.version, hash: m.hash, entries };
   }
 
-  /** Apply one record in order; false if it was refused (over this host's quota) and nothing changed. */
-  private applyCollapse(now: number, m: CollapseMsg, raw: Uint8Array): boolean {
+  /** Whether record `m` keeps this register within this host's quota; counted as a violation if not. */
+  admits(now: number, m: CollapseMsg): boolean {
     const s = this.s;
-    const v = m.version;
     // The sequencer's verdicts bind, but not past this host's own quota: check the whole record first.
     const quota = new QuotaCheck(s.state, s.cfg.quota);
     for (const e of m.entries) {
-      if (e.verdict === 'committed' && quota.admit(e.delta, v) !== 0) {
+      if (e.verdict === 'committed' && quota.admit(ownPart(e.delta), m.version) !== 0) {
         s.pair.drop(
           now,
           'quota-violation',
-          `register ${s.name}: v${v} would exceed the quota (${s.cfg.quota.maxKeys} keys, ${s.cfg.quota.maxBytes} octets)`,
+          `register ${s.name}: v${m.version} would exceed the quota (${s.cfg.quota.maxKeys} keys, ${s.cfg.quota.maxBytes} octets)`,
         );
         return false;
       }
     }
+    return true;
+  }
+
+  /** Apply one record in order (admitted already). */
+  private applyCollapse(now: number, m: CollapseMsg, raw: Uint8Array): void {
+    const s = this.s;
+    const v = m.version;
     for (const e of m.entries) {
       // Follow the sequencer's verdicts; a local precondition that disagrees means divergence, caught by the hash.
       if (e.verdict === 'committed') {
         const st = s.state;
-        if (st.check(e.delta) === 0) st.apply(e.delta, v);
-        else for (const d of e.delta.op === DeltaOp.Txn ? e.delta.ops : [e.delta]) forceApply(st, d, v);
+        const d = ownPart(e.delta);
+        if (st.check(d) === 0) st.apply(d, v);
+        else for (const o of d.op === DeltaOp.Txn ? d.ops : [d]) forceApply(st, o, v);
+        if (e.delta.op === DeltaOp.Part) continue; // numbered in its anchor register: no mark here
       } else if (e.origin === s.pair.localId) {
         // Our own txn rejected: the state here is the sequencer's before this entry, so the failing op is the same.
-        s.noteFailedOp(e.seq, e.reason);
+        this.noteOwnRejection(e.seq, e.reason, v);
       }
       s.origins.set(e.origin, e.seq);
     }
@@ -358,14 +480,31 @@ export class Follower implements RoleMachine, RequesterHost {
         `register ${s.name}: after v${v} local h=${hashHex(s.state.hash)}, sequencer h=${hashHex(m.hash)}`,
       );
       this.startReconcile(now);
-      return true;
+      return;
     }
     const rec = { version: v, hash: m.hash, encoded: raw.slice() };
     s.log.append(rec, v);
     s.pair.persist({ kind: 'append', register: s.name, rec });
     s.afterCollapse(now, v, m.entries);
     s.statusDirty = true;
-    return true;
+  }
+
+  /**
+   * Which op of our rejected txn failed. A cross-register txn's is found against this end's
+   * registers as they stand (the anchor as the sequencer saw it; another register may be behind
+   * or ahead of the state the sequencer checked, so this is the best this end can tell).
+   */
+  private noteOwnRejection(seq: number, reason: RejectReason, v: number): void {
+    const s = this.s;
+    let own: OwnCandidate | undefined;
+    for (const c of s.own) if (c.seq === seq) own = c;
+    if (own?.delta.op !== DeltaOp.Cross) return s.noteFailedOp(seq, reason);
+    const target = (name: string): CrossTarget | undefined => {
+      const r = name === s.name ? undefined : s.pair.sibling(name);
+      return r && { name, state: r.state, version: r.version, quota: r.cfg.quota };
+    };
+    const self: CrossTarget = { name: s.name, state: s.state, version: s.version, quota: s.cfg.quota };
+    s.noteFailedOp(seq, reason, decideCross(own.delta, self, new QuotaCheck(s.state, s.cfg.quota), v, target).failedOp);
   }
 
   // ---------------------------------------------------------------- re-entanglement
@@ -450,7 +589,7 @@ export class Follower implements RoleMachine, RequesterHost {
     const candidates: PairCandidate[] = [];
     for (; i < own.length; i++) {
       const c: OwnCandidate = own.at(i);
-      const sz = varintLen(s.pair.localId) + varintLen(c.seq) + encodedDeltaLen(c.delta);
+      const sz = varintLen(s.pair.localId) + varintLen(c.seq) + encodedEntryDeltaLen(c.delta);
       if (sz > room) break;
       room -= sz;
       candidates.push({ origin: s.pair.localId, seq: c.seq, delta: c.delta });
@@ -463,7 +602,8 @@ export class Follower implements RoleMachine, RequesterHost {
       // Under way already (a retransmission timer fired): nothing to encode again.
       if (b.holdsLarge(key)) return this.sent(now, c.seq);
       // A full fragment queue would refuse it: not encoded until there is room (an upper bound of its size).
-      const bound = 16 + varintLen(s.nameBytes) + s.nameBytes + varintLen(s.pair.localId) + varintLen(c.seq) + encodedDeltaLen(c.delta);
+      const bound =
+        16 + varintLen(s.nameBytes) + s.nameBytes + varintLen(s.pair.localId) + varintLen(c.seq) + encodedEntryDeltaLen(c.delta);
       if (bound > b.limit && !b.canTakeLarge(bound)) return;
       candidates.push({ origin: s.pair.localId, seq: c.seq, delta: c.delta });
     }

@@ -27,7 +27,7 @@ import {
   type Message,
 } from '../../wire/messages.js';
 import { FragmentSender, Reassembler, type FragmentDrop } from './fragment.js';
-import type { Delta } from '../../wire/delta.js';
+import type { EntryDelta } from '../../wire/cross.js';
 import type { SpookEvent } from './events.js';
 import { Lifecycle, LifecycleEvent, PairState } from './lifecycle.js';
 import { PayloadBuilder } from './payload.js';
@@ -332,6 +332,7 @@ export class HalfPair {
       persist: (w) => {
         if (!this.isFenced && (this.opts.store || this.opts.writes === 'driver')) this.writes.push(w);
       },
+      sibling: (name) => this.regs.get(name),
     };
   }
 
@@ -393,7 +394,7 @@ export class HalfPair {
   // ------------------------------------------------------------------ driver API
 
   /** Propose a local change. Throws ProposeError (buffer-full, frozen, invalid, closed, fenced) instead of dropping it. */
-  propose(now: number, register: string, delta: Delta): { origin: number; seq: number } {
+  propose(now: number, register: string, delta: EntryDelta): { origin: number; seq: number } {
     // A fenced pair persists nothing and its sequencer collapses nothing: a candidate taken now
     // would never be decided and a restart would lose it.
     if (this.isFenced) throw new ProposeError('fenced', `register ${register}: pair is fenced (restart spookd to resume it)`);
@@ -475,6 +476,7 @@ export class HalfPair {
       if (m.type !== MsgType.Ack && m.type !== MsgType.FragmentAck) ackEliciting = true;
       if (m.type !== MsgType.Manifest) this.dispatch(now, m, decoded.raws[i]);
     });
+    this.drainCross(now);
     // Enough fragments arrived since their last acknowledgement: it leaves with the next datagram.
     if (this.fragIn.urgent) this.ackOverdue = true;
     if (pn > this.largestReceived) {
@@ -484,6 +486,20 @@ export class HalfPair {
     if (ackEliciting && this.ackDueAt === undefined && !this.ackOverdue) this.ackDueAt = now + this.timing.maxAckDelayMs;
     this.evaluate(now);
     return true;
+  }
+
+  /**
+   * Follower: records held because a cross-register txn's parts had not all arrived (§4.6) are
+   * applied once they have, whichever register's message completed them. Each round applies at
+   * least one held record or ends the loop, so it is bounded by the records held.
+   */
+  private drainCross(now: number): void {
+    if (this.role !== 'follower') return;
+    let progressed = true;
+    while (progressed) {
+      progressed = false;
+      for (const r of this.regs.values()) if (r.follower?.drainHeld(now)) progressed = true;
+    }
   }
 
   /**

@@ -13,6 +13,7 @@
  */
 import type { Hash64Parts } from '../../wire/buffer.js';
 import { MAX_KEY_LEN } from '../../wire/constants.js';
+import { entryValueLen, ownPart, validateCross, type EntryDelta } from '../../wire/cross.js';
 import { DeltaOp, deltaValueLen, validateDelta, type Delta, type RejectReason } from '../../wire/delta.js';
 import { MsgType, decodeMessages, encodeMessage, type StatusMsg } from '../../wire/messages.js';
 import { hashEquals, hashHex } from '../register/hash.js';
@@ -23,7 +24,7 @@ import { PairState } from './lifecycle.js';
 import type { LogView } from './log.js';
 import type { PayloadBuilder } from './payload.js';
 import { Sequencer } from './sequencer.js';
-import { SEQ_LEASE, Shared, copyDelta, type RegisterTimer } from './shared.js';
+import { SEQ_LEASE, Shared, copyEntryDelta, isPart, type RegisterTimer } from './shared.js';
 import type { OwnCandidate, PairContext, PairRole, RegisterConfig, RegisterMessage } from './types.js';
 
 const NO_REJECTIONS: ReadonlyMap<number, RejectReason> = new Map();
@@ -207,8 +208,8 @@ export class Replica {
     if (m.elided) throw new Error(`register ${s.name}: log record v${m.version} leaves deltas out (a wire form, never a record)`);
     if (m.version !== s.version + 1) throw new Error(`register ${s.name}: log record v${m.version} does not follow v${s.version}`);
     for (const e of m.entries) {
-      if (e.verdict === 'committed') s.state.apply(e.delta, m.version);
-      s.origins.set(e.origin, e.seq);
+      if (e.verdict === 'committed') s.state.apply(ownPart(e.delta), m.version);
+      if (!isPart(e)) s.origins.set(e.origin, e.seq);
     }
     s.version = m.version;
     if (!hashEquals(s.state.hash, m.hash))
@@ -220,24 +221,52 @@ export class Replica {
 
   // ---------------------------------------------------------------- inputs
 
-  propose(now: number, delta: Delta): { origin: number; seq: number } {
+  propose(now: number, delta: EntryDelta): { origin: number; seq: number } {
     const s = this.s;
     const st = s.pair.state;
     if (st === PairState.CLOSED) throw new ProposeError('closed', `register ${s.name}: pair is closed`);
-    try {
-      validateDelta(delta, s.cfg.quota.maxValueBytes);
-    } catch (e) {
-      const tooLarge = ('key' in delta && delta.key.length > MAX_KEY_LEN) || deltaValueLen(delta) > s.cfg.quota.maxValueBytes;
-      throw new ProposeError(tooLarge ? 'too-large' : 'invalid', `register ${s.name}: ${(e as Error).message}`);
+    // A cross-register txn: each part checked against its own register (§4.6); this register is its anchor.
+    const parts: { cfg: RegisterConfig; delta: Delta; freezes: boolean }[] = [];
+    if (delta.op === DeltaOp.Part) throw new ProposeError('invalid', `register ${s.name}: a part (op 7) is never proposed`);
+    if (delta.op === DeltaOp.Cross) {
+      try {
+        validateCross(delta, s.name, (name) => s.pair.sibling(name)?.cfg.quota.maxValueBytes);
+      } catch (e) {
+        throw new ProposeError(
+          /is \d+ bytes; (the|register)/.test((e as Error).message) ? 'too-large' : 'invalid',
+          `register ${s.name}: ${(e as Error).message}`,
+        );
+      }
+      for (const p of delta.parts) {
+        const r = p.register === s.name ? this : s.pair.sibling(p.register)!;
+        parts.push({ cfg: r.cfg, delta: p.delta, freezes: r.machine.freezesWhenIncoherent });
+      }
+      const total = entryValueLen(delta);
+      if (total > s.cfg.quota.maxValueBytes)
+        throw new ProposeError(
+          'too-large',
+          `register ${s.name}: cross-register txn values total ${total} bytes; register ${s.name} limit maxValueBytes is ${s.cfg.quota.maxValueBytes}`,
+        );
+    } else {
+      try {
+        validateDelta(delta, s.cfg.quota.maxValueBytes);
+      } catch (e) {
+        const tooLarge = ('key' in delta && delta.key.length > MAX_KEY_LEN) || deltaValueLen(delta) > s.cfg.quota.maxValueBytes;
+        throw new ProposeError(tooLarge ? 'too-large' : 'invalid', `register ${s.name}: ${(e as Error).message}`);
+      }
+      parts.push({ cfg: s.cfg, delta, freezes: this.machine.freezesWhenIncoherent });
     }
-    // A txn's ops are all of one kind (validateDelta): its first op says which.
-    const first = delta.op === DeltaOp.Txn ? delta.ops[0] : delta;
-    if ((first.op === DeltaOp.Append) !== (s.cfg.kind === 'stream')) {
-      throw new ProposeError('invalid', `register ${s.name}: ${s.cfg.kind} register cannot take delta op ${DeltaOp[first.op]}`);
+    for (const p of parts) {
+      // A txn's ops are all of one kind (validateDelta): its first op says which.
+      const first = p.delta.op === DeltaOp.Txn ? p.delta.ops[0] : p.delta;
+      if ((first.op === DeltaOp.Append) !== (p.cfg.kind === 'stream')) {
+        throw new ProposeError('invalid', `register ${p.cfg.name}: ${p.cfg.kind} register cannot take delta op ${DeltaOp[first.op]}`);
+      }
     }
     const coherent = st === PairState.ENTANGLED || st === PairState.COLLAPSING;
-    if (!coherent && this.machine.freezesWhenIncoherent) {
-      throw new ProposeError('frozen', `register ${s.name}: frozen while the pair is ${st} (policy freeze)`);
+    const frozen = coherent ? undefined : parts.find((p) => p.freezes);
+    if (frozen) {
+      throw new ProposeError('frozen', `register ${frozen.cfg.name}: frozen while the pair is ${st} (policy freeze)`);
     }
     if (s.own.length >= s.cfg.maxPending) {
       throw new ProposeError(
@@ -245,7 +274,7 @@ export class Replica {
         `register ${s.name}: candidate buffer full (${s.cfg.maxPending} pending, pair ${st}); retry after collapses`,
       );
     }
-    const bytes = deltaValueLen(delta);
+    const bytes = entryValueLen(delta);
     const bytesLimit = ownBytesLimit(s.cfg.quota.maxValueBytes);
     if (s.own.length > 0 && s.ownBytes + bytes > bytesLimit) {
       throw new ProposeError(
@@ -263,7 +292,7 @@ export class Replica {
       s.pair.persist({ kind: 'lease', register: s.name, upTo: s.leasedSeq });
     }
     // Own the bytes: callers may reuse their buffers.
-    const d = copyDelta(delta);
+    const d = copyEntryDelta(delta);
     this.machine.queueOwn(seq, d);
     s.pushOwn({ seq, delta: d });
     return { origin: s.pair.localId, seq };

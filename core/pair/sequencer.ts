@@ -6,7 +6,8 @@
  * its reconciliation requests from pins (ReconResponder).
  */
 import { Writer, varintLen } from '../../wire/buffer.js';
-import { DeltaOp, encodedDeltaLen, type Delta, type RejectReason } from '../../wire/delta.js';
+import { encodedEntryDeltaLen, ownPart, type EntryDelta } from '../../wire/cross.js';
+import { DeltaOp, RejectReason, type Delta } from '../../wire/delta.js';
 import {
   MsgType,
   decodeMessages,
@@ -27,9 +28,10 @@ import { MapState } from '../register/map.js';
 import { QuotaCheck } from '../register/quota.js';
 import type { StreamState } from '../register/stream.js';
 import { Deque } from '../util/deque.js';
+import { decideCross, type CrossTarget } from './cross.js';
 import { LifecycleEvent, PairState } from './lifecycle.js';
 import type { PayloadBuilder } from './payload.js';
-import { copyDelta, SEND_WINDOW, SEQ_LEASE, SEQUENCER_TIMERS, type RoleMachine, type SequencerTimer, type Shared } from './shared.js';
+import { copyEntryDelta, SEND_WINDOW, SEQ_LEASE, SEQUENCER_TIMERS, type RoleMachine, type SequencerTimer, type Shared } from './shared.js';
 import type { OwnCandidate, RegisterMessage } from './types.js';
 import type { LogRecord } from './log.js';
 
@@ -142,7 +144,7 @@ export class Sequencer implements RoleMachine, ResponderHost {
 
   // ---------------------------------------------------------------- own candidates
 
-  queueOwn(seq: number, delta: Delta): void {
+  queueOwn(seq: number, delta: EntryDelta): void {
     // Decided at the next collapse, before anyone is told "pending": nothing to make durable first.
     this.pending.push({ origin: this.s.pair.localId, seq, delta });
   }
@@ -192,37 +194,104 @@ export class Sequencer implements RoleMachine, ResponderHost {
       const quota = new QuotaCheck(s.state, s.cfg.quota);
       for (let i = 0; i < this.pending.length; i++) {
         const c = this.pending.at(i);
-        const sz = varintLen(c.origin) + varintLen(c.seq) + 1 + encodedDeltaLen(c.delta);
+        // A cross entry grows by the versions the sequencer fills in (at most 8 octets a part).
+        const sz =
+          varintLen(c.origin) +
+          varintLen(c.seq) +
+          1 +
+          encodedEntryDeltaLen(c.delta) +
+          (c.delta.op === DeltaOp.Cross ? 8 * c.delta.parts.length : 0);
         if (entries.length >= MAX_ENTRIES_PER_COLLAPSE || (entries.length > 0 && size + sz > s.pair.maxPayload - COLLAPSE_SLACK)) break;
-        let reason = s.state.check(c.delta);
-        if (reason !== 0 && c.origin === s.pair.localId) s.noteFailedOp(c.seq, reason);
-        if (reason === 0) reason = quota.admit(c.delta, v);
-        if (reason === 0) {
-          s.state.apply(c.delta, v);
-          entries.push({ origin: c.origin, seq: c.seq, verdict: 'committed', delta: c.delta });
-        } else {
-          entries.push({ origin: c.origin, seq: c.seq, verdict: 'rejected', reason });
-          // Kept for §8.5 until the follower acknowledges it (never for one it already has).
-          if (c.origin === s.pair.peerId && c.seq > this.peerResolvedSeq) this.peerRejections.set(c.seq, reason);
-        }
+        entries.push(this.decide(now, c, v, quota));
         s.origins.set(c.origin, c.seq);
         size += sz;
         taken++;
       }
       for (let i = 0; i < taken; i++) this.pending.shift();
-      s.version = v;
-      const hash = { hi: s.state.hash.hi, lo: s.state.hash.lo };
-      const w = new Writer(size + 96);
-      const body = new Writer(size + 96);
-      writeCollapseBody(body, { register: s.name, version: v, hash, entries });
-      w.u8(MsgType.Collapse).varint(body.pos).bytes(body.buf.subarray(0, body.pos));
-      const rec = { version: v, hash, encoded: w.finish() };
-      s.log.append(rec, s.peerVersion);
-      s.pair.persist({ kind: 'append', register: s.name, rec });
-      s.afterCollapse(now, v, entries);
+      this.seal(now, v, entries, size);
       made++;
     }
     return made;
+  }
+
+  /** Decide one candidate at version `v` against the state the earlier entries of this collapse left. */
+  private decide(now: number, c: PairCandidate, v: number, quota: QuotaCheck): CollapseEntry {
+    const s = this.s;
+    const d = c.delta;
+    let reason: RejectReason | 0;
+    if (d.op === DeltaOp.Cross) {
+      const verdict = decideCross(d, this.target(), quota, v, (name) => this.siblingTarget(name));
+      reason = verdict.reason;
+      if (reason !== 0 && c.origin === s.pair.localId) s.noteFailedOp(c.seq, reason, verdict.failedOp);
+      if (reason === 0) {
+        s.state.apply(d.parts[0].delta, v);
+        // Every other part becomes its register's next collapse now, before anything else is decided there (§4.6).
+        const parts = d.parts.map((p, i) => ({
+          register: p.register,
+          at: i === 0 ? v : this.s.pair.sibling(p.register)!.sequencer!.commitPart(now, c, s.name, v, p.delta),
+          delta: p.delta,
+        }));
+        return { origin: c.origin, seq: c.seq, verdict: 'committed', delta: { op: DeltaOp.Cross, parts } };
+      }
+    } else if (d.op === DeltaOp.Part) {
+      reason = RejectReason.WrongKind; // never a candidate (the decoder refuses op 7 outside a record)
+    } else {
+      reason = s.state.check(d);
+      if (reason !== 0 && c.origin === s.pair.localId) s.noteFailedOp(c.seq, reason);
+      if (reason === 0) reason = quota.admit(d, v);
+      if (reason === 0) {
+        s.state.apply(d, v);
+        return { origin: c.origin, seq: c.seq, verdict: 'committed', delta: d };
+      }
+    }
+    // Kept for §8.5 until the follower acknowledges it (never for one it already has).
+    if (c.origin === s.pair.peerId && c.seq > this.peerResolvedSeq) this.peerRejections.set(c.seq, reason);
+    return { origin: c.origin, seq: c.seq, verdict: 'rejected', reason };
+  }
+
+  /**
+   * Commit a part of a cross-register txn another register's collapse decided, as this
+   * register's next collapse, alone (§4.6). Its precondition and quota were checked against
+   * this register's committed state in the same turn. Returns the version it commits at.
+   */
+  commitPart(now: number, c: PairCandidate, anchor: string, anchorVersion: number, delta: Delta): number {
+    const s = this.s;
+    const v = s.version + 1;
+    s.state.apply(delta, v);
+    const entry: CollapseEntry = {
+      origin: c.origin,
+      seq: c.seq,
+      verdict: 'committed',
+      delta: { op: DeltaOp.Part, anchor, anchorVersion, delta },
+    };
+    this.seal(now, v, [entry], encodedEntryDeltaLen(entry.delta) + 24);
+    return v;
+  }
+
+  /** Version `v` is decided: encode its record, log and persist it, report it. */
+  private seal(now: number, v: number, entries: CollapseEntry[], size: number): void {
+    const s = this.s;
+    s.version = v;
+    const hash = { hi: s.state.hash.hi, lo: s.state.hash.lo };
+    const w = new Writer(size + 96);
+    const body = new Writer(size + 96);
+    writeCollapseBody(body, { register: s.name, version: v, hash, entries });
+    w.u8(MsgType.Collapse).varint(body.pos).bytes(body.buf.subarray(0, body.pos));
+    const rec = { version: v, hash, encoded: w.finish() };
+    s.log.append(rec, s.peerVersion);
+    s.pair.persist({ kind: 'append', register: s.name, rec });
+    s.afterCollapse(now, v, entries);
+  }
+
+  private target(): CrossTarget {
+    const s = this.s;
+    return { name: s.name, state: s.state, version: s.version, quota: s.cfg.quota };
+  }
+
+  private siblingTarget(name: string): CrossTarget | undefined {
+    const r = this.s.pair.sibling(name);
+    if (r === undefined || r.sequencer === undefined) return undefined;
+    return { name, state: r.state, version: r.version, quota: r.cfg.quota };
   }
 
   // ---------------------------------------------------------------- inbound
@@ -325,7 +394,7 @@ export class Sequencer implements RoleMachine, ResponderHost {
         s.pair.drop(now, 'beyond-window', `register ${s.name}: ${left} candidate(s) past the receive window`, left);
         break;
       }
-      this.pending.push({ origin: c.origin, seq: c.seq, delta: copyDelta(c.delta) });
+      this.pending.push({ origin: c.origin, seq: c.seq, delta: copyEntryDelta(c.delta) });
       this.peerPendingHigh = c.seq;
     }
     if (refused > 0) s.pair.drop(now, 'wrong-origin', `${refused} candidate(s) not from the peer's own origin`, refused);
@@ -363,8 +432,8 @@ export class Sequencer implements RoleMachine, ResponderHost {
       const m = decodeMessages(rec.encoded).messages[0] as CollapseMsg;
       for (const e of m.entries) {
         if (e.verdict !== 'committed') continue;
-        for (const d of e.delta.op === DeltaOp.Txn ? e.delta.ops : [e.delta])
-          if ('key' in d) keys.add(Buffer.from(d.key).toString('latin1'));
+        const own = ownPart(e.delta);
+        for (const d of own.op === DeltaOp.Txn ? own.ops : [own]) if ('key' in d) keys.add(Buffer.from(d.key).toString('latin1'));
       }
     }
     const n = s.state.size();
@@ -472,7 +541,8 @@ export class Sequencer implements RoleMachine, ResponderHost {
     const m = decodeMessages(rec.encoded).messages[0] as CollapseMsg;
     const elided: number[] = [];
     m.entries.forEach((e, i) => {
-      if (e.verdict === 'committed' && e.origin === s.pair.peerId) elided.push(i);
+      // A cross entry's versions were filled in here: the follower's copy of it is not the record's.
+      if (e.verdict === 'committed' && e.origin === s.pair.peerId && e.delta.op !== DeltaOp.Cross) elided.push(i);
     });
     if (elided.length === 0) return undefined;
     const raw = encodeMessage({ ...m, elided });

@@ -5,7 +5,8 @@
  * here; the replica hands it only to its role object and shows it to everyone else read-only.
  */
 import type { Hash64Parts } from '../../wire/buffer.js';
-import { DeltaOp, REJECT_REASON_NAMES, RejectReason, deltaValueLen, type Delta, type SimpleDelta } from '../../wire/delta.js';
+import { entryValueLen, type EntryDelta } from '../../wire/cross.js';
+import { DeltaOp, REJECT_REASON_NAMES, RejectReason, type Delta, type SimpleDelta } from '../../wire/delta.js';
 import { MsgType, type CollapseEntry, type StatusMsg, type VersionRange } from '../../wire/messages.js';
 import { hashHex } from '../register/hash.js';
 import { MapState } from '../register/map.js';
@@ -134,16 +135,24 @@ export class Shared {
   afterCollapse(now: number, v: number, entries: readonly CollapseEntry[]): void {
     this.pair.emit({ type: 'collapse', at: now, register: this.name, version: v, hash: hashHex(this.state.hash), entries });
     for (const e of entries) {
-      if (e.origin === this.pair.localId)
+      // A part of a cross-register txn is numbered in its anchor register: its outcome is told there.
+      if (e.origin === this.pair.localId && !isPart(e))
         this.resolveOwn(now, e.seq, e.verdict === 'committed' ? COMMITTED : this.rejected(e.seq, e.reason), v);
     }
   }
 
-  /** An own candidate `seq` is rejected for `reason` here: if it is a txn whose guard failed, remember which op. */
-  noteFailedOp(seq: number, reason: RejectReason): void {
+  /**
+   * An own candidate `seq` is rejected for `reason` here: if it is a txn whose guard failed,
+   * remember which op. A cross-register txn's failing op is found where it is decided (cross.ts).
+   */
+  noteFailedOp(seq: number, reason: RejectReason, crossOp?: number): void {
     if (reason === RejectReason.QuotaExceeded) return; // the whole txn is over the quota, no one op
     // Entries of candidates decided without a told outcome (a reconciliation) go: at most maxPending stay.
     for (const q of this.failedOps.keys()) if (q <= this.resolvedSeq) this.failedOps.delete(q);
+    if (crossOp !== undefined) {
+      this.failedOps.set(seq, crossOp);
+      return;
+    }
     let c: OwnCandidate | undefined;
     for (const o of this.own) if (o.seq === seq) c = o;
     if (c === undefined || c.delta.op !== DeltaOp.Txn) return;
@@ -164,12 +173,12 @@ export class Shared {
 
   pushOwn(c: OwnCandidate): void {
     this.own.push(c);
-    this.ownBytes += deltaValueLen(c.delta);
+    this.ownBytes += entryValueLen(c.delta);
   }
 
   shiftOwn(): OwnCandidate | undefined {
     const c = this.own.shift();
-    if (c) this.ownBytes -= deltaValueLen(c.delta);
+    if (c) this.ownBytes -= entryValueLen(c.delta);
     return c;
   }
 
@@ -193,6 +202,17 @@ export class Shared {
 }
 
 export const COMMITTED: OwnOutcome = { verdict: 'committed' };
+
+/** Whether an entry is a part of a cross-register txn (op 7): it updates neither marks nor outcomes here. */
+export const isPart = (e: CollapseEntry): boolean => e.verdict === 'committed' && e.delta.op === DeltaOp.Part;
+
+/** An entry delta that owns its bytes: a cross-register txn's parts copied one by one. */
+export function copyEntryDelta(d: EntryDelta): EntryDelta {
+  if (d.op === DeltaOp.Cross)
+    return { op: d.op, parts: d.parts.map((p) => ({ register: p.register, at: p.at, delta: copyDelta(p.delta) })) };
+  if (d.op === DeltaOp.Part) return { op: d.op, anchor: d.anchor, anchorVersion: d.anchorVersion, delta: copyDelta(d.delta) };
+  return copyDelta(d);
+}
 
 /** A delta that owns its bytes (callers and received payloads may reuse theirs). */
 export function copyDelta(d: Delta): Delta {

@@ -2,7 +2,7 @@
  * The types the register replica, its two roles and the pair share, apart from the classes
  * (so core/reconcile and the drivers see them without importing the replica).
  */
-import type { Delta, RejectReason } from '../../wire/delta.js';
+import type { RejectReason } from '../../wire/delta.js';
 import type { AckMsg, CloseMsg, FragmentAckMsg, FragmentMsg, Message } from '../../wire/messages.js';
 import type { MapState } from '../register/map.js';
 import type { StreamState } from '../register/stream.js';
@@ -12,6 +12,8 @@ import type { SpookEvent } from './events.js';
 import type { LifecycleEvent, PairState } from './lifecycle.js';
 import type { PairDrop } from './drops.js';
 import type { LogLimits, LogRecord } from './log.js';
+import type { Replica } from './replica.js';
+import type { EntryDelta } from '../../wire/cross.js';
 
 /** A pair's two ends: the lower member id sequences every collapse, the other follows. */
 export type PairRole = 'sequencer' | 'follower';
@@ -42,7 +44,8 @@ export type RegisterMessage = Exclude<Message, AckMsg | CloseMsg | FragmentMsg |
 /** An own candidate awaiting its outcome. */
 export interface OwnCandidate {
   readonly seq: number;
-  readonly delta: Delta;
+  /** One register's delta, or a cross-register txn anchored here (wire/cross.ts). */
+  readonly delta: EntryDelta;
 }
 
 /** What a replica needs from its pair. */
@@ -65,6 +68,8 @@ export interface PairContext {
   drop(now: number, reason: PairDrop, detail: string, n?: number): void;
   /** Something to make durable before anything that depends on it leaves the host (handed over when the step ends). */
   persist(w: PairWrite): void;
+  /** Another register of this pair, for cross-register txns (cross.ts); undefined if the pair has none of that name. */
+  sibling(name: string): Replica | undefined;
 }
 
 /**
@@ -81,7 +86,7 @@ export type PairWrite =
   /** Own candidate sequence numbers up to `upTo` may now be used. */
   | { kind: 'lease'; register: string; upTo: number }
   /** An own candidate of the follower, to propose again after a restart until decided (§7.1). */
-  | { kind: 'proposed'; register: string; seq: number; delta: Delta };
+  | { kind: 'proposed'; register: string; seq: number; delta: EntryDelta };
 
 /** A register's committed state as a store snapshots it. */
 export interface RegisterImage {
@@ -109,7 +114,9 @@ export interface PairStore {
    * restart and be proposed again until decided (§7.1). Decided ones are forgotten when
    * the store next rewrites its list from `ownCandidates()`.
    */
-  proposed(register: string, seq: number, delta: Delta): void;
+  proposed(register: string, seq: number, delta: EntryDelta): void;
+  /** The batch of writes ends (persistWrites): work deferred until all of it is durable, such as snapshots. */
+  endBatch?(): void;
 }
 
 /** Make one step's writes durable, in order. */
@@ -130,4 +137,5 @@ export function persistWrites(store: PairStore, writes: readonly PairWrite[]): v
         break;
     }
   }
+  store.endBatch?.();
 }

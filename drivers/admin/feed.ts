@@ -6,6 +6,7 @@
  * subscriber that lets it fill gets `overflow` (with the last version it was sent) and its feed
  * ends. A position the ring no longer holds gets `compacted`. Never a gap, never unbounded memory.
  */
+import { ownPart } from '../../wire/cross.js';
 import type { FeedChange, FeedEvent } from '../../client/protocol.js';
 import { ChangeRing, changesOf, type Change, type ChangeRecord } from '../../core/register/changes.js';
 import { decodeMessages, MsgType, type CollapseEntry } from '../../wire/messages.js';
@@ -262,6 +263,7 @@ export class PairRings {
 /** What a collapse committed, in its order (rejected candidates are not changes). */
 function committedChanges(entries: readonly CollapseEntry[]): Change[] {
   const out: Change[] = [];
-  for (const e of entries) if (e.verdict === 'committed') out.push(...changesOf(e.delta));
+  // A cross-register txn's entry changes this register by its own part; a part record by its delta.
+  for (const e of entries) if (e.verdict === 'committed') out.push(...changesOf(ownPart(e.delta)));
   return out;
 }

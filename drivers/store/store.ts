@@ -27,13 +27,15 @@ import {
   mkdirSync,
   openSync,
   readFileSync,
+  readdirSync,
   renameSync,
   statSync,
   truncateSync,
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import type { Delta } from '../../wire/delta.js';
+import type { EntryDelta } from '../../wire/cross.js';
+import { groupNeeds, keptRecords, type LoggedRegister } from '../../core/pair/groups.js';
 import {
   MAX_PAIR_RECORD,
   PAIR_SNAPSHOT_CHUNK,
@@ -96,6 +98,9 @@ export class DiskStore implements PairStore {
   private timer: NodeJS.Timeout | undefined;
 
   private closed = false;
+  private groupsChecked = false;
+  /** Registers whose log passed maxLogBytes in the batch being written: snapshotted once it is durable. */
+  private readonly snapshotDue = new Set<string>();
   /** Set once a background flush failed: what it held may be lost, so nothing more is written. */
   private failed: StoreError | undefined;
 
@@ -140,6 +145,31 @@ export class DiskStore implements PairStore {
     }
   }
 
+  /**
+   * Before the first register loads: cut every log at the first record of a cross-register
+   * group not wholly on disk (core/pair/groups.ts), so no register replays a part without the others.
+   */
+  private cutTornGroups(): void {
+    this.groupsChecked = true;
+    const regs = new Map<string, LoggedRegister & { log: string; ends: number[] }>();
+    for (const entry of readdirSync(this.dir, { withFileTypes: true })) {
+      if (!entry.isDirectory()) continue;
+      const p = this.paths(decodeURIComponent(entry.name));
+      if (!existsSync(p.log)) continue;
+      const { records } = readFrames(readFileSync(p.log), MAX_PAIR_RECORD, sha256);
+      regs.set(decodeURIComponent(entry.name), {
+        log: p.log,
+        ends: records.map((r) => r.offset + 8 + r.rec.length),
+        records: records.map(({ rec }) => ({ version: collapseRecordVersion(rec), needs: groupNeeds(rec) })),
+        snapshotVersion: () => (existsSync(p.snap) ? decodePairSnapshotHead(readFileSync(p.snap), sha256).head.version : 0),
+      });
+    }
+    for (const [name, k] of keptRecords(regs)) {
+      const r = regs.get(name)!;
+      if (k < r.records.length) truncateSync(r.log, k === 0 ? 0 : r.ends[k - 1]);
+    }
+  }
+
   /** fsync(2), the one seam tests replace to inject a failing disk. */
   protected syncFd(fd: number): void {
     fsyncSync(fd);
@@ -155,6 +185,7 @@ export class DiskStore implements PairStore {
    * open its log for appending. Throws StoreError on a corrupt snapshot or a log that does not replay.
    */
   load(replica: Replica): LoadReport {
+    if (!this.groupsChecked) this.cutTornGroups();
     const p = this.paths(replica.name);
     mkdirSync(p.dir, { recursive: true, mode: 0o700 });
     this.replicas.set(replica.name, replica);
@@ -226,6 +257,10 @@ export class DiskStore implements PairStore {
             this.writePending(f, register, w.seq, w.delta, touched);
             break;
           case 'replaced':
+            // A snapshot is durable at once: what the batch wrote before it must be too (a part
+            // of a cross-register txn must not outlive its anchor's record, cross-groups.ts).
+            for (const fd of touched) this.syncFd(fd);
+            touched.clear();
             this.replaced(w.image);
             break;
           case 'lease':
@@ -235,13 +270,14 @@ export class DiskStore implements PairStore {
       }
       at = `${this.dir}: fsync`;
       for (const fd of touched) this.syncFd(fd);
+      this.snapshotsDue();
     } catch (e) {
       throw new StoreError(`${at}: ${(e as Error).message}`);
     }
   }
 
   /** Append a pending own candidate (fsynced by the caller through `touched`, or marked dirty). */
-  private writePending(f: RegisterFiles, register: string, seq: number, delta: Delta, touched: Set<number>): void {
+  private writePending(f: RegisterFiles, register: string, seq: number, delta: EntryDelta, touched: Set<number>): void {
     const r = this.replicas.get(register);
     if (r && f.pendingBytes > PENDING_COMPACT_BYTES) {
       // Rewrite with the undecided candidates only (and this one), then append from there.
@@ -267,16 +303,23 @@ export class DiskStore implements PairStore {
     f.logBytes += framed.length;
     if (this.fsync === 'always') touched.add(f.logFd);
     else f.dirty = true;
-    if (f.logBytes > this.maxLogBytes) {
-      const r = this.replicas.get(register);
-      if (r) {
-        touched.delete(f.logFd); // the snapshot covers what the log held; the log is emptied
-        this.replaced(r);
-      }
-    }
+    // Snapshotted once the whole batch is on disk, never before: a snapshot holding a part of a
+    // cross-register txn whose anchor's record a crash then lost could not be cut (core/pair/groups.ts).
+    if (f.logBytes > this.maxLogBytes) this.snapshotDue.add(register);
   }
 
-  proposed(register: string, seq: number, delta: Delta): void {
+  /** Snapshot the registers whose log grew too long, once what the batch wrote is durable. */
+  private snapshotsDue(): void {
+    if (this.snapshotDue.size === 0) return;
+    if (this.fsync !== 'always') this.flush(); // "everysec" and "never" left the logs dirty
+    for (const register of this.snapshotDue) {
+      const r = this.replicas.get(register);
+      if (r) this.replaced(r); // the snapshot covers what the log held; the log is emptied
+    }
+    this.snapshotDue.clear();
+  }
+
+  proposed(register: string, seq: number, delta: EntryDelta): void {
     if (this.closed) this.onFatal(new StoreError(`${this.dir}: proposal on register ${register} after the store was closed`));
     const f = this.files.get(register);
     if (!f) return;
@@ -297,6 +340,7 @@ export class DiskStore implements PairStore {
       const touched = new Set<number>();
       this.writeRecord(f, register, rec, touched);
       for (const fd of touched) this.syncFd(fd);
+      this.snapshotsDue();
     } catch (e) {
       this.onFatal(new StoreError(`${join(this.dir, register)}: cannot persist v${rec.version}: ${(e as Error).message}`));
     }
@@ -426,6 +470,6 @@ export function writeAtomic(path: string, data: Uint8Array, dir: string): void {
 }
 
 /** A whole pending file: one framed record per own candidate. */
-function encodePendingFile(cands: { seq: number; delta: Delta }[]): Uint8Array {
+function encodePendingFile(cands: { seq: number; delta: EntryDelta }[]): Uint8Array {
   return Buffer.concat(cands.map((c) => frameRecord(encodePendingRecord(c), sha256)));
 }

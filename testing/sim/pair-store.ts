@@ -9,10 +9,11 @@
  * reached the disk). It then throws StoreFault, which the world treats as spookd treats a
  * failed write (fail-stop: the process exits before anything of that step leaves).
  */
+import { groupNeeds, keptRecords, type LoggedRegister } from '../../core/pair/groups.js';
 import type { LogRecord } from '../../core/pair/log.js';
 import type { Replica } from '../../core/pair/replica.js';
 import type { PairStore, RegisterImage } from '../../core/pair/types.js';
-import type { Delta } from '../../wire/delta.js';
+import type { EntryDelta } from '../../wire/cross.js';
 import { collapseRecordVersion } from '../../wire/journal.js';
 import { encodeRegisterSnapshot, restoreRegisterSnapshot } from '../../drivers/store/store.js';
 
@@ -30,8 +31,9 @@ export type FaultOutcome = 'kept' | 'lost' | undefined;
 
 interface RegisterFiles {
   snapshot: Uint8Array | undefined;
+  snapshotVersion: number;
   log: Uint8Array[];
-  pending: { seq: number; delta: Delta }[];
+  pending: { seq: number; delta: EntryDelta }[];
   lease: number;
 }
 
@@ -42,21 +44,26 @@ export class SimPairStore implements PairStore {
   fault: ((op: PairStoreOp, register: string) => FaultOutcome) | undefined;
   /** Sees every Collapse record made durable (the checker's committed history, at the sequencer). */
   onDurable: ((register: string, rec: LogRecord) => void) | undefined;
+  /** Sees the records a restart drops because their cross-register group was not wholly kept (never acknowledged). */
+  onCut: ((register: string, dropped: Uint8Array[]) => void) | undefined;
   /** Sees every own candidate made durable (one whose proposer stopped before answering may still be decided). */
   onProposed: ((register: string, seq: number) => void) | undefined;
   faults = 0;
+  private groupsChecked = false;
+  private readonly snapshotDue = new Set<string>();
 
   /** Snapshot and empty a register's log once it holds this many records (DiskStore: 64 MiB). */
   constructor(readonly maxLogRecords = 48) {}
 
   private filesOf(register: string): RegisterFiles {
     let f = this.files.get(register);
-    if (!f) this.files.set(register, (f = { snapshot: undefined, log: [], pending: [], lease: 0 }));
+    if (!f) this.files.set(register, (f = { snapshot: undefined, snapshotVersion: 0, log: [], pending: [], lease: 0 }));
     return f;
   }
 
   /** As DiskStore.load: a fresh replica (before the pair starts) takes what is durable. */
   load(replica: Replica): { replayed: number; pendingRestored: number } {
+    if (!this.groupsChecked) this.cutTornGroups();
     const f = this.filesOf(replica.name);
     this.replicas.set(replica.name, replica);
     if (f.snapshot) restoreRegisterSnapshot(replica, f.snapshot, `sim ${replica.name}/snapshot`);
@@ -72,6 +79,31 @@ export class SimPairStore implements PairStore {
     return { replayed, pendingRestored };
   }
 
+  /** As DiskStore at a restart: cut every log at the first record of a cross-register group not wholly kept (core/pair/groups.ts). */
+  private cutTornGroups(): void {
+    this.groupsChecked = true;
+    const regs = new Map<string, LoggedRegister>();
+    for (const [name, f] of this.files)
+      regs.set(name, {
+        snapshotVersion: () => f.snapshotVersion,
+        records: f.log.map((rec) => ({ version: collapseRecordVersion(rec), needs: groupNeeds(rec) })),
+      });
+    for (const [name, k] of keptRecords(regs)) {
+      const f = this.files.get(name)!;
+      if (k < f.log.length) this.onCut?.(name, f.log.slice(k));
+      f.log = f.log.slice(0, k);
+    }
+  }
+
+  /** As DiskStore: a register whose log grew too long is snapshotted once the whole batch is kept. */
+  endBatch(): void {
+    for (const register of this.snapshotDue) {
+      const r = this.replicas.get(register);
+      if (r) this.replaced(r);
+    }
+    this.snapshotDue.clear();
+  }
+
   private check(op: PairStoreOp, register: string): FaultOutcome {
     const r = this.fault?.(op, register);
     if (r) this.faults++;
@@ -85,20 +117,22 @@ export class SimPairStore implements PairStore {
   append(register: string, rec: LogRecord): void {
     const f = this.filesOf(register);
     const outcome = this.check('append', register);
+    this.groupsChecked = false;
     if (outcome !== 'lost') {
       f.log.push(rec.encoded.slice());
       this.onDurable?.(register, rec);
     }
     this.fail('append', register, outcome);
-    const r = this.replicas.get(register);
-    if (r && f.log.length > this.maxLogRecords) this.replaced(r);
+    if (f.log.length > this.maxLogRecords) this.snapshotDue.add(register);
   }
 
   replaced(replica: RegisterImage): void {
     const f = this.filesOf(replica.name);
     const outcome = this.check('replaced', replica.name);
+    this.groupsChecked = false;
     if (outcome !== 'lost') {
       f.snapshot = encodeRegisterSnapshot(replica);
+      f.snapshotVersion = replica.version;
       f.log = [];
     }
     this.fail('replaced', replica.name, outcome);
@@ -110,7 +144,7 @@ export class SimPairStore implements PairStore {
     this.fail('lease', register, outcome);
   }
 
-  proposed(register: string, seq: number, delta: Delta): void {
+  proposed(register: string, seq: number, delta: EntryDelta): void {
     const outcome = this.check('proposed', register);
     if (outcome !== 'lost') {
       this.filesOf(register).pending.push({ seq, delta });

@@ -11,6 +11,8 @@
  *  - no candidate both committed and rejected, and both ends decided every collapse alike;
  *  - every candidate eventually committed or rejected at its proposer.
  */
+import { ownPart, type EntryDelta } from '../../wire/cross.js';
+import { isPart } from '../../core/pair/shared.js';
 import { DeltaOp, type Delta, type SimpleDelta } from '../../wire/delta.js';
 import { HalfPair, type HalfPairOptions, type Timing } from '../../core/pair/halfpair.js';
 import { hashHex } from '../../core/register/hash.js';
@@ -52,6 +54,11 @@ export interface SimOptions {
    * distinct keys, or chained appends. 0 or absent draws nothing, so seeds without it replay as before.
    */
   txn?: number;
+  /**
+   * Probability per proposal that it is a cross-register txn (DeltaOp.Cross) over kv and log: a
+   * set or cas on kv and an append on log, anchored on either. 0 or absent draws nothing.
+   */
+  cross?: number;
   /** Local proposals per endpoint. */
   ops: number;
   workloadMs: number;
@@ -68,6 +75,10 @@ export interface SimOptions {
   timing?: Partial<Timing>;
   trace?: (line: string) => void;
 }
+
+/** A committed entry's id in its register's history: a part is named by its anchor's record. */
+const entryId = (e: CollapseEntry): string =>
+  e.verdict === 'committed' && e.delta.op === DeltaOp.Part ? `part of ${e.delta.anchor} v${e.delta.anchorVersion}` : `${e.origin}:${e.seq}`;
 
 export const SIM_DEFAULTS: Omit<SimOptions, 'seed'> = {
   loss: 0.1,
@@ -158,7 +169,7 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
           history.get(ev.register)!.set(ev.version, sig);
           for (const e of ev.entries) {
             if (e.verdict === 'committed')
-              committedDeltas.get(ev.register)!.push({ version: ev.version, delta: e.delta, id: `${e.origin}:${e.seq}` });
+              committedDeltas.get(ev.register)!.push({ version: ev.version, delta: ownPart(e.delta), id: entryId(e) });
           }
         } else followerSigs.push({ register: ev.register, version: ev.version, sig });
         trace?.(`${t(ev.at)} ${ep.name} collapse ${ev.register} v${ev.version} h=${ev.hash} [${sig}]`);
@@ -185,6 +196,7 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
   };
   const noteVerdicts = (register: string, entries: readonly CollapseEntry[]): void => {
     for (const e of entries) {
+      if (isPart(e)) continue; // numbered in its anchor register, decided there
       const id = `${register}/${e.origin}:${e.seq}`;
       const prev = verdictSeen.get(id);
       if (prev !== undefined && prev !== e.verdict) violate(`${id} both committed and rejected`);
@@ -213,8 +225,22 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
       h.set(m.version, sig);
       noteVerdicts(register, m.entries);
       for (const e of m.entries)
-        if (e.verdict === 'committed')
-          committedDeltas.get(register)!.push({ version: m.version, delta: e.delta, id: `${e.origin}:${e.seq}` });
+        if (e.verdict === 'committed') committedDeltas.get(register)!.push({ version: m.version, delta: ownPart(e.delta), id: entryId(e) });
+    };
+    // A torn cross-register group dropped at the restart: those records were never acknowledged.
+    stores[0].onCut = (register, dropped) => {
+      const versions = new Set<number>();
+      for (const raw of dropped) {
+        const m = decodeMessages(raw).messages[0];
+        if (m?.type !== MsgType.Collapse) continue;
+        versions.add(m.version);
+        history.get(register)!.delete(m.version);
+        for (const e of m.entries) if (!isPart(e)) verdictSeen.delete(`${register}/${e.origin}:${e.seq}`);
+      }
+      committedDeltas.set(
+        register,
+        committedDeltas.get(register)!.filter((c) => !versions.has(c.version)),
+      );
     };
   }
   const restartLater = (ep: SimEndpoint, down: number): void => {
@@ -253,6 +279,26 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
     const key = rng.pick(KEYS);
     const large = (): number => (rng.chance(0.1) ? 1 << 20 : rng.int(8 << 10, 512 << 10));
     const big = o.largeValues !== undefined && o.largeValues > 0 && kind !== 3 && rng.chance(o.largeValues);
+    if (o.cross && rng.chance(o.cross)) {
+      const cur = (ep.pair.register('kv').state as MapState).get(key);
+      const kvPart: Delta = rng.chance(0.5)
+        ? { op: DeltaOp.Set, key, value: rng.bytes(rng.int(0, 24)) }
+        : { op: DeltaOp.Cas, key, expect: rng.chance(0.8) ? (cur?.version ?? 0) : rng.int(0, 5), value: rng.bytes(rng.int(1, 16)) };
+      const logPart: Delta = { op: DeltaOp.Append, offset: ep.pair.register('log').nextAppendOffset, data: rng.bytes(rng.int(1, 60)) };
+      const kvFirst = rng.chance(0.5);
+      register = kvFirst ? 'kv' : 'log';
+      const parts: [string, Delta][] = kvFirst
+        ? [
+            ['kv', kvPart],
+            ['log', logPart],
+          ]
+        : [
+            ['log', logPart],
+            ['kv', kvPart],
+          ];
+      proposeEntry(ep, now, register, { op: DeltaOp.Cross, parts: parts.map(([r, d]) => ({ register: r, at: 0, delta: d })) });
+      return;
+    }
     if (o.txn && rng.chance(o.txn)) {
       const n = rng.int(2, 5);
       if (kind < 7) {
@@ -292,6 +338,9 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
       register = 'log';
       delta = { op: DeltaOp.Append, offset: ep.pair.register('log').nextAppendOffset, data: rng.bytes(big ? large() : rng.int(1, 200)) };
     }
+    proposeEntry(ep, now, register, delta);
+  };
+  const proposeEntry = (ep: SimEndpoint, now: number, register: string, delta: EntryDelta): void => {
     if (ep.down) return;
     let id: { origin: number; seq: number } | undefined;
     const incarnation = ep.incarnation;
