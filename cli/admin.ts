@@ -229,6 +229,28 @@ export function adminCommands(): Command[] {
   ).action(async (register: string, data: string, o: Common & { timeout: string }) =>
     outcome(o, await call(o, 'append', { register, data, timeoutMs: Number(o.timeout) })),
   );
+  const txn = timeoutOpt(
+    peerOpt(
+      withSocket(
+        new Command('txn')
+          .description('one atomic candidate of several ops, on <register> or across registers of the pair (ops naming "register")')
+          .argument('<register>', 'the register the txn is proposed on (it anchors a txn across registers)')
+          .argument('<ops>', 'a JSON array of ops: {"op":"set|del|cas|append", "key", "value", "expect", "data", "register"?}')
+          .addHelpText(
+            'after',
+            `\nExample:\n  spook txn accounts '[{"op":"cas","key":"alice","expect":7,"value":"90"},{"op":"set","register":"audit","key":"t1","value":"alice-10"}]'`,
+          ),
+      ),
+    ),
+  ).action(async (register: string, ops: string, o: Common & { timeout: string }) => {
+    let list: unknown;
+    try {
+      list = JSON.parse(ops);
+    } catch (e) {
+      fail(new SpookError('bad-argument', `ops is not JSON: ${(e as Error).message}`, 'ops'));
+    }
+    outcome(o, await call(o, 'txn', { register, ops: list as AdminArgs<'txn'>['ops'], timeoutMs: Number(o.timeout) }));
+  });
 
   const streamCmd = (name: 'watch' | 'events', description: string): Command =>
     peerOpt(withSocket(new Command(name).description(description).argument('[register]'))).action(
@@ -267,6 +289,7 @@ export function adminCommands(): Command[] {
     cas,
     del,
     append,
+    txn,
     streamCmd('watch', 'print collapses as they happen (Ctrl-C to stop)'),
     streamCmd('events', 'print lifecycle transitions and re-entanglements as they happen'),
   ];

@@ -20,7 +20,7 @@ import { Session, deadline, left, type Deadline } from './session.js';
 import { shownBytes } from './bytes.js';
 import { domainOp, txnOp, txnOps, type DomainTxnInput, type TxnInput } from './txn.js';
 
-export type { TxnInput, DomainTxnInput } from './txn.js';
+export type { TxnInput, DomainTxnInput, PairTxnInput } from './txn.js';
 
 /** A map key of a domain register, read at the member's applied index. `bytes` always; `value` when it is UTF-8. */
 export interface DomainValue {

@@ -711,14 +711,22 @@ export interface AdminCommands {
   dscan: { args: { domain?: string } & ScanArgs; result: ScanResult };
   dsize: { args: { domain?: string; register: string }; result: SizeResult };
   // ---- txn ----
-  /** One atomic candidate of 1-256 ops on one pair register (DeltaOp.Txn): all commit at one version, or none. */
+  /**
+   * One atomic candidate of 1-256 ops on pair registers, all committed or none: on `register` alone
+   * (DeltaOp.Txn, one version), or, when ops name other registers, over up to 16 registers of the
+   * pair (DeltaOp.Cross: each register's ops at its own next version, visible together at both
+   * ends). The outcome is `register`'s, which anchors it.
+   */
   txn: { args: WriteArgs & { ops: TxnOp[] }; result: Outcome };
 }
 
 // ---- txn ----
 
-/** One op of a pair `txn`: a `dpropose` op without the register (the txn names it once). `append` offset: default where the previous append ends. */
-export type TxnOp = DomainOp extends infer O ? (O extends unknown ? Omit<O, 'register'> : never) : never;
+/**
+ * One op of a pair `txn`: a `dpropose` op whose register defaults to the txn's. `append` offset:
+ * default where the previous append to that register ends.
+ */
+export type TxnOp = DomainOp extends infer O ? (O extends unknown ? Omit<O, 'register'> & { register?: string } : never) : never;
 
 export type AdminCommand = keyof AdminCommands;
 export type AdminArgs<C extends AdminCommand> = AdminCommands[C]['args'];

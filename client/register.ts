@@ -7,7 +7,7 @@ import type { AdminArgs, AdminStreams, CollapseEvent, LifecycleEvent, MapGetResu
 import { Session, deadline, left } from './session.js';
 import { bytesArg, shownBytes } from './bytes.js';
 import * as feed from './feed.js';
-import { txnOp, txnOps, type TxnInput } from './txn.js';
+import { pairOp, txnOps, type PairTxnInput } from './txn.js';
 
 export type { Outcome } from './protocol.js';
 export type { CallOptions } from './admin-client.js';
@@ -37,10 +37,13 @@ export interface RegisterHandle {
   del(key: string, opts?: CallOptions): Promise<Outcome>;
   append(data: string | Uint8Array, opts?: CallOptions): Promise<Outcome>;
   /**
-   * One atomic candidate of 1-256 ops on this register: committed whole at one version, or
-   * rejected whole (a failed guard's index is `failedOp`). Map ops on distinct keys, or appends.
+   * One atomic candidate of 1-256 ops, committed whole or rejected whole at both ends (a failed
+   * guard's index is `failedOp`). On this register alone: one version; map ops on distinct keys,
+   * or appends. An op may name another `register` of the pair (up to 16 registers in all): each
+   * register's ops then commit at its own next version, and no reader at either end sees some
+   * without the others.
    */
-  txn(ops: TxnInput[], opts?: CallOptions): Promise<Outcome>;
+  txn(ops: PairTxnInput[], opts?: CallOptions): Promise<Outcome>;
   onCollapse(fn: (ev: CollapseEvent) => void, opts?: WatchOptions): Promise<void>;
   onLifecycle(fn: (ev: LifecycleEvent) => void, opts?: WatchOptions): Promise<void>;
   /** One page of the keys with `prefix`, in byte order, at one committed version (client/feed.ts). */
@@ -77,7 +80,7 @@ export async function openRegister(register: string, opts: { peer?: string; sock
     cas: (key, expect, value, o) => write('cas', { key, expect, ...bytesArg('value', value) }, o),
     del: (key, o) => write('del', { key }, o),
     append: (data, o) => write('append', bytesArg('data', data), o),
-    txn: async (ops, o) => write('txn', { ops: txnOps(ops, txnOp) }, o),
+    txn: async (ops, o) => write('txn', { ops: txnOps(ops, pairOp) }, o),
     onCollapse: async (fn, o) => void (await session.stream('watch', base, fn, o)),
     onLifecycle: (fn, o) => {
       const args: AdminStreams['events']['args'] = opts.peer ? { peer: opts.peer } : {};

@@ -1,7 +1,8 @@
 /**
  * Transaction ops as an application writes them, and their admin-protocol form. A pair `txn`
- * (RegisterHandle.txn) takes them on one register; a domain txn (DomainHandle.txn) names a
- * register per op. Either commits whole or not at all. See docs/LIBRARY.md, "Transactions".
+ * (RegisterHandle.txn) takes them on its register, or on other registers of the pair an op names;
+ * a domain txn (DomainHandle.txn) names a register per op. Either commits whole or not at all.
+ * See docs/LIBRARY.md, "Transactions".
  */
 import type { DomainOp, TxnOp } from './protocol.js';
 import { bytesArg } from './bytes.js';
@@ -20,6 +21,12 @@ export type TxnInput =
 
 /** A domain transaction's op: a TxnInput on a named register of the domain. */
 export type DomainTxnInput = TxnInput & { register: string };
+
+/** A pair transaction's op: on the handle's register, or on another register of the pair it names. */
+export type PairTxnInput = TxnInput & { register?: string };
+
+/** The admin form of a pair txn's op (its register kept when it names one). */
+export const pairOp = (o: PairTxnInput): TxnOp => ({ ...(o.register !== undefined ? { register: o.register } : {}), ...txnOp(o) }) as TxnOp;
 
 /** The admin form of one op (bytes as text or base64). */
 export function txnOp(o: TxnInput): TxnOp {

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DeltaOp, decodeDelta, encodeDelta, encodedDeltaLen, validateDelta, type Delta, type SimpleDelta } from '../wire/delta.js';
 import { WireError } from '../wire/errors.js';
+import type { EntryDelta } from '../wire/cross.js';
 import { MAX_DELTA_LEN, MAX_TXN_OPS, MAX_VALUE_LEN } from '../wire/constants.js';
 import { MsgType, encodeMessage } from '../wire/messages.js';
 import { HalfPair } from '../core/pair/halfpair.js';
@@ -306,6 +307,12 @@ describe('the library against spookd: RegisterHandle.txn and openDomain', () => 
   const d: Record<string, Spookd> = {};
   const sock = (n: string): string => join(lab.dir, `${n}.sock`);
   const domain = (others: string[]) => ({
+    // Pair registers: config, and two more for transactions across registers of a pair.
+    registers: [
+      { name: 'config', kind: 'map' },
+      { name: 'audit', kind: 'map' },
+      { name: 'events', kind: 'stream' },
+    ],
     domains: [
       {
         name: 'main',
@@ -371,6 +378,57 @@ describe('the library against spookd: RegisterHandle.txn and openDomain', () => 
       expect(wrong).toMatchObject({ code: 'bad-argument', field: 'ops[1].op' });
     } finally {
       reg.close();
+    }
+  });
+
+  it('a pair txn across registers (config, audit, events) commits whole at both ends, visible together to the far end; a failed guard anywhere rejects all', async () => {
+    const [cfg, audit] = await Promise.all([
+      openRegister('config', { socket: sock('a'), peer: 'b' }),
+      openRegister('audit', { socket: sock('b'), peer: 'a' }),
+    ]);
+    const farCfg = await openRegister('config', { socket: sock('b'), peer: 'a' });
+    const seen: string[] = [];
+    const w = await audit.watch('', { onChange: (c) => void seen.push(`${c.op}:${c.key}@${c.version}`) });
+    try {
+      const ok = await cfg.txn([
+        { op: 'cas', key: 'acct', expect: 0, value: '90' },
+        { register: 'audit', op: 'set', key: 't1', value: 'acct-10' },
+        { register: 'events', op: 'append', data: 'debit;' },
+      ]);
+      expect(ok).toMatchObject({ register: 'config', verdict: 'committed', reason: null });
+      // At the far end: each register holds its part, at that register's own version.
+      await until('b holds the txn in every register', () =>
+        ['config', 'audit', 'events'].every((r) => {
+          const [ra, rb] = [d.a.link('b').pair.register(r), d.b.link('a').pair.register(r)];
+          return ra.version === rb.version && ra.hash.hi === rb.hash.hi && ra.hash.lo === rb.hash.lo && rb.version > 0;
+        }),
+      );
+      expect((await farCfg.get('acct')).value).toBe('90');
+      expect((await audit.get('t1')).value).toBe('acct-10');
+      await until('the far end watcher saw the audit part', () => seen.length > 0);
+      expect(seen).toEqual([`set:t1@${d.b.link('a').pair.register('audit').version}`]);
+      // A guard in the audit part fails: nothing anywhere, the op named across parts (config's 1 op, then audit's).
+      const before = ['config', 'audit', 'events'].map((r) => d.b.link('a').pair.register(r).hash.lo);
+      const bad = await cfg.txn([
+        { op: 'set', key: 'acct', value: '0' },
+        { register: 'audit', op: 'cas', key: 't1', expect: 999, value: 'x' },
+        { register: 'events', op: 'append', data: 'never;' },
+      ]);
+      expect(bad).toMatchObject({ verdict: 'rejected', reason: 'cas-version-mismatch', failedOp: 1 });
+      await until('b settled', () => d.b.link('a').pair.register('config').version === d.a.link('b').pair.register('config').version);
+      expect(['audit', 'events'].map((r) => d.b.link('a').pair.register(r).hash.lo)).toEqual(before.slice(1));
+      expect((await farCfg.get('acct')).value).toBe('90');
+      // A register the pair lacks is refused by name before anything is proposed.
+      const unknown = await cfg
+        .txn([
+          { op: 'set', key: 'a', value: '1' },
+          { register: 'nope', op: 'set', key: 'a', value: '1' },
+        ])
+        .catch((e: unknown) => e);
+      expect(unknown).toMatchObject({ code: 'unknown-register', field: 'ops[1].register' });
+    } finally {
+      w.close();
+      for (const r of [cfg, audit, farCfg]) r.close();
     }
   });
 
@@ -511,14 +569,20 @@ async function untilAsync(what: string, f: () => Promise<boolean>, ms = 15_000):
   }
 }
 
-describe('ESTP fuzz with txn deltas', () => {
+describe('ESTP fuzz with txn and cross-register txn deltas', () => {
   // Fuzz seeds 5 and 1 found two liveness faults of the core once the peer behaved again (fixed with them):
   // 5: a Status below what the sequencer believed (an earlier one lied) did not make it resend, so the
   //    follower waited forever; 1: a Collapse deciding an own sequence number not yet used made the
   //    candidate that later took it count as resolved, so it was never proposed.
-  it.each([5, 1])(
-    '20,000 fuzzed payloads with txns into both roles (fuzz seed %i): nothing escapes, memory bounded, the pair heals and commits txns',
-    (seed) => {
+  // With `cross`, candidates and records also carry cross-register txns (op 6) and parts (op 7, §4.6).
+  it.each([
+    [5, false],
+    [1, false],
+    [2, true],
+    [9, true],
+  ])(
+    '20,000 fuzzed payloads with txns into both roles (fuzz seed %i, cross %s): nothing escapes, memory bounded, the pair heals and commits txns',
+    (seed, cross) => {
       const world = new SimWorld(17, { loss: 0.02, dup: 0.01, reorder: 0.05, minDelayMs: 1, maxDelayMs: 4 });
       const regs = [
         { name: 'kv', kind: 'map' as const, maxPending: 64, quota: { maxKeys: 5000, maxBytes: 4 << 20 } },
@@ -530,7 +594,7 @@ describe('ESTP fuzz with txn deltas', () => {
         [new HalfPair({ ...opts, localId: 1, peerId: 2 }, 0), new HalfPair({ ...opts, localId: 2, peerId: 1 }, 0)],
       );
       expect(world.run(5000, () => A.pair.state === PairState.ENTANGLED && B.pair.state === PairState.ENTANGLED)).toBe(true);
-      const fuzz = new EstpFuzzer(Number(process.env.FUZZ_SEED ?? seed), ['kv', 's'], () => A.pair.register('kv').version, true);
+      const fuzz = new EstpFuzzer(Number(process.env.FUZZ_SEED ?? seed), ['kv', 's'], () => A.pair.register('kv').version, true, cross);
       const escaped: string[] = [];
       let pn = 1_000_000;
       for (let i = 0; i < 20_000; i++) {
@@ -557,7 +621,7 @@ describe('ESTP fuzz with txn deltas', () => {
       };
       // (A status the fuzz sent in the sequencer's name may claim a version ahead of the real one, in either
       // register: the follower re-entangles once the sequencer's writes pass it, §8.6. So both registers are written.)
-      const write = (ep: typeof A, d: Delta, r = 'kv'): string | undefined => {
+      const write = (ep: typeof A, d: EntryDelta, r = 'kv'): string | undefined => {
         try {
           return `${ep.name}:${ep.pair.propose(world.now, r, d).seq}`;
         } catch (e) {
@@ -585,12 +649,20 @@ describe('ESTP fuzz with txn deltas', () => {
         });
       const healed = world.run(world.now + 120_000, aligned);
       expect(healed).toBe(true);
-      const ids = [A, B].map((ep) => write(ep, txn(set(`${ep.name}-x`, '1'), set(`${ep.name}-y`, '2'))));
-      world.drain(A);
-      world.drain(B);
-      expect(world.run(world.now + 60_000, () => aligned() && ids.every((id) => id !== undefined && told.get(id) === 'committed'))).toBe(
-        true,
-      );
+      // One end after the other: an append names the stream's length, which the other end's write moves.
+      for (const ep of [A, B]) {
+        const id = cross
+          ? write(ep, {
+              op: DeltaOp.Cross,
+              parts: [
+                { register: 'kv', at: 0, delta: txn(set(`${ep.name}-x`, '1'), set(`${ep.name}-y`, '2')) },
+                { register: 's', at: 0, delta: { op: DeltaOp.Append, offset: ep.pair.register('s').nextAppendOffset, data: enc(ep.name) } },
+              ],
+            })
+          : write(ep, txn(set(`${ep.name}-x`, '1'), set(`${ep.name}-y`, '2')));
+        world.drain(ep);
+        expect(world.run(world.now + 60_000, () => aligned() && id !== undefined && told.get(id) === 'committed')).toBe(true);
+      }
     },
   );
 });

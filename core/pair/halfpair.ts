@@ -333,6 +333,11 @@ export class HalfPair {
         if (!this.isFenced && (this.opts.store || this.opts.writes === 'driver')) this.writes.push(w);
       },
       sibling: (name) => this.regs.get(name),
+      pendingAppendBytes: (register) => {
+        let n = 0;
+        for (const r of this.regs.values()) n += r.ownAppendBytes(register);
+        return n;
+      },
     };
   }
 

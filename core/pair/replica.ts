@@ -120,14 +120,24 @@ export class Replica {
     return this.machine.reconciling;
   }
 
-  /** Stream registers: the offset the next append must name. Counts own pending appends. */
+  /** Stream registers: the offset the next append must name. Counts own pending appends, those of cross-register txns anchored elsewhere too. */
   get nextAppendOffset(): number {
-    let off = this.s.state.size();
+    return this.s.state.size() + this.s.pair.pendingAppendBytes(this.s.name);
+  }
+
+  /** Octets the own pending candidates of this register append to stream `register` (theirs, or a cross txn's part). */
+  ownAppendBytes(register: string): number {
+    let n = 0;
+    const count = (d: Delta): void => {
+      if (d.op === DeltaOp.Append) n += d.data.length;
+      else if (d.op === DeltaOp.Txn) for (const o of d.ops) if (o.op === DeltaOp.Append) n += o.data.length;
+    };
     for (const c of this.s.own) {
-      if (c.delta.op === DeltaOp.Append) off += c.delta.data.length;
-      else if (c.delta.op === DeltaOp.Txn) for (const o of c.delta.ops) if (o.op === DeltaOp.Append) off += o.data.length;
+      if (c.delta.op === DeltaOp.Cross) {
+        for (const p of c.delta.parts) if (p.register === register) count(p.delta);
+      } else if (c.delta.op !== DeltaOp.Part && register === this.s.name) count(c.delta);
     }
-    return off;
+    return n;
   }
 
   // ---------------------------------------------------------------- loading (before the pair starts)

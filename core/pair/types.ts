@@ -70,6 +70,8 @@ export interface PairContext {
   persist(w: PairWrite): void;
   /** Another register of this pair, for cross-register txns (cross.ts); undefined if the pair has none of that name. */
   sibling(name: string): Replica | undefined;
+  /** Octets every register's own pending candidates append to stream `register` (where its next append goes). */
+  pendingAppendBytes(register: string): number;
 }
 
 /**

@@ -1,4 +1,5 @@
 /** Admin API commands for pairs (client/protocol.ts): status, pairs, pair, registers, xdp, get, set, cas, del, append, watch, events. */
+import type { EntryDelta } from '../../wire/cross.js';
 import type { AdminErrorCode, MapGetResult, Outcome, PairSummary, StreamGetResult, AdminArgs } from '../../client/protocol.js';
 import { DeltaOp, REJECT_REASON_NAMES, type Delta } from '../../wire/delta.js';
 import { hashHex } from '../../core/register/hash.js';
@@ -123,7 +124,14 @@ function propose<C extends Write>(d: Spookd, cmd: C, args: Untrusted<AdminArgs<C
 }
 
 /** Propose `delta` (any op, a txn too) on a register of `link` and wait up to `timeoutMs` for its outcome. */
-export function proposeDelta(d: Spookd, link: PeerLink, register: string, delta: Delta, timeoutMs: number, call: Call): Promise<Outcome> {
+export function proposeDelta(
+  d: Spookd,
+  link: PeerLink,
+  register: string,
+  delta: EntryDelta,
+  timeoutMs: number,
+  call: Call,
+): Promise<Outcome> {
   let id: { origin: number; seq: number };
   try {
     id = link.pair.propose(d.now(), register, delta);

@@ -1,10 +1,12 @@
 /**
  * Admin API command `txn` (client/protocol.ts): one atomic candidate of several ops on one pair
- * register (DeltaOp.Txn, docs/PROTOCOL.md §4.2), decided whole by the pair's collapse. Domain
- * transactions are `dpropose` (drivers/admin/domain.ts): a domain candidate is already atomic.
+ * register (DeltaOp.Txn, docs/PROTOCOL.md §4.5) or, when ops name other registers, over several
+ * (DeltaOp.Cross, §4.6), decided whole by the pair's collapse. Domain transactions are `dpropose`
+ * (drivers/admin/domain.ts): a domain candidate is already atomic.
  */
 import type { AdminArgs } from '../../client/protocol.js';
-import { DeltaOp, type SimpleDelta } from '../../wire/delta.js';
+import type { CrossDelta } from '../../wire/cross.js';
+import { DeltaOp, type Delta, type SimpleDelta } from '../../wire/delta.js';
 import { MAX_TXN_OPS } from '../../wire/constants.js';
 import type { Spookd } from '../daemon/spookd.js';
 import { AdminFault, MAX_WAIT_MS, bytesArg, failsAs, num, str, within, type Untrusted } from './args.js';
@@ -41,18 +43,32 @@ export function txnHandlers(d: Spookd): Handlers<'txn'> {
       const link = linkOf(d, str(args, 'peer', false));
       refuseFenced(link);
       const register = str(args, 'register');
-      const r = failsAs('unknown-register', 'register', () => link.pair.register(register));
+      failsAs('unknown-register', 'register', () => link.pair.register(register));
       const raw = args.ops;
       if (!Array.isArray(raw) || raw.length === 0 || raw.length > MAX_TXN_OPS)
         throw new AdminFault('bad-argument', `argument ops must be an array of 1-${MAX_TXN_OPS} operations`, 'ops');
-      let end = r.nextAppendOffset;
-      const ops = raw.map((o: unknown, i) => {
-        const op = toOp(o, i, end);
-        if (op.op === DeltaOp.Append) end = op.offset + op.data.length;
-        return op;
+      // Ops by register, in the order registers first appear (the txn's own first: it anchors a cross txn).
+      const parts = new Map<string, SimpleDelta[]>([[register, []]]);
+      const ends = new Map<string, number>();
+      raw.forEach((o: unknown, i) => {
+        const named =
+          typeof o === 'object' && o !== null && 'register' in o
+            ? within(`ops[${i}]`, () => str(o as Untrusted<{ register: string }>, 'register'))
+            : register;
+        const r = failsAs('unknown-register', `ops[${i}].register`, () => link.pair.register(named));
+        const op = toOp(o, i, ends.get(named) ?? r.nextAppendOffset);
+        if (op.op === DeltaOp.Append) ends.set(named, op.offset + op.data.length);
+        const list = parts.get(named) ?? [];
+        list.push(op);
+        parts.set(named, list);
       });
+      const one = (ops: SimpleDelta[]): Delta => (ops.length === 1 ? ops[0] : { op: DeltaOp.Txn, ops });
       const timeoutMs = num(args, 'timeoutMs', 10_000, 0, MAX_WAIT_MS);
-      return proposeDelta(d, link, register, { op: DeltaOp.Txn, ops }, timeoutMs, call);
+      if (parts.get(register)!.length === 0)
+        throw new AdminFault('bad-argument', `no op on register ${register}, which anchors the txn: name it in at least one op`, 'ops');
+      if (parts.size === 1) return proposeDelta(d, link, register, { op: DeltaOp.Txn, ops: parts.get(register)! }, timeoutMs, call);
+      const cross: CrossDelta = { op: DeltaOp.Cross, parts: [...parts].map(([r, ops]) => ({ register: r, at: 0, delta: one(ops) })) };
+      return proposeDelta(d, link, register, cross, timeoutMs, call);
     },
   };
 }

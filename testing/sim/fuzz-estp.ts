@@ -4,6 +4,7 @@
  * at their extremes, some of them then mutated. Seeded, so a failure replays.
  */
 import { MAX_PAYLOAD_LEN } from '../../wire/constants.js';
+import type { EntryDelta } from '../../wire/cross.js';
 import { DeltaOp, type Delta } from '../../wire/delta.js';
 import { MsgType, REQ_WANT_META, encodeMessage, type Message, type WireEntry } from '../../wire/messages.js';
 import { Rng } from './rng.js';
@@ -22,6 +23,8 @@ export class EstpFuzzer {
     private readonly near: () => number,
     /** Also make txn deltas (op 5: often valid, sometimes nested, empty, over-long, a key twice). Off: seeds replay as before. */
     private readonly txn = false,
+    /** Also make cross-register txns (op 6) in candidates and records, and parts (op 7) in records. Off: seeds replay as before. */
+    private readonly cross = false,
   ) {
     this.rng = new Rng(seed);
   }
@@ -68,6 +71,23 @@ export class EstpFuzzer {
     }
   }
 
+  /** A candidate's (`record` false) or a record entry's delta: with `cross`, sometimes op 6 or (records) op 7. */
+  private entryDelta(record: boolean): EntryDelta {
+    const r = this.rng;
+    if (!this.cross || !r.chance(0.25)) return this.delta();
+    const name = (): string => (r.chance(0.9) ? r.pick(this.registers) : `x${r.int(0, 3)}`);
+    if (record && r.chance(0.4)) return { op: DeltaOp.Part, anchor: name(), anchorVersion: Math.max(1, this.num()), delta: this.delta() };
+    // Mostly 2-3 parts on distinct registers; sometimes one, seventeen or a register twice.
+    const n = r.chance(0.05) ? r.pick([1, 17]) : r.int(2, 3);
+    const names = [...this.registers, 'x0', 'x1'].sort(() => r.int(-1, 1));
+    const parts = Array.from({ length: n }, (_, i) => ({
+      register: r.chance(0.05) ? names[0] : (names[i] ?? `y${i}`),
+      at: record ? Math.max(r.chance(0.05) ? 0 : 1, this.num()) : r.chance(0.05) ? 1 : 0,
+      delta: this.delta(),
+    }));
+    return { op: DeltaOp.Cross, parts };
+  }
+
   private entry(): WireEntry {
     return { key: this.key(), version: this.num(), value: this.bytes(900) };
   }
@@ -109,7 +129,7 @@ export class EstpFuzzer {
           type: MsgType.Propose,
           register,
           base: this.num(),
-          candidates: this.list(() => ({ origin: r.int(0, 3), seq: this.num(), delta: this.delta() }), 40),
+          candidates: this.list(() => ({ origin: r.int(0, 3), seq: this.num(), delta: this.entryDelta(false) }), 40),
         };
       case MsgType.Collapse:
         return {
@@ -120,7 +140,7 @@ export class EstpFuzzer {
           entries: this.list(
             () =>
               r.chance(0.5)
-                ? { origin: r.int(0, 3), seq: this.num(), verdict: 'committed', delta: this.delta() }
+                ? { origin: r.int(0, 3), seq: this.num(), verdict: 'committed', delta: this.entryDelta(true) }
                 : { origin: r.int(0, 3), seq: this.num(), verdict: 'rejected', reason: r.int(1, 4) },
             40,
           ),
