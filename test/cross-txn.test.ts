@@ -79,6 +79,10 @@ describe('encoding (§4.6)', () => {
     expect(decodeEntryDelta(encodeEntryDelta(part), 'record')).toEqual(part);
     expect(fault(() => decodeEntryDelta(encodeEntryDelta(part), 'candidate')).field).toBe('delta.op');
     for (let n = 0; n < b.length; n++) fault(() => readEntryDelta(new Reader(b.subarray(0, n)), 'delta', 'candidate'));
+    // The example of PROTOCOL.md §4.6.
+    expect(Buffer.from(encodeEntryDelta(cross(['kv', set('a', '1')], ['kv2', del('b')]))).toString('hex')).toBe(
+      '0602026b76000101610131036b763200020162',
+    );
   });
 
   it('refuses one part, more than 16, a register twice, a cross or part inside a part, more than 256 ops', () => {
