@@ -740,6 +740,8 @@ export type AdminRequestArgs<C extends AdminCommand> =
 /**
  * One candidate a collapse decided: `reason` is the rejection's name (`cas-version-mismatch`,
  * `append-offset-mismatch`, `wrong-register-kind`, `quota-exceeded`, ...), null when committed.
+ * A register's part of a transaction across registers is listed in its first register's
+ * collapse, which decided it, not in the part's (whose collapse then lists no entry).
  */
 export interface CollapseEntrySummary {
   origin: number;

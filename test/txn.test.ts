@@ -418,6 +418,13 @@ describe('the library against spookd: RegisterHandle.txn and openDomain', () => 
       await until('b settled', () => d.b.link('a').pair.register('config').version === d.a.link('b').pair.register('config').version);
       expect(['audit', 'events'].map((r) => d.b.link('a').pair.register(r).hash.lo)).toEqual(before.slice(1));
       expect((await farCfg.get('acct')).value).toBe('90');
+      // Ops interleaving registers: failedOp is the index in the order given (the txn groups them by register).
+      const mixed = await cfg.txn([
+        { op: 'set', key: 'x', value: '1' },
+        { register: 'audit', op: 'set', key: 't', value: '1' },
+        { op: 'cas', key: 'y', expect: 999, value: 'z' },
+      ]);
+      expect(mixed).toMatchObject({ verdict: 'rejected', reason: 'cas-version-mismatch', failedOp: 2 });
       // A register the pair lacks is refused by name before anything is proposed.
       const unknown = await cfg
         .txn([

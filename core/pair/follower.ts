@@ -5,6 +5,7 @@
  * sequencer's state, it reconciles (ReconRequester) and installs the verified result.
  */
 import { varintLen } from '../../wire/buffer.js';
+import { MAX_MESSAGE_LEN } from '../../wire/constants.js';
 import { encodedEntryDeltaLen, ownPart, type EntryDelta } from '../../wire/cross.js';
 import { DeltaOp, REJECT_REASON_NAMES, type RejectReason, type SimpleDelta } from '../../wire/delta.js';
 import {
@@ -64,6 +65,8 @@ export class Follower implements RoleMachine, RequesterHost {
   private retransmitAt: number | undefined;
   private readonly reconcileRate = new Gcra(PIN_BURST, PIN_INTERVAL_MS);
   private readonly reorder = new Map<number, { msg: CollapseMsg; raw: Uint8Array }>();
+  /** The register whose progress the held next record waits for (a cross-register txn, §4.6). */
+  waitingOn: Follower | undefined;
   private reorderBytes = 0;
 
   constructor(private readonly s: Shared) {
@@ -295,36 +298,48 @@ export class Follower implements RoleMachine, RequesterHost {
       return;
     }
     const group = this.crossGroup(m);
-    if (group === 'wait') {
-      // The next record, waiting for the other parts of a cross-register txn (§4.6): held whatever the limits.
+    if ('wait' in group) {
+      // The next record, waiting for the other parts of a cross-register txn (§4.6): held whatever the limits
+      // (the one record at the next version; records above it make room).
       this.keep(m, raw);
+      this.waitingOn = group.wait;
+      while (this.reorder.size > REORDER_LIMIT || this.reorderBytes > reorderByteLimit(s.cfg.quota.maxValueBytes)) {
+        const top = Math.max(...this.reorder.keys());
+        if (top <= m.version) break;
+        this.unhold(top);
+      }
       return;
     }
-    if (!this.applyWith(now, m, raw, group)) return;
+    if (!this.applyWith(now, m, raw, group.members)) return;
     this.drainHeld(now);
   }
 
-  /** Hold a record that arrived past a gap, within the reorder limits. */
+  /**
+   * Hold a record that arrived past a gap, within the reorder limits. A copy that differs from
+   * the one held at its version replaces it (the sequencer's latest word on a version wins: a
+   * record it re-formed after losing its tail, §10.1). Past the limits, records above this one
+   * make room: they are resent, and holding the lower ones is what lets the register move (a
+   * cross-register group, §4.6, may need a version below what is held).
+   */
   private hold(m: CollapseMsg, raw: Uint8Array): void {
     const s = this.s;
-    if (this.reorder.has(m.version)) return this.keep(m, raw);
-    if (this.reorder.size < REORDER_LIMIT && this.reorderBytes + raw.length <= reorderByteLimit(s.cfg.quota.maxValueBytes)) {
-      this.keep(m, raw);
-      s.statusDirty = true; // tell the sequencer what arrived past the gap
+    const old = this.reorder.get(m.version);
+    if (old !== undefined && Buffer.compare(old.raw, raw) === 0) return;
+    const limit = reorderByteLimit(s.cfg.quota.maxValueBytes);
+    const room = (): boolean =>
+      (old !== undefined || this.reorder.size < REORDER_LIMIT) && this.reorderBytes - (old?.raw.length ?? 0) + raw.length <= limit;
+    while (!room()) {
+      const top = Math.max(...this.reorder.keys());
+      if (top <= m.version) return;
+      this.unhold(top);
     }
+    this.keep(m, raw);
+    s.statusDirty = true; // tell the sequencer what arrived past the gap
   }
 
-  /**
-   * Hold a record. One held already at its version is replaced if this copy differs: only records
-   * waiting for a cross-register txn's parts stay held at the next version, and the sequencer's
-   * latest word on a version wins (a record it re-formed after losing its tail, §10.1).
-   */
+  /** Hold a record at its version, replacing a copy held there. */
   private keep(m: CollapseMsg, raw: Uint8Array): void {
-    const old = this.reorder.get(m.version);
-    if (old !== undefined) {
-      if (Buffer.compare(old.raw, raw) === 0) return;
-      this.unhold(m.version);
-    }
+    this.unhold(m.version);
     this.reorder.set(m.version, { msg: m, raw: raw.slice() });
     this.reorderBytes += raw.length;
   }
@@ -339,22 +354,33 @@ export class Follower implements RoleMachine, RequesterHost {
 
   /**
    * Apply held records in version order while the next one is held and is not waiting for
-   * the other parts of a cross-register txn; true if any was applied. The pair calls it on
-   * every follower register after each step, so a register whose record waited on another's
-   * moves on once that one has.
+   * the other parts of a cross-register txn. Returns the registers whose version moved (this
+   * one, and the part records' registers of a group it applied); `waitingOn` is set to the
+   * register the next record waits for. The pair calls it after each step on every register
+   * holding its next record, then again on those waiting for a register that moved.
    */
-  drainHeld(now: number): boolean {
+  drainHeld(now: number): Follower[] {
     const s = this.s;
-    let applied = false;
+    const moved = new Set<Follower>();
+    this.waitingOn = undefined;
     for (let next = this.reorder.get(s.version + 1); next && this.session === undefined; next = this.reorder.get(s.version + 1)) {
       const group = this.crossGroup(next.msg);
-      if (group === 'wait') break;
+      if ('wait' in group) {
+        this.waitingOn = group.wait;
+        break;
+      }
       this.unhold(next.msg.version);
-      applied = true;
-      if (!this.applyWith(now, next.msg, next.raw, group)) break;
+      moved.add(this);
+      if (!this.applyWith(now, next.msg, next.raw, group.members)) break;
+      for (const g of group.members) moved.add(g.follower);
     }
-    for (const v of [...this.reorder.keys()]) if (v <= s.version) this.unhold(v);
-    return applied;
+    if (moved.size > 0) for (const v of [...this.reorder.keys()]) if (v <= s.version) this.unhold(v);
+    return [...moved];
+  }
+
+  /** Whether the record at the next version is held (waiting, or not looked at yet). */
+  get holdsNext(): boolean {
+    return this.reorder.has(this.s.version + 1);
   }
 
   /** The record held at `v` (a part record a sibling's anchor record is waiting for). */
@@ -369,7 +395,7 @@ export class Follower implements RoleMachine, RequesterHost {
    * for its anchor's record (which applies it), unless the anchor register is past that version
    * already (it reconciled) or unknown (the hash then decides).
    */
-  private crossGroup(m: CollapseMsg): 'wait' | CrossMember[] {
+  private crossGroup(m: CollapseMsg): { wait: Follower } | { members: CrossMember[] } {
     const s = this.s;
     const members = new Map<Follower, number[]>();
     for (const e of m.entries) {
@@ -377,7 +403,7 @@ export class Follower implements RoleMachine, RequesterHost {
       const d = e.delta;
       if (d.op === DeltaOp.Part) {
         const a = s.pair.sibling(d.anchor)?.follower;
-        if (a !== undefined && a !== this && a.version < d.anchorVersion) return 'wait';
+        if (a !== undefined && a !== this && a.version < d.anchorVersion) return { wait: a };
         continue;
       }
       if (d.op !== DeltaOp.Cross) continue;
@@ -392,17 +418,17 @@ export class Follower implements RoleMachine, RequesterHost {
     }
     const out: CrossMember[] = [];
     for (const [f, vs] of members) {
-      if (f.reconciling) return 'wait';
+      if (f.reconciling) return { wait: f };
       vs.sort((a, b) => a - b);
       for (let i = 0; i < vs.length; i++) {
         const h = vs[i] === f.version + 1 + i ? f.heldRecord(vs[i]) : undefined;
         const ours = (e: CollapseEntry): boolean =>
           e.verdict === 'committed' && e.delta.op === DeltaOp.Part && e.delta.anchor === s.name && e.delta.anchorVersion === m.version;
-        if (h === undefined || !h.entries.every(ours)) return 'wait';
+        if (h === undefined || !h.entries.every(ours)) return { wait: f };
       }
       out.push({ follower: f, versions: vs });
     }
-    return out;
+    return { members: out };
   }
 
   /** Apply `m` and the part records of `group` in one turn, or nothing if one of them is over this host's quota. */
@@ -424,12 +450,20 @@ export class Follower implements RoleMachine, RequesterHost {
   private restoreOwn(m: CollapseMsg): CollapseMsg | undefined {
     const s = this.s;
     const entries = m.entries.slice();
+    // Each pending candidate at most once (seqs rising, as an honest record decides them), and never a
+    // cross-register txn (its record carries versions our copy lacks, §3.6.4): a record cannot make
+    // us expand one held value many times over.
+    let last = 0;
+    let bytes = 0;
     for (const i of m.elided ?? []) {
       const e = entries[i];
-      if (e.verdict !== 'committed' || e.origin !== s.pair.localId) return undefined;
+      if (e.verdict !== 'committed' || e.origin !== s.pair.localId || e.seq <= last) return undefined;
+      last = e.seq;
       let own: OwnCandidate | undefined;
       for (const c of s.own) if (c.seq === e.seq) own = c;
-      if (!own) return undefined;
+      if (!own || own.delta.op === DeltaOp.Cross) return undefined;
+      bytes += encodedEntryDeltaLen(own.delta);
+      if (bytes > MAX_MESSAGE_LEN) return undefined;
       entries[i] = { origin: e.origin, seq: e.seq, verdict: 'committed', delta: own.delta };
     }
     return { type: MsgType.Collapse, register: m.register, version: m.version, hash: m.hash, entries };
@@ -583,12 +617,13 @@ export class Follower implements RoleMachine, RequesterHost {
     const own = s.own;
     let i = 0;
     while (i < own.length && own.at(i).seq <= this.sentSeqUpTo) i++;
-    if (i >= own.length) return;
+    if (i >= own.length || this.crossHeldBack(own.at(i))) return;
     // Name + counts overhead, then candidates while they fit.
     let room = b.room - (8 + varintLen(s.nameBytes) + s.nameBytes + 3);
     const candidates: PairCandidate[] = [];
     for (; i < own.length; i++) {
       const c: OwnCandidate = own.at(i);
+      if (this.crossHeldBack(c)) break;
       const sz = varintLen(s.pair.localId) + varintLen(c.seq) + encodedEntryDeltaLen(c.delta);
       if (sz > room) break;
       room -= sz;
@@ -611,6 +646,21 @@ export class Follower implements RoleMachine, RequesterHost {
     if (key !== undefined && raw.length <= b.limit) return; // it fits an empty payload: the next datagram takes it whole
     if (!b.add(raw, key)) return;
     this.sent(now, candidates[candidates.length - 1].seq);
+  }
+
+  /**
+   * A cross-register txn waits (and every later own candidate of this register with it) until
+   * this end's candidates proposed before it on its other registers have their outcome: the
+   * sequencer then decides it after them, as the proposer wrote them, whatever the network
+   * reorders (an append it names at a stream's length finds that length, §4.6).
+   */
+  private crossHeldBack(c: OwnCandidate): boolean {
+    if (c.delta.op !== DeltaOp.Cross) return false;
+    const at = c.stamp ?? 0;
+    return c.delta.parts.slice(1).some((p) => {
+      const oldest = this.s.pair.sibling(p.register)?.oldestOwnStamp;
+      return oldest !== undefined && oldest < at;
+    });
   }
 
   /** Own candidates up to `seq` are sent (or under way as fragments). */

@@ -51,20 +51,22 @@ export function keptRecords(regs: ReadonlyMap<string, LoggedRegister>): Map<stri
   const kept = new Map<string, number>();
   for (const [name, r] of regs) kept.set(name, r.records.length);
   const snap = new Map<string, number>();
-  const durable = (name: string): number => {
+  // Whether `name` holds version `v`: its last kept record, or its snapshot (log records at or below
+  // the snapshot may remain when a crash lost the log's truncation after the snapshot's rename).
+  const holds = (name: string, v: number): boolean => {
     const r = regs.get(name);
-    if (r === undefined) return Infinity;
+    if (r === undefined) return true;
     const k = kept.get(name)!;
-    if (k > 0) return r.records[k - 1].version;
+    if (k > 0 && r.records[k - 1].version >= v) return true;
     if (!snap.has(name)) snap.set(name, r.snapshotVersion());
-    return snap.get(name)!;
+    return snap.get(name)! >= v;
   };
   for (let changed = true; changed;) {
     changed = false;
     for (const [name, r] of regs) {
       const k = kept.get(name)!;
       for (let i = 0; i < k; i++) {
-        if (r.records[i].needs.some((n) => durable(n.register) < n.version)) {
+        if (r.records[i].needs.some((n) => !holds(n.register, n.version))) {
           kept.set(name, i);
           changed = true;
           break;

@@ -34,6 +34,7 @@ import { PayloadBuilder } from './payload.js';
 import type { PairDrop, PairDropCounts } from './drops.js';
 import { Deque } from '../util/deque.js';
 import { ManifestAssembly, OwnManifest, describeDiff, describeDiffs, diffManifests, manifestEntry, type ManifestDiff } from './manifest.js';
+import type { Follower } from './follower.js';
 import { ProposeError, Replica } from './replica.js';
 import type { RegisterTimer } from './shared.js';
 import {
@@ -204,6 +205,8 @@ export class HalfPair {
   private isFenced = false;
   private closeQueued: CloseReason | undefined;
   private rr = 0;
+  /** PairContext.stamp: the order of proposals and arrivals across registers. */
+  private stamps = 0;
   /** `now` of the step under way (for drops reported from callbacks). */
   private lastStep: number | undefined;
 
@@ -333,6 +336,7 @@ export class HalfPair {
         if (!this.isFenced && (this.opts.store || this.opts.writes === 'driver')) this.writes.push(w);
       },
       sibling: (name) => this.regs.get(name),
+      stamp: () => ++this.stamps,
       pendingAppendBytes: (register) => {
         let n = 0;
         for (const r of this.regs.values()) n += r.ownAppendBytes(register);
@@ -495,15 +499,33 @@ export class HalfPair {
 
   /**
    * Follower: records held because a cross-register txn's parts had not all arrived (§4.6) are
-   * applied once they have, whichever register's message completed them. Each round applies at
-   * least one held record or ends the loop, so it is bounded by the records held.
+   * applied once they have, whichever register's message completed them. A worklist: every
+   * register holding its next record is looked at once, and a register waiting for another is
+   * looked at again only when that one's version moves, so the work is bounded by the registers
+   * and the records applied (a chain of waits across many registers is not quadratic).
    */
   private drainCross(now: number): void {
     if (this.role !== 'follower') return;
-    let progressed = true;
-    while (progressed) {
-      progressed = false;
-      for (const r of this.regs.values()) if (r.follower?.drainHeld(now)) progressed = true;
+    const queue: Follower[] = [];
+    for (const r of this.regs.values()) if (r.follower?.holdsNext) queue.push(r.follower);
+    const waiters = new Map<Follower, Follower[]>();
+    for (let i = 0; i < queue.length; i++) {
+      const f = queue[i];
+      const moved = f.drainHeld(now);
+      if (f.waitingOn !== undefined) {
+        const ws = waiters.get(f.waitingOn) ?? [];
+        ws.push(f);
+        waiters.set(f.waitingOn, ws);
+      }
+      for (const m of moved) {
+        const ws = waiters.get(m);
+        if (ws) {
+          waiters.delete(m);
+          queue.push(...ws);
+        }
+        // A part record's register moved with its anchor: what it holds next may go now.
+        if (m !== f && m.holdsNext) queue.push(m);
+      }
     }
   }
 

@@ -125,6 +125,11 @@ export class Replica {
     return this.s.state.size() + this.s.pair.pendingAppendBytes(this.s.name);
   }
 
+  /** When the oldest own candidate still without an outcome was proposed (PairContext.stamp; undefined: none). */
+  get oldestOwnStamp(): number | undefined {
+    return this.s.own.length > 0 ? (this.s.own.peek()!.stamp ?? 0) : undefined;
+  }
+
   /** Octets the own pending candidates of this register append to stream `register` (theirs, or a cross txn's part). */
   ownAppendBytes(register: string): number {
     let n = 0;
@@ -303,8 +308,9 @@ export class Replica {
     }
     // Own the bytes: callers may reuse their buffers.
     const d = copyEntryDelta(delta);
-    this.machine.queueOwn(seq, d);
-    s.pushOwn({ seq, delta: d });
+    const stamp = s.pair.stamp();
+    this.machine.queueOwn(seq, d, stamp);
+    s.pushOwn({ seq, delta: d, stamp });
     return { origin: s.pair.localId, seq };
   }
 

@@ -56,8 +56,12 @@ export class Sequencer implements RoleMachine, ResponderHost {
   readonly reconciling = false;
   readonly responder: ReconResponder;
 
-  /** Candidates waiting for the next collapse, in arrival order (each origin in sequence order). */
-  private readonly pending = new Deque<PairCandidate>();
+  /**
+   * Candidates waiting for the next collapse, in arrival order (each origin in sequence order),
+   * each stamped in the pair's order across registers (a cross-register txn is decided after
+   * what arrived before it on its other registers, §4.6).
+   */
+  private readonly pending = new Deque<PairCandidate & { stamp: number }>();
   private peerPendingHigh = 0;
   /**
    * Rejections of peer candidates the peer has not yet acknowledged (§8.5), seq → reason, in
@@ -144,13 +148,13 @@ export class Sequencer implements RoleMachine, ResponderHost {
 
   // ---------------------------------------------------------------- own candidates
 
-  queueOwn(seq: number, delta: EntryDelta): void {
+  queueOwn(seq: number, delta: EntryDelta, stamp: number): void {
     // Decided at the next collapse, before anyone is told "pending": nothing to make durable first.
-    this.pending.push({ origin: this.s.pair.localId, seq, delta });
+    this.pending.push({ origin: this.s.pair.localId, seq, delta, stamp });
   }
 
   restored(added: readonly OwnCandidate[]): void {
-    for (const c of added) this.pending.push({ origin: this.s.pair.localId, seq: c.seq, delta: c.delta });
+    for (const c of added) this.pending.push({ origin: this.s.pair.localId, seq: c.seq, delta: c.delta, stamp: this.s.pair.stamp() });
   }
 
   // ---------------------------------------------------------------- restart (before the pair starts)
@@ -183,10 +187,20 @@ export class Sequencer implements RoleMachine, ResponderHost {
 
   // ---------------------------------------------------------------- collapse
 
-  collapse(now: number): number {
+  /**
+   * Form collapses from the queue (only of candidates stamped before `before`, when another
+   * register's cross-register txn needs what arrived here ahead of it decided first). A cross
+   * candidate starts a collapse of its own, once the other registers it names have decided what
+   * arrived there before it: an append it names at a stream's length then finds the stream as the
+   * proposer saw it, whichever register the pair collapses first (§4.6).
+   */
+  collapse(now: number, before = Infinity): number {
     const s = this.s;
     let made = 0;
-    while (this.pending.length > 0) {
+    while (this.pending.length > 0 && this.pending.peek()!.stamp < before) {
+      const head = this.pending.peek()!;
+      if (head.delta.op === DeltaOp.Cross)
+        for (const p of head.delta.parts.slice(1)) made += s.pair.sibling(p.register)?.sequencer?.collapse(now, head.stamp) ?? 0;
       const v = s.version + 1;
       const entries: CollapseEntry[] = [];
       let size = 0;
@@ -194,6 +208,7 @@ export class Sequencer implements RoleMachine, ResponderHost {
       const quota = new QuotaCheck(s.state, s.cfg.quota);
       for (let i = 0; i < this.pending.length; i++) {
         const c = this.pending.at(i);
+        if (c.stamp >= before || (i > 0 && c.delta.op === DeltaOp.Cross)) break;
         // A cross entry grows by the versions the sequencer fills in (at most 8 octets a part).
         const sz =
           varintLen(c.origin) +
@@ -394,7 +409,7 @@ export class Sequencer implements RoleMachine, ResponderHost {
         s.pair.drop(now, 'beyond-window', `register ${s.name}: ${left} candidate(s) past the receive window`, left);
         break;
       }
-      this.pending.push({ origin: c.origin, seq: c.seq, delta: copyEntryDelta(c.delta) });
+      this.pending.push({ origin: c.origin, seq: c.seq, delta: copyEntryDelta(c.delta), stamp: s.pair.stamp() });
       this.peerPendingHigh = c.seq;
     }
     if (refused > 0) s.pair.drop(now, 'wrong-origin', `${refused} candidate(s) not from the peer's own origin`, refused);
@@ -541,8 +556,10 @@ export class Sequencer implements RoleMachine, ResponderHost {
     const m = decodeMessages(rec.encoded).messages[0] as CollapseMsg;
     const elided: number[] = [];
     m.entries.forEach((e, i) => {
-      // A cross entry's versions were filled in here: the follower's copy of it is not the record's.
-      if (e.verdict === 'committed' && e.origin === s.pair.peerId && e.delta.op !== DeltaOp.Cross) elided.push(i);
+      // Not a cross entry (its versions were filled in here: the follower's copy is not the record's),
+      // nor a part (numbered in its anchor register: the follower's candidate of that seq here is another).
+      if (e.verdict === 'committed' && e.origin === s.pair.peerId && e.delta.op !== DeltaOp.Cross && e.delta.op !== DeltaOp.Part)
+        elided.push(i);
     });
     if (elided.length === 0) return undefined;
     const raw = encodeMessage({ ...m, elided });

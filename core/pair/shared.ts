@@ -45,8 +45,8 @@ export interface RoleMachine {
   readonly freezesWhenIncoherent: boolean;
   /** Whether reconciliation or a full transfer is under way (the follower requesting). */
   readonly reconciling: boolean;
-  /** A new own candidate, numbered and copied, just before it joins the own list. */
-  queueOwn(seq: number, delta: Delta): void;
+  /** A new own candidate, numbered and copied, just before it joins the own list; `stamp` orders it across registers. */
+  queueOwn(seq: number, delta: EntryDelta, stamp: number): void;
   /** Own candidates taken back after a restart (already in the own list). */
   restored(added: readonly OwnCandidate[]): void;
   /** A Collapse record replayed at a restart (state and marks already updated by the replica). */

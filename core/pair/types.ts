@@ -46,6 +46,8 @@ export interface OwnCandidate {
   readonly seq: number;
   /** One register's delta, or a cross-register txn anchored here (wire/cross.ts). */
   readonly delta: EntryDelta;
+  /** When it was proposed, in this pair's order across registers (PairContext.stamp; 0: before a restart). Not stored. */
+  readonly stamp?: number;
 }
 
 /** What a replica needs from its pair. */
@@ -70,6 +72,8 @@ export interface PairContext {
   persist(w: PairWrite): void;
   /** Another register of this pair, for cross-register txns (cross.ts); undefined if the pair has none of that name. */
   sibling(name: string): Replica | undefined;
+  /** The next number of this pair's order of proposals and arrivals across its registers (cross-register txns, §4.6). */
+  stamp(): number;
   /** Octets every register's own pending candidates append to stream `register` (where its next append goes). */
   pendingAppendBytes(register: string): number;
 }

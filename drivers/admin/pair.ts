@@ -1,5 +1,6 @@
 /** Admin API commands for pairs (client/protocol.ts): status, pairs, pair, registers, xdp, get, set, cas, del, append, watch, events. */
 import type { EntryDelta } from '../../wire/cross.js';
+import { isPart } from '../../core/pair/shared.js';
 import type { AdminErrorCode, MapGetResult, Outcome, PairSummary, StreamGetResult, AdminArgs } from '../../client/protocol.js';
 import { DeltaOp, REJECT_REASON_NAMES, type Delta } from '../../wire/delta.js';
 import { hashHex } from '../../core/register/hash.js';
@@ -242,12 +243,15 @@ export function pairStreams(d: Spookd): StreamHandlers<'watch' | 'events'> {
         emit(link.name, {
           ...ev,
           at: epochMs(ev.at),
-          entries: ev.entries.map((e) => ({
-            origin: e.origin,
-            seq: e.seq,
-            verdict: e.verdict,
-            reason: e.verdict === 'rejected' ? REJECT_REASON_NAMES[e.reason] : null,
-          })),
+          // A part of a cross-register txn is decided in its anchor register: not an entry of this one.
+          entries: ev.entries
+            .filter((e) => !isPart(e))
+            .map((e) => ({
+              origin: e.origin,
+              seq: e.seq,
+              verdict: e.verdict,
+              reason: e.verdict === 'rejected' ? REJECT_REASON_NAMES[e.reason] : null,
+            })),
         });
       });
     },

@@ -49,6 +49,8 @@ export function txnHandlers(d: Spookd): Handlers<'txn'> {
         throw new AdminFault('bad-argument', `argument ops must be an array of 1-${MAX_TXN_OPS} operations`, 'ops');
       // Ops by register, in the order registers first appear (the txn's own first: it anchors a cross txn).
       const parts = new Map<string, SimpleDelta[]>([[register, []]]);
+      /** Per register, the index in `ops` of each of its ops: failedOp is reported in the order given. */
+      const given = new Map<string, number[]>([[register, []]]);
       const ends = new Map<string, number>();
       raw.forEach((o: unknown, i) => {
         const named =
@@ -61,6 +63,7 @@ export function txnHandlers(d: Spookd): Handlers<'txn'> {
         const list = parts.get(named) ?? [];
         list.push(op);
         parts.set(named, list);
+        given.set(named, [...(given.get(named) ?? []), i]);
       });
       const one = (ops: SimpleDelta[]): Delta => (ops.length === 1 ? ops[0] : { op: DeltaOp.Txn, ops });
       const timeoutMs = num(args, 'timeoutMs', 10_000, 0, MAX_WAIT_MS);
@@ -68,7 +71,11 @@ export function txnHandlers(d: Spookd): Handlers<'txn'> {
         throw new AdminFault('bad-argument', `no op on register ${register}, which anchors the txn: name it in at least one op`, 'ops');
       if (parts.size === 1) return proposeDelta(d, link, register, { op: DeltaOp.Txn, ops: parts.get(register)! }, timeoutMs, call);
       const cross: CrossDelta = { op: DeltaOp.Cross, parts: [...parts].map(([r, ops]) => ({ register: r, at: 0, delta: one(ops) })) };
-      return proposeDelta(d, link, register, cross, timeoutMs, call);
+      // The core counts ops part by part (registers in first-appearance order): map back to the order given.
+      const order = [...given.values()].flat();
+      return proposeDelta(d, link, register, cross, timeoutMs, call).then((o) =>
+        o.failedOp !== undefined ? { ...o, failedOp: order[o.failedOp] ?? o.failedOp } : o,
+      );
     },
   };
 }

@@ -153,11 +153,16 @@ export class DiskStore implements PairStore {
     this.groupsChecked = true;
     const regs = new Map<string, LoggedRegister & { log: string; ends: number[] }>();
     for (const entry of readdirSync(this.dir, { withFileTypes: true })) {
-      if (!entry.isDirectory()) continue;
-      const p = this.paths(decodeURIComponent(entry.name));
-      if (!existsSync(p.log)) continue;
+      let register: string;
+      try {
+        register = decodeURIComponent(entry.name);
+      } catch {
+        continue; // not a directory this store made (paths() encodes every name)
+      }
+      const p = this.paths(register);
+      if (!entry.isDirectory() || !existsSync(p.log)) continue;
       const { records } = readFrames(readFileSync(p.log), MAX_PAIR_RECORD, sha256);
-      regs.set(decodeURIComponent(entry.name), {
+      regs.set(register, {
         log: p.log,
         ends: records.map((r) => r.offset + 8 + r.rec.length),
         records: records.map(({ rec }) => ({ version: collapseRecordVersion(rec), needs: groupNeeds(rec) })),
@@ -261,6 +266,7 @@ export class DiskStore implements PairStore {
             // of a cross-register txn must not outlive its anchor's record, cross-groups.ts).
             for (const fd of touched) this.syncFd(fd);
             touched.clear();
+            if (this.fsync !== 'always') this.flush();
             this.replaced(w.image);
             break;
           case 'lease':
@@ -308,6 +314,15 @@ export class DiskStore implements PairStore {
     if (f.logBytes > this.maxLogBytes) this.snapshotDue.add(register);
   }
 
+  /** The PairStore path's batch ended (persistWrites): snapshot what grew too long, now that all of it is durable. */
+  endBatch(): void {
+    try {
+      this.snapshotsDue();
+    } catch (e) {
+      this.onFatal(new StoreError(`${this.dir}: snapshot: ${(e as Error).message}`));
+    }
+  }
+
   /** Snapshot the registers whose log grew too long, once what the batch wrote is durable. */
   private snapshotsDue(): void {
     if (this.snapshotDue.size === 0) return;
@@ -340,7 +355,6 @@ export class DiskStore implements PairStore {
       const touched = new Set<number>();
       this.writeRecord(f, register, rec, touched);
       for (const fd of touched) this.syncFd(fd);
-      this.snapshotsDue();
     } catch (e) {
       this.onFatal(new StoreError(`${join(this.dir, register)}: cannot persist v${rec.version}: ${(e as Error).message}`));
     }

@@ -233,6 +233,10 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
       for (const raw of dropped) {
         const m = decodeMessages(raw).messages[0];
         if (m?.type !== MsgType.Collapse) continue;
+        // Its batch never completed, so nothing of it may have left the host.
+        const sig = m.entries.map((e) => `${e.origin}:${e.seq}=${verdictByte(e)}`).join(',');
+        if (followerSigs.some((f) => f.register === register && f.version === m.version && f.sig === sig))
+          violate(`${register} v${m.version}: the follower applied a record the sequencer's restart cut (it had left the host)`);
         versions.add(m.version);
         history.get(register)!.delete(m.version);
         for (const e of m.entries) if (!isPart(e)) verdictSeen.delete(`${register}/${e.origin}:${e.seq}`);
