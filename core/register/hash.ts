@@ -115,7 +115,16 @@ export function murmur3(seed: number, b: Uint8Array): number {
 
 const scratch = new Murmur3();
 
-/** One-shot Murmur3_x86_32 of buf[off, off + len), without the streaming state. */
+/** fmix32 as an int32 (the same bits; `>>> 0` gives fmix32): hot paths keep hashes in int32s, which V8 never boxes. */
+export function fmix32i(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  return h ^ (h >>> 16);
+}
+
+/** One-shot Murmur3_x86_32 of buf[off, off + len), without the streaming state, as an int32 (`>>> 0`: the digest). */
 export function murmur3At(seed: number, buf: Uint8Array, off: number, len: number): number {
   let h = seed | 0;
   const end4 = off + (len & ~3);
@@ -138,10 +147,10 @@ export function murmur3At(seed: number, buf: Uint8Array, off: number, len: numbe
     k = (k << 15) | (k >>> 17);
     h ^= Math.imul(k, C2);
   }
-  return fmix32(h ^ len);
+  return fmix32i(h ^ len);
 }
 
-/** Where entryLanes leaves its result (no allocation per entry). */
+/** Where entryLanes leaves its result, as int32s (no allocation per entry). */
 export const lanesOut = { hi: 0, lo: 0 };
 
 /**
@@ -150,7 +159,15 @@ export const lanesOut = { hi: 0, lo: 0 };
  * the key and value being buf[off, off + klen + vlen). The key mixing is seed-independent,
  * so each word is mixed once for both lanes. Result in `lanesOut`.
  */
-export function entryLanes(seedHi: number, seedLo: number, buf: Uint8Array, off: number, klen: number, vlen: number, version: number): void {
+export function entryLanes(
+  seedHi: number,
+  seedLo: number,
+  buf: Uint8Array,
+  off: number,
+  klen: number,
+  vlen: number,
+  version: number,
+): void {
   let h1 = seedHi | 0;
   let h2 = seedLo | 0;
   let k = Math.imul(klen, C1);
@@ -212,8 +229,8 @@ export function entryLanes(seedHi: number, seedLo: number, buf: Uint8Array, off:
     h2 ^= k;
   }
   const total = 4 + n + 8;
-  lanesOut.hi = fmix32(h1 ^ total);
-  lanesOut.lo = fmix32(h2 ^ total);
+  lanesOut.hi = fmix32i(h1 ^ total);
+  lanesOut.lo = fmix32i(h2 ^ total);
 }
 
 /** Lane seeds: the two halves of a 64-bit hash are Murmur3 under two derived seeds. */

@@ -21,16 +21,23 @@ import { RECON_FANOUT, RECON_MAX_DEPTH, type ReconChild } from '../../wire/messa
 /** Depth of the tree whose nodes are the buckets; 16^3 = 4,096 buckets. */
 export const BUCKET_DEPTH = 3;
 const BUCKETS = RECON_FANOUT ** BUCKET_DEPTH;
-const BUCKET_SHIFT = 32 - 4 * BUCKET_DEPTH;
+export const BUCKET_SHIFT = 32 - 4 * BUCKET_DEPTH;
 
-/** Per-entry words of Bucket.meta: key hash, entry hash (hi, lo), arena offset, key length, value length. */
-const STRIDE = 6;
-const KH = 0;
-const HHI = 1;
-const HLO = 2;
+/**
+ * Per-entry int32 words of Bucket.meta, one 32-byte record per entry (one or two cache lines
+ * per lookup): key hash (biased by 2^31, so signed order is unsigned order), entry hash (hi,
+ * lo), arena offset, key length, value length, version (low, high 32 bits). Hashes stay int32
+ * on the hot path: V8 keeps int32s unboxed, where a uint32 above 2^31 is a heap number.
+ */
+export const STRIDE = 8;
+export const HHI = 1;
+export const HLO = 2;
 const OFF = 3;
-const KLEN = 4;
-const VLEN = 5;
+export const KLEN = 4;
+export const VLEN = 5;
+const VLO = 6;
+const VHI = 7;
+const TWO32 = 2 ** 32;
 
 /** dst[at, at + len) = src[off, off + len): a loop for the short copies entries are (set() costs a call and a view). */
 export function copyBytes(dst: Uint8Array, at: number, src: Uint8Array, off: number, len: number): void {
@@ -41,24 +48,24 @@ export function copyBytes(dst: Uint8Array, at: number, src: Uint8Array, off: num
 /** One depth-3 node's entries, sorted by keyHash (unsigned); equal hashes in insertion order. */
 export class Bucket {
   n = 0;
-  meta: Uint32Array;
-  ver: Float64Array;
+  meta: Int32Array;
   arena: Uint8Array;
   /** Arena bytes in use, of which `garbage` belong to overwritten or removed entries. */
   used = 0;
   garbage = 0;
+  /** Multiset hash of the bucket's entries (uint32 halves). */
+  hashHi = 0;
+  hashLo = 0;
   /** Entries as objects, built on first use by a reader of a snapshot (the bucket is then never written). */
   private cache: MapEntry[] | undefined;
 
   constructor(
     /** Snapshot generation this bucket was created in; older buckets are shared and cloned before a write. */
     public gen: number,
-    cap = 4,
-    arenaCap = 64,
-    readonly hash = new Hash64(),
+    cap = 8,
+    arenaCap = 256,
   ) {
-    this.meta = new Uint32Array(cap * STRIDE);
-    this.ver = new Float64Array(cap);
+    this.meta = new Int32Array(cap * STRIDE);
     this.arena = new Uint8Array(arenaCap);
   }
 
@@ -66,16 +73,33 @@ export class Bucket {
     return this.n;
   }
 
+  get hash(): { hi: number; lo: number } {
+    return { hi: this.hashHi, lo: this.hashLo };
+  }
+
+  /** Add (sign 1) or take out (sign -1) an entry hash given as int32 halves. */
+  addHash(hhi: number, hlo: number): void {
+    const l = this.hashLo + (hlo >>> 0);
+    this.hashLo = l >>> 0;
+    this.hashHi = (this.hashHi + (hhi >>> 0) + (l >= TWO32 ? 1 : 0)) >>> 0;
+  }
+
+  subHash(hhi: number, hlo: number): void {
+    const l = this.hashLo - (hlo >>> 0);
+    this.hashLo = l >>> 0;
+    this.hashHi = (this.hashHi - (hhi >>> 0) - (l < 0 ? 1 : 0)) >>> 0;
+  }
+
   keyHash(i: number): number {
-    return this.meta[i * STRIDE + KH];
+    return (this.meta[i * STRIDE] ^ 0x80000000) >>> 0;
   }
 
   hhi(i: number): number {
-    return this.meta[i * STRIDE + HHI];
+    return this.meta[i * STRIDE + HHI] >>> 0;
   }
 
   hlo(i: number): number {
-    return this.meta[i * STRIDE + HLO];
+    return this.meta[i * STRIDE + HLO] >>> 0;
   }
 
   offset(i: number): number {
@@ -91,31 +115,38 @@ export class Bucket {
   }
 
   version(i: number): number {
-    return this.ver[i];
+    const w = i * STRIDE;
+    return (this.meta[w + VLO] >>> 0) + this.meta[w + VHI] * TWO32;
   }
 
-  /** First position whose keyHash is ≥ h. */
+  /** First position whose keyHash is ≥ h (an unsigned hash, or 2^32 for the end). */
   lowerBound(h: number): number {
+    return h >= TWO32 ? this.n : this.lowerBoundBiased((h ^ 0x80000000) | 0);
+  }
+
+  /** lowerBound for a biased key hash (int32). */
+  lowerBoundBiased(bh: number): number {
     const m = this.meta;
     let lo = 0;
     let hi = this.n;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (m[mid * STRIDE] < h) lo = mid + 1;
+      if (m[mid * STRIDE] < bh) lo = mid + 1;
       else hi = mid;
     }
     return lo;
   }
 
-  /** The position of `key` (hash `kh`), or -(insertion point) - 1 if absent. */
+  /** The position of `key` (int32 key hash `kh`), or -(insertion point) - 1 if absent. */
   find(kh: number, key: Uint8Array): number {
     const m = this.meta;
     const a = this.arena;
+    const bh = (kh ^ 0x80000000) | 0;
     const klen = key.length;
-    let i = this.lowerBound(kh);
+    let i = this.lowerBoundBiased(bh);
     for (; i < this.n; i++) {
       const w = i * STRIDE;
-      if (m[w] !== kh) break;
+      if (m[w] !== bh) break;
       if (m[w + KLEN] !== klen) continue;
       const off = m[w + OFF];
       let j = 0;
@@ -134,10 +165,10 @@ export class Bucket {
     return {
       key: this.arena.subarray(off, kend),
       value: this.arena.subarray(kend, kend + m[w + VLEN]),
-      version: this.ver[i],
-      keyHash: m[w + KH],
-      hhi: m[w + HHI],
-      hlo: m[w + HLO],
+      version: this.version(i),
+      keyHash: this.keyHash(i),
+      hhi: m[w + HHI] >>> 0,
+      hlo: m[w + HLO] >>> 0,
     };
   }
 
@@ -159,20 +190,23 @@ export class Bucket {
 
   /** Room for `len` arena bytes at the end; compacts or grows the arena. Returns the offset. */
   reserve(len: number): number {
-    if (this.used + len > this.arena.length) {
-      const live = this.used - this.garbage;
-      // Compact in place when a quarter is garbage and the bytes fit; else grow by half.
-      const cap = this.garbage >= this.arena.length >>> 2 && live + len <= this.arena.length ? this.arena.length : Math.max(live + len, Math.ceil(this.arena.length * 1.5));
-      if (this.garbage === 0) {
-        const dst = new Uint8Array(cap);
-        dst.set(this.arena.subarray(0, this.used));
-        this.arena = dst;
-        this.cache = undefined;
-      } else this.repack(cap);
-    }
+    if (this.used + len > this.arena.length) this.makeRoom(len);
     const off = this.used;
     this.used += len;
     return off;
+  }
+
+  private makeRoom(len: number): void {
+    const live = this.used - this.garbage;
+    // Compact in place when a quarter is garbage and the bytes fit; else double (few reallocations: each costs a backing store).
+    const size = this.arena.length;
+    const cap = this.garbage >= size >>> 2 && live + len <= size ? size : Math.max(live + len, size * 2);
+    if (this.garbage === 0) {
+      const dst = new Uint8Array(cap);
+      dst.set(this.arena.subarray(0, this.used));
+      this.arena = dst;
+    } else this.repack(cap);
+    this.cache = undefined;
   }
 
   /** Copy the live bytes into a fresh arena of `cap` bytes, in entry order. */
@@ -192,39 +226,32 @@ export class Bucket {
     this.arena = dst;
     this.used = at;
     this.garbage = 0;
-    this.cache = undefined;
   }
 
   /** Open position `pos` for a new entry (shifting the later ones). */
   openAt(pos: number): void {
     if (this.n * STRIDE === this.meta.length) {
-      const cap = Math.max(4, Math.ceil(this.n * 1.5));
-      const meta = new Uint32Array(cap * STRIDE);
+      const meta = new Int32Array(this.n * 2 * STRIDE);
       meta.set(this.meta);
-      const ver = new Float64Array(cap);
-      ver.set(this.ver);
       this.meta = meta;
-      this.ver = ver;
     }
-    if (pos < this.n) {
-      this.meta.copyWithin((pos + 1) * STRIDE, pos * STRIDE, this.n * STRIDE);
-      this.ver.copyWithin(pos + 1, pos, this.n);
-    }
+    if (pos < this.n) this.meta.copyWithin((pos + 1) * STRIDE, pos * STRIDE, this.n * STRIDE);
     this.n++;
     this.cache = undefined;
   }
 
-  /** Set every field of the entry at `i`. */
+  /** Set every field of the entry at `i` (hashes as int32 or uint32: the same bits). */
   setAt(i: number, kh: number, hhi: number, hlo: number, off: number, klen: number, vlen: number, version: number): void {
     const w = i * STRIDE;
     const m = this.meta;
-    m[w + KH] = kh;
+    m[w] = kh ^ 0x80000000;
     m[w + HHI] = hhi;
     m[w + HLO] = hlo;
     m[w + OFF] = off;
     m[w + KLEN] = klen;
     m[w + VLEN] = vlen;
-    this.ver[i] = version;
+    m[w + VLO] = version | 0;
+    m[w + VHI] = (version / TWO32) | 0;
     this.cache = undefined;
   }
 
@@ -232,7 +259,6 @@ export class Bucket {
     const w = i * STRIDE;
     this.garbage += this.meta[w + KLEN] + this.meta[w + VLEN];
     this.meta.copyWithin(w, w + STRIDE, this.n * STRIDE);
-    this.ver.copyWithin(i, i + 1, this.n);
     this.n--;
     this.cache = undefined;
     if (this.n === 0) {
@@ -243,11 +269,11 @@ export class Bucket {
 
   /** A writable copy for generation `gen` (copy-on-write after a snapshot), its arena packed. */
   clone(gen: number): Bucket {
-    const cap = Math.max(4, Math.ceil(this.n * 1.25));
     const live = this.used - this.garbage;
-    const b = new Bucket(gen, cap, Math.max(64, Math.ceil(live * 1.25)), this.hash.copy());
+    const b = new Bucket(gen, Math.max(4, Math.ceil(this.n * 1.25)), Math.max(64, Math.ceil(live * 1.25)));
+    b.hashHi = this.hashHi;
+    b.hashLo = this.hashLo;
     b.meta.set(this.meta.subarray(0, this.n * STRIDE));
-    b.ver.set(this.ver.subarray(0, this.n));
     b.n = this.n;
     const src = this.arena;
     let at = 0;
@@ -305,7 +331,7 @@ export class SortedKeys {
 
   /** Add an entry with its hashes as given (tests and tools index arbitrary entries). */
   insert(e: MapEntry): void {
-    const b = this.writable(bucketOf(e.keyHash));
+    const b = this.writable(e.keyHash >>> BUCKET_SHIFT);
     const at = b.lowerBound(e.keyHash + 1);
     const len = e.key.length + e.value.length;
     const off = b.reserve(len);
@@ -313,7 +339,7 @@ export class SortedKeys {
     b.arena.set(e.value, off + e.key.length);
     b.openAt(at);
     b.setAt(at, e.keyHash, e.hhi, e.hlo, off, e.key.length, e.value.length, e.version);
-    b.hash.add(e.hhi, e.hlo);
+    b.addHash(e.hhi, e.hlo);
     this.count++;
   }
 
@@ -399,7 +425,7 @@ export function childrenOf(index: KeyIndex, depth: number, prefix: number): Reco
         const b = index.buckets[i];
         if (!b) continue;
         sums[c].count += b.n;
-        sums[c].h.add(b.hash.hi, b.hash.lo);
+        sums[c].h.add(b.hashHi, b.hashLo);
       }
     }
   } else {

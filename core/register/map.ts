@@ -3,7 +3,7 @@ import { DeltaOp, RejectReason, type Delta, type SimpleDelta } from '../../wire/
 import { varintLen } from '../../wire/buffer.js';
 import { Hash64, entryLanes, fmix32, laneSeeds, lanesOut, murmur3At } from './hash.js';
 import type { StateBlock } from './state.js';
-import { SortedKeys, bucketOf, copyBytes, type Bucket, type KeyIndex } from './keyspace.js';
+import { BUCKET_SHIFT, HHI, HLO, KLEN, STRIDE, SortedKeys, VLEN, copyBytes, type Bucket, type KeyIndex } from './keyspace.js';
 
 /** One entry as an object: what reads, pins and reconciliation hand out (the map itself keeps none). */
 export interface MapEntry {
@@ -47,24 +47,24 @@ export class MapState implements StateBlock {
 
   /** The entry of `key` (its own copies of key and value), or undefined. */
   get(key: Uint8Array): MapEntry | undefined {
-    const kh = this.keyHashOf(key);
-    const b = this.keys.read(bucketOf(kh));
+    const kh = this.kh(key);
+    const b = this.keys.read(kh >>> BUCKET_SHIFT);
     const i = b ? b.find(kh, key) : -1;
     return i >= 0 ? b!.entryCopy(i) : undefined;
   }
 
   /** The version that last wrote `key`, 0 if absent (a cas reads only this). */
   versionOf(key: Uint8Array): number {
-    const kh = this.keyHashOf(key);
-    const b = this.keys.read(bucketOf(kh));
+    const kh = this.kh(key);
+    const b = this.keys.read(kh >>> BUCKET_SHIFT);
     const i = b ? b.find(kh, key) : -1;
     return i >= 0 ? b!.version(i) : 0;
   }
 
   /** Bytes `key`'s entry takes (entryWireLen), -1 if absent (quota checks read only this). */
   entryLenOf(key: Uint8Array): number {
-    const kh = this.keyHashOf(key);
-    const b = this.keys.read(bucketOf(kh));
+    const kh = this.kh(key);
+    const b = this.keys.read(kh >>> BUCKET_SHIFT);
     const i = b ? b.find(kh, key) : -1;
     return i >= 0 ? wireLen(b!.keyLen(i), b!.valueLen(i), b!.version(i)) : -1;
   }
@@ -84,6 +84,11 @@ export class MapState implements StateBlock {
   }
 
   keyHashOf(key: Uint8Array): number {
+    return murmur3At(this.keySeed, key, 0, key.length) >>> 0;
+  }
+
+  /** keyHashOf as an int32 (the same bits), as the buckets keep it. */
+  private kh(key: Uint8Array): number {
     return murmur3At(this.keySeed, key, 0, key.length);
   }
 
@@ -123,7 +128,7 @@ export class MapState implements StateBlock {
         return;
       case DeltaOp.Set:
       case DeltaOp.Cas:
-        this.write(d.key, d.value, version, this.keyHashOf(d.key));
+        this.write(d.key, d.value, version, this.kh(d.key));
         return;
       case DeltaOp.Del:
         this.remove(d.key);
@@ -135,14 +140,14 @@ export class MapState implements StateBlock {
 
   /** Write an entry (collapse, reconciliation, full transfer): key and value are copied in. */
   put(key: Uint8Array, value: Uint8Array, version: number): MapEntry {
-    const keyHash = this.keyHashOf(key);
-    this.write(key, value, version, keyHash);
-    return { key, value, version, keyHash, hhi: lanesOut.hi, hlo: lanesOut.lo };
+    const kh = this.kh(key);
+    this.write(key, value, version, kh);
+    return { key, value, version, keyHash: kh >>> 0, hhi: lanesOut.hi >>> 0, hlo: lanesOut.lo >>> 0 };
   }
 
   remove(key: Uint8Array): void {
-    const kh = this.keyHashOf(key);
-    const bi = bucketOf(kh);
+    const kh = this.kh(key);
+    const bi = kh >>> BUCKET_SHIFT;
     const r = this.keys.read(bi);
     if (!r || r.find(kh, key) < 0) return;
     const b = this.keys.writable(bi);
@@ -153,9 +158,9 @@ export class MapState implements StateBlock {
     this.keys.count--;
   }
 
-  /** Store key → value at `version`; leaves the entry's hash halves in lanesOut. */
+  /** Store key → value at `version` (int32 key hash `kh`); leaves the entry's hash halves in lanesOut. */
   private write(key: Uint8Array, value: Uint8Array, version: number, kh: number): void {
-    const b = this.keys.writable(bucketOf(kh));
+    const b = this.keys.writable(kh >>> BUCKET_SHIFT);
     let i = b.find(kh, key);
     this.writes++;
     const klen = key.length;
@@ -164,9 +169,9 @@ export class MapState implements StateBlock {
     if (i >= 0) {
       this.forget(b, i);
       off = b.offset(i);
-      if (b.valueLen(i) !== vlen) {
+      const old = klen + b.valueLen(i);
+      if (old !== klen + vlen) {
         // A new size: append a fresh copy (the arena repacks when garbage builds up).
-        const old = klen + b.valueLen(i);
         off = b.reserve(klen + vlen);
         b.garbage += old;
         copyBytes(b.arena, off, key, 0, klen);
@@ -183,18 +188,20 @@ export class MapState implements StateBlock {
     const hhi = lanesOut.hi;
     const hlo = lanesOut.lo;
     b.setAt(i, kh, hhi, hlo, off, klen, vlen, version);
-    b.hash.add(hhi, hlo);
-    this.hash.add(hhi, hlo);
+    b.addHash(hhi, hlo);
+    this.hash.add(hhi >>> 0, hlo >>> 0);
     this.bytes += wireLen(klen, vlen, version);
   }
 
   /** Take entry `i` of writable bucket `b` out of the hashes and the byte count. */
   private forget(b: Bucket, i: number): void {
-    const hhi = b.hhi(i);
-    const hlo = b.hlo(i);
-    b.hash.sub(hhi, hlo);
-    this.hash.sub(hhi, hlo);
-    this.bytes -= wireLen(b.keyLen(i), b.valueLen(i), b.version(i));
+    const w = i * STRIDE;
+    const m = b.meta;
+    const hhi = m[w + HHI];
+    const hlo = m[w + HLO];
+    b.subHash(hhi, hlo);
+    this.hash.sub(hhi >>> 0, hlo >>> 0);
+    this.bytes -= wireLen(m[w + KLEN], m[w + VLEN], b.version(i));
   }
 
   /** The entry with its hashes computed, without storing it (reconciliation stages with this). */
@@ -204,7 +211,7 @@ export class MapState implements StateBlock {
     scratch.set(key, 0);
     scratch.set(value, key.length);
     entryLanes(this.seedHi, this.seedLo, scratch, 0, key.length, value.length, version);
-    return { key, value, version, keyHash, hhi: lanesOut.hi, hlo: lanesOut.lo };
+    return { key, value, version, keyHash, hhi: lanesOut.hi >>> 0, hlo: lanesOut.lo >>> 0 };
   }
 
   fullTransferBytes(): number {
