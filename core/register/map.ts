@@ -189,7 +189,7 @@ export class MapState implements StateBlock {
     const hlo = lanesOut.lo;
     b.setAt(i, kh, hhi, hlo, off, klen, vlen, version);
     b.addHash(hhi, hlo);
-    this.hash.add(hhi >>> 0, hlo >>> 0);
+    this.hash.addBits(hhi, hlo);
     this.bytes += wireLen(klen, vlen, version);
   }
 
@@ -200,7 +200,7 @@ export class MapState implements StateBlock {
     const hhi = m[w + HHI];
     const hlo = m[w + HLO];
     b.subHash(hhi, hlo);
-    this.hash.sub(hhi >>> 0, hlo >>> 0);
+    this.hash.subBits(hhi, hlo);
     this.bytes -= wireLen(m[w + KLEN], m[w + VLEN], b.version(i));
   }
 
