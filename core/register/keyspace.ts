@@ -15,6 +15,7 @@
  * may be views into its arena.
  */
 import { Hash64 } from './hash.js';
+import { varintLen } from '../../wire/buffer.js';
 import type { MapEntry } from './map.js';
 import { RECON_FANOUT, RECON_MAX_DEPTH, type ReconChild } from '../../wire/messages.js';
 
@@ -56,8 +57,6 @@ export class Bucket {
   /** Multiset hash of the bucket's entries (uint32 halves). */
   hashHi = 0;
   hashLo = 0;
-  /** Entries as objects, built on first use by a reader of a snapshot (the bucket is then never written). */
-  private cache: MapEntry[] | undefined;
 
   constructor(
     /** Snapshot generation this bucket was created in; older buckets are shared and cloned before a write. */
@@ -178,14 +177,12 @@ export class Bucket {
     return { ...e, key: e.key.slice(), value: e.value.slice() };
   }
 
-  /** The entries as objects (a snapshot's reader: reconciliation, full transfer). */
-  get entries(): readonly MapEntry[] {
-    if (this.cache === undefined) {
-      const out = new Array<MapEntry>(this.n);
-      for (let i = 0; i < this.n; i++) out[i] = this.entry(i);
-      this.cache = out;
-    }
-    return this.cache;
+  /** Bytes entry `i` takes in reconciliation and snapshot messages (entryWireLen without building the entry). */
+  wireLen(i: number): number {
+    const w = i * STRIDE;
+    const klen = this.meta[w + KLEN];
+    const vlen = this.meta[w + VLEN];
+    return varintLen(klen) + klen + varintLen(this.version(i)) + varintLen(vlen) + vlen;
   }
 
   /** Room for `len` arena bytes at the end; compacts or grows the arena. Returns the offset. */
@@ -206,7 +203,6 @@ export class Bucket {
       dst.set(this.arena.subarray(0, this.used));
       this.arena = dst;
     } else this.repack(cap);
-    this.cache = undefined;
   }
 
   /** Copy the live bytes into a fresh arena of `cap` bytes, in entry order. */
@@ -237,7 +233,6 @@ export class Bucket {
     }
     if (pos < this.n) this.meta.copyWithin((pos + 1) * STRIDE, pos * STRIDE, this.n * STRIDE);
     this.n++;
-    this.cache = undefined;
   }
 
   /** Set every field of the entry at `i` (hashes as int32 or uint32: the same bits). */
@@ -252,7 +247,6 @@ export class Bucket {
     m[w + VLEN] = vlen;
     m[w + VLO] = version | 0;
     m[w + VHI] = (version / TWO32) | 0;
-    this.cache = undefined;
   }
 
   removeAt(i: number): void {
@@ -260,7 +254,6 @@ export class Bucket {
     this.garbage += this.meta[w + KLEN] + this.meta[w + VLEN];
     this.meta.copyWithin(w, w + STRIDE, this.n * STRIDE);
     this.n--;
-    this.cache = undefined;
     if (this.n === 0) {
       this.used = 0;
       this.garbage = 0;
