@@ -9,7 +9,10 @@ import { Hash64, Murmur3, laneSeeds } from '../core/register/hash.js';
 import { MapState, entryWireLen } from '../core/register/map.js';
 import { allEntries, type KeyIndex } from '../core/register/keyspace.js';
 import { QuotaCheck, type Quota } from '../core/register/quota.js';
-import { DeltaOp, RejectReason, type Delta, type SimpleDelta } from '../wire/delta.js';
+import { DeltaOp, RejectReason, decodeDelta, encodeDelta, readDelta, type Delta, type SimpleDelta } from '../wire/delta.js';
+import { Reader } from '../wire/buffer.js';
+import { MAX_KEY_LEN } from '../wire/constants.js';
+import { WireError } from '../wire/errors.js';
 import { Rng } from '../testing/sim/rng.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -213,4 +216,30 @@ describe('QuotaCheck: the upper-bound fast path decides as the exact count does'
       }
     });
   }
+});
+
+describe('readDelta: the short-set fast path reads what the checked path reads', () => {
+  it('sets around the 1- and 2-byte length boundaries round-trip; every truncation and a non-minimal length throw', () => {
+    for (const klen of [1, 127, 128, MAX_KEY_LEN]) {
+      for (const vlen of [0, 1, 127, 128, 16_383, 16_384, 70_000]) {
+        const d: Delta = { op: DeltaOp.Set, key: new Uint8Array(klen).fill(7), value: new Uint8Array(vlen).fill(9) };
+        const enc = encodeDelta(d);
+        const buf = new Uint8Array(enc.length + 3);
+        buf.set(enc, 2);
+        const r = new Reader(buf, 2);
+        const got = readDelta(r, 'delta', true) as { op: DeltaOp; key: Uint8Array; value: Uint8Array };
+        expect(r.pos).toBe(2 + enc.length);
+        expect([got.op, got.key.length, got.value.length]).toEqual([DeltaOp.Set, klen, vlen]);
+        expect(hex(got.key)).toBe(hex(d.key));
+        expect(hex(got.value)).toBe(hex((d as { value: Uint8Array }).value));
+        for (const cut of [1, 2, enc.length - vlen - 1, enc.length - 1]) {
+          if (cut <= 0 || cut >= enc.length) continue;
+          expect(() => decodeDelta(enc.subarray(0, cut)), `klen ${klen} vlen ${vlen} cut ${cut}`).toThrow(WireError);
+        }
+      }
+    }
+    // Value length 5 written in two bytes (0x85 0x00): not minimal, refused with the field named.
+    expect(() => decodeDelta(Uint8Array.of(DeltaOp.Set, 1, 0x41, 0x85, 0x00, 1, 2, 3, 4, 5))).toThrow(/non-minimal/);
+    expect(() => decodeDelta(Uint8Array.of(DeltaOp.Set, 0, 5))).toThrow(/empty key/);
+  });
 });
