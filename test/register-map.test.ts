@@ -1,5 +1,5 @@
 /**
- * The map register's struct-of-arrays storage against a plain model: contents, the O(1)
+ * The map register's record-and-arena storage against a plain model: contents, the O(1)
  * multiset hash against entry hashes computed by the streaming Murmur3 (the §5 definition),
  * snapshots that keep their version while the map is written, and the quota check's upper-bound
  * fast path against an exact count.

@@ -5,7 +5,7 @@
  * and the bytes exchanged grow with the differences, not with the state.
  *
  * This is also where a map keeps its entries (SortedKeys): 4,096 buckets, the depth-3
- * nodes, each a key-hash-sorted struct of arrays (per entry: key hash, entry hash, arena
+ * nodes, each a key-hash-sorted Int32Array of fixed records (key hash, entry hash, arena
  * offset, lengths, version) with the keys and values in one byte arena, and its count and
  * hash maintained per write. No object per entry: a write allocates nothing in the common
  * case, and an entry costs its bytes plus 32. A pin is a copy of the 4,096 bucket
