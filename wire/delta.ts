@@ -120,6 +120,41 @@ export function txnFault(ops: readonly Delta[]): { op: number | undefined; why: 
  * journal); elsewhere (domain candidates, inside a txn) op 5 is unknown.
  */
 export function readDelta(r: Reader, field = 'delta', txn = false): Delta {
+  return readSetFast(r) ?? readDeltaChecked(r, field, txn);
+}
+
+/**
+ * A set with short lengths (1-byte key length, value length under 2^14), read straight from the
+ * buffer: the common delta, without building a field name per read. Anything else, or anything
+ * malformed, is left (undefined, reader untouched) to readDeltaChecked, which names the fault.
+ */
+function readSetFast(r: Reader): Delta | undefined {
+  const buf = r.buf;
+  let p = r.pos;
+  const end = r.end;
+  if (end - p < 3 || buf[p] !== DeltaOp.Set) return undefined;
+  const klen = buf[p + 1];
+  if (klen === 0 || klen >= 0x80 || klen > MAX_KEY_LEN) return undefined;
+  p += 2;
+  const kend = p + klen;
+  if (kend + 1 > end) return undefined;
+  let vlen = buf[kend];
+  let vstart = kend + 1;
+  if (vlen >= 0x80) {
+    if (vstart >= end) return undefined;
+    const hi = buf[vstart];
+    // Two bytes at most, minimal (no zero last byte).
+    if (hi === 0 || hi >= 0x80) return undefined;
+    vlen = (vlen & 0x7f) | (hi << 7);
+    vstart++;
+  }
+  const vend = vstart + vlen;
+  if (vend > end || vlen > MAX_VALUE_LEN || vend - r.pos > MAX_DELTA_LEN) return undefined;
+  r.pos = vend;
+  return { op: DeltaOp.Set, key: buf.subarray(p, kend), value: buf.subarray(vstart, vend) };
+}
+
+function readDeltaChecked(r: Reader, field: string, txn: boolean): Delta {
   const start = r.pos;
   const op = r.u8(`${field}.op`);
   let d: Delta;

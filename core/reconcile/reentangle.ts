@@ -268,13 +268,13 @@ export class ReconResponder {
     const buckets = pin.index.buckets;
     let left = budget;
     while (left > 0 && plan.bucket < buckets.length) {
-      const entries = buckets[plan.bucket]?.entries ?? [];
-      if (plan.pos >= entries.length) {
+      const bucket = buckets[plan.bucket];
+      if (!bucket || plan.pos >= bucket.length) {
         plan.bucket++;
         plan.pos = 0;
         continue;
       }
-      const len = entryWireLen(entries[plan.pos]);
+      const len = bucket.wireLen(plan.pos);
       const last = plan.starts[plan.starts.length - 1];
       if (plan.size + len > ENTRY_BUDGET && (last.bucket !== plan.bucket || last.pos !== plan.pos)) {
         plan.starts.push({ bucket: plan.bucket, pos: plan.pos });
@@ -301,13 +301,13 @@ export class ReconResponder {
       const end = c + 1 < starts.length ? starts[c + 1] : { bucket: buckets.length, pos: 0 };
       const entries: WireEntry[] = [];
       for (let b = starts[c].bucket, i = starts[c].pos; b < end.bucket || (b === end.bucket && i < end.pos);) {
-        const list = buckets[b]?.entries ?? [];
-        if (i >= list.length) {
+        const list = buckets[b];
+        if (!list || i >= list.length) {
           b++;
           i = 0;
           continue;
         }
-        entries.push(toWire(list[i++]));
+        entries.push(toWire(list.entry(i++)));
       }
       this.r.respond(now, {
         type: MsgType.SnapChunk,

@@ -115,6 +115,124 @@ export function murmur3(seed: number, b: Uint8Array): number {
 
 const scratch = new Murmur3();
 
+/** fmix32 as an int32 (the same bits; `>>> 0` gives fmix32): hot paths keep hashes in int32s, which V8 never boxes. */
+export function fmix32i(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  return h ^ (h >>> 16);
+}
+
+/** One-shot Murmur3_x86_32 of buf[off, off + len), without the streaming state, as an int32 (`>>> 0`: the digest). */
+export function murmur3At(seed: number, buf: Uint8Array, off: number, len: number): number {
+  let h = seed | 0;
+  const end4 = off + (len & ~3);
+  let i = off;
+  for (; i < end4; i += 4) {
+    let k = buf[i] | (buf[i + 1] << 8) | (buf[i + 2] << 16) | (buf[i + 3] << 24);
+    k = Math.imul(k, C1);
+    k = (k << 15) | (k >>> 17);
+    k = Math.imul(k, C2);
+    h ^= k;
+    h = (h << 13) | (h >>> 19);
+    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+  }
+  const r = len & 3;
+  if (r > 0) {
+    let k = buf[i];
+    if (r > 1) k |= buf[i + 1] << 8;
+    if (r > 2) k |= buf[i + 2] << 16;
+    k = Math.imul(k, C1);
+    k = (k << 15) | (k >>> 17);
+    h ^= Math.imul(k, C2);
+  }
+  return fmix32i(h ^ len);
+}
+
+/** Where entryLanes leaves its result, as int32s (no allocation per entry). */
+export const lanesOut = { hi: 0, lo: 0 };
+
+/**
+ * Both lanes of a map entry's hash (PROTOCOL.md §5) in one pass: Murmur3 under `seedHi` and
+ * `seedLo` of u32le(keyLen) ‖ key ‖ value ‖ u32le(version mod 2^32) ‖ u32le(version / 2^32),
+ * the key and value being buf[off, off + klen + vlen). The key mixing is seed-independent,
+ * so each word is mixed once for both lanes. Result in `lanesOut`.
+ */
+export function entryLanes(
+  seedHi: number,
+  seedLo: number,
+  buf: Uint8Array,
+  off: number,
+  klen: number,
+  vlen: number,
+  version: number,
+): void {
+  let h1 = seedHi | 0;
+  let h2 = seedLo | 0;
+  let k = Math.imul(klen, C1);
+  k = (k << 15) | (k >>> 17);
+  k = Math.imul(k, C2);
+  h1 ^= k;
+  h1 = (h1 << 13) | (h1 >>> 19);
+  h1 = (Math.imul(h1, 5) + 0xe6546b64) | 0;
+  h2 ^= k;
+  h2 = (h2 << 13) | (h2 >>> 19);
+  h2 = (Math.imul(h2, 5) + 0xe6546b64) | 0;
+  const n = klen + vlen;
+  const end4 = off + (n & ~3);
+  let i = off;
+  for (; i < end4; i += 4) {
+    k = buf[i] | (buf[i + 1] << 8) | (buf[i + 2] << 16) | (buf[i + 3] << 24);
+    k = Math.imul(k, C1);
+    k = (k << 15) | (k >>> 17);
+    k = Math.imul(k, C2);
+    h1 ^= k;
+    h1 = (h1 << 13) | (h1 >>> 19);
+    h1 = (Math.imul(h1, 5) + 0xe6546b64) | 0;
+    h2 ^= k;
+    h2 = (h2 << 13) | (h2 >>> 19);
+    h2 = (Math.imul(h2, 5) + 0xe6546b64) | 0;
+  }
+  // The r tail bytes of the body then the 8 version bytes: two whole words and r bytes left over.
+  const r = n & 3;
+  const vlo = version >>> 0;
+  const vhi = Math.floor(version / 2 ** 32) >>> 0;
+  let w1 = vlo;
+  let w2 = vhi;
+  let last = 0;
+  if (r > 0) {
+    let t = buf[i];
+    if (r > 1) t |= buf[i + 1] << 8;
+    if (r > 2) t |= buf[i + 2] << 16;
+    const s = 8 * r;
+    w1 = t | (vlo << s);
+    w2 = (vlo >>> (32 - s)) | (vhi << s);
+    last = vhi >>> (32 - s);
+  }
+  for (let j = 0; j < 2; j++) {
+    k = Math.imul(j === 0 ? w1 : w2, C1);
+    k = (k << 15) | (k >>> 17);
+    k = Math.imul(k, C2);
+    h1 ^= k;
+    h1 = (h1 << 13) | (h1 >>> 19);
+    h1 = (Math.imul(h1, 5) + 0xe6546b64) | 0;
+    h2 ^= k;
+    h2 = (h2 << 13) | (h2 >>> 19);
+    h2 = (Math.imul(h2, 5) + 0xe6546b64) | 0;
+  }
+  if (r > 0) {
+    k = Math.imul(last, C1);
+    k = (k << 15) | (k >>> 17);
+    k = Math.imul(k, C2);
+    h1 ^= k;
+    h2 ^= k;
+  }
+  const total = 4 + n + 8;
+  lanesOut.hi = fmix32i(h1 ^ total);
+  lanesOut.lo = fmix32i(h2 ^ total);
+}
+
 /** Lane seeds: the two halves of a 64-bit hash are Murmur3 under two derived seeds. */
 export function laneSeeds(seed: number): [number, number] {
   return [fmix32(seed ^ 0x5350_0001), fmix32(seed ^ 0x5350_0002)];
@@ -139,6 +257,19 @@ export class Hash64 {
     this.hi = (this.hi - hi - (l < 0 ? 1 : 0)) >>> 0;
   }
 
+  /** add() for halves given as int32 bits (hot paths pass int32s: V8 boxes a uint32 argument above 2^31). */
+  addBits(hi: number, lo: number): void {
+    const l = this.lo + (lo >>> 0);
+    this.lo = l >>> 0;
+    this.hi = (this.hi + (hi >>> 0) + (l > 0xffffffff ? 1 : 0)) >>> 0;
+  }
+
+  subBits(hi: number, lo: number): void {
+    const l = this.lo - (lo >>> 0);
+    this.lo = l >>> 0;
+    this.hi = (this.hi - (hi >>> 0) - (l < 0 ? 1 : 0)) >>> 0;
+  }
+
   equals(o: { hi: number; lo: number }): boolean {
     return this.hi === o.hi && this.lo === o.lo;
   }
@@ -157,8 +288,22 @@ export class Hash64 {
   }
 }
 
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
+/** 16 lower-case hex digits. By table: every collapse event carries one, and toString(16) cost ~3% of apply. */
 export function hashHex(h: { hi: number; lo: number }): string {
-  return h.hi.toString(16).padStart(8, '0') + h.lo.toString(16).padStart(8, '0');
+  const x = h.hi;
+  const y = h.lo;
+  return (
+    HEX[x >>> 24] +
+    HEX[(x >>> 16) & 255] +
+    HEX[(x >>> 8) & 255] +
+    HEX[x & 255] +
+    HEX[y >>> 24] +
+    HEX[(y >>> 16) & 255] +
+    HEX[(y >>> 8) & 255] +
+    HEX[y & 255]
+  );
 }
 
 export function hashEquals(a: { hi: number; lo: number }, b: { hi: number; lo: number }): boolean {

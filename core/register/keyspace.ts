@@ -4,28 +4,283 @@
  * summary is (entry count, multiset hash of its entries), so equal subtrees are skipped
  * and the bytes exchanged grow with the differences, not with the state.
  *
- * A map keeps its entries in this order all the time (SortedKeys): 4,096 buckets, the
- * depth-3 nodes, each a key-hash-sorted array with its count and hash maintained per
- * write. A pin is then a copy of the 4,096 bucket references (O(buckets), not a sort of
- * the map): buckets are copy-on-write, so a write after a snapshot clones the bucket it
- * touches and the snapshot keeps seeing the state at its version. Entries are immutable
- * (collapse replaces them), so shared buckets need no deeper copy.
+ * This is also where a map keeps its entries (SortedKeys): 4,096 buckets, the depth-3
+ * nodes, each a key-hash-sorted Int32Array of fixed records (key hash, entry hash, arena
+ * offset, lengths, version) with the keys and values in one byte arena, and its count and
+ * hash maintained per write. No object per entry: a write allocates nothing in the common
+ * case, and an entry costs its bytes plus 32. A pin is a copy of the 4,096 bucket
+ * references (O(buckets), not a sort of the map): buckets are copy-on-write, so a write
+ * after a snapshot clones the bucket it touches and the snapshot keeps seeing the state at
+ * its version. A bucket a snapshot holds is never written again, so entries read from it
+ * may be views into its arena.
  */
 import { Hash64 } from './hash.js';
+import { varintLen } from '../../wire/buffer.js';
 import type { MapEntry } from './map.js';
 import { RECON_FANOUT, RECON_MAX_DEPTH, type ReconChild } from '../../wire/messages.js';
 
 /** Depth of the tree whose nodes are the buckets; 16^3 = 4,096 buckets. */
 export const BUCKET_DEPTH = 3;
 const BUCKETS = RECON_FANOUT ** BUCKET_DEPTH;
-const BUCKET_SHIFT = 32 - 4 * BUCKET_DEPTH;
+export const BUCKET_SHIFT = 32 - 4 * BUCKET_DEPTH;
 
-interface Bucket {
-  /** Sorted by keyHash (unsigned); equal hashes in insertion order. */
-  entries: MapEntry[];
-  hash: Hash64;
-  /** Snapshot generation this bucket was created in; older buckets are shared and cloned before a write. */
-  gen: number;
+/**
+ * Per-entry int32 words of Bucket.meta, one 32-byte record per entry (one or two cache lines
+ * per lookup): key hash (biased by 2^31, so signed order is unsigned order), entry hash (hi,
+ * lo), arena offset, key length, value length, version (low, high 32 bits). Hashes stay int32
+ * on the hot path: V8 keeps int32s unboxed, where a uint32 above 2^31 is a heap number.
+ */
+export const STRIDE = 8;
+export const HHI = 1;
+export const HLO = 2;
+const OFF = 3;
+export const KLEN = 4;
+export const VLEN = 5;
+const VLO = 6;
+const VHI = 7;
+const TWO32 = 2 ** 32;
+
+/** dst[at, at + len) = src[off, off + len): a loop for the short copies entries are (set() costs a call and a view). */
+export function copyBytes(dst: Uint8Array, at: number, src: Uint8Array, off: number, len: number): void {
+  if (len > 64) dst.set(src.subarray(off, off + len), at);
+  else for (let i = 0; i < len; i++) dst[at + i] = src[off + i];
+}
+
+/** One depth-3 node's entries, sorted by keyHash (unsigned); equal hashes in insertion order. */
+export class Bucket {
+  n = 0;
+  meta: Int32Array;
+  arena: Uint8Array;
+  /** Arena bytes in use, of which `garbage` belong to overwritten or removed entries. */
+  used = 0;
+  garbage = 0;
+  /** Multiset hash of the bucket's entries (uint32 halves). */
+  hashHi = 0;
+  hashLo = 0;
+
+  constructor(
+    /** Snapshot generation this bucket was created in; older buckets are shared and cloned before a write. */
+    public gen: number,
+    cap = 8,
+    arenaCap = 256,
+  ) {
+    this.meta = new Int32Array(cap * STRIDE);
+    this.arena = new Uint8Array(arenaCap);
+  }
+
+  get length(): number {
+    return this.n;
+  }
+
+  get hash(): { hi: number; lo: number } {
+    return { hi: this.hashHi, lo: this.hashLo };
+  }
+
+  /** Add (sign 1) or take out (sign -1) an entry hash given as int32 halves. */
+  addHash(hhi: number, hlo: number): void {
+    const l = this.hashLo + (hlo >>> 0);
+    this.hashLo = l >>> 0;
+    this.hashHi = (this.hashHi + (hhi >>> 0) + (l >= TWO32 ? 1 : 0)) >>> 0;
+  }
+
+  subHash(hhi: number, hlo: number): void {
+    const l = this.hashLo - (hlo >>> 0);
+    this.hashLo = l >>> 0;
+    this.hashHi = (this.hashHi - (hhi >>> 0) - (l < 0 ? 1 : 0)) >>> 0;
+  }
+
+  keyHash(i: number): number {
+    return (this.meta[i * STRIDE] ^ 0x80000000) >>> 0;
+  }
+
+  hhi(i: number): number {
+    return this.meta[i * STRIDE + HHI] >>> 0;
+  }
+
+  hlo(i: number): number {
+    return this.meta[i * STRIDE + HLO] >>> 0;
+  }
+
+  offset(i: number): number {
+    return this.meta[i * STRIDE + OFF];
+  }
+
+  keyLen(i: number): number {
+    return this.meta[i * STRIDE + KLEN];
+  }
+
+  valueLen(i: number): number {
+    return this.meta[i * STRIDE + VLEN];
+  }
+
+  version(i: number): number {
+    const w = i * STRIDE;
+    return (this.meta[w + VLO] >>> 0) + this.meta[w + VHI] * TWO32;
+  }
+
+  /** First position whose keyHash is ≥ h (an unsigned hash, or 2^32 for the end). */
+  lowerBound(h: number): number {
+    return h >= TWO32 ? this.n : this.lowerBoundBiased((h ^ 0x80000000) | 0);
+  }
+
+  /** lowerBound for a biased key hash (int32). */
+  lowerBoundBiased(bh: number): number {
+    const m = this.meta;
+    let lo = 0;
+    let hi = this.n;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (m[mid * STRIDE] < bh) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** The position of `key` (int32 key hash `kh`), or -(insertion point) - 1 if absent. */
+  find(kh: number, key: Uint8Array): number {
+    const m = this.meta;
+    const a = this.arena;
+    const bh = (kh ^ 0x80000000) | 0;
+    const klen = key.length;
+    let i = this.lowerBoundBiased(bh);
+    for (; i < this.n; i++) {
+      const w = i * STRIDE;
+      if (m[w] !== bh) break;
+      if (m[w + KLEN] !== klen) continue;
+      const off = m[w + OFF];
+      let j = 0;
+      while (j < klen && a[off + j] === key[j]) j++;
+      if (j === klen) return i;
+    }
+    return -i - 1;
+  }
+
+  /** The entry at `i` with its key and value viewing the arena: only for a bucket that is no longer written. */
+  entry(i: number): MapEntry {
+    const w = i * STRIDE;
+    const m = this.meta;
+    const off = m[w + OFF];
+    const kend = off + m[w + KLEN];
+    return {
+      key: this.arena.subarray(off, kend),
+      value: this.arena.subarray(kend, kend + m[w + VLEN]),
+      version: this.version(i),
+      keyHash: this.keyHash(i),
+      hhi: m[w + HHI] >>> 0,
+      hlo: m[w + HLO] >>> 0,
+    };
+  }
+
+  /** The entry at `i` with its own copies of key and value (safe to keep across writes). */
+  entryCopy(i: number): MapEntry {
+    const e = this.entry(i);
+    return { ...e, key: e.key.slice(), value: e.value.slice() };
+  }
+
+  /** Bytes entry `i` takes in reconciliation and snapshot messages (entryWireLen without building the entry). */
+  wireLen(i: number): number {
+    const w = i * STRIDE;
+    const klen = this.meta[w + KLEN];
+    const vlen = this.meta[w + VLEN];
+    return varintLen(klen) + klen + varintLen(this.version(i)) + varintLen(vlen) + vlen;
+  }
+
+  /** Room for `len` arena bytes at the end; compacts or grows the arena. Returns the offset. */
+  reserve(len: number): number {
+    if (this.used + len > this.arena.length) this.makeRoom(len);
+    const off = this.used;
+    this.used += len;
+    return off;
+  }
+
+  private makeRoom(len: number): void {
+    const live = this.used - this.garbage;
+    // Compact in place when a quarter is garbage and the bytes fit; else double (few reallocations: each costs a backing store).
+    const size = this.arena.length;
+    const cap = this.garbage >= size >>> 2 && live + len <= size ? size : Math.max(live + len, size * 2);
+    if (this.garbage === 0) {
+      const dst = new Uint8Array(cap);
+      dst.set(this.arena.subarray(0, this.used));
+      this.arena = dst;
+    } else this.repack(cap);
+  }
+
+  /** Copy the live bytes into a fresh arena of `cap` bytes, in entry order. */
+  private repack(cap: number): void {
+    const src = this.arena;
+    const dst = new Uint8Array(cap);
+    const m = this.meta;
+    let at = 0;
+    for (let i = 0; i < this.n; i++) {
+      const w = i * STRIDE;
+      const off = m[w + OFF];
+      const len = m[w + KLEN] + m[w + VLEN];
+      copyBytes(dst, at, src, off, len);
+      m[w + OFF] = at;
+      at += len;
+    }
+    this.arena = dst;
+    this.used = at;
+    this.garbage = 0;
+  }
+
+  /** Open position `pos` for a new entry (shifting the later ones). */
+  openAt(pos: number): void {
+    if (this.n * STRIDE === this.meta.length) {
+      const meta = new Int32Array(this.n * 2 * STRIDE);
+      meta.set(this.meta);
+      this.meta = meta;
+    }
+    if (pos < this.n) this.meta.copyWithin((pos + 1) * STRIDE, pos * STRIDE, this.n * STRIDE);
+    this.n++;
+  }
+
+  /** Set every field of the entry at `i` (hashes as int32 or uint32: the same bits). */
+  setAt(i: number, kh: number, hhi: number, hlo: number, off: number, klen: number, vlen: number, version: number): void {
+    const w = i * STRIDE;
+    const m = this.meta;
+    m[w] = kh ^ 0x80000000;
+    m[w + HHI] = hhi;
+    m[w + HLO] = hlo;
+    m[w + OFF] = off;
+    m[w + KLEN] = klen;
+    m[w + VLEN] = vlen;
+    m[w + VLO] = version | 0;
+    m[w + VHI] = (version / TWO32) | 0;
+  }
+
+  removeAt(i: number): void {
+    const w = i * STRIDE;
+    this.garbage += this.meta[w + KLEN] + this.meta[w + VLEN];
+    this.meta.copyWithin(w, w + STRIDE, this.n * STRIDE);
+    this.n--;
+    if (this.n === 0) {
+      this.used = 0;
+      this.garbage = 0;
+    }
+  }
+
+  /** A writable copy for generation `gen` (copy-on-write after a snapshot), its arena packed. */
+  clone(gen: number): Bucket {
+    const live = this.used - this.garbage;
+    const b = new Bucket(gen, Math.max(4, Math.ceil(this.n * 1.25)), Math.max(64, Math.ceil(live * 1.25)));
+    b.hashHi = this.hashHi;
+    b.hashLo = this.hashLo;
+    b.meta.set(this.meta.subarray(0, this.n * STRIDE));
+    b.n = this.n;
+    const src = this.arena;
+    let at = 0;
+    for (let i = 0; i < this.n; i++) {
+      const w = i * STRIDE;
+      const off = b.meta[w + OFF];
+      const len = b.meta[w + KLEN] + b.meta[w + VLEN];
+      copyBytes(b.arena, at, src, off, len);
+      b.meta[w + OFF] = at;
+      at += len;
+    }
+    b.used = at;
+    return b;
+  }
 }
 
 /** An immutable view of a map's entries in key-hash order at one version (a pin). */
@@ -36,64 +291,49 @@ export interface KeyIndex {
   buckets: readonly (Bucket | undefined)[];
 }
 
-const bucketOf = (keyHash: number): number => Math.floor(keyHash / 2 ** BUCKET_SHIFT);
+export const bucketOf = (keyHash: number): number => keyHash >>> BUCKET_SHIFT;
 
-/** First position in `entries` whose keyHash is ≥ h. */
-function lowerBound(entries: readonly MapEntry[], h: number): number {
-  let lo = 0;
-  let hi = entries.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (entries[mid].keyHash < h) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
-
-/** The live sorted index of a MapState: O(log b + b) per write for a bucket of b entries. */
+/** A map's entries, in key-hash order: the storage of MapState and the source of its pins. */
 export class SortedKeys {
   private buckets: (Bucket | undefined)[] | undefined;
   private gen = 1;
-  private count = 0;
+  count = 0;
 
   get size(): number {
     return this.count;
   }
 
-  private writable(i: number): Bucket {
+  /** Bucket `i` for reading (possibly shared with a snapshot: do not write it). */
+  read(i: number): Bucket | undefined {
+    return this.buckets?.[i];
+  }
+
+  /** Bucket `i` for writing: created, or cloned if a snapshot shares it. */
+  writable(i: number): Bucket {
     this.buckets ??= new Array<Bucket | undefined>(BUCKETS);
     const b = this.buckets[i];
-    if (b === undefined) return (this.buckets[i] = { entries: [], hash: new Hash64(), gen: this.gen });
+    if (b === undefined) return (this.buckets[i] = new Bucket(this.gen));
     if (b.gen === this.gen) return b;
-    // Shared with a snapshot: copy before writing (copy-on-write).
-    return (this.buckets[i] = { entries: b.entries.slice(), hash: b.hash.copy(), gen: this.gen });
+    return (this.buckets[i] = b.clone(this.gen));
   }
 
+  /** Every non-empty bucket, in key-hash order. */
+  *all(): IterableIterator<Bucket> {
+    if (this.buckets) for (const b of this.buckets) if (b !== undefined && b.n > 0) yield b;
+  }
+
+  /** Add an entry with its hashes as given (tests and tools index arbitrary entries). */
   insert(e: MapEntry): void {
-    const b = this.writable(bucketOf(e.keyHash));
-    const at = lowerBound(b.entries, e.keyHash + 1);
-    b.entries.splice(at, 0, e);
-    b.hash.add(e.hhi, e.hlo);
+    const b = this.writable(e.keyHash >>> BUCKET_SHIFT);
+    const at = b.lowerBound(e.keyHash + 1);
+    const len = e.key.length + e.value.length;
+    const off = b.reserve(len);
+    b.arena.set(e.key, off);
+    b.arena.set(e.value, off + e.key.length);
+    b.openAt(at);
+    b.setAt(at, e.keyHash, e.hhi, e.hlo, off, e.key.length, e.value.length, e.version);
+    b.addHash(e.hhi, e.hlo);
     this.count++;
-  }
-
-  remove(e: MapEntry): void {
-    const b = this.writable(bucketOf(e.keyHash));
-    const at = b.entries.indexOf(e, lowerBound(b.entries, e.keyHash));
-    if (at < 0) throw new Error('SortedKeys.remove: entry not indexed');
-    b.entries.splice(at, 1);
-    b.hash.sub(e.hhi, e.hlo);
-    this.count--;
-  }
-
-  /** Replace `old` by `e` (same key, so the same key hash and position). */
-  replace(old: MapEntry, e: MapEntry): void {
-    const b = this.writable(bucketOf(e.keyHash));
-    const at = b.entries.indexOf(old, lowerBound(b.entries, old.keyHash));
-    if (at < 0) throw new Error('SortedKeys.replace: entry not indexed');
-    b.entries[at] = e;
-    b.hash.sub(old.hhi, old.hlo);
-    b.hash.add(e.hhi, e.hlo);
   }
 
   /** A consistent view at this moment: O(4,096); later writes copy the buckets they touch. */
@@ -134,13 +374,13 @@ export function forEachUnder(index: KeyIndex, depth: number, prefix: number, vis
     const last = bucketOf(e - 1);
     for (let i = first; i <= last; i++) {
       const b = index.buckets[i];
-      if (b) for (const x of b.entries) if (visit(x) === false) return;
+      if (b) for (let j = 0; j < b.n; j++) if (visit(b.entry(j)) === false) return;
     }
     return;
   }
   const b = index.buckets[bucketOf(s)];
   if (!b) return;
-  for (let i = lowerBound(b.entries, s); i < b.entries.length && b.entries[i].keyHash < e; i++) if (visit(b.entries[i]) === false) return;
+  for (let i = b.lowerBound(s); i < b.n && b.keyHash(i) < e; i++) if (visit(b.entry(i)) === false) return;
 }
 
 export function entriesUnder(index: KeyIndex, depth: number, prefix: number): MapEntry[] {
@@ -154,16 +394,16 @@ export function countUnder(index: KeyIndex, depth: number, prefix: number): numb
   const [s, e] = prefixRange(depth, prefix);
   if (depth <= BUCKET_DEPTH) {
     let n = 0;
-    for (let i = bucketOf(s); i <= bucketOf(e - 1); i++) n += index.buckets[i]?.entries.length ?? 0;
+    for (let i = bucketOf(s); i <= bucketOf(e - 1); i++) n += index.buckets[i]?.n ?? 0;
     return n;
   }
   const b = index.buckets[bucketOf(s)];
-  return b ? lowerBound(b.entries, e) - lowerBound(b.entries, s) : 0;
+  return b ? b.lowerBound(e) - b.lowerBound(s) : 0;
 }
 
 /** Every entry in key-hash order. */
 export function* allEntries(index: KeyIndex): IterableIterator<MapEntry> {
-  for (const b of index.buckets) if (b) yield* b.entries;
+  for (const b of index.buckets) if (b) for (let i = 0; i < b.n; i++) yield b.entry(i);
 }
 
 /** Summaries of the 16 children of `prefix` at `depth`: from bucket sums above the buckets, from entries below. */
@@ -177,18 +417,22 @@ export function childrenOf(index: KeyIndex, depth: number, prefix: number): Reco
       for (let i = base + c * per; i < base + (c + 1) * per; i++) {
         const b = index.buckets[i];
         if (!b) continue;
-        sums[c].count += b.entries.length;
-        sums[c].h.add(b.hash.hi, b.hash.lo);
+        sums[c].count += b.n;
+        sums[c].h.add(b.hashHi, b.hashLo);
       }
     }
   } else {
     const shift = 32 - 4 * (depth + 1);
     const base = prefix * RECON_FANOUT;
-    forEachUnder(index, depth, prefix, (e) => {
-      const child = Math.floor(e.keyHash / 2 ** shift) - base;
-      sums[child].count++;
-      sums[child].h.add(e.hhi, e.hlo);
-    });
+    const [s, e] = prefixRange(depth, prefix);
+    const b = index.buckets[bucketOf(s)];
+    if (b) {
+      for (let i = b.lowerBound(s); i < b.n && b.keyHash(i) < e; i++) {
+        const child = Math.floor(b.keyHash(i) / 2 ** shift) - base;
+        sums[child].count++;
+        sums[child].h.add(b.hhi(i), b.hlo(i));
+      }
+    }
   }
   return sums.map((s) => ({ count: s.count, hash: { hi: s.h.hi, lo: s.h.lo } }));
 }

@@ -1,10 +1,11 @@
 /** The `map` register: key → bytes, each key with the register version that last wrote it. */
 import { DeltaOp, RejectReason, type Delta, type SimpleDelta } from '../../wire/delta.js';
 import { varintLen } from '../../wire/buffer.js';
-import { Hash64, Murmur3, fmix32, laneSeeds, murmur3 } from './hash.js';
+import { Hash64, entryLanes, fmix32, laneSeeds, lanesOut, murmur3At } from './hash.js';
 import type { StateBlock } from './state.js';
-import { SortedKeys, type KeyIndex } from './keyspace.js';
+import { BUCKET_SHIFT, HHI, HLO, KLEN, STRIDE, SortedKeys, VLEN, copyBytes, type Bucket, type KeyIndex } from './keyspace.js';
 
+/** One entry as an object: what reads, pins and reconciliation hand out (the map itself keeps none). */
 export interface MapEntry {
   readonly key: Uint8Array;
   readonly value: Uint8Array;
@@ -16,67 +17,79 @@ export interface MapEntry {
   readonly hlo: number;
 }
 
-function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
+/** Bytes an entry takes in reconciliation and snapshot messages (entryWireLen from its lengths). */
+const wireLen = (klen: number, vlen: number, version: number): number =>
+  varintLen(klen) + klen + varintLen(version) + varintLen(vlen) + vlen;
 
-/** The bucket of a key hash: 30 bits keep V8's Map on small-integer keys (no boxing). */
-const bucketOf = (keyHash: number): number => keyHash & 0x3fffffff;
+/** Scratch for hashing a key and value that do not sit side by side (entryOf). */
+let scratch = new Uint8Array(256);
 
 export class MapState implements StateBlock {
   readonly kind = 'map' as const;
   readonly hash = new Hash64();
   /**
-   * Entries by the seeded hash of their key; the rare keys that share a bucket sit in an
-   * array. Numeric keys spare building a string per lookup, which dominated apply time.
+   * The entries, in key-hash order, as struct-of-arrays buckets (keyspace.ts): a lookup is a
+   * binary search in one bucket, a write copies the value into the bucket's arena and
+   * allocates no object. The same buckets are the reconciliation index (snapshot()).
    */
-  private readonly buckets = new Map<number, MapEntry | MapEntry[]>();
-  private count = 0;
+  private readonly keys = new SortedKeys();
   private readonly keySeed: number;
   private readonly seedHi: number;
   private readonly seedLo: number;
-  private readonly lane = new Murmur3();
   private bytes = 0;
-  /** The same entries in key-hash order, kept per write so a reconciliation pin costs no sort. */
-  private readonly sorted = new SortedKeys();
+  /** Writes so far (puts, applies, removes): lets a quota check tell whether the state moved under it. */
+  writes = 0;
 
   constructor(readonly seed: number) {
     this.keySeed = fmix32(seed ^ 0x5350_0003);
     [this.seedHi, this.seedLo] = laneSeeds(seed);
   }
 
+  /** The entry of `key` (its own copies of key and value), or undefined. */
   get(key: Uint8Array): MapEntry | undefined {
-    return this.find(this.keyHashOf(key), key);
+    const kh = this.kh(key);
+    const b = this.keys.read(kh >>> BUCKET_SHIFT);
+    const i = b ? b.find(kh, key) : -1;
+    return i >= 0 ? b!.entryCopy(i) : undefined;
+  }
+
+  /** The version that last wrote `key`, 0 if absent (a cas reads only this). */
+  versionOf(key: Uint8Array): number {
+    const kh = this.kh(key);
+    const b = this.keys.read(kh >>> BUCKET_SHIFT);
+    const i = b ? b.find(kh, key) : -1;
+    return i >= 0 ? b!.version(i) : 0;
+  }
+
+  /** Bytes `key`'s entry takes (entryWireLen), -1 if absent (quota checks read only this). */
+  entryLenOf(key: Uint8Array): number {
+    const kh = this.kh(key);
+    const b = this.keys.read(kh >>> BUCKET_SHIFT);
+    const i = b ? b.find(kh, key) : -1;
+    return i >= 0 ? wireLen(b!.keyLen(i), b!.valueLen(i), b!.version(i)) : -1;
   }
 
   size(): number {
-    return this.count;
+    return this.keys.count;
   }
 
   /** An immutable key-hash-ordered view of the current entries (a reconciliation pin): O(4,096). */
   snapshot(version: number): KeyIndex {
-    return this.sorted.snapshot(version, this.hash);
+    return this.keys.snapshot(version, this.hash);
   }
 
+  /** Every entry in key-hash order, each with its own copies of key and value. */
   *values(): IterableIterator<MapEntry> {
-    for (const b of this.buckets.values()) {
-      if (Array.isArray(b)) yield* b;
-      else yield b;
-    }
+    for (const b of this.keys.all()) for (let i = 0; i < b.n; i++) yield b.entryCopy(i);
   }
 
   keyHashOf(key: Uint8Array): number {
-    return murmur3(this.keySeed, key);
+    return murmur3At(this.keySeed, key, 0, key.length) >>> 0;
   }
 
-  private find(keyHash: number, key: Uint8Array): MapEntry | undefined {
-    const b = this.buckets.get(bucketOf(keyHash));
-    if (b === undefined) return undefined;
-    if (!Array.isArray(b)) return bytesEqual(b.key, key) ? b : undefined;
-    for (const e of b) if (bytesEqual(e.key, key)) return e;
-    return undefined;
+  /** keyHashOf as an int32 (the same bits), as the buckets keep it. */
+  private kh(key: Uint8Array): number {
+    return murmur3At(this.keySeed, key, 0, key.length);
   }
 
   check(d: Delta): RejectReason | 0 {
@@ -100,10 +113,8 @@ export class MapState implements StateBlock {
       case DeltaOp.Set:
       case DeltaOp.Del:
         return 0;
-      case DeltaOp.Cas: {
-        const cur = this.get(d.key);
-        return (cur ? cur.version : 0) === d.expect ? 0 : RejectReason.CasMismatch;
-      }
+      case DeltaOp.Cas:
+        return this.versionOf(d.key) === d.expect ? 0 : RejectReason.CasMismatch;
       case DeltaOp.Append:
         return RejectReason.WrongKind;
     }
@@ -116,13 +127,9 @@ export class MapState implements StateBlock {
         for (const o of d.ops) this.apply(o, version);
         return;
       case DeltaOp.Set:
-      case DeltaOp.Cas: {
-        const kh = this.keyHashOf(d.key);
-        const old = this.find(kh, d.key);
-        // Reuse the stored key bytes when the key exists: one allocation fewer per update.
-        this.store(this.entryOf(old ? old.key : d.key.slice(), d.value.slice(), version, kh), old);
+      case DeltaOp.Cas:
+        this.write(d.key, d.value, version, this.kh(d.key));
         return;
-      }
       case DeltaOp.Del:
         this.remove(d.key);
         return;
@@ -131,70 +138,80 @@ export class MapState implements StateBlock {
     }
   }
 
-  /** Write an entry as-is (collapse, reconciliation, full transfer). Takes ownership of key and value. */
+  /** Write an entry (collapse, reconciliation, full transfer): key and value are copied in. */
   put(key: Uint8Array, value: Uint8Array, version: number): MapEntry {
-    const e = this.entryOf(key, value, version);
-    this.store(e, this.find(e.keyHash, key));
-    return e;
+    const kh = this.kh(key);
+    this.write(key, value, version, kh);
+    return { key, value, version, keyHash: kh >>> 0, hhi: lanesOut.hi >>> 0, hlo: lanesOut.lo >>> 0 };
   }
 
   remove(key: Uint8Array): void {
-    const kh = this.keyHashOf(key);
-    const old = this.find(kh, key);
-    if (!old) return;
-    this.forget(old);
-    this.sorted.remove(old);
-    const bucket = bucketOf(kh);
-    const b = this.buckets.get(bucket)!;
-    if (!Array.isArray(b)) this.buckets.delete(bucket);
-    else {
-      const rest = b.filter((e) => e !== old);
-      this.buckets.set(bucket, rest.length === 1 ? rest[0] : rest);
-    }
-    this.count--;
+    const kh = this.kh(key);
+    const bi = kh >>> BUCKET_SHIFT;
+    const r = this.keys.read(bi);
+    if (!r || r.find(kh, key) < 0) return;
+    const b = this.keys.writable(bi);
+    const i = b.find(kh, key);
+    this.writes++;
+    this.forget(b, i);
+    b.removeAt(i);
+    this.keys.count--;
   }
 
-  private store(e: MapEntry, old: MapEntry | undefined): void {
-    const bucket = bucketOf(e.keyHash);
-    if (old) {
-      this.forget(old);
-      const b = this.buckets.get(bucket)!;
-      if (Array.isArray(b)) b[b.indexOf(old)] = e;
-      else this.buckets.set(bucket, e);
-      this.sorted.replace(old, e);
+  /** Store key → value at `version` (int32 key hash `kh`); leaves the entry's hash halves in lanesOut. */
+  private write(key: Uint8Array, value: Uint8Array, version: number, kh: number): void {
+    const b = this.keys.writable(kh >>> BUCKET_SHIFT);
+    let i = b.find(kh, key);
+    this.writes++;
+    const klen = key.length;
+    const vlen = value.length;
+    let off: number;
+    if (i >= 0) {
+      this.forget(b, i);
+      off = b.offset(i);
+      const old = klen + b.valueLen(i);
+      if (old !== klen + vlen) {
+        // A new size: append a fresh copy (the arena repacks when garbage builds up).
+        off = b.reserve(klen + vlen);
+        b.garbage += old;
+        copyBytes(b.arena, off, key, 0, klen);
+      }
     } else {
-      const b = this.buckets.get(bucket);
-      if (b === undefined) this.buckets.set(bucket, e);
-      else if (Array.isArray(b)) b.push(e);
-      else this.buckets.set(bucket, [b, e]);
-      this.count++;
-      this.sorted.insert(e);
+      i = -i - 1;
+      off = b.reserve(klen + vlen);
+      copyBytes(b.arena, off, key, 0, klen);
+      b.openAt(i);
+      this.keys.count++;
     }
-    this.hash.add(e.hhi, e.hlo);
-    this.bytes += entryWireLen(e);
+    copyBytes(b.arena, off + klen, value, 0, vlen);
+    entryLanes(this.seedHi, this.seedLo, b.arena, off, klen, vlen, version);
+    const hhi = lanesOut.hi;
+    const hlo = lanesOut.lo;
+    b.setAt(i, kh, hhi, hlo, off, klen, vlen, version);
+    b.addHash(hhi, hlo);
+    this.hash.addBits(hhi, hlo);
+    this.bytes += wireLen(klen, vlen, version);
+  }
+
+  /** Take entry `i` of writable bucket `b` out of the hashes and the byte count. */
+  private forget(b: Bucket, i: number): void {
+    const w = i * STRIDE;
+    const m = b.meta;
+    const hhi = m[w + HHI];
+    const hlo = m[w + HLO];
+    b.subHash(hhi, hlo);
+    this.hash.subBits(hhi, hlo);
+    this.bytes -= wireLen(m[w + KLEN], m[w + VLEN], b.version(i));
   }
 
   /** The entry with its hashes computed, without storing it (reconciliation stages with this). */
   entryOf(key: Uint8Array, value: Uint8Array, version: number, keyHash = this.keyHashOf(key)): MapEntry {
-    const hhi = this.entryLane(this.seedHi, key, value, version);
-    const hlo = this.entryLane(this.seedLo, key, value, version);
-    return { key, value, version, keyHash, hhi, hlo };
-  }
-
-  private entryLane(seed: number, key: Uint8Array, value: Uint8Array, version: number): number {
-    return this.lane
-      .reset(seed)
-      .updateU32(key.length)
-      .update(key)
-      .update(value)
-      .updateU32(version >>> 0)
-      .updateU32(Math.floor(version / 2 ** 32))
-      .digest();
-  }
-
-  private forget(e: MapEntry): void {
-    this.hash.sub(e.hhi, e.hlo);
-    this.bytes -= entryWireLen(e);
+    const n = key.length + value.length;
+    if (scratch.length < n) scratch = new Uint8Array(Math.max(n, scratch.length * 2));
+    scratch.set(key, 0);
+    scratch.set(value, key.length);
+    entryLanes(this.seedHi, this.seedLo, scratch, 0, key.length, value.length, version);
+    return { key, value, version, keyHash, hhi: lanesOut.hi >>> 0, hlo: lanesOut.lo >>> 0 };
   }
 
   fullTransferBytes(): number {
@@ -204,5 +221,5 @@ export class MapState implements StateBlock {
 
 /** Bytes an entry takes in reconciliation and snapshot messages: key, version, value. */
 export function entryWireLen(e: { key: Uint8Array; value: Uint8Array; version: number }): number {
-  return varintLen(e.key.length) + e.key.length + varintLen(e.version) + varintLen(e.value.length) + e.value.length;
+  return wireLen(e.key.length, e.value.length, e.version);
 }

@@ -22,6 +22,19 @@ export interface Quota {
 /** A key as a map key (one char per byte). */
 const latin1 = (k: Uint8Array): string => Buffer.from(k.buffer, k.byteOffset, k.byteLength).toString('latin1');
 
+/** The most a simple delta can grow a register by, in octets (a set: a new key of its full size). */
+function growthBound(o: SimpleDelta, map: boolean, v: number): number {
+  switch (o.op) {
+    case DeltaOp.Append:
+      return map ? 0 : o.data.length;
+    case DeltaOp.Set:
+    case DeltaOp.Cas:
+      return map ? entryWireLen({ key: o.key, value: o.value, version: v }) : 0;
+    case DeltaOp.Del:
+      return 0;
+  }
+}
+
 export const QUOTA_DEFAULTS: Quota = { maxKeys: 1_000_000, maxBytes: 256 * 1024 * 1024, maxValueBytes: DEFAULT_MAX_VALUE_BYTES };
 
 /**
@@ -32,8 +45,21 @@ export const QUOTA_DEFAULTS: Quota = { maxKeys: 1_000_000, maxBytes: 256 * 1024 
 export class QuotaCheck {
   private keys: number;
   private bytes: number;
-  /** Entry size of each key touched so far (-1: absent now). */
+  /** Entry size of each key touched so far (-1: absent now); only once exact. */
   private readonly touched = new Map<string, number>();
+  /**
+   * Until a delta could reach the quota, growth is counted as an upper bound (every set a new
+   * key of its full size) and nothing per key is kept: what the bound admits, the exact count
+   * admits too. When the bound first comes short, counting turns exact: if the state has not
+   * changed since this check began (follower, domain), the deltas admitted so far are
+   * replayed; if it has, the caller applied each admitted delta (sequencer), so the state
+   * itself is the exact count.
+   */
+  private exact = false;
+  private readonly admitted: Delta[] = [];
+  private readonly admittedAt: number[] = [];
+  /** The state's write count (map) or length (stream) when this check began. */
+  private readonly mark: number;
 
   constructor(
     private readonly state: MapState | StreamState,
@@ -41,13 +67,49 @@ export class QuotaCheck {
   ) {
     this.keys = state instanceof MapState ? state.size() : 0;
     this.bytes = state.fullTransferBytes();
+    this.mark = state instanceof MapState ? state.writes : state.size();
   }
 
   /**
    * 0 when applying `d` at version `v` keeps the register within quota (or does not grow it); the
    * effect is then counted. A txn is admitted whole or not at all: a refused one leaves no trace.
+   * The state must not change while the check lives, except by applying every admitted delta.
    */
   admit(d: Delta, v: number): 0 | RejectReason.QuotaExceeded {
+    if (this.exact) return this.admitExact(d, v);
+    if (deltaValueLen(d) > this.quota.maxValueBytes) return RejectReason.QuotaExceeded;
+    const st = this.state;
+    const map = st instanceof MapState;
+    let keys = 0;
+    let bytes = 0;
+    if (d.op !== DeltaOp.Txn) {
+      bytes = growthBound(d, map, v);
+      if (map && (d.op === DeltaOp.Set || d.op === DeltaOp.Cas)) keys = 1;
+    } else {
+      for (const o of d.ops) {
+        bytes += growthBound(o, map, v);
+        if (map && (o.op === DeltaOp.Set || o.op === DeltaOp.Cas)) keys++;
+      }
+    }
+    if (this.keys + keys <= this.quota.maxKeys && this.bytes + bytes <= this.quota.maxBytes) {
+      this.keys += keys;
+      this.bytes += bytes;
+      this.admitted.push(d);
+      this.admittedAt.push(v);
+      return 0;
+    }
+    this.exact = true;
+    this.keys = map ? st.size() : 0;
+    this.bytes = st.fullTransferBytes();
+    // Unchanged since the check began: replay what it admitted. Changed: the caller applied that, and the state counts it.
+    if ((map ? st.writes : st.size()) === this.mark)
+      for (let i = 0; i < this.admitted.length; i++) this.admitExact(this.admitted[i], this.admittedAt[i]);
+    this.admitted.length = 0;
+    this.admittedAt.length = 0;
+    return this.admitExact(d, v);
+  }
+
+  private admitExact(d: Delta, v: number): 0 | RejectReason.QuotaExceeded {
     if (d.op !== DeltaOp.Txn) return this.admitOne(d, v);
     // A txn's values together are bounded like one value (a peer's candidate; local ones are refused at propose).
     if (deltaValueLen(d) > this.quota.maxValueBytes) return RejectReason.QuotaExceeded;
@@ -86,10 +148,7 @@ export class QuotaCheck {
     if (!(st instanceof MapState)) return 0;
     const k = latin1(d.key);
     let prev = this.touched.get(k);
-    if (prev === undefined) {
-      const cur = st.get(d.key);
-      prev = cur ? entryWireLen(cur) : -1;
-    }
+    prev ??= st.entryLenOf(d.key);
     if (d.op === DeltaOp.Del) {
       if (prev >= 0) {
         this.keys--;
