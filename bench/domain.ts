@@ -220,6 +220,8 @@ async function runSpook(
   } finally {
     forget();
     for (const c of clients.values()) c.close();
+    // A clean stop first (bounded), so daemons run under --cpu-prof (SPOOK_LAB_NODE_ARGS) write their profiles.
+    await Promise.race([Promise.all(HOSTS.map((h) => lab.stop(h))), sleep(10_000)]);
     await lab.destroy();
   }
 }

@@ -262,12 +262,15 @@ export class DomainNode {
   readonly links: QnLinks;
   /** Appends or snapshot chunks were queued as fragments since this member last stopped leading. */
   private leaderTraffic = false;
+  /** The time of the latest input: what ready() sends Raft's messages at. */
+  private lastNow = 0;
 
   constructor(
     readonly o: DomainNodeOptions,
     now: number,
   ) {
     this.id = o.id;
+    this.lastNow = now;
     this.maxCandidate = maxCandidateBytes(o.registers);
     this.state = new DomainState(o.seed, o.registers, o.groups ?? []);
     this.state.onCollapse = (c) => this.onCollapse(c);
@@ -372,6 +375,7 @@ export class DomainNode {
    */
   ready(): DomainReady | undefined {
     if (this.awaitingAdvance) throw new Error(`domain ${this.o.name}: ready() before advance() of the previous Ready`);
+    if (!this.fenced) this.takeRaft(this.lastNow);
     this.takeRaftWrites();
     if (this.writes.length === 0 && this.out.length === 0 && this.events.length === 0) return undefined;
     const r: DomainReady = { writes: this.writes, messages: this.out, events: this.events };
@@ -481,6 +485,7 @@ export class DomainNode {
    */
   handleDatagram(now: number, from: NodeId, bytes: Uint8Array): void {
     if (this.fenced) return this.drop('fenced');
+    this.lastNow = now;
     if (!this.o.links.includes(from)) return this.drop('not-a-link');
     // Only members (of any configuration known here) speak for the domain; the rest get no
     // state change and no reply at all.
@@ -761,6 +766,15 @@ export class DomainNode {
     if (this.raft.members.includes(this.id) && committedConfig && !this.removed) this.wasMember = true;
     if (this.pending.size > 0 && this.isRemovedHere()) this.abandonPending();
     this.sendPending(now);
+    this.lastNow = now;
+  }
+
+  /**
+   * Raft's writes and messages since the last Ready, into this one: taken once per Ready, so
+   * the candidates proposed by every input the driver handled since share appends (Raft
+   * batches them in its ready()).
+   */
+  private takeRaft(now: number): void {
     const r = this.raft.ready();
     if (r) {
       for (const w of r.writes) this.writes.push(w);

@@ -175,6 +175,12 @@ interface Progress {
    */
   probe: boolean;
   /**
+   * Where the last probe started (p.next when it was sent): a refusal whose hint is at or past
+   * it answers an append sent before that probe (one lost datagram makes every later append
+   * in flight refused with the same hint), so it teaches nothing and resends nothing.
+   */
+  probeAt: number;
+  /**
    * The snapshot being sent, kept until the follower has it (a newer one taken meanwhile
    * does not restart the transfer); `offset` acknowledged, `sent` sent so far.
    */
@@ -226,6 +232,14 @@ export class Raft {
   private unstable: RaftWrite[] = [];
   /** First index of the current leader term: a config change waits until it is committed. */
   private termStart = 0;
+  /**
+   * Leader: entries appended since the last ready() and not yet offered to the followers. They
+   * go out together when the driver takes its Ready (etcd's proposal batching): the proposals
+   * of one turn of the driver share appends, not one datagram per entry per follower.
+   */
+  private unsent = false;
+  /** The time of the latest input (what the batched broadcast of ready() runs at). */
+  private lastNow: number;
   readonly electionMs: number;
   readonly heartbeatMs: number;
   private readonly maxAppendBytes: number;
@@ -245,6 +259,7 @@ export class Raft {
     now: number,
   ) {
     this.id = o.id;
+    this.lastNow = now;
     this.electionMs = o.electionMs ?? 1000;
     this.heartbeatMs = o.heartbeatMs ?? 100;
     this.maxAppendBytes = o.maxAppendBytes ?? 1100;
@@ -386,6 +401,10 @@ export class Raft {
    * Undefined when there is nothing.
    */
   ready(): RaftReady | undefined {
+    if (this.unsent) {
+      this.unsent = false;
+      if (this.role === Role.Leader && !this.fault) this.broadcast(this.lastNow);
+    }
     if (this.unstable.length === 0 && this.outbox.length === 0) return undefined;
     const r = { writes: this.unstable, messages: this.outbox };
     this.unstable = [];
@@ -409,6 +428,7 @@ export class Raft {
 
   /** Fire the timers due at `now`, in RAFT_TIMERS order. */
   handleTimeout(now: number): void {
+    this.lastNow = now;
     const due = this.deadlines(); // taken before firing: a leader the quorum check steps down does not campaign in the same call
     for (const timer of RAFT_TIMERS) {
       const at = due[timer];
@@ -446,11 +466,15 @@ export class Raft {
     }
   }
 
-  /** Leader only: append a command; undefined elsewhere (the caller forwards it to the leader). */
+  /**
+   * Leader only: append a command; undefined elsewhere (the caller forwards it to the leader).
+   * The followers are sent it with the other commands of this Ready (ready() broadcasts).
+   */
   propose(now: number, cmd: Uint8Array): number | undefined {
     if (this.role !== Role.Leader || this.fault || this.lastIndex >= MAX_INDEX || !this.checkEntry(cmd)) return undefined;
+    this.lastNow = now;
     const e = this.appendLocal(cmd);
-    this.broadcast(now);
+    this.unsent = true;
     return e.index;
   }
 
@@ -484,6 +508,7 @@ export class Raft {
    */
   handleMessage(now: number, from: NodeId, m: RaftMsg): RaftDrop | undefined {
     if (this.fault) return 'fenced';
+    this.lastNow = now;
     const bad = this.check(m);
     if (bad) return bad;
     // A term from the future: follow it (§5.1), except a pre-vote, which changes nothing,
@@ -669,7 +694,7 @@ export class Raft {
   private prog(id: NodeId, now: number): Progress {
     let p = this.progress.get(id);
     if (!p) {
-      p = { next: this.lastIndex + 1, match: 0, lastAck: now, matchAtBeat: 0, probe: true };
+      p = { next: this.lastIndex + 1, match: 0, lastAck: now, matchAtBeat: 0, probe: true, probeAt: 0 };
       this.progress.set(id, p);
     }
     return p;
@@ -708,6 +733,7 @@ export class Raft {
       return;
     }
     if (p.probe && !heartbeat) return;
+    if (p.probe) p.probeAt = p.next;
     let sent = false;
     for (let round = 0; round < (p.probe ? 1 : 16); round++) {
       const prevIndex = p.next - 1;
@@ -853,11 +879,18 @@ export class Raft {
       if (p.next <= p.match) p.next = p.match + 1;
       this.maybeCommit(now);
     } else {
+      // A refusal of an append sent before our last probe (its hint is at or past where the
+      // probe started): stale, as etcd's MaybeDecrTo judges them. Acting on each would resend
+      // the window once per append in flight after a single loss.
+      if (p.probe && m.index + 1 >= p.probeAt) return;
       const before = p.next;
       p.next = Math.max(p.match + 1, Math.min(p.next, m.index + 1));
       // Answered: retry from the hint at once (as one probe), if it moved us back; a refusal
       // that teaches nothing waits for the heartbeat (no ping-pong with a follower).
-      if (this.role === Role.Leader && p.next < before) this.sendAppend(from, true);
+      if (this.role === Role.Leader && p.next < before) {
+        p.probe = true;
+        this.sendAppend(from, true);
+      }
       return;
     }
     if (this.role === Role.Leader && this.progress.has(from)) this.sendAppend(from, false);

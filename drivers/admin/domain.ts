@@ -78,7 +78,7 @@ function propose(d: Spookd, args: Untrusted<AdminArgs<'dpropose'>>, onClose: (f:
   const r = h.propose(d.now(), ops);
   // A key or value over its limit is `too-large` (the message names the limit), as on a pair.
   if ('refused' in r) throw new AdminFault(r.code ?? 'refused', `refused: ${r.refused}`);
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
     const done = (): void => {
       h.subscribers.delete(sub);
       clearTimeout(timer);
@@ -107,6 +107,13 @@ function propose(d: Spookd, args: Untrusted<AdminArgs<'dpropose'>>, onClose: (f:
     }, timeoutMs);
     h.subscribers.add(sub);
     onClose(done);
+    // Group commit (DomainHost.batchTurns): the candidate is written with this turn's batch; a
+    // batch that fails fences the domain and the candidate is refused, never reported pending.
+    h.whenDurable((failed) => {
+      if (!failed) return;
+      done();
+      reject(new AdminFault('refused', `refused: this member is fenced: ${h.node.fencedCause ?? failed.message}`));
+    });
     d.kickDomain(h);
   });
 }
