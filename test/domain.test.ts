@@ -246,6 +246,7 @@ describe('Raft (core/qn/raft.ts)', () => {
     expect(r.commit).toBe(15);
     r.handleMessage(2, 1, { t: 'append', term: 1, prevIndex: 10, prevTerm: 1, commit: 20, entries: entries(11, 2) });
     expect(r.commit).toBe(15);
+    r.ready(); // committed entries are applied when the Ready is taken (etcd's CommittedEntries)
     expect(applied).toHaveLength(15);
   });
 

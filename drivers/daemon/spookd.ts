@@ -300,6 +300,14 @@ export class Spookd {
         resolve();
       });
     });
+    // A burst (a leader's window of appends, a commit pass's datagrams) must not overflow the
+    // default receive buffer (~200 KB, about 90 datagrams) while this process fsyncs: each loss
+    // costs a retransmission round. The kernel caps the size at net.core.rmem_max.
+    try {
+      sock.setRecvBufferSize(RECV_BUFFER_BYTES);
+    } catch (e) {
+      this.log.warn({ err: e }, 'cannot enlarge the UDP receive buffer');
+    }
     this.socket = sock;
     this.log.info({ listen: this.cfg.listen, publicKey: encodeKey(this.key.publicKey) }, 'listening');
     this.fastPath.start(listen.port);
@@ -768,6 +776,9 @@ export class Spookd {
     this.schedule();
   }
 }
+
+/** What the UDP socket asks for as receive buffer (SO_RCVBUF). */
+const RECV_BUFFER_BYTES = 4 << 20;
 
 function toAddr(s: string): { address: string; port: number } {
   const hp = parseHostPort(s)!;
