@@ -288,6 +288,8 @@ export class DomainNode {
             o.observe?.(e, this.state);
           },
           snapshot: () => this.state.snapshot(),
+          diff: (base, entries) => this.state.diff(base, entries),
+          patch: (data, base, index) => this.state.patch(data, base, index),
           restore: (data, index) => {
             if (!this.state.restore(data, index)) return false;
             this.resolveFromTable();

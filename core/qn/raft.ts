@@ -137,7 +137,21 @@ export interface StateMachine {
   snapshot(): Uint8Array;
   /** Replace the state with the snapshot's; false (state unchanged) if `data` is not a valid snapshot of `index`. */
   restore(data: Uint8Array, index: number): boolean;
+  /**
+   * Optional (catch-up by difference, docs/PROTOCOL.md §15.4): the state at the applied index
+   * as a difference from the state at `base`, given the log entries in between; undefined if
+   * it cannot be made.
+   */
+  diff?(base: number, entries: readonly LogEntry[]): Uint8Array | undefined;
+  /** The full snapshot of the state patched by a difference from `base` to `index`, or undefined if it does not apply here. */
+  patch?(data: Uint8Array, base: number, index: number): Uint8Array | undefined;
 }
+
+/**
+ * Catch-up by difference: a follower found this many entries behind the leader's applied
+ * index is sent the difference instead of the entries when it takes at most half their bytes.
+ */
+const DIFF_MIN_ENTRIES = 64;
 
 export interface RaftOptions {
   id: NodeId;
@@ -184,7 +198,9 @@ interface Progress {
    * The snapshot being sent, kept until the follower has it (a newer one taken meanwhile
    * does not restart the transfer); `offset` acknowledged, `sent` sent so far.
    */
-  snap?: SnapshotMeta & { data: Uint8Array; offset: number; sent: number };
+  snap?: SnapshotMeta & { data: Uint8Array; offset: number; sent: number; base?: number; baseTerm?: number };
+  /** The match index a difference was last weighed (or refused) at: not weighed again there. */
+  diffAt: number;
 }
 
 /** Outcome of a local request to change membership. */
@@ -226,7 +242,9 @@ export class Raft {
    * (allocated at its first chunk, total ≤ maxSnapshotBytes), which becomes the snapshot
    * itself: no per-chunk copies, no concatenation.
    */
-  private incoming: { index: number; term: number; members: NodeId[]; total: number; buf: Uint8Array; got: number } | undefined;
+  private incoming:
+    | { index: number; term: number; members: NodeId[]; base: number; baseTerm: number; total: number; buf: Uint8Array; got: number }
+    | undefined;
   private outbox: { to: NodeId; msg: RaftMsg }[] = [];
   /** Writes made since the last ready(), in order: durable before the outbox leaves. */
   private unstable: RaftWrite[] = [];
@@ -252,7 +270,16 @@ export class Raft {
    * does not apply): the node then takes part in nothing and says why (docs/OPERATIONS.md).
    */
   fault: string | undefined;
-  readonly stats = { elections: 0, leaderChanges: 0, snapshotsSent: 0, snapshotsInstalled: 0, stepDowns: 0, termExhausted: 0 };
+  readonly stats = {
+    elections: 0,
+    leaderChanges: 0,
+    snapshotsSent: 0,
+    snapshotsInstalled: 0,
+    diffsSent: 0,
+    diffsInstalled: 0,
+    stepDowns: 0,
+    termExhausted: 0,
+  };
 
   constructor(
     private readonly o: RaftOptions,
@@ -574,6 +601,8 @@ export class Raft {
         return m.ok && this.role === Role.Leader && m.term === this.term && m.index > this.lastIndex ? 'index-beyond-log' : undefined;
       case 'snap':
         if (m.index > MAX_INDEX || m.lastTerm > m.term || m.total > MAX_INDEX) return 'out-of-bounds';
+        // A difference's base is before its index (the codec checked) and its term no later.
+        if (m.base !== undefined && (m.base >= m.index || (m.baseTerm ?? 0) > m.lastTerm)) return 'out-of-bounds';
         if (!validMembers(m.members) || m.total > this.maxSnapshotBytes) return 'bad-snapshot';
         return undefined;
       case 'snapResp':
@@ -698,7 +727,7 @@ export class Raft {
   private prog(id: NodeId, now: number): Progress {
     let p = this.progress.get(id);
     if (!p) {
-      p = { next: this.lastIndex + 1, match: 0, lastAck: now, matchAtBeat: 0, probe: true, probeAt: 0 };
+      p = { next: this.lastIndex + 1, match: 0, lastAck: now, matchAtBeat: 0, probe: true, probeAt: 0, diffAt: -1 };
       this.progress.set(id, p);
     }
     return p;
@@ -731,6 +760,11 @@ export class Raft {
   /** Entries from the follower's next index, a datagram at a time, within the in-flight bound. */
   private sendAppend(id: NodeId, heartbeat: boolean): void {
     const p = this.progress.get(id)!;
+    if (p.snap?.base) {
+      // A difference under way: its chunks go on heartbeats and acknowledgements, no entries meanwhile.
+      if (heartbeat) this.sendSnapshot(id, p, true);
+      return;
+    }
     if (p.next <= this.base) {
       // Chunks go on a heartbeat or an acknowledgement, not on every new entry.
       if (heartbeat || !p.snap) this.sendSnapshot(id, p, true);
@@ -782,6 +816,7 @@ export class Raft {
         index: s.index,
         lastTerm: s.term,
         members: s.members,
+        ...(s.base ? { base: s.base, baseTerm: s.baseTerm } : {}),
         offset: s.sent,
         total: s.data.length,
         data,
@@ -878,10 +913,13 @@ export class Raft {
     if (!p) return;
     p.lastAck = now;
     if (m.ok) {
+      const found = p.probe;
       p.probe = false;
       if (m.index > p.match) p.match = m.index;
       if (p.next <= p.match) p.next = p.match + 1;
       this.maybeCommit(now);
+      // A follower found behind (its probe answered): entries, or the difference if it is much smaller.
+      if (found && this.role === Role.Leader && this.startDiff(from, p)) return;
     } else {
       // A refusal of an append sent before our last probe (its hint is at or past where the
       // probe started): stale, as etcd's MaybeDecrTo judges them. Acting on each would resend
@@ -913,7 +951,9 @@ export class Raft {
       this.send(from, { t: 'snapResp', term: this.term, index: m.index, offset: m.total });
       return;
     }
-    if (!this.incoming || this.incoming.index !== m.index) {
+    const base = m.base ?? 0;
+    const baseTerm = m.baseTerm ?? 0;
+    if (!this.incoming || this.incoming.index !== m.index || this.incoming.base !== base) {
       // A transfer starts at offset 0; a late or duplicated first chunk does not restart one.
       if (m.offset !== 0) {
         this.send(from, { t: 'snapResp', term: this.term, index: m.index, offset: 0 });
@@ -929,11 +969,12 @@ export class Raft {
         if (e instanceof RangeError) return 'bad-snapshot';
         throw e;
       }
-      this.incoming = { index: m.index, term: m.lastTerm, members: [...m.members], total: m.total, buf, got: 0 };
+      this.incoming = { index: m.index, term: m.lastTerm, members: [...m.members], base, baseTerm, total: m.total, buf, got: 0 };
     }
     const inc = this.incoming;
     // One transfer describes one snapshot: a chunk that says otherwise (or runs past its total) is not part of it.
-    if (inc.total !== m.total || inc.term !== m.lastTerm || !sameMembers(inc.members, m.members)) return 'snapshot-mismatch';
+    if (inc.total !== m.total || inc.term !== m.lastTerm || inc.baseTerm !== baseTerm || !sameMembers(inc.members, m.members))
+      return 'snapshot-mismatch';
     if (m.offset === inc.got && m.data.length > 0) {
       if (m.data.length > inc.total - inc.got) return 'snapshot-mismatch';
       inc.buf.set(m.data, inc.got);
@@ -942,9 +983,18 @@ export class Raft {
     if (inc.got >= inc.total) {
       const data = inc.buf;
       this.incoming = undefined;
+      const meta = { index: inc.index, term: inc.term, members: inc.members };
+      if (inc.base) {
+        // A difference that does not apply here: the leader is told (snapResp at the base) and
+        // sends entries instead; nothing was changed.
+        if (inc.index > this.commit && !this.installDiff(meta, inc.base, inc.baseTerm, data)) {
+          this.send(from, { t: 'snapResp', term: this.term, index: inc.base, offset: 0 });
+          return 'bad-snapshot';
+        }
+      }
       // Checked whole before anything is replaced; a snapshot that does not restore is dropped
       // (the leader resends it from offset 0, and the drop counter shows why it never lands).
-      if (!this.installSnapshot({ index: inc.index, term: inc.term, members: inc.members }, data)) return 'bad-snapshot';
+      else if (!this.installSnapshot(meta, data)) return 'bad-snapshot';
     }
     this.send(from, { t: 'snapResp', term: this.term, index: m.index, offset: inc.got });
   }
@@ -957,6 +1007,27 @@ export class Raft {
   /** The staging buffer of the transfer under way (the memory a leader makes us hold): its total. */
   get incomingBufferBytes(): number {
     return this.incoming?.buf.length ?? 0;
+  }
+
+  /**
+   * A difference from `base` to meta.index (§15.4, "Catch-up by difference"): our log must hold
+   * the base with its term (then every entry up to it is the leader's, committed there) unless
+   * it is committed here; entries up to the base are applied, the state machine patches a copy
+   * of its state into a full snapshot, and that is installed as a snapshot from the leader.
+   * False (nothing changed but, possibly, the commit index raised to the base) if it does not apply.
+   */
+  private installDiff(meta: SnapshotMeta, base: number, baseTerm: number, data: Uint8Array): boolean {
+    if (!this.o.sm.patch) return false;
+    if (base > this.commit) {
+      if (base > this.lastIndex || this.termAt(base) !== baseTerm) return false;
+      this.setCommit(base);
+    }
+    this.applyCommitted();
+    const full = this.o.sm.patch(data, base, meta.index);
+    if (!full || full.length > this.maxSnapshotBytes || !this.installSnapshot(meta, full)) return false;
+    this.stats.snapshotsInstalled--;
+    this.stats.diffsInstalled++;
+    return true;
   }
 
   private installSnapshot(meta: SnapshotMeta, data: Uint8Array): boolean {
@@ -984,10 +1055,20 @@ export class Raft {
     if (!p) return;
     p.lastAck = now;
     const s = p.snap;
+    if (s?.base && m.index === s.base && m.offset === 0) {
+      // The follower had it all and refused it (its log no longer holds the base, or the patch
+      // did not apply): entries (or a snapshot) from where it matches, and no difference at this base again.
+      p.snap = undefined;
+      p.diffAt = p.match;
+      p.next = p.match + 1;
+      p.probe = true;
+      return;
+    }
     if (s && s.index === m.index && m.offset >= s.data.length) {
       p.snap = undefined;
       p.match = Math.max(p.match, m.index);
-      p.next = Math.max(p.next, m.index + 1);
+      // After a difference, entries follow from its index (those sent before it were not kept).
+      p.next = s.base ? p.match + 1 : Math.max(p.next, m.index + 1);
       p.probe = false;
       this.maybeCommit(now);
       this.sendAppend(from, false);
@@ -1002,6 +1083,34 @@ export class Raft {
       p.next = Math.max(p.next, m.index + 1);
       this.maybeCommit(now);
     }
+  }
+
+  /**
+   * Weigh replay against a difference for a follower found behind (docs/PROTOCOL.md §15.4,
+   * "Catch-up by difference", as the pair protocol weighs replay against reconciliation in
+   * §8.1): the entries it lacks up to the applied index, or the state they leave, patched over
+   * the follower's. A difference goes only when it takes at most half the entries' bytes; it
+   * is weighed once per match index. True if one was started.
+   */
+  private startDiff(id: NodeId, p: Progress): boolean {
+    const base = p.match;
+    const at = this.applied;
+    if (!this.o.sm.diff || p.snap || p.diffAt === base || base < this.base || base < 1 || at - base < DIFF_MIN_ENTRIES) return false;
+    p.diffAt = base;
+    let replay = 0;
+    const entries: LogEntry[] = [];
+    for (let i = base + 1; i <= at; i++) {
+      const e = this.entryAt(i)!;
+      entries.push(e);
+      replay += e.cmd.length + 8;
+    }
+    const data = this.o.sm.diff(base, entries);
+    if (!data || data.length * 2 > replay || data.length > this.maxSnapshotBytes) return false;
+    const members = [...this.configs].reverse().find((c) => c.index <= at)!.members;
+    p.snap = { index: at, term: this.termAt(at)!, members, data, offset: 0, sent: 0, base, baseTerm: this.termAt(base)! };
+    this.stats.diffsSent++;
+    this.sendSnapshot(id, p, true);
+    return true;
   }
 
   /** The highest index stored on a majority, if it is of this term (§5.4.2). */
