@@ -198,7 +198,7 @@ interface Progress {
    * The snapshot being sent, kept until the follower has it (a newer one taken meanwhile
    * does not restart the transfer); `offset` acknowledged, `sent` sent so far.
    */
-  snap?: SnapshotMeta & { data: Uint8Array; offset: number; sent: number; base?: number; baseTerm?: number };
+  snap?: SnapshotMeta & { data: Uint8Array; offset: number; sent: number; base?: number; baseTerm?: number; since?: number };
   /** The match index a difference was last weighed (or refused) at: not weighed again there. */
   diffAt: number;
 }
@@ -483,6 +483,9 @@ export class Raft {
             p.probe = true;
           }
           p.matchAtBeat = p.match;
+          // A difference of which nothing was acknowledged within an election timeout: the
+          // follower does not take differences (or never gets them); entries instead.
+          if (p.snap?.base && p.snap.offset === 0 && now - (p.snap.since ?? now) >= this.electionMs) this.abandonDiff(p);
           this.sendAppend(id, true);
         }
         return;
@@ -1056,12 +1059,8 @@ export class Raft {
     p.lastAck = now;
     const s = p.snap;
     if (s?.base && m.index === s.base && m.offset === 0) {
-      // The follower had it all and refused it (its log no longer holds the base, or the patch
-      // did not apply): entries (or a snapshot) from where it matches, and no difference at this base again.
-      p.snap = undefined;
-      p.diffAt = p.match;
-      p.next = p.match + 1;
-      p.probe = true;
+      // The follower had it all and refused it (its log no longer holds the base, or the patch did not apply).
+      this.abandonDiff(p);
       return;
     }
     if (s && s.index === m.index && m.offset >= s.data.length) {
@@ -1107,10 +1106,28 @@ export class Raft {
     const data = this.o.sm.diff(base, entries);
     if (!data || data.length * 2 > replay || data.length > this.maxSnapshotBytes) return false;
     const members = [...this.configs].reverse().find((c) => c.index <= at)!.members;
-    p.snap = { index: at, term: this.termAt(at)!, members, data, offset: 0, sent: 0, base, baseTerm: this.termAt(base)! };
+    p.snap = {
+      index: at,
+      term: this.termAt(at)!,
+      members,
+      data,
+      offset: 0,
+      sent: 0,
+      base,
+      baseTerm: this.termAt(base)!,
+      since: this.lastNow,
+    };
     this.stats.diffsSent++;
     this.sendSnapshot(id, p, true);
     return true;
+  }
+
+  /** Entries (or a snapshot) from where the follower matches, and no difference at this base again. */
+  private abandonDiff(p: Progress): void {
+    p.snap = undefined;
+    p.diffAt = p.match;
+    p.next = p.match + 1;
+    p.probe = true;
   }
 
   /** The highest index stored on a majority, if it is of this term (§5.4.2). */
