@@ -80,11 +80,10 @@ function propose(d: Spookd, args: Untrusted<AdminArgs<'dpropose'>>, onClose: (f:
   if ('refused' in r) throw new AdminFault(r.code ?? 'refused', `refused: ${r.refused}`);
   return new Promise((resolve, reject) => {
     const done = (): void => {
-      h.subscribers.delete(sub);
+      stop();
       clearTimeout(timer);
     };
-    const sub = (ev: DomainEvent): void => {
-      if (ev.type !== 'outcome' || ev.seq !== r.seq) return;
+    const sub = (ev: Extract<DomainEvent, { type: 'outcome' }>): void => {
       done();
       resolve({
         domain: h.cfg.name,
@@ -105,7 +104,7 @@ function propose(d: Spookd, args: Untrusted<AdminArgs<'dpropose'>>, onClose: (f:
         index: null,
       });
     }, timeoutMs);
-    h.subscribers.add(sub);
+    const stop = h.onOutcome(r.seq, sub);
     onClose(done);
     // Group commit (DomainHost.batchTurns): the candidate is written with this turn's batch; a
     // batch that fails fences the domain and the candidate is refused, never reported pending.

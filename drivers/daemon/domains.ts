@@ -58,6 +58,11 @@ export class DomainHost {
   readonly idOf = new Map<string, NodeId>();
   readonly nameOf = new Map<NodeId, string>();
   readonly subscribers = new Set<(ev: DomainEvent) => void>();
+  /**
+   * Who waits for the outcome of which own candidate (a dpropose): found by its number, so a
+   * turn that decides many candidates does not call every waiter for every outcome.
+   */
+  private readonly outcomeWaiters = new Map<number, (ev: Extract<DomainEvent, { type: 'outcome' }>) => void>();
   private readonly partitionsSeen: { at: number; cause: string }[] = [];
   /** Per register, the recent committed changes the change feeds serve (as much as the Raft log keeps, at most 8 MiB). */
   readonly changes: DomainChanges;
@@ -246,12 +251,21 @@ export class DomainHost {
         }
       } else if (ev.type === 'leader')
         this.log.info({ domain: this.cfg.name, leader: this.name(ev.leader), term: ev.term }, 'domain leader');
+      if (ev.type === 'outcome') this.outcomeWaiters.get(ev.seq)?.(ev);
       for (const s of this.subscribers) s(ev);
     }
     for (const tx of messages) {
       const peer = this.nameOf.get(tx.to);
       if (peer && peer !== 'self') send(peer, tx.bytes);
     }
+  }
+
+  /** `cb` on the outcome of own candidate `seq` (one waiter per candidate); returns the function that stops waiting. */
+  onOutcome(seq: number, cb: (ev: Extract<DomainEvent, { type: 'outcome' }>) => void): () => void {
+    this.outcomeWaiters.set(seq, cb);
+    return () => {
+      if (this.outcomeWaiters.get(seq) === cb) this.outcomeWaiters.delete(seq);
+    };
   }
 
   propose(now: number, ops: CandidateOp[]): ReturnType<DomainNode['propose']> {
