@@ -765,6 +765,9 @@ export class Spookd {
   }
 
   kickDomain(dom: DomainHost): void {
+    // Its flush is queued (group commit): that sends and re-arms the timer once for the whole
+    // turn, not once per request.
+    if (this.dirtyDomains.has(dom)) return;
     this.pumpDomain(dom);
     this.schedule();
   }
