@@ -473,7 +473,9 @@ export class Spookd {
       this.flushTable();
       if (events.length === 0) break;
       for (const ev of events) {
-        if (ev.type !== 'drop' && ev.type !== 'handshake-refused' && ev.type !== 'cookie-stored') acted = true;
+        // A domain's datagram re-arms through its domain's flush at the end of the turn (group commit).
+        if (ev.type !== 'drop' && ev.type !== 'handshake-refused' && ev.type !== 'cookie-stored' && ev.type !== 'domain-payload')
+          acted = true;
         if (!isSlot(ev)) this.onTableEvent(now, ev, touched);
       }
     }
