@@ -2,26 +2,47 @@
  * `spook-lab bench domain`: three spookd on loopback forming a QN domain (real UDP, ETCP,
  * fsync as configured).
  *
- *  committedPerSec       candidates (one set each) proposed on the leader through the admin
- *                        API, 256 in flight, until each is reported committed;
- *  pairCommittedPerSec   the baseline, same daemons and same run: sets on a pair register
- *                        between the leader and a follower;
+ *  committedPerSec       candidates (one set of 100 B each) proposed on the leader through
+ *  p50Ms / p99Ms         the admin API, 256 in flight, until each is reported committed;
+ *                        the latency of each call;
+ *  etcdCommittedPerSec   the baseline, same run and same machine: a 3-member etcd (Debian's
+ *  etcdP50Ms / P99Ms     etcd-server, foreground processes on loopback, fsync always) and the
+ *                        same puts through the etcd3 client on its leader (bench/etcd.ts);
+ *  vsEtcd                committedPerSec / etcdCommittedPerSec (the goal of issue 16: ≥ 1);
+ *  pairCommittedPerSec   the same daemons committing sets on a pair register (leader-follower);
  *  catchUpMs / Bytes     a follower stopped (SIGSTOP) while the other two commit `missed`
- *                        updates, then resumed: time until it has applied everything, and
- *                        the QN bytes it received and sent meanwhile (payload of the sealed
- *                        frames, ETCP's 36 bytes per frame not included);
+ *                        updates that rewrite `gapKeys` keys (each `missed / gapKeys` times),
+ *                        then resumed: time until it has applied everything, and the QN bytes
+ *                        it received and sent meanwhile (payload of the sealed frames, ETCP's
+ *                        36 bytes per frame not included);
  *  fullStateBytes        what a full copy of the domain's registers would cost.
+ *
+ * Everything it starts is torn down on every path; every load is bounded in time (limitMs).
  */
 import { AdminClient } from '../client/admin-client.js';
 import type { DomainSummary } from '../client/protocol.js';
 import { Lab, sleep, until } from '../testing/lab/netns.js';
+import { etcdPuts, etcdVersion, withEtcd } from './etcd.js';
+import { drive, loadFigures, onSignal } from './load.js';
 
 export interface DomainBenchResult {
+  date: string;
   deltas: number;
+  inflight: number;
+  valueBytes: number;
   fsync: string;
+  etcdVersion: string;
   committedPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+  etcdCommittedPerSec: number;
+  etcdP50Ms: number;
+  etcdP99Ms: number;
+  /** committedPerSec / etcdCommittedPerSec (above 1: Spook ahead). */
+  vsEtcd: number;
   pairCommittedPerSec: number;
   missedUpdates: number;
+  gapKeys: number;
   catchUpMs: number;
   catchUpBytes: number;
   fullStateBytes: number;
@@ -31,18 +52,69 @@ export interface DomainBenchResult {
 
 const HOSTS = ['a', 'b', 'c'];
 
-async function parallel(total: number, inflight: number, one: (i: number) => Promise<unknown>): Promise<number> {
-  let next = 0;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: inflight }, async () => {
-      while (next < total) await one(next++);
-    }),
-  );
-  return performance.now() - t0;
+/** The fields the run fills in around the Spook figures. */
+type DomainBenchHead = Pick<
+  DomainBenchResult,
+  | 'date'
+  | 'deltas'
+  | 'inflight'
+  | 'valueBytes'
+  | 'fsync'
+  | 'etcdVersion'
+  | 'committedPerSec'
+  | 'p50Ms'
+  | 'p99Ms'
+  | 'etcdCommittedPerSec'
+  | 'etcdP50Ms'
+  | 'etcdP99Ms'
+  | 'vsEtcd'
+>;
+
+const INFLIGHT = 256;
+const VALUE_BYTES = 100;
+
+export interface DomainBenchOptions {
+  deltas: number;
+  missed: number;
+  /** Distinct keys the missed updates rewrite (each rewritten missed / gapKeys times). */
+  gapKeys: number;
+  fsync: string;
+  basePort: number;
+  /** The most one load phase may last (ms); past it the bench fails. */
+  limitMs: number;
 }
 
-export async function runDomainBench(o: { deltas: number; missed: number; fsync: string; basePort: number }): Promise<DomainBenchResult> {
+export async function runDomainBench(o: DomainBenchOptions): Promise<DomainBenchResult> {
+  const version = etcdVersion(); // before anything starts: no etcd, no run
+  const date = new Date().toISOString();
+  // etcd first, then the domain, back to back (the machine's load drifts).
+  const value = (i: number): string => `${i}:`.padEnd(VALUE_BYTES, 'v');
+  const etcd = await withEtcd(o.basePort, async (e) =>
+    loadFigures(await etcdPuts(e.client(e.leaderUrl), { sets: o.deltas, inflight: INFLIGHT, limitMs: o.limitMs }, value)),
+  );
+  const spook = await runSpook(o, value);
+  return {
+    date,
+    deltas: o.deltas,
+    inflight: INFLIGHT,
+    valueBytes: VALUE_BYTES,
+    fsync: o.fsync,
+    etcdVersion: version,
+    committedPerSec: spook.committedPerSec,
+    p50Ms: spook.p50Ms,
+    p99Ms: spook.p99Ms,
+    etcdCommittedPerSec: etcd.perSec,
+    etcdP50Ms: etcd.p50Ms,
+    etcdP99Ms: etcd.p99Ms,
+    vsEtcd: etcd.perSec > 0 ? Number((spook.committedPerSec / etcd.perSec).toFixed(2)) : 0,
+    ...spook.rest,
+  };
+}
+
+async function runSpook(
+  o: DomainBenchOptions,
+  value: (i: number) => string,
+): Promise<{ committedPerSec: number; p50Ms: number; p99Ms: number; rest: Omit<DomainBenchResult, keyof DomainBenchHead> }> {
   const lab = new Lab(
     HOSTS,
     [
@@ -54,6 +126,9 @@ export async function runDomainBench(o: { deltas: number; missed: number; fsync:
     true,
   );
   const clients = new Map<string, AdminClient>();
+  const forget = onSignal(() => {
+    for (const h of lab.hosts.values()) h.proc?.kill('SIGKILL');
+  });
   try {
     for (const h of HOSTS)
       lab.configure(h, [{ name: 'p', kind: 'map', maxPending: 65536 }], {
@@ -83,34 +158,35 @@ export async function runDomainBench(o: { deltas: number; missed: number; fsync:
     );
     const follower = HOSTS.find((h) => h !== leader)!;
     const lc = clients.get(leader)!;
-    const value = 'v'.repeat(100);
-    const ms = await parallel(o.deltas, 256, async (i) => {
+    const load = await drive('bench domain', o.deltas, INFLIGHT, o.limitMs, async (i) => {
       const r = await lc.request('dpropose', {
         domain: 'bench',
-        ops: [{ register: 'kv', op: 'set', key: `key-${i}`, value }],
+        ops: [{ register: 'kv', op: 'set', key: `key-${i}`, value: value(i) }],
         timeoutMs: 60_000,
       });
       if (r.verdict !== 'committed') throw new Error(`candidate ${i}: ${r.verdict}`);
+      return true;
     });
-    const committedPerSec = Math.round(o.deltas / (ms / 1000));
-    // The baseline: the same daemons committing sets on a pair register.
+    const spook = loadFigures(load);
+    // The same daemons committing sets on a pair register.
     await until('pair entangled', async () => (await lc.request('pair', { peer: follower })).state === 'ENTANGLED', 20_000);
-    const pairMs = await parallel(o.deltas, 256, (i) =>
-      lc.request('set', { peer: follower, register: 'p', key: `key-${i}`, value, timeoutMs: 60_000 }),
-    );
-    const pairCommittedPerSec = Math.round(o.deltas / (pairMs / 1000));
+    const pair = await drive('bench domain (pair)', o.deltas, INFLIGHT, o.limitMs, async (i) => {
+      const r = await lc.request('set', { peer: follower, register: 'p', key: `key-${i}`, value: value(i), timeoutMs: 60_000 });
+      return r.verdict === 'committed';
+    });
 
     // Catch-up: stop a follower, commit `missed` updates on the other two, resume it.
     await until('follower caught up', async () => (await info(follower)).appliedIndex === (await info(leader)).commitIndex, 30_000);
     const before = await info(follower);
     lab.host(follower).proc!.kill('SIGSTOP');
-    await parallel(o.missed, 256, (i) =>
-      lc.request('dpropose', {
+    await drive('bench domain (missed updates)', o.missed, INFLIGHT, o.limitMs, async (i) => {
+      const r = await lc.request('dpropose', {
         domain: 'bench',
-        ops: [{ register: 'kv', op: 'set', key: `key-${i % o.deltas}`, value: `${i}`.padEnd(100, '.') }],
+        ops: [{ register: 'kv', op: 'set', key: `key-${i % Math.min(o.gapKeys, o.deltas)}`, value: `${i}`.padEnd(VALUE_BYTES, '.') }],
         timeoutMs: 60_000,
-      }),
-    );
+      });
+      return r.verdict === 'committed';
+    });
     const target = (await info(leader)).commitIndex;
     await sleep(200);
     const t0 = performance.now();
@@ -127,19 +203,25 @@ export async function runDomainBench(o: { deltas: number; missed: number; fsync:
     const catchUpMs = Math.round(performance.now() - t0);
     const catchUpBytes = after.stats.bytesIn - before.stats.bytesIn + (after.stats.bytesOut - before.stats.bytesOut);
     return {
-      deltas: o.deltas,
-      fsync: o.fsync,
-      committedPerSec,
-      pairCommittedPerSec,
-      missedUpdates: o.missed,
-      catchUpMs,
-      catchUpBytes,
-      fullStateBytes: after.fullStateBytes,
-      catchUpVsFull: Number((catchUpBytes / after.fullStateBytes).toFixed(3)),
-      leaderChanges: (await info(leader)).stats.leaderChanges,
+      committedPerSec: spook.perSec,
+      p50Ms: spook.p50Ms,
+      p99Ms: spook.p99Ms,
+      rest: {
+        pairCommittedPerSec: loadFigures(pair).perSec,
+        missedUpdates: o.missed,
+        gapKeys: Math.min(o.gapKeys, o.deltas),
+        catchUpMs,
+        catchUpBytes,
+        fullStateBytes: after.fullStateBytes,
+        catchUpVsFull: Number((catchUpBytes / after.fullStateBytes).toFixed(3)),
+        leaderChanges: (await info(leader)).stats.leaderChanges,
+      },
     };
   } finally {
+    forget();
     for (const c of clients.values()) c.close();
+    // A clean stop first (bounded), so daemons run under --cpu-prof (SPOOK_LAB_NODE_ARGS) write their profiles.
+    await Promise.race([Promise.all(HOSTS.map((h) => lab.stop(h))), sleep(10_000)]);
     await lab.destroy();
   }
 }

@@ -16,13 +16,14 @@
  * Everything it measures it starts, and tears down on every path; every loop is bounded in
  * count and time.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Etcd3, type IOptions } from 'etcd3';
+import { rmSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { AdminClient, openRegister, type RegisterHandle } from '../client/index.js';
 import { Lab, sleep, until } from '../testing/lab/netns.js';
+import { etcdPuts, etcdVersion, withEtcd } from './etcd.js';
+import { drive as driveLoad, loadFigures, onSignal, perSec, type Load } from './load.js';
+
+export { etcdVersion };
 
 export interface LibraryBenchOptions {
   sets: number;
@@ -75,55 +76,14 @@ export interface LibraryBenchResult {
   ratios: { setsPerSec: number; entriesPerSec: number; domainSetsPerSec: number | null };
 }
 
-// ---- the load: `total` calls, `inflight` awaiting at once, each timed ----
+// ---- the load (bench/load.ts), named for this bench's errors ----
 
-interface Load {
-  latencies: Float64Array;
-  acked: number;
-  /** performance.now() of the first call and of the last acknowledgement. */
-  t0: number;
-  lastAck: number;
-}
-
-async function drive(total: number, inflight: number, limitMs: number, one: (i: number) => Promise<boolean>): Promise<Load> {
-  const latencies = new Float64Array(total);
-  let next = 0;
-  let acked = 0;
-  let lastAck = 0;
-  const t0 = performance.now();
-  const end = t0 + limitMs;
-  await Promise.all(
-    Array.from({ length: Math.min(inflight, total) }, async () => {
-      while (next < total) {
-        if (performance.now() > end) throw new Error(`bench library: ${next} of ${total} calls issued after ${limitMs} ms (--limit-ms)`);
-        const i = next++;
-        const s = performance.now();
-        const ok = await one(i);
-        lastAck = performance.now();
-        latencies[i] = lastAck - s;
-        if (ok) acked++;
-      }
-    }),
-  );
-  return { latencies, acked, t0, lastAck };
-}
-
-const pct = (sorted: Float64Array, p: number): number =>
-  Number(sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))].toFixed(2));
-const perSec = (n: number, ms: number): number => (ms > 0 ? Math.round(n / (ms / 1000)) : 0);
+const drive = (total: number, inflight: number, limitMs: number, one: (i: number) => Promise<boolean>): Promise<Load> =>
+  driveLoad('bench library', total, inflight, limitMs, one);
 
 function row(system: LibraryRow['system'], via: string, load: Load, watch: WatchFigures | null): LibraryRow {
-  const sorted = load.latencies.slice().sort();
-  return {
-    system,
-    via,
-    sets: load.latencies.length,
-    acked: load.acked,
-    setsPerSec: perSec(load.acked, load.lastAck - load.t0),
-    p50Ms: pct(sorted, 0.5),
-    p99Ms: pct(sorted, 0.99),
-    watch,
-  };
+  const f = loadFigures(load);
+  return { system, via, sets: load.latencies.length, acked: load.acked, setsPerSec: f.perSec, p50Ms: f.p50Ms, p99Ms: f.p99Ms, watch };
 }
 
 // ---- the far end's consumer: counts deliveries, whatever the watch API ----
@@ -273,137 +233,24 @@ function domainRow(o: LibraryBenchOptions, log: (l: string) => void): Promise<Li
   });
 }
 
-/**
- * Ctrl-C or a kill must not leave daemons behind: `fn` runs (synchronously) on SIGINT/SIGTERM,
- * then the process exits. Returns the function that unregisters it.
- */
-function onSignal(fn: () => void): () => void {
-  const h = (sig: NodeJS.Signals): void => {
-    fn();
-    process.exit(sig === 'SIGINT' ? 130 : 143);
-  };
-  process.once('SIGINT', h);
-  process.once('SIGTERM', h);
-  return () => {
-    process.off('SIGINT', h);
-    process.off('SIGTERM', h);
-  };
-}
-
 // ---- etcd ----
 
-/** `etcd --version`'s first line; refuses plainly when Debian's etcd-server is missing. */
-export function etcdVersion(): string {
-  try {
-    return execFileSync('etcd', ['--version'], { encoding: 'utf8', timeout: 10_000 }).split('\n')[0].replace('etcd Version: ', '');
-  } catch (e) {
-    throw new Error(`bench library: cannot run etcd (${(e as Error).message}); install it with \`make etcd-deps\` (Debian's etcd-server)`);
-  }
-}
-
-interface EtcdCluster {
-  procs: ChildProcess[];
-  urls: string[];
-  dir: string;
-}
-
-function startEtcd(basePort: number): EtcdCluster {
-  const dir = mkdtempSync(join(tmpdir(), 'spook-bench-etcd-'));
-  const names = ['m0', 'm1', 'm2'];
-  const peer = (i: number): string => `http://127.0.0.1:${basePort + 13 + i}`;
-  const urls = names.map((_, i) => `http://127.0.0.1:${basePort + 10 + i}`);
-  const cluster = names.map((n, i) => `${n}=${peer(i)}`).join(',');
-  const procs = names.map((n, i) => {
-    mkdirSync(join(dir, n));
-    const p = spawn(
-      'etcd',
-      [
-        `--name=${n}`,
-        `--data-dir=${join(dir, n, 'data')}`,
-        `--listen-client-urls=${urls[i]}`,
-        `--advertise-client-urls=${urls[i]}`,
-        `--listen-peer-urls=${peer(i)}`,
-        `--initial-advertise-peer-urls=${peer(i)}`,
-        `--initial-cluster=${cluster}`,
-        '--initial-cluster-token=spook-bench',
-        '--initial-cluster-state=new',
-        '--logger=zap',
-        '--log-level=warn',
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    const out = createWriteStream(join(dir, n, 'etcd.log'));
-    p.stdout!.pipe(out);
-    p.stderr!.pipe(out);
-    return p;
-  });
-  return { procs, urls, dir };
-}
-
-async function stopEtcd(c: EtcdCluster): Promise<void> {
-  await Promise.all(
-    c.procs.map(
-      (p) =>
-        new Promise<void>((resolve) => {
-          if (p.exitCode !== null || p.signalCode !== null) return resolve();
-          p.once('exit', () => resolve());
-          p.kill('SIGKILL');
-        }),
-    ),
-  );
-  rmSync(c.dir, { recursive: true, force: true });
-}
-
-async function etcdRow(o: LibraryBenchOptions, log: (l: string) => void): Promise<LibraryRow> {
-  const cluster = startEtcd(o.basePort);
-  const forget = onSignal(() => {
-    for (const p of cluster.procs) p.kill('SIGKILL');
-    rmSync(cluster.dir, { recursive: true, force: true });
-  });
-  const clients: Etcd3[] = [];
-  const client = (url: string): Etcd3 => {
-    const opts: IOptions = { hosts: url, dialTimeout: 5_000, defaultCallOptions: () => ({ deadline: Date.now() + 30_000 }) };
-    const c = new Etcd3(opts);
-    clients.push(c);
-    return c;
-  };
-  try {
-    const members = cluster.urls.map(client);
-    // Ready: every member answers and agrees on one leader.
-    const leaderUrl = await until(
-      'etcd: three members agreeing on a leader',
-      async () => {
-        for (const p of cluster.procs) if (p.exitCode !== null) throw new Error(`etcd exited with ${p.exitCode} (logs in ${cluster.dir})`);
-        const st = await Promise.all(members.map((m) => m.maintenance.status()));
-        const leader = st[0].leader;
-        if (leader === '0' || st.some((s) => s.leader !== leader)) return undefined;
-        return cluster.urls[st.findIndex((s) => s.header.member_id === leader)];
-      },
-      30_000,
-      100,
-    );
-    const followerUrl = cluster.urls.find((u) => u !== leaderUrl)!;
-    log(`etcd: writer on the leader (${leaderUrl}), watcher on a follower (${followerUrl})`);
-    const w = client(leaderUrl);
+function etcdRow(o: LibraryBenchOptions, log: (l: string) => void): Promise<LibraryRow> {
+  return withEtcd(o.basePort, async (etcd) => {
+    log(`etcd: writer on the leader (${etcd.leaderUrl}), watcher on a follower (${etcd.followerUrl})`);
+    const w = etcd.client(etcd.leaderUrl);
     const tally = new Tally();
-    const watcher = await client(followerUrl).watch().prefix('key-').create();
+    const watcher = await etcd.client(etcd.followerUrl).watch().prefix('key-').create();
     watcher.on('data', (res) => tally.seen(res.events.filter((e) => e.type === 'Put').length));
     try {
-      const load = await drive(o.sets, o.inflight, o.limitMs, async (i) => {
-        await w.put(`key-${i}`).value(value(i, o.valueBytes));
-        return true; // a put resolves only once committed
-      });
+      const load = await etcdPuts(w, o, (i) => value(i, o.valueBytes));
       const r = row('etcd', 'etcd3 put', load, await tally.figures(o.sets, load, 30_000));
       log(`etcd: ${r.setsPerSec} puts/s, ${r.watch!.entries} of ${o.sets} seen by the watcher`);
       return r;
     } finally {
       await watcher.cancel().catch(() => undefined);
     }
-  } finally {
-    forget();
-    for (const c of clients) c.close();
-    await stopEtcd(cluster);
-  }
+  });
 }
 
 // ---- the run ----

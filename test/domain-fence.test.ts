@@ -130,6 +130,60 @@ describe('fencing a domain (drivers/daemon/domains.ts)', () => {
     h.close();
   });
 
+  it('group commit (batchTurns): inputs wait for flush(); nothing they caused leaves before their batch is durable, and a failed batch tells its waiters', () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'spook-fence-'));
+    dirs.push(dataDir);
+    const vote = (h: DomainHost, peerId: number, term: number): Uint8Array =>
+      encodeEnvelope({
+        domain: domainIdOf('main'),
+        from: peerId,
+        to: h.selfId,
+        ttl: 8,
+        body: { t: 'vote', term, lastIndex: 10, lastTerm: term - 1, pre: false },
+      });
+    const sent = (h: DomainHost): number => {
+      let n = 0;
+      h.drain(() => n++);
+      return n;
+    };
+    const { h, peerId } = host(dataDir, 'main', []);
+    sent(h);
+    let dirty = 0;
+    h.batchTurns(() => dirty++);
+    const persisted: number[] = [];
+    const persist = h.disk!.persist.bind(h.disk!);
+    h.disk!.persist = (w) => {
+      persisted.push(w.length);
+      persist(w);
+    };
+    // Two inputs in one turn: one notice, no write and nothing sent until the flush.
+    h.handleDatagram(1, peerId, vote(h, peerId, 5));
+    const seq = h.propose(1, [{ register: 'kv', delta: { op: DeltaOp.Set, key: enc('k'), value: enc('v') } }]);
+    expect(seq).toEqual({ seq: 1 });
+    expect(dirty).toBe(1);
+    expect(persisted).toEqual([]);
+    expect(sent(h)).toBe(0);
+    const told: (Error | undefined)[] = [];
+    h.whenDurable((e) => told.push(e));
+    expect(told).toEqual([]);
+    expect(h.flush()).toBeUndefined();
+    // One batch, one persist (the vote and the candidate together), then the vote leaves.
+    expect(persisted).toHaveLength(1);
+    expect(told).toEqual([undefined]);
+    expect(sent(h)).toBe(1);
+    // A batch that fails: the domain is fenced, its waiters hear why, nothing of it leaves.
+    h.disk!.persist = () => {
+      throw new Error('EIO: i/o error, write');
+    };
+    h.handleDatagram(2, peerId, vote(h, peerId, 6));
+    h.whenDurable((e) => told.push(e));
+    expect(h.flush()).toBeInstanceOf(Error);
+    expect(told[1]?.message).toMatch(/EIO/);
+    expect(h.node.fencedCause).toMatch(/^durable storage failed: .*EIO/);
+    expect(sent(h)).toBe(0);
+    h.close();
+  });
+
   it('an unexpected exception out of the node fences its domain (internal-error), logged once and counted, never thrown', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'spook-fence-'));
     dirs.push(dataDir);

@@ -6,6 +6,7 @@ import { FileDomainStore } from '../drivers/store/domain-store.js';
 import { StoreError } from '../drivers/store/store.js';
 import { DomainNode } from '../core/qn/node.js';
 import { driveReady } from '../core/qn/persist.js';
+import { EntryKind } from '../core/qn/raft.js';
 import { DeltaOp } from '../wire/delta.js';
 
 const dirs: string[] = [];
@@ -140,6 +141,40 @@ class FailingFsyncDomainStore extends FileDomainStore {
     super.syncFd(fd);
   }
 }
+
+describe('domain store: what is fsynced', () => {
+  it('fsync always: a batch with any Raft or pending record is fsynced once; one of Commit and Drop records only is not', () => {
+    class Counting extends FileDomainStore {
+      syncs = 0;
+      protected syncFd(fd: number): void {
+        this.syncs++;
+        super.syncFd(fd);
+      }
+    }
+    const disk = new Counting(tmp(), 'always');
+    const opened = disk.syncs;
+    const cmd = new Uint8Array([EntryKind.Noop]);
+    disk.persist([
+      { kind: 'pending', seq: 1, cmd },
+      { kind: 'append', entries: [{ term: 1, index: 1, cmd }] },
+      { kind: 'pending', seq: 2, cmd },
+      { kind: 'append', entries: [{ term: 1, index: 2, cmd }] },
+    ]);
+    expect(disk.syncs - opened).toBe(1);
+    disk.persist([
+      { kind: 'commit', index: 2 },
+      { kind: 'drop-pending', seq: 1 },
+      { kind: 'drop-pending', seq: 2 },
+    ]);
+    expect(disk.syncs - opened).toBe(1);
+    disk.persist([{ kind: 'hard', term: 2, vote: 1 }]);
+    expect(disk.syncs - opened).toBe(2);
+    disk.close();
+    const again = new FileDomainStore(disk.dir, 'always');
+    expect(again.load()).toMatchObject({ term: 2, commit: 2, pending: [] });
+    again.close();
+  });
+});
 
 describe('domain store: the background flush of fsync everysec', () => {
   it('a failing background fsync is reported to the owner once (never thrown from the timer); it then fences the member, and later writes throw', async () => {

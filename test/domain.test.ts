@@ -3,7 +3,7 @@ import { DeltaOp } from '../wire/delta.js';
 import { WireError } from '../wire/errors.js';
 import { decodeEnvelope, encodeEnvelope, type QnEnvelope } from '../wire/qn.js';
 import { MemDomainStore } from '../testing/sim/mem-store.js';
-import { EntryKind, Raft, Role, decodeConfig, encodeConfig, type LogEntry } from '../core/qn/raft.js';
+import { EntryKind, Raft, Role, decodeConfig, encodeConfig, type LogEntry, type RaftMsg } from '../core/qn/raft.js';
 import { CollapseReject, DomainState, encodeCandidate, type Candidate } from '../core/qn/state.js';
 import { type MapState } from '../core/register/map.js';
 import { runDomainSeeds, runDomainSim, DOMAIN_SIM_DEFAULTS } from '../testing/sim/domain.js';
@@ -246,7 +246,60 @@ describe('Raft (core/qn/raft.ts)', () => {
     expect(r.commit).toBe(15);
     r.handleMessage(2, 1, { t: 'append', term: 1, prevIndex: 10, prevTerm: 1, commit: 20, entries: entries(11, 2) });
     expect(r.commit).toBe(15);
+    r.ready(); // committed entries are applied when the Ready is taken (etcd's CommittedEntries)
     expect(applied).toHaveLength(15);
+  });
+
+  /** One step of `r`'s output: its writes made durable, its messages returned (not delivered). */
+  const step = (c: Cluster, id: number): { to: number; msg: RaftMsg }[] => {
+    const rd = c.nodes.get(id)!.ready();
+    if (rd) c.disks.get(id)!.persist(rd.writes);
+    return [...(rd?.messages ?? [])];
+  };
+
+  it('batching: the commands proposed between two Readies leave together, a few appends per follower, not one per command', () => {
+    const c = new Cluster([1, 2, 3]);
+    c.run(500);
+    const l = c.leaders()[0];
+    for (let i = 0; i < 40; i++) l.propose(c.now, new Uint8Array([EntryKind.App, ...enc(`cmd${i}`.padEnd(100, '.'))]));
+    const out = step(c, l.id);
+    for (const f of [1, 2, 3].filter((x) => x !== l.id)) {
+      const appends = out.filter((m) => m.to === f && m.msg.t === 'append');
+      const entries = appends.reduce((n, m) => n + (m.msg.t === 'append' ? m.msg.entries.length : 0), 0);
+      expect(entries).toBe(40);
+      expect(appends.length).toBeLessThanOrEqual(5); // ~8 entries of 100 B per 1,100-byte append
+    }
+    // The leader counts itself only with a follower's acknowledgement: nothing commits in its own step.
+    expect(l.commit).toBeLessThan(l.lastIndex);
+    for (const m of out) c.nodes.get(m.to)!.handleMessage(c.now, l.id, m.msg);
+    c.run(100);
+    expect(l.commit).toBe(l.lastIndex);
+    for (const id of [1, 2, 3]) expect(c.applied.get(id)!.length).toBe(l.lastIndex);
+  });
+
+  it('a lost append costs one probe, not one resend of the window per later append refused with the same hint', () => {
+    const c = new Cluster([1, 2, 3]);
+    c.run(500);
+    const l = c.leaders()[0];
+    const f = [1, 2, 3].find((x) => x !== l.id)!;
+    for (let i = 0; i < 40; i++) l.propose(c.now, new Uint8Array([EntryKind.App, ...enc(`cmd${i}`.padEnd(100, '.'))]));
+    const toF = step(c, l.id).filter((m) => m.to === f && m.msg.t === 'append');
+    expect(toF.length).toBeGreaterThanOrEqual(4);
+    // The first append is lost; the follower refuses every later one (its log has a gap), all with the same hint.
+    for (const m of toF.slice(1)) c.nodes.get(f)!.handleMessage(c.now, l.id, m.msg);
+    const refusals = step(c, f).filter((m) => m.msg.t === 'appendResp' && !m.msg.ok);
+    expect(refusals).toHaveLength(toF.length - 1);
+    const resent: RaftMsg[] = [];
+    for (const r of refusals) {
+      l.handleMessage(c.now, f, r.msg);
+      for (const m of step(c, l.id)) if (m.to === f && m.msg.t === 'append') resent.push(m.msg);
+    }
+    // One probe from the follower's last index; the other refusals were stale.
+    expect(resent).toHaveLength(1);
+    expect(resent[0]).toMatchObject({ t: 'append', prevIndex: c.nodes.get(f)!.lastIndex });
+    c.run(200);
+    expect(c.nodes.get(f)!.commit).toBe(l.commit);
+    expect(l.commit).toBe(l.lastIndex);
   });
 
   it('encodes configurations canonically', () => {
@@ -261,6 +314,18 @@ describe('QN wire codec (wire/qn.ts)', () => {
     { t: 'append', term: 4, prevIndex: 9, prevTerm: 3, commit: 8, entries: [{ term: 4, cmd: new Uint8Array([2, 1, 2]) }] },
     { t: 'appendResp', term: 4, ok: true, index: 10 },
     { t: 'snap', term: 4, index: 50, lastTerm: 3, members: [1, 2, 3], offset: 0, total: 3, data: new Uint8Array([9, 9, 9]) },
+    {
+      t: 'snap',
+      term: 4,
+      index: 50,
+      lastTerm: 3,
+      members: [1, 2, 3],
+      base: 20,
+      baseTerm: 2,
+      offset: 0,
+      total: 3,
+      data: new Uint8Array([9, 9, 9]),
+    },
     { t: 'snapResp', term: 4, index: 50, offset: 3 },
     { t: 'fwd', cmd: new Uint8Array([2, 7]) },
     { t: 'hello', neighbours: [2, 3], commit: 77 },

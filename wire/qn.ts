@@ -22,7 +22,23 @@ export type RaftMsg =
   | { t: 'append'; term: number; prevIndex: number; prevTerm: number; commit: number; entries: { term: number; cmd: Uint8Array }[] }
   /** ok: `index` is the follower's last index known to match; not ok: a hint where to retry from. */
   | { t: 'appendResp'; term: number; ok: boolean; index: number }
-  | { t: 'snap'; term: number; index: number; lastTerm: number; members: NodeId[]; offset: number; total: number; data: Uint8Array }
+  /**
+   * A chunk of a snapshot (kind 5), or with `base` > 0 of a state difference (kind 13,
+   * `snapDiff`): the state at `index` as a patch of the state at `base` (term `baseTerm`),
+   * which the follower's log holds (§15.4, "Catch-up by difference").
+   */
+  | {
+      t: 'snap';
+      term: number;
+      index: number;
+      lastTerm: number;
+      members: NodeId[];
+      offset: number;
+      total: number;
+      data: Uint8Array;
+      base?: number;
+      baseTerm?: number;
+    }
   | { t: 'snapResp'; term: number; index: number; offset: number };
 
 export const QN_MSG_TYPE = 0x40;
@@ -89,6 +105,7 @@ const KIND = {
   sealed: 10,
   frag: 11,
   fragAck: 12,
+  snapDiff: 13,
 } as const;
 /** At least the kind octet, and the 16-octet tag. */
 const MIN_BOX = 17;
@@ -124,7 +141,7 @@ export function decodeBody(buf: Uint8Array): QnBody {
 }
 
 function writeBody(w: Writer, b: QnBody): void {
-  w.u8(KIND[b.t]);
+  w.u8(b.t === 'snap' && b.base ? KIND.snapDiff : KIND[b.t]);
   switch (b.t) {
     case 'vote':
       w.varint(b.term)
@@ -149,6 +166,7 @@ function writeBody(w: Writer, b: QnBody): void {
     case 'snap':
       w.varint(b.term).varint(b.index).varint(b.lastTerm).varint(b.members.length);
       for (const m of b.members) w.varint(m);
+      if (b.base) w.varint(b.base).varint(b.baseTerm ?? 0);
       w.varint(b.offset).varint(b.total).lenBytes(b.data);
       break;
     case 'snapResp':
@@ -239,19 +257,29 @@ function readBody(r: Reader): QnBody {
     case KIND.appendResp:
       body = { t: 'appendResp', term: r.varint('appendResp.term'), ok: bool(r, 'appendResp.ok'), index: r.varint('appendResp.index') };
       break;
-    case KIND.snap: {
+    case KIND.snap:
+    case KIND.snapDiff: {
       const term = r.varint('snap.term');
       const index = r.varint('snap.index');
       const lastTerm = r.varint('snap.lastTerm');
       const n = count(r, 'snap.members', MAX_MEMBERS);
       const members: NodeId[] = [];
       for (let i = 0; i < n; i++) members.push(r.varint('snap.member'));
+      let diff: { base: number; baseTerm: number } | undefined;
+      if (kind === KIND.snapDiff) {
+        const base = r.varint('snapDiff.base');
+        const baseTerm = r.varint('snapDiff.baseTerm');
+        // A difference from an earlier state (a base of 0 would be a whole snapshot, kind 5).
+        if (base === 0 || base >= index)
+          throw new WireError(DropReason.MalformedPayload, 'snapDiff.base', `${base} (1 to index - 1 = ${index - 1})`);
+        diff = { base, baseTerm };
+      }
       const offset = r.varint('snap.offset');
       const total = r.varint('snap.total');
       const data = r.lenBytes('snap.data', MAX_SNAP_CHUNK);
       if (offset + data.length > total)
         throw new WireError(DropReason.MalformedPayload, 'snap.data', `chunk ends at ${offset + data.length}, past total ${total}`);
-      body = { t: 'snap', term, index, lastTerm, members, offset, total, data };
+      body = { t: 'snap', term, index, lastTerm, members, ...diff, offset, total, data };
       break;
     }
     case KIND.snapResp:

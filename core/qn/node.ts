@@ -210,6 +210,15 @@ export class DomainNode {
   readonly state: DomainState;
   readonly id: NodeId;
   private readonly pending = new Map<number, Pending>();
+  /** Σ cmd length over `pending` (maxPendingBytes). */
+  private pendingBytes = 0;
+  /**
+   * Own candidates never sent yet, oldest first (some may be decided meanwhile), and a lower
+   * bound on when a sent one is due again: a turn of many proposals costs O(1) each, not a
+   * walk of every pending candidate per proposal (and per deadline).
+   */
+  private fresh: number[] = [];
+  private resendDue = Infinity;
   private nextSeq: number;
   private out: { to: NodeId; bytes: Uint8Array }[] = [];
   private events: DomainEvent[] = [];
@@ -262,18 +271,25 @@ export class DomainNode {
   readonly links: QnLinks;
   /** Appends or snapshot chunks were queued as fragments since this member last stopped leading. */
   private leaderTraffic = false;
+  /** The time of the latest input: what ready() sends Raft's messages at. */
+  private lastNow = 0;
 
   constructor(
     readonly o: DomainNodeOptions,
     now: number,
   ) {
     this.id = o.id;
+    this.lastNow = now;
     this.maxCandidate = maxCandidateBytes(o.registers);
     this.state = new DomainState(o.seed, o.registers, o.groups ?? []);
     this.state.onCollapse = (c) => this.onCollapse(c);
     const p = o.stored;
     this.nextSeq = p.nextSeq;
-    for (const x of p.pending) this.pending.set(x.seq, { cmd: x.cmd, sentAt: -Infinity });
+    for (const x of p.pending) {
+      this.pending.set(x.seq, { cmd: x.cmd, sentAt: -Infinity });
+      this.fresh.push(x.seq);
+      this.pendingBytes += x.cmd.length;
+    }
     this.raft = new Raft(
       {
         id: o.id,
@@ -285,6 +301,8 @@ export class DomainNode {
             o.observe?.(e, this.state);
           },
           snapshot: () => this.state.snapshot(),
+          diff: (base, entries) => this.state.diff(base, entries),
+          patch: (data, base, index) => this.state.patch(data, base, index),
           restore: (data, index) => {
             if (!this.state.restore(data, index)) return false;
             this.resolveFromTable();
@@ -372,6 +390,7 @@ export class DomainNode {
    */
   ready(): DomainReady | undefined {
     if (this.awaitingAdvance) throw new Error(`domain ${this.o.name}: ready() before advance() of the previous Ready`);
+    if (!this.fenced) this.takeRaft(this.lastNow);
     this.takeRaftWrites();
     if (this.writes.length === 0 && this.out.length === 0 && this.events.length === 0) return undefined;
     const r: DomainReady = { writes: this.writes, messages: this.out, events: this.events };
@@ -431,11 +450,7 @@ export class DomainNode {
     const f = this.links.deadline();
     if (f < Infinity) t.fragments = f;
     // Resends wait for a known leader; without one, Raft's own timers are what move things.
-    if (this.raft.leader !== 0 && this.pending.size > 0) {
-      let resend = Infinity;
-      for (const p of this.pending.values()) resend = Math.min(resend, p.sentAt + this.retryMs);
-      t.resend = resend;
-    }
+    if (this.raft.leader !== 0 && this.pending.size > 0) t.resend = this.fresh.length > 0 ? -Infinity : this.resendDue;
     return t;
   }
 
@@ -481,6 +496,7 @@ export class DomainNode {
    */
   handleDatagram(now: number, from: NodeId, bytes: Uint8Array): void {
     if (this.fenced) return this.drop('fenced');
+    this.lastNow = now;
     if (!this.o.links.includes(from)) return this.drop('not-a-link');
     // Only members (of any configuration known here) speak for the domain; the rest get no
     // state change and no reply at all.
@@ -631,8 +647,7 @@ export class DomainNode {
       };
     // Large candidates wait in memory (and the journal) until decided: bounded in bytes too.
     const maxPendingBytes = this.o.maxPendingBytes ?? Math.max(64 << 20, 2 * this.maxCandidate);
-    let held = 0;
-    for (const p of this.pending.values()) held += p.cmd.length;
+    const held = this.pendingBytes;
     if (this.pending.size > 0 && held + cmd.length > maxPendingBytes) {
       this.stats.refused++;
       return {
@@ -642,6 +657,8 @@ export class DomainNode {
     const seq = this.nextSeq++;
     this.write({ kind: 'pending', seq, cmd });
     this.pending.set(seq, { cmd, sentAt: -Infinity });
+    this.fresh.push(seq);
+    this.pendingBytes += cmd.length;
     this.stats.proposed++;
     this.after(now);
     return { seq };
@@ -692,7 +709,10 @@ export class DomainNode {
   }
 
   private resolve(seq: number, outcome: number, index?: number, failedOp?: number): void {
-    if (!this.pending.delete(seq)) return;
+    const p = this.pending.get(seq);
+    if (!p) return;
+    this.pending.delete(seq);
+    this.pendingBytes -= p.cmd.length;
     this.write({ kind: 'drop-pending', seq });
     if (outcome === 0) this.stats.committed++;
     else this.stats.rejected++;
@@ -725,6 +745,7 @@ export class DomainNode {
 
   /** Removed from the domain: no log reaches us any more, so outcomes here are unknowable. */
   private abandonPending(): void {
+    this.pendingBytes = 0;
     for (const seq of [...this.pending.keys()]) {
       this.pending.delete(seq);
       this.write({ kind: 'drop-pending', seq });
@@ -761,6 +782,15 @@ export class DomainNode {
     if (this.raft.members.includes(this.id) && committedConfig && !this.removed) this.wasMember = true;
     if (this.pending.size > 0 && this.isRemovedHere()) this.abandonPending();
     this.sendPending(now);
+    this.lastNow = now;
+  }
+
+  /**
+   * Raft's writes and messages since the last Ready, into this one: taken once per Ready, so
+   * the candidates proposed by every input the driver handled since share appends (Raft
+   * batches them in its ready()).
+   */
+  private takeRaft(now: number): void {
     const r = this.raft.ready();
     if (r) {
       for (const w of r.writes) this.writes.push(w);
@@ -821,14 +851,36 @@ export class DomainNode {
     const r = this.raft;
     if (r.leader === 0 || this.pending.size === 0) return;
     let budget = 64;
-    for (const [seq, p] of this.pending) {
-      if (p.sentAt + this.retryMs > now) continue;
-      if (budget-- === 0) break;
-      p.sentAt = now;
-      if (r.role === Role.Leader) {
-        if (this.firstAppend(`${this.id}:${seq}`)) r.propose(now, p.cmd);
-      } else this.emit(now, r.leader, { t: 'fwd', cmd: p.cmd }, QN_DEFAULT_TTL);
+    // Never sent first, then those whose resend is due; at most 64 per input.
+    let i = 0;
+    for (; i < this.fresh.length && budget > 0; i++) {
+      const seq = this.fresh[i];
+      const p = this.pending.get(seq);
+      if (!p) continue; // decided meanwhile
+      budget--;
+      this.sendOne(now, seq, p);
     }
+    this.fresh = i === this.fresh.length ? [] : this.fresh.slice(i);
+    if (budget === 0 || now < this.resendDue) return;
+    let due = Infinity;
+    for (const [seq, p] of this.pending) {
+      if (p.sentAt === -Infinity) continue; // still in `fresh`
+      if (p.sentAt + this.retryMs <= now && budget > 0) {
+        budget--;
+        this.sendOne(now, seq, p);
+      }
+      due = Math.min(due, p.sentAt + this.retryMs);
+    }
+    this.resendDue = due;
+  }
+
+  private sendOne(now: number, seq: number, p: Pending): void {
+    const r = this.raft;
+    p.sentAt = now;
+    this.resendDue = Math.min(this.resendDue, now + this.retryMs);
+    if (r.role === Role.Leader) {
+      if (this.firstAppend(`${this.id}:${seq}`)) r.propose(now, p.cmd);
+    } else this.emit(now, r.leader, { t: 'fwd', cmd: p.cmd }, QN_DEFAULT_TTL);
   }
 
   /** Route: directly when that link is alive, else via the lowest-numbered relay that hears `to`. */

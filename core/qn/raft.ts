@@ -137,7 +137,21 @@ export interface StateMachine {
   snapshot(): Uint8Array;
   /** Replace the state with the snapshot's; false (state unchanged) if `data` is not a valid snapshot of `index`. */
   restore(data: Uint8Array, index: number): boolean;
+  /**
+   * Optional (catch-up by difference, docs/PROTOCOL.md §15.4): the state at the applied index
+   * as a difference from the state at `base`, given the log entries in between; undefined if
+   * it cannot be made.
+   */
+  diff?(base: number, entries: readonly LogEntry[]): Uint8Array | undefined;
+  /** The full snapshot of the state patched by a difference from `base` to `index`, or undefined if it does not apply here. */
+  patch?(data: Uint8Array, base: number, index: number): Uint8Array | undefined;
 }
+
+/**
+ * Catch-up by difference: a follower found this many entries behind the leader's applied
+ * index is sent the difference instead of the entries when it takes at most half their bytes.
+ */
+const DIFF_MIN_ENTRIES = 64;
 
 export interface RaftOptions {
   id: NodeId;
@@ -175,10 +189,18 @@ interface Progress {
    */
   probe: boolean;
   /**
+   * Where the last probe started (p.next when it was sent): a refusal whose hint is at or past
+   * it answers an append sent before that probe (one lost datagram makes every later append
+   * in flight refused with the same hint), so it teaches nothing and resends nothing.
+   */
+  probeAt: number;
+  /**
    * The snapshot being sent, kept until the follower has it (a newer one taken meanwhile
    * does not restart the transfer); `offset` acknowledged, `sent` sent so far.
    */
-  snap?: SnapshotMeta & { data: Uint8Array; offset: number; sent: number };
+  snap?: SnapshotMeta & { data: Uint8Array; offset: number; sent: number; base?: number; baseTerm?: number; since?: number };
+  /** The match index a difference was last weighed (or refused) at: not weighed again there. */
+  diffAt: number;
 }
 
 /** Outcome of a local request to change membership. */
@@ -220,12 +242,22 @@ export class Raft {
    * (allocated at its first chunk, total ≤ maxSnapshotBytes), which becomes the snapshot
    * itself: no per-chunk copies, no concatenation.
    */
-  private incoming: { index: number; term: number; members: NodeId[]; total: number; buf: Uint8Array; got: number } | undefined;
+  private incoming:
+    | { index: number; term: number; members: NodeId[]; base: number; baseTerm: number; total: number; buf: Uint8Array; got: number }
+    | undefined;
   private outbox: { to: NodeId; msg: RaftMsg }[] = [];
   /** Writes made since the last ready(), in order: durable before the outbox leaves. */
   private unstable: RaftWrite[] = [];
   /** First index of the current leader term: a config change waits until it is committed. */
   private termStart = 0;
+  /**
+   * Leader: entries appended since the last ready() and not yet offered to the followers. They
+   * go out together when the driver takes its Ready (etcd's proposal batching): the proposals
+   * of one turn of the driver share appends, not one datagram per entry per follower.
+   */
+  private unsent = false;
+  /** The time of the latest input (what the batched broadcast of ready() runs at). */
+  private lastNow: number;
   readonly electionMs: number;
   readonly heartbeatMs: number;
   private readonly maxAppendBytes: number;
@@ -238,13 +270,23 @@ export class Raft {
    * does not apply): the node then takes part in nothing and says why (docs/OPERATIONS.md).
    */
   fault: string | undefined;
-  readonly stats = { elections: 0, leaderChanges: 0, snapshotsSent: 0, snapshotsInstalled: 0, stepDowns: 0, termExhausted: 0 };
+  readonly stats = {
+    elections: 0,
+    leaderChanges: 0,
+    snapshotsSent: 0,
+    snapshotsInstalled: 0,
+    diffsSent: 0,
+    diffsInstalled: 0,
+    stepDowns: 0,
+    termExhausted: 0,
+  };
 
   constructor(
     private readonly o: RaftOptions,
     now: number,
   ) {
     this.id = o.id;
+    this.lastNow = now;
     this.electionMs = o.electionMs ?? 1000;
     this.heartbeatMs = o.heartbeatMs ?? 100;
     this.maxAppendBytes = o.maxAppendBytes ?? 1100;
@@ -287,7 +329,10 @@ export class Raft {
     this.resetElection(now);
     // Serve the last state known committed at once, not only once a leader is heard again.
     const commit = Math.min(st.commit, this.lastIndex);
-    if (!this.fault && commit > this.commit) this.setCommit(commit, false);
+    if (!this.fault && commit > this.commit) {
+      this.setCommit(commit, false);
+      this.applyCommitted();
+    }
   }
 
   /** Noop, a valid configuration, or an App command the state machine accepts. */
@@ -386,6 +431,11 @@ export class Raft {
    * Undefined when there is nothing.
    */
   ready(): RaftReady | undefined {
+    if (this.unsent) {
+      this.unsent = false;
+      if (this.role === Role.Leader && !this.fault) this.broadcast(this.lastNow);
+    }
+    if (!this.fault) this.applyCommitted();
     if (this.unstable.length === 0 && this.outbox.length === 0) return undefined;
     const r = { writes: this.unstable, messages: this.outbox };
     this.unstable = [];
@@ -409,6 +459,7 @@ export class Raft {
 
   /** Fire the timers due at `now`, in RAFT_TIMERS order. */
   handleTimeout(now: number): void {
+    this.lastNow = now;
     const due = this.deadlines(); // taken before firing: a leader the quorum check steps down does not campaign in the same call
     for (const timer of RAFT_TIMERS) {
       const at = due[timer];
@@ -432,6 +483,9 @@ export class Raft {
             p.probe = true;
           }
           p.matchAtBeat = p.match;
+          // A difference of which nothing was acknowledged within an election timeout: the
+          // follower does not take differences (or never gets them); entries instead.
+          if (p.snap?.base && p.snap.offset === 0 && now - (p.snap.since ?? now) >= this.electionMs) this.abandonDiff(p);
           this.sendAppend(id, true);
         }
         return;
@@ -446,11 +500,15 @@ export class Raft {
     }
   }
 
-  /** Leader only: append a command; undefined elsewhere (the caller forwards it to the leader). */
+  /**
+   * Leader only: append a command; undefined elsewhere (the caller forwards it to the leader).
+   * The followers are sent it with the other commands of this Ready (ready() broadcasts).
+   */
   propose(now: number, cmd: Uint8Array): number | undefined {
     if (this.role !== Role.Leader || this.fault || this.lastIndex >= MAX_INDEX || !this.checkEntry(cmd)) return undefined;
+    this.lastNow = now;
     const e = this.appendLocal(cmd);
-    this.broadcast(now);
+    this.unsent = true;
     return e.index;
   }
 
@@ -484,6 +542,7 @@ export class Raft {
    */
   handleMessage(now: number, from: NodeId, m: RaftMsg): RaftDrop | undefined {
     if (this.fault) return 'fenced';
+    this.lastNow = now;
     const bad = this.check(m);
     if (bad) return bad;
     // A term from the future: follow it (§5.1), except a pre-vote, which changes nothing,
@@ -545,6 +604,8 @@ export class Raft {
         return m.ok && this.role === Role.Leader && m.term === this.term && m.index > this.lastIndex ? 'index-beyond-log' : undefined;
       case 'snap':
         if (m.index > MAX_INDEX || m.lastTerm > m.term || m.total > MAX_INDEX) return 'out-of-bounds';
+        // A difference's base is before its index (the codec checked) and its term no later.
+        if (m.base !== undefined && (m.base >= m.index || (m.baseTerm ?? 0) > m.lastTerm)) return 'out-of-bounds';
         if (!validMembers(m.members) || m.total > this.maxSnapshotBytes) return 'bad-snapshot';
         return undefined;
       case 'snapResp':
@@ -669,7 +730,7 @@ export class Raft {
   private prog(id: NodeId, now: number): Progress {
     let p = this.progress.get(id);
     if (!p) {
-      p = { next: this.lastIndex + 1, match: 0, lastAck: now, matchAtBeat: 0, probe: true };
+      p = { next: this.lastIndex + 1, match: 0, lastAck: now, matchAtBeat: 0, probe: true, probeAt: 0, diffAt: -1 };
       this.progress.set(id, p);
     }
     return p;
@@ -702,12 +763,18 @@ export class Raft {
   /** Entries from the follower's next index, a datagram at a time, within the in-flight bound. */
   private sendAppend(id: NodeId, heartbeat: boolean): void {
     const p = this.progress.get(id)!;
+    if (p.snap?.base) {
+      // A difference under way: its chunks go on heartbeats and acknowledgements, no entries meanwhile.
+      if (heartbeat) this.sendSnapshot(id, p, true);
+      return;
+    }
     if (p.next <= this.base) {
       // Chunks go on a heartbeat or an acknowledgement, not on every new entry.
       if (heartbeat || !p.snap) this.sendSnapshot(id, p, true);
       return;
     }
     if (p.probe && !heartbeat) return;
+    if (p.probe) p.probeAt = p.next;
     let sent = false;
     for (let round = 0; round < (p.probe ? 1 : 16); round++) {
       const prevIndex = p.next - 1;
@@ -752,6 +819,7 @@ export class Raft {
         index: s.index,
         lastTerm: s.term,
         members: s.members,
+        ...(s.base ? { base: s.base, baseTerm: s.baseTerm } : {}),
         offset: s.sent,
         total: s.data.length,
         data,
@@ -848,16 +916,26 @@ export class Raft {
     if (!p) return;
     p.lastAck = now;
     if (m.ok) {
+      const found = p.probe;
       p.probe = false;
       if (m.index > p.match) p.match = m.index;
       if (p.next <= p.match) p.next = p.match + 1;
       this.maybeCommit(now);
+      // A follower found behind (its probe answered): entries, or the difference if it is much smaller.
+      if (found && this.role === Role.Leader && this.startDiff(from, p)) return;
     } else {
+      // A refusal of an append sent before our last probe (its hint is at or past where the
+      // probe started): stale, as etcd's MaybeDecrTo judges them. Acting on each would resend
+      // the window once per append in flight after a single loss.
+      if (p.probe && m.index + 1 >= p.probeAt) return;
       const before = p.next;
       p.next = Math.max(p.match + 1, Math.min(p.next, m.index + 1));
       // Answered: retry from the hint at once (as one probe), if it moved us back; a refusal
       // that teaches nothing waits for the heartbeat (no ping-pong with a follower).
-      if (this.role === Role.Leader && p.next < before) this.sendAppend(from, true);
+      if (this.role === Role.Leader && p.next < before) {
+        p.probe = true;
+        this.sendAppend(from, true);
+      }
       return;
     }
     if (this.role === Role.Leader && this.progress.has(from)) this.sendAppend(from, false);
@@ -876,7 +954,9 @@ export class Raft {
       this.send(from, { t: 'snapResp', term: this.term, index: m.index, offset: m.total });
       return;
     }
-    if (!this.incoming || this.incoming.index !== m.index) {
+    const base = m.base ?? 0;
+    const baseTerm = m.baseTerm ?? 0;
+    if (!this.incoming || this.incoming.index !== m.index || this.incoming.base !== base) {
       // A transfer starts at offset 0; a late or duplicated first chunk does not restart one.
       if (m.offset !== 0) {
         this.send(from, { t: 'snapResp', term: this.term, index: m.index, offset: 0 });
@@ -892,11 +972,12 @@ export class Raft {
         if (e instanceof RangeError) return 'bad-snapshot';
         throw e;
       }
-      this.incoming = { index: m.index, term: m.lastTerm, members: [...m.members], total: m.total, buf, got: 0 };
+      this.incoming = { index: m.index, term: m.lastTerm, members: [...m.members], base, baseTerm, total: m.total, buf, got: 0 };
     }
     const inc = this.incoming;
     // One transfer describes one snapshot: a chunk that says otherwise (or runs past its total) is not part of it.
-    if (inc.total !== m.total || inc.term !== m.lastTerm || !sameMembers(inc.members, m.members)) return 'snapshot-mismatch';
+    if (inc.total !== m.total || inc.term !== m.lastTerm || inc.baseTerm !== baseTerm || !sameMembers(inc.members, m.members))
+      return 'snapshot-mismatch';
     if (m.offset === inc.got && m.data.length > 0) {
       if (m.data.length > inc.total - inc.got) return 'snapshot-mismatch';
       inc.buf.set(m.data, inc.got);
@@ -905,9 +986,18 @@ export class Raft {
     if (inc.got >= inc.total) {
       const data = inc.buf;
       this.incoming = undefined;
+      const meta = { index: inc.index, term: inc.term, members: inc.members };
+      if (inc.base) {
+        // A difference that does not apply here: the leader is told (snapResp at the base) and
+        // sends entries instead; nothing was changed.
+        if (inc.index > this.commit && !this.installDiff(meta, inc.base, inc.baseTerm, data)) {
+          this.send(from, { t: 'snapResp', term: this.term, index: inc.base, offset: 0 });
+          return 'bad-snapshot';
+        }
+      }
       // Checked whole before anything is replaced; a snapshot that does not restore is dropped
       // (the leader resends it from offset 0, and the drop counter shows why it never lands).
-      if (!this.installSnapshot({ index: inc.index, term: inc.term, members: inc.members }, data)) return 'bad-snapshot';
+      else if (!this.installSnapshot(meta, data)) return 'bad-snapshot';
     }
     this.send(from, { t: 'snapResp', term: this.term, index: m.index, offset: inc.got });
   }
@@ -920,6 +1010,27 @@ export class Raft {
   /** The staging buffer of the transfer under way (the memory a leader makes us hold): its total. */
   get incomingBufferBytes(): number {
     return this.incoming?.buf.length ?? 0;
+  }
+
+  /**
+   * A difference from `base` to meta.index (§15.4, "Catch-up by difference"): our log must hold
+   * the base with its term (then every entry up to it is the leader's, committed there) unless
+   * it is committed here; entries up to the base are applied, the state machine patches a copy
+   * of its state into a full snapshot, and that is installed as a snapshot from the leader.
+   * False (nothing changed but, possibly, the commit index raised to the base) if it does not apply.
+   */
+  private installDiff(meta: SnapshotMeta, base: number, baseTerm: number, data: Uint8Array): boolean {
+    if (!this.o.sm.patch) return false;
+    if (base > this.commit) {
+      if (base > this.lastIndex || this.termAt(base) !== baseTerm) return false;
+      this.setCommit(base);
+    }
+    this.applyCommitted();
+    const full = this.o.sm.patch(data, base, meta.index);
+    if (!full || full.length > this.maxSnapshotBytes || !this.installSnapshot(meta, full)) return false;
+    this.stats.snapshotsInstalled--;
+    this.stats.diffsInstalled++;
+    return true;
   }
 
   private installSnapshot(meta: SnapshotMeta, data: Uint8Array): boolean {
@@ -947,10 +1058,16 @@ export class Raft {
     if (!p) return;
     p.lastAck = now;
     const s = p.snap;
+    if (s?.base && m.index === s.base && m.offset === 0) {
+      // The follower had it all and refused it (its log no longer holds the base, or the patch did not apply).
+      this.abandonDiff(p);
+      return;
+    }
     if (s && s.index === m.index && m.offset >= s.data.length) {
       p.snap = undefined;
       p.match = Math.max(p.match, m.index);
-      p.next = Math.max(p.next, m.index + 1);
+      // After a difference, entries follow from its index (those sent before it were not kept).
+      p.next = s.base ? p.match + 1 : Math.max(p.next, m.index + 1);
       p.probe = false;
       this.maybeCommit(now);
       this.sendAppend(from, false);
@@ -967,6 +1084,52 @@ export class Raft {
     }
   }
 
+  /**
+   * Weigh replay against a difference for a follower found behind (docs/PROTOCOL.md §15.4,
+   * "Catch-up by difference", as the pair protocol weighs replay against reconciliation in
+   * §8.1): the entries it lacks up to the applied index, or the state they leave, patched over
+   * the follower's. A difference goes only when it takes at most half the entries' bytes; it
+   * is weighed once per match index. True if one was started.
+   */
+  private startDiff(id: NodeId, p: Progress): boolean {
+    const base = p.match;
+    const at = this.applied;
+    if (!this.o.sm.diff || p.snap || p.diffAt === base || base < this.base || base < 1 || at - base < DIFF_MIN_ENTRIES) return false;
+    p.diffAt = base;
+    let replay = 0;
+    const entries: LogEntry[] = [];
+    for (let i = base + 1; i <= at; i++) {
+      const e = this.entryAt(i)!;
+      entries.push(e);
+      replay += e.cmd.length + 8;
+    }
+    const data = this.o.sm.diff(base, entries);
+    if (!data || data.length * 2 > replay || data.length > this.maxSnapshotBytes) return false;
+    const members = [...this.configs].reverse().find((c) => c.index <= at)!.members;
+    p.snap = {
+      index: at,
+      term: this.termAt(at)!,
+      members,
+      data,
+      offset: 0,
+      sent: 0,
+      base,
+      baseTerm: this.termAt(base)!,
+      since: this.lastNow,
+    };
+    this.stats.diffsSent++;
+    this.sendSnapshot(id, p, true);
+    return true;
+  }
+
+  /** Entries (or a snapshot) from where the follower matches, and no difference at this base again. */
+  private abandonDiff(p: Progress): void {
+    p.snap = undefined;
+    p.diffAt = p.match;
+    p.next = p.match + 1;
+    p.probe = true;
+  }
+
   /** The highest index stored on a majority, if it is of this term (§5.4.2). */
   private maybeCommit(now: number): void {
     if (this.role !== Role.Leader) return;
@@ -980,9 +1143,20 @@ export class Raft {
     }
   }
 
+  /** The entries up to `n` are committed; they are applied at the next ready() (applyCommitted). */
   private setCommit(n: number, save = true): void {
     this.commit = n;
     if (save) this.write({ kind: 'commit', index: n });
+  }
+
+  /**
+   * Apply what is committed and not applied yet (etcd's CommittedEntries of a Ready): done
+   * when the driver takes its Ready, not inside the step of the message that moved the commit
+   * index, so the entries committed by all the inputs of one turn are applied together, and a
+   * member's acknowledgement costs its handling only (spookd charges that to the peer).
+   */
+  private applyCommitted(): void {
+    if (this.applied >= this.commit) return;
     while (this.applied < this.commit) {
       this.applied++;
       this.o.sm.apply(this.entryAt(this.applied)!);

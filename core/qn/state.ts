@@ -135,6 +135,13 @@ export class DomainState implements StateMachine {
   readonly registers = new Map<string, Reg>();
   readonly groups = new Map<string, { registers: string[]; version: number }>();
   private outcomes = new Map<number, Map<number, number>>();
+  /**
+   * Per origin's outcomes, the last seq recorded and whether every seq came in ascending
+   * order: then the least seq is the first in the map, and the window's eviction costs O(1)
+   * instead of a scan of OUTCOME_WINDOW seqs per record (which one member proposing fast paid
+   * on every commit). Derived state only: the table and its order are unchanged.
+   */
+  private order = new WeakMap<Map<number, number>, { last: number; ascending: boolean }>();
   /** Σ outcomes over the table's origins (at most MAX_OUTCOMES). */
   private outcomeTotal = 0;
   /** Every applied entry is reported here, in log order. */
@@ -212,9 +219,14 @@ export class DomainState implements StateMachine {
     else seen = new Map();
     this.outcomes.set(origin, seen);
     seen.set(seq, outcome);
+    const ord = this.orderOf(seen);
+    if (seq < ord.last) ord.ascending = false;
+    ord.last = seq;
     this.outcomeTotal++;
     if (seen.size > OUTCOME_WINDOW) {
-      seen.delete(Math.min(...seen.keys()));
+      let least = seen.keys().next().value!;
+      if (!ord.ascending) for (const k of seen.keys()) if (k < least) least = k;
+      seen.delete(least);
       this.outcomeTotal--;
     }
     // The origin just recorded is the most recent and holds at most OUTCOME_WINDOW: it stays.
@@ -223,6 +235,20 @@ export class DomainState implements StateMachine {
       this.outcomes.delete(least);
       this.outcomeTotal -= m.size;
     }
+  }
+
+  private orderOf(seen: Map<number, number>): { last: number; ascending: boolean } {
+    let o = this.order.get(seen);
+    if (!o) {
+      // A table restored from a snapshot: learn its order once.
+      o = { last: 0, ascending: true };
+      for (const k of seen.keys()) {
+        if (k < o.last) o.ascending = false;
+        o.last = k;
+      }
+      this.order.set(seen, o);
+    }
+    return o;
   }
 
   /** Outcomes in the table, all origins together (at most MAX_OUTCOMES). */
@@ -304,6 +330,12 @@ export class DomainState implements StateMachine {
         w.lenBytes(r.state.read(0, r.state.size()));
       }
     }
+    this.writeTail(w);
+    return w.finish();
+  }
+
+  /** What snapshots and differences carry whole: every group's version, then the outcome table. */
+  private writeTail(w: Writer): void {
     w.varint(this.groups.size);
     for (const [name, g] of this.groups) w.lenBytes(new TextEncoder().encode(name)).varint(g.version);
     w.varint(this.outcomes.size);
@@ -311,7 +343,6 @@ export class DomainState implements StateMachine {
       w.varint(origin).varint(m.size);
       for (const [seq, o] of m) w.varint(seq).u8(o);
     }
-    return w.finish();
   }
 
   /**
@@ -373,6 +404,18 @@ export class DomainState implements StateMachine {
         }
       } else reg.state.appendBytes(r.lenBytes('register.bytes', data.length).slice());
     }
+    this.readTail(r, index);
+    r.expectEnd('snapshot');
+  }
+
+  /** The groups and outcome table of a snapshot or difference, into this state (fresh, or cleared). */
+  private readTail(r: Reader, index: number): void {
+    const bad = (field: string, detail: string): WireError => new WireError(DropReason.MalformedPayload, field, detail);
+    const version = (f: string, max: number): number => {
+      const v = r.varint(f);
+      if (v > max) throw bad(f, `${v} exceeds ${max}`);
+      return v;
+    };
     const ng = r.varint('snapshot.groups');
     if (ng > this.groups.size) throw bad('snapshot.groups', `${ng} groups; the domain declares ${this.groups.size}`);
     for (let i = 0; i < ng; i++) {
@@ -400,7 +443,132 @@ export class DomainState implements StateMachine {
       }
       this.outcomes.set(origin, m);
     }
-    r.expectEnd('snapshot');
+  }
+
+  /**
+   * The state at this.index as a difference from the state at `base` (docs/PROTOCOL.md §15.4,
+   * "Catch-up by difference"), given the log entries (base, this.index]: the registers those
+   * entries touch, with the current entry (or absence) of every key they name, a touched
+   * stream whole; every group's version; the whole outcome table; and the digest the patched
+   * state must have. Undefined if an entry is missing (the caller replays instead).
+   */
+  diff(base: number, entries: readonly LogEntry[]): Uint8Array | undefined {
+    if (entries.length !== this.index - base || (entries.length > 0 && entries[0].index !== base + 1)) return undefined;
+    const touched = new Map<string, Map<string, Uint8Array> | 'stream'>();
+    for (const e of entries) {
+      if (e.cmd[0] !== EntryKind.App) continue;
+      const c = parseCandidate(e.cmd);
+      if (!c) continue;
+      for (const { register, delta } of c.ops) {
+        const r = this.registers.get(register);
+        if (!r) continue;
+        if (r.state instanceof StreamState) touched.set(register, 'stream');
+        else if ('key' in delta) {
+          let keys = touched.get(register);
+          if (keys === undefined) touched.set(register, (keys = new Map()));
+          if (keys !== 'stream') keys.set(Buffer.from(delta.key).toString('latin1'), delta.key);
+        }
+      }
+    }
+    const d = this.digest();
+    const w = new Writer(1024);
+    w.varint(this.index).varint(base).u32(d.hi).u32(d.lo);
+    w.varint(touched.size);
+    for (const [name, keys] of touched) {
+      const r = this.registers.get(name)!;
+      w.lenBytes(new TextEncoder().encode(name))
+        .u8(r.kind === 'map' ? 1 : 2)
+        .varint(r.version);
+      if (keys === 'stream') {
+        w.lenBytes((r.state as StreamState).read(0, r.state.size()));
+        continue;
+      }
+      w.varint(keys.size);
+      for (const key of keys.values()) {
+        const e = (r.state as MapState).get(key);
+        w.lenBytes(key);
+        if (e) w.varint(e.version).lenBytes(e.value);
+        else w.varint(0);
+      }
+    }
+    this.writeTail(w);
+    return w.finish();
+  }
+
+  /**
+   * The full snapshot (§15.4 contents) of this state patched by a difference from `base` to
+   * `index` (diff()), or undefined if the difference does not decode, does not follow from
+   * this state (its index must be in [base, index]) or does not yield the digest it names.
+   * This state is left unchanged: the patch is made on a copy.
+   */
+  patch(data: Uint8Array, base: number, index: number): Uint8Array | undefined {
+    if (this.index < base || this.index > index) return undefined;
+    const fresh = new DomainState(this.seed, this.specs, this.groupSpecs);
+    try {
+      fresh.load(this.snapshot(), this.index);
+      fresh.loadDiff(data, base, index);
+    } catch (e) {
+      if (e instanceof WireError) return undefined;
+      throw e;
+    }
+    return fresh.snapshot();
+  }
+
+  private loadDiff(data: Uint8Array, base: number, index: number): void {
+    const bad = (field: string, detail: string): WireError => new WireError(DropReason.MalformedPayload, field, detail);
+    const r = new Reader(data);
+    const at = r.varint('diff.index');
+    if (at !== index) throw bad('diff.index', `difference to index ${at}, expected ${index}`);
+    const from = r.varint('diff.base');
+    if (from !== base) throw bad('diff.base', `difference from index ${from}, expected ${base}`);
+    const hi = r.u32('diff.digest');
+    const lo = r.u32('diff.digest');
+    const version = (f: string, max: number): number => {
+      const v = r.varint(f);
+      if (v > max) throw bad(f, `${v} exceeds ${max}`);
+      return v;
+    };
+    const nreg = r.varint('diff.registers');
+    if (nreg > this.registers.size) throw bad('diff.registers', `${nreg} registers; the domain declares ${this.registers.size}`);
+    const seenRegs = new Set<string>();
+    for (let i = 0; i < nreg; i++) {
+      const name = UTF8.decode(r.lenBytes('register.name', MAX_REGISTER_NAME_LEN));
+      const kind = r.u8('register.kind');
+      const reg = this.registers.get(name);
+      if (!reg || seenRegs.has(name) || (kind !== 1 && kind !== 2) || (kind === 1) !== (reg.kind === 'map'))
+        throw bad('register.name', `register ${name} does not match this domain's configuration`);
+      seenRegs.add(name);
+      reg.version = version('register.version', index);
+      if (reg.state instanceof MapState) {
+        const n = r.varint('register.entries');
+        const seenKeys = new Set<string>();
+        for (let j = 0; j < n; j++) {
+          const key = r.lenBytes('entry.key', MAX_KEY_LEN).slice();
+          if (key.length === 0) throw bad('entry.key', 'empty key');
+          const k = Buffer.from(key).toString('latin1');
+          if (seenKeys.has(k)) throw bad('entry.key', 'repeated key');
+          seenKeys.add(k);
+          // Version 0: the key is absent at `index`.
+          const v = version('entry.version', reg.version);
+          if (v === 0) reg.state.remove(key);
+          else reg.state.put(key, r.lenBytes('entry.value', MAX_VALUE_LEN).slice(), v);
+        }
+      } else {
+        const rseed = this.seed ^ murmur3(0x5350_0011, new TextEncoder().encode(name));
+        reg.state = new StreamState(rseed);
+        reg.state.appendBytes(r.lenBytes('register.bytes', data.length).slice());
+      }
+    }
+    // Groups and the outcome table: whole, as in a snapshot.
+    for (const g of this.groups.values()) g.version = 0;
+    this.outcomes.clear();
+    this.outcomeTotal = 0;
+    this.order = new WeakMap();
+    this.readTail(r, index);
+    r.expectEnd('diff');
+    this.index = index;
+    const d = this.digest();
+    if (d.hi !== hi || d.lo !== lo) throw bad('diff.digest', `the patched state's digest differs from the leader's at ${index}`);
   }
 
   /** Bytes a full copy of the registers would take (the baseline catch-up is measured against). */

@@ -78,13 +78,12 @@ function propose(d: Spookd, args: Untrusted<AdminArgs<'dpropose'>>, onClose: (f:
   const r = h.propose(d.now(), ops);
   // A key or value over its limit is `too-large` (the message names the limit), as on a pair.
   if ('refused' in r) throw new AdminFault(r.code ?? 'refused', `refused: ${r.refused}`);
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
     const done = (): void => {
-      h.subscribers.delete(sub);
+      stop();
       clearTimeout(timer);
     };
-    const sub = (ev: DomainEvent): void => {
-      if (ev.type !== 'outcome' || ev.seq !== r.seq) return;
+    const sub = (ev: Extract<DomainEvent, { type: 'outcome' }>): void => {
       done();
       resolve({
         domain: h.cfg.name,
@@ -105,8 +104,15 @@ function propose(d: Spookd, args: Untrusted<AdminArgs<'dpropose'>>, onClose: (f:
         index: null,
       });
     }, timeoutMs);
-    h.subscribers.add(sub);
+    const stop = h.onOutcome(r.seq, sub);
     onClose(done);
+    // Group commit (DomainHost.batchTurns): the candidate is written with this turn's batch; a
+    // batch that fails fences the domain and the candidate is refused, never reported pending.
+    h.whenDurable((failed) => {
+      if (!failed) return;
+      done();
+      reject(new AdminFault('refused', `refused: this member is fenced: ${h.node.fencedCause ?? failed.message}`));
+    });
     d.kickDomain(h);
   });
 }

@@ -235,6 +235,12 @@ export class AdminServer {
       sock.destroy();
       return;
     }
+    // Answers of one turn (a domain's flush decides hundreds of candidates at once) leave in
+    // one write to the socket, not one each.
+    if (!sock.writableCorked) {
+      sock.cork();
+      process.nextTick(() => sock.uncork());
+    }
     sock.write(`${JSON.stringify(msg)}\n`);
   }
 

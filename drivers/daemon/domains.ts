@@ -3,9 +3,12 @@
  * member node ids and configured peers. spookd carries its messages in sealed Data frames on
  * the pair sessions it already has (docs/PROTOCOL.md §15.3) and hands it timer ticks.
  *
- * After every input the node's Ready is persisted (one batch, one fsync) before its messages
- * are queued for spookd to send and its events for the subscribers; a store that fails fences
- * the domain, and nothing of that Ready leaves.
+ * The node's Ready is persisted (one batch, one fsync) before its messages are queued for
+ * spookd to send and its events for the subscribers; a store that fails fences the domain, and
+ * nothing of that Ready leaves. Under spookd (batchTurns) that happens once per turn of the
+ * event loop for every input of the turn (group commit, as for the pairs): the candidates and
+ * appends of one turn share one fsync and Raft sends them to the followers together. Without
+ * it (tests), after every input.
  */
 import { randomInt } from 'node:crypto';
 import { join } from 'node:path';
@@ -43,6 +46,11 @@ export class DomainHost {
   /** What the last Readies released (their writes durable), for drain(). */
   private outbox: { to: NodeId; bytes: Uint8Array }[] = [];
   private published: DomainEvent[] = [];
+  /** Set by batchTurns(): the inputs since the last flush() have not been persisted yet. */
+  private onDirty: (() => void) | undefined;
+  private dirty = false;
+  /** Callers waiting for the next flush (whenDurable). */
+  private waiters: ((failed: Error | undefined) => void)[] = [];
   /** Unexpected exceptions caught from the node (each fences the domain; logged once). */
   internalErrors = 0;
   readonly id: number;
@@ -50,6 +58,11 @@ export class DomainHost {
   readonly idOf = new Map<string, NodeId>();
   readonly nameOf = new Map<NodeId, string>();
   readonly subscribers = new Set<(ev: DomainEvent) => void>();
+  /**
+   * Who waits for the outcome of which own candidate (a dpropose): found by its number, so a
+   * turn that decides many candidates does not call every waiter for every outcome.
+   */
+  private readonly outcomeWaiters = new Map<number, (ev: Extract<DomainEvent, { type: 'outcome' }>) => void>();
   private readonly partitionsSeen: { at: number; cause: string }[] = [];
   /** Per register, the recent committed changes the change feeds serve (as much as the Raft log keeps, at most 8 MiB). */
   readonly changes: DomainChanges;
@@ -138,6 +151,30 @@ export class DomainHost {
       );
   }
 
+  /**
+   * Group commit: from now on an input only marks the domain dirty and calls `onDirty` (once
+   * per batch); the driver calls flush() at the end of the turn.
+   */
+  batchTurns(onDirty: () => void): void {
+    this.onDirty = onDirty;
+  }
+
+  /** Persist what the inputs since the last flush produced, release their messages and events, then tell the waiters. */
+  flush(): Error | undefined {
+    this.dirty = false;
+    const failed = this.persistReady();
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w(failed ?? (this.node.fencedCause ? new Error(this.node.fencedCause) : undefined));
+    return failed;
+  }
+
+  /** `cb` once what the inputs so far wrote is durable (undefined) or could not be (the error; the domain is fenced). */
+  whenDurable(cb: (failed: Error | undefined) => void): void {
+    if (this.dirty) this.waiters.push(cb);
+    else cb(this.node.fencedCause ? new Error(this.node.fencedCause) : undefined);
+  }
+
   /** A QN datagram from link `from`; an exception out of the node fences this domain, not the process. */
   handleDatagram(now: number, from: NodeId, payload: Uint8Array): void {
     this.guard(() => this.node.handleDatagram(now, from, payload));
@@ -174,7 +211,8 @@ export class DomainHost {
     this.persistReady(); // its lifecycle event, for the subscribers
   }
 
-  private guard(run: () => void): Error | undefined {
+  /** Runs an input; its Ready is persisted now (`now`, or without batchTurns) or at the next flush(). */
+  private guard(run: () => void, now = false): Error | undefined {
     try {
       run();
     } catch (e) {
@@ -186,7 +224,12 @@ export class DomainHost {
         `domain ${this.cfg.name} fenced: internal-error (an unexpected exception; restart spookd to resume it)`,
       );
     }
-    return this.persistReady();
+    if (!this.onDirty || now) return this.flush();
+    if (!this.dirty) {
+      this.dirty = true;
+      this.onDirty();
+    }
+    return undefined;
   }
 
   name(id: NodeId): string {
@@ -208,6 +251,7 @@ export class DomainHost {
         }
       } else if (ev.type === 'leader')
         this.log.info({ domain: this.cfg.name, leader: this.name(ev.leader), term: ev.term }, 'domain leader');
+      if (ev.type === 'outcome') this.outcomeWaiters.get(ev.seq)?.(ev);
       for (const s of this.subscribers) s(ev);
     }
     for (const tx of messages) {
@@ -216,9 +260,18 @@ export class DomainHost {
     }
   }
 
+  /** `cb` on the outcome of own candidate `seq` (one waiter per candidate); returns the function that stops waiting. */
+  onOutcome(seq: number, cb: (ev: Extract<DomainEvent, { type: 'outcome' }>) => void): () => void {
+    this.outcomeWaiters.set(seq, cb);
+    return () => {
+      if (this.outcomeWaiters.get(seq) === cb) this.outcomeWaiters.delete(seq);
+    };
+  }
+
   propose(now: number, ops: CandidateOp[]): ReturnType<DomainNode['propose']> {
     let r: ReturnType<DomainNode['propose']> = { refused: 'internal-error' };
-    // The candidate is durable before its proposer hears its number, or refused.
+    // The candidate is durable before its proposer hears its number, or refused (batched: the
+    // proposer waits for whenDurable before it answers anything).
     const failed = this.guard(() => (r = this.node.propose(now, ops)));
     if (failed && 'seq' in r) return { refused: `this member is fenced: ${this.node.fencedCause}` };
     return r;
@@ -235,7 +288,7 @@ export class DomainHost {
     };
     const c = { add: id(change.add), remove: id(change.remove) };
     let r: { ok: true; index: number } | { ok: false; reason: string } = { ok: false, reason: 'internal-error' };
-    if (this.guard(() => (r = this.node.changeMembers(now, c))))
+    if (this.guard(() => (r = this.node.changeMembers(now, c)), true))
       return { ok: false, reason: `this member is fenced: ${this.node.fencedCause}` };
     if (!r.ok && this.node.raft.role !== 'leader' && this.node.raft.leader)
       return { ok: false, reason: `${r.reason}: ask the leader (${this.name(this.node.raft.leader)})` };

@@ -117,6 +117,9 @@ export class Spookd {
   readonly subscribers = new Set<(link: PeerLink, ev: SpookEvent) => void>();
   /** QN domains by name; their messages ride the pair sessions. */
   readonly domains = new Map<string, DomainHost>();
+  /** Domains with inputs not yet persisted this turn, and whether their flush is queued. */
+  private readonly dirtyDomains = new Set<DomainHost>();
+  private domainCommitQueued = false;
   /** Wrapped TCP connections: carriers to the peers, interception, per-connection streams. */
   readonly wraps: WrapManager;
   /** Pairs an input touched since the last commit pass: their writes go to disk, then their output leaves. */
@@ -231,7 +234,11 @@ export class Spookd {
       log.info({ peer: p.name, role: link.pair.role }, 'pair configured');
       this.links.set(p.name, link);
     }
-    for (const dc of cfg.domains) this.domains.set(dc.name, new DomainHost(dc, key, peers, cfg.dataDir, cfg.fsync, log, this.now()));
+    for (const dc of cfg.domains) {
+      const dom = new DomainHost(dc, key, peers, cfg.dataDir, cfg.fsync, log, this.now());
+      dom.batchTurns(() => this.domainDirty(dom));
+      this.domains.set(dc.name, dom);
+    }
     const listen = parseHostPort(cfg.listen)!;
     const intercept = parseHostPort(cfg.wrap.intercept, true)!;
     this.wraps = new WrapManager(
@@ -293,6 +300,14 @@ export class Spookd {
         resolve();
       });
     });
+    // A burst (a leader's window of appends, a commit pass's datagrams) must not overflow the
+    // default receive buffer (~200 KB, about 90 datagrams) while this process fsyncs: each loss
+    // costs a retransmission round. The kernel caps the size at net.core.rmem_max.
+    try {
+      sock.setRecvBufferSize(RECV_BUFFER_BYTES);
+    } catch (e) {
+      this.log.warn({ err: e }, 'cannot enlarge the UDP receive buffer');
+    }
     this.socket = sock;
     this.log.info({ listen: this.cfg.listen, publicKey: encodeKey(this.key.publicKey) }, 'listening');
     this.fastPath.start(listen.port);
@@ -458,7 +473,9 @@ export class Spookd {
       this.flushTable();
       if (events.length === 0) break;
       for (const ev of events) {
-        if (ev.type !== 'drop' && ev.type !== 'handshake-refused' && ev.type !== 'cookie-stored') acted = true;
+        // A domain's datagram re-arms through its domain's flush at the end of the turn (group commit).
+        if (ev.type !== 'drop' && ev.type !== 'handshake-refused' && ev.type !== 'cookie-stored' && ev.type !== 'domain-payload')
+          acted = true;
         if (!isSlot(ev)) this.onTableEvent(now, ev, touched);
       }
     }
@@ -550,6 +567,28 @@ export class Spookd {
     // DomainHost guards the node: an exception fences that domain (§12.9), never this pair or the process.
     dom.handleDatagram(now, from, payload);
     this.pumpDomain(dom);
+  }
+
+  /**
+   * A domain had an input: its Ready is persisted (one fsync) at the end of this turn of the
+   * event loop with every other input of the turn, then its messages go (group commit).
+   */
+  private domainDirty(dom: DomainHost): void {
+    this.dirtyDomains.add(dom);
+    if (this.domainCommitQueued) return;
+    this.domainCommitQueued = true;
+    setImmediate(() => {
+      this.domainCommitQueued = false;
+      if (this.storesClosed || this.stopping) return;
+      const doms = [...this.dirtyDomains];
+      this.dirtyDomains.clear();
+      for (const d of doms) {
+        d.flush();
+        this.pumpDomain(d);
+      }
+      this.drain(this.now());
+      this.schedule();
+    });
   }
 
   /** Send a domain's messages on the pair sessions (dropped while a peer has none: Raft resends). */
@@ -728,6 +767,9 @@ export class Spookd {
   }
 
   kickDomain(dom: DomainHost): void {
+    // Its flush is queued (group commit): that sends and re-arms the timer once for the whole
+    // turn, not once per request.
+    if (this.dirtyDomains.has(dom)) return;
     this.pumpDomain(dom);
     this.schedule();
   }
@@ -739,6 +781,9 @@ export class Spookd {
     this.schedule();
   }
 }
+
+/** What the UDP socket asks for as receive buffer (SO_RCVBUF). */
+const RECV_BUFFER_BYTES = 4 << 20;
 
 function toAddr(s: string): { address: string; port: number } {
   const hp = parseHostPort(s)!;

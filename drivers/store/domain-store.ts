@@ -160,7 +160,9 @@ export class FileDomainStore implements DomainStore {
 
   /**
    * Journal records are gathered and written together, then fsynced once (fsync "always";
-   * a batch of Commit records only is not fsynced). A snapshot file is written after the
+   * a batch of Commit and Drop records only is not fsynced: an older commit index is still a
+   * committed one, and a candidate whose Drop is lost is pending again after a restart, until
+   * the member applies its entry again and drops it again, with the same outcome). A snapshot file is written after the
    * records before it are durable; a compaction rewrites the journal from the image, which
    * already holds the records gathered before it. Throws StoreError if anything failed.
    */
@@ -191,7 +193,7 @@ export class FileDomainStore implements DomainStore {
           this.rewrite();
         } else {
           batch.push(framed(recordOf(w)!));
-          if (w.kind !== 'commit') sync = true;
+          if (w.kind !== 'commit' && w.kind !== 'drop-pending') sync = true;
         }
       }
       flush();

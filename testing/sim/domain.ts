@@ -120,6 +120,8 @@ export interface DomainSimResult {
   storeFaults: number;
   leaderChanges: number;
   snapshots: number;
+  /** Catch-ups by difference installed (§15.4). */
+  diffs: number;
   relayed: number;
   index: number;
   hash: string;
@@ -561,12 +563,14 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
   const d = act[0]?.node?.state.digest();
   let leaderChanges = 0;
   let snapshots = 0;
+  let diffs = 0;
   let relayed = 0;
   let datagrams = 0;
   for (const m of members.values()) {
     if (!m.node) continue;
     leaderChanges += m.node.raft.stats.leaderChanges;
     snapshots += m.node.raft.stats.snapshotsInstalled;
+    diffs += m.node.raft.stats.diffsInstalled;
     relayed += m.node.stats.relayed;
   }
   datagrams = net.stats.sent;
@@ -593,6 +597,7 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
     storeFaults,
     leaderChanges,
     snapshots,
+    diffs,
     relayed,
     index: finalIndex,
     hash: d ? hashHex(d) : '',
@@ -637,6 +642,7 @@ const SUMMED = [
   'storeFaults',
   'leaderChanges',
   'snapshots',
+  'diffs',
   'relayed',
   'datagrams',
   'bytesSent',
