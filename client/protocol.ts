@@ -333,6 +333,9 @@ export interface DomainStats {
   leaderChanges: number;
   snapshotsSent: number;
   snapshotsInstalled: number;
+  /** Catch-ups sent and installed as a difference from the follower's state (kind 13 snapDiff, PROTOCOL.md §15.4). */
+  diffsSent: number;
+  diffsInstalled: number;
   stepDowns: number;
   termExhausted: number;
   internalErrors: number;
