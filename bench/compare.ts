@@ -18,6 +18,8 @@ import vm from 'node:vm';
 import * as Y from 'yjs';
 import * as AM from '@automerge/automerge';
 import { DeltaOp } from '../wire/delta.js';
+import { decodeFrame } from '../wire/header.js';
+import { MsgType, decodeMessages } from '../wire/messages.js';
 import { HalfPair } from '../core/pair/halfpair.js';
 import { PairState } from '../core/pair/lifecycle.js';
 import type { MapState } from '../core/register/map.js';
@@ -270,6 +272,55 @@ export function compareOne(system: keyof typeof SYSTEMS, n: number, k: number, u
     stateHeapBytes,
     identical,
   };
+}
+
+/** One datagram of an update's exchange: who sent it, its size, and its messages with their sizes. */
+export interface BreakdownDatagram {
+  from: 'sequencer' | 'follower';
+  bytes: number;
+  messages: string[];
+}
+
+/**
+ * What one Spook update puts on the wire, datagram by datagram (frame header included), for a
+ * write at the sequencer and one at the follower of a settled pair: the profile behind
+ * `bytesPerUpdate`. Key `key-123`, a 36-byte value (the workload's mean).
+ */
+export function updateBreakdown(): Record<'sequencer' | 'follower', { bytes: number; datagrams: BreakdownDatagram[] }> {
+  const world = new SimWorld(1, { loss: 0, dup: 0, reorder: 0, minDelayMs: 0, maxDelayMs: 0 });
+  const registers = [{ name: 'm', kind: 'map' as const }];
+  const pairs = [1, 2].map((id) => new HalfPair({ pairId: 1, localId: id, peerId: 3 - id, seed: 3, registers }, 0)) as [HalfPair, HalfPair];
+  const eps = world.adopt(['A', 'B'], pairs);
+  const [ra, rb] = pairs.map((p) => p.register('m'));
+  const aligned = (): boolean =>
+    pairs.every((p) => p.state === PairState.ENTANGLED) && ra.version === rb.version && ra.pendingCount + rb.pendingCount === 0;
+  world.run(world.now + 60_000, aligned, 1);
+  world.run(world.now + 1_000);
+  let log: BreakdownDatagram[] = [];
+  const send = world.net.send.bind(world.net);
+  world.net.send = (now, from, to, d, deliver) => {
+    const { messages, raws } = decodeMessages(decodeFrame(d).payload);
+    log.push({
+      from: from === 'A' ? 'sequencer' : 'follower',
+      bytes: d.length,
+      messages: messages.map((m, i) => `${MsgType[m.type]}:${raws[i].length}`),
+    });
+    send(now, from, to, d, deliver);
+  };
+  const out = {} as ReturnType<typeof updateBreakdown>;
+  for (const side of ['sequencer', 'follower'] as const) {
+    log = [];
+    eps[side === 'sequencer' ? 0 : 1].pair.propose(world.now, 'm', {
+      op: DeltaOp.Set,
+      key: enc.encode('key-123'),
+      value: new Uint8Array(36),
+    });
+    for (const e of eps) world.drain(e);
+    world.run(world.now + 60_000, aligned, 1);
+    out[side] = { bytes: log.reduce((n, d) => n + d.bytes, 0), datagrams: log };
+  }
+  world.net.send = send;
+  return out;
 }
 
 export interface CompareOptions {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { compareOne } from '../bench/compare.js';
+import { compareOne, updateBreakdown } from '../bench/compare.js';
 import { charts, renderSvg } from '../bench/plot.js';
 
 // The comparison harness at a small size: each system really syncs (both sides identical),
@@ -17,4 +17,14 @@ describe('bench compare harness', () => {
     expect(svg).toContain('<svg');
     expect(svg).toContain('missed updates K');
   }, 60_000);
+
+  it('the breakdown of one update: a follower write crosses once (its collapse comes back without the delta)', () => {
+    const b = updateBreakdown();
+    const collapseOf = (side: 'sequencer' | 'follower') => b[side].datagrams.find((d) => d.messages.some((m) => m.startsWith('Collapse')))!;
+    expect(b.sequencer.datagrams[0]).toMatchObject({ from: 'sequencer' });
+    expect(b.follower.datagrams[0]).toMatchObject({ from: 'follower', messages: [expect.stringMatching(/^Propose:/)] });
+    // The 36-byte value and its key are left out of the collapse that answers the follower's write.
+    expect(collapseOf('follower').bytes).toBeLessThan(collapseOf('sequencer').bytes - 36);
+    expect(b.follower.bytes).toBeLessThan(b.sequencer.bytes + 40);
+  });
 });

@@ -93,6 +93,13 @@ export class Sequencer implements RoleMachine, ResponderHost {
    * ELIDED_TRIES the record goes whole (the follower may not hold the candidate).
    */
   private readonly elidedSent = new Map<number, { n: number; at: number }>();
+  /**
+   * The records of the last SEND_WINDOW versions that commit follower candidates, encoded with
+   * those deltas left out (§3.6.4), made when the record is sealed: the form sent first, so a
+   * follower's write crosses the network once. A record without one (older, or replayed after
+   * a restart) goes whole unless it is larger than a payload.
+   */
+  private readonly elidedForms = new Map<number, Uint8Array>();
 
   constructor(private readonly s: Shared) {
     this.responder = new ReconResponder(this);
@@ -293,9 +300,39 @@ export class Sequencer implements RoleMachine, ResponderHost {
     writeCollapseBody(body, { register: s.name, version: v, hash, entries });
     w.u8(MsgType.Collapse).varint(body.pos).bytes(body.buf.subarray(0, body.pos));
     const rec = { version: v, hash, encoded: w.finish() };
+    this.keepElided(v, hash, entries, size);
     s.log.append(rec, s.peerVersion);
     s.pair.persist({ kind: 'append', register: s.name, rec });
     s.afterCollapse(now, v, entries);
+  }
+
+  /** Make the record's form without the follower's own deltas, if it commits any (elidedForms). */
+  private keepElided(v: number, hash: { hi: number; lo: number }, entries: CollapseEntry[], size: number): void {
+    const elided = this.elidable(entries);
+    if (elided.length === 0) return;
+    const body = new Writer(size + 96);
+    writeCollapseBody(body, { register: this.s.name, version: v, hash, entries, elided });
+    const w = new Writer(body.pos + 8);
+    w.u8(MsgType.Collapse).varint(body.pos).bytes(body.buf.subarray(0, body.pos));
+    this.elidedForms.set(v, w.finish());
+    for (const old of this.elidedForms.keys()) {
+      if (old > v - SEND_WINDOW) break;
+      this.elidedForms.delete(old);
+    }
+  }
+
+  /**
+   * The committed entries whose delta is the follower's own candidate: not a cross entry (its
+   * versions were filled in here, the follower's copy is not the record's), nor a part (numbered
+   * in its anchor register: the follower's candidate of that seq here is another).
+   */
+  private elidable(entries: readonly CollapseEntry[]): number[] {
+    const out: number[] = [];
+    entries.forEach((e, i) => {
+      if (e.verdict === 'committed' && e.origin === this.s.pair.peerId && e.delta.op !== DeltaOp.Cross && e.delta.op !== DeltaOp.Part)
+        out.push(i);
+    });
+    return out;
   }
 
   private target(): CrossTarget {
@@ -353,6 +390,10 @@ export class Sequencer implements RoleMachine, ResponderHost {
     }
     this.peerResolvedSeq = Math.max(this.peerResolvedSeq, m.resolvedSeq);
     for (const v of this.elidedSent.keys()) if (v <= m.version) this.elidedSent.delete(v);
+    for (const v of this.elidedForms.keys()) {
+      if (v > m.version) break; // in version order
+      this.elidedForms.delete(v);
+    }
     for (const q of this.peerRejections.keys()) if (q <= this.peerResolvedSeq) this.peerRejections.delete(q);
     const mine = s.log.hashAt(m.version);
     const coherent = s.pair.state === PairState.ENTANGLED || s.pair.state === PairState.COLLAPSING;
@@ -546,24 +587,21 @@ export class Sequencer implements RoleMachine, ResponderHost {
   }
 
   /**
-   * A record too large for a payload that commits the follower's own candidate(s): the same
-   * record with their deltas left out (the follower holds them), if that fits a payload and
-   * was not sent so twice already (§3.6.4). Halves what a follower's large write costs.
+   * A record that commits the follower's own candidate(s): the same record with their deltas
+   * left out (the follower holds them), if that fits a payload and was not sent so ELIDED_TRIES
+   * times already (§3.6.4). A follower's write then crosses the network once.
    */
   private elide(rec: LogRecord): Uint8Array | undefined {
     const s = this.s;
-    if (rec.encoded.length <= s.pair.maxPayload || (this.elidedSent.get(rec.version)?.n ?? 0) >= ELIDED_TRIES) return undefined;
-    const m = decodeMessages(rec.encoded).messages[0] as CollapseMsg;
-    const elided: number[] = [];
-    m.entries.forEach((e, i) => {
-      // Not a cross entry (its versions were filled in here: the follower's copy is not the record's),
-      // nor a part (numbered in its anchor register: the follower's candidate of that seq here is another).
-      if (e.verdict === 'committed' && e.origin === s.pair.peerId && e.delta.op !== DeltaOp.Cross && e.delta.op !== DeltaOp.Part)
-        elided.push(i);
-    });
-    if (elided.length === 0) return undefined;
-    const raw = encodeMessage({ ...m, elided });
-    return raw.length <= s.pair.maxPayload ? raw : undefined;
+    if ((this.elidedSent.get(rec.version)?.n ?? 0) >= ELIDED_TRIES) return undefined;
+    let raw = this.elidedForms.get(rec.version);
+    if (raw === undefined && rec.encoded.length > s.pair.maxPayload) {
+      // Replayed after a restart (no form kept): a large record is still worth shortening.
+      const m = decodeMessages(rec.encoded).messages[0] as CollapseMsg;
+      const elided = this.elidable(m.entries);
+      if (elided.length > 0) raw = encodeMessage({ ...m, elided });
+    }
+    return raw !== undefined && raw.length <= s.pair.maxPayload ? raw : undefined;
   }
 
   private peerHolds(v: number): boolean {

@@ -245,9 +245,33 @@ export function benchCommand(): Command {
     .option('--max-automerge <n>', 'largest N for Automerge (its sync slows sharply with N)', intArg('--max-automerge', 1), 10_000)
     .option('--out <file>', 'also write the rows as JSON to this file (input of bench/plot.ts)')
     .option('--json', 'print one JSON array', false)
+    .option(
+      '--breakdown',
+      'only print what one Spook update puts on the wire, datagram by datagram (the profile behind bytes/update)',
+      false,
+    )
     .action(
-      async (o: { sizes: number[]; ks: number[]; updates: number; maxYjs: number; maxAutomerge: number; out?: string; json: boolean }) => {
-        const { runCompare } = await load<typeof import('../../bench/compare.js')>('../../bench/compare.js');
+      async (o: {
+        sizes: number[];
+        ks: number[];
+        updates: number;
+        maxYjs: number;
+        maxAutomerge: number;
+        out?: string;
+        json: boolean;
+        breakdown: boolean;
+      }) => {
+        const { runCompare, updateBreakdown } = await load<typeof import('../../bench/compare.js')>('../../bench/compare.js');
+        if (o.breakdown) {
+          const b = updateBreakdown();
+          if (o.json) console.log(JSON.stringify(b, null, 2));
+          else
+            for (const [side, r] of Object.entries(b)) {
+              console.log(`a write at the ${side}: ${r.bytes} bytes`);
+              for (const d of r.datagrams) console.log(`  ${d.from.padEnd(10)} ${String(d.bytes).padStart(4)}  ${d.messages.join(' ')}`);
+            }
+          return;
+        }
         const rows = runCompare(
           { sizes: o.sizes, ks: o.ks, updates: o.updates, maxN: { yjs: o.maxYjs, automerge: o.maxAutomerge } },
           (r) => {
