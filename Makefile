@@ -111,7 +111,8 @@ sim: build
 bench: build
 	./bin/spook-lab bench core
 
-bench-link: build
+# The pair beside a one-member etcd (the same puts through etcd3, same run).
+bench-link: build etcd-deps
 	./bin/spook-lab bench link
 
 # Wrapper vs direct TCP vs ssh -L, pgbench direct vs wrapped (root: namespaces).

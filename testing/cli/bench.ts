@@ -54,19 +54,25 @@ export function benchCommand(): Command {
   bench
     .command('link')
     .description(
-      'two spookd over loopback UDP: committed deltas/s, bytes per delta, re-entanglement after a cut (SIGSTOP of the follower) under load',
+      'two spookd over loopback UDP: committed deltas/s beside a one-member etcd under the same load (same run), bytes per delta, re-entanglement after a cut (SIGSTOP of the follower) under load',
     )
     .option('--deltas <n>', 'set deltas for the throughput figure', intArg('--deltas', 100), 20_000)
     .option('--cut-ms <ms>', 'how long the follower is stopped', intArg('--cut-ms', 100), 10_000)
     .option('--rate <n>', 'updates/s on the sequencer during the cut', intArg('--rate', 1), 1000)
     .option('--fsync <policy>', 'always | everysec | never', 'always')
-    .option('--base-port <port>', 'first of two loopback UDP ports', intArg('--base-port', 1024), 47300)
+    .option(
+      '--base-port <port>',
+      'first of two loopback UDP ports (the etcd baseline: base+10, base+11, TCP)',
+      intArg('--base-port', 1024),
+      47300,
+    )
+    .option('--no-etcd', 'skip the one-member etcd baseline (Debian etcd-server, `make etcd-deps`)')
     .option('--json', 'print one JSON object', false)
-    .action(async (o: { deltas: number; cutMs: number; rate: number; fsync: string; basePort: number; json: boolean }) => {
+    .action(async (o: { deltas: number; cutMs: number; rate: number; fsync: string; basePort: number; etcd: boolean; json: boolean }) => {
       const { runLinkBench } = await load<typeof import('../../bench/link.js')>('../../bench/link.js');
       const r = await runLinkBench(o);
       if (o.json) console.log(JSON.stringify(r, null, 2));
-      else for (const [k, v] of Object.entries(r)) console.log(`${k.padEnd(18)}${v}`);
+      else for (const [k, v] of Object.entries(r)) console.log(`${k.padEnd(20)}${typeof v === 'object' ? JSON.stringify(v) : v}`);
     });
   bench
     .command('domain')
