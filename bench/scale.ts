@@ -28,6 +28,7 @@ import { AdminClient } from '../client/admin-client.js';
 import { encodeKey } from '../drivers/daemon/keys.js';
 import { generateKeyPair } from '../crypto/primitives.js';
 import { DEFAULT_MAX_VALUE_BYTES } from '../wire/constants.js';
+import { ROOT } from '../testing/lab/netns.js';
 import type { SwarmInit } from './scale-peers.js';
 
 export interface ScaleBenchOptions {
@@ -79,6 +80,8 @@ export interface ScaleBenchResult {
   hubRssBeforeKeysMb: number;
   hubRssAfterKeysMb: number;
   memoryPerKeyBytes: number;
+  /** The register's own count of its keys' and values' bytes, per key (what a full transfer carries). */
+  stateBytesPerKey: number;
   latencyWithKeys: Latency;
   outageMs: number;
   /** From SIGCONT until every pair is entangled again at both ends. */
@@ -96,7 +99,6 @@ export interface ScaleBenchResult {
   memoryPerKeyVsRedis: number | null;
 }
 
-const ROOT = new URL('../../', import.meta.url).pathname;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const MB = 1024 * 1024;
 
@@ -306,7 +308,9 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleBenchRes
     const pct = (p: number): number => Number(lat[Math.min(lat.length - 1, Math.floor(p * lat.length))].toFixed(2));
     return { commits: o.commits, committed, perSec: Math.round(committed / (dt / 1000)), p50Ms: pct(0.5), p99Ms: pct(0.99) };
   };
-  const hubSize = async (hub: Hub): Promise<number> => (await hub.admin.request('pair', { peer: 'p0' })).registers[0].size;
+  const hubRegister = async (hub: Hub): Promise<{ size: number; stateBytes: number }> =>
+    (await hub.admin.request('pair', { peer: 'p0' }, { timeoutMs: 60_000 })).registers[0];
+  const hubSize = async (hub: Hub): Promise<number> => (await hubRegister(hub)).size;
 
   try {
     const loadAvg = Number(loadavg()[0].toFixed(2));
@@ -343,7 +347,8 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleBenchRes
     let watching = true;
     const watch = (async (): Promise<void> => {
       while (watching) {
-        if (rssOf(pid) > o.hubRssLimitMb * MB) swarm.send({ cmd: 'halt' });
+        // The peers' process holds a replica of the same register: it is bounded alike.
+        if (rssOf(pid) > o.hubRssLimitMb * MB || rssOf(swarm.proc.pid!) > o.hubRssLimitMb * MB) swarm.send({ cmd: 'halt' });
         await sleep(500);
       }
     })();
@@ -362,6 +367,7 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleBenchRes
     await sleep(1000);
     const rssAfter = rssOf(hub.proc.pid!);
     const keysReached = sizeAfter - size0;
+    const stateBytes = (await hubRegister(hub)).stateBytes;
     log(`${keysReached} keys in ${loaded.ms} ms (${loaded.stopped}); hub RSS ${Math.round(rssAfter / MB)} MiB`);
 
     // 5. Latency with the big register in place.
@@ -402,6 +408,7 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleBenchRes
       hubRssBeforeKeysMb: Math.round(rssBefore / MB),
       hubRssAfterKeysMb: Math.round(rssAfter / MB),
       memoryPerKeyBytes: perKey,
+      stateBytesPerKey: Math.round(stateBytes / Math.max(1, sizeAfter)),
       latencyWithKeys: lat2,
       outageMs: o.outageMs,
       reentangleAllMs,
@@ -568,7 +575,7 @@ export function formatScaleBench(r: ScaleBenchResult): string[] {
     `hub RSS                      ${n(r.hubRssOnePeerMb)} MiB with 1 peer, ${n(r.hubRssPeersMb)} MiB with ${n(r.peers)}: ${n(r.memoryPerPairBytes)} B per pair`,
     `commits at the hub           ${lat(r.latency)}`,
     `keys in one register         ${n(r.keysReached)} of ${n(r.keysTarget)} (${r.loadStopped}) in ${n(r.loadMs)} ms, ${n(r.keysPerSec)} keys/s, ${r.valueBytes} B values`,
-    `hub RSS for the keys         ${n(r.hubRssBeforeKeysMb)} -> ${n(r.hubRssAfterKeysMb)} MiB: ${n(r.memoryPerKeyBytes)} B per key`,
+    `hub RSS for the keys         ${n(r.hubRssBeforeKeysMb)} -> ${n(r.hubRssAfterKeysMb)} MiB: ${n(r.memoryPerKeyBytes)} B per key (register stateBytes ${n(r.stateBytesPerKey)} B per key)`,
     r.redis
       ? `redis ${r.redis.version}                  ${n(r.redis.usedMemoryPerKeyBytes)} B per key (used_memory), ${n(r.redis.rssPerKeyBytes)} B (RSS), MEMORY USAGE ${r.redis.memoryUsageSampleBytes} B; Spook/Redis ${r.memoryPerKeyVsRedis}x`
       : 'redis                        skipped',
