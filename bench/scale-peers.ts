@@ -32,6 +32,13 @@ export interface SwarmInit {
   /** The hub's register, as spookd builds it from its configuration (the manifests must match). */
   register: RegisterSpec;
   timing: { keepaliveMs: number; silenceMs: number };
+  /**
+   * Peers come up one after another over this long (ms), as real ones would: started in the same
+   * millisecond, their keepalives would stay in step and every second arrive at the hub as one
+   * burst of N datagrams, more than its socket's receive buffer holds (the tail of the burst,
+   * always the same peers, lost every time).
+   */
+  spreadMs: number;
 }
 
 const b64 = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'base64'));
@@ -41,15 +48,17 @@ const HUB = 'hub';
 class VirtualPeer {
   readonly table: PeerTable;
   readonly pair: HalfPair;
-  due: number | undefined = 0;
+  due: number | undefined;
   committed = 0;
 
   constructor(
     readonly sock: Socket,
     init: SwarmInit,
     privateKey: Uint8Array,
+    /** When it comes up (its first timer). */
     now: number,
   ) {
+    this.due = now;
     const key = { privateKey, publicKey: publicKeyOf(privateKey) };
     const hubKey = b64(init.hub.publicKey);
     const etcp = new EtcpEndpoint({
@@ -95,7 +104,8 @@ export class Swarm {
   static async open(init: SwarmInit): Promise<Swarm> {
     const s = new Swarm(init);
     try {
-      for (const p of init.peers) {
+      const t0 = performance.now();
+      for (const [i, p] of init.peers.entries()) {
         const sock = createSocket('udp4');
         await new Promise<void>((resolve, reject) => {
           sock.once('error', reject);
@@ -104,8 +114,12 @@ export class Swarm {
             resolve();
           });
         });
-        const vp = new VirtualPeer(sock, init, b64(p.privateKey), performance.now());
-        sock.on('message', (msg, r) => s.onDatagram(vp, new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength), r));
+        const up = t0 + (init.spreadMs * i) / init.peers.length;
+        const vp = new VirtualPeer(sock, init, b64(p.privateKey), up);
+        // Before it is up, a peer hears nothing (the hub's handshakes to it are retried).
+        sock.on('message', (msg, r) => {
+          if (performance.now() >= up) s.onDatagram(vp, new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength), r);
+        });
         sock.on('error', () => undefined);
         s.peers.push(vp);
       }

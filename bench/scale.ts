@@ -141,7 +141,11 @@ class SwarmProc {
   }
 
   static async start(init: SwarmInit, heapMb: number): Promise<SwarmProc> {
-    const proc = fork(join(ROOT, 'dist/bench/scale-peers.js'), [], { execArgv: [`--max-old-space-size=${heapMb}`], stdio: 'inherit' });
+    const proc = fork(join(ROOT, 'dist/bench/scale-peers.js'), [], {
+      // SPOOK_SCALE_PEERS_NODE_ARGS: extra node flags for the peers' process (e.g. --cpu-prof).
+      execArgv: [`--max-old-space-size=${heapMb}`, ...(process.env.SPOOK_SCALE_PEERS_NODE_ARGS ?? '').split(' ').filter(Boolean)],
+      stdio: 'inherit',
+    });
     const s = new SwarmProc(proc);
     const ready = new Promise<void>((resolve, reject) => {
       proc.once('message', () => resolve());
@@ -263,6 +267,7 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleBenchRes
         quota: { maxKeys, maxBytes, maxValueBytes: DEFAULT_MAX_VALUE_BYTES },
       },
       timing: { keepaliveMs: 1000, silenceMs: 5000 },
+      spreadMs: Math.min(2000, n),
     };
     const s = await SwarmProc.start(init, heapMb);
     procs.add(s.proc);
@@ -277,7 +282,18 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleBenchRes
   };
   const waitEntangled = async (hub: Hub, swarm: SwarmProc, n: number, what: string): Promise<number> => {
     const t0 = performance.now();
-    await until(what, o.waitMs, async () => ((await allEntangled(hub, swarm, n)) ? true : undefined), 50);
+    try {
+      await until(what, o.waitMs, async () => ((await allEntangled(hub, swarm, n)) ? true : undefined), 50);
+    } catch (e) {
+      // Say where it stood at both ends.
+      const st = await swarm.request<{ states: Record<string, number> }>({ cmd: 'status' }, 10_000).catch(() => undefined);
+      const hs = await hub.admin.request('status', {}, { timeoutMs: 10_000 }).catch(() => undefined);
+      const count: Record<string, number> = {};
+      for (const p of hs?.pairs ?? []) count[p.state] = (count[p.state] ?? 0) + 1;
+      throw new Error(
+        `${(e as Error).message} (peers: ${JSON.stringify(st?.states ?? 'no answer')}; hub: ${JSON.stringify(count)}, drops ${JSON.stringify(hs?.drops ?? {})})`,
+      );
+    }
     return Math.round(performance.now() - t0);
   };
   const latency = async (hub: Hub): Promise<Latency> => {
