@@ -7,7 +7,7 @@
  * are not persisted (a peer's durability is not what is measured; the hub's is).
  *
  * Run as a child process (`fork`) of bench/scale.ts, which talks to it over IPC:
- *   → { id, cmd: 'status' }                       ← { id, entangled, states }
+ *   → { id, cmd: 'status' }                       ← { id, entangledIndexes, states }
  *   → { id, cmd: 'load', peer, keys, valueBytes, limitMs }
  *                                                  ← { id, committed, ms, stopped }
  *   → { cmd: 'halt' }   stop proposing (the parent's memory bound was reached)
@@ -137,9 +137,13 @@ export class Swarm {
     for (const p of this.peers) p.sock.close();
   }
 
-  /** Pairs entangled (COLLAPSING is an entangled pair committing). */
-  entangled(): number {
-    return this.peers.filter((p) => p.pair.state === PairState.ENTANGLED || p.pair.state === PairState.COLLAPSING).length;
+  /** The peers whose pair is entangled (COLLAPSING is an entangled pair committing). */
+  entangledIndexes(): number[] {
+    const out: number[] = [];
+    this.peers.forEach((p, i) => {
+      if (p.pair.state === PairState.ENTANGLED || p.pair.state === PairState.COLLAPSING) out.push(i);
+    });
+    return out;
   }
 
   states(): Record<string, number> {
@@ -289,7 +293,7 @@ async function main(): Promise<void> {
       swarm.close();
       process.exit(0);
     } else if (m.cmd === 'halt') swarm.halt();
-    else if (m.cmd === 'status') process.send!({ id: m.id, entangled: swarm.entangled(), states: swarm.states() });
+    else if (m.cmd === 'status') process.send!({ id: m.id, entangledIndexes: swarm.entangledIndexes(), states: swarm.states() });
     else if (m.cmd === 'load')
       void swarm.load(m.peer, m.keys, m.valueBytes, m.limitMs).then(
         (r) => process.send!({ id: m.id, ...r }),

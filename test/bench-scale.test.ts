@@ -22,13 +22,17 @@ describe('bench scale', () => {
       redis: true,
     });
     expect(r.peers).toBe(3);
+    expect(r.entangledPeers).toBe(3);
+    expect(r.connectMs).not.toBeNull();
+    expect(r.notEntangled).toBeNull();
     expect(r.latency.committed).toBe(60);
     expect(r.latencyWithKeys.committed).toBe(60);
     expect(r.latency.p99Ms).toBeGreaterThanOrEqual(r.latency.p50Ms);
     expect(r.loadStopped).toBe('all committed');
     expect(r.keysReached).toBe(3000);
     expect(r.hubRssAfterKeysMb).toBeGreaterThan(0);
-    expect(r.reentangleAllMs).toBeGreaterThanOrEqual(0);
+    expect(r.reentangleAllMs).not.toBeNull();
+    expect(r.entangledAfterOutage).toBe(3);
     expect(r.redis?.keys).toBe(3000);
     expect(r.redis!.usedMemoryPerKeyBytes).toBeGreaterThan(32);
     expect(r.redis!.memoryUsageSampleBytes).toBeGreaterThan(32);
