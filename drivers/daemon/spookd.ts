@@ -283,7 +283,11 @@ export class Spookd {
 
   async start(): Promise<void> {
     const listen = parseHostPort(this.cfg.listen)!;
-    const sock = createSocket({ type: isIPv6(listen.host) ? 'udp6' : 'udp4', reuseAddr: false });
+    const sock = createSocket({
+      type: isIPv6(listen.host) ? 'udp6' : 'udp4',
+      reuseAddr: false,
+      recvBufferSize: this.cfg.udpReceiveBufferBytes,
+    });
     sock.on('message', (msg, rinfo) => this.onDatagramSafe(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength), rinfo));
     sock.on('error', (e) => this.log.error({ err: e }, 'UDP socket error'));
     await new Promise<void>((resolve, reject) => {
@@ -294,6 +298,13 @@ export class Spookd {
       });
     });
     this.socket = sock;
+    // Linux reports twice what it grants (its bookkeeping); less than asked: net.core.rmem_max capped it.
+    const granted = sock.getRecvBufferSize() / 2;
+    if (granted < this.cfg.udpReceiveBufferBytes)
+      this.log.warn(
+        { asked: this.cfg.udpReceiveBufferBytes, granted },
+        'UDP receive buffer smaller than udpReceiveBufferBytes (raise net.core.rmem_max): bursts from many peers may be lost',
+      );
     this.log.info({ listen: this.cfg.listen, publicKey: encodeKey(this.key.publicKey) }, 'listening');
     this.fastPath.start(listen.port);
     this.admin = new AdminServer(this, this.cfg.adminSocket, this.log);
