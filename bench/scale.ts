@@ -111,6 +111,9 @@ export interface ScaleBenchResult {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const MB = 1024 * 1024;
 
+/** Extra node flags for the hub or the peers' process (profiling: `--cpu-prof --cpu-prof-dir=DIR`). */
+const nodeArgs = (env: string): string[] => (process.env[env] ?? '').split(' ').filter(Boolean);
+
 /** A process' resident memory (bytes), from /proc. */
 export function rssOf(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -152,7 +155,7 @@ class SwarmProc {
   static async start(init: SwarmInit, heapMb: number): Promise<SwarmProc> {
     const proc = fork(join(ROOT, 'dist/bench/scale-peers.js'), [], {
       // SPOOK_SCALE_PEERS_NODE_ARGS: extra node flags for the peers' process (e.g. --cpu-prof).
-      execArgv: [`--max-old-space-size=${heapMb}`, ...(process.env.SPOOK_SCALE_PEERS_NODE_ARGS ?? '').split(' ').filter(Boolean)],
+      execArgv: [`--max-old-space-size=${heapMb}`, ...nodeArgs('SPOOK_SCALE_PEERS_NODE_ARGS')],
       stdio: 'inherit',
     });
     const s = new SwarmProc(proc);
@@ -241,7 +244,13 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleBenchRes
     writeFileSync(join(dir, `${tag}.json`), JSON.stringify(cfg));
     const proc = spawn(
       process.execPath,
-      [`--max-old-space-size=${heapMb}`, join(ROOT, 'bin/spookd'), '--config', join(dir, `${tag}.json`)],
+      [
+        `--max-old-space-size=${heapMb}`,
+        ...nodeArgs('SPOOK_SCALE_HUB_NODE_ARGS'),
+        join(ROOT, 'bin/spookd'),
+        '--config',
+        join(dir, `${tag}.json`),
+      ],
       {
         stdio: ['ignore', 'ignore', 'inherit'],
       },
@@ -254,12 +263,15 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleBenchRes
     clients.push(admin);
     return { proc, admin };
   };
+  /** SIGTERM (a profiled process writes its profile), SIGKILL after 10 s. */
   const stopProc = async (p: ChildProcess): Promise<void> => {
     if (p.exitCode === null && p.signalCode === null) {
       const gone = new Promise<void>((r) => p.once('exit', () => r()));
       p.kill('SIGCONT');
-      p.kill('SIGKILL');
+      p.kill('SIGTERM');
+      const t = setTimeout(() => p.kill('SIGKILL'), 10_000);
       await gone;
+      clearTimeout(t);
     }
     procs.delete(p);
   };
