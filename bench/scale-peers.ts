@@ -288,6 +288,7 @@ async function main(): Promise<void> {
   const init = await new Promise<SwarmInit>((resolve) => process.once('message', (m) => resolve(m as SwarmInit)));
   const swarm = await Swarm.open(init);
   process.on('disconnect', () => process.exit(0));
+  process.on('SIGTERM', () => process.exit(0)); // an exit, so a --cpu-prof profile is written
   process.on('message', (m: Command) => {
     if (m.cmd === 'exit') {
       swarm.close();
