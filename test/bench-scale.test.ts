@@ -19,6 +19,7 @@ describe('bench scale', () => {
       loadLimitMs: 60_000,
       hubRssLimitMb: 4096,
       waitMs: 60_000,
+      rampMs: 300,
       redis: true,
     });
     expect(r.peers).toBe(3);
@@ -26,6 +27,7 @@ describe('bench scale', () => {
     expect(r.connectMs).not.toBeNull();
     expect(r.notEntangled).toBeNull();
     expect(r.latency.committed).toBe(60);
+    expect(r.latency.stopped).toBe('all issued');
     expect(r.latencyWithKeys.committed).toBe(60);
     expect(r.latency.p99Ms).toBeGreaterThanOrEqual(r.latency.p50Ms);
     expect(r.loadStopped).toBe('all committed');

@@ -88,7 +88,8 @@ export function benchCommand(): Command {
     .option('--fsync <policy>', "the hub's: always | everysec | never", 'always')
     .option('--load-limit-ms <ms>', 'the most the key load may last', intArg('--load-limit-ms', 1000), 300_000)
     .option('--hub-rss-limit-mb <n>', "the key load stops when the hub's RSS passes this", intArg('--hub-rss-limit-mb', 64), 8192)
-    .option('--wait-ms <ms>', 'bound of every other wait (entanglement, commits)', intArg('--wait-ms', 1000), 180_000)
+    .option('--wait-ms <ms>', 'bound of every other wait (entanglement, each latency phase)', intArg('--wait-ms', 1000), 180_000)
+    .option('--ramp-ms <ms>', 'the peers come up one after another over this long', intArg('--ramp-ms', 0), 2000)
     .option('--no-redis', 'skip the Redis baseline (Debian redis-server, `make redis-deps`)')
     .option('--base-port <port>', 'hub base (UDP), peers base+1 on 127.1.x.y (UDP), Redis base+2 (TCP)', intArg('--base-port', 1024), 47600)
     .option('--json', 'print one JSON object', false)
@@ -104,6 +105,7 @@ export function benchCommand(): Command {
         loadLimitMs: number;
         hubRssLimitMb: number;
         waitMs: number;
+        rampMs: number;
         redis: boolean;
         basePort: number;
         json: boolean;
