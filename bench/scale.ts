@@ -84,6 +84,8 @@ export interface ScaleBenchResult {
   keysReached: number;
   /** Keys the load generator saw committed within the load's bound. */
   keysCommitted: number;
+  /** The hub's role on the pair that holds the large register (it sequences when it can). */
+  bigPeerHubRole: string;
   loadStopped: string;
   loadMs: number;
   keysPerSec: number;
@@ -404,7 +406,12 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleBenchRes
         : `all ${o.peers} entangled in ${connectMs} ms`,
     );
     log(`hub RSS ${Math.round(rssPeers / MB)} MiB (1 peer: ${Math.round(rssOne / MB)} MiB)`);
-    bigPeer = entangled.includes('p0') ? 'p0' : entangled[0];
+    // The large register on a pair the hub sequences (the hub commits every key; the role follows
+    // from the two keys, random per run, so a fixed peer would make the figure a coin toss).
+    const roles = await hub.admin.request('pairs', {}, { timeoutMs: 60_000 });
+    const set = new Set(entangled);
+    bigPeer = roles.find((p) => set.has(p.peer) && p.role === 'sequencer')?.peer ?? entangled[0];
+    const bigRole = roles.find((p) => p.peer === bigPeer)!.role;
 
     // 3. Commit latency at the hub.
     const lat1 = await latency(hub, entangled);
@@ -413,7 +420,9 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleBenchRes
     // 4. The big register: peer 0 sets keys until done, the time bound or the hub's memory bound.
     const size0 = await hubSize(hub);
     const rssBefore = rssOf(hub.proc.pid!);
-    log(`loading ${o.keys} keys through p0 (at most ${o.loadLimitMs} ms, hub RSS at most ${o.hubRssLimitMb} MiB)`);
+    log(
+      `loading ${o.keys} keys through ${bigPeer}, the hub ${bigRole} (at most ${o.loadLimitMs} ms, hub RSS at most ${o.hubRssLimitMb} MiB)`,
+    );
     const pid = hub.proc.pid!;
     let watching = true;
     const watch = (async (): Promise<void> => {
@@ -482,6 +491,7 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleBenchRes
       keysTarget: o.keys,
       keysReached,
       keysCommitted: loaded.committed,
+      bigPeerHubRole: bigRole,
       loadStopped: loaded.stopped,
       loadMs: loaded.ms,
       keysPerSec: Math.round(keysReached / (loaded.ms / 1000)),
@@ -659,7 +669,7 @@ export function formatScaleBench(r: ScaleBenchResult): string[] {
       : `all pairs entangled          ${n(r.connectMs)} ms`,
     `hub RSS                      ${n(r.hubRssOnePeerMb)} MiB with 1 peer, ${n(r.hubRssPeersMb)} MiB with ${n(r.peers)}: ${n(r.memoryPerPairBytes)} B per pair`,
     `commits at the hub           ${lat(r.latency)}`,
-    `keys in one register         ${n(r.keysReached)} of ${n(r.keysTarget)} (${r.loadStopped}) in ${n(r.loadMs)} ms, ${n(r.keysPerSec)} keys/s, ${r.valueBytes} B values`,
+    `keys in one register         ${n(r.keysReached)} of ${n(r.keysTarget)} (${r.loadStopped}; the hub ${r.bigPeerHubRole} of that pair) in ${n(r.loadMs)} ms, ${n(r.keysPerSec)} keys/s, ${r.valueBytes} B values`,
     `hub RSS for the keys         ${n(r.hubRssBeforeKeysMb)} -> ${n(r.hubRssAfterKeysMb)} MiB: ${n(r.memoryPerKeyBytes)} B per key (register stateBytes ${n(r.stateBytesPerKey)} B per key)`,
     r.redis
       ? `redis ${r.redis.version}                  ${n(r.redis.usedMemoryPerKeyBytes)} B per key (used_memory), ${n(r.redis.rssPerKeyBytes)} B (RSS), MEMORY USAGE ${r.redis.memoryUsageSampleBytes} B; Spook/Redis ${r.memoryPerKeyVsRedis}x`
