@@ -5,7 +5,7 @@ BUILD_STAMP := dist/.stamp
 TS_SOURCES := $(shell find wire crypto core drivers client cli testing tools bench -name '*.ts' 2>/dev/null)
 
 .PHONY: docs
-.PHONY: all build deps client-package test lint format demo demo-sim sim bench bench-link bench-domain bench-wrap bench-attack bench-compare bench-library etcd-deps clean typecheck soak install uninstall check-prereqs
+.PHONY: all build deps client-package test lint format demo demo-sim sim bench bench-link bench-domain bench-wrap bench-attack bench-compare bench-library bench-scale etcd-deps redis-deps clean typecheck soak install uninstall check-prereqs
 
 all: build
 
@@ -40,6 +40,14 @@ etcd-deps: | $(NODE_STAMP)
 	@if ! command -v etcd >/dev/null; then \
 		echo "installing Debian's etcd-server (the baseline of bench library)"; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-server; \
+	fi
+
+# Redis for `bench scale` (memory per key beside the hub's; started by the bench as a foreground
+# process on a loopback port without persistence: the package's own service is never used).
+redis-deps: | $(NODE_STAMP)
+	@if ! command -v redis-server >/dev/null; then \
+		echo "installing Debian's redis-server (the memory baseline of bench scale)"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server; \
 	fi
 
 $(BPF_OBJ): bpf/spook_xdp.c bpf/spook_wire.h | $(APT_STAMP)
@@ -94,7 +102,7 @@ lint: $(NODE_STAMP)
 format: $(NODE_STAMP)
 	npx prettier --write --log-level warn $(LINT_DIRS) vitest.config.ts eslint.config.js
 
-test: build lint $(APT_TEST_STAMP) etcd-deps
+test: build lint $(APT_TEST_STAMP) etcd-deps redis-deps
 	npx vitest run
 
 # The main job: two spookd in network namespaces (loopback without root), pair, sync, cut, heal.
@@ -111,12 +119,17 @@ sim: build
 bench: build
 	./bin/spook-lab bench core
 
-bench-link: build
+# The pair beside a one-member etcd (the same puts through etcd3, same run).
+bench-link: build etcd-deps
 	./bin/spook-lab bench link
 
 # Wrapper vs direct TCP vs ssh -L, pgbench direct vs wrapped (root: namespaces).
 bench-wrap: build $(APT_TEST_STAMP)
 	./bin/spook-lab bench wrap
+
+# One hub with 1,000 peers and a register of up to 10^7 keys; Redis memory per key in the same run (minutes).
+bench-scale: build redis-deps
+	./bin/spook-lab bench scale
 
 bench-domain: build
 	./bin/spook-lab bench domain

@@ -8,7 +8,12 @@
  *  reentangleBytes/Ms    after the follower was stopped (SIGSTOP) for `cutMs` while the
  *                        sequencer took `rate` updates/s: bytes both ends exchanged while
  *                        re-entangling, and the time from SIGCONT to aligned;
- *  fullStateBytes        what a full transfer of the registers would cost at that point.
+ *  fullStateBytes        what a full transfer of the registers would cost at that point;
+ *  etcd                  the same-run baseline (issue 16): a ONE-member etcd (Debian's
+ *                        etcd-server, foreground on loopback, WAL fsynced per commit) under
+ *                        the same load through the etcd3 client (the same number of puts of
+ *                        the same keys and values, 256 in flight), and the pair's ratio to it
+ *                        (goal: 3x). Run after the pair, on the same machine.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -18,6 +23,7 @@ import { AdminClient } from '../client/admin-client.js';
 import type { PairSummary } from '../client/protocol.js';
 import { encodeKey } from '../drivers/daemon/keys.js';
 import { generateKeyPair } from '../crypto/primitives.js';
+import { putLoad, startEtcd, type PutLoad } from './etcd-single.js';
 
 export interface LinkBenchResult {
   deltas: number;
@@ -31,7 +37,17 @@ export interface LinkBenchResult {
   reentangleMs: number;
   fullStateBytes: number;
   reentangleVsFull: number;
+  /** The one-member etcd baseline of this run (null with --no-etcd). */
+  etcd: (PutLoad & { version: string; members: 1 }) | null;
+  etcdCommittedPerSec: number | null;
+  /** committedPerSec / etcdCommittedPerSec (goal >= 3). */
+  vsEtcd: number | null;
 }
+
+/** The pair's load, shared with the etcd baseline. */
+const INFLIGHT = 256;
+const VALUE = 'v'.repeat(32);
+const keyOf = (i: number): string => `k${i % 50_000}`;
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -42,6 +58,8 @@ export async function runLinkBench(o: {
   rate: number;
   fsync: string;
   basePort: number;
+  /** Measure the one-member etcd baseline (on basePort+10, +11) after the pair. */
+  etcd?: boolean;
 }): Promise<LinkBenchResult> {
   const dir = mkdtempSync(join(tmpdir(), 'spook-bench-link-'));
   const keys = [generateKeyPair(), generateKeyPair()];
@@ -105,10 +123,10 @@ export async function runLinkBench(o: {
     const worker = async (): Promise<void> => {
       while (next < o.deltas) {
         const i = next++;
-        await clients[seq].request('set', { register: 'kv', key: `k${i % 50_000}`, value: 'v'.repeat(32) });
+        await clients[seq].request('set', { register: 'kv', key: keyOf(i), value: VALUE });
       }
     };
-    await Promise.all(Array.from({ length: 256 }, worker));
+    await Promise.all(Array.from({ length: INFLIGHT }, worker));
     await waitAligned(60_000);
     const dt = (performance.now() - t0) / 1000;
     const bytes1 = (await info(0)).bytesSent + (await info(1)).bytesSent;
@@ -136,6 +154,8 @@ export async function runLinkBench(o: {
     const reentangleBytes = after - before - folBefore;
     const fullStateBytes = (await info(seq)).registers.reduce((a, r) => a + r.stateBytes, 0);
     for (const c of clients) c.close();
+    for (const p of procs) p.kill('SIGKILL'); // the baseline runs alone
+    const etcd = o.etcd === false ? null : await etcdBaseline(o.deltas, o.basePort + 10, join(dir, 'etcd'));
     return {
       deltas: o.deltas,
       committedPerSec: Math.round(o.deltas / dt),
@@ -148,6 +168,9 @@ export async function runLinkBench(o: {
       reentangleMs: Math.round(reentangleMs),
       fullStateBytes,
       reentangleVsFull: Number((reentangleBytes / fullStateBytes).toFixed(4)),
+      etcd,
+      etcdCommittedPerSec: etcd && etcd.putsPerSec,
+      vsEtcd: etcd && Number((o.deltas / dt / etcd.putsPerSec).toFixed(2)),
     };
   } finally {
     for (const p of procs) {
@@ -159,5 +182,16 @@ export async function runLinkBench(o: {
       }
     }
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The same puts (keys, values, in flight) on a one-member etcd started for the purpose. */
+async function etcdBaseline(puts: number, port: number, dataDir: string): Promise<LinkBenchResult['etcd']> {
+  const etcd = await startEtcd(1, port, dataDir);
+  try {
+    const r = await putLoad(etcd.leader, { puts, inflight: INFLIGHT, valueBytes: VALUE.length, limitMs: 300_000, key: keyOf });
+    return { ...r, version: etcd.version, members: 1 };
+  } finally {
+    await etcd.stop();
   }
 }

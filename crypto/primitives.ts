@@ -28,26 +28,49 @@ export interface KeyPair {
   publicKey: Uint8Array;
 }
 
+/**
+ * Importing a raw key into OpenSSL costs more than the X25519 itself (a PKCS#8 decode ~1 ms, SPKI
+ * ~0.3 ms, the DH ~0.1 ms here), and a Noise IK handshake uses each of its keys twice, the
+ * static one in every handshake: a hub answering 1,000 peers spent most of its handshake time
+ * decoding its own key (bench scale). So each key array keeps its KeyObject for as long as the
+ * array lives (a WeakMap: nothing outlives the caller's copy), with the bytes it was made from:
+ * an array rewritten in place is imported afresh, never answered with the old key.
+ */
+const imported = new WeakMap<Uint8Array, { bytes: Buffer; key: KeyObject }>();
+
+function cached(raw: Uint8Array, make: () => KeyObject): KeyObject {
+  const hit = imported.get(raw);
+  if (hit && hit.bytes.equals(raw)) return hit.key;
+  const key = make();
+  imported.set(raw, { bytes: Buffer.from(raw), key });
+  return key;
+}
+
 function privateKeyObject(raw: Uint8Array): KeyObject {
   if (raw.length !== DHLEN) throw new RangeError(`X25519 private key must be ${DHLEN} bytes, got ${raw.length}`);
-  return createPrivateKey({ key: Buffer.concat([PKCS8_X25519, raw]), format: 'der', type: 'pkcs8' });
+  return cached(raw, () => createPrivateKey({ key: Buffer.concat([PKCS8_X25519, raw]), format: 'der', type: 'pkcs8' }));
 }
 
 function publicKeyObject(raw: Uint8Array): KeyObject {
   if (raw.length !== DHLEN) throw new RangeError(`X25519 public key must be ${DHLEN} bytes, got ${raw.length}`);
-  return createPublicKey({ key: Buffer.concat([SPKI_X25519, raw]), format: 'der', type: 'spki' });
+  return cached(raw, () => createPublicKey({ key: Buffer.concat([SPKI_X25519, raw]), format: 'der', type: 'spki' }));
 }
 
-export function publicKeyOf(privateKey: Uint8Array): Uint8Array {
-  const spki = createPublicKey(privateKeyObject(privateKey)).export({ format: 'der', type: 'spki' });
+const rawPublic = (k: KeyObject): Uint8Array => {
+  const spki = k.export({ format: 'der', type: 'spki' });
   return new Uint8Array(spki.subarray(spki.length - DHLEN));
+};
+
+export function publicKeyOf(privateKey: Uint8Array): Uint8Array {
+  return rawPublic(createPublicKey(privateKeyObject(privateKey)));
 }
 
 export function generateKeyPair(): KeyPair {
-  const { privateKey } = generateKeyPairSync('x25519');
+  const { privateKey, publicKey } = generateKeyPairSync('x25519');
   const pkcs8 = privateKey.export({ format: 'der', type: 'pkcs8' });
   const raw = new Uint8Array(pkcs8.subarray(pkcs8.length - DHLEN));
-  return { privateKey: raw, publicKey: publicKeyOf(raw) };
+  imported.set(raw, { bytes: Buffer.from(raw), key: privateKey }); // its DHs need no import
+  return { privateKey: raw, publicKey: rawPublic(publicKey) };
 }
 
 /** X25519(privateKey, publicKey). Throws on an all-zero result (a low-order public key). */

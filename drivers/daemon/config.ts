@@ -221,6 +221,17 @@ const fileMode = z.union([z.string(), z.number()]).transform((v, ctx) => {
 export const configSchema = z
   .object({
     listen: hostPort,
+    /**
+     * SO_RCVBUF of the UDP socket (bytes; Linux caps it at net.core.rmem_max). Every peer's frames
+     * share it: the 208 KiB default lost the bursts of 1,000 peers (bench scale), for good for the
+     * peers whose keepalives kept arriving in the same burst.
+     */
+    udpReceiveBufferBytes: z
+      .number()
+      .int()
+      .min(64 * 1024)
+      .max(1024 * 1024 * 1024)
+      .default(4 * 1024 * 1024),
     privateKeyFile: z.string().min(1),
     dataDir: z.string().min(1),
     adminSocket: z.string().min(1),

@@ -130,6 +130,7 @@ export class Spookd {
    */
   private readonly charged = new Set<Link>();
   private commitQueued = false;
+  private scheduleQueued = false;
   private storesClosed = false;
   /** Commit passes run and the writes they made durable (a measure of group commit). */
   readonly commits = { passes: 0, batches: 0, writes: 0, storeFailures: 0 };
@@ -290,7 +291,11 @@ export class Spookd {
 
   async start(): Promise<void> {
     const listen = parseHostPort(this.cfg.listen)!;
-    const sock = createSocket({ type: isIPv6(listen.host) ? 'udp6' : 'udp4', reuseAddr: false });
+    const sock = createSocket({
+      type: isIPv6(listen.host) ? 'udp6' : 'udp4',
+      reuseAddr: false,
+      recvBufferSize: this.cfg.udpReceiveBufferBytes,
+    });
     sock.on('message', (msg, rinfo) => this.onDatagramSafe(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength), rinfo));
     sock.on('error', (e) => this.log.error({ err: e }, 'UDP socket error'));
     await new Promise<void>((resolve, reject) => {
@@ -309,6 +314,13 @@ export class Spookd {
       this.log.warn({ err: e }, 'cannot enlarge the UDP receive buffer');
     }
     this.socket = sock;
+    // Linux reports twice what it grants (its bookkeeping); less than asked: net.core.rmem_max capped it.
+    const granted = sock.getRecvBufferSize() / 2;
+    if (granted < this.cfg.udpReceiveBufferBytes)
+      this.log.warn(
+        { asked: this.cfg.udpReceiveBufferBytes, granted },
+        'UDP receive buffer smaller than udpReceiveBufferBytes (raise net.core.rmem_max): bursts from many peers may be lost',
+      );
     this.log.info({ listen: this.cfg.listen, publicKey: encodeKey(this.key.publicKey) }, 'listening');
     this.fastPath.start(listen.port);
     this.admin = new AdminServer(this, this.cfg.adminSocket, this.log);
@@ -453,7 +465,7 @@ export class Spookd {
     const now = this.now();
     this.table.handleDatagram(now, { address: rinfo.address, port: rinfo.port }, buf);
     // Re-arm only when something happened beyond drops: a flood of junk costs no timer churn.
-    if (this.drain(now)) this.schedule();
+    if (this.drain(now)) this.scheduleSoon();
   }
 
   /**
@@ -714,8 +726,11 @@ export class Spookd {
       this.forPeer(link, 'timer', () => {
         const t = link.pair.pollTimeout();
         const due = t !== undefined && t <= now;
-        if (due) link.pair.handleTimeout(now);
-        this.pump(link, due); // its timers' work is charged (as their handling is); a pair merely swept is not
+        if (!due) return;
+        link.pair.handleTimeout(now);
+        // Only the pairs whose timer fired (the others had nothing to do): sweeping them all made
+        // every deadline of any one pair a commit pass over all of them (bench scale). Charged.
+        this.pump(link);
       });
     this.commit(); // the timers' writes, one batch per pair, then their datagrams
     for (const dom of this.domains.values()) {
@@ -725,6 +740,20 @@ export class Spookd {
     }
     this.drain(now); // what the timers made the table count or send
     this.schedule();
+  }
+
+  /**
+   * Re-arm once at the end of this turn of the event loop, whatever number of datagrams it read:
+   * schedule() visits every pair and peer, so re-arming per datagram made a hub's work grow with
+   * the square of its peers (a hub with 1,000 spent 40% of its CPU there, bench scale).
+   */
+  private scheduleSoon(): void {
+    if (this.scheduleQueued) return;
+    this.scheduleQueued = true;
+    setImmediate(() => {
+      this.scheduleQueued = false;
+      this.schedule();
+    });
   }
 
   private schedule(): void {

@@ -54,20 +54,68 @@ export function benchCommand(): Command {
   bench
     .command('link')
     .description(
-      'two spookd over loopback UDP: committed deltas/s, bytes per delta, re-entanglement after a cut (SIGSTOP of the follower) under load',
+      'two spookd over loopback UDP: committed deltas/s beside a one-member etcd under the same load (same run), bytes per delta, re-entanglement after a cut (SIGSTOP of the follower) under load',
     )
     .option('--deltas <n>', 'set deltas for the throughput figure', intArg('--deltas', 100), 20_000)
     .option('--cut-ms <ms>', 'how long the follower is stopped', intArg('--cut-ms', 100), 10_000)
     .option('--rate <n>', 'updates/s on the sequencer during the cut', intArg('--rate', 1), 1000)
     .option('--fsync <policy>', 'always | everysec | never', 'always')
-    .option('--base-port <port>', 'first of two loopback UDP ports', intArg('--base-port', 1024), 47300)
+    .option(
+      '--base-port <port>',
+      'first of two loopback UDP ports (the etcd baseline: base+10, base+11, TCP)',
+      intArg('--base-port', 1024),
+      47300,
+    )
+    .option('--no-etcd', 'skip the one-member etcd baseline (Debian etcd-server, `make etcd-deps`)')
     .option('--json', 'print one JSON object', false)
-    .action(async (o: { deltas: number; cutMs: number; rate: number; fsync: string; basePort: number; json: boolean }) => {
+    .action(async (o: { deltas: number; cutMs: number; rate: number; fsync: string; basePort: number; etcd: boolean; json: boolean }) => {
       const { runLinkBench } = await load<typeof import('../../bench/link.js')>('../../bench/link.js');
       const r = await runLinkBench(o);
       if (o.json) console.log(JSON.stringify(r, null, 2));
-      else for (const [k, v] of Object.entries(r)) console.log(`${k.padEnd(18)}${v}`);
+      else for (const [k, v] of Object.entries(r)) console.log(`${k.padEnd(20)}${typeof v === 'object' ? JSON.stringify(v) : v}`);
     });
+  bench
+    .command('scale')
+    .description(
+      'one hub spookd with many authenticated peers (ETCP/ESTP cores driven from one process) and one large register: memory per pair and per key (Redis in the same run), p99 commit latency at the hub, re-entanglement of all peers after a hub outage',
+    )
+    .option('--peers <n>', 'peers of the hub', intArg('--peers', 2), 1000)
+    .option('--keys <n>', 'keys peer 0 sets into its register (the target; what was reached is printed)', intArg('--keys', 1), 10_000_000)
+    .option('--value-bytes <n>', 'bytes per value', intArg('--value-bytes', 1), 32)
+    .option('--commits <n>', 'sets through the hub admin API for the latency figures', intArg('--commits', 1), 20_000)
+    .option('--inflight <n>', 'of those, awaiting at once', intArg('--inflight', 1), 256)
+    .option('--outage-ms <ms>', 'how long the hub is stopped (SIGSTOP)', intArg('--outage-ms', 0), 10_000)
+    .option('--fsync <policy>', "the hub's: always | everysec | never", 'always')
+    .option('--load-limit-ms <ms>', 'the most the key load may last', intArg('--load-limit-ms', 1000), 300_000)
+    .option('--hub-rss-limit-mb <n>', "the key load stops when the hub's RSS passes this", intArg('--hub-rss-limit-mb', 64), 8192)
+    .option('--wait-ms <ms>', 'bound of every other wait (entanglement, each latency phase)', intArg('--wait-ms', 1000), 180_000)
+    .option('--ramp-ms <ms>', 'the peers come up one after another over this long', intArg('--ramp-ms', 0), 2000)
+    .option('--no-redis', 'skip the Redis baseline (Debian redis-server, `make redis-deps`)')
+    .option('--base-port <port>', 'hub base (UDP), peers base+1 on 127.1.x.y (UDP), Redis base+2 (TCP)', intArg('--base-port', 1024), 47600)
+    .option('--json', 'print one JSON object', false)
+    .action(
+      async (o: {
+        peers: number;
+        keys: number;
+        valueBytes: number;
+        commits: number;
+        inflight: number;
+        outageMs: number;
+        fsync: string;
+        loadLimitMs: number;
+        hubRssLimitMb: number;
+        waitMs: number;
+        rampMs: number;
+        redis: boolean;
+        basePort: number;
+        json: boolean;
+      }) => {
+        const { runScaleBench, formatScaleBench } = await load<typeof import('../../bench/scale.js')>('../../bench/scale.js');
+        const r = await runScaleBench({ ...o, log: (l) => console.error(l) });
+        if (o.json) console.log(JSON.stringify(r, null, 2));
+        else for (const l of formatScaleBench(r)) console.log(l);
+      },
+    );
   bench
     .command('domain')
     .description(
