@@ -1,8 +1,9 @@
 /**
- * The etcd baseline of the benches (`bench library`, `bench domain`): Debian's etcd-server,
- * three members as foreground processes on loopback ports with a temporary data dir (etcd
- * always fsyncs its WAL), driven through the npm `etcd3` client. Everything started here is
- * torn down on every path (and on SIGINT/SIGTERM); every wait is bounded.
+ * The etcd baseline of the benches (`bench library`, `bench domain`: three members; `bench
+ * link`: one replica, no quorum): Debian's etcd-server as foreground processes on loopback ports
+ * with a temporary data dir (etcd always fsyncs its WAL before it acknowledges a put), driven
+ * through the npm `etcd3` client. Everything started here is torn down on every path (and on
+ * SIGINT/SIGTERM); every wait is bounded.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -27,11 +28,11 @@ interface EtcdCluster {
   dir: string;
 }
 
-/** Client URLs on basePort+10..+12, peer URLs on basePort+13..+15. */
-function startEtcd(basePort: number): EtcdCluster {
+/** `n` members: client URLs on basePort+10.., peer URLs on basePort+10+n... */
+function startEtcd(basePort: number, n: number): EtcdCluster {
   const dir = mkdtempSync(join(tmpdir(), 'spook-bench-etcd-'));
-  const names = ['m0', 'm1', 'm2'];
-  const peer = (i: number): string => `http://127.0.0.1:${basePort + 13 + i}`;
+  const names = Array.from({ length: n }, (_, i) => `m${i}`);
+  const peer = (i: number): string => `http://127.0.0.1:${basePort + 10 + n + i}`;
   const urls = names.map((_, i) => `http://127.0.0.1:${basePort + 10 + i}`);
   const cluster = names.map((n, i) => `${n}=${peer(i)}`).join(',');
   const procs = names.map((n, i) => {
@@ -75,7 +76,7 @@ async function stopEtcd(c: EtcdCluster): Promise<void> {
   rmSync(c.dir, { recursive: true, force: true });
 }
 
-/** A running 3-member etcd: its leader's and a follower's client URL, and clients closed at teardown. */
+/** A running etcd: its leader's and a follower's client URL (the leader's with one member), and clients closed at teardown. */
 export interface Etcd {
   leaderUrl: string;
   followerUrl: string;
@@ -83,11 +84,11 @@ export interface Etcd {
 }
 
 /**
- * Starts a 3-member etcd, waits (bounded) until every member agrees on a leader, runs `body`,
- * and tears everything down whatever happens.
+ * Starts an etcd of `members` (3 by default), waits (bounded) until every member agrees on a
+ * leader, runs `body`, and tears everything down whatever happens.
  */
-export async function withEtcd<T>(basePort: number, body: (etcd: Etcd) => Promise<T>): Promise<T> {
-  const cluster = startEtcd(basePort);
+export async function withEtcd<T>(basePort: number, body: (etcd: Etcd) => Promise<T>, members = 3): Promise<T> {
+  const cluster = startEtcd(basePort, members);
   const forget = onSignal(() => {
     for (const p of cluster.procs) p.kill('SIGKILL');
     rmSync(cluster.dir, { recursive: true, force: true });
@@ -100,12 +101,12 @@ export async function withEtcd<T>(basePort: number, body: (etcd: Etcd) => Promis
     return c;
   };
   try {
-    const members = cluster.urls.map(client);
+    const clients0 = cluster.urls.map(client);
     const leaderUrl = await until(
-      'etcd: three members agreeing on a leader',
+      `etcd: ${members} member(s) agreeing on a leader`,
       async () => {
         for (const p of cluster.procs) if (p.exitCode !== null) throw new Error(`etcd exited with ${p.exitCode} (logs in ${cluster.dir})`);
-        const st = await Promise.all(members.map((m) => m.maintenance.status()));
+        const st = await Promise.all(clients0.map((m) => m.maintenance.status()));
         const leader = st[0].leader;
         if (leader === '0' || st.some((s) => s.leader !== leader)) return undefined;
         return cluster.urls[st.findIndex((s) => s.header.member_id === leader)];
@@ -113,7 +114,7 @@ export async function withEtcd<T>(basePort: number, body: (etcd: Etcd) => Promis
       30_000,
       100,
     );
-    return await body({ leaderUrl, followerUrl: cluster.urls.find((u) => u !== leaderUrl)!, client });
+    return await body({ leaderUrl, followerUrl: cluster.urls.find((u) => u !== leaderUrl) ?? leaderUrl, client });
   } finally {
     forget();
     for (const c of clients) c.close();
@@ -121,10 +122,15 @@ export async function withEtcd<T>(basePort: number, body: (etcd: Etcd) => Promis
   }
 }
 
-/** `sets` puts of `value(i)` on key `key-i`, `inflight` awaiting at once, each timed; a put resolves only once committed. */
-export function etcdPuts(w: Etcd3, o: { sets: number; inflight: number; limitMs: number }, value: (i: number) => string): Promise<Load> {
+/** `sets` puts of `value(i)` on `key(i)` (default `key-i`), `inflight` awaiting at once, each timed; a put resolves only once committed. */
+export function etcdPuts(
+  w: Etcd3,
+  o: { sets: number; inflight: number; limitMs: number; key?: (i: number) => string },
+  value: (i: number) => string,
+): Promise<Load> {
+  const key = o.key ?? ((i: number): string => `key-${i}`);
   return drive('etcd puts', o.sets, o.inflight, o.limitMs, async (i) => {
-    await w.put(`key-${i}`).value(value(i));
+    await w.put(key(i)).value(value(i));
     return true;
   });
 }

@@ -23,7 +23,8 @@ import { AdminClient } from '../client/admin-client.js';
 import type { PairSummary } from '../client/protocol.js';
 import { encodeKey } from '../drivers/daemon/keys.js';
 import { generateKeyPair } from '../crypto/primitives.js';
-import { putLoad, startEtcd, type PutLoad } from './etcd-single.js';
+import { etcdPuts, etcdVersion, withEtcd } from './etcd.js';
+import { loadFigures } from './load.js';
 
 export interface LinkBenchResult {
   deltas: number;
@@ -38,7 +39,7 @@ export interface LinkBenchResult {
   fullStateBytes: number;
   reentangleVsFull: number;
   /** The one-member etcd baseline of this run (null with --no-etcd). */
-  etcd: (PutLoad & { version: string; members: 1 }) | null;
+  etcd: { puts: number; acked: number; putsPerSec: number; p50Ms: number; p99Ms: number; version: string; members: 1 } | null;
   etcdCommittedPerSec: number | null;
   /** committedPerSec / etcdCommittedPerSec (goal >= 3). */
   vsEtcd: number | null;
@@ -155,7 +156,7 @@ export async function runLinkBench(o: {
     const fullStateBytes = (await info(seq)).registers.reduce((a, r) => a + r.stateBytes, 0);
     for (const c of clients) c.close();
     for (const p of procs) p.kill('SIGKILL'); // the baseline runs alone
-    const etcd = o.etcd === false ? null : await etcdBaseline(o.deltas, o.basePort + 10, join(dir, 'etcd'));
+    const etcd = o.etcd === false ? null : await etcdBaseline(o.deltas, o.basePort + 10);
     return {
       deltas: o.deltas,
       committedPerSec: Math.round(o.deltas / dt),
@@ -185,13 +186,20 @@ export async function runLinkBench(o: {
   }
 }
 
-/** The same puts (keys, values, in flight) on a one-member etcd started for the purpose. */
-async function etcdBaseline(puts: number, port: number, dataDir: string): Promise<LinkBenchResult['etcd']> {
-  const etcd = await startEtcd(1, port, dataDir);
-  try {
-    const r = await putLoad(etcd.leader, { puts, inflight: INFLIGHT, valueBytes: VALUE.length, limitMs: 300_000, key: keyOf });
-    return { ...r, version: etcd.version, members: 1 };
-  } finally {
-    await etcd.stop();
-  }
+/** The same puts (keys, values, in flight) on a one-member etcd started for the purpose (client port `port`). */
+async function etcdBaseline(puts: number, port: number): Promise<LinkBenchResult['etcd']> {
+  const version = etcdVersion();
+  return withEtcd(
+    port - 10,
+    async (etcd) => {
+      const load = await etcdPuts(
+        etcd.client(etcd.leaderUrl),
+        { sets: puts, inflight: INFLIGHT, limitMs: 300_000, key: keyOf },
+        () => VALUE,
+      );
+      const f = loadFigures(load);
+      return { puts, acked: load.acked, putsPerSec: f.perSec, p50Ms: f.p50Ms, p99Ms: f.p99Ms, version, members: 1 as const };
+    },
+    1,
+  );
 }
