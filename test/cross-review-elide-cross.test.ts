@@ -1,20 +1,14 @@
 /** Review of the cross-register txns: a sequencer that elides the follower's own cross entry makes it apply part 0 alone and log an unreplayable record. */
 import { describe, expect, it } from 'vitest';
-import { DeltaOp, type Delta } from '../wire/delta.js';
-import type { CrossDelta } from '../wire/cross.js';
 import { MsgType, decodeMessages, encodeMessage } from '../wire/messages.js';
 import type { RegisterSpec } from '../core/pair/types.js';
 import { MapState } from '../core/register/map.js';
-import { enc, harness, set } from './helpers.js';
+import { cross, enc, harness, set } from './helpers.js';
 
 const REGS: RegisterSpec[] = [
   { name: 'kv', kind: 'map' },
   { name: 'kv2', kind: 'map' },
 ];
-const cross = (...parts: [string, Delta][]): CrossDelta => ({
-  op: DeltaOp.Cross,
-  parts: parts.map(([register, delta]) => ({ register, at: 0, delta })),
-});
 
 describe('cross-register txn review: elided cross entry', () => {
   it('is refused (elided-unknown), never applied without its parts', () => {

@@ -3,20 +3,15 @@
  * (the follower would fill it from the wrong register's own list).
  */
 import { describe, expect, it } from 'vitest';
-import { DeltaOp, type Delta } from '../wire/delta.js';
-import type { CrossDelta } from '../wire/cross.js';
+import { DeltaOp } from '../wire/delta.js';
 import type { RegisterSpec } from '../core/pair/types.js';
 import type { MapState } from '../core/register/map.js';
-import { enc, harness, set } from './helpers.js';
+import { cross, enc, harness, set } from './helpers.js';
 
 const REGS: RegisterSpec[] = [
   { name: 'kv', kind: 'map' },
   { name: 'kv2', kind: 'map' },
 ];
-const cross = (...parts: [string, Delta][]): CrossDelta => ({
-  op: DeltaOp.Cross,
-  parts: parts.map(([register, delta]) => ({ register, at: 0, delta })),
-});
 const text = (b: Uint8Array | undefined): string | undefined => (b ? new TextDecoder().decode(b) : undefined);
 
 describe('cross-register txn review: elided part records', () => {

@@ -1,18 +1,12 @@
 /** Review of the cross-register txns: a stream append by default "where every own pending candidate leaves the stream" is decided out of proposal order. */
 import { describe, expect, it } from 'vitest';
-import { DeltaOp, type Delta } from '../wire/delta.js';
-import type { CrossDelta } from '../wire/cross.js';
 import type { RegisterSpec } from '../core/pair/types.js';
-import { append, enc, harness, set } from './helpers.js';
+import { append, cross, enc, harness, set } from './helpers.js';
 
 const REGS: RegisterSpec[] = [
   { name: 'kv', kind: 'map' },
   { name: 's', kind: 'stream' },
 ];
-const cross = (...parts: [string, Delta][]): CrossDelta => ({
-  op: DeltaOp.Cross,
-  parts: parts.map(([register, delta]) => ({ register, at: 0, delta })),
-});
 
 describe('cross-register txn review: pending appends across registers', () => {
   for (const side of ['a', 'b'] as const)

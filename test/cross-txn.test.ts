@@ -27,17 +27,13 @@ import type { StreamState } from '../core/register/stream.js';
 import { DiskStore } from '../drivers/store/store.js';
 import { runSeeds } from '../testing/sim/batch.js';
 import { SIM_DEFAULTS } from '../testing/sim/run.js';
-import { append, cas, del, enc, harness, proposeNow, set, type Harness } from './helpers.js';
+import { type Harness, append, cas, cross, del, enc, harness, proposeNow, set } from './helpers.js';
 
 const REGS: RegisterSpec[] = [
   { name: 'kv', kind: 'map' },
   { name: 'kv2', kind: 'map' },
   { name: 's', kind: 'stream' },
 ];
-const cross = (...parts: [string, Delta][]): CrossDelta => ({
-  op: DeltaOp.Cross,
-  parts: parts.map(([register, delta]) => ({ register, at: 0, delta })),
-});
 const txn = (...ops: Delta[]): Delta => ({ op: DeltaOp.Txn, ops: ops as SimpleDelta[] });
 const text = (b: Uint8Array | undefined): string | undefined => (b ? new TextDecoder().decode(b) : undefined);
 const mapOf = (h: Harness, side: 'a' | 'b', r: string): MapState => h[side].pair.register(r).state as MapState;

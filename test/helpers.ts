@@ -1,4 +1,5 @@
 /** Small builders shared by the HalfPair tests. */
+import type { CrossDelta } from '../wire/cross.js';
 import { DeltaOp, type Delta } from '../wire/delta.js';
 import { PairState } from '../core/pair/lifecycle.js';
 import { SimWorld, type SimEndpoint } from '../testing/sim/world.js';
@@ -82,3 +83,9 @@ export function peerManifest(registers: RegisterSpec[]): Uint8Array {
   const entries = registers.map((r) => manifestEntry({ name: r.name, kind: r.kind, quota: { ...QUOTA_DEFAULTS, ...r.quota } }));
   return encodeMessage(new OwnManifest(entries).messages(MANIFEST_REPLY)[0]);
 }
+
+/** A cross-register txn (op 6, PROTOCOL.md §4.6) of these parts, the first on the register it is proposed on. */
+export const cross = (...parts: [string, Delta][]): CrossDelta => ({
+  op: DeltaOp.Cross,
+  parts: parts.map(([register, delta]) => ({ register, at: 0, delta })),
+});
