@@ -368,6 +368,31 @@ export class DomainState implements StateMachine {
     return true;
   }
 
+  /** The count of registers a snapshot or a difference holds: at most the domain's. */
+  private registerCount(r: Reader, field: string): number {
+    const n = r.varint(field);
+    if (n > this.registers.size)
+      throw new WireError(DropReason.MalformedPayload, field, `${n} registers; the domain declares ${this.registers.size}`);
+    return n;
+  }
+
+  /**
+   * One register's head in a snapshot or a difference: a name and kind this domain configures,
+   * each register once (`seen`), and its version, at most `index` (versions count commits).
+   */
+  private registerHead(r: Reader, seen: Set<string>, index: number): { name: string; reg: Reg } {
+    const name = UTF8.decode(r.lenBytes('register.name', MAX_REGISTER_NAME_LEN));
+    const kind = r.u8('register.kind');
+    const reg = this.registers.get(name);
+    if (!reg || seen.has(name) || (kind !== 1 && kind !== 2) || (kind === 1) !== (reg.kind === 'map'))
+      throw new WireError(DropReason.MalformedPayload, 'register.name', `register ${name} does not match this domain's configuration`);
+    seen.add(name);
+    const v = r.varint('register.version');
+    if (v > index) throw new WireError(DropReason.MalformedPayload, 'register.version', `${v} exceeds ${index}`);
+    reg.version = v;
+    return { name, reg };
+  }
+
   /** Parse a snapshot into this (fresh) state; a WireError names what is wrong. */
   private load(data: Uint8Array, index: number): void {
     const bad = (field: string, detail: string): WireError => new WireError(DropReason.MalformedPayload, field, detail);
@@ -380,17 +405,10 @@ export class DomainState implements StateMachine {
       if (v > max) throw bad(f, `${v} exceeds ${max}`);
       return v;
     };
-    const nreg = r.varint('snapshot.registers');
-    if (nreg > this.registers.size) throw bad('snapshot.registers', `${nreg} registers; the domain declares ${this.registers.size}`);
+    const nreg = this.registerCount(r, 'snapshot.registers');
     const seenRegs = new Set<string>();
     for (let i = 0; i < nreg; i++) {
-      const name = UTF8.decode(r.lenBytes('register.name', MAX_REGISTER_NAME_LEN));
-      const kind = r.u8('register.kind');
-      const reg = this.registers.get(name);
-      if (!reg || seenRegs.has(name) || (kind !== 1 && kind !== 2) || (kind === 1) !== (reg.kind === 'map'))
-        throw bad('register.name', `register ${name} does not match this domain's configuration`);
-      seenRegs.add(name);
-      reg.version = version('register.version', index);
+      const { reg } = this.registerHead(r, seenRegs, index);
       if (reg.state instanceof MapState) {
         const n = r.varint('register.entries');
         for (let j = 0; j < n; j++) {
@@ -528,17 +546,10 @@ export class DomainState implements StateMachine {
       if (v > max) throw bad(f, `${v} exceeds ${max}`);
       return v;
     };
-    const nreg = r.varint('diff.registers');
-    if (nreg > this.registers.size) throw bad('diff.registers', `${nreg} registers; the domain declares ${this.registers.size}`);
+    const nreg = this.registerCount(r, 'diff.registers');
     const seenRegs = new Set<string>();
     for (let i = 0; i < nreg; i++) {
-      const name = UTF8.decode(r.lenBytes('register.name', MAX_REGISTER_NAME_LEN));
-      const kind = r.u8('register.kind');
-      const reg = this.registers.get(name);
-      if (!reg || seenRegs.has(name) || (kind !== 1 && kind !== 2) || (kind === 1) !== (reg.kind === 'map'))
-        throw bad('register.name', `register ${name} does not match this domain's configuration`);
-      seenRegs.add(name);
-      reg.version = version('register.version', index);
+      const { name, reg } = this.registerHead(r, seenRegs, index);
       if (reg.state instanceof MapState) {
         const n = r.varint('register.entries');
         const seenKeys = new Set<string>();
