@@ -27,7 +27,7 @@ import type { StreamState } from '../core/register/stream.js';
 import { DiskStore } from '../drivers/store/store.js';
 import { runSeeds } from '../testing/sim/batch.js';
 import { SIM_DEFAULTS } from '../testing/sim/run.js';
-import { type Harness, append, cas, cross, del, enc, harness, proposeNow, set } from './helpers.js';
+import { type Harness, append, cas, cross, del, enc, harness, proposeNow, set, expectSeedsClean } from './helpers.js';
 
 const REGS: RegisterSpec[] = [
   { name: 'kv', kind: 'map' },
@@ -245,18 +245,14 @@ describe('atomic visibility at the follower', () => {
 describe('the seeded pair simulator with cross-register txns (kv + log)', () => {
   it('200 seeds at 30% loss with cuts and reconciliation: convergence, every committed part in its register, none lost', () => {
     const s = runSeeds(200, 1, { ...SIM_DEFAULTS, loss: 0.3, dup: 0.05, reorder: 0.2, cuts: true, cross: 0.4, txn: 0.1 });
-    expect(s.failures).toEqual([]);
-    expect(s.converged).toBe(200);
-    expect(s.lostCommits).toBe(0);
+    expectSeedsClean(s, 200);
     expect(s.rejected).toBeGreaterThan(50);
     expect(s.reconciles).toBeGreaterThan(5);
   });
 
   it('100 seeds with crashes and store faults: what was acknowledged survives, groups whole', () => {
     const s = runSeeds(100, 1, { ...SIM_DEFAULTS, crashes: true, storeFaults: 0.01, cross: 0.4 });
-    expect(s.failures).toEqual([]);
-    expect(s.converged).toBe(100);
-    expect(s.lostCommits).toBe(0);
+    expectSeedsClean(s, 100);
   });
 });
 

@@ -1,4 +1,5 @@
 /** Small builders shared by the HalfPair tests. */
+import { expect } from 'vitest';
 import type { CrossDelta } from '../wire/cross.js';
 import { DeltaOp, type Delta } from '../wire/delta.js';
 import { PairState } from '../core/pair/lifecycle.js';
@@ -89,3 +90,10 @@ export const cross = (...parts: [string, Delta][]): CrossDelta => ({
   op: DeltaOp.Cross,
   parts: parts.map(([register, delta]) => ({ register, at: 0, delta })),
 });
+
+/** A batch of simulated seeds ran clean: no failure, every seed converged, nothing committed lost. */
+export function expectSeedsClean(s: { failures: unknown[]; converged: number; lostCommits: number }, seeds: number): void {
+  expect(s.failures).toEqual([]);
+  expect(s.converged).toBe(seeds);
+  expect(s.lostCommits).toBe(0);
+}

@@ -22,7 +22,7 @@ import { runSeeds } from '../testing/sim/batch.js';
 import { EstpFuzzer } from '../testing/sim/fuzz-estp.js';
 import { SimWorld } from '../testing/sim/world.js';
 import { SIM_DEFAULTS } from '../testing/sim/run.js';
-import { append, cas, del, enc, harness, proposeNow, set, type Harness } from './helpers.js';
+import { append, cas, del, enc, harness, proposeNow, set, type Harness, expectSeedsClean } from './helpers.js';
 import { configOf, inProcess, logOf, until } from './inproc.js';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { PairState } from '../core/pair/lifecycle.js';
@@ -194,18 +194,14 @@ describe('pair txn: atomic at both ends', () => {
 
   it('120 simulated seeds of txns at 30% loss with cuts and reconciliation: convergence, nothing committed lost', () => {
     const s = runSeeds(120, 1, { ...SIM_DEFAULTS, loss: 0.3, dup: 0.05, reorder: 0.2, cuts: true, txn: 0.4 });
-    expect(s.failures).toEqual([]);
-    expect(s.converged).toBe(120);
-    expect(s.lostCommits).toBe(0);
+    expectSeedsClean(s, 120);
     expect(s.rejected).toBeGreaterThan(50);
     expect(s.reconciles).toBeGreaterThan(5);
   });
 
   it('60 simulated seeds of txns with crashes and store faults: what was acknowledged survives', () => {
     const s = runSeeds(60, 1, { ...SIM_DEFAULTS, crashes: true, storeFaults: 0.01, txn: 0.4 });
-    expect(s.failures).toEqual([]);
-    expect(s.converged).toBe(60);
-    expect(s.lostCommits).toBe(0);
+    expectSeedsClean(s, 60);
   });
 });
 

@@ -93,29 +93,12 @@ export function benchCommand(): Command {
     .option('--no-redis', 'skip the Redis baseline (Debian redis-server, `make redis-deps`)')
     .option('--base-port <port>', 'hub base (UDP), peers base+1 on 127.1.x.y (UDP), Redis base+2 (TCP)', intArg('--base-port', 1024), 47600)
     .option('--json', 'print one JSON object', false)
-    .action(
-      async (o: {
-        peers: number;
-        keys: number;
-        valueBytes: number;
-        commits: number;
-        inflight: number;
-        outageMs: number;
-        fsync: string;
-        loadLimitMs: number;
-        hubRssLimitMb: number;
-        waitMs: number;
-        rampMs: number;
-        redis: boolean;
-        basePort: number;
-        json: boolean;
-      }) => {
-        const { runScaleBench, formatScaleBench } = await load<typeof import('../../bench/scale.js')>('../../bench/scale.js');
-        const r = await runScaleBench({ ...o, log: (l) => console.error(l) });
-        if (o.json) console.log(JSON.stringify(r, null, 2));
-        else for (const l of formatScaleBench(r)) console.log(l);
-      },
-    );
+    .action(async (o: Omit<import('../../bench/scale.js').ScaleBenchOptions, 'log'> & { json: boolean }) => {
+      const { runScaleBench, formatScaleBench } = await load<typeof import('../../bench/scale.js')>('../../bench/scale.js');
+      const r = await runScaleBench({ ...o, log: (l) => console.error(l) });
+      if (o.json) console.log(JSON.stringify(r, null, 2));
+      else for (const l of formatScaleBench(r)) console.log(l);
+    });
   bench
     .command('domain')
     .description(
