@@ -37,6 +37,8 @@ export interface CompareRow {
   /** Bytes and milliseconds for the cut-off side to catch up after K missed updates. */
   catchUpBytes: number;
   catchUpMs: number;
+  /** Spook only: how the cut-off side caught up (docs/PROTOCOL.md §8.1): log replay, log diff, range reconciliation or full transfer. */
+  catchUpPath?: 'log' | 'diff' | 'reconcile' | 'full';
   /** Memory (JS heap + external) held by the two replicas of the N-key state, after GC; -1 if not measured. */
   stateHeapBytes: number;
   identical: boolean;
@@ -50,6 +52,8 @@ interface System {
   reconnect(): number;
   setConnected(up: boolean): void;
   identical(): boolean;
+  /** Spook: the catch-up path taken. */
+  path?(): CompareRow['catchUpPath'];
 }
 
 v8.setFlagsFromString('--expose_gc');
@@ -121,6 +125,12 @@ function spook(n: number, rng: Rng): { sys: System; holder: unknown } {
       // Everything from reconnection until aligned: retransmissions, statuses, acks.
       reconnect: run,
       identical: () => aligned(),
+      path: () => {
+        const r = a.register('m').sequencer!.responder;
+        if (r.diffsBuilt > 0 && !b.stats.drops['diff-mismatch']) return 'diff';
+        if (b.stats.fullTransfers > 0) return 'full';
+        return r.pinsBuilt > 0 ? 'reconcile' : 'log';
+      },
     },
   };
 }
@@ -269,6 +279,7 @@ export function compareOne(system: keyof typeof SYSTEMS, n: number, k: number, u
     updatesPerSec: Math.round((updates * 1.1) / dt),
     catchUpBytes,
     catchUpMs: Number(catchUpMs.toFixed(1)),
+    ...(sys.path ? { catchUpPath: sys.path() } : {}),
     stateHeapBytes,
     identical,
   };

@@ -3,7 +3,7 @@
  * Each message is `type u8 | length varint | body`; a frame holds one or more.
  */
 import { DropReason, MAX_KEY_LEN, MAX_MESSAGE_LEN, MAX_PAYLOAD_LEN, MAX_VALUE_LEN } from './constants.js';
-import { Reader, Writer, type Hash64Parts } from './buffer.js';
+import { Reader, Writer, varintLen, type Hash64Parts } from './buffer.js';
 import { DeltaOp, type Delta, type RejectReason } from './delta.js';
 import { WireError } from './errors.js';
 import { readName, writeName } from './names.js';
@@ -30,10 +30,15 @@ export enum MsgType {
   Fragment = 14,
   /** Which pieces of a fragmented message arrived (§3.4): selective acknowledgement. */
   FragmentAck = 16,
+  // ---- catch-up by log diff (rev 1.12) ----
+  /** The keys a log gap touched, each once, at a pin's version (§8.2.1). */
+  ReconDiff = 17,
 }
 
 /** Request flag: the responder also sends ReconMeta. */
 export const REQ_WANT_META = 0x01;
+/** ReconReq flag (rev 1.12): answer with the log diff since `diff.since` (§8.2.1). */
+export const REQ_WANT_DIFF = 0x02;
 /** Reconciliation tree fan-out: 4 bits of key hash per level, 8 levels over a 32-bit key hash. */
 export const RECON_FANOUT = 16;
 export const RECON_MAX_DEPTH = 8;
@@ -121,8 +126,32 @@ export interface ReconReqMsg {
   type: MsgType.ReconReq;
   register: string;
   targetVersion: number;
+  /** REQ_WANT_META, and REQ_WANT_DIFF exactly when `diff` is present (the encoder sets it from `diff`). */
   flags: number;
   prefixes: Prefix[];
+  /** Rev 1.12: the requester's version and the first diff part it lacks; no prefixes then (§8.2.1). */
+  diff?: DiffWant;
+}
+export interface DiffWant {
+  since: number;
+  fromPart: number;
+}
+/** One key of a log diff: its entry at the pin, or `value` undefined if the pin does not hold it (deleted). */
+export interface DiffEntry {
+  key: Uint8Array;
+  /** 0 for a deletion. */
+  version: number;
+  value: Uint8Array | undefined;
+}
+export interface ReconDiffMsg {
+  type: MsgType.ReconDiff;
+  register: string;
+  targetVersion: number;
+  since: number;
+  part: number;
+  parts: number;
+  /** Deletions, then entries in ascending version (each version a varint delta from the previous, §8.2.1). */
+  entries: DiffEntry[];
 }
 export interface ReconChild {
   count: number;
@@ -344,6 +373,7 @@ export type Message =
   | ReconReqMsg
   | ReconNodeMsg
   | ReconEntriesMsg
+  | ReconDiffMsg
   | ReconMetaMsg
   | SnapReqMsg
   | SnapChunkMsg
@@ -360,9 +390,9 @@ function readReason(r: Reader, field: string): RejectReason {
   return v as RejectReason;
 }
 
-function readFlags(r: Reader, field: string): number {
+function readFlags(r: Reader, field: string, allowed = REQ_WANT_META): number {
   const v = r.u8(field);
-  if (v & ~REQ_WANT_META) throw new WireError(DropReason.MalformedPayload, field, `reserved flag bits set: 0x${v.toString(16)}`);
+  if (v & ~allowed) throw new WireError(DropReason.MalformedPayload, field, `reserved flag bits set: 0x${v.toString(16)}`);
   return v;
 }
 
@@ -392,6 +422,46 @@ function readEntries(r: Reader, field: string): WireEntry[] {
   return out;
 }
 
+/** Octets of one diff entry after the previous entry's version `prev` (§8.2.1). */
+export function diffEntryLen(e: DiffEntry, prev: number): number {
+  const head = varintLen(e.key.length * 2 + (e.value ? 0 : 1)) + e.key.length;
+  return e.value ? head + varintLen(e.version - prev) + varintLen(e.value.length) + e.value.length : head;
+}
+
+function writeDiffEntries(w: Writer, since: number, entries: DiffEntry[]): void {
+  let prev = since;
+  for (const e of entries) {
+    w.varint(e.key.length * 2 + (e.value ? 0 : 1)).bytes(e.key);
+    if (!e.value) continue;
+    if (e.version < prev) throw new RangeError(`diff entry version ${e.version} below ${prev}: entries must ascend from since`);
+    w.varint(e.version - prev).lenBytes(e.value);
+    prev = e.version;
+  }
+}
+
+/** Entries to the end of the body; each put's version ascends from `since` and is at most the pin's. */
+function readDiffEntries(r: Reader, since: number, target: number): DiffEntry[] {
+  const out: DiffEntry[] = [];
+  let prev = since;
+  for (let i = 0; r.remaining > 0; i++) {
+    const head = r.varint(`reconDiff[${i}].key`);
+    const klen = Math.floor(head / 2);
+    if (klen === 0 || klen > MAX_KEY_LEN)
+      throw new WireError(DropReason.MalformedPayload, `reconDiff[${i}].key`, `key length ${klen} not in 1..${MAX_KEY_LEN}`);
+    const key = r.bytes(klen, `reconDiff[${i}].key`);
+    if (head % 2 === 1) {
+      out.push({ key, version: 0, value: undefined });
+      continue;
+    }
+    const version = prev + r.varint(`reconDiff[${i}].version`);
+    if (version > target)
+      throw new WireError(DropReason.MalformedPayload, `reconDiff[${i}].version`, `v${version} is past the pin's v${target}`);
+    out.push({ key, version, value: r.lenBytes(`reconDiff[${i}].value`, MAX_VALUE_LEN) });
+    prev = version;
+  }
+  return out;
+}
+
 function writeBody(w: Writer, m: Message): void {
   switch (m.type) {
     case MsgType.Status:
@@ -415,8 +485,16 @@ function writeBody(w: Writer, m: Message): void {
       return;
     case MsgType.ReconReq:
       writeName(w, m.register);
-      w.varint(m.targetVersion).u8(m.flags).varint(m.prefixes.length);
+      if (m.diff && m.prefixes.length > 0) throw new RangeError('a ReconReq asks for a diff or for prefixes, not both');
+      w.varint(m.targetVersion).u8(m.diff ? m.flags | REQ_WANT_DIFF : m.flags & ~REQ_WANT_DIFF);
+      if (m.diff) w.varint(m.diff.since).varint(m.diff.fromPart);
+      w.varint(m.prefixes.length);
       for (const p of m.prefixes) w.u8(p.depth).u32(p.prefix);
+      return;
+    case MsgType.ReconDiff:
+      writeName(w, m.register);
+      w.varint(m.targetVersion).varint(m.since).varint(m.part).varint(m.parts);
+      writeDiffEntries(w, m.since, m.entries);
       return;
     case MsgType.ReconNode:
       writeName(w, m.register);
@@ -572,8 +650,9 @@ function readBody(r: Reader, type: number): Message | undefined {
     case MsgType.ReconReq: {
       const register = readName(r);
       const targetVersion = r.varint('reconReq.targetVersion');
-      const flags = readFlags(r, 'reconReq.flags');
-      const n = readCount(r, 'reconReq.count', 256);
+      const flags = readFlags(r, 'reconReq.flags', REQ_WANT_META | REQ_WANT_DIFF);
+      const diff = flags & REQ_WANT_DIFF ? { since: r.varint('reconReq.since'), fromPart: r.varint('reconReq.fromPart') } : undefined;
+      const n = readCount(r, 'reconReq.count', diff ? 0 : 256);
       const prefixes: Prefix[] = [];
       for (let i = 0; i < n; i++) {
         const depth = r.u8(`reconReq[${i}].depth`);
@@ -584,7 +663,19 @@ function readBody(r: Reader, type: number): Message | undefined {
           throw new WireError(DropReason.MalformedPayload, `reconReq[${i}].prefix`, `${prefix} does not fit depth ${depth}`);
         prefixes.push({ depth, prefix });
       }
-      return { type, register, targetVersion, flags, prefixes };
+      return diff ? { type, register, targetVersion, flags, prefixes, diff } : { type, register, targetVersion, flags, prefixes };
+    }
+    case MsgType.ReconDiff: {
+      const register = readName(r);
+      const targetVersion = r.varint('reconDiff.targetVersion');
+      const since = r.varint('reconDiff.since');
+      if (since > targetVersion)
+        throw new WireError(DropReason.MalformedPayload, 'reconDiff.since', `v${since} is past the pin's v${targetVersion}`);
+      const part = r.varint('reconDiff.part');
+      const parts = r.varint('reconDiff.parts');
+      if (parts === 0 || part >= parts || parts > MAX_SNAPSHOT_CHUNKS)
+        throw new WireError(DropReason.MalformedPayload, 'reconDiff.part', `part ${part} of ${parts}`);
+      return { type, register, targetVersion, since, part, parts, entries: readDiffEntries(r, since, targetVersion) };
     }
     case MsgType.ReconNode: {
       const register = readName(r);

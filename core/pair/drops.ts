@@ -32,6 +32,8 @@ export const PAIR_DROPS = [
   'quota-violation',
   /** Reconciliation: a new pin asked for too soon or too often. */
   'recon-rate-limited',
+  /** A log diff that does not give the pin's hash, names a key twice or changes its part count: range reconciliation follows (§8.2.1). */
+  'diff-mismatch',
   /**
    * A register message while the manifests are not known to match (§6.3): for a register this
    * end does not declare before the peer's manifest matched, or for any register while they differ.

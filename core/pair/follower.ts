@@ -218,6 +218,8 @@ export class Follower implements RoleMachine, RequesterHost {
         return this.session?.onNode(now, m);
       case MsgType.ReconEntries:
         return this.session?.onEntries(now, m);
+      case MsgType.ReconDiff:
+        return this.session?.onDiff(now, m);
       case MsgType.SnapChunk:
         return this.session?.onChunk(now, m);
       case MsgType.StreamData:
@@ -258,15 +260,16 @@ export class Follower implements RoleMachine, RequesterHost {
     }
     if (trigger === undefined) return;
     if (st !== PairState.FORMING) s.pair.trigger(now, trigger, detail);
-    this.startReconcile(now);
+    // Behind the advertised log base with equal history: ask for the log diff first (§8.2.1).
+    this.startReconcile(now, trigger === LifecycleEvent.UnfillableGap);
   }
 
-  private startReconcile(now: number): void {
+  private startReconcile(now: number, diff = false): void {
     // A sequencer can make us reconcile again and again (each ends in a snapshot, O(state)):
     // sessions start at the pins' rate, 2 at once then one per second (§8.2).
     const at = this.reconcileRate.next(now);
     this.reconcileRate.take(at);
-    this.session = new ReconRequester(this, at > now ? at : undefined);
+    this.session = new ReconRequester(this, at > now ? at : undefined, diff);
     this.clearReorder();
   }
 

@@ -170,6 +170,8 @@ function largeKey(m: Message): string | undefined {
       return `entries/${m.register}/${m.targetVersion}/${m.depth}/${m.prefix}/${m.part}`;
     case MsgType.SnapChunk:
       return `chunk/${m.register}/${m.targetVersion}/${m.chunk}`;
+    case MsgType.ReconDiff:
+      return `diff/${m.register}/${m.targetVersion}/${m.since}/${m.part}`;
     default:
       return undefined;
   }

@@ -23,6 +23,7 @@ import {
 } from '../../wire/messages.js';
 import type { ReconDrop, ResponderHost } from '../reconcile/host.js';
 import { ReconResponder } from '../reconcile/reentangle.js';
+import { latin1 } from '../reconcile/diff.js';
 import { hashEquals, hashHex } from '../register/hash.js';
 import { MapState } from '../register/map.js';
 import { QuotaCheck } from '../register/quota.js';
@@ -40,14 +41,32 @@ const ELIDED_TRIES = 3;
 /** Room kept beside a collapse record in one payload: an Ack and a Status. */
 const COLLAPSE_SLACK = 160;
 const MAX_ENTRIES_PER_COLLAPSE = 255;
-/** Gaps shorter than this are always replayed from the log (costing them is not worth it). */
-const GAP_COSTING_MIN = 64;
+/** Gaps of fewer octets of records than this are always replayed from the log (costing them is not worth it). */
+const GAP_COSTING_MIN_BYTES = 4096;
 /** Records decoded to cost a gap; a longer gap is extrapolated from its most recent ones. */
 const GAP_COSTING_MAX = 4096;
 /** Bytes of tree summaries a reconciliation spends per differing key (measured: ~650 at 10^6 keys, less below). */
 const RECONCILE_OVERHEAD_PER_KEY = 400;
 /** A ReconNode message: 16 children of (count varint, 8-byte hash) plus framing. */
 const RECON_NODE_BYTES = 190;
+/** Octets a diff part costs beside its entries: frame header and AEAD tag, message header, an Ack. */
+const DIFF_PART_OVERHEAD = 64;
+/** Octets a diff costs once: the request, the ReconMeta, the Statuses that close it. */
+const DIFF_FIXED_BYTES = 200;
+/** A diff replaces a replay only when the replay costs this much more (the diff's estimate is close, not exact). */
+const DIFF_MARGIN = 1.25;
+
+/** The keys a logged Collapse record's committed entries write (for a cross txn, this register's part). */
+function recordKeys(rec: LogRecord): Uint8Array[] {
+  const m = decodeMessages(rec.encoded).messages[0] as CollapseMsg;
+  const out: Uint8Array[] = [];
+  for (const e of m.entries) {
+    if (e.verdict !== 'committed') continue;
+    const own = ownPart(e.delta);
+    for (const d of own.op === DeltaOp.Txn ? own.ops : [own]) if ('key' in d) out.push(d.key);
+  }
+  return out;
+}
 
 export class Sequencer implements RoleMachine, ResponderHost {
   readonly role = 'sequencer';
@@ -84,6 +103,8 @@ export class Sequencer implements RoleMachine, ResponderHost {
   /** Versions at or below this are not served from the log (reconciliation is cheaper). */
   private servedBase = 0;
   private gapCosted = true;
+  /** The follower version the costing chose a log diff for (§8.1), if it did. */
+  private diffSince: number | undefined;
   private retransmitAt: number | undefined;
   /** When the responder's sliced work (chunking a pin) should continue. */
   private workDueAt: number | undefined;
@@ -142,6 +163,19 @@ export class Sequencer implements RoleMachine, ResponderHost {
 
   wantWork(now: number): void {
     this.workDueAt = now;
+  }
+
+  get maxPayload(): number {
+    return this.s.pair.maxPayload;
+  }
+
+  touchedKeys(v: number): readonly Uint8Array[] | undefined {
+    const rec = this.s.log.get(v);
+    return rec && recordKeys(rec);
+  }
+
+  diffFrom(since: number): boolean {
+    return this.diffSince === since && this.s.log.covers(since);
   }
 
   status(): StatusMsg {
@@ -465,44 +499,47 @@ export class Sequencer implements RoleMachine, ResponderHost {
   }
 
   /**
-   * Re-entanglement by log replays every missed collapse; reconciliation sends each
-   * differing key once. When the missed collapses rewrote the same keys over and over, the
-   * replay costs more: then advertise the gap as unservable (Status.logBase) so the follower
-   * reconciles. Costed once per re-entanglement, O(gap); streams always replay (a stream's
-   * gap is its tail either way).
+   * Re-entanglement by log replays every missed collapse; a log diff sends each key the gap
+   * touched once (§8.2.1); range reconciliation each differing key once plus tree summaries.
+   * When the missed collapses rewrote keys, the replay costs more: then advertise the gap as
+   * unservable (Status.logBase) so the follower reconciles, asking for the diff first, which
+   * is served when it was the cheapest (diffFrom). Costed once per re-entanglement, O(gap) with
+   * at most GAP_COSTING_MAX records decoded; streams always replay (a stream's gap is its tail).
    */
   private costGap(peerVersion: number): void {
     const s = this.s;
     this.gapCosted = true;
+    this.diffSince = undefined;
     const gap = s.version - peerVersion;
-    if (!(s.state instanceof MapState) || gap < GAP_COSTING_MIN || !s.log.covers(peerVersion)) return;
+    if (!(s.state instanceof MapState) || gap <= 0 || !s.log.covers(peerVersion)) return;
     let logBytes = 0;
+    for (let v = peerVersion + 1; v <= s.version; v++) logBytes += s.log.get(v)!.encoded.length;
+    if (logBytes < GAP_COSTING_MIN_BYTES) return;
     const keys = new Set<string>();
     // A follower can force a re-entanglement with one Status: decode at most GAP_COSTING_MAX
     // records (the most recent) and extrapolate the distinct keys from them (an upper bound).
     const scanFrom = Math.max(peerVersion + 1, s.version - GAP_COSTING_MAX + 1);
-    for (let v = peerVersion + 1; v <= s.version; v++) {
-      const rec = s.log.get(v)!;
-      logBytes += rec.encoded.length;
-      if (v < scanFrom) continue;
-      const m = decodeMessages(rec.encoded).messages[0] as CollapseMsg;
-      for (const e of m.entries) {
-        if (e.verdict !== 'committed') continue;
-        const own = ownPart(e.delta);
-        for (const d of own.op === DeltaOp.Txn ? own.ops : [own]) if ('key' in d) keys.add(Buffer.from(d.key).toString('latin1'));
+    let entries = 0;
+    for (let v = scanFrom; v <= s.version; v++) {
+      for (const k of recordKeys(s.log.get(v)!)) {
+        keys.add(latin1(k));
+        entries++;
       }
     }
     const n = s.state.size();
-    const distinct = Math.min(n + gap * MAX_ENTRIES_PER_COLLAPSE, Math.ceil((keys.size * gap) / (s.version - scanFrom + 1)));
+    const distinct = Math.min(n + entries * (gap / (s.version - scanFrom + 1)), Math.ceil((keys.size * gap) / (s.version - scanFrom + 1)));
     const avgEntry = n > 0 ? s.state.fullTransferBytes() / n : 64;
     // Reconciliation: the differing keys' entries, plus tree summaries: about a path per key
     // when differences are sparse, at most the whole tree (one 16-child node per ~8 entries).
     const treeBytes = Math.min(distinct * RECONCILE_OVERHEAD_PER_KEY, (n / 8 + 1) * RECON_NODE_BYTES);
     const reconcileBytes = distinct * avgEntry + treeBytes;
-    if (reconcileBytes * 2 < logBytes) {
-      this.servedBase = s.version;
-      s.statusDirty = true;
-    }
+    // A diff: each touched key once, about an entry's octets (its version a delta of about one
+    // octet where the entry's is a full varint), in parts that each fill a payload.
+    const diffBytes = distinct * avgEntry * (1 + DIFF_PART_OVERHEAD / s.pair.maxPayload) + DIFF_FIXED_BYTES;
+    if (diffBytes * DIFF_MARGIN < logBytes && diffBytes <= reconcileBytes) this.diffSince = peerVersion;
+    else if (!(reconcileBytes * 2 < logBytes)) return;
+    this.servedBase = s.version;
+    s.statusDirty = true;
   }
 
   aligned(): boolean {

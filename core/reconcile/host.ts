@@ -10,7 +10,7 @@ import type { Quota } from '../register/quota.js';
 import type { StreamState } from '../register/stream.js';
 
 /** Why reconciliation refused a request or response (counted among the pair's drops, core/pair/drops.ts). */
-export type ReconDrop = 'recon-rate-limited' | 'quota-violation';
+export type ReconDrop = 'recon-rate-limited' | 'quota-violation' | 'diff-mismatch';
 
 interface ReconHost {
   readonly name: string;
@@ -32,6 +32,12 @@ export interface ResponderHost extends ReconHost {
   status(): StatusMsg;
   /** Whether the log can bring the follower from `v` to the present (a pin at `v` is still useful). */
   canServeFrom(v: number): boolean;
+  /** Payload limit of the pair: a diff part fills one (§8.2.1). */
+  readonly maxPayload: number;
+  /** The keys logged record `v` writes (committed entries), or undefined if the log no longer holds it. */
+  touchedKeys(v: number): readonly Uint8Array[] | undefined;
+  /** Whether the costing of this re-entanglement chose a log diff for a follower at `since` (§8.1), and the log still covers it. */
+  diffFrom(since: number): boolean;
   /** Sliced work is left: run it at once (bounded per call). */
   wantWork(now: number): void;
 }

@@ -10,6 +10,9 @@
  *
  *  - map, reconcile: walk the key-space tree (keyspace.ts), descending only into
  *    subtrees whose (count, hash) differ; O(d log n) bytes for d differences.
+ *  - map, diff (rev 1.12): when the sequencer's log covers the follower's gap, every key the
+ *    gap touched, once, at the pin's version (diff.ts): O(keys touched) bytes, where a replay
+ *    resends every overwritten version and the tree walk adds a path per key.
  *  - stream, reconcile: streams are append-only, so the difference is the tail.
  *  - full transfer (last resort, counted): when reconciliation's result does not hash to
  *    the pin (or a stream is not a prefix of the sequencer's): chunked and resumable.
@@ -19,6 +22,8 @@ import {
   RECON_FANOUT,
   RECON_MAX_DEPTH,
   REQ_WANT_META,
+  type DiffWant,
+  type ReconDiffMsg,
   type Prefix,
   type ReconEntriesMsg,
   type ReconMetaMsg,
@@ -40,6 +45,7 @@ import type { PayloadBuilder } from '../pair/payload.js';
 import type { RequesterHost, ResponderHost, StateChange } from './host.js';
 import type { RejectReason } from '../../wire/delta.js';
 import { Gcra } from '../util/rate.js';
+import { DIFF_WINDOW, DiffPlan, latin1, lookup } from './diff.js';
 
 /** A subtree with at most this many entries is answered with its entries, not its children. */
 export const RECON_LEAF_MAX = 8;
@@ -49,6 +55,8 @@ const STREAM_CHUNK = 1024;
 const STREAM_WINDOW = 16;
 const MAX_PREFIXES_PER_REQ = 64;
 const STALLS_BEFORE_RESTART = 4;
+/** Room a diff part leaves in a payload beside its entries: its message header (with the name) and an Ack. */
+const DIFF_PART_SLACK = 48;
 
 /** What a pin fixes for any register kind: the version, its hash, and the causal marks then. */
 interface PinBase {
@@ -86,6 +94,10 @@ interface MapPin extends PinBase {
    * requests cost a lookup and a pin costs at most one scan of the map in all.
    */
   bucketChildren?: Map<number, ReconChild[]>;
+  /** The log diff asked for on this pin (§8.2.1), built a slice at a time; one per pin. */
+  diff?: DiffPlan;
+  /** Built by the request being answered: its first diff is paid for by the pin (§8.2.1). */
+  fresh?: boolean;
 }
 
 interface StreamPin extends PinBase {
@@ -94,6 +106,7 @@ interface StreamPin extends PinBase {
 }
 
 const prefixKey = (depth: number, prefix: number): string => `${depth}:${prefix}`;
+const ROOT: Prefix = { depth: 0, prefix: 0 };
 
 /** Splits entries into groups that each fit one message. */
 function partition(entries: MapEntry[]): MapEntry[][] {
@@ -138,6 +151,8 @@ export class ReconResponder {
   private readonly pinRate = new Gcra(PIN_BURST, PIN_INTERVAL_MS);
   /** New pins built (metrics, tests); refusals are counted as recon-rate-limited drops. */
   pinsBuilt = 0;
+  /** Log diffs built (§8.2.1; tests, bench compare's path column). */
+  diffsBuilt = 0;
 
   constructor(private readonly r: ResponderHost) {}
 
@@ -169,7 +184,7 @@ export class ReconResponder {
     };
     this.pin =
       r.state instanceof MapState
-        ? { kind: 'map', ...common, index: r.state.snapshot(r.version) }
+        ? { kind: 'map', ...common, index: r.state.snapshot(r.version), fresh: true }
         : { kind: 'stream', ...common, length: r.state.size() };
     this.pinsBuilt++;
     return this.pin;
@@ -206,9 +221,62 @@ export class ReconResponder {
   onReconReq(now: number, m: ReconReqMsg): void {
     const pin = this.begin(now, m.targetVersion, m.flags, 'map') as MapPin | undefined;
     if (!pin) return;
+    const fresh = pin.fresh === true;
+    pin.fresh = false;
+    if (m.diff) this.onDiffReq(now, pin, m, m.diff, fresh);
+    else this.answer(now, pin, m.prefixes);
+  }
+
+  /**
+   * A diff request (§8.2.1): the keys the log gap (since, pin] touched, at the pin. Served only
+   * for the gap the sequencer's costing chose the diff for (§8.1); otherwise, or when the log
+   * no longer holds the gap, answered as a request for the root, so range reconciliation follows
+   * without a round trip. Building a diff decodes the gap's records (bounded by the log, a slice
+   * per work() call); a diff not paid for by the pin this request built costs a new pin's token.
+   */
+  private onDiffReq(now: number, pin: MapPin, m: ReconReqMsg, want: DiffWant, fresh: boolean): void {
+    let plan = pin.diff;
+    if (plan?.since !== want.since) {
+      if (want.since > pin.version || !this.r.diffFrom(want.since)) return this.answer(now, pin, [ROOT]);
+      if (!fresh) {
+        if (this.pinRate.next(now) > now) {
+          this.r.refuse(now, 'recon-rate-limited', `diff refused: more than ${PIN_BURST} at once or one per ${PIN_INTERVAL_MS} ms`);
+          return;
+        }
+        this.pinRate.take(now);
+      }
+      plan = pin.diff = new DiffPlan(want.since, pin.version, pin.index, this.r.maxPayload - DIFF_PART_SLACK - this.r.name.length);
+      this.diffsBuilt++;
+    }
+    if (plan.failed) return this.answer(now, pin, [ROOT]);
+    if (!plan.parts) {
+      plan.parked = m;
+      this.r.wantWork(now);
+      return;
+    }
+    this.sendDiff(now, pin, plan, want.fromPart);
+  }
+
+  private sendDiff(now: number, pin: MapPin, plan: DiffPlan, fromPart: number): void {
+    const parts = plan.parts!;
+    for (let i = fromPart; i < Math.min(parts.length, fromPart + DIFF_WINDOW); i++) {
+      this.r.respond(now, {
+        type: MsgType.ReconDiff,
+        register: this.r.name,
+        targetVersion: pin.version,
+        since: plan.since,
+        part: i,
+        parts: parts.length,
+        entries: parts[i],
+      });
+    }
+  }
+
+  /** Answer prefixes: a node's children, or its entries when it holds few. */
+  private answer(now: number, pin: MapPin, prefixes: readonly Prefix[]): void {
     // Each distinct prefix is answered once per request: repeating one buys no extra work.
     const seen = new Set<string>();
-    for (const p of m.prefixes) {
+    for (const p of prefixes) {
       const key = prefixKey(p.depth, p.prefix);
       if (seen.has(key)) continue;
       seen.add(key);
@@ -260,9 +328,26 @@ export class ReconResponder {
     this.sendChunks(now, pin, m.fromChunk);
   }
 
-  /** Advance the chunking of the pin by at most `budget` entries; answer a parked request when done. */
+  /** Advance the pin's diff, then its chunking, by at most `budget` entries; answer a parked request when done. */
   work(now: number, budget = CHUNK_WORK_BUDGET): void {
     const pin = this.pin;
+    const diff = pin?.kind === 'map' ? pin.diff : undefined;
+    if (pin?.kind === 'map' && diff && !diff.parts && !diff.failed) {
+      diff.advance(
+        budget,
+        (v) => this.r.touchedKeys(v),
+        (key) => (this.r.state as MapState).keyHashOf(key),
+      );
+      if (!diff.parts && !diff.failed) return this.r.wantWork(now);
+      const parked = diff.parked;
+      diff.parked = undefined;
+      if (parked?.diff) {
+        if (diff.failed) this.answer(now, pin, [ROOT]);
+        else this.sendDiff(now, pin, diff, parked.diff.fromPart);
+      }
+      if (pin.chunks && !pin.chunks.done) this.r.wantWork(now);
+      return;
+    }
     if (pin?.kind !== 'map' || !pin.chunks || pin.chunks.done) return;
     const plan = pin.chunks;
     const buckets = pin.index.buckets;
@@ -338,10 +423,10 @@ export class ReconResponder {
 
 // ------------------------------------------------------------------ requester (follower)
 
-type Mode = 'reconcile' | 'full';
+type Mode = 'diff' | 'reconcile' | 'full';
 
 export class ReconRequester {
-  mode: Mode = 'reconcile';
+  mode: Mode;
   retransmitAt: number | undefined;
   private target: number | undefined;
   private meta: ReconMetaMsg | undefined;
@@ -380,11 +465,21 @@ export class ReconRequester {
   private receivedEntries = 0;
   private receivedBytes = 0;
 
+  // Map diff (§8.2.1): staged into `deletes` and `puts` part by part.
+  private since = 0;
+  private diffParts: number | undefined;
+  private readonly diffGot = new Set<number>();
+  /** Keys staged so far: a key named twice is a lie (the staged result would not be a map). */
+  private readonly diffKeys = new Set<string>();
+
   constructor(
     private readonly r: RequesterHost,
     /** Rate-limited start (§8.2): no request before this time. */
     public notBefore?: number,
+    /** Ask for a log diff first (a map behind the sequencer's advertised log base, §8.1). */
+    diff = false,
   ) {
+    this.mode = diff && r.state instanceof MapState ? 'diff' : 'reconcile';
     this.restart();
   }
 
@@ -409,6 +504,11 @@ export class ReconRequester {
     this.ahead.clear();
     this.receivedEntries = 0;
     this.receivedBytes = 0;
+    this.since = r.version;
+    this.diffParts = undefined;
+    this.diffGot.clear();
+    this.diffKeys.clear();
+    if (this.mode === 'diff') this.queue = [];
     if (this.mode === 'full') {
       this.myIndex = undefined;
       this.streamBase = 0;
@@ -469,6 +569,18 @@ export class ReconRequester {
       const offset = this.streamBase + this.stagedLen;
       raw = encodeMessage({ type: MsgType.StreamReq, register, targetVersion, flags, offset });
       this.windowEnd = offset + STREAM_CHUNK * STREAM_WINDOW;
+    } else if (this.mode === 'diff') {
+      let from = 0;
+      while (this.diffGot.has(from)) from++;
+      raw = encodeMessage({
+        type: MsgType.ReconReq,
+        register,
+        targetVersion,
+        flags,
+        prefixes: [],
+        diff: { since: this.since, fromPart: from },
+      });
+      this.windowEnd = from + DIFF_WINDOW;
     } else if (this.mode === 'full') {
       let from = 0;
       while (from < this.chunks.length && this.chunks[from]) from++;
@@ -500,8 +612,52 @@ export class ReconRequester {
     for (const e of entries) this.receivedBytes += entryWireLen(e);
     if (this.receivedEntries <= q.maxKeys && this.receivedBytes <= q.maxBytes) return true;
     this.r.refuse(now, 'quota-violation', `reconciliation sent more than ${q.maxKeys} keys / ${q.maxBytes} octets`);
+    if (this.mode === 'diff') this.mode = 'reconcile';
     this.restart();
     return false;
+  }
+
+  /** The diff does not hold (or lies): drop what was staged and reconcile by ranges instead (§8.2.1). */
+  private leaveDiff(now: number, detail: string): void {
+    this.r.refuse(now, 'diff-mismatch', detail);
+    this.mode = 'reconcile';
+    this.restart();
+  }
+
+  /**
+   * A part of the diff: staged at once (own entry of each key out, the pin's in), nothing
+   * applied until every part is here and the result hashes to the pin (progress).
+   */
+  onDiff(now: number, m: ReconDiffMsg): void {
+    if (this.mode !== 'diff' || !this.myIndex || m.since !== this.since || !this.accept(m.targetVersion)) return;
+    const mine = this.myIndex;
+    if (this.diffParts === undefined) {
+      // Every part holds an entry (or the diff is one empty part), and only puts (quota) and
+      // deletions of own keys are kept: more parts than that is a sequencer inventing work.
+      const bound = this.r.quota.maxKeys + mine.size + 1;
+      if (m.parts > bound) return this.leaveDiff(now, `diff of ${m.parts} parts, more than ${bound}`);
+      this.diffParts = m.parts;
+    } else if (m.parts !== this.diffParts) return this.leaveDiff(now, `diff part count changed from ${this.diffParts} to ${m.parts}`);
+    if (this.diffGot.has(m.part)) return; // a duplicate
+    const state = this.r.state as MapState;
+    const puts: WireEntry[] = [];
+    for (const e of m.entries) {
+      const k = latin1(e.key);
+      if (this.diffKeys.has(k)) return this.leaveDiff(now, `diff names a key twice (part ${m.part})`);
+      const own = lookup(mine, state.keyHashOf(e.key) | 0, e.key);
+      // A deletion of a key we lack (made and deleted in the gap) changes nothing: not kept.
+      if (!e.value && !own) continue;
+      this.diffKeys.add(k);
+      if (own) this.deletes.push(own);
+      if (e.value) puts.push({ key: e.key.slice(), version: e.version, value: e.value.slice() });
+    }
+    if (!this.admit(now, puts)) return;
+    for (const e of puts) this.puts.push(e);
+    this.diffGot.add(m.part);
+    let from = 0;
+    while (this.diffGot.has(from)) from++;
+    if (from >= this.windowEnd) this.wantRequest = from < m.parts;
+    this.progress(now);
   }
 
   onMeta(now: number, m: ReconMetaMsg): void {
@@ -520,7 +676,19 @@ export class ReconRequester {
     this.progress(now);
   }
 
+  /** The responder serves no diff: it answered the diff request as one for the root (§8.2.1). */
+  private diffDeclined(m: { depth: number; prefix: number; targetVersion: number }): void {
+    if (this.mode !== 'diff' || m.depth !== 0 || m.prefix !== 0 || this.diffGot.size > 0) return;
+    if (this.target !== undefined && this.target !== m.targetVersion) return;
+    this.mode = 'reconcile';
+    this.deletes = [];
+    this.puts = [];
+    this.diffKeys.clear();
+    this.outstanding.set(prefixKey(0, 0), ROOT);
+  }
+
   onNode(now: number, m: ReconNodeMsg): void {
+    this.diffDeclined(m);
     if (this.mode !== 'reconcile' || !this.myIndex || !this.accept(m.targetVersion)) return;
     const key = prefixKey(m.depth, m.prefix);
     if (!this.outstanding.delete(key)) return;
@@ -545,6 +713,7 @@ export class ReconRequester {
   }
 
   onEntries(now: number, m: ReconEntriesMsg): void {
+    this.diffDeclined(m);
     if (this.mode !== 'reconcile' || !this.myIndex || !this.accept(m.targetVersion)) return;
     const key = prefixKey(m.depth, m.prefix);
     if (!this.outstanding.has(key)) return;
@@ -651,6 +820,18 @@ export class ReconRequester {
       for (const c of this.staged) next.appendBytes(c);
       return this.install(now, meta, { kind: 'replace', state: next });
     }
+    if (this.mode === 'diff') {
+      if (this.diffParts === undefined || this.diffGot.size < this.diffParts) return;
+      const state = r.state;
+      const h = new Hash64(state.hash.hi, state.hash.lo);
+      for (const e of this.deletes) h.sub(e.hhi, e.hlo);
+      const staged = this.puts.map((e) => state.entryOf(e.key, e.value, e.version));
+      for (const e of staged) h.add(e.hhi, e.hlo);
+      const size = state.size() - this.deletes.length + staged.length;
+      if (!h.equals(meta.hash) || size !== meta.size)
+        return this.leaveDiff(now, `diff since v${this.since} does not give the pin's hash at v${meta.targetVersion}`);
+      return this.install(now, meta, { kind: 'edit-map', deletes: this.deletes, puts: staged });
+    }
     if (this.mode === 'reconcile') {
       if (this.queue.length > 0 || this.outstanding.size > 0) return;
       const state = r.state;
@@ -672,7 +853,8 @@ export class ReconRequester {
 
   private install(now: number, meta: ReconMetaMsg, change: StateChange): void {
     this.r.install(now, {
-      method: this.mode,
+      // A diff is reconciliation by other means (the event's method stays one of log, reconcile, full).
+      method: this.mode === 'full' ? 'full' : 'reconcile',
       version: meta.targetVersion,
       change,
       origins: new Map(meta.origins.map((o) => [o.origin, o.seq])),

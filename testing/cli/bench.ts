@@ -308,7 +308,7 @@ export function benchCommand(): Command {
           (r) => {
             if (!o.json)
               console.error(
-                `${r.system.padEnd(10)} N=${String(r.n).padEnd(8)} K=${String(r.k).padEnd(6)} ${r.bytesPerUpdate} B/update  catch-up ${r.catchUpBytes} B in ${r.catchUpMs} ms  ${r.updatesPerSec}/s  heap ${(r.stateHeapBytes / 1e6).toFixed(1)} MB  ${r.identical ? 'identical' : 'DIFFERENT'}`,
+                `${r.system.padEnd(10)} N=${String(r.n).padEnd(8)} K=${String(r.k).padEnd(6)} ${r.bytesPerUpdate} B/update  catch-up ${r.catchUpBytes} B in ${r.catchUpMs} ms${r.catchUpPath ? ` by ${r.catchUpPath}` : ''}  ${r.updatesPerSec}/s  heap ${(r.stateHeapBytes / 1e6).toFixed(1)} MB  ${r.identical ? 'identical' : 'DIFFERENT'}`,
               );
           },
         );
