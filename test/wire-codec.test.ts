@@ -654,6 +654,21 @@ const examples: Message[] = [
       { from: 9, to: 700 },
     ],
   },
+  // ---- catch-up by log diff (rev 1.12): one part of the diff since v70 (a deletion, then ascending versions)
+  {
+    type: MsgType.ReconDiff,
+    register: 'map',
+    targetVersion: 100,
+    since: 70,
+    part: 2,
+    parts: 3,
+    entries: [
+      { key: b('gone'), version: 0, value: undefined },
+      { key: b('alpha'), version: 71, value: b('one') },
+      { key: b('beta'), version: 71, value: bytes() },
+      { key: fill(20, 7), version: 100, value: fill(3, 1) },
+    ],
+  },
 ];
 
 /** A message as type | varint length | body, from raw body bytes. */

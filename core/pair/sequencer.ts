@@ -54,16 +54,23 @@ const DIFF_PART_OVERHEAD = 64;
 /** Octets a diff costs once: the request, the ReconMeta, the Statuses that close it. */
 const DIFF_FIXED_BYTES = 200;
 /** A diff replaces a replay only when the replay costs this much more (the diff's estimate is close, not exact). */
-const DIFF_MARGIN = 1.25;
+const DIFF_MARGIN = 1.05;
 
-/** The keys a logged Collapse record's committed entries write (for a cross txn, this register's part). */
-function recordKeys(rec: LogRecord): Uint8Array[] {
+/**
+ * The keys a logged Collapse record's committed entries write (for a cross txn, this register's
+ * part); `written` learns the octets each write's key and value take.
+ */
+function recordKeys(rec: LogRecord, written?: (octets: number) => void): Uint8Array[] {
   const m = decodeMessages(rec.encoded).messages[0] as CollapseMsg;
   const out: Uint8Array[] = [];
   for (const e of m.entries) {
     if (e.verdict !== 'committed') continue;
     const own = ownPart(e.delta);
-    for (const d of own.op === DeltaOp.Txn ? own.ops : [own]) if ('key' in d) out.push(d.key);
+    for (const d of own.op === DeltaOp.Txn ? own.ops : [own]) {
+      if (!('key' in d)) continue;
+      out.push(d.key);
+      written?.(d.key.length + ('value' in d ? d.value.length : 0));
+    }
   }
   return out;
 }
@@ -520,8 +527,9 @@ export class Sequencer implements RoleMachine, ResponderHost {
     // records (the most recent) and extrapolate the distinct keys from them (an upper bound).
     const scanFrom = Math.max(peerVersion + 1, s.version - GAP_COSTING_MAX + 1);
     let entries = 0;
+    let writtenBytes = 0;
     for (let v = scanFrom; v <= s.version; v++) {
-      for (const k of recordKeys(s.log.get(v)!)) {
+      for (const k of recordKeys(s.log.get(v)!, (octets) => (writtenBytes += octets))) {
         keys.add(latin1(k));
         entries++;
       }
@@ -533,9 +541,10 @@ export class Sequencer implements RoleMachine, ResponderHost {
     // when differences are sparse, at most the whole tree (one 16-child node per ~8 entries).
     const treeBytes = Math.min(distinct * RECONCILE_OVERHEAD_PER_KEY, (n / 8 + 1) * RECON_NODE_BYTES);
     const reconcileBytes = distinct * avgEntry + treeBytes;
-    // A diff: each touched key once, about an entry's octets (its version a delta of about one
-    // octet where the entry's is a full varint), in parts that each fill a payload.
-    const diffBytes = distinct * avgEntry * (1 + DIFF_PART_OVERHEAD / s.pair.maxPayload) + DIFF_FIXED_BYTES;
+    // A diff: each touched key once, with the last value the gap wrote (sized as the gap's writes
+    // are, plus a key length, a version delta and a value length), in parts that each fill a payload.
+    const diffEntry = entries > 0 ? writtenBytes / entries + 3 : avgEntry;
+    const diffBytes = distinct * diffEntry * (1 + DIFF_PART_OVERHEAD / s.pair.maxPayload) + DIFF_FIXED_BYTES;
     if (diffBytes * DIFF_MARGIN < logBytes && diffBytes <= reconcileBytes) this.diffSince = peerVersion;
     else if (!(reconcileBytes * 2 < logBytes)) return;
     this.servedBase = s.version;
