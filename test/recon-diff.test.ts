@@ -6,7 +6,8 @@
 import { describe, expect, it } from 'vitest';
 import { HalfPair } from '../core/pair/halfpair.js';
 import type { RegisterSpec } from '../core/pair/types.js';
-import type { MapState } from '../core/register/map.js';
+import { MapState } from '../core/register/map.js';
+import { DiffPlan } from '../core/reconcile/diff.js';
 import { FrameType, MAX_KEY_LEN, MAX_VALUE_LEN } from '../wire/constants.js';
 import { Writer } from '../wire/buffer.js';
 import { WireError } from '../wire/errors.js';
@@ -417,5 +418,70 @@ describe('a follower asking for diffs', () => {
     }
     expect(nodes).toBe(50);
     expect(seq.register('kv').sequencer!.responder.diffsBuilt).toBe(0);
+  });
+});
+
+describe('building a diff (DiffPlan)', () => {
+  /** A map written at versions 1..200 (key-(v % 50) at v; `extra` made at 1, deleted at 150), pinned at 200. */
+  function pinned(): { state: MapState; index: ReturnType<MapState['snapshot']>; log: Map<number, Uint8Array[]> } {
+    const state = new MapState(5);
+    const log = new Map<number, Uint8Array[]>();
+    for (let v = 1; v <= 200; v++) {
+      const key = v === 1 || v === 150 ? enc('extra') : enc(`key-${v % 50}`);
+      if (v === 150) state.remove(key);
+      else state.put(key, enc(`value-${v}`), v);
+      log.set(v, [key]);
+    }
+    return { state, index: state.snapshot(200), log };
+  }
+
+  it('reads the gap a bounded slice per call, then lists deletions first and versions ascending, each key once', () => {
+    const { state, index, log } = pinned();
+    const plan = new DiffPlan(120, 200, index, 300);
+    let calls = 0;
+    let slices = 0;
+    while (!plan.parts && !plan.failed) {
+      const before = calls;
+      plan.advance(
+        20,
+        (v) => (calls++, log.get(v)),
+        (k) => state.keyHashOf(k),
+      );
+      expect(calls - before).toBeLessThanOrEqual(10); // 20 units: a key and a record each
+      slices++;
+    }
+    expect(slices).toBeGreaterThanOrEqual(8);
+    expect(calls).toBe(80);
+    const entries = plan.parts!.flat();
+    expect(entries[0]).toMatchObject({ value: undefined });
+    expect(new TextDecoder().decode(entries[0].key)).toBe('extra');
+    const versions = entries.slice(1).map((e) => e.version);
+    expect(versions).toEqual([...versions].sort((a, b) => a - b));
+    expect(entries.length).toBe(51); // the 50 keys written in (120, 200], and `extra` deleted
+    expect(new Set(entries.map((e) => new TextDecoder().decode(e.key))).size).toBe(51);
+    // Each at its version at the pin: its last write.
+    for (const e of entries.slice(1)) expect(new TextDecoder().decode(e.value)).toBe(`value-${e.version}`);
+    for (const p of plan.parts!) {
+      let prev = 120;
+      const len = p.reduce((n, e) => {
+        const l = diffEntryLen(e, prev);
+        if (e.value) prev = e.version;
+        return n + l;
+      }, 0);
+      expect(len).toBeLessThanOrEqual(300);
+    }
+  });
+
+  it('a record gone from the log (compacted under its bound) leaves no diff', () => {
+    const { state, index, log } = pinned();
+    log.delete(170);
+    const plan = new DiffPlan(120, 200, index, 300);
+    plan.advance(
+      1_000_000,
+      (v) => log.get(v),
+      (k) => state.keyHashOf(k),
+    );
+    expect(plan.failed).toBe(true);
+    expect(plan.parts).toBeUndefined();
   });
 });

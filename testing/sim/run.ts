@@ -102,6 +102,8 @@ export interface SimResult {
   datagrams: number;
   fullTransfers: number;
   reconciles: number;
+  /** Log diffs the sequencer built (§8.2.1), since its last restart. */
+  diffs: number;
   reentanglements: number;
   committed: number;
   rejected: number;
@@ -497,6 +499,7 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
     datagrams: net.stats.sent,
     fullTransfers: stats.reduce((a, s) => a + s.fullTransfers, 0),
     reconciles,
+    diffs: eps.reduce((n, e) => n + (e.pair.register('kv').sequencer?.responder.diffsBuilt ?? 0), 0),
     reentanglements: stats.reduce((a, s) => a + s.reentanglements, 0),
     committed: [...outcomes.values()].filter((v) => v === 'committed').length,
     rejected: [...outcomes.values()].filter((v) => v === 'rejected').length,
