@@ -143,8 +143,8 @@ describe('decoherence and re-entanglement', () => {
     expect(h.a.pair.stats.fullTransfers + h.b.pair.stats.fullTransfers).toBe(0);
   });
 
-  it('a gap whose missed collapses rewrite a few keys is reconciled, one of distinct keys replayed from the log', () => {
-    const run = (distinct: number): { method: string; bytes: number } => {
+  it('a gap whose missed collapses rewrite a few keys is reconciled, one of distinct keys sent as a log diff (§8.2.1)', () => {
+    const run = (distinct: number): { method: string; bytes: number; logBytes: number; diffs: number } => {
       const h = harness(KV);
       h.settle();
       for (let i = 0; i < 100; i++) proposeNow(h, h.a, 'kv', set(`k${i}`, 'v0'));
@@ -155,15 +155,24 @@ describe('decoherence and re-entanglement', () => {
       h.world.run(h.world.now + 7000);
       const mark = h.events.length;
       const before = h.world.net.stats.bytesSent;
+      const logBytes = h.a.pair.register('kv').log.sizeBytes;
+      const diffs = h.a.pair.register('kv').sequencer!.responder.diffsBuilt;
       h.heal();
       expect(h.settle()).toBe(true);
       const m = h.events.slice(mark).find((e) => e.ep === 'B' && e.ev.type === 'reentangled')!.ev as { method: string };
-      return { method: m.method, bytes: h.world.net.stats.bytesSent - before };
+      return {
+        method: m.method,
+        bytes: h.world.net.stats.bytesSent - before,
+        logBytes,
+        diffs: h.a.pair.register('kv').sequencer!.responder.diffsBuilt - diffs,
+      };
     };
-    const hot = run(5); // 600 collapses over 5 keys: reconciling 5 keys is far cheaper
+    const hot = run(5); // 600 collapses over 5 keys: 5 keys once, far cheaper than the records
     expect(hot.method).toBe('reconcile');
-    const spread = run(600); // 600 collapses, each a different key: replaying is the cheaper path
-    expect(spread.method).toBe('log');
+    const spread = run(600); // 600 collapses, each a different key: each key once still beats each record (no hash, version, origin)
+    expect(spread.method).toBe('reconcile');
+    expect(spread.diffs).toBe(1);
+    expect(spread.bytes).toBeLessThan(spread.logBytes);
     expect(hot.bytes).toBeLessThan(spread.bytes / 3);
   });
 
