@@ -545,7 +545,9 @@ export class Sequencer implements RoleMachine, ResponderHost {
     // are, plus a key length, a version delta and a value length), in parts that each fill a payload.
     const diffEntry = entries > 0 ? writtenBytes / entries + 3 : avgEntry;
     const diffBytes = distinct * diffEntry * (1 + DIFF_PART_OVERHEAD / s.pair.maxPayload) + DIFF_FIXED_BYTES;
-    if (diffBytes * DIFF_MARGIN < logBytes && diffBytes <= reconcileBytes) this.diffSince = peerVersion;
+    // The replay's records fill payloads too: the same framing per payload.
+    const replayBytes = logBytes * (1 + DIFF_PART_OVERHEAD / s.pair.maxPayload);
+    if (diffBytes * DIFF_MARGIN < replayBytes && diffBytes <= reconcileBytes) this.diffSince = peerVersion;
     else if (!(reconcileBytes * 2 < logBytes)) return;
     this.servedBase = s.version;
     s.statusDirty = true;
