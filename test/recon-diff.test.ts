@@ -277,6 +277,7 @@ describe('a sequencer whose diff lies', () => {
       },
     ],
     ['a part count that changes', (m) => ({ ...m, parts: m.part === 2 ? m.parts + 1 : m.parts })],
+    ['an empty part', (m) => ({ ...m, entries: m.part === 1 ? [] : m.entries })],
   ];
   for (const [name, lie] of lies) {
     it(`${name}: nothing applied, range reconciliation follows, the pair converges`, () => {

@@ -469,6 +469,8 @@ export class ReconRequester {
   private since = 0;
   private diffParts: number | undefined;
   private readonly diffGot = new Set<number>();
+  /** The first part not yet staged. */
+  private diffNext = 0;
   /** Keys staged so far: a key named twice is a lie (the staged result would not be a map). */
   private readonly diffKeys = new Set<string>();
 
@@ -507,6 +509,7 @@ export class ReconRequester {
     this.since = r.version;
     this.diffParts = undefined;
     this.diffGot.clear();
+    this.diffNext = 0;
     this.diffKeys.clear();
     if (this.mode === 'diff') this.queue = [];
     if (this.mode === 'full') {
@@ -570,8 +573,7 @@ export class ReconRequester {
       raw = encodeMessage({ type: MsgType.StreamReq, register, targetVersion, flags, offset });
       this.windowEnd = offset + STREAM_CHUNK * STREAM_WINDOW;
     } else if (this.mode === 'diff') {
-      let from = 0;
-      while (this.diffGot.has(from)) from++;
+      const from = this.diffNext;
       raw = encodeMessage({
         type: MsgType.ReconReq,
         register,
@@ -639,6 +641,8 @@ export class ReconRequester {
       this.diffParts = m.parts;
     } else if (m.parts !== this.diffParts) return this.leaveDiff(now, `diff part count changed from ${this.diffParts} to ${m.parts}`);
     if (this.diffGot.has(m.part)) return; // a duplicate
+    // Only a diff of one part may be empty: empty parts would only make us count them.
+    if (m.entries.length === 0 && m.parts > 1) return this.leaveDiff(now, `empty part ${m.part} of ${m.parts}`);
     const state = this.r.state as MapState;
     const puts: WireEntry[] = [];
     for (const e of m.entries) {
@@ -654,9 +658,8 @@ export class ReconRequester {
     if (!this.admit(now, puts)) return;
     for (const e of puts) this.puts.push(e);
     this.diffGot.add(m.part);
-    let from = 0;
-    while (this.diffGot.has(from)) from++;
-    if (from >= this.windowEnd) this.wantRequest = from < m.parts;
+    while (this.diffGot.has(this.diffNext)) this.diffNext++;
+    if (this.diffNext >= this.windowEnd) this.wantRequest = this.diffNext < m.parts;
     this.progress(now);
   }
 
