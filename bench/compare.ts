@@ -544,7 +544,7 @@ export function updateBreakdown(): Record<'sequencer' | 'follower', { bytes: num
       value: new Uint8Array(36),
     });
     for (const e of eps) world.drain(e);
-    world.run(world.now + 60_000, aligned, 1);
+    world.run(world.now + 60_000, aligned, 0);
     world.run(t0 + 50); // acknowledgements still owed leave by their deadline (maxAckDelayMs)
     out[side] = { bytes: log.reduce((n, d) => n + d.bytes, 0), datagrams: log };
   }
