@@ -305,7 +305,9 @@ function yjsWebsocket(n: number, rng: Rng): { sys: System; holder: unknown } {
   const toServer: [number, Uint8Array][] = []; // (client, message) in flight to the server
   const toClient: Uint8Array[][] = [[], []];
   let connected = true;
+  /** Bytes sent so far, and those already returned by sync or reconnect. */
   let bytes = 0;
+  let counted = 0;
   for (const i of [0, 1])
     docs[i].on('update', (u: Uint8Array, origin: unknown) => {
       if (origin === 'remote' || (!connected && i === 1)) return;
@@ -342,15 +344,18 @@ function yjsWebsocket(n: number, rng: Rng): { sys: System; holder: unknown } {
     holder: docs,
     sys: {
       write: (side, key, value) => maps[side].set(key, value),
+      // Everything sent since the last sync, the writes' own messages to the server included.
       sync: () => {
-        const before = bytes;
         deliver();
-        return bytes - before;
+        const moved = bytes - counted;
+        counted = bytes;
+        return moved;
       },
       idle: () => 0,
       setConnected: (up) => {
         // Client 0's updates made during the cut reached the server (and came back to it) before client 1 returns.
         if (up) deliver();
+        counted = bytes;
         connected = up;
       },
       reconnect: () => {
@@ -367,6 +372,7 @@ function yjsWebsocket(n: number, rng: Rng): { sys: System; holder: unknown } {
           Y.applyUpdate(to, take(diff), 'remote');
         }
         deliver(); // what the server took from the client goes on to both clients, as it would
+        counted = bytes;
         return moved + bytes - before;
       },
       identical: () => {
