@@ -64,6 +64,20 @@ describe('delayed acknowledgement (Status rides the next datagram)', () => {
     expect(a.rto()).toBeGreaterThanOrEqual(TIMING.maxAckDelayMs); // RFC 9002 §5.3: the RTO leaves room for the ack delay
   });
 
+  it("the sequencer's RTO leaves room for the ack delay: sparse writes are never resent, even with a 1 ms RTO floor", () => {
+    const fast = { ...TIMING, minRtoMs: 1 };
+    const a = new HalfPair({ pairId: 9, localId: 1, peerId: 2, seed: 7, registers: [{ name: 'kv', kind: 'map' }], timing: fast }, 0);
+    const b = new HalfPair({ pairId: 9, localId: 2, peerId: 1, seed: 7, registers: [{ name: 'kv', kind: 'map' }], timing: fast }, 0);
+    run(a, b, 0, 2000);
+    const actions: Record<number, () => void> = {};
+    for (let i = 0; i < 20; i++) actions[2100 + 50 * i] = () => void a.propose(2100 + 50 * i, 'kv', set(`k${i}`, 'v'));
+    const log = run(a, b, 2100, 3200, actions);
+    expect(a.rttMs).toBe(0); // a zero-delay link: without the ack delay in it, the RTO would be 1 ms
+    expect(a.stats.retransmitTimeouts).toBe(0);
+    expect(log.filter((d) => d.by === 'a' && d.msgs.includes('Collapse'))).toHaveLength(20);
+    expect(b.register('kv').version).toBe(a.register('kv').version);
+  });
+
   it('the Status owed rides a proposal made within maxAckDelayMs', () => {
     const [a, b] = settled();
     a.propose(2100, 'kv', set('x', '1'));
