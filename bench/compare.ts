@@ -592,7 +592,7 @@ export interface CompareOptions {
 export function runCompare(o: CompareOptions, progress?: (r: CompareRow) => void): CompareRow[] {
   const rows: CompareRow[] = [];
   for (const system of Object.keys(SYSTEMS) as (keyof typeof SYSTEMS)[]) {
-    const maxN = o.maxN[system === 'yjs-websocket' ? 'yjs' : system] ?? Infinity;
+    const maxN = o.maxN[system] ?? Infinity;
     for (const n of o.sizes) {
       if (n > maxN) continue;
       // y-websocket's replicas are Yjs's: its memory is the Yjs row's (the server's third doc aside).

@@ -273,6 +273,12 @@ export function benchCommand(): Command {
     .option('--ks <list>', 'missed updates K', list('--ks'), [10, 100, 1000, 10_000])
     .option('--updates <n>', 'steady-state updates per row', intArg('--updates', 10), 300)
     .option('--max-yjs <n>', 'largest N for Yjs', intArg('--max-yjs', 1), 1_000_000)
+    .option(
+      '--max-yjs-websocket <n>',
+      'largest N for Yjs over y-websocket (three docs; its bytes per update do not depend on N)',
+      intArg('--max-yjs-websocket', 1),
+      100_000,
+    )
     .option('--max-automerge <n>', 'largest N for Automerge (its sync slows sharply with N)', intArg('--max-automerge', 1), 10_000)
     .option('--spacing <ms>', 'simulated ms between steady-state updates', intArg('--spacing', 0), 1)
     .option('--sparse-spacing <ms>', 'the same for the sparse figure (longer than maxAckDelayMs)', intArg('--sparse-spacing', 0), 100)
@@ -289,6 +295,7 @@ export function benchCommand(): Command {
         ks: number[];
         updates: number;
         maxYjs: number;
+        maxYjsWebsocket: number;
         maxAutomerge: number;
         spacing: number;
         sparseSpacing: number;
@@ -321,7 +328,7 @@ export function benchCommand(): Command {
             sizes: o.sizes,
             ks: o.ks,
             updates: o.updates,
-            maxN: { yjs: o.maxYjs, automerge: o.maxAutomerge },
+            maxN: { yjs: o.maxYjs, 'yjs-websocket': Math.min(o.maxYjs, o.maxYjsWebsocket), automerge: o.maxAutomerge },
             spacingMs: o.spacing,
             sparseSpacingMs: o.sparseSpacing,
           },
