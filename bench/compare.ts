@@ -1,9 +1,24 @@
 /**
  * `spook-lab bench compare`: one workload through three systems in one process.
  *
- *  - Spook: two HalfPairs over an in-memory simulated link (no loss), a `map` register.
+ *  - Spook: two HalfPairs over an in-memory simulated link (no loss, no delay), a `map`
+ *    register. Every Data frame is sealed as spookd seals it (ETCP Session.seal: the 20-byte
+ *    header, the payload, the 16-byte AEAD tag) and opened at the other end, so the bytes
+ *    counted are the UDP payloads spookd sends (IP and UDP headers are not counted, for any
+ *    system). Simulated time passes between steady-state updates (`spacingMs`), so delayed
+ *    acknowledgements ride a later datagram only when one really comes within their delay.
  *  - Yjs: two Y.Doc with a Y.Map; updates exchanged as Yjs update messages, catch-up by
- *    state vector → diff update, as its documentation describes.
+ *    state vector → diff update, as its documentation describes. The bytes are the update
+ *    payloads alone.
+ *  - Yjs over y-websocket (`yjs-websocket`): what a Yjs deployment sends for the same updates:
+ *    two clients kept in step through a y-websocket server (three Y.Doc), each message a
+ *    y-protocols sync message (varuint messageSync, varuint messageYjsUpdate, varUint8Array
+ *    update, built with lib0/encoding as y-protocols' writeUpdate does) in one WebSocket frame
+ *    (RFC 6455: 2-byte header, +2 past 125 bytes, +8 past 65,535; +4 mask client to server) in
+ *    one TLS 1.3 record (5-byte header, 1 content-type byte, 16-byte tag). The server sends
+ *    every update to every connection, the writer's own included (y-websocket's updateHandler),
+ *    so a write costs one message in and two out. Catch-up: the reconnecting client's sync step
+ *    1 and 2 and the server's, framed the same way. Its rate and memory are the bare Yjs row's.
  *  - Automerge: two documents kept in step with its sync protocol (generateSyncMessage /
  *    receiveSyncMessage until both sides are quiet).
  *
@@ -16,22 +31,29 @@
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import * as Y from 'yjs';
+import * as encoding from 'lib0/encoding';
 import * as AM from '@automerge/automerge';
 import { DeltaOp } from '../wire/delta.js';
 import { decodeFrame } from '../wire/header.js';
 import { MsgType, decodeMessages } from '../wire/messages.js';
-import { HalfPair } from '../core/pair/halfpair.js';
+import { HalfPair, type RegisterSpec } from '../core/pair/halfpair.js';
+import { MAX_SEALED_PAYLOAD, Session } from '../core/etcp/endpoint.js';
+import { CipherState } from '../core/etcp/noise.js';
 import { PairState } from '../core/pair/lifecycle.js';
 import type { MapState } from '../core/register/map.js';
 import { SimWorld } from '../testing/sim/world.js';
 import { Rng } from '../testing/sim/rng.js';
 
 export interface CompareRow {
-  system: 'spook' | 'yjs' | 'automerge';
+  system: 'spook' | 'yjs' | 'yjs-websocket' | 'automerge';
   n: number;
   k: number;
-  /** Bytes exchanged per steady-state update (both directions, all protocol overhead). */
+  /** Bytes exchanged per steady-state update (both directions, all protocol overhead), updates `spacingMs` apart. */
   bytesPerUpdate: number;
+  /** The same with updates `sparseSpacingMs` apart (longer than the delay of an acknowledgement). */
+  bytesPerUpdateSparse: number;
+  spacingMs: number;
+  sparseSpacingMs: number;
   /** Steady-state updates per second, write to applied at the other side. */
   updatesPerSec: number;
   /** Bytes and milliseconds for the cut-off side to catch up after K missed updates. */
@@ -54,6 +76,8 @@ interface System {
   identical(): boolean;
   /** Spook: the catch-up path taken. */
   path?(): CompareRow['catchUpPath'];
+  /** Let `ms` of (simulated) time pass with no write; returns bytes moved meanwhile (delayed acknowledgements, keepalives). */
+  idle(ms: number): number;
 }
 
 v8.setFlagsFromString('--expose_gc');
@@ -80,11 +104,53 @@ const keyName = (i: number): string => `key-${i}`;
 
 // ---------------------------------------------------------------- Spook
 
+/**
+ * Two ETCP sessions keyed to each other, as a handshake leaves them (the keys are fixed: the
+ * bench measures sizes, not secrecy). Each end seals its Data frames as spookd does.
+ */
+function sealedLink(): [Session, Session] {
+  const key = (b: number): Uint8Array => new Uint8Array(32).fill(b);
+  const keys = (send: number, recv: number) => ({
+    send: new CipherState(key(send)),
+    recv: new CipherState(key(recv)),
+    handshakeHash: key(0),
+    remoteStatic: key(0),
+  });
+  const peer = { publicKey: key(0), name: 'peer' };
+  return [new Session(11, 22, peer, true, keys(1, 2), 1, 2, 3, 0), new Session(22, 11, peer, false, keys(2, 1), 2, 1, 3, 0)];
+}
+
+/**
+ * The two ends of a pair whose frames are sealed as spookd seals them (ETCP, `maxPayload` less
+ * the tag) and opened at the other end before the pair sees their payload. `plaintexts`, if
+ * given, maps each sealed frame to its payload (for the breakdown).
+ */
+function sealedPairs(registers: RegisterSpec[], plaintexts?: WeakMap<Uint8Array, Uint8Array>): [HalfPair, HalfPair] {
+  const sessions = sealedLink();
+  const pairs = sessions.map((sess, i) => {
+    const seal = (payload: Uint8Array): { frame: Uint8Array; packetNumber: number } => {
+      const frame = sess.seal(payload);
+      plaintexts?.set(frame, payload);
+      return { frame, packetNumber: sess.packetsSent - 1 };
+    };
+    const opts = { pairId: 1, localId: i + 1, peerId: 2 - i, seed: 3, registers, maxPayload: MAX_SEALED_PAYLOAD, sealer: { seal } };
+    return new HalfPair(opts, 0);
+  }) as [HalfPair, HalfPair];
+  pairs.forEach((p, i) => {
+    p.handleDatagram = (now, d) => {
+      const pn = decodeFrame(d).header.packetNumber;
+      const opened = sessions[i].open(d, pn);
+      if ('drop' in opened) throw new Error(`bench: a frame did not open (${opened.drop})`);
+      return p.handlePayload(now, pn, opened.payload, d.length);
+    };
+  });
+  return pairs;
+}
+
 function spook(n: number, rng: Rng): { sys: System; holder: unknown } {
   const world = new SimWorld(1, { loss: 0, dup: 0, reorder: 0, minDelayMs: 0, maxDelayMs: 0 });
   const registers = [{ name: 'm', kind: 'map' as const, maxPending: 1_000_000, log: { maxRecords: 1_000_000, maxBytes: 1 << 30 } }];
-  const a = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 3, registers }, 0);
-  const b = new HalfPair({ pairId: 1, localId: 2, peerId: 1, seed: 3, registers }, 0);
+  const [a, b] = sealedPairs(registers);
   const init = Array.from({ length: n }, () => rng.bytes(rng.int(8, 64)));
   for (const p of [a, b])
     p.register('m').restore(1, (st) => init.forEach((v, i) => (st as MapState).put(enc.encode(keyName(i)), v.slice(), 1)));
@@ -101,19 +167,28 @@ function spook(n: number, rng: Rng): { sys: System; holder: unknown } {
       ra.pendingCount + rb.pendingCount === 0
     );
   };
-  /** Drain both ends (sends what they have), run until aligned; bytes sent in all of it. */
-  const run = (): number => {
+  /**
+   * Drain both ends (sends what they have), run until aligned, checked after every event so
+   * that the run stops before time moves on to a timer; bytes sent in all of it.
+   */
+  const run = (checkEveryMs = 0): number => {
     const before = world.net.stats.bytesSent;
     for (const e of eps) world.drain(e);
-    if (!world.run(world.now + 600_000, aligned, 1)) throw new Error('spook: did not align');
+    if (!world.run(world.now + 600_000, aligned, checkEveryMs)) throw new Error('spook: did not align');
     return world.net.stats.bytesSent - before;
   };
   run();
+  world.run(world.now + 2_000); // formed: first statuses and keepalives out of the way
   return {
     holder: [a, b, world],
     sys: {
       write: (side, key, value) => void eps[side].pair.propose(world.now, 'm', { op: DeltaOp.Set, key: enc.encode(key), value }),
-      sync: run,
+      sync: () => run(),
+      idle: (ms) => {
+        const before = world.net.stats.bytesSent;
+        world.run(world.now + ms);
+        return world.net.stats.bytesSent - before;
+      },
       setConnected: (up) => {
         // Reconnecting: first let the cut last past the silence timeout (simulated time), so
         // both ends decohere and catch-up is a real re-entanglement, as after an outage.
@@ -122,8 +197,8 @@ function spook(n: number, rng: Rng): { sys: System; holder: unknown } {
         world.net.setLink('B', 'A', up);
         if (!up) for (const e of eps) world.drain(e); // collapse now, nothing crosses
       },
-      // Everything from reconnection until aligned: retransmissions, statuses, acks.
-      reconnect: run,
+      // Everything from reconnection until aligned: retransmissions, statuses, acks (checked each ms, as before).
+      reconnect: () => run(1),
       identical: () => aligned(),
       path: () => {
         const r = a.register('m').sequencer!.responder;
@@ -170,6 +245,7 @@ function yjs(n: number, rng: Rng): { sys: System; holder: unknown } {
       setConnected: (up) => {
         connected = up;
       },
+      idle: () => 0,
       reconnect: () => {
         // Each side sends its state vector; the other answers with the diff.
         let bytes = 0;
@@ -183,6 +259,131 @@ function yjs(n: number, rng: Rng): { sys: System; holder: unknown } {
           Y.applyUpdate(docs[to], diff, 'remote');
         }
         return bytes;
+      },
+      identical: () => {
+        const a = maps[0].toJSON();
+        const b = maps[1].toJSON();
+        const ka = Object.keys(a);
+        return ka.length === Object.keys(b).length && ka.every((k) => Buffer.from(a[k]).equals(Buffer.from(b[k])));
+      },
+    },
+  };
+}
+
+// ---------------------------------------------------------------- Yjs over y-websocket
+
+/** y-protocols message types (y-websocket's messageSync; y-protocols/sync's step 1, step 2, update). */
+const MESSAGE_SYNC = 0;
+const SYNC_STEP1 = 0;
+const SYNC_STEP2 = 1;
+const SYNC_UPDATE = 2;
+/** A TLS 1.3 record around each message: 5-byte header, inner content type, 16-byte AEAD tag (RFC 8446 §5.2). */
+const TLS13_RECORD = 5 + 1 + 16;
+
+/** A y-protocols sync message as y-websocket sends it: writeVarUint(messageSync), then writeUpdate / writeSyncStep1 / 2. */
+export function ySyncMessage(kind: number, body: Uint8Array): Uint8Array {
+  const e = encoding.createEncoder();
+  encoding.writeVarUint(e, MESSAGE_SYNC);
+  encoding.writeVarUint(e, kind);
+  encoding.writeVarUint8Array(e, body);
+  return encoding.toUint8Array(e);
+}
+
+/** A WebSocket binary frame's header (RFC 6455 §5.2): 2 bytes, +2 or +8 for the length, +4 mask from a client. */
+export function wsHeaderLen(payload: number, fromClient: boolean): number {
+  return 2 + (payload > 65_535 ? 8 : payload > 125 ? 2 : 0) + (fromClient ? 4 : 0);
+}
+
+/** Bytes on the TCP connection for one y-websocket message: the WebSocket frame in one TLS 1.3 record. */
+export function wsTlsBytes(message: Uint8Array, fromClient: boolean): number {
+  return message.length + wsHeaderLen(message.length, fromClient) + TLS13_RECORD;
+}
+
+/**
+ * Two clients (sides 0 and 1) kept in step through a y-websocket server, as y-websocket's
+ * server does it: an update from a connection is applied to the server's doc, whose update
+ * handler sends it to every connection, the sender's included.
+ */
+function yjsWebsocket(n: number, rng: Rng): { sys: System; holder: unknown } {
+  const docs = [new Y.Doc(), new Y.Doc(), new Y.Doc()]; // client 0, client 1, server
+  const server = docs[2];
+  const maps = docs.map((d) => d.getMap<Uint8Array>('m'));
+  docs[0].transact(() => {
+    for (let i = 0; i < n; i++) maps[0].set(keyName(i), rng.bytes(rng.int(8, 64)));
+  });
+  for (const d of [docs[1], server]) Y.applyUpdate(d, Y.encodeStateAsUpdate(docs[0]), 'remote');
+  const toServer: [number, Uint8Array][] = []; // (client, message) in flight to the server
+  const toClient: Uint8Array[][] = [[], []];
+  let connected = true;
+  /** Bytes sent so far, and those already returned by sync or reconnect. */
+  let bytes = 0;
+  let counted = 0;
+  for (const i of [0, 1])
+    docs[i].on('update', (u: Uint8Array, origin: unknown) => {
+      if (origin === 'remote' || (!connected && i === 1)) return;
+      const m = ySyncMessage(SYNC_UPDATE, u);
+      bytes += wsTlsBytes(m, true);
+      toServer.push([i, m]);
+    });
+  server.on('update', (u: Uint8Array) => {
+    const m = ySyncMessage(SYNC_UPDATE, u);
+    for (const c of [0, 1]) {
+      if (!connected && c === 1) continue;
+      bytes += wsTlsBytes(m, false);
+      toClient[c].push(m);
+    }
+  });
+  /** The update inside a sync message (messageSync, kind, then a varuint length and the bytes). */
+  const take = (m: Uint8Array): Uint8Array => {
+    let i = 2;
+    let len = 0;
+    for (let shift = 0; ; shift += 7) {
+      const b = m[i++];
+      len += (b & 0x7f) * 2 ** shift;
+      if (b < 0x80) break;
+    }
+    return m.subarray(i, i + len);
+  };
+  const deliver = (): void => {
+    while (toServer.length + toClient[0].length + toClient[1].length > 0) {
+      for (const [, m] of toServer.splice(0)) Y.applyUpdate(server, take(m), 'conn');
+      for (const c of [0, 1]) for (const m of toClient[c].splice(0)) Y.applyUpdate(docs[c], take(m), 'remote');
+    }
+  };
+  return {
+    holder: docs,
+    sys: {
+      write: (side, key, value) => maps[side].set(key, value),
+      // Everything sent since the last sync, the writes' own messages to the server included.
+      sync: () => {
+        deliver();
+        const moved = bytes - counted;
+        counted = bytes;
+        return moved;
+      },
+      idle: () => 0,
+      setConnected: (up) => {
+        // Client 0's updates made during the cut reached the server (and came back to it) before client 1 returns.
+        if (up) deliver();
+        counted = bytes;
+        connected = up;
+      },
+      reconnect: () => {
+        // y-websocket's handshake: each end sends sync step 1 (its state vector), the other answers step 2 (the diff).
+        const before = bytes;
+        let moved = 0;
+        for (const [from, to, fromClient] of [
+          [server, docs[1], false],
+          [docs[1], server, true],
+        ] as const) {
+          const sv = ySyncMessage(SYNC_STEP1, Y.encodeStateVector(to));
+          const diff = ySyncMessage(SYNC_STEP2, Y.encodeStateAsUpdate(from, take(sv)));
+          moved += wsTlsBytes(sv, !fromClient) + wsTlsBytes(diff, fromClient);
+          Y.applyUpdate(to, take(diff), 'remote');
+        }
+        deliver(); // what the server took from the client goes on to both clients, as it would
+        counted = bytes;
+        return moved + bytes - before;
       },
       identical: () => {
         const a = maps[0].toJSON();
@@ -238,21 +439,22 @@ function automerge(n: number, rng: Rng): { sys: System; holder: unknown } {
       },
       sync: syncAll,
       setConnected: () => {},
+      idle: () => 0,
       reconnect: syncAll,
       identical: () => AM.equals(a, b),
     },
   };
 }
 
-const SYSTEMS = { spook, yjs, automerge } as const;
+const SYSTEMS = { spook, yjs, 'yjs-websocket': yjsWebsocket, automerge } as const;
 
-/** One (system, N, K) row. */
-export function compareOne(system: keyof typeof SYSTEMS, n: number, k: number, updates: number, stateHeapBytes = -1): CompareRow {
-  const rng = new Rng(n * 31 + k);
-  const { sys, holder } = SYSTEMS[system](n, rng);
-  // Steady state.
+/** Simulated time between steady-state updates, by default: a busy pair, and one slower than any acknowledgement delay. */
+export const DEFAULT_SPACING_MS = 1;
+export const DEFAULT_SPARSE_SPACING_MS = 100;
+
+/** U steady-state updates `spacingMs` apart (one in ten a concurrent write from both sides); bytes moved. */
+function steady(sys: System, rng: Rng, n: number, updates: number, spacingMs: number): number {
   let bytes = 0;
-  const t0 = performance.now();
   for (let i = 0; i < updates; i++) {
     const key = keyName(rng.int(0, n - 1));
     if (i % 10 === 9) {
@@ -260,8 +462,30 @@ export function compareOne(system: keyof typeof SYSTEMS, n: number, k: number, u
       sys.write(1, key, rng.bytes(rng.int(8, 64)));
     } else sys.write((i % 2) as 0 | 1, key, rng.bytes(rng.int(8, 64)));
     bytes += sys.sync();
+    bytes += sys.idle(spacingMs);
   }
+  return bytes;
+}
+
+/**
+ * One (system, N, K) row: U steady-state updates `spacingMs` apart (timed: bytes and rate),
+ * U more `sparseSpacingMs` apart (bytes only), then the cut, K updates and the catch-up.
+ */
+export function compareOne(
+  system: keyof typeof SYSTEMS,
+  n: number,
+  k: number,
+  updates: number,
+  stateHeapBytes = -1,
+  spacingMs = DEFAULT_SPACING_MS,
+  sparseSpacingMs = DEFAULT_SPARSE_SPACING_MS,
+): CompareRow {
+  const rng = new Rng(n * 31 + k);
+  const { sys, holder } = SYSTEMS[system](n, rng);
+  const t0 = performance.now();
+  const bytes = steady(sys, rng, n, updates, spacingMs);
   const dt = (performance.now() - t0) / 1000;
+  const sparseBytes = steady(sys, rng, n, updates, sparseSpacingMs);
   // Cut, K updates on side 0, reconnect.
   sys.setConnected(false);
   for (let i = 0; i < k; i++) sys.write(0, keyName(rng.int(0, n - 1)), rng.bytes(rng.int(8, 64)));
@@ -276,6 +500,9 @@ export function compareOne(system: keyof typeof SYSTEMS, n: number, k: number, u
     n,
     k,
     bytesPerUpdate: Number((bytes / (updates * 1.1)).toFixed(1)),
+    bytesPerUpdateSparse: Number((sparseBytes / (updates * 1.1)).toFixed(1)),
+    spacingMs,
+    sparseSpacingMs,
     updatesPerSec: Math.round((updates * 1.1) / dt),
     catchUpBytes,
     catchUpMs: Number(catchUpMs.toFixed(1)),
@@ -285,34 +512,40 @@ export function compareOne(system: keyof typeof SYSTEMS, n: number, k: number, u
   };
 }
 
-/** One datagram of an update's exchange: who sent it, its size, and its messages with their sizes. */
+/** One datagram of an update's exchange: who sent it, when (ms after the write), its size, and its messages with their sizes. */
 export interface BreakdownDatagram {
   from: 'sequencer' | 'follower';
+  atMs: number;
   bytes: number;
   messages: string[];
 }
 
 /**
- * What one Spook update puts on the wire, datagram by datagram (frame header included), for a
- * write at the sequencer and one at the follower of a settled pair: the profile behind
- * `bytesPerUpdate`. Key `key-123`, a 36-byte value (the workload's mean).
+ * What one Spook update puts on the wire, datagram by datagram (sealed as spookd seals them:
+ * frame header and AEAD tag included), for a write at the sequencer and one at the follower of
+ * a settled pair, with nothing else under way (the sparse regime: delayed acknowledgements
+ * find no datagram to ride and leave at their deadline): the profile behind `bytesPerUpdate`.
+ * Key `key-123`, a 36-byte value (the workload's mean).
  */
 export function updateBreakdown(): Record<'sequencer' | 'follower', { bytes: number; datagrams: BreakdownDatagram[] }> {
   const world = new SimWorld(1, { loss: 0, dup: 0, reorder: 0, minDelayMs: 0, maxDelayMs: 0 });
-  const registers = [{ name: 'm', kind: 'map' as const }];
-  const pairs = [1, 2].map((id) => new HalfPair({ pairId: 1, localId: id, peerId: 3 - id, seed: 3, registers }, 0)) as [HalfPair, HalfPair];
+  const plaintexts = new WeakMap<Uint8Array, Uint8Array>();
+  const pairs = sealedPairs([{ name: 'm', kind: 'map' as const }], plaintexts);
   const eps = world.adopt(['A', 'B'], pairs);
   const [ra, rb] = pairs.map((p) => p.register('m'));
   const aligned = (): boolean =>
     pairs.every((p) => p.state === PairState.ENTANGLED) && ra.version === rb.version && ra.pendingCount + rb.pendingCount === 0;
   world.run(world.now + 60_000, aligned, 1);
-  world.run(world.now + 1_000);
+  world.run(world.now + 1_500);
   let log: BreakdownDatagram[] = [];
+  let t0 = 0;
   const send = world.net.send.bind(world.net);
   world.net.send = (now, from, to, d, deliver) => {
-    const { messages, raws } = decodeMessages(decodeFrame(d).payload);
+    const payload = plaintexts.get(d) ?? new Uint8Array(0);
+    const { messages, raws } = decodeMessages(payload);
     log.push({
       from: from === 'A' ? 'sequencer' : 'follower',
+      atMs: now - t0,
       bytes: d.length,
       messages: messages.map((m, i) => `${MsgType[m.type]}:${raws[i].length}`),
     });
@@ -321,17 +554,39 @@ export function updateBreakdown(): Record<'sequencer' | 'follower', { bytes: num
   const out = {} as ReturnType<typeof updateBreakdown>;
   for (const side of ['sequencer', 'follower'] as const) {
     log = [];
+    t0 = world.now;
     eps[side === 'sequencer' ? 0 : 1].pair.propose(world.now, 'm', {
       op: DeltaOp.Set,
       key: enc.encode('key-123'),
       value: new Uint8Array(36),
     });
     for (const e of eps) world.drain(e);
-    world.run(world.now + 60_000, aligned, 1);
+    world.run(world.now + 60_000, aligned, 0);
+    world.run(t0 + 50); // acknowledgements still owed leave by their deadline (maxAckDelayMs)
     out[side] = { bytes: log.reduce((n, d) => n + d.bytes, 0), datagrams: log };
   }
   world.net.send = send;
   return out;
+}
+
+/**
+ * The same update through y-websocket: the Yjs update of one Y.Map set (key `key-123`, a
+ * 36-byte value), as a y-protocols message, in a WebSocket frame, in a TLS 1.3 record, from
+ * the writing client to the server and from the server to both clients.
+ */
+export function websocketBreakdown(): { bytes: number; messages: { hop: string; update: number; message: number; wire: number }[] } {
+  const doc = new Y.Doc();
+  doc.getMap<Uint8Array>('m').set('key-0', new Uint8Array(8));
+  let update: Uint8Array = new Uint8Array(0);
+  doc.on('update', (u: Uint8Array) => (update = u));
+  doc.getMap<Uint8Array>('m').set('key-123', new Uint8Array(36));
+  const m = ySyncMessage(SYNC_UPDATE, update);
+  const messages = [
+    { hop: 'client to server', fromClient: true },
+    { hop: 'server to the writer (echo)', fromClient: false },
+    { hop: 'server to the other client', fromClient: false },
+  ].map((h) => ({ hop: h.hop, update: update.length, message: m.length, wire: wsTlsBytes(m, h.fromClient) }));
+  return { bytes: messages.reduce((n, x) => n + x.wire, 0), messages };
 }
 
 export interface CompareOptions {
@@ -340,16 +595,27 @@ export interface CompareOptions {
   updates: number;
   /** Largest N each system is run at (Automerge and Yjs are slow or huge at 10^6 keys). */
   maxN: Record<string, number>;
+  /** Simulated ms between steady-state updates (default DEFAULT_SPACING_MS), and for the sparse figure. */
+  spacingMs?: number;
+  sparseSpacingMs?: number;
 }
 
 export function runCompare(o: CompareOptions, progress?: (r: CompareRow) => void): CompareRow[] {
   const rows: CompareRow[] = [];
   for (const system of Object.keys(SYSTEMS) as (keyof typeof SYSTEMS)[]) {
+    const maxN = o.maxN[system] ?? Infinity;
     for (const n of o.sizes) {
-      if (n > (o.maxN[system] ?? Infinity)) continue;
-      const mem = stateMemory(system, n);
+      if (n > maxN) continue;
+      // y-websocket's replicas are Yjs's: its memory is the Yjs row's (the server's third doc aside).
+      const mem = system === 'yjs-websocket' ? -1 : stateMemory(system, n);
       for (const k of o.ks) {
-        const r = compareOne(system, n, k, o.updates, mem);
+        const r = compareOne(system, n, k, o.updates, mem, o.spacingMs, o.sparseSpacingMs);
+        if (system === 'yjs-websocket') {
+          // Its rate and memory are the bare Yjs row's of this run (the network stack is not simulated in time).
+          const y = rows.find((x) => x.system === 'yjs' && x.n === n && x.k === k);
+          r.updatesPerSec = y?.updatesPerSec ?? -1;
+          r.stateHeapBytes = y?.stateHeapBytes ?? -1;
+        }
         rows.push(r);
         progress?.(r);
       }

@@ -32,7 +32,7 @@ describe('pair timers', () => {
     a.handleTimeout(0);
     b.handleTimeout(0);
     expect(find(a.deadlines(), 'keepalive')?.at).toBe(1000);
-    // An ack-eliciting Status arrives at 100: the Ack is due at 100 + maxAckDelayMs.
+    // The first datagram (manifest and Status: ack-eliciting for its manifest) arrives at 100: the Ack is due at 100 + maxAckDelayMs.
     flush(100, a, b);
     expect(find(b.deadlines(), 'ack')?.at).toBe(110);
     for (let now = 100; now < 200 && (b.state !== PairState.ENTANGLED || a.state !== PairState.ENTANGLED); now += 5) {

@@ -523,7 +523,7 @@ export class Follower implements RoleMachine, RequesterHost {
     s.log.append(rec, v);
     s.pair.persist({ kind: 'append', register: s.name, rec });
     s.afterCollapse(now, v, m.entries);
-    s.statusDirty = true;
+    s.acknowledgeLater();
   }
 
   /**
@@ -593,6 +593,8 @@ export class Follower implements RoleMachine, RequesterHost {
         // Checked during a reconciliation too (only not polled then).
         if (this.retransmitAt === undefined || now < this.retransmitAt) return false;
         this.retransmitAt = undefined;
+        // Every candidate has its outcome: nothing to resend, no backoff (the timer is not cancelled as outcomes arrive).
+        if (this.s.own.length === 0) return false;
         // Go back to what the sequencer has decided and propose again from there.
         this.sentSeqUpTo = this.s.resolvedSeq;
         this.s.statusDirty = true;

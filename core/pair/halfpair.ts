@@ -484,7 +484,8 @@ export class HalfPair {
     }
     let ackEliciting = false;
     decoded.messages.forEach((m, i) => {
-      if (m.type !== MsgType.Ack && m.type !== MsgType.FragmentAck) ackEliciting = true;
+      // Acknowledgements (Ack, FragmentAck, Status: §9.1) elicit none: they are never answered by a datagram of their own.
+      if (m.type !== MsgType.Ack && m.type !== MsgType.FragmentAck && m.type !== MsgType.Status) ackEliciting = true;
       if (m.type !== MsgType.Manifest) this.dispatch(now, m, decoded.raws[i]);
     });
     this.drainCross(now);
@@ -860,14 +861,19 @@ export class HalfPair {
     }
     // While the registers differ, only the manifest goes out (§6.3).
     const regs = this.mismatch ? [] : [...this.registers.values()];
-    for (let i = 0; i < regs.length; i++) regs[(this.rr + i) % regs.length].fill(now, b);
+    // The Ack's deadline came: Statuses owed lazily go with it (§9.1).
+    const ackDue = this.ackOverdue || (this.ackDueAt !== undefined && now >= this.ackDueAt);
+    for (let i = 0; i < regs.length; i++) regs[(this.rr + i) % regs.length].fill(now, b, ackDue);
     this.rr = (this.rr + 1) % Math.max(1, regs.length);
     // Fragments of large messages take the room the registers left, within their window.
     for (let f = this.fragOut.next(now, b.room); f; f = this.fragOut.next(now, b.room)) b.add(encodeMessage(f));
     if (b.empty) return undefined;
     if (b.room === ackOnly && this.ackDueAt !== undefined && now < this.ackDueAt) return undefined; // an ack alone waits for its deadline
+    // The datagram goes: Statuses owed lazily ride it where they fit (§9.1); one that does not keeps the Ack deadline armed.
+    let owedLeft = false;
+    for (const r of regs) if (!r.fillOwedStatus(b)) owedLeft = true;
     this.fragIn.acksSent(fragAcks);
-    this.ackDueAt = undefined;
+    this.ackDueAt = owedLeft ? now + this.timing.maxAckDelayMs : undefined;
     this.ackOverdue = false;
     return this.frame(now, b.finish());
   }

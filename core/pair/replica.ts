@@ -373,13 +373,29 @@ export class Replica {
     return this.machine.handleTimeout(now);
   }
 
-  /** Add this register's messages to the datagram being built. */
-  fill(now: number, b: PayloadBuilder): void {
+  /**
+   * Add this register's messages to the datagram being built: its Status if due (`ackDue`: the
+   * pair's Ack deadline has come, so a Status owed lazily goes too), then its role's messages.
+   */
+  fill(now: number, b: PayloadBuilder, ackDue = false): void {
     const s = this.s;
-    if (s.statusDirty) {
+    if (s.statusDirty || (s.statusLazy && ackDue)) {
       if (!b.add(encodeMessage(this.status()))) return;
-      s.statusDirty = false;
+      s.statusSent();
     }
     if (s.reachable) this.machine.fill(now, b);
+  }
+
+  /** Whether a Status is owed lazily (it rides the next datagram, §9.1). */
+  get statusOwed(): boolean {
+    return this.s.statusLazy;
+  }
+
+  /** Add the Status owed lazily if it fits (the datagram goes anyway); false if it did not fit. */
+  fillOwedStatus(b: PayloadBuilder): boolean {
+    if (!this.s.statusLazy) return true;
+    if (!b.add(encodeMessage(this.status()))) return false;
+    this.s.statusSent();
+    return true;
   }
 }

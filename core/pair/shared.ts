@@ -22,6 +22,11 @@ import type { OwnCandidate, PairContext, PairRole, RegisterConfig, RegisterMessa
 export const SEND_WINDOW = 256;
 /** Own sequence numbers are leased in blocks so a restart never reuses one. */
 export const SEQ_LEASE = 1024;
+/**
+ * Versions applied in order whose acknowledging Status may wait for a datagram to ride (§9.1);
+ * at this many it goes at once, so a burst (a re-entanglement's replay) keeps the send window open.
+ */
+export const STATUS_EVERY_VERSIONS = 16;
 
 /**
  * A register's timers (named as quinn-proto's connection/timer.rs names its own), each role's
@@ -85,7 +90,15 @@ export class Shared {
   /** What the peer last told us (its Status). */
   peerVersion = -1;
   peerHash: Hash64Parts | undefined;
+  /** The Status goes out in the next datagram. */
   statusDirty = true;
+  /**
+   * The Status acknowledges versions applied in order: it rides the next datagram that goes
+   * anyway, or leaves with the Ack at its deadline (maxAckDelayMs), as a QUIC ACK frame does (§9.1).
+   */
+  statusLazy = false;
+  /** Versions applied since the last Status went (acknowledgeLater). */
+  private versionsOwed = 0;
   /** Version both ends must reach before this register counts as re-entangled. */
   reentangleTarget: number | undefined;
   reentangleMethod: ReentangleMethod = 'log';
@@ -129,6 +142,19 @@ export class Shared {
       resolvedSeq: this.resolvedSeq,
       held,
     };
+  }
+
+  /** A version was applied in order: owe the Status that acknowledges it, lazily (at once every STATUS_EVERY_VERSIONS). */
+  acknowledgeLater(): void {
+    this.statusLazy = true;
+    if (++this.versionsOwed >= STATUS_EVERY_VERSIONS) this.statusDirty = true;
+  }
+
+  /** The Status went out: nothing is owed. */
+  statusSent(): void {
+    this.statusDirty = false;
+    this.statusLazy = false;
+    this.versionsOwed = 0;
   }
 
   /** A collapse was committed or applied: report it and the outcomes of own candidates it decided. */

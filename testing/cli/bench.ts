@@ -273,7 +273,15 @@ export function benchCommand(): Command {
     .option('--ks <list>', 'missed updates K', list('--ks'), [10, 100, 1000, 10_000])
     .option('--updates <n>', 'steady-state updates per row', intArg('--updates', 10), 300)
     .option('--max-yjs <n>', 'largest N for Yjs', intArg('--max-yjs', 1), 1_000_000)
+    .option(
+      '--max-yjs-websocket <n>',
+      'largest N for Yjs over y-websocket (three docs; its bytes per update do not depend on N)',
+      intArg('--max-yjs-websocket', 1),
+      100_000,
+    )
     .option('--max-automerge <n>', 'largest N for Automerge (its sync slows sharply with N)', intArg('--max-automerge', 1), 10_000)
+    .option('--spacing <ms>', 'simulated ms between steady-state updates', intArg('--spacing', 0), 1)
+    .option('--sparse-spacing <ms>', 'the same for the sparse figure (longer than maxAckDelayMs)', intArg('--sparse-spacing', 0), 100)
     .option('--out <file>', 'also write the rows as JSON to this file (input of bench/plot.ts)')
     .option('--json', 'print one JSON array', false)
     .option(
@@ -287,28 +295,47 @@ export function benchCommand(): Command {
         ks: number[];
         updates: number;
         maxYjs: number;
+        maxYjsWebsocket: number;
         maxAutomerge: number;
+        spacing: number;
+        sparseSpacing: number;
         out?: string;
         json: boolean;
         breakdown: boolean;
       }) => {
-        const { runCompare, updateBreakdown } = await load<typeof import('../../bench/compare.js')>('../../bench/compare.js');
+        const { runCompare, updateBreakdown, websocketBreakdown } =
+          await load<typeof import('../../bench/compare.js')>('../../bench/compare.js');
         if (o.breakdown) {
           const b = updateBreakdown();
-          if (o.json) console.log(JSON.stringify(b, null, 2));
-          else
+          const w = websocketBreakdown();
+          if (o.json) console.log(JSON.stringify({ ...b, 'yjs-websocket': w }, null, 2));
+          else {
             for (const [side, r] of Object.entries(b)) {
-              console.log(`a write at the ${side}: ${r.bytes} bytes`);
-              for (const d of r.datagrams) console.log(`  ${d.from.padEnd(10)} ${String(d.bytes).padStart(4)}  ${d.messages.join(' ')}`);
+              console.log(`a write at the ${side}: ${r.bytes} bytes (sealed UDP payloads)`);
+              for (const d of r.datagrams)
+                console.log(
+                  `  +${String(d.atMs).padStart(2)} ms ${d.from.padEnd(10)} ${String(d.bytes).padStart(4)}  ${d.messages.join(' ')}`,
+                );
             }
+            console.log(`y-websocket, a write at one client: ${w.bytes} bytes (TLS records)`);
+            for (const m of w.messages)
+              console.log(`  ${m.hop.padEnd(28)} ${String(m.wire).padStart(4)}  update ${m.update}, sync message ${m.message}`);
+          }
           return;
         }
         const rows = runCompare(
-          { sizes: o.sizes, ks: o.ks, updates: o.updates, maxN: { yjs: o.maxYjs, automerge: o.maxAutomerge } },
+          {
+            sizes: o.sizes,
+            ks: o.ks,
+            updates: o.updates,
+            maxN: { yjs: o.maxYjs, 'yjs-websocket': Math.min(o.maxYjs, o.maxYjsWebsocket), automerge: o.maxAutomerge },
+            spacingMs: o.spacing,
+            sparseSpacingMs: o.sparseSpacing,
+          },
           (r) => {
             if (!o.json)
               console.error(
-                `${r.system.padEnd(10)} N=${String(r.n).padEnd(8)} K=${String(r.k).padEnd(6)} ${r.bytesPerUpdate} B/update  catch-up ${r.catchUpBytes} B in ${r.catchUpMs} ms${r.catchUpPath ? ` by ${r.catchUpPath}` : ''}  ${r.updatesPerSec}/s  heap ${(r.stateHeapBytes / 1e6).toFixed(1)} MB  ${r.identical ? 'identical' : 'DIFFERENT'}`,
+                `${r.system.padEnd(13)} N=${String(r.n).padEnd(8)} K=${String(r.k).padEnd(6)} ${r.bytesPerUpdate} B/update (${r.bytesPerUpdateSparse} at ${r.sparseSpacingMs} ms)  catch-up ${r.catchUpBytes} B in ${r.catchUpMs} ms${r.catchUpPath ? ` by ${r.catchUpPath}` : ''}  ${r.updatesPerSec}/s  heap ${(r.stateHeapBytes / 1e6).toFixed(1)} MB  ${r.identical ? 'identical' : 'DIFFERENT'}`,
               );
           },
         );
