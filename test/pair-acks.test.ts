@@ -6,7 +6,7 @@ import { PairState } from '../core/pair/lifecycle.js';
 import { STATUS_EVERY_VERSIONS } from '../core/pair/shared.js';
 import { set } from './helpers.js';
 
-// Acknowledgements ride datagrams that go anyway (PROTOCOL.md §9.1, rev 1.12 "delayed Status").
+// Acknowledgements ride datagrams that go anyway (PROTOCOL.md §9.1, rev 1.13 "delayed Status").
 const TIMING = { keepaliveMs: 1000, silenceMs: 5000, maxAckDelayMs: 10, initialRtoMs: 250 };
 
 function pair(localId: number, peerId: number): HalfPair {
