@@ -104,16 +104,17 @@ export interface Hash64Parts {
   lo: number;
 }
 
+const EMPTY = new Uint8Array(0);
+
 export class Writer {
-  buf: Uint8Array;
+  /** Allocated on the first write: a writer that ends up empty (a poll with nothing to send) costs no backing store. */
+  buf: Uint8Array = EMPTY;
   pos = 0;
-  constructor(initial = 256) {
-    this.buf = new Uint8Array(initial);
-  }
+  constructor(private readonly initial = 256) {}
 
   private ensure(n: number): void {
     if (this.pos + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
+    let size = Math.max(this.buf.length * 2, this.initial, 16);
     while (size < this.pos + n) size *= 2;
     const next = new Uint8Array(size);
     next.set(this.buf.subarray(0, this.pos));
@@ -173,10 +174,18 @@ export class Writer {
   finish(): Uint8Array {
     return this.buf.slice(0, this.pos);
   }
+
+  /** Start over, keeping the buffer (a scratch writer reused by one encoder). */
+  reset(): this {
+    this.pos = 0;
+    return this;
+  }
 }
 
 /** Encoded size of a varint, for packing decisions without encoding. */
 export function varintLen(v: number): number {
+  if (v < 0x80) return 1;
+  if (v < 0x4000) return 2;
   let n = 1;
   while (v >= 0x80) {
     v = Math.floor(v / 128);

@@ -3,7 +3,7 @@
  * Each message is `type u8 | length varint | body`; a frame holds one or more.
  */
 import { DropReason, MAX_KEY_LEN, MAX_MESSAGE_LEN, MAX_PAYLOAD_LEN, MAX_VALUE_LEN } from './constants.js';
-import { Reader, Writer, type Hash64Parts } from './buffer.js';
+import { Reader, Writer, varintLen, type Hash64Parts } from './buffer.js';
 import { DeltaOp, type Delta, type RejectReason } from './delta.js';
 import { WireError } from './errors.js';
 import { readName, writeName } from './names.js';
@@ -695,16 +695,42 @@ function readBody(r: Reader, type: number): Message | undefined {
   }
 }
 
+/** One scratch writer for message bodies (encoding never nests): a message costs one allocation, its own bytes. */
+const bodyScratch = new Writer(1024);
+
 export function writeMessage(w: Writer, m: Message): void {
-  const body = new Writer(64);
+  const body = bodyScratch.reset();
   writeBody(body, m);
   w.u8(m.type).varint(body.pos).bytes(body.buf.subarray(0, body.pos));
 }
 
+/** `type u8 | length varint | body` with the body in `body` (positions 0..pos): exactly sized. */
+export function frameMessage(type: MsgType, body: Writer): Uint8Array {
+  const len = body.pos;
+  const out = new Uint8Array(1 + varintLen(len) + len);
+  out[0] = type;
+  let v = len;
+  let p = 1;
+  while (v >= 0x80) {
+    out[p++] = (v % 128) | 0x80;
+    v = Math.floor(v / 128);
+  }
+  out[p++] = v;
+  out.set(body.buf.subarray(0, len), p);
+  return out;
+}
+
 export function encodeMessage(m: Message): Uint8Array {
-  const w = new Writer(64);
-  writeMessage(w, m);
-  return w.finish();
+  const body = bodyScratch.reset();
+  writeBody(body, m);
+  return frameMessage(m.type, body);
+}
+
+/** The encoded Collapse message (type, length, body) of a record: what the delta log keeps and sends. */
+export function encodeCollapse(m: Omit<CollapseMsg, 'type'>): Uint8Array {
+  const body = bodyScratch.reset();
+  writeCollapseBody(body, m);
+  return frameMessage(MsgType.Collapse, body);
 }
 
 export interface DecodedPayload {
