@@ -39,24 +39,35 @@ export function isHandshakeType(t: number): boolean {
 }
 
 export function encodeFrame(h: Omit<FrameHeader, 'payloadLen'>, payload: Uint8Array): Uint8Array {
-  const len = HEADER_LEN + payload.length;
+  if (HEADER_LEN + payload.length > MAX_FRAME_LEN) {
+    throw new WireError(DropReason.Oversized, 'frame', `${HEADER_LEN + payload.length} bytes exceeds ${MAX_FRAME_LEN}`);
+  }
+  const out = new Uint8Array(HEADER_LEN + payload.length);
+  out.set(payload, HEADER_LEN);
+  return writeFrameHeader(out, h);
+}
+
+/**
+ * Write the header into the first HEADER_LEN bytes of `out`, whose rest is the payload
+ * (a payload built behind room for its header is framed without another copy). Returns `out`.
+ */
+export function writeFrameHeader(out: Uint8Array, h: Omit<FrameHeader, 'payloadLen'>): Uint8Array {
+  const len = out.length;
   if (len > MAX_FRAME_LEN) {
     throw new WireError(DropReason.Oversized, 'frame', `${len} bytes exceeds ${MAX_FRAME_LEN}`);
   }
   if (!Number.isSafeInteger(h.packetNumber) || h.packetNumber < 0) {
     throw new RangeError(`packet number out of range: ${h.packetNumber}`);
   }
-  const out = new Uint8Array(len);
-  const dv = new DataView(out.buffer);
+  const dv = new DataView(out.buffer, out.byteOffset, HEADER_LEN);
   H.magic.set(dv, MAGIC);
   H.version.set(dv, PROTOCOL_VERSION);
   H.type.set(dv, h.type);
   H.flags.set(dv, h.flags);
   H.hdr_len.set(dv, HEADER_LEN);
-  H.payload_len.set(dv, payload.length);
+  H.payload_len.set(dv, len - HEADER_LEN);
   H.pair_id.set(dv, h.pairId);
   H.packet_number.set(dv, h.packetNumber);
-  out.set(payload, HEADER_LEN);
   return out;
 }
 

@@ -716,7 +716,9 @@ export function frameMessage(type: MsgType, body: Writer): Uint8Array {
     v = Math.floor(v / 128);
   }
   out[p++] = v;
-  out.set(body.buf.subarray(0, len), p);
+  const src = body.buf;
+  if (len > 64) out.set(src.subarray(0, len), p);
+  else for (let i = 0; i < len; i++) out[p + i] = src[i];
   return out;
 }
 
