@@ -69,6 +69,36 @@ export class Reader {
     throw new WireError(DropReason.MalformedPayload, field, `varint longer than ${MAX_VARINT_BYTES} bytes`);
   }
 
+  /**
+   * varint(`${pre}[${i}]${post}`) without building the field name unless the read fails: the
+   * name of a field of list entry i. A minimal varint of up to 4 bytes is read in place;
+   * anything else is read again by varint() with its name (the same value, or the same fault).
+   */
+  varintAt(pre: string, i: number, post: string): number {
+    const buf = this.buf;
+    const end = this.end;
+    let p = this.pos;
+    let result = 0;
+    let mul = 1;
+    for (let k = 0; k < 4 && p < end; k++) {
+      const byte = buf[p++];
+      result += (byte & 0x7f) * mul;
+      if ((byte & 0x80) === 0) {
+        if (k > 0 && byte === 0) break; // non-minimal: varint() names it
+        this.pos = p;
+        return result;
+      }
+      mul *= 128;
+    }
+    return this.varint(`${pre}[${i}]${post}`);
+  }
+
+  /** u8 of list entry i's field, named only if the read fails (see varintAt). */
+  u8At(pre: string, i: number, post: string): number {
+    if (this.pos < this.end) return this.buf[this.pos++];
+    return this.u8(`${pre}[${i}]${post}`);
+  }
+
   /** A view (no copy) of the next n bytes. */
   bytes(n: number, field: string): Uint8Array {
     this.need(n, field);

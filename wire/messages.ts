@@ -4,7 +4,7 @@
  */
 import { DropReason, MAX_KEY_LEN, MAX_MESSAGE_LEN, MAX_PAYLOAD_LEN, MAX_VALUE_LEN } from './constants.js';
 import { Reader, Writer, varintLen, type Hash64Parts } from './buffer.js';
-import { DeltaOp, type Delta, type RejectReason } from './delta.js';
+import { DeltaOp, readSetFast, type Delta, type RejectReason } from './delta.js';
 import { WireError } from './errors.js';
 import { readName, writeName } from './names.js';
 import { readEntryDelta, writeEntryDelta, type EntryDelta } from './cross.js';
@@ -536,9 +536,9 @@ function readBody(r: Reader, type: number): Message | undefined {
       const candidates: PairCandidate[] = [];
       for (let i = 0; i < n; i++) {
         candidates.push({
-          origin: r.varint(`propose[${i}].origin`),
-          seq: r.varint(`propose[${i}].seq`),
-          delta: readEntryDelta(r, `propose[${i}].delta`, 'candidate'),
+          origin: r.varintAt('propose', i, '.origin'),
+          seq: r.varintAt('propose', i, '.seq'),
+          delta: readSetFast(r) ?? readEntryDelta(r, `propose[${i}].delta`, 'candidate'),
         });
       }
       return { type, register, base, candidates };
@@ -551,9 +551,10 @@ function readBody(r: Reader, type: number): Message | undefined {
       const entries: CollapseEntry[] = [];
       const elided: number[] = [];
       for (let i = 0; i < n; i++) {
-        const origin = r.varint(`collapse[${i}].origin`);
-        const seq = r.varint(`collapse[${i}].seq`);
-        const verdict = r.u8(`collapse[${i}].verdict`);
+        // Field names are built only for a fault (every entry of a full record would build four).
+        const origin = r.varintAt('collapse', i, '.origin');
+        const seq = r.varintAt('collapse', i, '.seq');
+        const verdict = r.u8At('collapse', i, '.verdict');
         if (verdict === VERDICT_OWN_ELIDED) {
           elided.push(i);
           entries.push({ origin, seq, verdict: 'committed', delta: ELIDED_DELTA });
@@ -563,7 +564,7 @@ function readBody(r: Reader, type: number): Message | undefined {
           throw new WireError(DropReason.MalformedPayload, `collapse[${i}].verdict`, `unknown verdict ${verdict}`);
         entries.push(
           verdict === 0
-            ? { origin, seq, verdict: 'committed', delta: readEntryDelta(r, `collapse[${i}].delta`, 'record') }
+            ? { origin, seq, verdict: 'committed', delta: readSetFast(r) ?? readEntryDelta(r, `collapse[${i}].delta`, 'record') }
             : { origin, seq, verdict: 'rejected', reason: verdict as RejectReason },
         );
       }
