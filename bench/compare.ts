@@ -32,7 +32,7 @@ export interface CompareRow {
   k: number;
   /** Bytes exchanged per steady-state update (both directions, all protocol overhead). */
   bytesPerUpdate: number;
-  /** Steady-state updates per second, write to applied at the other side. */
+  /** Steady-state updates per second of CPU time, write to applied at the other side. */
   updatesPerSec: number;
   /** Bytes and milliseconds for the cut-off side to catch up after K missed updates. */
   catchUpBytes: number;
@@ -69,6 +69,12 @@ export function stateMemory(system: keyof typeof SYSTEMS, n: number): number {
   const used = heap() - h0;
   void holder;
   return Math.max(used, 0);
+}
+
+/** CPU milliseconds of this process (all its threads: a system's garbage collection counts against it). */
+function cpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
 }
 
 const enc = new TextEncoder();
@@ -240,9 +246,9 @@ const SYSTEMS = { spook, yjs, automerge } as const;
 export function compareOne(system: keyof typeof SYSTEMS, n: number, k: number, updates: number, stateHeapBytes = -1): CompareRow {
   const rng = new Rng(n * 31 + k);
   const { sys, holder } = SYSTEMS[system](n, rng);
-  // Steady state.
+  // Steady state, timed in CPU time (as bench core): on a shared machine wall time also counts other processes' turns.
   let bytes = 0;
-  const t0 = performance.now();
+  const t0 = cpuMs();
   for (let i = 0; i < updates; i++) {
     const key = keyName(rng.int(0, n - 1));
     if (i % 10 === 9) {
@@ -251,7 +257,7 @@ export function compareOne(system: keyof typeof SYSTEMS, n: number, k: number, u
     } else sys.write((i % 2) as 0 | 1, key, rng.bytes(rng.int(8, 64)));
     bytes += sys.sync();
   }
-  const dt = (performance.now() - t0) / 1000;
+  const dt = (cpuMs() - t0) / 1000;
   // Cut, K updates on side 0, reconnect.
   sys.setConnected(false);
   for (let i = 0; i < k; i++) sys.write(0, keyName(rng.int(0, n - 1)), rng.bytes(rng.int(8, 64)));
@@ -327,6 +333,12 @@ export interface CompareOptions {
   sizes: number[];
   ks: number[];
   updates: number;
+  /**
+   * Untimed rounds of the workload (N = 1,000, K = 10) per system before its rows, for at least
+   * this many ms: a row of a few hundred updates lasts milliseconds, so without it the first
+   * rows time the JIT compiling each system's code rather than the system (default 1,000; 0: none).
+   */
+  warmupMs?: number;
   /** Largest N each system is run at (Automerge and Yjs are slow or huge at 10^6 keys). */
   maxN: Record<string, number>;
 }
@@ -334,6 +346,10 @@ export interface CompareOptions {
 export function runCompare(o: CompareOptions, progress?: (r: CompareRow) => void): CompareRow[] {
   const rows: CompareRow[] = [];
   for (const system of Object.keys(SYSTEMS) as (keyof typeof SYSTEMS)[]) {
+    if (o.sizes.some((n) => n <= (o.maxN[system] ?? Infinity))) {
+      const t0 = cpuMs();
+      while (cpuMs() - t0 < (o.warmupMs ?? 1000)) compareOne(system, 1000, 10, o.updates);
+    }
     for (const n of o.sizes) {
       if (n > (o.maxN[system] ?? Infinity)) continue;
       const mem = stateMemory(system, n);

@@ -272,6 +272,12 @@ export function benchCommand(): Command {
     .option('--sizes <list>', 'map sizes N', list('--sizes'), [1000, 10_000, 100_000, 1_000_000])
     .option('--ks <list>', 'missed updates K', list('--ks'), [10, 100, 1000, 10_000])
     .option('--updates <n>', 'steady-state updates per row', intArg('--updates', 10), 300)
+    .option(
+      '--warmup-ms <n>',
+      'untimed rounds per system before its rows, for at least this long (JIT warm-up)',
+      intArg('--warmup-ms', 0),
+      1000,
+    )
     .option('--max-yjs <n>', 'largest N for Yjs', intArg('--max-yjs', 1), 1_000_000)
     .option('--max-automerge <n>', 'largest N for Automerge (its sync slows sharply with N)', intArg('--max-automerge', 1), 10_000)
     .option('--out <file>', 'also write the rows as JSON to this file (input of bench/plot.ts)')
@@ -286,6 +292,7 @@ export function benchCommand(): Command {
         sizes: number[];
         ks: number[];
         updates: number;
+        warmupMs: number;
         maxYjs: number;
         maxAutomerge: number;
         out?: string;
@@ -304,7 +311,7 @@ export function benchCommand(): Command {
           return;
         }
         const rows = runCompare(
-          { sizes: o.sizes, ks: o.ks, updates: o.updates, maxN: { yjs: o.maxYjs, automerge: o.maxAutomerge } },
+          { sizes: o.sizes, ks: o.ks, updates: o.updates, warmupMs: o.warmupMs, maxN: { yjs: o.maxYjs, automerge: o.maxAutomerge } },
           (r) => {
             if (!o.json)
               console.error(
