@@ -32,6 +32,16 @@ export interface Frame {
   payload: Uint8Array;
 }
 
+if (ESTP_HEADER.list.some((f) => f.size > 1 && f.order !== 'network')) throw new Error('ESTP_HEADER: put() writes network order only');
+
+/** Store `v` (below 2^53) big-endian in the `size` bytes of field `f`. */
+function put(out: Uint8Array, f: { offset: number; size: number }, v: number): void {
+  for (let i = f.offset + f.size - 1; i >= f.offset; i--) {
+    out[i] = v % 256;
+    v = Math.floor(v / 256);
+  }
+}
+
 const KNOWN_TYPES = new Set<number>([FrameType.HandshakeInit, FrameType.HandshakeResp, FrameType.CookieReply, FrameType.Data]);
 
 export function isHandshakeType(t: number): boolean {
@@ -59,15 +69,15 @@ export function writeFrameHeader(out: Uint8Array, h: Omit<FrameHeader, 'payloadL
   if (!Number.isSafeInteger(h.packetNumber) || h.packetNumber < 0) {
     throw new RangeError(`packet number out of range: ${h.packetNumber}`);
   }
-  const dv = new DataView(out.buffer, out.byteOffset, HEADER_LEN);
-  H.magic.set(dv, MAGIC);
-  H.version.set(dv, PROTOCOL_VERSION);
-  H.type.set(dv, h.type);
-  H.flags.set(dv, h.flags);
-  H.hdr_len.set(dv, HEADER_LEN);
-  H.payload_len.set(dv, len - HEADER_LEN);
-  H.pair_id.set(dv, h.pairId);
-  H.packet_number.set(dv, h.packetNumber);
+  // Every datagram passes here: plain byte stores at the declaration's offsets (all its fields are in network order).
+  put(out, H.magic, MAGIC);
+  put(out, H.version, PROTOCOL_VERSION);
+  put(out, H.type, h.type);
+  put(out, H.flags, h.flags);
+  put(out, H.hdr_len, HEADER_LEN);
+  put(out, H.payload_len, len - HEADER_LEN);
+  put(out, H.pair_id, h.pairId);
+  put(out, H.packet_number, h.packetNumber);
   return out;
 }
 
