@@ -15,7 +15,7 @@ import {
   PROTOCOL_VERSION,
 } from './constants.js';
 import { WireError } from './errors.js';
-import { ESTP_HEADER, viewOf } from './layouts.js';
+import { ESTP_HEADER } from './layouts.js';
 
 const H = ESTP_HEADER.fields;
 
@@ -39,6 +39,24 @@ function put(out: Uint8Array, f: { offset: number; size: number }, v: number): v
   for (let i = f.offset + f.size - 1; i >= f.offset; i--) {
     out[i] = v % 256;
     v = Math.floor(v / 256);
+  }
+}
+
+/** Field `f` (1, 2, 4 or 8 bytes, big-endian) of `b` as a number: a u64 as hi·2^32 + lo, as U64Field.getNumber reads it. */
+function get(b: Uint8Array, f: { offset: number; size: number }): number {
+  const o = f.offset;
+  switch (f.size) {
+    case 1:
+      return b[o];
+    case 2:
+      return (b[o] << 8) | b[o + 1];
+    case 4:
+      return ((b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]) >>> 0;
+    default:
+      return (
+        (((b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]) >>> 0) * 2 ** 32 +
+        (((b[o + 4] << 24) | (b[o + 5] << 16) | (b[o + 6] << 8) | b[o + 7]) >>> 0)
+      );
   }
 }
 
@@ -93,28 +111,28 @@ export function decodeFrame(buf: Uint8Array, knownPair?: (pairId: number) => boo
   if (buf.length < HEADER_LEN) {
     throw new WireError(DropReason.Truncated, 'header', `${buf.length} bytes, header needs ${HEADER_LEN}`);
   }
-  const dv = viewOf(buf);
-  const magic = H.magic.get(dv);
+  // Every datagram passes here: byte loads at the declaration's offsets, no DataView per frame.
+  const magic = get(buf, H.magic);
   if (magic !== MAGIC) {
     throw new WireError(DropReason.BadMagic, 'header.magic', `0x${magic.toString(16)} is not 0x${MAGIC.toString(16)}`);
   }
-  const version = H.version.get(dv);
+  const version = get(buf, H.version);
   if (version !== PROTOCOL_VERSION) {
     throw new WireError(DropReason.BadVersion, 'header.version', `${version} is not ${PROTOCOL_VERSION}`);
   }
-  const type = H.type.get(dv);
+  const type = get(buf, H.type);
   if (!KNOWN_TYPES.has(type)) {
     throw new WireError(DropReason.UnknownType, 'header.type', `unknown frame type ${type}`);
   }
-  const flags = H.flags.get(dv);
+  const flags = get(buf, H.flags);
   if (flags & FLAGS_RESERVED_MASK) {
     throw new WireError(DropReason.ReservedFlags, 'header.flags', `reserved bits set: 0x${flags.toString(16)}`);
   }
-  const hdrLen = H.hdr_len.get(dv);
+  const hdrLen = get(buf, H.hdr_len);
   if (hdrLen !== HEADER_LEN) {
     throw new WireError(DropReason.BadHeaderLen, 'header.hdr_len', `${hdrLen} is not ${HEADER_LEN}`);
   }
-  const payloadLen = H.payload_len.get(dv);
+  const payloadLen = get(buf, H.payload_len);
   if (HEADER_LEN + payloadLen !== buf.length) {
     throw new WireError(
       DropReason.LengthMismatch,
@@ -125,11 +143,11 @@ export function decodeFrame(buf: Uint8Array, knownPair?: (pairId: number) => boo
   if (isHandshakeType(type) && payloadLen > MAX_HANDSHAKE_PAYLOAD_LEN) {
     throw new WireError(DropReason.Oversized, 'header.payload_len', `handshake payload ${payloadLen} exceeds ${MAX_HANDSHAKE_PAYLOAD_LEN}`);
   }
-  const pairId = H.pair_id.get(dv);
+  const pairId = get(buf, H.pair_id);
   if (type === FrameType.Data && knownPair && !knownPair(pairId)) {
     throw new WireError(DropReason.UnknownPair, 'header.pair_id', `pair ${pairId} is not in the pair table`);
   }
-  const packetNumber = H.packet_number.getNumber(dv);
+  const packetNumber = get(buf, H.packet_number);
   return {
     header: { type, flags, payloadLen, pairId, packetNumber },
     payload: buf.subarray(HEADER_LEN),
