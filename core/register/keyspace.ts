@@ -217,9 +217,10 @@ export class Bucket {
 
   private makeRoom(len: number): void {
     const live = this.used - this.garbage;
-    // Compact in place when a quarter is garbage and the bytes fit; else double (few reallocations: each costs a backing store).
+    // Compact in place when a quarter is garbage and the bytes fit; else double, quadruple below 1 KiB (few
+    // reallocations: each costs a backing store; the sizes reached stay the same powers of two).
     const size = this.arena.length;
-    const cap = this.garbage >= size >>> 2 && live + len <= size ? size : Math.max(live + len, size * 2);
+    const cap = this.garbage >= size >>> 2 && live + len <= size ? size : Math.max(live + len, size * (size < 1024 ? 4 : 2));
     if (this.garbage === 0) {
       const dst = new Uint8Array(cap);
       dst.set(this.arena.subarray(0, this.used));
@@ -249,7 +250,8 @@ export class Bucket {
   /** Open position `pos` for a new entry (shifting the later ones). */
   openAt(pos: number): void {
     if (this.n * STRIDE === this.meta.length) {
-      const meta = new Int32Array(this.n * 2 * STRIDE);
+      // Quadruple while small: a bucket of a mid-sized map reaches its ~20-30 entries in one step, not two (same final size).
+      const meta = new Int32Array(this.n * (this.n < 16 ? 4 : 2) * STRIDE);
       meta.set(this.meta);
       this.meta = meta;
     }
