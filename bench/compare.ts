@@ -247,8 +247,6 @@ export function compareOne(system: keyof typeof SYSTEMS, n: number, k: number, u
   const rng = new Rng(n * 31 + k);
   const { sys, holder } = SYSTEMS[system](n, rng);
   // Steady state, timed in CPU time (as bench core): on a shared machine wall time also counts other processes' turns.
-  // A collection first, so the setup's garbage (the N-key state built twice) is not collected inside the timing.
-  gc();
   let bytes = 0;
   const t0 = cpuMs();
   for (let i = 0; i < updates; i++) {
