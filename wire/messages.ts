@@ -697,10 +697,17 @@ function readBody(r: Reader, type: number): Message | undefined {
 }
 
 /** One scratch writer for message bodies (encoding never nests): a message costs one allocation, its own bytes. */
-const bodyScratch = new Writer(1024);
+let bodyScratch = new Writer(1024);
+/** Past this, the scratch a large message grew is let go after use (not held for the process's life). */
+const SCRATCH_KEEP = 1 << 16;
+
+function scratch(): Writer {
+  if (bodyScratch.buf.length > SCRATCH_KEEP) bodyScratch = new Writer(1024);
+  return bodyScratch.reset();
+}
 
 export function writeMessage(w: Writer, m: Message): void {
-  const body = bodyScratch.reset();
+  const body = scratch();
   writeBody(body, m);
   w.u8(m.type).varint(body.pos).bytes(body.buf.subarray(0, body.pos));
 }
@@ -724,14 +731,14 @@ export function frameMessage(type: MsgType, body: Writer): Uint8Array {
 }
 
 export function encodeMessage(m: Message): Uint8Array {
-  const body = bodyScratch.reset();
+  const body = scratch();
   writeBody(body, m);
   return frameMessage(m.type, body);
 }
 
 /** The encoded Collapse message (type, length, body) of a record: what the delta log keeps and sends. */
 export function encodeCollapse(m: Omit<CollapseMsg, 'type'>): Uint8Array {
-  const body = bodyScratch.reset();
+  const body = scratch();
   writeCollapseBody(body, m);
   return frameMessage(MsgType.Collapse, body);
 }
