@@ -54,7 +54,7 @@ export interface CompareRow {
   bytesPerUpdateSparse: number;
   spacingMs: number;
   sparseSpacingMs: number;
-  /** Steady-state updates per second, write to applied at the other side. */
+  /** Steady-state updates per second of CPU time, write to applied at the other side. */
   updatesPerSec: number;
   /** Bytes and milliseconds for the cut-off side to catch up after K missed updates. */
   catchUpBytes: number;
@@ -97,6 +97,12 @@ export function stateMemory(system: keyof typeof SYSTEMS, n: number): number {
   const used = heap() - h0;
   void holder;
   return Math.max(used, 0);
+}
+
+/** CPU milliseconds of this process (all its threads: a system's garbage collection counts against it). */
+function cpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
 }
 
 const enc = new TextEncoder();
@@ -482,9 +488,9 @@ export function compareOne(
 ): CompareRow {
   const rng = new Rng(n * 31 + k);
   const { sys, holder } = SYSTEMS[system](n, rng);
-  const t0 = performance.now();
+  const t0 = cpuMs();
   const bytes = steady(sys, rng, n, updates, spacingMs);
-  const dt = (performance.now() - t0) / 1000;
+  const dt = (cpuMs() - t0) / 1000;
   const sparseBytes = steady(sys, rng, n, updates, sparseSpacingMs);
   // Cut, K updates on side 0, reconnect.
   sys.setConnected(false);
@@ -593,6 +599,12 @@ export interface CompareOptions {
   sizes: number[];
   ks: number[];
   updates: number;
+  /**
+   * Untimed rounds of the workload (N = 1,000, K = 10) per system before its rows, for at least
+   * this many ms: a row of a few hundred updates lasts milliseconds, so without it the first
+   * rows time the JIT compiling each system's code rather than the system (default 1,000; 0: none).
+   */
+  warmupMs?: number;
   /** Largest N each system is run at (Automerge and Yjs are slow or huge at 10^6 keys). */
   maxN: Record<string, number>;
   /** Simulated ms between steady-state updates (default DEFAULT_SPACING_MS), and for the sparse figure. */
@@ -604,6 +616,10 @@ export function runCompare(o: CompareOptions, progress?: (r: CompareRow) => void
   const rows: CompareRow[] = [];
   for (const system of Object.keys(SYSTEMS) as (keyof typeof SYSTEMS)[]) {
     const maxN = o.maxN[system] ?? Infinity;
+    if (o.sizes.some((n) => n <= maxN)) {
+      const t0 = cpuMs();
+      while (cpuMs() - t0 < (o.warmupMs ?? 1000)) compareOne(system, 1000, 10, o.updates);
+    }
     for (const n of o.sizes) {
       if (n > maxN) continue;
       // y-websocket's replicas are Yjs's: its memory is the Yjs row's (the server's third doc aside).

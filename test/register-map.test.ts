@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { Hash64, Murmur3, laneSeeds } from '../core/register/hash.js';
 import { MapState, entryWireLen } from '../core/register/map.js';
-import { allEntries, type KeyIndex } from '../core/register/keyspace.js';
+import { SortedKeys, allEntries, type KeyIndex } from '../core/register/keyspace.js';
 import { QuotaCheck, type Quota } from '../core/register/quota.js';
 import { DeltaOp, RejectReason, decodeDelta, encodeDelta, readDelta, type Delta, type SimpleDelta } from '../wire/delta.js';
 import { Reader } from '../wire/buffer.js';
@@ -241,5 +241,37 @@ describe('readDelta: the short-set fast path reads what the checked path reads',
     // Value length 5 written in two bytes (0x85 0x00): not minimal, refused with the field named.
     expect(() => decodeDelta(Uint8Array.of(DeltaOp.Set, 1, 0x41, 0x85, 0x00, 1, 2, 3, 4, 5))).toThrow(/non-minimal/);
     expect(() => decodeDelta(Uint8Array.of(DeltaOp.Set, 0, 5))).toThrow(/empty key/);
+  });
+});
+
+describe("a bucket's lower bound (interpolated start, then steps, then binary search)", () => {
+  it('equals a linear scan for uniform, clustered and duplicate key hashes and bounds outside the bucket', () => {
+    const rng = new Rng(11);
+    const base = 0x5a3 << 20; // one bucket: the top 12 bits fixed
+    const layouts: Record<string, () => number> = {
+      uniform: () => base + rng.int(0, 0xfffff),
+      clustered: () => base + 0x7ff00 + rng.int(0, 0xff),
+      low: () => base + rng.int(0, 15),
+      duplicates: () => base + rng.int(0, 3) * 0x40000,
+    };
+    for (const [name, draw] of Object.entries(layouts)) {
+      for (const n of [0, 1, 2, 7, 40, 300]) {
+        const keys = new SortedKeys();
+        for (let i = 0; i < n; i++)
+          keys.insert({ key: Uint8Array.of(i & 0xff, i >> 8), value: new Uint8Array(0), version: 1, keyHash: draw(), hhi: 0, hlo: 0 });
+        const b = keys.read(base >>> 20);
+        if (n === 0) {
+          expect(b).toBeUndefined();
+          continue;
+        }
+        const hashes = Array.from({ length: b!.n }, (_, i) => b!.keyHash(i));
+        const probes = [0, base - 1, base, base + 0xfffff, base + 0x100000, 2 ** 32 - 1, 2 ** 32, ...hashes, ...hashes.map((h) => h + 1)];
+        for (let t = 0; t < 200; t++) probes.push(base + rng.int(0, 0xfffff));
+        for (const h of probes) {
+          const want = hashes.findIndex((x) => x >= h);
+          expect(b!.lowerBound(h), `${name} n=${n} h=${h}`).toBe(want < 0 ? hashes.length : want);
+        }
+      }
+    }
   });
 });

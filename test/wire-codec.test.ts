@@ -16,6 +16,7 @@ import {
   MAX_REGISTER_NAME_LEN,
 } from '../wire/constants.js';
 import { WireError } from '../wire/errors.js';
+import { Rng } from '../testing/sim/rng.js';
 import { Reader, Writer, varintLen } from '../wire/buffer.js';
 import { decodeFrame, encodeFrame } from '../wire/header.js';
 import { DeltaOp, RejectReason, decodeDelta, encodeDelta, encodedDeltaLen, validateDelta, type Delta } from '../wire/delta.js';
@@ -349,6 +350,28 @@ describe('varint', () => {
       expect(consumed).toBe(enc.length);
     });
   }
+
+  it('varintAt reads what varint reads, and names the list entry only when the read fails', () => {
+    const rng = new Rng(5);
+    for (let t = 0; t < 2000; t++) {
+      const bytes = Uint8Array.from({ length: rng.int(0, 9) }, () => (rng.chance(0.5) ? rng.int(0x80, 0xff) : rng.int(0, 0x7f)));
+      let want: { v: number; pos: number } | string;
+      let got: { v: number; pos: number } | string;
+      const a = new Reader(bytes);
+      try {
+        want = { v: a.varint('list[3].f'), pos: a.pos };
+      } catch (e) {
+        want = `${(e as WireError).field}: ${(e as WireError).message}`;
+      }
+      const b = new Reader(bytes);
+      try {
+        got = { v: b.varintAt('list', 3, '.f'), pos: b.pos };
+      } catch (e) {
+        got = `${(e as WireError).field}: ${(e as WireError).message}`;
+      }
+      expect(got, Array.from(bytes).join(',')).toEqual(want);
+    }
+  });
 
   it('uses standard LEB128 byte layout', () => {
     expect(Array.from(roundTrip(0).enc)).toEqual([0x00]);
@@ -992,6 +1015,26 @@ describe('range-checked fields', () => {
     expect(out.elided).toEqual([0]);
     expect(out.entries[0]).toEqual({ origin: 2, seq: 9, verdict: 'committed', delta: ELIDED_DELTA });
     expect(out.entries[1]).toEqual(m.entries[1]);
+  });
+
+  it('a truncated collapse entry names its field; names decode right when consecutive messages alternate registers', () => {
+    const entries = [0, 1, 2].map((i) => ({
+      origin: 1,
+      seq: 200 + i,
+      verdict: 'committed' as const,
+      delta: { op: DeltaOp.Set, key: Uint8Array.of(1, i), value: Uint8Array.of(i) } as Delta,
+    }));
+    const enc = encodeMessage({ type: MsgType.Collapse, register: 'm', version: 1, hash: { hi: 0, lo: 0 }, entries });
+    // Cut inside entry 2's seq (origin 1 byte, seq 2 bytes): the length prefix is fixed up so only the body is short.
+    const body = enc.subarray(2, enc.length - 8);
+    const cut = Uint8Array.from([MsgType.Collapse, body.length, ...body]);
+    expectWire(() => decodeMessages(cut), DropReason.MalformedPayload, 'collapse[2].seq');
+    const names = ['m', 'kv', 'm', 'mm', 'kv', 'é'];
+    const payload = names.map((register, i) =>
+      encodeMessage({ type: MsgType.SnapReq, register, targetVersion: i, flags: 0, fromChunk: 0 }),
+    );
+    const all = Uint8Array.from(payload.flatMap((p) => Array.from(p)));
+    expect(decodeMessages(all).messages.map((m) => (m as { register: string }).register)).toEqual(names);
   });
 
   it('unknown collapse verdicts, rejection reasons, request flags and out-of-depth prefixes are malformed', () => {

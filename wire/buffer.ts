@@ -69,6 +69,36 @@ export class Reader {
     throw new WireError(DropReason.MalformedPayload, field, `varint longer than ${MAX_VARINT_BYTES} bytes`);
   }
 
+  /**
+   * varint(`${pre}[${i}]${post}`) without building the field name unless the read fails: the
+   * name of a field of list entry i. A minimal varint of up to 4 bytes is read in place;
+   * anything else is read again by varint() with its name (the same value, or the same fault).
+   */
+  varintAt(pre: string, i: number, post: string): number {
+    const buf = this.buf;
+    const end = this.end;
+    let p = this.pos;
+    let result = 0;
+    let mul = 1;
+    for (let k = 0; k < 4 && p < end; k++) {
+      const byte = buf[p++];
+      result += (byte & 0x7f) * mul;
+      if ((byte & 0x80) === 0) {
+        if (k > 0 && byte === 0) break; // non-minimal: varint() names it
+        this.pos = p;
+        return result;
+      }
+      mul *= 128;
+    }
+    return this.varint(`${pre}[${i}]${post}`);
+  }
+
+  /** u8 of list entry i's field, named only if the read fails (see varintAt). */
+  u8At(pre: string, i: number, post: string): number {
+    if (this.pos < this.end) return this.buf[this.pos++];
+    return this.u8(`${pre}[${i}]${post}`);
+  }
+
   /** A view (no copy) of the next n bytes. */
   bytes(n: number, field: string): Uint8Array {
     this.need(n, field);
@@ -104,16 +134,17 @@ export interface Hash64Parts {
   lo: number;
 }
 
+const EMPTY = new Uint8Array(0);
+
 export class Writer {
-  buf: Uint8Array;
+  /** Allocated on the first write: a writer that ends up empty (a poll with nothing to send) costs no backing store. */
+  buf: Uint8Array = EMPTY;
   pos = 0;
-  constructor(initial = 256) {
-    this.buf = new Uint8Array(initial);
-  }
+  constructor(private readonly initial = 256) {}
 
   private ensure(n: number): void {
     if (this.pos + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
+    let size = Math.max(this.buf.length * 2, this.initial, 16);
     while (size < this.pos + n) size *= 2;
     const next = new Uint8Array(size);
     next.set(this.buf.subarray(0, this.pos));
@@ -173,10 +204,18 @@ export class Writer {
   finish(): Uint8Array {
     return this.buf.slice(0, this.pos);
   }
+
+  /** Start over, keeping the buffer (a scratch writer reused by one encoder). */
+  reset(): this {
+    this.pos = 0;
+    return this;
+  }
 }
 
 /** Encoded size of a varint, for packing decisions without encoding. */
 export function varintLen(v: number): number {
+  if (v < 0x80) return 1;
+  if (v < 0x4000) return 2;
   let n = 1;
   while (v >= 0x80) {
     v = Math.floor(v / 128);

@@ -128,7 +128,7 @@ export function readDelta(r: Reader, field = 'delta', txn = false): Delta {
  * buffer: the common delta, without building a field name per read. Anything else, or anything
  * malformed, is left (undefined, reader untouched) to readDeltaChecked, which names the fault.
  */
-function readSetFast(r: Reader): Delta | undefined {
+export function readSetFast(r: Reader): Delta | undefined {
   const buf = r.buf;
   let p = r.pos;
   const end = r.end;

@@ -4,7 +4,7 @@
  */
 import { DropReason, MAX_KEY_LEN, MAX_MESSAGE_LEN, MAX_PAYLOAD_LEN, MAX_VALUE_LEN } from './constants.js';
 import { Reader, Writer, varintLen, type Hash64Parts } from './buffer.js';
-import { DeltaOp, type Delta, type RejectReason } from './delta.js';
+import { DeltaOp, readSetFast, type Delta, type RejectReason } from './delta.js';
 import { WireError } from './errors.js';
 import { readName, writeName } from './names.js';
 import { readEntryDelta, writeEntryDelta, type EntryDelta } from './cross.js';
@@ -614,9 +614,9 @@ function readBody(r: Reader, type: number): Message | undefined {
       const candidates: PairCandidate[] = [];
       for (let i = 0; i < n; i++) {
         candidates.push({
-          origin: r.varint(`propose[${i}].origin`),
-          seq: r.varint(`propose[${i}].seq`),
-          delta: readEntryDelta(r, `propose[${i}].delta`, 'candidate'),
+          origin: r.varintAt('propose', i, '.origin'),
+          seq: r.varintAt('propose', i, '.seq'),
+          delta: readSetFast(r) ?? readEntryDelta(r, `propose[${i}].delta`, 'candidate'),
         });
       }
       return { type, register, base, candidates };
@@ -629,9 +629,10 @@ function readBody(r: Reader, type: number): Message | undefined {
       const entries: CollapseEntry[] = [];
       const elided: number[] = [];
       for (let i = 0; i < n; i++) {
-        const origin = r.varint(`collapse[${i}].origin`);
-        const seq = r.varint(`collapse[${i}].seq`);
-        const verdict = r.u8(`collapse[${i}].verdict`);
+        // Field names are built only for a fault (every entry of a full record would build four).
+        const origin = r.varintAt('collapse', i, '.origin');
+        const seq = r.varintAt('collapse', i, '.seq');
+        const verdict = r.u8At('collapse', i, '.verdict');
         if (verdict === VERDICT_OWN_ELIDED) {
           elided.push(i);
           entries.push({ origin, seq, verdict: 'committed', delta: ELIDED_DELTA });
@@ -641,7 +642,7 @@ function readBody(r: Reader, type: number): Message | undefined {
           throw new WireError(DropReason.MalformedPayload, `collapse[${i}].verdict`, `unknown verdict ${verdict}`);
         entries.push(
           verdict === 0
-            ? { origin, seq, verdict: 'committed', delta: readEntryDelta(r, `collapse[${i}].delta`, 'record') }
+            ? { origin, seq, verdict: 'committed', delta: readSetFast(r) ?? readEntryDelta(r, `collapse[${i}].delta`, 'record') }
             : { origin, seq, verdict: 'rejected', reason: verdict as RejectReason },
         );
       }
@@ -786,16 +787,51 @@ function readBody(r: Reader, type: number): Message | undefined {
   }
 }
 
+/** One scratch writer for message bodies (encoding never nests): a message costs one allocation, its own bytes. */
+let bodyScratch = new Writer(1024);
+/** Past this, the scratch a large message grew is let go after use (not held for the process's life). */
+const SCRATCH_KEEP = 1 << 16;
+
+function scratch(): Writer {
+  if (bodyScratch.buf.length > SCRATCH_KEEP) bodyScratch = new Writer(1024);
+  return bodyScratch.reset();
+}
+
 export function writeMessage(w: Writer, m: Message): void {
-  const body = new Writer(64);
+  const body = scratch();
   writeBody(body, m);
   w.u8(m.type).varint(body.pos).bytes(body.buf.subarray(0, body.pos));
 }
 
+/** `type u8 | length varint | body` with the body in `body` (positions 0..pos): exactly sized. */
+export function frameMessage(type: MsgType, body: Writer): Uint8Array {
+  const len = body.pos;
+  const out = new Uint8Array(1 + varintLen(len) + len);
+  out[0] = type;
+  let v = len;
+  let p = 1;
+  while (v >= 0x80) {
+    out[p++] = (v % 128) | 0x80;
+    v = Math.floor(v / 128);
+  }
+  out[p++] = v;
+  const src = body.buf;
+  if (len > 64) out.set(src.subarray(0, len), p);
+  else for (let i = 0; i < len; i++) out[p + i] = src[i];
+  return out;
+}
+
 export function encodeMessage(m: Message): Uint8Array {
-  const w = new Writer(64);
-  writeMessage(w, m);
-  return w.finish();
+  const body = scratch();
+  writeBody(body, m);
+  return frameMessage(m.type, body);
+}
+
+/** The encoded Collapse message (type, length, body) of a record: what the delta log keeps and sends. */
+export function encodeCollapse(m: Omit<CollapseMsg, 'type'>): Uint8Array {
+  const body = scratch();
+  writeCollapseBody(body, m);
+  return frameMessage(MsgType.Collapse, body);
 }
 
 export interface DecodedPayload {

@@ -197,7 +197,7 @@ export class FragmentSender {
    * its order, which its peer needs: a Propose past a gap is dropped).
    */
   next(now: number, room: number): FragmentMsg | undefined {
-    if (this.inFlight.length >= FRAGMENT_WINDOW) return undefined;
+    if (this.out.length === 0 || this.inFlight.length >= FRAGMENT_WINDOW) return undefined;
     let pick: OutMessage | undefined;
     let pickTurn = Infinity;
     const seen = new Set<string>();

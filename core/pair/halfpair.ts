@@ -11,9 +11,9 @@
  * caused is released until the driver has made that durable (`pollWrites`, `writesDurable`).
  */
 import { addRttSample, type RttState } from '../util/rtt.js';
-import { DROP_REASON_NAMES, FrameType, MAX_PAYLOAD_LEN, MAX_REGISTER_NAME_LEN, MAX_VALUE_LEN } from '../../wire/constants.js';
+import { DROP_REASON_NAMES, FrameType, HEADER_LEN, MAX_PAYLOAD_LEN, MAX_REGISTER_NAME_LEN, MAX_VALUE_LEN } from '../../wire/constants.js';
 import { WireError } from '../../wire/errors.js';
-import { decodeFrame, encodeFrame } from '../../wire/header.js';
+import { decodeFrame, encodeFrame, writeFrameHeader } from '../../wire/header.js';
 import {
   CloseReason,
   MANIFEST_MATCHED,
@@ -30,7 +30,7 @@ import { FragmentSender, Reassembler, type FragmentDrop } from './fragment.js';
 import type { EntryDelta } from '../../wire/cross.js';
 import type { SpookEvent } from './events.js';
 import { Lifecycle, LifecycleEvent, PairState } from './lifecycle.js';
-import { PayloadBuilder } from './payload.js';
+import { PayloadBuilder, type LargeSink } from './payload.js';
 import type { PairDrop, PairDropCounts } from './drops.js';
 import { Deque } from '../util/deque.js';
 import { ManifestAssembly, OwnManifest, describeDiff, describeDiffs, diffManifests, manifestEntry, type ManifestDiff } from './manifest.js';
@@ -195,6 +195,13 @@ export class HalfPair {
   };
   private readonly timing: Timing;
   private readonly maxPayload: number;
+  /** The fragmentation layer as pollTransmit's payloads see it (one object, at the time of the poll under way). */
+  private txNow = 0;
+  private readonly largeSink: LargeSink = {
+    add: (raw, key) => this.fragOut.add(this.txNow, raw, key),
+    holds: (key) => this.fragOut.holds(this.txNow, key),
+    canTake: (bytes) => this.fragOut.canTake(bytes),
+  };
   private readonly events = new Deque<SpookEvent>();
   private outbox: Message[] = [];
   /** The encoding of a large response the fragmentation layer refused (full), so that it is not encoded again for each datagram. */
@@ -818,11 +825,8 @@ export class HalfPair {
     }
     this.collapse(now);
     if (this.awaitingWrites) return undefined; // the collapse made writes: they go to disk first
-    const b = new PayloadBuilder(this.maxPayload, {
-      add: (raw, key) => this.fragOut.add(now, raw, key),
-      holds: (key) => this.fragOut.holds(now, key),
-      canTake: (bytes) => this.fragOut.canTake(bytes),
-    });
+    this.txNow = now;
+    const b = new PayloadBuilder(this.maxPayload, this.largeSink);
     const ackPending = this.ackDueAt !== undefined || this.ackOverdue;
     if (ackPending) {
       b.add(
@@ -875,7 +879,12 @@ export class HalfPair {
     this.fragIn.acksSent(fragAcks);
     this.ackDueAt = owedLeft ? now + this.timing.maxAckDelayMs : undefined;
     this.ackOverdue = false;
-    return this.frame(now, b.finish());
+    if (this.opts.sealer) return this.frame(now, b.finish());
+    // Unsealed: the payload is joined behind room for the header, written in place (no second copy).
+    const out = b.finish(HEADER_LEN);
+    const pn = this.nextPn++;
+    writeFrameHeader(out, { type: FrameType.Data, flags: 0, pairId: this.opts.pairId, packetNumber: pn });
+    return this.sent(now, pn, out);
   }
 
   private frame(now: number, payload: Uint8Array): Uint8Array {
@@ -886,6 +895,11 @@ export class HalfPair {
       pn = this.nextPn++;
       out = encodeFrame({ type: FrameType.Data, flags: 0, pairId: this.opts.pairId, packetNumber: pn }, payload);
     }
+    return this.sent(now, pn, out);
+  }
+
+  /** Count a datagram leaving under packet number `pn`. */
+  private sent(now: number, pn: number, out: Uint8Array): Uint8Array {
     this.sentPn[pn % PN_RING] = pn;
     this.sentAt[pn % PN_RING] = now;
     this.counters.datagramsSent++;

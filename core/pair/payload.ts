@@ -1,5 +1,4 @@
 /** Packs encoded messages into one Data payload up to a byte limit. */
-import { Writer } from '../../wire/buffer.js';
 
 /**
  * The fragmentation layer (§3.7) as a payload sees it. `add` takes a message too large for
@@ -14,20 +13,20 @@ export interface LargeSink {
 }
 
 export class PayloadBuilder {
-  private readonly w: Writer;
+  /** The messages taken, joined once by finish(): no payload-sized buffer for a poll that ends up empty or small. */
+  private readonly parts: Uint8Array[] = [];
+  private size = 0;
   constructor(
     readonly limit: number,
     private readonly large?: LargeSink,
-  ) {
-    this.w = new Writer(limit);
-  }
+  ) {}
 
   get room(): number {
-    return this.limit - this.w.pos;
+    return this.limit - this.size;
   }
 
   get empty(): boolean {
-    return this.w.pos === 0;
+    return this.size === 0;
   }
 
   /**
@@ -37,7 +36,8 @@ export class PayloadBuilder {
   add(raw: Uint8Array, key?: string): boolean {
     if (raw.length > this.limit && this.large) return this.large.add(raw, key);
     if (raw.length > this.room) return false;
-    this.w.bytes(raw);
+    this.parts.push(raw);
+    this.size += raw.length;
     return true;
   }
 
@@ -51,7 +51,14 @@ export class PayloadBuilder {
     return this.large?.canTake(bytes) ?? false;
   }
 
-  finish(): Uint8Array {
-    return this.w.finish();
+  /** The payload, `headroom` bytes into a buffer of exactly headroom + payload bytes (room for a frame header in front). */
+  finish(headroom = 0): Uint8Array {
+    const out = new Uint8Array(headroom + this.size);
+    let at = headroom;
+    for (const p of this.parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    return out;
   }
 }

@@ -5,14 +5,14 @@
  * the resulting hash; it retransmits what the follower has not acknowledged and answers
  * its reconciliation requests from pins (ReconResponder).
  */
-import { Writer, varintLen } from '../../wire/buffer.js';
+import { varintLen } from '../../wire/buffer.js';
 import { encodedEntryDeltaLen, ownPart, type EntryDelta } from '../../wire/cross.js';
 import { DeltaOp, RejectReason, type Delta } from '../../wire/delta.js';
 import {
   MsgType,
   decodeMessages,
   encodeMessage,
-  writeCollapseBody,
+  encodeCollapse,
   type CollapseEntry,
   type CollapseMsg,
   type Message,
@@ -271,7 +271,7 @@ export class Sequencer implements RoleMachine, ResponderHost {
         taken++;
       }
       for (let i = 0; i < taken; i++) this.pending.shift();
-      this.seal(now, v, entries, size);
+      this.seal(now, v, entries);
       made++;
     }
     return made;
@@ -327,35 +327,27 @@ export class Sequencer implements RoleMachine, ResponderHost {
       verdict: 'committed',
       delta: { op: DeltaOp.Part, anchor, anchorVersion, delta },
     };
-    this.seal(now, v, [entry], encodedEntryDeltaLen(entry.delta) + 24);
+    this.seal(now, v, [entry]);
     return v;
   }
 
   /** Version `v` is decided: encode its record, log and persist it, report it. */
-  private seal(now: number, v: number, entries: CollapseEntry[], size: number): void {
+  private seal(now: number, v: number, entries: CollapseEntry[]): void {
     const s = this.s;
     s.version = v;
     const hash = { hi: s.state.hash.hi, lo: s.state.hash.lo };
-    const w = new Writer(size + 96);
-    const body = new Writer(size + 96);
-    writeCollapseBody(body, { register: s.name, version: v, hash, entries });
-    w.u8(MsgType.Collapse).varint(body.pos).bytes(body.buf.subarray(0, body.pos));
-    const rec = { version: v, hash, encoded: w.finish() };
-    this.keepElided(v, hash, entries, size);
+    const rec = { version: v, hash, encoded: encodeCollapse({ register: s.name, version: v, hash, entries }) };
+    this.keepElided(v, hash, entries);
     s.log.append(rec, s.peerVersion);
     s.pair.persist({ kind: 'append', register: s.name, rec });
     s.afterCollapse(now, v, entries);
   }
 
   /** Make the record's form without the follower's own deltas, if it commits any (elidedForms). */
-  private keepElided(v: number, hash: { hi: number; lo: number }, entries: CollapseEntry[], size: number): void {
+  private keepElided(v: number, hash: { hi: number; lo: number }, entries: CollapseEntry[]): void {
     const elided = this.elidable(entries);
     if (elided.length === 0) return;
-    const body = new Writer(size + 96);
-    writeCollapseBody(body, { register: this.s.name, version: v, hash, entries, elided });
-    const w = new Writer(body.pos + 8);
-    w.u8(MsgType.Collapse).varint(body.pos).bytes(body.buf.subarray(0, body.pos));
-    this.elidedForms.set(v, w.finish());
+    this.elidedForms.set(v, encodeCollapse({ register: this.s.name, version: v, hash, entries, elided }));
     for (const old of this.elidedForms.keys()) {
       if (old > v - SEND_WINDOW) break;
       this.elidedForms.delete(old);

@@ -170,12 +170,12 @@ export class MapState implements StateBlock {
       this.forget(b, i);
       off = b.offset(i);
       const old = klen + b.valueLen(i);
-      if (old !== klen + vlen) {
-        // A new size: append a fresh copy (the arena repacks when garbage builds up).
+      if (old < klen + vlen) {
+        // Larger: append a fresh copy (the arena repacks when garbage builds up).
         off = b.reserve(klen + vlen);
         b.garbage += old;
         copyBytes(b.arena, off, key, 0, klen);
-      }
+      } else b.garbage += old - klen - vlen; // the same size or smaller: in place, its tail is garbage
     } else {
       i = -i - 1;
       off = b.reserve(klen + vlen);

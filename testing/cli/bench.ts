@@ -272,6 +272,12 @@ export function benchCommand(): Command {
     .option('--sizes <list>', 'map sizes N', list('--sizes'), [1000, 10_000, 100_000, 1_000_000])
     .option('--ks <list>', 'missed updates K', list('--ks'), [10, 100, 1000, 10_000])
     .option('--updates <n>', 'steady-state updates per row', intArg('--updates', 10), 300)
+    .option(
+      '--warmup-ms <n>',
+      'untimed rounds per system before its rows, for at least this long (JIT warm-up)',
+      intArg('--warmup-ms', 0),
+      1000,
+    )
     .option('--max-yjs <n>', 'largest N for Yjs', intArg('--max-yjs', 1), 1_000_000)
     .option(
       '--max-yjs-websocket <n>',
@@ -294,6 +300,7 @@ export function benchCommand(): Command {
         sizes: number[];
         ks: number[];
         updates: number;
+        warmupMs: number;
         maxYjs: number;
         maxYjsWebsocket: number;
         maxAutomerge: number;
@@ -328,6 +335,7 @@ export function benchCommand(): Command {
             sizes: o.sizes,
             ks: o.ks,
             updates: o.updates,
+            warmupMs: o.warmupMs,
             maxN: { yjs: o.maxYjs, 'yjs-websocket': Math.min(o.maxYjs, o.maxYjsWebsocket), automerge: o.maxAutomerge },
             spacingMs: o.spacing,
             sparseSpacingMs: o.sparseSpacing,
