@@ -51,4 +51,29 @@ describe('a follower behind a sequencer that does not serve diffs', () => {
     const rb = h.b.pair.register('kv');
     expect(rb.version).toBe(pair.register('kv').version);
   });
+
+  it('a diff that takes long to build (ReconMeta answered, the parts later) is still waited for, not abandoned for ranges', () => {
+    const h = harness(regs(), {}, 4);
+    preload(h);
+    expect(h.settle()).toBe(true);
+    // In spookd a large diff is built a slice per timer call, charged to the peer's budget: the parts come late.
+    const seq = h.a.pair.register('kv').sequencer!;
+    const respond = seq.respond.bind(seq);
+    const held: [number, Parameters<typeof respond>[1]][] = [];
+    let nodes = 0;
+    seq.respond = (now, m) => {
+      if (m.type === MsgType.ReconNode) nodes++;
+      if (m.type === MsgType.ReconDiff) held.push([now, m]);
+      else respond(now, m);
+    };
+    hotGap(h, 800);
+    const ok = h.world.run(h.world.now + 120_000, () => {
+      while (held.length > 0 && h.world.now >= held[0][0] + 3_000) respond(h.world.now, held.shift()![1]);
+      h.world.drain(h.a);
+      return h.aligned();
+    });
+    expect(ok).toBe(true);
+    expect(nodes).toBe(0); // no range reconciliation
+    expect(h.b.pair.stats.drops['diff-mismatch']).toBeUndefined();
+  });
 });
