@@ -873,11 +873,11 @@ export class HalfPair {
     for (let f = this.fragOut.next(now, b.room); f; f = this.fragOut.next(now, b.room)) b.add(encodeMessage(f));
     if (b.empty) return undefined;
     if (b.room === ackOnly && this.ackDueAt !== undefined && now < this.ackDueAt) return undefined; // an ack alone waits for its deadline
-    // The datagram goes: Statuses owed lazily ride it where they fit (§9.1); one that does not keeps the Ack deadline armed.
-    let owedLeft = false;
-    for (const r of regs) if (!r.fillOwedStatus(b)) owedLeft = true;
+    // The datagram goes: Statuses owed lazily ride it where they fit (§9.1). One that does not goes in the next
+    // datagram, now: waiting another maxAckDelayMs would hold it past the deadline the peer's RTO allows for.
+    for (const r of regs) if (!r.fillOwedStatus(b)) r.markStatusDirty();
     this.fragIn.acksSent(fragAcks);
-    this.ackDueAt = owedLeft ? now + this.timing.maxAckDelayMs : undefined;
+    this.ackDueAt = undefined;
     this.ackOverdue = false;
     if (this.opts.sealer) return this.frame(now, b.finish());
     // Unsealed: the payload is joined behind room for the header, written in place (no second copy).

@@ -545,6 +545,9 @@ export class ReconRequester {
     if (this.retransmitAt === undefined || now < this.retransmitAt) return false;
     // Several silent timeouts: the responder no longer holds our pin (it answers with its status); start over.
     if (++this.stalls > STALLS_BEFORE_RESTART) {
+      // A diff request never answered at all (a rev 1.11 sequencer drops WANT_DIFF as malformed, §8.2.1): ranges
+      // from now on. Not once the pin is known: a large diff may still be building (the responder parks the request).
+      if (this.mode === 'diff' && this.target === undefined) this.mode = 'reconcile';
       this.restart();
       return true;
     }
