@@ -201,6 +201,7 @@ export class Swarm {
       else vp.pair.collapse(now);
       for (let ev = vp.pair.pollEvent(); ev; ev = vp.pair.pollEvent())
         if (ev.type === 'outcome' && ev.verdict === 'committed') vp.committed++;
+      vp.table.refresh(HUB); // the pair may have changed state (a decoherent one re-handshakes)
       const tt = vp.table.pollTimeout();
       let pt = vp.pair.pollTimeout();
       // Without a session a pair cannot send the ack it owes: poll again shortly (spookd's loop does the same).
