@@ -24,6 +24,7 @@ import { PairState } from '../core/pair/lifecycle.js';
 import { ProposeError } from '../core/pair/replica.js';
 import { publicKeyOf } from '../crypto/primitives.js';
 import { DeltaOp } from '../wire/delta.js';
+import { DeadlineHeap } from '../core/util/deadline-heap.js';
 
 export interface SwarmInit {
   hub: Addr & { publicKey: string };
@@ -48,7 +49,6 @@ const HUB = 'hub';
 class VirtualPeer {
   readonly table: PeerTable;
   readonly pair: HalfPair;
-  due: number | undefined;
   committed = 0;
 
   constructor(
@@ -58,7 +58,6 @@ class VirtualPeer {
     /** When it comes up (its first timer). */
     now: number,
   ) {
-    this.due = now;
     const key = { privateKey, publicKey: publicKeyOf(privateKey) };
     const hubKey = b64(init.hub.publicKey);
     const etcp = new EtcpEndpoint({
@@ -95,6 +94,8 @@ class VirtualPeer {
 export class Swarm {
   readonly peers: VirtualPeer[] = [];
   private readonly dirty = new Set<VirtualPeer>();
+  /** Each peer's next deadline (its table's and its pair's): a turn touches only the due peers, as in spookd. */
+  private readonly dues = new DeadlineHeap<VirtualPeer>();
   private flushQueued = false;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -122,6 +123,7 @@ export class Swarm {
         });
         sock.on('error', () => undefined);
         s.peers.push(vp);
+        s.dues.set(vp, up);
       }
     } catch (e) {
       s.close();
@@ -206,7 +208,7 @@ export class Swarm {
       let pt = vp.pair.pollTimeout();
       // Without a session a pair cannot send the ack it owes: poll again shortly (spookd's loop does the same).
       if (pt !== undefined && pt <= now && !vp.table.canSend(HUB)) pt = now + 5;
-      vp.due = tt === undefined ? pt : pt === undefined ? tt : Math.min(tt, pt);
+      this.dues.set(vp, tt === undefined ? pt : pt === undefined ? tt : Math.min(tt, pt));
     }
     this.schedule();
   }
@@ -215,16 +217,16 @@ export class Swarm {
     if (this.closed) return;
     if (this.timer) clearTimeout(this.timer);
     const now = performance.now();
-    let next = now + 100;
-    for (const vp of this.peers) if (vp.due !== undefined && vp.due < next) next = vp.due;
+    const next = Math.min(now + 100, this.dues.peek() ?? Infinity);
     this.timer = setTimeout(() => this.tick(), Math.max(1, Math.ceil(next - now)));
   }
 
   private tick(): void {
     if (this.closed) return;
     const now = performance.now();
-    for (const vp of this.peers) {
-      if (vp.due === undefined || vp.due > now) continue;
+    const due: VirtualPeer[] = [];
+    for (let vp = this.dues.popDue(now); vp; vp = this.dues.popDue(now)) due.push(vp);
+    for (const vp of due) {
       vp.table.handleTimeout(now);
       const t = vp.pair.pollTimeout();
       if (t !== undefined && t <= now) vp.pair.handleTimeout(now);
