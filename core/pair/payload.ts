@@ -1,5 +1,4 @@
 /** Packs encoded messages into one Data payload up to a byte limit. */
-import { Writer } from '../../wire/buffer.js';
 
 /**
  * The fragmentation layer (§3.7) as a payload sees it. `add` takes a message too large for
@@ -13,21 +12,34 @@ export interface LargeSink {
   canTake(bytes: number): boolean;
 }
 
+/**
+ * One scratch buffer for every builder: pollTransmit builds one payload per call and most calls
+ * (the last of each send loop) find nothing to send, so a zeroed MTU-sized buffer per builder
+ * was a quarter of a hub's pollTransmit time (bench scale). A builder owns the scratch from its
+ * construction until the next builder is made; `finish` copies the payload out. Builders are
+ * never interleaved (a core is synchronous, and nothing a builder calls makes another): one
+ * used after a newer one was made throws rather than send the newer one's bytes.
+ */
+let scratch = new Uint8Array(0);
+let owner = 0;
+
 export class PayloadBuilder {
-  private readonly w: Writer;
+  private pos = 0;
+  private readonly id: number;
   constructor(
     readonly limit: number,
     private readonly large?: LargeSink,
   ) {
-    this.w = new Writer(limit);
+    this.id = ++owner;
+    if (scratch.length < limit) scratch = new Uint8Array(limit);
   }
 
   get room(): number {
-    return this.limit - this.w.pos;
+    return this.limit - this.pos;
   }
 
   get empty(): boolean {
-    return this.w.pos === 0;
+    return this.pos === 0;
   }
 
   /**
@@ -37,7 +49,8 @@ export class PayloadBuilder {
   add(raw: Uint8Array, key?: string): boolean {
     if (raw.length > this.limit && this.large) return this.large.add(raw, key);
     if (raw.length > this.room) return false;
-    this.w.bytes(raw);
+    this.own().set(raw, this.pos);
+    this.pos += raw.length;
     return true;
   }
 
@@ -52,6 +65,11 @@ export class PayloadBuilder {
   }
 
   finish(): Uint8Array {
-    return this.w.finish();
+    return this.own().slice(0, this.pos);
+  }
+
+  private own(): Uint8Array {
+    if (this.id !== owner) throw new Error('PayloadBuilder used after a newer one was made (they share one scratch buffer)');
+    return scratch;
   }
 }
