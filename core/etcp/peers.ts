@@ -314,13 +314,19 @@ export class PeerTable {
     p?.budget.charge(took);
     const peer = this.peers.get(opened.session.peer.name);
     if (!peer || peer.fenced) return;
+    const hadAddr = peer.addr !== undefined;
     peer.addr = from; // roaming: follow authenticated frames
     const old = peer.oldSessions.find((o) => o.session === opened.session);
     // The peer still sends on a superseded session: keep it open, within its hard limit.
+    // (Its timer only moves later: the heap's key may stay early, which costs a wake-up, not a miss.)
     if (old) old.until = Math.min(now + this.graceMs, old.deadline);
     // The first Data frame on a session we answered: it is now the one we send on.
-    else if (opened.session !== peer.session) this.adopt(peer, opened.session, now);
-    this.touch(peer);
+    else if (opened.session !== peer.session) {
+      this.adopt(peer, opened.session, now);
+      this.touch(peer);
+    }
+    // A first address arms the handshake timers. Otherwise a frame moves no timer earlier: no re-key per frame.
+    if (!hadAddr) this.touch(peer);
     const payload = opened.payload;
     if (payload[0] === QN_MSG_TYPE) {
       if (payload.length < 5) return this.drop('unknown-domain', { peer: peer.name, detail: `QN payload of ${payload.length} bytes` });
