@@ -789,7 +789,7 @@ export class Spookd {
         try {
           at = link.pair.pollTimeout();
         } catch (e) {
-          this.fence(link, 'timer', e); // adds it to timersStale again: visited, then removed below
+          this.fence(link, 'timer', e); // fenced: it leaves the heap below
         }
       this.pairTimers.set(link, link.fenced ? undefined : at);
       this.table.refresh(link.name);
