@@ -130,6 +130,7 @@ export class WrapManager {
   private timerAt = 0;
   /** Inside tick(): the flushes leave the re-arming to its end. */
   private ticking = false;
+  private scheduleQueued = false;
   /** Exceptions caught by guard() (a bug in one connection's path, counted and logged). */
   internalErrors = 0;
   private stopping = false;
@@ -683,7 +684,7 @@ export class WrapManager {
         ps.nextDialAt = this.now() + ps.redialMs;
         ps.redialMs = Math.min(REDIAL_MAX_MS, ps.redialMs * 2);
         this.log.debug({ peer: ps.peer.name, error: e.message }, 'carrier dial failed');
-        this.schedule();
+        this.scheduleSoon();
       });
   }
 
@@ -859,7 +860,7 @@ export class WrapManager {
       if (!moved) break;
     }
     if (ps.carrier?.inputPaused && !ps.session.backlogged) ps.carrier.resumeInput();
-    this.schedule();
+    this.scheduleSoon();
   }
 
   private onEvent(ps: PeerState, ev: WrapEvent): void {
@@ -931,6 +932,19 @@ export class WrapManager {
         return _unhandled;
       }
     }
+  }
+
+  /**
+   * Re-arm at the end of this turn of the event loop: a flush (one per batch of records, per
+   * peer) called schedule() itself, and each visits every peer.
+   */
+  private scheduleSoon(): void {
+    if (this.scheduleQueued || this.stopping || this.ticking) return;
+    this.scheduleQueued = true;
+    setImmediate(() => {
+      this.scheduleQueued = false;
+      this.schedule();
+    });
   }
 
   private schedule(): void {
