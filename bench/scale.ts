@@ -435,7 +435,7 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleBenchRes
     const loaded = await swarm
       .request<{ committed: number; ms: number; stopped: string }>(
         { cmd: 'load', peer: Number(bigPeer.slice(1)), keys: o.keys, valueBytes: o.valueBytes, limitMs: o.loadLimitMs },
-        o.loadLimitMs + 60_000,
+        2 * o.loadLimitMs + 60_000, // the bound, then as long again for the pending candidates to be decided
       )
       .finally(() => (watching = false));
     await watch;

@@ -44,6 +44,7 @@ import {
 } from './constants.js';
 import { violationsIn, type DaemonDrop, type DropCounts } from './drops.js';
 import type { PairDropCounts } from '../pair/drops.js';
+import { DeadlineHeap } from '../util/deadline-heap.js';
 
 /** A UDP address; opaque but for `address`, which the source-budget exemption compares. */
 export interface Addr {
@@ -186,6 +187,14 @@ export class PeerTable {
   private readonly rekeyAfterMessages: number;
   private readonly graceMs: number;
   private readonly maxOldAgeMs: number;
+  /**
+   * Each peer's earliest timer, re-keyed whenever what it depends on may have moved (the
+   * table's own inputs here; the pair's state through `refresh`): pollTimeout and
+   * handleTimeout touch only the due peers, not all of them (a hub with 1,000, bench scale).
+   */
+  private readonly deadlines = new DeadlineHeap<Peer>();
+  /** Every peer keyed once (not in the constructor: a driver's `pairState` may not answer yet). */
+  private keyed = false;
 
   constructor(private readonly o: PeerTableOptions) {
     this.budgets = new BudgetPool(o.clock);
@@ -251,9 +260,18 @@ export class PeerTable {
 
   /** The earliest deadline of any peer's timers; `handleTimeout` then. */
   pollTimeout(): number | undefined {
-    let next: number | undefined;
-    for (const name of this.peers.keys()) for (const at of Object.values(this.timers(name))) if (next === undefined || at < next) next = at;
-    return next;
+    this.keyAll();
+    return this.deadlines.peek();
+  }
+
+  /**
+   * The peer's pair may have changed state (its `pairState`, which the table does not see
+   * change): a decoherent pair re-handshakes, a closed one stops. The driver calls this after
+   * it stepped the pair; until then the peer's timers are as of the last input here.
+   */
+  refresh(name: string): void {
+    const p = this.peers.get(name);
+    if (p) this.touch(p);
   }
 
   pollTransmit(): Transmit | undefined {
@@ -296,12 +314,19 @@ export class PeerTable {
     p?.budget.charge(took);
     const peer = this.peers.get(opened.session.peer.name);
     if (!peer || peer.fenced) return;
+    const hadAddr = peer.addr !== undefined;
     peer.addr = from; // roaming: follow authenticated frames
     const old = peer.oldSessions.find((o) => o.session === opened.session);
     // The peer still sends on a superseded session: keep it open, within its hard limit.
+    // (Its timer only moves later: the heap's key may stay early, which costs a wake-up, not a miss.)
     if (old) old.until = Math.min(now + this.graceMs, old.deadline);
     // The first Data frame on a session we answered: it is now the one we send on.
-    else if (opened.session !== peer.session) this.adopt(peer, opened.session, now);
+    else if (opened.session !== peer.session) {
+      this.adopt(peer, opened.session, now);
+      this.touch(peer);
+    }
+    // A first address arms the handshake timers. Otherwise a frame moves no timer earlier: no re-key per frame.
+    if (!hadAddr) this.touch(peer);
     const payload = opened.payload;
     if (payload[0] === QN_MSG_TYPE) {
       if (payload.length < 5) return this.drop('unknown-domain', { peer: peer.name, detail: `QN payload of ${payload.length} bytes` });
@@ -312,15 +337,20 @@ export class PeerTable {
     this.events.push({ type: 'pair-payload', peer: peer.name, packetNumber: frame.header.packetNumber, payload, wireBytes: bytes.length });
   }
 
-  /** Handshakes to start or renew, sessions to retire. */
+  /** Handshakes to start or renew, sessions to retire: of the peers with a timer due, only. */
   handleTimeout(now: number): void {
-    for (const p of this.peers.values()) {
-      if (p.fenced) continue;
-      p.oldSessions = this.expire(p, p.oldSessions, now);
-      p.unconfirmed = this.expire(p, p.unconfirmed, now);
-      const t = this.timers(p.name);
-      const due = [t.handshake, t.rekey, t.rehandshake].some((at) => at !== undefined && at <= now);
-      if (due && p.addr) this.initiate(now, p, p.addr);
+    this.keyAll();
+    const due: Peer[] = [];
+    for (let p = this.deadlines.popDue(now); p; p = this.deadlines.popDue(now)) due.push(p);
+    for (const p of due) {
+      if (!p.fenced) {
+        p.oldSessions = this.expire(p, p.oldSessions, now);
+        p.unconfirmed = this.expire(p, p.unconfirmed, now);
+        const t = this.timers(p.name);
+        const fire = [t.handshake, t.rekey, t.rehandshake].some((at) => at !== undefined && at <= now);
+        if (fire && p.addr) this.initiate(now, p, p.addr);
+      }
+      this.touch(p);
     }
   }
 
@@ -338,6 +368,7 @@ export class PeerTable {
     this.events.push({ type: 'violation-limit', peer: name, violations: total });
     this.closeAll(p);
     p.lastInitAt = now; // no handshake from us at once: the peer must come back
+    this.touch(p);
   }
 
   /** The driver fenced the peer's pair (its handling threw): its sessions go, none forms until a restart. */
@@ -346,25 +377,32 @@ export class PeerTable {
     if (!p || p.fenced) return;
     p.fenced = true;
     this.closeAll(p);
+    this.touch(p);
   }
 
   /** Forget every session of a peer (their indices leave the pair table): a new handshake is needed. */
   dropSessions(name: string): void {
     const p = this.peers.get(name);
-    if (p) this.closeAll(p);
+    if (!p) return;
+    this.closeAll(p);
+    this.touch(p);
   }
 
   /** Forget (or set) where a peer is, as if it had no configured endpoint: it must come to us. */
   setAddress(name: string, addr: Addr | undefined): void {
     const p = this.peers.get(name);
-    if (p) p.addr = addr;
+    if (!p) return;
+    p.addr = addr;
+    this.touch(p);
   }
 
   /** Seal a pair payload on the peer's current session (the pair's FrameSealer; only while `canSend`). */
   seal(name: string, payload: Uint8Array): { frame: Uint8Array; packetNumber: number } {
-    const s = this.peers.get(name)?.session;
+    const p = this.peers.get(name);
+    const s = p?.session;
     if (!s) throw new Error(`no session with ${name}`);
     const frame = s.seal(payload);
+    this.sealed(p!, s);
     return { frame, packetNumber: s.packetsSent - 1 };
   }
 
@@ -380,6 +418,7 @@ export class PeerTable {
       return false;
     }
     this.transmits.push({ to: p.addr, datagram: p.session.seal(payload) });
+    this.sealed(p, p.session);
     return true;
   }
 
@@ -389,6 +428,24 @@ export class PeerTable {
   }
 
   // ---- internals ----
+
+  private keyAll(): void {
+    if (this.keyed) return;
+    this.keyed = true;
+    for (const p of this.peers.values()) this.touch(p);
+  }
+
+  /** Re-key the peer's earliest timer (after anything its `timers` read may have changed). */
+  private touch(p: Peer): void {
+    let next: number | undefined;
+    for (const at of Object.values(this.timers(p.name))) if (next === undefined || at < next) next = at;
+    this.deadlines.set(p, next);
+  }
+
+  /** A frame was sealed on `s`: past REKEY_AFTER_MESSAGES its initiator's rekey is due (paced). */
+  private sealed(p: Peer, s: Session): void {
+    if (s.packetsSent >= this.rekeyAfterMessages) this.touch(p);
+  }
 
   private drop(reason: DaemonDrop, d: { peer?: string; from?: Addr; detail?: string }): void {
     this.drops[reason] = (this.drops[reason] ?? 0) + 1;
@@ -437,6 +494,7 @@ export class PeerTable {
       return;
     }
     this.onSession(now, p, r, from);
+    this.touch(p);
   }
 
   private onSession(now: number, p: Peer, r: Extract<HandshakeOutcome, { kind: 'respond' | 'established' }>, from: Addr): void {

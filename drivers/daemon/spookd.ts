@@ -40,6 +40,7 @@ import { HANDSHAKE_RETRY_MS } from '../../core/etcp/constants.js';
 import type { DropCounts } from '../../core/etcp/drops.js';
 import { LifecycleEvent } from '../../core/pair/lifecycle.js';
 import { describeDiffs } from '../../core/pair/manifest.js';
+import { DeadlineHeap } from '../../core/util/deadline-heap.js';
 
 export interface PeerLink {
   readonly name: string;
@@ -131,6 +132,13 @@ export class Spookd {
   private readonly charged = new Set<Link>();
   private commitQueued = false;
   private scheduleQueued = false;
+  /**
+   * Each pair's next deadline (`pollTimeout`), so the timer is armed and a tick finds the due
+   * pairs without visiting them all. A pair is re-keyed after anything stepped it (`forPeer`
+   * marks it stale; `rekeyTimers` re-keys the stale ones before the heap is read).
+   */
+  private readonly pairTimers = new DeadlineHeap<Link>();
+  private readonly timersStale = new Set<Link>();
   private storesClosed = false;
   /** Commit passes run and the writes they made durable (a measure of group commit). */
   readonly commits = { passes: 0, batches: 0, writes: 0, storeFailures: 0 };
@@ -234,6 +242,7 @@ export class Spookd {
       }
       log.info({ peer: p.name, role: link.pair.role }, 'pair configured');
       this.links.set(p.name, link);
+      this.timersStale.add(link);
     }
     for (const dc of cfg.domains) {
       const dom = new DomainHost(dc, key, peers, cfg.dataDir, cfg.fsync, log, this.now());
@@ -423,6 +432,7 @@ export class Spookd {
       this.fence(link, what, e);
     } finally {
       if (charge) link.budget.charge(performance.now() - t0);
+      this.timersStale.add(link); // whatever fn did may have moved the pair's deadlines (and its state)
     }
   }
 
@@ -434,6 +444,7 @@ export class Spookd {
     if (link.fenced) return;
     const error = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
     link.fenced = { cause, error, at: this.now() };
+    this.timersStale.add(link); // a fenced pair has no timers
     // A failed store is no datagram dropped: it is counted in `commits.storeFailures` (and the fence) only.
     if (cause === 'internal-error') this.table.count('internal-error', { peer: link.name });
     if (cause === 'store-failed') {
@@ -720,17 +731,17 @@ export class Spookd {
   private tick(): void {
     if (this.stopping) return;
     const now = this.now();
+    this.rekeyTimers();
     this.table.handleTimeout(now);
     this.drain(now);
-    for (const link of this.links.values())
+    // Only the pairs whose timer is due, from the heap: sweeping them all made every deadline of
+    // any one pair a pass over all of them (bench scale). They are re-keyed once handled (forPeer).
+    const due: Link[] = [];
+    for (let l = this.pairTimers.popDue(now); l; l = this.pairTimers.popDue(now)) due.push(l);
+    for (const link of due)
       this.forPeer(link, 'timer', () => {
-        const t = link.pair.pollTimeout();
-        const due = t !== undefined && t <= now;
-        if (!due) return;
         link.pair.handleTimeout(now);
-        // Only the pairs whose timer fired (the others had nothing to do): sweeping them all made
-        // every deadline of any one pair a commit pass over all of them (bench scale). Charged.
-        this.pump(link);
+        this.pump(link); // charged: the peer's traffic armed these timers
       });
     this.commit(); // the timers' writes, one batch per pair, then their datagrams
     for (const dom of this.domains.values()) {
@@ -743,9 +754,9 @@ export class Spookd {
   }
 
   /**
-   * Re-arm once at the end of this turn of the event loop, whatever number of datagrams it read:
-   * schedule() visits every pair and peer, so re-arming per datagram made a hub's work grow with
-   * the square of its peers (a hub with 1,000 spent 40% of its CPU there, bench scale).
+   * Re-arm once at the end of this turn of the event loop, whatever number of datagrams it read
+   * (re-arming per datagram, when schedule() still visited every pair, made a hub's work grow
+   * with the square of its peers, bench scale); schedule() now re-keys only the pairs stepped.
    */
   private scheduleSoon(): void {
     if (this.scheduleQueued) return;
@@ -760,15 +771,30 @@ export class Spookd {
     if (this.timer) clearTimeout(this.timer);
     if (this.stopping) return;
     const now = this.now();
+    this.rekeyTimers();
     // At least every HANDSHAKE_RETRY_MS, whatever the cores ask.
-    let next = Math.min(now + HANDSHAKE_RETRY_MS, this.table.pollTimeout() ?? Infinity);
-    for (const link of this.links.values()) {
-      if (link.fenced) continue;
-      const t = link.pair.pollTimeout();
-      if (t !== undefined) next = Math.min(next, t);
-    }
+    let next = Math.min(now + HANDSHAKE_RETRY_MS, this.table.pollTimeout() ?? Infinity, this.pairTimers.peek() ?? Infinity);
     for (const dom of this.domains.values()) if (!dom.node.fencedCause) next = Math.min(next, dom.node.pollTimeout());
     this.timer = setTimeout(() => this.tick(), Math.max(0, Math.ceil(next - now)));
+  }
+
+  /**
+   * Re-key the pairs stepped since the last call: their own deadlines in `pairTimers`, and
+   * their peers' in the table (whose handshake timers follow the pair's state).
+   */
+  private rekeyTimers(): void {
+    for (const link of this.timersStale) {
+      let at: number | undefined;
+      if (!link.fenced)
+        try {
+          at = link.pair.pollTimeout();
+        } catch (e) {
+          this.fence(link, 'timer', e); // fenced: it leaves the heap below
+        }
+      this.pairTimers.set(link, link.fenced ? undefined : at);
+      this.table.refresh(link.name);
+    }
+    this.timersStale.clear();
   }
 
   link(peer: string | undefined): PeerLink {

@@ -225,6 +225,8 @@ export function runEtcpSim(o: EtcpSimOptions): EtcpSimResult {
   }
 
   function rearm(n: SimNode): void {
+    // The pairs may have changed state (a decoherent one re-handshakes): the table re-keys their peers.
+    for (const peer of n.pairs.keys()) n.table.refresh(peer);
     let t = n.table.pollTimeout();
     for (const [peer, p] of n.pairs) {
       let pt = p.pollTimeout();
