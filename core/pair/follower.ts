@@ -25,6 +25,7 @@ import { MapState } from '../register/map.js';
 import type { Quota } from '../register/quota.js';
 import { QuotaCheck } from '../register/quota.js';
 import { StreamState } from '../register/stream.js';
+import type { Deque } from '../util/deque.js';
 import { Gcra } from '../util/rate.js';
 import { decideCross, type CrossTarget } from './cross.js';
 import { LifecycleEvent, PairState } from './lifecycle.js';
@@ -462,8 +463,7 @@ export class Follower implements RoleMachine, RequesterHost {
       const e = entries[i];
       if (e.verdict !== 'committed' || e.origin !== s.pair.localId || e.seq <= last) return undefined;
       last = e.seq;
-      let own: OwnCandidate | undefined;
-      for (const c of s.own) if (c.seq === e.seq) own = c;
+      const own = ownBySeq(s.own, e.seq);
       if (!own || own.delta.op === DeltaOp.Cross) return undefined;
       bytes += encodedEntryDeltaLen(own.delta);
       if (bytes > MAX_MESSAGE_LEN) return undefined;
@@ -674,4 +674,18 @@ export class Follower implements RoleMachine, RequesterHost {
     this.everSent = Math.max(this.everSent, seq);
     if (this.retransmitAt === undefined) this.retransmitAt = now + this.s.pair.rto();
   }
+}
+
+/** The own candidate numbered `seq`: the own list is in rising seq order (pushed so, decided from the front), so a binary search. */
+function ownBySeq(own: Deque<OwnCandidate>, seq: number): OwnCandidate | undefined {
+  let lo = 0;
+  let hi = own.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const c = own.at(mid);
+    if (c.seq === seq) return c;
+    if (c.seq < seq) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return undefined;
 }
