@@ -240,6 +240,25 @@ describe('catch-up by log diff in the simulator', () => {
     });
   }
 
+  it('a diff is served from any base within the costed gap: the follower may apply records it held after the costed Status', () => {
+    // Seen in `bench link`: a follower resumed after SIGSTOP applies the records waiting in its socket, with a
+    // Status every 16 versions; the sequencer costs the first, the diff is asked for from a later version.
+    const h = harness(regs(), {}, 4);
+    preload(h);
+    expect(h.settle()).toBe(true);
+    const vF = h.b.pair.register('kv').version;
+    const sq = h.a.pair.register('kv').sequencer!;
+    const built = sq.responder.diffsBuilt;
+    gap(h, 1500, 4);
+    // While the follower catches up (once it is at the head, the log is compacted below it).
+    expect(h.world.run(h.world.now + 60_000, () => sq.responder.diffsBuilt > built, 1)).toBe(true);
+    expect(sq.diffFrom(vF)).toBe(true);
+    expect(sq.diffFrom(vF + 700)).toBe(true);
+    expect(sq.diffFrom(vF - 1)).toBe(false); // below the costed gap: not what was costed
+    expect(sq.diffFrom(h.a.pair.register('kv').version + 1)).toBe(false);
+    expect(h.settle(120_000)).toBe(true);
+  });
+
   it('a short gap still replays (no diff), and a gap over few keys written often is a diff of those keys', () => {
     const h = harness(regs(), {}, 7);
     preload(h);

@@ -181,8 +181,14 @@ export class Sequencer implements RoleMachine, ResponderHost {
     return rec && recordKeys(rec);
   }
 
+  /**
+   * Whether a diff from `since` is served: the costing chose one for a follower at or below
+   * `since` (the follower goes on applying records it already had, and its Status every 16
+   * versions, after the one that was costed: a later base is a part of the costed gap, no more
+   * work or bytes), and the log still covers it.
+   */
   diffFrom(since: number): boolean {
-    return this.diffSince === since && this.s.log.covers(since);
+    return this.diffSince !== undefined && since >= this.diffSince && since <= this.s.version && this.s.log.covers(since);
   }
 
   status(): StatusMsg {
