@@ -4,13 +4,14 @@ import { decodeFrame } from '../wire/header.js';
 import { HalfPair } from '../core/pair/halfpair.js';
 import { PairState } from '../core/pair/lifecycle.js';
 import { STATUS_EVERY_VERSIONS } from '../core/pair/shared.js';
-import { set } from './helpers.js';
+import { DeltaOp } from '../wire/delta.js';
+import { enc, set } from './helpers.js';
 
 // Acknowledgements ride datagrams that go anyway (PROTOCOL.md §9.1, rev 1.13 "delayed Status").
 const TIMING = { keepaliveMs: 1000, silenceMs: 5000, maxAckDelayMs: 10, initialRtoMs: 250 };
 
-function pair(localId: number, peerId: number): HalfPair {
-  return new HalfPair({ pairId: 9, localId, peerId, seed: 7, registers: [{ name: 'kv', kind: 'map' }], timing: TIMING }, 0);
+function pair(localId: number, peerId: number, timing = TIMING): HalfPair {
+  return new HalfPair({ pairId: 9, localId, peerId, seed: 7, registers: [{ name: 'kv', kind: 'map' }], timing }, 0);
 }
 
 /** Run the driver's loop for both ends over a zero-delay link from `from` to `to` ms; every datagram sent, with its time and messages. */
@@ -66,8 +67,8 @@ describe('delayed acknowledgement (Status rides the next datagram)', () => {
 
   it("the sequencer's RTO leaves room for the ack delay: sparse writes are never resent, even with a 1 ms RTO floor", () => {
     const fast = { ...TIMING, minRtoMs: 1 };
-    const a = new HalfPair({ pairId: 9, localId: 1, peerId: 2, seed: 7, registers: [{ name: 'kv', kind: 'map' }], timing: fast }, 0);
-    const b = new HalfPair({ pairId: 9, localId: 2, peerId: 1, seed: 7, registers: [{ name: 'kv', kind: 'map' }], timing: fast }, 0);
+    const a = pair(1, 2, fast);
+    const b = pair(2, 1, fast);
     run(a, b, 0, 2000);
     const actions: Record<number, () => void> = {};
     for (let i = 0; i < 20; i++) actions[2100 + 50 * i] = () => void a.propose(2100 + 50 * i, 'kv', set(`k${i}`, 'v'));
@@ -111,5 +112,34 @@ describe('delayed acknowledgement (Status rides the next datagram)', () => {
     const log = run(a, b, 2100, 2900);
     expect(b.stats.retransmitTimeouts).toBe(before);
     expect(log.filter((d) => d.by === 'b' && d.msgs.includes('Propose'))).toHaveLength(1);
+  });
+});
+
+// From the hostile review of the delayed Status: an owed Status MUST leave by the Ack deadline of the
+// frame that brought the record; the sequencer's RTO leaves room for maxAckDelayMs only.
+describe('an owed Status that does not fit the datagram leaving', () => {
+  it('still leaves by the Ack deadline of the collapse it acknowledges (not a full maxAckDelayMs later), and nothing is resent', () => {
+    // Find a proposal size whose datagram (Ack + Propose) leaves no room for the Status.
+    let found = false;
+    for (let size = 900; size <= 1400 && !found; size += 4) {
+      const a = pair(1, 2, { ...TIMING, minRtoMs: 1 }); // sequencer
+      const b = pair(2, 1, { ...TIMING, minRtoMs: 1 }); // follower
+      run(a, b, 0, 2000);
+      expect([a.state, b.state]).toEqual([PairState.ENTANGLED, PairState.ENTANGLED]);
+      const value = new Uint8Array(size).fill(7);
+      const log = run(a, b, 2100, 2400, {
+        2100: () => void a.propose(2100, 'kv', set('x', '1')),
+        2105: () => void b.propose(2105, 'kv', { op: DeltaOp.Set, key: enc('big'), value }),
+      });
+      const at2105 = log.find((d) => d.by === 'b' && d.at === 2105);
+      if (!at2105 || at2105.msgs.includes('Status') || !at2105.msgs.includes('Propose') || at2105.msgs.length !== 2) continue;
+      found = true;
+      // The collapse of x left at 2100: its Ack deadline is 2110. The Status acknowledging it must leave by then.
+      const status = log.find((d) => d.by === 'b' && d.msgs.includes('Status'))!;
+      expect(status.at).toBeLessThanOrEqual(2110);
+      expect(a.stats.retransmitTimeouts).toBe(0);
+      expect(b.register('kv').version).toBe(a.register('kv').version);
+    }
+    expect(found).toBe(true);
   });
 });

@@ -99,10 +99,7 @@ export class SimWorld {
       this.commit(ep);
       return true;
     } catch (e) {
-      if (!(e instanceof StoreFault)) throw e;
-      this.crash(ep);
-      this.onStoreFault(ep, e);
-      return false;
+      return this.faulted(ep, e);
     }
   }
 
@@ -114,11 +111,16 @@ export class SimWorld {
       this.commit(ep);
       return true;
     } catch (e) {
-      if (!(e instanceof StoreFault)) throw e;
-      this.crash(ep);
-      this.onStoreFault(ep, e);
-      return false;
+      return this.faulted(ep, e);
     }
+  }
+
+  /** A StoreFault out of a step crashes the endpoint (false); anything else is a bug and propagates. */
+  private faulted(ep: SimEndpoint, e: unknown): false {
+    if (!(e instanceof StoreFault)) throw e;
+    this.crash(ep);
+    this.onStoreFault(ep, e);
+    return false;
   }
 
   /** The pair's writes since the last commit, to its store; then what they held back may leave. */
