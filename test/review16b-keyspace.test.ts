@@ -19,39 +19,40 @@ function linearLowerBound(b: Bucket, h: number): number {
 }
 
 describe('review16b: Bucket.lowerBound from the hash bits', () => {
-  for (const shape of ['uniform', 'clustered', 'duplicates', 'edges'] as const) {
-    it(`${shape} hashes in one bucket: every probe's bound is the linear scan's`, () => {
-      const rng = new Rng(shape.length * 7919);
-      const bucket = 5;
-      const lo = bucket * 2 ** BUCKET_SHIFT;
-      const width = 2 ** BUCKET_SHIFT;
-      for (const n of [0, 1, 2, 3, 7, 24, 100, 600]) {
-        const keys = new SortedKeys();
-        const hashes: number[] = [];
-        for (let i = 0; i < n; i++) {
-          let off: number;
-          if (shape === 'uniform') off = rng.int(0, width - 1);
-          else if (shape === 'clustered') off = (i % 3 === 0 ? 17 : width - 40) + rng.int(0, 20);
-          else if (shape === 'duplicates') off = [0, 1, 1 << 19, (1 << 20) - 1, width - 1][rng.int(0, 4)];
-          else off = i % 2 === 0 ? rng.int(0, 3) : width - 1 - rng.int(0, 3);
-          hashes.push(lo + off);
-          keys.insert({ key: Uint8Array.of(i & 255, i >> 8), value: new Uint8Array(0), version: 1, keyHash: lo + off, hhi: 0, hlo: 0 });
+  // Buckets 0 and 5 (biased hashes negative), 2048 and 4095 (positive; 4095 ends at 2^32).
+  for (const shape of ['uniform', 'clustered', 'duplicates', 'edges'] as const)
+    for (const bucket of [0, 5, 2048, 4095])
+      it(`${shape} hashes in bucket ${bucket}: every probe's bound is the linear scan's`, () => {
+        const rng = new Rng(shape.length * 7919 + bucket);
+        const lo = bucket * 2 ** BUCKET_SHIFT;
+        const width = 2 ** BUCKET_SHIFT;
+        for (const n of [0, 1, 2, 3, 7, 24, 100, 600]) {
+          const keys = new SortedKeys();
+          const hashes: number[] = [];
+          for (let i = 0; i < n; i++) {
+            let off: number;
+            if (shape === 'uniform') off = rng.int(0, width - 1);
+            else if (shape === 'clustered') off = (i % 3 === 0 ? 17 : width - 40) + rng.int(0, 20);
+            else if (shape === 'duplicates') off = [0, 1, 1 << 19, (1 << 20) - 1, width - 1][rng.int(0, 4)];
+            else off = i % 2 === 0 ? rng.int(0, 3) : width - 1 - rng.int(0, 3);
+            hashes.push(lo + off);
+            keys.insert({ key: Uint8Array.of(i & 255, i >> 8), value: new Uint8Array(0), version: 1, keyHash: lo + off, hhi: 0, hlo: 0 });
+          }
+          const b = keys.read(bucket);
+          if (n === 0) {
+            expect(b).toBeUndefined();
+            continue;
+          }
+          const probes = new Set<number>([0, lo, lo + width, Math.max(0, lo - 1), 2 ** 32 - 1, 2 ** 32]);
+          for (const h of hashes) for (const d of [-1, 0, 1]) probes.add(h + d);
+          for (let i = 0; i < 200; i++) probes.add(lo + rng.int(0, width - 1));
+          for (const p of [...probes].filter((x) => x >= 0 && x <= 2 ** 32))
+            expect(b!.lowerBound(p), `n=${n} probe ${p - lo}`).toBe(linearLowerBound(b!, p));
+          // Sorted and every key found at its hash.
+          for (let i = 1; i < b!.n; i++) expect(b!.keyHash(i - 1)).toBeLessThanOrEqual(b!.keyHash(i));
+          for (let i = 0; i < n; i++) expect(b!.find(hashes[i] | 0, Uint8Array.of(i & 255, i >> 8))).toBeGreaterThanOrEqual(0);
         }
-        const b = keys.read(bucket);
-        if (n === 0) {
-          expect(b).toBeUndefined();
-          continue;
-        }
-        const probes = new Set<number>([lo, lo + width, lo - 1 >= 0 ? lo - 1 : 0, 2 ** 32 - 1]);
-        for (const h of hashes) for (const d of [-1, 0, 1]) probes.add(h + d);
-        for (let i = 0; i < 200; i++) probes.add(lo + rng.int(0, width - 1));
-        for (const p of probes) expect(b!.lowerBound(p), `n=${n} probe ${p - lo}`).toBe(linearLowerBound(b!, p));
-        // Sorted and every key found at its hash.
-        for (let i = 1; i < b!.n; i++) expect(b!.keyHash(i - 1)).toBeLessThanOrEqual(b!.keyHash(i));
-        for (let i = 0; i < n; i++) expect(b!.find(hashes[i] | 0, Uint8Array.of(i & 255, i >> 8))).toBeGreaterThanOrEqual(0);
-      }
-    });
-  }
+      });
 });
 
 /** Keys of one MapState that all fall in one bucket (found by hashing candidates). */
