@@ -788,6 +788,8 @@ export class Spookd {
       if (!link.fenced)
         try {
           at = link.pair.pollTimeout();
+          // A NaN deadline would break the heap every pair's timers share: that pair's bug, fenced there.
+          if (at !== undefined && Number.isNaN(at)) throw new RangeError('pollTimeout returned NaN');
         } catch (e) {
           this.fence(link, 'timer', e); // fenced: it leaves the heap below
         }
