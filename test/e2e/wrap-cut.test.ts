@@ -22,15 +22,15 @@ let streams: CutStreams | undefined;
 
 beforeAll(async () => {
   requireRoot();
-  lab = new Lab(['wc', 'ws'], [{ a: 'wc', b: 'ws', subnet: 68 }], 47900);
-  const addr = lab.host('ws').addrs.get('wc')!;
+  lab = new Lab(['kc', 'ks'], [{ a: 'kc', b: 'ks', subnet: 68 }], 47950);
+  const addr = lab.host('ks').addrs.get('kc')!;
   const regs = [{ name: 'r', kind: 'map' }];
   // No hold: the default.
-  lab.configure('wc', regs, { wrap: { wrappers: [{ protocol: 'tcp', port: WRAPPED, peer: 'ws' }] } });
-  lab.configure('ws', regs, { wrap: { allow: [{ peer: 'wc', to: `${addr}:${WRAPPED}` }] } });
-  await lab.start('wc');
-  await lab.start('ws');
-  await until('the carrier', async () => (await lab.admin('wc', 'wrap-stats')).peers[0].carrier === 'up' || undefined, 20_000);
+  lab.configure('kc', regs, { wrap: { wrappers: [{ protocol: 'tcp', port: WRAPPED, peer: 'ks' }] } });
+  lab.configure('ks', regs, { wrap: { allow: [{ peer: 'kc', to: `${addr}:${WRAPPED}` }] } });
+  await lab.start('kc');
+  await lab.start('ks');
+  await until('the carrier', async () => (await lab.admin('kc', 'wrap-stats')).peers[0].carrier === 'up' || undefined, 20_000);
 }, 60_000);
 
 afterAll(async () => {
@@ -40,21 +40,21 @@ afterAll(async () => {
 
 describe('a 45 s cut, wrapped and direct', () => {
   it('the default hold is the host TCP patience (925 s with the kernel defaults)', async () => {
-    const [w] = await lab.admin('wc', 'wraps');
+    const [w] = await lab.admin('kc', 'wraps');
     expect(w.holdMs).toBe(defaultHoldMs(readTcpRetries2()));
     expect(w.holdMs).toBeGreaterThan(CUT_MS);
   });
 
   it('both survive with every byte in order; the wrapped one resumes within 1 s of the link coming back', async () => {
-    const addr = lab.host('ws').addrs.get('wc')!;
-    streams = new CutStreams(lab.host('ws').ns, lab.host('wc').ns, addr, [WRAPPED, DIRECT]);
+    const addr = lab.host('ks').addrs.get('kc')!;
+    streams = new CutStreams(lab.host('ks').ns, lab.host('kc').ns, addr, [WRAPPED, DIRECT]);
     await streams.start();
-    const before = (await lab.admin('wc', 'wraps'))[0];
+    const before = (await lab.admin('kc', 'wraps'))[0];
     expect(before.active).toBe(1);
     const downAt = Date.now();
-    lab.setLink('wc', 'ws', false);
+    lab.setLink('kc', 'ks', false);
     await sleep(CUT_MS);
-    lab.setLink('wc', 'ws', true);
+    lab.setLink('kc', 'ks', true);
     const upAt = Date.now();
     // The wrapped stream flows again before the direct one's next retransmission (~51 s after the loss).
     await sleep(5_000);
@@ -83,9 +83,9 @@ describe('a 45 s cut, wrapped and direct', () => {
     );
     expect(resumeMs(wrapped)).toBeLessThan(1_000);
     // One connection, held through the cut, never closed.
-    const after = (await lab.admin('wc', 'wraps'))[0];
+    const after = (await lab.admin('kc', 'wraps'))[0];
     expect(after.connections - before.connections).toBe(0);
-    const st = (await lab.admin('wc', 'wrap-stats')).wrappers[0];
+    const st = (await lab.admin('kc', 'wrap-stats')).wrappers[0];
     expect(st.outages).toBeGreaterThanOrEqual(1);
     expect(st.closes['hold-expired'] ?? 0).toBe(0);
   }, 110_000);
