@@ -9,43 +9,24 @@
  * next fires (about 25 s after the loss: 5 s after the heal here).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
-import { Lab, requireRoot, sleep, until } from '../../testing/lab/netns.js';
+import { requireRoot, sleep, until } from '../../testing/lab/netns.js';
 import { CutStreams } from '../../testing/lab/cutstream.js';
+import { BridgedPair } from '../../testing/lab/bridged.js';
 
 const WRAPPED = 7201;
 const DIRECT = 7202;
 const CUT_MS = 20_000; // then 6 s and 7.3 s
 
-let lab: Lab;
+let net: BridgedPair;
 let streams: CutStreams | undefined;
-const ip = (...args: string[]): string => execFileSync('ip', args, { encoding: 'utf8' });
-let mid = '';
 
 beforeAll(async () => {
   requireRoot();
-  lab = new Lab(['hc', 'hs', 'hm'], [], 48000);
-  const [c, s] = [lab.host('hc'), lab.host('hs')];
-  mid = lab.host('hm').ns;
-  ip('-n', mid, 'link', 'add', 'br0', 'type', 'bridge');
-  ip('-n', mid, 'link', 'set', 'br0', 'up');
-  for (const [h, addr, port] of [
-    [c, '10.77.69.1', 'p1'],
-    [s, '10.77.69.2', 'p2'],
-  ] as const) {
-    const dev = `v69${h.name}`;
-    ip('link', 'add', dev, 'netns', h.ns, 'type', 'veth', 'peer', 'name', port, 'netns', mid);
-    ip('-n', h.ns, 'addr', 'add', `${addr}/24`, 'dev', dev);
-    ip('-n', h.ns, 'link', 'set', dev, 'up');
-    ip('-n', mid, 'link', 'set', port, 'master', 'br0');
-    ip('-n', mid, 'link', 'set', port, 'up');
-  }
-  // Each host's address on the link to the other (what Lab.configure gives as endpoints).
-  c.addrs.set('hs', '10.77.69.1');
-  s.addrs.set('hc', '10.77.69.2');
+  net = new BridgedPair('hc', 'hs', 69, 48000);
+  const lab = net.lab;
   const regs = [{ name: 'r', kind: 'map' }];
   lab.configure('hc', regs, { wrap: { wrappers: [{ protocol: 'tcp', port: WRAPPED, peer: 'hs' }] } });
-  lab.configure('hs', regs, { wrap: { allow: [{ peer: 'hc', to: `10.77.69.2:${WRAPPED}` }] } });
+  lab.configure('hs', regs, { wrap: { allow: [{ peer: 'hc', to: `${net.serverAddr}:${WRAPPED}` }] } });
   await lab.start('hc');
   await lab.start('hs');
   await until('the carrier', async () => (await lab.admin('hc', 'wrap-stats')).peers[0].carrier === 'up' || undefined, 20_000);
@@ -53,25 +34,25 @@ beforeAll(async () => {
 
 afterAll(async () => {
   streams?.close();
-  await lab?.destroy();
+  await net?.lab.destroy();
 }, 30_000);
 
 describe('a 20 s blackhole in the middle of the path', () => {
   it('the wrapped stream resumes within 1 s of the heal, the direct one at its next retransmission; both complete in order', async () => {
-    streams = new CutStreams(lab.host('hs').ns, lab.host('hc').ns, '10.77.69.2', [WRAPPED, DIRECT]);
+    streams = new CutStreams(net.ns('hs'), net.ns('hc'), net.serverAddr, [WRAPPED, DIRECT]);
     await streams.start();
     // The long cut, then two short ones (past the carrier's 3 s silence) that heal at other
     // phases of the redial schedule.
     const cuts: { downAt: number; upAt: number }[] = [];
     for (const [ms, after] of [
-      [CUT_MS, 3_000],
+      [CUT_MS, 8_000], // long enough for the direct stream's next retransmission (~25 s after the loss)
       [6_000, 3_000],
       [7_300, 8_000], // the last wait lets the direct stream's backoff fire
     ]) {
       const downAt = Date.now();
-      ip('-n', mid, 'link', 'set', 'p1', 'nomaster');
+      net.cut();
       await sleep(ms);
-      ip('-n', mid, 'link', 'set', 'p1', 'master', 'br0');
+      net.heal();
       cuts.push({ downAt, upAt: Date.now() });
       await sleep(after);
     }
@@ -99,7 +80,7 @@ describe('a 20 s blackhole in the middle of the path', () => {
         `after 6 s and 7.3 s cuts the wrapped one resumed in ${wrapped[1]} and ${wrapped[2]} ms`,
     );
     for (const ms of wrapped) expect(ms).toBeLessThan(1_000);
-    const st = (await lab.admin('hc', 'wrap-stats')).wrappers[0];
+    const st = (await net.lab.admin('hc', 'wrap-stats')).wrappers[0];
     expect(st.connections).toBe(1);
     expect(st.closes['hold-expired'] ?? 0).toBe(0);
   }, 90_000);
