@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { defaultHoldMs, tcpPatienceMs, MAX_HOLD_MS } from '../core/wrap/hold.js';
 import { Redialer, REDIAL_MAX_MS, REDIAL_MS } from '../core/wrap/redial.js';
 import { hostDefaultHoldMs, readTcpRetries2 } from '../drivers/wrap/hold.js';
+import { CloseCode } from '../wire/wrap.js';
+import { WrapSession, type WrapEvent } from '../core/wrap/session.js';
 
 describe('default hold: TCP patience', () => {
   it("follows the kernel's tcp_model_timeout: 924.6 s for tcp_retries2 = 15", () => {
@@ -103,5 +105,76 @@ describe('carrier redial schedule', () => {
     expect(r.nextAt()).toBeUndefined();
     r.finished();
     expect(r.due(10_001)).toBe(true);
+  });
+});
+
+describe('nothing but the hold ends a connection during an outage', () => {
+  const target = { family: 4 as const, address: '10.0.0.2', port: 22 };
+  const opts = { windowBytes: 64 * 1024, maxConnections: 8, pingMs: 1000, silenceMs: 3000, mayDial: () => true };
+
+  /** Two sessions with a carrier that goes silent at `cutAt`: every timer of both fires as due until `until`. */
+  function outage(holdMs: number, until: number, healAt?: number) {
+    const a = new WrapSession({ ...opts, role: 0, bootId: 1n });
+    const b = new WrapSession({ ...opts, role: 1, bootId: 2n });
+    const evs: { side: 'a' | 'b'; at: number; ev: WrapEvent }[] = [];
+    let linked = true;
+    const pump = (now: number): void => {
+      for (let moved = true; moved;) {
+        moved = false;
+        for (let r = a.pollRecord(now); r; r = a.pollRecord(now), moved = true) if (linked) b.handleRecord(now, Buffer.concat(r));
+        for (let r = b.pollRecord(now); r; r = b.pollRecord(now), moved = true) if (linked) a.handleRecord(now, Buffer.concat(r));
+      }
+      for (let e = a.pollEvent(); e; e = a.pollEvent()) evs.push({ side: 'a', at: now, ev: e });
+      for (let e = b.pollEvent(); e; e = b.pollEvent()) evs.push({ side: 'b', at: now, ev: e });
+    };
+    a.onCarrierUp(0);
+    b.onCarrierUp(0);
+    const id = a.openLocal(0, 22, target, holdMs)!;
+    pump(0);
+    b.dialed(0, id);
+    a.localData(0, id, new Uint8Array(1000).fill(1));
+    pump(0);
+    linked = false; // the cut: records vanish, the carriers' TCP says nothing
+    a.localData(1, id, new Uint8Array(500).fill(2)); // sent into the outage: lost
+    pump(1);
+    let now = 1;
+    while (now < until) {
+      const next = Math.min(a.pollTimeout() ?? Infinity, b.pollTimeout() ?? Infinity, healAt !== undefined && !linked ? healAt : Infinity);
+      if (next > until) break;
+      now = Math.max(now, next);
+      if (healAt !== undefined && !linked && now >= healAt) {
+        linked = true;
+        a.onCarrierUp(now); // the redialled carrier
+        b.onCarrierUp(now);
+      }
+      a.handleTimeout(now);
+      b.handleTimeout(now);
+      pump(now);
+    }
+    return { evs, id };
+  }
+
+  it('a silent carrier is dropped (silence), then the connection is held until the default hold, and no other timer closes it', () => {
+    const hold = defaultHoldMs(15);
+    const { evs } = outage(hold, 2_000_000);
+    const drops = evs.filter((e) => e.ev.type === 'drop-carrier');
+    expect(drops.map((e) => e.side).sort()).toEqual(['a', 'b']);
+    const droppedAt = Math.max(...drops.map((e) => e.at));
+    expect(droppedAt).toBeLessThanOrEqual(3_001);
+    const closes = evs.filter((e) => e.ev.type === 'close');
+    expect(closes.map((e) => (e.ev as { code: CloseCode }).code)).toEqual([CloseCode.HoldExpired, CloseCode.HoldExpired]);
+    // Not a moment before the hold (counted from each side's carrier loss).
+    for (const c of closes) expect(c.at).toBeGreaterThanOrEqual(hold);
+    expect(Math.max(...closes.map((c) => c.at))).toBeLessThanOrEqual(droppedAt + hold);
+  });
+
+  it('a 924 s outage: held throughout, then resumed with every byte, nothing closed', () => {
+    const { evs, id } = outage(defaultHoldMs(15), 1_000_000, 924_000);
+    expect(evs.filter((e) => e.ev.type === 'close')).toEqual([]);
+    expect(evs.filter((e) => e.ev.type === 'resumed').map((e) => e.side)).toEqual(expect.arrayContaining(['a', 'b']));
+    const got = Buffer.concat(
+      evs.filter((e) => e.side === 'b' && e.ev.type === 'deliver' && e.ev.conn === id).map((e) => (e.ev as { data: Uint8Array }).data),
+    );
+    expect(got).toEqual(Buffer.concat([Buffer.alloc(1000, 1), Buffer.alloc(500, 2)]));
   });
 });
