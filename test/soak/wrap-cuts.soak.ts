@@ -8,7 +8,8 @@
  * (30 s and 45 s cuts run in `make test`: test/e2e/wrap-cut.test.ts, wrap-blackhole.test.ts.)
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeFileSync, rmSync } from 'node:fs';
+import { copyFileSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { requireRoot, sleep, until } from '../../testing/lab/netns.js';
 import { CutStreams } from '../../testing/lab/cutstream.js';
@@ -48,6 +49,13 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.allSettled(sshd.map((s) => s.stop()));
+  // The daemons' logs outlive the lab: a failed soak is read afterwards.
+  for (const h of ['sc', 'ss'])
+    try {
+      copyFileSync(join(net.lab.host(h).dir, 'spookd.log'), join(tmpdir(), `spook-soak-${h}.log`));
+    } catch {
+      /* no log */
+    }
   await net?.lab.destroy();
 }, 30_000);
 
@@ -81,6 +89,19 @@ describe('survival matrix: wrapped (default hold) vs direct through silent mid-p
         await sleep(cutMs);
         net.heal();
         const upAt = Date.now();
+        // What the hosts see after the heal (neighbour entries, carrier state), for a slow resume.
+        const timeline: string[] = [];
+        for (let i = 0; i < 40; i++) {
+          const [c, sv] = await Promise.all([net.lab.admin('sc', 'wrap-stats'), net.lab.admin('ss', 'wrap-stats')]);
+          const neigh = (n: string): string => net.neigh(n).replace(/\s+/g, ' ').trim();
+          timeline.push(
+            `+${Date.now() - upAt} ms: sc carrier ${c.peers[0].carrier} (${c.peers[0].lastError}), ss ${sv.peers[0].carrier}; ` +
+              `neigh sc [${neigh('sc')}] ss [${neigh('ss')}]`,
+          );
+          if (c.peers[0].carrier === 'up' && i >= 4) break;
+          await sleep(500);
+        }
+        console.log(timeline.join('\n'));
         // Direct TCP resumes at its next retransmission: up to TCP_RTO_MAX (120 s) after the heal.
         await sleep(130_000);
         writeFileSync(stop, '');

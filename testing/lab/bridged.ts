@@ -56,6 +56,11 @@ export class BridgedPair {
     ip('-n', this.mid, 'link', 'set', 'p1', 'master', 'br0');
   }
 
+  /** A host's neighbour table (`ip neigh`), for diagnostics. */
+  neigh(name: string): string {
+    return ip('-n', this.ns(name), 'neigh');
+  }
+
   ns(name: string): string {
     return this.lab.host(name).ns;
   }
