@@ -97,10 +97,10 @@ typecheck: $(NODE_STAMP)
 LINT_DIRS := wire crypto core drivers client cli testing tools bench test examples
 lint: $(NODE_STAMP)
 	npx eslint --max-warnings 0 .
-	npx prettier --check --log-level warn $(LINT_DIRS) vitest.config.ts eslint.config.js
+	npx prettier --check --log-level warn $(LINT_DIRS) vitest.config.ts vitest.soak.config.ts eslint.config.js
 
 format: $(NODE_STAMP)
-	npx prettier --write --log-level warn $(LINT_DIRS) vitest.config.ts eslint.config.js
+	npx prettier --write --log-level warn $(LINT_DIRS) vitest.config.ts vitest.soak.config.ts eslint.config.js
 
 test: build lint $(APT_TEST_STAMP) etcd-deps redis-deps
 	npx vitest run
@@ -161,7 +161,7 @@ docs: docs/ADMIN-API.md
 docs/ADMIN-API.md: client/protocol.ts tools/admin-doc.ts $(BUILD_STAMP)
 	node dist/tools/admin-doc.js $@
 
-soak: build
+soak: build $(APT_TEST_STAMP)
 	./bin/spook-lab sim --seeds 20000 --loss 0.3 --dup 0.05 --reorder 0.2 --cuts
 	./bin/spook-lab sim --seeds 5000 --seed-base 100000 --loss 0.1 --cuts --corrupt 0.03
 	./bin/spook-lab sim --nodes 3 --partitions --crashes --cuts --membership --seeds 20000 --seed-base 1000000
@@ -173,3 +173,5 @@ soak: build
 	./bin/spook-lab sim --crashes --cuts --seeds 5000 --seed-base 8000000
 	./bin/spook-lab sim --wrap --seeds 20000 --seed-base 4000000
 	./bin/spook-lab sim --wrap --small-cache --seeds 5000 --seed-base 5000000
+	# Wrappers vs direct TCP through 2 and 10 min silent outages, ssh and streams (about 17 min, namespaces, root).
+	npx vitest run --config vitest.soak.config.ts

@@ -6,7 +6,7 @@ import { Command } from 'commander';
 import { call, out, table, withSocket, type Common } from './admin.js';
 import { WRAP_PROTOCOLS } from '../core/wrap/protocols.js';
 
-type AddOpts = Common & { port: string; peer: string; hold: string; delta: boolean };
+type AddOpts = Common & { port: string; peer: string; hold?: string; delta: boolean };
 
 export function wrapCommands(): Command[] {
   const wrap = new Command('wrap').description(
@@ -19,7 +19,7 @@ export function wrapCommands(): Command[] {
         .argument('<protocol>')
         .requiredOption('-p, --port <n>', 'the server port clients connect to')
         .requiredOption('--peer <name|key>', 'the peer whose spookd connects to the real server')
-        .option('--hold <duration>', 'how long a link outage may last before both ends close (e.g. 30s, 2m)', '30s')
+        .option('--hold <duration>', "how long a link outage may last before both ends close (e.g. 30s, 2m; default: TCP's patience, 925s)")
         .option(
           '--delta',
           'delta mode: what the other side already holds (a polled resource, a retained message) goes as a reference',

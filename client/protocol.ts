@@ -685,7 +685,10 @@ export interface AdminCommands {
       port: number;
       /** The peer, by name or public key. */
       peer: string;
-      /** How long a connection is held across an outage: a duration (`30s`, `500ms`, `2m`) or milliseconds, 100ms to 24h; default 30s. */
+      /**
+       * How long a connection is held across an outage: a duration (`30s`, `500ms`, `2m`) or milliseconds, 100ms to 24h;
+       * default the host's TCP patience (925 s with Linux's defaults).
+       */
       hold?: string | number;
       /** Delta mode (resend references to bytes the peer holds); default false. */
       delta?: boolean;

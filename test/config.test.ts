@@ -68,7 +68,8 @@ describe('spookd configuration', () => {
     );
     expect(c.wrap.wrappers).toEqual([
       { protocol: 'ssh', port: 22, peer: 'x', hold: 120_000, delta: false },
-      { protocol: 'postgres', port: 5432, peer: key, hold: 30_000, delta: false },
+      // No hold: spookd gives it the host's TCP patience (drivers/wrap/hold.ts).
+      { protocol: 'postgres', port: 5432, peer: key, hold: undefined, delta: false },
     ]);
     expect(c.wrap).toMatchObject({ intercept: '127.0.0.1:0', interception: 'auto', windowBytes: 4 * 1024 * 1024 });
     expect(() => loadConfig(w(`    - { protocol: gopher, port: 70, peer: x }\n`))).toThrow(/wrap\.wrappers\.0\.protocol/);

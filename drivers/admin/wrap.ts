@@ -20,11 +20,13 @@ export function wrapHandlers(d: Spookd): Handlers<'wraps' | 'wrap-add' | 'wrap-r
           `argument protocol must be one of ${WRAP_PROTOCOLS.join(', ')}, not ${JSON.stringify(protocol)}`,
           'protocol',
         );
-      const hold = parseHold((args.hold as string | number | undefined) ?? '30s');
+      // No hold: the host's default (its TCP patience, 925 s with Linux's defaults).
+      const given = args.hold as string | number | undefined;
+      const hold = given === undefined ? w.defaultHoldMs : parseHold(given);
       if (hold === undefined)
         throw new AdminFault(
           'bad-argument',
-          'argument hold must be a duration between 100ms and 24h (30s, 500ms, 2m, or milliseconds)',
+          'argument hold must be a duration between 100ms and 24h (30s, 500ms, 2m, 1h, or milliseconds)',
           'hold',
         );
       const delta = bool(args, 'delta');

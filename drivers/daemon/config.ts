@@ -11,6 +11,7 @@ import { decodeKey } from './keys.js';
 import { DEFAULT_MAX_VALUE_BYTES, MAX_REGISTER_NAME_LEN, MAX_VALUE_LEN } from '../../wire/constants.js';
 import { WRAP_PROTOCOLS } from '../../core/wrap/protocols.js';
 import { parseDestination } from '../wrap/policy.js';
+import { MAX_HOLD_MS, MIN_HOLD_MS } from '../../core/wrap/hold.js';
 
 const destinationOk = (s: string): boolean => {
   try {
@@ -80,8 +81,6 @@ const duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
   return ms;
 });
 
-const MIN_HOLD_MS = 100;
-const MAX_HOLD_MS = 24 * 3_600_000;
 const holdInRange = (ms: number): boolean => ms >= MIN_HOLD_MS && ms <= MAX_HOLD_MS;
 
 /** A wrapper's hold (config and `spook wrap add`): a duration from 100 ms to 24 h, else undefined. */
@@ -97,8 +96,11 @@ const wrapper = z
     port: z.number().int().min(1).max(65535),
     /** The peer whose spookd opens the connection to the real server: a peer name or its public key. */
     peer: z.string().min(1),
-    /** How long a link outage may last before both ends close the connection (100 ms to 24 h). */
-    hold: duration.default('30s').refine(holdInRange, { message: 'must be between 100ms and 24h' }),
+    /**
+     * How long a link outage may last before both ends close the connection (100 ms to 24 h).
+     * Absent: this host's TCP patience (drivers/wrap/hold.ts; 925 s with Linux's defaults).
+     */
+    hold: duration.refine(holdInRange, { message: 'must be between 100ms and 24h' }).optional(),
     /** Delta mode: stream chunks the other side already holds are sent as references (PROTOCOL §16.9). */
     delta: z.boolean().default(false),
   })

@@ -35,6 +35,7 @@ import { WarnLimiter } from '../../core/util/warn-limiter.js';
 import type { SourceBudgets, WorkBudget } from '../../core/etcp/budget.js';
 import { DomainHost } from './domains.js';
 import { WrapManager } from '../wrap/manager.js';
+import { hostDefaultHoldMs } from '../wrap/hold.js';
 import { PeerTable, sourceOf, type Addr, type PeerEvent, type PeerView } from '../../core/etcp/peers.js';
 import { HANDSHAKE_RETRY_MS } from '../../core/etcp/constants.js';
 import type { DropCounts } from '../../core/etcp/drops.js';
@@ -251,6 +252,8 @@ export class Spookd {
     }
     const listen = parseHostPort(cfg.listen)!;
     const intercept = parseHostPort(cfg.wrap.intercept, true)!;
+    // A wrapper without a hold holds as long as this host's TCP would (never worse than direct).
+    const defaultHoldMs = hostDefaultHoldMs();
     this.wraps = new WrapManager(
       {
         key,
@@ -266,9 +269,16 @@ export class Spookd {
       {
         ...cfg.wrap,
         intercept,
+        defaultHoldMs,
         allow: cfg.wrap.allow.map((r) => ({ ...r, peer: r.peer === '*' ? '*' : this.peerName(r.peer) })),
       },
-      cfg.wrap.wrappers.map((w) => ({ protocol: w.protocol, port: w.port, peer: this.peerName(w.peer), holdMs: w.hold, delta: w.delta })),
+      cfg.wrap.wrappers.map((w) => ({
+        protocol: w.protocol,
+        port: w.port,
+        peer: this.peerName(w.peer),
+        holdMs: w.hold ?? defaultHoldMs,
+        delta: w.delta,
+      })),
       log.child({ component: 'wrap' }),
     );
   }

@@ -27,6 +27,8 @@ import { DialPolicy, type AllowRule } from './policy.js';
 import { resetOnClose } from './linger.js';
 import { HandshakeAdmission, HandshakeSlots, type HandshakeRefusal, type HandshakeSlotRefusal } from '../../core/wrap/admission.js';
 import { DatagramDeframer, type FlowDrop } from '../../core/wrap/udp.js';
+import { Redialer, REDIAL_MAX_MS } from '../../core/wrap/redial.js';
+import { defaultHoldMs } from '../../core/wrap/hold.js';
 
 export interface WrapPeer {
   name: string;
@@ -81,14 +83,18 @@ export interface WrapSettings {
   handshakeRatePerSource?: number;
   /** What each peer may make this side dial (§16.5.1); absent or empty: nothing. */
   allow?: AllowRule[];
+  /** The hold of a wrapper added without one (spookd: the host's TCP patience, drivers/wrap/hold.ts). */
+  defaultHoldMs?: number;
 }
 
 /** Carrier accepts per second: in all (peers' known addresses apart), and per source address. */
 export const DEFAULT_HANDSHAKE_RATE = 200;
 export const DEFAULT_HANDSHAKE_RATE_PER_SOURCE = 20;
-/** Carrier redial backoff: doubles from the first to the last while dials fail. */
-const REDIAL_MS = 250;
-const REDIAL_MAX_MS = 5_000;
+/**
+ * Carrier dial attempts in flight at once: one is started every REDIAL_MAX_MS at most while the
+ * carrier is down (core/wrap/redial.ts), and each lasts at most a connect and a handshake timeout.
+ */
+const MAX_DIALS_IN_FLIGHT = Math.ceil((2 * HANDSHAKE_TIMEOUT_MS) / REDIAL_MAX_MS) + 1;
 /** As many as the BPF map of wrapped ports holds (bpf/spook_wrap.c MAX_WRAPPED_PORTS). */
 export const MAX_WRAPPERS = 256;
 
@@ -103,9 +109,8 @@ interface PeerState {
   peer: WrapPeer;
   session: WrapSession;
   carrier: Carrier | undefined;
-  dialing: boolean;
-  nextDialAt: number;
-  redialMs: number;
+  /** When this side dials the carrier (role 0): attempts, their interval, those in flight. */
+  redial: Redialer;
   conns: Map<number, LocalConn>;
   lastError: string | undefined;
   /** Times its carriers stopped reading for the peer's work budget, and for how long in all. */
@@ -191,9 +196,7 @@ export class WrapManager {
         peer: p,
         session,
         carrier: undefined,
-        dialing: false,
-        nextDialAt: 0,
-        redialMs: REDIAL_MS,
+        redial: new Redialer(MAX_DIALS_IN_FLIGHT),
         conns: new Map(),
         lastError: undefined,
         overBudget: { pauses: 0, ms: 0 },
@@ -207,6 +210,11 @@ export class WrapManager {
 
   private now(): number {
     return performance.now();
+  }
+
+  /** The hold of a wrapper added without one. */
+  get defaultHoldMs(): number {
+    return this.settings.defaultHoldMs ?? defaultHoldMs(undefined);
   }
 
   async start(): Promise<void> {
@@ -388,7 +396,7 @@ export class WrapManager {
       protocols: this.protocols.toJSON(),
       peers: [...this.peers.values()].map((ps) => ({
         peer: ps.peer.name,
-        carrier: ps.carrier ? 'up' : ps.dialing ? 'dialing' : 'down',
+        carrier: ps.carrier ? 'up' : ps.redial.dialing > 0 ? 'dialing' : 'down',
         carrierBytesOut: ps.carrier?.bytesOut ?? 0,
         carrierBytesIn: ps.carrier?.bytesIn ?? 0,
         lastError: ps.lastError ?? null,
@@ -667,22 +675,28 @@ export class WrapManager {
 
   // ---- the carrier ----
 
+  /**
+   * Start a carrier dial attempt when one is due. Attempts overlap (core/wrap/redial.ts): one
+   * whose SYN died in an outage still waits for its retransmissions when the next starts, and
+   * the first to complete its handshake becomes the carrier; the others are closed unused.
+   */
   private ensureCarrier(ps: PeerState): void {
-    if (this.stopping || ps.carrier || ps.dialing || ps.peer.role !== 0 || this.now() < ps.nextDialAt) return;
+    const now = this.now();
+    if (this.stopping || ps.carrier || ps.peer.role !== 0 || !ps.redial.due(now)) return;
     const addr = this.host.peerAddr(ps.peer.name);
     if (!addr) return;
-    ps.dialing = true;
+    ps.redial.started(now);
     dialCarrier(addr.address, addr.port, this.host.key, ps.peer.publicKey)
       .then((c) => {
-        ps.dialing = false;
+        ps.redial.finished();
         if (this.stopping) return c.close('spookd stopping');
+        // Another attempt won: this one never sent a record, so the peer never adopted it.
+        if (ps.carrier) return c.close('another dial attempt is the carrier');
         this.adopt(ps, c);
       })
       .catch((e: Error) => {
-        ps.dialing = false;
-        ps.lastError = e.message;
-        ps.nextDialAt = this.now() + ps.redialMs;
-        ps.redialMs = Math.min(REDIAL_MAX_MS, ps.redialMs * 2);
+        ps.redial.finished();
+        if (!ps.carrier) ps.lastError = e.message;
         this.log.debug({ peer: ps.peer.name, error: e.message }, 'carrier dial failed');
         this.scheduleSoon();
       });
@@ -800,7 +814,7 @@ export class WrapManager {
         ps.carrier = undefined;
         ps.lastError = why;
         ps.session.onCarrierDown(this.now());
-        ps.nextDialAt = this.now() + REDIAL_MS;
+        ps.redial.lost(this.now());
         this.log.info({ peer: ps.peer.name, why }, 'carrier lost');
         this.flush(ps);
         this.ensureCarrier(ps);
@@ -814,7 +828,7 @@ export class WrapManager {
     else c.start(handlers);
     ps.session.onCarrierUp(this.now());
     ps.lastError = undefined;
-    ps.redialMs = REDIAL_MS;
+    ps.redial.up();
     this.log.info({ peer: ps.peer.name, remote: `${c.socket.remoteAddress}:${c.socket.remotePort}` }, 'carrier up');
     this.flush(ps);
   }
@@ -955,8 +969,8 @@ export class WrapManager {
       const t = ps.session.pollTimeout();
       // A deadline already past while the carrier is full waits for its drain, not a spinning timer.
       if (t !== undefined && (t > now || ps.carrier?.writable)) next = Math.min(next, t);
-      if (!ps.carrier && !ps.dialing && ps.peer.role === 0 && this.host.peerAddr(ps.peer.name))
-        next = Math.min(next, Math.max(ps.nextDialAt, now + 10));
+      const dialAt = ps.carrier || ps.peer.role !== 0 ? undefined : ps.redial.nextAt();
+      if (dialAt !== undefined && this.host.peerAddr(ps.peer.name)) next = Math.min(next, Math.max(dialAt, now + 10));
     }
     // Called after every flush: re-arm only when the deadline moved (timers are not free).
     const at = Math.max(now, Math.ceil(next));

@@ -69,7 +69,8 @@ export class Lab {
   ) {
     if (!loopback) requireRoot();
     this.prefix = `spk${process.pid}`;
-    this.dir = join(tmpdir(), `${this.prefix}-lab`);
+    // Per set of hosts too: test files run in worker threads of one process (one pid) at once.
+    this.dir = join(tmpdir(), `${this.prefix}-${names.join('-')}-lab`);
     if (!loopback) Lab.cleanupStale();
     rmSync(this.dir, { recursive: true, force: true });
     mkdirSync(this.dir, { recursive: true });
