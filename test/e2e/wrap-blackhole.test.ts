@@ -9,8 +9,8 @@
  * next fires (about 25 s after the loss: 5 s after the heal here).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { requireRoot, sleep, until } from '../../testing/lab/netns.js';
-import { CutStreams } from '../../testing/lab/cutstream.js';
+import { requireRoot, sleep } from '../../testing/lab/netns.js';
+import { CutStreams, startWrappedPair } from '../../testing/lab/cutstream.js';
 import { BridgedPair } from '../../testing/lab/bridged.js';
 
 const WRAPPED = 7201;
@@ -23,13 +23,7 @@ let streams: CutStreams | undefined;
 beforeAll(async () => {
   requireRoot();
   net = new BridgedPair('hc', 'hs', 69, 48000);
-  const lab = net.lab;
-  const regs = [{ name: 'r', kind: 'map' }];
-  lab.configure('hc', regs, { wrap: { wrappers: [{ protocol: 'tcp', port: WRAPPED, peer: 'hs' }] } });
-  lab.configure('hs', regs, { wrap: { allow: [{ peer: 'hc', to: `${net.serverAddr}:${WRAPPED}` }] } });
-  await lab.start('hc');
-  await lab.start('hs');
-  await until('the carrier', async () => (await lab.admin('hc', 'wrap-stats')).peers[0].carrier === 'up' || undefined, 20_000);
+  await startWrappedPair(net.lab, 'hc', 'hs', net.serverAddr, WRAPPED);
 }, 60_000);
 
 afterAll(async () => {

@@ -8,8 +8,8 @@
  * Longer cuts (2 and 10 min, with ssh) run in `make soak` (test/soak/wrap-cuts.soak.ts).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Lab, requireRoot, sleep, until } from '../../testing/lab/netns.js';
-import { CutStreams } from '../../testing/lab/cutstream.js';
+import { Lab, requireRoot, sleep } from '../../testing/lab/netns.js';
+import { CutStreams, startWrappedPair } from '../../testing/lab/cutstream.js';
 import { readTcpRetries2 } from '../../drivers/wrap/hold.js';
 import { defaultHoldMs } from '../../core/wrap/hold.js';
 
@@ -23,14 +23,8 @@ let streams: CutStreams | undefined;
 beforeAll(async () => {
   requireRoot();
   lab = new Lab(['kc', 'ks'], [{ a: 'kc', b: 'ks', subnet: 68 }], 47950);
-  const addr = lab.host('ks').addrs.get('kc')!;
-  const regs = [{ name: 'r', kind: 'map' }];
   // No hold: the default.
-  lab.configure('kc', regs, { wrap: { wrappers: [{ protocol: 'tcp', port: WRAPPED, peer: 'ks' }] } });
-  lab.configure('ks', regs, { wrap: { allow: [{ peer: 'kc', to: `${addr}:${WRAPPED}` }] } });
-  await lab.start('kc');
-  await lab.start('ks');
-  await until('the carrier', async () => (await lab.admin('kc', 'wrap-stats')).peers[0].carrier === 'up' || undefined, 20_000);
+  await startWrappedPair(lab, 'kc', 'ks', lab.host('ks').addrs.get('kc')!, WRAPPED);
 }, 60_000);
 
 afterAll(async () => {

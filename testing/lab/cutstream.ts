@@ -9,6 +9,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { nsArgv } from './servers.js';
+import { until, type Lab } from './netns.js';
 
 /** The server: counter words to every connection until the client says anything, then FIN. */
 const SERVER = `
@@ -147,4 +148,17 @@ export class CutStreams {
     this.client?.kill('SIGKILL');
     this.server.kill('SIGKILL');
   }
+}
+
+/**
+ * Start `client` and `server` with one register and a TCP wrapper of `port` on the client towards
+ * `server`, which may dial `serverAddr:port`; resolves once the client's carrier is up.
+ */
+export async function startWrappedPair(lab: Lab, client: string, server: string, serverAddr: string, port: number): Promise<void> {
+  const regs = [{ name: 'r', kind: 'map' }];
+  lab.configure(client, regs, { wrap: { wrappers: [{ protocol: 'tcp', port, peer: server }] } });
+  lab.configure(server, regs, { wrap: { allow: [{ peer: client, to: `${serverAddr}:${port}` }] } });
+  await lab.start(client);
+  await lab.start(server);
+  await until('the carrier', async () => (await lab.admin(client, 'wrap-stats')).peers[0].carrier === 'up' || undefined, 20_000);
 }
