@@ -17,7 +17,6 @@ import {
   type CrossDelta,
   type EntryDelta,
 } from '../wire/cross.js';
-import { WireError } from '../wire/errors.js';
 import { MsgType, encodeMessage } from '../wire/messages.js';
 import { HalfPair } from '../core/pair/halfpair.js';
 import { ProposeError } from '../core/pair/replica.js';
@@ -27,7 +26,7 @@ import type { StreamState } from '../core/register/stream.js';
 import { DiskStore } from '../drivers/store/store.js';
 import { runSeeds } from '../testing/sim/batch.js';
 import { SIM_DEFAULTS } from '../testing/sim/run.js';
-import { type Harness, append, cas, cross, del, enc, harness, proposeNow, set, expectSeedsClean } from './helpers.js';
+import { type Harness, append, cas, cross, del, enc, harness, proposeNow, set, expectSeedsClean, wireFault } from './helpers.js';
 
 const REGS: RegisterSpec[] = [
   { name: 'kv', kind: 'map' },
@@ -50,16 +49,6 @@ afterEach(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-function fault(f: () => unknown): WireError {
-  try {
-    f();
-  } catch (e) {
-    expect(e).toBeInstanceOf(WireError);
-    return e as WireError;
-  }
-  throw new Error('decoded without a fault');
-}
-
 describe('encoding (§4.6)', () => {
   it('op 6 round-trips canonically with `at` 0 in a candidate and set in a record; op 7 only in a record', () => {
     const d = cross(['kv', set('a', '1')], ['kv2', txn(del('b'), cas('c', 2, 'x'))]);
@@ -67,14 +56,14 @@ describe('encoding (§4.6)', () => {
     expect(b.length).toBe(encodedEntryDeltaLen(d));
     expect([...b.subarray(0, 6)]).toEqual([6, 2, 2, 0x6b, 0x76, 0]); // op, 2 parts, "kv", at 0
     expect(encodeEntryDelta(decodeEntryDelta(b, 'candidate'))).toEqual(b);
-    expect(fault(() => decodeEntryDelta(b, 'record')).field).toBe('delta.parts[0].at');
+    expect(wireFault(() => decodeEntryDelta(b, 'record')).field).toBe('delta.parts[0].at');
     const rec: CrossDelta = { ...d, parts: d.parts.map((p, i) => ({ ...p, at: 7 + i })) };
     expect(decodeEntryDelta(encodeEntryDelta(rec), 'record')).toMatchObject({ parts: [{ at: 7 }, { at: 8 }] });
-    expect(fault(() => decodeEntryDelta(encodeEntryDelta(rec), 'candidate')).field).toBe('delta.parts[0].at');
+    expect(wireFault(() => decodeEntryDelta(encodeEntryDelta(rec), 'candidate')).field).toBe('delta.parts[0].at');
     const part: EntryDelta = { op: DeltaOp.Part, anchor: 'kv', anchorVersion: 9, delta: set('a', '1') };
     expect(decodeEntryDelta(encodeEntryDelta(part), 'record')).toEqual(part);
-    expect(fault(() => decodeEntryDelta(encodeEntryDelta(part), 'candidate')).field).toBe('delta.op');
-    for (let n = 0; n < b.length; n++) fault(() => readEntryDelta(new Reader(b.subarray(0, n)), 'delta', 'candidate'));
+    expect(wireFault(() => decodeEntryDelta(encodeEntryDelta(part), 'candidate')).field).toBe('delta.op');
+    for (let n = 0; n < b.length; n++) wireFault(() => readEntryDelta(new Reader(b.subarray(0, n)), 'delta', 'candidate'));
     // The example of PROTOCOL.md §4.6.
     expect(Buffer.from(encodeEntryDelta(cross(['kv', set('a', '1')], ['kv2', del('b')]))).toString('hex')).toBe(
       '0602026b76000101610131036b763200020162',
@@ -82,14 +71,14 @@ describe('encoding (§4.6)', () => {
   });
 
   it('refuses one part, more than 16, a register twice, a cross or part inside a part, more than 256 ops', () => {
-    const at = (d: EntryDelta): string => fault(() => decodeEntryDelta(encodeEntryDelta(d), 'candidate')).field;
+    const at = (d: EntryDelta): string => wireFault(() => decodeEntryDelta(encodeEntryDelta(d), 'candidate')).field;
     expect(at(cross(['kv', set('a', '1')]))).toBe('delta.parts');
     expect(at(cross(...Array.from({ length: 17 }, (_, i): [string, Delta] => [`r${i}`, set('a', '1')])))).toBe('delta.parts');
     expect(at(cross(['kv', set('a', '1')], ['kv', set('b', '1')]))).toBe('delta.parts[1].register');
     const inner = encodeEntryDelta(cross(['kv', set('a', '1')], ['kv2', set('a', '1')]));
     const nested = encodeEntryDelta(cross(['kv', set('a', '1')], ['kv2', set('b', '1')]));
     nested.set(inner.subarray(0, 1), nested.length - 5); // part 1's op byte → 6
-    expect(fault(() => decodeEntryDelta(nested, 'candidate')).field).toBe('delta.parts[1].delta.op');
+    expect(wireFault(() => decodeEntryDelta(nested, 'candidate')).field).toBe('delta.parts[1].delta.op');
     const many = (n: number): Delta => ({ op: DeltaOp.Txn, ops: Array.from({ length: n }, (_, i) => del(`k${i}`)) as SimpleDelta[] });
     expect(at(cross(['kv', many(200)], ['kv2', many(57)]))).toBe('delta.parts[1].delta');
   });

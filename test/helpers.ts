@@ -9,6 +9,8 @@ import type { SpookEvent } from '../core/pair/events.js';
 import { OwnManifest, manifestEntry } from '../core/pair/manifest.js';
 import { QUOTA_DEFAULTS } from '../core/register/quota.js';
 import { MANIFEST_REPLY, encodeMessage } from '../wire/messages.js';
+import type { StreamReport } from '../testing/lab/cutstream.js';
+import { WireError } from '../wire/errors.js';
 
 export const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 export const set = (k: string, v: string): Delta => ({ op: DeltaOp.Set, key: enc(k), value: enc(v) });
@@ -96,4 +98,31 @@ export function expectSeedsClean(s: { failures: unknown[]; converged: number; lo
   expect(s.failures).toEqual([]);
   expect(s.converged).toBe(seeds);
   expect(s.lostCommits).toBe(0);
+}
+
+/**
+ * A counter stream (testing/lab/cutstream.ts) came through a cut: no error, ended by the server,
+ * every byte in order, and one silence that covers the cut (bytes buffered for a moment aside).
+ */
+export function expectCarriedThrough(name: string, s: StreamReport, cut: { downAt: number; upAt: number }): void {
+  expect(s.error, name).toBeNull();
+  expect(s.serverError, name).toBeUndefined();
+  expect(s.ended, name).toBe(true);
+  expect(s.inOrder, name).toBe(true);
+  expect(s.received, name).toBe(s.sent);
+  expect(
+    s.gaps.some((g) => g.from <= cut.downAt + 1_000 && g.to >= cut.upAt),
+    `${name} ${JSON.stringify(s.gaps)}`,
+  ).toBe(true);
+}
+
+/** The WireError a decode throws (anything else fails the test). */
+export function wireFault(f: () => unknown): WireError {
+  try {
+    f();
+  } catch (e) {
+    expect(e).toBeInstanceOf(WireError);
+    return e as WireError;
+  }
+  throw new Error('decoded without a fault');
 }

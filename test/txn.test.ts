@@ -8,7 +8,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DeltaOp, decodeDelta, encodeDelta, encodedDeltaLen, validateDelta, type Delta, type SimpleDelta } from '../wire/delta.js';
-import { WireError } from '../wire/errors.js';
 import type { EntryDelta } from '../wire/cross.js';
 import { MAX_DELTA_LEN, MAX_TXN_OPS, MAX_VALUE_LEN } from '../wire/constants.js';
 import { MsgType, encodeMessage } from '../wire/messages.js';
@@ -22,7 +21,7 @@ import { runSeeds } from '../testing/sim/batch.js';
 import { EstpFuzzer } from '../testing/sim/fuzz-estp.js';
 import { SimWorld } from '../testing/sim/world.js';
 import { SIM_DEFAULTS } from '../testing/sim/run.js';
-import { append, cas, del, enc, harness, proposeNow, set, type Harness, expectSeedsClean } from './helpers.js';
+import { append, cas, del, enc, harness, proposeNow, set, type Harness, expectSeedsClean, wireFault } from './helpers.js';
 import { configOf, inProcess, logOf, until } from './inproc.js';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { PairState } from '../core/pair/lifecycle.js';
@@ -43,17 +42,6 @@ const tmp = (p: string): string => {
 afterEach(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
-
-/** The WireError a decode throws (anything else fails the test). */
-function wireFault(f: () => unknown): WireError {
-  try {
-    f();
-  } catch (e) {
-    expect(e).toBeInstanceOf(WireError);
-    return e as WireError;
-  }
-  throw new Error('decoded without a fault');
-}
 
 describe('txn delta encoding (PROTOCOL.md §4.2)', () => {
   const good = txn(set('a', '1'), del('b'), cas('c', 3, 'x'));

@@ -12,7 +12,7 @@ import { copyFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { requireRoot, sleep, until } from '../../testing/lab/netns.js';
-import { CutStreams } from '../../testing/lab/cutstream.js';
+import { CutStreams, resumeAfter } from '../../testing/lab/cutstream.js';
 import { BridgedPair } from '../../testing/lab/bridged.js';
 import { nsRun, startSshd, type ExecResult, type SshdServer } from '../../testing/lab/servers.js';
 
@@ -110,7 +110,7 @@ describe('survival matrix: wrapped (default hold) vs direct through silent mid-p
         const sw = check(w);
         const sd = check(d);
         // From the heal to the first byte after it (NaN: no silence across the outage, which cannot be).
-        const resume = (port: number): number => (r[port].gaps.find((g) => g.to >= upAt)?.to ?? NaN) - upAt;
+        const resume = (port: number): number => resumeAfter(r[port], upAt);
         console.log(
           `${cutMs / 1000} s outage: ssh wrapped exit ${w.code} (${sw.lines} lines, in order ${sw.inOrder}), direct exit ${d.code} ` +
             `(${sd.lines} lines, in order ${sd.inOrder}); stream wrapped ${r[STREAM_WRAPPED].error ?? 'ok'} resumed ` +

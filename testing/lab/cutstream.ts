@@ -162,3 +162,8 @@ export async function startWrappedPair(lab: Lab, client: string, server: string,
   await lab.start(server);
   await until('the carrier', async () => (await lab.admin(client, 'wrap-stats')).peers[0].carrier === 'up' || undefined, 20_000);
 }
+
+/** Milliseconds from `at` (a heal) to the first byte the stream got after it; NaN if none came. */
+export function resumeAfter(s: StreamReport, at: number): number {
+  return (s.gaps.find((g) => g.to >= at)?.to ?? NaN) - at;
+}
