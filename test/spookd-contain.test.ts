@@ -25,7 +25,10 @@ const make = (name: string, peers: string[], extra: Record<string, unknown> = {}
   new Spookd(configOf(lab, name, peers, extra), keys[name], logOf(lab, name));
 
 beforeAll(async () => {
-  d.a = make('a', ['b', 'c'], { peerBudgetMs: 20 });
+  // The shipped budget (100 ms/s). An idle pair's own keepalives cost a few ms/s of it, and up to 20 ms/s when
+  // its code is cold (run this rarely, V8 leaves it interpreted) on a loaded host: a tighter budget here refused
+  // b's keepalives until the a-b pair decohered, and these tests failed for that, not for what they test.
+  d.a = make('a', ['b', 'c']);
   d.b = make('b', ['a']);
   d.c = make('c', ['a']);
   await Promise.all(Object.values(d).map((s) => s.start()));
@@ -45,7 +48,7 @@ describe('spookd containment (§12.9)', () => {
     const lc = d.a.link('c');
     const real = lc.pair.handlePayload.bind(lc.pair);
     lc.pair.handlePayload = (...args: Parameters<typeof real>) => {
-      const until = performance.now() + 15; // 15 ms of CPU per datagram from c
+      const until = performance.now() + 60; // 60 ms of CPU per datagram from c
       while (performance.now() < until);
       return real(...args);
     };
@@ -53,11 +56,13 @@ describe('spookd containment (§12.9)', () => {
     const t0 = performance.now();
     const received0 = lc.pair.stats.datagramsReceived;
     const b0 = d.a.link('b').pair.stats.datagramsReceived;
-    await new Promise((r) => setTimeout(r, 2000)); // c sends keepalives every 100 ms: 300 ms of work asked
+    await new Promise((r) => setTimeout(r, 2000)); // c sends keepalives every 100 ms: 1,200 ms of work asked
     const seconds = (performance.now() - t0) / 1000;
     const spent = lc.budget.spentMs - spent0;
-    // At most the bucket (20 ms) plus 20 ms/s, plus one datagram's overrun beyond what was left.
-    expect(spent).toBeLessThanOrEqual(20 + 20 * seconds + 20);
+    const B = lc.budget.msPerSecond;
+    expect(B).toBe(100);
+    // At most the bucket (B ms) plus B ms/s, plus one datagram's overrun beyond what was left.
+    expect(spent).toBeLessThanOrEqual(B + B * seconds + 60 + 5);
     expect(lc.budget.refused).toBeGreaterThan(0);
     expect(d.a.drops['peer-over-budget']).toBeGreaterThan(0);
     expect(lc.pair.stats.datagramsReceived - received0).toBeLessThan(10);
@@ -81,7 +86,7 @@ describe('spookd containment (§12.9)', () => {
     const refused0 = lb.budget.refused;
     const spent0 = lb.budget.spentMs;
     // Who b's budget is charged for: the address of the datagram a is handling, or b's own timers. (In time, b's own
-    // frames cost under 20 ms here on an idle host; work is timed on the wall clock, which a loaded host stretches
+    // frames cost well under its 100 ms here on an idle host; work is timed on the wall clock, which a loaded host stretches
     // past any fixed bound: so the test attributes the charges.)
     const sa = d.a as unknown as { onDatagram(buf: Uint8Array, rinfo: { address: string }): void };
     const onDatagram = sa.onDatagram;
@@ -106,7 +111,7 @@ describe('spookd containment (§12.9)', () => {
       encodeFrame({ type: FrameType.Data, flags: 0, pairId, packetNumber: pn++ }, new Uint8Array(randomBytes(1200)));
     const flood = setInterval(() => {
       for (let i = 0; i < 100; i++) sock.send(forged(), port.a, '127.0.0.1');
-    }, 5); // up to 20,000 frames/s: enough to empty a 20 ms/s budget many times over
+    }, 5); // up to 20,000 frames/s: enough to empty the source's failure budget many times over
     try {
       await new Promise((r) => setTimeout(r, 1500));
       write(d.b, 'a', 'b-during-forgery');
@@ -123,9 +128,9 @@ describe('spookd containment (§12.9)', () => {
     // b's budget paid for b's own frames (keepalives every 100 ms, the write) only, never for one of the forgeries.
     expect(chargedFor.get('127.0.0.1')).toBeGreaterThan(10);
     expect([...chargedFor.keys()].filter((k) => k !== '127.0.0.1' && k !== 'timers')).toEqual([]);
-    // So b is never held back, unless a loaded host stretched b's own work past those 20 ms and its 20 ms/s: its
-    // budget then rightly refuses it (and forged frames with its pair id, before their AEAD); its write crossed.
-    if (lb.budget.spentMs - spent0 < 20) expect(lb.budget.refused - refused0).toBe(0);
+    // So b is never held back, unless a loaded host stretched b's own work past its bucket: its budget then rightly
+    // refuses it (and forged frames with its pair id, before their AEAD); its write crossed.
+    if (lb.budget.spentMs - spent0 < lb.budget.msPerSecond) expect(lb.budget.refused - refused0).toBe(0);
     expect(lb.fenced).toBeUndefined();
   }, 40_000);
   it('attack: an exception while handling one peer fences that pair only (cause internal-error, logged once, counted); the process and the other pair carry on', async () => {
