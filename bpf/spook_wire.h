@@ -48,6 +48,9 @@ enum spook_drop_reason {
 #define WRAP_TCP 1
 #define WRAP_UDP 2
 #define SPOOK_WRAP_MAX_PORTS 256
+#define WRAP_DOWN_DIRECT 1
+#define WRAP_DOWN_REFUSE 2
+#define SPOOK_WRAP_REFUSAL_ENTRIES 4096
 enum spook_wrap_stat {
 	WRAP_CNT_REDIRECTED = 0, /* connect rewritten to the proxy */
 	WRAP_CNT_SKIPPED_SELF = 1, /* spookd's own connect */
@@ -60,7 +63,10 @@ enum spook_wrap_stat {
 	WRAP_CNT_UDP_REDIRECTED = 8, /* UDP connect or unconnected send rewritten to the UDP proxy */
 	WRAP_CNT_UDP_UNBOUND = 9, /* UDP connect of a socket not bound yet: not redirected */
 	WRAP_CNT_UDP_REVERSE = 10, /* datagram from the UDP proxy given the original source */
-	WRAP_CNT_SLOTS = 11,
+	WRAP_CNT_DOWN_DIRECT = 11, /* peer without a carrier, whenDown direct: not redirected */
+	WRAP_CNT_DOWN_REFUSED = 12, /* peer without a carrier, whenDown refuse: connect() failed (EHOSTUNREACH) */
+	WRAP_CNT_MEMO_REFUSED = 13, /* destination in wrap_refusals: connect() failed with its errno */
+	WRAP_CNT_SLOTS = 14,
 };
 
 /* ESTP v1 frame header (docs/PROTOCOL.md section 2), network order */
@@ -185,6 +191,17 @@ _Static_assert(__builtin_offsetof(struct spook_client, family) == 0 && sizeof(((
 _Static_assert(__builtin_offsetof(struct spook_client, pad) == 1 && sizeof(((struct spook_client *)0)->pad) == 1, "spook_client.pad: 1 bytes at 1 (wire/layouts.ts)");
 _Static_assert(__builtin_offsetof(struct spook_client, port) == 2 && sizeof(((struct spook_client *)0)->port) == 2, "spook_client.port: 2 bytes at 2 (wire/layouts.ts)");
 _Static_assert(__builtin_offsetof(struct spook_client, addr) == 4 && sizeof(((struct spook_client *)0)->addr) == 16, "spook_client.addr: 16 bytes at 4 (wire/layouts.ts)");
+
+/* wrap_refusals value (key: struct spook_orig of the destination) */
+struct spook_refusal {
+	__u64 expires_ns; /* bpf_ktime_get_ns() after which the entry is ignored (and deleted) */
+	__u32 errno; /* what connect() returns meanwhile (ECONNREFUSED, EHOSTUNREACH, ENETUNREACH) */
+	__u8 pad[4];
+};
+_Static_assert(sizeof(struct spook_refusal) == 16, "struct spook_refusal is 16 bytes (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_refusal, expires_ns) == 0 && sizeof(((struct spook_refusal *)0)->expires_ns) == 8, "spook_refusal.expires_ns: 8 bytes at 0 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_refusal, errno) == 8 && sizeof(((struct spook_refusal *)0)->errno) == 4, "spook_refusal.errno: 4 bytes at 8 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_refusal, pad) == 12 && sizeof(((struct spook_refusal *)0)->pad) == 4, "spook_refusal.pad: 4 bytes at 12 (wire/layouts.ts)");
 
 _Static_assert(sizeof(struct spook_estp_hdr) == SPOOK_HEADER_LEN, "the ESTP header struct is HEADER_LEN bytes");
 

@@ -33,6 +33,14 @@
  *   recvmsg4:  a datagram from 127.0.0.1:udp_proxy_port to a recorded port gets the
  *              original destination as its source, so the client sees the real server.
  * udp_orig_by_client entries stay (a flow has many datagrams); spookd deletes them.
+ *
+ * Honest connects (TCP, both families; docs/OPERATIONS.md "What a client sees when it connects"),
+ * checked in connect4/6 before the rewrite, from two maps spookd keeps:
+ *   wrap_down[port]:  the wrapper's peer has no carrier: WRAP_DOWN_DIRECT leaves the destination
+ *                     as it is (the direct path), WRAP_DOWN_REFUSE fails connect() at once with
+ *                     EHOSTUNREACH (bpf_set_retval; return 0). Absent: redirect (hold).
+ *   wrap_refusals[destination]: the far side's last dial to it was refused or unreachable, less
+ *                     than a second ago: connect() fails with that errno, as it would direct.
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -45,6 +53,7 @@
 #define AF_INET 2
 #define LOOPBACK4 0x7f000001 /* 127.0.0.1, host order */
 #define ORIG_ENTRIES 65536
+#define EHOSTUNREACH 113 /* <errno.h> is not usable from BPF either; the value is ABI */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -87,6 +96,22 @@ struct {
 	__type(key, struct spook_client);
 	__type(value, struct spook_orig);
 } udp_orig_by_client SEC(".maps");
+
+/* TCP-wrapped ports (host order) whose peer has no carrier -> WRAP_DOWN_DIRECT | WRAP_DOWN_REFUSE. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SPOOK_WRAP_MAX_PORTS);
+	__type(key, __u16);
+	__type(value, __u32);
+} wrap_down SEC(".maps");
+
+/* Destinations (struct spook_orig, zero-padded) the far side's dial to failed -> errno until expires_ns. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SPOOK_WRAP_REFUSAL_ENTRIES);
+	__type(key, struct spook_orig);
+	__type(value, struct spook_refusal);
+} wrap_refusals SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -207,6 +232,34 @@ static __always_inline int udp_redirect(struct bpf_sock_addr *ctx, struct spook_
 	return 1;
 }
 
+/*
+ * TCP only, after should_wrap() and the loopback check: 1 to redirect, 0 to leave the socket
+ * alone (direct), -1 to fail connect() (the errno is set: return 0 from the hook).
+ */
+static __always_inline int connect_verdict(__u16 port, struct spook_orig *orig)
+{
+	__u32 *down = bpf_map_lookup_elem(&wrap_down, &port);
+	if (down && *down == WRAP_DOWN_DIRECT) {
+		count(WRAP_CNT_DOWN_DIRECT);
+		return 0;
+	}
+	if (down && *down == WRAP_DOWN_REFUSE) {
+		count(WRAP_CNT_DOWN_REFUSED);
+		bpf_set_retval(-EHOSTUNREACH);
+		return -1;
+	}
+	struct spook_refusal *r = bpf_map_lookup_elem(&wrap_refusals, orig);
+	if (!r)
+		return 1;
+	if (bpf_ktime_get_ns() >= r->expires_ns) {
+		bpf_map_delete_elem(&wrap_refusals, orig);
+		return 1;
+	}
+	count(WRAP_CNT_MEMO_REFUSED);
+	bpf_set_retval(-(int)r->errno);
+	return -1;
+}
+
 SEC("cgroup/connect4")
 int spook_connect4(struct bpf_sock_addr *ctx)
 {
@@ -220,15 +273,21 @@ int spook_connect4(struct bpf_sock_addr *ctx)
 		count(WRAP_CNT_LOOPBACK);
 		return 1;
 	}
-	struct spook_orig orig = { .family = 4, .port = port, .ip4 = ip4 };
+	struct spook_orig orig = {};
+	orig.family = 4;
+	orig.port = port;
+	orig.ip4 = ip4;
 	if (bit == WRAP_UDP)
 		return udp_redirect(ctx, cfg, &orig);
+	int v = connect_verdict(port, &orig);
+	if (v <= 0)
+		return v == 0 ? 1 : 0;
 	if (save_orig(ctx, &orig))
 		return 1;
 	ctx->user_ip4 = bpf_htonl(LOOPBACK4);
 	ctx->user_port = bpf_htons(cfg->proxy_port);
 	count(WRAP_CNT_REDIRECTED);
-	return 1; /* always allow: this hook redirects, it never refuses */
+	return 1;
 }
 
 SEC("cgroup/connect6")
@@ -251,7 +310,8 @@ int spook_connect6(struct bpf_sock_addr *ctx)
 		count(WRAP_CNT_LOOPBACK);
 		return 1;
 	}
-	struct spook_orig orig = { .port = port };
+	struct spook_orig orig = {};
+	orig.port = port;
 	if (mapped) {
 		orig.family = 4;
 		orig.ip4 = a[3];
@@ -259,6 +319,9 @@ int spook_connect6(struct bpf_sock_addr *ctx)
 		orig.family = 6;
 		__builtin_memcpy(orig.ip6, a, 16);
 	}
+	int v = connect_verdict(port, &orig);
+	if (v <= 0)
+		return v == 0 ? 1 : 0;
 	if (save_orig(ctx, &orig))
 		return 1;
 	ctx->user_ip6[0] = 0;

@@ -6,7 +6,7 @@ import { Command } from 'commander';
 import { call, out, table, withSocket, type Common } from './admin.js';
 import { WRAP_PROTOCOLS } from '../core/wrap/protocols.js';
 
-type AddOpts = Common & { port: string; peer: string; hold?: string; delta: boolean };
+type AddOpts = Common & { port: string; peer: string; hold?: string; delta: boolean; whenDown?: string; connectTimeout?: string };
 
 export function wrapCommands(): Command[] {
   const wrap = new Command('wrap').description(
@@ -21,6 +21,14 @@ export function wrapCommands(): Command[] {
         .requiredOption('--peer <name|key>', 'the peer whose spookd connects to the real server')
         .option('--hold <duration>', "how long a link outage may last before both ends close (e.g. 30s, 2m; default: TCP's patience, 925s)")
         .option(
+          '--when-down <mode>',
+          'TCP: while the peer has no carrier, connect() is held (hold, the default), goes direct (direct) or fails at once (refuse)',
+        )
+        .option(
+          '--connect-timeout <duration>',
+          "TCP: reset a connection the far side has not reached within this (default: the host's SYN patience, 127s)",
+        )
+        .option(
           '--delta',
           'delta mode: what the other side already holds (a polled resource, a retained message) goes as a reference',
           false,
@@ -32,8 +40,15 @@ export function wrapCommands(): Command[] {
         peer: o.peer,
         hold: o.hold,
         delta: o.delta,
+        whenDown: o.whenDown as 'hold' | 'direct' | 'refuse' | undefined, // the daemon names a wrong one
+        connectTimeout: o.connectTimeout,
       });
-      out(o, r, () => `wrapped ${r.protocol} port ${r.port} via ${r.peer} (hold ${r.holdMs} ms${r.delta ? ', delta mode' : ''})`);
+      out(
+        o,
+        r,
+        () =>
+          `wrapped ${r.protocol} port ${r.port} via ${r.peer} (hold ${r.holdMs} ms, when down ${r.whenDown}, connect timeout ${r.connectTimeoutMs} ms${r.delta ? ', delta mode' : ''})`,
+      );
       if (r.interception !== 'bpf' && !o.json) {
         process.stderr.write(
           `spook: warning: interception is off${r.interceptionError ? ` (${r.interceptionError})` : ''}: clients' connections to port ${r.port} are not intercepted\n`,
@@ -44,7 +59,11 @@ export function wrapCommands(): Command[] {
   wrap.addCommand(
     withSocket(new Command('list').description('wrapped ports: protocol, peer, hold, connections')).action(async (o: Common) => {
       const r = await call(o, 'wraps');
-      out(o, r, () => (r.length ? table(r, ['protocol', 'port', 'peer', 'holdMs', 'delta', 'active', 'connections']) : '(no wrappers)'));
+      out(o, r, () =>
+        r.length
+          ? table(r, ['protocol', 'port', 'peer', 'holdMs', 'whenDown', 'connectTimeoutMs', 'delta', 'active', 'connections'])
+          : '(no wrappers)',
+      );
     }),
   );
   wrap.addCommand(

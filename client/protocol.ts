@@ -450,12 +450,18 @@ export type DomainOp = { register: string } & (
 
 // ---- wrappers ----
 
+/** What connect() to a TCP-wrapped port does while its peer has no carrier (OPERATIONS "What a client sees when it connects"). */
+export type WrapWhenDown = 'hold' | 'direct' | 'refuse';
+
 export interface WrapperEntry {
   protocol: string;
   port: number;
   peer: string;
   holdMs: number;
   delta: boolean;
+  whenDown: WrapWhenDown;
+  /** A connection the far side has not confirmed within this is reset (default: the host's SYN patience). */
+  connectTimeoutMs: number;
   active: number;
   connections: number;
 }
@@ -466,6 +472,8 @@ export interface WrapAddResult {
   peer: string;
   holdMs: number;
   delta: boolean;
+  whenDown: WrapWhenDown;
+  connectTimeoutMs: number;
   interception: string;
   interceptionError: string | null;
 }
@@ -476,6 +484,8 @@ export interface WrapperStats {
   peer: string;
   holdMs: number;
   delta?: boolean;
+  whenDown?: WrapWhenDown;
+  connectTimeoutMs?: number;
   connections: number;
   active: number;
   bytesUp: number;
@@ -519,6 +529,8 @@ export interface WrapStatsResult {
   intercept: string;
   hooks: Record<string, number> | null;
   refused: Record<string, number>;
+  /** Honest connects: ports whose peer counts as down (direct/refuse), connect timeouts, refusals repeated by the hook. */
+  connects: { downPorts: number[]; timedOut: number; refusalsRemembered: number; refusalsNow: number };
   carrierPending: number;
   carrierRefused: Record<string, number>;
   udpDrops: Record<string, number>;
@@ -692,6 +704,10 @@ export interface AdminCommands {
       hold?: string | number;
       /** Delta mode (resend references to bytes the peer holds); default false. */
       delta?: boolean;
+      /** What connect() does while the peer has no carrier: `hold` (default), `direct` or `refuse` (TCP wrappers only). */
+      whenDown?: WrapWhenDown;
+      /** A connection the far side has not confirmed within this is reset: a duration, 100ms to 1h; default the host's SYN patience (127 s). */
+      connectTimeout?: string | number;
     };
     result: WrapAddResult;
   };

@@ -64,13 +64,19 @@ describe('spookd configuration', () => {
     const base = `listen: 127.0.0.1:1\nprivateKeyFile: k\ndataDir: d\nadminSocket: s\npeers:\n  - name: x\n    publicKey: ${key}\nregisters:\n  - name: r\n    kind: map\n`;
     const w = (items: string): string => write(`${base}wrap:\n  wrappers:\n${items}`);
     const c = loadConfig(
-      w(`    - { protocol: ssh, port: 22, peer: x, hold: 2m }\n    - { protocol: postgres, port: 5432, peer: "${key}" }\n`),
+      w(
+        `    - { protocol: ssh, port: 22, peer: x, hold: 2m, whenDown: refuse, connectTimeout: 10s }\n    - { protocol: postgres, port: 5432, peer: "${key}" }\n`,
+      ),
     );
     expect(c.wrap.wrappers).toEqual([
-      { protocol: 'ssh', port: 22, peer: 'x', hold: 120_000, delta: false },
-      // No hold: spookd gives it the host's TCP patience (drivers/wrap/hold.ts).
-      { protocol: 'postgres', port: 5432, peer: key, hold: undefined, delta: false },
+      { protocol: 'ssh', port: 22, peer: 'x', hold: 120_000, delta: false, whenDown: 'refuse', connectTimeout: 10_000 },
+      // No hold, no connect timeout: spookd gives them the host's TCP and SYN patience (drivers/wrap/hold.ts).
+      { protocol: 'postgres', port: 5432, peer: key, hold: undefined, delta: false, whenDown: 'hold', connectTimeout: undefined },
     ]);
+    expect(() => loadConfig(w(`    - { protocol: ssh, port: 22, peer: x, whenDown: maybe }\n`))).toThrow(/wrap\.wrappers\.0\.whenDown/);
+    expect(() => loadConfig(w(`    - { protocol: ssh, port: 22, peer: x, connectTimeout: 2h }\n`))).toThrow(
+      /wrap\.wrappers\.0\.connectTimeout: must be between 100ms and 1h/,
+    );
     expect(c.wrap).toMatchObject({ intercept: '127.0.0.1:0', interception: 'auto', windowBytes: 4 * 1024 * 1024 });
     expect(() => loadConfig(w(`    - { protocol: gopher, port: 70, peer: x }\n`))).toThrow(/wrap\.wrappers\.0\.protocol/);
     expect(() => loadConfig(w(`    - { protocol: ssh, port: 22, peer: nobody }\n`))).toThrow(

@@ -25,6 +25,9 @@ import {
   type Field,
   type LayoutInfo,
   WRAP_MAX_PORTS,
+  WRAP_DOWN_DIRECT,
+  WRAP_DOWN_REFUSE,
+  WRAP_REFUSAL_ENTRIES,
   WRAP_PORT_TCP,
   WRAP_PORT_UDP,
   WRAP_STATS,
@@ -101,6 +104,9 @@ export function renderWireHeader(): string {
     `#define WRAP_TCP ${WRAP_PORT_TCP}`,
     `#define WRAP_UDP ${WRAP_PORT_UDP}`,
     `#define SPOOK_WRAP_MAX_PORTS ${WRAP_MAX_PORTS}`,
+    `#define WRAP_DOWN_DIRECT ${WRAP_DOWN_DIRECT}`,
+    `#define WRAP_DOWN_REFUSE ${WRAP_DOWN_REFUSE}`,
+    `#define SPOOK_WRAP_REFUSAL_ENTRIES ${WRAP_REFUSAL_ENTRIES}`,
     'enum spook_wrap_stat {',
   );
   Object.entries(WRAP_STATS).forEach(([name, doc], i) => lines.push(`\tWRAP_CNT_${cname(name)} = ${i}, /* ${doc} */`));

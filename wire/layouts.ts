@@ -315,6 +315,19 @@ export const CLIENT_KEY = layout('spook_client', { doc: 'orig_by_client and udp_
   array('addr', 'u32', 4, net('family 4: addr[0], the rest 0')),
 ]);
 
+/** A destination whose dial the far side saw fail (docs/OPERATIONS.md, "What a client sees when it connects"). */
+export const REFUSAL_MEMO = layout('spook_refusal', { doc: 'wrap_refusals value (key: struct spook_orig of the destination)' }, [
+  u64('expires_ns', { doc: 'bpf_ktime_get_ns() after which the entry is ignored (and deleted)' }),
+  u32('errno', { doc: 'what connect() returns meanwhile (ECONNREFUSED, EHOSTUNREACH, ENETUNREACH)' }),
+  pad('pad', 4),
+]);
+
+/** wrap_down values: what connect() to a TCP-wrapped port does while its peer has no carrier (absent: redirect). */
+export const WRAP_DOWN_DIRECT = 1;
+export const WRAP_DOWN_REFUSE = 2;
+/** Entries of wrap_refusals (an LRU map). */
+export const WRAP_REFUSAL_ENTRIES = 4096;
+
 /** wrap_ports values: a bit per transport wrapped on that destination port. */
 export const WRAP_PORT_TCP = 1;
 export const WRAP_PORT_UDP = 2;
@@ -334,6 +347,9 @@ export const WRAP_STATS = {
   udp_redirected: 'UDP connect or unconnected send rewritten to the UDP proxy',
   udp_unbound: 'UDP connect of a socket not bound yet: not redirected',
   udp_reverse: 'datagram from the UDP proxy given the original source',
+  down_direct: 'peer without a carrier, whenDown direct: not redirected',
+  down_refused: 'peer without a carrier, whenDown refuse: connect() failed (EHOSTUNREACH)',
+  memo_refused: 'destination in wrap_refusals: connect() failed with its errno',
 } as const;
 export const WRAP_STAT_NAMES = Object.keys(WRAP_STATS) as readonly (keyof typeof WRAP_STATS)[];
 
@@ -348,4 +364,5 @@ export const BPF_LAYOUTS: readonly LayoutInfo[] = [
   WRAP_CONFIG,
   ORIG_DST,
   CLIENT_KEY,
+  REFUSAL_MEMO,
 ];

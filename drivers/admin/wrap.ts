@@ -1,6 +1,7 @@
 /** Admin API commands for wrappers (client/protocol.ts): wraps, wrap-add, wrap-remove, wrap-stats, wrap-conns, wrap-policy. */
 import type { WrapStatsResult } from '../../client/protocol.js';
-import { parseHold } from '../daemon/config.js';
+import { parseConnectTimeout, parseHold } from '../daemon/config.js';
+import { DEFAULT_WHEN_DOWN, WHEN_DOWN, type WhenDown } from '../../core/wrap/connect.js';
 import type { Spookd } from '../daemon/spookd.js';
 import { AdminFault, bool, failsAs, num, str } from './args.js';
 import type { Handlers } from './handlers.js';
@@ -30,12 +31,29 @@ export function wrapHandlers(d: Spookd): Handlers<'wraps' | 'wrap-add' | 'wrap-r
           'hold',
         );
       const delta = bool(args, 'delta');
+      const whenDown = str(args, 'whenDown', false) ?? DEFAULT_WHEN_DOWN;
+      if (!(WHEN_DOWN as readonly string[]).includes(whenDown))
+        throw new AdminFault(
+          'bad-argument',
+          `argument whenDown must be one of ${WHEN_DOWN.join(', ')}, not ${JSON.stringify(whenDown)}`,
+          'whenDown',
+        );
+      const givenCt = args.connectTimeout as string | number | undefined;
+      const connectTimeoutMs = givenCt === undefined ? w.defaultConnectTimeoutMs : parseConnectTimeout(givenCt);
+      if (connectTimeoutMs === undefined)
+        throw new AdminFault(
+          'bad-argument',
+          'argument connectTimeout must be a duration between 100ms and 1h (10s, 500ms, 2m, or milliseconds)',
+          'connectTimeout',
+        );
       const spec = {
         protocol: protocol as WrapProtocol,
         port: num(args, 'port', undefined, 1, 65535),
         peer: failsAs('unknown-peer', 'peer', () => d.peerName(str(args, 'peer'))),
         holdMs: hold,
         delta,
+        whenDown: whenDown as WhenDown,
+        connectTimeoutMs,
       };
       // The manager refuses a port already wrapped, one wrapper too many, interception it cannot open.
       failsAs('conflict', 'port', () => w.add(spec));

@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { isIPv4, isIPv6, SocketAddress } from 'node:net';
 import { ipv6Bytes } from '../../wire/wrap.js';
 import { CLIENT_KEY, ORIG_DST, WRAP_CONFIG, WRAP_MAX_PORTS, WRAP_PORT_TCP, WRAP_PORT_UDP, WRAP_STAT_NAMES } from '../../wire/layouts.js';
+import { REFUSAL_MEMO, WRAP_DOWN_DIRECT, WRAP_DOWN_REFUSE } from '../../wire/layouts.js';
 import { join } from 'node:path';
 import koffi from 'koffi';
 import { BpfError, bpfObjectPath, check, lastErrno, libbpf } from './libbpf.js';
@@ -208,6 +209,44 @@ export class WrapHooks {
   }
 
   /**
+   * Replace the TCP-wrapped ports whose peer has no carrier, with what their connects do:
+   * `direct` (no rewrite) or `refuse` (EHOSTUNREACH). A port not given is redirected (hold).
+   */
+  setDown(down: ReadonlyMap<number, 'direct' | 'refuse'>): void {
+    const fd = this.mapFd('wrap_down');
+    for (const [p, mode] of down) {
+      if (!Number.isInteger(p) || p < 1 || p > 65535) throw new Error(`bad port ${p}`);
+      check('bpf_map_update_elem(wrap_down)', libbpf().update(fd, u16(p), u32(mode === 'direct' ? WRAP_DOWN_DIRECT : WRAP_DOWN_REFUSE), 0));
+    }
+    const stale: Buffer[] = [];
+    for (
+      let prev: Buffer | null = null, next = Buffer.alloc(2);
+      libbpf().nextKey(fd, prev, next) === 0;
+      prev = next, next = Buffer.alloc(2)
+    )
+      if (!down.has(next.readUInt16LE(0))) stale.push(next);
+    for (const k of stale) libbpf().del(fd, k);
+  }
+
+  /**
+   * The far side's dial to `dst` failed with `errno`: connects to it fail with that errno in
+   * the hook for `ttlMs` (the hook compares with bpf_ktime_get_ns, CLOCK_MONOTONIC, as hrtime is).
+   */
+  rememberRefusal(dst: OriginalDst, errno: number, ttlMs: number): void {
+    const key = origKey(dst);
+    if (!key) return;
+    const expires = process.hrtime.bigint() + BigInt(Math.max(0, Math.round(ttlMs))) * 1_000_000n;
+    const v = Buffer.from(REFUSAL_MEMO.encode({ expires_ns: expires, errno }));
+    check('bpf_map_update_elem(wrap_refusals)', libbpf().update(this.mapFd('wrap_refusals'), key, v, 0));
+  }
+
+  /** A dial to `dst` succeeded: its refusal, if any, is forgotten at once. */
+  forgetRefusal(dst: OriginalDst): void {
+    const key = origKey(dst);
+    if (key) libbpf().del(this.mapFd('wrap_refusals'), key);
+  }
+
+  /**
    * Where the client behind an accepted proxy connection meant to go, by the client's
    * address and port (the accepted socket's remoteAddress and remotePort). Each entry is
    * read once: it is deleted here.
@@ -289,6 +328,19 @@ export function clientKey(c: ClientAddr): Buffer | undefined {
   if (v4 !== undefined) return Buffer.from(CLIENT_KEY.encode({ family: 4, port: c.port, addr: new Uint8Array(v4.split('.').map(Number)) }));
   if (!isIPv6(c.address)) return undefined;
   return Buffer.from(CLIENT_KEY.encode({ family: 6, port: c.port, addr: ipv6Bytes(c.address) }));
+}
+
+/** struct spook_orig (ORIG_DST) for a destination, as the connect hooks build it (padding and the unused address zero). */
+export function origKey(d: OriginalDst): Buffer | undefined {
+  if (!Number.isInteger(d.port) || d.port < 1 || d.port > 65535) return undefined;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(d.address);
+  const v4 = mapped ? mapped[1] : isIPv4(d.address) ? d.address : undefined;
+  if (v4 !== undefined) {
+    const ip4 = v4.split('.').reduce((a, o) => a * 256 + Number(o), 0);
+    return Buffer.from(ORIG_DST.encode({ family: 4, port: d.port, ip4, ip6: new Uint8Array(16) }));
+  }
+  if (!isIPv6(d.address)) return undefined;
+  return Buffer.from(ORIG_DST.encode({ family: 6, port: d.port, ip4: 0, ip6: ipv6Bytes(d.address) }));
 }
 
 /** struct spook_orig (ORIG_DST): IPv4 in ip4, IPv6 in ip6, both in network order. */

@@ -12,6 +12,7 @@ import { DEFAULT_MAX_VALUE_BYTES, MAX_REGISTER_NAME_LEN, MAX_VALUE_LEN } from '.
 import { WRAP_PROTOCOLS } from '../../core/wrap/protocols.js';
 import { parseDestination } from '../wrap/policy.js';
 import { MAX_HOLD_MS, MIN_HOLD_MS } from '../../core/wrap/hold.js';
+import { DEFAULT_WHEN_DOWN, MAX_CONNECT_TIMEOUT_MS, MIN_CONNECT_TIMEOUT_MS, WHEN_DOWN } from '../../core/wrap/connect.js';
 
 const destinationOk = (s: string): boolean => {
   try {
@@ -89,6 +90,14 @@ export function parseHold(v: string | number): number | undefined {
   return ms !== undefined && holdInRange(ms) ? ms : undefined;
 }
 
+const connectTimeoutInRange = (ms: number): boolean => ms >= MIN_CONNECT_TIMEOUT_MS && ms <= MAX_CONNECT_TIMEOUT_MS;
+
+/** A wrapper's connect timeout (config and `spook wrap add`): a duration from 100 ms to 1 h, else undefined. */
+export function parseConnectTimeout(v: string | number): number | undefined {
+  const ms = parseDuration(v);
+  return ms !== undefined && connectTimeoutInRange(ms) ? ms : undefined;
+}
+
 /** Existing TCP and UDP protocols carried over pairs (docs/OPERATIONS.md, "Wrappers"). */
 const wrapper = z
   .object({
@@ -103,6 +112,10 @@ const wrapper = z
     hold: duration.refine(holdInRange, { message: 'must be between 100ms and 24h' }).optional(),
     /** Delta mode: stream chunks the other side already holds are sent as references (PROTOCOL §16.9). */
     delta: z.boolean().default(false),
+    /** TCP: what connect() does while the peer has no carrier (docs/OPERATIONS.md, "What a client sees when it connects"). */
+    whenDown: z.enum(WHEN_DOWN).default(DEFAULT_WHEN_DOWN),
+    /** TCP: a connection the far side has not confirmed within this is reset. Absent: this host's SYN patience (127 s). */
+    connectTimeout: duration.refine(connectTimeoutInRange, { message: 'must be between 100ms and 1h' }).optional(),
   })
   .strict();
 

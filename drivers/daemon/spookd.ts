@@ -35,7 +35,7 @@ import { WarnLimiter } from '../../core/util/warn-limiter.js';
 import type { SourceBudgets, WorkBudget } from '../../core/etcp/budget.js';
 import { DomainHost } from './domains.js';
 import { WrapManager } from '../wrap/manager.js';
-import { hostDefaultHoldMs } from '../wrap/hold.js';
+import { hostDefaultHoldMs, hostDefaultConnectTimeoutMs } from '../wrap/hold.js';
 import { PeerTable, sourceOf, type Addr, type PeerEvent, type PeerView } from '../../core/etcp/peers.js';
 import { HANDSHAKE_RETRY_MS } from '../../core/etcp/constants.js';
 import type { DropCounts } from '../../core/etcp/drops.js';
@@ -254,6 +254,8 @@ export class Spookd {
     const intercept = parseHostPort(cfg.wrap.intercept, true)!;
     // A wrapper without a hold holds as long as this host's TCP would (never worse than direct).
     const defaultHoldMs = hostDefaultHoldMs();
+    // A wrapper without a connect timeout waits for the far side's dial as long as this host's connect() would.
+    const defaultConnectTimeoutMs = hostDefaultConnectTimeoutMs();
     this.wraps = new WrapManager(
       {
         key,
@@ -270,6 +272,7 @@ export class Spookd {
         ...cfg.wrap,
         intercept,
         defaultHoldMs,
+        defaultConnectTimeoutMs,
         allow: cfg.wrap.allow.map((r) => ({ ...r, peer: r.peer === '*' ? '*' : this.peerName(r.peer) })),
       },
       cfg.wrap.wrappers.map((w) => ({
@@ -278,6 +281,8 @@ export class Spookd {
         peer: this.peerName(w.peer),
         holdMs: w.hold ?? defaultHoldMs,
         delta: w.delta,
+        whenDown: w.whenDown,
+        connectTimeoutMs: w.connectTimeout ?? defaultConnectTimeoutMs,
       })),
       log.child({ component: 'wrap' }),
     );

@@ -3,6 +3,7 @@
  * manager drives it, and the counters an operator reads: per wrapper (client side) and per
  * recognised protocol (both sides).
  */
+import type { WhenDown } from '../../core/wrap/connect.js';
 import type { Socket } from 'node:net';
 import { orderlyClose } from './linger.js';
 import { ProtocolStats, recognise, RECOGNISE_MAX_BYTES, type Protocol } from '../../core/wrap/profiles.js';
@@ -68,6 +69,10 @@ export interface WrapperSpec {
   holdMs: number;
   /** Delta mode (§16.9): ranges the other side already holds go as references. */
   delta?: boolean;
+  /** TCP: what connect() does while the peer has no carrier (core/wrap/connect.ts; default hold). */
+  whenDown?: WhenDown;
+  /** TCP: a connection the far side has not confirmed (OPENED) within this is reset (default: the host's SYN patience). */
+  connectTimeoutMs?: number;
 }
 
 /**

@@ -29,6 +29,16 @@ import { HandshakeAdmission, HandshakeSlots, type HandshakeRefusal, type Handsha
 import { DatagramDeframer, type FlowDrop } from '../../core/wrap/udp.js';
 import { Redialer, REDIAL_MAX_MS } from '../../core/wrap/redial.js';
 import { defaultHoldMs } from '../../core/wrap/hold.js';
+import {
+  ConnectDeadlines,
+  countsDown,
+  countsDownAt,
+  defaultConnectTimeoutMs,
+  dialFailureOf,
+  memoErrno,
+  REFUSAL_MEMO_MS,
+} from '../../core/wrap/connect.js';
+import { connectTimeoutText, HonestConnects } from './connects.js';
 
 export interface WrapPeer {
   name: string;
@@ -56,6 +66,11 @@ export interface Interceptor {
   originalUdpDst?(client: ClientAddr): Target | undefined;
   stats(): Record<string, number>;
   close(): void;
+  /** Honest connects (drivers/wrap/connects.ts): the TCP ports whose peer counts as down, and their mode. */
+  setDown?(down: ReadonlyMap<number, 'direct' | 'refuse'>): void;
+  /** The far side's dial to `dst` failed: connects to it fail with `errno` in the hook for `ttlMs`. */
+  rememberRefusal?(dst: Target, errno: number, ttlMs: number): void;
+  forgetRefusal?(dst: Target): void;
 }
 
 export interface WrapSettings {
@@ -85,6 +100,8 @@ export interface WrapSettings {
   allow?: AllowRule[];
   /** The hold of a wrapper added without one (spookd: the host's TCP patience, drivers/wrap/hold.ts). */
   defaultHoldMs?: number;
+  /** The connect timeout of a wrapper added without one (spookd: the host's SYN patience, drivers/wrap/hold.ts). */
+  defaultConnectTimeoutMs?: number;
 }
 
 /** Carrier accepts per second: in all (peers' known addresses apart), and per source address. */
@@ -117,6 +134,10 @@ interface PeerState {
   overBudget: { pauses: number; ms: number };
   /** The peer's work budget (host.budget): its carriers' reads and the work its connections cause. */
   budget: CarrierBudget | undefined;
+  /** Since when it has had no carrier (from the start, if it never had one); undefined while up. */
+  downSince: number | undefined;
+  /** Its intercepted TCP connections the far side has not confirmed yet, with their original destination. */
+  pending: ConnectDeadlines<Target>;
 }
 
 export class WrapManager {
@@ -162,6 +183,8 @@ export class WrapManager {
   };
   /** Carrier accepts per second (each may cost a DH before anything is known of it). */
   private readonly admission: HandshakeAdmission;
+  /** What the connect hooks do for peers without a carrier, and the refusals they repeat. */
+  private readonly connects = new HonestConnects(() => this.hooks);
   /** The serving side's dial policy: default deny. */
   readonly policy: DialPolicy;
 
@@ -201,6 +224,8 @@ export class WrapManager {
         lastError: undefined,
         overBudget: { pauses: 0, ms: 0 },
         budget: undefined,
+        downSince: this.now(),
+        pending: new ConnectDeadlines(),
       };
       ps.budget = this.budgetOf(ps);
       this.peers.set(p.name, ps);
@@ -210,6 +235,11 @@ export class WrapManager {
 
   private now(): number {
     return performance.now();
+  }
+
+  /** The connect timeout of a wrapper added without one. */
+  get defaultConnectTimeoutMs(): number {
+    return this.settings.defaultConnectTimeoutMs ?? defaultConnectTimeoutMs(undefined);
   }
 
   /** The hold of a wrapper added without one. */
@@ -270,6 +300,7 @@ export class WrapManager {
         ? this.interceptor(this.interceptPort)
         : WrapHooks.open({ proxyPort: this.interceptPort, udpProxyPort: this.udpIntercept?.address().port });
       this.applyPorts();
+      this.applyDown(true);
       this.interceptionError = undefined;
     } catch (e) {
       this.interceptionError = (e as Error).message;
@@ -315,6 +346,7 @@ export class WrapManager {
     this.counters.add(spec);
     this.openHooks();
     this.applyPorts();
+    this.applyDown();
     this.log.info({ ...spec }, 'wrapper added');
   }
 
@@ -323,6 +355,7 @@ export class WrapManager {
     if (!this.wrappers.delete(port))
       throw new Error(`port ${port} is not wrapped (wrapped: ${[...this.wrappers.keys()].join(', ') || 'none'})`);
     this.applyPorts();
+    this.applyDown();
     for (const ps of this.peers.values()) {
       ps.session.closeAll(
         this.now(),
@@ -359,6 +392,21 @@ export class WrapManager {
     );
   }
 
+  /**
+   * Tell the hooks which TCP-wrapped ports' peers count as down (core/wrap/connect.ts: no carrier
+   * for DOWN_GRACE_MS) and what their connects do; a `hold` wrapper is never listed (redirected).
+   */
+  private applyDown(force = false): void {
+    const now = this.now();
+    const down = new Map<number, 'direct' | 'refuse'>();
+    for (const w of this.wrappers.values()) {
+      const mode = w.whenDown ?? 'hold';
+      if (mode === 'hold' || isDatagram(w.protocol)) continue;
+      if (countsDown(this.peers.get(w.peer)?.downSince, now)) down.set(w.port, mode);
+    }
+    this.connects.setDown(down, force);
+  }
+
   get wrappers(): Map<number, WrapperCounters> {
     return this.counters.wrappers;
   }
@@ -374,6 +422,8 @@ export class WrapManager {
       peer: w.peer,
       holdMs: w.holdMs,
       delta: w.delta ?? false,
+      whenDown: w.whenDown ?? 'hold',
+      connectTimeoutMs: w.connectTimeoutMs ?? this.defaultConnectTimeoutMs,
       active: w.active,
       connections: w.connections,
     }));
@@ -386,6 +436,7 @@ export class WrapManager {
       intercept: `${this.settings.intercept.host}:${this.interceptPort}`,
       hooks: this.hooks?.stats() ?? null,
       refused: this.refused,
+      connects: this.connects.counts,
       carrierPending: this.handshakes.held,
       carrierRefused: this.carrierRefused,
       udpDrops: this.udpDrops,
@@ -466,6 +517,7 @@ export class WrapManager {
     const id = ps.session.openLocal(now, w.port, { family: dst.family, address: dst.address, port: dst.port }, w.holdMs, w.delta ?? false);
     if (id === undefined) return refuse('too-many-connections');
     this.counters.opened(w);
+    ps.pending.add(id, now + (w.connectTimeoutMs ?? this.defaultConnectTimeoutMs), dst);
     this.attach(ps, id, socket, w.port);
     this.ensureCarrier(ps);
     this.flush(ps);
@@ -665,9 +717,10 @@ export class WrapManager {
       ps.session.dialed(this.now(), id);
       this.flush(ps);
     });
-    socket.once('error', (e) => {
+    socket.once('error', (e: NodeJS.ErrnoException) => {
       if (lc.connected || ps.conns.get(id) !== lc) return;
-      ps.session.dialFailed(this.now(), id, `${target.address}:${target.port}: ${e.message}`);
+      // The errno's name first (§16.5.1): the client side repeats a refusal to the next connects.
+      ps.session.dialFailed(this.now(), id, `${e.code ?? 'EIO'} ${target.address}:${target.port}: ${e.message}`);
       ps.conns.delete(lc.id);
       this.flush(ps);
     });
@@ -813,6 +866,7 @@ export class WrapManager {
         if (ps.carrier !== c) return;
         ps.carrier = undefined;
         ps.lastError = why;
+        ps.downSince = this.now();
         ps.session.onCarrierDown(this.now());
         ps.redial.lost(this.now());
         this.log.info({ peer: ps.peer.name, why }, 'carrier lost');
@@ -829,8 +883,33 @@ export class WrapManager {
     ps.session.onCarrierUp(this.now());
     ps.lastError = undefined;
     ps.redial.up();
+    ps.downSince = undefined;
+    this.applyDown();
     this.log.info({ peer: ps.peer.name, remote: `${c.socket.remoteAddress}:${c.socket.remotePort}` }, 'carrier up');
     this.flush(ps);
+  }
+
+  // ---- honest connects ----
+
+  /**
+   * Connections the far side confirmed leave `pending` (a refusal remembered for their
+   * destination is forgotten); those still unconfirmed at their connect timeout are reset, as
+   * the kernel would end a direct connect() whose SYN went unanswered (ETIMEDOUT).
+   */
+  private expireConnects(ps: PeerState, now: number): void {
+    if (ps.pending.size === 0) return;
+    ps.pending.sweep((conn, dst) => {
+      const c = ps.session.conns.get(conn);
+      if (c?.state === 'opening') return true;
+      if (c) this.connects.forget(dst);
+      return false;
+    });
+    for (const { conn } of ps.pending.expired(now)) {
+      const c = ps.session.conns.get(conn);
+      if (!c || c.state !== 'opening') continue;
+      this.connects.timedOut++;
+      ps.session.closeAll(now, CloseCode.DialFailed, connectTimeoutText(c.target, now - c.openedAt), (x) => x.id === conn);
+    }
   }
 
   // ---- the loop ----
@@ -913,6 +992,7 @@ export class WrapManager {
         this.log.info({ peer: ps.peer.name, conn: ev.conn, heldMs: Math.round(ev.heldMs) }, 'wrapped connection resumed');
         return;
       case 'done':
+        ps.pending.settle(ev.conn);
         if (lc) {
           this.finish(ps, lc, 'completed');
           if (lc.datagram) lc.io.close(true);
@@ -921,6 +1001,12 @@ export class WrapManager {
       case 'close': {
         const reason: ConnEnd = CLOSE_NAMES[ev.code] ?? `code ${ev.code}`;
         this.log.info({ peer: ps.peer.name, conn: ev.conn, reason, detail: ev.reason, byPeer: ev.byPeer }, 'wrapped connection closed');
+        const dst = ps.pending.settle(ev.conn);
+        if (dst && ev.byPeer && (ev.code === CloseCode.DialFailed || ev.code === CloseCode.Refused)) {
+          // A policy refusal looks like a refused port (§16.5.1); a timeout is not repeated.
+          const errno = memoErrno(ev.code === CloseCode.Refused ? 'refused' : dialFailureOf(ev.reason));
+          if (errno !== undefined) this.connects.remember(dst, errno, REFUSAL_MEMO_MS, this.now());
+        }
         if (!lc) return;
         this.finish(ps, lc, reason);
         // Anything but both sides' own FINs is an abnormal end: a reset, never a clean EOF
@@ -969,6 +1055,10 @@ export class WrapManager {
       const t = ps.session.pollTimeout();
       // A deadline already past while the carrier is full waits for its drain, not a spinning timer.
       if (t !== undefined && (t > now || ps.carrier?.writable)) next = Math.min(next, t);
+      const connectAt = ps.pending.earliest();
+      if (connectAt !== undefined) next = Math.min(next, connectAt);
+      const downAt = countsDownAt(ps.downSince);
+      if (downAt !== undefined && downAt > now) next = Math.min(next, downAt);
       const dialAt = ps.carrier || ps.peer.role !== 0 ? undefined : ps.redial.nextAt();
       if (dialAt !== undefined && this.host.peerAddr(ps.peer.name)) next = Math.min(next, Math.max(dialAt, now + 10));
     }
@@ -991,9 +1081,12 @@ export class WrapManager {
       for (const ps of this.peers.values()) {
         const t = ps.session.pollTimeout();
         if (t !== undefined && t <= now) ps.session.handleTimeout(now);
+        this.expireConnects(ps, now);
         this.ensureCarrier(ps);
         this.flush(ps);
       }
+      this.applyDown();
+      this.connects.prune(now);
     } finally {
       this.ticking = false;
       this.schedule(); // re-armed even if a peer's step threw

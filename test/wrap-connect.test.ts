@@ -1,0 +1,175 @@
+/**
+ * Honest connects, the pure parts (core/wrap/connect.ts) and the hooks' bookkeeping
+ * (drivers/wrap/connects.ts): the SYN patience model, when a carrier counts as down, what a
+ * far side's dial failure is repeated as, the deadlines of unconfirmed connections, and the
+ * map writes (only on change, refusals forgotten on success).
+ */
+import { describe, expect, it } from 'vitest';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  ConnectDeadlines,
+  countsDown,
+  countsDownAt,
+  defaultConnectTimeoutMs,
+  dialFailureOf,
+  DOWN_GRACE_MS,
+  ERRNO,
+  memoErrno,
+  tcpSynPatienceMs,
+  DIAL_FAILURES,
+} from '../core/wrap/connect.js';
+import { hostDefaultConnectTimeoutMs } from '../drivers/wrap/hold.js';
+import { connectTimeoutText, HonestConnects, type ConnectHooks } from '../drivers/wrap/connects.js';
+import { origKey } from '../drivers/bpf/wrap-hooks.js';
+import { ORIG_DST } from '../wire/layouts.js';
+import type { Target } from '../wire/wrap.js';
+
+describe('SYN patience', () => {
+  it("follows the kernel's tcp_model_timeout with rto_base 1 s: 127 s for tcp_syn_retries = 6", () => {
+    expect(tcpSynPatienceMs(6)).toBe(127_000); // 1 + 2 + 4 + ... + 64
+    expect(tcpSynPatienceMs(0)).toBe(1_000);
+    expect(tcpSynPatienceMs(2)).toBe(7_000);
+    expect(tcpSynPatienceMs(7)).toBe(247_000); // then 120 s per retry
+    expect(tcpSynPatienceMs(-3)).toBe(1_000);
+  });
+
+  it('is the default connect timeout, Linux default when unknown; the host value is read from /proc', () => {
+    expect(defaultConnectTimeoutMs(undefined)).toBe(127_000);
+    expect(defaultConnectTimeoutMs(Number.NaN)).toBe(127_000);
+    expect(defaultConnectTimeoutMs(3)).toBe(15_000);
+    const dir = mkdtempSync(join(tmpdir(), 'spook-syn-'));
+    writeFileSync(join(dir, 'r'), '2\n');
+    expect(hostDefaultConnectTimeoutMs(join(dir, 'r'))).toBe(7_000);
+    expect(hostDefaultConnectTimeoutMs(join(dir, 'absent'))).toBe(127_000);
+  });
+});
+
+describe('carrier down', () => {
+  it('counts only after the grace: a redial within it never flips connects', () => {
+    expect(countsDown(undefined, 10_000)).toBe(false);
+    expect(countsDown(1_000, 1_000 + DOWN_GRACE_MS - 1)).toBe(false);
+    expect(countsDown(1_000, 1_000 + DOWN_GRACE_MS)).toBe(true);
+    expect(countsDownAt(1_000)).toBe(1_000 + DOWN_GRACE_MS);
+    expect(countsDownAt(undefined)).toBeUndefined();
+  });
+});
+
+describe('dial failures', () => {
+  it('are named by the errno the CLOSE text starts with; anything else is other', () => {
+    expect(dialFailureOf('ECONNREFUSED 10.0.0.2:22: connect ECONNREFUSED 10.0.0.2:22')).toBe('refused');
+    expect(dialFailureOf('EHOSTUNREACH 10.0.0.9:22: connect EHOSTUNREACH')).toBe('host-unreachable');
+    expect(dialFailureOf('ENETUNREACH x')).toBe('net-unreachable');
+    expect(dialFailureOf('ETIMEDOUT x')).toBe('timeout');
+    // An older peer's text (the address first), hostile text, nothing: never remembered.
+    expect(dialFailureOf('10.0.0.2:22: connect ECONNREFUSED 10.0.0.2:22')).toBe('other');
+    expect(dialFailureOf('ECONNREFUSEDX')).toBe('other');
+    expect(dialFailureOf('constructor')).toBe('other');
+    expect(dialFailureOf('__PROTO__ x')).toBe('other');
+    expect(dialFailureOf('')).toBe('other');
+    expect(dialFailureOf('\u0000'.repeat(70_000))).toBe('other');
+  });
+
+  it('refused and unreachable are repeated with their errno; a timeout or an unknown one is not', () => {
+    expect(memoErrno('refused')).toBe(ERRNO.ECONNREFUSED);
+    expect(memoErrno('host-unreachable')).toBe(ERRNO.EHOSTUNREACH);
+    expect(memoErrno('net-unreachable')).toBe(ERRNO.ENETUNREACH);
+    expect(memoErrno('timeout')).toBeUndefined();
+    expect(memoErrno('other')).toBeUndefined();
+    expect(DIAL_FAILURES.length).toBe(5);
+  });
+});
+
+describe('connect deadlines', () => {
+  it('expire in order, settle on confirmation, and sweep what is gone', () => {
+    const d = new ConnectDeadlines<string>();
+    d.add(2, 500, 'a');
+    d.add(4, 100, 'b');
+    d.add(6, 300, 'c');
+    expect(d.earliest()).toBe(100);
+    expect(d.settle(4)).toBe('b');
+    expect(d.earliest()).toBe(300);
+    expect(d.expired(299)).toEqual([]);
+    expect(d.expired(300)).toEqual([{ conn: 6, info: 'c' }]);
+    d.sweep((conn) => conn !== 2);
+    expect(d.size).toBe(0);
+    expect(d.earliest()).toBeUndefined();
+  });
+});
+
+describe('HonestConnects', () => {
+  const dst: Target = { family: 4, address: '10.77.1.2', port: 22 };
+  const fake = (): ConnectHooks & { calls: string[] } => {
+    const calls: string[] = [];
+    return {
+      calls,
+      setDown: (m) => calls.push(`down ${[...m].join(';')}`),
+      rememberRefusal: (t, e, ttl) => calls.push(`remember ${t.address}:${t.port} ${e} ${ttl}`),
+      forgetRefusal: (t) => calls.push(`forget ${t.address}:${t.port}`),
+    };
+  };
+
+  it('writes wrap_down only when it changes (or forced)', () => {
+    const h = fake();
+    const c = new HonestConnects(() => h);
+    c.setDown(new Map([[22, 'refuse']]));
+    c.setDown(new Map([[22, 'refuse']]));
+    c.setDown(new Map());
+    c.setDown(new Map(), true);
+    expect(h.calls).toEqual(['down 22,refuse', 'down ', 'down ']);
+    expect(c.counts.downPorts).toEqual([]);
+  });
+
+  it('applies nothing without hooks, and applies when they come (force)', () => {
+    const slot: { h?: ReturnType<typeof fake> } = {};
+    const c = new HonestConnects(() => slot.h);
+    c.setDown(new Map([[80, 'direct']]));
+    const h = (slot.h = fake());
+    c.setDown(new Map([[80, 'direct']]), true);
+    expect(h.calls).toEqual(['down 80,direct']);
+    expect(c.counts.downPorts).toEqual([80]);
+  });
+
+  it('forgets a refusal on a successful dial with one map call, only if remembered', () => {
+    const h = fake();
+    const c = new HonestConnects(() => h);
+    c.forget(dst);
+    c.remember(dst, ERRNO.ECONNREFUSED, 1_000, 0);
+    c.forget(dst);
+    c.forget(dst);
+    expect(h.calls).toEqual(['remember 10.77.1.2:22 111 1000', 'forget 10.77.1.2:22']);
+    c.remember(dst, ERRNO.ECONNREFUSED, 1_000, 0);
+    c.prune(1_000);
+    expect(c.counts.refusalsNow).toBe(0);
+    expect(c.counts.refusalsRemembered).toBe(2);
+  });
+
+  it('bounds the remembered destinations', () => {
+    const c = new HonestConnects(() => fake());
+    for (let i = 0; i < 5_000; i++) c.remember({ family: 4, address: '10.0.0.1', port: 1 + i }, 111, 1_000, 0);
+    expect(c.counts.refusalsNow).toBe(4_096);
+  });
+
+  it('names the errno first in a connect timeout text', () => {
+    expect(dialFailureOf(connectTimeoutText(dst, 127_000))).toBe('timeout');
+    expect(connectTimeoutText({ family: 6, address: 'fd00::1', port: 22 }, 5)).toMatch(/^ETIMEDOUT \[fd00::1\]:22/);
+  });
+});
+
+describe('the refusal key', () => {
+  it('is struct spook_orig as the connect hooks build it (zero padding, unused address zero)', () => {
+    const k = origKey({ family: 4, address: '10.77.1.2', port: 22 })!;
+    expect(k.length).toBe(ORIG_DST.size);
+    expect([...k.subarray(0, 8)]).toEqual([4, 0, 22, 0, 10, 77, 1, 2]);
+    expect([...k.subarray(8)].every((b) => b === 0)).toBe(true);
+    // A v4-mapped destination is recorded as IPv4 by connect6.
+    expect(origKey({ family: 6, address: '::ffff:10.77.1.2', port: 22 })).toEqual(k);
+    const k6 = origKey({ family: 6, address: 'fd00::1', port: 443 })!;
+    expect([...k6.subarray(0, 8)]).toEqual([6, 0, 443 & 0xff, 443 >> 8, 0, 0, 0, 0]);
+    expect(k6[8]).toBe(0xfd);
+    expect(k6[23]).toBe(1);
+    expect(origKey({ family: 4, address: 'nonsense', port: 22 })).toBeUndefined();
+    expect(origKey({ family: 4, address: '10.0.0.1', port: 0 })).toBeUndefined();
+  });
+});
