@@ -19,6 +19,7 @@ import { writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { nsExec, nsRun, startNginx, startPostgres, startSshd } from '../testing/lab/servers.js';
 import type { WrapStatsResult } from '../client/protocol.js';
+import type { ConnectBenchResult } from './wrap-connect.js';
 
 export interface WrapBenchResult {
   bytes: number;
@@ -35,6 +36,8 @@ export interface WrapBenchResult {
   httpPlainCarrierBytes: number;
   httpDeltaCarrierBytes: number;
   deltaSavedFraction: number;
+  /** Honest connects, wrapped vs direct (bench/wrap-connect.ts); `--only connect` runs it alone. */
+  connect?: ConnectBenchResult;
 }
 
 const SINK_DIRECT = 9100;

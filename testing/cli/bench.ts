@@ -168,11 +168,19 @@ export function benchCommand(): Command {
     .option('--pgbench-seconds <n>', 'length of each pgbench run (0: skip)', intArg('--pgbench-seconds', 0), 10)
     .option('--base-port <port>', 'spookd UDP/TCP ports in the namespaces', intArg('--base-port', 1024), 47600)
     .option('--json', 'print one JSON object', false)
-    .action(async (o: { bytes: number; pgbenchSeconds: number; basePort: number; json: boolean }) => {
+    .option('--only <part>', 'run one part alone: connect (what a client sees when it connects, wrapped vs direct)')
+    .action(async (o: { bytes: number; pgbenchSeconds: number; basePort: number; json: boolean; only?: string }) => {
+      if (o.only !== undefined && o.only !== 'connect') throw new Error(`--only: connect, not ${JSON.stringify(o.only)}`);
       const { runWrapBench } = await load<typeof import('../../bench/wrap.js')>('../../bench/wrap.js');
-      const r = await runWrapBench(o);
+      const { runConnectBench, formatConnectBench } =
+        await load<typeof import('../../bench/wrap-connect.js')>('../../bench/wrap-connect.js');
+      const r =
+        o.only === 'connect' ? { connect: await runConnectBench() } : { ...(await runWrapBench(o)), connect: await runConnectBench() };
       if (o.json) console.log(JSON.stringify(r, null, 2));
-      else for (const [k, v] of Object.entries(r)) console.log(`${k.padEnd(18)}${v}`);
+      else
+        for (const [k, v] of Object.entries(r))
+          if (k === 'connect') for (const l of formatConnectBench(v as Awaited<ReturnType<typeof runConnectBench>>)) console.log(l);
+          else console.log(`${k.padEnd(18)}${v}`);
     });
   bench
     .command('attack')
