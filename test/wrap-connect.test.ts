@@ -24,7 +24,8 @@ import { hostDefaultConnectTimeoutMs } from '../drivers/wrap/hold.js';
 import { connectTimeoutText, HonestConnects, type ConnectHooks } from '../drivers/wrap/connects.js';
 import { origKey } from '../drivers/bpf/wrap-hooks.js';
 import { ORIG_DST } from '../wire/layouts.js';
-import type { Target } from '../wire/wrap.js';
+import { CloseCode, type Target } from '../wire/wrap.js';
+import { WrapSession, type WrapEvent } from '../core/wrap/session.js';
 
 describe('SYN patience', () => {
   it("follows the kernel's tcp_model_timeout with rto_base 1 s: 127 s for tcp_syn_retries = 6", () => {
@@ -171,5 +172,57 @@ describe('the refusal key', () => {
     expect(k6[23]).toBe(1);
     expect(origKey({ family: 4, address: 'nonsense', port: 22 })).toBeUndefined();
     expect(origKey({ family: 4, address: '10.0.0.1', port: 0 })).toBeUndefined();
+  });
+});
+
+/**
+ * What the manager relies on (drivers/wrap/manager.ts expireConnects): a local connection is
+ * `opening` until the far side's OPENED, held or not, and a far-side dial failure arrives as a
+ * `close` event from the peer carrying the dialling side's text.
+ */
+describe('the session states honest connects read', () => {
+  const opts = { windowBytes: 64 * 1024, maxConnections: 8, pingMs: 1000, silenceMs: 3000, mayDial: () => true };
+  const target: Target = { family: 4, address: '10.0.0.2', port: 22 };
+  const pair = (): { a: WrapSession; b: WrapSession; pump: () => { a: WrapEvent[]; b: WrapEvent[] } } => {
+    const a = new WrapSession({ ...opts, role: 0, bootId: 1n });
+    const b = new WrapSession({ ...opts, role: 1, bootId: 2n });
+    const pump = (): { a: WrapEvent[]; b: WrapEvent[] } => {
+      for (let moved = true; moved;) {
+        moved = false;
+        for (let r = a.pollRecord(0); r; r = a.pollRecord(0), moved = true) b.handleRecord(0, Buffer.concat(r));
+        for (let r = b.pollRecord(0); r; r = b.pollRecord(0), moved = true) a.handleRecord(0, Buffer.concat(r));
+      }
+      const evs = { a: [] as WrapEvent[], b: [] as WrapEvent[] };
+      for (let e = a.pollEvent(); e; e = a.pollEvent()) evs.a.push(e);
+      for (let e = b.pollEvent(); e; e = b.pollEvent()) evs.b.push(e);
+      return evs;
+    };
+    return { a, b, pump };
+  };
+
+  it('opened while the carrier is down: opening, through the carrier coming up, until OPENED', () => {
+    const { a, b, pump } = pair();
+    const id = a.openLocal(0, 22, target, 30_000)!;
+    expect(a.conns.get(id)!.state).toBe('opening');
+    a.onCarrierUp(0);
+    b.onCarrierUp(0);
+    const ev = pump();
+    expect(ev.b.some((e) => e.type === 'dial')).toBe(true);
+    expect(a.conns.get(id)!.state).toBe('opening');
+    b.dialed(0, id);
+    pump();
+    expect(a.conns.get(id)!.state).toBe('open');
+  });
+
+  it("a far-side refusal arrives as the peer's close, with its errno first", () => {
+    const { a, b, pump } = pair();
+    a.onCarrierUp(0);
+    b.onCarrierUp(0);
+    const id = a.openLocal(0, 22, target, 30_000)!;
+    pump();
+    b.dialFailed(0, id, 'ECONNREFUSED 10.0.0.2:22: connect ECONNREFUSED 10.0.0.2:22');
+    const close = pump().a.find((e) => e.type === 'close');
+    expect(close).toMatchObject({ conn: id, code: CloseCode.DialFailed, byPeer: true });
+    expect(dialFailureOf((close as { reason: string }).reason)).toBe('refused');
   });
 });
