@@ -83,7 +83,7 @@ describe('dial failures', () => {
 });
 
 describe('connect deadlines', () => {
-  it('expire in order, settle on confirmation, and sweep what is gone', () => {
+  it('expire in order and settle on confirmation', () => {
     const d = new ConnectDeadlines<string>();
     d.add(2, 500, 'a');
     d.add(4, 100, 'b');
@@ -93,7 +93,8 @@ describe('connect deadlines', () => {
     expect(d.earliest()).toBe(300);
     expect(d.expired(299)).toEqual([]);
     expect(d.expired(300)).toEqual([{ conn: 6, info: 'c' }]);
-    d.sweep((conn) => conn !== 2);
+    expect(d.size).toBe(1);
+    expect(d.expired(1_000)).toEqual([{ conn: 2, info: 'a' }]);
     expect(d.size).toBe(0);
     expect(d.earliest()).toBeUndefined();
   });
@@ -176,9 +177,9 @@ describe('the refusal key', () => {
 });
 
 /**
- * What the manager relies on (drivers/wrap/manager.ts expireConnects): a local connection is
- * `opening` until the far side's OPENED, held or not, and a far-side dial failure arrives as a
- * `close` event from the peer carrying the dialling side's text.
+ * What the manager relies on (drivers/wrap/manager.ts): a local connection is `opening` until the
+ * far side's OPENED, held or not, which the session reports once (`opened`), and a far-side dial
+ * failure arrives as a `close` event from the peer carrying the dialling side's text.
  */
 describe('the session states honest connects read', () => {
   const opts = { windowBytes: 64 * 1024, maxConnections: 8, pingMs: 1000, silenceMs: 3000, mayDial: () => true };
@@ -210,7 +211,7 @@ describe('the session states honest connects read', () => {
     expect(ev.b.some((e) => e.type === 'dial')).toBe(true);
     expect(a.conns.get(id)!.state).toBe('opening');
     b.dialed(0, id);
-    pump();
+    expect(pump().a.filter((e) => e.type === 'opened')).toEqual([{ type: 'opened', conn: id }]);
     expect(a.conns.get(id)!.state).toBe('open');
   });
 

@@ -117,7 +117,8 @@ export const REFUSAL_MEMO_ENTRIES = 4_096;
 /**
  * The connections of one peer not yet confirmed by the far side (OPENED), each with the instant
  * its connect timeout expires. Bounded by the session's own connection limit: an entry is added
- * per connection it admitted, and removed when settled or expired.
+ * per connection it admitted, and removed when it is confirmed, ends (every way a connection
+ * ends settles it) or expires. earliest() is linear: it holds only connects in flight.
  */
 export class ConnectDeadlines<T> {
   private readonly byConn = new Map<number, { at: number; info: T }>();
@@ -154,10 +155,5 @@ export class ConnectDeadlines<T> {
       }
     }
     return out;
-  }
-
-  /** Drop the entries `keep` says are settled (confirmed, or gone from the session). */
-  sweep(keep: (conn: number, info: T) => boolean): void {
-    for (const [conn, e] of this.byConn) if (!keep(conn, e.info)) this.byConn.delete(conn);
   }
 }

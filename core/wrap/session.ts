@@ -130,6 +130,8 @@ export type WrapEvent =
   | { type: 'writable'; conn: number }
   | { type: 'close'; conn: number; code: CloseCode; reason: string; byPeer: boolean }
   | { type: 'held'; conn: number }
+  /** The far side connected a connection this side opened (its first OPENED): its connect timeout is over. */
+  | { type: 'opened'; conn: number }
   | { type: 'resumed'; conn: number; heldMs: number }
   | { type: 'done'; conn: number }
   /** `detail` is the operator's text (the carrier's close reason). */
@@ -483,7 +485,10 @@ export class WrapSession {
     switch (rec.type) {
       case RecordType.Opened:
         if (!c.local) return this.violation('wrong-side', `opened for connection ${c.id} that the peer opened`);
-        if (c.state === 'opening') c.state = 'open';
+        if (c.state === 'opening') {
+          c.state = 'open';
+          this.events.push({ type: 'opened', conn: c.id });
+        }
         // The peer knows the connection (it may not have had it to RESUME): the hold is over.
         return this.resumed(now, c);
       case RecordType.Data:

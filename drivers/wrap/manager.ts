@@ -549,6 +549,7 @@ export class WrapManager {
     });
     socket.on('error', (e) => {
       if (!current() || !lc.connected || !ps.session.conns.has(id)) return;
+      ps.pending.settle(id); // a reset ends it without a close event
       ps.session.localReset(this.now(), id, e.message);
       this.finish(ps, lc, local ? 'client-reset' : 'server-reset');
       this.flush(ps);
@@ -892,18 +893,12 @@ export class WrapManager {
   // ---- honest connects ----
 
   /**
-   * Connections the far side confirmed leave `pending` (a refusal remembered for their
-   * destination is forgotten); those still unconfirmed at their connect timeout are reset, as
-   * the kernel would end a direct connect() whose SYN went unanswered (ETIMEDOUT).
+   * Connections still unconfirmed at their connect timeout are reset, as the kernel would end a
+   * direct connect() whose SYN went unanswered (ETIMEDOUT). Confirmed ones left `pending` on
+   * their `opened` event, ended ones on `close` or `done`.
    */
   private expireConnects(ps: PeerState, now: number): void {
     if (ps.pending.size === 0) return;
-    ps.pending.sweep((conn, dst) => {
-      const c = ps.session.conns.get(conn);
-      if (c?.state === 'opening') return true;
-      if (c) this.connects.forget(dst);
-      return false;
-    });
     for (const { conn } of ps.pending.expired(now)) {
       const c = ps.session.conns.get(conn);
       if (!c || c.state !== 'opening') continue;
@@ -986,6 +981,12 @@ export class WrapManager {
         return;
       case 'held': {
         if (lc) this.counters.outage(lc);
+        return;
+      }
+      case 'opened': {
+        // Confirmed: no connect timeout; a refusal remembered for its destination is stale.
+        const dst = ps.pending.settle(ev.conn);
+        if (dst) this.connects.forget(dst);
         return;
       }
       case 'resumed':
