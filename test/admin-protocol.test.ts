@@ -195,6 +195,8 @@ describe('admin protocol', () => {
       [client.request('member', { remove: 'b' }), 'not-leader', undefined],
       [client.request('wrap-remove', { port: 5432 }), 'conflict', 'port'],
       [client.request('wrap-add', { protocol: 'gopher', port: 70, peer: 'b' }), 'bad-argument', 'protocol'],
+      [client.request('wrap-add', { protocol: 'ssh', port: 70, peer: 'b', whenDown: 'maybe' as 'hold' }), 'bad-argument', 'whenDown'],
+      [client.request('wrap-add', { protocol: 'ssh', port: 70, peer: 'b', connectTimeout: '2h' }), 'bad-argument', 'connectTimeout'],
     ];
     for (const [p, code, field] of cases) {
       const e = await failure(p);
