@@ -7,7 +7,8 @@
  * - an unreachable server (no ARP answer): both fail after the neighbour timeout (wrapped: reset),
  *   and the next wrapped connect gets EHOSTUNREACH from the hook;
  * - a silent server (its SYNs vanish): direct, the client's own connect
- *   timeout fires; wrapped, the connection is reset at the wrapper's connect timeout;
+ *   timeout fires; wrapped, the connection is reset at the wrapper's connect timeout; ssh's
+ *   ConnectTimeout fires either way (it covers the banner exchange too);
  * - the serving spookd stopped: `direct` reaches the server as direct does, `refuse` fails at once
  *   (EHOSTUNREACH), `hold` is reset at its connect timeout; a connect made while the carrier is
  *   only briefly gone (within the grace) is held and carried once the serving spookd is back.
@@ -16,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requireRoot, until } from '../../testing/lab/netns.js';
 import { CONNECT_PORTS, ConnectLab, SILENT_NET, showOutcome as show } from '../../testing/lab/connects.js';
 import { DOWN_GRACE_MS, ERRNO } from '../../core/wrap/connect.js';
+import { nsRun } from '../../testing/lab/servers.js';
 
 const { REFUSED, SILENT, HOLD, DIRECT, REFUSE, PLAIN, PLAIN_CLOSED } = CONNECT_PORTS;
 const CONNECT_TIMEOUT_MS = 3_000;
@@ -86,6 +88,39 @@ describe('honest connects', () => {
     expect(wrapped.errorMs!).toBeGreaterThanOrEqual(CONNECT_TIMEOUT_MS - 500);
     expect(wrapped.errorMs!).toBeLessThan(CONNECT_TIMEOUT_MS + 5_000);
     expect((await cl.lab.admin('cc', 'wrap-stats')).connects.timedOut).toBeGreaterThanOrEqual(1);
+  }, 30_000);
+
+  it('ssh to a silent server: its own ConnectTimeout fires, wrapped (during the banner exchange) as direct', async () => {
+    const ssh = async (port: number): Promise<{ ms: number; out: string }> => {
+      const t0 = Date.now();
+      const r = await nsRun(
+        cl.lab.host('cc').ns,
+        'ssh',
+        [
+          '-o',
+          'ConnectTimeout=2',
+          '-o',
+          'BatchMode=yes',
+          '-o',
+          'StrictHostKeyChecking=no',
+          '-p',
+          String(port),
+          `nobody@${SILENT_NET}.2`,
+          'true',
+        ],
+        { timeoutMs: 20_000 },
+      );
+      return { ms: Date.now() - t0, out: `${r.code} ${r.stderr.trim()}` };
+    };
+    const direct = await ssh(PLAIN);
+    const wrapped = await ssh(SILENT);
+    figures.push(
+      `ssh -o ConnectTimeout=2 to a silent server: direct ${direct.ms} ms (${direct.out}); wrapped ${wrapped.ms} ms (${wrapped.out})`,
+    );
+    expect(direct.out).toMatch(/^255 .*timed out/);
+    expect(wrapped.out).toMatch(/^255 .*timed out/);
+    // Both at ssh's own 2 s, well before the wrapper's connect timeout would reset it.
+    expect(wrapped.ms).toBeLessThan(CONNECT_TIMEOUT_MS + 500);
   }, 30_000);
 
   it('a connect while the carrier is briefly gone (within the grace) is held and carried when it returns', async () => {
