@@ -328,11 +328,11 @@ export const WRAP_STATS = {
   no_port: 'destination port not wrapped',
   loopback: 'destination 127/8, ::1, or unspecified',
   other_netns: "not spookd's network namespace",
-  not_tcp: 'protocol not intercepted: not TCP, nor UDP/IPv4 with UDP on',
+  not_tcp: 'protocol not intercepted: not TCP, nor UDP with UDP on',
   save_failed: 'orig_by_cookie/udp_orig_by_client update failed: not redirected',
   handed_over: 'sockops moved an entry to orig_by_client',
   udp_redirected: 'UDP connect or unconnected send rewritten to the UDP proxy',
-  udp_unbound: 'UDP connect of a socket not bound yet: not redirected',
+  udp_unbound: 'UDP connect of an unbound socket the hook found no free port for: not redirected',
   udp_reverse: 'datagram from the UDP proxy given the original source',
 } as const;
 export const WRAP_STAT_NAMES = Object.keys(WRAP_STATS) as readonly (keyof typeof WRAP_STATS)[];
