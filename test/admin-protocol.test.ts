@@ -194,6 +194,8 @@ describe('admin protocol', () => {
       [client.request('member', { add: 'nobody' }), 'unknown-peer', 'add'],
       [client.request('member', { remove: 'b' }), 'not-leader', undefined],
       [client.request('wrap-remove', { port: 5432 }), 'conflict', 'port'],
+      [client.request('wrap-remove', { port: 5432, transport: 'udp' }), 'conflict', 'port'],
+      [client.request('wrap-remove', { port: 5432, transport: 'sctp' as 'udp' }), 'bad-argument', 'transport'],
       [client.request('wrap-add', { protocol: 'gopher', port: 70, peer: 'b' }), 'bad-argument', 'protocol'],
     ];
     for (const [p, code, field] of cases) {
