@@ -186,8 +186,8 @@ if (udpProxyPort) {
 // The owner's own UDP exchange (spookd dialling a real server): must go direct.
 const udpExchange = (host, port) => new Promise((resolve) => {
   const s = dgram.createSocket('udp4');
-  const done = (v) => { s.close(); resolve(v); };
-  setTimeout(() => done('timeout'), 3000);
+  const done = (v) => { clearTimeout(timer); s.close(); resolve(v); };
+  const timer = setTimeout(() => done('timeout'), 3000);
   s.on('message', (m) => done(String(m)));
   s.send('hi', port, host);
 });
