@@ -57,11 +57,11 @@ enum spook_wrap_stat {
 	WRAP_CNT_NO_PORT = 2, /* destination port not wrapped */
 	WRAP_CNT_LOOPBACK = 3, /* destination 127/8, ::1, or unspecified */
 	WRAP_CNT_OTHER_NETNS = 4, /* not spookd's network namespace */
-	WRAP_CNT_NOT_TCP = 5, /* protocol not intercepted: not TCP, nor UDP/IPv4 with UDP on */
+	WRAP_CNT_NOT_TCP = 5, /* protocol not intercepted: not TCP, nor UDP with UDP on */
 	WRAP_CNT_SAVE_FAILED = 6, /* orig_by_cookie/udp_orig_by_client update failed: not redirected */
 	WRAP_CNT_HANDED_OVER = 7, /* sockops moved an entry to orig_by_client */
 	WRAP_CNT_UDP_REDIRECTED = 8, /* UDP connect or unconnected send rewritten to the UDP proxy */
-	WRAP_CNT_UDP_UNBOUND = 9, /* UDP connect of a socket not bound yet: not redirected */
+	WRAP_CNT_UDP_UNBOUND = 9, /* UDP connect of an unbound socket the hook found no free port for: not redirected */
 	WRAP_CNT_UDP_REVERSE = 10, /* datagram from the UDP proxy given the original source */
 	WRAP_CNT_DOWN_DIRECT = 11, /* peer without a carrier, whenDown direct: not redirected */
 	WRAP_CNT_DOWN_REFUSED = 12, /* peer without a carrier, whenDown refuse: connect() failed (EHOSTUNREACH) */

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0)
 /*
- * Spook wrappers: transparent TCP (and IPv4 UDP) interception at connect()/sendmsg()
+ * Spook wrappers: transparent TCP and UDP interception at connect()/sendmsg()
  * time, the way socket-level load balancers do it (Cilium socket LB, merbridge). Attached
  * to the cgroup-v2 root, so these programs see every process on the machine; they act
  * only in the network namespace spookd runs in (wrap_cfg.netns_cookie), never on spookd's
@@ -21,17 +21,21 @@
  * (::ffff:a.b.c.d on a dual-stack socket) is treated as IPv4: it is recorded as family 4
  * and redirected to ::ffff:127.0.0.1, i.e. the same IPv4 proxy listener.
  *
- * UDP (for CoAP), IPv4 sockets only, the way Cilium's socket LB does it; on while
- * wrap_cfg.udp_proxy_port is nonzero. The record is keyed by the client's local address
- * and port, which the proxy sees as the datagram's source (a socket bound to 0.0.0.0
- * sends to 127.0.0.1 from 127.0.0.1, so an unspecified address is recorded as that):
- *   connect4:  a UDP socket already bound (src_port != 0) is recorded in
- *              udp_orig_by_client[src] and connected to 127.0.0.1:udp_proxy_port. An
- *              unbound one goes direct (udp_unbound): the kernel autobinds only after
- *              this hook, so its port is not known yet.
- *   sendmsg4:  the same for each unconnected send (the socket is autobound by then).
- *   recvmsg4:  a datagram from 127.0.0.1:udp_proxy_port to a recorded port gets the
- *              original destination as its source, so the client sees the real server.
+ * UDP (DNS, CoAP), IPv4 and IPv6, the way Cilium's socket LB does it; on while
+ * wrap_cfg.udp_proxy_port is nonzero. The proxy listens on 127.0.0.1 and [::1] on that
+ * port. The record is keyed by the client's local address and port, which the proxy sees
+ * as the datagram's source (a socket bound to 0.0.0.0 or :: sends to loopback from
+ * loopback, so an unspecified address is recorded as 127.0.0.1 or ::1; a v4-mapped
+ * destination on a dual-stack socket goes to the IPv4 proxy and is recorded as IPv4):
+ *   connect4/6: the socket is recorded in udp_orig_by_client[src] and connected to the
+ *              proxy. A socket not bound yet is bound here first (bpf_bind() to a random
+ *              port of Linux's default ephemeral range, its own address kept): the kernel
+ *              would autobind it only after this hook, and the proxy knows a client by
+ *              its port. If no port is free after a few tries it goes direct (udp_unbound).
+ *   sendmsg4/6: the same for each unconnected send (the socket is autobound by then).
+ *   recvmsg4/6: a datagram from the proxy to a recorded socket gets the original
+ *              destination as its source, so the client sees the real server (and a
+ *              connected socket, connected to the proxy, accepts it).
  * udp_orig_by_client entries stay (a flow has many datagrams); spookd deletes them.
  *
  * Honest connects (TCP, both families; docs/OPERATIONS.md "What a client sees when it connects"),
@@ -44,6 +48,7 @@
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
+#include <linux/in6.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "spook_wire.h" /* the map structs, wrap_stats slots and wrap_ports bits (wire/layouts.ts) */
@@ -51,7 +56,11 @@
 #define SOCK_STREAM 1 /* <linux/net.h> and <sys/socket.h> are not usable from BPF; */
 #define SOCK_DGRAM 2  /*   the values are ABI */
 #define AF_INET 2
+#define AF_INET6 10
 #define LOOPBACK4 0x7f000001 /* 127.0.0.1, host order */
+#define UDP_BIND_TRIES 8
+#define EPHEMERAL_LO 32768 /* Linux's default ip_local_port_range */
+#define EPHEMERAL_HI 60999
 #define ORIG_ENTRIES 65536
 #define EHOSTUNREACH 113 /* <errno.h> is not usable from BPF either; the value is ABI */
 
@@ -88,8 +97,8 @@ struct {
 	__type(value, struct spook_orig);
 } orig_by_client SEC(".maps");
 
-/* For the UDP proxy: client (family 4, local address, local port) -> original destination
- * (family 4). Not deleted on lookup: spookd deletes it when its flow ends; LRU ages out the rest. */
+/* For the UDP proxy: client (family, local address, local port) -> original destination.
+ * Not deleted on lookup: spookd deletes it when its flow ends; LRU ages out the rest. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, ORIG_ENTRIES);
@@ -160,7 +169,7 @@ static __always_inline struct spook_wrap_config *should_wrap(struct bpf_sock_add
 	}
 	if (ctx->type == SOCK_STREAM && ctx->protocol == IPPROTO_TCP)
 		*bit = WRAP_TCP;
-	else if (ctx->type == SOCK_DGRAM && ctx->protocol == IPPROTO_UDP && ctx->family == AF_INET && cfg->udp_proxy_port)
+	else if (ctx->type == SOCK_DGRAM && ctx->protocol == IPPROTO_UDP && cfg->udp_proxy_port)
 		*bit = WRAP_UDP;
 	else {
 		count(WRAP_CNT_NOT_TCP);
@@ -199,34 +208,90 @@ static __always_inline int is_loopback4(__u32 ip4 /* network order */)
 }
 
 /*
- * UDP: record the original destination under the socket's local port and send to the
- * UDP proxy instead. Called after should_wrap() and the loopback check.
+ * A UDP socket's key: its bound address and port. An unspecified address is the loopback
+ * address it sends to the proxy from: 127.0.0.1 towards an IPv4 destination (v4: also a
+ * dual-stack socket's v4-mapped one), else ::1. A v4-mapped bound address is IPv4.
  */
-/* A UDP socket's key: its bound address (0.0.0.0 sends to the proxy from 127.0.0.1) and port. */
-static __always_inline void udp_client(struct bpf_sock *sk, struct spook_client *key)
+static __always_inline void udp_client(struct bpf_sock *sk, int v4, struct spook_client *key)
 {
-	__u32 ip4 = sk->src_ip4; /* network order */
-	key->family = 4;
 	key->port = (__u16)sk->src_port; /* host order */
-	key->addr[0] = ip4 ? ip4 : bpf_htonl(LOOPBACK4);
+	if (sk->family == AF_INET) {
+		__u32 ip4 = sk->src_ip4; /* network order */
+		key->family = 4;
+		key->addr[0] = ip4 ? ip4 : bpf_htonl(LOOPBACK4);
+		return;
+	}
+	__u32 a0 = sk->src_ip6[0], a1 = sk->src_ip6[1], a2 = sk->src_ip6[2], a3 = sk->src_ip6[3];
+	if (a0 == 0 && a1 == 0 && a2 == bpf_htonl(0xffff)) {
+		key->family = 4;
+		key->addr[0] = a3 ? a3 : bpf_htonl(LOOPBACK4);
+	} else if ((a0 | a1 | a2 | a3) == 0) {
+		key->family = v4 ? 4 : 6;
+		key->addr[0] = v4 ? bpf_htonl(LOOPBACK4) : 0;
+		key->addr[3] = v4 ? 0 : bpf_htonl(1);
+	} else {
+		key->family = 6;
+		key->addr[0] = a0;
+		key->addr[1] = a1;
+		key->addr[2] = a2;
+		key->addr[3] = a3;
+	}
 }
 
-static __always_inline int udp_redirect(struct bpf_sock_addr *ctx, struct spook_wrap_config *cfg, struct spook_orig *orig)
+/* Bind an unbound socket to a free port now, keeping its address (connect hooks only). */
+static __always_inline int udp_autobind(struct bpf_sock_addr *ctx, struct bpf_sock *sk)
+{
+	for (int i = 0; i < UDP_BIND_TRIES; i++) {
+		__u16 port = EPHEMERAL_LO + bpf_get_prandom_u32() % (EPHEMERAL_HI - EPHEMERAL_LO + 1);
+		long rc;
+		if (sk->family == AF_INET) {
+			struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = bpf_htons(port) };
+			sa.sin_addr.s_addr = sk->src_ip4;
+			rc = bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
+		} else {
+			struct sockaddr_in6 sa = { .sin6_family = AF_INET6, .sin6_port = bpf_htons(port) };
+			sa.sin6_addr.in6_u.u6_addr32[0] = sk->src_ip6[0];
+			sa.sin6_addr.in6_u.u6_addr32[1] = sk->src_ip6[1];
+			sa.sin6_addr.in6_u.u6_addr32[2] = sk->src_ip6[2];
+			sa.sin6_addr.in6_u.u6_addr32[3] = sk->src_ip6[3];
+			rc = bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
+		}
+		if (rc == 0)
+			return 0;
+	}
+	return -1;
+}
+
+/*
+ * UDP: record the original destination under the socket's local address and port and send
+ * to the UDP proxy instead. Called after should_wrap() and the loopback check. hook6 and
+ * may_bind are constants of the calling hook (the verifier allows user_ip6 writes and
+ * bpf_bind() only in some hooks).
+ */
+static __always_inline int udp_redirect(struct bpf_sock_addr *ctx, struct spook_wrap_config *cfg, struct spook_orig *orig, int hook6,
+					int may_bind)
 {
 	struct bpf_sock *sk = ctx->sk;
 	if (!sk)
 		return 1;
-	if (sk->src_port == 0) { /* unbound: its port is not known yet */
+	if (sk->src_port == 0 && (!may_bind || udp_autobind(ctx, sk) != 0)) {
 		count(WRAP_CNT_UDP_UNBOUND);
 		return 1;
 	}
 	struct spook_client key = {};
-	udp_client(sk, &key);
+	udp_client(sk, orig->family == 4, &key);
 	if (bpf_map_update_elem(&udp_orig_by_client, &key, orig, BPF_ANY) != 0) {
 		count(WRAP_CNT_SAVE_FAILED);
 		return 1;
 	}
-	ctx->user_ip4 = bpf_htonl(LOOPBACK4);
+	if (hook6) { /* ::ffff:127.0.0.1 (the IPv4 proxy) or ::1 */
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = orig->family == 4 ? bpf_htonl(0xffff) : 0;
+		ctx->user_ip6[3] = orig->family == 4 ? bpf_htonl(LOOPBACK4) : bpf_htonl(1);
+	} else {
+		ctx->user_ip4 = bpf_htonl(LOOPBACK4);
+	}
 	ctx->user_port = bpf_htons(cfg->udp_proxy_port);
 	count(WRAP_CNT_UDP_REDIRECTED);
 	return 1;
@@ -278,7 +343,7 @@ int spook_connect4(struct bpf_sock_addr *ctx)
 	orig.port = port;
 	orig.ip4 = ip4;
 	if (bit == WRAP_UDP)
-		return udp_redirect(ctx, cfg, &orig);
+		return udp_redirect(ctx, cfg, &orig, 0, 1);
 	int v = connect_verdict(port, &orig);
 	if (v <= 0)
 		return v == 0 ? 1 : 0;
@@ -299,7 +364,7 @@ int spook_connect6(struct bpf_sock_addr *ctx)
 	a[1] = ctx->user_ip6[1];
 	a[2] = ctx->user_ip6[2];
 	a[3] = ctx->user_ip6[3];
-	__u32 bit = 0; /* always WRAP_TCP: UDP/IPv6 is not intercepted */
+	__u32 bit = 0;
 	struct spook_wrap_config *cfg = should_wrap(ctx, port, &bit);
 	if (!cfg)
 		return 1;
@@ -319,6 +384,8 @@ int spook_connect6(struct bpf_sock_addr *ctx)
 		orig.family = 6;
 		__builtin_memcpy(orig.ip6, a, 16);
 	}
+	if (bit == WRAP_UDP)
+		return udp_redirect(ctx, cfg, &orig, 1, 1);
 	int v = connect_verdict(port, &orig);
 	if (v <= 0)
 		return v == 0 ? 1 : 0;
@@ -351,7 +418,35 @@ int spook_sendmsg4(struct bpf_sock_addr *ctx)
 		return 1;
 	}
 	struct spook_orig orig = { .family = 4, .port = port, .ip4 = ip4 };
-	return udp_redirect(ctx, cfg, &orig);
+	return udp_redirect(ctx, cfg, &orig, 0, 0);
+}
+
+/* Unconnected UDP sends on IPv6 sockets: native destinations, and v4-mapped ones as IPv4. */
+SEC("cgroup/sendmsg6")
+int spook_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	struct spook_wrap_config *cfg = config();
+	if (!cfg || !cfg->udp_proxy_port)
+		return 1;
+	__u16 port = bpf_ntohs(ctx->user_port);
+	__u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1], a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
+	__u32 bit = 0;
+	cfg = should_wrap(ctx, port, &bit);
+	if (!cfg || bit != WRAP_UDP)
+		return 1;
+	int mapped = a0 == 0 && a1 == 0 && a2 == bpf_htonl(0xffff);
+	if (mapped ? is_loopback4(a3) : (a0 | a1 | a2) == 0 && (a3 == 0 || a3 == bpf_htonl(1))) {
+		count(WRAP_CNT_LOOPBACK);
+		return 1;
+	}
+	struct spook_orig orig = { .family = mapped ? 4 : 6, .port = port };
+	if (mapped) {
+		orig.ip4 = a3;
+	} else {
+		__u32 a[4] = { a0, a1, a2, a3 };
+		__builtin_memcpy(orig.ip6, a, 16);
+	}
+	return udp_redirect(ctx, cfg, &orig, 1, 0);
 }
 
 /* Replies of the UDP proxy: give them the original destination as their source. */
@@ -369,7 +464,7 @@ int spook_recvmsg4(struct bpf_sock_addr *ctx)
 	if (!sk)
 		return 1;
 	struct spook_client key = {};
-	udp_client(sk, &key);
+	udp_client(sk, 1, &key);
 	struct spook_orig *orig = bpf_map_lookup_elem(&udp_orig_by_client, &key);
 	if (!orig || orig->family != 4 || is_self(cfg))
 		return 1;
@@ -377,6 +472,42 @@ int spook_recvmsg4(struct bpf_sock_addr *ctx)
 	ctx->user_port = bpf_htons(orig->port);
 	count(WRAP_CNT_UDP_REVERSE);
 	return 1; /* recvmsg hooks must return 1 */
+}
+
+/* The same on IPv6 sockets: from [::1] (an IPv6 flow) or ::ffff:127.0.0.1 (a v4-mapped one). */
+SEC("cgroup/recvmsg6")
+int spook_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	struct spook_wrap_config *cfg = config();
+	if (!cfg || !cfg->udp_proxy_port || ctx->user_port != bpf_htons(cfg->udp_proxy_port))
+		return 1;
+	__u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1], a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
+	int mapped = a0 == 0 && a1 == 0 && a2 == bpf_htonl(0xffff);
+	if (mapped ? a3 != bpf_htonl(LOOPBACK4) : (a0 | a1 | a2) != 0 || a3 != bpf_htonl(1))
+		return 1;
+	if (!in_netns(ctx, cfg))
+		return 1;
+	struct bpf_sock *sk = ctx->sk;
+	if (!sk)
+		return 1;
+	struct spook_client key = {};
+	udp_client(sk, mapped, &key);
+	struct spook_orig *orig = bpf_map_lookup_elem(&udp_orig_by_client, &key);
+	if (!orig || orig->family != (mapped ? 4 : 6) || is_self(cfg))
+		return 1;
+	if (mapped) {
+		ctx->user_ip6[3] = orig->ip4;
+	} else {
+		__u32 a[4];
+		__builtin_memcpy(a, orig->ip6, 16);
+		ctx->user_ip6[0] = a[0];
+		ctx->user_ip6[1] = a[1];
+		ctx->user_ip6[2] = a[2];
+		ctx->user_ip6[3] = a[3];
+	}
+	ctx->user_port = bpf_htons(orig->port);
+	count(WRAP_CNT_UDP_REVERSE);
+	return 1;
 }
 
 SEC("sockops")

@@ -4,6 +4,7 @@
  */
 import { Command } from 'commander';
 import { call, out, table, withSocket, type Common } from './admin.js';
+import type { WrapTransport } from '../client/protocol.js';
 import { WRAP_PROTOCOLS } from '../core/wrap/protocols.js';
 
 type AddOpts = Common & { port: string; peer: string; hold?: string; delta: boolean; whenDown?: string; connectTimeout?: string };
@@ -61,7 +62,7 @@ export function wrapCommands(): Command[] {
       const r = await call(o, 'wraps');
       out(o, r, () =>
         r.length
-          ? table(r, ['protocol', 'port', 'peer', 'holdMs', 'whenDown', 'connectTimeoutMs', 'delta', 'active', 'connections'])
+          ? table(r, ['protocol', 'transport', 'port', 'peer', 'holdMs', 'whenDown', 'connectTimeoutMs', 'delta', 'active', 'connections'])
           : '(no wrappers)',
       );
     }),
@@ -70,10 +71,11 @@ export function wrapCommands(): Command[] {
     withSocket(
       new Command('remove')
         .description('stop wrapping a port: new connections go direct, carried ones close cleanly')
-        .requiredOption('-p, --port <n>', 'the wrapped port'),
-    ).action(async (o: Common & { port: string }) => {
-      const r = await call(o, 'wrap-remove', { port: Number(o.port) });
-      out(o, r, () => `port ${r.port} is no longer wrapped`);
+        .requiredOption('-p, --port <n>', 'the wrapped port')
+        .option('--transport <tcp|udp>', 'which of the two, when the port is wrapped for both TCP and UDP'),
+    ).action(async (o: Common & { port: string; transport?: string }) => {
+      const r = await call(o, 'wrap-remove', { port: Number(o.port), transport: o.transport as WrapTransport | undefined });
+      out(o, r, () => `${r.transport} port ${r.port} is no longer wrapped`);
     }),
   );
   wrap.addCommand(
@@ -96,7 +98,18 @@ export function wrapCommands(): Command[] {
             `interception  ${r.interception}${r.interceptionError ? ` (${r.interceptionError})` : ''}   intercept listener ${r.intercept}`,
             '',
             wrappers.length
-              ? table(wrappers, ['protocol', 'port', 'peer', 'active', 'connections', 'bytesUp', 'bytesDown', 'outages', 'closes'])
+              ? table(wrappers, [
+                  'protocol',
+                  'transport',
+                  'port',
+                  'peer',
+                  'active',
+                  'connections',
+                  'bytesUp',
+                  'bytesDown',
+                  'outages',
+                  'closes',
+                ])
               : '(no wrappers)',
             '',
             protocols.length

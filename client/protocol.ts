@@ -57,7 +57,7 @@ export const ADMIN_ERROR_CODES = [
   'not-leader',
   /** A membership change the leader cannot make now (one pending already, already a member, ...). */
   'membership-refused',
-  /** The change conflicts with the daemon's state (port already wrapped, not wrapped, wrapper limit, no interception). */
+  /** The change conflicts with the daemon's state (port already wrapped for that transport, not wrapped, wrapper limit, no interception). */
   'conflict',
   /** A fault in the daemon; the message says what. */
   'internal',
@@ -452,9 +452,12 @@ export type DomainOp = { register: string } & (
 
 /** What connect() to a TCP-wrapped port does while its peer has no carrier (OPERATIONS "What a client sees when it connects"). */
 export type WrapWhenDown = 'hold' | 'direct' | 'refuse';
+/** How a wrapper's connections travel: a port may be wrapped once for each. */
+export type WrapTransport = 'tcp' | 'udp';
 
 export interface WrapperEntry {
   protocol: string;
+  transport: WrapTransport;
   port: number;
   peer: string;
   holdMs: number;
@@ -480,6 +483,7 @@ export interface WrapAddResult {
 
 export interface WrapperStats {
   protocol: string;
+  transport: WrapTransport;
   port: number;
   peer: string;
   holdMs: number;
@@ -716,8 +720,10 @@ export interface AdminCommands {
     args: {
       /** The wrapped port. */
       port: number;
+      /** `tcp` or `udp`: required when the port is wrapped for both. */
+      transport?: WrapTransport;
     };
-    result: { port: number };
+    result: { port: number; transport: WrapTransport };
   };
   /** Wrapper counters: interception, carriers, per wrapper, per protocol, per peer. */
   'wrap-stats': { args: Record<string, never>; result: WrapStatsResult };

@@ -194,6 +194,8 @@ describe('admin protocol', () => {
       [client.request('member', { add: 'nobody' }), 'unknown-peer', 'add'],
       [client.request('member', { remove: 'b' }), 'not-leader', undefined],
       [client.request('wrap-remove', { port: 5432 }), 'conflict', 'port'],
+      [client.request('wrap-remove', { port: 5432, transport: 'udp' }), 'conflict', 'port'],
+      [client.request('wrap-remove', { port: 5432, transport: 'sctp' as 'udp' }), 'bad-argument', 'transport'],
       [client.request('wrap-add', { protocol: 'gopher', port: 70, peer: 'b' }), 'bad-argument', 'protocol'],
       [client.request('wrap-add', { protocol: 'ssh', port: 70, peer: 'b', whenDown: 'maybe' as 'hold' }), 'bad-argument', 'whenDown'],
       [client.request('wrap-add', { protocol: 'ssh', port: 70, peer: 'b', connectTimeout: '2h' }), 'bad-argument', 'connectTimeout'],

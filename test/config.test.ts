@@ -59,7 +59,7 @@ describe('spookd configuration', () => {
     expect(() => loadConfig('/nonexistent/spookd.conf')).toThrow(/cannot read \(ENOENT\)/);
   });
 
-  it('wrap: protocols, peers by name or key, durations, hold bounds, one wrapper per port', () => {
+  it('wrap: protocols, peers by name or key, durations, hold bounds, one wrapper per transport and port', () => {
     const key = encodeKey(generateKeyPair().publicKey);
     const base = `listen: 127.0.0.1:1\nprivateKeyFile: k\ndataDir: d\nadminSocket: s\npeers:\n  - name: x\n    publicKey: ${key}\nregisters:\n  - name: r\n    kind: map\n`;
     const w = (items: string): string => write(`${base}wrap:\n  wrappers:\n${items}`);
@@ -87,8 +87,14 @@ describe('spookd configuration', () => {
     );
     expect(() => loadConfig(w(`    - { protocol: ssh, port: 22, peer: x, hold: 0 }\n`))).toThrow(/hold: must be between 100ms and 24h/);
     expect(() => loadConfig(w(`    - { protocol: ssh, port: 22, peer: x }\n    - { protocol: tcp, port: 22, peer: x }\n`))).toThrow(
-      /wrap\.wrappers\.1: duplicate "22"/,
+      /wrap\.wrappers\.1: duplicate "tcp\/22"/,
     );
+    expect(() => loadConfig(w(`    - { protocol: udp, port: 53, peer: x }\n    - { protocol: coap, port: 53, peer: x }\n`))).toThrow(
+      /wrap\.wrappers\.1: duplicate "udp\/53"/,
+    );
+    // One port, both transports (DNS): two wrappers.
+    const dns = loadConfig(w(`    - { protocol: udp, port: 53, peer: x }\n    - { protocol: tcp, port: 53, peer: x }\n`));
+    expect(dns.wrap.wrappers.map((x) => `${x.protocol}/${x.port}`)).toEqual(['udp/53', 'tcp/53']);
   });
 
   it('domains: members must be peers, group registers must be domain registers, heartbeat well under the election timeout', () => {

@@ -98,12 +98,12 @@ export class Metrics {
     new Gauge({
       name: 'spook_wrap_closes_total',
       help: 'Wrapped connections ended, by reason (completed, hold-expired, client-reset, ...)',
-      labelNames: ['port', 'reason'],
+      labelNames: ['port', 'protocol', 'reason'],
       registers: [r],
       collect() {
         this.reset();
         for (const w of d.wraps.wrappers.values())
-          for (const [reason, n] of Object.entries(w.closes)) this.set({ port: String(w.port), reason }, n);
+          for (const [reason, n] of Object.entries(w.closes)) this.set({ port: String(w.port), protocol: w.protocol, reason }, n);
       },
     });
     new Gauge({

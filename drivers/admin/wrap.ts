@@ -5,7 +5,7 @@ import { DEFAULT_WHEN_DOWN, WHEN_DOWN, type WhenDown } from '../../core/wrap/con
 import type { Spookd } from '../daemon/spookd.js';
 import { AdminFault, bool, failsAs, num, str } from './args.js';
 import type { Handlers } from './handlers.js';
-import { WRAP_PROTOCOLS, type WrapProtocol } from '../../core/wrap/protocols.js';
+import { WRAP_PROTOCOLS, WRAP_TRANSPORTS, wrapperKey, type WrapProtocol, type WrapTransport } from '../../core/wrap/protocols.js';
 
 export function wrapHandlers(d: Spookd): Handlers<'wraps' | 'wrap-add' | 'wrap-remove' | 'wrap-stats' | 'wrap-conns' | 'wrap-policy'> {
   const w = d.wraps;
@@ -55,15 +55,20 @@ export function wrapHandlers(d: Spookd): Handlers<'wraps' | 'wrap-add' | 'wrap-r
         whenDown: whenDown as WhenDown,
         connectTimeoutMs,
       };
-      // The manager refuses a port already wrapped, one wrapper too many, interception it cannot open.
+      // The manager refuses a port already wrapped for that transport, one wrapper too many, interception it cannot open.
       failsAs('conflict', 'port', () => w.add(spec));
       const st = stats();
       return { ...spec, interception: st.interception, interceptionError: st.interceptionError };
     },
     'wrap-remove': (args) => {
       const port = num(args, 'port', undefined, 1, 65535);
-      failsAs('conflict', 'port', () => w.remove(port)); // not wrapped
-      return { port };
+      const given = str(args, 'transport', false);
+      if (given !== undefined && !(WRAP_TRANSPORTS as readonly string[]).includes(given))
+        throw new AdminFault('bad-argument', `argument transport must be tcp or udp, not ${JSON.stringify(given)}`, 'transport');
+      // Wrapped for both and no transport given: the transport is missing; else the port is not wrapped (for it).
+      const both = given === undefined && WRAP_TRANSPORTS.every((t) => w.wrappers.has(wrapperKey(t, port)));
+      const transport = failsAs('conflict', both ? 'transport' : 'port', () => w.remove(port, given as WrapTransport | undefined));
+      return { port, transport };
     },
     'wrap-stats': stats,
     'wrap-conns': () => w.connections(),

@@ -6,9 +6,10 @@
  * client meant to go. The programs are attached to the cgroup-v2 root through bpf_links that are never
  * pinned: when spookd exits, even on kill -9, the links close and connections go direct.
  *
- * UDP (IPv4, with udpProxyPort): connects and unconnected sends to a UDP-wrapped port land
- * on the UDP proxy socket; originalUdpDst(rinfo) says where the client meant to go,
- * and replies from the proxy reach the client with that destination as their source.
+ * UDP (IPv4 and IPv6, with udpProxyPort): connects (of bound sockets, and of unbound ones,
+ * which the hook binds) and unconnected sends to a UDP-wrapped port land on the UDP proxy
+ * sockets (127.0.0.1 and [::1] on udpProxyPort); originalUdpDst(rinfo) says where the client
+ * meant to go, and replies from the proxy reach the client with that destination as their source.
  */
 import { closeSync, constants, existsSync, mkdtempSync, openSync, readFileSync, rmdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,7 +21,15 @@ import { join } from 'node:path';
 import koffi from 'koffi';
 import { BpfError, bpfObjectPath, check, lastErrno, libbpf } from './libbpf.js';
 
-const PROGRAMS = ['spook_connect4', 'spook_connect6', 'spook_sockops', 'spook_sendmsg4', 'spook_recvmsg4'] as const;
+const PROGRAMS = [
+  'spook_connect4',
+  'spook_connect6',
+  'spook_sockops',
+  'spook_sendmsg4',
+  'spook_recvmsg4',
+  'spook_sendmsg6',
+  'spook_recvmsg6',
+] as const;
 const SOL_SOCKET = 1;
 const SO_NETNS_COOKIE = 71;
 
@@ -34,9 +43,6 @@ export interface ClientAddr {
   address: string;
   port: number;
 }
-
-/** The UDP proxy's view: IPv4 only. */
-export type OriginalUdpDst = OriginalDst & { family: 4 };
 
 /** The compiled object (built by `make` into bpf/spook_wrap.o). */
 export function defaultWrapObjectPath(): string {
@@ -265,12 +271,11 @@ export class WrapHooks {
    * Where the client behind a datagram on the UDP proxy meant to go, by its source (rinfo).
    * Not deleted: a flow sends many datagrams; forgetUdp() ends it.
    */
-  originalUdpDst(client: ClientAddr): OriginalUdpDst | undefined {
+  originalUdpDst(client: ClientAddr): OriginalDst | undefined {
     const key = clientKey(client);
     const v = Buffer.alloc(ORIG_DST.size);
     if (!key || libbpf().lookup(this.mapFd('udp_orig_by_client'), key, v) < 0) return undefined;
-    const dst = decodeOrig(v);
-    return dst.family === 4 ? (dst as OriginalUdpDst) : undefined;
+    return decodeOrig(v);
   }
 
   /** Drop a UDP flow's record: the client's replies keep the proxy as their source after this. */

@@ -9,7 +9,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { decodeKey } from './keys.js';
 import { DEFAULT_MAX_VALUE_BYTES, MAX_REGISTER_NAME_LEN, MAX_VALUE_LEN } from '../../wire/constants.js';
-import { WRAP_PROTOCOLS } from '../../core/wrap/protocols.js';
+import { transportOf, WRAP_PROTOCOLS, wrapperKey } from '../../core/wrap/protocols.js';
 import { parseDestination } from '../wrap/policy.js';
 import { MAX_HOLD_MS, MIN_HOLD_MS } from '../../core/wrap/hold.js';
 import { DEFAULT_WHEN_DOWN, MAX_CONNECT_TIMEOUT_MS, MIN_CONNECT_TIMEOUT_MS, WHEN_DOWN } from '../../core/wrap/connect.js';
@@ -334,7 +334,8 @@ export const configSchema = z
     dup(c.peers, (p) => p.publicKey, 'peers');
     dup(c.registers, (r) => r.name, 'registers');
     dup(c.domains, (d) => d.name, 'domains');
-    dup(c.wrap.wrappers, (w) => String(w.port), 'wrap.wrappers');
+    // One wrapper per transport and port: a port may be wrapped for TCP and for UDP (DNS).
+    dup(c.wrap.wrappers, (w) => wrapperKey(transportOf(w.protocol), w.port), 'wrap.wrappers');
     c.wrap.wrappers.forEach((w, i) => {
       if (!c.peers.some((p) => p.name === w.peer || p.publicKey === w.peer)) {
         ctx.addIssue({

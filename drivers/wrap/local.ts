@@ -7,7 +7,7 @@ import type { WhenDown } from '../../core/wrap/connect.js';
 import type { Socket } from 'node:net';
 import { orderlyClose } from './linger.js';
 import { ProtocolStats, recognise, RECOGNISE_MAX_BYTES, type Protocol } from '../../core/wrap/profiles.js';
-import type { WrapProtocol } from '../../core/wrap/protocols.js';
+import { transportOf, wrapperKey, type WrapperKey, type WrapProtocol } from '../../core/wrap/protocols.js';
 import type { CloseName } from '../../wire/wrap.js';
 
 /** How a closed connection lingers before its socket is destroyed (its FIN and last bytes leave). */
@@ -92,16 +92,25 @@ export interface WrapperCounters extends WrapperSpec {
 }
 
 export class WrapCounters {
-  readonly wrappers = new Map<number, WrapperCounters>();
+  /** By transport and port (wrapperKey): a port may be wrapped for TCP and for UDP. */
+  readonly wrappers = new Map<WrapperKey, WrapperCounters>();
   readonly protocols = new ProtocolStats();
 
   add(spec: WrapperSpec): void {
-    this.wrappers.set(spec.port, { ...spec, connections: 0, active: 0, bytesUp: 0, bytesDown: 0, outages: 0, closes: {} });
+    this.wrappers.set(wrapperKey(transportOf(spec.protocol), spec.port), {
+      ...spec,
+      connections: 0,
+      active: 0,
+      bytesUp: 0,
+      bytesDown: 0,
+      outages: 0,
+      closes: {},
+    });
   }
 
   /** The wrapper a client-side connection belongs to (server-side ones count per protocol only). */
   private wrapperOf(lc: LocalConn): WrapperCounters | undefined {
-    return lc.local ? this.wrappers.get(lc.wrapPort) : undefined;
+    return lc.local ? this.wrappers.get(wrapperKey(lc.datagram ? 'udp' : 'tcp', lc.wrapPort)) : undefined;
   }
 
   opened(w: WrapperCounters): void {

@@ -22,7 +22,7 @@ import { WrapSession, type WrapEvent } from '../../core/wrap/session.js';
 import { acceptCarrier, CarrierError, dialCarrier, HANDSHAKE_TIMEOUT_MS, type Carrier, type CarrierBudget } from './carrier.js';
 import { tcpIo, WrapCounters, type ConnEnd, type LocalConn, type LocalIo, type WrapperCounters, type WrapperSpec } from './local.js';
 import { WrapHooks, type ClientAddr } from '../bpf/wrap-hooks.js';
-import { isDatagram } from '../../core/wrap/protocols.js';
+import { isDatagram, transportOf, wrapperKey, type WrapperKey, type WrapTransport } from '../../core/wrap/protocols.js';
 import { DialPolicy, type AllowRule } from './policy.js';
 import { resetOnClose } from './linger.js';
 import { HandshakeAdmission, HandshakeSlots, type HandshakeRefusal, type HandshakeSlotRefusal } from '../../core/wrap/admission.js';
@@ -164,8 +164,9 @@ export class WrapManager {
   readonly refused: Partial<Record<InterceptRefusal, number>> = {};
   /** Every local socket still open (lingering ones included), so that stop() leaves none. */
   private readonly sockets = new Set<Socket>();
-  /** UDP: the intercept socket, and the flows by client port. */
+  /** UDP: the intercept sockets (127.0.0.1 and [::1], one port). */
   private udpIntercept: UdpSocket | undefined;
+  private udpIntercept6: UdpSocket | undefined;
   /** UDP flows by client address and port and original destination. */
   private readonly udpFlows = new Map<string, { ps: PeerState; lc: LocalConn }>();
   private readonly udpSockets = new Set<UdpSocket>();
@@ -269,17 +270,7 @@ export class WrapManager {
           this.log.info({ error: e.message }, 'no IPv6 intercept listener on [::1]: IPv6 clients of wrapped ports are not carried'),
       );
     }
-    const udp = createSocket('udp4');
-    udp.on(
-      'message',
-      this.guard('UDP intercept', (msg: Buffer, rinfo: RemoteInfo) => this.onUdpIntercepted(msg, rinfo)),
-    );
-    udp.on('error', (e) => this.log.warn({ error: e.message }, 'UDP intercept socket error'));
-    await new Promise<void>((resolve, reject) => {
-      udp.once('error', reject);
-      udp.bind(0, '127.0.0.1', () => (udp.off('error', reject), resolve()));
-    });
-    this.udpIntercept = udp;
+    await this.openUdpIntercept();
     // Hooks only once something is wrapped: hosts that use no wrapper never touch the cgroup.
     if (this.wrappers.size > 0) this.openHooks();
     this.log.info(
@@ -291,6 +282,41 @@ export class WrapManager {
       'wrappers ready',
     );
     this.schedule();
+  }
+
+  /**
+   * The UDP intercept sockets: 127.0.0.1 and [::1] on one port (the hooks know one UDP proxy port,
+   * and send IPv6 flows to [::1], v4-mapped ones to 127.0.0.1). Another process may hold the port
+   * on ::1: then try another. Without IPv6 on loopback, IPv6 flows are not carried (logged).
+   */
+  private async openUdpIntercept(): Promise<void> {
+    const bind = async (type: 'udp4' | 'udp6', port: number): Promise<UdpSocket> => {
+      const udp = createSocket({ type, ipv6Only: type === 'udp6' });
+      udp.on(
+        'message',
+        this.guard('UDP intercept', (msg: Buffer, rinfo: RemoteInfo) => this.onUdpIntercepted(udp, msg, rinfo)),
+      );
+      await new Promise<void>((resolve, reject) => {
+        udp.once('error', reject);
+        udp.bind(port, type === 'udp4' ? '127.0.0.1' : '::1', () => (udp.off('error', reject), resolve()));
+      });
+      udp.on('error', (e) => this.log.warn({ error: e.message }, 'UDP intercept socket error'));
+      return udp;
+    };
+    for (let attempt = 0; ; attempt++) {
+      const v4 = await bind('udp4', 0);
+      try {
+        this.udpIntercept6 = await bind('udp6', v4.address().port);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE' && attempt < 8) {
+          v4.close();
+          continue;
+        }
+        this.log.info({ error: (e as Error).message }, 'no IPv6 UDP intercept socket on [::1]: IPv6 UDP flows are not carried');
+      }
+      this.udpIntercept = v4;
+      return;
+    }
   }
 
   private openHooks(): void {
@@ -331,6 +357,7 @@ export class WrapManager {
     for (const ps of this.peers.values()) ps.carrier?.close('spookd stopped');
     for (const sock of this.sockets) sock.destroy();
     this.udpIntercept?.close();
+    this.udpIntercept6?.close();
     for (const u of this.udpSockets) u.close();
     this.udpSockets.clear();
     await closed;
@@ -339,8 +366,9 @@ export class WrapManager {
   // ---- wrappers (config and admin) ----
 
   add(spec: WrapperSpec): void {
-    if (this.wrappers.has(spec.port))
-      throw new Error(`port ${spec.port} is already wrapped (to ${this.wrappers.get(spec.port)!.peer}); remove it first`);
+    const transport = transportOf(spec.protocol);
+    const had = this.wrappers.get(wrapperKey(transport, spec.port));
+    if (had) throw new Error(`${transport} port ${spec.port} is already wrapped (${had.protocol}, to ${had.peer}); remove it first`);
     if (!this.peers.has(spec.peer)) throw new Error(`no peer named ${spec.peer}`);
     if (this.wrappers.size >= MAX_WRAPPERS) throw new Error(`at most ${MAX_WRAPPERS} ports can be wrapped`);
     this.counters.add(spec);
@@ -350,22 +378,41 @@ export class WrapManager {
     this.log.info({ ...spec }, 'wrapper added');
   }
 
-  /** Stop intercepting the port; connections already carried are reset (wrapper-removed). */
-  remove(port: number): void {
-    if (!this.wrappers.delete(port))
-      throw new Error(`port ${port} is not wrapped (wrapped: ${[...this.wrappers.keys()].join(', ') || 'none'})`);
+  /**
+   * Stop intercepting the port for `transport` (optional while only one transport of the port is
+   * wrapped); connections already carried are reset (wrapper-removed). Returns the transport removed.
+   */
+  remove(port: number, transport?: WrapTransport): WrapTransport {
+    const key = this.wrapperToRemove(port, transport);
+    const w = this.wrappers.get(key)!;
+    this.wrappers.delete(key);
+    const datagram = isDatagram(w.protocol);
     this.applyPorts();
     this.applyDown();
     for (const ps of this.peers.values()) {
       ps.session.closeAll(
         this.now(),
         CloseCode.WrapperRemoved,
-        `the wrapper for port ${port} was removed`,
-        (c) => c.local && c.wrapPort === port,
+        `the wrapper for ${key} was removed`,
+        (c) => c.local && c.wrapPort === port && c.datagram === datagram,
       );
       this.flush(ps);
     }
-    this.log.info({ port }, 'wrapper removed');
+    this.log.info({ port, transport: transportOf(w.protocol) }, 'wrapper removed');
+    return transportOf(w.protocol);
+  }
+
+  private wrapperToRemove(port: number, transport: WrapTransport | undefined): WrapperKey {
+    const wrapped = (): string => [...this.wrappers.keys()].join(', ') || 'none';
+    if (transport) {
+      const key = wrapperKey(transport, port);
+      if (!this.wrappers.has(key)) throw new Error(`${transport} port ${port} is not wrapped (wrapped: ${wrapped()})`);
+      return key;
+    }
+    const keys = (['tcp', 'udp'] as const).map((t) => wrapperKey(t, port)).filter((k) => this.wrappers.has(k));
+    if (keys.length === 0) throw new Error(`port ${port} is not wrapped (wrapped: ${wrapped()})`);
+    if (keys.length > 1) throw new Error(`port ${port} is wrapped for both tcp and udp: say which transport to remove`);
+    return keys[0];
   }
 
   /**
@@ -407,7 +454,7 @@ export class WrapManager {
     this.connects.setDown(down, force);
   }
 
-  get wrappers(): Map<number, WrapperCounters> {
+  get wrappers(): Map<WrapperKey, WrapperCounters> {
     return this.counters.wrappers;
   }
 
@@ -418,6 +465,7 @@ export class WrapManager {
   list(): WrapperEntry[] {
     return [...this.wrappers.values()].map((w) => ({
       protocol: w.protocol,
+      transport: transportOf(w.protocol),
       port: w.port,
       peer: w.peer,
       holdMs: w.holdMs,
@@ -443,7 +491,7 @@ export class WrapManager {
       internalErrors: this.internalErrors,
       udpFlows: this.udpFlows.size,
       udpIntercept: this.udpIntercept ? `127.0.0.1:${this.udpIntercept.address().port}` : null,
-      wrappers: [...this.wrappers.values()].map((w) => ({ ...w })),
+      wrappers: [...this.wrappers.values()].map((w) => ({ ...w, transport: transportOf(w.protocol) })),
       protocols: this.protocols.toJSON(),
       peers: [...this.peers.values()].map((ps) => ({
         peer: ps.peer.name,
@@ -511,8 +559,8 @@ export class WrapManager {
       socket.resetAndDestroy();
     };
     if (!dst) return refuse('no-original-destination');
-    const w = this.wrappers.get(dst.port);
-    if (!w || isDatagram(w.protocol)) return refuse('port-not-wrapped');
+    const w = this.wrappers.get(wrapperKey('tcp', dst.port));
+    if (!w) return refuse('port-not-wrapped');
     const ps = this.peers.get(w.peer)!;
     const id = ps.session.openLocal(now, w.port, { family: dst.family, address: dst.address, port: dst.port }, w.holdMs, w.delta ?? false);
     if (id === undefined) return refuse('too-many-connections');
@@ -593,7 +641,7 @@ export class WrapManager {
    * destination (looked up for every datagram: an unconnected socket may send to several);
    * its first datagram opens a connection, and so does one that finds its flow ending.
    */
-  private onUdpIntercepted(msg: Buffer, rinfo: RemoteInfo): void {
+  private onUdpIntercepted(via: UdpSocket, msg: Buffer, rinfo: RemoteInfo): void {
     const dst = this.hooks?.originalUdpDst?.({ address: rinfo.address, port: rinfo.port });
     if (!dst) return this.udpDrop('no-original-destination');
     const key = `${rinfo.address}:${rinfo.port}>${dst.address}:${dst.port}`;
@@ -604,13 +652,13 @@ export class WrapManager {
       flow = undefined;
     }
     if (!flow) {
-      const w = this.wrappers.get(dst.port);
-      if (!w || !isDatagram(w.protocol)) return this.udpDrop('port-not-wrapped');
+      const w = this.wrappers.get(wrapperKey('udp', dst.port));
+      if (!w) return this.udpDrop('port-not-wrapped');
       const ps = this.peers.get(w.peer)!;
       const id = ps.session.openLocal(this.now(), w.port, dst, w.holdMs, false, true);
       if (id === undefined) return this.udpDrop('too-many-connections');
       this.counters.opened(w);
-      const reply = (d: Buffer, sent: () => void): void => void this.udpIntercept?.send(d, rinfo.port, rinfo.address, () => sent());
+      const reply = (d: Buffer, sent: () => void): void => void via.send(d, rinfo.port, rinfo.address, () => sent());
       const lc = this.localConn(
         ps,
         id,

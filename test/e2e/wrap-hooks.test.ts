@@ -14,8 +14,9 @@ import { Lab, ROOT, requireRoot, until } from '../../testing/lab/netns.js';
  * loopback; clients in A that connect to B:5022 land on the proxy, which learns B:5022 as
  * the original destination; everything else (other ports, loopback, UDP, the owner's own
  * connects, other namespaces, and everything after close() or kill -9) goes direct.
- * UDP (IPv4): a second owner with a UDP proxy echoes datagrams sent to B:5683, by connect
- * or sendto, and the client sees the reply come from B:5683.
+ * UDP (IPv4, IPv6, v4-mapped): a second owner with a UDP proxy (127.0.0.1 and [::1]) echoes
+ * datagrams sent to B:5683, by connect (bound first or not) or sendto, and the client sees
+ * the reply come from B:5683.
  */
 const run = promisify(execFile);
 const SUBNET = 61;
@@ -67,13 +68,15 @@ if (proto === 'udp') {
   console.log(await fetchLine(host, Number(port)));
 }
 `,
-  // A UDP client sending "hi": "connect" (bind 0.0.0.0:0 first), "sendto" (unconnected), or
-  // "unbound" (connect() without a bind, through libc: node's dgram always binds first).
-  // Prints {local, reply, from}; from is the reply's source (recvfrom), not for "unbound".
+  // A UDP client sending "hi" (to an IPv4, IPv6 or v4-mapped host: udp4 or udp6 socket): "connect"
+  // (bind first), "sendto" (unconnected), or "unbound" (connect() without a bind, through libc:
+  // node's dgram always binds first). Prints {local, reply, from}; from is the reply's source (recvfrom).
   'udp.mjs': `
 import dgram from 'node:dgram';
+import net from 'node:net';
 import { createRequire } from 'node:module';
 const [host, port, mode] = process.argv.slice(2);
+const v6 = net.isIPv6(host);
 const out = (m) => { console.log(JSON.stringify(m)); process.exit(0); };
 if (mode === 'unbound') {
   const c = createRequire(${JSON.stringify(join(ROOT, 'package.json'))})('koffi').load('libc.so.6');
@@ -82,28 +85,39 @@ if (mode === 'unbound') {
   const setsockopt = c.func('int setsockopt(int, int, int, const void *, uint32_t)');
   const getsockname = c.func('int getsockname(int, void *, void *)');
   const send = c.func('intptr_t send(int, const void *, size_t, int)');
-  const recv = c.func('intptr_t recv(int, void *, size_t, int)');
-  const fd = socket(2, 2, 0); // AF_INET, SOCK_DGRAM
-  const sa = Buffer.alloc(16);
-  sa.writeUInt16LE(2, 0);
+  const recvfrom = c.func('intptr_t recvfrom(int, void *, size_t, int, void *, void *)');
+  const fd = socket(v6 ? 10 : 2, 2, 0); // AF_INET6 or AF_INET, SOCK_DGRAM
+  const sa = Buffer.alloc(v6 ? 28 : 16);
+  sa.writeUInt16LE(v6 ? 10 : 2, 0);
   sa.writeUInt16BE(Number(port), 2);
-  host.split('.').forEach((o, i) => (sa[4 + i] = Number(o)));
-  if (connect(fd, sa, 16) < 0) out({ error: 'connect' });
+  if (!v6) host.split('.').forEach((o, i) => (sa[4 + i] = Number(o)));
+  else {
+    // Expand "a::b" (and a trailing dotted IPv4) into 16 bytes at offset 8.
+    const [head, tail = ''] = host.split('::');
+    const words = (t) => t.split(':').filter(Boolean).flatMap((w) => (w.includes('.') ? w.split('.').map(Number).reduce((a, b, i) => (i % 2 ? [...a.slice(0, -1), a.at(-1) * 256 + b] : [...a, b]), []) : [parseInt(w, 16)]));
+    const h = words(head), t = words(tail);
+    [...h, ...Array(8 - h.length - t.length).fill(0), ...t].forEach((w, i) => sa.writeUInt16BE(w, 8 + 2 * i));
+  }
+  if (connect(fd, sa, sa.length) < 0) out({ error: 'connect' });
   const tv = Buffer.alloc(16);
   tv.writeBigInt64LE(3n, 0); // SO_RCVTIMEO 3 s
   setsockopt(fd, 1, 20, tv, 16);
-  const me = Buffer.alloc(16), len = Buffer.alloc(4);
-  len.writeUInt32LE(16);
+  const me = Buffer.alloc(28), len = Buffer.alloc(4);
+  len.writeUInt32LE(28);
   getsockname(fd, me, len);
   send(fd, Buffer.from('hi'), 2, 0);
-  const buf = Buffer.alloc(100);
-  const n = recv(fd, buf, 100, 0);
-  out({ local: me.readUInt16BE(2), reply: n < 0 ? 'timeout' : buf.subarray(0, Number(n)).toString() });
+  const buf = Buffer.alloc(100), from = Buffer.alloc(28), flen = Buffer.alloc(4);
+  flen.writeUInt32LE(28);
+  const n = recvfrom(fd, buf, 100, 0, from, flen);
+  const addr = v6
+    ? new net.SocketAddress({ family: 'ipv6', address: Array.from({ length: 8 }, (_, i) => from.readUInt16BE(8 + 2 * i).toString(16)).join(':') }).address
+    : [...from.subarray(4, 8)].join('.');
+  out({ local: me.readUInt16BE(2), reply: n < 0 ? 'timeout' : buf.subarray(0, Number(n)).toString(), from: n < 0 ? undefined : addr + ':' + from.readUInt16BE(2) });
 }
-const s = dgram.createSocket('udp4');
+const s = dgram.createSocket(v6 ? 'udp6' : 'udp4');
 setTimeout(() => out({ local: s.address().port, reply: 'timeout' }), 3000);
 s.on('message', (m, r) => out({ local: s.address().port, reply: String(m), from: r.address + ':' + r.port }));
-if (mode === 'connect') s.bind(0, '0.0.0.0', () => s.connect(Number(port), host, () => s.send('hi')));
+if (mode === 'connect') s.bind(0, v6 ? '::' : '0.0.0.0', () => s.connect(Number(port), host, () => s.send('hi')));
 else s.send('hi', Number(port), host);
 `,
   // A burst of TCP connects, each bound to one of several local addresses and a port that the
@@ -138,7 +152,9 @@ console.log(JSON.stringify({ total: jobs.length, ...tally }));
 import dgram from 'node:dgram';
 import net from 'node:net';
 const listen = (port, host, text) => new Promise((r) => net.createServer((s) => s.end(text + '\\n')).listen(port, host, r));
-const udp = (port) => new Promise((r) => { const s = dgram.createSocket('udp4'); s.on('message', (m, ri) => s.send('direct:' + m, ri.port, ri.address)); s.bind(port, '0.0.0.0', r); });
+// UDP on IPv6 bound to B_IP6 itself: an unbound socket would answer from whichever of B's addresses the route picks.
+const udp1 = (type, port, host) => new Promise((r) => { const s = dgram.createSocket({ type, ipv6Only: type === 'udp6' }); s.on('message', (m, ri) => s.send('direct:' + m, ri.port, ri.address)); s.bind(port, host, r); });
+const udp = (port) => Promise.all([udp1('udp4', port, '0.0.0.0'), udp1('udp6', port, '${B_IP6}')]);
 await Promise.all([listen(${WRAPPED}, '::', 'direct ${WRAPPED}'), listen(${DIRECT}, '::', 'direct ${DIRECT}'), listen(${COAP}, '::', 'direct ${COAP}'), listen(${PROXY}, '127.0.0.1', 'trap'), udp(${WRAPPED}), udp(${COAP})]);
 console.log(JSON.stringify({ ready: true }));
 `,
@@ -158,18 +174,20 @@ const onConn = (s) => s.end('proxy ' + JSON.stringify(hooks.originalDst({ addres
 await Promise.all(['127.0.0.1', '::1'].map((h) => new Promise((r) => net.createServer(onConn).listen(proxyPort, h, r))));
 let seen = [];
 if (udpProxyPort) {
-  const u = dgram.createSocket('udp4');
-  u.on('message', (m, r) => {
-    seen.push({ from: r.address, port: r.port, orig: hooks.originalUdpDst(r) ?? null });
-    u.send('echo:' + m, r.port, r.address);
-  });
-  await new Promise((r) => u.bind(udpProxyPort, '127.0.0.1', r));
+  for (const [type, host] of [['udp4', '127.0.0.1'], ['udp6', '::1']]) {
+    const u = dgram.createSocket({ type, ipv6Only: type === 'udp6' });
+    u.on('message', (m, r) => {
+      seen.push({ from: r.address, port: r.port, orig: hooks.originalUdpDst(r) ?? null });
+      u.send('echo:' + m, r.port, r.address);
+    });
+    await new Promise((r) => u.bind(udpProxyPort, host, r));
+  }
 }
 // The owner's own UDP exchange (spookd dialling a real server): must go direct.
 const udpExchange = (host, port) => new Promise((resolve) => {
   const s = dgram.createSocket('udp4');
-  const done = (v) => { s.close(); resolve(v); };
-  setTimeout(() => done('timeout'), 3000);
+  const done = (v) => { clearTimeout(timer); s.close(); resolve(v); };
+  const timer = setTimeout(() => done('timeout'), 3000);
   s.on('message', (m) => done(String(m)));
   s.send('hi', port, host);
 });
@@ -420,7 +438,7 @@ describe('wrap hooks (cgroup connect4/connect6/sockops)', () => {
   });
 });
 
-describe('wrap hooks for UDP (cgroup connect4/sendmsg4/recvmsg4)', () => {
+describe('wrap hooks for UDP (cgroup connect4/6, sendmsg4/6, recvmsg4/6)', () => {
   let udpOwner: Remote;
   const stats = async (): Promise<Record<string, number>> => (await udpOwner.call('stats')).stats as Record<string, number>;
   const seen = async (): Promise<unknown> => (await udpOwner.call('udpSeen')).value;
@@ -453,13 +471,35 @@ describe('wrap hooks for UDP (cgroup connect4/sendmsg4/recvmsg4)', () => {
     expect([s.udp_redirected, s.udp_reverse]).toEqual([2, 2]);
   });
 
-  it("leaves a UDP socket connected before it is bound alone (udp_unbound), and the owner's own sends", async () => {
-    expect((await udpClient(NS_A, B_IP, COAP, 'unbound')).reply).toBe('direct:hi');
+  it("intercepts a UDP socket connected before it is bound (the hook binds it), and leaves the owner's own sends alone", async () => {
+    const r = await udpClient(NS_A, B_IP, COAP, 'unbound');
+    expect(r).toMatchObject({ reply: 'echo:hi', from: `${B_IP}:${COAP}` });
+    expect(r.local).toBeGreaterThanOrEqual(32768); // bound by the hook, in the default ephemeral range
     expect((await udpOwner.call('udpExchange', { host: B_IP, port: COAP })).value).toBe('direct:hi');
-    expect(await seen()).toEqual([]);
+    expect(await seen()).toEqual([{ from: '127.0.0.1', port: r.local, orig }]);
     const s = await stats();
-    expect([s.udp_redirected, s.udp_unbound]).toEqual([2, 1]);
+    expect([s.udp_redirected, s.udp_reverse, s.udp_unbound]).toEqual([3, 3, 0]);
     expect(s.skipped_self).toBe(1);
+  });
+
+  it('IPv6: connected (bound or not) and unconnected sockets reach the [::1] proxy; v4-mapped destinations the IPv4 one', async () => {
+    const orig6 = { family: 6, address: B_IP6, port: COAP };
+    for (const mode of ['connect', 'sendto', 'unbound'] as const) {
+      const r = await udpClient(NS_A, B_IP6, COAP, mode);
+      expect(r, mode).toMatchObject({ reply: 'echo:hi', from: `${B_IP6}:${COAP}` });
+      expect(await seen(), mode).toEqual([{ from: '::1', port: r.local, orig: orig6 }]);
+    }
+    // A dual-stack socket sending to ::ffff:B: recorded as IPv4, the reply from ::ffff:B.
+    for (const mode of ['connect', 'sendto', 'unbound'] as const) {
+      const r = await udpClient(NS_A, `::ffff:${B_IP}`, COAP, mode);
+      expect(r, mode).toMatchObject({ reply: 'echo:hi', from: `::ffff:${B_IP}:${COAP}` });
+      expect(await seen(), mode).toEqual([{ from: '127.0.0.1', port: r.local, orig }]);
+    }
+    // The same exchanges direct (port not wrapped for UDP) reach B's server.
+    expect(await udpClient(NS_A, B_IP6, WRAPPED, 'unbound')).toMatchObject({ reply: 'direct:hi', from: `${B_IP6}:${WRAPPED}` });
+    expect(await udpClient(NS_A, B_IP6, WRAPPED, 'sendto')).toMatchObject({ reply: 'direct:hi', from: `${B_IP6}:${WRAPPED}` });
+    const s = await stats();
+    expect([s.udp_redirected, s.udp_reverse, s.udp_unbound]).toEqual([9, 9, 0]);
   });
 
   it('wraps each protocol only where asked', async () => {
@@ -477,7 +517,7 @@ describe('wrap hooks for UDP (cgroup connect4/sendmsg4/recvmsg4)', () => {
     expect((await udpClient(NS_A, B_IP, COAP, 'sendto')).reply).toBe('direct:hi');
     expect(await client(NS_A, B_IP, COAP)).toBe(proxied(B_IP, 4, COAP));
     const s = await stats();
-    expect(s.udp_redirected).toBe(3);
+    expect(s.udp_redirected).toBe(10);
     expect(s.no_port).toBeGreaterThanOrEqual(4);
   });
 
