@@ -19,6 +19,7 @@ import { writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { nsExec, nsRun, startNginx, startPostgres, startSshd } from '../testing/lab/servers.js';
 import type { WrapStatsResult } from '../client/protocol.js';
+import { runWrapSpeedBench, type WrapSpeedResult } from './wrap-speed.js';
 
 export interface WrapBenchResult {
   bytes: number;
@@ -35,6 +36,8 @@ export interface WrapBenchResult {
   httpPlainCarrierBytes: number;
   httpDeltaCarrierBytes: number;
   deltaSavedFraction: number;
+  /** Issue 17 speed: bulk vs ssh -L and wireguard-go, new connections/s, pgbench (its own lab, bench/wrap-speed.ts). */
+  speed: WrapSpeedResult;
 }
 
 const SINK_DIRECT = 9100;
@@ -119,7 +122,18 @@ async function pgbenchTps(lab: Lab, pg: { pgbench: string; connArgs: string[] },
   return Number(m[1]);
 }
 
-export async function runWrapBench(o: { bytes: number; pgbenchSeconds: number; basePort: number }): Promise<WrapBenchResult> {
+export async function runWrapBench(o: {
+  bytes: number;
+  pgbenchSeconds: number;
+  basePort: number;
+  connections: number;
+}): Promise<WrapBenchResult> {
+  const base = await runWrapBenchBase(o);
+  // After the first lab is gone: the speed part builds its own (same namespace names).
+  return { ...base, speed: await runWrapSpeedBench(o) };
+}
+
+async function runWrapBenchBase(o: { bytes: number; pgbenchSeconds: number; basePort: number }): Promise<Omit<WrapBenchResult, 'speed'>> {
   const lab = new Lab(['a', 'b'], [{ a: 'a', b: 'b', subnet: 62 }], o.basePort);
   const stops: (() => Promise<void> | void)[] = [];
   try {

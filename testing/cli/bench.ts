@@ -167,8 +167,17 @@ export function benchCommand(): Command {
     .option('--bytes <n>', 'bytes per transfer', intArg('--bytes', 1), 1 << 30)
     .option('--pgbench-seconds <n>', 'length of each pgbench run (0: skip)', intArg('--pgbench-seconds', 0), 10)
     .option('--base-port <port>', 'spookd UDP/TCP ports in the namespaces', intArg('--base-port', 1024), 47600)
+    .option('--connections <n>', 'new connections per rate figure (speed part)', intArg('--connections', 10), 3000)
+    .option('--only <part>', 'run one part alone: speed')
     .option('--json', 'print one JSON object', false)
-    .action(async (o: { bytes: number; pgbenchSeconds: number; basePort: number; json: boolean }) => {
+    .action(async (o: { bytes: number; pgbenchSeconds: number; basePort: number; connections: number; only?: string; json: boolean }) => {
+      if (o.only === 'speed') {
+        const { runWrapSpeedBench, formatWrapSpeed } = await load<typeof import('../../bench/wrap-speed.js')>('../../bench/wrap-speed.js');
+        const r = await runWrapSpeedBench({ ...o, log: o.json ? undefined : (l) => console.error(l) });
+        if (o.json) console.log(JSON.stringify({ speed: r }, null, 2));
+        else for (const l of formatWrapSpeed(r)) console.log(l);
+        return;
+      }
       const { runWrapBench } = await load<typeof import('../../bench/wrap.js')>('../../bench/wrap.js');
       const r = await runWrapBench(o);
       if (o.json) console.log(JSON.stringify(r, null, 2));
