@@ -399,6 +399,7 @@ export class WrapManager {
         carrier: ps.carrier ? 'up' : ps.redial.dialing > 0 ? 'dialing' : 'down',
         carrierBytesOut: ps.carrier?.bytesOut ?? 0,
         carrierBytesIn: ps.carrier?.bytesIn ?? 0,
+        carrierCipher: ps.carrier?.cipher ?? null,
         lastError: ps.lastError ?? null,
         connections: ps.session.conns.size,
         dialsRefused: this.policy.refused.get(ps.peer.name) ?? 0,
@@ -829,7 +830,7 @@ export class WrapManager {
     ps.session.onCarrierUp(this.now());
     ps.lastError = undefined;
     ps.redial.up();
-    this.log.info({ peer: ps.peer.name, remote: `${c.socket.remoteAddress}:${c.socket.remotePort}` }, 'carrier up');
+    this.log.info({ peer: ps.peer.name, remote: `${c.socket.remoteAddress}:${c.socket.remotePort}`, cipher: c.cipher }, 'carrier up');
     this.flush(ps);
   }
 
@@ -859,6 +860,20 @@ export class WrapManager {
 
   private flushNow(ps: PeerState): void {
     const now = this.now();
+    // One write to the kernel for all the records of this flush (an OPEN and its first DATA,
+    // DATA and ACKs), not one per record: syscalls are most of a new connection's cost.
+    const corked = ps.carrier?.socket;
+    corked?.cork();
+    try {
+      this.moveRecords(ps, now);
+    } finally {
+      corked?.uncork();
+    }
+    if (ps.carrier?.inputPaused && !ps.session.backlogged) ps.carrier.resumeInput();
+    this.scheduleSoon();
+  }
+
+  private moveRecords(ps: PeerState, now: number): void {
     for (let guard = 0; guard < 1_000_000; guard++) {
       let moved = false;
       while (ps.carrier?.writable) {
@@ -873,8 +888,6 @@ export class WrapManager {
       }
       if (!moved) break;
     }
-    if (ps.carrier?.inputPaused && !ps.session.backlogged) ps.carrier.resumeInput();
-    this.scheduleSoon();
   }
 
   private onEvent(ps: PeerState, ev: WrapEvent): void {
