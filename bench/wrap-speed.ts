@@ -35,6 +35,9 @@ export interface WrapSpeedResult {
   wrapConnsPerSec: number;
   /** Goal: >= 0.5. */
   wrapVsDirectConns: number;
+  /** Connect-to-echo time of those connections, CONNS_PARALLEL in flight. */
+  directParallelP50Ms: number;
+  wrapParallelP50Ms: number;
   latencySamples: number;
   directNewConnP50Ms: number;
   wrapNewConnP50Ms: number;
@@ -349,6 +352,8 @@ export async function runWrapSpeedBench(o: WrapSpeedOptions): Promise<WrapSpeedR
       directConnsPerSec: Math.round(directConns.perSec),
       wrapConnsPerSec: Math.round(wrapConns.perSec),
       wrapVsDirectConns: r2(wrapConns.perSec / directConns.perSec),
+      directParallelP50Ms: r3(pct(directConns.lat, 0.5)),
+      wrapParallelP50Ms: r3(pct(wrapConns.lat, 0.5)),
       latencySamples: LATENCY_SAMPLES,
       directNewConnP50Ms: r3(pct(directLat, 0.5)),
       wrapNewConnP50Ms: r3(pct(wrapLat, 0.5)),
@@ -374,7 +379,7 @@ export function formatWrapSpeed(r: WrapSpeedResult): string[] {
   return [
     `bulk ${(r.bytes / 2 ** 20).toFixed(0)} MiB  direct ${r.directMBps} MB/s  wrapped ${r.wrapMBps}  ssh -L ${r.sshForwardMBps}  wireguard-go ${r.wireguardMBps}  (carrier ${r.carrierCipher})`,
     `  wrapped/ssh -L ${r.wrapVsSsh} (goal > 1: ${goal(r.wrapVsSsh > 1)})  wrapped/wireguard-go ${r.wrapVsWireguard} (goal > 1: ${goal(r.wrapVsWireguard > 1)})  wrapped/direct ${r.wrapVsDirect}`,
-    `new connections/s (${r.connections}, ${r.connsParallel} in flight)  direct ${r.directConnsPerSec}  wrapped ${r.wrapConnsPerSec}  ratio ${r.wrapVsDirectConns} (goal >= 0.5: ${goal(r.wrapVsDirectConns >= 0.5)})`,
+    `new connections/s (${r.connections}, ${r.connsParallel} in flight)  direct ${r.directConnsPerSec}  wrapped ${r.wrapConnsPerSec}  ratio ${r.wrapVsDirectConns} (goal >= 0.5: ${goal(r.wrapVsDirectConns >= 0.5)})  p50 direct ${r.directParallelP50Ms} ms wrapped ${r.wrapParallelP50Ms} ms`,
     `one request on a new connection (${r.latencySamples}, one at a time)  p50 direct ${r.directNewConnP50Ms} ms wrapped ${r.wrapNewConnP50Ms} ms  p99 direct ${r.directNewConnP99Ms} wrapped ${r.wrapNewConnP99Ms}`,
     `pgbench -S ${r.pgbenchSeconds} s  direct ${r.pgbenchDirectTps} tps  wrapped ${r.pgbenchWrapTps}  ratio ${r.wrapVsDirectPgbench} (goal >= 0.5: ${goal(r.wrapVsDirectPgbench >= 0.5)})`,
   ];
