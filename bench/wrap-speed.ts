@@ -48,6 +48,8 @@ export interface WrapSpeedResult {
   pgbenchWrapTps: number;
   /** Goal: >= 0.5. */
   wrapVsDirectPgbench: number;
+  /** Carrier records both ways per wrapped pgbench transaction (load-independent). */
+  pgbenchRecordsPerTx: number;
   /** The carrier's AEAD as the serving side's wrap-stats reports it. */
   carrierCipher: string;
 }
@@ -161,13 +163,14 @@ async function conns(lab: Lab, host: string, port: number, n: number, parallel: 
 
 const pct = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
 
-async function pgbenchTps(lab: Lab, pg: { pgbench: string; connArgs: string[] }, seconds: number): Promise<number> {
+async function pgbenchTps(lab: Lab, pg: { pgbench: string; connArgs: string[] }, seconds: number): Promise<{ tps: number; tx: number }> {
   const out = await nsExec(lab.host('a').ns, pg.pgbench, [...pg.connArgs, '-S', '-c', '4', '-j', '2', '-T', String(seconds), 'postgres'], {
     timeoutMs: (seconds + 60) * 1000,
   });
   const m = /tps = ([\d.]+)/.exec(out);
-  if (!m) throw new Error(`pgbench printed no tps:\n${out}`);
-  return Number(m[1]);
+  const tx = /number of transactions actually processed: (\d+)/.exec(out);
+  if (!m || !tx) throw new Error(`pgbench printed no tps:\n${out}`);
+  return { tps: Number(m[1]), tx: Number(tx[1]) };
 }
 
 /**
@@ -324,14 +327,22 @@ export async function runWrapSpeedBench(o: WrapSpeedOptions): Promise<WrapSpeedR
 
     let pgbenchDirectTps = 0;
     let pgbenchWrapTps = 0;
+    let pgbenchRecordsPerTx = 0;
     if (o.pgbenchSeconds > 0) {
       log('pgbench');
       const pg = await startPostgres(lab.host('b').ns, b, PG_PORT, join(lab.dir, 'pg'));
       stops.push(() => pg.stop());
       await nsExec(lab.host('a').ns, pg.pgbench, [...pg.connArgs, '-i', '-s', '2', 'postgres'], { timeoutMs: 120_000 });
-      pgbenchDirectTps = await pgbenchTps(lab, pg, o.pgbenchSeconds);
+      pgbenchDirectTps = (await pgbenchTps(lab, pg, o.pgbenchSeconds)).tps;
       await lab.admin('a', 'wrap-add', { protocol: 'postgres', port: PG_PORT, peer: 'b', hold: '30s' });
-      pgbenchWrapTps = await pgbenchTps(lab, pg, o.pgbenchSeconds);
+      const records = async (): Promise<number> => {
+        const p = (await lab.admin('a', 'wrap-stats')).peers[0];
+        return p.recordsIn + p.recordsOut;
+      };
+      const before = await records();
+      const w = await pgbenchTps(lab, pg, o.pgbenchSeconds);
+      pgbenchWrapTps = w.tps;
+      pgbenchRecordsPerTx = ((await records()) - before) / w.tx;
       const st = await lab.admin('a', 'wrap-stats');
       if (!st.protocols.postgres?.connections) throw new Error('pgbench through the wrapper was not intercepted');
     }
@@ -363,6 +374,7 @@ export async function runWrapSpeedBench(o: WrapSpeedOptions): Promise<WrapSpeedR
       pgbenchDirectTps: r2(pgbenchDirectTps),
       pgbenchWrapTps: r2(pgbenchWrapTps),
       wrapVsDirectPgbench: pgbenchDirectTps ? r2(pgbenchWrapTps / pgbenchDirectTps) : 0,
+      pgbenchRecordsPerTx: r2(pgbenchRecordsPerTx),
       carrierCipher: stats.peers[0]?.carrierCipher ?? 'chacha20-poly1305',
     };
   } finally {
@@ -381,6 +393,6 @@ export function formatWrapSpeed(r: WrapSpeedResult): string[] {
     `  wrapped/ssh -L ${r.wrapVsSsh} (goal > 1: ${goal(r.wrapVsSsh > 1)})  wrapped/wireguard-go ${r.wrapVsWireguard} (goal > 1: ${goal(r.wrapVsWireguard > 1)})  wrapped/direct ${r.wrapVsDirect}`,
     `new connections/s (${r.connections}, ${r.connsParallel} in flight)  direct ${r.directConnsPerSec}  wrapped ${r.wrapConnsPerSec}  ratio ${r.wrapVsDirectConns} (goal >= 0.5: ${goal(r.wrapVsDirectConns >= 0.5)})  p50 direct ${r.directParallelP50Ms} ms wrapped ${r.wrapParallelP50Ms} ms`,
     `one request on a new connection (${r.latencySamples}, one at a time)  p50 direct ${r.directNewConnP50Ms} ms wrapped ${r.wrapNewConnP50Ms} ms  p99 direct ${r.directNewConnP99Ms} wrapped ${r.wrapNewConnP99Ms}`,
-    `pgbench -S ${r.pgbenchSeconds} s  direct ${r.pgbenchDirectTps} tps  wrapped ${r.pgbenchWrapTps}  ratio ${r.wrapVsDirectPgbench} (goal >= 0.5: ${goal(r.wrapVsDirectPgbench >= 0.5)})`,
+    `pgbench -S ${r.pgbenchSeconds} s  direct ${r.pgbenchDirectTps} tps  wrapped ${r.pgbenchWrapTps}  ratio ${r.wrapVsDirectPgbench} (goal >= 0.5: ${goal(r.wrapVsDirectPgbench >= 0.5)})  carrier records per transaction ${r.pgbenchRecordsPerTx}`,
   ];
 }
