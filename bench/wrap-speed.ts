@@ -14,7 +14,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { Lab, sleep, until } from '../testing/lab/netns.js';
 import { nsExec, nsRun, startPostgres, startSshd } from '../testing/lab/servers.js';
 
@@ -29,6 +30,14 @@ export interface WrapSpeedResult {
   /** Goal: > 1 (above wireguard-go). */
   wrapVsWireguard: number;
   wrapVsDirect: number;
+  /**
+   * CPU (user + system, ms) the tunnel's own processes spent per GiB of the bulk transfer:
+   * both spookd; ssh and sshd (with its children); both wireguard-go. Less sensitive to a
+   * loaded machine than MB/s: on an idle one the throughput follows it.
+   */
+  wrapCpuMsPerGiB: number;
+  sshCpuMsPerGiB: number;
+  wireguardCpuMsPerGiB: number;
   connections: number;
   connsParallel: number;
   directConnsPerSec: number;
@@ -146,6 +155,48 @@ const one = () => {
 for (let i = 0; i < parallel; i++) one();
 `;
 
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+
+/** CPU ms (user + system) of these processes and all their descendants, from /proc. */
+function treeCpuMs(roots: number[]): number {
+  const stats = new Map<number, { ppid: number; ticks: number }>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const st = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const f = st.slice(st.lastIndexOf(')') + 2).split(' '); // fields from state (3rd) on
+      stats.set(Number(d), { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const inTree = new Set(roots);
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const [pid, s] of stats)
+      if (!inTree.has(pid) && inTree.has(s.ppid)) {
+        inTree.add(pid);
+        grew = true;
+      }
+  }
+  let ticks = 0;
+  for (const pid of inTree) ticks += stats.get(pid)?.ticks ?? 0;
+  return (ticks * 1000) / CLK_TCK;
+}
+
+/** The bulk transfer's MB/s and the CPU the `tunnel` processes spent on it, per GiB. */
+async function bulkWithCpu(
+  lab: Lab,
+  host: string,
+  port: number,
+  bytes: number,
+  tunnel: number[],
+): Promise<{ mbps: number; cpuMsPerGiB: number }> {
+  const c0 = treeCpuMs(tunnel);
+  const mbps = await bulk(lab, host, port, bytes);
+  return { mbps, cpuMsPerGiB: ((treeCpuMs(tunnel) - c0) * 2 ** 30) / bytes };
+}
+
 async function nodeIn(lab: Lab, script: string, args: (string | number)[], timeoutMs: number): Promise<string> {
   return nsExec(lab.host('a').ns, process.execPath, ['--input-type=module', '-e', script, ...args.map(String)], { timeoutMs });
 }
@@ -177,7 +228,7 @@ async function pgbenchTps(lab: Lab, pg: { pgbench: string; connArgs: string[] },
  * A wireguard-go tunnel between the two namespaces on 10.78.<subnet>.0/24 over the veth;
  * returns b's tunnel address (once `probePort` answers through it) and a stop function.
  */
-async function startWireguard(lab: Lab, subnet: number, probePort: number): Promise<{ addr: string; stop: () => void }> {
+async function startWireguard(lab: Lab, subnet: number, probePort: number): Promise<{ addr: string; pids: number[]; stop: () => void }> {
   const procs: ChildProcess[] = [];
   const stop = (): void => {
     for (const p of procs) p.kill('SIGKILL');
@@ -227,7 +278,7 @@ async function startWireguard(lab: Lab, subnet: number, probePort: number): Prom
       15_000,
       200,
     );
-    return { addr: tunAddr('b'), stop };
+    return { addr: tunAddr('b'), pids: procs.map((p) => p.pid ?? -1), stop };
   } catch (e) {
     stop();
     throw e;
@@ -290,7 +341,9 @@ export async function runWrapSpeedBench(o: WrapSpeedOptions): Promise<WrapSpeedR
     log('bulk: direct');
     const directMBps = await bulk(lab, b, SINK_DIRECT, o.bytes);
     log('bulk: wrapped');
-    const wrapMBps = await bulk(lab, b, SINK_WRAPPED, o.bytes);
+    const spookds = ['a', 'b'].map((h) => lab.host(h).proc?.pid ?? -1);
+    const wrapped = await bulkWithCpu(lab, b, SINK_WRAPPED, o.bytes, spookds);
+    const wrapMBps = wrapped.mbps;
     log('bulk: ssh -L');
     const sshd = await startSshd(lab.host('b').ns, b, SSH_PORT, join(lab.dir, 'sshd'));
     stops.push(() => sshd.stop());
@@ -307,14 +360,18 @@ export async function runWrapSpeedBench(o: WrapSpeedOptions): Promise<WrapSpeedR
       15_000,
       200,
     );
-    const sshForwardMBps = await bulk(lab, '127.0.0.1', FORWARD_PORT, o.bytes);
+    const viaSsh = await bulkWithCpu(lab, '127.0.0.1', FORWARD_PORT, o.bytes, [fwd.pid ?? -1, sshd.pid]);
+    const sshForwardMBps = viaSsh.mbps;
     fwd.kill('SIGKILL');
     let wireguardMBps = 0;
+    let wireguardCpuMsPerGiB = 0;
     if (o.wireguard !== false) {
       log('bulk: wireguard-go');
       const wg = await startWireguard(lab, subnet, SINK_DIRECT);
       stops.push(wg.stop);
-      wireguardMBps = await bulk(lab, wg.addr, SINK_DIRECT, o.bytes);
+      const viaWg = await bulkWithCpu(lab, wg.addr, SINK_DIRECT, o.bytes, wg.pids);
+      wireguardMBps = viaWg.mbps;
+      wireguardCpuMsPerGiB = viaWg.cpuMsPerGiB;
       wg.stop();
     }
 
@@ -358,6 +415,9 @@ export async function runWrapSpeedBench(o: WrapSpeedOptions): Promise<WrapSpeedR
       wrapVsSsh: r2(wrapMBps / sshForwardMBps),
       wrapVsWireguard: wireguardMBps ? r2(wrapMBps / wireguardMBps) : 0,
       wrapVsDirect: r2(wrapMBps / directMBps),
+      wrapCpuMsPerGiB: Math.round(wrapped.cpuMsPerGiB),
+      sshCpuMsPerGiB: Math.round(viaSsh.cpuMsPerGiB),
+      wireguardCpuMsPerGiB: Math.round(wireguardCpuMsPerGiB),
       connections: o.connections,
       connsParallel: CONNS_PARALLEL,
       directConnsPerSec: Math.round(directConns.perSec),
@@ -391,6 +451,7 @@ export function formatWrapSpeed(r: WrapSpeedResult): string[] {
   return [
     `bulk ${(r.bytes / 2 ** 20).toFixed(0)} MiB  direct ${r.directMBps} MB/s  wrapped ${r.wrapMBps}  ssh -L ${r.sshForwardMBps}  wireguard-go ${r.wireguardMBps}  (carrier ${r.carrierCipher})`,
     `  wrapped/ssh -L ${r.wrapVsSsh} (goal > 1: ${goal(r.wrapVsSsh > 1)})  wrapped/wireguard-go ${r.wrapVsWireguard} (goal > 1: ${goal(r.wrapVsWireguard > 1)})  wrapped/direct ${r.wrapVsDirect}`,
+    `  CPU of the tunnel's processes per GiB: wrapped (both spookd) ${r.wrapCpuMsPerGiB} ms  ssh -L (ssh, sshd) ${r.sshCpuMsPerGiB} ms  wireguard-go (both) ${r.wireguardCpuMsPerGiB} ms`,
     `new connections/s (${r.connections}, ${r.connsParallel} in flight)  direct ${r.directConnsPerSec}  wrapped ${r.wrapConnsPerSec}  ratio ${r.wrapVsDirectConns} (goal >= 0.5: ${goal(r.wrapVsDirectConns >= 0.5)})  p50 direct ${r.directParallelP50Ms} ms wrapped ${r.wrapParallelP50Ms} ms`,
     `one request on a new connection (${r.latencySamples}, one at a time)  p50 direct ${r.directNewConnP50Ms} ms wrapped ${r.wrapNewConnP50Ms} ms  p99 direct ${r.directNewConnP99Ms} wrapped ${r.wrapNewConnP99Ms}`,
     `pgbench -S ${r.pgbenchSeconds} s  direct ${r.pgbenchDirectTps} tps  wrapped ${r.pgbenchWrapTps}  ratio ${r.wrapVsDirectPgbench} (goal >= 0.5: ${goal(r.wrapVsDirectPgbench >= 0.5)})  carrier records per transaction ${r.pgbenchRecordsPerTx}`,
