@@ -38,6 +38,10 @@ export interface WrapSpeedResult {
   wrapCpuMsPerGiB: number;
   sshCpuMsPerGiB: number;
   wireguardCpuMsPerGiB: number;
+  /** The kernel's part (system time) of each. */
+  wrapSysMsPerGiB: number;
+  sshSysMsPerGiB: number;
+  wireguardSysMsPerGiB: number;
   connections: number;
   connsParallel: number;
   directConnsPerSec: number;
@@ -157,15 +161,15 @@ for (let i = 0; i < parallel; i++) one();
 
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
 
-/** CPU ms (user + system) of these processes and all their descendants, from /proc. */
-function treeCpuMs(roots: number[]): number {
-  const stats = new Map<number, { ppid: number; ticks: number }>();
+/** CPU ms (user + system, and system alone) of these processes and all their descendants, from /proc. */
+function treeCpuMs(roots: number[]): { all: number; sys: number } {
+  const stats = new Map<number, { ppid: number; ticks: number; sys: number }>();
   for (const d of readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
     try {
       const st = readFileSync(`/proc/${d}/stat`, 'utf8');
       const f = st.slice(st.lastIndexOf(')') + 2).split(' '); // fields from state (3rd) on
-      stats.set(Number(d), { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) });
+      stats.set(Number(d), { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]), sys: Number(f[12]) });
     } catch {
       // gone meanwhile
     }
@@ -180,8 +184,12 @@ function treeCpuMs(roots: number[]): number {
       }
   }
   let ticks = 0;
-  for (const pid of inTree) ticks += stats.get(pid)?.ticks ?? 0;
-  return (ticks * 1000) / CLK_TCK;
+  let sys = 0;
+  for (const pid of inTree) {
+    ticks += stats.get(pid)?.ticks ?? 0;
+    sys += stats.get(pid)?.sys ?? 0;
+  }
+  return { all: (ticks * 1000) / CLK_TCK, sys: (sys * 1000) / CLK_TCK };
 }
 
 /** The bulk transfer's MB/s and the CPU the `tunnel` processes spent on it, per GiB. */
@@ -191,10 +199,11 @@ async function bulkWithCpu(
   port: number,
   bytes: number,
   tunnel: number[],
-): Promise<{ mbps: number; cpuMsPerGiB: number }> {
+): Promise<{ mbps: number; cpuMsPerGiB: number; sysMsPerGiB: number }> {
   const c0 = treeCpuMs(tunnel);
   const mbps = await bulk(lab, host, port, bytes);
-  return { mbps, cpuMsPerGiB: ((treeCpuMs(tunnel) - c0) * 2 ** 30) / bytes };
+  const c1 = treeCpuMs(tunnel);
+  return { mbps, cpuMsPerGiB: ((c1.all - c0.all) * 2 ** 30) / bytes, sysMsPerGiB: ((c1.sys - c0.sys) * 2 ** 30) / bytes };
 }
 
 async function nodeIn(lab: Lab, script: string, args: (string | number)[], timeoutMs: number): Promise<string> {
@@ -365,6 +374,7 @@ export async function runWrapSpeedBench(o: WrapSpeedOptions): Promise<WrapSpeedR
     fwd.kill('SIGKILL');
     let wireguardMBps = 0;
     let wireguardCpuMsPerGiB = 0;
+    let wireguardSysMsPerGiB = 0;
     if (o.wireguard !== false) {
       log('bulk: wireguard-go');
       const wg = await startWireguard(lab, subnet, SINK_DIRECT);
@@ -372,6 +382,7 @@ export async function runWrapSpeedBench(o: WrapSpeedOptions): Promise<WrapSpeedR
       const viaWg = await bulkWithCpu(lab, wg.addr, SINK_DIRECT, o.bytes, wg.pids);
       wireguardMBps = viaWg.mbps;
       wireguardCpuMsPerGiB = viaWg.cpuMsPerGiB;
+      wireguardSysMsPerGiB = viaWg.sysMsPerGiB;
       wg.stop();
     }
 
@@ -418,6 +429,9 @@ export async function runWrapSpeedBench(o: WrapSpeedOptions): Promise<WrapSpeedR
       wrapCpuMsPerGiB: Math.round(wrapped.cpuMsPerGiB),
       sshCpuMsPerGiB: Math.round(viaSsh.cpuMsPerGiB),
       wireguardCpuMsPerGiB: Math.round(wireguardCpuMsPerGiB),
+      wrapSysMsPerGiB: Math.round(wrapped.sysMsPerGiB),
+      sshSysMsPerGiB: Math.round(viaSsh.sysMsPerGiB),
+      wireguardSysMsPerGiB: Math.round(wireguardSysMsPerGiB),
       connections: o.connections,
       connsParallel: CONNS_PARALLEL,
       directConnsPerSec: Math.round(directConns.perSec),
@@ -451,7 +465,7 @@ export function formatWrapSpeed(r: WrapSpeedResult): string[] {
   return [
     `bulk ${(r.bytes / 2 ** 20).toFixed(0)} MiB  direct ${r.directMBps} MB/s  wrapped ${r.wrapMBps}  ssh -L ${r.sshForwardMBps}  wireguard-go ${r.wireguardMBps}  (carrier ${r.carrierCipher})`,
     `  wrapped/ssh -L ${r.wrapVsSsh} (goal > 1: ${goal(r.wrapVsSsh > 1)})  wrapped/wireguard-go ${r.wrapVsWireguard} (goal > 1: ${goal(r.wrapVsWireguard > 1)})  wrapped/direct ${r.wrapVsDirect}`,
-    `  CPU of the tunnel's processes per GiB: wrapped (both spookd) ${r.wrapCpuMsPerGiB} ms  ssh -L (ssh, sshd) ${r.sshCpuMsPerGiB} ms  wireguard-go (both) ${r.wireguardCpuMsPerGiB} ms`,
+    `  CPU of the tunnel's processes per GiB (of it in the kernel): wrapped (both spookd) ${r.wrapCpuMsPerGiB} ms (${r.wrapSysMsPerGiB})  ssh -L (ssh, sshd) ${r.sshCpuMsPerGiB} ms (${r.sshSysMsPerGiB})  wireguard-go (both) ${r.wireguardCpuMsPerGiB} ms (${r.wireguardSysMsPerGiB})`,
     `new connections/s (${r.connections}, ${r.connsParallel} in flight)  direct ${r.directConnsPerSec}  wrapped ${r.wrapConnsPerSec}  ratio ${r.wrapVsDirectConns} (goal >= 0.5: ${goal(r.wrapVsDirectConns >= 0.5)})  p50 direct ${r.directParallelP50Ms} ms wrapped ${r.wrapParallelP50Ms} ms`,
     `one request on a new connection (${r.latencySamples}, one at a time)  p50 direct ${r.directNewConnP50Ms} ms wrapped ${r.wrapNewConnP50Ms} ms  p99 direct ${r.directNewConnP99Ms} wrapped ${r.wrapNewConnP99Ms}`,
     `pgbench -S ${r.pgbenchSeconds} s  direct ${r.pgbenchDirectTps} tps  wrapped ${r.pgbenchWrapTps}  ratio ${r.wrapVsDirectPgbench} (goal >= 0.5: ${goal(r.wrapVsDirectPgbench >= 0.5)})  carrier records per transaction ${r.pgbenchRecordsPerTx}`,
