@@ -12,7 +12,7 @@
  *
  * The transport AEAD is negotiated in the handshake payloads (§16.2): the initiator offers
  * ChaCha20-Poly1305 and, when its CPU has AES instructions, AES-256-GCM; the responder picks
- * AES-256-GCM when both have them (about 2.8x faster in Node's OpenSSL with AES-NI), else
+ * AES-256-GCM when both have them (OpenSSL: 4.7 GB/s vs 3.5 for ChaCha20-Poly1305, 16 KiB, bench CPU), else
  * ChaCha20-Poly1305. The payloads are encrypted and authenticated by the handshake, so a
  * choice changed on the way fails it: no downgrade.
  */
