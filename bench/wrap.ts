@@ -145,7 +145,11 @@ async function runWrapBenchBase(o: { bytes: number; pgbenchSeconds: number; base
     });
     const b = lab.host('b').addrs.get('a')!;
     // The serving side dials only what its policy allows (default deny).
-    lab.configure('b', regs, { logLevel: 'warn', fsync: 'never', wrap: { allow: [{ peer: 'a', to: `${b}:${SINK_WRAPPED}` }] } });
+    lab.configure('b', regs, {
+      logLevel: 'warn',
+      fsync: 'never',
+      wrap: { allow: [SINK_WRAPPED, PG_PORT, HTTP_PORT].map((port) => ({ peer: 'a', to: `${b}:${port}` })) },
+    });
     await lab.start('a');
     await lab.start('b');
     const sink = spawn(

@@ -181,7 +181,12 @@ export function benchCommand(): Command {
       const { runWrapBench } = await load<typeof import('../../bench/wrap.js')>('../../bench/wrap.js');
       const r = await runWrapBench(o);
       if (o.json) console.log(JSON.stringify(r, null, 2));
-      else for (const [k, v] of Object.entries(r)) console.log(`${k.padEnd(18)}${v}`);
+      else {
+        const { speed, ...base } = r;
+        for (const [k, v] of Object.entries(base)) console.log(`${k.padEnd(18)}${v}`);
+        const { formatWrapSpeed } = await load<typeof import('../../bench/wrap-speed.js')>('../../bench/wrap-speed.js');
+        for (const l of formatWrapSpeed(speed)) console.log(l);
+      }
     });
   bench
     .command('attack')
