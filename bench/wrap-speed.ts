@@ -48,6 +48,8 @@ export interface WrapSpeedResult {
   wrapConnsPerSec: number;
   /** Goal: >= 0.5. */
   wrapVsDirectConns: number;
+  /** CPU both spookd spent per wrapped connection (µs): what a quiet machine's rate follows. */
+  wrapCpuUsPerConn: number;
   /** Connect-to-echo time of those connections, CONNS_PARALLEL in flight. */
   directParallelP50Ms: number;
   wrapParallelP50Ms: number;
@@ -389,7 +391,9 @@ export async function runWrapSpeedBench(o: WrapSpeedOptions): Promise<WrapSpeedR
     log('connections: direct');
     const directConns = await conns(lab, b, ECHO_DIRECT, o.connections, CONNS_PARALLEL);
     log('connections: wrapped');
+    const connCpu0 = treeCpuMs(spookds).all;
     const wrapConns = await conns(lab, b, ECHO_WRAPPED, o.connections, CONNS_PARALLEL);
+    const wrapCpuUsPerConn = ((treeCpuMs(spookds).all - connCpu0) * 1000) / o.connections;
     const directLat = (await conns(lab, b, ECHO_DIRECT, LATENCY_SAMPLES, 1)).lat;
     const wrapLat = (await conns(lab, b, ECHO_WRAPPED, LATENCY_SAMPLES, 1)).lat;
 
@@ -437,6 +441,7 @@ export async function runWrapSpeedBench(o: WrapSpeedOptions): Promise<WrapSpeedR
       directConnsPerSec: Math.round(directConns.perSec),
       wrapConnsPerSec: Math.round(wrapConns.perSec),
       wrapVsDirectConns: r2(wrapConns.perSec / directConns.perSec),
+      wrapCpuUsPerConn: Math.round(wrapCpuUsPerConn),
       directParallelP50Ms: r3(pct(directConns.lat, 0.5)),
       wrapParallelP50Ms: r3(pct(wrapConns.lat, 0.5)),
       latencySamples: LATENCY_SAMPLES,
@@ -466,7 +471,7 @@ export function formatWrapSpeed(r: WrapSpeedResult): string[] {
     `bulk ${(r.bytes / 2 ** 20).toFixed(0)} MiB  direct ${r.directMBps} MB/s  wrapped ${r.wrapMBps}  ssh -L ${r.sshForwardMBps}  wireguard-go ${r.wireguardMBps}  (carrier ${r.carrierCipher})`,
     `  wrapped/ssh -L ${r.wrapVsSsh} (goal > 1: ${goal(r.wrapVsSsh > 1)})  wrapped/wireguard-go ${r.wrapVsWireguard} (goal > 1: ${goal(r.wrapVsWireguard > 1)})  wrapped/direct ${r.wrapVsDirect}`,
     `  CPU of the tunnel's processes per GiB (of it in the kernel): wrapped (both spookd) ${r.wrapCpuMsPerGiB} ms (${r.wrapSysMsPerGiB})  ssh -L (ssh, sshd) ${r.sshCpuMsPerGiB} ms (${r.sshSysMsPerGiB})  wireguard-go (both) ${r.wireguardCpuMsPerGiB} ms (${r.wireguardSysMsPerGiB})`,
-    `new connections/s (${r.connections}, ${r.connsParallel} in flight)  direct ${r.directConnsPerSec}  wrapped ${r.wrapConnsPerSec}  ratio ${r.wrapVsDirectConns} (goal >= 0.5: ${goal(r.wrapVsDirectConns >= 0.5)})  p50 direct ${r.directParallelP50Ms} ms wrapped ${r.wrapParallelP50Ms} ms`,
+    `new connections/s (${r.connections}, ${r.connsParallel} in flight)  direct ${r.directConnsPerSec}  wrapped ${r.wrapConnsPerSec}  ratio ${r.wrapVsDirectConns} (goal >= 0.5: ${goal(r.wrapVsDirectConns >= 0.5)})  p50 direct ${r.directParallelP50Ms} ms wrapped ${r.wrapParallelP50Ms} ms; both spookd ${r.wrapCpuUsPerConn} µs CPU per connection`,
     `one request on a new connection (${r.latencySamples}, one at a time)  p50 direct ${r.directNewConnP50Ms} ms wrapped ${r.wrapNewConnP50Ms} ms  p99 direct ${r.directNewConnP99Ms} wrapped ${r.wrapNewConnP99Ms}`,
     `pgbench -S ${r.pgbenchSeconds} s  direct ${r.pgbenchDirectTps} tps  wrapped ${r.pgbenchWrapTps}  ratio ${r.wrapVsDirectPgbench} (goal >= 0.5: ${goal(r.wrapVsDirectPgbench >= 0.5)})  carrier records per transaction ${r.pgbenchRecordsPerTx}`,
   ];
