@@ -22,10 +22,10 @@ $(APT_STAMP): | $(NODE_STAMP)
 
 # Real servers and clients for the wrapper tests and `bench wrap` (started by the tests, in
 # namespaces, as foreground processes: the packages' own services are never used).
-WRAP_TEST_PKGS := openssh-server openssh-client postgresql postgresql-contrib samba smbclient slapd ldap-utils nginx mosquitto mosquitto-clients libcoap3-bin curl
+WRAP_TEST_PKGS := openssh-server openssh-client postgresql postgresql-contrib samba smbclient slapd ldap-utils nginx mosquitto mosquitto-clients libcoap3-bin curl wireguard-go wireguard-tools
 APT_TEST_STAMP := node_modules/.stamp-apt-test
 $(APT_TEST_STAMP): | $(APT_STAMP)
-	@missing=""; for b in /usr/sbin/sshd /usr/bin/scp /usr/sbin/smbd /usr/bin/smbclient /usr/sbin/slapd /usr/bin/ldapadd /usr/sbin/nginx /usr/sbin/mosquitto /usr/bin/mosquitto_pub /usr/bin/coap-server-notls /usr/bin/curl; do \
+	@missing=""; for b in /usr/sbin/sshd /usr/bin/scp /usr/sbin/smbd /usr/bin/smbclient /usr/sbin/slapd /usr/bin/ldapadd /usr/sbin/nginx /usr/sbin/mosquitto /usr/bin/mosquitto_pub /usr/bin/coap-server-notls /usr/bin/curl /usr/bin/wireguard-go /usr/bin/wg; do \
 		test -x $$b || missing="$$missing $$b"; done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \

@@ -19,7 +19,6 @@ import { writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { nsExec, nsRun, startNginx, startPostgres, startSshd } from '../testing/lab/servers.js';
 import type { WrapStatsResult } from '../client/protocol.js';
-import type { ConnectBenchResult } from './wrap-connect.js';
 
 export interface WrapBenchResult {
   bytes: number;
@@ -36,8 +35,6 @@ export interface WrapBenchResult {
   httpPlainCarrierBytes: number;
   httpDeltaCarrierBytes: number;
   deltaSavedFraction: number;
-  /** Honest connects, wrapped vs direct (bench/wrap-connect.ts); `--only connect` runs it alone. */
-  connect?: ConnectBenchResult;
 }
 
 const SINK_DIRECT = 9100;
@@ -134,7 +131,11 @@ export async function runWrapBench(o: { bytes: number; pgbenchSeconds: number; b
     });
     const b = lab.host('b').addrs.get('a')!;
     // The serving side dials only what its policy allows (default deny).
-    lab.configure('b', regs, { logLevel: 'warn', fsync: 'never', wrap: { allow: [{ peer: 'a', to: `${b}:${SINK_WRAPPED}` }] } });
+    lab.configure('b', regs, {
+      logLevel: 'warn',
+      fsync: 'never',
+      wrap: { allow: [SINK_WRAPPED, PG_PORT, HTTP_PORT].map((port) => ({ peer: 'a', to: `${b}:${port}` })) },
+    });
     await lab.start('a');
     await lab.start('b');
     const sink = spawn(

@@ -499,11 +499,16 @@ export interface WrapperStats {
 }
 
 /** A peer's carrier and its WRAP session counters. */
+/** The carrier's record AEAD: AES-256-GCM when both hosts have AES instructions. */
+export type WrapCarrierCipher = 'aes-256-gcm' | 'chacha20-poly1305';
+
 export interface WrapPeerStats {
   peer: string;
   carrier: 'up' | 'dialing' | 'down';
   carrierBytesOut: number;
   carrierBytesIn: number;
+  /** The AEAD the carrier negotiated (PROTOCOL §16.2), null without a carrier. */
+  carrierCipher: WrapCarrierCipher | null;
   lastError: string | null;
   connections: number;
   dialsRefused: number;

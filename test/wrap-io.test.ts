@@ -832,9 +832,9 @@ describe('carrier handshake flood', () => {
     const refused = (): Record<string, number> => (mb.stats() as unknown as CarrierStats).carrierRefused;
     // A message 1 that authenticates (it costs the responder its DHs) from a key it does not know.
     const m1 = new IKInitiator({ hash: 'BLAKE2s', prologue: CARRIER_PROLOGUE, staticKey: stranger }, b.publicKey).writeMessage1(
-      new Uint8Array(0),
+      Uint8Array.of(1), // offers ChaCha20-Poly1305
     );
-    const frame = Buffer.concat([Buffer.from([0, 0, 0, 112]), m1, carrierMac1(b.publicKey, m1)]);
+    const frame = Buffer.concat([Buffer.from([0, 0, 0, 113]), m1, carrierMac1(b.publicKey, m1)]);
     const burst = (n: number, source: (i: number) => string, what = frame): Promise<void[]> =>
       Promise.all(
         Array.from(
@@ -852,9 +852,9 @@ describe('carrier handshake flood', () => {
     try {
       // 0. From senders that do not know b's public key (mac1 keyed by another), and a v1 message 1
       // (no mac1): refused before any DH.
-      const wrongMac = Buffer.concat([Buffer.from([0, 0, 0, 112]), m1, carrierMac1(a.publicKey, m1)]);
+      const wrongMac = Buffer.concat([Buffer.from([0, 0, 0, 113]), m1, carrierMac1(a.publicKey, m1)]);
       await burst(40, (i) => `127.0.0.${30 + (i % 8)}`, wrongMac);
-      await burst(5, () => '127.0.0.40', Buffer.concat([Buffer.from([0, 0, 0, 96]), m1]));
+      await burst(5, () => '127.0.0.40', Buffer.concat([Buffer.from([0, 0, 0, 97]), m1]));
       await until(
         'the wrong ones refused',
         async () => refused()['bad-mac1'] + refused()['handshake-failed'] >= 45 || undefined,

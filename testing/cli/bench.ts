@@ -162,25 +162,21 @@ export function benchCommand(): Command {
   bench
     .command('wrap')
     .description(
-      'two hosts in namespaces (root): throughput of one TCP transfer direct, through a wrapper and through ssh -L; pgbench tps direct and wrapped',
+      'two hosts in namespaces (root), wrapped vs direct and the tunnels users know, part by part (--only): transfers, pgbench, delta mode, connects, speed',
     )
     .option('--bytes <n>', 'bytes per transfer', intArg('--bytes', 1), 1 << 30)
     .option('--pgbench-seconds <n>', 'length of each pgbench run (0: skip)', intArg('--pgbench-seconds', 0), 10)
     .option('--base-port <port>', 'spookd UDP/TCP ports in the namespaces', intArg('--base-port', 1024), 47600)
+    .option('--connections <n>', 'new connections per rate figure (speed part)', intArg('--connections', 10), 3000)
+    .option('--only <parts>', 'run only these parts, comma-separated: base, connect, speed (default: all, in that order)')
     .option('--json', 'print one JSON object', false)
-    .option('--only <part>', 'run one part alone: connect (what a client sees when it connects, wrapped vs direct)')
-    .action(async (o: { bytes: number; pgbenchSeconds: number; basePort: number; json: boolean; only?: string }) => {
-      if (o.only !== undefined && o.only !== 'connect') throw new Error(`--only: connect, not ${JSON.stringify(o.only)}`);
-      const { runWrapBench } = await load<typeof import('../../bench/wrap.js')>('../../bench/wrap.js');
-      const { runConnectBench, formatConnectBench } =
-        await load<typeof import('../../bench/wrap-connect.js')>('../../bench/wrap-connect.js');
-      const r =
-        o.only === 'connect' ? { connect: await runConnectBench() } : { ...(await runWrapBench(o)), connect: await runConnectBench() };
+    .action(async (o: { bytes: number; pgbenchSeconds: number; basePort: number; connections: number; only?: string; json: boolean }) => {
+      const { wrapBenchParts, runWrapBenchParts, formatWrapBenchParts } =
+        await load<typeof import('../../bench/wrap-parts.js')>('../../bench/wrap-parts.js');
+      const parts = wrapBenchParts(o.only);
+      const r = await runWrapBenchParts(parts, { ...o, log: o.json ? undefined : (l) => console.error(l) });
       if (o.json) console.log(JSON.stringify(r, null, 2));
-      else
-        for (const [k, v] of Object.entries(r))
-          if (k === 'connect') for (const l of formatConnectBench(v as Awaited<ReturnType<typeof runConnectBench>>)) console.log(l);
-          else console.log(`${k.padEnd(18)}${v}`);
+      else for (const l of formatWrapBenchParts(r)) console.log(l);
     });
   bench
     .command('attack')
