@@ -173,7 +173,13 @@ export function benchCommand(): Command {
     .action(async (o: { bytes: number; pgbenchSeconds: number; basePort: number; connections: number; only?: string; json: boolean }) => {
       const { wrapBenchParts, runWrapBenchParts, formatWrapBenchParts } =
         await load<typeof import('../../bench/wrap-parts.js')>('../../bench/wrap-parts.js');
-      const parts = wrapBenchParts(o.only);
+      let parts: ReturnType<typeof wrapBenchParts>;
+      try {
+        parts = wrapBenchParts(o.only);
+      } catch (e) {
+        process.stderr.write(`spook-lab: ${(e as Error).message}\n`);
+        process.exit(2);
+      }
       const r = await runWrapBenchParts(parts, { ...o, log: o.json ? undefined : (l) => console.error(l) });
       if (o.json) console.log(JSON.stringify(r, null, 2));
       else for (const l of formatWrapBenchParts(r)) console.log(l);
