@@ -559,6 +559,7 @@ export class Spookd {
         const link = this.links.get(ev.peer)!;
         const s = ev.session;
         touched.add(link);
+        this.wraps.peerHeard(link.name); // the peer's path works now: a carrier that is down or left behind is dialled at once
         this.forPeer(link, 'handshake', () => {
           link.pair.resetPacketSpace();
           for (const r of link.pair.registers.values()) r.markStatusDirty();
@@ -571,6 +572,7 @@ export class Spookd {
       }
       case 'pair-payload': {
         const link = this.links.get(ev.peer)!;
+        this.wraps.peerHeard(link.name);
         this.forPeer(link, 'data frame', () => {
           link.pair.handlePayload(now, ev.packetNumber, ev.payload, ev.wireBytes);
           this.table.handlePairDrops(now, link.name, link.pair.stats.drops);

@@ -29,6 +29,7 @@ import { HandshakeAdmission, HandshakeSlots, type HandshakeRefusal, type Handsha
 import { DatagramDeframer, type FlowDrop } from '../../core/wrap/udp.js';
 import { Redialer, REDIAL_MAX_MS } from '../../core/wrap/redial.js';
 import { defaultHoldMs } from '../../core/wrap/hold.js';
+import { LocalAddresses, sameAddress } from './roam.js';
 
 export interface WrapPeer {
   name: string;
@@ -164,6 +165,8 @@ export class WrapManager {
   private readonly admission: HandshakeAdmission;
   /** The serving side's dial policy: default deny. */
   readonly policy: DialPolicy;
+  /** This host's addresses: a carrier whose local address is gone is replaced (drivers/wrap/roam.ts). */
+  private readonly localAddrs = new LocalAddresses();
 
   constructor(
     private readonly host: WrapHostInfo,
@@ -682,7 +685,7 @@ export class WrapManager {
    */
   private ensureCarrier(ps: PeerState): void {
     const now = this.now();
-    if (this.stopping || ps.carrier || ps.peer.role !== 0 || !ps.redial.due(now)) return;
+    if (this.stopping || (ps.carrier && !this.carrierMoved(ps)) || ps.peer.role !== 0 || !ps.redial.due(now)) return;
     const addr = this.host.peerAddr(ps.peer.name);
     if (!addr) return;
     ps.redial.started(now);
@@ -690,8 +693,9 @@ export class WrapManager {
       .then((c) => {
         ps.redial.finished();
         if (this.stopping) return c.close('spookd stopping');
-        // Another attempt won: this one never sent a record, so the peer never adopted it.
-        if (ps.carrier) return c.close('another dial attempt is the carrier');
+        // Another attempt won: this one never sent a record, so the peer never adopted it. A carrier
+        // to an address the peer has left is replaced (adopt() closes it; the connections resume).
+        if (ps.carrier && !this.carrierMoved(ps)) return c.close('another dial attempt is the carrier');
         this.adopt(ps, c);
       })
       .catch((e: Error) => {
@@ -700,6 +704,42 @@ export class WrapManager {
         this.log.debug({ peer: ps.peer.name, error: e.message }, 'carrier dial failed');
         this.scheduleSoon();
       });
+  }
+
+  /**
+   * An authenticated ETCP packet from the peer (spookd, after the pair's roaming): its path works
+   * now, perhaps from a new address. As the dialling side, with the carrier down or dialled to
+   * an address the peer has left, start an attempt at once (core/wrap/redial.ts, heard():
+   * rate-limited) rather than at the next redial interval or the silence timer.
+   */
+  peerHeard(name: string): void {
+    const ps = this.peers.get(name);
+    if (!ps || this.stopping || ps.peer.role !== 0 || (ps.carrier && !this.carrierMoved(ps))) return;
+    ps.redial.heard(this.now());
+    this.ensureCarrier(ps);
+    this.scheduleSoon();
+  }
+
+  /** The carrier goes to an address the peer no longer sends from (it roamed, §12.6). */
+  private carrierMoved(ps: PeerState): boolean {
+    const at = this.host.peerAddr(ps.peer.name)?.address;
+    const remote = ps.carrier?.socket.remoteAddress;
+    return at !== undefined && remote !== undefined && !sameAddress(at, remote);
+  }
+
+  /**
+   * The dialling side's carriers whose local address is gone (this host's address changed):
+   * closed at once and redialled from the new one, without waiting for the silence timer.
+   */
+  private checkLocalAddresses(now: number): void {
+    if (!this.localAddrs.due(now)) return;
+    for (const ps of this.peers.values()) {
+      const local = ps.peer.role === 0 ? ps.carrier?.socket.localAddress : undefined;
+      if (local === undefined || this.localAddrs.has(now, local)) continue;
+      this.log.info({ peer: ps.peer.name, local }, 'the carrier local address is gone: redialling');
+      ps.carrier!.close(`local address ${local} is gone`);
+      ps.redial.heard(now);
+    }
   }
 
   /**
@@ -969,8 +1009,10 @@ export class WrapManager {
       const t = ps.session.pollTimeout();
       // A deadline already past while the carrier is full waits for its drain, not a spinning timer.
       if (t !== undefined && (t > now || ps.carrier?.writable)) next = Math.min(next, t);
-      const dialAt = ps.carrier || ps.peer.role !== 0 ? undefined : ps.redial.nextAt();
+      const dialAt = ps.peer.role !== 0 || (ps.carrier && !this.carrierMoved(ps)) ? undefined : ps.redial.nextAt();
       if (dialAt !== undefined && this.host.peerAddr(ps.peer.name)) next = Math.min(next, Math.max(dialAt, now + 10));
+      // A dialled carrier's local address is checked every LOCAL_CHECK_MS (drivers/wrap/roam.ts): a fixed grid, no re-arm per flush.
+      if (ps.peer.role === 0 && ps.carrier) next = Math.min(next, Math.max(now, this.localAddrs.nextAt()));
     }
     // Called after every flush: re-arm only when the deadline moved (timers are not free).
     const at = Math.max(now, Math.ceil(next));
@@ -988,6 +1030,7 @@ export class WrapManager {
     // with 1,000 peers spent 9% of its CPU in that square (bench scale).
     this.ticking = true;
     try {
+      this.checkLocalAddresses(now);
       for (const ps of this.peers.values()) {
         const t = ps.session.pollTimeout();
         if (t !== undefined && t <= now) ps.session.handleTimeout(now);
