@@ -688,6 +688,11 @@ export class WrapManager {
     if (this.stopping || (ps.carrier && !this.carrierMoved(ps)) || ps.peer.role !== 0 || !ps.redial.due(now)) return;
     const addr = this.host.peerAddr(ps.peer.name);
     if (!addr) return;
+    if (ps.carrier)
+      this.log.info(
+        { peer: ps.peer.name, from: ps.carrier.socket.remoteAddress, to: addr.address },
+        'the peer moved: dialling its new address',
+      );
     ps.redial.started(now);
     dialCarrier(addr.address, addr.port, this.host.key, ps.peer.publicKey)
       .then((c) => {
