@@ -19,6 +19,7 @@ import { writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { nsExec, nsRun, startNginx, startPostgres, startSshd } from '../testing/lab/servers.js';
 import type { WrapStatsResult } from '../client/protocol.js';
+import { runResumeBench, type ResumeBenchResult } from './wrap-resume.js';
 
 export interface WrapBenchResult {
   bytes: number;
@@ -35,6 +36,8 @@ export interface WrapBenchResult {
   httpPlainCarrierBytes: number;
   httpDeltaCarrierBytes: number;
   deltaSavedFraction: number;
+  /** Where a wrapper beats TCP: resume after cuts, an outage past TCP's patience, an address change (bench/wrap-resume.ts). */
+  resume?: ResumeBenchResult;
 }
 
 const SINK_DIRECT = 9100;
@@ -119,7 +122,13 @@ async function pgbenchTps(lab: Lab, pg: { pgbench: string; connArgs: string[] },
   return Number(m[1]);
 }
 
-export async function runWrapBench(o: { bytes: number; pgbenchSeconds: number; basePort: number }): Promise<WrapBenchResult> {
+export async function runWrapBench(o: {
+  bytes: number;
+  pgbenchSeconds: number;
+  basePort: number;
+  /** Also the 2 min cut in the resume part. */
+  resumeLong?: boolean;
+}): Promise<WrapBenchResult> {
   const lab = new Lab(['a', 'b'], [{ a: 'a', b: 'b', subnet: 62 }], o.basePort);
   const stops: (() => Promise<void> | void)[] = [];
   try {
@@ -211,6 +220,7 @@ export async function runWrapBench(o: { bytes: number; pgbenchSeconds: number; b
       httpPlainCarrierBytes: plain.carrier,
       httpDeltaCarrierBytes: delta.carrier,
       deltaSavedFraction: Number((1 - delta.carrier / plain.carrier).toFixed(3)),
+      resume: await runResumeBench({ basePort: o.basePort + 10, long: o.resumeLong }),
     };
   } finally {
     for (const s of stops.reverse()) await s();

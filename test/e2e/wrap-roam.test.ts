@@ -85,10 +85,14 @@ describe("the client host's address changes mid-transfer", () => {
     // Who redialled, when: after the change, before the silence timer would have dropped the carrier.
     const after = (h: 'c' | 's1' | 's2', msg: string, peer: string, from = movedAt): number | undefined =>
       net.log(h).find((l) => l.time >= from && l.msg === msg && l.peer === peer)?.time;
-    // s2: the first packet from c's new address moves the pair, and the carrier dial follows it.
-    const moved = net.log('s2').find((l) => l.time >= movedAt && l.msg === 'the peer moved: dialling its new address');
+    // s2: the first packet from c's new address moves the pair, and the carrier dial follows it in
+    // the same turn (not at the next redial tick, up to 500 ms later).
+    const roamed = net.log('s2').find((l) => l.time >= movedAt && l.msg === 'peer address changed');
+    expect(roamed?.to, JSON.stringify(roamed)).toContain(newAddr);
+    const moved = net.log('s2').find((l) => l.time >= roamed!.time && l.msg === 'the peer moved: dialling its new address');
     expect(moved?.to, JSON.stringify(moved)).toBe(newAddr);
     expect(moved?.from).toContain(oldAddr);
+    expect(moved!.time - roamed!.time).toBeLessThanOrEqual(5); // one synchronous call chain: 0-1 ms
     const s2Up = after('s2', 'carrier up', 'c', moved!.time);
     expect(s2Up).toBeDefined();
     expect(s2Up! - moved!.time).toBeLessThan(REDIAL_MAX_MS);
@@ -108,7 +112,8 @@ describe("the client host's address changes mid-transfer", () => {
     const w2 = resumeAfterChange(rb[VIA_S2], movedAt);
     console.log(
       `address change ${oldAddr} -> ${newAddr}: wrapped via s1 (c dials) resumed ${w1} ms after it, via s2 (s2 dials) ${w2} ms ` +
-        `(s2 dialled ${moved!.time - movedAt} ms after the change, its carrier up ${s2Up! - moved!.time} ms later); ` +
+        `(c's first packet from the new address reached s2 after ${roamed!.time - movedAt} ms, s2 dialled ${moved!.time - roamed!.time} ms later, ` +
+        `its carrier up ${s2Up! - moved!.time} ms after that; c saw its local address gone after ${gone! - movedAt} ms); ` +
         `direct: no byte after ${direct.lastAt - movedAt} ms, stalled`,
     );
     expect(w1).toBeLessThan(SILENCE_MS);

@@ -167,12 +167,27 @@ export function benchCommand(): Command {
     .option('--bytes <n>', 'bytes per transfer', intArg('--bytes', 1), 1 << 30)
     .option('--pgbench-seconds <n>', 'length of each pgbench run (0: skip)', intArg('--pgbench-seconds', 0), 10)
     .option('--base-port <port>', 'spookd UDP/TCP ports in the namespaces', intArg('--base-port', 1024), 47600)
+    .option('--only <part>', 'run one part alone: resume (cuts, an outage past TCP patience, an address change)')
+    .option('--resume-long', 'the resume part also cuts for 2 min', false)
     .option('--json', 'print one JSON object', false)
-    .action(async (o: { bytes: number; pgbenchSeconds: number; basePort: number; json: boolean }) => {
+    .action(async (o: { bytes: number; pgbenchSeconds: number; basePort: number; only?: string; resumeLong: boolean; json: boolean }) => {
+      const { formatResumeBench, runResumeBench } = await load<typeof import('../../bench/wrap-resume.js')>('../../bench/wrap-resume.js');
+      if (o.only === 'resume') {
+        const log = o.json ? undefined : (l: string): void => console.error(l);
+        const r = await runResumeBench({ basePort: o.basePort + 10, long: o.resumeLong, log });
+        if (o.json) console.log(JSON.stringify({ resume: r }, null, 2));
+        else for (const l of formatResumeBench(r)) console.log(l);
+        return;
+      }
+      if (o.only !== undefined) throw new Error(`--only ${o.only}: not a part of bench wrap (resume)`);
       const { runWrapBench } = await load<typeof import('../../bench/wrap.js')>('../../bench/wrap.js');
       const r = await runWrapBench(o);
       if (o.json) console.log(JSON.stringify(r, null, 2));
-      else for (const [k, v] of Object.entries(r)) console.log(`${k.padEnd(18)}${v}`);
+      else
+        for (const [k, v] of Object.entries(r))
+          if (k === 'resume')
+            for (const l of formatResumeBench(v as import('../../bench/wrap-resume.js').ResumeBenchResult)) console.log(l);
+          else console.log(`${k.padEnd(18)}${v}`);
     });
   bench
     .command('attack')

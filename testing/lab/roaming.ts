@@ -124,6 +124,13 @@ export class RoamLab {
       execFileSync('ip', ['netns', 'exec', this.ns(h), 'sysctl', '-qw', `net.ipv4.tcp_retries2=${n}`]);
   }
 
+  /** net.ipv4.tcp_retries2 in the client's namespace. */
+  tcpRetries2(): number {
+    return Number(
+      execFileSync('ip', ['netns', 'exec', this.ns('c'), 'sysctl', '-n', 'net.ipv4.tcp_retries2'], { encoding: 'utf8' }).trim(),
+    );
+  }
+
   /** A host's spookd log lines (pino JSON), parsed. */
   log(name: 'c' | 's1' | 's2'): { time: number; msg: string; [k: string]: unknown }[] {
     return readFileSync(join(this.lab.host(name).dir, 'spookd.log'), 'utf8')
