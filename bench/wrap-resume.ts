@@ -18,6 +18,9 @@ import { CutStreams, resumeAfter, type StreamReport } from '../testing/lab/cutst
 import { RoamLab } from '../testing/lab/roaming.js';
 import { sleep } from '../testing/lab/netns.js';
 import { tcpPatienceMs } from '../core/wrap/hold.js';
+import { copyFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const VIA_S1 = 7501; // c dials the carrier
 const VIA_S2 = 7502; // s2 dials the carrier
@@ -208,7 +211,15 @@ export async function runResumeBench(o: { basePort: number; long?: boolean; log?
     const addressChange = await addressChangeRun(net, log);
     return { defaultHoldMs, cuts, pastPatience, addressChange };
   } finally {
-    for (const h of ['c', 's1', 's2']) await net.lab.stop(h).catch(() => undefined);
+    for (const h of ['c', 's1', 's2']) {
+      await net.lab.stop(h).catch(() => undefined);
+      // The daemons' logs outlive the lab: a slow resume is read afterwards.
+      try {
+        copyFileSync(join(net.lab.host(h).dir, 'spookd.log'), join(tmpdir(), `spook-bench-resume-${h}.log`));
+      } catch {
+        /* no log */
+      }
+    }
     await net.destroy();
   }
 }
