@@ -9,7 +9,9 @@
  * Against a dead peer that costs at most 1000 / REDIAL_MAX_MS new connection attempts a
  * second, each sending at most three SYNs (at 0, 1 and 3 s) before its timeout, and at most
  * `maxInFlight` sockets at once; a peer that refuses (RST) or a local route that is gone
- * fails each attempt at once, so it costs one SYN, or nothing, per interval.
+ * fails each attempt at once, so it costs one SYN, or nothing, per interval. The peer's own
+ * authenticated ETCP packets bring the next attempt forward (heard()): they show its path works
+ * now, or that it moved to a new address (drivers/wrap/roam.ts).
  */
 
 /** The first interval between attempts; it doubles up to REDIAL_MAX_MS while they fail. */

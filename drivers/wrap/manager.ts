@@ -683,14 +683,14 @@ export class WrapManager {
    * whose SYN died in an outage still waits for its retransmissions when the next starts, and
    * the first to complete its handshake becomes the carrier; the others are closed unused.
    */
-  private ensureCarrier(ps: PeerState): void {
+  private ensureCarrier(ps: PeerState, on: 'timer' | 'peer-heard' = 'timer'): void {
     const now = this.now();
     if (this.stopping || (ps.carrier && !this.carrierMoved(ps)) || ps.peer.role !== 0 || !ps.redial.due(now)) return;
     const addr = this.host.peerAddr(ps.peer.name);
     if (!addr) return;
     if (ps.carrier)
       this.log.info(
-        { peer: ps.peer.name, from: ps.carrier.socket.remoteAddress, to: addr.address },
+        { peer: ps.peer.name, from: ps.carrier.socket.remoteAddress, to: addr.address, on },
         'the peer moved: dialling its new address',
       );
     ps.redial.started(now);
@@ -721,7 +721,7 @@ export class WrapManager {
     const ps = this.peers.get(name);
     if (!ps || this.stopping || ps.peer.role !== 0 || (ps.carrier && !this.carrierMoved(ps))) return;
     ps.redial.heard(this.now());
-    this.ensureCarrier(ps);
+    this.ensureCarrier(ps, 'peer-heard');
     this.scheduleSoon();
   }
 
