@@ -158,7 +158,11 @@ describe('address changes under a carrier (drivers/wrap/roam.ts)', () => {
     expect(l.nextAt()).toBe(LOCAL_CHECK_MS);
     expect(l.has(LOCAL_CHECK_MS, '10.0.0.1')).toBe(false); // gone
     expect(l.has(LOCAL_CHECK_MS, '10.0.0.3')).toBe(true);
+    expect(l.gone(LOCAL_CHECK_MS, '10.0.0.1')).toBe(true);
+    // An address no read ever listed is never taken for a move (no carrier closed for it every check).
+    expect(l.gone(LOCAL_CHECK_MS, '192.0.2.9')).toBe(false);
     expect(reads).toBe(2);
+    expect(sameAddress('fe80::1%eth0', 'fe80::1')).toBe(true);
     const broken = new LocalAddresses(() => {
       throw new Error('getifaddrs failed');
     });

@@ -740,7 +740,7 @@ export class WrapManager {
     if (!this.localAddrs.due(now)) return;
     for (const ps of this.peers.values()) {
       const local = ps.peer.role === 0 ? ps.carrier?.socket.localAddress : undefined;
-      if (local === undefined || this.localAddrs.has(now, local)) continue;
+      if (local === undefined || !this.localAddrs.gone(now, local)) continue;
       this.log.info({ peer: ps.peer.name, local }, 'the carrier local address is gone: redialling');
       ps.carrier!.close(`local address ${local} is gone`);
       ps.redial.heard(now);

@@ -14,7 +14,9 @@ export const LOCAL_CHECK_MS = 500;
 
 /** An address as IPv4 when it is IPv4-mapped (sockets on dual-stack hosts report either form). */
 export function plainAddress(a: string): string {
-  return a.startsWith('::ffff:') ? a.slice(7) : a;
+  const v4 = a.startsWith('::ffff:') ? a.slice(7) : a;
+  const scope = v4.indexOf('%'); // fe80::1%eth0: getifaddrs lists it without the zone
+  return scope < 0 ? v4 : v4.slice(0, scope);
 }
 
 export function sameAddress(a: string | undefined, b: string | undefined): boolean {
@@ -26,6 +28,12 @@ export class LocalAddresses {
   private at = -Infinity;
   /** undefined: the host's addresses could not be read (then nothing counts as gone). */
   private addrs: Set<string> | undefined;
+  /**
+   * Every address any read listed: only those can be gone. A socket address the host never
+   * listed (a source chosen some other way) is never taken for a move, so a carrier is not
+   * closed every LOCAL_CHECK_MS for it. Bounded by the addresses the host ever had.
+   */
+  private readonly seen = new Set<string>();
 
   constructor(private readonly read: () => Iterable<string> = hostAddresses) {}
 
@@ -35,11 +43,17 @@ export class LocalAddresses {
       this.at = now;
       try {
         this.addrs = new Set([...this.read()].map(plainAddress));
+        for (const a of this.addrs) this.seen.add(a);
       } catch {
         this.addrs = undefined;
       }
     }
     return this.addrs?.has(plainAddress(addr)) ?? true;
+  }
+
+  /** Whether `addr` was one of this host's addresses and no longer is. */
+  gone(now: number, addr: string): boolean {
+    return !this.has(now, addr) && this.seen.has(plainAddress(addr));
   }
 
   /** When the next read is due (a fixed grid: a timer armed for it does not move between reads). */
