@@ -140,7 +140,11 @@ export async function runWrapBench(o: {
     });
     const b = lab.host('b').addrs.get('a')!;
     // The serving side dials only what its policy allows (default deny).
-    lab.configure('b', regs, { logLevel: 'warn', fsync: 'never', wrap: { allow: [{ peer: 'a', to: `${b}:${SINK_WRAPPED}` }] } });
+    lab.configure('b', regs, {
+      logLevel: 'warn',
+      fsync: 'never',
+      wrap: { allow: [SINK_WRAPPED, PG_PORT, HTTP_PORT].map((p) => ({ peer: 'a', to: `${b}:${p}` })) },
+    });
     await lab.start('a');
     await lab.start('b');
     const sink = spawn(
