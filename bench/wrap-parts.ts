@@ -6,12 +6,15 @@
 import { runWrapBench, type WrapBenchResult } from './wrap.js';
 import { formatConnectBench, runConnectBench } from './wrap-connect.js';
 import { formatWrapSpeed, runWrapSpeedBench } from './wrap-speed.js';
+import { formatResumeBench, runResumeBench } from './wrap-resume.js';
 
 export interface WrapPartOptions {
   bytes: number;
   pgbenchSeconds: number;
   basePort: number;
   connections: number;
+  /** The resume part also cuts for 2 min. */
+  resumeLong?: boolean;
   /** Progress lines (not the figures), when printing for a terminal. */
   log?: (line: string) => void;
 }
@@ -40,6 +43,11 @@ export const WRAP_BENCH_PARTS = {
     what: '1 GiB vs ssh -L and wireguard-go, new connections/s, pgbench -S',
     run: (o) => runWrapSpeedBench(o),
     format: formatWrapSpeed,
+  }),
+  resume: part({
+    what: 'resume after cuts, an outage past TCP patience, a client address change, wrapped vs direct',
+    run: (o) => runResumeBench({ basePort: o.basePort + 10, long: o.resumeLong, log: o.log }),
+    format: formatResumeBench,
   }),
 };
 

@@ -8,7 +8,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defaultHoldMs, tcpPatienceMs, MAX_HOLD_MS } from '../core/wrap/hold.js';
-import { Redialer, REDIAL_MAX_MS, REDIAL_MS } from '../core/wrap/redial.js';
+import { HEARD_MIN_GAP_MS, Redialer, REDIAL_MAX_MS, REDIAL_MS } from '../core/wrap/redial.js';
+import { LOCAL_CHECK_MS, LocalAddresses, sameAddress } from '../drivers/wrap/roam.js';
 import { hostDefaultHoldMs, readTcpRetries2 } from '../drivers/wrap/hold.js';
 import { CloseCode } from '../wire/wrap.js';
 import { WrapSession, type WrapEvent } from '../core/wrap/session.js';
@@ -105,6 +106,67 @@ describe('carrier redial schedule', () => {
     expect(r.nextAt()).toBeUndefined();
     r.finished();
     expect(r.due(10_001)).toBe(true);
+  });
+
+  it("the peer's authenticated packets bring the next attempt forward, at most one per HEARD_MIN_GAP_MS", () => {
+    const r = new Redialer(21);
+    r.up();
+    r.lost(1_000); // the next attempt at 1,250
+    r.heard(1_010); // the peer came back (or moved): at once, not at 1,250
+    expect(r.due(1_010)).toBe(true);
+    r.started(1_010);
+    // A flood of packets: no new attempt before HEARD_MIN_GAP_MS has passed since the last start.
+    r.heard(1_020);
+    expect(r.due(1_020)).toBe(false);
+    expect(r.nextAt()).toBe(1_010 + HEARD_MIN_GAP_MS);
+    expect(r.due(1_010 + HEARD_MIN_GAP_MS)).toBe(true);
+    // Heard every ms for 10 s while every attempt hangs: still at most 1000 / HEARD_MIN_GAP_MS a second.
+    let starts = 0;
+    for (let now = 2_000; now < 12_000; now++) {
+      r.heard(now);
+      if (r.due(now)) {
+        r.started(now);
+        starts++;
+      }
+      if (starts % 5 === 0) r.finished();
+    }
+    expect(starts).toBeLessThanOrEqual(10_000 / HEARD_MIN_GAP_MS + 1);
+    expect(r.dialing).toBeLessThanOrEqual(21);
+    // Hearing never pushes an attempt that was due sooner later.
+    const q = new Redialer(4);
+    q.heard(0);
+    expect(q.due(0)).toBe(true);
+  });
+});
+
+describe('address changes under a carrier (drivers/wrap/roam.ts)', () => {
+  it('compares addresses with IPv4-mapped forms folded', () => {
+    expect(sameAddress('::ffff:10.0.0.1', '10.0.0.1')).toBe(true);
+    expect(sameAddress('10.0.0.1', '10.0.0.3')).toBe(false);
+    expect(sameAddress(undefined, '10.0.0.1')).toBe(false);
+  });
+
+  it("reads the host's addresses at most every LOCAL_CHECK_MS; unreadable: nothing is gone", () => {
+    let addrs = ['10.0.0.1', '::1'];
+    let reads = 0;
+    const l = new LocalAddresses(() => (reads++, addrs));
+    expect(l.has(0, '10.0.0.1')).toBe(true);
+    expect(l.has(0, '::ffff:10.0.0.1')).toBe(true);
+    addrs = ['10.0.0.3'];
+    expect(l.has(LOCAL_CHECK_MS - 1, '10.0.0.1')).toBe(true); // not read again yet
+    expect(l.due(LOCAL_CHECK_MS - 1)).toBe(false);
+    expect(l.nextAt()).toBe(LOCAL_CHECK_MS);
+    expect(l.has(LOCAL_CHECK_MS, '10.0.0.1')).toBe(false); // gone
+    expect(l.has(LOCAL_CHECK_MS, '10.0.0.3')).toBe(true);
+    expect(l.gone(LOCAL_CHECK_MS, '10.0.0.1')).toBe(true);
+    // An address no read ever listed is never taken for a move (no carrier closed for it every check).
+    expect(l.gone(LOCAL_CHECK_MS, '192.0.2.9')).toBe(false);
+    expect(reads).toBe(2);
+    expect(sameAddress('fe80::1%eth0', 'fe80::1')).toBe(true);
+    const broken = new LocalAddresses(() => {
+      throw new Error('getifaddrs failed');
+    });
+    expect(broken.has(0, '10.0.0.1')).toBe(true);
   });
 });
 

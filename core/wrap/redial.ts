@@ -9,13 +9,21 @@
  * Against a dead peer that costs at most 1000 / REDIAL_MAX_MS new connection attempts a
  * second, each sending at most three SYNs (at 0, 1 and 3 s) before its timeout, and at most
  * `maxInFlight` sockets at once; a peer that refuses (RST) or a local route that is gone
- * fails each attempt at once, so it costs one SYN, or nothing, per interval.
+ * fails each attempt at once, so it costs one SYN, or nothing, per interval. The peer's own
+ * authenticated ETCP packets bring the next attempt forward (heard()): they show its path works
+ * now, or that it moved to a new address (drivers/wrap/roam.ts).
  */
 
 /** The first interval between attempts; it doubles up to REDIAL_MAX_MS while they fail. */
 export const REDIAL_MS = 250;
 /** The longest interval between two attempts: a healed link is found within this (plus a round trip). */
 export const REDIAL_MAX_MS = 500;
+/**
+ * The shortest interval between two attempts when the peer's authenticated ETCP packets bring
+ * the next one forward (heard()): a peer whose packets arrive while the carrier is down, or
+ * from a new address, gets an attempt at once, but at most one per this.
+ */
+export const HEARD_MIN_GAP_MS = 100;
 
 export class Redialer {
   /** The interval after the next attempt starts. */
@@ -23,6 +31,8 @@ export class Redialer {
   /** When the next attempt may start (0: at once, as at start-up). */
   private next = 0;
   private inFlight = 0;
+  /** When the last attempt started. */
+  private lastStart = -Infinity;
 
   constructor(
     /** Attempts at once: an attempt's timeout / REDIAL_MAX_MS covers a blackholed peer without gaps. */
@@ -47,6 +57,7 @@ export class Redialer {
   /** An attempt starts: the next one waits the interval from now, and the interval doubles (capped). */
   started(now: number): void {
     this.inFlight++;
+    this.lastStart = now;
     this.next = now + this.interval;
     this.interval = Math.min(REDIAL_MAX_MS, this.interval * 2);
   }
@@ -54,6 +65,17 @@ export class Redialer {
   /** An attempt ended, whether it failed or produced a carrier. */
   finished(): void {
     this.inFlight = Math.max(0, this.inFlight - 1);
+  }
+
+  /**
+   * An authenticated packet from the peer arrived at `now` while the carrier is down or goes to
+   * an address the peer no longer uses: its path works now (a healed link, a new address), so
+   * the next attempt starts at once, HEARD_MIN_GAP_MS after the previous one at the earliest.
+   * The backoff is unchanged: a peer whose packets come but whose carrier port does not answer
+   * costs at most 1000 / HEARD_MIN_GAP_MS attempts a second, and maxInFlight at once.
+   */
+  heard(now: number): void {
+    this.next = Math.min(this.next, Math.max(now, this.lastStart + HEARD_MIN_GAP_MS));
   }
 
   /** A carrier is up: the next loss starts from the first interval again. */

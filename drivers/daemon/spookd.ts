@@ -65,6 +65,8 @@ export interface PeerLink {
 /** A configured peer: its pair and store here, its sessions in the peer table. */
 class Link implements PeerLink {
   fenced: Fence | undefined = undefined;
+  /** The address last logged for the peer (roaming is logged once per change). */
+  loggedAddr: string | undefined;
 
   constructor(
     readonly name: string,
@@ -564,6 +566,7 @@ export class Spookd {
         const link = this.links.get(ev.peer)!;
         const s = ev.session;
         touched.add(link);
+        this.peerHeard(link);
         this.forPeer(link, 'handshake', () => {
           link.pair.resetPacketSpace();
           for (const r of link.pair.registers.values()) r.markStatusDirty();
@@ -576,6 +579,7 @@ export class Spookd {
       }
       case 'pair-payload': {
         const link = this.links.get(ev.peer)!;
+        this.peerHeard(link);
         this.forPeer(link, 'data frame', () => {
           link.pair.handlePayload(now, ev.packetNumber, ev.payload, ev.wireBytes);
           this.table.handlePairDrops(now, link.name, link.pair.stats.drops);
@@ -589,6 +593,19 @@ export class Spookd {
         return;
       }
     }
+  }
+
+  /**
+   * An authenticated packet from the peer: log a change of its address (roaming), and let the
+   * wrappers dial a carrier that is down, or left at the old address, at once (§16.2, *Redial*).
+   */
+  private peerHeard(link: Link): void {
+    const at = link.addr && `${link.addr.address}:${link.addr.port}`;
+    if (at !== link.loggedAddr) {
+      if (link.loggedAddr !== undefined) this.log.info({ peer: link.name, from: link.loggedAddr, to: at }, 'peer address changed');
+      link.loggedAddr = at;
+    }
+    this.wraps.peerHeard(link.name);
   }
 
   private onDomainPayload(now: number, link: PeerLink, domainId: number, payload: Uint8Array): void {

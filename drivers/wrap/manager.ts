@@ -39,6 +39,7 @@ import {
   REFUSAL_MEMO_MS,
 } from '../../core/wrap/connect.js';
 import { connectTimeoutText, HonestConnects } from './connects.js';
+import { LocalAddresses, sameAddress } from './roam.js';
 
 export interface WrapPeer {
   name: string;
@@ -190,6 +191,8 @@ export class WrapManager {
   private readonly connects = new HonestConnects(() => this.hooks);
   /** The serving side's dial policy: default deny. */
   readonly policy: DialPolicy;
+  /** This host's addresses: a carrier whose local address is gone is replaced (drivers/wrap/roam.ts). */
+  private readonly localAddrs = new LocalAddresses();
 
   constructor(
     private readonly host: WrapHostInfo,
@@ -785,18 +788,24 @@ export class WrapManager {
    * whose SYN died in an outage still waits for its retransmissions when the next starts, and
    * the first to complete its handshake becomes the carrier; the others are closed unused.
    */
-  private ensureCarrier(ps: PeerState): void {
+  private ensureCarrier(ps: PeerState, on: 'timer' | 'peer-heard' = 'timer'): void {
     const now = this.now();
-    if (this.stopping || ps.carrier || ps.peer.role !== 0 || !ps.redial.due(now)) return;
+    if (this.stopping || (ps.carrier && !this.carrierMoved(ps)) || ps.peer.role !== 0 || !ps.redial.due(now)) return;
     const addr = this.host.peerAddr(ps.peer.name);
     if (!addr) return;
+    if (ps.carrier)
+      this.log.info(
+        { peer: ps.peer.name, from: ps.carrier.socket.remoteAddress, to: addr.address, on },
+        'the peer moved: dialling its new address',
+      );
     ps.redial.started(now);
     dialCarrier(addr.address, addr.port, this.host.key, ps.peer.publicKey)
       .then((c) => {
         ps.redial.finished();
         if (this.stopping) return c.close('spookd stopping');
-        // Another attempt won: this one never sent a record, so the peer never adopted it.
-        if (ps.carrier) return c.close('another dial attempt is the carrier');
+        // Another attempt won: this one never sent a record, so the peer never adopted it. A carrier
+        // to an address the peer has left is replaced (adopt() closes it; the connections resume).
+        if (ps.carrier && !this.carrierMoved(ps)) return c.close('another dial attempt is the carrier');
         this.adopt(ps, c);
       })
       .catch((e: Error) => {
@@ -805,6 +814,42 @@ export class WrapManager {
         this.log.debug({ peer: ps.peer.name, error: e.message }, 'carrier dial failed');
         this.scheduleSoon();
       });
+  }
+
+  /**
+   * An authenticated ETCP packet from the peer (spookd, after the pair's roaming): its path works
+   * now, perhaps from a new address. As the dialling side, with the carrier down or dialled to
+   * an address the peer has left, start an attempt at once (core/wrap/redial.ts, heard():
+   * rate-limited) rather than at the next redial interval or the silence timer.
+   */
+  peerHeard(name: string): void {
+    const ps = this.peers.get(name);
+    if (!ps || this.stopping || ps.peer.role !== 0 || (ps.carrier && !this.carrierMoved(ps))) return;
+    ps.redial.heard(this.now());
+    this.ensureCarrier(ps, 'peer-heard');
+    this.scheduleSoon();
+  }
+
+  /** The carrier goes to an address the peer no longer sends from (it roamed, §12.6). */
+  private carrierMoved(ps: PeerState): boolean {
+    const at = this.host.peerAddr(ps.peer.name)?.address;
+    const remote = ps.carrier?.socket.remoteAddress;
+    return at !== undefined && remote !== undefined && !sameAddress(at, remote);
+  }
+
+  /**
+   * The dialling side's carriers whose local address is gone (this host's address changed):
+   * closed at once and redialled from the new one, without waiting for the silence timer.
+   */
+  private checkLocalAddresses(now: number): void {
+    if (!this.localAddrs.due(now)) return;
+    for (const ps of this.peers.values()) {
+      const local = ps.peer.role === 0 ? ps.carrier?.socket.localAddress : undefined;
+      if (local === undefined || !this.localAddrs.gone(now, local)) continue;
+      this.log.info({ peer: ps.peer.name, local }, 'the carrier local address is gone: redialling');
+      ps.carrier!.close(`local address ${local} is gone`);
+      ps.redial.heard(now);
+    }
   }
 
   /**
@@ -1140,8 +1185,10 @@ export class WrapManager {
       if (connectAt !== undefined) next = Math.min(next, connectAt);
       const downAt = countsDownAt(ps.downSince);
       if (downAt !== undefined && downAt > now) next = Math.min(next, downAt);
-      const dialAt = ps.carrier || ps.peer.role !== 0 ? undefined : ps.redial.nextAt();
+      const dialAt = ps.peer.role !== 0 || (ps.carrier && !this.carrierMoved(ps)) ? undefined : ps.redial.nextAt();
       if (dialAt !== undefined && this.host.peerAddr(ps.peer.name)) next = Math.min(next, Math.max(dialAt, now + 10));
+      // A dialled carrier's local address is checked every LOCAL_CHECK_MS (drivers/wrap/roam.ts): a fixed grid, no re-arm per flush.
+      if (ps.peer.role === 0 && ps.carrier) next = Math.min(next, Math.max(now, this.localAddrs.nextAt()));
     }
     // Called after every flush: re-arm only when the deadline moved (timers are not free).
     const at = Math.max(now, Math.ceil(next));
@@ -1159,6 +1206,7 @@ export class WrapManager {
     // with 1,000 peers spent 9% of its CPU in that square (bench scale).
     this.ticking = true;
     try {
+      this.checkLocalAddresses(now);
       for (const ps of this.peers.values()) {
         const t = ps.session.pollTimeout();
         if (t !== undefined && t <= now) ps.session.handleTimeout(now);

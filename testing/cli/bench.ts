@@ -168,22 +168,33 @@ export function benchCommand(): Command {
     .option('--pgbench-seconds <n>', 'length of each pgbench run (0: skip)', intArg('--pgbench-seconds', 0), 10)
     .option('--base-port <port>', 'spookd UDP/TCP ports in the namespaces', intArg('--base-port', 1024), 47600)
     .option('--connections <n>', 'new connections per rate figure (speed part)', intArg('--connections', 10), 3000)
-    .option('--only <parts>', 'run only these parts, comma-separated: base, connect, speed (default: all, in that order)')
+    .option('--only <parts>', 'run only these parts, comma-separated: base, connect, speed, resume (default: all, in that order)')
+    .option('--resume-long', 'the resume part also cuts for 2 min', false)
     .option('--json', 'print one JSON object', false)
-    .action(async (o: { bytes: number; pgbenchSeconds: number; basePort: number; connections: number; only?: string; json: boolean }) => {
-      const { wrapBenchParts, runWrapBenchParts, formatWrapBenchParts } =
-        await load<typeof import('../../bench/wrap-parts.js')>('../../bench/wrap-parts.js');
-      let parts: ReturnType<typeof wrapBenchParts>;
-      try {
-        parts = wrapBenchParts(o.only);
-      } catch (e) {
-        process.stderr.write(`spook-lab: ${(e as Error).message}\n`);
-        process.exit(2);
-      }
-      const r = await runWrapBenchParts(parts, { ...o, log: o.json ? undefined : (l) => console.error(l) });
-      if (o.json) console.log(JSON.stringify(r, null, 2));
-      else for (const l of formatWrapBenchParts(r)) console.log(l);
-    });
+    .action(
+      async (o: {
+        bytes: number;
+        pgbenchSeconds: number;
+        basePort: number;
+        connections: number;
+        only?: string;
+        resumeLong: boolean;
+        json: boolean;
+      }) => {
+        const { wrapBenchParts, runWrapBenchParts, formatWrapBenchParts } =
+          await load<typeof import('../../bench/wrap-parts.js')>('../../bench/wrap-parts.js');
+        let parts: ReturnType<typeof wrapBenchParts>;
+        try {
+          parts = wrapBenchParts(o.only);
+        } catch (e) {
+          process.stderr.write(`spook-lab: ${(e as Error).message}\n`);
+          process.exit(2);
+        }
+        const r = await runWrapBenchParts(parts, { ...o, log: o.json ? undefined : (l) => console.error(l) });
+        if (o.json) console.log(JSON.stringify(r, null, 2));
+        else for (const l of formatWrapBenchParts(r)) console.log(l);
+      },
+    );
   bench
     .command('attack')
     .description(

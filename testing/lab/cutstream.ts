@@ -41,7 +41,7 @@ const GAP_MS = +process.env.GAP_MS || 1000;
 const out = {};
 let flowing = false;
 for (const port of ports) {
-  const r = out[port] = { received: 0, inOrder: true, gaps: [], ended: false, error: null };
+  const r = out[port] = { received: 0, inOrder: true, gaps: [], ended: false, error: null, lastAt: 0 };
   let next = 0, carry = Buffer.alloc(0), last = 0;
   const s = net.connect(+port, addr);
   r.sock = s;
@@ -49,6 +49,7 @@ for (const port of ports) {
     const t = Date.now();
     if (last && t - last >= GAP_MS) r.gaps.push({ from: last, to: t });
     last = t;
+    r.lastAt = t;
     r.received += c.length;
     let b = carry.length ? Buffer.concat([carry, c]) : c;
     const whole = b.length - (b.length % 4);
@@ -65,7 +66,14 @@ function finish() {
   console.log(JSON.stringify(out));
   process.exit(0);
 }
-process.stdin.on('data', () => { for (const p of ports) if (!out[p].error) out[p].sock.write('stop'); });
+process.stdin.on('data', () => {
+  for (const p of ports) if (!out[p].error) out[p].sock.write('stop');
+  // STOP_WAIT_MS: a stream that has not ended by then is reported stalled (its path is gone for good).
+  if (process.env.STOP_WAIT_MS) setTimeout(() => {
+    for (const p of ports) if (!out[p].ended && !out[p].error) { out[p].error = 'stalled'; out[p].sock.destroy(); }
+    finish();
+  }, +process.env.STOP_WAIT_MS);
+});
 `;
 
 export interface StreamReport {
@@ -73,6 +81,8 @@ export interface StreamReport {
   inOrder: boolean;
   /** Silences of GAP_MS or more, as Date.now() instants: bytes stopped at `from`, came again at `to`. */
   gaps: { from: number; to: number }[];
+  /** When the last byte came (Date.now()). */
+  lastAt: number;
   /** The stream ended with the server's FIN (not a reset). */
   ended: boolean;
   error: string | null;
@@ -92,6 +102,8 @@ export class CutStreams {
     readonly clientNs: string,
     readonly addr: string,
     readonly ports: number[],
+    /** gapMs: the shortest silence recorded as a gap (1,000); stopWaitMs: after stop(), streams not ended by then are reported `stalled`. */
+    private readonly opts: { gapMs?: number; stopWaitMs?: number } = {},
   ) {
     const argv = nsArgv(serverNs, process.execPath, ['-e', SERVER, addr, ...ports.map(String)]);
     this.server = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -120,7 +132,12 @@ export class CutStreams {
       10_000,
     );
     const argv = nsArgv(this.clientNs, process.execPath, ['-e', CLIENT, this.addr, ...this.ports.map(String)]);
-    this.client = spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'inherit'] });
+    const env = {
+      ...process.env,
+      GAP_MS: String(this.opts.gapMs ?? 1000),
+      STOP_WAIT_MS: this.opts.stopWaitMs ? String(this.opts.stopWaitMs) : '',
+    };
+    this.client = spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'inherit'], env });
     this.client.stdout!.on('data', (c: Buffer) => (this.clientOut += c.toString()));
     await this.waitFor('every stream flowing', () => this.clientOut.includes('flowing'), timeoutMs);
   }
