@@ -12,7 +12,7 @@
  * the sessions' deadlines (pollTimeout) and the carrier redial; each input passes performance.now().
  */
 import type { WrapConnection, WrapStatsResult, WrapperEntry } from '../../client/protocol.js';
-import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
+import { createServer, connect, type Socket, type Server, type AddressInfo } from 'node:net';
 import { createSocket, type Socket as UdpSocket, type RemoteInfo } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -29,6 +29,9 @@ import { HandshakeAdmission, HandshakeSlots, type HandshakeRefusal, type Handsha
 import { DatagramDeframer, type FlowDrop } from '../../core/wrap/udp.js';
 import { Redialer, REDIAL_MAX_MS } from '../../core/wrap/redial.js';
 import { defaultHoldMs } from '../../core/wrap/hold.js';
+import { fdStore } from './fdstore.js';
+import { handOver, restoreHandover, type HandoverHost } from './handover-glue.js';
+import { takeHandover, type Inherited } from './handover-store.js';
 
 export interface WrapPeer {
   name: string;
@@ -139,7 +142,11 @@ export class WrapManager {
   /** Exceptions caught by guard() (a bug in one connection's path, counted and logged). */
   internalErrors = 0;
   private stopping = false;
-  private readonly bootId = randomBytes(8).readBigUInt64BE();
+  private readonly bootId: bigint;
+  /** What the previous process handed over (a restart through the descriptor store), until start() adopts it. */
+  private inherited: Inherited | undefined;
+  /** Each carried TCP connection's socket (what a handover stores). */
+  private readonly tcpSockets = new WeakMap<LocalConn, Socket>();
   readonly refused: Partial<Record<InterceptRefusal, number>> = {};
   /** Every local socket still open (lingering ones included), so that stop() leaves none. */
   private readonly sockets = new Set<Socket>();
@@ -174,6 +181,8 @@ export class WrapManager {
     private readonly interceptor?: (interceptPort: number) => Interceptor,
   ) {
     this.policy = new DialPolicy(settings.allow ?? []);
+    this.inherited = takeHandover(log);
+    this.bootId = this.inherited?.state.bootId ?? randomBytes(8).readBigUInt64BE();
     this.handshakes = new HandshakeSlots(settings.maxHandshakes ?? 256, settings.maxHandshakesPerSource ?? 16);
     this.admission = new HandshakeAdmission(
       settings.handshakeRate ?? DEFAULT_HANDSHAKE_RATE,
@@ -252,6 +261,8 @@ export class WrapManager {
     this.udpIntercept = udp;
     // Hooks only once something is wrapped: hosts that use no wrapper never touch the cgroup.
     if (this.wrappers.size > 0) this.openHooks();
+    if (this.inherited) restoreHandover(this.handoverHost(), this.inherited, this.log);
+    this.inherited = undefined;
     this.log.info(
       {
         carrier: `${this.host.listen.host}:${this.host.listen.port}`,
@@ -287,6 +298,9 @@ export class WrapManager {
     if (this.timer) clearTimeout(this.timer);
     this.hooks?.close();
     this.hooks = undefined;
+    // Under a service manager with a descriptor store: carried connections go to the next process.
+    const store = fdStore();
+    if (store && (await handOver(this.handoverHost(), store, this.log))) return this.closeListeners();
     for (const ps of this.peers.values()) {
       ps.session.closeAll(this.now(), CloseCode.Shutdown, 'spookd is stopping');
       this.flush(ps);
@@ -303,6 +317,44 @@ export class WrapManager {
     for (const u of this.udpSockets) u.close();
     this.udpSockets.clear();
     await closed;
+  }
+
+  /** Stop() after a handover: the listeners and what was not handed over. */
+  private async closeListeners(): Promise<void> {
+    const closed = [this.carrierServer, ...this.interceptServers].map((s) =>
+      s ? new Promise<void>((r) => s.close(() => r())) : undefined,
+    );
+    for (const ps of this.peers.values()) ps.carrier?.close('spookd stopped');
+    for (const sock of this.sockets) sock.destroy();
+    this.udpIntercept?.close();
+    for (const u of this.udpSockets) u.close();
+    this.udpSockets.clear();
+    await Promise.all(closed);
+  }
+
+  /** What a restart's handover (drivers/wrap/handover-glue.ts) needs of this manager. */
+  private handoverHost(): HandoverHost {
+    return {
+      bootId: this.bootId,
+      now: () => this.now(),
+      peers: () =>
+        [...this.peers.values()].map((ps) => ({
+          name: ps.peer.name,
+          session: ps.session,
+          conns: ps.conns,
+          flush: () => this.flush(ps),
+          dropCarrier: (why: string) => ps.carrier?.close(why),
+        })),
+      socketOf: (lc) => this.tcpSockets.get(lc),
+      adopt: (p, id, socket, wrapPort, local) => {
+        const ps = this.peers.get(p.name)!;
+        const lc = this.attach(ps, id, socket, wrapPort);
+        lc.connected = true;
+        const w = this.wrappers.get(wrapPort);
+        if (local && w && !isDatagram(w.protocol)) this.counters.opened(w);
+        return lc;
+      },
+    };
   }
 
   // ---- wrappers (config and admin) ----
@@ -476,6 +528,7 @@ export class WrapManager {
   private attach(ps: PeerState, id: number, socket: Socket, wrapPort: number): LocalConn {
     const local = ps.session.conns.get(id)?.local ?? true;
     const lc = this.localConn(ps, id, () => tcpIo(socket), local, wrapPort, false);
+    this.tcpSockets.set(lc, socket);
     socket.setNoDelay(true);
     // Should spookd die, the kernel resets the socket rather than ending it cleanly (§16.5.7).
     if (local) resetOnClose(socket);

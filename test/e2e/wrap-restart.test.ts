@@ -1,0 +1,180 @@
+/**
+ * Beyond every anchor (issue 17): wrapped connections survive a restart of either spookd. An ssh
+ * session printing a numbered line every 50 ms and a counter stream (testing/lab/cutstream.ts),
+ * both through wrappers, across a `systemctl restart`-equivalent of the client-side spookd and
+ * then of the server-side one, each run under the lab's service manager (testing/lab/fdstore.ts:
+ * NOTIFY_SOCKET, a descriptor store, LISTEN_FDS at the next start): every line and every byte
+ * arrives, in order, on the first connection, and both end cleanly. The same with a plain restart
+ * (no service manager: no store) resets both, as before: the two behaviours side by side.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Lab, requireRoot, sleep, until } from '../../testing/lab/netns.js';
+import { CutStreams, type StreamReport } from '../../testing/lab/cutstream.js';
+import { nsArgv, startSshd, type SshdServer } from '../../testing/lab/servers.js';
+import { LabServiceManager } from '../../testing/lab/fdstore.js';
+
+const STREAM = 7201;
+const STREAM_PLAIN = 7203;
+const SSH = 7222;
+const C = 'rc';
+const S = 'rs';
+
+let lab: Lab;
+let addr: string;
+let sshd: SshdServer;
+let mgrC: LabServiceManager;
+let mgrS: LabServiceManager;
+const cleanup: (() => void)[] = [];
+
+/** An ssh session printing line-1, line-2, … every 50 ms until `stopFile` exists, then done-N. */
+class SshTicker {
+  readonly lines: { text: string; at: number }[] = [];
+  readonly proc: ChildProcess;
+  exit: Promise<number | null>;
+  stderr = '';
+  constructor(
+    readonly stopFile: string,
+    ssh: SshdServer,
+  ) {
+    rmSync(stopFile, { force: true });
+    const cmd = `i=0; while [ ! -e ${stopFile} ]; do i=$((i+1)); echo line-$i; sleep 0.05; done; echo done-$i`;
+    const argv = nsArgv(lab.host(C).ns, 'ssh', [...ssh.sshArgs, '-o', 'ServerAliveInterval=0', addr, cmd]);
+    this.proc = spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+    let buf = '';
+    this.proc.stdout!.on('data', (c: Buffer) => {
+      buf += c.toString();
+      const parts = buf.split('\n');
+      buf = parts.pop()!;
+      for (const text of parts) this.lines.push({ text, at: Date.now() });
+    });
+    this.proc.stderr!.on('data', (c: Buffer) => (this.stderr += c.toString()));
+    this.exit = new Promise((r) => this.proc.once('exit', (code) => r(code)));
+    cleanup.push(() => this.proc.kill('SIGKILL'));
+  }
+  /** The longest silence between two lines ending in [from, to) (ms). */
+  gapIn(from: number, to: number): number {
+    let g = 0;
+    for (let i = 1; i < this.lines.length; i++)
+      if (this.lines[i].at >= from && this.lines[i].at < to) g = Math.max(g, this.lines[i].at - this.lines[i - 1].at);
+    return g;
+  }
+  async finish(): Promise<number | null> {
+    writeFileSync(this.stopFile, '');
+    return Promise.race([this.exit, sleep(20_000).then(() => -1)]);
+  }
+}
+
+/** Every line-k in order from 1, then done-N with N the last k. */
+function expectAllLines(t: SshTicker): number {
+  const texts = t.lines.map((l) => l.text);
+  const n = texts.length - 1;
+  expect(texts.slice(0, n)).toEqual(Array.from({ length: n }, (_, i) => `line-${i + 1}`));
+  expect(texts[n]).toBe(`done-${n}`);
+  return n;
+}
+
+/** The longest silence of the stream (of GAP_MS or more) ending in [from, to). */
+const gapIn = (s: StreamReport, from: number, to: number): number =>
+  Math.max(0, ...s.gaps.filter((g) => g.to >= from && g.to < to).map((g) => g.to - g.from));
+
+beforeAll(async () => {
+  requireRoot();
+  process.env.GAP_MS = '100'; // the stream client notes silences from 100 ms (testing/lab/cutstream.ts)
+  lab = new Lab([C, S], [{ a: C, b: S, subnet: 71 }], 48150);
+  addr = lab.host(S).addrs.get(C)!;
+  const regs = [{ name: 'r', kind: 'map' }];
+  lab.configure(C, regs, { wrap: { wrappers: [STREAM, STREAM_PLAIN, SSH].map((port) => ({ protocol: 'tcp', port, peer: S })) } });
+  lab.configure(S, regs, { wrap: { allow: [STREAM, STREAM_PLAIN, SSH].map((p) => ({ peer: C, to: `${addr}:${p}` })) } });
+  mgrC = new LabServiceManager();
+  mgrS = new LabServiceManager();
+  await lab.start(C, { env: mgrC.env() });
+  await lab.start(S, { env: mgrS.env() });
+  await until('the carrier', async () => (await lab.admin(C, 'wrap-stats')).peers[0].carrier === 'up' || undefined, 20_000);
+  sshd = await startSshd(lab.host(S).ns, addr, SSH, join(lab.host(S).dir, 'sshd'));
+}, 90_000);
+
+afterAll(async () => {
+  for (const f of cleanup) f();
+  await sshd?.stop?.();
+  await lab?.destroy();
+  mgrC?.close();
+  mgrS?.close();
+}, 30_000);
+
+async function carried(host: string, n: number): Promise<void> {
+  await until(
+    `${n} carried connections on ${host}`,
+    async () => ((await lab.admin(host, 'wrap-conns')).length === n ? true : undefined),
+    15_000,
+  );
+}
+
+describe('a restart of either spookd', () => {
+  it('through the descriptor store: the ssh session and the stream go on, every byte in order', async () => {
+    expect(mgrC.ready).toBeGreaterThanOrEqual(1); // READY=1 (Type=notify)
+    const streams = new CutStreams(lab.host(S).ns, lab.host(C).ns, addr, [STREAM]);
+    cleanup.push(() => streams.close());
+    await streams.start();
+    const ssh = new SshTicker(join(lab.host(S).dir, 'stop-ticker'), sshd);
+    await until('ssh output', async () => (ssh.lines.length >= 10 ? true : undefined), 20_000);
+    await carried(C, 2);
+
+    const restartC = Date.now();
+    const rc = await mgrC.restart(lab, C);
+    expect(rc.handedOver).toBe(2);
+    await carried(C, 2);
+    const linesBefore = ssh.lines.length;
+    await until('ssh output after the client-side restart', async () => (ssh.lines.length >= linesBefore + 20 ? true : undefined), 20_000);
+
+    const restartS = Date.now();
+    const rs = await mgrS.restart(lab, S);
+    expect(rs.handedOver).toBe(2);
+    await carried(S, 2);
+    const linesMid = ssh.lines.length;
+    await until('ssh output after the server-side restart', async () => (ssh.lines.length >= linesMid + 20 ? true : undefined), 20_000);
+    const end = Date.now();
+
+    const code = await ssh.finish();
+    expect(code, ssh.stderr).toBe(0);
+    const lines = expectAllLines(ssh);
+    const r = (await streams.stop())[STREAM];
+    expect(r.error).toBeNull();
+    expect(r.serverError).toBeUndefined();
+    expect(r.ended).toBe(true);
+    expect(r.inOrder).toBe(true);
+    expect(r.received).toBe(r.sent);
+    // One connection each the whole time: nothing reset, nothing reopened.
+    const st = await lab.admin(C, 'wrap-stats');
+    for (const w of st.wrappers.filter((x) => x.port !== STREAM_PLAIN)) expect(w.closes['client-reset'] ?? 0).toBe(0);
+    console.log(
+      `restart through the store: client side stopped in ${rc.stoppedMs} ms, back in ${rc.downMs} ms; server side ${rs.stoppedMs} / ${rs.downMs} ms; ` +
+        `ssh: ${lines} lines in order, longest silence ${ssh.gapIn(restartC, restartS)} ms (client-side restart), ${ssh.gapIn(restartS, end)} ms (server-side); ` +
+        `stream: ${(r.received / 1e6).toFixed(1)} MB in order, longest silence ${gapIn(r, restartC, restartS)} ms / ${gapIn(r, restartS, end)} ms`,
+    );
+  }, 150_000);
+
+  it('a plain restart (no service manager) resets them, as before', async () => {
+    // From here the client-side spookd runs with no service manager (its stop closes what it carries).
+    await lab.stop(C);
+    mgrC.flush();
+    await lab.start(C);
+    await until('the carrier', async () => (await lab.admin(C, 'wrap-stats')).peers[0].carrier === 'up' || undefined, 20_000);
+    const streams = new CutStreams(lab.host(S).ns, lab.host(C).ns, addr, [STREAM_PLAIN]);
+    cleanup.push(() => streams.close());
+    await streams.start();
+    const ssh = new SshTicker(join(lab.host(S).dir, 'stop-ticker-plain'), sshd);
+    await until('ssh output', async () => (ssh.lines.length >= 10 ? true : undefined), 20_000);
+    await lab.stop(C);
+    await lab.start(C); // no NOTIFY_SOCKET: a clean stop closes what is carried
+    const code = await Promise.race([ssh.exit, sleep(20_000).then(() => -1)]);
+    expect(code).not.toBe(0);
+    expect(code).not.toBe(-1);
+    expect(ssh.lines.at(-1)?.text.startsWith('done-')).toBe(false);
+    const r = (await streams.stop())[STREAM_PLAIN];
+    expect(r.error ?? r.serverError).toBeTruthy();
+    expect(existsSync(ssh.stopFile)).toBe(false);
+  }, 90_000);
+});
