@@ -197,7 +197,9 @@ export class Lab {
     const daemon = [process.execPath, ...nodeArgs, join(ROOT, 'bin/spookd'), '--config', join(h.dir, 'spookd.conf')];
     // LISTEN_PID is the daemon's own pid: sh exports its $$ and execs it.
     if (opts.fds?.length) daemon.unshift('sh', '-c', 'export LISTEN_PID=$$; exec "$@"', 'sh');
-    const spawnOpts: SpawnOptions = { stdio: ['ignore', 'pipe', 'pipe', ...(opts.fds ?? [])], env: { ...process.env, ...opts.env } };
+    // A service manager's variables reach the daemon only through `opts.env` (a runner under systemd has its own).
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(NOTIFY_SOCKET|FDSTORE|LISTEN_\w+)$/.test(k)));
+    const spawnOpts: SpawnOptions = { stdio: ['ignore', 'pipe', 'pipe', ...(opts.fds ?? [])], env: { ...env, ...opts.env } };
     const proc = this.loopback ? spawn(daemon[0], daemon.slice(1), spawnOpts) : spawn('ip', ['netns', 'exec', h.ns, ...daemon], spawnOpts);
     proc.stdout!.on('data', (c: Buffer) => writeFileSync(log, c, { flag: 'a' }));
     proc.stderr!.on('data', (c: Buffer) => writeFileSync(log, c, { flag: 'a' }));
