@@ -46,5 +46,6 @@ describe('fdstore I/O', () => {
     expect(takeListenFds({ LISTEN_FDS: '2', LISTEN_PID: '41' }, 42)).toEqual([]);
     expect(fdStore({ NOTIFY_SOCKET: '/x' })).toBeUndefined();
     expect(fdStore({ NOTIFY_SOCKET: '/x', FDSTORE: '512' })).toEqual({ socket: '/x', max: 512 });
+    expect(fdStore({ NOTIFY_SOCKET: '/x', SPOOK_FDSTORE: '64' })).toEqual({ socket: '/x', max: 64 });
   });
 });

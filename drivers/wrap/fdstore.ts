@@ -198,10 +198,13 @@ export function readWhole(fd: number, max: number): Uint8Array {
   return b;
 }
 
-/** Where the service manager listens and how many descriptors it stores for us (systemd ≥ 254 sets $FDSTORE). */
+/**
+ * Where the service manager listens and how many descriptors it stores for us: systemd ≥ 254 sets
+ * $FDSTORE to FileDescriptorStoreMax=; older ones do not, and the unit says it in $SPOOK_FDSTORE.
+ */
 export function fdStore(env: NodeJS.ProcessEnv = process.env): { socket: string; max: number } | undefined {
   const socket = env.NOTIFY_SOCKET;
-  const max = Number(env.FDSTORE ?? 0);
+  const max = Number(env.FDSTORE ?? env.SPOOK_FDSTORE ?? 0);
   if (!socket || !Number.isSafeInteger(max) || max <= 0) return undefined;
   return { socket, max };
 }
