@@ -19,6 +19,7 @@ import { writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { nsExec, nsRun, startNginx, startPostgres, startSshd } from '../testing/lab/servers.js';
 import type { WrapStatsResult } from '../client/protocol.js';
+import { runRestartBench, type RestartBenchResult } from './wrap-restart.js';
 
 export interface WrapBenchResult {
   bytes: number;
@@ -35,6 +36,8 @@ export interface WrapBenchResult {
   httpPlainCarrierBytes: number;
   httpDeltaCarrierBytes: number;
   deltaSavedFraction: number;
+  /** A restart of either spookd under an ssh session and a stream (bench/wrap-restart.ts, `--only restart`). */
+  restart?: RestartBenchResult;
 }
 
 const SINK_DIRECT = 9100;
@@ -196,7 +199,9 @@ export async function runWrapBench(o: { bytes: number; pgbenchSeconds: number; b
     await lab.admin('a', 'wrap-add', { protocol: 'http', port: HTTP_PORT, peer: 'b', hold: '30s', delta: true });
     const delta = await poll(lab, url, file, body);
     const r2 = (x: number): number => Number(x.toFixed(2));
+    const restart = await runRestartBench({ basePort: o.basePort + 100 });
     return {
+      restart,
       bytes: o.bytes,
       directMBps: r2(directMBps),
       wrapMBps: r2(wrapMBps),

@@ -8,12 +8,12 @@
  * (no service manager: no store) resets both, as before: the two behaviours side by side.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Lab, requireRoot, sleep, until } from '../../testing/lab/netns.js';
 import { CutStreams, type StreamReport } from '../../testing/lab/cutstream.js';
-import { nsArgv, startSshd, type SshdServer } from '../../testing/lab/servers.js';
+import { startSshd, type SshdServer } from '../../testing/lab/servers.js';
+import { SshTicker } from '../../testing/lab/sshticker.js';
 import { LabServiceManager } from '../../testing/lab/fdstore.js';
 
 const STREAM = 7201;
@@ -29,44 +29,6 @@ let mgrC: LabServiceManager;
 let mgrS: LabServiceManager;
 const cleanup: (() => void)[] = [];
 
-/** An ssh session printing line-1, line-2, … every 50 ms until `stopFile` exists, then done-N. */
-class SshTicker {
-  readonly lines: { text: string; at: number }[] = [];
-  readonly proc: ChildProcess;
-  exit: Promise<number | null>;
-  stderr = '';
-  constructor(
-    readonly stopFile: string,
-    ssh: SshdServer,
-  ) {
-    rmSync(stopFile, { force: true });
-    const cmd = `i=0; while [ ! -e ${stopFile} ]; do i=$((i+1)); echo line-$i; sleep 0.05; done; echo done-$i`;
-    const argv = nsArgv(lab.host(C).ns, 'ssh', [...ssh.sshArgs, '-o', 'ServerAliveInterval=0', addr, cmd]);
-    this.proc = spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
-    let buf = '';
-    this.proc.stdout!.on('data', (c: Buffer) => {
-      buf += c.toString();
-      const parts = buf.split('\n');
-      buf = parts.pop()!;
-      for (const text of parts) this.lines.push({ text, at: Date.now() });
-    });
-    this.proc.stderr!.on('data', (c: Buffer) => (this.stderr += c.toString()));
-    this.exit = new Promise((r) => this.proc.once('exit', (code) => r(code)));
-    cleanup.push(() => this.proc.kill('SIGKILL'));
-  }
-  /** The longest silence between two lines ending in [from, to) (ms). */
-  gapIn(from: number, to: number): number {
-    let g = 0;
-    for (let i = 1; i < this.lines.length; i++)
-      if (this.lines[i].at >= from && this.lines[i].at < to) g = Math.max(g, this.lines[i].at - this.lines[i - 1].at);
-    return g;
-  }
-  async finish(): Promise<number | null> {
-    writeFileSync(this.stopFile, '');
-    return Promise.race([this.exit, sleep(20_000).then(() => -1)]);
-  }
-}
-
 /** Every line-k in order from 1, then done-N with N the last k. */
 function expectAllLines(t: SshTicker): number {
   const texts = t.lines.map((l) => l.text);
@@ -75,6 +37,12 @@ function expectAllLines(t: SshTicker): number {
   expect(texts[n]).toBe(`done-${n}`);
   return n;
 }
+
+const ticker = (stopFile: string): SshTicker => {
+  const t = new SshTicker(lab.host(C).ns, addr, sshd, stopFile);
+  cleanup.push(() => t.kill());
+  return t;
+};
 
 /** The longest silence of the stream (of GAP_MS or more) ending in [from, to). */
 const gapIn = (s: StreamReport, from: number, to: number): number =>
@@ -118,7 +86,7 @@ describe('a restart of either spookd', () => {
     const streams = new CutStreams(lab.host(S).ns, lab.host(C).ns, addr, [STREAM]);
     cleanup.push(() => streams.close());
     await streams.start();
-    const ssh = new SshTicker(join(lab.host(S).dir, 'stop-ticker'), sshd);
+    const ssh = ticker(join(lab.host(S).dir, 'stop-ticker'));
     await until('ssh output', async () => (ssh.lines.length >= 10 ? true : undefined), 20_000);
     await carried(C, 2);
 
@@ -165,7 +133,7 @@ describe('a restart of either spookd', () => {
     const streams = new CutStreams(lab.host(S).ns, lab.host(C).ns, addr, [STREAM_PLAIN]);
     cleanup.push(() => streams.close());
     await streams.start();
-    const ssh = new SshTicker(join(lab.host(S).dir, 'stop-ticker-plain'), sshd);
+    const ssh = ticker(join(lab.host(S).dir, 'stop-ticker-plain'));
     await until('ssh output', async () => (ssh.lines.length >= 10 ? true : undefined), 20_000);
     await lab.stop(C);
     await lab.start(C); // no NOTIFY_SOCKET: a clean stop closes what is carried

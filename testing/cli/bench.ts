@@ -168,7 +168,17 @@ export function benchCommand(): Command {
     .option('--pgbench-seconds <n>', 'length of each pgbench run (0: skip)', intArg('--pgbench-seconds', 0), 10)
     .option('--base-port <port>', 'spookd UDP/TCP ports in the namespaces', intArg('--base-port', 1024), 47600)
     .option('--json', 'print one JSON object', false)
-    .action(async (o: { bytes: number; pgbenchSeconds: number; basePort: number; json: boolean }) => {
+    .option('--only <part>', 'run only this part: restart (bench/wrap-restart.ts)')
+    .action(async (o: { bytes: number; pgbenchSeconds: number; basePort: number; json: boolean; only?: string }) => {
+      if (o.only === 'restart') {
+        const { runRestartBench, formatRestartBench } =
+          await load<typeof import('../../bench/wrap-restart.js')>('../../bench/wrap-restart.js');
+        const r = await runRestartBench(o);
+        if (o.json) console.log(JSON.stringify({ restart: r }, null, 2));
+        else for (const l of formatRestartBench(r)) console.log(l);
+        return;
+      }
+      if (o.only !== undefined) throw new Error(`--only ${o.only}: known parts: restart`);
       const { runWrapBench } = await load<typeof import('../../bench/wrap.js')>('../../bench/wrap.js');
       const r = await runWrapBench(o);
       if (o.json) console.log(JSON.stringify(r, null, 2));
