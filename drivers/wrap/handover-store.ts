@@ -27,8 +27,12 @@ export interface Inherited {
  * inherited descriptor of ours is closed and the start is a fresh one, with a warning). Each name
  * taken is removed from the store, so a later restart never hands the same socket over twice.
  */
-export function takeHandover(log: Logger, env: NodeJS.ProcessEnv = process.env): Inherited | undefined {
-  const all = takeListenFds(env).filter((f) => f.name.startsWith(CONN_PREFIX));
+export function takeHandover(
+  log: Logger,
+  env: NodeJS.ProcessEnv = process.env,
+  listen: { fd: number; name: string }[] = takeListenFds(env),
+): Inherited | undefined {
+  const all = listen.filter((f) => f.name.startsWith(CONN_PREFIX));
   if (all.length === 0) return undefined;
   for (const f of all) sdNotify(`FDSTOREREMOVE=1\nFDNAME=${f.name}\n`, env);
   const closeAll = (): void => all.forEach((f) => closeQuietly(f.fd));
