@@ -13,6 +13,7 @@ import {
   type HandoverState,
 } from '../core/wrap/handover.js';
 import { WrapSession, type WrapEvent } from '../core/wrap/session.js';
+import { DEFAULT_WRAP_SIM, runWrapSim } from '../testing/sim/wrap.js';
 
 const sample: HandoverState = {
   bootId: 0xfedcba9876543210n,
@@ -226,4 +227,19 @@ describe('a session restarted through a handover', () => {
     const taken = a.importHandover(0, sample.peers[0]);
     expect(taken.size).toBe(1);
   });
+});
+
+describe('wrap simulation with restarts through a handover', () => {
+  it('1,000 seeds: half the cuts restart a side; every stream is delivered exactly, in order, or both ends close at the hold', () => {
+    let restarts = 0;
+    let completed = 0;
+    for (let seed = 1; seed <= 1000; seed++) {
+      const r = runWrapSim({ ...DEFAULT_WRAP_SIM, seed, restarts: true, cutChance: 0.01, outageMs: [10, 1_500] });
+      expect(r.failure, `seed ${seed}`).toBeUndefined();
+      restarts += r.restarts;
+      completed += r.completed;
+    }
+    expect(restarts).toBeGreaterThan(300);
+    expect(completed).toBeGreaterThan(2000);
+  }, 120_000);
 });
