@@ -24,7 +24,7 @@ describe('fdstore I/O', () => {
       const m1 = recvFds(sock)!;
       const m2 = recvFds(sock)!;
       expect(recvFds(sock)).toBeUndefined();
-      expect(m1.message).toBe('FDSTORE=1\nFDNAME=spook-wrap-0\n');
+      expect(m1.message).toBe('FDSTORE=1\nFDPOLL=0\nFDNAME=spook-wrap-0\n');
       expect(m2.message).toContain('FDNAME=spook-wrap-state');
       expect(Buffer.from(readWhole(m1.fds[0], 100)).toString()).toBe('first');
       expect(Buffer.from(readWhole(m2.fds[0], 100)).toString()).toBe('second state');

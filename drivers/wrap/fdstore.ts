@@ -220,11 +220,15 @@ export function sdNotify(message: string, env: NodeJS.ProcessEnv = process.env):
   }
 }
 
-/** Store descriptors, one message per name (FDNAME names every descriptor of its message). */
+/**
+ * Store descriptors, one message per name (FDNAME names every descriptor of its message).
+ * FDPOLL=0: systemd would otherwise drop a socket it sees POLLHUP on (a connection both ends
+ * had half-closed, its last ACK still due), and the next process would lose it unannounced.
+ */
 export function storeFds(socket: string, entries: { name: string; fd: number }[]): void {
   for (const e of entries) {
     if (!FDNAME_RE.test(e.name)) throw new Error(`FDNAME ${JSON.stringify(e.name)}: printable, no ':', at most 255`);
-    notify(socket, `FDSTORE=1\nFDNAME=${e.name}\n`, [e.fd]);
+    notify(socket, `FDSTORE=1\nFDPOLL=0\nFDNAME=${e.name}\n`, [e.fd]);
   }
 }
 
