@@ -55,7 +55,8 @@ const program = new Command()
       sdNotify('STOPPING=1');
       // A shutdown that hangs must still end: the unit restarts us either way.
       setTimeout(() => process.exit(code || 1), 10_000).unref();
-      d.stop().then(
+      // After an uncaught exception the wrap state is not trusted to the next process: no handover.
+      d.stop({ handover: code === 0 }).then(
         () => process.exit(code),
         (e: unknown) => {
           log.error({ err: e }, 'unclean shutdown');

@@ -292,14 +292,14 @@ export class WrapManager {
   }
 
   /** Stop intercepting first (new connections go direct), then close what is carried. */
-  async stop(): Promise<void> {
+  async stop(opts: { handover?: boolean } = {}): Promise<void> {
     if (this.stopping) return; // idempotent
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
     this.hooks?.close();
     this.hooks = undefined;
     // Under a service manager with a descriptor store: carried connections go to the next process.
-    const store = fdStore();
+    const store = opts.handover === false ? undefined : fdStore();
     if (store && (await handOver(this.handoverHost(), store, this.log))) return this.closeListeners();
     for (const ps of this.peers.values()) {
       ps.session.closeAll(this.now(), CloseCode.Shutdown, 'spookd is stopping');
