@@ -12,7 +12,7 @@
  * the sessions' deadlines (pollTimeout) and the carrier redial; each input passes performance.now().
  */
 import type { WrapConnection, WrapStatsResult, WrapperEntry } from '../../client/protocol.js';
-import { createServer, connect, type Socket, type Server, type AddressInfo } from 'node:net';
+import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
 import { createSocket, type Socket as UdpSocket, type RemoteInfo } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
