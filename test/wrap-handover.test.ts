@@ -178,7 +178,9 @@ describe('a session restarted through a handover', () => {
     a.onCarrierDown(30);
     b.onCarrierDown(30);
     b.localData(31, sid, Buffer.from('def'));
-    const state = decodeHandover(encodeHandover({ bootId: 1n, peers: [a.exportHandover(40, 'b', () => 0)] }));
+    const state = decodeHandover(
+      encodeHandover({ bootId: 1n, peers: [a.exportHandover(40, 'b', (c) => ({ fd: 0, received: c.recv.received }))] }),
+    );
     expect(state.peers[0].conns[0]).toMatchObject({ id, received: 3, sendBytes: new Uint8Array(Buffer.from('world')) });
 
     const a2 = new WrapSession({ ...opts, role: 0, bootId: state.bootId });
@@ -201,6 +203,34 @@ describe('a session restarted through a handover', () => {
     expect(a2.conns.get(id)?.holdUntil).toBeUndefined();
   });
 
+  it('bytes a socket had not taken when the process stopped are resent to the next one, once', () => {
+    const a = new WrapSession({ ...opts, role: 0, bootId: 1n });
+    const b = new WrapSession({ ...opts, role: 1, bootId: 2n });
+    a.onCarrierUp(0);
+    b.onCarrierUp(0);
+    const id = a.openLocal(0, 22, target, 30_000)!;
+    pump(a, b, 0);
+    b.dialed(1, id);
+    pump(a, b, 1);
+    b.localData(2, id, Buffer.from('abcdef'));
+    expect(delivered(pump(a, b, 2).a)).toBe('abcdef');
+    a.drained(3, id, 1); // 'a' written; 'b' and 'c' in the kernel; 'def' still queued in the process
+    a.onCarrierDown(4);
+    b.onCarrierDown(4);
+    const h = a.exportHandover(5, 'b', () => ({ fd: 0, received: 3 }));
+    expect(h.conns[0].received).toBe(3);
+    // Outside [drained, received]: not handed over.
+    expect(a.exportHandover(5, 'b', () => ({ fd: 0, received: 0 })).conns).toEqual([]);
+    expect(a.exportHandover(5, 'b', () => ({ fd: 0, received: 7 })).conns).toEqual([]);
+    const a2 = new WrapSession({ ...opts, role: 0, bootId: 1n });
+    a2.importHandover(6, h);
+    a2.onCarrierUp(7);
+    b.onCarrierUp(7);
+    const ev = pump(a2, b, 7);
+    expect(delivered(ev.a)).toBe('def');
+    expect(ev.b.some((e) => e.type === 'close')).toBe(false);
+  });
+
   it('a handover of another bootId is a restart for the peer: it resets', () => {
     const a = new WrapSession({ ...opts, role: 0, bootId: 1n });
     const b = new WrapSession({ ...opts, role: 1, bootId: 2n });
@@ -212,7 +242,7 @@ describe('a session restarted through a handover', () => {
     pump(a, b, 1);
     a.onCarrierDown(2);
     b.onCarrierDown(2);
-    const h = a.exportHandover(3, 'b', () => 0);
+    const h = a.exportHandover(3, 'b', (c) => ({ fd: 0, received: c.recv.received }));
     const a2 = new WrapSession({ ...opts, role: 0, bootId: 3n }); // a fresh bootId: nothing can be resumed
     a2.importHandover(4, h);
     a2.onCarrierUp(5);

@@ -413,16 +413,16 @@ export class WrapSession {
   // ---- handover (a restart of this spookd, core/wrap/handover.ts) ----
 
   /**
-   * What the next process needs to RESUME the connections `fdOf` names a descriptor for (the
-   * caller closed the others first). Call with the carrier down and every received byte
-   * drained into its socket: the next process resumes from `received`, so nothing handed to a
-   * socket may still sit in this process.
+   * What the next process needs to RESUME the connections `at` names a descriptor for (the
+   * caller closed the others first), with the carrier down. `at(c).received`: how much of the
+   * peer's stream the socket's kernel holds (between drained and received: bytes still queued
+   * in this process die with it, and the peer resends them to the next one).
    */
-  exportHandover(now: number, peer: string, fdOf: (c: Readonly<WrapConn>) => number | undefined): HandoverPeer {
+  exportHandover(now: number, peer: string, at: (c: Readonly<WrapConn>) => { fd: number; received: number } | undefined): HandoverPeer {
     const conns: HandoverConn[] = [];
     for (const c of this.live.values()) {
-      const fd = fdOf(c);
-      if (fd === undefined || c.delta || c.datagram || c.recv.drained !== c.recv.received) continue;
+      const h = at(c);
+      if (!h || c.delta || c.datagram || h.received < c.recv.drained || h.received > c.recv.received) continue;
       conns.push({
         id: c.id,
         local: c.local,
@@ -432,13 +432,14 @@ export class WrapSession {
         target: c.target,
         holdMs: c.holdMs,
         heldMs: c.heldSince !== undefined ? now - c.heldSince : 0,
-        fd,
+        fd: h.fd,
         sendAcked: c.send.acked,
         sendBytes: c.send.unacked(),
         sendFin: c.send.finAt !== undefined,
-        received: c.recv.received,
+        received: h.received,
         recvFinAt: c.recv.finAt,
-        endDelivered: c.recv.endDelivered,
+        // The end was handed to the socket after its last byte: not delivered if bytes before it were lost.
+        endDelivered: c.recv.endDelivered && h.received === c.recv.received,
       });
     }
     return { peer, peerBootId: this.peerBootId, nextId: this.nextId, conns };

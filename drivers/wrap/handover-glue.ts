@@ -3,7 +3,8 @@
  * (docs/OPERATIONS.md, "Restarting spookd under wrapped connections"):
  * - handOver (stop): connections that cannot go (delta mode, UDP flows, dials still in progress)
  *   are closed as at any stop; the carriers are dropped without a CLOSE (the peer holds, as in
- *   an outage); every local socket stops reading and flushes what it was handed, and then the
+ *   an outage); every local socket stops reading and flushes what it was handed (up to 250 ms:
+ *   what a stalled reader's socket did not take is resent by the peer to the next process), and then the
  *   state and the sockets go to the descriptor store. Nothing is reset or ended: SO_LINGER 0
  *   stays set (a store flushed by a full stop resets them), but closing our copy releases
  *   nothing while the store holds one.
@@ -19,8 +20,28 @@ import { fdOf } from './linger.js';
 import { storeHandover, type Inherited } from './handover-store.js';
 import { closeQuietly } from './fdstore.js';
 
-/** How long a stop waits for the local sockets to take what they were handed (then those left are reset). */
-export const HANDOVER_DRAIN_MS = 2_000;
+/**
+ * How long a stop lets the local sockets take what they were handed: the rest is resent by the
+ * peer to the next process (kernelOffset), so this only saves resending and is kept short, as it
+ * adds to the restart's pause. Where Node's counters are missing, a socket that did not take
+ * everything by then is reset.
+ */
+export const HANDOVER_DRAIN_MS = 250;
+
+/** The peer's stream offset of each restored socket's first write in this process (0 for a socket opened here). */
+const writeBase = new WeakMap<Socket, number>();
+
+/**
+ * The offset of the peer's stream up to which the socket's kernel holds what was written to it:
+ * Node counts the bytes it dispatched to libuv, libuv those it has not yet written. Bytes still
+ * queued above the kernel die with this process; the next one has the peer resend them.
+ */
+function kernelOffset(s: Socket): number | undefined {
+  const dispatched = (s as unknown as { _bytesDispatched?: unknown })._bytesDispatched;
+  const queued = (s as unknown as { _handle?: { writeQueueSize?: unknown } })._handle?.writeQueueSize;
+  if (typeof dispatched !== 'number' || typeof queued !== 'number') return undefined;
+  return (writeBase.get(s) ?? 0) + dispatched - queued;
+}
 
 export interface HandoverPeerHost {
   name: string;
@@ -85,11 +106,17 @@ export async function handOver(host: HandoverHost, store: { socket: string; max:
     while (g.socket.readableLength > 0 && g.socket.read() !== null);
     (g.socket as unknown as { _handle?: { readStop?: () => number } })._handle?.readStop?.();
   }
-  const index = new Map<string, number>();
+  const index = new Map<string, { fd: number; received: number }>();
+  let partial = 0; // handed over with bytes the next process must have resent
   const fds: number[] = [];
   for (const g of going) {
-    if (!drained(g)) continue;
-    index.set(`${g.p.name}/${g.id}`, fds.length);
+    const c = g.p.session.conns.get(g.id);
+    if (!c || g.socket.destroyed) continue;
+    // A socket that took everything holds `received`; one that did not, what its kernel holds.
+    const received = kernelOffset(g.socket) ?? (drained(g) ? c.recv.received : undefined);
+    if (received === undefined || received < c.recv.drained || received > c.recv.received) continue;
+    index.set(`${g.p.name}/${g.id}`, { fd: fds.length, received });
+    if (received < c.recv.received) partial++;
     fds.push(fdOf(g.socket)!);
   }
   const now = host.now();
@@ -104,12 +131,12 @@ export async function handOver(host: HandoverHost, store: { socket: string; max:
     return false;
   }
   for (const g of going) {
-    // Handed over: our descriptor goes, the connection stays (the store holds it). Not handed
-    // (its socket did not take what it was handed in time): reset, as at any stop.
+    // Handed over: our descriptor goes (what Node still queued for it with it), the connection
+    // stays (the store holds it). Not handed (its offsets did not add up): reset, as at any stop.
     if (index.has(`${g.p.name}/${g.id}`)) g.socket.destroy();
     else g.socket.resetAndDestroy();
   }
-  log.info({ handedOver: fds.length, reset: going.length - fds.length }, 'wrapped connections handed over to the next spookd');
+  log.info({ handedOver: fds.length, partial, reset: going.length - fds.length }, 'wrapped connections handed over to the next spookd');
   return true;
 }
 
@@ -144,6 +171,7 @@ export function restoreHandover(host: HandoverHost, h: Inherited, log: Logger): 
         dropped++;
         continue;
       }
+      writeBase.set(socket, x.received);
       const lc = host.adopt(p, x.id, socket, x.wrapPort, x.local);
       // Our direction had ended in the previous process: this Socket must know, or it never closes.
       if (x.endDelivered) lc.io.end();

@@ -185,22 +185,30 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
     }
   };
 
-  /** A restart of `side` through a handover: what its sockets were handed is drained first (spookd waits for that). */
+  /**
+   * A restart of `side` through a handover: each socket took a random part of what it was
+   * handed and not yet drained (its kernel holds that); the rest was still queued in the process
+   * and dies with it, and the peer resends it to the next one.
+   */
   const restart = (side: WrapSession, ends: Map<number, End>, opts: typeof optsA | typeof optsB): WrapSession => {
     for (let ev = side.pollEvent(); ev; ev = side.pollEvent()) handle(side, ends, ev);
-    for (const [id, e] of ends)
-      if (e.undrained > 0 && side.conns.has(id)) {
-        side.drained(now, id, e.undrained);
-        e.undrained = 0;
-      }
-    for (let ev = side.pollEvent(); ev; ev = side.pollEvent()) handle(side, ends, ev);
+    const kernel = new Map<number, number>();
+    for (const c of side.conns.values()) kernel.set(c.id, c.recv.drained + rng.int(0, c.recv.received - c.recv.drained));
     let fd = 0;
-    const h = decodeHandover(encodeHandover({ bootId: opts.bootId, peers: [side.exportHandover(now, 'peer', () => fd++)] }));
+    const exported = side.exportHandover(now, 'peer', (c) => ({ fd: fd++, received: kernel.get(c.id)! }));
+    const h = decodeHandover(encodeHandover({ bootId: opts.bootId, peers: [exported] }));
     const next = new WrapSession(opts);
     const taken = next.importHandover(now, h.peers[0]);
     if (taken.size !== side.conns.size) fail(`restart: ${side.conns.size} connections, ${taken.size} restored`);
-    // The new process reads every socket again: one whose window is full pauses at once.
-    for (const [id, e] of ends) if (next.conns.has(id)) e.paused = next.room(id) === 0;
+    for (const [id, e] of ends) {
+      const k = kernel.get(id);
+      if (k === undefined) continue;
+      // The application reads what the kernel holds by itself; what was lost comes again from the peer.
+      e.got = k;
+      e.undrained = 0;
+      // The new process reads every socket again: one whose window is full pauses at once.
+      e.paused = next.room(id) === 0;
+    }
     restarts++;
     return next;
   };
