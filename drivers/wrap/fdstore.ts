@@ -35,6 +35,7 @@ interface Libc {
   recvmsg: (fd: number, msg: Buffer, flags: number) => number;
   close: (fd: number) => number;
   memfd: (name: string, flags: number) => number;
+  fcntl: (fd: number, cmd: number, arg: number) => number;
 }
 
 let libc: Libc | undefined;
@@ -50,6 +51,7 @@ function lib(): Libc {
     recvmsg: l.func('intptr_t recvmsg(int fd, void *msg, int flags)') as Libc['recvmsg'],
     close: l.func('int close(int fd)') as Libc['close'],
     memfd: l.func('int memfd_create(const char *name, unsigned int flags)') as Libc['memfd'],
+    fcntl: l.func('int fcntl(int fd, int cmd, int arg)') as Libc['fcntl'],
   };
   return libc;
 }
@@ -244,6 +246,10 @@ export function takeListenFds(env: NodeJS.ProcessEnv = process.env, pid = proces
   delete env.LISTEN_PID;
   delete env.LISTEN_FDNAMES;
   if (!forUs || !Number.isSafeInteger(n) || n <= 0 || n > 65536) return [];
+  const F_SETFD = 2;
+  const FD_CLOEXEC = 1;
+  // As sd_listen_fds: close-on-exec, so that no child of ours ever holds a connection open.
+  for (let i = 0; i < n; i++) lib().fcntl(3 + i, F_SETFD, FD_CLOEXEC);
   return Array.from({ length: n }, (_, i) => ({ fd: 3 + i, name: names[i] ?? 'unknown' }));
 }
 
