@@ -182,7 +182,7 @@ export function benchCommand(): Command {
       const { runWrapBench } = await load<typeof import('../../bench/wrap.js')>('../../bench/wrap.js');
       const r = await runWrapBench(o);
       if (o.json) console.log(JSON.stringify(r, null, 2));
-      else for (const [k, v] of Object.entries(r)) console.log(`${k.padEnd(18)}${v}`);
+      else for (const [k, v] of Object.entries(r)) console.log(`${k.padEnd(18)}${typeof v === 'object' ? JSON.stringify(v) : v}`);
     });
   bench
     .command('attack')
