@@ -7,6 +7,7 @@ import { runWrapBench, type WrapBenchResult } from './wrap.js';
 import { formatConnectBench, runConnectBench } from './wrap-connect.js';
 import { formatWrapSpeed, runWrapSpeedBench } from './wrap-speed.js';
 import { formatResumeBench, runResumeBench } from './wrap-resume.js';
+import { formatRestartBench, runRestartBench } from './wrap-restart.js';
 
 export interface WrapPartOptions {
   bytes: number;
@@ -48,6 +49,11 @@ export const WRAP_BENCH_PARTS = {
     what: 'resume after cuts, an outage past TCP patience, a client address change, wrapped vs direct',
     run: (o) => runResumeBench({ basePort: o.basePort + 10, long: o.resumeLong, log: o.log }),
     format: formatResumeBench,
+  }),
+  restart: part({
+    what: 'restarts of either spookd under an ssh session and a stream, through the descriptor store and plain',
+    run: (o) => runRestartBench({ basePort: o.basePort + 100 }),
+    format: formatRestartBench,
   }),
 };
 

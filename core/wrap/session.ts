@@ -29,6 +29,7 @@ import { RecvStream, SendStream } from './stream.js';
 import { Deque } from '../util/deque.js';
 import { Chunker, ChunkLru, digestKey, type Chunk } from './dedup.js';
 import { frameDatagram, MAX_DATAGRAM, UDP_IDLE_MS, type FlowDrop } from './udp.js';
+import type { HandoverConn, HandoverPeer } from './handover.js';
 
 export interface WrapSessionOptions {
   /** Low bit of the connection ids this side opens (the peers pick opposite bits). */
@@ -64,6 +65,8 @@ export const DEFAULT_MAX_BUFFERED = 64 * 1024 * 1024;
 const WAKE_BYTES = 64 * 1024;
 
 export const ACK_DELAY_MS = 5;
+/** A handed-over send stream may pass the window by what the last socket reads added (localData takes a whole read). */
+const HANDOVER_SLACK = 1 << 20;
 /**
  * Delta mode holds the unfinished last chunk of a burst this long for more bytes: sent at
  * once, its start would go raw and the whole chunk could never be a reference.
@@ -407,6 +410,75 @@ export class WrapSession {
   /** Close every connection (daemon stopping, wrapper removed). */
   closeAll(now: number, code: CloseCode, text: string, filter: (c: WrapConn) => boolean = () => true): void {
     for (const c of [...this.live.values()]) if (filter(c)) this.forget(now, c, code, text, false, true);
+  }
+
+  // ---- handover (a restart of this spookd, core/wrap/handover.ts) ----
+
+  /**
+   * What the next process needs to RESUME the connections `at` names a descriptor for (the
+   * caller closed the others first), with the carrier down. `at(c).received`: how much of the
+   * peer's stream the socket's kernel holds (between drained and received: bytes still queued
+   * in this process die with it, and the peer resends them to the next one).
+   */
+  exportHandover(now: number, peer: string, at: (c: Readonly<WrapConn>) => { fd: number; received: number } | undefined): HandoverPeer {
+    const conns: HandoverConn[] = [];
+    for (const c of this.live.values()) {
+      const h = at(c);
+      if (!h || c.delta || c.datagram || h.received < c.recv.drained || h.received > c.recv.received) continue;
+      conns.push({
+        id: c.id,
+        local: c.local,
+        openSent: c.openSent,
+        state: c.state,
+        wrapPort: c.wrapPort,
+        target: c.target,
+        holdMs: c.holdMs,
+        heldMs: c.heldSince !== undefined ? now - c.heldSince : 0,
+        fd: h.fd,
+        sendAcked: c.send.acked,
+        sendBytes: c.send.unacked(),
+        sendFin: c.send.finAt !== undefined,
+        received: h.received,
+        recvFinAt: c.recv.finAt,
+        // The end was handed to the socket after its last byte: not delivered if bytes before it were lost.
+        endDelivered: c.recv.endDelivered && h.received === c.recv.received,
+      });
+    }
+    return { peer, peerBootId: this.peerBootId, nextId: this.nextId, conns };
+  }
+
+  /**
+   * Connections handed over by the previous process (same bootId), before the first carrier:
+   * each is held (its hold counts the time it was held already) and RESUMEs at the next HELLO.
+   * Returns the ids taken; a connection over this session's limits (count, per-peer quota) or
+   * with an id in use is left out, for the caller to reset.
+   */
+  importHandover(now: number, h: HandoverPeer): Set<number> {
+    const taken = new Set<number>();
+    if (this.peerBootId === undefined) this.peerBootId = h.peerBootId;
+    for (const x of h.conns) {
+      if (this.live.has(x.id) || this.live.size >= this.opts.maxConnections) continue;
+      if (this.outBytes + x.sendBytes.length > this.maxBuffered || x.sendBytes.length > this.opts.windowBytes + HANDOVER_SLACK) continue;
+      const c = this.newConn(now, x.id, x.local, x.wrapPort, x.target, x.holdMs, false, false);
+      c.state = x.state;
+      c.openSent = x.openSent;
+      c.send.restore(x.sendAcked, x.sendBytes, x.sendFin);
+      this.outBytes += x.sendBytes.length;
+      c.recv.received = c.recv.drained = x.received;
+      c.recv.finAt = x.recvFinAt;
+      c.recv.endDelivered = x.endDelivered;
+      this.hold(now, c);
+      const credit = Math.min(x.heldMs, c.holdMs);
+      c.holdUntil = now + c.holdMs - credit;
+      c.heldSince = now - credit;
+      taken.add(x.id);
+    }
+    // New ids continue past every handed-over one (the peer may still know the old ones).
+    let next = h.nextId >>> 0;
+    for (const id of this.live.keys()) if ((id & 1) === this.opts.role && id >= next) next = id + 2;
+    if ((next & 1) !== this.opts.role || next < 2 || next > 0xffffffff) next = 2 + this.opts.role;
+    this.nextId = next;
+    return taken;
   }
 
   // ---- carrier ----

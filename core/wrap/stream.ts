@@ -112,6 +112,24 @@ export class SendStream {
     return parts.length ? { offset, parts } : undefined;
   }
 
+  /** The bytes from the acknowledged offset to the end (a copy), for a handover (core/wrap/handover.ts). */
+  unacked(): Uint8Array {
+    const out = new Uint8Array(this.end - this.acked);
+    for (let i = 0; i < this.chunks.length; i++) {
+      const c = this.chunks.at(i);
+      const from = Math.max(0, this.acked - c.offset);
+      if (from < c.data.length) out.set(c.data.subarray(from), c.offset + from - this.acked);
+    }
+    return out;
+  }
+
+  /** A stream handed over by the previous process: acknowledged up to `acked`, then `bytes`, nothing on the carrier. */
+  restore(acked: number, bytes: Uint8Array, fin: boolean): void {
+    this.acked = this.next = this.end = acked;
+    this.append(bytes);
+    if (fin) this.finAt = this.end;
+  }
+
   /** A FIN is due: everything up to the end is on the carrier. */
   get finDue(): boolean {
     return this.finAt !== undefined && !this.finSent && this.next >= this.finAt;

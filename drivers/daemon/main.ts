@@ -6,6 +6,7 @@ import { readPrivateKey } from './keys.js';
 import { Spookd } from './spookd.js';
 import { StoreError } from '../store/store.js';
 import { resolveAdminGroup } from '../admin/access.js';
+import { sdNotify } from '../wrap/fdstore.js';
 
 const program = new Command()
   .name('spookd')
@@ -39,6 +40,8 @@ const program = new Command()
     try {
       d = new Spookd(cfg, key, log);
       await d.start();
+      // Under systemd (Type=notify): started. Also what lets a restart hand wrapped connections over.
+      sdNotify('READY=1');
     } catch (e) {
       if (e instanceof StoreError || e instanceof ConfigError) log.fatal(e.message);
       else log.fatal({ err: e }, 'failed to start');
@@ -49,9 +52,11 @@ const program = new Command()
       if (stopping) return;
       stopping = true;
       log.info({ signal: sig }, 'shutting down');
+      sdNotify('STOPPING=1');
       // A shutdown that hangs must still end: the unit restarts us either way.
       setTimeout(() => process.exit(code || 1), 10_000).unref();
-      d.stop().then(
+      // After an uncaught exception the wrap state is not trusted to the next process: no handover.
+      d.stop({ handover: code === 0 }).then(
         () => process.exit(code),
         (e: unknown) => {
           log.error({ err: e }, 'unclean shutdown');

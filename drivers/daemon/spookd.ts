@@ -364,7 +364,7 @@ export class Spookd {
    * Stop in an order that loses nothing: no more input (datagrams, timers, admin), then tell
    * the peers we are going away, close the socket, and only then close the stores.
    */
-  async stop(): Promise<void> {
+  async stop(opts: { handover?: boolean } = {}): Promise<void> {
     // What the last inputs wrote reaches the disk (and their answers leave), all of it now: from
     // here on a commit pass is a no-op (none may run after the socket or the stores close).
     this.commit(true);
@@ -372,7 +372,7 @@ export class Spookd {
     if (this.timer) clearTimeout(this.timer);
     await this.admin?.stop();
     await this.metrics?.stop();
-    await this.wraps.stop(); // interception ends before anything else: new connections go direct
+    await this.wraps.stop(opts); // interception ends before anything else: new connections go direct
     for (const link of this.links.values()) {
       // Not a teardown: the pair's state is on disk and the peer should expect us back.
       const bye = this.table.canSend(link.name) ? link.pair.goingAway(this.now()) : undefined;

@@ -29,7 +29,7 @@ function call(): SetSockOpt | null {
 }
 
 /** The socket's file descriptor, when Node has one (a connected TCP socket on Unix). */
-function fdOf(socket: Socket): number | undefined {
+export function fdOf(socket: Socket): number | undefined {
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
   return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }

@@ -40,6 +40,9 @@ import {
 } from '../../core/wrap/connect.js';
 import { connectTimeoutText, HonestConnects } from './connects.js';
 import { LocalAddresses, sameAddress } from './roam.js';
+import { fdStore } from './fdstore.js';
+import { handOver, restoreHandover, type HandoverHost } from './handover-glue.js';
+import { takeHandover, type Inherited } from './handover-store.js';
 
 export interface WrapPeer {
   name: string;
@@ -163,7 +166,11 @@ export class WrapManager {
   /** Exceptions caught by guard() (a bug in one connection's path, counted and logged). */
   internalErrors = 0;
   private stopping = false;
-  private readonly bootId = randomBytes(8).readBigUInt64BE();
+  private readonly bootId: bigint;
+  /** What the previous process handed over (a restart through the descriptor store), until start() adopts it. */
+  private inherited: Inherited | undefined;
+  /** Each carried TCP connection's socket (what a handover stores). */
+  private readonly tcpSockets = new WeakMap<LocalConn, Socket>();
   readonly refused: Partial<Record<InterceptRefusal, number>> = {};
   /** Every local socket still open (lingering ones included), so that stop() leaves none. */
   private readonly sockets = new Set<Socket>();
@@ -203,6 +210,8 @@ export class WrapManager {
     private readonly interceptor?: (interceptPort: number) => Interceptor,
   ) {
     this.policy = new DialPolicy(settings.allow ?? []);
+    this.inherited = takeHandover(log);
+    this.bootId = this.inherited?.state.bootId ?? randomBytes(8).readBigUInt64BE();
     this.handshakes = new HandshakeSlots(settings.maxHandshakes ?? 256, settings.maxHandshakesPerSource ?? 16);
     this.admission = new HandshakeAdmission(
       settings.handshakeRate ?? DEFAULT_HANDSHAKE_RATE,
@@ -278,6 +287,8 @@ export class WrapManager {
     await this.openUdpIntercept();
     // Hooks only once something is wrapped: hosts that use no wrapper never touch the cgroup.
     if (this.wrappers.size > 0) this.openHooks();
+    if (this.inherited) restoreHandover(this.handoverHost(), this.inherited, this.log);
+    this.inherited = undefined;
     this.log.info(
       {
         carrier: `${this.host.listen.host}:${this.host.listen.port}`,
@@ -343,12 +354,15 @@ export class WrapManager {
   }
 
   /** Stop intercepting first (new connections go direct), then close what is carried. */
-  async stop(): Promise<void> {
+  async stop(opts: { handover?: boolean } = {}): Promise<void> {
     if (this.stopping) return; // idempotent
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
     this.hooks?.close();
     this.hooks = undefined;
+    // Under a service manager with a descriptor store: carried connections go to the next process.
+    const store = opts.handover === false ? undefined : fdStore();
+    if (store && (await handOver(this.handoverHost(), store, this.log))) return this.closeListeners();
     for (const ps of this.peers.values()) {
       ps.session.closeAll(this.now(), CloseCode.Shutdown, 'spookd is stopping');
       this.flush(ps);
@@ -366,6 +380,44 @@ export class WrapManager {
     for (const u of this.udpSockets) u.close();
     this.udpSockets.clear();
     await closed;
+  }
+
+  /** Stop() after a handover: the listeners and what was not handed over. */
+  private async closeListeners(): Promise<void> {
+    const closed = [this.carrierServer, ...this.interceptServers].map((s) =>
+      s ? new Promise<void>((r) => s.close(() => r())) : undefined,
+    );
+    for (const ps of this.peers.values()) ps.carrier?.close('spookd stopped');
+    for (const sock of this.sockets) sock.destroy();
+    this.udpIntercept?.close();
+    for (const u of this.udpSockets) u.close();
+    this.udpSockets.clear();
+    await Promise.all(closed);
+  }
+
+  /** What a restart's handover (drivers/wrap/handover-glue.ts) needs of this manager. */
+  private handoverHost(): HandoverHost {
+    return {
+      bootId: this.bootId,
+      now: () => this.now(),
+      peers: () =>
+        [...this.peers.values()].map((ps) => ({
+          name: ps.peer.name,
+          session: ps.session,
+          conns: ps.conns,
+          flush: () => this.flush(ps),
+          dropCarrier: (why: string) => ps.carrier?.close(why),
+        })),
+      socketOf: (lc) => this.tcpSockets.get(lc),
+      adopt: (p, id, socket, wrapPort, local) => {
+        const ps = this.peers.get(p.name)!;
+        const lc = this.attach(ps, id, socket, wrapPort);
+        lc.connected = true;
+        const w = this.wrappers.get(wrapPort);
+        if (local && w && !isDatagram(w.protocol)) this.counters.opened(w);
+        return lc;
+      },
+    };
   }
 
   // ---- wrappers (config and admin) ----
@@ -582,6 +634,7 @@ export class WrapManager {
   private attach(ps: PeerState, id: number, socket: Socket, wrapPort: number): LocalConn {
     const local = ps.session.conns.get(id)?.local ?? true;
     const lc = this.localConn(ps, id, () => tcpIo(socket), local, wrapPort, false);
+    this.tcpSockets.set(lc, socket);
     socket.setNoDelay(true);
     // Should spookd die, the kernel resets the socket rather than ending it cleanly (§16.5.7).
     if (local) resetOnClose(socket);

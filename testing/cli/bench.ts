@@ -168,7 +168,7 @@ export function benchCommand(): Command {
     .option('--pgbench-seconds <n>', 'length of each pgbench run (0: skip)', intArg('--pgbench-seconds', 0), 10)
     .option('--base-port <port>', 'spookd UDP/TCP ports in the namespaces', intArg('--base-port', 1024), 47600)
     .option('--connections <n>', 'new connections per rate figure (speed part)', intArg('--connections', 10), 3000)
-    .option('--only <parts>', 'run only these parts, comma-separated: base, connect, speed, resume (default: all, in that order)')
+    .option('--only <parts>', 'run only these parts, comma-separated: base, connect, speed, resume, restart (default: all, in that order)')
     .option('--resume-long', 'the resume part also cuts for 2 min', false)
     .option('--json', 'print one JSON object', false)
     .action(

@@ -4,7 +4,7 @@
  * per-run prefix and is removed by `destroy()`, which tests call in afterAll (also on
  * failure). Needs root (CAP_NET_ADMIN), as CI has.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -184,16 +184,23 @@ export class Lab {
     return path;
   }
 
-  /** Start spookd in the host's namespace and wait for its admin socket. */
-  async start(name: string): Promise<void> {
+  /**
+   * Start spookd in the host's namespace and wait for its admin socket. `env`: added to its
+   * environment; `fds`: passed at 3.. with LISTEN_PID set to the daemon's pid (a service
+   * manager's descriptor store, testing/lab/fdstore.ts).
+   */
+  async start(name: string, opts: { env?: Record<string, string>; fds?: number[] } = {}): Promise<void> {
     const h = this.host(name);
     const log = join(h.dir, 'spookd.log');
     // SPOOK_LAB_NODE_ARGS: extra node flags for the lab's daemons (e.g. --cpu-prof when profiling a benchmark).
     const nodeArgs = (process.env.SPOOK_LAB_NODE_ARGS ?? '').split(' ').filter(Boolean);
     const daemon = [process.execPath, ...nodeArgs, join(ROOT, 'bin/spookd'), '--config', join(h.dir, 'spookd.conf')];
-    const proc = this.loopback
-      ? spawn(daemon[0], daemon.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] })
-      : spawn('ip', ['netns', 'exec', h.ns, ...daemon], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // LISTEN_PID is the daemon's own pid: sh exports its $$ and execs it.
+    if (opts.fds?.length) daemon.unshift('sh', '-c', 'export LISTEN_PID=$$; exec "$@"', 'sh');
+    // A service manager's variables reach the daemon only through `opts.env` (a runner under systemd has its own).
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(NOTIFY_SOCKET|FDSTORE|LISTEN_\w+)$/.test(k)));
+    const spawnOpts: SpawnOptions = { stdio: ['ignore', 'pipe', 'pipe', ...(opts.fds ?? [])], env: { ...env, ...opts.env } };
+    const proc = this.loopback ? spawn(daemon[0], daemon.slice(1), spawnOpts) : spawn('ip', ['netns', 'exec', h.ns, ...daemon], spawnOpts);
     proc.stdout!.on('data', (c: Buffer) => writeFileSync(log, c, { flag: 'a' }));
     proc.stderr!.on('data', (c: Buffer) => writeFileSync(log, c, { flag: 'a' }));
     h.proc = proc;

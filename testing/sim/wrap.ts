@@ -9,6 +9,7 @@
 import { Rng } from './rng.js';
 import { CloseCode, CLOSE_NAMES } from '../../wire/wrap.js';
 import { WrapSession, type WrapEvent } from '../../core/wrap/session.js';
+import { decodeHandover, encodeHandover } from '../../core/wrap/handover.js';
 
 export interface WrapSimOptions {
   seed: number;
@@ -24,6 +25,12 @@ export interface WrapSimOptions {
   delta?: boolean;
   /** Delta mode with a receiver cache far smaller than the sender's index on side A: references miss (NACK). */
   smallCache?: boolean;
+  /**
+   * Half the cuts are a restart of one side through a handover (core/wrap/handover.ts): its
+   * sockets take what they were handed, its state is encoded, decoded and imported into a new
+   * session with the same boot id (not with delta mode, which is not handed over).
+   */
+  restarts?: boolean;
 }
 
 export const DEFAULT_WRAP_SIM: Omit<WrapSimOptions, 'seed'> = {
@@ -55,6 +62,8 @@ export interface WrapSimResult {
   holdExpired: number;
   outages: number;
   cuts: number;
+  /** Cuts that were a restart of one side through a handover. */
+  restarts: number;
   ms: number;
   /** Delta mode: stream bytes sent as references, and NACKs (references the receiver lacked). */
   refBytes: number;
@@ -64,8 +73,11 @@ export interface WrapSimResult {
 export function runWrapSim(o: WrapSimOptions): WrapSimResult {
   const rng = new Rng(o.seed);
   const base = { windowBytes: o.windowBytes, maxConnections: 64, pingMs: 200, silenceMs: 1_000, mayDial: () => true };
-  const A = new WrapSession({ ...base, role: 0, bootId: 1n, deltaCacheBytes: o.smallCache ? 60_000 : undefined });
-  const B = new WrapSession({ ...base, role: 1, bootId: 2n });
+  const optsA = { ...base, role: 0 as const, bootId: 1n, deltaCacheBytes: o.smallCache ? 60_000 : undefined };
+  const optsB = { ...base, role: 1 as const, bootId: 2n };
+  let A = new WrapSession(optsA);
+  let B = new WrapSession(optsB);
+  let restarts = 0;
   const wire: [Uint8Array[], Uint8Array[]] = [[], []]; // A→B, B→A
   const client = new Map<number, End>();
   const server = new Map<number, End>();
@@ -173,6 +185,34 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
     }
   };
 
+  /**
+   * A restart of `side` through a handover: each socket took a random part of what it was
+   * handed and not yet drained (its kernel holds that); the rest was still queued in the process
+   * and dies with it, and the peer resends it to the next one.
+   */
+  const restart = (side: WrapSession, ends: Map<number, End>, opts: typeof optsA | typeof optsB): WrapSession => {
+    for (let ev = side.pollEvent(); ev; ev = side.pollEvent()) handle(side, ends, ev);
+    const kernel = new Map<number, number>();
+    for (const c of side.conns.values()) kernel.set(c.id, c.recv.drained + rng.int(0, c.recv.received - c.recv.drained));
+    let fd = 0;
+    const exported = side.exportHandover(now, 'peer', (c) => ({ fd: fd++, received: kernel.get(c.id)! }));
+    const h = decodeHandover(encodeHandover({ bootId: opts.bootId, peers: [exported] }));
+    const next = new WrapSession(opts);
+    const taken = next.importHandover(now, h.peers[0]);
+    if (taken.size !== side.conns.size) fail(`restart: ${side.conns.size} connections, ${taken.size} restored`);
+    for (const [id, e] of ends) {
+      const k = kernel.get(id);
+      if (k === undefined) continue;
+      // The application reads what the kernel holds by itself; what was lost comes again from the peer.
+      e.got = k;
+      e.undrained = 0;
+      // The new process reads every socket again: one whose window is full pauses at once.
+      e.paused = next.room(id) === 0;
+    }
+    restarts++;
+    return next;
+  };
+
   const settled = (): boolean =>
     [...client.values(), ...server.values()].every((e) => e.done || e.closed !== undefined) && server.size >= client.size;
 
@@ -185,6 +225,10 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
       wire[1].length = 0;
       A.onCarrierDown(now);
       B.onCarrierDown(now);
+      if (o.restarts && !o.delta && rng.chance(0.5)) {
+        if (rng.chance(0.5)) A = restart(A, client, optsA);
+        else B = restart(B, server, optsB);
+      }
     } else if (!up && now >= downUntil) {
       up = true;
       A.onCarrierUp(now);
@@ -239,6 +283,7 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
     outages,
     cuts,
     ms: now,
+    restarts,
     refBytes: A.counters.refBytes + B.counters.refBytes,
     nacks: A.counters.nacksSent + B.counters.nacksSent,
   };

@@ -1,0 +1,266 @@
+/**
+ * The wrap state one spookd hands to the next across a restart (docs/OPERATIONS.md, "Restarting
+ * spookd under wrapped connections"): the bootId, and per peer and connection what WrapSession
+ * needs to RESUME (PROTOCOL §16.6) instead of reset: the unacknowledged bytes of the send stream,
+ * the received offset of the receive stream, both FINs. The local sockets travel beside it (the
+ * service manager's descriptor store), each named by `fd` (FDNAME spook-wrap-<fd>).
+ *
+ * The bytes are local input but still validated: a state that does not decode is refused with
+ * the field at fault (HandoverError), and the caller starts afresh. No wire rule changes: the
+ * peer sees a carrier loss, then a HELLO with the same bootId, as after any outage.
+ */
+import type { Target } from '../../wire/wrap.js';
+
+export const HANDOVER_MAGIC = 'SPKWRAPH';
+export const HANDOVER_VERSION = 1;
+/** Bounds of a decoded state (beyond them it is refused, not truncated). */
+export const HANDOVER_MAX_PEERS = 65_536;
+export const HANDOVER_MAX_CONNS = 1 << 20;
+/** One connection's buffered send bytes (a window plus one socket read, with room to spare). */
+export const HANDOVER_MAX_CONN_BYTES = 1 << 30;
+/** Stream offsets stay exact in a double. */
+const MAX_OFFSET = Number.MAX_SAFE_INTEGER;
+
+export type HandoverConnState = 'opening' | 'open' | 'held';
+const STATES: readonly HandoverConnState[] = ['opening', 'open', 'held'];
+
+export interface HandoverConn {
+  id: number;
+  local: boolean;
+  openSent: boolean;
+  state: HandoverConnState;
+  wrapPort: number;
+  target: Target;
+  holdMs: number;
+  /** How long it had been held already (0 if it was not). */
+  heldMs: number;
+  /** Index of its socket among the handed-over descriptors. */
+  fd: number;
+  /** Send stream: acknowledged offset, the bytes from there to its end, the FIN if the local end finished. */
+  sendAcked: number;
+  sendBytes: Uint8Array;
+  sendFin: boolean;
+  /** Receive stream: everything received was drained into the socket first; the peer's FIN and whether it was delivered. */
+  received: number;
+  recvFinAt: number | undefined;
+  endDelivered: boolean;
+}
+
+export interface HandoverPeer {
+  peer: string;
+  peerBootId: bigint | undefined;
+  nextId: number;
+  conns: HandoverConn[];
+}
+
+export interface HandoverState {
+  bootId: bigint;
+  peers: HandoverPeer[];
+}
+
+export class HandoverError extends Error {
+  constructor(
+    readonly field: string,
+    detail: string,
+  ) {
+    super(`handover state: ${field}: ${detail}`);
+  }
+}
+
+const FLAG_LOCAL = 1;
+const FLAG_OPEN_SENT = 2;
+const FLAG_SEND_FIN = 4;
+const FLAG_RECV_FIN = 8;
+const FLAG_END_DELIVERED = 16;
+
+export function encodeHandover(s: HandoverState): Uint8Array {
+  const parts: Uint8Array[] = [];
+  const enc = new TextEncoder();
+  const head = new DataView(new ArrayBuffer(8 + 2 + 8 + 4));
+  enc.encodeInto(HANDOVER_MAGIC, new Uint8Array(head.buffer, 0, 8));
+  head.setUint16(8, HANDOVER_VERSION);
+  head.setBigUint64(10, s.bootId);
+  head.setUint32(18, s.peers.length);
+  parts.push(new Uint8Array(head.buffer));
+  for (const p of s.peers) {
+    const name = enc.encode(p.peer);
+    const v = new DataView(new ArrayBuffer(2 + name.length + 1 + 8 + 4 + 4));
+    v.setUint16(0, name.length);
+    new Uint8Array(v.buffer).set(name, 2);
+    let o = 2 + name.length;
+    v.setUint8(o, p.peerBootId === undefined ? 0 : 1);
+    v.setBigUint64(o + 1, p.peerBootId ?? 0n);
+    v.setUint32(o + 9, p.nextId >>> 0);
+    v.setUint32(o + 13, p.conns.length);
+    parts.push(new Uint8Array(v.buffer));
+    for (const c of p.conns) {
+      const addr = enc.encode(c.target.address);
+      const w = new DataView(new ArrayBuffer(4 + 1 + 1 + 2 + 1 + 1 + addr.length + 2 + 4 + 4 + 4 + 8 + 8 + 8 + 4));
+      o = 0;
+      w.setUint32(o, c.id >>> 0);
+      w.setUint8(
+        o + 4,
+        (c.local ? FLAG_LOCAL : 0) |
+          (c.openSent ? FLAG_OPEN_SENT : 0) |
+          (c.sendFin ? FLAG_SEND_FIN : 0) |
+          (c.recvFinAt !== undefined ? FLAG_RECV_FIN : 0) |
+          (c.endDelivered ? FLAG_END_DELIVERED : 0),
+      );
+      w.setUint8(o + 5, STATES.indexOf(c.state));
+      w.setUint16(o + 6, c.wrapPort);
+      w.setUint8(o + 8, c.target.family);
+      w.setUint8(o + 9, addr.length);
+      new Uint8Array(w.buffer).set(addr, 10);
+      o = 10 + addr.length;
+      w.setUint16(o, c.target.port);
+      w.setUint32(o + 2, Math.min(0xffffffff, Math.round(c.holdMs)));
+      w.setUint32(o + 6, Math.min(0xffffffff, Math.max(0, Math.round(c.heldMs))));
+      w.setUint32(o + 10, c.fd);
+      w.setBigUint64(o + 14, BigInt(c.sendAcked));
+      w.setBigUint64(o + 22, BigInt(c.received));
+      w.setBigUint64(o + 30, BigInt(c.recvFinAt ?? 0));
+      w.setUint32(o + 38, c.sendBytes.length);
+      parts.push(new Uint8Array(w.buffer), c.sendBytes);
+    }
+  }
+  let len = 0;
+  for (const p of parts) len += p.length;
+  const out = new Uint8Array(len);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** A reader that names the field it could not read. */
+class Reader {
+  private at = 0;
+  private readonly v: DataView;
+  constructor(private readonly b: Uint8Array) {
+    this.v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  }
+  private need(n: number, field: string): number {
+    if (this.at + n > this.b.length)
+      throw new HandoverError(field, `truncated at byte ${this.at} (${n} more needed, ${this.b.length - this.at} left)`);
+    const at = this.at;
+    this.at += n;
+    return at;
+  }
+  u8(f: string): number {
+    return this.v.getUint8(this.need(1, f));
+  }
+  u16(f: string): number {
+    return this.v.getUint16(this.need(2, f));
+  }
+  u32(f: string): number {
+    return this.v.getUint32(this.need(4, f));
+  }
+  u64(f: string): bigint {
+    return this.v.getBigUint64(this.need(8, f));
+  }
+  offset(f: string): number {
+    const x = this.u64(f);
+    if (x > BigInt(MAX_OFFSET)) throw new HandoverError(f, `${x} beyond 2^53`);
+    return Number(x);
+  }
+  bytes(n: number, f: string): Uint8Array {
+    const at = this.need(n, f);
+    return this.b.subarray(at, at + n);
+  }
+  get left(): number {
+    return this.b.length - this.at;
+  }
+}
+
+/** Decode and check a handover state; throws HandoverError naming the field at fault. */
+export function decodeHandover(b: Uint8Array): HandoverState {
+  const r = new Reader(b);
+  const dec = new TextDecoder('utf-8', { fatal: true });
+  const text = (n: number, f: string): string => {
+    try {
+      return dec.decode(r.bytes(n, f));
+    } catch (e) {
+      if (e instanceof HandoverError) throw e;
+      throw new HandoverError(f, 'not UTF-8');
+    }
+  };
+  if (text(8, 'magic') !== HANDOVER_MAGIC) throw new HandoverError('magic', `not ${HANDOVER_MAGIC}`);
+  const version = r.u16('version');
+  if (version !== HANDOVER_VERSION) throw new HandoverError('version', `${version}, this spookd reads ${HANDOVER_VERSION}`);
+  const bootId = r.u64('bootId');
+  const npeers = r.u32('peers');
+  if (npeers > HANDOVER_MAX_PEERS) throw new HandoverError('peers', `${npeers}, at most ${HANDOVER_MAX_PEERS}`);
+  const peers: HandoverPeer[] = [];
+  const names = new Set<string>();
+  const fds = new Set<number>();
+  for (let i = 0; i < npeers; i++) {
+    const f = `peers[${i}]`;
+    const peer = text(r.u16(`${f}.name`), `${f}.name`);
+    if (!peer || names.has(peer)) throw new HandoverError(`${f}.name`, peer ? `${peer} twice` : 'empty');
+    names.add(peer);
+    const hasBoot = r.u8(`${f}.peerBootId`);
+    if (hasBoot > 1) throw new HandoverError(`${f}.peerBootId`, `flag ${hasBoot}`);
+    const pb = r.u64(`${f}.peerBootId`);
+    const nextId = r.u32(`${f}.nextId`);
+    const nconns = r.u32(`${f}.conns`);
+    if (nconns > HANDOVER_MAX_CONNS) throw new HandoverError(`${f}.conns`, `${nconns}, at most ${HANDOVER_MAX_CONNS}`);
+    const conns: HandoverConn[] = [];
+    const ids = new Set<number>();
+    for (let j = 0; j < nconns; j++) {
+      const g = `${f}.conns[${j}]`;
+      const id = r.u32(`${g}.id`);
+      if (id < 2 || ids.has(id)) throw new HandoverError(`${g}.id`, id < 2 ? `${id} is reserved` : `${id} twice`);
+      ids.add(id);
+      const flags = r.u8(`${g}.flags`);
+      if (flags & ~31) throw new HandoverError(`${g}.flags`, `unknown bits ${flags}`);
+      const st = STATES[r.u8(`${g}.state`)];
+      if (!st) throw new HandoverError(`${g}.state`, 'unknown');
+      const wrapPort = r.u16(`${g}.wrapPort`);
+      const family = r.u8(`${g}.target.family`);
+      if (family !== 4 && family !== 6) throw new HandoverError(`${g}.target.family`, `${family}`);
+      const address = text(r.u8(`${g}.target.address`), `${g}.target.address`);
+      if (!address) throw new HandoverError(`${g}.target.address`, 'empty');
+      const port = r.u16(`${g}.target.port`);
+      if (port === 0 || wrapPort === 0) throw new HandoverError(port === 0 ? `${g}.target.port` : `${g}.wrapPort`, '0');
+      const holdMs = r.u32(`${g}.holdMs`);
+      const heldMs = r.u32(`${g}.heldMs`);
+      const fd = r.u32(`${g}.fd`);
+      if (fds.has(fd)) throw new HandoverError(`${g}.fd`, `${fd} twice`);
+      fds.add(fd);
+      const sendAcked = r.offset(`${g}.sendAcked`);
+      const received = r.offset(`${g}.received`);
+      const finAt = r.offset(`${g}.recvFinAt`);
+      const nbytes = r.u32(`${g}.sendBytes`);
+      if (nbytes > HANDOVER_MAX_CONN_BYTES) throw new HandoverError(`${g}.sendBytes`, `${nbytes}, at most ${HANDOVER_MAX_CONN_BYTES}`);
+      if (sendAcked + nbytes > MAX_OFFSET) throw new HandoverError(`${g}.sendBytes`, 'the stream passes 2^53');
+      const sendBytes = r.bytes(nbytes, `${g}.sendBytes`);
+      const recvFinAt = flags & FLAG_RECV_FIN ? finAt : undefined;
+      if (recvFinAt !== undefined && recvFinAt < received)
+        throw new HandoverError(`${g}.recvFinAt`, `${recvFinAt} below received ${received}`);
+      const endDelivered = (flags & FLAG_END_DELIVERED) !== 0;
+      if (endDelivered && recvFinAt !== received) throw new HandoverError(`${g}.flags`, 'end delivered before the fin');
+      conns.push({
+        id,
+        local: (flags & FLAG_LOCAL) !== 0,
+        openSent: (flags & FLAG_OPEN_SENT) !== 0,
+        state: st,
+        wrapPort,
+        target: { family, address, port },
+        holdMs,
+        heldMs,
+        fd,
+        sendAcked,
+        sendBytes,
+        sendFin: (flags & FLAG_SEND_FIN) !== 0,
+        received,
+        recvFinAt,
+        endDelivered,
+      });
+    }
+    peers.push({ peer, peerBootId: hasBoot ? pb : undefined, nextId, conns });
+  }
+  if (r.left !== 0) throw new HandoverError('end', `${r.left} trailing bytes`);
+  return { bootId, peers };
+}

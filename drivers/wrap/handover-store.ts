@@ -1,0 +1,76 @@
+/**
+ * A restart of spookd under wrapped connections, through the service manager's descriptor
+ * store (drivers/wrap/fdstore.ts): at stop, the wrap state (core/wrap/handover.ts) goes into a
+ * memfd and, with every carried local socket, to $NOTIFY_SOCKET (FDSTORE=1); at start the next
+ * process takes them back from LISTEN_FDS. A memfd rather than a file under the runtime
+ * directory: it exists only inside the store, so a later unrelated start can never read a stale
+ * state, and nothing is left on disk when the store is flushed (a stop rather than a restart).
+ */
+import type { Logger } from 'pino';
+import { decodeHandover, encodeHandover, type HandoverState } from '../../core/wrap/handover.js';
+import { closeQuietly, memfdWith, readWhole, sdNotify, storeFds, takeListenFds } from './fdstore.js';
+
+export const STATE_FDNAME = 'spook-wrap-state';
+const CONN_PREFIX = 'spook-wrap-';
+export const connFdName = (i: number): string => `${CONN_PREFIX}${i}`;
+/** The largest state read back (the per-peer quotas bound it far below this in practice). */
+const MAX_STATE_BYTES = 2 ** 31 - 1;
+
+export interface Inherited {
+  state: HandoverState;
+  /** Descriptor by the index the state names (FDNAME spook-wrap-<index>). */
+  fds: Map<number, number>;
+}
+
+/**
+ * The state and sockets the previous process stored, or undefined (none, or refused: then every
+ * inherited descriptor of ours is closed and the start is a fresh one, with a warning). Each name
+ * taken is removed from the store, so a later restart never hands the same socket over twice.
+ */
+export function takeHandover(
+  log: Logger,
+  env: NodeJS.ProcessEnv = process.env,
+  listen: { fd: number; name: string }[] = takeListenFds(env),
+): Inherited | undefined {
+  const all = listen.filter((f) => f.name.startsWith(CONN_PREFIX));
+  if (all.length === 0) return undefined;
+  for (const f of all) sdNotify(`FDSTOREREMOVE=1\nFDNAME=${f.name}\n`, env);
+  const closeAll = (): void => all.forEach((f) => closeQuietly(f.fd));
+  const stateFd = all.find((f) => f.name === STATE_FDNAME);
+  if (!stateFd) {
+    log.warn({ descriptors: all.length }, 'wrap handover: sockets without a state: they are reset, a fresh start');
+    closeAll();
+    return undefined;
+  }
+  let state: HandoverState;
+  try {
+    state = decodeHandover(readWhole(stateFd.fd, MAX_STATE_BYTES));
+  } catch (e) {
+    log.warn({ error: (e as Error).message }, 'wrap handover refused: its sockets are reset, a fresh start');
+    closeAll();
+    return undefined;
+  } finally {
+    closeQuietly(stateFd.fd);
+  }
+  const fds = new Map<number, number>();
+  for (const f of all) {
+    const i = Number(f.name.slice(CONN_PREFIX.length));
+    if (f.name !== STATE_FDNAME && Number.isSafeInteger(i) && i >= 0 && !fds.has(i)) fds.set(i, f.fd);
+    else if (f.fd !== stateFd.fd) closeQuietly(f.fd);
+  }
+  return { state, fds };
+}
+
+/** Store the sockets (index i as spook-wrap-<i>), then the state; throws with the failing call. */
+export function storeHandover(socket: string, state: HandoverState, fds: number[]): void {
+  storeFds(
+    socket,
+    fds.map((fd, i) => ({ name: connFdName(i), fd })),
+  );
+  const mem = memfdWith(STATE_FDNAME, encodeHandover(state));
+  try {
+    storeFds(socket, [{ name: STATE_FDNAME, fd: mem }]);
+  } finally {
+    closeQuietly(mem);
+  }
+}
