@@ -413,7 +413,7 @@ export class WrapManager {
         const ps = this.peers.get(p.name)!;
         const lc = this.attach(ps, id, socket, wrapPort);
         lc.connected = true;
-        const w = this.wrappers.get(wrapperKey('tcp', wrapPort)); // only TCP connections are handed over;
+        const w = this.wrappers.get(wrapperKey('tcp', wrapPort)); // only TCP connections are handed over
         if (local && w && !isDatagram(w.protocol)) this.counters.opened(w);
         return lc;
       },
