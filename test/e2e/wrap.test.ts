@@ -306,7 +306,7 @@ describe('wrappers with real clients and servers', () => {
     expect(list.find((w) => w.port === PORTS.coap)).toMatchObject({ protocol: 'coap', delta: false });
     const table = spook('wrap', 'stats');
     expect(table).toMatch(/^interception {2}bpf/m);
-    expect(table).toMatch(/^ssh +2222 +ws /m);
+    expect(table).toMatch(/^ssh +tcp +2222 +ws /m);
     expect(table).toMatch(/^postgres +\d+ +\d+ +\d+ +\d+$/m); // per recognised protocol
     expect(spook('wrap', 'conns')).toMatch(/^ws +\d+ +client +[\d.]+:5683 +coap +open/m); // the CoAP flow lives until idle
   });
@@ -317,7 +317,7 @@ describe('wrappers with real clients and servers', () => {
     expect(Number(ssh?.[1])).toBeGreaterThanOrEqual(2);
     expect(text).toMatch(/^spook_wrap_outages_total\{port="2222",protocol="ssh",peer="ws"\} [1-9]/m);
     expect(text).toMatch(/^spook_wrap_protocol_connections_total\{protocol="postgres"\} [1-9]/m);
-    expect(text).toMatch(/^spook_wrap_closes_total\{port="5432",reason="completed"\} [1-9]/m);
+    expect(text).toMatch(/^spook_wrap_closes_total\{port="5432",protocol="postgres",reason="completed"\} [1-9]/m);
   });
 
   it('removing a wrapper restores the direct path; so does stopping spookd, even with kill -9', async () => {
