@@ -135,7 +135,7 @@ s.on('close', () => { console.log(JSON.stringify({ ms: performance.now() - t0, c
  * n connections, \`parallel\` in flight: connect, send 64 bytes, wait for their echo, close.
  * Prints the total time and each connection's connect-to-echo time.
  */
-const CONN_CLIENT = `
+export const CONN_CLIENT = `
 import { connect } from 'node:net';
 const [host, port, n, parallel] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3]), Number(process.argv[4])];
 const req = Buffer.alloc(64, 1);

@@ -180,11 +180,18 @@ export class WrapHooks {
     }
   }
 
+  /** Map fds by name: each lives as long as the object, and looking one up costs two libbpf calls (per connection, in originalDst). */
+  private readonly fds = new Map<string, number>();
+
   private mapFd(name: string): number {
     if (this.closed) throw new Error('WrapHooks is closed'); // the object is freed
+    const known = this.fds.get(name);
+    if (known !== undefined) return known;
     const map = libbpf().findMap(this.obj, name);
     if (!map) throw new Error(`map ${name} not in the object`);
-    return check('bpf_map__fd', libbpf().mapFd(map));
+    const fd = check('bpf_map__fd', libbpf().mapFd(map));
+    this.fds.set(name, fd);
+    return fd;
   }
 
   /** Replace the sets of wrapped destination ports, for TCP and for UDP. */

@@ -113,6 +113,8 @@ const MAX_HANDSHAKE = 256;
  */
 const CARRIER_HIGH_WATER = 512 * 1024;
 const EMPTY = new Uint8Array(0);
+/** Sealed records up to this length (with the tag) are written as one buffer (Carrier.send). */
+const SMALL_RECORD = 1024;
 
 export class CarrierError extends Error {
   override name = 'CarrierError';
@@ -291,16 +293,28 @@ export class Carrier {
     for (const p of parts) len += p.length;
     const c = createCipheriv(this.cipher as 'aes-256-gcm', this.txKey, carrierNonce(this.cipher, this.txN++), { authTagLength: TAGLEN });
     c.setAAD(EMPTY, { plaintextLength: len - TAGLEN });
+    const s = this.socket;
+    this.bytesOut += 4 + len;
+    if (len <= SMALL_RECORD) {
+      // A control record or a small DATA (most of a new connection's records): one buffer, one
+      // stream write instead of one per part (each costs more than this copy).
+      const out = Buffer.allocUnsafe(4 + len);
+      out.writeUInt32BE(len, 0);
+      let at = 4;
+      for (const p of parts) at += c.update(p).copy(out, at);
+      c.final();
+      c.getAuthTag().copy(out, at);
+      s.write(out);
+      return;
+    }
     const head = Buffer.allocUnsafe(4);
     head.writeUInt32BE(len, 0);
-    const s = this.socket;
     s.cork();
     s.write(head);
     for (const p of parts) s.write(c.update(p));
     c.final();
     s.write(c.getAuthTag());
     s.uncork();
-    this.bytesOut += 4 + len;
   }
 
   get writable(): boolean {

@@ -7,7 +7,7 @@
  * Node exposes only resetAndDestroy() (linger 0 at close time); the option itself goes
  * through libc, as the BPF hooks do. Where that is unavailable nothing is set (best effort).
  */
-import type { Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import koffi from 'koffi';
 
 const SOL_SOCKET = 1;
@@ -28,25 +28,32 @@ function call(): SetSockOpt | null {
   return setsockopt;
 }
 
-/** The socket's file descriptor, when Node has one (a connected TCP socket on Unix). */
-export function fdOf(socket: Socket): number | undefined {
+/** The socket's (or listener's) file descriptor, when Node has one (TCP on Unix). */
+export function fdOf(socket: Socket | Server): number | undefined {
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
   return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }
 
-/** struct linger { int l_onoff; int l_linger; } */
-function set(socket: Socket, on: boolean): boolean {
+/** struct linger { int l_onoff; int l_linger; }: on (linger 0) and off, made once (read-only to the kernel). */
+const LINGER_ON = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]);
+const LINGER_OFF = Buffer.alloc(8);
+
+function set(socket: Socket | Server, on: boolean): boolean {
   const f = call();
   const fd = fdOf(socket);
   if (!f || fd === undefined) return false;
-  const v = Buffer.alloc(8);
-  v.writeInt32LE(on ? 1 : 0, 0);
-  v.writeInt32LE(0, 4);
-  return f(fd, SOL_SOCKET, SO_LINGER, v, 8) === 0;
+  return f(fd, SOL_SOCKET, SO_LINGER, on ? LINGER_ON : LINGER_OFF, 8) === 0;
 }
 
 /** While carried: a close by the kernel (spookd gone) is a reset. */
 export const resetOnClose = (socket: Socket): boolean => set(socket, true);
+
+/**
+ * The same for every socket a listener accepts: the kernel copies a listener's SO_LINGER into
+ * each connection it accepts, so one call at listen time replaces one per intercepted
+ * connection. False when it could not be set (then each socket is set on its own).
+ */
+export const listenerResetsOnClose = (server: Server): boolean => set(server, true);
 
 /** Before an orderly FIN: a normal close again (every byte delivered). */
 export const orderlyClose = (socket: Socket): boolean => set(socket, false);

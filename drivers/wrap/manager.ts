@@ -24,7 +24,7 @@ import { tcpIo, WrapCounters, type ConnEnd, type LocalConn, type LocalIo, type W
 import { WrapHooks, type ClientAddr } from '../bpf/wrap-hooks.js';
 import { isDatagram, transportOf, wrapperKey, type WrapperKey, type WrapTransport } from '../../core/wrap/protocols.js';
 import { DialPolicy, type AllowRule } from './policy.js';
-import { resetOnClose } from './linger.js';
+import { listenerResetsOnClose, resetOnClose } from './linger.js';
 import { HandshakeAdmission, HandshakeSlots, type HandshakeRefusal, type HandshakeSlotRefusal } from '../../core/wrap/admission.js';
 import { DatagramDeframer, type FlowDrop } from '../../core/wrap/udp.js';
 import { Redialer, REDIAL_MAX_MS } from '../../core/wrap/redial.js';
@@ -163,6 +163,9 @@ export class WrapManager {
   private scheduleQueued = false;
   /** Peers whose local reads wait for the end of this turn to be flushed (flushSoon). */
   private readonly flushDue = new Set<PeerState>();
+  /** Carrier sockets corked until the end of this turn (flushNow), and whether that end is queued. */
+  private readonly corkedTurn = new Set<Socket>();
+  private turnQueued = false;
   /** Exceptions caught by guard() (a bug in one connection's path, counted and logged). */
   internalErrors = 0;
   private stopping = false;
@@ -265,21 +268,24 @@ export class WrapManager {
   async start(): Promise<void> {
     this.carrierServer = createServer({ allowHalfOpen: false }, (s) => this.onCarrierSocket(s));
     await listen(this.carrierServer, this.host.listen.host, this.host.listen.port, this.log);
+    let firstLingers = false; // set once listening: its accepted sockets inherit it (linger.ts)
     const first = createServer(
       { allowHalfOpen: true, noDelay: true },
-      this.guard('intercept', (s: Socket) => this.onIntercepted(s)),
+      this.guard('intercept', (s: Socket) => this.onIntercepted(s, firstLingers)),
     );
     await listen(first, this.settings.intercept.host, this.settings.intercept.port, this.log);
+    firstLingers = listenerResetsOnClose(first);
     this.interceptServers.push(first);
     this.interceptPort = (first.address() as AddressInfo).port;
     // The hooks send IPv6 clients to [::1] on the same port: listen there too when the host has IPv6.
     if (this.settings.intercept.host === '127.0.0.1') {
+      let v6Lingers = false;
       const v6 = createServer(
         { allowHalfOpen: true, noDelay: true },
-        this.guard('intercept', (s: Socket) => this.onIntercepted(s)),
+        this.guard('intercept', (s: Socket) => this.onIntercepted(s, v6Lingers)),
       );
       await listen(v6, '::1', this.interceptPort, this.log).then(
-        () => this.interceptServers.push(v6),
+        () => ((v6Lingers = listenerResetsOnClose(v6)), this.interceptServers.push(v6)),
         (e: Error) =>
           this.log.info({ error: e.message }, 'no IPv6 intercept listener on [::1]: IPv6 clients of wrapped ports are not carried'),
       );
@@ -608,7 +614,8 @@ export class WrapManager {
 
   // ---- interception (client side) ----
 
-  private onIntercepted(socket: Socket): void {
+  /** `lingers`: the socket inherited SO_LINGER 0 from its listener (else attach sets it). */
+  private onIntercepted(socket: Socket, lingers = false): void {
     const now = this.now();
     const dst = this.hooks?.originalDst({ address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 });
     const refuse = (why: InterceptRefusal): void => {
@@ -624,20 +631,20 @@ export class WrapManager {
     if (id === undefined) return refuse('too-many-connections');
     this.counters.opened(w);
     ps.pending.add(id, now + (w.connectTimeoutMs ?? this.defaultConnectTimeoutMs), dst);
-    this.attach(ps, id, socket, w.port);
+    this.attach(ps, id, socket, w.port, lingers);
     this.ensureCarrier(ps);
     this.flush(ps);
   }
 
   // ---- local sockets (both sides) ----
 
-  private attach(ps: PeerState, id: number, socket: Socket, wrapPort: number): LocalConn {
+  private attach(ps: PeerState, id: number, socket: Socket, wrapPort: number, lingers = false): LocalConn {
     const local = ps.session.conns.get(id)?.local ?? true;
     const lc = this.localConn(ps, id, () => tcpIo(socket), local, wrapPort, false);
     this.tcpSockets.set(lc, socket);
     socket.setNoDelay(true);
     // Should spookd die, the kernel resets the socket rather than ending it cleanly (§16.5.7).
-    if (local) resetOnClose(socket);
+    if (local && !lingers) resetOnClose(socket);
     // A socket whose connection ended must never act on a later connection that reuses its id.
     const current = (): boolean => ps.conns.get(id) === lc;
     socket.on(
@@ -1081,13 +1088,24 @@ export class WrapManager {
    * write each, instead of one per read. The check phase runs right after the reads: no delay.
    */
   private flushSoon(ps: PeerState): void {
-    if (this.flushDue.has(ps)) return;
     this.flushDue.add(ps);
-    if (this.flushDue.size > 1) return;
+    this.endOfTurn();
+  }
+
+  /** At the end of this turn (check phase): the due flushes, then every corked carrier's one write. */
+  private endOfTurn(): void {
+    if (this.turnQueued) return;
+    this.turnQueued = true;
     setImmediate(() => {
-      for (const p of this.flushDue) {
-        this.flushDue.delete(p);
-        this.flush(p);
+      this.turnQueued = false;
+      try {
+        for (const p of this.flushDue) {
+          this.flushDue.delete(p);
+          this.flush(p);
+        }
+      } finally {
+        for (const s of this.corkedTurn) s.uncork();
+        this.corkedTurn.clear();
       }
     });
   }
@@ -1099,15 +1117,17 @@ export class WrapManager {
 
   private flushNow(ps: PeerState): void {
     const now = this.now();
-    // One write to the kernel for all the records of this flush (an OPEN and its first DATA,
-    // DATA and ACKs), not one per record: syscalls are most of a new connection's cost.
-    const corked = ps.carrier?.socket;
-    corked?.cork();
-    try {
-      this.moveRecords(ps, now);
-    } finally {
-      corked?.uncork();
+    // One write to the kernel for all the records of this turn's flushes (an OPEN and its
+    // first DATA, DATA and ACKs, the records of several connections whose events libuv handed
+    // over in one poll), not one per record or per flush: syscalls are most of a new
+    // connection's cost. Uncorked in the check phase right after the poll (endOfTurn).
+    const s = ps.carrier?.socket;
+    if (s && !this.corkedTurn.has(s)) {
+      s.cork();
+      this.corkedTurn.add(s);
+      this.endOfTurn();
     }
+    this.moveRecords(ps, now);
     if (ps.carrier?.inputPaused && !ps.session.backlogged) ps.carrier.resumeInput();
     this.scheduleSoon();
   }
@@ -1243,9 +1263,10 @@ export class WrapManager {
       // A dialled carrier's local address is checked every LOCAL_CHECK_MS (drivers/wrap/roam.ts): a fixed grid, no re-arm per flush.
       if (ps.peer.role === 0 && ps.carrier) next = Math.min(next, Math.max(now, this.localAddrs.nextAt()));
     }
-    // Called after every flush: re-arm only when the deadline moved (timers are not free).
+    // Called after every flush: re-arm only when the deadline came closer (timers are not
+    // free); an armed timer that fires early just ticks and re-arms for the later deadline.
     const at = Math.max(now, Math.ceil(next));
-    if (this.timer && this.timerAt === at) return;
+    if (this.timer && this.timerAt <= at) return;
     if (this.timer) clearTimeout(this.timer);
     this.timerAt = at;
     this.timer = setTimeout(() => this.tick(), at - now);

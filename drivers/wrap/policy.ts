@@ -78,6 +78,9 @@ function inNet(a: Uint8Array, net: { bytes: Uint8Array; prefix: number }): boole
   return true;
 }
 
+/** Addresses whose parse DialPolicy keeps. */
+const PARSED_MAX = 1024;
+
 export class DialPolicy {
   private readonly byPeer = new Map<string, Compiled[]>();
   /** Dials refused, per peer. */
@@ -93,16 +96,25 @@ export class DialPolicy {
 
   /** May `peer` make this host dial `target`? A refusal is counted. */
   allows(peer: string, target: Target, protocol: DialProtocol): boolean {
-    const a = addressBytes(target.address);
+    const a = this.bytesOf(target.address);
+    const match = (r: Compiled): boolean =>
+      r.protocol === protocol && target.port >= r.lo && target.port <= r.hi && (r.net === undefined ? !loopback(a!) : inNet(a!, r.net));
     const ok =
-      a !== undefined &&
-      !unspecified(a) &&
-      [...(this.byPeer.get(peer) ?? []), ...(this.byPeer.get('*') ?? [])].some(
-        (r) =>
-          r.protocol === protocol && target.port >= r.lo && target.port <= r.hi && (r.net === undefined ? !loopback(a) : inNet(a, r.net)),
-      );
+      a !== undefined && !unspecified(a) && ((this.byPeer.get(peer)?.some(match) ?? false) || (this.byPeer.get('*')?.some(match) ?? false));
     if (!ok) this.refused.set(peer, (this.refused.get(peer) ?? 0) + 1);
     return ok;
+  }
+
+  /** Parsed destination addresses: a server side dials the same few for every connection. */
+  private readonly parsed = new Map<string, Uint8Array | undefined>();
+
+  private bytesOf(address: string): Uint8Array | undefined {
+    if (this.parsed.has(address)) return this.parsed.get(address);
+    // Bounded: a peer naming ever new addresses only refills it.
+    if (this.parsed.size >= PARSED_MAX) this.parsed.clear();
+    const a = addressBytes(address);
+    this.parsed.set(address, a);
+    return a;
   }
 
   /** The rules and refusals of each peer (`spook wrap policy`). */

@@ -1,0 +1,110 @@
+/**
+ * CPU per wrapped connection without root (issue 17, speed): two WrapManagers in this process
+ * joined by a loopback carrier, a stand-in interceptor (no BPF: the original destination is
+ * the echo server), the echo server and the connection client (bench/wrap-speed.ts's) in child
+ * processes, so this process's CPU time is the two managers' alone. Rounds alternate direct
+ * and wrapped; each prints the rate and the managers' CPU µs per connection.
+ *
+ *   node dist/bench/wrap-conncpu.js [connections=2000] [rounds=3]
+ *   (node --cpu-prof ... to see where a connection's time goes)
+ */
+import { spawn } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
+import pino from 'pino';
+import { generateKeyPair } from '../crypto/primitives.js';
+import { WrapManager, type Interceptor } from '../drivers/wrap/manager.js';
+import { CONN_CLIENT } from './wrap-speed.js';
+
+const ECHO = `
+import { createServer } from 'node:net';
+const srv = createServer((s) => { s.setNoDelay(true); s.on('data', (d) => s.write(d)); s.on('error', () => {}); });
+srv.listen(0, '127.0.0.1', () => console.log(srv.address().port));
+`;
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+function runClient(port: number, n: number, parallel: number): Promise<{ ms: number }> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, ['--input-type=module', '-e', CONN_CLIENT, '127.0.0.1', String(port), String(n), String(parallel)]);
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => process.stderr.write(d));
+    p.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as { ms: number }) : reject(new Error(`client exit ${code}`))));
+  });
+}
+
+async function main(): Promise<void> {
+  const n = Number(process.argv[2] ?? 2000);
+  const rounds = Number(process.argv[3] ?? 3);
+  const echo = spawn(process.execPath, ['--input-type=module', '-e', ECHO]);
+  const echoPort = await new Promise<number>((r) => echo.stdout.once('data', (d) => r(Number(String(d).trim()))));
+  const log = pino({ level: 'silent' });
+  const a = generateKeyPair();
+  const b = generateKeyPair();
+  const pb = await freePort();
+  const settings = {
+    intercept: { host: '127.0.0.1', port: 0 },
+    interception: 'auto' as const,
+    windowBytes: 1 << 20,
+    maxConnections: 1024,
+    silenceMs: 5000,
+  };
+  const mb = new WrapManager(
+    { key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } },
+    { ...settings, interception: 'off', allow: [{ peer: 'a', to: `127.0.0.1:${echoPort}`, protocol: 'tcp' }] },
+    [],
+    log,
+  );
+  const stand: Interceptor = {
+    setPorts: () => {},
+    originalDst: () => ({ family: 4, address: '127.0.0.1', port: echoPort }),
+    stats: () => ({}),
+    close: () => {},
+  };
+  const ma = new WrapManager(
+    {
+      key: a,
+      peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }],
+      peerAddr: () => ({ address: '127.0.0.1', port: pb }),
+      listen: { host: '127.0.0.1', port: await freePort() },
+    },
+    settings,
+    [{ protocol: 'tcp', port: echoPort, peer: 'b', holdMs: 30_000 }],
+    log,
+    () => stand,
+  );
+  await mb.start();
+  await ma.start();
+  const interceptPort = Number(String(ma.stats().intercept).split(':')[1]);
+  await runClient(interceptPort, 50, 8); // warm-up: the carrier, JIT
+  for (let r = 0; r < rounds; r++) {
+    const d = await runClient(echoPort, n, 8);
+    const c0 = process.cpuUsage();
+    const w = await runClient(interceptPort, n, 8);
+    await new Promise((res) => setTimeout(res, 200)); // the last closes
+    const c = process.cpuUsage(c0);
+    const direct = (n * 1000) / d.ms;
+    const wrapped = (n * 1000) / w.ms;
+    console.log(
+      JSON.stringify({
+        round: r,
+        directPerSec: Math.round(direct),
+        wrapPerSec: Math.round(wrapped),
+        ratio: +(wrapped / direct).toFixed(3),
+        cpuUsPerConn: Math.round((c.user + c.system) / n),
+        sysUsPerConn: Math.round(c.system / n),
+      }),
+    );
+  }
+  await ma.stop();
+  await mb.stop();
+  echo.kill();
+}
+
+await main();
