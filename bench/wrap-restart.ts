@@ -52,8 +52,6 @@ export async function runRestartBench(o: { basePort: number; rounds?: number }):
   const lab = new Lab(['ra', 'rb'], [{ a: 'ra', b: 'rb', subnet: 67 }], o.basePort);
   const mgr = { ra: new LabServiceManager(), rb: new LabServiceManager() };
   const stops: (() => Promise<void> | void)[] = [];
-  const prevGap = process.env.GAP_MS;
-  process.env.GAP_MS = '50'; // the stream client notes every silence from 50 ms
   try {
     const addr = lab.host('rb').addrs.get('ra')!;
     const regs = [{ name: 'r', kind: 'map' }];
@@ -66,7 +64,7 @@ export async function runRestartBench(o: { basePort: number; rounds?: number }):
     const sshd = await startSshd(lab.host('rb').ns, addr, SSH, join(lab.dir, 'sshd'));
     stops.push(() => sshd.stop());
 
-    const streams = new CutStreams(lab.host('rb').ns, lab.host('ra').ns, addr, [STREAM]);
+    const streams = new CutStreams(lab.host('rb').ns, lab.host('ra').ns, addr, [STREAM], { gapMs: 50 }); // every silence from 50 ms
     stops.push(() => streams.close());
     await streams.start();
     const ssh = new SshTicker(lab.host('ra').ns, addr, sshd, join(lab.dir, 'stop-ticker'));
@@ -131,8 +129,6 @@ export async function runRestartBench(o: { basePort: number; rounds?: number }):
     await lab.destroy();
     mgr.ra.close();
     mgr.rb.close();
-    if (prevGap === undefined) delete process.env.GAP_MS;
-    else process.env.GAP_MS = prevGap;
   }
 }
 

@@ -100,13 +100,13 @@ const ticker = (stopFile: string): SshTicker => {
   return t;
 };
 
-/** The longest silence of the stream (of GAP_MS or more) ending in [from, to). */
+/** The longest silence of the stream (of GAP_MS or more, the streams' gapMs) ending in [from, to). */
+const GAP_MS = 100;
 const gapIn = (s: StreamReport, from: number, to: number): number =>
   Math.max(0, ...s.gaps.filter((g) => g.to >= from && g.to < to).map((g) => g.to - g.from));
 
 beforeAll(async () => {
   requireRoot();
-  process.env.GAP_MS = '100'; // the stream client notes silences from 100 ms (testing/lab/cutstream.ts)
   lab = new Lab([C, S], [{ a: C, b: S, subnet: 71 }], 48150);
   addr = lab.host(S).addrs.get(C)!;
   const regs = [{ name: 'r', kind: 'map' }];
@@ -139,7 +139,7 @@ async function carried(host: string, n: number): Promise<void> {
 describe('a restart of either spookd', () => {
   it('through the descriptor store: the ssh session and the stream go on, every byte in order', async () => {
     expect(mgrC.ready).toBeGreaterThanOrEqual(1); // READY=1 (Type=notify)
-    const streams = new CutStreams(lab.host(S).ns, lab.host(C).ns, addr, [STREAM]);
+    const streams = new CutStreams(lab.host(S).ns, lab.host(C).ns, addr, [STREAM], { gapMs: GAP_MS });
     cleanup.push(() => streams.close());
     await streams.start();
     const ssh = ticker(join(lab.host(S).dir, 'stop-ticker'));
