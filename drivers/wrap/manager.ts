@@ -263,6 +263,10 @@ export class WrapManager {
   }
 
   async start(): Promise<void> {
+    // The handed-over connections first: a carrier accepted before them would answer the peer's
+    // RESUMEs as ended connections (the peer resets them) and leave these held until their hold.
+    if (this.inherited) restoreHandover(this.handoverHost(), this.inherited, this.log);
+    this.inherited = undefined;
     this.carrierServer = createServer({ allowHalfOpen: false }, (s) => this.onCarrierSocket(s));
     await listen(this.carrierServer, this.host.listen.host, this.host.listen.port, this.log);
     const first = createServer(
@@ -287,8 +291,6 @@ export class WrapManager {
     await this.openUdpIntercept();
     // Hooks only once something is wrapped: hosts that use no wrapper never touch the cgroup.
     if (this.wrappers.size > 0) this.openHooks();
-    if (this.inherited) restoreHandover(this.handoverHost(), this.inherited, this.log);
-    this.inherited = undefined;
     this.log.info(
       {
         carrier: `${this.host.listen.host}:${this.host.listen.port}`,
@@ -415,6 +417,10 @@ export class WrapManager {
         lc.connected = true;
         const w = this.wrappers.get(wrapperKey('tcp', wrapPort)); // only TCP connections are handed over
         if (local && w && !isDatagram(w.protocol)) this.counters.opened(w);
+        // Not confirmed by the far side yet: its connect timeout runs on here (from the restart).
+        const c = ps.session.conns.get(id);
+        if (local && c?.state === 'opening')
+          ps.pending.add(id, this.now() + (w?.connectTimeoutMs ?? this.defaultConnectTimeoutMs), c.target);
         return lc;
       },
     };
@@ -1085,10 +1091,11 @@ export class WrapManager {
     this.flushDue.add(ps);
     if (this.flushDue.size > 1) return;
     setImmediate(() => {
-      for (const p of this.flushDue) {
-        this.flushDue.delete(p);
-        this.flush(p);
-      }
+      const due = [...this.flushDue];
+      this.flushDue.clear();
+      // Contained per peer, as the socket handlers that call this are (guard()): a throw here would
+      // otherwise end the daemon, and leave the set non-empty so that no flushSoon ever ran again.
+      for (const p of due) this.guard('deferred flush', () => this.flush(p))();
     });
   }
 
