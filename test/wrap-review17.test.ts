@@ -194,3 +194,45 @@ describe('flushes deferred to the end of the turn (flushSoon)', () => {
     }
   });
 });
+
+describe('a stop that hands over', () => {
+  it('closes both UDP intercept sockets ([::1] too)', async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'spk-review-')), 'notify');
+    const store = bindNotifySocket(path);
+    const saved = { NOTIFY_SOCKET: process.env.NOTIFY_SOCKET, FDSTORE: process.env.FDSTORE };
+    const a = generateKeyPair();
+    const b = generateKeyPair();
+    const m = new WrapManager(
+      {
+        key: a,
+        peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }],
+        peerAddr: () => undefined,
+        listen: { host: '127.0.0.1', port: 0 },
+      },
+      settings,
+      [],
+      log,
+    );
+    try {
+      await m.start();
+      const mi = m as Internals;
+      expect(mi.udpIntercept6).toBeDefined();
+      process.env.NOTIFY_SOCKET = path;
+      process.env.FDSTORE = '16';
+      await m.stop();
+      const msgs: string[] = [];
+      for (let r = recvFds(store); r; r = recvFds(store)) {
+        msgs.push(r.message);
+        r.fds.forEach(closeFd);
+      }
+      expect(msgs.some((x) => x.includes('FDNAME=spook-wrap-state'))).toBe(true); // it did hand over
+      expect(() => mi.udpIntercept.address()).toThrow();
+      expect(() => mi.udpIntercept6.address()).toThrow();
+    } finally {
+      for (const [k, v] of Object.entries(saved))
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      closeFd(store);
+    }
+  });
+});

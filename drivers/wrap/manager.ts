@@ -392,6 +392,7 @@ export class WrapManager {
     for (const ps of this.peers.values()) ps.carrier?.close('spookd stopped');
     for (const sock of this.sockets) sock.destroy();
     this.udpIntercept?.close();
+    this.udpIntercept6?.close();
     for (const u of this.udpSockets) u.close();
     this.udpSockets.clear();
     await Promise.all(closed);
