@@ -13,8 +13,8 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { generateKeyPair } from '../crypto/primitives.js';
 import { WrapManager, type Interceptor } from '../drivers/wrap/manager.js';
-import { HEARD_MIN_GAP_MS } from '../core/wrap/redial.js';
 import { until } from '../testing/lab/netns.js';
+import { HEARD_MIN_GAP_MS } from '../core/wrap/redial.js';
 
 const lines: { msg: string; [k: string]: unknown }[] = [];
 const log = pino(
@@ -94,9 +94,6 @@ describe('the sequencer follows the peer to a new address', () => {
     await mb.start();
     await ma.start();
     await until('the carrier', async () => ma.stats().peers[0].carrier === 'up' || undefined, 10_000, 20);
-    // The first dial's start is the rate limit's reference: a packet heard within HEARD_MIN_GAP_MS of it
-    // rightly waits for the limit, and the test wants the at-once case.
-    await new Promise((r) => setTimeout(r, HEARD_MIN_GAP_MS + 50));
   });
 
   afterAll(async () => {
@@ -111,6 +108,9 @@ describe('the sequencer follows the peer to a new address', () => {
 
   it('a packet from a new address replaces the carrier at once; the connection goes on byte for byte', async () => {
     expect(ups().at(-1)).toBe(`127.0.0.1:${pb}`);
+    // The first dial started less than HEARD_MIN_GAP_MS ago on a fast machine: a packet then would
+    // start the next attempt only that much later (the rate limit), not in the same turn as asserted below.
+    await new Promise((r) => setTimeout(r, HEARD_MIN_GAP_MS + 50));
     // Heard from the address the carrier goes to: nothing to do.
     for (let i = 0; i < 20; i++) ma.peerHeard('b');
     expect(moves()).toEqual([]);
@@ -147,12 +147,17 @@ describe('the sequencer follows the peer to a new address', () => {
     expect(received.length).toBe(1);
     expect(sha(received[0])).toBe(sha(data));
     await until('the new carrier', async () => ups().at(-1) === `127.0.0.2:${pb}` || undefined, 5_000, 20);
-    expect(moves().length).toBe(1);
+    // One attempt for the flood of packets; a loaded machine may add the redial timer's own
+    // (REDIAL_MS after it, when the first handshake takes longer): those are not the packets'.
+    const heard = (): number => moves().filter((m) => m.on === 'peer-heard').length;
+    expect(heard()).toBe(1);
+    const before = moves().length;
     const st = ma.stats();
     expect(st.wrappers[0].connections).toBe(1);
     expect(st.wrappers[0].closes).toEqual({ completed: 1 });
     // Now at the new address: its packets start nothing more.
     for (let i = 0; i < 20; i++) ma.peerHeard('b');
-    expect(moves().length).toBe(1);
+    expect(moves().length).toBe(before);
+    expect(heard()).toBe(1);
   }, 30_000);
 });

@@ -47,7 +47,8 @@ export function takeHandover(
     state = decodeHandover(readWhole(stateFd.fd, MAX_STATE_BYTES));
   } catch (e) {
     log.warn({ error: (e as Error).message }, 'wrap handover refused: its sockets are reset, a fresh start');
-    closeAll();
+    // Not the state's: `finally` closes it, and a second close could hit a descriptor reopened under its number.
+    all.forEach((f) => f.fd !== stateFd.fd && closeQuietly(f.fd));
     return undefined;
   } finally {
     closeQuietly(stateFd.fd);

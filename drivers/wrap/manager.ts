@@ -266,6 +266,10 @@ export class WrapManager {
   }
 
   async start(): Promise<void> {
+    // The handed-over connections first: a carrier accepted before them would answer the peer's
+    // RESUMEs as ended connections (the peer resets them) and leave these held until their hold.
+    if (this.inherited) restoreHandover(this.handoverHost(), this.inherited, this.log);
+    this.inherited = undefined;
     this.carrierServer = createServer({ allowHalfOpen: false }, (s) => this.onCarrierSocket(s));
     await listen(this.carrierServer, this.host.listen.host, this.host.listen.port, this.log);
     let firstLingers = false; // set once listening: its accepted sockets inherit it (linger.ts)
@@ -293,8 +297,6 @@ export class WrapManager {
     await this.openUdpIntercept();
     // Hooks only once something is wrapped: hosts that use no wrapper never touch the cgroup.
     if (this.wrappers.size > 0) this.openHooks();
-    if (this.inherited) restoreHandover(this.handoverHost(), this.inherited, this.log);
-    this.inherited = undefined;
     this.log.info(
       {
         carrier: `${this.host.listen.host}:${this.host.listen.port}`,
@@ -396,6 +398,7 @@ export class WrapManager {
     for (const ps of this.peers.values()) ps.carrier?.close('spookd stopped');
     for (const sock of this.sockets) sock.destroy();
     this.udpIntercept?.close();
+    this.udpIntercept6?.close();
     for (const u of this.udpSockets) u.close();
     this.udpSockets.clear();
     await Promise.all(closed);
@@ -421,6 +424,10 @@ export class WrapManager {
         lc.connected = true;
         const w = this.wrappers.get(wrapperKey('tcp', wrapPort)); // only TCP connections are handed over
         if (local && w && !isDatagram(w.protocol)) this.counters.opened(w);
+        // Not confirmed by the far side yet: its connect timeout runs on here (from the restart).
+        const c = ps.session.conns.get(id);
+        if (local && c?.state === 'opening')
+          ps.pending.add(id, this.now() + (w?.connectTimeoutMs ?? this.defaultConnectTimeoutMs), c.target);
         return lc;
       },
     };
@@ -1098,11 +1105,12 @@ export class WrapManager {
     this.turnQueued = true;
     setImmediate(() => {
       this.turnQueued = false;
+      const due = [...this.flushDue];
+      this.flushDue.clear();
       try {
-        for (const p of this.flushDue) {
-          this.flushDue.delete(p);
-          this.flush(p);
-        }
+        // Contained per peer, as the socket handlers that call this are (guard()): a throw here would
+        // otherwise end the daemon, and leave the set non-empty so that no deferred flush ever ran again.
+        for (const p of due) this.guard('deferred flush', () => this.flush(p))();
       } finally {
         for (const s of this.corkedTurn) s.uncork();
         this.corkedTurn.clear();
