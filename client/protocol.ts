@@ -539,7 +539,7 @@ export interface WrapStatsResult {
   hooks: Record<string, number> | null;
   refused: Record<string, number>;
   /** Honest connects: ports whose peer counts as down (direct/refuse), connect timeouts, refusals repeated by the hook. */
-  connects: { downPorts: number[]; timedOut: number; refusalsRemembered: number; refusalsNow: number };
+  connects: { downPorts: number[]; timedOut: number; refusalsRemembered: number; refusalsNow: number; hookErrors: number };
   carrierPending: number;
   carrierRefused: Record<string, number>;
   udpDrops: Record<string, number>;

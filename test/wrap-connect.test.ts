@@ -153,6 +153,34 @@ describe('HonestConnects', () => {
     expect(c.counts.refusalsNow).toBe(4_096);
   });
 
+  it('a map update the kernel refuses is counted, never thrown (it runs while a peer record is handled, and from the tick); wrap_down is written again next time', () => {
+    let fail = true;
+    const calls: string[] = [];
+    const h: ConnectHooks = {
+      setDown: (down) => {
+        if (fail) throw new Error('bpf_map_update_elem: E2BIG');
+        calls.push(`down ${[...down.keys()].join(',')}`);
+      },
+      rememberRefusal: () => {
+        if (fail) throw new Error('bpf_map_update_elem: ENOMEM');
+        calls.push('remember');
+      },
+      forgetRefusal: () => {
+        throw new Error('bpf_map_delete_elem: EPERM');
+      },
+    };
+    const c = new HonestConnects(() => h);
+    expect(() => c.setDown(new Map([[22, 'refuse']]))).not.toThrow();
+    expect(() => c.remember(dst, ERRNO.ECONNREFUSED, 1_000, 0)).not.toThrow();
+    expect(c.counts).toMatchObject({ downPorts: [], refusalsNow: 0, refusalsRemembered: 0, hookErrors: 2 });
+    fail = false;
+    c.setDown(new Map([[22, 'refuse']])); // the same set: written now, as it never was
+    c.remember(dst, ERRNO.ECONNREFUSED, 1_000, 0);
+    expect(calls).toEqual(['down 22', 'remember']);
+    expect(() => c.forget(dst)).not.toThrow();
+    expect(c.counts).toMatchObject({ downPorts: [22], refusalsNow: 0, refusalsRemembered: 1, hookErrors: 3 });
+  });
+
   it('names the errno first in a connect timeout text', () => {
     expect(dialFailureOf(connectTimeoutText(dst, 127_000))).toBe('timeout');
     expect(connectTimeoutText({ family: 6, address: 'fd00::1', port: 22 }, 5)).toMatch(/^ETIMEDOUT \[fd00::1\]:22/);

@@ -21,6 +21,8 @@ export interface ConnectCounts {
   timedOut: number;
   /** Refused or unreachable destinations remembered for the hook, and those remembered now. */
   refusalsRemembered: number;
+  /** Writes to the hooks' maps that failed (the kernel refused the update): connects then behave as before it. */
+  hookErrors: number;
   refusalsNow: number;
 }
 
@@ -40,11 +42,18 @@ export class HonestConnects {
   private readonly memo = new Map<string, number>();
   timedOut = 0;
   private remembered = 0;
+  private hookErrors = 0;
 
   constructor(private readonly hooks: () => ConnectHooks | undefined) {}
 
   get counts(): ConnectCounts {
-    return { downPorts: [...this.downPorts], timedOut: this.timedOut, refusalsRemembered: this.remembered, refusalsNow: this.memo.size };
+    return {
+      downPorts: [...this.downPorts],
+      timedOut: this.timedOut,
+      refusalsRemembered: this.remembered,
+      refusalsNow: this.memo.size,
+      hookErrors: this.hookErrors,
+    };
   }
 
   /** The ports whose connects go `direct` or are refused; written only when it differs from the last (or `force`). */
@@ -53,15 +62,15 @@ export class HonestConnects {
     if (!force && key === this.downKey) return;
     const h = this.hooks();
     if (!h?.setDown) return; // applied when the hooks open (force)
-    h.setDown(down);
+    if (!this.write(() => h.setDown!(down))) return; // tried again at the next change or tick
     this.downKey = key;
     this.downPorts = [...down.keys()].sort((a, b) => a - b);
   }
 
   remember(dst: Target, errno: number, ttlMs: number, now: number): void {
     const h = this.hooks();
-    if (!h?.rememberRefusal) return;
-    h.rememberRefusal(dst, errno, ttlMs);
+    // Called while a peer's record is handled: a map the kernel refuses to update costs the memo, never the peer's pair.
+    if (!h?.rememberRefusal || !this.write(() => h.rememberRefusal!(dst, errno, ttlMs))) return;
     const k = keyOf(dst);
     this.memo.delete(k); // re-inserted last: the map's order is the eviction order
     this.memo.set(k, now + ttlMs);
@@ -73,7 +82,18 @@ export class HonestConnects {
   forget(dst: Target): void {
     const k = keyOf(dst);
     if (!this.memo.delete(k)) return;
-    this.hooks()?.forgetRefusal?.(dst);
+    this.write(() => this.hooks()?.forgetRefusal?.(dst)); // failing, the entry expires in the hook by itself
+  }
+
+  /** One write to the hooks' maps; false (counted) if the kernel refused it. */
+  private write(f: () => void): boolean {
+    try {
+      f();
+      return true;
+    } catch {
+      this.hookErrors++;
+      return false;
+    }
   }
 
   /** Forget the expired entries of this side's copy (the hook ignores and deletes them itself). */
