@@ -9,7 +9,7 @@
  *   (node --cpu-prof ... to see where a connection's time goes)
  */
 import { spawn } from 'node:child_process';
-import { createServer, type AddressInfo } from 'node:net';
+import { freePort } from '../testing/lab/servers.js';
 import pino from 'pino';
 import { generateKeyPair } from '../crypto/primitives.js';
 import { WrapManager, type Interceptor } from '../drivers/wrap/manager.js';
@@ -20,14 +20,6 @@ import { createServer } from 'node:net';
 const srv = createServer((s) => { s.setNoDelay(true); s.on('data', (d) => s.write(d)); s.on('error', () => {}); });
 srv.listen(0, '127.0.0.1', () => console.log(srv.address().port));
 `;
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 function runClient(port: number, n: number, parallel: number): Promise<{ ms: number }> {
   return new Promise((resolve, reject) => {

@@ -18,6 +18,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { Lab, sleep, until } from '../testing/lab/netns.js';
 import { nsExec, nsRun, startPostgres, startSshd } from '../testing/lab/servers.js';
+import { BULK_CLIENT } from './wrap.js';
 
 export interface WrapSpeedResult {
   bytes: number;
@@ -107,28 +108,6 @@ for (const port of echoes)
     s.on('data', (d) => s.write(d));
     s.on('error', () => {});
   }).listen(Number(port), '0.0.0.0');
-`;
-
-/** Send `bytes` to host:port, half-close, wait for the sink's count; prints ms and the count. */
-const BULK_CLIENT = `
-import { connect } from 'node:net';
-const [host, port, bytes] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3])];
-const buf = Buffer.alloc(1 << 20, 7);
-const t0 = performance.now();
-const s = connect({ host, port, allowHalfOpen: true });
-let sent = 0, reply = '';
-const pump = () => {
-  while (sent < bytes) {
-    const n = Math.min(buf.length, bytes - sent);
-    sent += n;
-    if (!s.write(n === buf.length ? buf : buf.subarray(0, n))) return void s.once('drain', pump);
-  }
-  s.end();
-};
-s.on('connect', pump);
-s.on('data', (d) => (reply += d));
-s.on('error', (e) => { console.error(e.message); process.exit(1); });
-s.on('close', () => { console.log(JSON.stringify({ ms: performance.now() - t0, count: Number(reply) })); });
 `;
 
 /**

@@ -80,7 +80,7 @@ for (const port of process.argv.slice(1, -1)) {
 `;
 
 /** Send `bytes` to host:port, half-close, wait for the sink's count; prints ms and the count. */
-const CLIENT = `
+export const BULK_CLIENT = `
 import { connect } from 'node:net';
 const [host, port, bytes] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3])];
 const buf = Buffer.alloc(1 << 20, 7);
@@ -102,9 +102,14 @@ s.on('close', () => { console.log(JSON.stringify({ ms: performance.now() - t0, c
 `;
 
 async function throughput(lab: Lab, host: string, port: number, bytes: number): Promise<number> {
-  const out = await nsExec(lab.host('a').ns, process.execPath, ['--input-type=module', '-e', CLIENT, host, String(port), String(bytes)], {
-    timeoutMs: 600_000,
-  });
+  const out = await nsExec(
+    lab.host('a').ns,
+    process.execPath,
+    ['--input-type=module', '-e', BULK_CLIENT, host, String(port), String(bytes)],
+    {
+      timeoutMs: 600_000,
+    },
+  );
   const r = JSON.parse(out) as { ms: number; count: number };
   if (r.count !== bytes) throw new Error(`the sink counted ${r.count} bytes of ${bytes} (${host}:${port})`);
   return bytes / 1e6 / (r.ms / 1000);

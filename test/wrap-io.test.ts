@@ -14,17 +14,9 @@ import { IKInitiator } from '../core/etcp/noise.js';
 import { CloseCode, decodeRecord, encodeDataHeader, encodeRecord, RecordType, type WrapRecord } from '../wire/wrap.js';
 import { WorkBudget } from '../core/etcp/budget.js';
 import { sleep, until } from '../testing/lab/netns.js';
-import { sha256 } from '../testing/lab/servers.js';
+import { freePort, sha256 } from '../testing/lab/servers.js';
 
 const log = pino({ level: 'silent' });
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 /** A TCP relay for the carrier that the test can cut (all relayed connections die, new ones are refused). */
 class Relay {

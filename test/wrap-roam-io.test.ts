@@ -14,6 +14,7 @@ import pino from 'pino';
 import { generateKeyPair } from '../crypto/primitives.js';
 import { WrapManager, type Interceptor } from '../drivers/wrap/manager.js';
 import { until } from '../testing/lab/netns.js';
+import { freePort } from '../testing/lab/servers.js';
 import { HEARD_MIN_GAP_MS } from '../core/wrap/redial.js';
 
 const lines: { msg: string; [k: string]: unknown }[] = [];
@@ -26,14 +27,6 @@ const log = pino(
     },
   }),
 );
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 

@@ -10,6 +10,7 @@
  * The client helpers (`nsExec`, `nsRun`, `wsEcho`, ...) run the real Debian clients inside a
  * namespace, so a test can reach a server directly or through whatever sits in between.
  */
+import { createServer, type AddressInfo } from 'node:net';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
@@ -127,6 +128,15 @@ export function nsLoopbackUp(ns: string): void {
 }
 
 /** sha256 (hex) of a file or buffer. */
+/** A TCP port on 127.0.0.1 free a moment ago (for listeners that must know their port before they bind). */
+export async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
 export function sha256(data: string | Buffer, isPath = typeof data === 'string'): string {
   return createHash('sha256')
     .update(isPath ? readFileSync(data as string) : data)
