@@ -602,7 +602,9 @@ export class Spookd {
   private peerHeard(link: Link): void {
     const at = link.addr && `${link.addr.address}:${link.addr.port}`;
     if (at !== link.loggedAddr) {
-      if (link.loggedAddr !== undefined) this.log.info({ peer: link.name, from: link.loggedAddr, to: at }, 'peer address changed');
+      // Rate-limited per peer: a peer whose packets come from ever new addresses must not flood the log.
+      const suppressed = link.loggedAddr === undefined ? undefined : this.warns.admit(this.now(), `roam:${link.name}`);
+      if (suppressed !== undefined) this.log.info({ peer: link.name, from: link.loggedAddr, to: at, suppressed }, 'peer address changed');
       link.loggedAddr = at;
     }
     this.wraps.peerHeard(link.name);
