@@ -86,6 +86,8 @@ function msghdr(
   name: { addr: bigint; len: number } | undefined,
   iov: { addr: bigint; len: number },
   control: { addr: bigint; len: number },
+  /** The native blocks the addresses point into: kept alive as long as the header (the call's argument). */
+  keep: unknown[],
 ): Buffer {
   const iovec = native(16);
   const v = Buffer.from(iovec.bytes.buffer, iovec.bytes.byteOffset, 16);
@@ -98,8 +100,9 @@ function msghdr(
   m.writeBigUInt64LE(1n, 24);
   m.writeBigUInt64LE(control.len ? control.addr : 0n, 32);
   m.writeBigUInt64LE(BigInt(control.len), 40);
-  // Keep the iovec's memory alive as long as the header (koffi frees it when collected).
-  (m as Buffer & { keep?: unknown }).keep = iovec.ptr;
+  // Keep the iovec's memory, and the blocks it and the header point into, alive as long as the header
+  // (koffi frees a block when it is collected; V8 may collect a local that is no longer used).
+  (m as Buffer & { keep?: unknown }).keep = [iovec.ptr, ...keep];
   return m;
 }
 
@@ -132,6 +135,7 @@ export function notify(socketPath: string, message: string, fds: number[] = []):
       { addr: addr.addr, len: addrBuf.length },
       { addr: data.addr, len: body.length },
       { addr: ctl.addr, len: fds.length ? cmsgSpace(fds.length) : 0 },
+      [addr.ptr, data.ptr, ctl.ptr],
     );
     if (c.sendmsg(sock, m, MSG_NOSIGNAL) < 0) throw errnoText(`sendmsg to ${socketPath}`);
   } finally {
@@ -158,7 +162,7 @@ export function recvFds(sock: number): { message: string; fds: number[] } | unde
   const data = native(4096);
   const ctlLen = cmsgSpace(MAX_FDS_PER_MESSAGE);
   const ctl = native(ctlLen);
-  const m = msghdr(undefined, { addr: data.addr, len: 4096 }, { addr: ctl.addr, len: ctlLen });
+  const m = msghdr(undefined, { addr: data.addr, len: 4096 }, { addr: ctl.addr, len: ctlLen }, [data.ptr, ctl.ptr]);
   const n = Number(c.recvmsg(sock, m, MSG_DONTWAIT | 0x40000000 /* MSG_CMSG_CLOEXEC */));
   if (n < 0) return undefined;
   const fds: number[] = [];
