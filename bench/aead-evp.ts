@@ -1,5 +1,5 @@
 /**
- * `node dist/bench/aead-evp.js [--ms 250] [--rounds 3] [--json] [--no-openssl]` (issue 17: speed):
+ * `node dist/bench/aead-evp.js [--ms 250] [--rounds 3] [--json] [--no-openssl] [--carrier [--carrier-bytes N]]` (issue 17: speed):
  * the carrier's record AEAD two ways, in one process, interleaved round by round:
  *
  *  node  what the carrier does today: createCipheriv / createDecipheriv per record (KeyObject
@@ -11,11 +11,24 @@
  * For 1 KiB, 64 KiB and 256 KiB records, both ciphers, sealing and opening: GB of plaintext per
  * CPU-second (user + system of this process) and µs of CPU per record, the median of the rounds,
  * and the ratio evp / node from the same run. With openssl on PATH, `openssl speed -evp` at the
- * same sizes for reference (its own process, its own CPU accounting).
+ * same sizes for reference (its own process, its own CPU accounting). With --carrier, two Carrier
+ * objects on loopback in this process move N bytes (default 256 MiB) in DATA-sized records,
+ * node:crypto (the fallback, forced) and evp alternating ABBA: CPU per GiB, the whole path.
  */
 import { createCipheriv, createDecipheriv, createSecretKey, randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { recordOpener, recordSealer, writeNonce, evpAvailable, TAG_LEN, type RecordCipher } from '../drivers/wrap/aead-evp.js';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
+import {
+  recordOpener,
+  recordSealer,
+  forceNodeCrypto,
+  writeNonce,
+  evpAvailable,
+  TAG_LEN,
+  type RecordCipher,
+} from '../drivers/wrap/aead-evp.js';
+import { Carrier } from '../drivers/wrap/carrier.js';
+import type { CipherState } from '../core/etcp/noise.js';
 
 const SIZES = [1024, 64 * 1024, 256 * 1024];
 const CIPHERS: RecordCipher[] = ['aes-256-gcm', 'chacha20-poly1305'];
@@ -36,7 +49,23 @@ export interface AeadFigure {
   freshRatio?: number;
 }
 
+/** Two carriers on loopback in this process, `bytes` one way in records of `record` payload octets. */
+export interface CarrierFigure {
+  cipher: RecordCipher;
+  record: number;
+  bytes: number;
+  /** CPU ms (user + system, both carriers and the kernel's loopback work for this process) per GiB. */
+  nodeCpuMsPerGiB: number;
+  evpCpuMsPerGiB: number;
+  nodeMBps: number;
+  evpMBps: number;
+  /** node / evp CPU per GiB: how much cheaper the whole carrier path is. */
+  ratio: number;
+}
+
 export interface AeadBenchResult {
+  /** With --carrier: the Carrier class end to end, node:crypto (the fallback forced) vs evp, interleaved. */
+  carrier?: CarrierFigure[];
   node: string;
   openssl: string;
   figures: AeadFigure[];
@@ -218,7 +247,7 @@ export function runAeadBench(opts: { ms?: number; rounds?: number; openssl?: boo
   }
   return {
     node: process.version,
-    openssl: `${process.versions.openssl} (node); ${opensslVersion || 'no openssl binary'}`,
+    openssl: `${process.versions.openssl} (node); ${opensslVersion || 'openssl binary not run'}`,
     figures,
     opensslSpeed: opensslSpeedFigures,
   };
@@ -242,17 +271,110 @@ export function printAeadBench(r: AeadBenchResult): void {
   for (const o of r.opensslSpeed) console.log(`openssl speed -evp ${o.cipher} -bytes ${o.size}: ${o.GBps.toFixed(2)} GB/s`);
 }
 
+/** One transfer through a pair of Carriers on loopback; the implementation is whatever aead-evp loads now. */
+async function carrierTransfer(cipher: RecordCipher, record: number, bytes: number): Promise<{ cpuMs: number; wallMs: number }> {
+  const key = randomBytes(32);
+  const cs = { key } as unknown as CipherState;
+  let rxSock!: Socket;
+  let got = 0;
+  let done!: () => void;
+  const finished = new Promise<void>((r) => (done = r));
+  const server = createServer((s) => {
+    rxSock = s;
+    const rx = new Carrier(s, cs, cs, [], cipher);
+    rx.start({
+      onRecord: (p) => {
+        for (const x of p) got += x.length;
+        if (got >= bytes) done();
+      },
+      onClose: () => {},
+      onDrain: () => {},
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const out = connect((server.address() as AddressInfo).port, '127.0.0.1');
+  await new Promise<void>((r) => out.once('connect', () => r()));
+  const tx = new Carrier(out, cs, cs, [], cipher);
+  const head = Buffer.alloc(13); // a DATA record's header, as the manager sends it beside the payload
+  const payload = randomBytes(record - 13);
+  let sent = 0;
+  const pump = (): void => {
+    while (sent < bytes && tx.writable) {
+      tx.send([head, payload]);
+      sent += record;
+    }
+  };
+  tx.start({ onRecord: () => {}, onClose: () => {}, onDrain: pump });
+  const t0 = cpuMs();
+  const w0 = performance.now();
+  pump();
+  await finished;
+  const r = { cpuMs: cpuMs() - t0, wallMs: performance.now() - w0 };
+  tx.close('done');
+  rxSock.destroy();
+  server.close();
+  return r;
+}
+
+export async function runCarrierBench(opts: { bytes?: number; rounds?: number } = {}): Promise<CarrierFigure[]> {
+  const bytes = opts.bytes ?? 256 * 1024 * 1024;
+  const rounds = opts.rounds ?? 3;
+  const figs: CarrierFigure[] = [];
+  for (const cipher of CIPHERS) {
+    for (const record of [16 * 1024, 64 * 1024, 256 * 1024]) {
+      const node: { cpuMs: number; wallMs: number }[] = [];
+      const evp: { cpuMs: number; wallMs: number }[] = [];
+      for (let r = 0; r < rounds * 2; r++) {
+        const useNode = r % 2 === (Math.floor(r / 2) % 2 === 0 ? 0 : 1); // ABBA order
+        forceNodeCrypto(useNode);
+        const x = await carrierTransfer(cipher, record, bytes);
+        (useNode ? node : evp).push(x);
+      }
+      forceNodeCrypto(false);
+      const med = (xs: { cpuMs: number; wallMs: number }[], k: 'cpuMs' | 'wallMs'): number => median(xs.map((x) => x[k]));
+      const gib = bytes / 2 ** 30;
+      figs.push({
+        cipher,
+        record,
+        bytes,
+        nodeCpuMsPerGiB: med(node, 'cpuMs') / gib,
+        evpCpuMsPerGiB: med(evp, 'cpuMs') / gib,
+        nodeMBps: bytes / 1e6 / (med(node, 'wallMs') / 1000),
+        evpMBps: bytes / 1e6 / (med(evp, 'wallMs') / 1000),
+        ratio: med(node, 'cpuMs') / med(evp, 'cpuMs'),
+      });
+    }
+  }
+  return figs;
+}
+
+export function printCarrierBench(figs: CarrierFigure[]): void {
+  console.log('two Carriers on loopback in one process (sender + receiver + loopback TCP): CPU ms per GiB and MB/s, median of rounds');
+  console.log('cipher             record    node ms/GiB  evp ms/GiB  node/evp   node MB/s  evp MB/s');
+  for (const f of figs) {
+    console.log(
+      `${f.cipher.padEnd(18)} ${`${f.record / 1024} KiB`.padStart(7)}  ${f.nodeCpuMsPerGiB.toFixed(0).padStart(11)}  ${f.evpCpuMsPerGiB
+        .toFixed(0)
+        .padStart(10)}  ${f.ratio.toFixed(2).padStart(7)}x  ${f.nodeMBps.toFixed(0).padStart(9)}  ${f.evpMBps.toFixed(0).padStart(8)}`,
+    );
+  }
+}
+
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(name);
   return i >= 0 ? process.argv[i + 1] : undefined;
 }
 
-if (process.argv[1]?.endsWith('aead-evp.js')) {
-  const r = runAeadBench({
-    ms: Number(arg('--ms') ?? 250),
-    rounds: Number(arg('--rounds') ?? 3),
-    openssl: !process.argv.includes('--no-openssl'),
-  });
+async function main(): Promise<void> {
+  const rounds = Number(arg('--rounds') ?? 3);
+  const r = runAeadBench({ ms: Number(arg('--ms') ?? 250), rounds, openssl: !process.argv.includes('--no-openssl') });
+  if (process.argv.includes('--carrier'))
+    r.carrier = await runCarrierBench({ bytes: Number(arg('--carrier-bytes') ?? 256 * 1024 * 1024), rounds });
   if (process.argv.includes('--json')) console.log(JSON.stringify(r, null, 2));
-  else printAeadBench(r);
+  else {
+    printAeadBench(r);
+    if (r.carrier) printCarrierBench(r.carrier);
+  }
 }
+
+if (process.argv[1]?.endsWith('aead-evp.js')) void main();

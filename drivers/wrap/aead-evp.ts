@@ -113,7 +113,14 @@ function declareTypes(): void {
   typesDeclared = true;
 }
 
+/** Set by benches (the same-run baseline): seal through node:crypto as if libcrypto were absent, without the warning. */
+let forceNode = false;
+export function forceNodeCrypto(on: boolean): void {
+  forceNode = on;
+}
+
 function loadEvp(): Evp | null {
+  if (forceNode) return null;
   if (evp !== undefined) return evp;
   try {
     const l = koffi.load(libName);
