@@ -272,7 +272,7 @@ export function printAeadBench(r: AeadBenchResult): void {
 }
 
 /** One transfer through a pair of Carriers on loopback; the implementation is whatever aead-evp loads now. */
-async function carrierTransfer(cipher: RecordCipher, record: number, bytes: number): Promise<{ cpuMs: number; wallMs: number }> {
+export async function carrierTransfer(cipher: RecordCipher, record: number, bytes: number): Promise<{ cpuMs: number; wallMs: number }> {
   const key = randomBytes(32);
   const cs = { key } as unknown as CipherState;
   let rxSock!: Socket;

@@ -302,4 +302,18 @@ describe('the carrier through aead-evp: the wire stays what node:crypto reads an
       sock.destroy();
     });
   }
+
+  it('a record larger than the largest sealed record closes the carrier (never written, never thrown); the contexts are freed at close', async () => {
+    const port = await listen(() => {});
+    const out = connect(port, '127.0.0.1');
+    await new Promise<void>((r) => out.once('connect', () => r()));
+    const cs = { key: randomBytes(32) } as unknown as CipherState;
+    const c = new Carrier(out, cs, cs, [], 'aes-256-gcm');
+    const why: string[] = [];
+    c.start({ onRecord: () => {}, onClose: (w) => why.push(w), onDrain: () => {} });
+    expect(() => c.send([Buffer.alloc(13), Buffer.alloc(MAX_SEALED_RECORD - 16 - 13 + 1)])).not.toThrow();
+    expect(why[0]).toMatch(/at most/);
+    expect(c.bytesOut).toBe(0);
+    expect(() => c.send([Buffer.from('after close')])).not.toThrow(); // closed: ignored, the freed context is not touched
+  });
 });

@@ -299,21 +299,26 @@ export class Carrier {
     if (this.closed) return;
     let len = TAGLEN;
     for (const p of parts) len += p.length;
-    if (len > MAX_SEALED_RECORD) throw new CarrierError(`carrier record of ${len} bytes, at most ${MAX_SEALED_RECORD}`);
+    // Our own records never exceed this (a DATA record's payload is at most MAX_DATA); the bound
+    // keeps a sealing call inside the buffer it writes, whatever a caller passes.
+    if (len > MAX_SEALED_RECORD) return this.close(`carrier record of ${len} bytes, at most ${MAX_SEALED_RECORD}`);
     const s = this.socket;
     this.bytesOut += 4 + len;
     // Sealed straight into the buffer written (ciphertext after the length, then the tag): one
     // stream write per record.
-    if (len < POOLED_RECORD) {
-      const out = Buffer.allocUnsafe(4 + len);
-      out.writeUInt32BE(len, 0);
-      this.sealer.sealInto(this.txN++, parts, out, 4);
-      s.write(out);
+    const pooled = len >= POOLED_RECORD;
+    const buf = pooled ? (this.pool.pop() ?? Buffer.allocUnsafe(4 + MAX_SEALED_RECORD)) : Buffer.allocUnsafe(4 + len);
+    buf.writeUInt32BE(len, 0);
+    try {
+      this.sealer.sealInto(this.txN++, parts, buf, 4);
+    } catch (e) {
+      // libcrypto refusing a call is a fault of this host, not of the peer: this carrier ends (and is redialled).
+      return this.close(`carrier sealing failed: ${(e as Error).message}`);
+    }
+    if (!pooled) {
+      s.write(buf);
       return;
     }
-    const buf = this.pool.pop() ?? Buffer.allocUnsafe(4 + MAX_SEALED_RECORD);
-    buf.writeUInt32BE(len, 0);
-    this.sealer.sealInto(this.txN++, parts, buf, 4);
     s.write(buf.subarray(0, 4 + len), (err) => {
       // Written to the kernel: the buffer is free again (after an error it is simply dropped).
       if (!err && !this.closed && this.pool.length < POOL_KEEP) this.pool.push(buf);
