@@ -312,6 +312,9 @@ describe('the carrier through aead-evp: the wire stays what node:crypto reads an
     const why: string[] = [];
     c.start({ onRecord: () => {}, onClose: (w) => why.push(w), onDrain: () => {} });
     expect(() => c.send([Buffer.alloc(13), Buffer.alloc(MAX_SEALED_RECORD - 16 - 13 + 1)])).not.toThrow();
+    expect(why).toEqual([]); // not inside the caller's send
+    expect(c.writable).toBe(false);
+    await Promise.resolve();
     expect(why[0]).toMatch(/at most/);
     expect(c.bytesOut).toBe(0);
     expect(() => c.send([Buffer.from('after close')])).not.toThrow(); // closed: ignored, the freed context is not touched

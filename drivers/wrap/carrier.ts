@@ -296,12 +296,12 @@ export class Carrier {
    * encryption with the negotiated cipher (counter nonce, empty associated data).
    */
   send(parts: Uint8Array[]): void {
-    if (this.closed) return;
+    if (this.closed || this.failed) return;
     let len = TAGLEN;
     for (const p of parts) len += p.length;
     // Our own records never exceed this (a DATA record's payload is at most MAX_DATA); the bound
     // keeps a sealing call inside the buffer it writes, whatever a caller passes.
-    if (len > MAX_SEALED_RECORD) return this.close(`carrier record of ${len} bytes, at most ${MAX_SEALED_RECORD}`);
+    if (len > MAX_SEALED_RECORD) return this.fail(`carrier record of ${len} bytes, at most ${MAX_SEALED_RECORD}`);
     const s = this.socket;
     this.bytesOut += 4 + len;
     // Sealed straight into the buffer written (ciphertext after the length, then the tag): one
@@ -313,7 +313,7 @@ export class Carrier {
       this.sealer.sealInto(this.txN++, parts, buf, 4);
     } catch (e) {
       // libcrypto refusing a call is a fault of this host, not of the peer: this carrier ends (and is redialled).
-      return this.close(`carrier sealing failed: ${(e as Error).message}`);
+      return this.fail(`carrier sealing failed: ${(e as Error).message}`);
     }
     if (!pooled) {
       s.write(buf);
@@ -326,7 +326,18 @@ export class Carrier {
   }
 
   get writable(): boolean {
-    return !this.closed && this.socket.writableLength < CARRIER_HIGH_WATER;
+    return !this.closed && !this.failed && this.socket.writableLength < CARRIER_HIGH_WATER;
+  }
+
+  private failed = false;
+  /**
+   * A record that could not be sealed: nothing more is sent (the peer would fail the next
+   * record's nonce anyway) and the carrier closes after the caller's flush, not inside it (the
+   * caller's onClose must not run in the middle of its own send).
+   */
+  private fail(why: string): void {
+    this.failed = true;
+    queueMicrotask(() => this.close(why));
   }
 
   close(why: string): void {
