@@ -18,7 +18,7 @@
  */
 import { connect, type Socket } from 'node:net';
 import { readFileSync } from 'node:fs';
-import { createCipheriv, createDecipheriv, createSecretKey, type DecipherGCM, type KeyObject } from 'node:crypto';
+import { recordOpener, recordSealer, type RecordOpener as RecordAead, type RecordSealer } from './aead-evp.js';
 import type { KeyPair } from '../../crypto/primitives.js';
 import { nonce12, TAGLEN } from '../../crypto/primitives.js';
 import { IKInitiator, IKResponder, type CipherState } from '../../core/etcp/noise.js';
@@ -112,9 +112,13 @@ const MAX_HANDSHAKE = 256;
  * socket read), where a fuller queue lets them grow to MAX_DATA: fewer AEAD set-ups.
  */
 const CARRIER_HIGH_WATER = 512 * 1024;
-const EMPTY = new Uint8Array(0);
-/** Sealed records up to this length (with the tag) are written as one buffer (Carrier.send). */
-const SMALL_RECORD = 1024;
+/**
+ * Sealed records from this length on are written from a reused buffer of the largest record's
+ * size (at most 4x its length; with CARRIER_HIGH_WATER, at most ~9 such buffers queued).
+ */
+const POOLED_RECORD = Math.floor(MAX_SEALED_RECORD / 4);
+/** Record buffers a carrier keeps for reuse (each 4 + MAX_SEALED_RECORD octets, ~1 MiB in all). */
+const POOL_KEEP = 4;
 
 export class CarrierError extends Error {
   override name = 'CarrierError';
@@ -137,14 +141,13 @@ class RecordOpener {
   private headLen = 0;
   private need = -1; // sealed length of the record in progress; -1 while its prefix is incomplete
   private got = 0;
-  private d: DecipherGCM | undefined; // or ChaCha20-Poly1305: the same calls
   private plain: Buffer[] = [];
   private tag: Buffer[] = [];
   private n = 0;
 
   constructor(
-    private readonly cipher: CarrierCipher,
-    private readonly key: KeyObject,
+    /** One context for every record (aead-evp): per record only its nonce is set. */
+    private readonly aead: RecordAead,
     private readonly max: number,
   ) {}
 
@@ -164,25 +167,22 @@ class RecordOpener {
         if (len < TAGLEN) throw new CarrierError(`carrier record of ${len} bytes, shorter than its tag`);
         this.need = len;
         this.got = 0;
-        this.d = createDecipheriv(this.cipher as 'aes-256-gcm', this.key, carrierNonce(this.cipher, this.n), { authTagLength: TAGLEN });
-        this.d.setAAD(EMPTY, { plaintextLength: len - TAGLEN });
+        this.aead.begin(this.n, len - TAGLEN);
         continue;
       }
       const k = Math.min(this.need - this.got, chunk.length - off);
       const piece = chunk.subarray(off, off + k);
       const ctEnd = this.need - TAGLEN;
       if (this.got < ctEnd) {
-        const p = this.d!.update(piece.subarray(0, Math.min(k, ctEnd - this.got)));
+        // Through libcrypto the read is decrypted in place: its plaintext leaves only once the tag verifies.
+        const p = this.aead.update(piece.subarray(0, Math.min(k, ctEnd - this.got)));
         if (p.length) this.plain.push(p);
       }
       if (this.got + k > ctEnd) this.tag.push(piece.subarray(Math.max(0, ctEnd - this.got)));
       this.got += k;
       off += k;
       if (this.got < this.need) continue;
-      this.d!.setAuthTag(this.tag.length === 1 ? this.tag[0] : Buffer.concat(this.tag));
-      try {
-        this.d!.final();
-      } catch {
+      if (!this.aead.final(this.tag.length === 1 ? this.tag[0] : Buffer.concat(this.tag))) {
         throw new CarrierError('carrier record failed authentication');
       }
       this.n++;
@@ -190,7 +190,6 @@ class RecordOpener {
       this.plain = [];
       this.tag = [];
       this.need = -1;
-      this.d = undefined;
       if (!out(parts)) return off;
     }
     return off;
@@ -245,13 +244,22 @@ export class Carrier {
     readonly cipher: CarrierCipher = 'chacha20-poly1305',
   ) {
     socket.setNoDelay(true);
-    // KeyObjects once: a raw key makes every createCipheriv import it again (measurably slower).
-    this.txKey = createSecretKey(tx.key);
-    this.opener = new RecordOpener(cipher, createSecretKey(rx.key), MAX_SEALED_RECORD);
+    // One cipher context per direction for the carrier's life (a per-record createCipheriv
+    // cost more than the cipher: docs/BENCHMARKS.md, issue 17: speed); freed by close().
+    this.sealer = recordSealer(cipher, tx.key);
+    this.rxAead = recordOpener(cipher, rx.key);
+    this.opener = new RecordOpener(this.rxAead, MAX_SEALED_RECORD);
   }
 
-  private readonly txKey: KeyObject;
+  private readonly sealer: RecordSealer;
+  private readonly rxAead: RecordAead;
   private txN = 0;
+  /**
+   * Buffers of large records, reused once the socket has written them (their write callback):
+   * a fresh buffer per record costs its page faults on first touch, about as much as sealing
+   * it. At most POOL_KEEP are kept; every record still gets its own buffer while queued.
+   */
+  private readonly pool: Buffer[] = [];
 
   /** Attach the handlers and start reading (the socket stays paused until then: nothing is lost). */
   start(h: { onRecord: (parts: Buffer[]) => void; onClose: (why: string) => void; onDrain: () => void; acceptMore?: () => boolean }): void {
@@ -288,37 +296,48 @@ export class Carrier {
    * encryption with the negotiated cipher (counter nonce, empty associated data).
    */
   send(parts: Uint8Array[]): void {
-    if (this.closed) return;
+    if (this.closed || this.failed) return;
     let len = TAGLEN;
     for (const p of parts) len += p.length;
-    const c = createCipheriv(this.cipher as 'aes-256-gcm', this.txKey, carrierNonce(this.cipher, this.txN++), { authTagLength: TAGLEN });
-    c.setAAD(EMPTY, { plaintextLength: len - TAGLEN });
+    // Our own records never exceed this (a DATA record's payload is at most MAX_DATA); the bound
+    // keeps a sealing call inside the buffer it writes, whatever a caller passes.
+    if (len > MAX_SEALED_RECORD) return this.fail(`carrier record of ${len} bytes, at most ${MAX_SEALED_RECORD}`);
     const s = this.socket;
     this.bytesOut += 4 + len;
-    if (len <= SMALL_RECORD) {
-      // A control record or a small DATA (most of a new connection's records): one buffer, one
-      // stream write instead of one per part (each costs more than this copy).
-      const out = Buffer.allocUnsafe(4 + len);
-      out.writeUInt32BE(len, 0);
-      let at = 4;
-      for (const p of parts) at += c.update(p).copy(out, at);
-      c.final();
-      c.getAuthTag().copy(out, at);
-      s.write(out);
+    // Sealed straight into the buffer written (ciphertext after the length, then the tag): one
+    // stream write per record.
+    const pooled = len >= POOLED_RECORD;
+    const buf = pooled ? (this.pool.pop() ?? Buffer.allocUnsafe(4 + MAX_SEALED_RECORD)) : Buffer.allocUnsafe(4 + len);
+    buf.writeUInt32BE(len, 0);
+    try {
+      this.sealer.sealInto(this.txN++, parts, buf, 4);
+    } catch (e) {
+      // libcrypto refusing a call is a fault of this host, not of the peer: this carrier ends (and is redialled).
+      return this.fail(`carrier sealing failed: ${(e as Error).message}`);
+    }
+    if (!pooled) {
+      s.write(buf);
       return;
     }
-    const head = Buffer.allocUnsafe(4);
-    head.writeUInt32BE(len, 0);
-    s.cork();
-    s.write(head);
-    for (const p of parts) s.write(c.update(p));
-    c.final();
-    s.write(c.getAuthTag());
-    s.uncork();
+    s.write(buf.subarray(0, 4 + len), (err) => {
+      // Written to the kernel: the buffer is free again (after an error it is simply dropped).
+      if (!err && !this.closed && this.pool.length < POOL_KEEP) this.pool.push(buf);
+    });
   }
 
   get writable(): boolean {
-    return !this.closed && this.socket.writableLength < CARRIER_HIGH_WATER;
+    return !this.closed && !this.failed && this.socket.writableLength < CARRIER_HIGH_WATER;
+  }
+
+  private failed = false;
+  /**
+   * A record that could not be sealed: nothing more is sent (the peer would fail the next
+   * record's nonce anyway) and the carrier closes after the caller's flush, not inside it (the
+   * caller's onClose must not run in the middle of its own send).
+   */
+  private fail(why: string): void {
+    this.failed = true;
+    queueMicrotask(() => this.close(why));
   }
 
   close(why: string): void {
@@ -326,6 +345,11 @@ export class Carrier {
     this.closed = true;
     clearTimeout(this.resumeTimer);
     this.socket.destroy();
+    // Nothing seals or opens after this (send and input check closed; a record handler that
+    // closed the carrier stops the opener's loop): the contexts are freed now.
+    this.sealer.close();
+    this.rxAead.close();
+    this.pool.length = 0;
     this.onClose(why);
   }
 
