@@ -18,7 +18,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { Lab, sleep, until } from '../testing/lab/netns.js';
 import { nsExec, nsRun, startPostgres, startSshd } from '../testing/lab/servers.js';
-import { BULK_CLIENT } from './wrap.js';
+import { BULK_CLIENT, startSshForward } from './wrap.js';
 
 export interface WrapSpeedResult {
   bytes: number;
@@ -337,19 +337,8 @@ export async function runWrapSpeedBench(o: WrapSpeedOptions): Promise<WrapSpeedR
     log('bulk: ssh -L');
     const sshd = await startSshd(lab.host('b').ns, b, SSH_PORT, join(lab.dir, 'sshd'));
     stops.push(() => sshd.stop());
-    const fwd = spawn(
-      'ip',
-      ['netns', 'exec', lab.host('a').ns, 'ssh', ...sshd.sshArgs, '-N', '-L', `127.0.0.1:${FORWARD_PORT}:${b}:${SINK_DIRECT}`, b],
-      { stdio: 'ignore' },
-    );
+    const fwd = await startSshForward(lab, sshd, FORWARD_PORT, b, SINK_DIRECT);
     stops.push(() => void fwd.kill('SIGKILL'));
-    await until(
-      'ssh -L',
-      async () =>
-        (await nsRun(lab.host('a').ns, 'bash', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${FORWARD_PORT}`], { timeoutMs: 2000 })).code === 0,
-      15_000,
-      200,
-    );
     const viaSsh = await bulkWithCpu(lab, '127.0.0.1', FORWARD_PORT, o.bytes, [fwd.pid ?? -1, sshd.pid]);
     const sshForwardMBps = viaSsh.mbps;
     fwd.kill('SIGKILL');

@@ -12,12 +12,12 @@
  *                 every batch): carrier bytes with a plain wrapper vs a delta-mode one.
  * All measured in the same run, one after the other, on the same machines.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { Lab, sleep, until } from '../testing/lab/netns.js';
 import { writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { nsExec, nsRun, startNginx, startPostgres, startSshd } from '../testing/lab/servers.js';
+import { nsExec, nsRun, startNginx, startPostgres, startSshd, type SshdServer } from '../testing/lab/servers.js';
 import type { WrapStatsResult } from '../client/protocol.js';
 
 export interface WrapBenchResult {
@@ -101,6 +101,30 @@ s.on('error', (e) => { console.error(e.message); process.exit(1); });
 s.on('close', () => { console.log(JSON.stringify({ ms: performance.now() - t0, count: Number(reply) })); });
 `;
 
+/** `ssh -L 127.0.0.1:listenPort:to:toPort` from host a's namespace through `sshd`, once it accepts (the baseline tunnel). */
+export async function startSshForward(lab: Lab, sshd: SshdServer, listenPort: number, to: string, toPort: number): Promise<ChildProcess> {
+  const fwd = spawn(
+    'ip',
+    ['netns', 'exec', lab.host('a').ns, 'ssh', ...sshd.sshArgs, '-N', '-L', `127.0.0.1:${listenPort}:${to}:${toPort}`, to],
+    {
+      stdio: 'ignore',
+    },
+  );
+  try {
+    await until(
+      'ssh -L',
+      async () =>
+        (await nsRun(lab.host('a').ns, 'bash', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${listenPort}`], { timeoutMs: 2000 })).code === 0,
+      15_000,
+      200,
+    );
+  } catch (e) {
+    fwd.kill('SIGKILL');
+    throw e;
+  }
+  return fwd;
+}
+
 async function throughput(lab: Lab, host: string, port: number, bytes: number): Promise<number> {
   const out = await nsExec(
     lab.host('a').ns,
@@ -166,19 +190,8 @@ export async function runWrapBench(o: { bytes: number; pgbenchSeconds: number; b
 
     const directMBps = await throughput(lab, b, SINK_DIRECT, o.bytes);
     const wrapMBps = await throughput(lab, b, SINK_WRAPPED, o.bytes);
-    const fwd = spawn(
-      'ip',
-      ['netns', 'exec', lab.host('a').ns, 'ssh', ...sshd.sshArgs, '-N', '-L', `127.0.0.1:${FORWARD_PORT}:${b}:${SINK_DIRECT}`, b],
-      { stdio: 'ignore' },
-    );
+    const fwd = await startSshForward(lab, sshd, FORWARD_PORT, b, SINK_DIRECT);
     stops.push(() => void fwd.kill('SIGKILL'));
-    await until(
-      'ssh -L',
-      async () =>
-        (await nsRun(lab.host('a').ns, 'bash', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${FORWARD_PORT}`], { timeoutMs: 2000 })).code === 0,
-      15_000,
-      200,
-    );
     const sshForwardMBps = await throughput(lab, '127.0.0.1', FORWARD_PORT, o.bytes);
 
     let pgbenchDirectTps = 0;

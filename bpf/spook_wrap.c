@@ -355,35 +355,48 @@ int spook_connect4(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
-SEC("cgroup/connect6")
-int spook_connect6(struct bpf_sock_addr *ctx)
+/*
+ * The IPv6 destination of connect6/sendmsg6 as an original destination (v4-mapped ones as
+ * IPv4; `orig` zero-initialised by the caller: it is a map key). 0 for loopback (::, ::1, a
+ * mapped 127/8), which is counted and never wrapped.
+ */
+static __always_inline int orig_of6(struct bpf_sock_addr *ctx, __u16 port, struct spook_orig *orig, int *mapped)
 {
-	__u16 port = bpf_ntohs(ctx->user_port);
 	__u32 a[4];
 	a[0] = ctx->user_ip6[0];
 	a[1] = ctx->user_ip6[1];
 	a[2] = ctx->user_ip6[2];
 	a[3] = ctx->user_ip6[3];
+	*mapped = a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff);
+	int loop = *mapped ? is_loopback4(a[3])
+			   : (a[0] | a[1] | a[2]) == 0 && (a[3] == 0 || a[3] == bpf_htonl(1)); /* :: or ::1 */
+	if (loop) {
+		count(WRAP_CNT_LOOPBACK);
+		return 0;
+	}
+	orig->port = port;
+	if (*mapped) {
+		orig->family = 4;
+		orig->ip4 = a[3];
+	} else {
+		orig->family = 6;
+		__builtin_memcpy(orig->ip6, a, 16);
+	}
+	return 1;
+}
+
+SEC("cgroup/connect6")
+int spook_connect6(struct bpf_sock_addr *ctx)
+{
+	__u16 port = bpf_ntohs(ctx->user_port);
 	__u32 bit = 0;
 	struct spook_wrap_config *cfg = should_wrap(ctx, port, &bit);
 	if (!cfg)
 		return 1;
-	int mapped = a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff);
-	int loop = mapped ? is_loopback4(a[3])
-			  : (a[0] | a[1] | a[2]) == 0 && (a[3] == 0 || a[3] == bpf_htonl(1)); /* :: or ::1 */
-	if (loop) {
-		count(WRAP_CNT_LOOPBACK);
-		return 1;
-	}
 	struct spook_orig orig = {};
-	orig.port = port;
-	if (mapped) {
-		orig.family = 4;
-		orig.ip4 = a[3];
-	} else {
-		orig.family = 6;
-		__builtin_memcpy(orig.ip6, a, 16);
-	}
+	int mapped = 0;
+	if (!orig_of6(ctx, port, &orig, &mapped))
+		return 1;
 	if (bit == WRAP_UDP)
 		return udp_redirect(ctx, cfg, &orig, 1, 1);
 	int v = connect_verdict(port, &orig);
@@ -429,23 +442,14 @@ int spook_sendmsg6(struct bpf_sock_addr *ctx)
 	if (!cfg || !cfg->udp_proxy_port)
 		return 1;
 	__u16 port = bpf_ntohs(ctx->user_port);
-	__u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1], a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
 	__u32 bit = 0;
 	cfg = should_wrap(ctx, port, &bit);
 	if (!cfg || bit != WRAP_UDP)
 		return 1;
-	int mapped = a0 == 0 && a1 == 0 && a2 == bpf_htonl(0xffff);
-	if (mapped ? is_loopback4(a3) : (a0 | a1 | a2) == 0 && (a3 == 0 || a3 == bpf_htonl(1))) {
-		count(WRAP_CNT_LOOPBACK);
+	struct spook_orig orig = {};
+	int mapped = 0;
+	if (!orig_of6(ctx, port, &orig, &mapped))
 		return 1;
-	}
-	struct spook_orig orig = { .family = mapped ? 4 : 6, .port = port };
-	if (mapped) {
-		orig.ip4 = a3;
-	} else {
-		__u32 a[4] = { a0, a1, a2, a3 };
-		__builtin_memcpy(orig.ip6, a, 16);
-	}
 	return udp_redirect(ctx, cfg, &orig, 1, 0);
 }
 

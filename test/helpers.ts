@@ -1,5 +1,6 @@
 /** Small builders shared by the HalfPair tests. */
-import { expect } from 'vitest';
+import { afterEach, expect } from 'vitest';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { CrossDelta } from '../wire/cross.js';
 import { DeltaOp, type Delta } from '../wire/delta.js';
 import { PairState } from '../core/pair/lifecycle.js';
@@ -125,4 +126,18 @@ export function wireFault(f: () => unknown): WireError {
     return e as WireError;
   }
   throw new Error('decoded without a fault');
+}
+
+/** For one test file: listen on 127.0.0.1 with a handler, resolving the port; every server closes after each test. */
+export function loopbackServers(): (onSocket: (s: Socket) => void) => Promise<number> {
+  const servers: Server[] = [];
+  afterEach(() => {
+    for (const s of servers.splice(0)) s.close();
+  });
+  return async (onSocket) => {
+    const server = createServer(onSocket);
+    servers.push(server);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    return (server.address() as AddressInfo).port;
+  };
 }

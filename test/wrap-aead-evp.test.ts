@@ -1,6 +1,6 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import type { CipherState } from '../core/etcp/noise.js';
 import {
   evpAvailable,
@@ -14,6 +14,7 @@ import {
   type RecordCipher,
 } from '../drivers/wrap/aead-evp.js';
 import { Carrier, carrierNonce, MAX_SEALED_RECORD } from '../drivers/wrap/carrier.js';
+import { loopbackServers } from './helpers.js';
 
 const CIPHERS: RecordCipher[] = ['aes-256-gcm', 'chacha20-poly1305'];
 /** Counters that exercise both halves of the 64-bit nonce counter. */
@@ -204,17 +205,7 @@ describe('carrier record AEAD through libcrypto (aead-evp)', () => {
   });
 });
 
-const servers: Server[] = [];
-afterEach(() => {
-  for (const s of servers.splice(0)) s.close();
-});
-
-async function listen(onSocket: (s: Socket) => void): Promise<number> {
-  const server = createServer(onSocket);
-  servers.push(server);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return (server.address() as AddressInfo).port;
-}
+const listen = loopbackServers();
 
 async function until(check: () => boolean, ms = 10_000): Promise<void> {
   const t0 = Date.now();

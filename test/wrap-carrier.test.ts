@@ -4,8 +4,8 @@
  * either cipher follow Noise's transport encryption (counter nonce, little-endian for
  * ChaChaPoly, big-endian for AESGCM).
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { connect, type Socket } from 'node:net';
 import { createDecipheriv, randomBytes } from 'node:crypto';
 import { generateKeyPair } from '../crypto/primitives.js';
 import {
@@ -19,19 +19,10 @@ import {
   MESSAGE1_LEN,
   type CarrierCipher,
 } from '../drivers/wrap/carrier.js';
+import { loopbackServers } from './helpers.js';
 import { IKResponder, type CipherState } from '../core/etcp/noise.js';
 
-const servers: Server[] = [];
-afterEach(() => {
-  for (const s of servers.splice(0)) s.close();
-});
-
-async function listen(onSocket: (s: Socket) => void): Promise<number> {
-  const server = createServer(onSocket);
-  servers.push(server);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return (server.address() as AddressInfo).port;
-}
+const listen = loopbackServers();
 
 const a = generateKeyPair();
 const b = generateKeyPair();

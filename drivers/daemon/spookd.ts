@@ -63,10 +63,12 @@ export interface PeerLink {
 }
 
 /** A configured peer: its pair and store here, its sessions in the peer table. */
+const hostPort = (a: Addr | undefined): string | undefined => a && `${a.address}:${a.port}`;
+
 class Link implements PeerLink {
   fenced: Fence | undefined = undefined;
   /** The address last logged for the peer (roaming is logged once per change). */
-  loggedAddr: string | undefined;
+  loggedAddr: Addr | undefined;
 
   constructor(
     readonly name: string,
@@ -600,12 +602,15 @@ export class Spookd {
    * wrappers dial a carrier that is down, or left at the old address, at once (§16.2, *Redial*).
    */
   private peerHeard(link: Link): void {
-    const at = link.addr && `${link.addr.address}:${link.addr.port}`;
-    if (at !== link.loggedAddr) {
+    // Called for every authenticated datagram: compared field by field, no string built per packet.
+    const at = link.addr;
+    const was = link.loggedAddr;
+    if (at?.address !== was?.address || at?.port !== was?.port) {
       // Rate-limited per peer: a peer whose packets come from ever new addresses must not flood the log.
-      const suppressed = link.loggedAddr === undefined ? undefined : this.warns.admit(this.now(), `roam:${link.name}`);
-      if (suppressed !== undefined) this.log.info({ peer: link.name, from: link.loggedAddr, to: at, suppressed }, 'peer address changed');
-      link.loggedAddr = at;
+      const suppressed = was === undefined ? undefined : this.warns.admit(this.now(), `roam:${link.name}`);
+      if (suppressed !== undefined)
+        this.log.info({ peer: link.name, from: hostPort(was), to: hostPort(at), suppressed }, 'peer address changed');
+      link.loggedAddr = at && { address: at.address, port: at.port };
     }
     this.wraps.peerHeard(link.name);
   }

@@ -20,7 +20,8 @@ export function plainAddress(a: string): string {
 }
 
 export function sameAddress(a: string | undefined, b: string | undefined): boolean {
-  return a !== undefined && b !== undefined && plainAddress(a) === plainAddress(b);
+  // The equal case first: WrapManager.peerHeard asks this for every authenticated datagram.
+  return a !== undefined && b !== undefined && (a === b || plainAddress(a) === plainAddress(b));
 }
 
 /** The host's own addresses, read again at most every LOCAL_CHECK_MS (getifaddrs is a netlink dump). */
