@@ -12,6 +12,7 @@ import { EntryKind, MAX_TERM, Raft, Role, encodeConfig, type LogEntry } from '..
 import { encodeCandidate } from '../core/qn/state.js';
 import { Rng } from '../testing/sim/rng.js';
 import { Trio, DOMAIN, OUTSIDER } from './domain-trio.js';
+import { DOMAIN_SIM_DEFAULTS, runDomainSim } from '../testing/sim/domain.js';
 import { createHash, createHmac, createPrivateKey, createPublicKey, diffieHellman } from 'node:crypto';
 import { publicKeyOf } from '../crypto/primitives.js';
 import { StaticRelaySealer } from '../core/qn/seal.js';
@@ -73,6 +74,36 @@ describe('QN containment: hostile values from a member are dropped and counted, 
     t.isolate(leader.id, false);
     t.run(600);
     expect(t.put('k', 'v')).toBe('committed');
+  });
+
+  it('removal notices: only a committed entry contradicts one (bad-removal); a leader ignores one past its commit without a violation', () => {
+    const t = new Trio(3);
+    t.run(600);
+    expect(t.put('k', 'v')).toBe('committed');
+    t.run(300);
+    const leader = t.leader()!;
+    const [f, other] = [1, 2, 3].filter((x) => x !== leader.id).map((x) => t.nodes.get(x)!);
+    // A committed entry that is not a configuration without the receiver: the notice lies.
+    t.inject(other.id, f.id, { t: 'removed', index: f.raft.commit });
+    expect(f.stats.drops['bad-removal']).toBe(1);
+    t.inject(other.id, leader.id, { t: 'removed', index: leader.raft.commit });
+    expect(leader.stats.drops['bad-removal']).toBe(1);
+    // Past the leader's commit it cannot tell a deposed view from a lie: ignored, and counted apart.
+    t.inject(other.id, leader.id, { t: 'removed', index: leader.raft.commit + 5 });
+    expect(leader.stats.drops['removal-while-leading']).toBe(1);
+    expect(leader.stats.drops['bad-removal']).toBe(1);
+    expect(leader.coherenceState).toBe('coherent');
+    expect(t.put('k2', 'v')).toBe('committed');
+  });
+
+  it('removal notices in honest runs: the membership seeds that found false bad-removal drops (a deposed leader, a stale uncommitted entry) are clean', () => {
+    // `make soak`'s membership run (loss 0.1, duplication 0.02, reordering 0.1): these seeds
+    // counted honest notices as bad-removal before only committed entries could contradict one.
+    for (const seed of [1000527, 1001604, 1004691, 1010627, 1016055]) {
+      const r = runDomainSim({ ...DOMAIN_SIM_DEFAULTS, loss: 0.1, dup: 0.02, reorder: 0.1, membership: true, nodes: 3, seed });
+      expect({ seed, violations: r.violations }).toEqual({ seed, violations: [] });
+      expect(r.converged).toBe(true);
+    }
   });
 
   it('huge term in votes: 2^53-1 and MAX_TERM+1 in vote and voteResp are dropped; MAX_TERM itself is stored and only stops elections', () => {

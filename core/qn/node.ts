@@ -82,8 +82,10 @@ export type QnDrop =
   | 'not-a-member'
   | 'no-route'
   | 'relayed-by-non-member'
-  /** A removal notice that this member's own log contradicts. */
+  /** A removal notice that a committed entry of this member's own log contradicts. */
   | 'bad-removal'
+  /** A removal notice to a leader that it cannot check against its committed log: ignored (§15.6). */
+  | 'removal-while-leading'
   /** A relayed message without a valid end-to-end seal from its claimed origin (§15.5). */
   | 'relay-unauthenticated'
   | 'malformed-candidate'
@@ -113,6 +115,7 @@ export const QN_DROPS: readonly QnDrop[] = [
   'no-route',
   'relayed-by-non-member',
   'bad-removal',
+  'removal-while-leading',
   'relay-unauthenticated',
   'malformed-candidate',
   'oversized-candidate',
@@ -596,12 +599,14 @@ export class DomainNode {
     if (b.t === 'hello') return b.commit > MAX_INDEX || b.neighbours.some((n) => n === 0 || n > MAX_NODE_ID) ? 'out-of-bounds' : undefined;
     if (b.t === 'removed') {
       if (b.index === 0 || b.index > MAX_INDEX) return 'out-of-bounds';
-      // Our own log can contradict the notice: a leader holds every committed entry (Leader
-      // Completeness), and an entry we hold at that index must be a configuration without us.
+      // Only a committed entry of ours can contradict the notice (committed entries are the same
+      // at every member): an uncommitted one may be a deposed leader's, truncated elsewhere.
       const r = this.raft;
-      if (r.role === Role.Leader) return 'bad-removal';
-      const e = r.entryAt(b.index);
+      const e = b.index <= r.commit ? r.entryAt(b.index) : undefined;
       if (e && !(e.cmd[0] === EntryKind.Config && !(parseConfig(e.cmd) ?? [this.id]).includes(this.id))) return 'bad-removal';
+      // A leader cannot check a notice past its commit: it is deposed without knowing (CheckQuorum
+      // steps it down, and as a follower it takes the next notice) or the sender lies.
+      if (r.role === Role.Leader) return 'removal-while-leading';
     }
     return undefined;
   }
