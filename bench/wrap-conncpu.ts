@@ -5,8 +5,9 @@
  * processes, so this process's CPU time is the two managers' alone. Rounds alternate direct
  * and wrapped; each prints the rate and the managers' CPU µs per connection.
  *
- *   node dist/bench/wrap-conncpu.js [connections=2000] [rounds=3]
- *   (node --cpu-prof ... to see where a connection's time goes)
+ *   node dist/bench/wrap-conncpu.js [connections=2000] [rounds=3] [inFlight=8]
+ *   (node --cpu-prof ... to see where a connection's time goes; inFlight 1 and `strace -c -p PID`
+ *   count the managers' system calls per connection, with no batching across connections)
  */
 import { spawn } from 'node:child_process';
 import { freePort } from '../testing/lab/servers.js';
@@ -34,6 +35,7 @@ function runClient(port: number, n: number, parallel: number): Promise<{ ms: num
 async function main(): Promise<void> {
   const n = Number(process.argv[2] ?? 2000);
   const rounds = Number(process.argv[3] ?? 3);
+  const parallel = Number(process.argv[4] ?? 8);
   const echo = spawn(process.execPath, ['--input-type=module', '-e', ECHO]);
   const echoPort = await new Promise<number>((r) => echo.stdout.once('data', (d) => r(Number(String(d).trim()))));
   const log = pino({ level: 'silent' });
@@ -76,9 +78,9 @@ async function main(): Promise<void> {
   const interceptPort = Number(String(ma.stats().intercept).split(':')[1]);
   await runClient(interceptPort, 50, 8); // warm-up: the carrier, JIT
   for (let r = 0; r < rounds; r++) {
-    const d = await runClient(echoPort, n, 8);
+    const d = await runClient(echoPort, n, parallel);
     const c0 = process.cpuUsage();
-    const w = await runClient(interceptPort, n, 8);
+    const w = await runClient(interceptPort, n, parallel);
     await new Promise((res) => setTimeout(res, 200)); // the last closes
     const c = process.cpuUsage(c0);
     const direct = (n * 1000) / d.ms;
