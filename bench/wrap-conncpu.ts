@@ -22,15 +22,19 @@ const srv = createServer((s) => { s.setNoDelay(true); s.on('data', (d) => s.writ
 srv.listen(0, '127.0.0.1', () => console.log(srv.address().port));
 `;
 
-function runClient(port: number, n: number, parallel: number): Promise<{ ms: number }> {
+function runClient(port: number, n: number, parallel: number): Promise<{ ms: number; lat: number[] }> {
   return new Promise((resolve, reject) => {
     const p = spawn(process.execPath, ['--input-type=module', '-e', CONN_CLIENT, '127.0.0.1', String(port), String(n), String(parallel)]);
     let out = '';
     p.stdout.on('data', (d) => (out += d));
     p.stderr.on('data', (d) => process.stderr.write(d));
-    p.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as { ms: number }) : reject(new Error(`client exit ${code}`))));
+    p.on('exit', (code) =>
+      code === 0 ? resolve(JSON.parse(out) as { ms: number; lat: number[] }) : reject(new Error(`client exit ${code}`)),
+    );
   });
 }
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1] ?? 0;
 
 async function main(): Promise<void> {
   const n = Number(process.argv[2] ?? 2000);
@@ -92,6 +96,9 @@ async function main(): Promise<void> {
         wrapPerSec: Math.round(wrapped),
         ratio: +(wrapped / direct).toFixed(3),
         cpuUsPerConn: Math.round((c.user + c.system) / n),
+        // Connect to echo, median (with 1 in flight: one request on a new connection).
+        directP50Ms: +median(d.lat).toFixed(3),
+        wrapP50Ms: +median(w.lat).toFixed(3),
         sysUsPerConn: Math.round(c.system / n),
       }),
     );
