@@ -5,8 +5,9 @@
  * processes, so this process's CPU time is the two managers' alone. Rounds alternate direct
  * and wrapped; each prints the rate and the managers' CPU µs per connection.
  *
- *   node dist/bench/wrap-conncpu.js [connections=2000] [rounds=3]
- *   (node --cpu-prof ... to see where a connection's time goes)
+ *   node dist/bench/wrap-conncpu.js [connections=2000] [rounds=3] [inFlight=8]
+ *   (node --cpu-prof ... to see where a connection's time goes; inFlight 1 and `strace -c -p PID`
+ *   count the managers' system calls per connection, with no batching across connections)
  */
 import { spawn } from 'node:child_process';
 import { freePort } from '../testing/lab/servers.js';
@@ -21,19 +22,24 @@ const srv = createServer((s) => { s.setNoDelay(true); s.on('data', (d) => s.writ
 srv.listen(0, '127.0.0.1', () => console.log(srv.address().port));
 `;
 
-function runClient(port: number, n: number, parallel: number): Promise<{ ms: number }> {
+function runClient(port: number, n: number, parallel: number): Promise<{ ms: number; lat: number[] }> {
   return new Promise((resolve, reject) => {
     const p = spawn(process.execPath, ['--input-type=module', '-e', CONN_CLIENT, '127.0.0.1', String(port), String(n), String(parallel)]);
     let out = '';
     p.stdout.on('data', (d) => (out += d));
     p.stderr.on('data', (d) => process.stderr.write(d));
-    p.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as { ms: number }) : reject(new Error(`client exit ${code}`))));
+    p.on('exit', (code) =>
+      code === 0 ? resolve(JSON.parse(out) as { ms: number; lat: number[] }) : reject(new Error(`client exit ${code}`)),
+    );
   });
 }
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1] ?? 0;
 
 async function main(): Promise<void> {
   const n = Number(process.argv[2] ?? 2000);
   const rounds = Number(process.argv[3] ?? 3);
+  const parallel = Number(process.argv[4] ?? 8);
   const echo = spawn(process.execPath, ['--input-type=module', '-e', ECHO]);
   const echoPort = await new Promise<number>((r) => echo.stdout.once('data', (d) => r(Number(String(d).trim()))));
   const log = pino({ level: 'silent' });
@@ -76,9 +82,9 @@ async function main(): Promise<void> {
   const interceptPort = Number(String(ma.stats().intercept).split(':')[1]);
   await runClient(interceptPort, 50, 8); // warm-up: the carrier, JIT
   for (let r = 0; r < rounds; r++) {
-    const d = await runClient(echoPort, n, 8);
+    const d = await runClient(echoPort, n, parallel);
     const c0 = process.cpuUsage();
-    const w = await runClient(interceptPort, n, 8);
+    const w = await runClient(interceptPort, n, parallel);
     await new Promise((res) => setTimeout(res, 200)); // the last closes
     const c = process.cpuUsage(c0);
     const direct = (n * 1000) / d.ms;
@@ -90,6 +96,9 @@ async function main(): Promise<void> {
         wrapPerSec: Math.round(wrapped),
         ratio: +(wrapped / direct).toFixed(3),
         cpuUsPerConn: Math.round((c.user + c.system) / n),
+        // Connect to echo, median (with 1 in flight: one request on a new connection).
+        directP50Ms: +median(d.lat).toFixed(3),
+        wrapP50Ms: +median(w.lat).toFixed(3),
         sysUsPerConn: Math.round(c.system / n),
       }),
     );

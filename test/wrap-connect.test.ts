@@ -24,8 +24,8 @@ import { hostDefaultConnectTimeoutMs } from '../drivers/wrap/hold.js';
 import { connectTimeoutText, HonestConnects, type ConnectHooks } from '../drivers/wrap/connects.js';
 import { origKey } from '../drivers/bpf/wrap-hooks.js';
 import { ORIG_DST } from '../wire/layouts.js';
-import { CloseCode, type Target } from '../wire/wrap.js';
-import { WrapSession, type WrapEvent } from '../core/wrap/session.js';
+import { CloseCode, RecordType, type Target } from '../wire/wrap.js';
+import { ACK_DELAY_MS, WrapSession, type WrapEvent } from '../core/wrap/session.js';
 
 describe('SYN patience', () => {
   it("follows the kernel's tcp_model_timeout with rto_base 1 s: 127 s for tcp_syn_retries = 6", () => {
@@ -212,14 +212,14 @@ describe('the refusal key', () => {
 describe('the session states honest connects read', () => {
   const opts = { windowBytes: 64 * 1024, maxConnections: 8, pingMs: 1000, silenceMs: 3000, mayDial: () => true };
   const target: Target = { family: 4, address: '10.0.0.2', port: 22 };
-  const pair = (): { a: WrapSession; b: WrapSession; pump: () => { a: WrapEvent[]; b: WrapEvent[] } } => {
+  const pair = (): { a: WrapSession; b: WrapSession; pump: (now?: number) => { a: WrapEvent[]; b: WrapEvent[] } } => {
     const a = new WrapSession({ ...opts, role: 0, bootId: 1n });
     const b = new WrapSession({ ...opts, role: 1, bootId: 2n });
-    const pump = (): { a: WrapEvent[]; b: WrapEvent[] } => {
+    const pump = (now = 0): { a: WrapEvent[]; b: WrapEvent[] } => {
       for (let moved = true; moved;) {
         moved = false;
-        for (let r = a.pollRecord(0); r; r = a.pollRecord(0), moved = true) b.handleRecord(0, Buffer.concat(r));
-        for (let r = b.pollRecord(0); r; r = b.pollRecord(0), moved = true) a.handleRecord(0, Buffer.concat(r));
+        for (let r = a.pollRecord(now); r; r = a.pollRecord(now), moved = true) b.handleRecord(now, Buffer.concat(r));
+        for (let r = b.pollRecord(now); r; r = b.pollRecord(now), moved = true) a.handleRecord(now, Buffer.concat(r));
       }
       const evs = { a: [] as WrapEvent[], b: [] as WrapEvent[] };
       for (let e = a.pollEvent(); e; e = a.pollEvent()) evs.a.push(e);
@@ -239,8 +239,32 @@ describe('the session states honest connects read', () => {
     expect(ev.b.some((e) => e.type === 'dial')).toBe(true);
     expect(a.conns.get(id)!.state).toBe('opening');
     b.dialed(0, id);
-    expect(pump().a.filter((e) => e.type === 'opened')).toEqual([{ type: 'opened', conn: id }]);
+    // OPENED waits for the server's first bytes, at most ACK_DELAY_MS (§16.5.1).
+    expect(pump().a.filter((e) => e.type === 'opened')).toEqual([]);
+    expect(b.pollTimeout()).toBe(ACK_DELAY_MS);
+    b.handleTimeout(ACK_DELAY_MS);
+    expect(pump(ACK_DELAY_MS).a.filter((e) => e.type === 'opened')).toEqual([{ type: 'opened', conn: id }]);
     expect(a.conns.get(id)!.state).toBe('open');
+  });
+
+  it("the server's first bytes take the delayed OPENED along, ahead of them", () => {
+    const { a, b, pump } = pair();
+    a.onCarrierUp(0);
+    b.onCarrierUp(0);
+    const id = a.openLocal(0, 22, target, 30_000)!;
+    pump();
+    b.dialed(0, id);
+    b.localData(1, id, new TextEncoder().encode('SSH-2.0-x'));
+    const recs: number[] = [];
+    for (let r = b.pollRecord(1); r; r = b.pollRecord(1)) {
+      recs.push(r[0][0]);
+      a.handleRecord(1, Buffer.concat(r));
+    }
+    expect(recs).toEqual([RecordType.Opened, RecordType.Data]);
+    const evs: string[] = [];
+    for (let e = a.pollEvent(); e; e = a.pollEvent()) evs.push(e.type);
+    expect(evs).toEqual(['opened', 'deliver']);
+    expect(b.deadlines().coalesce).toBeUndefined();
   });
 
   it("a far-side refusal arrives as the peer's close, with its errno first", () => {

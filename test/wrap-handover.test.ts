@@ -58,8 +58,9 @@ const sample: HandoverState = {
           endDelivered: false,
         },
       ],
+      completed: [{ id: 9, finOut: 2 ** 41, finIn: 64 }],
     },
-    { peer: 'gamma', peerBootId: undefined, nextId: 2, conns: [] },
+    { peer: 'gamma', peerBootId: undefined, nextId: 2, conns: [], completed: [] },
   ],
 };
 
@@ -77,6 +78,17 @@ describe('handover state', () => {
   it('round-trips', () => {
     expect(decodeHandover(encodeHandover(sample))).toEqual(sample);
     expect(decodeHandover(encodeHandover({ bootId: 1n, peers: [] }))).toEqual({ bootId: 1n, peers: [] });
+  });
+
+  it('reads a version 1 state (no completed connections) and refuses a completed id that is live', () => {
+    const gamma = { peer: 'gamma', peerBootId: undefined, nextId: 2, conns: [] };
+    const v2 = encodeHandover({ bootId: 1n, peers: [gamma] });
+    // Version 1: the same bytes without the peer's trailing count of completed connections.
+    const v1 = Uint8Array.from(v2.subarray(0, v2.length - 4));
+    new DataView(v1.buffer).setUint16(8, 1);
+    expect(decodeHandover(v1)).toEqual({ bootId: 1n, peers: [{ ...gamma, completed: [] }] });
+    const both = { ...sample, peers: [{ ...sample.peers[0], completed: [{ id: 4, finOut: 1, finIn: 1 }] }] };
+    expect(fault(encodeHandover(both)).field).toBe('peers[0].completed[0].id');
   });
 
   it('refuses every truncation, naming the field', () => {

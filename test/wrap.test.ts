@@ -113,9 +113,11 @@ describe('WrapSession', () => {
     b.localData(0, id, new TextEncoder().encode('world'));
     b.localEnd(0, id);
     ev = pump();
+    // b's FIN took b's pending ACK along (§16.5.3): a completes as soon as it drained b's bytes,
+    // and its last ACK leaves at once.
     a.drained(0, id, 5);
-    expect(a.pollTimeout()).toBe(ACK_DELAY_MS); // small ACKs wait a little
-    ev = pump(ACK_DELAY_MS);
+    expect(a.conns.size).toBe(0);
+    ev = pump(0);
     expect(ev.a.some((e) => e.type === 'done')).toBe(true);
     expect(ev.b.some((e) => e.type === 'done')).toBe(true);
     expect(a.conns.size + b.conns.size).toBe(0);
@@ -376,6 +378,8 @@ describe('WrapSession', () => {
     pump();
     const ids = Array.from({ length: N }, () => b.openLocal(0, 22, target, 30_000)!);
     pump();
+    a.handleTimeout(ACK_DELAY_MS); // the delayed OPENEDs (a sends no bytes of its own)
+    pump();
     for (let k = 0; k < 300; k++) {
       for (const id of ids) b.localData(0, id, new Uint8Array(100));
       pump();
@@ -462,6 +466,8 @@ describe('WrapSession', () => {
     const id = a.openLocal(0, 5683, target, 30_000, false, true)!;
     move(0);
     b.dialed(0, id);
+    expect(b.deadlines().coalesce).toBe(ACK_DELAY_MS); // OPENED waits for the flow's first reply, at most this
+    b.handleTimeout(ACK_DELAY_MS);
     expect(a.localDatagram(10, id, new Uint8Array(70_000))).toBe('too-big');
     expect(a.localDatagram(10, id, new Uint8Array(5))).toBeUndefined();
     expect(move(10)).toContainEqual({ type: 'deliver', conn: id, data: new Uint8Array([0, 5, 0, 0, 0, 0, 0]) });
@@ -473,6 +479,7 @@ describe('WrapSession', () => {
       hold: undefined,
       'flow-idle': 310,
       'delta-tail': undefined,
+      coalesce: undefined,
     });
     expect(a.pollTimeout()).toBe(310);
     expect(b.deadlines()['flow-idle']).toBeUndefined(); // the side that opened the flow ends it
@@ -740,6 +747,19 @@ describe('wrap simulation (seeded carrier cuts)', () => {
     expect(outages).toBeGreaterThan(300);
     expect(completed).toBeGreaterThan(3500);
     expect(expired).toBeGreaterThan(10);
+  });
+  it('1,000 seeds, connections opened while the carrier runs, half with their OPEN deferred, cuts and restarts', () => {
+    let completed = 0;
+    let restarts = 0;
+    for (let seed = 1; seed <= 1000; seed++) {
+      const o = { ...DEFAULT_WRAP_SIM, seed, lateOpens: true, restarts: seed % 2 === 0, cutChance: 0.005 };
+      const r = runWrapSim(o);
+      if (!r.ok) throw new Error(`seed ${seed}: ${r.failure} (replay: runWrapSim(${JSON.stringify(o)}))`);
+      completed += r.completed;
+      restarts += r.restarts;
+    }
+    expect(completed).toBeGreaterThan(3000);
+    expect(restarts).toBeGreaterThan(200);
   });
   it('a long hold makes every outage invisible', () => {
     for (let seed = 1; seed <= 200; seed++) {

@@ -12,10 +12,13 @@
 import type { Target } from '../../wire/wrap.js';
 
 export const HANDOVER_MAGIC = 'SPKWRAPH';
-export const HANDOVER_VERSION = 1;
+/** 2 adds each peer's recently completed connections; 1 (without them) is still read. */
+export const HANDOVER_VERSION = 2;
 /** Bounds of a decoded state (beyond them it is refused, not truncated). */
 export const HANDOVER_MAX_PEERS = 65_536;
 export const HANDOVER_MAX_CONNS = 1 << 20;
+/** Completed connections remembered per peer (WrapSession keeps the last 1,024 ended). */
+export const HANDOVER_MAX_COMPLETED = 1024;
 /** One connection's buffered send bytes (a window plus one socket read, with room to spare). */
 export const HANDOVER_MAX_CONN_BYTES = 1 << 30;
 /** Stream offsets stay exact in a double. */
@@ -51,6 +54,12 @@ export interface HandoverPeer {
   peerBootId: bigint | undefined;
   nextId: number;
   conns: HandoverConn[];
+  /**
+   * Connections that completed shortly before (their FIN offsets): the peer may not have had
+   * the last ACK when the carrier went, and its RESUME is answered with FIN and ACK (§16.5.6),
+   * not with an unknown-connection reset of a connection whose every byte arrived.
+   */
+  completed?: { id: number; finOut: number; finIn: number }[];
 }
 
 export interface HandoverState {
@@ -122,6 +131,15 @@ export function encodeHandover(s: HandoverState): Uint8Array {
       w.setUint32(o + 38, c.sendBytes.length);
       parts.push(new Uint8Array(w.buffer), c.sendBytes);
     }
+    const done = p.completed ?? [];
+    const d = new DataView(new ArrayBuffer(4 + done.length * 20));
+    d.setUint32(0, done.length);
+    done.forEach((x, i) => {
+      d.setUint32(4 + i * 20, x.id >>> 0);
+      d.setBigUint64(8 + i * 20, BigInt(x.finOut));
+      d.setBigUint64(16 + i * 20, BigInt(x.finIn));
+    });
+    parts.push(new Uint8Array(d.buffer));
   }
   let len = 0;
   for (const p of parts) len += p.length;
@@ -188,7 +206,8 @@ export function decodeHandover(b: Uint8Array): HandoverState {
   };
   if (text(8, 'magic') !== HANDOVER_MAGIC) throw new HandoverError('magic', `not ${HANDOVER_MAGIC}`);
   const version = r.u16('version');
-  if (version !== HANDOVER_VERSION) throw new HandoverError('version', `${version}, this spookd reads ${HANDOVER_VERSION}`);
+  if (version !== HANDOVER_VERSION && version !== 1)
+    throw new HandoverError('version', `${version}, this spookd reads 1 to ${HANDOVER_VERSION}`);
   const bootId = r.u64('bootId');
   const npeers = r.u32('peers');
   if (npeers > HANDOVER_MAX_PEERS) throw new HandoverError('peers', `${npeers}, at most ${HANDOVER_MAX_PEERS}`);
@@ -259,7 +278,17 @@ export function decodeHandover(b: Uint8Array): HandoverState {
         endDelivered,
       });
     }
-    peers.push({ peer, peerBootId: hasBoot ? pb : undefined, nextId, conns });
+    const completed: { id: number; finOut: number; finIn: number }[] = [];
+    const ndone = version >= 2 ? r.u32(`${f}.completed`) : 0;
+    if (ndone > HANDOVER_MAX_COMPLETED) throw new HandoverError(`${f}.completed`, `${ndone}, at most ${HANDOVER_MAX_COMPLETED}`);
+    for (let j = 0; j < ndone; j++) {
+      const g = `${f}.completed[${j}]`;
+      const id = r.u32(`${g}.id`);
+      if (id < 2 || ids.has(id)) throw new HandoverError(`${g}.id`, id < 2 ? `${id} is reserved` : `${id} twice`);
+      ids.add(id);
+      completed.push({ id, finOut: r.offset(`${g}.finOut`), finIn: r.offset(`${g}.finIn`) });
+    }
+    peers.push({ peer, peerBootId: hasBoot ? pb : undefined, nextId, conns, completed });
   }
   if (r.left !== 0) throw new HandoverError('end', `${r.left} trailing bytes`);
   return { bootId, peers };

@@ -82,9 +82,11 @@ export const DELTA_TAIL_MS = 2;
  * - hold: a connection's hold ran out with the carrier down: closed with hold-expired;
  * - flow-idle: a UDP flow this side opened carried nothing for udpIdleMs: its stream ends;
  * - delta-tail: delta mode's unfinished last chunk waited DELTA_TAIL_MS: it goes out raw with the
- *   next pollRecord (firing does nothing else).
+ *   next pollRecord (firing does nothing else);
+ * - coalesce: a record held back to leave in the same carrier write as others (§16.5.1)
+ *   waited ACK_DELAY_MS: a deferred OPEN, a delayed OPENED.
  */
-export const WRAP_TIMERS = ['silence', 'ping', 'ack', 'hold', 'flow-idle', 'delta-tail'] as const;
+export const WRAP_TIMERS = ['silence', 'ping', 'ack', 'hold', 'flow-idle', 'delta-tail', 'coalesce'] as const;
 export type WrapTimer = (typeof WRAP_TIMERS)[number];
 
 export type ConnState = 'opening' | 'open' | 'held';
@@ -237,6 +239,16 @@ export class WrapSession {
    * double the records of an interactive exchange and sit on its round trip.
    */
   private readonly ackDirty = new Map<number, number>();
+  /**
+   * Held back so that they leave in one carrier write with the records that follow them
+   * (a connection's set-up is then one write each way, not two; §16.5.1), each at most
+   * ACK_DELAY_MS (the coalesce timer): client side, connections whose OPEN waits for their
+   * first bytes (announceDeferred(), or localData); server side, dialled connections whose
+   * OPENED waits for their first DATA, FIN or ACK (by id, since when). (A completed
+   * connection's last ACK is not delayed: a handover in the meantime would forget it.)
+   */
+  private readonly openDeferred = new Set<number>();
+  private readonly openedDue = new Map<number, number>();
   private lastHeard = 0;
   private lastSent = 0;
   private rr = 0;
@@ -272,6 +284,7 @@ export class WrapSession {
     hold: undefined,
     'flow-idle': undefined,
     'delta-tail': undefined,
+    coalesce: undefined,
   };
 
   constructor(private readonly opts: WrapSessionOptions) {
@@ -320,22 +333,53 @@ export class WrapSession {
 
   // ---- local side ----
 
-  /** A client connection was intercepted: returns its id, or undefined when over the limit. */
-  openLocal(now: number, wrapPort: number, target: Target, holdMs: number, delta = false, datagram = false): number | undefined {
+  /**
+   * A client connection was intercepted: returns its id, or undefined when over the limit.
+   * `deferOpen`: its OPEN waits for its first bytes (or the end of its stream), for the I/O
+   * layer's announceDeferred() or for ACK_DELAY_MS, whichever comes first, so that OPEN and
+   * the first DATA leave in one carrier write (a TCP client usually writes as soon as it is
+   * connected, and the bytes come in the event loop's next poll).
+   */
+  openLocal(
+    now: number,
+    wrapPort: number,
+    target: Target,
+    holdMs: number,
+    delta = false,
+    datagram = false,
+    deferOpen = false,
+  ): number | undefined {
     if (this.live.size >= this.opts.maxConnections) return undefined;
     const id = this.nextId >>> 0;
     this.nextId = (this.nextId + 2) >>> 0 || 2 + this.opts.role;
     // Delta mode's tail wait would delay every datagram: flows never use it.
     const c = this.newConn(now, id, true, wrapPort, target, holdMs, delta && !datagram, datagram);
-    if (this.carrier && this.peerHello) this.sendOpen(now, c);
-    else this.hold(now, c);
+    if (!this.carrier || !this.peerHello) this.hold(now, c);
+    else if (deferOpen) this.openDeferred.add(id);
+    else this.sendOpen(now, c);
     return id;
+  }
+
+  /** Send the OPENs deferred by openLocal (the I/O layer's next poll has handed over what the clients wrote). */
+  announceDeferred(now: number): void {
+    for (const id of this.openDeferred) this.announce(now, id);
+  }
+
+  /** A deferred OPEN goes now, if the carrier is up (else the next HELLO announces the connection). */
+  private announce(now: number, id: number): void {
+    const c = this.live.get(id);
+    if (!c || c.openSent || !this.carrier || !this.peerHello) {
+      this.openDeferred.delete(id);
+      return;
+    }
+    this.sendOpen(now, c);
   }
 
   /** Bytes read from the local socket. Returns false when the window is full: pause reading. */
   localData(now: number, conn: number, data: Uint8Array): boolean {
     const c = this.live.get(conn);
     if (!c || c.send.ended) return false; // after the local end nothing more can be appended
+    if (this.openDeferred.has(conn)) this.announce(now, conn); // OPEN first, its DATA right behind it
     const idle = c.send.next >= c.send.end;
     c.send.append(data);
     this.outBytes += data.length;
@@ -373,9 +417,11 @@ export class WrapSession {
   }
 
   /** The local end finished its stream (a TCP FIN); `now` unused: ending queues nothing by itself. */
-  localEnd(_now: number, conn: number): void {
+  localEnd(now: number, conn: number): void {
     const c = this.live.get(conn);
-    if (c && c.send.finAt === undefined) c.send.finAt = c.send.end;
+    if (!c) return;
+    if (this.openDeferred.has(conn)) this.announce(now, conn);
+    if (c.send.finAt === undefined) c.send.finAt = c.send.end;
   }
 
   /** The local socket failed or was reset: the peer resets its side too. */
@@ -399,7 +445,14 @@ export class WrapSession {
     const c = this.live.get(conn);
     if (!c || c.local) return;
     if (c.state === 'opening') c.state = this.carrier ? 'open' : 'held';
-    this.queue(now, { type: RecordType.Opened, conn });
+    // Delayed (at most ACK_DELAY_MS) to leave with the server's first bytes or the first ACK,
+    // in one carrier write (§16.5.1); a carrier lost meanwhile: the client side's resent OPEN is answered.
+    if (this.carrier && this.peerHello) this.openedDue.set(conn, now);
+  }
+
+  /** The delayed OPENED of `c`, if any, joins the control queue now (ahead of what follows it). */
+  private releaseOpened(now: number, c: WrapConn): void {
+    if (this.openedDue.delete(c.id)) this.queue(now, { type: RecordType.Opened, conn: c.id });
   }
 
   dialFailed(now: number, conn: number, text: string): void {
@@ -444,7 +497,10 @@ export class WrapSession {
         endDelivered: c.recv.endDelivered && h.received === c.recv.received,
       });
     }
-    return { peer, peerBootId: this.peerBootId, nextId: this.nextId, conns };
+    // Completed ones too: the peer may still lack our last ACK, and RESUME for them (§16.5.6).
+    const completed: { id: number; finOut: number; finIn: number }[] = [];
+    for (const [id, end] of this.recentClosed) if (typeof end === 'object') completed.push({ id, ...end });
+    return { peer, peerBootId: this.peerBootId, nextId: this.nextId, conns, completed };
   }
 
   /**
@@ -456,6 +512,7 @@ export class WrapSession {
   importHandover(now: number, h: HandoverPeer): Set<number> {
     const taken = new Set<number>();
     if (this.peerBootId === undefined) this.peerBootId = h.peerBootId;
+    for (const x of h.completed ?? []) if (!this.live.has(x.id)) this.remember(x.id, { finOut: x.finOut, finIn: x.finIn });
     for (const x of h.conns) {
       if (this.live.has(x.id) || this.live.size >= this.opts.maxConnections) continue;
       if (this.outBytes + x.sendBytes.length > this.maxBuffered || x.sendBytes.length > this.opts.windowBytes + HANDOVER_SLACK) continue;
@@ -668,8 +725,14 @@ export class WrapSession {
     const t = this.due;
     t.silence = this.carrier ? this.lastHeard + this.opts.silenceMs : undefined;
     t.ping = this.carrier ? this.lastSent + this.opts.pingMs : undefined;
-    t.ack = t.hold = t['flow-idle'] = t['delta-tail'] = undefined;
-    if (this.carrier) for (const since of this.ackDirty.values()) t.ack = Math.min(t.ack ?? Infinity, since + ACK_DELAY_MS);
+    t.ack = t.hold = t['flow-idle'] = t['delta-tail'] = t.coalesce = undefined;
+    if (this.carrier) {
+      for (const since of this.ackDirty.values()) t.ack = Math.min(t.ack ?? Infinity, since + ACK_DELAY_MS);
+      let held = Infinity;
+      for (const since of this.openedDue.values()) held = Math.min(held, since);
+      if (this.peerHello) for (const id of this.openDeferred) held = Math.min(held, this.live.get(id)?.openedAt ?? held);
+      if (held !== Infinity) t.coalesce = held + ACK_DELAY_MS;
+    }
     const tail = this.carrier && this.peerHello;
     for (const c of this.live.values()) {
       if (c.holdUntil !== undefined) t.hold = Math.min(t.hold ?? Infinity, c.holdUntil);
@@ -732,6 +795,18 @@ export class WrapSession {
         return;
       case 'delta-tail':
         return; // the tail is due: the next pollRecord sends it
+      case 'coalesce': {
+        for (const id of this.openDeferred) {
+          const c = this.live.get(id);
+          if (!c || now - c.openedAt >= ACK_DELAY_MS) this.announce(now, id);
+        }
+        for (const [id, since] of this.openedDue) {
+          const c = this.live.get(id);
+          if (!c) this.openedDue.delete(id);
+          else if (now - since >= ACK_DELAY_MS) this.releaseOpened(now, c);
+        }
+        return;
+      }
       default: {
         const _unhandled: never = timer; // a timer added to WRAP_TIMERS needs its case here
         return _unhandled;
@@ -894,7 +969,10 @@ export class WrapSession {
     const known = this.live.get(id);
     if (known) {
       // A resent OPEN (the carrier broke before our OPENED arrived): answer again, resume.
-      if (known.state !== 'opening' && !this.answering.has(id)) this.queue(now, { type: RecordType.Opened, conn: id }, id);
+      if (known.state !== 'opening' && !this.answering.has(id)) {
+        this.openedDue.delete(id);
+        this.queue(now, { type: RecordType.Opened, conn: id }, id);
+      }
       this.resumed(now, known);
       return;
     }
@@ -957,6 +1035,7 @@ export class WrapSession {
   private flushAck(now: number, c: WrapConn): void {
     this.ackDirty.delete(c.id);
     if (!c.recv.ackDue) return;
+    this.releaseOpened(now, c);
     c.recv.ackSent = c.recv.drained;
     const queued = this.ackQueued.get(c.id);
     if (queued) {
@@ -983,6 +1062,17 @@ export class WrapSession {
     for (let k = 0; k < list.length; k++) {
       const c = list[(this.rr + k) % list.length];
       if (c.local && !c.openSent) continue;
+      if (this.openedDue.has(c.id) && (c.send.next < c.send.end || c.send.finDue)) {
+        // The delayed OPENED goes just ahead of the connection's first record (rr stays: that record is next).
+        this.releaseOpened(now, c);
+        return this.shiftControl();
+      }
+      if (c.send.finDue && this.ackDirty.has(c.id)) {
+        // The FIN takes the connection's pending ACK along: the peer's completion waits for both.
+        this.flushAck(now, c);
+        const ack = this.shiftControl();
+        if (ack) return ack;
+      }
       const budget = Math.min(MAX_DATA, this.peerBuffer - inFlight, this.peerWindow - c.send.inFlight);
       if (c.delta) {
         const rec = this.nextDelta(now, c, budget);
@@ -1077,6 +1167,8 @@ export class WrapSession {
   private release(c: WrapConn): void {
     this.live.delete(c.id);
     this.blocked.delete(c.id);
+    this.openDeferred.delete(c.id);
+    this.openedDue.delete(c.id);
     this.outBytes -= c.send.buffered;
     this.inBytes -= c.recv.received - c.recv.drained;
     this.wakeBlocked();
@@ -1114,11 +1206,15 @@ export class WrapSession {
   }
 
   private forget(now: number, c: WrapConn, code: CloseCode, reason: string, byPeer: boolean, notifyLocal: boolean): void {
+    const owesOpened = this.openedDue.has(c.id);
     this.release(c);
     this.ackDirty.delete(c.id);
     this.remember(c.id, code);
-    if (!byPeer && this.carrier && this.peerHello && (c.openSent || !c.local))
+    if (!byPeer && this.carrier && this.peerHello && (c.openSent || !c.local)) {
+      // The dial had completed: the client side learns it (OPENED) before the close, as without the delay.
+      if (owesOpened) this.queue(now, { type: RecordType.Opened, conn: c.id });
       this.queue(now, { type: RecordType.Close, conn: c.id, code, text: reason });
+    }
     if (notifyLocal) this.events.push({ type: 'close', conn: c.id, code, reason, byPeer });
   }
 
@@ -1177,5 +1273,7 @@ export class WrapSession {
     this.answering.clear();
     this.ackQueued.clear();
     this.pongDue = false;
+    // A delayed OPENED dies with the carrier: the client side's resent OPEN is answered instead.
+    this.openedDue.clear();
   }
 }

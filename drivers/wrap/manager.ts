@@ -166,6 +166,12 @@ export class WrapManager {
   /** Carrier sockets corked until the end of this turn (flushNow), and whether that end is queued. */
   private readonly corkedTurn = new Set<Socket>();
   private turnQueued = false;
+  /** Peers with OPENs deferred for their clients' first bytes (announceNextTurn). */
+  private readonly announceDue = new Set<PeerState>();
+  private announceQueued = false;
+  /** turnEnd() is running (its flushes are uncorked and re-armed by it), and a re-arm is due at its end. */
+  private inTurnEnd = false;
+  private scheduleAtTurnEnd = false;
   /** Exceptions caught by guard() (a bug in one connection's path, counted and logged). */
   internalErrors = 0;
   private stopping = false;
@@ -634,13 +640,42 @@ export class WrapManager {
     const w = this.wrappers.get(wrapperKey('tcp', dst.port));
     if (!w) return refuse('port-not-wrapped');
     const ps = this.peers.get(w.peer)!;
-    const id = ps.session.openLocal(now, w.port, { family: dst.family, address: dst.address, port: dst.port }, w.holdMs, w.delta ?? false);
+    // Its OPEN waits for the next poll, which hands over what the client wrote on connecting:
+    // OPEN and the first DATA then leave in one carrier write (announceNextTurn).
+    const target: Target = { family: dst.family, address: dst.address, port: dst.port };
+    const id = ps.session.openLocal(now, w.port, target, w.holdMs, w.delta ?? false, false, true);
     if (id === undefined) return refuse('too-many-connections');
     this.counters.opened(w);
     ps.pending.add(id, now + (w.connectTimeoutMs ?? this.defaultConnectTimeoutMs), dst);
     this.attach(ps, id, socket, w.port, lingers);
     this.ensureCarrier(ps);
+    this.announceNextTurn(ps);
     this.flush(ps);
+  }
+
+  /**
+   * The OPENs deferred this turn are sent in the next turn's check phase: an immediate queued
+   * from inside the check phase runs in the next iteration's, after a poll that does not block
+   * (an immediate is pending) and hands over the clients' first bytes, which announce their
+   * connection at once (WrapSession.localData). The session's coalesce timer is the backstop.
+   */
+  private announceNextTurn(ps: PeerState): void {
+    this.announceDue.add(ps);
+    if (this.announceQueued) return;
+    this.announceQueued = true;
+    setImmediate(() =>
+      setImmediate(() => {
+        this.announceQueued = false;
+        const due = [...this.announceDue];
+        this.announceDue.clear();
+        for (const p of due)
+          this.guard('deferred open', () => {
+            p.session.announceDeferred(this.now());
+            this.flushDue.add(p);
+          })();
+        this.turnEnd();
+      }),
+    );
   }
 
   // ---- local sockets (both sides) ----
@@ -1103,19 +1138,34 @@ export class WrapManager {
   private endOfTurn(): void {
     if (this.turnQueued) return;
     this.turnQueued = true;
-    setImmediate(() => {
+    setImmediate(() => this.turnEnd());
+  }
+
+  /**
+   * The due flushes, then every corked carrier's one write (again harmlessly if run twice in a
+   * check phase). The flushes' own end-of-turn and re-arming are done here, not in immediates
+   * of their own: queued from the check phase, those would run one loop iteration later, and
+   * cost an iteration (a poll) each turn.
+   */
+  private turnEnd(): void {
+    this.turnQueued = true; // endOfTurn() from the flushes below: this call uncorks them
+    this.inTurnEnd = true;
+    const due = [...this.flushDue];
+    this.flushDue.clear();
+    try {
+      // Contained per peer, as the socket handlers that call this are (guard()): a throw here would
+      // otherwise end the daemon, and leave the set non-empty so that no deferred flush ever ran again.
+      for (const p of due) this.guard('deferred flush', () => this.flush(p))();
+    } finally {
+      for (const s of this.corkedTurn) s.uncork();
+      this.corkedTurn.clear();
+      this.inTurnEnd = false;
       this.turnQueued = false;
-      const due = [...this.flushDue];
-      this.flushDue.clear();
-      try {
-        // Contained per peer, as the socket handlers that call this are (guard()): a throw here would
-        // otherwise end the daemon, and leave the set non-empty so that no deferred flush ever ran again.
-        for (const p of due) this.guard('deferred flush', () => this.flush(p))();
-      } finally {
-        for (const s of this.corkedTurn) s.uncork();
-        this.corkedTurn.clear();
+      if (this.scheduleAtTurnEnd) {
+        this.scheduleAtTurnEnd = false;
+        this.schedule();
       }
-    });
+    }
   }
 
   /** Move records to the carrier while it takes them, then act on the session's events. */
@@ -1247,6 +1297,10 @@ export class WrapManager {
    */
   private scheduleSoon(): void {
     if (this.scheduleQueued || this.stopping || this.ticking) return;
+    if (this.inTurnEnd) {
+      this.scheduleAtTurnEnd = true; // turnEnd re-arms when its flushes are done
+      return;
+    }
     this.scheduleQueued = true;
     setImmediate(() => {
       this.scheduleQueued = false;

@@ -31,6 +31,12 @@ export interface WrapSimOptions {
    * session with the same boot id (not with delta mode, which is not handed over).
    */
   restarts?: boolean;
+  /**
+   * Half the connections open at a random moment of the run rather than at its start, half of
+   * those with their OPEN deferred for their first bytes (openLocal's deferOpen), announced at
+   * a random later ms (as the I/O layer's next poll would) or by the session's own timer.
+   */
+  lateOpens?: boolean;
 }
 
 export const DEFAULT_WRAP_SIM: Omit<WrapSimOptions, 'seed'> = {
@@ -135,10 +141,15 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
   };
 
   let now = 0;
-  for (let i = 0; i < o.conns; i++) {
-    const id = A.openLocal(now, 22, { family: 4, address: '10.0.0.2', port: 22 }, o.holdMs, o.delta)!;
-    client.set(id, mk(rng.int(0, o.maxBytes)));
-  }
+  const openAt = Array.from({ length: o.conns }, (_, i) => (o.lateOpens && i % 2 === 1 ? rng.int(1, 3_000) : 0));
+  const openDue = (): void => {
+    for (let i = 0; i < o.conns; i++) {
+      if (openAt[i] !== now) continue;
+      const id = A.openLocal(now, 22, { family: 4, address: '10.0.0.2', port: 22 }, o.holdMs, o.delta, false, rng.chance(0.5))!;
+      client.set(id, mk(rng.int(0, o.maxBytes)));
+    }
+  };
+  openDue();
 
   const handle = (side: WrapSession, ends: Map<number, End>, ev: WrapEvent): void => {
     if (ev.type === 'dial') {
@@ -214,7 +225,9 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
   };
 
   const settled = (): boolean =>
-    [...client.values(), ...server.values()].every((e) => e.done || e.closed !== undefined) && server.size >= client.size;
+    client.size === o.conns &&
+    [...client.values(), ...server.values()].every((e) => e.done || e.closed !== undefined) &&
+    server.size >= client.size;
 
   for (now = 0; now < o.maxMs && !failure; now++) {
     if (up && rng.chance(o.cutChance)) {
@@ -234,6 +247,8 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
       A.onCarrierUp(now);
       B.onCarrierUp(now);
     }
+    if (now > 0) openDue();
+    if (o.lateOpens && rng.chance(0.3)) A.announceDeferred(now);
     for (const s of [A, B]) {
       const t = s.pollTimeout();
       if (t !== undefined && t <= now) s.handleTimeout(now);
