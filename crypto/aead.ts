@@ -12,7 +12,8 @@ import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } fro
 export const AEAD_TAG_LEN = 16;
 const KEY_LEN = 32;
 
-export type AeadImpl = 'evp' | 'node';
+/** Where the cipher runs: libsodium or libcrypto's EVP through FFI (drivers/crypto), or node:crypto. */
+export type AeadImpl = 'sodium' | 'evp' | 'node';
 
 /** One direction's sealing under one key. */
 export interface AeadSealer {

@@ -8,8 +8,9 @@ import { Session } from '../core/etcp/endpoint.js';
 import { decodeFrame } from '../wire/header.js';
 import { evpAvailable, reloadForTest } from '../drivers/crypto/evp.js';
 import { frameAead } from '../drivers/crypto/frame-aead.js';
+import { reloadSodiumForTest } from '../drivers/crypto/sodium.js';
 
-/** ETCP's Data-frame AEAD: libcrypto's EVP (drivers/crypto/frame-aead.ts) against node:crypto, to the octet. */
+/** ETCP's Data-frame AEAD: libsodium and libcrypto's EVP (drivers/crypto/frame-aead.ts) against node:crypto, to the octet. */
 const COUNTERS = [0, 1, 255, 256, 65_537, 2 ** 32 - 1, 2 ** 32, 2 ** 40 + 0x0102_0304, Number.MAX_SAFE_INTEGER];
 const LENGTHS = [0, 1, 15, 16, 17, 64, 100, 1_400];
 const hex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'hex'));
@@ -26,14 +27,15 @@ function sealed(p: AeadProvider, key: Uint8Array, n: number, ad: Uint8Array, pt:
 }
 
 const providers = (): [string, AeadProvider][] => [
+  ['sodium', frameAead('sodium')],
   ['evp', frameAead('evp')],
   ['node', nodeAead],
 ];
 
-describe('ETCP frame AEAD: libcrypto EVP and node:crypto', () => {
-  it('libcrypto loads on this host, and spookd’s choice is EVP', () => {
+describe('ETCP frame AEAD: libsodium, libcrypto EVP and node:crypto', () => {
+  it('libcrypto and libsodium load on this host, and spookd’s choice is libsodium (one call per frame)', () => {
     expect(evpAvailable()).toBe(true);
-    expect(frameAead().impl).toBe('evp');
+    expect(frameAead().impl).toBe('sodium');
   });
 
   it('the nonce is Noise’s: 32 zero bits, then the counter little-endian (primitives.nonce12)', () => {
@@ -167,13 +169,10 @@ describe('ETCP frame AEAD: libcrypto EVP and node:crypto', () => {
     });
   }
 
-  it('EVP seals what node:crypto opens and the reverse, with fresh contexts reused across many frames', () => {
+  it('each implementation opens what each other sealed, contexts reused across many frames', () => {
     const key = new Uint8Array(randomBytes(32));
-    const [evp, node] = [frameAead('evp'), nodeAead];
-    const pairs = [
-      [evp, node],
-      [node, evp],
-    ] as const;
+    const all = [frameAead('sodium'), frameAead('evp'), nodeAead];
+    const pairs = all.flatMap((a) => all.filter((b) => b !== a).map((b) => [a, b] as const));
     for (const [a, b] of pairs) {
       const s = a.sealer(key);
       const o = b.opener(key);
@@ -201,26 +200,32 @@ describe('ETCP Session with an injected AEAD: the wire does not change', () => {
   const session = (aead: AeadProvider | undefined, send: number, recv: number): Session =>
     new Session(11, 22, peer, true, keys(send, recv), 1, 2, 3, 0, aead);
 
-  it('EVP and node:crypto sessions seal the same frames, and each opens the other’s', () => {
-    const [a, b] = [session(frameAead('evp'), 1, 2), session(undefined, 1, 2)];
-    const [ra, rb] = [session(frameAead('evp'), 2, 1), session(nodeAead, 2, 1)];
+  it('sessions on libsodium, EVP and node:crypto seal the same frames, and each opens the others’', () => {
+    const [a, b, c] = [session(frameAead('sodium'), 1, 2), session(frameAead('evp'), 1, 2), session(undefined, 1, 2)];
+    const [ra, rb, rc] = [session(frameAead('sodium'), 2, 1), session(frameAead('evp'), 2, 1), session(nodeAead, 2, 1)];
     for (let i = 0; i < 200; i++) {
       const payload = new Uint8Array(randomBytes(1 + (i % 120)));
       const fa = a.seal(payload);
       const fb = b.seal(payload);
-      expect(toHex(fa)).toBe(toHex(fb));
+      const fc = c.seal(payload);
+      expect(toHex(fa)).toBe(toHex(fc));
+      expect(toHex(fb)).toBe(toHex(fc));
       const pn = decodeFrame(fa).header.packetNumber;
       expect(pn).toBe(i);
-      const oa = ra.open(fb, pn);
-      const ob = rb.open(fa, pn);
-      expect('payload' in oa && toHex(oa.payload)).toBe(toHex(payload));
-      expect('payload' in ob && toHex(ob.payload)).toBe(toHex(payload));
-      expect(ra.open(fb, pn)).toEqual({ drop: 'replayed' });
+      for (const [r, f] of [
+        [ra, fc],
+        [rb, fa],
+        [rc, fb],
+      ] as const) {
+        const o = r.open(f, pn);
+        expect('payload' in o && toHex(o.payload)).toBe(toHex(payload));
+        expect(r.open(f, pn)).toEqual({ drop: 'replayed' });
+      }
     }
   });
 
   it('a forged or truncated frame is a drop, not a throw; the window does not move for it', () => {
-    const [a, r] = [session(frameAead('evp'), 1, 2), session(frameAead('evp'), 2, 1)];
+    const [a, r] = [session(frameAead(), 1, 2), session(frameAead(), 2, 1)];
     const f = a.seal(new Uint8Array([0x40, 1, 2, 3]));
     const bad = f.slice();
     bad[bad.length - 1] ^= 1;
@@ -234,11 +239,14 @@ describe('ETCP Session with an injected AEAD: the wire does not change', () => {
 });
 
 describe('fallback: libcrypto cannot be loaded', () => {
-  it('frameAead() is node:crypto’s, with one warning; forcing EVP fails', () => {
+  it('without libsodium, EVP; without either, node:crypto with one warning; forcing a missing one fails', () => {
     const warnings: string[] = [];
     const onWarning = (w: Error): void => void warnings.push(w.message);
     process.on('warning', onWarning);
     try {
+      reloadSodiumForTest('libsodium-that-is-not-there.so.99');
+      expect(frameAead().impl).toBe('evp');
+      expect(() => frameAead('sodium')).toThrow(/not available/);
       reloadForTest('libcrypto-that-is-not-there.so.99');
       expect(frameAead().impl).toBe('node');
       expect(frameAead().impl).toBe('node');
@@ -246,12 +254,13 @@ describe('fallback: libcrypto cannot be loaded', () => {
       expect(frameAead().sealer(new Uint8Array(32)).impl).toBe('node');
     } finally {
       reloadForTest('libcrypto.so.3');
+      reloadSodiumForTest('libsodium.so.23');
     }
     return new Promise<void>((resolve) =>
       setImmediate(() => {
         process.off('warning', onWarning);
         expect(warnings.filter((w) => w.includes('ETCP Data frames'))).toHaveLength(1);
-        expect(frameAead().impl).toBe('evp');
+        expect(frameAead().impl).toBe('sodium');
         resolve();
       }),
     );

@@ -1,11 +1,12 @@
 /**
- * ETCP's Data-frame AEAD (crypto/aead.ts's AeadProvider) through libcrypto's EVP: Noise's
- * ChaChaPoly, one EVP context per session direction keyed once, so a frame costs five FFI calls
- * (IV, associated data, payload, final, tag) instead of Node's cipher object per frame (~5 µs per
- * 100-octet seal here, the largest single cost of a pair update: docs/BENCHMARKS.md, "Issue 16:
- * update rate"). Same algorithm, nonce layout (32 zero bits, the counter little-endian), associated
- * data (the frame header) and tag as node:crypto: the wire does not change (test/frame-aead.test.ts
- * seals with one and opens with the other). Where libcrypto cannot be loaded, node:crypto's.
+ * ETCP's Data-frame AEAD (crypto/aead.ts's AeadProvider) through native libraries: Noise's
+ * ChaChaPoly, which Node can only do with a cipher object per frame (~5 µs per 100-octet seal
+ * here, the largest single cost of a pair update: docs/BENCHMARKS.md, "Issue 16: update rate").
+ * libcrypto's EVP keeps one context per session direction keyed once, so a frame costs five FFI
+ * calls (IV, associated data, payload, final, tag); libsodium, where the system has it, one.
+ * Same algorithm, nonce layout (32 zero bits, the counter little-endian), associated data (the
+ * frame header) and tag as node:crypto: the wire does not change (test/frame-aead.test.ts seals
+ * with each and opens with the others). Where neither library loads, node:crypto's.
  */
 import {
   AEAD_TAG_LEN,
@@ -13,11 +14,13 @@ import {
   checkSealOut,
   nodeAead,
   writeChaChaNonce,
+  type AeadImpl,
   type AeadOpener,
   type AeadProvider,
   type AeadSealer,
 } from '../../crypto/aead.js';
 import { EVP_CTRL_AEAD_GET_TAG, EVP_CTRL_AEAD_SET_TAG, EvpCtx, loadEvp, type Evp } from './evp.js';
+import { loadSodium, type Sodium } from './sodium.js';
 
 /** Largest plaintext or associated data one call takes (EVP lengths are C ints; frames are far smaller). */
 const MAX_LEN = 1 << 24;
@@ -99,14 +102,87 @@ class EvpFrameOpener implements AeadOpener {
   }
 }
 
+/**
+ * libsodium's one-call AEAD: the key is kept here (a copy; node:crypto's fallback keeps a
+ * KeyObject likewise) and passed with each frame, so there is no native state to free.
+ */
+class SodiumFrameSealer implements AeadSealer {
+  readonly impl = 'sodium';
+  private readonly key: Uint8Array;
+  private readonly iv = new Uint8Array(12);
+  private closed = false;
+  constructor(
+    key: Uint8Array,
+    private readonly s: Sodium,
+  ) {
+    checkAeadKey(key);
+    this.key = key.slice();
+  }
+  seal(n: number, ad: Uint8Array, plaintext: Uint8Array, out: Uint8Array, at: number): number {
+    if (this.closed) throw new Error('AEAD used after close');
+    const len = plaintext.length;
+    if (len > MAX_LEN || ad.length > MAX_LEN) throw new RangeError(`AEAD input of ${Math.max(len, ad.length)} octets, at most ${MAX_LEN}`);
+    checkSealOut(len, out, at);
+    writeChaChaNonce(n, this.iv);
+    if (this.s.seal(at === 0 ? out : out.subarray(at), null, plaintext, len, ad, ad.length, null, this.iv, this.key) !== 0) {
+      throw new Error('crypto_aead_chacha20poly1305_ietf_encrypt failed');
+    }
+    return at + len + AEAD_TAG_LEN;
+  }
+  close(): void {
+    this.closed = true;
+    this.key.fill(0);
+  }
+}
+
+class SodiumFrameOpener implements AeadOpener {
+  readonly impl = 'sodium';
+  private readonly key: Uint8Array;
+  private readonly iv = new Uint8Array(12);
+  private closed = false;
+  constructor(
+    key: Uint8Array,
+    private readonly s: Sodium,
+  ) {
+    checkAeadKey(key);
+    this.key = key.slice();
+  }
+  open(n: number, ad: Uint8Array, sealed: Uint8Array): Uint8Array | undefined {
+    if (this.closed) throw new Error('AEAD used after close');
+    const ctLen = sealed.length - AEAD_TAG_LEN;
+    if (ctLen < 0 || ctLen > MAX_LEN || ad.length > MAX_LEN || !Number.isSafeInteger(n) || n < 0) return undefined;
+    writeChaChaNonce(n, this.iv);
+    const out = new Uint8Array(ctLen);
+    // libsodium checks the tag before it writes any plaintext.
+    return this.s.open(out, null, null, sealed, sealed.length, ad, ad.length, this.iv, this.key) === 0 ? out : undefined;
+  }
+  close(): void {
+    this.closed = true;
+    this.key.fill(0);
+  }
+}
+
+/** ChaCha20-Poly1305 through libsodium, one call per frame. */
+export function sodiumFrameAead(s: Sodium): AeadProvider {
+  return { impl: 'sodium', sealer: (key) => new SodiumFrameSealer(key, s), opener: (key) => new SodiumFrameOpener(key, s) };
+}
+
 /** ChaChaPoly through libcrypto's EVP, one context per direction. */
 export function evpFrameAead(e: Evp): AeadProvider {
   return { impl: 'evp', sealer: (key) => new EvpFrameSealer(key, e), opener: (key) => new EvpFrameOpener(key, e) };
 }
 
-/** The fastest available: libcrypto's EVP, else node:crypto (loading it warns once). `impl` forces one (tests, benches). */
-export function frameAead(impl?: 'evp' | 'node'): AeadProvider {
+/**
+ * The fastest available: libsodium (one FFI call per frame), else libcrypto's EVP (five), else
+ * node:crypto (loading libcrypto warns once when it fails). `impl` forces one (tests, benches).
+ */
+export function frameAead(impl?: AeadImpl): AeadProvider {
   if (impl === 'node') return nodeAead;
+  if (impl === undefined || impl === 'sodium') {
+    const s = loadSodium();
+    if (s) return sodiumFrameAead(s);
+    if (impl === 'sodium') throw new Error('libsodium is not available');
+  }
   const e = loadEvp();
   if (impl === 'evp' && !e) throw new Error('libcrypto EVP is not available');
   return e ? evpFrameAead(e) : nodeAead;
