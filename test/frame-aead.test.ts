@@ -12,7 +12,8 @@ import { reloadSodiumForTest } from '../drivers/crypto/sodium.js';
 
 /** ETCP's Data-frame AEAD: libsodium and libcrypto's EVP (drivers/crypto/frame-aead.ts) against node:crypto, to the octet. */
 const COUNTERS = [0, 1, 255, 256, 65_537, 2 ** 32 - 1, 2 ** 32, 2 ** 40 + 0x0102_0304, Number.MAX_SAFE_INTEGER];
-const LENGTHS = [0, 1, 15, 16, 17, 64, 100, 1_400];
+/** Up to an ETCP frame, and past libsodium's native workspace (2,048 octets of input, 80 of AD: the typed-array path). */
+const LENGTHS = [0, 1, 15, 16, 17, 64, 100, 1_400, 2_032, 2_033, 5_000];
 const hex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'hex'));
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
@@ -52,7 +53,7 @@ describe('ETCP frame AEAD: libsodium, libcrypto EVP and node:crypto', () => {
     it(`${name}: known answers against createCipheriv (primitives.aeadEncrypt) for every counter, AD and length, and opens them`, () => {
       const key = new Uint8Array(randomBytes(32));
       for (const n of COUNTERS) {
-        for (const adLen of [0, 20, 33]) {
+        for (const adLen of [0, 20, 33, 80, 81]) {
           for (const len of LENGTHS) {
             const ad = new Uint8Array(randomBytes(adLen));
             const pt = new Uint8Array(randomBytes(len));

@@ -20,7 +20,7 @@ import {
   type AeadSealer,
 } from '../../crypto/aead.js';
 import { EVP_CTRL_AEAD_GET_TAG, EVP_CTRL_AEAD_SET_TAG, EvpCtx, loadEvp, type Evp } from './evp.js';
-import { loadSodium, type Sodium } from './sodium.js';
+import { loadSodium, Workspace, type Sodium } from './sodium.js';
 
 /** Largest plaintext or associated data one call takes (EVP lengths are C ints; frames are far smaller). */
 const MAX_LEN = 1 << 24;
@@ -103,62 +103,125 @@ class EvpFrameOpener implements AeadOpener {
 }
 
 /**
- * libsodium's one-call AEAD: the key is kept here (a copy; node:crypto's fallback keeps a
- * KeyObject likewise) and passed with each frame, so there is no native state to free.
+ * libsodium's one-call AEAD. Each direction keeps its key in native memory (a Workspace) with
+ * room for a frame: a frame is copied in, sealed or opened there by address, and copied out.
+ * Inputs larger than the workspace (never an ETCP frame) are passed as typed arrays instead.
  */
 class SodiumFrameSealer implements AeadSealer {
   readonly impl = 'sodium';
+  private readonly w: Workspace;
   private readonly key: Uint8Array;
+  private readonly nonce: Uint8Array;
   private readonly iv = new Uint8Array(12);
-  private closed = false;
+
   constructor(
     key: Uint8Array,
     private readonly s: Sodium,
   ) {
     checkAeadKey(key);
-    this.key = key.slice();
+    this.w = new Workspace(this);
+    this.w.bytes.set(key, Workspace.KEY);
+    this.key = this.w.bytes.subarray(Workspace.KEY, Workspace.KEY + 32);
+    this.nonce = this.w.bytes.subarray(Workspace.NONCE, Workspace.NONCE + 12);
   }
+
   seal(n: number, ad: Uint8Array, plaintext: Uint8Array, out: Uint8Array, at: number): number {
-    if (this.closed) throw new Error('AEAD used after close');
+    const w = this.w;
+    if (w.freed) throw new Error('AEAD used after close');
     const len = plaintext.length;
     if (len > MAX_LEN || ad.length > MAX_LEN) throw new RangeError(`AEAD input of ${Math.max(len, ad.length)} octets, at most ${MAX_LEN}`);
     checkSealOut(len, out, at);
-    writeChaChaNonce(n, this.iv);
-    if (this.s.seal(at === 0 ? out : out.subarray(at), null, plaintext, len, ad, ad.length, null, this.iv, this.key) !== 0) {
+    const b = w.bytes;
+    const end = at + len + AEAD_TAG_LEN;
+    if (len > Workspace.CAP || ad.length > Workspace.AD_CAP) {
+      writeChaChaNonce(n, this.iv);
+      if (this.s.seal(at === 0 ? out : out.subarray(at), null, plaintext, len, ad, ad.length, null, this.iv, this.key) !== 0) {
+        throw new Error('crypto_aead_chacha20poly1305_ietf_encrypt failed');
+      }
+      return end;
+    }
+    writeChaChaNonce(n, this.nonce);
+    b.set(ad, Workspace.AD);
+    b.set(plaintext, Workspace.IN);
+    const base = w.base;
+    if (
+      this.s.sealAt(
+        base + Workspace.OUT,
+        0,
+        base + Workspace.IN,
+        len,
+        base + Workspace.AD,
+        ad.length,
+        0,
+        base + Workspace.NONCE,
+        base + Workspace.KEY,
+      ) !== 0
+    ) {
       throw new Error('crypto_aead_chacha20poly1305_ietf_encrypt failed');
     }
-    return at + len + AEAD_TAG_LEN;
+    for (let i = 0, o = Workspace.OUT; i < len + AEAD_TAG_LEN; i++) out[at + i] = b[o + i];
+    return end;
   }
+
   close(): void {
-    this.closed = true;
-    this.key.fill(0);
+    this.w.free();
   }
 }
 
 class SodiumFrameOpener implements AeadOpener {
   readonly impl = 'sodium';
+  private readonly w: Workspace;
   private readonly key: Uint8Array;
+  private readonly nonce: Uint8Array;
   private readonly iv = new Uint8Array(12);
-  private closed = false;
+
   constructor(
     key: Uint8Array,
     private readonly s: Sodium,
   ) {
     checkAeadKey(key);
-    this.key = key.slice();
+    this.w = new Workspace(this);
+    this.w.bytes.set(key, Workspace.KEY);
+    this.key = this.w.bytes.subarray(Workspace.KEY, Workspace.KEY + 32);
+    this.nonce = this.w.bytes.subarray(Workspace.NONCE, Workspace.NONCE + 12);
   }
+
   open(n: number, ad: Uint8Array, sealed: Uint8Array): Uint8Array | undefined {
-    if (this.closed) throw new Error('AEAD used after close');
+    const w = this.w;
+    if (w.freed) throw new Error('AEAD used after close');
     const ctLen = sealed.length - AEAD_TAG_LEN;
     if (ctLen < 0 || ctLen > MAX_LEN || ad.length > MAX_LEN || !Number.isSafeInteger(n) || n < 0) return undefined;
-    writeChaChaNonce(n, this.iv);
-    const out = new Uint8Array(ctLen);
-    // libsodium checks the tag before it writes any plaintext.
-    return this.s.open(out, null, null, sealed, sealed.length, ad, ad.length, this.iv, this.key) === 0 ? out : undefined;
+    if (sealed.length > Workspace.CAP || ad.length > Workspace.AD_CAP) {
+      writeChaChaNonce(n, this.iv);
+      const out = new Uint8Array(ctLen);
+      // libsodium checks the tag before it writes any plaintext.
+      return this.s.open(out, null, null, sealed, sealed.length, ad, ad.length, this.iv, this.key) === 0 ? out : undefined;
+    }
+    const b = w.bytes;
+    writeChaChaNonce(n, this.nonce);
+    b.set(ad, Workspace.AD);
+    b.set(sealed, Workspace.IN);
+    const base = w.base;
+    if (
+      this.s.openAt(
+        base + Workspace.OUT,
+        0,
+        0,
+        base + Workspace.IN,
+        sealed.length,
+        base + Workspace.AD,
+        ad.length,
+        base + Workspace.NONCE,
+        base + Workspace.KEY,
+      ) !== 0
+    ) {
+      return undefined;
+    }
+    return b.slice(Workspace.OUT, Workspace.OUT + ctLen);
   }
+
   close(): void {
-    this.closed = true;
-    this.key.fill(0);
+    this.w.free();
   }
 }
 
