@@ -35,6 +35,8 @@ import * as encoding from 'lib0/encoding';
 import * as AM from '@automerge/automerge';
 import { DeltaOp } from '../wire/delta.js';
 import { decodeFrame } from '../wire/header.js';
+import { HEADER_LEN } from '../wire/constants.js';
+import { TAGLEN } from '../crypto/primitives.js';
 import { MsgType, decodeMessages } from '../wire/messages.js';
 import { HalfPair, type RegisterSpec } from '../core/pair/halfpair.js';
 import { MAX_SEALED_PAYLOAD, Session } from '../core/etcp/endpoint.js';
@@ -149,7 +151,13 @@ function sealedPairs(registers: RegisterSpec[], plaintexts?: WeakMap<Uint8Array,
       plaintexts?.set(frame, payload);
       return { frame, packetNumber: sess.packetsSent - 1 };
     };
-    const opts = { pairId: 1, localId: i + 1, peerId: 2 - i, seed: 3, registers, maxPayload: MAX_SEALED_PAYLOAD, sealer: { seal } };
+    // As spookd: the payload is sealed where the pair joined it, behind room for the header and before room for the tag.
+    const sealInPlace = (frame: Uint8Array): number => {
+      plaintexts?.set(frame, frame.slice(HEADER_LEN, frame.length - TAGLEN));
+      return sess.sealInPlace(frame);
+    };
+    const sealer = { seal, sealInPlace, tailroom: TAGLEN };
+    const opts = { pairId: 1, localId: i + 1, peerId: 2 - i, seed: 3, registers, maxPayload: MAX_SEALED_PAYLOAD, sealer };
     return new HalfPair(opts, 0);
   }) as [HalfPair, HalfPair];
   pairs.forEach((p, i) => {

@@ -21,6 +21,7 @@ export interface AeadSealer {
   /**
    * Seals `plaintext` under counter n (a safe integer ≥ 0) with associated data `ad` into
    * out[at..]: ciphertext, then the tag. Returns the end (at + plaintext.length + AEAD_TAG_LEN).
+   * `plaintext` may be out[at, at + length) itself (sealed in place); no other overlap.
    * Throws on the caller's mistakes (lengths, counter), never for any peer's input.
    */
   seal(n: number, ad: Uint8Array, plaintext: Uint8Array, out: Uint8Array, at: number): number;

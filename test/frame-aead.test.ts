@@ -6,6 +6,7 @@ import { aeadDecrypt, aeadEncrypt, nonce12 } from '../crypto/primitives.js';
 import { IKInitiator, IKResponder, keyPairFromPrivate, CipherState, type HandshakeResult } from '../core/etcp/noise.js';
 import { Session } from '../core/etcp/endpoint.js';
 import { decodeFrame } from '../wire/header.js';
+import { HEADER_LEN } from '../wire/constants.js';
 import { evpAvailable, reloadForTest } from '../drivers/crypto/evp.js';
 import { frameAead } from '../drivers/crypto/frame-aead.js';
 import { reloadSodiumForTest } from '../drivers/crypto/sodium.js';
@@ -222,6 +223,22 @@ describe('ETCP Session with an injected AEAD: the wire does not change', () => {
         expect('payload' in o && toHex(o.payload)).toBe(toHex(payload));
         expect(r.open(f, pn)).toEqual({ drop: 'replayed' });
       }
+    }
+  });
+
+  it('sealInPlace (the payload behind room for the header, before room for the tag) makes the frame seal makes', () => {
+    for (const aead of [frameAead('sodium'), frameAead('evp'), nodeAead]) {
+      const [a, b, r] = [session(aead, 1, 2), session(nodeAead, 1, 2), session(aead, 2, 1)];
+      for (let i = 0; i < 50; i++) {
+        const payload = new Uint8Array(randomBytes(1 + i * 20));
+        const frame = new Uint8Array(HEADER_LEN + payload.length + AEAD_TAG_LEN).fill(0xee);
+        frame.set(payload, HEADER_LEN);
+        expect(a.sealInPlace(frame)).toBe(i);
+        expect(toHex(frame), aead.impl).toBe(toHex(b.seal(payload)));
+        const o = r.open(frame, i);
+        expect('payload' in o && toHex(o.payload)).toBe(toHex(payload));
+      }
+      expect(() => a.sealInPlace(new Uint8Array(HEADER_LEN + AEAD_TAG_LEN - 1))).toThrow(/no room/);
     }
   });
 

@@ -142,6 +142,19 @@ export class Session {
     return frame;
   }
 
+  /**
+   * As seal, in place: `frame` holds the payload at [HEADER_LEN, frame.length - TAGLEN), room for
+   * the header in front and the tag behind. Returns the frame's packet number.
+   */
+  sealInPlace(frame: Uint8Array): number {
+    if (frame.length < HEADER_LEN + TAGLEN) throw new RangeError(`a frame of ${frame.length} octets has no room for header and tag`);
+    const pn = this.sendCounter++;
+    this.header.packetNumber = pn;
+    writeFrameHeader(frame, this.header);
+    this.sealer.seal(pn, frame.subarray(0, HEADER_LEN), frame.subarray(HEADER_LEN, frame.length - TAGLEN), frame, HEADER_LEN);
+    return pn;
+  }
+
   /** Decrypt a Data frame already validated by decodeFrame; undefined (and why) if it is forged or replayed. */
   open(frame: Uint8Array, packetNumber: number): { payload: Uint8Array } | { drop: EtcpDrop } {
     if (!this.replay.check(packetNumber)) return { drop: 'replayed' };

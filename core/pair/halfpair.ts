@@ -137,6 +137,13 @@ export interface FragmentStats {
 
 export interface FrameSealer {
   seal(payload: Uint8Array): { frame: Uint8Array; packetNumber: number };
+  /**
+   * The same without a copy (optional): `frame` holds the payload at [HEADER_LEN, frame.length -
+   * tailroom), with room for the header in front and `tailroom` octets (the AEAD tag) behind;
+   * the header is written and the payload sealed where it is. Returns the packet number.
+   */
+  sealInPlace?(frame: Uint8Array): number;
+  readonly tailroom?: number;
 }
 
 export interface PairStats {
@@ -879,7 +886,13 @@ export class HalfPair {
     this.fragIn.acksSent(fragAcks);
     this.ackDueAt = undefined;
     this.ackOverdue = false;
-    if (this.opts.sealer) return this.frame(now, b.finish());
+    const sealer = this.opts.sealer;
+    if (sealer?.sealInPlace) {
+      // Joined once behind room for the header and before room for the tag, sealed where it lies.
+      const out = b.finish(HEADER_LEN, sealer.tailroom ?? 0);
+      return this.sent(now, sealer.sealInPlace(out), out);
+    }
+    if (sealer) return this.frame(now, b.finish());
     // Unsealed: the payload is joined behind room for the header, written in place (no second copy).
     const out = b.finish(HEADER_LEN);
     const pn = this.nextPn++;
