@@ -69,6 +69,20 @@ describe('ETCP frame AEAD: libsodium, libcrypto EVP and node:crypto', () => {
       }
     });
 
+    it(`${name}: sealing in place (the plaintext is out[at..]) gives the same octets, past the native workspace too`, () => {
+      const key = new Uint8Array(randomBytes(32));
+      const ad = new Uint8Array(randomBytes(20));
+      for (const len of LENGTHS) {
+        const pt = new Uint8Array(randomBytes(len));
+        const buf = new Uint8Array(5 + len + AEAD_TAG_LEN);
+        buf.set(pt, 5);
+        const s = p.sealer(key);
+        expect(s.seal(3, ad, buf.subarray(5, 5 + len), buf, 5)).toBe(buf.length);
+        s.close();
+        expect(toHex(buf.subarray(5)), `len=${len}`).toBe(toHex(aeadEncrypt(key, 3, ad, pt)));
+      }
+    });
+
     it(`${name}: the published Noise IK transport messages (cacophony, snow) seal and open to the octet`, () => {
       const d = JSON.parse(readFileSync(new URL('./vectors/noise-ik.json', import.meta.url), 'utf8')) as {
         vectors: {

@@ -135,7 +135,9 @@ class SodiumFrameSealer implements AeadSealer {
     const end = at + len + AEAD_TAG_LEN;
     if (len > Workspace.CAP || ad.length > Workspace.AD_CAP) {
       writeChaChaNonce(n, this.iv);
-      if (this.s.seal(at === 0 ? out : out.subarray(at), null, plaintext, len, ad, ad.length, null, this.iv, this.key) !== 0) {
+      // In place (plaintext inside out): a copy first, not a bet on how libsodium handles overlap.
+      const m = plaintext.buffer === out.buffer ? plaintext.slice() : plaintext;
+      if (this.s.seal(at === 0 ? out : out.subarray(at), null, m, len, ad, ad.length, null, this.iv, this.key) !== 0) {
         throw new Error('crypto_aead_chacha20poly1305_ietf_encrypt failed');
       }
       return end;
