@@ -270,6 +270,40 @@ describe('ETCP Session with an injected AEAD: the wire does not change', () => {
   });
 });
 
+describe('hostile frames into sessions on each implementation', () => {
+  it('attack: per implementation 2,000 random frames (0–1,452 octets, any packet number) and 2,000 mutations of a genuine one: dropped, never thrown, the session still opens', () => {
+    const keys = (send: number, recv: number): HandshakeResult => ({
+      send: new CipherState(new Uint8Array(32).fill(send)),
+      recv: new CipherState(new Uint8Array(32).fill(recv)),
+      handshakeHash: new Uint8Array(32),
+      remoteStatic: new Uint8Array(32),
+    });
+    const peer = { publicKey: new Uint8Array(32), name: 'p' };
+    for (const aead of [frameAead('sodium'), frameAead('evp'), nodeAead]) {
+      const a = new Session(1, 2, peer, true, keys(1, 2), 1, 2, 3, 0, aead);
+      const r = new Session(2, 1, peer, false, keys(2, 1), 2, 1, 3, 0, aead);
+      const genuine = a.seal(new Uint8Array(randomBytes(90)));
+      for (let i = 0; i < 2_000; i++) {
+        const len = i % 7 === 0 ? i % 40 : 1 + Math.floor(Math.random() * 1_452);
+        const pn = [0, 1, i, 2 ** 32 + i, 2 ** 53 - 1, 2 ** 53 + 2, -1, 0.5][i % 8];
+        const junk = new Uint8Array(randomBytes(len));
+        const mutated = genuine.slice();
+        mutated[i % mutated.length] ^= 1 + (i % 255);
+        for (const [f, n] of [
+          [junk, pn],
+          [mutated, 0],
+        ] as const) {
+          let out: ReturnType<Session['open']> | undefined;
+          expect(() => (out = r.open(f, n)), aead.impl).not.toThrow();
+          expect(out && 'drop' in out).toBe(true);
+        }
+      }
+      const o = r.open(genuine, 0);
+      expect('payload' in o, aead.impl).toBe(true);
+    }
+  });
+});
+
 describe('fallback: libcrypto cannot be loaded', () => {
   it('without libsodium, EVP; without either, node:crypto with one warning; forcing a missing one fails', () => {
     const warnings: string[] = [];
