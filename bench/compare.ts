@@ -35,10 +35,14 @@ import * as encoding from 'lib0/encoding';
 import * as AM from '@automerge/automerge';
 import { DeltaOp } from '../wire/delta.js';
 import { decodeFrame } from '../wire/header.js';
+import { HEADER_LEN } from '../wire/constants.js';
+import { TAGLEN } from '../crypto/primitives.js';
 import { MsgType, decodeMessages } from '../wire/messages.js';
 import { HalfPair, type RegisterSpec } from '../core/pair/halfpair.js';
 import { MAX_SEALED_PAYLOAD, Session } from '../core/etcp/endpoint.js';
 import { CipherState } from '../core/etcp/noise.js';
+import { frameAead } from '../drivers/crypto/frame-aead.js';
+import type { AeadImpl } from '../crypto/aead.js';
 import { PairState } from '../core/pair/lifecycle.js';
 import type { MapState } from '../core/register/map.js';
 import { SimWorld } from '../testing/sim/world.js';
@@ -110,11 +114,19 @@ const keyName = (i: number): string => `key-${i}`;
 
 // ---------------------------------------------------------------- Spook
 
+/** The Data frames' AEAD: spookd's (libcrypto's EVP where it loads); `node` forces node:crypto (a same-run baseline). */
+let sessionAead: AeadImpl | undefined;
+export function setSpookAead(impl: AeadImpl | undefined): void {
+  sessionAead = impl;
+}
+
 /**
  * Two ETCP sessions keyed to each other, as a handshake leaves them (the keys are fixed: the
- * bench measures sizes, not secrecy). Each end seals its Data frames as spookd does.
+ * bench measures sizes, not secrecy). Each end seals its Data frames as spookd does, with the
+ * AEAD spookd injects (drivers/crypto/frame-aead.ts).
  */
 function sealedLink(): [Session, Session] {
+  const aead = frameAead(sessionAead);
   const key = (b: number): Uint8Array => new Uint8Array(32).fill(b);
   const keys = (send: number, recv: number) => ({
     send: new CipherState(key(send)),
@@ -123,7 +135,7 @@ function sealedLink(): [Session, Session] {
     remoteStatic: key(0),
   });
   const peer = { publicKey: key(0), name: 'peer' };
-  return [new Session(11, 22, peer, true, keys(1, 2), 1, 2, 3, 0), new Session(22, 11, peer, false, keys(2, 1), 2, 1, 3, 0)];
+  return [new Session(11, 22, peer, true, keys(1, 2), 1, 2, 3, 0, aead), new Session(22, 11, peer, false, keys(2, 1), 2, 1, 3, 0, aead)];
 }
 
 /**
@@ -139,7 +151,13 @@ function sealedPairs(registers: RegisterSpec[], plaintexts?: WeakMap<Uint8Array,
       plaintexts?.set(frame, payload);
       return { frame, packetNumber: sess.packetsSent - 1 };
     };
-    const opts = { pairId: 1, localId: i + 1, peerId: 2 - i, seed: 3, registers, maxPayload: MAX_SEALED_PAYLOAD, sealer: { seal } };
+    // As spookd: the payload is sealed where the pair joined it, behind room for the header and before room for the tag.
+    const sealInPlace = (frame: Uint8Array): number => {
+      plaintexts?.set(frame, frame.slice(HEADER_LEN, frame.length - TAGLEN));
+      return sess.sealInPlace(frame);
+    };
+    const sealer = { seal, sealInPlace, tailroom: TAGLEN };
+    const opts = { pairId: 1, localId: i + 1, peerId: 2 - i, seed: 3, registers, maxPayload: MAX_SEALED_PAYLOAD, sealer };
     return new HalfPair(opts, 0);
   }) as [HalfPair, HalfPair];
   pairs.forEach((p, i) => {

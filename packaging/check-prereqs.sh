@@ -18,6 +18,8 @@ command -v clang >/dev/null && say "clang" || need "clang (compiles the XDP prog
 [ -f /usr/include/bpf/bpf_helpers.h ] && say "libbpf headers" || need "libbpf headers" "apt-get install libbpf-dev"
 ldconfig -p 2>/dev/null | grep -q 'libbpf.so.1' && say "libbpf.so.1" || need "libbpf.so.1 (loads the XDP program at run time)" "apt-get install libbpf1"
 # Optional: without it the wrapper carrier seals through node:crypto (slower per record, same wire).
-ldconfig -p 2>/dev/null | grep -q 'libcrypto.so.3' && say "libcrypto.so.3" || echo "note: libcrypto.so.3 absent (optional: the wrapper carrier seals faster with it) — apt-get install libssl3" >&2
+ldconfig -p 2>/dev/null | grep -q 'libcrypto.so.3' && say "libcrypto.so.3" || echo "note: libcrypto.so.3 absent (optional: the wrapper carrier and ETCP frames seal faster with it) — apt-get install libssl3" >&2
+# Optional: ETCP Data frames seal in one call each through libsodium (else libcrypto's EVP, else node:crypto; same wire).
+ldconfig -p 2>/dev/null | grep -q 'libsodium.so.23' && say "libsodium.so.23" || echo "note: libsodium.so.23 absent (optional: ETCP frames seal fastest with it) — apt-get install libsodium23" >&2
 command -v ip >/dev/null && say "iproute2" || need "ip (iproute2: namespace tests, demo)" "apt-get install iproute2"
 exit $missing

@@ -10,8 +10,9 @@
  * Sans-I/O: the caller passes `now` and a random-bytes function; addresses never enter.
  */
 import { FrameType, HEADER_LEN, MAX_FRAME_LEN } from '../../wire/constants.js';
-import { encodeFrame, type FrameHeader } from '../../wire/header.js';
-import { aeadDecrypt, aeadEncrypt, hash, TAGLEN, type KeyPair } from '../../crypto/primitives.js';
+import { encodeFrame, writeFrameHeader } from '../../wire/header.js';
+import { hash, TAGLEN, type KeyPair } from '../../crypto/primitives.js';
+import { nodeAead, type AeadOpener, type AeadProvider, type AeadSealer } from '../../crypto/aead.js';
 import { IKInitiator, IKResponder, NoiseError, type HandshakeResult } from './noise.js';
 import { ReplayWindow } from './replay.js';
 import {
@@ -96,14 +97,21 @@ export interface EndpointOptions {
    * restart does not lock honest peers out. A completed handshake replaces it.
    */
   knownSources?: { peer: string; source: string }[];
+  /**
+   * The Data frames' AEAD (ChaChaPoly, one context per session direction). Default node:crypto's;
+   * spookd injects libcrypto's EVP (drivers/crypto/frame-aead.ts): same octets, less per frame.
+   */
+  aead?: AeadProvider;
 }
 
 /** An established pair's keys and identities; seals and opens Data frames. */
 export class Session {
   private sendCounter = 0;
   private readonly replay = new ReplayWindow();
-  private readonly sendKey: Uint8Array;
-  private readonly recvKey: Uint8Array;
+  private readonly sealer: AeadSealer;
+  private readonly opener: AeadOpener;
+  /** The Data frame header of the next seal, reused (its fields but the packet number never change). */
+  private readonly header = { type: FrameType.Data, flags: 0, pairId: 0, packetNumber: 0 };
 
   constructor(
     readonly localIndex: number,
@@ -117,26 +125,41 @@ export class Session {
     /** State-hash seed both ends derive from their static keys (pairIdentity). */
     readonly seed: number,
     readonly establishedAt: number,
+    aead: AeadProvider = nodeAead,
   ) {
-    this.sendKey = keys.send.key;
-    this.recvKey = keys.recv.key;
+    this.sealer = aead.sealer(keys.send.key);
+    this.opener = aead.opener(keys.recv.key);
+    this.header.pairId = remoteIndex;
   }
 
   /** Encrypt an ESTP payload into a Data frame addressed to the peer's index. */
   seal(payload: Uint8Array): Uint8Array {
     const pn = this.sendCounter++;
-    const header: Omit<FrameHeader, 'payloadLen'> = { type: FrameType.Data, flags: 0, pairId: this.remoteIndex, packetNumber: pn };
-    // The header is authenticated: build it for the final length, then encrypt with it as AD.
-    const probe = encodeFrame(header, new Uint8Array(payload.length + TAGLEN));
-    const ad = probe.subarray(0, HEADER_LEN);
-    probe.set(aeadEncrypt(this.sendKey, pn, ad, payload), HEADER_LEN);
-    return probe;
+    this.header.packetNumber = pn;
+    // The header is authenticated: written for the final length, then the payload sealed behind it with it as AD.
+    const frame = writeFrameHeader(new Uint8Array(HEADER_LEN + payload.length + TAGLEN), this.header);
+    this.sealer.seal(pn, frame.subarray(0, HEADER_LEN), payload, frame, HEADER_LEN);
+    return frame;
+  }
+
+  /**
+   * As seal, in place: `frame` holds the payload at [HEADER_LEN, frame.length - TAGLEN), room for
+   * the header in front and the tag behind. Returns the frame's packet number.
+   */
+  sealInPlace(frame: Uint8Array): number {
+    if (frame.length < HEADER_LEN + TAGLEN) throw new RangeError(`a frame of ${frame.length} octets has no room for header and tag`);
+    const pn = this.sendCounter++;
+    this.header.packetNumber = pn;
+    writeFrameHeader(frame, this.header);
+    this.sealer.seal(pn, frame.subarray(0, HEADER_LEN), frame.subarray(HEADER_LEN, frame.length - TAGLEN), frame, HEADER_LEN);
+    return pn;
   }
 
   /** Decrypt a Data frame already validated by decodeFrame; undefined (and why) if it is forged or replayed. */
   open(frame: Uint8Array, packetNumber: number): { payload: Uint8Array } | { drop: EtcpDrop } {
     if (!this.replay.check(packetNumber)) return { drop: 'replayed' };
-    const p = aeadDecrypt(this.recvKey, packetNumber, frame.subarray(0, HEADER_LEN), frame.subarray(HEADER_LEN));
+    if (frame.length < HEADER_LEN + TAGLEN) return { drop: 'data-auth-failed' };
+    const p = this.opener.open(packetNumber, frame.subarray(0, HEADER_LEN), frame.subarray(HEADER_LEN));
     if (!p) return { drop: 'data-auth-failed' };
     if (!this.replay.commit(packetNumber)) return { drop: 'replayed' };
     return { payload: p };
@@ -144,6 +167,12 @@ export class Session {
 
   get packetsSent(): number {
     return this.sendCounter;
+  }
+
+  /** Frees the AEAD contexts (idempotent): the session is forgotten and never used again. */
+  close(): void {
+    this.sealer.close();
+    this.opener.close();
   }
 }
 
@@ -493,7 +522,7 @@ export class EtcpEndpoint {
     keys: HandshakeResult,
   ): Session {
     const ids = pairIdentity(this.o.staticKey.publicKey, peer.publicKey);
-    const s = new Session(localIndex, remoteIndex, peer, initiator, keys, ids.localId, ids.peerId, ids.seed, now);
+    const s = new Session(localIndex, remoteIndex, peer, initiator, keys, ids.localId, ids.peerId, ids.seed, now, this.o.aead);
     this.sessions.set(localIndex, s);
     return s;
   }
@@ -513,6 +542,7 @@ export class EtcpEndpoint {
 
   /** Forget a session (teardown, or replaced by a newer one with the same peer). */
   close(localIndex: number): void {
+    this.sessions.get(localIndex)?.close();
     this.sessions.delete(localIndex);
   }
 }

@@ -406,6 +406,16 @@ export class PeerTable {
     return { frame, packetNumber: s.packetsSent - 1 };
   }
 
+  /** As seal, in place (Session.sealInPlace): the pair's payload lies behind room for the header, before room for the tag. */
+  sealInPlace(name: string, frame: Uint8Array): number {
+    const p = this.peers.get(name);
+    const s = p?.session;
+    if (!s) throw new Error(`no session with ${name}`);
+    const pn = s.sealInPlace(frame);
+    this.sealed(p!, s);
+    return pn;
+  }
+
   /**
    * Send a QN payload on the peer's current session; false (dropped) while it has none (Raft
    * resends) or when it is too large for a frame.

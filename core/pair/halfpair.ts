@@ -137,6 +137,13 @@ export interface FragmentStats {
 
 export interface FrameSealer {
   seal(payload: Uint8Array): { frame: Uint8Array; packetNumber: number };
+  /**
+   * The same without a copy (optional): `frame` holds the payload at [HEADER_LEN, frame.length -
+   * tailroom), with room for the header in front and `tailroom` octets (the AEAD tag) behind;
+   * the header is written and the payload sealed where it is. Returns the packet number.
+   */
+  sealInPlace?(frame: Uint8Array): number;
+  readonly tailroom?: number;
 }
 
 export interface PairStats {
@@ -177,10 +184,14 @@ function largeKey(m: Message): string | undefined {
   }
 }
 
+const NO_REGISTERS: readonly Replica[] = [];
+
 export class HalfPair {
   readonly role: PairRole;
   private readonly lifecycle: Lifecycle;
   private readonly regs = new Map<string, Replica>();
+  /** The registers in order (fixed at construction): the poll paths iterate it without a copy. */
+  private readonly regList: Replica[];
   private readonly counters: PairStats = {
     datagramsSent: 0,
     datagramsReceived: 0,
@@ -289,7 +300,8 @@ export class HalfPair {
         throw new RangeError(`register ${spec.name}: maxValueBytes ${cfg.quota.maxValueBytes} is not 1..${MAX_VALUE_LEN} (MAX_VALUE_LEN)`);
       this.regs.set(spec.name, new Replica(cfg, ctx));
     }
-    this.manifest = new OwnManifest([...this.regs.values()].map((r) => manifestEntry(r.cfg)));
+    this.regList = [...this.regs.values()];
+    this.manifest = new OwnManifest(this.regList.map((r) => manifestEntry(r.cfg)));
     let largest = 0;
     for (const r of this.regs.values()) largest = Math.max(largest, r.cfg.quota.maxValueBytes);
     // The default reassembly quota, the peer's too (the manifest makes the registers' limits equal):
@@ -744,10 +756,24 @@ export class HalfPair {
     return out;
   }
 
-  /** The next time handleTimeout must run (ms): the earliest deadline, or undefined when closed. */
+  /**
+   * The next time handleTimeout must run (ms): the earliest deadline, or undefined when closed.
+   * The minimum of deadlines() without building it: drivers ask after every step.
+   */
   pollTimeout(): number | undefined {
-    let t: number | undefined;
-    for (const d of this.deadlines()) if (t === undefined || d.at < t) t = d.at;
+    if (this.state === PairState.CLOSED) return undefined;
+    let t = this.lastKeepalive + this.timing.keepaliveMs; // always armed
+    if (this.silenceArmed()) t = Math.min(t, this.lastHeard + this.timing.silenceMs);
+    for (const r of this.regList) {
+      const d = r.deadlines();
+      for (const timer in d) {
+        const at = d[timer as RegisterTimer]!;
+        if (at < t) t = at;
+      }
+    }
+    if (this.ackDueAt !== undefined && this.ackDueAt < t) t = this.ackDueAt;
+    const frag = this.fragOut.deadline(this.rto());
+    if (frag !== undefined && frag < t) t = frag;
     return t;
   }
 
@@ -864,7 +890,7 @@ export class HalfPair {
       this.outbox.shift();
     }
     // While the registers differ, only the manifest goes out (§6.3).
-    const regs = this.mismatch ? [] : [...this.registers.values()];
+    const regs = this.mismatch ? NO_REGISTERS : this.regList;
     // The Ack's deadline came: Statuses owed lazily go with it (§9.1).
     const ackDue = this.ackOverdue || (this.ackDueAt !== undefined && now >= this.ackDueAt);
     for (let i = 0; i < regs.length; i++) regs[(this.rr + i) % regs.length].fill(now, b, ackDue);
@@ -879,7 +905,13 @@ export class HalfPair {
     this.fragIn.acksSent(fragAcks);
     this.ackDueAt = undefined;
     this.ackOverdue = false;
-    if (this.opts.sealer) return this.frame(now, b.finish());
+    const sealer = this.opts.sealer;
+    if (sealer?.sealInPlace) {
+      // Joined once behind room for the header and before room for the tag, sealed where it lies.
+      const out = b.finish(HEADER_LEN, sealer.tailroom ?? 0);
+      return this.sent(now, sealer.sealInPlace(out), out);
+    }
+    if (sealer) return this.frame(now, b.finish());
     // Unsealed: the payload is joined behind room for the header, written in place (no second copy).
     const out = b.finish(HEADER_LEN);
     const pn = this.nextPn++;

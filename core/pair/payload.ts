@@ -51,9 +51,12 @@ export class PayloadBuilder {
     return this.large?.canTake(bytes) ?? false;
   }
 
-  /** The payload, `headroom` bytes into a buffer of exactly headroom + payload bytes (room for a frame header in front). */
-  finish(headroom = 0): Uint8Array {
-    const out = new Uint8Array(headroom + this.size);
+  /**
+   * The payload, `headroom` bytes into a buffer of exactly headroom + payload + tailroom bytes
+   * (room for a frame header in front and an AEAD tag behind: sealed in place, no second copy).
+   */
+  finish(headroom = 0, tailroom = 0): Uint8Array {
+    const out = new Uint8Array(headroom + this.size + tailroom);
     let at = headroom;
     for (const p of this.parts) {
       out.set(p, at);

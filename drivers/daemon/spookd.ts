@@ -21,8 +21,9 @@ import { join } from 'node:path';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { EtcpEndpoint, MAX_SEALED_PAYLOAD, pairIdentity, type Session } from '../../core/etcp/endpoint.js';
+import { frameAead } from '../crypto/frame-aead.js';
 import { randomBytes } from 'node:crypto';
-import type { KeyPair } from '../../crypto/primitives.js';
+import { TAGLEN, type KeyPair } from '../../crypto/primitives.js';
 import { HalfPair } from '../../core/pair/halfpair.js';
 import type { SpookEvent } from '../../core/pair/events.js';
 import { DiskStore, type FsyncPolicy } from '../store/store.js';
@@ -174,6 +175,7 @@ export class Spookd {
     }
     this.etcp = new EtcpEndpoint({
       staticKey: key,
+      aead: frameAead(), // libcrypto's EVP, one context per session direction (node:crypto where it cannot load)
       peers,
       random: (n) => new Uint8Array(randomBytes(n)),
       acceptedInits,
@@ -236,7 +238,11 @@ export class Spookd {
           timing: { keepaliveMs: cfg.timing.keepaliveMs, silenceMs: cfg.timing.silenceMs },
           maxPayload: MAX_SEALED_PAYLOAD,
           writes: 'driver',
-          sealer: { seal: (payload) => this.table.seal(p.name, payload) },
+          sealer: {
+            seal: (payload) => this.table.seal(p.name, payload),
+            sealInPlace: (frame) => this.table.sealInPlace(p.name, frame),
+            tailroom: TAGLEN,
+          },
         },
         this.now(),
       );

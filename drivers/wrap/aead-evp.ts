@@ -2,8 +2,8 @@
  * The carrier's record AEAD with one cipher context per direction, reused for every record.
  * Node's createCipheriv builds a cipher object (and an OpenSSL context) per record, which at
  * carrier record sizes costs more than the cipher itself (docs/BENCHMARKS.md, issue 17: speed).
- * Here libcrypto's EVP API is called through koffi, as the BPF hooks call libbpf: the key is set
- * once, each record only sets its IV. Same algorithms, same nonces (Noise ChaChaPoly: counter
+ * Here libcrypto's EVP API is called through koffi (drivers/crypto/evp.ts, shared with ETCP's
+ * frames), as the BPF hooks call libbpf: the key is set once, each record only sets its IV. Same algorithms, same nonces (Noise ChaChaPoly: counter
  * little-endian after 4 zero octets; AESGCM: big-endian), empty associated data, 16-octet tag:
  * the wire is byte for byte what node:crypto produces. Where libcrypto cannot be loaded, the same
  * interface runs on node:crypto (one warning).
@@ -13,10 +13,10 @@
  * it copies key and IV into the context); a context is freed once, by close(), with a
  * FinalizationRegistry only as the backstop for one never closed.
  */
-import koffi from 'koffi';
 import { createCipheriv, createDecipheriv, createSecretKey, type DecipherGCM, type KeyObject } from 'node:crypto';
+import { EVP_CTRL_AEAD_GET_TAG, EVP_CTRL_AEAD_SET_TAG, EvpCtx as Ctx, loadEvp, type Evp, type EvpCipherName } from '../crypto/evp.js';
 
-export type RecordCipher = 'chacha20-poly1305' | 'aes-256-gcm';
+export type RecordCipher = EvpCipherName;
 export const TAG_LEN = 16;
 const KEY_LEN = 32;
 /** Largest plaintext one call takes (EVP lengths are C ints; carrier records are far smaller). */
@@ -81,119 +81,9 @@ export function sealRecord(s: RecordSealer, n: number, plaintext: Uint8Array): B
   return out;
 }
 
-// ---------------------------------------------------------------- libcrypto through koffi
+// ---------------------------------------------------------------- libcrypto (drivers/crypto/evp.ts)
 
-const EVP_CTRL_AEAD_GET_TAG = 0x10;
-const EVP_CTRL_AEAD_SET_TAG = 0x11;
-
-interface Evp {
-  ctxNew: () => unknown;
-  ctxFree: (ctx: unknown) => void;
-  cipher: Record<RecordCipher, unknown>;
-  encInit: (ctx: unknown, cipher: unknown, engine: null, key: Uint8Array | null, iv: Uint8Array | null) => number;
-  encUpdate: (ctx: unknown, out: Uint8Array, outl: Int32Array, inp: Uint8Array, inl: number) => number;
-  encFinal: (ctx: unknown, out: Uint8Array, outl: Int32Array) => number;
-  decInit: (ctx: unknown, cipher: unknown, engine: null, key: Uint8Array | null, iv: Uint8Array | null) => number;
-  decUpdate: (ctx: unknown, out: Uint8Array, outl: Int32Array, inp: Uint8Array, inl: number) => number;
-  decFinal: (ctx: unknown, out: Uint8Array, outl: Int32Array) => number;
-  ctrl: (ctx: unknown, type: number, arg: number, ptr: Uint8Array) => number;
-}
-
-let evp: Evp | null | undefined;
-let warned = false;
-/** For tests: the library name tried (a missing one exercises the fallback). */
-let libName = 'libcrypto.so.3';
-
-let typesDeclared = false;
-/** koffi's type names are global: declared once even when a test reloads the library. */
-function declareTypes(): void {
-  if (typesDeclared) return;
-  koffi.opaque('spook_EVP_CIPHER_CTX');
-  koffi.opaque('spook_EVP_CIPHER');
-  typesDeclared = true;
-}
-
-/** Set by benches (the same-run baseline): seal through node:crypto as if libcrypto were absent, without the warning. */
-let forceNode = false;
-export function forceNodeCrypto(on: boolean): void {
-  forceNode = on;
-}
-
-function loadEvp(): Evp | null {
-  if (forceNode) return null;
-  if (evp !== undefined) return evp;
-  try {
-    const l = koffi.load(libName);
-    declareTypes();
-    const P = 'spook_EVP_CIPHER_CTX *';
-    const C = 'const spook_EVP_CIPHER *';
-    const e: Evp = {
-      ctxNew: l.func(`${P} EVP_CIPHER_CTX_new()`),
-      ctxFree: l.func(`void EVP_CIPHER_CTX_free(${P} ctx)`),
-      cipher: {
-        'aes-256-gcm': l.func(`${C} EVP_aes_256_gcm()`)(),
-        'chacha20-poly1305': l.func(`${C} EVP_chacha20_poly1305()`)(),
-      },
-      encInit: l.func(`int EVP_EncryptInit_ex(${P} ctx, ${C} type, void *engine, const uint8_t *key, const uint8_t *iv)`),
-      encUpdate: l.func(`int EVP_EncryptUpdate(${P} ctx, uint8_t *out, int *outl, const uint8_t *in, int inl)`),
-      encFinal: l.func(`int EVP_EncryptFinal_ex(${P} ctx, uint8_t *out, int *outl)`),
-      decInit: l.func(`int EVP_DecryptInit_ex(${P} ctx, ${C} type, void *engine, const uint8_t *key, const uint8_t *iv)`),
-      decUpdate: l.func(`int EVP_DecryptUpdate(${P} ctx, uint8_t *out, int *outl, const uint8_t *in, int inl)`),
-      decFinal: l.func(`int EVP_DecryptFinal_ex(${P} ctx, uint8_t *out, int *outl)`),
-      ctrl: l.func(`int EVP_CIPHER_CTX_ctrl(${P} ctx, int type, int arg, void *ptr)`),
-    };
-    if (!e.cipher['aes-256-gcm'] || !e.cipher['chacha20-poly1305']) throw new Error('libcrypto lacks a cipher');
-    evp = e;
-  } catch (err) {
-    evp = null;
-    if (!warned) {
-      warned = true;
-      process.emitWarning(`carrier AEAD: ${libName} not usable (${(err as Error).message}); sealing through node:crypto`);
-    }
-  }
-  return evp;
-}
-
-/** Whether records are sealed through libcrypto (false: node:crypto). */
-export const evpAvailable = (): boolean => loadEvp() !== null;
-
-/** For tests only: forget the loaded library and try `name` next (e.g. a missing one). */
-export function reloadForTest(name: string): void {
-  libName = name;
-  evp = undefined;
-  warned = false;
-}
-
-const contexts = new FinalizationRegistry<{ e: Evp; ctx: unknown; freed: boolean }>((h) => {
-  if (!h.freed) {
-    h.freed = true;
-    h.e.ctxFree(h.ctx);
-  }
-});
-
-/** A context owned by one sealer or opener: freed once, by close() or (backstop) the registry. */
-class Ctx {
-  private readonly h: { e: Evp; ctx: unknown; freed: boolean };
-  constructor(
-    readonly e: Evp,
-    owner: object,
-  ) {
-    const ctx = e.ctxNew();
-    if (!ctx) throw new Error('EVP_CIPHER_CTX_new failed');
-    this.h = { e, ctx, freed: false };
-    contexts.register(owner, this.h, this);
-  }
-  get ptr(): unknown {
-    if (this.h.freed) throw new Error('carrier AEAD used after close');
-    return this.h.ctx;
-  }
-  free(): void {
-    if (this.h.freed) return;
-    this.h.freed = true;
-    contexts.unregister(this);
-    this.h.e.ctxFree(this.h.ctx);
-  }
-}
+export { evpAvailable, forceNodeCrypto, reloadForTest } from '../crypto/evp.js';
 
 function checkKey(key: Uint8Array): void {
   if (key.length !== KEY_LEN) throw new RangeError(`carrier key of ${key.length} octets, not ${KEY_LEN}`);
