@@ -13,10 +13,11 @@ APT_STAMP := node_modules/.stamp-apt
 BPF_OBJ := bpf/spook_xdp.o
 MULTIARCH := $(shell uname -m)-linux-gnu
 
-# Debian packages for the XDP build and the namespace tests (installed once, as root).
+# Debian packages for the XDP build and the namespace tests, and libsodium (ETCP frames seal in
+# one call each with it; spookd falls back to libcrypto without it), installed once, as root.
 $(APT_STAMP): | $(NODE_STAMP)
-	@if ! command -v clang >/dev/null || ! test -f /usr/include/bpf/bpf_helpers.h || ! command -v ip >/dev/null; then \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y clang llvm libbpf-dev libbpf1 bpftool iproute2; \
+	@if ! command -v clang >/dev/null || ! test -f /usr/include/bpf/bpf_helpers.h || ! command -v ip >/dev/null || ! test -f /usr/lib/$(MULTIARCH)/libsodium.so.23; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y clang llvm libbpf-dev libbpf1 bpftool iproute2 libsodium23; \
 	fi
 	touch $@
 
