@@ -21,7 +21,7 @@ import { RECON_FANOUT, RECON_MAX_DEPTH, type ReconChild } from '../../wire/messa
 
 /** Depth of the tree whose nodes are the buckets; 16^3 = 4,096 buckets. */
 export const BUCKET_DEPTH = 3;
-const BUCKETS = RECON_FANOUT ** BUCKET_DEPTH;
+export const BUCKETS = RECON_FANOUT ** BUCKET_DEPTH;
 export const BUCKET_SHIFT = 32 - 4 * BUCKET_DEPTH;
 
 /**
@@ -33,7 +33,7 @@ export const BUCKET_SHIFT = 32 - 4 * BUCKET_DEPTH;
 export const STRIDE = 8;
 export const HHI = 1;
 export const HLO = 2;
-const OFF = 3;
+export const OFF = 3;
 export const KLEN = 4;
 export const VLEN = 5;
 const VLO = 6;
@@ -46,11 +46,24 @@ export function copyBytes(dst: Uint8Array, at: number, src: Uint8Array, off: num
   else for (let i = 0; i < len; i++) dst[at + i] = src[off + i];
 }
 
-/** One depth-3 node's entries, sorted by keyHash (unsigned); equal hashes in insertion order. */
+/** Where a pin's bucket not copied yet comes from (table.ts): it copies the bucket out of the live table. */
+interface BucketSource {
+  copyBucket(b: number): { n: number; meta: Int32Array; arena: Uint8Array };
+}
+
+/**
+ * One depth-3 node's entries, sorted by keyHash (unsigned); equal hashes in insertion order.
+ * A map's pin holds these (table.ts), each copied out of the live table when first read or
+ * before the table writes that bucket (`pending` until then); buildIndex builds them directly.
+ */
 export class Bucket {
   n = 0;
-  meta: Int32Array;
-  arena: Uint8Array;
+  private _meta: Int32Array;
+  private _arena: Uint8Array;
+  /** A pin's bucket not copied out yet: the table and bucket it comes from, and the pin's bucket array (kept alive with it). */
+  private src: BucketSource | undefined;
+  private srcBucket = 0;
+  private owner: unknown;
   /** Arena bytes in use, of which `garbage` belong to overwritten or removed entries. */
   used = 0;
   garbage = 0;
@@ -64,8 +77,63 @@ export class Bucket {
     cap = 8,
     arenaCap = 256,
   ) {
-    this.meta = new Int32Array(cap * STRIDE);
-    this.arena = new Uint8Array(arenaCap);
+    this._meta = new Int32Array(cap * STRIDE);
+    this._arena = new Uint8Array(arenaCap);
+  }
+
+  /** A pin's bucket `b` of `src` with its count and hash, copied out later (load). */
+  static pending(src: BucketSource, b: number, n: number, hashHi: number, hashLo: number, owner: unknown): Bucket {
+    const x = new Bucket(0, 0, 0);
+    x.n = n;
+    x.hashHi = hashHi;
+    x.hashLo = hashLo;
+    x.src = src;
+    x.srcBucket = b;
+    x.owner = owner;
+    return x;
+  }
+
+  /** Not copied out of the live table yet. */
+  get pending(): boolean {
+    return this.src !== undefined;
+  }
+
+  /** Copy the entries out of the live table (before it writes this bucket, or at the first read). */
+  load(): void {
+    const c = this.src!.copyBucket(this.srcBucket);
+    if (c.n !== this.n) throw new Error(`pin bucket ${this.srcBucket}: ${c.n} entries, ${this.n} expected`);
+    this._meta = c.meta;
+    this._arena = c.arena;
+    this.used = c.arena.length;
+    this.src = undefined;
+    this.owner = undefined;
+  }
+
+  /** The same entries as `other` (a bucket of another pin loaded at the same moment). */
+  adopt(other: Bucket): void {
+    this._meta = other.meta;
+    this._arena = other.arena;
+    this.used = other.used;
+    this.src = undefined;
+    this.owner = undefined;
+  }
+
+  get meta(): Int32Array {
+    if (this.src !== undefined) this.load();
+    return this._meta;
+  }
+
+  set meta(m: Int32Array) {
+    this._meta = m;
+  }
+
+  get arena(): Uint8Array {
+    if (this.src !== undefined) this.load();
+    return this._arena;
+  }
+
+  set arena(a: Uint8Array) {
+    this._arena = a;
   }
 
   get length(): number {

@@ -3,7 +3,8 @@ import { DeltaOp, RejectReason, type Delta, type SimpleDelta } from '../../wire/
 import { varintLen } from '../../wire/buffer.js';
 import { Hash64, entryLanes, fmix32, laneSeeds, lanesOut, murmur3At } from './hash.js';
 import type { StateBlock } from './state.js';
-import { BUCKET_SHIFT, HHI, HLO, KLEN, STRIDE, SortedKeys, VLEN, copyBytes, type Bucket, type KeyIndex } from './keyspace.js';
+import { BUCKET_SHIFT, HHI, HLO, KLEN, OFF, STRIDE, VLEN, copyBytes, type KeyIndex } from './keyspace.js';
+import { KeyTable } from './table.js';
 
 /** One entry as an object: what reads, pins and reconciliation hand out (the map itself keeps none). */
 export interface MapEntry {
@@ -28,11 +29,11 @@ export class MapState implements StateBlock {
   readonly kind = 'map' as const;
   readonly hash = new Hash64();
   /**
-   * The entries, in key-hash order, as struct-of-arrays buckets (keyspace.ts): a lookup is a
-   * binary search in one bucket, a write copies the value into the bucket's arena and
-   * allocates no object. The same buckets are the reconciliation index (snapshot()).
+   * The entries, in key-hash order, in one ordered open-addressing table (table.ts): a lookup
+   * is one record and one arena load, a write copies the value into the arena and allocates no
+   * object. Its per-bucket counts and hashes are the reconciliation index; snapshot() pins it.
    */
-  private readonly keys = new SortedKeys();
+  private readonly t = new KeyTable();
   private readonly keySeed: number;
   private readonly seedHi: number;
   private readonly seedLo: number;
@@ -45,51 +46,67 @@ export class MapState implements StateBlock {
     [this.seedHi, this.seedLo] = laneSeeds(seed);
   }
 
+  /** The slot of buf[off, off + len) as a key, or negative if absent. */
+  private slotOf(buf: Uint8Array, off: number, len: number): number {
+    return this.t.find((murmur3At(this.keySeed, buf, off, len) ^ 0x80000000) | 0, buf, off, len);
+  }
+
   /** The entry of `key` (its own copies of key and value), or undefined. */
   get(key: Uint8Array): MapEntry | undefined {
-    const kh = this.kh(key);
-    const b = this.keys.read(kh >>> BUCKET_SHIFT);
-    const i = b ? b.find(kh, key) : -1;
-    return i >= 0 ? b!.entryCopy(i) : undefined;
+    const i = this.slotOf(key, 0, key.length);
+    return i >= 0 ? this.entryCopy(i) : undefined;
   }
 
   /** The version that last wrote `key`, 0 if absent (a cas reads only this). */
   versionOf(key: Uint8Array): number {
-    const kh = this.kh(key);
-    const b = this.keys.read(kh >>> BUCKET_SHIFT);
-    const i = b ? b.find(kh, key) : -1;
-    return i >= 0 ? b!.version(i) : 0;
+    const i = this.slotOf(key, 0, key.length);
+    return i >= 0 ? this.t.version(i) : 0;
   }
 
   /** Bytes `key`'s entry takes (entryWireLen), -1 if absent (quota checks read only this). */
   entryLenOf(key: Uint8Array): number {
-    const kh = this.kh(key);
-    const b = this.keys.read(kh >>> BUCKET_SHIFT);
-    const i = b ? b.find(kh, key) : -1;
-    return i >= 0 ? wireLen(b!.keyLen(i), b!.valueLen(i), b!.version(i)) : -1;
+    return this.entryLenAt(key, 0, key.length);
+  }
+
+  /** entryLenOf for the key buf[off, off + len). */
+  entryLenAt(buf: Uint8Array, off: number, len: number): number {
+    const i = this.slotOf(buf, off, len);
+    if (i < 0) return -1;
+    const w = i * STRIDE;
+    return wireLen(this.t.rec[w + KLEN], this.t.rec[w + VLEN], this.t.version(i));
   }
 
   size(): number {
-    return this.keys.count;
+    return this.t.count;
   }
 
   /** An immutable key-hash-ordered view of the current entries (a reconciliation pin): O(4,096). */
   snapshot(version: number): KeyIndex {
-    return this.keys.snapshot(version, this.hash);
+    return { version, hash: { hi: this.hash.hi, lo: this.hash.lo }, size: this.t.count, buckets: this.t.pin() };
   }
 
   /** Every entry in key-hash order, each with its own copies of key and value. */
   *values(): IterableIterator<MapEntry> {
-    for (const b of this.keys.all()) for (let i = 0; i < b.n; i++) yield b.entryCopy(i);
+    for (const i of this.t.occupiedSlots()) yield this.entryCopy(i);
+  }
+
+  private entryCopy(i: number): MapEntry {
+    const t = this.t;
+    const w = i * STRIDE;
+    const off = t.rec[w + OFF] >>> 0;
+    const kend = off + t.rec[w + KLEN];
+    return {
+      key: t.arena.slice(off, kend),
+      value: t.arena.slice(kend, kend + t.rec[w + VLEN]),
+      version: t.version(i),
+      keyHash: (t.rec[w] ^ 0x80000000) >>> 0,
+      hhi: t.rec[w + HHI] >>> 0,
+      hlo: t.rec[w + HLO] >>> 0,
+    };
   }
 
   keyHashOf(key: Uint8Array): number {
     return murmur3At(this.keySeed, key, 0, key.length) >>> 0;
-  }
-
-  /** keyHashOf as an int32 (the same bits), as the buckets keep it. */
-  private kh(key: Uint8Array): number {
-    return murmur3At(this.keySeed, key, 0, key.length);
   }
 
   check(d: Delta): RejectReason | 0 {
@@ -128,7 +145,7 @@ export class MapState implements StateBlock {
         return;
       case DeltaOp.Set:
       case DeltaOp.Cas:
-        this.write(d.key, d.value, version, this.kh(d.key));
+        this.write(d.key, 0, d.key.length, d.value, 0, d.value.length, version);
         return;
       case DeltaOp.Del:
         this.remove(d.key);
@@ -138,70 +155,78 @@ export class MapState implements StateBlock {
     }
   }
 
+  /** A set whose key is buf[koff, koff + klen) and value buf[voff, voff + vlen) (a record read in place); both copied in. */
+  setAt(buf: Uint8Array, koff: number, klen: number, voff: number, vlen: number, version: number): void {
+    this.write(buf, koff, klen, buf, voff, vlen, version);
+  }
+
   /** Write an entry (collapse, reconciliation, full transfer): key and value are copied in. */
   put(key: Uint8Array, value: Uint8Array, version: number): MapEntry {
-    const kh = this.kh(key);
-    this.write(key, value, version, kh);
+    const kh = this.write(key, 0, key.length, value, 0, value.length, version);
     return { key, value, version, keyHash: kh >>> 0, hhi: lanesOut.hi >>> 0, hlo: lanesOut.lo >>> 0 };
   }
 
   remove(key: Uint8Array): void {
-    const kh = this.kh(key);
-    const bi = kh >>> BUCKET_SHIFT;
-    const r = this.keys.read(bi);
-    if (!r || r.find(kh, key) < 0) return;
-    const b = this.keys.writable(bi);
-    const i = b.find(kh, key);
+    const kh = murmur3At(this.keySeed, key, 0, key.length);
+    const t = this.t;
+    const i = t.find((kh ^ 0x80000000) | 0, key, 0, key.length);
+    if (i < 0) return;
+    t.touch(kh >>> BUCKET_SHIFT);
     this.writes++;
-    this.forget(b, i);
-    b.removeAt(i);
-    this.keys.count--;
+    this.forget(kh >>> BUCKET_SHIFT, i);
+    t.removeAt(i);
   }
 
-  /** Store key → value at `version` (int32 key hash `kh`); leaves the entry's hash halves in lanesOut. */
-  private write(key: Uint8Array, value: Uint8Array, version: number, kh: number): void {
-    const b = this.keys.writable(kh >>> BUCKET_SHIFT);
-    let i = b.find(kh, key);
+  /**
+   * Store key → value at `version`; returns the int32 key hash and leaves the entry's hash
+   * halves in lanesOut. The key and value are copied into the arena (they may view a datagram).
+   */
+  private write(kbuf: Uint8Array, koff: number, klen: number, vbuf: Uint8Array, voff: number, vlen: number, version: number): number {
+    const t = this.t;
+    const kh = murmur3At(this.keySeed, kbuf, koff, klen);
+    const bh = (kh ^ 0x80000000) | 0;
+    const b = kh >>> BUCKET_SHIFT;
+    t.touch(b);
+    t.reserveEntry();
+    let i = t.find(bh, kbuf, koff, klen);
     this.writes++;
-    const klen = key.length;
-    const vlen = value.length;
     let off: number;
     if (i >= 0) {
+      const old = t.rec[i * STRIDE + VLEN];
       this.forget(b, i);
-      off = b.offset(i);
-      const old = klen + b.valueLen(i);
-      if (old < klen + vlen) {
-        // Larger: append a fresh copy (the arena repacks when garbage builds up).
-        off = b.reserve(klen + vlen);
-        b.garbage += old;
-        copyBytes(b.arena, off, key, 0, klen);
-      } else b.garbage += old - klen - vlen; // the same size or smaller: in place, its tail is garbage
+      off = t.rec[i * STRIDE + OFF] >>> 0;
+      if (old < vlen) {
+        // Larger: a fresh copy at the end (the arena repacks when garbage builds up).
+        off = t.reserve(klen + vlen);
+        t.garbage += klen + old;
+        copyBytes(t.arena, off, kbuf, koff, klen);
+      } else t.garbage += old - vlen; // the same size or smaller: in place, its tail is garbage
     } else {
       i = -i - 1;
-      off = b.reserve(klen + vlen);
-      copyBytes(b.arena, off, key, 0, klen);
-      b.openAt(i);
-      this.keys.count++;
+      off = t.reserve(klen + vlen);
+      copyBytes(t.arena, off, kbuf, koff, klen);
+      t.openAt(i);
     }
-    copyBytes(b.arena, off + klen, value, 0, vlen);
-    entryLanes(this.seedHi, this.seedLo, b.arena, off, klen, vlen, version);
+    copyBytes(t.arena, off + klen, vbuf, voff, vlen);
+    entryLanes(this.seedHi, this.seedLo, t.arena, off, klen, vlen, version);
     const hhi = lanesOut.hi;
     const hlo = lanesOut.lo;
-    b.setAt(i, kh, hhi, hlo, off, klen, vlen, version);
-    b.addHash(hhi, hlo);
+    t.setAt(i, bh, hhi, hlo, off, klen, vlen, version);
+    t.bucketAdd(b, hhi, hlo);
     this.hash.addBits(hhi, hlo);
     this.bytes += wireLen(klen, vlen, version);
+    return kh;
   }
 
-  /** Take entry `i` of writable bucket `b` out of the hashes and the byte count. */
-  private forget(b: Bucket, i: number): void {
+  /** Take the entry at slot `i` (bucket `b`) out of the hashes and the byte count. */
+  private forget(b: number, i: number): void {
+    const t = this.t;
     const w = i * STRIDE;
-    const m = b.meta;
-    const hhi = m[w + HHI];
-    const hlo = m[w + HLO];
-    b.subHash(hhi, hlo);
+    const hhi = t.rec[w + HHI];
+    const hlo = t.rec[w + HLO];
+    t.bucketSub(b, hhi, hlo);
     this.hash.subBits(hhi, hlo);
-    this.bytes -= wireLen(m[w + KLEN], m[w + VLEN], b.version(i));
+    this.bytes -= wireLen(t.rec[w + KLEN], t.rec[w + VLEN], t.version(i));
   }
 
   /** The entry with its hashes computed, without storing it (reconciliation stages with this). */
