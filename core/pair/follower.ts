@@ -48,6 +48,7 @@ interface CrossMember {
   versions: number[];
 }
 
+const NONE_MOVED: readonly Follower[] = Object.freeze([]);
 const NO_MEMBERS: { members: CrossMember[] } = Object.freeze({ members: [] as CrossMember[] });
 
 /** Out-of-order collapse records a follower holds while a gap fills. */
@@ -368,10 +369,11 @@ export class Follower implements RoleMachine, RequesterHost {
    * register the next record waits for. The pair calls it after each step on every register
    * holding its next record, then again on those waiting for a register that moved.
    */
-  drainHeld(now: number): Follower[] {
+  drainHeld(now: number): readonly Follower[] {
     const s = this.s;
-    const moved = new Set<Follower>();
     this.waitingOn = undefined;
+    if (!this.reorder.has(s.version + 1)) return NONE_MOVED; // the common case: nothing held next, nothing to build
+    const moved = new Set<Follower>();
     for (let next = this.reorder.get(s.version + 1); next && this.session === undefined; next = this.reorder.get(s.version + 1)) {
       const group = this.crossGroup(next.msg);
       if ('wait' in group) {
@@ -584,7 +586,11 @@ export class Follower implements RoleMachine, RequesterHost {
     if (origin >= 0) s.origins.set(origin, seq);
     s.version = v;
     if (!hashEquals(st.hash, m.hash)) {
-      s.pair.trigger(now, LifecycleEvent.HashMismatch, `register ${s.name}: after v${v} local h=${hashHex(st.hash)}, sequencer h=${hashHex(m.hash)}`);
+      s.pair.trigger(
+        now,
+        LifecycleEvent.HashMismatch,
+        `register ${s.name}: after v${v} local h=${hashHex(st.hash)}, sequencer h=${hashHex(m.hash)}`,
+      );
       this.startReconcile(now);
       return;
     }

@@ -22,12 +22,19 @@ export interface MapEntry {
 const wireLen = (klen: number, vlen: number, version: number): number =>
   varintLen(klen) + klen + varintLen(version) + varintLen(vlen) + vlen;
 
+const TWO32 = 2 ** 32;
+
 /** Scratch for hashing a key and value that do not sit side by side (entryOf). */
 let scratch = new Uint8Array(256);
 
 export class MapState implements StateBlock {
   readonly kind = 'map' as const;
-  readonly hash = new Hash64();
+  /**
+   * The multiset hash as int32 bits [hi, lo]: a field holding a uint32 above 2^30 is a heap
+   * number, and each write would allocate one; `hash` reads it out.
+   */
+  private readonly acc = new Int32Array(2);
+  private readonly h = new Hash64();
   /**
    * The entries, in key-hash order, in one ordered open-addressing table (table.ts): a lookup
    * is one record and one arena load, a write copies the value into the arena and allocates no
@@ -44,6 +51,21 @@ export class MapState implements StateBlock {
   constructor(readonly seed: number) {
     this.keySeed = fmix32(seed ^ 0x5350_0003);
     [this.seedHi, this.seedLo] = laneSeeds(seed);
+  }
+
+  /** The multiset hash of the entries (a view refreshed at each read: do not keep it across writes). */
+  get hash(): Hash64 {
+    this.h.hi = this.acc[0] >>> 0;
+    this.h.lo = this.acc[1] >>> 0;
+    return this.h;
+  }
+
+  /** Add (sign 1) or take out (sign -1) an entry hash given as int32 halves. */
+  private addHash(hhi: number, hlo: number, sign: 1 | -1): void {
+    const a = this.acc;
+    const l = (a[1] >>> 0) + sign * (hlo >>> 0);
+    a[1] = l | 0;
+    a[0] = ((a[0] >>> 0) + sign * (hhi >>> 0) + (l >= TWO32 ? 1 : l < 0 ? -1 : 0)) | 0;
   }
 
   /** The slot of buf[off, off + len) as a key, or negative if absent. */
@@ -82,7 +104,7 @@ export class MapState implements StateBlock {
 
   /** An immutable key-hash-ordered view of the current entries (a reconciliation pin): O(4,096). */
   snapshot(version: number): KeyIndex {
-    return { version, hash: { hi: this.hash.hi, lo: this.hash.lo }, size: this.t.count, buckets: this.t.pin() };
+    return { version, hash: { hi: this.acc[0] >>> 0, lo: this.acc[1] >>> 0 }, size: this.t.count, buckets: this.t.pin() };
   }
 
   /** Every entry in key-hash order, each with its own copies of key and value. */
@@ -213,7 +235,7 @@ export class MapState implements StateBlock {
     const hlo = lanesOut.lo;
     t.setAt(i, bh, hhi, hlo, off, klen, vlen, version);
     t.bucketAdd(b, hhi, hlo);
-    this.hash.addBits(hhi, hlo);
+    this.addHash(hhi, hlo, 1);
     this.bytes += wireLen(klen, vlen, version);
     return kh;
   }
@@ -225,7 +247,7 @@ export class MapState implements StateBlock {
     const hhi = t.rec[w + HHI];
     const hlo = t.rec[w + HLO];
     t.bucketSub(b, hhi, hlo);
-    this.hash.subBits(hhi, hlo);
+    this.addHash(hhi, hlo, -1);
     this.bytes -= wireLen(t.rec[w + KLEN], t.rec[w + VLEN], t.version(i));
   }
 

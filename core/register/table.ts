@@ -223,7 +223,7 @@ export class KeyTable {
     for (let i = this.bucketStart(b); k < n; i++) {
       const w = i * STRIDE;
       if (m[w + KLEN] < 0) continue;
-      meta.set(m.subarray(w, w + STRIDE), k * STRIDE);
+      for (let j = 0; j < STRIDE; j++) meta[k * STRIDE + j] = m[w + j];
       bytes += m[w + KLEN] + m[w + VLEN];
       k++;
     }
@@ -269,7 +269,8 @@ export class KeyTable {
       if (old[w + KLEN] < 0) continue;
       const p = Math.max(this.home(old[w]), last + 1);
       if (p >= this.slots) this.growTail(p + 1);
-      this.rec.set(old.subarray(w, w + STRIDE), p * STRIDE);
+      const rec = this.rec;
+      for (let k = 0, d = p * STRIDE; k < STRIDE; k++) rec[d + k] = old[w + k];
       last = p;
     }
   }
