@@ -597,7 +597,8 @@ function readCollapseEntries(r: Reader, n: number): { entries: CollapseEntry[]; 
       entries.push({ origin, seq, verdict: 'committed', delta: ELIDED_DELTA });
       continue;
     }
-    if (verdict > MAX_REJECT_REASON) throw new WireError(DropReason.MalformedPayload, `collapse[${i}].verdict`, `unknown verdict ${verdict}`);
+    if (verdict > MAX_REJECT_REASON)
+      throw new WireError(DropReason.MalformedPayload, `collapse[${i}].verdict`, `unknown verdict ${verdict}`);
     entries.push(
       verdict === 0
         ? { origin, seq, verdict: 'committed', delta: readSetFast(r) ?? readEntryDelta(r, `collapse[${i}].delta`, 'record') }
@@ -692,8 +693,8 @@ function readBody(r: Reader, type: number): Message | undefined {
       const version = r.varint('collapse.version');
       const hash = r.hash64('collapse.hash');
       const n = readCount(r, 'collapse.count');
-      const start = r.pos;
-      if (scanPacked(r, n, MAX_REJECT_REASON)) return new PackedCollapse(register, version, hash, { buf: r.buf, start, end: r.pos, count: n });
+      const packed = scanPacked(r, n, MAX_REJECT_REASON, version);
+      if (packed) return new PackedCollapse(register, version, hash, packed);
       const { entries, elided } = readCollapseEntries(r, n);
       return elided.length > 0 ? { type, register, version, hash, entries, elided } : { type, register, version, hash, entries };
     }

@@ -509,16 +509,7 @@ export class Follower implements RoleMachine, RequesterHost {
     const st = this.s.state;
     if (p === undefined || !(st instanceof MapState)) return false;
     const q = this.s.cfg.quota;
-    let keys = st.size();
-    let bytes = st.fullTransferBytes();
-    const c = new PackedCursor(p);
-    while (c.next()) {
-      if (c.verdict !== 0) continue;
-      if (c.vlen > q.maxValueBytes) return false;
-      keys++;
-      bytes += varintLen(c.klen) + c.klen + varintLen(m.version) + varintLen(c.vlen) + c.vlen;
-    }
-    return keys <= q.maxKeys && bytes <= q.maxBytes;
+    return p.maxValue <= q.maxValueBytes && st.size() + p.sets <= q.maxKeys && st.fullTransferBytes() + p.growth <= q.maxBytes;
   }
 
   /** Apply one record in order (admitted already). */
