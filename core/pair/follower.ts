@@ -26,7 +26,7 @@ import { PIN_BURST, PIN_INTERVAL_MS, ReconRequester } from '../reconcile/reentan
 import { hashEquals, hashHex } from '../register/hash.js';
 import { MapState } from '../register/map.js';
 import type { Quota } from '../register/quota.js';
-import { QuotaCheck } from '../register/quota.js';
+import { MAP_MAX_BYTES, QuotaCheck, mapMaxBytes } from '../register/quota.js';
 import { StreamState } from '../register/stream.js';
 import type { Deque } from '../util/deque.js';
 import { Gcra } from '../util/rate.js';
@@ -104,7 +104,9 @@ export class Follower implements RoleMachine, RequesterHost {
   }
 
   get quota(): Quota {
-    return this.s.cfg.quota;
+    const q = this.s.cfg.quota;
+    // A map holds at most MAP_MAX_BYTES whatever its quota (quota.ts): reconciliation counts the same bound.
+    return this.s.state instanceof MapState && q.maxBytes > MAP_MAX_BYTES ? { ...q, maxBytes: mapMaxBytes(q) } : q;
   }
 
   refuse(now: number, reason: ReconDrop, detail: string): void {
@@ -509,7 +511,7 @@ export class Follower implements RoleMachine, RequesterHost {
     const st = this.s.state;
     if (p === undefined || !(st instanceof MapState)) return false;
     const q = this.s.cfg.quota;
-    return p.maxValue <= q.maxValueBytes && st.size() + p.sets <= q.maxKeys && st.fullTransferBytes() + p.growth <= q.maxBytes;
+    return p.maxValue <= q.maxValueBytes && st.size() + p.sets <= q.maxKeys && st.fullTransferBytes() + p.growth <= mapMaxBytes(q);
   }
 
   /** Apply one record in order (admitted already). */

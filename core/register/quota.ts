@@ -35,6 +35,16 @@ function growthBound(o: SimpleDelta, map: boolean, v: number): number {
   }
 }
 
+/**
+ * The most octets a map register holds whatever its quota says: its keys and values live in one
+ * arena (table.ts) of at most 2^32 - 1 bytes, and an entry's octets on the wire are at least its
+ * arena bytes. A quota above this is counted as this, so both ends refuse rather than fail.
+ */
+export const MAP_MAX_BYTES = 2 ** 32 - 1;
+
+/** A map register's effective octet quota. */
+export const mapMaxBytes = (q: Quota): number => Math.min(q.maxBytes, MAP_MAX_BYTES);
+
 export const QUOTA_DEFAULTS: Quota = { maxKeys: 1_000_000, maxBytes: 256 * 1024 * 1024, maxValueBytes: DEFAULT_MAX_VALUE_BYTES };
 
 /**
@@ -60,6 +70,8 @@ export class QuotaCheck {
   private readonly admittedAt: number[] = [];
   /** The state's write count (map) or length (stream) when this check began. */
   private readonly mark: number;
+  /** quota.maxBytes, for a map at most MAP_MAX_BYTES. */
+  private readonly maxBytes: number;
 
   constructor(
     private readonly state: MapState | StreamState,
@@ -68,6 +80,7 @@ export class QuotaCheck {
     this.keys = state instanceof MapState ? state.size() : 0;
     this.bytes = state.fullTransferBytes();
     this.mark = state instanceof MapState ? state.writes : state.size();
+    this.maxBytes = state instanceof MapState ? mapMaxBytes(quota) : quota.maxBytes;
   }
 
   /**
@@ -91,7 +104,7 @@ export class QuotaCheck {
         if (map && (o.op === DeltaOp.Set || o.op === DeltaOp.Cas)) keys++;
       }
     }
-    if (this.keys + keys <= this.quota.maxKeys && this.bytes + bytes <= this.quota.maxBytes) {
+    if (this.keys + keys <= this.quota.maxKeys && this.bytes + bytes <= this.maxBytes) {
       this.keys += keys;
       this.bytes += bytes;
       this.admitted.push(d);
@@ -141,7 +154,7 @@ export class QuotaCheck {
     if (d.op === DeltaOp.Append) {
       if (st instanceof MapState) return 0; // the wrong kind: never applied
       const bytes = this.bytes + d.data.length;
-      if (bytes > this.quota.maxBytes && d.data.length > 0) return RejectReason.QuotaExceeded;
+      if (bytes > this.maxBytes && d.data.length > 0) return RejectReason.QuotaExceeded;
       this.bytes = bytes;
       return 0;
     }
@@ -160,8 +173,7 @@ export class QuotaCheck {
     const len = entryWireLen({ key: d.key, value: d.value, version: v });
     const keys = this.keys + (prev < 0 ? 1 : 0);
     const bytes = this.bytes - Math.max(prev, 0) + len;
-    if ((keys > this.quota.maxKeys && keys > this.keys) || (bytes > this.quota.maxBytes && bytes > this.bytes))
-      return RejectReason.QuotaExceeded;
+    if ((keys > this.quota.maxKeys && keys > this.keys) || (bytes > this.maxBytes && bytes > this.bytes)) return RejectReason.QuotaExceeded;
     this.keys = keys;
     this.bytes = bytes;
     this.touched.set(k, len);
