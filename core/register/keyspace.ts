@@ -4,15 +4,13 @@
  * summary is (entry count, multiset hash of its entries), so equal subtrees are skipped
  * and the bytes exchanged grow with the differences, not with the state.
  *
- * This is also where a map keeps its entries (SortedKeys): 4,096 buckets, the depth-3
- * nodes, each a key-hash-sorted Int32Array of fixed records (key hash, entry hash, arena
- * offset, lengths, version) with the keys and values in one byte arena, and its count and
- * hash maintained per write. No object per entry: a write allocates nothing in the common
- * case, and an entry costs its bytes plus 32. A pin is a copy of the 4,096 bucket
- * references (O(buckets), not a sort of the map): buckets are copy-on-write, so a write
- * after a snapshot clones the bucket it touches and the snapshot keeps seeing the state at
- * its version. A bucket a snapshot holds is never written again, so entries read from it
- * may be views into its arena.
+ * A pin (KeyIndex) holds the 4,096 buckets, the depth-3 nodes, each a key-hash-sorted
+ * Int32Array of fixed records (key hash, entry hash, arena offset, lengths, version) with the
+ * keys and values in one byte arena. A map's live entries are in its table (table.ts), whose
+ * slots are in the same order: a pin is O(buckets) to take, each bucket copied out of the table
+ * when the pin first reads it or before the table next writes it. A pin's bucket is never
+ * written, so entries read from it may be views into its arena. SortedKeys builds buckets
+ * directly (buildIndex: tests and tools).
  */
 import { Hash64 } from './hash.js';
 import { varintLen } from '../../wire/buffer.js';
@@ -385,7 +383,7 @@ export interface KeyIndex {
 
 export const bucketOf = (keyHash: number): number => keyHash >>> BUCKET_SHIFT;
 
-/** A map's entries, in key-hash order: the storage of MapState and the source of its pins. */
+/** Entries in key-hash order in copy-on-write buckets: buildIndex (tests, tools). A map keeps its own in its table (table.ts). */
 export class SortedKeys {
   private buckets: (Bucket | undefined)[] | undefined;
   private gen = 1;
