@@ -3,8 +3,8 @@ import { DeltaOp, RejectReason, type Delta, type SimpleDelta } from '../../wire/
 import { varintLen } from '../../wire/buffer.js';
 import { Hash64, entryLanes, fmix32, laneSeeds, lanesOut, murmur3At } from './hash.js';
 import type { StateBlock } from './state.js';
-import { BUCKET_SHIFT, HHI, HLO, KLEN, OFF, STRIDE, VLEN, copyBytes, type KeyIndex } from './keyspace.js';
-import { KeyTable } from './table.js';
+import { BUCKET_SHIFT, copyBytes, type KeyIndex } from './keyspace.js';
+import { HEAD, KeyTable, entrySize } from './table.js';
 
 /** One entry as an object: what reads, pins and reconciliation hand out (the map itself keeps none). */
 export interface MapEntry {
@@ -94,8 +94,7 @@ export class MapState implements StateBlock {
   entryLenAt(buf: Uint8Array, off: number, len: number): number {
     const i = this.slotOf(buf, off, len);
     if (i < 0) return -1;
-    const w = i * STRIDE;
-    return wireLen(this.t.rec[w + KLEN], this.t.rec[w + VLEN], this.t.version(i));
+    return wireLen(this.t.keyLen(i), this.t.valueLen(i), this.t.version(i));
   }
 
   size(): number {
@@ -114,16 +113,15 @@ export class MapState implements StateBlock {
 
   private entryCopy(i: number): MapEntry {
     const t = this.t;
-    const w = i * STRIDE;
-    const off = t.rec[w + OFF] >>> 0;
-    const kend = off + t.rec[w + KLEN];
+    const off = t.entryAt(i) + HEAD;
+    const kend = off + t.keyLen(i);
     return {
       key: t.arena.slice(off, kend),
-      value: t.arena.slice(kend, kend + t.rec[w + VLEN]),
+      value: t.arena.slice(kend, kend + t.valueLen(i)),
       version: t.version(i),
-      keyHash: (t.rec[w] ^ 0x80000000) >>> 0,
-      hhi: t.rec[w + HHI] >>> 0,
-      hlo: t.rec[w + HLO] >>> 0,
+      keyHash: (t.biasedHash(i) ^ 0x80000000) >>> 0,
+      hhi: t.hhi(i) >>> 0,
+      hlo: t.hlo(i) >>> 0,
     };
   }
 
@@ -212,28 +210,29 @@ export class MapState implements StateBlock {
     t.reserveEntry();
     let i = t.find(bh, kbuf, koff, klen);
     this.writes++;
-    let off: number;
+    const size = entrySize(klen, vlen);
+    let at: number;
     if (i >= 0) {
-      const old = t.rec[i * STRIDE + VLEN];
+      const old = entrySize(klen, t.valueLen(i));
       this.forget(b, i);
-      off = t.rec[i * STRIDE + OFF] >>> 0;
-      if (old < vlen) {
+      at = t.entryAt(i);
+      if (old < size) {
         // Larger: a fresh copy at the end (the arena repacks when garbage builds up).
-        off = t.reserve(klen + vlen);
-        t.garbage += klen + old;
-        copyBytes(t.arena, off, kbuf, koff, klen);
-      } else t.garbage += old - vlen; // the same size or smaller: in place, its tail is garbage
+        at = t.reserve(size);
+        t.garbage += old;
+        copyBytes(t.arena, at + HEAD, kbuf, koff, klen);
+      } else t.garbage += old - size; // the same size or smaller: in place, its tail is garbage
     } else {
       i = -i - 1;
-      off = t.reserve(klen + vlen);
-      copyBytes(t.arena, off, kbuf, koff, klen);
+      at = t.reserve(size);
+      copyBytes(t.arena, at + HEAD, kbuf, koff, klen);
       t.openAt(i);
     }
-    copyBytes(t.arena, off + klen, vbuf, voff, vlen);
-    entryLanes(this.seedHi, this.seedLo, t.arena, off, klen, vlen, version);
+    copyBytes(t.arena, at + HEAD + klen, vbuf, voff, vlen);
+    entryLanes(this.seedHi, this.seedLo, t.arena, at + HEAD, klen, vlen, version);
     const hhi = lanesOut.hi;
     const hlo = lanesOut.lo;
-    t.setAt(i, bh, hhi, hlo, off, klen, vlen, version);
+    t.setAt(i, bh, at, klen, vlen, hhi, hlo, version);
     t.bucketAdd(b, hhi, hlo);
     this.addHash(hhi, hlo, 1);
     this.bytes += wireLen(klen, vlen, version);
@@ -243,12 +242,11 @@ export class MapState implements StateBlock {
   /** Take the entry at slot `i` (bucket `b`) out of the hashes and the byte count. */
   private forget(b: number, i: number): void {
     const t = this.t;
-    const w = i * STRIDE;
-    const hhi = t.rec[w + HHI];
-    const hlo = t.rec[w + HLO];
+    const hhi = t.hhi(i);
+    const hlo = t.hlo(i);
     t.bucketSub(b, hhi, hlo);
     this.addHash(hhi, hlo, -1);
-    this.bytes -= wireLen(t.rec[w + KLEN], t.rec[w + VLEN], t.version(i));
+    this.bytes -= wireLen(t.keyLen(i), t.valueLen(i), t.version(i));
   }
 
   /** The entry with its hashes computed, without storing it (reconciliation stages with this). */
