@@ -1,9 +1,9 @@
 /**
  * A map register's live entries: one open-addressing table ordered by key hash (linear
  * probing whose home slot is the hash's top bits, each run kept sorted, as in Amble and
- * Knuth's ordered hash tables), its records inline in one Int32Array and the keys and values
- * in one byte arena. A lookup is one record load and one arena load (two cache misses at most,
- * none for an allocation); an insert shifts the few records of its run. The slots are in key-hash
+ * Knuth's ordered hash tables), its slots in one Int32Array and the entries in one byte arena.
+ * A lookup is one slot load and one arena load (two cache misses at most, no allocation); an
+ * insert shifts the few slots of its run. The slots are in key-hash
  * order, so a reconciliation bucket (keyspace.ts) is a run of slots, and its count and multiset
  * hash are kept per write; a pin copies a bucket out of the table (lazily, before the first write
  * to it after the pin, or when the pin first reads it), so pins stay O(buckets) to take.
@@ -12,7 +12,7 @@
  * empty slot's key length is -1. The rest of an entry sits in the arena beside its key: a 16-byte
  * header (entry hash hi/lo, version lo/hi), the key, the value, padded to 4 bytes. So a write
  * touches one table line and the arena line of its key, and the table is half the size it would
- * be with whole records (at 86,000 keys it fits the L2 cache).
+ * be with whole records (2 MiB for the bench's 86,000 keys).
  */
 import { BUCKETS, Bucket, HHI, HLO, KLEN, OFF, STRIDE, VLEN, copyBytes } from './keyspace.js';
 
