@@ -36,11 +36,14 @@ function growthBound(o: SimpleDelta, map: boolean, v: number): number {
 }
 
 /**
- * The most octets a map register holds whatever its quota says: its keys and values live in one
- * arena (table.ts) of at most 2^32 - 1 bytes, and an entry's octets on the wire are at least its
- * arena bytes. A quota above this is counted as this, so both ends refuse rather than fail.
+ * The most octets a map register holds whatever its quota says: its entries live in one arena
+ * (table.ts) of at most 2^32 - 4 bytes, and an entry there takes at most 5 times its octets on
+ * the wire (16-byte header and padding to 4 against at least 3 octets of lengths and version: a
+ * 1-byte key and an empty value take 4 on the wire, 20 in the arena), less 256 MiB for an
+ * overwritten entry's old copy while its new one is written. A quota above this (about 805 MB)
+ * is counted as this, so both ends refuse rather than fail.
  */
-export const MAP_MAX_BYTES = 2 ** 32 - 1;
+export const MAP_MAX_BYTES = Math.floor((2 ** 32 - 2 ** 28) / 5);
 
 /** A map register's effective octet quota. */
 export const mapMaxBytes = (q: Quota): number => Math.min(q.maxBytes, MAP_MAX_BYTES);
