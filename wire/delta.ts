@@ -123,35 +123,53 @@ export function readDelta(r: Reader, field = 'delta', txn = false): Delta {
   return readSetFast(r) ?? readDeltaChecked(r, field, txn);
 }
 
+/** Where shortSetAt leaves a set's key and value: offsets into the buffer it read (no view, no object). */
+export const shortSet = { koff: 0, klen: 0, voff: 0, vlen: 0 };
+
 /**
- * A set with short lengths (1-byte key length, value length under 2^14), read straight from the
- * buffer: the common delta, without building a field name per read. Anything else, or anything
- * malformed, is left (undefined, reader untouched) to readDeltaChecked, which names the fault.
+ * A set with short lengths (1-byte key length, value length under 2^14) at buf[p, end), read in
+ * place: its end, with key and value offsets left in `shortSet`; -1 for anything else or anything
+ * malformed (which readDeltaChecked then reads, and names the fault). The common delta, without
+ * a field name, an object or a view per read.
  */
-export function readSetFast(r: Reader): Delta | undefined {
-  const buf = r.buf;
-  let p = r.pos;
-  const end = r.end;
-  if (end - p < 3 || buf[p] !== DeltaOp.Set) return undefined;
+export function shortSetAt(buf: Uint8Array, p: number, end: number): number {
+  const start = p;
+  if (end - p < 3 || buf[p] !== DeltaOp.Set) return -1;
   const klen = buf[p + 1];
-  if (klen === 0 || klen >= 0x80 || klen > MAX_KEY_LEN) return undefined;
+  if (klen === 0 || klen >= 0x80 || klen > MAX_KEY_LEN) return -1;
   p += 2;
   const kend = p + klen;
-  if (kend + 1 > end) return undefined;
+  if (kend + 1 > end) return -1;
   let vlen = buf[kend];
   let vstart = kend + 1;
   if (vlen >= 0x80) {
-    if (vstart >= end) return undefined;
+    if (vstart >= end) return -1;
     const hi = buf[vstart];
     // Two bytes at most, minimal (no zero last byte).
-    if (hi === 0 || hi >= 0x80) return undefined;
+    if (hi === 0 || hi >= 0x80) return -1;
     vlen = (vlen & 0x7f) | (hi << 7);
     vstart++;
   }
   const vend = vstart + vlen;
-  if (vend > end || vlen > MAX_VALUE_LEN || vend - r.pos > MAX_DELTA_LEN) return undefined;
-  r.pos = vend;
-  return { op: DeltaOp.Set, key: buf.subarray(p, kend), value: buf.subarray(vstart, vend) };
+  if (vend > end || vlen > MAX_VALUE_LEN || vend - start > MAX_DELTA_LEN) return -1;
+  shortSet.koff = p;
+  shortSet.klen = klen;
+  shortSet.voff = vstart;
+  shortSet.vlen = vlen;
+  return vend;
+}
+
+/**
+ * A short set (shortSetAt) as a delta whose key and value view the reader's buffer; undefined
+ * (reader untouched) for anything else, left to readDeltaChecked.
+ */
+export function readSetFast(r: Reader): Delta | undefined {
+  const buf = r.buf;
+  const e = shortSetAt(buf, r.pos, r.end);
+  if (e < 0) return undefined;
+  r.pos = e;
+  const { koff, klen, voff, vlen } = shortSet;
+  return { op: DeltaOp.Set, key: buf.subarray(koff, koff + klen), value: buf.subarray(voff, voff + vlen) };
 }
 
 function readDeltaChecked(r: Reader, field: string, txn: boolean): Delta {

@@ -8,6 +8,7 @@ import { DeltaOp, readSetFast, type Delta, type RejectReason } from './delta.js'
 import { WireError } from './errors.js';
 import { readName, writeName } from './names.js';
 import { readEntryDelta, writeEntryDelta, type EntryDelta } from './cross.js';
+import { scanPacked, type PackedEntries } from './packed.js';
 
 export enum MsgType {
   Status = 1,
@@ -583,6 +584,72 @@ export function writeCollapseBody(w: Writer, m: Omit<CollapseMsg, 'type'>): void
   });
 }
 
+function readCollapseEntries(r: Reader, n: number): { entries: CollapseEntry[]; elided: number[] } {
+  const entries: CollapseEntry[] = [];
+  const elided: number[] = [];
+  for (let i = 0; i < n; i++) {
+    // Field names are built only for a fault (every entry of a full record would build four).
+    const origin = r.varintAt('collapse', i, '.origin');
+    const seq = r.varintAt('collapse', i, '.seq');
+    const verdict = r.u8At('collapse', i, '.verdict');
+    if (verdict === VERDICT_OWN_ELIDED) {
+      elided.push(i);
+      entries.push({ origin, seq, verdict: 'committed', delta: ELIDED_DELTA });
+      continue;
+    }
+    if (verdict > MAX_REJECT_REASON)
+      throw new WireError(DropReason.MalformedPayload, `collapse[${i}].verdict`, `unknown verdict ${verdict}`);
+    entries.push(
+      verdict === 0
+        ? { origin, seq, verdict: 'committed', delta: readSetFast(r) ?? readEntryDelta(r, `collapse[${i}].delta`, 'record') }
+        : { origin, seq, verdict: 'rejected', reason: verdict as RejectReason },
+    );
+  }
+  return { entries, elided };
+}
+
+/**
+ * A decoded Collapse whose entries stay bytes until read (packed.ts): `entries` decodes them
+ * (views into the same buffer, as an eager decode gives) the first time it is read; assigning
+ * them drops the bytes. A class, not a literal with accessors: one is made per record received.
+ */
+class PackedCollapse implements CollapseMsg {
+  readonly type = MsgType.Collapse;
+  #entries: CollapseEntry[] | undefined;
+  #packed: PackedEntries | undefined;
+
+  constructor(
+    public register: string,
+    public version: number,
+    public hash: Hash64Parts,
+    packed: PackedEntries,
+  ) {
+    this.#packed = packed;
+  }
+
+  get entries(): CollapseEntry[] {
+    if (this.#entries === undefined) {
+      const p = this.#packed!;
+      this.#entries = readCollapseEntries(new Reader(p.buf, p.start, p.end), p.count).entries;
+    }
+    return this.#entries;
+  }
+
+  set entries(e: CollapseEntry[]) {
+    this.#entries = e;
+    this.#packed = undefined; // the bytes no longer say what the entries do
+  }
+
+  get packed(): PackedEntries | undefined {
+    return this.#packed;
+  }
+}
+
+/** A decoded Collapse's entries as bytes, if they were left so (every entry a committed short set or a rejection). */
+export function collapsePacked(m: CollapseMsg): PackedEntries | undefined {
+  return m instanceof PackedCollapse ? m.packed : undefined;
+}
+
 function readBody(r: Reader, type: number): Message | undefined {
   switch (type) {
     case MsgType.Status: {
@@ -626,26 +693,9 @@ function readBody(r: Reader, type: number): Message | undefined {
       const version = r.varint('collapse.version');
       const hash = r.hash64('collapse.hash');
       const n = readCount(r, 'collapse.count');
-      const entries: CollapseEntry[] = [];
-      const elided: number[] = [];
-      for (let i = 0; i < n; i++) {
-        // Field names are built only for a fault (every entry of a full record would build four).
-        const origin = r.varintAt('collapse', i, '.origin');
-        const seq = r.varintAt('collapse', i, '.seq');
-        const verdict = r.u8At('collapse', i, '.verdict');
-        if (verdict === VERDICT_OWN_ELIDED) {
-          elided.push(i);
-          entries.push({ origin, seq, verdict: 'committed', delta: ELIDED_DELTA });
-          continue;
-        }
-        if (verdict > MAX_REJECT_REASON)
-          throw new WireError(DropReason.MalformedPayload, `collapse[${i}].verdict`, `unknown verdict ${verdict}`);
-        entries.push(
-          verdict === 0
-            ? { origin, seq, verdict: 'committed', delta: readSetFast(r) ?? readEntryDelta(r, `collapse[${i}].delta`, 'record') }
-            : { origin, seq, verdict: 'rejected', reason: verdict as RejectReason },
-        );
-      }
+      const packed = scanPacked(r, n, MAX_REJECT_REASON, version);
+      if (packed) return new PackedCollapse(register, version, hash, packed);
+      const { entries, elided } = readCollapseEntries(r, n);
       return elided.length > 0 ? { type, register, version, hash, entries, elided } : { type, register, version, hash, entries };
     }
     case MsgType.ReconReq: {

@@ -10,6 +10,8 @@ import { encodedEntryDeltaLen, ownPart, type EntryDelta } from '../../wire/cross
 import { DeltaOp, REJECT_REASON_NAMES, type RejectReason, type SimpleDelta } from '../../wire/delta.js';
 import {
   MsgType,
+  collapsePacked,
+  decodeMessages,
   encodeMessage,
   type CollapseEntry,
   type CollapseMsg,
@@ -18,12 +20,13 @@ import {
   type VersionRange,
   MAX_HELD_RANGES,
 } from '../../wire/messages.js';
+import { PackedCursor, type PackedEntries } from '../../wire/packed.js';
 import type { ReconDrop, Reconciled, RequesterHost } from '../reconcile/host.js';
 import { PIN_BURST, PIN_INTERVAL_MS, ReconRequester } from '../reconcile/reentangle.js';
 import { hashEquals, hashHex } from '../register/hash.js';
 import { MapState } from '../register/map.js';
 import type { Quota } from '../register/quota.js';
-import { QuotaCheck } from '../register/quota.js';
+import { MAP_MAX_BYTES, QuotaCheck, mapMaxBytes } from '../register/quota.js';
 import { StreamState } from '../register/stream.js';
 import type { Deque } from '../util/deque.js';
 import { Gcra } from '../util/rate.js';
@@ -44,6 +47,9 @@ interface CrossMember {
   follower: Follower;
   versions: number[];
 }
+
+const NONE_MOVED: readonly Follower[] = Object.freeze([]);
+const NO_MEMBERS: { members: CrossMember[] } = Object.freeze({ members: [] as CrossMember[] });
 
 /** Out-of-order collapse records a follower holds while a gap fills. */
 const REORDER_LIMIT = 256;
@@ -98,7 +104,9 @@ export class Follower implements RoleMachine, RequesterHost {
   }
 
   get quota(): Quota {
-    return this.s.cfg.quota;
+    const q = this.s.cfg.quota;
+    // A map holds at most MAP_MAX_BYTES whatever its quota (quota.ts): reconciliation counts the same bound.
+    return this.s.state instanceof MapState && q.maxBytes > MAP_MAX_BYTES ? { ...q, maxBytes: mapMaxBytes(q) } : q;
   }
 
   refuse(now: number, reason: ReconDrop, detail: string): void {
@@ -363,10 +371,11 @@ export class Follower implements RoleMachine, RequesterHost {
    * register the next record waits for. The pair calls it after each step on every register
    * holding its next record, then again on those waiting for a register that moved.
    */
-  drainHeld(now: number): Follower[] {
+  drainHeld(now: number): readonly Follower[] {
     const s = this.s;
-    const moved = new Set<Follower>();
     this.waitingOn = undefined;
+    if (!this.reorder.has(s.version + 1)) return NONE_MOVED; // the common case: nothing held next, nothing to build
+    const moved = new Set<Follower>();
     for (let next = this.reorder.get(s.version + 1); next && this.session === undefined; next = this.reorder.get(s.version + 1)) {
       const group = this.crossGroup(next.msg);
       if ('wait' in group) {
@@ -400,6 +409,7 @@ export class Follower implements RoleMachine, RequesterHost {
    * already (it reconciled) or unknown (the hash then decides).
    */
   private crossGroup(m: CollapseMsg): { wait: Follower } | { members: CrossMember[] } {
+    if (collapsePacked(m) !== undefined) return NO_MEMBERS; // sets and rejections only: no cross-register entry
     const s = this.s;
     const members = new Map<Follower, number[]>();
     for (const e of m.entries) {
@@ -475,6 +485,7 @@ export class Follower implements RoleMachine, RequesterHost {
   /** Whether record `m` keeps this register within this host's quota; counted as a violation if not. */
   admits(now: number, m: CollapseMsg): boolean {
     const s = this.s;
+    if (this.packedWithinQuota(m)) return true;
     // The sequencer's verdicts bind, but not past this host's own quota: check the whole record first.
     const quota = new QuotaCheck(s.state, s.cfg.quota);
     for (const e of m.entries) {
@@ -490,10 +501,25 @@ export class Follower implements RoleMachine, RequesterHost {
     return true;
   }
 
+  /**
+   * Whether a record read in place is within quota even if every set were a new key of its full
+   * size (the bound QuotaCheck counts first: when it holds, the exact count admits the record too,
+   * so this decides as QuotaCheck does); false sends the record to QuotaCheck.
+   */
+  private packedWithinQuota(m: CollapseMsg): boolean {
+    const p = collapsePacked(m);
+    const st = this.s.state;
+    if (p === undefined || !(st instanceof MapState)) return false;
+    const q = this.s.cfg.quota;
+    return p.maxValue <= q.maxValueBytes && st.size() + p.sets <= q.maxKeys && st.fullTransferBytes() + p.growth <= mapMaxBytes(q);
+  }
+
   /** Apply one record in order (admitted already). */
   private applyCollapse(now: number, m: CollapseMsg, raw: Uint8Array): void {
     const s = this.s;
     const v = m.version;
+    const p = collapsePacked(m);
+    if (p !== undefined && s.state instanceof MapState) return this.applyPacked(now, m, raw, p, s.state);
     for (const e of m.entries) {
       // Follow the sequencer's verdicts; a local precondition that disagrees means divergence, caught by the hash.
       if (e.verdict === 'committed') {
@@ -523,6 +549,48 @@ export class Follower implements RoleMachine, RequesterHost {
     s.log.append(rec, v);
     s.pair.persist({ kind: 'append', register: s.name, rec });
     s.afterCollapse(now, v, m.entries);
+    s.acknowledgeLater();
+  }
+
+  /**
+   * applyCollapse for a record read in place (sets and rejections, a map register): each set
+   * goes from the datagram's bytes into the map, and the entries are decoded only if someone
+   * reads them (the collapse event's, from the log's copy; own outcomes).
+   */
+  private applyPacked(now: number, m: CollapseMsg, raw: Uint8Array, p: PackedEntries, st: MapState): void {
+    const s = this.s;
+    const v = m.version;
+    const local = s.pair.localId;
+    let own = false;
+    // Marks: the last seq of each run of one origin (the same final marks as one set per entry).
+    let origin = -1;
+    let seq = 0;
+    const c = new PackedCursor(p);
+    while (c.next()) {
+      if (c.verdict === 0) st.setAt(c.buf, c.koff, c.klen, c.voff, c.vlen, v);
+      else if (c.origin === local) this.noteOwnRejection(c.seq, c.verdict as RejectReason, v);
+      if (c.origin === local) own = true;
+      if (c.origin !== origin) {
+        if (origin >= 0) s.origins.set(origin, seq);
+        origin = c.origin;
+      }
+      seq = c.seq;
+    }
+    if (origin >= 0) s.origins.set(origin, seq);
+    s.version = v;
+    if (!hashEquals(st.hash, m.hash)) {
+      s.pair.trigger(
+        now,
+        LifecycleEvent.HashMismatch,
+        `register ${s.name}: after v${v} local h=${hashHex(st.hash)}, sequencer h=${hashHex(m.hash)}`,
+      );
+      this.startReconcile(now);
+      return;
+    }
+    const rec = { version: v, hash: m.hash, encoded: raw.slice() };
+    s.log.append(rec, v);
+    s.pair.persist({ kind: 'append', register: s.name, rec });
+    s.afterCollapseLazy(now, v, () => (decodeMessages(rec.encoded).messages[0] as CollapseMsg).entries, own);
     s.acknowledgeLater();
   }
 

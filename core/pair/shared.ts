@@ -160,6 +160,17 @@ export class Shared {
   /** A collapse was committed or applied: report it and the outcomes of own candidates it decided. */
   afterCollapse(now: number, v: number, entries: readonly CollapseEntry[]): void {
     this.pair.emit({ type: 'collapse', at: now, register: this.name, version: v, hash: hashHex(this.state.hash), entries });
+    this.resolveOwnIn(now, v, entries);
+  }
+
+  /** afterCollapse with the entries decoded only when read: by the event's reader, or here if `own` (some entry is ours). */
+  afterCollapseLazy(now: number, v: number, decode: () => readonly CollapseEntry[], own: boolean): void {
+    const ev = new LazyCollapseEvent(now, this.name, v, hashHex(this.state.hash), decode);
+    this.pair.emit(ev);
+    if (own) this.resolveOwnIn(now, v, ev.entries);
+  }
+
+  private resolveOwnIn(now: number, v: number, entries: readonly CollapseEntry[]): void {
     for (const e of entries) {
       // A part of a cross-register txn is numbered in its anchor register: its outcome is told there.
       if (e.origin === this.pair.localId && !isPart(e))
@@ -228,6 +239,31 @@ export class Shared {
 }
 
 export const COMMITTED: OwnOutcome = { verdict: 'committed' };
+
+/** A collapse event whose entries are decoded the first time they are read (a class: one is made per record applied). */
+class LazyCollapseEvent {
+  readonly type = 'collapse';
+  #entries: readonly CollapseEntry[] | undefined;
+  #decode: (() => readonly CollapseEntry[]) | undefined;
+
+  constructor(
+    readonly at: number,
+    readonly register: string,
+    readonly version: number,
+    readonly hash: string,
+    decode: () => readonly CollapseEntry[],
+  ) {
+    this.#decode = decode;
+  }
+
+  get entries(): readonly CollapseEntry[] {
+    if (this.#entries === undefined) {
+      this.#entries = this.#decode!();
+      this.#decode = undefined;
+    }
+    return this.#entries;
+  }
+}
 
 /** Whether an entry is a part of a cross-register txn (op 7): it updates neither marks nor outcomes here. */
 export const isPart = (e: CollapseEntry): boolean => e.verdict === 'committed' && e.delta.op === DeltaOp.Part;

@@ -4,15 +4,13 @@
  * summary is (entry count, multiset hash of its entries), so equal subtrees are skipped
  * and the bytes exchanged grow with the differences, not with the state.
  *
- * This is also where a map keeps its entries (SortedKeys): 4,096 buckets, the depth-3
- * nodes, each a key-hash-sorted Int32Array of fixed records (key hash, entry hash, arena
- * offset, lengths, version) with the keys and values in one byte arena, and its count and
- * hash maintained per write. No object per entry: a write allocates nothing in the common
- * case, and an entry costs its bytes plus 32. A pin is a copy of the 4,096 bucket
- * references (O(buckets), not a sort of the map): buckets are copy-on-write, so a write
- * after a snapshot clones the bucket it touches and the snapshot keeps seeing the state at
- * its version. A bucket a snapshot holds is never written again, so entries read from it
- * may be views into its arena.
+ * A pin (KeyIndex) holds the 4,096 buckets, the depth-3 nodes, each a key-hash-sorted
+ * Int32Array of fixed records (key hash, entry hash, arena offset, lengths, version) with the
+ * keys and values in one byte arena. A map's live entries are in its table (table.ts), whose
+ * slots are in the same order: a pin is O(buckets) to take, each bucket copied out of the table
+ * when the pin first reads it or before the table next writes it. A pin's bucket is never
+ * written, so entries read from it may be views into its arena. SortedKeys builds buckets
+ * directly (buildIndex: tests and tools).
  */
 import { Hash64 } from './hash.js';
 import { varintLen } from '../../wire/buffer.js';
@@ -21,7 +19,7 @@ import { RECON_FANOUT, RECON_MAX_DEPTH, type ReconChild } from '../../wire/messa
 
 /** Depth of the tree whose nodes are the buckets; 16^3 = 4,096 buckets. */
 export const BUCKET_DEPTH = 3;
-const BUCKETS = RECON_FANOUT ** BUCKET_DEPTH;
+export const BUCKETS = RECON_FANOUT ** BUCKET_DEPTH;
 export const BUCKET_SHIFT = 32 - 4 * BUCKET_DEPTH;
 
 /**
@@ -33,7 +31,7 @@ export const BUCKET_SHIFT = 32 - 4 * BUCKET_DEPTH;
 export const STRIDE = 8;
 export const HHI = 1;
 export const HLO = 2;
-const OFF = 3;
+export const OFF = 3;
 export const KLEN = 4;
 export const VLEN = 5;
 const VLO = 6;
@@ -46,11 +44,24 @@ export function copyBytes(dst: Uint8Array, at: number, src: Uint8Array, off: num
   else for (let i = 0; i < len; i++) dst[at + i] = src[off + i];
 }
 
-/** One depth-3 node's entries, sorted by keyHash (unsigned); equal hashes in insertion order. */
+/** Where a pin's bucket not copied yet comes from (table.ts): it copies the bucket out of the live table. */
+interface BucketSource {
+  copyBucket(b: number): { n: number; meta: Int32Array; arena: Uint8Array };
+}
+
+/**
+ * One depth-3 node's entries, sorted by keyHash (unsigned); equal hashes in insertion order.
+ * A map's pin holds these (table.ts), each copied out of the live table when first read or
+ * before the table writes that bucket (`pending` until then); buildIndex builds them directly.
+ */
 export class Bucket {
   n = 0;
-  meta: Int32Array;
-  arena: Uint8Array;
+  private _meta: Int32Array;
+  private _arena: Uint8Array;
+  /** A pin's bucket not copied out yet: the table and bucket it comes from, and the pin's bucket array (kept alive with it). */
+  private src: BucketSource | undefined;
+  private srcBucket = 0;
+  private owner: unknown;
   /** Arena bytes in use, of which `garbage` belong to overwritten or removed entries. */
   used = 0;
   garbage = 0;
@@ -64,8 +75,63 @@ export class Bucket {
     cap = 8,
     arenaCap = 256,
   ) {
-    this.meta = new Int32Array(cap * STRIDE);
-    this.arena = new Uint8Array(arenaCap);
+    this._meta = new Int32Array(cap * STRIDE);
+    this._arena = new Uint8Array(arenaCap);
+  }
+
+  /** A pin's bucket `b` of `src` with its count and hash, copied out later (load). */
+  static pending(src: BucketSource, b: number, n: number, hashHi: number, hashLo: number, owner: unknown): Bucket {
+    const x = new Bucket(0, 0, 0);
+    x.n = n;
+    x.hashHi = hashHi;
+    x.hashLo = hashLo;
+    x.src = src;
+    x.srcBucket = b;
+    x.owner = owner;
+    return x;
+  }
+
+  /** Not copied out of the live table yet. */
+  get pending(): boolean {
+    return this.src !== undefined;
+  }
+
+  /** Copy the entries out of the live table (before it writes this bucket, or at the first read). */
+  load(): void {
+    const c = this.src!.copyBucket(this.srcBucket);
+    if (c.n !== this.n) throw new Error(`pin bucket ${this.srcBucket}: ${c.n} entries, ${this.n} expected`);
+    this._meta = c.meta;
+    this._arena = c.arena;
+    this.used = c.arena.length;
+    this.src = undefined;
+    this.owner = undefined;
+  }
+
+  /** The same entries as `other` (a bucket of another pin loaded at the same moment). */
+  adopt(other: Bucket): void {
+    this._meta = other.meta;
+    this._arena = other.arena;
+    this.used = other.used;
+    this.src = undefined;
+    this.owner = undefined;
+  }
+
+  get meta(): Int32Array {
+    if (this.src !== undefined) this.load();
+    return this._meta;
+  }
+
+  set meta(m: Int32Array) {
+    this._meta = m;
+  }
+
+  get arena(): Uint8Array {
+    if (this.src !== undefined) this.load();
+    return this._arena;
+  }
+
+  set arena(a: Uint8Array) {
+    this._arena = a;
   }
 
   get length(): number {
@@ -317,7 +383,7 @@ export interface KeyIndex {
 
 export const bucketOf = (keyHash: number): number => keyHash >>> BUCKET_SHIFT;
 
-/** A map's entries, in key-hash order: the storage of MapState and the source of its pins. */
+/** Entries in key-hash order in copy-on-write buckets: buildIndex (tests, tools). A map keeps its own in its table (table.ts). */
 export class SortedKeys {
   private buckets: (Bucket | undefined)[] | undefined;
   private gen = 1;

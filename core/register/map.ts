@@ -3,7 +3,8 @@ import { DeltaOp, RejectReason, type Delta, type SimpleDelta } from '../../wire/
 import { varintLen } from '../../wire/buffer.js';
 import { Hash64, entryLanes, fmix32, laneSeeds, lanesOut, murmur3At } from './hash.js';
 import type { StateBlock } from './state.js';
-import { BUCKET_SHIFT, HHI, HLO, KLEN, STRIDE, SortedKeys, VLEN, copyBytes, type Bucket, type KeyIndex } from './keyspace.js';
+import { BUCKET_SHIFT, copyBytes, type KeyIndex } from './keyspace.js';
+import { HEAD, KeyTable, entrySize } from './table.js';
 
 /** One entry as an object: what reads, pins and reconciliation hand out (the map itself keeps none). */
 export interface MapEntry {
@@ -21,18 +22,25 @@ export interface MapEntry {
 const wireLen = (klen: number, vlen: number, version: number): number =>
   varintLen(klen) + klen + varintLen(version) + varintLen(vlen) + vlen;
 
+const TWO32 = 2 ** 32;
+
 /** Scratch for hashing a key and value that do not sit side by side (entryOf). */
 let scratch = new Uint8Array(256);
 
 export class MapState implements StateBlock {
   readonly kind = 'map' as const;
-  readonly hash = new Hash64();
   /**
-   * The entries, in key-hash order, as struct-of-arrays buckets (keyspace.ts): a lookup is a
-   * binary search in one bucket, a write copies the value into the bucket's arena and
-   * allocates no object. The same buckets are the reconciliation index (snapshot()).
+   * The multiset hash as int32 bits [hi, lo]: a field holding a uint32 above 2^30 is a heap
+   * number, and each write would allocate one; `hash` reads it out.
    */
-  private readonly keys = new SortedKeys();
+  private readonly acc = new Int32Array(2);
+  private readonly h = new Hash64();
+  /**
+   * The entries, in key-hash order, in one ordered open-addressing table (table.ts): a lookup
+   * is one record and one arena load, a write copies the value into the arena and allocates no
+   * object. Its per-bucket counts and hashes are the reconciliation index; snapshot() pins it.
+   */
+  private readonly t = new KeyTable();
   private readonly keySeed: number;
   private readonly seedHi: number;
   private readonly seedLo: number;
@@ -45,51 +53,80 @@ export class MapState implements StateBlock {
     [this.seedHi, this.seedLo] = laneSeeds(seed);
   }
 
+  /** The multiset hash of the entries (a view refreshed at each read: do not keep it across writes). */
+  get hash(): Hash64 {
+    this.h.hi = this.acc[0] >>> 0;
+    this.h.lo = this.acc[1] >>> 0;
+    return this.h;
+  }
+
+  /** Add (sign 1) or take out (sign -1) an entry hash given as int32 halves. */
+  private addHash(hhi: number, hlo: number, sign: 1 | -1): void {
+    const a = this.acc;
+    const l = (a[1] >>> 0) + sign * (hlo >>> 0);
+    a[1] = l | 0;
+    a[0] = ((a[0] >>> 0) + sign * (hhi >>> 0) + (l >= TWO32 ? 1 : l < 0 ? -1 : 0)) | 0;
+  }
+
+  /** The slot of buf[off, off + len) as a key, or negative if absent. */
+  private slotOf(buf: Uint8Array, off: number, len: number): number {
+    return this.t.find((murmur3At(this.keySeed, buf, off, len) ^ 0x80000000) | 0, buf, off, len);
+  }
+
   /** The entry of `key` (its own copies of key and value), or undefined. */
   get(key: Uint8Array): MapEntry | undefined {
-    const kh = this.kh(key);
-    const b = this.keys.read(kh >>> BUCKET_SHIFT);
-    const i = b ? b.find(kh, key) : -1;
-    return i >= 0 ? b!.entryCopy(i) : undefined;
+    const i = this.slotOf(key, 0, key.length);
+    return i >= 0 ? this.entryCopy(i) : undefined;
   }
 
   /** The version that last wrote `key`, 0 if absent (a cas reads only this). */
   versionOf(key: Uint8Array): number {
-    const kh = this.kh(key);
-    const b = this.keys.read(kh >>> BUCKET_SHIFT);
-    const i = b ? b.find(kh, key) : -1;
-    return i >= 0 ? b!.version(i) : 0;
+    const i = this.slotOf(key, 0, key.length);
+    return i >= 0 ? this.t.version(i) : 0;
   }
 
   /** Bytes `key`'s entry takes (entryWireLen), -1 if absent (quota checks read only this). */
   entryLenOf(key: Uint8Array): number {
-    const kh = this.kh(key);
-    const b = this.keys.read(kh >>> BUCKET_SHIFT);
-    const i = b ? b.find(kh, key) : -1;
-    return i >= 0 ? wireLen(b!.keyLen(i), b!.valueLen(i), b!.version(i)) : -1;
+    return this.entryLenAt(key, 0, key.length);
+  }
+
+  /** entryLenOf for the key buf[off, off + len). */
+  entryLenAt(buf: Uint8Array, off: number, len: number): number {
+    const i = this.slotOf(buf, off, len);
+    if (i < 0) return -1;
+    return wireLen(this.t.keyLen(i), this.t.valueLen(i), this.t.version(i));
   }
 
   size(): number {
-    return this.keys.count;
+    return this.t.count;
   }
 
   /** An immutable key-hash-ordered view of the current entries (a reconciliation pin): O(4,096). */
   snapshot(version: number): KeyIndex {
-    return this.keys.snapshot(version, this.hash);
+    return { version, hash: { hi: this.acc[0] >>> 0, lo: this.acc[1] >>> 0 }, size: this.t.count, buckets: this.t.pin() };
   }
 
   /** Every entry in key-hash order, each with its own copies of key and value. */
   *values(): IterableIterator<MapEntry> {
-    for (const b of this.keys.all()) for (let i = 0; i < b.n; i++) yield b.entryCopy(i);
+    for (const i of this.t.occupiedSlots()) yield this.entryCopy(i);
+  }
+
+  private entryCopy(i: number): MapEntry {
+    const t = this.t;
+    const off = t.entryAt(i) + HEAD;
+    const kend = off + t.keyLen(i);
+    return {
+      key: t.arena.slice(off, kend),
+      value: t.arena.slice(kend, kend + t.valueLen(i)),
+      version: t.version(i),
+      keyHash: (t.biasedHash(i) ^ 0x80000000) >>> 0,
+      hhi: t.hhi(i) >>> 0,
+      hlo: t.hlo(i) >>> 0,
+    };
   }
 
   keyHashOf(key: Uint8Array): number {
     return murmur3At(this.keySeed, key, 0, key.length) >>> 0;
-  }
-
-  /** keyHashOf as an int32 (the same bits), as the buckets keep it. */
-  private kh(key: Uint8Array): number {
-    return murmur3At(this.keySeed, key, 0, key.length);
   }
 
   check(d: Delta): RejectReason | 0 {
@@ -128,7 +165,7 @@ export class MapState implements StateBlock {
         return;
       case DeltaOp.Set:
       case DeltaOp.Cas:
-        this.write(d.key, d.value, version, this.kh(d.key));
+        this.write(d.key, 0, d.key.length, d.value, 0, d.value.length, version);
         return;
       case DeltaOp.Del:
         this.remove(d.key);
@@ -138,70 +175,78 @@ export class MapState implements StateBlock {
     }
   }
 
+  /** A set whose key is buf[koff, koff + klen) and value buf[voff, voff + vlen) (a record read in place); both copied in. */
+  setAt(buf: Uint8Array, koff: number, klen: number, voff: number, vlen: number, version: number): void {
+    this.write(buf, koff, klen, buf, voff, vlen, version);
+  }
+
   /** Write an entry (collapse, reconciliation, full transfer): key and value are copied in. */
   put(key: Uint8Array, value: Uint8Array, version: number): MapEntry {
-    const kh = this.kh(key);
-    this.write(key, value, version, kh);
+    const kh = this.write(key, 0, key.length, value, 0, value.length, version);
     return { key, value, version, keyHash: kh >>> 0, hhi: lanesOut.hi >>> 0, hlo: lanesOut.lo >>> 0 };
   }
 
   remove(key: Uint8Array): void {
-    const kh = this.kh(key);
-    const bi = kh >>> BUCKET_SHIFT;
-    const r = this.keys.read(bi);
-    if (!r || r.find(kh, key) < 0) return;
-    const b = this.keys.writable(bi);
-    const i = b.find(kh, key);
+    const kh = murmur3At(this.keySeed, key, 0, key.length);
+    const t = this.t;
+    const i = t.find((kh ^ 0x80000000) | 0, key, 0, key.length);
+    if (i < 0) return;
+    t.touch(kh >>> BUCKET_SHIFT);
     this.writes++;
-    this.forget(b, i);
-    b.removeAt(i);
-    this.keys.count--;
+    this.forget(kh >>> BUCKET_SHIFT, i);
+    t.removeAt(i);
   }
 
-  /** Store key → value at `version` (int32 key hash `kh`); leaves the entry's hash halves in lanesOut. */
-  private write(key: Uint8Array, value: Uint8Array, version: number, kh: number): void {
-    const b = this.keys.writable(kh >>> BUCKET_SHIFT);
-    let i = b.find(kh, key);
+  /**
+   * Store key → value at `version`; returns the int32 key hash and leaves the entry's hash
+   * halves in lanesOut. The key and value are copied into the arena (they may view a datagram).
+   */
+  private write(kbuf: Uint8Array, koff: number, klen: number, vbuf: Uint8Array, voff: number, vlen: number, version: number): number {
+    const t = this.t;
+    const kh = murmur3At(this.keySeed, kbuf, koff, klen);
+    const bh = (kh ^ 0x80000000) | 0;
+    const b = kh >>> BUCKET_SHIFT;
+    t.touch(b);
+    t.reserveEntry();
+    let i = t.find(bh, kbuf, koff, klen);
     this.writes++;
-    const klen = key.length;
-    const vlen = value.length;
-    let off: number;
+    const size = entrySize(klen, vlen);
+    let at: number;
     if (i >= 0) {
+      const old = entrySize(klen, t.valueLen(i));
       this.forget(b, i);
-      off = b.offset(i);
-      const old = klen + b.valueLen(i);
-      if (old < klen + vlen) {
-        // Larger: append a fresh copy (the arena repacks when garbage builds up).
-        off = b.reserve(klen + vlen);
-        b.garbage += old;
-        copyBytes(b.arena, off, key, 0, klen);
-      } else b.garbage += old - klen - vlen; // the same size or smaller: in place, its tail is garbage
+      at = t.entryAt(i);
+      if (old < size) {
+        // Larger: a fresh copy at the end (the arena repacks when garbage builds up).
+        at = t.reserve(size);
+        t.garbage += old;
+        copyBytes(t.arena, at + HEAD, kbuf, koff, klen);
+      } else t.garbage += old - size; // the same size or smaller: in place, its tail is garbage
     } else {
       i = -i - 1;
-      off = b.reserve(klen + vlen);
-      copyBytes(b.arena, off, key, 0, klen);
-      b.openAt(i);
-      this.keys.count++;
+      at = t.reserve(size);
+      copyBytes(t.arena, at + HEAD, kbuf, koff, klen);
+      t.openAt(i);
     }
-    copyBytes(b.arena, off + klen, value, 0, vlen);
-    entryLanes(this.seedHi, this.seedLo, b.arena, off, klen, vlen, version);
+    copyBytes(t.arena, at + HEAD + klen, vbuf, voff, vlen);
+    entryLanes(this.seedHi, this.seedLo, t.arena, at + HEAD, klen, vlen, version);
     const hhi = lanesOut.hi;
     const hlo = lanesOut.lo;
-    b.setAt(i, kh, hhi, hlo, off, klen, vlen, version);
-    b.addHash(hhi, hlo);
-    this.hash.addBits(hhi, hlo);
+    t.setAt(i, bh, at, klen, vlen, hhi, hlo, version);
+    t.bucketAdd(b, hhi, hlo);
+    this.addHash(hhi, hlo, 1);
     this.bytes += wireLen(klen, vlen, version);
+    return kh;
   }
 
-  /** Take entry `i` of writable bucket `b` out of the hashes and the byte count. */
-  private forget(b: Bucket, i: number): void {
-    const w = i * STRIDE;
-    const m = b.meta;
-    const hhi = m[w + HHI];
-    const hlo = m[w + HLO];
-    b.subHash(hhi, hlo);
-    this.hash.subBits(hhi, hlo);
-    this.bytes -= wireLen(m[w + KLEN], m[w + VLEN], b.version(i));
+  /** Take the entry at slot `i` (bucket `b`) out of the hashes and the byte count. */
+  private forget(b: number, i: number): void {
+    const t = this.t;
+    const hhi = t.hhi(i);
+    const hlo = t.hlo(i);
+    t.bucketSub(b, hhi, hlo);
+    this.addHash(hhi, hlo, -1);
+    this.bytes -= wireLen(t.keyLen(i), t.valueLen(i), t.version(i));
   }
 
   /** The entry with its hashes computed, without storing it (reconciliation stages with this). */

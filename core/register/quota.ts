@@ -35,6 +35,19 @@ function growthBound(o: SimpleDelta, map: boolean, v: number): number {
   }
 }
 
+/**
+ * The most octets a map register holds whatever its quota says: its entries live in one arena
+ * (table.ts) of at most 2^32 - 4 bytes, and an entry there takes at most 5 times its octets on
+ * the wire (16-byte header and padding to 4 against at least 3 octets of lengths and version: a
+ * 1-byte key and an empty value take 4 on the wire, 20 in the arena), less 256 MiB for an
+ * overwritten entry's old copy while its new one is written. A quota above this (about 805 MB)
+ * is counted as this, so both ends refuse rather than fail.
+ */
+export const MAP_MAX_BYTES = Math.floor((2 ** 32 - 2 ** 28) / 5);
+
+/** A map register's effective octet quota. */
+export const mapMaxBytes = (q: Quota): number => Math.min(q.maxBytes, MAP_MAX_BYTES);
+
 export const QUOTA_DEFAULTS: Quota = { maxKeys: 1_000_000, maxBytes: 256 * 1024 * 1024, maxValueBytes: DEFAULT_MAX_VALUE_BYTES };
 
 /**
@@ -60,6 +73,8 @@ export class QuotaCheck {
   private readonly admittedAt: number[] = [];
   /** The state's write count (map) or length (stream) when this check began. */
   private readonly mark: number;
+  /** quota.maxBytes, for a map at most MAP_MAX_BYTES. */
+  private readonly maxBytes: number;
 
   constructor(
     private readonly state: MapState | StreamState,
@@ -68,6 +83,7 @@ export class QuotaCheck {
     this.keys = state instanceof MapState ? state.size() : 0;
     this.bytes = state.fullTransferBytes();
     this.mark = state instanceof MapState ? state.writes : state.size();
+    this.maxBytes = state instanceof MapState ? mapMaxBytes(quota) : quota.maxBytes;
   }
 
   /**
@@ -91,7 +107,7 @@ export class QuotaCheck {
         if (map && (o.op === DeltaOp.Set || o.op === DeltaOp.Cas)) keys++;
       }
     }
-    if (this.keys + keys <= this.quota.maxKeys && this.bytes + bytes <= this.quota.maxBytes) {
+    if (this.keys + keys <= this.quota.maxKeys && this.bytes + bytes <= this.maxBytes) {
       this.keys += keys;
       this.bytes += bytes;
       this.admitted.push(d);
@@ -141,7 +157,7 @@ export class QuotaCheck {
     if (d.op === DeltaOp.Append) {
       if (st instanceof MapState) return 0; // the wrong kind: never applied
       const bytes = this.bytes + d.data.length;
-      if (bytes > this.quota.maxBytes && d.data.length > 0) return RejectReason.QuotaExceeded;
+      if (bytes > this.maxBytes && d.data.length > 0) return RejectReason.QuotaExceeded;
       this.bytes = bytes;
       return 0;
     }
@@ -160,8 +176,7 @@ export class QuotaCheck {
     const len = entryWireLen({ key: d.key, value: d.value, version: v });
     const keys = this.keys + (prev < 0 ? 1 : 0);
     const bytes = this.bytes - Math.max(prev, 0) + len;
-    if ((keys > this.quota.maxKeys && keys > this.keys) || (bytes > this.quota.maxBytes && bytes > this.bytes))
-      return RejectReason.QuotaExceeded;
+    if ((keys > this.quota.maxKeys && keys > this.keys) || (bytes > this.maxBytes && bytes > this.bytes)) return RejectReason.QuotaExceeded;
     this.keys = keys;
     this.bytes = bytes;
     this.touched.set(k, len);
