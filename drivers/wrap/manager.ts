@@ -647,7 +647,7 @@ export class WrapManager {
 
   private attach(ps: PeerState, id: number, socket: Socket, wrapPort: number, lingers = false): LocalConn {
     const local = ps.session.conns.get(id)?.local ?? true;
-    const lc = this.localConn(ps, id, () => tcpIo(socket), local, wrapPort, false);
+    const lc = this.localConn(ps, id, () => tcpIo(socket, this.corkTurn), local, wrapPort, false);
     this.tcpSockets.set(lc, socket);
     socket.setNoDelay(true);
     // Should spookd die, the kernel resets the socket rather than ending it cleanly (§16.5.7).
@@ -1099,7 +1099,15 @@ export class WrapManager {
     this.endOfTurn();
   }
 
-  /** At the end of this turn (check phase): the due flushes, then every corked carrier's one write. */
+  /** Cork a socket until the end of this turn (its writes of the turn leave as one writev). */
+  private readonly corkTurn = (s: Socket): void => {
+    if (this.corkedTurn.has(s)) return;
+    s.cork();
+    this.corkedTurn.add(s);
+    this.endOfTurn();
+  };
+
+  /** At the end of this turn (check phase): the due flushes, then every corked socket's one write. */
   private endOfTurn(): void {
     if (this.turnQueued) return;
     this.turnQueued = true;
@@ -1130,11 +1138,7 @@ export class WrapManager {
     // over in one poll), not one per record or per flush: syscalls are most of a new
     // connection's cost. Uncorked in the check phase right after the poll (endOfTurn).
     const s = ps.carrier?.socket;
-    if (s && !this.corkedTurn.has(s)) {
-      s.cork();
-      this.corkedTurn.add(s);
-      this.endOfTurn();
-    }
+    if (s) this.corkTurn(s);
     this.moveRecords(ps, now);
     if (ps.carrier?.inputPaused && !ps.session.backlogged) ps.carrier.resumeInput();
     this.scheduleSoon();
@@ -1172,10 +1176,10 @@ export class WrapManager {
         lc.io.write(ev.data, () => {
           if (ps.conns.get(ev.conn) !== lc) return;
           // The acknowledgement a delivery causes is the peer's work too (its carrier pauses on the debt).
-          this.charged(ps, () => {
-            session.drained(this.now(), ev.conn, n);
-            this.flush(ps);
-          });
+          // The writes of a turn complete together: one flush at the end of the turn moves
+          // whatever ACKs their drained bytes made due, not one flush per write.
+          this.charged(ps, () => session.drained(this.now(), ev.conn, n));
+          this.flushSoon(ps);
         });
         return;
       }
