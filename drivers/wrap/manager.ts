@@ -1099,6 +1099,24 @@ export class WrapManager {
     this.endOfTurn();
   }
 
+  /** Peers to flush once the current callbacks are done (flushAfterTicks). */
+  private readonly drainedDue = new Set<PeerState>();
+
+  /**
+   * Flush after the write callbacks queued with this one (a microtask runs after the current
+   * nextTick queue): in the same turn, with no extra wake-up of the event loop.
+   */
+  private flushAfterTicks(ps: PeerState): void {
+    if (this.drainedDue.size === 0) {
+      queueMicrotask(() => {
+        const due = [...this.drainedDue];
+        this.drainedDue.clear();
+        for (const p of due) this.guard('flush after writes', () => this.flush(p))();
+      });
+    }
+    this.drainedDue.add(ps);
+  }
+
   /** Cork a socket until the end of this turn (its writes of the turn leave as one writev). */
   private readonly corkTurn = (s: Socket): void => {
     if (this.corkedTurn.has(s)) return;
@@ -1176,10 +1194,10 @@ export class WrapManager {
         lc.io.write(ev.data, () => {
           if (ps.conns.get(ev.conn) !== lc) return;
           // The acknowledgement a delivery causes is the peer's work too (its carrier pauses on the debt).
-          // The writes of a turn complete together: one flush at the end of the turn moves
-          // whatever ACKs their drained bytes made due, not one flush per write.
+          // The writes of a turn complete together (one writev): one flush after their
+          // callbacks moves whatever ACKs their drained bytes made due, not one per write.
           this.charged(ps, () => session.drained(this.now(), ev.conn, n));
-          this.flushSoon(ps);
+          this.flushAfterTicks(ps);
         });
         return;
       }
