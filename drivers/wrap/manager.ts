@@ -20,6 +20,7 @@ import type { KeyPair } from '../../crypto/primitives.js';
 import { CloseCode, CLOSE_NAMES, type Target } from '../../wire/wrap.js';
 import { WrapSession, type WrapEvent } from '../../core/wrap/session.js';
 import { acceptCarrier, CarrierError, dialCarrier, HANDSHAKE_TIMEOUT_MS, type Carrier, type CarrierBudget } from './carrier.js';
+import { tuneHeapForBulk } from './heap.js';
 import { tcpIo, WrapCounters, type ConnEnd, type LocalConn, type LocalIo, type WrapperCounters, type WrapperSpec } from './local.js';
 import { WrapHooks, type ClientAddr } from '../bpf/wrap-hooks.js';
 import { isDatagram, transportOf, wrapperKey, type WrapperKey, type WrapTransport } from '../../core/wrap/protocols.js';
@@ -266,6 +267,7 @@ export class WrapManager {
   }
 
   async start(): Promise<void> {
+    tuneHeapForBulk(); // fewer full GCs under a bulk stream (drivers/wrap/heap.ts)
     // The handed-over connections first: a carrier accepted before them would answer the peer's
     // RESUMEs as ended connections (the peer resets them) and leave these held until their hold.
     if (this.inherited) restoreHandover(this.handoverHost(), this.inherited, this.log);
