@@ -240,7 +240,8 @@ async function startWireguard(lab: Lab, subnet: number, probePort: number): Prom
       // -f: foreground, so the bench owns the process (and kills it by its pid).
       const p = spawn('ip', ['netns', 'exec', ns, 'wireguard-go', '-f', dev], { stdio: 'ignore' });
       procs.push(p);
-      await until(`wireguard-go's ${dev} in ${h}`, async () => (await nsRun(ns, 'wg', ['show', dev])).code === 0, 10_000, 100);
+      // 30 s: on the shared 2-core machine (load 10+) 10 s was once not enough.
+      await until(`wireguard-go's ${dev} in ${h}`, async () => (await nsRun(ns, 'wg', ['show', dev])).code === 0, 30_000, 100);
       const keyFile = join(lab.dir, `wg-${h}.key`);
       writeFileSync(keyFile, keys.get(h)!.priv + '\n', { mode: 0o600 });
       const endpoint = `${lab.host(other).addrs.get(h)}:${WG_PORT}`;

@@ -215,3 +215,41 @@ describe('carrier records (§16.2): Noise transport encryption with the negotiat
     });
   }
 });
+
+describe('large records sealed into reused buffers', () => {
+  it('every record arrives intact whether the kernel takes it at once (buffer reused at once) or later (reused after its callback), corked or not', async () => {
+    const r = await responder(['aes-256-gcm', 'chacha20-poly1305']);
+    const c = await dialCarrier('127.0.0.1', r.port, a, b.publicKey);
+    const s = await r.accepted;
+    const got: Buffer[] = [];
+    s.start({ onRecord: (p) => got.push(Buffer.concat(p)), onClose: () => {}, onDrain: () => {} });
+    c.start({ onRecord: () => {}, onClose: () => {}, onDrain: () => {} });
+    const sent: Buffer[] = [];
+    const send = (n: number): void => {
+      const rec = randomBytes(n);
+      sent.push(rec);
+      c.send([rec.subarray(0, 13), rec.subarray(13)]);
+    };
+    // Receiver reading: most writes complete at once. Then paused: the kernel's buffers fill,
+    // writes complete later, and records queue behind one another (as the manager's turn corks them).
+    for (let i = 0; i < 20; i++) send(70_000 + i * 9_000);
+    await until(() => got.length === 20);
+    s.socket.pause();
+    c.socket.cork();
+    for (let i = 0; i < 40; i++) {
+      send(i % 5 === 0 ? 300 : 200_000 + i);
+      if (i % 7 === 0) {
+        c.socket.uncork();
+        c.socket.cork();
+      }
+    }
+    c.socket.uncork();
+    expect(c.socket.writableLength).toBeGreaterThan(0); // the kernel's buffers are full: writes wait for their callbacks
+    await new Promise((res) => setTimeout(res, 50));
+    s.socket.resume();
+    await until(() => got.length === sent.length, 10_000);
+    for (let i = 0; i < sent.length; i++) expect(got[i].equals(sent[i]), `record ${i}`).toBe(true);
+    c.close('done');
+    s.close('done');
+  });
+});

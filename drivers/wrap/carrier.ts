@@ -319,10 +319,22 @@ export class Carrier {
       s.write(buf);
       return;
     }
+    let reclaimed = false;
     s.write(buf.subarray(0, 4 + len), (err) => {
       // Written to the kernel: the buffer is free again (after an error it is simply dropped).
-      if (!err && !this.closed && this.pool.length < POOL_KEEP) this.pool.push(buf);
+      if (!reclaimed && !err && !this.closed && this.pool.length < POOL_KEEP) this.pool.push(buf);
     });
+    // A large record goes to the kernel now, with whatever the turn corked before it (one
+    // writev), rather than at the end of the turn: when the kernel takes it all at once the
+    // buffer is free as soon as write() returns and the next record is sealed into the same,
+    // still cached, memory (sealing into a buffer the cache has lost costs as much as the cipher).
+    const corked = s.writableCorked;
+    for (let i = 0; i < corked; i++) s.uncork();
+    for (let i = 0; i < corked; i++) s.cork();
+    if (s.writableLength === 0 && !this.closed && this.pool.length < POOL_KEEP) {
+      reclaimed = true;
+      this.pool.push(buf);
+    }
   }
 
   get writable(): boolean {

@@ -43,10 +43,17 @@ export interface LocalConn {
   bytes: [number, number]; // up (client→server), down
 }
 
-/** A TCP socket as a LocalIo. */
-export function tcpIo(socket: Socket): LocalIo {
+/**
+ * A TCP socket as a LocalIo. `corkTurn`, when given, is called before each write: the driver
+ * corks the socket until the end of its event-loop turn, so the deliveries of one turn (one per
+ * carrier read, several per poll under load) leave in one writev, not one write each.
+ */
+export function tcpIo(socket: Socket, corkTurn?: (s: Socket) => void): LocalIo {
   return {
-    write: (data, done) => void socket.write(data, (err) => err || done()),
+    write: (data, done) => {
+      corkTurn?.(socket);
+      socket.write(data, (err) => err || done());
+    },
     end: () => {
       orderlyClose(socket); // an orderly FIN: every byte delivered, no reset at close
       socket.end();

@@ -20,6 +20,7 @@ import type { KeyPair } from '../../crypto/primitives.js';
 import { CloseCode, CLOSE_NAMES, type Target } from '../../wire/wrap.js';
 import { WrapSession, type WrapEvent } from '../../core/wrap/session.js';
 import { acceptCarrier, CarrierError, dialCarrier, HANDSHAKE_TIMEOUT_MS, type Carrier, type CarrierBudget } from './carrier.js';
+import { tuneHeapForBulk } from './heap.js';
 import { tcpIo, WrapCounters, type ConnEnd, type LocalConn, type LocalIo, type WrapperCounters, type WrapperSpec } from './local.js';
 import { WrapHooks, type ClientAddr } from '../bpf/wrap-hooks.js';
 import { isDatagram, transportOf, wrapperKey, type WrapperKey, type WrapTransport } from '../../core/wrap/protocols.js';
@@ -272,6 +273,7 @@ export class WrapManager {
   }
 
   async start(): Promise<void> {
+    tuneHeapForBulk(); // fewer full GCs under a bulk stream (drivers/wrap/heap.ts)
     // The handed-over connections first: a carrier accepted before them would answer the peer's
     // RESUMEs as ended connections (the peer resets them) and leave these held until their hold.
     if (this.inherited) restoreHandover(this.handoverHost(), this.inherited, this.log);
@@ -682,7 +684,7 @@ export class WrapManager {
 
   private attach(ps: PeerState, id: number, socket: Socket, wrapPort: number, lingers = false): LocalConn {
     const local = ps.session.conns.get(id)?.local ?? true;
-    const lc = this.localConn(ps, id, () => tcpIo(socket), local, wrapPort, false);
+    const lc = this.localConn(ps, id, () => tcpIo(socket, this.corkTurn), local, wrapPort, false);
     this.tcpSockets.set(lc, socket);
     socket.setNoDelay(true);
     // Should spookd die, the kernel resets the socket rather than ending it cleanly (§16.5.7).
@@ -1134,7 +1136,33 @@ export class WrapManager {
     this.endOfTurn();
   }
 
-  /** At the end of this turn (check phase): the due flushes, then every corked carrier's one write. */
+  /** Peers to flush once the current callbacks are done (flushAfterTicks). */
+  private readonly drainedDue = new Set<PeerState>();
+
+  /**
+   * Flush after the write callbacks queued with this one (a microtask runs after the current
+   * nextTick queue): in the same turn, with no extra wake-up of the event loop.
+   */
+  private flushAfterTicks(ps: PeerState): void {
+    if (this.drainedDue.size === 0) {
+      queueMicrotask(() => {
+        const due = [...this.drainedDue];
+        this.drainedDue.clear();
+        for (const p of due) this.guard('flush after writes', () => this.flush(p))();
+      });
+    }
+    this.drainedDue.add(ps);
+  }
+
+  /** Cork a socket until the end of this turn (its writes of the turn leave as one writev). */
+  private readonly corkTurn = (s: Socket): void => {
+    if (this.corkedTurn.has(s)) return;
+    s.cork();
+    this.corkedTurn.add(s);
+    this.endOfTurn();
+  };
+
+  /** At the end of this turn (check phase): the due flushes, then every corked socket's one write. */
   private endOfTurn(): void {
     if (this.turnQueued) return;
     this.turnQueued = true;
@@ -1180,11 +1208,7 @@ export class WrapManager {
     // over in one poll), not one per record or per flush: syscalls are most of a new
     // connection's cost. Uncorked in the check phase right after the poll (endOfTurn).
     const s = ps.carrier?.socket;
-    if (s && !this.corkedTurn.has(s)) {
-      s.cork();
-      this.corkedTurn.add(s);
-      this.endOfTurn();
-    }
+    if (s) this.corkTurn(s);
     this.moveRecords(ps, now);
     if (ps.carrier?.inputPaused && !ps.session.backlogged) ps.carrier.resumeInput();
     this.scheduleSoon();
@@ -1222,10 +1246,10 @@ export class WrapManager {
         lc.io.write(ev.data, () => {
           if (ps.conns.get(ev.conn) !== lc) return;
           // The acknowledgement a delivery causes is the peer's work too (its carrier pauses on the debt).
-          this.charged(ps, () => {
-            session.drained(this.now(), ev.conn, n);
-            this.flush(ps);
-          });
+          // The writes of a turn complete together (one writev): one flush after their
+          // callbacks moves whatever ACKs their drained bytes made due, not one per write.
+          this.charged(ps, () => session.drained(this.now(), ev.conn, n));
+          this.flushAfterTicks(ps);
         });
         return;
       }
