@@ -54,6 +54,8 @@ export class KeyTable {
   private readonly stamp = new Int32Array(BUCKETS);
   /** Pins that may still hold buckets not copied out (held weakly: a pin nobody reads needs no copy). */
   private pins: WeakRef<(Bucket | undefined)[]>[] = [];
+  /** pins' length at which pin() drops the dead ones (a register pinned while nobody writes it would keep every WeakRef). */
+  private sweepAt = 64;
 
   constructor(cap = 16) {
     this.cap = cap;
@@ -297,6 +299,10 @@ export class KeyTable {
     for (let b = 0; b < BUCKETS; b++)
       out[b] = this.bCount[b] > 0 ? Bucket.pending(this, b, this.bCount[b], this.bHi[b] >>> 0, this.bLo[b] >>> 0, out) : undefined;
     this.gen++;
+    if (this.pins.length >= this.sweepAt) {
+      this.pins = this.pins.filter((r) => r.deref() !== undefined);
+      this.sweepAt = Math.max(64, 2 * this.pins.length);
+    }
     // Held weakly: a pending bucket keeps its array alive, so a pin still read is always copied out before a write.
     this.pins.push(new WeakRef(out));
     return out;
