@@ -143,7 +143,7 @@ describe('spookd under a real systemd', () => {
       expect(count(host, /spookd\.service: Passing 3 fds to service/) - passed).toBe(1);
       await carried(host, 2);
       expect(await ssh.more(20)).toBe(true);
-      rounds.push(`${host} ${ms} ms (pid ${before} → ${after.MainPID})`);
+      rounds.push(`${host} ${ms} ms (pid ${before} → ${after.MainPID}, ssh silent ${ssh.gapIn(t0, Date.now())} ms)`);
     }
 
     const code = await ssh.finish();
@@ -183,6 +183,8 @@ describe('spookd under a real systemd', () => {
       NFileDescriptorStore: '0',
     });
     expect(count(C, /spookd\.service: Releasing all stored fds/)).toBe(1);
+    // The peer cannot tell either: it holds its side (the servers' sockets) until this host is back.
+    expect(await lab.admin(S, 'wrap-conns')).toHaveLength(2);
     // The closed sockets carried SO_LINGER 0: the ssh client sees a reset while spookd is down.
     const code = await Promise.race([ssh.exit, sleep(20_000).then(() => -1)]);
     const resetMs = Date.now() - t0;
