@@ -106,6 +106,7 @@ export class LabSystemd {
     const inner = join(h.dir, 'systemd-inner.sh');
     writeFileSync(inner, INNER, { mode: 0o755 });
     const consoleLog = join(h.dir, 'systemd-console.log');
+    removeStaleCgroups();
     const cgroup = join(cgroup2Mount()!, `${lab.prefix}-systemd-${host}`);
     mkdirSync(cgroup, { recursive: true });
     // The outer shell joins the cgroup first: unshare and the namespace's PID 1 inherit it.
@@ -202,6 +203,20 @@ export class LabSystemd {
     for (let i = 0; i < 50 && existsSync(this.cgroup); i++) {
       removeTree(this.cgroup);
       if (existsSync(this.cgroup)) await sleep(100);
+    }
+  }
+}
+
+/** Cgroups of managers whose test process is gone (killed before its afterAll; Lab.cleanupStale killed the namespace). */
+function removeStaleCgroups(): void {
+  const root = cgroup2Mount()!;
+  for (const name of readdirSync(root)) {
+    const owner = /^spk(\d+)-systemd-/.exec(name);
+    if (!owner) continue;
+    try {
+      process.kill(Number(owner[1]), 0);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ESRCH') removeTree(join(root, name));
     }
   }
 }
