@@ -7,7 +7,9 @@
  * both wrapped, go on across `systemctl restart spookd` of the client side, then of the server
  * side, then of the client side again, with every line and byte in order on the first connection;
  * systemd's own log shows the descriptors going through its store. `systemctl stop` then `start`
- * flushes the store and resets them, as docs/OPERATIONS.md says.
+ * flushes the store and resets them, as docs/OPERATIONS.md says. A restart into a configuration that
+ * does not load keeps the store through Restart=on-failure's retries until one loads. A store
+ * smaller than SPOOK_FDSTORE says keeps the state and the first sockets (the state goes first).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -22,6 +24,8 @@ const STREAM = 7301;
 const STREAM_STOP = 7303;
 /** Two streams through a store smaller than spookd believes. */
 const SMALL = [7305, 7307];
+/** A stream across a restart into a configuration that does not load. */
+const BROKEN = 7309;
 const SSH = 7322;
 const C = 'yc';
 const S = 'ys';
@@ -43,8 +47,13 @@ function logLines(host: string, pid: string, msg: RegExp): Record<string, unknow
   // The unit's StandardOutput file (the lab's drop-in: no journald in the namespace).
   return readFileSync(sd.get(host)!.path(`${LAB_RUN}/spookd.log`), 'utf8')
     .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .flatMap((l) => {
+      try {
+        return [JSON.parse(l) as Record<string, unknown>]; // spookd's JSON lines; its stderr may hold others
+      } catch {
+        return [];
+      }
+    })
     .filter((l) => String(l.pid) === pid && msg.test(String(l.msg)));
 }
 
@@ -82,7 +91,7 @@ beforeAll(async () => {
   lab = new Lab([C, S], [{ a: C, b: S, subnet: 73 }], 48170);
   addr = lab.host(S).addrs.get(C)!;
   const regs = [{ name: 'r', kind: 'map' }];
-  const ports = [STREAM, STREAM_STOP, SSH, ...SMALL];
+  const ports = [STREAM, STREAM_STOP, SSH, ...SMALL, BROKEN];
   lab.configure(C, regs, { wrap: { wrappers: ports.map((port) => ({ protocol: 'tcp', port, peer: S })) } });
   lab.configure(S, regs, { wrap: { allow: ports.map((p) => ({ peer: C, to: `${addr}:${p}` })) } });
   for (const h of [S, C]) {
@@ -211,6 +220,39 @@ describe('spookd under a real systemd', () => {
     );
     console.log(
       `systemctl stop: ssh ended with ${code} ${resetMs} ms after the stop began (${ssh.stderr.trim().split('\n').at(-1)}); stream: ${rep.error ?? rep.serverError}`,
+    );
+  }, 120_000);
+
+  it('a restart into a configuration that does not load: the store waits through the retries, and a fixed one takes the connection back', async () => {
+    const m = sd.get(C)!;
+    const conf = m.path(`${LAB_RUN}/etc/spook/spookd.conf`);
+    const good = readFileSync(conf, 'utf8');
+    const streams = new CutStreams(lab.host(S).ns, lab.host(C).ns, addr, [BROKEN], { gapMs: 100 });
+    cleanup.push(() => streams.close());
+    await streams.start();
+    await carried(C, 1);
+    writeFileSync(conf, '{ "listen": ');
+    const r = await m.systemctl('restart', 'spookd');
+    expect(r.code).not.toBe(0); // the new process exits 2 before it takes anything
+    // Restart=on-failure: systemd retries (RestartSec=2) and keeps the store meanwhile.
+    expect(await m.show('spookd', ['ActiveState', 'NFileDescriptorStore'])).toMatchObject({ NFileDescriptorStore: '2' });
+    writeFileSync(conf, good);
+    await until(
+      'spookd.service active again',
+      async () => (await m.show('spookd', ['ActiveState'])).ActiveState === 'active' || undefined,
+      30_000,
+      250,
+    );
+    const after = await m.show('spookd', ['MainPID', 'NRestarts', 'NFileDescriptorStore']);
+    expect(Number(after.NRestarts)).toBeGreaterThanOrEqual(1);
+    expect(await logged(C, after.MainPID, /taken over from the previous spookd/)).toMatchObject([{ restored: 1, dropped: 0, missing: 0 }]);
+    expect(after.NFileDescriptorStore).toBe('0');
+    await carried(C, 1);
+    const rep = (await streams.stop())[BROKEN];
+    expect(rep).toMatchObject({ error: null, ended: true, inOrder: true });
+    expect(rep.received).toBe(rep.sent);
+    console.log(
+      `restart into a broken configuration: ${after.NRestarts} automatic restart(s), then taken back; stream ${(rep.received / 1e6).toFixed(1)} MB in order`,
     );
   }, 120_000);
 
