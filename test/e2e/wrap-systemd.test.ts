@@ -8,7 +8,8 @@
  * side, then of the client side again, with every line and byte in order on the first connection;
  * systemd's own log shows the descriptors going through its store. `systemctl stop` then `start`
  * flushes the store and resets them, as docs/OPERATIONS.md says. A restart into a configuration that
- * does not load keeps the store through Restart=on-failure's retries until one loads. A store
+ * does not load keeps the store through Restart=on-failure's retries until one loads (left broken,
+ * systemd retries on: the start limit is not reached; a stop releases the store). A store
  * smaller than SPOOK_FDSTORE says keeps the state and the first sockets (the state goes first).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -26,6 +27,8 @@ const STREAM_STOP = 7303;
 const SMALL = [7305, 7307];
 /** A stream across a restart into a configuration that does not load. */
 const BROKEN = 7309;
+/** And one left broken. */
+const LEFT_BROKEN = 7311;
 const SSH = 7322;
 const C = 'yc';
 const S = 'ys';
@@ -91,7 +94,7 @@ beforeAll(async () => {
   lab = new Lab([C, S], [{ a: C, b: S, subnet: 73 }], 48170);
   addr = lab.host(S).addrs.get(C)!;
   const regs = [{ name: 'r', kind: 'map' }];
-  const ports = [STREAM, STREAM_STOP, SSH, ...SMALL, BROKEN];
+  const ports = [STREAM, STREAM_STOP, SSH, ...SMALL, BROKEN, LEFT_BROKEN];
   lab.configure(C, regs, { wrap: { wrappers: ports.map((port) => ({ protocol: 'tcp', port, peer: S })) } });
   lab.configure(S, regs, { wrap: { allow: ports.map((p) => ({ peer: C, to: `${addr}:${p}` })) } });
   for (const h of [S, C]) {
@@ -253,6 +256,48 @@ describe('spookd under a real systemd', () => {
     expect(rep.received).toBe(rep.sent);
     console.log(
       `restart into a broken configuration: ${after.NRestarts} automatic restart(s), then taken back; stream ${(rep.received / 1e6).toFixed(1)} MB in order`,
+    );
+  }, 120_000);
+
+  it('a configuration left broken: systemd retries and keeps the store (no start limit at RestartSec=2) until a stop releases it', async () => {
+    const m = sd.get(C)!;
+    const conf = m.path(`${LAB_RUN}/etc/spook/spookd.conf`);
+    const good = readFileSync(conf, 'utf8');
+    const streams = new CutStreams(lab.host(S).ns, lab.host(C).ns, addr, [LEFT_BROKEN], { gapMs: 100 });
+    cleanup.push(() => streams.close());
+    await streams.start();
+    await carried(C, 1);
+    const released = count(C, /spookd\.service: Releasing all stored fds/);
+    const before = Number((await m.show('spookd', ['NRestarts'])).NRestarts);
+    writeFileSync(conf, '{ "listen": ');
+    expect((await m.systemctl('restart', 'spookd')).code).not.toBe(0);
+    // Each failed start takes RestartSec=2 plus Node's start: never 5 starts in 10 s (the default start limit).
+    const retrying = await until(
+      'four automatic restarts',
+      async () => {
+        const x = await m.show('spookd', ['ActiveState', 'Result', 'NRestarts', 'NFileDescriptorStore']);
+        return Number(x.NRestarts) - before >= 4 ? x : undefined;
+      },
+      60_000,
+      250,
+    );
+    expect(retrying.ActiveState).not.toBe('failed');
+    expect(retrying.NFileDescriptorStore).toBe('2');
+    expect(count(C, /spookd\.service: Releasing all stored fds/)).toBe(released);
+    // Giving up is a stop: the store goes, the connection is reset.
+    expect((await m.systemctl('stop', 'spookd')).code).toBe(0);
+    expect(await m.show('spookd', ['ActiveState', 'NFileDescriptorStore'])).toMatchObject({
+      ActiveState: 'inactive',
+      NFileDescriptorStore: '0',
+    });
+    expect(count(C, /spookd\.service: Releasing all stored fds/) - released).toBe(1);
+    const rep = (await streams.stop())[LEFT_BROKEN];
+    expect(rep.error ?? rep.serverError).toBeTruthy();
+    writeFileSync(conf, good);
+    expect((await m.systemctl('start', 'spookd')).code).toBe(0);
+    await carrierUp();
+    console.log(
+      `configuration left broken: ${Number(retrying.NRestarts) - before} automatic restarts, still ${retrying.ActiveState}, store kept; stop: released, stream ${rep.error ?? rep.serverError}`,
     );
   }, 120_000);
 
