@@ -125,6 +125,15 @@ describe('spookd under a real systemd', () => {
       const unit = await m.show('spookd', ['Type', 'NotifyAccess', 'FileDescriptorStoreMax', 'NFileDescriptorStore', 'Environment']);
       expect(unit).toMatchObject({ Type: 'notify', NotifyAccess: 'main', FileDescriptorStoreMax: '4096', NFileDescriptorStore: '0' });
       expect(unit.Environment).toContain('SPOOK_FDSTORE=4096');
+      // What spookd was given (its environ, seen from the host): systemd 252 sets no $FDSTORE.
+      const node = readFileSync(`/proc/${m.pid1}/task/${m.pid1}/children`, 'utf8')
+        .trim()
+        .split(/\s+/)
+        .find((p) => readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'node')!;
+      const env = readFileSync(`/proc/${node}/environ`, 'utf8').split('\0');
+      expect(env).toContain('SPOOK_FDSTORE=4096');
+      expect(env).toContain('NOTIFY_SOCKET=/run/systemd/notify');
+      expect(env.filter((e) => e.startsWith('FDSTORE='))).toEqual([]);
     }
     const streams = new CutStreams(lab.host(S).ns, lab.host(C).ns, addr, [STREAM], { gapMs: 100 });
     cleanup.push(() => streams.close());
