@@ -53,6 +53,10 @@ export function systemdUnavailable(): string | undefined {
   if (process.getuid?.() !== 0) return 'not root';
   if (!existsSync(SYSTEMD)) return `${SYSTEMD} missing`;
   if (!cgroup2Mount()) return 'no cgroup-v2 mount';
+  // util-linux (nsenter, unshare, setpriv) and bsdutils (script: the manager's console must be a pty).
+  const path = (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':');
+  for (const tool of ['nsenter', 'unshare', 'setpriv', 'script'])
+    if (!path.some((d) => existsSync(join(d, tool)))) return `${tool} not found in PATH`;
   return undefined;
 }
 
