@@ -75,6 +75,12 @@ const count = (host: string, re: RegExp): number =>
     .console()
     .split('\n')
     .filter((l) => re.test(l)).length;
+/** count() once it reaches `n` (systemd may log a line after systemctl returned), or what it is after 10 s. */
+const countReaching = (host: string, re: RegExp, n: number): Promise<number> =>
+  until(`${n} lines ${re} in ${host}'s systemd log`, async () => (count(host, re) >= n ? count(host, re) : undefined), 10_000).catch(() =>
+    count(host, re),
+  );
+const RELEASED = /spookd\.service: Releasing all stored fds/;
 const ADDED = /spookd\.service: Added fd \d+ \(spook-wrap-[\w-]+\) to fd store/;
 
 async function carried(host: string, n: number): Promise<void> {
@@ -162,8 +168,8 @@ describe('spookd under a real systemd', () => {
       expect(await logged(host, after.MainPID, /taken over from the previous spookd/)).toMatchObject([{ restored: 2, dropped: 0 }]);
       expect(after.NFileDescriptorStore).toBe('0');
       // systemd itself: FDSTORE=1 of both sockets and the state, passed to the next process.
-      expect(count(host, ADDED) - stored).toBe(3);
-      expect(count(host, /spookd\.service: Passing 3 fds to service/) - passed).toBe(1);
+      expect((await countReaching(host, ADDED, stored + 3)) - stored).toBe(3);
+      expect((await countReaching(host, /spookd\.service: Passing 3 fds to service/, passed + 1)) - passed).toBe(1);
       await carried(host, 2);
       expect(await ssh.more(20)).toBe(true);
       rounds.push(`${host} ${ms} ms (pid ${before} → ${after.MainPID}, ssh silent ${ssh.gapIn(t0, Date.now())} ms)`);
@@ -205,7 +211,7 @@ describe('spookd under a real systemd', () => {
       ActiveState: 'inactive',
       NFileDescriptorStore: '0',
     });
-    expect(count(C, /spookd\.service: Releasing all stored fds/)).toBe(1);
+    expect(await countReaching(C, RELEASED, 1)).toBe(1);
     // The peer cannot tell either: it holds its side (the servers' sockets) until this host is back.
     expect(await lab.admin(S, 'wrap-conns')).toHaveLength(2);
     // The closed sockets carried SO_LINGER 0: the ssh client sees a reset while spookd is down.
@@ -219,7 +225,7 @@ describe('spookd under a real systemd', () => {
     const after = (await m.show('spookd', ['MainPID'])).MainPID;
     expect(await logged(C, after, /wrappers ready/)).toHaveLength(1);
     expect(logLines(C, after, /taken over from the previous spookd/)).toEqual([]);
-    expect(count(C, /spookd\.service: Passing 0 fds to service/) - passedNone).toBe(1);
+    expect((await countReaching(C, /spookd\.service: Passing 0 fds to service/, passedNone + 1)) - passedNone).toBe(1);
     const rep = (await streams.stop())[STREAM_STOP];
     expect(rep.error ?? rep.serverError).toBeTruthy();
     expect(ssh.lines.at(-1)?.text.startsWith('done-')).toBe(false);
@@ -276,7 +282,7 @@ describe('spookd under a real systemd', () => {
     cleanup.push(() => streams.close());
     await streams.start();
     await carried(C, 1);
-    const released = count(C, /spookd\.service: Releasing all stored fds/);
+    const released = count(C, RELEASED);
     const before = Number((await m.show('spookd', ['NRestarts'])).NRestarts);
     writeFileSync(conf, '{ "listen": ');
     expect((await m.systemctl('restart', 'spookd')).code).not.toBe(0);
@@ -292,14 +298,14 @@ describe('spookd under a real systemd', () => {
     );
     expect(retrying.ActiveState).not.toBe('failed');
     expect(retrying.NFileDescriptorStore).toBe('2');
-    expect(count(C, /spookd\.service: Releasing all stored fds/)).toBe(released);
+    expect(count(C, RELEASED)).toBe(released);
     // Giving up is a stop: the store goes, the connection is reset.
     expect((await m.systemctl('stop', 'spookd')).code).toBe(0);
     expect(await m.show('spookd', ['ActiveState', 'NFileDescriptorStore'])).toMatchObject({
       ActiveState: 'inactive',
       NFileDescriptorStore: '0',
     });
-    expect(count(C, /spookd\.service: Releasing all stored fds/) - released).toBe(1);
+    expect((await countReaching(C, RELEASED, released + 1)) - released).toBe(1);
     const rep = (await streams.stop())[LEFT_BROKEN];
     expect(rep.error ?? rep.serverError).toBeTruthy();
     writeFileSync(conf, good);
@@ -326,7 +332,7 @@ describe('spookd under a real systemd', () => {
     expect(r.code, r.stderr).toBe(0);
     const after = (await m.show('spookd', ['MainPID'])).MainPID;
     expect(await logged(C, before, /handed over to the next spookd/)).toMatchObject([{ handedOver: 2 }]);
-    expect(count(C, /spookd\.service: Cannot store more fds than FileDescriptorStoreMax=2, closing remaining/)).toBe(1);
+    expect(await countReaching(C, /spookd\.service: Cannot store more fds than FileDescriptorStoreMax=2, closing remaining/, 1)).toBe(1);
     expect(await logged(C, after, /taken over from the previous spookd/)).toMatchObject([{ restored: 1, dropped: 0, missing: 1 }]);
     await carried(C, 1);
     const reps = await streams.stop();
