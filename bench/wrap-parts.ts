@@ -8,6 +8,7 @@ import { formatConnectBench, runConnectBench } from './wrap-connect.js';
 import { formatWrapSpeed, runWrapSpeedBench } from './wrap-speed.js';
 import { formatResumeBench, runResumeBench } from './wrap-resume.js';
 import { formatRestartBench, runRestartBench } from './wrap-restart.js';
+import { formatSystemdRestartBench, runSystemdRestartBench } from './wrap-restart-systemd.js';
 
 export interface WrapPartOptions {
   bytes: number;
@@ -54,6 +55,11 @@ export const WRAP_BENCH_PARTS = {
     what: 'restarts of either spookd under an ssh session and a stream, through the descriptor store and plain',
     run: (o) => runRestartBench({ basePort: o.basePort + 100 }),
     format: formatRestartBench,
+  }),
+  'restart-systemd': part({
+    what: 'systemctl restart spookd under a real systemd, the shipped unit vs one with ExecStartPre --check-config',
+    run: (o) => runSystemdRestartBench({ basePort: o.basePort + 120 }),
+    format: formatSystemdRestartBench,
   }),
 };
 

@@ -146,9 +146,12 @@ export function restoreHandover(host: HandoverHost, h: Inherited, log: Logger): 
   const byName = new Map(host.peers().map((p) => [p.name, p]));
   let restored = 0;
   let dropped = 0;
+  /** In the state without a descriptor: the store refused it (more than FileDescriptorStoreMax=). */
+  let missing = 0;
   for (const hp of h.state.peers) {
     const p = byName.get(hp.peer);
     const conns = hp.conns.filter((x) => h.fds.has(x.fd));
+    missing += hp.conns.length - conns.length;
     if (!p) {
       log.warn({ peer: hp.peer, connections: conns.length }, 'wrap handover: the peer is no longer configured: its connections are reset');
       continue;
@@ -183,5 +186,10 @@ export function restoreHandover(host: HandoverHost, h: Inherited, log: Logger): 
     closeQuietly(fd);
     dropped++;
   }
-  log.info({ restored, dropped }, 'wrapped connections taken over from the previous spookd');
+  log.info({ restored, dropped, missing }, 'wrapped connections taken over from the previous spookd');
+  if (missing > 0)
+    log.warn(
+      { missing },
+      'wrap handover: connections came back without their socket (the descriptor store took fewer than offered: FileDescriptorStoreMax= below SPOOK_FDSTORE?): the peer resets them',
+    );
 }

@@ -62,16 +62,31 @@ export function takeHandover(
   return { state, fds };
 }
 
-/** Store the sockets (index i as spook-wrap-<i>), then the state; throws with the failing call. */
+/**
+ * Store the state, then the sockets (index i as spook-wrap-<i>); throws with the failing call, after
+ * taking back (FDSTOREREMOVE) what it stored. The state goes first: a store smaller than we were
+ * told (FileDescriptorStoreMax= lowered, SPOOK_FDSTORE not) keeps the first descriptors and closes
+ * the rest (systemd 252: "Cannot store more fds than FileDescriptorStoreMax="), so the state and the
+ * first sockets go on and only the last connections are reset, instead of every socket arriving
+ * without its state.
+ */
 export function storeHandover(socket: string, state: HandoverState, fds: number[]): void {
-  storeFds(
-    socket,
-    fds.map((fd, i) => ({ name: connFdName(i), fd })),
-  );
-  const mem = memfdWith(STATE_FDNAME, encodeHandover(state));
+  const stored: string[] = [];
   try {
-    storeFds(socket, [{ name: STATE_FDNAME, fd: mem }]);
-  } finally {
-    closeQuietly(mem);
+    const mem = memfdWith(STATE_FDNAME, encodeHandover(state));
+    try {
+      storeFds(socket, [{ name: STATE_FDNAME, fd: mem }]);
+      stored.push(STATE_FDNAME);
+    } finally {
+      closeQuietly(mem);
+    }
+    fds.forEach((fd, i) => {
+      storeFds(socket, [{ name: connFdName(i), fd }]);
+      stored.push(connFdName(i));
+    });
+  } catch (e) {
+    // Nothing half-stored for the next process: the caller closes these connections.
+    for (const name of stored) sdNotify(`FDSTOREREMOVE=1\nFDNAME=${name}\n`, { NOTIFY_SOCKET: socket });
+    throw e;
   }
 }
