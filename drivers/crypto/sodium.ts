@@ -84,9 +84,10 @@ export function loadSodium(): Sodium | null {
   return sodium;
 }
 
-const spaces = new FinalizationRegistry<{ mem: unknown; freed: boolean }>((h) => {
+const spaces = new FinalizationRegistry<{ mem: unknown; bytes: Uint8Array; freed: boolean }>((h) => {
   if (!h.freed) {
     h.freed = true;
+    h.bytes.fill(0); // the key, as free() does
     koffi.free(h.mem);
   }
 });
@@ -112,13 +113,13 @@ export class Workspace {
   readonly bytes: Uint8Array;
   /** Its address. */
   readonly base: number;
-  private readonly h: { mem: unknown; freed: boolean };
+  private readonly h: { mem: unknown; bytes: Uint8Array; freed: boolean };
 
   constructor(owner: object) {
     const mem = koffi.alloc('uint8_t', Workspace.SIZE);
-    this.h = { mem, freed: false };
-    spaces.register(owner, this.h, this);
     this.bytes = new Uint8Array(koffi.view(mem, Workspace.SIZE));
+    this.h = { mem, bytes: this.bytes, freed: false };
+    spaces.register(owner, this.h, this);
     this.base = Number(koffi.address(mem));
     if (!Number.isSafeInteger(this.base) || this.base === 0) throw new Error('workspace address is not a safe integer');
   }
