@@ -9,10 +9,7 @@
  *   (node --cpu-prof ... to see where a byte's time goes)
  */
 import { spawn } from 'node:child_process';
-import { freePort } from '../testing/lab/servers.js';
-import pino from 'pino';
-import { generateKeyPair } from '../crypto/primitives.js';
-import { WrapManager, type Interceptor } from '../drivers/wrap/manager.js';
+import { startInprocWrap } from './wrap-inproc.js';
 import { BULK_CLIENT } from './wrap.js';
 
 const SINK = `
@@ -43,44 +40,8 @@ async function main(): Promise<void> {
   const rounds = Number(process.argv[3] ?? 3);
   const sink = spawn(process.execPath, ['--input-type=module', '-e', SINK]);
   const sinkPort = await new Promise<number>((r) => sink.stdout.once('data', (d) => r(Number(String(d).trim()))));
-  const log = pino({ level: 'silent' });
-  const a = generateKeyPair();
-  const b = generateKeyPair();
-  const pb = await freePort();
-  const settings = {
-    intercept: { host: '127.0.0.1', port: 0 },
-    interception: 'auto' as const,
-    windowBytes: 4 << 20,
-    maxConnections: 1024,
-    silenceMs: 5000,
-  };
-  const mb = new WrapManager(
-    { key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } },
-    { ...settings, interception: 'off', allow: [{ peer: 'a', to: `127.0.0.1:${sinkPort}`, protocol: 'tcp' }] },
-    [],
-    log,
-  );
-  const stand: Interceptor = {
-    setPorts: () => {},
-    originalDst: () => ({ family: 4, address: '127.0.0.1', port: sinkPort }),
-    stats: () => ({}),
-    close: () => {},
-  };
-  const ma = new WrapManager(
-    {
-      key: a,
-      peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }],
-      peerAddr: () => ({ address: '127.0.0.1', port: pb }),
-      listen: { host: '127.0.0.1', port: await freePort() },
-    },
-    settings,
-    [{ protocol: 'tcp', port: sinkPort, peer: 'b', holdMs: 30_000 }],
-    log,
-    () => stand,
-  );
-  await mb.start();
-  await ma.start();
-  const interceptPort = Number(String(ma.stats().intercept).split(':')[1]);
+  const wrap = await startInprocWrap(sinkPort, 4 << 20);
+  const interceptPort = wrap.interceptPort;
   await runClient(interceptPort, 32 << 20); // warm-up: the carrier, JIT
   for (let r = 0; r < rounds; r++) {
     const c0 = process.cpuUsage();
@@ -98,8 +59,7 @@ async function main(): Promise<void> {
       }),
     );
   }
-  await ma.stop();
-  await mb.stop();
+  await wrap.stop();
   sink.kill();
 }
 

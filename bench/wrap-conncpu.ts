@@ -10,10 +10,7 @@
  *   count the managers' system calls per connection, with no batching across connections)
  */
 import { spawn } from 'node:child_process';
-import { freePort } from '../testing/lab/servers.js';
-import pino from 'pino';
-import { generateKeyPair } from '../crypto/primitives.js';
-import { WrapManager, type Interceptor } from '../drivers/wrap/manager.js';
+import { startInprocWrap } from './wrap-inproc.js';
 import { CONN_CLIENT } from './wrap-speed.js';
 
 const ECHO = `
@@ -42,44 +39,8 @@ async function main(): Promise<void> {
   const parallel = Number(process.argv[4] ?? 8);
   const echo = spawn(process.execPath, ['--input-type=module', '-e', ECHO]);
   const echoPort = await new Promise<number>((r) => echo.stdout.once('data', (d) => r(Number(String(d).trim()))));
-  const log = pino({ level: 'silent' });
-  const a = generateKeyPair();
-  const b = generateKeyPair();
-  const pb = await freePort();
-  const settings = {
-    intercept: { host: '127.0.0.1', port: 0 },
-    interception: 'auto' as const,
-    windowBytes: 1 << 20,
-    maxConnections: 1024,
-    silenceMs: 5000,
-  };
-  const mb = new WrapManager(
-    { key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } },
-    { ...settings, interception: 'off', allow: [{ peer: 'a', to: `127.0.0.1:${echoPort}`, protocol: 'tcp' }] },
-    [],
-    log,
-  );
-  const stand: Interceptor = {
-    setPorts: () => {},
-    originalDst: () => ({ family: 4, address: '127.0.0.1', port: echoPort }),
-    stats: () => ({}),
-    close: () => {},
-  };
-  const ma = new WrapManager(
-    {
-      key: a,
-      peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }],
-      peerAddr: () => ({ address: '127.0.0.1', port: pb }),
-      listen: { host: '127.0.0.1', port: await freePort() },
-    },
-    settings,
-    [{ protocol: 'tcp', port: echoPort, peer: 'b', holdMs: 30_000 }],
-    log,
-    () => stand,
-  );
-  await mb.start();
-  await ma.start();
-  const interceptPort = Number(String(ma.stats().intercept).split(':')[1]);
+  const wrap = await startInprocWrap(echoPort, 1 << 20);
+  const interceptPort = wrap.interceptPort;
   await runClient(interceptPort, 50, 8); // warm-up: the carrier, JIT
   for (let r = 0; r < rounds; r++) {
     const d = await runClient(echoPort, n, parallel);
@@ -103,8 +64,7 @@ async function main(): Promise<void> {
       }),
     );
   }
-  await ma.stop();
-  await mb.stop();
+  await wrap.stop();
   echo.kill();
 }
 

@@ -1,0 +1,63 @@
+/**
+ * Two WrapManagers in this process joined by a loopback carrier, with a stand-in interceptor
+ * (no BPF: every intercepted connection's original destination is `targetPort` on loopback),
+ * for the root-free CPU benches (wrap-conncpu, wrap-bulkcpu): this process's CPU time is the
+ * two managers' alone.
+ */
+import pino from 'pino';
+import { freePort } from '../testing/lab/servers.js';
+import { generateKeyPair } from '../crypto/primitives.js';
+import { WrapManager, type Interceptor } from '../drivers/wrap/manager.js';
+
+export interface InprocWrap {
+  /** The client side's intercept listener: connect here to be carried to `targetPort`. */
+  interceptPort: number;
+  stop(): Promise<void>;
+}
+
+export async function startInprocWrap(targetPort: number, windowBytes: number): Promise<InprocWrap> {
+  const log = pino({ level: 'silent' });
+  const a = generateKeyPair();
+  const b = generateKeyPair();
+  const pb = await freePort();
+  const settings = {
+    intercept: { host: '127.0.0.1', port: 0 },
+    interception: 'auto' as const,
+    windowBytes,
+    maxConnections: 1024,
+    silenceMs: 5000,
+  };
+  const mb = new WrapManager(
+    { key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } },
+    { ...settings, interception: 'off', allow: [{ peer: 'a', to: `127.0.0.1:${targetPort}`, protocol: 'tcp' }] },
+    [],
+    log,
+  );
+  const stand: Interceptor = {
+    setPorts: () => {},
+    originalDst: () => ({ family: 4, address: '127.0.0.1', port: targetPort }),
+    stats: () => ({}),
+    close: () => {},
+  };
+  const ma = new WrapManager(
+    {
+      key: a,
+      peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }],
+      peerAddr: () => ({ address: '127.0.0.1', port: pb }),
+      listen: { host: '127.0.0.1', port: await freePort() },
+    },
+    settings,
+    [{ protocol: 'tcp', port: targetPort, peer: 'b', holdMs: 30_000 }],
+    log,
+    () => stand,
+  );
+  await mb.start();
+  await ma.start();
+  return {
+    interceptPort: Number(String(ma.stats().intercept).split(':')[1]),
+    stop: async () => {
+      await ma.stop();
+      await mb.stop();
+    },
+  };
+}
