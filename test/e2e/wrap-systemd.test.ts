@@ -243,6 +243,8 @@ describe('spookd under a real systemd', () => {
 
   it('a restart into a configuration that does not load: the store waits through the retries, and a fixed one takes the connection back', async () => {
     const m = sd.get(C)!;
+    // systemd's start limit (5 starts in 10 s) counts the earlier tests' restarts too: start this one's count afresh.
+    expect((await m.systemctl('reset-failed', 'spookd')).code).toBe(0);
     const conf = m.path(`${LAB_RUN}/etc/spook/spookd.conf`);
     const good = readFileSync(conf, 'utf8');
     const streams = new CutStreams(lab.host(S).ns, lab.host(C).ns, addr, [BROKEN], { gapMs: 100 });
@@ -276,6 +278,8 @@ describe('spookd under a real systemd', () => {
 
   it('a configuration left broken: systemd retries and keeps the store (no start limit at RestartSec=2) until a stop releases it', async () => {
     const m = sd.get(C)!;
+    // systemd's start limit (5 starts in 10 s) counts the earlier tests' restarts too: start this one's count afresh.
+    expect((await m.systemctl('reset-failed', 'spookd')).code).toBe(0);
     const conf = m.path(`${LAB_RUN}/etc/spook/spookd.conf`);
     const good = readFileSync(conf, 'utf8');
     const streams = new CutStreams(lab.host(S).ns, lab.host(C).ns, addr, [LEFT_BROKEN], { gapMs: 100 });
@@ -320,6 +324,7 @@ describe('spookd under a real systemd', () => {
     // An operator lowered FileDescriptorStoreMax= in a drop-in but not SPOOK_FDSTORE (systemd 252 does
     // not set $FDSTORE): spookd offers the state and both sockets, systemd keeps two descriptors.
     const m = sd.get(C)!;
+    expect((await m.systemctl('reset-failed', 'spookd')).code).toBe(0);
     writeFileSync(m.path(`${LAB_RUN}/units/spookd.service.d/small-store.conf`), '[Service]\nFileDescriptorStoreMax=2\n');
     expect((await m.systemctl('daemon-reload')).code).toBe(0);
     expect(await m.show('spookd', ['FileDescriptorStoreMax'])).toMatchObject({ FileDescriptorStoreMax: '2' });

@@ -22,14 +22,23 @@ import { ROOT, sleep, until, type Lab } from './netns.js';
 export const SYSTEMD = '/lib/systemd/systemd';
 /** Inside the namespace: the staged files (units, configuration, launcher), copied at boot. */
 export const LAB_RUN = '/run/spk-lab';
+/** Inside the namespace: the repository, bound (spookd's code for the unit's prefix). */
+export const LAB_ROOT = '/run/spk-lab-root';
 
-/** PID 1 before systemd: the private mounts, then exec the manager (argv: the stage directory). */
+/**
+ * PID 1 before systemd: the private mounts, then exec the manager (argv: the stage directory,
+ * the repository). The repository (spookd's code) is bound at LAB_ROOT, which the unit's prefix
+ * links to: at its own path, the namespace's fresh /tmp or the unit's PrivateTmp= and
+ * ProtectHome= would hide it (a clone in /tmp, as CI makes, or under /root).
+ */
 const INNER = `#!/bin/sh
 set -e
 stage=$1
+root=$2
 mount -t tmpfs -o mode=755,size=64m tmpfs /run
-mkdir -p ${LAB_RUN}
+mkdir -p ${LAB_RUN} ${LAB_ROOT}
 cp -a "$stage"/. ${LAB_RUN}/
+mount --bind "$root" ${LAB_ROOT}
 mount -t tmpfs -o mode=755,size=256m tmpfs /var
 mkdir -p /var/tmp /var/lib /var/log
 chmod 1777 /var/tmp
@@ -121,7 +130,7 @@ export class LabSystemd {
         'echo $$ > "$1/cgroup.procs" && exec script -qfec "$2" "$3"',
         'sh',
         cgroup,
-        `nsenter --net=/run/netns/${h.ns} unshare --pid --fork --kill-child --mount --uts --propagation private --mount-proc ${inner} ${stage}`,
+        `nsenter --net=/run/netns/${h.ns} unshare --pid --fork --kill-child --mount --uts --propagation private --mount-proc ${inner} ${stage} ${ROOT}`,
         consoleLog,
       ],
       { stdio: ['ignore', 'pipe', 'pipe'], detached: false },
@@ -255,7 +264,7 @@ export function spookdUnitFiles(lab: Lab, host: string): Record<string, StagedFi
     // The only addition to the shipped unit: its output goes to a file (no journald in the namespace).
     'units/spookd.service.d/lab-log.conf': { text: `[Service]\nStandardOutput=append:${LAB_RUN}/spookd.log\nStandardError=inherit\n` },
     'prefix/bin/spookd': { text: subst(readFileSync(join(ROOT, 'packaging/launcher.in'), 'utf8')), mode: 0o755 },
-    'prefix/lib/spook': { link: ROOT },
+    'prefix/lib/spook': { link: LAB_ROOT },
     'etc/spook/spookd.conf': { text: JSON.stringify(cfg, null, 2) },
     'etc/spook/private.key': { text: readFileSync(join(h.dir, 'key'), 'utf8'), mode: 0o600 },
   };
