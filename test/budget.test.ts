@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { BudgetPool, WorkBudget } from '../core/etcp/budget.js';
+import { BudgetPool, WorkBudget, SourceBudgets } from '../core/etcp/budget.js';
 
 describe('per-peer work budgets (PROTOCOL.md §12.9)', () => {
   it('without a pool, a budget is a hard cap: over it, work is refused until the refill', () => {
@@ -73,5 +73,21 @@ describe('per-peer work budgets (PROTOCOL.md §12.9)', () => {
     expect(flood.admit(now)).toBe(true);
     flood.charge(500);
     expect(flood.admit(now)).toBe(true);
+  });
+});
+
+describe('per-source budgets for frames that fail to open (PROTOCOL.md §12.9)', () => {
+  it('a source in debt is refused until the refill; other sources and unknown ones are not; the table is bounded', () => {
+    const s = new SourceBudgets(20, 2);
+    expect(s.admit(0, 'x')).toBe(true); // never charged: nothing owed
+    for (let i = 0; i < 25; i++) s.charge(0, 'x', 1); // 25 ms of failed opens against 20 ms a second
+    expect(s.admit(0, 'x')).toBe(false);
+    expect(s.admit(0, 'y')).toBe(true);
+    expect(s.admit(100, 'x')).toBe(false); // 2 ms refilled of the 5 owed
+    expect(s.admit(300, 'x')).toBe(true);
+    s.charge(300, 'y', 1);
+    s.charge(300, 'z', 50); // beyond the table's 2 sources: not charged, so not held
+    expect(s.size).toBe(2);
+    expect(s.admit(300, 'z')).toBe(true);
   });
 });

@@ -61,8 +61,9 @@ describe('spookd containment (§12.9)', () => {
     const spent = lc.budget.spentMs - spent0;
     const B = lc.budget.msPerSecond;
     expect(B).toBe(100);
-    // At most the bucket (B ms) plus B ms/s, plus one datagram's overrun beyond what was left.
-    expect(spent).toBeLessThanOrEqual(B + B * seconds + 60 + 5);
+    // At most the bucket (B ms) plus B ms/s, plus one datagram's overrun beyond what was left: its 60 ms of CPU as
+    // measured in wall time, which a loaded host (the suite runs files in parallel on 2 cores) stretches.
+    expect(spent).toBeLessThanOrEqual(B + B * seconds + 2 * 60);
     expect(lc.budget.refused).toBeGreaterThan(0);
     expect(d.a.drops['peer-over-budget']).toBeGreaterThan(0);
     expect(lc.pair.stats.datagramsReceived - received0).toBeLessThan(10);
@@ -124,9 +125,9 @@ describe('spookd containment (§12.9)', () => {
     }
     const grew = (k: string): number => (d.a.drops[k] ?? 0) - (before[k] ?? 0);
     expect(grew('data-auth-failed')).toBeGreaterThan(100);
-    // The source's failure budget is work time (SOURCE_FAILURE_BUDGET_MS a second): it refused some, and how many
-    // reached the AEAD before it did depends on what a failed open costs (~1.4 µs with libsodium, ~6 µs with node:crypto).
-    expect(grew('source-over-budget')).toBeGreaterThan(0);
+    // Whether the source's failure budget (SOURCE_FAILURE_BUDGET_MS of work a second) refuses any of them depends on
+    // what a failed open costs: ~1.4 µs with libsodium keeps 20,000 forgeries a second within it, ~6 µs with
+    // node:crypto does not. Its refusals are tested in test/budget.test.ts; here, who is charged.
     // b's budget paid for b's own frames (keepalives every 100 ms, the write) only, never for one of the forgeries.
     expect(chargedFor.get('127.0.0.1')).toBeGreaterThan(10);
     expect([...chargedFor.keys()].filter((k) => k !== '127.0.0.1' && k !== 'timers')).toEqual([]);
