@@ -175,7 +175,7 @@ export class Spookd {
     }
     this.etcp = new EtcpEndpoint({
       staticKey: key,
-      aead: frameAead(), // libcrypto's EVP, one context per session direction (node:crypto where it cannot load)
+      aead: frameAead(), // libsodium, else libcrypto's EVP (one context per session direction), else node:crypto
       peers,
       random: (n) => new Uint8Array(randomBytes(n)),
       acceptedInits,
