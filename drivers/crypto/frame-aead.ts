@@ -102,21 +102,16 @@ class EvpFrameOpener implements AeadOpener {
   }
 }
 
-/**
- * libsodium's one-call AEAD. Each direction keeps its key in native memory (a Workspace) with
- * room for a frame: a frame is copied in, sealed or opened there by address, and copied out.
- * Inputs larger than the workspace (never an ETCP frame) are passed as typed arrays instead.
- */
-class SodiumFrameSealer implements AeadSealer {
-  readonly impl = 'sodium';
-  private readonly w: Workspace;
-  private readonly key: Uint8Array;
-  private readonly nonce: Uint8Array;
-  private readonly iv = new Uint8Array(12);
+/** One direction's key in a Workspace (native memory), with its views for the by-address and typed-array calls. */
+abstract class SodiumKeyed {
+  protected readonly w: Workspace;
+  protected readonly key: Uint8Array;
+  protected readonly nonce: Uint8Array;
+  protected readonly iv = new Uint8Array(12);
 
   constructor(
     key: Uint8Array,
-    private readonly s: Sodium,
+    protected readonly s: Sodium,
   ) {
     checkAeadKey(key);
     this.w = new Workspace(this);
@@ -124,6 +119,15 @@ class SodiumFrameSealer implements AeadSealer {
     this.key = this.w.bytes.subarray(Workspace.KEY, Workspace.KEY + 32);
     this.nonce = this.w.bytes.subarray(Workspace.NONCE, Workspace.NONCE + 12);
   }
+}
+
+/**
+ * libsodium's one-call AEAD. Each direction keeps its key in native memory (a Workspace) with
+ * room for a frame: a frame is copied in, sealed or opened there by address, and copied out.
+ * Inputs larger than the workspace (never an ETCP frame) are passed as typed arrays instead.
+ */
+class SodiumFrameSealer extends SodiumKeyed implements AeadSealer {
+  readonly impl = 'sodium';
 
   seal(n: number, ad: Uint8Array, plaintext: Uint8Array, out: Uint8Array, at: number): number {
     const w = this.w;
@@ -170,23 +174,8 @@ class SodiumFrameSealer implements AeadSealer {
   }
 }
 
-class SodiumFrameOpener implements AeadOpener {
+class SodiumFrameOpener extends SodiumKeyed implements AeadOpener {
   readonly impl = 'sodium';
-  private readonly w: Workspace;
-  private readonly key: Uint8Array;
-  private readonly nonce: Uint8Array;
-  private readonly iv = new Uint8Array(12);
-
-  constructor(
-    key: Uint8Array,
-    private readonly s: Sodium,
-  ) {
-    checkAeadKey(key);
-    this.w = new Workspace(this);
-    this.w.bytes.set(key, Workspace.KEY);
-    this.key = this.w.bytes.subarray(Workspace.KEY, Workspace.KEY + 32);
-    this.nonce = this.w.bytes.subarray(Workspace.NONCE, Workspace.NONCE + 12);
-  }
 
   open(n: number, ad: Uint8Array, sealed: Uint8Array): Uint8Array | undefined {
     const w = this.w;
