@@ -130,25 +130,46 @@ export class LabSystemd {
         'echo $$ > "$1/cgroup.procs" && exec script -qfec "$2" "$3"',
         'sh',
         cgroup,
-        `nsenter --net=/run/netns/${h.ns} unshare --pid --fork --kill-child --mount --uts --propagation private --mount-proc ${inner} ${stage} ${ROOT}`,
+        // exec: script(1) runs this through $SHELL, and dash (CI's /bin/sh) forks for it otherwise.
+        `exec nsenter --net=/run/netns/${h.ns} unshare --pid --fork --kill-child --mount --uts --propagation private --mount-proc ${inner} ${stage} ${ROOT}`,
         consoleLog,
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'], detached: false },
+      { stdio: ['ignore', 'pipe', 'pipe'], detached: false, env: { ...process.env, SHELL: '/bin/sh' } },
     );
     const outerLog: string[] = [];
     outer.stdout!.on('data', (c: Buffer) => outerLog.push(c.toString()));
     outer.stderr!.on('data', (c: Buffer) => outerLog.push(c.toString()));
-    // script runs unshare, whose only child is the namespace's PID 1.
-    const children = (pid: number): number[] =>
-      readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    // The namespace's PID 1 is the first descendant of script running systemd (script, then
+    // unshare, then PID 1; searched at any depth, bounded, in case a shell forks between them).
+    const children = (pid: number): number[] => {
+      try {
+        return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+      } catch {
+        return []; // exited meanwhile
+      }
+    };
+    const comm = (pid: number): string => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+      } catch {
+        return '';
+      }
+    };
+    const findSystemd = (pid: number, depth: number): number | undefined => {
+      for (const c of children(pid)) {
+        if (comm(c) === 'systemd') return c;
+        const d = depth < 4 ? findSystemd(c, depth + 1) : undefined;
+        if (d) return d;
+      }
+      return undefined;
+    };
     let pid1: number | undefined;
     try {
       pid1 = await until(
         'the namespace PID 1 running systemd',
         async () => {
           if (outer.exitCode !== null) throw new Error(`exited with ${outer.exitCode}: ${outerLog.join('')}`);
-          const p = children(outer.pid!).flatMap(children)[0];
-          return p && readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'systemd' ? p : undefined;
+          return findSystemd(outer.pid!, 0);
         },
         15_000,
       );
