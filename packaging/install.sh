@@ -21,7 +21,8 @@ trap 'rm -f "$record"' EXIT
 subst() { sed -e "s#@PREFIX@#$PREFIX#g" -e "s#@SYSCONFDIR@#$SYSCONFDIR#g" -e "s#@NAME@#${2:-}#g" "$1"; }
 mkdirs() { # create DIR and its missing parents, recording each directory created
   local d=$1 missing=()
-  while [ ! -d "$DESTDIR$d" ]; do missing=("$d" ${missing[@]+"${missing[@]}"}); d=$(dirname "$d"); done
+  # Stops at /: the staging root itself is made before (DESTDIR's own parents are not ours to record).
+  while [ "$d" != / ] && [ ! -d "$DESTDIR$d" ]; do missing=("$d" ${missing[@]+"${missing[@]}"}); d=$(dirname "$d"); done
   for d in ${missing[@]+"${missing[@]}"}; do mkdir "$DESTDIR$d" && echo "dir $d" >> "$record"; done
 }
 put() { # put MODE SRC DEST (DEST without DESTDIR)
@@ -42,6 +43,9 @@ uninstall() {
 
 case "$action" in
 install)
+  case "$PREFIX" in /*) ;; *) echo "install: PREFIX must be an absolute path (got '$PREFIX')" >&2; exit 1 ;; esac
+  # A staging root that does not exist yet is made (as automake's installs do), not recorded.
+  if [ -n "$DESTDIR" ] && [ ! -d "$DESTDIR" ]; then mkdir -p "$DESTDIR"; fi
   for f in dist/.stamp bpf/spook_xdp.o bpf/spook_wrap.o; do
     [ -e "$f" ] || { echo "install: $f missing; run make first" >&2; exit 1; }
   done
@@ -64,6 +68,13 @@ install)
   mkdir -p "$lib/bpf" && cp -a bpf/spook_xdp.o bpf/spook_wire.h bpf/spook_xdp.c bpf/spook_wrap.o bpf/spook_wrap.c "$lib/bpf/"
   cp -a node_modules "$lib/"
   (cd "$lib" && npm prune --omit=dev --no-audit --no-fund >/dev/null 2>&1)
+  # koffi ships prebuilt binaries for 18 systems (24 MB); keep this machine's (glibc and musl builds).
+  arch=$(node -p 'process.arch')
+  for b in "$lib"/node_modules/koffi/build/koffi/*/; do
+    case "$(basename "$b")" in "linux_$arch"* | "musl_$arch"*) ;; *) rm -rf "$b" ;; esac
+  done
+  node -e 'require(process.argv[1])' "$lib/node_modules/koffi" ||
+    { echo "install: koffi does not load from $lib/node_modules (this machine: linux $arch)" >&2; exit 1; }
   tmp=$(mktemp -d)
   for n in spook spookd; do
     subst packaging/launcher.in "$n" > "$tmp/$n"

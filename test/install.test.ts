@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodeKey } from '../drivers/daemon/keys.js';
@@ -11,7 +11,20 @@ const ROOT = new URL('..', import.meta.url).pathname;
 const root = mkdtempSync(join(tmpdir(), 'spook-install-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-const make = (...vars: string[]): string => execFileSync('make', ['-s', '-C', ROOT, ...vars], { encoding: 'utf8' });
+// Bounded: an install that loops (it once did, for a DESTDIR that did not exist) fails the test instead of hanging it.
+const make = (...vars: string[]): string =>
+  execFileSync('make', ['-s', '-C', ROOT, ...vars], { encoding: 'utf8', timeout: 100_000, killSignal: 'SIGKILL' });
+/** Bytes and files under `dir` (regular files, as `du --apparent-size` counts them). */
+const usage = (dir: string): { bytes: number; files: number } => {
+  let bytes = 0;
+  let files = 0;
+  for (const f of readdirSync(dir, { recursive: true, withFileTypes: true }))
+    if (f.isFile()) {
+      bytes += statSync(join(f.parentPath, f.name)).size;
+      files++;
+    }
+  return { bytes, files };
+};
 const tree = (dir: string): string[] => (existsSync(dir) ? readdirSync(dir, { recursive: true }).map(String).sort() : []);
 const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
 
@@ -54,6 +67,14 @@ describe('make install / uninstall', () => {
     // Only production dependencies are installed.
     expect(existsSync(join(prefix, 'lib', 'spook', 'node_modules', 'vitest'))).toBe(false);
     expect(existsSync(join(prefix, 'lib', 'spook', 'node_modules', 'koffi'))).toBe(true);
+    // koffi's prebuilt binaries: this machine's only (it ships 18 systems' worth, 24 MB), and they load.
+    const builds = readdirSync(join(lib, 'node_modules', 'koffi', 'build', 'koffi')).sort();
+    expect(builds).toEqual([`linux_${process.arch}`, `musl_${process.arch}`]);
+    execFileSync(process.execPath, ['-e', `require(${JSON.stringify(join(lib, 'node_modules', 'koffi'))})`]);
+    // The install's size, measured (`du` said 47 MB before koffi's other systems were pruned): under 32 MB.
+    const size = usage(prefix);
+    console.log(`installed: ${(size.bytes / 1e6).toFixed(1)} MB in ${size.files} files`);
+    expect(size.bytes).toBeLessThan(32e6);
     make('uninstall', `PREFIX=${prefix}`, `SYSCONFDIR=${etc}`);
     expect(tree(join(root, 'p'))).toEqual([]);
   }, 120_000);
@@ -71,5 +92,20 @@ describe('make install / uninstall', () => {
     make('uninstall', `DESTDIR=${stage}`, 'PREFIX=/usr');
     // What was there before install is still there; nothing else is.
     expect(tree(stage)).toEqual(['usr', 'usr/share', 'usr/share/keep']);
+  }, 120_000);
+
+  it('makes a DESTDIR that does not exist yet (it used to loop for ever at 100% CPU)', () => {
+    const stage = join(root, 'absent', 'stage');
+    make('install', `DESTDIR=${stage}`, 'PREFIX=/usr');
+    expect(existsSync(join(stage, 'usr', 'bin', 'spookd'))).toBe(true);
+    make('uninstall', `DESTDIR=${stage}`, 'PREFIX=/usr');
+    // The staging root itself was not the install's to record: it stays, empty.
+    expect(tree(stage)).toEqual([]);
+  }, 120_000);
+
+  it('refuses a relative PREFIX, naming it', () => {
+    const r = spawnSync('make', ['-s', '-C', ROOT, 'install', 'PREFIX=usr/local'], { encoding: 'utf8', timeout: 100_000 });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toContain("PREFIX must be an absolute path (got 'usr/local')");
   }, 120_000);
 });
