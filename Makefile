@@ -5,7 +5,7 @@ BUILD_STAMP := dist/.stamp
 TS_SOURCES := $(shell find wire crypto core drivers client cli testing tools bench -name '*.ts' 2>/dev/null)
 
 .PHONY: docs
-.PHONY: all build deps client-package test lint format demo demo-sim sim bench bench-link bench-domain bench-wrap bench-attack bench-compare bench-library bench-scale etcd-deps redis-deps clean typecheck soak install uninstall check-prereqs
+.PHONY: all build deps client-package test lint format demo demo-sim sim bench bench-link bench-domain bench-wrap bench-attack bench-compare bench-library bench-scale etcd-deps redis-deps promtool-deps clean typecheck soak install uninstall check-prereqs
 
 all: build
 
@@ -49,6 +49,14 @@ redis-deps: | $(NODE_STAMP)
 	@if ! command -v redis-server >/dev/null; then \
 		echo "installing Debian's redis-server (the memory baseline of bench scale)"; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server; \
+	fi
+
+# promtool for the tests only (test/metrics.test.ts: `promtool check metrics` on a live scrape):
+# Debian's prometheus package; its service is never started by the tests.
+promtool-deps: | $(NODE_STAMP)
+	@if ! command -v promtool >/dev/null; then \
+		echo "installing Debian's prometheus (promtool checks the metrics in make test)"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; \
 	fi
 
 $(BPF_OBJ): bpf/spook_xdp.c bpf/spook_wire.h | $(APT_STAMP)
@@ -103,7 +111,7 @@ lint: $(NODE_STAMP)
 format: $(NODE_STAMP)
 	npx prettier --write --log-level warn $(LINT_DIRS) vitest.config.ts vitest.soak.config.ts eslint.config.js
 
-test: build lint $(APT_TEST_STAMP) etcd-deps redis-deps
+test: build lint $(APT_TEST_STAMP) etcd-deps redis-deps promtool-deps
 	npx vitest run
 
 # The main job: two spookd in network namespaces (loopback without root), pair, sync, cut, heal.

@@ -63,6 +63,11 @@ install)
   mkdirs "$PREFIX/lib/spook"
   # The product only: no simulator, lab, benchmark, tool or test code (testing/, bench/, tools/, test/).
   cp -a package.json package-lock.json README.md docs "$lib/"
+  # The commit this install was built from (spookd --version, spook_build_info); none outside a checkout.
+  if commit=$(git rev-parse --short=12 HEAD 2>/dev/null); then
+    git diff --quiet HEAD 2>/dev/null || commit="$commit+dirty"
+    echo "$commit" > "$lib/COMMIT"
+  fi
   mkdir -p "$lib/bin" "$lib/dist" && cp -a bin/spook bin/spookd "$lib/bin/"
   for d in $PRODUCT_DIRS; do cp -a "dist/$d" "$lib/dist/"; done
   mkdir -p "$lib/bpf" && cp -a bpf/spook_xdp.o bpf/spook_wire.h bpf/spook_xdp.c bpf/spook_wrap.o bpf/spook_wrap.c "$lib/bpf/"

@@ -75,7 +75,8 @@ function propose(d: Spookd, args: Untrusted<AdminArgs<'dpropose'>>, onClose: (f:
     throw new AdminFault('bad-argument', `argument ops must be an array of 1-${MAX_OPS} operations`, 'ops');
   const ops = args.ops.map((o, i) => toOp(d, name, o, i));
   const timeoutMs = n(args, 'timeoutMs', 10_000, 0, MAX_WAIT_MS);
-  const r = h.propose(d.now(), ops);
+  const t0 = d.now();
+  const r = h.propose(t0, ops);
   // A key or value over its limit is `too-large` (the message names the limit), as on a pair.
   if ('refused' in r) throw new AdminFault(r.code ?? 'refused', `refused: ${r.refused}`);
   return new Promise((resolve, reject) => {
@@ -85,6 +86,7 @@ function propose(d: Spookd, args: Untrusted<AdminArgs<'dpropose'>>, onClose: (f:
     };
     const sub = (ev: Extract<DomainEvent, { type: 'outcome' }>): void => {
       done();
+      if (!ev.unknown) d.observeCommit('domain', ev.committed ? 'committed' : 'rejected', (d.now() - t0) / 1000);
       resolve({
         domain: h.cfg.name,
         seq: r.seq,

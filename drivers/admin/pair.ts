@@ -134,8 +134,9 @@ export function proposeDelta(
   call: Call,
 ): Promise<Outcome> {
   let id: { origin: number; seq: number };
+  const t0 = d.now();
   try {
-    id = link.pair.propose(d.now(), register, delta);
+    id = link.pair.propose(t0, register, delta);
   } catch (e) {
     // The message keeps its "code: " prefix: it is what `spook set` has always printed.
     if (e instanceof ProposeError && e.code === 'register-mismatch')
@@ -151,6 +152,7 @@ export function proposeDelta(
     const sub = (l: PeerLink, ev: SpookEvent): void => {
       if (l !== link || ev.type !== 'outcome' || ev.register !== register || ev.origin !== id.origin || ev.seq !== id.seq) return;
       done();
+      d.observeCommit('pair', ev.verdict, (d.now() - t0) / 1000);
       resolve({
         register,
         origin: id.origin,

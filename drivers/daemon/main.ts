@@ -7,10 +7,16 @@ import { Spookd } from './spookd.js';
 import { StoreError } from '../store/store.js';
 import { resolveAdminGroup } from '../admin/access.js';
 import { sdNotify } from '../wrap/fdstore.js';
+import { buildInfo } from './build-info.js';
 
 const program = new Command()
   .name('spookd')
   .description('Spook daemon: forms authenticated pairs with the configured peers over UDP and keeps their registers aligned')
+  .version(
+    `${buildInfo().version} (commit ${buildInfo().commit}, Node.js ${process.version})`,
+    '-V, --version',
+    'print the version and the commit, then exit',
+  )
   .option('-c, --config <file>', 'configuration file (YAML)', '/etc/spook/spookd.conf')
   .option('--check-config', 'validate the configuration and the key file, then exit', false)
   .addOption(new Option('--check', 'same as --check-config').hideHelp())

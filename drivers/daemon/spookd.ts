@@ -30,7 +30,7 @@ import { DiskStore, type FsyncPolicy } from '../store/store.js';
 import { decodeKey, encodeKey } from './keys.js';
 import { parseHostPort, type SpookdConfig } from './config.js';
 import { AdminServer } from '../admin/server.js';
-import { Metrics } from '../admin/metrics.js';
+import { Metrics, type CommitScope } from '../admin/metrics.js';
 import { FastPath } from './fastpath.js';
 import { WarnLimiter } from '../../core/util/warn-limiter.js';
 import type { SourceBudgets, WorkBudget } from '../../core/etcp/budget.js';
@@ -116,6 +116,8 @@ export class Spookd {
   private socket: Socket | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopping = false;
+  /** Set once start() has finished: what /readyz reports (with `stopping`). */
+  private started = false;
   /** The admin API (undefined until start). */
   admin: AdminServer | undefined;
   private metrics: Metrics | undefined;
@@ -366,6 +368,17 @@ export class Spookd {
     await this.wraps.start();
     for (const link of this.links.values()) this.pump(link, false);
     this.schedule();
+    this.started = true;
+  }
+
+  /** Started and not stopping (GET /readyz). */
+  get ready(): boolean {
+    return this.started && !this.stopping;
+  }
+
+  /** A write through the admin API decided after `seconds` (the commit-latency histogram, when metrics are on). */
+  observeCommit(scope: CommitScope, verdict: 'committed' | 'rejected', seconds: number): void {
+    this.metrics?.observeCommit(scope, verdict, seconds);
   }
 
   /**
