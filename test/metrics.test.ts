@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { Spookd } from '../drivers/daemon/spookd.js';
@@ -60,8 +60,6 @@ describe('metrics', () => {
     await client.request('dpropose', { domain: 'main', ops: [{ register: 'kv', op: 'set', key: 'k', value: 'v' }] });
     const { status, text } = await get('/metrics');
     expect(status).toBe(200);
-    const file = join(p.dir, 'scrape.txt');
-    writeFileSync(file, text);
     // promtool reads the exposition on stdin; a lint problem is a non-zero exit with the offending metric named.
     const check = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
     expect(check.error, 'promtool missing: make test installs Debian prometheus').toBeUndefined();
@@ -131,6 +129,33 @@ describe('metrics', () => {
     expect(await get('/readyz')).toEqual({ status: 200, text: 'ready\n' });
     expect((await get('/nope')).status).toBe(404);
     expect((await get('/metrics', { method: 'POST' })).status).toBe(405);
+  });
+});
+
+describe('docs/prometheus/alerts.yml and docs/grafana/spook.json', () => {
+  const DOCS = join(import.meta.dirname, '..', 'docs');
+  it('pass promtool check rules and the rules unit tests', () => {
+    const check = spawnSync('promtool', ['check', 'rules', 'alerts.yml'], { cwd: join(DOCS, 'prometheus'), encoding: 'utf8' });
+    expect(check.status, check.stdout + check.stderr).toBe(0);
+    const unit = spawnSync('promtool', ['test', 'rules', 'alerts.test.yml'], { cwd: join(DOCS, 'prometheus'), encoding: 'utf8' });
+    expect(unit.status, unit.stdout + unit.stderr).toBe(0);
+    expect(unit.stdout).toContain('SUCCESS');
+  });
+
+  it('use only metrics spookd exports', async () => {
+    const text = (await get('/metrics')).text;
+    const families = new Set([...text.matchAll(/^# TYPE (\S+) (\w+)$/gm)].map((m) => m[1]));
+    const known = (name: string): boolean => families.has(name) || families.has(name.replace(/_(bucket|sum|count)$/, ''));
+    const dashboard = JSON.parse(readFileSync(join(DOCS, 'grafana', 'spook.json'), 'utf8')) as {
+      panels: { id: number; type: string; targets?: { expr: string }[] }[];
+    };
+    const exprs = dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => t.expr));
+    expect(exprs.length).toBeGreaterThan(20);
+    expect(new Set(dashboard.panels.map((p) => p.id)).size).toBe(dashboard.panels.length);
+    const rules = readFileSync(join(DOCS, 'prometheus', 'alerts.yml'), 'utf8');
+    const used = new Set([...(exprs.join('\n') + rules).matchAll(/\b(?:spook|process|nodejs)_[a-z0-9_]+/g)].map((m) => m[0]));
+    expect(used.size).toBeGreaterThan(20);
+    expect([...used].filter((n) => !known(n))).toEqual([]);
   });
 });
 
