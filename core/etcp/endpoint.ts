@@ -397,7 +397,12 @@ export class EtcpEndpoint {
     }
     const peer = this.peers.get(keyHex(m1.remoteStatic));
     if (!peer)
-      return { kind: 'drop', reason: 'unauthorized-key', detail: `static key ${keyHex(m1.remoteStatic)} is not an authorised peer` };
+      return {
+        kind: 'drop',
+        reason: 'unauthorized-key',
+        // Base64, as keys are written in the configuration (an operator greps for it there).
+        detail: `static key ${Buffer.from(m1.remoteStatic).toString('base64')} is not an authorised peer`,
+      };
     const d = viewOf(m1.payload);
     const vmin = INIT_PAYLOAD.fields.version_min.get(d);
     const vmax = INIT_PAYLOAD.fields.version_max.get(d);

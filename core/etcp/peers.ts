@@ -117,7 +117,15 @@ export interface PeerView {
   /** CPU time its datagrams (and its wrapper carriers) may take. */
   readonly budget: WorkBudget;
   readonly fenced: boolean;
+  /** HandshakeInits sent to the peer, and sessions established with it (either side initiating). */
+  readonly handshakesSent: number;
+  readonly sessionsEstablished: number;
+  /** HandshakeInits sent since the last session came up (0 while one is up). */
+  readonly unanswered: number;
 }
+
+/** After this many unanswered HandshakeInits (2 s apart) the driver is told, so that it can warn. */
+export const UNANSWERED_REPORT_AFTER = 3;
 
 interface Peer {
   name: string;
@@ -133,6 +141,9 @@ interface Peer {
   disconnects: number;
   budget: WorkBudget;
   fenced: boolean;
+  handshakesSent: number;
+  sessionsEstablished: number;
+  unanswered: number;
 }
 
 /** The table's timers, per peer; `pollTimeout` is the earliest of all. */
@@ -160,6 +171,11 @@ export type PeerEvent =
   | { type: 'established'; peer: string; session: Session }
   /** The peer passed the violation limit: its sessions are cut, a new handshake is needed. */
   | { type: 'violation-limit'; peer: string; violations: number }
+  /**
+   * The peer has not answered `attempts` HandshakeInits in a row (from UNANSWERED_REPORT_AFTER on,
+   * at each retry): unreachable, not running, or it does not know our key. The driver warns, rate-limited.
+   */
+  | { type: 'handshake-unanswered'; peer: string; to: Addr; attempts: number }
   /** A HandshakeInit from an unauthorised static key (the driver warns, rate-limited). */
   | { type: 'handshake-refused'; from: Addr; detail: string }
   /** A CookieReply to our init: the next init to the peer carries mac2. */
@@ -218,6 +234,9 @@ export class PeerTable {
         disconnects: 0,
         budget: this.budgets.add(s.budgetMs),
         fenced: false,
+        handshakesSent: 0,
+        sessionsEstablished: 0,
+        unanswered: 0,
       });
     }
   }
@@ -466,8 +485,15 @@ export class PeerTable {
     p.lastInitAt = now;
     // A full index space is counted and retried, never an error of this pair (§12.3).
     const init = this.o.etcp.tryInitiate(now, p.publicKey, this.o.timestamp?.(now) ?? now);
-    if ('drop' in init) this.drop(init.drop, { peer: p.name });
-    else this.transmits.push({ to, datagram: init.datagram });
+    if ('drop' in init) {
+      this.drop(init.drop, { peer: p.name });
+      return;
+    }
+    this.transmits.push({ to, datagram: init.datagram });
+    p.handshakesSent++;
+    if (p.session) return; // a rekey: the current session still carries the pair
+    if (++p.unanswered >= UNANSWERED_REPORT_AFTER)
+      this.events.push({ type: 'handshake-unanswered', peer: p.name, to, attempts: p.unanswered });
   }
 
   private onHandshake(now: number, bytes: Uint8Array, from: Addr): void {
@@ -530,6 +556,8 @@ export class PeerTable {
       while (p.oldSessions.length > MAX_OLD_SESSIONS) this.close(p, p.oldSessions.shift()!.session);
     }
     p.session = s;
+    p.sessionsEstablished++;
+    p.unanswered = 0;
     this.events.push({ type: 'established', peer: p.name, session: s });
   }
 

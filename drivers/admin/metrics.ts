@@ -161,6 +161,35 @@ export class Metrics {
       },
     );
 
+    const tablePeer = (read: (v: NonNullable<ReturnType<typeof d.table.peer>>) => number): (() => Samples<'peer'>) =>
+      function* () {
+        for (const l of links()) {
+          const v = d.table.peer(l.name);
+          if (v) yield [{ peer: l.name }, read(v)];
+        }
+      };
+    counter(
+      'spook_etcp_handshakes_sent_total',
+      'HandshakeInits sent to the peer (first contact, retries, rekeys)',
+      ['peer'] as const,
+      tablePeer((v) => v.handshakesSent),
+    );
+    counter(
+      'spook_etcp_sessions_established_total',
+      'ETCP sessions established with the peer (either side initiating)',
+      ['peer'] as const,
+      tablePeer((v) => v.sessionsEstablished),
+    );
+    gauge(
+      'spook_etcp_unanswered_handshakes',
+      'HandshakeInits sent since the last session came up (0 while one is up): rising means the peer does not answer',
+      ['peer'] as const,
+      tablePeer((v) => v.unanswered),
+    );
+    counter('spook_warnings_suppressed_total', 'Warnings not logged by the per-source and per-peer rate limits', [], () => [
+      [{}, d.warns.suppressed],
+    ]);
+
     // ---- QN domains ----
     const domains = (): DomainHost[] => [...d.domains.values()];
     const perDomain = (read: (h: DomainHost) => number) =>

@@ -264,6 +264,8 @@ export const configSchema = z
     adminMode: fileMode.optional(),
     fsync: z.enum(['always', 'everysec', 'never']).default('always'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
+    /** auto: pretty on a terminal, syslog priority prefixes under the journal (JOURNAL_STREAM), JSON otherwise. */
+    logFormat: z.enum(['auto', 'json', 'journal', 'pretty']).default('auto'),
     metrics: z.object({ listen: hostPort }).strict().optional(),
     /** The XDP fast path on the interface that carries ESTP traffic (off when absent). */
     xdp: z

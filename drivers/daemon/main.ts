@@ -1,6 +1,6 @@
 /** `spookd`: the Spook daemon. Foreground process; logs JSON (pretty on a terminal); SIGTERM stops it cleanly. */
 import { Command, Option } from 'commander';
-import { pino } from 'pino';
+import { makeLogger } from './logger.js';
 import { loadConfig, ConfigError } from './config.js';
 import { readPrivateKey } from './keys.js';
 import { Spookd } from './spookd.js';
@@ -37,11 +37,7 @@ const program = new Command()
       );
       return;
     }
-    const log = pino({
-      level: cfg.logLevel,
-      base: { pid: process.pid },
-      ...(process.stdout.isTTY ? { transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l' } } } : {}),
-    });
+    const log = makeLogger(cfg.logLevel, cfg.logFormat);
     let d: Spookd;
     try {
       d = new Spookd(cfg, key, log);

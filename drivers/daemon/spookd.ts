@@ -40,7 +40,7 @@ import { hostDefaultHoldMs, hostDefaultConnectTimeoutMs } from '../wrap/hold.js'
 import { PeerTable, sourceOf, type Addr, type PeerEvent, type PeerView } from '../../core/etcp/peers.js';
 import { HANDSHAKE_RETRY_MS } from '../../core/etcp/constants.js';
 import type { DropCounts } from '../../core/etcp/drops.js';
-import { LifecycleEvent } from '../../core/pair/lifecycle.js';
+import { LifecycleEvent, PairState } from '../../core/pair/lifecycle.js';
 import { describeDiffs } from '../../core/pair/manifest.js';
 import { DeadlineHeap } from '../../core/util/deadline-heap.js';
 
@@ -564,7 +564,21 @@ export class Spookd {
       case 'handshake-refused': {
         // One warning per source address per minute; the rest are counted (drops, warnings-suppressed).
         const suppressed = this.warns.admit(now, ev.from.address);
-        if (suppressed !== undefined) this.log.warn({ from: sourceOf(ev.from), detail: ev.detail, suppressed }, 'handshake refused');
+        if (suppressed !== undefined)
+          this.log.warn(
+            { from: sourceOf(ev.from), detail: ev.detail, suppressed },
+            `handshake refused from ${sourceOf(ev.from)}: ${ev.detail} (add its key to peers, or fix the key that host has)`,
+          );
+        return;
+      }
+      case 'handshake-unanswered': {
+        // Once per peer per interval: an endpoint down for hours must not fill the log.
+        const suppressed = this.warns.admit(now, `unanswered:${ev.peer}`);
+        if (suppressed !== undefined)
+          this.log.warn(
+            { peer: ev.peer, endpoint: sourceOf(ev.to), attempts: ev.attempts, suppressed },
+            `peer ${ev.peer} at ${sourceOf(ev.to)} has not answered ${ev.attempts} handshakes: is its spookd running and reachable, and does its configuration list this host's public key ${encodeKey(this.key.publicKey)}?`,
+          );
         return;
       }
       case 'cookie-stored':
@@ -767,7 +781,11 @@ export class Spookd {
   private publish(link: PeerLink): void {
     for (let ev = link.pair.pollEvent(); ev; ev = link.pair.pollEvent()) {
       if (ev.type === 'lifecycle') {
-        this.log.info({ peer: link.name, from: ev.from, to: ev.to, cause: ev.cause }, 'lifecycle');
+        // Every write goes ENTANGLED → COLLAPSING → ENTANGLED: routine, at debug; the rest at info.
+        const routine =
+          (ev.from === PairState.ENTANGLED && ev.to === PairState.COLLAPSING) ||
+          (ev.from === PairState.COLLAPSING && ev.to === PairState.ENTANGLED);
+        this.log[routine ? 'debug' : 'info']({ peer: link.name, from: ev.from, to: ev.to, cause: ev.cause }, 'lifecycle');
         const diffs = link.pair.registerMismatch;
         if (diffs && ev.cause.startsWith(`${LifecycleEvent.RegisterMismatch}:`)) {
           // Once per mismatch found (the core reports each once), and at most once a minute per peer.
