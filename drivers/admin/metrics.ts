@@ -24,6 +24,7 @@ import type { Replica } from '../../core/pair/replica.js';
 import type { WrapperCounters } from '../wrap/local.js';
 import type { SpookEvent } from '../../core/pair/events.js';
 import { buildInfo } from '../daemon/build-info.js';
+import { bindFault } from '../daemon/preflight.js';
 
 /** Where a committed or rejected write was decided. */
 export type CommitScope = 'pair' | 'domain';
@@ -438,7 +439,7 @@ export class Metrics {
       );
     });
     await new Promise<void>((resolve, reject) => {
-      this.server!.once('error', reject);
+      this.server!.once('error', (e) => reject(bindFault(e, [[this.listen, 'metrics.listen']])));
       this.server!.listen(hp.port, hp.host, () => resolve());
     });
     this.log.info({ metrics: `http://${this.listen}/metrics` }, 'metrics listening');

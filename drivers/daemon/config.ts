@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { DEFAULT_TIMING } from '../../core/pair/halfpair.js';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { decodeKey } from './keys.js';
@@ -332,6 +333,16 @@ export const configSchema = z
               : undefined;
       if (bad) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['adminMode'], message: `0${m.toString(8)} ${bad}` });
     }
+    // A pair decoheres after silenceMs without a frame: it must outlast two keepalives, or one lost
+    // keepalive (or a keepalive longer than the silence) would decohere an idle, healthy pair.
+    const keepalive = c.timing.keepaliveMs ?? DEFAULT_TIMING.keepaliveMs;
+    const silence = c.timing.silenceMs ?? DEFAULT_TIMING.silenceMs;
+    if (silence < 2 * keepalive)
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['timing', c.timing.silenceMs === undefined ? 'keepaliveMs' : 'silenceMs'],
+        message: `silenceMs (${silence}) must be at least twice keepaliveMs (${keepalive})`,
+      });
     dup(c.peers, (p) => p.name, 'peers');
     dup(c.peers, (p) => p.publicKey, 'peers');
     dup(c.registers, (r) => r.name, 'registers');

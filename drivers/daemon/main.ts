@@ -8,6 +8,7 @@ import { StoreError } from '../store/store.js';
 import { resolveAdminGroup } from '../admin/access.js';
 import { sdNotify } from '../wrap/fdstore.js';
 import { buildInfo } from './build-info.js';
+import { checkPaths, checkPorts, formatProblems } from './preflight.js';
 
 const program = new Command()
   .name('spookd')
@@ -18,9 +19,14 @@ const program = new Command()
     'print the version and the commit, then exit',
   )
   .option('-c, --config <file>', 'configuration file (YAML)', '/etc/spook/spookd.conf')
-  .option('--check-config', 'validate the configuration and the key file, then exit', false)
+  .option(
+    '--check-config',
+    "validate everything a start needs (the configuration, the key file, the peers' keys, paths, free ports), then exit",
+    false,
+  )
+  .option('--no-check-ports', 'with --check-config: skip the free-port checks (to check the configuration of a spookd that runs)')
   .addOption(new Option('--check', 'same as --check-config').hideHelp())
-  .action(async (o: { config: string; check?: boolean; checkConfig: boolean }) => {
+  .action(async (o: { config: string; check?: boolean; checkConfig: boolean; checkPorts: boolean }) => {
     let cfg;
     let key;
     try {
@@ -31,7 +37,15 @@ const program = new Command()
       process.stderr.write(`spookd: ${(e as Error).message}\n`);
       process.exit(2);
     }
-    if (o.check || o.checkConfig) {
+    const check = o.check || o.checkConfig;
+    // What would fail at start, named by field: the same checks before a start, ports only in a check
+    // (a start reports its own bind failures by field).
+    const problems = [...checkPaths(cfg, key), ...(check && o.checkPorts ? await checkPorts(cfg) : [])];
+    if (problems.length > 0) {
+      process.stderr.write(`${formatProblems(o.config, problems)}\n`);
+      process.exit(2);
+    }
+    if (check) {
       process.stdout.write(
         `${o.config}: OK (${cfg.peers.length} peer(s), ${cfg.registers.length} register(s), ${cfg.domains.length} domain(s), ${cfg.wrap.wrappers.length} wrapper(s))\n`,
       );
@@ -45,7 +59,10 @@ const program = new Command()
       // Under systemd (Type=notify): started. Also what lets a restart hand wrapped connections over.
       sdNotify('READY=1');
     } catch (e) {
+      // Expected failures (a store, a field, a system call refused) as one line; anything else is a bug: its stack.
+      const errno = e as NodeJS.ErrnoException;
       if (e instanceof StoreError || e instanceof ConfigError) log.fatal(e.message);
+      else if (typeof errno.code === 'string' && errno.syscall) log.fatal(`failed to start: ${errno.message}`);
       else log.fatal({ err: e }, 'failed to start');
       process.exit(1);
     }

@@ -28,7 +28,8 @@ import { HalfPair } from '../../core/pair/halfpair.js';
 import type { SpookEvent } from '../../core/pair/events.js';
 import { DiskStore, type FsyncPolicy } from '../store/store.js';
 import { decodeKey, encodeKey } from './keys.js';
-import { parseHostPort, type SpookdConfig } from './config.js';
+import { ConfigError, parseHostPort, type SpookdConfig } from './config.js';
+import { bindFault, describeBindError } from './preflight.js';
 import { AdminServer } from '../admin/server.js';
 import { Metrics, type CommitScope } from '../admin/metrics.js';
 import { FastPath } from './fastpath.js';
@@ -335,7 +336,9 @@ export class Spookd {
     sock.on('message', (msg, rinfo) => this.onDatagramSafe(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength), rinfo));
     sock.on('error', (e) => this.log.error({ err: e }, 'UDP socket error'));
     await new Promise<void>((resolve, reject) => {
-      sock.once('error', reject);
+      sock.once('error', (e: NodeJS.ErrnoException) =>
+        reject(new ConfigError(`listen: ${this.cfg.listen} (UDP): ${describeBindError(e.code ?? e.message)}`)),
+      );
       sock.bind(listen.port, listen.host, () => {
         sock.off('error', reject);
         resolve();
@@ -365,7 +368,14 @@ export class Spookd {
       this.metrics = new Metrics(this, this.cfg.metrics.listen, this.log);
       await this.metrics.start();
     }
-    await this.wraps.start();
+    try {
+      await this.wraps.start();
+    } catch (e) {
+      throw bindFault(e, [
+        [this.cfg.listen, "listen (TCP, the wrappers' carrier)"],
+        [this.cfg.wrap.intercept, 'wrap.intercept'],
+      ]);
+    }
     for (const link of this.links.values()) this.pump(link, false);
     this.schedule();
     this.started = true;
