@@ -50,6 +50,12 @@ describe('make install / uninstall', () => {
     expect(check.stdout).toMatch(/OK \(1 peer\(s\), 2 register\(s\), 0 domain\(s\), 0 wrapper\(s\)\)/);
     const unit = join(prefix, 'lib', 'systemd', 'system', 'spookd.service');
     expect(readFileSync(unit, 'utf8')).toContain(`ExecStart=${prefix}/bin/spookd --config ${etc}/spook/spookd.conf`);
+    // systemd's own exposure score of the unit's sandbox (0 best, 10 worst): 2.9 when written.
+    const security = spawnSync('systemd-analyze', ['security', '--offline=true', unit], { encoding: 'utf8' });
+    if (!security.error) {
+      const exposure = Number(/Overall exposure level for spookd\.service: ([\d.]+)/.exec(security.stdout)?.[1]);
+      expect(exposure, security.stdout + security.stderr).toBeLessThanOrEqual(3.5);
+    }
     const analyze = spawnSync('systemd-analyze', ['verify', unit], { encoding: 'utf8' });
     if (!analyze.error) {
       // Where the tool exists, the unit must verify cleanly.

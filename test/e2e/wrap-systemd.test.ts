@@ -138,6 +138,14 @@ describe('spookd under a real systemd', () => {
         .find((p) => readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'node')!;
       const env = readFileSync(`/proc/${node}/environ`, 'utf8').split('\0');
       expect(env).toContain('SPOOK_FDSTORE=4096');
+      // The unit's sandbox holds (and the wrappers work inside it: the rest of this file): a seccomp
+      // filter (SystemCallFilter=), no new privileges, and only the unit's capabilities.
+      const status = readFileSync(`/proc/${node}/status`, 'utf8');
+      expect(status).toMatch(/^Seccomp:\s+2$/m);
+      expect(status).toMatch(/^NoNewPrivs:\s+1$/m);
+      // CapBnd: CAP_CHOWN (0), CAP_NET_ADMIN (12), CAP_SYS_ADMIN (21), CAP_BPF (39): nothing more.
+      const bnd = BigInt(`0x${/^CapBnd:\s+([0-9a-f]+)$/m.exec(status)![1]}`);
+      expect(bnd).toBe((1n << 0n) | (1n << 12n) | (1n << 21n) | (1n << 39n));
       expect(env).toContain('NOTIFY_SOCKET=/run/systemd/notify');
       expect(env.filter((e) => e.startsWith('FDSTORE='))).toEqual([]);
     }
