@@ -3,6 +3,7 @@
  * `--json` for scripts, one table of exit statuses for every command (EXIT).
  */
 import { Command } from 'commander';
+import { durationArg, intArg } from './args.js';
 import { AdminClient, SpookError, DEFAULT_SOCKET } from '../client/admin-client.js';
 import type { AdminArgs, AdminCommand, AdminErrorCode, AdminResult, AdminStreams, Outcome, ShownBytes } from '../client/protocol.js';
 
@@ -12,11 +13,27 @@ export interface Common {
   peer?: string;
 }
 
-export function withSocket(c: Command, json = true): Command {
-  c.option('-s, --socket <path>', 'spookd admin socket', process.env.SPOOK_SOCKET ?? DEFAULT_SOCKET);
-  if (json) c.option('--json', 'print JSON', false);
-  return c;
+/**
+ * The options every command takes, before or after its name (`spook -s S status` and `spook status
+ * -s S`): declared once on the program; main.ts hands their values to the command that runs.
+ */
+export function globalOptions(program: Command): Command {
+  return program
+    .option(
+      '-s, --socket <path>',
+      'spookd admin socket (default: $SPOOK_SOCKET, else /run/spook/admin.sock)',
+      process.env.SPOOK_SOCKET ?? DEFAULT_SOCKET,
+    )
+    .option('--json', 'print JSON (every inspection command)', false)
+    .configureHelp({ showGlobalOptions: true })
+    .hook('preAction', (_program, action) => {
+      const g = program.opts<{ socket: string; json: boolean }>();
+      action.setOptionValue('socket', g.socket).setOptionValue('json', g.json);
+    });
 }
+
+/** --timeout of every write. */
+export const TIMEOUT_HELP = 'wait at most this long for the outcome, then report pending (500ms, 30s, 2m; a bare number is ms)';
 
 /** The exit status of every `spook` command, pair and domain alike (`spook --help`, docs/OPERATIONS.md). */
 export const EXIT = {
@@ -108,8 +125,9 @@ export const out = (o: Common, v: unknown, human: () => string): void => {
 };
 
 export function adminCommands(): Command[] {
-  const status = withSocket(new Command('status').description('daemon status: key, listen address, uptime, pairs, drop counters')).action(
-    async (o: Common) => {
+  const status = new Command('status')
+    .description('daemon status: key, listen address, uptime, pairs, drop counters')
+    .action(async (o: Common) => {
       const s = await call(o, 'status');
       out(o, s, () =>
         [
@@ -120,10 +138,9 @@ export function adminCommands(): Command[] {
           `drops       ${JSON.stringify(s.drops)}`,
         ].join('\n'),
       );
-    },
-  );
+    });
 
-  const pairs = withSocket(new Command('pairs').description('list pairs')).action(async (o: Common) => {
+  const pairs = new Command('pairs').description('list pairs').action(async (o: Common) => {
     const ps = await call(o, 'pairs');
     out(o, ps, () =>
       table(ps, ['peer', 'state', 'role', 'endpoint', 'pairId', 'rttMs', 'bytesSent', 'bytesReceived', 'reentanglements', 'fullTransfers']),
@@ -132,43 +149,40 @@ export function adminCommands(): Command[] {
 
   const pair = new Command('pair').description('one pair');
   pair.addCommand(
-    withSocket(
-      new Command('show')
-        .description('lifecycle state, versions, hashes, RTT, loss, bytes, re-entanglements, full transfers')
-        .argument('<peer>', 'peer name'),
-    ).action(async (peer: string, o: Common) => {
-      const p = await call({ ...o, peer }, 'pair');
-      out(o, p, () => {
-        const regs = p.registers;
-        const head = Object.entries(p)
-          .filter(([k]) => k !== 'registers')
-          .map(([k, v]) => (k === 'registerMismatch' && p.registerMismatch ? [k, p.registerMismatch.reason] : [k, v]))
-          .map(
-            ([k, v]) =>
-              `${String(k).padEnd(18)}${k === 'since' ? iso(v as number) : typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}`,
-          );
-        return `${head.join('\n')}\n\n${table(regs, ['name', 'kind', 'policy', 'version', 'hash', 'size', 'pending', 'peerVersion'])}`;
-      });
-    }),
+    new Command('show')
+      .description('lifecycle state, versions, hashes, RTT, loss, bytes, re-entanglements, full transfers')
+      .argument('<peer>', 'peer name')
+      .action(async (peer: string, o: Common) => {
+        const p = await call({ ...o, peer }, 'pair');
+        out(o, p, () => {
+          const regs = p.registers;
+          const head = Object.entries(p)
+            .filter(([k]) => k !== 'registers')
+            .map(([k, v]) => (k === 'registerMismatch' && p.registerMismatch ? [k, p.registerMismatch.reason] : [k, v]))
+            .map(
+              ([k, v]) =>
+                `${String(k).padEnd(18)}${k === 'since' ? iso(v as number) : typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}`,
+            );
+          return `${head.join('\n')}\n\n${table(regs, ['name', 'kind', 'policy', 'version', 'hash', 'size', 'pending', 'peerVersion'])}`;
+        });
+      }),
   );
 
-  const registers = withSocket(new Command('registers').description('registers of every pair')).action(async (o: Common) => {
+  const registers = new Command('registers').description('registers of every pair').action(async (o: Common) => {
     const rs = await call(o, 'registers');
     out(o, rs, () => table(rs, ['peer', 'name', 'kind', 'version', 'hash', 'size', 'pending']));
   });
 
-  const peerOpt = (c: Command): Command => c.option('-p, --peer <name>', 'peer (needed when several are configured)');
+  const peerOpt = (c: Command): Command => c.option('-p, --peer <name|key>', 'peer (needed when several are configured)');
 
   const get = peerOpt(
-    withSocket(
-      new Command('get').description('read a committed value (map key, or stream bytes)').argument('<register>').argument('[key]'),
-    ),
+    new Command('get').description('read a committed value (map key, or stream bytes)').argument('<register>').argument('[key]'),
   )
-    .option('--offset <n>', 'stream: first byte', '0')
-    .option('--length <n>', 'stream: bytes to read', '65536')
+    .option('--offset <n>', 'stream: first byte', intArg('--offset'), 0)
+    .option('--length <n>', 'stream: bytes to read, at most 1048576', intArg('--length', 0, 1_048_576), 65_536)
     .option('--print-value-only', 'print only the value, its raw bytes, without a newline (exit 4 when the key is absent)', false)
-    .action(async (register: string, key: string | undefined, o: Common & { offset: string; length: string; printValueOnly: boolean }) => {
-      const r = await call(o, 'get', { register, key, offset: Number(o.offset), length: Number(o.length) });
+    .action(async (register: string, key: string | undefined, o: Common & { offset: number; length: number; printValueOnly: boolean }) => {
+      const r = await call(o, 'get', { register, key, offset: o.offset, length: o.length });
       if (o.printValueOnly) return printValueOnly('data' in r ? r.data : r.value);
       const found = 'found' in r ? r.found : undefined; // a map register; a stream has data
       out(o, r, () => {
@@ -188,96 +202,88 @@ export function adminCommands(): Command[] {
     );
     process.exitCode = exitOfVerdict(r.verdict);
   };
-  const timeoutOpt = (c: Command): Command =>
-    c.option('-t, --timeout <ms>', 'wait at most this long for the outcome (then report pending)', '10000');
+  const timeoutOpt = (c: Command): Command => c.option('-t, --timeout <duration>', TIMEOUT_HELP, durationArg('--timeout'), 10_000);
   const set = timeoutOpt(
     peerOpt(
-      withSocket(
-        new Command('set')
-          .description('propose a set and wait for its collapse')
-          .argument('<register>')
-          .argument('<key>')
-          .argument('<value>'),
-      ),
+      new Command('set')
+        .description('propose a set and wait for its collapse')
+        .argument('<register>')
+        .argument('<key>')
+        .argument('<value>'),
     ),
-  ).action(async (register: string, key: string, value: string, o: Common & { timeout: string }) =>
-    outcome(o, await call(o, 'set', { register, key, value, timeoutMs: Number(o.timeout) })),
+  ).action(async (register: string, key: string, value: string, o: Common & { timeout: number }) =>
+    outcome(o, await call(o, 'set', { register, key, value, timeoutMs: o.timeout })),
   );
   const cas = timeoutOpt(
     peerOpt(
-      withSocket(
-        new Command('cas')
-          .description('compare-and-set: commit only if the key is at <expect> (0: absent)')
-          .argument('<register>')
-          .argument('<key>')
-          .argument('<expect>')
-          .argument('<value>'),
-      ),
+      new Command('cas')
+        .description('compare-and-set: commit only if the key is at <expect> (0: absent)')
+        .argument('<register>')
+        .argument('<key>')
+        .argument('<expect>', "the key's version to compare with (0: absent)", intArg('expect'))
+        .argument('<value>'),
     ),
-  ).action(async (register: string, key: string, expect: string, value: string, o: Common & { timeout: string }) =>
-    outcome(o, await call(o, 'cas', { register, key, expect: Number(expect), value, timeoutMs: Number(o.timeout) })),
+  ).action(async (register: string, key: string, expect: number, value: string, o: Common & { timeout: number }) =>
+    outcome(o, await call(o, 'cas', { register, key, expect, value, timeoutMs: o.timeout })),
   );
   const del = timeoutOpt(
-    peerOpt(
-      withSocket(new Command('del').description('propose a delete and wait for its collapse').argument('<register>').argument('<key>')),
-    ),
-  ).action(async (register: string, key: string, o: Common & { timeout: string }) =>
-    outcome(o, await call(o, 'del', { register, key, timeoutMs: Number(o.timeout) })),
+    peerOpt(new Command('del').description('propose a delete and wait for its collapse').argument('<register>').argument('<key>')),
+  ).action(async (register: string, key: string, o: Common & { timeout: number }) =>
+    outcome(o, await call(o, 'del', { register, key, timeoutMs: o.timeout })),
   );
   const append = timeoutOpt(
-    peerOpt(withSocket(new Command('append').description('append to a stream register').argument('<register>').argument('<data>'))),
-  ).action(async (register: string, data: string, o: Common & { timeout: string }) =>
-    outcome(o, await call(o, 'append', { register, data, timeoutMs: Number(o.timeout) })),
+    peerOpt(new Command('append').description('append to a stream register').argument('<register>').argument('<data>')),
+  ).action(async (register: string, data: string, o: Common & { timeout: number }) =>
+    outcome(o, await call(o, 'append', { register, data, timeoutMs: o.timeout })),
   );
   const txn = timeoutOpt(
     peerOpt(
-      withSocket(
-        new Command('txn')
-          .description('one atomic candidate of several ops, on <register> or across registers of the pair (ops naming "register")')
-          .argument('<register>', 'the register the txn is proposed on (it anchors a txn across registers)')
-          .argument('<ops>', 'a JSON array of ops: {"op":"set|del|cas|append", "key", "value", "expect", "data", "register"?}')
-          .addHelpText(
-            'after',
-            `\nExample:\n  spook txn accounts '[{"op":"cas","key":"alice","expect":7,"value":"90"},{"op":"set","register":"audit","key":"t1","value":"alice-10"}]'`,
-          ),
-      ),
+      new Command('txn')
+        .description('one atomic candidate of several ops, on <register> or across registers of the pair (ops naming "register")')
+        .argument('<register>', 'the register the txn is proposed on (it anchors a txn across registers)')
+        .argument('<ops>', 'a JSON array of ops: {"op":"set|del|cas|append", "key", "value", "expect", "data", "register"?}')
+        .addHelpText(
+          'after',
+          `\nExample:\n  spook txn accounts '[{"op":"cas","key":"alice","expect":7,"value":"90"},{"op":"set","register":"audit","key":"t1","value":"alice-10"}]'`,
+        ),
     ),
-  ).action(async (register: string, ops: string, o: Common & { timeout: string }) => {
+  ).action(async (register: string, ops: string, o: Common & { timeout: number }) => {
     let list: unknown;
     try {
       list = JSON.parse(ops);
     } catch (e) {
       fail(new SpookError('bad-argument', `ops is not JSON: ${(e as Error).message}`, 'ops'));
     }
-    outcome(o, await call(o, 'txn', { register, ops: list as AdminArgs<'txn'>['ops'], timeoutMs: Number(o.timeout) }));
+    outcome(o, await call(o, 'txn', { register, ops: list as AdminArgs<'txn'>['ops'], timeoutMs: o.timeout }));
   });
 
   const streamCmd = (name: 'watch' | 'events', description: string): Command =>
-    peerOpt(withSocket(new Command(name).description(description).argument('[register]'))).action(
-      async (register: string | undefined, o: Common) => {
-        let client: AdminClient;
-        try {
-          client = await AdminClient.connect(o.socket);
-        } catch (e) {
-          fail(e);
-        }
-        const fmt = (ev: AdminStreams[typeof name]['event']): string =>
-          ev.type === 'collapse'
-            ? `${ev.peer} ${ev.register} v${ev.version} h=${ev.hash} ${ev.entries.map((e) => `${e.origin}:${e.seq}${e.verdict === 'committed' ? '✓' : `✗(${e.reason})`}`).join(' ')}`
-            : ev.type === 'lifecycle'
-              ? `${ev.peer} ${ev.from} -> ${ev.to} (${ev.cause})`
-              : `${ev.peer} ${ev.register} re-entangled by ${ev.method} at v${ev.version}`;
-        // spookd stopping ends the stream with connection-closed: say so and exit non-zero, never 0.
-        await client.stream(
+    peerOpt(new Command(name).description(description).argument('[register]')).action(async (register: string | undefined, o: Common) => {
+      let client: AdminClient;
+      try {
+        client = await AdminClient.connect(o.socket);
+      } catch (e) {
+        fail(e);
+      }
+      const fmt = (ev: AdminStreams[typeof name]['event']): string =>
+        ev.type === 'collapse'
+          ? `${ev.peer} ${ev.register} v${ev.version} h=${ev.hash} ${ev.entries.map((e) => `${e.origin}:${e.seq}${e.verdict === 'committed' ? '✓' : `✗(${e.reason})`}`).join(' ')}`
+          : ev.type === 'lifecycle'
+            ? `${ev.peer} ${ev.from} -> ${ev.to} (${ev.cause})`
+            : `${ev.peer} ${ev.register} re-entangled by ${ev.method} at v${ev.version}`;
+      // spookd stopping ends the stream with connection-closed: say so and exit non-zero, never 0.
+      // A refused start (an unknown peer or register) is a failure too.
+      await client
+        .stream(
           name,
           { ...(register ? { register } : {}), ...(o.peer ? { peer: o.peer } : {}) },
           (ev) => {
             process.stdout.write(`${o.json ? JSON.stringify(ev) : fmt(ev)}\n`);
           },
           { onEnd: (e) => fail(e) },
-        );
-      },
-    );
+        )
+        .catch(fail);
+    });
 
   return [
     status,

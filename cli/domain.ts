@@ -3,25 +3,26 @@
  * `spook group show`: QN domains and QSCS groups of a running spookd.
  */
 import { Command } from 'commander';
-import { EXIT, call, exitOfVerdict, out, printValueOnly, table, withSocket, type Common } from './admin.js';
+import { EXIT, TIMEOUT_HELP, call, exitOfVerdict, out, printValueOnly, table, type Common } from './admin.js';
+import { durationArg, intArg } from './args.js';
+import { InvalidArgumentError } from 'commander';
 import type { DomainOp, DomainOutcome } from '../client/protocol.js';
 
-type DomainOpts = Common & { domain?: string; timeout: string };
+type DomainOpts = Common & { domain?: string; timeout: number };
 
 const domainOpt = (c: Command): Command => c.option('-d, --domain <name>', 'domain (needed when several are configured)');
-const timeoutOpt = (c: Command): Command =>
-  c.option('-t, --timeout <ms>', 'wait at most this long for the outcome (then report pending)', '10000');
+const timeoutOpt = (c: Command): Command => c.option('-t, --timeout <duration>', TIMEOUT_HELP, durationArg('--timeout'), 10_000);
 
 function verdict(o: Common, r: DomainOutcome): void {
   out(o, r, () => `${r.verdict}${r.reason ? ` (${r.reason})` : ''}${r.index !== null ? ` at index ${r.index}` : ''}  [candidate ${r.seq}]`);
   process.exitCode = exitOfVerdict(r.verdict);
 }
 
-/** `set REG KEY VALUE`, `del REG KEY`, `cas REG KEY EXPECT VALUE`, `append REG DATA` → one op. */
-export function parseOp(spec: string): DomainOp {
-  const [op, register, ...rest] = spec.trim().split(/\s+/);
+/** One op from its words: `set REG KEY VALUE`, `del REG KEY`, `cas REG KEY EXPECT VALUE`, `append REG DATA`. */
+function opOf(words: string[], what: string): DomainOp {
+  const [op, register, ...rest] = words;
   const need = (k: number): void => {
-    if (rest.length !== k) throw new Error(`--op ${JSON.stringify(spec)}: ${op} takes ${k + 1} arguments after the op`);
+    if (rest.length !== k) throw new InvalidArgumentError(`${what}: ${op} takes ${k + 1} arguments after the op, got ${rest.length + 1}`);
   };
   switch (op) {
     case 'set':
@@ -32,35 +33,42 @@ export function parseOp(spec: string): DomainOp {
       return { op, register, key: rest[0] };
     case 'cas':
       need(3);
-      return { op, register, key: rest[0], expect: Number(rest[1]), value: rest[2] };
+      return { op, register, key: rest[0], expect: intArg(`${what}: expect`)(rest[1]), value: rest[2] };
     case 'append':
       need(1);
       return { op, register, data: rest[0] };
     default:
-      throw new Error(`--op ${JSON.stringify(spec)}: the op must be set, del, cas or append`);
+      throw new InvalidArgumentError(`${what}: the op must be set, del, cas or append`);
   }
 }
 
+/** An `--op` spec: words split on spaces (a value with spaces: use \`spook domain set\`, one op per command). */
+export function parseOp(spec: string): DomainOp {
+  return opOf(spec.trim().split(/\s+/), `--op ${JSON.stringify(spec)}`);
+}
+
 async function propose(o: DomainOpts, ops: DomainOp[]): Promise<void> {
-  verdict(o, await call(o, 'dpropose', { domain: o.domain, ops, timeoutMs: Number(o.timeout) }));
+  verdict(o, await call(o, 'dpropose', { domain: o.domain, ops, timeoutMs: o.timeout }));
 }
 
 export function domainCommands(): Command[] {
-  const domains = withSocket(new Command('domains').description('list QN domains: state, role, leader, term, commit index')).action(
-    async (o: Common) => {
+  const domains = new Command('domains')
+    .description('list QN domains: state, role, leader, term, commit index')
+    .action(async (o: Common) => {
       const r = await call(o, 'domains');
       out(o, r, () =>
         r.length
           ? table(r, ['domain', 'state', 'role', 'leader', 'term', 'commitIndex', 'members', 'pending', 'hash'])
           : '(no domains configured)',
       );
-    },
-  );
+    });
 
   const domain = new Command('domain').description('one QN domain: inspect it, read and write its registers, change its membership');
   domain.addCommand(
-    withSocket(new Command('show').description('members, roles, commit index, lag per member, partitions seen').argument('<name>')).action(
-      async (name: string, o: Common) => {
+    new Command('show')
+      .description('members, roles, commit index, lag per member, partitions seen')
+      .argument('<name>')
+      .action(async (name: string, o: Common) => {
         const r = await call(o, 'domain', { domain: name });
         out(o, r, () =>
           [
@@ -75,24 +83,17 @@ export function domainCommands(): Command[] {
             ...(r.groups.length ? ['', table(r.groups, ['name', 'registers', 'version'])] : []),
           ].join('\n'),
         );
-      },
-    ),
+      }),
   );
   domain.addCommand(
     domainOpt(
-      withSocket(
-        new Command('outcome')
-          .description('what became of a candidate proposed on this host (after a pending verdict, even across restarts)')
-          .argument('<seq>'),
-      ),
-    ).action(async (seq: string, o: DomainOpts) => verdict(o, await call(o, 'doutcome', { domain: o.domain, seq: Number(seq) }))),
+      new Command('outcome')
+        .description('what became of a candidate proposed on this host (after a pending verdict, even across restarts)')
+        .argument('<seq>', 'the candidate number a write printed', intArg('seq', 1)),
+    ).action(async (seq: number, o: DomainOpts) => verdict(o, await call(o, 'doutcome', { domain: o.domain, seq }))),
   );
   domain.addCommand(
-    domainOpt(
-      withSocket(
-        new Command('get').description('read a committed value (map key, or stream bytes)').argument('<register>').argument('[key]'),
-      ),
-    )
+    domainOpt(new Command('get').description('read a committed value (map key, or stream bytes)').argument('<register>').argument('[key]'))
       .option('--print-value-only', 'print only the value, its raw bytes, without a newline (exit 4 when the key is absent)', false)
       .action(async (register: string, key: string | undefined, o: DomainOpts & { printValueOnly: boolean }) => {
         const r = await call(o, 'dget', { domain: o.domain, register, key });
@@ -107,11 +108,19 @@ export function domainCommands(): Command[] {
       }),
   );
   const write = (name: string, args: string[], description: string): Command => {
-    const c = timeoutOpt(domainOpt(withSocket(new Command(name).description(description))));
+    const c = timeoutOpt(domainOpt(new Command(name).description(description)));
     for (const a of args) c.argument(`<${a}>`);
+    // The words as given (a value may hold spaces: `spook domain set kv k "hello world"`).
     return c.action(async (...xs: unknown[]) => {
       const o = xs[args.length] as DomainOpts;
-      await propose(o, [parseOp([name, ...(xs.slice(0, args.length) as string[])].join(' '))]);
+      let op: DomainOp;
+      try {
+        op = opOf([name, ...(xs.slice(0, args.length) as string[])], name);
+      } catch (e) {
+        process.stderr.write(`spook: ${(e as Error).message}\n`);
+        process.exit(EXIT.usage);
+      }
+      await propose(o, [op]);
     });
   };
   domain.addCommand(write('set', ['register', 'key', 'value'], 'propose a set and wait for its outcome'));
@@ -121,7 +130,7 @@ export function domainCommands(): Command[] {
   );
   domain.addCommand(write('append', ['register', 'data'], 'append to a stream register'));
   domain.addCommand(
-    timeoutOpt(domainOpt(withSocket(new Command('propose'))))
+    timeoutOpt(domainOpt(new Command('propose')))
       .description('one candidate of several deltas, on one or more registers: all commit together or none (QSCS)')
       .requiredOption(
         '--op <spec...>',
@@ -142,7 +151,7 @@ export function domainCommands(): Command[] {
   for (const verb of ['add', 'remove'] as const) {
     member.addCommand(
       domainOpt(
-        withSocket(new Command(verb).description(`${verb} one voting member (a configured peer; "self" for this node)`).argument('<peer>')),
+        new Command(verb).description(`${verb} one voting member (a configured peer; "self" for this node)`).argument('<peer>'),
       ).action(async (peer: string, o: DomainOpts) => {
         const r = await call(o, 'member', { domain: o.domain, [verb]: peer });
         out(o, r, () => `${verb} ${peer}: appended at index ${r.index} (${r.note})`);
@@ -151,15 +160,15 @@ export function domainCommands(): Command[] {
   }
   domain.addCommand(member);
 
-  const groups = withSocket(new Command('groups').description('list QSCS entanglement groups: domain, registers, group version')).action(
-    async (o: Common) => {
+  const groups = new Command('groups')
+    .description('list QSCS entanglement groups: domain, registers, group version')
+    .action(async (o: Common) => {
       const r = await call(o, 'groups');
       out(o, r, () => (r.length ? table(r, ['name', 'domain', 'registers', 'version', 'state']) : '(no groups configured)'));
-    },
-  );
+    });
   const group = new Command('group').description('one QSCS entanglement group');
   group.addCommand(
-    domainOpt(withSocket(new Command('show').description('members (registers), group version, state').argument('<name>'))).action(
+    domainOpt(new Command('show').description('members (registers), group version, state').argument('<name>')).action(
       async (name: string, o: DomainOpts) => {
         const r = await call(o, 'group', { group: name, domain: o.domain });
         out(o, r, () =>

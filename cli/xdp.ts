@@ -1,6 +1,5 @@
 /** `spook xdp status` (from the daemon) and `spook maps dump` (from the pinned maps, readable while spookd runs). */
 import { Command } from 'commander';
-import { DEFAULT_SOCKET } from '../client/admin-client.js';
 import { EXIT, call, iso } from './admin.js';
 import { PIN_DIR, counterReader, openPinned, pairsReader, readCounters, readPairStats } from '../drivers/bpf/xdp.js';
 
@@ -9,8 +8,6 @@ export function xdpCommands(): Command[] {
   xdp
     .command('status')
     .description('interface, mode, program id, attach time, counters (asks spookd)')
-    .option('-s, --socket <path>', 'spookd admin socket', process.env.SPOOK_SOCKET ?? DEFAULT_SOCKET)
-    .option('--json', 'print JSON', false)
     .action(async (o: { socket: string; json: boolean }) => {
       const s = await call(o, 'xdp');
       if (o.json) return void console.log(JSON.stringify(s, null, 2));
@@ -34,7 +31,6 @@ export function xdpCommands(): Command[] {
     .description('dump a pinned map: pairs (pair id, packets, bytes) or counters (per reason)')
     .argument('<map>', 'pairs | counters')
     .option('--pin-dir <dir>', 'where spookd pinned the maps', PIN_DIR)
-    .option('--json', 'print JSON', false)
     .action((name: string, o: { pinDir: string; json: boolean }) => {
       try {
         if (name === 'counters') {

@@ -240,6 +240,12 @@ export function pairStreams(d: Spookd): StreamHandlers<'watch' | 'events'> {
     watch: (args, call, emit) => {
       const peer = str(args, 'peer', false);
       const register = str(args, 'register', false);
+      // A misspelt peer or register is refused, not watched for ever in silence.
+      const links = peer === undefined ? [...d.links.values()] : [linkOf(d, peer)];
+      if (register !== undefined && !links.some((l) => l.pair.registers.has(register))) {
+        const known = [...new Set(links.flatMap((l) => [...l.pair.registers.keys()]))].join(', ');
+        throw new AdminFault('unknown-register', `no register named ${JSON.stringify(register)} (configured: ${known})`, 'register');
+      }
       subscribe(call, (link, ev) => {
         if ((peer && link.name !== peer) || ev.type !== 'collapse' || (register && ev.register !== register)) return;
         emit(link.name, {
@@ -259,6 +265,7 @@ export function pairStreams(d: Spookd): StreamHandlers<'watch' | 'events'> {
     },
     events: (args, call, emit) => {
       const peer = str(args, 'peer', false);
+      if (peer !== undefined) linkOf(d, peer);
       subscribe(call, (link, ev) => {
         if ((peer && link.name !== peer) || (ev.type !== 'lifecycle' && ev.type !== 'reentangled')) return;
         emit(link.name, { ...ev, at: epochMs(ev.at) });
