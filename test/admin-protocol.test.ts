@@ -158,6 +158,15 @@ describe('admin protocol', () => {
     expect((await client.request('domain', { domain: 'main' })).recentPartitions.every((x) => typeof x.at === 'number')).toBe(true);
   });
 
+  it('watch and events refuse an unknown peer or register at once (not a silent stream)', async () => {
+    const reg = await failure(client.stream('watch', { register: 'nope' }, () => {}));
+    expect(reg.code).toBe('unknown-register');
+    expect(reg.field).toBe('register');
+    expect(reg.message).toContain('configured: config');
+    const peer = await failure(client.stream('events', { peer: 'zed' }, () => {}));
+    expect(peer.code).toBe('unknown-peer');
+  });
+
   it('a bad argument: code bad-argument, the field named', async () => {
     const e = await failure(client.request('set', { register: 'config', key: 'k', value: 'v', timeoutMs: -1 }));
     expect({ code: e.code, field: e.field }).toEqual({ code: 'bad-argument', field: 'timeoutMs' });
