@@ -90,7 +90,9 @@ $(BUILD_STAMP): $(NODE_STAMP) $(TS_SOURCES) tsconfig.json
 	npx tsc -p tsconfig.json
 	touch $@
 
-build: $(BUILD_STAMP) $(BPF_OBJ) bpf/spook_wrap.o docs/ADMIN-API.md
+MAN_PAGES := docs/man/spook.8 docs/man/spookd.8 docs/man/spookd.conf.5
+COMPLETIONS := packaging/completion/spook.bash packaging/completion/_spook
+build: $(BUILD_STAMP) $(BPF_OBJ) bpf/spook_wrap.o docs/ADMIN-API.md $(MAN_PAGES)
 
 # The light client (packages/client, @spook/client): client/ alone, compiled without the daemon;
 # `cd packages/client && npm pack` makes the installable tarball.
@@ -165,10 +167,14 @@ bpf/spook_wire.h: wire/constants.ts wire/layouts.ts tools/bpf-header.ts $(BUILD_
 	node dist/tools/bpf-header.js $@
 
 # The admin protocol's reference, rendered from client/protocol.ts (a test fails when it is stale).
-docs: docs/ADMIN-API.md
+docs: docs/ADMIN-API.md $(MAN_PAGES)
 
 docs/ADMIN-API.md: client/protocol.ts tools/admin-doc.ts $(BUILD_STAMP)
 	node dist/tools/admin-doc.js $@
+
+# Manual pages and shell completions, rendered from the command trees --help prints (tools/man.ts).
+$(MAN_PAGES) $(COMPLETIONS) &: tools/man.ts docs/spookd.conf.example $(BUILD_STAMP)
+	node dist/tools/man.js docs/man packaging/completion
 
 soak: build $(APT_TEST_STAMP)
 	./bin/spook-lab sim --seeds 20000 --loss 0.3 --dup 0.05 --reorder 0.2 --cuts

@@ -86,6 +86,12 @@ install)
     put 0755 "$tmp/$n" "$PREFIX/bin/$n"
   done
   put 0644 docs/spookd.conf.example "$SYSCONFDIR/spook/spookd.conf.example"
+  # Manual pages and completions (rendered from the command trees by tools/man.ts).
+  put 0644 docs/man/spook.8 "$PREFIX/share/man/man8/spook.8"
+  put 0644 docs/man/spookd.8 "$PREFIX/share/man/man8/spookd.8"
+  put 0644 docs/man/spookd.conf.5 "$PREFIX/share/man/man5/spookd.conf.5"
+  put 0644 packaging/completion/spook.bash "$PREFIX/share/bash-completion/completions/spook"
+  put 0644 packaging/completion/_spook "$PREFIX/share/zsh/site-functions/_spook"
   subst packaging/spookd.service.in > "$tmp/spookd.service"
   put 0644 "$tmp/spookd.service" "$SYSTEMDDIR/spookd.service"
   rm -rf "$tmp"

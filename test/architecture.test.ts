@@ -20,8 +20,9 @@ const MAY_IMPORT: Record<Layer, readonly Layer[]> = {
   drivers: ['wire', 'crypto', 'core', 'drivers', 'client'],
   client: ['client'],
   cli: ['wire', 'crypto', 'core', 'drivers', 'client', 'cli'],
-  // tools/admin-doc.ts renders docs/ADMIN-API.md from client/protocol.ts.
-  tools: ['wire', 'client', 'tools'],
+  // tools/admin-doc.ts renders docs/ADMIN-API.md from client/protocol.ts; tools/man.ts the manual
+  // pages and completions from the CLI's and spookd's command trees and the configuration schema.
+  tools: ['wire', 'crypto', 'core', 'drivers', 'client', 'cli', 'tools'],
   // testing/cli (spook-lab) fronts the benchmarks; neither is installed.
   testing: ['wire', 'crypto', 'core', 'drivers', 'client', 'cli', 'testing', 'bench'],
   bench: ['wire', 'crypto', 'core', 'drivers', 'client', 'cli', 'testing', 'bench'],

@@ -62,6 +62,15 @@ describe('make install / uninstall', () => {
       expect(analyze.status, analyze.stderr).toBe(0);
       expect(analyze.stderr.trim()).toBe('');
     }
+    // Manual pages and completions where man(1) and the shells look for them.
+    for (const f of [
+      'share/man/man8/spook.8',
+      'share/man/man8/spookd.8',
+      'share/man/man5/spookd.conf.5',
+      'share/bash-completion/completions/spook',
+      'share/zsh/site-functions/_spook',
+    ])
+      expect(existsSync(join(prefix, f)), f).toBe(true);
     // The product only: no simulator, lab, benchmark, build tool or test code, no developers' CLI.
     const lib = join(prefix, 'lib', 'spook');
     expect(readdirSync(join(lib, 'dist')).sort()).toEqual(['cli', 'client', 'core', 'crypto', 'drivers', 'wire']);

@@ -1,5 +1,4 @@
 /** `spookd`: the Spook daemon. Foreground process; logs JSON (pretty on a terminal); SIGTERM stops it cleanly. */
-import { Command, Option } from 'commander';
 import { makeLogger } from './logger.js';
 import { loadConfig, ConfigError } from './config.js';
 import { readPrivateKey } from './keys.js';
@@ -7,101 +6,85 @@ import { Spookd } from './spookd.js';
 import { StoreError } from '../store/store.js';
 import { resolveAdminGroup } from '../admin/access.js';
 import { sdNotify } from '../wrap/fdstore.js';
-import { buildInfo } from './build-info.js';
+import { spookdCommand, type SpookdOptions } from './options.js';
 import { checkPaths, checkPorts, formatProblems } from './preflight.js';
 
-const program = new Command()
-  .name('spookd')
-  .description('Spook daemon: forms authenticated pairs with the configured peers over UDP and keeps their registers aligned')
-  .version(
-    `${buildInfo().version} (commit ${buildInfo().commit}, Node.js ${process.version})`,
-    '-V, --version',
-    'print the version and the commit, then exit',
-  )
-  .option('-c, --config <file>', 'configuration file (YAML)', '/etc/spook/spookd.conf')
-  .option(
-    '--check-config',
-    "validate everything a start needs (the configuration, the key file, the peers' keys, paths, free ports), then exit",
-    false,
-  )
-  .option('--no-check-ports', 'with --check-config: skip the free-port checks (to check the configuration of a spookd that runs)')
-  .addOption(new Option('--check', 'same as --check-config').hideHelp())
-  .action(async (o: { config: string; check?: boolean; checkConfig: boolean; checkPorts: boolean }) => {
-    let cfg;
-    let key;
-    try {
-      cfg = loadConfig(o.config);
-      key = readPrivateKey(cfg.privateKeyFile);
-      if (cfg.adminGroup !== undefined) resolveAdminGroup(cfg.adminGroup); // an unknown group is a configuration error
-    } catch (e) {
-      process.stderr.write(`spookd: ${(e as Error).message}\n`);
-      process.exit(2);
-    }
-    const check = o.check || o.checkConfig;
-    // What would fail at start, named by field: the same checks before a start, ports only in a check
-    // (a start reports its own bind failures by field).
-    const problems = [...checkPaths(cfg, key), ...(check && o.checkPorts ? await checkPorts(cfg) : [])];
-    if (problems.length > 0) {
-      process.stderr.write(`${formatProblems(o.config, problems)}\n`);
-      process.exit(2);
-    }
-    if (check) {
-      process.stdout.write(
-        `${o.config}: OK (${cfg.peers.length} peer(s), ${cfg.registers.length} register(s), ${cfg.domains.length} domain(s), ${cfg.wrap.wrappers.length} wrapper(s))\n`,
-      );
-      return;
-    }
-    const log = makeLogger(cfg.logLevel, cfg.logFormat);
-    let d: Spookd;
-    try {
-      d = new Spookd(cfg, key, log);
-      await d.start();
-      // Under systemd (Type=notify): started. Also what lets a restart hand wrapped connections over.
-      sdNotify('READY=1');
-    } catch (e) {
-      // Expected failures (a store, a field, a system call refused) as one line; anything else is a bug: its stack.
-      const errno = e as NodeJS.ErrnoException;
-      if (e instanceof StoreError || e instanceof ConfigError) log.fatal(e.message);
-      else if (typeof errno.code === 'string' && errno.syscall) log.fatal(`failed to start: ${errno.message}`);
-      else log.fatal({ err: e }, 'failed to start');
-      process.exit(1);
-    }
-    let stopping = false;
-    const stop = (sig: string, code = 0): void => {
-      if (stopping) return;
-      stopping = true;
-      log.info({ signal: sig }, 'shutting down');
-      sdNotify('STOPPING=1');
-      // A shutdown that hangs must still end: the unit restarts us either way.
-      setTimeout(() => process.exit(code || 1), 10_000).unref();
-      // After an uncaught exception the wrap state is not trusted to the next process: no handover.
-      d.stop({ handover: code === 0 }).then(
-        () => process.exit(code),
-        (e: unknown) => {
-          log.error({ err: e }, 'unclean shutdown');
-          process.exit(1);
-        },
-      );
-    };
-    // Peer input is contained per peer (spookd.ts); anything that still escapes is a bug: report
-    // it as an abnormal end (exit 70), but through the shutdown path (admin socket removed, XDP
-    // detached, peers told we are going away), not by dying where we stand.
-    process.on('uncaughtException', (e) => {
-      log.fatal({ err: e }, 'uncaught exception; stopping');
-      stop('uncaughtException', 70);
-    });
-    process.on('unhandledRejection', (e) => {
-      log.fatal({ err: e }, 'unhandled rejection; stopping');
-      stop('unhandledRejection', 70);
-    });
-    // SIGHUP (a closed terminal, or an operator expecting a reload) must not end the daemon: Node's
-    // default would exit at once, skipping the shutdown path and leaving the admin socket behind.
-    // The configuration is read at start only; a restart applies changes.
-    process.on('SIGHUP', () =>
-      log.warn({ signal: 'SIGHUP' }, 'SIGHUP ignored: the configuration is read only at start; restart spookd to apply changes'),
+const program = spookdCommand().action(async (o: SpookdOptions) => {
+  let cfg;
+  let key;
+  try {
+    cfg = loadConfig(o.config);
+    key = readPrivateKey(cfg.privateKeyFile);
+    if (cfg.adminGroup !== undefined) resolveAdminGroup(cfg.adminGroup); // an unknown group is a configuration error
+  } catch (e) {
+    process.stderr.write(`spookd: ${(e as Error).message}\n`);
+    process.exit(2);
+  }
+  const check = o.check || o.checkConfig;
+  // What would fail at start, named by field: the same checks before a start, ports only in a check
+  // (a start reports its own bind failures by field).
+  const problems = [...checkPaths(cfg, key), ...(check && o.checkPorts ? await checkPorts(cfg) : [])];
+  if (problems.length > 0) {
+    process.stderr.write(`${formatProblems(o.config, problems)}\n`);
+    process.exit(2);
+  }
+  if (check) {
+    process.stdout.write(
+      `${o.config}: OK (${cfg.peers.length} peer(s), ${cfg.registers.length} register(s), ${cfg.domains.length} domain(s), ${cfg.wrap.wrappers.length} wrapper(s))\n`,
     );
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
+    return;
+  }
+  const log = makeLogger(cfg.logLevel, cfg.logFormat);
+  let d: Spookd;
+  try {
+    d = new Spookd(cfg, key, log);
+    await d.start();
+    // Under systemd (Type=notify): started. Also what lets a restart hand wrapped connections over.
+    sdNotify('READY=1');
+  } catch (e) {
+    // Expected failures (a store, a field, a system call refused) as one line; anything else is a bug: its stack.
+    const errno = e as NodeJS.ErrnoException;
+    if (e instanceof StoreError || e instanceof ConfigError) log.fatal(e.message);
+    else if (typeof errno.code === 'string' && errno.syscall) log.fatal(`failed to start: ${errno.message}`);
+    else log.fatal({ err: e }, 'failed to start');
+    process.exit(1);
+  }
+  let stopping = false;
+  const stop = (sig: string, code = 0): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal: sig }, 'shutting down');
+    sdNotify('STOPPING=1');
+    // A shutdown that hangs must still end: the unit restarts us either way.
+    setTimeout(() => process.exit(code || 1), 10_000).unref();
+    // After an uncaught exception the wrap state is not trusted to the next process: no handover.
+    d.stop({ handover: code === 0 }).then(
+      () => process.exit(code),
+      (e: unknown) => {
+        log.error({ err: e }, 'unclean shutdown');
+        process.exit(1);
+      },
+    );
+  };
+  // Peer input is contained per peer (spookd.ts); anything that still escapes is a bug: report
+  // it as an abnormal end (exit 70), but through the shutdown path (admin socket removed, XDP
+  // detached, peers told we are going away), not by dying where we stand.
+  process.on('uncaughtException', (e) => {
+    log.fatal({ err: e }, 'uncaught exception; stopping');
+    stop('uncaughtException', 70);
   });
+  process.on('unhandledRejection', (e) => {
+    log.fatal({ err: e }, 'unhandled rejection; stopping');
+    stop('unhandledRejection', 70);
+  });
+  // SIGHUP (a closed terminal, or an operator expecting a reload) must not end the daemon: Node's
+  // default would exit at once, skipping the shutdown path and leaving the admin socket behind.
+  // The configuration is read at start only; a restart applies changes.
+  process.on('SIGHUP', () =>
+    log.warn({ signal: 'SIGHUP' }, 'SIGHUP ignored: the configuration is read only at start; restart spookd to apply changes'),
+  );
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+});
 
 await program.parseAsync(process.argv);
