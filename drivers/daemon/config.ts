@@ -61,9 +61,28 @@ const peer = z
         ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'not a base64 X25519 public key (32 bytes)' });
       }
     }),
-    endpoint: hostPort.optional(),
+    /** Where the peer's spookd listens: an IP address or a DNS name (resolved at start, again while it does not answer). */
+    endpoint: z
+      .string()
+      .refine((s) => parseEndpoint(s) !== undefined, {
+        message: 'must be HOST:PORT with an IP address (IPv6 in brackets) or a DNS name, and a port 1-65535',
+      })
+      .optional(),
   })
   .strict();
+
+/** A DNS name as RFC 1123 allows it (labels of letters, digits and hyphens, 253 octets at most). */
+const DNS_NAME = /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+
+/** A peer endpoint: HOST:PORT with an IP address (`name: false`) or a DNS name (`name: true`). */
+export function parseEndpoint(s: string): { host: string; port: number; name: boolean } | undefined {
+  const ip = parseHostPort(s);
+  if (ip) return { ...ip, name: false };
+  const m = /^([^:[\]]+):(\d+)$/.exec(s);
+  if (!m || !DNS_NAME.test(m[1]) || /^[\d.]+$/.test(m[1])) return undefined;
+  const port = Number(m[2]);
+  return port >= 1 && port <= 65535 ? { host: m[1], port, name: true } : undefined;
+}
 
 /** A duration: milliseconds, or text such as 500ms, 30s, 2m, 1h. */
 export function parseDuration(v: string | number): number | undefined {

@@ -8,6 +8,7 @@ import { resolveAdminGroup } from '../admin/access.js';
 import { sdNotify } from '../wrap/fdstore.js';
 import { spookdCommand, type SpookdOptions } from './options.js';
 import { checkPaths, checkPorts, formatProblems } from './preflight.js';
+import { RERESOLVE_MS, resolveEndpoints } from './resolve.js';
 
 const program = spookdCommand().action(async (o: SpookdOptions) => {
   let cfg;
@@ -28,7 +29,14 @@ const program = spookdCommand().action(async (o: SpookdOptions) => {
     process.stderr.write(`${formatProblems(o.config, problems)}\n`);
     process.exit(2);
   }
+  // Peers given by DNS name: resolved now, and again while they do not answer (Spookd.watchNames).
+  // A name that does not resolve is not fatal: the peer may come to us, and the name may resolve later.
+  const resolved = await resolveEndpoints(cfg);
+  const unresolved = resolved.failed.map(
+    (f) => `${o.config}: ${f.field}: cannot resolve ${f.host} (${f.error}); spookd retries every ${RERESOLVE_MS / 1000} s`,
+  );
   if (check) {
+    for (const w of unresolved) process.stderr.write(`warning: ${w}\n`);
     process.stdout.write(
       `${o.config}: OK (${cfg.peers.length} peer(s), ${cfg.registers.length} register(s), ${cfg.domains.length} domain(s), ${cfg.wrap.wrappers.length} wrapper(s))\n`,
     );
@@ -37,8 +45,10 @@ const program = spookdCommand().action(async (o: SpookdOptions) => {
   const log = makeLogger(cfg.logLevel, cfg.logFormat);
   let d: Spookd;
   try {
-    d = new Spookd(cfg, key, log);
+    for (const w of unresolved) log.warn(w);
+    d = new Spookd(resolved.cfg, key, log);
     await d.start();
+    d.watchNames(resolved.named);
     // Under systemd (Type=notify): started. Also what lets a restart hand wrapped connections over.
     sdNotify('READY=1');
   } catch (e) {

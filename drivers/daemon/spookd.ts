@@ -30,6 +30,7 @@ import { DiskStore, type FsyncPolicy } from '../store/store.js';
 import { decodeKey, encodeKey } from './keys.js';
 import { ConfigError, parseHostPort, type SpookdConfig } from './config.js';
 import { bindFault, describeBindError } from './preflight.js';
+import { RERESOLVE_MS, endpointOf, lookupBounded, systemLookup, type Lookup, type NamedEndpoint } from './resolve.js';
 import { AdminServer } from '../admin/server.js';
 import { Metrics, type CommitScope } from '../admin/metrics.js';
 import { FastPath } from './fastpath.js';
@@ -117,6 +118,8 @@ export class Spookd {
   private socket: Socket | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopping = false;
+  /** Re-resolution of peers configured by DNS name (watchNames). */
+  private nameTimer: NodeJS.Timeout | undefined;
   /** Set once start() has finished: what /readyz reports (with `stopping`). */
   private started = false;
   /** The admin API (undefined until start). */
@@ -187,12 +190,10 @@ export class Spookd {
       perPeerLimit: cfg.handshakes.perPeerLimit,
       // Sources are `address:port`; a peer's exemption covers its address, seeded with its configured endpoint.
       sourceHost: (s) => s.slice(0, s.lastIndexOf(':')),
-      knownSources: cfg.peers
-        .filter((p) => p.endpoint)
-        .map((p) => {
-          const a = toAddr(p.endpoint!);
-          return { peer: p.name, source: `${a.address}:${a.port}` };
-        }),
+      knownSources: cfg.peers.flatMap((p) => {
+        const a = toAddr(p.endpoint);
+        return a ? [{ peer: p.name, source: `${a.address}:${a.port}` }] : [];
+      }),
       onInitAccepted: (peer, ts) => {
         try {
           mkdirSync(join(cfg.dataDir, peer.name), { recursive: true, mode: 0o700 });
@@ -208,7 +209,7 @@ export class Spookd {
       peers: cfg.peers.map((p) => ({
         name: p.name,
         publicKey: decodeKey(p.publicKey, `peer ${p.name}`),
-        endpoint: p.endpoint ? toAddr(p.endpoint) : undefined,
+        endpoint: toAddr(p.endpoint),
         pairState: () => this.links.get(p.name)!.pair.state,
         budgetMs: cfg.peerBudgetMs,
       })),
@@ -395,12 +396,58 @@ export class Spookd {
    * Stop in an order that loses nothing: no more input (datagrams, timers, admin), then tell
    * the peers we are going away, close the socket, and only then close the stores.
    */
+  /**
+   * Peers configured by DNS name (resolved before the start: drivers/daemon/resolve.ts): every
+   * `everyMs`, those without a session are looked up again, and a new address replaces the old.
+   */
+  watchNames(named: ReadonlyMap<string, NamedEndpoint>, lookup: Lookup = systemLookup, everyMs = RERESOLVE_MS): void {
+    if (named.size === 0) return;
+    let busy = false;
+    const pass = async (): Promise<void> => {
+      if (busy || this.stopping) return;
+      busy = true;
+      try {
+        for (const [peer, e] of named) {
+          const view = this.table.peer(peer);
+          if (!view || view.session) continue; // answering: where it is now is known from its packets
+          let address: string;
+          try {
+            address = await lookupBounded(lookup, e.host);
+          } catch (err) {
+            const suppressed = this.warns.admit(this.now(), `resolve:${peer}`);
+            const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+            if (suppressed !== undefined)
+              this.log.warn(
+                { peer, host: e.host, error: why, suppressed },
+                `cannot resolve ${e.host} (peer ${peer}): ${why}; retrying every ${everyMs / 1000} s`,
+              );
+            continue;
+          }
+          if (this.stopping) return;
+          const was = this.table.peer(peer)?.addr;
+          if (was?.address === address && was.port === e.port) continue;
+          this.table.setAddress(peer, { address, port: e.port });
+          this.log.info(
+            { peer, host: e.host, from: was ? hostPort(was) : null, to: endpointOf(address, e.port) },
+            'peer endpoint re-resolved',
+          );
+          this.schedule();
+        }
+      } finally {
+        busy = false;
+      }
+    };
+    this.nameTimer = setInterval(() => void pass(), everyMs);
+    this.nameTimer.unref();
+  }
+
   async stop(opts: { handover?: boolean } = {}): Promise<void> {
     // What the last inputs wrote reaches the disk (and their answers leave), all of it now: from
     // here on a commit pass is a no-op (none may run after the socket or the stores close).
     this.commit(true);
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
+    if (this.nameTimer) clearInterval(this.nameTimer);
     await this.admin?.stop();
     await this.metrics?.stop();
     await this.wraps.stop(opts); // interception ends before anything else: new connections go direct
@@ -928,7 +975,8 @@ export class Spookd {
 /** What the UDP socket asks for as receive buffer (SO_RCVBUF). */
 const RECV_BUFFER_BYTES = 4 << 20;
 
-function toAddr(s: string): { address: string; port: number } {
-  const hp = parseHostPort(s)!;
-  return { address: hp.host, port: hp.port };
+/** An endpoint's address; undefined for a DNS name not resolved yet (main.ts resolves them before the start). */
+function toAddr(s: string | undefined): { address: string; port: number } | undefined {
+  const hp = s === undefined ? undefined : parseHostPort(s);
+  return hp && { address: hp.host, port: hp.port };
 }
