@@ -3,15 +3,15 @@
  * render into spook(8) and the shell completions, so help, manual and completion never differ.
  */
 import { Command } from 'commander';
-import { buildInfo } from '../drivers/daemon/build-info.js';
+import { packageVersion } from '../drivers/daemon/build-info.js';
 import { EXIT, EXIT_HELP, adminCommands, globalOptions } from './admin.js';
 import { domainCommands } from './domain.js';
 import { wrapCommands } from './wrap.js';
 import { keyCommands } from './keys.js';
 import { xdpCommands } from './xdp.js';
 
-/** The package's version (build-info finds package.json from the source tree or dist/ alike). */
-export const version = (): string => buildInfo().version;
+/** The package's version (build-info finds package.json from the source tree or dist/ alike; no git). */
+export const version = (): string => packageVersion();
 
 export function spookProgram(): Command {
   const program = globalOptions(

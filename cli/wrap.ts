@@ -2,13 +2,19 @@
  * `spook wrap add|list|remove|stats|conns`: wrappers of a running spookd — existing TCP
  * protocols carried over pairs, their ports intercepted transparently.
  */
-import { Command } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { call, out, table, type Common } from './admin.js';
 import { portArg } from './args.js';
 import type { WrapTransport } from '../client/protocol.js';
 import { WRAP_PROTOCOLS } from '../core/wrap/protocols.js';
 
 type AddOpts = Common & { port: number; peer: string; hold?: string; delta: boolean; whenDown?: string; connectTimeout?: string };
+
+/** `-p` was `--port` in these commands before it meant `--peer` everywhere: a number there is a port by mistake. */
+const portWasP = (v: string): never => {
+  throw new InvalidArgumentError(`-p is --peer in every command now; for the port write --port ${v}`);
+};
+const peerNotPort = (v: string): string => (/^\d+$/.test(v) ? portWasP(v) : v);
 
 export function wrapCommands(): Command[] {
   const wrap = new Command('wrap').description(
@@ -19,7 +25,7 @@ export function wrapCommands(): Command[] {
       .description(`wrap a port: clients' connections to it go through the peer's spookd (PROTOCOL: ${WRAP_PROTOCOLS.join(', ')})`)
       .argument('<protocol>')
       .requiredOption('--port <n>', 'the server port clients connect to', portArg('--port'))
-      .requiredOption('--peer <name|key>', 'the peer whose spookd connects to the real server')
+      .requiredOption('-p, --peer <name|key>', 'the peer whose spookd connects to the real server', peerNotPort)
       .option('--hold <duration>', "how long a link outage may last before both ends close (e.g. 30s, 2m; default: TCP's patience, 925s)")
       .option(
         '--when-down <mode>',
@@ -67,6 +73,7 @@ export function wrapCommands(): Command[] {
     new Command('remove')
       .description('stop wrapping a port: new connections go direct, carried ones close cleanly')
       .requiredOption('--port <n>', 'the wrapped port', portArg('--port'))
+      .addOption(new Option('-p <n>').hideHelp().argParser(portWasP))
       .option('--transport <tcp|udp>', 'which of the two, when the port is wrapped for both TCP and UDP')
       .action(async (o: Common & { port: number; transport?: string }) => {
         const r = await call(o, 'wrap-remove', { port: o.port, transport: o.transport as WrapTransport | undefined });

@@ -82,6 +82,8 @@ describe('spook: every command with bad arguments', () => {
     [['get', 'config', '--offset', '1.5'], '--offset must be an integer >= 0, got "1.5"'],
     [['wrap', 'add', 'tcp', '--port', '99999', '--peer', 'b'], '--port must be an integer in [1, 65535], got "99999"'],
     [['wrap', 'remove', '--port', 'ssh'], '--port must be an integer in [1, 65535], got "ssh"'],
+    [['wrap', 'add', 'tcp', '-p', '6379', '--port', '6379'], '-p is --peer in every command now; for the port write --port 6379'],
+    [['wrap', 'remove', '-p', '6379'], '-p is --peer in every command now; for the port write --port 6379'],
     [['domain', 'outcome', 'abc'], 'seq must be an integer >= 1, got "abc"'],
     [['domain', 'cas', 'kv', 'k', 'seven', 'v'], 'cas: expect must be an integer >= 0, got "seven"'],
     [['domain', 'propose', '--op', 'set kv k'], 'set takes 3 arguments after the op, got 2'],

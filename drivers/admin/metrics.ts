@@ -400,9 +400,10 @@ export class Metrics {
 
   private event(link: PeerLink, ev: SpookEvent): void {
     if (ev.type !== 'lifecycle') return;
-    if (ev.to === PairState.DECOHERENT || ev.to === PairState.REENTANGLING) {
-      if (!this.reentangleFrom.has(link.name)) this.reentangleFrom.set(link.name, ev.at);
-    } else if (ev.to === PairState.ENTANGLED || ev.to === PairState.COLLAPSING) {
+    // Timed from leaving ENTANGLED (or a collapse in flight) only: a first formation is not a re-entanglement.
+    const left = ev.from === PairState.ENTANGLED || ev.from === PairState.COLLAPSING;
+    if (left && (ev.to === PairState.DECOHERENT || ev.to === PairState.REENTANGLING)) this.reentangleFrom.set(link.name, ev.at);
+    else if (ev.to === PairState.ENTANGLED) {
       const from = this.reentangleFrom.get(link.name);
       this.reentangleFrom.delete(link.name);
       if (from !== undefined) this.reentangleSeconds.observe({ peer: link.name }, Math.max(0, ev.at - from) / 1000);

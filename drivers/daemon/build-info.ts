@@ -23,15 +23,18 @@ const ROOT = ((): string => {
 })();
 let cached: BuildInfo | undefined;
 
-export function buildInfo(): BuildInfo {
-  if (cached) return cached;
-  let version = 'unknown';
+/** The package's version alone (no git: what `spook` needs on every run). */
+export function packageVersion(): string {
   try {
-    version = (JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as { version?: string }).version ?? version;
+    return (JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as { version?: string }).version ?? 'unknown';
   } catch {
-    /* not beside a package.json: leave unknown */
+    return 'unknown'; // not beside a package.json
   }
-  cached = { version, commit: recordedCommit() ?? gitCommit() ?? 'unknown' };
+}
+
+/** Version and commit (asks git at most once per process: for `spookd --version` and the metric only). */
+export function buildInfo(): BuildInfo {
+  cached ??= { version: packageVersion(), commit: recordedCommit() ?? gitCommit() ?? 'unknown' };
   return cached;
 }
 
@@ -45,7 +48,13 @@ function recordedCommit(): string | undefined {
 
 function gitCommit(): string | undefined {
   const git = (...args: string[]): string =>
-    execFileSync('git', ['-C', ROOT, ...args], { encoding: 'utf8', timeout: 2_000, stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    execFileSync('git', ['-C', ROOT, ...args], {
+      encoding: 'utf8',
+      timeout: 2_000,
+      stdio: ['ignore', 'pipe', 'ignore'],
+      // A read-only look: `git status` must not take index.lock under a developer's own git commands.
+      env: { ...process.env, GIT_OPTIONAL_LOCKS: '0' },
+    }).trim();
   try {
     const head = git('rev-parse', '--short=12', 'HEAD');
     return git('status', '--porcelain', '--untracked-files=no') ? `${head}+dirty` : head;

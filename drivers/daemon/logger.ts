@@ -3,6 +3,7 @@
  * each line prefixed with its syslog priority (`<4>` for warn, ...; sd-daemon(3)), which
  * journald strips and keeps as the entry's PRIORITY, so `journalctl -p warning` works.
  */
+import { fstatSync } from 'node:fs';
 import { pino, type Logger } from 'pino';
 
 export type LogFormat = 'auto' | 'json' | 'journal' | 'pretty';
@@ -12,15 +13,30 @@ export function syslogPriority(level: number): number {
   return level >= 60 ? 2 : level >= 50 ? 3 : level >= 40 ? 4 : level >= 30 ? 6 : 7;
 }
 
-/** `auto`: pretty on a terminal, journal when stdout is the journal (systemd sets JOURNAL_STREAM), else JSON. */
+/**
+ * `auto`: pretty on a terminal; journal when stdout is the journal, that is when JOURNAL_STREAM
+ * (set by systemd) names stdout's own device and inode (sd-daemon(3): a child writing to a pipe
+ * inherits the variable); else JSON.
+ */
 export function resolveFormat(
   format: LogFormat,
   env: NodeJS.ProcessEnv = process.env,
   tty = !!process.stdout.isTTY,
+  stdoutId: string | undefined = stdoutDevIno(),
 ): Exclude<LogFormat, 'auto'> {
   if (format !== 'auto') return format;
   if (tty) return 'pretty';
-  return env.JOURNAL_STREAM ? 'journal' : 'json';
+  return env.JOURNAL_STREAM !== undefined && env.JOURNAL_STREAM === stdoutId ? 'journal' : 'json';
+}
+
+/** `DEV:INODE` of stdout, as JOURNAL_STREAM writes it. */
+function stdoutDevIno(): string | undefined {
+  try {
+    const st = fstatSync(1);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return undefined;
+  }
 }
 
 const LEVEL = /"level":(\d+)/;

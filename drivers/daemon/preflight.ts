@@ -9,7 +9,7 @@ import { createSocket } from 'node:dgram';
 import { dirname } from 'node:path';
 import { isIPv6 } from 'node:net';
 import type { KeyPair } from '../../crypto/primitives.js';
-import { encodeKey } from './keys.js';
+import { decodeKey } from './keys.js';
 import { ConfigError, parseHostPort, type SpookdConfig } from './config.js';
 
 /** One thing that would fail, by the configuration field at fault. */
@@ -24,9 +24,9 @@ export const formatProblems = (file: string, problems: readonly Problem[]): stri
 /** Checks that read the filesystem and the key only (no sockets). */
 export function checkPaths(cfg: SpookdConfig, key: KeyPair): Problem[] {
   const problems: Problem[] = [];
-  const own = encodeKey(key.publicKey);
   cfg.peers.forEach((p, i) => {
-    if (p.publicKey === own)
+    // Compared as keys, not as text (the same 32 bytes may be written with or without padding).
+    if (Buffer.from(decodeKey(p.publicKey, `peers.${i}.publicKey`)).equals(Buffer.from(key.publicKey)))
       problems.push({
         field: `peers.${i}.publicKey`,
         message: `is this host's own public key (from privateKeyFile): a host cannot pair with itself; use the other host's key`,
@@ -57,8 +57,9 @@ function writableDir(path: string): string | undefined {
   if (!st.isDirectory()) return at === path ? 'is a file, not a directory' : `${at} is a file, not a directory`;
   try {
     accessSync(at, constants.W_OK | constants.X_OK);
-  } catch {
-    return at === path ? 'is not writable by this user' : `cannot be created: ${at} is not writable by this user`;
+  } catch (e) {
+    const why = (e as NodeJS.ErrnoException).code === 'EROFS' ? 'is on a read-only file system' : 'is not writable by this user';
+    return at === path ? why : `cannot be created: ${at} ${why}`;
   }
   return undefined;
 }

@@ -8,9 +8,15 @@ import { promises as dns } from 'node:dns';
 import { isIPv6 } from 'node:net';
 import { parseEndpoint, type SpookdConfig } from './config.js';
 
-/** One address for `host` (the system resolver's first answer). */
-export type Lookup = (host: string) => Promise<string>;
-export const systemLookup: Lookup = async (host) => (await dns.lookup(host, { verbatim: true })).address;
+/**
+ * One address of `family` for `host` (the system resolver's first answer of that family): the
+ * UDP socket is udp4 or udp6 after `listen`, and cannot send to the other family.
+ */
+export type Lookup = (host: string, family: 4 | 6) => Promise<string>;
+export const systemLookup: Lookup = async (host, family) => (await dns.lookup(host, { family })).address;
+
+/** The address family spookd's UDP socket speaks (its `listen` address). */
+export const familyOf = (listen: string): 4 | 6 => (listen.startsWith('[') ? 6 : 4);
 
 /** A lookup that takes longer than this counts as failed (getaddrinfo has no timeout of its own). */
 export const LOOKUP_TIMEOUT_MS = 5_000;
@@ -24,11 +30,11 @@ export interface NamedEndpoint {
 
 export const endpointOf = (address: string, port: number): string => (isIPv6(address) ? `[${address}]:${port}` : `${address}:${port}`);
 
-export async function lookupBounded(lookup: Lookup, host: string, timeoutMs = LOOKUP_TIMEOUT_MS): Promise<string> {
+export async function lookupBounded(lookup: Lookup, host: string, family: 4 | 6, timeoutMs = LOOKUP_TIMEOUT_MS): Promise<string> {
   let timer: NodeJS.Timeout | undefined;
   try {
     return await Promise.race([
-      lookup(host),
+      lookup(host, family),
       new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs))),
     ]);
   } finally {
@@ -45,6 +51,7 @@ export async function resolveEndpoints(
   lookup: Lookup = systemLookup,
 ): Promise<{ cfg: SpookdConfig; named: Map<string, NamedEndpoint>; failed: { field: string; host: string; error: string }[] }> {
   const named = new Map<string, NamedEndpoint>();
+  const family = familyOf(cfg.listen);
   const failed: { field: string; host: string; error: string }[] = [];
   const peers = await Promise.all(
     cfg.peers.map(async (p, i) => {
@@ -52,7 +59,7 @@ export async function resolveEndpoints(
       if (!e?.name) return p;
       named.set(p.name, { host: e.host, port: e.port });
       try {
-        return { ...p, endpoint: endpointOf(await lookupBounded(lookup, e.host), e.port) };
+        return { ...p, endpoint: endpointOf(await lookupBounded(lookup, e.host, family), e.port) };
       } catch (err) {
         failed.push({ field: `peers.${i}.endpoint`, host: e.host, error: (err as NodeJS.ErrnoException).code ?? (err as Error).message });
         return { ...p, endpoint: undefined };

@@ -30,7 +30,7 @@ import { DiskStore, type FsyncPolicy } from '../store/store.js';
 import { decodeKey, encodeKey } from './keys.js';
 import { ConfigError, parseHostPort, type SpookdConfig } from './config.js';
 import { bindFault, describeBindError } from './preflight.js';
-import { RERESOLVE_MS, endpointOf, lookupBounded, systemLookup, type Lookup, type NamedEndpoint } from './resolve.js';
+import { RERESOLVE_MS, endpointOf, familyOf, lookupBounded, systemLookup, type Lookup, type NamedEndpoint } from './resolve.js';
 import { AdminServer } from '../admin/server.js';
 import { Metrics, type CommitScope } from '../admin/metrics.js';
 import { FastPath } from './fastpath.js';
@@ -412,7 +412,7 @@ export class Spookd {
           if (!view || view.session) continue; // answering: where it is now is known from its packets
           let address: string;
           try {
-            address = await lookupBounded(lookup, e.host);
+            address = await lookupBounded(lookup, e.host, familyOf(this.cfg.listen));
           } catch (err) {
             const suppressed = this.warns.admit(this.now(), `resolve:${peer}`);
             const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
