@@ -395,21 +395,34 @@ export class Hash64 {
   }
 }
 
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+/** The char codes of the hex digits. */
+const HEX = new Uint8Array([48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 97, 98, 99, 100, 101, 102]);
 
-/** 16 lower-case hex digits. By table: every collapse event carries one, and toString(16) cost ~3% of apply. */
+/**
+ * 16 lower-case hex digits. Every collapse event carries one (and events may queue by the
+ * thousand): one flat string from its char codes, where concatenating pairs built a rope of
+ * seven strings and cost twice the time.
+ */
 export function hashHex(h: { hi: number; lo: number }): string {
   const x = h.hi;
   const y = h.lo;
-  return (
-    HEX[x >>> 24] +
-    HEX[(x >>> 16) & 255] +
-    HEX[(x >>> 8) & 255] +
-    HEX[x & 255] +
-    HEX[y >>> 24] +
-    HEX[(y >>> 16) & 255] +
-    HEX[(y >>> 8) & 255] +
-    HEX[y & 255]
+  return String.fromCharCode(
+    HEX[x >>> 28],
+    HEX[(x >>> 24) & 15],
+    HEX[(x >>> 20) & 15],
+    HEX[(x >>> 16) & 15],
+    HEX[(x >>> 12) & 15],
+    HEX[(x >>> 8) & 15],
+    HEX[(x >>> 4) & 15],
+    HEX[x & 15],
+    HEX[y >>> 28],
+    HEX[(y >>> 24) & 15],
+    HEX[(y >>> 20) & 15],
+    HEX[(y >>> 16) & 15],
+    HEX[(y >>> 12) & 15],
+    HEX[(y >>> 8) & 15],
+    HEX[(y >>> 4) & 15],
+    HEX[y & 15],
   );
 }
 
