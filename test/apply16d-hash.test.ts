@@ -2,11 +2,15 @@
  * The one-pass key and entry hash (entryWords, apply16d) against the byte-wise functions it
  * replaces on the write path: every key and value length up to past two words, tail bytes in
  * the pad that must be ignored, versions above 2^32; and setAt from every source offset (the
- * word loads through a DataView start anywhere) gives the same entries and hash as put.
+ * word loads through a DataView start anywhere) gives the same entries and hash as put; the
+ * packed cursor reads origins and seqs of every varint length (its int32 path and past it).
  */
 import { describe, expect, it } from 'vitest';
 import { LITTLE_ENDIAN, entryLanes, entryWords, lanesOut, murmur3At } from '../core/register/hash.js';
 import { MapState } from '../core/register/map.js';
+import { DeltaOp } from '../wire/delta.js';
+import { MsgType, collapsePacked, decodeMessages, encodeMessage, type CollapseEntry, type CollapseMsg } from '../wire/messages.js';
+import { PackedCursor } from '../wire/packed.js';
 import { Rng } from '../testing/sim/rng.js';
 
 describe('entryWords', () => {
@@ -44,5 +48,26 @@ describe('entryWords', () => {
     }
     expect(b.hash.toString()).toBe(a.hash.toString());
     expect([...b.values()].map((e) => [e.key, e.value, e.version])).toEqual([...a.values()].map((e) => [e.key, e.value, e.version]));
+  });
+});
+
+describe('PackedCursor', () => {
+  it('reads origins and seqs of one to eight varint bytes', () => {
+    const values: number[] = [];
+    for (let bits = 0; bits <= 53; bits++) values.push(...[2 ** bits - 1, 2 ** bits, 2 ** bits + 1].map((x) => Math.min(x, 2 ** 53 - 1)));
+    const entries: CollapseEntry[] = values.map((x, i) => ({
+      origin: x,
+      seq: values[values.length - 1 - i],
+      verdict: 'committed',
+      delta: { op: DeltaOp.Set, key: new Uint8Array([i + 1]), value: new Uint8Array([i]) },
+    }));
+    const bytes = encodeMessage({ type: MsgType.Collapse, register: 'kv', version: 3, hash: { hi: 1, lo: 2 }, entries });
+    const m = decodeMessages(bytes).messages[0] as CollapseMsg;
+    const p = collapsePacked(m)!;
+    expect(p).toBeDefined();
+    const c = new PackedCursor(p);
+    const got: [number, number][] = [];
+    while (c.next()) got.push([c.origin, c.seq]);
+    expect(got).toEqual(entries.map((e) => [e.origin, e.seq]));
   });
 });

@@ -19,8 +19,10 @@ export interface MapEntry {
 }
 
 /** Bytes an entry takes in reconciliation and snapshot messages (entryWireLen from its lengths). */
-const wireLen = (klen: number, vlen: number, version: number): number =>
-  varintLen(klen) + klen + varintLen(version) + varintLen(vlen) + vlen;
+const wireLen = (klen: number, vlen: number, version: number): number => varLen(klen) + klen + varLen(version) + varLen(vlen) + vlen;
+
+/** varintLen, without its division loop for the lengths and versions below 2^28 that every write counts. */
+const varLen = (v: number): number => (v < 0x80 ? 1 : v < 0x4000 ? 2 : v < 0x200000 ? 3 : v < 0x10000000 ? 4 : varintLen(v));
 
 const TWO32 = 2 ** 32;
 
@@ -251,7 +253,8 @@ export class MapState implements StateBlock {
       if (old >= size) {
         // Not larger: into the old entry (its tail is garbage), and the staged copy given back.
         const to = t.entryAt(i);
-        t.copyWords(to + HEAD, at + HEAD, (klen + vlen + 3) >>> 2);
+        const w0 = klen >>> 2; // the key is the same: from the word where the value starts
+        t.copyWords(to + HEAD + 4 * w0, at + HEAD + 4 * w0, ((klen + vlen + 3) >>> 2) - w0);
         t.unreserve(size);
         t.garbage += old - size;
         at = to;
