@@ -26,6 +26,9 @@ const varLen = (v: number): number => (v < 0x80 ? 1 : v < 0x4000 ? 2 : v < 0x200
 
 const TWO32 = 2 ** 32;
 
+/** The largest buffer setAt keeps a view of between sets: what a map register may hold on to after a record. */
+const KEEP_SOURCE = 1 << 16;
+
 /** Scratch for hashing a key and value that do not sit side by side (entryOf). */
 let scratch = new Uint8Array(256);
 
@@ -186,15 +189,20 @@ export class MapState implements StateBlock {
       this.write(buf, koff, klen, buf, voff, vlen, version);
       return;
     }
-    if (buf !== this.src) {
-      this.src = buf;
-      this.srcView = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    let v = this.srcView;
+    if (buf !== this.src || v === undefined) {
+      v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+      // Kept for the next set only up to 64 KiB: a reassembled message may be megabytes, not to be held past its record.
+      if (buf.byteLength <= KEEP_SOURCE) {
+        this.src = buf;
+        this.srcView = v;
+      }
     }
     const t = this.t;
     const size = entrySize(klen, vlen);
     const at = t.reserve(size);
-    t.copyIn(at + HEAD, buf, this.srcView!, koff, klen);
-    t.copyIn(at + HEAD + klen, buf, this.srcView!, voff, vlen);
+    t.copyIn(at + HEAD, buf, v, koff, klen);
+    t.copyIn(at + HEAD + klen, buf, v, voff, vlen);
     this.place(at, size, klen, vlen, version);
   }
 
