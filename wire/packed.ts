@@ -79,9 +79,16 @@ export class PackedCursor {
   /** A varint scanPacked has checked (minimal, at most 2^53 - 1). */
   private varint(): number {
     const b = this.buf;
-    let v = 0;
-    let mul = 1;
-    let byte: number;
+    let byte = b[this.pos++];
+    if (byte < 0x80) return byte;
+    // Up to four bytes in int32 arithmetic (origins and seqs below 2^28), the rest in doubles.
+    let v = byte & 0x7f;
+    for (let shift = 7; shift < 28; shift += 7) {
+      byte = b[this.pos++];
+      v |= (byte & 0x7f) << shift;
+      if (byte < 0x80) return v;
+    }
+    let mul = 2 ** 28;
     do {
       byte = b[this.pos++];
       v += (byte & 0x7f) * mul;

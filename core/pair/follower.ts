@@ -11,7 +11,6 @@ import { DeltaOp, REJECT_REASON_NAMES, type RejectReason, type SimpleDelta } fro
 import {
   MsgType,
   collapsePacked,
-  decodeMessages,
   encodeMessage,
   type CollapseEntry,
   type CollapseMsg,
@@ -590,7 +589,7 @@ export class Follower implements RoleMachine, RequesterHost {
     const rec = { version: v, hash: m.hash, encoded: raw.slice() };
     s.log.append(rec, v);
     s.pair.persist({ kind: 'append', register: s.name, rec });
-    s.afterCollapseLazy(now, v, () => (decodeMessages(rec.encoded).messages[0] as CollapseMsg).entries, own);
+    s.afterCollapseLazy(now, v, rec.encoded, own);
     s.acknowledgeLater();
   }
 

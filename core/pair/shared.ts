@@ -7,7 +7,7 @@
 import type { Hash64Parts } from '../../wire/buffer.js';
 import { entryValueLen, type EntryDelta } from '../../wire/cross.js';
 import { DeltaOp, REJECT_REASON_NAMES, RejectReason, type Delta, type SimpleDelta } from '../../wire/delta.js';
-import { MsgType, type CollapseEntry, type StatusMsg, type VersionRange } from '../../wire/messages.js';
+import { MsgType, decodeMessages, type CollapseEntry, type CollapseMsg, type StatusMsg, type VersionRange } from '../../wire/messages.js';
 import { hashHex } from '../register/hash.js';
 import { MapState } from '../register/map.js';
 import { StreamState } from '../register/stream.js';
@@ -163,9 +163,12 @@ export class Shared {
     this.resolveOwnIn(now, v, entries);
   }
 
-  /** afterCollapse with the entries decoded only when read: by the event's reader, or here if `own` (some entry is ours). */
-  afterCollapseLazy(now: number, v: number, decode: () => readonly CollapseEntry[], own: boolean): void {
-    const ev = new LazyCollapseEvent(now, this.name, v, hashHex(this.state.hash), decode);
+  /**
+   * afterCollapse with the entries decoded from `encoded` (the record, one Collapse message) only
+   * when read: by the event's reader, or here if `own` (some entry is ours).
+   */
+  afterCollapseLazy(now: number, v: number, encoded: Uint8Array, own: boolean): void {
+    const ev = new LazyCollapseEvent(now, this.name, v, hashHex(this.state.hash), encoded);
     this.pair.emit(ev);
     if (own) this.resolveOwnIn(now, v, ev.entries);
   }
@@ -243,25 +246,25 @@ export const COMMITTED: OwnOutcome = { verdict: 'committed' };
 /** A collapse event whose entries are decoded the first time they are read (a class: one is made per record applied). */
 class LazyCollapseEvent {
   readonly type = 'collapse';
-  #entries: readonly CollapseEntry[] | undefined;
-  #decode: (() => readonly CollapseEntry[]) | undefined;
+  /** The record until its entries are read, then the entries (no closure: events may queue by the thousand). */
+  #entries: readonly CollapseEntry[] | Uint8Array;
 
   constructor(
     readonly at: number,
     readonly register: string,
     readonly version: number,
     readonly hash: string,
-    decode: () => readonly CollapseEntry[],
+    encoded: Uint8Array,
   ) {
-    this.#decode = decode;
+    this.#entries = encoded;
   }
 
   get entries(): readonly CollapseEntry[] {
-    if (this.#entries === undefined) {
-      this.#entries = this.#decode!();
-      this.#decode = undefined;
-    }
-    return this.#entries;
+    const e = this.#entries;
+    if (!(e instanceof Uint8Array)) return e;
+    const entries = (decodeMessages(e).messages[0] as CollapseMsg).entries;
+    this.#entries = entries;
+    return entries;
   }
 }
 

@@ -1,7 +1,7 @@
 /** The `map` register: key → bytes, each key with the register version that last wrote it. */
 import { DeltaOp, RejectReason, type Delta, type SimpleDelta } from '../../wire/delta.js';
 import { varintLen } from '../../wire/buffer.js';
-import { Hash64, entryLanes, fmix32, laneSeeds, lanesOut, murmur3At } from './hash.js';
+import { Hash64, LITTLE_ENDIAN, entryLanes, entryWords, fmix32, laneSeeds, lanesOut, murmur3At } from './hash.js';
 import type { StateBlock } from './state.js';
 import { BUCKET_SHIFT, copyBytes, type KeyIndex } from './keyspace.js';
 import { HEAD, KeyTable, entrySize } from './table.js';
@@ -19,10 +19,15 @@ export interface MapEntry {
 }
 
 /** Bytes an entry takes in reconciliation and snapshot messages (entryWireLen from its lengths). */
-const wireLen = (klen: number, vlen: number, version: number): number =>
-  varintLen(klen) + klen + varintLen(version) + varintLen(vlen) + vlen;
+const wireLen = (klen: number, vlen: number, version: number): number => varLen(klen) + klen + varLen(version) + varLen(vlen) + vlen;
+
+/** varintLen, without its division loop for the lengths and versions below 2^28 that every write counts. */
+const varLen = (v: number): number => (v < 0x80 ? 1 : v < 0x4000 ? 2 : v < 0x200000 ? 3 : v < 0x10000000 ? 4 : varintLen(v));
 
 const TWO32 = 2 ** 32;
+
+/** The largest buffer setAt keeps a view of between sets: what a map register may hold on to after a record. */
+const KEEP_SOURCE = 1 << 16;
 
 /** Scratch for hashing a key and value that do not sit side by side (entryOf). */
 let scratch = new Uint8Array(256);
@@ -45,6 +50,9 @@ export class MapState implements StateBlock {
   private readonly seedHi: number;
   private readonly seedLo: number;
   private bytes = 0;
+  /** The buffer setAt last read (a datagram) and a view of it: one DataView per datagram, for word loads at any offset. */
+  private src: Uint8Array | undefined;
+  private srcView: DataView | undefined;
   /** Writes so far (puts, applies, removes): lets a quota check tell whether the state moved under it. */
   writes = 0;
 
@@ -177,7 +185,25 @@ export class MapState implements StateBlock {
 
   /** A set whose key is buf[koff, koff + klen) and value buf[voff, voff + vlen) (a record read in place); both copied in. */
   setAt(buf: Uint8Array, koff: number, klen: number, voff: number, vlen: number, version: number): void {
-    this.write(buf, koff, klen, buf, voff, vlen, version);
+    if (!LITTLE_ENDIAN) {
+      this.write(buf, koff, klen, buf, voff, vlen, version);
+      return;
+    }
+    let v = this.srcView;
+    if (buf !== this.src || v === undefined) {
+      v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+      // Kept for the next set only up to 64 KiB: a reassembled message may be megabytes, not to be held past its record.
+      if (buf.byteLength <= KEEP_SOURCE) {
+        this.src = buf;
+        this.srcView = v;
+      }
+    }
+    const t = this.t;
+    const size = entrySize(klen, vlen);
+    const at = t.reserve(size);
+    t.copyIn(at + HEAD, buf, v, koff, klen);
+    t.copyIn(at + HEAD + klen, buf, v, voff, vlen);
+    this.place(at, size, klen, vlen, version);
   }
 
   /** Write an entry (collapse, reconciliation, full transfer): key and value are copied in. */
@@ -199,39 +225,52 @@ export class MapState implements StateBlock {
 
   /**
    * Store key → value at `version`; returns the int32 key hash and leaves the entry's hash
-   * halves in lanesOut. The key and value are copied into the arena (they may view a datagram).
+   * halves in lanesOut. The key and value are copied into the arena (they may view a datagram)
+   * first, at its end: the hashes and the key comparison then read aligned words. An overwrite
+   * whose value is not larger moves the staged bytes into the old entry and gives the end back.
    */
   private write(kbuf: Uint8Array, koff: number, klen: number, vbuf: Uint8Array, voff: number, vlen: number, version: number): number {
     const t = this.t;
-    const kh = murmur3At(this.keySeed, kbuf, koff, klen);
+    const size = entrySize(klen, vlen);
+    const at = t.reserve(size);
+    copyBytes(t.arena, at + HEAD, kbuf, koff, klen);
+    copyBytes(t.arena, at + HEAD + klen, vbuf, voff, vlen);
+    return this.place(at, size, klen, vlen, version);
+  }
+
+  /** write() once the key and value are staged at the arena's end (at, `size` bytes reserved). */
+  private place(at: number, size: number, klen: number, vlen: number, version: number): number {
+    const t = this.t;
+    let kh: number;
+    if (LITTLE_ENDIAN) kh = entryWords(this.keySeed, this.seedHi, this.seedLo, t.a32, (at + HEAD) >>> 2, klen, vlen, version);
+    else {
+      kh = murmur3At(this.keySeed, t.arena, at + HEAD, klen);
+      entryLanes(this.seedHi, this.seedLo, t.arena, at + HEAD, klen, vlen, version);
+    }
+    const hhi = lanesOut.hi;
+    const hlo = lanesOut.lo;
     const bh = (kh ^ 0x80000000) | 0;
     const b = kh >>> BUCKET_SHIFT;
     t.touch(b);
-    t.reserveEntry();
-    let i = t.find(bh, kbuf, koff, klen);
+    t.reserveEntry(); // slots move, the arena does not
+    let i = LITTLE_ENDIAN ? t.findStaged(bh, (at + HEAD) >>> 2, klen) : t.find(bh, t.arena, at + HEAD, klen);
     this.writes++;
-    const size = entrySize(klen, vlen);
-    let at: number;
     if (i >= 0) {
       const old = entrySize(klen, t.valueLen(i));
       this.forget(b, i);
-      at = t.entryAt(i);
-      if (old < size) {
-        // Larger: a fresh copy at the end (the arena repacks when garbage builds up).
-        at = t.reserve(size);
-        t.garbage += old;
-        copyBytes(t.arena, at + HEAD, kbuf, koff, klen);
-      } else t.garbage += old - size; // the same size or smaller: in place, its tail is garbage
+      if (old >= size) {
+        // Not larger: into the old entry (its tail is garbage), and the staged copy given back.
+        const to = t.entryAt(i);
+        const w0 = klen >>> 2; // the key is the same: from the word where the value starts
+        t.copyWords(to + HEAD + 4 * w0, at + HEAD + 4 * w0, ((klen + vlen + 3) >>> 2) - w0);
+        t.unreserve(size);
+        t.garbage += old - size;
+        at = to;
+      } else t.garbage += old; // larger: the staged copy is the entry (the arena repacks when garbage builds up)
     } else {
       i = -i - 1;
-      at = t.reserve(size);
-      copyBytes(t.arena, at + HEAD, kbuf, koff, klen);
       t.openAt(i);
     }
-    copyBytes(t.arena, at + HEAD + klen, vbuf, voff, vlen);
-    entryLanes(this.seedHi, this.seedLo, t.arena, at + HEAD, klen, vlen, version);
-    const hhi = lanesOut.hi;
-    const hlo = lanesOut.lo;
     t.setAt(i, bh, at, klen, vlen, hhi, hlo, version);
     t.bucketAdd(b, hhi, hlo);
     this.addHash(hhi, hlo, 1);

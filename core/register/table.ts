@@ -90,6 +90,32 @@ export class KeyTable {
     return -i - 1;
   }
 
+  /**
+   * find() for a key staged in the arena itself (its bytes at word q of a32, 4-aligned, as every
+   * entry's key is): the keys are compared a word at a time.
+   */
+  findStaged(bh: number, q: number, len: number): number {
+    const m = this.rec;
+    const h = this.a32;
+    const slots = this.slots;
+    const words = len >>> 2;
+    const mask = (1 << (8 * (len & 3))) - 1; // the last word's key bytes (0: none)
+    let i = this.home(bh);
+    for (let w = i * HS; i < slots; i++, w += HS) {
+      const kl = m[w + S_KLEN];
+      if (kl < 0) break;
+      const hh = m[w];
+      if (hh < bh) continue;
+      if (hh > bh) break;
+      if (kl !== len) continue;
+      const p = ((m[w + S_OFF] >>> 0) + HEAD) >>> 2;
+      let j = 0;
+      while (j < words && h[p + j] === h[q + j]) j++;
+      if (j === words && (mask === 0 || ((h[p + j] ^ h[q + j]) & mask) === 0)) return i;
+    }
+    return -i - 1;
+  }
+
   /** Arena offset of slot i's entry (its header; the key follows at + HEAD). */
   entryAt(i: number): number {
     return this.rec[i * HS + S_OFF] >>> 0;
@@ -195,6 +221,40 @@ export class KeyTable {
     const off = this.used;
     this.used += size;
     return off;
+  }
+
+  /**
+   * arena[to, to + len) = the bytes of `v` from `from` (`v` over `src`: little-endian hosts only):
+   * a word at a time where `to` is 4-aligned, as the copy a short key or value is ([len > 64]: one native copy).
+   */
+  copyIn(to: number, src: Uint8Array, v: DataView, from: number, len: number): void {
+    if (len > 64) {
+      this.arena.set(src.subarray(from, from + len), to);
+      return;
+    }
+    let j = 0;
+    if ((to & 3) === 0) {
+      const h = this.a32;
+      const q = to >>> 2;
+      const words = len >>> 2;
+      for (let w = 0; w < words; w++) h[q + w] = v.getInt32(from + 4 * w, true);
+      j = words << 2;
+    }
+    const a = this.arena;
+    for (; j < len; j++) a[to + j] = src[from + j];
+  }
+
+  /** Give back the last `size` bytes reserve() handed out (nothing reserved since). */
+  unreserve(size: number): void {
+    this.used -= size;
+  }
+
+  /** Copy the `words` int32 words at arena offset `from` to offset `to` (both 4-aligned). */
+  copyWords(to: number, from: number, words: number): void {
+    const h = this.a32;
+    const d = to >>> 2;
+    const s = from >>> 2;
+    for (let j = 0; j < words; j++) h[d + j] = h[s + j];
   }
 
   private makeRoom(len: number): void {
