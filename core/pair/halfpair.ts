@@ -206,6 +206,8 @@ export class HalfPair {
   };
   private readonly timing: Timing;
   private readonly maxPayload: number;
+  /** The payload pollTransmit fills, reset per poll (pollTransmit does not nest). */
+  private readonly builder: PayloadBuilder;
   /** The fragmentation layer as pollTransmit's payloads see it (one object, at the time of the poll under way). */
   private txNow = 0;
   private readonly largeSink: LargeSink = {
@@ -279,6 +281,7 @@ export class HalfPair {
     this.maxPayload = Math.min(opts.maxPayload ?? MAX_PAYLOAD_LEN, MAX_PAYLOAD_LEN);
     if (this.maxPayload < MIN_PAYLOAD)
       throw new RangeError(`maxPayload ${this.maxPayload} is below ${MIN_PAYLOAD}: a largest delta must fit one frame`);
+    this.builder = new PayloadBuilder(this.maxPayload, this.largeSink);
     this.lifecycle = new Lifecycle(now);
     this.lastHeard = now;
     const ctx = this.context();
@@ -852,7 +855,7 @@ export class HalfPair {
     this.collapse(now);
     if (this.awaitingWrites) return undefined; // the collapse made writes: they go to disk first
     this.txNow = now;
-    const b = new PayloadBuilder(this.maxPayload, this.largeSink);
+    const b = this.builder.reset();
     const ackPending = this.ackDueAt !== undefined || this.ackOverdue;
     if (ackPending) {
       b.add(

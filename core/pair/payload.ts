@@ -21,6 +21,13 @@ export class PayloadBuilder {
     private readonly large?: LargeSink,
   ) {}
 
+  /** Empty again for the next payload: one builder serves every poll of a pair (no object per poll). */
+  reset(): this {
+    this.parts.length = 0;
+    this.size = 0;
+    return this;
+  }
+
   get room(): number {
     return this.limit - this.size;
   }
@@ -62,6 +69,7 @@ export class PayloadBuilder {
       out.set(p, at);
       at += p.length;
     }
+    this.parts.length = 0; // the messages are in the payload now: not held until the next poll
     return out;
   }
 }
