@@ -858,19 +858,17 @@ export class HalfPair {
     const b = this.builder.reset();
     const ackPending = this.ackDueAt !== undefined || this.ackOverdue;
     if (ackPending) {
-      b.add(
-        encodeMessage({
-          type: MsgType.Ack,
-          largestPn: this.largestReceived,
-          ackDelayMs: Math.max(0, Math.round(now - this.largestReceivedAt)),
-        }),
-      );
+      b.addMessage({
+        type: MsgType.Ack,
+        largestPn: this.largestReceived,
+        ackDelayMs: Math.max(0, Math.round(now - this.largestReceivedAt)),
+      });
     }
     // Fragment acknowledgements ride with the Ack (they are owed only after fragments arrived).
     let fragAcks = 0;
     if (ackPending) {
       for (const a of this.fragIn.pendingAcks()) {
-        if (!b.add(encodeMessage(a))) break;
+        if (!b.addMessage(a)) break;
         fragAcks++;
       }
     }
@@ -880,7 +878,7 @@ export class HalfPair {
       this.manifestOut = this.manifest.messages(flags); // a newer sending replaces parts not sent yet
       this.manifestDue = undefined;
     }
-    while (this.manifestOut.length > 0 && b.add(encodeMessage(this.manifestOut[0]))) this.manifestOut.shift();
+    while (this.manifestOut.length > 0 && b.addMessage(this.manifestOut[0])) this.manifestOut.shift();
     while (this.outbox.length > 0) {
       const m = this.outbox[0];
       const raw = this.outboxRaw.get(m) ?? encodeMessage(m);
@@ -899,7 +897,7 @@ export class HalfPair {
     for (let i = 0; i < regs.length; i++) regs[(this.rr + i) % regs.length].fill(now, b, ackDue);
     this.rr = (this.rr + 1) % Math.max(1, regs.length);
     // Fragments of large messages take the room the registers left, within their window.
-    for (let f = this.fragOut.next(now, b.room); f; f = this.fragOut.next(now, b.room)) b.add(encodeMessage(f));
+    for (let f = this.fragOut.next(now, b.room); f; f = this.fragOut.next(now, b.room)) b.addMessage(f);
     if (b.empty) return undefined;
     if (b.room === ackOnly && this.ackDueAt !== undefined && now < this.ackDueAt) return undefined; // an ack alone waits for its deadline
     // The datagram goes: Statuses owed lazily ride it where they fit (§9.1). One that does not goes in the next
