@@ -877,6 +877,30 @@ export function encodeMessage(m: Message): Uint8Array {
   return frameMessage(m.type, body);
 }
 
+/**
+ * encodeMessage(m) written into `out` at `at` if it fits before `out.length`: the bytes written;
+ * if it does not fit, minus its encoded length and nothing is written.
+ */
+export function encodeMessageInto(m: Message, out: Uint8Array, at: number): number {
+  const body = scratch();
+  writeBody(body, m);
+  const len = body.pos;
+  const total = 1 + varintLen(len) + len;
+  if (total > out.length - at) return -total;
+  out[at] = m.type;
+  let v = len;
+  let p = at + 1;
+  while (v >= 0x80) {
+    out[p++] = (v % 128) | 0x80;
+    v = Math.floor(v / 128);
+  }
+  out[p++] = v;
+  const src = body.buf;
+  if (len > 64) out.set(src.subarray(0, len), p);
+  else for (let i = 0; i < len; i++) out[p + i] = src[i];
+  return total;
+}
+
 /** The encoded Collapse message (type, length, body) of a record: what the delta log keeps and sends. */
 export function encodeCollapse(m: Omit<CollapseMsg, 'type'>): Uint8Array {
   const body = scratch();

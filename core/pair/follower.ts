@@ -15,6 +15,7 @@ import {
   type CollapseEntry,
   type CollapseMsg,
   type PairCandidate,
+  type ProposeMsg,
   type StatusMsg,
   type VersionRange,
   MAX_HELD_RANGES,
@@ -714,9 +715,14 @@ export class Follower implements RoleMachine, RequesterHost {
       if (bound > b.limit && !b.canTakeLarge(bound)) return;
       candidates.push({ origin: s.pair.localId, seq: c.seq, delta: c.delta });
     }
-    const raw = encodeMessage({ type: MsgType.Propose, register: s.name, base: own.peek()!.seq, candidates });
-    if (key !== undefined && raw.length <= b.limit) return; // it fits an empty payload: the next datagram takes it whole
-    if (!b.add(raw, key)) return;
+    const m: ProposeMsg = { type: MsgType.Propose, register: s.name, base: own.peek()!.seq, candidates };
+    if (key === undefined) {
+      if (!b.addMessage(m)) return;
+    } else {
+      const raw = encodeMessage(m);
+      if (raw.length <= b.limit) return; // it fits an empty payload: the next datagram takes it whole
+      if (!b.add(raw, key)) return;
+    }
     this.sent(now, candidates[candidates.length - 1].seq);
   }
 

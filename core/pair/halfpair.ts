@@ -206,6 +206,8 @@ export class HalfPair {
   };
   private readonly timing: Timing;
   private readonly maxPayload: number;
+  /** The payload pollTransmit fills, reset per poll (pollTransmit does not nest). */
+  private readonly builder: PayloadBuilder;
   /** The fragmentation layer as pollTransmit's payloads see it (one object, at the time of the poll under way). */
   private txNow = 0;
   private readonly largeSink: LargeSink = {
@@ -279,6 +281,7 @@ export class HalfPair {
     this.maxPayload = Math.min(opts.maxPayload ?? MAX_PAYLOAD_LEN, MAX_PAYLOAD_LEN);
     if (this.maxPayload < MIN_PAYLOAD)
       throw new RangeError(`maxPayload ${this.maxPayload} is below ${MIN_PAYLOAD}: a largest delta must fit one frame`);
+    this.builder = new PayloadBuilder(this.maxPayload, this.largeSink);
     this.lifecycle = new Lifecycle(now);
     this.lastHeard = now;
     const ctx = this.context();
@@ -852,22 +855,20 @@ export class HalfPair {
     this.collapse(now);
     if (this.awaitingWrites) return undefined; // the collapse made writes: they go to disk first
     this.txNow = now;
-    const b = new PayloadBuilder(this.maxPayload, this.largeSink);
+    const b = this.builder.reset();
     const ackPending = this.ackDueAt !== undefined || this.ackOverdue;
     if (ackPending) {
-      b.add(
-        encodeMessage({
-          type: MsgType.Ack,
-          largestPn: this.largestReceived,
-          ackDelayMs: Math.max(0, Math.round(now - this.largestReceivedAt)),
-        }),
-      );
+      b.addMessage({
+        type: MsgType.Ack,
+        largestPn: this.largestReceived,
+        ackDelayMs: Math.max(0, Math.round(now - this.largestReceivedAt)),
+      });
     }
     // Fragment acknowledgements ride with the Ack (they are owed only after fragments arrived).
     let fragAcks = 0;
     if (ackPending) {
       for (const a of this.fragIn.pendingAcks()) {
-        if (!b.add(encodeMessage(a))) break;
+        if (!b.addMessage(a)) break;
         fragAcks++;
       }
     }
@@ -877,7 +878,7 @@ export class HalfPair {
       this.manifestOut = this.manifest.messages(flags); // a newer sending replaces parts not sent yet
       this.manifestDue = undefined;
     }
-    while (this.manifestOut.length > 0 && b.add(encodeMessage(this.manifestOut[0]))) this.manifestOut.shift();
+    while (this.manifestOut.length > 0 && b.addMessage(this.manifestOut[0])) this.manifestOut.shift();
     while (this.outbox.length > 0) {
       const m = this.outbox[0];
       const raw = this.outboxRaw.get(m) ?? encodeMessage(m);
@@ -896,7 +897,7 @@ export class HalfPair {
     for (let i = 0; i < regs.length; i++) regs[(this.rr + i) % regs.length].fill(now, b, ackDue);
     this.rr = (this.rr + 1) % Math.max(1, regs.length);
     // Fragments of large messages take the room the registers left, within their window.
-    for (let f = this.fragOut.next(now, b.room); f; f = this.fragOut.next(now, b.room)) b.add(encodeMessage(f));
+    for (let f = this.fragOut.next(now, b.room); f; f = this.fragOut.next(now, b.room)) b.addMessage(f);
     if (b.empty) return undefined;
     if (b.room === ackOnly && this.ackDueAt !== undefined && now < this.ackDueAt) return undefined; // an ack alone waits for its deadline
     // The datagram goes: Statuses owed lazily ride it where they fit (§9.1). One that does not goes in the next

@@ -1,4 +1,5 @@
 /** Packs encoded messages into one Data payload up to a byte limit. */
+import { encodeMessage, encodeMessageInto, type Message } from '../../wire/messages.js';
 
 /**
  * The fragmentation layer (§3.7) as a payload sees it. `add` takes a message too large for
@@ -13,13 +14,25 @@ export interface LargeSink {
 }
 
 export class PayloadBuilder {
-  /** The messages taken, joined once by finish(): no payload-sized buffer for a poll that ends up empty or small. */
-  private readonly parts: Uint8Array[] = [];
+  /**
+   * The payload so far (positions 0..size): messages are encoded straight into it (`addMessage`)
+   * or copied in (`add`), so a message costs no array of its own. One builder serves every poll
+   * of a pair; finish() copies the payload once into the frame.
+   */
+  private readonly buf: Uint8Array;
   private size = 0;
   constructor(
     readonly limit: number,
     private readonly large?: LargeSink,
-  ) {}
+  ) {
+    this.buf = new Uint8Array(limit);
+  }
+
+  /** Empty again for the next payload. */
+  reset(): this {
+    this.size = 0;
+    return this;
+  }
 
   get room(): number {
     return this.limit - this.size;
@@ -34,11 +47,26 @@ export class PayloadBuilder {
    * than any payload goes to the fragmentation layer instead (true once it took it).
    */
   add(raw: Uint8Array, key?: string): boolean {
-    if (raw.length > this.limit && this.large) return this.large.add(raw, key);
-    if (raw.length > this.room) return false;
-    this.parts.push(raw);
-    this.size += raw.length;
+    const n = raw.length;
+    if (n > this.limit && this.large) return this.large.add(raw, key);
+    if (n > this.limit - this.size) return false;
+    const buf = this.buf;
+    const at = this.size;
+    if (n > 64) buf.set(raw, at);
+    else for (let i = 0; i < n; i++) buf[at + i] = raw[i];
+    this.size = at + n;
     return true;
+  }
+
+  /** add(encodeMessage(m), key), encoding `m` in place: no array for a message that fits. */
+  addMessage(m: Message, key?: string): boolean {
+    const n = encodeMessageInto(m, this.buf, this.size);
+    if (n > 0) {
+      this.size += n;
+      return true;
+    }
+    // It did not fit the room left (-n bytes): a message larger than any payload goes to the fragmentation layer.
+    return -n > this.limit && this.large ? this.large.add(encodeMessage(m), key) : false;
   }
 
   /** Whether the large message named `key` is already queued, in flight or just delivered (then adding it again is a no-op). */
@@ -57,11 +85,7 @@ export class PayloadBuilder {
    */
   finish(headroom = 0, tailroom = 0): Uint8Array {
     const out = new Uint8Array(headroom + this.size + tailroom);
-    let at = headroom;
-    for (const p of this.parts) {
-      out.set(p, at);
-      at += p.length;
-    }
+    out.set(this.buf.subarray(0, this.size), headroom);
     return out;
   }
 }

@@ -15,7 +15,7 @@ import type { Hash64Parts } from '../../wire/buffer.js';
 import { MAX_KEY_LEN } from '../../wire/constants.js';
 import { entryValueLen, ownPart, validateCross, type EntryDelta } from '../../wire/cross.js';
 import { DeltaOp, deltaValueLen, validateDelta, type Delta, type RejectReason } from '../../wire/delta.js';
-import { MsgType, decodeMessages, encodeMessage, type StatusMsg } from '../../wire/messages.js';
+import { MsgType, decodeMessages, type StatusMsg } from '../../wire/messages.js';
 import { hashEquals, hashHex } from '../register/hash.js';
 import type { MapState } from '../register/map.js';
 import type { StreamState } from '../register/stream.js';
@@ -380,7 +380,7 @@ export class Replica {
   fill(now: number, b: PayloadBuilder, ackDue = false): void {
     const s = this.s;
     if (s.statusDirty || (s.statusLazy && ackDue)) {
-      if (!b.add(encodeMessage(this.status()))) return;
+      if (!b.addMessage(this.status())) return;
       s.statusSent();
     }
     if (s.reachable) this.machine.fill(now, b);
@@ -394,7 +394,7 @@ export class Replica {
   /** Add the Status owed lazily if it fits (the datagram goes anyway); false if it did not fit. */
   fillOwedStatus(b: PayloadBuilder): boolean {
     if (!this.s.statusLazy) return true;
-    if (!b.add(encodeMessage(this.status()))) return false;
+    if (!b.addMessage(this.status())) return false;
     this.s.statusSent();
     return true;
   }
