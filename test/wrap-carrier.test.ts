@@ -235,16 +235,20 @@ describe('large records sealed into reused buffers', () => {
     for (let i = 0; i < 20; i++) send(70_000 + i * 9_000);
     await until(() => got.length === 20);
     s.socket.pause();
-    c.socket.cork();
-    for (let i = 0; i < 40; i++) {
-      send(i % 5 === 0 ? 300 : 200_000 + i);
-      if (i % 7 === 0) {
-        c.socket.uncork();
-        c.socket.cork();
+    // Batches until the kernel's buffers are full (the receive buffer autotunes up to tcp_rmem's
+    // maximum, 32 MiB here, sooner after fast reads): then writes wait for their callbacks.
+    for (let batch = 0; batch < 12 && (batch === 0 || c.socket.writableLength === 0); batch++) {
+      c.socket.cork();
+      for (let i = 0; i < 40; i++) {
+        send(i % 5 === 0 ? 300 : 200_000 + i);
+        if (i % 7 === 0) {
+          c.socket.uncork();
+          c.socket.cork();
+        }
       }
+      c.socket.uncork();
     }
-    c.socket.uncork();
-    expect(c.socket.writableLength).toBeGreaterThan(0); // the kernel's buffers are full: writes wait for their callbacks
+    expect(c.socket.writableLength).toBeGreaterThan(0);
     await new Promise((res) => setTimeout(res, 50));
     s.socket.resume();
     await until(() => got.length === sent.length, 10_000);
