@@ -181,7 +181,9 @@ export class Bucket {
 
   version(i: number): number {
     const w = i * STRIDE;
-    return (this.meta[w + VLO] >>> 0) + this.meta[w + VHI] * TWO32;
+    const hi = this.meta[w + VHI];
+    // As EntryTable.version: a small integer below 2^32, not a heap number from float arithmetic.
+    return hi === 0 ? this.meta[w + VLO] >>> 0 : (this.meta[w + VLO] >>> 0) + hi * TWO32;
   }
 
   /** First position whose keyHash is ≥ h (an unsigned hash, or 2^32 for the end). */

@@ -139,7 +139,10 @@ export class KeyTable {
 
   version(i: number): number {
     const q = this.entryAt(i) >>> 2;
-    return (this.a32[q + 2] >>> 0) + this.a32[q + 3] * TWO32;
+    const hi = this.a32[q + 3];
+    // No float arithmetic below 2^32: in unoptimised code it yields a heap number, not a small
+    // integer, and a heap-number version deoptimises every caller compiled for small integers.
+    return hi === 0 ? this.a32[q + 2] >>> 0 : (this.a32[q + 2] >>> 0) + hi * TWO32;
   }
 
   /** Biased key hash of slot i. */
