@@ -855,11 +855,17 @@ export function writeMessage(w: Writer, m: Message): void {
 
 /** `type u8 | length varint | body` with the body in `body` (positions 0..pos): exactly sized. */
 export function frameMessage(type: MsgType, body: Writer): Uint8Array {
+  const out = new Uint8Array(1 + varintLen(body.pos) + body.pos);
+  writeFramed(type, body, out, 0);
+  return out;
+}
+
+/** `type u8 | length varint | body` written into `out` at `at` (the caller made room). */
+function writeFramed(type: MsgType, body: Writer, out: Uint8Array, at: number): void {
   const len = body.pos;
-  const out = new Uint8Array(1 + varintLen(len) + len);
-  out[0] = type;
+  out[at] = type;
   let v = len;
-  let p = 1;
+  let p = at + 1;
   while (v >= 0x80) {
     out[p++] = (v % 128) | 0x80;
     v = Math.floor(v / 128);
@@ -868,7 +874,6 @@ export function frameMessage(type: MsgType, body: Writer): Uint8Array {
   const src = body.buf;
   if (len > 64) out.set(src.subarray(0, len), p);
   else for (let i = 0; i < len; i++) out[p + i] = src[i];
-  return out;
 }
 
 export function encodeMessage(m: Message): Uint8Array {
@@ -884,20 +889,9 @@ export function encodeMessage(m: Message): Uint8Array {
 export function encodeMessageInto(m: Message, out: Uint8Array, at: number): number {
   const body = scratch();
   writeBody(body, m);
-  const len = body.pos;
-  const total = 1 + varintLen(len) + len;
+  const total = 1 + varintLen(body.pos) + body.pos;
   if (total > out.length - at) return -total;
-  out[at] = m.type;
-  let v = len;
-  let p = at + 1;
-  while (v >= 0x80) {
-    out[p++] = (v % 128) | 0x80;
-    v = Math.floor(v / 128);
-  }
-  out[p++] = v;
-  const src = body.buf;
-  if (len > 64) out.set(src.subarray(0, len), p);
-  else for (let i = 0; i < len; i++) out[p + i] = src[i];
+  writeFramed(m.type, body, out, at);
   return total;
 }
 
