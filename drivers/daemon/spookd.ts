@@ -337,11 +337,12 @@ export class Spookd {
     sock.on('message', (msg, rinfo) => this.onDatagramSafe(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength), rinfo));
     sock.on('error', (e) => this.log.error({ err: e }, 'UDP socket error'));
     await new Promise<void>((resolve, reject) => {
-      sock.once('error', (e: NodeJS.ErrnoException) =>
-        reject(new ConfigError(`listen: ${this.cfg.listen} (UDP): ${describeBindError(e.code ?? e.message)}`)),
-      );
+      // A bind failure names the field (the socket's later errors go to the log, above).
+      const failed = (e: NodeJS.ErrnoException): void =>
+        reject(new ConfigError(`listen: ${this.cfg.listen} (UDP): ${describeBindError(e.code ?? e.message)}`));
+      sock.once('error', failed);
       sock.bind(listen.port, listen.host, () => {
-        sock.off('error', reject);
+        sock.off('error', failed);
         resolve();
       });
     });
@@ -393,10 +394,6 @@ export class Spookd {
   }
 
   /**
-   * Stop in an order that loses nothing: no more input (datagrams, timers, admin), then tell
-   * the peers we are going away, close the socket, and only then close the stores.
-   */
-  /**
    * Peers configured by DNS name (resolved before the start: drivers/daemon/resolve.ts): every
    * `everyMs`, those without a session are looked up again, and a new address replaces the old.
    */
@@ -441,6 +438,10 @@ export class Spookd {
     this.nameTimer.unref();
   }
 
+  /**
+   * Stop in an order that loses nothing: no more input (datagrams, timers, admin), then tell
+   * the peers we are going away, close the socket, and only then close the stores.
+   */
   async stop(opts: { handover?: boolean } = {}): Promise<void> {
     // What the last inputs wrote reaches the disk (and their answers leave), all of it now: from
     // here on a commit pass is a no-op (none may run after the socket or the stores close).
