@@ -15,7 +15,7 @@ export interface Common {
 
 /**
  * The options every command takes, before or after its name (`spook -s S status` and `spook status
- * -s S`): declared once on the program; main.ts hands their values to the command that runs.
+ * -s S`): declared once on the program; a preAction hook hands their values to the command that runs.
  */
 export function globalOptions(program: Command): Command {
   return program
