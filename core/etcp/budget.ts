@@ -38,6 +38,11 @@ export class BudgetPool {
     return b;
   }
 
+  /** A peer removed (a reload): its budget no longer counts as another's contention. */
+  remove(b: WorkBudget): void {
+    this.budgets.delete(b);
+  }
+
   /** Whether some budget other than `self` is busy at `now`. */
   contended(self: WorkBudget, now: number): boolean {
     for (const b of this.budgets) if (b !== self && (b.recentWork(now) >= ACTIVE_MS || b.recentDemand(now) >= ACTIVE_FRAMES)) return true;

@@ -545,6 +545,35 @@ export class EtcpEndpoint {
     return { session: s, payload: r.payload };
   }
 
+  /** Authorise one more peer (a reload): its handshakes are answered, and ours to it can start, from now on. */
+  addPeer(p: PeerConfig): void {
+    const k = keyHex(p.publicKey);
+    if (this.peers.has(k)) throw new RangeError(`peer ${p.name}: its key is already authorised`);
+    this.peers.set(k, p);
+  }
+
+  /**
+   * Withdraw a peer's authorisation (a reload): its pending handshakes and its sessions go (their
+   * indices are returned, for the XDP pair table), and from now on an init from its key is refused
+   * as any unauthorised key's.
+   */
+  removePeer(publicKey: Uint8Array): number[] {
+    const k = keyHex(publicKey);
+    const p = this.peers.get(k);
+    if (!p) return [];
+    this.peers.delete(k); // its last init timestamp stays: an old init of a key authorised again is still a replay
+    this.lastInitAcceptedAt.delete(k);
+    this.cookieFrom.delete(k);
+    for (const [idx, h] of this.pending) if (h.peer === p) this.pending.delete(idx);
+    const closed: number[] = [];
+    for (const [idx, s] of this.sessions)
+      if (s.peer === p) {
+        this.close(idx);
+        closed.push(idx);
+      }
+    return closed;
+  }
+
   /** Forget a session (teardown, or replaced by a newer one with the same peer). */
   close(localIndex: number): void {
     this.sessions.get(localIndex)?.close();

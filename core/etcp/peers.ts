@@ -219,25 +219,54 @@ export class PeerTable {
     this.rekeyAfterMessages = o.rekeyAfterMessages ?? REKEY_AFTER_MESSAGES;
     this.graceMs = o.sessionGraceMs ?? OLD_SESSION_GRACE_MS;
     this.maxOldAgeMs = oldSessionMaxAgeMs(this.rekeyAfterMs, this.graceMs);
-    for (const s of o.peers) {
-      this.peers.set(s.name, {
-        name: s.name,
-        publicKey: s.publicKey,
-        role: pairIdentity(o.localPublicKey, s.publicKey).localId === 1 ? 'sequencer' : 'follower',
-        pairState: s.pairState,
-        addr: s.endpoint,
-        session: undefined,
-        oldSessions: [],
-        unconfirmed: [],
-        lastInitAt: -Infinity,
-        violations: 0,
-        disconnects: 0,
-        budget: this.budgets.add(s.budgetMs),
-        fenced: false,
-        handshakesSent: 0,
-        sessionsEstablished: 0,
-        unanswered: 0,
-      });
+    for (const s of o.peers) this.peers.set(s.name, this.entry(s));
+  }
+
+  private entry(s: PeerSpec): Peer {
+    return {
+      name: s.name,
+      publicKey: s.publicKey,
+      role: pairIdentity(this.o.localPublicKey, s.publicKey).localId === 1 ? 'sequencer' : 'follower',
+      pairState: s.pairState,
+      addr: s.endpoint,
+      session: undefined,
+      oldSessions: [],
+      unconfirmed: [],
+      lastInitAt: -Infinity,
+      violations: 0,
+      disconnects: 0,
+      budget: this.budgets.add(s.budgetMs),
+      fenced: false,
+      handshakesSent: 0,
+      sessionsEstablished: 0,
+      unanswered: 0,
+    };
+  }
+
+  /**
+   * One more peer (a reload): the driver has added it to ETCP's authorised keys; its first
+   * handshake follows the usual timers (at once for the sequencer, after the member-2 delay).
+   */
+  addPeer(s: PeerSpec): void {
+    if (this.peers.has(s.name)) throw new RangeError(`peer ${s.name} is already in the table`);
+    const p = this.entry(s);
+    this.peers.set(s.name, p);
+    if (this.keyed) this.touch(p);
+  }
+
+  /** A peer removed (a reload): its sessions go (session-removed events for the pair table), its timers and budget too. */
+  removePeer(name: string): void {
+    const p = this.peers.get(name);
+    if (!p) return;
+    this.closeAll(p);
+    this.deadlines.set(p, undefined);
+    this.budgets.remove(p.budget);
+    this.peers.delete(name);
+    // Its payloads not yet taken by the driver go with it (the driver has no pair for them any more).
+    for (let i = this.events.length - 1; i >= 0; i--) {
+      const e = this.events[i];
+      if ((e.type === 'pair-payload' || e.type === 'domain-payload' || e.type === 'established') && e.peer === name)
+        this.events.splice(i, 1);
     }
   }
 
