@@ -152,6 +152,8 @@ export class Spookd {
   private readonly pairTimers = new DeadlineHeap<Link>();
   private readonly timersStale = new Set<Link>();
   private storesClosed = false;
+  /** Builds a peer's store (at start, and for a peer added by a reload). */
+  private readonly makeStore: (peer: string, dir: string, fsync: FsyncPolicy, onFlushFailed: (e: Error) => void) => DiskStore;
   /** Commit passes run and the writes they made durable (a measure of group commit). */
   readonly commits = { passes: 0, batches: 0, writes: 0, storeFailures: 0 };
 
@@ -221,44 +223,8 @@ export class Spookd {
       violationLimit: cfg.violationLimit,
     });
     this.fastPath = new FastPath(cfg, log);
-    for (const p of cfg.peers) {
-      const publicKey = decodeKey(p.publicKey, `peer ${p.name}`);
-      const ids = pairIdentity(key.publicKey, publicKey);
-      const store = makeStore(p.name, join(cfg.dataDir, p.name), cfg.fsync, (e) => this.onFlushFailed(p.name, e));
-      const pair = new HalfPair(
-        {
-          pairId: 0,
-          localId: ids.localId,
-          peerId: ids.peerId,
-          seed: ids.seed,
-          registers: cfg.registers.map((r) => ({
-            name: r.name,
-            kind: r.kind,
-            policy: r.policy,
-            maxPending: r.maxPending,
-            log: { maxRecords: r.logRecords, maxBytes: 256 * 1024 * 1024 },
-            quota: { maxKeys: r.maxKeys, maxBytes: r.maxBytes, maxValueBytes: r.maxValueBytes },
-          })),
-          timing: { keepaliveMs: cfg.timing.keepaliveMs, silenceMs: cfg.timing.silenceMs },
-          maxPayload: MAX_SEALED_PAYLOAD,
-          writes: 'driver',
-          sealer: {
-            seal: (payload) => this.table.seal(p.name, payload),
-            sealInPlace: (frame) => this.table.sealInPlace(p.name, frame),
-            tailroom: TAGLEN,
-          },
-        },
-        this.now(),
-      );
-      const link = new Link(p.name, publicKey, pair, store, this.table);
-      for (const r of link.pair.registers.values()) {
-        const rep = store.load(r);
-        log.info({ peer: p.name, ...rep }, rep.tornBytes > 0 ? 'register loaded; torn log tail cut' : 'register loaded');
-      }
-      log.info({ peer: p.name, role: link.pair.role }, 'pair configured');
-      this.links.set(p.name, link);
-      this.timersStale.add(link);
-    }
+    this.makeStore = makeStore;
+    for (const p of cfg.peers) this.addLink(p);
     for (const dc of cfg.domains) {
       const dom = new DomainHost(dc, key, peers, cfg.dataDir, cfg.fsync, log, this.now());
       dom.batchTurns(() => this.domainDirty(dom));
@@ -381,6 +347,103 @@ export class Spookd {
     for (const link of this.links.values()) this.pump(link, false);
     this.schedule();
     this.started = true;
+  }
+
+  /** A peer's pair: its HalfPair, its store (loaded), its link (at start, and for a peer added by a reload). */
+  private addLink(p: SpookdConfig['peers'][number]): Link {
+    const publicKey = decodeKey(p.publicKey, `peer ${p.name}`);
+    const ids = pairIdentity(this.key.publicKey, publicKey);
+    const store = this.makeStore(p.name, join(this.cfg.dataDir, p.name), this.cfg.fsync, (e) => this.onFlushFailed(p.name, e));
+    const pair = new HalfPair(
+      {
+        pairId: 0,
+        localId: ids.localId,
+        peerId: ids.peerId,
+        seed: ids.seed,
+        registers: this.cfg.registers.map((r) => ({
+          name: r.name,
+          kind: r.kind,
+          policy: r.policy,
+          maxPending: r.maxPending,
+          log: { maxRecords: r.logRecords, maxBytes: 256 * 1024 * 1024 },
+          quota: { maxKeys: r.maxKeys, maxBytes: r.maxBytes, maxValueBytes: r.maxValueBytes },
+        })),
+        timing: { keepaliveMs: this.cfg.timing.keepaliveMs, silenceMs: this.cfg.timing.silenceMs },
+        maxPayload: MAX_SEALED_PAYLOAD,
+        writes: 'driver',
+        sealer: {
+          seal: (payload) => this.table.seal(p.name, payload),
+          sealInPlace: (frame) => this.table.sealInPlace(p.name, frame),
+          tailroom: TAGLEN,
+        },
+      },
+      this.now(),
+    );
+    const link = new Link(p.name, publicKey, pair, store, this.table);
+    for (const r of link.pair.registers.values()) {
+      const rep = store.load(r);
+      this.log.info({ peer: p.name, ...rep }, rep.tornBytes > 0 ? 'register loaded; torn log tail cut' : 'register loaded');
+    }
+    this.log.info({ peer: p.name, role: link.pair.role }, 'pair configured');
+    this.links.set(p.name, link);
+    this.timersStale.add(link);
+    return link;
+  }
+
+  /**
+   * A peer added while running (a reload, as `wg syncconf`): authorised in ETCP, its pair and
+   * store created (a peer removed earlier resumes from its state on disk), its first handshake
+   * due as at start. The other pairs are not touched.
+   */
+  addPeer(p: SpookdConfig['peers'][number]): void {
+    if (this.links.has(p.name)) throw new Error(`peer ${p.name} is already configured`);
+    const publicKey = decodeKey(p.publicKey, `peer ${p.name}`);
+    for (const l of this.links.values())
+      if (Buffer.from(l.publicKey).equals(Buffer.from(publicKey))) throw new Error(`peer ${p.name}: its key is peer ${l.name}'s`);
+    this.etcp.addPeer({ name: p.name, publicKey });
+    this.addLink(p);
+    this.table.addPeer({
+      name: p.name,
+      publicKey,
+      endpoint: toAddr(p.endpoint),
+      pairState: () => this.links.get(p.name)!.pair.state,
+      budgetMs: this.cfg.peerBudgetMs,
+    });
+    this.log.info({ peer: p.name, endpoint: p.endpoint ?? null }, 'peer added');
+    this.schedule();
+  }
+
+  /**
+   * A peer removed while running: told we are going away, its sessions ended (and out of the
+   * XDP pair table), its key no longer authorised, its store closed with its state kept on disk.
+   * Refused while a domain or a wrapper names it (remove those first).
+   */
+  async removePeer(name: string): Promise<void> {
+    const link = this.links.get(name);
+    if (!link) throw new Error(`no peer named ${name}`);
+    for (const d of this.domains.values())
+      if (d.idOf.has(name)) throw new Error(`peer ${name} is a member of domain ${d.cfg.name}: change the domain first`);
+    for (const w of this.wraps.wrappers.values())
+      if (w.peer === name) throw new Error(`peer ${name} carries the wrapper of port ${w.port}: remove the wrapper first`);
+    const bye = this.table.canSend(name) ? link.pair.goingAway(this.now()) : undefined;
+    const sock = this.socket;
+    if (bye && link.addr && sock)
+      await new Promise<void>((resolve) => sock.send(bye, link.addr!.port, link.addr!.address, () => resolve()));
+    this.table.removePeer(name);
+    this.drain(this.now()); // its session-removed events: out of the XDP pair table
+    this.etcp.removePeer(link.publicKey);
+    this.links.delete(name);
+    this.pairTimers.set(link, undefined);
+    this.timersStale.delete(link);
+    this.dirty.delete(link);
+    this.charged.delete(link);
+    try {
+      link.store.close();
+    } catch (e) {
+      this.log.error({ peer: name, err: e }, 'store of a removed peer did not close cleanly');
+    }
+    this.log.info({ peer: name }, 'peer removed');
+    this.schedule();
   }
 
   /** Started and not stopping (GET /readyz). */
