@@ -3,6 +3,7 @@ import { rmSync } from 'node:fs';
 import { pino } from 'pino';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { configOf, has, inProcess, until, write } from './inproc.js';
+import { reloadPeers } from '../drivers/daemon/reload.js';
 
 /** Peers added and removed while spookd runs (issue 18's reload): the other pairs are not touched. */
 const p = inProcess('spook-peers-live', ['a', 'b', 'c'], 27_400);
@@ -47,5 +48,19 @@ describe('spookd: peers added and removed at run time', () => {
     a.addPeer(cPeer);
     await until('a-c entangled again', () => a.link('c').pair.state === 'ENTANGLED', 20_000);
     expect(has(a, 'c', 'to-c')).toBe(true);
+  }, 60_000);
+
+  it('reloadPeers applies a configuration diff: peers removed and added, other changes named for a restart', async () => {
+    const a = all[0];
+    const running = configOf(p, 'a', ['b', 'c']);
+    // The next configuration drops b, keeps c, and changes the listen address (a restart's business).
+    const next = { ...running, listen: `127.0.0.1:${p.port.a + 50}`, peers: running.peers.filter((x) => x.name === 'c') };
+    const r = await reloadPeers(a, running, next);
+    expect(r).toEqual({ added: [], removed: ['b'], rekeyed: [], moved: [], needRestart: ['listen'], refused: [] });
+    expect([...a.links.keys()]).toEqual(['c']);
+    expect(a.link('c').pair.state).toBe('ENTANGLED');
+    const back = await reloadPeers(a, next, running);
+    expect(back.added).toEqual(['b']);
+    await until('a-b entangled again', () => a.link('b').pair.state === 'ENTANGLED', 20_000);
   }, 60_000);
 });

@@ -9,6 +9,7 @@ import { sdNotify } from '../wrap/fdstore.js';
 import { spookdCommand, type SpookdOptions } from './options.js';
 import { checkPaths, checkPorts, formatProblems } from './preflight.js';
 import { RERESOLVE_MS, resolveEndpoints } from './resolve.js';
+import { reloadPeers } from './reload.js';
 
 const program = spookdCommand().action(async (o: SpookdOptions) => {
   let cfg;
@@ -87,12 +88,39 @@ const program = spookdCommand().action(async (o: SpookdOptions) => {
     log.fatal({ err: e }, 'unhandled rejection; stopping');
     stop('unhandledRejection', 70);
   });
-  // SIGHUP (a closed terminal, or an operator expecting a reload) must not end the daemon: Node's
-  // default would exit at once, skipping the shutdown path and leaving the admin socket behind.
-  // The configuration is read at start only; a restart applies changes.
-  process.on('SIGHUP', () =>
-    log.warn({ signal: 'SIGHUP' }, 'SIGHUP ignored: the configuration is read only at start; restart spookd to apply changes'),
-  );
+  // SIGHUP reloads the peers (as `wg syncconf`); it never ends the daemon (Node's default would).
+  let current = resolved.cfg;
+  let reloading = false;
+  process.on('SIGHUP', () => {
+    if (reloading) return void log.warn('SIGHUP during a reload: ignored (send it again once the reload is logged)');
+    reloading = true;
+    void (async () => {
+      try {
+        const read = loadConfig(o.config);
+        const problems = checkPaths(read, key);
+        if (problems.length > 0) throw new ConfigError(formatProblems(o.config, problems));
+        const next = await resolveEndpoints(read);
+        const r = await reloadPeers(d, current, next.cfg);
+        // What runs now: the next configuration's peers, except those a reload refused to change.
+        const kept = new Set(r.refused.map((x) => x.peer));
+        current = {
+          ...current,
+          peers: [...next.cfg.peers.filter((p) => !kept.has(p.name)), ...current.peers.filter((p) => kept.has(p.name))],
+        };
+        log.info(
+          { ...r },
+          `reloaded ${o.config}: ${r.added.length} peer(s) added, ${r.removed.length} removed, ${r.rekeyed.length} rekeyed, ${r.moved.length} moved`,
+        );
+        if (r.needRestart.length > 0)
+          log.warn({ fields: r.needRestart }, `changed, applied only at a restart: ${r.needRestart.join(', ')}`);
+        for (const x of r.refused) log.warn({ peer: x.peer }, `reload left peer ${x.peer} as it was: ${x.reason}`);
+      } catch (e) {
+        log.error(`reload failed, nothing changed: ${(e as Error).message}`);
+      } finally {
+        reloading = false;
+      }
+    })();
+  });
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 });

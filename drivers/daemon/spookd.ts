@@ -446,6 +446,12 @@ export class Spookd {
     this.schedule();
   }
 
+  /** A peer's configured endpoint changed (a reload): the next handshake to it goes there. */
+  moveEndpoint(name: string, endpoint: string | undefined): void {
+    this.table.setAddress(name, toAddr(endpoint));
+    this.schedule();
+  }
+
   /** Started and not stopping (GET /readyz). */
   get ready(): boolean {
     return this.started && !this.stopping;
