@@ -35,9 +35,12 @@ describe('spookd: peers added and removed at run time', () => {
     expect(a.link('b').pair.state).toBe('ENTANGLED');
     expect(() => a.addPeer(cPeer)).toThrow(/already configured/);
 
+    expect(a.wraps.peerCounters().map((x) => x.peer)).toEqual(['b', 'c']);
     await a.removePeer('c');
     expect(a.links.has('c')).toBe(false);
     expect(a.table.peer('c')).toBeUndefined();
+    // The wrappers' carrier forgets it too: a carrier from its key is refused.
+    expect(a.wraps.peerCounters().map((x) => x.peer)).toEqual(['b']);
     // c was told a went away; b's pair carries on.
     await until('c sees a gone', () => c.link('a').pair.state !== 'ENTANGLED', 20_000);
     write(a, 'b', 'to-b');

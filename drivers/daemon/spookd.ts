@@ -401,7 +401,7 @@ export class Spookd {
     for (const l of this.links.values())
       if (Buffer.from(l.publicKey).equals(Buffer.from(publicKey))) throw new Error(`peer ${p.name}: its key is peer ${l.name}'s`);
     this.etcp.addPeer({ name: p.name, publicKey });
-    this.addLink(p);
+    const link = this.addLink(p);
     this.table.addPeer({
       name: p.name,
       publicKey,
@@ -409,6 +409,8 @@ export class Spookd {
       pairState: () => this.links.get(p.name)!.pair.state,
       budgetMs: this.cfg.peerBudgetMs,
     });
+    // After the table: the wrappers' carrier budget is the peer's, read from it.
+    this.wraps.addPeer({ name: p.name, publicKey, role: link.pair.role === 'sequencer' ? 0 : 1 });
     this.log.info({ peer: p.name, endpoint: p.endpoint ?? null }, 'peer added');
     this.schedule();
   }
@@ -429,6 +431,7 @@ export class Spookd {
     const sock = this.socket;
     if (bye && link.addr && sock)
       await new Promise<void>((resolve) => sock.send(bye, link.addr!.port, link.addr!.address, () => resolve()));
+    this.wraps.removePeer(name); // its carrier and wrapped connections; its key refused there too
     this.table.removePeer(name);
     this.drain(this.now()); // its session-removed events: out of the XDP pair table
     this.etcp.removePeer(link.publicKey);

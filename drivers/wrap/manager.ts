@@ -228,34 +228,57 @@ export class WrapManager {
       settings.handshakeRatePerSource ?? DEFAULT_HANDSHAKE_RATE_PER_SOURCE,
       this.now(),
     );
-    for (const p of host.peers) {
-      const session = new WrapSession({
-        mayDial: (target, datagram) => this.policy.allows(p.name, target, datagram ? 'udp' : 'tcp'),
-        role: p.role,
-        bootId: this.bootId,
-        windowBytes: settings.windowBytes,
-        maxConnections: settings.maxConnections,
-        silenceMs: settings.silenceMs,
-        pingMs: Math.max(100, Math.floor(settings.silenceMs / 3)),
-        maxBufferedBytes: settings.maxBufferedBytes,
-        udpIdleMs: settings.udpIdleMs,
-      });
-      const ps: PeerState = {
-        peer: p,
-        session,
-        carrier: undefined,
-        redial: new Redialer(MAX_DIALS_IN_FLIGHT),
-        conns: new Map(),
-        lastError: undefined,
-        overBudget: { pauses: 0, ms: 0 },
-        budget: undefined,
-        downSince: this.now(),
-        pending: new ConnectDeadlines(),
-      };
-      ps.budget = this.budgetOf(ps);
-      this.peers.set(p.name, ps);
-    }
+    for (const p of host.peers) this.peers.set(p.name, this.peerState(p));
     for (const w of initial) this.counters.add(w);
+  }
+
+  /** A peer's carrier state (at start, and for a peer added by a reload). */
+  private peerState(p: WrapPeer): PeerState {
+    const session = new WrapSession({
+      mayDial: (target, datagram) => this.policy.allows(p.name, target, datagram ? 'udp' : 'tcp'),
+      role: p.role,
+      bootId: this.bootId,
+      windowBytes: this.settings.windowBytes,
+      maxConnections: this.settings.maxConnections,
+      silenceMs: this.settings.silenceMs,
+      pingMs: Math.max(100, Math.floor(this.settings.silenceMs / 3)),
+      maxBufferedBytes: this.settings.maxBufferedBytes,
+      udpIdleMs: this.settings.udpIdleMs,
+    });
+    const ps: PeerState = {
+      peer: p,
+      session,
+      carrier: undefined,
+      redial: new Redialer(MAX_DIALS_IN_FLIGHT),
+      conns: new Map(),
+      lastError: undefined,
+      overBudget: { pauses: 0, ms: 0 },
+      budget: undefined,
+      downSince: this.now(),
+      pending: new ConnectDeadlines(),
+    };
+    ps.budget = this.budgetOf(ps);
+    return ps;
+  }
+
+  /** A peer added by a reload: its carrier may be dialled or accepted from now on. */
+  addPeer(p: WrapPeer): void {
+    if (this.peers.has(p.name)) throw new Error(`peer ${p.name} is already known to the wrappers`);
+    this.peers.set(p.name, this.peerState(p));
+    this.scheduleSoon();
+  }
+
+  /**
+   * A peer removed by a reload: its wrapped connections are reset, its carrier closed, and a
+   * carrier from its key is refused from now on (the accept looks keys up among the peers kept here).
+   */
+  removePeer(name: string): void {
+    const ps = this.peers.get(name);
+    if (!ps) return;
+    ps.session.closeAll(this.now(), CloseCode.Shutdown, 'the peer was removed from the configuration');
+    this.flush(ps);
+    ps.carrier?.close('peer removed');
+    this.peers.delete(name);
   }
 
   private now(): number {
