@@ -427,6 +427,8 @@ export class Spookd {
       if (d.idOf.has(name)) throw new Error(`peer ${name} is a member of domain ${d.cfg.name}: change the domain first`);
     for (const w of this.wraps.wrappers.values())
       if (w.peer === name) throw new Error(`peer ${name} carries the wrapper of port ${w.port}: remove the wrapper first`);
+    // What its pair (and every other) wrote so far reaches the disk first: nothing accepted is dropped with it.
+    this.commit(true);
     const bye = this.table.canSend(name) ? link.pair.goingAway(this.now()) : undefined;
     const sock = this.socket;
     if (bye && link.addr && sock)
