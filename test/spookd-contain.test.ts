@@ -46,6 +46,15 @@ afterAll(async () => {
 describe('spookd containment (§12.9)', () => {
   it('attack: a peer whose datagrams are expensive is held to its work budget, and the other peer is still served', async () => {
     const lc = d.a.link('c');
+    // The budgets are work-conserving (core/etcp/budget.ts): c is held only while another peer has work. An idle
+    // b's keepalives sit near the threshold, so on a loaded host c was sometimes let through uncontended and the
+    // bound below failed for that. b keeps the host busy with writes for the whole window, so c is held throughout.
+    let busyN = 0;
+    const busy = setInterval(() => {
+      if (busyN < 600) write(d.b, 'a', `busy-${busyN++}`);
+      else clearInterval(busy);
+    }, 10);
+    await until('b busy at a', () => d.a.link('b').budget.recentDemand(d.a.now()) >= 30, 10_000);
     const real = lc.pair.handlePayload.bind(lc.pair);
     lc.pair.handlePayload = (...args: Parameters<typeof real>) => {
       const until = performance.now() + 60; // 60 ms of CPU per datagram from c
@@ -59,6 +68,7 @@ describe('spookd containment (§12.9)', () => {
     await new Promise((r) => setTimeout(r, 2000)); // c sends keepalives every 100 ms: 1,200 ms of work asked
     const seconds = (performance.now() - t0) / 1000;
     const spent = lc.budget.spentMs - spent0;
+    clearInterval(busy);
     const B = lc.budget.msPerSecond;
     expect(B).toBe(100);
     // At most the bucket (B ms) plus B ms/s, plus one datagram's overrun beyond what was left: its 60 ms of CPU as
