@@ -154,6 +154,48 @@ export function murmur3At(seed: number, buf: Uint8Array, off: number, len: numbe
 export const lanesOut = { hi: 0, lo: 0 };
 
 /**
+ * The end both entry hashes share (PROTOCOL.md §5): the body's r tail bytes (`tail`) then
+ * u32le(version mod 2^32) ‖ u32le(version / 2^32), two whole words and r bytes left over,
+ * then the length (4 + n + 8). Both lanes go to `lanesOut`. (The mixing is written out, not
+ * called: these are the hottest lines of an apply, and V8's inlining budget runs out.)
+ */
+function finishLanes(h1: number, h2: number, tail: number, r: number, n: number, version: number): void {
+  const vlo = version >>> 0;
+  const vhi = Math.floor(version / 2 ** 32) >>> 0;
+  let w1 = vlo;
+  let w2 = vhi;
+  let last = 0;
+  if (r > 0) {
+    const s = 8 * r;
+    w1 = tail | (vlo << s);
+    w2 = (vlo >>> (32 - s)) | (vhi << s);
+    last = vhi >>> (32 - s);
+  }
+  let k: number;
+  for (let j = 0; j < 2; j++) {
+    k = Math.imul(j === 0 ? w1 : w2, C1);
+    k = (k << 15) | (k >>> 17);
+    k = Math.imul(k, C2);
+    h1 ^= k;
+    h1 = (h1 << 13) | (h1 >>> 19);
+    h1 = (Math.imul(h1, 5) + 0xe6546b64) | 0;
+    h2 ^= k;
+    h2 = (h2 << 13) | (h2 >>> 19);
+    h2 = (Math.imul(h2, 5) + 0xe6546b64) | 0;
+  }
+  if (r > 0) {
+    k = Math.imul(last, C1);
+    k = (k << 15) | (k >>> 17);
+    k = Math.imul(k, C2);
+    h1 ^= k;
+    h2 ^= k;
+  }
+  const total = 4 + n + 8;
+  lanesOut.hi = fmix32i(h1 ^ total);
+  lanesOut.lo = fmix32i(h2 ^ total);
+}
+
+/**
  * Both lanes of a map entry's hash (PROTOCOL.md §5) in one pass: Murmur3 under `seedHi` and
  * `seedLo` of u32le(keyLen) ‖ key ‖ value ‖ u32le(version mod 2^32) ‖ u32le(version / 2^32),
  * the key and value being buf[off, off + klen + vlen). The key mixing is seed-independent,
@@ -194,43 +236,14 @@ export function entryLanes(
     h2 = (h2 << 13) | (h2 >>> 19);
     h2 = (Math.imul(h2, 5) + 0xe6546b64) | 0;
   }
-  // The r tail bytes of the body then the 8 version bytes: two whole words and r bytes left over.
   const r = n & 3;
-  const vlo = version >>> 0;
-  const vhi = Math.floor(version / 2 ** 32) >>> 0;
-  let w1 = vlo;
-  let w2 = vhi;
-  let last = 0;
+  let t = 0;
   if (r > 0) {
-    let t = buf[i];
+    t = buf[i];
     if (r > 1) t |= buf[i + 1] << 8;
     if (r > 2) t |= buf[i + 2] << 16;
-    const s = 8 * r;
-    w1 = t | (vlo << s);
-    w2 = (vlo >>> (32 - s)) | (vhi << s);
-    last = vhi >>> (32 - s);
   }
-  for (let j = 0; j < 2; j++) {
-    k = Math.imul(j === 0 ? w1 : w2, C1);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, C2);
-    h1 ^= k;
-    h1 = (h1 << 13) | (h1 >>> 19);
-    h1 = (Math.imul(h1, 5) + 0xe6546b64) | 0;
-    h2 ^= k;
-    h2 = (h2 << 13) | (h2 >>> 19);
-    h2 = (Math.imul(h2, 5) + 0xe6546b64) | 0;
-  }
-  if (r > 0) {
-    k = Math.imul(last, C1);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, C2);
-    h1 ^= k;
-    h2 ^= k;
-  }
-  const total = 4 + n + 8;
-  lanesOut.hi = fmix32i(h1 ^ total);
-  lanesOut.lo = fmix32i(h2 ^ total);
+  finishLanes(h1, h2, t, r, n, version);
 }
 
 /** Whether this host stores an int32 little-endian: entryWords reads bytes as words only then. */
@@ -303,40 +316,8 @@ export function entryWords(
     h2 = (h2 << 13) | (h2 >>> 19);
     h2 = (Math.imul(h2, 5) + 0xe6546b64) | 0;
   }
-  // As entryLanes: the r tail bytes of the body then the 8 version bytes.
   const r = n & 3;
-  const vlo = version >>> 0;
-  const vhi = Math.floor(version / 2 ** 32) >>> 0;
-  let w1 = vlo;
-  let w2 = vhi;
-  let last = 0;
-  if (r > 0) {
-    const s = 8 * r;
-    w1 = (w[i] & ((1 << s) - 1)) | (vlo << s);
-    w2 = (vlo >>> (32 - s)) | (vhi << s);
-    last = vhi >>> (32 - s);
-  }
-  for (let j = 0; j < 2; j++) {
-    k = Math.imul(j === 0 ? w1 : w2, C1);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, C2);
-    h1 ^= k;
-    h1 = (h1 << 13) | (h1 >>> 19);
-    h1 = (Math.imul(h1, 5) + 0xe6546b64) | 0;
-    h2 ^= k;
-    h2 = (h2 << 13) | (h2 >>> 19);
-    h2 = (Math.imul(h2, 5) + 0xe6546b64) | 0;
-  }
-  if (r > 0) {
-    k = Math.imul(last, C1);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, C2);
-    h1 ^= k;
-    h2 ^= k;
-  }
-  const total = 4 + n + 8;
-  lanesOut.hi = fmix32i(h1 ^ total);
-  lanesOut.lo = fmix32i(h2 ^ total);
+  finishLanes(h1, h2, r > 0 ? w[i] & ((1 << (8 * r)) - 1) : 0, r, n, version);
   return kh;
 }
 
