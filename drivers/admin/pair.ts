@@ -144,11 +144,25 @@ export function proposeDelta(
     if (e instanceof ProposeError) throw new AdminFault(PROPOSE_CODES[e.code], `${e.code}: ${e.message}`);
     throw e;
   }
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
     const done = (): void => {
       d.subscribers.delete(sub);
+      d.removals.delete(removed);
       clearTimeout(timer);
     };
+    // Its peer removed (a reload) before an outcome: a definite error, never `pending` for ever.
+    const removed = (peer: string): void => {
+      if (peer !== link.name) return;
+      done();
+      reject(
+        new AdminFault(
+          'peer-removed',
+          `peer-removed: peer ${peer} was removed (reload) before this write was decided; it is abandoned here and not proposed again ` +
+            `(if peer ${peer} had received it, it may still commit there, and reach this host if ${peer} is configured again)`,
+        ),
+      );
+    };
+    d.removals.add(removed);
     const sub = (l: PeerLink, ev: SpookEvent): void => {
       if (l !== link || ev.type !== 'outcome' || ev.register !== register || ev.origin !== id.origin || ev.seq !== id.seq) return;
       done();
