@@ -18,7 +18,7 @@ import type { SpookEvent } from '../core/pair/events.js';
 import type { SpookdConfig } from '../drivers/daemon/config.js';
 import { configOf, has, inProcess, until, write } from './inproc.js';
 
-const p = inProcess('spook-reload-live', ['a', 'b', 'x', 'y'], 27_440);
+const p = inProcess('spook-reload-live', ['a', 'b', 'x', 'y', 'z'], 27_440);
 const silent = pino({ level: 'silent' });
 const all: Spookd[] = [];
 afterAll(async () => {
@@ -103,6 +103,23 @@ describe('reload: pair registers limits', () => {
     expect(r.limits).toEqual([]);
     expect(a.cfg.registers).toEqual(before.registers);
     expect(a.cfg.wrap.intercept).toBe(before.wrap.intercept);
+  });
+});
+
+describe('reload: what it refuses', () => {
+  it('a peer a domain names stays as it was (refused, still running, still in the running configuration); the domain change is named', async () => {
+    const dom = (members: string[]) => [{ name: 'main', members, registers: [{ name: 'kv', kind: 'map' as const }], policy: 'buffer' }];
+    const cfgZ = configOf(p, 'z', ['b', 'x'], { domains: dom(['b']) });
+    const z = new Spookd(cfgZ, p.keys.z, silent);
+    all.push(z);
+    await z.start();
+    const r = await applyConfig(z, configOf(p, 'z', ['x'], { domains: dom(['x']) }));
+    expect(r.removed).toEqual([]);
+    expect(r.refused).toEqual([{ peer: 'b', reason: 'peer b is a member of domain main: change the domain first' }]);
+    expect(r.needRestart).toEqual(['domains[main].members']);
+    expect([...z.links.keys()]).toEqual(['b', 'x']);
+    expect(z.cfg.peers.map((x) => x.name)).toEqual(['b', 'x']);
+    expect(z.cfg.domains).toEqual(cfgZ.domains);
   });
 });
 

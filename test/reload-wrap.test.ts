@@ -131,5 +131,10 @@ describe('reload: wrappers and wrap.allow', () => {
     expect(r4.wrappers).toEqual({ added: [], removed: [], reset: [`tcp/${y}`], updated: [] });
     expect(a.wraps.list().map((w) => [w.port, w.protocol])).toEqual([[y, 'http']]);
     await until('the connection of the reset wrapper ends', () => reset);
+
+    // The peer removed with its wrapper in one reload: the wrapper goes first, then the peer.
+    const r5 = await applyConfig(a, { ...cfgA, peers: [], wrap: { ...cfgA.wrap, wrappers: [] } });
+    expect([r5.removed, r5.wrappers.removed, r5.refused]).toEqual([['b'], [`tcp/${y}`], []]);
+    expect([a.cfg.peers, a.cfg.wrap.wrappers, [...a.links.keys()]]).toEqual([[], [], []]);
   }, 30_000);
 });

@@ -180,12 +180,7 @@ export async function applyConfig(d: Spookd, next: SpookdConfig, config = '(conf
   }
 
   // Peers: as `wg syncconf`, each one alone.
-  const refusedPeers = new Set<string>();
-  const peerAttempt = async (name: string, f: () => unknown): Promise<boolean> => {
-    const ok = await attempt({ peer: name }, f);
-    if (!ok) refusedPeers.add(name);
-    return ok;
-  };
+  const peerAttempt = (name: string, f: () => unknown): Promise<boolean> => attempt({ peer: name }, f);
   for (const [name] of was) if (!now.has(name) && (await peerAttempt(name, () => d.removePeer(name)))) r.removed.push(name);
   for (const [name, p] of now) {
     const old: Peer | undefined = was.get(name);
@@ -198,8 +193,14 @@ export async function applyConfig(d: Spookd, next: SpookdConfig, config = '(conf
       r.moved.push(name);
     }
   }
-  // What runs now: the file's peers, except those a reload refused to change (they stay as they were).
-  const peers = [...next.peers.filter((p) => !refusedPeers.has(p.name)), ...current.peers.filter((p) => refusedPeers.has(p.name))];
+  // What runs now: each running pair's entry, the file's where the reload applied it (the same key), else the old one.
+  const keyIs = (p: Peer | undefined, key: Uint8Array): boolean =>
+    p !== undefined && Buffer.from(decodeKey(p.publicKey, p.name)).equals(key);
+  const peers: Peer[] = [];
+  for (const [name, link] of d.links) {
+    const p = [now.get(name), was.get(name)].find((x) => keyIs(x, link.publicKey));
+    if (p) peers.push(p);
+  }
 
   for (const k of toAdd) {
     const w = wanted.get(k)!;
