@@ -12,6 +12,8 @@ import { pino } from 'pino';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { applyConfig } from '../drivers/daemon/reload.js';
 import type { Interceptor } from '../drivers/wrap/manager.js';
+import { wrapHandlers } from '../drivers/admin/wrap.js';
+import type { Call } from '../drivers/admin/handlers.js';
 import type { SpookdConfig } from '../drivers/daemon/config.js';
 import { configOf, inProcess, until } from './inproc.js';
 
@@ -131,6 +133,18 @@ describe('reload: wrappers and wrap.allow', () => {
     expect(r4.wrappers).toEqual({ added: [], removed: [], reset: [`tcp/${y}`], updated: [] });
     expect(a.wraps.list().map((w) => [w.port, w.protocol])).toEqual([[y, 'http']]);
     await until('the connection of the reset wrapper ends', () => reset);
+
+    // A wrapper added at run time (`spook wrap add`) is part of the running configuration: a reload
+    // of a file without it removes it (the file is the truth, as for `wg syncconf`).
+    const call = {} as Call;
+    wrapHandlers(a)['wrap-add']({ protocol: 'tcp', port: x, peer: 'b' }, call);
+    expect(a.cfg.wrap.wrappers.map((w) => w.port)).toEqual([y, x]);
+    const r45 = await applyConfig(a, { ...cfgA, wrap: { ...cfgA.wrap, wrappers: [wrapper(y, { protocol: 'http' })] } });
+    expect(r45.wrappers).toEqual({ added: [], removed: [`tcp/${x}`], reset: [], updated: [] });
+    wrapHandlers(a)['wrap-remove']({ port: y }, call);
+    expect(a.cfg.wrap.wrappers).toEqual([]);
+    const r46 = await applyConfig(a, { ...cfgA, wrap: { ...cfgA.wrap, wrappers: [wrapper(y, { protocol: 'http' })] } });
+    expect(r46.wrappers).toEqual({ added: [`tcp/${y}`], removed: [], reset: [], updated: [] });
 
     // The peer removed with its wrapper in one reload: the wrapper goes first, then the peer.
     const r5 = await applyConfig(a, { ...cfgA, peers: [], wrap: { ...cfgA.wrap, wrappers: [] } });
