@@ -73,7 +73,7 @@ describe('reload: wrappers and wrap.allow', () => {
     // b allows nothing yet: the dial is refused and the client's connection ends.
     const early = connect(intercept, '127.0.0.1');
     early.on('error', () => {});
-    await new Promise<void>((r) => early.on('close', () => r()));
+    await until('the refused connection ends', () => early.destroyed && early.closed);
     expect(b.wraps.policyView()[0].refused).toBe(1);
 
     // b's reload allows the server: the next connection is carried.
@@ -114,7 +114,7 @@ describe('reload: wrappers and wrap.allow', () => {
     const refusedBefore = a.wraps.stats().refused['port-not-wrapped'] ?? 0;
     const late = connect(intercept, '127.0.0.1');
     late.on('error', () => {});
-    await new Promise<void>((r) => late.on('close', () => r()));
+    await until('the connection to the removed wrapper ends', () => late.destroyed && late.closed);
     expect(a.wraps.stats().refused['port-not-wrapped']).toBe(refusedBefore + 1);
 
     // The other wrapper carries as before.
