@@ -36,7 +36,7 @@ import type { PairDrop, PairDropCounts } from './drops.js';
 import { Deque } from '../util/deque.js';
 import { ManifestAssembly, OwnManifest, describeDiff, describeDiffs, diffManifests, manifestEntry, type ManifestDiff } from './manifest.js';
 import type { Follower } from './follower.js';
-import type { Quota } from '../register/quota.js';
+import { quotaMax, type Quota } from '../register/quota.js';
 import { ProposeError, Replica } from './replica.js';
 import type { RegisterTimer } from './shared.js';
 import {
@@ -569,6 +569,9 @@ export class HalfPair {
     const r = this.register(register);
     if (!(quota.maxValueBytes >= 1 && quota.maxValueBytes <= MAX_VALUE_LEN))
       throw new RangeError(`register ${register}: maxValueBytes ${quota.maxValueBytes} is not 1..${MAX_VALUE_LEN} (MAX_VALUE_LEN)`);
+    // Collapses decide by the new quota at once; what the peer may make us hold stays the highest
+    // so far: a record the sequencer decided under the old, agreed quota may still be on its way.
+    r.cfg.holdQuota = quotaMax(r.cfg.holdQuota ?? r.cfg.quota, quota);
     r.cfg.quota = { ...quota };
     this.manifest = new OwnManifest(this.regList.map((x) => manifestEntry(x.cfg)));
     // Large messages of a raised maxValueBytes must fit the fragment quotas (never lowered: a
@@ -829,6 +832,10 @@ export class HalfPair {
    */
   collapse(now: number): void {
     if (this.state === PairState.CLOSED) return;
+    // While the ends' registers differ (a quota changed at one end, §6.3 rule 4), nothing is
+    // decided: a record committed under a quota the peer does not hold could be refused there for
+    // good. Candidates queued wait for the manifests to agree (no new one is taken meanwhile).
+    if (this.mismatch) return;
     let made = 0;
     for (const r of this.registers.values()) made += r.collapse(now);
     if (made > 0) this.evaluate(now);
