@@ -94,7 +94,10 @@ describe('a quota lowered at run time, a record of the old quota in flight', () 
       // The operator takes the change back: both ends agree on 2 again, the write is decided by it.
       w.step(a, (p) => p.setQuota(w.now, 'kv', two));
       w.drain(a);
-      expect(w.run(w.now + 30_000, () => entangled() && outcomes.length === 3), `seed ${seed}`).toBe(true);
+      expect(
+        w.run(w.now + 30_000, () => entangled() && outcomes.length === 3),
+        `seed ${seed}`,
+      ).toBe(true);
       const last = outcomes[2];
       expect(last.type === 'outcome' && [last.verdict, last.verdict === 'rejected' && last.reason]).toEqual(['rejected', 'quota-exceeded']);
       const keys = (p: HalfPair) => (p.register('kv').state as MapState).size();

@@ -2,7 +2,7 @@
 import { makeLogger } from './logger.js';
 import { loadConfig, ConfigError } from './config.js';
 import { readPrivateKey } from './keys.js';
-import { ReloadBusy, Spookd } from './spookd.js';
+import { ReloadBusy, ReloadRefused, Spookd } from './spookd.js';
 import { StoreError } from '../store/store.js';
 import { resolveAdminGroup } from '../admin/access.js';
 import { sdNotify } from '../wrap/fdstore.js';
@@ -93,6 +93,7 @@ const program = spookdCommand().action(async (o: SpookdOptions) => {
   process.on('SIGHUP', () => {
     d.reload().catch((e: unknown) => {
       if (e instanceof ReloadBusy) log.warn('SIGHUP during a reload: ignored (send it again once the reload is logged)');
+      else if (e instanceof ReloadRefused) log.warn(`SIGHUP ignored: ${e.message}`);
     });
   });
   process.on('SIGTERM', () => stop('SIGTERM'));

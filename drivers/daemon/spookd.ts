@@ -106,6 +106,14 @@ class Link implements PeerLink {
 /** Commit rounds stop() runs at once (a pass normally defers after 8 to let the loop breathe). */
 const FINAL_COMMIT_ROUNDS = 64;
 
+/** A reload asked for while spookd starts or stops, or without a configuration file: nothing done. */
+export class ReloadRefused extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ReloadRefused';
+  }
+}
+
 /** A reload asked for while one runs. */
 export class ReloadBusy extends Error {
   constructor() {
@@ -175,6 +183,8 @@ export class Spookd {
    * The running configuration is `cfg`: a reload replaces it with what it applied (reload.ts).
    */
   configPath: string | undefined;
+  /** stop() was called: no reload starts from then on. */
+  private stopRequested = false;
   /** A reload under way (one at a time: SIGHUP and `spook reload` share it). */
   private reloading: Promise<ReloadReport> | undefined;
   /** Told when a peer is removed (a reload): writes waiting on its pair end with `peer-removed`. */
@@ -312,7 +322,9 @@ export class Spookd {
    * time: while one runs, another is refused (ReloadBusy) rather than queued.
    */
   async reload(): Promise<ReloadReport> {
-    if (this.configPath === undefined) throw new Error('spookd was started without a configuration file: nothing to reload');
+    if (this.configPath === undefined) throw new ReloadRefused('spookd was started without a configuration file: nothing to reload');
+    // Not before start() finished nor once stop() began: what a reload adds would outlive the stop.
+    if (!this.started || this.stopping || this.stopRequested) throw new ReloadRefused('spookd is starting or stopping: not reloaded');
     if (this.reloading) throw new ReloadBusy();
     this.reloading = reloadFromFile(this, this.configPath);
     try {
@@ -592,6 +604,9 @@ export class Spookd {
    * the peers we are going away, close the socket, and only then close the stores.
    */
   async stop(opts: { handover?: boolean } = {}): Promise<void> {
+    // A reload under way finishes first (it may be adding a peer or a wrapper), and none starts after.
+    this.stopRequested = true;
+    await this.reloading?.catch(() => {});
     // What the last inputs wrote reaches the disk (and their answers leave), all of it now: from
     // here on a commit pass is a no-op (none may run after the socket or the stores close).
     this.commit(true);
