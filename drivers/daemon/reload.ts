@@ -32,6 +32,7 @@ const LIVE_WRAPPER_FIELDS = ['hold', 'delta', 'whenDown', 'connectTimeout'] as c
 
 /** Read `path`, check it as a start would, and apply it to `d`; logs what it did. Throws ConfigError, changing nothing, if the file is bad. */
 export async function reloadFromFile(d: Spookd, path: string): Promise<ReloadReport> {
+  let next: SpookdConfig;
   try {
     const read = loadConfig(path);
     const problems = checkPaths(read, d.key);
@@ -40,12 +41,21 @@ export async function reloadFromFile(d: Spookd, path: string): Promise<ReloadRep
         formatProblems(path, problems),
         problems.map((p) => p.field),
       );
-    const next = await resolveEndpoints(read);
-    const r = await applyConfig(d, next.cfg, path);
+    next = (await resolveEndpoints(read)).cfg;
+  } catch (e) {
+    d.log.error(`reload failed, nothing changed: ${(e as Error).message}`);
+    throw e;
+  }
+  try {
+    const r = await applyConfig(d, next, path);
     logReport(d, r);
     return r;
   } catch (e) {
-    d.log.error(`reload failed, nothing changed: ${(e as Error).message}`);
+    // A bug (each change is made alone and a failed one refused): say so, never "nothing changed".
+    d.log.error(
+      { err: e },
+      `reload failed partway: what it changed before stays applied (the running configuration says what runs): ${(e as Error).message}`,
+    );
     throw e;
   }
 }
@@ -124,9 +134,58 @@ function peerIn(peers: readonly Peer[], ref: string): string {
 
 // ---- applying ----
 
-/** Apply `next` to `d`, whose running configuration is `d.cfg`; then `d.cfg` is what runs. */
+/** What a reload has made run so far (applyConfig): the running configuration is rebuilt from it, even if the reload fails partway. */
+interface Applied {
+  /** Running wrappers by key. */
+  running: Map<WrapperKey, Wrapper>;
+  allow: SpookdConfig['wrap']['allow'];
+  /** Pair registers as they run (the old ones, each replaced once its new quota applies). */
+  registers: Register[];
+  /** Peers whose endpoint did not move (the change failed): their old entry still runs. */
+  unmoved: Set<string>;
+}
+
+/**
+ * Apply `next` to `d`, whose running configuration is `d.cfg`; then `d.cfg` is what runs. Each
+ * change is made alone (a failed one is `refused`); should something still throw, `d.cfg` is
+ * what runs all the same (never the configuration from before the changes already made).
+ */
 export async function applyConfig(d: Spookd, next: SpookdConfig, config = '(configuration)'): Promise<ReloadReport> {
   const current = d.cfg;
+  const applied: Applied = {
+    running: new Map(current.wrap.wrappers.map((w) => [keyOf(w), w])),
+    allow: current.wrap.allow,
+    registers: [...current.registers],
+    unmoved: new Set(),
+  };
+  try {
+    return await applyChanges(d, current, next, config, applied);
+  } finally {
+    d.cfg = running(d, current, next, applied);
+  }
+}
+
+/** The running configuration after `applied`: each running pair's entry, the file's where the reload applied it, else the old one. */
+function running(d: Spookd, current: SpookdConfig, next: SpookdConfig, applied: Applied): SpookdConfig {
+  const was = new Map(current.peers.map((p) => [p.name, p]));
+  const now = new Map(next.peers.map((p) => [p.name, p]));
+  const keyIs = (p: Peer | undefined, key: Uint8Array): boolean =>
+    p !== undefined && Buffer.from(decodeKey(p.publicKey, p.name)).equals(key);
+  const peers: Peer[] = [];
+  for (const [name, link] of d.links) {
+    const p = [applied.unmoved.has(name) ? undefined : now.get(name), was.get(name)].find((x) => keyIs(x, link.publicKey));
+    if (p) peers.push(p);
+  }
+  return {
+    ...current,
+    peers,
+    registers: applied.registers,
+    wrap: { ...current.wrap, wrappers: [...applied.running.values()], allow: applied.allow },
+  };
+}
+
+async function applyChanges(d: Spookd, current: SpookdConfig, next: SpookdConfig, config: string, applied: Applied): Promise<ReloadReport> {
+  const { running, registers, unmoved } = applied;
   const r: ReloadReport = {
     config,
     added: [],
@@ -155,7 +214,6 @@ export async function applyConfig(d: Spookd, next: SpookdConfig, config = '(conf
   const going = new Set([...was.keys()].filter((n) => !now.has(n) || now.get(n)!.publicKey !== was.get(n)!.publicKey));
 
   // Wrappers: the running ones (keyed), what the file says, and what is to be done.
-  const running = new Map(current.wrap.wrappers.map((w) => [keyOf(w), w]));
   const wanted = new Map(next.wrap.wrappers.map((w) => [keyOf(w), w]));
   const toRemove: WrapperKey[] = [];
   const toAdd: WrapperKey[] = [];
@@ -189,17 +247,9 @@ export async function applyConfig(d: Spookd, next: SpookdConfig, config = '(conf
     } else if (old.publicKey !== p.publicKey) {
       if ((await peerAttempt(name, () => d.removePeer(name))) && (await peerAttempt(name, () => d.addPeer(p)))) r.rekeyed.push(name);
     } else if (old.endpoint !== p.endpoint) {
-      d.moveEndpoint(name, p.endpoint);
-      r.moved.push(name);
+      if (await peerAttempt(name, () => d.moveEndpoint(name, p.endpoint))) r.moved.push(name);
+      else unmoved.add(name);
     }
-  }
-  // What runs now: each running pair's entry, the file's where the reload applied it (the same key), else the old one.
-  const keyIs = (p: Peer | undefined, key: Uint8Array): boolean =>
-    p !== undefined && Buffer.from(decodeKey(p.publicKey, p.name)).equals(key);
-  const peers: Peer[] = [];
-  for (const [name, link] of d.links) {
-    const p = [now.get(name), was.get(name)].find((x) => keyIs(x, link.publicKey));
-    if (p) peers.push(p);
   }
 
   for (const k of toAdd) {
@@ -211,41 +261,36 @@ export async function applyConfig(d: Spookd, next: SpookdConfig, config = '(conf
   }
   for (const k of toUpdate) {
     const w = wanted.get(k)!;
-    const s = d.wrapperSpec(w);
-    const change = { holdMs: s.holdMs, delta: s.delta, whenDown: s.whenDown, connectTimeoutMs: s.connectTimeoutMs };
-    if (await attempt({ wrapper: k }, () => d.wraps.update(k, change))) {
+    const update = (): void => {
+      const s = d.wrapperSpec(w);
+      d.wraps.update(k, { holdMs: s.holdMs, delta: s.delta, whenDown: s.whenDown, connectTimeoutMs: s.connectTimeoutMs });
+    };
+    if (await attempt({ wrapper: k }, update)) {
       running.set(k, w);
       r.wrappers.updated.push(k);
     }
   }
 
-  let allow = current.wrap.allow;
   if (
     !same(current.wrap.allow, next.wrap.allow) &&
     (await attempt({ field: 'wrap.allow' }, () => d.wraps.setAllow(d.allowRules(next.wrap.allow))))
   ) {
-    allow = next.wrap.allow;
+    applied.allow = next.wrap.allow;
     r.allowChanged = true;
   }
 
   // Pair registers' quotas: the same register in both (adding one, or changing its kind, needs a restart).
   const nextRegs = new Map(next.registers.map((x) => [x.name, x]));
-  const registers: Register[] = [];
-  for (const reg of current.registers) {
+  for (const [i, reg] of current.registers.entries()) {
     const n = nextRegs.get(reg.name);
     const changed = n ? LIVE_LIMITS.filter((f) => reg[f] !== n[f]) : [];
-    if (!n || changed.length === 0 || n.kind !== reg.kind) {
-      registers.push(reg);
-      continue;
-    }
+    if (!n || changed.length === 0 || n.kind !== reg.kind) continue;
     const quota: Quota = { maxKeys: n.maxKeys, maxBytes: n.maxBytes, maxValueBytes: n.maxValueBytes };
     if (await attempt({ register: reg.name }, () => d.setRegisterQuota(reg.name, quota))) {
-      registers.push({ ...reg, ...quota });
+      registers[i] = { ...reg, ...quota };
       r.limits.push({ register: reg.name, changed: [...changed], over: overQuota(d, reg.name, quota) });
-    } else registers.push(reg);
+    }
   }
-
-  d.cfg = { ...current, peers, registers, wrap: { ...current.wrap, wrappers: [...running.values()], allow } };
   return r;
 }
 
