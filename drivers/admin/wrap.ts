@@ -18,9 +18,14 @@ export function wrapHandlers(d: Spookd): Handlers<'wraps' | 'wrap-add' | 'wrap-r
   const w = d.wraps;
   // The manager builds these views; their shapes are the protocol's.
   const stats = (): WrapStatsResult => w.stats();
+  // A reload rebuilds the running configuration from what it read: a wrapper added or removed meanwhile would be left out of it.
+  const notReloading = (): void => {
+    if (d.reloadUnderWay) throw new AdminFault('reload-in-progress', 'a reload is under way: retry once it is done');
+  };
   return {
     wraps: () => w.list(),
     'wrap-add': (args) => {
+      notReloading();
       const protocol = str(args, 'protocol');
       if (!(WRAP_PROTOCOLS as readonly string[]).includes(protocol))
         throw new AdminFault(
@@ -84,6 +89,7 @@ export function wrapHandlers(d: Spookd): Handlers<'wraps' | 'wrap-add' | 'wrap-r
       return { ...spec, interception: st.interception, interceptionError: st.interceptionError };
     },
     'wrap-remove': (args) => {
+      notReloading();
       const port = num(args, 'port', undefined, 1, 65535);
       const given = str(args, 'transport', false);
       if (given !== undefined && !(WRAP_TRANSPORTS as readonly string[]).includes(given))

@@ -187,6 +187,11 @@ export class Spookd {
   private stopRequested = false;
   /** A reload under way (one at a time: SIGHUP and `spook reload` share it). */
   private reloading: Promise<ReloadReport> | undefined;
+
+  /** Whether a reload runs: what changes the running configuration otherwise (wrap-add, wrap-remove) waits for it to end. */
+  get reloadUnderWay(): boolean {
+    return this.reloading !== undefined;
+  }
   /** Told when a peer is removed (a reload): writes waiting on its pair end with `peer-removed`. */
   readonly removals = new Set<(peer: string) => void>();
 
