@@ -108,14 +108,15 @@ export const ADMIN_ERROR_CODES = [
   'too-large',
   // ---- reload ----
   /**
-   * A pair write: its peer was removed (a reload) before the write was decided. It is abandoned at
-   * this end (not proposed again if the peer comes back); had the peer already received it, the peer
-   * may still commit it, and this host learns so only if the peer is configured again.
+   * A pair write: its peer was removed (a reload) before this host learnt its outcome. The outcome
+   * is unknown (as etcd's indeterminate result), never "not committed": had the peer received it,
+   * the peer may have committed it (or may still), and this host learns so only if the peer is
+   * configured again. It is not proposed again from this end; read the key rather than assume.
    */
   'peer-removed',
   /** `reload`: the configuration file does not read or validate; `field` names the first field at fault. Nothing changed. */
   'bad-config',
-  /** `reload`: a reload (SIGHUP or another `reload`) is under way; retry once it is done. */
+  /** `reload`, `wrap-add`, `wrap-remove`: a reload (SIGHUP or another `reload`) is under way; retry once it is done. */
   'reload-in-progress',
 ] as const;
 

@@ -157,8 +157,9 @@ export function proposeDelta(
       reject(
         new AdminFault(
           'peer-removed',
-          `peer-removed: peer ${peer} was removed (reload) before this write was decided; it is abandoned here and not proposed again ` +
-            `(if peer ${peer} had received it, it may still commit there, and reach this host if ${peer} is configured again)`,
+          `peer-removed: peer ${peer} was removed (reload) before this host learnt the write's outcome: the outcome is unknown. ` +
+            `Had peer ${peer} received it, it may have committed it (or may still); this host learns so only if ${peer} is configured again. ` +
+            `It is not proposed again from here: read the key rather than assume either way`,
         ),
       );
     };
