@@ -43,3 +43,15 @@ describe('a reload that fails partway', () => {
     expect(a.cfg.registers[0].maxKeys).toBe(5);
   });
 });
+
+describe('a quota the pairs cannot take', () => {
+  it('is refused for the register, never fences the pairs', async () => {
+    const a = all[0];
+    const before = a.cfg.registers[0];
+    const r = await applyConfig(a, { ...a.cfg, registers: [{ ...before, maxValueBytes: 2 ** 40 }] });
+    expect(r.refused).toEqual([{ register: 'config', reason: expect.stringMatching(/maxValueBytes/) }]);
+    expect(r.limits).toEqual([]);
+    expect([...a.links.values()].map((l) => l.fenced)).toEqual([undefined]);
+    expect(a.cfg.registers[0]).toEqual(before);
+  });
+});

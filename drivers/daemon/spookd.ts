@@ -34,6 +34,7 @@ import { RERESOLVE_MS, endpointOf, familyOf, lookupBounded, systemLookup, type L
 import { AdminServer } from '../admin/server.js';
 import { Metrics, type CommitScope } from '../admin/metrics.js';
 import { FastPath } from './fastpath.js';
+import { MAX_VALUE_LEN } from '../../wire/constants.js';
 import { WarnLimiter } from '../../core/util/warn-limiter.js';
 import type { SourceBudgets, WorkBudget } from '../../core/etcp/budget.js';
 import { DomainHost } from './domains.js';
@@ -345,6 +346,9 @@ export class Spookd {
    */
   setRegisterQuota(register: string, quota: Quota): void {
     if (!this.cfg.registers.some((r) => r.name === register)) throw new Error(`no register named ${register}`);
+    // Checked here, once: a quota a pair refuses (setQuota throws) would fence every pair (forPeer), not refuse the change.
+    if (!(Number.isSafeInteger(quota.maxValueBytes) && quota.maxValueBytes >= 1 && quota.maxValueBytes <= MAX_VALUE_LEN))
+      throw new RangeError(`register ${register}: maxValueBytes ${quota.maxValueBytes} is not 1..${MAX_VALUE_LEN} (MAX_VALUE_LEN)`);
     for (const link of this.links.values()) {
       if (link.fenced) continue;
       this.forPeer(link, 'reload', () => link.pair.setQuota(this.now(), register, quota), false);
