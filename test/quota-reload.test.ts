@@ -105,4 +105,22 @@ describe('a quota lowered at run time, a record of the old quota in flight', () 
       expect(b.pair.stats.drops['quota-violation'] ?? 0).toBe(0);
     }
   });
+
+  it("a quota changed after a new session began is compared with the peer's manifest of that session, never the last one's", () => {
+    const w = new SimWorld(4, { loss: 0, dup: 0, reorder: 0, minDelayMs: 1, maxDelayMs: 5 });
+    const q = (maxKeys: number) => ({ ...QUOTA_DEFAULTS, maxKeys });
+    const [a, b] = w.adopt(
+      ['A', 'B'],
+      [
+        new HalfPair({ pairId: 3, seed: 9, localId: 1, peerId: 2, registers: [{ name: 'kv', kind: 'map', quota: q(3) }] }, 0),
+        new HalfPair({ pairId: 3, seed: 9, localId: 2, peerId: 1, registers: [{ name: 'kv', kind: 'map', quota: q(5) }] }, 0),
+      ],
+    );
+    expect(w.run(10_000, () => a.pair.state === PairState.DECOHERENT && b.pair.state === PairState.DECOHERENT)).toBe(true);
+    // B restarts (with who knows what configuration): a new session; its manifest has not arrived when A is reloaded to B's old limit.
+    a.pair.resetPacketSpace();
+    a.pair.setQuota(w.now, 'kv', q(5));
+    expect(a.pair.peerManifestState).toBe('none');
+    expect(a.pair.state).toBe(PairState.DECOHERENT);
+  });
 });

@@ -608,6 +608,7 @@ export class HalfPair {
     // again, and until the new one matches, a decoherent pair does not re-entangle (review finding).
     this.peerHasOurs = false;
     this.peerManifest = 'none';
+    this.peerEntries = undefined; // what a quota changed by a reload compares with: the new session's manifest only
     this.manifestDue ??= { reply: false };
     this.largestReceived = -1;
     this.largestAcked = -1;
