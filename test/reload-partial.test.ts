@@ -8,6 +8,7 @@ import { rmSync } from 'node:fs';
 import { pino } from 'pino';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { applyConfig } from '../drivers/daemon/reload.js';
+import { PairRings } from '../drivers/admin/feed.js';
 import { configOf, inProcess } from './inproc.js';
 
 const p = inProcess('spook-reload-partial', ['a', 'b', 'c'], 27_470);
@@ -53,5 +54,21 @@ describe('a quota the pairs cannot take', () => {
     expect(r.limits).toEqual([]);
     expect([...a.links.values()].map((l) => l.fenced)).toEqual([undefined]);
     expect(a.cfg.registers[0]).toEqual(before);
+  });
+});
+
+describe('a removed peer is let go', () => {
+  it("the change feeds' rings of its registers are dropped with it (they held its pair, whole)", async () => {
+    const cfg = configOf(p, 'c', ['a']);
+    const c = new Spookd(cfg, p.keys.c, silent);
+    all.push(c);
+    await c.start();
+    const rings = new PairRings(c);
+    rings.ring(c.link('a'), 'config');
+    const held = rings as unknown as { rings: Map<unknown, unknown> };
+    expect(held.rings.size).toBe(1);
+    const r = await applyConfig(c, { ...cfg, peers: [] });
+    expect(r.removed).toEqual(['a']);
+    expect(held.rings.size).toBe(0);
   });
 });
