@@ -1,6 +1,6 @@
 /** `spook reload`: what SIGHUP does (spookd reads its configuration file again and applies it), with its report. */
 import { Command } from 'commander';
-import { call, out, type Common } from './admin.js';
+import { EXIT, call, out, type Common } from './admin.js';
 import type { ReloadReport } from '../client/protocol.js';
 
 /** The report for people: one line per kind of change, nothing for what did not change. */
@@ -28,6 +28,9 @@ export function describeReload(r: ReloadReport): string {
   return lines.join('\n');
 }
 
+/** Exit status: a change the daemon refused (left as it was) is a failure of the reload, whatever else it applied. */
+export const reloadExit = (r: ReloadReport): number => (r.refused.length > 0 ? EXIT.error : EXIT.ok);
+
 export function reloadCommands(): Command[] {
   return [
     new Command('reload')
@@ -37,6 +40,7 @@ export function reloadCommands(): Command[] {
       .action(async (o: Common) => {
         const r = await call(o, 'reload');
         out(o, r, () => describeReload(r));
+        process.exitCode = reloadExit(r);
       }),
   ];
 }
