@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { applyConfig } from '../drivers/daemon/reload.js';
 import { AdminClient, SpookError } from '../client/admin-client.js';
-import { configOf, has, inProcess, until } from './inproc.js';
+import { configOf, has, inProcess, until, writeTold } from './inproc.js';
 
 const p = inProcess('spook-reload-unknown', ['x', 'y'], 27_480);
 const silent = pino({ level: 'silent' });
@@ -57,4 +57,14 @@ describe('peer-removed: outcome unknown', () => {
     await until('the write reached the follower', () => has(f, sName, 'maybe'), 20_000);
     expect(f.link(sName).pair.register('config').pendingCount).toBe(0);
   }, 40_000);
+
+  it("the sequencer's own write made while its peer is being removed is decided, not abandoned", async () => {
+    const [x, y] = all;
+    const [s, fName] = x.link('y').pair.role === 'sequencer' ? [x, 'y'] : [y, 'x'];
+    await until('entangled', () => s.link(fName).pair.state === 'ENTANGLED');
+    const removing = s.removePeer(fName); // awaits the goodbye datagram's send
+    const { told } = writeTold(s, fName, 'during');
+    await removing;
+    expect(told.map((e) => e.type === 'outcome' && e.verdict)).toEqual(['committed']);
+  });
 });

@@ -523,6 +523,8 @@ export class Spookd {
     const sock = this.socket;
     if (bye && link.addr && sock)
       await new Promise<void>((resolve) => sock.send(bye, link.addr!.port, link.addr!.address, () => resolve()));
+    // Again: what was written while the goodbye went out (the sequencer decides its own writes alone).
+    this.commit(true);
     this.wraps.removePeer(name); // its carrier and wrapped connections; its key refused there too
     this.table.removePeer(name);
     this.drain(this.now()); // its session-removed events: out of the XDP pair table
