@@ -9,6 +9,7 @@ import { domainCommands } from './domain.js';
 import { wrapCommands } from './wrap.js';
 import { keyCommands } from './keys.js';
 import { xdpCommands } from './xdp.js';
+import { reloadCommands } from './reload.js';
 
 /** The package's version (build-info finds package.json from the source tree or dist/ alike; no git). */
 export const version = (): string => packageVersion();
@@ -17,7 +18,8 @@ export function spookProgram(): Command {
   const program = globalOptions(
     new Command().name('spook').description('Spook: deterministic shared state over UDP. Admin CLI.').version(version()),
   );
-  for (const c of [...keyCommands(), ...adminCommands(), ...domainCommands(), ...wrapCommands(), ...xdpCommands()]) program.addCommand(c);
+  for (const c of [...keyCommands(), ...adminCommands(), ...domainCommands(), ...wrapCommands(), ...xdpCommands(), ...reloadCommands()])
+    program.addCommand(c);
   program.addHelpText('after', EXIT_HELP);
   usageExits(program, 'spook');
   return program;

@@ -106,6 +106,18 @@ export const ADMIN_ERROR_CODES = [
    * limit maxValueBytes is 1048576", "key is 5000 bytes; the limit MAX_KEY_LEN is 4096").
    */
   'too-large',
+  // ---- reload ----
+  /**
+   * A pair write: its peer was removed (a reload) before this host learnt its outcome. The outcome
+   * is unknown (as etcd's indeterminate result), never "not committed": had the peer received it,
+   * the peer may have committed it (or may still), and this host learns so only if the peer is
+   * configured again. It is not proposed again from this end; read the key rather than assume.
+   */
+  'peer-removed',
+  /** `reload`: the configuration file does not read or validate; `field` names the first field at fault. Nothing changed. */
+  'bad-config',
+  /** `reload`, `wrap-add`, `wrap-remove`: a reload (SIGHUP or another `reload`) is under way; retry once it is done. */
+  'reload-in-progress',
 ] as const;
 
 /**
@@ -572,6 +584,48 @@ export interface WrapPolicyEntry {
   refused: number;
 }
 
+// ---- reload ----
+
+/**
+ * What a reload (SIGHUP, `spook reload`) did, as `wg syncconf`: what changed in the configuration
+ * file and was applied to the running daemon, what needs a restart (by field path), and what it
+ * refused to change (the rest was applied).
+ */
+export interface ReloadReport {
+  /** The configuration file read. */
+  config: string;
+  /** Peers added: authorised, their pair and store created (a peer removed earlier resumes from its state on disk). */
+  added: string[];
+  /** Peers removed: told we are going away, their key refused; their undecided writes end `peer-removed`. */
+  removed: string[];
+  /** Peers whose key changed: removed, then added under the new key. */
+  rekeyed: string[];
+  /** Peers whose endpoint changed: the next handshake goes there. */
+  moved: string[];
+  /**
+   * Wrappers by `transport/port`: added, removed, reset (removed and added again: protocol or peer
+   * changed, or their peer was rekeyed; their connections were reset), and updated in place (hold,
+   * delta, whenDown, connectTimeout: for connections opened from now on; none reset).
+   */
+  wrappers: { added: string[]; removed: string[]; reset: string[]; updated: string[] };
+  /** Whether wrap.allow changed and was applied (the next dial a peer asks for is checked against it). */
+  allowChanged: boolean;
+  /**
+   * Pair registers whose quota changed (`maxKeys`, `maxBytes`, `maxValueBytes`), applied to every pair.
+   * The limits are in the register manifest (§6.3): a pair whose peer still has the old ones is
+   * decoherent (`register-mismatch`) until that peer is reloaded too. `over`: pairs whose register
+   * already holds more than the new limits: nothing is dropped, growth is refused.
+   */
+  limits: { register: string; changed: string[]; over: { peer: string; keys: number; bytes: number }[] }[];
+  /** Field paths that differ and apply only at a restart (`listen`, `registers[config].kind`, `wrap.intercept`, `domains[d].members`). */
+  needRestart: string[];
+  /** What a reload could not change, with why; left as it was. */
+  refused: ReloadRefusal[];
+}
+
+/** A change a reload refused: a peer (a domain names it, ...), a wrapper (`transport/port`), a register's limits, or a field (`wrap.allow`). */
+export type ReloadRefusal = ({ peer: string } | { wrapper: string } | { register: string } | { field: string }) & { reason: string };
+
 /** Every request/response command: its arguments and its result. */
 export interface AdminCommands {
   // ---- pairs ----
@@ -751,6 +805,13 @@ export interface AdminCommands {
    * ends). The outcome is `register`'s, which anchors it.
    */
   txn: { args: WriteArgs & { ops: TxnOp[] }; result: Outcome };
+  // ---- reload ----
+  /**
+   * Read the configuration file again and apply it, as SIGHUP does: peers, wrappers, wrap.allow and
+   * pair registers' quotas change without touching what did not change; other fields are named in
+   * `needRestart`. A file that does not validate changes nothing (`bad-config`, naming the field).
+   */
+  reload: { args: Record<string, never>; result: ReloadReport };
 }
 
 // ---- txn ----
@@ -881,6 +942,8 @@ export const ADMIN_COMMANDS = [
   'dfeed',
   // ---- txn ----
   'txn',
+  // ---- reload ----
+  'reload',
 ] as const satisfies readonly (AdminCommand | AdminStream)[];
 
 /** Compiles only when every command of the two maps is listed in ADMIN_COMMANDS. */

@@ -110,6 +110,29 @@ describe('register mismatch at pairing (§6.3)', () => {
     );
   });
 
+  it('a quota changed at run time (setQuota, a reload): decoherent while the ends differ, entangled again once both agree, no restart', () => {
+    for (let seed = 1; seed <= 5; seed++) {
+      const regs: RegisterSpec[] = [{ name: 'kv', kind: 'map' }];
+      const { w, a, b } = world(regs, regs, 0.1, seed);
+      expect(w.run(20_000, both(a, b, PairState.ENTANGLED))).toBe(true);
+      const q = { ...QUOTA_DEFAULTS, maxKeys: 3, maxValueBytes: 4 * QUOTA_DEFAULTS.maxValueBytes };
+      a.pair.setQuota(w.now, 'kv', q);
+      w.drain(a);
+      expect(a.pair.registerMismatch).toEqual([
+        { register: 'kv', how: 'limit', limit: 'maxKeys', here: 3, peer: 1_000_000 },
+        expect.anything(),
+      ]);
+      expect(w.run(w.now + 20_000, both(a, b, PairState.DECOHERENT))).toBe(true);
+      expect(b.pair.registerMismatch).toBeDefined();
+      b.pair.setQuota(w.now, 'kv', q);
+      w.drain(b);
+      expect(w.run(w.now + 20_000, both(a, b, PairState.ENTANGLED)), `seed ${seed}`).toBe(true);
+      expect([a.pair.registerMismatch, b.pair.registerMismatch]).toEqual([undefined, undefined]);
+      // A raised maxValueBytes raises the reassembly quota with it (a largest value still fits).
+      expect(b.pair.fragments.reassemblyQuota).toBe(4 * q.maxValueBytes + (1 << 20));
+    }
+  });
+
   it('a peer that comes back with another configuration is never re-entangled with on the old manifest, even when its manifest is lost', () => {
     const same: RegisterSpec[] = [{ name: 'kv', kind: 'map' }];
     let entangledAfter = 0;

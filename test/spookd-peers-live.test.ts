@@ -3,7 +3,7 @@ import { rmSync } from 'node:fs';
 import { pino } from 'pino';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { configOf, has, inProcess, until, write } from './inproc.js';
-import { reloadPeers } from '../drivers/daemon/reload.js';
+import { applyConfig } from '../drivers/daemon/reload.js';
 
 /** Peers added and removed while spookd runs (issue 18's reload): the other pairs are not touched. */
 const p = inProcess('spook-peers-live', ['a', 'b', 'c'], 27_400);
@@ -53,17 +53,34 @@ describe('spookd: peers added and removed at run time', () => {
     expect(has(a, 'c', 'to-c')).toBe(true);
   }, 60_000);
 
-  it('reloadPeers applies a configuration diff: peers removed and added, other changes named for a restart', async () => {
+  it('applyConfig applies a configuration diff: peers removed and added, other changes named for a restart', async () => {
     const a = all[0];
     const running = configOf(p, 'a', ['b', 'c']);
-    // The next configuration drops b, keeps c, and changes the listen address (a restart's business).
-    const next = { ...running, listen: `127.0.0.1:${p.port.a + 50}`, peers: running.peers.filter((x) => x.name === 'c') };
-    const r = await reloadPeers(a, running, next);
-    expect(r).toEqual({ added: [], removed: ['b'], rekeyed: [], moved: [], needRestart: ['listen'], refused: [] });
+    a.cfg = running; // what runs now (the first test added c by hand)
+    // The next configuration drops b, keeps c, and changes the listen address and a timing (a restart's business).
+    const next = {
+      ...running,
+      listen: `127.0.0.1:${p.port.a + 50}`,
+      timing: { ...running.timing, keepaliveMs: 200 },
+      peers: running.peers.filter((x) => x.name === 'c'),
+    };
+    const r = await applyConfig(a, next);
+    expect(r).toMatchObject({
+      added: [],
+      removed: ['b'],
+      rekeyed: [],
+      moved: [],
+      needRestart: ['listen', 'timing.keepaliveMs'],
+      refused: [],
+    });
     expect([...a.links.keys()]).toEqual(['c']);
     expect(a.link('c').pair.state).toBe('ENTANGLED');
-    const back = await reloadPeers(a, next, running);
+    // The running configuration is spookd's: its peers are the file's, its listen address still the old one.
+    expect(a.cfg.peers.map((x) => x.name)).toEqual(['c']);
+    expect(a.cfg.listen).toBe(running.listen);
+    const back = await applyConfig(a, running);
     expect(back.added).toEqual(['b']);
+    expect(back.needRestart).toEqual([]);
     await until('a-b entangled again', () => a.link('b').pair.state === 'ENTANGLED', 20_000);
   }, 60_000);
 });

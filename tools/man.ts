@@ -95,7 +95,7 @@ export function renderSpookd(): string {
       .map(optionItem)
       .join('')}` +
     `.SH SIGNALS\n.TP\n.B SIGTERM, SIGINT\nStop cleanly: peers are told, stores closed, XDP and the wrappers' hooks detached; ` +
-    `under systemd wrapped connections go to the descriptor store for the next start.\n.TP\n.B SIGHUP\nReload the configuration's peers: added and removed without touching the other pairs; other changes are named in the log and need a restart.\n` +
+    `under systemd wrapped connections go to the descriptor store for the next start.\n.TP\n.B SIGHUP\nReload the configuration, as spook reload does: peers, wrappers, wrap.allow and registers' quotas, without touching what did not change; other changes are named in the log and need a restart.\n` +
     `.SH EXIT STATUS\n.TP\n.B 0\nStopped by a signal, cleanly.\n.TP\n.B 1\nA start that failed (the log's fatal line names the field or the store).\n` +
     `.TP\n.B 2\nThe configuration, the key file or a start check is wrong (each problem on stderr as FILE: FIELD: MESSAGE).\n` +
     `.TP\n.B 70\nAn internal error ended it (reported, never as success).\n` +

@@ -104,7 +104,7 @@ export class Follower implements RoleMachine, RequesterHost {
   }
 
   get quota(): Quota {
-    const q = this.s.cfg.quota;
+    const q = this.s.cfg.holdQuota ?? this.s.cfg.quota;
     // A map holds at most MAP_MAX_BYTES whatever its quota (quota.ts): reconciliation counts the same bound.
     return this.s.state instanceof MapState && q.maxBytes > MAP_MAX_BYTES ? { ...q, maxBytes: mapMaxBytes(q) } : q;
   }
@@ -315,7 +315,7 @@ export class Follower implements RoleMachine, RequesterHost {
       // (the one record at the next version; records above it make room).
       this.keep(m, raw);
       this.waitingOn = group.wait;
-      while (this.reorder.size > REORDER_LIMIT || this.reorderBytes > reorderByteLimit(s.cfg.quota.maxValueBytes)) {
+      while (this.reorder.size > REORDER_LIMIT || this.reorderBytes > reorderByteLimit((s.cfg.holdQuota ?? s.cfg.quota).maxValueBytes)) {
         const top = Math.max(...this.reorder.keys());
         if (top <= m.version) break;
         this.unhold(top);
@@ -337,7 +337,7 @@ export class Follower implements RoleMachine, RequesterHost {
     const s = this.s;
     const old = this.reorder.get(m.version);
     if (old !== undefined && Buffer.compare(old.raw, raw) === 0) return;
-    const limit = reorderByteLimit(s.cfg.quota.maxValueBytes);
+    const limit = reorderByteLimit((s.cfg.holdQuota ?? s.cfg.quota).maxValueBytes);
     const room = (): boolean =>
       (old !== undefined || this.reorder.size < REORDER_LIMIT) && this.reorderBytes - (old?.raw.length ?? 0) + raw.length <= limit;
     while (!room()) {
@@ -487,13 +487,14 @@ export class Follower implements RoleMachine, RequesterHost {
     const s = this.s;
     if (this.packedWithinQuota(m)) return true;
     // The sequencer's verdicts bind, but not past this host's own quota: check the whole record first.
-    const quota = new QuotaCheck(s.state, s.cfg.quota);
+    const q = s.cfg.holdQuota ?? s.cfg.quota;
+    const quota = new QuotaCheck(s.state, q);
     for (const e of m.entries) {
       if (e.verdict === 'committed' && quota.admit(ownPart(e.delta), m.version) !== 0) {
         s.pair.drop(
           now,
           'quota-violation',
-          `register ${s.name}: v${m.version} would exceed the quota (${s.cfg.quota.maxKeys} keys, ${s.cfg.quota.maxBytes} octets)`,
+          `register ${s.name}: v${m.version} would exceed the quota (${q.maxKeys} keys, ${q.maxBytes} octets)`,
         );
         return false;
       }
@@ -510,7 +511,7 @@ export class Follower implements RoleMachine, RequesterHost {
     const p = collapsePacked(m);
     const st = this.s.state;
     if (p === undefined || !(st instanceof MapState)) return false;
-    const q = this.s.cfg.quota;
+    const q = this.s.cfg.holdQuota ?? this.s.cfg.quota;
     return p.maxValue <= q.maxValueBytes && st.size() + p.sets <= q.maxKeys && st.fullTransferBytes() + p.growth <= mapMaxBytes(q);
   }
 

@@ -105,9 +105,9 @@ export class FragmentSender {
   /**
    * Bytes of own messages queued or in flight at most (one message is always taken, however
    * large): each is an encoded copy held until acknowledged whole, and sending more than the
-   * peer can reassemble at once would only have its pieces dropped.
+   * peer can reassemble at once would only have its pieces dropped. Raised when a register's maxValueBytes is (a reload).
    */
-  readonly byteLimit: number;
+  byteLimit: number;
   /** Own messages queued or in flight at once. */
   private readonly outLimit: number;
 
@@ -380,8 +380,8 @@ export class Reassembler {
   urgent = false;
 
   constructor(
-    /** Bytes of partial messages held at most (the peer's quota). */
-    readonly quota: number,
+    /** Bytes of partial messages held at most (the peer's quota); raised when a register's maxValueBytes is (a reload). */
+    public quota: number,
     /** A partial message silent this long may be evicted for a new one. */
     private readonly staleMs: number,
     private readonly drop: (reason: FragmentDrop, detail: string) => void,

@@ -23,6 +23,7 @@ import {
   encodeMessage,
   type AckMsg,
   type FragmentMsg,
+  type ManifestEntry,
   type ManifestMsg,
   type Message,
 } from '../../wire/messages.js';
@@ -35,6 +36,7 @@ import type { PairDrop, PairDropCounts } from './drops.js';
 import { Deque } from '../util/deque.js';
 import { ManifestAssembly, OwnManifest, describeDiff, describeDiffs, diffManifests, manifestEntry, type ManifestDiff } from './manifest.js';
 import type { Follower } from './follower.js';
+import { quotaMax, type Quota } from '../register/quota.js';
 import { ProposeError, Replica } from './replica.js';
 import type { RegisterTimer } from './shared.js';
 import {
@@ -233,8 +235,10 @@ export class HalfPair {
   private lastStep: number | undefined;
 
   // Register manifests (§6.3): this end's, the peer's being reassembled, and what is known.
-  private readonly manifest: OwnManifest;
+  private manifest: OwnManifest;
   private readonly peerParts = new ManifestAssembly();
+  /** The peer's last complete manifest's entries (what a change of our limits is compared with). */
+  private peerEntries: readonly ManifestEntry[] | undefined;
   /** The peer's last complete manifest: not received yet, equal to ours, or different. */
   private peerManifest: 'none' | 'match' | 'mismatch' = 'none';
   /** The peer said (MATCHED) it holds ours and found it equal: no need to send it again. */
@@ -555,6 +559,47 @@ export class HalfPair {
   }
 
   /**
+   * A register's quota changed while running (a reload): collapses from now on decide by the new
+   * limits; what the register holds is kept, even above them (growth is refused, nothing is
+   * dropped). The limits are part of the manifest (§6.3), so ours is sent again: a peer that
+   * still has the old ones finds the registers differ and the pair decoheres
+   * (`register-mismatch`) until its configuration agrees too; then it re-entangles.
+   */
+  setQuota(now: number, register: string, quota: Quota): void {
+    const r = this.register(register);
+    if (!(quota.maxValueBytes >= 1 && quota.maxValueBytes <= MAX_VALUE_LEN))
+      throw new RangeError(`register ${register}: maxValueBytes ${quota.maxValueBytes} is not 1..${MAX_VALUE_LEN} (MAX_VALUE_LEN)`);
+    // Collapses decide by the new quota at once; what the peer may make us hold stays the highest
+    // so far: a record the sequencer decided under the old, agreed quota may still be on its way.
+    r.cfg.holdQuota = quotaMax(r.cfg.holdQuota ?? r.cfg.quota, quota);
+    r.cfg.quota = { ...quota };
+    this.manifest = new OwnManifest(this.regList.map((x) => manifestEntry(x.cfg)));
+    // Large messages of a raised maxValueBytes must fit the fragment quotas (never lowered: a
+    // message under way of the old size still reassembles).
+    if (this.opts.reassemblyQuota === undefined) {
+      let largest = 0;
+      for (const x of this.regList) largest = Math.max(largest, x.cfg.quota.maxValueBytes);
+      const q = 4 * largest + (1 << 20);
+      if (q > this.fragIn.quota) this.fragIn.quota = q;
+      if (q > this.fragOut.byteLimit) this.fragOut.byteLimit = q;
+    }
+    this.peerHasOurs = false;
+    this.manifestDue = { reply: false };
+    if (this.peerEntries === undefined) return;
+    const diffs = diffManifests(this.manifest.entries, this.peerEntries);
+    if (diffs.length === 0) {
+      this.peerManifest = 'match';
+      this.mismatch = undefined; // a DECOHERENT pair re-entangles when the peer is next heard (stepPayload)
+      return;
+    }
+    this.peerManifest = 'mismatch';
+    const reason = describeDiffs(diffs);
+    const changed = this.mismatch === undefined || describeDiffs(this.mismatch) !== reason;
+    this.mismatch = diffs;
+    if (changed && this.lifecycle.can(LifecycleEvent.RegisterMismatch)) this.fire(now, LifecycleEvent.RegisterMismatch, reason);
+  }
+
+  /**
    * A new ETCP session (rekey, re-handshake after a restart) restarts packet numbers:
    * forget the old packet space so acknowledgements and RTT samples do not mix them.
    */
@@ -563,6 +608,7 @@ export class HalfPair {
     // again, and until the new one matches, a decoherent pair does not re-entangle (review finding).
     this.peerHasOurs = false;
     this.peerManifest = 'none';
+    this.peerEntries = undefined; // what a quota changed by a reload compares with: the new session's manifest only
     this.manifestDue ??= { reply: false };
     this.largestReceived = -1;
     this.largestAcked = -1;
@@ -621,6 +667,7 @@ export class HalfPair {
       this.drop(now, 'malformed-payload', `manifest: ${got.detail}`);
       return;
     }
+    this.peerEntries = got.entries;
     const diffs = diffManifests(this.manifest.entries, got.entries);
     this.peerHasOurs = diffs.length === 0 && (got.flags & MANIFEST_MATCHED) !== 0;
     if ((got.flags & MANIFEST_REPLY) === 0) this.manifestDue = { reply: true };
@@ -786,6 +833,10 @@ export class HalfPair {
    */
   collapse(now: number): void {
     if (this.state === PairState.CLOSED) return;
+    // While the ends' registers differ (a quota changed at one end, §6.3 rule 4), nothing is
+    // decided: a record committed under a quota the peer does not hold could be refused there for
+    // good. Candidates queued wait for the manifests to agree (no new one is taken meanwhile).
+    if (this.mismatch) return;
     let made = 0;
     for (const r of this.registers.values()) made += r.collapse(now);
     if (made > 0) this.evaluate(now);

@@ -29,6 +29,13 @@ export interface RegisterConfig {
   log: LogLimits;
   /** Keys and octets this register may hold, whoever wrote them; both ends configure the same (§7.8). */
   quota: Quota;
+  /**
+   * What the peer may make this host hold (the follower's check of the sequencer's records, §7.8),
+   * when it differs from `quota`: after a quota lowered at run time (a reload), every field's
+   * highest since the start, since records the sequencer decided under the old quota may still be
+   * on their way (refusing them would stall the pair for good). Undefined: `quota`.
+   */
+  holdQuota?: Quota;
 }
 
 export const REGISTER_DEFAULTS = {

@@ -48,6 +48,13 @@ export const MAP_MAX_BYTES = Math.floor((2 ** 32 - 2 ** 28) / 5);
 /** A map register's effective octet quota. */
 export const mapMaxBytes = (q: Quota): number => Math.min(q.maxBytes, MAP_MAX_BYTES);
 
+/** Each field's larger value. */
+export const quotaMax = (a: Quota, b: Quota): Quota => ({
+  maxKeys: Math.max(a.maxKeys, b.maxKeys),
+  maxBytes: Math.max(a.maxBytes, b.maxBytes),
+  maxValueBytes: Math.max(a.maxValueBytes, b.maxValueBytes),
+});
+
 export const QUOTA_DEFAULTS: Quota = { maxKeys: 1_000_000, maxBytes: 256 * 1024 * 1024, maxValueBytes: DEFAULT_MAX_VALUE_BYTES };
 
 /**

@@ -222,7 +222,12 @@ export class PairRings {
   private readonly rings = new Map<PeerLink, Map<string, ChangeRing>>();
   private subscribed = false;
 
-  constructor(private readonly d: Spookd) {}
+  constructor(private readonly d: Spookd) {
+    // A removed peer's rings go with it (each held its link, and so its pair and every register's state).
+    d.removals.add((peer) => {
+      for (const l of this.rings.keys()) if (l.name === peer && d.links.get(peer) !== l) this.rings.delete(l);
+    });
+  }
 
   ring(link: PeerLink, register: string): ChangeRing {
     let m = this.rings.get(link);

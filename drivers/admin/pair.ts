@@ -144,11 +144,26 @@ export function proposeDelta(
     if (e instanceof ProposeError) throw new AdminFault(PROPOSE_CODES[e.code], `${e.code}: ${e.message}`);
     throw e;
   }
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
     const done = (): void => {
       d.subscribers.delete(sub);
+      d.removals.delete(removed);
       clearTimeout(timer);
     };
+    // Its peer removed (a reload) before an outcome: a definite error, never `pending` for ever.
+    const removed = (peer: string): void => {
+      if (peer !== link.name) return;
+      done();
+      reject(
+        new AdminFault(
+          'peer-removed',
+          `peer-removed: peer ${peer} was removed (reload) before this host learnt the write's outcome: the outcome is unknown. ` +
+            `Had peer ${peer} received it, it may have committed it (or may still); this host learns so only if ${peer} is configured again. ` +
+            `It is not proposed again from here: read the key rather than assume either way`,
+        ),
+      );
+    };
+    d.removals.add(removed);
     const sub = (l: PeerLink, ev: SpookEvent): void => {
       if (l !== link || ev.type !== 'outcome' || ev.register !== register || ev.origin !== id.origin || ev.seq !== id.seq) return;
       done();

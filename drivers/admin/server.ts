@@ -22,6 +22,7 @@ import type { Spookd } from '../daemon/spookd.js';
 import { domainHandlers } from './domain.js';
 import { wrapHandlers } from './wrap.js';
 import { txnHandlers } from './txn.js';
+import { reloadHandlers } from './reload.js';
 import { pairHandlers, pairStreams } from './pair.js';
 import { readHandlers, readStreams } from './read.js';
 import { AdminFault } from './args.js';
@@ -97,7 +98,14 @@ export class AdminServer {
     private readonly log: Logger,
   ) {
     this.access = { adminGroup: d.cfg.adminGroup, adminMode: d.cfg.adminMode };
-    this.handlers = { ...pairHandlers(d), ...domainHandlers(d), ...wrapHandlers(d), ...readHandlers(d), ...txnHandlers(d) };
+    this.handlers = {
+      ...pairHandlers(d),
+      ...domainHandlers(d),
+      ...wrapHandlers(d),
+      ...readHandlers(d),
+      ...txnHandlers(d),
+      ...reloadHandlers(d),
+    };
     this.streams = { ...pairStreams(d), ...readStreams(d) };
   }
 

@@ -5,15 +5,27 @@ import { DEFAULT_WHEN_DOWN, WHEN_DOWN, type WhenDown } from '../../core/wrap/con
 import type { Spookd } from '../daemon/spookd.js';
 import { AdminFault, bool, failsAs, num, str } from './args.js';
 import type { Handlers } from './handlers.js';
-import { WRAP_PROTOCOLS, WRAP_TRANSPORTS, wrapperKey, type WrapProtocol, type WrapTransport } from '../../core/wrap/protocols.js';
+import {
+  WRAP_PROTOCOLS,
+  WRAP_TRANSPORTS,
+  transportOf,
+  wrapperKey,
+  type WrapProtocol,
+  type WrapTransport,
+} from '../../core/wrap/protocols.js';
 
 export function wrapHandlers(d: Spookd): Handlers<'wraps' | 'wrap-add' | 'wrap-remove' | 'wrap-stats' | 'wrap-conns' | 'wrap-policy'> {
   const w = d.wraps;
   // The manager builds these views; their shapes are the protocol's.
   const stats = (): WrapStatsResult => w.stats();
+  // A reload rebuilds the running configuration from what it read: a wrapper added or removed meanwhile would be left out of it.
+  const notReloading = (): void => {
+    if (d.reloadUnderWay) throw new AdminFault('reload-in-progress', 'a reload is under way: retry once it is done');
+  };
   return {
     wraps: () => w.list(),
     'wrap-add': (args) => {
+      notReloading();
       const protocol = str(args, 'protocol');
       if (!(WRAP_PROTOCOLS as readonly string[]).includes(protocol))
         throw new AdminFault(
@@ -57,10 +69,27 @@ export function wrapHandlers(d: Spookd): Handlers<'wraps' | 'wrap-add' | 'wrap-r
       };
       // The manager refuses a port already wrapped for that transport, one wrapper too many, interception it cannot open.
       failsAs('conflict', 'port', () => w.add(spec));
+      // Part of the running configuration from now on: a reload compares the file with it (and removes it if the file lacks it).
+      const entry = { protocol: spec.protocol, port: spec.port, peer: spec.peer, delta, whenDown: spec.whenDown };
+      d.cfg = {
+        ...d.cfg,
+        wrap: {
+          ...d.cfg.wrap,
+          wrappers: [
+            ...d.cfg.wrap.wrappers,
+            {
+              ...entry,
+              hold: given === undefined ? undefined : hold,
+              connectTimeout: givenCt === undefined ? undefined : connectTimeoutMs,
+            },
+          ],
+        },
+      };
       const st = stats();
       return { ...spec, interception: st.interception, interceptionError: st.interceptionError };
     },
     'wrap-remove': (args) => {
+      notReloading();
       const port = num(args, 'port', undefined, 1, 65535);
       const given = str(args, 'transport', false);
       if (given !== undefined && !(WRAP_TRANSPORTS as readonly string[]).includes(given))
@@ -68,6 +97,11 @@ export function wrapHandlers(d: Spookd): Handlers<'wraps' | 'wrap-add' | 'wrap-r
       // Wrapped for both and no transport given: the transport is missing; else the port is not wrapped (for it).
       const both = given === undefined && WRAP_TRANSPORTS.every((t) => w.wrappers.has(wrapperKey(t, port)));
       const transport = failsAs('conflict', both ? 'transport' : 'port', () => w.remove(port, given as WrapTransport | undefined));
+      const key = wrapperKey(transport, port);
+      d.cfg = {
+        ...d.cfg,
+        wrap: { ...d.cfg.wrap, wrappers: d.cfg.wrap.wrappers.filter((x) => wrapperKey(transportOf(x.protocol), x.port) !== key) },
+      };
       return { port, transport };
     },
     'wrap-stats': stats,

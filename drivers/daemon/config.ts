@@ -425,7 +425,11 @@ export const configSchema = z
 export type SpookdConfig = z.infer<typeof configSchema>;
 
 export class ConfigError extends Error {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    /** The fields at fault (`wrap.wrappers.0.port`), when known. */
+    readonly fields: string[] = [],
+  ) {
     super(message);
     this.name = 'ConfigError';
   }
@@ -455,8 +459,9 @@ export function loadConfig(path: string): SpookdConfig {
   }
   const r = configSchema.safeParse(raw);
   if (!r.success) {
-    const lines = r.error.issues.map((i) => `${path}: ${i.path.length ? i.path.join('.') : '(top level)'}: ${i.message}`);
-    throw new ConfigError(lines.join('\n'));
+    const fields = r.error.issues.map((i) => (i.path.length ? i.path.join('.') : '(top level)'));
+    const lines = r.error.issues.map((i, k) => `${path}: ${fields[k]}: ${i.message}`);
+    throw new ConfigError(lines.join('\n'), fields);
   }
   return r.data;
 }

@@ -2,14 +2,13 @@
 import { makeLogger } from './logger.js';
 import { loadConfig, ConfigError } from './config.js';
 import { readPrivateKey } from './keys.js';
-import { Spookd } from './spookd.js';
+import { ReloadBusy, ReloadRefused, Spookd } from './spookd.js';
 import { StoreError } from '../store/store.js';
 import { resolveAdminGroup } from '../admin/access.js';
 import { sdNotify } from '../wrap/fdstore.js';
 import { spookdCommand, type SpookdOptions } from './options.js';
 import { checkPaths, checkPorts, formatProblems } from './preflight.js';
 import { RERESOLVE_MS, resolveEndpoints } from './resolve.js';
-import { reloadPeers } from './reload.js';
 
 const program = spookdCommand().action(async (o: SpookdOptions) => {
   let cfg;
@@ -88,38 +87,14 @@ const program = spookdCommand().action(async (o: SpookdOptions) => {
     log.fatal({ err: e }, 'unhandled rejection; stopping');
     stop('unhandledRejection', 70);
   });
-  // SIGHUP reloads the peers (as `wg syncconf`); it never ends the daemon (Node's default would).
-  let current = resolved.cfg;
-  let reloading = false;
+  // SIGHUP reloads the configuration (as `wg syncconf`; reload.ts, the same as `spook reload`); it
+  // never ends the daemon (Node's default would). The reload logs what it did, or why it changed nothing.
+  d.configPath = o.config;
   process.on('SIGHUP', () => {
-    if (reloading) return void log.warn('SIGHUP during a reload: ignored (send it again once the reload is logged)');
-    reloading = true;
-    void (async () => {
-      try {
-        const read = loadConfig(o.config);
-        const problems = checkPaths(read, key);
-        if (problems.length > 0) throw new ConfigError(formatProblems(o.config, problems));
-        const next = await resolveEndpoints(read);
-        const r = await reloadPeers(d, current, next.cfg);
-        // What runs now: the next configuration's peers, except those a reload refused to change.
-        const kept = new Set(r.refused.map((x) => x.peer));
-        current = {
-          ...current,
-          peers: [...next.cfg.peers.filter((p) => !kept.has(p.name)), ...current.peers.filter((p) => kept.has(p.name))],
-        };
-        log.info(
-          { ...r },
-          `reloaded ${o.config}: ${r.added.length} peer(s) added, ${r.removed.length} removed, ${r.rekeyed.length} rekeyed, ${r.moved.length} moved`,
-        );
-        if (r.needRestart.length > 0)
-          log.warn({ fields: r.needRestart }, `changed, applied only at a restart: ${r.needRestart.join(', ')}`);
-        for (const x of r.refused) log.warn({ peer: x.peer }, `reload left peer ${x.peer} as it was: ${x.reason}`);
-      } catch (e) {
-        log.error(`reload failed, nothing changed: ${(e as Error).message}`);
-      } finally {
-        reloading = false;
-      }
-    })();
+    d.reload().catch((e: unknown) => {
+      if (e instanceof ReloadBusy) log.warn('SIGHUP during a reload: ignored (send it again once the reload is logged)');
+      else if (e instanceof ReloadRefused) log.warn(`SIGHUP ignored: ${e.message}`);
+    });
   });
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

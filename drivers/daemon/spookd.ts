@@ -34,10 +34,16 @@ import { RERESOLVE_MS, endpointOf, familyOf, lookupBounded, systemLookup, type L
 import { AdminServer } from '../admin/server.js';
 import { Metrics, type CommitScope } from '../admin/metrics.js';
 import { FastPath } from './fastpath.js';
+import { MAX_VALUE_LEN } from '../../wire/constants.js';
 import { WarnLimiter } from '../../core/util/warn-limiter.js';
 import type { SourceBudgets, WorkBudget } from '../../core/etcp/budget.js';
 import { DomainHost } from './domains.js';
-import { WrapManager } from '../wrap/manager.js';
+import { WrapManager, type Interceptor } from '../wrap/manager.js';
+import type { WrapperSpec } from '../wrap/local.js';
+import type { AllowRule } from '../wrap/policy.js';
+import type { Quota } from '../../core/register/quota.js';
+import type { ReloadReport } from '../../client/protocol.js';
+import { reloadFromFile } from './reload.js';
 import { hostDefaultHoldMs, hostDefaultConnectTimeoutMs } from '../wrap/hold.js';
 import { PeerTable, sourceOf, type Addr, type PeerEvent, type PeerView } from '../../core/etcp/peers.js';
 import { HANDSHAKE_RETRY_MS } from '../../core/etcp/constants.js';
@@ -101,6 +107,22 @@ class Link implements PeerLink {
 /** Commit rounds stop() runs at once (a pass normally defers after 8 to let the loop breathe). */
 const FINAL_COMMIT_ROUNDS = 64;
 
+/** A reload asked for while spookd starts or stops, or without a configuration file: nothing done. */
+export class ReloadRefused extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ReloadRefused';
+  }
+}
+
+/** A reload asked for while one runs. */
+export class ReloadBusy extends Error {
+  constructor() {
+    super('a reload is under way: retry once it is done');
+    this.name = 'ReloadBusy';
+  }
+}
+
 export interface Fence {
   /** An exception while handling the pair, or its durable store failing (both decohere it with `internal-error`). */
   cause: 'internal-error' | 'store-failed';
@@ -157,8 +179,25 @@ export class Spookd {
   /** Commit passes run and the writes they made durable (a measure of group commit). */
   readonly commits = { passes: 0, batches: 0, writes: 0, storeFailures: 0 };
 
+  /**
+   * The file a reload reads (main.ts sets it; undefined: this daemon has none, `reload` is refused).
+   * The running configuration is `cfg`: a reload replaces it with what it applied (reload.ts).
+   */
+  configPath: string | undefined;
+  /** stop() was called: no reload starts from then on. */
+  private stopRequested = false;
+  /** A reload under way (one at a time: SIGHUP and `spook reload` share it). */
+  private reloading: Promise<ReloadReport> | undefined;
+
+  /** Whether a reload runs: what changes the running configuration otherwise (wrap-add, wrap-remove) waits for it to end. */
+  get reloadUnderWay(): boolean {
+    return this.reloading !== undefined;
+  }
+  /** Told when a peer is removed (a reload): writes waiting on its pair end with `peer-removed`. */
+  readonly removals = new Set<(peer: string) => void>();
+
   constructor(
-    readonly cfg: SpookdConfig,
+    public cfg: SpookdConfig,
     readonly key: KeyPair,
     readonly log: Logger,
     /** Builds each peer's store (tests inject failing ones); `onFlushFailed` is for its background flush (fsync "everysec"). */
@@ -168,6 +207,8 @@ export class Spookd {
       fsync,
       onFlushFailed,
     ) => new DiskStore(dir, fsync, undefined, undefined, onFlushFailed),
+    /** Replaces the BPF hooks of the wrappers (tests: a stand-in that says where a connection was going). */
+    interceptor?: (interceptPort: number) => Interceptor,
   ) {
     const peers = cfg.peers.map((p) => ({ name: p.name, publicKey: decodeKey(p.publicKey, `peer ${p.name}`) }));
     // The last accepted HandshakeInit timestamp per peer survives restarts (replayed inits stay refused).
@@ -233,9 +274,9 @@ export class Spookd {
     const listen = parseHostPort(cfg.listen)!;
     const intercept = parseHostPort(cfg.wrap.intercept, true)!;
     // A wrapper without a hold holds as long as this host's TCP would (never worse than direct).
-    const defaultHoldMs = hostDefaultHoldMs();
+    const defaultHoldMs = (this.defaultHoldMs = hostDefaultHoldMs());
     // A wrapper without a connect timeout waits for the far side's dial as long as this host's connect() would.
-    const defaultConnectTimeoutMs = hostDefaultConnectTimeoutMs();
+    const defaultConnectTimeoutMs = (this.defaultConnectTimeoutMs = hostDefaultConnectTimeoutMs());
     this.wraps = new WrapManager(
       {
         key,
@@ -253,19 +294,68 @@ export class Spookd {
         intercept,
         defaultHoldMs,
         defaultConnectTimeoutMs,
-        allow: cfg.wrap.allow.map((r) => ({ ...r, peer: r.peer === '*' ? '*' : this.peerName(r.peer) })),
+        allow: this.allowRules(cfg.wrap.allow),
       },
-      cfg.wrap.wrappers.map((w) => ({
-        protocol: w.protocol,
-        port: w.port,
-        peer: this.peerName(w.peer),
-        holdMs: w.hold ?? defaultHoldMs,
-        delta: w.delta,
-        whenDown: w.whenDown,
-        connectTimeoutMs: w.connectTimeout ?? defaultConnectTimeoutMs,
-      })),
+      cfg.wrap.wrappers.map((w) => this.wrapperSpec(w)),
       log.child({ component: 'wrap' }),
+      interceptor,
     );
+  }
+
+  private readonly defaultHoldMs: number;
+  private readonly defaultConnectTimeoutMs: number;
+
+  /** A configured wrapper as the manager takes it: its peer by name, the host's defaults for what it leaves out. */
+  wrapperSpec(w: SpookdConfig['wrap']['wrappers'][number]): WrapperSpec {
+    return {
+      protocol: w.protocol,
+      port: w.port,
+      peer: this.peerName(w.peer),
+      holdMs: w.hold ?? this.defaultHoldMs,
+      delta: w.delta,
+      whenDown: w.whenDown,
+      connectTimeoutMs: w.connectTimeout ?? this.defaultConnectTimeoutMs,
+    };
+  }
+
+  /** Configured wrap.allow rules as the dial policy takes them: peers by name. */
+  allowRules(rules: SpookdConfig['wrap']['allow']): AllowRule[] {
+    return rules.map((r) => ({ ...r, peer: r.peer === '*' ? '*' : this.peerName(r.peer) }));
+  }
+
+  /**
+   * Read the configuration file again and apply it (SIGHUP, `spook reload`; reload.ts). One at a
+   * time: while one runs, another is refused (ReloadBusy) rather than queued.
+   */
+  async reload(): Promise<ReloadReport> {
+    if (this.configPath === undefined) throw new ReloadRefused('spookd was started without a configuration file: nothing to reload');
+    // Not before start() finished nor once stop() began: what a reload adds would outlive the stop.
+    if (!this.started || this.stopping || this.stopRequested) throw new ReloadRefused('spookd is starting or stopping: not reloaded');
+    if (this.reloading) throw new ReloadBusy();
+    this.reloading = reloadFromFile(this, this.configPath);
+    try {
+      return await this.reloading;
+    } finally {
+      this.reloading = undefined;
+    }
+  }
+
+  /**
+   * A pair register's quota changed (a reload): every pair decides by it from its next collapse,
+   * keeping what it holds, and sends its new manifest (§6.3) to its peer.
+   */
+  setRegisterQuota(register: string, quota: Quota): void {
+    if (!this.cfg.registers.some((r) => r.name === register)) throw new Error(`no register named ${register}`);
+    // Checked here, once: a quota a pair refuses (setQuota throws) would fence every pair (forPeer), not refuse the change.
+    if (!(Number.isSafeInteger(quota.maxValueBytes) && quota.maxValueBytes >= 1 && quota.maxValueBytes <= MAX_VALUE_LEN))
+      throw new RangeError(`register ${register}: maxValueBytes ${quota.maxValueBytes} is not 1..${MAX_VALUE_LEN} (MAX_VALUE_LEN)`);
+    for (const link of this.links.values()) {
+      if (link.fenced) continue;
+      this.forPeer(link, 'reload', () => link.pair.setQuota(this.now(), register, quota), false);
+      this.pump(link, false);
+    }
+    this.drain(this.now());
+    this.schedule();
   }
 
   /** A peer named by its name or its public key. */
@@ -433,6 +523,8 @@ export class Spookd {
     const sock = this.socket;
     if (bye && link.addr && sock)
       await new Promise<void>((resolve) => sock.send(bye, link.addr!.port, link.addr!.address, () => resolve()));
+    // Again: what was written while the goodbye went out (the sequencer decides its own writes alone).
+    this.commit(true);
     this.wraps.removePeer(name); // its carrier and wrapped connections; its key refused there too
     this.table.removePeer(name);
     this.drain(this.now()); // its session-removed events: out of the XDP pair table
@@ -442,11 +534,17 @@ export class Spookd {
     this.timersStale.delete(link);
     this.dirty.delete(link);
     this.charged.delete(link);
+    // Writes still undecided (a follower's, the sequencer having not answered) are abandoned: their
+    // waiters get `peer-removed`, and they are not proposed again should the peer come back.
+    const undecided = [...link.pair.registers.values()].reduce((n, r) => n + r.pendingCount, 0);
+    for (const f of this.removals) f(name);
     try {
-      link.store.close();
+      link.store.close({ abandonPending: true });
     } catch (e) {
       this.log.error({ peer: name, err: e }, 'store of a removed peer did not close cleanly');
     }
+    if (undecided > 0)
+      this.log.warn({ peer: name, undecided }, `peer ${name} removed with ${undecided} write(s) undecided: abandoned (peer-removed)`);
     this.log.info({ peer: name }, 'peer removed');
     this.schedule();
   }
@@ -517,6 +615,9 @@ export class Spookd {
    * the peers we are going away, close the socket, and only then close the stores.
    */
   async stop(opts: { handover?: boolean } = {}): Promise<void> {
+    // A reload under way finishes first (it may be adding a peer or a wrapper), and none starts after.
+    this.stopRequested = true;
+    await this.reloading?.catch(() => {});
     // What the last inputs wrote reaches the disk (and their answers leave), all of it now: from
     // here on a commit pass is a no-op (none may run after the socket or the stores close).
     this.commit(true);

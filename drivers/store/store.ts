@@ -398,16 +398,21 @@ export class DiskStore implements PairStore {
    * Flush (unless a background flush already failed) and close every file, even when the
    * flush throws: then the StoreError is thrown after the files are closed.
    */
-  close(): void {
+  close(opts: { abandonPending?: boolean } = {}): void {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     try {
       if (!this.failed) this.flush();
     } finally {
-      for (const f of this.files.values()) {
+      for (const [register, f] of this.files) {
         closeSync(f.logFd);
         closeSync(f.pendingFd);
+        // Its peer removed (a reload): own candidates not decided are not proposed again at the next load.
+        if (opts.abandonPending && !this.failed) {
+          const p = this.paths(register);
+          writeAtomic(p.pending, encodePendingFile([]), p.dir);
+        }
       }
       this.files.clear();
     }

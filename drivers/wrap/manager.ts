@@ -503,6 +503,25 @@ export class WrapManager {
     return transportOf(w.protocol);
   }
 
+  /**
+   * Change what a wrapper gives the connections opened from now on (a reload): hold, delta mode,
+   * what connect() does while the peer is down, connect timeout. Connections already open keep
+   * what they opened with; none is reset.
+   */
+  update(key: WrapperKey, change: Pick<WrapperSpec, 'holdMs' | 'delta' | 'whenDown' | 'connectTimeoutMs'>): void {
+    const w = this.wrappers.get(key);
+    if (!w) throw new Error(`${key} is not wrapped`);
+    Object.assign(w, change);
+    this.applyDown();
+    this.log.info({ key, ...change }, 'wrapper changed');
+  }
+
+  /** Replace what peers may make this side dial (§16.5.1; a reload): the next OPEN is checked against the new rules. */
+  setAllow(rules: AllowRule[]): void {
+    this.policy.setRules(rules);
+    this.log.info({ rules: rules.length }, 'dial policy replaced');
+  }
+
   private wrapperToRemove(port: number, transport: WrapTransport | undefined): WrapperKey {
     const wrapped = (): string => [...this.wrappers.keys()].join(', ') || 'none';
     if (transport) {

@@ -86,12 +86,24 @@ export class DialPolicy {
   /** Dials refused, per peer. */
   readonly refused = new Map<string, number>();
 
-  constructor(readonly rules: AllowRule[]) {
+  constructor(public rules: AllowRule[]) {
+    this.setRules(rules);
+  }
+
+  /**
+   * Replace the rules (a reload): the next dial is checked against them; connections already
+   * dialled stay. Every rule is parsed before any is applied, so a bad one changes nothing.
+   */
+  setRules(rules: AllowRule[]): void {
+    const byPeer = new Map<string, Compiled[]>();
     for (const r of rules) {
-      const list = this.byPeer.get(r.peer) ?? [];
+      const list = byPeer.get(r.peer) ?? [];
       list.push({ ...parseDestination(r.to), protocol: r.protocol });
-      this.byPeer.set(r.peer, list);
+      byPeer.set(r.peer, list);
     }
+    this.byPeer.clear();
+    for (const [k, v] of byPeer) this.byPeer.set(k, v);
+    this.rules = rules;
   }
 
   /** May `peer` make this host dial `target`? A refusal is counted. */

@@ -3,7 +3,7 @@ _spook() {
   local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} cmdpath=spook w i
   # Not "words" nor "path": zsh (through bashcompinit) reserves both.
   declare -A _spook_words=(
-    ["spook"]="keygen pubkey status pairs pair registers get set cas del append txn watch events domains domain groups group wrap xdp maps -V --version -s --socket --json"
+    ["spook"]="keygen pubkey status pairs pair registers get set cas del append txn watch events domains domain groups group wrap xdp maps reload -V --version -s --socket --json"
     ["spook keygen"]="-V --version -s --socket --json"
     ["spook pubkey"]="-V --version -s --socket --json"
     ["spook status"]="-V --version -s --socket --json"
@@ -46,6 +46,7 @@ _spook() {
     ["spook xdp status"]="-V --version -s --socket --json"
     ["spook maps"]="dump -V --version -s --socket --json"
     ["spook maps dump"]="--pin-dir -V --version -s --socket --json"
+    ["spook reload"]="-V --version -s --socket --json"
   )
   case "$prev" in
     -s|--socket|--pin-dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
