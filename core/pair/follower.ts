@@ -688,8 +688,9 @@ export class Follower implements RoleMachine, RequesterHost {
   private fillProposals(now: number, b: PayloadBuilder): void {
     const s = this.s;
     const own = s.own;
-    let i = 0;
-    while (i < own.length && own.at(i).seq <= this.sentSeqUpTo) i++;
+    // The first not yet sent: a binary search, since a walk from the front is O(pending) per
+    // datagram (with 65,536 pending, most of a loaded proposer's time: issue 16's scale bench).
+    let i = firstAfter(own, this.sentSeqUpTo);
     if (i >= own.length || this.crossHeldBack(own.at(i))) return;
     // Name + counts overhead, then candidates while they fit.
     let room = b.room - (8 + varintLen(s.nameBytes) + s.nameBytes + 3);
@@ -747,6 +748,18 @@ export class Follower implements RoleMachine, RequesterHost {
     this.everSent = Math.max(this.everSent, seq);
     if (this.retransmitAt === undefined) this.retransmitAt = now + this.s.pair.rto();
   }
+}
+
+/** The index of the first own candidate numbered above `seq` (own.length if none): the own list is in rising seq order. */
+function firstAfter(own: Deque<OwnCandidate>, seq: number): number {
+  let lo = 0;
+  let hi = own.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (own.at(mid).seq <= seq) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 /** The own candidate numbered `seq`: the own list is in rising seq order (pushed so, decided from the front), so a binary search. */
