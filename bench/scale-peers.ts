@@ -42,6 +42,7 @@ export interface SwarmInit {
   spreadMs: number;
 }
 
+const RECV_BUFFER_BYTES = 4 * 1024 * 1024;
 const b64 = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'base64'));
 const HUB = 'hub';
 
@@ -107,7 +108,10 @@ export class Swarm {
     try {
       const t0 = performance.now();
       for (const [i, p] of init.peers.entries()) {
-        const sock = createSocket('udp4');
+        // spookd's default receive buffer (udpReceiveBufferBytes): with Linux's ~200 KiB, the loading
+        // peer's socket overflowed under the hub's collapses (~100,000 drops in a 14 s load of 10^6
+        // keys), each loss a retransmission round. The kernel caps it at net.core.rmem_max.
+        const sock = createSocket({ type: 'udp4', recvBufferSize: RECV_BUFFER_BYTES });
         await new Promise<void>((resolve, reject) => {
           sock.once('error', reject);
           sock.bind(p.port, p.address, () => {

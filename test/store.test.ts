@@ -104,13 +104,49 @@ describe('DiskStore', () => {
       a.pair.propose(0, 's', append((a.pair.register('s').state as StreamState).size() + i * 0, 'ab'));
       commit(a.pair);
     }
-    expect(statSync(join(dir, 'kv', 'log')).size).toBeLessThan(2200);
+    // Folded once past 2000 bytes and the last snapshot's size: at most one commit's records beyond.
+    const limit = Math.max(2000, statSync(join(dir, 'kv', 'snapshot')).size);
+    expect(statSync(join(dir, 'kv', 'log')).size).toBeLessThan(limit + 200);
     const before = a.pair.register('kv').hash;
     a.store.close();
     const b = open(dir);
     expect(b.reports[0].snapshotVersion).toBeGreaterThan(0);
     expect(b.pair.register('kv').hash).toEqual(before);
     expect(b.pair.register('kv').state.size()).toBe(200);
+  });
+
+  it('a log is folded only once it outgrows the last snapshot too: rewrites cost what was logged, not the register every maxLogBytes', () => {
+    const dir = tmp();
+    const a = open(dir, 500);
+    const log = join(dir, 'kv', 'log');
+    const snap = join(dir, 'kv', 'snapshot');
+    let logged = 0;
+    let folds = 0;
+    let snapBytes = 0;
+    for (let i = 0; i < 1000; i++) {
+      const logBefore = statSync(log).size;
+      a.pair.propose(0, 'kv', set(`k${i}`, 'x'.repeat(20)));
+      commit(a.pair);
+      const after = statSync(log).size;
+      if (after < logBefore) {
+        // A fold: the log it replaced had outgrown both bounds, and the snapshot holds every key.
+        folds++;
+        expect(logBefore + 200).toBeGreaterThan(Math.max(500, snapBytes));
+        snapBytes = statSync(snap).size;
+        logged += logBefore;
+      }
+      expect(after).toBeLessThan(Math.max(500, snapBytes) + 200);
+    }
+    logged += statSync(log).size;
+    // ~1,000 records of ~50 bytes: a fold every 500 bytes would be ~100 of them; doubling, a handful.
+    expect(logged).toBeGreaterThan(100 * 500);
+    expect(folds).toBeGreaterThan(1);
+    expect(folds).toBeLessThan(12);
+    const before = a.pair.register('kv').hash;
+    a.store.close();
+    const b = open(dir);
+    expect(b.pair.register('kv').hash).toEqual(before);
+    expect(b.pair.register('kv').state.size()).toBe(1000);
   });
 
   it('a damaged snapshot is a hard error naming the file', () => {

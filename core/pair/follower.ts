@@ -28,12 +28,12 @@ import { MapState } from '../register/map.js';
 import type { Quota } from '../register/quota.js';
 import { MAP_MAX_BYTES, QuotaCheck, mapMaxBytes } from '../register/quota.js';
 import { StreamState } from '../register/stream.js';
-import type { Deque } from '../util/deque.js';
+import { Deque } from '../util/deque.js';
 import { Gcra } from '../util/rate.js';
 import { decideCross, type CrossTarget } from './cross.js';
 import { LifecycleEvent, PairState } from './lifecycle.js';
 import type { PayloadBuilder } from './payload.js';
-import { COMMITTED, FOLLOWER_TIMERS, SEND_WINDOW, type FollowerTimer, type RoleMachine, type Shared } from './shared.js';
+import { COMMITTED, FOLLOWER_TIMERS, PROPOSE_WINDOW, SEND_WINDOW, type FollowerTimer, type RoleMachine, type Shared } from './shared.js';
 import type { OwnCandidate, RegisterMessage } from './types.js';
 
 /** Apply a committed op whose precondition does not hold here (divergence the hash then reports); an op of the wrong kind is skipped. */
@@ -67,6 +67,11 @@ export class Follower implements RoleMachine, RequesterHost {
   private seqLogBase = 0;
   /** Own candidates up to this sequence number are sent (until a retransmission timeout). */
   private sentSeqUpTo = 0;
+  /**
+   * The last own seq of each Propose sent since the last go-back, oldest first: the datagrams
+   * in flight until their last candidate has its outcome (at most PROPOSE_WINDOW, §7.5).
+   */
+  private readonly proposesInFlight = new Deque<number>();
   /** Highest own sequence number ever sent in a Propose (monotonic, unlike sentSeqUpTo). */
   private everSent = 0;
   private retransmitAt: number | undefined;
@@ -152,7 +157,7 @@ export class Follower implements RoleMachine, RequesterHost {
       s.emitOutcome(now, c.seq, reason === undefined ? COMMITTED : { verdict: 'rejected', reason: REJECT_REASON_NAMES[reason] }, r.version);
     }
     s.resolvedSeq = Math.max(s.resolvedSeq, mark);
-    this.sentSeqUpTo = s.resolvedSeq;
+    this.goBack();
     // Never reuse a sequence number the sequencer has decided (a follower that lost its data).
     if (s.nextSeq <= mark) s.continueSeqAfter(mark);
     s.statusDirty = true;
@@ -176,7 +181,7 @@ export class Follower implements RoleMachine, RequesterHost {
     const s = this.s;
     if (s.own.length === 0) return;
     // They count as sent: the sequencer may have them.
-    this.sentSeqUpTo = s.resolvedSeq;
+    this.goBack();
     this.everSent = Math.max(this.everSent, s.own.last()!.seq);
   }
 
@@ -665,7 +670,7 @@ export class Follower implements RoleMachine, RequesterHost {
         // Every candidate has its outcome: nothing to resend, no backoff (the timer is not cancelled as outcomes arrive).
         if (this.s.own.length === 0) return false;
         // Go back to what the sequencer has decided and propose again from there.
-        this.sentSeqUpTo = this.s.resolvedSeq;
+        this.goBack();
         this.s.statusDirty = true;
         return true;
       case 'recon-start':
@@ -686,11 +691,25 @@ export class Follower implements RoleMachine, RequesterHost {
     else this.fillProposals(now, b);
   }
 
+  /** Every own candidate without an outcome counts as unsent again (a retransmission, a restart, a reset). */
+  private goBack(): void {
+    this.sentSeqUpTo = this.s.resolvedSeq;
+    this.proposesInFlight.clear();
+  }
+
   private fillProposals(now: number, b: PayloadBuilder): void {
     const s = this.s;
     const own = s.own;
-    let i = 0;
-    while (i < own.length && own.at(i).seq <= this.sentSeqUpTo) i++;
+    // The proposal window (§7.5): a Propose is in flight until its last candidate has its outcome.
+    // Unbounded, a proposer with 65,536 pending sent them all at once, ~2,400 datagrams, more than
+    // the sequencer's receive buffer holds while it fsyncs: each loss a go-back of all of them.
+    const inFlight = this.proposesInFlight;
+    const oldest = own.peek()?.seq ?? Infinity;
+    while (inFlight.length > 0 && inFlight.peek()! < oldest) inFlight.shift();
+    if (inFlight.length >= PROPOSE_WINDOW) return;
+    // The first not yet sent: a binary search, since a walk from the front is O(pending) per
+    // datagram (with 65,536 pending, most of a loaded proposer's time: issue 16's scale bench).
+    let i = firstAfter(own, this.sentSeqUpTo);
     if (i >= own.length || this.crossHeldBack(own.at(i))) return;
     // Name + counts overhead, then candidates while they fit.
     let room = b.room - (8 + varintLen(s.nameBytes) + s.nameBytes + 3);
@@ -744,10 +763,23 @@ export class Follower implements RoleMachine, RequesterHost {
 
   /** Own candidates up to `seq` are sent (or under way as fragments). */
   private sent(now: number, seq: number): void {
+    if (seq > this.sentSeqUpTo) this.proposesInFlight.push(seq);
     this.sentSeqUpTo = seq;
     this.everSent = Math.max(this.everSent, seq);
     if (this.retransmitAt === undefined) this.retransmitAt = now + this.s.pair.rto();
   }
+}
+
+/** The index of the first own candidate numbered above `seq` (own.length if none): the own list is in rising seq order. */
+function firstAfter(own: Deque<OwnCandidate>, seq: number): number {
+  let lo = 0;
+  let hi = own.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (own.at(mid).seq <= seq) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 /** The own candidate numbered `seq`: the own list is in rising seq order (pushed so, decided from the front), so a binary search. */

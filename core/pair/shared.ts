@@ -20,6 +20,8 @@ import type { OwnCandidate, PairContext, PairRole, RegisterConfig, RegisterMessa
 
 /** Collapse records in flight beyond the peer's acknowledged version. */
 export const SEND_WINDOW = 256;
+/** Propose datagrams a follower keeps in flight per register (§7.5), as the sequencer's send window. */
+export const PROPOSE_WINDOW = 256;
 /** Own sequence numbers are leased in blocks so a restart never reuses one. */
 export const SEQ_LEASE = 1024;
 /**

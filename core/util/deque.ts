@@ -30,6 +30,11 @@ export class Deque<T> {
     return x;
   }
 
+  clear(): void {
+    this.items = [];
+    this.head = 0;
+  }
+
   last(): T | undefined {
     return this.length > 0 ? this.items[this.items.length - 1] : undefined;
   }
