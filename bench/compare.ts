@@ -618,9 +618,10 @@ export interface CompareOptions {
   ks: number[];
   updates: number;
   /**
-   * Untimed rounds of the workload (N = 1,000, K = 10) per system before its rows, for at least
-   * this many ms: a row of a few hundred updates lasts milliseconds, so without it the first
-   * rows time the JIT compiling each system's code rather than the system (default 1,000; 0: none).
+   * Untimed rounds of the workload per system before its rows (N = 1,000: one at each of `ks`,
+   * then at K = 10), for at least this many ms: a row of a few hundred updates lasts
+   * milliseconds, so without it the first rows time the JIT compiling each system's code rather
+   * than the system (default 1,000; 0: none).
    */
   warmupMs?: number;
   /** Largest N each system is run at (Automerge and Yjs are slow or huge at 10^6 keys). */
@@ -629,6 +630,9 @@ export interface CompareOptions {
   spacingMs?: number;
   sparseSpacingMs?: number;
 }
+
+/** Steady updates in the warm-up's rounds at the rows' K (at most: `updates` if fewer). */
+const WARMUP_CATCHUP_UPDATES = 300;
 
 /** The system instance kept alive through its warm-up and rows (see runCompare). */
 const liveSystems: unknown[] = [];
@@ -647,9 +651,17 @@ export function runCompare(o: CompareOptions, progress?: (r: CompareRow) => void
     // class's map and deoptimizes all code compiled against it (--trace-deopt: "weak objects"),
     // so each row, whose instances are new, would otherwise begin by recompiling the system.
     if (sizes.length > 0) liveSystems.push(SYSTEMS[system](1000, new Rng(1)).holder);
-    if (sizes.length > 0) {
+    // The warm-up first catches up once at each of the rows' K (N = 1,000; a few steady updates:
+    // the catch-up is what it is for): a row's catch-up (Spook's log diff, Yjs's state-vector
+    // diff) runs code the steady state does not, and the first time it runs V8 deoptimises what
+    // it compiled without it, so the row after the first one timed the recompilation
+    // (docs/BENCHMARKS.md, "Issue 16: update rate, deopt fix"). Then the workload at K = 10
+    // until `warmupMs` is spent, as before.
+    const warmupMs = o.warmupMs ?? 1000;
+    if (sizes.length > 0 && warmupMs > 0) {
       const t0 = cpuMs();
-      while (cpuMs() - t0 < (o.warmupMs ?? 1000)) compareOne(system, 1000, 10, o.updates);
+      for (const k of o.ks) compareOne(system, 1000, k, Math.min(o.updates, WARMUP_CATCHUP_UPDATES));
+      while (cpuMs() - t0 < warmupMs) compareOne(system, 1000, 10, o.updates);
     }
     for (const n of sizes) {
       for (const k of o.ks) {

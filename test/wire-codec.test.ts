@@ -31,6 +31,8 @@ import {
   REQ_WANT_META,
   decodeMessages,
   encodeMessage,
+  encodeMessageInto,
+  writeMessage,
   type ManifestMsg,
   type Message,
 } from '../wire/messages.js';
@@ -330,6 +332,26 @@ describe('malformed frames', () => {
 // ---------------------------------------------------------------- varint
 
 // LEB128 varints: exact at boundaries, canonical (minimal, at most 8 bytes), writer refuses bad input.
+describe('message framing', () => {
+  it("a message's length prefix is the Writer's varint at every byte boundary of the body length", () => {
+    // Bodies of 1 to 4 length bytes: the in-place framing (encodeMessage, encodeMessageInto) and writeMessage agree.
+    for (const len of [0, 1, 100, 127, 128, 129, 300, 16_383, 16_384, 16_385, 2_097_151, 2_097_152, 2_097_153]) {
+      const m: Message = { type: MsgType.StreamData, register: 'r', targetVersion: 1, offset: 0, data: fill(len) };
+      const w = new Writer(16);
+      writeMessage(w, m);
+      const want = w.buf.subarray(0, w.pos);
+      expect(Buffer.from(encodeMessage(m)).equals(Buffer.from(want))).toBe(true);
+      const out = new Uint8Array(want.length + 3);
+      expect(encodeMessageInto(m, out, 3)).toBe(want.length);
+      expect(Buffer.from(out.subarray(3)).equals(Buffer.from(want))).toBe(true);
+      const r = new Reader(want, 1);
+      const bodyLen = r.varint('length');
+      expect(bodyLen).toBe(want.length - r.pos); // the prefix says what follows
+      expect(bodyLen).toBeGreaterThanOrEqual(len);
+    }
+  });
+});
+
 describe('varint', () => {
   const roundTrip = (v: number): { enc: Uint8Array; dec: number; consumed: number } => {
     const enc = new Writer(1).varint(v).finish();

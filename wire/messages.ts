@@ -864,13 +864,18 @@ export function frameMessage(type: MsgType, body: Writer): Uint8Array {
 function writeFramed(type: MsgType, body: Writer, out: Uint8Array, at: number): void {
   const len = body.pos;
   out[at] = type;
+  // The length's varint, every byte by the same operations: a body under 128 bytes (the steady
+  // state's) and a longer one (a catch-up's) run the same code, so the first longer one does
+  // not deoptimise this function (len < 2^31: MAX_MESSAGE_LEN).
   let v = len;
   let p = at + 1;
-  while (v >= 0x80) {
-    out[p++] = (v % 128) | 0x80;
-    v = Math.floor(v / 128);
-  }
-  out[p++] = v;
+  let more: boolean;
+  do {
+    const low = v & 0x7f;
+    v >>>= 7;
+    more = v > 0;
+    out[p++] = low | (more ? 0x80 : 0);
+  } while (more);
   const src = body.buf;
   if (len > 64) out.set(src.subarray(0, len), p);
   else for (let i = 0; i < len; i++) out[p + i] = src[i];
