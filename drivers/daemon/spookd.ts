@@ -617,7 +617,8 @@ export class Spookd {
   async stop(opts: { handover?: boolean } = {}): Promise<void> {
     // A reload under way finishes first (it may be adding a peer or a wrapper), and none starts after.
     this.stopRequested = true;
-    await this.reloading?.catch(() => {});
+    // Only then an await: without a reload, the final commit pass below runs within the stop() call itself.
+    if (this.reloading) await this.reloading.catch(() => {});
     // What the last inputs wrote reaches the disk (and their answers leave), all of it now: from
     // here on a commit pass is a no-op (none may run after the socket or the stores close).
     this.commit(true);
