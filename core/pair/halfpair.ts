@@ -585,11 +585,18 @@ export class HalfPair {
     }
     this.peerHasOurs = false;
     this.manifestDue = { reply: false };
-    if (this.peerEntries === undefined) return;
-    const diffs = diffManifests(this.manifest.entries, this.peerEntries);
+    if (this.peerEntries !== undefined) this.judgeManifests(now, diffManifests(this.manifest.entries, this.peerEntries));
+  }
+
+  /**
+   * The verdict on our manifest against the peer's (`diffs`, §6.3): equal, the pair may form, or a
+   * DECOHERENT one re-entangles when the peer is next heard (stepPayload); different, it decoheres
+   * with cause `register-mismatch` (once per distinct difference).
+   */
+  private judgeManifests(now: number, diffs: ReturnType<typeof diffManifests>): void {
     if (diffs.length === 0) {
       this.peerManifest = 'match';
-      this.mismatch = undefined; // a DECOHERENT pair re-entangles when the peer is next heard (stepPayload)
+      this.mismatch = undefined;
       return;
     }
     this.peerManifest = 'mismatch';
@@ -671,16 +678,7 @@ export class HalfPair {
     const diffs = diffManifests(this.manifest.entries, got.entries);
     this.peerHasOurs = diffs.length === 0 && (got.flags & MANIFEST_MATCHED) !== 0;
     if ((got.flags & MANIFEST_REPLY) === 0) this.manifestDue = { reply: true };
-    if (diffs.length === 0) {
-      this.peerManifest = 'match';
-      this.mismatch = undefined; // a DECOHERENT pair is heard again (stepPayload)
-      return;
-    }
-    this.peerManifest = 'mismatch';
-    const reason = describeDiffs(diffs);
-    const changed = this.mismatch === undefined || describeDiffs(this.mismatch) !== reason;
-    this.mismatch = diffs;
-    if (changed && this.lifecycle.can(LifecycleEvent.RegisterMismatch)) this.fire(now, LifecycleEvent.RegisterMismatch, reason);
+    this.judgeManifests(now, diffs);
   }
 
   /** A fragment (§3.4): the message it completes is handled as if it had come whole. */
