@@ -271,8 +271,8 @@ export function adminCommands(): Command[] {
           : ev.type === 'lifecycle'
             ? `${ev.peer} ${ev.from} -> ${ev.to} (${ev.cause})`
             : `${ev.peer} ${ev.register} re-entangled by ${ev.method} at v${ev.version}`;
-      // spookd stopping ends the stream with connection-closed: say so and exit non-zero, never 0.
-      // A refused start (an unknown peer or register) is a failure too.
+      // spookd stopping ends the stream with connection-closed, a reload removing the watched peer with
+      // peer-removed: say so and exit non-zero, never 0. A refused start (an unknown peer or register) is a failure too.
       await client
         .stream(
           name,

@@ -159,6 +159,13 @@ export class AdminClient {
       return;
     }
     p.release();
+    if (p.started) {
+      // spookd ended a started stream with an error line (what it was bound to is gone: `peer-removed`);
+      // the connection stays.
+      this.pending.delete(msg.id);
+      if (!msg.ok) p.onEnd?.(new SpookError(msg.error?.code ?? 'internal', msg.error?.message ?? 'stream ended', msg.error?.field));
+      return;
+    }
     if (p.onEvent && msg.ok) {
       p.started = true;
       p.resolve(msg.result);
@@ -218,7 +225,8 @@ export class AdminClient {
   /**
    * A streaming command (watch, events): resolves once the daemon started it, then `onEvent` for each event until
    * close(). If the connection ends first (spookd stopped), `opts.onEnd` gets a `connection-closed` SpookError:
-   * the stream is over and must be reopened on a new client.
+   * the stream is over and must be reopened on a new client. If spookd ends the stream itself (its peer was
+   * removed by a reload), `opts.onEnd` gets that error's code (`peer-removed`): reopening it would be refused.
    */
   stream<S extends AdminStream>(
     cmd: S,

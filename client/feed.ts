@@ -160,7 +160,10 @@ export interface WatchOptions {
    * by default it resumes from lastVersion (no gap, no duplicate).
    */
   onOverflow?: (info: { lastVersion: number; limit: 'bytes' | 'events' | 'queue' }) => 'resume' | 'stop';
-  /** The watch ended other than by close(): `compacted`, `overflow`, `aborted`, or an onChange that threw (`internal`). */
+  /**
+   * The watch ended other than by close(): `compacted`, `overflow`, `aborted`, `peer-removed` (a reload removed
+   * the register's peer), or an onChange that threw (`internal`).
+   */
   onEnd?: (e: SpookError) => void;
   /** Aborting it closes the watch. */
   signal?: AbortSignal;
@@ -310,8 +313,12 @@ export async function watch(session: Session, target: FeedTarget, prefix: string
     const opts = {
       timeoutMs,
       signal: o.signal,
-      onEnd: () => {
-        if (gen === generation && !closed) void resubscribe(false);
+      // A lost connection (spookd restarting) heals by resubscribing; a feed spookd ended with an
+      // error (its peer removed by a reload: `peer-removed`) would not: the watch ends with that error.
+      onEnd: (e: SpookError) => {
+        if (gen !== generation || closed) return;
+        if (e.code === 'connection-closed') void resubscribe(false);
+        else stop(e);
       },
     };
     const c = isDomain(target)

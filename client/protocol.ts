@@ -112,6 +112,8 @@ export const ADMIN_ERROR_CODES = [
    * is unknown (as etcd's indeterminate result), never "not committed": had the peer received it,
    * the peer may have committed it (or may still), and this host learns so only if the peer is
    * configured again. It is not proposed again from this end; read the key rather than assume.
+   * A stream bound to that peer (`feed` on its register, `watch` or `events` naming it) ends with
+   * this error line, the stream's last: opening it again is refused (`unknown-peer`) while the peer is not configured.
    */
   'peer-removed',
   /** `reload`: the configuration file does not read or validate; `field` names the first field at fault. Nothing changed. */
@@ -876,7 +878,10 @@ export interface ReentangledEvent {
   version: number;
 }
 
-/** Streaming commands: the first response is `"streaming"`, then events until the client closes. */
+/**
+ * Streaming commands: the first response is `"streaming"`, then events until the client closes, or until
+ * spookd ends the stream with one error response of its id (`peer-removed`: a reload removed the peer it is bound to).
+ */
 export interface AdminStreams {
   /** Collapses, of one peer and one register when named. */
   watch: {

@@ -12,7 +12,10 @@ import { pairOp, txnOps, type PairTxnInput } from './txn.js';
 export type { Outcome } from './protocol.js';
 export type { CallOptions } from './admin-client.js';
 
-/** Options of onCollapse/onLifecycle: `onEnd` is told (code `connection-closed`) when spookd ends the stream; reopen it then. */
+/**
+ * Options of onCollapse/onLifecycle: `onEnd` is told when the stream ends: `connection-closed` (spookd went away;
+ * reopen it then), or `peer-removed` (a reload removed the peer it watched; reopening is refused).
+ */
 export interface WatchOptions extends CallOptions {
   onEnd?: (e: SpookError) => void;
 }

@@ -96,8 +96,8 @@ export class Session {
   }
 
   /**
-   * A stream on a connection of its own: its end (spookd stopped) is the stream's end, told to
-   * `opts.onEnd`. Returns that connection (close it to stop the stream); it closes with the session.
+   * A stream on a connection of its own: its end (spookd stopped, or ended the stream: `peer-removed`) is
+   * the stream's end, told to `opts.onEnd`. Returns that connection (close it to stop the stream); it closes with the session.
    */
   async stream<S extends AdminStream>(
     cmd: S,
@@ -111,6 +111,7 @@ export class Session {
     this.streams.add(c);
     const onEnd = (e: SpookError): void => {
       this.streams.delete(c);
+      c.close(); // ended by spookd (an error line) rather than by the connection: the connection is this stream's alone
       opts.onEnd?.(e);
     };
     try {

@@ -203,6 +203,7 @@ const INTRO = (maxRequest: number): string[] => [
   '| failure | `{"id":1,"ok":false,"error":{"code":"bad-argument","message":"argument timeoutMs must be an integer in [0, 600000]","field":"timeoutMs"}}` |',
   '| stream start | `{"id":1,"ok":true,"result":"streaming"}` |',
   '| stream event | `{"id":1,"peer":"db-2","event":{…}}`, until the client closes the connection |',
+  '| stream end | `{"id":1,"ok":false,"error":{"code":"peer-removed",…}}`: spookd ended the stream (its peer removed by a reload); its last line |',
   '',
   'A line that is not JSON, or lacks a numeric `id` and a string `cmd`, is answered with `id` 0 and',
   "code `bad-request`. A failure's `field` names the argument at fault (`ops[2].expect` inside a list);",
@@ -282,6 +283,8 @@ export function renderAdminDoc(path = PROTOCOL_SOURCE()): string {
   out.push(
     'A stream answers `"streaming"` once its arguments are checked (or a failure, as a command does), then sends',
     'one line per event until the client closes the connection; spookd closing it (it stopped) ends the stream.',
+    'A stream bound to a peer (`feed` on its register, `watch` or `events` naming it) that a reload removes ends',
+    'with one failure line of its id, code `peer-removed`, and nothing after it; the connection stays open.',
     'On the wire the event\'s `peer` travels beside it (`{"id":1,"peer":"b","event":{…}}`); the types below show it',
     'inside the event, as the library delivers it. A client that stops reading is disconnected once 8 MiB wait for it.',
     '',

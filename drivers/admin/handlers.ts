@@ -1,5 +1,5 @@
 /** The shape of the admin command table: one handler per command of client/protocol.ts, typed by it. */
-import type { AdminArgs, AdminCommand, AdminResult, AdminStream, AdminStreams } from '../../client/protocol.js';
+import type { AdminArgs, AdminCommand, AdminErrorBody, AdminResult, AdminStream, AdminStreams } from '../../client/protocol.js';
 import type { Untrusted } from './args.js';
 
 /** One request in progress. */
@@ -31,10 +31,17 @@ export type WireEvent<S extends AdminStream> = AdminStreams[S]['event'] extends 
     : never
   : never;
 
-/** A streaming command: checks its arguments (throwing before the first line), then emits until the client closes. */
+/**
+ * Ends a started stream from the daemon's side (what it is bound to is gone: a peer removed): one
+ * error line `{"id":…,"ok":false,"error":…}`, its `onClose` callbacks run now, nothing more is sent.
+ */
+export type StreamEnd = (error: AdminErrorBody) => void;
+
+/** A streaming command: checks its arguments (throwing before the first line), then emits until the client closes or `end`. */
 export type StreamHandler<S extends AdminStream> = (
   args: Untrusted<AdminStreams[S]['args']>,
   call: Call,
   emit: (peer: string, ev: WireEvent<S>) => void,
+  end: StreamEnd,
 ) => void;
 export type StreamHandlers<K extends AdminStream = AdminStream> = { [S in K]: StreamHandler<S> };

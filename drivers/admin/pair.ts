@@ -12,7 +12,7 @@ import { type StreamState } from '../../core/register/stream.js';
 import { encodeKey } from '../daemon/keys.js';
 import type { PeerLink, Spookd } from '../daemon/spookd.js';
 import { AdminFault, MAX_WAIT_MS, bytesArg, failsAs, num, showBytes, str, type Untrusted } from './args.js';
-import type { Call, Handlers, StreamHandlers } from './handlers.js';
+import type { Call, Handlers, StreamEnd, StreamHandlers } from './handlers.js';
 import { epochMs, inMs } from './clock.js';
 
 /** The pair a request names (`peer`), or the only one. */
@@ -245,14 +245,30 @@ export function pairHandlers(d: Spookd): Handlers<'status' | 'pairs' | 'pair' | 
   };
 }
 
-/** `watch` (collapses) and `events` (lifecycle, re-entanglements): events until the client goes away. */
+/**
+ * A stream bound to `link`'s peer (a feed on its register, a watch naming it) ends with `peer-removed`
+ * when a reload removes that peer: a definite end, never a stream left open and silent for ever.
+ */
+export function endWhenRemoved(d: Spookd, link: PeerLink, call: Call, end: StreamEnd, what: string): void {
+  const removed = (peer: string): void => {
+    if (peer !== link.name || d.links.get(peer) === link) return;
+    end({ code: 'peer-removed', message: `peer-removed: peer ${peer} was removed from the configuration (reload); ${what} has ended` });
+  };
+  d.removals.add(removed);
+  call.onClose(() => d.removals.delete(removed));
+}
+
+/**
+ * `watch` (collapses) and `events` (lifecycle, re-entanglements): events until the client goes away;
+ * one that names a peer ends with `peer-removed` if the peer is removed (one of every peer only stops hearing of it).
+ */
 export function pairStreams(d: Spookd): StreamHandlers<'watch' | 'events'> {
   const subscribe = (call: Call, f: (link: PeerLink, ev: SpookEvent) => void): void => {
     d.subscribers.add(f);
     call.onClose(() => d.subscribers.delete(f));
   };
   return {
-    watch: (args, call, emit) => {
+    watch: (args, call, emit, end) => {
       const peer = str(args, 'peer', false);
       const register = str(args, 'register', false);
       // A misspelt peer or register is refused, not watched for ever in silence.
@@ -277,14 +293,16 @@ export function pairStreams(d: Spookd): StreamHandlers<'watch' | 'events'> {
             })),
         });
       });
+      if (peer !== undefined) endWhenRemoved(d, links[0], call, end, `the watch of peer ${peer}`);
     },
-    events: (args, call, emit) => {
+    events: (args, call, emit, end) => {
       const peer = str(args, 'peer', false);
-      if (peer !== undefined) linkOf(d, peer);
-      subscribe(call, (link, ev) => {
-        if ((peer && link.name !== peer) || (ev.type !== 'lifecycle' && ev.type !== 'reentangled')) return;
-        emit(link.name, { ...ev, at: epochMs(ev.at) });
+      const link = peer === undefined ? undefined : linkOf(d, peer);
+      subscribe(call, (l, ev) => {
+        if ((peer && l.name !== peer) || (ev.type !== 'lifecycle' && ev.type !== 'reentangled')) return;
+        emit(l.name, { ...ev, at: epochMs(ev.at) });
       });
+      if (link) endWhenRemoved(d, link, call, end, `the events stream of peer ${peer}`);
     },
   };
 }

@@ -17,7 +17,7 @@ import { AdminFault, bytesArg, failsAs, num, showBytes, str, type Untrusted } fr
 import { domainOf } from './domain.js';
 import { FEED_LIMITS, Feeds, PairRings, type FeedSource } from './feed.js';
 import type { Call, Handlers, StreamHandlers } from './handlers.js';
-import { linkOf, refuseFenced } from './pair.js';
+import { endWhenRemoved, linkOf, refuseFenced } from './pair.js';
 
 export const SCAN_LIMITS = {
   defaultLimit: 1000,
@@ -258,7 +258,7 @@ export function readStreams(d: Spookd): StreamHandlers<'feed' | 'dfeed'> {
   // restart), so a watcher that reconnects finds what committed while it was away, not only what the log kept.
   for (const link of d.links.values()) for (const name of link.pair.registers.keys()) rings.ring(link, name);
   return {
-    feed: (args, call, emit) => {
+    feed: (args, call, emit, end) => {
       const link = linkOf(d, str(args, 'peer', false));
       refuseFenced(link);
       const register = str(args, 'register');
@@ -266,6 +266,8 @@ export function readStreams(d: Spookd): StreamHandlers<'feed' | 'dfeed'> {
       const o = feedOptions(args, r.version);
       const src: FeedSource = { ring: rings.ring(link, register), current: () => r.version };
       feeds.open(src, o, call, (ev) => emit(link.name, { register, ...ev }));
+      // Its ring goes with the peer (PairRings): the feed ends, told so, rather than wait for ever.
+      endWhenRemoved(d, link, call, end, `the feed of register ${register}`);
     },
     dfeed: (args, call, emit) => {
       const h = domainOf(d, str(args, 'domain', false));

@@ -2,8 +2,9 @@
  * The admin API: JSON lines on a Unix socket (mode 0600, or 0660 for `adminGroup`: access.ts; never on the network). The commands,
  * their arguments, results and error codes are client/protocol.ts; this file is the framing and
  * the dispatch. Request `{"id":1,"cmd":"pairs","args":{}}` → response `{"id":1,"ok":true,"result":…}`
- * or `{"id":1,"ok":false,"error":{"code":…,"message":…,"field"?:…}}`. `watch` and `events` stream
- * `{"id":1,"peer":…,"event":…}` lines until the client disconnects.
+ * or `{"id":1,"ok":false,"error":{"code":…,"message":…,"field"?:…}}`. Streams (`watch`, `events`, `feed`,
+ * `dfeed`) send `{"id":1,"peer":…,"event":…}` lines until the client disconnects, or until spookd ends
+ * one with an error line of its id (`peer-removed`: what it was bound to was removed by a reload).
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { existsSync, unlinkSync } from 'node:fs';
@@ -286,8 +287,23 @@ export class AdminServer {
       const cmd = req.cmd;
       if (Object.hasOwn(this.streams, cmd)) {
         const stream = this.streams[cmd as AdminStream] as StreamHandler<AdminStream>;
-        stream(args, call, (peer, event) => this.send(sock, { id: req.id, peer, event }));
-        this.send(sock, { id: req.id, ok: true, result: 'streaming' });
+        let ended = false;
+        const end = (error: AdminErrorBody): void => {
+          if (ended) return;
+          ended = true;
+          // Its subscriptions go now; the connection stays for its other requests and streams.
+          for (const f of mine) {
+            conn.cleanups.delete(f);
+            f();
+          }
+          this.send(sock, { id: req.id, ok: false, error });
+        };
+        const emit = (peer: string, event: unknown): void => {
+          if (!ended) this.send(sock, { id: req.id, peer, event });
+        };
+        stream(args, call, emit, end);
+        // Ended before it began: the error line is its only answer.
+        if (!ended) this.send(sock, { id: req.id, ok: true, result: 'streaming' });
         return;
       }
       if (!Object.hasOwn(this.handlers, cmd))
