@@ -27,7 +27,7 @@ afterAll(async () => {
 });
 
 describe('reload: streams on a removed peer', () => {
-  it('feed, watch and events on it end with peer-removed (spook watch -p exits 1); streams of other peers go on', async () => {
+  it('feed, watch and events on it end with peer-removed (spook watch -p, spook events -p exit 1); streams of other peers go on', async () => {
     const cfgF = configOf(p, 'f', ['x', 'y']);
     const f = new Spookd(cfgF, p.keys.f, silent);
     const y = new Spookd(configOf(p, 'y', ['f']), p.keys.y, silent);
@@ -54,17 +54,19 @@ describe('reload: streams on a removed peer', () => {
     await raw.stream('feed', { peer: 'x', register: 'config' }, () => {}, { onEnd: endAs('raw feed') });
     const ofAll: CollapseEvent[] = [];
     await raw.stream('watch', {}, (ev) => ofAll.push(ev), { onEnd: endAs('raw watch of every peer') });
-    // The CLI, once subscribed.
+    // `spook watch -p x config` and `spook events -p x`, once subscribed.
     const subscribers = f.subscribers.size;
     const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-    const cli = spawn(process.execPath, [join(root, 'bin', 'spook'), 'watch', '-p', 'x', 'config', '-s', socket], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let err = '';
-    cli.stderr.on('data', (b: Buffer) => (err += b.toString()));
-    const exited = new Promise<number | null>((r) => cli.on('exit', (code) => r(code)));
+    const spook = (...args: string[]) => {
+      const cli = spawn(process.execPath, [join(root, 'bin', 'spook'), ...args, '-s', socket], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const out = { cli, err: '', exited: new Promise<number | null>((r) => cli.on('exit', (code) => r(code))) };
+      cli.stderr.on('data', (b: Buffer) => (out.err += b.toString()));
+      return out;
+    };
+    const cliWatch = spook('watch', '-p', 'x', 'config');
+    const cliEvents = spook('events', '-p', 'x');
     try {
-      await until('the CLI watch subscribed', () => f.subscribers.size > subscribers, 10_000);
+      await until('the CLI streams subscribed', () => f.subscribers.size === subscribers + 2, 10_000);
       expect(feeds.stats.open).toBe(2);
 
       const r = await applyConfig(f, { ...cfgF, peers: cfgF.peers.filter((q) => q.name !== 'x') });
@@ -75,12 +77,18 @@ describe('reload: streams on a removed peer', () => {
         expect([n, ends[n].code]).toEqual([n, 'peer-removed']);
         expect(ends[n].message).toMatch(/peer x was removed from the configuration \(reload\)/);
       }
-      expect(await exited).toBe(1);
-      expect(err).toMatch(/^spook: peer-removed: peer x was removed from the configuration \(reload\); the watch of peer x has ended\n$/);
+      expect(await cliWatch.exited).toBe(1);
+      expect(cliWatch.err).toMatch(
+        /^spook: peer-removed: peer x was removed from the configuration \(reload\); the watch of peer x has ended\n$/,
+      );
+      expect(await cliEvents.exited).toBe(1);
+      expect(cliEvents.err).toMatch(
+        /^spook: peer-removed: peer x was removed from the configuration \(reload\); the events stream of peer x has ended\n$/,
+      );
       // Nothing of them is left at spookd: feeds closed, their subscriptions and removal listeners gone.
       expect(watcher.resubscribes).toBe(0);
       expect(feeds.stats.open).toBe(0);
-      // The CLI's watch and 2 of the 4 watch/events before it were on x; of the 6 streams naming a peer, y's watch is left.
+      // The CLI's 2 streams and 2 of the 4 watch/events before them were on x; of the 7 streams naming a peer, y's watch is left.
       expect(f.subscribers.size).toBe(subscribers - 2);
       expect(f.removals.size).toBe(before + 1);
 
@@ -92,7 +100,8 @@ describe('reload: streams on a removed peer', () => {
       await until('y collapse seen by both watches', () => ofY.some((e) => e.version === w.version) && ofAll.some((e) => e.peer === 'y'));
       expect(Object.keys(ends).sort()).toEqual([...onX].sort());
     } finally {
-      cli.kill();
+      cliWatch.cli.kill();
+      cliEvents.cli.kill();
       raw.close();
       hx.close();
       hy.close();
