@@ -1,9 +1,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { rmSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
 import { pino } from 'pino';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { configSchema, parseEndpoint } from '../drivers/daemon/config.js';
 import { resolveEndpoints, type Lookup } from '../drivers/daemon/resolve.js';
+import { reloadFromFile } from '../drivers/daemon/reload.js';
 import { configOf, inProcess, until } from './inproc.js';
 
 /** Peer endpoints by DNS name: resolved before the start, looked up again while the peer does not answer. */
@@ -91,5 +94,49 @@ describe('resolution', () => {
       .map((l) => JSON.parse(l) as { msg: string; from: string; to: string })
       .find((l) => l.msg === 'peer endpoint re-resolved');
     expect(moved).toMatchObject({ from: `127.0.0.9:${p.port.b}`, to: `127.0.0.1:${p.port.b}` });
+  }, 40_000);
+});
+
+describe('resolution after a reload', () => {
+  it('a peer a reload adds by a name that does not resolve yet pairs once it does; a running peer whose name fails keeps its address', async () => {
+    const p = inProcess('spook-dns-reload', ['a', 'b', 'c'], 27_396);
+    dirs.push(p.dir);
+    let cAnswer = ''; // c.spook.test: not yet in the DNS
+    let bFails = false;
+    const lookup: Lookup = async (h) => {
+      if (h === 'b.spook.test' && !bFails) return '127.0.0.1';
+      if (h === 'c.spook.test' && cAnswer !== '') return cAnswer;
+      throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${h}`), { code: 'ENOTFOUND' });
+    };
+    const cfgA = configOf(p, 'a', ['b']);
+    cfgA.peers[0].endpoint = `b.spook.test:${p.port.b}`;
+    const r = await resolveEndpoints(cfgA, lookup);
+    const a = new Spookd(r.cfg, p.keys.a, pino({ level: 'silent' }));
+    const cfgB = configOf(p, 'b', ['a']);
+    // c knows no endpoint for a: only a can start that pair, from the address it resolves.
+    const cfgC = configOf(p, 'c', ['a']);
+    cfgC.peers[0].endpoint = undefined;
+    const b = new Spookd(cfgB, p.keys.b, pino({ level: 'silent' }));
+    const c = new Spookd(cfgC, p.keys.c, pino({ level: 'silent' }));
+    running.push(a, b, c);
+    await Promise.all([a.start(), b.start(), c.start()]);
+    a.watchNames(r.named, lookup, 200);
+    await until('a-b entangled', () => a.link('b').pair.state === 'ENTANGLED');
+    // The file now names c by a name that does not resolve yet; b's name fails this time.
+    const file = join(p.dir, 'a.yaml');
+    const next = configOf(p, 'a', ['b', 'c']);
+    next.peers[0].endpoint = `b.spook.test:${p.port.b}`;
+    next.peers[1].endpoint = `c.spook.test:${p.port.c}`;
+    writeFileSync(file, stringify(next));
+    bFails = true;
+    const report = await reloadFromFile(a, file);
+    expect(report.added).toEqual(['c']);
+    expect(report.moved).toEqual([]); // b keeps 127.0.0.1
+    expect(a.cfg.peers.find((x) => x.name === 'b')?.endpoint).toBe(`127.0.0.1:${p.port.b}`);
+    await new Promise((res) => setTimeout(res, 600));
+    expect(a.link('c').pair.state).not.toBe('ENTANGLED');
+    cAnswer = '127.0.0.1';
+    await until('a-c entangled after c.spook.test resolves', () => a.link('c').pair.state === 'ENTANGLED', 20_000);
+    expect(a.link('b').pair.state).toBe('ENTANGLED');
   }, 40_000);
 });

@@ -16,7 +16,7 @@ import { mapMaxBytes, type Quota } from '../../core/register/quota.js';
 import { ConfigError, loadConfig, type SpookdConfig } from './config.js';
 import { decodeKey, encodeKey } from './keys.js';
 import { checkPaths, formatProblems } from './preflight.js';
-import { resolveEndpoints } from './resolve.js';
+import { resolveEndpoints, type NamedEndpoint } from './resolve.js';
 import type { Spookd } from './spookd.js';
 
 export type { ReloadReport } from '../../client/protocol.js';
@@ -33,6 +33,7 @@ const LIVE_WRAPPER_FIELDS = ['hold', 'delta', 'whenDown', 'connectTimeout'] as c
 /** Read `path`, check it as a start would, and apply it to `d`; logs what it did. Throws ConfigError, changing nothing, if the file is bad. */
 export async function reloadFromFile(d: Spookd, path: string): Promise<ReloadReport> {
   let next: SpookdConfig;
+  let named: Map<string, NamedEndpoint>;
   try {
     const read = loadConfig(path);
     const problems = checkPaths(read, d.key);
@@ -41,13 +42,23 @@ export async function reloadFromFile(d: Spookd, path: string): Promise<ReloadRep
         formatProblems(path, problems),
         problems.map((p) => p.field),
       );
-    next = (await resolveEndpoints(read)).cfg;
+    // A name that does not resolve now is not fatal, as at a start: its peer is added without an endpoint and looked up again.
+    ({ cfg: next, named } = await resolveEndpoints(read, d.nameLookup));
+    // A running peer whose name does not resolve now keeps the address it has (a resolver's hiccup moves nothing).
+    const was = new Map(d.cfg.peers.map((x) => [x.name, x.endpoint]));
+    next = {
+      ...next,
+      peers: next.peers.map((x) => (x.endpoint === undefined && named.has(x.name) ? { ...x, endpoint: was.get(x.name) } : x)),
+    };
   } catch (e) {
     d.log.error(`reload failed, nothing changed: ${(e as Error).message}`);
     throw e;
   }
   try {
     const r = await applyConfig(d, next, path);
+    // The peers given by name that run now (added by this reload too) are looked up again while they do not answer.
+    const running = new Set(d.cfg.peers.map((x) => x.name));
+    d.setNamed(new Map([...named].filter(([peer]) => running.has(peer))));
     logReport(d, r);
     return r;
   } catch (e) {

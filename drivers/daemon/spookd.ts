@@ -142,6 +142,10 @@ export class Spookd {
   private stopping = false;
   /** Re-resolution of peers configured by DNS name (watchNames). */
   private nameTimer: NodeJS.Timeout | undefined;
+  /** Those peers, by name, and how and how often they are looked up (watchNames). */
+  private named = new Map<string, NamedEndpoint>();
+  nameLookup: Lookup = systemLookup;
+  private nameEveryMs = RERESOLVE_MS;
   /** Set once start() has finished: what /readyz reports (with `stopping`). */
   private started = false;
   /** The admin API (undefined until start). */
@@ -568,20 +572,30 @@ export class Spookd {
   /**
    * Peers configured by DNS name (resolved before the start: drivers/daemon/resolve.ts): every
    * `everyMs`, those without a session are looked up again, and a new address replaces the old.
+   * `lookup` is also what a reload resolves names with (nameLookup).
    */
   watchNames(named: ReadonlyMap<string, NamedEndpoint>, lookup: Lookup = systemLookup, everyMs = RERESOLVE_MS): void {
-    if (named.size === 0) return;
+    this.nameLookup = lookup;
+    this.nameEveryMs = everyMs;
+    this.setNamed(named);
+  }
+
+  /** The peers configured by DNS name now (at the start, then after each reload): looked up again while they do not answer. */
+  setNamed(named: ReadonlyMap<string, NamedEndpoint>): void {
+    this.named = new Map(named);
+    if (this.named.size === 0 || this.nameTimer !== undefined || this.stopping) return;
+    const everyMs = this.nameEveryMs;
     let busy = false;
     const pass = async (): Promise<void> => {
       if (busy || this.stopping) return;
       busy = true;
       try {
-        for (const [peer, e] of named) {
+        for (const [peer, e] of this.named) {
           const view = this.table.peer(peer);
           if (!view || view.session) continue; // answering: where it is now is known from its packets
           let address: string;
           try {
-            address = await lookupBounded(lookup, e.host, familyOf(this.cfg.listen));
+            address = await lookupBounded(this.nameLookup, e.host, familyOf(this.cfg.listen));
           } catch (err) {
             const suppressed = this.warns.admit(this.now(), `resolve:${peer}`);
             const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
