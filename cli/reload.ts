@@ -1,7 +1,7 @@
 /** `spook reload`: what SIGHUP does (spookd reads its configuration file again and applies it), with its report. */
 import { Command } from 'commander';
 import { EXIT, call, out, type Common } from './admin.js';
-import type { ReloadReport } from '../client/protocol.js';
+import { refusalSubject, type ReloadReport } from '../client/protocol.js';
 
 /** The report for people: one line per kind of change, nothing for what did not change. */
 export function describeReload(r: ReloadReport): string {
@@ -19,11 +19,7 @@ export function describeReload(r: ReloadReport): string {
       lines.push(`            pair ${o.peer} holds more (${o.keys} keys, ${o.bytes} bytes): kept, further growth refused`);
   }
   if (r.needRestart.length > 0) lines.push(`restart     needed for ${list(r.needRestart)}`);
-  for (const x of r.refused) {
-    const what =
-      'peer' in x ? `peer ${x.peer}` : 'wrapper' in x ? `wrapper ${x.wrapper}` : 'register' in x ? `register ${x.register}` : x.field;
-    lines.push(`refused     ${what}: ${x.reason}`);
-  }
+  for (const x of r.refused) lines.push(`refused     ${refusalSubject(x)}: ${x.reason}`);
   if (lines.length === 1) lines.push('nothing changed');
   return lines.join('\n');
 }

@@ -628,6 +628,10 @@ export interface ReloadReport {
 /** A change a reload refused: a peer (a domain names it, ...), a wrapper (`transport/port`), a register's limits, or a field (`wrap.allow`). */
 export type ReloadRefusal = ({ peer: string } | { wrapper: string } | { register: string } | { field: string }) & { reason: string };
 
+/** What a refusal is about, for people: `peer b`, `wrapper tcp/22`, `register config`, or the field path. */
+export const refusalSubject = (x: ReloadRefusal): string =>
+  'peer' in x ? `peer ${x.peer}` : 'wrapper' in x ? `wrapper ${x.wrapper}` : 'register' in x ? `register ${x.register}` : x.field;
+
 /** Every request/response command: its arguments and its result. */
 export interface AdminCommands {
   // ---- pairs ----

@@ -11,7 +11,7 @@
  * caused is released until the driver has made that durable (`pollWrites`, `writesDurable`).
  */
 import { addRttSample, type RttState } from '../util/rtt.js';
-import { DROP_REASON_NAMES, FrameType, HEADER_LEN, MAX_PAYLOAD_LEN, MAX_REGISTER_NAME_LEN, MAX_VALUE_LEN } from '../../wire/constants.js';
+import { DROP_REASON_NAMES, FrameType, HEADER_LEN, MAX_PAYLOAD_LEN, MAX_REGISTER_NAME_LEN } from '../../wire/constants.js';
 import { WireError } from '../../wire/errors.js';
 import { decodeFrame, encodeFrame, writeFrameHeader } from '../../wire/header.js';
 import {
@@ -36,7 +36,7 @@ import type { PairDrop, PairDropCounts } from './drops.js';
 import { Deque } from '../util/deque.js';
 import { ManifestAssembly, OwnManifest, describeDiff, describeDiffs, diffManifests, manifestEntry, type ManifestDiff } from './manifest.js';
 import type { Follower } from './follower.js';
-import { quotaMax, type Quota } from '../register/quota.js';
+import { checkMaxValueBytes, quotaMax, type Quota } from '../register/quota.js';
 import { ProposeError, Replica } from './replica.js';
 import type { RegisterTimer } from './shared.js';
 import {
@@ -303,8 +303,7 @@ export class HalfPair {
         ...(Object.fromEntries(Object.entries(spec).filter(([, v]) => v !== undefined)) as RegisterSpec),
         quota: { ...REGISTER_DEFAULTS.quota, ...Object.fromEntries(Object.entries(spec.quota ?? {}).filter(([, v]) => v !== undefined)) },
       };
-      if (!(cfg.quota.maxValueBytes >= 1 && cfg.quota.maxValueBytes <= MAX_VALUE_LEN))
-        throw new RangeError(`register ${spec.name}: maxValueBytes ${cfg.quota.maxValueBytes} is not 1..${MAX_VALUE_LEN} (MAX_VALUE_LEN)`);
+      checkMaxValueBytes(spec.name, cfg.quota);
       this.regs.set(spec.name, new Replica(cfg, ctx));
     }
     this.regList = [...this.regs.values()];
@@ -567,8 +566,7 @@ export class HalfPair {
    */
   setQuota(now: number, register: string, quota: Quota): void {
     const r = this.register(register);
-    if (!(quota.maxValueBytes >= 1 && quota.maxValueBytes <= MAX_VALUE_LEN))
-      throw new RangeError(`register ${register}: maxValueBytes ${quota.maxValueBytes} is not 1..${MAX_VALUE_LEN} (MAX_VALUE_LEN)`);
+    checkMaxValueBytes(register, quota);
     // Collapses decide by the new quota at once; what the peer may make us hold stays the highest
     // so far: a record the sequencer decided under the old, agreed quota may still be on its way.
     r.cfg.holdQuota = quotaMax(r.cfg.holdQuota ?? r.cfg.quota, quota);

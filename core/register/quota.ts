@@ -5,7 +5,7 @@
  * follower checks every committed record against its own quota before applying it, so a
  * sequencer that ignores the quota cannot make this host hold more.
  */
-import { DEFAULT_MAX_VALUE_BYTES } from '../../wire/constants.js';
+import { DEFAULT_MAX_VALUE_BYTES, MAX_VALUE_LEN } from '../../wire/constants.js';
 import { DeltaOp, RejectReason, deltaValueLen, type Delta, type SimpleDelta } from '../../wire/delta.js';
 import { MapState, entryWireLen } from './map.js';
 import type { StreamState } from './stream.js';
@@ -17,6 +17,12 @@ export interface Quota {
   maxBytes: number;
   /** Largest value of one entry (map) or one append (stream), at most MAX_VALUE_LEN (§4). */
   maxValueBytes: number;
+}
+
+/** Throws (RangeError, naming the register) unless `q.maxValueBytes` is an integer in 1..MAX_VALUE_LEN (§4). */
+export function checkMaxValueBytes(register: string, q: Quota): void {
+  if (!(Number.isSafeInteger(q.maxValueBytes) && q.maxValueBytes >= 1 && q.maxValueBytes <= MAX_VALUE_LEN))
+    throw new RangeError(`register ${register}: maxValueBytes ${q.maxValueBytes} is not 1..${MAX_VALUE_LEN} (MAX_VALUE_LEN)`);
 }
 
 /** A key as a map key (one char per byte). */

@@ -9,7 +9,7 @@
  * runs. The daemon's configuration (`Spookd.cfg`) is what runs: after a reload, the file's values
  * for what was applied, the old ones for what was refused or needs a restart.
  */
-import type { ReloadReport } from '../../client/protocol.js';
+import { refusalSubject, type ReloadReport } from '../../client/protocol.js';
 import { transportOf, wrapperKey, type WrapperKey } from '../../core/wrap/protocols.js';
 import { MapState } from '../../core/register/map.js';
 import { mapMaxBytes, type Quota } from '../../core/register/quota.js';
@@ -87,11 +87,8 @@ function logReport(d: Spookd, r: ReloadReport): void {
         `register ${l.register} of pair ${o.peer} holds more than its new limits (${o.keys} keys, ${o.bytes} bytes): kept, further growth refused`,
       );
   if (r.needRestart.length > 0) d.log.warn({ fields: r.needRestart }, `changed, applied only at a restart: ${r.needRestart.join(', ')}`);
-  for (const x of r.refused) d.log.warn({ ...x }, `reload left ${what(x)} as it was: ${x.reason}`);
+  for (const x of r.refused) d.log.warn({ ...x }, `reload left ${refusalSubject(x)} as it was: ${x.reason}`);
 }
-
-const what = (x: ReloadReport['refused'][number]): string =>
-  'peer' in x ? `peer ${x.peer}` : 'wrapper' in x ? `wrapper ${x.wrapper}` : 'register' in x ? `register ${x.register}` : x.field;
 
 // ---- what differs ----
 

@@ -34,14 +34,13 @@ import { RERESOLVE_MS, endpointOf, familyOf, lookupBounded, systemLookup, type L
 import { AdminServer } from '../admin/server.js';
 import { Metrics, type CommitScope } from '../admin/metrics.js';
 import { FastPath } from './fastpath.js';
-import { MAX_VALUE_LEN } from '../../wire/constants.js';
 import { WarnLimiter } from '../../core/util/warn-limiter.js';
 import type { SourceBudgets, WorkBudget } from '../../core/etcp/budget.js';
 import { DomainHost } from './domains.js';
 import { WrapManager, type Interceptor } from '../wrap/manager.js';
 import type { WrapperSpec } from '../wrap/local.js';
 import type { AllowRule } from '../wrap/policy.js';
-import type { Quota } from '../../core/register/quota.js';
+import { checkMaxValueBytes, type Quota } from '../../core/register/quota.js';
 import type { ReloadReport } from '../../client/protocol.js';
 import { reloadFromFile } from './reload.js';
 import { hostDefaultHoldMs, hostDefaultConnectTimeoutMs } from '../wrap/hold.js';
@@ -351,8 +350,7 @@ export class Spookd {
   setRegisterQuota(register: string, quota: Quota): void {
     if (!this.cfg.registers.some((r) => r.name === register)) throw new Error(`no register named ${register}`);
     // Checked here, once: a quota a pair refuses (setQuota throws) would fence every pair (forPeer), not refuse the change.
-    if (!(Number.isSafeInteger(quota.maxValueBytes) && quota.maxValueBytes >= 1 && quota.maxValueBytes <= MAX_VALUE_LEN))
-      throw new RangeError(`register ${register}: maxValueBytes ${quota.maxValueBytes} is not 1..${MAX_VALUE_LEN} (MAX_VALUE_LEN)`);
+    checkMaxValueBytes(register, quota);
     for (const link of this.links.values()) {
       if (link.fenced) continue;
       this.forPeer(link, 'reload', () => link.pair.setQuota(this.now(), register, quota), false);
