@@ -5,7 +5,7 @@ BUILD_STAMP := dist/.stamp
 TS_SOURCES := $(shell find wire crypto core drivers client cli testing tools bench -name '*.ts' 2>/dev/null)
 
 .PHONY: docs
-.PHONY: all build deps client-package test lint format demo demo-sim sim bench bench-link bench-domain bench-wrap bench-attack bench-compare bench-library bench-scale etcd-deps redis-deps promtool-deps clean typecheck soak install uninstall check-prereqs
+.PHONY: all build deps client-package test lint format demo demo-sim sim bench bench-link bench-domain bench-wrap bench-attack bench-compare bench-library bench-scale bench-snapshot etcd-deps redis-deps promtool-deps clean typecheck soak install uninstall check-prereqs
 
 all: build
 
@@ -141,6 +141,10 @@ bench-wrap: build $(APT_TEST_STAMP)
 # One hub with 1,000 peers and a register of up to 10^7 keys; Redis memory per key in the same run (minutes).
 bench-scale: build redis-deps
 	./bin/spook-lab bench scale
+
+# A large register's snapshot written in the background beside one written at once (same run).
+bench-snapshot: build
+	./bin/spook-lab bench snapshot
 
 bench-domain: build
 	./bin/spook-lab bench domain

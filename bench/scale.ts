@@ -89,6 +89,16 @@ export interface ScaleBenchResult {
   loadStopped: string;
   loadMs: number;
   keysPerSec: number;
+  /**
+   * Datagrams the hub's socket dropped (receive buffer full: the hub did not read it in time) from
+   * the load's start until its keys are all held. A snapshot written at once held the event loop
+   * ~6 s at 8.5 × 10^6 keys: thousands dropped then; the snapshot is written in the background now.
+   */
+  hubSocketDropsDuringLoad: number;
+  /** The hub's highest RSS during the load (sampled every 500 ms): a background snapshot's copied buckets included. */
+  hubRssPeakMb: number;
+  /** How long after the load a background snapshot still ran at the hub (memory per key is read after it ends). */
+  snapshotAfterLoadMs: number;
   valueBytes: number;
   hubRssBeforeKeysMb: number;
   hubRssAfterKeysMb: number;
@@ -124,6 +134,25 @@ export function rssOf(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   if (!m) throw new Error(`no VmRSS for pid ${pid}`);
   return Number(m[1]) * 1024;
+}
+
+/** Datagrams the kernel dropped at the UDP sockets bound to `port` (receive buffer full): /proc/net/udp's and udp6's last column. */
+export function udpSocketDrops(port: number): number {
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  let drops = 0;
+  for (const f of ['/proc/net/udp', '/proc/net/udp6']) {
+    let text: string;
+    try {
+      text = readFileSync(f, 'utf8');
+    } catch {
+      continue; // no IPv6 here
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length > 2 && cols[1].endsWith(hex)) drops += Number(cols[cols.length - 1]) || 0;
+    }
+  }
+  return drops;
 }
 
 /** Polls `check` every `everyMs` until it returns a value, failing after `limitMs` with `what`. */
@@ -369,7 +398,7 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleBenchRes
     };
   };
   let bigPeer = 'p0';
-  const hubRegister = async (hub: Hub): Promise<{ size: number; stateBytes: number }> =>
+  const hubRegister = async (hub: Hub): Promise<{ size: number; stateBytes: number; snapshotting: boolean }> =>
     (await hub.admin.request('pair', { peer: bigPeer }, { timeoutMs: 60_000 })).registers[0];
   const hubSize = async (hub: Hub): Promise<number> => (await hubRegister(hub)).size;
 
@@ -420,13 +449,16 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleBenchRes
     // 4. The big register: peer 0 sets keys until done, the time bound or the hub's memory bound.
     const size0 = await hubSize(hub);
     const rssBefore = rssOf(hub.proc.pid!);
+    const dropsBefore = udpSocketDrops(o.basePort);
     log(
       `loading ${o.keys} keys through ${bigPeer}, the hub ${bigRole} (at most ${o.loadLimitMs} ms, hub RSS at most ${o.hubRssLimitMb} MiB)`,
     );
     const pid = hub.proc.pid!;
     let watching = true;
+    let rssPeak = rssBefore;
     const watch = (async (): Promise<void> => {
       while (watching) {
+        rssPeak = Math.max(rssPeak, rssOf(pid));
         // The peers' process holds a replica of the same register: it is bounded alike.
         if (rssOf(pid) > o.hubRssLimitMb * MB || rssOf(swarm.proc.pid!) > o.hubRssLimitMb * MB) swarm.send({ cmd: 'halt' });
         await sleep(500);
@@ -444,6 +476,11 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleBenchRes
     let sizeAfter = await hubSize(hub);
     for (const end = Date.now() + o.waitMs; sizeAfter - size0 < loaded.committed && Date.now() < end; sizeAfter = await hubSize(hub))
       await sleep(500);
+    const hubSocketDropsDuringLoad = udpSocketDrops(o.basePort) - dropsBefore;
+    // Memory per key without a snapshot's copies: after any background snapshot has ended (bounded).
+    const snapWait = performance.now();
+    for (const end = Date.now() + o.waitMs; (await hubRegister(hub)).snapshotting && Date.now() < end;) await sleep(200);
+    const snapshotAfterLoadMs = Math.round(performance.now() - snapWait);
     await sleep(1000);
     const rssAfter = rssOf(hub.proc.pid!);
     const keysReached = sizeAfter - size0;
@@ -495,6 +532,9 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleBenchRes
       loadStopped: loaded.stopped,
       loadMs: loaded.ms,
       keysPerSec: Math.round(keysReached / (loaded.ms / 1000)),
+      hubSocketDropsDuringLoad,
+      hubRssPeakMb: Math.round(rssPeak / MB),
+      snapshotAfterLoadMs,
       valueBytes: o.valueBytes,
       hubRssBeforeKeysMb: Math.round(rssBefore / MB),
       hubRssAfterKeysMb: Math.round(rssAfter / MB),
@@ -670,6 +710,7 @@ export function formatScaleBench(r: ScaleBenchResult): string[] {
     `hub RSS                      ${n(r.hubRssOnePeerMb)} MiB with 1 peer, ${n(r.hubRssPeersMb)} MiB with ${n(r.peers)}: ${n(r.memoryPerPairBytes)} B per pair`,
     `commits at the hub           ${lat(r.latency)}`,
     `keys in one register         ${n(r.keysReached)} of ${n(r.keysTarget)} (${r.loadStopped}; the hub ${r.bigPeerHubRole} of that pair) in ${n(r.loadMs)} ms, ${n(r.keysPerSec)} keys/s, ${r.valueBytes} B values`,
+    `hub socket drops in the load ${n(r.hubSocketDropsDuringLoad)} datagrams; hub RSS at most ${n(r.hubRssPeakMb)} MiB; a snapshot ran ${n(r.snapshotAfterLoadMs)} ms after it`,
     `hub RSS for the keys         ${n(r.hubRssBeforeKeysMb)} -> ${n(r.hubRssAfterKeysMb)} MiB: ${n(r.memoryPerKeyBytes)} B per key (register stateBytes ${n(r.stateBytesPerKey)} B per key)`,
     r.redis
       ? `redis ${r.redis.version}                  ${n(r.redis.usedMemoryPerKeyBytes)} B per key (used_memory), ${n(r.redis.rssPerKeyBytes)} B (RSS), MEMORY USAGE ${r.redis.memoryUsageSampleBytes} B; Spook/Redis ${r.memoryPerKeyVsRedis}x`

@@ -207,6 +207,8 @@ export interface RegisterSummary {
   pending: number;
   peerVersion: number;
   logBase: number;
+  /** A snapshot of this register is being written in the background (PROTOCOL.md §10.1): memory may hold copies of the buckets written meanwhile. */
+  snapshotting: boolean;
 }
 
 export interface PairSummary {

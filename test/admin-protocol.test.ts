@@ -134,6 +134,7 @@ describe('admin protocol', () => {
     expect(s.pairs).toEqual([{ peer: 'b', state: 'FORMING' }]);
     const p = await client.request('pair', { peer: 'b' });
     expect(p.registers.map((r) => r.name)).toEqual(['config']);
+    expect(p.registers[0].snapshotting).toBe(false); // no background snapshot under way (store-background.test.ts has them)
     expect(p.timers.map((t) => t.timer)).toContain('keepalive'); // the pair core's named timers, earliest first
     const g = await client.request('get', { register: 'config', key: 'absent' });
     expect(g).toMatchObject({ register: 'config', found: false });

@@ -193,6 +193,17 @@ export class Writer {
     return this;
   }
 
+  /** src[off, off + len) without a view (short keys and values are copied byte by byte). */
+  bytesAt(src: Uint8Array, off: number, len: number): this {
+    this.ensure(len);
+    const buf = this.buf;
+    const at = this.pos;
+    if (len > 64) buf.set(src.subarray(off, off + len), at);
+    else for (let i = 0; i < len; i++) buf[at + i] = src[off + i];
+    this.pos += len;
+    return this;
+  }
+
   lenBytes(b: Uint8Array): this {
     return this.varint(b.length).bytes(b);
   }

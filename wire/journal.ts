@@ -246,15 +246,49 @@ export type PairSnapshotBody =
 /** Always writes the current format (SPKSNAP2). */
 export function encodePairSnapshot(head: Omit<PairSnapshotHead, 'kind' | 'format'>, body: PairSnapshotBody, sha256: Sha256): Uint8Array {
   const w = new Writer(1 << 16);
-  w.bytes(PAIR_SNAPSHOT_MAGIC).u8(body.kind).varint(head.version).hash64(head.hash);
+  writePairSnapshotPrefix(w, head, body.kind, body.count);
+  if (body.kind === PairSnapshotKind.Map)
+    for (const e of body.entries) writePairSnapshotEntry(w, e.key, 0, e.key.length, e.version, e.value, 0, e.value.length);
+  else for (const c of body.chunks) writePairSnapshotChunk(w, c);
+  return sealed(w.finish(), sha256);
+}
+
+/**
+ * A pair snapshot up to its body's entries or chunks: magic, kind, version, hash, origins,
+ * rejections and the count. The file is this, the entries or chunks, then the SHA-256 of all
+ * of it (encodePairSnapshot at once; drivers/store/snapshot-job.ts a slice at a time).
+ */
+export function writePairSnapshotPrefix(
+  w: Writer,
+  head: Omit<PairSnapshotHead, 'kind' | 'format'>,
+  kind: PairSnapshotKind,
+  count: number,
+): void {
+  w.bytes(PAIR_SNAPSHOT_MAGIC).u8(kind).varint(head.version).hash64(head.hash);
   w.varint(head.origins.size);
   for (const [o, s] of head.origins) w.varint(o).varint(s);
   w.varint(head.rejections.size);
   for (const [seq, reason] of head.rejections) w.varint(seq).u8(reason);
-  w.varint(body.count);
-  if (body.kind === PairSnapshotKind.Map) for (const e of body.entries) w.lenBytes(e.key).varint(e.version).lenBytes(e.value);
-  else for (const c of body.chunks) w.lenBytes(c);
-  return sealed(w.finish(), sha256);
+  w.varint(count);
+}
+
+/** One map entry of a pair snapshot: key k[ko, ko + kl), value v[vo, vo + vl) (views need no allocation). */
+export function writePairSnapshotEntry(
+  w: Writer,
+  k: Uint8Array,
+  ko: number,
+  kl: number,
+  version: number,
+  v: Uint8Array,
+  vo: number,
+  vl: number,
+): void {
+  w.varint(kl).bytesAt(k, ko, kl).varint(version).varint(vl).bytesAt(v, vo, vl);
+}
+
+/** One stream chunk of a pair snapshot. */
+export function writePairSnapshotChunk(w: Writer, chunk: Uint8Array): void {
+  w.lenBytes(chunk);
 }
 
 /**

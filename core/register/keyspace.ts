@@ -44,9 +44,13 @@ export function copyBytes(dst: Uint8Array, at: number, src: Uint8Array, off: num
   else for (let i = 0; i < len; i++) dst[at + i] = src[off + i];
 }
 
-/** Where a pin's bucket not copied yet comes from (table.ts): it copies the bucket out of the live table. */
+/** An entry read in place: key arena[keyOff, keyOff + klen), the value right after it. */
+export type EntryVisitor = (arena: Uint8Array, keyOff: number, klen: number, vlen: number, version: number) => void;
+
+/** Where a pin's bucket not copied yet comes from (table.ts): it copies the bucket out of the live table, or reads it in place. */
 interface BucketSource {
   copyBucket(b: number): { n: number; meta: Int32Array; arena: Uint8Array };
+  visitBucket(b: number, visit: EntryVisitor): number;
 }
 
 /**
@@ -96,6 +100,13 @@ export class Bucket {
     return this.src !== undefined;
   }
 
+  /**
+   * Called, once, instead of copying the entries out when the table is about to write this bucket
+   * (table.ts touch): a background snapshot reads them in place then (visitSource) and drops the
+   * bucket, instead of holding a copy until it gets there.
+   */
+  onTouch: (() => void) | undefined = undefined;
+
   /** Copy the entries out of the live table (before it writes this bucket, or at the first read). */
   load(): void {
     const c = this.src!.copyBucket(this.srcBucket);
@@ -105,6 +116,12 @@ export class Bucket {
     this.used = c.arena.length;
     this.src = undefined;
     this.owner = undefined;
+  }
+
+  /** A pending bucket's entries read in place from the live table (not written since the pin). */
+  visitSource(visit: EntryVisitor): void {
+    const n = this.src!.visitBucket(this.srcBucket, visit);
+    if (n !== this.n) throw new Error(`pin bucket ${this.srcBucket}: ${n} entries, ${this.n} expected`);
   }
 
   /** The same entries as `other` (a bucket of another pin loaded at the same moment). */

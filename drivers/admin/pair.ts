@@ -59,6 +59,7 @@ export function pairSummary(link: PeerLink): PairSummary {
       pending: r.pendingCount,
       peerVersion: r.peerVersion,
       logBase: r.log.base,
+      snapshotting: link.store.snapshotting(r.name) !== undefined,
     })),
   };
 }

@@ -7,6 +7,11 @@
  *  snapshot  "SPKSNAP2" | body | 32-byte SHA-256 of magic+body, written to a temporary
  *            file, fsynced, renamed over the old one, directory fsynced. The body carries
  *            the sequencer's unacknowledged rejections (§8.5); "SPKSNAP1" files (none) still load.
+ *            A large register's snapshot is written in the background (snapshot-job.ts): the
+ *            log is renamed `log.old` when it starts, records go on in a fresh `log`, and
+ *            `log.old` is removed once the snapshot is durable. A load finds `log.old` after a
+ *            crash, a stop or a failure mid-snapshot: it replays its records before the log's,
+ *            then writes a snapshot at once, which covers both, and removes it.
  *  lease     the highest own candidate sequence number handed out (so a restart never
  *            reuses one), rewritten atomically once per 1,024 proposals.
  *  pending   own candidates as proposed, [u32 length][4-byte SHA-256 prefix][varint seq |
@@ -29,8 +34,10 @@ import {
   readFileSync,
   readdirSync,
   renameSync,
+  rmSync,
   statSync,
   truncateSync,
+  unlinkSync,
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
@@ -40,6 +47,7 @@ import {
   MAX_PAIR_RECORD,
   PAIR_SNAPSHOT_CHUNK,
   PairSnapshotKind,
+  RECORD_HEADER,
   collapseRecordVersion,
   decodeLease,
   decodePairSnapshotHead,
@@ -52,6 +60,7 @@ import {
   readPairSnapshotBody,
 } from '../../wire/journal.js';
 import { hash as cryptoHash } from '../../crypto/primitives.js';
+import { SNAPSHOT_PART, SnapshotJob } from './snapshot-job.js';
 import type { LogRecord } from '../../core/pair/log.js';
 import { MapState } from '../../core/register/map.js';
 import { type StreamState } from '../../core/register/stream.js';
@@ -84,6 +93,9 @@ interface RegisterFiles {
 /** Rewrite the pending list (undecided candidates only) once the file passes this. */
 const PENDING_COMPACT_BYTES = 1024 * 1024;
 
+/** A register whose state is larger is snapshotted in the background (written at once, 1 MiB holds the event loop ~13 ms). */
+export const BACKGROUND_SNAPSHOT_BYTES = 1024 * 1024;
+
 export interface LoadReport {
   register: string;
   snapshotVersion: number;
@@ -103,6 +115,16 @@ export class DiskStore implements PairStore {
   private groupsChecked = false;
   /** Registers whose log passed maxLogBytes in the batch being written: snapshotted once it is durable. */
   private readonly snapshotDue = new Set<string>();
+  /** Background snapshots under way, per register (at most one each). */
+  private readonly jobs = new Map<string, SnapshotJob>();
+  /** A register whose state is larger is snapshotted in the background (tests lower it). */
+  backgroundSnapshotBytes = BACKGROUND_SNAPSHOT_BYTES;
+  /**
+   * A background snapshot failed (ENOSPC, EIO). Nothing is lost: `log.old` and the log still hold
+   * every record, and the next snapshot of that register is written at once (where a failure is
+   * fatal, as any write). spookd logs it.
+   */
+  onSnapshotFailed: (e: StoreError) => void = () => undefined;
   /** Set once a background flush failed: what it held may be lost, so nothing more is written. */
   private failed: StoreError | undefined;
 
@@ -153,7 +175,7 @@ export class DiskStore implements PairStore {
    */
   private cutTornGroups(): void {
     this.groupsChecked = true;
-    const regs = new Map<string, LoggedRegister & { log: string; ends: number[] }>();
+    const regs = new Map<string, LoggedRegister & { files: string[]; ends: { file: number; end: number }[] }>();
     for (const entry of readdirSync(this.dir, { withFileTypes: true })) {
       let register: string;
       try {
@@ -162,19 +184,36 @@ export class DiskStore implements PairStore {
         continue; // not a directory this store made (paths() encodes every name)
       }
       const p = this.paths(register);
-      if (!entry.isDirectory() || !existsSync(p.log)) continue;
-      const { records } = readFrames(readFileSync(p.log), MAX_PAIR_RECORD, sha256);
+      if (!entry.isDirectory()) continue;
+      // log.old (a background snapshot did not finish) holds the records before the log's.
+      const files = [p.logOld, p.log].filter((f) => existsSync(f));
+      const read = files.map((f, i) => ({
+        i,
+        ...(f === p.logOld ? readRotatedLog(f) : readFrames(readFileSync(f), MAX_PAIR_RECORD, sha256)),
+      }));
+      const records = read.flatMap((r) => r.records.map((x) => ({ file: r.i, end: x.offset + RECORD_HEADER + x.rec.length, rec: x.rec })));
       regs.set(register, {
-        log: p.log,
-        ends: records.map((r) => r.offset + 8 + r.rec.length),
+        files,
+        ends: records.map(({ file, end }) => ({ file, end })),
         records: records.map(({ rec }) => ({ version: collapseRecordVersion(rec), needs: groupNeeds(rec) })),
         snapshotVersion: () => (existsSync(p.snap) ? decodePairSnapshotHead(readFileSync(p.snap), sha256).head.version : 0),
       });
     }
     for (const [name, k] of keptRecords(regs)) {
       const r = regs.get(name)!;
-      if (k < r.records.length) truncateSync(r.log, k === 0 ? 0 : r.ends[k - 1]);
+      if (k === r.records.length) continue;
+      // Cut after the k-th record: in its file, and every later file emptied.
+      const cutFile = k === 0 ? 0 : r.ends[k - 1].file;
+      r.files.forEach((f, i) => {
+        if (i === cutFile) truncateSync(f, k === 0 ? 0 : r.ends[k - 1].end);
+        else if (i > cutFile) truncateSync(f, 0);
+      });
     }
+  }
+
+  /** A background snapshot job: the seam tests replace to hold one mid-way. */
+  protected snapshotJob(image: RegisterImage, dir: string, snap: string): SnapshotJob {
+    return new SnapshotJob(image, dir, snap);
   }
 
   /** fsync(2), the one seam tests replace to inject a failing disk. */
@@ -182,9 +221,16 @@ export class DiskStore implements PairStore {
     fsyncSync(fd);
   }
 
-  private paths(register: string): { dir: string; log: string; snap: string; lease: string; pending: string } {
+  private paths(register: string): { dir: string; log: string; logOld: string; snap: string; lease: string; pending: string } {
     const d = join(this.dir, encodeURIComponent(register));
-    return { dir: d, log: join(d, 'log'), snap: join(d, 'snapshot'), lease: join(d, 'lease'), pending: join(d, 'pending') };
+    return {
+      dir: d,
+      log: join(d, 'log'),
+      logOld: join(d, 'log.old'),
+      snap: join(d, 'snapshot'),
+      lease: join(d, 'lease'),
+      pending: join(d, 'pending'),
+    };
   }
 
   /**
@@ -195,12 +241,28 @@ export class DiskStore implements PairStore {
     if (!this.groupsChecked) this.cutTornGroups();
     const p = this.paths(replica.name);
     mkdirSync(p.dir, { recursive: true, mode: 0o700 });
+    // What a background snapshot was writing when the process ended (a crash, a stop): never renamed, so nothing.
+    for (const name of readdirSync(p.dir)) if (name.startsWith(SNAPSHOT_PART)) rmSync(join(p.dir, name), { force: true });
     this.replicas.set(replica.name, replica);
     let snapshotVersion = 0;
     if (existsSync(p.snap)) snapshotVersion = restoreRegisterSnapshot(replica, readFileSync(p.snap), p.snap);
     const lease = existsSync(p.lease) ? decodeLease(readFileSync(p.lease)) : 0;
     let replayed = 0;
     let tornBytes = 0;
+    // log.old: the log as a background snapshot that did not finish found it; its records come first
+    // (none can be skipped: the log's continue from them).
+    const rotated = existsSync(p.logOld);
+    if (rotated) {
+      for (const { offset, rec } of readRotatedLog(p.logOld).records) {
+        if (collapseRecordVersion(rec) <= replica.version) continue;
+        try {
+          replica.replayRecord(rec);
+        } catch (e) {
+          throw new StoreError(`${p.logOld} at byte ${offset}: ${(e as Error).message}`);
+        }
+        replayed++;
+      }
+    }
     if (existsSync(p.log)) {
       const buf = readFileSync(p.log);
       const { records, end } = readFrames(buf, MAX_PAIR_RECORD, sha256);
@@ -236,6 +298,9 @@ export class DiskStore implements PairStore {
       pendingBytes: statSync(p.pending).size,
       pendingDirty: false,
     });
+    // One snapshot now covers log.old and the log, and log.old goes: before the pair runs, so no
+    // background job meets a log.old it must not overwrite.
+    if (rotated) this.replaced(replica);
     return { register: replica.name, snapshotVersion, replayed, version: replica.version, tornBytes, pendingRestored };
   }
 
@@ -299,7 +364,7 @@ export class DiskStore implements PairStore {
       return;
     }
     const framed = frameRecord(encodePendingRecord({ seq, delta }), sha256);
-    writeSync(f.pendingFd, framed);
+    writeAll(f.pendingFd, framed);
     f.pendingBytes += framed.length;
     if (this.fsync === 'always') touched.add(f.pendingFd);
     else f.pendingDirty = true;
@@ -308,7 +373,7 @@ export class DiskStore implements PairStore {
   /** Append a Collapse record (fsynced by the caller through `touched`); snapshot once the log is too long. */
   private writeRecord(f: RegisterFiles, register: string, rec: LogRecord, touched: Set<number>): void {
     const framed = frameRecord(rec.encoded, sha256);
-    writeSync(f.logFd, framed);
+    writeAll(f.logFd, framed);
     f.logBytes += framed.length;
     if (this.fsync === 'always') touched.add(f.logFd);
     else f.dirty = true;
@@ -336,9 +401,82 @@ export class DiskStore implements PairStore {
     if (this.fsync !== 'always') this.flush(); // "everysec" and "never" left the logs dirty
     for (const register of this.snapshotDue) {
       const r = this.replicas.get(register);
-      if (r) this.replaced(r); // the snapshot covers what the log held; the log is emptied
+      const f = this.files.get(register);
+      if (!r || !f || this.jobs.has(register)) continue; // one at a time: the next append asks again
+      // A log.old left by a failed background snapshot: this one at once, which covers it.
+      if (r.state.fullTransferBytes() < this.backgroundSnapshotBytes || existsSync(this.paths(register).logOld)) this.replaced(r);
+      else this.snapshotInBackground(register, f, r);
     }
     this.snapshotDue.clear();
+  }
+
+  /**
+   * Rotate the log aside and write the snapshot of the state as it is now in the background
+   * (snapshot-job.ts); records committed meanwhile go to the fresh log. `log.old` is removed
+   * once the snapshot is durable: until then it and the log hold everything after the last one.
+   */
+  private snapshotInBackground(register: string, f: RegisterFiles, r: Replica): void {
+    const p = this.paths(register);
+    // Renamed first: if anything below throws, f.logFd is still an open descriptor (of log.old) that close() may close.
+    renameSync(p.log, p.logOld);
+    const old = f.logFd;
+    f.logFd = openSync(p.log, 'a', 0o600);
+    f.logBytes = 0;
+    closeSync(old);
+    fsyncDir(p.dir); // the rename before any record in the fresh log
+    const job = this.snapshotJob(r, p.dir, p.snap);
+    this.jobs.set(register, job);
+    job.done.then(
+      (bytes) => {
+        if (this.jobs.get(register) !== job) return; // cancelled: a snapshot written at once replaced it
+        this.jobs.delete(register);
+        f.snapBytes = bytes;
+        try {
+          unlinkSync(p.logOld);
+        } catch (e) {
+          this.snapshotFailed(new StoreError(`${p.logOld}: ${(e as Error).message}`));
+        }
+      },
+      (e: Error) => {
+        if (this.jobs.get(register) !== job) return;
+        this.jobs.delete(register);
+        this.snapshotFailed(new StoreError(`${p.snap}: background snapshot at v${job.version}: ${e.message}`));
+      },
+    );
+  }
+
+  /**
+   * Wait, at most `ms`, for the background snapshots under way to end (durable or failed). A stop
+   * does, so that the next start finds no log.old to replay and snapshot again before it serves.
+   */
+  async settle(ms: number): Promise<void> {
+    if (this.jobs.size === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.jobs.values()].map((j) => j.done)),
+      new Promise<void>((resolve) => (timer = setTimeout(resolve, ms))),
+    ]);
+    clearTimeout(timer);
+  }
+
+  /** Tell of a failed background snapshot; a handler that throws must not become an unhandled rejection. */
+  private snapshotFailed(e: StoreError): void {
+    try {
+      this.onSnapshotFailed(e);
+    } catch {
+      // the handler's own failure: nothing more to do (the next snapshot is written at once regardless)
+    }
+  }
+
+  /** The background snapshot of `register` under way: resolves with its size once durable (never, if cancelled). */
+  snapshotting(register: string): Promise<number> | undefined {
+    return this.jobs.get(register)?.done;
+  }
+
+  /** Stop a background snapshot of `register` (a snapshot written at once supersedes it, or the store closes). */
+  private cancelJob(register: string): void {
+    this.jobs.get(register)?.cancel();
+    this.jobs.delete(register);
   }
 
   proposed(register: string, seq: number, delta: EntryDelta): void {
@@ -372,9 +510,12 @@ export class DiskStore implements PairStore {
     const p = this.paths(replica.name);
     const f = this.files.get(replica.name);
     if (!f) return;
+    this.cancelJob(replica.name);
+    this.snapshotDue.delete(replica.name); // this one covers it
     const snap = encodeRegisterSnapshot(replica);
     writeAtomic(p.snap, snap, p.dir);
     truncateSync(p.log, 0);
+    if (existsSync(p.logOld)) unlinkSync(p.logOld); // what a cancelled or failed background snapshot left
     f.logBytes = 0;
     f.snapBytes = snap.length;
   }
@@ -411,6 +552,8 @@ export class DiskStore implements PairStore {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
+    // A background snapshot not finished: the next load replays its log.old (spookd's stop waits for one first, bounded).
+    for (const register of [...this.jobs.keys()]) this.cancelJob(register);
     try {
       if (!this.failed) this.flush();
     } finally {
@@ -466,6 +609,17 @@ export function restoreRegisterSnapshot(replica: Replica, buf: Uint8Array, path:
   return head.version;
 }
 
+/**
+ * The records of a `log.old`. It was rotated after a durable batch, so it ends on a whole record:
+ * anything else is damage, refused (naming the file) before anything is cut or replayed.
+ */
+function readRotatedLog(path: string): ReturnType<typeof readFrames> {
+  const buf = readFileSync(path);
+  const read = readFrames(buf, MAX_PAIR_RECORD, sha256);
+  if (read.end !== buf.length) throw new StoreError(`${path} at byte ${read.end}: damaged record; refusing to load past it`);
+  return read;
+}
+
 /** A register's snapshot file (SPKSNAP2, wire/journal.ts) of the replica's current state. */
 export function encodeRegisterSnapshot(replica: RegisterImage): Uint8Array {
   const st = replica.state;
@@ -483,12 +637,22 @@ export function writeAtomic(path: string, data: Uint8Array, dir: string): void {
   const tmp = `${path}.tmp`;
   const fd = openSync(tmp, 'w', 0o600);
   try {
-    writeSync(fd, data);
+    writeAll(fd, data);
     fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
   renameSync(tmp, path);
+  fsyncDir(dir);
+}
+
+/** write(2) until all of `buf` is written: a short write (a full disk, 2 GiB at once) must not leave half a record. */
+function writeAll(fd: number, buf: Uint8Array): void {
+  for (let at = 0; at < buf.length;) at += writeSync(fd, buf, at);
+}
+
+/** fsync a directory: the renames and creations in it are durable. */
+function fsyncDir(dir: string): void {
   const dfd = openSync(dir, 'r');
   try {
     fsyncSync(dfd);

@@ -52,6 +52,31 @@ export function benchCommand(): Command {
       );
     });
   bench
+    .command('snapshot')
+    .description(
+      "a large register's snapshot written in the background beside one written at once (the baseline, same run): longest event-loop block, wall time, commits meanwhile, memory",
+    )
+    .option('--keys <n>', 'entries in the register', intArg('--keys', 1000), 2_000_000)
+    .option('--per-tick <n>', 'sets committed every millisecond meanwhile', intArg('--per-tick', 1), 10)
+    .option('--json', 'print one JSON object', false)
+    .action(async (o: { keys: number; perTick: number; json: boolean }) => {
+      const { runSnapshotBench } = await load<typeof import('../../bench/snapshot.js')>('../../bench/snapshot.js');
+      const r = await runSnapshotBench(o);
+      if (o.json) {
+        console.log(JSON.stringify(r, null, 2));
+        return;
+      }
+      const n = (x: number): string => x.toLocaleString('en-US');
+      for (const [name, f] of [
+        ['background', r.background],
+        ['at once (baseline)', r.atOnce],
+      ] as const)
+        console.log(
+          `${name.padEnd(20)} longest loop block ${n(f.maxLoopBlockMs)} ms (p99 gap ${f.p99LoopGapMs} ms), ${n(f.snapshotBytes)} bytes in ${n(f.snapshotMs)} ms, ${n(f.commitsDuring)} commits meanwhile, +${f.extraRssMb} MB RSS`,
+        );
+      console.log(`${n(r.keys)} keys: longest block ${r.loopBlockRatio} of the baseline's`);
+    });
+  bench
     .command('link')
     .description(
       'two spookd over loopback UDP: committed deltas/s beside a one-member etcd under the same load (same run), bytes per delta, re-entanglement after a cut (SIGSTOP of the follower) under load',
