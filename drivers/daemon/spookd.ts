@@ -449,7 +449,8 @@ export class Spookd {
     const ids = pairIdentity(this.key.publicKey, publicKey);
     const store = this.makeStore(p.name, join(this.cfg.dataDir, p.name), this.cfg.fsync, (e) => this.onFlushFailed(p.name, e));
     // Nothing is lost (the logs still hold it) and the next snapshot is written at once: say so, carry on.
-    store.onSnapshotFailed = (e) => this.log.warn({ peer: p.name, err: e.message }, 'background snapshot failed; the next one is written at once');
+    store.onSnapshotFailed = (e) =>
+      this.log.warn({ peer: p.name, err: e.message }, 'background snapshot failed; the next one is written at once');
     const pair = new HalfPair(
       {
         pairId: 0,
