@@ -207,7 +207,7 @@ export interface RegisterSummary {
   pending: number;
   peerVersion: number;
   logBase: number;
-  /** A snapshot of this register is being written in the background (PROTOCOL.md §10.1): memory may hold copies of the buckets written meanwhile. */
+  /** A snapshot of this register is being written in the background (PROTOCOL.md §10.1); its old log is kept until it is durable. */
   snapshotting: boolean;
 }
 

@@ -151,10 +151,11 @@ export class SnapshotJob {
 
 /**
  * A pinned map's buckets, each written once and then released (later writes to it copy nothing
- * for this pin). In key-hash order, except that a bucket the table is about to write is copied
- * out and encoded then (`early`, written with the next slice) and dropped: the job holds the
- * encoded bytes of what was written since its last slice, not a copy of every bucket written
- * since it began (at 10^7 keys under a uniform load, that was most of the register).
+ * for this pin). In key-hash order, except that a bucket the table is about to write is encoded
+ * then, in place from the table before the write (`early`, written with the next slice), and
+ * dropped: the job never copies a bucket. Copy-on-write held a copy of every bucket written
+ * before the job reached it: at 10^7 keys under a uniform load, most of the register. `early`
+ * holds what was written since the last slice (all of the register at worst, if the disk stalls).
  */
 function mapSlices(buckets: (Bucket | undefined)[]): Slices {
   const early = new Writer(1 << 16);
@@ -195,8 +196,8 @@ function mapSlices(buckets: (Bucket | undefined)[]): Slices {
       const k = buckets[b];
       if (k !== undefined) {
         k.onTouch = undefined; // read here, in order
+        buckets[b] = undefined; // first: should the read throw, a write must not find the bucket pending without its hook
         encode(w, k);
-        buckets[b] = undefined;
       }
       b++;
     }
