@@ -249,13 +249,14 @@ export class Swarm {
    * pending as its register allows, until all are committed, `limitMs` passes or `halt()`;
    * then waits (at most `limitMs` more) for the ones still pending to be decided.
    */
-  async load(
-    index: number,
-    keys: number,
-    valueBytes: number,
-    limitMs: number,
-  ): Promise<{ committed: number; ms: number; stopped: string }> {
+  async load(index: number, keys: number, valueBytes: number, limitMs: number): Promise<LoadResult> {
     const vp = this.peers[index];
+    const st0 = { ...vp.pair.stats };
+    /** What the loading peer sent meanwhile: its retransmission timeouts each resent a window of proposals. */
+    const sent = () => ({
+      retransmitTimeouts: vp.pair.stats.retransmitTimeouts - st0.retransmitTimeouts,
+      datagramsSent: vp.pair.stats.datagramsSent - st0.datagramsSent,
+    });
     const value = new Uint8Array(valueBytes).fill(0x76);
     const enc = new TextEncoder();
     const base = vp.committed;
@@ -264,14 +265,14 @@ export class Swarm {
     this.halted = false;
     // Stopped by a bound: the candidates still pending are decided before this returns (at most
     // limitMs more), so the next phase measures the hub without this load still flowing.
-    const settle = async (stopped: string): Promise<{ committed: number; ms: number; stopped: string }> => {
+    const settle = async (stopped: string): Promise<LoadResult> => {
       const end = performance.now() + limitMs;
       while (vp.pair.register('kv').pendingCount > 0 && performance.now() < end) await new Promise((r) => setTimeout(r, 10));
-      return { committed: vp.committed - base, ms: Math.round(performance.now() - t0), stopped };
+      return { committed: vp.committed - base, ms: Math.round(performance.now() - t0), stopped, ...sent() };
     };
     for (;;) {
       const done = vp.committed - base;
-      if (done >= keys) return { committed: done, ms: Math.round(performance.now() - t0), stopped: 'all committed' };
+      if (done >= keys) return { committed: done, ms: Math.round(performance.now() - t0), stopped: 'all committed', ...sent() };
       if (this.halted) return settle('memory bound');
       if (performance.now() - t0 > limitMs) return settle('time bound');
       const now = performance.now();
@@ -289,6 +290,15 @@ export class Swarm {
       await new Promise((r) => setTimeout(r, 1));
     }
   }
+}
+
+/** A load's end: keys committed, how long, why it stopped, and what the loading peer sent. */
+export interface LoadResult {
+  committed: number;
+  ms: number;
+  stopped: string;
+  retransmitTimeouts: number;
+  datagramsSent: number;
 }
 
 // ---- the child process ----

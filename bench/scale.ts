@@ -29,6 +29,7 @@ import { encodeKey } from '../drivers/daemon/keys.js';
 import { generateKeyPair } from '../crypto/primitives.js';
 import { DEFAULT_MAX_VALUE_BYTES } from '../wire/constants.js';
 import { ROOT } from '../testing/lab/netns.js';
+import type { LoadResult } from './scale-peers.js';
 import type { SwarmInit } from './scale-peers.js';
 
 export interface ScaleBenchOptions {
@@ -95,6 +96,9 @@ export interface ScaleBenchResult {
    * ~6 s at 8.5 × 10^6 keys: thousands dropped then; the snapshot is written in the background now.
    */
   hubSocketDropsDuringLoad: number;
+  /** The loading peer's retransmission timeouts during the load (each resent a window of up to 256 Propose datagrams), and its datagrams. */
+  loaderRetransmitTimeouts: number;
+  loaderDatagramsSent: number;
   /** The hub's highest RSS during the load (sampled every 500 ms): a background snapshot's copied buckets included. */
   hubRssPeakMb: number;
   /** How long after the load a background snapshot still ran at the hub (memory per key is read after it ends). */
@@ -465,7 +469,7 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleBenchRes
       }
     })();
     const loaded = await swarm
-      .request<{ committed: number; ms: number; stopped: string }>(
+      .request<LoadResult>(
         { cmd: 'load', peer: Number(bigPeer.slice(1)), keys: o.keys, valueBytes: o.valueBytes, limitMs: o.loadLimitMs },
         2 * o.loadLimitMs + 60_000, // the bound, then as long again for the pending candidates to be decided
       )
@@ -533,6 +537,8 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleBenchRes
       loadMs: loaded.ms,
       keysPerSec: Math.round(keysReached / (loaded.ms / 1000)),
       hubSocketDropsDuringLoad,
+      loaderRetransmitTimeouts: loaded.retransmitTimeouts,
+      loaderDatagramsSent: loaded.datagramsSent,
       hubRssPeakMb: Math.round(rssPeak / MB),
       snapshotAfterLoadMs,
       valueBytes: o.valueBytes,
@@ -710,6 +716,7 @@ export function formatScaleBench(r: ScaleBenchResult): string[] {
     `hub RSS                      ${n(r.hubRssOnePeerMb)} MiB with 1 peer, ${n(r.hubRssPeersMb)} MiB with ${n(r.peers)}: ${n(r.memoryPerPairBytes)} B per pair`,
     `commits at the hub           ${lat(r.latency)}`,
     `keys in one register         ${n(r.keysReached)} of ${n(r.keysTarget)} (${r.loadStopped}; the hub ${r.bigPeerHubRole} of that pair) in ${n(r.loadMs)} ms, ${n(r.keysPerSec)} keys/s, ${r.valueBytes} B values`,
+    `loading peer                 ${n(r.loaderDatagramsSent)} datagrams sent, ${n(r.loaderRetransmitTimeouts)} retransmission timeouts`,
     `hub socket drops in the load ${n(r.hubSocketDropsDuringLoad)} datagrams; hub RSS at most ${n(r.hubRssPeakMb)} MiB; a snapshot ran ${n(r.snapshotAfterLoadMs)} ms after it`,
     `hub RSS for the keys         ${n(r.hubRssBeforeKeysMb)} -> ${n(r.hubRssAfterKeysMb)} MiB: ${n(r.memoryPerKeyBytes)} B per key (register stateBytes ${n(r.stateBytesPerKey)} B per key)`,
     r.redis

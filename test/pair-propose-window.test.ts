@@ -99,4 +99,63 @@ describe("the follower's proposal window", () => {
     expect(b.register('kv').pendingCount).toBe(0);
     expect((a.register('kv').state as MapState).size()).toBe(PENDING);
   });
+
+  /** One way of the link in the two tests below: a backlog then takes several round trips to drain, longer than one RTO. */
+  const LINK_MS = 15;
+
+  /** Both ends over that link from `from` until `done` (at most 20 s); `drop` loses follower datagrams. The follower's datagrams, as sent. */
+  function delayed(a: HalfPair, b: HalfPair, from: number, done: () => boolean, drop: (d: Uint8Array) => boolean = () => false) {
+    const queue: { at: number; to: HalfPair; d: Uint8Array }[] = [];
+    const sentByB: Uint8Array[] = [];
+    for (let now = from; now <= from + 20_000 && !done(); now++) {
+      for (const p of [a, b]) {
+        if ((p.pollTimeout() ?? Infinity) <= now) p.handleTimeout(now);
+        for (let d = p.pollTransmit(now); d !== undefined; d = p.pollTransmit(now)) {
+          if (p === b) sentByB.push(d);
+          if (!(p === b && drop(d))) queue.push({ at: now + LINK_MS, to: p === a ? b : a, d });
+        }
+      }
+      const due = queue.filter((q) => q.at <= now);
+      queue.splice(0, due.length); // pushed in time order: the due ones lead
+      for (const q of due) q.to.handleDatagram(now, q.d);
+    }
+    return sentByB;
+  }
+
+  /** A settled pair whose RTT estimate has learnt the link (a few writes, their outcomes the samples); then PENDING candidates at 3000. */
+  function loaded(): [HalfPair, HalfPair] {
+    const [a, b] = settled();
+    for (let i = 0; i < 20; i++) b.propose(2100, 'kv', set(`warm${i}`, 'x'));
+    delayed(a, b, 2100, () => b.register('kv').pendingCount === 0);
+    expect(b.register('kv').pendingCount).toBe(0);
+    for (let i = 0; i < PENDING; i++) b.propose(3000, 'kv', set(`k${i}`, VALUE));
+    return [a, b];
+  }
+
+  it('while outcomes keep coming the retransmission timer waits (rev 1.19): nothing the sequencer is deciding is resent', () => {
+    const [a, b] = loaded();
+    const timeouts = b.stats.retransmitTimeouts;
+    // ~680 Propose datagrams in windows of 256: several round trips, longer in all than one RTO.
+    const sent = delayed(a, b, 3000, () => b.register('kv').pendingCount === 0);
+    expect(b.register('kv').pendingCount).toBe(0);
+    expect(b.stats.retransmitTimeouts).toBe(timeouts);
+    expect(sent.flatMap(proposed)).toHaveLength(PENDING); // each candidate proposed once
+  });
+
+  it('a lost Propose amid that progress is still resent: the timer fires once outcomes stop passing it', () => {
+    const [a, b] = loaded();
+    const timeouts = b.stats.retransmitTimeouts;
+    let lost: number[] = [];
+    const drop = (d: Uint8Array): boolean => {
+      const seqs = proposed(d);
+      if (lost.length > 0 || !seqs.some((q) => q > 20 + PENDING / 2)) return false;
+      lost = seqs; // one Propose, late in the backlog
+      return true;
+    };
+    delayed(a, b, 3000, () => b.register('kv').pendingCount === 0, drop);
+    expect(lost.length).toBeGreaterThan(0);
+    expect(b.register('kv').pendingCount).toBe(0);
+    expect((a.register('kv').state as MapState).size()).toBe(20 + PENDING);
+    expect(b.stats.retransmitTimeouts).toBeGreaterThan(timeouts);
+  });
 });

@@ -75,6 +75,12 @@ export class Follower implements RoleMachine, RequesterHost {
   /** Highest own sequence number ever sent in a Propose (monotonic, unlike sentSeqUpTo). */
   private everSent = 0;
   private retransmitAt: number | undefined;
+  /**
+   * The oldest own candidate without an outcome when the retransmission timer was armed: at its
+   * expiry, outcomes past it mean the sequencer is deciding what was sent, and the timer waits one
+   * more RTO instead of resending (§9.3, rev 1.19).
+   */
+  private armedOldest = 0;
   private readonly reconcileRate = new Gcra(PIN_BURST, PIN_INTERVAL_MS);
   private readonly reorder = new Map<number, { msg: CollapseMsg; raw: Uint8Array }>();
   /** The register whose progress the held next record waits for (a cross-register txn, §4.6). */
@@ -669,6 +675,13 @@ export class Follower implements RoleMachine, RequesterHost {
         this.retransmitAt = undefined;
         // Every candidate has its outcome: nothing to resend, no backoff (the timer is not cancelled as outcomes arrive).
         if (this.s.own.length === 0) return false;
+        // Outcomes since it was armed: wait one more RTO, no resend, no backoff (TCP restarts its timer on each new
+        // ACK). Armed once under a steady load, it resent a window of what was being decided every RTO (issue 16).
+        // A lost Propose stops the oldest from moving: the next expiry resends.
+        if (this.s.own.peek()!.seq > this.armedOldest) {
+          this.armTimer(now);
+          return false;
+        }
         // Go back to what the sequencer has decided and propose again from there.
         this.goBack();
         this.s.statusDirty = true;
@@ -766,7 +779,12 @@ export class Follower implements RoleMachine, RequesterHost {
     if (seq > this.sentSeqUpTo) this.proposesInFlight.push(seq);
     this.sentSeqUpTo = seq;
     this.everSent = Math.max(this.everSent, seq);
-    if (this.retransmitAt === undefined) this.retransmitAt = now + this.s.pair.rto();
+    if (this.retransmitAt === undefined) this.armTimer(now);
+  }
+
+  private armTimer(now: number): void {
+    this.retransmitAt = now + this.s.pair.rto();
+    this.armedOldest = this.s.own.peek()?.seq ?? 0;
   }
 }
 
