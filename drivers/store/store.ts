@@ -249,32 +249,26 @@ export class DiskStore implements PairStore {
     const lease = existsSync(p.lease) ? decodeLease(readFileSync(p.lease)) : 0;
     let replayed = 0;
     let tornBytes = 0;
-    // log.old: the log as a background snapshot that did not finish found it; its records come first
-    // (none can be skipped: the log's continue from them).
-    const rotated = existsSync(p.logOld);
-    if (rotated) {
-      for (const { offset, rec } of readRotatedLog(p.logOld).records) {
-        if (collapseRecordVersion(rec) <= replica.version) continue;
-        try {
-          replica.replayRecord(rec);
-        } catch (e) {
-          throw new StoreError(`${p.logOld} at byte ${offset}: ${(e as Error).message}`);
-        }
-        replayed++;
-      }
-    }
-    if (existsSync(p.log)) {
-      const buf = readFileSync(p.log);
-      const { records, end } = readFrames(buf, MAX_PAIR_RECORD, sha256);
+    /** Replay the records of `path` above the version reached (those at or below it are in the snapshot). */
+    const replay = (path: string, records: { offset: number; rec: Uint8Array }[]): void => {
       for (const { offset, rec } of records) {
         if (collapseRecordVersion(rec) <= replica.version) continue;
         try {
           replica.replayRecord(rec);
         } catch (e) {
-          throw new StoreError(`${p.log} at byte ${offset}: ${(e as Error).message}`);
+          throw new StoreError(`${path} at byte ${offset}: ${(e as Error).message}`);
         }
         replayed++;
       }
+    };
+    // log.old: the log as a background snapshot that did not finish found it; its records come first
+    // (none can be skipped: the log's continue from them).
+    const rotated = existsSync(p.logOld);
+    if (rotated) replay(p.logOld, readRotatedLog(p.logOld).records);
+    if (existsSync(p.log)) {
+      const buf = readFileSync(p.log);
+      const { records, end } = readFrames(buf, MAX_PAIR_RECORD, sha256);
+      replay(p.log, records);
       tornBytes = buf.length - end;
       if (tornBytes > 0) truncateSync(p.log, end);
     }
