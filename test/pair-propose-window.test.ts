@@ -103,15 +103,26 @@ describe("the follower's proposal window", () => {
   /** One way of the link in the two tests below: a backlog then takes several round trips to drain, longer than one RTO. */
   const LINK_MS = 15;
 
-  /** Both ends over that link from `from` until `done` (at most 20 s); `drop` loses follower datagrams. The follower's datagrams, as sent. */
-  function delayed(a: HalfPair, b: HalfPair, from: number, done: () => boolean, drop: (d: Uint8Array) => boolean = () => false) {
+  /**
+   * Both ends over that link from `from` until `done` (at most 20 s); `drop` loses follower datagrams,
+   * `each` runs every ms. The follower's datagrams, when sent.
+   */
+  function delayed(
+    a: HalfPair,
+    b: HalfPair,
+    from: number,
+    done: () => boolean,
+    drop: (d: Uint8Array) => boolean = () => false,
+    each: (now: number) => void = () => undefined,
+  ) {
     const queue: { at: number; to: HalfPair; d: Uint8Array }[] = [];
-    const sentByB: Uint8Array[] = [];
+    const sentByB: { at: number; d: Uint8Array }[] = [];
     for (let now = from; now <= from + 20_000 && !done(); now++) {
+      each(now);
       for (const p of [a, b]) {
         if ((p.pollTimeout() ?? Infinity) <= now) p.handleTimeout(now);
         for (let d = p.pollTransmit(now); d !== undefined; d = p.pollTransmit(now)) {
-          if (p === b) sentByB.push(d);
+          if (p === b) sentByB.push({ at: now, d });
           if (!(p === b && drop(d))) queue.push({ at: now + LINK_MS, to: p === a ? b : a, d });
         }
       }
@@ -139,10 +150,10 @@ describe("the follower's proposal window", () => {
     const sent = delayed(a, b, 3000, () => b.register('kv').pendingCount === 0);
     expect(b.register('kv').pendingCount).toBe(0);
     expect(b.stats.retransmitTimeouts).toBe(timeouts);
-    expect(sent.flatMap(proposed)).toHaveLength(PENDING); // each candidate proposed once
+    expect(sent.flatMap((x) => proposed(x.d))).toHaveLength(PENDING); // each candidate proposed once
   });
 
-  it('a lost Propose amid that progress is still resent: the timer fires once outcomes stop passing it', () => {
+  it('a lost Propose amid that progress is resent one RTO after it was sent, not once the outcomes before it are all in', () => {
     const [a, b] = loaded();
     const timeouts = b.stats.retransmitTimeouts;
     let lost: number[] = [];
@@ -152,10 +163,27 @@ describe("the follower's proposal window", () => {
       lost = seqs; // one Propose, late in the backlog
       return true;
     };
-    delayed(a, b, 3000, () => b.register('kv').pendingCount === 0, drop);
+    const rtoAt = new Map<number, number>();
+    const sent = delayed(
+      a,
+      b,
+      3000,
+      () => b.register('kv').pendingCount === 0,
+      drop,
+      (now) => rtoAt.set(now, b.rto()),
+    );
     expect(lost.length).toBeGreaterThan(0);
     expect(b.register('kv').pendingCount).toBe(0);
     expect((a.register('kv').state as MapState).size()).toBe(20 + PENDING);
-    expect(b.stats.retransmitTimeouts).toBeGreaterThan(timeouts);
+    // One timeout, one RTO after the lost Propose was sent: what came before it was proposed once.
+    expect(b.stats.retransmitTimeouts).toBe(timeouts + 1);
+    const before = sent.flatMap((x) => proposed(x.d)).filter((q) => q < lost[0]);
+    expect(before).toHaveLength(new Set(before).size);
+    // Resent one RTO after it was sent (a per-Propose time threshold), not once the outcomes before it are all in.
+    const [first, again] = sent.filter((x) => proposed(x.d).includes(lost[0])).map((x) => x.at);
+    // (The RTO grows under the burst: the threshold is the largest it was from that send to the resend, backoff 1.)
+    const rto = Math.max(...[...rtoAt].filter(([t]) => t >= first && t < again).map(([, r]) => r));
+    expect(again - first).toBeGreaterThanOrEqual(Math.min(...[...rtoAt].filter(([t]) => t >= first && t < again).map(([, r]) => r)));
+    expect(again - first).toBeLessThanOrEqual(rto + 2);
   });
 });

@@ -72,15 +72,11 @@ export class Follower implements RoleMachine, RequesterHost {
    * in flight until their last candidate has its outcome (at most PROPOSE_WINDOW, §7.5).
    */
   private readonly proposesInFlight = new Deque<number>();
+  /** When each of those was sent (same order): a Propose is overdue one RTO after it was sent (§9.3, rev 1.19). */
+  private readonly proposesSentAt = new Deque<number>();
   /** Highest own sequence number ever sent in a Propose (monotonic, unlike sentSeqUpTo). */
   private everSent = 0;
   private retransmitAt: number | undefined;
-  /**
-   * The oldest own candidate without an outcome when the retransmission timer was armed: at its
-   * expiry, outcomes past it mean the sequencer is deciding what was sent, and the timer waits one
-   * more RTO instead of resending (§9.3, rev 1.19).
-   */
-  private armedOldest = 0;
   private readonly reconcileRate = new Gcra(PIN_BURST, PIN_INTERVAL_MS);
   private readonly reorder = new Map<number, { msg: CollapseMsg; raw: Uint8Array }>();
   /** The register whose progress the held next record waits for (a cross-register txn, §4.6). */
@@ -675,12 +671,19 @@ export class Follower implements RoleMachine, RequesterHost {
         this.retransmitAt = undefined;
         // Every candidate has its outcome: nothing to resend, no backoff (the timer is not cancelled as outcomes arrive).
         if (this.s.own.length === 0) return false;
-        // Outcomes since it was armed: wait one more RTO, no resend, no backoff (TCP restarts its timer on each new
-        // ACK). Armed once under a steady load, it resent a window of what was being decided every RTO (issue 16).
-        // A lost Propose stops the oldest from moving: the next expiry resends.
-        if (this.s.own.peek()!.seq > this.armedOldest) {
-          this.armTimer(now);
-          return false;
+        {
+          // The sequencer decides in seq order: the Propose carrying the oldest candidate without an outcome is the
+          // one to wait for. Sent less than one RTO ago, its outcome may still come: wait until then, no resend, no
+          // backoff (rev 1.19). Armed once at the first Propose, the timer used to expire every RTO under a steady
+          // load and resend a window the sequencer was deciding (issue 16); a lost Propose is still resent one RTO
+          // after it was sent, as a per-packet time threshold (RFC 9002 §6.1.2).
+          const oldest = this.s.own.peek()!.seq;
+          const sentAt = this.sentAtOf(oldest);
+          if (sentAt === undefined && this.sentSeqUpTo < oldest) return false; // nothing sent waits for an outcome
+          if (sentAt !== undefined && now < sentAt + this.s.pair.rto()) {
+            this.retransmitAt = sentAt + this.s.pair.rto();
+            return false;
+          }
         }
         // Go back to what the sequencer has decided and propose again from there.
         this.goBack();
@@ -708,6 +711,14 @@ export class Follower implements RoleMachine, RequesterHost {
   private goBack(): void {
     this.sentSeqUpTo = this.s.resolvedSeq;
     this.proposesInFlight.clear();
+    this.proposesSentAt.clear();
+  }
+
+  /** When the Propose in flight that carries own candidate `seq` was sent (undefined: none in flight carries it). */
+  private sentAtOf(seq: number): number | undefined {
+    const inFlight = this.proposesInFlight;
+    for (let i = 0; i < inFlight.length; i++) if (inFlight.at(i) >= seq) return this.proposesSentAt.at(i);
+    return undefined;
   }
 
   private fillProposals(now: number, b: PayloadBuilder): void {
@@ -718,7 +729,10 @@ export class Follower implements RoleMachine, RequesterHost {
     // the sequencer's receive buffer holds while it fsyncs: each loss a go-back of all of them.
     const inFlight = this.proposesInFlight;
     const oldest = own.peek()?.seq ?? Infinity;
-    while (inFlight.length > 0 && inFlight.peek()! < oldest) inFlight.shift();
+    while (inFlight.length > 0 && inFlight.peek()! < oldest) {
+      inFlight.shift();
+      this.proposesSentAt.shift();
+    }
     if (inFlight.length >= PROPOSE_WINDOW) return;
     // The first not yet sent: a binary search, since a walk from the front is O(pending) per
     // datagram (with 65,536 pending, most of a loaded proposer's time: issue 16's scale bench).
@@ -776,15 +790,13 @@ export class Follower implements RoleMachine, RequesterHost {
 
   /** Own candidates up to `seq` are sent (or under way as fragments). */
   private sent(now: number, seq: number): void {
-    if (seq > this.sentSeqUpTo) this.proposesInFlight.push(seq);
+    if (seq > this.sentSeqUpTo) {
+      this.proposesInFlight.push(seq);
+      this.proposesSentAt.push(now);
+    }
     this.sentSeqUpTo = seq;
     this.everSent = Math.max(this.everSent, seq);
-    if (this.retransmitAt === undefined) this.armTimer(now);
-  }
-
-  private armTimer(now: number): void {
-    this.retransmitAt = now + this.s.pair.rto();
-    this.armedOldest = this.s.own.peek()?.seq ?? 0;
+    if (this.retransmitAt === undefined) this.retransmitAt = now + this.s.pair.rto();
   }
 }
 
