@@ -29,8 +29,7 @@ import { encodeKey } from '../drivers/daemon/keys.js';
 import { generateKeyPair } from '../crypto/primitives.js';
 import { DEFAULT_MAX_VALUE_BYTES } from '../wire/constants.js';
 import { ROOT } from '../testing/lab/netns.js';
-import type { LoadResult } from './scale-peers.js';
-import type { SwarmInit } from './scale-peers.js';
+import type { LoadResult, SwarmInit } from './scale-peers.js';
 
 export interface ScaleBenchOptions {
   peers: number;
@@ -99,7 +98,7 @@ export interface ScaleBenchResult {
   /** The loading peer's retransmission timeouts during the load (each resent a window of up to 256 Propose datagrams), and its datagrams. */
   loaderRetransmitTimeouts: number;
   loaderDatagramsSent: number;
-  /** The hub's highest RSS during the load (sampled every 500 ms): a background snapshot's copied buckets included. */
+  /** The hub's highest RSS during the load (sampled every 500 ms): a background snapshot's buffers included. */
   hubRssPeakMb: number;
   /** How long after the load a background snapshot still ran at the hub (memory per key is read after it ends). */
   snapshotAfterLoadMs: number;
@@ -481,7 +480,7 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleBenchRes
     for (const end = Date.now() + o.waitMs; sizeAfter - size0 < loaded.committed && Date.now() < end; sizeAfter = await hubSize(hub))
       await sleep(500);
     const hubSocketDropsDuringLoad = udpSocketDrops(o.basePort) - dropsBefore;
-    // Memory per key without a snapshot's copies: after any background snapshot has ended (bounded).
+    // Memory per key without a snapshot's buffers: after any background snapshot has ended (bounded).
     const snapWait = performance.now();
     for (const end = Date.now() + o.waitMs; (await hubRegister(hub)).snapshotting && Date.now() < end;) await sleep(200);
     const snapshotAfterLoadMs = Math.round(performance.now() - snapWait);
