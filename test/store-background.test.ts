@@ -82,6 +82,15 @@ async function partFile(dir: string, present: boolean): Promise<void> {
   expect(parts(dir).length > 0).toBe(present);
 }
 
+/** Close `t`'s store and load `dir` again: the same registers at the same versions and hashes. */
+function stopAndReload(t: ReturnType<typeof open>, dir: string): void {
+  const before = state(t.pair);
+  t.store.close();
+  const b = open(dir);
+  expect(state(b.pair)).toEqual(before);
+  b.store.close();
+}
+
 /** Commit until the store starts a background snapshot of kv; the version it holds. */
 function commitUntilBackground(t: ReturnType<typeof open>): number {
   for (let i = 0; i < 10_000 && !t.store.snapshotting('kv'); i++) commit(t.pair);
@@ -282,11 +291,7 @@ describe('DiskStore: snapshots in the background', () => {
     await new Promise((r) => setTimeout(r, 20));
     expect(finished).toBe(false); // cancelled: never reported
     expect(snapVersion(dir)).toBe(v);
-    const before = state(t.pair);
-    t.store.close();
-    const b = open(dir);
-    expect(state(b.pair)).toEqual(before);
-    b.store.close();
+    stopAndReload(t, dir);
   });
 
   it('a background snapshot that fails is reported, loses nothing, and the next one is written at once', async () => {
@@ -316,11 +321,7 @@ describe('DiskStore: snapshots in the background', () => {
     for (let i = 0; i < 10_000 && existsSync(join(dir, 'kv', 'log.old')); i++) commit(t.pair);
     expect(existsSync(join(dir, 'kv', 'log.old'))).toBe(false);
     expect(t.store.snapshotting('kv')).toBeUndefined();
-    const before = state(t.pair);
-    t.store.close();
-    const b = open(dir);
-    expect(state(b.pair)).toEqual(before);
-    b.store.close();
+    stopAndReload(t, dir);
   });
 
   it('settle() waits for the snapshots under way, at most as long as it is told (a stop then leaves no log.old)', async () => {

@@ -136,6 +136,12 @@ export interface Hash64Parts {
 
 const EMPTY = new Uint8Array(0);
 
+/** dst[at, at + len) = src[off, off + len): a loop for the short copies keys and values are (set() costs a call and a view). */
+export function copyBytes(dst: Uint8Array, at: number, src: Uint8Array, off: number, len: number): void {
+  if (len > 64) dst.set(src.subarray(off, off + len), at);
+  else for (let i = 0; i < len; i++) dst[at + i] = src[off + i];
+}
+
 export class Writer {
   /** Allocated on the first write: a writer that ends up empty (a poll with nothing to send) costs no backing store. */
   buf: Uint8Array = EMPTY;
@@ -196,10 +202,7 @@ export class Writer {
   /** src[off, off + len) without a view (short keys and values are copied byte by byte). */
   bytesAt(src: Uint8Array, off: number, len: number): this {
     this.ensure(len);
-    const buf = this.buf;
-    const at = this.pos;
-    if (len > 64) buf.set(src.subarray(off, off + len), at);
-    else for (let i = 0; i < len; i++) buf[at + i] = src[off + i];
+    copyBytes(this.buf, this.pos, src, off, len);
     this.pos += len;
     return this;
   }

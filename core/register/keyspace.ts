@@ -13,7 +13,7 @@
  * directly (buildIndex: tests and tools).
  */
 import { Hash64 } from './hash.js';
-import { varintLen } from '../../wire/buffer.js';
+import { copyBytes, varintLen } from '../../wire/buffer.js';
 import type { MapEntry } from './map.js';
 import { RECON_FANOUT, RECON_MAX_DEPTH, type ReconChild } from '../../wire/messages.js';
 
@@ -37,12 +37,6 @@ export const VLEN = 5;
 const VLO = 6;
 const VHI = 7;
 const TWO32 = 2 ** 32;
-
-/** dst[at, at + len) = src[off, off + len): a loop for the short copies entries are (set() costs a call and a view). */
-export function copyBytes(dst: Uint8Array, at: number, src: Uint8Array, off: number, len: number): void {
-  if (len > 64) dst.set(src.subarray(off, off + len), at);
-  else for (let i = 0; i < len; i++) dst[at + i] = src[off + i];
-}
 
 /** An entry read in place: key arena[keyOff, keyOff + klen), the value right after it. */
 export type EntryVisitor = (arena: Uint8Array, keyOff: number, klen: number, vlen: number, version: number) => void;

@@ -3,7 +3,8 @@ import { DeltaOp, RejectReason, type Delta, type SimpleDelta } from '../../wire/
 import { varintLen } from '../../wire/buffer.js';
 import { Hash64, LITTLE_ENDIAN, entryLanes, entryWords, fmix32, laneSeeds, lanesOut, murmur3At } from './hash.js';
 import type { StateBlock } from './state.js';
-import { BUCKET_SHIFT, copyBytes, type KeyIndex } from './keyspace.js';
+import { BUCKET_SHIFT, type KeyIndex } from './keyspace.js';
+import { copyBytes } from '../../wire/buffer.js';
 import { HEAD, KeyTable, entrySize } from './table.js';
 
 /** One entry as an object: what reads, pins and reconciliation hand out (the map itself keeps none). */

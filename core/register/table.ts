@@ -14,7 +14,8 @@
  * touches one table line and the arena line of its key, and the table is half the size it would
  * be with whole records (2 MiB for the bench's 86,000 keys).
  */
-import { BUCKETS, Bucket, HHI, HLO, KLEN, OFF, STRIDE, VLEN, copyBytes, type EntryVisitor } from './keyspace.js';
+import { BUCKETS, Bucket, HHI, HLO, KLEN, OFF, STRIDE, VLEN, type EntryVisitor } from './keyspace.js';
+import { copyBytes } from '../../wire/buffer.js';
 
 /** Int32 words per slot, and the fields of a slot. */
 const HS = 4;
