@@ -74,7 +74,7 @@ export function domainCommands(): Command[] {
           [
             `domain      ${r.domain}   (node ${r.nodeId})`,
             `state       ${r.state}   role ${r.role}   leader ${r.leader ?? '-'}   term ${r.term}`,
-            `index       commit ${r.commitIndex}   applied ${r.appliedIndex}   last ${r.lastIndex}   snapshot ${r.snapshotIndex}   hash ${r.hash}`,
+            `index       commit ${r.commitIndex}   applied ${r.appliedIndex}   last ${r.lastIndex}   snapshot ${r.snapshotIndex}${r.snapshotting ? ` (writing ${r.snapshotting})` : ''}   hash ${r.hash}`,
             `candidates  pending ${r.pending} (policy ${r.policy})   partitions seen ${r.partitionsSeen}`,
             '',
             table(r.members, ['member', 'nodeId', 'role', 'link', 'matchIndex', 'commitIndex', 'lag']),

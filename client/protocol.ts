@@ -380,6 +380,8 @@ export interface DomainSummary {
   appliedIndex: number;
   lastIndex: number;
   snapshotIndex: number;
+  /** The index of the snapshot being written in the background, or 0. */
+  snapshotting: number;
   fullStateBytes: number;
   hash: string;
   policy: string;

@@ -174,25 +174,40 @@ export const REWRITE_APPEND_CHUNK = 256;
 
 // ---------------------------------------------------------------- domain snapshot file (§15.8)
 
-export const DOMAIN_SNAPSHOT_MAGIC = new TextEncoder().encode('SPKQSNP1');
+/** Version 1: the data length-prefixed (still read). */
+export const DOMAIN_SNAPSHOT_MAGIC_V1 = new TextEncoder().encode('SPKQSNP1');
+/** The current layout (rev 1.20): the data runs to the checksum, so a snapshot written in the background need not know its length first. */
+export const DOMAIN_SNAPSHOT_MAGIC = new TextEncoder().encode('SPKQSNP2');
 
-export interface DomainSnapshotFile {
+export interface DomainSnapshotHead {
   readonly index: number;
   readonly term: number;
   readonly members: readonly number[];
+}
+
+export interface DomainSnapshotFile extends DomainSnapshotHead {
   readonly data: Uint8Array;
 }
 
-export function encodeDomainSnapshot(s: DomainSnapshotFile, sha256: Sha256): Uint8Array {
-  const w = new Writer(s.data.length + 64);
+/** Everything before the data: magic, index, term, members. */
+export function writeDomainSnapshotHead(w: Writer, s: DomainSnapshotHead): Writer {
   w.bytes(DOMAIN_SNAPSHOT_MAGIC).varint(s.index).varint(s.term).varint(s.members.length);
   for (const m of s.members) w.varint(m);
-  w.lenBytes(s.data);
-  return sealed(w.finish(), sha256);
+  return w;
+}
+
+export function encodeDomainSnapshot(s: DomainSnapshotFile, sha256: Sha256): Uint8Array {
+  return sealed(
+    writeDomainSnapshotHead(new Writer(s.data.length + 64), s)
+      .bytes(s.data)
+      .finish(),
+    sha256,
+  );
 }
 
 export function decodeDomainSnapshot(buf: Uint8Array, sha256: Sha256): DomainSnapshotFile {
-  if (buf.length < DOMAIN_SNAPSHOT_MAGIC.length + 32 || !startsWith(buf, DOMAIN_SNAPSHOT_MAGIC))
+  const v1 = startsWith(buf, DOMAIN_SNAPSHOT_MAGIC_V1);
+  if (buf.length < DOMAIN_SNAPSHOT_MAGIC.length + 32 || !(v1 || startsWith(buf, DOMAIN_SNAPSHOT_MAGIC)))
     throw new JournalFormatError('not a domain snapshot');
   const body = unseal(buf, sha256, 'checksum mismatch');
   const r = new Reader(body, DOMAIN_SNAPSHOT_MAGIC.length);
@@ -201,8 +216,11 @@ export function decodeDomainSnapshot(buf: Uint8Array, sha256: Sha256): DomainSna
   const n = r.varint('snapshot.members');
   const members: number[] = [];
   for (let i = 0; i < n; i++) members.push(r.varint('snapshot.member'));
-  const data = r.lenBytes('snapshot.data', 2 ** 40).slice();
-  r.expectEnd('snapshot');
+  let data: Uint8Array;
+  if (v1) {
+    data = r.lenBytes('snapshot.data', 2 ** 40).slice();
+    r.expectEnd('snapshot');
+  } else data = body.subarray(r.pos); // a view of `buf`, read for this alone
   return { index, term, members, data };
 }
 

@@ -38,6 +38,8 @@ import {
   type RaftDrop,
   type RaftMsg,
   type RaftTimer,
+  type SnapshotData,
+  type SnapshotMeta,
 } from './raft.js';
 import {
   COLLAPSE_REJECT_NAMES,
@@ -159,6 +161,11 @@ export interface DomainNodeOptions {
   electionMs?: number;
   heartbeatMs?: number;
   maxLogEntries?: number;
+  /**
+   * Write the snapshots that compact the log in the background ('snapshot-begin' writes; the
+   * driver reports each with snapshotDurable or snapshotFailed). Default false: at once.
+   */
+  backgroundSnapshots?: boolean;
   /** Bytes of undecided candidates proposed here, all together (besides maxPending); default max(64 MiB, 2 × the largest candidate). */
   maxPendingBytes?: number;
   /** Bytes of partial fragmented messages one link may make this member hold; default twice the largest message. */
@@ -304,6 +311,7 @@ export class DomainNode {
             o.observe?.(e, this.state);
           },
           snapshot: () => this.state.snapshot(),
+          pin: () => this.state.pin(),
           diff: (base, entries) => this.state.diff(base, entries),
           patch: (data, base, index) => this.state.patch(data, base, index),
           restore: (data, index) => {
@@ -316,6 +324,7 @@ export class DomainNode {
         electionMs: o.electionMs,
         heartbeatMs: o.heartbeatMs,
         maxLogEntries: o.maxLogEntries,
+        backgroundSnapshots: o.backgroundSnapshots,
         // Chunks larger than a datagram travel as fragments (§15.9): 8 in flight move 128 KiB a round trip, not 5.6 KiB.
         snapChunkBytes: SNAP_CHUNK_BYTES,
         maxSnapshotBytes: o.maxSnapshotBytes ?? snapshotBound(o.registers, o.groups ?? []),
@@ -462,6 +471,19 @@ export class DomainNode {
     let t = Infinity;
     for (const at of Object.values(this.deadlines())) t = Math.min(t, at);
     return t;
+  }
+
+  /**
+   * The background snapshot of a 'snapshot-begin' write is durable (`data`: its bytes, or how
+   * to read them back): Raft compacts its log behind it (the 'compact' write of the next Ready).
+   */
+  snapshotDurable(meta: SnapshotMeta, data: SnapshotData): void {
+    if (!this.fenced) this.raft.snapshotDurable(meta, data);
+  }
+
+  /** That snapshot could not be written: nothing was compacted, and the next one is written at once. */
+  snapshotFailed(index: number): void {
+    if (!this.fenced) this.raft.snapshotFailed(index);
   }
 
   /** Fire the due timers: Raft's first, then the node's (NODE_TIMERS order). */

@@ -71,6 +71,9 @@ export class DomainImage {
       case 'snapshot':
         this.snapshot = { ...w.meta, members: [...w.meta.members], data: w.data };
         return;
+      case 'snapshot-begin':
+        // Nothing durable yet: the store applies a 'snapshot' of its own once the file is written.
+        return;
       case 'compact':
         this.entries = w.reset ? [] : this.entries.slice(w.base - this.base);
         this.base = w.base;

@@ -23,6 +23,7 @@ import { DropReason } from '../../wire/constants.js';
 import { WireError } from '../../wire/errors.js';
 
 import type { NodeId, RaftMsg } from '../../wire/qn.js';
+import type { PinnedSnapshot } from '../register/slices.js';
 
 /** The QN messages' layouts live with their codec (wire/qn.ts); Raft steps on them. */
 export type { NodeId, RaftMsg };
@@ -118,6 +119,13 @@ export type RaftWrite =
   /** Drop entries at `from` and after. */
   | { readonly kind: 'truncate'; readonly from: number }
   | { readonly kind: 'snapshot'; readonly meta: SnapshotMeta; readonly data: Uint8Array }
+  /**
+   * Write a snapshot of the state at meta.index in the background (backgroundSnapshots), from
+   * `pinned`; the driver reports it with snapshotDurable() once it is durable (or
+   * snapshotFailed()). The log is compacted only then. A 'snapshot' write (an install) that
+   * follows supersedes it: the driver drops it, and Raft ignores its report.
+   */
+  | { readonly kind: 'snapshot-begin'; readonly meta: SnapshotMeta; readonly pinned: PinnedSnapshot }
   /** Drop entries at `base` and before; `reset` drops the whole log as well. */
   | { readonly kind: 'compact'; readonly base: number; readonly baseTerm: number; readonly reset: boolean }
   /**
@@ -135,6 +143,8 @@ export interface RaftReady {
 export interface StateMachine {
   apply(e: LogEntry): void;
   snapshot(): Uint8Array;
+  /** Optional (backgroundSnapshots): the applied state pinned, encoded later as snapshot() would encode it now. */
+  pin?(): PinnedSnapshot;
   /** Replace the state with the snapshot's; false (state unchanged) if `data` is not a valid snapshot of `index`. */
   restore(data: Uint8Array, index: number): boolean;
   /**
@@ -153,6 +163,9 @@ export interface StateMachine {
  */
 const DIFF_MIN_ENTRIES = 64;
 
+/** A snapshot's bytes, or how to read them back from where the driver wrote them (undefined: they cannot be). */
+export type SnapshotData = Uint8Array | (() => Uint8Array | undefined);
+
 export interface RaftOptions {
   id: NodeId;
   /** The voting members when neither the log nor a snapshot says otherwise (bootstrap). */
@@ -170,6 +183,11 @@ export interface RaftOptions {
   maxInflight?: number;
   /** Snapshot once this many applied entries are in the log; keep half of them for catch-up. */
   maxLogEntries?: number;
+  /**
+   * Take those snapshots in the background ('snapshot-begin', sm.pin): the log grows past
+   * maxLogEntries until the driver reports one durable. Default false: written at once.
+   */
+  backgroundSnapshots?: boolean;
   snapChunkBytes?: number;
   /** Largest snapshot a follower accepts (bytes); default DEFAULT_MAX_SNAPSHOT_BYTES. */
   maxSnapshotBytes?: number;
@@ -227,7 +245,12 @@ export class Raft {
   private base = 0;
   private baseTerm = 0;
   private log: LogEntry[] = [];
-  private snap: (SnapshotMeta & { data: Uint8Array }) | undefined;
+  /** The latest durable snapshot: its bytes, or (written in the background) how to read them back. */
+  private snap: (SnapshotMeta & { data: SnapshotData }) | undefined;
+  /** A background snapshot asked for ('snapshot-begin') and not yet reported durable. */
+  private snapshotting: SnapshotMeta | undefined;
+  /** The last background snapshot failed: the next one is written at once (a failure of that fences the member). */
+  private nextSnapshotAtOnce = false;
   /** Config entries in the log (and the snapshot's), oldest first; the last one is in force. */
   private configs: { index: number; members: NodeId[] }[];
   private electionAt = 0;
@@ -402,6 +425,11 @@ export class Raft {
 
   get snapshotIndex(): number {
     return this.snap?.index ?? 0;
+  }
+
+  /** The index of the background snapshot under way, or 0. */
+  get snapshottingIndex(): number {
+    return this.snapshotting?.index ?? 0;
   }
 
   /** Leader view of a follower's replication (undefined elsewhere). */
@@ -804,7 +832,7 @@ export class Raft {
     if (!p.snap) {
       const s = this.snap;
       if (!s) throw new Error(`raft ${this.id}: log compacted to ${this.base} without a snapshot`);
-      p.snap = { ...s, offset: 0, sent: 0 };
+      p.snap = this.snapshotToSend(s);
       this.stats.snapshotsSent++;
       resend = true;
     }
@@ -1037,6 +1065,8 @@ export class Raft {
     if (!this.o.sm.restore(data, meta.index)) return false;
     this.stats.snapshotsInstalled++;
     this.snap = { ...meta, data };
+    // Supersedes a background snapshot under way (older: this one is past our commit index).
+    this.snapshotting = undefined;
     this.write({ kind: 'snapshot', meta, data });
     // Keep the log past the snapshot only if it agrees with it (§7: InstallSnapshot rule 6).
     const keep = this.termAt(meta.index) === meta.term && meta.index <= this.lastIndex;
@@ -1165,15 +1195,47 @@ export class Raft {
   }
 
   private maybeCompact(): void {
-    if (this.applied - this.base <= this.maxLogEntries) return;
+    if (this.applied - this.base <= this.maxLogEntries || this.snapshotting) return;
     const at = this.applied;
     const members = [...this.configs].reverse().find((c) => c.index <= at)!.members;
     const meta = { index: at, term: this.termAt(at)!, members };
+    if (this.o.backgroundSnapshots && this.o.sm.pin && !this.nextSnapshotAtOnce) {
+      this.snapshotting = meta;
+      this.write({ kind: 'snapshot-begin', meta, pinned: this.o.sm.pin() });
+      return;
+    }
+    this.nextSnapshotAtOnce = false;
     const data = this.o.sm.snapshot();
     this.snap = { ...meta, data };
     this.write({ kind: 'snapshot', meta, data });
-    // Keep half the log behind the snapshot: a follower a little behind gets entries, not a snapshot.
+    this.compactBehind(at);
+  }
+
+  /**
+   * The background snapshot at meta.index is durable (its 'snapshot-begin' was handed out):
+   * it becomes the one sent to followers (`data`: its bytes, or how to read them back; undefined
+   * from that reader means they cannot be read), and the log is compacted behind it. False if it
+   * is not the one under way (an install superseded it, or a restart forgot it): nothing changes.
+   */
+  snapshotDurable(meta: SnapshotMeta, data: SnapshotData): boolean {
+    if (this.snapshotting?.index !== meta.index || this.snapshotting.term !== meta.term) return false;
+    this.snapshotting = undefined;
+    this.snap = { index: meta.index, term: meta.term, members: [...meta.members], data };
+    this.compactBehind(meta.index);
+    return true;
+  }
+
+  /** The background snapshot at `index` failed: nothing was compacted; the next one is written at once. */
+  snapshotFailed(index: number): void {
+    if (this.snapshotting?.index !== index) return;
+    this.snapshotting = undefined;
+    this.nextSnapshotAtOnce = true;
+  }
+
+  /** Drop the log behind the snapshot at `at`, keeping half of maxLogEntries: a follower a little behind gets entries, not a snapshot. */
+  private compactBehind(at: number): void {
     const newBase = at - (this.maxLogEntries >> 1);
+    if (newBase <= this.base) return;
     const newBaseTerm = this.termAt(newBase)!;
     this.log = this.log.slice(newBase - this.base);
     this.base = newBase;
@@ -1182,6 +1244,19 @@ export class Raft {
     let keepFrom = 0;
     for (let i = 0; i < this.configs.length; i++) if (this.configs[i].index <= newBase) keepFrom = i;
     if (keepFrom > 0) this.configs = this.configs.slice(keepFrom);
+  }
+
+  /**
+   * A transfer of the latest snapshot: its bytes, read back if it was written in the
+   * background. Should they not read back (a disk that fails), the applied state is encoded now
+   * and sent instead: a snapshot at any committed index serves the follower as well.
+   */
+  private snapshotToSend(s: SnapshotMeta & { data: SnapshotData }): NonNullable<Progress['snap']> {
+    const bytes = typeof s.data === 'function' ? s.data() : s.data;
+    if (bytes) return { index: s.index, term: s.term, members: s.members, data: bytes, offset: 0, sent: 0 };
+    const at = this.applied;
+    const members = [...this.configs].reverse().find((c) => c.index <= at)!.members;
+    return { index: at, term: this.termAt(at)!, members, data: this.o.sm.snapshot(), offset: 0, sent: 0 };
   }
 
   /**

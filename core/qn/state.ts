@@ -14,7 +14,9 @@ import { WireError } from '../../wire/errors.js';
 import { Murmur3, murmur3 } from '../register/hash.js';
 import { MapState } from '../register/map.js';
 import { QUOTA_DEFAULTS, QuotaCheck, type Quota } from '../register/quota.js';
+import { SNAPSHOT_SLICE, bytesSlices, concatSlices, mapSlices, type PinnedSnapshot, type Slices } from '../register/slices.js';
 import { StreamState } from '../register/stream.js';
+import type { Bucket } from '../register/keyspace.js';
 import type { RegisterKind } from '../register/state.js';
 import { EntryKind, MAX_INDEX, MAX_NODE_ID, type LogEntry, type StateMachine } from './raft.js';
 
@@ -334,6 +336,42 @@ export class DomainState implements StateMachine {
     return w.finish();
   }
 
+  /**
+   * The state at this index pinned for a snapshot written in the background (Raft dissertation
+   * §5.1, copy-on-write): the same bytes as snapshot() when nothing is applied meanwhile (a map
+   * bucket written meanwhile is encoded before that write, so its entries move ahead within
+   * their register; load() takes any order). Taking it costs O(4,096) per map, a stream's length,
+   * and the groups and outcome table encoded now (bounded by MAX_OUTCOMES).
+   */
+  pin(): PinnedSnapshot {
+    const parts: Slices[] = [];
+    const releases: (() => void)[] = [];
+    let head = new Writer(64).varint(this.index).varint(this.registers.size);
+    for (const [name, r] of this.registers) {
+      head
+        .lenBytes(new TextEncoder().encode(name))
+        .u8(r.kind === 'map' ? 1 : 2)
+        .varint(r.version);
+      let body: Slices;
+      if (r.state instanceof MapState) {
+        const pin = r.state.snapshot(r.version);
+        head.varint(pin.size);
+        const p = mapSlices(pin.buckets as (Bucket | undefined)[], new Writer(1 << 16));
+        releases.push(p.release);
+        body = p.slices;
+      } else {
+        const size = r.state.size();
+        head.varint(size);
+        body = streamBytes(r.state, size);
+      }
+      parts.push(bytesSlices(head.finish()), body);
+      head = new Writer(64);
+    }
+    this.writeTail(head);
+    parts.push(bytesSlices(head.finish()));
+    return { slices: concatSlices(parts), release: () => releases.forEach((f) => f()) };
+  }
+
   /** What snapshots and differences carry whole: every group's version, then the outcome table. */
   private writeTail(w: Writer): void {
     w.varint(this.groups.size);
@@ -588,6 +626,19 @@ export class DomainState implements StateMachine {
     for (const r of this.registers.values()) n += r.state.fullTransferBytes();
     return n;
   }
+}
+
+/** A stream's first `size` octets, unframed (their length went before them): appends land beyond. */
+function streamBytes(st: StreamState, size: number): Slices {
+  let at = 0;
+  return (w) => {
+    while (at < size && w.pos < SNAPSHOT_SLICE) {
+      const n = Math.min(SNAPSHOT_SLICE, size - at);
+      w.bytes(st.read(at, n));
+      at += n;
+    }
+    return at < size;
+  };
 }
 
 export function encodeCandidate(c: Candidate): Uint8Array {

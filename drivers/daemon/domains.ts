@@ -23,7 +23,7 @@ import type { KeyPair } from '../../crypto/primitives.js';
 import { StaticRelaySealer } from '../../core/qn/seal.js';
 import { DomainChanges } from '../../core/qn/changes.js';
 import type { SpookdConfig } from './config.js';
-import { FileDomainStore } from '../store/domain-store.js';
+import { FileDomainStore, type SnapshotReport } from '../store/domain-store.js';
 import type { DomainSummary } from '../../client/protocol.js';
 
 export type DomainConfig = SpookdConfig['domains'][number];
@@ -112,6 +112,8 @@ export class DomainHost {
       electionMs: cfg.electionMs,
       heartbeatMs: cfg.heartbeatMs,
       maxLogEntries: cfg.maxLogEntries,
+      // Written at once, a 256 MiB domain held the event loop ~5 s (issue 16): every pair and domain waited.
+      backgroundSnapshots: true,
       relay,
       observe: (e, st) => this.changes.observe(e, st),
     });
@@ -119,7 +121,12 @@ export class DomainHost {
     // (docs/OPERATIONS.md, "A fenced domain").
     let node: DomainNode;
     try {
-      this.disk = new FileDomainStore(dir, fsync, (e) => this.storeFailed(e));
+      this.disk = new FileDomainStore(
+        dir,
+        fsync,
+        (e) => this.storeFailed(e),
+        (r) => this.snapshotEnded(r),
+      );
       if (this.disk.tornBytes > 0) log.warn({ domain: cfg.name, tornBytes: this.disk.tornBytes }, 'domain journal: torn tail cut');
       node = new DomainNode(opts(this.disk.load()), now);
       this.store = this.disk;
@@ -209,6 +216,21 @@ export class DomainHost {
     this.node.fence(`durable storage failed: ${e.message}`);
     this.log.error({ domain: this.cfg.name, err: e }, `domain ${this.cfg.name} fenced: ${this.node.fencedCause}`);
     this.persistReady(); // its lifecycle event, for the subscribers
+  }
+
+  /**
+   * A background snapshot ended. Durable: Raft compacts its log behind it and sends it to a
+   * follower as the file reads back. Failed: logged; nothing was compacted, and the next one is
+   * written at once (a failure of that fences the domain, as any failed write does).
+   */
+  private snapshotEnded(r: SnapshotReport): void {
+    if (r.ok) {
+      const disk = this.disk;
+      this.guard(() => this.node.snapshotDurable(r.meta, () => disk?.readSnapshot(r.meta.index)));
+    } else {
+      this.log.warn({ domain: this.cfg.name, index: r.meta.index, err: r.error }, 'domain snapshot failed; the next is written at once');
+      this.guard(() => this.node.snapshotFailed(r.meta.index));
+    }
   }
 
   /** Runs an input; its Ready is persisted now (`now`, or without batchTurns) or at the next flush(). */
@@ -326,6 +348,7 @@ export class DomainHost {
       appliedIndex: r.applied,
       lastIndex: r.lastIndex,
       snapshotIndex: r.snapshotIndex,
+      snapshotting: r.snapshottingIndex,
       fullStateBytes: n.state.fullStateBytes(),
       hash: hashHex(d),
       policy: this.cfg.policy,

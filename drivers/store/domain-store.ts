@@ -4,14 +4,29 @@
  *  journal   framed records: Raft's term/vote, appended and truncated log entries,
  *            compaction points, the commit index, and the candidates proposed here that have
  *            no outcome yet. Rewritten whole (atomically) after each compaction.
- *  snapshot  "SPKQSNP1" | index, term, members, state | 32-byte SHA-256, written atomically.
+ *  snapshot  "SPKQSNP2" | index, term, members, state | 32-byte SHA-256, written atomically:
+ *            at once for an install, in the background (BackgroundSnapshot) for the snapshots
+ *            that compact the log ('snapshot-begin'). The journal keeps every entry until the
+ *            node, told the snapshot is durable, compacts it.
  *
  * The member hands its writes over in batches (a Ready, core/qn/persist.ts): persist() writes
  * a batch's records and fsyncs once (fsync "always") before it returns, and the member's
  * messages leave only after that, so Raft's rule holds: nothing is sent that depends on state
  * that is not on disk. Loading stops at the first torn or corrupt record and cuts the journal there.
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, statSync, truncateSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { hash } from '../../crypto/primitives.js';
 import {
@@ -24,10 +39,20 @@ import {
   encodeJournalRecord,
   frameRecord,
   readFrames,
+  writeDomainSnapshotHead,
+  type DomainSnapshotFile,
   type JournalRecord,
 } from '../../wire/journal.js';
+import { Writer } from '../../wire/buffer.js';
 import { DomainImage, type DomainStore, type DomainWrite, type StoredDomain } from '../../core/qn/persist.js';
+import type { SnapshotMeta } from '../../core/qn/raft.js';
+import type { PinnedSnapshot } from '../../core/register/slices.js';
 import { StoreError, writeAtomic, type FsyncPolicy } from './store.js';
+import { BackgroundSnapshot, SNAPSHOT_PART } from './snapshot-job.js';
+
+/** How a background snapshot ended: durable under its name, or failed (nothing compacted; the journal still covers it). */
+export type SnapshotReport =
+  { readonly meta: SnapshotMeta; readonly ok: true } | { readonly meta: SnapshotMeta; readonly ok: false; readonly error: StoreError };
 
 const sha256 = (...parts: Uint8Array[]): Uint8Array => hash('SHA256', ...parts);
 const framed = (r: JournalRecord): Uint8Array => frameRecord(encodeJournalRecord(r), sha256);
@@ -50,6 +75,7 @@ function recordOf(w: DomainWrite): JournalRecord | undefined {
     case 'drop-pending':
       return { type: Rec.Drop, seq: w.seq };
     case 'snapshot':
+    case 'snapshot-begin':
       return undefined;
   }
 }
@@ -87,6 +113,10 @@ export class FileDomainStore implements DomainStore {
   readonly tornBytes: number = 0;
   /** Set once a background flush failed: what it held may be lost, so nothing more is written. */
   private failed: StoreError | undefined;
+  /** The background snapshot being written (one at a time: Raft asks for the next only after it is reported). */
+  private job: { meta: SnapshotMeta; run: BackgroundSnapshot } | undefined;
+  /** The image's snapshot has no bytes (written in the background): load() reads them from the file. */
+  private snapshotOnDiskOnly = false;
 
   constructor(
     readonly dir: string,
@@ -99,17 +129,17 @@ export class FileDomainStore implements DomainStore {
     private readonly onFlushFailed: (e: StoreError) => void = (e) => {
       throw e;
     },
+    /** How each background snapshot ended, always after persist() returned (the driver tells the node). */
+    private readonly onSnapshot: (r: SnapshotReport) => void = () => undefined,
   ) {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     this.journal = join(dir, 'journal');
     this.snapPath = join(dir, 'snapshot');
+    // What a crash left of a background snapshot: the journal still covers it.
+    for (const f of readdirSync(dir)) if (f.startsWith(SNAPSHOT_PART)) rmSync(join(dir, f), { force: true });
     if (existsSync(this.snapPath)) {
-      try {
-        const s = decodeDomainSnapshot(readFileSync(this.snapPath), sha256);
-        this.image.apply({ kind: 'snapshot', meta: { index: s.index, term: s.term, members: [...s.members] }, data: s.data });
-      } catch (e) {
-        throw new StoreError(`${this.snapPath}: ${(e as Error).message}`);
-      }
+      const s = this.readSnapshotFile();
+      this.image.apply({ kind: 'snapshot', meta: { index: s.index, term: s.term, members: [...s.members] }, data: s.data });
     }
     if (existsSync(this.journal)) {
       const buf = readFileSync(this.journal);
@@ -155,7 +185,33 @@ export class FileDomainStore implements DomainStore {
   }
 
   load(): StoredDomain {
-    return this.image.load();
+    const st = this.image.load();
+    if (!this.snapshotOnDiskOnly) return st;
+    const s = this.readSnapshotFile();
+    return { ...st, snapshot: { index: s.index, term: s.term, members: [...s.members], data: s.data } };
+  }
+
+  private readSnapshotFile(): DomainSnapshotFile {
+    try {
+      return decodeDomainSnapshot(readFileSync(this.snapPath), sha256);
+    } catch (e) {
+      throw new StoreError(`${this.snapPath}: ${(e as Error).message}`);
+    }
+  }
+
+  /** The data of the snapshot file if it holds `index` (what Raft sends a follower), else undefined (unreadable, or replaced). */
+  readSnapshot(index: number): Uint8Array | undefined {
+    try {
+      const s = this.readSnapshotFile();
+      return s.index === index ? s.data : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The index of the background snapshot being written, or 0. */
+  get snapshotting(): number {
+    return this.job?.meta.index ?? 0;
   }
 
   /**
@@ -185,7 +241,13 @@ export class FileDomainStore implements DomainStore {
         this.image.apply(w);
         if (w.kind === 'snapshot') {
           flush();
+          // An install supersedes a background snapshot under way, which must not rename its older file over this one.
+          this.cancelJob();
           writeAtomic(this.snapPath, encodeDomainSnapshot({ ...w.meta, data: w.data }, sha256), this.dir);
+          this.snapshotOnDiskOnly = false;
+        } else if (w.kind === 'snapshot-begin') {
+          flush();
+          this.beginSnapshot(w.meta, w.pinned);
         } else if (w.kind === 'compact') {
           // The rewrite holds what the gathered records say: they need not be written first.
           batch = [];
@@ -200,6 +262,38 @@ export class FileDomainStore implements DomainStore {
     } catch (e) {
       throw new StoreError(`${this.dir}: ${(e as Error).message}`);
     }
+  }
+
+  /** Start writing the snapshot of `pinned` in the background; onSnapshot reports how it ended. */
+  private beginSnapshot(meta: SnapshotMeta, pinned: PinnedSnapshot): void {
+    this.cancelJob();
+    const run = this.backgroundSnapshot(writeDomainSnapshotHead(new Writer(64 + 8 * meta.members.length), meta), pinned);
+    const job = { meta, run };
+    this.job = job;
+    run.done.then(
+      () => {
+        if (this.job !== job) return;
+        this.job = undefined;
+        this.image.apply({ kind: 'snapshot', meta, data: new Uint8Array(0) });
+        this.snapshotOnDiskOnly = true;
+        this.onSnapshot({ meta, ok: true });
+      },
+      (e: unknown) => {
+        if (this.job !== job) return;
+        this.job = undefined;
+        this.onSnapshot({ meta, ok: false, error: new StoreError(`${this.snapPath}: ${(e as Error).message}`) });
+      },
+    );
+  }
+
+  /** The seam tests replace to hold a snapshot mid-way or make it fail. */
+  protected backgroundSnapshot(head: Writer, pinned: PinnedSnapshot): BackgroundSnapshot {
+    return new BackgroundSnapshot(head, pinned, this.dir, this.snapPath);
+  }
+
+  private cancelJob(): void {
+    this.job?.run.cancel();
+    this.job = undefined;
   }
 
   /** After compaction the journal is rewritten from the image: it stays proportional to the retained log. */
@@ -225,6 +319,8 @@ export class FileDomainStore implements DomainStore {
   /** fsync what "everysec" left (unless a background flush failed) and close, even when the fsync throws (StoreError). */
   close(): void {
     if (this.timer) clearInterval(this.timer);
+    // Nothing is lost: the journal keeps every entry the snapshot would have covered.
+    this.cancelJob();
     try {
       if (this.fsync === 'everysec' && !this.failed) this.syncFd(this.fd);
     } catch (e) {

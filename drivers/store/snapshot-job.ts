@@ -17,79 +17,47 @@ import { renameSync } from 'node:fs';
 import { open, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writer } from '../../wire/buffer.js';
-import {
-  PAIR_SNAPSHOT_CHUNK,
-  PairSnapshotKind,
-  writePairSnapshotChunk,
-  writePairSnapshotEntry,
-  writePairSnapshotPrefix,
-} from '../../wire/journal.js';
+import { PAIR_SNAPSHOT_CHUNK, PairSnapshotKind, writePairSnapshotChunk, writePairSnapshotPrefix } from '../../wire/journal.js';
 import { incrementalHash } from '../../crypto/primitives.js';
-import type { Bucket } from '../../core/register/keyspace.js';
 import { MapState } from '../../core/register/map.js';
+import { SNAPSHOT_SLICE, mapSlices, type PinnedSnapshot, type Slices } from '../../core/register/slices.js';
 import type { StreamState } from '../../core/register/stream.js';
+import type { Bucket } from '../../core/register/keyspace.js';
 import type { RegisterImage } from '../../core/pair/types.js';
 
-/** Bytes encoded per slice: a few milliseconds of the event loop. */
-export const SNAPSHOT_SLICE = 1 << 18;
-
-/** Appends about one slice of the body to `w`; false once the whole body is written. */
-type Slices = (w: Writer) => boolean;
+export { SNAPSHOT_SLICE } from '../../core/register/slices.js';
 
 /** Each job writes its own temporary file: a cancelled one still finishing cannot touch the next one's. */
 let jobs = 0;
 /** Temporary files of background snapshots (a crash leaves them; the store removes them at load). */
 export const SNAPSHOT_PART = 'snapshot.part-';
 
-export class SnapshotJob {
+/**
+ * A snapshot file written in the background: `head`, the pinned body a slice at a time, then
+ * the SHA-256 of everything before it (the layout of a pair register's and of a domain's
+ * snapshot file alike), fsynced and renamed over `snap`.
+ */
+export class BackgroundSnapshot {
   /** Resolves with the snapshot's size once it is durable under its name; rejects on a write that failed. Never settles for a cancelled job. */
   readonly done: Promise<number>;
-  /** The register's version the snapshot holds. */
-  readonly version: number;
   private cancelled = false;
-  /** Drops what the job still pins (a map's buckets not written yet): later writes then copy nothing for it. */
-  private release: () => void = () => undefined;
 
-  /**
-   * Pin `image` now (O(4,096) for a map) and start writing `snap` in `dir`. `beforeSlice` is
-   * awaited before each slice once the partial file exists (tests hold a job mid-way with it).
-   */
+  /** Start writing at once; `beforeSlice` is awaited before each slice once the partial file exists (tests hold a job mid-way with it). */
   constructor(
-    image: RegisterImage,
+    head: Writer,
+    private readonly pinned: PinnedSnapshot,
     dir: string,
     snap: string,
     private readonly beforeSlice?: () => Promise<void>,
   ) {
-    const st = image.state;
-    this.version = image.version;
-    const head = {
-      version: image.version,
-      hash: { hi: st.hash.hi, lo: st.hash.lo },
-      origins: new Map(image.origins),
-      rejections: new Map(image.peerRejections ?? []),
-    };
-    const prefix = new Writer(256);
-    let slices: Slices;
-    if (st instanceof MapState) {
-      const pin = st.snapshot(image.version);
-      writePairSnapshotPrefix(prefix, head, PairSnapshotKind.Map, pin.size);
-      const buckets = pin.buckets as (Bucket | undefined)[];
-      slices = mapSlices(buckets);
-      this.release = () => buckets.fill(undefined);
-    } else {
-      const size = st.size();
-      const count = Math.ceil(size / PAIR_SNAPSHOT_CHUNK);
-      writePairSnapshotPrefix(prefix, head, PairSnapshotKind.Stream, count);
-      slices = streamSlices(st, size);
-    }
     const tmp = join(dir, `${SNAPSHOT_PART}${process.pid}-${++jobs}`);
     this.done = new Promise<number>((resolve, reject) => {
-      this.write(tmp, prefix, slices, dir, snap).then(
+      this.write(tmp, head, pinned.slices, dir, snap).then(
         (bytes) => {
           if (bytes >= 0) resolve(bytes);
         },
         (e: unknown) => {
-          this.release();
+          pinned.release();
           void unlink(tmp)
             .catch(() => undefined) // not there: it was renamed, or never made
             .then(() => {
@@ -103,7 +71,7 @@ export class SnapshotJob {
   /** Stop at the next slice and remove the temporary file; `done` never settles. */
   cancel(): void {
     this.cancelled = true;
-    this.release();
+    this.pinned.release();
   }
 
   /** The whole file, then its name: the size written, or -1 when cancelled. */
@@ -149,60 +117,35 @@ export class SnapshotJob {
   }
 }
 
-/**
- * A pinned map's buckets, each written once and then released (later writes to it copy nothing
- * for this pin). In key-hash order, except that a bucket the table is about to write is encoded
- * then, in place from the table before the write (`early`, written with the next slice), and
- * dropped: the job never copies a bucket. Copy-on-write held a copy of every bucket written
- * before the job reached it: at 10^7 keys under a uniform load, most of the register. `early`
- * holds what was written since the last slice (all of the register at worst, if the disk stalls).
- */
-function mapSlices(buckets: (Bucket | undefined)[]): Slices {
-  const early = new Writer(1 << 16);
-  let to = early;
-  const entry = (a: Uint8Array, off: number, kl: number, vl: number, version: number): void =>
-    writePairSnapshotEntry(to, a, off, kl, version, a, off + kl, vl);
-  /** Bucket `k`'s entries into `w`: in place while it is pending (no copy), else from the copy another pin made. */
-  const encode = (w: Writer, k: Bucket): void => {
-    to = w;
-    if (k.pending) k.visitSource(entry);
-    else {
-      const a = k.arena;
-      for (let i = 0; i < k.n; i++) entry(a, k.offset(i), k.keyLen(i), k.valueLen(i), k.version(i));
+/** A pair register's snapshot (§10.1) written in the background. */
+export class SnapshotJob extends BackgroundSnapshot {
+  /** The register's version the snapshot holds. */
+  readonly version: number;
+
+  /** Pin `image` now (O(4,096) for a map) and start writing `snap` in `dir`. */
+  constructor(image: RegisterImage, dir: string, snap: string, beforeSlice?: () => Promise<void>) {
+    const st = image.state;
+    const head = {
+      version: image.version,
+      hash: { hi: st.hash.hi, lo: st.hash.lo },
+      origins: new Map(image.origins),
+      rejections: new Map(image.peerRejections ?? []),
+    };
+    const prefix = new Writer(256);
+    let pinned: PinnedSnapshot;
+    if (st instanceof MapState) {
+      const pin = st.snapshot(image.version);
+      writePairSnapshotPrefix(prefix, head, PairSnapshotKind.Map, pin.size);
+      pinned = mapSlices(pin.buckets as (Bucket | undefined)[], new Writer(1 << 16));
+    } else {
+      const size = st.size();
+      const count = Math.ceil(size / PAIR_SNAPSHOT_CHUNK);
+      writePairSnapshotPrefix(prefix, head, PairSnapshotKind.Stream, count);
+      pinned = { slices: streamSlices(st, size), release: () => undefined };
     }
-  };
-  let broken: Error | undefined;
-  for (let b = 0; b < buckets.length; b++) {
-    const k = buckets[b];
-    if (k?.pending)
-      k.onTouch = () => {
-        // Inside a write to the register (table.ts touch): whatever happens here fails the job, never the write.
-        try {
-          encode(early, k);
-        } catch (e) {
-          broken ??= e as Error;
-        }
-        buckets[b] = undefined;
-      };
+    super(prefix, pinned, dir, snap, beforeSlice);
+    this.version = image.version;
   }
-  let b = 0;
-  return (w) => {
-    if (broken) throw broken;
-    if (early.pos > 0) {
-      w.bytes(early.buf.subarray(0, early.pos));
-      early.reset();
-    }
-    while (b < buckets.length && w.pos < SNAPSHOT_SLICE) {
-      const k = buckets[b];
-      if (k !== undefined) {
-        k.onTouch = undefined; // read here, in order
-        buckets[b] = undefined; // first: should the read throw, a write must not find the bucket pending without its hook
-        encode(w, k);
-      }
-      b++;
-    }
-    return b < buckets.length;
-  };
 }
 
 /** A stream's first `size` bytes (appends after the pin land beyond them) in the snapshot's chunks. */

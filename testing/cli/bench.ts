@@ -58,8 +58,9 @@ export function benchCommand(): Command {
     )
     .option('--keys <n>', 'entries in the register', intArg('--keys', 1000), 2_000_000)
     .option('--per-tick <n>', 'sets committed every millisecond meanwhile', intArg('--per-tick', 1), 10)
+    .option('--domain', "a QN domain's snapshot (one member, FileDomainStore) instead of a pair register's", false)
     .option('--json', 'print one JSON object', false)
-    .action(async (o: { keys: number; perTick: number; json: boolean }) => {
+    .action(async (o: { keys: number; perTick: number; domain: boolean; json: boolean }) => {
       const { runSnapshotBench } = await load<typeof import('../../bench/snapshot.js')>('../../bench/snapshot.js');
       const r = await runSnapshotBench(o);
       if (o.json) {
@@ -74,7 +75,7 @@ export function benchCommand(): Command {
         console.log(
           `${name.padEnd(20)} longest loop block ${n(f.maxLoopBlockMs)} ms (p99 gap ${f.p99LoopGapMs} ms), ${n(f.snapshotBytes)} bytes in ${n(f.snapshotMs)} ms, ${n(f.commitsDuring)} commits meanwhile, +${f.extraRssMb} MB RSS`,
         );
-      console.log(`${n(r.keys)} keys: longest block ${r.loopBlockRatio} of the baseline's`);
+      console.log(`${r.kind}, ${n(r.keys)} keys: longest block ${r.loopBlockRatio} of the baseline's`);
     });
   bench
     .command('link')

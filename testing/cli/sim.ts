@@ -162,7 +162,7 @@ function runDomain(o: Opts): void {
         `seed ${r.seed}: ${r.violations.length === 0 ? 'OK' : 'FAILED'} — ${r.nodes} members converged ${r.converged} at index ${r.index} hash ${r.hash}`,
       );
       console.log(
-        `  committed ${r.committed}, rejected ${r.rejected}, refused ${r.refused}; ${r.partitions} partitions, ${r.crashes} crashes, ${r.storeFaults} store faults, ${r.leaderChanges} leader changes, ${r.snapshots} snapshots installed, ${r.relayed} relayed`,
+        `  committed ${r.committed}, rejected ${r.rejected}, refused ${r.refused}; ${r.partitions} partitions, ${r.crashes} crashes, ${r.storeFaults} store faults, ${r.leaderChanges} leader changes, ${r.snapshots} snapshots installed, ${r.backgroundWritten} written in the background (${r.backgroundFailed} failed), ${r.relayed} relayed`,
       );
       for (const v of r.violations) console.log(`  VIOLATION ${v}`);
     }
@@ -183,7 +183,7 @@ function runDomain(o: Opts): void {
   else {
     console.log(`seeds ${s.seeds} (from ${s.seedBase}), ${s.nodes} members: converged ${s.converged}, failed ${s.failedSeeds.length}`);
     console.log(
-      `committed ${s.committed}, rejected ${s.rejected}, refused ${s.refused}; ${s.partitions} partitions, ${s.crashes} crashes, ${s.storeFaults} store faults, ${s.leaderChanges} leader changes, ${s.snapshots} snapshots, ${s.relayed} relayed`,
+      `committed ${s.committed}, rejected ${s.rejected}, refused ${s.refused}; ${s.partitions} partitions, ${s.crashes} crashes, ${s.storeFaults} store faults, ${s.leaderChanges} leader changes, ${s.snapshots} snapshots, ${s.backgroundWritten} written in the background (${s.backgroundFailed} failed), ${s.relayed} relayed`,
     );
     console.log(`${s.datagrams} datagrams, ${s.bytesSent} bytes; ${s.wallMs} ms wall`);
     if (s.failedSeeds.length > 0)

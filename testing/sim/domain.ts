@@ -24,7 +24,7 @@ import { MemDomainStore } from './mem-store.js';
 import { DomainNode, type DomainEvent, type QnDrop } from '../../core/qn/node.js';
 import { driveReady } from '../../core/qn/persist.js';
 import { Role, type LogEntry, type NodeId } from '../../core/qn/raft.js';
-import type { CandidateOp, DomainState } from '../../core/qn/state.js';
+import { DomainState, type CandidateOp } from '../../core/qn/state.js';
 import { hash, publicKeyOf } from '../../crypto/primitives.js';
 import { RelayKeyring, StaticRelaySealer } from '../../core/qn/seal.js';
 import { EventQueue, SimNetwork, type NetStats } from './network.js';
@@ -84,6 +84,12 @@ export interface DomainSimOptions {
   largeValueBytes?: number;
   /** Raft log bound; small values force snapshots. Omit to draw per seed. */
   maxLogEntries?: number;
+  /**
+   * Write those snapshots in the background, as spookd does: each completes 1-200 ms after it
+   * was asked for (or fails, with probability storeFaults), unless a crash drops it first.
+   * Omit for: odd seeds in the background, even ones at once.
+   */
+  backgroundSnapshots?: boolean;
   trace?: (line: string) => void;
 }
 
@@ -120,6 +126,9 @@ export interface DomainSimResult {
   storeFaults: number;
   leaderChanges: number;
   snapshots: number;
+  /** Background snapshots written (durable, checked against the log) and failed (backgroundSnapshots). */
+  backgroundWritten: number;
+  backgroundFailed: number;
   /** Catch-ups by difference installed (§15.4). */
   diffs: number;
   relayed: number;
@@ -150,6 +159,8 @@ interface Member {
   offset: number;
   timerAt: number;
   firedAt: number;
+  /** When the oldest background snapshot completes (-1: none scheduled). */
+  jobAt: number;
   /** In the configuration (for the convergence check); a removed member is not. */
   active: boolean;
 }
@@ -167,6 +178,10 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
   });
   const trace = o.trace;
   const maxLogEntries = o.maxLogEntries ?? rng.pick([16, 64, 100_000]);
+  // Its own stream of draws: the runs of the seeds that write snapshots at once stay as they were.
+  const jobRng = new Rng(o.seed ^ 0x5eed_b6);
+  for (let i = 0; i < 8; i++) jobRng.float(); // xoroshiro's first outputs follow nearby seeds closely
+  const backgroundSnapshots = o.backgroundSnapshots ?? o.seed % 2 === 1;
   const seed = rng.int(0, 0x7fffffff);
   const violations: string[] = [];
   const violate = (m: string): void => {
@@ -194,6 +209,8 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
   let partitions = 0;
   let crashes = 0;
   let storeFaults = 0;
+  let backgroundWritten = 0;
+  let backgroundFailed = 0;
 
   const members = new Map<NodeId, Member>();
   const honestDrops = new Map<QnDrop, number>();
@@ -222,6 +239,7 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
   };
 
   const start = (m: Member): void => {
+    m.store.dropJobs(); // what the crash interrupted
     m.node = new DomainNode(
       {
         domain: 0x51_4e_00_01,
@@ -239,6 +257,7 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
         electionMs: 300,
         heartbeatMs: 50,
         maxLogEntries,
+        backgroundSnapshots,
         relay: sealer(m.id),
         observe: observe(m),
       },
@@ -303,6 +322,7 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
       });
       return true;
     }
+    if (m.store.jobs.length > 0 && m.jobAt < 0) completeJobLater(m, node);
     const lt = node.pollTimeout();
     // Rounded up to whole ms, so the member's clock has reached its deadline when the timer runs.
     // A timer never fires twice at one instant (a deadline already handled would spin).
@@ -321,6 +341,41 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
     return false;
   };
 
+  /**
+   * The oldest background snapshot of `m` is written some time later, encoded from its pin then
+   * (the member applied more meanwhile), and checked against the state every member had at its
+   * index; or it fails. A crash first (another node object by then) leaves it to dropJobs.
+   */
+  const completeJobLater = (m: Member, node: DomainNode): void => {
+    const t = now + jobRng.int(1, 200);
+    m.jobAt = t;
+    queue.schedule(t, () => {
+      if (m.node !== node || m.jobAt !== t) return;
+      now = t;
+      m.jobAt = -1;
+      if (m.store.jobs.length === 0) return; // an install dropped it
+      if (o.storeFaults && jobRng.chance(o.storeFaults)) {
+        const meta = m.store.jobs[0].meta;
+        m.store.jobs.shift()!.pinned.release();
+        trace?.(`${fmt(now)} FAULT: n${m.id} background snapshot at ${meta.index} failed`);
+        backgroundFailed++;
+        node.snapshotFailed(meta.index);
+      } else {
+        const { meta, data } = m.store.completeJob()!;
+        const fresh = new DomainState(seed, REGISTERS, GROUPS);
+        const g = globalLog.get(meta.index);
+        if (!fresh.restore(data, meta.index)) violate(`n${m.id} wrote a background snapshot at ${meta.index} that does not restore`);
+        else if (g && g.digest !== hashHex(fresh.digest()))
+          violate(`n${m.id} wrote a background snapshot at ${meta.index} that differs from the log`);
+        trace?.(`${fmt(now)} n${m.id} background snapshot at ${meta.index} durable (${data.length} bytes)`);
+        backgroundWritten++;
+        // Read back as spookd reads its file, or (one in ten) unreadable: the leader then sends the applied state.
+        node.snapshotDurable(meta, jobRng.chance(0.5) ? data : () => (jobRng.chance(0.1) ? undefined : data));
+      }
+      drive(m);
+    });
+  };
+
   for (const id of allIds) {
     const m: Member = {
       id,
@@ -330,6 +385,7 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
       offset: 0,
       timerAt: -1,
       firedAt: -1,
+      jobAt: -1,
       active: id !== spare,
     };
     if (o.storeFaults)
@@ -549,9 +605,11 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
     if (out) continue;
     // Decided in a Ready whose store failed after the candidate was forgotten: the event never
     // left, and the outcome table is how its proposer learns it (outcomeOf, `spook domain outcome`).
+    // Removed before it could apply that entry again, the proposer can only say unknown (§15.6).
     const [origin, seq] = id.split(':').map(Number);
     const v = faulted.has(origin) ? members.get(origin)?.node?.outcomeOf(seq)?.verdict : undefined;
     if (v === 'committed' || v === 'rejected') outcomes.set(id, { committed: v === 'committed' });
+    else if (v === 'unknown' && origin === victim) outcomes.set(id, { committed: false, unknown: true });
     else violate(`${id} never decided`);
   }
   const act = [...members.values()].filter((m) => m.active && m.node);
@@ -597,6 +655,8 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
     storeFaults,
     leaderChanges,
     snapshots,
+    backgroundWritten,
+    backgroundFailed,
     diffs,
     relayed,
     index: finalIndex,
@@ -642,6 +702,8 @@ const SUMMED = [
   'storeFaults',
   'leaderChanges',
   'snapshots',
+  'backgroundWritten',
+  'backgroundFailed',
   'diffs',
   'relayed',
   'datagrams',
