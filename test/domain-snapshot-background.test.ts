@@ -13,6 +13,7 @@ import { hash } from '../crypto/primitives.js';
 import { Writer } from '../wire/buffer.js';
 import { DeltaOp } from '../wire/delta.js';
 import { DOMAIN_SNAPSHOT_MAGIC_V1, decodeDomainSnapshot } from '../wire/journal.js';
+import { DOMAIN_SIM_DEFAULTS, runDomainSeeds } from '../testing/sim/domain.js';
 
 // A domain's log-compacting snapshot is written in the background (issue 16: written at once, a
 // 230 MB domain held the event loop ~5 s). What it writes, that the log is compacted only once it
@@ -326,13 +327,16 @@ describe('background domain snapshots (drivers/store/domain-store.ts)', () => {
     m.disk.close();
   });
 
-  it('readSnapshot returns the data of the file at that index only; undefined when it is another, or damaged', async () => {
+  it('readSnapshot returns the snapshot file when it holds that index or a later one; undefined when older, or damaged', async () => {
     const dir = tmp();
     const m = solo(dir, 16);
     for (let i = 0; i < 40; i++) put(m, `k${i}`, `v${i}`);
     await until(() => m.reports.length === 1);
     const at = m.node.raft.snapshotIndex;
-    expect(restored(m.disk.readSnapshot(at)!, at, SEED)).toBeDefined();
+    const read = m.disk.readSnapshot(at)!;
+    expect(read).toMatchObject({ index: at, term: m.node.raft.term, members: [1] });
+    expect(restored(read.data, at, SEED)).toBeDefined();
+    expect(m.disk.readSnapshot(at - 1)).toMatchObject({ index: at }); // a later one serves as well
     expect(m.disk.readSnapshot(at + 1)).toBeUndefined();
     const buf = readFileSync(join(dir, 'snapshot'));
     buf[buf.length - 40] ^= 1;
@@ -356,5 +360,27 @@ describe('background domain snapshots (drivers/store/domain-store.ts)', () => {
     const s = decodeDomainSnapshot(buf, sha256);
     expect(s).toMatchObject({ index: st.index, term: 2, members: [1] });
     expect(restored(s.data, st.index)).toEqual(st.digest());
+  });
+});
+
+describe('background domain snapshots in the simulator (testing/sim/domain.ts)', () => {
+  it('300 seeds, 5 members, every snapshot in the background, with crashes, store faults, partitions and a membership change: each checked against the log, all converge', () => {
+    const s = runDomainSeeds(300, 700_001, {
+      ...DOMAIN_SIM_DEFAULTS,
+      nodes: 5,
+      partitions: true,
+      crashes: true,
+      cuts: true,
+      membership: true,
+      storeFaults: 0.01,
+      maxLogEntries: 16,
+      backgroundSnapshots: true,
+    });
+    expect(s.failures).toEqual([]);
+    expect(s.converged).toBe(300);
+    // Written, failed (a store fault), and sent to members that fell behind the compacted log.
+    expect(s.backgroundWritten).toBeGreaterThan(1000);
+    expect(s.backgroundFailed).toBeGreaterThan(0);
+    expect(s.snapshots).toBeGreaterThan(50);
   });
 });

@@ -346,9 +346,12 @@ export function readPairSnapshotBody(
   kind: PairSnapshotKind,
   entry: (key: Uint8Array, version: number, value: Uint8Array) => void,
   chunk: (data: Uint8Array) => void,
+  /** Told how many entries follow (at most the bytes left can hold), before the first: a map sizes its table for them. */
+  entries?: (n: number) => void,
 ): void {
   if (kind === PairSnapshotKind.Map) {
     const n = r.varint('snapshot.entries');
+    entries?.(Math.min(n, r.remaining >>> 2));
     for (let i = 0; i < n; i++) {
       const key = r.lenBytes('key', MAX_KEY_LEN).slice();
       const version = r.varint('version');

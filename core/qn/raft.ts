@@ -164,7 +164,11 @@ export interface StateMachine {
 const DIFF_MIN_ENTRIES = 64;
 
 /** A snapshot's bytes, or how to read them back from where the driver wrote them (undefined: they cannot be). */
-export type SnapshotData = Uint8Array | (() => Uint8Array | undefined);
+/**
+ * A snapshot's bytes, or how to read back the one the driver wrote: that snapshot or a later
+ * durable one (the reader returns what it found, meta included), undefined if none reads back.
+ */
+export type SnapshotData = Uint8Array | (() => (SnapshotMeta & { readonly data: Uint8Array }) | undefined);
 
 export interface RaftOptions {
   id: NodeId;
@@ -1247,16 +1251,29 @@ export class Raft {
   }
 
   /**
-   * A transfer of the latest snapshot: its bytes, read back if it was written in the
-   * background. Should they not read back (a disk that fails), the applied state is encoded now
-   * and sent instead: a snapshot at any committed index serves the follower as well.
+   * A transfer of the latest snapshot (or of a later one: any committed state at most the
+   * applied index serves the follower, and the log holds what follows it). The bytes of a
+   * transfer to another follower are shared, not read again (k followers catching up after a
+   * partition would hold k copies); else they are read back if written in the background.
+   * Should they not read back (a disk that fails, or the moment a newer file is renamed over it
+   * and not yet reported), the applied state is encoded now and sent instead.
    */
   private snapshotToSend(s: SnapshotMeta & { data: SnapshotData }): NonNullable<Progress['snap']> {
-    const bytes = typeof s.data === 'function' ? s.data() : s.data;
-    if (bytes) return { index: s.index, term: s.term, members: s.members, data: bytes, offset: 0, sent: 0 };
+    const fresh = (m: SnapshotMeta, data: Uint8Array): NonNullable<Progress['snap']> => ({
+      index: m.index,
+      term: m.term,
+      members: m.members,
+      data,
+      offset: 0,
+      sent: 0,
+    });
+    for (const q of this.progress.values()) if (q.snap && !q.snap.base && q.snap.index >= s.index) return fresh(q.snap, q.snap.data);
+    if (typeof s.data !== 'function') return fresh(s, s.data);
+    const read = s.data();
+    if (read && read.index >= s.index && read.index <= this.applied) return fresh(read, read.data);
     const at = this.applied;
     const members = [...this.configs].reverse().find((c) => c.index <= at)!.members;
-    return { index: at, term: this.termAt(at)!, members, data: this.o.sm.snapshot(), offset: 0, sent: 0 };
+    return fresh({ index: at, term: this.termAt(at)!, members }, this.o.sm.snapshot());
   }
 
   /**

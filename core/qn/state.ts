@@ -449,11 +449,13 @@ export class DomainState implements StateMachine {
       const { reg } = this.registerHead(r, seenRegs, index);
       if (reg.state instanceof MapState) {
         const n = r.varint('register.entries');
+        // Sized first (the entries come in key-hash order), for no more than the quota and the bytes left can hold (4 octets an entry at least).
+        reg.state.reserveKeys(Math.min(n, reg.quota.maxKeys, r.remaining >>> 2));
         for (let j = 0; j < n; j++) {
           const key = r.lenBytes('entry.key', MAX_KEY_LEN).slice();
           if (key.length === 0) throw bad('entry.key', 'empty key');
           // Keys in the snapshot's order are distinct: a repeated key would be two entries in one.
-          if (reg.state.get(key)) throw bad('entry.key', 'repeated key');
+          if (reg.state.versionOf(key) !== 0) throw bad('entry.key', 'repeated key');
           const v = version('entry.version', reg.version);
           if (v === 0) throw bad('entry.version', 'a present key has a version of at least 1');
           reg.state.put(key, r.lenBytes('entry.value', MAX_VALUE_LEN).slice(), v);

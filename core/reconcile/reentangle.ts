@@ -851,6 +851,8 @@ export class ReconRequester {
     if (this.chunkCount === undefined || this.chunks.length < this.chunkCount) return;
     for (let i = 0; i < this.chunkCount; i++) if (!this.chunks[i]) return;
     const next = new MapState((r.state as MapState).seed);
+    // Sized first: the chunks come in key-hash order (KeyTable.reserveCount).
+    next.reserveKeys(this.chunks.reduce((n, c) => n + c!.length, 0));
     for (const chunk of this.chunks) for (const e of chunk!) next.put(e.key, e.value, e.version);
     // A full transfer that does not verify (the responder moved its pin): start it again, uncounted.
     if (!next.hash.equals(meta.hash)) return this.restart();

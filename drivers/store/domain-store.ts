@@ -199,11 +199,11 @@ export class FileDomainStore implements DomainStore {
     }
   }
 
-  /** The data of the snapshot file if it holds `index` (what Raft sends a follower), else undefined (unreadable, or replaced). */
-  readSnapshot(index: number): Uint8Array | undefined {
+  /** The snapshot file if it holds `index` or a later one (what Raft sends a follower), else undefined (unreadable, or older). */
+  readSnapshot(index: number): (SnapshotMeta & { data: Uint8Array }) | undefined {
     try {
       const s = this.readSnapshotFile();
-      return s.index === index ? s.data : undefined;
+      return s.index >= index ? { index: s.index, term: s.term, members: [...s.members], data: s.data } : undefined;
     } catch {
       return undefined;
     }
@@ -276,14 +276,23 @@ export class FileDomainStore implements DomainStore {
         this.job = undefined;
         this.image.apply({ kind: 'snapshot', meta, data: new Uint8Array(0) });
         this.snapshotOnDiskOnly = true;
-        this.onSnapshot({ meta, ok: true });
+        this.report({ meta, ok: true });
       },
       (e: unknown) => {
         if (this.job !== job) return;
         this.job = undefined;
-        this.onSnapshot({ meta, ok: false, error: new StoreError(`${this.snapPath}: ${(e as Error).message}`) });
+        this.report({ meta, ok: false, error: new StoreError(`${this.snapPath}: ${(e as Error).message}`) });
       },
     );
+  }
+
+  /** onSnapshot, from a promise's callback: what it throws must not become an unhandled rejection (it would end the process). */
+  private report(r: SnapshotReport): void {
+    try {
+      this.onSnapshot(r);
+    } catch (e) {
+      this.onFlushFailed(new StoreError(`${this.dir}: after a background snapshot: ${(e as Error).message}`));
+    }
   }
 
   /** The seam tests replace to hold a snapshot mid-way or make it fail. */

@@ -589,6 +589,7 @@ export function restoreRegisterSnapshot(replica: Replica, buf: Uint8Array, path:
           head.kind,
           (key, version, value) => (st as MapState).put(key, value, version),
           (chunk) => (st as StreamState).appendBytes(chunk),
+          (n) => (st as MapState).reserveKeys(n),
         ),
       new Map(head.origins),
       0,

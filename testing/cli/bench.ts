@@ -75,7 +75,9 @@ export function benchCommand(): Command {
         console.log(
           `${name.padEnd(20)} longest loop block ${n(f.maxLoopBlockMs)} ms (p99 gap ${f.p99LoopGapMs} ms), ${n(f.snapshotBytes)} bytes in ${n(f.snapshotMs)} ms, ${n(f.commitsDuring)} commits meanwhile, +${f.extraRssMb} MB RSS`,
         );
-      console.log(`${r.kind}, ${n(r.keys)} keys: longest block ${r.loopBlockRatio} of the baseline's`);
+      console.log(
+        `${r.kind}, ${n(r.keys)} keys: longest block ${r.loopBlockRatio} of the baseline's; the file loads back in ${n(r.restoreMs)} ms`,
+      );
     });
   bench
     .command('link')

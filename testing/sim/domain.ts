@@ -23,7 +23,7 @@ import { type StreamState } from '../../core/register/stream.js';
 import { MemDomainStore } from './mem-store.js';
 import { DomainNode, type DomainEvent, type QnDrop } from '../../core/qn/node.js';
 import { driveReady } from '../../core/qn/persist.js';
-import { Role, type LogEntry, type NodeId } from '../../core/qn/raft.js';
+import { Role, type LogEntry, type NodeId, type SnapshotData } from '../../core/qn/raft.js';
 import { DomainState, type CandidateOp } from '../../core/qn/state.js';
 import { hash, publicKeyOf } from '../../crypto/primitives.js';
 import { RelayKeyring, StaticRelaySealer } from '../../core/qn/seal.js';
@@ -322,6 +322,10 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
       });
       return true;
     }
+    const waits = node.raft.snapshottingIndex;
+    if (waits !== 0 && !m.store.jobs.some((j) => j.meta.index === waits))
+      violate(`n${m.id} waits for a background snapshot at ${waits} that no job will report`);
+    if (m.store.jobs.length > 1) violate(`n${m.id} has ${m.store.jobs.length} background snapshots under way`);
     if (m.store.jobs.length > 0 && m.jobAt < 0) completeJobLater(m, node);
     const lt = node.pollTimeout();
     // Rounded up to whole ms, so the member's clock has reached its deadline when the timer runs.
@@ -361,7 +365,9 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
         backgroundFailed++;
         node.snapshotFailed(meta.index);
       } else {
+        const older = m.store.image.snapshot?.index ?? 0;
         const { meta, data } = m.store.completeJob()!;
+        if (meta.index <= older) violate(`n${m.id} wrote a background snapshot at ${meta.index} over a newer one at ${older}`);
         const fresh = new DomainState(seed, REGISTERS, GROUPS);
         const g = globalLog.get(meta.index);
         if (!fresh.restore(data, meta.index)) violate(`n${m.id} wrote a background snapshot at ${meta.index} that does not restore`);
@@ -369,8 +375,13 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
           violate(`n${m.id} wrote a background snapshot at ${meta.index} that differs from the log`);
         trace?.(`${fmt(now)} n${m.id} background snapshot at ${meta.index} durable (${data.length} bytes)`);
         backgroundWritten++;
-        // Read back as spookd reads its file, or (one in ten) unreadable: the leader then sends the applied state.
-        node.snapshotDurable(meta, jobRng.chance(0.5) ? data : () => (jobRng.chance(0.1) ? undefined : data));
+        // Read back as spookd reads its file (the latest durable one, maybe newer by then), or (one in ten)
+        // unreadable: the leader then sends the applied state.
+        const file = (): ReturnType<Extract<SnapshotData, () => unknown>> => {
+          const s = m.store.image.snapshot;
+          return jobRng.chance(0.1) || !s || s.index < meta.index ? undefined : s;
+        };
+        node.snapshotDurable(meta, jobRng.chance(0.5) ? data : file);
       }
       drive(m);
     });
@@ -609,8 +620,11 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
     const [origin, seq] = id.split(':').map(Number);
     const v = faulted.has(origin) ? members.get(origin)?.node?.outcomeOf(seq)?.verdict : undefined;
     if (v === 'committed' || v === 'rejected') outcomes.set(id, { committed: v === 'committed' });
-    else if (v === 'unknown' && origin === victim) outcomes.set(id, { committed: false, unknown: true });
-    else violate(`${id} never decided`);
+    else if (v === 'unknown' && origin === victim) {
+      // Unknown to its removed proposer; the domain's own outcome table, where it still has it, decides.
+      const t = [...members.values()].find((x) => x.active && x.node)?.node!.state.outcomeOf(origin, seq);
+      outcomes.set(id, t === undefined ? { committed: false, unknown: true } : { committed: t === 0 });
+    } else violate(`${id} never decided`);
   }
   const act = [...members.values()].filter((m) => m.active && m.node);
   const finalIndex = act.length ? Math.min(...act.map((m) => m.node!.raft.applied)) : 0;
