@@ -24,9 +24,11 @@ const tmp = (): string => {
   dirs.push(d);
   return d;
 };
-afterEach(() => {
-  // A job cancelled by close() may still be removing its partial file.
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true, maxRetries: 10, retryDelay: 20 });
+/** Stores opened by solo(): a job cancelled by close() may still be removing its partial file. */
+const opened: FileDomainStore[] = [];
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((s) => s.settled()));
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 const sha256 = (...p: Uint8Array[]): Uint8Array => hash('SHA256', ...p);
@@ -110,6 +112,16 @@ describe('DomainState.pin (core/qn/state.ts)', () => {
     expect(restored(data, at)).toEqual(want);
   });
 
+  it('each call appends about one slice whatever the writer holds: drained into one writer never reset, it ends, with the same bytes', () => {
+    const st = filled(8000, 3 * SNAPSHOT_SLICE);
+    const p = st.pin();
+    const w = new Writer(1 << 12);
+    let calls = 0;
+    while (p.slices(w)) if (++calls > 100) throw new Error('no progress');
+    expect(calls).toBeGreaterThan(4);
+    expect(Buffer.from(w.finish()).equals(Buffer.from(st.snapshot()))).toBe(true);
+  });
+
   it('release() lets go: later writes copy nothing for it, and the live state is untouched', () => {
     const st = filled(3000, 0);
     const p = st.pin();
@@ -171,6 +183,7 @@ function solo(dir: string, maxLogEntries = 16, prepare: (d: HeldStore) => void =
     },
   );
   prepare(m.disk);
+  opened.push(m.disk);
   m.node = new DomainNode(
     {
       domain: 1,
@@ -272,8 +285,9 @@ describe('background domain snapshots (drivers/store/domain-store.ts)', () => {
     expect(m.disk.snapshotting).toBeGreaterThan(0);
     m.disk.close();
     m.disk.release();
-    await new Promise((r) => setTimeout(r, 50));
+    await m.disk.settled();
     expect(m.reports).toEqual([]); // a cancelled job never reports
+    expect(readdirSync(dir).filter((f) => f.startsWith(SNAPSHOT_PART))).toEqual([]); // it removed its partial file
     expect(existsSync(join(dir, 'snapshot'))).toBe(false);
     const b = solo(dir, 16);
     expect({ ...b.node.state.digest(), index: 0 }).toEqual({ ...m.node.state.digest(), index: 0 });
@@ -295,7 +309,7 @@ describe('background domain snapshots (drivers/store/domain-store.ts)', () => {
     ]);
     expect(m.disk.snapshotting).toBe(0);
     m.disk.release();
-    await new Promise((r) => setTimeout(r, 100));
+    await m.disk.settled(); // the cancelled job has ended: it renamed nothing
     expect(m.reports).toEqual([]);
     expect(snapshotFile(dir).index).toBe(leader.index);
     expect(readdirSync(dir).filter((f) => f.startsWith(SNAPSHOT_PART))).toEqual([]);

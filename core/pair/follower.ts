@@ -136,6 +136,8 @@ export class Follower implements RoleMachine, RequesterHost {
     else if (ch.kind === 'append-stream' && s.state instanceof StreamState) for (const c of ch.chunks) s.state.appendBytes(c);
     else if (ch.kind === 'edit-map' && s.state instanceof MapState) {
       for (const e of ch.deletes) s.state.remove(e.key);
+      // Sized first: reconciliation's puts come bucket by bucket, in key-hash order (KeyTable.reserveCount).
+      s.state.reserveKeys(s.state.size() + ch.puts.length);
       for (const e of ch.puts) s.state.put(e.key, e.value, e.version);
     } else throw new Error(`register ${s.name}: a ${ch.kind} change for a ${s.cfg.kind} register`);
     s.version = r.version;

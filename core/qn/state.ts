@@ -634,7 +634,8 @@ export class DomainState implements StateMachine {
 function streamBytes(st: StreamState, size: number): Slices {
   let at = 0;
   return (w) => {
-    while (at < size && w.pos < SNAPSHOT_SLICE) {
+    const end = w.pos + SNAPSHOT_SLICE;
+    while (at < size && w.pos < end) {
       const n = Math.min(SNAPSHOT_SLICE, size - at);
       w.bytes(st.read(at, n));
       at += n;

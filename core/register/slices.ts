@@ -10,7 +10,7 @@ import type { Bucket } from './keyspace.js';
 /** Bytes encoded per slice: a few milliseconds of the event loop. */
 export const SNAPSHOT_SLICE = 1 << 18;
 
-/** Appends about one slice of the body to `w`; false once the whole body is written. */
+/** Appends about one slice of the body to `w` (whatever `w` holds already); false once the whole body is written. */
 export type Slices = (w: Writer) => boolean;
 
 /** A state pinned for a background snapshot: its encoding, a slice at a time, and what lets go of the pin. */
@@ -24,7 +24,8 @@ export interface PinnedSnapshot {
 export function concatSlices(parts: readonly Slices[]): Slices {
   let i = 0;
   return (w) => {
-    while (i < parts.length && w.pos < SNAPSHOT_SLICE) if (!parts[i](w)) i++;
+    const end = w.pos + SNAPSHOT_SLICE;
+    while (i < parts.length && w.pos < end) if (!parts[i](w)) i++;
     return i < parts.length;
   };
 }
@@ -77,11 +78,12 @@ export function mapSlices(buckets: (Bucket | undefined)[], early: Writer): Pinne
   let b = 0;
   const slices: Slices = (w) => {
     if (broken) throw broken;
+    const end = w.pos + SNAPSHOT_SLICE;
     if (early.pos > 0) {
       w.bytes(early.buf.subarray(0, early.pos));
       early.reset();
     }
-    while (b < buckets.length && w.pos < SNAPSHOT_SLICE) {
+    while (b < buckets.length && w.pos < end) {
       const k = buckets[b];
       if (k !== undefined) {
         k.onTouch = undefined; // read here, in order

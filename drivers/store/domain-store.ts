@@ -115,6 +115,8 @@ export class FileDomainStore implements DomainStore {
   private failed: StoreError | undefined;
   /** The background snapshot being written (one at a time: Raft asks for the next only after it is reported). */
   private job: { meta: SnapshotMeta; run: BackgroundSnapshot } | undefined;
+  /** Jobs still touching the directory (a cancelled one removes its partial file after close()): settled(). */
+  private readonly unsettled = new Set<BackgroundSnapshot>();
   /** The image's snapshot has no bytes (written in the background): load() reads them from the file. */
   private snapshotOnDiskOnly = false;
 
@@ -209,6 +211,11 @@ export class FileDomainStore implements DomainStore {
     }
   }
 
+  /** Resolves once no background snapshot, cancelled ones included, touches the directory any more. */
+  async settled(): Promise<void> {
+    await Promise.all([...this.unsettled].map((j) => j.ended));
+  }
+
   /** The index of the background snapshot being written, or 0. */
   get snapshotting(): number {
     return this.job?.meta.index ?? 0;
@@ -270,6 +277,8 @@ export class FileDomainStore implements DomainStore {
     const run = this.backgroundSnapshot(writeDomainSnapshotHead(new Writer(64 + 8 * meta.members.length), meta), pinned);
     const job = { meta, run };
     this.job = job;
+    this.unsettled.add(run);
+    void run.ended.then(() => this.unsettled.delete(run));
     run.done.then(
       () => {
         if (this.job !== job) return;

@@ -40,6 +40,8 @@ export const SNAPSHOT_PART = 'snapshot.part-';
 export class BackgroundSnapshot {
   /** Resolves with the snapshot's size once it is durable under its name; rejects on a write that failed. Never settles for a cancelled job. */
   readonly done: Promise<number>;
+  /** Resolves once the job touches the directory no more, however it ended (cancelled included). */
+  readonly ended: Promise<void>;
   private cancelled = false;
 
   /** Start writing at once; `beforeSlice` is awaited before each slice once the partial file exists (tests hold a job mid-way with it). */
@@ -51,9 +53,12 @@ export class BackgroundSnapshot {
     private readonly beforeSlice?: () => Promise<void>,
   ) {
     const tmp = join(dir, `${SNAPSHOT_PART}${process.pid}-${++jobs}`);
+    let ended: () => void = () => undefined;
+    this.ended = new Promise<void>((r) => (ended = r));
     this.done = new Promise<number>((resolve, reject) => {
       this.write(tmp, head, pinned.slices, dir, snap).then(
         (bytes) => {
+          ended();
           if (bytes >= 0) resolve(bytes);
         },
         (e: unknown) => {
@@ -61,6 +66,7 @@ export class BackgroundSnapshot {
           void unlink(tmp)
             .catch(() => undefined) // not there: it was renamed, or never made
             .then(() => {
+              ended();
               if (!this.cancelled) reject(e as Error);
             });
         },
@@ -152,7 +158,8 @@ export class SnapshotJob extends BackgroundSnapshot {
 function streamSlices(st: StreamState, size: number): Slices {
   let at = 0;
   return (w) => {
-    while (at < size && w.pos < SNAPSHOT_SLICE) {
+    const end = w.pos + SNAPSHOT_SLICE;
+    while (at < size && w.pos < end) {
       writePairSnapshotChunk(w, st.read(at, Math.min(PAIR_SNAPSHOT_CHUNK, size - at)));
       at += PAIR_SNAPSHOT_CHUNK;
     }

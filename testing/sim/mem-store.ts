@@ -43,9 +43,14 @@ export class MemDomainStore implements DomainStore {
   completeJob(): { meta: SnapshotMeta; data: Uint8Array } | undefined {
     const j = this.jobs.shift();
     if (!j) return undefined;
-    const w = new Writer(1 << 12);
-    while (j.pinned.slices(w));
-    const data = w.finish();
+    // A slice at a time, as the file store writes them (each call appends about one slice).
+    const parts: Uint8Array[] = [];
+    for (let more = true; more;) {
+      const w = new Writer(1 << 12);
+      more = j.pinned.slices(w);
+      parts.push(w.finish());
+    }
+    const data = Buffer.concat(parts);
     this.image.apply({ kind: 'snapshot', meta: j.meta, data });
     return { meta: j.meta, data };
   }
