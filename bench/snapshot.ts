@@ -116,15 +116,7 @@ export async function runSnapshotBench(o: SnapshotBenchOptions): Promise<Snapsho
         store.replaced(reg); // what every snapshot did before: encode, write, fsync, all in one turn
         return statSync(join(dir, 'kv', 'snapshot')).size;
       });
-      return {
-        kind: 'pair register',
-        keys: o.keys,
-        perTick: o.perTick,
-        background,
-        atOnce,
-        loopBlockRatio: Math.round((background.maxLoopBlockMs / Math.max(1, atOnce.maxLoopBlockMs)) * 1000) / 1000,
-        restoreMs,
-      };
+      return result('pair register', o, background, atOnce, restoreMs);
     } finally {
       clearInterval(writer);
       probe.stop();
@@ -133,6 +125,17 @@ export async function runSnapshotBench(o: SnapshotBenchOptions): Promise<Snapsho
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+function result(
+  kind: SnapshotBenchResult['kind'],
+  o: SnapshotBenchOptions,
+  background: SnapshotFigures,
+  atOnce: SnapshotFigures,
+  restoreMs: number,
+): SnapshotBenchResult {
+  const loopBlockRatio = Math.round((background.maxLoopBlockMs / Math.max(1, atOnce.maxLoopBlockMs)) * 1000) / 1000;
+  return { kind, keys: o.keys, perTick: o.perTick, background, atOnce, loopBlockRatio, restoreMs };
 }
 
 /** A probe every millisecond, and the figures of a window in which `run` writes a snapshot (`commits`: the writer's count). */
@@ -249,15 +252,7 @@ async function runDomainSnapshotBench(o: SnapshotBenchOptions): Promise<Snapshot
         store.persist([{ kind: 'snapshot', meta: { index: node!.state.index, term: node!.raft.term, members: [1] }, data }]);
         return statSync(join(dir, 'snapshot')).size;
       });
-      return {
-        kind: 'domain',
-        keys: o.keys,
-        perTick: o.perTick,
-        background,
-        atOnce,
-        loopBlockRatio: Math.round((background.maxLoopBlockMs / Math.max(1, atOnce.maxLoopBlockMs)) * 1000) / 1000,
-        restoreMs,
-      };
+      return result('domain', o, background, atOnce, restoreMs);
     } finally {
       clearInterval(writer);
       probe.stop();

@@ -163,7 +163,6 @@ export interface StateMachine {
  */
 const DIFF_MIN_ENTRIES = 64;
 
-/** A snapshot's bytes, or how to read them back from where the driver wrote them (undefined: they cannot be). */
 /**
  * A snapshot's bytes, or how to read back the one the driver wrote: that snapshot or a later
  * durable one (the reader returns what it found, meta included), undefined if none reads back.
@@ -1201,8 +1200,7 @@ export class Raft {
   private maybeCompact(): void {
     if (this.applied - this.base <= this.maxLogEntries || this.snapshotting) return;
     const at = this.applied;
-    const members = [...this.configs].reverse().find((c) => c.index <= at)!.members;
-    const meta = { index: at, term: this.termAt(at)!, members };
+    const meta = { index: at, term: this.termAt(at)!, members: this.membersAt(at) };
     if (this.o.backgroundSnapshots && this.o.sm.pin && !this.nextSnapshotAtOnce) {
       this.snapshotting = meta;
       this.write({ kind: 'snapshot-begin', meta, pinned: this.o.sm.pin() });
@@ -1272,8 +1270,12 @@ export class Raft {
     const read = s.data();
     if (read && read.index >= s.index && read.index <= this.applied) return fresh(read, read.data);
     const at = this.applied;
-    const members = [...this.configs].reverse().find((c) => c.index <= at)!.members;
-    return fresh({ index: at, term: this.termAt(at)!, members }, this.o.sm.snapshot());
+    return fresh({ index: at, term: this.termAt(at)!, members: this.membersAt(at) }, this.o.sm.snapshot());
+  }
+
+  /** The configuration in force at `index` (at or after the compaction point). */
+  private membersAt(index: number): NodeId[] {
+    return [...this.configs].reverse().find((c) => c.index <= index)!.members;
   }
 
   /**

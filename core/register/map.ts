@@ -207,12 +207,12 @@ export class MapState implements StateBlock {
     this.place(at, size, klen, vlen, version);
   }
 
-  /** Write an entry (collapse, reconciliation, full transfer): key and value are copied in. */
   /** Size the table for `n` entries before a bulk load of that many (KeyTable.reserveCount: loads in key-hash order). */
   reserveKeys(n: number): void {
     this.t.reserveCount(n);
   }
 
+  /** Write an entry (collapse, reconciliation, full transfer): key and value are copied in. */
   put(key: Uint8Array, value: Uint8Array, version: number): MapEntry {
     const kh = this.write(key, 0, key.length, value, 0, value.length, version);
     return { key, value, version, keyHash: kh >>> 0, hhi: lanesOut.hi >>> 0, hlo: lanesOut.lo >>> 0 };
