@@ -1252,9 +1252,10 @@ export class Raft {
    * A transfer of the latest snapshot (or of a later one: any committed state at most the
    * applied index serves the follower, and the log holds what follows it). The bytes of a
    * transfer to another follower are shared, not read again (k followers catching up after a
-   * partition would hold k copies); else they are read back if written in the background.
-   * Should they not read back (a disk that fails, or the moment a newer file is renamed over it
-   * and not yet reported), the applied state is encoded now and sent instead.
+   * partition would hold k copies); else they are read back if written in the background, once
+   * per snapshot: kept until the next one, so a member that keeps falling behind costs no read
+   * per transfer. Should they not read back (a disk that fails, or the moment a newer file is
+   * renamed over it and not yet reported), the applied state is encoded now and sent instead.
    */
   private snapshotToSend(s: SnapshotMeta & { data: SnapshotData }): NonNullable<Progress['snap']> {
     const fresh = (m: SnapshotMeta, data: Uint8Array): NonNullable<Progress['snap']> => ({
@@ -1268,6 +1269,7 @@ export class Raft {
     for (const q of this.progress.values()) if (q.snap && !q.snap.base && q.snap.index >= s.index) return fresh(q.snap, q.snap.data);
     if (typeof s.data !== 'function') return fresh(s, s.data);
     const read = s.data();
+    if (read && read.index === s.index && this.snap === s) this.snap = { ...s, data: read.data };
     if (read && read.index >= s.index && read.index <= this.applied) return fresh(read, read.data);
     const at = this.applied;
     return fresh({ index: at, term: this.termAt(at)!, members: this.membersAt(at) }, this.o.sm.snapshot());

@@ -16,7 +16,6 @@ import { MapState } from '../register/map.js';
 import { QUOTA_DEFAULTS, QuotaCheck, type Quota } from '../register/quota.js';
 import { SNAPSHOT_SLICE, bytesSlices, concatSlices, mapSlices, type PinnedSnapshot, type Slices } from '../register/slices.js';
 import { StreamState } from '../register/stream.js';
-import type { Bucket } from '../register/keyspace.js';
 import type { RegisterKind } from '../register/state.js';
 import { EntryKind, MAX_INDEX, MAX_NODE_ID, type LogEntry, type StateMachine } from './raft.js';
 
@@ -356,7 +355,7 @@ export class DomainState implements StateMachine {
       if (r.state instanceof MapState) {
         const pin = r.state.snapshot(r.version);
         head.varint(pin.size);
-        const p = mapSlices(pin.buckets as (Bucket | undefined)[], new Writer(1 << 16));
+        const p = mapSlices(pin);
         releases.push(p.release);
         body = p.slices;
       } else {

@@ -1,10 +1,9 @@
 /** The `map` register: key → bytes, each key with the register version that last wrote it. */
 import { DeltaOp, RejectReason, type Delta, type SimpleDelta } from '../../wire/delta.js';
-import { varintLen } from '../../wire/buffer.js';
+import { copyBytes, varintLen } from '../../wire/buffer.js';
 import { Hash64, LITTLE_ENDIAN, entryLanes, entryWords, fmix32, laneSeeds, lanesOut, murmur3At } from './hash.js';
 import type { StateBlock } from './state.js';
 import { BUCKET_SHIFT, type KeyIndex } from './keyspace.js';
-import { copyBytes } from '../../wire/buffer.js';
 import { HEAD, KeyTable, entrySize } from './table.js';
 
 /** One entry as an object: what reads, pins and reconciliation hand out (the map itself keeps none). */

@@ -3,9 +3,9 @@
  * loop keeps serving (issue 16: written at once, 10^7 keys held it ~9 s). Used by a pair's
  * register snapshot (drivers/store/snapshot-job.ts) and a QN domain's (core/qn/state.ts pin()).
  */
-import type { Writer } from '../../wire/buffer.js';
+import { Writer } from '../../wire/buffer.js';
 import { writePairSnapshotEntry } from '../../wire/journal.js';
-import type { Bucket } from './keyspace.js';
+import type { Bucket, KeyIndex } from './keyspace.js';
 
 /** Bytes encoded per slice: a few milliseconds of the event loop. */
 export const SNAPSHOT_SLICE = 1 << 18;
@@ -39,7 +39,7 @@ export function bytesSlices(bytes: Uint8Array): Slices {
 }
 
 /**
- * A pinned map's buckets (MapState.snapshot), each entry as `varint key length, key, varint
+ * A pinned map's buckets (`pin`, from MapState.snapshot), each entry as `varint key length, key, varint
  * version, varint value length, value`, each bucket written once and then released (later
  * writes to it copy nothing for this pin). In key-hash order, except that a bucket the table is
  * about to write is encoded then, in place from the table before the write (`early`, written
@@ -48,7 +48,10 @@ export function bytesSlices(bytes: Uint8Array): Slices {
  * the register. `early` holds what was written since the last slice (all of the register at
  * worst, if the disk stalls).
  */
-export function mapSlices(buckets: (Bucket | undefined)[], early: Writer): PinnedSnapshot {
+export function mapSlices(pin: KeyIndex): PinnedSnapshot {
+  // The pin's own array: emptied as buckets are written (the table skips those it no longer holds).
+  const buckets = pin.buckets as (Bucket | undefined)[];
+  const early = new Writer(1 << 16);
   let to = early;
   const entry = (a: Uint8Array, off: number, kl: number, vl: number, version: number): void =>
     writePairSnapshotEntry(to, a, off, kl, version, a, off + kl, vl);

@@ -22,10 +22,7 @@ import { incrementalHash } from '../../crypto/primitives.js';
 import { MapState } from '../../core/register/map.js';
 import { SNAPSHOT_SLICE, mapSlices, type PinnedSnapshot, type Slices } from '../../core/register/slices.js';
 import type { StreamState } from '../../core/register/stream.js';
-import type { Bucket } from '../../core/register/keyspace.js';
 import type { RegisterImage } from '../../core/pair/types.js';
-
-export { SNAPSHOT_SLICE } from '../../core/register/slices.js';
 
 /** Each job writes its own temporary file: a cancelled one still finishing cannot touch the next one's. */
 let jobs = 0;
@@ -142,7 +139,7 @@ export class SnapshotJob extends BackgroundSnapshot {
     if (st instanceof MapState) {
       const pin = st.snapshot(image.version);
       writePairSnapshotPrefix(prefix, head, PairSnapshotKind.Map, pin.size);
-      pinned = mapSlices(pin.buckets as (Bucket | undefined)[], new Writer(1 << 16));
+      pinned = mapSlices(pin);
     } else {
       const size = st.size();
       const count = Math.ceil(size / PAIR_SNAPSHOT_CHUNK);
