@@ -24,10 +24,18 @@ class FailingStore extends DiskStore {
   failing = false;
   /** Batches this store made durable, by size (group commit: several writes in one). */
   readonly batches: number[] = [];
-  persist(writes: readonly PairWrite[]): void {
+  /** Set: fsyncs off the event loop wait in `held` until released. */
+  holdSyncs = false;
+  readonly held: (() => void)[] = [];
+  write(writes: readonly PairWrite[]): number[] {
     if (this.failing) throw new StoreError(`${this.dir}: write: EIO: i/o error (injected)`);
-    super.persist(writes);
+    const fds = super.write(writes);
     this.batches.push(writes.length);
+    return fds;
+  }
+  protected syncFdAsync(fd: number): Promise<void> {
+    if (!this.holdSyncs) return super.syncFdAsync(fd);
+    return new Promise((resolve, reject) => this.held.push(() => super.syncFdAsync(fd).then(resolve, reject)));
   }
 }
 
@@ -75,6 +83,50 @@ describe('spookd: a pair whose store fails', () => {
     expect(stores.get('a-b')!.batches[0]).toBeGreaterThanOrEqual(2);
     expect(d.a.commits.writes).toBeGreaterThan(d.a.commits.batches);
   });
+
+  it('fsyncs run off the event loop: nothing a batch caused (an outcome, a datagram, a read of what it committed) is seen before they end; the loop and the other pair go on', async () => {
+    const s = stores.get('a-c')!;
+    const lc = d.a.link('c');
+    s.holdSyncs = true;
+    try {
+      const w = write(d.a, 'c', 'held-1');
+      await until('a-c batch syncing', () => s.held.length > 0);
+      const held = s.held.length;
+      expect(d.a.commits.syncing).toBe(1);
+      // A read at a waits for the batch, whichever end sequences (a's proposal or its collapse is in it).
+      const h = pairHandlers(d.a);
+      const call = { onClose: () => {} } as never;
+      let read: { found: boolean } | undefined;
+      void Promise.resolve(h.get({ peer: 'c', register: 'config', key: 'held-1' } as never, call)).then(
+        (r) => (read = r as { found: boolean }),
+      );
+      // The loop runs: the other pair commits both ways meanwhile.
+      const ab = write(d.a, 'b', 'while-held');
+      await until('a-b commits while a-c syncs', () => ab.told.length === 1 && has(d.b, 'a', 'while-held'));
+      expect(ab.told[0]).toMatchObject({ verdict: 'committed' });
+      // A second write waits for the first batch: no new fsync of that store meanwhile.
+      const w2 = write(d.a, 'c', 'held-2');
+      await new Promise((r) => setTimeout(r, 200));
+      expect(s.held.length).toBe(held);
+      expect(w.told).toEqual([]);
+      expect(w2.told).toEqual([]);
+      expect(read).toBeUndefined();
+      expect(has(d.c, 'a', 'held-1')).toBe(false);
+      s.holdSyncs = false;
+      for (const f of s.held.splice(0)) f();
+      await until('a-c writes committed and crossed', () => w.told.length === 1 && w2.told.length === 1 && has(d.c, 'a', 'held-2'));
+      expect(w.told[0]).toMatchObject({ verdict: 'committed' });
+      expect(w2.told[0]).toMatchObject({ verdict: 'committed' });
+      await until('the read answered', () => read !== undefined);
+      // At the sequencer the batch held the collapse: the read saw it only once durable. At the follower it held the proposal.
+      if (lc.pair.role === 'sequencer') expect(read!.found).toBe(true);
+      expect(d.a.commits.syncing).toBe(0);
+      expect(lc.fenced).toBeUndefined();
+    } finally {
+      s.holdSyncs = false;
+      for (const f of s.held.splice(0)) f();
+    }
+  }, 20_000);
 
   it('is fenced alone (decoherent, cause store-failed, logged once, counted): nothing it did not make durable is acknowledged or sent; the other pair keeps committing', async () => {
     const lb = d.a.link('b');
@@ -142,14 +194,59 @@ describe('spookd: a pair whose store fails', () => {
   }, 20_000);
 });
 
-/** A store whose fsync(2) fails once `failing` is set, through DiskStore's seam for it. */
+/** A store whose fsync(2) fails once `failing` is set, through DiskStore's seams for it (on the loop and off it). */
 class FailingFsyncStore extends DiskStore {
   failing = false;
   protected syncFd(fd: number): void {
     if (this.failing) throw new Error('EIO: i/o error, fsync (injected)');
     super.syncFd(fd);
   }
+  protected syncFdAsync(fd: number): Promise<void> {
+    return this.failing ? Promise.reject(new Error('EIO: i/o error, fsync (injected)')) : super.syncFdAsync(fd);
+  }
 }
+
+describe('spookd: fsync always whose fsync fails off the event loop', () => {
+  it('fences that pair only (store-failed), acknowledges nothing of the batch; the other pair commits; stop() closes every store', async () => {
+    const k = generateKeyPair();
+    writeFileSync(join(dir, 'x.key'), Buffer.from(k.privateKey).toString('base64'));
+    // Peers with no endpoint: a's writes are its own (collapsed alone as sequencer, or kept as proposals as follower).
+    const cfg = configSchema.parse({
+      listen: `127.0.0.6:${base}`,
+      privateKeyFile: join(dir, 'x.key'),
+      dataDir: join(dir, 'x'),
+      adminSocket: join(dir, 'x.sock'),
+      fsync: 'always',
+      peers: ['y', 'z'].map((name) => ({ name, publicKey: encodeKey(generateKeyPair().publicKey) })),
+      registers: [{ name: 'config', kind: 'map' }],
+    });
+    const xs = new Map<string, FailingFsyncStore>();
+    const x = new Spookd(cfg, k, pino({ level: 'silent' }), (peer, dir, fsync, onFlushFailed) => {
+      const s = new FailingFsyncStore(dir, fsync, undefined, undefined, onFlushFailed);
+      xs.set(peer, s);
+      return s;
+    });
+    await x.start();
+    try {
+      xs.get('y')!.failing = true;
+      const wy = write(x, 'y', 'y-1');
+      await until('x fences y', () => x.link('y').fenced !== undefined, 5000);
+      expect(x.link('y').fenced).toMatchObject({ cause: 'store-failed' });
+      expect(x.link('y').fenced!.error).toMatch(/fsync: EIO/);
+      expect(x.commits.storeFailures).toBe(1);
+      const batches = x.commits.batches;
+      const wz = write(x, 'z', 'z-1');
+      await until('x-z batch durable', () => x.commits.batches > batches, 5000);
+      expect(x.link('z').fenced).toBeUndefined();
+      await new Promise((r) => setTimeout(r, 100));
+      expect(wy.told).toEqual([]);
+      if (x.link('z').pair.role === 'sequencer') expect(wz.told[0]).toMatchObject({ verdict: 'committed' });
+    } finally {
+      await x.stop();
+    }
+    for (const s of xs.values()) expect(() => s.persist([])).toThrow(/closed/);
+  }, 15_000);
+});
 
 describe('spookd: fsync everysec whose background flush fails', () => {
   /** A spookd (e) with two peers (f, g) configured with no endpoint: nothing but local writes and the flush timer. */

@@ -220,24 +220,31 @@ export function pairHandlers(d: Spookd): Handlers<'status' | 'pairs' | 'pair' | 
     xdp: () => d.fastPath.status(),
     pair: (args) => pairSummary(linkOf(d, str(args, 'peer', false))),
     registers: () => [...d.links.values()].flatMap((l) => pairSummary(l).registers.map((r) => ({ peer: l.name, ...r }))),
-    get: (args): MapGetResult | StreamGetResult => {
+    get: (args): MapGetResult | StreamGetResult | Promise<MapGetResult | StreamGetResult> => {
       const link = linkOf(d, str(args, 'peer', false));
       refuseFenced(link);
       const register = str(args, 'register');
       const r = failsAs('unknown-register', 'register', () => link.pair.register(register));
       if (r.state instanceof MapState) {
-        const e = r.state.get(Buffer.from(str(args, 'key'), 'utf8'));
-        return { register: r.name, version: r.version, found: !!e, ...(e ? { keyVersion: e.version, value: showBytes(e.value) } : {}) };
+        const key = Buffer.from(str(args, 'key'), 'utf8');
+        return d.durableRead(link, () => {
+          refuseFenced(link);
+          const e = (r.state as MapState).get(key);
+          return { register: r.name, version: r.version, found: !!e, ...(e ? { keyVersion: e.version, value: showBytes(e.value) } : {}) };
+        });
       }
       const offset = num(args, 'offset', 0, 0, Number.MAX_SAFE_INTEGER);
       const length = num(args, 'length', 65536, 0, 1 << 20);
-      return {
-        register: r.name,
-        version: r.version,
-        size: r.state.size(),
-        offset,
-        data: showBytes((r.state as StreamState).read(offset, length)),
-      };
+      return d.durableRead(link, () => {
+        refuseFenced(link);
+        return {
+          register: r.name,
+          version: r.version,
+          size: r.state.size(),
+          offset,
+          data: showBytes((r.state as StreamState).read(offset, length)),
+        };
+      });
     },
     set: (args, call) => propose(d, 'set', args, call),
     del: (args, call) => propose(d, 'del', args, call),

@@ -214,16 +214,20 @@ function size(t: Target): SizeResult {
 
 export function readHandlers(d: Spookd): Handlers<'scan' | 'size' | 'dscan' | 'dsize'> {
   const cursors = new Cursors();
-  const pairTarget = (args: Untrusted<{ peer: string; register: string }>): Target => {
+  /** The register, once what its pair holds is durable (Spookd.durableRead): `then` runs on it. */
+  const pairTarget = <T>(args: Untrusted<{ peer: string; register: string }>, then: (t: Target) => T): T | Promise<T> => {
     const link = linkOf(d, str(args, 'peer', false));
     refuseFenced(link);
     const register = str(args, 'register');
     const r = failsAs('unknown-register', 'register', () => link.pair.register(register));
-    return { id: `pair:${link.name}:${register}`, name: register, state: r.state, version: r.version };
+    return d.durableRead(link, () => {
+      refuseFenced(link);
+      return then({ id: `pair:${link.name}:${register}`, name: register, state: r.state, version: r.version });
+    });
   };
   return {
-    scan: (args, call) => cursors.scan(pairTarget(args), args, call),
-    size: (args) => size(pairTarget(args)),
+    scan: (args, call) => pairTarget(args, (t) => cursors.scan(t, args, call)),
+    size: (args) => pairTarget(args, size),
     dscan: (args, call) => cursors.scan(domainTarget(d, args), args, call),
     dsize: (args) => size(domainTarget(d, args)),
   };

@@ -75,6 +75,10 @@ const hostPort = (a: Addr | undefined): string | undefined => a && `${a.address}
 
 class Link implements PeerLink {
   fenced: Fence | undefined = undefined;
+  /** Its last batch's fsyncs, under way off the event loop (never rejects): the next batch waits for it. */
+  syncing: Promise<void> | undefined;
+  /** Reads waiting for what the pair holds to be durable (`Spookd.durableRead`). */
+  readers: (() => void)[] = [];
   /** The address last logged for the peer (roaming is logged once per change). */
   loggedAddr: Addr | undefined;
 
@@ -185,7 +189,7 @@ export class Spookd {
   /** Builds a peer's store (at start, and for a peer added by a reload). */
   private readonly makeStore: (peer: string, dir: string, fsync: FsyncPolicy, onFlushFailed: (e: Error) => void) => DiskStore;
   /** Commit passes run and the writes they made durable (a measure of group commit). */
-  readonly commits = { passes: 0, batches: 0, writes: 0, storeFailures: 0 };
+  readonly commits = { passes: 0, batches: 0, writes: 0, storeFailures: 0, syncing: 0 };
 
   /**
    * The file a reload reads (main.ts sets it; undefined: this daemon has none, `reload` is refused).
@@ -528,6 +532,7 @@ export class Spookd {
     for (const w of this.wraps.wrappers.values())
       if (w.peer === name) throw new Error(`peer ${name} carries the wrapper of port ${w.port}: remove the wrapper first`);
     // What its pair (and every other) wrote so far reaches the disk first: nothing accepted is dropped with it.
+    await this.syncsSettled([link]);
     this.commit(true);
     const bye = this.table.canSend(name) ? link.pair.goingAway(this.now()) : undefined;
     const sock = this.socket;
@@ -540,6 +545,7 @@ export class Spookd {
     this.drain(this.now()); // its session-removed events: out of the XDP pair table
     this.etcp.removePeer(link.publicKey);
     this.links.delete(name);
+    this.serveReaders(link); // what the commits above made durable
     this.pairTimers.set(link, undefined);
     this.timersStale.delete(link);
     this.dirty.delete(link);
@@ -639,6 +645,8 @@ export class Spookd {
     this.stopRequested = true;
     // Only then an await: without a reload, the final commit pass below runs within the stop() call itself.
     if (this.reloading) await this.reloading.catch(() => {});
+    // Batches syncing off the event loop end first (their answers leave); none syncing: no await.
+    if (this.commits.syncing > 0) await this.syncsSettled();
     // What the last inputs wrote reaches the disk (and their answers leave), all of it now: from
     // here on a commit pass is a no-op (none may run after the socket or the stores close).
     this.commit(true);
@@ -755,6 +763,7 @@ export class Spookd {
       );
     this.dirty.delete(link);
     this.charged.delete(link);
+    this.serveReaders(link); // they are refused now (pair-fenced), not left waiting
     try {
       // Watchers see the pair decohere; the pair's own state may be what broke, so this may throw too.
       if (cause === 'store-failed') link.pair.writesFailed(this.now(), error);
@@ -991,41 +1000,133 @@ export class Spookd {
       const now = this.now();
       // The pair's CPU is charged to its peer when the peer's input caused it (never for local
       // writes alone: a busy local writer must not make its peer look busy); the disk's time never.
-      for (const link of links) this.forPeer(link, 'collapse', () => link.pair.collapse(now), charged.has(link));
+      // Not a pair whose batch is syncing: what a read may see stays what is durable until it ends.
+      for (const link of links) if (!link.syncing) this.forPeer(link, 'collapse', () => link.pair.collapse(now), charged.has(link));
+      const released: Link[] = [];
       for (const link of links) {
-        if (link.fenced) continue;
+        // A batch still syncing: this one waits (one per store at a time); its end pumps the pair again.
+        if (link.fenced || link.syncing) continue;
         const writes = link.pair.pollWrites();
-        if (writes.length === 0) continue;
-        try {
-          link.store.persist(writes);
-        } catch (e) {
-          this.fence(link, 'store', e, 'store-failed');
-          continue;
-        }
-        link.pair.writesDurable();
-        this.commits.batches++;
-        this.commits.writes += writes.length;
-      }
-      for (const link of links)
-        this.forPeer(
-          link,
-          'transmit',
-          () => {
-            this.publish(link);
-            this.flushTransmit(link);
-            this.publish(link);
-            if (link.pair.awaitingWrites) {
-              this.dirty.add(link);
-              if (charged.has(link)) this.charged.add(link);
+        if (writes.length > 0) {
+          let fds: number[];
+          try {
+            fds = link.store.write(writes);
+            if (fds.length > 0 && !final) {
+              this.syncInBackground(link, fds, writes.length, charged.has(link));
+              continue;
             }
-          },
-          charged.has(link),
-        );
+            // At a stop (the loop's last pass) or with nothing to fsync: done here, as one step.
+            link.store.syncNow(fds);
+            link.store.batchDurable();
+          } catch (e) {
+            this.fence(link, 'store', e, 'store-failed');
+            continue;
+          }
+          this.writesDurable(link, writes.length);
+        }
+        released.push(link);
+      }
+      for (const link of released) {
+        this.serveReaders(link);
+        this.transmit(link, charged.has(link), () => this.dirty.add(link));
+      }
     }
     if (!this.stopping) {
       this.drain(this.now()); // a fence closes sessions
       this.schedule();
     }
+  }
+
+  /**
+   * Group commit off the event loop: the batch is written, its fsyncs run on libuv's thread pool
+   * together with every other pair's of this pass, and only once they are done does anything
+   * the batch caused leave (HalfPair releases nothing before `writesDurable`). A failure fences
+   * this pair alone, as a failed write does.
+   */
+  private syncInBackground(link: Link, fds: number[], writes: number, charge: boolean): void {
+    this.commits.syncing++;
+    link.syncing = link.store.syncAll(fds).then(
+      () => this.synced(link, writes, charge),
+      (e: Error) => this.synced(link, writes, charge, e),
+    );
+  }
+
+  private synced(link: Link, writes: number, charge: boolean, failed?: Error): void {
+    this.commits.syncing--;
+    link.syncing = undefined;
+    // Removed, fenced meanwhile, or the stores closed: nothing of the batch may be released.
+    if (this.links.get(link.name) !== link || link.fenced || this.storesClosed || this.stopping) return;
+    try {
+      if (failed) throw failed;
+      link.store.batchDurable();
+    } catch (e) {
+      this.fence(link, 'store', e, 'store-failed');
+    }
+    if (!link.fenced) {
+      this.writesDurable(link, writes);
+      this.serveReaders(link);
+      this.transmit(link, charge, () => this.pump(link, charge));
+    }
+    if (link.fenced) this.drain(this.now()); // its sessions close
+    this.scheduleSoon(); // once for every batch that ends in this turn
+  }
+
+  private writesDurable(link: Link, writes: number): void {
+    link.pair.writesDurable();
+    this.commits.batches++;
+    this.commits.writes += writes;
+  }
+
+  /** Release what a durable batch caused (events, datagrams); `again` when the sending collapsed more. */
+  private transmit(link: Link, charge: boolean, again: () => void): void {
+    this.forPeer(
+      link,
+      'transmit',
+      () => {
+        this.publish(link);
+        this.flushTransmit(link);
+        this.publish(link);
+        if (link.pair.awaitingWrites) {
+          again();
+          if (charge) this.charged.add(link);
+        }
+      },
+      charge,
+    );
+  }
+
+  /**
+   * Run `read` on what `link`'s pair holds durably: at once when none of it waits for the disk,
+   * else at the pair's next durable point (its batch synced, before anything collapses further),
+   * so that no read sees a collapse a crash could still undo. A follower's state may run ahead
+   * of its own disk there, with records already durable at their sequencer.
+   */
+  durableRead<T>(link: PeerLink, read: () => T): T | Promise<T> {
+    const l = this.links.get(link.name);
+    if (l !== link || l.fenced || (!l.syncing && !l.pair.awaitingWrites)) return read();
+    this.pump(l, false); // its writes are committed by the next pass (or its batch's end)
+    return new Promise<T>((resolve, reject) =>
+      l.readers.push(() => {
+        try {
+          resolve(read());
+        } catch (e) {
+          reject(e);
+        }
+      }),
+    );
+  }
+
+  private serveReaders(link: Link): void {
+    if (link.readers.length === 0) return;
+    const readers = link.readers;
+    link.readers = [];
+    for (const r of readers) r();
+  }
+
+  /** Until every batch syncing off the event loop has ended (a stop or a removal waits, then writes at once). */
+  private async syncsSettled(links: Iterable<Link> = this.links.values()): Promise<void> {
+    for (let pending = [...links].filter((l) => l.syncing); pending.length > 0; pending = pending.filter((l) => l.syncing))
+      await Promise.all(pending.map((l) => l.syncing));
   }
 
   private flushTransmit(link: PeerLink): void {

@@ -28,6 +28,7 @@
 import {
   closeSync,
   existsSync,
+  fsync,
   fsyncSync,
   mkdirSync,
   openSync,
@@ -127,6 +128,9 @@ export class DiskStore implements PairStore {
   onSnapshotFailed: (e: StoreError) => void = () => undefined;
   /** Set once a background flush failed: what it held may be lost, so nothing more is written. */
   private failed: StoreError | undefined;
+  /** `syncAll` calls not settled: the files are closed only after them (a descriptor reused mid-fsync would sync another file). */
+  private syncing = 0;
+  private afterSync: (() => void) | undefined;
 
   constructor(
     readonly dir: string,
@@ -216,9 +220,13 @@ export class DiskStore implements PairStore {
     return new SnapshotJob(image, dir, snap);
   }
 
-  /** fsync(2), the one seam tests replace to inject a failing disk. */
+  /** fsync(2), the seam tests replace to inject a failing disk (with `syncFdAsync`, its form off the event loop). */
   protected syncFd(fd: number): void {
     fsyncSync(fd);
+  }
+
+  protected syncFdAsync(fd: number): Promise<void> {
+    return new Promise((resolve, reject) => fsync(fd, (e) => (e ? reject(e) : resolve())));
   }
 
   private paths(register: string): { dir: string; log: string; logOld: string; snap: string; lease: string; pending: string } {
@@ -306,8 +314,30 @@ export class DiskStore implements PairStore {
    * batch may be on disk, none of it may be relied on (the caller fences the pair).
    */
   persist(writes: readonly PairWrite[]): void {
+    this.syncNow(this.write(writes));
+    this.batchDurable();
+  }
+
+  /** fsync the descriptors `write` returned, here and now. Throws StoreError. */
+  syncNow(fds: readonly number[]): void {
+    try {
+      for (const fd of fds) this.syncFd(fd);
+    } catch (e) {
+      throw new StoreError(`${this.dir}: fsync: ${(e as Error).message}`);
+    }
+  }
+
+  /**
+   * `persist` in three steps, so that the fsyncs of many stores run at once and off the event
+   * loop (spookd's group commit): write the batch and get the descriptors fsync "always" must
+   * sync (none under the other policies), `syncAll` them, then `batchDurable`. Until then no
+   * other batch may be written to this store: the caller holds what the batch caused
+   * (HalfPair's `writesDurable`). Throws StoreError, as `persist`.
+   */
+  write(writes: readonly PairWrite[]): number[] {
     if (this.closed) throw new StoreError(`${this.dir}: write after the store was closed`);
     if (this.failed) throw new StoreError(`${this.dir}: write after a failed flush (${this.failed.message})`);
+    if (this.syncing) throw new StoreError(`${this.dir}: write while the last batch is being synced`);
     const touched = new Set<number>();
     let at = '';
     try {
@@ -336,11 +366,34 @@ export class DiskStore implements PairStore {
             break;
         }
       }
-      at = `${this.dir}: fsync`;
-      for (const fd of touched) this.syncFd(fd);
-      this.snapshotsDue();
     } catch (e) {
       throw new StoreError(`${at}: ${(e as Error).message}`);
+    }
+    return [...touched];
+  }
+
+  /**
+   * fsync the descriptors `write` returned, all at once on libuv's thread pool: the event loop
+   * goes on meanwhile, and the disk sees the fsyncs of every store of the pass together.
+   * Rejects with StoreError. The files stay open until it settles, even if the store closes.
+   */
+  async syncAll(fds: readonly number[]): Promise<void> {
+    this.syncing++;
+    try {
+      await Promise.all(fds.map((fd) => this.syncFdAsync(fd)));
+    } catch (e) {
+      throw new StoreError(`${this.dir}: fsync: ${(e as Error).message}`);
+    } finally {
+      if (--this.syncing === 0) this.afterSync?.();
+    }
+  }
+
+  /** The batch is durable: snapshot what grew too long, now that all of it is. Throws StoreError. */
+  batchDurable(): void {
+    try {
+      this.snapshotsDue();
+    } catch (e) {
+      throw new StoreError(`${this.dir}: snapshot: ${(e as Error).message}`);
     }
   }
 
@@ -551,17 +604,30 @@ export class DiskStore implements PairStore {
     try {
       if (!this.failed) this.flush();
     } finally {
-      for (const [register, f] of this.files) {
-        closeSync(f.logFd);
-        closeSync(f.pendingFd);
-        // Its peer removed (a reload): own candidates not decided are not proposed again at the next load.
-        if (opts.abandonPending && !this.failed) {
-          const p = this.paths(register);
-          writeAtomic(p.pending, encodePendingFile([]), p.dir);
-        }
-      }
-      this.files.clear();
+      if (this.syncing === 0) this.closeFiles(opts);
+      else
+        // spookd waits for its syncs first; should anyone not, the files outlive them (best effort then).
+        this.afterSync = () => {
+          try {
+            this.closeFiles(opts);
+          } catch {
+            // nothing to report to: the store is closed
+          }
+        };
     }
+  }
+
+  private closeFiles(opts: { abandonPending?: boolean }): void {
+    for (const [register, f] of this.files) {
+      closeSync(f.logFd);
+      closeSync(f.pendingFd);
+      // Its peer removed (a reload): own candidates not decided are not proposed again at the next load.
+      if (opts.abandonPending && !this.failed) {
+        const p = this.paths(register);
+        writeAtomic(p.pending, encodePendingFile([]), p.dir);
+      }
+    }
+    this.files.clear();
   }
 }
 
