@@ -85,19 +85,22 @@ describe('spookd: a pair whose store fails', () => {
   });
 
   it('fsyncs run off the event loop: nothing a batch caused (an outcome, a datagram, a read of what it committed) is seen before they end; the loop and the other pair go on', async () => {
-    const s = stores.get('a-c')!;
-    const lc = d.a.link('c');
+    // The end that sequences a-c writes (its batch holds the collapse a read must not see early).
+    const [S, P, sName, pName] = d.a.link('c').pair.role === 'sequencer' ? [d.a, d.c, 'a', 'c'] : [d.c, d.a, 'c', 'a'];
+    const s = stores.get(`${sName}-${pName}`)!;
+    const lc = S.link(pName);
+    expect(lc.pair.role).toBe('sequencer');
     s.holdSyncs = true;
     try {
-      const w = write(d.a, 'c', 'held-1');
+      const w = write(S, pName, 'held-1');
       await until('a-c batch syncing', () => s.held.length > 0);
       const held = s.held.length;
-      expect(d.a.commits.syncing).toBe(1);
-      // A read at a waits for the batch, whichever end sequences (a's proposal or its collapse is in it).
-      const h = pairHandlers(d.a);
+      expect(S.commits.syncing).toBe(1);
+      // A read at the sequencer waits for the batch that holds the collapse.
+      const h = pairHandlers(S);
       const call = { onClose: () => {} } as never;
       let read: { found: boolean } | undefined;
-      void Promise.resolve(h.get({ peer: 'c', register: 'config', key: 'held-1' } as never, call)).then(
+      void Promise.resolve(h.get({ peer: pName, register: 'config', key: 'held-1' } as never, call)).then(
         (r) => (read = r as { found: boolean }),
       );
       // The loop runs: the other pair commits both ways meanwhile.
@@ -105,22 +108,22 @@ describe('spookd: a pair whose store fails', () => {
       await until('a-b commits while a-c syncs', () => ab.told.length === 1 && has(d.b, 'a', 'while-held'));
       expect(ab.told[0]).toMatchObject({ verdict: 'committed' });
       // A second write waits for the first batch: no new fsync of that store meanwhile.
-      const w2 = write(d.a, 'c', 'held-2');
+      const w2 = write(S, pName, 'held-2');
       await new Promise((r) => setTimeout(r, 200));
       expect(s.held.length).toBe(held);
       expect(w.told).toEqual([]);
       expect(w2.told).toEqual([]);
       expect(read).toBeUndefined();
-      expect(has(d.c, 'a', 'held-1')).toBe(false);
+      expect(has(P, sName, 'held-1')).toBe(false);
       s.holdSyncs = false;
       for (const f of s.held.splice(0)) f();
-      await until('a-c writes committed and crossed', () => w.told.length === 1 && w2.told.length === 1 && has(d.c, 'a', 'held-2'));
+      await until('a-c writes committed and crossed', () => w.told.length === 1 && w2.told.length === 1 && has(P, sName, 'held-2'));
       expect(w.told[0]).toMatchObject({ verdict: 'committed' });
       expect(w2.told[0]).toMatchObject({ verdict: 'committed' });
       await until('the read answered', () => read !== undefined);
-      // At the sequencer the batch held the collapse: the read saw it only once durable. At the follower it held the proposal.
-      if (lc.pair.role === 'sequencer') expect(read!.found).toBe(true);
-      expect(d.a.commits.syncing).toBe(0);
+      // The batch held the collapse: the read saw it, once durable.
+      expect(read!.found).toBe(true);
+      expect(S.commits.syncing).toBe(0);
       expect(lc.fenced).toBeUndefined();
     } finally {
       s.holdSyncs = false;

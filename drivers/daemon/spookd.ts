@@ -70,15 +70,29 @@ export interface PeerLink {
   readonly fenced: Fence | undefined;
 }
 
-/** A configured peer: its pair and store here, its sessions in the peer table. */
+/** A batch whose fsyncs ended (`failed`: how), waiting for `releaseSynced`. */
+interface EndedSync {
+  link: Link;
+  writes: number;
+  charge: boolean;
+  /** Resolves the link's `syncing`. */
+  done: () => void;
+  failed?: Error;
+}
+
 const hostPort = (a: Addr | undefined): string | undefined => a && `${a.address}:${a.port}`;
 
+/** A configured peer: its pair and store here, its sessions in the peer table. */
 class Link implements PeerLink {
   fenced: Fence | undefined = undefined;
-  /** Its last batch's fsyncs, under way off the event loop (never rejects): the next batch waits for it. */
+  /** Its last batch, syncing off the event loop until released (never rejects): the next batch waits for it. */
   syncing: Promise<void> | undefined;
   /** Reads waiting for what the pair holds to be durable (`Spookd.durableRead`). */
   readers: (() => void)[] = [];
+  /** A pass skipped it while it synced (with a charge to its peer): its release pumps it again. */
+  redo: 'no' | 'free' | 'charged' = 'no';
+  /** Being removed (`removePeer`): its batches are fsynced at once, so none is syncing when its store closes. */
+  removing = false;
   /** The address last logged for the peer (roaming is logged once per change). */
   loggedAddr: Addr | undefined;
 
@@ -188,6 +202,9 @@ export class Spookd {
   private storesClosed = false;
   /** Builds a peer's store (at start, and for a peer added by a reload). */
   private readonly makeStore: (peer: string, dir: string, fsync: FsyncPolicy, onFlushFailed: (e: Error) => void) => DiskStore;
+  /** Batches whose fsyncs ended, released together by `releaseSynced` at the end of the turn. */
+  private syncsEnded: EndedSync[] = [];
+  private releaseQueued = false;
   /** Commit passes run and the writes they made durable (a measure of group commit). */
   readonly commits = { passes: 0, batches: 0, writes: 0, storeFailures: 0, syncing: 0 };
 
@@ -532,7 +549,9 @@ export class Spookd {
     for (const w of this.wraps.wrappers.values())
       if (w.peer === name) throw new Error(`peer ${name} carries the wrapper of port ${w.port}: remove the wrapper first`);
     // What its pair (and every other) wrote so far reaches the disk first: nothing accepted is dropped with it.
-    await this.syncsSettled([link]);
+    // From here its batches are fsynced at once; the one syncing ends first.
+    link.removing = true;
+    await this.syncsSettled(() => [link]);
     this.commit(true);
     const bye = this.table.canSend(name) ? link.pair.goingAway(this.now()) : undefined;
     const sock = this.socket;
@@ -645,7 +664,8 @@ export class Spookd {
     this.stopRequested = true;
     // Only then an await: without a reload, the final commit pass below runs within the stop() call itself.
     if (this.reloading) await this.reloading.catch(() => {});
-    // Batches syncing off the event loop end first (their answers leave); none syncing: no await.
+    // Batches syncing off the event loop end first (their answers leave), and no pass starts one
+    // from here (stopRequested); none syncing: no await.
     if (this.commits.syncing > 0) await this.syncsSettled();
     // What the last inputs wrote reaches the disk (and their answers leave), all of it now: from
     // here on a commit pass is a no-op (none may run after the socket or the stores close).
@@ -1004,14 +1024,19 @@ export class Spookd {
       for (const link of links) if (!link.syncing) this.forPeer(link, 'collapse', () => link.pair.collapse(now), charged.has(link));
       const released: Link[] = [];
       for (const link of links) {
-        // A batch still syncing: this one waits (one per store at a time); its end pumps the pair again.
-        if (link.fenced || link.syncing) continue;
+        if (link.fenced) continue;
+        if (link.syncing) {
+          // One batch per store at a time: this pair's input waits for the release, which pumps it again.
+          if (link.redo !== 'charged') link.redo = charged.has(link) ? 'charged' : 'free';
+          continue;
+        }
         const writes = link.pair.pollWrites();
         if (writes.length > 0) {
           let fds: number[];
           try {
             fds = link.store.write(writes);
-            if (fds.length > 0 && !final) {
+            // Off the event loop, unless the daemon is stopping or the pair going: then its store closes next.
+            if (fds.length > 0 && !final && !this.stopRequested && !link.removing) {
               this.syncInBackground(link, fds, writes.length, charged.has(link));
               continue;
             }
@@ -1045,30 +1070,53 @@ export class Spookd {
    */
   private syncInBackground(link: Link, fds: number[], writes: number, charge: boolean): void {
     this.commits.syncing++;
-    link.syncing = link.store.syncAll(fds).then(
-      () => this.synced(link, writes, charge),
-      (e: Error) => this.synced(link, writes, charge, e),
-    );
+    let done!: () => void;
+    link.syncing = new Promise<void>((resolve) => (done = resolve));
+    const ended = (failed?: Error): void => {
+      this.syncsEnded.push({ link, writes, charge, done, failed });
+      if (this.releaseQueued) return;
+      this.releaseQueued = true;
+      setImmediate(() => this.releaseSynced());
+    };
+    link.store.syncAll(fds).then(() => ended(), ended);
   }
 
-  private synced(link: Link, writes: number, charge: boolean, failed?: Error): void {
+  /**
+   * Release the batches whose fsyncs ended in this turn of the event loop, together (each fsync
+   * completes in a callback of its own: released one by one, every admin client would get one
+   * write per pair instead of one per turn).
+   */
+  private releaseSynced(): void {
+    this.releaseQueued = false;
+    const ended = this.syncsEnded;
+    this.syncsEnded = [];
+    let fenced = false;
+    for (const e of ended) fenced = this.synced(e) || fenced;
+    if (fenced) this.drain(this.now()); // their sessions close
+    if (!this.stopping) this.schedule();
+  }
+
+  /** One batch's fsyncs ended: release what it caused, or fence the pair. True if it fenced it. */
+  private synced({ link, writes, charge, done, failed }: EndedSync): boolean {
     this.commits.syncing--;
     link.syncing = undefined;
+    done();
     // Removed, fenced meanwhile, or the stores closed: nothing of the batch may be released.
-    if (this.links.get(link.name) !== link || link.fenced || this.storesClosed || this.stopping) return;
+    if (this.links.get(link.name) !== link || link.fenced || this.storesClosed || this.stopping) return false;
     try {
       if (failed) throw failed;
       link.store.batchDurable();
     } catch (e) {
       this.fence(link, 'store', e, 'store-failed');
+      return true;
     }
-    if (!link.fenced) {
-      this.writesDurable(link, writes);
-      this.serveReaders(link);
-      this.transmit(link, charge, () => this.pump(link, charge));
-    }
-    if (link.fenced) this.drain(this.now()); // its sessions close
-    this.scheduleSoon(); // once for every batch that ends in this turn
+    this.writesDurable(link, writes);
+    this.serveReaders(link);
+    this.transmit(link, charge, () => this.pump(link, charge));
+    // Input a pass skipped meanwhile (a write to collapse: with no session, sending collapses nothing).
+    if (link.redo !== 'no') this.pump(link, charge || link.redo === 'charged');
+    link.redo = 'no';
+    return link.fenced !== undefined;
   }
 
   private writesDurable(link: Link, writes: number): void {
@@ -1096,14 +1144,16 @@ export class Spookd {
   }
 
   /**
-   * Run `read` on what `link`'s pair holds durably: at once when none of it waits for the disk,
-   * else at the pair's next durable point (its batch synced, before anything collapses further),
-   * so that no read sees a collapse a crash could still undo. A follower's state may run ahead
-   * of its own disk there, with records already durable at their sequencer.
+   * Run `read` on what `link`'s pair holds durably. At the sequencer: at once when none of it
+   * waits for the disk, else at the pair's next durable point (its batch synced, before it
+   * decides anything more), so that no read sees a collapse a crash here could undo and decide
+   * otherwise. At the follower: at once. What it applied is already durable at the sequencer
+   * (under its fsync `always`), and waiting for its own disk would not help. A follower applies
+   * records as they arrive, so at any point its state may be ahead of its own disk.
    */
   durableRead<T>(link: PeerLink, read: () => T): T | Promise<T> {
     const l = this.links.get(link.name);
-    if (l !== link || l.fenced || (!l.syncing && !l.pair.awaitingWrites)) return read();
+    if (l !== link || l.fenced || l.pair.role !== 'sequencer' || (!l.syncing && !l.pair.awaitingWrites)) return read();
     this.pump(l, false); // its writes are committed by the next pass (or its batch's end)
     return new Promise<T>((resolve, reject) =>
       l.readers.push(() => {
@@ -1124,8 +1174,8 @@ export class Spookd {
   }
 
   /** Until every batch syncing off the event loop has ended (a stop or a removal waits, then writes at once). */
-  private async syncsSettled(links: Iterable<Link> = this.links.values()): Promise<void> {
-    for (let pending = [...links].filter((l) => l.syncing); pending.length > 0; pending = pending.filter((l) => l.syncing))
+  private async syncsSettled(links: () => Iterable<Link> = () => this.links.values()): Promise<void> {
+    for (let pending = [...links()].filter((l) => l.syncing); pending.length > 0; pending = [...links()].filter((l) => l.syncing))
       await Promise.all(pending.map((l) => l.syncing));
   }
 

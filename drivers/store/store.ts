@@ -128,9 +128,8 @@ export class DiskStore implements PairStore {
   onSnapshotFailed: (e: StoreError) => void = () => undefined;
   /** Set once a background flush failed: what it held may be lost, so nothing more is written. */
   private failed: StoreError | undefined;
-  /** `syncAll` calls not settled: the files are closed only after them (a descriptor reused mid-fsync would sync another file). */
+  /** `syncAll` calls not settled: the store may not close meanwhile (a descriptor reused mid-fsync would sync another file). */
   private syncing = 0;
-  private afterSync: (() => void) | undefined;
 
   constructor(
     readonly dir: string,
@@ -375,17 +374,15 @@ export class DiskStore implements PairStore {
   /**
    * fsync the descriptors `write` returned, all at once on libuv's thread pool: the event loop
    * goes on meanwhile, and the disk sees the fsyncs of every store of the pass together.
-   * Rejects with StoreError. The files stay open until it settles, even if the store closes.
+   * Rejects with StoreError. The store may not close before it settles.
    */
   async syncAll(fds: readonly number[]): Promise<void> {
     this.syncing++;
-    try {
-      await Promise.all(fds.map((fd) => this.syncFdAsync(fd)));
-    } catch (e) {
-      throw new StoreError(`${this.dir}: fsync: ${(e as Error).message}`);
-    } finally {
-      if (--this.syncing === 0) this.afterSync?.();
-    }
+    // Every fsync settles before this does: none may outlive the count that keeps the files open.
+    const results = await Promise.allSettled(fds.map((fd) => this.syncFdAsync(fd)));
+    this.syncing--;
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw new StoreError(`${this.dir}: fsync: ${(failed.reason as Error).message}`);
   }
 
   /** The batch is durable: snapshot what grew too long, now that all of it is. Throws StoreError. */
@@ -597,6 +594,9 @@ export class DiskStore implements PairStore {
    */
   close(opts: { abandonPending?: boolean } = {}): void {
     if (this.closed) return;
+    // The caller waits for its syncs (spookd's stop and removePeer): closing under one would let it
+    // fsync a reused descriptor, and a store loaded from this directory meanwhile meet this one's files.
+    if (this.syncing > 0) throw new StoreError(`${this.dir}: close while a batch is being synced`);
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     // A background snapshot not finished: the next load replays its log.old (spookd's stop waits for one first, bounded).
@@ -604,30 +604,17 @@ export class DiskStore implements PairStore {
     try {
       if (!this.failed) this.flush();
     } finally {
-      if (this.syncing === 0) this.closeFiles(opts);
-      else
-        // spookd waits for its syncs first; should anyone not, the files outlive them (best effort then).
-        this.afterSync = () => {
-          try {
-            this.closeFiles(opts);
-          } catch {
-            // nothing to report to: the store is closed
-          }
-        };
-    }
-  }
-
-  private closeFiles(opts: { abandonPending?: boolean }): void {
-    for (const [register, f] of this.files) {
-      closeSync(f.logFd);
-      closeSync(f.pendingFd);
-      // Its peer removed (a reload): own candidates not decided are not proposed again at the next load.
-      if (opts.abandonPending && !this.failed) {
-        const p = this.paths(register);
-        writeAtomic(p.pending, encodePendingFile([]), p.dir);
+      for (const [register, f] of this.files) {
+        closeSync(f.logFd);
+        closeSync(f.pendingFd);
+        // Its peer removed (a reload): own candidates not decided are not proposed again at the next load.
+        if (opts.abandonPending && !this.failed) {
+          const p = this.paths(register);
+          writeAtomic(p.pending, encodePendingFile([]), p.dir);
+        }
       }
+      this.files.clear();
     }
-    this.files.clear();
   }
 }
 
