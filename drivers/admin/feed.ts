@@ -227,6 +227,11 @@ export class PairRings {
     d.removals.add((peer) => {
       for (const l of this.rings.keys()) if (l.name === peer && d.links.get(peer) !== l) this.rings.delete(l);
     });
+    // An added peer's rings are seeded at once, from the log it loaded (durable), as at start: later,
+    // its log may hold a sequencer's collapse still being fsynced, which no feed may show.
+    d.additions.add((link) => {
+      for (const name of link.pair.registers.keys()) this.ring(link, name);
+    });
   }
 
   ring(link: PeerLink, register: string): ChangeRing {

@@ -224,6 +224,8 @@ export class Spookd {
   }
   /** Told when a peer is removed (a reload): writes waiting on its pair end with `peer-removed`. */
   readonly removals = new Set<(peer: string) => void>();
+  /** Called for a peer added by a reload, its pair loaded from disk and not yet stepped (what it holds is durable). */
+  readonly additions = new Set<(link: PeerLink) => void>();
 
   constructor(
     public cfg: SpookdConfig,
@@ -532,6 +534,7 @@ export class Spookd {
     });
     // After the table: the wrappers' carrier budget is the peer's, read from it.
     this.wraps.addPeer({ name: p.name, publicKey, role: link.pair.role === 'sequencer' ? 0 : 1 });
+    for (const f of this.additions) f(link);
     this.log.info({ peer: p.name, endpoint: p.endpoint ?? null }, 'peer added');
     this.schedule();
   }
@@ -1006,7 +1009,14 @@ export class Spookd {
     for (let round = 0; this.dirty.size > 0; round++) {
       if (round === (final ? FINAL_COMMIT_ROUNDS : 8)) {
         // At stop: what still collapses after this many rounds is not acknowledged; it stays pending.
-        if (final) break;
+        // Elsewhere (a peer's removal) the rest goes on at the next turn.
+        if (final) {
+          if (!this.stopRequested && !this.commitQueued) {
+            this.commitQueued = true;
+            setImmediate(() => this.commit());
+          }
+          break;
+        }
         // Still writing: leave the rest to the next turn rather than starve the loop.
         this.commitQueued = true;
         setImmediate(() => this.commit());
@@ -1091,7 +1101,14 @@ export class Spookd {
     const ended = this.syncsEnded;
     this.syncsEnded = [];
     let fenced = false;
-    for (const e of ended) fenced = this.synced(e) || fenced;
+    for (const e of ended)
+      try {
+        fenced = this.synced(e) || fenced;
+      } catch (err) {
+        // That pair's bug (`done()` ran first): fenced there; the other batches are still released.
+        this.fence(e.link, 'release', err);
+        fenced = true;
+      }
     if (fenced) this.drain(this.now()); // their sessions close
     if (!this.stopping) this.schedule();
   }
