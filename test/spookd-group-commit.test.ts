@@ -102,6 +102,23 @@ describe('spookd alone: a sequencer whose peer is not there (local writes only)'
     expect(read!.found).toBe(true);
   });
 
+  it('a write that times out is said "pending" only once it is durable (a crash before would lose it)', async () => {
+    const s = stores.get('p')!;
+    s.hold = true;
+    const w1 = writeTold(x, 'p', 'k-pending-0');
+    await until('batch syncing', () => s.held.length > 0);
+    let answer: { verdict: string } | undefined;
+    // Proposed while a batch syncs: its collapse waits for the next batch, which waits for this one.
+    void Promise.resolve(
+      pairHandlers(x).set({ peer: 'p', register: 'config', key: 'k-pending', value: 'v', timeoutMs: 0 } as never, call),
+    ).then((r) => (answer = r as { verdict: string }));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(answer).toBeUndefined();
+    s.release();
+    await until('answered', () => answer !== undefined && w1.told.length === 1);
+    expect(['pending', 'committed']).toContain(answer!.verdict);
+  });
+
   it('stop() waits for a batch syncing, answers it, and closes every store', async () => {
     const s = stores.get('p')!;
     s.hold = true;

@@ -136,6 +136,8 @@ export function proposeDelta(
 ): Promise<Outcome> {
   let id: { origin: number; seq: number };
   const t0 = d.now();
+  // The batch that makes the candidate durable (its pending record, or the sequencer's collapse of it).
+  const batch = d.nextBatch(link);
   try {
     id = link.pair.propose(t0, register, delta);
   } catch (e) {
@@ -179,18 +181,26 @@ export function proposeDelta(
         ...(ev.verdict === 'rejected' && ev.op !== undefined ? { failedOp: ev.op } : {}),
       });
     };
-    const timer = setTimeout(() => {
-      done();
-      // Not an error: the candidate stays pending (buffered) and will still be decided.
-      resolve({
-        register,
-        origin: id.origin,
-        seq: id.seq,
-        verdict: 'pending',
-        reason: `no outcome within ${timeoutMs} ms (pair ${link.pair.state})`,
-        version: null,
-      });
-    }, timeoutMs);
+    const timer = setTimeout(
+      () =>
+        // Not an error: the candidate stays pending (buffered) and will still be decided; said only
+        // once it is durable (a crash before would lose it, and the promise with it).
+        d.whenBatchDurable(link, batch, () => {
+          if (!d.subscribers.has(sub)) return; // answered meanwhile (its outcome, or its peer removed)
+          done();
+          if (link.fenced || link.pair.fenced)
+            return reject(new AdminFault('pair-fenced', `pair ${link.name} is fenced: the outcome is unknown`));
+          resolve({
+            register,
+            origin: id.origin,
+            seq: id.seq,
+            verdict: 'pending',
+            reason: `no outcome within ${timeoutMs} ms (pair ${link.pair.state})`,
+            version: null,
+          });
+        }),
+      timeoutMs,
+    );
     d.subscribers.add(sub);
     call.onClose(done); // the client went away: stop waiting for it
     d.kick(link);

@@ -89,6 +89,11 @@ class Link implements PeerLink {
   syncing: Promise<void> | undefined;
   /** Reads waiting for what the pair holds to be durable (`Spookd.durableRead`). */
   readers: (() => void)[] = [];
+  /** Batches taken from its pair and made durable: a write proposed now is in batch `taken + 1` (`proposalDurable`). */
+  batchesTaken = 0;
+  batchesDurable = 0;
+  /** Waiting for a batch to be durable (`Spookd.whenBatchDurable`). */
+  batchWaiters: { batch: number; run: () => void }[] = [];
   /** A pass skipped it while it synced (with a charge to its peer): its release pumps it again. */
   redo: 'no' | 'free' | 'charged' = 'no';
   /** Being removed (`removePeer`): its batches are fsynced at once, so none is syncing when its store closes. */
@@ -568,6 +573,7 @@ export class Spookd {
     this.etcp.removePeer(link.publicKey);
     this.links.delete(name);
     this.serveReaders(link); // what the commits above made durable
+    for (const w of link.batchWaiters.splice(0)) w.run();
     this.pairTimers.set(link, undefined);
     this.timersStale.delete(link);
     this.dirty.delete(link);
@@ -787,6 +793,7 @@ export class Spookd {
     this.dirty.delete(link);
     this.charged.delete(link);
     this.serveReaders(link); // they are refused now (pair-fenced), not left waiting
+    for (const w of link.batchWaiters.splice(0)) w.run();
     try {
       // Watchers see the pair decohere; the pair's own state may be what broke, so this may throw too.
       if (cause === 'store-failed') link.pair.writesFailed(this.now(), error);
@@ -1042,6 +1049,7 @@ export class Spookd {
         }
         const writes = link.pair.pollWrites();
         if (writes.length > 0) {
+          link.batchesTaken++;
           let fds: number[];
           try {
             fds = link.store.write(writes);
@@ -1138,8 +1146,35 @@ export class Spookd {
 
   private writesDurable(link: Link, writes: number): void {
     link.pair.writesDurable();
+    link.batchesDurable = link.batchesTaken;
     this.commits.batches++;
     this.commits.writes += writes;
+    if (link.batchWaiters.length > 0) {
+      const due = link.batchWaiters.filter((w) => w.batch <= link.batchesDurable);
+      link.batchWaiters = link.batchWaiters.filter((w) => w.batch > link.batchesDurable);
+      for (const w of due) w.run();
+    }
+  }
+
+  /**
+   * The batch that will hold what `link`'s pair records from now (a proposal's pending record and
+   * lease, the sequencer's collapse of it in the pass that follows): give it to `whenBatchDurable`.
+   */
+  nextBatch(link: PeerLink): number {
+    return (this.links.get(link.name) ?? (link as Link)).batchesTaken + 1;
+  }
+
+  /**
+   * Run `run` once batch `batch` of `link` is durable, or at once if nothing of the pair waits
+   * for the disk; also when the pair is fenced or removed meanwhile (`run` looks at which).
+   * What may be said of a candidate before its outcome (its number, "pending") is said only
+   * then: a crash before loses it, and nobody may have been told of it.
+   */
+  whenBatchDurable(link: PeerLink, batch: number, run: () => void): void {
+    const l = this.links.get(link.name);
+    if (l !== link || l.fenced || l.batchesDurable >= batch || (!l.syncing && !l.pair.awaitingWrites)) return run();
+    l.batchWaiters.push({ batch, run });
+    this.pump(l, false);
   }
 
   /** Release what a durable batch caused (events, datagrams); `again` when the sending collapsed more. */

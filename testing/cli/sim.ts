@@ -30,6 +30,7 @@ interface Opts {
   delta: boolean;
   smallCache: boolean;
   hold?: number;
+  syncDelayMs?: number;
 }
 
 export function simCommand(): Command {
@@ -59,6 +60,11 @@ export function simCommand(): Command {
       'per store write (pairs: each call; domains: each batch) probability that it fails during the workload: the endpoint stops as spookd does (fail-stop; a domain is fenced) and restarts from what was made durable',
       probArg('--store-faults'),
       0,
+    )
+    .option(
+      '--sync-delay-ms <ms>',
+      "pairs: each batch of writes reaches the store 0 to this many ms after it is taken, as spookd's fsyncs off its event loop (a crash first loses it)",
+      intArg('--sync-delay-ms', 0),
     )
     .option('--no-skew', 'domains: run every member clock at the same rate (default: ±10% rates and offsets)')
     .option('--membership', 'domains: remove one member and add a fresh one during the run', false)
@@ -93,6 +99,7 @@ export function simCommand(): Command {
         crashes: o.crashes,
         storeFaults: o.storeFaults,
         largeValues: o.largeValues,
+        syncDelayMs: o.syncDelayMs,
       };
       if (o.seed !== undefined) {
         const r = runSim({ ...opts, seed: o.seed, trace: o.json ? undefined : (line) => console.log(line) });

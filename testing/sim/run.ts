@@ -59,6 +59,11 @@ export interface SimOptions {
    * set or cas on kv and an append on log, anchored on either. 0 or absent draws nothing.
    */
   cross?: number;
+  /**
+   * Each batch of writes reaches the store 0 to this many ms after it is taken, as spookd fsyncs
+   * off its event loop (§10.1, rev 1.21); a crash first loses it. 0 or absent: at once, no draw.
+   */
+  syncDelayMs?: number;
   /** Local proposals per endpoint. */
   ops: number;
   workloadMs: number;
@@ -111,6 +116,8 @@ export interface SimResult {
   cuts: number;
   crashes: number;
   storeFaults: number;
+  /** `syncDelayMs`: batches that reached their store late, and those a crash lost first. */
+  syncs: { delayed: number; lost: number };
   simTimeMs: number;
   final: Record<string, { version: number; hash: string }[]>;
   net: NetStats;
@@ -125,6 +132,7 @@ const KEYS = Array.from({ length: 12 }, (_, i) => new TextEncoder().encode(`key-
 export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResult {
   const o: SimOptions = { ...SIM_DEFAULTS, ...partial };
   const world = new SimWorld(o.seed, { loss: o.loss, dup: o.dup, reorder: o.reorder, minDelayMs: o.minDelayMs, maxDelayMs: o.maxDelayMs });
+  world.syncDelayMs = o.syncDelayMs ?? 0;
   const { rng, net } = world;
   const trace = o.trace;
   const logRecords = o.logRecords ?? rng.pick([8, 32, 4096]);
@@ -138,6 +146,18 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
 
   // What the checker knows.
   const proposed = new Set<string>();
+  /**
+   * With syncDelayMs: candidates whose proposal is not durable yet (spookd answers nothing before),
+   * by the endpoint, its incarnation and the batch that holds the proposal.
+   */
+  const awaiting = new Map<string, { ep: SimEndpoint; incarnation: number; batch: number }>();
+  const acknowledge = (id: string): void => {
+    awaiting.delete(id);
+    proposed.add(id);
+  };
+  world.onDurable = (ep) => {
+    for (const [id, a] of awaiting) if (a.ep === ep && a.incarnation === ep.incarnation && a.batch <= ep.batchesDurable!) acknowledge(id);
+  };
   const outcomes = new Map<string, 'committed' | 'rejected'>();
   const verdictSeen = new Map<string, 'committed' | 'rejected'>();
   const history = new Map<string, Map<number, string>>(); // register → version → entries signature (sequencer)
@@ -180,6 +200,7 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
       case 'outcome': {
         const id = `${ev.register}/${ev.origin}:${ev.seq}`;
         if (outcomes.has(id)) violate(`${id} decided twice at its proposer`);
+        if (awaiting.has(id)) acknowledge(id); // an outcome is released only once what caused it is durable
         if (!proposed.has(id) && !unacknowledged.has(id)) violate(`${id} has an outcome but was never proposed`);
         outcomes.set(id, ev.verdict);
         trace?.(
@@ -350,6 +371,8 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
     if (ep.down) return;
     let id: { origin: number; seq: number } | undefined;
     const incarnation = ep.incarnation;
+    // The proposal's write goes in the next batch taken (the one syncing, if any, is before it).
+    const batch = (ep.batchesTaken ?? 0) + 1;
     world.step(ep, (pair) => {
       try {
         id = pair.propose(now, register, delta);
@@ -361,11 +384,14 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
     });
     if (id === undefined) return;
     const cand = `${register}/${id.origin}:${id.seq}`;
-    proposed.add(cand);
+    // The sequencer's own candidate is durable only once collapsed: its proposer hears of it with the outcome.
+    if (world.syncDelayMs > 0) awaiting.set(cand, { ep, incarnation, batch: ep.pair.role === 'sequencer' ? Infinity : batch });
+    else proposed.add(cand);
     // spookd answers once the candidate is durable (a follower's) or collapsed (the sequencer's own).
     if (durable) world.drain(ep);
     if (ep.incarnation !== incarnation) {
       proposed.delete(cand);
+      awaiting.delete(cand);
       unacknowledged.add(cand);
       trace?.(`${t(now)} ${ep.name} propose ${cand} not acknowledged: the endpoint stopped`);
     }
@@ -479,6 +505,11 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
     const s = history.get(f.register)!.get(f.version);
     if (s !== undefined && s !== f.sig) violate(`${f.register} v${f.version}: follower collapsed [${f.sig}], sequencer [${s}]`);
   }
+  for (const [id, a] of awaiting) {
+    // Lost with its batch in a crash: its proposer was never answered (spookd's client sees the reset).
+    if (a.incarnation !== a.ep.incarnation) unacknowledged.add(id);
+    else violate(`${id}: its proposal never became durable`);
+  }
   for (const id of proposed) {
     if (outcomes.has(id)) continue;
     // Decided in a step that a store fault stopped before its outcome left: the proposer learns it
@@ -507,6 +538,7 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
     cuts: cutCount,
     crashes,
     storeFaults,
+    syncs: { ...world.syncs },
     simTimeMs: now,
     final,
     net: net.stats,

@@ -9,7 +9,9 @@
  * HalfPair is dropped: datagrams to it are lost, its timer stops) and restart with a new
  * HalfPair. A StoreFault out of its store crashes the endpoint at once (fail-stop; spookd
  * fences the pair instead, which the peer sees the same way: silence): nothing of that step
- * leaves.
+ * leaves. With `syncDelayMs` a batch reaches the store 0 to that many ms after it is taken, as
+ * spookd fsyncs off its event loop (PROTOCOL.md §10.1, rev 1.21): datagrams go on arriving
+ * meanwhile, the endpoint takes no other batch and decides nothing, and a crash first loses it.
  */
 import { HalfPair, type HalfPairOptions } from '../../core/pair/halfpair.js';
 import type { SpookEvent } from '../../core/pair/events.js';
@@ -30,6 +32,11 @@ export interface SimEndpoint {
   store?: PairStore;
   /** Hands a datagram to this endpoint (made once: the network keeps it per datagram in flight). */
   deliver?: (at: number, d: Uint8Array) => void;
+  /** A batch taken and not yet in its store (`syncDelayMs`). */
+  syncing?: boolean;
+  /** Batches taken from the pair, and made durable (`syncDelayMs`; a crash skips the one it lost). */
+  batchesTaken?: number;
+  batchesDurable?: number;
 }
 
 export class SimWorld {
@@ -41,6 +48,12 @@ export class SimWorld {
   onEvent: (ep: SimEndpoint, ev: SpookEvent) => void = () => {};
   /** An endpoint crashed because its store failed (it stays down until restart()). */
   onStoreFault: (ep: SimEndpoint, e: StoreFault) => void = () => {};
+  /** Batches reach their store up to this many ms after they are taken (0: at once, no draw). */
+  syncDelayMs = 0;
+  /** Batches that reached their store late, and those a crash lost first. */
+  readonly syncs = { delayed: 0, lost: 0 };
+  /** A batch of `ep` reached its store late (`syncDelayMs`), before what it held back is released. */
+  onDurable: (ep: SimEndpoint) => void = () => {};
 
   constructor(seed: number, faults: LinkFaults) {
     this.rng = new Rng(seed);
@@ -81,6 +94,8 @@ export class SimWorld {
   restart(ep: SimEndpoint, pair: HalfPair): void {
     ep.pair = pair;
     ep.down = false;
+    ep.syncing = false;
+    ep.batchesDurable = ep.batchesTaken; // the batch a crash lost is never made durable
     // spookd's peer sees a new ETCP session (a new handshake) and forgets the old packet
     // space, the fragments under way included (§3.7): the restarted end numbers from scratch.
     const peer = this.peerOf(ep);
@@ -125,11 +140,37 @@ export class SimWorld {
 
   /** The pair's writes since the last commit, to its store; then what they held back may leave. */
   private commit(ep: SimEndpoint): void {
-    if (!ep.store) return;
+    if (!ep.store || ep.syncing) return; // one batch at a time, as spookd's stores
     const writes = ep.pair.pollWrites();
     if (writes.length === 0) return;
+    if (this.syncDelayMs > 0) return this.syncLater(ep, writes);
     persistWrites(ep.store, writes); // a StoreFault leaves them unacknowledged: nothing they caused is released
     ep.pair.writesDurable();
+  }
+
+  /** The batch reaches the store later (its fsync off the event loop); then what it held back may leave. */
+  private syncLater(ep: SimEndpoint, writes: ReturnType<HalfPair['pollWrites']>): void {
+    ep.syncing = true;
+    ep.batchesTaken = (ep.batchesTaken ?? 0) + 1;
+    const incarnation = ep.incarnation;
+    this.queue.schedule(this.now + this.rng.int(0, this.syncDelayMs), () => {
+      if (ep.incarnation !== incarnation) {
+        this.syncs.lost++; // crashed first: the batch never reached the disk, and nothing of it left
+        return;
+      }
+      ep.syncing = false;
+      this.syncs.delayed++;
+      try {
+        persistWrites(ep.store!, writes);
+      } catch (e) {
+        this.faulted(ep, e);
+        return;
+      }
+      ep.pair.writesDurable();
+      ep.batchesDurable = (ep.batchesDurable ?? 0) + 1;
+      this.onDurable(ep);
+      this.drain(ep);
+    });
   }
 
   /** Deliver events, send every datagram the endpoint has, re-arm its timer. */
@@ -143,7 +184,7 @@ export class SimWorld {
     // store write, made durable before anything is polled), then the datagrams; a fault in either
     // crashes the endpoint and sends nothing of this drain.
     try {
-      pair.collapse(now);
+      if (!ep.syncing) pair.collapse(now); // spookd decides nothing for a pair whose batch is syncing
       this.commit(ep);
       for (let d = pair.pollTransmit(now); d; d = pair.pollTransmit(now)) (datagrams ??= []).push(d);
       this.commit(ep);
