@@ -89,7 +89,7 @@ class Link implements PeerLink {
   syncing: Promise<void> | undefined;
   /** Reads waiting for what the pair holds to be durable (`Spookd.durableRead`). */
   readers: (() => void)[] = [];
-  /** Batches taken from its pair and made durable: a write proposed now is in batch `taken + 1` (`proposalDurable`). */
+  /** Batches taken from its pair and made durable: a write proposed now is in batch `taken + 1` (`whenBatchDurable`). */
   batchesTaken = 0;
   batchesDurable = 0;
   /** Waiting for a batch to be durable (`Spookd.whenBatchDurable`). */
@@ -573,7 +573,6 @@ export class Spookd {
     this.etcp.removePeer(link.publicKey);
     this.links.delete(name);
     this.serveReaders(link); // what the commits above made durable
-    for (const w of link.batchWaiters.splice(0)) w.run();
     this.pairTimers.set(link, undefined);
     this.timersStale.delete(link);
     this.dirty.delete(link);
@@ -582,6 +581,7 @@ export class Spookd {
     // waiters get `peer-removed`, and they are not proposed again should the peer come back.
     const undecided = [...link.pair.registers.values()].reduce((n, r) => n + r.pendingCount, 0);
     for (const f of this.removals) f(name);
+    for (const w of link.batchWaiters.splice(0)) w.run(); // after: their writes are answered peer-removed
     try {
       link.store.close({ abandonPending: true });
     } catch (e) {
@@ -1072,6 +1072,7 @@ export class Spookd {
       for (const link of released) {
         this.serveReaders(link);
         this.transmit(link, charged.has(link), () => this.dirty.add(link));
+        this.serveBatchWaiters(link);
       }
     }
     if (!this.stopping) {
@@ -1141,6 +1142,7 @@ export class Spookd {
     // Input a pass skipped meanwhile (a write to collapse: with no session, sending collapses nothing).
     if (link.redo !== 'no') this.pump(link, charge || link.redo === 'charged');
     link.redo = 'no';
+    this.serveBatchWaiters(link);
     return link.fenced !== undefined;
   }
 
@@ -1149,11 +1151,19 @@ export class Spookd {
     link.batchesDurable = link.batchesTaken;
     this.commits.batches++;
     this.commits.writes += writes;
-    if (link.batchWaiters.length > 0) {
-      const due = link.batchWaiters.filter((w) => w.batch <= link.batchesDurable);
-      link.batchWaiters = link.batchWaiters.filter((w) => w.batch > link.batchesDurable);
-      for (const w of due) w.run();
-    }
+  }
+
+  /**
+   * After a release's transmit (whose outcomes go first): the waiters whose batch is durable, and
+   * all of them once the pair has nothing more to write (a candidate it cannot collapse, under a
+   * register mismatch, makes no batch). None while the peer is being removed: its removal ends them.
+   */
+  private serveBatchWaiters(link: Link): void {
+    if (link.batchWaiters.length === 0 || link.removing) return;
+    const all = this.settled(link);
+    const due = link.batchWaiters.filter((w) => all || w.batch <= link.batchesDurable);
+    link.batchWaiters = link.batchWaiters.filter((w) => !due.includes(w));
+    for (const w of due) w.run();
   }
 
   /**
@@ -1172,9 +1182,14 @@ export class Spookd {
    */
   whenBatchDurable(link: PeerLink, batch: number, run: () => void): void {
     const l = this.links.get(link.name);
-    if (l !== link || l.fenced || l.batchesDurable >= batch || (!l.syncing && !l.pair.awaitingWrites)) return run();
+    if (l !== link || l.fenced || l.batchesDurable >= batch || this.settled(l)) return run();
     l.batchWaiters.push({ batch, run });
     this.pump(l, false);
+  }
+
+  /** Nothing of the pair waits for the disk: no batch syncing, no write to take, no pass owed to it (one may collapse). */
+  private settled(link: Link): boolean {
+    return !link.syncing && !link.pair.awaitingWrites && !this.dirty.has(link);
   }
 
   /** Release what a durable batch caused (events, datagrams); `again` when the sending collapsed more. */

@@ -379,7 +379,7 @@ export class DiskStore implements PairStore {
   async syncAll(fds: readonly number[]): Promise<void> {
     this.syncing++;
     // Every fsync settles before this does: none may outlive the count that keeps the files open.
-    const results = await Promise.allSettled(fds.map((fd) => this.syncFdAsync(fd)));
+    const results = await Promise.allSettled(fds.map(async (fd) => this.syncFdAsync(fd)));
     this.syncing--;
     const failed = results.find((r) => r.status === 'rejected');
     if (failed) throw new StoreError(`${this.dir}: fsync: ${(failed.reason as Error).message}`);

@@ -63,7 +63,7 @@ export function simCommand(): Command {
     )
     .option(
       '--sync-delay-ms <ms>',
-      "pairs: each batch of writes reaches the store 0 to this many ms after it is taken, as spookd's fsyncs off its event loop (a crash first loses it)",
+      "pairs: each batch of writes reaches the store 0 to this many ms after it is taken, as spookd's fsyncs off its event loop (a crash first finds it on disk whole, in part or not at all)",
       intArg('--sync-delay-ms', 0),
     )
     .option('--no-skew', 'domains: run every member clock at the same rate (default: ±10% rates and offsets)')

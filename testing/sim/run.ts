@@ -61,7 +61,8 @@ export interface SimOptions {
   cross?: number;
   /**
    * Each batch of writes reaches the store 0 to this many ms after it is taken, as spookd fsyncs
-   * off its event loop (§10.1, rev 1.21); a crash first loses it. 0 or absent: at once, no draw.
+   * off its event loop (§10.1, rev 1.21); a crash first finds it on disk whole, in part or not at
+   * all. 0 or absent: at once, no draw.
    */
   syncDelayMs?: number;
   /** Local proposals per endpoint. */
@@ -116,8 +117,8 @@ export interface SimResult {
   cuts: number;
   crashes: number;
   storeFaults: number;
-  /** `syncDelayMs`: batches that reached their store late, and those a crash lost first. */
-  syncs: { delayed: number; lost: number };
+  /** `syncDelayMs`: batches that reached their store late, those a crash caught first, and of those the ones the disk kept (all or a prefix). */
+  syncs: { delayed: number; lost: number; keptAtCrash: number };
   simTimeMs: number;
   final: Record<string, { version: number; hash: string }[]>;
   net: NetStats;
@@ -176,7 +177,10 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
   const unacknowledged = new Set<string>();
   /** Endpoints that stopped in the middle of a step (a store fault): an outcome may be known from the history only. */
   const faulted = new Set<string>();
-  const durable = o.crashes || (o.storeFaults ?? 0) > 0;
+  // A crash that found a batch syncing, whose disk kept it (or a prefix): as after a store fault,
+  // a decision in it reached the disk and its outcome never left, so the proposer learns it from the history.
+  world.onKeptAtCrash = (ep) => faulted.add(ep.name);
+  const durable = o.crashes || (o.storeFaults ?? 0) > 0 || (o.syncDelayMs ?? 0) > 0;
   const commitsFromStore = durable;
 
   world.onEvent = (ep, ev) => {

@@ -11,7 +11,8 @@
  * fences the pair instead, which the peer sees the same way: silence): nothing of that step
  * leaves. With `syncDelayMs` a batch reaches the store 0 to that many ms after it is taken, as
  * spookd fsyncs off its event loop (PROTOCOL.md §10.1, rev 1.21): datagrams go on arriving
- * meanwhile, the endpoint takes no other batch and decides nothing, and a crash first loses it.
+ * meanwhile, the endpoint takes no other batch and decides nothing, and a crash first finds it
+ * on disk whole, in part or not at all.
  */
 import { HalfPair, type HalfPairOptions } from '../../core/pair/halfpair.js';
 import type { SpookEvent } from '../../core/pair/events.js';
@@ -34,6 +35,8 @@ export interface SimEndpoint {
   deliver?: (at: number, d: Uint8Array) => void;
   /** A batch taken and not yet in its store (`syncDelayMs`). */
   syncing?: boolean;
+  /** Its writes (a crash meanwhile decides what of them the disk kept). */
+  syncBatch?: ReturnType<HalfPair['pollWrites']>;
   /** Batches taken from the pair, and made durable (`syncDelayMs`; a crash skips the one it lost). */
   batchesTaken?: number;
   batchesDurable?: number;
@@ -50,10 +53,12 @@ export class SimWorld {
   onStoreFault: (ep: SimEndpoint, e: StoreFault) => void = () => {};
   /** Batches reach their store up to this many ms after they are taken (0: at once, no draw). */
   syncDelayMs = 0;
-  /** Batches that reached their store late, and those a crash lost first. */
-  readonly syncs = { delayed: 0, lost: 0 };
+  /** Batches that reached their store late, those a crash caught first, and of those the ones the disk kept (all or a prefix). */
+  readonly syncs = { delayed: 0, lost: 0, keptAtCrash: 0 };
   /** A batch of `ep` reached its store late (`syncDelayMs`), before what it held back is released. */
   onDurable: (ep: SimEndpoint) => void = () => {};
+  /** `ep` crashed with a batch syncing and the disk kept some of it: outcomes it held never left. */
+  onKeptAtCrash: (ep: SimEndpoint) => void = () => {};
 
   constructor(seed: number, faults: LinkFaults) {
     this.rng = new Rng(seed);
@@ -88,6 +93,24 @@ export class SimWorld {
     ep.down = true;
     ep.timerAt = undefined;
     ep.incarnation++;
+    if (ep.syncing && ep.syncBatch) this.crashMidSync(ep, ep.syncBatch);
+  }
+
+  /**
+   * The process died with a batch written and not yet fsynced (nothing of it left): the kernel
+   * may have kept all of it (the process alone died), none (power loss), or a prefix.
+   */
+  private crashMidSync(ep: SimEndpoint, writes: ReturnType<HalfPair['pollWrites']>): void {
+    ep.syncBatch = undefined;
+    const kept = [0, writes.length, this.rng.int(0, writes.length)][this.rng.int(0, 2)];
+    if (kept === 0) return;
+    this.syncs.keptAtCrash++;
+    this.onKeptAtCrash(ep);
+    try {
+      persistWrites(ep.store!, writes.slice(0, kept));
+    } catch (e) {
+      if (!(e instanceof StoreFault)) throw e; // a fault here is one more write the disk did not keep
+    }
   }
 
   /** The process starts again with `pair` (loaded from its store). */
@@ -151,6 +174,7 @@ export class SimWorld {
   /** The batch reaches the store later (its fsync off the event loop); then what it held back may leave. */
   private syncLater(ep: SimEndpoint, writes: ReturnType<HalfPair['pollWrites']>): void {
     ep.syncing = true;
+    ep.syncBatch = writes;
     ep.batchesTaken = (ep.batchesTaken ?? 0) + 1;
     const incarnation = ep.incarnation;
     this.queue.schedule(this.now + this.rng.int(0, this.syncDelayMs), () => {
@@ -159,6 +183,7 @@ export class SimWorld {
         return;
       }
       ep.syncing = false;
+      ep.syncBatch = undefined;
       this.syncs.delayed++;
       try {
         persistWrites(ep.store!, writes);
