@@ -22,7 +22,7 @@ function run(
     const r = runSim({ ...SIM_DEFAULTS, ...o, seed });
     if (r.violations.length > 0 || !r.converged || r.lostCommits > 0) failed.push(`seed ${seed}: ${r.violations[0] ?? 'not converged'}`);
     delayed += r.syncs.delayed;
-    lost += r.syncs.lost;
+    lost += r.syncs.caughtByCrash;
     kept += r.syncs.keptAtCrash;
     crashes += r.crashes;
   }

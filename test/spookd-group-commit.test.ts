@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { configOf, inProcess, logOf, until, writeTold } from './inproc.js';
+import { inProcess, until, writeTold } from './inproc.js';
+import { HoldStore, spookdWithStores } from './hold-store.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +8,7 @@ import { pino } from 'pino';
 import { configSchema } from '../drivers/daemon/config.js';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { encodeKey } from '../drivers/daemon/keys.js';
-import { DiskStore, StoreError, type FsyncPolicy } from '../drivers/store/store.js';
+import { StoreError, type FsyncPolicy } from '../drivers/store/store.js';
 import { generateKeyPair, type KeyPair } from '../crypto/primitives.js';
 import { pairIdentity } from '../core/etcp/endpoint.js';
 import { PairState } from '../core/pair/lifecycle.js';
@@ -17,22 +18,8 @@ import { set } from './helpers.js';
 
 /**
  * Group commit off the event loop (drivers/daemon/spookd.ts, PROTOCOL.md §10.1 rev 1.21): the
- * edges of a batch whose fsyncs run on libuv's thread pool. A store whose fsyncs off the loop
- * wait in `held` while `hold` is set.
+ * edges of a batch whose fsyncs run on libuv's thread pool, held with HoldStore.
  */
-class HoldStore extends DiskStore {
-  hold = false;
-  readonly held: (() => void)[] = [];
-  protected syncFdAsync(fd: number): Promise<void> {
-    if (!this.hold) return super.syncFdAsync(fd);
-    return new Promise((resolve, reject) => this.held.push(() => super.syncFdAsync(fd).then(resolve, reject)));
-  }
-  release(): void {
-    this.hold = false;
-    for (const f of this.held.splice(0)) f();
-  }
-}
-
 const base = 29000 + (process.pid % 1000) * 3;
 const call = { onClose: () => {} } as never;
 
@@ -213,16 +200,7 @@ describe('spookd: a peer removed while its pair keeps writing', () => {
   const d: Record<string, Spookd> = {};
   const stores = new Map<string, HoldStore>();
   const make = (name: string, peers: string[]): Spookd =>
-    new Spookd(
-      configOf(lab, name, peers, { fsync: 'always' }),
-      lab.keys[name],
-      logOf(lab, name),
-      (peer: string, dir: string, fsync: FsyncPolicy) => {
-        const s = new HoldStore(dir, fsync);
-        stores.set(`${name}-${peer}`, s);
-        return s;
-      },
-    );
+    spookdWithStores(lab, name, peers, (dir, fsync) => new HoldStore(dir, fsync), stores);
   beforeAll(async () => {
     // a sequences the pair: its writes are collapsed (and read back) at a.
     if (pairIdentity(lab.keys.a.publicKey, lab.keys.c.publicKey).localId !== 1) [lab.keys.a, lab.keys.c] = [lab.keys.c, lab.keys.a];

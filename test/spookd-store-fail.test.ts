@@ -1,12 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { configOf, has, inProcess, logOf, until, writeTold } from './inproc.js';
+import { has, inProcess, until, writeTold } from './inproc.js';
+import { HoldStore, spookdWithStores } from './hold-store.js';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { configSchema } from '../drivers/daemon/config.js';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { encodeKey } from '../drivers/daemon/keys.js';
-import { DiskStore, StoreError, type FsyncPolicy } from '../drivers/store/store.js';
+import { DiskStore, StoreError } from '../drivers/store/store.js';
 import type { PairWrite } from '../core/pair/types.js';
 import { generateKeyPair } from '../crypto/primitives.js';
 import { DeltaOp } from '../wire/delta.js';
@@ -20,22 +21,15 @@ import { ProposeError } from '../core/pair/replica.js';
  * failing (as on EIO or ENOSPC): that pair is fenced, never reports a write that did not
  * reach the disk, and the a-c pair keeps committing; the process carries on.
  */
-class FailingStore extends DiskStore {
+class FailingStore extends HoldStore {
   failing = false;
   /** Batches this store made durable, by size (group commit: several writes in one). */
   readonly batches: number[] = [];
-  /** Set: fsyncs off the event loop wait in `held` until released. */
-  holdSyncs = false;
-  readonly held: (() => void)[] = [];
   write(writes: readonly PairWrite[]): number[] {
     if (this.failing) throw new StoreError(`${this.dir}: write: EIO: i/o error (injected)`);
     const fds = super.write(writes);
     this.batches.push(writes.length);
     return fds;
-  }
-  protected syncFdAsync(fd: number): Promise<void> {
-    if (!this.holdSyncs) return super.syncFdAsync(fd);
-    return new Promise((resolve, reject) => this.held.push(() => super.syncFdAsync(fd).then(resolve, reject)));
   }
 }
 
@@ -46,16 +40,7 @@ const d: Record<string, Spookd> = {};
 const stores = new Map<string, FailingStore>();
 
 const make = (name: string, peers: string[]): Spookd =>
-  new Spookd(
-    configOf(lab, name, peers, { fsync: 'always' }),
-    lab.keys[name],
-    logOf(lab, name),
-    (peer: string, dir: string, fsync: FsyncPolicy) => {
-      const s = new FailingStore(dir, fsync);
-      stores.set(`${name}-${peer}`, s);
-      return s;
-    },
-  );
+  spookdWithStores(lab, name, peers, (dir, fsync) => new FailingStore(dir, fsync), stores);
 const write = writeTold;
 
 beforeAll(async () => {
@@ -90,7 +75,7 @@ describe('spookd: a pair whose store fails', () => {
     const s = stores.get(`${sName}-${pName}`)!;
     const lc = S.link(pName);
     expect(lc.pair.role).toBe('sequencer');
-    s.holdSyncs = true;
+    s.hold = true;
     try {
       const w = write(S, pName, 'held-1');
       await until('a-c batch syncing', () => s.held.length > 0);
@@ -115,8 +100,7 @@ describe('spookd: a pair whose store fails', () => {
       expect(w2.told).toEqual([]);
       expect(read).toBeUndefined();
       expect(has(P, sName, 'held-1')).toBe(false);
-      s.holdSyncs = false;
-      for (const f of s.held.splice(0)) f();
+      s.release();
       await until('a-c writes committed and crossed', () => w.told.length === 1 && w2.told.length === 1 && has(P, sName, 'held-2'));
       expect(w.told[0]).toMatchObject({ verdict: 'committed' });
       expect(w2.told[0]).toMatchObject({ verdict: 'committed' });
@@ -126,8 +110,7 @@ describe('spookd: a pair whose store fails', () => {
       expect(S.commits.syncing).toBe(0);
       expect(lc.fenced).toBeUndefined();
     } finally {
-      s.holdSyncs = false;
-      for (const f of s.held.splice(0)) f();
+      s.release();
     }
   }, 20_000);
 

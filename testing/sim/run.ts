@@ -118,7 +118,7 @@ export interface SimResult {
   crashes: number;
   storeFaults: number;
   /** `syncDelayMs`: batches that reached their store late, those a crash caught first, and of those the ones the disk kept (all or a prefix). */
-  syncs: { delayed: number; lost: number; keptAtCrash: number };
+  syncs: { delayed: number; caughtByCrash: number; keptAtCrash: number };
   simTimeMs: number;
   final: Record<string, { version: number; hash: string }[]>;
   net: NetStats;

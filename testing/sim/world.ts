@@ -54,7 +54,7 @@ export class SimWorld {
   /** Batches reach their store up to this many ms after they are taken (0: at once, no draw). */
   syncDelayMs = 0;
   /** Batches that reached their store late, those a crash caught first, and of those the ones the disk kept (all or a prefix). */
-  readonly syncs = { delayed: 0, lost: 0, keptAtCrash: 0 };
+  readonly syncs = { delayed: 0, caughtByCrash: 0, keptAtCrash: 0 };
   /** A batch of `ep` reached its store late (`syncDelayMs`), before what it held back is released. */
   onDurable: (ep: SimEndpoint) => void = () => {};
   /** `ep` crashed with a batch syncing and the disk kept some of it: outcomes it held never left. */
@@ -179,7 +179,7 @@ export class SimWorld {
     const incarnation = ep.incarnation;
     this.queue.schedule(this.now + this.rng.int(0, this.syncDelayMs), () => {
       if (ep.incarnation !== incarnation) {
-        this.syncs.lost++; // crashed first: the batch never reached the disk, and nothing of it left
+        this.syncs.caughtByCrash++; // crashed first: nothing of it left, and crashMidSync chose what the disk kept
         return;
       }
       ep.syncing = false;
