@@ -181,6 +181,10 @@ export class Follower implements RoleMachine, RequesterHost {
     this.s.pair.persist({ kind: 'proposed', register: this.s.name, seq, delta });
   }
 
+  secureOwn(): boolean {
+    return false; // queueOwn made it durable
+  }
+
   restored(): void {
     const s = this.s;
     if (s.own.length === 0) return;

@@ -450,6 +450,21 @@ export class HalfPair {
     return id;
   }
 
+  /**
+   * Own candidate `seq` of `register`, still without an outcome, is about to be reported pending
+   * to its proposer (§10.1): record it so that a restart proposes it again. A follower's is
+   * recorded when proposed; a sequencer's own is decided at its next collapse and recorded only
+   * here, when it waits longer (the ends' registers differ, §6.3). Returns whether it recorded a
+   * write: the driver reports "pending" once that write is durable.
+   */
+  secureOwn(now: number, register: string, seq: number): boolean {
+    const r = this.registers.get(register);
+    if (!r || this.isFenced || this.state === PairState.CLOSED) return false;
+    const wrote = r.secureOwn(seq);
+    this.endStep(now);
+    return wrote;
+  }
+
   /** Feed one received plaintext datagram (simulator, tests). Returns false if it was dropped (and counted). */
   handleDatagram(now: number, datagram: Uint8Array): boolean {
     if (this.state === PairState.CLOSED) return false;

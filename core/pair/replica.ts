@@ -314,6 +314,23 @@ export class Replica {
     return { origin: s.pair.localId, seq };
   }
 
+  /**
+   * Own candidate `seq` is about to be reported pending: make sure a restart proposes it again
+   * until decided. Returns whether that took a write (false: decided, or already recorded).
+   */
+  secureOwn(seq: number): boolean {
+    const own = this.s.own;
+    // The own list is in sequence order.
+    let lo = 0;
+    let hi = own.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (own.at(mid).seq < seq) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo < own.length && own.at(lo).seq === seq && this.machine.secureOwn(own.at(lo));
+  }
+
   /** Turn pending candidates into committed versions (the sequencer; the follower makes none). Returns versions made. */
   collapse(now: number): number {
     return this.machine.collapse(now);

@@ -102,6 +102,11 @@ export class Sequencer implements RoleMachine, ResponderHost {
    * what arrived before it on its other registers, §4.6).
    */
   private readonly pending = new Deque<PairCandidate & { stamp: number }>();
+  /**
+   * Own candidates in the pending record (secureOwn, or restored at a load), until decided: a
+   * restart proposes them again (§10.1). Bounded by the own list (maxPending).
+   */
+  private readonly secured = new Set<number>();
   private peerPendingHigh = 0;
   /**
    * Rejections of peer candidates the peer has not yet acknowledged (§8.5), seq → reason, in
@@ -217,12 +222,23 @@ export class Sequencer implements RoleMachine, ResponderHost {
   // ---------------------------------------------------------------- own candidates
 
   queueOwn(seq: number, delta: EntryDelta, stamp: number): void {
-    // Decided at the next collapse, before anyone is told "pending": nothing to make durable first.
+    // Decided at the next collapse, normally before anyone is told "pending": nothing to make
+    // durable first. One that must wait longer is recorded when it is reported pending (secureOwn).
     this.pending.push({ origin: this.s.pair.localId, seq, delta, stamp });
   }
 
   restored(added: readonly OwnCandidate[]): void {
-    for (const c of added) this.pending.push({ origin: this.s.pair.localId, seq: c.seq, delta: c.delta, stamp: this.s.pair.stamp() });
+    for (const c of added) {
+      this.pending.push({ origin: this.s.pair.localId, seq: c.seq, delta: c.delta, stamp: this.s.pair.stamp() });
+      this.secured.add(c.seq); // the load rewrote the pending record with it
+    }
+  }
+
+  secureOwn(c: OwnCandidate): boolean {
+    if (this.secured.has(c.seq)) return false;
+    this.secured.add(c.seq);
+    this.s.pair.persist({ kind: 'proposed', register: this.s.name, seq: c.seq, delta: c.delta });
+    return true;
   }
 
   // ---------------------------------------------------------------- restart (before the pair starts)
@@ -287,6 +303,7 @@ export class Sequencer implements RoleMachine, ResponderHost {
         if (entries.length >= MAX_ENTRIES_PER_COLLAPSE || (entries.length > 0 && size + sz > s.pair.maxPayload - COLLAPSE_SLACK)) break;
         entries.push(this.decide(now, c, v, quota));
         s.origins.set(c.origin, c.seq);
+        if (this.secured.size > 0 && c.origin === s.pair.localId) this.secured.delete(c.seq);
         size += sz;
         taken++;
       }

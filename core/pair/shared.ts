@@ -56,6 +56,11 @@ export interface RoleMachine {
   queueOwn(seq: number, delta: EntryDelta, stamp: number): void;
   /** Own candidates taken back after a restart (already in the own list). */
   restored(added: readonly OwnCandidate[]): void;
+  /**
+   * Own candidate `c`, without an outcome yet, is about to be reported pending: record it durably
+   * unless it already is (a follower's is from the start). Returns whether it recorded a write.
+   */
+  secureOwn(c: OwnCandidate): boolean;
   /** A Collapse record replayed at a restart (state and marks already updated by the replica). */
   replayed(entries: readonly CollapseEntry[]): void;
   /** Turn pending candidates into committed versions; returns versions made (the follower makes none). */

@@ -98,7 +98,7 @@ export type PairWrite =
   | { kind: 'replaced'; image: RegisterImage }
   /** Own candidate sequence numbers up to `upTo` may now be used. */
   | { kind: 'lease'; register: string; upTo: number }
-  /** An own candidate of the follower, to propose again after a restart until decided (§7.1). */
+  /** An own candidate (a follower's when proposed; a sequencer's when it waits, secureOwn), to propose again after a restart until decided (§7.1). */
   | { kind: 'proposed'; register: string; seq: number; delta: EntryDelta };
 
 /** A register's committed state as a store snapshots it. */

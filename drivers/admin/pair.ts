@@ -181,26 +181,26 @@ export function proposeDelta(
         ...(ev.verdict === 'rejected' && ev.op !== undefined ? { failedOp: ev.op } : {}),
       });
     };
-    const timer = setTimeout(
-      () =>
-        // Not an error: the candidate stays pending (buffered) and will still be decided; said only
-        // once it is durable (a crash before would lose it, and the promise with it).
-        d.whenBatchDurable(link, batch, () => {
-          if (!d.subscribers.has(sub)) return; // answered meanwhile (its outcome, or its peer removed)
-          done();
-          if (link.fenced || link.pair.fenced)
-            return reject(new AdminFault('pair-fenced', `pair ${link.name} is fenced: the outcome is unknown`));
-          resolve({
-            register,
-            origin: id.origin,
-            seq: id.seq,
-            verdict: 'pending',
-            reason: `no outcome within ${timeoutMs} ms (pair ${link.pair.state})`,
-            version: null,
-          });
-        }),
-      timeoutMs,
-    );
+    const timer = setTimeout(() => {
+      // Not an error: the candidate stays pending (buffered) and will still be decided; said only
+      // once it is durable (a crash before would lose it, and the promise with it). A sequencer's
+      // own is durable once collapsed; one still waiting is recorded now, in a later batch.
+      const durableAt = link.pair.secureOwn(d.now(), register, id.seq) ? d.nextBatch(link) : batch;
+      d.whenBatchDurable(link, durableAt, () => {
+        if (!d.subscribers.has(sub)) return; // answered meanwhile (its outcome, or its peer removed)
+        done();
+        if (link.fenced || link.pair.fenced)
+          return reject(new AdminFault('pair-fenced', `pair ${link.name} is fenced: the outcome is unknown`));
+        resolve({
+          register,
+          origin: id.origin,
+          seq: id.seq,
+          verdict: 'pending',
+          reason: `no outcome within ${timeoutMs} ms (pair ${link.pair.state})`,
+          version: null,
+        });
+      });
+    }, timeoutMs);
     d.subscribers.add(sub);
     call.onClose(done); // the client went away: stop waiting for it
     d.kick(link);

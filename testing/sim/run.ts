@@ -175,11 +175,12 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
   let storeFaults = 0;
   /** Proposals whose endpoint stopped before answering: the proposer never heard a number, so any end is right. */
   const unacknowledged = new Set<string>();
-  /** Endpoints that stopped in the middle of a step (a store fault): an outcome may be known from the history only. */
+  /** Endpoints that stopped in the middle of a step (a store fault) or with writes not yet durable: an outcome may be known from the history only. */
   const faulted = new Set<string>();
-  // A crash that found a batch syncing, whose disk kept it (or a prefix): as after a store fault,
-  // a decision in it reached the disk and its outcome never left, so the proposer learns it from the history.
-  world.onKeptAtCrash = (ep) => faulted.add(ep.name);
+  // A crash with writes not yet durable (a batch syncing, which the disk may keep; durable batches
+  // whose outcomes wait behind it): as after a store fault, a decision may be on disk with its
+  // outcome never sent, so the proposer learns it from the history.
+  world.onUnannouncedAtCrash = (ep) => faulted.add(ep.name);
   const durable = o.crashes || (o.storeFaults ?? 0) > 0 || (o.syncDelayMs ?? 0) > 0;
   const commitsFromStore = durable;
 
@@ -388,8 +389,20 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
     });
     if (id === undefined) return;
     const cand = `${register}/${id.origin}:${id.seq}`;
-    // The sequencer's own candidate is durable only once collapsed: its proposer hears of it with the outcome.
-    if (world.syncDelayMs > 0) awaiting.set(cand, { ep, incarnation, batch: ep.pair.role === 'sequencer' ? Infinity : batch });
+    // The sequencer's own candidate is durable only once collapsed: its proposer hears of it with
+    // the outcome; or, a quarter of the time, its client's timeout ends first and spookd records
+    // it (secureOwn) and answers "pending" once that record is durable.
+    let at = batch;
+    if (world.syncDelayMs > 0 && ep.pair.role === 'sequencer') {
+      at = Infinity;
+      if (rng.chance(0.25)) {
+        const next = (ep.batchesTaken ?? 0) + 1;
+        world.step(ep, (pair) => {
+          if (pair.secureOwn(now, register, id!.seq)) at = next;
+        });
+      }
+    }
+    if (world.syncDelayMs > 0) awaiting.set(cand, { ep, incarnation, batch: at });
     else proposed.add(cand);
     // spookd answers once the candidate is durable (a follower's) or collapsed (the sequencer's own).
     if (durable) world.drain(ep);

@@ -57,8 +57,12 @@ export class SimWorld {
   readonly syncs = { delayed: 0, caughtByCrash: 0, keptAtCrash: 0 };
   /** A batch of `ep` reached its store late (`syncDelayMs`), before what it held back is released. */
   onDurable: (ep: SimEndpoint) => void = () => {};
-  /** `ep` crashed with a batch syncing and the disk kept some of it: outcomes it held never left. */
-  onKeptAtCrash: (ep: SimEndpoint) => void = () => {};
+  /**
+   * `ep` crashed with writes not yet durable: outcomes of decisions on its disk may never have left
+   * (those of a batch syncing that the disk kept, and those of durable batches, whose events wait
+   * behind the writes that followed them: HalfPair.pollEvent releases nothing while any is pending).
+   */
+  onUnannouncedAtCrash: (ep: SimEndpoint) => void = () => {};
 
   constructor(seed: number, faults: LinkFaults) {
     this.rng = new Rng(seed);
@@ -90,6 +94,7 @@ export class SimWorld {
 
   /** The process dies: its HalfPair and everything it had not sent are gone; its store stays. */
   crash(ep: SimEndpoint): void {
+    if (!ep.down && ep.pair.awaitingWrites) this.onUnannouncedAtCrash(ep);
     ep.down = true;
     ep.timerAt = undefined;
     ep.incarnation++;
@@ -105,7 +110,6 @@ export class SimWorld {
     const kept = [0, writes.length, this.rng.int(0, writes.length)][this.rng.int(0, 2)];
     if (kept === 0) return;
     this.syncs.keptAtCrash++;
-    this.onKeptAtCrash(ep);
     try {
       persistWrites(ep.store!, writes.slice(0, kept));
     } catch (e) {
