@@ -31,6 +31,7 @@ interface Opts {
   smallCache: boolean;
   hold?: number;
   syncDelayMs?: number;
+  reloads: boolean;
 }
 
 export function simCommand(): Command {
@@ -66,6 +67,11 @@ export function simCommand(): Command {
       "pairs: each batch of writes reaches the store 0 to this many ms after it is taken, as spookd's fsyncs off its event loop (a crash first finds it on disk whole, in part or not at all)",
       intArg('--sync-delay-ms', 0),
     )
+    .option(
+      '--reloads',
+      "pairs: reload a register's quota 1-2 times, at one end then at the other 0-8 s later (the registers differ meanwhile and nothing is decided)",
+      false,
+    )
     .option('--no-skew', 'domains: run every member clock at the same rate (default: ±10% rates and offsets)')
     .option('--membership', 'domains: remove one member and add a fresh one during the run', false)
     .option(
@@ -100,6 +106,7 @@ export function simCommand(): Command {
         storeFaults: o.storeFaults,
         largeValues: o.largeValues,
         syncDelayMs: o.syncDelayMs,
+        reloads: o.reloads,
       };
       if (o.seed !== undefined) {
         const r = runSim({ ...opts, seed: o.seed, trace: o.json ? undefined : (line) => console.log(line) });

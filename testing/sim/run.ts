@@ -20,6 +20,7 @@ import { PairState } from '../../core/pair/lifecycle.js';
 import { MapState } from '../../core/register/map.js';
 import { StreamState } from '../../core/register/stream.js';
 import { ProposeError } from '../../core/pair/replica.js';
+import { QUOTA_DEFAULTS } from '../../core/register/quota.js';
 import { decodeMessages, MsgType, verdictByte, type CollapseEntry } from '../../wire/messages.js';
 import type { NetStats } from './network.js';
 import { SimPairStore } from './pair-store.js';
@@ -65,6 +66,12 @@ export interface SimOptions {
    * all. 0 or absent: at once, no draw.
    */
   syncDelayMs?: number;
+  /**
+   * Reload a register's quota 1-2 times during the workload: one end first, the other 0-8 s later
+   * (the ends' registers differ meanwhile and nothing is decided, §6.3); a restart keeps the
+   * reloaded configuration. Absent or false: no draw.
+   */
+  reloads?: boolean;
   /** Local proposals per endpoint. */
   ops: number;
   workloadMs: number;
@@ -119,6 +126,8 @@ export interface SimResult {
   storeFaults: number;
   /** `syncDelayMs`: batches that reached their store late, those a crash caught first, and of those the ones the disk kept (all or a prefix). */
   syncs: { delayed: number; caughtByCrash: number; keptAtCrash: number };
+  /** Sequencer own candidates recorded because they were still undecided when told "pending" (secureOwn). */
+  securedOwn: number;
   simTimeMs: number;
   final: Record<string, { version: number; hash: string }[]>;
   net: NetStats;
@@ -128,6 +137,8 @@ const REGISTERS = [
   { name: 'kv', kind: 'map' as const },
   { name: 'log', kind: 'stream' as const },
 ];
+/** The quota a reload sets (§6.3: both ends must hold the same; the workload's 12 keys never reach it). */
+const RELOADED_QUOTA = { ...QUOTA_DEFAULTS, maxKeys: QUOTA_DEFAULTS.maxKeys / 2 };
 const KEYS = Array.from({ length: 12 }, (_, i) => new TextEncoder().encode(`key-${i}`));
 
 export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResult {
@@ -173,6 +184,8 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
   let cutCount = 0;
   let crashes = 0;
   let storeFaults = 0;
+  /** Sequencer own candidates recorded because they were still undecided when told "pending" (secureOwn). */
+  let securedOwn = 0;
   /** Proposals whose endpoint stopped before answering: the proposer never heard a number, so any end is right. */
   const unacknowledged = new Set<string>();
   /** Endpoints that stopped in the middle of a step (a store fault) or with writes not yet durable: an outcome may be known from the history only. */
@@ -233,9 +246,12 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
   };
   const pairOpts: Omit<HalfPairOptions, 'localId' | 'peerId'> = { pairId: 7, seed: seedHash, registers, timing: o.timing };
   const stores = [new SimPairStore(), new SimPairStore()];
+  /** Registers whose quota a reload changed, per endpoint (its configuration file: a restart keeps it). */
+  const reloaded = [new Set<string>(), new Set<string>()];
   /** As spookd: a HalfPair handing its writes to the world (for the endpoint's store), each register loaded from it before the pair runs. */
   const boot = (i: 0 | 1): HalfPair => {
-    const pair = new HalfPair({ ...pairOpts, localId: i + 1, peerId: 2 - i, writes: 'driver' }, world.now);
+    const regs = registers.map((r) => (reloaded[i].has(r.name) ? { ...r, quota: RELOADED_QUOTA } : r));
+    const pair = new HalfPair({ ...pairOpts, registers: regs, localId: i + 1, peerId: 2 - i, writes: 'driver' }, world.now);
     for (const r of pair.registers.values()) stores[i].load(r);
     return pair;
   };
@@ -304,7 +320,8 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
     for (const s of stores)
       s.fault = () => (world.now <= o.workloadMs && rng.chance(o.storeFaults!) ? (rng.chance(0.5) ? 'kept' : 'lost') : undefined);
 
-  const propose = (ep: SimEndpoint, now: number): void => {
+  /** A random proposal at `ep`; `sameTurn` runs in the step that proposes it, before the commit pass. */
+  const propose = (ep: SimEndpoint, now: number, sameTurn?: (pair: HalfPair) => void): void => {
     const kind = rng.int(0, 9);
     let register = 'kv';
     let delta: Delta;
@@ -328,7 +345,7 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
             ['log', logPart],
             ['kv', kvPart],
           ];
-      proposeEntry(ep, now, register, { op: DeltaOp.Cross, parts: parts.map(([r, d]) => ({ register: r, at: 0, delta: d })) });
+      proposeEntry(ep, now, register, { op: DeltaOp.Cross, parts: parts.map(([r, d]) => ({ register: r, at: 0, delta: d })) }, sameTurn);
       return;
     }
     if (o.txn && rng.chance(o.txn)) {
@@ -370,9 +387,9 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
       register = 'log';
       delta = { op: DeltaOp.Append, offset: ep.pair.register('log').nextAppendOffset, data: rng.bytes(big ? large() : rng.int(1, 200)) };
     }
-    proposeEntry(ep, now, register, delta);
+    proposeEntry(ep, now, register, delta, sameTurn);
   };
-  const proposeEntry = (ep: SimEndpoint, now: number, register: string, delta: EntryDelta): void => {
+  const proposeEntry = (ep: SimEndpoint, now: number, register: string, delta: EntryDelta, sameTurn?: (pair: HalfPair) => void): void => {
     if (ep.down) return;
     let id: { origin: number; seq: number } | undefined;
     const incarnation = ep.incarnation;
@@ -386,26 +403,38 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
         refused++;
         trace?.(`${t(now)} ${ep.name} propose refused: ${e.message}`);
       }
+      sameTurn?.(pair);
     });
     if (id === undefined) return;
     const cand = `${register}/${id.origin}:${id.seq}`;
-    // The sequencer's own candidate is durable only once collapsed: its proposer hears of it with
-    // the outcome; or, a quarter of the time, its client's timeout ends first and spookd records
-    // it (secureOwn) and answers "pending" once that record is durable.
-    let at = batch;
-    if (world.syncDelayMs > 0 && ep.pair.role === 'sequencer') {
-      at = Infinity;
-      if (rng.chance(0.25)) {
-        const next = (ep.batchesTaken ?? 0) + 1;
-        world.step(ep, (pair) => {
-          if (pair.secureOwn(now, register, id!.seq)) at = next;
+    const seqOwn = ep.pair.role === 'sequencer';
+    const { seq } = id;
+    if (world.syncDelayMs > 0) {
+      // The sequencer's own candidate is durable once collapsed: its proposer hears of it with the
+      // outcome; or, a quarter of the time (always for a write in a reload's turn), its client's
+      // timeout ends first (0-3 s later) and, if it is still undecided, spookd records it
+      // (secureOwn) and answers "pending" once durable.
+      const a = { ep, incarnation, batch: seqOwn ? Infinity : batch };
+      awaiting.set(cand, a);
+      if (seqOwn && (sameTurn !== undefined || rng.chance(0.25)))
+        world.at(now + rng.int(0, 3000), () => {
+          if (awaiting.get(cand) !== a || ep.incarnation !== incarnation) return;
+          const next = (ep.batchesTaken ?? 0) + 1;
+          world.step(ep, (pair) => {
+            if (pair.secureOwn(world.now, register, seq)) {
+              a.batch = next;
+              securedOwn++;
+            }
+          });
+          // As spookd's whenBatchDurable: nothing of the pair waiting for the disk, it answers at once.
+          if (!ep.down && !ep.syncing && !ep.pair.awaitingWrites) acknowledge(cand);
         });
-      }
-    }
-    if (world.syncDelayMs > 0) awaiting.set(cand, { ep, incarnation, batch: at });
-    else proposed.add(cand);
+    } else proposed.add(cand);
     // spookd answers once the candidate is durable (a follower's) or collapsed (the sequencer's own).
     if (durable) world.drain(ep);
+    // Not collapsed by then (the ends' registers differ): its timeout records it, durable at once here.
+    if (durable && seqOwn && world.syncDelayMs === 0)
+      world.step(ep, (pair) => void (pair.secureOwn(world.now, register, seq) && securedOwn++));
     if (ep.incarnation !== incarnation) {
       proposed.delete(cand);
       awaiting.delete(cand);
@@ -461,6 +490,30 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
         world.crash(ep);
         restartLater(ep, down);
       });
+    }
+  }
+
+  if (o.reloads) {
+    // An operator reloads one host's configuration, then the other's (the same quota at both).
+    for (let i = 0, n = rng.int(1, 2); i < n; i++) {
+      const at = rng.int(200, o.workloadMs);
+      const lag = rng.int(0, 8000);
+      const first = rng.int(0, 1);
+      const register = rng.pick(REGISTERS).name;
+      for (const [k, when] of [
+        [first, at],
+        [1 - first, at + lag],
+      ] as const)
+        world.at(when, () => {
+          const ep = eps[k];
+          reloaded[k].add(register);
+          trace?.(`${t(world.now)} ${ep.name} RELOAD ${register} quota${ep.down ? ' (down: at its restart)' : ''}`);
+          const reload = (pair: HalfPair): void => pair.setQuota(world.now, register, RELOADED_QUOTA);
+          // At the sequencer, a write often lands in the same turn, before the commit pass: it stays
+          // undecided until the other end agrees (its proposer may be told "pending" meanwhile).
+          if (ep === seqEp && k === first && !ep.down && rng.chance(0.75)) propose(ep, world.now, reload);
+          else world.step(ep, reload);
+        });
     }
   }
 
@@ -555,6 +608,7 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
     cuts: cutCount,
     crashes,
     storeFaults,
+    securedOwn,
     syncs: { ...world.syncs },
     simTimeMs: now,
     final,
