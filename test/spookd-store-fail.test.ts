@@ -263,6 +263,9 @@ describe('spookd: fsync everysec whose background flush fails', () => {
   it('fences that pair only (store-failed, not a dropped datagram); the process carries on, and stop() closes every store even when one fails to flush', async () => {
     write(e, 'f', 'f-1');
     write(e, 'g', 'g-1');
+    // Once their commit pass has written them (a lease is fsynced there and then under everysec):
+    // what fails is the flush of the records it left dirty.
+    await new Promise((r) => setTimeout(r, 20));
     fsyncStores.get('f')!.failing = true;
     await until('e fences f', () => e.link('f').fenced !== undefined, 5000);
     expect(e.link('f').fenced).toMatchObject({ cause: 'store-failed' });

@@ -382,9 +382,58 @@ export function decodePendingRecord(rec: Uint8Array): { seq: number; delta: Entr
   }
 }
 
-/** The lease file: the highest own sequence number leased, as decimal text. */
-export const encodeLease = (upTo: number): Uint8Array => new TextEncoder().encode(`${upTo}\n`);
-export const decodeLease = (buf: Uint8Array): number => Number(new TextDecoder().decode(buf).trim()) || 0;
+/**
+ * The lease file (rev 1.22): two slots of LEASE_SLOT octets, each `SHA-256(upTo octets)[0..4]` ||
+ * `u32` 0 || `u64 upTo` (little-endian), overwritten in place in turn; a lease only grows, so the
+ * valid slot of the higher `upTo` holds it. A write torn by a crash spoils only the slot it was
+ * writing, whose fsync had not ended, so nothing that lease covered had left the host.
+ */
+export const LEASE_SLOT = 16;
+export const LEASE_FILE_LEN = 2 * LEASE_SLOT;
+
+export function encodeLeaseSlot(upTo: number, sha256: Sha256): Uint8Array {
+  const out = new Uint8Array(LEASE_SLOT);
+  const v = new DataView(out.buffer);
+  v.setUint32(8, upTo % 2 ** 32, true);
+  v.setUint32(12, Math.floor(upTo / 2 ** 32), true);
+  out.set(sha256(out.subarray(8)).subarray(0, 4), 0);
+  return out;
+}
+
+/** A whole lease file: both slots holding `upTo`. */
+export function encodeLeaseFile(upTo: number, sha256: Sha256): Uint8Array {
+  const out = new Uint8Array(LEASE_FILE_LEN);
+  const slot = encodeLeaseSlot(upTo, sha256);
+  out.set(slot, 0);
+  out.set(slot, LEASE_SLOT);
+  return out;
+}
+
+/**
+ * The lease a lease file holds and the slot it is in; undefined when neither slot is valid. A file
+ * of another length is the text form before rev 1.22 (the number in decimal, a newline; slot -1),
+ * which a store rewrites in slots at load; anything else there is undefined too.
+ */
+export function decodeLease(buf: Uint8Array, sha256: Sha256): { upTo: number; slot: number } | undefined {
+  if (buf.length !== LEASE_FILE_LEN) {
+    const text = new TextDecoder().decode(buf);
+    return /^\d{1,16}\n?$/.test(text) && Number(text.trim()) <= Number.MAX_SAFE_INTEGER
+      ? { upTo: Number(text.trim()), slot: -1 }
+      : undefined;
+  }
+  let best: { upTo: number; slot: number } | undefined;
+  for (let slot = 0; slot < 2; slot++) {
+    const b = buf.subarray(slot * LEASE_SLOT, (slot + 1) * LEASE_SLOT);
+    const sum = sha256(b.subarray(8));
+    if (sum[0] !== b[0] || sum[1] !== b[1] || sum[2] !== b[2] || sum[3] !== b[3]) continue;
+    if (b[4] !== 0 || b[5] !== 0 || b[6] !== 0 || b[7] !== 0) continue;
+    const v = new DataView(b.buffer, b.byteOffset, LEASE_SLOT);
+    const upTo = v.getUint32(12, true) * 2 ** 32 + v.getUint32(8, true);
+    if (upTo > Number.MAX_SAFE_INTEGER) continue;
+    if (!best || upTo > best.upTo) best = { upTo, slot };
+  }
+  return best;
+}
 
 /** The version of an encoded Collapse record (`type` || `length` || register || version ...), without decoding its entries. */
 export function collapseRecordVersion(rec: Uint8Array): number {

@@ -13,7 +13,8 @@
  *            crash, a stop or a failure mid-snapshot: it replays its records before the log's,
  *            then writes a snapshot at once, which covers both, and removes it.
  *  lease     the highest own candidate sequence number handed out (so a restart never
- *            reuses one), rewritten atomically once per 1,024 proposals.
+ *            reuses one), once per 1,024 proposals: two checksummed slots overwritten in
+ *            place in turn and fsynced with the batch (wire/journal.ts).
  *  pending   own candidates as proposed, [u32 length][4-byte SHA-256 prefix][varint seq |
  *            delta] ..., appended (and flushed like the log) before the proposer hears
  *            of the candidate; rewritten atomically with only the undecided ones at load
@@ -53,7 +54,9 @@ import {
   decodeLease,
   decodePairSnapshotHead,
   decodePendingRecord,
-  encodeLease,
+  encodeLeaseFile,
+  encodeLeaseSlot,
+  LEASE_SLOT,
   encodePairSnapshot,
   encodePendingRecord,
   frameRecord,
@@ -89,6 +92,11 @@ interface RegisterFiles {
   pendingFd: number;
   pendingBytes: number;
   pendingDirty: boolean;
+  leaseFd: number;
+  /** The slot holding the last durable lease; the next lease goes to the other one. */
+  leaseSlot: number;
+  /** The slot a batch not yet durable wrote (it becomes `leaseSlot` at batchDurable). */
+  leaseWritten: number | undefined;
 }
 
 /** Rewrite the pending list (undecided candidates only) once the file passes this. */
@@ -253,7 +261,10 @@ export class DiskStore implements PairStore {
     this.replicas.set(replica.name, replica);
     let snapshotVersion = 0;
     if (existsSync(p.snap)) snapshotVersion = restoreRegisterSnapshot(replica, readFileSync(p.snap), p.snap);
-    const lease = existsSync(p.lease) ? decodeLease(readFileSync(p.lease)) : 0;
+    const leaseFile = existsSync(p.lease) ? decodeLease(readFileSync(p.lease), sha256) : { upTo: 0, slot: -1 };
+    if (!leaseFile)
+      throw new StoreError(`${p.lease}: no valid lease in it (both slots fail their checksum): own sequence numbers could be reused`);
+    const lease = leaseFile.upTo;
     let replayed = 0;
     let tornBytes = 0;
     /** Replay the records of `path` above the version reached (those at or below it are in the snapshot). */
@@ -281,12 +292,16 @@ export class DiskStore implements PairStore {
     }
     replica.continueSeqAfter(lease);
     // Own candidates pending at the stop: the history decides some; the rest are proposed again.
-    const pendingRestored = existsSync(p.pending)
-      ? replica.restorePending(
-          readFrames(readFileSync(p.pending), MAX_PAIR_RECORD, sha256).records.flatMap(({ rec }) => decodePendingRecord(rec) ?? []),
-        )
+    const pendingWas = existsSync(p.pending) ? readFileSync(p.pending) : undefined;
+    const pendingRestored = pendingWas
+      ? replica.restorePending(readFrames(pendingWas, MAX_PAIR_RECORD, sha256).records.flatMap(({ rec }) => decodePendingRecord(rec) ?? []))
       : 0;
-    writeAtomic(p.pending, encodePendingFile(replica.ownCandidates()), p.dir);
+    // Rewritten with the undecided ones only (unless that is what it holds, torn tail aside: each
+    // rewrite costs two fsyncs, and a hub loads a register per peer).
+    const pendingNow = encodePendingFile(replica.ownCandidates());
+    if (!pendingWas || Buffer.compare(pendingWas, pendingNow) !== 0) writeAtomic(p.pending, pendingNow, p.dir);
+    // A new register, or a lease file in the text form before rev 1.22: written in slots once.
+    if (leaseFile.slot < 0) writeAtomic(p.lease, encodeLeaseFile(lease, sha256), p.dir);
     const logFd = openSync(p.log, 'a', 0o600);
     const pendingFd = openSync(p.pending, 'a', 0o600);
     this.files.set(replica.name, {
@@ -298,6 +313,9 @@ export class DiskStore implements PairStore {
       pendingFd,
       pendingBytes: statSync(p.pending).size,
       pendingDirty: false,
+      leaseFd: openSync(p.lease, 'r+', 0o600),
+      leaseSlot: Math.max(leaseFile.slot, 0),
+      leaseWritten: undefined,
     });
     // One snapshot now covers log.old and the log, and log.old goes: before the pair runs, so no
     // background job meets a log.old it must not overwrite.
@@ -361,7 +379,7 @@ export class DiskStore implements PairStore {
             this.replaced(w.image);
             break;
           case 'lease':
-            this.lease(w.register, w.upTo);
+            this.writeLease(f, w.upTo, touched);
             break;
         }
       }
@@ -387,6 +405,11 @@ export class DiskStore implements PairStore {
 
   /** The batch is durable: snapshot what grew too long, now that all of it is. Throws StoreError. */
   batchDurable(): void {
+    for (const f of this.files.values()) {
+      if (f.leaseWritten === undefined) continue;
+      f.leaseSlot = f.leaseWritten;
+      f.leaseWritten = undefined;
+    }
     try {
       this.snapshotsDue();
     } catch (e) {
@@ -565,9 +588,27 @@ export class DiskStore implements PairStore {
   }
 
   lease(register: string, upTo: number): void {
-    const p = this.paths(register);
-    if (!this.files.has(register)) return;
-    writeAtomic(p.lease, encodeLease(upTo), p.dir);
+    const f = this.files.get(register);
+    if (!f) return;
+    const touched = new Set<number>();
+    this.writeLease(f, upTo, touched);
+    for (const fd of touched) this.syncFd(fd);
+    f.leaseSlot = f.leaseWritten!;
+    f.leaseWritten = undefined;
+  }
+
+  /**
+   * Overwrite the slot that does not hold the last durable lease (every lease of one batch goes to
+   * the same slot: until the batch is durable the other must stay whole). Under fsync "always" the
+   * caller fsyncs it with the batch, off the event loop; else it is fsynced here, as before rev 1.22.
+   */
+  private writeLease(f: RegisterFiles, upTo: number, touched: Set<number>): void {
+    const slot = f.leaseWritten ?? 1 - f.leaseSlot;
+    const b = encodeLeaseSlot(upTo, sha256);
+    for (let at = 0; at < b.length;) at += writeSync(f.leaseFd, b, at, b.length - at, slot * LEASE_SLOT + at);
+    f.leaseWritten = slot;
+    if (this.fsync === 'always') touched.add(f.leaseFd);
+    else this.syncFd(f.leaseFd);
   }
 
   /** fsync what fsync "everysec" or "never" left dirty. Throws StoreError (naming the file) on failure. */
@@ -607,6 +648,7 @@ export class DiskStore implements PairStore {
       for (const [register, f] of this.files) {
         closeSync(f.logFd);
         closeSync(f.pendingFd);
+        closeSync(f.leaseFd);
         // Its peer removed (a reload): own candidates not decided are not proposed again at the next load.
         if (opts.abandonPending && !this.failed) {
           const p = this.paths(register);

@@ -102,16 +102,34 @@ export class SimWorld {
   }
 
   /**
-   * The process died with a batch written and not yet fsynced (nothing of it left): the kernel
-   * may have kept all of it (the process alone died), none (power loss), or a prefix.
+   * The process died with a batch written and not yet fsynced (nothing of it left). The disk kept
+   * all of it (the process alone died), none (power loss), or a prefix of each file's writes,
+   * file by file: spookd fsyncs a batch's files in parallel, so a register's log, its pending list
+   * and its lease (rev 1.22: no longer written atomically first) each reach the disk on their own.
+   * A snapshot in the batch, and all before it, was durable before the batch went on (DiskStore
+   * writes it at once).
    */
   private crashMidSync(ep: SimEndpoint, writes: ReturnType<HalfPair['pollWrites']>): void {
     ep.syncBatch = undefined;
-    const kept = [0, writes.length, this.rng.int(0, writes.length)][this.rng.int(0, 2)];
-    if (kept === 0) return;
+    const fate = this.rng.int(0, 2); // 0: none, 1: all, 2: a prefix of each file
+    let barrier = 0;
+    for (let i = 0; i < writes.length; i++) if (writes[i].kind === 'replaced') barrier = i + 1;
+    const fileOf = (w: (typeof writes)[number]): string => (w.kind === 'replaced' ? '' : `${w.kind} ${w.register}`);
+    const total = new Map<string, number>();
+    for (let i = barrier; i < writes.length; i++) total.set(fileOf(writes[i]), (total.get(fileOf(writes[i])) ?? 0) + 1);
+    const keep = new Map<string, number>();
+    for (const [file, n] of total) keep.set(file, fate === 0 ? 0 : fate === 1 ? n : this.rng.int(0, n));
+    const kept = writes.filter((w, i) => {
+      if (i < barrier) return true;
+      const file = fileOf(w);
+      const left = keep.get(file)!;
+      keep.set(file, left - 1);
+      return left > 0;
+    });
+    if (kept.length === 0) return;
     this.syncs.keptAtCrash++;
     try {
-      persistWrites(ep.store!, writes.slice(0, kept));
+      persistWrites(ep.store!, kept);
     } catch (e) {
       if (!(e instanceof StoreFault)) throw e; // a fault here is one more write the disk did not keep
     }
