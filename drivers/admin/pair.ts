@@ -160,9 +160,14 @@ export function proposeDelta(
       reject(
         new AdminFault(
           'peer-removed',
-          `peer-removed: peer ${peer} was removed (reload) before this host learnt the write's outcome: the outcome is unknown. ` +
-            `Had peer ${peer} received it, it may have committed it (or may still); this host learns so only if ${peer} is configured again. ` +
-            `It is not proposed again from here: read the key rather than assume either way`,
+          // The sequencer decides alone, and a removal first decides what it can: one of its own
+          // still undecided (the ends' registers differed) never left the host as a decision.
+          link.pair.role === 'sequencer'
+            ? `peer-removed: peer ${peer} was removed (reload) before this host, the pair's sequencer, could decide the write ` +
+                `(the pair's registers differed): it was not committed, and it is abandoned`
+            : `peer-removed: peer ${peer} was removed (reload) before this host learnt the write's outcome: the outcome is unknown. ` +
+                `Had peer ${peer} received it, it may have committed it (or may still); this host learns so only if ${peer} is configured again. ` +
+                `It is not proposed again from here: read the key rather than assume either way`,
         ),
       );
     };
@@ -183,9 +188,12 @@ export function proposeDelta(
     };
     const timer = setTimeout(() => {
       // Not an error: the candidate stays pending (buffered) and will still be decided; said only
-      // once it is durable (a crash before would lose it, and the promise with it). A sequencer's
-      // own is durable once collapsed; one still waiting is recorded now, in a later batch.
-      const durableAt = link.pair.secureOwn(d.now(), register, id.seq) ? d.nextBatch(link) : batch;
+      // once it is durable (a crash before would lose it, and the promise with it). A follower's
+      // pending record was in `batch`. A sequencer's own is durable once its collapse is, which a
+      // mismatch may have put in a batch after `batch` (one that may still be syncing), or, still
+      // undecided, once recorded now (secureOwn): either way in a batch taken up to the next one.
+      const secured = link.pair.secureOwn(d.now(), register, id.seq);
+      const durableAt = secured || link.pair.role === 'sequencer' ? d.nextBatch(link) : batch;
       d.whenBatchDurable(link, durableAt, () => {
         if (!d.subscribers.has(sub)) return; // answered meanwhile (its outcome, or its peer removed)
         done();

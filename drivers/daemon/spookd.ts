@@ -577,8 +577,9 @@ export class Spookd {
     this.timersStale.delete(link);
     this.dirty.delete(link);
     this.charged.delete(link);
-    // Writes still undecided (a follower's, the sequencer having not answered) are abandoned: their
-    // waiters get `peer-removed`, and they are not proposed again should the peer come back.
+    // Writes still undecided (a follower's, the sequencer having not answered; a sequencer's own
+    // while the ends' registers differ) are abandoned: their waiters get `peer-removed`, and they
+    // are not proposed again should the peer come back.
     const undecided = [...link.pair.registers.values()].reduce((n, r) => n + r.pendingCount, 0);
     for (const f of this.removals) f(name);
     for (const w of link.batchWaiters.splice(0)) w.run(); // after: their writes are answered peer-removed

@@ -18,7 +18,8 @@
  *  pending   own candidates as proposed, [u32 length][4-byte SHA-256 prefix][varint seq |
  *            delta] ..., appended (and flushed like the log) before the proposer hears
  *            of the candidate; rewritten atomically with only the undecided ones at load
- *            and whenever it passes 1 MiB. A restart proposes the undecided ones again.
+ *            (when that differs) and, past 1 MiB, once the batch that grew it is durable.
+ *            A restart proposes the undecided ones again.
  *
  * A record is written (and, with fsync "always", flushed) before the collapse it holds
  * can leave the host, so after `kill -9` every version a peer or a proposer may have seen
@@ -92,6 +93,8 @@ interface RegisterFiles {
   pendingFd: number;
   pendingBytes: number;
   pendingDirty: boolean;
+  /** The pending list passed PENDING_COMPACT_BYTES: rewritten once the batch is durable (batchDurable). */
+  pendingCompactDue: boolean;
   leaseFd: number;
   /** The slot holding the last durable lease; the next lease goes to the other one. */
   leaseSlot: number;
@@ -313,6 +316,7 @@ export class DiskStore implements PairStore {
       pendingFd,
       pendingBytes: statSync(p.pending).size,
       pendingDirty: false,
+      pendingCompactDue: false,
       leaseFd: openSync(p.lease, 'r+', 0o600),
       leaseSlot: Math.max(leaseFile.slot, 0),
       leaseWritten: undefined,
@@ -403,12 +407,22 @@ export class DiskStore implements PairStore {
     if (failed) throw new StoreError(`${this.dir}: fsync: ${(failed.reason as Error).message}`);
   }
 
-  /** The batch is durable: snapshot what grew too long, now that all of it is. Throws StoreError. */
+  /**
+   * The batch is durable: its lease slot holds the lease now, and what grew too long (a pending
+   * list, a log) is rewritten, now that all of it is. Throws StoreError.
+   */
   batchDurable(): void {
-    for (const f of this.files.values()) {
-      if (f.leaseWritten === undefined) continue;
-      f.leaseSlot = f.leaseWritten;
-      f.leaseWritten = undefined;
+    for (const [register, f] of this.files) {
+      if (f.leaseWritten !== undefined) {
+        f.leaseSlot = f.leaseWritten;
+        f.leaseWritten = undefined;
+      }
+      if (!f.pendingCompactDue) continue;
+      try {
+        this.compactPending(register, f);
+      } catch (e) {
+        throw new StoreError(`${join(this.dir, register)}: pending: ${(e as Error).message}`);
+      }
     }
     try {
       this.snapshotsDue();
@@ -419,22 +433,35 @@ export class DiskStore implements PairStore {
 
   /** Append a pending own candidate (fsynced by the caller through `touched`, or marked dirty). */
   private writePending(f: RegisterFiles, register: string, seq: number, delta: EntryDelta, touched: Set<number>): void {
-    const r = this.replicas.get(register);
-    if (r && f.pendingBytes > PENDING_COMPACT_BYTES) {
-      // Rewrite with the undecided candidates only (and this one), then append from there.
-      const p = this.paths(register);
-      touched.delete(f.pendingFd);
-      closeSync(f.pendingFd);
-      writeAtomic(p.pending, encodePendingFile([...r.ownCandidates(), { seq, delta }]), p.dir);
-      f.pendingFd = openSync(p.pending, 'a', 0o600);
-      f.pendingBytes = statSync(p.pending).size;
-      return;
-    }
     const framed = frameRecord(encodePendingRecord({ seq, delta }), sha256);
     writeAll(f.pendingFd, framed);
     f.pendingBytes += framed.length;
+    if (f.pendingBytes > PENDING_COMPACT_BYTES && this.replicas.has(register)) f.pendingCompactDue = true;
     if (this.fsync === 'always') touched.add(f.pendingFd);
     else f.pendingDirty = true;
+  }
+
+  /**
+   * Rewrite a pending list grown past PENDING_COMPACT_BYTES with the undecided candidates only,
+   * once the batch is durable: the records that decided the others must be on disk before their
+   * candidates leave this file (a sequencer's own ones may be nowhere else). Under fsync
+   * "always" the batch's are; else the log is fsynced first. (A follower may have applied
+   * collapses since, not yet durable; what they decided stays decided at the sequencer.)
+   */
+  private compactPending(register: string, f: RegisterFiles): void {
+    f.pendingCompactDue = false;
+    const r = this.replicas.get(register);
+    if (!r) return;
+    if (this.fsync !== 'always' && f.dirty) {
+      this.syncFd(f.logFd);
+      f.dirty = false;
+    }
+    const p = this.paths(register);
+    closeSync(f.pendingFd);
+    writeAtomic(p.pending, encodePendingFile(r.ownCandidates()), p.dir);
+    f.pendingFd = openSync(p.pending, 'a', 0o600);
+    f.pendingBytes = statSync(p.pending).size;
+    f.pendingDirty = false;
   }
 
   /** Append a Collapse record (fsynced by the caller through `touched`); snapshot once the log is too long. */
@@ -453,12 +480,12 @@ export class DiskStore implements PairStore {
     if (f.logBytes > Math.max(this.maxLogBytes, f.snapBytes)) this.snapshotDue.add(register);
   }
 
-  /** The PairStore path's batch ended (persistWrites): snapshot what grew too long, now that all of it is durable. */
+  /** The PairStore path's batch ended (persistWrites): as batchDurable, its failure fatal. */
   endBatch(): void {
     try {
-      this.snapshotsDue();
+      this.batchDurable();
     } catch (e) {
-      this.onFatal(new StoreError(`${this.dir}: snapshot: ${(e as Error).message}`));
+      this.onFatal(e as StoreError);
     }
   }
 

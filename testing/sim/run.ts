@@ -420,14 +420,13 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
         world.at(now + rng.int(0, 3000), () => {
           if (awaiting.get(cand) !== a || ep.incarnation !== incarnation) return;
           const next = (ep.batchesTaken ?? 0) + 1;
+          // As spookd: durable once the batches taken up to the next one are (its collapse, or the
+          // record secureOwn makes now), or at once when nothing of the pair waits for the disk.
           world.step(ep, (pair) => {
-            if (pair.secureOwn(world.now, register, seq)) {
-              a.batch = next;
-              securedOwn++;
-            }
+            if (pair.secureOwn(world.now, register, seq)) securedOwn++;
           });
-          // As spookd's whenBatchDurable: nothing of the pair waiting for the disk, it answers at once.
-          if (!ep.down && !ep.syncing && !ep.pair.awaitingWrites) acknowledge(cand);
+          a.batch = next;
+          if (!ep.down && ((ep.batchesDurable ?? 0) >= a.batch || (!ep.syncing && !ep.pair.awaitingWrites))) acknowledge(cand);
         });
     } else proposed.add(cand);
     // spookd answers once the candidate is durable (a follower's) or collapsed (the sequencer's own).
