@@ -62,6 +62,11 @@ export interface Latency {
   perSec: number;
   p50Ms: number;
   p99Ms: number;
+  /**
+   * The same sets split by which end sequences their pair: the hub, or the peer (then the hub
+   * waits for the collapse round trip of the peers' process, one process speaking for every peer).
+   */
+  bySequencer: Record<'hub' | 'peer', { sets: number; p50Ms: number | null; p99Ms: number | null }>;
 }
 
 export interface ScaleBenchResult {
@@ -363,7 +368,7 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleBenchRes
       await sleep(50);
     }
   };
-  const latency = async (hub: Hub, peers: string[]): Promise<Latency> => {
+  const latency = async (hub: Hub, peers: string[], hubSequences: ReadonlySet<string>): Promise<Latency> => {
     const lat = new Float64Array(o.commits);
     let next = 0;
     let committed = 0;
@@ -389,15 +394,22 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleBenchRes
       }),
     );
     const dt = performance.now() - t0;
+    const pct = (xs: Float64Array, p: number): number | null =>
+      xs.length === 0 ? null : Number(xs[Math.min(xs.length - 1, Math.floor(p * xs.length))].toFixed(2));
+    const split = (hubSide: boolean): Latency['bySequencer']['hub'] => {
+      const xs = Float64Array.from(lat.subarray(0, next).filter((_, i) => hubSequences.has(peers[i % peers.length]) === hubSide)).sort();
+      return { sets: xs.length, p50Ms: pct(xs, 0.5), p99Ms: pct(xs, 0.99) };
+    };
+    const bySequencer = { hub: split(true), peer: split(false) }; // before the sort below, which is in place
     const done = lat.subarray(0, next).sort();
-    const pct = (p: number): number => Number(done[Math.min(done.length - 1, Math.floor(p * done.length))].toFixed(2));
     return {
       commits: next,
       stopped: next < o.commits ? 'time bound' : 'all issued',
       committed,
       perSec: Math.round(committed / (dt / 1000)),
-      p50Ms: pct(0.5),
-      p99Ms: pct(0.99),
+      p50Ms: pct(done, 0.5) ?? 0,
+      p99Ms: pct(done, 0.99) ?? 0,
+      bySequencer,
     };
   };
   let bigPeer = 'p0';
@@ -443,10 +455,11 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleBenchRes
     const roles = await hub.admin.request('pairs', {}, { timeoutMs: 60_000 });
     const set = new Set(entangled);
     bigPeer = roles.find((p) => set.has(p.peer) && p.role === 'sequencer')?.peer ?? entangled[0];
+    const hubSequences = new Set(roles.filter((p) => p.role === 'sequencer').map((p) => p.peer));
     const bigRole = roles.find((p) => p.peer === bigPeer)!.role;
 
     // 3. Commit latency at the hub.
-    const lat1 = await latency(hub, entangled);
+    const lat1 = await latency(hub, entangled, hubSequences);
     log(`${lat1.committed} commits through the hub: ${lat1.perSec}/s, p50 ${lat1.p50Ms} ms, p99 ${lat1.p99Ms} ms`);
 
     // 4. The big register: peer 0 sets keys until done, the time bound or the hub's memory bound.
@@ -493,7 +506,7 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleBenchRes
     );
 
     // 5. Latency with the big register in place.
-    const lat2 = await latency(hub, entangled);
+    const lat2 = await latency(hub, entangled, hubSequences);
     log(`with the keys: ${lat2.perSec}/s, p50 ${lat2.p50Ms} ms, p99 ${lat2.p99Ms} ms`);
 
     // 6. A hub outage.
@@ -705,8 +718,10 @@ async function redisBaseline(
 /** The human table. */
 export function formatScaleBench(r: ScaleBenchResult): string[] {
   const n = (x: number): string => x.toLocaleString('en-US');
+  const side = (x: Latency['bySequencer']['hub']): string => `${n(x.sets)} sets, p50 ${x.p50Ms ?? '-'} ms, p99 ${x.p99Ms ?? '-'} ms`;
   const lat = (l: Latency): string =>
-    `${n(l.committed)}/${n(l.commits)} committed (${l.stopped}), ${n(l.perSec)}/s, p50 ${l.p50Ms} ms, p99 ${l.p99Ms} ms`;
+    `${n(l.committed)}/${n(l.commits)} committed (${l.stopped}), ${n(l.perSec)}/s, p50 ${l.p50Ms} ms, p99 ${l.p99Ms} ms` +
+    ` (pairs the hub sequences: ${side(l.bySequencer.hub)}; the peers: ${side(l.bySequencer.peer)})`;
   return [
     `hub spookd, fsync ${r.fsync}, ${n(r.peers)} peers; load average ${r.loadAvg} at the start`,
     r.connectMs === null

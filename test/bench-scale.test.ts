@@ -30,6 +30,10 @@ describe('bench scale', () => {
     expect(r.latency.stopped).toBe('all issued');
     expect(r.latencyWithKeys.committed).toBe(60);
     expect(r.latency.p99Ms).toBeGreaterThanOrEqual(r.latency.p50Ms);
+    // Split by which end sequences each pair: every set counted once, on one side or the other.
+    const { hub, peer } = r.latency.bySequencer;
+    expect(hub.sets + peer.sets).toBe(60);
+    for (const x of [hub, peer]) if (x.sets > 0) expect(x.p99Ms!).toBeGreaterThanOrEqual(x.p50Ms!);
     expect(r.loadStopped).toBe('all committed');
     expect(r.keysReached).toBe(3000);
     expect(r.hubRssAfterKeysMb).toBeGreaterThan(0);
