@@ -1,11 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HalfPair } from '../core/pair/halfpair.js';
 import { DiskStore, StoreError } from '../drivers/store/store.js';
-import { LEASE_FILE_LEN, LEASE_SLOT, decodeLease, encodeLeaseFile, encodeLeaseSlot } from '../wire/journal.js';
+import { LEASE_FILE_LEN, LEASE_SLOT_STRIDE, decodeLease, encodeLeaseFile, encodeLeaseSlot } from '../wire/journal.js';
 import { set } from './helpers.js';
 
 /**
@@ -33,9 +33,18 @@ afterEach(() => {
 const KV = [{ name: 'kv', kind: 'map' as const }];
 const leasePath = (dir: string): string => join(dir, 'kv', 'lease');
 
+/** A DiskStore counting its fsyncs of files. */
+class CountingStore extends DiskStore {
+  syncs = 0;
+  protected syncFd(fd: number): void {
+    this.syncs++;
+    super.syncFd(fd);
+  }
+}
+
 /** A pair handing its writes to the driver (as in spookd) over a store in `dir`; localId 1 sequences. */
 function open(dir: string, localId: 1 | 2) {
-  const store = new DiskStore(dir, 'always');
+  const store = new CountingStore(dir, 'always');
   const pair = new HalfPair({ pairId: 1, localId, peerId: 3 - localId, seed: 77, registers: KV, writes: 'driver' }, 0);
   for (const r of pair.registers.values()) store.load(r);
   return { store, pair };
@@ -56,9 +65,9 @@ describe('the lease file in slots', () => {
     const file = encodeLeaseFile(1024, sha256);
     expect(file.length).toBe(LEASE_FILE_LEN);
     expect(decodeLease(file, sha256)).toEqual({ upTo: 1024, slot: 0 });
-    file.set(encodeLeaseSlot(2048, sha256), LEASE_SLOT);
+    file.set(encodeLeaseSlot(2048, sha256), LEASE_SLOT_STRIDE);
     expect(decodeLease(file, sha256)).toEqual({ upTo: 2048, slot: 1 });
-    file[LEASE_SLOT + 9] ^= 1; // torn
+    file[LEASE_SLOT_STRIDE + 9] ^= 1; // torn
     expect(decodeLease(file, sha256)).toEqual({ upTo: 1024, slot: 0 });
     file[3] ^= 1;
     expect(decodeLease(file, sha256)).toBeUndefined();
@@ -110,6 +119,41 @@ describe('the lease file in slots', () => {
       b.store.close();
     });
   }
+
+  it('a load makes durable what it read (a process killed before its fsyncs left it in the page cache only)', () => {
+    const dir = tmp();
+    const a = open(dir, 2);
+    a.pair.propose(0, 'kv', set('k', 'A'));
+    a.store.write(a.pair.pollWrites()); // written; killed before the batch's fsyncs
+    a.store.close();
+    const b = open(dir, 2);
+    // It restores candidate 1 and will propose it at once: its pending record and lease first reach the disk.
+    expect(
+      b.pair
+        .register('kv')
+        .ownCandidates()
+        .map((c) => c.seq),
+    ).toEqual([1]);
+    expect(b.store.syncs).toBeGreaterThanOrEqual(3); // log, pending list, lease
+    b.store.close();
+  });
+
+  it('a pending list rewrite that fails leaves the store its descriptors (close closes only its own)', () => {
+    const dir = tmp();
+    const a = open(dir, 2);
+    for (let i = 0; i < 800; i++) a.pair.propose(0, 'kv', set(`k${i}`, 'x'.repeat(1500)));
+    a.store.syncNow(a.store.write(a.pair.pollWrites())); // past 1 MiB: rewritten at batchDurable
+    mkdirSync(join(dir, 'kv', 'pending.tmp')); // the rewrite's open fails (a stand-in for ENOSPC, EIO)
+    expect(() => a.store.batchDurable()).toThrow(StoreError);
+    writeFileSync(join(dir, 'victim'), 'x');
+    const victim = openSync(join(dir, 'victim'), 'r'); // the lowest free number: had the store closed its fd, this one
+    try {
+      a.store.close();
+      expect(readSync(victim, Buffer.alloc(1), 0, 1, 0)).toBe(1); // still open: not closed by the store
+    } finally {
+      closeSync(victim);
+    }
+  });
 
   it('a load refuses a lease file with no valid slot (own numbers could be reused) and names it', () => {
     const dir = tmp();

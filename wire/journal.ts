@@ -383,13 +383,16 @@ export function decodePendingRecord(rec: Uint8Array): { seq: number; delta: Entr
 }
 
 /**
- * The lease file (rev 1.22): two slots of LEASE_SLOT octets, each `SHA-256(upTo octets)[0..4]` ||
- * `u32` 0 || `u64 upTo` (little-endian), overwritten in place in turn; a lease only grows, so the
- * valid slot of the higher `upTo` holds it. A write torn by a crash spoils only the slot it was
- * writing, whose fsync had not ended, so nothing that lease covered had left the host.
+ * The lease file (rev 1.22): two slots of LEASE_SLOT octets, at offsets 0 and LEASE_SLOT_STRIDE
+ * (distinct pages and sectors: a torn write of one cannot reach the other), each
+ * `SHA-256(upTo octets)[0..4]` || `u32` 0 || `u64 upTo` (little-endian), overwritten in place in
+ * turn; a lease only grows, so the valid slot of the higher `upTo` holds it. A write torn by a
+ * crash spoils only the slot it was writing, whose fsync had not ended, so nothing that lease
+ * covered had left the host.
  */
 export const LEASE_SLOT = 16;
-export const LEASE_FILE_LEN = 2 * LEASE_SLOT;
+export const LEASE_SLOT_STRIDE = 4096;
+export const LEASE_FILE_LEN = LEASE_SLOT_STRIDE + LEASE_SLOT;
 
 export function encodeLeaseSlot(upTo: number, sha256: Sha256): Uint8Array {
   const out = new Uint8Array(LEASE_SLOT);
@@ -405,7 +408,7 @@ export function encodeLeaseFile(upTo: number, sha256: Sha256): Uint8Array {
   const out = new Uint8Array(LEASE_FILE_LEN);
   const slot = encodeLeaseSlot(upTo, sha256);
   out.set(slot, 0);
-  out.set(slot, LEASE_SLOT);
+  out.set(slot, LEASE_SLOT_STRIDE);
   return out;
 }
 
@@ -423,7 +426,7 @@ export function decodeLease(buf: Uint8Array, sha256: Sha256): { upTo: number; sl
   }
   let best: { upTo: number; slot: number } | undefined;
   for (let slot = 0; slot < 2; slot++) {
-    const b = buf.subarray(slot * LEASE_SLOT, (slot + 1) * LEASE_SLOT);
+    const b = buf.subarray(slot * LEASE_SLOT_STRIDE, slot * LEASE_SLOT_STRIDE + LEASE_SLOT);
     const sum = sha256(b.subarray(8));
     if (sum[0] !== b[0] || sum[1] !== b[1] || sum[2] !== b[2] || sum[3] !== b[3]) continue;
     if (b[4] !== 0 || b[5] !== 0 || b[6] !== 0 || b[7] !== 0) continue;

@@ -230,7 +230,7 @@ export class Sequencer implements RoleMachine, ResponderHost {
   restored(added: readonly OwnCandidate[]): void {
     for (const c of added) {
       this.pending.push({ origin: this.s.pair.localId, seq: c.seq, delta: c.delta, stamp: this.s.pair.stamp() });
-      this.secured.add(c.seq); // the load rewrote the pending record with it
+      this.secured.add(c.seq); // in the pending list the load kept (and made durable)
     }
   }
 

@@ -132,8 +132,14 @@ export interface PairStore {
   endBatch?(): void;
 }
 
-/** Make one step's writes durable, in order. */
+/** Make one step's writes durable, in order, then end the batch (what it grew may be rewritten). */
 export function persistWrites(store: PairStore, writes: readonly PairWrite[]): void {
+  storeEach(store, writes);
+  store.endBatch?.();
+}
+
+/** Hand each write to the store, in order, without ending the batch (the simulator's crash: what the disk kept of one). */
+export function storeEach(store: PairStore, writes: readonly PairWrite[]): void {
   for (const w of writes) {
     switch (w.kind) {
       case 'append':
@@ -150,5 +156,4 @@ export function persistWrites(store: PairStore, writes: readonly PairWrite[]): v
         break;
     }
   }
-  store.endBatch?.();
 }

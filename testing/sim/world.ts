@@ -19,7 +19,7 @@ import type { SpookEvent } from '../../core/pair/events.js';
 import { EventQueue, SimNetwork, type LinkFaults } from './network.js';
 import { Rng } from './rng.js';
 import { StoreFault } from './pair-store.js';
-import { persistWrites, type PairStore } from '../../core/pair/types.js';
+import { persistWrites, storeEach, type PairStore } from '../../core/pair/types.js';
 
 export interface SimEndpoint {
   name: string;
@@ -129,7 +129,9 @@ export class SimWorld {
     if (kept.length === 0) return;
     this.syncs.keptAtCrash++;
     try {
-      persistWrites(ep.store!, kept);
+      // No end of batch: a crashed process rewrites nothing (a snapshot now would take the dead
+      // replica's memory, which holds the whole batch, for what the disk kept).
+      storeEach(ep.store!, kept);
     } catch (e) {
       if (!(e instanceof StoreFault)) throw e; // a fault here is one more write the disk did not keep
     }
