@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inProcess, until, writeTold } from './inproc.js';
-import { HoldStore, spookdWithStores } from './hold-store.js';
+import { HoldStore, sequencingPair } from './hold-store.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +11,6 @@ import { encodeKey } from '../drivers/daemon/keys.js';
 import { StoreError, type FsyncPolicy } from '../drivers/store/store.js';
 import { generateKeyPair, type KeyPair } from '../crypto/primitives.js';
 import { pairIdentity } from '../core/etcp/endpoint.js';
-import { PairState } from '../core/pair/lifecycle.js';
 import { HalfPair } from '../core/pair/halfpair.js';
 import { pairHandlers } from '../drivers/admin/pair.js';
 import { set } from './helpers.js';
@@ -196,24 +195,8 @@ describe('DiskStore: a batch synced off the event loop', () => {
 });
 
 describe('spookd: a peer removed while its pair keeps writing', () => {
-  const lab = inProcess('spook-gc-remove', ['a', 'c'], base + 1);
-  const d: Record<string, Spookd> = {};
-  const stores = new Map<string, HoldStore>();
-  const make = (name: string, peers: string[]): Spookd =>
-    spookdWithStores(lab, name, peers, (dir, fsync) => new HoldStore(dir, fsync), stores);
-  beforeAll(async () => {
-    // a sequences the pair: its writes are collapsed (and read back) at a.
-    if (pairIdentity(lab.keys.a.publicKey, lab.keys.c.publicKey).localId !== 1) [lab.keys.a, lab.keys.c] = [lab.keys.c, lab.keys.a];
-    d.a = make('a', ['c']);
-    d.c = make('c', ['a']);
-    await Promise.all(Object.values(d).map((s) => s.start()));
-    await until('entangled', () => d.a.link('c').pair.state === PairState.ENTANGLED);
-  }, 30_000);
-  afterAll(async () => {
-    for (const s of stores.values()) s.release();
-    await Promise.all(Object.values(d).map((s) => s.stop()));
-    rmSync(lab.dir, { recursive: true, force: true });
-  });
+  // a sequences the pair: its writes are collapsed (and read back) at a.
+  const { d, stores } = sequencingPair(inProcess('spook-gc-remove', ['a', 'c'], base + 1));
 
   it('leaves no batch syncing: what is written during the goodbye is fsynced at once, read durable, and the store closes', async () => {
     const s = stores.get('a-c')!;

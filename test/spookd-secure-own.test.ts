@@ -1,12 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync, rmSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { has, inProcess, until, writeTold, type InProcess } from './inproc.js';
-import { HoldStore, spookdWithStores } from './hold-store.js';
+import { sequencingPair } from './hold-store.js';
 import { QUOTA_DEFAULTS } from '../core/register/quota.js';
-import type { Spookd } from '../drivers/daemon/spookd.js';
-import { pairIdentity } from '../core/etcp/endpoint.js';
-import { PairState } from '../core/pair/lifecycle.js';
 import { pairHandlers } from '../drivers/admin/pair.js';
 
 /**
@@ -20,25 +17,9 @@ const call = { onClose: () => {} } as never;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const QUOTA = { ...QUOTA_DEFAULTS, maxKeys: 3 };
 
-/** Two spookd, `a` sequencing their pair, with HoldStores (kept in `stores` as `a-c`, `c-a`). */
+/** Two spookd, `a` sequencing their pair (sequencingPair), and a set at `a` whose answer is kept. */
 function twoSpookd(lab: InProcess) {
-  const d: Record<string, Spookd> = {};
-  const stores = new Map<string, HoldStore>();
-  const make = (name: string, peers: string[]): Spookd =>
-    spookdWithStores(lab, name, peers, (dir, fsync) => new HoldStore(dir, fsync), stores);
-  beforeAll(async () => {
-    if (pairIdentity(lab.keys.a.publicKey, lab.keys.c.publicKey).localId !== 1) [lab.keys.a, lab.keys.c] = [lab.keys.c, lab.keys.a];
-    d.a = make('a', ['c']);
-    d.c = make('c', ['a']);
-    await Promise.all(Object.values(d).map((s) => s.start()));
-    await until('entangled', () => d.a.link('c').pair.state === PairState.ENTANGLED && d.c.link('a').pair.state === PairState.ENTANGLED);
-    expect(d.a.link('c').pair.role).toBe('sequencer');
-  }, 30_000);
-  afterAll(async () => {
-    for (const s of stores.values()) s.release();
-    await Promise.all(Object.values(d).map((s) => s.stop()));
-    rmSync(lab.dir, { recursive: true, force: true });
-  });
+  const { d, stores, make } = sequencingPair(lab);
   /** A set at a with its client's timeout; its answer lands in `answers[key]`. */
   const answers: Record<string, { verdict: string } | undefined> = {};
   const set = (key: string, value: string, timeoutMs: number): void =>
@@ -53,6 +34,7 @@ describe('spookd: a sequencer write held by a register mismatch', () => {
   const { d, stores, make, set, answers } = twoSpookd(lab);
 
   it('decided in a batch still syncing when its timeout ends: said only once that batch is durable, then committed', async () => {
+    expect(d.a.link('c').pair.role).toBe('sequencer');
     const s = stores.get('a-c')!;
     set('k-race', 'v', 1500);
     d.a.link('c').pair.setQuota(d.a.now(), 'config', QUOTA); // a reload at a, in the same turn
