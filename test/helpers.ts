@@ -1,6 +1,9 @@
 /** Small builders shared by the HalfPair tests. */
 import { afterEach, expect } from 'vitest';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { CrossDelta } from '../wire/cross.js';
 import { DeltaOp, type Delta } from '../wire/delta.js';
 import { PairState } from '../core/pair/lifecycle.js';
@@ -93,6 +96,19 @@ export const cross = (...parts: [string, Delta][]): CrossDelta => ({
   op: DeltaOp.Cross,
   parts: parts.map(([register, delta]) => ({ register, at: 0, delta })),
 });
+
+/** Fresh temporary directories named `prefix-*`, removed after each test of the calling file. */
+export function tempDirs(prefix: string): () => string {
+  const dirs: string[] = [];
+  afterEach(() => {
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  });
+  return () => {
+    const d = mkdtempSync(join(tmpdir(), `${prefix}-`));
+    dirs.push(d);
+    return d;
+  };
+}
 
 /** A batch of simulated seeds ran clean: no failure, every seed converged, nothing committed lost. */
 export function expectSeedsClean(s: { failures: unknown[]; converged: number; lostCommits: number }, seeds: number): void {

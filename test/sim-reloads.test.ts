@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { runSim, SIM_DEFAULTS, type SimOptions } from '../testing/sim/run.js';
+import { SIM_DEFAULTS, type SimOptions } from '../testing/sim/run.js';
+import { runSeeds } from '../testing/sim/batch.js';
+import { expectSeedsClean } from './helpers.js';
 
 /**
  * The pair simulator with configuration reloads (§6.3): a register's quota changes at one end, and
@@ -9,29 +11,13 @@ import { runSim, SIM_DEFAULTS, type SimOptions } from '../testing/sim/run.js';
  * PROTOCOL.md rev 1.22). With crashes and store faults, every candidate told "pending" must still
  * be decided after the restarts (a restart keeps the reloaded configuration).
  */
-function run(
-  seeds: number,
-  seedBase: number,
-  o: Partial<SimOptions>,
-): { failed: string[]; securedOwn: number; refused: number; crashes: number } {
-  const failed: string[] = [];
-  let securedOwn = 0;
-  let refused = 0;
-  let crashes = 0;
-  for (let seed = seedBase; seed < seedBase + seeds; seed++) {
-    const r = runSim({ ...SIM_DEFAULTS, ...o, reloads: true, seed });
-    if (r.violations.length > 0 || !r.converged || r.lostCommits > 0) failed.push(`seed ${seed}: ${r.violations[0] ?? 'not converged'}`);
-    securedOwn += r.securedOwn;
-    refused += r.refused;
-    crashes += r.crashes;
-  }
-  return { failed, securedOwn, refused, crashes };
-}
+const run = (seeds: number, seedBase: number, o: Partial<SimOptions>) =>
+  runSeeds(seeds, seedBase, { ...SIM_DEFAULTS, ...o, reloads: true });
 
 describe('simulator: quota reloads (the ends registers differ for a while)', () => {
   it('400 seeds with cuts, crashes and store faults: all converge; sequencer writes told pending are recorded and decided', () => {
     const r = run(400, 150_000, { cuts: true, crashes: true, storeFaults: 0.02 });
-    expect(r.failed).toEqual([]);
+    expectSeedsClean(r, 400);
     expect(r.refused).toBeGreaterThan(400); // writes refused while the registers differ
     expect(r.securedOwn).toBeGreaterThan(50);
     expect(r.crashes).toBeGreaterThan(400);
@@ -39,7 +25,7 @@ describe('simulator: quota reloads (the ends registers differ for a while)', () 
 
   it('400 seeds with batches made durable late (up to 20 ms), transactions and cross-register groups', () => {
     const r = run(400, 160_000, { loss: 0.2, cuts: true, crashes: true, txn: 0.2, cross: 0.1, syncDelayMs: 20 });
-    expect(r.failed).toEqual([]);
+    expectSeedsClean(r, 400);
     expect(r.securedOwn).toBeGreaterThan(50);
   }, 120_000);
 });

@@ -26,12 +26,17 @@ function twoSpookd(lab: InProcess) {
     void Promise.resolve(pairHandlers(d.a).set({ peer: 'c', register: 'config', key, value, timeoutMs } as never, call)).then(
       (r) => (answers[key] = r as { verdict: string }),
     );
-  return { d, stores, make, set, answers };
+  /** The verdict `key` is answered with (at most 5 s from now). */
+  const verdictOf = async (key: string): Promise<string> => {
+    await until(`${key} answered`, () => answers[key] !== undefined, 5_000);
+    return answers[key]!.verdict;
+  };
+  return { d, stores, make, set, answers, verdictOf };
 }
 
 describe('spookd: a sequencer write held by a register mismatch', () => {
   const lab = inProcess('spook-secure', ['a', 'c'], base);
-  const { d, stores, make, set, answers } = twoSpookd(lab);
+  const { d, stores, make, set, answers, verdictOf } = twoSpookd(lab);
 
   it('decided in a batch still syncing when its timeout ends: said only once that batch is durable, then committed', async () => {
     expect(d.a.link('c').pair.role).toBe('sequencer');
@@ -49,8 +54,7 @@ describe('spookd: a sequencer write held by a register mismatch', () => {
     await sleep(1500); // its timeout ends: not in the pending file, and its collapse not on disk
     expect(answers['k-race']).toBeUndefined();
     s.release();
-    await until('answered', () => answers['k-race'] !== undefined, 5_000);
-    expect(answers['k-race']!.verdict).toBe('committed');
+    expect(await verdictOf('k-race')).toBe('committed');
   }, 30_000);
 
   it('still undecided when its timeout ends: recorded, and said "pending" once that record is durable', async () => {
@@ -64,8 +68,7 @@ describe('spookd: a sequencer write held by a register mismatch', () => {
     expect(s.held.length).toBeGreaterThan(0);
     expect(answers['k-sec']).toBeUndefined();
     s.release();
-    await until('answered', () => answers['k-sec'] !== undefined, 5_000);
-    expect(answers['k-sec']!.verdict).toBe('pending');
+    expect(await verdictOf('k-sec')).toBe('pending');
   }, 30_000);
 
   it('a restart of the sequencer proposes it again: committed at both ends once the registers agree', async () => {

@@ -1,12 +1,11 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { closeSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HalfPair } from '../core/pair/halfpair.js';
 import { DiskStore, StoreError } from '../drivers/store/store.js';
 import { LEASE_FILE_LEN, LEASE_SLOT_STRIDE, decodeLease, encodeLeaseFile, encodeLeaseSlot } from '../wire/journal.js';
-import { set } from './helpers.js';
+import { set, tempDirs } from './helpers.js';
 
 /**
  * The lease file in slots (PROTOCOL.md §7.1, §10.1, rev 1.22): a lease is written in place, in
@@ -20,15 +19,7 @@ const sha256 = (...parts: Uint8Array[]): Uint8Array => {
   for (const p of parts) h.update(p);
   return h.digest();
 };
-const dirs: string[] = [];
-const tmp = (): string => {
-  const d = mkdtempSync(join(tmpdir(), 'spook-lease-'));
-  dirs.push(d);
-  return d;
-};
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+const tmp = tempDirs('spook-lease');
 
 const KV = [{ name: 'kv', kind: 'map' as const }];
 const leasePath = (dir: string): string => join(dir, 'kv', 'lease');

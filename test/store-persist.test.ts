@@ -1,21 +1,11 @@
-import { afterEach, describe, expect, it, vi } from 'vitest';
-import { closeSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { describe, expect, it, vi } from 'vitest';
+import { closeSync } from 'node:fs';
 import { HalfPair } from '../core/pair/halfpair.js';
 import { DiskStore, StoreError } from '../drivers/store/store.js';
 import type { MapState } from '../core/register/map.js';
-import { enc, set } from './helpers.js';
+import { enc, set, tempDirs } from './helpers.js';
 
-const dirs: string[] = [];
-const tmp = (): string => {
-  const d = mkdtempSync(join(tmpdir(), 'spook-persist-'));
-  dirs.push(d);
-  return d;
-};
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+const tmp = tempDirs('spook-persist');
 
 const KV = [{ name: 'kv', kind: 'map' as const }];
 

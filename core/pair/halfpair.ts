@@ -455,7 +455,7 @@ export class HalfPair {
    * to its proposer (§10.1): record it so that a restart proposes it again. A follower's is
    * recorded when proposed; a sequencer's own is decided at its next collapse and recorded only
    * here, when it waits longer (the ends' registers differ, §6.3). Returns whether it recorded a
-   * write: the driver reports "pending" once that write is durable.
+   * write (the driver reports "pending" once the batch that takes it is durable).
    */
   secureOwn(now: number, register: string, seq: number): boolean {
     const r = this.registers.get(register);

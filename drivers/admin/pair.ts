@@ -136,8 +136,6 @@ export function proposeDelta(
 ): Promise<Outcome> {
   let id: { origin: number; seq: number };
   const t0 = d.now();
-  // The batch that makes the candidate durable (its pending record, or the sequencer's collapse of it).
-  const batch = d.nextBatch(link);
   try {
     id = link.pair.propose(t0, register, delta);
   } catch (e) {
@@ -188,13 +186,11 @@ export function proposeDelta(
     };
     const timer = setTimeout(() => {
       // Not an error: the candidate stays pending (buffered) and will still be decided; said only
-      // once it is durable (a crash before would lose it, and the promise with it). A follower's
-      // pending record was in `batch`. A sequencer's own is durable once its collapse is, which a
-      // mismatch may have put in a batch after `batch` (one that may still be syncing), or, still
-      // undecided, once recorded now (secureOwn): either way in a batch taken up to the next one.
-      const secured = link.pair.secureOwn(d.now(), register, id.seq);
-      const durableAt = secured || link.pair.role === 'sequencer' ? d.nextBatch(link) : batch;
-      d.whenBatchDurable(link, durableAt, () => {
+      // once it is durable (a crash before would lose it, and the promise with it): its pending
+      // record (a follower's, or a sequencer's still undecided, recorded now by secureOwn) or the
+      // collapse that decided it is in one of the batches taken up to the next one.
+      link.pair.secureOwn(d.now(), register, id.seq);
+      d.whenBatchDurable(link, d.nextBatch(link), () => {
         if (!d.subscribers.has(sub)) return; // answered meanwhile (its outcome, or its peer removed)
         done();
         if (link.fenced || link.pair.fenced)

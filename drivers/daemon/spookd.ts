@@ -1162,9 +1162,13 @@ export class Spookd {
   private serveBatchWaiters(link: Link): void {
     if (link.batchWaiters.length === 0 || link.removing) return;
     const all = this.settled(link);
-    const due = link.batchWaiters.filter((w) => all || w.batch <= link.batchesDurable);
-    link.batchWaiters = link.batchWaiters.filter((w) => !due.includes(w));
-    for (const w of due) w.run();
+    const due: (() => void)[] = [];
+    const wait: typeof link.batchWaiters = [];
+    for (const w of link.batchWaiters)
+      if (all || w.batch <= link.batchesDurable) due.push(w.run);
+      else wait.push(w);
+    link.batchWaiters = wait;
+    for (const run of due) run();
   }
 
   /**

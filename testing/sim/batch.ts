@@ -15,6 +15,7 @@ const SUMMED = [
   'cuts',
   'crashes',
   'storeFaults',
+  'securedOwn',
 ] as const;
 type Summed = Pick<SimResult, (typeof SUMMED)[number]>;
 
