@@ -15,10 +15,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HalfPair } from '../core/pair/halfpair.js';
 import { DiskStore, StoreError, encodeRegisterSnapshot, restoreRegisterSnapshot } from '../drivers/store/store.js';
-import { SNAPSHOT_PART, SnapshotJob } from '../drivers/store/snapshot-job.js';
+import { SNAPSHOT_PART, SnapshotJob, pinRegister, type PinnedRegister } from '../drivers/store/snapshot-job.js';
 import { SNAPSHOT_SLICE } from '../core/register/slices.js';
 import type { StreamState } from '../core/register/stream.js';
-import type { RegisterImage } from '../core/pair/types.js';
 import { append, cross, del, set } from './helpers.js';
 import { hash as cryptoHash } from '../crypto/primitives.js';
 import { MAX_PAIR_RECORD, decodePairSnapshotHead, readFrames } from '../wire/journal.js';
@@ -51,8 +50,8 @@ class HeldStore extends DiskStore {
     this.held = false;
     for (const go of this.waiting.splice(0)) go();
   }
-  protected override snapshotJob(image: RegisterImage, dir: string, snap: string): SnapshotJob {
-    return new SnapshotJob(image, dir, snap, () => (this.held ? new Promise<void>((go) => this.waiting.push(go)) : Promise.resolve()));
+  protected override snapshotJob(pin: PinnedRegister, dir: string, snap: string): SnapshotJob {
+    return new SnapshotJob(pin, dir, snap, () => (this.held ? new Promise<void>((go) => this.waiting.push(go)) : Promise.resolve()));
   }
 }
 
@@ -113,7 +112,7 @@ describe('background snapshot (snapshot-job.ts)', () => {
     const t = open(dir, 1 << 30);
     fill(t);
     const expected = encodeRegisterSnapshot(t.kv);
-    const job = new SnapshotJob(t.kv, join(dir, 'kv'), join(dir, 'bg-snapshot'));
+    const job = new SnapshotJob(pinRegister(t.kv), join(dir, 'kv'), join(dir, 'bg-snapshot'));
     expect(await job.done).toBe(expected.length);
     expect(Buffer.compare(readFileSync(join(dir, 'bg-snapshot')), Buffer.from(expected))).toBe(0);
     t.store.close();
@@ -127,7 +126,7 @@ describe('background snapshot (snapshot-job.ts)', () => {
     const at = { version: t.kv.version, hash: { ...t.kv.hash }, size: t.kv.state.size() };
     expect(expected.length).toBeGreaterThan(3 * SNAPSHOT_SLICE); // several slices, with turns between them
     const snap = join(dir, 'bg-snapshot');
-    const job = new SnapshotJob(t.kv, join(dir, 'kv'), snap);
+    const job = new SnapshotJob(pinRegister(t.kv), join(dir, 'kv'), snap);
     let done = false;
     void job.done.then(() => (done = true));
     // Overwrites and deletes of pinned keys, and enough new keys that the table doubles (slots move).
@@ -160,7 +159,7 @@ describe('background snapshot (snapshot-job.ts)', () => {
       t.pair.collapse(0);
     }
     const expected = encodeRegisterSnapshot(s);
-    const job = new SnapshotJob(s, join(dir, 's'), join(dir, 'bg-stream'));
+    const job = new SnapshotJob(pinRegister(s), join(dir, 's'), join(dir, 'bg-stream'));
     let done = false;
     void job.done.then(() => (done = true));
     while (!done) {
@@ -371,9 +370,9 @@ describe('DiskStore: crash images during background snapshots (seeded)', () => {
   /** Slices paced by the seed; `atRename` runs after a job's rename, before the store removes log.old. */
   class SlowStore extends DiskStore {
     atRename: (() => void) | undefined;
-    protected override snapshotJob(image: RegisterImage, dir: string, snap: string): SnapshotJob {
+    protected override snapshotJob(pin: PinnedRegister, dir: string, snap: string): SnapshotJob {
       const j = new SnapshotJob(
-        image,
+        pin,
         dir,
         snap,
         () => new Promise<void>((r) => (rand(3) === 0 ? setTimeout(r, rand(3)) : setImmediate(r))),

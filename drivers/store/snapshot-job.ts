@@ -120,34 +120,47 @@ export class BackgroundSnapshot {
   }
 }
 
+/**
+ * A pair register pinned at one version for its background snapshot: the file's head and its
+ * body's slices. The store pins a register when the batch that made the snapshot due is written
+ * (the replica then holds that batch exactly) and starts the job once the batch is durable.
+ */
+export interface PinnedRegister {
+  readonly version: number;
+  readonly head: Writer;
+  readonly pinned: PinnedSnapshot;
+}
+
+/** Pin `image` now: O(4,096) for a map (copy-on-write buckets), its length for a stream. Release `pinned` if never written. */
+export function pinRegister(image: RegisterImage): PinnedRegister {
+  const st = image.state;
+  const head = {
+    version: image.version,
+    hash: { hi: st.hash.hi, lo: st.hash.lo },
+    origins: new Map(image.origins),
+    rejections: new Map(image.peerRejections ?? []),
+  };
+  const prefix = new Writer(256);
+  if (st instanceof MapState) {
+    const pin = st.snapshot(image.version);
+    writePairSnapshotPrefix(prefix, head, PairSnapshotKind.Map, pin.size);
+    return { version: image.version, head: prefix, pinned: mapSlices(pin) };
+  }
+  const size = st.size();
+  const count = Math.ceil(size / PAIR_SNAPSHOT_CHUNK);
+  writePairSnapshotPrefix(prefix, head, PairSnapshotKind.Stream, count);
+  return { version: image.version, head: prefix, pinned: { slices: streamSlices(st, size), release: () => undefined } };
+}
+
 /** A pair register's snapshot (§10.1) written in the background. */
 export class SnapshotJob extends BackgroundSnapshot {
   /** The register's version the snapshot holds. */
   readonly version: number;
 
-  /** Pin `image` now (O(4,096) for a map) and start writing `snap` in `dir`. */
-  constructor(image: RegisterImage, dir: string, snap: string, beforeSlice?: () => Promise<void>) {
-    const st = image.state;
-    const head = {
-      version: image.version,
-      hash: { hi: st.hash.hi, lo: st.hash.lo },
-      origins: new Map(image.origins),
-      rejections: new Map(image.peerRejections ?? []),
-    };
-    const prefix = new Writer(256);
-    let pinned: PinnedSnapshot;
-    if (st instanceof MapState) {
-      const pin = st.snapshot(image.version);
-      writePairSnapshotPrefix(prefix, head, PairSnapshotKind.Map, pin.size);
-      pinned = mapSlices(pin);
-    } else {
-      const size = st.size();
-      const count = Math.ceil(size / PAIR_SNAPSHOT_CHUNK);
-      writePairSnapshotPrefix(prefix, head, PairSnapshotKind.Stream, count);
-      pinned = { slices: streamSlices(st, size), release: () => undefined };
-    }
-    super(prefix, pinned, dir, snap, beforeSlice);
-    this.version = image.version;
+  /** Start writing `snap` in `dir` from `pin` (pinRegister). */
+  constructor(pin: PinnedRegister, dir: string, snap: string, beforeSlice?: () => Promise<void>) {
+    super(pin.head, pin.pinned, dir, snap, beforeSlice);
+    this.version = pin.version;
   }
 }
 

@@ -65,7 +65,7 @@ import {
   readPairSnapshotBody,
 } from '../../wire/journal.js';
 import { hash as cryptoHash } from '../../crypto/primitives.js';
-import { SNAPSHOT_PART, SnapshotJob } from './snapshot-job.js';
+import { SNAPSHOT_PART, SnapshotJob, pinRegister, type PinnedRegister } from './snapshot-job.js';
 import type { LogRecord } from '../../core/pair/log.js';
 import { MapState } from '../../core/register/map.js';
 import { type StreamState } from '../../core/register/stream.js';
@@ -102,6 +102,20 @@ interface RegisterFiles {
   leaseWritten: number | undefined;
 }
 
+/**
+ * What the end of a batch rewrites, taken from the replicas when the batch is written: they then
+ * hold exactly what it holds. By the time its fsyncs end (off the event loop) a follower may have
+ * applied more, which is not on disk yet: a snapshot of that (a part of a cross-register txn
+ * whose anchor's record is in the next batch) could not be cut at a restart, and a pending list
+ * rewritten from it could drop a candidate whose deciding record a crash then loses.
+ */
+interface TakenBatch {
+  /** Per register: the snapshot's bytes (written at once) or its pin (written in the background). */
+  snapshots: Map<string, { bytes: Uint8Array } | { pin: PinnedRegister }>;
+  /** Per register whose pending list passed PENDING_COMPACT_BYTES: the list of undecided candidates. */
+  pending: Map<string, Uint8Array>;
+}
+
 /** Rewrite the pending list (undecided candidates only) once the file passes this. */
 const PENDING_COMPACT_BYTES = 1024 * 1024;
 
@@ -127,6 +141,8 @@ export class DiskStore implements PairStore {
   private groupsChecked = false;
   /** Registers whose log passed maxLogBytes in the batch being written: snapshotted once it is durable. */
   private readonly snapshotDue = new Set<string>();
+  /** What the batch written and not yet durable rewrites at its end (`write` takes it, `batchDurable` writes it). */
+  private taken: TakenBatch | undefined;
   /** Background snapshots under way, per register (at most one each). */
   private readonly jobs = new Map<string, SnapshotJob>();
   /** A register whose state is larger is snapshotted in the background (tests lower it). */
@@ -226,8 +242,8 @@ export class DiskStore implements PairStore {
   }
 
   /** A background snapshot job: the seam tests replace to hold one mid-way. */
-  protected snapshotJob(image: RegisterImage, dir: string, snap: string): SnapshotJob {
-    return new SnapshotJob(image, dir, snap);
+  protected snapshotJob(pin: PinnedRegister, dir: string, snap: string): SnapshotJob {
+    return new SnapshotJob(pin, dir, snap);
   }
 
   /** fsync(2), the seam tests replace to inject a failing disk (with `syncFdAsync`, its form off the event loop). */
@@ -405,6 +421,8 @@ export class DiskStore implements PairStore {
     } catch (e) {
       throw new StoreError(`${at}: ${(e as Error).message}`);
     }
+    this.dropTaken();
+    this.taken = this.take();
     return [...touched];
   }
 
@@ -424,26 +442,61 @@ export class DiskStore implements PairStore {
 
   /**
    * The batch is durable: its lease slot holds the lease now, and what grew too long (a pending
-   * list, a log) is rewritten, now that all of it is. Throws StoreError.
+   * list, a log) is rewritten as the batch left it (TakenBatch: taken by `write`, or now on the
+   * PairStore path, whose batch ends in the turn that wrote it). Throws StoreError.
    */
   batchDurable(): void {
-    for (const [register, f] of this.files) {
-      if (f.leaseWritten !== undefined) {
-        f.leaseSlot = f.leaseWritten;
-        f.leaseWritten = undefined;
-      }
-      if (!f.pendingCompactDue) continue;
-      try {
-        this.compactPending(register, f);
-      } catch (e) {
-        throw new StoreError(`${join(this.dir, register)}: pending: ${(e as Error).message}`);
-      }
-    }
+    const t = this.taken ?? this.take();
+    this.taken = undefined;
     try {
-      this.snapshotsDue();
-    } catch (e) {
-      throw new StoreError(`${this.dir}: snapshot: ${(e as Error).message}`);
+      for (const f of this.files.values())
+        if (f.leaseWritten !== undefined) {
+          f.leaseSlot = f.leaseWritten;
+          f.leaseWritten = undefined;
+        }
+      for (const [register, list] of t.pending) {
+        const f = this.files.get(register);
+        if (!f) continue;
+        try {
+          this.compactPending(register, f, list);
+        } catch (e) {
+          throw new StoreError(`${join(this.dir, register)}: pending: ${(e as Error).message}`);
+        }
+      }
+      try {
+        this.writeSnapshots(t);
+      } catch (e) {
+        throw new StoreError(`${this.dir}: snapshot: ${(e as Error).message}`);
+      }
+    } finally {
+      releasePins(t);
     }
+  }
+
+  /** What the end of the batch written now will rewrite: the due snapshots and pending lists, from the replicas as they are. */
+  private take(): TakenBatch {
+    const t: TakenBatch = { snapshots: new Map(), pending: new Map() };
+    for (const [register, f] of this.files) {
+      const r = this.replicas.get(register);
+      if (f.pendingCompactDue && r) t.pending.set(register, encodePendingFile(r.ownCandidates()));
+      f.pendingCompactDue = false;
+    }
+    for (const register of this.snapshotDue) {
+      const r = this.replicas.get(register);
+      if (!r || !this.files.has(register) || this.jobs.has(register)) continue; // one at a time: the next append asks again
+      // A log.old left by a failed background snapshot: this one at once, which covers it.
+      if (r.state.fullTransferBytes() < this.backgroundSnapshotBytes || existsSync(this.paths(register).logOld))
+        t.snapshots.set(register, { bytes: encodeRegisterSnapshot(r) });
+      else t.snapshots.set(register, { pin: pinRegister(r) });
+    }
+    this.snapshotDue.clear();
+    return t;
+  }
+
+  /** A batch taken and never made durable (it failed, the store closes): its pins go. */
+  private dropTaken(): void {
+    if (this.taken) releasePins(this.taken);
+    this.taken = undefined;
   }
 
   /** Append a pending own candidate (fsynced by the caller through `touched`, or marked dirty). */
@@ -457,22 +510,18 @@ export class DiskStore implements PairStore {
   }
 
   /**
-   * Rewrite a pending list grown past PENDING_COMPACT_BYTES with the undecided candidates only,
-   * once the batch is durable: the records that decided the others must be on disk before their
-   * candidates leave this file (a sequencer's own ones may be nowhere else). Under fsync
-   * "always" the batch's are; else the log is fsynced first. (A follower may have applied
-   * collapses since, not yet durable; what they decided stays decided at the sequencer.)
+   * Rewrite a pending list grown past PENDING_COMPACT_BYTES with `list`, the candidates the batch
+   * left undecided, once the batch is durable: the records that decided the others must be on
+   * disk before their candidates leave this file (a sequencer's own ones may be nowhere else).
+   * Under fsync "always" the batch's are; else the log is fsynced first.
    */
-  private compactPending(register: string, f: RegisterFiles): void {
-    f.pendingCompactDue = false;
-    const r = this.replicas.get(register);
-    if (!r) return;
+  private compactPending(register: string, f: RegisterFiles, list: Uint8Array): void {
     if (this.fsync !== 'always' && f.dirty) {
       this.syncFd(f.logFd);
       f.dirty = false;
     }
     const p = this.paths(register);
-    writeAtomic(p.pending, encodePendingFile(r.ownCandidates()), p.dir);
+    writeAtomic(p.pending, list, p.dir);
     // The new file open before the old descriptor closes: a failure above leaves the store's fds whole.
     const fd = openSync(p.pending, 'a', 0o600);
     closeSync(f.pendingFd);
@@ -506,19 +555,19 @@ export class DiskStore implements PairStore {
     }
   }
 
-  /** Snapshot the registers whose log grew too long, once what the batch wrote is durable. */
-  private snapshotsDue(): void {
-    if (this.snapshotDue.size === 0) return;
+  /** Write the snapshots the batch made due, as it left them, now that all of it is durable. */
+  private writeSnapshots(t: TakenBatch): void {
+    if (t.snapshots.size === 0) return;
     if (this.fsync !== 'always') this.flush(); // "everysec" and "never" left the logs dirty
-    for (const register of this.snapshotDue) {
-      const r = this.replicas.get(register);
+    for (const [register, s] of t.snapshots) {
       const f = this.files.get(register);
-      if (!r || !f || this.jobs.has(register)) continue; // one at a time: the next append asks again
-      // A log.old left by a failed background snapshot: this one at once, which covers it.
-      if (r.state.fullTransferBytes() < this.backgroundSnapshotBytes || existsSync(this.paths(register).logOld)) this.replaced(r);
-      else this.snapshotInBackground(register, f, r);
+      if (!f) continue;
+      if ('bytes' in s) this.installSnapshot(register, f, s.bytes);
+      else {
+        this.snapshotInBackground(register, f, s.pin);
+        t.snapshots.delete(register); // the job owns its pin now
+      }
     }
-    this.snapshotDue.clear();
   }
 
   /**
@@ -526,7 +575,7 @@ export class DiskStore implements PairStore {
    * (snapshot-job.ts); records committed meanwhile go to the fresh log. `log.old` is removed
    * once the snapshot is durable: until then it and the log hold everything after the last one.
    */
-  private snapshotInBackground(register: string, f: RegisterFiles, r: Replica): void {
+  private snapshotInBackground(register: string, f: RegisterFiles, pin: PinnedRegister): void {
     const p = this.paths(register);
     // Renamed first: if anything below throws, f.logFd is still an open descriptor (of log.old) that close() may close.
     renameSync(p.log, p.logOld);
@@ -535,7 +584,7 @@ export class DiskStore implements PairStore {
     f.logBytes = 0;
     closeSync(old);
     fsyncDir(p.dir); // the rename before any record in the fresh log
-    const job = this.snapshotJob(r, p.dir, p.snap);
+    const job = this.snapshotJob(pin, p.dir, p.snap);
     this.jobs.set(register, job);
     job.done.then(
       (bytes) => {
@@ -618,12 +667,16 @@ export class DiskStore implements PairStore {
 
   /** Write a snapshot of the replica's current state, then empty its log (the snapshot covers it). */
   replaced(replica: RegisterImage): void {
-    const p = this.paths(replica.name);
     const f = this.files.get(replica.name);
     if (!f) return;
-    this.cancelJob(replica.name);
     this.snapshotDue.delete(replica.name); // this one covers it
-    const snap = encodeRegisterSnapshot(replica);
+    this.installSnapshot(replica.name, f, encodeRegisterSnapshot(replica));
+  }
+
+  /** `snap` becomes the register's snapshot, atomically, and its log is emptied (the snapshot covers it). */
+  private installSnapshot(register: string, f: RegisterFiles, snap: Uint8Array): void {
+    const p = this.paths(register);
+    this.cancelJob(register);
     writeAtomic(p.snap, snap, p.dir);
     truncateSync(p.log, 0);
     if (existsSync(p.logOld)) unlinkSync(p.logOld); // what a cancelled or failed background snapshot left
@@ -684,6 +737,7 @@ export class DiskStore implements PairStore {
     if (this.syncing > 0) throw new StoreError(`${this.dir}: close while a batch is being synced`);
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
+    this.dropTaken();
     // A background snapshot not finished: the next load replays its log.old (spookd's stop waits for one first, bounded).
     for (const register of [...this.jobs.keys()]) this.cancelJob(register);
     try {
@@ -796,6 +850,12 @@ function fsyncDir(dir: string): void {
 }
 
 /** A whole pending file: one framed record per own candidate. */
+/** Release the pins of a taken batch's background snapshots not handed to a job. */
+function releasePins(t: TakenBatch): void {
+  for (const s of t.snapshots.values()) if ('pin' in s) s.pin.pinned.release();
+  t.snapshots.clear();
+}
+
 function encodePendingFile(cands: { seq: number; delta: EntryDelta }[]): Uint8Array {
   return Buffer.concat(cands.map((c) => frameRecord(encodePendingRecord(c), sha256)));
 }

@@ -12,7 +12,7 @@
 import { groupNeeds, keptRecords, type LoggedRegister } from '../../core/pair/groups.js';
 import type { LogRecord } from '../../core/pair/log.js';
 import type { Replica } from '../../core/pair/replica.js';
-import type { PairStore, RegisterImage } from '../../core/pair/types.js';
+import type { PairStore, PairWrite, RegisterImage } from '../../core/pair/types.js';
 import type { EntryDelta } from '../../wire/cross.js';
 import { collapseRecordVersion } from '../../wire/journal.js';
 import { encodeRegisterSnapshot, restoreRegisterSnapshot } from '../../drivers/store/store.js';
@@ -21,6 +21,22 @@ export class StoreFault extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'StoreFault';
+  }
+}
+
+/** A register's snapshot encoded when its batch was taken (as DiskStore's `write` takes it), written when the batch reaches the store. */
+class TakenImage implements RegisterImage {
+  readonly name: string;
+  readonly version: number;
+  readonly state: RegisterImage['state'];
+  readonly origins: ReadonlyMap<number, number>;
+  readonly bytes: Uint8Array;
+  constructor(image: RegisterImage) {
+    this.name = image.name;
+    this.version = image.version;
+    this.state = image.state;
+    this.origins = image.origins;
+    this.bytes = encodeRegisterSnapshot(image);
   }
 }
 
@@ -49,8 +65,15 @@ export class SimPairStore implements PairStore {
   /** Sees every own candidate made durable (one whose proposer stopped before answering may still be decided). */
   onProposed: ((register: string, seq: number) => void) | undefined;
   faults = 0;
+  /**
+   * Registers whose state a reconciliation or full transfer replaced at least once: such a
+   * register may hold its part of a cross-register txn while another does not yet (§4.6).
+   */
+  readonly reconciled = new Set<string>();
   private groupsChecked = false;
   private readonly snapshotDue = new Set<string>();
+  /** The snapshots the batch taken last will make at its end, encoded when it was taken (`take`). */
+  private takenDue: Map<string, TakenImage> | undefined;
 
   /** Snapshot and empty a register's log once it holds this many records (DiskStore: 64 MiB). */
   constructor(readonly maxLogRecords = 48) {}
@@ -95,13 +118,49 @@ export class SimPairStore implements PairStore {
     }
   }
 
-  /** As DiskStore: a register whose log grew too long is snapshotted once the whole batch is kept. */
+  /**
+   * As DiskStore: a register whose log grew too long is snapshotted once the whole batch is kept,
+   * as the batch left it (taken with it, when the batch was taken later than written: `take`).
+   */
   endBatch(): void {
+    const taken = this.takenDue;
+    this.takenDue = undefined;
     for (const register of this.snapshotDue) {
-      const r = this.replicas.get(register);
-      if (r) this.replaced(r);
+      const image = taken ? taken.get(register) : this.replicas.get(register);
+      if (!image && taken) throw new Error(`sim: a snapshot of ${register} due at the batch end was not taken with the batch`);
+      if (image) this.snapshot(image);
     }
     this.snapshotDue.clear();
+  }
+
+  /**
+   * A batch the world takes now and hands over later (`syncDelayMs`), as spookd's DiskStore
+   * `write` takes one before its fsyncs end: what it snapshots ('replaced', and the registers
+   * whose log it makes too long) is encoded now, from the replicas as the batch leaves them; the
+   * pair steps on meanwhile. The writes to hand over (storeEach / persistWrites).
+   */
+  take(writes: readonly PairWrite[]): PairWrite[] {
+    const records = new Map<string, number>();
+    const out = writes.map((w): PairWrite => {
+      if (w.kind === 'append') records.set(w.register, (records.get(w.register) ?? this.filesOf(w.register).log.length) + 1);
+      if (w.kind !== 'replaced') return w;
+      records.set(w.image.name, 0);
+      return { kind: 'replaced', image: new TakenImage(w.image) };
+    });
+    // Due: a log the batch makes too long, or one a crash left too long (its batch kept, never ended).
+    const due = new Set(this.snapshotDue);
+    for (const [register, n] of records) if (n > this.maxLogRecords) due.add(register);
+    this.takenDue = new Map();
+    for (const register of due) {
+      const r = this.replicas.get(register);
+      if (r) this.takenDue.set(register, new TakenImage(r));
+    }
+    return out;
+  }
+
+  /** A crash caught the batch taken last: it never ends. */
+  dropTaken(): void {
+    this.takenDue = undefined;
   }
 
   private check(op: PairStoreOp, register: string): FaultOutcome {
@@ -126,12 +185,18 @@ export class SimPairStore implements PairStore {
     if (f.log.length > this.maxLogRecords) this.snapshotDue.add(register);
   }
 
+  /** Reconciliation or a full transfer replaced the register's state (the log's growth snapshots through `snapshot`). */
   replaced(replica: RegisterImage): void {
+    this.reconciled.add(replica.name);
+    this.snapshot(replica);
+  }
+
+  private snapshot(replica: RegisterImage): void {
     const f = this.filesOf(replica.name);
     const outcome = this.check('replaced', replica.name);
     this.groupsChecked = false;
     if (outcome !== 'lost') {
-      f.snapshot = encodeRegisterSnapshot(replica);
+      f.snapshot = replica instanceof TakenImage ? replica.bytes : encodeRegisterSnapshot(replica);
       f.snapshotVersion = replica.version;
       f.log = [];
     }

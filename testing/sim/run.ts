@@ -66,6 +66,8 @@ export interface SimOptions {
    * all. 0 or absent: at once, no draw.
    */
   syncDelayMs?: number;
+  /** Each end's store snapshots a register once its log holds more records than this (default 48; DiskStore: past 64 MiB). */
+  snapshotRecords?: number;
   /**
    * Reload a register's quota 1-2 times during the workload: one end first, the other 0-8 s later
    * (the ends' registers differ meanwhile and nothing is decided, §6.3); a restart keeps the
@@ -245,7 +247,7 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
     }
   };
   const pairOpts: Omit<HalfPairOptions, 'localId' | 'peerId'> = { pairId: 7, seed: seedHash, registers, timing: o.timing };
-  const stores = [new SimPairStore(), new SimPairStore()];
+  const stores = [new SimPairStore(o.snapshotRecords), new SimPairStore(o.snapshotRecords)];
   /** Registers whose quota a reload changed, per endpoint (its configuration file: a restart keeps it). */
   const reloaded = [new Set<string>(), new Set<string>()];
   /** As spookd: a HalfPair handing its writes to the world (for the endpoint's store), each register loaded from it before the pair runs. */
@@ -253,7 +255,26 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
     const regs = registers.map((r) => (reloaded[i].has(r.name) ? { ...r, quota: RELOADED_QUOTA } : r));
     const pair = new HalfPair({ ...pairOpts, registers: regs, localId: i + 1, peerId: 2 - i, writes: 'driver' }, world.now);
     for (const r of pair.registers.values()) stores[i].load(r);
+    groupsWhole(i, pair);
     return pair;
+  };
+  /**
+   * Committed cross-register txns the sequencer made durable, by anchor register and version:
+   * the version of each part in its register (§4.6).
+   */
+  const crossGroups = new Map<string, { register: string; at: number }[]>();
+  /**
+   * A restart loads every committed cross-register txn whole or not at all, at either end
+   * (QSCS), unless a register holding its part had its state replaced by a re-entanglement: it
+   * may show its part before another register shows its own, in memory and so on disk (§4.6).
+   */
+  const groupsWhole = (i: 0 | 1, pair: HalfPair): void => {
+    for (const parts of crossGroups.values()) {
+      const held = parts.map((p) => pair.register(p.register).version >= p.at);
+      if (held.every((h) => h === held[0])) continue;
+      if (!parts.some((p, j) => held[j] && stores[i].reconciled.has(p.register)))
+        violate(`${i === 0 ? 'A' : 'B'} restarted with a torn cross-register txn: ${parts.map((p, j) => `${p.register} v${p.at} ${held[j] ? 'held' : 'missing'}`).join(', ')}`);
+    }
   };
   const eps = durable ? world.adopt(['A', 'B'], [boot(0), boot(1)], [stores[0], stores[1]]) : world.addPair(['A', 'B'], pairOpts);
   const seqEp = eps[0];
@@ -268,8 +289,11 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
       if (h.has(m.version)) violate(`${register} v${m.version} made durable twice at the sequencer`);
       h.set(m.version, sig);
       noteVerdicts(register, m.entries);
-      for (const e of m.entries)
+      for (const e of m.entries) {
         if (e.verdict === 'committed') committedDeltas.get(register)!.push({ version: m.version, delta: ownPart(e.delta), id: entryId(e) });
+        if (e.verdict === 'committed' && e.delta.op === DeltaOp.Cross)
+          crossGroups.set(`${register}@${m.version}`, e.delta.parts.map((p) => ({ register: p.register, at: p.at })));
+      }
     };
     // A torn cross-register group dropped at the restart: those records were never acknowledged.
     stores[0].onCut = (register, dropped) => {
@@ -282,6 +306,7 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
         if (followerSigs.some((f) => f.register === register && f.version === m.version && f.sig === sig))
           violate(`${register} v${m.version}: the follower applied a record the sequencer's restart cut (it had left the host)`);
         versions.add(m.version);
+        crossGroups.delete(`${register}@${m.version}`);
         history.get(register)!.delete(m.version);
         for (const e of m.entries) if (!isPart(e)) verdictSeen.delete(`${register}/${e.origin}:${e.seq}`);
       }

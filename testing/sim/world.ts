@@ -18,8 +18,8 @@ import { HalfPair, type HalfPairOptions } from '../../core/pair/halfpair.js';
 import type { SpookEvent } from '../../core/pair/events.js';
 import { EventQueue, SimNetwork, type LinkFaults } from './network.js';
 import { Rng } from './rng.js';
-import { StoreFault } from './pair-store.js';
-import { persistWrites, storeEach, type PairStore } from '../../core/pair/types.js';
+import { StoreFault, type SimPairStore } from './pair-store.js';
+import { persistWrites, storeEach } from '../../core/pair/types.js';
 
 export interface SimEndpoint {
   name: string;
@@ -30,7 +30,7 @@ export interface SimEndpoint {
   /** Incremented by each crash (a step that crashed it can tell). */
   incarnation: number;
   /** Where its pair's writes go (a pair built with `writes: 'driver'`); none: nothing is durable. */
-  store?: PairStore;
+  store?: SimPairStore;
   /** Hands a datagram to this endpoint (made once: the network keeps it per datagram in flight). */
   deliver?: (at: number, d: Uint8Array) => void;
   /** A batch taken and not yet in its store (`syncDelayMs`). */
@@ -78,7 +78,7 @@ export class SimWorld {
   }
 
   /** Wire two already-built HalfPairs of one pair into the world (e.g. after preloading state). */
-  adopt(names: [string, string], pairs: [HalfPair, HalfPair], stores?: [PairStore, PairStore]): [SimEndpoint, SimEndpoint] {
+  adopt(names: [string, string], pairs: [HalfPair, HalfPair], stores?: [SimPairStore, SimPairStore]): [SimEndpoint, SimEndpoint] {
     const a: SimEndpoint = { name: names[0], pair: pairs[0], timerAt: undefined, down: false, incarnation: 0, store: stores?.[0] };
     const b: SimEndpoint = { name: names[1], pair: pairs[1], timerAt: undefined, down: false, incarnation: 0, store: stores?.[1] };
     this.endpoints.push(a, b);
@@ -111,6 +111,7 @@ export class SimWorld {
    */
   private crashMidSync(ep: SimEndpoint, writes: ReturnType<HalfPair['pollWrites']>): void {
     ep.syncBatch = undefined;
+    ep.store!.dropTaken(); // a crashed process ends no batch
     const fate = this.rng.int(0, 2); // 0: none, 1: all, 2: a prefix of each file
     let barrier = 0;
     for (let i = 0; i < writes.length; i++) if (writes[i].kind === 'replaced') barrier = i + 1;
@@ -196,7 +197,8 @@ export class SimWorld {
   }
 
   /** The batch reaches the store later (its fsync off the event loop); then what it held back may leave. */
-  private syncLater(ep: SimEndpoint, writes: ReturnType<HalfPair['pollWrites']>): void {
+  private syncLater(ep: SimEndpoint, taken: ReturnType<HalfPair['pollWrites']>): void {
+    const writes = ep.store!.take(taken); // what it snapshots, as the batch leaves the replicas
     ep.syncing = true;
     ep.syncBatch = writes;
     ep.batchesTaken = (ep.batchesTaken ?? 0) + 1;

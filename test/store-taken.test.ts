@@ -1,0 +1,95 @@
+/**
+ * What the end of a batch rewrites (a snapshot of a register whose log grew too long, a pending
+ * list past 1 MiB) is taken from the replicas when the batch is written, not when its fsyncs end
+ * (DiskStore `TakenBatch`, PROTOCOL.md §10.1). spookd syncs a batch off the event loop, and the
+ * pair steps on meanwhile: what it applies then is in the next batch, not on disk. Taken at the
+ * end, a snapshot could hold a part of a cross-register txn whose anchor's record a crash then
+ * lost, and a pending list could drop a candidate whose deciding record a crash then lost.
+ */
+import { describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { HalfPair } from '../core/pair/halfpair.js';
+import type { RegisterSpec } from '../core/pair/types.js';
+import type { MapState } from '../core/register/map.js';
+import { DiskStore } from '../drivers/store/store.js';
+import { cross, enc, set, tempDirs } from './helpers.js';
+
+const REGS: RegisterSpec[] = [
+  { name: 'kv', kind: 'map' },
+  { name: 'kv2', kind: 'map' },
+];
+const tmp = tempDirs('spook-taken');
+const text = (p: HalfPair, r: string, k: string): string | undefined => {
+  const v = (p.register(r).state as MapState).get(enc(k));
+  return v && new TextDecoder().decode(v.value);
+};
+
+/** A sequencer over a store in `dir` (as spookd starts it), its logs snapshotted past `maxLogBytes`. */
+function open(dir: string, maxLogBytes = 1 << 30, background = false) {
+  const store = new DiskStore(dir, 'always', maxLogBytes);
+  if (background) store.backgroundSnapshotBytes = 0;
+  const pair = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 77, registers: REGS, writes: 'driver' }, 0);
+  for (const r of pair.registers.values()) store.load(r);
+  return { store, pair };
+}
+
+describe('DiskStore: a batch ends with what it held, whatever the pair did while it synced', () => {
+  for (const background of [false, true])
+    it(`a snapshot due at the batch's end holds the batch's state, not a later part whose anchor a crash loses (${background ? 'in the background' : 'at once'})`, async () => {
+      const dir = tmp();
+      const a = open(dir, 2_000, background);
+      // Batch 1: kv2's log outgrows maxLogBytes; kv's does not.
+      for (let i = 0; i < 60; i++) {
+        a.pair.propose(0, 'kv2', set(`k${i}`, 'v'.repeat(20)));
+        a.pair.collapse(0);
+      }
+      const fds = a.store.write(a.pair.pollWrites());
+      const v1 = a.pair.register('kv2').version;
+      // While its fsyncs run, a cross-register txn anchored at kv commits in memory: its records
+      // (kv's anchor, kv2's part) wait for the next batch.
+      a.pair.propose(0, 'kv', cross(['kv', set('a', 'anchor')], ['kv2', set('b', 'part')]));
+      a.pair.collapse(0);
+      expect(a.pair.register('kv2').version).toBe(v1 + 1);
+      await a.store.syncAll(fds);
+      a.store.batchDurable();
+      a.pair.writesDurable();
+      if (background) await a.store.snapshotting('kv2');
+      expect(existsSync(join(dir, 'kv2', 'snapshot'))).toBe(true);
+      // The process dies before the next batch is written.
+      a.store.close();
+
+      const b = open(dir);
+      expect(b.pair.register('kv2').version).toBe(v1);
+      expect([text(b.pair, 'kv', 'a'), text(b.pair, 'kv2', 'b')]).toEqual([undefined, undefined]);
+      expect(text(b.pair, 'kv2', 'k59')).toBe('v'.repeat(20));
+      b.store.close();
+    });
+
+  it('a pending list rewritten at the batch end keeps the own candidates the batch left undecided', async () => {
+    const dir = tmp();
+    const a = open(dir);
+    // Own candidates told "pending" (secureOwn): recorded, 1.2 MiB of them, so the list is rewritten at the batch end.
+    const seqs: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const { seq } = a.pair.propose(0, 'kv', set(`big${i}`, String.fromCharCode(97 + i).repeat(60_000)));
+      expect(a.pair.secureOwn(0, 'kv', seq)).toBe(true);
+      seqs.push(seq);
+    }
+    const fds = a.store.write(a.pair.pollWrites());
+    // Decided while the batch syncs: the collapse that decides them is in the next batch.
+    a.pair.collapse(0);
+    expect(text(a.pair, 'kv', 'big0')?.length).toBe(60_000);
+    await a.store.syncAll(fds);
+    a.store.batchDurable();
+    a.pair.writesDurable();
+    a.store.close(); // dies before the next batch
+
+    const b = open(dir);
+    // Still undecided on disk: proposed again, none lost.
+    expect(b.pair.register('kv').pendingCount).toBe(seqs.length);
+    b.pair.collapse(0);
+    expect(text(b.pair, 'kv', 'big19') === 't'.repeat(60_000)).toBe(true);
+    b.store.close();
+  });
+});
