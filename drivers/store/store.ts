@@ -391,31 +391,41 @@ export class DiskStore implements PairStore {
     if (this.failed) throw new StoreError(`${this.dir}: write after a failed flush (${this.failed.message})`);
     if (this.syncing) throw new StoreError(`${this.dir}: write while the last batch is being synced`);
     const touched = new Set<number>();
+    // Registers whose state the batch replaces (reconciliation, a full transfer): snapshotted last,
+    // as the batch leaves them (the image is the register, which holds every record the batch
+    // applied after the replacement too: those are not written to its log, the snapshot covers them).
+    let replaced: Map<string, RegisterImage> | undefined;
+    for (const w of writes) if (w.kind === 'replaced') (replaced ??= new Map()).set(w.image.name, w.image);
     let at = '';
     try {
       for (const w of writes) {
-        const register = w.kind === 'replaced' ? w.image.name : w.register;
-        const f = this.files.get(register);
+        if (w.kind === 'replaced') continue;
+        const f = this.files.get(w.register);
         if (!f) continue;
-        at = `${join(this.dir, register)}: ${w.kind}`;
+        at = `${join(this.dir, w.register)}: ${w.kind}`;
         switch (w.kind) {
           case 'append':
-            this.writeRecord(f, register, w.rec, touched);
+            if (!replaced?.has(w.register)) this.writeRecord(f, w.register, w.rec, touched);
             break;
           case 'proposed':
-            this.writePending(f, register, w.seq, w.delta, touched);
-            break;
-          case 'replaced':
-            // A snapshot is durable at once: what the batch wrote before it must be too (a part
-            // of a cross-register txn must not outlive its anchor's record, cross-groups.ts).
-            for (const fd of touched) this.syncFd(fd);
-            touched.clear();
-            if (this.fsync !== 'always') this.flush();
-            this.replaced(w.image);
+            this.writePending(f, w.register, w.seq, w.delta, touched);
             break;
           case 'lease':
             this.writeLease(f, w.upTo, touched);
             break;
+        }
+      }
+      if (replaced) {
+        // A snapshot is durable at once: everything else the batch wrote must be durable first
+        // (a part of a cross-register txn it holds must not outlive its anchor's record, whether
+        // the anchor came before the replacement or after it in the batch; core/pair/groups.ts).
+        at = `${this.dir}: fsync before a snapshot`;
+        for (const fd of touched) this.syncFd(fd);
+        touched.clear();
+        if (this.fsync !== 'always') this.flush();
+        for (const image of replaced.values()) {
+          at = `${join(this.dir, image.name)}: replaced`;
+          this.replaced(image);
         }
       }
     } catch (e) {

@@ -31,7 +31,11 @@ class TakenImage implements RegisterImage {
   readonly state: RegisterImage['state'];
   readonly origins: ReadonlyMap<number, number>;
   readonly bytes: Uint8Array;
-  constructor(image: RegisterImage) {
+  /** `image` as it is now; `installed`: for a re-entanglement, the version it installed (records the batch applied after it follow). */
+  constructor(
+    image: RegisterImage,
+    readonly installed = image.version,
+  ) {
     this.name = image.name;
     this.version = image.version;
     this.state = image.state;
@@ -66,10 +70,11 @@ export class SimPairStore implements PairStore {
   onProposed: ((register: string, seq: number) => void) | undefined;
   faults = 0;
   /**
-   * Registers whose state a reconciliation or full transfer replaced at least once: such a
-   * register may hold its part of a cross-register txn while another does not yet (§4.6).
+   * Per register, the highest version a reconciliation or full transfer installed: a part of a
+   * cross-register txn at or below it may show while another register does not show its own
+   * yet (§4.6).
    */
-  readonly reconciled = new Set<string>();
+  readonly reconciledTo = new Map<string, number>();
   private groupsChecked = false;
   private readonly snapshotDue = new Set<string>();
   /** The snapshots the batch taken last will make at its end, encoded when it was taken (`take`). */
@@ -134,26 +139,32 @@ export class SimPairStore implements PairStore {
   }
 
   /**
-   * A batch the world takes now and hands over later (`syncDelayMs`), as spookd's DiskStore
-   * `write` takes one before its fsyncs end: what it snapshots ('replaced', and the registers
-   * whose log it makes too long) is encoded now, from the replicas as the batch leaves them; the
-   * pair steps on meanwhile. The writes to hand over (storeEach / persistWrites).
+   * A batch the world takes, as spookd's DiskStore `write` takes one: what it snapshots is
+   * encoded now, from the replicas as the batch leaves them (the pair may step on before the
+   * batch reaches the store, `syncDelayMs`). A register the batch replaces is snapshotted last,
+   * after everything else the batch holds is durable, and its records of the batch are not
+   * logged (the snapshot covers them). The writes to hand over (storeEach / persistWrites).
    */
   take(writes: readonly PairWrite[]): PairWrite[] {
+    /** Per register replaced: the records the batch applied after its last replacement. */
+    const after = new Map<string, number>();
+    const images = new Map<string, RegisterImage>();
+    for (const w of writes)
+      if (w.kind === 'replaced') {
+        after.set(w.image.name, 0);
+        images.set(w.image.name, w.image);
+      } else if (w.kind === 'append' && after.has(w.register)) after.set(w.register, after.get(w.register)! + 1);
+    const out = writes.filter((w) => w.kind !== 'replaced' && !(w.kind === 'append' && after.has(w.register)));
     const records = new Map<string, number>();
-    const out = writes.map((w): PairWrite => {
-      if (w.kind === 'append') records.set(w.register, (records.get(w.register) ?? this.filesOf(w.register).log.length) + 1);
-      if (w.kind !== 'replaced') return w;
-      records.set(w.image.name, 0);
-      return { kind: 'replaced', image: new TakenImage(w.image) };
-    });
-    // Due: a log the batch makes too long, or one a crash left too long (its batch kept, never ended).
+    for (const w of out) if (w.kind === 'append') records.set(w.register, (records.get(w.register) ?? this.filesOf(w.register).log.length) + 1);
+    for (const [name, image] of images) out.push({ kind: 'replaced', image: new TakenImage(image, image.version - after.get(name)!) });
+    // Due: a log the batch makes too long, or one a crash left too long (its batch kept, never ended); a replaced one is covered.
     const due = new Set(this.snapshotDue);
     for (const [register, n] of records) if (n > this.maxLogRecords) due.add(register);
     this.takenDue = new Map();
     for (const register of due) {
       const r = this.replicas.get(register);
-      if (r) this.takenDue.set(register, new TakenImage(r));
+      if (r && !images.has(register)) this.takenDue.set(register, new TakenImage(r));
     }
     return out;
   }
@@ -187,7 +198,9 @@ export class SimPairStore implements PairStore {
 
   /** Reconciliation or a full transfer replaced the register's state (the log's growth snapshots through `snapshot`). */
   replaced(replica: RegisterImage): void {
-    this.reconciled.add(replica.name);
+    const installed = replica instanceof TakenImage ? replica.installed : replica.version;
+    this.reconciledTo.set(replica.name, Math.max(this.reconciledTo.get(replica.name) ?? 0, installed));
+    this.snapshotDue.delete(replica.name); // this one covers it
     this.snapshot(replica);
   }
 

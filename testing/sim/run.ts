@@ -265,14 +265,15 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
   const crossGroups = new Map<string, { register: string; at: number }[]>();
   /**
    * A restart loads every committed cross-register txn whole or not at all, at either end
-   * (QSCS), unless a register holding its part had its state replaced by a re-entanglement: it
-   * may show its part before another register shows its own, in memory and so on disk (§4.6).
+   * (QSCS), unless a register holding its part reached it by a re-entanglement that replaced its
+   * state: it may show its part before another register shows its own, in memory and so on disk
+   * (§4.6).
    */
   const groupsWhole = (i: 0 | 1, pair: HalfPair): void => {
     for (const parts of crossGroups.values()) {
       const held = parts.map((p) => pair.register(p.register).version >= p.at);
       if (held.every((h) => h === held[0])) continue;
-      if (!parts.some((p, j) => held[j] && stores[i].reconciled.has(p.register)))
+      if (!parts.some((p, j) => held[j] && (stores[i].reconciledTo.get(p.register) ?? 0) >= p.at))
         violate(`${i === 0 ? 'A' : 'B'} restarted with a torn cross-register txn: ${parts.map((p, j) => `${p.register} v${p.at} ${held[j] ? 'held' : 'missing'}`).join(', ')}`);
     }
   };

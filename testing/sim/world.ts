@@ -106,8 +106,8 @@ export class SimWorld {
    * all of it (the process alone died), none (power loss), or a prefix of each file's writes,
    * file by file: spookd fsyncs a batch's files in parallel, so a register's log, its pending list
    * and its lease (rev 1.22: no longer written atomically first) each reach the disk on their own.
-   * A snapshot in the batch, and all before it, was durable before the batch went on (DiskStore
-   * writes it at once).
+   * A batch that replaced a register was durable whole before it went on: DiskStore fsyncs the
+   * rest of the batch, then writes the snapshot, at once (`take` puts the snapshot last).
    */
   private crashMidSync(ep: SimEndpoint, writes: ReturnType<HalfPair['pollWrites']>): void {
     ep.syncBatch = undefined;
@@ -192,7 +192,7 @@ export class SimWorld {
     const writes = ep.pair.pollWrites();
     if (writes.length === 0) return;
     if (this.syncDelayMs > 0) return this.syncLater(ep, writes);
-    persistWrites(ep.store, writes); // a StoreFault leaves them unacknowledged: nothing they caused is released
+    persistWrites(ep.store, ep.store.take(writes)); // a StoreFault leaves them unacknowledged: nothing they caused is released
     ep.pair.writesDurable();
   }
 
