@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { runSim, SIM_DEFAULTS, type SimOptions } from '../testing/sim/run.js';
+import { SimPairStore } from '../testing/sim/pair-store.js';
+import { HalfPair } from '../core/pair/halfpair.js';
+import { persistWrites, type PairWrite } from '../core/pair/types.js';
+import type { MapState } from '../core/register/map.js';
+import { enc, set } from './helpers.js';
 
 /**
  * The pair simulator with spookd's fsyncs off the event loop (PROTOCOL.md §10.1, rev 1.21): each
@@ -54,4 +59,24 @@ describe('simulator: batches made durable late (spookd group commit off the even
     expect(r.failed).toEqual([]);
     expect(r.lost).toBeGreaterThan(0);
   }, 120_000);
+
+  it("the simulator's store takes a batch as DiskStore does: a register it replaces is snapshotted last, its records of the batch in the snapshot", () => {
+    // From the review: appends past the snapshot bound, then a replacement of that register, in one batch.
+    const store = new SimPairStore(3);
+    const regs = [{ name: 'kv', kind: 'map' as const }];
+    const pair = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 7, registers: regs, writes: 'driver' }, 0);
+    for (const r of pair.registers.values()) store.load(r);
+    for (let i = 0; i < 5; i++) {
+      pair.propose(0, 'kv', set(`k${i}`, 'v'));
+      pair.collapse(0);
+    }
+    const batch: PairWrite[] = [...pair.pollWrites(), { kind: 'replaced', image: pair.registers.get('kv')! }];
+    const taken = store.take(batch);
+    expect(taken.map((w) => w.kind)).toEqual(['lease', 'replaced']);
+    expect(() => persistWrites(store, taken)).not.toThrow();
+    const back = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 7, registers: regs, writes: 'driver' }, 0);
+    for (const r of back.registers.values()) store.load(r);
+    expect(back.register('kv').version).toBe(5);
+    expect((back.register('kv').state as MapState).get(enc('k4'))).toBeDefined();
+  });
 });

@@ -491,13 +491,18 @@ export class DiskStore implements PairStore {
       if (f.pendingCompactDue && r) t.pending.set(register, encodePendingFile(r.ownCandidates()));
       f.pendingCompactDue = false;
     }
-    for (const register of this.snapshotDue) {
-      const r = this.replicas.get(register);
-      if (!r || !this.files.has(register) || this.jobs.has(register)) continue; // one at a time: the next append asks again
-      // A log.old left by a failed background snapshot: this one at once, which covers it.
-      if (r.state.fullTransferBytes() < this.backgroundSnapshotBytes || existsSync(this.paths(register).logOld))
-        t.snapshots.set(register, { bytes: encodeRegisterSnapshot(r) });
-      else t.snapshots.set(register, { pin: pinRegister(r) });
+    try {
+      for (const register of this.snapshotDue) {
+        const r = this.replicas.get(register);
+        if (!r || !this.files.has(register) || this.jobs.has(register)) continue; // one at a time: the next append asks again
+        // A log.old left by a failed background snapshot: this one at once, which covers it.
+        if (r.state.fullTransferBytes() < this.backgroundSnapshotBytes || existsSync(this.paths(register).logOld))
+          t.snapshots.set(register, { bytes: encodeRegisterSnapshot(r) });
+        else t.snapshots.set(register, { pin: pinRegister(r) });
+      }
+    } catch (e) {
+      releasePins(t); // the pins taken so far: nobody else holds them
+      throw new StoreError(`${this.dir}: snapshot: ${(e as Error).message}`);
     }
     this.snapshotDue.clear();
     return t;
@@ -859,13 +864,13 @@ function fsyncDir(dir: string): void {
   }
 }
 
-/** A whole pending file: one framed record per own candidate. */
 /** Release the pins of a taken batch's background snapshots not handed to a job. */
 function releasePins(t: TakenBatch): void {
   for (const s of t.snapshots.values()) if ('pin' in s) s.pin.pinned.release();
   t.snapshots.clear();
 }
 
+/** A whole pending file: one framed record per own candidate. */
 function encodePendingFile(cands: { seq: number; delta: EntryDelta }[]): Uint8Array {
   return Buffer.concat(cands.map((c) => frameRecord(encodePendingRecord(c), sha256)));
 }
