@@ -371,12 +371,7 @@ describe('DiskStore: crash images during background snapshots (seeded)', () => {
   class SlowStore extends DiskStore {
     atRename: (() => void) | undefined;
     protected override snapshotJob(pin: PinnedRegister, dir: string, snap: string): SnapshotJob {
-      const j = new SnapshotJob(
-        pin,
-        dir,
-        snap,
-        () => new Promise<void>((r) => (rand(3) === 0 ? setTimeout(r, rand(3)) : setImmediate(r))),
-      );
+      const j = new SnapshotJob(pin, dir, snap, () => new Promise<void>((r) => (rand(3) === 0 ? setTimeout(r, rand(3)) : setImmediate(r))));
       void j.done.then(() => this.atRename?.());
       return j;
     }

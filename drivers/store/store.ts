@@ -87,6 +87,8 @@ interface RegisterFiles {
   dir: string;
   logFd: number;
   logBytes: number;
+  /** The highest version the log (and `log.old`) may hold a record of: at least every record's. */
+  logTop: number;
   /** The size of the register's snapshot file (0: none). */
   snapBytes: number;
   dirty: boolean;
@@ -111,7 +113,7 @@ interface RegisterFiles {
  */
 interface TakenBatch {
   /** Per register: the snapshot's bytes (written at once) or its pin (written in the background). */
-  snapshots: Map<string, { bytes: Uint8Array } | { pin: PinnedRegister }>;
+  snapshots: Map<string, { bytes: Uint8Array; version: number } | { pin: PinnedRegister }>;
   /** Per register whose pending list passed PENDING_COMPACT_BYTES: the list of undecided candidates. */
   pending: Map<string, Uint8Array>;
 }
@@ -246,6 +248,11 @@ export class DiskStore implements PairStore {
     return new SnapshotJob(pin, dir, snap);
   }
 
+  /** A snapshot written at once (`writeAtomic`): the seam tests replace to stop the process right after its rename. */
+  protected writeSnapshot(path: string, data: Uint8Array, dir: string): void {
+    writeAtomic(path, data, dir);
+  }
+
   /** fsync(2), the seam tests replace to inject a failing disk (with `syncFdAsync`, its form off the event loop). */
   protected syncFd(fd: number): void {
     fsyncSync(fd);
@@ -342,6 +349,7 @@ export class DiskStore implements PairStore {
       dir: p.dir,
       logFd,
       logBytes: existsSync(p.log) ? statSync(p.log).size : 0,
+      logTop: replica.version,
       snapBytes: existsSync(p.snap) ? statSync(p.snap).size : 0,
       dirty: false,
       pendingFd,
@@ -395,7 +403,16 @@ export class DiskStore implements PairStore {
     // as the batch leaves them (the image is the register, which holds every record the batch
     // applied after the replacement too: those are not written to its log, the snapshot covers them).
     let replaced: Map<string, RegisterImage> | undefined;
-    for (const w of writes) if (w.kind === 'replaced') (replaced ??= new Map()).set(w.image.name, w.image);
+    let recordsAfter = false;
+    for (const w of writes)
+      if (w.kind === 'replaced') (replaced ??= new Map()).set(w.image.name, w.image);
+      else if (w.kind === 'append' && replaced?.has(w.register)) recordsAfter = true;
+    // Two snapshots cannot be renamed at once: with records applied after the replacements, a txn
+    // could have a part in each, and a crash between the renames would tear it. The core makes no
+    // such batch (a reconciliation drops the register's held records, and the next ones follow the
+    // Status the batch holds back); refused whole rather than written torn (the pair is fenced).
+    if (recordsAfter && replaced!.size > 1)
+      throw new StoreError(`${this.dir}: a batch replacing ${replaced!.size} registers holds records applied after a replacement`);
     let at = '';
     try {
       for (const w of writes) {
@@ -497,7 +514,7 @@ export class DiskStore implements PairStore {
         if (!r || !this.files.has(register) || this.jobs.has(register)) continue; // one at a time: the next append asks again
         // A log.old left by a failed background snapshot: this one at once, which covers it.
         if (r.state.fullTransferBytes() < this.backgroundSnapshotBytes || existsSync(this.paths(register).logOld))
-          t.snapshots.set(register, { bytes: encodeRegisterSnapshot(r) });
+          t.snapshots.set(register, { bytes: encodeRegisterSnapshot(r), version: r.version });
         else t.snapshots.set(register, { pin: pinRegister(r) });
       }
     } catch (e) {
@@ -550,6 +567,7 @@ export class DiskStore implements PairStore {
     const framed = frameRecord(rec.encoded, sha256);
     writeAll(f.logFd, framed);
     f.logBytes += framed.length;
+    f.logTop = Math.max(f.logTop, rec.version);
     if (this.fsync === 'always') touched.add(f.logFd);
     else f.dirty = true;
     // Snapshotted once the whole batch is on disk, never before: a snapshot holding a part of a
@@ -577,7 +595,7 @@ export class DiskStore implements PairStore {
     for (const [register, s] of t.snapshots) {
       const f = this.files.get(register);
       if (!f) continue;
-      if ('bytes' in s) this.installSnapshot(register, f, s.bytes);
+      if ('bytes' in s) this.installSnapshot(register, f, s.bytes, s.version);
       else {
         this.snapshotInBackground(register, f, s.pin);
         t.snapshots.delete(register); // the job owns its pin now
@@ -685,17 +703,29 @@ export class DiskStore implements PairStore {
     const f = this.files.get(replica.name);
     if (!f) return;
     this.snapshotDue.delete(replica.name); // this one covers it
-    this.installSnapshot(replica.name, f, encodeRegisterSnapshot(replica));
+    this.installSnapshot(replica.name, f, encodeRegisterSnapshot(replica), replica.version);
   }
 
-  /** `snap` becomes the register's snapshot, atomically, and its log is emptied (the snapshot covers it). */
-  private installSnapshot(register: string, f: RegisterFiles, snap: Uint8Array): void {
+  /** `snap`, the register at `version`, becomes its snapshot, atomically, and its log is emptied (the snapshot covers it). */
+  private installSnapshot(register: string, f: RegisterFiles, snap: Uint8Array, version: number): void {
     const p = this.paths(register);
     this.cancelJob(register);
-    writeAtomic(p.snap, snap, p.dir);
+    if (f.logTop > version) {
+      // A lower version than the log reaches: a reconciliation to a sequencer that lost versions it
+      // had sent (§8). The records above it are of an abandoned history, and must be gone from
+      // disk before the snapshot is there: a restart would replay them onto it, fail, and stop.
+      truncateSync(p.log, 0);
+      this.syncFd(f.logFd);
+      if (existsSync(p.logOld)) {
+        unlinkSync(p.logOld);
+        fsyncDir(p.dir);
+      }
+    }
+    this.writeSnapshot(p.snap, snap, p.dir);
     truncateSync(p.log, 0);
     if (existsSync(p.logOld)) unlinkSync(p.logOld); // what a cancelled or failed background snapshot left
     f.logBytes = 0;
+    f.logTop = 0;
     f.snapBytes = snap.length;
   }
 

@@ -154,9 +154,13 @@ export class SimPairStore implements PairStore {
         after.set(w.image.name, 0);
         images.set(w.image.name, w.image);
       } else if (w.kind === 'append' && after.has(w.register)) after.set(w.register, after.get(w.register)! + 1);
+    // DiskStore refuses such a batch (two renames cannot keep a txn over both whole): the core must never make one.
+    if (images.size > 1 && [...after.values()].some((n) => n > 0))
+      throw new Error(`sim: a batch replaces ${images.size} registers and holds records applied after a replacement`);
     const out = writes.filter((w) => w.kind !== 'replaced' && !(w.kind === 'append' && after.has(w.register)));
     const records = new Map<string, number>();
-    for (const w of out) if (w.kind === 'append') records.set(w.register, (records.get(w.register) ?? this.filesOf(w.register).log.length) + 1);
+    for (const w of out)
+      if (w.kind === 'append') records.set(w.register, (records.get(w.register) ?? this.filesOf(w.register).log.length) + 1);
     for (const [name, image] of images) out.push({ kind: 'replaced', image: new TakenImage(image, image.version - after.get(name)!) });
     // Due: a log the batch makes too long, or one a crash left too long (its batch kept, never ended); a replaced one is covered.
     const due = new Set(this.snapshotDue);

@@ -274,7 +274,9 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
       const held = parts.map((p) => pair.register(p.register).version >= p.at);
       if (held.every((h) => h === held[0])) continue;
       if (!parts.some((p, j) => held[j] && (stores[i].reconciledTo.get(p.register) ?? 0) >= p.at))
-        violate(`${i === 0 ? 'A' : 'B'} restarted with a torn cross-register txn: ${parts.map((p, j) => `${p.register} v${p.at} ${held[j] ? 'held' : 'missing'}`).join(', ')}`);
+        violate(
+          `${i === 0 ? 'A' : 'B'} restarted with a torn cross-register txn: ${parts.map((p, j) => `${p.register} v${p.at} ${held[j] ? 'held' : 'missing'}`).join(', ')}`,
+        );
     }
   };
   const eps = durable ? world.adopt(['A', 'B'], [boot(0), boot(1)], [stores[0], stores[1]]) : world.addPair(['A', 'B'], pairOpts);
@@ -293,7 +295,10 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
       for (const e of m.entries) {
         if (e.verdict === 'committed') committedDeltas.get(register)!.push({ version: m.version, delta: ownPart(e.delta), id: entryId(e) });
         if (e.verdict === 'committed' && e.delta.op === DeltaOp.Cross)
-          crossGroups.set(`${register}@${m.version}`, e.delta.parts.map((p) => ({ register: p.register, at: p.at })));
+          crossGroups.set(
+            `${register}@${m.version}`,
+            e.delta.parts.map((p) => ({ register: p.register, at: p.at })),
+          );
       }
     };
     // A torn cross-register group dropped at the restart: those records were never acknowledged.
