@@ -21,6 +21,10 @@
  *            (when that differs) and, past 1 MiB, once the batch that grew it is durable.
  *            A restart proposes the undecided ones again.
  *
+ * What a batch's end rewrites is taken when the batch is written (`TakenBatch`): spookd fsyncs
+ * the batch off the event loop while the pair steps on, and what the pair applies meanwhile is
+ * on disk only with the next batch (PROTOCOL.md §10.1, rev 1.23).
+ *
  * A record is written (and, with fsync "always", flushed) before the collapse it holds
  * can leave the host, so after `kill -9` every version a peer or a proposer may have seen
  * is on disk. Loading stops at the first torn or corrupt record and truncates the log
@@ -369,9 +373,11 @@ export class DiskStore implements PairStore {
   /**
    * Make a batch of writes (one or more steps of a pair, in order) durable: every record is
    * written, then each file the batch touched is fsynced once (fsync "always"; "everysec" and
-   * "never" leave them to the timer and the kernel). Snapshots and leases are written
-   * atomically (fsynced) as they come. Throws StoreError on the first failure: some of the
-   * batch may be on disk, none of it may be relied on (the caller fences the pair).
+   * "never" leave them to the timer and the kernel). A register the batch replaces is
+   * snapshotted last, once the rest is fsynced; what the batch's end rewrites (a snapshot of a
+   * log grown too long, a pending list past 1 MiB) is as the batch left it. Throws StoreError
+   * on the first failure: some of the batch may be on disk, none of it may be relied on (the
+   * caller fences the pair).
    */
   persist(writes: readonly PairWrite[]): void {
     this.syncNow(this.write(writes));
