@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { HalfPair } from '../core/pair/halfpair.js';
 import type { RegisterSpec } from '../core/pair/types.js';
 import type { MapState } from '../core/register/map.js';
-import { DiskStore, StoreError } from '../drivers/store/store.js';
+import { DiskStore } from '../drivers/store/store.js';
 import { cross, enc, set, tempDirs } from './helpers.js';
 
 const REGS: RegisterSpec[] = [
@@ -31,11 +31,12 @@ const text = (p: HalfPair, r: string, k: string): string | undefined => {
  */
 class PowerLossStore extends DiskStore {
   private readonly synced = new Map<string, number>();
-  /** The process stops right after the next snapshot's rename (kill -9: what was written stays). */
-  killAfterSnapshot = false;
+  /** The process stops right before or right after the next snapshot's rename (kill -9: what was written stays). */
+  kill: 'before-snapshot' | 'after-snapshot' | undefined;
   protected override writeSnapshot(path: string, data: Uint8Array, dir: string): void {
+    if (this.kill === 'before-snapshot') throw new Error('killed');
     super.writeSnapshot(path, data, dir);
-    if (this.killAfterSnapshot) throw new Error('killed');
+    if (this.kill === 'after-snapshot') throw new Error('killed');
   }
   protected override syncFd(fd: number): void {
     super.syncFd(fd);
@@ -123,10 +124,9 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
     a.pair.collapse(0);
     a.store.persist(a.pair.pollWrites());
     a.pair.writesDurable();
-    // A batch that replaces kv2 and then holds the txn's records (anchor in kv, part in kv2): the
-    // image the store snapshots is kv2 as the batch left it, with the part. The core hands a
-    // follower nothing in this order today (a reconciliation drops the register's held records),
-    // but the store must not depend on it: it writes the snapshot last, once the rest is durable.
+    // A follower's batch that replaces kv2 and then holds records applied right after (here a
+    // txn: anchor in kv, part in kv2): the image the store snapshots is kv2 as the batch left it,
+    // with the part, so it is written last, once the rest of the batch is durable.
     // (A lone sequencer's pair makes the records; the store cannot tell.)
     a.pair.propose(0, 'kv', cross(['kv', set('a', 'anchor')], ['kv2', set('b', 'part')]));
     a.pair.collapse(0);
@@ -142,51 +142,58 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
     b.store.close();
   });
 
-  it('a batch replacing two registers with records applied after a replacement is refused whole, never written torn', () => {
-    const dir = tmp();
-    const a = open(dir);
-    a.pair.propose(0, 'kv', set('x', '1'));
-    a.pair.propose(0, 'kv2', set('y', '1'));
-    a.pair.collapse(0);
-    a.store.persist(a.pair.pollWrites());
-    a.pair.writesDurable();
-    // Both replaced, then a txn over both: no order of two renames keeps it whole through a crash.
-    a.pair.propose(0, 'kv', cross(['kv', set('a', 'anchor')], ['kv2', set('b', 'part')]));
-    a.pair.collapse(0);
-    const [kv, kv2] = [a.pair.registers.get('kv')!, a.pair.registers.get('kv2')!];
-    const batch = [{ kind: 'replaced' as const, image: kv }, { kind: 'replaced' as const, image: kv2 }, ...a.pair.pollWrites()];
-    expect(() => a.store.write(batch)).toThrow(StoreError);
-    a.store.powerLoss();
+  for (const kill of ['after-snapshot', 'before-snapshot'] as const)
+    it(`a reconciliation to a lower version (a sequencer that lost versions) cuts the log above it before its snapshot lands: killed ${kill.replace('-', ' the ')}, a restart loads`, () => {
+      const dir = tmp();
+      const a = open(dir);
+      for (let i = 0; i < 5; i++) {
+        a.pair.propose(0, 'kv', set(`a${i}`, 'x'));
+        a.pair.collapse(0);
+        a.store.persist(a.pair.pollWrites());
+        a.pair.writesDurable();
+      }
+      // The sequencer's history now: 3 versions, other contents.
+      const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 77, registers: REGS }, 0);
+      for (let i = 0; i < 3; i++) {
+        seq.propose(0, 'kv', set(`b${i}`, 'y'));
+        seq.collapse(0);
+      }
+      a.store.kill = kill;
+      expect(() => a.store.persist([{ kind: 'replaced', image: seq.registers.get('kv')! }])).toThrow(/killed/);
+      a.store.close();
 
-    const b = open(dir);
-    expect(['x', 'a'].map((k) => text(b.pair, 'kv', k))).toEqual(['1', undefined]);
-    expect(['y', 'b'].map((k) => text(b.pair, 'kv2', k))).toEqual(['1', undefined]);
-    b.store.close();
-  });
+      const b = open(dir);
+      expect(b.pair.register('kv').version).toBe(3);
+      // After the rename: the new history. Before it: the old one up to v3, not an older state.
+      const [now, gone] = kill === 'after-snapshot' ? [['b2', 'y'], 'a0'] : [['a2', 'x'], 'a3'];
+      expect([text(b.pair, 'kv', now[0]), text(b.pair, 'kv', gone)]).toEqual([now[1], undefined]);
+      b.store.close();
+    });
 
-  it('a reconciliation to a lower version (a sequencer that lost versions) empties the log before its snapshot lands: a restart loads', () => {
+  it('the cut reaches into log.old when a background snapshot was under way (cancelled), and empties the log after it', async () => {
     const dir = tmp();
-    const a = open(dir);
-    for (let i = 0; i < 5; i++) {
+    const a = open(dir, 150, true);
+    for (let i = 0; i < 8; i++) {
       a.pair.propose(0, 'kv', set(`a${i}`, 'x'));
       a.pair.collapse(0);
       a.store.persist(a.pair.pollWrites());
       a.pair.writesDurable();
     }
-    // The sequencer's history now: 3 versions, other contents.
+    expect(a.store.snapshotting('kv')).toBeDefined(); // rotated: log.old holds the first records
+    expect(existsSync(join(dir, 'kv', 'log.old'))).toBe(true);
     const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 77, registers: REGS }, 0);
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < 2; i++) {
       seq.propose(0, 'kv', set(`b${i}`, 'y'));
       seq.collapse(0);
     }
-    // Installed, and the process is killed right after the snapshot's rename.
-    a.store.killAfterSnapshot = true;
+    a.store.kill = 'before-snapshot';
     expect(() => a.store.persist([{ kind: 'replaced', image: seq.registers.get('kv')! }])).toThrow(/killed/);
     a.store.close();
+    await new Promise((r) => setTimeout(r, 50)); // the cancelled job lets go of the directory
 
     const b = open(dir);
-    expect(b.pair.register('kv').version).toBe(3);
-    expect([text(b.pair, 'kv', 'b2'), text(b.pair, 'kv', 'a0')]).toEqual(['y', undefined]);
+    expect(b.pair.register('kv').version).toBe(2);
+    expect([text(b.pair, 'kv', 'a1'), text(b.pair, 'kv', 'a2')]).toEqual(['x', undefined]);
     b.store.close();
   });
 });

@@ -409,16 +409,7 @@ export class DiskStore implements PairStore {
     // as the batch leaves them (the image is the register, which holds every record the batch
     // applied after the replacement too: those are not written to its log, the snapshot covers them).
     let replaced: Map<string, RegisterImage> | undefined;
-    let recordsAfter = false;
-    for (const w of writes)
-      if (w.kind === 'replaced') (replaced ??= new Map()).set(w.image.name, w.image);
-      else if (w.kind === 'append' && replaced?.has(w.register)) recordsAfter = true;
-    // Two snapshots cannot be renamed at once: with records applied after the replacements, a txn
-    // could have a part in each, and a crash between the renames would tear it. The core makes no
-    // such batch (a reconciliation drops the register's held records, and the next ones follow the
-    // Status the batch holds back); refused whole rather than written torn (the pair is fenced).
-    if (recordsAfter && replaced!.size > 1)
-      throw new StoreError(`${this.dir}: a batch replacing ${replaced!.size} registers holds records applied after a replacement`);
+    for (const w of writes) if (w.kind === 'replaced') (replaced ??= new Map()).set(w.image.name, w.image);
     let at = '';
     try {
       for (const w of writes) {
@@ -716,23 +707,44 @@ export class DiskStore implements PairStore {
   private installSnapshot(register: string, f: RegisterFiles, snap: Uint8Array, version: number): void {
     const p = this.paths(register);
     this.cancelJob(register);
-    if (f.logTop > version) {
-      // A lower version than the log reaches: a reconciliation to a sequencer that lost versions it
-      // had sent (§8). The records above it are of an abandoned history, and must be gone from
-      // disk before the snapshot is there: a restart would replay them onto it, fail, and stop.
-      truncateSync(p.log, 0);
-      this.syncFd(f.logFd);
-      if (existsSync(p.logOld)) {
-        unlinkSync(p.logOld);
-        fsyncDir(p.dir);
-      }
-    }
+    // A lower version than the log reaches: a reconciliation to a sequencer that lost versions it
+    // had sent (§8). The records above it are of an abandoned history, and must be gone from disk
+    // before the snapshot is there: a restart would replay them onto it, fail, and stop.
+    if (f.logTop > version) this.cutLogAbove(p, f, version);
     this.writeSnapshot(p.snap, snap, p.dir);
     truncateSync(p.log, 0);
     if (existsSync(p.logOld)) unlinkSync(p.logOld); // what a cancelled or failed background snapshot left
     f.logBytes = 0;
     f.logTop = 0;
     f.snapBytes = snap.length;
+  }
+
+  /**
+   * Cut `log.old` and the log at their first record above `version`, durably. Those at or below it
+   * stay: a crash before the snapshot's rename loads the old snapshot and them, a state of the
+   * register as it was, not an older one (whose other registers may hold parts of what it drops).
+   */
+  private cutLogAbove(p: { log: string; logOld: string; dir: string }, f: RegisterFiles, version: number): void {
+    const cutAt = (path: string): number | undefined =>
+      readFrames(readFileSync(path), MAX_PAIR_RECORD, sha256).records.find((x) => collapseRecordVersion(x.rec) > version)?.offset;
+    let emptyLog = false;
+    if (existsSync(p.logOld)) {
+      const at = cutAt(p.logOld);
+      if (at !== undefined) {
+        truncateSync(p.logOld, at);
+        const fd = openSync(p.logOld, 'r+');
+        try {
+          this.syncFd(fd);
+        } finally {
+          closeSync(fd);
+        }
+        emptyLog = true; // the log's records all come after log.old's
+      }
+    }
+    const at = emptyLog ? 0 : cutAt(p.log);
+    if (at === undefined) return;
+    truncateSync(p.log, at);
+    this.syncFd(f.logFd);
   }
 
   lease(register: string, upTo: number): void {

@@ -154,9 +154,6 @@ export class SimPairStore implements PairStore {
         after.set(w.image.name, 0);
         images.set(w.image.name, w.image);
       } else if (w.kind === 'append' && after.has(w.register)) after.set(w.register, after.get(w.register)! + 1);
-    // DiskStore refuses such a batch (two renames cannot keep a txn over both whole): the core must never make one.
-    if (images.size > 1 && [...after.values()].some((n) => n > 0))
-      throw new Error(`sim: a batch replaces ${images.size} registers and holds records applied after a replacement`);
     const out = writes.filter((w) => w.kind !== 'replaced' && !(w.kind === 'append' && after.has(w.register)));
     const records = new Map<string, number>();
     for (const w of out)
