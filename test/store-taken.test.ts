@@ -38,9 +38,12 @@ class PowerLossStore extends DiskStore {
     super.writeSnapshot(path, data, dir);
     if (this.kill === 'after-snapshot') throw new Error('killed');
   }
+  /** The process stops right after this many more fsyncs through the store (undefined: never). */
+  killAfterSyncs: number | undefined;
   protected override syncFd(fd: number): void {
     super.syncFd(fd);
     this.synced.set(readlinkSync(`/proc/self/fd/${fd}`), fstatSync(fd).size);
+    if (this.killAfterSyncs !== undefined && --this.killAfterSyncs === 0) throw new Error('killed');
   }
   /** The power goes: what no fsync covered is gone (the store's files closed first, unsynced). */
   powerLoss(): void {
@@ -170,30 +173,36 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
       b.store.close();
     });
 
-  it('the cut reaches into log.old when a background snapshot was under way (cancelled), and empties the log after it', async () => {
-    const dir = tmp();
-    const a = open(dir, 150, true);
-    for (let i = 0; i < 8; i++) {
-      a.pair.propose(0, 'kv', set(`a${i}`, 'x'));
-      a.pair.collapse(0);
-      a.store.persist(a.pair.pollWrites());
-      a.pair.writesDurable();
-    }
-    expect(a.store.snapshotting('kv')).toBeDefined(); // rotated: log.old holds the first records
-    expect(existsSync(join(dir, 'kv', 'log.old'))).toBe(true);
-    const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 77, registers: REGS }, 0);
-    for (let i = 0; i < 2; i++) {
-      seq.propose(0, 'kv', set(`b${i}`, 'y'));
-      seq.collapse(0);
-    }
-    a.store.kill = 'before-snapshot';
-    expect(() => a.store.persist([{ kind: 'replaced', image: seq.registers.get('kv')! }])).toThrow(/killed/);
-    a.store.close();
-    await new Promise((r) => setTimeout(r, 50)); // the cancelled job lets go of the directory
+  for (const kill of ['before-snapshot', 'between-the-cuts'] as const)
+    it(`the cut reaches into log.old when a background snapshot was under way (cancelled), and empties the log after it (killed ${kill.replaceAll('-', ' ')})`, async () => {
+      const dir = tmp();
+      const a = open(dir, 150, true);
+      for (let i = 0; i < 8; i++) {
+        a.pair.propose(0, 'kv', set(`a${i}`, 'x'));
+        a.pair.collapse(0);
+        a.store.persist(a.pair.pollWrites());
+        a.pair.writesDurable();
+      }
+      expect(a.store.snapshotting('kv')).toBeDefined(); // rotated: log.old holds the first records
+      expect(existsSync(join(dir, 'kv', 'log.old'))).toBe(true);
+      const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 77, registers: REGS }, 0);
+      for (let i = 0; i < 2; i++) {
+        seq.propose(0, 'kv', set(`b${i}`, 'y'));
+        seq.collapse(0);
+      }
+      if (kill === 'before-snapshot') a.store.kill = kill;
+      else a.store.killAfterSyncs = 1; // right after the first cut's fsync
+      expect(() => a.store.persist([{ kind: 'replaced', image: seq.registers.get('kv')! }])).toThrow(/killed/);
+      a.store.close();
+      await new Promise((r) => setTimeout(r, 50)); // the cancelled job lets go of the directory
 
-    const b = open(dir);
-    expect(b.pair.register('kv').version).toBe(2);
-    expect([text(b.pair, 'kv', 'a1'), text(b.pair, 'kv', 'a2')]).toEqual(['x', undefined]);
-    b.store.close();
-  });
+      // Killed between the cuts: the log is empty and log.old whole (the old history up to its end,
+      // whatever the log held after it is gone with the abandoned history); never a gap.
+      const b = open(dir);
+      const top = kill === 'before-snapshot' ? 2 : b.pair.register('kv').version;
+      expect(b.pair.register('kv').version).toBe(top);
+      expect(top).toBeGreaterThanOrEqual(2);
+      expect([text(b.pair, 'kv', 'a1'), text(b.pair, 'kv', `a${top}`)]).toEqual(['x', undefined]);
+      b.store.close();
+    });
 });

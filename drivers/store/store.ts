@@ -727,24 +727,22 @@ export class DiskStore implements PairStore {
   private cutLogAbove(p: { log: string; logOld: string; dir: string }, f: RegisterFiles, version: number): void {
     const cutAt = (path: string): number | undefined =>
       readFrames(readFileSync(path), MAX_PAIR_RECORD, sha256).records.find((x) => collapseRecordVersion(x.rec) > version)?.offset;
-    let emptyLog = false;
-    if (existsSync(p.logOld)) {
-      const at = cutAt(p.logOld);
-      if (at !== undefined) {
-        truncateSync(p.logOld, at);
-        const fd = openSync(p.logOld, 'r+');
-        try {
-          this.syncFd(fd);
-        } finally {
-          closeSync(fd);
-        }
-        emptyLog = true; // the log's records all come after log.old's
-      }
+    const oldAt = existsSync(p.logOld) ? cutAt(p.logOld) : undefined;
+    // The log's records follow log.old's: when log.old is cut, the log is emptied first, so that a
+    // crash between the two leaves no gap (a restart refuses a record that does not follow).
+    const at = oldAt !== undefined ? 0 : cutAt(p.log);
+    if (at !== undefined) {
+      truncateSync(p.log, at);
+      this.syncFd(f.logFd);
     }
-    const at = emptyLog ? 0 : cutAt(p.log);
-    if (at === undefined) return;
-    truncateSync(p.log, at);
-    this.syncFd(f.logFd);
+    if (oldAt === undefined) return;
+    truncateSync(p.logOld, oldAt);
+    const fd = openSync(p.logOld, 'r+');
+    try {
+      this.syncFd(fd);
+    } finally {
+      closeSync(fd);
+    }
   }
 
   lease(register: string, upTo: number): void {
