@@ -715,7 +715,7 @@ export class DiskStore implements PairStore {
     truncateSync(p.log, 0);
     if (existsSync(p.logOld)) unlinkSync(p.logOld); // what a cancelled or failed background snapshot left
     f.logBytes = 0;
-    f.logTop = 0;
+    f.logTop = version; // the truncation above is not fsynced: the disk may still hold records up to it
     f.snapBytes = snap.length;
   }
 
@@ -731,10 +731,10 @@ export class DiskStore implements PairStore {
     // The log's records follow log.old's: when log.old is cut, the log is emptied first, so that a
     // crash between the two leaves no gap (a restart refuses a record that does not follow).
     const at = oldAt !== undefined ? 0 : cutAt(p.log);
-    if (at !== undefined) {
-      truncateSync(p.log, at);
-      this.syncFd(f.logFd);
-    }
+    if (at !== undefined) truncateSync(p.log, at);
+    // Even with nothing to cut: the truncation after the last snapshot was not fsynced, and on a
+    // file system that syncs file by file (btrfs) the records it dropped may still be on disk.
+    this.syncFd(f.logFd);
     if (oldAt === undefined) return;
     truncateSync(p.logOld, oldAt);
     const fd = openSync(p.logOld, 'r+');
