@@ -724,7 +724,7 @@ export class DiskStore implements PairStore {
    * stay: a crash before the snapshot's rename loads the old snapshot and them, a state of the
    * register as it was, not an older one (whose other registers may hold parts of what it drops).
    */
-  private cutLogAbove(p: { log: string; logOld: string; dir: string }, f: RegisterFiles, version: number): void {
+  private cutLogAbove(p: { log: string; logOld: string }, f: RegisterFiles, version: number): void {
     const cutAt = (path: string): number | undefined =>
       readFrames(readFileSync(path), MAX_PAIR_RECORD, sha256).records.find((x) => collapseRecordVersion(x.rec) > version)?.offset;
     const oldAt = existsSync(p.logOld) ? cutAt(p.logOld) : undefined;
