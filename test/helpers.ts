@@ -8,7 +8,7 @@ import type { CrossDelta } from '../wire/cross.js';
 import { DeltaOp, type Delta } from '../wire/delta.js';
 import { PairState } from '../core/pair/lifecycle.js';
 import { SimWorld, type SimEndpoint } from '../testing/sim/world.js';
-import type { RegisterSpec } from '../core/pair/halfpair.js';
+import type { HalfPair, RegisterSpec } from '../core/pair/halfpair.js';
 import type { SpookEvent } from '../core/pair/events.js';
 import { OwnManifest, manifestEntry } from '../core/pair/manifest.js';
 import { QUOTA_DEFAULTS } from '../core/register/quota.js';
@@ -109,6 +109,13 @@ export function tempDirs(prefix: string): () => string {
     return d;
   };
 }
+
+/** The sequence numbers of a pair's own candidates on `register` still undecided (restored after a restart included). */
+export const ownSeqs = (pair: HalfPair, register: string): number[] =>
+  pair
+    .register(register)
+    .ownCandidates()
+    .map((c) => c.seq);
 
 /** A batch of simulated seeds ran clean: no failure, every seed converged, nothing committed lost. */
 export function expectSeedsClean(s: { failures: unknown[]; converged: number; lostCommits: number }, seeds: number): void {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { HalfPair } from '../core/pair/halfpair.js';
 import { DiskStore, StoreError } from '../drivers/store/store.js';
 import { LEASE_FILE_LEN, LEASE_SLOT_STRIDE, decodeLease, encodeLeaseFile, encodeLeaseSlot } from '../wire/journal.js';
-import { set, tempDirs } from './helpers.js';
+import { ownSeqs, set, tempDirs } from './helpers.js';
 
 /**
  * The lease file in slots (PROTOCOL.md §7.1, §10.1, rev 1.22): a lease is written in place, in
@@ -119,12 +119,7 @@ describe('the lease file in slots', () => {
     a.store.close();
     const b = open(dir, 2);
     // It restores candidate 1 and will propose it at once: its pending record and lease first reach the disk.
-    expect(
-      b.pair
-        .register('kv')
-        .ownCandidates()
-        .map((c) => c.seq),
-    ).toEqual([1]);
+    expect(ownSeqs(b.pair, 'kv')).toEqual([1]);
     expect(b.store.syncs).toBeGreaterThanOrEqual(3); // log, pending list, lease
     b.store.close();
   });

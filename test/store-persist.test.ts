@@ -3,7 +3,7 @@ import { closeSync } from 'node:fs';
 import { HalfPair } from '../core/pair/halfpair.js';
 import { DiskStore, StoreError } from '../drivers/store/store.js';
 import type { MapState } from '../core/register/map.js';
-import { enc, set, tempDirs } from './helpers.js';
+import { enc, ownSeqs, set, tempDirs } from './helpers.js';
 
 const tmp = tempDirs('spook-persist');
 
@@ -47,12 +47,7 @@ describe('DiskStore.persist', () => {
     a.pair.writesDurable();
     a.store.close();
     const b = open(dir, 2);
-    expect(
-      b.pair
-        .register('kv')
-        .ownCandidates()
-        .map((c) => c.seq),
-    ).toEqual([1, 2]);
+    expect(ownSeqs(b.pair, 'kv')).toEqual([1, 2]);
   });
 
   it('a write that fails throws StoreError naming the file (the caller fences the pair); so does a write after close', () => {

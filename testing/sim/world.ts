@@ -197,8 +197,8 @@ export class SimWorld {
   }
 
   /** The batch reaches the store later (its fsync off the event loop); then what it held back may leave. */
-  private syncLater(ep: SimEndpoint, taken: ReturnType<HalfPair['pollWrites']>): void {
-    const writes = ep.store!.take(taken); // what it snapshots, as the batch leaves the replicas
+  private syncLater(ep: SimEndpoint, polled: ReturnType<HalfPair['pollWrites']>): void {
+    const writes = ep.store!.take(polled); // what it snapshots, as the batch leaves the replicas
     ep.syncing = true;
     ep.syncBatch = writes;
     ep.batchesTaken = (ep.batchesTaken ?? 0) + 1;
