@@ -7,12 +7,14 @@
  * lost, and a pending list could drop a candidate whose deciding record a crash then lost.
  */
 import { describe, expect, it } from 'vitest';
-import { existsSync, fstatSync, readlinkSync, truncateSync } from 'node:fs';
+import { existsSync, fstatSync, readFileSync, readlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HalfPair } from '../core/pair/halfpair.js';
 import type { RegisterSpec } from '../core/pair/types.js';
 import type { MapState } from '../core/register/map.js';
 import { DiskStore } from '../drivers/store/store.js';
+import { decodeReplacing, encodeReplacing } from '../wire/journal.js';
+import { hash } from '../crypto/primitives.js';
 import { cross, enc, set, tempDirs } from './helpers.js';
 
 const REGS: RegisterSpec[] = [
@@ -37,6 +39,12 @@ class PowerLossStore extends DiskStore {
     if (this.kill === 'before-snapshot') throw new Error('killed');
     super.writeSnapshot(path, data, dir);
     if (this.kill === 'after-snapshot') throw new Error('killed');
+  }
+  /** The process stops right after this many more renames of a replacement's snapshot (undefined: never). */
+  killAfterRenames: number | undefined;
+  protected override renameSnapshot(from: string, to: string): void {
+    super.renameSnapshot(from, to);
+    if (this.killAfterRenames !== undefined && --this.killAfterRenames === 0) throw new Error('killed');
   }
   /** The process stops right after this many more fsyncs through the store (undefined: never). */
   killAfterSyncs: number | undefined;
@@ -205,4 +213,70 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
       expect([text(b.pair, 'kv', 'a1'), text(b.pair, 'kv', `a${top}`)]).toEqual(['x', undefined]);
       b.store.close();
     });
+
+  // PROTOCOL.md rev 1.24, open question 37 resolved: a crash between two renames loaded one
+  // register's part of a txn applied after both replacements without the other's.
+  const KILLS = [
+    { at: 'before the replacement record', set: (s: PowerLossStore) => (s.kill = 'before-snapshot'), lands: false },
+    { at: 'after the replacement record', set: (s: PowerLossStore) => (s.kill = 'after-snapshot'), lands: true },
+    { at: 'between the two renames', set: (s: PowerLossStore) => (s.killAfterRenames = 1), lands: true },
+    { at: 'after both renames', set: (s: PowerLossStore) => (s.killAfterRenames = 2), lands: true },
+  ];
+  for (const kill of KILLS)
+    it(`two registers replaced in one batch land together: killed ${kill.at}, both load ${kill.lands ? 'new' : 'old'} and a txn between them whole`, () => {
+      const dir = tmp();
+      const a = open(dir);
+      // This end's history: kv at v1, kv2 at v5 (a reconciliation below lowers it to v2: its log is cut first).
+      a.pair.propose(0, 'kv', set('x', 'old'));
+      for (let i = 0; i < 5; i++) {
+        a.pair.propose(0, 'kv2', set(`y${i}`, 'old'));
+        a.pair.collapse(0);
+      }
+      a.store.persist(a.pair.pollWrites());
+      a.pair.writesDurable();
+      expect([a.pair.register('kv').version, a.pair.register('kv2').version]).toEqual([1, 5]);
+      // The sequencer's: a txn across both registers (kv's anchor, kv2's part), kv at v3 and kv2 at v2.
+      const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 77, registers: REGS }, 0);
+      for (let i = 0; i < 2; i++) {
+        seq.propose(0, 'kv', set(`n${i}`, 'new'));
+        seq.collapse(0);
+      }
+      seq.propose(0, 'kv2', set('n', 'new'));
+      seq.collapse(0);
+      seq.propose(0, 'kv', cross(['kv', set('a', 'anchor')], ['kv2', set('b', 'part')]));
+      seq.collapse(0);
+      expect([seq.register('kv').version, seq.register('kv2').version]).toEqual([3, 2]);
+      kill.set(a.store);
+      const batch = [...seq.registers.values()].map((image) => ({ kind: 'replaced' as const, image }));
+      expect(() => a.store.write(batch)).toThrow(/killed/);
+      a.store.close();
+
+      const b = open(dir);
+      const got = [text(b.pair, 'kv', 'a'), text(b.pair, 'kv2', 'b'), text(b.pair, 'kv', 'x'), text(b.pair, 'kv2', 'y0')];
+      expect(got).toEqual(kill.lands ? ['anchor', 'part', undefined, undefined] : [undefined, undefined, 'old', 'old']);
+      // Before the record, kv2's cut is already durable: its old history up to v2, a state it held.
+      expect([b.pair.register('kv').version, b.pair.register('kv2').version]).toEqual(kill.lands ? [3, 2] : [1, 2]);
+      expect([existsSync(join(dir, '@replacing')), existsSync(join(dir, 'kv', 'snapshot.next'))]).toEqual([false, false]);
+      // It goes on from there, and loads again.
+      b.pair.propose(0, 'kv2', set('after', 'restart'));
+      b.pair.collapse(0);
+      b.store.persist(b.pair.pollWrites());
+      b.pair.writesDurable();
+      b.store.close();
+      const c = open(dir);
+      expect([text(c.pair, 'kv2', 'after'), text(c.pair, 'kv', 'a')]).toEqual(['restart', kill.lands ? 'anchor' : undefined]);
+      c.store.close();
+    });
+
+  it('a damaged replacement record stops the load, naming it; the record round-trips', () => {
+    const sha256 = (...parts: Uint8Array[]): Uint8Array => hash('SHA256', ...parts);
+    expect(decodeReplacing(encodeReplacing(['kv', 'ünï'], sha256), sha256)).toEqual(['kv', 'ünï']);
+    const dir = tmp();
+    open(dir).store.close();
+    const rec = encodeReplacing(['kv', 'kv2'], sha256);
+    rec[10] ^= 1;
+    writeFileSync(join(dir, '@replacing'), rec);
+    expect(() => open(dir)).toThrow(/@replacing: checksum mismatch/);
+    expect(readFileSync(join(dir, '@replacing'))).toEqual(Buffer.from(rec)); // left for the operator
+  });
 });

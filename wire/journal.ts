@@ -7,7 +7,7 @@
 import { Reader, Writer, type Hash64Parts } from './buffer.js';
 import { readEntryDelta, writeEntryDelta, type EntryDelta } from './cross.js';
 import { REJECT_REASON_NAMES, type RejectReason } from './delta.js';
-import { MAX_KEY_LEN, MAX_MESSAGE_LEN, MAX_VALUE_LEN } from './constants.js';
+import { MAX_KEY_LEN, MAX_MESSAGE_LEN, MAX_REGISTER_NAME_LEN, MAX_VALUE_LEN } from './constants.js';
 
 /** SHA-256 of the concatenated parts (crypto/primitives.ts `hash('SHA256', ...)` in the stores). */
 export type Sha256 = (...parts: Uint8Array[]) => Uint8Array;
@@ -436,6 +436,34 @@ export function decodeLease(buf: Uint8Array, sha256: Sha256): { upTo: number; sl
     if (!best || upTo > best.upTo) best = { upTo, slot };
   }
   return best;
+}
+
+/**
+ * The replacement record (rev 1.24): a batch that replaces two or more registers of a pair names
+ * them here, once each one's new snapshot is written beside the old (`snapshot.next`, fsynced),
+ * and before the first is renamed over its `snapshot`. A load that finds it completes the renames
+ * (roll-forward), so the registers' new snapshots land together or not at all.
+ * `"SPKRPLC1"` || `varint` count || each register name as `lenBytes` (UTF-8) || SHA-256 of everything before it.
+ */
+export const REPLACING_MAGIC = new TextEncoder().encode('SPKRPLC1');
+export function encodeReplacing(registers: readonly string[], sha256: Sha256): Uint8Array {
+  const names = registers.map((r) => new TextEncoder().encode(r));
+  const w = new Writer(64 + names.reduce((n, b) => n + b.length + 4, 0)).bytes(REPLACING_MAGIC).varint(names.length);
+  for (const b of names) w.lenBytes(b);
+  return sealed(w.finish(), sha256);
+}
+
+/** The registers a replacement record names. Throws JournalFormatError on a bad magic or checksum. */
+export function decodeReplacing(buf: Uint8Array, sha256: Sha256): string[] {
+  if (buf.length < REPLACING_MAGIC.length + 32 || !startsWith(buf, REPLACING_MAGIC))
+    throw new JournalFormatError('not a replacement record (bad magic or too short)');
+  const r = new Reader(unseal(buf, sha256, 'checksum mismatch'), REPLACING_MAGIC.length);
+  const n = r.varint('replacing.count');
+  const names: string[] = [];
+  for (let i = 0; i < n; i++)
+    names.push(new TextDecoder('utf-8', { fatal: true }).decode(r.lenBytes('replacing.register', MAX_REGISTER_NAME_LEN)));
+  r.expectEnd('replacing');
+  return names;
 }
 
 /** The version of an encoded Collapse record (`type` || `length` || register || version ...), without decoding its entries. */

@@ -15,6 +15,9 @@
  *  lease     the highest own candidate sequence number handed out (so a restart never
  *            reuses one), once per 1,024 proposals: two checksummed slots overwritten in
  *            place in turn and fsynced with the batch (wire/journal.ts).
+ *  snapshot.next, @replacing  while a batch that replaces several registers lands: their new
+ *            snapshots beside the old, and the record naming them (store directory) that a
+ *            load completes (rev 1.24, `installReplaced`).
  *  pending   own candidates as proposed, [u32 length][4-byte SHA-256 prefix][varint seq |
  *            delta] ..., appended (and flushed like the log) before the proposer hears
  *            of the candidate; rewritten atomically with only the undecided ones at load
@@ -36,6 +39,7 @@ import {
   existsSync,
   fsync,
   fsyncSync,
+  ftruncateSync,
   mkdirSync,
   openSync,
   readFileSync,
@@ -59,11 +63,13 @@ import {
   decodeLease,
   decodePairSnapshotHead,
   decodePendingRecord,
+  decodeReplacing,
   encodeLeaseFile,
   encodeLeaseSlot,
   LEASE_SLOT_STRIDE,
   encodePairSnapshot,
   encodePendingRecord,
+  encodeReplacing,
   frameRecord,
   readFrames,
   readPairSnapshotBody,
@@ -78,6 +84,14 @@ import type { PairStore, PairWrite, RegisterImage } from '../../core/pair/types.
 
 export type FsyncPolicy = 'always' | 'everysec' | 'never';
 
+/** A replacement's new snapshot, beside the register's `snapshot` until the batch's replacement record is durable (rev 1.24). */
+const SNAPSHOT_NEXT = 'snapshot.next';
+/**
+ * The replacement record (wire/journal.ts), in the store's directory while a batch's snapshots are
+ * renamed (rev 1.24). '@' is never in a register's directory name (encodeURIComponent escapes it).
+ */
+const REPLACING = '@replacing';
+
 const sha256 = (...parts: Uint8Array[]): Uint8Array => cryptoHash('SHA256', ...parts);
 
 export class StoreError extends Error {
@@ -85,6 +99,17 @@ export class StoreError extends Error {
     super(message);
     this.name = 'StoreError';
   }
+}
+
+/** Where a register's files are (its directory is its name, URI-encoded). */
+interface RegisterPaths {
+  dir: string;
+  log: string;
+  logOld: string;
+  snap: string;
+  next: string;
+  lease: string;
+  pending: string;
 }
 
 interface RegisterFiles {
@@ -252,9 +277,17 @@ export class DiskStore implements PairStore {
     return new SnapshotJob(pin, dir, snap);
   }
 
-  /** A snapshot written at once (`writeAtomic`): the seam tests replace to stop the process right after its rename. */
+  /**
+   * A snapshot written at once, or a replacement record (`writeAtomic`): the seam tests replace to
+   * stop the process right before or after its rename.
+   */
   protected writeSnapshot(path: string, data: Uint8Array, dir: string): void {
     writeAtomic(path, data, dir);
+  }
+
+  /** A replacement's `snapshot.next` renamed over its `snapshot`: the seam tests replace to stop the process between two. */
+  protected renameSnapshot(from: string, to: string): void {
+    renameSync(from, to);
   }
 
   /** fsync(2), the seam tests replace to inject a failing disk (with `syncFdAsync`, its form off the event loop). */
@@ -266,13 +299,14 @@ export class DiskStore implements PairStore {
     return new Promise((resolve, reject) => fsync(fd, (e) => (e ? reject(e) : resolve())));
   }
 
-  private paths(register: string): { dir: string; log: string; logOld: string; snap: string; lease: string; pending: string } {
+  private paths(register: string): RegisterPaths {
     const d = join(this.dir, encodeURIComponent(register));
     return {
       dir: d,
       log: join(d, 'log'),
       logOld: join(d, 'log.old'),
       snap: join(d, 'snapshot'),
+      next: join(d, SNAPSHOT_NEXT),
       lease: join(d, 'lease'),
       pending: join(d, 'pending'),
     };
@@ -283,11 +317,16 @@ export class DiskStore implements PairStore {
    * open its log for appending. Throws StoreError on a corrupt snapshot or a log that does not replay.
    */
   load(replica: Replica): LoadReport {
-    if (!this.groupsChecked) this.cutTornGroups();
+    if (!this.groupsChecked) {
+      this.rollForward();
+      this.cutTornGroups();
+    }
     const p = this.paths(replica.name);
     mkdirSync(p.dir, { recursive: true, mode: 0o700 });
-    // What a background snapshot was writing when the process ended (a crash, a stop): never renamed, so nothing.
-    for (const name of readdirSync(p.dir)) if (name.startsWith(SNAPSHOT_PART)) rmSync(join(p.dir, name), { force: true });
+    // What a background snapshot was writing when the process ended (a crash, a stop): never renamed, so
+    // nothing; likewise a replacement's new snapshot whose replacement record never became durable.
+    for (const name of readdirSync(p.dir))
+      if (name.startsWith(SNAPSHOT_PART) || name === SNAPSHOT_NEXT) rmSync(join(p.dir, name), { force: true });
     this.replicas.set(replica.name, replica);
     let snapshotVersion = 0;
     if (existsSync(p.snap)) snapshotVersion = restoreRegisterSnapshot(replica, readFileSync(p.snap), p.snap);
@@ -437,10 +476,8 @@ export class DiskStore implements PairStore {
         for (const fd of touched) this.syncFd(fd);
         touched.clear();
         if (this.fsync !== 'always') this.flush();
-        for (const image of replaced.values()) {
-          at = `${join(this.dir, image.name)}: replaced`;
-          this.replaced(image);
-        }
+        at = `${this.dir}: replaced ${[...replaced.keys()].join(', ')}`;
+        this.installReplaced([...replaced.values()]);
       }
     } catch (e) {
       throw new StoreError(`${at}: ${(e as Error).message}`);
@@ -706,17 +743,105 @@ export class DiskStore implements PairStore {
   /** `snap`, the register at `version`, becomes its snapshot, atomically, and its log is emptied (the snapshot covers it). */
   private installSnapshot(register: string, f: RegisterFiles, snap: Uint8Array, version: number): void {
     const p = this.paths(register);
-    this.cancelJob(register);
-    // A lower version than the log reaches: a reconciliation to a sequencer that lost versions it
-    // had sent (§8). The records above it are of an abandoned history, and must be gone from disk
-    // before the snapshot is there: a restart would replay them onto it, fail, and stop.
-    if (f.logTop > version) this.cutLogAbove(p, f, version);
+    this.clearAbove(register, p, f, version);
     this.writeSnapshot(p.snap, snap, p.dir);
+    this.snapshotLanded(p, f, version, snap.length);
+  }
+
+  /**
+   * The snapshots of the registers a batch replaced, as the batch left them (`images`). Two or
+   * more land together (rev 1.24): a crash between two renames would load a part of a txn the
+   * batch applied after both replacements without the other part, and snapshots are not cut at
+   * load. So each is first written beside the register's snapshot (`snapshot.next`, fsynced),
+   * then a replacement record naming them is made durable, then they are renamed and the record
+   * removed; a load that finds the record completes the renames (`rollForward`).
+   */
+  private installReplaced(images: readonly RegisterImage[]): void {
+    const staged = images.flatMap((image) => {
+      const f = this.files.get(image.name);
+      return f ? [{ image, f, p: this.paths(image.name) }] : [];
+    });
+    if (staged.length < 2) {
+      for (const s of staged) this.replaced(s.image);
+      return;
+    }
+    const record = join(this.dir, REPLACING);
+    const sizes = staged.map(({ image, f, p }) => {
+      this.snapshotDue.delete(image.name); // this one covers it
+      this.clearAbove(image.name, p, f, image.version);
+      const snap = encodeRegisterSnapshot(image);
+      writeDurable(p.next, snap);
+      fsyncDir(p.dir);
+      return snap.length;
+    });
+    this.writeSnapshot(
+      record,
+      encodeReplacing(
+        staged.map((s) => s.image.name),
+        sha256,
+      ),
+      this.dir,
+    );
+    staged.forEach(({ image, f, p }, i) => {
+      this.renameSnapshot(p.next, p.snap);
+      fsyncDir(p.dir);
+      this.snapshotLanded(p, f, image.version, sizes[i]);
+    });
+    unlinkSync(record);
+    fsyncDir(this.dir); // gone before any later batch writes: a restart must not complete it again
+  }
+
+  /**
+   * Before `register`'s snapshot at `version` is written: a background snapshot under way stops,
+   * and if the log reaches above `version` (a reconciliation to a sequencer that lost versions it
+   * had sent, §8), the records above it, of an abandoned history, are cut from disk first: a
+   * restart would replay them onto the snapshot, fail, and stop.
+   */
+  private clearAbove(register: string, p: RegisterPaths, f: RegisterFiles, version: number): void {
+    this.cancelJob(register);
+    if (f.logTop > version) this.cutLogAbove(p, f, version);
+  }
+
+  /** The register's snapshot at `version` was renamed into place: its log is emptied (the snapshot covers it). */
+  private snapshotLanded(p: RegisterPaths, f: RegisterFiles, version: number, snapBytes: number): void {
     truncateSync(p.log, 0);
     if (existsSync(p.logOld)) unlinkSync(p.logOld); // what a cancelled or failed background snapshot left
     f.logBytes = 0;
     f.logTop = version; // the truncation above is not fsynced: the disk may still hold records up to it
-    f.snapBytes = snap.length;
+    f.snapBytes = snapBytes;
+  }
+
+  /**
+   * A batch that replaced several registers stopped between its replacement record and the
+   * record's removal (rev 1.24): the renames it had not made are made now, so every register it
+   * names loads its new snapshot. Each `snapshot.next` left is whole (fsynced before the record).
+   * A register whose rename was made keeps its log: records at or below the snapshot's version,
+   * which the load skips.
+   */
+  private rollForward(): void {
+    const record = join(this.dir, REPLACING);
+    rmSync(`${record}.tmp`, { force: true }); // a record whose write a crash cut short: never renamed, so nothing
+    if (!existsSync(record)) return;
+    let registers: string[];
+    try {
+      registers = decodeReplacing(readFileSync(record), sha256);
+    } catch (e) {
+      throw new StoreError(`${record}: ${(e as Error).message}; refusing to load registers it may name half replaced`);
+    }
+    try {
+      for (const register of registers) {
+        const p = this.paths(register);
+        if (!existsSync(p.next)) continue;
+        renameSync(p.next, p.snap);
+        truncateDurable(p.log);
+        if (existsSync(p.logOld)) unlinkSync(p.logOld);
+        fsyncDir(p.dir);
+      }
+      unlinkSync(record);
+      fsyncDir(this.dir);
+    } catch (e) {
+      throw new StoreError(`${record}: completing the replacement it records: ${(e as Error).message}`);
+    }
   }
 
   /**
@@ -884,15 +1009,32 @@ export function encodeRegisterSnapshot(replica: RegisterImage): Uint8Array {
 
 export function writeAtomic(path: string, data: Uint8Array, dir: string): void {
   const tmp = `${path}.tmp`;
-  const fd = openSync(tmp, 'w', 0o600);
+  writeDurable(tmp, data);
+  renameSync(tmp, path);
+  fsyncDir(dir);
+}
+
+/** Create (or overwrite) `path` with `data`, fsynced; its directory entry is the caller's to fsync. */
+function writeDurable(path: string, data: Uint8Array): void {
+  const fd = openSync(path, 'w', 0o600);
   try {
     writeAll(fd, data);
     fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
-  renameSync(tmp, path);
-  fsyncDir(dir);
+}
+
+/** Empty `path` (if it exists), fsynced. */
+function truncateDurable(path: string): void {
+  if (!existsSync(path)) return;
+  const fd = openSync(path, 'r+');
+  try {
+    ftruncateSync(fd, 0);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** write(2) until all of `buf` is written: a short write (a full disk, 2 GiB at once) must not leave half a record. */

@@ -31,6 +31,11 @@ class TakenImage implements RegisterImage {
   readonly state: RegisterImage['state'];
   readonly origins: ReadonlyMap<number, number>;
   readonly bytes: Uint8Array;
+  /**
+   * The other registers replaced in the same batch: they land together with this one (DiskStore's
+   * replacement record, rev 1.24); `landed` once they have.
+   */
+  together: { images: TakenImage[]; landed: boolean } | undefined;
   /** `image` as it is now; `installed`: for a re-entanglement, the version it installed (records the batch applied after it follow). */
   constructor(
     image: RegisterImage,
@@ -133,7 +138,7 @@ export class SimPairStore implements PairStore {
     for (const register of this.snapshotDue) {
       const image = taken ? taken.get(register) : this.replicas.get(register);
       if (!image && taken) throw new Error(`sim: a snapshot of ${register} due at the batch end was not taken with the batch`);
-      if (image) this.snapshot(image);
+      if (image) this.snapshot([image]);
     }
     this.snapshotDue.clear();
   }
@@ -142,7 +147,8 @@ export class SimPairStore implements PairStore {
    * A batch the world takes, as spookd's DiskStore `write` takes one: what it snapshots is
    * encoded now, from the replicas as the batch leaves them (the pair may step on before the
    * batch reaches the store, `syncDelayMs`). A register the batch replaces is snapshotted last,
-   * after everything else the batch holds is durable, and its records of the batch are not
+   * after everything else the batch holds is durable (several of them together, as DiskStore's
+   * replacement record lands them), and its records of the batch are not
    * logged (the snapshot covers them). The writes to hand over (storeEach / persistWrites).
    */
   take(writes: readonly PairWrite[]): PairWrite[] {
@@ -158,7 +164,12 @@ export class SimPairStore implements PairStore {
     const records = new Map<string, number>();
     for (const w of out)
       if (w.kind === 'append') records.set(w.register, (records.get(w.register) ?? this.filesOf(w.register).log.length) + 1);
-    for (const [name, image] of images) out.push({ kind: 'replaced', image: new TakenImage(image, image.version - after.get(name)!) });
+    const taken = [...images].map(([name, image]) => new TakenImage(image, image.version - after.get(name)!));
+    const together = taken.length > 1 ? { images: taken, landed: false } : undefined;
+    for (const image of taken) {
+      image.together = together;
+      out.push({ kind: 'replaced', image });
+    }
     // Due: a log the batch makes too long, or one a crash left too long (its batch kept, never ended); a replaced one is covered.
     const due = new Set(this.snapshotDue);
     for (const [register, n] of records) if (n > this.maxLogRecords) due.add(register);
@@ -199,22 +210,30 @@ export class SimPairStore implements PairStore {
 
   /** Reconciliation or a full transfer replaced the register's state (the log's growth snapshots through `snapshot`). */
   replaced(replica: RegisterImage): void {
-    const installed = replica instanceof TakenImage ? replica.installed : replica.version;
-    this.reconciledTo.set(replica.name, Math.max(this.reconciledTo.get(replica.name) ?? 0, installed));
-    this.snapshotDue.delete(replica.name); // this one covers it
-    this.snapshot(replica);
+    const together = replica instanceof TakenImage ? replica.together : undefined;
+    if (together?.landed) return; // landed with the first of its batch
+    const images = together?.images ?? [replica];
+    for (const image of images) {
+      const installed = image instanceof TakenImage ? image.installed : image.version;
+      this.reconciledTo.set(image.name, Math.max(this.reconciledTo.get(image.name) ?? 0, installed));
+      this.snapshotDue.delete(image.name); // this one covers it
+    }
+    this.snapshot(images);
+    if (together) together.landed = true;
   }
 
-  private snapshot(replica: RegisterImage): void {
-    const f = this.filesOf(replica.name);
-    const outcome = this.check('replaced', replica.name);
+  /** The registers' snapshots become `images`, all or none (one fault for them all: the replacement record). */
+  private snapshot(images: readonly RegisterImage[]): void {
+    const outcome = this.check('replaced', images[0].name);
     this.groupsChecked = false;
-    if (outcome !== 'lost') {
-      f.snapshot = replica instanceof TakenImage ? replica.bytes : encodeRegisterSnapshot(replica);
-      f.snapshotVersion = replica.version;
-      f.log = [];
-    }
-    this.fail('replaced', replica.name, outcome);
+    if (outcome !== 'lost')
+      for (const replica of images) {
+        const f = this.filesOf(replica.name);
+        f.snapshot = replica instanceof TakenImage ? replica.bytes : encodeRegisterSnapshot(replica);
+        f.snapshotVersion = replica.version;
+        f.log = [];
+      }
+    this.fail('replaced', images[0].name, outcome);
   }
 
   lease(register: string, upTo: number): void {
