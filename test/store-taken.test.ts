@@ -181,6 +181,49 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
       b.store.close();
     });
 
+  for (const kill of ['before-snapshot', 'after-snapshot'] as const)
+    it(`a lowering replacement followed in its batch by records of that register cuts the log above what it installed: killed ${kill.replace('-', ' the ')}, no part of the new history loads beside the old one`, () => {
+      const dir = tmp();
+      const a = open(dir);
+      for (let i = 0; i < 5; i++) {
+        a.pair.propose(0, 'kv', set(`a${i}`, 'x'));
+        a.pair.collapse(0);
+        a.store.persist(a.pair.pollWrites());
+        a.pair.writesDurable();
+      }
+      // The sequencer's history: kv at v2, then a txn whose anchor is its v3 and whose part is kv2's v1.
+      const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 77, registers: REGS, writes: 'driver' }, 0);
+      for (let i = 0; i < 2; i++) {
+        seq.propose(0, 'kv', set(`b${i}`, 'y'));
+        seq.collapse(0);
+      }
+      seq.pollWrites();
+      seq.writesDurable();
+      const image = seq.registers.get('kv')!;
+      seq.propose(0, 'kv', cross(['kv', set('a', 'anchor')], ['kv2', set('b', 'part')]));
+      seq.collapse(0);
+      const after = seq.pollWrites();
+      expect(after.map((w) => (w.kind === 'append' ? `${w.register} v${w.rec.version}` : w.kind))).toEqual(['kv2 v1', 'kv v3']);
+      // A follower's batch: kv replaced at v2 (below its log's v5), then the txn's records.
+      a.store.kill = kill;
+      expect(() => a.store.write([{ kind: 'replaced', image }, ...after])).toThrow(/killed/);
+      a.store.close();
+
+      const b = open(dir);
+      // Killed before the rename: kv's old history up to v2 (its v3 is no anchor of kv2's part, which
+      // is cut); after it: the new history, whole.
+      const want = kill === 'after-snapshot' ? [3, 1, 'anchor', 'part', undefined] : [2, 0, undefined, undefined, 'x'];
+      const got = [
+        b.pair.register('kv').version,
+        b.pair.register('kv2').version,
+        text(b.pair, 'kv', 'a'),
+        text(b.pair, 'kv2', 'b'),
+        text(b.pair, 'kv', 'a1'),
+      ];
+      expect(got).toEqual(want);
+      b.store.close();
+    });
+
   for (const kill of ['before-snapshot', 'between-the-cuts'] as const)
     it(`the cut reaches into log.old when a background snapshot was under way (cancelled), and empties the log after it (killed ${kill.replaceAll('-', ' ')})`, async () => {
       const dir = tmp();

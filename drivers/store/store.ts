@@ -101,6 +101,17 @@ export class StoreError extends Error {
   }
 }
 
+/** A register a batch replaces: as the batch leaves it, and the version the replacement installed (-1: the image's). */
+interface Replacement {
+  image: RegisterImage;
+  installed: number;
+}
+
+/** The version a replacement installed: the batch's records of the register after it follow it. */
+function installedAt(r: Replacement): number {
+  return r.installed < 0 ? r.image.version : r.installed;
+}
+
 /** Where a register's files are (its directory is its name, URI-encoded). */
 interface RegisterPaths {
   dir: string;
@@ -447,8 +458,13 @@ export class DiskStore implements PairStore {
     // Registers whose state the batch replaces (reconciliation, a full transfer): snapshotted last,
     // as the batch leaves them (the image is the register, which holds every record the batch
     // applied after the replacement too: those are not written to its log, the snapshot covers them).
-    let replaced: Map<string, RegisterImage> | undefined;
-    for (const w of writes) if (w.kind === 'replaced') (replaced ??= new Map()).set(w.image.name, w.image);
+    let replaced: Map<string, Replacement> | undefined;
+    for (const w of writes)
+      if (w.kind === 'replaced') (replaced ??= new Map()).set(w.image.name, { image: w.image, installed: -1 });
+      else if (w.kind === 'append') {
+        const r = replaced?.get(w.register);
+        if (r && r.installed < 0) r.installed = w.rec.version - 1; // the first record after the replacement follows it
+      }
     let at = '';
     try {
       for (const w of writes) {
@@ -734,16 +750,23 @@ export class DiskStore implements PairStore {
 
   /** Write a snapshot of the replica's current state, then empty its log (the snapshot covers it). */
   replaced(replica: RegisterImage): void {
-    const f = this.files.get(replica.name);
-    if (!f) return;
-    this.snapshotDue.delete(replica.name); // this one covers it
-    this.installSnapshot(replica.name, f, encodeRegisterSnapshot(replica), replica.version);
+    this.replaceOne({ image: replica, installed: -1 });
   }
 
-  /** `snap`, the register at `version`, becomes its snapshot, atomically, and its log is emptied (the snapshot covers it). */
-  private installSnapshot(register: string, f: RegisterFiles, snap: Uint8Array, version: number): void {
+  private replaceOne({ image, installed }: Replacement): void {
+    const f = this.files.get(image.name);
+    if (!f) return;
+    this.snapshotDue.delete(image.name); // this one covers it
+    this.installSnapshot(image.name, f, encodeRegisterSnapshot(image), image.version, installedAt({ image, installed }));
+  }
+
+  /**
+   * `snap`, the register at `version`, becomes its snapshot, atomically, and its log is emptied (the
+   * snapshot covers it); records above `keep` are cut from the log first (`clearAbove`).
+   */
+  private installSnapshot(register: string, f: RegisterFiles, snap: Uint8Array, version: number, keep = version): void {
     const p = this.paths(register);
-    this.clearAbove(register, p, f, version);
+    this.clearAbove(register, p, f, keep);
     this.writeSnapshot(p.snap, snap, p.dir);
     this.snapshotLanded(p, f, version, snap.length);
   }
@@ -756,19 +779,19 @@ export class DiskStore implements PairStore {
    * then a replacement record naming them is made durable, then they are renamed and the record
    * removed; a load that finds the record completes the renames (`rollForward`).
    */
-  private installReplaced(images: readonly RegisterImage[]): void {
-    const staged = images.flatMap((image) => {
-      const f = this.files.get(image.name);
-      return f ? [{ image, f, p: this.paths(image.name) }] : [];
+  private installReplaced(replacements: readonly Replacement[]): void {
+    const staged = replacements.flatMap((r) => {
+      const f = this.files.get(r.image.name);
+      return f ? [{ ...r, f, p: this.paths(r.image.name) }] : [];
     });
     if (staged.length < 2) {
-      for (const s of staged) this.replaced(s.image);
+      for (const r of staged) this.replaceOne(r);
       return;
     }
     const record = join(this.dir, REPLACING);
-    const sizes = staged.map(({ image, f, p }) => {
+    const sizes = staged.map(({ image, installed, f, p }) => {
       this.snapshotDue.delete(image.name); // this one covers it
-      this.clearAbove(image.name, p, f, image.version);
+      this.clearAbove(image.name, p, f, installedAt({ image, installed }));
       const snap = encodeRegisterSnapshot(image);
       writeDurable(p.next, snap);
       fsyncDir(p.dir);
@@ -792,10 +815,12 @@ export class DiskStore implements PairStore {
   }
 
   /**
-   * Before `register`'s snapshot at `version` is written: a background snapshot under way stops,
-   * and if the log reaches above `version` (a reconciliation to a sequencer that lost versions it
-   * had sent, §8), the records above it, of an abandoned history, are cut from disk first: a
-   * restart would replay them onto the snapshot, fail, and stop.
+   * Before `register`'s snapshot is written: a background snapshot under way stops, and if the log
+   * reaches above `version`, what a replacement installed (a reconciliation to a sequencer that
+   * lost versions it had sent, §8), the records above it, of an abandoned history, are cut from
+   * disk first. A restart would replay them onto the snapshot, fail, and stop; and a crash before
+   * the snapshot lands would load them beside parts, in other registers, of the new history's
+   * records at those versions (the batch's, after the replacement), whose anchors they are not.
    */
   private clearAbove(register: string, p: RegisterPaths, f: RegisterFiles, version: number): void {
     this.cancelJob(register);
