@@ -231,6 +231,36 @@ describe('atomic visibility at the follower', () => {
   });
 });
 
+describe('a group whose record diverges at the follower', () => {
+  it('is logged nowhere, and every register of it reconciles: a part logged without its anchor would be cut at a restart, with what came after it', () => {
+    const h = harness(REGS);
+    expect(h.settle()).toBe(true);
+    const at = h.a.pair.register('kv2').version + 1;
+    h.world.net.setLink('A', 'B', false); // the records wait; what was under way arrives meanwhile
+    const id = proposeNow(h, h.a, 'kv', cross(['kv', set('a', '1')], ['kv2', set('b', '2')]));
+    h.world.run(h.world.now + 20);
+    expect(h.a.pair.register('kv2').version).toBe(at);
+    // The follower's kv now differs from the sequencer's (memory corruption): the anchor record will not hash.
+    mapOf(h, 'b', 'kv').put(enc('zz'), enc('bad'), 999_999);
+    h.world.net.setLink('A', 'B', true);
+    const told = h.events.length;
+    expect(h.settle(120_000)).toBe(true);
+    for (const r of ['kv', 'kv2']) expect(ends(h, r)[1]).toEqual(ends(h, r)[0]);
+    expect(text(mapOf(h, 'b', 'kv2').get(enc('b'))?.value)).toBe('2');
+    expect(outcomeOf(h, id)).toMatchObject({ verdict: 'committed' });
+    // The part record was applied with its anchor, whose hash failed: neither was logged (no collapse
+    // told at the follower), and both registers were replaced by reconciliation.
+    const seen = h.events
+      .slice(told)
+      .flatMap(({ ep, ev }) =>
+        ep === 'B' && (ev.type === 'collapse' || ev.type === 'reentangled')
+          ? [`${ev.type} ${ev.register}${ev.type === 'reentangled' ? ` ${ev.method}` : ''}`]
+          : [],
+      );
+    expect(seen.filter((x) => !x.endsWith(' s log'))).toEqual(['reentangled kv reconcile', 'reentangled kv2 reconcile']);
+  });
+});
+
 describe('the seeded pair simulator with cross-register txns (kv + log)', () => {
   it('200 seeds at 30% loss with cuts and reconciliation: convergence, every committed part in its register, none lost', () => {
     const s = runSeeds(200, 1, { ...SIM_DEFAULTS, loss: 0.3, dup: 0.05, reorder: 0.2, cuts: true, cross: 0.4, txn: 0.1 });

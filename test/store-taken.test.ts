@@ -101,6 +101,25 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
       b.store.close();
     });
 
+  it('a register ahead of its log (a record applied and never logged: its hash diverged) is not snapshotted when its log is due', () => {
+    const dir = tmp();
+    const a = open(dir, 2_000);
+    for (let i = 0; i < 60; i++) {
+      a.pair.propose(0, 'kv2', set(`k${i}`, 'v'.repeat(20)));
+      a.pair.collapse(0);
+    }
+    // The last record is not logged, as a follower's diverged record is not: the replica is one version ahead.
+    const writes = a.pair.pollWrites();
+    const last = writes.findLastIndex((w) => w.kind === 'append');
+    a.store.persist(writes.filter((_, i) => i !== last));
+    a.pair.writesDurable();
+    expect(existsSync(join(dir, 'kv2', 'snapshot'))).toBe(false);
+    a.store.close();
+    const b = open(dir);
+    expect(b.pair.register('kv2').version).toBe(59);
+    b.store.close();
+  });
+
   it('a pending list rewritten at the batch end keeps the own candidates the batch left undecided', async () => {
     const dir = tmp();
     const a = open(dir);

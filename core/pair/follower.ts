@@ -458,19 +458,32 @@ export class Follower implements RoleMachine, RequesterHost {
     return { members: out };
   }
 
-  /** Apply `m` and the part records of `group` in one turn, or nothing if one of them is over this host's quota. */
+  /**
+   * Apply `m` and the part records of `group` in one turn, or nothing if one of them is over this
+   * host's quota. A group is logged only if every record of it hashes as the sequencer's: logged
+   * in part, a restart would cut it (§4.6, `keptRecords`), and with it records after it whose
+   * outcomes the peer was told. If one diverges, none is logged and each register reconciles.
+   */
   private applyWith(now: number, m: CollapseMsg, raw: Uint8Array, group: CrossMember[]): boolean {
     if (!this.admits(now, m)) return false;
     for (const g of group) for (const v of g.versions) if (!g.follower.admits(now, g.follower.heldRecord(v)!)) return false;
-    this.applyCollapse(now, m, raw);
-    for (const g of group) for (const v of g.versions) g.follower.applyHeld(now, v);
+    if (group.length === 0) {
+      this.applyCollapse(now, m, raw);
+      return true;
+    }
+    const records: { f: Follower; m: CollapseMsg; raw: Uint8Array }[] = [{ f: this, m, raw }];
+    for (const g of group)
+      for (const v of g.versions) {
+        const e = g.follower.unhold(v);
+        if (e !== undefined) records.push({ f: g.follower, m: e.msg, raw: e.raw });
+      }
+    const diverged = records.filter((r) => !r.f.applyEntries(r.m));
+    if (diverged.length === 0) for (const r of records) r.f.logApplied(now, r.m, r.raw);
+    else {
+      diverged[0].f.diverged(now, diverged[0].m);
+      for (const f of new Set(records.map((r) => r.f))) if (f.session === undefined) f.startReconcile(now);
+    }
     return true;
-  }
-
-  /** Apply the part record held at `v`, as its anchor's record is applied. */
-  applyHeld(now: number, v: number): void {
-    const e = this.unhold(v);
-    if (e !== undefined && this.session === undefined && v === this.s.version + 1) this.applyCollapse(now, e.msg, e.raw);
   }
 
   /** The record with each elided entry's delta taken from our pending candidates; undefined if one is not ours or not pending. */
@@ -531,9 +544,16 @@ export class Follower implements RoleMachine, RequesterHost {
   /** Apply one record in order (admitted already). */
   private applyCollapse(now: number, m: CollapseMsg, raw: Uint8Array): void {
     const s = this.s;
-    const v = m.version;
     const p = collapsePacked(m);
     if (p !== undefined && s.state instanceof MapState) return this.applyPacked(now, m, raw, p, s.state);
+    if (this.applyEntries(m)) this.logApplied(now, m, raw);
+    else this.diverged(now, m);
+  }
+
+  /** The entries of record `m` applied to the state, not logged yet; whether the state then hashes as the sequencer's. */
+  private applyEntries(m: CollapseMsg): boolean {
+    const s = this.s;
+    const v = m.version;
     for (const e of m.entries) {
       // Follow the sequencer's verdicts; a local precondition that disagrees means divergence, caught by the hash.
       if (e.verdict === 'committed') {
@@ -549,21 +569,28 @@ export class Follower implements RoleMachine, RequesterHost {
       s.origins.set(e.origin, e.seq);
     }
     s.version = v;
-    if (!hashEquals(s.state.hash, m.hash)) {
-      // Diverged: nothing of this version is logged or persisted; reconciliation replaces the state.
-      s.pair.trigger(
-        now,
-        LifecycleEvent.HashMismatch,
-        `register ${s.name}: after v${v} local h=${hashHex(s.state.hash)}, sequencer h=${hashHex(m.hash)}`,
-      );
-      this.startReconcile(now);
-      return;
-    }
-    const rec = { version: v, hash: m.hash, encoded: raw.slice() };
-    s.log.append(rec, v);
+    return hashEquals(s.state.hash, m.hash);
+  }
+
+  /** Record `m`, applied and hashing as the sequencer's: logged, made durable, its outcomes told. */
+  private logApplied(now: number, m: CollapseMsg, raw: Uint8Array): void {
+    const s = this.s;
+    const rec = { version: m.version, hash: m.hash, encoded: raw.slice() };
+    s.log.append(rec, m.version);
     s.pair.persist({ kind: 'append', register: s.name, rec });
-    s.afterCollapse(now, v, m.entries);
+    s.afterCollapse(now, m.version, m.entries);
     s.acknowledgeLater();
+  }
+
+  /** After record `m` the state does not hash as the sequencer's: nothing of this version is logged or persisted; reconciliation replaces the state. */
+  private diverged(now: number, m: CollapseMsg): void {
+    const s = this.s;
+    s.pair.trigger(
+      now,
+      LifecycleEvent.HashMismatch,
+      `register ${s.name}: after v${m.version} local h=${hashHex(s.state.hash)}, sequencer h=${hashHex(m.hash)}`,
+    );
+    this.startReconcile(now);
   }
 
   /**

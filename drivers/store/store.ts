@@ -562,6 +562,9 @@ export class DiskStore implements PairStore {
       for (const register of this.snapshotDue) {
         const r = this.replicas.get(register);
         if (!r || !this.files.has(register) || this.jobs.has(register)) continue; // one at a time: the next append asks again
+        // Ahead of its log: a record applied whose hash diverged, or one of a group another record of
+        // which did, is never logged, and the register reconciles; its replacement is the snapshot.
+        if (r.version !== this.files.get(register)!.logTop) continue;
         // A log.old left by a failed background snapshot: this one at once, which covers it.
         if (r.state.fullTransferBytes() < this.backgroundSnapshotBytes || existsSync(this.paths(register).logOld))
           t.snapshots.set(register, { bytes: encodeRegisterSnapshot(r), version: r.version });

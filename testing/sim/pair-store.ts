@@ -82,8 +82,8 @@ export class SimPairStore implements PairStore {
   readonly reconciledTo = new Map<string, number>();
   private groupsChecked = false;
   private readonly snapshotDue = new Set<string>();
-  /** The snapshots the batch taken last will make at its end, encoded when it was taken (`take`). */
-  private takenDue: Map<string, TakenImage> | undefined;
+  /** The snapshots the batch taken last will make at its end, encoded when it was taken (`take`); null: due, not taken (ahead of its log). */
+  private takenDue: Map<string, TakenImage | null> | undefined;
 
   /** Snapshot and empty a register's log once it holds this many records (DiskStore: 64 MiB). */
   constructor(readonly maxLogRecords = 48) {}
@@ -137,6 +137,7 @@ export class SimPairStore implements PairStore {
     this.takenDue = undefined;
     for (const register of this.snapshotDue) {
       const image = taken ? taken.get(register) : this.replicas.get(register);
+      if (image === null) continue; // ahead of its log: not snapshotted (take)
       if (!image && taken) throw new Error(`sim: a snapshot of ${register} due at the batch end was not taken with the batch`);
       if (image) this.snapshot([image]);
     }
@@ -174,11 +175,21 @@ export class SimPairStore implements PairStore {
     const due = new Set(this.snapshotDue);
     for (const [register, n] of records) if (n > this.maxLogRecords) due.add(register);
     this.takenDue = new Map();
+    const top = new Map<string, number>();
+    for (const w of out) if (w.kind === 'append') top.set(w.register, w.rec.version);
     for (const register of due) {
       const r = this.replicas.get(register);
-      if (r && !images.has(register)) this.takenDue.set(register, new TakenImage(r));
+      if (!r || images.has(register)) continue;
+      // As DiskStore: a register ahead of its log (a diverged record, never logged: it reconciles) is not snapshotted.
+      this.takenDue.set(register, r.version === (top.get(register) ?? this.loggedTop(register)) ? new TakenImage(r) : null);
     }
     return out;
+  }
+
+  /** The version `register`'s log (or its snapshot) reaches on disk. */
+  private loggedTop(register: string): number {
+    const f = this.filesOf(register);
+    return f.log.length > 0 ? collapseRecordVersion(f.log[f.log.length - 1]) : f.snapshotVersion;
   }
 
   /** A crash caught the batch taken last: it never ends. */
