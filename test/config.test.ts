@@ -56,6 +56,15 @@ describe('spookd configuration', () => {
     );
     expect(() => loadConfig(write(`${base}registers:\n  - name: r\n    kind: map\nbogus: 1\n`))).toThrow(/Unrecognized key.*bogus/);
     expect(() => loadConfig(write('listen: [unclosed'))).toThrow(/not valid YAML/);
+    // Names that would make a peer's or a register's directory another one's.
+    for (const name of ['.', '..', 'domains', 'xdp-attached.json'])
+      expect(() =>
+        loadConfig(write(base.replace('name: x', `name: ${JSON.stringify(name)}`) + `registers:\n  - name: r\n    kind: map\n`)),
+      ).toThrow(/peers\.0\.name: not one of "\.", "\.\.", "domains"/);
+    for (const name of ['.', '..'])
+      expect(() => loadConfig(write(`${base}registers:\n  - name: ${JSON.stringify(name)}\n    kind: map\n`))).toThrow(
+        /registers\.0\.name: "\." and "\.\." are not register names/,
+      );
     expect(() => loadConfig('/nonexistent/spookd.conf')).toThrow(/cannot read \(ENOENT\)/);
   });
 
@@ -116,6 +125,9 @@ describe('spookd configuration', () => {
     expect(msg).toMatch(/domains\.0\.members\.1: no peer named "y"/);
     expect(msg).toMatch(/domains\.0\.groups\.0\.registers\.1: no register named "nope" in domain main/);
     expect(msg).toMatch(/domains\.0\.heartbeatMs: must be at most a third of electionMs/);
+    expect(() =>
+      loadConfig(write(`${base}domains:\n  - name: ".."\n    members: [x]\n    registers: [{ name: kv, kind: map }]\n`)),
+    ).toThrow(/domains\.0\.name: "\." and "\.\." are not domain names/);
   });
 });
 

@@ -33,7 +33,9 @@ const register = z
     name: z
       .string()
       .min(1)
-      .refine((s) => Buffer.byteLength(s) <= MAX_REGISTER_NAME_LEN, { message: `at most ${MAX_REGISTER_NAME_LEN} UTF-8 bytes` }),
+      .refine((s) => Buffer.byteLength(s) <= MAX_REGISTER_NAME_LEN, { message: `at most ${MAX_REGISTER_NAME_LEN} UTF-8 bytes` })
+      // Its directory in each peer's: "." would be the peer's directory itself, ".." the data directory.
+      .refine((s) => s !== '.' && s !== '..', { message: '"." and ".." are not register names' }),
     kind: z.enum(['map', 'stream']),
     policy: z.enum(['buffer', 'freeze']).default('buffer'),
     maxPending: z.number().int().min(1).max(1_000_000).default(1024),
@@ -51,9 +53,18 @@ const register = z
   })
   .strict();
 
+/** Names a peer's directory in dataDir cannot have: the directory itself, its parent, and what spookd keeps beside the peers'. */
+const RESERVED_PEER_NAMES = ['.', '..', 'domains', 'xdp-attached.json'];
+
 const peer = z
   .object({
-    name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - (1-64)'),
+    name: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - (1-64)')
+      // Its directory in dataDir, beside what spookd keeps there itself.
+      .refine((s) => !RESERVED_PEER_NAMES.includes(s), {
+        message: `not one of ${RESERVED_PEER_NAMES.map((n) => JSON.stringify(n)).join(', ')}`,
+      }),
     publicKey: z.string().superRefine((s, ctx) => {
       try {
         decodeKey(s, 'publicKey');
@@ -199,7 +210,11 @@ const wrap = z
   })
   .strict();
 
-const domainName = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - (1-64)');
+const domainName = z
+  .string()
+  .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - (1-64)')
+  // Its directory in dataDir/domains: "." would be that directory itself, ".." dataDir.
+  .refine((s) => s !== '.' && s !== '..', { message: '"." and ".." are not domain names' });
 
 /** A QN domain this node is a member of (docs/OPERATIONS.md, "Domains"). */
 const domain = z
