@@ -330,15 +330,25 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
       c.store.close();
     });
 
-  it('a damaged replacement record stops the load, naming it; the record round-trips', () => {
+  it('a damaged replacement record, or one naming a snapshot.next this batch did not write, stops the load, naming it', () => {
     const sha256 = (...parts: Uint8Array[]): Uint8Array => hash('SHA256', ...parts);
-    expect(decodeReplacing(encodeReplacing(['kv', 'ünï'], sha256), sha256)).toEqual(['kv', 'ünï']);
+    const sum = (b: number) => new Uint8Array(32).fill(b);
+    const entries = [
+      { register: 'kv', checksum: sum(1) },
+      { register: 'ünï', checksum: sum(2) },
+    ];
+    expect(decodeReplacing(encodeReplacing(entries, sha256), sha256)).toEqual(entries);
     const dir = tmp();
     open(dir).store.close();
-    const rec = encodeReplacing(['kv', 'kv2'], sha256);
+    const rec = encodeReplacing(entries, sha256);
     rec[10] ^= 1;
     writeFileSync(join(dir, '@replacing'), rec);
     expect(() => open(dir)).toThrow(/@replacing: checksum mismatch/);
     expect(readFileSync(join(dir, '@replacing'))).toEqual(Buffer.from(rec)); // left for the operator
+    // Whole, but kv's snapshot.next is not the file it names (a stale one, a restored directory): not renamed over kv's snapshot.
+    writeFileSync(join(dir, '@replacing'), encodeReplacing(entries.slice(0, 1), sha256));
+    writeFileSync(join(dir, 'kv', 'snapshot.next'), new Uint8Array(100).fill(7));
+    expect(() => open(dir)).toThrow(/register kv: neither .*snapshot\.next nor .*snapshot is the snapshot it names/);
+    expect(existsSync(join(dir, 'kv', 'snapshot.next'))).toBe(true);
   });
 });

@@ -442,28 +442,43 @@ export function decodeLease(buf: Uint8Array, sha256: Sha256): { upTo: number; sl
  * The replacement record (rev 1.24): a batch that replaces two or more registers of a pair names
  * them here, once each one's new snapshot is written beside the old (`snapshot.next`, fsynced),
  * and before the first is renamed over its `snapshot`. A load that finds it completes the renames
- * (roll-forward), so the registers' new snapshots land together or not at all.
- * `"SPKRPLC1"` || `varint` count || each register name as `lenBytes` (UTF-8) || SHA-256 of everything before it.
+ * (roll-forward), so the registers' new snapshots land together or not at all. Each register is
+ * named with its new snapshot's checksum (the file's last 32 octets), so that a load renames only
+ * the file this batch wrote.
+ * `"SPKRPLC1"` || `varint` count || each: register name as `lenBytes` (UTF-8) || 32-octet checksum ||
+ * SHA-256 of everything before it.
  */
 export const REPLACING_MAGIC = new TextEncoder().encode('SPKRPLC1');
-export function encodeReplacing(registers: readonly string[], sha256: Sha256): Uint8Array {
-  const names = registers.map((r) => new TextEncoder().encode(r));
-  const w = new Writer(64 + names.reduce((n, b) => n + b.length + 4, 0)).bytes(REPLACING_MAGIC).varint(names.length);
-  for (const b of names) w.lenBytes(b);
+
+/** A register a replacement record names, and the checksum that ends its new snapshot file. */
+export interface Replacing {
+  register: string;
+  checksum: Uint8Array;
+}
+
+export function encodeReplacing(entries: readonly Replacing[], sha256: Sha256): Uint8Array {
+  const names = entries.map((e) => new TextEncoder().encode(e.register));
+  const w = new Writer(64 + names.reduce((n, b) => n + b.length + 40, 0)).bytes(REPLACING_MAGIC).varint(entries.length);
+  entries.forEach((e, i) => {
+    if (e.checksum.length !== 32) throw new RangeError(`replacing: checksum of ${e.register} is ${e.checksum.length} octets, not 32`);
+    w.lenBytes(names[i]).bytes(e.checksum);
+  });
   return sealed(w.finish(), sha256);
 }
 
-/** The registers a replacement record names. Throws JournalFormatError on a bad magic or checksum. */
-export function decodeReplacing(buf: Uint8Array, sha256: Sha256): string[] {
+/** The entries of a replacement record. Throws JournalFormatError on a bad magic or checksum. */
+export function decodeReplacing(buf: Uint8Array, sha256: Sha256): Replacing[] {
   if (buf.length < REPLACING_MAGIC.length + 32 || !startsWith(buf, REPLACING_MAGIC))
     throw new JournalFormatError('not a replacement record (bad magic or too short)');
   const r = new Reader(unseal(buf, sha256, 'checksum mismatch'), REPLACING_MAGIC.length);
   const n = r.varint('replacing.count');
-  const names: string[] = [];
-  for (let i = 0; i < n; i++)
-    names.push(new TextDecoder('utf-8', { fatal: true }).decode(r.lenBytes('replacing.register', MAX_REGISTER_NAME_LEN)));
+  const out: Replacing[] = [];
+  for (let i = 0; i < n; i++) {
+    const register = new TextDecoder('utf-8', { fatal: true }).decode(r.lenBytes('replacing.register', MAX_REGISTER_NAME_LEN));
+    out.push({ register, checksum: r.bytes(32, 'replacing.checksum').slice() });
+  }
   r.expectEnd('replacing');
-  return names;
+  return out;
 }
 
 /** The version of an encoded Collapse record (`type` || `length` || register || version ...), without decoding its entries. */

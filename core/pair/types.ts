@@ -130,10 +130,16 @@ export interface PairStore {
   proposed(register: string, seq: number, delta: EntryDelta): void;
   /** The batch of writes ends (persistWrites): work deferred until all of it is durable, such as snapshots. */
   endBatch?(): void;
+  /**
+   * A step's writes made durable as one batch, in place of each in turn then `endBatch` (DiskStore:
+   * the registers it replaces are snapshotted last, and land together).
+   */
+  batch?(writes: readonly PairWrite[]): void;
 }
 
 /** Make one step's writes durable, in order, then end the batch (what it grew may be rewritten). */
 export function persistWrites(store: PairStore, writes: readonly PairWrite[]): void {
+  if (store.batch) return store.batch(writes);
   storeEach(store, writes);
   store.endBatch?.();
 }

@@ -38,11 +38,13 @@ import {
   closeSync,
   existsSync,
   fsync,
+  fstatSync,
   fsyncSync,
   ftruncateSync,
   mkdirSync,
   openSync,
   readFileSync,
+  readSync,
   readdirSync,
   renameSync,
   rmSync,
@@ -73,6 +75,7 @@ import {
   frameRecord,
   readFrames,
   readPairSnapshotBody,
+  type Replacing,
 } from '../../wire/journal.js';
 import { hash as cryptoHash } from '../../crypto/primitives.js';
 import { SNAPSHOT_PART, SnapshotJob, pinRegister, type PinnedRegister } from './snapshot-job.js';
@@ -519,8 +522,7 @@ export class DiskStore implements PairStore {
 
   /**
    * The batch is durable: its lease slot holds the lease now, and what grew too long (a pending
-   * list, a log) is rewritten as the batch left it (TakenBatch: taken by `write`, or now on the
-   * PairStore path, whose batch ends in the turn that wrote it). Throws StoreError.
+   * list, a log) is rewritten as the batch left it (TakenBatch, taken by `write`). Throws StoreError.
    */
   batchDurable(): void {
     const t = this.taken ?? this.take();
@@ -632,12 +634,12 @@ export class DiskStore implements PairStore {
     if (f.logBytes > Math.max(this.maxLogBytes, f.snapBytes)) this.snapshotDue.add(register);
   }
 
-  /** The PairStore path's batch ended (persistWrites): as batchDurable, its failure fatal. */
-  endBatch(): void {
+  /** A step's writes on the PairStore path (persistWrites), as one batch: as `persist`, its failure fatal. */
+  batch(writes: readonly PairWrite[]): void {
     try {
-      this.batchDurable();
+      this.persist(writes);
     } catch (e) {
-      this.onFatal(e as StoreError);
+      this.onFatal(e as Error);
     }
   }
 
@@ -792,26 +794,19 @@ export class DiskStore implements PairStore {
       return;
     }
     const record = join(this.dir, REPLACING);
-    const sizes = staged.map(({ image, installed, f, p }) => {
+    const files = staged.map(({ image, installed, f, p }) => {
       this.snapshotDue.delete(image.name); // this one covers it
       this.clearAbove(image.name, p, f, installedAt({ image, installed }));
       const snap = encodeRegisterSnapshot(image);
       writeDurable(p.next, snap);
       fsyncDir(p.dir);
-      return snap.length;
+      return { register: image.name, checksum: snap.subarray(snap.length - 32), bytes: snap.length };
     });
-    this.writeSnapshot(
-      record,
-      encodeReplacing(
-        staged.map((s) => s.image.name),
-        sha256,
-      ),
-      this.dir,
-    );
+    this.writeSnapshot(record, encodeReplacing(files, sha256), this.dir);
     staged.forEach(({ image, f, p }, i) => {
       this.renameSnapshot(p.next, p.snap);
       fsyncDir(p.dir);
-      this.snapshotLanded(p, f, image.version, sizes[i]);
+      this.snapshotLanded(p, f, image.version, files[i].bytes);
     });
     unlinkSync(record);
     fsyncDir(this.dir); // gone before any later batch writes: a restart must not complete it again
@@ -842,24 +837,36 @@ export class DiskStore implements PairStore {
   /**
    * A batch that replaced several registers stopped between its replacement record and the
    * record's removal (rev 1.24): the renames it had not made are made now, so every register it
-   * names loads its new snapshot. Each `snapshot.next` left is whole (fsynced before the record).
-   * A register whose rename was made keeps its log: records at or below the snapshot's version,
-   * which the load skips.
+   * names loads its new snapshot. Each `snapshot.next` it wrote is whole (fsynced before the
+   * record) and ends with the checksum the record holds; a register whose `snapshot` ends with it
+   * was renamed already, and keeps its log (records at or below the snapshot's version, which the
+   * load skips). Anything else (a file from another run, a directory restored or edited) refuses
+   * the load: renaming it could put an older state over a newer one.
    */
   private rollForward(): void {
     const record = join(this.dir, REPLACING);
     rmSync(`${record}.tmp`, { force: true }); // a record whose write a crash cut short: never renamed, so nothing
     if (!existsSync(record)) return;
-    let registers: string[];
+    const fail = (why: string): never => {
+      throw new StoreError(
+        `${record}: ${why}; refusing to load registers it may name half replaced (see OPERATIONS.md, "Replacement record")`,
+      );
+    };
+    let entries: Replacing[] = [];
     try {
-      registers = decodeReplacing(readFileSync(record), sha256);
+      entries = decodeReplacing(readFileSync(record), sha256);
     } catch (e) {
-      throw new StoreError(`${record}: ${(e as Error).message}; refusing to load registers it may name half replaced`);
+      fail((e as Error).message);
     }
+    const next = entries.map(({ register, checksum }) => {
+      const p = this.paths(register);
+      if (existsSync(p.next) && Buffer.compare(fileTail(p.next, 32), checksum) === 0) return p;
+      if (existsSync(p.snap) && Buffer.compare(fileTail(p.snap, 32), checksum) === 0) return undefined; // renamed before the stop
+      return fail(`register ${register}: neither ${p.next} nor ${p.snap} is the snapshot it names`);
+    });
     try {
-      for (const register of registers) {
-        const p = this.paths(register);
-        if (!existsSync(p.next)) continue;
+      for (const p of next) {
+        if (!p) continue;
         renameSync(p.next, p.snap);
         truncateDurable(p.log);
         if (existsSync(p.logOld)) unlinkSync(p.logOld);
@@ -868,7 +875,7 @@ export class DiskStore implements PairStore {
       unlinkSync(record);
       fsyncDir(this.dir);
     } catch (e) {
-      throw new StoreError(`${record}: completing the replacement it records: ${(e as Error).message}`);
+      fail(`completing the replacement it records: ${(e as Error).message}`);
     }
   }
 
@@ -1048,6 +1055,19 @@ function writeDurable(path: string, data: Uint8Array): void {
   try {
     writeAll(fd, data);
     fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The last `n` octets of file `path` (fewer if it is shorter). */
+function fileTail(path: string, n: number): Uint8Array {
+  const fd = openSync(path, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    const out = new Uint8Array(Math.min(n, size));
+    readSync(fd, out, 0, out.length, size - out.length);
+    return out;
   } finally {
     closeSync(fd);
   }
