@@ -70,7 +70,10 @@ describe('simulator: batches made durable late (spookd group commit off the even
       pair.propose(0, 'kv', set(`k${i}`, 'v'));
       pair.collapse(0);
     }
-    const batch: PairWrite[] = [...pair.pollWrites(), { kind: 'replaced', image: pair.registers.get('kv')! }];
+    const batch: PairWrite[] = [
+      ...pair.pollWrites(),
+      { kind: 'replaced', image: pair.registers.get('kv')!, version: pair.register('kv').version },
+    ];
     const taken = store.take(batch);
     expect(taken.map((w) => w.kind)).toEqual(['lease', 'replaced']);
     expect(() => persistWrites(store, taken)).not.toThrow();

@@ -33,12 +33,17 @@ const text = (p: HalfPair, r: string, k: string): string | undefined => {
  */
 class PowerLossStore extends DiskStore {
   private readonly synced = new Map<string, number>();
-  /** The process stops right before or right after the next snapshot's rename (kill -9: what was written stays). */
+  /**
+   * The process stops right before or right after the rename of the next snapshot or replacement
+   * record written at once, past `killSkip` more of them (kill -9: what was written stays).
+   */
   kill: 'before-snapshot' | 'after-snapshot' | undefined;
+  killSkip = 0;
   protected override writeSnapshot(path: string, data: Uint8Array, dir: string): void {
-    if (this.kill === 'before-snapshot') throw new Error('killed');
+    const now = this.kill !== undefined && this.killSkip-- === 0;
+    if (now && this.kill === 'before-snapshot') throw new Error('killed');
     super.writeSnapshot(path, data, dir);
-    if (this.kill === 'after-snapshot') throw new Error('killed');
+    if (now && this.kill === 'after-snapshot') throw new Error('killed');
   }
   /** The process stops right after this many more renames of a replacement's snapshot (undefined: never). */
   killAfterRenames: number | undefined;
@@ -161,7 +166,7 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
     a.pair.propose(0, 'kv', cross(['kv', set('a', 'anchor')], ['kv2', set('b', 'part')]));
     a.pair.collapse(0);
     const kv2 = a.pair.registers.get('kv2')!;
-    const batch = [{ kind: 'replaced' as const, image: kv2 }, ...a.pair.pollWrites()];
+    const batch = [{ kind: 'replaced' as const, image: kv2, version: 0 }, ...a.pair.pollWrites()];
     a.store.write(batch);
     // The power goes before the batch's fsyncs.
     a.store.powerLoss();
@@ -172,8 +177,8 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
     b.store.close();
   });
 
-  for (const kill of ['after-snapshot', 'before-snapshot'] as const)
-    it(`a reconciliation to a lower version (a sequencer that lost versions) cuts the log above it before its snapshot lands: killed ${kill.replace('-', ' the ')}, a restart loads`, () => {
+  for (const kill of ['before-snapshot', 'after-snapshot'] as const)
+    it(`a reconciliation to a lower version (a sequencer that lost versions) lands whole or not at all: killed ${kill.replace('-', ' the replacement record of ')}the batch, a restart loads the ${kill === 'before-snapshot' ? 'old' : 'new'} history`, () => {
       const dir = tmp();
       const a = open(dir);
       for (let i = 0; i < 5; i++) {
@@ -189,19 +194,18 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
         seq.collapse(0);
       }
       a.store.kill = kill;
-      expect(() => a.store.persist([{ kind: 'replaced', image: seq.registers.get('kv')! }])).toThrow(/killed/);
+      expect(() => a.store.persist([{ kind: 'replaced', image: seq.registers.get('kv')!, version: 3 }])).toThrow(/killed/);
       a.store.close();
 
       const b = open(dir);
-      expect(b.pair.register('kv').version).toBe(3);
-      // After the rename: the new history. Before it: the old one up to v3, not an older state.
-      const [now, gone] = kill === 'after-snapshot' ? [['b2', 'y'], 'a0'] : [['a2', 'x'], 'a3'];
-      expect([text(b.pair, 'kv', now[0]), text(b.pair, 'kv', gone)]).toEqual([now[1], undefined]);
+      // After the record: the new history, the old log's v4 and v5 never replayed onto it. Before: the old one, whole.
+      const want = kill === 'after-snapshot' ? [3, 'y', undefined] : [5, undefined, 'x'];
+      expect([b.pair.register('kv').version, text(b.pair, 'kv', 'b2'), text(b.pair, 'kv', 'a4')]).toEqual(want);
       b.store.close();
     });
 
-  for (const kill of ['before-snapshot', 'after-snapshot'] as const)
-    it(`a lowering replacement followed in its batch by records of that register cuts the log above what it installed: killed ${kill.replace('-', ' the ')}, no part of the new history loads beside the old one`, () => {
+  for (const lands of [false, true])
+    it(`a lowering replacement with a txn after it in its batch, killed ${lands ? 'after' : 'before'} the commit record: ${lands ? 'the new history, whole' : "the other register's part is taken back with the batch"}`, () => {
       const dir = tmp();
       const a = open(dir);
       for (let i = 0; i < 5; i++) {
@@ -223,15 +227,15 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
       seq.collapse(0);
       const after = seq.pollWrites();
       expect(after.map((w) => (w.kind === 'append' ? `${w.register} v${w.rec.version}` : w.kind))).toEqual(['kv2 v1', 'kv v3']);
-      // A follower's batch: kv replaced at v2 (below its log's v5), then the txn's records.
-      a.store.kill = kill;
-      expect(() => a.store.write([{ kind: 'replaced', image }, ...after])).toThrow(/killed/);
+      // A follower's batch: kv replaced at v2 (below its log's v5; the old log's v3 is no anchor of
+      // kv2's part), then the txn's records. kv2's part is appended and fsynced before kv's snapshot lands.
+      a.store.kill = lands ? 'after-snapshot' : 'before-snapshot';
+      a.store.killSkip = 1; // the undo record first, then the commit record
+      expect(() => a.store.write([{ kind: 'replaced', image, version: 2 }, ...after])).toThrow(/killed/);
       a.store.close();
 
       const b = open(dir);
-      // Killed before the rename: kv's old history up to v2 (its v3 is no anchor of kv2's part, which
-      // is cut); after it: the new history, whole.
-      const want = kill === 'after-snapshot' ? [3, 1, 'anchor', 'part', undefined] : [2, 0, undefined, undefined, 'x'];
+      const want = lands ? [3, 1, 'anchor', 'part', undefined] : [5, 0, undefined, undefined, 'x'];
       const got = [
         b.pair.register('kv').version,
         b.pair.register('kv2').version,
@@ -243,8 +247,8 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
       b.store.close();
     });
 
-  for (const kill of ['before-snapshot', 'between-the-cuts'] as const)
-    it(`the cut reaches into log.old when a background snapshot was under way (cancelled), and empties the log after it (killed ${kill.replaceAll('-', ' ')})`, async () => {
+  for (const kill of ['before the commit record', 'after the first log is emptied'] as const)
+    it(`a lowering replacement while a background snapshot is under way (cancelled, its log.old left): killed ${kill}, a restart loads`, async () => {
       const dir = tmp();
       const a = open(dir, 150, true);
       for (let i = 0; i < 8; i++) {
@@ -260,27 +264,47 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
         seq.propose(0, 'kv', set(`b${i}`, 'y'));
         seq.collapse(0);
       }
-      if (kill === 'before-snapshot') a.store.kill = kill;
-      else a.store.killAfterSyncs = 1; // right after the first cut's fsync
-      expect(() => a.store.persist([{ kind: 'replaced', image: seq.registers.get('kv')! }])).toThrow(/killed/);
+      if (kill === 'before the commit record') a.store.kill = 'before-snapshot';
+      else a.store.killAfterSyncs = 1; // right after the emptied log's fsync, before log.old goes
+      expect(() => a.store.persist([{ kind: 'replaced', image: seq.registers.get('kv')!, version: 2 }])).toThrow(/killed/);
       a.store.close();
       await new Promise((r) => setTimeout(r, 50)); // the cancelled job lets go of the directory
 
-      // Killed between the cuts: the log is empty and log.old whole (the old history up to its end,
-      // whatever the log held after it is gone with the abandoned history); never a gap.
+      // Before the record: the old history whole (log.old, then the log). After it: the new one; log.old goes.
       const b = open(dir);
-      const top = kill === 'before-snapshot' ? 2 : b.pair.register('kv').version;
-      expect(b.pair.register('kv').version).toBe(top);
-      expect(top).toBeGreaterThanOrEqual(2);
-      expect([text(b.pair, 'kv', 'a1'), text(b.pair, 'kv', `a${top}`)]).toEqual(['x', undefined]);
+      const want = kill === 'before the commit record' ? [8, 'x', undefined] : [2, undefined, 'y'];
+      expect([b.pair.register('kv').version, text(b.pair, 'kv', 'a7'), text(b.pair, 'kv', 'b1')]).toEqual(want);
+      expect(existsSync(join(dir, 'kv', 'log.old'))).toBe(false);
       b.store.close();
     });
+
+  it('a register replaced and then ahead of its last record in the batch (a record after the replacement diverged) is refused before anything is written', () => {
+    const dir = tmp();
+    const a = open(dir);
+    a.pair.propose(0, 'kv', set('x', '1'));
+    a.pair.collapse(0);
+    a.store.persist(a.pair.pollWrites());
+    a.pair.writesDurable();
+    const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 77, registers: REGS }, 0);
+    for (let i = 0; i < 3; i++) {
+      seq.propose(0, 'kv', set(`b${i}`, 'y'));
+      seq.collapse(0);
+    }
+    // Replaced at v2, and at v3 with no record of v3 in the batch: v3 was applied, its hash failed, it was never logged.
+    expect(() => a.store.write([{ kind: 'replaced', image: seq.registers.get('kv')!, version: 2 }])).toThrow(
+      /register kv is at v3, its last record in the batch v2: not snapshotted/,
+    );
+    a.store.close();
+    const b = open(dir);
+    expect([b.pair.register('kv').version, text(b.pair, 'kv', 'x')]).toEqual([1, '1']);
+    b.store.close();
+  });
 
   // PROTOCOL.md rev 1.24, open question 37 resolved: a crash between two renames loaded one
   // register's part of a txn applied after both replacements without the other's.
   const KILLS = [
-    { at: 'before the replacement record', set: (s: PowerLossStore) => (s.kill = 'before-snapshot'), lands: false },
-    { at: 'after the replacement record', set: (s: PowerLossStore) => (s.kill = 'after-snapshot'), lands: true },
+    { at: 'before the commit record', set: (s: PowerLossStore) => (s.kill = 'before-snapshot'), lands: false },
+    { at: 'after the commit record', set: (s: PowerLossStore) => (s.kill = 'after-snapshot'), lands: true },
     { at: 'between the two renames', set: (s: PowerLossStore) => (s.killAfterRenames = 1), lands: true },
     { at: 'after both renames', set: (s: PowerLossStore) => (s.killAfterRenames = 2), lands: true },
   ];
@@ -288,7 +312,7 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
     it(`two registers replaced in one batch land together: killed ${kill.at}, both load ${kill.lands ? 'new' : 'old'} and a txn between them whole`, () => {
       const dir = tmp();
       const a = open(dir);
-      // This end's history: kv at v1, kv2 at v5 (a reconciliation below lowers it to v2: its log is cut first).
+      // This end's history: kv at v1, kv2 at v5 (a reconciliation below lowers it to v2).
       a.pair.propose(0, 'kv', set('x', 'old'));
       for (let i = 0; i < 5; i++) {
         a.pair.propose(0, 'kv2', set(`y${i}`, 'old'));
@@ -309,15 +333,14 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
       seq.collapse(0);
       expect([seq.register('kv').version, seq.register('kv2').version]).toEqual([3, 2]);
       kill.set(a.store);
-      const batch = [...seq.registers.values()].map((image) => ({ kind: 'replaced' as const, image }));
+      const batch = [...seq.registers.values()].map((image) => ({ kind: 'replaced' as const, image, version: image.version }));
       expect(() => a.store.write(batch)).toThrow(/killed/);
       a.store.close();
 
       const b = open(dir);
       const got = [text(b.pair, 'kv', 'a'), text(b.pair, 'kv2', 'b'), text(b.pair, 'kv', 'x'), text(b.pair, 'kv2', 'y0')];
       expect(got).toEqual(kill.lands ? ['anchor', 'part', undefined, undefined] : [undefined, undefined, 'old', 'old']);
-      // Before the record, kv2's cut is already durable: its old history up to v2, a state it held.
-      expect([b.pair.register('kv').version, b.pair.register('kv2').version]).toEqual(kill.lands ? [3, 2] : [1, 2]);
+      expect([b.pair.register('kv').version, b.pair.register('kv2').version]).toEqual(kill.lands ? [3, 2] : [1, 5]);
       expect([existsSync(join(dir, '@replacing')), existsSync(join(dir, 'kv', 'snapshot.next'))]).toEqual([false, false]);
       // It goes on from there, and loads again.
       b.pair.propose(0, 'kv2', set('after', 'restart'));
@@ -333,11 +356,18 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
   it('a damaged replacement record, or one naming a snapshot.next this batch did not write, stops the load, naming it', () => {
     const sha256 = (...parts: Uint8Array[]): Uint8Array => hash('SHA256', ...parts);
     const sum = (b: number) => new Uint8Array(32).fill(b);
-    const entries = [
-      { register: 'kv', checksum: sum(1) },
-      { register: 'ünï', checksum: sum(2) },
-    ];
-    expect(decodeReplacing(encodeReplacing(entries, sha256), sha256)).toEqual(entries);
+    const entries = {
+      kind: 'commit' as const,
+      snapshots: [
+        { register: 'kv', checksum: sum(1) },
+        { register: 'ünï', checksum: sum(2) },
+      ],
+    };
+    const undo = { kind: 'undo' as const, logs: [{ register: 'kv2', logBytes: 4096 }] };
+    expect([decodeReplacing(encodeReplacing(entries, sha256), sha256), decodeReplacing(encodeReplacing(undo, sha256), sha256)]).toEqual([
+      entries,
+      undo,
+    ]);
     const dir = tmp();
     open(dir).store.close();
     const rec = encodeReplacing(entries, sha256);
@@ -346,7 +376,7 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
     expect(() => open(dir)).toThrow(/@replacing: checksum mismatch/);
     expect(readFileSync(join(dir, '@replacing'))).toEqual(Buffer.from(rec)); // left for the operator
     // Whole, but kv's snapshot.next is not the file it names (a stale one, a restored directory): not renamed over kv's snapshot.
-    writeFileSync(join(dir, '@replacing'), encodeReplacing(entries.slice(0, 1), sha256));
+    writeFileSync(join(dir, '@replacing'), encodeReplacing({ kind: 'commit', snapshots: entries.snapshots.slice(0, 1) }, sha256));
     writeFileSync(join(dir, 'kv', 'snapshot.next'), new Uint8Array(100).fill(7));
     expect(() => open(dir)).toThrow(/register kv: neither .*snapshot\.next nor .*snapshot is the snapshot it names/);
     expect(existsSync(join(dir, 'kv', 'snapshot.next'))).toBe(true);

@@ -439,43 +439,58 @@ export function decodeLease(buf: Uint8Array, sha256: Sha256): { upTo: number; sl
 }
 
 /**
- * The replacement record (rev 1.24): a batch that replaces two or more registers of a pair names
- * them here, once each one's new snapshot is written beside the old (`snapshot.next`, fsynced),
- * and before the first is renamed over its `snapshot`. A load that finds it completes the renames
- * (roll-forward), so the registers' new snapshots land together or not at all. Each register is
- * named with its new snapshot's checksum (the file's last 32 octets), so that a load renames only
- * the file this batch wrote.
- * `"SPKRPLC1"` || `varint` count || each: register name as `lenBytes` (UTF-8) || 32-octet checksum ||
- * SHA-256 of everything before it.
+ * The replacement record (rev 1.24): a batch that replaces registers of a pair (reconciliation,
+ * a full transfer) is made durable all or nothing through it.
+ *  - `undo`, written before the batch appends anything: the size of each log the batch appends
+ *    to before it did. A load that finds it cuts those logs back there: the batch never happened.
+ *  - `commit`, written over it once the batch's records are fsynced and each new snapshot is
+ *    written beside the old (`snapshot.next`, fsynced): the registers and the checksum their new
+ *    snapshot file ends with. A load that finds it completes the renames (roll-forward).
+ * `"SPKRPLC1"` || `u8` kind (1 undo, 2 commit) || `varint` count || each: register name as
+ * `lenBytes` (UTF-8) || `varint` log size (undo) or 32-octet checksum (commit) || SHA-256 of
+ * everything before it.
  */
 export const REPLACING_MAGIC = new TextEncoder().encode('SPKRPLC1');
 
-/** A register a replacement record names, and the checksum that ends its new snapshot file. */
-export interface Replacing {
-  register: string;
-  checksum: Uint8Array;
-}
+export type Replacing =
+  /** Cut each register's log back to `logBytes`: the batch is undone. */
+  | { kind: 'undo'; logs: { register: string; logBytes: number }[] }
+  /** Rename each register's `snapshot.next`, ending with `checksum`, over its `snapshot`: the batch lands. */
+  | { kind: 'commit'; snapshots: { register: string; checksum: Uint8Array }[] };
 
-export function encodeReplacing(entries: readonly Replacing[], sha256: Sha256): Uint8Array {
+export function encodeReplacing(r: Replacing, sha256: Sha256): Uint8Array {
+  const entries = r.kind === 'undo' ? r.logs : r.snapshots;
   const names = entries.map((e) => new TextEncoder().encode(e.register));
-  const w = new Writer(64 + names.reduce((n, b) => n + b.length + 40, 0)).bytes(REPLACING_MAGIC).varint(entries.length);
-  entries.forEach((e, i) => {
-    if (e.checksum.length !== 32) throw new RangeError(`replacing: checksum of ${e.register} is ${e.checksum.length} octets, not 32`);
-    w.lenBytes(names[i]).bytes(e.checksum);
+  const w = new Writer(64 + names.reduce((n, b) => n + b.length + 44, 0))
+    .bytes(REPLACING_MAGIC)
+    .u8(r.kind === 'undo' ? 1 : 2)
+    .varint(entries.length);
+  names.forEach((name, i) => {
+    w.lenBytes(name);
+    if (r.kind === 'undo') w.varint(r.logs[i].logBytes);
+    else {
+      const sum = r.snapshots[i].checksum;
+      if (sum.length !== 32) throw new RangeError(`replacing: checksum of ${r.snapshots[i].register} is ${sum.length} octets, not 32`);
+      w.bytes(sum);
+    }
   });
   return sealed(w.finish(), sha256);
 }
 
-/** The entries of a replacement record. Throws JournalFormatError on a bad magic or checksum. */
-export function decodeReplacing(buf: Uint8Array, sha256: Sha256): Replacing[] {
+/** A replacement record. Throws JournalFormatError on a bad magic, kind or checksum. */
+export function decodeReplacing(buf: Uint8Array, sha256: Sha256): Replacing {
   if (buf.length < REPLACING_MAGIC.length + 32 || !startsWith(buf, REPLACING_MAGIC))
     throw new JournalFormatError('not a replacement record (bad magic or too short)');
   const r = new Reader(unseal(buf, sha256, 'checksum mismatch'), REPLACING_MAGIC.length);
+  const kind = r.u8('replacing.kind');
+  if (kind !== 1 && kind !== 2) throw new JournalFormatError(`replacement record of unknown kind ${kind}`);
   const n = r.varint('replacing.count');
-  const out: Replacing[] = [];
+  const name = (): string => new TextDecoder('utf-8', { fatal: true }).decode(r.lenBytes('replacing.register', MAX_REGISTER_NAME_LEN));
+  const out: Replacing = kind === 1 ? { kind: 'undo', logs: [] } : { kind: 'commit', snapshots: [] };
   for (let i = 0; i < n; i++) {
-    const register = new TextDecoder('utf-8', { fatal: true }).decode(r.lenBytes('replacing.register', MAX_REGISTER_NAME_LEN));
-    out.push({ register, checksum: r.bytes(32, 'replacing.checksum').slice() });
+    const register = name();
+    if (out.kind === 'undo') out.logs.push({ register, logBytes: r.varint('replacing.logBytes') });
+    else out.snapshots.push({ register, checksum: r.bytes(32, 'replacing.checksum').slice() });
   }
   r.expectEnd('replacing');
   return out;

@@ -166,7 +166,7 @@ export class Follower implements RoleMachine, RequesterHost {
     if (s.nextSeq <= mark) s.continueSeqAfter(mark);
     s.statusDirty = true;
     s.reentangleMethod = r.method;
-    s.pair.persist({ kind: 'replaced', image: s });
+    s.pair.persist({ kind: 'replaced', image: s, version: s.version });
   }
 
   private clearReorder(): void {

@@ -94,8 +94,8 @@ export interface PairContext {
 export type PairWrite =
   /** A collapse was committed (sequencer) or applied (follower). */
   | { kind: 'append'; register: string; rec: LogRecord }
-  /** Reconciliation or a full transfer replaced the register's state: snapshot it. */
-  | { kind: 'replaced'; image: RegisterImage }
+  /** Reconciliation or a full transfer replaced the register's state, at `version`: snapshot it (the image is the live register). */
+  | { kind: 'replaced'; image: RegisterImage; version: number }
   /** Own candidate sequence numbers up to `upTo` may now be used. */
   | { kind: 'lease'; register: string; upTo: number }
   /** An own candidate (a follower's when proposed; a sequencer's when it waits, secureOwn), to propose again after a restart until decided (§7.1). */

@@ -15,9 +15,9 @@
  *  lease     the highest own candidate sequence number handed out (so a restart never
  *            reuses one), once per 1,024 proposals: two checksummed slots overwritten in
  *            place in turn and fsynced with the batch (wire/journal.ts).
- *  snapshot.next, @replacing  while a batch that replaces several registers lands: their new
- *            snapshots beside the old, and the record naming them (store directory) that a
- *            load completes (rev 1.24, `installReplaced`).
+ *  snapshot.next, @replacing  while a batch that replaces registers lands: their new
+ *            snapshots beside the old, and the record (store directory) by which a load takes
+ *            the batch back or completes it (rev 1.24, `installReplaced`).
  *  pending   own candidates as proposed, [u32 length][4-byte SHA-256 prefix][varint seq |
  *            delta] ..., appended (and flushed like the log) before the proposer hears
  *            of the candidate; rewritten atomically with only the undecided ones at load
@@ -87,11 +87,11 @@ import type { PairStore, PairWrite, RegisterImage } from '../../core/pair/types.
 
 export type FsyncPolicy = 'always' | 'everysec' | 'never';
 
-/** A replacement's new snapshot, beside the register's `snapshot` until the batch's replacement record is durable (rev 1.24). */
+/** A replacement's new snapshot, beside the register's `snapshot` until the batch's `commit` record is durable (rev 1.24). */
 const SNAPSHOT_NEXT = 'snapshot.next';
 /**
- * The replacement record (wire/journal.ts), in the store's directory while a batch's snapshots are
- * renamed (rev 1.24). '@' is never in a register's directory name (encodeURIComponent escapes it).
+ * The replacement record (wire/journal.ts), in the store's directory while a batch that replaces
+ * registers lands (rev 1.24). '@' is never in a register's directory name (encodeURIComponent escapes it).
  */
 const REPLACING = '@replacing';
 
@@ -102,17 +102,6 @@ export class StoreError extends Error {
     super(message);
     this.name = 'StoreError';
   }
-}
-
-/** A register a batch replaces: as the batch leaves it, and the version the replacement installed (-1: the image's). */
-interface Replacement {
-  image: RegisterImage;
-  installed: number;
-}
-
-/** The version a replacement installed: the batch's records of the register after it follow it. */
-function installedAt(r: Replacement): number {
-  return r.installed < 0 ? r.image.version : r.installed;
 }
 
 /** Where a register's files are (its directory is its name, URI-encoded). */
@@ -461,15 +450,17 @@ export class DiskStore implements PairStore {
     // Registers whose state the batch replaces (reconciliation, a full transfer): snapshotted last,
     // as the batch leaves them (the image is the register, which holds every record the batch
     // applied after the replacement too: those are not written to its log, the snapshot covers them).
-    let replaced: Map<string, Replacement> | undefined;
+    let replaced: Map<string, { image: RegisterImage; top: number }> | undefined;
     for (const w of writes)
-      if (w.kind === 'replaced') (replaced ??= new Map()).set(w.image.name, { image: w.image, installed: -1 });
+      if (w.kind === 'replaced') (replaced ??= new Map()).set(w.image.name, { image: w.image, top: w.version });
       else if (w.kind === 'append') {
         const r = replaced?.get(w.register);
-        if (r && r.installed < 0) r.installed = w.rec.version - 1; // the first record after the replacement follows it
+        if (r) r.top = w.rec.version;
       }
     let at = '';
     try {
+      at = `${this.dir}: replacing ${[...(replaced?.keys() ?? [])].join(', ')}`;
+      if (replaced) this.beginReplacing(writes, replaced);
       for (const w of writes) {
         if (w.kind === 'replaced') continue;
         const f = this.files.get(w.register);
@@ -496,7 +487,7 @@ export class DiskStore implements PairStore {
         touched.clear();
         if (this.fsync !== 'always') this.flush();
         at = `${this.dir}: replaced ${[...replaced.keys()].join(', ')}`;
-        this.installReplaced([...replaced.values()]);
+        this.installReplaced([...replaced.values()].map((r) => r.image));
       }
     } catch (e) {
       throw new StoreError(`${at}: ${(e as Error).message}`);
@@ -755,93 +746,101 @@ export class DiskStore implements PairStore {
 
   /** Write a snapshot of the replica's current state, then empty its log (the snapshot covers it). */
   replaced(replica: RegisterImage): void {
-    this.replaceOne({ image: replica, installed: -1 });
-  }
-
-  private replaceOne({ image, installed }: Replacement): void {
-    const f = this.files.get(image.name);
+    const f = this.files.get(replica.name);
     if (!f) return;
-    this.snapshotDue.delete(image.name); // this one covers it
-    this.installSnapshot(image.name, f, encodeRegisterSnapshot(image), image.version, installedAt({ image, installed }));
+    this.snapshotDue.delete(replica.name); // this one covers it
+    this.installSnapshot(replica.name, f, encodeRegisterSnapshot(replica), replica.version);
   }
 
-  /**
-   * `snap`, the register at `version`, becomes its snapshot, atomically, and its log is emptied (the
-   * snapshot covers it); records above `keep` are cut from the log first (`clearAbove`).
-   */
-  private installSnapshot(register: string, f: RegisterFiles, snap: Uint8Array, version: number, keep = version): void {
+  /** `snap`, the register at `version`, becomes its snapshot, atomically, and its log is emptied (the snapshot covers it). */
+  private installSnapshot(register: string, f: RegisterFiles, snap: Uint8Array, version: number): void {
     const p = this.paths(register);
-    this.clearAbove(register, p, f, keep);
+    this.cancelJob(register);
     this.writeSnapshot(p.snap, snap, p.dir);
+    truncateSync(p.log, 0);
     this.snapshotLanded(p, f, version, snap.length);
   }
 
   /**
-   * The snapshots of the registers a batch replaced, as the batch left them (`images`). Two or
-   * more land together (rev 1.24): a crash between two renames would load a part of a txn the
-   * batch applied after both replacements without the other part, and snapshots are not cut at
-   * load. So each is first written beside the register's snapshot (`snapshot.next`, fsynced),
-   * then a replacement record naming them is made durable, then they are renamed and the record
-   * removed; a load that finds the record completes the renames (`rollForward`).
+   * Before a batch that replaces registers writes anything: each image must be its register as
+   * the batch's records leave it (one ahead holds a record applied and never logged, its hash
+   * diverged: no snapshot may hold it), and the `undo` replacement record names the size of each
+   * log the batch appends to, so that a crash before the batch lands takes all of it back.
    */
-  private installReplaced(replacements: readonly Replacement[]): void {
-    const staged = replacements.flatMap((r) => {
-      const f = this.files.get(r.image.name);
-      return f ? [{ ...r, f, p: this.paths(r.image.name) }] : [];
+  private beginReplacing(writes: readonly PairWrite[], replaced: ReadonlyMap<string, { image: RegisterImage; top: number }>): void {
+    for (const [name, { image, top }] of replaced)
+      if (image.version !== top)
+        throw new Error(
+          `register ${name} is at v${image.version}, its last record in the batch v${top}: not snapshotted (a record applied after the replacement diverged)`,
+        );
+    const logs = new Map<string, number>();
+    for (const w of writes)
+      if (w.kind === 'append' && !replaced.has(w.register) && !logs.has(w.register)) {
+        const f = this.files.get(w.register);
+        if (f) logs.set(w.register, f.logBytes);
+      }
+    if (logs.size === 0) return; // nothing to take back
+    const entries = [...logs].map(([register, logBytes]) => ({ register, logBytes }));
+    this.writeSnapshot(join(this.dir, REPLACING), encodeReplacing({ kind: 'undo', logs: entries }, sha256), this.dir);
+  }
+
+  /**
+   * The registers a batch replaced (`write`), as the batch left them: the batch lands all or
+   * nothing (rev 1.24). Its records were appended under an `undo` replacement record and fsynced;
+   * each new snapshot is now written beside the register's (`snapshot.next`, fsynced); a `commit`
+   * record naming them replaces the `undo` one; then they are renamed over the snapshots, the
+   * registers' logs emptied, durably, and the record removed. A load that finds the record undoes
+   * the batch (`undo`) or completes the renames (`commit`): `rollForward`. Two registers renamed
+   * one after the other, or a register replaced to a version its old log also holds, can never be
+   * seen half done: a crash between would show a part of a cross-register txn without the rest.
+   */
+  private installReplaced(images: readonly RegisterImage[]): void {
+    const staged = images.flatMap((image) => {
+      const f = this.files.get(image.name);
+      return f ? [{ image, f, p: this.paths(image.name) }] : [];
     });
-    if (staged.length < 2) {
-      for (const r of staged) this.replaceOne(r);
-      return;
-    }
-    const record = join(this.dir, REPLACING);
-    const files = staged.map(({ image, installed, f, p }) => {
+    const snapshots = staged.map(({ image, p }) => {
       this.snapshotDue.delete(image.name); // this one covers it
-      this.clearAbove(image.name, p, f, installedAt({ image, installed }));
+      this.cancelJob(image.name);
       const snap = encodeRegisterSnapshot(image);
       writeDurable(p.next, snap);
       fsyncDir(p.dir);
       return { register: image.name, checksum: snap.subarray(snap.length - 32), bytes: snap.length };
     });
-    this.writeSnapshot(record, encodeReplacing(files, sha256), this.dir);
+    const record = join(this.dir, REPLACING);
+    this.writeSnapshot(record, encodeReplacing({ kind: 'commit', snapshots }, sha256), this.dir);
     staged.forEach(({ image, f, p }, i) => {
       this.renameSnapshot(p.next, p.snap);
+      // Emptied durably: a log it replaced may hold records above the new version (a sequencer
+      // that lost versions), which a restart would replay onto the snapshot, and fail.
+      ftruncateSync(f.logFd, 0);
+      this.syncFd(f.logFd);
+      if (existsSync(p.logOld)) unlinkSync(p.logOld); // what a cancelled or failed background snapshot left
       fsyncDir(p.dir);
-      this.snapshotLanded(p, f, image.version, files[i].bytes);
+      this.snapshotLanded(p, f, image.version, snapshots[i].bytes);
     });
     unlinkSync(record);
     fsyncDir(this.dir); // gone before any later batch writes: a restart must not complete it again
   }
 
-  /**
-   * Before `register`'s snapshot is written: a background snapshot under way stops, and if the log
-   * reaches above `version`, what a replacement installed (a reconciliation to a sequencer that
-   * lost versions it had sent, §8), the records above it, of an abandoned history, are cut from
-   * disk first. A restart would replay them onto the snapshot, fail, and stop; and a crash before
-   * the snapshot lands would load them beside parts, in other registers, of the new history's
-   * records at those versions (the batch's, after the replacement), whose anchors they are not.
-   */
-  private clearAbove(register: string, p: RegisterPaths, f: RegisterFiles, version: number): void {
-    this.cancelJob(register);
-    if (f.logTop > version) this.cutLogAbove(p, f, version);
-  }
-
-  /** The register's snapshot at `version` was renamed into place: its log is emptied (the snapshot covers it). */
+  /** The register's snapshot at `version` was renamed into place and its log emptied (the snapshot covers it). */
   private snapshotLanded(p: RegisterPaths, f: RegisterFiles, version: number, snapBytes: number): void {
-    truncateSync(p.log, 0);
     if (existsSync(p.logOld)) unlinkSync(p.logOld); // what a cancelled or failed background snapshot left
     f.logBytes = 0;
-    f.logTop = version; // the truncation above is not fsynced: the disk may still hold records up to it
+    f.logTop = version; // a truncation not fsynced: the disk may still hold records up to it
     f.snapBytes = snapBytes;
   }
 
   /**
-   * A batch that replaced several registers stopped between its replacement record and the
-   * record's removal (rev 1.24): the renames it had not made are made now, so every register it
-   * names loads its new snapshot. Each `snapshot.next` it wrote is whole (fsynced before the
-   * record) and ends with the checksum the record holds; a register whose `snapshot` ends with it
-   * was renamed already, and keeps its log (records at or below the snapshot's version, which the
-   * load skips). Anything else (a file from another run, a directory restored or edited) refuses
-   * the load: renaming it could put an older state over a newer one.
+   * A batch that replaced registers stopped before its replacement record was removed (rev 1.24).
+   * `undo`: its records may be in part on disk, its snapshots are not: each log it appended to is
+   * cut back to its size before the batch (nothing of the batch was acknowledged: `write` lands it
+   * before it returns). `commit`: every record is durable and every new snapshot written; those
+   * not renamed yet are renamed now, and each of those registers' logs emptied. Each
+   * `snapshot.next` the batch wrote ends with the checksum the record holds; a register whose
+   * `snapshot` ends with it was renamed already. Anything else (a file from another run, a
+   * directory restored or edited) refuses the load: renaming it could put an older state over a
+   * newer one.
    */
   private rollForward(): void {
     const record = join(this.dir, REPLACING);
@@ -852,23 +851,26 @@ export class DiskStore implements PairStore {
         `${record}: ${why}; refusing to load registers it may name half replaced (see OPERATIONS.md, "Replacement record")`,
       );
     };
-    let entries: Replacing[] = [];
+    let r: Replacing | undefined;
     try {
-      entries = decodeReplacing(readFileSync(record), sha256);
+      r = decodeReplacing(readFileSync(record), sha256);
     } catch (e) {
       fail((e as Error).message);
     }
-    const next = entries.map(({ register, checksum }) => {
-      const p = this.paths(register);
-      if (existsSync(p.next) && Buffer.compare(fileTail(p.next, 32), checksum) === 0) return p;
-      if (existsSync(p.snap) && Buffer.compare(fileTail(p.snap, 32), checksum) === 0) return undefined; // renamed before the stop
-      return fail(`register ${register}: neither ${p.next} nor ${p.snap} is the snapshot it names`);
-    });
+    const next =
+      r!.kind === 'undo'
+        ? []
+        : r!.snapshots.map(({ register, checksum }) => {
+            const p = this.paths(register);
+            if (existsSync(p.next) && Buffer.compare(fileTail(p.next, 32), checksum) === 0) return { p, rename: true };
+            if (existsSync(p.snap) && Buffer.compare(fileTail(p.snap, 32), checksum) === 0) return { p, rename: false }; // renamed before the stop
+            return fail(`register ${register}: neither ${p.next} nor ${p.snap} is the snapshot it names`);
+          });
     try {
-      for (const p of next) {
-        if (!p) continue;
-        renameSync(p.next, p.snap);
-        truncateDurable(p.log);
+      if (r!.kind === 'undo') for (const { register, logBytes } of r!.logs) truncateDurable(this.paths(register).log, logBytes);
+      for (const { p, rename } of next) {
+        if (rename) renameSync(p.next, p.snap);
+        truncateDurable(p.log, 0);
         if (existsSync(p.logOld)) unlinkSync(p.logOld);
         fsyncDir(p.dir);
       }
@@ -876,32 +878,6 @@ export class DiskStore implements PairStore {
       fsyncDir(this.dir);
     } catch (e) {
       fail(`completing the replacement it records: ${(e as Error).message}`);
-    }
-  }
-
-  /**
-   * Cut `log.old` and the log at their first record above `version`, durably. Those at or below it
-   * stay: a crash before the snapshot's rename loads the old snapshot and them, a state of the
-   * register as it was, not an older one (whose other registers may hold parts of what it drops).
-   */
-  private cutLogAbove(p: { log: string; logOld: string }, f: RegisterFiles, version: number): void {
-    const cutAt = (path: string): number | undefined =>
-      readFrames(readFileSync(path), MAX_PAIR_RECORD, sha256).records.find((x) => collapseRecordVersion(x.rec) > version)?.offset;
-    const oldAt = existsSync(p.logOld) ? cutAt(p.logOld) : undefined;
-    // The log's records follow log.old's: when log.old is cut, the log is emptied first, so that a
-    // crash between the two leaves no gap (a restart refuses a record that does not follow).
-    const at = oldAt !== undefined ? 0 : cutAt(p.log);
-    if (at !== undefined) truncateSync(p.log, at);
-    // Even with nothing to cut: the truncation after the last snapshot was not fsynced, and on a
-    // file system that syncs file by file (btrfs) the records it dropped may still be on disk.
-    this.syncFd(f.logFd);
-    if (oldAt === undefined) return;
-    truncateSync(p.logOld, oldAt);
-    const fd = openSync(p.logOld, 'r+');
-    try {
-      this.syncFd(fd);
-    } finally {
-      closeSync(fd);
     }
   }
 
@@ -1073,12 +1049,12 @@ function fileTail(path: string, n: number): Uint8Array {
   }
 }
 
-/** Empty `path` (if it exists), fsynced. */
-function truncateDurable(path: string): void {
-  if (!existsSync(path)) return;
+/** Cut `path` (if it exists and is longer) to `size` octets, fsynced. */
+function truncateDurable(path: string, size: number): void {
+  if (!existsSync(path) || statSync(path).size <= size) return;
   const fd = openSync(path, 'r+');
   try {
-    ftruncateSync(fd, 0);
+    ftruncateSync(fd, size);
     fsyncSync(fd);
   } finally {
     closeSync(fd);

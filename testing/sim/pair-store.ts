@@ -12,7 +12,7 @@
 import { groupNeeds, keptRecords, type LoggedRegister } from '../../core/pair/groups.js';
 import type { LogRecord } from '../../core/pair/log.js';
 import type { Replica } from '../../core/pair/replica.js';
-import type { PairStore, PairWrite, RegisterImage } from '../../core/pair/types.js';
+import { storeEach, type PairStore, type PairWrite, type RegisterImage } from '../../core/pair/types.js';
 import type { EntryDelta } from '../../wire/cross.js';
 import { collapseRecordVersion } from '../../wire/journal.js';
 import { encodeRegisterSnapshot, restoreRegisterSnapshot } from '../../drivers/store/store.js';
@@ -82,6 +82,8 @@ export class SimPairStore implements PairStore {
   readonly reconciledTo = new Map<string, number>();
   private groupsChecked = false;
   private readonly snapshotDue = new Set<string>();
+  /** Snapshots made so far (`batch` tells whether a fault came before or after its own landed). */
+  private snapshotsLanded = 0;
   /** The snapshots the batch taken last will make at its end, encoded when it was taken (`take`); null: due, not taken (ahead of its log). */
   private takenDue: Map<string, TakenImage | null> | undefined;
 
@@ -169,7 +171,7 @@ export class SimPairStore implements PairStore {
     const together = taken.length > 1 ? { images: taken, landed: false } : undefined;
     for (const image of taken) {
       image.together = together;
-      out.push({ kind: 'replaced', image });
+      out.push({ kind: 'replaced', image, version: image.version });
     }
     // Due: a log the batch makes too long, or one a crash left too long (its batch kept, never ended); a replaced one is covered.
     const due = new Set(this.snapshotDue);
@@ -190,6 +192,27 @@ export class SimPairStore implements PairStore {
   private loggedTop(register: string): number {
     const f = this.filesOf(register);
     return f.log.length > 0 ? collapseRecordVersion(f.log[f.log.length - 1]) : f.snapshotVersion;
+  }
+
+  /**
+   * As DiskStore: a batch that replaces registers lands all or nothing (rev 1.24). A fault that
+   * stops it before its snapshots land takes back the records it appended (DiskStore's `undo`
+   * replacement record, completed at the next load); one on the snapshots themselves that kept
+   * them (`kept`) leaves the whole batch (its `commit` record, completed at the next load).
+   */
+  batch(writes: readonly PairWrite[]): void {
+    if (!writes.some((w) => w.kind === 'replaced')) return persistEach(this, writes);
+    const logs = new Map<string, number>();
+    for (const w of writes) if (w.kind === 'append' && !logs.has(w.register)) logs.set(w.register, this.filesOf(w.register).log.length);
+    const landed = this.snapshotsLanded;
+    try {
+      storeEach(this, writes);
+    } catch (e) {
+      if (e instanceof StoreFault && this.snapshotsLanded === landed)
+        for (const [register, n] of logs) this.filesOf(register).log.length = n;
+      throw e;
+    }
+    this.endBatch(); // landed: what grew too long is rewritten after it, as DiskStore's batchDurable
   }
 
   /** A crash caught the batch taken last: it never ends. */
@@ -237,6 +260,7 @@ export class SimPairStore implements PairStore {
   private snapshot(images: readonly RegisterImage[]): void {
     const outcome = this.check('replaced', images[0].name);
     this.groupsChecked = false;
+    if (outcome !== 'lost') this.snapshotsLanded++;
     if (outcome !== 'lost')
       for (const replica of images) {
         const f = this.filesOf(replica.name);
@@ -261,4 +285,10 @@ export class SimPairStore implements PairStore {
     }
     this.fail('proposed', register, outcome);
   }
+}
+
+/** Each write in turn, then the end of the batch (what `persistWrites` does for a store without `batch`). */
+function persistEach(store: SimPairStore, writes: readonly PairWrite[]): void {
+  storeEach(store, writes);
+  store.endBatch();
 }
