@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { HalfPair } from '../core/pair/halfpair.js';
 import type { RegisterSpec } from '../core/pair/types.js';
 import type { MapState } from '../core/register/map.js';
-import { DiskStore } from '../drivers/store/store.js';
+import { DiskStore, StoreRefused } from '../drivers/store/store.js';
 import { decodeReplacing, encodeReplacing } from '../wire/journal.js';
 import { hash } from '../crypto/primitives.js';
 import { cross, enc, set, tempDirs } from './helpers.js';
@@ -232,6 +232,9 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
       a.store.kill = lands ? 'after-snapshot' : 'before-snapshot';
       a.store.killSkip = 1; // the undo record first, then the commit record
       expect(() => a.store.write([{ kind: 'replaced', image, version: 2 }, ...after])).toThrow(/killed/);
+      // Its replacement record is left for the next load: this store writes nothing more (taking the
+      // batch back would cut a later one too).
+      expect(() => a.store.write([{ kind: 'lease', register: 'kv', upTo: 4096 }])).toThrow(/write after a failed write or flush/);
       a.store.close();
 
       const b = open(dir);
@@ -294,6 +297,7 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
     expect(() => a.store.write([{ kind: 'replaced', image: seq.registers.get('kv')!, version: 2 }])).toThrow(
       /register kv is at v3, its last record in the batch v2: not snapshotted/,
     );
+    expect(() => a.store.write([{ kind: 'replaced', image: seq.registers.get('kv')!, version: 2 }])).toThrow(StoreRefused);
     a.store.close();
     const b = open(dir);
     expect([b.pair.register('kv').version, text(b.pair, 'kv', 'x')]).toEqual([1, '1']);

@@ -26,7 +26,7 @@ import { randomBytes } from 'node:crypto';
 import { TAGLEN, type KeyPair } from '../../crypto/primitives.js';
 import { HalfPair } from '../../core/pair/halfpair.js';
 import type { SpookEvent } from '../../core/pair/events.js';
-import { DiskStore, type FsyncPolicy } from '../store/store.js';
+import { DiskStore, StoreRefused, type FsyncPolicy } from '../store/store.js';
 import { decodeKey, encodeKey } from './keys.js';
 import { ConfigError, parseHostPort, type SpookdConfig } from './config.js';
 import { bindFault, describeBindError } from './preflight.js';
@@ -784,7 +784,9 @@ export class Spookd {
       this.commits.storeFailures++;
       this.log.error(
         { peer: link.name, err: e },
-        'durable storage failed: pair fenced (decoherent, cause internal-error) until spookd restarts; nothing it had not made durable was sent or acknowledged; other peers carry on',
+        e instanceof StoreRefused
+          ? "the peer's records diverged right after a re-entanglement, before it was durable: batch refused, disk unchanged, pair fenced (decoherent, cause internal-error) until spookd restarts; nothing of the batch was sent or acknowledged; other peers carry on"
+          : 'durable storage failed: pair fenced (decoherent, cause internal-error) until spookd restarts; nothing it had not made durable was sent or acknowledged; other peers carry on',
       );
     } else
       this.log.error(

@@ -104,6 +104,18 @@ export class StoreError extends Error {
   }
 }
 
+/**
+ * A batch refused before anything of it was written, its disk whole: a register replaced and then
+ * ahead of its last record (a record applied after the replacement diverged). Not a disk failure;
+ * the caller still fences the pair (nothing of the batch may leave).
+ */
+export class StoreRefused extends StoreError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StoreRefused';
+  }
+}
+
 /** Where a register's files are (its directory is its name, URI-encoded). */
 interface RegisterPaths {
   dir: string;
@@ -187,7 +199,11 @@ export class DiskStore implements PairStore {
    * fatal, as any write). spookd logs it.
    */
   onSnapshotFailed: (e: StoreError) => void = () => undefined;
-  /** Set once a background flush failed: what it held may be lost, so nothing more is written. */
+  /**
+   * Set once a background flush failed (what it held may be lost), or a batch that replaces
+   * registers failed after its replacement record (a load would take back what came after it):
+   * nothing more is written.
+   */
   private failed: StoreError | undefined;
   /** `syncAll` calls not settled: the store may not close meanwhile (a descriptor reused mid-fsync would sync another file). */
   private syncing = 0;
@@ -444,7 +460,7 @@ export class DiskStore implements PairStore {
    */
   write(writes: readonly PairWrite[]): number[] {
     if (this.closed) throw new StoreError(`${this.dir}: write after the store was closed`);
-    if (this.failed) throw new StoreError(`${this.dir}: write after a failed flush (${this.failed.message})`);
+    if (this.failed) throw new StoreError(`${this.dir}: write after a failed write or flush (${this.failed.message})`);
     if (this.syncing) throw new StoreError(`${this.dir}: write while the last batch is being synced`);
     const touched = new Set<number>();
     // Registers whose state the batch replaces (reconciliation, a full transfer): snapshotted last,
@@ -490,7 +506,12 @@ export class DiskStore implements PairStore {
         this.installReplaced([...replaced.values()].map((r) => r.image));
       }
     } catch (e) {
-      throw new StoreError(`${at}: ${(e as Error).message}`);
+      if (e instanceof StoreRefused) throw e;
+      const err = new StoreError(`${at}: ${(e as Error).message}`);
+      // A replacement record left behind is completed or taken back at the next load: no later
+      // batch may be written meanwhile, or taking it back would cut that batch too.
+      if (replaced && existsSync(join(this.dir, REPLACING))) this.failed = err;
+      throw err;
     }
     this.dropTaken();
     this.taken = this.take();
@@ -744,12 +765,13 @@ export class DiskStore implements PairStore {
     }
   }
 
-  /** Write a snapshot of the replica's current state, then empty its log (the snapshot covers it). */
+  /**
+   * Write a snapshot of the replica's current state, then empty its log (the snapshot covers it), as
+   * a batch that replaces it lands (`installReplaced`: whole, its log emptied durably, whatever
+   * version it goes to).
+   */
   replaced(replica: RegisterImage): void {
-    const f = this.files.get(replica.name);
-    if (!f) return;
-    this.snapshotDue.delete(replica.name); // this one covers it
-    this.installSnapshot(replica.name, f, encodeRegisterSnapshot(replica), replica.version);
+    this.installReplaced([replica]);
   }
 
   /** `snap`, the register at `version`, becomes its snapshot, atomically, and its log is emptied (the snapshot covers it). */
@@ -770,8 +792,8 @@ export class DiskStore implements PairStore {
   private beginReplacing(writes: readonly PairWrite[], replaced: ReadonlyMap<string, { image: RegisterImage; top: number }>): void {
     for (const [name, { image, top }] of replaced)
       if (image.version !== top)
-        throw new Error(
-          `register ${name} is at v${image.version}, its last record in the batch v${top}: not snapshotted (a record applied after the replacement diverged)`,
+        throw new StoreRefused(
+          `${this.dir}: register ${name} is at v${image.version}, its last record in the batch v${top}: not snapshotted (a record applied after the replacement diverged; nothing of the batch written)`,
         );
     const logs = new Map<string, number>();
     for (const w of writes)
@@ -805,7 +827,7 @@ export class DiskStore implements PairStore {
       const snap = encodeRegisterSnapshot(image);
       writeDurable(p.next, snap);
       fsyncDir(p.dir);
-      return { register: image.name, checksum: snap.subarray(snap.length - 32), bytes: snap.length };
+      return { register: image.name, checksum: snap.slice(snap.length - 32), bytes: snap.length }; // not a view: the snapshot's bytes go
     });
     const record = join(this.dir, REPLACING);
     this.writeSnapshot(record, encodeReplacing({ kind: 'commit', snapshots }, sha256), this.dir);
