@@ -74,6 +74,19 @@ function open(dir: string, maxLogBytes = 1 << 30, background = false) {
   return { store, pair };
 }
 
+/** One set, committed and made durable in a batch of its own. */
+function commitSet(a: ReturnType<typeof open>, register: string, key: string, value: string): void {
+  a.pair.propose(0, register, set(key, value));
+  a.pair.collapse(0);
+  a.store.persist(a.pair.pollWrites());
+  a.pair.writesDurable();
+}
+
+/** `n` sets of kv (`a0`… = 'x'), each in a batch of its own. */
+function commitEach(a: ReturnType<typeof open>, n: number): void {
+  for (let i = 0; i < n; i++) commitSet(a, 'kv', `a${i}`, 'x');
+}
+
 describe('DiskStore: a batch ends with what it held, whatever the pair did while it synced', () => {
   for (const background of [false, true])
     it(`a snapshot due at the batch's end holds the batch's state, not a later part whose anchor a crash loses (${background ? 'in the background' : 'at once'})`, async () => {
@@ -155,10 +168,7 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
   it("a register replaced in a batch is snapshotted after the batch's other records are durable: a part it holds never outlives its anchor", () => {
     const dir = tmp();
     const a = open(dir);
-    a.pair.propose(0, 'kv', set('x', '1'));
-    a.pair.collapse(0);
-    a.store.persist(a.pair.pollWrites());
-    a.pair.writesDurable();
+    commitSet(a, 'kv', 'x', '1');
     // A follower's batch that replaces kv2 and then holds records applied right after (here a
     // txn: anchor in kv, part in kv2): the image the store snapshots is kv2 as the batch left it,
     // with the part, so it is written last, once the rest of the batch is durable.
@@ -181,12 +191,7 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
     it(`a reconciliation to a lower version (a sequencer that lost versions) lands whole or not at all: killed ${kill.replace('-', ' the replacement record of ')}the batch, a restart loads the ${kill === 'before-snapshot' ? 'old' : 'new'} history`, () => {
       const dir = tmp();
       const a = open(dir);
-      for (let i = 0; i < 5; i++) {
-        a.pair.propose(0, 'kv', set(`a${i}`, 'x'));
-        a.pair.collapse(0);
-        a.store.persist(a.pair.pollWrites());
-        a.pair.writesDurable();
-      }
+      commitEach(a, 5); // kv a0..a4 at v1..v5, one batch each
       // The sequencer's history now: 3 versions, other contents.
       const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 77, registers: REGS }, 0);
       for (let i = 0; i < 3; i++) {
@@ -208,12 +213,7 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
     it(`a lowering replacement with a txn after it in its batch, killed ${lands ? 'after' : 'before'} the commit record: ${lands ? 'the new history, whole' : "the other register's part is taken back with the batch"}`, () => {
       const dir = tmp();
       const a = open(dir);
-      for (let i = 0; i < 5; i++) {
-        a.pair.propose(0, 'kv', set(`a${i}`, 'x'));
-        a.pair.collapse(0);
-        a.store.persist(a.pair.pollWrites());
-        a.pair.writesDurable();
-      }
+      commitEach(a, 5); // kv a0..a4 at v1..v5, one batch each
       // The sequencer's history: kv at v2, then a txn whose anchor is its v3 and whose part is kv2's v1.
       const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 77, registers: REGS, writes: 'driver' }, 0);
       for (let i = 0; i < 2; i++) {
@@ -254,12 +254,7 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
     it(`a lowering replacement while a background snapshot is under way (cancelled, its log.old left): killed ${kill}, a restart loads`, async () => {
       const dir = tmp();
       const a = open(dir, 150, true);
-      for (let i = 0; i < 8; i++) {
-        a.pair.propose(0, 'kv', set(`a${i}`, 'x'));
-        a.pair.collapse(0);
-        a.store.persist(a.pair.pollWrites());
-        a.pair.writesDurable();
-      }
+      commitEach(a, 8);
       expect(a.store.snapshotting('kv')).toBeDefined(); // rotated: log.old holds the first records
       expect(existsSync(join(dir, 'kv', 'log.old'))).toBe(true);
       const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 77, registers: REGS }, 0);
@@ -284,10 +279,7 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
   it('a register replaced and then ahead of its last record in the batch (a record after the replacement diverged) is refused before anything is written', () => {
     const dir = tmp();
     const a = open(dir);
-    a.pair.propose(0, 'kv', set('x', '1'));
-    a.pair.collapse(0);
-    a.store.persist(a.pair.pollWrites());
-    a.pair.writesDurable();
+    commitSet(a, 'kv', 'x', '1');
     const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 77, registers: REGS }, 0);
     for (let i = 0; i < 3; i++) {
       seq.propose(0, 'kv', set(`b${i}`, 'y'));

@@ -873,23 +873,24 @@ export class DiskStore implements PairStore {
         `${record}: ${why}; refusing to load registers it may name half replaced (see OPERATIONS.md, "Replacement record")`,
       );
     };
-    let r: Replacing | undefined;
-    try {
-      r = decodeReplacing(readFileSync(record), sha256);
-    } catch (e) {
-      fail((e as Error).message);
-    }
+    const r = ((): Replacing => {
+      try {
+        return decodeReplacing(readFileSync(record), sha256);
+      } catch (e) {
+        return fail((e as Error).message);
+      }
+    })();
     const next =
-      r!.kind === 'undo'
+      r.kind === 'undo'
         ? []
-        : r!.snapshots.map(({ register, checksum }) => {
+        : r.snapshots.map(({ register, checksum }) => {
             const p = this.paths(register);
             if (existsSync(p.next) && Buffer.compare(fileTail(p.next, 32), checksum) === 0) return { p, rename: true };
             if (existsSync(p.snap) && Buffer.compare(fileTail(p.snap, 32), checksum) === 0) return { p, rename: false }; // renamed before the stop
             return fail(`register ${register}: neither ${p.next} nor ${p.snap} is the snapshot it names`);
           });
     try {
-      if (r!.kind === 'undo') for (const { register, logBytes } of r!.logs) truncateDurable(this.paths(register).log, logBytes);
+      if (r.kind === 'undo') for (const { register, logBytes } of r.logs) truncateDurable(this.paths(register).log, logBytes);
       for (const { p, rename } of next) {
         if (rename) renameSync(p.next, p.snap);
         truncateDurable(p.log, 0);

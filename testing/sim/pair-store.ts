@@ -171,7 +171,7 @@ export class SimPairStore implements PairStore {
     const together = taken.length > 1 ? { images: taken, landed: false } : undefined;
     for (const image of taken) {
       image.together = together;
-      out.push({ kind: 'replaced', image, version: image.version });
+      out.push({ kind: 'replaced', image, version: image.installed });
     }
     // Due: a log the batch makes too long, or one a crash left too long (its batch kept, never ended); a replaced one is covered.
     const due = new Set(this.snapshotDue);
