@@ -205,6 +205,8 @@ export class DiskStore implements PairStore {
    * nothing more is written.
    */
   private failed: StoreError | undefined;
+  /** A replacement record was written and is not yet removed durably (`write` sets `failed` if it throws meanwhile). */
+  private recordOut = false;
   /** `syncAll` calls not settled: the store may not close meanwhile (a descriptor reused mid-fsync would sync another file). */
   private syncing = 0;
 
@@ -510,7 +512,7 @@ export class DiskStore implements PairStore {
       const err = new StoreError(`${at}: ${(e as Error).message}`);
       // A replacement record left behind is completed or taken back at the next load: no later
       // batch may be written meanwhile, or taking it back would cut that batch too.
-      if (replaced && existsSync(join(this.dir, REPLACING))) this.failed = err;
+      if (this.recordOut) this.failed = err;
       throw err;
     }
     this.dropTaken();
@@ -803,6 +805,7 @@ export class DiskStore implements PairStore {
       }
     if (logs.size === 0) return; // nothing to take back
     const entries = [...logs].map(([register, logBytes]) => ({ register, logBytes }));
+    this.recordOut = true;
     this.writeSnapshot(join(this.dir, REPLACING), encodeReplacing({ kind: 'undo', logs: entries }, sha256), this.dir);
   }
 
@@ -830,6 +833,7 @@ export class DiskStore implements PairStore {
       return { register: image.name, checksum: snap.slice(snap.length - 32), bytes: snap.length }; // not a view: the snapshot's bytes go
     });
     const record = join(this.dir, REPLACING);
+    this.recordOut = true;
     this.writeSnapshot(record, encodeReplacing({ kind: 'commit', snapshots }, sha256), this.dir);
     staged.forEach(({ image, f, p }, i) => {
       this.renameSnapshot(p.next, p.snap);
@@ -843,6 +847,7 @@ export class DiskStore implements PairStore {
     });
     unlinkSync(record);
     fsyncDir(this.dir); // gone before any later batch writes: a restart must not complete it again
+    this.recordOut = false;
   }
 
   /** The register's snapshot at `version` was renamed into place and its log emptied (the snapshot covers it). */
