@@ -18,6 +18,7 @@ import {
   type EntryDelta,
 } from '../wire/cross.js';
 import { MsgType, encodeMessage } from '../wire/messages.js';
+import { decodePendingRecord, encodePendingRecord } from '../wire/journal.js';
 import { HalfPair } from '../core/pair/halfpair.js';
 import { ProposeError } from '../core/pair/replica.js';
 import type { RegisterSpec } from '../core/pair/types.js';
@@ -284,6 +285,38 @@ describe('durability', () => {
     return { store, pair };
   }
   const state = (p: HalfPair): unknown[] => ['kv', 'kv2'].map((r) => [p.register(r).version, p.register(r).hash.hi, p.register(r).hash.lo]);
+
+  it('a pending record carries its stamp as a trailing varint; one written before rev 1.24 (none) still decodes', () => {
+    const c = { seq: 7, delta: set('k', 'v') };
+    const withStamp = encodePendingRecord({ ...c, stamp: 300 });
+    const without = encodePendingRecord(c);
+    expect(withStamp.length).toBe(without.length + 2);
+    expect(decodePendingRecord(withStamp)).toEqual({ ...c, stamp: 300 });
+    expect(decodePendingRecord(without)).toEqual(c);
+  });
+
+  it('own candidates restored after a restart keep their order across registers: a cross txn is decided after the write its proposer made before it on another register', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spook-cross-'));
+    dirs.push(dir);
+    const a = open(dir);
+    // Both told "pending" before any collapse (secureOwn): recorded in each register's pending file.
+    // kv2 is loaded after kv, so load order alone would propose the cross first.
+    const x = a.pair.propose(0, 'kv2', set('b', 'x'));
+    const c = a.pair.propose(0, 'kv', cross(['kv', set('a', 'c')], ['kv2', set('b', 'c')]));
+    expect([a.pair.secureOwn(0, 'kv2', x.seq), a.pair.secureOwn(0, 'kv', c.seq)]).toEqual([true, true]);
+    a.store.persist(a.pair.pollWrites());
+    a.pair.writesDurable();
+    a.store.close();
+    const b = open(dir);
+    // A new write after the restart comes after both (the pair's stamps go on above the restored ones).
+    b.pair.propose(0, 'kv2', set('y', 'y'));
+    for (let i = 0; i < 4; i++) b.pair.collapse(0);
+    const kv2 = b.pair.register('kv2').state as MapState;
+    // x first, then the cross over it: 'b' is the cross's; then y, at a later version of kv2.
+    expect([text(kv2.get(enc('b'))?.value), text((b.pair.register('kv').state as MapState).get(enc('a'))?.value)]).toEqual(['c', 'c']);
+    expect(kv2.get(enc('y'))!.version).toBeGreaterThan(kv2.get(enc('b'))!.version);
+    b.store.close();
+  });
 
   it('a committed cross txn survives a restart in every register; a group torn by a crash is dropped from every register', () => {
     const dir = mkdtempSync(join(tmpdir(), 'spook-cross-'));

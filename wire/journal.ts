@@ -364,19 +364,22 @@ export function readPairSnapshotBody(
 }
 
 /** A pending-list record: one own candidate, `varint seq` || the delta (§4.1). */
-export function encodePendingRecord(c: { seq: number; delta: EntryDelta }): Uint8Array {
+export function encodePendingRecord(c: { seq: number; delta: EntryDelta; stamp?: number }): Uint8Array {
   const w = new Writer(64);
   w.varint(c.seq);
   writeEntryDelta(w, c.delta);
+  // Its place in the pair's order across registers (rev 1.24): a trailing varint, which readers before it ignore.
+  if (c.stamp !== undefined) w.varint(c.stamp);
   return w.finish();
 }
 
 /** Undefined for a record that does not decode (checksummed, so only a bug writes one). */
-export function decodePendingRecord(rec: Uint8Array): { seq: number; delta: EntryDelta } | undefined {
+export function decodePendingRecord(rec: Uint8Array): { seq: number; delta: EntryDelta; stamp?: number } | undefined {
   try {
     const r = new Reader(rec);
     const seq = r.varint('pending.seq');
-    return { seq, delta: readEntryDelta(r, 'pending.delta', 'candidate') };
+    const delta = readEntryDelta(r, 'pending.delta', 'candidate');
+    return r.remaining > 0 ? { seq, delta, stamp: r.varint('pending.stamp') } : { seq, delta };
   } catch {
     return undefined;
   }

@@ -176,9 +176,9 @@ export class Follower implements RoleMachine, RequesterHost {
 
   // ---------------------------------------------------------------- own candidates
 
-  queueOwn(seq: number, delta: EntryDelta): void {
+  queueOwn(seq: number, delta: EntryDelta, stamp: number): void {
     // It can wait for the peer: durable before anyone is told "pending".
-    this.s.pair.persist({ kind: 'proposed', register: this.s.name, seq, delta });
+    this.s.pair.persist({ kind: 'proposed', register: this.s.name, seq, delta, stamp });
   }
 
   secureOwn(): boolean {

@@ -364,6 +364,9 @@ export class HalfPair {
       },
       sibling: (name) => this.regs.get(name),
       stamp: () => ++this.stamps,
+      stampAbove: (stamp) => {
+        this.stamps = Math.max(this.stamps, stamp);
+      },
       pendingAppendBytes: (register) => {
         let n = 0;
         for (const r of this.regs.values()) n += r.ownAppendBytes(register);

@@ -181,7 +181,7 @@ export class Replica {
 
   /** Own candidates without an outcome, lowest first (what a store keeps across a restart). */
   ownCandidates(): OwnCandidate[] {
-    return [...this.s.own].map((c) => ({ seq: c.seq, delta: c.delta }));
+    return [...this.s.own].map((c) => ({ seq: c.seq, delta: c.delta, stamp: c.stamp }));
   }
 
   /**
@@ -198,7 +198,8 @@ export class Replica {
     const added: OwnCandidate[] = [];
     for (const c of keep) {
       if (s.own.length > 0 && s.own.last()!.seq >= c.seq) continue; // duplicates in the list
-      const own = { seq: c.seq, delta: c.delta };
+      const own = { seq: c.seq, delta: c.delta, stamp: c.stamp };
+      if (c.stamp !== undefined) s.pair.stampAbove(c.stamp);
       s.pushOwn(own);
       added.push(own);
     }

@@ -229,7 +229,8 @@ export class Sequencer implements RoleMachine, ResponderHost {
 
   restored(added: readonly OwnCandidate[]): void {
     for (const c of added) {
-      this.pending.push({ origin: this.s.pair.localId, seq: c.seq, delta: c.delta, stamp: this.s.pair.stamp() });
+      // Its stamp from the run before (they all come before any new one: stampAbove), else a new one.
+      this.pending.push({ origin: this.s.pair.localId, seq: c.seq, delta: c.delta, stamp: c.stamp ?? this.s.pair.stamp() });
       this.secured.add(c.seq); // in the pending list the load kept (and made durable)
     }
   }
@@ -237,7 +238,7 @@ export class Sequencer implements RoleMachine, ResponderHost {
   secureOwn(c: OwnCandidate): boolean {
     if (this.secured.has(c.seq)) return false;
     this.secured.add(c.seq);
-    this.s.pair.persist({ kind: 'proposed', register: this.s.name, seq: c.seq, delta: c.delta });
+    this.s.pair.persist({ kind: 'proposed', register: this.s.name, seq: c.seq, delta: c.delta, stamp: c.stamp });
     return true;
   }
 

@@ -53,7 +53,10 @@ export interface OwnCandidate {
   readonly seq: number;
   /** One register's delta, or a cross-register txn anchored here (wire/cross.ts). */
   readonly delta: EntryDelta;
-  /** When it was proposed, in this pair's order across registers (PairContext.stamp; 0: before a restart). Not stored. */
+  /**
+   * When it was proposed, in this pair's order across registers (PairContext.stamp), kept in the
+   * pending file with it (rev 1.24); absent for one restored from a file written before.
+   */
   readonly stamp?: number;
 }
 
@@ -81,6 +84,8 @@ export interface PairContext {
   sibling(name: string): Replica | undefined;
   /** The next number of this pair's order of proposals and arrivals across its registers (cross-register txns, §4.6). */
   stamp(): number;
+  /** Restored candidates carry stamps of the run before: the pair's next ones must come after them. */
+  stampAbove(stamp: number): void;
   /** Octets every register's own pending candidates append to stream `register` (where its next append goes). */
   pendingAppendBytes(register: string): number;
 }
@@ -99,7 +104,7 @@ export type PairWrite =
   /** Own candidate sequence numbers up to `upTo` may now be used. */
   | { kind: 'lease'; register: string; upTo: number }
   /** An own candidate (a follower's when proposed; a sequencer's when it waits, secureOwn), to propose again after a restart until decided (§7.1). */
-  | { kind: 'proposed'; register: string; seq: number; delta: EntryDelta };
+  | { kind: 'proposed'; register: string; seq: number; delta: EntryDelta; stamp?: number };
 
 /** A register's committed state as a store snapshots it. */
 export interface RegisterImage {
@@ -127,7 +132,7 @@ export interface PairStore {
    * restart and be proposed again until decided (§7.1). Decided ones are forgotten when
    * the store next rewrites its list from `ownCandidates()`.
    */
-  proposed(register: string, seq: number, delta: EntryDelta): void;
+  proposed(register: string, seq: number, delta: EntryDelta, stamp?: number): void;
   /** The batch of writes ends (persistWrites): work deferred until all of it is durable, such as snapshots. */
   endBatch?(): void;
   /**
@@ -158,7 +163,7 @@ export function storeEach(store: PairStore, writes: readonly PairWrite[]): void 
         store.lease(w.register, w.upTo);
         break;
       case 'proposed':
-        store.proposed(w.register, w.seq, w.delta);
+        store.proposed(w.register, w.seq, w.delta, w.stamp);
         break;
     }
   }

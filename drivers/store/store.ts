@@ -19,7 +19,7 @@
  *            snapshots beside the old, and the record (store directory) by which a load takes
  *            the batch back or completes it (rev 1.24, `installReplaced`).
  *  pending   own candidates as proposed, [u32 length][4-byte SHA-256 prefix][varint seq |
- *            delta] ..., appended (and flushed like the log) before the proposer hears
+ *            delta | varint stamp (rev 1.24: the order across registers)] ..., appended (and flushed like the log) before the proposer hears
  *            of the candidate; rewritten atomically with only the undecided ones at load
  *            (when that differs) and, past 1 MiB, once the batch that grew it is durable.
  *            A restart proposes the undecided ones again.
@@ -83,7 +83,7 @@ import type { LogRecord } from '../../core/pair/log.js';
 import { MapState } from '../../core/register/map.js';
 import { type StreamState } from '../../core/register/stream.js';
 import type { Replica } from '../../core/pair/replica.js';
-import type { PairStore, PairWrite, RegisterImage } from '../../core/pair/types.js';
+import type { OwnCandidate, PairStore, PairWrite, RegisterImage } from '../../core/pair/types.js';
 
 export type FsyncPolicy = 'always' | 'everysec' | 'never';
 
@@ -489,7 +489,7 @@ export class DiskStore implements PairStore {
             if (!replaced?.has(w.register)) this.writeRecord(f, w.register, w.rec, touched);
             break;
           case 'proposed':
-            this.writePending(f, w.register, w.seq, w.delta, touched);
+            this.writePending(f, w.register, { seq: w.seq, delta: w.delta, stamp: w.stamp }, touched);
             break;
           case 'lease':
             this.writeLease(f, w.upTo, touched);
@@ -601,8 +601,8 @@ export class DiskStore implements PairStore {
   }
 
   /** Append a pending own candidate (fsynced by the caller through `touched`, or marked dirty). */
-  private writePending(f: RegisterFiles, register: string, seq: number, delta: EntryDelta, touched: Set<number>): void {
-    const framed = frameRecord(encodePendingRecord({ seq, delta }), sha256);
+  private writePending(f: RegisterFiles, register: string, c: OwnCandidate, touched: Set<number>): void {
+    const framed = frameRecord(encodePendingRecord(c), sha256);
     writeAll(f.pendingFd, framed);
     f.pendingBytes += framed.length;
     if (f.pendingBytes > PENDING_COMPACT_BYTES && this.replicas.has(register)) f.pendingCompactDue = true;
@@ -741,13 +741,13 @@ export class DiskStore implements PairStore {
     this.jobs.delete(register);
   }
 
-  proposed(register: string, seq: number, delta: EntryDelta): void {
+  proposed(register: string, seq: number, delta: EntryDelta, stamp?: number): void {
     if (this.closed) this.onFatal(new StoreError(`${this.dir}: proposal on register ${register} after the store was closed`));
     const f = this.files.get(register);
     if (!f) return;
     try {
       const touched = new Set<number>();
-      this.writePending(f, register, seq, delta, touched);
+      this.writePending(f, register, { seq, delta, stamp }, touched);
       for (const fd of touched) this.syncFd(fd);
     } catch (e) {
       this.onFatal(new StoreError(`${join(this.dir, register)}: cannot persist own candidate ${seq}: ${(e as Error).message}`));
@@ -1111,6 +1111,6 @@ function releasePins(t: TakenBatch): void {
 }
 
 /** A whole pending file: one framed record per own candidate. */
-function encodePendingFile(cands: { seq: number; delta: EntryDelta }[]): Uint8Array {
+function encodePendingFile(cands: readonly OwnCandidate[]): Uint8Array {
   return Buffer.concat(cands.map((c) => frameRecord(encodePendingRecord(c), sha256)));
 }

@@ -58,7 +58,7 @@ interface RegisterFiles {
   snapshot: Uint8Array | undefined;
   snapshotVersion: number;
   log: Uint8Array[];
-  pending: { seq: number; delta: EntryDelta }[];
+  pending: { seq: number; delta: EntryDelta; stamp?: number }[];
   lease: number;
 }
 
@@ -277,10 +277,10 @@ export class SimPairStore implements PairStore {
     this.fail('lease', register, outcome);
   }
 
-  proposed(register: string, seq: number, delta: EntryDelta): void {
+  proposed(register: string, seq: number, delta: EntryDelta, stamp?: number): void {
     const outcome = this.check('proposed', register);
     if (outcome !== 'lost') {
-      this.filesOf(register).pending.push({ seq, delta });
+      this.filesOf(register).pending.push({ seq, delta, stamp });
       this.onProposed?.(register, seq);
     }
     this.fail('proposed', register, outcome);
