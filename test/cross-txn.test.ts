@@ -4,7 +4,7 @@
  * under loss and reordering, across cuts (log path and reconciliation) and restarts.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, readdirSync, rmSync, statSync, truncateSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Reader } from '../wire/buffer.js';
@@ -18,10 +18,11 @@ import {
   type EntryDelta,
 } from '../wire/cross.js';
 import { MsgType, encodeMessage } from '../wire/messages.js';
-import { decodePendingRecord, encodePendingRecord } from '../wire/journal.js';
+import { MAX_PAIR_RECORD, decodePendingRecord, encodePendingRecord, frameRecord, readFrames } from '../wire/journal.js';
+import { hash } from '../crypto/primitives.js';
 import { HalfPair } from '../core/pair/halfpair.js';
 import { ProposeError } from '../core/pair/replica.js';
-import type { RegisterSpec } from '../core/pair/types.js';
+import type { OwnCandidate, RegisterSpec } from '../core/pair/types.js';
 import { MapState } from '../core/register/map.js';
 import type { StreamState } from '../core/register/stream.js';
 import { DiskStore } from '../drivers/store/store.js';
@@ -34,6 +35,7 @@ const REGS: RegisterSpec[] = [
   { name: 'kv2', kind: 'map' },
   { name: 's', kind: 'stream' },
 ];
+const sha256 = (...parts: Uint8Array[]): Uint8Array => hash('SHA256', ...parts);
 const txn = (...ops: Delta[]): Delta => ({ op: DeltaOp.Txn, ops: ops as SimpleDelta[] });
 const text = (b: Uint8Array | undefined): string | undefined => (b ? new TextDecoder().decode(b) : undefined);
 const mapOf = (h: Harness, side: 'a' | 'b', r: string): MapState => h[side].pair.register(r).state as MapState;
@@ -315,6 +317,56 @@ describe('durability', () => {
     // x first, then the cross over it: 'b' is the cross's; then y, at a later version of kv2.
     expect([text(kv2.get(enc('b'))?.value), text((b.pair.register('kv').state as MapState).get(enc('a'))?.value)]).toEqual(['c', 'c']);
     expect(kv2.get(enc('y'))!.version).toBeGreaterThan(kv2.get(enc('b'))!.version);
+    b.store.close();
+  });
+
+  /** Rewrite a register's pending file, mapping each decoded record (a file as an older release, or damage, left it). */
+  function editPending(dir: string, register: string, f: (c: OwnCandidate, i: number) => OwnCandidate): void {
+    const path = join(dir, register, 'pending');
+    const recs = readFrames(readFileSync(path), MAX_PAIR_RECORD, sha256).records.map(({ rec }) => decodePendingRecord(rec)!);
+    writeFileSync(path, Buffer.concat(recs.map((c, i) => frameRecord(encodePendingRecord(f(c, i)), sha256))));
+  }
+
+  it('a restored candidate without a stamp (written before rev 1.24) counts as older than every stamped one', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spook-cross-'));
+    dirs.push(dir);
+    const a = open(dir);
+    const p = a.pair.propose(0, 'kv2', set('b', 'p'));
+    const x = a.pair.propose(0, 'kv2', set('b', 'x'));
+    const c = a.pair.propose(0, 'kv', cross(['kv', set('a', 'c')], ['kv2', set('b', 'c')]));
+    for (const [r, q] of [
+      ['kv2', p.seq],
+      ['kv2', x.seq],
+      ['kv', c.seq],
+    ] as const)
+      expect(a.pair.secureOwn(0, r, q)).toBe(true);
+    a.store.persist(a.pair.pollWrites());
+    a.pair.writesDurable();
+    a.store.close();
+    editPending(dir, 'kv2', (rec, i) => (i === 0 ? { seq: rec.seq, delta: rec.delta } : rec)); // p as an older release wrote it
+    const b = open(dir);
+    for (let i = 0; i < 4; i++) b.pair.collapse(0);
+    // Proposed p, x, then the cross: 'b' is the cross's.
+    expect(text((b.pair.register('kv2').state as MapState).get(enc('b'))?.value)).toBe('c');
+    b.store.close();
+  });
+
+  it('a stamp out of bounds in a pending file is read as none: the candidate stands, later ones are written', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spook-cross-'));
+    dirs.push(dir);
+    const a = open(dir);
+    const p = a.pair.propose(0, 'kv2', set('b', 'p'));
+    expect(a.pair.secureOwn(0, 'kv2', p.seq)).toBe(true);
+    a.store.persist(a.pair.pollWrites());
+    a.pair.writesDurable();
+    a.store.close();
+    editPending(dir, 'kv2', (rec) => ({ ...rec, stamp: Number.MAX_SAFE_INTEGER }));
+    const b = open(dir);
+    expect(b.pair.register('kv2').pendingCount).toBe(1);
+    const y = b.pair.propose(0, 'kv', set('y', 'y'));
+    expect(b.pair.secureOwn(0, 'kv', y.seq)).toBe(true);
+    b.store.persist(b.pair.pollWrites()); // a stamp past 2^53 would not encode
+    b.pair.writesDurable();
     b.store.close();
   });
 

@@ -374,12 +374,26 @@ export function encodePendingRecord(c: { seq: number; delta: EntryDelta; stamp?:
 }
 
 /** Undefined for a record that does not decode (checksummed, so only a bug writes one). */
+/** Above any stamp a pair hands out (one per proposal): a larger one is damage, read as none. */
+const MAX_PENDING_STAMP = 2 ** 48;
+
+/** The trailing stamp of a pending record (rev 1.24), if there is a sound one: the candidate stands without it. */
+function pendingStamp(r: Reader): { stamp?: number } {
+  if (r.remaining === 0) return {};
+  try {
+    const stamp = r.varint('pending.stamp');
+    return stamp <= MAX_PENDING_STAMP ? { stamp } : {};
+  } catch {
+    return {};
+  }
+}
+
 export function decodePendingRecord(rec: Uint8Array): { seq: number; delta: EntryDelta; stamp?: number } | undefined {
   try {
     const r = new Reader(rec);
     const seq = r.varint('pending.seq');
     const delta = readEntryDelta(r, 'pending.delta', 'candidate');
-    return r.remaining > 0 ? { seq, delta, stamp: r.varint('pending.stamp') } : { seq, delta };
+    return { seq, delta, ...pendingStamp(r) };
   } catch {
     return undefined;
   }

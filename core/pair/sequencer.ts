@@ -229,8 +229,9 @@ export class Sequencer implements RoleMachine, ResponderHost {
 
   restored(added: readonly OwnCandidate[]): void {
     for (const c of added) {
-      // Its stamp from the run before (they all come before any new one: stampAbove), else a new one.
-      this.pending.push({ origin: this.s.pair.localId, seq: c.seq, delta: c.delta, stamp: c.stamp ?? this.s.pair.stamp() });
+      // Its stamp from the run before (they all come before any new one: stampAbove); one written
+      // without (before rev 1.24) predates every stamped one: 0, as the follower counts it.
+      this.pending.push({ origin: this.s.pair.localId, seq: c.seq, delta: c.delta, stamp: c.stamp ?? 0 });
       this.secured.add(c.seq); // in the pending list the load kept (and made durable)
     }
   }
