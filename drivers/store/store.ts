@@ -19,8 +19,9 @@
  *            snapshots beside the old, and the record (store directory) by which a load takes
  *            the batch back or completes it (rev 1.24, `installReplaced`).
  *  pending   own candidates as proposed, [u32 length][4-byte SHA-256 prefix][varint seq |
- *            delta | varint stamp (rev 1.24: the order across registers)] ..., appended (and flushed like the log) before the proposer hears
- *            of the candidate; rewritten atomically with only the undecided ones at load
+ *            delta | varint stamp (rev 1.24: the order across registers)] ..., appended
+ *            (and flushed like the log) before the proposer hears of the candidate;
+ *            rewritten atomically with only the undecided ones at load
  *            (when that differs) and, past 1 MiB, once the batch that grew it is durable.
  *            A restart proposes the undecided ones again.
  *
