@@ -363,7 +363,7 @@ export function readPairSnapshotBody(
   }
 }
 
-/** A pending-list record: one own candidate, `varint seq` || the delta (§4.1). */
+/** A pending-list record: one own candidate, `varint seq` || the delta (§4.1) || `varint stamp` (rev 1.24, when it has one). */
 export function encodePendingRecord(c: { seq: number; delta: EntryDelta; stamp?: number }): Uint8Array {
   const w = new Writer(64);
   w.varint(c.seq);
@@ -373,7 +373,6 @@ export function encodePendingRecord(c: { seq: number; delta: EntryDelta; stamp?:
   return w.finish();
 }
 
-/** Undefined for a record that does not decode (checksummed, so only a bug writes one). */
 /** Above any stamp a pair hands out (one per proposal): a larger one is damage, read as none. */
 const MAX_PENDING_STAMP = 2 ** 48;
 
@@ -388,6 +387,7 @@ function pendingStamp(r: Reader): { stamp?: number } {
   }
 }
 
+/** Undefined for a record that does not decode (checksummed, so only a bug writes one). */
 export function decodePendingRecord(rec: Uint8Array): { seq: number; delta: EntryDelta; stamp?: number } | undefined {
   try {
     const r = new Reader(rec);

@@ -478,8 +478,10 @@ export class DiskStore implements PairStore {
       }
     let at = '';
     try {
-      at = `${this.dir}: replacing ${[...(replaced?.keys() ?? [])].join(', ')}`;
-      if (replaced) this.beginReplacing(writes, replaced);
+      if (replaced) {
+        at = `${this.dir}: replacing ${[...replaced.keys()].join(', ')}`;
+        this.beginReplacing(writes, replaced);
+      }
       for (const w of writes) {
         if (w.kind === 'replaced') continue;
         const f = this.files.get(w.register);
@@ -842,9 +844,8 @@ export class DiskStore implements PairStore {
       // that lost versions), which a restart would replay onto the snapshot, and fail.
       ftruncateSync(f.logFd, 0);
       this.syncFd(f.logFd);
-      if (existsSync(p.logOld)) unlinkSync(p.logOld); // what a cancelled or failed background snapshot left
-      fsyncDir(p.dir);
       this.snapshotLanded(p, f, image.version, snapshots[i].bytes);
+      fsyncDir(p.dir); // the rename and log.old's removal
     });
     unlinkSync(record);
     fsyncDir(this.dir); // gone before any later batch writes: a restart must not complete it again
