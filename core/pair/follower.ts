@@ -82,6 +82,8 @@ export class Follower implements RoleMachine, RequesterHost {
   /** The register whose progress the held next record waits for (a cross-register txn, §4.6). */
   waitingOn: Follower | undefined;
   private reorderBytes = 0;
+  /** The batch holding this register's last replacement while it is not durable (0: none). */
+  private replacedIn = 0;
 
   constructor(private readonly s: Shared) {
     this.freezesWhenIncoherent = s.cfg.policy === 'freeze';
@@ -94,6 +96,17 @@ export class Follower implements RoleMachine, RequesterHost {
 
   get reconciling(): boolean {
     return this.session !== undefined;
+  }
+
+  /**
+   * Its state was replaced (reconciliation, a full transfer) in a batch not durable yet: records
+   * wait until it is (§10.1). That batch's snapshot holds the register as the batch leaves it; a
+   * record applied after the replacement that then diverged (never logged) would leave the image
+   * ahead of every record, which no snapshot may hold, and the store would refuse the batch.
+   */
+  get awaitingReplacement(): boolean {
+    if (this.replacedIn !== 0 && this.s.pair.durable(this.replacedIn)) this.replacedIn = 0;
+    return this.replacedIn !== 0;
   }
 
   // ---------------------------------------------------------------- RequesterHost
@@ -166,7 +179,7 @@ export class Follower implements RoleMachine, RequesterHost {
     if (s.nextSeq <= mark) s.continueSeqAfter(mark);
     s.statusDirty = true;
     s.reentangleMethod = r.method;
-    s.pair.persist({ kind: 'replaced', image: s, version: s.version });
+    this.replacedIn = s.pair.persist({ kind: 'replaced', image: s, version: s.version });
   }
 
   private clearReorder(): void {
@@ -322,17 +335,15 @@ export class Follower implements RoleMachine, RequesterHost {
       this.hold(m, raw);
       return;
     }
+    if (this.awaitingReplacement) {
+      this.keepNext(m, raw);
+      return;
+    }
     const group = this.crossGroup(m);
     if ('wait' in group) {
-      // The next record, waiting for the other parts of a cross-register txn (§4.6): held whatever the limits
-      // (the one record at the next version; records above it make room).
-      this.keep(m, raw);
+      // Waiting for the other parts of a cross-register txn (§4.6).
+      this.keepNext(m, raw);
       this.waitingOn = group.wait;
-      while (this.reorder.size > REORDER_LIMIT || this.reorderBytes > reorderByteLimit((s.cfg.holdQuota ?? s.cfg.quota).maxValueBytes)) {
-        const top = Math.max(...this.reorder.keys());
-        if (top <= m.version) break;
-        this.unhold(top);
-      }
       return;
     }
     if (!this.applyWith(now, m, raw, group.members)) return;
@@ -362,6 +373,17 @@ export class Follower implements RoleMachine, RequesterHost {
     s.statusDirty = true; // tell the sequencer what arrived past the gap
   }
 
+  /** Hold the next record, whatever the limits (the one record at the next version; records above it make room). */
+  private keepNext(m: CollapseMsg, raw: Uint8Array): void {
+    this.keep(m, raw);
+    const limit = reorderByteLimit((this.s.cfg.holdQuota ?? this.s.cfg.quota).maxValueBytes);
+    while (this.reorder.size > REORDER_LIMIT || this.reorderBytes > limit) {
+      const top = Math.max(...this.reorder.keys());
+      if (top <= m.version) break;
+      this.unhold(top);
+    }
+  }
+
   /** Hold a record at its version, replacing a copy held there. */
   private keep(m: CollapseMsg, raw: Uint8Array): void {
     this.unhold(m.version);
@@ -387,7 +409,8 @@ export class Follower implements RoleMachine, RequesterHost {
   drainHeld(now: number): readonly Follower[] {
     const s = this.s;
     this.waitingOn = undefined;
-    if (!this.reorder.has(s.version + 1)) return NONE_MOVED; // the common case: nothing held next, nothing to build
+    // The common case: nothing held next, nothing to build. A replacement not durable yet: wait for it.
+    if (!this.reorder.has(s.version + 1) || this.awaitingReplacement) return NONE_MOVED;
     const moved = new Set<Follower>();
     for (let next = this.reorder.get(s.version + 1); next && this.session === undefined; next = this.reorder.get(s.version + 1)) {
       const group = this.crossGroup(next.msg);
@@ -445,7 +468,7 @@ export class Follower implements RoleMachine, RequesterHost {
     }
     const out: CrossMember[] = [];
     for (const [f, vs] of members) {
-      if (f.reconciling) return { wait: f };
+      if (f.reconciling || f.awaitingReplacement) return { wait: f };
       vs.sort((a, b) => a - b);
       for (let i = 0; i < vs.length; i++) {
         const h = vs[i] === f.version + 1 + i ? f.heldRecord(vs[i]) : undefined;
@@ -661,6 +684,11 @@ export class Follower implements RoleMachine, RequesterHost {
     this.s.peerHash = undefined;
   }
 
+  peerSession(): void {
+    // Nothing to forget: under fsync always the sequencer announces only versions it made durable, so a restart
+    // does not leave it behind what it told us (under everysec it may be: open question 2).
+  }
+
   aligned(): boolean {
     const s = this.s;
     if (this.session !== undefined || s.peerHash === undefined) return false;
@@ -738,6 +766,15 @@ export class Follower implements RoleMachine, RequesterHost {
   fill(now: number, b: PayloadBuilder): void {
     if (this.session !== undefined) this.session.fill(now, b);
     else this.fillProposals(now, b);
+  }
+
+  /**
+   * A request that starts a session (WANT_META) follows our Status in its datagram (§8.2): the
+   * sequencer reuses its pin only while it is not behind the version it last heard from us, and
+   * a pin behind what we applied would take back versions whose outcomes we reported.
+   */
+  startsSession(now: number): boolean {
+    return this.session !== undefined && this.session.startsNow(now);
   }
 
   /** Every own candidate without an outcome counts as unsent again (a retransmission, a restart, a reset). */

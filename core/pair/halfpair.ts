@@ -225,6 +225,14 @@ export class HalfPair {
   private writes: PairWrite[] = [];
   /** Writes taken by `pollWrites` that the driver has not acknowledged as durable yet. */
   private writesInFlight = false;
+  /** The batch the writes recorded now go to, and the last durable one (batches counted from 1). */
+  private writeBatch = 1;
+  private durableBatch = 0;
+  /**
+   * The last batch that replaced a follower's register (0: none waiting): that register's next
+   * records wait until it is durable (§10.1), then the next `collapse` applies them.
+   */
+  private replacedBatch = 0;
   /** Fenced by the driver: what was not released is gone, and no datagram leaves any more. */
   private isFenced = false;
   private closeQueued: CloseReason | undefined;
@@ -360,8 +368,12 @@ export class HalfPair {
       },
       drop: (now, reason, detail, n) => this.drop(now, reason, detail, n),
       persist: (w) => {
-        if (!this.isFenced && (this.opts.store || this.opts.writes === 'driver')) this.writes.push(w);
+        if (this.isFenced || !(this.opts.store || this.opts.writes === 'driver')) return 0;
+        this.writes.push(w);
+        if (w.kind === 'replaced') this.replacedBatch = this.writeBatch;
+        return this.writeBatch;
       },
+      durable: (batch) => batch <= this.durableBatch,
       sibling: (name) => this.regs.get(name),
       stamp: () => ++this.stamps,
       stampAbove: (stamp) => {
@@ -641,6 +653,7 @@ export class HalfPair {
     // The peer's message ids start again in a new session; ours are resent under new ones.
     this.fragIn.reset();
     this.fragOut.reset();
+    for (const r of this.regList) r.peerSession();
   }
 
   private dispatch(now: number, m: Message, raw: Uint8Array): void {
@@ -847,6 +860,12 @@ export class HalfPair {
    */
   collapse(now: number): void {
     if (this.state === PairState.CLOSED) return;
+    if (this.replacedBatch !== 0 && this.replacedBatch <= this.durableBatch) {
+      // A replaced register's records waited for its batch (§10.1): they apply now.
+      this.replacedBatch = 0;
+      this.drainCross(now);
+      this.evaluate(now);
+    }
     // While the ends' registers differ (a quota changed at one end, §6.3 rule 4), nothing is
     // decided: a record committed under a quota the peer does not hold could be refused there for
     // good. Candidates queued wait for the manifests to agree (no new one is taken meanwhile).
@@ -865,6 +884,7 @@ export class HalfPair {
     this.writes = [];
     try {
       persistWrites(store, batch);
+      this.durableBatch = this.writeBatch++;
     } catch (e) {
       // As `writesFailed`: nothing of this step may be polled by a caller that catches and carries on.
       this.fence(now, `store failed: ${(e as Error).message}`);
@@ -891,11 +911,13 @@ export class HalfPair {
     const batch = this.writes;
     this.writes = [];
     this.writesInFlight = true;
+    this.writeBatch++;
     return batch;
   }
 
   /** The writes last taken by `pollWrites` are durable: what their steps caused may leave. */
   writesDurable(): void {
+    if (this.writesInFlight) this.durableBatch = this.writeBatch - 1;
     this.writesInFlight = false;
   }
 

@@ -381,6 +381,11 @@ export class Replica {
     this.s.statusDirty = true;
   }
 
+  /** A new session with the peer (it may have restarted): see RoleMachine.peerSession. */
+  peerSession(): void {
+    this.machine.peerSession();
+  }
+
   /** The role's armed timers and their deadlines (ms). */
   deadlines(): Partial<Record<RegisterTimer, number>> {
     return this.machine.deadlines();
@@ -397,7 +402,7 @@ export class Replica {
    */
   fill(now: number, b: PayloadBuilder, ackDue = false): void {
     const s = this.s;
-    if (s.statusDirty || (s.statusLazy && ackDue)) {
+    if (s.statusDirty || (s.statusLazy && ackDue) || (s.reachable && this.machine.startsSession(now))) {
       if (!b.addMessage(this.status())) return;
       s.statusSent();
     }

@@ -120,7 +120,7 @@ export class Sequencer implements RoleMachine, ResponderHost {
 
   // Sending state.
   private sentUpTo = 0;
-  /** The peer was out of contact: the next status resets what we consider sent. */
+  /** The peer was out of contact, or may have restarted: its next status is taken as it comes and resets what we consider sent. */
   private goBack = false;
   /** Versions the follower reported holding out of order (its latest status). */
   private peerHeld: VersionRange[] = [];
@@ -442,8 +442,11 @@ export class Sequencer implements RoleMachine, ResponderHost {
     const first = s.peerVersion < 0;
     this.peerLatestVersion = m.version;
     // A reordered older status says nothing new. (A regression beyond the send window is a follower that lost state.)
-    // (A recorded version above our own was never a real one: it is no reference for staleness.)
-    if (!first && m.version < s.peerVersion && m.version >= s.peerVersion - SEND_WINDOW && s.peerVersion <= s.version) return;
+    // (A recorded version above our own was never a real one: it is no reference for staleness.) Not after a gap in
+    // contact or a new session: a follower that restarted may be behind what it told us (a diverged record is never
+    // logged), and ignored, it would wait for records we believe it holds.
+    if (!first && !this.goBack && m.version < s.peerVersion && m.version >= s.peerVersion - SEND_WINDOW && s.peerVersion <= s.version)
+      return;
     const progressed = first || m.version > s.peerVersion;
     // Not stale, yet below what we believed (a follower that lost state, or an earlier status that lied):
     // what we sent past it is not there, so resend from here (else nothing below sentUpTo is sent again).
@@ -534,6 +537,10 @@ export class Sequencer implements RoleMachine, ResponderHost {
     this.s.reentangleTarget = this.s.version;
     this.goBack = true;
     this.gapCosted = false;
+  }
+
+  peerSession(): void {
+    this.goBack = true;
   }
 
   /**
@@ -630,6 +637,10 @@ export class Sequencer implements RoleMachine, ResponderHost {
         return _unhandled;
       }
     }
+  }
+
+  startsSession(): boolean {
+    return false; // the sequencer answers sessions
   }
 
   fill(now: number, b: PayloadBuilder): void {

@@ -68,6 +68,8 @@ export interface RoleMachine {
   handle(now: number, m: RegisterMessage, raw: Uint8Array): void;
   /** The pair heard its peer after decoherence (or formed misaligned). */
   beginReentangle(): void;
+  /** A new session with the peer: it may have restarted, behind what it last told us. */
+  peerSession(): void;
   /** Whether this register has reached the re-entanglement target. */
   aligned(): boolean;
   /** Whether the peer confirmed everything (own candidates aside, which the replica checks). */
@@ -79,6 +81,8 @@ export interface RoleMachine {
   handleTimeout(now: number): boolean;
   /** Add this role's messages (beyond the Status) to the datagram being built. */
   fill(now: number, b: PayloadBuilder): void;
+  /** Whether `fill` now sends a request that starts a reconciliation session (it goes after a Status, §8.2). */
+  startsSession(now: number): boolean;
 }
 
 export class Shared {

@@ -78,8 +78,13 @@ export interface PairContext {
   countFullTransfer(): void;
   /** Drop and count something the peer sent (a closed set of reasons, PROTOCOL.md §11). */
   drop(now: number, reason: PairDrop, detail: string, n?: number): void;
-  /** Something to make durable before anything that depends on it leaves the host (handed over when the step ends). */
-  persist(w: PairWrite): void;
+  /**
+   * Something to make durable before anything that depends on it leaves the host (handed over
+   * when the step ends). Returns the batch it goes to (0: this pair persists nothing).
+   */
+  persist(w: PairWrite): number;
+  /** Whether batch `batch` (a number `persist` returned) is durable. */
+  durable(batch: number): boolean;
   /** Another register of this pair, for cross-register txns (cross.ts); undefined if the pair has none of that name. */
   sibling(name: string): Replica | undefined;
   /** The next number of this pair's order of proposals and arrivals across its registers (cross-register txns, §4.6). */

@@ -560,6 +560,11 @@ export class ReconRequester {
     return true;
   }
 
+  /** Whether `fill` now sends a request that asks for the pin (WANT_META). */
+  startsNow(now: number): boolean {
+    return this.wantRequest && this.meta === undefined && (this.notBefore === undefined || now >= this.notBefore);
+  }
+
   fill(now: number, b: PayloadBuilder): void {
     if (!this.wantRequest) return;
     if (this.notBefore !== undefined) {

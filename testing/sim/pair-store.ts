@@ -158,11 +158,24 @@ export class SimPairStore implements PairStore {
     /** Per register replaced: the records the batch applied after its last replacement. */
     const after = new Map<string, number>();
     const images = new Map<string, RegisterImage>();
+    /** Per register replaced: the version its last write in the batch leaves it at. */
+    const last = new Map<string, number>();
     for (const w of writes)
       if (w.kind === 'replaced') {
         after.set(w.image.name, 0);
         images.set(w.image.name, w.image);
-      } else if (w.kind === 'append' && after.has(w.register)) after.set(w.register, after.get(w.register)! + 1);
+        last.set(w.image.name, w.version);
+      } else if (w.kind === 'append' && after.has(w.register)) {
+        after.set(w.register, after.get(w.register)! + 1);
+        last.set(w.register, w.rec.version);
+      }
+    // DiskStore refuses (StoreRefused) a register ahead of its last write: the follower holds a
+    // replaced register's records until the replacement is durable, so that none is (§10.1).
+    for (const [name, image] of images)
+      if (image.version !== last.get(name))
+        throw new Error(
+          `register ${name} is at v${image.version}, its last write in the batch v${last.get(name)}: the store would refuse the batch`,
+        );
     const out = writes.filter((w) => w.kind !== 'replaced' && !(w.kind === 'append' && after.has(w.register)));
     const records = new Map<string, number>();
     for (const w of out)
