@@ -684,11 +684,6 @@ export class Follower implements RoleMachine, RequesterHost {
     this.s.peerHash = undefined;
   }
 
-  peerSession(): void {
-    // Nothing to forget: under fsync always the sequencer announces only versions it made durable, so a restart
-    // does not leave it behind what it told us (under everysec it may be: open question 2).
-  }
-
   aligned(): boolean {
     const s = this.s;
     if (this.session !== undefined || s.peerHash === undefined) return false;

@@ -653,7 +653,6 @@ export class HalfPair {
     // The peer's message ids start again in a new session; ours are resent under new ones.
     this.fragIn.reset();
     this.fragOut.reset();
-    for (const r of this.regList) r.peerSession();
   }
 
   private dispatch(now: number, m: Message, raw: Uint8Array): void {

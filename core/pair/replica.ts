@@ -381,11 +381,6 @@ export class Replica {
     this.s.statusDirty = true;
   }
 
-  /** A new session with the peer (it may have restarted): see RoleMachine.peerSession. */
-  peerSession(): void {
-    this.machine.peerSession();
-  }
-
   /** The role's armed timers and their deadlines (ms). */
   deadlines(): Partial<Record<RegisterTimer, number>> {
     return this.machine.deadlines();

@@ -120,7 +120,7 @@ export class Sequencer implements RoleMachine, ResponderHost {
 
   // Sending state.
   private sentUpTo = 0;
-  /** The peer was out of contact, or may have restarted: its next status is taken as it comes and resets what we consider sent. */
+  /** The peer was out of contact: the next status resets what we consider sent. */
   private goBack = false;
   /** Versions the follower reported holding out of order (its latest status). */
   private peerHeld: VersionRange[] = [];
@@ -441,14 +441,14 @@ export class Sequencer implements RoleMachine, ResponderHost {
     const s = this.s;
     const first = s.peerVersion < 0;
     this.peerLatestVersion = m.version;
-    // Below what we accepted, within the send window: a reordered older status, which says nothing new. (A regression
-    // beyond the window is a follower that lost state; a recorded version above our own was never a real one: it is
-    // no reference for staleness.) But the first after a gap in contact or a new session is taken: a follower that
-    // restarted may be behind what it told us (a diverged record is never logged), and would wait for records we
-    // believe it holds. It may also be a reordered one from the old session: it only moves where we send from, and
-    // fires no trigger (a follower behind our log base finds that out from our status).
-    const behind = !first && m.version < s.peerVersion && m.version >= s.peerVersion - SEND_WINDOW && s.peerVersion <= s.version;
-    if (behind && !this.goBack) return;
+    // A reordered older status says nothing new. (A regression beyond the send window is a follower that lost state.)
+    // (A recorded version above our own was never a real one: it is no reference for staleness.) But it may also be a
+    // follower that restarted behind what it told us (a diverged record is announced, never logged): the retransmission
+    // timer then goes back to what its latest status says (a reordered one costs at most a resend; rev 1.25).
+    if (!first && m.version < s.peerVersion && m.version >= s.peerVersion - SEND_WINDOW && s.peerVersion <= s.version) {
+      if (this.retransmitAt === undefined) this.retransmitAt = now + s.pair.rto();
+      return;
+    }
     const progressed = first || m.version > s.peerVersion;
     // Not stale, yet below what we believed (a follower that lost state, or an earlier status that lied):
     // what we sent past it is not there, so resend from here (else nothing below sentUpTo is sent again).
@@ -475,15 +475,14 @@ export class Sequencer implements RoleMachine, ResponderHost {
     const mine = s.log.hashAt(m.version);
     const coherent = s.pair.state === PairState.ENTANGLED || s.pair.state === PairState.COLLAPSING;
     if (m.version > s.version || (mine !== undefined && !hashEquals(mine, m.hash))) {
-      if (coherent && !behind)
-        s.pair.trigger(now, LifecycleEvent.HashMismatch, `register ${s.name}: peer at v${m.version} h=${hashHex(m.hash)}`);
+      if (coherent) s.pair.trigger(now, LifecycleEvent.HashMismatch, `register ${s.name}: peer at v${m.version} h=${hashHex(m.hash)}`);
       return;
     }
     if (mine !== undefined) {
       // The peer holds everything up to m.version: history before it is no longer needed (compaction at acknowledgement).
       s.log.compactThrough(m.version);
       this.responder.release(m.version);
-    } else if (coherent && !behind) {
+    } else if (coherent) {
       s.pair.trigger(now, LifecycleEvent.UnfillableGap, `register ${s.name}: peer at v${m.version}, log starts after v${s.log.base}`);
     }
     if (m.version >= s.version) this.retransmitAt = undefined;
@@ -540,10 +539,6 @@ export class Sequencer implements RoleMachine, ResponderHost {
     this.s.reentangleTarget = this.s.version;
     this.goBack = true;
     this.gapCosted = false;
-  }
-
-  peerSession(): void {
-    this.goBack = true;
   }
 
   /**

@@ -68,8 +68,6 @@ export interface RoleMachine {
   handle(now: number, m: RegisterMessage, raw: Uint8Array): void;
   /** The pair heard its peer after decoherence (or formed misaligned). */
   beginReentangle(): void;
-  /** A new session with the peer: it may have restarted, behind what it last told us. */
-  peerSession(): void;
   /** Whether this register has reached the re-entanglement target. */
   aligned(): boolean;
   /** Whether the peer confirmed everything (own candidates aside, which the replica checks). */
