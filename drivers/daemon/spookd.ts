@@ -785,7 +785,7 @@ export class Spookd {
       this.log.error(
         { peer: link.name, err: e },
         e instanceof StoreRefused
-          ? "a batch would snapshot a register ahead of its last record (a bug since PROTOCOL rev 1.25): batch refused, disk unchanged, pair fenced (decoherent, cause internal-error) until spookd restarts; nothing of the batch was sent or acknowledged; other peers carry on"
+          ? 'a batch would snapshot a register ahead of its last record (a bug since PROTOCOL rev 1.25): batch refused, disk unchanged, pair fenced (decoherent, cause internal-error) until spookd restarts; nothing of the batch was sent or acknowledged; other peers carry on'
           : 'durable storage failed: pair fenced (decoherent, cause internal-error) until spookd restarts; nothing it had not made durable was sent or acknowledged; other peers carry on',
       );
     } else
