@@ -9,6 +9,12 @@
  * For each: the longest the event loop went without running a timer (a probe every millisecond),
  * the snapshot's wall time, the commits made meanwhile, and the memory the pin's copied buckets held.
  *
+ * `--replaced`: a pair register replaced by reconciliation (PROTOCOL.md rev 1.26): a batch
+ * holding the replacement written, synced and landed as spookd does it (`write`, `syncAll`, the
+ * new snapshot written in the background meanwhile, `batchDurable`), beside the baseline of the
+ * same batch made durable in one turn (`persist`: what every replacement did before). No writer:
+ * the register a replacement lands on waits for it (its records are held).
+ *
  * `--domain`: the same for a QN domain's snapshot (one member leading itself, FileDomainStore,
  * fsync always, a map register of `keys` entries): in the background when Raft's log outgrows
  * `maxLogEntries` (drivers/store/domain-store.ts), beside the baseline of the same snapshot
@@ -33,6 +39,8 @@ export interface SnapshotBenchOptions {
   keys: number;
   /** A QN domain's snapshot instead of a pair register's. */
   domain?: boolean;
+  /** A pair register replaced by reconciliation instead of a log snapshot. */
+  replaced?: boolean;
   /** Sets committed per millisecond tick while the snapshot is written. */
   perTick: number;
 }
@@ -51,7 +59,7 @@ export interface SnapshotFigures {
 }
 
 export interface SnapshotBenchResult {
-  kind: 'pair register' | 'domain';
+  kind: 'pair register' | 'replaced register' | 'domain';
   keys: number;
   perTick: number;
   background: SnapshotFigures;
@@ -67,6 +75,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 export async function runSnapshotBench(o: SnapshotBenchOptions): Promise<SnapshotBenchResult> {
   if (o.domain) return runDomainSnapshotBench(o);
+  if (o.replaced) return runReplacedBench(o);
   const dir = mkdtempSync(join(tmpdir(), 'spook-bench-snapshot-'));
   try {
     // maxLogBytes 1 MiB: the first background snapshot starts about a second into the writes.
@@ -123,6 +132,54 @@ export async function runSnapshotBench(o: SnapshotBenchOptions): Promise<Snapsho
       store.close();
     }
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** A register of `keys` entries at version 1, in memory (the state a reconciliation installs). */
+function filledRegister(keys: number): HalfPair {
+  const src = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 5, registers: [{ name: 'kv', kind: 'map' }] }, 0);
+  src.register('kv').restore(1, (st) => {
+    for (let i = 0; i < keys; i++) (st as MapState).put(enc(`key-${i}`), enc(`value-${i}-${'v'.repeat(16)}`), 1);
+  });
+  return src;
+}
+
+async function runReplacedBench(o: SnapshotBenchOptions): Promise<SnapshotBenchResult> {
+  const dir = mkdtempSync(join(tmpdir(), 'spook-bench-replaced-'));
+  const probe = loopProbe(() => 0);
+  try {
+    const store = new DiskStore(dir, 'always');
+    const pair = new HalfPair({ pairId: 1, localId: 2, peerId: 1, seed: 5, registers: [{ name: 'kv', kind: 'map' }], writes: 'driver' }, 0);
+    store.load(pair.register('kv'));
+    const image = filledRegister(o.keys).registers.get('kv')!;
+    const batch = [{ kind: 'replaced' as const, image, version: image.version }];
+    const size = (): number => statSync(join(dir, 'kv', 'snapshot')).size;
+    const background = await probe.window(async () => {
+      await sleep(1);
+      const fds = store.write(batch);
+      await store.syncAll(fds);
+      store.batchDurable();
+      return size();
+    });
+    await sleep(500);
+    const atOnce = await probe.window(async () => {
+      await sleep(1);
+      store.persist(batch);
+      return size();
+    });
+    const file = join(dir, 'kv', 'snapshot');
+    const r0 = performance.now();
+    restoreRegisterSnapshot(
+      new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 5, registers: [{ name: 'kv', kind: 'map' }] }, 0).register('kv'),
+      readFileSync(file),
+      file,
+    );
+    const restoreMs = Math.round(performance.now() - r0);
+    store.close();
+    return result('replaced register', o, background, atOnce, restoreMs);
+  } finally {
+    probe.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }

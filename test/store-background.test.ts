@@ -464,3 +464,43 @@ describe('DiskStore: crash images during background snapshots (seeded)', () => {
     t.store.close();
   });
 });
+
+describe('a batch that replaces a register (PROTOCOL.md rev 1.26)', () => {
+  it("writes the register's new snapshot in the background, a slice at a time: nothing of the batch lands before it is durable whole, and a crash mid-way leaves the state before the batch", async () => {
+    const dir = tmp();
+    const a = open(dir, 1 << 30, false);
+    commit(a.pair);
+    const before = state(a.pair);
+    // The sequencer's kv, ~1 MB: several slices (SNAPSHOT_SLICE).
+    const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 77, registers: REGS }, 0);
+    for (let i = 0; i < 80; i++) {
+      for (let j = 0; j < 500; j++) seq.propose(0, 'kv', set(`key-${i}-${j}`, 'v'.repeat(12)));
+      seq.collapse(0);
+    }
+    const image = seq.registers.get('kv')!;
+    expect(encodeRegisterSnapshot(image).length).toBeGreaterThan(3 * SNAPSHOT_SLICE);
+    a.store.hold();
+    const fds = a.store.write([{ kind: 'replaced', image, version: image.version }]);
+    expect(a.store.staging).toBe(true);
+    let synced = false;
+    const sync = a.store.syncAll(fds).then(() => (synced = true));
+    await partFile(dir, true); // the job is under way, held before a slice: the event loop runs
+    expect([synced, existsSync(join(dir, 'kv', 'snapshot.next'))]).toEqual([false, false]);
+    // A crash now: the state before the batch.
+    const crashed = tmp();
+    cpSync(dir, crashed, { recursive: true });
+    const c = open(crashed);
+    expect(state(c.pair)).toEqual(before);
+    expect(parts(crashed)).toEqual([]);
+    c.store.close();
+    a.store.release();
+    await sync;
+    expect(existsSync(join(dir, 'kv', 'snapshot.next'))).toBe(true);
+    a.store.batchDurable();
+    expect(existsSync(join(dir, 'kv', 'snapshot.next'))).toBe(false);
+    a.store.close();
+    const b = open(dir);
+    expect([b.kv.version, b.kv.hash]).toEqual([image.version, image.hash]);
+    b.store.close();
+  });
+});

@@ -178,12 +178,24 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
     const kv2 = a.pair.registers.get('kv2')!;
     const batch = [{ kind: 'replaced' as const, image: kv2, version: 0 }, ...a.pair.pollWrites()];
     a.store.write(batch);
-    // The power goes before the batch's fsyncs.
+    // The power goes before the batch's fsyncs: nothing of it (its snapshot is written only after them).
+    expect(existsSync(join(dir, 'kv2', 'snapshot.next'))).toBe(false);
     a.store.powerLoss();
+    let b = open(dir);
+    expect([text(b.pair, 'kv', 'a'), text(b.pair, 'kv2', 'b'), text(b.pair, 'kv', 'x')]).toEqual([undefined, undefined, '1']);
+    b.store.close();
 
-    const b = open(dir);
-    expect([text(b.pair, 'kv', 'a'), text(b.pair, 'kv2', 'b')]).toEqual(['anchor', 'part']);
-    expect(text(b.pair, 'kv', 'x')).toBe('1');
+    // Again, the power going once the snapshot is written, before it lands: still nothing of it.
+    const c = open(dir);
+    c.pair.propose(0, 'kv', cross(['kv', set('a', 'anchor')], ['kv2', set('b', 'part')]));
+    c.pair.collapse(0);
+    c.store.syncNow(
+      c.store.write([{ kind: 'replaced' as const, image: c.pair.registers.get('kv2')!, version: 0 }, ...c.pair.pollWrites()]),
+    );
+    expect(existsSync(join(dir, 'kv2', 'snapshot.next'))).toBe(true);
+    c.store.powerLoss();
+    b = open(dir);
+    expect([text(b.pair, 'kv', 'a'), text(b.pair, 'kv2', 'b'), text(b.pair, 'kv', 'x')]).toEqual([undefined, undefined, '1']);
     b.store.close();
   });
 
@@ -231,7 +243,7 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
       // kv2's part), then the txn's records. kv2's part is appended and fsynced before kv's snapshot lands.
       a.store.kill = lands ? 'after-snapshot' : 'before-snapshot';
       a.store.killSkip = 1; // the undo record first, then the commit record
-      expect(() => a.store.write([{ kind: 'replaced', image, version: 2 }, ...after])).toThrow(/killed/);
+      expect(() => a.store.persist([{ kind: 'replaced', image, version: 2 }, ...after])).toThrow(/killed/);
       // Its replacement record is left for the next load: this store writes nothing more (taking the
       // batch back would cut a later one too).
       expect(() => a.store.write([{ kind: 'lease', register: 'kv', upTo: 4096 }])).toThrow(/write after a failed write or flush/);
@@ -305,49 +317,57 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
     { at: 'after both renames', set: (s: PowerLossStore) => (s.killAfterRenames = 2), lands: true },
   ];
   for (const kill of KILLS)
-    it(`two registers replaced in one batch land together: killed ${kill.at}, both load ${kill.lands ? 'new' : 'old'} and a txn between them whole`, () => {
-      const dir = tmp();
-      const a = open(dir);
-      // This end's history: kv at v1, kv2 at v5 (a reconciliation below lowers it to v2).
-      a.pair.propose(0, 'kv', set('x', 'old'));
-      for (let i = 0; i < 5; i++) {
-        a.pair.propose(0, 'kv2', set(`y${i}`, 'old'));
-        a.pair.collapse(0);
-      }
-      a.store.persist(a.pair.pollWrites());
-      a.pair.writesDurable();
-      expect([a.pair.register('kv').version, a.pair.register('kv2').version]).toEqual([1, 5]);
-      // The sequencer's: a txn across both registers (kv's anchor, kv2's part), kv at v3 and kv2 at v2.
-      const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 77, registers: REGS }, 0);
-      for (let i = 0; i < 2; i++) {
-        seq.propose(0, 'kv', set(`n${i}`, 'new'));
+    for (const background of [false, true])
+      it(`two registers replaced in one batch land together: killed ${kill.at}, both load ${kill.lands ? 'new' : 'old'} and a txn between them whole (snapshots written ${background ? 'in the background' : 'at once'})`, async () => {
+        const dir = tmp();
+        const a = open(dir);
+        // This end's history: kv at v1, kv2 at v5 (a reconciliation below lowers it to v2).
+        a.pair.propose(0, 'kv', set('x', 'old'));
+        for (let i = 0; i < 5; i++) {
+          a.pair.propose(0, 'kv2', set(`y${i}`, 'old'));
+          a.pair.collapse(0);
+        }
+        a.store.persist(a.pair.pollWrites());
+        a.pair.writesDurable();
+        expect([a.pair.register('kv').version, a.pair.register('kv2').version]).toEqual([1, 5]);
+        // The sequencer's: a txn across both registers (kv's anchor, kv2's part), kv at v3 and kv2 at v2.
+        const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 77, registers: REGS }, 0);
+        for (let i = 0; i < 2; i++) {
+          seq.propose(0, 'kv', set(`n${i}`, 'new'));
+          seq.collapse(0);
+        }
+        seq.propose(0, 'kv2', set('n', 'new'));
         seq.collapse(0);
-      }
-      seq.propose(0, 'kv2', set('n', 'new'));
-      seq.collapse(0);
-      seq.propose(0, 'kv', cross(['kv', set('a', 'anchor')], ['kv2', set('b', 'part')]));
-      seq.collapse(0);
-      expect([seq.register('kv').version, seq.register('kv2').version]).toEqual([3, 2]);
-      kill.set(a.store);
-      const batch = [...seq.registers.values()].map((image) => ({ kind: 'replaced' as const, image, version: image.version }));
-      expect(() => a.store.write(batch)).toThrow(/killed/);
-      a.store.close();
+        seq.propose(0, 'kv', cross(['kv', set('a', 'anchor')], ['kv2', set('b', 'part')]));
+        seq.collapse(0);
+        expect([seq.register('kv').version, seq.register('kv2').version]).toEqual([3, 2]);
+        kill.set(a.store);
+        const batch = [...seq.registers.values()].map((image) => ({ kind: 'replaced' as const, image, version: image.version }));
+        if (background) {
+          // spookd's path: the fsyncs and the snapshots off the event loop, then the landing.
+          const fds = a.store.write(batch);
+          expect(a.store.staging).toBe(true);
+          await a.store.syncAll(fds);
+          expect([existsSync(join(dir, 'kv', 'snapshot.next')), existsSync(join(dir, 'kv2', 'snapshot.next'))]).toEqual([true, true]);
+          expect(() => a.store.batchDurable()).toThrow(/killed/);
+        } else expect(() => a.store.persist(batch)).toThrow(/killed/);
+        a.store.close();
 
-      const b = open(dir);
-      const got = [text(b.pair, 'kv', 'a'), text(b.pair, 'kv2', 'b'), text(b.pair, 'kv', 'x'), text(b.pair, 'kv2', 'y0')];
-      expect(got).toEqual(kill.lands ? ['anchor', 'part', undefined, undefined] : [undefined, undefined, 'old', 'old']);
-      expect([b.pair.register('kv').version, b.pair.register('kv2').version]).toEqual(kill.lands ? [3, 2] : [1, 5]);
-      expect([existsSync(join(dir, '@replacing')), existsSync(join(dir, 'kv', 'snapshot.next'))]).toEqual([false, false]);
-      // It goes on from there, and loads again.
-      b.pair.propose(0, 'kv2', set('after', 'restart'));
-      b.pair.collapse(0);
-      b.store.persist(b.pair.pollWrites());
-      b.pair.writesDurable();
-      b.store.close();
-      const c = open(dir);
-      expect([text(c.pair, 'kv2', 'after'), text(c.pair, 'kv', 'a')]).toEqual(['restart', kill.lands ? 'anchor' : undefined]);
-      c.store.close();
-    });
+        const b = open(dir);
+        const got = [text(b.pair, 'kv', 'a'), text(b.pair, 'kv2', 'b'), text(b.pair, 'kv', 'x'), text(b.pair, 'kv2', 'y0')];
+        expect(got).toEqual(kill.lands ? ['anchor', 'part', undefined, undefined] : [undefined, undefined, 'old', 'old']);
+        expect([b.pair.register('kv').version, b.pair.register('kv2').version]).toEqual(kill.lands ? [3, 2] : [1, 5]);
+        expect([existsSync(join(dir, '@replacing')), existsSync(join(dir, 'kv', 'snapshot.next'))]).toEqual([false, false]);
+        // It goes on from there, and loads again.
+        b.pair.propose(0, 'kv2', set('after', 'restart'));
+        b.pair.collapse(0);
+        b.store.persist(b.pair.pollWrites());
+        b.pair.writesDurable();
+        b.store.close();
+        const c = open(dir);
+        expect([text(c.pair, 'kv2', 'after'), text(c.pair, 'kv', 'a')]).toEqual(['restart', kill.lands ? 'anchor' : undefined]);
+        c.store.close();
+      });
 
   it('a damaged replacement record, or one naming a snapshot.next this batch did not write, stops the load, naming it', () => {
     const sha256 = (...parts: Uint8Array[]): Uint8Array => hash('SHA256', ...parts);

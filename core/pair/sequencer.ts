@@ -444,7 +444,7 @@ export class Sequencer implements RoleMachine, ResponderHost {
     // A reordered older status says nothing new. (A regression beyond the send window is a follower that lost state.)
     // (A recorded version above our own was never a real one: it is no reference for staleness.) But it may also be a
     // follower that restarted behind what it told us (a diverged record is announced, never logged): the retransmission
-    // timer then goes back to what its latest status says (a reordered one costs at most a resend; rev 1.25).
+    // timer then goes back to what its latest status says, within the log (a reordered one costs at most a resend; rev 1.25).
     if (!first && m.version < s.peerVersion && m.version >= s.peerVersion - SEND_WINDOW && s.peerVersion <= s.version) {
       if (this.retransmitAt === undefined) this.retransmitAt = now + s.pair.rto();
       return;
@@ -626,8 +626,11 @@ export class Sequencer implements RoleMachine, ResponderHost {
       case 'retransmit':
         if (this.retransmitAt === undefined || now < this.retransmitAt) return false;
         this.retransmitAt = undefined;
-        // Go back to what the peer last said it holds (even if that status looked stale) and resend from there.
-        this.sentUpTo = Math.max(Math.min(this.s.peerVersion, this.peerLatestVersion), 0);
+        // Go back to what the peer last said it holds (even if that status looked stale) and resend from there, but
+        // not below the log's base: compacted at an acknowledgement, what is below it the follower holds (a stale
+        // status there would stop sending altogether, fill finding no record), or, if it restarted behind it, learns
+        // from our status (unfillable gap) and reconciles.
+        this.sentUpTo = Math.max(Math.min(this.s.peerVersion, this.peerLatestVersion), this.s.log.base, 0);
         this.s.statusDirty = true;
         return true;
       default: {

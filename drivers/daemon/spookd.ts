@@ -1056,8 +1056,9 @@ export class Spookd {
           let fds: number[];
           try {
             fds = link.store.write(writes);
-            // Off the event loop, unless the daemon is stopping or the pair going: then its store closes next.
-            if (fds.length > 0 && !final && !this.stopRequested && !link.removing) {
+            // Off the event loop (its fsyncs, and the snapshots of registers it replaced), unless the daemon is
+            // stopping or the pair going: then its store closes next.
+            if ((fds.length > 0 || link.store.staging) && !final && !this.stopRequested && !link.removing) {
               this.syncInBackground(link, fds, writes.length, charged.has(link));
               continue;
             }

@@ -17,7 +17,8 @@
  *            place in turn and fsynced with the batch (wire/journal.ts).
  *  snapshot.next, @replacing  while a batch that replaces registers lands: their new
  *            snapshots beside the old, and the record (store directory) by which a load takes
- *            the batch back or completes it (rev 1.24, `installReplaced`).
+ *            the batch back or completes it (rev 1.24, `beginLanding`, `land`); spookd writes
+ *            `snapshot.next` in the background while the batch's fsyncs run (rev 1.26, `syncAll`).
  *  pending   own candidates as proposed, [u32 length][4-byte SHA-256 prefix][varint seq |
  *            delta | varint stamp (rev 1.24: the order across registers)] ..., appended
  *            (and flushed like the log) before the proposer hears of the candidate;
@@ -179,6 +180,15 @@ export interface LoadReport {
   pendingRestored: number;
 }
 
+/** A batch's replaced registers on their way to disk (DiskStore `landing`). */
+interface Landing {
+  readonly images: readonly RegisterImage[];
+  /** Each image pinned when the batch was written (none for the PairStore path, written at once). */
+  readonly pins: readonly PinnedRegister[];
+  /** Each `snapshot.next` once written and durable: what the `commit` record names. */
+  staged?: { register: string; checksum: Uint8Array; bytes: number }[];
+}
+
 export class DiskStore implements PairStore {
   private readonly files = new Map<string, RegisterFiles>();
   private readonly replicas = new Map<string, Replica>();
@@ -210,6 +220,13 @@ export class DiskStore implements PairStore {
   private recordOut = false;
   /** `syncAll` calls not settled: the store may not close meanwhile (a descriptor reused mid-fsync would sync another file). */
   private syncing = 0;
+  /**
+   * The registers the batch written last replaces (rev 1.26): pinned as the batch left them when
+   * `write` took it, their `snapshot.next` written by `syncAll` in the background (by `syncNow`
+   * at once), landed by `batchDurable`. Written at once, a 10^7-key register's snapshot held the
+   * event loop for seconds, and a sequencer can make us reconcile once a second (§8.2).
+   */
+  private landing: Landing | undefined;
 
   constructor(
     readonly dir: string,
@@ -445,26 +462,34 @@ export class DiskStore implements PairStore {
     this.batchDurable();
   }
 
-  /** fsync the descriptors `write` returned, here and now. Throws StoreError. */
+  /** fsync the descriptors `write` returned, and write its replaced registers' snapshots, here and now. Throws StoreError. */
   syncNow(fds: readonly number[]): void {
     try {
       for (const fd of fds) this.syncFd(fd);
     } catch (e) {
       throw new StoreError(`${this.dir}: fsync: ${(e as Error).message}`);
     }
+    if (this.staging) this.stageNow(this.landing!);
+  }
+
+  /** Whether the batch written last still has snapshots to write (`syncAll` writes them even with no descriptor to fsync). */
+  get staging(): boolean {
+    return this.landing !== undefined && this.landing.staged === undefined;
   }
 
   /**
    * `persist` in three steps, so that the fsyncs of many stores run at once and off the event
    * loop (spookd's group commit): write the batch and get the descriptors fsync "always" must
-   * sync (none under the other policies), `syncAll` them, then `batchDurable`. Until then no
-   * other batch may be written to this store: the caller holds what the batch caused
-   * (HalfPair's `writesDurable`). Throws StoreError, as `persist`.
+   * sync (none under the other policies), `syncAll` them (which also writes the snapshots of the
+   * registers the batch replaced, in the background: `staging`), then `batchDurable` (which lands
+   * them). Until then no other batch may be written to this store: the caller holds what the
+   * batch caused (HalfPair's `writesDurable`). Throws StoreError, as `persist`.
    */
   write(writes: readonly PairWrite[]): number[] {
     if (this.closed) throw new StoreError(`${this.dir}: write after the store was closed`);
     if (this.failed) throw new StoreError(`${this.dir}: write after a failed write or flush (${this.failed.message})`);
     if (this.syncing) throw new StoreError(`${this.dir}: write while the last batch is being synced`);
+    this.dropLanding(); // one a caller never made durable (it failed): never landed
     const touched = new Set<number>();
     // Registers whose state the batch replaces (reconciliation, a full transfer): snapshotted last,
     // as the batch leaves them (the image is the register, which holds every record the batch
@@ -500,15 +525,15 @@ export class DiskStore implements PairStore {
         }
       }
       if (replaced) {
-        // A snapshot is durable at once: everything else the batch wrote must be durable first
-        // (a part of a cross-register txn it holds must not outlive its anchor's record, whether
-        // the anchor came before the replacement or after it in the batch; core/pair/groups.ts).
-        at = `${this.dir}: fsync before a snapshot`;
-        for (const fd of touched) this.syncFd(fd);
-        touched.clear();
+        // The snapshots are written once the rest is (syncAll or syncNow) and land only after both
+        // are durable (batchDurable): a part of a cross-register txn the snapshot holds must not
+        // outlive its anchor's record, whether that came before the replacement or after it.
         if (this.fsync !== 'always') this.flush();
         at = `${this.dir}: replaced ${[...replaced.keys()].join(', ')}`;
-        this.installReplaced([...replaced.values()].map((r) => r.image));
+        this.landing = this.beginLanding(
+          [...replaced.values()].map((r) => r.image),
+          true,
+        );
       }
     } catch (e) {
       if (e instanceof StoreRefused) throw e;
@@ -530,11 +555,16 @@ export class DiskStore implements PairStore {
    */
   async syncAll(fds: readonly number[]): Promise<void> {
     this.syncing++;
-    // Every fsync settles before this does: none may outlive the count that keeps the files open.
-    const results = await Promise.allSettled(fds.map(async (fd) => this.syncFdAsync(fd)));
+    const l = this.staging ? this.landing : undefined;
+    // Every fsync and snapshot settles before this does: none may outlive the count that keeps the files open.
+    const results = await Promise.allSettled([...fds.map(async (fd) => this.syncFdAsync(fd)), ...(l ? [this.stageInBackground(l)] : [])]);
     this.syncing--;
     const failed = results.find((r) => r.status === 'rejected');
-    if (failed) throw new StoreError(`${this.dir}: fsync: ${(failed.reason as Error).message}`);
+    if (failed) {
+      const err = new StoreError(`${this.dir}: fsync: ${(failed.reason as Error).message}`);
+      if (this.recordOut) this.failed ??= err; // a load takes the batch back, and would take a later one with it
+      throw err;
+    }
   }
 
   /**
@@ -542,6 +572,22 @@ export class DiskStore implements PairStore {
    * list, a log) is rewritten as the batch left it (TakenBatch, taken by `write`). Throws StoreError.
    */
   batchDurable(): void {
+    const l = this.landing;
+    if (l) {
+      this.landing = undefined;
+      try {
+        if (l.staged === undefined) this.stageNow(l);
+        this.land(l);
+      } catch (e) {
+        const err =
+          e instanceof StoreError
+            ? e
+            : new StoreError(`${this.dir}: replaced ${l.images.map((i) => i.name).join(', ')}: ${(e as Error).message}`);
+        if (this.recordOut) this.failed ??= err;
+        this.dropTaken();
+        throw err;
+      }
+    }
     const t = this.taken ?? this.take();
     this.taken = undefined;
     try {
@@ -601,6 +647,12 @@ export class DiskStore implements PairStore {
   private dropTaken(): void {
     if (this.taken) releasePins(this.taken);
     this.taken = undefined;
+  }
+
+  /** A batch's replacements that never land (it failed, the store closes): their pins go. */
+  private dropLanding(): void {
+    if (this.landing) for (const pin of this.landing.pins) pin.pinned.release();
+    this.landing = undefined;
   }
 
   /** Append a pending own candidate (fsynced by the caller through `touched`, or marked dirty). */
@@ -812,33 +864,69 @@ export class DiskStore implements PairStore {
     this.writeSnapshot(join(this.dir, REPLACING), encodeReplacing({ kind: 'undo', logs: entries }, sha256), this.dir);
   }
 
-  /**
-   * The registers a batch replaced (`write`), as the batch left them: the batch lands all or
-   * nothing (rev 1.24). Its records were appended under an `undo` replacement record and fsynced;
-   * each new snapshot is now written beside the register's (`snapshot.next`, fsynced); a `commit`
-   * record naming them replaces the `undo` one; then they are renamed over the snapshots, the
-   * registers' logs emptied, durably, and the record removed. A load that finds the record undoes
-   * the batch (`undo`) or completes the renames (`commit`): `rollForward`. Two registers renamed
-   * one after the other, or a register replaced to a version its old log also holds, can never be
-   * seen half done: a crash between would show a part of a cross-register txn without the rest.
-   */
+  /** A replacement through `replaced` (the PairStore path): its snapshot written and landed at once. */
   private installReplaced(images: readonly RegisterImage[]): void {
-    const staged = images.flatMap((image) => {
-      const f = this.files.get(image.name);
-      return f ? [{ image, f, p: this.paths(image.name) }] : [];
-    });
-    const snapshots = staged.map(({ image, p }) => {
+    const l = this.beginLanding(images, false);
+    this.stageNow(l);
+    this.land(l);
+  }
+
+  /**
+   * The registers a batch replaced, as the batch left them: the batch lands all or nothing
+   * (rev 1.24). Its records are appended under an `undo` replacement record and made durable;
+   * each new snapshot is written beside the register's (`snapshot.next`, durable: `stageNow`, or
+   * `stageInBackground` a slice at a time, rev 1.26); then `land`: a `commit` record naming them
+   * replaces the `undo` one, they are renamed over the snapshots, the registers' logs emptied,
+   * durably, and the record removed. A load that finds the record undoes the batch (`undo`) or
+   * completes the renames (`commit`): `rollForward`. Two registers renamed one after the other, or
+   * a register replaced to a version its old log also holds, can never be seen half done: a crash
+   * between would show a part of a cross-register txn without the rest.
+   */
+  private beginLanding(images: readonly RegisterImage[], pin: boolean): Landing {
+    const kept = images.filter((image) => this.files.has(image.name));
+    for (const image of kept) {
       this.snapshotDue.delete(image.name); // this one covers it
       this.cancelJob(image.name);
+    }
+    return { images: kept, pins: pin ? kept.map((image) => pinRegister(image)) : [] };
+  }
+
+  /** Each replaced register's `snapshot.next`, written and fsynced here and now. */
+  private stageNow(l: Landing): void {
+    for (const pin of l.pins) pin.pinned.release(); // the images are as pinned: nothing stepped since `write`
+    l.staged = l.images.map((image) => {
+      const p = this.paths(image.name);
       const snap = encodeRegisterSnapshot(image);
       writeDurable(p.next, snap);
       fsyncDir(p.dir);
       return { register: image.name, checksum: snap.slice(snap.length - 32), bytes: snap.length }; // not a view: the snapshot's bytes go
     });
+  }
+
+  /** Each replaced register's `snapshot.next` from its pin, a slice at a time, the event loop running between (snapshot-job.ts). */
+  private async stageInBackground(l: Landing): Promise<void> {
+    // Every job settles before this does (the store may not close under one).
+    const done = await Promise.allSettled(
+      l.images.map(async (image, i) => {
+        const p = this.paths(image.name);
+        const bytes = await this.snapshotJob(l.pins[i], p.dir, p.next).done;
+        return { register: image.name, checksum: fileTail(p.next, 32), bytes };
+      }),
+    );
+    const failed = done.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    l.staged = done.map((r) => (r as PromiseFulfilledResult<NonNullable<Landing['staged']>[number]>).value);
+  }
+
+  /** The staged snapshots land together: the `commit` record, the renames, the logs emptied, the record removed. */
+  private land(l: Landing): void {
+    const snapshots = l.staged!;
     const record = join(this.dir, REPLACING);
     this.recordOut = true;
     this.writeSnapshot(record, encodeReplacing({ kind: 'commit', snapshots }, sha256), this.dir);
-    staged.forEach(({ image, f, p }, i) => {
+    l.images.forEach((image, i) => {
+      const f = this.files.get(image.name)!;
+      const p = this.paths(image.name);
       this.renameSnapshot(p.next, p.snap);
       // Emptied durably: a log it replaced may hold records above the new version (a sequencer
       // that lost versions), which a restart would replay onto the snapshot, and fail.
@@ -965,6 +1053,7 @@ export class DiskStore implements PairStore {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     this.dropTaken();
+    this.dropLanding();
     // A background snapshot not finished: the next load replays its log.old (spookd's stop waits for one first, bounded).
     for (const register of [...this.jobs.keys()]) this.cancelJob(register);
     try {

@@ -59,8 +59,13 @@ export function benchCommand(): Command {
     .option('--keys <n>', 'entries in the register', intArg('--keys', 1000), 2_000_000)
     .option('--per-tick <n>', 'sets committed every millisecond meanwhile', intArg('--per-tick', 1), 10)
     .option('--domain', "a QN domain's snapshot (one member, FileDomainStore) instead of a pair register's", false)
+    .option(
+      '--replaced',
+      "a reconciliation's replacement of a pair register (a batch written, synced and landed as spookd does) instead of a log snapshot",
+      false,
+    )
     .option('--json', 'print one JSON object', false)
-    .action(async (o: { keys: number; perTick: number; domain: boolean; json: boolean }) => {
+    .action(async (o: { keys: number; perTick: number; domain: boolean; replaced: boolean; json: boolean }) => {
       const { runSnapshotBench } = await load<typeof import('../../bench/snapshot.js')>('../../bench/snapshot.js');
       const r = await runSnapshotBench(o);
       if (o.json) {
