@@ -932,7 +932,8 @@ export class DiskStore implements PairStore {
       // that lost versions), which a restart would replay onto the snapshot, and fail.
       ftruncateSync(f.logFd, 0);
       this.syncFd(f.logFd);
-      this.snapshotLanded(p, f, image.version, snapshots[i].bytes);
+      // The version pinned, not the register's now (a second reconciliation may have installed meanwhile).
+      this.snapshotLanded(p, f, l.pins[i]?.version ?? image.version, snapshots[i].bytes);
       fsyncDir(p.dir); // the rename and log.old's removal
     });
     unlinkSync(record);
