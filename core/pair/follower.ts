@@ -64,6 +64,12 @@ export class Follower implements RoleMachine, RequesterHost {
 
   /** Highest version the sequencer has announced (status or collapse); older statuses are stale. */
   private seqVersionSeen = 0;
+  /**
+   * The last sequencer Status ignored as stale (below what it announced, within the send window)
+   * and when it first came: the same version again an RTO or more later is no reordering but a
+   * sequencer that came back behind what it announced (open question 2, rev 1.27).
+   */
+  private lowerStatus: { version: number; since: number } | undefined;
   private seqLogBase = 0;
   /** Own candidates up to this sequence number are sent (until a retransmission timeout). */
   private sentSeqUpTo = 0;
@@ -268,7 +274,8 @@ export class Follower implements RoleMachine, RequesterHost {
     const s = this.s;
     // Stale (reordered) if a little below what the sequencer announced; far below, the
     // earlier announcement was wrong (a sequencer that lost state, or a lie): start from this one.
-    if (m.version < this.seqVersionSeen && m.version >= this.seqVersionSeen - SEND_WINDOW) return;
+    if (m.version < this.seqVersionSeen && m.version >= this.seqVersionSeen - SEND_WINDOW && !this.confirmsLower(now, m.version)) return;
+    this.lowerStatus = undefined;
     // A re-entanglement target taken from the wrong announcement goes with it.
     if (s.reentangleTarget !== undefined && s.reentangleTarget > m.version) s.reentangleTarget = m.version;
     this.seqVersionSeen = m.version;
@@ -276,6 +283,16 @@ export class Follower implements RoleMachine, RequesterHost {
     s.peerVersion = m.version;
     s.peerHash = m.hash;
     this.checkAlignment(now);
+  }
+
+  /** Whether a Status below what the sequencer announced repeats one an RTO or more old (see `lowerStatus`). */
+  private confirmsLower(now: number, version: number): boolean {
+    const l = this.lowerStatus;
+    if (l === undefined || l.version !== version) {
+      this.lowerStatus = { version, since: now };
+      return false;
+    }
+    return now - l.since >= this.s.pair.rto();
   }
 
   /** Decide whether the log can bring us to the sequencer, or reconciliation must. */
