@@ -14,10 +14,19 @@ import { PairState } from '../core/pair/lifecycle.js';
 import type { RegisterSpec } from '../core/pair/types.js';
 import type { MapState } from '../core/register/map.js';
 import { DiskStore } from '../drivers/store/store.js';
+import { decodeFrame } from '../wire/header.js';
+import { MsgType, decodeMessages } from '../wire/messages.js';
 import { enc, set, tempDirs } from './helpers.js';
 
 const REGS: RegisterSpec[] = [{ name: 'kv', kind: 'map' }];
 const tmp = tempDirs('spook-behind');
+
+/** The version of the (last) Status that datagram `d` (an unsealed frame) carries, if any. */
+function statusVersion(d: Uint8Array): number | undefined {
+  let v: number | undefined;
+  for (const m of decodeMessages(decodeFrame(d).payload).messages) if (m.type === MsgType.Status) v = m.version;
+  return v;
+}
 
 /** Sequencer A over a DiskStore in `dir` (as spookd starts it), follower B in memory. */
 function sequencer(dir: string, now: number): { pair: HalfPair; store: DiskStore } {
@@ -87,5 +96,60 @@ describe('a sequencer restored behind its follower', () => {
     expect(run(30_000)).toBe(true);
     expect(b.register('kv').version).toBe(old);
     expect((b.register('kv').state as MapState).get(enc('k15'))).toBeUndefined();
+  });
+
+  it('a stale Status of an honest sequencer, late and duplicated, is not taken for one: no re-entanglement (the review of rev 1.27)', () => {
+    const t = { now: 0 };
+    const a = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 7, registers: REGS }, 0);
+    const b = new HalfPair({ pairId: 1, localId: 2, peerId: 1, seed: 7, registers: REGS }, 0);
+    let keep: ((d: Uint8Array, v: number) => boolean) | undefined;
+    const step = (): void => {
+      for (const p of [a, b]) if ((p.pollTimeout() ?? Infinity) <= t.now) p.handleTimeout(t.now);
+      for (let moved = true; moved;) {
+        moved = false;
+        for (let d = a.pollTransmit(t.now); d; d = a.pollTransmit(t.now), moved = true) {
+          const v = statusVersion(d);
+          if (v !== undefined && keep?.(d, v)) continue;
+          b.handleDatagram(t.now, d);
+        }
+        for (let d = b.pollTransmit(t.now); d; d = b.pollTransmit(t.now), moved = true) a.handleDatagram(t.now, d);
+      }
+      t.now++;
+    };
+    for (let i = 0; i < 5000 && !(a.state === PairState.ENTANGLED && b.state === PairState.ENTANGLED); i++) step();
+    for (let i = 0; i < 3; i++) {
+      a.propose(t.now, 'kv', set(`k${i}`, 'v'));
+      for (let n = 0; n < 200; n++) step();
+    }
+    expect([a.register('kv').version, b.register('kv').version]).toEqual([3, 3]);
+    // Idle at v3: A's next keepalive Status (v3) is delayed in the network (and duplicated).
+    let late: Uint8Array | undefined;
+    keep = (d, v) => (v === 3 && late === undefined ? ((late = d), true) : false);
+    for (let n = 0; n < 3000 && late === undefined; n++) step();
+    expect(late).toBeDefined();
+    keep = undefined;
+    // A commits v4 (B's own write): the collapse reaches B before the delayed Status.
+    b.propose(t.now, 'kv', set('mine', 'v'));
+    for (let n = 0; n < 30; n++) step();
+    expect([a.register('kv').version, b.register('kv').version]).toEqual([4, 4]);
+    const outcomes: string[] = [];
+    for (let e = b.pollEvent(); e; e = b.pollEvent()) if (e.type === 'outcome') outcomes.push(JSON.stringify(e));
+    const before = [a.stats.reentanglements, b.stats.reentanglements];
+    // Copy 1 of the delayed datagram, copy 2 one RTO later (no Status from A meanwhile), copy 3
+    // 2.5 s after that (two keepalives: A's own Statuses at v4 came between).
+    b.handleDatagram(t.now, late!);
+    const rto = (b as unknown as { rto(): number }).rto();
+    for (let n = 0; n <= rto; n++) step();
+    b.handleDatagram(t.now, late!);
+    for (let n = 0; n < 2500; n++) step();
+    b.handleDatagram(t.now, late!);
+    const causes: string[] = [];
+    for (let n = 0; n < 3000; n++) {
+      step();
+      for (let e = b.pollEvent(); e; e = b.pollEvent()) if (e.type === 'lifecycle') causes.push(`${e.cause}`);
+    }
+    expect(causes).toEqual([]);
+    expect([a.stats.reentanglements, b.stats.reentanglements]).toEqual(before);
+    expect([a.state, b.state, b.register('kv').version]).toEqual([PairState.ENTANGLED, PairState.ENTANGLED, 4]);
   });
 });

@@ -66,8 +66,9 @@ export class Follower implements RoleMachine, RequesterHost {
   private seqVersionSeen = 0;
   /**
    * The last sequencer Status ignored as stale (below what it announced, within the send window)
-   * and when it first came: the same version again an RTO or more later is no reordering but a
-   * sequencer that came back behind what it announced (open question 2, rev 1.27).
+   * and when it first came: the same version again two keepalives later, no Status taken between,
+   * is no late copy but a sequencer that came back behind what it announced (open question 2,
+   * rev 1.27): one that had not would have sent a Status at its version meanwhile.
    */
   private lowerStatus: { version: number; since: number } | undefined;
   private seqLogBase = 0;
@@ -285,14 +286,14 @@ export class Follower implements RoleMachine, RequesterHost {
     this.checkAlignment(now);
   }
 
-  /** Whether a Status below what the sequencer announced repeats one an RTO or more old (see `lowerStatus`). */
+  /** Whether a Status below what the sequencer announced repeats one two keepalives (or an RTO) old (see `lowerStatus`). */
   private confirmsLower(now: number, version: number): boolean {
     const l = this.lowerStatus;
     if (l === undefined || l.version !== version) {
       this.lowerStatus = { version, since: now };
       return false;
     }
-    return now - l.since >= this.s.pair.rto();
+    return now - l.since >= Math.max(this.s.pair.rto(), 2 * this.s.pair.keepaliveMs);
   }
 
   /** Decide whether the log can bring us to the sequencer, or reconciliation must. */

@@ -356,6 +356,7 @@ export class HalfPair {
         return self.lifecycle.state;
       },
       rto: () => this.rto(),
+      keepaliveMs: this.timing.keepaliveMs,
       emit: (ev) => this.emit(ev),
       maxPayload: this.maxPayload,
       respond: (now, m) => {

@@ -68,6 +68,8 @@ export interface PairContext {
   readonly seed: number;
   readonly state: PairState;
   rto(): number;
+  /** The keepalive interval: each end sends its Statuses at least this often (§9.4). */
+  readonly keepaliveMs: number;
   emit(ev: SpookEvent): void;
   /** Largest Data payload this pair sends. */
   readonly maxPayload: number;
