@@ -20,7 +20,7 @@ import type { MapState } from '../core/register/map.js';
 import { DiskStore } from '../drivers/store/store.js';
 import { decodeFrame } from '../wire/header.js';
 import { MsgType, decodeMessages } from '../wire/messages.js';
-import { cross, enc, set, tempDirs } from './helpers.js';
+import { cross, enc, set, statusVersion, tempDirs } from './helpers.js';
 
 const REGS: RegisterSpec[] = [
   { name: 'kv', kind: 'map' },
@@ -220,13 +220,6 @@ describe("a follower's reconciliation request", () => {
   });
 });
 
-/** The version of kv's Status that datagram `d` (an unsealed frame) carries, if any. */
-const statusVersion = (d: Uint8Array): number | undefined => {
-  let v: number | undefined;
-  for (const m of decodeMessages(decodeFrame(d).payload).messages) if (m.type === MsgType.Status && m.register === 'kv') v = m.version;
-  return v;
-};
-
 describe('the sequencer after the follower restarts', () => {
   // One of B's Statuses from before its crash may still be in flight: it reaches A not at all, first, or right
   // after B's first Status of the new session (found by the review of a first fix, which took the next Status
@@ -245,7 +238,7 @@ describe('the sequencer after the follower restarts', () => {
       l.toB = (d) => l.b.register('kv').version === v || !carries(d, MsgType.ReconMeta);
       let old: Uint8Array | undefined;
       l.toA = (d) => {
-        if (statusVersion(d) === v + 1) old = d;
+        if (statusVersion(d, 'kv') === v + 1) old = d;
         return true;
       };
       expect(l.run(() => l.a.register('kv').peerVersion === v + 1, 5_000)).toBe(true);
@@ -258,7 +251,7 @@ describe('the sequencer after the follower restarts', () => {
       if (late === 'first') l.a.handleDatagram(l.now, old!);
       let first = late === 'after';
       l.toA = (d) => {
-        if (first && statusVersion(d) === v) {
+        if (first && statusVersion(d, 'kv') === v) {
           first = false;
           l.a.handleDatagram(l.now, d);
           l.a.handleDatagram(l.now, old!);

@@ -12,7 +12,8 @@ import type { HalfPair, RegisterSpec } from '../core/pair/halfpair.js';
 import type { SpookEvent } from '../core/pair/events.js';
 import { OwnManifest, manifestEntry } from '../core/pair/manifest.js';
 import { QUOTA_DEFAULTS } from '../core/register/quota.js';
-import { MANIFEST_REPLY, encodeMessage } from '../wire/messages.js';
+import { MANIFEST_REPLY, MsgType, decodeMessages, encodeMessage } from '../wire/messages.js';
+import { decodeFrame } from '../wire/header.js';
 import type { StreamReport } from '../testing/lab/cutstream.js';
 import { WireError } from '../wire/errors.js';
 
@@ -163,4 +164,22 @@ export function loopbackServers(): (onSocket: (s: Socket) => void) => Promise<nu
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
     return (server.address() as AddressInfo).port;
   };
+}
+
+/** The version of the Status (of `register`, or the last of any) that datagram `d`, an unsealed frame, carries. */
+export function statusVersion(d: Uint8Array, register?: string): number | undefined {
+  let v: number | undefined;
+  for (const m of decodeMessages(decodeFrame(d).payload).messages)
+    if (m.type === MsgType.Status && (register === undefined || m.register === register)) v = m.version;
+  return v;
+}
+
+/** Two HalfPairs driven by `step`: once both are ENTANGLED, `n` sets on kv from `a`, 200 steps apart; both at v`n`. */
+export function entangleWithSets(a: HalfPair, b: HalfPair, step: () => void, now: () => number, n = 3): void {
+  for (let i = 0; i < 5000 && !(a.state === PairState.ENTANGLED && b.state === PairState.ENTANGLED); i++) step();
+  for (let i = 0; i < n; i++) {
+    a.propose(now(), 'kv', set(`k${i}`, 'v'));
+    for (let t = 0; t < 200; t++) step();
+  }
+  expect([a.register('kv').version, b.register('kv').version]).toEqual([n, n]);
 }

@@ -14,19 +14,10 @@ import { PairState } from '../core/pair/lifecycle.js';
 import type { RegisterSpec } from '../core/pair/types.js';
 import type { MapState } from '../core/register/map.js';
 import { DiskStore } from '../drivers/store/store.js';
-import { decodeFrame } from '../wire/header.js';
-import { MsgType, decodeMessages } from '../wire/messages.js';
-import { enc, set, tempDirs } from './helpers.js';
+import { enc, entangleWithSets, set, statusVersion, tempDirs } from './helpers.js';
 
 const REGS: RegisterSpec[] = [{ name: 'kv', kind: 'map' }];
 const tmp = tempDirs('spook-behind');
-
-/** The version of the (last) Status that datagram `d` (an unsealed frame) carries, if any. */
-function statusVersion(d: Uint8Array): number | undefined {
-  let v: number | undefined;
-  for (const m of decodeMessages(decodeFrame(d).payload).messages) if (m.type === MsgType.Status) v = m.version;
-  return v;
-}
 
 /** Sequencer A over a DiskStore in `dir` (as spookd starts it), follower B in memory. */
 function sequencer(dir: string, now: number): { pair: HalfPair; store: DiskStore } {
@@ -116,12 +107,7 @@ describe('a sequencer restored behind its follower', () => {
       }
       t.now++;
     };
-    for (let i = 0; i < 5000 && !(a.state === PairState.ENTANGLED && b.state === PairState.ENTANGLED); i++) step();
-    for (let i = 0; i < 3; i++) {
-      a.propose(t.now, 'kv', set(`k${i}`, 'v'));
-      for (let n = 0; n < 200; n++) step();
-    }
-    expect([a.register('kv').version, b.register('kv').version]).toEqual([3, 3]);
+    entangleWithSets(a, b, step, () => t.now);
     // Idle at v3: A's next keepalive Status (v3) is delayed in the network (and duplicated).
     let late: Uint8Array | undefined;
     keep = (d, v) => (v === 3 && late === undefined ? ((late = d), true) : false);

@@ -12,18 +12,9 @@ import { describe, expect, it } from 'vitest';
 import { HalfPair } from '../core/pair/halfpair.js';
 import { PairState } from '../core/pair/lifecycle.js';
 import type { RegisterSpec } from '../core/pair/types.js';
-import { decodeFrame } from '../wire/header.js';
-import { MsgType, decodeMessages } from '../wire/messages.js';
-import { set } from './helpers.js';
+import { entangleWithSets, set, statusVersion } from './helpers.js';
 
 const REGS: RegisterSpec[] = [{ name: 'kv', kind: 'map' }];
-
-function statusVersion(d: Uint8Array): number | undefined {
-  const f = decodeFrame(d, () => true);
-  let v: number | undefined;
-  for (const m of decodeMessages(f.payload).messages) if (m.type === MsgType.Status) v = m.version;
-  return v;
-}
 
 /**
  * Sequencer A and follower B in memory, entangled at v5, with B's Status acknowledging v4 kept
@@ -51,12 +42,12 @@ function reordered() {
     toB();
     t.now++;
   };
-  for (let i = 0; i < 5000 && !(a.state === PairState.ENTANGLED && b.state === PairState.ENTANGLED); i++) step();
-  for (let i = 0; i < 3; i++) {
-    a.propose(t.now, 'kv', set(`k${i}`, 'v'));
-    for (let n = 0; n < 200; n++) step();
-  }
-  expect([a.register('kv').version, b.register('kv').version]).toEqual([3, 3]);
+  entangleWithSets(
+    a,
+    b,
+    () => step(),
+    () => t.now,
+  );
   // B applies v4 and reports it; that datagram is delayed (reordered), the next one (v5) goes first.
   a.propose(t.now, 'kv', set('k3', 'v'));
   let late: Uint8Array | undefined;
