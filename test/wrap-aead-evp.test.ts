@@ -9,11 +9,13 @@ import {
   recordSealer,
   reloadForTest,
   sealRecord,
+  SMALL_SEALED,
   TAG_LEN,
   writeNonce,
   type RecordCipher,
 } from '../drivers/wrap/aead-evp.js';
 import { Carrier, carrierNonce, MAX_SEALED_RECORD } from '../drivers/wrap/carrier.js';
+import { disableSodium } from '../drivers/crypto/sodium.js';
 import { loopbackServers } from './helpers.js';
 
 const CIPHERS: RecordCipher[] = ['aes-256-gcm', 'chacha20-poly1305'];
@@ -41,8 +43,12 @@ function referenceOpen(cipher: RecordCipher, key: Uint8Array, n: number, sealed:
 }
 
 describe('carrier record AEAD through libcrypto (aead-evp)', () => {
-  it('libcrypto loads on this host (the test machine has libcrypto.so.3)', () => {
+  it('libcrypto loads on this host (the test machine has libcrypto.so.3), and small records go through libsodium (libsodium23, AES-NI)', () => {
     expect(evpAvailable()).toBe(true);
+    for (const cipher of CIPHERS) {
+      expect(recordSealer(cipher, randomBytes(32)).impl, cipher).toBe('sodium');
+      expect(recordOpener(cipher, randomBytes(32)).impl, cipher).toBe('sodium');
+    }
   });
 
   it('nonces are the carrier’s: ChaChaPoly little-endian, AESGCM big-endian counter after 4 zero octets', () => {
@@ -57,14 +63,27 @@ describe('carrier record AEAD through libcrypto (aead-evp)', () => {
     expect(() => writeNonce('aes-256-gcm', 1.5, Buffer.alloc(12))).toThrow(/counter/);
   });
 
-  for (const impl of ['evp', 'node'] as const) {
+  for (const impl of ['sodium', 'evp', 'node'] as const) {
     for (const cipher of CIPHERS) {
       it(`${impl} ${cipher}: byte for byte the carrier's records (known answers from node:crypto), and opens them`, () => {
         const key = randomBytes(32);
         const s = recordSealer(cipher, key, impl);
         const o = recordOpener(cipher, key, impl);
         expect(s.impl).toBe(impl);
-        for (const len of [0, 1, 15, 16, 17, 1024, 65_536 + 13, 262_144]) {
+        // Both sides of libsodium's bound (SMALL_SEALED: ciphertext and tag) and EVP's large records.
+        for (const len of [
+          0,
+          1,
+          15,
+          16,
+          17,
+          1024,
+          SMALL_SEALED - TAG_LEN - 1,
+          SMALL_SEALED - TAG_LEN,
+          SMALL_SEALED - TAG_LEN + 1,
+          65_536 + 13,
+          262_144,
+        ]) {
           for (const n of [0, 7, 2 ** 32 + 3]) {
             const pt = randomBytes(len);
             const sealed = sealRecord(s, n, pt);
@@ -83,14 +102,20 @@ describe('carrier record AEAD through libcrypto (aead-evp)', () => {
     const key = Uint8Array.from({ length: 32 }, (_, i) => i);
     for (const cipher of CIPHERS) {
       const want = referenceSeal(cipher, key, 5, Buffer.from('spook'));
-      for (const impl of ['evp', 'node'] as const)
+      for (const impl of ['sodium', 'evp', 'node'] as const)
         expect(sealRecord(recordSealer(cipher, key, impl), 5, Buffer.from('spook')).equals(want)).toBe(true);
     }
   });
 
-  it('sealing from parts into a caller’s buffer at an offset equals sealing their concatenation', () => {
+  it('sealing from parts into a caller’s buffer at an offset equals sealing their concatenation (libsodium for a small record)', () => {
     for (const cipher of CIPHERS) {
       const key = randomBytes(32);
+      const small = [randomBytes(13), randomBytes(0), randomBytes(100)];
+      const buf = Buffer.alloc(4 + 113 + TAG_LEN + 8, 0xaa);
+      expect(recordSealer(cipher, key, 'sodium').sealInto(9, small, buf, 4)).toBe(4 + 113 + TAG_LEN);
+      expect(buf.subarray(4, 4 + 113 + TAG_LEN).equals(referenceSeal(cipher, key, 9, Buffer.concat(small)))).toBe(true);
+      expect(buf.subarray(0, 4).equals(Buffer.alloc(4, 0xaa)) && buf.subarray(4 + 113 + TAG_LEN).equals(Buffer.alloc(8, 0xaa))).toBe(true);
+      expect(() => recordSealer(cipher, key, 'sodium').sealInto(0, small, buf, buf.length - 100)).toThrow(/cannot take/);
       const parts = [randomBytes(13), randomBytes(0), randomBytes(65_536)];
       const out = Buffer.alloc(4 + 13 + 65_536 + TAG_LEN + 8, 0xaa);
       const end = recordSealer(cipher, key, 'evp').sealInto(9, parts, out, 4);
@@ -110,6 +135,9 @@ describe('carrier record AEAD through libcrypto (aead-evp)', () => {
       for (const [a, b] of [
         ['evp', 'node'],
         ['node', 'evp'],
+        ['sodium', 'node'],
+        ['node', 'sodium'],
+        ['sodium', 'evp'],
       ] as const) {
         const s = recordSealer(cipher, key, a);
         const o = recordOpener(cipher, key, b);
@@ -132,14 +160,14 @@ describe('carrier record AEAD through libcrypto (aead-evp)', () => {
     }
   });
 
-  for (const impl of ['evp', 'node'] as const) {
+  for (const impl of ['sodium', 'evp', 'node'] as const) {
     it(`${impl}: a flipped ciphertext or tag octet, a wrong counter or a short tag fails open (false, no throw), and the opener carries on`, () => {
-      for (const cipher of CIPHERS) {
+      for (const [cipher, size] of CIPHERS.flatMap((c) => [3000, 100].map((n) => [c, n] as const))) {
         const key = randomBytes(32);
         const o = recordOpener(cipher, key, impl);
-        const pt = randomBytes(3000);
+        const pt = randomBytes(size);
         const good = referenceSeal(cipher, key, 3, pt);
-        for (const at of [0, 1500, good.length - TAG_LEN - 1, good.length - TAG_LEN, good.length - 1]) {
+        for (const at of [0, size >> 1, good.length - TAG_LEN - 1, good.length - TAG_LEN, good.length - 1]) {
           const bad = Buffer.from(good);
           bad[at] ^= 0x01;
           expect(openRecord(o, 3, bad), `${cipher} flipped octet ${at}`).toBeUndefined();
@@ -151,13 +179,52 @@ describe('carrier record AEAD through libcrypto (aead-evp)', () => {
         expect(o.final(good.subarray(good.length - TAG_LEN, good.length - 1))).toBe(false);
         // A record short of its announced length never verifies.
         o.begin(3, good.length - TAG_LEN);
-        o.update(Buffer.from(good.subarray(0, 100)));
+        o.update(Buffer.from(good.subarray(0, size >> 1)));
         expect(o.final(good.subarray(good.length - TAG_LEN))).toBe(false);
         // After all that, the same opener still opens a good record.
         expect(openRecord(o, 3, good)?.equals(pt)).toBe(true);
       }
     });
   }
+
+  it('libsodium: a record that fails opens as undefined and leaves its buffer as it was; one above SMALL_SEALED is refused there', () => {
+    for (const cipher of CIPHERS) {
+      const key = randomBytes(32);
+      const o = recordOpener(cipher, key, 'sodium');
+      const good = referenceSeal(cipher, key, 8, randomBytes(500));
+      for (const at of [0, 499, 500, good.length - 1]) {
+        const bad = Buffer.from(good);
+        bad[at] ^= 0x40;
+        const copy = Buffer.from(bad);
+        expect(o.openWhole!(8, bad), `${cipher} octet ${at}`).toBeUndefined();
+        expect(bad.equals(copy)).toBe(true);
+      }
+      const wrongN = Buffer.from(good);
+      expect(o.openWhole!(9, wrongN)).toBeUndefined();
+      expect(wrongN.equals(good)).toBe(true);
+      expect(o.openWhole!(8, Buffer.alloc(SMALL_SEALED + 1))).toBeUndefined();
+      expect(o.openWhole!(8, Buffer.alloc(TAG_LEN - 1))).toBeUndefined();
+      // In place: the plaintext is the record's first octets.
+      const pt = randomBytes(300);
+      const rec = referenceSeal(cipher, key, 2, pt);
+      const p = o.openWhole!(2, rec)!;
+      expect(p.equals(pt) && p.buffer === rec.buffer && p.byteOffset === rec.byteOffset).toBe(true);
+      o.close();
+      expect(() => o.openWhole!(2, rec)).toThrow(/after close/);
+    }
+  });
+
+  it('without libsodium the carrier seals every record through EVP, and forcing libsodium is refused', () => {
+    disableSodium(true);
+    try {
+      const key = randomBytes(32);
+      expect(recordSealer('aes-256-gcm', key).impl).toBe('evp');
+      expect(recordOpener('chacha20-poly1305', key).impl).toBe('evp');
+      expect(() => recordSealer('aes-256-gcm', key, 'sodium')).toThrow(/not available/);
+    } finally {
+      disableSodium(false);
+    }
+  });
 
   it('bounds: a piece longer than the record announced, a wrong key length, use after close are refused', () => {
     const o = recordOpener('aes-256-gcm', randomBytes(32), 'evp');
@@ -215,8 +282,23 @@ async function until(check: () => boolean, ms = 10_000): Promise<void> {
   }
 }
 
-/** Record sizes across the carrier's paths: own-size buffers, pooled buffers (≥ MAX_SEALED_RECORD / 4), the largest record. */
-const SIZES = [1, 1000, 1009, 5000, 65_535, 65_536 + 13, 100_000, MAX_SEALED_RECORD - 16 - 4, MAX_SEALED_RECORD - 16];
+/**
+ * Record sizes across the carrier's paths: libsodium's largest and EVP's smallest, own-size
+ * buffers, pooled buffers (≥ MAX_SEALED_RECORD / 4), the largest record.
+ */
+const SIZES = [
+  1,
+  1000,
+  1009,
+  SMALL_SEALED - TAG_LEN,
+  SMALL_SEALED - TAG_LEN + 1,
+  5000,
+  65_535,
+  65_536 + 13,
+  100_000,
+  MAX_SEALED_RECORD - 16 - 4,
+  MAX_SEALED_RECORD - 16,
+];
 
 describe('the carrier through aead-evp: the wire stays what node:crypto reads and writes', () => {
   for (const cipher of CIPHERS) {

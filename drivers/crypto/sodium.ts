@@ -1,7 +1,8 @@
 /**
- * libsodium's IETF ChaCha20-Poly1305 (RFC 8439, Noise's ChaChaPoly) through koffi: one call seals a
- * frame (ciphertext and tag together, the nonce and key passed in), one call opens it, where EVP
- * needs five (drivers/crypto/evp.ts). At datagram sizes the FFI calls, not the cipher, are the cost
+ * libsodium's IETF ChaCha20-Poly1305 (RFC 8439, Noise's ChaChaPoly) and, where the CPU has it,
+ * AES-256-GCM through koffi: one call seals a frame or a small carrier record (ciphertext and tag
+ * together, the nonce and key passed in), one call opens it, where EVP needs five
+ * (drivers/crypto/evp.ts). At datagram sizes the FFI calls, not the cipher, are the cost
  * (docs/BENCHMARKS.md, "Issue 16: update rate"). Loaded when the system has libsodium.so.23; else
  * null, and the caller uses EVP or node:crypto.
  *
@@ -26,6 +27,12 @@ export interface Sodium {
     npub: Uint8Array,
     k: Uint8Array,
   ) => number;
+  /**
+   * AES-256-GCM by address, as sealAt and openAt (the carrier's records, drivers/wrap/aead-evp.ts);
+   * undefined where libsodium has no AES-GCM on this CPU (it needs AES-NI and PCLMULQDQ).
+   */
+  aesSealAt?: Sodium['sealAt'];
+  aesOpenAt?: Sodium['openAt'];
   /** 0 when the tag verifies (then mlen = clen - 16 octets written at m), -1 otherwise. */
   open: (
     m: Uint8Array,
@@ -64,6 +71,7 @@ export function loadSodium(): Sodium | null {
     if ((l.func('int sodium_init()')() as number) < 0) throw new Error('sodium_init failed');
     const U = 'uintptr_t';
     const L = 'unsigned long long';
+    const aes = (l.func('int crypto_aead_aes256gcm_is_available()')() as number) === 1;
     sodium = {
       sealAt: l.func(
         `int crypto_aead_chacha20poly1305_ietf_encrypt(${U} c, ${U} clen_p, ${U} m, ${L} mlen, ${U} ad, ${L} adlen, ${U} nsec, ${U} npub, ${U} k)`,
@@ -71,6 +79,16 @@ export function loadSodium(): Sodium | null {
       openAt: l.func(
         `int crypto_aead_chacha20poly1305_ietf_decrypt(${U} m, ${U} mlen_p, ${U} nsec, ${U} c, ${L} clen, ${U} ad, ${L} adlen, ${U} npub, ${U} k)`,
       ),
+      aesSealAt: aes
+        ? l.func(
+            `int crypto_aead_aes256gcm_encrypt(${U} c, ${U} clen_p, ${U} m, ${L} mlen, ${U} ad, ${L} adlen, ${U} nsec, ${U} npub, ${U} k)`,
+          )
+        : undefined,
+      aesOpenAt: aes
+        ? l.func(
+            `int crypto_aead_aes256gcm_decrypt(${U} m, ${U} mlen_p, ${U} nsec, ${U} c, ${L} clen, ${U} ad, ${L} adlen, ${U} npub, ${U} k)`,
+          )
+        : undefined,
       seal: l.func(
         'int crypto_aead_chacha20poly1305_ietf_encrypt(uint8_t *c, void *clen_p, const uint8_t *m, unsigned long long mlen, const uint8_t *ad, unsigned long long adlen, void *nsec, const uint8_t *npub, const uint8_t *k)',
       ),

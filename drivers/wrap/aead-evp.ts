@@ -5,8 +5,10 @@
  * Here libcrypto's EVP API is called through koffi (drivers/crypto/evp.ts, shared with ETCP's
  * frames), as the BPF hooks call libbpf: the key is set once, each record only sets its IV. Same algorithms, same nonces (Noise ChaChaPoly: counter
  * little-endian after 4 zero octets; AESGCM: big-endian), empty associated data, 16-octet tag:
- * the wire is byte for byte what node:crypto produces. Where libcrypto cannot be loaded, the same
- * interface runs on node:crypto (one warning).
+ * the wire is byte for byte what node:crypto produces. Small records (a connection's set-up, a
+ * request and its reply) go through libsodium where the system has it: one FFI call per record
+ * instead of five. Where libcrypto cannot be loaded, the same interface runs on node:crypto (one
+ * warning).
  *
  * FFI safety: every length is bounded (MAX_RECORD) before a call; every buffer libcrypto reads
  * or writes is a live JS Buffer passed to a synchronous call (libcrypto keeps no pointer to it:
@@ -15,6 +17,7 @@
  */
 import { createCipheriv, createDecipheriv, createSecretKey, type DecipherGCM, type KeyObject } from 'node:crypto';
 import { EVP_CTRL_AEAD_GET_TAG, EVP_CTRL_AEAD_SET_TAG, EvpCtx as Ctx, loadEvp, type Evp, type EvpCipherName } from '../crypto/evp.js';
+import { loadSodium, Workspace, type Sodium } from '../crypto/sodium.js';
 
 export type RecordCipher = EvpCipherName;
 export const TAG_LEN = 16;
@@ -43,7 +46,7 @@ export function writeNonce(cipher: RecordCipher, n: number, iv: Uint8Array): voi
 
 /** One direction's sealing: ciphertext then tag, written into a caller's buffer. */
 export interface RecordSealer {
-  readonly impl: 'evp' | 'node';
+  readonly impl: AeadImpl;
   /** Seals the concatenation of `parts` under record counter n into out[at..]; returns the end (at + length + TAG_LEN). */
   sealInto(n: number, parts: readonly Uint8Array[], out: Uint8Array, at: number): number;
   /** Frees the context (idempotent); sealing afterwards throws. */
@@ -56,7 +59,14 @@ export interface RecordSealer {
  * may be released before final() has returned true.
  */
 export interface RecordOpener {
-  readonly impl: 'evp' | 'node';
+  readonly impl: AeadImpl;
+  /**
+   * Where one call opens a small record (libsodium): the whole record `sealed` (ciphertext then
+   * tag, at most SMALL_SEALED octets) opened under counter n, its plaintext written over the
+   * ciphertext's first octets and returned as a view of them; undefined, with `sealed` untouched,
+   * when the tag does not verify. Counts as begin, update and final.
+   */
+  openWhole?(n: number, sealed: Buffer): Buffer | undefined;
   begin(n: number, ciphertextLen: number): void;
   /** The plaintext of `piece` (EVP: decrypted in place, `piece` itself; node: a new buffer). */
   update(piece: Buffer): Buffer;
@@ -68,6 +78,7 @@ export interface RecordOpener {
 /** A whole sealed record (ciphertext || tag) opened at once; undefined when it fails authentication. */
 export function openRecord(o: RecordOpener, n: number, sealed: Uint8Array): Buffer | undefined {
   if (sealed.length < TAG_LEN) return undefined;
+  if (o.openWhole && sealed.length <= SMALL_SEALED) return o.openWhole(n, Buffer.from(sealed)); // a copy, as below
   const ct = Buffer.from(sealed.buffer, sealed.byteOffset, sealed.length - TAG_LEN);
   o.begin(n, ct.length);
   const p = o.update(Buffer.from(ct)); // a copy: the caller's sealed record is not overwritten
@@ -271,17 +282,164 @@ class NodeOpener implements RecordOpener {
   }
 }
 
-export type AeadImpl = 'evp' | 'node';
+// ---------------------------------------------------------------- libsodium for small records (drivers/crypto/sodium.ts)
 
-/** The fastest available sealer (libcrypto's EVP, else node:crypto); `impl` forces one (tests, benches). */
+/**
+ * Largest sealed record (ciphertext and tag) libsodium takes in one call here: what a Workspace
+ * holds. A connection's set-up and a request's reply are records of tens of octets, where EVP's
+ * five FFI calls (~0.5-0.9 µs each through koffi) cost ten times the cipher; a bulk record
+ * (64 KiB and more) is sealed by EVP in place, where the calls do not count.
+ */
+export const SMALL_SEALED = Workspace.CAP;
+
+/** The by-address seal and open of `cipher` in libsodium, or undefined where it has none (AES-GCM without AES-NI). */
+function sodiumCalls(s: Sodium, cipher: RecordCipher): { sealAt: Sodium['sealAt']; openAt: Sodium['openAt'] } | undefined {
+  if (cipher === 'chacha20-poly1305') return { sealAt: s.sealAt, openAt: s.openAt };
+  return s.aesSealAt && s.aesOpenAt ? { sealAt: s.aesSealAt, openAt: s.aesOpenAt } : undefined;
+}
+
+/** One direction's key in native memory (a Workspace), sealing or opening a small record by address. */
+abstract class SodiumRecordKeyed {
+  readonly impl = 'sodium';
+  protected readonly w: Workspace;
+  protected readonly nonce: Uint8Array;
+
+  constructor(
+    protected readonly cipher: RecordCipher,
+    key: Uint8Array,
+    protected readonly calls: { sealAt: Sodium['sealAt']; openAt: Sodium['openAt'] },
+  ) {
+    checkKey(key);
+    this.w = new Workspace(this);
+    this.w.bytes.set(key, Workspace.KEY);
+    this.nonce = this.w.bytes.subarray(Workspace.NONCE, Workspace.NONCE + 12);
+  }
+}
+
+/** Small records through libsodium (one call), larger ones through `large` (EVP, in place). */
+class SodiumSealer extends SodiumRecordKeyed implements RecordSealer {
+  constructor(
+    cipher: RecordCipher,
+    key: Uint8Array,
+    calls: { sealAt: Sodium['sealAt']; openAt: Sodium['openAt'] },
+    private readonly large: RecordSealer,
+  ) {
+    super(cipher, key, calls);
+  }
+
+  sealInto(n: number, parts: readonly Uint8Array[], out: Uint8Array, at: number): number {
+    const w = this.w;
+    if (w.freed) throw new Error('carrier AEAD used after close');
+    let len = 0;
+    for (const p of parts) len += p.length;
+    if (len + TAG_LEN > SMALL_SEALED) return this.large.sealInto(n, parts, out, at);
+    if (!Number.isInteger(at) || at < 0 || at + len + TAG_LEN > out.length) {
+      throw new RangeError(`seal output of ${out.length} octets cannot take ${len + TAG_LEN} at ${at}`);
+    }
+    writeNonce(this.cipher, n, this.nonce);
+    const b = w.bytes;
+    let o = Workspace.IN;
+    for (const p of parts) {
+      b.set(p, o);
+      o += p.length;
+    }
+    const base = w.base;
+    if (this.calls.sealAt(base + Workspace.OUT, 0, base + Workspace.IN, len, 0, 0, 0, base + Workspace.NONCE, base + Workspace.KEY) !== 0) {
+      throw new Error(`libsodium ${this.cipher} sealing failed`);
+    }
+    out.set(b.subarray(Workspace.OUT, Workspace.OUT + len + TAG_LEN), at);
+    return at + len + TAG_LEN;
+  }
+
+  close(): void {
+    this.w.free();
+    this.large.close();
+  }
+}
+
+/** openWhole through libsodium; records that span reads or exceed SMALL_SEALED stream through `large`. */
+class SodiumOpener extends SodiumRecordKeyed implements RecordOpener {
+  constructor(
+    cipher: RecordCipher,
+    key: Uint8Array,
+    calls: { sealAt: Sodium['sealAt']; openAt: Sodium['openAt'] },
+    private readonly large: RecordOpener,
+  ) {
+    super(cipher, key, calls);
+  }
+
+  openWhole(n: number, sealed: Buffer): Buffer | undefined {
+    const w = this.w;
+    if (w.freed) throw new Error('carrier AEAD used after close');
+    const ctLen = sealed.length - TAG_LEN;
+    if (ctLen < 0 || sealed.length > SMALL_SEALED || !Number.isSafeInteger(n) || n < 0) return undefined;
+    writeNonce(this.cipher, n, this.nonce);
+    const b = w.bytes;
+    b.set(sealed, Workspace.IN);
+    const base = w.base;
+    // libsodium writes the plaintext only into the workspace, and wipes it there when the tag fails.
+    if (
+      this.calls.openAt(
+        base + Workspace.OUT,
+        0,
+        0,
+        base + Workspace.IN,
+        sealed.length,
+        0,
+        0,
+        base + Workspace.NONCE,
+        base + Workspace.KEY,
+      ) !== 0
+    ) {
+      return undefined;
+    }
+    sealed.set(b.subarray(Workspace.OUT, Workspace.OUT + ctLen), 0);
+    return sealed.subarray(0, ctLen);
+  }
+
+  begin(n: number, ciphertextLen: number): void {
+    this.large.begin(n, ciphertextLen);
+  }
+  update(piece: Buffer): Buffer {
+    return this.large.update(piece);
+  }
+  final(tag: Uint8Array): boolean {
+    return this.large.final(tag);
+  }
+
+  close(): void {
+    this.w.free();
+    this.large.close();
+  }
+}
+
+export type AeadImpl = 'sodium' | 'evp' | 'node';
+
+/**
+ * The fastest available sealer: libsodium for small records with libcrypto's EVP for the rest,
+ * else EVP alone, else node:crypto. `impl` forces one (tests, benches): 'sodium' needs both
+ * libraries and the cipher in libsodium.
+ */
 export function recordSealer(cipher: RecordCipher, key: Uint8Array, impl?: AeadImpl): RecordSealer {
   const e = impl === 'node' ? null : loadEvp();
-  if (impl === 'evp' && !e) throw new Error('libcrypto EVP is not available');
-  return e ? new EvpSealer(cipher, key, e) : new NodeSealer(cipher, key);
+  if (impl !== 'node' && impl !== undefined && !e) throw new Error('libcrypto EVP is not available');
+  const large = e ? new EvpSealer(cipher, key, e) : new NodeSealer(cipher, key);
+  const calls = e && impl !== 'evp' ? smallCalls(cipher, impl) : undefined;
+  return calls ? new SodiumSealer(cipher, key, calls, large) : large;
 }
 
 export function recordOpener(cipher: RecordCipher, key: Uint8Array, impl?: AeadImpl): RecordOpener {
   const e = impl === 'node' ? null : loadEvp();
-  if (impl === 'evp' && !e) throw new Error('libcrypto EVP is not available');
-  return e ? new EvpOpener(cipher, key, e) : new NodeOpener(cipher, key);
+  if (impl !== 'node' && impl !== undefined && !e) throw new Error('libcrypto EVP is not available');
+  const large = e ? new EvpOpener(cipher, key, e) : new NodeOpener(cipher, key);
+  const calls = e && impl !== 'evp' ? smallCalls(cipher, impl) : undefined;
+  return calls ? new SodiumOpener(cipher, key, calls, large) : large;
+}
+
+/** libsodium's calls for `cipher`, where it loads and has the cipher (silently absent otherwise: EVP takes every record). */
+function smallCalls(cipher: RecordCipher, impl: AeadImpl | undefined): { sealAt: Sodium['sealAt']; openAt: Sodium['openAt'] } | undefined {
+  const s = loadSodium();
+  const calls = s ? sodiumCalls(s, cipher) : undefined;
+  if (impl === 'sodium' && !calls) throw new Error(`libsodium ${cipher} is not available`);
+  return calls;
 }
