@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import type { CipherState } from '../core/etcp/noise.js';
@@ -13,6 +13,7 @@ import {
   TAG_LEN,
   writeNonce,
   type RecordCipher,
+  type RecordOpener,
 } from '../drivers/wrap/aead-evp.js';
 import { Carrier, carrierNonce, MAX_SEALED_RECORD } from '../drivers/wrap/carrier.js';
 import { disableSodium } from '../drivers/crypto/sodium.js';
@@ -202,7 +203,11 @@ describe('carrier record AEAD through libcrypto (aead-evp)', () => {
       const wrongN = Buffer.from(good);
       expect(o.openWhole!(9, wrongN)).toBeUndefined();
       expect(wrongN.equals(good)).toBe(true);
-      expect(o.openWhole!(8, Buffer.alloc(SMALL_SEALED + 1))).toBeUndefined();
+      // Past the bound even a genuine record is refused there (libsodium would write its ciphertext's length into the workspace).
+      const big = sealRecord(recordSealer(cipher, key, 'evp'), 8, randomBytes(SMALL_SEALED - TAG_LEN + 1));
+      expect(big.length).toBe(SMALL_SEALED + 1);
+      expect(o.openWhole!(8, Buffer.from(big))).toBeUndefined();
+      expect(openRecord(o, 8, big)).toBeDefined(); // streamed through EVP instead
       expect(o.openWhole!(8, Buffer.alloc(TAG_LEN - 1))).toBeUndefined();
       // In place: the plaintext is the record's first octets.
       const pt = randomBytes(300);
@@ -375,6 +380,51 @@ describe('the carrier through aead-evp: the wire stays what node:crypto reads an
       sock.destroy();
     });
   }
+
+  it('records whole in one read open in one libsodium call each (empty, at the bound), a larger one streams through EVP, a forged one closes the carrier', async () => {
+    for (const cipher of CIPHERS) {
+      const key = randomBytes(32);
+      const cs = { key } as unknown as CipherState;
+      const plain = [Buffer.alloc(0), randomBytes(5), randomBytes(SMALL_SEALED - TAG_LEN), randomBytes(SMALL_SEALED - TAG_LEN + 1)];
+      const forged = referenceSeal(cipher, key, plain.length, Buffer.from('forged'));
+      forged[3] ^= 0x01;
+      const stream = Buffer.concat(
+        [...plain.map((p, n) => referenceSeal(cipher, key, n, p)), forged].map((r) => {
+          const head = Buffer.alloc(4);
+          head.writeUInt32BE(r.length);
+          return Buffer.concat([head, r]);
+        }),
+      );
+      let sock: Socket | undefined;
+      const port = await listen((s) => {
+        s.pause();
+        sock = s;
+      });
+      const tx = connect(port, '127.0.0.1');
+      await new Promise<void>((r) => tx.once('connect', () => r()));
+      tx.write(stream);
+      await until(() => sock !== undefined && sock.readableLength === stream.length);
+      // The whole stream as one read: every record is whole in it.
+      const all = sock!.read() as Buffer;
+      expect(all.length).toBe(stream.length);
+      sock!.unshift(all);
+      const rx = new Carrier(sock!, cs, cs, [], cipher);
+      const aead = (rx as unknown as { rxAead: RecordOpener }).rxAead;
+      expect(aead.impl).toBe('sodium');
+      const whole = vi.spyOn(aead, 'openWhole');
+      const begin = vi.spyOn(aead, 'begin');
+      const got: Buffer[] = [];
+      const why: string[] = [];
+      rx.start({ onRecord: (p) => got.push(Buffer.concat(p)), onClose: (w) => why.push(w), onDrain: () => {} });
+      await until(() => why.length > 0);
+      expect(why[0]).toMatch(/failed authentication/);
+      expect(got.length).toBe(plain.length);
+      for (let n = 0; n < plain.length; n++) expect(got[n].equals(plain[n]), `${cipher} record ${n}`).toBe(true);
+      expect(whole).toHaveBeenCalledTimes(4); // the empty one, 5 octets, at the bound, the forged one
+      expect(begin).toHaveBeenCalledTimes(1); // one octet past the bound
+      tx.destroy();
+    }
+  });
 
   it('a record larger than the largest sealed record closes the carrier (never written, never thrown); the contexts are freed at close', async () => {
     const port = await listen(() => {});

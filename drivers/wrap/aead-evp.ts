@@ -291,6 +291,10 @@ class NodeOpener implements RecordOpener {
  * (64 KiB and more) is sealed by EVP in place, where the calls do not count.
  */
 export const SMALL_SEALED = Workspace.CAP;
+// libsodium writes a failed open's clen - 16 octets too (zeroes): every small record's input and output must fit.
+if (Workspace.IN + SMALL_SEALED > Workspace.OUT || Workspace.OUT + SMALL_SEALED > Workspace.SIZE) {
+  throw new Error('the libsodium workspace cannot hold a small carrier record');
+}
 
 /** The by-address seal and open of `cipher` in libsodium, or undefined where it has none (AES-GCM without AES-NI). */
 function sodiumCalls(s: Sodium, cipher: RecordCipher): { sealAt: Sodium['sealAt']; openAt: Sodium['openAt'] } | undefined {
@@ -372,8 +376,9 @@ class SodiumOpener extends SodiumRecordKeyed implements RecordOpener {
     const w = this.w;
     if (w.freed) throw new Error('carrier AEAD used after close');
     const ctLen = sealed.length - TAG_LEN;
-    if (ctLen < 0 || sealed.length > SMALL_SEALED || !Number.isSafeInteger(n) || n < 0) return undefined;
-    writeNonce(this.cipher, n, this.nonce);
+    // The bound keeps libsodium inside the workspace: it writes ctLen octets even when the tag fails.
+    if (ctLen < 0 || sealed.length > SMALL_SEALED) return undefined;
+    writeNonce(this.cipher, n, this.nonce); // a bad counter is the caller's bug: it throws, as the other openers do
     const b = w.bytes;
     b.set(sealed, Workspace.IN);
     const base = w.base;
@@ -423,16 +428,16 @@ export type AeadImpl = 'sodium' | 'evp' | 'node';
 export function recordSealer(cipher: RecordCipher, key: Uint8Array, impl?: AeadImpl): RecordSealer {
   const e = impl === 'node' ? null : loadEvp();
   if (impl !== 'node' && impl !== undefined && !e) throw new Error('libcrypto EVP is not available');
+  const calls = e && impl !== 'evp' ? smallCalls(cipher, impl) : undefined; // before any context: it may throw
   const large = e ? new EvpSealer(cipher, key, e) : new NodeSealer(cipher, key);
-  const calls = e && impl !== 'evp' ? smallCalls(cipher, impl) : undefined;
   return calls ? new SodiumSealer(cipher, key, calls, large) : large;
 }
 
 export function recordOpener(cipher: RecordCipher, key: Uint8Array, impl?: AeadImpl): RecordOpener {
   const e = impl === 'node' ? null : loadEvp();
   if (impl !== 'node' && impl !== undefined && !e) throw new Error('libcrypto EVP is not available');
-  const large = e ? new EvpOpener(cipher, key, e) : new NodeOpener(cipher, key);
   const calls = e && impl !== 'evp' ? smallCalls(cipher, impl) : undefined;
+  const large = e ? new EvpOpener(cipher, key, e) : new NodeOpener(cipher, key);
   return calls ? new SodiumOpener(cipher, key, calls, large) : large;
 }
 

@@ -388,7 +388,8 @@ export class Carrier {
       const used = this.opener.push(chunk, (parts) => {
         if (this.closed) return false;
         this.onRecord(parts);
-        if (this.closed || this.acceptMore()) return true;
+        if (this.closed) return false; // the handler closed it: open nothing more (its contexts are freed)
+        if (this.acceptMore()) return true;
         this.stopped = true;
         return false;
       });
