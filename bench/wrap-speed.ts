@@ -8,9 +8,13 @@
  *              tunnel (Debian's wireguard-go on a TUN device in each namespace, configured with
  *              `wg` + `ip` on its own subnet over the same veth);
  *  connections new connections per second: a bounded loop of connect, one 64-byte request
- *              echoed, close (CONNS_PARALLEL in flight), direct vs wrapped; and the p50/p99 of
- *              one such request on a new connection, one at a time;
- *  pgbench     tps of `pgbench -S` (select-only, 4 clients), direct vs wrapped.
+ *              echoed, close (CONNS_PARALLEL in flight), direct vs wrapped, and through ssh -L,
+ *              wireguard-go and the relay floor; and the p50/p99 of one such request on a new
+ *              connection, one at a time, direct vs wrapped;
+ *  pgbench     tps of `pgbench -S` (select-only, 4 clients), direct vs wrapped, and through
+ *              ssh -L, wireguard-go and the relay floor.
+ * The relay floor (bench/relay-floor.ts) is two plain C relays in a row, no encryption: the most
+ * any pair of user-space relays on these hosts could give.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
@@ -19,6 +23,7 @@ import { execFileSync } from 'node:child_process';
 import { Lab, sleep, until } from '../testing/lab/netns.js';
 import { nsExec, nsRun, startPostgres, startSshd } from '../testing/lab/servers.js';
 import { BULK_CLIENT, startSshForward } from './wrap.js';
+import { startRelayFloor } from './relay-floor.js';
 
 export interface WrapSpeedResult {
   bytes: number;
@@ -49,6 +54,14 @@ export interface WrapSpeedResult {
   wrapConnsPerSec: number;
   /** Goal: >= 0.5. */
   wrapVsDirectConns: number;
+  /** The same loop through ssh -L, wireguard-go (0 when skipped) and the relay floor: the tunnels users know, and the least a relay pair costs. */
+  sshConnsPerSec: number;
+  wireguardConnsPerSec: number;
+  floorConnsPerSec: number;
+  /** CPU (µs) their processes spent per connection (ssh and sshd; both wireguard-go; both floor relays). */
+  sshCpuUsPerConn: number;
+  wireguardCpuUsPerConn: number;
+  floorCpuUsPerConn: number;
   /** CPU both spookd spent per wrapped connection (µs): what a quiet machine's rate follows. */
   wrapCpuUsPerConn: number;
   /** Connect-to-echo time of those connections, CONNS_PARALLEL in flight. */
@@ -64,6 +77,18 @@ export interface WrapSpeedResult {
   pgbenchWrapTps: number;
   /** Goal: >= 0.5. */
   wrapVsDirectPgbench: number;
+  /** The same pgbench through ssh -L, wireguard-go (0 when skipped) and the relay floor. */
+  pgbenchSshTps: number;
+  pgbenchWireguardTps: number;
+  pgbenchFloorTps: number;
+  /**
+   * CPU (µs, user + system) the tunnel's own processes spent per pgbench transaction: both
+   * spookd; ssh and sshd; both wireguard-go; both floor relays. What a quiet machine's tps follows.
+   */
+  pgbenchWrapCpuUsPerTx: number;
+  pgbenchSshCpuUsPerTx: number;
+  pgbenchWireguardCpuUsPerTx: number;
+  pgbenchFloorCpuUsPerTx: number;
   /** Carrier records both ways per wrapped pgbench transaction (load-independent). */
   pgbenchRecordsPerTx: number;
   /** The carrier's AEAD as the serving side's wrap-stats reports it. */
@@ -85,6 +110,11 @@ const SINK_WRAPPED = 9301;
 const ECHO_DIRECT = 9310;
 const ECHO_WRAPPED = 9311;
 const FORWARD_PORT = 9320;
+const FORWARD_ECHO = 9321;
+const FORWARD_PG = 9322;
+/** The relay floor's ports: a's local one, then b's middle one, per route. */
+const FLOOR_ECHO = { local: 9330, middle: 9331 };
+const FLOOR_PG = { local: 9332, middle: 9333 };
 const SSH_PORT = 2232;
 const PG_PORT = 5442;
 const WG_PORT = 51820;
@@ -202,7 +232,32 @@ async function conns(lab: Lab, host: string, port: number, n: number, parallel: 
   return { perSec: n / (r.ms / 1000), lat: r.lat.sort((x, y) => x - y) };
 }
 
+/** `conns` with CONNS_PARALLEL in flight, and the CPU `tunnel` processes spent per connection meanwhile (µs). */
+async function connsWithCpu(
+  lab: Lab,
+  host: string,
+  port: number,
+  n: number,
+  tunnel: number[],
+): Promise<{ perSec: number; lat: number[]; cpuUsPerConn: number }> {
+  const c0 = treeCpuMs(tunnel).all;
+  const r = await conns(lab, host, port, n, CONNS_PARALLEL);
+  return { ...r, cpuUsPerConn: ((treeCpuMs(tunnel).all - c0) * 1000) / n };
+}
+
 const pct = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
+
+/** pgbench's tps, and the CPU `tunnel` processes spent per transaction meanwhile (µs). */
+async function pgbenchWithCpu(
+  lab: Lab,
+  pg: { pgbench: string; connArgs: string[] },
+  seconds: number,
+  tunnel: number[],
+): Promise<{ tps: number; tx: number; cpuUsPerTx: number }> {
+  const c0 = treeCpuMs(tunnel).all;
+  const r = await pgbenchTps(lab, pg, seconds);
+  return { ...r, cpuUsPerTx: r.tx ? ((treeCpuMs(tunnel).all - c0) * 1000) / r.tx : 0 };
+}
 
 async function pgbenchTps(lab: Lab, pg: { pgbench: string; connArgs: string[] }, seconds: number): Promise<{ tps: number; tx: number }> {
   const out = await nsExec(lab.host('a').ns, pg.pgbench, [...pg.connArgs, '-S', '-c', '4', '-j', '2', '-T', String(seconds), 'postgres'], {
@@ -346,43 +401,74 @@ export async function runWrapSpeedBench(o: WrapSpeedOptions): Promise<WrapSpeedR
     let wireguardMBps = 0;
     let wireguardCpuMsPerGiB = 0;
     let wireguardSysMsPerGiB = 0;
-    if (o.wireguard !== false) {
-      log('bulk: wireguard-go');
-      const wg = await startWireguard(lab, subnet, SINK_DIRECT);
+    // Kept up to the end: postgres listens on its address too.
+    const wg = o.wireguard !== false ? await startWireguard(lab, subnet, SINK_DIRECT) : undefined;
+    if (wg) {
       stops.push(wg.stop);
+      log('bulk: wireguard-go');
       const viaWg = await bulkWithCpu(lab, wg.addr, SINK_DIRECT, o.bytes, wg.pids);
       wireguardMBps = viaWg.mbps;
       wireguardCpuMsPerGiB = viaWg.cpuMsPerGiB;
       wireguardSysMsPerGiB = viaWg.sysMsPerGiB;
-      wg.stop();
     }
+    const fwdEcho = await startSshForward(lab, sshd, FORWARD_ECHO, b, ECHO_DIRECT);
+    stops.push(() => void fwdEcho.kill('SIGKILL'));
+    const fwdPg = await startSshForward(lab, sshd, FORWARD_PG, b, PG_PORT);
+    stops.push(() => void fwdPg.kill('SIGKILL'));
+    const floor = await startRelayFloor(lab, b, [
+      { ...FLOOR_ECHO, target: ECHO_DIRECT },
+      { ...FLOOR_PG, target: PG_PORT },
+    ]);
+    stops.push(floor.stop);
 
     log('connections: direct');
     const directConns = await conns(lab, b, ECHO_DIRECT, o.connections, CONNS_PARALLEL);
     log('connections: wrapped');
-    const connCpu0 = treeCpuMs(spookds).all;
-    const wrapConns = await conns(lab, b, ECHO_WRAPPED, o.connections, CONNS_PARALLEL);
-    const wrapCpuUsPerConn = ((treeCpuMs(spookds).all - connCpu0) * 1000) / o.connections;
+    const wrapConns = await connsWithCpu(lab, b, ECHO_WRAPPED, o.connections, spookds);
+    log('connections: ssh -L, wireguard-go, relay floor');
+    const sshConns = await connsWithCpu(lab, '127.0.0.1', FORWARD_ECHO, o.connections, [fwdEcho.pid ?? -1, sshd.pid]);
+    const wgConns = wg ? await connsWithCpu(lab, wg.addr, ECHO_DIRECT, o.connections, wg.pids) : undefined;
+    const floorConns = await connsWithCpu(lab, '127.0.0.1', FLOOR_ECHO.local, o.connections, floor.pids);
     const directLat = (await conns(lab, b, ECHO_DIRECT, LATENCY_SAMPLES, 1)).lat;
     const wrapLat = (await conns(lab, b, ECHO_WRAPPED, LATENCY_SAMPLES, 1)).lat;
 
     let pgbenchDirectTps = 0;
     let pgbenchWrapTps = 0;
+    let pgbenchSshTps = 0;
+    let pgbenchWireguardTps = 0;
+    let pgbenchFloorTps = 0;
+    const cpuPerTx = { wrap: 0, ssh: 0, wg: 0, floor: 0 };
     let pgbenchRecordsPerTx = 0;
     if (o.pgbenchSeconds > 0) {
       log('pgbench');
-      const pg = await startPostgres(lab.host('b').ns, b, PG_PORT, join(lab.dir, 'pg'));
+      const pg = await startPostgres(lab.host('b').ns, b, PG_PORT, join(lab.dir, 'pg'), wg ? [wg.addr] : []);
       stops.push(() => pg.stop());
       await nsExec(lab.host('a').ns, pg.pgbench, [...pg.connArgs, '-i', '-s', '2', 'postgres'], { timeoutMs: 120_000 });
       pgbenchDirectTps = (await pgbenchTps(lab, pg, o.pgbenchSeconds)).tps;
+      // The tunnels before the wrapper is added: once it is, every connection from a to PG_PORT is carried.
+      const via = (host: string, port: number): { pgbench: string; connArgs: string[] } => ({
+        pgbench: pg.pgbench,
+        connArgs: ['-h', host, '-p', String(port), '-U', 'postgres'],
+      });
+      log('pgbench: ssh -L, wireguard-go, relay floor');
+      const viaSshPg = await pgbenchWithCpu(lab, via('127.0.0.1', FORWARD_PG), o.pgbenchSeconds, [fwdPg.pid ?? -1, sshd.pid]);
+      [pgbenchSshTps, cpuPerTx.ssh] = [viaSshPg.tps, viaSshPg.cpuUsPerTx];
+      if (wg) {
+        const viaWgPg = await pgbenchWithCpu(lab, via(wg.addr, PG_PORT), o.pgbenchSeconds, wg.pids);
+        [pgbenchWireguardTps, cpuPerTx.wg] = [viaWgPg.tps, viaWgPg.cpuUsPerTx];
+      }
+      const viaFloor = await pgbenchWithCpu(lab, via('127.0.0.1', FLOOR_PG.local), o.pgbenchSeconds, floor.pids);
+      [pgbenchFloorTps, cpuPerTx.floor] = [viaFloor.tps, viaFloor.cpuUsPerTx];
+      log('pgbench: wrapped');
       await lab.admin('a', 'wrap-add', { protocol: 'postgres', port: PG_PORT, peer: 'b', hold: '30s' });
       const records = async (): Promise<number> => {
         const p = (await lab.admin('a', 'wrap-stats')).peers[0];
         return p.recordsIn + p.recordsOut;
       };
       const before = await records();
-      const w = await pgbenchTps(lab, pg, o.pgbenchSeconds);
+      const w = await pgbenchWithCpu(lab, pg, o.pgbenchSeconds, spookds);
       pgbenchWrapTps = w.tps;
+      cpuPerTx.wrap = w.cpuUsPerTx;
       pgbenchRecordsPerTx = ((await records()) - before) / w.tx;
       const st = await lab.admin('a', 'wrap-stats');
       if (!st.protocols.postgres?.connections) throw new Error('pgbench through the wrapper was not intercepted');
@@ -410,7 +496,13 @@ export async function runWrapSpeedBench(o: WrapSpeedOptions): Promise<WrapSpeedR
       directConnsPerSec: Math.round(directConns.perSec),
       wrapConnsPerSec: Math.round(wrapConns.perSec),
       wrapVsDirectConns: r2(wrapConns.perSec / directConns.perSec),
-      wrapCpuUsPerConn: Math.round(wrapCpuUsPerConn),
+      sshConnsPerSec: Math.round(sshConns.perSec),
+      wireguardConnsPerSec: Math.round(wgConns?.perSec ?? 0),
+      floorConnsPerSec: Math.round(floorConns.perSec),
+      sshCpuUsPerConn: Math.round(sshConns.cpuUsPerConn),
+      wireguardCpuUsPerConn: Math.round(wgConns?.cpuUsPerConn ?? 0),
+      floorCpuUsPerConn: Math.round(floorConns.cpuUsPerConn),
+      wrapCpuUsPerConn: Math.round(wrapConns.cpuUsPerConn),
       directParallelP50Ms: r3(pct(directConns.lat, 0.5)),
       wrapParallelP50Ms: r3(pct(wrapConns.lat, 0.5)),
       latencySamples: LATENCY_SAMPLES,
@@ -422,6 +514,13 @@ export async function runWrapSpeedBench(o: WrapSpeedOptions): Promise<WrapSpeedR
       pgbenchDirectTps: r2(pgbenchDirectTps),
       pgbenchWrapTps: r2(pgbenchWrapTps),
       wrapVsDirectPgbench: pgbenchDirectTps ? r2(pgbenchWrapTps / pgbenchDirectTps) : 0,
+      pgbenchSshTps: r2(pgbenchSshTps),
+      pgbenchWireguardTps: r2(pgbenchWireguardTps),
+      pgbenchFloorTps: r2(pgbenchFloorTps),
+      pgbenchWrapCpuUsPerTx: Math.round(cpuPerTx.wrap),
+      pgbenchSshCpuUsPerTx: Math.round(cpuPerTx.ssh),
+      pgbenchWireguardCpuUsPerTx: Math.round(cpuPerTx.wg),
+      pgbenchFloorCpuUsPerTx: Math.round(cpuPerTx.floor),
       pgbenchRecordsPerTx: r2(pgbenchRecordsPerTx),
       carrierCipher: stats.peers[0]?.carrierCipher ?? 'chacha20-poly1305',
     };
@@ -435,13 +534,17 @@ export async function runWrapSpeedBench(o: WrapSpeedOptions): Promise<WrapSpeedR
 
 /** Lines for the terminal: each figure beside its same-run baseline and the goal. */
 export function formatWrapSpeed(r: WrapSpeedResult): string[] {
+  const ofDirect = (x: number, direct: number): string => (x && direct ? (x / direct).toFixed(2) : 'not measured');
   const goal = (ok: boolean): string => (ok ? 'met' : 'MISSED');
   return [
     `bulk ${(r.bytes / 2 ** 20).toFixed(0)} MiB  direct ${r.directMBps} MB/s  wrapped ${r.wrapMBps}  ssh -L ${r.sshForwardMBps}  wireguard-go ${r.wireguardMBps}  (carrier ${r.carrierCipher})`,
     `  wrapped/ssh -L ${r.wrapVsSsh} (goal > 1: ${goal(r.wrapVsSsh > 1)})  wrapped/wireguard-go ${r.wrapVsWireguard} (goal > 1: ${goal(r.wrapVsWireguard > 1)})  wrapped/direct ${r.wrapVsDirect}`,
     `  CPU of the tunnel's processes per GiB (of it in the kernel): wrapped (both spookd) ${r.wrapCpuMsPerGiB} ms (${r.wrapSysMsPerGiB})  ssh -L (ssh, sshd) ${r.sshCpuMsPerGiB} ms (${r.sshSysMsPerGiB})  wireguard-go (both) ${r.wireguardCpuMsPerGiB} ms (${r.wireguardSysMsPerGiB})`,
     `new connections/s (${r.connections}, ${r.connsParallel} in flight)  direct ${r.directConnsPerSec}  wrapped ${r.wrapConnsPerSec}  ratio ${r.wrapVsDirectConns} (goal >= 0.5: ${goal(r.wrapVsDirectConns >= 0.5)})  p50 direct ${r.directParallelP50Ms} ms wrapped ${r.wrapParallelP50Ms} ms; both spookd ${r.wrapCpuUsPerConn} µs CPU per connection`,
+    `  of direct: ssh -L ${ofDirect(r.sshConnsPerSec, r.directConnsPerSec)} (${r.sshCpuUsPerConn} µs CPU per connection)  wireguard-go ${ofDirect(r.wireguardConnsPerSec, r.directConnsPerSec)} (${r.wireguardCpuUsPerConn} µs)  relay floor (two plain C relays) ${ofDirect(r.floorConnsPerSec, r.directConnsPerSec)} (${r.floorCpuUsPerConn} µs)`,
     `one request on a new connection (${r.latencySamples}, one at a time)  p50 direct ${r.directNewConnP50Ms} ms wrapped ${r.wrapNewConnP50Ms} ms  p99 direct ${r.directNewConnP99Ms} wrapped ${r.wrapNewConnP99Ms}`,
     `pgbench -S ${r.pgbenchSeconds} s  direct ${r.pgbenchDirectTps} tps  wrapped ${r.pgbenchWrapTps}  ratio ${r.wrapVsDirectPgbench} (goal >= 0.5: ${goal(r.wrapVsDirectPgbench >= 0.5)})  carrier records per transaction ${r.pgbenchRecordsPerTx}`,
+    `  of direct: ssh -L ${ofDirect(r.pgbenchSshTps, r.pgbenchDirectTps)}  wireguard-go ${ofDirect(r.pgbenchWireguardTps, r.pgbenchDirectTps)}  relay floor (two plain C relays) ${ofDirect(r.pgbenchFloorTps, r.pgbenchDirectTps)}`,
+    `  CPU of the tunnel's processes per transaction: wrapped (both spookd) ${r.pgbenchWrapCpuUsPerTx} µs  ssh -L ${r.pgbenchSshCpuUsPerTx}  wireguard-go ${r.pgbenchWireguardCpuUsPerTx}  relay floor ${r.pgbenchFloorCpuUsPerTx}`,
   ];
 }

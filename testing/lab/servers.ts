@@ -448,8 +448,17 @@ function openPathFor(dir: string): void {
   }
 }
 
-/** PostgreSQL 15 (initdb + postgres as the `postgres` user, trust auth from anywhere, fsync off). */
-export async function startPostgres(ns: string, addr: string, port: number, dir: string): Promise<PostgresServer> {
+/**
+ * PostgreSQL 15 (initdb + postgres as the `postgres` user, trust auth from anywhere, fsync off) on
+ * `addr`, and on `alsoListen` too (a tunnel's address); clients are given `addr`.
+ */
+export async function startPostgres(
+  ns: string,
+  addr: string,
+  port: number,
+  dir: string,
+  alsoListen: string[] = [],
+): Promise<PostgresServer> {
   const d = fresh(dir);
   openPathFor(d);
   const uid = Number(run('id', ['-u', 'postgres']).trim());
@@ -497,7 +506,7 @@ export async function startPostgres(ns: string, addr: string, port: number, dir:
       '-D',
       pgData,
       '-c',
-      `listen_addresses=${addr}`,
+      `listen_addresses=${[addr, ...alsoListen].join(',')}`,
       '-p',
       String(port),
       '-k',

@@ -1,0 +1,83 @@
+/**
+ * CPU per request on an open wrapped connection, without root (issue 17, speed): two
+ * WrapManagers in this process joined by a loopback carrier (bench/wrap-inproc.ts), an echo
+ * server and a client in child processes; the client keeps `inFlight` connections open and
+ * sends 64-byte requests, each answered before the next on its connection (pgbench -S's shape:
+ * four relay hops per request). Rounds alternate direct and wrapped; each prints the rates and
+ * the managers' CPU µs per request (this process's CPU: the two managers alone).
+ *
+ *   node dist/bench/wrap-rrcpu.js [requests=20000] [rounds=3] [inFlight=4]
+ *   (inFlight 1: every hop wakes the event loop, as each spookd of a lab does)
+ */
+import { spawn } from 'node:child_process';
+import { startInprocWrap } from './wrap-inproc.js';
+
+const ECHO = `
+import { createServer } from 'node:net';
+const srv = createServer((s) => { s.setNoDelay(true); s.on('data', (d) => s.write(d)); s.on('error', () => {}); });
+srv.listen(0, '127.0.0.1', () => console.log(srv.address().port));
+`;
+
+/** `conns` connections, each a loop of a 64-byte request and its echo, until n requests in all. */
+const CLIENT = `
+import { connect } from 'node:net';
+const [port, n, conns] = [Number(process.argv[1]), Number(process.argv[2]), Number(process.argv[3])];
+const req = Buffer.alloc(64, 1);
+let done = 0;
+let t0 = 0, open = 0;
+setTimeout(() => { console.error('requests timed out'); process.exit(1); }, 120000).unref();
+for (let i = 0; i < conns; i++) {
+  const s = connect({ host: '127.0.0.1', port, noDelay: true });
+  let got = 0;
+  s.on('connect', () => { if (++open === conns) { t0 = performance.now(); } s.write(req); });
+  s.on('data', (d) => {
+    got += d.length;
+    while (got >= 64) {
+      got -= 64;
+      if (++done === n) { console.log(JSON.stringify({ ms: performance.now() - t0 })); process.exit(0); }
+      s.write(req);
+    }
+  });
+  s.on('error', (e) => { console.error(e.message); process.exit(1); });
+}
+`;
+
+function runClient(port: number, n: number, conns: number): Promise<{ ms: number }> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, ['--input-type=module', '-e', CLIENT, String(port), String(n), String(conns)]);
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => process.stderr.write(d));
+    p.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as { ms: number }) : reject(new Error(`client exit ${code}`))));
+  });
+}
+
+async function main(): Promise<void> {
+  const n = Number(process.argv[2] ?? 20000);
+  const rounds = Number(process.argv[3] ?? 3);
+  const inFlight = Number(process.argv[4] ?? 4);
+  const echo = spawn(process.execPath, ['--input-type=module', '-e', ECHO]);
+  const echoPort = await new Promise<number>((r) => echo.stdout.once('data', (d) => r(Number(String(d).trim()))));
+  const wrap = await startInprocWrap(echoPort, 1 << 20);
+  await runClient(wrap.interceptPort, 2000, inFlight); // warm-up: the carrier, JIT
+  for (let r = 0; r < rounds; r++) {
+    const d = await runClient(echoPort, n, inFlight);
+    const c0 = process.cpuUsage();
+    const w = await runClient(wrap.interceptPort, n, inFlight);
+    const c = process.cpuUsage(c0);
+    console.log(
+      JSON.stringify({
+        round: r,
+        directPerSec: Math.round((n * 1000) / d.ms),
+        wrapPerSec: Math.round((n * 1000) / w.ms),
+        ratio: +(d.ms / w.ms).toFixed(3),
+        cpuUsPerRequest: +((c.user + c.system) / n).toFixed(1),
+        sysUsPerRequest: +(c.system / n).toFixed(1),
+      }),
+    );
+  }
+  await wrap.stop();
+  echo.kill();
+}
+
+await main();
