@@ -1,5 +1,5 @@
 /**
- * `node dist/bench/aead-evp.js [--ms 250] [--rounds 3] [--json] [--no-openssl] [--carrier [--carrier-bytes N]]` (issue 17: speed):
+ * `node dist/bench/aead-evp.js [--ms 250] [--rounds 3] [--json] [--no-openssl] [--carrier [--carrier-bytes N]] [--small]` (issue 17: speed):
  * the carrier's record AEAD two ways, in one process, interleaved round by round:
  *
  *  node  what the carrier does today: createCipheriv / createDecipheriv per record (KeyObject
@@ -14,6 +14,9 @@
  * same sizes for reference (its own process, its own CPU accounting). With --carrier, two Carrier
  * objects on loopback in this process move N bytes (default 256 MiB) in DATA-sized records,
  * node:crypto (the fallback, forced) and evp alternating ABBA: CPU per GiB, the whole path.
+ * With --small, the records a connection's set-up and a request carry (64 octets to SMALL_SEALED):
+ * evp (five FFI calls a record) against libsodium (one: what the carrier takes for them), sealing
+ * into a reused buffer and opening a whole record in place, interleaved; CPU µs per record.
  */
 import { createCipheriv, createDecipheriv, createSecretKey, randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
@@ -25,6 +28,7 @@ import {
   writeNonce,
   evpAvailable,
   TAG_LEN,
+  SMALL_SEALED,
   type RecordCipher,
 } from '../drivers/wrap/aead-evp.js';
 import { Carrier } from '../drivers/wrap/carrier.js';
@@ -348,6 +352,68 @@ export async function runCarrierBench(opts: { bytes?: number; rounds?: number } 
   return figs;
 }
 
+export interface SmallFigure {
+  cipher: RecordCipher;
+  op: 'seal' | 'open';
+  size: number;
+  evpUsPerRecord: number;
+  sodiumUsPerRecord: number;
+  /** evp / sodium CPU per record. */
+  ratio: number;
+}
+
+/** Small records, evp against libsodium (the carrier's path for records up to SMALL_SEALED), interleaved, median of rounds. */
+export function runSmallRecordBench(opts: { ms: number; rounds: number }): SmallFigure[] {
+  const figs: SmallFigure[] = [];
+  for (const cipher of CIPHERS) {
+    for (const size of [64, 1024, SMALL_SEALED - TAG_LEN]) {
+      const key = randomBytes(32);
+      const pt = randomBytes(size);
+      const recs = sealedSet(cipher, key, pt, 64);
+      for (const op of ['seal', 'open'] as const) {
+        const impls = (['evp', 'sodium'] as const).map((impl): Op => {
+          if (op === 'seal') {
+            const sealer = recordSealer(cipher, key, impl);
+            const out = Buffer.allocUnsafe(size + TAG_LEN);
+            return (n) => void sealer.sealInto(n, [pt], out, 0);
+          }
+          const o = recordOpener(cipher, key, impl);
+          const work = Buffer.allocUnsafe(size + TAG_LEN);
+          return (i) => {
+            const n = i % recs.length;
+            recs[n].copy(work); // the bench's copy (it reopens the same records), in both columns
+            const ok =
+              impl === 'sodium'
+                ? o.openWhole!(n, work) !== undefined
+                : (o.begin(n, size), o.update(work.subarray(0, size)), o.final(work.subarray(size)));
+            if (!ok) throw new Error('bench record failed authentication');
+          };
+        });
+        const us: [number[], number[]] = [[], []];
+        for (let r = 0; r < opts.rounds; r++) {
+          const order = r % 2 === 0 ? [0, 1] : [1, 0];
+          for (const k of order) us[k].push(measure(impls[k], opts.ms));
+        }
+        const [e, so] = us.map(median);
+        figs.push({ cipher, op, size, evpUsPerRecord: e, sodiumUsPerRecord: so, ratio: e / so });
+      }
+    }
+  }
+  return figs;
+}
+
+export function printSmallRecordBench(figs: SmallFigure[]): void {
+  console.log('small records: CPU µs per record, evp (five FFI calls) vs libsodium (one), median of rounds');
+  console.log('cipher             op    record   evp µs  sodium µs  evp/sodium');
+  for (const f of figs) {
+    console.log(
+      `${f.cipher.padEnd(18)} ${f.op.padEnd(5)} ${`${f.size} B`.padStart(7)}  ${f.evpUsPerRecord.toFixed(2).padStart(7)}  ${f.sodiumUsPerRecord
+        .toFixed(2)
+        .padStart(9)}  ${f.ratio.toFixed(2).padStart(9)}x`,
+    );
+  }
+}
+
 export function printCarrierBench(figs: CarrierFigure[]): void {
   console.log('two Carriers on loopback in one process (sender + receiver + loopback TCP): CPU ms per GiB and MB/s, median of rounds');
   console.log('cipher             record    node ms/GiB  evp ms/GiB  node/evp   node MB/s  evp MB/s');
@@ -367,6 +433,12 @@ function arg(name: string): string | undefined {
 
 async function main(): Promise<void> {
   const rounds = Number(arg('--rounds') ?? 3);
+  if (process.argv.includes('--small')) {
+    const figs = runSmallRecordBench({ ms: Number(arg('--ms') ?? 250), rounds });
+    if (process.argv.includes('--json')) console.log(JSON.stringify(figs, null, 2));
+    else printSmallRecordBench(figs);
+    return;
+  }
   const r = runAeadBench({ ms: Number(arg('--ms') ?? 250), rounds, openssl: !process.argv.includes('--no-openssl') });
   if (process.argv.includes('--carrier'))
     r.carrier = await runCarrierBench({ bytes: Number(arg('--carrier-bytes') ?? 256 * 1024 * 1024), rounds });
