@@ -64,3 +64,6 @@ async function main(): Promise<void> {
 }
 
 await main();
+// Exit now: once, after the managers had stopped, Node's own exit cleanup (uv_run in
+// Environment::CleanupHandles) spun at 100% CPU for minutes; spookd always ends by process.exit.
+process.exit(0);

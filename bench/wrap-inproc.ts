@@ -1,9 +1,10 @@
 /**
  * Two WrapManagers in this process joined by a loopback carrier, with a stand-in interceptor
  * (no BPF: every intercepted connection's original destination is `targetPort` on loopback),
- * for the root-free CPU benches (wrap-conncpu, wrap-bulkcpu): this process's CPU time is the
- * two managers' alone.
+ * for the root-free CPU benches (wrap-conncpu, wrap-bulkcpu, wrap-rrcpu): this process's CPU
+ * time is the two managers' alone. startNodeRelays: the same path through two plain Node relays.
  */
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import pino from 'pino';
 import { freePort } from '../testing/lab/servers.js';
 import { generateKeyPair } from '../crypto/primitives.js';
@@ -58,6 +59,41 @@ export async function startInprocWrap(targetPort: number, windowBytes: number): 
     stop: async () => {
       await ma.stop();
       await mb.stop();
+    },
+  };
+}
+
+/**
+ * The same path without Spook, for the same-run baseline of the root-free benches: two plain Node
+ * relays in a row in this process (`net.Server` + `pipe`, one connect per accepted connection,
+ * no carrier, no encryption), so this process's CPU is what two Node relays cost.
+ */
+export async function startNodeRelays(targetPort: number): Promise<{ port: number; stop(): Promise<void> }> {
+  const servers: Server[] = [];
+  const sockets = new Set<Socket>();
+  const relay = async (to: number): Promise<number> => {
+    const s = createServer({ allowHalfOpen: true }, (a) => {
+      a.setNoDelay(true);
+      const b = connect({ host: '127.0.0.1', port: to, noDelay: true, allowHalfOpen: true });
+      for (const x of [a, b]) {
+        sockets.add(x);
+        x.on('close', () => sockets.delete(x));
+      }
+      a.pipe(b);
+      b.pipe(a);
+      a.on('error', () => b.destroy());
+      b.on('error', () => a.destroy());
+    });
+    servers.push(s);
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+    return (s.address() as AddressInfo).port;
+  };
+  const port = await relay(await relay(targetPort));
+  return {
+    port,
+    stop: async () => {
+      for (const x of sockets) x.destroy();
+      for (const s of servers) await new Promise<void>((r) => s.close(() => r()));
     },
   };
 }

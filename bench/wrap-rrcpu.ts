@@ -3,14 +3,15 @@
  * WrapManagers in this process joined by a loopback carrier (bench/wrap-inproc.ts), an echo
  * server and a client in child processes; the client keeps `inFlight` connections open and
  * sends 64-byte requests, each answered before the next on its connection (pgbench -S's shape:
- * four relay hops per request). Rounds alternate direct and wrapped; each prints the rates and
- * the managers' CPU µs per request (this process's CPU: the two managers alone).
+ * four relay hops per request). Each round runs direct, wrapped and through two plain Node
+ * relays in this process (the same-run baseline: what two Node relays cost with no carrier and
+ * no encryption), and prints the rates and this process's CPU µs per request for both.
  *
  *   node dist/bench/wrap-rrcpu.js [requests=20000] [rounds=3] [inFlight=4]
  *   (inFlight 1: every hop wakes the event loop, as each spookd of a lab does)
  */
 import { spawn } from 'node:child_process';
-import { startInprocWrap } from './wrap-inproc.js';
+import { startInprocWrap, startNodeRelays } from './wrap-inproc.js';
 
 const ECHO = `
 import { createServer } from 'node:net';
@@ -59,12 +60,17 @@ async function main(): Promise<void> {
   const echo = spawn(process.execPath, ['--input-type=module', '-e', ECHO]);
   const echoPort = await new Promise<number>((r) => echo.stdout.once('data', (d) => r(Number(String(d).trim()))));
   const wrap = await startInprocWrap(echoPort, 1 << 20);
+  const relays = await startNodeRelays(echoPort);
   await runClient(wrap.interceptPort, 2000, inFlight); // warm-up: the carrier, JIT
+  await runClient(relays.port, 2000, inFlight);
   for (let r = 0; r < rounds; r++) {
     const d = await runClient(echoPort, n, inFlight);
     const c0 = process.cpuUsage();
     const w = await runClient(wrap.interceptPort, n, inFlight);
     const c = process.cpuUsage(c0);
+    const c1 = process.cpuUsage();
+    const rl = await runClient(relays.port, n, inFlight);
+    const cr = process.cpuUsage(c1);
     console.log(
       JSON.stringify({
         round: r,
@@ -73,11 +79,17 @@ async function main(): Promise<void> {
         ratio: +(d.ms / w.ms).toFixed(3),
         cpuUsPerRequest: +((c.user + c.system) / n).toFixed(1),
         sysUsPerRequest: +(c.system / n).toFixed(1),
+        nodeRelaysPerSec: Math.round((n * 1000) / rl.ms),
+        nodeRelaysCpuUsPerRequest: +((cr.user + cr.system) / n).toFixed(1),
       }),
     );
   }
   await wrap.stop();
+  await relays.stop();
   echo.kill();
 }
 
 await main();
+// Exit now: once, after the managers had stopped, Node's own exit cleanup (uv_run in
+// Environment::CleanupHandles) spun at 100% CPU for minutes; spookd always ends by process.exit.
+process.exit(0);
