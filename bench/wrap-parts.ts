@@ -42,7 +42,7 @@ export const WRAP_BENCH_PARTS = {
     format: formatConnectBench,
   }),
   speed: part({
-    what: '1 GiB vs ssh -L and wireguard-go, new connections/s, pgbench -S',
+    what: '1 GiB, new connections/s and pgbench -S, each direct, wrapped, through ssh -L, wireguard-go and two plain C relays',
     run: (o) => runWrapSpeedBench(o),
     format: formatWrapSpeed,
   }),
