@@ -199,6 +199,31 @@ describe('DiskStore: a batch ends with what it held, whatever the pair did while
     b.store.close();
   });
 
+  it("a batch whose end cannot be taken (a due snapshot's encoding throws) after its replacement record was written fails the store: no later batch is written", () => {
+    const dir = tmp();
+    const a = open(dir, 1); // every append makes its register's snapshot due
+    commitEach(a, 5);
+    const seq = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 77, registers: REGS }, 0);
+    for (let i = 0; i < 3; i++) {
+      seq.propose(0, 'kv', set(`b${i}`, 'y'));
+      seq.collapse(0);
+    }
+    // kv lowered to the sequencer's v3 and, in the same batch, a record of kv2: the undo record is out.
+    a.pair.propose(0, 'kv2', set('c', 'z'));
+    a.pair.collapse(0);
+    const kv2 = a.pair.register('kv2').state as MapState;
+    kv2.fullTransferBytes = () => {
+      throw new Error('out of memory');
+    };
+    expect(() => a.store.write([{ kind: 'replaced', image: seq.registers.get('kv')!, version: 3 }, ...a.pair.pollWrites()])).toThrow(
+      /out of memory/,
+    );
+    delete (kv2 as Partial<MapState>).fullTransferBytes; // the memory is back
+    // Whatever the caller does next (spookd fences the pair), the store takes no later batch.
+    expect(() => a.store.write([])).toThrow(/after a failed write/);
+    a.store.close();
+  });
+
   for (const kill of ['before-snapshot', 'after-snapshot'] as const)
     it(`a reconciliation to a lower version (a sequencer that lost versions) lands whole or not at all: killed ${kill.replace('-', ' the replacement record of ')}the batch, a restart loads the ${kill === 'before-snapshot' ? 'old' : 'new'} history`, () => {
       const dir = tmp();

@@ -544,7 +544,13 @@ export class DiskStore implements PairStore {
       throw err;
     }
     this.dropTaken();
-    this.taken = this.take();
+    try {
+      this.taken = this.take();
+    } catch (e) {
+      // As a fault above: a replacement record left behind keeps every later batch out.
+      if (this.recordOut) this.failed ??= e as StoreError;
+      throw e;
+    }
     return [...touched];
   }
 
