@@ -149,20 +149,7 @@ class SodiumFrameSealer extends SodiumKeyed implements AeadSealer {
     writeChaChaNonce(n, this.nonce);
     b.set(ad, Workspace.AD);
     b.set(plaintext, Workspace.IN);
-    const base = w.base;
-    if (
-      this.s.sealAt(
-        base + Workspace.OUT,
-        0,
-        base + Workspace.IN,
-        len,
-        base + Workspace.AD,
-        ad.length,
-        0,
-        base + Workspace.NONCE,
-        base + Workspace.KEY,
-      ) !== 0
-    ) {
+    if (w.sealIn(this.s.sealAt, len, ad.length) !== 0) {
       throw new Error('crypto_aead_chacha20poly1305_ietf_encrypt failed');
     }
     for (let i = 0, o = Workspace.OUT; i < len + AEAD_TAG_LEN; i++) out[at + i] = b[o + i];
@@ -192,20 +179,7 @@ class SodiumFrameOpener extends SodiumKeyed implements AeadOpener {
     writeChaChaNonce(n, this.nonce);
     b.set(ad, Workspace.AD);
     b.set(sealed, Workspace.IN);
-    const base = w.base;
-    if (
-      this.s.openAt(
-        base + Workspace.OUT,
-        0,
-        0,
-        base + Workspace.IN,
-        sealed.length,
-        base + Workspace.AD,
-        ad.length,
-        base + Workspace.NONCE,
-        base + Workspace.KEY,
-      ) !== 0
-    ) {
+    if (w.openIn(this.s.openAt, sealed.length, ad.length) !== 0) {
       return undefined;
     }
     return b.slice(Workspace.OUT, Workspace.OUT + ctLen);

@@ -146,6 +146,18 @@ export class Workspace {
     return this.h.freed;
   }
 
+  /** `seal` (a by-address seal: sealAt, aesSealAt) of IN[0, len) with AD[0, adLen) into OUT (ciphertext, tag); libsodium's result, 0 when sealed. */
+  sealIn(seal: Sodium['sealAt'], len: number, adLen: number): number {
+    const b = this.base;
+    return seal(b + Workspace.OUT, 0, b + Workspace.IN, len, b + Workspace.AD, adLen, 0, b + Workspace.NONCE, b + Workspace.KEY);
+  }
+
+  /** `open` (openAt, aesOpenAt) of the sealed IN[0, sealedLen) with AD[0, adLen) into OUT; 0 when the tag verified. */
+  openIn(open: Sodium['openAt'], sealedLen: number, adLen: number): number {
+    const b = this.base;
+    return open(b + Workspace.OUT, 0, 0, b + Workspace.IN, sealedLen, b + Workspace.AD, adLen, b + Workspace.NONCE, b + Workspace.KEY);
+  }
+
   free(): void {
     if (this.h.freed) return;
     this.bytes.fill(0); // the key

@@ -296,14 +296,23 @@ if (Workspace.IN + SMALL_SEALED > Workspace.OUT || Workspace.OUT + SMALL_SEALED 
   throw new Error('the libsodium workspace cannot hold a small carrier record');
 }
 
+/** libsodium's by-address seal and open of one cipher. */
+interface SodiumCalls {
+  sealAt: Sodium['sealAt'];
+  openAt: Sodium['openAt'];
+}
+
 /** The by-address seal and open of `cipher` in libsodium, or undefined where it has none (AES-GCM without AES-NI). */
-function sodiumCalls(s: Sodium, cipher: RecordCipher): { sealAt: Sodium['sealAt']; openAt: Sodium['openAt'] } | undefined {
+function sodiumCalls(s: Sodium, cipher: RecordCipher): SodiumCalls | undefined {
   if (cipher === 'chacha20-poly1305') return { sealAt: s.sealAt, openAt: s.openAt };
   return s.aesSealAt && s.aesOpenAt ? { sealAt: s.aesSealAt, openAt: s.aesOpenAt } : undefined;
 }
 
-/** One direction's key in native memory (a Workspace), sealing or opening a small record by address. */
-abstract class SodiumRecordKeyed {
+/**
+ * One direction's key in native memory (a Workspace), sealing or opening a small record by
+ * address; `large` (EVP, else node:crypto) takes the records it does not.
+ */
+abstract class SodiumRecordKeyed<L extends { close(): void }> {
   readonly impl = 'sodium';
   protected readonly w: Workspace;
   protected readonly nonce: Uint8Array;
@@ -311,26 +320,23 @@ abstract class SodiumRecordKeyed {
   constructor(
     protected readonly cipher: RecordCipher,
     key: Uint8Array,
-    protected readonly calls: { sealAt: Sodium['sealAt']; openAt: Sodium['openAt'] },
+    protected readonly calls: SodiumCalls,
+    protected readonly large: L,
   ) {
     checkKey(key);
     this.w = new Workspace(this);
     this.w.bytes.set(key, Workspace.KEY);
     this.nonce = this.w.bytes.subarray(Workspace.NONCE, Workspace.NONCE + 12);
   }
+
+  close(): void {
+    this.w.free();
+    this.large.close();
+  }
 }
 
 /** Small records through libsodium (one call), larger ones through `large` (EVP, in place). */
-class SodiumSealer extends SodiumRecordKeyed implements RecordSealer {
-  constructor(
-    cipher: RecordCipher,
-    key: Uint8Array,
-    calls: { sealAt: Sodium['sealAt']; openAt: Sodium['openAt'] },
-    private readonly large: RecordSealer,
-  ) {
-    super(cipher, key, calls);
-  }
-
+class SodiumSealer extends SodiumRecordKeyed<RecordSealer> implements RecordSealer {
   sealInto(n: number, parts: readonly Uint8Array[], out: Uint8Array, at: number): number {
     const w = this.w;
     if (w.freed) throw new Error('carrier AEAD used after close');
@@ -347,31 +353,14 @@ class SodiumSealer extends SodiumRecordKeyed implements RecordSealer {
       b.set(p, o);
       o += p.length;
     }
-    const base = w.base;
-    if (this.calls.sealAt(base + Workspace.OUT, 0, base + Workspace.IN, len, 0, 0, 0, base + Workspace.NONCE, base + Workspace.KEY) !== 0) {
-      throw new Error(`libsodium ${this.cipher} sealing failed`);
-    }
+    if (w.sealIn(this.calls.sealAt, len, 0) !== 0) throw new Error(`libsodium ${this.cipher} sealing failed`);
     out.set(b.subarray(Workspace.OUT, Workspace.OUT + len + TAG_LEN), at);
     return at + len + TAG_LEN;
-  }
-
-  close(): void {
-    this.w.free();
-    this.large.close();
   }
 }
 
 /** openWhole through libsodium; records that span reads or exceed SMALL_SEALED stream through `large`. */
-class SodiumOpener extends SodiumRecordKeyed implements RecordOpener {
-  constructor(
-    cipher: RecordCipher,
-    key: Uint8Array,
-    calls: { sealAt: Sodium['sealAt']; openAt: Sodium['openAt'] },
-    private readonly large: RecordOpener,
-  ) {
-    super(cipher, key, calls);
-  }
-
+class SodiumOpener extends SodiumRecordKeyed<RecordOpener> implements RecordOpener {
   openWhole(n: number, sealed: Buffer): Buffer | undefined {
     const w = this.w;
     if (w.freed) throw new Error('carrier AEAD used after close');
@@ -381,23 +370,8 @@ class SodiumOpener extends SodiumRecordKeyed implements RecordOpener {
     writeNonce(this.cipher, n, this.nonce); // a bad counter is the caller's bug: it throws, as the other openers do
     const b = w.bytes;
     b.set(sealed, Workspace.IN);
-    const base = w.base;
     // libsodium writes the plaintext only into the workspace, and wipes it there when the tag fails.
-    if (
-      this.calls.openAt(
-        base + Workspace.OUT,
-        0,
-        0,
-        base + Workspace.IN,
-        sealed.length,
-        0,
-        0,
-        base + Workspace.NONCE,
-        base + Workspace.KEY,
-      ) !== 0
-    ) {
-      return undefined;
-    }
+    if (w.openIn(this.calls.openAt, sealed.length, 0) !== 0) return undefined;
     sealed.set(b.subarray(Workspace.OUT, Workspace.OUT + ctLen), 0);
     return sealed.subarray(0, ctLen);
   }
@@ -410,11 +384,6 @@ class SodiumOpener extends SodiumRecordKeyed implements RecordOpener {
   }
   final(tag: Uint8Array): boolean {
     return this.large.final(tag);
-  }
-
-  close(): void {
-    this.w.free();
-    this.large.close();
   }
 }
 
@@ -442,7 +411,7 @@ export function recordOpener(cipher: RecordCipher, key: Uint8Array, impl?: AeadI
 }
 
 /** libsodium's calls for `cipher`, where it loads and has the cipher (silently absent otherwise: EVP takes every record). */
-function smallCalls(cipher: RecordCipher, impl: AeadImpl | undefined): { sealAt: Sodium['sealAt']; openAt: Sodium['openAt'] } | undefined {
+function smallCalls(cipher: RecordCipher, impl: AeadImpl | undefined): SodiumCalls | undefined {
   const s = loadSodium();
   const calls = s ? sodiumCalls(s, cipher) : undefined;
   if (impl === 'sodium' && !calls) throw new Error(`libsodium ${cipher} is not available`);
