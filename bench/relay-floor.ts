@@ -1,9 +1,9 @@
 /**
- * The floor under any pair of user-space relays, for `bench wrap --only speed`: two plain C
- * relays in a row (bench/native/relay-floor.c: a thread per direction, no encryption, no
- * framing), one in each namespace, where a wrapper has its two spookd and `ssh -L` its ssh and
- * sshd. What they reach is the most a relay pair on these hosts could give; built with the
- * project's clang (the Makefile installs it for the BPF objects).
+ * A plain relay pair for `bench wrap --only speed`: two C relays in a row (bench/native/relay-floor.c:
+ * a thread per direction, no encryption, no framing), one in each namespace, where a wrapper has
+ * its two spookd and `ssh -L` its ssh and sshd: what a relay pair costs per byte and per request
+ * without encryption or recovery (not per connection set-up: it opens a TCP connection per hop).
+ * Built with the project's clang (the Makefile installs it for the BPF objects).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
@@ -34,13 +34,17 @@ export async function startRelayFloor(lab: Lab, bAddr: string, routes: FloorRout
       procs.push(
         spawn('ip', ['netns', 'exec', lab.host('a').ns, bin, '127.0.0.1', String(r.local), bAddr, String(r.middle)], { stdio: 'ignore' }),
       );
-      await until(
-        `the relay floor on ${r.local}`,
-        async () =>
-          (await nsRun(lab.host('a').ns, 'bash', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${r.local}`], { timeoutMs: 2000 })).code === 0,
-        15_000,
-        100,
-      );
+      // b's relay first (a's accepts whether or not b's listens), then a's.
+      for (const [host, port] of [
+        [bAddr, r.middle],
+        ['127.0.0.1', r.local],
+      ] as const)
+        await until(
+          `the relay floor on ${host}:${port}`,
+          async () => (await nsRun(lab.host('a').ns, 'bash', ['-c', `exec 3<>/dev/tcp/${host}/${port}`], { timeoutMs: 2000 })).code === 0,
+          15_000,
+          100,
+        );
     }
     return { pids: procs.map((p) => p.pid ?? -1), stop };
   } catch (e) {

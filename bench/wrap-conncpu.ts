@@ -39,6 +39,7 @@ async function main(): Promise<void> {
   const rounds = Number(process.argv[3] ?? 3);
   const parallel = Number(process.argv[4] ?? 8);
   const echo = spawn(process.execPath, ['--input-type=module', '-e', ECHO]);
+  process.once('exit', () => echo.kill()); // also when a round fails
   const echoPort = await new Promise<number>((r) => echo.stdout.once('data', (d) => r(Number(String(d).trim()))));
   const wrap = await startInprocWrap(echoPort, 1 << 20);
   const relays = await startNodeRelays(echoPort);

@@ -58,6 +58,7 @@ async function main(): Promise<void> {
   const rounds = Number(process.argv[3] ?? 3);
   const inFlight = Number(process.argv[4] ?? 4);
   const echo = spawn(process.execPath, ['--input-type=module', '-e', ECHO]);
+  process.once('exit', () => echo.kill()); // also when a round fails
   const echoPort = await new Promise<number>((r) => echo.stdout.once('data', (d) => r(Number(String(d).trim()))));
   const wrap = await startInprocWrap(echoPort, 1 << 20);
   const relays = await startNodeRelays(echoPort);
@@ -68,6 +69,7 @@ async function main(): Promise<void> {
     const c0 = process.cpuUsage();
     const w = await runClient(wrap.interceptPort, n, inFlight);
     const c = process.cpuUsage(c0);
+    await new Promise((res) => setTimeout(res, 200)); // the wrapped connections' closes, outside both windows
     const c1 = process.cpuUsage();
     const rl = await runClient(relays.port, n, inFlight);
     const cr = process.cpuUsage(c1);

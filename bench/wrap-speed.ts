@@ -13,8 +13,9 @@
  *              connection, one at a time, direct vs wrapped;
  *  pgbench     tps of `pgbench -S` (select-only, 4 clients), direct vs wrapped, and through
  *              ssh -L, wireguard-go and the relay floor.
- * The relay floor (bench/relay-floor.ts) is two plain C relays in a row, no encryption: the most
- * any pair of user-space relays on these hosts could give.
+ * The relay floor (bench/relay-floor.ts) is two plain C relays in a row, no encryption: what a
+ * relay pair costs per byte and per request without encryption or recovery (not a floor for
+ * connection set-up: it opens a TCP connection per hop, where ssh -L opens a channel).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
@@ -54,7 +55,7 @@ export interface WrapSpeedResult {
   wrapConnsPerSec: number;
   /** Goal: >= 0.5. */
   wrapVsDirectConns: number;
-  /** The same loop through ssh -L, wireguard-go (0 when skipped) and the relay floor: the tunnels users know, and the least a relay pair costs. */
+  /** The same loop through ssh -L, wireguard-go (0 when skipped) and the relay floor: the tunnels users know, and a plain relay pair. */
   sshConnsPerSec: number;
   wireguardConnsPerSec: number;
   floorConnsPerSec: number;
@@ -541,10 +542,10 @@ export function formatWrapSpeed(r: WrapSpeedResult): string[] {
     `  wrapped/ssh -L ${r.wrapVsSsh} (goal > 1: ${goal(r.wrapVsSsh > 1)})  wrapped/wireguard-go ${r.wrapVsWireguard} (goal > 1: ${goal(r.wrapVsWireguard > 1)})  wrapped/direct ${r.wrapVsDirect}`,
     `  CPU of the tunnel's processes per GiB (of it in the kernel): wrapped (both spookd) ${r.wrapCpuMsPerGiB} ms (${r.wrapSysMsPerGiB})  ssh -L (ssh, sshd) ${r.sshCpuMsPerGiB} ms (${r.sshSysMsPerGiB})  wireguard-go (both) ${r.wireguardCpuMsPerGiB} ms (${r.wireguardSysMsPerGiB})`,
     `new connections/s (${r.connections}, ${r.connsParallel} in flight)  direct ${r.directConnsPerSec}  wrapped ${r.wrapConnsPerSec}  ratio ${r.wrapVsDirectConns} (goal >= 0.5: ${goal(r.wrapVsDirectConns >= 0.5)})  p50 direct ${r.directParallelP50Ms} ms wrapped ${r.wrapParallelP50Ms} ms; both spookd ${r.wrapCpuUsPerConn} µs CPU per connection`,
-    `  of direct: ssh -L ${ofDirect(r.sshConnsPerSec, r.directConnsPerSec)} (${r.sshCpuUsPerConn} µs CPU per connection)  wireguard-go ${ofDirect(r.wireguardConnsPerSec, r.directConnsPerSec)} (${r.wireguardCpuUsPerConn} µs)  relay floor (two plain C relays) ${ofDirect(r.floorConnsPerSec, r.directConnsPerSec)} (${r.floorCpuUsPerConn} µs)`,
+    `  of direct: ssh -L ${ofDirect(r.sshConnsPerSec, r.directConnsPerSec)} (${r.sshCpuUsPerConn} µs CPU per connection)  wireguard-go ${ofDirect(r.wireguardConnsPerSec, r.directConnsPerSec)} (${r.wireguardCpuUsPerConn} µs)  two plain C relays ${ofDirect(r.floorConnsPerSec, r.directConnsPerSec)} (${r.floorCpuUsPerConn} µs)`,
     `one request on a new connection (${r.latencySamples}, one at a time)  p50 direct ${r.directNewConnP50Ms} ms wrapped ${r.wrapNewConnP50Ms} ms  p99 direct ${r.directNewConnP99Ms} wrapped ${r.wrapNewConnP99Ms}`,
     `pgbench -S ${r.pgbenchSeconds} s  direct ${r.pgbenchDirectTps} tps  wrapped ${r.pgbenchWrapTps}  ratio ${r.wrapVsDirectPgbench} (goal >= 0.5: ${goal(r.wrapVsDirectPgbench >= 0.5)})  carrier records per transaction ${r.pgbenchRecordsPerTx}`,
-    `  of direct: ssh -L ${ofDirect(r.pgbenchSshTps, r.pgbenchDirectTps)}  wireguard-go ${ofDirect(r.pgbenchWireguardTps, r.pgbenchDirectTps)}  relay floor (two plain C relays) ${ofDirect(r.pgbenchFloorTps, r.pgbenchDirectTps)}`,
-    `  CPU of the tunnel's processes per transaction: wrapped (both spookd) ${r.pgbenchWrapCpuUsPerTx} µs  ssh -L ${r.pgbenchSshCpuUsPerTx}  wireguard-go ${r.pgbenchWireguardCpuUsPerTx}  relay floor ${r.pgbenchFloorCpuUsPerTx}`,
+    `  of direct: ssh -L ${ofDirect(r.pgbenchSshTps, r.pgbenchDirectTps)}  wireguard-go ${ofDirect(r.pgbenchWireguardTps, r.pgbenchDirectTps)}  two plain C relays ${ofDirect(r.pgbenchFloorTps, r.pgbenchDirectTps)}`,
+    `  CPU of the tunnel's processes per transaction: wrapped (both spookd) ${r.pgbenchWrapCpuUsPerTx} µs  ssh -L ${r.pgbenchSshCpuUsPerTx}  wireguard-go ${r.pgbenchWireguardCpuUsPerTx}  plain relays ${r.pgbenchFloorCpuUsPerTx}`,
   ];
 }

@@ -1,9 +1,10 @@
 /*
- * The least a user-space TCP relay costs, for `spook-lab bench wrap --only speed`: accept on
- * LISTEN_ADDR:LISTEN_PORT, connect each accepted socket to TO_ADDR:TO_PORT, and copy bytes both
- * ways with one thread per direction (blocking read and write, TCP_NODELAY). No encryption, no
- * framing, no multiplexing, no recovery: two of these in a row are the floor under any pair of
- * relays (a wrapper's two spookd, ssh -L's ssh and sshd) on the same hosts.
+ * A plain TCP relay for `spook-lab bench wrap --only speed`: accept on LISTEN_ADDR:LISTEN_PORT,
+ * connect each accepted socket to TO_ADDR:TO_PORT, and copy bytes both ways with one thread per
+ * direction (blocking read and write, TCP_NODELAY). No encryption, no framing, no recovery: two
+ * in a row show what a relay pair costs per byte and per request without any of that. Not a
+ * floor for connection set-up: each one opens a TCP connection per hop, its connect blocking the
+ * accept loop, where ssh -L multiplexes channels over one.
  *
  *   relay-floor LISTEN_ADDR LISTEN_PORT TO_ADDR TO_PORT      (IPv4; runs until killed)
  */
@@ -11,6 +12,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -74,6 +76,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: relay-floor LISTEN_ADDR LISTEN_PORT TO_ADDR TO_PORT\n");
     return 2;
   }
+  signal(SIGPIPE, SIG_IGN); /* a write to a reset peer fails that connection, not the relay */
   struct sockaddr_in la = addr_of(argv[1], argv[2]), ta = addr_of(argv[3], argv[4]);
   int one = 1, ls = socket(AF_INET, SOCK_STREAM, 0);
   setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -83,7 +86,10 @@ int main(int argc, char **argv) {
   }
   for (;;) {
     int a = accept(ls, NULL, NULL);
-    if (a < 0) continue;
+    if (a < 0) {
+      usleep(1000); /* out of descriptors, say: no spinning */
+      continue;
+    }
     int b = socket(AF_INET, SOCK_STREAM, 0);
     if (connect(b, (struct sockaddr *)&ta, sizeof ta) != 0) {
       close(a);

@@ -547,9 +547,10 @@ export class DiskStore implements PairStore {
     try {
       this.taken = this.take();
     } catch (e) {
+      const err = e instanceof StoreError ? e : new StoreError(`${this.dir}: ${(e as Error).message}`);
       // As a fault above: a replacement record left behind keeps every later batch out.
-      if (this.recordOut) this.failed ??= e as StoreError;
-      throw e;
+      if (this.recordOut) this.failed ??= err;
+      throw err;
     }
     return [...touched];
   }
