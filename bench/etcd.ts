@@ -106,7 +106,8 @@ export async function withEtcd<T>(basePort: number, body: (etcd: Etcd) => Promis
       `etcd: ${members} member(s) agreeing on a leader`,
       async () => {
         for (const p of cluster.procs) if (p.exitCode !== null) throw new Error(`etcd exited with ${p.exitCode} (logs in ${cluster.dir})`);
-        const st = await Promise.all(clients0.map((m) => m.maintenance.status()));
+        // Each try bounded: a member not up yet must not hold the loop for the client's 30 s deadline.
+        const st = await Promise.all(clients0.map((m) => m.maintenance.status({ deadline: Date.now() + 10_000 })));
         const leader = st[0].leader;
         if (leader === '0' || st.some((s) => s.leader !== leader)) return undefined;
         return cluster.urls[st.findIndex((s) => s.header.member_id === leader)];
