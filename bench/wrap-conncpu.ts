@@ -11,14 +11,8 @@
  *   count the managers' system calls per connection, with no batching across connections)
  */
 import { spawn } from 'node:child_process';
-import { startInprocWrap, startNodeRelays } from './wrap-inproc.js';
+import { startEchoServer, startInprocWrap, startNodeRelays } from './wrap-inproc.js';
 import { CONN_CLIENT } from './wrap-speed.js';
-
-const ECHO = `
-import { createServer } from 'node:net';
-const srv = createServer((s) => { s.setNoDelay(true); s.on('data', (d) => s.write(d)); s.on('error', () => {}); });
-srv.listen(0, '127.0.0.1', () => console.log(srv.address().port));
-`;
 
 function runClient(port: number, n: number, parallel: number): Promise<{ ms: number; lat: number[] }> {
   return new Promise((resolve, reject) => {
@@ -38,9 +32,8 @@ async function main(): Promise<void> {
   const n = Number(process.argv[2] ?? 2000);
   const rounds = Number(process.argv[3] ?? 3);
   const parallel = Number(process.argv[4] ?? 8);
-  const echo = spawn(process.execPath, ['--input-type=module', '-e', ECHO]);
-  process.once('exit', () => echo.kill()); // also when a round fails
-  const echoPort = await new Promise<number>((r) => echo.stdout.once('data', (d) => r(Number(String(d).trim()))));
+  const echo = await startEchoServer();
+  const echoPort = echo.port;
   const wrap = await startInprocWrap(echoPort, 1 << 20);
   const relays = await startNodeRelays(echoPort);
   const interceptPort = wrap.interceptPort;

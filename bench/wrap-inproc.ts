@@ -4,6 +4,7 @@
  * for the root-free CPU benches (wrap-conncpu, wrap-bulkcpu, wrap-rrcpu): this process's CPU
  * time is the two managers' alone. startNodeRelays: the same path through two plain Node relays.
  */
+import { spawn } from 'node:child_process';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import pino from 'pino';
 import { freePort } from '../testing/lab/servers.js';
@@ -96,4 +97,18 @@ export async function startNodeRelays(targetPort: number): Promise<{ port: numbe
       for (const s of servers) await new Promise<void>((r) => s.close(() => r()));
     },
   };
+}
+
+const ECHO = `
+import { createServer } from 'node:net';
+const srv = createServer((s) => { s.setNoDelay(true); s.on('data', (d) => s.write(d)); s.on('error', () => {}); });
+srv.listen(0, '127.0.0.1', () => console.log(srv.address().port));
+`;
+
+/** An echo server in a child process (its CPU is not this process's), killed when this process exits. */
+export async function startEchoServer(): Promise<{ port: number; kill(): void }> {
+  const echo = spawn(process.execPath, ['--input-type=module', '-e', ECHO]);
+  process.once('exit', () => echo.kill()); // also when a round fails
+  const port = await new Promise<number>((r) => echo.stdout.once('data', (d) => r(Number(String(d).trim()))));
+  return { port, kill: () => void echo.kill() };
 }

@@ -11,13 +11,7 @@
  *   (inFlight 1: every hop wakes the event loop, as each spookd of a lab does)
  */
 import { spawn } from 'node:child_process';
-import { startInprocWrap, startNodeRelays } from './wrap-inproc.js';
-
-const ECHO = `
-import { createServer } from 'node:net';
-const srv = createServer((s) => { s.setNoDelay(true); s.on('data', (d) => s.write(d)); s.on('error', () => {}); });
-srv.listen(0, '127.0.0.1', () => console.log(srv.address().port));
-`;
+import { startEchoServer, startInprocWrap, startNodeRelays } from './wrap-inproc.js';
 
 /** `conns` connections, each a loop of a 64-byte request and its echo, until n requests in all. */
 const CLIENT = `
@@ -57,9 +51,8 @@ async function main(): Promise<void> {
   const n = Number(process.argv[2] ?? 20000);
   const rounds = Number(process.argv[3] ?? 3);
   const inFlight = Number(process.argv[4] ?? 4);
-  const echo = spawn(process.execPath, ['--input-type=module', '-e', ECHO]);
-  process.once('exit', () => echo.kill()); // also when a round fails
-  const echoPort = await new Promise<number>((r) => echo.stdout.once('data', (d) => r(Number(String(d).trim()))));
+  const echo = await startEchoServer();
+  const echoPort = echo.port;
   const wrap = await startInprocWrap(echoPort, 1 << 20);
   const relays = await startNodeRelays(echoPort);
   await runClient(wrap.interceptPort, 2000, inFlight); // warm-up: the carrier, JIT

@@ -204,6 +204,14 @@ function treeCpuMs(roots: number[]): { all: number; sys: number } {
   return { all: (ticks * 1000) / CLK_TCK, sys: (sys * 1000) / CLK_TCK };
 }
 
+/** What `f` returns, and the CPU (ms: all, and system alone) the `tunnel` processes spent meanwhile. */
+async function withCpu<T>(tunnel: number[], f: () => Promise<T>): Promise<{ r: T; cpu: { all: number; sys: number } }> {
+  const c0 = treeCpuMs(tunnel);
+  const r = await f();
+  const c1 = treeCpuMs(tunnel);
+  return { r, cpu: { all: c1.all - c0.all, sys: c1.sys - c0.sys } };
+}
+
 /** The bulk transfer's MB/s and the CPU the `tunnel` processes spent on it, per GiB. */
 async function bulkWithCpu(
   lab: Lab,
@@ -212,10 +220,8 @@ async function bulkWithCpu(
   bytes: number,
   tunnel: number[],
 ): Promise<{ mbps: number; cpuMsPerGiB: number; sysMsPerGiB: number }> {
-  const c0 = treeCpuMs(tunnel);
-  const mbps = await bulk(lab, host, port, bytes);
-  const c1 = treeCpuMs(tunnel);
-  return { mbps, cpuMsPerGiB: ((c1.all - c0.all) * 2 ** 30) / bytes, sysMsPerGiB: ((c1.sys - c0.sys) * 2 ** 30) / bytes };
+  const { r: mbps, cpu } = await withCpu(tunnel, () => bulk(lab, host, port, bytes));
+  return { mbps, cpuMsPerGiB: (cpu.all * 2 ** 30) / bytes, sysMsPerGiB: (cpu.sys * 2 ** 30) / bytes };
 }
 
 async function nodeIn(lab: Lab, script: string, args: (string | number)[], timeoutMs: number): Promise<string> {
@@ -241,9 +247,8 @@ async function connsWithCpu(
   n: number,
   tunnel: number[],
 ): Promise<{ perSec: number; lat: number[]; cpuUsPerConn: number }> {
-  const c0 = treeCpuMs(tunnel).all;
-  const r = await conns(lab, host, port, n, CONNS_PARALLEL);
-  return { ...r, cpuUsPerConn: ((treeCpuMs(tunnel).all - c0) * 1000) / n };
+  const { r, cpu } = await withCpu(tunnel, () => conns(lab, host, port, n, CONNS_PARALLEL));
+  return { ...r, cpuUsPerConn: (cpu.all * 1000) / n };
 }
 
 const pct = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
@@ -255,9 +260,8 @@ async function pgbenchWithCpu(
   seconds: number,
   tunnel: number[],
 ): Promise<{ tps: number; tx: number; cpuUsPerTx: number }> {
-  const c0 = treeCpuMs(tunnel).all;
-  const r = await pgbenchTps(lab, pg, seconds);
-  return { ...r, cpuUsPerTx: r.tx ? ((treeCpuMs(tunnel).all - c0) * 1000) / r.tx : 0 };
+  const { r, cpu } = await withCpu(tunnel, () => pgbenchTps(lab, pg, seconds));
+  return { ...r, cpuUsPerTx: r.tx ? (cpu.all * 1000) / r.tx : 0 };
 }
 
 async function pgbenchTps(lab: Lab, pg: { pgbench: string; connArgs: string[] }, seconds: number): Promise<{ tps: number; tx: number }> {
