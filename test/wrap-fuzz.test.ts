@@ -229,6 +229,7 @@ describe('WRAP fuzz from an authorised peer', () => {
     let maxIn = 0;
     let maxOut = 0;
     let maxConns = 0;
+    let audit: string | undefined;
     const started = performance.now();
     for (let i = 0; i < 100_000; i++) {
       b.handleRecord(now, fuzzRecord());
@@ -243,6 +244,8 @@ describe('WRAP fuzz from an authorised peer', () => {
         now += 1;
         a.handleTimeout(now);
         b.handleTimeout(now);
+        // The incremental send queue and in-flight total, against a scan of the connections.
+        audit ??= b.audit() ?? a.audit();
       }
       maxIn = Math.max(maxIn, b.bufferedIn);
       maxOut = Math.max(maxOut, b.bufferedOut);
@@ -260,6 +263,7 @@ describe('WRAP fuzz from an authorised peer', () => {
     }
     const elapsed = performance.now() - started;
     expect(doneA.size).toBe(HONEST);
+    expect(audit).toBeUndefined();
     for (const id of honest)
       expect(
         createHash('sha256')

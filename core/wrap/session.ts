@@ -251,7 +251,18 @@ export class WrapSession {
   private readonly openedDue = new Map<number, number>();
   private lastHeard = 0;
   private lastSent = 0;
-  private rr = 0;
+  /**
+   * Connections with something to send (sendable()), in round-robin order: a connection goes to
+   * the back when it sends. nextData visits these, not every connection, so a record or a flush
+   * costs the same with one connection or a thousand idle ones (kept by SendStream's change hook).
+   */
+  private readonly sendQueue = new Set<WrapConn>();
+  /** Sum of the live connections' send.inFlight: what the peer may hold for all of them (its quota, §16.5.5). */
+  private sendInFlight = 0;
+  /** Connections holding through an outage (holdUntil set): the hold timer's only candidates. */
+  private readonly holding = new Set<WrapConn>();
+  /** Our UDP flows not ended yet, least recently active first (a flow goes to the back on activity): the flow-idle timer's. */
+  private readonly flows = new Set<WrapConn>();
   private readonly count: WrapSessionCounters = {
     recordsIn: 0,
     recordsOut: 0,
@@ -383,7 +394,7 @@ export class WrapSession {
     const idle = c.send.next >= c.send.end;
     c.send.append(data);
     this.outBytes += data.length;
-    if (c.datagram) c.lastActivity = now;
+    if (c.datagram) this.active(now, c);
     if (c.delta) {
       for (const ch of c.delta.sendChunker.push(data)) c.delta.sendChunks.push(ch);
       // The wait runs from the first unsent byte, so a steady trickle is never held longer.
@@ -421,7 +432,14 @@ export class WrapSession {
     const c = this.live.get(conn);
     if (!c) return;
     if (this.openDeferred.has(conn)) this.announce(now, conn);
-    if (c.send.finAt === undefined) c.send.finAt = c.send.end;
+    c.send.finish();
+    this.flows.delete(c); // ended: no idle timer
+  }
+
+  /** A datagram went either way on flow `c`: its idle timer starts again (to the back of `flows`). */
+  private active(now: number, c: WrapConn): void {
+    c.lastActivity = now;
+    if (this.flows.delete(c)) this.flows.add(c);
   }
 
   /** The local socket failed or was reset: the peer resets its side too. */
@@ -693,7 +711,7 @@ export class WrapSession {
     if (fresh) {
       this.inBytes += fresh.length;
       if (c.delta) for (const ch of c.delta.recvChunker.push(fresh)) this.refCache.put(ch.key, ch.length, ch.bytes!);
-      if (c.datagram) c.lastActivity = now;
+      if (c.datagram) this.active(now, c);
       this.events.push({ type: 'deliver', conn: c.id, data: fresh });
     }
     this.checkEnd(now, c);
@@ -733,14 +751,16 @@ export class WrapSession {
       if (this.peerHello) for (const id of this.openDeferred) held = Math.min(held, this.live.get(id)?.openedAt ?? held);
       if (held !== Infinity) t.coalesce = held + ACK_DELAY_MS;
     }
-    const tail = this.carrier && this.peerHello;
-    for (const c of this.live.values()) {
-      if (c.holdUntil !== undefined) t.hold = Math.min(t.hold ?? Infinity, c.holdUntil);
-      if (c.datagram && c.local && c.send.finAt === undefined)
-        t['flow-idle'] = Math.min(t['flow-idle'] ?? Infinity, c.lastActivity + this.udpIdleMs);
-      if (tail && c.delta && c.send.next < c.send.end)
-        t['delta-tail'] = Math.min(t['delta-tail'] ?? Infinity, c.delta.lastAppend + DELTA_TAIL_MS);
+    // From the connections each timer can concern, not all of them (idle ones cost nothing here).
+    for (const c of this.holding) t.hold = Math.min(t.hold ?? Infinity, c.holdUntil!);
+    for (const c of this.flows) {
+      t['flow-idle'] = c.lastActivity + this.udpIdleMs; // the least recently active
+      break;
     }
+    if (this.carrier && this.peerHello)
+      for (const c of this.sendQueue)
+        if (c.delta && c.send.next < c.send.end)
+          t['delta-tail'] = Math.min(t['delta-tail'] ?? Infinity, c.delta.lastAppend + DELTA_TAIL_MS);
     return t;
   }
 
@@ -776,7 +796,7 @@ export class WrapSession {
         }
         return;
       case 'hold':
-        for (const c of [...this.live.values()]) {
+        for (const c of [...this.holding]) {
           if (c.holdUntil !== undefined && now >= c.holdUntil)
             this.forget(
               now,
@@ -790,8 +810,10 @@ export class WrapSession {
         return;
       case 'flow-idle':
         // UDP has no FIN: the side that opened the flow ends it, the peer follows and it completes.
-        for (const c of this.live.values())
-          if (c.datagram && c.local && c.send.finAt === undefined && now - c.lastActivity >= this.udpIdleMs) this.localEnd(now, c.id);
+        for (const c of [...this.flows]) {
+          if (now - c.lastActivity < this.udpIdleMs) break; // the rest were active later
+          this.localEnd(now, c.id);
+        }
         return;
       case 'delta-tail':
         return; // the tail is due: the next pollRecord sends it
@@ -854,7 +876,7 @@ export class WrapSession {
       target,
       holdMs,
       state: 'opening',
-      send: new SendStream(this.peerHello ? this.peerWindow : this.opts.windowBytes),
+      send: new SendStream(this.peerHello ? this.peerWindow : this.opts.windowBytes, (before) => this.sendChanged(c, before)),
       recv: new RecvStream(),
       openSent: false,
       holdUntil: undefined,
@@ -875,11 +897,13 @@ export class WrapSession {
       datagram,
     };
     this.live.set(id, c);
+    if (datagram && local) this.flows.add(c);
     return c;
   }
 
   private sendOpen(now: number, c: WrapConn): void {
     c.openSent = true;
+    this.sendChanged(c, c.send.inFlight); // its data may go now
     this.queue(now, {
       type: RecordType.Open,
       conn: c.id,
@@ -900,6 +924,7 @@ export class WrapSession {
     if (c.holdUntil !== undefined) return;
     c.heldSince = now;
     c.holdUntil = now + c.holdMs;
+    this.holding.add(c);
     if (c.openSent || !c.local) {
       c.outages++;
       this.events.push({ type: 'held', conn: c.id });
@@ -910,6 +935,7 @@ export class WrapSession {
     if (c.holdUntil === undefined) return;
     const heldMs = now - (c.heldSince ?? now);
     c.holdUntil = undefined;
+    this.holding.delete(c);
     c.heldSince = undefined;
     if (c.state === 'held') c.state = 'open';
     this.events.push({ type: 'resumed', conn: c.id, heldMs });
@@ -1047,6 +1073,62 @@ export class WrapSession {
     if (this.enqueue(now, { ack })) this.ackQueued.set(c.id, ack);
   }
 
+  /**
+   * Whether a connection has something to send: bytes past `next`, or its FIN
+   * (a connection of ours waits for its OPEN). nextData() finds nothing to send for any other.
+   */
+  private static sendable(c: WrapConn): boolean {
+    return !(c.local && !c.openSent) && (c.send.next < c.send.end || c.send.finDue);
+  }
+
+  /** c.send changed (SendStream's hook; `before`: its inFlight before): the per-peer total and the send queue follow. */
+  private sendChanged(c: WrapConn, before: number): void {
+    if (this.live.get(c.id) !== c) return; // released: no longer counted
+    this.sendInFlight += c.send.inFlight - before;
+    if (WrapSession.sendable(c)) this.sendQueue.add(c);
+    else this.sendQueue.delete(c);
+  }
+
+  /** c just sent: to the back of the round robin, if it has more. */
+  private toBack(c: WrapConn): void {
+    if (this.sendQueue.delete(c)) this.sendQueue.add(c);
+  }
+
+  /** Connections with something to send now (the send queue's length). */
+  get queuedConns(): number {
+    return this.sendQueue.size;
+  }
+
+  /**
+   * For the simulator and tests: whether what is kept incrementally (the send queue, the
+   * in-flight total, the holding connections, the flows in activity order) agrees with a scan
+   * of every connection; a description of the first disagreement, or undefined.
+   */
+  audit(): string | undefined {
+    let inFlight = 0;
+    for (const c of this.live.values()) {
+      inFlight += c.send.inFlight;
+      const queued = this.sendQueue.has(c);
+      if (WrapSession.sendable(c) !== queued) return `connection ${c.id}: sendable ${!queued}, queued ${queued}`;
+    }
+    for (const c of this.sendQueue) if (this.live.get(c.id) !== c) return `connection ${c.id} queued but not live`;
+    if (inFlight !== this.sendInFlight) return `in flight ${this.sendInFlight}, the connections hold ${inFlight}`;
+    let last = -Infinity;
+    for (const c of this.flows) {
+      if (this.live.get(c.id) !== c || !c.datagram || !c.local || c.send.finAt !== undefined)
+        return `flow ${c.id} listed, not a live flow of ours`;
+      if (c.lastActivity < last) return `flow ${c.id} out of activity order`;
+      last = c.lastActivity;
+    }
+    for (const c of this.holding) if (this.live.get(c.id) !== c || c.holdUntil === undefined) return `connection ${c.id} listed as holding`;
+    for (const c of this.live.values()) {
+      if ((c.holdUntil !== undefined) !== this.holding.has(c))
+        return `connection ${c.id}: holding ${c.holdUntil !== undefined}, listed ${this.holding.has(c)}`;
+      if ((c.datagram && c.local && c.send.finAt === undefined) !== this.flows.has(c)) return `flow ${c.id} not listed`;
+    }
+    return undefined;
+  }
+
   private nextData(now: number): Uint8Array[] | undefined {
     for (const [id, since] of this.ackDirty) {
       const c = this.live.get(id);
@@ -1055,14 +1137,8 @@ export class WrapSession {
     }
     const ctl = this.shiftControl();
     if (ctl) return ctl;
-    const list = [...this.live.values()];
-    // The peer's receive window per connection and its quota for all of them (§16.5.5).
-    let inFlight = 0;
-    for (const c of list) inFlight += c.send.inFlight;
-    for (let k = 0; k < list.length; k++) {
-      const c = list[(this.rr + k) % list.length];
-      if (c.local && !c.openSent) continue;
-      if (this.openedDue.has(c.id) && (c.send.next < c.send.end || c.send.finDue)) {
+    for (const c of this.sendQueue) {
+      if (this.openedDue.has(c.id)) {
         // The delayed OPENED goes just ahead of the connection's first record (rr stays: that record is next).
         this.releaseOpened(now, c);
         return this.shiftControl();
@@ -1073,21 +1149,22 @@ export class WrapSession {
         const ack = this.shiftControl();
         if (ack) return ack;
       }
-      const budget = Math.min(MAX_DATA, this.peerBuffer - inFlight, this.peerWindow - c.send.inFlight);
+      // The peer's receive window per connection and its quota for all of them (§16.5.5).
+      const budget = Math.min(MAX_DATA, this.peerBuffer - this.sendInFlight, this.peerWindow - c.send.inFlight);
       if (c.delta) {
         const rec = this.nextDelta(now, c, budget);
         if (rec) {
-          this.rr = (this.rr + k + 1) % Math.max(1, list.length);
+          this.toBack(c);
           return rec;
         }
       }
       const piece = c.delta ? undefined : c.send.take(budget);
       if (piece) {
-        this.rr = (this.rr + k + 1) % Math.max(1, list.length);
+        this.toBack(c);
         return [encodeDataHeader(c.id, piece.offset), ...piece.parts];
       }
       if (c.send.finDue) {
-        c.send.finSent = true;
+        c.send.finSentNow();
         const fin = encodeRecord({ type: RecordType.Fin, conn: c.id, offset: c.send.finAt! });
         // Everything may already be acknowledged: then this FIN completes our direction.
         this.maybeDone(now, c);
@@ -1106,7 +1183,7 @@ export class WrapSession {
     const s = c.send;
     if (s.next >= s.end) {
       if (s.finDue) {
-        s.finSent = true;
+        s.finSentNow();
         const fin = encodeRecord({ type: RecordType.Fin, conn: c.id, offset: s.finAt! });
         this.maybeDone(now, c);
         return [fin];
@@ -1166,6 +1243,10 @@ export class WrapSession {
   /** The connection is gone: what it held leaves the per-peer totals. */
   private release(c: WrapConn): void {
     this.live.delete(c.id);
+    this.sendQueue.delete(c);
+    this.sendInFlight -= c.send.inFlight;
+    this.holding.delete(c);
+    this.flows.delete(c);
     this.blocked.delete(c.id);
     this.openDeferred.delete(c.id);
     this.openedDue.delete(c.id);

@@ -12,6 +12,13 @@
 import { Deque } from '../util/deque.js';
 import { MAX_DATA } from '../../wire/wrap.js';
 
+/**
+ * Told after each change of what a SendStream has to send or holds in flight, with its
+ * inFlight before the change: the session keeps its per-peer totals and its queue of
+ * connections with something to send from this, instead of scanning every connection.
+ */
+export type SendChanged = (inFlightBefore: number) => void;
+
 export class SendStream {
   /** The peer has drained everything below this offset. */
   acked = 0;
@@ -19,15 +26,19 @@ export class SendStream {
   next = 0;
   /** The register's length: bytes taken from the local socket. */
   end = 0;
-  /** The local socket ended at this offset. */
+  /** The local socket ended at this offset (finish()). */
   finAt: number | undefined;
+  /** The FIN is on the carrier (finSentNow(); a rewind takes it back). */
   finSent = false;
   private readonly chunks = new Deque<{ offset: number; data: Uint8Array }>();
   /** Index in `chunks` where the scan for `next` starts (kept so take() is O(1) amortised). */
   private cursor = 0;
 
-  /** Lowered to the peer's advertised receive window once its HELLO is known. */
-  constructor(public window: number) {}
+  /** `window`: lowered to the peer's advertised receive window once its HELLO is known. */
+  constructor(
+    public window: number,
+    private readonly changed: SendChanged = () => {},
+  ) {}
 
   /** Sent and not yet acknowledged: what the peer may be holding for this stream. */
   get inFlight(): number {
@@ -48,44 +59,70 @@ export class SendStream {
     if (data.length === 0) return;
     this.chunks.push({ offset: this.end, data });
     this.end += data.length;
+    this.changed(this.inFlight);
+  }
+
+  /** The local socket ended: the stream ends at what it holds now (idempotent). */
+  finish(): void {
+    if (this.finAt !== undefined) return;
+    this.finAt = this.end;
+    this.changed(this.inFlight);
+  }
+
+  /** The FIN went on the carrier. */
+  finSentNow(): void {
+    this.finSent = true;
+    this.changed(this.inFlight);
   }
 
   /** Acknowledged up to `offset`: release what the peer holds. Returns false if the offset is impossible. */
   ack(offset: number): boolean {
     if (offset > this.end) return false;
     if (offset <= this.acked) return true;
+    const before = this.inFlight;
     this.acked = offset;
     if (this.next < offset) this.next = offset;
     for (let c = this.chunks.peek(); c && c.offset + c.data.length <= offset; c = this.chunks.peek()) {
       this.chunks.shift();
       this.cursor = Math.max(0, this.cursor - 1);
     }
+    this.changed(before);
     return true;
   }
 
   /** The carrier was lost: everything not acknowledged is sent again (or from the peer's RESUME). */
   rewind(): void {
+    const before = this.inFlight;
     this.next = this.acked;
     this.finSent = false;
     this.cursor = 0;
+    this.changed(before);
   }
 
   /** Back to `offset` (a NACK: the peer lacks a referenced chunk); what follows is resent. */
   rewindTo(offset: number): void {
+    const before = this.inFlight;
     this.next = offset;
     this.finSent = false;
     this.cursor = 0;
+    this.changed(before);
   }
 
   /** `n` bytes at `next` went out by reference, not as bytes. */
   skipSent(n: number): void {
+    const before = this.inFlight;
     this.next = Math.min(this.end, this.next + n);
+    this.changed(before);
   }
 
   /** The peer reports it already holds everything below `offset`. */
   skipTo(offset: number): boolean {
     if (offset > this.end || offset < this.acked) return false;
-    if (offset > this.next) this.next = offset;
+    if (offset > this.next) {
+      const before = this.inFlight;
+      this.next = offset;
+      this.changed(before);
+    }
     return true;
   }
 
@@ -96,6 +133,7 @@ export class SendStream {
   take(max = MAX_DATA): { offset: number; parts: Uint8Array[] } | undefined {
     if (this.next >= this.end || max <= 0) return undefined;
     if (this.cursor >= this.chunks.length || this.chunks.at(this.cursor).offset > this.next) this.cursor = 0;
+    const before = this.inFlight;
     const offset = this.next;
     const parts: Uint8Array[] = [];
     let room = Math.min(max, MAX_DATA);
@@ -109,6 +147,7 @@ export class SendStream {
       room -= piece.length;
       this.cursor = i;
     }
+    if (parts.length) this.changed(before);
     return parts.length ? { offset, parts } : undefined;
   }
 
@@ -125,9 +164,11 @@ export class SendStream {
 
   /** A stream handed over by the previous process: acknowledged up to `acked`, then `bytes`, nothing on the carrier. */
   restore(acked: number, bytes: Uint8Array, fin: boolean): void {
+    const before = this.inFlight;
     this.acked = this.next = this.end = acked;
+    this.changed(before);
     this.append(bytes);
-    if (fin) this.finAt = this.end;
+    if (fin) this.finish();
   }
 
   /** A FIN is due: everything up to the end is on the carrier. */

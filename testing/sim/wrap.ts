@@ -269,6 +269,11 @@ export function runWrapSim(o: WrapSimOptions): WrapSimResult {
     }
     for (let ev = A.pollEvent(); ev; ev = A.pollEvent()) handle(A, client, ev);
     for (let ev = B.pollEvent(); ev; ev = B.pollEvent()) handle(B, server, ev);
+    // The sessions' incremental send queue and in-flight total against a scan of every connection.
+    for (const s of [A, B]) {
+      const bad = s.audit();
+      if (bad) fail(`audit of ${s === A ? 'A' : 'B'} at ${now} ms: ${bad}`);
+    }
     if (settled()) break;
   }
 
