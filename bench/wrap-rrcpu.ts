@@ -7,8 +7,10 @@
  * relays in this process (the same-run baseline: what two Node relays cost with no carrier and
  * no encryption), and prints the rates and this process's CPU µs per request for both.
  *
- *   node dist/bench/wrap-rrcpu.js [requests=20000] [rounds=3] [inFlight=4]
- *   (inFlight 1: every hop wakes the event loop, as each spookd of a lab does)
+ *   node dist/bench/wrap-rrcpu.js [requests=20000] [rounds=3] [inFlight=4] [idle=0]
+ *   (inFlight 1: every hop wakes the event loop, as each spookd of a lab does; idle: that many
+ *   more connections held open through the wrapper and through the relays, carrying nothing,
+ *   to show what a request costs beside them)
  */
 import { spawn } from 'node:child_process';
 import { startEchoServer, startInprocWrap, startNodeRelays } from './wrap-inproc.js';
@@ -37,6 +39,30 @@ for (let i = 0; i < conns; i++) {
 }
 `;
 
+/** `k` connections that open and then carry nothing; prints OPEN once all are up. */
+const IDLE = `
+import { connect } from 'node:net';
+const [port, k] = [Number(process.argv[1]), Number(process.argv[2])];
+let open = 0;
+for (let i = 0; i < k; i++) {
+  const s = connect({ host: '127.0.0.1', port });
+  s.on('connect', () => { if (++open === k) console.log('OPEN'); });
+  s.on('error', (e) => { console.error(e.message); process.exit(1); });
+}
+setInterval(() => {}, 1000);
+`;
+
+/** Hold `k` idle connections to `port` open (a child process) until the returned kill(). */
+async function holdIdle(port: number, k: number): Promise<() => void> {
+  if (k === 0) return () => {};
+  const p = spawn(process.execPath, ['--input-type=module', '-e', IDLE, String(port), String(k)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    p.stdout.on('data', (d) => String(d).includes('OPEN') && resolve());
+    p.on('exit', (code) => reject(new Error(`idle connections exited ${code}`)));
+  });
+  return () => p.kill();
+}
+
 function runClient(port: number, n: number, conns: number): Promise<{ ms: number }> {
   return new Promise((resolve, reject) => {
     const p = spawn(process.execPath, ['--input-type=module', '-e', CLIENT, String(port), String(n), String(conns)]);
@@ -51,10 +77,12 @@ async function main(): Promise<void> {
   const n = Number(process.argv[2] ?? 20000);
   const rounds = Number(process.argv[3] ?? 3);
   const inFlight = Number(process.argv[4] ?? 4);
+  const idle = Number(process.argv[5] ?? 0);
   const echo = await startEchoServer();
   const echoPort = echo.port;
   const wrap = await startInprocWrap(echoPort, 1 << 20);
   const relays = await startNodeRelays(echoPort);
+  const unhold = [await holdIdle(wrap.interceptPort, idle), await holdIdle(relays.port, idle)];
   await runClient(wrap.interceptPort, 2000, inFlight); // warm-up: the carrier, JIT
   await runClient(relays.port, 2000, inFlight);
   for (let r = 0; r < rounds; r++) {
@@ -69,6 +97,7 @@ async function main(): Promise<void> {
     console.log(
       JSON.stringify({
         round: r,
+        idle,
         directPerSec: Math.round((n * 1000) / d.ms),
         wrapPerSec: Math.round((n * 1000) / w.ms),
         ratio: +(d.ms / w.ms).toFixed(3),
@@ -79,6 +108,7 @@ async function main(): Promise<void> {
       }),
     );
   }
+  for (const kill of unhold) kill();
   await wrap.stop();
   await relays.stop();
   echo.kill();
