@@ -3,6 +3,7 @@ import { chmodSync, rmSync, statSync } from 'node:fs';
 import { execFile, execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { configOf, inProcess, logOf } from './inproc.js';
+import { portBase } from './ports.js';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { ConfigError, configSchema } from '../drivers/daemon/config.js';
 
@@ -15,7 +16,7 @@ import { ConfigError, configSchema } from '../drivers/daemon/config.js';
 const GROUP = 'nogroup';
 const OTHER = 'daemon';
 const gidOf = (g: string): number => Number(execFileSync('getent', ['group', g], { encoding: 'utf8' }).split(':')[2]);
-const base = 22000 + (process.pid % 1000) * 4;
+const base = portBase('admin-access.test.ts');
 const lab = inProcess('spook-access', ['a', 'b'], base);
 chmodSync(lab.dir, 0o711); // as /run: searchable by everyone; the socket's directory below is spookd's to create
 const sockA = join(lab.dir, 'run-a', 'admin.sock');

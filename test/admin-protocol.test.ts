@@ -21,13 +21,14 @@ import {
   type CollapseEvent,
   type LifecycleEvent,
 } from '../client/protocol.js';
+import { portBase } from './ports.js';
 
 /**
  * The admin protocol (client/protocol.ts) against a real spookd admin socket in this process:
  * results typed per command, failures as {code, message, field} with stable codes.
  */
 const dir = mkdtempSync(join(tmpdir(), 'spook-admin-'));
-const port = 27000 + (process.pid % 1000) * 2; // below the ephemeral range
+const port = portBase('admin-protocol.test.ts');
 const socket = join(dir, 'a.sock');
 const keys = { a: generateKeyPair(), b: generateKeyPair() };
 let d: Spookd;

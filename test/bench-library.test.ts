@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { etcdVersion, formatLibraryBench, runLibraryBench } from '../bench/library.js';
+import { portBase } from './ports.js';
 
 // `bench library` at a tiny size, so a change that breaks it fails here rather than on the day
 // the figures are re-measured: both systems really run (two spookd, three etcd members), every
@@ -14,8 +15,8 @@ describe('bench library', () => {
       inflight: 32,
       valueBytes: 100,
       fsync: 'always',
-      // Below Linux's ephemeral range (32768-60999): no other test's client socket can hold these ports.
-      basePort: 29900,
+      // Its own ports, below Linux's ephemeral range (test/ports.ts): spookd at +0, +1, etcd at +10..+15.
+      basePort: portBase('bench-library.test.ts'),
       domain: false,
       limitMs: 20_000,
     });

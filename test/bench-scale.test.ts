@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { formatScaleBench, runScaleBench } from '../bench/scale.js';
+import { portBase } from './ports.js';
 
 // `bench scale` at a tiny size, so a change that breaks it fails here rather than on the day the
 // figures are re-measured: a real hub spookd, peers speaking ETCP/ESTP from the load generator's
@@ -15,7 +16,8 @@ describe('bench scale', () => {
       inflight: 16,
       outageMs: 500,
       fsync: 'always',
-      basePort: 48960,
+      // Its own ports, below Linux's ephemeral range (test/ports.ts): hub +0, peers +1 (on 127.1.x.y), redis +2.
+      basePort: portBase('bench-scale.test.ts'),
       loadLimitMs: 60_000,
       hubRssLimitMb: 4096,
       waitMs: 60_000,

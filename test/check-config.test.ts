@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { encodeKey } from '../drivers/daemon/keys.js';
 import { generateKeyPair } from '../crypto/primitives.js';
+import { portBase } from './ports.js';
 
 /**
  * `spookd --check-config` reports everything a start would fail on, by field, in one line each,
@@ -20,7 +21,9 @@ const own = generateKeyPair();
 const other = generateKeyPair();
 const keyFile = join(dir, 'key');
 writeFileSync(keyFile, `${encodeKey(own.privateKey)}\n`, { mode: 0o600 });
-const PORT = 27_371;
+/** The listen port (UDP); +1, +2: peer endpoints; +3: the metrics port (TCP). */
+const PORT = portBase('check-config.test.ts');
+const METRICS_PORT = PORT + 3;
 
 function conf(name: string, extra: Record<string, unknown> = {}): string {
   const path = join(dir, `${name}.conf`);
@@ -31,7 +34,7 @@ function conf(name: string, extra: Record<string, unknown> = {}): string {
       privateKeyFile: keyFile,
       dataDir: join(dir, name, 'data'),
       adminSocket: join(dir, name, 'admin.sock'),
-      peers: [{ name: 'b', publicKey: encodeKey(other.publicKey), endpoint: '127.0.0.1:27372' }],
+      peers: [{ name: 'b', publicKey: encodeKey(other.publicKey), endpoint: `127.0.0.1:${PORT + 1}` }],
       registers: [{ name: 'config', kind: 'map' }],
       ...extra,
     }),
@@ -57,8 +60,8 @@ describe('spookd --check-config', () => {
       dataDir: join(dir, 'a-file'),
       adminSocket: join(dir, 'not-a-socket'),
       peers: [
-        { name: 'b', publicKey: encodeKey(other.publicKey), endpoint: '127.0.0.1:27372' },
-        { name: 'me', publicKey: encodeKey(own.publicKey), endpoint: '127.0.0.1:27373' },
+        { name: 'b', publicKey: encodeKey(other.publicKey), endpoint: `127.0.0.1:${PORT + 1}` },
+        { name: 'me', publicKey: encodeKey(own.publicKey), endpoint: `127.0.0.1:${PORT + 2}` },
       ],
     });
     const r = check(path);
@@ -83,14 +86,14 @@ describe('spookd --check-config', () => {
     const udp = createSocket('udp4');
     await new Promise<void>((r) => udp.bind(PORT, '127.0.0.1', r));
     const tcp = createServer();
-    await new Promise<void>((r) => tcp.listen(PORT + 10, '127.0.0.1', r));
+    await new Promise<void>((r) => tcp.listen(METRICS_PORT, '127.0.0.1', r));
     try {
-      const path = conf('ports', { metrics: { listen: `127.0.0.1:${PORT + 10}` } });
+      const path = conf('ports', { metrics: { listen: `127.0.0.1:${METRICS_PORT}` } });
       const r = check(path);
       expect(r.status).toBe(2);
       noStack(r.stderr);
       expect(r.stderr).toContain(`${path}: listen: 127.0.0.1:${PORT} (UDP): already in use`);
-      expect(r.stderr).toContain(`${path}: metrics.listen: 127.0.0.1:${PORT + 10} (TCP): already in use`);
+      expect(r.stderr).toContain(`${path}: metrics.listen: 127.0.0.1:${METRICS_PORT} (TCP): already in use`);
       expect(check(path, '--no-check-ports').status).toBe(0);
     } finally {
       udp.close();

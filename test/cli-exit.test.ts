@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { AdminClient } from '../client/admin-client.js';
 import { configOf, inProcess, logOf, until } from './inproc.js';
+import { portBase } from './ports.js';
 
 /**
  * `spook` (the built CLI, a child process) against two spookd in this process: one exit status
@@ -13,7 +14,7 @@ import { configOf, inProcess, logOf, until } from './inproc.js';
  * The CLI talks to the pair's follower (a sequencer commits alone); the other host starts only
  * after the pending cases, so until then neither the pair nor the domain can decide.
  */
-const base = 31000 + (process.pid % 800) * 2; // below the ephemeral range
+const base = portBase('cli-exit.test.ts');
 const lab = inProcess('spook-cli', ['a', 'b'], base);
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const domain = (peer: string): Record<string, unknown> => ({

@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { configOf, inProcess, logOf, until } from './inproc.js';
+import { portBase } from './ports.js';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { PairState } from '../core/pair/lifecycle.js';
 import type { MapState } from '../core/register/map.js';
@@ -17,7 +18,7 @@ import type { MapState } from '../core/register/map.js';
 const ROOT = new URL('..', import.meta.url).pathname;
 const PKG = join(ROOT, 'packages', 'client');
 const work = mkdtempSync(join(tmpdir(), 'spook-client-pkg-'));
-const lab = inProcess('spook-clientpkg', ['a', 'b'], 23000 + (process.pid % 1000) * 4);
+const lab = inProcess('spook-clientpkg', ['a', 'b'], portBase('client-package.test.ts'));
 const d: Spookd[] = [];
 
 afterAll(async () => {

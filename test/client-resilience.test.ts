@@ -14,6 +14,7 @@ import { AdminClient, AdminError } from '../client/admin-client.js';
 import { openRegister } from '../client/register.js';
 import { ADMIN_MAX_REQUEST, type CollapseEvent } from '../client/protocol.js';
 import { MAX_REQUESTS_IN_PROGRESS } from '../drivers/admin/server.js';
+import { portBase } from './ports.js';
 
 /**
  * The client against a real spookd in this process that stops and restarts under it: every call
@@ -21,7 +22,7 @@ import { MAX_REQUESTS_IN_PROGRESS } from '../drivers/admin/server.js';
  * an oversize request is refused before it is sent. The peer never runs, so domain writes stay pending.
  */
 const dir = mkdtempSync(join(tmpdir(), 'spook-client-'));
-const port = 29000 + (process.pid % 1000) * 2; // below the ephemeral range
+const port = portBase('client-resilience.test.ts');
 const socket = join(dir, 'a.sock');
 const keys = { a: generateKeyPair(), b: generateKeyPair() };
 let d: Spookd | undefined;

@@ -8,6 +8,7 @@ import { configSchema, parseEndpoint } from '../drivers/daemon/config.js';
 import { resolveEndpoints, type Lookup } from '../drivers/daemon/resolve.js';
 import { reloadFromFile } from '../drivers/daemon/reload.js';
 import { configOf, inProcess, until } from './inproc.js';
+import { portBase } from './ports.js';
 
 /** Peer endpoints by DNS name: resolved before the start, looked up again while the peer does not answer. */
 const running: Spookd[] = [];
@@ -51,7 +52,7 @@ describe('endpoint syntax', () => {
 
 describe('resolution', () => {
   it('resolves names before the start; one that fails leaves its peer without endpoint, reported by field', async () => {
-    const p = inProcess('spook-dns-resolve', ['a', 'b', 'c'], 27_380);
+    const p = inProcess('spook-dns-resolve', ['a', 'b', 'c'], portBase('dns-endpoints.test.ts'));
     dirs.push(p.dir);
     const cfg = configOf(p, 'a', ['b', 'c']);
     cfg.peers[0].endpoint = `b.spook.test:${p.port.b}`;
@@ -70,7 +71,7 @@ describe('resolution', () => {
   });
 
   it('pairs once a name that did not resolve (or pointed elsewhere) resolves to the peer', async () => {
-    const p = inProcess('spook-dns-moved', ['a', 'b'], 27_390);
+    const p = inProcess('spook-dns-moved', ['a', 'b'], portBase('dns-endpoints.test.ts') + 3);
     dirs.push(p.dir);
     const log: string[] = [];
     let answer = '127.0.0.9'; // where b was: nothing listens there
@@ -99,7 +100,7 @@ describe('resolution', () => {
 
 describe('resolution after a reload', () => {
   it('a peer a reload adds by a name that does not resolve yet pairs once it does; a running peer whose name fails keeps its address', async () => {
-    const p = inProcess('spook-dns-reload', ['a', 'b', 'c'], 27_396);
+    const p = inProcess('spook-dns-reload', ['a', 'b', 'c'], portBase('dns-endpoints.test.ts') + 5);
     dirs.push(p.dir);
     let cAnswer = ''; // c.spook.test: not yet in the DNS
     let bFails = false;

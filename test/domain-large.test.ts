@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { configOf, inProcess, logOf, until } from './inproc.js';
+import { portBase } from './ports.js';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { openDomain } from '../client/domain.js';
 import { SpookError } from '../client/admin-client.js';
@@ -304,7 +305,7 @@ describe('QnLinks (core/qn/links.ts): one link, sans I/O', () => {
 });
 
 describe('large values through three spookd on loopback (a QN domain)', () => {
-  const lab = inProcess('spook-dlarge', ['a', 'b', 'c'], 12000 + (process.pid % 600) * 3);
+  const lab = inProcess('spook-dlarge', ['a', 'b', 'c'], portBase('domain-large.test.ts'));
   const d: Record<string, Spookd> = {};
   const sock = (n: string): string => join(lab.dir, `${n}.sock`);
 

@@ -10,13 +10,14 @@ import * as feed from '../client/feed.js';
 import type { Outcome, DomainOutcome } from '../client/protocol.js';
 import { ChangeRing } from '../core/register/changes.js';
 import { configOf, inProcess, logOf, until } from './inproc.js';
+import { portBase } from './ports.js';
 
 /**
  * Scan and the change feed against two spookd in this process (a pair, and a two-member domain):
  * pages of one version while writes go on, an expired cursor refused, a watcher that resumes
  * across a spookd restart with no gap and no duplicate, compaction and overflow told explicitly.
  */
-const base = 14000 + (process.pid % 1000) * 4; // below the ephemeral range
+const base = portBase('feed.test.ts');
 const lab = inProcess('spook-feed', ['a', 'b'], base);
 const extra = {
   registers: [

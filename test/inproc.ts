@@ -22,7 +22,7 @@ export interface InProcess {
   readonly logs: Record<string, string[]>;
 }
 
-/** Hosts `names` on consecutive ports from `base` (keep it below the ephemeral range, 32768+). */
+/** Hosts `names` on consecutive ports from `base`: the calling file's own ports, `portBase(<file>)` (test/ports.ts, sized for them). */
 export function inProcess(prefix: string, names: string[], base: number, host = '127.0.0.1'): InProcess {
   const dir = mkdtempSync(join(tmpdir(), `${prefix}-`));
   const keys: Record<string, KeyPair> = {};

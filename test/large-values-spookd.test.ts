@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { configOf, inProcess, logOf, until } from './inproc.js';
+import { portBase } from './ports.js';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { PairState } from '../core/pair/lifecycle.js';
 import type { MapState } from '../core/register/map.js';
@@ -9,7 +10,7 @@ import { openRegister } from '../client/register.js';
 import { SpookError } from '../client/admin-client.js';
 
 /** Large values through two spookd on loopback: the library, the admin API, ETCP and the fragmentation layer (§3.4). */
-const base = 21000 + (process.pid % 1000) * 2;
+const base = portBase('large-values-spookd.test.ts');
 const lab = inProcess('spook-large', ['a', 'b'], base);
 const d: Record<string, Spookd> = {};
 const MiB = 1024 * 1024;

@@ -5,6 +5,7 @@ import { Spookd } from '../drivers/daemon/spookd.js';
 import { encodeKey } from '../drivers/daemon/keys.js';
 import { resolveFormat, syslogPriority } from '../drivers/daemon/logger.js';
 import { configOf, inProcess, until, write } from './inproc.js';
+import { portBase } from './ports.js';
 import { generateKeyPair } from '../crypto/primitives.js';
 
 /** What an operator reads: warnings for silent failures (once), routine writes kept out of info, keys in base64. */
@@ -35,7 +36,7 @@ describe('log levels and formats', () => {
 
 describe('spookd warnings', () => {
   it('warns once that a peer endpoint never answers, naming it and this host key in base64', async () => {
-    const p = inProcess('spook-log-unanswered', ['a', 'b'], 27_330);
+    const p = inProcess('spook-log-unanswered', ['a', 'b'], portBase('logging.test.ts'));
     dirs.push(p.dir);
     const { log, lines } = capture('info');
     // b is configured but never started: nothing answers at its endpoint.
@@ -56,7 +57,7 @@ describe('spookd warnings', () => {
   }, 40_000);
 
   it('names an unauthorised key in base64, as keys are written in the configuration', async () => {
-    const p = inProcess('spook-log-refused', ['a', 'b'], 27_340);
+    const p = inProcess('spook-log-refused', ['a', 'b'], portBase('logging.test.ts') + 2);
     dirs.push(p.dir);
     const { log, lines } = capture('info');
     // b's configuration lists a, but a knows b under another key.
@@ -75,7 +76,7 @@ describe('spookd warnings', () => {
   }, 40_000);
 
   it('logs a committed write at debug only: nothing at info per write', async () => {
-    const p = inProcess('spook-log-writes', ['a', 'b'], 27_350);
+    const p = inProcess('spook-log-writes', ['a', 'b'], portBase('logging.test.ts') + 4);
     dirs.push(p.dir);
     const { log, lines } = capture('debug');
     const a = new Spookd(configOf(p, 'a', ['b']), p.keys.a, log);

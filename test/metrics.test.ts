@@ -7,14 +7,15 @@ import { Spookd } from '../drivers/daemon/spookd.js';
 import { AdminClient } from '../client/admin-client.js';
 import { buildInfo } from '../drivers/daemon/build-info.js';
 import { configOf, inProcess, until } from './inproc.js';
+import { portBase } from './ports.js';
 
 /**
  * The metrics listener: Prometheus' own linter (`promtool check metrics`, Debian's prometheus
  * package, installed by `make test`) accepts the exposition; counters are typed as counters;
  * pairs, a domain, XDP and the two histograms are there; /healthz and /readyz answer.
  */
-const p = inProcess('spook-metrics', ['a', 'b'], 27_310);
-const METRICS = `127.0.0.1:${p.port.a + 10}`;
+const p = inProcess('spook-metrics', ['a', 'b'], portBase('metrics.test.ts'));
+const METRICS = `127.0.0.1:${p.port.a + 2}`;
 const domain = (peer: string) => ({
   domains: [{ name: 'main', members: [peer], registers: [{ name: 'kv', kind: 'map' }], policy: 'buffer' }],
 });

@@ -17,8 +17,9 @@ import { AdminClient, SpookError } from '../client/admin-client.js';
 import type { SpookEvent } from '../core/pair/events.js';
 import type { SpookdConfig } from '../drivers/daemon/config.js';
 import { configOf, has, inProcess, until, write } from './inproc.js';
+import { portBase } from './ports.js';
 
-const p = inProcess('spook-reload-live', ['a', 'b', 'x', 'y', 'z'], 27_440);
+const p = inProcess('spook-reload-live', ['a', 'b', 'x', 'y', 'z'], portBase('reload-live.test.ts'));
 const silent = pino({ level: 'silent' });
 const all: Spookd[] = [];
 afterAll(async () => {

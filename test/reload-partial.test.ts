@@ -10,8 +10,9 @@ import { Spookd } from '../drivers/daemon/spookd.js';
 import { applyConfig } from '../drivers/daemon/reload.js';
 import { PairRings } from '../drivers/admin/feed.js';
 import { configOf, inProcess } from './inproc.js';
+import { portBase } from './ports.js';
 
-const p = inProcess('spook-reload-partial', ['a', 'b', 'c'], 27_470);
+const p = inProcess('spook-reload-partial', ['a', 'b', 'c'], portBase('reload-partial.test.ts'));
 const silent = pino({ level: 'silent' });
 const all: Spookd[] = [];
 afterAll(async () => {

@@ -15,8 +15,9 @@ import { wrapHandlers } from '../drivers/admin/wrap.js';
 import type { Call } from '../drivers/admin/handlers.js';
 import type { AdminFault } from '../drivers/admin/args.js';
 import { configOf, inProcess } from './inproc.js';
+import { portBase } from './ports.js';
 
-const p = inProcess('spook-reload-stop', ['a', 'b', 'c'], 27_460);
+const p = inProcess('spook-reload-stop', ['a', 'b', 'c'], portBase('reload-stop.test.ts'));
 const silent = pino({ level: 'silent' });
 afterAll(() => rmSync(p.dir, { recursive: true, force: true }));
 

@@ -17,8 +17,9 @@ import { AdminClient, type SpookError } from '../client/admin-client.js';
 import { openRegister } from '../client/register.js';
 import type { CollapseEvent } from '../client/protocol.js';
 import { configOf, inProcess, until } from './inproc.js';
+import { portBase } from './ports.js';
 
-const p = inProcess('spook-reload-streams', ['f', 'x', 'y'], 27_520);
+const p = inProcess('spook-reload-streams', ['f', 'x', 'y'], portBase('reload-streams.test.ts'));
 const silent = pino({ level: 'silent' });
 const all: Spookd[] = [];
 afterAll(async () => {

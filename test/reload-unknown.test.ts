@@ -11,8 +11,9 @@ import { Spookd } from '../drivers/daemon/spookd.js';
 import { applyConfig } from '../drivers/daemon/reload.js';
 import { AdminClient, SpookError } from '../client/admin-client.js';
 import { configOf, has, inProcess, until, writeTold } from './inproc.js';
+import { portBase } from './ports.js';
 
-const p = inProcess('spook-reload-unknown', ['x', 'y'], 27_480);
+const p = inProcess('spook-reload-unknown', ['x', 'y'], portBase('reload-unknown.test.ts'));
 const silent = pino({ level: 'silent' });
 const all: Spookd[] = [];
 afterAll(async () => {

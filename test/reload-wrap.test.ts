@@ -16,8 +16,9 @@ import { wrapHandlers } from '../drivers/admin/wrap.js';
 import type { Call } from '../drivers/admin/handlers.js';
 import type { SpookdConfig } from '../drivers/daemon/config.js';
 import { configOf, inProcess, until } from './inproc.js';
+import { portBase } from './ports.js';
 
-const p = inProcess('spook-reload-wrap', ['a', 'b'], 27_450);
+const p = inProcess('spook-reload-wrap', ['a', 'b'], portBase('reload-wrap.test.ts'));
 const silent = pino({ level: 'silent' });
 const all: Spookd[] = [];
 const servers: Server[] = [];

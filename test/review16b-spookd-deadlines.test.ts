@@ -8,11 +8,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rmSync } from 'node:fs';
 import { configOf, inProcess, logOf, until } from './inproc.js';
+import { portBase } from './ports.js';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { PairState } from '../core/pair/lifecycle.js';
 import { DeltaOp } from '../wire/delta.js';
 
-const base = 27000 + (process.pid % 1000) * 2; // below the ephemeral range (32768+)
+const base = portBase('review16b-spookd-deadlines.test.ts');
 const lab = inProcess('spook-r16b', ['h', 'a'], base);
 const d: Record<string, Spookd> = {};
 // A long silence timeout: the pair stays up while the write goes unanswered.

@@ -7,6 +7,7 @@ import { stringify } from 'yaml';
 import { encodeKey } from '../drivers/daemon/keys.js';
 import { generateKeyPair } from '../crypto/primitives.js';
 import type { ReloadReport } from '../client/protocol.js';
+import { portBase } from './ports.js';
 
 /**
  * A real spookd process: SIGHUP applies a changed peer list, names what needs a restart, and survives a broken file;
@@ -17,6 +18,8 @@ const dir = mkdtempSync(join(tmpdir(), 'spook-sighup-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const SPOOK = join(import.meta.dirname, '..', 'bin', 'spook');
+/** spookd's listen; +1, +2: where b and c would be (nothing listens there). */
+const PORT = portBase('sighup.test.ts');
 
 /** `spook -s SOCKET ARGS`: its exit status, stdout and stderr. */
 function spook(...args: string[]): Promise<{ code: number | null; out: string; err: string }> {
@@ -35,7 +38,7 @@ describe('spookd SIGHUP', () => {
     writeFileSync(join(dir, 'key'), `${encodeKey(own.privateKey)}\n`, { mode: 0o600 });
     const conf = join(dir, 'spookd.conf');
     const base = {
-      listen: '127.0.0.1:27420',
+      listen: `127.0.0.1:${PORT}`,
       privateKeyFile: join(dir, 'key'),
       dataDir: join(dir, 'data'),
       adminSocket: join(dir, 'admin.sock'),
@@ -48,7 +51,7 @@ describe('spookd SIGHUP', () => {
       publicKey: encodeKey(k.publicKey),
       endpoint: `127.0.0.1:${port}`,
     });
-    writeFileSync(conf, stringify({ ...base, peers: [peer('b', b, 27421)] }));
+    writeFileSync(conf, stringify({ ...base, peers: [peer('b', b, PORT + 1)] }));
     const child = spawn(SPOOKD, ['--config', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
     const lines: { level: number; msg: string }[] = [];
     let buf = '';
@@ -69,7 +72,7 @@ describe('spookd SIGHUP', () => {
     try {
       await seen(/^listening$/);
       let mark = lines.length;
-      writeFileSync(conf, stringify({ ...base, peers: [peer('c', c, 27422)], timing: { keepaliveMs: 500 } }));
+      writeFileSync(conf, stringify({ ...base, peers: [peer('c', c, PORT + 2)], timing: { keepaliveMs: 500 } }));
       child.kill('SIGHUP');
       expect(await seen(/^reloaded /, mark)).toMatch(
         new RegExp(`^reloaded ${conf}: 1 peer\\(s\\) added, 1 removed, 0 rekeyed, 0 moved; 0 wrapper`),
@@ -86,7 +89,7 @@ describe('spookd SIGHUP', () => {
       const next = {
         ...base,
         registers: [{ name: 'config', kind: 'map', maxKeys: 5 }],
-        peers: [peer('c', c, 27422)],
+        peers: [peer('c', c, PORT + 2)],
         timing: { keepaliveMs: 500 },
         wrap: { interception: 'off', wrappers: [wrapped] },
       };

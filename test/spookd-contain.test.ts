@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configOf, has, inProcess, logOf, until, write } from './inproc.js';
+import { portBase } from './ports.js';
 import { rmSync } from 'node:fs';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { encodeKey } from '../drivers/daemon/keys.js';
@@ -16,7 +17,7 @@ import { FrameType } from '../wire/constants.js';
  * loopback: a (peers b and c), b, c. A fault injected into a's handling of one peer fences that
  * pair only; a peer whose datagrams are expensive is held to its work budget.
  */
-const base = 20000 + (process.pid % 1000) * 6; // below the ephemeral range (32768+), where intercept ports land
+const base = portBase('spookd-contain.test.ts');
 const lab = inProcess('spook-contain', ['a', 'b', 'c', 'h', 'g', 'x', 'l', 'm'], base);
 const { dir, keys, port, logs } = lab;
 const d: Record<string, Spookd> = {};

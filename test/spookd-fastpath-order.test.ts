@@ -12,6 +12,7 @@ import { FrameType } from '../wire/constants.js';
 import { decodeFrame } from '../wire/header.js';
 import { HANDSHAKE_RESP } from '../wire/etcp.js';
 import { viewOf } from '../wire/layouts.js';
+import { portBase } from './ports.js';
 
 /**
  * The order in which spookd executes the peer table's outputs (drivers/daemon/spookd.ts,
@@ -21,7 +22,7 @@ import { viewOf } from '../wire/layouts.js';
  * frame follows the response at once), and the response leaves before any Data frame on its session.
  */
 const dir = mkdtempSync(join(tmpdir(), 'spook-order-'));
-const base = 20000 + (process.pid % 1000) * 6;
+const base = portBase('spookd-fastpath-order.test.ts');
 const host = '127.0.0.4'; // an address of its own: no port of the other tests
 const keys: Record<string, KeyPair> = { p: generateKeyPair(), q: generateKeyPair() };
 const port: Record<string, number> = { p: base, q: base + 1 };

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inProcess, until, writeTold } from './inproc.js';
+import { portBase } from './ports.js';
 import { HoldStore, sequencingPair } from './hold-store.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,7 +20,7 @@ import { set } from './helpers.js';
  * Group commit off the event loop (drivers/daemon/spookd.ts, PROTOCOL.md §10.1 rev 1.21): the
  * edges of a batch whose fsyncs run on libuv's thread pool, held with HoldStore.
  */
-const base = 29000 + (process.pid % 1000) * 3;
+const base = portBase('spookd-group-commit.test.ts');
 const call = { onClose: () => {} } as never;
 
 /** A key pair whose pair with `peer` this side sequences (the lower key: local id 1). */

@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { rmSync } from 'node:fs';
 import { configOf, inProcess, logOf, until } from './inproc.js';
+import { portBase } from './ports.js';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { PairState } from '../core/pair/lifecycle.js';
 import { AdminClient, SpookError, openRegister } from '../client/index.js';
@@ -11,7 +12,7 @@ import { AdminClient, SpookError, openRegister } from '../client/index.js';
  * register-mismatch, `pair` names the register, a write fails with code register-mismatch,
  * spookd warns once; fixing b's configuration and restarting it entangles the pair.
  */
-const base = 21000 + (process.pid % 1000) * 4;
+const base = portBase('spookd-mismatch.test.ts');
 const lab = inProcess('spook-mismatch', ['a', 'b'], base);
 const d: Record<string, Spookd> = {};
 const regsA = {

@@ -3,10 +3,11 @@ import { rmSync } from 'node:fs';
 import { pino } from 'pino';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { configOf, has, inProcess, until, write } from './inproc.js';
+import { portBase } from './ports.js';
 import { applyConfig } from '../drivers/daemon/reload.js';
 
 /** Peers added and removed while spookd runs (issue 18's reload): the other pairs are not touched. */
-const p = inProcess('spook-peers-live', ['a', 'b', 'c'], 27_400);
+const p = inProcess('spook-peers-live', ['a', 'b', 'c'], portBase('spookd-peers-live.test.ts'));
 const silent = pino({ level: 'silent' });
 const all: Spookd[] = [];
 afterAll(async () => {

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { has, inProcess, until, writeTold, type InProcess } from './inproc.js';
+import { portBase } from './ports.js';
 import { sequencingPair } from './hold-store.js';
 import { QUOTA_DEFAULTS } from '../core/register/quota.js';
 import { pairHandlers } from '../drivers/admin/pair.js';
@@ -12,7 +13,7 @@ import { pairHandlers } from '../drivers/admin/pair.js';
  * pending record (HalfPair.secureOwn) or in the collapse that decided it, and no rewrite of the
  * pending list drops it before that collapse is on disk. Two spookd in this process, a sequencing.
  */
-const base = 33000 + (process.pid % 800) * 4;
+const base = portBase('spookd-secure-own.test.ts');
 const call = { onClose: () => {} } as never;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const QUOTA = { ...QUOTA_DEFAULTS, maxKeys: 3 };

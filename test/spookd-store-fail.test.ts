@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { has, inProcess, until, writeTold } from './inproc.js';
+import { portBase } from './ports.js';
 import { HoldStore, spookdWithStores } from './hold-store.js';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -33,7 +34,7 @@ class FailingStore extends HoldStore {
   }
 }
 
-const base = 26000 + (process.pid % 1000) * 3;
+const base = portBase('spookd-store-fail.test.ts');
 const lab = inProcess('spook-storefail', ['a', 'b', 'c'], base);
 const { dir, logs } = lab;
 const d: Record<string, Spookd> = {};

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rmSync } from 'node:fs';
 import { configOf, inProcess, logOf, until } from './inproc.js';
+import { portBase } from './ports.js';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { PairState } from '../core/pair/lifecycle.js';
 
@@ -10,7 +11,7 @@ import { PairState } from '../core/pair/lifecycle.js';
  * writes at all: every pair's keepalive keeps firing at both ends (so no silence fires),
  * and once one peer goes quiet, the hub's silence timer for that pair alone fires.
  */
-const base = 26000 + (process.pid % 1000) * 4; // below the ephemeral range (32768+)
+const base = portBase('spookd-timers.test.ts');
 const lab = inProcess('spook-timers', ['h', 'a', 'b', 'c'], base);
 const d: Record<string, Spookd> = {};
 const timing = { timing: { keepaliveMs: 100, silenceMs: 1000 } };

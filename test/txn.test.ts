@@ -23,6 +23,7 @@ import { SimWorld } from '../testing/sim/world.js';
 import { SIM_DEFAULTS } from '../testing/sim/run.js';
 import { append, cas, del, enc, harness, proposeNow, set, type Harness, expectSeedsClean, wireFault } from './helpers.js';
 import { configOf, inProcess, logOf, until } from './inproc.js';
+import { portBase } from './ports.js';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { PairState } from '../core/pair/lifecycle.js';
 import { openRegister } from '../client/register.js';
@@ -287,7 +288,7 @@ describe('txn in the journal', () => {
  * two and all three are members of domain `main`, with group `g` = {kv, kv2}).
  */
 describe('the library against spookd: RegisterHandle.txn and openDomain', () => {
-  const lab = inProcess('spook-txn', ['a', 'b', 'c'], 29000 + (process.pid % 1000) * 3);
+  const lab = inProcess('spook-txn', ['a', 'b', 'c'], portBase('txn.test.ts'));
   const d: Record<string, Spookd> = {};
   const sock = (n: string): string => join(lab.dir, `${n}.sock`);
   const domain = (others: string[]) => ({

@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { Lab, ROOT, until } from '../../testing/lab/netns.js';
 import { openRegister, SpookError, type Outcome, type RegisterHandle } from '../../client/index.js';
+import { portBase } from '../ports.js';
 
 /**
  * The library against real spookd processes in two network namespaces (created and always
@@ -12,6 +13,8 @@ import { openRegister, SpookError, type Outcome, type RegisterHandle } from '../
  * kill -9 of one host's spookd.
  */
 let lab: Lab;
+/** The example apps' HTTP ports (+0, +1): they run in the host's namespace, not the lab's, so ports of their own. */
+const MIRROR = portBase('e2e/library.test.ts');
 
 beforeAll(async () => {
   lab = new Lab(['a', 'b'], [{ a: 'a', b: 'b', subnet: 81 }], 47900);
@@ -93,7 +96,8 @@ async function http(port: number, method: string, path: string, body?: string): 
 
 describe('the example application (examples/config-mirror)', () => {
   it('two mirrors kept by scan + watch agree with the register, through kill -9 and restart of one spookd', async () => {
-    const apps = [mirrorApp('a', 'b', 47951), mirrorApp('b', 'a', 47952)];
+    const [portA, portB] = [MIRROR, MIRROR + 1];
+    const apps = [mirrorApp('a', 'b', portA), mirrorApp('b', 'a', portB)];
     try {
       const mirror = async (port: number): Promise<{ version: number; entries: Record<string, string> } | undefined> => {
         try {
@@ -102,16 +106,16 @@ describe('the example application (examples/config-mirror)', () => {
           return undefined; // not listening yet
         }
       };
-      await until('both apps serving', async () => (await mirror(47951)) && (await mirror(47952)), 20_000, 100);
+      await until('both apps serving', async () => (await mirror(portA)) && (await mirror(portB)), 20_000, 100);
       // A write at a shows in b's mirror.
-      expect((await http(47951, 'PUT', '/config/color', 'blue')).status).toBe(200);
-      await until('b mirrors color', async () => (await mirror(47952))?.entries.color === 'blue', 10_000, 50);
+      expect((await http(portA, 'PUT', '/config/color', 'blue')).status).toBe(200);
+      await until('b mirrors color', async () => (await mirror(portB))?.entries.color === 'blue', 10_000, 50);
       // b's spookd dies and comes back; a keeps writing meanwhile. b's app is never restarted.
       await lab.kill9('b');
       // Concurrent: where a is the pair's follower each stays pending (202) for spookd's 10 s wait.
-      const puts = await Promise.all(Array.from({ length: 20 }, (_, i) => http(47951, 'PUT', `/config/k${i}`, `v${i}`)));
+      const puts = await Promise.all(Array.from({ length: 20 }, (_, i) => http(portA, 'PUT', `/config/k${i}`, `v${i}`)));
       for (const p of puts) expect([200, 202]).toContain(p.status);
-      expect((await http(47951, 'DELETE', '/config/color')).status).toBeLessThan(300);
+      expect((await http(portA, 'DELETE', '/config/color')).status).toBeLessThan(300);
       await lab.start('b');
       const want = async (): Promise<Record<string, string>> => {
         const reg = await openRegister('config', { peer: 'b', socket: lab.host('a').socket });
@@ -125,7 +129,7 @@ describe('the example application (examples/config-mirror)', () => {
       await until(
         "both mirrors equal a's register",
         async () => {
-          const [w, ma, mb] = await Promise.all([want(), mirror(47951), mirror(47952)]);
+          const [w, ma, mb] = await Promise.all([want(), mirror(portA), mirror(portB)]);
           return (
             ma !== undefined &&
             mb !== undefined &&
@@ -136,7 +140,7 @@ describe('the example application (examples/config-mirror)', () => {
         30_000,
         200,
       );
-      const mb = (await mirror(47952))!;
+      const mb = (await mirror(portB))!;
       expect(mb.entries.k19).toBe('v19');
       expect(mb.entries.color).toBeUndefined();
       // The same processes throughout: b's app rode through its spookd's death on the library alone.
