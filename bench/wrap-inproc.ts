@@ -17,10 +17,12 @@ export interface InprocWrap {
   stop(): Promise<void>;
 }
 
-export async function startInprocWrap(targetPort: number, windowBytes: number): Promise<InprocWrap> {
+/** `others`: peers configured on both sides beside the one that connects (a hub's peers that are away). */
+export async function startInprocWrap(targetPort: number, windowBytes: number, others = 0): Promise<InprocWrap> {
   const log = pino({ level: 'silent' });
   const a = generateKeyPair();
   const b = generateKeyPair();
+  const away = Array.from({ length: others }, (_, i) => ({ name: `away${i}`, publicKey: generateKeyPair().publicKey }));
   const pb = await freePort();
   const settings = {
     intercept: { host: '127.0.0.1', port: 0 },
@@ -30,7 +32,12 @@ export async function startInprocWrap(targetPort: number, windowBytes: number): 
     silenceMs: 5000,
   };
   const mb = new WrapManager(
-    { key: b, peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }], peerAddr: () => undefined, listen: { host: '127.0.0.1', port: pb } },
+    {
+      key: b,
+      peers: [{ name: 'a', publicKey: a.publicKey, role: 1 }, ...away.map((p) => ({ ...p, role: 1 as const }))],
+      peerAddr: () => undefined,
+      listen: { host: '127.0.0.1', port: pb },
+    },
     { ...settings, interception: 'off', allow: [{ peer: 'a', to: `127.0.0.1:${targetPort}`, protocol: 'tcp' }] },
     [],
     log,
@@ -44,8 +51,8 @@ export async function startInprocWrap(targetPort: number, windowBytes: number): 
   const ma = new WrapManager(
     {
       key: a,
-      peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }],
-      peerAddr: () => ({ address: '127.0.0.1', port: pb }),
+      peers: [{ name: 'b', publicKey: b.publicKey, role: 0 }, ...away.map((p) => ({ ...p, role: 0 as const }))],
+      peerAddr: (name: string) => (name === 'b' ? { address: '127.0.0.1', port: pb } : undefined),
       listen: { host: '127.0.0.1', port: await freePort() },
     },
     settings,

@@ -7,9 +7,10 @@
  * relays in this process (the same-run baseline: what two Node relays cost with no carrier and
  * no encryption), and prints the rates and this process's CPU µs per request for both.
  *
- *   node dist/bench/wrap-rrcpu.js [requests=20000] [rounds=3] [inFlight=4] [idle=0]
+ *   node dist/bench/wrap-rrcpu.js [requests=20000] [rounds=3] [inFlight=4] [idle=0] [others=0]
  *   (inFlight 1: every hop wakes the event loop, as each spookd of a lab does; idle: that many
- *   more connections held open through the wrapper and through the relays, carrying nothing,
+ *   more connections held open through the wrapper and through the relays, carrying nothing;
+ *   others: that many more peers configured on both managers, never connected, as on a hub:
  *   to show what a request costs beside them)
  */
 import { spawn } from 'node:child_process';
@@ -78,9 +79,10 @@ async function main(): Promise<void> {
   const rounds = Number(process.argv[3] ?? 3);
   const inFlight = Number(process.argv[4] ?? 4);
   const idle = Number(process.argv[5] ?? 0);
+  const others = Number(process.argv[6] ?? 0);
   const echo = await startEchoServer();
   const echoPort = echo.port;
-  const wrap = await startInprocWrap(echoPort, 1 << 20);
+  const wrap = await startInprocWrap(echoPort, 1 << 20, others);
   const relays = await startNodeRelays(echoPort);
   const unhold = [await holdIdle(wrap.interceptPort, idle), await holdIdle(relays.port, idle)];
   await runClient(wrap.interceptPort, 2000, inFlight); // warm-up: the carrier, JIT
@@ -98,6 +100,7 @@ async function main(): Promise<void> {
       JSON.stringify({
         round: r,
         idle,
+        others,
         directPerSec: Math.round((n * 1000) / d.ms),
         wrapPerSec: Math.round((n * 1000) / w.ms),
         ratio: +(d.ms / w.ms).toFixed(3),
