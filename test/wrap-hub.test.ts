@@ -6,6 +6,8 @@
  * Every peer is still stepped at least once a second (the sweep: a peer's address learnt, a dial).
  */
 import { describe, expect, it } from 'vitest';
+import { stat } from 'node:fs';
+import { createServer } from 'node:net';
 import pino from 'pino';
 import { generateKeyPair } from '../crypto/primitives.js';
 import { WrapManager } from '../drivers/wrap/manager.js';
@@ -20,13 +22,26 @@ const settings = {
 };
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Internals = any;
+const target = { family: 4 as const, address: '10.0.0.2', port: 22 };
+const onePeer = (role: 0 | 1, peerAddr: () => { address: string; port: number } | undefined = () => undefined): WrapManager =>
+  new WrapManager(
+    {
+      key: generateKeyPair(),
+      peers: [{ name: 'p0', publicKey: generateKeyPair().publicKey, role }],
+      peerAddr,
+      listen: { host: '127.0.0.1', port: 0 },
+    },
+    settings,
+    [],
+    log,
+  );
 const turn = async (): Promise<void> => {
   await new Promise((r) => setImmediate(r));
   await new Promise((r) => setImmediate(r));
 };
 
-describe('a wrapper hub with 1,000 configured peers', () => {
-  it("a flush of one peer looks at that peer's deadlines alone; the sweep still steps every peer within a second", async () => {
+describe("the WrapManager's peer timers", () => {
+  it("with 1,000 configured peers, a flush of one looks at that peer's deadlines alone; the sweep still steps every peer within a second", async () => {
     const peers = Array.from({ length: 1_000 }, (_, i) => ({ name: `p${i}`, publicKey: generateKeyPair().publicKey, role: 1 as const }));
     const m = new WrapManager(
       { key: generateKeyPair(), peers, peerAddr: () => undefined, listen: { host: '127.0.0.1', port: 0 } },
@@ -58,4 +73,62 @@ describe('a wrapper hub with 1,000 configured peers', () => {
       await m.stop();
     }
   }, 20_000);
+
+  // Found by the review of the change: the two cases below each waited for the sweep (up to a second) or never ended.
+  it('a hold that expires with the carrier down stays keyed when the peer is flushed just past its deadline', async () => {
+    const m = onePeer(1);
+    await m.start();
+    const mi = m as Internals;
+    try {
+      await turn();
+      const ps = mi.peers.get('p0');
+      const HOLD = 200;
+      const t0 = performance.now();
+      const id = ps.session.openLocal(t0, 22, target, HOLD); // held: there is no carrier
+      mi.flush(ps);
+      await new Promise((r) => setTimeout(r, HOLD - 50));
+      // An I/O callback (the poll phase, before the timers) just past the deadline flushes the peer, as a held client's write would.
+      await new Promise<void>((r) =>
+        stat('/', () => {
+          while (performance.now() < t0 + HOLD + 5);
+          mi.flush(ps);
+          r();
+        }),
+      );
+      await turn();
+      expect(ps.session.conns.has(id) ? mi.peerTimers.at(ps) : 0).toBeLessThanOrEqual(t0 + HOLD); // dropped: keyed at the sweep only
+      while (ps.session.conns.has(id)) await new Promise((r) => setTimeout(r, 2));
+      expect(performance.now() - (t0 + HOLD)).toBeLessThan(500);
+    } finally {
+      await m.stop();
+    }
+  }, 10_000);
+
+  it('a peer removed while its carrier dial is in flight is never stepped or dialled again (a rekey removes and adds it)', async () => {
+    const srv = createServer();
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    const port = (srv.address() as { port: number }).port;
+    await new Promise<void>((r) => srv.close(() => r())); // every dial is refused at once
+    const m = onePeer(0, () => ({ address: '127.0.0.1', port }));
+    await m.start();
+    const mi = m as Internals;
+    try {
+      const old = mi.peers.get('p0');
+      let oldDials = 0;
+      const started = old.redial.started.bind(old.redial);
+      old.redial.started = (now: number) => {
+        oldDials++;
+        started(now);
+      };
+      mi.ensureCarrier(old);
+      expect(oldDials).toBe(1); // in flight
+      m.removePeer('p0');
+      m.addPeer({ name: 'p0', publicKey: generateKeyPair().publicKey, role: 0 });
+      await new Promise((r) => setTimeout(r, 1_500));
+      expect(oldDials).toBe(1);
+      expect(mi.peerTimers.has(old)).toBe(false);
+    } finally {
+      await m.stop();
+    }
+  }, 10_000);
 });

@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { CloseCode, decodeRecord, encodeRecord, MAX_DATA, RecordType, type WrapRecord } from '../wire/wrap.js';
-import { WrapSession } from '../core/wrap/session.js';
+import { DELTA_TAIL_MS, WrapSession } from '../core/wrap/session.js';
 
 const W = 64 * 1024;
 const target = { family: 4 as const, address: '10.0.0.2', port: 22 };
@@ -107,6 +107,28 @@ describe('the WRAP send queue', () => {
     expect(fins()).toEqual([f1]);
     expect(a.deadlines()['flow-idle']).toBeUndefined();
     expect(a.conns.has(idle)).toBe(true);
+    expect(a.audit()).toBeUndefined();
+  });
+
+  it("delta mode: a tail blocked by the peer's window arms no timer it could not act on (it spun, 1 ms apart, until an ACK)", () => {
+    const a = new WrapSession({ windowBytes: W, maxConnections: 8, pingMs: 1000, silenceMs: 3000, role: 0, bootId: 1n });
+    a.onCarrierUp(0);
+    a.handleRecord(0, encodeRecord({ type: RecordType.Hello, version: 1, bootId: 2n, window: 1000, buffer: 16 * W }));
+    const c = a.openLocal(0, 22, target, 30_000, true)!;
+    const at = (now: number): WrapRecord[] => {
+      const out: WrapRecord[] = [];
+      for (let r = a.pollRecord(now); r; r = a.pollRecord(now)) out.push(decodeRecord(Buffer.concat(r)));
+      return out;
+    };
+    at(0);
+    a.localData(0, c, new Uint8Array(1500).fill(7)); // below the smallest chunk: all of it a tail
+    expect(dataOf(at(0), c)).toBe(0); // held for the rest of its chunk
+    expect(a.deadlines()['delta-tail']).toBe(DELTA_TAIL_MS);
+    expect(dataOf(at(DELTA_TAIL_MS), c)).toBe(1000); // the wait is over: a window's worth
+    expect(a.deadlines()['delta-tail']).toBeUndefined(); // blocked by the window: nothing to wake up for
+    a.handleRecord(DELTA_TAIL_MS, encodeRecord({ type: RecordType.Ack, conn: c, offset: 1000 }));
+    expect(a.deadlines()['delta-tail']).toBe(DELTA_TAIL_MS); // room again: the rest of the tail may go
+    expect(dataOf(at(DELTA_TAIL_MS), c)).toBe(500);
     expect(a.audit()).toBeUndefined();
   });
 });

@@ -759,9 +759,23 @@ export class WrapSession {
     }
     if (this.carrier && this.peerHello)
       for (const c of this.sendQueue)
-        if (c.delta && c.send.next < c.send.end)
-          t['delta-tail'] = Math.min(t['delta-tail'] ?? Infinity, c.delta.lastAppend + DELTA_TAIL_MS);
+        if (this.tailWaits(c)) t['delta-tail'] = Math.min(t['delta-tail'] ?? Infinity, c.delta!.lastAppend + DELTA_TAIL_MS);
     return t;
+  }
+
+  /**
+   * Delta mode: `c`'s next bytes are an unfinished last chunk that nextDelta holds back for the
+   * rest of it, and could go once the wait ends. Not while a whole chunk is queued past `next`
+   * (it goes without a wait), the stream has ended, or the window or the peer's quota has no
+   * room (an ACK moves it then): a past deadline it could not act on would spin the timer.
+   */
+  private tailWaits(c: WrapConn): boolean {
+    const d = c.delta;
+    const s = c.send;
+    if (!d || s.next >= s.end || s.finAt !== undefined) return false;
+    const last = d.sendChunks.length > 0 ? d.sendChunks.at(d.sendChunks.length - 1) : undefined;
+    if (last && last.offset + last.length > s.next) return false;
+    return Math.min(this.peerBuffer - this.sendInFlight, this.peerWindow - s.inFlight) > 0;
   }
 
   /** Fire every timer due at `now`, in WRAP_TIMERS order (a silent carrier is dropped before anything is queued on it). */
@@ -810,9 +824,9 @@ export class WrapSession {
         return;
       case 'flow-idle':
         // UDP has no FIN: the side that opened the flow ends it, the peer follows and it completes.
-        for (const c of [...this.flows]) {
+        for (const c of this.flows) {
           if (now - c.lastActivity < this.udpIdleMs) break; // the rest were active later
-          this.localEnd(now, c.id);
+          this.localEnd(now, c.id); // leaves `flows` (deleting the entry visited is safe)
         }
         return;
       case 'delta-tail':

@@ -597,6 +597,7 @@ export class Spookd {
   /** A peer's configured endpoint changed (a reload): the next handshake to it goes there. */
   moveEndpoint(name: string, endpoint: string | undefined): void {
     this.table.setAddress(name, toAddr(endpoint));
+    this.wraps.addressChanged(name);
     this.schedule();
   }
 
@@ -651,6 +652,7 @@ export class Spookd {
           const was = this.table.peer(peer)?.addr;
           if (was?.address === address && was.port === e.port) continue;
           this.table.setAddress(peer, { address, port: e.port });
+          this.wraps.addressChanged(peer);
           this.log.info(
             { peer, host: e.host, from: was ? hostPort(was) : null, to: endpointOf(address, e.port) },
             'peer endpoint re-resolved',
@@ -923,6 +925,7 @@ export class Spookd {
       }
       case 'domain-payload': {
         const link = this.links.get(ev.peer)!;
+        this.peerHeard(link); // roaming learnt from domain frames too
         this.forPeer(link, 'data frame', () => this.onDomainPayload(now, link, ev.domainId, ev.payload));
         return;
       }

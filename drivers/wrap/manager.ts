@@ -274,6 +274,14 @@ export class WrapManager {
     return ps;
   }
 
+  /** spookd has a new address for the peer (a reload, a DNS answer): its dial deadline is recomputed now, not at the sweep. */
+  addressChanged(name: string): void {
+    const ps = this.peers.get(name);
+    if (!ps) return;
+    this.touched.add(ps);
+    this.scheduleSoon();
+  }
+
   /** A peer added by a reload: its carrier may be dialled or accepted from now on. */
   addPeer(p: WrapPeer): void {
     if (this.peers.has(p.name)) throw new Error(`peer ${p.name} is already known to the wrappers`);
@@ -969,6 +977,7 @@ export class WrapManager {
       .then((c) => {
         ps.redial.finished();
         if (this.stopping) return c.close('spookd stopping');
+        if (this.peers.get(ps.peer.name) !== ps) return c.close('peer removed');
         // Another attempt won: this one never sent a record, so the peer never adopted it. A carrier
         // to an address the peer has left is replaced (adopt() closes it; the connections resume).
         if (ps.carrier && !this.carrierMoved(ps)) return c.close('another dial attempt is the carrier');
@@ -1399,7 +1408,8 @@ export class WrapManager {
   private schedule(): void {
     if (this.stopping || this.ticking) return;
     const now = this.now();
-    for (const ps of this.touched) this.peerTimers.set(ps, this.peerDeadline(ps, now));
+    // A peer removed meanwhile (a dial of its still in flight touched it) is not keyed again.
+    for (const ps of this.touched) this.peerTimers.set(ps, this.peers.get(ps.peer.name) === ps ? this.peerDeadline(ps, now) : undefined);
     this.touched.clear();
     const next = Math.min(this.sweepAt, this.peerTimers.peek() ?? Infinity);
     // Called after every flush: re-arm only when the deadline came closer (timers are not
@@ -1417,7 +1427,8 @@ export class WrapManager {
     let next = Infinity;
     const t = ps.session.pollTimeout();
     // A deadline already past while the carrier is full waits for its drain, not a spinning timer.
-    if (t !== undefined && (t > now || ps.carrier?.writable)) next = Math.min(next, t);
+    // Without a carrier only the hold and flow-idle timers run, and firing clears them: kept.
+    if (t !== undefined && (t > now || !ps.carrier || ps.carrier.writable)) next = Math.min(next, t);
     const connectAt = ps.pending.earliest();
     if (connectAt !== undefined) next = Math.min(next, connectAt);
     const downAt = countsDownAt(ps.downSince);
