@@ -1153,7 +1153,7 @@ export class WrapSession {
     if (ctl) return ctl;
     for (const c of this.sendQueue) {
       if (this.openedDue.has(c.id)) {
-        // The delayed OPENED goes just ahead of the connection's first record (rr stays: that record is next).
+        // The delayed OPENED goes just ahead of the connection's first record (it keeps its place: that record is next).
         this.releaseOpened(now, c);
         return this.shiftControl();
       }

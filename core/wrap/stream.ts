@@ -19,6 +19,7 @@ import { MAX_DATA } from '../../wire/wrap.js';
  */
 export type SendChanged = (inFlightBefore: number) => void;
 
+/** Its offsets and FIN state change only through its methods, each of which tells `changed`. */
 export class SendStream {
   /** The peer has drained everything below this offset. */
   acked = 0;

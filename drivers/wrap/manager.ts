@@ -1443,8 +1443,8 @@ export class WrapManager {
   private tick(): void {
     this.timer = undefined;
     const now = this.now();
-    // One schedule() for the tick, not one per peer's flush: each visits every peer, and a hub
-    // with 1,000 peers spent 9% of its CPU in that square (bench scale).
+    // One schedule() for the tick, not one per peer's flush (each used to visit every peer: a hub
+    // with 1,000 peers spent 9% of its CPU in that square, bench scale).
     this.ticking = true;
     try {
       this.checkLocalAddresses(now);
