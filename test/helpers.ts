@@ -183,3 +183,12 @@ export function entangleWithSets(a: HalfPair, b: HalfPair, step: () => void, now
   }
   expect([a.register('kv').version, b.register('kv').version]).toEqual([n, n]);
 }
+
+/** A WrapManager's settings for tests in one process on loopback (interception off: no root, no BPF). */
+export const WRAP_TEST_SETTINGS = {
+  intercept: { host: '127.0.0.1', port: 0 },
+  interception: 'off' as const,
+  windowBytes: 1024 * 1024,
+  maxConnections: 64,
+  silenceMs: 3_000,
+};

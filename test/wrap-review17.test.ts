@@ -13,15 +13,10 @@ import pino from 'pino';
 import { generateKeyPair } from '../crypto/primitives.js';
 import { WrapManager } from '../drivers/wrap/manager.js';
 import type { Inherited } from '../drivers/wrap/handover-store.js';
+import { WRAP_TEST_SETTINGS } from './helpers.js';
 
 const log = pino({ level: 'silent' });
-const settings = {
-  intercept: { host: '127.0.0.1', port: 0 },
-  interception: 'off' as const,
-  windowBytes: 1024 * 1024,
-  maxConnections: 64,
-  silenceMs: 3_000,
-};
+const settings = WRAP_TEST_SETTINGS;
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Internals = any;
