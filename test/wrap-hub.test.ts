@@ -11,6 +11,9 @@ import { createServer } from 'node:net';
 import pino from 'pino';
 import { generateKeyPair } from '../crypto/primitives.js';
 import { WrapManager } from '../drivers/wrap/manager.js';
+import { dialCarrier } from '../drivers/wrap/carrier.js';
+import { encodeRecord, RecordType } from '../wire/wrap.js';
+import { freePort } from '../testing/lab/servers.js';
 import { WRAP_TEST_SETTINGS } from './helpers.js';
 
 const log = pino({ level: 'silent' });
@@ -35,7 +38,7 @@ const turn = async (): Promise<void> => {
   await new Promise((r) => setImmediate(r));
 };
 
-describe("the WrapManager's peer timers", () => {
+describe("the WrapManager's peers: their timers, and removal", () => {
   it("with 1,000 configured peers, a flush of one looks at that peer's deadlines alone; the sweep still steps every peer within a second", async () => {
     const peers = Array.from({ length: 1_000 }, (_, i) => ({ name: `p${i}`, publicKey: generateKeyPair().publicKey, role: 1 as const }));
     const m = new WrapManager(
@@ -122,6 +125,38 @@ describe("the WrapManager's peer timers", () => {
       await new Promise((r) => setTimeout(r, 1_500));
       expect(oldDials).toBe(1);
       expect(mi.peerTimers.has(old)).toBe(false);
+    } finally {
+      await m.stop();
+    }
+  }, 10_000);
+
+  it('a carrier whose handshake completed before its peer was removed is closed at its first record, never adopted', async () => {
+    const me = generateKeyPair();
+    const them = generateKeyPair();
+    const port = await freePort();
+    const m = new WrapManager(
+      {
+        key: me,
+        peers: [{ name: 'p0', publicKey: them.publicKey, role: 1 }],
+        peerAddr: () => undefined,
+        listen: { host: '127.0.0.1', port },
+      },
+      settings,
+      [],
+      log,
+    );
+    await m.start();
+    const mi = m as Internals;
+    try {
+      const old = mi.peers.get('p0');
+      const c = await dialCarrier('127.0.0.1', port, them, me.publicKey); // authenticated as p0
+      let closed = false;
+      c.start({ onRecord: () => {}, onClose: () => void (closed = true), onDrain: () => {} });
+      m.removePeer('p0'); // a reload, between its handshake and its first record
+      c.send([encodeRecord({ type: RecordType.Hello, version: 1, bootId: 7n })]);
+      for (let i = 0; i < 200 && !closed; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(closed).toBe(true);
+      expect(old.carrier).toBeUndefined();
     } finally {
       await m.stop();
     }

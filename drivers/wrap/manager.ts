@@ -1059,6 +1059,7 @@ export class WrapManager {
     )
       .then(({ carrier, peer: ps }) => {
         if (this.stopping) return carrier.close('spookd stopping');
+        if (this.peers.get(ps.peer.name) !== ps) return carrier.close('peer removed'); // by a reload, during the handshake
         // Adopt only on the first authenticated record: a replayed handshake never displaces a live carrier.
         let adopted = false;
         const giveUp = setTimeout(
@@ -1076,6 +1077,8 @@ export class WrapManager {
               adopted = true;
               clearTimeout(giveUp);
               release();
+              // Removed (or rekeyed) by a reload since its handshake: its key is no longer a peer's.
+              if (this.peers.get(ps.peer.name) !== ps) return carrier.close('peer removed');
               this.adopt(ps, carrier, true);
             }
             ps.session.handleRecordParts(this.now(), parts);
