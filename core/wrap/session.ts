@@ -775,7 +775,12 @@ export class WrapSession {
     if (!d || s.next >= s.end || s.finAt !== undefined) return false;
     const last = d.sendChunks.length > 0 ? d.sendChunks.at(d.sendChunks.length - 1) : undefined;
     if (last && last.offset + last.length > s.next) return false;
-    return Math.min(this.peerBuffer - this.sendInFlight, this.peerWindow - s.inFlight) > 0;
+    return this.budgetOf(c) > 0;
+  }
+
+  /** What `c` may put on the carrier now: the peer's receive window per connection and its quota for all of them (§16.5.5). */
+  private budgetOf(c: WrapConn): number {
+    return Math.min(MAX_DATA, this.peerBuffer - this.sendInFlight, this.peerWindow - c.send.inFlight);
   }
 
   /** Fire every timer due at `now`, in WRAP_TIMERS order (a silent carrier is dropped before anything is queued on it). */
@@ -810,8 +815,9 @@ export class WrapSession {
         }
         return;
       case 'hold':
-        for (const c of [...this.holding]) {
-          if (c.holdUntil !== undefined && now >= c.holdUntil)
+        for (const c of this.holding) {
+          // Released by forget() (deleting the entry visited is safe).
+          if (now >= c.holdUntil!)
             this.forget(
               now,
               c,
@@ -1163,8 +1169,7 @@ export class WrapSession {
         const ack = this.shiftControl();
         if (ack) return ack;
       }
-      // The peer's receive window per connection and its quota for all of them (§16.5.5).
-      const budget = Math.min(MAX_DATA, this.peerBuffer - this.sendInFlight, this.peerWindow - c.send.inFlight);
+      const budget = this.budgetOf(c);
       if (c.delta) {
         const rec = this.nextDelta(now, c, budget);
         if (rec) {
