@@ -715,6 +715,10 @@ export class Follower implements RoleMachine, RequesterHost {
     return this.s.peerVersion <= this.s.version;
   }
 
+  idle(): boolean {
+    return this.session === undefined && this.retransmitAt === undefined && this.reorder.size === 0 && this.s.peerVersion <= this.s.version;
+  }
+
   // ---------------------------------------------------------------- timers and sending
 
   deadlines(): Partial<Record<FollowerTimer, number>> {

@@ -38,6 +38,7 @@ import { ManifestAssembly, OwnManifest, describeDiff, describeDiffs, diffManifes
 import type { Follower } from './follower.js';
 import { checkMaxValueBytes, quotaMax, type Quota } from '../register/quota.js';
 import { ProposeError, Replica } from './replica.js';
+import { ActiveRegisters } from './active.js';
 import type { RegisterTimer } from './shared.js';
 import {
   REGISTER_DEFAULTS,
@@ -122,6 +123,11 @@ export interface HalfPairOptions {
    * 4 times the largest register value limit plus 1 MiB.
    */
   reassemblyQuota?: number;
+  /**
+   * Every step visits every register, as before the active set (active.ts): the reference the
+   * differential simulation compares the set with (test/pair-active.test.ts). Off in the product.
+   */
+  visitEvery?: boolean;
 }
 
 /** The fragmentation layer's counters (§3.4). */
@@ -194,6 +200,8 @@ export class HalfPair {
   private readonly regs = new Map<string, Replica>();
   /** The registers in order (fixed at construction): the poll paths iterate it without a copy. */
   private readonly regList: Replica[];
+  /** Those that may have work (active.ts): every step but the keepalive visits only these. */
+  private readonly active: ActiveRegisters<Replica>;
   private readonly counters: PairStats = {
     datagramsSent: 0,
     datagramsReceived: 0,
@@ -312,12 +320,13 @@ export class HalfPair {
         quota: { ...REGISTER_DEFAULTS.quota, ...Object.fromEntries(Object.entries(spec.quota ?? {}).filter(([, v]) => v !== undefined)) },
       };
       checkMaxValueBytes(spec.name, cfg.quota);
-      this.regs.set(spec.name, new Replica(cfg, ctx));
+      this.regs.set(spec.name, new Replica(cfg, ctx, this.regs.size));
     }
     this.regList = [...this.regs.values()];
+    this.active = new ActiveRegisters(this.regList, opts.visitEvery);
     this.manifest = new OwnManifest(this.regList.map((r) => manifestEntry(r.cfg)));
     let largest = 0;
-    for (const r of this.regs.values()) largest = Math.max(largest, r.cfg.quota.maxValueBytes);
+    for (const r of this.regList) largest = Math.max(largest, r.cfg.quota.maxValueBytes);
     // The default reassembly quota, the peer's too (the manifest makes the registers' limits equal):
     // own large messages stay within it, so the peer can take all of them at once.
     const defaultQuota = 4 * largest + (1 << 20);
@@ -375,14 +384,19 @@ export class HalfPair {
         return this.writeBatch;
       },
       durable: (batch) => batch <= this.durableBatch,
-      sibling: (name) => this.regs.get(name),
+      sibling: (name) => {
+        const r = this.regs.get(name);
+        if (r) this.active.wake(r);
+        return r;
+      },
+      wake: (r) => this.active.wake(r),
       stamp: () => ++this.stamps,
       stampAbove: (stamp) => {
         this.stamps = Math.max(this.stamps, stamp);
       },
       pendingAppendBytes: (register) => {
         let n = 0;
-        for (const r of this.regs.values()) n += r.ownAppendBytes(register);
+        for (const r of this.active.any) n += r.ownAppendBytes(register); // a quiet register has no own candidate
         return n;
       },
     };
@@ -536,7 +550,7 @@ export class HalfPair {
     if (this.state === PairState.DECOHERENT && !this.mismatch && this.peerManifest === 'match') {
       this.fire(now, LifecycleEvent.PeerHeard, 'valid frame from peer');
       this.backoff = 1; // the timers backed off against silence, not against this path
-      for (const r of this.registers.values()) r.beginReentangle();
+      for (const r of this.regList) r.beginReentangle();
     }
     let ackEliciting = false;
     decoded.messages.forEach((m, i) => {
@@ -566,7 +580,7 @@ export class HalfPair {
   private drainCross(now: number): void {
     if (this.role !== 'follower') return;
     const queue: Follower[] = [];
-    for (const r of this.regs.values()) if (r.follower?.holdsNext) queue.push(r.follower);
+    for (const r of this.active.ordered()) if (r.follower?.holdsNext) queue.push(r.follower); // a quiet one holds no record
     const waiters = new Map<Follower, Follower[]>();
     for (let i = 0; i < queue.length; i++) {
       const f = queue[i];
@@ -714,7 +728,8 @@ export class HalfPair {
   private onFragment(now: number, f: FragmentMsg): void {
     const before = this.fragIn.accepted;
     const raw = this.fragIn.onFragment(now, f);
-    if (this.fragIn.accepted > before) for (const r of this.registers.values()) r.peerDelivering(now);
+    // Only a register with a reconciliation under way (active) waits for what the fragments carry.
+    if (this.fragIn.accepted > before) for (const r of this.active.ordered()) r.peerDelivering(now);
     if (raw === undefined) return;
     let decoded;
     try {
@@ -767,7 +782,7 @@ export class HalfPair {
     if (this.state === PairState.CLOSED) return;
     this.fireTimer(now, 'silence');
     let retransmitted = false;
-    for (const r of this.registers.values()) if (r.handleTimeout(now)) retransmitted = true;
+    for (const r of this.active.ordered()) if (r.handleTimeout(now)) retransmitted = true; // a quiet one has no timer
     if (this.fireTimer(now, 'fragment')) retransmitted = true;
     if (retransmitted) {
       this.counters.retransmitTimeouts++;
@@ -789,7 +804,7 @@ export class HalfPair {
       case 'keepalive':
         if (now >= this.lastKeepalive + this.timing.keepaliveMs) {
           this.lastKeepalive = now;
-          for (const r of this.registers.values()) r.markStatusDirty();
+          for (const r of this.regList) r.markStatusDirty(); // the one step that visits (and wakes) every register
           if (!this.peerHasOurs) this.manifestDue ??= { reply: false };
           this.fragIn.evictStale(now);
         }
@@ -822,9 +837,9 @@ export class HalfPair {
     const out: PairDeadline[] = [];
     if (this.state === PairState.CLOSED) return out;
     if (this.silenceArmed()) out.push({ timer: 'silence', at: this.lastHeard + this.timing.silenceMs });
-    for (const [register, r] of this.registers) {
+    for (const r of this.active.ordered()) {
       const t = r.deadlines();
-      for (const timer of Object.keys(t) as RegisterTimer[]) out.push({ timer, register, at: t[timer]! });
+      for (const timer of Object.keys(t) as RegisterTimer[]) out.push({ timer, register: r.name, at: t[timer]! });
     }
     out.push({ timer: 'keepalive', at: this.lastKeepalive + this.timing.keepaliveMs });
     if (this.ackDueAt !== undefined) out.push({ timer: 'ack', at: this.ackDueAt });
@@ -839,9 +854,11 @@ export class HalfPair {
    */
   pollTimeout(): number | undefined {
     if (this.state === PairState.CLOSED) return undefined;
+    // Between steps (drivers ask after each): the registers the step left quiet leave the active set.
+    this.active.sweep();
     let t = this.lastKeepalive + this.timing.keepaliveMs; // always armed
     if (this.silenceArmed()) t = Math.min(t, this.lastHeard + this.timing.silenceMs);
-    for (const r of this.regList) {
+    for (const r of this.active.ordered()) {
       const d = r.deadlines();
       for (const timer in d) {
         const at = d[timer as RegisterTimer]!;
@@ -871,7 +888,7 @@ export class HalfPair {
     // good. Candidates queued wait for the manifests to agree (no new one is taken meanwhile).
     if (this.mismatch) return;
     let made = 0;
-    for (const r of this.registers.values()) made += r.collapse(now);
+    for (const r of this.active.ordered()) made += r.collapse(now); // a quiet one has nothing pending
     if (made > 0) this.evaluate(now);
     this.endStep(now);
   }
@@ -978,18 +995,23 @@ export class HalfPair {
       this.outbox.shift();
     }
     // While the registers differ, only the manifest goes out (§6.3).
-    const regs = this.mismatch ? NO_REGISTERS : this.regList;
+    const regs = this.mismatch ? NO_REGISTERS : this.active.ordered();
     // The Ack's deadline came: Statuses owed lazily go with it (§9.1).
     const ackDue = this.ackOverdue || (this.ackDueAt !== undefined && now >= this.ackDueAt);
-    for (let i = 0; i < regs.length; i++) regs[(this.rr + i) % regs.length].fill(now, b, ackDue);
-    this.rr = (this.rr + 1) % Math.max(1, regs.length);
+    // Round robin over the registers: the first to fill is the next in register order from `rr`
+    // (a quiet register would add nothing). `n` is fixed: one woken by another's fill was quiet.
+    const n = regs.length;
+    let first = 0;
+    while (first < n && regs[first].index < this.rr) first++;
+    for (let i = 0; i < n; i++) regs[(first + i) % n].fill(now, b, ackDue);
+    this.rr = (this.rr + 1) % Math.max(1, this.mismatch ? 0 : this.regList.length);
     // Fragments of large messages take the room the registers left, within their window.
     for (let f = this.fragOut.next(now, b.room); f; f = this.fragOut.next(now, b.room)) b.addMessage(f);
     if (b.empty) return undefined;
     if (b.room === ackOnly && this.ackDueAt !== undefined && now < this.ackDueAt) return undefined; // an ack alone waits for its deadline
     // The datagram goes: Statuses owed lazily ride it where they fit (§9.1). One that does not goes in the next
     // datagram, now: waiting another maxAckDelayMs would hold it past the deadline the peer's RTO allows for.
-    for (const r of regs) if (!r.fillOwedStatus(b)) r.markStatusDirty();
+    for (let i = 0; i < n; i++) if (!regs[i].fillOwedStatus(b)) regs[i].markStatusDirty();
     this.fragIn.acksSent(fragAcks);
     this.ackDueAt = undefined;
     this.ackOverdue = false;
@@ -1026,6 +1048,19 @@ export class HalfPair {
     this.counters.bytesSent += out.length;
     if (this.state === PairState.REENTANGLING) this.counters.reentangleBytes += out.length;
     return out;
+  }
+
+  /** Registers in the active set (the rest are quiet: the steps skip them). */
+  get activeRegisters(): number {
+    return this.active.size;
+  }
+
+  /**
+   * The active set checked against every register (simulators, after each step): errors, empty when
+   * sound. A register outside it that is not quiet was changed without a wake.
+   */
+  audit(): string[] {
+    return this.active.audit((r) => `pair ${this.opts.pairId} (member ${this.opts.localId}) register ${r.name}`);
   }
 
   /** The next event, or undefined (call until undefined); none while some step's writes are not durable. */
@@ -1080,12 +1115,13 @@ export class HalfPair {
     if (!this.lifecycle.can(event)) return;
     this.fire(now, event, detail);
     this.fire(now, LifecycleEvent.PeerHeard, 'peer reachable; re-entangling');
-    for (const r of this.registers.values()) r.beginReentangle();
+    for (const r of this.regList) r.beginReentangle();
   }
 
   /** Move the lifecycle as far as the registers' progress allows. */
   private evaluate(now: number): void {
-    const regs = [...this.registers.values()];
+    // Forming and re-entangling look at every register; once up, a quiet (inactive) register is settled.
+    const regs = this.regList;
     switch (this.state) {
       case PairState.FORMING: {
         // Forming needs the peer's manifest, equal to ours (§6.3), and every register's Status.
@@ -1109,10 +1145,11 @@ export class HalfPair {
         this.fire(now, LifecycleEvent.Aligned, 'every register re-entangled');
         return this.evaluate(now);
       case PairState.ENTANGLED:
-        if (!regs.every((r) => r.settled())) this.fire(now, LifecycleEvent.CollapseStarted, 'collapse in flight');
+        if (!this.active.ordered().every((r) => r.settled())) this.fire(now, LifecycleEvent.CollapseStarted, 'collapse in flight');
         return;
       case PairState.COLLAPSING:
-        if (regs.every((r) => r.settled())) this.fire(now, LifecycleEvent.CollapseSettled, 'peer confirmed every collapse');
+        if (this.active.ordered().every((r) => r.settled()))
+          this.fire(now, LifecycleEvent.CollapseSettled, 'peer confirmed every collapse');
         return;
       default:
         return;

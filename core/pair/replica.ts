@@ -52,7 +52,12 @@ export class Replica {
   private readonly s: Shared;
   private readonly machine: Sequencer | Follower;
 
-  constructor(cfg: RegisterConfig, pair: PairContext) {
+  constructor(
+    cfg: RegisterConfig,
+    pair: PairContext,
+    /** Its place in the pair's register order. */
+    readonly index = 0,
+  ) {
     this.s = new Shared(cfg, pair);
     this.machine = pair.role === 'sequencer' ? new Sequencer(this.s) : new Follower(this.s);
   }
@@ -159,6 +164,7 @@ export class Replica {
     leasedSeq = 0,
     rejections: ReadonlyMap<number, RejectReason> = new Map(),
   ): void {
+    this.wake();
     const s = this.s;
     if (s.version !== 0 || s.own.length > 0) throw new Error(`register ${s.name}: restore() only before any collapse`);
     load(s.state);
@@ -176,6 +182,7 @@ export class Replica {
 
   /** After a restart: own sequence numbers continue above everything leased or decided before. */
   continueSeqAfter(leasedSeq: number): void {
+    this.wake();
     this.s.continueSeqAfter(leasedSeq);
   }
 
@@ -192,6 +199,7 @@ export class Replica {
    * They count as sent: the sequencer may have them.
    */
   restorePending(cands: readonly OwnCandidate[]): number {
+    this.wake();
     const s = this.s;
     const mark = s.origins.get(s.pair.localId) ?? 0;
     const keep = cands.filter((c) => c.seq > mark).sort((a, b) => a.seq - b.seq);
@@ -217,6 +225,7 @@ export class Replica {
    * hash. Throws if the record does not follow the current version or does not verify.
    */
   replayRecord(raw: Uint8Array): void {
+    this.wake();
     const s = this.s;
     const { messages } = decodeMessages(raw);
     const m = messages[0];
@@ -238,6 +247,7 @@ export class Replica {
   // ---------------------------------------------------------------- inputs
 
   propose(now: number, delta: EntryDelta): { origin: number; seq: number } {
+    this.wake();
     const s = this.s;
     const st = s.pair.state;
     if (st === PairState.CLOSED) throw new ProposeError('closed', `register ${s.name}: pair is closed`);
@@ -320,6 +330,7 @@ export class Replica {
    * until decided. Returns whether that took a write (false: decided, or already recorded).
    */
   secureOwn(seq: number): boolean {
+    this.wake();
     const own = this.s.own;
     // The own list is in sequence order.
     let lo = 0;
@@ -339,11 +350,13 @@ export class Replica {
 
   /** One message for this register from the peer (already decoded: hostile content, never trusted). */
   handle(now: number, m: RegisterMessage, raw: Uint8Array): void {
+    this.wake();
     this.machine.handle(now, m, raw);
   }
 
   /** The pair heard its peer after decoherence (or formed misaligned): set what "re-entangled" means here. */
   beginReentangle(): void {
+    this.wake();
     this.s.statusDirty = true;
     this.machine.beginReentangle();
   }
@@ -363,6 +376,25 @@ export class Replica {
     return this.s.own.length === 0 && this.machine.settled();
   }
 
+  /**
+   * Nothing to do until an input reaches it: no Status owed, no own candidate, its role idle
+   * (nothing to send or collapse, no timer armed) and settled. The pair's steps skip a quiet
+   * register (active.ts); its fill, handleTimeout and collapse would do nothing.
+   */
+  get quiet(): boolean {
+    const s = this.s;
+    return !s.statusDirty && !s.statusLazy && s.own.length === 0 && this.machine.idle();
+  }
+
+  /**
+   * An input may give this register work: the pair's steps visit it again. Every entry point
+   * that can change what `quiet` reads calls it (fill, handleTimeout and collapse cannot: they
+   * only do work the register already had, so they need not).
+   */
+  wake(): void {
+    this.s.pair.wake(this);
+  }
+
   /** The pair re-entangled: report how this register got there (log unless reconciliation or a full transfer ran). */
   finishReentangle(now: number): void {
     const s = this.s;
@@ -378,6 +410,7 @@ export class Replica {
   }
 
   markStatusDirty(): void {
+    this.wake();
     this.s.statusDirty = true;
   }
 

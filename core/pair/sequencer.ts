@@ -600,6 +600,17 @@ export class Sequencer implements RoleMachine, ResponderHost {
     return this.pending.length === 0 && this.s.peerVersion === this.s.version;
   }
 
+  idle(): boolean {
+    const s = this.s;
+    return (
+      this.pending.length === 0 &&
+      s.peerVersion === s.version &&
+      this.sentUpTo >= s.version &&
+      this.retransmitAt === undefined &&
+      this.workDueAt === undefined
+    );
+  }
+
   // ---------------------------------------------------------------- timers and sending
 
   deadlines(): Partial<Record<SequencerTimer, number>> {

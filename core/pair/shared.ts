@@ -77,6 +77,11 @@ export interface RoleMachine {
   deadlines(): Partial<Record<RegisterTimer, number>>;
   /** Fire the due timers in the role's order; true if a retransmission timer fired. */
   handleTimeout(now: number): boolean;
+  /**
+   * Nothing to send, collapse or time, and settled (own candidates aside, which the replica
+   * checks): until an input reaches the register, its fill, handleTimeout and collapse do nothing.
+   */
+  idle(): boolean;
   /** Add this role's messages (beyond the Status) to the datagram being built. */
   fill(now: number, b: PayloadBuilder): void;
   /** Whether `fill` now sends a request that starts a reconciliation session (it goes after a Status, §8.2). */

@@ -87,8 +87,13 @@ export interface PairContext {
   persist(w: PairWrite): number;
   /** Whether batch `batch` (a number `persist` returned) is durable. */
   durable(batch: number): boolean;
-  /** Another register of this pair, for cross-register txns (cross.ts); undefined if the pair has none of that name. */
+  /**
+   * Another register of this pair, for cross-register txns (cross.ts); undefined if the pair has none of that name.
+   * It is woken (a txn may give it work: a part to apply or to send).
+   */
   sibling(name: string): Replica | undefined;
+  /** Register `r` may have work: the pair's steps visit it again (active.ts). */
+  wake(r: Replica): void;
   /** The next number of this pair's order of proposals and arrivals across its registers (cross-register txns, §4.6). */
   stamp(): number;
   /** Restored candidates carry stamps of the run before: the pair's next ones must come after them. */

@@ -229,6 +229,9 @@ export function runEtcpSim(o: EtcpSimOptions): EtcpSimResult {
     for (const peer of n.pairs.keys()) n.table.refresh(peer);
     let t = n.table.pollTimeout();
     for (const [peer, p] of n.pairs) {
+      // Before pollTimeout sweeps it: every register the step changed is in the active set.
+      const unsound = p.audit();
+      if (unsound.length > 0) throw new Error(`active set at t=${now}: ${unsound.join('; ')}`);
       let pt = p.pollTimeout();
       // Without a session a pair cannot send the ack it owes, so its timer stays due: spookd's loop
       // then polls again at once (setTimeout 0, about 1 ms), until the handshake is done.

@@ -74,6 +74,14 @@ export interface SimOptions {
    * reloaded configuration. Absent or false: no draw.
    */
   reloads?: boolean;
+  /**
+   * Map registers beyond kv and log (m1, m2, ...) that one proposal in five writes (a set on one
+   * drawn at random): most of them are quiet most of the time, out of the pair's active set
+   * (core/pair/active.ts). 0 or absent: none, and no draw.
+   */
+  extraRegisters?: number;
+  /** Every step of both pairs visits every register (HalfPairOptions.visitEvery): the differential reference. */
+  visitEvery?: boolean;
   /** Local proposals per endpoint. */
   ops: number;
   workloadMs: number;
@@ -131,6 +139,8 @@ export interface SimResult {
   /** Sequencer own candidates recorded because they were still undecided when told "pending" (secureOwn). */
   securedOwn: number;
   simTimeMs: number;
+  /** A digest of every datagram sent and every event released (SimWorld.digest): equal runs did the same. */
+  digest: number;
   final: Record<string, { version: number; hash: string }[]>;
   net: NetStats;
 }
@@ -151,7 +161,10 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
   const trace = o.trace;
   const logRecords = o.logRecords ?? rng.pick([8, 32, 4096]);
   const seedHash = rng.int(0, 0x7fffffff);
-  const registers = REGISTERS.map((r) => ({ ...r, maxPending: 64, log: { maxRecords: logRecords, maxBytes: 1 << 20 } }));
+  const extra = Array.from({ length: o.extraRegisters ?? 0 }, (_, i) => ({ name: `m${i + 1}`, kind: 'map' as const }));
+  /** Every register the pair declares (the workload's draws of one still pick among kv and log: seeds replay). */
+  const allRegisters = [...REGISTERS, ...extra];
+  const registers = allRegisters.map((r) => ({ ...r, maxPending: 64, log: { maxRecords: logRecords, maxBytes: 1 << 20 } }));
   const violations: string[] = [];
   const violate = (msg: string): void => {
     if (violations.length < 20) violations.push(msg);
@@ -177,7 +190,7 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
   const history = new Map<string, Map<number, string>>(); // register → version → entries signature (sequencer)
   const committedDeltas = new Map<string, { version: number; delta: Delta; id: string }[]>();
   const followerSigs: { register: string; version: number; sig: string }[] = [];
-  for (const r of REGISTERS) {
+  for (const r of allRegisters) {
     history.set(r.name, new Map());
     committedDeltas.set(r.name, []);
   }
@@ -246,7 +259,13 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
       verdictSeen.set(id, e.verdict);
     }
   };
-  const pairOpts: Omit<HalfPairOptions, 'localId' | 'peerId'> = { pairId: 7, seed: seedHash, registers, timing: o.timing };
+  const pairOpts: Omit<HalfPairOptions, 'localId' | 'peerId'> = {
+    pairId: 7,
+    seed: seedHash,
+    registers,
+    timing: o.timing,
+    ...(o.visitEvery ? { visitEvery: true } : {}),
+  };
   const stores = [new SimPairStore(o.snapshotRecords), new SimPairStore(o.snapshotRecords)];
   /** Registers whose quota a reload changed, per endpoint (its configuration file: a restart keeps it). */
   const reloaded = [new Set<string>(), new Set<string>()];
@@ -359,6 +378,10 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
     const key = rng.pick(KEYS);
     const large = (): number => (rng.chance(0.1) ? 1 << 20 : rng.int(8 << 10, 512 << 10));
     const big = o.largeValues !== undefined && o.largeValues > 0 && kind !== 3 && rng.chance(o.largeValues);
+    if (extra.length > 0 && rng.chance(0.2)) {
+      proposeEntry(ep, now, rng.pick(extra).name, { op: DeltaOp.Set, key, value: rng.bytes(rng.int(0, 24)) }, sameTurn);
+      return;
+    }
     if (o.cross && rng.chance(o.cross)) {
       const cur = (ep.pair.register('kv').state as MapState).get(key);
       const kvPart: Delta = rng.chance(0.5)
@@ -549,7 +572,7 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
 
   const isSettled = (): boolean => {
     for (const ep of eps) if (ep.down || ep.pair.state !== PairState.ENTANGLED) return false;
-    for (const r of REGISTERS) {
+    for (const r of allRegisters) {
       const a = eps[0].pair.register(r.name);
       const b = eps[1].pair.register(r.name);
       if (a.version !== b.version || a.hash.hi !== b.hash.hi || a.hash.lo !== b.hash.lo) return false;
@@ -573,13 +596,13 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
   // ---- checks
   const final: SimResult['final'] = {};
   for (const ep of eps)
-    final[ep.name] = REGISTERS.map((r) => ({ version: ep.pair.register(r.name).version, hash: hashHex(ep.pair.register(r.name).hash) }));
+    final[ep.name] = allRegisters.map((r) => ({ version: ep.pair.register(r.name).version, hash: hashHex(ep.pair.register(r.name).hash) }));
   const converged = settled;
   if (!converged)
     violate(`not converged by ${t(now)}: ${eps.map((e) => `${e.name} ${e.pair.state} ${JSON.stringify(final[e.name])}`).join('; ')}`);
 
   let lostCommits = 0;
-  for (const r of REGISTERS) {
+  for (const r of allRegisters) {
     const replay = r.kind === 'map' ? new MapState(seedHash) : new StreamState(seedHash);
     const committedIds = new Set<string>();
     for (const c of committedDeltas.get(r.name)!) {
@@ -641,6 +664,7 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
     securedOwn,
     syncs: { ...world.syncs },
     simTimeMs: now,
+    digest: world.digest,
     final,
     net: net.stats,
   };

@@ -55,6 +55,13 @@ export class SimWorld {
   syncDelayMs = 0;
   /** Batches that reached their store late, those a crash caught first, and of those the ones the disk kept (all or a prefix). */
   readonly syncs = { delayed: 0, caughtByCrash: 0, keptAtCrash: 0 };
+  /**
+   * FNV-1a over every datagram sent (its time, sender and bytes) and every event released (as
+   * `eventKey` writes it): two runs that sent and reported the same have the same.
+   */
+  digest = 0x811c9dc5;
+  /** Audit each pair's active set after every step (HalfPair.audit, O(registers)): off only where a bench times the steps. */
+  auditActive = true;
   /** A batch of `ep` reached its store late (`syncDelayMs`), before what it held back is released. */
   onDurable: (ep: SimEndpoint) => void = () => {};
   /**
@@ -229,7 +236,7 @@ export class SimWorld {
     if (ep.down) return;
     const now = this.now;
     const pair = ep.pair;
-    for (let ev = pair.pollEvent(); ev; ev = pair.pollEvent()) this.onEvent(ep, ev);
+    for (let ev = pair.pollEvent(); ev; ev = pair.pollEvent()) this.released(ep, ev);
     let datagrams: Uint8Array[] | undefined;
     // As step() twice, without a closure per call (the simulator's hot loop): collapse first (a
     // store write, made durable before anything is polled), then the datagrams; a fault in either
@@ -250,10 +257,24 @@ export class SimWorld {
       const deliver = (to.deliver ??= (at: number, dg: Uint8Array) => {
         if (this.receive(to, at, dg)) this.drain(to);
       });
-      for (const d of datagrams) this.net.send(now, ep.name, to.name, d, deliver);
+      for (const d of datagrams) {
+        this.digest = fnv1a(fnv1a(this.digest, [now >>> 0, (now * 1000) >>> 0, ep.name.charCodeAt(0)]), d);
+        this.net.send(now, ep.name, to.name, d, deliver);
+      }
     }
-    for (let ev = pair.pollEvent(); ev; ev = pair.pollEvent()) this.onEvent(ep, ev);
+    for (let ev = pair.pollEvent(); ev; ev = pair.pollEvent()) this.released(ep, ev);
+    // Before pollTimeout sweeps it: every register the step changed is in the active set.
+    const unsound = this.auditActive ? pair.audit() : [];
+    if (unsound.length > 0) throw new Error(`active set at t=${now}: ${unsound.join('; ')}`);
     ep.timerAt = pair.pollTimeout();
+  }
+
+  private released(ep: SimEndpoint, ev: SpookEvent): void {
+    const key = `${ep.name}${eventKey(ev)}`;
+    let h = this.digest;
+    for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193) >>> 0;
+    this.digest = h;
+    this.onEvent(ep, ev);
   }
 
   /** Run `action` at time `at`, then drain every endpoint it may have touched. */
@@ -294,5 +315,33 @@ export class SimWorld {
       else if (this.step(timerEp!, (p) => p.handleTimeout(this.now))) this.drain(timerEp!);
     }
     throw new Error(`simulation did not advance past t=${this.now} ms in ${maxSteps} steps (a timer that never moves?)`);
+  }
+}
+
+/** FNV-1a (32 bits) continued from `h` over `values`, each taken octet by octet from its low end (a byte is one octet). */
+function fnv1a(h: number, values: ArrayLike<number>): number {
+  for (let i = 0; i < values.length; i++) {
+    let x = values[i];
+    do {
+      h = Math.imul(h ^ (x & 0xff), 0x01000193) >>> 0;
+      x >>>= 8;
+    } while (x !== 0);
+  }
+  return h;
+}
+
+/** What the digest keeps of an event: everything but a collapse's entries (its hash stands for them). */
+function eventKey(ev: SpookEvent): string {
+  switch (ev.type) {
+    case 'lifecycle':
+      return `L${ev.at} ${ev.from}>${ev.to} ${ev.cause}`;
+    case 'collapse':
+      return `C${ev.at} ${ev.register}@${ev.version} ${ev.hash}`;
+    case 'outcome':
+      return `O${ev.at} ${ev.register} ${ev.origin}:${ev.seq} ${ev.verdict}@${ev.version}`;
+    case 'reentangled':
+      return `R${ev.at} ${ev.register} ${ev.method}@${ev.version}`;
+    case 'drop':
+      return `D${ev.at} ${ev.reason} ${ev.detail}`;
   }
 }
