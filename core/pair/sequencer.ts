@@ -658,7 +658,11 @@ export class Sequencer implements RoleMachine, ResponderHost {
   fill(now: number, b: PayloadBuilder): void {
     const s = this.s;
     if (s.peerVersion < 0) return;
-    if (s.peerVersion < this.servedBase) return; // the follower reconciles past this gap instead
+    // The follower reconciles past this gap instead: below the served base, or below the log's base (§8.1:
+    // nothing the log holds follows what it has). Before rev 1.28 the go-back of the retransmission timer,
+    // kept within the log, resent the log's tail every RTO to a follower behind it: records it could not
+    // apply, large ones fragmented, whose pieces kept its reconciliation request from being sent again.
+    if (s.peerVersion < this.servedBase || s.peerVersion < s.log.base) return;
     const limit = Math.min(s.version, s.peerVersion + SEND_WINDOW);
     while (this.sentUpTo < limit) {
       if (this.peerHolds(this.sentUpTo + 1)) {

@@ -53,6 +53,8 @@ const ENTRY_BUDGET = 1100;
 const SNAP_WINDOW = 16;
 const STREAM_CHUNK = 1024;
 const STREAM_WINDOW = 16;
+/** Chunks past a missing one that make it lost (§8.3): RFC 9002's packet reordering threshold. */
+const STREAM_REASK_AFTER = 3;
 const MAX_PREFIXES_PER_REQ = 64;
 const STALLS_BEFORE_RESTART = 4;
 /** Room a diff part leaves in a payload beside its entries: its message header (with the name) and an Ack. */
@@ -461,6 +463,8 @@ export class ReconRequester {
    * trip, and a stream of large appends would never finish.
    */
   private readonly ahead = new Map<number, Uint8Array>();
+  /** The next offset last asked for again because chunks past it arrived (once per gap, rev 1.28). */
+  private askedAgainAt = -1;
   /** Entries and octets received so far in this session, held against the register's quota (§7.8). */
   private receivedEntries = 0;
   private receivedBytes = 0;
@@ -485,9 +489,17 @@ export class ReconRequester {
     this.restart();
   }
 
-  /** Start (or start over) against a fresh pin, keeping the mode. */
-  private restart(): void {
+  /**
+   * Start (or start over) against a fresh pin, keeping the mode. `keepStream`: a stream keeps what
+   * it staged. A stream is append-only, so the bytes of an earlier pin are a prefix of any later
+   * one's: a session that starts over after silence (lost requests) resumes where it was instead
+   * of fetching it all again (under heavy loss a large stream otherwise never finished: each
+   * start-over threw away more than came between two). A result that does not verify still
+   * starts from nothing (startFull, or restart without it).
+   */
+  private restart(keepStream = false): void {
     const r = this.r;
+    keepStream &&= r.state instanceof StreamState;
     this.target = undefined;
     this.meta = undefined;
     this.wantRequest = true;
@@ -501,9 +513,12 @@ export class ReconRequester {
     this.puts = [];
     this.chunks = [];
     this.chunkCount = undefined;
-    this.staged = [];
-    this.stagedLen = 0;
+    if (!keepStream) {
+      this.staged = [];
+      this.stagedLen = 0;
+    }
     this.ahead.clear();
+    this.askedAgainAt = -1;
     this.receivedEntries = 0;
     this.receivedBytes = 0;
     this.since = r.version;
@@ -514,9 +529,9 @@ export class ReconRequester {
     if (this.mode === 'diff') this.queue = [];
     if (this.mode === 'full') {
       this.myIndex = undefined;
-      this.streamBase = 0;
+      if (!keepStream) this.streamBase = 0;
     } else if (r.state instanceof MapState) this.myIndex = r.state.snapshot(r.version);
-    else this.streamBase = r.state.size();
+    else if (!keepStream) this.streamBase = r.state.size();
   }
 
   /** Whether a response belongs to this session (the first one fixes the pinned version). */
@@ -548,7 +563,7 @@ export class ReconRequester {
       // A diff request never answered at all (a rev 1.11 sequencer drops WANT_DIFF as malformed, §8.2.1): ranges
       // from now on. Not once the pin is known: a large diff may still be building (the responder parks the request).
       if (this.mode === 'diff' && this.target === undefined) this.mode = 'reconcile';
-      this.restart();
+      this.restart(true);
       return true;
     }
     for (const p of this.outstanding.values()) this.queue.push(p);
@@ -797,8 +812,16 @@ export class ReconRequester {
     const expected = this.streamBase + this.stagedLen;
     if (m.offset !== expected) {
       // Ahead within the window: kept until the gap fills; anything else is re-requested.
-      if (m.offset > expected && m.offset < this.windowEnd && this.ahead.size < STREAM_WINDOW && m.data.length > 0)
+      if (m.offset > expected && m.offset < this.windowEnd && this.ahead.size < STREAM_WINDOW && m.data.length > 0) {
         this.ahead.set(m.offset, m.data.slice());
+        // Three chunks past the gap arrived: the chunk at the gap is lost (RFC 9002's packet threshold). Ask again
+        // from it now, once per gap, rather than after the (backed-off) retransmission timer: under heavy loss
+        // nearly every window loses a chunk, and a stream of a few MiB took minutes (rev 1.28).
+        if (this.ahead.size >= STREAM_REASK_AFTER && this.meta && this.askedAgainAt !== expected) {
+          this.askedAgainAt = expected;
+          this.wantRequest = true;
+        }
+      }
       return;
     }
     this.staged.push(m.data.slice());
