@@ -46,8 +46,9 @@ export class ActiveRegisters<R extends ActiveMember> {
 
   /**
    * The active registers in register order (the order every step visits them in, as it visited
-   * all of them). A live array: a register woken while a caller iterates it is appended (it was
-   * quiet, so a step that misses it loses nothing); call this again only after that loop ended.
+   * all of them). A live array: a register woken while a caller iterates it is appended, out of
+   * order (a `for...of` visits it, a loop over a fixed count does not; it was quiet, so either
+   * way its step does nothing). Sorted here only: never call this inside such a loop.
    */
   ordered(): readonly R[] {
     if (this.unordered) {

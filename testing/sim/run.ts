@@ -57,7 +57,8 @@ export interface SimOptions {
   txn?: number;
   /**
    * Probability per proposal that it is a cross-register txn (DeltaOp.Cross) over kv and log: a
-   * set or cas on kv and an append on log, anchored on either. 0 or absent draws nothing.
+   * set or cas on kv and an append on log, anchored on either (with `extraRegisters`, half of
+   * them a set on an extra register instead of the append). 0 or absent draws nothing.
    */
   cross?: number;
   /**
@@ -387,16 +388,21 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
       const kvPart: Delta = rng.chance(0.5)
         ? { op: DeltaOp.Set, key, value: rng.bytes(rng.int(0, 24)) }
         : { op: DeltaOp.Cas, key, expect: rng.chance(0.8) ? (cur?.version ?? 0) : rng.int(0, 5), value: rng.bytes(rng.int(1, 16)) };
-      const logPart: Delta = { op: DeltaOp.Append, offset: ep.pair.register('log').nextAppendOffset, data: rng.bytes(rng.int(1, 60)) };
+      // With extra registers, half the txns pair kv with one of them (mostly quiet: a txn wakes it) instead of log.
+      const other = extra.length > 0 && rng.chance(0.5) ? rng.pick(extra).name : 'log';
+      const otherPart: Delta =
+        other === 'log'
+          ? { op: DeltaOp.Append, offset: ep.pair.register('log').nextAppendOffset, data: rng.bytes(rng.int(1, 60)) }
+          : { op: DeltaOp.Set, key, value: rng.bytes(rng.int(0, 24)) };
       const kvFirst = rng.chance(0.5);
-      register = kvFirst ? 'kv' : 'log';
+      register = kvFirst ? 'kv' : other;
       const parts: [string, Delta][] = kvFirst
         ? [
             ['kv', kvPart],
-            ['log', logPart],
+            [other, otherPart],
           ]
         : [
-            ['log', logPart],
+            [other, otherPart],
             ['kv', kvPart],
           ];
       proposeEntry(ep, now, register, { op: DeltaOp.Cross, parts: parts.map(([r, d]) => ({ register: r, at: 0, delta: d })) }, sameTurn);
