@@ -114,7 +114,8 @@ format: $(NODE_STAMP)
 	npx prettier --write --log-level warn $(LINT_DIRS) vitest.config.ts vitest.soak.config.ts eslint.config.js
 
 test: build lint $(APT_TEST_STAMP) etcd-deps redis-deps promtool-deps
-	npx vitest run
+	npx vitest run --project sims --maxWorkers=2 --minWorkers=1
+	npx vitest run --project serial
 
 # The main job: two spookd in network namespaces (loopback without root), pair, sync, cut, heal.
 demo: build
