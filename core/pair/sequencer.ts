@@ -637,12 +637,17 @@ export class Sequencer implements RoleMachine, ResponderHost {
       case 'retransmit':
         if (this.retransmitAt === undefined || now < this.retransmitAt) return false;
         this.retransmitAt = undefined;
+        this.s.statusDirty = true;
+        // A follower whose accepted status is below the log's base holds nothing the log follows (§8.1): it reconciles
+        // from our status, and its next status sets the send point. Going back to the base (rev 1.25-1.27) resent it the
+        // log's tail every RTO, records it could not apply, large ones in fragments whose pieces kept deferring its
+        // reconciliation request (rev 1.28). New records still go as they commit.
+        if (this.s.peerVersion < this.s.log.base) return false;
         // Go back to what the peer last said it holds (even if that status looked stale) and resend from there, but
         // not below the log's base: compacted at an acknowledgement, what is below it the follower holds (a stale
         // status there would stop sending altogether, fill finding no record), or, if it restarted behind it, learns
         // from our status (unfillable gap) and reconciles.
         this.sentUpTo = Math.max(Math.min(this.s.peerVersion, this.peerLatestVersion), this.s.log.base, 0);
-        this.s.statusDirty = true;
         return true;
       default: {
         const _unhandled: never = timer; // a timer added to SEQUENCER_TIMERS needs its case here
@@ -658,11 +663,7 @@ export class Sequencer implements RoleMachine, ResponderHost {
   fill(now: number, b: PayloadBuilder): void {
     const s = this.s;
     if (s.peerVersion < 0) return;
-    // The follower reconciles past this gap instead: below the served base, or below the log's base (§8.1:
-    // nothing the log holds follows what it has). Before rev 1.28 the go-back of the retransmission timer,
-    // kept within the log, resent the log's tail every RTO to a follower behind it: records it could not
-    // apply, large ones fragmented, whose pieces kept its reconciliation request from being sent again.
-    if (s.peerVersion < this.servedBase || s.peerVersion < s.log.base) return;
+    if (s.peerVersion < this.servedBase) return; // the follower reconciles past this gap instead
     const limit = Math.min(s.version, s.peerVersion + SEND_WINDOW);
     while (this.sentUpTo < limit) {
       if (this.peerHolds(this.sentUpTo + 1)) {
