@@ -115,7 +115,7 @@ format: $(NODE_STAMP)
 
 test: build lint $(APT_TEST_STAMP) etcd-deps redis-deps promtool-deps
 	npx vitest run --project sims --maxWorkers=2 --minWorkers=1
-	npx vitest run --project serial
+	npx vitest run --project serial --maxWorkers=1
 
 # The main job: two spookd in network namespaces (loopback without root), pair, sync, cut, heal.
 demo: build

@@ -2,7 +2,7 @@ import { defineConfig } from 'vitest/config';
 
 /**
  * Test files that `make test` runs two at a time (`--project sims --maxWorkers=2`), before the
- * rest (`--project serial`, one file at a time as vitest's default is on 2 cores): simulations
+ * rest (`--project serial --maxWorkers=1`, one file at a time): simulations
  * and codecs in one process, no socket, process, BPF hook, namespace or wall-clock assertion (a
  * seeded simulator's time is its own), so the file beside them cannot change what they see. BPF
  * interception is host-wide, and timing assertions were seen to fail with two files at once on 2

@@ -9,6 +9,9 @@ import { type MapState } from '../core/register/map.js';
 import { runDomainSeeds, runDomainSim, DOMAIN_SIM_DEFAULTS } from '../testing/sim/domain.js';
 import { Rng } from '../testing/sim/rng.js';
 
+/** The 1,000-seed runs take about a minute alone and run beside another file in `make test` (vitest.config.ts). */
+const SEED_RUN_TIMEOUT_MS = 300_000;
+
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 
 /** Raft nodes over a perfect in-memory network with cuttable links and a manual clock. */
@@ -449,16 +452,20 @@ describe('QSCS collapse in a domain (core/qn/state.ts)', () => {
 describe('domain simulation (testing/sim/domain.ts)', () => {
   const faults = { ...DOMAIN_SIM_DEFAULTS, partitions: true, crashes: true, cuts: true, skew: true };
 
-  it('1,000 seeds, 3 members, with partitions, crashes, link cuts, skew, loss, duplication and reordering', () => {
-    const s = runDomainSeeds(1000, 1, { ...faults, nodes: 3 });
-    expect(s.failures).toEqual([]);
-    expect(s.converged).toBe(1000);
-    // The runs exercised what they claim: conflicts, leader changes, snapshots, relays.
-    expect(s.rejected).toBeGreaterThan(1000);
-    expect(s.leaderChanges).toBeGreaterThan(2000);
-    expect(s.snapshots).toBeGreaterThan(100);
-    expect(s.relayed).toBeGreaterThan(1000);
-  });
+  it(
+    '1,000 seeds, 3 members, with partitions, crashes, link cuts, skew, loss, duplication and reordering',
+    () => {
+      const s = runDomainSeeds(1000, 1, { ...faults, nodes: 3 });
+      expect(s.failures).toEqual([]);
+      expect(s.converged).toBe(1000);
+      // The runs exercised what they claim: conflicts, leader changes, snapshots, relays.
+      expect(s.rejected).toBeGreaterThan(1000);
+      expect(s.leaderChanges).toBeGreaterThan(2000);
+      expect(s.snapshots).toBeGreaterThan(100);
+      expect(s.relayed).toBeGreaterThan(1000);
+    },
+    SEED_RUN_TIMEOUT_MS,
+  );
 
   it('200 seeds, 3 members, with a faulty store: a failed batch fences its member (nothing of that Ready leaves), which restarts from what survived', () => {
     const s = runDomainSeeds(200, 500_001, { ...faults, nodes: 3, storeFaults: 0.02 });
@@ -467,12 +474,16 @@ describe('domain simulation (testing/sim/domain.ts)', () => {
     expect(s.storeFaults).toBeGreaterThan(200);
   });
 
-  it('1,000 seeds, 5 members, with the same faults', () => {
-    const s = runDomainSeeds(1000, 100_001, { ...faults, nodes: 5 });
-    expect(s.failures).toEqual([]);
-    expect(s.converged).toBe(1000);
-    expect(s.crashes).toBeGreaterThan(1000);
-  });
+  it(
+    '1,000 seeds, 5 members, with the same faults',
+    () => {
+      const s = runDomainSeeds(1000, 100_001, { ...faults, nodes: 5 });
+      expect(s.failures).toEqual([]);
+      expect(s.converged).toBe(1000);
+      expect(s.crashes).toBeGreaterThan(1000);
+    },
+    SEED_RUN_TIMEOUT_MS,
+  );
 
   it('100 seeds, 7 members', () => {
     const s = runDomainSeeds(100, 200_001, { ...faults, nodes: 7 });
@@ -486,10 +497,14 @@ describe('domain simulation (testing/sim/domain.ts)', () => {
     }
   });
 
-  it('heavy faults: 30% loss, 20% duplication, 30% reordering, 300 candidates (100 seeds)', () => {
-    const s = runDomainSeeds(100, 400_001, { ...faults, nodes: 5, loss: 0.3, dup: 0.2, reorder: 0.3, ops: 300 });
-    expect(s.failures).toEqual([]);
-  });
+  it(
+    'heavy faults: 30% loss, 20% duplication, 30% reordering, 300 candidates (100 seeds)',
+    () => {
+      const s = runDomainSeeds(100, 400_001, { ...faults, nodes: 5, loss: 0.3, dup: 0.2, reorder: 0.3, ops: 300 });
+      expect(s.failures).toEqual([]);
+    },
+    SEED_RUN_TIMEOUT_MS,
+  );
 
   it('a seed replays exactly', () => {
     const a = runDomainSim({ ...faults, seed: 77, nodes: 5 });

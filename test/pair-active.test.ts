@@ -7,6 +7,9 @@ import { runSim, SIM_DEFAULTS, type SimOptions } from '../testing/sim/run.js';
 import { SimWorld } from '../testing/sim/world.js';
 import { DeltaOp } from '../wire/delta.js';
 
+/** The simulator's harshest network: 30% loss, duplication, reordering and link cuts. */
+const HARSH = { ...SIM_DEFAULTS, loss: 0.3, dup: 0.05, reorder: 0.2, cuts: true };
+
 /**
  * The pair's active set (core/pair/active.ts): its steps visit only the registers that may have
  * work. It must change nothing a pair does, only what it costs: the seeded simulator runs each
@@ -23,12 +26,8 @@ describe('the pair active set', () => {
     for (let seed = 1; seed <= 240; seed++) {
       const m = seed % 6;
       const o: SimOptions = {
-        ...SIM_DEFAULTS,
+        ...HARSH,
         seed,
-        loss: 0.3,
-        dup: 0.05,
-        reorder: 0.2,
-        cuts: true,
         extraRegisters: [1, 3, 8][seed % 3],
         crashes: m === 1,
         storeFaults: m === 2 ? 0.02 : 0,
@@ -94,12 +93,8 @@ describe('the pair active set', () => {
     try {
       for (let seed = 1; seed <= 150; seed++) {
         const r = runSim({
-          ...SIM_DEFAULTS,
+          ...HARSH,
           seed,
-          loss: 0.3,
-          dup: 0.05,
-          reorder: 0.2,
-          cuts: true,
           visitEvery: true,
           extraRegisters: [2, 5, 10][seed % 3],
           cross: 0.3,
