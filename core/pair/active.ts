@@ -76,10 +76,6 @@ export class ActiveRegisters<R extends ActiveMember> {
     list.length = kept;
   }
 
-  has(r: R): boolean {
-    return this.member[r.index] === 1;
-  }
-
   get size(): number {
     return this.list.length;
   }

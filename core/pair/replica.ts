@@ -55,8 +55,8 @@ export class Replica {
   constructor(
     cfg: RegisterConfig,
     pair: PairContext,
-    /** Its place in the pair's register order. */
-    readonly index = 0,
+    /** Its place in the pair's register order (HalfPair's active set keys its registers by it). */
+    readonly index: number,
   ) {
     this.s = new Shared(cfg, pair);
     this.machine = pair.role === 'sequencer' ? new Sequencer(this.s) : new Follower(this.s);
