@@ -27,6 +27,7 @@ const TWO_AT_A_TIME = [
   'test/pair-active.test.ts',
   'test/stream-catchup.test.ts',
   'test/halfpair.test.ts',
+  'test/feed-domain-sim.test.ts',
 ];
 
 export default defineConfig({

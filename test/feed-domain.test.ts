@@ -34,7 +34,7 @@ describe('domain change rings', () => {
       // A restarted member gets a fresh one, as spookd does.
       const c = new DomainChanges({ maxRecords: 16, maxBytes: 1 << 20 });
       changes.set(id, c);
-      return { observe: (e, st) => c.observe(e, st), maxLogEntries: 16 };
+      return { observe: (e, st) => c.observe(e, st), installed: (st) => c.installed(st), maxLogEntries: 16 };
     });
     t.run(1000);
     const ring = (id: number): ChangeRing => changes.get(id)!.sync('kv', t.nodes.get(id)!.state.registers.get('kv')!.version);
@@ -69,6 +69,8 @@ describe('domain change rings', () => {
     t.isolate(g, false);
     t.run(2000);
     expect(t.nodes.get(g)!.raft.stats.snapshotsInstalled).toBeGreaterThan(0);
+    // Started again at the install itself, before any entry or reader (a live feed learns it at once).
+    expect(changes.get(g)!.rings.get('kv')!.last).toBe(60);
     const rg = ring(g);
     expect(rg.last).toBe(60);
     expect(rg.base).toBeGreaterThan(10);

@@ -177,8 +177,10 @@ export interface DomainNodeOptions {
    * relay nor accepts a relayed message (every message must then go direct).
    */
   relay?: RelaySeal;
-  /** Sees every entry as it is applied, with the state after it (the simulator's prefix check). */
+  /** Sees every entry as it is applied, with the state after it (the simulator's prefix check, the change feeds). */
   observe?: (e: LogEntry, state: DomainState) => void;
+  /** Sees the state after each snapshot it installs (the disk's at start, the leader's, a difference): registers moved without an entry. */
+  installed?: (state: DomainState) => void;
 }
 
 export type DomainEvent =
@@ -317,6 +319,7 @@ export class DomainNode {
           restore: (data, index) => {
             if (!this.state.restore(data, index)) return false;
             this.resolveFromTable();
+            o.installed?.(this.state);
             return true;
           },
         },

@@ -147,6 +147,11 @@ export class DomainState implements StateMachine {
   private outcomeTotal = 0;
   /** Every applied entry is reported here, in log order. */
   onCollapse: ((c: Collapsed) => void) | undefined;
+  /**
+   * The candidate the latest apply() committed, or undefined if it committed none: the change
+   * feeds read it to visit only the registers that moved (each by exactly one version).
+   */
+  committed: Candidate | undefined;
 
   constructor(
     readonly seed: number,
@@ -191,6 +196,7 @@ export class DomainState implements StateMachine {
 
   apply(e: LogEntry): void {
     this.index = e.index;
+    this.committed = undefined;
     if (e.cmd[0] !== EntryKind.App) return;
     // Entries are checked before they are stored; one that still does not decode changes nothing anywhere.
     const c = parseCandidate(e.cmd);
@@ -201,7 +207,10 @@ export class DomainState implements StateMachine {
       return;
     }
     const outcome = this.check(c.ops);
-    if (outcome === 0) this.commit(c.ops);
+    if (outcome === 0) {
+      this.commit(c.ops);
+      this.committed = c;
+    }
     this.record(c.origin, c.seq, outcome);
     const failedOp = outcome === 0 ? undefined : this.checkedOp;
     this.onCollapse?.({ index: e.index, candidate: c, outcome, duplicate: false, ...(failedOp !== undefined ? { failedOp } : {}) });
@@ -396,6 +405,7 @@ export class DomainState implements StateMachine {
       throw e;
     }
     this.index = fresh.index;
+    this.committed = undefined;
     this.registers.clear();
     for (const [k, v] of fresh.registers) this.registers.set(k, v);
     this.groups.clear();

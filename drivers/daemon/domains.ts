@@ -116,6 +116,7 @@ export class DomainHost {
       backgroundSnapshots: true,
       relay,
       observe: (e, st) => this.changes.observe(e, st),
+      installed: (st) => this.changes.installed(st),
     });
     // One domain's unusable data fences that domain only: spookd starts and serves the rest
     // (docs/OPERATIONS.md, "A fenced domain").

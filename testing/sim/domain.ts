@@ -21,7 +21,7 @@ import { hashHex } from '../../core/register/hash.js';
 import { type MapState } from '../../core/register/map.js';
 import { type StreamState } from '../../core/register/stream.js';
 import { MemDomainStore } from './mem-store.js';
-import { DomainNode, type DomainEvent, type QnDrop } from '../../core/qn/node.js';
+import { DomainNode, type DomainEvent, type DomainNodeOptions, type QnDrop } from '../../core/qn/node.js';
 import { driveReady } from '../../core/qn/persist.js';
 import { Role, type LogEntry, type NodeId, type SnapshotData } from '../../core/qn/raft.js';
 import { DomainState, type CandidateOp } from '../../core/qn/state.js';
@@ -90,6 +90,11 @@ export interface DomainSimOptions {
    * Omit for: odd seeds in the background, even ones at once.
    */
   backgroundSnapshots?: boolean;
+  /**
+   * Called at each start of a member (a restart too): observers of its applied entries and of
+   * the snapshots it installs, beside the checker's own (a test's change feeds).
+   */
+  observers?: (member: NodeId) => Pick<DomainNodeOptions, 'observe' | 'installed'>;
   trace?: (line: string) => void;
 }
 
@@ -240,6 +245,8 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
 
   const start = (m: Member): void => {
     m.store.dropJobs(); // what the crash interrupted
+    const check = observe(m);
+    const extra = o.observers?.(m.id);
     m.node = new DomainNode(
       {
         domain: 0x51_4e_00_01,
@@ -259,7 +266,11 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
         maxLogEntries,
         backgroundSnapshots,
         relay: sealer(m.id),
-        observe: observe(m),
+        observe: (e, st) => {
+          check(e, st);
+          extra?.observe?.(e, st);
+        },
+        installed: extra?.installed,
       },
       local(m, now),
     );
