@@ -43,8 +43,7 @@ function cpuPerWrite(n: number, writes: number): number {
         electionMs: 100,
         heartbeatMs: 20,
         maxLogEntries: 100_000,
-        observe: (e, st) => changes.observe(e, st),
-        installed: (st) => changes.installed(st),
+        observer: changes,
       },
       now,
     );

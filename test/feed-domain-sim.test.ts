@@ -113,12 +113,16 @@ function runSeed(seed: number, t: Tally): string[] {
         installed: (st) => {
           t.installs++;
           if (ref.rings.size > 0) installedOnce = true; // at start (the disk's snapshot) neither has rings yet
-          const before = new Map([...feed.rings].map(([n, r]) => [n, r.last] as const));
+          const before = new Map([...feed.rings].map(([n, r]) => [n, { base: r.base, last: r.last }] as const));
           feed.installed(st);
           for (const [name, ring] of feed.rings) {
             const version = st.registers.get(name)!.version;
             if (ring.last !== version) fail(`n${member} ${name} ring at ${ring.last} after an install at ${version}`);
-            if (before.get(name) !== version) t.resetAtInstall++;
+            const was = before.get(name)!;
+            if (was.last !== version) t.resetAtInstall++;
+            // A register the snapshot did not move keeps what its ring held.
+            else if (ring.base !== was.base)
+              fail(`n${member} ${name} unmoved by an install, its ring now from ${ring.base}, was ${was.base}`);
           }
         },
       };

@@ -34,7 +34,7 @@ describe('domain change rings', () => {
       // A restarted member gets a fresh one, as spookd does.
       const c = new DomainChanges({ maxRecords: 16, maxBytes: 1 << 20 });
       changes.set(id, c);
-      return { observe: (e, st) => c.observe(e, st), installed: (st) => c.installed(st), maxLogEntries: 16 };
+      return { observer: c, maxLogEntries: 16 };
     });
     t.run(1000);
     const ring = (id: number): ChangeRing => changes.get(id)!.sync('kv', t.nodes.get(id)!.state.registers.get('kv')!.version);

@@ -9,10 +9,11 @@
  * domain declares.
  */
 import { ChangeRing, changesOf, type Change, type ChangeLimits } from '../register/changes.js';
+import type { StateObserver } from './node.js';
 import type { LogEntry } from './raft.js';
 import type { DomainState } from './state.js';
 
-export class DomainChanges {
+export class DomainChanges implements StateObserver {
   readonly rings = new Map<string, ChangeRing>();
 
   constructor(private readonly limits: ChangeLimits) {}

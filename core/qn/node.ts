@@ -177,10 +177,16 @@ export interface DomainNodeOptions {
    * relay nor accepts a relayed message (every message must then go direct).
    */
   relay?: RelaySeal;
-  /** Sees every entry as it is applied, with the state after it (the simulator's prefix check, the change feeds). */
-  observe?: (e: LogEntry, state: DomainState) => void;
-  /** Sees the state after each snapshot it installs (the disk's at start, the leader's, a difference): registers moved without an entry. */
-  installed?: (state: DomainState) => void;
+  /** Follows the state through every applied entry and installed snapshot (the change feeds; the simulator's prefix check). */
+  observer?: StateObserver;
+}
+
+/** What follows a member's state: both ways it moves, in one object so that neither is left unwired. */
+export interface StateObserver {
+  /** One entry applied, the state after it. */
+  observe(e: LogEntry, state: DomainState): void;
+  /** A snapshot installed (the disk's at start, the leader's, a difference): registers moved without an entry. */
+  installed(state: DomainState): void;
 }
 
 export type DomainEvent =
@@ -310,7 +316,7 @@ export class DomainNode {
         sm: {
           apply: (e) => {
             this.state.apply(e);
-            o.observe?.(e, this.state);
+            o.observer?.observe(e, this.state);
           },
           snapshot: () => this.state.snapshot(),
           pin: () => this.state.pin(),
@@ -319,7 +325,7 @@ export class DomainNode {
           restore: (data, index) => {
             if (!this.state.restore(data, index)) return false;
             this.resolveFromTable();
-            o.installed?.(this.state);
+            o.observer?.installed(this.state);
             return true;
           },
         },

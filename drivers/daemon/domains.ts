@@ -115,8 +115,7 @@ export class DomainHost {
       // Written at once, a 256 MiB domain held the event loop ~5 s (issue 16): every pair and domain waited.
       backgroundSnapshots: true,
       relay,
-      observe: (e, st) => this.changes.observe(e, st),
-      installed: (st) => this.changes.installed(st),
+      observer: this.changes,
     });
     // One domain's unusable data fences that domain only: spookd starts and serves the rest
     // (docs/OPERATIONS.md, "A fenced domain").

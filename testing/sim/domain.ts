@@ -21,7 +21,7 @@ import { hashHex } from '../../core/register/hash.js';
 import { type MapState } from '../../core/register/map.js';
 import { type StreamState } from '../../core/register/stream.js';
 import { MemDomainStore } from './mem-store.js';
-import { DomainNode, type DomainEvent, type DomainNodeOptions, type QnDrop } from '../../core/qn/node.js';
+import { DomainNode, type DomainEvent, type QnDrop, type StateObserver } from '../../core/qn/node.js';
 import { driveReady } from '../../core/qn/persist.js';
 import { Role, type LogEntry, type NodeId, type SnapshotData } from '../../core/qn/raft.js';
 import { DomainState, type CandidateOp } from '../../core/qn/state.js';
@@ -94,7 +94,7 @@ export interface DomainSimOptions {
    * Called at each start of a member (a restart too): observers of its applied entries and of
    * the snapshots it installs, beside the checker's own (a test's change feeds).
    */
-  observers?: (member: NodeId) => Pick<DomainNodeOptions, 'observe' | 'installed'>;
+  observers?: (member: NodeId) => StateObserver;
   trace?: (line: string) => void;
 }
 
@@ -266,11 +266,13 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
         maxLogEntries,
         backgroundSnapshots,
         relay: sealer(m.id),
-        observe: (e, st) => {
-          check(e, st);
-          extra?.observe?.(e, st);
+        observer: {
+          observe: (e, st) => {
+            check(e, st);
+            extra?.observe(e, st);
+          },
+          installed: (st) => extra?.installed(st),
         },
-        installed: extra?.installed,
       },
       local(m, now),
     );
