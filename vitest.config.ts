@@ -28,6 +28,7 @@ const TWO_AT_A_TIME = [
   'test/stream-catchup.test.ts',
   'test/halfpair.test.ts',
   'test/feed-domain-sim.test.ts',
+  'test/feed-pair-sim.test.ts',
 ];
 
 export default defineConfig({

@@ -6,11 +6,9 @@
  * subscriber that lets it fill gets `overflow` (with the last version it was sent) and its feed
  * ends. A position the ring no longer holds gets `compacted`. Never a gap, never unbounded memory.
  */
-import { ownPart } from '../../wire/cross.js';
 import type { FeedChange, FeedEvent } from '../../client/protocol.js';
-import { ChangeRing, changesOf, type Change, type ChangeRecord } from '../../core/register/changes.js';
-import { decodeMessages, MsgType, type CollapseEntry } from '../../wire/messages.js';
-import type { SpookEvent } from '../../core/pair/events.js';
+import type { ChangeRing, Change, ChangeRecord } from '../../core/register/changes.js';
+import { PairChanges } from '../../core/pair/changes.js';
 import type { PeerLink, Spookd } from '../daemon/spookd.js';
 import { AdminFault, showBytes } from './args.js';
 import type { Call } from './handlers.js';
@@ -217,15 +215,15 @@ export class Feeds {
   }
 }
 
-/** The rings of a spookd's pair registers, fed by their collapses. */
+/** The rings of a spookd's pair registers, fed by their collapses (core/pair/changes.ts). */
 export class PairRings {
-  private readonly rings = new Map<PeerLink, Map<string, ChangeRing>>();
+  private readonly pairs = new Map<PeerLink, PairChanges>();
   private subscribed = false;
 
   constructor(private readonly d: Spookd) {
     // A removed peer's rings go with it (each held its link, and so its pair and every register's state).
     d.removals.add((peer) => {
-      for (const l of this.rings.keys()) if (l.name === peer && d.links.get(peer) !== l) this.rings.delete(l);
+      for (const l of this.pairs.keys()) if (l.name === peer && d.links.get(peer) !== l) this.pairs.delete(l);
     });
     // An added peer's rings are seeded at once, from the log it loaded (durable), as at start: later,
     // its log may hold a sequencer's collapse still being fsynced, which no feed may show.
@@ -235,45 +233,12 @@ export class PairRings {
   }
 
   ring(link: PeerLink, register: string): ChangeRing {
-    let m = this.rings.get(link);
-    if (!m) this.rings.set(link, (m = new Map()));
-    let ring = m.get(register);
-    if (ring) return ring;
-    const r = link.pair.register(register);
-    const log = r.log;
-    // Seeded with what the pair's log still holds (after a restart: the records replayed since the snapshot).
-    ring = new ChangeRing({ maxRecords: r.cfg.log.maxRecords, maxBytes: FEED_LIMITS.ringBytes }, log.base);
-    for (let v = log.base + 1; v <= log.last; v++) {
-      const rec = log.get(v);
-      const m0 = rec ? decodeMessages(rec.encoded).messages[0] : undefined;
-      if (!m0 || m0.type !== MsgType.Collapse) {
-        ring.reset(v);
-        continue;
-      }
-      ring.add(v, committedChanges(m0.entries));
-    }
-    m.set(register, ring);
+    let p = this.pairs.get(link);
+    if (!p) this.pairs.set(link, (p = new PairChanges(link.pair, FEED_LIMITS.ringBytes)));
     if (!this.subscribed) {
       this.subscribed = true;
-      this.d.subscribers.add((l, ev) => this.onEvent(l, ev));
+      this.d.subscribers.add((l, ev) => this.pairs.get(l)?.observe(ev));
     }
-    return ring;
+    return p.ring(register);
   }
-
-  private onEvent(link: PeerLink, ev: SpookEvent): void {
-    if (ev.type !== 'collapse' && ev.type !== 'reentangled') return;
-    const ring = this.rings.get(link)?.get(ev.register);
-    if (!ring) return;
-    if (ev.type === 'collapse') ring.add(ev.version, committedChanges(ev.entries));
-    // Reconciliation or a full transfer replaced the state: the versions before it are not served.
-    else if (ev.method !== 'log') ring.reset(ev.version);
-  }
-}
-
-/** What a collapse committed, in its order (rejected candidates are not changes). */
-function committedChanges(entries: readonly CollapseEntry[]): Change[] {
-  const out: Change[] = [];
-  // A cross-register txn's entry changes this register by its own part; a part record by its delta.
-  for (const e of entries) if (e.verdict === 'committed') out.push(...changesOf(ownPart(e.delta)));
-  return out;
 }

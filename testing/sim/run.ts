@@ -23,6 +23,7 @@ import { ProposeError } from '../../core/pair/replica.js';
 import { QUOTA_DEFAULTS } from '../../core/register/quota.js';
 import { decodeMessages, MsgType, verdictByte, type CollapseEntry } from '../../wire/messages.js';
 import type { NetStats } from './network.js';
+import type { SpookEvent } from '../../core/pair/events.js';
 import { SimPairStore } from './pair-store.js';
 import { SimWorld, type SimEndpoint } from './world.js';
 
@@ -83,6 +84,11 @@ export interface SimOptions {
   extraRegisters?: number;
   /** Every step of both pairs visits every register (HalfPairOptions.visitEvery): the differential reference. */
   visitEvery?: boolean;
+  /**
+   * Called at each start of an endpoint (a restart too) with its new HalfPair: an observer of the
+   * events it releases, beside the checker's own (a test's change feeds).
+   */
+  observers?: (endpoint: string, pair: HalfPair) => (ev: SpookEvent) => void;
   /** Local proposals per endpoint. */
   ops: number;
   workloadMs: number;
@@ -213,7 +219,11 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
   const durable = o.crashes || (o.storeFaults ?? 0) > 0 || (o.syncDelayMs ?? 0) > 0;
   const commitsFromStore = durable;
 
+  /** The test's observers (SimOptions.observers), by endpoint, of its current HalfPair. */
+  const observers = new Map<string, (ev: SpookEvent) => void>();
+  const observe = (name: string, pair: HalfPair): void => void (o.observers && observers.set(name, o.observers(name, pair)));
   world.onEvent = (ep, ev) => {
+    observers.get(ep.name)?.(ev);
     switch (ev.type) {
       case 'lifecycle':
         trace?.(`${t(ev.at)} ${ep.name} ${ev.from} -> ${ev.to} (${ev.cause})`);
@@ -301,6 +311,7 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
   };
   const eps = durable ? world.adopt(['A', 'B'], [boot(0), boot(1)], [stores[0], stores[1]]) : world.addPair(['A', 'B'], pairOpts);
   const seqEp = eps[0];
+  for (const ep of eps) observe(ep.name, ep.pair);
   if (commitsFromStore) {
     // The committed history is what the sequencer made durable: a collapse on its disk counts
     // even if it stopped before announcing it (it serves that version after its restart).
@@ -354,6 +365,7 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
         // What spookd would refuse to start on (a StoreError): the store kept an unusable history.
         return violate(`${ep.name} cannot restart from its store: ${(e as Error).message}`);
       }
+      observe(ep.name, pair); // before the restart's first drain releases anything
       world.restart(ep, pair);
     });
   };
