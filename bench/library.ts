@@ -7,8 +7,9 @@
  *                 sequencer's host: `sets` sets of `valueBytes`, `inflight` awaiting at once,
  *                 each call timed (p50/p99); a second library consumer on the follower's host
  *                 counts the committed writes delivered to it (events, and entries in them);
- *  Spook domain   (optional) three spookd in a QN domain, the same sets as `dpropose` through
- *                 AdminClient on the leader (no domain watch stream yet: no watch figures);
+ *  Spook domain   (optional) three spookd in a QN domain, the like of etcd's three members: the
+ *                 same sets through the library (`openDomain().register('kv').set`) on the
+ *                 leader, a library consumer (`watch`) on a follower member;
  *  etcd           Debian's etcd-server, three members as foreground processes on loopback
  *                 ports with a temporary data dir (etcd always fsyncs its WAL), the same puts
  *                 through the npm `etcd3` client on the leader, a watcher on a follower.
@@ -18,7 +19,7 @@
  */
 import { rmSync } from 'node:fs';
 import { loadavg } from 'node:os';
-import { AdminClient, openRegister, type RegisterHandle } from '../client/index.js';
+import { openDomain, openRegister, type RegisterHandle } from '../client/index.js';
 import { Lab, sleep, until } from '../testing/lab/netns.js';
 import { etcdPuts, etcdVersion, withEtcd } from './etcd.js';
 import { drive as driveLoad, loadFigures, onSignal, perSec, type Load } from './load.js';
@@ -73,7 +74,7 @@ export interface LibraryBenchResult {
   loadAvg: number;
   rows: LibraryRow[];
   /** Spook pair over etcd (above 1: Spook ahead). */
-  ratios: { setsPerSec: number; entriesPerSec: number; domainSetsPerSec: number | null };
+  ratios: { setsPerSec: number; entriesPerSec: number; domainSetsPerSec: number | null; domainEntriesPerSec: number | null };
 }
 
 // ---- the load (bench/load.ts), named for this bench's errors ----
@@ -116,7 +117,7 @@ class Tally {
 }
 
 /** The Spook consumer, the only place that knows the library's watch API: the change feed, one call per committed change. */
-async function spookWatch(handle: RegisterHandle, tally: Tally): Promise<void> {
+async function spookWatch(handle: Pick<RegisterHandle, 'watch'>, tally: Tally): Promise<void> {
   await handle.watch('key-', { onChange: () => tally.seen(1) });
 }
 
@@ -190,7 +191,7 @@ function pairRow(o: LibraryBenchOptions, log: (l: string) => void): Promise<Libr
   );
 }
 
-/** Three spookd in a QN domain: the same sets as candidates on the leader (no domain watch stream yet). */
+/** Three spookd in a QN domain: the same sets through the library on the leader, a library consumer on a follower member. */
 function domainRow(o: LibraryBenchOptions, log: (l: string) => void): Promise<LibraryRow> {
   const hosts = ['a', 'b', 'c'];
   const domain = (h: string): Record<string, unknown> => ({
@@ -214,21 +215,28 @@ function domainRow(o: LibraryBenchOptions, log: (l: string) => void): Promise<Li
       },
       30_000,
     );
-    const lc = await AdminClient.connect(lab.host(leader).socket);
+    const follower = hosts.find((h) => h !== leader)!;
+    log(`spook domain: writer on the leader (${leader}), consumer on a follower member (${follower})`);
+    // The application: the public library only, as for the pair.
+    const w = await openDomain('bench', { socket: lab.host(leader).socket });
+    const r = await openDomain('bench', { socket: lab.host(follower).socket }).catch((e: unknown) => {
+      w.close();
+      throw e;
+    });
     try {
+      const tally = new Tally();
+      await spookWatch(r.register('kv'), tally);
+      const kv = w.register('kv');
       const load = await drive(o.sets, o.inflight, o.limitMs, async (i) => {
-        const out = await lc.request(
-          'dpropose',
-          { domain: 'bench', ops: [{ register: 'kv', op: 'set', key: `key-${i}`, value: value(i, o.valueBytes) }], timeoutMs: 30_000 },
-          { timeoutMs: 35_000 },
-        );
+        const out = await kv.set(`key-${i}`, value(i, o.valueBytes), { timeoutMs: 30_000 });
         return out.verdict === 'committed';
       });
-      const x = row('spook-domain', 'AdminClient dpropose', load, null);
-      log(`spook domain: ${x.setsPerSec} sets/s on the leader (${leader})`);
+      const x = row('spook-domain', 'openDomain().set', load, await tally.figures(o.sets, load, 30_000));
+      log(`spook domain: ${x.setsPerSec} sets/s, ${x.watch!.entries} of ${o.sets} seen at a follower member`);
       return x;
     } finally {
-      lc.close();
+      w.close();
+      r.close();
     }
   });
 }
@@ -259,7 +267,7 @@ export async function runLibraryBench(o: LibraryBenchOptions): Promise<LibraryBe
   const log = o.log ?? (() => undefined);
   const version = etcdVersion(); // before anything starts: no etcd, no run
   const load1 = Number(loadavg()[0].toFixed(2));
-  // The pair and etcd back to back (the machine's load drifts); the slow domain last.
+  // The pair and etcd back to back (the machine's load drifts), then the domain.
   const pair = await pairRow(o, log);
   const etcd = await etcdRow(o, log);
   const domain = o.domain ? await domainRow(o, log) : undefined;
@@ -277,6 +285,7 @@ export async function runLibraryBench(o: LibraryBenchOptions): Promise<LibraryBe
       setsPerSec: ratio(pair.setsPerSec, etcd.setsPerSec),
       entriesPerSec: ratio(pair.watch!.entriesPerSec, etcd.watch!.entriesPerSec),
       domainSetsPerSec: domain ? ratio(domain.setsPerSec, etcd.setsPerSec) : null,
+      domainEntriesPerSec: domain ? ratio(domain.watch!.entriesPerSec, etcd.watch!.entriesPerSec) : null,
     },
   };
 }
@@ -305,7 +314,10 @@ export function formatLibraryBench(r: LibraryBenchResult): string[] {
     ];
     lines.push(cells.join(' '));
   }
-  const d = r.ratios.domainSetsPerSec === null ? '' : `, domain sets/s ${r.ratios.domainSetsPerSec}x`;
+  const d =
+    r.ratios.domainSetsPerSec === null
+      ? ''
+      : `; Spook domain / etcd: sets/s ${r.ratios.domainSetsPerSec}x, watch entries/s ${r.ratios.domainEntriesPerSec}x`;
   lines.push(`Spook pair / etcd: sets/s ${r.ratios.setsPerSec}x, watch entries/s ${r.ratios.entriesPerSec}x${d}`);
   return lines;
 }
