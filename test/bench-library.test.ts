@@ -8,19 +8,19 @@ import { portBase } from './ports.js';
 // figure is asserted (none comes from a timed test). etcd missing is a failure: `make test`
 // installs it (make etcd-deps).
 describe('bench library', () => {
-  it('runs Spook (pair, library only) and etcd (etcd3): every set acknowledged, every one seen by the watcher', async () => {
+  it('runs Spook (pair and domain, library only) and etcd (etcd3): every set acknowledged, every one seen by the watcher', async () => {
     expect(etcdVersion()).toMatch(/^3\./);
     const r = await runLibraryBench({
       sets: 200,
       inflight: 32,
       valueBytes: 100,
       fsync: 'always',
-      // Its own ports, below Linux's ephemeral range (test/ports.ts): spookd at +0, +1, etcd at +10..+15.
+      // Its own ports, below Linux's ephemeral range (test/ports.ts): spookd at +0..+2, etcd at +10..+15.
       basePort: portBase('bench-library.test.ts'),
-      domain: false,
+      domain: true,
       limitMs: 20_000,
     });
-    expect(r.rows.map((x) => x.system)).toEqual(['spook-pair', 'etcd']);
+    expect(r.rows.map((x) => x.system)).toEqual(['spook-pair', 'etcd', 'spook-domain']);
     for (const x of r.rows) {
       expect(x.acked, x.system).toBe(200);
       expect(x.watch?.entries, x.system).toBe(200);
@@ -30,6 +30,7 @@ describe('bench library', () => {
       expect(x.p99Ms, x.system).toBeGreaterThanOrEqual(x.p50Ms);
     }
     expect(r.ratios.setsPerSec).toBeGreaterThan(0);
-    expect(formatLibraryBench(r).join('\n')).toContain('spook-pair');
-  }, 60_000);
+    expect(r.ratios.domainEntriesPerSec).toBeGreaterThan(0);
+    expect(formatLibraryBench(r).join('\n')).toContain('spook-domain');
+  }, 90_000);
 });
