@@ -13,6 +13,7 @@ import { Role } from '../core/qn/raft.js';
 import { DeltaOp } from '../wire/delta.js';
 import { MemDomainStore } from '../testing/sim/mem-store.js';
 import { Rng } from '../testing/sim/rng.js';
+import { printRegistersRatio } from './registers-ratio.js';
 
 const IDS = [1, 2, 3];
 /** Candidates the leader keeps in flight (each one set). */
@@ -93,22 +94,4 @@ function cpuPerWrite(n: number, writes: number): number {
   return (c.user + c.system) / writes;
 }
 
-const registers = Number(process.argv[2] ?? 1000);
-const writes = Number(process.argv[3] ?? 20000);
-cpuPerWrite(1, 2000); // warm-up (JIT)
-// Each twice, alternated, the lower kept: the first rounds of a process still run code V8 is optimising.
-let one = Infinity;
-let many = Infinity;
-for (let round = 0; round < 2; round++) {
-  one = Math.min(one, cpuPerWrite(1, writes));
-  many = Math.min(many, cpuPerWrite(registers, writes));
-}
-console.log(
-  JSON.stringify({
-    writes,
-    registers,
-    cpuUsPerWriteOneRegister: +one.toFixed(1),
-    cpuUsPerWrite: +many.toFixed(1),
-    ratio: +(many / one).toFixed(2),
-  }),
-);
+printRegistersRatio(cpuPerWrite);

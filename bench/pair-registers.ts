@@ -12,6 +12,7 @@ import { HalfPair, type RegisterSpec } from '../core/pair/halfpair.js';
 import { PairState } from '../core/pair/lifecycle.js';
 import { DeltaOp } from '../wire/delta.js';
 import { SimWorld } from '../testing/sim/world.js';
+import { printRegistersRatio } from './registers-ratio.js';
 
 /** CPU µs per write for a pair of `n` registers, `writes` sets on r0. */
 function cpuPerWrite(n: number, writes: number): number {
@@ -35,17 +36,4 @@ function cpuPerWrite(n: number, writes: number): number {
   return (c.user + c.system) / writes;
 }
 
-const registers = Number(process.argv[2] ?? 1000);
-const writes = Number(process.argv[3] ?? 20000);
-cpuPerWrite(1, 2000); // warm-up (JIT)
-const one = cpuPerWrite(1, writes);
-const many = cpuPerWrite(registers, writes);
-console.log(
-  JSON.stringify({
-    writes,
-    registers,
-    cpuUsPerWriteOneRegister: +one.toFixed(1),
-    cpuUsPerWrite: +many.toFixed(1),
-    ratio: +(many / one).toFixed(2),
-  }),
-);
+printRegistersRatio(cpuPerWrite);
