@@ -309,9 +309,13 @@ export function runSim(partial: Partial<SimOptions> & { seed: number }): SimResu
         );
     }
   };
-  const eps = durable ? world.adopt(['A', 'B'], [boot(0), boot(1)], [stores[0], stores[1]]) : world.addPair(['A', 'B'], pairOpts);
+  const pairs: [HalfPair, HalfPair] = durable
+    ? [boot(0), boot(1)]
+    : [new HalfPair({ ...pairOpts, localId: 1, peerId: 2 }, world.now), new HalfPair({ ...pairOpts, localId: 2, peerId: 1 }, world.now)];
+  observe('A', pairs[0]); // before adopt's first drain releases anything
+  observe('B', pairs[1]);
+  const eps = world.adopt(['A', 'B'], pairs, durable ? [stores[0], stores[1]] : undefined);
   const seqEp = eps[0];
-  for (const ep of eps) observe(ep.name, ep.pair);
   if (commitsFromStore) {
     // The committed history is what the sequencer made durable: a collapse on its disk counts
     // even if it stopped before announcing it (it serves that version after its restart).
