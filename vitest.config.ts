@@ -29,6 +29,7 @@ const TWO_AT_A_TIME = [
   'test/halfpair.test.ts',
   'test/feed-domain-sim.test.ts',
   'test/feed-pair-sim.test.ts',
+  'test/qn-outcomes.test.ts',
 ];
 
 export default defineConfig({
