@@ -232,6 +232,11 @@ export class PairRings {
     });
   }
 
+  /** Links whose registers have rings (a removed peer's go with it). */
+  get links(): number {
+    return this.pairs.size;
+  }
+
   ring(link: PeerLink, register: string): ChangeRing {
     let p = this.pairs.get(link);
     if (!p) this.pairs.set(link, (p = new PairChanges(link.pair, FEED_LIMITS.ringBytes)));
