@@ -238,16 +238,23 @@ export class DomainState implements StateMachine {
     this.outcomes.set(origin, seen);
     const ord = this.orderOf(seen); // learnt before this seq joins it
     seen.set(seq, outcome);
-    if (seq < ord.last) {
-      ord.ascending = false;
-      ord.held = [];
-    }
-    ord.last = seq;
-    if (ord.ascending) ord.held.push(seq);
     this.outcomeTotal++;
-    if (seen.size > OUTCOME_WINDOW) {
+    const full = seen.size > OUTCOME_WINDOW;
+    // An old seq decided again (its outcome evicted long ago) is the least of a full window and
+    // goes at once below, leaving the order as it was: it does not turn its origin to the scan.
+    const stale = ord.ascending && full && seq < ord.held[ord.head];
+    if (ord.ascending && !stale) {
+      if (seq > ord.last) ord.held.push(seq);
+      else {
+        ord.ascending = false;
+        ord.held = [];
+      }
+    }
+    if (!stale) ord.last = Math.max(ord.last, seq);
+    if (full) {
       let least: number;
-      if (ord.ascending) {
+      if (stale) least = seq;
+      else if (ord.ascending) {
         // The oldest held is the least. Not seen.keys().next(): V8 walks past every entry deleted
         // from the front of a Map since its last rehash, ~1.4 µs a record at this window.
         least = ord.held[ord.head++];
