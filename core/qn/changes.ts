@@ -1,6 +1,6 @@
 /**
  * The change feeds' source for a domain: per register, a ChangeRing fed with every applied log
- * entry (DomainNodeOptions.observe), so it holds what the Raft log holds and is rebuilt on a
+ * entry (as the member's StateObserver, DomainNodeOptions.observer), so it holds what the Raft log holds and is rebuilt on a
  * restart as the journal is applied again after the snapshot. The Raft log alone cannot serve a
  * feed: an entry does not say whether its candidate committed, and a retry of a decided
  * candidate changes nothing. A register's version tells: it moves by one exactly when a

@@ -145,8 +145,9 @@ export class DomainState implements StateMachine {
   readonly groups = new Map<string, { registers: string[]; version: number }>();
   private outcomes = new Map<number, Map<number, number>>();
   /**
-   * Per origin's outcomes, the last seq recorded and whether every seq came in ascending
-   * order: then the least seq is the oldest held, and the window's eviction costs O(1)
+   * Per origin's outcomes, the highest seq recorded and whether its seqs came in ascending
+   * order (one below a full window excepted: it goes at once): then the least seq is the oldest
+   * held, and the window's eviction costs O(1)
    * instead of a scan of OUTCOME_WINDOW seqs per record (which one member proposing fast paid
    * on every commit). Derived state only: the table and its order are unchanged.
    */
@@ -240,8 +241,8 @@ export class DomainState implements StateMachine {
     seen.set(seq, outcome);
     this.outcomeTotal++;
     const full = seen.size > OUTCOME_WINDOW;
-    // An old seq decided again (its outcome evicted long ago) is the least of a full window and
-    // goes at once below, leaving the order as it was: it does not turn its origin to the scan.
+    // A seq below a full window (a retry of one decided long ago, or one long delayed) is its
+    // least and goes at once below, leaving the order as it was: it does not turn its origin to the scan.
     const stale = ord.ascending && full && seq < ord.held[ord.head];
     if (ord.ascending && !stale) {
       if (seq > ord.last) ord.held.push(seq);
