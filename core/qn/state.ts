@@ -18,6 +18,7 @@ import { SNAPSHOT_SLICE, bytesSlices, concatSlices, mapSlices, type PinnedSnapsh
 import { StreamState } from '../register/stream.js';
 import type { RegisterKind } from '../register/state.js';
 import { EntryKind, MAX_INDEX, MAX_NODE_ID, type LogEntry, type StateMachine } from './raft.js';
+import { MinHeap } from '../util/min-heap.js';
 
 const UTF8 = new TextDecoder();
 
@@ -131,27 +132,18 @@ interface Reg {
   version: number;
 }
 
-/** One origin's seqs as recorded: the last, whether they all came ascending, and then those held, oldest first. */
-interface SeqOrder {
-  last: number;
-  ascending: boolean;
-  held: number[];
-  head: number;
-}
-
 export class DomainState implements StateMachine {
   index = 0;
   readonly registers = new Map<string, Reg>();
   readonly groups = new Map<string, { registers: string[]; version: number }>();
   private outcomes = new Map<number, Map<number, number>>();
   /**
-   * Per origin's outcomes, the highest seq recorded and whether its seqs came in ascending
-   * order (one below a full window excepted: it goes at once): then the least seq is the oldest
-   * held, and the window's eviction costs O(1)
-   * instead of a scan of OUTCOME_WINDOW seqs per record (which one member proposing fast paid
-   * on every commit). Derived state only: the table and its order are unchanged.
+   * Per origin's outcomes, its seqs in a min-heap: the window's eviction takes the least in
+   * O(log n), where a scan of OUTCOME_WINDOW seqs per record (or Map.keys().next(), which in V8
+   * walks every entry deleted from a Map's front since its last rehash) cost every member
+   * microseconds on every commit. Derived state only: the table and its order are unchanged.
    */
-  private order = new WeakMap<Map<number, number>, SeqOrder>();
+  private seqs = new WeakMap<Map<number, number>, MinHeap>();
   /** Σ outcomes over the table's origins (at most MAX_OUTCOMES). */
   private outcomeTotal = 0;
   /** Every applied entry is reported here, in log order. */
@@ -237,37 +229,12 @@ export class DomainState implements StateMachine {
     if (seen) this.outcomes.delete(origin);
     else seen = new Map();
     this.outcomes.set(origin, seen);
-    const ord = this.orderOf(seen); // learnt before this seq joins it
+    const heap = this.seqsOf(seen); // learnt before this seq joins it
     seen.set(seq, outcome);
+    heap.push(seq);
     this.outcomeTotal++;
-    const full = seen.size > OUTCOME_WINDOW;
-    // A seq below a full window (a retry of one decided long ago, or one long delayed) is its
-    // least and goes at once below, leaving the order as it was: it does not turn its origin to the scan.
-    const stale = ord.ascending && full && seq < ord.held[ord.head];
-    if (ord.ascending && !stale) {
-      if (seq > ord.last) ord.held.push(seq);
-      else {
-        ord.ascending = false;
-        ord.held = [];
-      }
-    }
-    if (!stale) ord.last = Math.max(ord.last, seq);
-    if (full) {
-      let least: number;
-      if (stale) least = seq;
-      else if (ord.ascending) {
-        // The oldest held is the least. Not seen.keys().next(): V8 walks past every entry deleted
-        // from the front of a Map since its last rehash, ~1.4 µs a record at this window.
-        least = ord.held[ord.head++];
-        if (ord.head > 1024 && ord.head * 2 > ord.held.length) {
-          ord.held = ord.held.slice(ord.head);
-          ord.head = 0;
-        }
-      } else {
-        least = seen.keys().next().value!;
-        for (const k of seen.keys()) if (k < least) least = k;
-      }
-      seen.delete(least);
+    if (seen.size > OUTCOME_WINDOW) {
+      seen.delete(heap.pop()!);
       this.outcomeTotal--;
     }
     // The origin just recorded is the most recent and holds at most OUTCOME_WINDOW: it stays.
@@ -278,19 +245,11 @@ export class DomainState implements StateMachine {
     }
   }
 
-  private orderOf(seen: Map<number, number>): SeqOrder {
-    let o = this.order.get(seen);
-    if (!o) {
-      // A new origin, or a table restored from a snapshot: learn its order once.
-      o = { last: 0, ascending: true, held: [], head: 0 };
-      for (const k of seen.keys()) {
-        if (k < o.last) o.ascending = false;
-        o.last = k;
-      }
-      if (o.ascending) o.held = [...seen.keys()];
-      this.order.set(seen, o);
-    }
-    return o;
+  /** The seqs of an origin's outcomes (learnt once for a new origin or a table restored from a snapshot). */
+  private seqsOf(seen: Map<number, number>): MinHeap {
+    let h = this.seqs.get(seen);
+    if (!h) this.seqs.set(seen, (h = new MinHeap(seen.keys())));
+    return h;
   }
 
   /** Outcomes in the table, all origins together (at most MAX_OUTCOMES). */
@@ -655,7 +614,7 @@ export class DomainState implements StateMachine {
     for (const g of this.groups.values()) g.version = 0;
     this.outcomes.clear();
     this.outcomeTotal = 0;
-    this.order = new WeakMap();
+    this.seqs = new WeakMap();
     this.readTail(r, index);
     r.expectEnd('diff');
     this.index = index;
