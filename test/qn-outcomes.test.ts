@@ -8,7 +8,8 @@ import { Rng } from '../testing/sim/rng.js';
  * The outcome table (§15.2 step 4) against a model written plainly: per origin the outcomes of
  * its seqs, the least seq evicted past OUTCOME_WINDOW (found by a scan, always), the least
  * recently deciding origins evicted past MAX_ORIGINS or MAX_OUTCOMES. DomainState takes the
- * least seq from a heap; both must hold the same outcomes after every entry (seqs in order,
+ * least seq from a heap; both must hold the same outcomes (whether each entry was a duplicate
+ * after every entry, the whole table every 997 entries and at the end; seqs in order,
  * out of order, retries inside and far below the window), across a snapshot restore too.
  */
 class Model {
@@ -54,7 +55,7 @@ describe('QN outcome table', () => {
     };
     for (let i = 0; i < 30_000; i++) {
       // Origin 1 proposes in order, as one member does; 2 mostly in order with retries of older
-      // seqs (then the table scans); a few others now and then.
+      // seqs; a few others now and then.
       // Origin 7 in order too, but now and then retrying a candidate decided far below its window.
       const r = rng.float();
       const origin = r < 0.35 ? 1 : r < 0.7 ? 7 : r < 0.92 ? 2 : rng.int(3, 6);
@@ -74,7 +75,7 @@ describe('QN outcome table', () => {
       if (!decided!.duplicate) model.record(origin, seq, decided!.outcome);
       if (i % 997 === 0) check();
       if (i === 15_000) {
-        // A member that restores a snapshot learns each origin's order from its table.
+        // A member that restores a snapshot learns each origin's seqs from its table.
         const restored = new DomainState(3, [{ name: 'kv', kind: 'map' }], []);
         expect(restored.restore(st.snapshot(), st.index)).toBe(true);
         st = restored;
