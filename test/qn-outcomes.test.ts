@@ -101,6 +101,7 @@ describe('QN outcome table', () => {
           model.push(v);
         } else {
           model.sort((a, b) => a - b);
+          expect(heap.peek()).toBe(model[0]);
           expect(heap.pop()).toBe(model.shift());
         }
         expect(heap.size).toBe(model.length);
