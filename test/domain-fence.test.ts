@@ -210,6 +210,38 @@ describe('fencing a domain (drivers/daemon/domains.ts)', () => {
     h.close();
   });
 
+  it('an exception while applying what a leader committed (out of ready(), at the end-of-turn flush) fences the domain, never thrown', () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'spook-fence-'));
+    dirs.push(dataDir);
+    const lines: string[] = [];
+    const { h, peerId } = host(dataDir, 'main', lines);
+    let dirty = 0;
+    h.batchTurns(() => dirty++); // as spookd runs it: inputs mark the domain, the turn's end flushes
+    // A bug in applying a committed entry, simulated: Raft's ready() (which applies) throws, and
+    // again when the fence drains it.
+    h.node.raft.ready = () => {
+      throw new Error('simulated apply bug');
+    };
+    const msg = encodeEnvelope({
+      domain: domainIdOf('main'),
+      from: peerId,
+      to: h.selfId,
+      ttl: 8,
+      body: { t: 'appendResp', term: 0, ok: false, index: 0 },
+    });
+    h.handleDatagram(1, peerId, msg);
+    expect(dirty).toBe(1);
+    let failed: Error | undefined;
+    expect(() => (failed = h.flush())).not.toThrow();
+    expect(failed?.message).toBe('simulated apply bug');
+    expect(h.node.fencedCause).toBe('internal-error');
+    expect(h.node.coherenceState).toBe('decoherent');
+    expect(h.internalErrors).toBe(1);
+    expect(() => h.flush()).not.toThrow();
+    expect(lines.map((l) => JSON.parse(l)).filter((l) => l.level === 50)).toHaveLength(1);
+    h.close();
+  });
+
   it("the operator's way back: remove the fenced member, wipe its data, add it again with join; it takes a snapshot from the majority", () => {
     const wiped = new Set<number>();
     const t = new Trio(11, (id) =>

@@ -322,8 +322,8 @@ export class DomainNode {
           pin: () => this.state.pin(),
           diff: (base, entries) => this.state.diff(base, entries),
           patch: (data, base, index) => this.state.patch(data, base, index),
-          restore: (data, index) => {
-            if (!this.state.restore(data, index)) return false;
+          restore: (data, index, fromLeader) => {
+            if (!this.state.restore(data, index, fromLeader)) return false;
             this.resolveFromTable();
             o.observer?.installed(this.state);
             return true;
@@ -455,7 +455,12 @@ export class DomainNode {
     if (this.fenced) return;
     this.fenced = cause;
     // Undefined while Raft is being built; what it queued in the step that failed goes too.
-    (this.raft as Raft | undefined)?.ready();
+    // Draining it applies what was committed: should that be what threw, the fence still holds.
+    try {
+      (this.raft as Raft | undefined)?.ready();
+    } catch {
+      /* fenced: whatever it held is dropped below */
+    }
     this.writes = [];
     this.events = [];
     if (this.coherence === 'coherent') this.stats.partitions++;

@@ -145,8 +145,11 @@ export interface StateMachine {
   snapshot(): Uint8Array;
   /** Optional (backgroundSnapshots): the applied state pinned, encoded later as snapshot() would encode it now. */
   pin?(): PinnedSnapshot;
-  /** Replace the state with the snapshot's; false (state unchanged) if `data` is not a valid snapshot of `index`. */
-  restore(data: Uint8Array, index: number): boolean;
+  /**
+   * Replace the state with the snapshot's; false (state unchanged) if `data` is not a valid snapshot of `index`.
+   * `fromLeader`: a leader sent it (else this member's own, from its store): it may not make this member hold more than its quotas.
+   */
+  restore(data: Uint8Array, index: number, fromLeader?: boolean): boolean;
   /**
    * Optional (catch-up by difference, docs/PROTOCOL.md §15.4): the state at the applied index
    * as a difference from the state at `base`, given the log entries in between; undefined if
@@ -1065,7 +1068,7 @@ export class Raft {
   }
 
   private installSnapshot(meta: SnapshotMeta, data: Uint8Array): boolean {
-    if (!this.o.sm.restore(data, meta.index)) return false;
+    if (!this.o.sm.restore(data, meta.index, true)) return false;
     this.stats.snapshotsInstalled++;
     this.snap = { ...meta, data };
     // Supersedes a background snapshot under way (older: this one is past our commit index).

@@ -11,9 +11,9 @@ import { Reader, Writer } from '../../wire/buffer.js';
 import { DeltaOp, readDelta, writeDelta, validateDelta, type Delta } from '../../wire/delta.js';
 import { DropReason, MAX_KEY_LEN, MAX_REGISTER_NAME_LEN, MAX_VALUE_LEN } from '../../wire/constants.js';
 import { WireError } from '../../wire/errors.js';
-import { Murmur3, murmur3 } from '../register/hash.js';
-import { MapState } from '../register/map.js';
-import { QUOTA_DEFAULTS, QuotaCheck, type Quota } from '../register/quota.js';
+import { Hash64, Murmur3, murmur3 } from '../register/hash.js';
+import { MapState, entryWireLen } from '../register/map.js';
+import { QUOTA_DEFAULTS, QuotaCheck, mapMaxBytes, type Quota } from '../register/quota.js';
 import { SNAPSHOT_SLICE, bytesSlices, concatSlices, mapSlices, type PinnedSnapshot, type Slices } from '../register/slices.js';
 import { StreamState } from '../register/stream.js';
 import type { RegisterKind } from '../register/state.js';
@@ -132,6 +132,44 @@ interface Reg {
   version: number;
 }
 
+/** The most a register may hold after a leader's snapshot or difference (DomainState.limits). */
+interface RegisterLimit {
+  /** Entries of a map register. */
+  keys: number;
+  /** Octets: a map's entries in their snapshot encoding (§7.8), a stream's length. */
+  bytes: number;
+}
+
+/** A register's version and hash as a difference would leave them (the digest's inputs). */
+interface PatchedHead {
+  version: number;
+  hash: { hi: number; lo: number };
+}
+
+/** One key of a difference: its version and value at the difference's index, or version 0 and no value (absent). */
+interface DiffEntry {
+  key: Uint8Array;
+  version: number;
+  value: Uint8Array | undefined;
+}
+
+/** A register of a difference: a map's listed keys, or a stream's whole content. */
+interface DiffRegister {
+  name: string;
+  version: number;
+  entries?: DiffEntry[];
+  content?: Uint8Array;
+}
+
+/** A difference checked against the state it patches (DomainState.readDiff). */
+interface ParsedDiff {
+  index: number;
+  digest: { hi: number; lo: number };
+  regs: DiffRegister[];
+  /** Its groups' versions and outcome table, read into a state of their own. */
+  tail: DomainState;
+}
+
 export class DomainState implements StateMachine {
   index = 0;
   readonly registers = new Map<string, Reg>();
@@ -169,7 +207,7 @@ export class DomainState implements StateMachine {
     this.outcomes.clear();
     this.outcomeTotal = 0;
     for (const s of this.specs) {
-      const rseed = this.seed ^ murmur3(0x5350_0011, new TextEncoder().encode(s.name));
+      const rseed = this.registerSeed(s.name);
       this.registers.set(s.name, {
         kind: s.kind,
         quota: quotaOf(s),
@@ -180,13 +218,21 @@ export class DomainState implements StateMachine {
     for (const g of this.groupSpecs) this.groups.set(g.name, { registers: [...g.registers], version: 0 });
   }
 
-  /** The committed (index, hash) every member must agree on. */
-  digest(): { index: number; hi: number; lo: number } {
+  private registerSeed(name: string): number {
+    return this.seed ^ murmur3(0x5350_0011, new TextEncoder().encode(name));
+  }
+
+  /**
+   * The committed (index, hash) every member must agree on; `patched`: the version and hash
+   * some registers would have after a difference (readDiff), in place of their own.
+   */
+  digest(patched?: ReadonlyMap<string, PatchedHead>): { index: number; hi: number; lo: number } {
     const hi = new Murmur3().reset(this.seed);
     const lo = new Murmur3().reset(~this.seed);
     for (const [name, r] of this.registers) {
       const n = new TextEncoder().encode(name);
-      for (const m of [hi, lo]) m.updateU32(n.length).update(n).updateU32(r.version).updateU32(r.state.hash.hi).updateU32(r.state.hash.lo);
+      const { version, hash } = patched?.get(name) ?? { version: r.version, hash: r.state.hash };
+      for (const m of [hi, lo]) m.updateU32(n.length).update(n).updateU32(version).updateU32(hash.hi).updateU32(hash.lo);
     }
     return { index: this.index, hi: hi.digest(), lo: lo.digest() };
   }
@@ -385,12 +431,14 @@ export class DomainState implements StateMachine {
   /**
    * Replace the state with a snapshot's (§15.4), or return false and change nothing: the
    * snapshot is parsed and checked whole into a fresh state first, so garbage from a peer
-   * (or a disk) can neither throw nor leave a half-restored state.
+   * (or a disk) can neither throw nor leave a half-restored state. `fromLeader`: a leader sent
+   * it (not this member's own, read back from its disk): no register may hold more than
+   * limits() allows.
    */
-  restore(data: Uint8Array, index: number): boolean {
+  restore(data: Uint8Array, index: number, fromLeader = false): boolean {
     const fresh = new DomainState(this.seed, this.specs, this.groupSpecs);
     try {
-      fresh.load(data, index);
+      fresh.load(data, index, fromLeader ? this.limits() : undefined);
     } catch (e) {
       if (e instanceof WireError) return false;
       throw e;
@@ -406,6 +454,26 @@ export class DomainState implements StateMachine {
     return true;
   }
 
+  /**
+   * What a leader's snapshot or difference may make each register hold (§15.4): its quota, or
+   * what it holds now if that is more (a quota lowered since: the leader's honest state may be
+   * above it too). Without this a snapshot of many tiny entries, within maxSnapshotBytes, made
+   * a member hold any number of keys and ~10x its octets in memory (review, 2026-12-07).
+   */
+  private limits(): Map<string, RegisterLimit> {
+    const m = new Map<string, RegisterLimit>();
+    for (const [name, r] of this.registers) {
+      const st = r.state;
+      m.set(
+        name,
+        st instanceof MapState
+          ? { keys: Math.max(r.quota.maxKeys, st.size()), bytes: Math.max(mapMaxBytes(r.quota), st.fullTransferBytes()) }
+          : { keys: 0, bytes: Math.max(r.quota.maxBytes, st.size()) },
+      );
+    }
+    return m;
+  }
+
   /** The count of registers a snapshot or a difference holds: at most the domain's. */
   private registerCount(r: Reader, field: string): number {
     const n = r.varint(field);
@@ -418,21 +486,20 @@ export class DomainState implements StateMachine {
    * One register's head in a snapshot or a difference: a name and kind this domain configures,
    * each register once (`seen`), and its version, at most `index` (versions count commits).
    */
-  private registerHead(r: Reader, seen: Set<string>, index: number): { name: string; reg: Reg } {
+  private registerHead(r: Reader, seen: Set<string>, index: number): { name: string; reg: Reg; version: number } {
     const name = UTF8.decode(r.lenBytes('register.name', MAX_REGISTER_NAME_LEN));
     const kind = r.u8('register.kind');
     const reg = this.registers.get(name);
     if (!reg || seen.has(name) || (kind !== 1 && kind !== 2) || (kind === 1) !== (reg.kind === 'map'))
       throw new WireError(DropReason.MalformedPayload, 'register.name', `register ${name} does not match this domain's configuration`);
     seen.add(name);
-    const v = r.varint('register.version');
-    if (v > index) throw new WireError(DropReason.MalformedPayload, 'register.version', `${v} exceeds ${index}`);
-    reg.version = v;
-    return { name, reg };
+    const version = r.varint('register.version');
+    if (version > index) throw new WireError(DropReason.MalformedPayload, 'register.version', `${version} exceeds ${index}`);
+    return { name, reg, version };
   }
 
-  /** Parse a snapshot into this (fresh) state; a WireError names what is wrong. */
-  private load(data: Uint8Array, index: number): void {
+  /** Parse a snapshot into this (fresh) state, each register within `limits` if given; a WireError names what is wrong. */
+  private load(data: Uint8Array, index: number, limits?: ReadonlyMap<string, RegisterLimit>): void {
     const bad = (field: string, detail: string): WireError => new WireError(DropReason.MalformedPayload, field, detail);
     const r = new Reader(data);
     this.index = r.varint('snapshot.index');
@@ -446,21 +513,31 @@ export class DomainState implements StateMachine {
     const nreg = this.registerCount(r, 'snapshot.registers');
     const seenRegs = new Set<string>();
     for (let i = 0; i < nreg; i++) {
-      const { reg } = this.registerHead(r, seenRegs, index);
-      if (reg.state instanceof MapState) {
+      const { name, reg, version: regVersion } = this.registerHead(r, seenRegs, index);
+      reg.version = regVersion;
+      const limit = limits?.get(name);
+      const st = reg.state;
+      if (st instanceof MapState) {
         const n = r.varint('register.entries');
         // Sized first (the entries come in key-hash order), for no more than the quota and the bytes left can hold (4 octets an entry at least).
-        reg.state.reserveKeys(Math.min(n, reg.quota.maxKeys, r.remaining >>> 2));
+        st.reserveKeys(Math.min(n, limit?.keys ?? reg.quota.maxKeys, r.remaining >>> 2));
         for (let j = 0; j < n; j++) {
           const key = r.lenBytes('entry.key', MAX_KEY_LEN).slice();
           if (key.length === 0) throw bad('entry.key', 'empty key');
           // Keys in the snapshot's order are distinct: a repeated key would be two entries in one.
-          if (reg.state.versionOf(key) !== 0) throw bad('entry.key', 'repeated key');
+          if (st.versionOf(key) !== 0) throw bad('entry.key', 'repeated key');
           const v = version('entry.version', reg.version);
           if (v === 0) throw bad('entry.version', 'a present key has a version of at least 1');
-          reg.state.put(key, r.lenBytes('entry.value', MAX_VALUE_LEN).slice(), v);
+          st.put(key, r.lenBytes('entry.value', MAX_VALUE_LEN).slice(), v);
+          if (limit && (st.size() > limit.keys || st.fullTransferBytes() > limit.bytes))
+            throw bad('register.entries', `register ${name} past its quota (${limit.keys} keys, ${limit.bytes} octets)`);
         }
-      } else reg.state.appendBytes(r.lenBytes('register.bytes', data.length).slice());
+      } else {
+        const bytes = r.lenBytes('register.bytes', data.length);
+        if (limit && bytes.length > limit.bytes)
+          throw bad('register.bytes', `register ${name}: ${bytes.length} octets, past its quota (${limit.bytes})`);
+        st.appendBytes(bytes.slice());
+      }
     }
     this.readTail(r, index);
     r.expectEnd('snapshot');
@@ -556,43 +633,62 @@ export class DomainState implements StateMachine {
   /**
    * The full snapshot (§15.4 contents) of this state patched by a difference from `base` to
    * `index` (diff()), or undefined if the difference does not decode, does not follow from
-   * this state (its index must be in [base, index]) or does not yield the digest it names.
-   * This state is left unchanged: the patch is made on a copy.
+   * this state (its index must be in [base, index]), would take a register past limits(), or
+   * does not yield the digest it names. This state is left unchanged: the patch is made on a
+   * copy, and only once readDiff() has checked all of that at the cost of the difference
+   * alone (copying the state for a difference that then failed cost a member work in
+   * proportion to its whole state for each 24-octet `snapDiff` a leader sent: review, 2026-12-07).
    */
   patch(data: Uint8Array, base: number, index: number): Uint8Array | undefined {
     if (this.index < base || this.index > index) return undefined;
-    const fresh = new DomainState(this.seed, this.specs, this.groupSpecs);
+    let diff: ParsedDiff;
     try {
-      fresh.load(this.snapshot(), this.index);
-      fresh.loadDiff(data, base, index);
+      diff = this.readDiff(data, base, index, this.limits());
     } catch (e) {
       if (e instanceof WireError) return undefined;
       throw e;
     }
+    const fresh = new DomainState(this.seed, this.specs, this.groupSpecs);
+    fresh.load(this.snapshot(), this.index); // our own state: it loads (else a bug, thrown)
+    fresh.applyDiff(diff);
     return fresh.snapshot();
   }
 
-  private loadDiff(data: Uint8Array, base: number, index: number): void {
+  /**
+   * A difference parsed and checked against this state, which it leaves unchanged: it decodes
+   * whole, each register it names stays within `limits`, and the state patched by it has the
+   * digest it names (computed from each named register's hash less the entries it replaces or
+   * removes plus those it writes: the register hashes are sums, §5). Costs the difference's
+   * size, not the state's.
+   */
+  private readDiff(data: Uint8Array, base: number, index: number, limits: ReadonlyMap<string, RegisterLimit>): ParsedDiff {
     const bad = (field: string, detail: string): WireError => new WireError(DropReason.MalformedPayload, field, detail);
     const r = new Reader(data);
     const at = r.varint('diff.index');
     if (at !== index) throw bad('diff.index', `difference to index ${at}, expected ${index}`);
     const from = r.varint('diff.base');
     if (from !== base) throw bad('diff.base', `difference from index ${from}, expected ${base}`);
-    const hi = r.u32('diff.digest');
-    const lo = r.u32('diff.digest');
+    const digest = { hi: r.u32('diff.digest'), lo: r.u32('diff.digest') };
     const version = (f: string, max: number): number => {
       const v = r.varint(f);
       if (v > max) throw bad(f, `${v} exceeds ${max}`);
       return v;
     };
+    const regs: DiffRegister[] = [];
+    const heads = new Map<string, PatchedHead>();
     const nreg = this.registerCount(r, 'diff.registers');
     const seenRegs = new Set<string>();
     for (let i = 0; i < nreg; i++) {
-      const { name, reg } = this.registerHead(r, seenRegs, index);
-      if (reg.state instanceof MapState) {
+      const { name, reg, version: regVersion } = this.registerHead(r, seenRegs, index);
+      const limit = limits.get(name)!;
+      const st = reg.state;
+      if (st instanceof MapState) {
         const n = r.varint('register.entries');
+        const entries: DiffEntry[] = [];
         const seenKeys = new Set<string>();
+        const hash = new Hash64(st.hash.hi, st.hash.lo);
+        let keys = st.size();
+        let bytes = st.fullTransferBytes();
         for (let j = 0; j < n; j++) {
           const key = r.lenBytes('entry.key', MAX_KEY_LEN).slice();
           if (key.length === 0) throw bad('entry.key', 'empty key');
@@ -600,26 +696,67 @@ export class DomainState implements StateMachine {
           if (seenKeys.has(k)) throw bad('entry.key', 'repeated key');
           seenKeys.add(k);
           // Version 0: the key is absent at `index`.
-          const v = version('entry.version', reg.version);
-          if (v === 0) reg.state.remove(key);
-          else reg.state.put(key, r.lenBytes('entry.value', MAX_VALUE_LEN).slice(), v);
+          const v = version('entry.version', regVersion);
+          const value = v === 0 ? undefined : r.lenBytes('entry.value', MAX_VALUE_LEN).slice();
+          const old = st.get(key);
+          if (old) {
+            hash.sub(old.hhi, old.hlo);
+            keys--;
+            bytes -= entryWireLen(old);
+          }
+          if (value) {
+            const e = st.entryOf(key, value, v);
+            hash.add(e.hhi, e.hlo);
+            keys++;
+            bytes += entryWireLen(e);
+          }
+          entries.push({ key, version: v, value });
         }
+        if (keys > limit.keys || bytes > limit.bytes)
+          throw bad('register.entries', `register ${name} past its quota (${limit.keys} keys, ${limit.bytes} octets)`);
+        regs.push({ name, version: regVersion, entries });
+        heads.set(name, { version: regVersion, hash });
       } else {
-        const rseed = this.seed ^ murmur3(0x5350_0011, new TextEncoder().encode(name));
-        reg.state = new StreamState(rseed);
-        reg.state.appendBytes(r.lenBytes('register.bytes', data.length).slice());
+        const content = r.lenBytes('register.bytes', data.length).slice();
+        if (content.length > limit.bytes)
+          throw bad('register.bytes', `register ${name}: ${content.length} octets, past its quota (${limit.bytes})`);
+        regs.push({ name, version: regVersion, content });
+        heads.set(name, { version: regVersion, hash: new StreamState(st.seed).hashAfter([content]) });
       }
     }
-    // Groups and the outcome table: whole, as in a snapshot.
-    for (const g of this.groups.values()) g.version = 0;
-    this.outcomes.clear();
-    this.outcomeTotal = 0;
-    this.seqs = new WeakMap();
-    this.readTail(r, index);
+    // Groups and the outcome table: whole, as in a snapshot, into a state of their own.
+    const tail = new DomainState(this.seed, [], this.groupSpecs);
+    tail.readTail(r, index);
     r.expectEnd('diff');
-    this.index = index;
+    const d = this.digest(heads);
+    if (d.hi !== digest.hi || d.lo !== digest.lo)
+      throw bad('diff.digest', `the patched state's digest differs from the leader's at ${index}`);
+    return { index, digest, regs, tail };
+  }
+
+  /** Patch this state (a copy of the one readDiff() checked `diff` against) with it. */
+  private applyDiff(diff: ParsedDiff): void {
+    for (const { name, version, entries, content } of diff.regs) {
+      const reg = this.registers.get(name)!;
+      reg.version = version;
+      if (content) {
+        reg.state = new StreamState(this.registerSeed(name));
+        reg.state.appendBytes(content);
+        continue;
+      }
+      const st = reg.state as MapState;
+      for (const e of entries!) {
+        if (e.value) st.put(e.key, e.value, e.version);
+        else st.remove(e.key);
+      }
+    }
+    for (const [name, g] of this.groups) g.version = diff.tail.groups.get(name)?.version ?? 0;
+    this.outcomes = diff.tail.outcomes;
+    this.outcomeTotal = diff.tail.outcomeTotal;
+    this.index = diff.index;
     const d = this.digest();
-    if (d.hi !== hi || d.lo !== lo) throw bad('diff.digest', `the patched state's digest differs from the leader's at ${index}`);
+    if (d.hi !== diff.digest.hi || d.lo !== diff.digest.lo)
+      throw new Error(`a checked difference to ${diff.index} did not give its digest`);
   }
 
   /** Bytes a full copy of the registers would take (the baseline catch-up is measured against). */

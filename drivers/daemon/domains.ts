@@ -199,12 +199,20 @@ export class DomainHost {
    */
   private persistReady(): Error | undefined {
     const wasFenced = this.node.fencedCause !== undefined;
-    const failed = driveReady(
-      this.node,
-      this.store,
-      (to, bytes) => this.outbox.push({ to, bytes }),
-      (ev) => this.published.push(ev),
-    );
+    let failed: Error | undefined;
+    try {
+      // ready() applies what a leader committed: an exception there is this domain's, as in guard().
+      failed = driveReady(
+        this.node,
+        this.store,
+        (to, bytes) => this.outbox.push({ to, bytes }),
+        (ev) => this.published.push(ev),
+      );
+    } catch (e) {
+      this.internalError(e);
+      this.publishFence();
+      return e instanceof Error ? e : new Error(String(e));
+    }
     if (failed && !wasFenced)
       this.log.error({ domain: this.cfg.name, err: failed }, `domain ${this.cfg.name} fenced: ${this.node.fencedCause ?? failed.message}`);
     return failed;
@@ -233,18 +241,39 @@ export class DomainHost {
     }
   }
 
+  /** An unexpected exception out of the node: it fences this domain (logged once); the process and the other domains carry on. */
+  private internalError(e: unknown): void {
+    this.internalErrors++;
+    if (this.node.fencedCause) return;
+    this.node.fence('internal-error');
+    this.log.error(
+      { domain: this.cfg.name, err: e },
+      `domain ${this.cfg.name} fenced: internal-error (an unexpected exception; restart spookd to resume it)`,
+    );
+  }
+
+  /** After an exception out of ready(): the fenced node's lifecycle event, for the subscribers (it holds nothing else). */
+  private publishFence(): void {
+    try {
+      driveReady(
+        this.node,
+        this.store,
+        () => {},
+        (ev) => this.published.push(ev),
+      );
+    } catch {
+      /* fenced already: nothing more to tell */
+    }
+  }
+
   /** Runs an input; its Ready is persisted now (`now`, or without batchTurns) or at the next flush(). */
   private guard(run: () => void, now = false): Error | undefined {
     try {
       run();
     } catch (e) {
-      this.internalErrors++;
-      if (this.node.fencedCause) return;
-      this.node.fence('internal-error');
-      this.log.error(
-        { domain: this.cfg.name, err: e },
-        `domain ${this.cfg.name} fenced: internal-error (an unexpected exception; restart spookd to resume it)`,
-      );
+      const wasFenced = this.node.fencedCause !== undefined;
+      this.internalError(e);
+      if (wasFenced) return;
     }
     if (!this.onDirty || now) return this.flush();
     if (!this.dirty) {
