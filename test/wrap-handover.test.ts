@@ -116,7 +116,7 @@ describe('handover state', () => {
     expect(at((x) => (x[c0 + 5] = 3)).field).toBe('peers[0].conns[0].state');
     expect(at((x) => (x[c0 + 4] = 0x80)).field).toBe('peers[0].conns[0].flags');
     expect(at((x) => (x[c0 + 8] = 5)).field).toBe('peers[0].conns[0].target.family');
-    expect(at((x) => new DataView(x.buffer).setUint32(c0, 1)).field).toBe('peers[0].conns[0].id');
+    expect(at((x) => new DataView(x.buffer).setUint32(c0, 0)).field).toBe('peers[0].conns[0].id');
     // The second connection with the first one's id, and with its descriptor.
     const c1 = c0 + 10 + 8 + 2 + 4 + 4 + 4 + 24 + 4 + 5;
     expect(at((x) => new DataView(x.buffer).setUint32(c1, 4)).field).toBe('peers[0].conns[1].id');

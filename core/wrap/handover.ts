@@ -5,9 +5,10 @@
  * the received offset of the receive stream, both FINs. The local sockets travel beside it (the
  * service manager's descriptor store), each named by `fd` (FDNAME spook-wrap-<fd>).
  *
- * The bytes are local input but still validated: a state that does not decode is refused with
- * the field at fault (HandoverError), and the caller starts afresh. No wire rule changes: the
- * peer sees a carrier loss, then a HELLO with the same bootId, as after any outage.
+ * The bytes are local input but still validated: a state that cannot be read is refused with
+ * the field at fault (HandoverError), and the caller starts afresh; an entry that reads but
+ * does not check out costs only that connection or peer (decodeHandover's `drop`). No wire rule
+ * changes: the peer sees a carrier loss, then a HELLO with the same bootId, as after any outage.
  */
 import type { Target } from '../../wire/wrap.js';
 
@@ -178,11 +179,6 @@ class Reader {
   u64(f: string): bigint {
     return this.v.getBigUint64(this.need(8, f));
   }
-  offset(f: string): number {
-    const x = this.u64(f);
-    if (x > BigInt(MAX_OFFSET)) throw new HandoverError(f, `${x} beyond 2^53`);
-    return Number(x);
-  }
   bytes(n: number, f: string): Uint8Array {
     const at = this.need(n, f);
     return this.b.subarray(at, at + n);
@@ -192,19 +188,43 @@ class Reader {
   }
 }
 
-/** Decode and check a handover state; throws HandoverError naming the field at fault. */
-export function decodeHandover(b: Uint8Array): HandoverState {
+/**
+ * Decode and check a handover state; throws HandoverError naming the field at fault.
+ *
+ * With `drop`, a fault confined to one entry costs that entry, not the state: a connection
+ * (or a completed one) that does not check out is left out and reported to `drop`, as is a
+ * peer whose own fields do not (with its connections: their descriptors are then closed by
+ * the caller, and the peer resets them). The state is this process's own export, so such an
+ * entry is a bug or a peer's input this spookd should have refused; every other peer's and
+ * connection's part still goes on. What cannot be read past (a truncation, a count over its
+ * bound, the magic, the version, trailing bytes) is still refused whole.
+ */
+export function decodeHandover(b: Uint8Array, drop?: (e: HandoverError) => void): HandoverState {
   const r = new Reader(b);
   const dec = new TextDecoder('utf-8', { fatal: true });
+  /** The first fault of the entry being read; thrown at once without `drop`. */
+  let bad: HandoverError | undefined;
+  const fault = (field: string, detail: string): void => {
+    if (!drop) throw new HandoverError(field, detail);
+    bad ??= new HandoverError(field, detail);
+  };
   const text = (n: number, f: string): string => {
+    const bytes = r.bytes(n, f);
     try {
-      return dec.decode(r.bytes(n, f));
-    } catch (e) {
-      if (e instanceof HandoverError) throw e;
-      throw new HandoverError(f, 'not UTF-8');
+      return dec.decode(bytes);
+    } catch {
+      fault(f, 'not UTF-8');
+      return '';
     }
   };
-  if (text(8, 'magic') !== HANDOVER_MAGIC) throw new HandoverError('magic', `not ${HANDOVER_MAGIC}`);
+  /** A stream offset; beyond 2^53 a fault of the entry (read as 0 then). */
+  const offset = (f: string): number => {
+    const x = r.u64(f);
+    if (x <= BigInt(MAX_OFFSET)) return Number(x);
+    fault(f, `${x} beyond 2^53`);
+    return 0;
+  };
+  if (r.bytes(8, 'magic').some((c, i) => c !== HANDOVER_MAGIC.charCodeAt(i))) throw new HandoverError('magic', `not ${HANDOVER_MAGIC}`);
   const version = r.u16('version');
   if (version !== HANDOVER_VERSION && version !== 1)
     throw new HandoverError('version', `${version}, this spookd reads 1 to ${HANDOVER_VERSION}`);
@@ -213,60 +233,70 @@ export function decodeHandover(b: Uint8Array): HandoverState {
   if (npeers > HANDOVER_MAX_PEERS) throw new HandoverError('peers', `${npeers}, at most ${HANDOVER_MAX_PEERS}`);
   const peers: HandoverPeer[] = [];
   const names = new Set<string>();
+  /** Descriptors of the connections taken (a dropped one's is closed by the caller, with the unnamed ones). */
   const fds = new Set<number>();
   for (let i = 0; i < npeers; i++) {
     const f = `peers[${i}]`;
+    bad = undefined;
     const peer = text(r.u16(`${f}.name`), `${f}.name`);
-    if (!peer || names.has(peer)) throw new HandoverError(`${f}.name`, peer ? `${peer} twice` : 'empty');
-    names.add(peer);
+    if (!peer || names.has(peer)) fault(`${f}.name`, peer ? `${peer} twice` : 'empty');
     const hasBoot = r.u8(`${f}.peerBootId`);
-    if (hasBoot > 1) throw new HandoverError(`${f}.peerBootId`, `flag ${hasBoot}`);
+    if (hasBoot > 1) fault(`${f}.peerBootId`, `flag ${hasBoot}`);
     const pb = r.u64(`${f}.peerBootId`);
     const nextId = r.u32(`${f}.nextId`);
     const nconns = r.u32(`${f}.conns`);
     if (nconns > HANDOVER_MAX_CONNS) throw new HandoverError(`${f}.conns`, `${nconns}, at most ${HANDOVER_MAX_CONNS}`);
+    /** The peer's own fields are at fault: its whole part is read past and dropped. */
+    const peerBad = bad;
     const conns: HandoverConn[] = [];
+    const peerFds = new Set<number>();
     const ids = new Set<number>();
     for (let j = 0; j < nconns; j++) {
       const g = `${f}.conns[${j}]`;
+      bad = undefined;
+      // Id 0 is never opened (§16.4); 1 is the first odd id after a wrap of the follower's ids.
       const id = r.u32(`${g}.id`);
-      if (id < 2 || ids.has(id)) throw new HandoverError(`${g}.id`, id < 2 ? `${id} is reserved` : `${id} twice`);
-      ids.add(id);
+      if (id === 0 || ids.has(id)) fault(`${g}.id`, id === 0 ? `${id} is reserved` : `${id} twice`);
       const flags = r.u8(`${g}.flags`);
-      if (flags & ~31) throw new HandoverError(`${g}.flags`, `unknown bits ${flags}`);
+      if (flags & ~31) fault(`${g}.flags`, `unknown bits ${flags}`);
       const st = STATES[r.u8(`${g}.state`)];
-      if (!st) throw new HandoverError(`${g}.state`, 'unknown');
+      if (!st) fault(`${g}.state`, 'unknown');
       const wrapPort = r.u16(`${g}.wrapPort`);
       const family = r.u8(`${g}.target.family`);
-      if (family !== 4 && family !== 6) throw new HandoverError(`${g}.target.family`, `${family}`);
+      if (family !== 4 && family !== 6) fault(`${g}.target.family`, `${family}`);
       const address = text(r.u8(`${g}.target.address`), `${g}.target.address`);
-      if (!address) throw new HandoverError(`${g}.target.address`, 'empty');
+      if (!address) fault(`${g}.target.address`, 'empty');
       const port = r.u16(`${g}.target.port`);
-      if (port === 0 || wrapPort === 0) throw new HandoverError(port === 0 ? `${g}.target.port` : `${g}.wrapPort`, '0');
+      if (port === 0 || wrapPort === 0) fault(port === 0 ? `${g}.target.port` : `${g}.wrapPort`, '0');
       const holdMs = r.u32(`${g}.holdMs`);
       const heldMs = r.u32(`${g}.heldMs`);
       const fd = r.u32(`${g}.fd`);
-      if (fds.has(fd)) throw new HandoverError(`${g}.fd`, `${fd} twice`);
-      fds.add(fd);
-      const sendAcked = r.offset(`${g}.sendAcked`);
-      const received = r.offset(`${g}.received`);
-      const finAt = r.offset(`${g}.recvFinAt`);
+      if (fds.has(fd) || peerFds.has(fd)) fault(`${g}.fd`, `${fd} twice`);
+      const sendAcked = offset(`${g}.sendAcked`);
+      const received = offset(`${g}.received`);
+      const finAt = offset(`${g}.recvFinAt`);
       const nbytes = r.u32(`${g}.sendBytes`);
-      if (nbytes > HANDOVER_MAX_CONN_BYTES) throw new HandoverError(`${g}.sendBytes`, `${nbytes}, at most ${HANDOVER_MAX_CONN_BYTES}`);
-      if (sendAcked + nbytes > MAX_OFFSET) throw new HandoverError(`${g}.sendBytes`, 'the stream passes 2^53');
+      if (nbytes > HANDOVER_MAX_CONN_BYTES) fault(`${g}.sendBytes`, `${nbytes}, at most ${HANDOVER_MAX_CONN_BYTES}`);
+      else if (sendAcked + nbytes > MAX_OFFSET) fault(`${g}.sendBytes`, 'the stream passes 2^53');
       const sendBytes = r.bytes(nbytes, `${g}.sendBytes`);
       const recvFinAt = flags & FLAG_RECV_FIN ? finAt : undefined;
-      if (recvFinAt !== undefined && recvFinAt < received)
-        throw new HandoverError(`${g}.recvFinAt`, `${recvFinAt} below received ${received}`);
+      if (recvFinAt !== undefined && recvFinAt < received) fault(`${g}.recvFinAt`, `${recvFinAt} below received ${received}`);
       const endDelivered = (flags & FLAG_END_DELIVERED) !== 0;
-      if (endDelivered && recvFinAt !== received) throw new HandoverError(`${g}.flags`, 'end delivered before the fin');
+      if (endDelivered && recvFinAt !== received) fault(`${g}.flags`, 'end delivered before the fin');
+      if (peerBad) continue;
+      if (bad) {
+        drop!(bad);
+        continue;
+      }
+      ids.add(id);
+      peerFds.add(fd);
       conns.push({
         id,
         local: (flags & FLAG_LOCAL) !== 0,
         openSent: (flags & FLAG_OPEN_SENT) !== 0,
-        state: st,
+        state: st!,
         wrapPort,
-        target: { family, address, port },
+        target: { family: family as 4 | 6, address, port },
         holdMs,
         heldMs,
         fd,
@@ -283,11 +313,25 @@ export function decodeHandover(b: Uint8Array): HandoverState {
     if (ndone > HANDOVER_MAX_COMPLETED) throw new HandoverError(`${f}.completed`, `${ndone}, at most ${HANDOVER_MAX_COMPLETED}`);
     for (let j = 0; j < ndone; j++) {
       const g = `${f}.completed[${j}]`;
+      bad = undefined;
       const id = r.u32(`${g}.id`);
-      if (id < 2 || ids.has(id)) throw new HandoverError(`${g}.id`, id < 2 ? `${id} is reserved` : `${id} twice`);
+      if (id === 0 || ids.has(id)) fault(`${g}.id`, id === 0 ? `${id} is reserved` : `${id} twice`);
+      const finOut = offset(`${g}.finOut`);
+      const finIn = offset(`${g}.finIn`);
+      if (peerBad) continue;
+      if (bad) {
+        drop!(bad);
+        continue;
+      }
       ids.add(id);
-      completed.push({ id, finOut: r.offset(`${g}.finOut`), finIn: r.offset(`${g}.finIn`) });
+      completed.push({ id, finOut, finIn });
     }
+    if (peerBad) {
+      drop!(peerBad);
+      continue;
+    }
+    names.add(peer);
+    for (const fd of peerFds) fds.add(fd);
     peers.push({ peer, peerBootId: hasBoot ? pb : undefined, nextId, conns, completed });
   }
   if (r.left !== 0) throw new HandoverError('end', `${r.left} trailing bytes`);

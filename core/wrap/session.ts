@@ -166,9 +166,11 @@ export interface WrapSessionCounters {
 /**
  * What a peer did against the protocol (each counted in `violations`): a record that does not
  * decode, comes before HELLO, repeats HELLO or speaks another version; an OPEN with this side's
- * id parity or an OPENED for the peer's own connection; a record about a stream at an impossible
- * offset (`stream`, the connection reset) or past the receive window or quota (`window`); replies
- * it leaves unread until the silence timeout (`unread`) or past the backlog limit (`control-backlog`).
+ * id parity, or of id 0 or with a port of 0 (`open`), or an OPENED for the peer's own connection;
+ * a record about a stream at an impossible offset (`stream`, the connection reset) or past the
+ * receive window or quota (`window`); in delta mode, a NACK of octets already resent raw
+ * (`nack`, ignored); replies it leaves unread until the silence timeout (`unread`) or past the
+ * backlog limit (`control-backlog`).
  */
 export type WrapViolation =
   | 'undecodable'
@@ -176,9 +178,11 @@ export type WrapViolation =
   | 'second-hello'
   | 'version'
   | 'parity'
+  | 'open'
   | 'wrong-side'
   | 'stream'
   | 'window'
+  | 'nack'
   | 'unread'
   | 'control-backlog';
 
@@ -645,9 +649,16 @@ export class WrapSession {
       case RecordType.Nack:
         if (!c.delta || rec.offset < c.send.acked || rec.offset > c.send.next)
           return this.protocolError(now, c, `nack at ${rec.offset} outside [${c.send.acked}, ${c.send.next}]`);
-        // Resend from the offset, raw; the chunk deque no longer covers it (raw path handles that).
+        // No REF went out below rawUntil since it last rose (a NACK, a carrier loss): a NACK there
+        // asks again for octets already resent raw, and would have us resend the window per 13
+        // octets. Ignored, counted (the resend under way, or a RESUME's, clears the peer's NACK).
+        if (rec.offset < c.delta.rawUntil)
+          return this.violation('nack', `connection ${c.id}: nack at ${rec.offset}, below ${c.delta.rawUntil}: resent raw already`);
+        // Resend from the offset, raw, up to where we had got (the chunk deque no longer covers
+        // it; the raw path handles that): a later NACK must lie beyond it, so each octet is
+        // resent for a NACK at most once.
+        c.delta.rawUntil = Math.max(c.delta.rawUntil, c.send.next, rec.offset + 1);
         c.send.rewindTo(rec.offset);
-        c.delta.rawUntil = Math.max(c.delta.rawUntil, rec.offset + 1);
         return;
       case RecordType.Ack: {
         const before = c.send.room;
@@ -1012,6 +1023,10 @@ export class WrapSession {
 
   private onOpen(now: number, id: number, wrapPort: number, target: Target, holdMs: number, delta: boolean, datagram: boolean): void {
     if ((id & 1) === this.opts.role) return this.violation('parity', `open of connection ${id}: its id has this side's parity`);
+    // Id 0 is never opened (§16.4), nor is port 0 dialled or wrapped: such a connection could
+    // not be handed over to the next process either (core/wrap/handover.ts).
+    if (id === 0 || wrapPort === 0 || target.port === 0)
+      return this.violation('open', `open of connection ${id}: ${id === 0 ? 'id 0 is reserved' : 'port 0'}`);
     const known = this.live.get(id);
     if (known) {
       // A resent OPEN (the carrier broke before our OPENED arrived): answer again, resume.

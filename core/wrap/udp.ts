@@ -22,19 +22,58 @@ export function frameDatagram(d: Uint8Array): Uint8Array {
   return out;
 }
 
-/** Datagrams back out of the bytes of a stream (which may split them anywhere). */
+/**
+ * Datagrams back out of the bytes of a stream (which may split them anywhere). A datagram that
+ * arrives whole in one push is handed out uncopied; one split over several is kept as its
+ * pieces and joined once, when its last piece comes: linear in the octets, however finely the
+ * peer splits them (copying the partial datagram on every push made a 65,535-octet datagram
+ * sent one octet per record cost 2 GiB of copying). A partial datagram holds at most 65,535
+ * octets, and its pieces are views of the pushed bytes.
+ */
 export class DatagramDeframer {
-  private buf: Buffer = Buffer.alloc(0);
+  /** The current datagram's length once its prefix is in (else -1), and the prefix's first octet if split (else -1). */
+  private need = -1;
+  private head = -1;
+  /** The current datagram's pieces so far, and their length. */
+  private parts: Uint8Array[] = [];
+  private have = 0;
+
+  /** Octets of a partial datagram (its prefix included) waiting for the rest. */
+  get held(): number {
+    return this.have + (this.need >= 0 ? 2 : this.head >= 0 ? 1 : 0);
+  }
 
   push(bytes: Uint8Array, out: (d: Buffer) => void): void {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, bytes]) : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     let off = 0;
-    while (this.buf.length - off >= 2) {
-      const len = this.buf.readUInt16BE(off);
-      if (this.buf.length - off - 2 < len) break;
-      out(this.buf.subarray(off + 2, off + 2 + len));
-      off += 2 + len;
+    for (;;) {
+      if (this.need < 0) {
+        if (off >= b.length) return;
+        if (this.head >= 0) {
+          this.need = (this.head << 8) | b[off++];
+          this.head = -1;
+        } else if (b.length - off >= 2) {
+          this.need = b.readUInt16BE(off);
+          off += 2;
+        } else {
+          this.head = b[off];
+          return;
+        }
+      }
+      const take = Math.min(this.need - this.have, b.length - off);
+      let d: Buffer;
+      if (this.have === 0 && take === this.need) d = b.subarray(off, off + take);
+      else {
+        if (take > 0) this.parts.push(b.subarray(off, off + take));
+        this.have += take;
+        if (this.have < this.need) return;
+        d = Buffer.concat(this.parts, this.have);
+        this.parts = [];
+        this.have = 0;
+      }
+      off += take;
+      this.need = -1;
+      out(d);
     }
-    this.buf = off === this.buf.length ? Buffer.alloc(0) : this.buf.subarray(off);
   }
 }

@@ -15,6 +15,8 @@ const CONN_PREFIX = 'spook-wrap-';
 export const connFdName = (i: number): string => `${CONN_PREFIX}${i}`;
 /** The largest state read back (the per-peer quotas bound it far below this in practice). */
 const MAX_STATE_BYTES = 2 ** 31 - 1;
+/** Entries left out of a state named in its warning (the rest are counted). */
+const DROPPED_NAMED = 8;
 
 export interface Inherited {
   state: HandoverState;
@@ -26,6 +28,9 @@ export interface Inherited {
  * The state and sockets the previous process stored, or undefined (none, or refused: then every
  * inherited descriptor of ours is closed and the start is a fresh one, with a warning). Each name
  * taken is removed from the store, so a later restart never hands the same socket over twice.
+ * A connection or peer of the state that does not check out is left out of it (a warning):
+ * its socket stays among `fds`, unnamed by the state, and restoreHandover closes it; every
+ * other peer's connections are taken over (one bad entry never costs every peer its own).
  */
 export function takeHandover(
   log: Logger,
@@ -43,8 +48,12 @@ export function takeHandover(
     return undefined;
   }
   let state: HandoverState;
+  let dropped = 0;
+  const faults: string[] = [];
   try {
-    state = decodeHandover(readWhole(stateFd.fd, MAX_STATE_BYTES));
+    state = decodeHandover(readWhole(stateFd.fd, MAX_STATE_BYTES), (e) => {
+      if (dropped++ < DROPPED_NAMED) faults.push(e.message);
+    });
   } catch (e) {
     log.warn({ error: (e as Error).message }, 'wrap handover refused: its sockets are reset, a fresh start');
     // Not the state's: `finally` closes it, and a second close could hit a descriptor reopened under its number.
@@ -53,6 +62,8 @@ export function takeHandover(
   } finally {
     closeQuietly(stateFd.fd);
   }
+  if (dropped > 0)
+    log.warn({ dropped, faults }, 'wrap handover: entries of the state left out: their connections are reset, the others taken over');
   const fds = new Map<number, number>();
   for (const f of all) {
     const i = Number(f.name.slice(CONN_PREFIX.length));

@@ -122,6 +122,12 @@ const MAX_DIALS_IN_FLIGHT = Math.ceil((2 * HANDSHAKE_TIMEOUT_MS) / REDIAL_MAX_MS
 export const MAX_WRAPPERS = 256;
 /** Every peer is stepped at least this often (tick()), whatever its own deadlines. */
 const SWEEP_MS = 1_000;
+/**
+ * A peer's protocol violations are logged the first, then at most one line per this long, with
+ * the count left unlogged meanwhile (`suppressed`): a peer that sends undecodable records as
+ * fast as its carrier goes must not flood the log. The counters (peerCounters) stay exact.
+ */
+export const VIOLATION_LOG_MS = 10_000;
 
 /** Why an intercepted TCP connection was reset unread (stats().refused, by these names). */
 export type InterceptRefusal = 'no-original-destination' | 'port-not-wrapped' | 'too-many-connections';
@@ -146,6 +152,8 @@ interface PeerState {
   downSince: number | undefined;
   /** Its intercepted TCP connections the far side has not confirmed yet, with their original destination. */
   pending: ConnectDeadlines<Target>;
+  /** Its last violation logged (VIOLATION_LOG_MS), and how many were not logged since. */
+  violationLog: { at: number | undefined; suppressed: number };
 }
 
 export class WrapManager {
@@ -269,6 +277,7 @@ export class WrapManager {
       budget: undefined,
       downSince: this.now(),
       pending: new ConnectDeadlines(),
+      violationLog: { at: undefined, suppressed: 0 },
     };
     ps.budget = this.budgetOf(ps);
     return ps;
@@ -1381,9 +1390,19 @@ export class WrapManager {
       case 'peer-restarted':
         this.log.warn({ peer: ps.peer.name }, 'the peer spookd restarted: its wrapped connections are gone');
         return;
-      case 'violation':
-        this.log.warn({ peer: ps.peer.name, kind: ev.kind, detail: ev.detail }, 'wrap protocol violation');
+      case 'violation': {
+        const v = ps.violationLog;
+        const now = this.now();
+        if (v.at !== undefined && now - v.at < VIOLATION_LOG_MS) {
+          v.suppressed++;
+          return;
+        }
+        const suppressed = v.suppressed > 0 ? { suppressed: v.suppressed } : {};
+        this.log.warn({ peer: ps.peer.name, kind: ev.kind, detail: ev.detail, ...suppressed }, 'wrap protocol violation');
+        v.at = now;
+        v.suppressed = 0;
         return;
+      }
       default: {
         const _unhandled: never = ev; // every event of the session is acted on
         return _unhandled;
