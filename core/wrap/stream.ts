@@ -11,6 +11,7 @@
  */
 import { Deque } from '../util/deque.js';
 import { MAX_DATA } from '../../wire/wrap.js';
+import { unpinned } from '../util/pinned.js';
 
 /**
  * Told after each change of what a SendStream has to send or holds in flight, with its
@@ -204,7 +205,10 @@ export class RecvStream {
     if (offset > this.received) return 'gap';
     const skip = this.received - offset;
     if (skip >= data.length) return undefined;
-    const fresh = skip > 0 ? data.subarray(skip) : data;
+    // A resent record's new tail alone is a view of the whole record (of its read): copied when
+    // it is under half of what it would keep alive (a 60 KB record with one new octet, 500 times,
+    // kept 28.6 MiB where the quotas counted 500 octets).
+    const fresh = skip > 0 ? unpinned(data.subarray(skip)) : data;
     this.received += fresh.length;
     return fresh;
   }

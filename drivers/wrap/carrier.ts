@@ -25,6 +25,7 @@ import { IKInitiator, IKResponder, type CipherState } from '../../core/etcp/nois
 import { hash } from '../../crypto/primitives.js';
 import { MAC_LEN, mac, macEqual } from '../../core/etcp/cookie.js';
 import { MAX_DATA } from '../../wire/wrap.js';
+import { pinsLittle } from '../../core/util/pinned.js';
 
 /**
  * v3: the handshake payloads negotiate the transport AEAD (v2: always ChaCha20-Poly1305, empty
@@ -132,9 +133,58 @@ export class CarrierError extends Error {
 }
 
 /**
+ * A plaintext piece smaller than this (and not its record's whole plaintext) is gathered into a
+ * buffer of the record's own instead of kept as a view of its read. A record is then delivered
+ * in at most 16 views (each at least KEEP_PIECE), 17 partly filled gathering buffers (one before
+ * each view and one at the tag) and 9 full ones (GATHER_FIRST doubling to GATHER): 42 parts
+ * however finely the peer slices it across reads (one octet per read made 262,157 views,
+ * ~30 MiB of heap, for one 256 KiB record). Bulk reads (up to 64 KiB on Node) are far above it;
+ * under it, a piece costs the session and the local socket more (an event, a write) than
+ * copying it does.
+ */
+const KEEP_PIECE = 16 * 1024;
+/**
+ * Gathering buffers: the first of a record GATHER_FIRST octets (or twice the piece that starts
+ * it), each next one twice the last, up to GATHER; never more than the rest of the record.
+ * Small while little has arrived (a trickled record holds at most about twice what arrived),
+ * few when much has (a 256 KiB record trickled an octet per read: 8 buffers).
+ */
+const GATHER_FIRST = 4 * 1024;
+const GATHER = 64 * 1024;
+
+/** A record's framing around its plaintext: the length prefix and the tag. */
+const PIN_SLACK = 4 + TAGLEN;
+/**
+ * Whether a view of a read may be handed on as it is: with a record's framing (its length and
+ * tag, PIN_SLACK), it is at least half of the ArrayBuffer it keeps alive (core/util/pinned.ts). Every part a record
+ * is delivered in is either such a view or a buffer of its own (exactly its size, or a
+ * gathering buffer at least half full), so whatever a consumer holds (a delta chunker until
+ * its cut, a local socket's write queue) keeps alive at most twice the octets the session's
+ * quotas count for it plus 40, less than an allocation of its own costs. Without it a 1-octet
+ * record in a 64 KiB read kept the 64 KiB (Node gives each socket read an ArrayBuffer of its
+ * own, the size of the read). A record whole in a read of its size (request/response traffic),
+ * however small, and a large one whole or nearly whole in its read (bulk), go on without a copy.
+ */
+const keepable = (v: Buffer): boolean => pinsLittle(v, PIN_SLACK);
+
+/**
+ * A copy of `v` in an ArrayBuffer of its own. Not Buffer.from / allocUnsafe: below 4 KiB those
+ * slice Node's shared 8 KiB pool, and one small copy a consumer keeps (a stalled connection's
+ * octet) would keep its whole slab alive while the copies around it (other connections' records,
+ * anything else the process pooled) are freed: up to 8 KiB per counted octet again.
+ */
+function ownCopy(v: Buffer): Buffer {
+  const b = Buffer.allocUnsafeSlow(v.length);
+  v.copy(b);
+  return b;
+}
+
+/**
  * Sealed records out of the carrier's byte stream, decrypted as their octets arrive (no
  * reassembly copy of a record that spans reads). A record is released, as the plaintext
- * pieces of those reads, only once its tag has verified.
+ * pieces of those reads, only once its tag has verified. Decrypted in place (one FFI call on
+ * the read itself, no output buffer); what is handed on is bounded against the memory it
+ * keeps alive (keepable, KEEP_PIECE): a piece too small for its read is copied out.
  */
 class RecordOpener {
   private readonly head = Buffer.alloc(4);
@@ -144,6 +194,10 @@ class RecordOpener {
   private plain: Buffer[] = [];
   private tag: Buffer[] = [];
   private n = 0;
+  /** Small plaintext pieces of the record in progress, copied together (gather, flushGathered). */
+  private gathered: Buffer | undefined;
+  private gatheredLen = 0;
+  private nextGather = GATHER_FIRST;
 
   constructor(
     /** One context for every record (aead-evp): per record only its nonce is set. */
@@ -171,11 +225,12 @@ class RecordOpener {
           if (!p) throw new CarrierError('carrier record failed authentication');
           off += len;
           this.n++;
-          if (!out(p.length ? [p] : [])) return off;
+          if (!out(p.length ? [keepable(p) ? p : ownCopy(p)] : [])) return off;
           continue;
         }
         this.need = len;
         this.got = 0;
+        this.nextGather = GATHER_FIRST;
         this.aead.begin(this.n, len - TAGLEN);
         continue;
       }
@@ -185,7 +240,12 @@ class RecordOpener {
       if (this.got < ctEnd) {
         // Through libcrypto the read is decrypted in place: its plaintext leaves only once the tag verifies.
         const p = this.aead.update(piece.subarray(0, Math.min(k, ctEnd - this.got)));
-        if (p.length) this.plain.push(p);
+        if (p.length >= Math.min(KEEP_PIECE, ctEnd) && keepable(p)) {
+          this.flushGathered();
+          this.plain.push(p);
+        } else if (p.length) {
+          this.gather(p, ctEnd - this.got - p.length);
+        }
       }
       if (this.got + k > ctEnd) this.tag.push(piece.subarray(Math.max(0, ctEnd - this.got)));
       this.got += k;
@@ -195,6 +255,8 @@ class RecordOpener {
         throw new CarrierError('carrier record failed authentication');
       }
       this.n++;
+      this.flushGathered();
+      this.gathered = undefined; // not kept between records: an idle carrier holds no gathering buffer
       const parts = this.plain;
       this.plain = [];
       this.tag = [];
@@ -202,6 +264,49 @@ class RecordOpener {
       if (!out(parts)) return off;
     }
     return off;
+  }
+
+  /**
+   * Copies a small piece `p` onto the gathering buffer, `left` plaintext octets of the record
+   * still to come after it. A gathering buffer is sized when made (GATHER_FIRST) and never
+   * grown; a full one is handed on as a part at once. So every octet is copied here once (and
+   * at most once more, by flushGathered), and a record in progress holds at most about twice
+   * what arrived of it, plus GATHER_FIRST.
+   */
+  private gather(p: Buffer, left: number): void {
+    while (p.length) {
+      let g = this.gathered;
+      if (!g) {
+        // At least twice the piece: one that a view follows (the head of a record at the end of a read) is not copied again.
+        const size = Math.max(Math.min(2 * p.length, GATHER), this.nextGather);
+        g = this.gathered = Buffer.allocUnsafeSlow(Math.min(p.length + left, size));
+        this.gatheredLen = 0;
+        this.nextGather = Math.min(2 * size, GATHER);
+      }
+      const k = Math.min(p.length, g.length - this.gatheredLen);
+      p.copy(g, this.gatheredLen, 0, k);
+      this.gatheredLen += k;
+      p = p.subarray(k);
+      if (this.gatheredLen === g.length) this.flushGathered();
+    }
+  }
+
+  /**
+   * The gathered octets join the record's parts, in order (before a piece kept as a view, and
+   * at the tag): the buffer itself when at least half of it is used (it is then given away),
+   * else a copy of the used part (and the buffer gathers on).
+   */
+  private flushGathered(): void {
+    const g = this.gathered;
+    if (!g || this.gatheredLen === 0) return;
+    const used = g.subarray(0, this.gatheredLen);
+    this.gatheredLen = 0;
+    if (keepable(used)) {
+      this.gathered = undefined;
+      this.plain.push(used);
+    } else {
+      this.plain.push(ownCopy(used));
+    }
   }
 }
 
