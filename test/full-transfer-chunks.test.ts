@@ -201,14 +201,13 @@ describe('full transfer: the work per chunk does not grow with the chunk count',
     expect(reads, `${reads} reads of chunk slots for ${n} chunks`).toBeLessThan(8 * n);
   });
 
-  it('40,000 one-entry chunks, window by window, complete in well under the 4.7 s the quadratic scans took', () => {
+  it('40,000 one-entry chunks, window by window, each window asked for once, complete', () => {
     const n = 40_000;
     const { f, feed, now } = fullTransfer({ maxKeys: 1_000_000 });
     const all = Array.from({ length: n }, (_, i) => entry(`k${i}`));
     const pin = pinOf(all);
     feed(meta(6, pin));
     let requests = 0;
-    const t0 = performance.now();
     for (let from = 0; from < n; from += 16) {
       for (let i = from; i < Math.min(n, from + 16); i++) feed(chunk(6, i, n, [all[i]]));
       const reqs = snapReqs(sent(f, now()));
@@ -216,12 +215,9 @@ describe('full transfer: the work per chunk does not grow with the chunk count',
       else expect(reqs).toHaveLength(0);
       requests += reqs.length;
     }
-    const ms = performance.now() - t0;
     expect(requests).toBe(n / 16 - 1);
     expect(f.register('kv').version).toBe(6);
     expect(f.register('kv').state.size()).toBe(n);
-    // 0.4-0.8 s here with counters (2 cores, under `nice`); the scans from 0 took 4.7 s for this test (6 s in
-    // the review's, which fed the chunks alone). Loose on purpose: the test above counts the work exactly.
-    expect(ms, `${n} chunks took ${ms.toFixed(0)} ms`).toBeLessThan(3000);
+    // (0.4-0.8 s here; the scans from 0 took 4.7 s. No time is asserted: the test above counts the work.)
   });
 });
