@@ -151,8 +151,14 @@ static __always_inline int first_fragment(struct hdr_cursor *nh, void *data_end,
 	return L4_FRAG;
 }
 
+/* What parse_l4 saw of an IPv6 packet, for a UDP length field of 0 (spook_xdp). */
+struct ip6_len {
+	__u32 payload_len; /* the IPv6 header's Payload Length field */
+	__u32 ext_len;     /* octets of extension headers walked before the UDP header */
+};
+
 /* Classifies the packet after the Ethernet header; on L4_UDP, *udp_out is the UDP header. */
-static __always_inline int parse_l4(struct hdr_cursor *nh, void *data_end, __u16 proto, struct spook_src_key *src, __u16 port, struct udphdr **udp_out)
+static __always_inline int parse_l4(struct hdr_cursor *nh, void *data_end, __u16 proto, struct spook_src_key *src, __u16 port, struct udphdr **udp_out, struct ip6_len *l6)
 {
 	struct spook_frag_key fk = {};
 	__u8 l4;
@@ -186,6 +192,7 @@ static __always_inline int parse_l4(struct hdr_cursor *nh, void *data_end, __u16
 		src->family = 6;
 		__builtin_memcpy(src->addr, &ip6->saddr, 16);
 		nh->pos = ip6 + 1;
+		l6->payload_len = bpf_ntohs(ip6->payload_len);
 		int first_frag = 0;
 		/* Up to MAX_IPV6_EXT extension headers are followed: hop-by-hop, routing, destination options, fragment. */
 #pragma unroll
@@ -195,7 +202,9 @@ static __always_inline int parse_l4(struct hdr_cursor *nh, void *data_end, __u16
 				if ((void *)(ext + 1) > data_end)
 					return L4_OTHER;
 				l4 = ext->nexthdr;
-				nh->pos += (ext->hdrlen + 1) * 8;
+				__u32 elen = (ext->hdrlen + 1) * 8;
+				nh->pos += elen;
+				l6->ext_len += elen;
 			} else if (l4 == IPPROTO_FRAGMENT) {
 				struct { __u8 nexthdr; __u8 reserved; __be16 frag_off; __be32 id; } *fh = nh->pos;
 				if ((void *)(fh + 1) > data_end)
@@ -203,6 +212,7 @@ static __always_inline int parse_l4(struct hdr_cursor *nh, void *data_end, __u16
 				__u16 off = bpf_ntohs(fh->frag_off);
 				l4 = fh->nexthdr;
 				nh->pos = fh + 1;
+				l6->ext_len += sizeof(*fh);
 				if (!(off & (IPV6_FRAG_OFFSET | IPV6_FRAG_MORE)))
 					continue; /* an atomic fragment (RFC 6946): a whole datagram */
 				fk.family = 6;
@@ -275,7 +285,8 @@ int spook_xdp(struct xdp_md *ctx)
 	if (parse_ethhdr(&nh, data_end, &proto) < 0)
 		goto other;
 	struct udphdr *udp = NULL;
-	int l4 = parse_l4(&nh, data_end, proto, &src, cfg->port, &udp);
+	struct ip6_len l6 = {};
+	int l4 = parse_l4(&nh, data_end, proto, &src, cfg->port, &udp, &l6);
 	if (l4 == L4_FRAG)
 		return drop(SPOOK_DROP_FRAGMENT);
 	if (l4 == L4_EXT_CHAIN)
@@ -285,6 +296,24 @@ int spook_xdp(struct xdp_md *ctx)
 
 	/* The ESTP frame is the UDP payload; its length is what the socket would deliver. */
 	__u32 udp_len = bpf_ntohs(udp->len);
+	if (udp_len == 0 && src.family == 6) {
+		/*
+		 * IPv6 UDP length 0: Linux's __udp6_lib_rcv reads it as a jumbogram (RFC 2675) and takes
+		 * ulen = skb->len, i.e. it delivers the datagram (IPv4's __udp4_lib_rcv drops it, like
+		 * any length < 8, as IPv6 does 1..7). By then ip6_rcv_core has trimmed the skb to the
+		 * IPv6 Payload Length and each extension header has been pulled, so skb->len is that
+		 * field less the extension headers walked above: the same length, and the same checks,
+		 * as with a correct UDP length (never the packet's end, which may hold link padding).
+		 * A Payload Length of 0 too claims an IPv6 jumbogram, whose length is in a hop-by-hop
+		 * Jumbo option and over 65,535 (the kernel then drops a packet shorter than that, or
+		 * without the option takes the rest of the buffer): a length the program does not
+		 * reproduce, and beyond any ESTP frame, so it drops as oversized (step 1). A remainder
+		 * under 8 is a packet the kernel drops while parsing it.
+		 */
+		if (l6.payload_len == 0)
+			return drop(SPOOK_DROP_OVERSIZED);
+		udp_len = l6.payload_len > l6.ext_len ? l6.payload_len - l6.ext_len : 0;
+	}
 	if (udp_len < sizeof(*udp))
 		goto other; /* the kernel drops it */
 	__u32 frame_len = udp_len - sizeof(*udp);

@@ -268,6 +268,98 @@ describe('XDP and IPv6 extension-header chains (PROTOCOL.md §13.1)', () => {
   });
 });
 
+/** The packet with its UDP length field overwritten (`at`: the UDP header's offset). */
+function withUdpLen(pkt: Buffer, at: number, len: number): Buffer {
+  const c = Buffer.from(pkt);
+  UDP.fields.len.set(viewOf(c), len, at);
+  return c;
+}
+
+describe('XDP and a UDP length of 0 over IPv6 (PROTOCOL.md §13.1)', () => {
+  // Linux's __udp6_lib_rcv reads UDP length 0 as "the rest of the IPv6 payload" and delivers the
+  // datagram; the program must check it exactly as the same frame with a correct length.
+  const zero = (f: Uint8Array, o: { vlans?: number[]; src?: number } = {}): Buffer =>
+    udpPacket(f, { dstPort: PORT, ipv6: true, udpLen: 0, ...o });
+  const right = (f: Uint8Array, o: { vlans?: number[]; src?: number } = {}): Buffer => udpPacket(f, { dstPort: PORT, ipv6: true, ...o });
+
+  it('attack: an unknown-pair frame and a handshake with UDP length 0 get the verdict and counter of the same frame with a correct length', () => {
+    const cases: [string, Uint8Array, number, string][] = [
+      ['unknown pair', data(0x1234), XDP_DROP, 'unknown-pair'],
+      ['valid-looking handshake', hs(), XDP_PASS, 'pass-estp'],
+      ['data frame of the pair', data(), XDP_PASS, 'pass-pair'],
+      ['bad magic', mut(data(), 'magic', 0x99), XDP_DROP, 'bad-magic'],
+      ['payload length lies', mut(data(), 'payload_len', 99, 1), XDP_DROP, 'length-mismatch'],
+      ['oversized handshake', raw(FrameType.HandshakeInit, 0, 300), XDP_DROP, 'oversized'],
+      ['truncated', data().subarray(0, H.pair_id.offset + 4), XDP_DROP, 'truncated'],
+    ];
+    for (const [name, f, verdict, counter] of cases) {
+      for (const vlans of [[], [42], [7, 42]]) {
+        const want = { verdict, moved: [counter] };
+        expect(run(right(f, { vlans })), `${name}, correct length, vlans ${vlans.join('.')}`).toEqual(want);
+        expect(run(zero(f, { vlans })), `${name}, UDP length 0, vlans ${vlans.join('.')}`).toEqual(want);
+      }
+      // Behind extension headers the kernel's length is the Payload Length less those headers.
+      expect(run(withDstOpts(right(f), 3)), `${name}, correct length behind 3 destination-options headers`).toEqual({
+        verdict,
+        moved: [counter],
+      });
+      expect(run(withDstOpts(zero(f), 3)), `${name}, UDP length 0 behind 3 destination-options headers`).toEqual({
+        verdict,
+        moved: [counter],
+      });
+      // In an atomic fragment (its Fragment header is an extension header too).
+      const atomic = fragment(f, { ipv6: true, id: 0x8001, offset: 0, more: false });
+      expect(run(withUdpLen(atomic, ETH.size + IPV6.size + IPV6_FRAG.size, 0)), `${name}, UDP length 0 in an atomic fragment`).toEqual({
+        verdict,
+        moved: [counter],
+      });
+    }
+    // The pair is counted with the frame's real length.
+    const before = xdp.pairStats().find((p) => p.pairId === PAIR)!;
+    run(zero(data()));
+    const after = xdp.pairStats().find((p) => p.pairId === PAIR)!;
+    expect([after.packets - before.packets, after.bytes - before.bytes]).toEqual([1, 60]);
+  });
+
+  it('attack: a handshake flood with UDP length 0 is rate-limited like any other', () => {
+    xdp.configure({ port: PORT, enforcePairs: true, handshakeRate: 1, handshakeBurst: 2 });
+    try {
+      expect(run(zero(hs(), { src: 91 }))).toEqual({ verdict: XDP_PASS, moved: ['pass-estp'] });
+      expect(run(right(hs(), { src: 91 }))).toEqual({ verdict: XDP_PASS, moved: ['pass-estp'] });
+      for (let i = 0; i < 20; i++) expect(run(zero(hs(), { src: 91 }))).toEqual({ verdict: XDP_DROP, moved: ['handshake-rate-limited'] });
+    } finally {
+      xdp.configure({ port: PORT, enforcePairs: true, handshakeRate: 1_000_000, handshakeBurst: 1_000_000 });
+    }
+  });
+
+  it('the length is the IPv6 Payload Length (not the packet end, which may hold link padding); a Payload Length of 0 drops as oversized', () => {
+    const padded = Buffer.concat([zero(data()), Buffer.alloc(24)]);
+    expect(run(padded)).toEqual({ verdict: XDP_PASS, moved: ['pass-pair'] });
+    expect(run(Buffer.concat([zero(data(0x1234)), Buffer.alloc(24)]))).toEqual({ verdict: XDP_DROP, moved: ['unknown-pair'] });
+    // Payload Length 1 octet short of the frame: the kernel delivers one octet less, which the frame's own length field contradicts.
+    const short = zero(data());
+    IPV6.fields.payload_len.set(viewOf(short), UDP.size + data().length - 1, ETH.size);
+    expect(run(short)).toEqual({ verdict: XDP_DROP, moved: ['length-mismatch'] });
+    // IPv6 Payload Length 0 claims a jumbogram (RFC 2675: over 65,535 octets).
+    const jumbo = zero(hs());
+    IPV6.fields.payload_len.set(viewOf(jumbo), 0, ETH.size);
+    expect(run(jumbo)).toEqual({ verdict: XDP_DROP, moved: ['oversized'] });
+  });
+
+  it('lengths the kernel drops still pass unexamined: IPv6 1..7, IPv4 0..7, and IPv6 length 0 with no room for the UDP header', () => {
+    for (const len of [1, 4, 7]) {
+      expect(run(udpPacket(hs(), { dstPort: PORT, ipv6: true, udpLen: len }))).toEqual({ verdict: XDP_PASS, moved: ['pass-other'] });
+    }
+    for (const len of [0, 4, 7])
+      expect(run(udpPacket(hs(), { dstPort: PORT, udpLen: len }))).toEqual({ verdict: XDP_PASS, moved: ['pass-other'] });
+    const tiny = zero(hs());
+    IPV6.fields.payload_len.set(viewOf(tiny), 4, ETH.size);
+    expect(run(tiny)).toEqual({ verdict: XDP_PASS, moved: ['pass-other'] });
+    // Other ports are not looked at, whatever the length.
+    expect(run(udpPacket(hs(), { dstPort: 53, ipv6: true, udpLen: 0 }))).toEqual({ verdict: XDP_PASS, moved: ['pass-other'] });
+  });
+});
+
 /** The TypeScript verdict for the same frame: decodeFrame with the same pair table. */
 function tsVerdict(frame: Uint8Array): string {
   try {
