@@ -20,9 +20,10 @@ const RECENT_MS = 1000;
 /** Recent work (ms) that makes a peer "busy" for the others' budgets: more than keepalives. */
 const ACTIVE_MS = 2;
 /**
- * Or recent frames asking to be handled (admitted or not): a light peer whose frames are
- * cheap, or wait behind a flood, still shows that it needs the host. Keepalives (about one a
- * second) and Raft heartbeats (ten) stay below.
+ * Or recent frames asking to be handled (countDemand): a light peer whose frames are cheap, or
+ * wait behind a flood, still shows that it needs the host. Keepalives (about one a second) and
+ * Raft heartbeats (ten) stay below. The peer table counts only frames that authenticate as the
+ * peer's: anyone who sees a pair id can send frames naming it.
  */
 const ACTIVE_FRAMES = 20;
 
@@ -104,14 +105,28 @@ export class WorkBudget {
     return this.pool === undefined || this.pool.contended(this, now);
   }
 
-  /** Whether the peer may have more work now; counts a refusal when not. */
-  admit(now: number): boolean {
-    this.recentDemand(now);
-    this.demand += 1;
+  /** Whether the peer may have more work now; counts a refusal when not (no demand: see countDemand). */
+  allows(now: number): boolean {
     this.refill(now);
     if (this.tokens > 0 || !this.held(now)) return true;
     this.refused++;
     return false;
+  }
+
+  /**
+   * One frame of the peer's asked to be handled (ACTIVE_FRAMES). Only a frame known to be the
+   * peer's: the peer table counts a Data frame once it has opened, never before the AEAD, or
+   * forged frames naming the peer's pair id would make it look busy (§12.9).
+   */
+  countDemand(now: number): void {
+    this.recentDemand(now);
+    this.demand += 1;
+  }
+
+  /** countDemand and allows: for a caller whose work items are all the peer's. */
+  admit(now: number): boolean {
+    this.countDemand(now);
+    return this.allows(now);
   }
 
   charge(ms: number): void {

@@ -97,11 +97,16 @@ export interface CookieOptions {
   random: (n: number) => Uint8Array;
   /** mac1-valid HandshakeInits per second above which mac2 is required. */
   threshold?: number;
-  /** Under load, mac2-valid HandshakeInits per source per second that go on to the DH. */
+  /**
+   * Under load, mac2-valid HandshakeInits per source host per second that go on to the DH (and,
+   * always, HandshakeResps that fail after theirs: admitResponse).
+   */
   perSourceLimit?: number;
   /**
-   * The part of a source that a peer's exemption from the global DH bucket covers (spookd: its
-   * IP address, so a peer whose NAT gives it a new port keeps it). Default: the whole source.
+   * The part of a source that a peer's exemption from the global DH bucket covers, and that the
+   * per-source limit counts by (spookd: its IP address, so a peer whose NAT gives it a new port
+   * keeps its exemption, and a host sending from many ports still gets one share). Default: the
+   * whole source.
    */
   hostOf?: (source: string) => string;
 }
@@ -117,13 +122,18 @@ export class CookieChecker {
   private windowStart = -Infinity;
   private count = 0;
   private prevCount = 0;
+  /** Under load (inits) or always (failed responses): DHs this second, by sourceKey. */
   private readonly perSource = new Map<string, number>();
-  /** The global DH bucket under load (admitSource). */
+  /** The global DH bucket (admitSource under load, failed responses always). */
   private dhTokens: number;
   private dhAt = -Infinity;
-  /** The latest source of an authorised handshake per peer, and how many peers name each source. */
-  private readonly knownOf = new Map<string, string>();
+  /**
+   * The latest source of an authorised handshake per peer (and its host), how many peers name
+   * each host (the exemption from the global bucket covers the host) and each exact source.
+   */
+  private readonly knownOf = new Map<string, { host: string; source: string }>();
   private readonly knownCount = new Map<string, number>();
+  private readonly knownSourceCount = new Map<string, number>();
   readonly threshold: number;
   readonly perSourceLimit: number;
 
@@ -157,30 +167,79 @@ export class CookieChecker {
   }
 
   /**
-   * Under load: whether this source may have one more DH now. Two limits: `perSourceLimit`
-   * per source per second, and a token bucket of `DH_RATE_PER_THRESHOLD × threshold` per
-   * second for all sources together (without it, N sources that receive their cookies get
-   * N × perSourceLimit DHs per second). A token is taken only when both admit. Sources of
-   * an authorised peer's latest handshake (noteAuthorised) are held to the per-source limit only.
+   * What the per-source limit counts a source under: its host (spookd: its IP address, the
+   * part the exemption covers), so that one host gets `perSourceLimit` however many ports it
+   * sends from; but the exact source of a peer's latest handshake counts on its own, so that
+   * another sender at the peer's address (a shared NAT) cannot spend the peer's share.
    */
-  admitSource(now: number, source: string): 'ok' | 'source' | 'global' {
-    this.roll(now);
-    const n = this.perSource.get(source);
-    if (n === undefined && this.perSource.size >= MAX_TRACKED_SOURCES) return 'source';
-    if ((n ?? 0) >= this.perSourceLimit) return 'source';
-    if (this.knownCount.has(this.hostOf(source))) {
-      // A source that completed an authorised handshake lately: an attacker can hold no cookie for it
-      // without receiving there, so a flood from other sources does not starve it.
-      this.perSource.set(source, (n ?? 0) + 1);
-      return 'ok';
-    }
+  private sourceKey(source: string): string {
+    return this.knownSourceCount.has(source) ? source : this.hostOf(source);
+  }
+
+  private refillDh(now: number): void {
     const rate = DH_RATE_PER_THRESHOLD * this.threshold;
     if (now > this.dhAt) this.dhTokens = Math.min(rate, this.dhTokens + ((now - this.dhAt) * rate) / 1000);
     this.dhAt = Math.max(this.dhAt, now);
-    if (this.dhTokens < 1) return 'global';
-    this.dhTokens--;
-    this.perSource.set(source, (n ?? 0) + 1);
+  }
+
+  /**
+   * Under load: whether this source may have one more DH now. Two limits: `perSourceLimit`
+   * per source host per second (sourceKey), and a token bucket of `DH_RATE_PER_THRESHOLD ×
+   * threshold` per second for all sources together (without it, N sources that receive their
+   * cookies get N × perSourceLimit DHs per second). A token is taken only when both admit.
+   * Hosts of an authorised peer's latest handshake (noteAuthorised) are held to the per-source
+   * limit only.
+   */
+  admitSource(now: number, source: string): 'ok' | 'source' | 'global' {
+    this.roll(now);
+    const key = this.sourceKey(source);
+    const n = this.perSource.get(key) ?? 0;
+    // A host that completed an authorised handshake lately: an attacker can hold no cookie for it
+    // without receiving there, so a flood from other sources does not starve it (nor fill the table).
+    const exempt = this.knownCount.has(this.hostOf(source));
+    if (!exempt && !this.perSource.has(key) && this.perSource.size >= MAX_TRACKED_SOURCES) return 'source';
+    if (n >= this.perSourceLimit) return 'source';
+    if (!exempt) {
+      this.refillDh(now);
+      if (this.dhTokens < 1) return 'global';
+      this.dhTokens--;
+    }
+    this.perSource.set(key, n + 1);
     return 'ok';
+  }
+
+  /**
+   * A HandshakeResp to our pending handshake with `peer`, from `source`, before its two DHs:
+   * whether they may be done. Nothing proves a response genuine before them (its mac1 is keyed
+   * by our public key, and whoever saw our init knows its index), so the DHs of the responses
+   * that then fail count against the limits of inits under load, whether or not under load:
+   * `perSourceLimit` per source host per second, and the global DH bucket unless the source is
+   * the host of `peer`'s latest handshake (where the genuine response comes from). A response
+   * that authenticates costs the limits nothing (it is the peer's work), so a flood of
+   * forgeries from elsewhere never keeps the genuine one from completing.
+   */
+  admitResponse(now: number, source: string, peer: string): 'ok' | 'source' | 'global' {
+    this.roll(now);
+    const key = this.sourceKey(source);
+    const exempt = this.knownOf.get(peer)?.host === this.hostOf(source);
+    if (!exempt && !this.perSource.has(key) && this.perSource.size >= MAX_TRACKED_SOURCES) return 'source';
+    if ((this.perSource.get(key) ?? 0) >= this.perSourceLimit) return 'source';
+    if (exempt) return 'ok';
+    this.refillDh(now);
+    return this.dhTokens < 1 ? 'global' : 'ok';
+  }
+
+  /** A HandshakeResp admitted by admitResponse (just before) failed after its DHs: they are counted. */
+  responseFailed(now: number, source: string, peer: string): void {
+    this.roll(now);
+    const key = this.sourceKey(source);
+    const exempt = this.knownOf.get(peer)?.host === this.hostOf(source);
+    if (!exempt) {
+      this.refillDh(now);
+      this.dhTokens = Math.max(0, this.dhTokens - 1);
+    }
+    if (exempt || this.perSource.has(key) || this.perSource.size < MAX_TRACKED_SOURCES)
+      this.perSource.set(key, (this.perSource.get(key) ?? 0) + 1);
   }
 
   /**
@@ -188,16 +247,16 @@ export class CookieChecker {
    * One source per peer, the latest: an authorised peer cannot farm exempt addresses.
    */
   noteAuthorised(peer: string, at: string): void {
-    const source = this.hostOf(at);
     const old = this.knownOf.get(peer);
-    if (old === source) return;
+    if (old?.source === at) return;
     if (old !== undefined) {
-      const n = this.knownCount.get(old)! - 1;
-      if (n === 0) this.knownCount.delete(old);
-      else this.knownCount.set(old, n);
+      decrement(this.knownCount, old.host);
+      decrement(this.knownSourceCount, old.source);
     }
-    this.knownOf.set(peer, source);
-    this.knownCount.set(source, (this.knownCount.get(source) ?? 0) + 1);
+    const host = this.hostOf(at);
+    this.knownOf.set(peer, { host, source: at });
+    this.knownCount.set(host, (this.knownCount.get(host) ?? 0) + 1);
+    this.knownSourceCount.set(at, (this.knownSourceCount.get(at) ?? 0) + 1);
   }
 
   /** The cookie for `source`: MAC(secret, source), the secret redrawn every two minutes. */
@@ -213,6 +272,12 @@ export class CookieChecker {
     const m2 = frame.length - MAC_LEN;
     return m2 >= 0 && macEqual(mac(this.cookie(now, source), frame.subarray(0, m2)), frame.subarray(m2));
   }
+}
+
+function decrement(m: Map<string, number>, k: string): void {
+  const n = m.get(k)! - 1;
+  if (n === 0) m.delete(k);
+  else m.set(k, n);
 }
 
 /**

@@ -81,7 +81,7 @@ export interface EndpointOptions {
   onInitAccepted?: (peer: PeerConfig, timestamp: number) => void;
   /** mac1-valid HandshakeInits per second above which mac2 (a cookie) is required (§12.8). */
   cookieThreshold?: number;
-  /** Under load, HandshakeInits with a valid mac2 let through to the DH per source per second. */
+  /** Under load, HandshakeInits with a valid mac2 let through to the DH per source host (sourceHost) per second. */
   perSourceLimit?: number;
   /**
    * HandshakeInits accepted per peer per second, whatever their source (§12.8): one at most every
@@ -89,7 +89,7 @@ export interface EndpointOptions {
    * `handshakes.perPeerLimit`, default 10).
    */
   perPeerLimit?: number;
-  /** See CookieOptions.hostOf: what a peer's exemption from the global DH bucket covers. */
+  /** See CookieOptions.hostOf: what a peer's exemption from the global DH bucket covers, and what the per-source limit counts by. */
   sourceHost?: (source: string) => string;
   /**
    * Where each peer is expected before it has handshaken here (spookd: its configured
@@ -499,14 +499,29 @@ export class EtcpEndpoint {
     const p = this.pending.get(receiverIndex);
     if (!p || receiverIndex !== pairId)
       return { kind: 'drop', reason: 'unknown-index', detail: `no handshake in progress with index ${receiverIndex}` };
+    // Nothing proves the response genuine before its two DHs: those of responses that fail are bounded (§12.2.2).
+    const admit = this.cookies.admitResponse(now, source, p.peer.name);
+    if (admit === 'source')
+      return {
+        kind: 'drop',
+        reason: 'source-rate-limited',
+        detail: `more than ${this.cookies.perSourceLimit} failed handshakes/s from ${source}`,
+      };
+    if (admit === 'global') return { kind: 'drop', reason: 'dh-rate-limited', detail: 'the handshake DH budget is spent' };
     let m2;
     try {
+      // Read on a copy of the handshake state: a forged response leaves it as it was, for the genuine one.
       m2 = p.init.readMessage2(noiseMessage(HANDSHAKE_RESP, payload));
     } catch (e) {
+      this.cookies.responseFailed(now, source, p.peer.name);
       return { kind: 'drop', reason: 'handshake-auth-failed', detail: (e as Error).message };
     }
     const chosen = RESP_PAYLOAD.fields.version.get(viewOf(m2.payload));
-    if (chosen !== ETCP_VERSION) return { kind: 'drop', reason: 'version-mismatch', detail: `responder chose version ${chosen}` };
+    if (chosen !== ETCP_VERSION) {
+      // The responder authenticated and chose a version we do not speak: the handshake is over.
+      this.pending.delete(receiverIndex);
+      return { kind: 'drop', reason: 'version-mismatch', detail: `responder chose version ${chosen}` };
+    }
     this.pending.delete(receiverIndex);
     this.cookies.noteAuthorised(p.peer.name, source);
     return { kind: 'established', session: this.establish(now, receiverIndex, senderIndex, p.peer, true, m2.result) };

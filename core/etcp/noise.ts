@@ -71,6 +71,13 @@ export class CipherState {
     return p;
   }
 
+  /** An independent copy (the key is never mutated in place, so it is shared). */
+  clone(): CipherState {
+    const c = new CipherState(this.k);
+    c.n = this.n;
+    return c;
+  }
+
   /** The raw key, for transport sessions that use explicit nonces (packet numbers). */
   get key(): Uint8Array {
     if (!this.k) throw new NoiseError('no key');
@@ -81,7 +88,7 @@ export class CipherState {
 class SymmetricState {
   ck: Uint8Array;
   h: Uint8Array;
-  readonly cs = new CipherState();
+  cs = new CipherState();
 
   constructor(
     readonly hashName: HashName,
@@ -93,6 +100,18 @@ class SymmetricState {
       this.h.set(name);
     } else this.h = hash(hashName, name);
     this.ck = this.h;
+  }
+
+  /**
+   * An independent copy, to read a message on and keep only if it authenticates. ck and h are
+   * replaced by mixKey and mixHash, never mutated in place, so the copy shares them.
+   */
+  clone(): SymmetricState {
+    const c = new SymmetricState(this.hashName, ''); // '' costs no hash; every field is overwritten
+    c.ck = this.ck;
+    c.h = this.h;
+    c.cs = this.cs.clone();
+    return c;
   }
 
   mixKey(ikm: Uint8Array): void {
@@ -156,9 +175,10 @@ function concat(...parts: Uint8Array[]): Uint8Array {
 
 /** Initiator side: knows the responder's static key in advance. */
 export class IKInitiator {
-  private readonly ss: SymmetricState;
+  private ss: SymmetricState;
   private readonly e: KeyPair;
   private sent = false;
+  private received = false;
 
   constructor(
     private readonly o: IKOptions,
@@ -183,16 +203,24 @@ export class IKInitiator {
     return concat(this.e.publicKey, s, p);
   }
 
-  /** <- e, ee, se, payload. Throws NoiseError if the message does not authenticate. */
+  /**
+   * <- e, ee, se, payload. Throws NoiseError if the message does not authenticate, and then
+   * changes nothing: the message is read on a copy of the handshake state, kept only once its
+   * payload authenticates (as wireguard-go's ConsumeMessageResponse), so a forged message 2
+   * cannot spoil the genuine one. Once one has been read, any other is refused before any DH.
+   */
   readMessage2(msg: Uint8Array): { payload: Uint8Array; result: HandshakeResult } {
     if (!this.sent) throw new NoiseError('message 1 not written yet');
+    if (this.received) throw new NoiseError('message 2 already read');
     if (msg.length < DHLEN + TAGLEN) throw new NoiseError(`message 2 is ${msg.length} bytes, at least ${DHLEN + TAGLEN} needed`);
-    const ss = this.ss;
+    const ss = this.ss.clone();
     const re = msg.subarray(0, DHLEN);
     ss.mixHash(re);
     ss.mixKey(dh(this.e.privateKey, re));
     ss.mixKey(dh(this.o.staticKey.privateKey, re));
     const payload = ss.decryptAndHash(msg.subarray(DHLEN));
+    this.ss = ss;
+    this.received = true;
     const [c1, c2] = ss.split();
     return { payload, result: { send: c1, recv: c2, handshakeHash: ss.h, remoteStatic: this.rs } };
   }

@@ -350,7 +350,8 @@ export class PeerTable {
     // peer authenticated from (else whoever spoofs that address, from any port, could cut the peer off).
     const peerAddr = p?.addr !== undefined && p.addr.address === from.address;
     if (!peerAddr && !this.failing.admit(now, from.address)) return this.drop('source-over-budget', { from });
-    if (p && !p.budget.admit(now)) return this.drop('peer-over-budget', { peer: p.name });
+    // Its demand (what makes it busy for the others' budgets) is counted once the frame has opened, below.
+    if (p && !p.budget.allows(now)) return this.drop('peer-over-budget', { peer: p.name });
     const t0 = this.o.clock();
     const opened = this.o.etcp.openData(bytes, frame.header.pairId, frame.header.packetNumber);
     const took = this.o.clock() - t0;
@@ -359,6 +360,7 @@ export class PeerTable {
       this.failing.charge(now, from.address, took);
       return this.drop(opened.drop, { from, detail: opened.detail });
     }
+    p?.budget.countDemand(now);
     p?.budget.charge(took);
     const peer = this.peers.get(opened.session.peer.name);
     if (!peer || peer.fenced) return;

@@ -267,7 +267,8 @@ export class Spookd {
       cookieThreshold: cfg.handshakes.cookieThreshold,
       perSourceLimit: cfg.handshakes.perSourceLimit,
       perPeerLimit: cfg.handshakes.perPeerLimit,
-      // Sources are `address:port`; a peer's exemption covers its address, seeded with its configured endpoint.
+      // Sources are `address:port`; a peer's exemption covers its address, seeded with its configured endpoint, and the
+      // per-source DH limit counts by address too (one share per host, however many ports it sends from).
       sourceHost: (s) => s.slice(0, s.lastIndexOf(':')),
       knownSources: cfg.peers.flatMap((p) => {
         const a = toAddr(p.endpoint);
