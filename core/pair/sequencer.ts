@@ -36,7 +36,7 @@ import { LifecycleEvent, PairState } from './lifecycle.js';
 import type { PayloadBuilder } from './payload.js';
 import { copyEntryDelta, SEND_WINDOW, SEQ_LEASE, SEQUENCER_TIMERS, type RoleMachine, type SequencerTimer, type Shared } from './shared.js';
 import type { OwnCandidate, RegisterMessage } from './types.js';
-import type { LogRecord } from './log.js';
+import type { LogRecord, LogView } from './log.js';
 
 /** Attempts, an RTO apart, at sending a large record without the follower's own delta before sending it whole (§3.6.4). */
 const ELIDED_TRIES = 3;
@@ -89,6 +89,73 @@ function recordKeys(rec: LogRecord, written?: (octets: number) => void): Uint8Ar
   return out;
 }
 
+/**
+ * What costGap reads of a run [lo, hi] of the log's most recent records, kept from one costing to
+ * the next so that each record is decoded once however often a follower re-entangles (a follower
+ * can start a re-entanglement with two datagrams: Close{GoingAway}, then a Status at an old
+ * version). For any `from` in [lo, hi] it gives exactly what a scan of [from, hi] gives: the
+ * distinct keys written (a key is written in [from, hi] iff its latest write in [lo, hi] is at
+ * or after `from`), the keys written counted with repeats, and the octets of those writes.
+ * A record, once logged, never changes: the run stays true of the log while the log still holds
+ * the very record at `hi` (a reset drops every record; those logged after it are new objects).
+ */
+class GapScan {
+  /** Each key written in [lo, hi], by the latest version that writes it. */
+  private readonly latest = new Map<string, number>();
+  /** By version − lo: the keys whose latest write in [lo, hi] it is. */
+  private readonly latestAt: number[] = [];
+  /** By version − lo: the keys its record writes (with repeats) and their octets. */
+  private readonly entriesAt: number[] = [];
+  private readonly writtenAt: number[] = [];
+  private hi: number;
+  private hiRec: LogRecord | undefined;
+
+  constructor(private readonly lo: number) {
+    this.hi = lo - 1;
+  }
+
+  /** Whether it can answer for [from, to] of `log` (extended to `to`) in at most 2·GAP_COSTING_MAX records. */
+  fits(log: LogView, from: number, to: number): boolean {
+    return from >= this.lo && to >= this.hi && to - this.lo < 2 * GAP_COSTING_MAX && log.get(this.hi) === this.hiRec;
+  }
+
+  /** Read the records after `hi` through `to`; returns how many were decoded. */
+  extend(log: LogView, to: number): number {
+    const from = this.hi + 1;
+    for (let v = from; v <= to; v++) {
+      let entries = 0;
+      let written = 0;
+      this.latestAt.push(0);
+      for (const k of recordKeys(log.get(v)!, (octets) => (written += octets))) {
+        const key = latin1(k);
+        const prev = this.latest.get(key);
+        if (prev !== undefined) this.latestAt[prev - this.lo]--;
+        this.latest.set(key, v);
+        this.latestAt[v - this.lo]++;
+        entries++;
+      }
+      this.entriesAt.push(entries);
+      this.writtenAt.push(written);
+    }
+    this.hi = to;
+    this.hiRec = log.get(to);
+    return Math.max(0, to - from + 1);
+  }
+
+  /** What a scan of [from, hi] finds: O(hi − from), at most GAP_COSTING_MAX additions, no decoding. */
+  scan(from: number): { keys: number; entries: number; written: number } {
+    let keys = 0;
+    let entries = 0;
+    let written = 0;
+    for (let i = from - this.lo; i <= this.hi - this.lo; i++) {
+      keys += this.latestAt[i];
+      entries += this.entriesAt[i];
+      written += this.writtenAt[i];
+    }
+    return { keys, entries, written };
+  }
+}
+
 export class Sequencer implements RoleMachine, ResponderHost {
   readonly role = 'sequencer';
   /** The sequencer keeps collapsing whatever the pair's state. */
@@ -129,6 +196,10 @@ export class Sequencer implements RoleMachine, ResponderHost {
   /** Versions at or below this are not served from the log (reconciliation is cheaper). */
   private servedBase = 0;
   private gapCosted = true;
+  /** The records costGap last read, for the next costing (dropped once the pair is coherent again). */
+  private gapScan: GapScan | undefined;
+  /** Log records decoded to cost gaps, over the sequencer's life (a measure of costGap's work). */
+  gapRecordsDecoded = 0;
   /** The follower version the costing chose a log diff for (§8.1), if it did. */
   private diffSince: number | undefined;
   private retransmitAt: number | undefined;
@@ -474,6 +545,7 @@ export class Sequencer implements RoleMachine, ResponderHost {
     for (const q of this.peerRejections.keys()) if (q <= this.peerResolvedSeq) this.peerRejections.delete(q);
     const mine = s.log.hashAt(m.version);
     const coherent = s.pair.state === PairState.ENTANGLED || s.pair.state === PairState.COLLAPSING;
+    if (coherent) this.gapScan = undefined;
     if (m.version > s.version || (mine !== undefined && !hashEquals(mine, m.hash))) {
       if (coherent) s.pair.trigger(now, LifecycleEvent.HashMismatch, `register ${s.name}: peer at v${m.version} h=${hashHex(m.hash)}`);
       return;
@@ -546,8 +618,18 @@ export class Sequencer implements RoleMachine, ResponderHost {
    * touched once (§8.2.1); range reconciliation each differing key once plus tree summaries.
    * When the missed collapses rewrote keys, the replay costs more: then advertise the gap as
    * unservable (Status.logBase) so the follower reconciles, asking for the diff first, which
-   * is served when it was the cheapest (diffFrom). Costed once per re-entanglement, O(gap) with
-   * at most GAP_COSTING_MAX records decoded; streams always replay (a stream's gap is its tail).
+   * is served when it was the cheapest (diffFrom). Costed once per re-entanglement, with at most
+   * GAP_COSTING_MAX records read; streams always replay (a stream's gap is its tail).
+   *
+   * A follower can start a re-entanglement with every other datagram (Close{GoingAway}, then a
+   * Status), so the costing must not be a fresh walk of the gap each time. What it reads is a pure
+   * function of the follower's version, our version, the log's records between them, the state's
+   * size and octets, and the payload size; of these only the records cost more than O(1) to read,
+   * and records are immutable once logged. So the keys the records write are kept between
+   * costings (GapScan) and only records logged since the last costing are decoded: the same
+   * numbers as a fresh scan, so the same path chosen, at O(GAP_COSTING_MAX) integer additions a
+   * costing plus each record decoded about once. (The log is compacted through the follower's
+   * version before the costing, onStatus, so the gap's octets are the log's.)
    */
   private costGap(peerVersion: number): void {
     const s = this.s;
@@ -556,22 +638,19 @@ export class Sequencer implements RoleMachine, ResponderHost {
     const gap = s.version - peerVersion;
     if (!(s.state instanceof MapState) || gap <= 0 || !s.log.covers(peerVersion)) return;
     let logBytes = 0;
-    for (let v = peerVersion + 1; v <= s.version; v++) logBytes += s.log.get(v)!.encoded.length;
+    if (s.log.base === peerVersion && s.log.last === s.version) logBytes = s.log.sizeBytes;
+    else for (let v = peerVersion + 1; v <= s.version; v++) logBytes += s.log.get(v)!.encoded.length;
     if (logBytes < GAP_COSTING_MIN_BYTES) return;
-    const keys = new Set<string>();
-    // A follower can force a re-entanglement with one Status: decode at most GAP_COSTING_MAX
+    // A follower can force a re-entanglement with one Status: read at most GAP_COSTING_MAX
     // records (the most recent) and extrapolate the distinct keys from them (an upper bound).
     const scanFrom = Math.max(peerVersion + 1, s.version - GAP_COSTING_MAX + 1);
-    let entries = 0;
-    let writtenBytes = 0;
-    for (let v = scanFrom; v <= s.version; v++) {
-      for (const k of recordKeys(s.log.get(v)!, (octets) => (writtenBytes += octets))) {
-        keys.add(latin1(k));
-        entries++;
-      }
-    }
+    // A run not of this log, or that began after scanFrom or too long ago (at most one rebuild
+    // per GAP_COSTING_MAX records logged), is read again from scanFrom.
+    if (this.gapScan === undefined || !this.gapScan.fits(s.log, scanFrom, s.version)) this.gapScan = new GapScan(scanFrom);
+    this.gapRecordsDecoded += this.gapScan.extend(s.log, s.version);
+    const { keys, entries, written: writtenBytes } = this.gapScan.scan(scanFrom);
     const n = s.state.size();
-    const distinct = Math.min(n + entries * (gap / (s.version - scanFrom + 1)), Math.ceil((keys.size * gap) / (s.version - scanFrom + 1)));
+    const distinct = Math.min(n + entries * (gap / (s.version - scanFrom + 1)), Math.ceil((keys * gap) / (s.version - scanFrom + 1)));
     const avgEntry = n > 0 ? s.state.fullTransferBytes() / n : 64;
     // Reconciliation: the differing keys' entries, plus tree summaries: about a path per key
     // when differences are sparse, at most the whole tree (one 16-child node per ~8 entries).
