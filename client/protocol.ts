@@ -19,11 +19,14 @@
  * Add codes; never rename one.
  */
 export const ADMIN_ERROR_CODES = [
-  /** The request line is not JSON, or lacks a numeric `id` and a string `cmd`. */
+  /**
+   * The request line is not JSON, or lacks a numeric `id` and a string `cmd`; or its `args` is not an object, or has
+   * a field its command does not define (`field` names it; nothing of such a request is kept).
+   */
   'bad-request',
   /** The request line is longer than the daemon accepts (ADMIN_MAX_REQUEST, 90 MiB). */
   'request-too-large',
-  /** No such command. */
+  /** No such command. (An error quotes what a client sent, here the command, cut to 64 characters: it never grows with it.) */
   'unknown-command',
   /** An argument is missing or malformed; `field` names it (`ops[2].expect` inside a list). */
   'bad-argument',
@@ -61,7 +64,11 @@ export const ADMIN_ERROR_CODES = [
   'conflict',
   /** A fault in the daemon; the message says what. */
   'internal',
-  /** The connection has MAX_REQUESTS_IN_PROGRESS (4096) requests awaiting their answer already; wait for some to finish. */
+  /**
+   * The connection has MAX_REQUESTS_IN_PROGRESS (4096) requests awaiting their answer already, or their request lines
+   * hold more than 2 × the largest request (188743680 characters) with this one, or those of all connections together
+   * more than 4 × (377487360 characters); the message names the limit. Wait for some to finish, then retry.
+   */
   'too-many-requests',
   /**
    * The connection is refused (sent with id 0, then spookd closes it): spookd has as many admin connections
@@ -85,7 +92,10 @@ export const ADMIN_ERROR_CODES = [
   'cursor-expired',
   /** `scan`: this connection (or spookd in all) holds as many scan cursors as it allows; finish or abandon a scan first. */
   'too-many-cursors',
-  /** `feed`/`dfeed`: this connection (or spookd in all) has as many change feeds open as it allows. */
+  /**
+   * `feed`/`dfeed`: this connection (or spookd in all) has as many change feeds open as it allows (64 per connection,
+   * 1024 in all); `watch`/`events`: as many of those streams (64 per connection, 1024 in all). Close one first.
+   */
   'too-many-watchers',
   /** A read that needs another kind of register (`scan` on a stream register). */
   'wrong-register-kind',

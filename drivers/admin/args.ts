@@ -1,5 +1,8 @@
-/** Arguments of admin API requests: checked, with errors that name the argument; the error every command throws. */
-import type { AdminErrorCode } from '../../client/protocol.js';
+/**
+ * Arguments of admin API requests: the names each command takes (ADMIN_ARGUMENTS), checked values with
+ * errors that name the argument, the error every command throws, and how an error quotes what a client sent.
+ */
+import type { AdminArgs, AdminCommand, AdminErrorCode, AdminStream, AdminStreams } from '../../client/protocol.js';
 
 /** A request's arguments as they arrive: only the names of the command's arguments (client/protocol.ts), any values. */
 export type Untrusted<A> = { readonly [K in keyof A]?: unknown };
@@ -15,6 +18,103 @@ export class AdminFault extends Error {
     super(message);
     this.name = 'AdminFault';
   }
+}
+
+/** The arguments of a command or stream, as client/protocol.ts types them. */
+type ArgsOf<C extends AdminCommand | AdminStream> = C extends AdminCommand
+  ? AdminArgs<C>
+  : C extends AdminStream
+    ? AdminStreams[C]['args']
+    : never;
+/** Their names (`Record<string, never>`, a command without arguments: none). */
+type NamesOf<A> = string extends keyof A ? never : Extract<keyof A, string>;
+
+/**
+ * The argument names of every command and stream: the names the types of client/protocol.ts give
+ * (the compiler checks both ways: each listed name is one of the command's, each of the command's is
+ * listed), and the names docs/ADMIN-API.md shows (a test checks the doc against this table). A request
+ * whose `args` has any other field is refused (`bad-request`, `field` naming it) before anything is
+ * kept of it: unknown fields are not carried along, whatever their size.
+ */
+export const ADMIN_ARGUMENTS = {
+  status: [],
+  pairs: [],
+  pair: ['peer'],
+  registers: [],
+  xdp: [],
+  get: ['peer', 'register', 'key', 'offset', 'length'],
+  set: ['peer', 'register', 'timeoutMs', 'key', 'keyBase64', 'value', 'valueBase64'],
+  del: ['peer', 'register', 'timeoutMs', 'key', 'keyBase64'],
+  cas: ['peer', 'register', 'timeoutMs', 'expect', 'key', 'keyBase64', 'value', 'valueBase64'],
+  append: ['peer', 'register', 'timeoutMs', 'offset', 'data', 'dataBase64'],
+  watch: ['peer', 'register'],
+  events: ['peer'],
+  domains: [],
+  domain: ['domain'],
+  groups: [],
+  group: ['group', 'domain'],
+  dget: ['domain', 'register', 'offset', 'length', 'key', 'keyBase64'],
+  dpropose: ['domain', 'ops', 'timeoutMs'],
+  doutcome: ['domain', 'seq'],
+  member: ['domain', 'add', 'remove'],
+  wraps: [],
+  'wrap-add': ['protocol', 'port', 'peer', 'hold', 'delta', 'whenDown', 'connectTimeout'],
+  'wrap-remove': ['port', 'transport'],
+  'wrap-stats': [],
+  'wrap-conns': [],
+  'wrap-policy': [],
+  scan: ['peer', 'register', 'limit', 'version', 'cursor', 'cursorTtlMs', 'prefix', 'prefixBase64', 'after', 'afterBase64'],
+  size: ['peer', 'register'],
+  dscan: ['domain', 'register', 'limit', 'version', 'cursor', 'cursorTtlMs', 'prefix', 'prefixBase64', 'after', 'afterBase64'],
+  dsize: ['domain', 'register'],
+  feed: ['peer', 'register', 'fromVersion', 'maxBufferBytes', 'maxBufferEvents', 'prefix', 'prefixBase64'],
+  dfeed: ['domain', 'register', 'fromVersion', 'maxBufferBytes', 'maxBufferEvents', 'prefix', 'prefixBase64'],
+  txn: ['peer', 'register', 'timeoutMs', 'ops'],
+  reload: [],
+} as const satisfies { readonly [C in AdminCommand | AdminStream]: readonly NamesOf<ArgsOf<C>>[] };
+
+/** The names of a command's arguments that ADMIN_ARGUMENTS lacks, of every command (never: none lacks one). */
+type Unlisted = {
+  [C in AdminCommand | AdminStream]: Exclude<NamesOf<ArgsOf<C>>, (typeof ADMIN_ARGUMENTS)[C][number]>;
+}[AdminCommand | AdminStream];
+/** Compiles only when ADMIN_ARGUMENTS lists every argument of every command. */
+export type AllArgumentsListed = Listed<Unlisted>;
+type Listed<Missing extends never> = Missing;
+
+/** The arguments of `cmd` as a set, for the server's check. */
+const ARGUMENT_SETS: ReadonlyMap<string, ReadonlySet<string>> = new Map(
+  Object.entries(ADMIN_ARGUMENTS).map(([c, names]) => [c, new Set<string>(names)]),
+);
+
+/**
+ * The first field of `args` that `cmd` does not define, or undefined; `cmd` is a command or stream.
+ * Stops at the first: a request of a million unknown fields costs one look.
+ */
+export function unknownArgument(cmd: AdminCommand | AdminStream, args: object): string | undefined {
+  const known = ARGUMENT_SETS.get(cmd);
+  for (const k in args) if (Object.hasOwn(args, k) && !known?.has(k)) return k;
+  return undefined;
+}
+
+/** The most characters of a client's text an error quotes (`echo`). */
+export const ECHO_MAX = 64;
+
+/** `s` cut to `max` characters, a cut marked with `…`. */
+export const clip = (s: string, max = ECHO_MAX): string => (s.length <= max ? s : `${s.slice(0, max)}…`);
+
+/**
+ * Text a client sent, as an error message quotes it: as JSON, at most ECHO_MAX of its characters; a
+ * longer one cut and said so, with its length. An error never grows with what was sent.
+ */
+export function echo(s: string): string {
+  return s.length <= ECHO_MAX ? JSON.stringify(s) : `${JSON.stringify(s.slice(0, ECHO_MAX))}… (truncated: ${s.length} characters)`;
+}
+
+/** A daemon's `message` that names the client's `text` (as is or as JSON): with it as echo() quotes it. */
+export function echoIn(message: string, text: string | undefined): string {
+  if (text === undefined || text.length <= ECHO_MAX) return message;
+  const short = echo(text);
+  return message.split(JSON.stringify(text)).join(short).split(text).join(short);
 }
 
 const badArg = (k: string, must: string): AdminFault => new AdminFault('bad-argument', `argument ${k} must be ${must}`, k);
@@ -67,14 +167,15 @@ export function showBytes(b: Uint8Array): { base64: string; text?: string } {
 
 /**
  * A daemon call whose only failure is a refusal of one kind (a peer, domain or register not there;
- * a wrapper change that conflicts): that failure as `code`, with the daemon's message.
+ * a wrapper change that conflicts): that failure as `code`, with the daemon's message, in which
+ * `given` (what the client named, which the daemon's message may quote whole) is shortened by echo().
  */
-export function failsAs<T>(code: AdminErrorCode, field: string | undefined, f: () => T): T {
+export function failsAs<T>(code: AdminErrorCode, field: string | undefined, f: () => T, given?: string): T {
   try {
     return f();
   } catch (e) {
     if (e instanceof AdminFault) throw e;
-    throw new AdminFault(code, (e as Error).message, field);
+    throw new AdminFault(code, echoIn((e as Error).message, given), field);
   }
 }
 

@@ -13,6 +13,7 @@ import {
   AdminFault,
   MAX_WAIT_MS,
   bytesArg as bytes,
+  echo,
   failsAs,
   num as n,
   showBytes as show,
@@ -27,11 +28,11 @@ const MAX_OPS = 256;
 
 /** The domain a request names (`domain`), or the only one. */
 export const domainOf = (d: Spookd, name: string | undefined): DomainHost =>
-  failsAs(name === undefined && d.domains.size !== 0 ? 'domain-required' : 'unknown-domain', 'domain', () => d.domain(name));
+  failsAs(name === undefined && d.domains.size !== 0 ? 'domain-required' : 'unknown-domain', 'domain', () => d.domain(name), name);
 
 /** A register of the domain, as of its applied index. */
 const readOf = (h: DomainHost, register: string, key?: Uint8Array): ReturnType<DomainHost['read']> =>
-  failsAs('unknown-register', 'register', () => h.read(register, key));
+  failsAs('unknown-register', 'register', () => h.read(register, key), register);
 
 type Op = Untrusted<
   { register: string; op: string; key: string; keyBase64: string; value: string; valueBase64: string } & {
@@ -62,7 +63,7 @@ function toOp(d: Spookd, domain: string | undefined, raw: unknown, i: number): C
     else if (op === 'append') {
       const size = readOf(domainOf(d, domain), register).size;
       delta = { op: DeltaOp.Append, offset: n(a, 'offset', size, 0, Number.MAX_SAFE_INTEGER), data: bytes(a, 'data') };
-    } else throw new AdminFault('bad-argument', `ops[${i}].op must be set, del, cas or append, not ${JSON.stringify(op)}`, 'op');
+    } else throw new AdminFault('bad-argument', `ops[${i}].op must be set, del, cas or append, not ${echo(op)}`, 'op');
     return { register, delta };
   });
 }
@@ -162,7 +163,7 @@ export function domainHandlers(
           }),
         };
       }
-      throw new AdminFault('unknown-group', `no group named ${g}`, 'group');
+      throw new AdminFault('unknown-group', `no group named ${echo(g)}`, 'group');
     },
     dget: (args): DomainMapGetResult | DomainStreamGetResult => {
       const h = domainOf(d, s(args, 'domain', false));
@@ -206,7 +207,12 @@ export function domainHandlers(
       const add = s(args, 'add', false);
       const remove = s(args, 'remove', false);
       // changeMember throws only for a peer name it does not know.
-      const r = failsAs('unknown-peer', add !== undefined ? 'add' : 'remove', () => h.changeMember(d.now(), { add, remove }));
+      const r = failsAs(
+        'unknown-peer',
+        add !== undefined ? 'add' : 'remove',
+        () => h.changeMember(d.now(), { add, remove }),
+        add ?? remove,
+      );
       d.kickDomain(h);
       if (!r.ok)
         throw new AdminFault(

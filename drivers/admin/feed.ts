@@ -92,8 +92,12 @@ export class Feeds {
   readonly stats: FeedStats = { open: 0, overflows: 0, compactions: 0, maxBacklog: 0 };
   private readonly perConn = new Map<object, number>();
 
-  /** Start a feed: throws (before the stream starts) when over a quota; then sends from the next tick on. */
-  open(src: FeedSource, o: FeedOptions, call: Call, emit: (ev: FeedBody) => void): void {
+  /**
+   * Start a feed: throws (before the stream starts) when over a quota; then sends from the next tick on.
+   * `finished` runs when it ends by itself (`compacted`, `overflow`: its last event sent), so that the
+   * stream's callbacks held for its connection go then, not when the connection closes.
+   */
+  open(src: FeedSource, o: FeedOptions, call: Call, emit: (ev: FeedBody) => void, finished: () => void): void {
     const n = this.perConn.get(call.conn) ?? 0;
     if (n >= FEED_LIMITS.perConnection || this.stats.open >= FEED_LIMITS.total)
       throw new AdminFault(
@@ -140,7 +144,8 @@ export class Feeds {
       if (delivered < ring.base || delivered > src.current()) {
         this.stats.compactions++;
         emit({ type: 'compacted', fromVersion: delivered, oldest: ring.base, current: src.current() });
-        return end();
+        end();
+        return finished();
       }
       const backlog0 = call.backlog();
       if (backlog0 === 0) inFlight = 0;
@@ -150,7 +155,8 @@ export class Feeds {
       if (over) {
         this.stats.overflows++;
         emit({ type: 'overflow', lastVersion: delivered, limit: over });
-        return end();
+        end();
+        return finished();
       }
       const pause = Math.min(FEED_LIMITS.pauseBytes, o.maxBytes);
       while (delivered < ring.last) {

@@ -32,10 +32,12 @@ export type WireEvent<S extends AdminStream> = AdminStreams[S]['event'] extends 
   : never;
 
 /**
- * Ends a started stream from the daemon's side (what it is bound to is gone: a peer removed): one
- * error line `{"id":…,"ok":false,"error":…}`, its `onClose` callbacks run now, nothing more is sent.
+ * Ends a started stream from the daemon's side, its `onClose` callbacks run now and nothing more is
+ * sent: with `error` (what it is bound to is gone: a peer removed), one error line
+ * `{"id":…,"ok":false,"error":…}` first; without, none (it ended by itself, its last event sent: a
+ * feed's `compacted` or `overflow`), so that it holds nothing until the connection closes.
  */
-export type StreamEnd = (error: AdminErrorBody) => void;
+export type StreamEnd = (error?: AdminErrorBody) => void;
 
 /** A streaming command: checks its arguments (throwing before the first line), then emits until the client closes or `end`. */
 export type StreamHandler<S extends AdminStream> = (

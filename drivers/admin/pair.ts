@@ -11,13 +11,13 @@ import { MapState } from '../../core/register/map.js';
 import { type StreamState } from '../../core/register/stream.js';
 import { encodeKey } from '../daemon/keys.js';
 import type { PeerLink, Spookd } from '../daemon/spookd.js';
-import { AdminFault, MAX_WAIT_MS, bytesArg, failsAs, num, showBytes, str, type Untrusted } from './args.js';
+import { AdminFault, MAX_WAIT_MS, bytesArg, echo, failsAs, num, showBytes, str, type Untrusted } from './args.js';
 import type { Call, Handlers, StreamEnd, StreamHandlers } from './handlers.js';
 import { epochMs, inMs } from './clock.js';
 
 /** The pair a request names (`peer`), or the only one. */
 export const linkOf = (d: Spookd, peer: string | undefined): PeerLink =>
-  failsAs(peer === undefined ? 'peer-required' : 'unknown-peer', 'peer', () => d.link(peer));
+  failsAs(peer === undefined ? 'peer-required' : 'unknown-peer', 'peer', () => d.link(peer), peer);
 
 export function pairSummary(link: PeerLink): PairSummary {
   const p = link.pair;
@@ -109,7 +109,7 @@ function propose<C extends Write>(d: Spookd, cmd: C, args: Untrusted<AdminArgs<C
   const link = linkOf(d, str(args, 'peer', false));
   refuseFenced(link);
   const register = str(args, 'register');
-  const r = failsAs('unknown-register', 'register', () => link.pair.register(register));
+  const r = failsAs('unknown-register', 'register', () => link.pair.register(register), register);
   const a = args as Untrusted<AdminArgs<'set'> & AdminArgs<'cas'> & AdminArgs<'append'>>;
   let delta: Delta;
   if (cmd === 'set') delta = { op: DeltaOp.Set, key: bytesArg(a, 'key'), value: bytesArg(a, 'value') };
@@ -238,7 +238,7 @@ export function pairHandlers(d: Spookd): Handlers<'status' | 'pairs' | 'pair' | 
       const link = linkOf(d, str(args, 'peer', false));
       refuseFenced(link);
       const register = str(args, 'register');
-      const r = failsAs('unknown-register', 'register', () => link.pair.register(register));
+      const r = failsAs('unknown-register', 'register', () => link.pair.register(register), register);
       if (r.state instanceof MapState) {
         const key = Buffer.from(str(args, 'key'), 'utf8');
         return d.durableRead(link, () => {
@@ -281,11 +281,56 @@ export function endWhenRemoved(d: Spookd, link: PeerLink, call: Call, end: Strea
 }
 
 /**
+ * `watch` and `events` streams one admin connection may hold open, and spookd in all (as feeds: FEED_LIMITS).
+ * Every event the daemon publishes is offered to each of them, so their number is bounded as well as their memory.
+ */
+export const WATCH_LIMITS = {
+  perConnection: 64,
+  total: 1024,
+};
+
+/** The `watch` and `events` streams open, per connection and in all (WATCH_LIMITS). */
+export class WatchCount {
+  open = 0;
+  private readonly perConn = new Map<object, number>();
+
+  /** Count one more stream of `call`'s connection, released when it ends; throws `too-many-watchers` (before anything is held) when over a limit. */
+  take(call: Call, what: string): void {
+    const n = this.perConn.get(call.conn) ?? 0;
+    if (n >= WATCH_LIMITS.perConnection || this.open >= WATCH_LIMITS.total)
+      throw new AdminFault(
+        'too-many-watchers',
+        n >= WATCH_LIMITS.perConnection
+          ? `this connection has ${n} watch and events streams open; the limit is ${WATCH_LIMITS.perConnection}: close one before opening a ${what}`
+          : `spookd has ${this.open} watch and events streams open; the limit is ${WATCH_LIMITS.total}`,
+      );
+    this.perConn.set(call.conn, n + 1);
+    this.open++;
+    let released = false;
+    call.onClose(() => {
+      if (released) return;
+      released = true;
+      this.open--;
+      const left = (this.perConn.get(call.conn) ?? 1) - 1;
+      if (left <= 0) this.perConn.delete(call.conn);
+      else this.perConn.set(call.conn, left);
+    });
+  }
+}
+
+/** The `watch` and `events` streams of one spookd: their count, for tests. */
+export const watchesOf = new WeakMap<Spookd, WatchCount>();
+
+/**
  * `watch` (collapses) and `events` (lifecycle, re-entanglements): events until the client goes away;
  * one that names a peer ends with `peer-removed` if the peer is removed (one of every peer only stops hearing of it).
+ * Bounded per connection and in all (WATCH_LIMITS): past them, `too-many-watchers`.
  */
 export function pairStreams(d: Spookd): StreamHandlers<'watch' | 'events'> {
-  const subscribe = (call: Call, f: (link: PeerLink, ev: SpookEvent) => void): void => {
+  const count = new WatchCount();
+  watchesOf.set(d, count);
+  const subscribe = (call: Call, what: string, f: (link: PeerLink, ev: SpookEvent) => void): void => {
+    count.take(call, what);
     d.subscribers.add(f);
     call.onClose(() => d.subscribers.delete(f));
   };
@@ -297,9 +342,9 @@ export function pairStreams(d: Spookd): StreamHandlers<'watch' | 'events'> {
       const links = peer === undefined ? [...d.links.values()] : [linkOf(d, peer)];
       if (register !== undefined && !links.some((l) => l.pair.registers.has(register))) {
         const known = [...new Set(links.flatMap((l) => [...l.pair.registers.keys()]))].join(', ');
-        throw new AdminFault('unknown-register', `no register named ${JSON.stringify(register)} (configured: ${known})`, 'register');
+        throw new AdminFault('unknown-register', `no register named ${echo(register)} (configured: ${known})`, 'register');
       }
-      subscribe(call, (link, ev) => {
+      subscribe(call, 'watch', (link, ev) => {
         if ((peer && link.name !== peer) || ev.type !== 'collapse' || (register && ev.register !== register)) return;
         emit(link.name, {
           ...ev,
@@ -320,7 +365,7 @@ export function pairStreams(d: Spookd): StreamHandlers<'watch' | 'events'> {
     events: (args, call, emit, end) => {
       const peer = str(args, 'peer', false);
       const link = peer === undefined ? undefined : linkOf(d, peer);
-      subscribe(call, (l, ev) => {
+      subscribe(call, 'events stream', (l, ev) => {
         if ((peer && l.name !== peer) || (ev.type !== 'lifecycle' && ev.type !== 'reentangled')) return;
         emit(l.name, { ...ev, at: epochMs(ev.at) });
       });

@@ -2,18 +2,19 @@
  * Admin API reads and change feeds (client/protocol.ts, "read and feed"): scan, size, dscan,
  * dsize, and the feed and dfeed streams, for pair and domain registers alike.
  *
- * A scan pins the register's committed state at its version V in a cursor: the matching entries
- * (immutable, shared with the state: references, not copies) in byte order of their keys. Later
+ * A scan pins the register's committed state at its version V in a cursor: copies of the matching
+ * entries (found in place in the register, only those copied) in byte order of their keys. Later
  * pages read the cursor, so every page is of V whatever commits meanwhile. Cursors are bounded
  * per connection, in all and in the entries they hold, die with their connection and after an
  * idle TTL; a page naming one that is gone fails `cursor-expired`, never a page of another version.
  */
 import { randomBytes } from 'node:crypto';
 import type { ScanEntry, ScanResult, SizeResult } from '../../client/protocol.js';
-import { MapState, type MapEntry } from '../../core/register/map.js';
+import { MapState } from '../../core/register/map.js';
+import type { KeyIndex } from '../../core/register/keyspace.js';
 import type { StreamState } from '../../core/register/stream.js';
 import type { Spookd } from '../daemon/spookd.js';
-import { AdminFault, bytesArg, failsAs, num, showBytes, str, type Untrusted } from './args.js';
+import { AdminFault, bytesArg, echo, failsAs, num, showBytes, str, type Untrusted } from './args.js';
 import { domainOf } from './domain.js';
 import { FEED_LIMITS, Feeds, PairRings, type FeedSource } from './feed.js';
 import type { Call, Handlers, StreamHandlers } from './handlers.js';
@@ -37,12 +38,19 @@ export const SCAN_LIMITS = {
   maxTtlMs: 300_000,
 };
 
+/** An entry a scan holds: its own copy of the key and the value (one buffer), and the version that wrote it. */
+interface Pinned {
+  readonly key: Uint8Array;
+  readonly value: Uint8Array;
+  readonly version: number;
+}
+
 interface Cursor {
   id: string;
   target: string;
   version: number;
   prefix: string;
-  entries: readonly MapEntry[];
+  entries: readonly Pinned[];
   /** Key and value bytes its entries reference. */
   bytes: number;
   conn: object;
@@ -64,11 +72,26 @@ function compareBytes(a: Uint8Array, b: Uint8Array): number {
   return a.length - b.length;
 }
 
-const startsWith = (k: Uint8Array, p: Uint8Array): boolean => {
-  if (k.length < p.length) return false;
-  for (let i = 0; i < p.length; i++) if (k[i] !== p[i]) return false;
+/** The key arena[off, off + klen) starts with `p`. */
+const startsWithAt = (arena: Uint8Array, off: number, klen: number, p: Uint8Array): boolean => {
+  if (klen < p.length) return false;
+  for (let i = 0; i < p.length; i++) if (arena[off + i] !== p[i]) return false;
   return true;
 };
+
+const noop = (): void => {};
+
+/** Each entry of a map's pin, read in place (key arena[off, off + klen), its value right after): no copy, no object per entry. */
+function visitInPlace(pin: KeyIndex, visit: (arena: Uint8Array, off: number, klen: number, vlen: number, version: number) => void): void {
+  for (const b of pin.buckets) {
+    if (b === undefined || b.n === 0) continue;
+    if (b.pending) b.visitSource(visit);
+    else {
+      const arena = b.arena;
+      for (let i = 0; i < b.n; i++) visit(arena, b.offset(i), b.keyLen(i), b.valueLen(i), b.version(i));
+    }
+  }
+}
 
 /** Optional bytes: absent (neither `k` nor `kBase64`) gives undefined. */
 const optBytes = <A extends object>(a: A, k: keyof A & string): Uint8Array | undefined =>
@@ -111,14 +134,14 @@ class Cursors {
     const version = args.version === undefined ? undefined : num(args, 'version', undefined, 0, Number.MAX_SAFE_INTEGER);
     const cursorId = str(args, 'cursor', false);
     const prefixKey = Buffer.from(prefix).toString('base64');
-    let entries: readonly MapEntry[];
+    let entries: readonly Pinned[];
     let v: number;
     let cursor = cursorId === undefined ? undefined : this.all.get(cursorId);
     if (cursorId !== undefined) {
       if (!cursor || cursor.target !== t.id || cursor.prefix !== prefixKey || (version !== undefined && version !== cursor.version))
         throw new AdminFault(
           'cursor-expired',
-          `scan cursor ${cursorId} is not held (idle over its TTL, its connection closed, or of another register, prefix or version): scan again`,
+          `scan cursor ${echo(cursorId)} is not held (idle over its TTL, its connection closed, or of another register, prefix or version): scan again`,
           'cursor',
         );
       cursor.expires = now + cursor.ttlMs;
@@ -131,10 +154,7 @@ class Cursors {
           `register ${t.name} is at version ${t.version}, not ${version}, and no cursor holds that version: scan again`,
           'version',
         );
-      const pinned: MapEntry[] = [];
-      for (const e of t.state.values()) if (startsWith(e.key, prefix)) pinned.push(e);
-      pinned.sort((a, b) => compareBytes(a.key, b.key));
-      entries = pinned;
+      entries = this.collect(t.state, t.version, prefix, limit, call);
       v = t.version;
     }
     // The first entry after `after` (binary search: the pinned entries are in key order).
@@ -164,15 +184,48 @@ class Cursors {
     return { register: t.name, version: v, entries: page, cursor: cursor.id };
   }
 
-  private pin(t: Target, version: number, prefix: string, entries: readonly MapEntry[], call: Call, ttlMs: number, now: number): Cursor {
+  /**
+   * The entries of `state` (at `version`) whose key starts with `prefix`, copied, in key order. They are
+   * found in place (a pin of the map, read where it lies: nothing copied of the others), counted first;
+   * when they may fill more than one page (a cursor will hold them), the cursor limits are checked
+   * before any is copied or sorted: a refused scan costs one pass over the keys, not a copy of the register.
+   */
+  private collect(state: MapState, version: number, prefix: Uint8Array, limit: number, call: Call): Pinned[] {
+    const pin = state.snapshot(version);
+    const out: Pinned[] = [];
+    try {
+      let n = 0;
+      let bytes = 0;
+      let smallest = Infinity;
+      visitInPlace(pin, (arena, off, klen, vlen) => {
+        if (!startsWithAt(arena, off, klen, prefix)) return;
+        n++;
+        bytes += klen + vlen;
+        smallest = Math.min(smallest, klen + vlen);
+      });
+      // One page holds them all when they are at most `limit` and all but the last stay under pageBytes, whatever their order.
+      if (n > limit || bytes - smallest >= SCAN_LIMITS.pageBytes) this.admit(call, n, bytes);
+      visitInPlace(pin, (arena, off, klen, vlen, v) => {
+        if (!startsWithAt(arena, off, klen, prefix)) return;
+        const kv = arena.slice(off, off + klen + vlen);
+        out.push({ key: kv.subarray(0, klen), value: kv.subarray(klen), version: v });
+      });
+    } finally {
+      // The pin is not read again: a later write to the map need not copy its buckets out for it.
+      for (const b of pin.buckets) if (b?.pending) b.onTouch = noop;
+    }
+    out.sort((a, b) => compareBytes(a.key, b.key));
+    return out;
+  }
+
+  /** Throws `too-many-cursors` when a cursor of `entries` entries and `bytes` bytes would pass a limit. */
+  private admit(call: Call, entries: number, bytes: number): void {
     let mine = 0;
     for (const c of this.all.values()) if (c.conn === call.conn) mine++;
-    let bytes = 0;
-    for (const e of entries) bytes += e.key.length + e.value.length;
     if (
       mine >= SCAN_LIMITS.perConnection ||
       this.all.size >= SCAN_LIMITS.total ||
-      this.entries + entries.length > SCAN_LIMITS.totalEntries ||
+      this.entries + entries > SCAN_LIMITS.totalEntries ||
       this.bytes + bytes > SCAN_LIMITS.totalBytes
     )
       throw new AdminFault(
@@ -182,6 +235,12 @@ class Cursors {
           : `spookd holds ${this.all.size} scan cursors over ${this.entries} entries and ${this.bytes} bytes; ` +
               `the limits are ${SCAN_LIMITS.total}, ${SCAN_LIMITS.totalEntries} and ${SCAN_LIMITS.totalBytes} (this scan: ${bytes} bytes)`,
       );
+  }
+
+  private pin(t: Target, version: number, prefix: string, entries: readonly Pinned[], call: Call, ttlMs: number, now: number): Cursor {
+    let bytes = 0;
+    for (const e of entries) bytes += e.key.length + e.value.length;
+    this.admit(call, entries.length, bytes);
     const c: Cursor = {
       id: randomBytes(12).toString('base64url'),
       target: t.id,
@@ -219,7 +278,7 @@ export function readHandlers(d: Spookd): Handlers<'scan' | 'size' | 'dscan' | 'd
     const link = linkOf(d, str(args, 'peer', false));
     refuseFenced(link);
     const register = str(args, 'register');
-    const r = failsAs('unknown-register', 'register', () => link.pair.register(register));
+    const r = failsAs('unknown-register', 'register', () => link.pair.register(register), register);
     return d.durableRead(link, () => {
       refuseFenced(link);
       return then({ id: `pair:${link.name}:${register}`, name: register, state: r.state, version: r.version });
@@ -237,7 +296,7 @@ function domainTarget(d: Spookd, args: Untrusted<{ domain: string; register: str
   const h = domainOf(d, str(args, 'domain', false));
   const register = str(args, 'register');
   const reg = h.node.state.registers.get(register);
-  if (!reg) throw new AdminFault('unknown-register', `no register named ${register} in domain ${h.cfg.name}`, 'register');
+  if (!reg) throw new AdminFault('unknown-register', `no register named ${echo(register)} in domain ${h.cfg.name}`, 'register');
   return { id: `domain:${h.cfg.name}:${register}`, name: register, state: reg.state, version: reg.version };
 }
 
@@ -266,22 +325,34 @@ export function readStreams(d: Spookd): StreamHandlers<'feed' | 'dfeed'> {
       const link = linkOf(d, str(args, 'peer', false));
       refuseFenced(link);
       const register = str(args, 'register');
-      const r = failsAs('unknown-register', 'register', () => link.pair.register(register));
+      const r = failsAs('unknown-register', 'register', () => link.pair.register(register), register);
       const o = feedOptions(args, r.version);
       const src: FeedSource = { ring: rings.ring(link, register), current: () => r.version };
-      feeds.open(src, o, call, (ev) => emit(link.name, { register, ...ev }));
+      feeds.open(
+        src,
+        o,
+        call,
+        (ev) => emit(link.name, { register, ...ev }),
+        () => end(),
+      );
       // Its ring goes with the peer (PairRings): the feed ends, told so, rather than wait for ever.
       endWhenRemoved(d, link, call, end, `the feed of register ${register}`);
     },
-    dfeed: (args, call, emit) => {
+    dfeed: (args, call, emit, end) => {
       const h = domainOf(d, str(args, 'domain', false));
       const register = str(args, 'register');
       const reg = () => h.node.state.registers.get(register);
       const r0 = reg();
-      if (!r0) throw new AdminFault('unknown-register', `no register named ${register} in domain ${h.cfg.name}`, 'register');
+      if (!r0) throw new AdminFault('unknown-register', `no register named ${echo(register)} in domain ${h.cfg.name}`, 'register');
       const o = feedOptions(args, r0.version);
       const src: FeedSource = { ring: h.changes.sync(register, r0.version), current: () => reg()?.version ?? 0 };
-      feeds.open(src, o, call, (ev) => emit(h.cfg.name, { register, ...ev }));
+      feeds.open(
+        src,
+        o,
+        call,
+        (ev) => emit(h.cfg.name, { register, ...ev }),
+        () => end(),
+      );
     },
   };
 }

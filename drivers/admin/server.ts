@@ -26,7 +26,7 @@ import { txnHandlers } from './txn.js';
 import { reloadHandlers } from './reload.js';
 import { pairHandlers, pairStreams } from './pair.js';
 import { readHandlers, readStreams } from './read.js';
-import { AdminFault } from './args.js';
+import { ADMIN_ARGUMENTS, AdminFault, ECHO_MAX, clip, echo, unknownArgument } from './args.js';
 import { adminSocketMode, applySocketAccess, prepareSocketDir, resolveAdminGroup } from './access.js';
 import type { Call, Handler, Handlers, StreamHandler, StreamHandlers } from './handlers.js';
 
@@ -48,6 +48,14 @@ export const ADMIN_LIMITS = {
   maxHeldTotal: 4 * ADMIN_MAX_REQUEST,
   /** Admin connections open at once; more are answered `too-busy` and closed. */
   maxConnections: 1024,
+  /**
+   * Characters of the request lines of one connection whose command awaits its answer (parsed, not
+   * answered: a write waiting for its outcome). Past it, a request is answered `too-many-requests`;
+   * two largest requests fit, so one always does beside smaller ones.
+   */
+  maxInProgressChars: 2 * ADMIN_MAX_REQUEST,
+  /** The same, of all connections together: a few largest requests at once, as maxHeldTotal. */
+  maxInProgressTotal: 4 * ADMIN_MAX_REQUEST,
 };
 const MAX_CLIENT_BUFFER = 8 * 1024 * 1024;
 /** Requests one connection may have awaiting their answer (a library keeps 256 writes in flight); more are refused. */
@@ -59,6 +67,10 @@ interface Connection {
   cleanups: Set<() => void>;
   /** Commands awaiting their answer. */
   inProgress: number;
+  /** Characters of their request lines (limits.maxInProgressChars). */
+  inProgressChars: number;
+  /** The connection has ended: its requests' characters left the total then (an answer that comes later releases none). */
+  ended: boolean;
   /** Characters of the unfinished request line held for it. */
   held: number;
   /** When that line began (its first chunk), for choosing who gives way. */
@@ -67,10 +79,17 @@ interface Connection {
   refuse: (code: AdminErrorCode, message: string) => void;
 }
 
-/** The error of a failed request: a fault's code, or `internal` for anything else the daemon threw. */
+/**
+ * The longest error message sent (characters): what a client sent is quoted shortened (echo), and
+ * this bounds any message all the same (one that lists what is configured, one the daemon threw).
+ */
+export const MAX_ERROR_MESSAGE = 4096;
+
+/** The error of a failed request: a fault's code, or `internal` for anything else the daemon threw; its message and field bounded. */
 function errorBody(e: unknown): AdminErrorBody {
-  if (e instanceof AdminFault) return { code: e.code, message: e.message, ...(e.field !== undefined ? { field: e.field } : {}) };
-  return { code: 'internal', message: e instanceof Error ? e.message : String(e) };
+  const message = clip(e instanceof Error ? e.message : String(e), MAX_ERROR_MESSAGE);
+  if (e instanceof AdminFault) return { code: e.code, message, ...(e.field !== undefined ? { field: clip(e.field, 2 * ECHO_MAX) } : {}) };
+  return { code: 'internal', message };
 }
 
 /** Set the umask to 0177 and return the previous one, or undefined where it cannot be set (a worker thread). */
@@ -88,6 +107,8 @@ export class AdminServer {
   readonly limits = { ...ADMIN_LIMITS };
   /** Characters of unfinished request lines held for every connection together (limits.maxHeldTotal). */
   private heldTotal = 0;
+  /** Characters of the request lines awaiting their answer, of every connection together (limits.maxInProgressTotal). */
+  private inProgressTotal = 0;
   private readonly handlers: Handlers;
   private readonly streams: StreamHandlers;
   /** Who may connect besides root (config adminGroup, adminMode). */
@@ -111,8 +132,18 @@ export class AdminServer {
   }
 
   /** Per client connection: requests awaiting their answer, and callbacks held for its end (a test checks answered ones hold none). */
-  get connections(): { inProgress: number; cleanups: number; lineChars: number }[] {
-    return [...this.clients.values()].map((c) => ({ inProgress: c.inProgress, cleanups: c.cleanups.size, lineChars: c.held }));
+  get connections(): { inProgress: number; cleanups: number; lineChars: number; inProgressChars: number }[] {
+    return [...this.clients.values()].map((c) => ({
+      inProgress: c.inProgress,
+      cleanups: c.cleanups.size,
+      lineChars: c.held,
+      inProgressChars: c.inProgressChars,
+    }));
+  }
+
+  /** Characters of the request lines of every connection whose command awaits its answer (limits.maxInProgressTotal). */
+  get inProgressChars(): number {
+    return this.inProgressTotal;
   }
 
   /** The commands and streams this server answers (a test checks them against ADMIN_COMMANDS). */
@@ -174,6 +205,8 @@ export class AdminServer {
     const conn: Connection = {
       cleanups: new Set(),
       inProgress: 0,
+      inProgressChars: 0,
+      ended: false,
       held: 0,
       lineStartedAt: 0,
       refuse: (code, message) => {
@@ -196,7 +229,7 @@ export class AdminServer {
         chunk = chunk.slice(nl + 1);
         release();
         if (line.length > maxRequest) return conn.refuse('request-too-large', `request line over ${maxRequest} characters`);
-        if (line.trim()) void this.handle(sock, line, conn, drains);
+        if (line.trim()) this.handle(sock, line, conn, drains);
       }
       if (conn.held === 0 && chunk.length > 0) conn.lineStartedAt = performance.now();
       parts.push(chunk);
@@ -207,6 +240,10 @@ export class AdminServer {
     });
     const done = (): void => {
       release();
+      // Its requests still awaiting an answer may never get one (a write stops waiting with its client): released now.
+      if (!conn.ended) this.inProgressTotal -= conn.inProgressChars;
+      conn.ended = true;
+      conn.inProgressChars = 0;
       this.clients.delete(sock);
       for (const c of conn.cleanups) c();
       conn.cleanups.clear();
@@ -253,21 +290,53 @@ export class AdminServer {
     sock.write(`${JSON.stringify(msg)}\n`);
   }
 
-  private async handle(sock: Socket, line: string, conn: Connection, drains: Set<() => void>): Promise<void> {
-    let req: AdminRequest;
+  /** A failure line for request `id`: its message and field bounded (errorBody). */
+  private fail(sock: Socket, id: number, e: unknown): void {
+    this.send(sock, { id, ok: false, error: errorBody(e) });
+  }
+
+  /**
+   * One request line: parsed, checked and dispatched in this turn. Nothing of the line is kept past it: a
+   * command's answer is awaited by `answer`, which holds the request's id and no more (a pending write
+   * holds its candidate, not the line nor its parsed arguments).
+   */
+  private handle(sock: Socket, line: string, conn: Connection, drains: Set<() => void>): void {
+    let id: number;
+    let cmd: string;
+    let args: Record<string, unknown>;
     try {
-      req = JSON.parse(line) as AdminRequest;
-      if (typeof req.id !== 'number' || typeof req.cmd !== 'string') throw new Error('need numeric id and string cmd');
+      const req = JSON.parse(line) as Partial<AdminRequest> | null;
+      if (typeof req !== 'object' || req === null || typeof req.id !== 'number' || typeof req.cmd !== 'string')
+        throw new Error('need numeric id and string cmd');
+      ({ id, cmd } = req);
+      const a = req.args ?? {};
+      if (typeof a !== 'object' || Array.isArray(a)) {
+        this.fail(sock, id, new AdminFault('bad-request', 'bad request: args must be an object', 'args'));
+        return;
+      }
+      args = a;
     } catch (e) {
-      this.send(sock, { id: 0, ok: false, error: { code: 'bad-request', message: `bad request: ${(e as Error).message}` } });
+      this.fail(sock, 0, new AdminFault('bad-request', `bad request: ${(e as Error).message}`));
       return;
     }
     if (conn.inProgress >= MAX_REQUESTS_IN_PROGRESS) {
       const message = `${MAX_REQUESTS_IN_PROGRESS} requests of this connection await their answer already; wait for some`;
-      this.send(sock, { id: req.id, ok: false, error: { code: 'too-many-requests', message } });
+      this.fail(sock, id, new AdminFault('too-many-requests', message));
       return;
     }
-    // What this request registered to run at the connection's end; dropped once it is answered (streams keep theirs).
+    const isStream = Object.hasOwn(this.streams, cmd);
+    if (!isStream && !Object.hasOwn(this.handlers, cmd)) {
+      this.fail(sock, id, new AdminFault('unknown-command', `unknown command ${echo(cmd)} (${ADMIN_COMMANDS.join(', ')})`));
+      return;
+    }
+    // A field the command does not define is refused before anything is kept of the request.
+    const unknown = unknownArgument(cmd as AdminCommand | AdminStream, args);
+    if (unknown !== undefined) {
+      const message = `bad request: ${cmd} has no argument ${echo(unknown)} (its arguments: ${listArgs(cmd)})`;
+      this.fail(sock, id, new AdminFault('bad-request', message, clip(unknown)));
+      return;
+    }
+    // What this request registered to run at the connection's end; dropped once it is answered (streams keep theirs until they end).
     const mine: (() => void)[] = [];
     const call: Call = {
       onClose: (f) => {
@@ -282,42 +351,87 @@ export class AdminServer {
         return () => drains.delete(f);
       },
     };
-    const args = req.args ?? {};
-    try {
-      const cmd = req.cmd;
-      if (Object.hasOwn(this.streams, cmd)) {
-        const stream = this.streams[cmd as AdminStream] as StreamHandler<AdminStream>;
-        let ended = false;
-        const end = (error: AdminErrorBody): void => {
-          if (ended) return;
-          ended = true;
-          // Its subscriptions go now; the connection stays for its other requests and streams.
-          for (const f of mine) {
-            conn.cleanups.delete(f);
-            f();
-          }
-          this.send(sock, { id: req.id, ok: false, error });
-        };
-        const emit = (peer: string, event: unknown): void => {
-          if (!ended) this.send(sock, { id: req.id, peer, event });
-        };
+    if (isStream) {
+      const stream = this.streams[cmd as AdminStream] as StreamHandler<AdminStream>;
+      let ended = false;
+      // With an error: spookd ends the stream (its last line). Without: it ended by itself, its last event sent (a feed's
+      // `compacted`, `overflow`). Either way its subscriptions and callbacks go now; the connection stays for its other requests.
+      const end = (error?: AdminErrorBody): void => {
+        if (ended) return;
+        ended = true;
+        for (const f of mine.splice(0)) {
+          conn.cleanups.delete(f);
+          f();
+        }
+        if (error) this.send(sock, { id, ok: false, error });
+      };
+      const emit = (peer: string, event: unknown): void => {
+        if (!ended) this.send(sock, { id, peer, event });
+      };
+      try {
         stream(args, call, emit, end);
-        // Ended before it began: the error line is its only answer.
-        if (!ended) this.send(sock, { id: req.id, ok: true, result: 'streaming' });
+      } catch (e) {
+        // Refused before it began: what it registered goes with it.
+        for (const f of mine.splice(0)) {
+          conn.cleanups.delete(f);
+          f();
+        }
+        this.fail(sock, id, e);
         return;
       }
-      if (!Object.hasOwn(this.handlers, cmd))
-        throw new AdminFault('unknown-command', `unknown command ${JSON.stringify(cmd)} (${ADMIN_COMMANDS.join(', ')})`);
-      const handler = this.handlers[cmd as AdminCommand] as Handler<AdminCommand>;
-      conn.inProgress++;
-      try {
-        this.send(sock, { id: req.id, ok: true, result: await handler(args, call) });
-      } finally {
-        conn.inProgress--;
-        for (const f of mine) conn.cleanups.delete(f);
-      }
+      // Ended before it began: the error line is its only answer.
+      if (!ended) this.send(sock, { id, ok: true, result: 'streaming' });
+      return;
+    }
+    // The request lines awaiting their answer are bounded in characters, per connection and in all.
+    const chars = line.length;
+    const { maxInProgressChars, maxInProgressTotal } = this.limits;
+    if (conn.inProgressChars + chars > maxInProgressChars || this.inProgressTotal + chars > maxInProgressTotal) {
+      const message =
+        conn.inProgressChars + chars > maxInProgressChars
+          ? `requests of this connection awaiting their answer hold ${conn.inProgressChars} characters; with this one (${chars}) ` +
+            `that is over the limit of ${maxInProgressChars} (maxInProgressChars): wait for some`
+          : `requests awaiting their answer hold ${this.inProgressTotal} characters in all; with this one (${chars}) ` +
+            `that is over the limit of ${maxInProgressTotal} (maxInProgressTotal): retry later`;
+      this.fail(sock, id, new AdminFault('too-many-requests', message));
+      return;
+    }
+    const handler = this.handlers[cmd as AdminCommand] as Handler<AdminCommand>;
+    let result: unknown;
+    try {
+      result = handler(args, call);
     } catch (e) {
-      this.send(sock, { id: req.id, ok: false, error: errorBody(e) });
+      // Refused in this turn (an argument, a name): answered at once, before the lines after it.
+      for (const f of mine) conn.cleanups.delete(f);
+      this.fail(sock, id, e);
+      return;
+    }
+    conn.inProgress++;
+    conn.inProgressChars += chars;
+    this.inProgressTotal += chars;
+    void this.answer(sock, id, result, conn, mine, chars);
+  }
+
+  /** Send a command's answer once it is known; then what it held is released. Holds the id and the pending result only. */
+  private async answer(sock: Socket, id: number, result: unknown, conn: Connection, mine: (() => void)[], chars: number): Promise<void> {
+    try {
+      this.send(sock, { id, ok: true, result: await result });
+    } catch (e) {
+      this.fail(sock, id, e);
+    } finally {
+      conn.inProgress--;
+      if (!conn.ended) {
+        conn.inProgressChars -= chars;
+        this.inProgressTotal -= chars;
+      }
+      for (const f of mine) conn.cleanups.delete(f);
+      mine.length = 0;
     }
   }
+}
+
+/** A command's argument names, for an error message. */
+function listArgs(cmd: string): string {
+  const names: readonly string[] = ADMIN_ARGUMENTS[cmd as AdminCommand | AdminStream];
+  return names.length === 0 ? 'none' : names.join(', ');
 }

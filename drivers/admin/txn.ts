@@ -9,7 +9,7 @@ import type { CrossDelta } from '../../wire/cross.js';
 import { DeltaOp, type Delta, type SimpleDelta } from '../../wire/delta.js';
 import { MAX_TXN_OPS } from '../../wire/constants.js';
 import type { Spookd } from '../daemon/spookd.js';
-import { AdminFault, MAX_WAIT_MS, bytesArg, failsAs, num, str, within, type Untrusted } from './args.js';
+import { AdminFault, MAX_WAIT_MS, bytesArg, echo, failsAs, num, str, within, type Untrusted } from './args.js';
 import type { Handlers } from './handlers.js';
 import { linkOf, proposeDelta, refuseFenced } from './pair.js';
 
@@ -33,7 +33,7 @@ function toOp(raw: unknown, i: number, end: number): SimpleDelta {
       };
     if (op === 'append')
       return { op: DeltaOp.Append, offset: num(a, 'offset', end, 0, Number.MAX_SAFE_INTEGER), data: bytesArg(a, 'data') };
-    throw new AdminFault('bad-argument', `argument op must be set, del, cas or append, not ${JSON.stringify(op)}`, 'op');
+    throw new AdminFault('bad-argument', `argument op must be set, del, cas or append, not ${echo(op)}`, 'op');
   });
 }
 
@@ -43,7 +43,7 @@ export function txnHandlers(d: Spookd): Handlers<'txn'> {
       const link = linkOf(d, str(args, 'peer', false));
       refuseFenced(link);
       const register = str(args, 'register');
-      failsAs('unknown-register', 'register', () => link.pair.register(register));
+      failsAs('unknown-register', 'register', () => link.pair.register(register), register);
       const raw = args.ops;
       if (!Array.isArray(raw) || raw.length === 0 || raw.length > MAX_TXN_OPS)
         throw new AdminFault('bad-argument', `argument ops must be an array of 1-${MAX_TXN_OPS} operations`, 'ops');
@@ -57,7 +57,7 @@ export function txnHandlers(d: Spookd): Handlers<'txn'> {
           typeof o === 'object' && o !== null && 'register' in o
             ? within(`ops[${i}]`, () => str(o as Untrusted<{ register: string }>, 'register'))
             : register;
-        const r = failsAs('unknown-register', `ops[${i}].register`, () => link.pair.register(named));
+        const r = failsAs('unknown-register', `ops[${i}].register`, () => link.pair.register(named), named);
         const op = toOp(o, i, ends.get(named) ?? r.nextAppendOffset);
         if (op.op === DeltaOp.Append) ends.set(named, op.offset + op.data.length);
         const list = parts.get(named) ?? [];

@@ -3,7 +3,7 @@ import type { WrapStatsResult } from '../../client/protocol.js';
 import { parseConnectTimeout, parseHold } from '../daemon/config.js';
 import { DEFAULT_WHEN_DOWN, WHEN_DOWN, type WhenDown } from '../../core/wrap/connect.js';
 import type { Spookd } from '../daemon/spookd.js';
-import { AdminFault, bool, failsAs, num, str } from './args.js';
+import { AdminFault, bool, echo, failsAs, num, str } from './args.js';
 import type { Handlers } from './handlers.js';
 import {
   WRAP_PROTOCOLS,
@@ -13,6 +13,10 @@ import {
   type WrapProtocol,
   type WrapTransport,
 } from '../../core/wrap/protocols.js';
+
+/** A duration argument as sent: text or milliseconds, undefined when absent, null when of another type (true, {}: refused, naming it). */
+const duration = (v: unknown): string | number | null | undefined =>
+  v === undefined || typeof v === 'string' || typeof v === 'number' ? v : null;
 
 export function wrapHandlers(d: Spookd): Handlers<'wraps' | 'wrap-add' | 'wrap-remove' | 'wrap-stats' | 'wrap-conns' | 'wrap-policy'> {
   const w = d.wraps;
@@ -30,12 +34,12 @@ export function wrapHandlers(d: Spookd): Handlers<'wraps' | 'wrap-add' | 'wrap-r
       if (!(WRAP_PROTOCOLS as readonly string[]).includes(protocol))
         throw new AdminFault(
           'bad-argument',
-          `argument protocol must be one of ${WRAP_PROTOCOLS.join(', ')}, not ${JSON.stringify(protocol)}`,
+          `argument protocol must be one of ${WRAP_PROTOCOLS.join(', ')}, not ${echo(protocol)}`,
           'protocol',
         );
       // No hold: the host's default (its TCP patience, 925 s with Linux's defaults).
-      const given = args.hold as string | number | undefined;
-      const hold = given === undefined ? w.defaultHoldMs : parseHold(given);
+      const given = duration(args.hold);
+      const hold = given === undefined ? w.defaultHoldMs : given === null ? undefined : parseHold(given);
       if (hold === undefined)
         throw new AdminFault(
           'bad-argument',
@@ -45,13 +49,10 @@ export function wrapHandlers(d: Spookd): Handlers<'wraps' | 'wrap-add' | 'wrap-r
       const delta = bool(args, 'delta');
       const whenDown = str(args, 'whenDown', false) ?? DEFAULT_WHEN_DOWN;
       if (!(WHEN_DOWN as readonly string[]).includes(whenDown))
-        throw new AdminFault(
-          'bad-argument',
-          `argument whenDown must be one of ${WHEN_DOWN.join(', ')}, not ${JSON.stringify(whenDown)}`,
-          'whenDown',
-        );
-      const givenCt = args.connectTimeout as string | number | undefined;
-      const connectTimeoutMs = givenCt === undefined ? w.defaultConnectTimeoutMs : parseConnectTimeout(givenCt);
+        throw new AdminFault('bad-argument', `argument whenDown must be one of ${WHEN_DOWN.join(', ')}, not ${echo(whenDown)}`, 'whenDown');
+      const givenCt = duration(args.connectTimeout);
+      const connectTimeoutMs =
+        givenCt === undefined ? w.defaultConnectTimeoutMs : givenCt === null ? undefined : parseConnectTimeout(givenCt);
       if (connectTimeoutMs === undefined)
         throw new AdminFault(
           'bad-argument',
@@ -61,7 +62,7 @@ export function wrapHandlers(d: Spookd): Handlers<'wraps' | 'wrap-add' | 'wrap-r
       const spec = {
         protocol: protocol as WrapProtocol,
         port: num(args, 'port', undefined, 1, 65535),
-        peer: failsAs('unknown-peer', 'peer', () => d.peerName(str(args, 'peer'))),
+        peer: failsAs('unknown-peer', 'peer', () => d.peerName(str(args, 'peer')), str(args, 'peer')),
         holdMs: hold,
         delta,
         whenDown: whenDown as WhenDown,
@@ -93,7 +94,7 @@ export function wrapHandlers(d: Spookd): Handlers<'wraps' | 'wrap-add' | 'wrap-r
       const port = num(args, 'port', undefined, 1, 65535);
       const given = str(args, 'transport', false);
       if (given !== undefined && !(WRAP_TRANSPORTS as readonly string[]).includes(given))
-        throw new AdminFault('bad-argument', `argument transport must be tcp or udp, not ${JSON.stringify(given)}`, 'transport');
+        throw new AdminFault('bad-argument', `argument transport must be tcp or udp, not ${echo(given)}`, 'transport');
       // Wrapped for both and no transport given: the transport is missing; else the port is not wrapped (for it).
       const both = given === undefined && WRAP_TRANSPORTS.every((t) => w.wrappers.has(wrapperKey(t, port)));
       const transport = failsAs('conflict', both ? 'transport' : 'port', () => w.remove(port, given as WrapTransport | undefined));

@@ -1,0 +1,198 @@
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createSocket } from 'node:dgram';
+import { connect, createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { configSchema } from '../drivers/daemon/config.js';
+import { Spookd } from '../drivers/daemon/spookd.js';
+import { encodeKey } from '../drivers/daemon/keys.js';
+import { generateKeyPair } from '../crypto/primitives.js';
+import type { MapState } from '../core/register/map.js';
+import { SCAN_LIMITS } from '../drivers/admin/read.js';
+import type { ScanResult } from '../client/protocol.js';
+
+/**
+ * A scan's work (review): the entries of a register are looked at in place and only those under the
+ * prefix are copied; the cursor limits are checked before the matching entries are copied and sorted,
+ * so a scan refused `too-many-cursors` costs a pass over the keys, not a copy of the register. What is
+ * copied is counted by the copies of byte arrays made while the request is served (Uint8Array slice:
+ * the register's own copies of keys and values, a cursor's copies).
+ *
+ * One spookd in this process whose peer never runs; its register `config` is filled in place. Ports:
+ * free ones the kernel gives (UDP and TCP), not a block of test/ports.ts.
+ */
+const dir = mkdtempSync(join(tmpdir(), 'spook-contain-scan-'));
+const socket = join(dir, 'a.sock');
+const N = 60_000;
+let d: Spookd;
+
+/** A port free for UDP and TCP on loopback now (spookd listens on both: datagrams and the wrappers' carrier). */
+async function freePort(): Promise<number> {
+  for (;;) {
+    const u = createSocket('udp4');
+    const port = await new Promise<number>((resolve, reject) => {
+      u.once('error', reject);
+      u.bind(0, '127.0.0.1', () => resolve(u.address().port));
+    });
+    const tcp = await new Promise<boolean>((resolve) => {
+      const s = createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+    });
+    u.close();
+    if (tcp) return port;
+  }
+}
+
+async function startSpookd(): Promise<Spookd> {
+  const keys = { a: generateKeyPair(), b: generateKeyPair() };
+  writeFileSync(join(dir, 'a.key'), Buffer.from(keys.a.privateKey).toString('base64'));
+  for (let attempt = 0; ; attempt++) {
+    const cfg = configSchema.parse({
+      listen: `127.0.0.1:${await freePort()}`,
+      privateKeyFile: join(dir, 'a.key'),
+      dataDir: join(dir, 'a'),
+      adminSocket: socket,
+      fsync: 'never',
+      timing: { keepaliveMs: 100, silenceMs: 3000 },
+      peers: [{ name: 'b', publicKey: encodeKey(keys.b.publicKey), endpoint: `127.0.0.1:${await freePort()}` }],
+      registers: [{ name: 'config', kind: 'map' }],
+    });
+    const s = new Spookd(cfg, keys.a, pino({ level: 'silent' }));
+    try {
+      await s.start();
+      return s;
+    } catch (e) {
+      await s.stop().catch(() => {});
+      if (attempt >= 5) throw e; // the port was taken between the probe and the bind: try another
+    }
+  }
+}
+
+type Line = { id: number; ok: boolean; result?: ScanResult; error?: { code: string; message: string } };
+
+class Raw {
+  lines: Line[] = [];
+  private buf = '';
+  constructor(readonly sock: Socket) {
+    sock.setEncoding('utf8');
+    sock.on('data', (c: string) => {
+      this.buf += c;
+      for (let nl = this.buf.indexOf('\n'); nl >= 0; nl = this.buf.indexOf('\n')) {
+        this.lines.push(JSON.parse(this.buf.slice(0, nl)) as Line);
+        this.buf = this.buf.slice(nl + 1);
+      }
+    });
+    sock.on('error', () => {});
+  }
+  static open(): Promise<Raw> {
+    return new Promise((resolve, reject) => {
+      const s = connect(socket, () => resolve(new Raw(s)));
+      s.once('error', reject);
+    });
+  }
+  private next = 1;
+  /** One request and its answer. */
+  async ask(cmd: string, args: Record<string, unknown>): Promise<Line> {
+    const id = this.next++;
+    this.sock.write(`${JSON.stringify({ id, cmd, args })}\n`);
+    const end = Date.now() + 20_000;
+    for (;;) {
+      const l = this.lines.find((x) => x.id === id);
+      if (l) return l;
+      if (Date.now() > end) throw new Error(`no answer to ${id}`);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+  close(): void {
+    this.sock.destroy();
+  }
+}
+
+const key = (i: number): string => `key-${String(i).padStart(8, '0')}`;
+
+/** Byte arrays copied (Uint8Array slice) while `f` runs. */
+async function copiesDuring<T>(f: () => Promise<T>): Promise<{ copies: number; result: T }> {
+  const spy = vi.spyOn(Uint8Array.prototype, 'slice');
+  try {
+    const result = await f();
+    return { copies: spy.mock.calls.length, result };
+  } finally {
+    spy.mockRestore();
+  }
+}
+
+beforeAll(async () => {
+  d = await startSpookd();
+  const st = d.link('b').pair.register('config').state as MapState;
+  const v = Buffer.alloc(50, 'x');
+  for (let i = 0; i < N; i++) st.put(Buffer.from(key(i)), v, 1);
+}, 60_000);
+
+afterAll(async () => {
+  await d?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('scan', () => {
+  it('copies only the entries under its prefix; its pages are those entries in key order at one version', async () => {
+    const c = await Raw.open();
+    try {
+      // key-000012xx: 100 of the 60,000, in pages of 30 through a cursor.
+      const { copies, result: first } = await copiesDuring(() =>
+        c.ask('scan', { peer: 'b', register: 'config', prefix: 'key-000012', limit: 30 }),
+      );
+      expect(first.ok).toBe(true);
+      expect(copies).toBeLessThan(1_000); // the 100 matching, not the 60,000
+      const keys = first.result!.entries.map((e) => e.key.text!);
+      let page = first.result!;
+      while (page.cursor) {
+        const r = await c.ask('scan', {
+          peer: 'b',
+          register: 'config',
+          prefix: 'key-000012',
+          limit: 30,
+          cursor: page.cursor,
+          version: page.version,
+          after: keys.at(-1),
+        });
+        expect(r.ok).toBe(true);
+        expect(r.result!.version).toBe(first.result!.version);
+        page = r.result!;
+        keys.push(...page.entries.map((e) => e.key.text!));
+      }
+      expect(keys).toEqual(Array.from({ length: 100 }, (_, i) => key(1200 + i)));
+      expect(page.entries.at(-1)!.value.text).toBe('x'.repeat(50));
+      // A prefix that matches nothing copies nothing.
+      const none = await copiesDuring(() => c.ask('scan', { peer: 'b', register: 'config', prefix: 'nomatch', limit: 1 }));
+      expect(none.result.result!.entries).toEqual([]);
+      expect(none.copies).toBeLessThan(100);
+    } finally {
+      c.close();
+    }
+  });
+
+  it('checks the cursor limits before copying: a scan refused too-many-cursors copies nothing; one that needs no cursor is still served', async () => {
+    const c = await Raw.open();
+    try {
+      // The connection's cursors, each over a small prefix (100 entries, a page of 1).
+      for (let i = 0; i < SCAN_LIMITS.perConnection; i++) {
+        const r = await c.ask('scan', { peer: 'b', register: 'config', prefix: `key-0000${10 + i}`, limit: 1, cursorTtlMs: 300_000 });
+        expect(r.result!.cursor).toBeDefined();
+      }
+      const { copies, result } = await copiesDuring(() => c.ask('scan', { peer: 'b', register: 'config', limit: 1 }));
+      expect(result.error).toMatchObject({ code: 'too-many-cursors' });
+      expect(result.error!.message).toContain(`the limit is ${SCAN_LIMITS.perConnection}`);
+      expect(copies).toBeLessThan(100); // not the 120,000 copies of keys and values of the register
+      // Five entries fit one page: no cursor is needed, so none is refused.
+      const small = await c.ask('scan', { peer: 'b', register: 'config', prefix: 'key-0000004', limit: 10 });
+      expect(small.ok).toBe(true);
+      expect(small.result!.entries.map((e) => e.key.text)).toEqual(Array.from({ length: 10 }, (_, i) => key(40 + i)));
+      expect(small.result!.cursor).toBeUndefined();
+    } finally {
+      c.close();
+    }
+  });
+});
