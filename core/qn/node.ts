@@ -27,6 +27,7 @@ import { murmur3 } from '../register/hash.js';
 import { QnLinks } from './links.js';
 import type { DomainWrite, StoredDomain } from './persist.js';
 import {
+  DEFAULT_MAX_UNCOMMITTED_BYTES,
   EntryKind,
   MAX_INDEX,
   MAX_NODE_ID,
@@ -109,6 +110,8 @@ export const QN_DROPS: readonly QnDrop[] = [
   'index-beyond-log',
   'bad-snapshot',
   'snapshot-mismatch',
+  'log-full',
+  'diff-rate',
   'fenced',
   'malformed',
   'wrong-domain',
@@ -172,6 +175,12 @@ export interface DomainNodeOptions {
   fragmentQuotaBytes?: number;
   /** Largest snapshot accepted from a leader, in bytes; default snapshotBound of the registers' quotas. */
   maxSnapshotBytes?: number;
+  /**
+   * Entries a leader may hold past its commit index before it defers proposals; a follower holds
+   * twice as many (PROTOCOL.md §15.4, "Uncommitted bound"). The same at every member; default
+   * DEFAULT_MAX_UNCOMMITTED_ENTRIES.
+   */
+  maxUncommittedEntries?: number;
   /**
    * Seals for messages that cross a relay. Without it this member neither sends through a
    * relay nor accepts a relayed message (every message must then go direct).
@@ -337,6 +346,9 @@ export class DomainNode {
         // Chunks larger than a datagram travel as fragments (§15.9): 8 in flight move 128 KiB a round trip, not 5.6 KiB.
         snapChunkBytes: SNAP_CHUNK_BYTES,
         maxSnapshotBytes: o.maxSnapshotBytes ?? snapshotBound(o.registers, o.groups ?? []),
+        // Two of the largest candidates fit under the uncommitted bound, as under maxPendingBytes.
+        maxUncommittedBytes: Math.max(DEFAULT_MAX_UNCOMMITTED_BYTES, 2 * this.maxCandidate),
+        maxUncommittedEntries: o.maxUncommittedEntries,
         // Nothing is journaled that would not apply: a candidate must decode and be within the limit.
         checkCommand: (cmd) => cmd.length <= this.maxCandidate && parseCandidate(cmd) !== undefined,
       },
@@ -731,6 +743,14 @@ export class DomainNode {
     return true;
   }
 
+  /**
+   * Leader: append a candidate not appended in this term yet. One Raft refuses (its uncommitted
+   * bound, PROTOCOL.md §15.4) is not marked: it goes when its proposer sends it again.
+   */
+  private append(now: number, key: string, cmd: Uint8Array): void {
+    if (this.firstAppend(key) && this.raft.propose(now, cmd) === undefined) this.inLog.delete(key);
+  }
+
   private onForward(now: number, sender: NodeId, cmd: Uint8Array): void {
     if (cmd.length > this.maxCandidate) return this.drop('oversized-candidate');
     const c = parseCandidate(cmd);
@@ -740,7 +760,7 @@ export class DomainNode {
     if (c.origin !== sender) return this.drop('candidate-origin-mismatch');
     if (this.raft.role !== Role.Leader) return this.drop('fwd-not-leader'); // the origin retries
     if (this.state.outcomeOf(c.origin, c.seq) !== undefined) return; // decided: the origin learns it from the log
-    if (this.firstAppend(`${c.origin}:${c.seq}`)) this.raft.propose(now, cmd);
+    this.append(now, `${c.origin}:${c.seq}`, cmd);
   }
 
   private onCollapse(c: Collapsed): void {
@@ -920,7 +940,7 @@ export class DomainNode {
     p.sentAt = now;
     this.resendDue = Math.min(this.resendDue, now + this.retryMs);
     if (r.role === Role.Leader) {
-      if (this.firstAppend(`${this.id}:${seq}`)) r.propose(now, p.cmd);
+      this.append(now, `${this.id}:${seq}`, p.cmd);
     } else this.emit(now, r.leader, { t: 'fwd', cmd: p.cmd }, QN_DEFAULT_TTL);
   }
 

@@ -46,6 +46,26 @@ export const MAX_MEMBERS = 64;
 export const DEFAULT_MAX_SNAPSHOT_BYTES = 1024 * 1024 * 1024;
 
 /**
+ * What a leader may hold past its commit index before it takes no more proposals (etcd's
+ * MaxUncommittedEntriesSize, in entries and in octets of commands; docs/PROTOCOL.md §15.4,
+ * "Uncommitted bound"): it refuses a proposal that would take it past either (one command
+ * is always taken when nothing is uncommitted), and the proposer retries it later. A follower
+ * holds up to twice as much past its commit index (UNCOMMITTED_MARGIN), and refuses an
+ * append beyond that. Honest load stays far below: each member has at most OUTCOME_WINDOW
+ * (4,096) undecided candidates (the domain simulators run 256), and a leader appends each
+ * at most once per term.
+ */
+export const DEFAULT_MAX_UNCOMMITTED_ENTRIES = 16_384;
+export const DEFAULT_MAX_UNCOMMITTED_BYTES = 64 * 1024 * 1024;
+/**
+ * A follower's bound over a leader's: a new leader's log past its commit index may hold a
+ * deposed leader's uncommitted entries besides its own (those are what let it exceed its
+ * bound: a Noop per term that failed to commit one), so a follower holding exactly a leader's
+ * bound would refuse a new leader's Noop after one such term, and nothing could commit.
+ */
+const UNCOMMITTED_MARGIN = 2;
+
+/**
  * Why Raft refused a message (closed set; the caller counts them). Each leaves the node's
  * state exactly as it was, except `conflicts-committed`, which may follow the message's term.
  */
@@ -62,6 +82,17 @@ export type RaftDrop =
   | 'bad-snapshot'
   /** A chunk that disagrees with the transfer under way (total, term or members). */
   | 'snapshot-mismatch'
+  /**
+   * An append that would leave more entries or octets past the commit index than this
+   * follower holds (twice a leader's maxUncommittedEntries / maxUncommittedBytes): refused as
+   * a consistency failure is (Raft lets a follower answer failure), so the leader retries.
+   */
+  | 'log-full'
+  /**
+   * A difference within electionMs of the last one this member installed (each costs a copy
+   * of the whole state): refused as one that does not apply, so the leader sends entries.
+   */
+  | 'diff-rate'
   /** This node is fenced (its own journal could not be applied): it takes part in nothing. */
   | 'fenced';
 
@@ -163,8 +194,10 @@ export interface StateMachine {
 /**
  * Catch-up by difference: a follower found this many entries behind the leader's applied
  * index is sent the difference instead of the entries when it takes at most half their bytes.
+ * A follower refuses a difference whose index is less than this past its base: no leader
+ * sends one, and each installed costs the follower a copy of its whole state.
  */
-const DIFF_MIN_ENTRIES = 64;
+export const DIFF_MIN_ENTRIES = 64;
 
 /**
  * A snapshot's bytes, or how to read back the one the driver wrote: that snapshot or a later
@@ -199,6 +232,16 @@ export interface RaftOptions {
   maxSnapshotBytes?: number;
   /** Checks an App command before it is stored (decodable, applicable); absent: any App command. */
   checkCommand?: (cmd: Uint8Array) => boolean;
+  /**
+   * Leader: entries past the commit index beyond which proposals are refused; a follower holds
+   * twice as many. The same at every member. Default DEFAULT_MAX_UNCOMMITTED_ENTRIES.
+   */
+  maxUncommittedEntries?: number;
+  /**
+   * Leader: octets of commands past the commit index beyond which proposals are refused; a
+   * follower holds twice as many. The same at every member. Default DEFAULT_MAX_UNCOMMITTED_BYTES.
+   */
+  maxUncommittedBytes?: number;
 }
 
 interface Progress {
@@ -251,6 +294,12 @@ export class Raft {
   private base = 0;
   private baseTerm = 0;
   private log: LogEntry[] = [];
+  /**
+   * logBytes[i]: the octets of the commands of log[0..i] plus logBytesBase (those before
+   * log[0]): the octets between two indexes in O(1) (bytesBetween), for the uncommitted bound.
+   */
+  private logBytes: number[] = [];
+  private logBytesBase = 0;
   /** The latest durable snapshot: its bytes, or (written in the background) how to read them back. */
   private snap: (SnapshotMeta & { data: SnapshotData }) | undefined;
   /** A background snapshot asked for ('snapshot-begin') and not yet reported durable. */
@@ -292,6 +341,10 @@ export class Raft {
   private readonly maxAppendBytes: number;
   private readonly maxInflight: number;
   private readonly maxLogEntries: number;
+  private readonly maxUncommittedEntries: number;
+  private readonly maxUncommittedBytes: number;
+  /** When this member last installed a difference ('diff-rate'). */
+  private diffInstalledAt = -Infinity;
   private readonly snapChunkBytes: number;
   readonly maxSnapshotBytes: number;
   /**
@@ -308,6 +361,8 @@ export class Raft {
     diffsInstalled: 0,
     stepDowns: 0,
     termExhausted: 0,
+    /** Proposals a leader refused at its uncommitted bound (maxUncommittedEntries / maxUncommittedBytes); the proposer retries. */
+    proposalsDeferred: 0,
   };
 
   constructor(
@@ -321,6 +376,8 @@ export class Raft {
     this.maxAppendBytes = o.maxAppendBytes ?? 1100;
     this.maxInflight = o.maxInflight ?? 512;
     this.maxLogEntries = Math.max(8, o.maxLogEntries ?? 100_000);
+    this.maxUncommittedEntries = Math.max(8, o.maxUncommittedEntries ?? DEFAULT_MAX_UNCOMMITTED_ENTRIES);
+    this.maxUncommittedBytes = Math.max(1, o.maxUncommittedBytes ?? DEFAULT_MAX_UNCOMMITTED_BYTES);
     // A chunk plus up to 64 member ids and the other fields must fit one sealed datagram.
     this.snapChunkBytes = o.snapChunkBytes ?? 700;
     this.maxSnapshotBytes = o.maxSnapshotBytes ?? DEFAULT_MAX_SNAPSHOT_BYTES;
@@ -329,7 +386,7 @@ export class Raft {
     this.vote = st.vote;
     this.base = st.base;
     this.baseTerm = st.baseTerm;
-    this.log = st.entries.slice();
+    this.setLog(st.entries);
     this.configs = [{ index: 0, members: [...o.initialMembers].sort((a, b) => a - b) }];
     if (st.snapshot) {
       // A crash between saving a snapshot and compacting the log can leave a log that the
@@ -337,7 +394,7 @@ export class Raft {
       const s = st.snapshot;
       const at = s.index - this.base;
       if (s.index >= this.base + this.log.length || (at > 0 && this.log[at - 1].term !== s.term)) {
-        this.log = [];
+        this.setLog([]);
         this.base = s.index;
         this.baseTerm = s.term;
         this.write({ kind: 'compact', base: s.index, baseTerm: s.term, reset: true });
@@ -457,6 +514,34 @@ export class Raft {
     return index > this.base && index <= this.lastIndex ? this.log[index - this.base - 1] : undefined;
   }
 
+  /** Octets of the commands of the entries (from, to], both in [base, lastIndex]: O(1). */
+  private bytesBetween(from: number, to: number): number {
+    const at = (i: number): number => (i === this.base ? this.logBytesBase : this.logBytes[i - this.base - 1]);
+    return to > from ? at(to) - at(from) : 0;
+  }
+
+  /** The log's entries from now on (after base), their octets counted afresh. */
+  private setLog(entries: readonly LogEntry[]): void {
+    this.log = [];
+    this.logBytes = [];
+    this.logBytesBase = 0;
+    for (const e of entries) this.pushLog(e);
+  }
+
+  private pushLog(e: LogEntry): void {
+    const n = this.logBytes.length;
+    this.logBytes.push((n > 0 ? this.logBytes[n - 1] : this.logBytesBase) + e.cmd.length);
+    this.log.push(e);
+  }
+
+  /** Drop the first `k` entries of the log (k ≤ its length); the caller moves base past them. */
+  private dropLogBefore(k: number): void {
+    if (k <= 0) return;
+    this.logBytesBase = this.logBytes[k - 1];
+    this.log = this.log.slice(k);
+    this.logBytes = this.logBytes.slice(k);
+  }
+
   // --- the sans-I/O surface ---------------------------------------------------------
 
   /**
@@ -535,11 +620,23 @@ export class Raft {
   }
 
   /**
-   * Leader only: append a command; undefined elsewhere (the caller forwards it to the leader).
+   * Leader only: append a command; undefined elsewhere (the caller forwards it to the leader),
+   * or past the uncommitted bound (the caller retries it later, as etcd's ErrProposalDropped).
    * The followers are sent it with the other commands of this Ready (ready() broadcasts).
    */
   propose(now: number, cmd: Uint8Array): number | undefined {
     if (this.role !== Role.Leader || this.fault || this.lastIndex >= MAX_INDEX || !this.checkEntry(cmd)) return undefined;
+    // The uncommitted bound (DEFAULT_MAX_UNCOMMITTED_ENTRIES): followers hold twice as much, so
+    // no follower refuses what an honest leader appends. One command always goes when nothing
+    // is uncommitted, whatever its size.
+    const uncommitted = this.lastIndex - this.commit;
+    if (
+      uncommitted >= this.maxUncommittedEntries ||
+      (uncommitted > 0 && this.bytesBetween(this.commit, this.lastIndex) + cmd.length > this.maxUncommittedBytes)
+    ) {
+      this.stats.proposalsDeferred++;
+      return undefined;
+    }
     this.lastNow = now;
     const e = this.appendLocal(cmd);
     this.unsent = true;
@@ -772,7 +869,7 @@ export class Raft {
 
   private appendLocal(cmd: Uint8Array): LogEntry {
     const e: LogEntry = { term: this.term, index: this.lastIndex + 1, cmd };
-    this.log.push(e);
+    this.pushLog(e);
     this.write({ kind: 'append', entries: [e] });
     this.noteConfig(e);
     return e;
@@ -918,16 +1015,22 @@ export class Raft {
         break;
       }
     }
-    if (first < entries.length && idx <= this.lastIndex) {
-      if (idx <= this.commit) return 'conflicts-committed';
-      this.truncateFrom(idx);
+    const conflict = first < entries.length && idx <= this.lastIndex;
+    if (conflict && idx <= this.commit) return 'conflicts-committed';
+    if (first < entries.length && this.overUncommitted(prevIndex, first, entries, m.commit)) {
+      // Refused as a failed consistency check is, changing nothing (Raft lets a follower answer
+      // failure): the hint is the last entry we hold that matches, so the leader retries from
+      // the first we lack, as a probe (then once per heartbeat), until its commit index moves.
+      this.send(from, { t: 'appendResp', term: this.term, ok: false, index: prevIndex + first });
+      return 'log-full';
     }
+    if (conflict) this.truncateFrom(idx);
     const fresh: LogEntry[] = [];
     for (let i = first; i < entries.length; i++) fresh.push({ term: entries[i].term, index: prevIndex + i + 1, cmd: entries[i].cmd });
     if (fresh.length) {
       this.write({ kind: 'append', entries: fresh });
       for (const e of fresh) {
-        this.log.push(e);
+        this.pushLog(e);
         this.noteConfig(e);
       }
     }
@@ -938,8 +1041,33 @@ export class Raft {
     this.send(from, { t: 'appendResp', term: this.term, ok: true, index: matched });
   }
 
+  /**
+   * Whether an append whose entries from `first` on are new here (the earlier ones match ours)
+   * would leave more past the commit index than a follower holds: twice a leader's
+   * maxUncommittedEntries, or its maxUncommittedBytes of commands (one entry alone is always
+   * held). The commit index is the larger of ours and the leader's `commit` (entries at or
+   * below it are committed: a follower far behind is not held back), up to the append's last
+   * entry. Costs the append's entries, not the log's (bytesBetween).
+   */
+  private overUncommitted(
+    prevIndex: number,
+    first: number,
+    entries: Extract<RaftMsg, { t: 'append' }>['entries'],
+    leaderCommit: number,
+  ): boolean {
+    const last = prevIndex + entries.length;
+    const floor = Math.max(this.commit, this.base, Math.min(leaderCommit, last));
+    const count = last - floor;
+    if (count <= 1) return false;
+    if (count > UNCOMMITTED_MARGIN * this.maxUncommittedEntries) return true;
+    // Ours up to prevIndex + first stay (they match the leader's), then the new ones.
+    let bytes = this.bytesBetween(floor, prevIndex + first);
+    for (let i = Math.max(first, floor - prevIndex); i < entries.length; i++) bytes += entries[i].cmd.length;
+    return bytes > UNCOMMITTED_MARGIN * this.maxUncommittedBytes;
+  }
+
   private truncateFrom(index: number): void {
-    this.log.length = index - this.base - 1;
+    this.log.length = this.logBytes.length = index - this.base - 1;
     this.write({ kind: 'truncate', from: index });
     while (this.configs.length > 1 && this.configs[this.configs.length - 1].index >= index) this.configs.pop();
   }
@@ -990,6 +1118,18 @@ export class Raft {
     }
     const base = m.base ?? 0;
     const baseTerm = m.baseTerm ?? 0;
+    // A difference is refused (answered at its base: the leader sends entries instead) before
+    // anything is staged if no leader sends it (less than DIFF_MIN_ENTRIES past its base), or
+    // if this member installed one within electionMs: each install costs a copy of the whole
+    // state, for a difference of a few octets.
+    if (base) {
+      const why =
+        m.index - base < DIFF_MIN_ENTRIES ? 'bad-snapshot' : now - this.diffInstalledAt < this.electionMs ? 'diff-rate' : undefined;
+      if (why) {
+        this.send(from, { t: 'snapResp', term: this.term, index: base, offset: 0 });
+        return why;
+      }
+    }
     if (!this.incoming || this.incoming.index !== m.index || this.incoming.base !== base) {
       // A transfer starts at offset 0; a late or duplicated first chunk does not restart one.
       if (m.offset !== 0) {
@@ -1064,6 +1204,7 @@ export class Raft {
     if (!full || full.length > this.maxSnapshotBytes || !this.installSnapshot(meta, full)) return false;
     this.stats.snapshotsInstalled--;
     this.stats.diffsInstalled++;
+    this.diffInstalledAt = this.lastNow;
     return true;
   }
 
@@ -1076,8 +1217,8 @@ export class Raft {
     this.write({ kind: 'snapshot', meta, data });
     // Keep the log past the snapshot only if it agrees with it (§7: InstallSnapshot rule 6).
     const keep = this.termAt(meta.index) === meta.term && meta.index <= this.lastIndex;
-    if (keep) this.log = this.log.slice(meta.index - this.base);
-    else this.log = [];
+    if (keep) this.dropLogBefore(meta.index - this.base);
+    else this.setLog([]);
     this.base = meta.index;
     this.baseTerm = meta.term;
     this.write({ kind: 'compact', base: meta.index, baseTerm: meta.term, reset: !keep });
@@ -1242,7 +1383,7 @@ export class Raft {
     const newBase = at - (this.maxLogEntries >> 1);
     if (newBase <= this.base) return;
     const newBaseTerm = this.termAt(newBase)!;
-    this.log = this.log.slice(newBase - this.base);
+    this.dropLogBefore(newBase - this.base);
     this.base = newBase;
     this.baseTerm = newBaseTerm;
     this.write({ kind: 'compact', base: newBase, baseTerm: newBaseTerm, reset: false });
