@@ -35,6 +35,7 @@ import {
   type StreamDataMsg,
   type StreamReqMsg,
   type WireEntry,
+  type Message,
   encodeMessage,
 } from '../../wire/messages.js';
 import { Hash64, hashEquals } from '../register/hash.js';
@@ -64,6 +65,8 @@ const DIFF_PART_SLACK = 48;
 interface PinBase {
   version: number;
   hash: { hi: number; lo: number };
+  /** What the response bucket counts for the state pinned (its octets, and RESPONSE_ENTRY_BYTES per entry of a map). */
+  basis: number;
   origins: Map<number, number>;
   rejections: Map<number, RejectReason>;
 }
@@ -128,12 +131,27 @@ function partition(entries: MapEntry[]): MapEntry[][] {
 
 const toWire = (e: MapEntry): WireEntry => ({ key: e.key, version: e.version, value: e.value });
 
-/** Incomplete ReconEntries sets a requester holds at most (octets of entry encoding), beside a leaf of largest values. */
+/** Incomplete ReconEntries sets a requester holds at most (octets, as counted below), beside a leaf of largest values. */
 const PARTIAL_MAX_BYTES = 1 << 20;
+/**
+ * What holding an incomplete set costs beside its entries' octets, counted toward the same bound
+ * (§8.2, rev 1.29): the set itself, a slot per part it announces, and an entry's objects. Before,
+ * only the octets counted: a set of 4,096 parts whose first part is empty held 32 KiB for none.
+ */
+const PARTIAL_SET_BYTES = 64;
+const PARTIAL_SLOT_BYTES = 8;
+const PARTIAL_ENTRY_BYTES = 32;
 
-function wireBytes(parts: readonly (readonly WireEntry[] | undefined)[]): number {
+/** An incomplete ReconEntries set: its parts by index, how many are held, and what it counts toward the bound. */
+interface PartialSet {
+  parts: (WireEntry[] | undefined)[];
+  held: number;
+  cost: number;
+}
+
+function partialEntriesCost(entries: readonly WireEntry[]): number {
   let n = 0;
-  for (const p of parts) if (p) for (const e of p) n += entryWireLen(e);
+  for (const e of entries) n += entryWireLen(e) + PARTIAL_ENTRY_BYTES;
   return n;
 }
 
@@ -146,17 +164,89 @@ export const PIN_INTERVAL_MS = 1000;
 /** Why a reconciliation request got no pin. */
 export type PinRefusal = 'no-pin' | 'rate-limited';
 
+/**
+ * The responder's output per register (§8.2, rev 1.29): a token bucket of response octets
+ * (ReconMeta, ReconNode, ReconEntries, ReconDiff, SnapChunk, StreamData, the Status of a request
+ * naming no pin). Its size, and what it refills in RESPONSE_INTERVAL_MS, is RESPONSE_BASE_BYTES plus
+ * RESPONSE_STATE_FACTOR times the register's state (its octets, and RESPONSE_ENTRY_BYTES per entry
+ * for the tree's nodes), at most RESPONSE_MAX_BYTES. An honest re-entanglement sends about the
+ * state once (range reconciliation with its nodes at most about twice; a session starts at most
+ * once a second, §8.2), so it never waits for the bucket; a request met with an empty bucket is
+ * dropped and counted (`recon-rate-limited`), one that empties it is cut short there (the
+ * requester asks again on its timer). Before rev 1.29 a 29-octet SnapReq drew 16 chunks (x600),
+ * a ReconReq of 256 prefixes 29 datagrams (x31), repeatable at will.
+ */
+export const RESPONSE_BASE_BYTES = 1 << 20;
+export const RESPONSE_STATE_FACTOR = 8;
+export const RESPONSE_ENTRY_BYTES = 32;
+export const RESPONSE_MAX_BYTES = 64 << 20;
+export const RESPONSE_INTERVAL_MS = 1000;
+/** Octets of a response's encoding beside its entries or data (type, length, name, version, positions; an upper bound). */
+const RESPONSE_HEADER_BYTES = 40;
+/** A ReconNode's 16 child summaries (count varint and 8-octet hash each, at most). */
+const NODE_BODY_BYTES = RECON_FANOUT * 13;
+
+/** The encoded size of a list of entries (§3.4), an upper bound for a diff part's. */
+function entriesBytes(entries: readonly { key: Uint8Array; value?: Uint8Array; version: number }[]): number {
+  let n = 0;
+  for (const e of entries) n += e.key.length + (e.value?.length ?? 0) + 12;
+  return n;
+}
+
 // ------------------------------------------------------------------ responder (sequencer)
 
 export class ReconResponder {
   private pin: MapPin | StreamPin | undefined;
   private readonly pinRate = new Gcra(PIN_BURST, PIN_INTERVAL_MS);
+  /** Response octets left in the bucket (RESPONSE_BASE_BYTES…), as of `budgetAt`; undefined: full. */
+  private budget: number | undefined;
+  private budgetAt = 0;
   /** New pins built (metrics, tests); refusals are counted as recon-rate-limited drops. */
   pinsBuilt = 0;
   /** Log diffs built (§8.2.1; tests, bench compare's path column). */
   diffsBuilt = 0;
 
   constructor(private readonly r: ResponderHost) {}
+
+  /** What the response bucket counts for the register's state now. */
+  private basis(): number {
+    const st = this.r.state;
+    return st.fullTransferBytes() + (st instanceof MapState ? RESPONSE_ENTRY_BYTES * st.size() : 0);
+  }
+
+  /** The bucket's size, and what it refills per RESPONSE_INTERVAL_MS: for the larger of the state now and the pin's. */
+  private allowance(): number {
+    const basis = Math.max(this.basis(), this.pin?.basis ?? 0);
+    return Math.min(RESPONSE_MAX_BYTES, RESPONSE_BASE_BYTES + RESPONSE_STATE_FACTOR * basis);
+  }
+
+  /** Whether the bucket holds anything at `now` (refilled first). */
+  private canSend(now: number): boolean {
+    const cap = this.allowance();
+    const left =
+      this.budget === undefined ? cap : Math.min(cap, this.budget + (Math.max(0, now - this.budgetAt) * cap) / RESPONSE_INTERVAL_MS);
+    this.budget = left;
+    this.budgetAt = Math.max(this.budgetAt, now);
+    return left > 0;
+  }
+
+  /** Send a response of about `size` octets, charged to the bucket (which it may take below empty, once). */
+  private send(now: number, m: Message, size: number): void {
+    this.budget = (this.budget ?? this.allowance()) - size;
+    this.r.respond(now, m);
+  }
+
+  /** Count a request dropped, or cut short, at an empty bucket. */
+  private limited(now: number, what: string): void {
+    this.r.refuse(now, 'recon-rate-limited', `${what}: responses past ${this.allowance()} octets per ${RESPONSE_INTERVAL_MS} ms`);
+  }
+
+  /** Whether a request may be answered at all: false (dropped and counted) at an empty bucket. */
+  private admitRequest(now: number, what: string): boolean {
+    if (this.canSend(now)) return true;
+    this.limited(now, `${what} dropped`);
+    return false;
+  }
 
   /**
    * The follower has moved past `version`: a pin below it is no longer needed. (Strictly
@@ -181,6 +271,7 @@ export class ReconResponder {
     const common: PinBase = {
       version: r.version,
       hash: { hi: r.state.hash.hi, lo: r.state.hash.lo },
+      basis: this.basis(),
       origins: new Map(r.origins),
       rejections: new Map(r.peerRejections),
     };
@@ -213,14 +304,18 @@ export class ReconResponder {
       return undefined;
     }
     if (pin === 'no-pin' || pin.kind !== kind) {
-      this.r.respond(now, this.r.status());
+      this.send(now, this.r.status(), RESPONSE_HEADER_BYTES);
       return undefined;
     }
-    if (flags & REQ_WANT_META) this.r.respond(now, this.meta(pin));
+    if (flags & REQ_WANT_META) {
+      const meta = this.meta(pin);
+      this.send(now, meta, RESPONSE_HEADER_BYTES + 8 * (meta.origins.length + meta.rejections.length));
+    }
     return pin;
   }
 
   onReconReq(now: number, m: ReconReqMsg): void {
+    if (!this.admitRequest(now, 'ReconReq')) return;
     const pin = this.begin(now, m.targetVersion, m.flags, 'map') as MapPin | undefined;
     if (!pin) return;
     const fresh = pin.fresh === true;
@@ -262,49 +357,70 @@ export class ReconResponder {
   private sendDiff(now: number, pin: MapPin, plan: DiffPlan, fromPart: number): void {
     const parts = plan.parts!;
     for (let i = fromPart; i < Math.min(parts.length, fromPart + DIFF_WINDOW); i++) {
-      this.r.respond(now, {
-        type: MsgType.ReconDiff,
-        register: this.r.name,
-        targetVersion: pin.version,
-        since: plan.since,
-        part: i,
-        parts: parts.length,
-        entries: parts[i],
-      });
+      if (!this.canSend(now)) return this.limited(now, `diff parts from ${i} not sent`);
+      this.send(
+        now,
+        {
+          type: MsgType.ReconDiff,
+          register: this.r.name,
+          targetVersion: pin.version,
+          since: plan.since,
+          part: i,
+          parts: parts.length,
+          entries: parts[i],
+        },
+        RESPONSE_HEADER_BYTES + entriesBytes(parts[i]),
+      );
     }
   }
 
-  /** Answer prefixes: a node's children, or its entries when it holds few. */
+  /**
+   * Answer prefixes: a node's children, or its entries when it holds few. Each distinct prefix is
+   * answered once per request (repeating one buys no extra work), the first MAX_PREFIXES_PER_REQ
+   * of them (what a requester sends, §8.2: a longer list, up to the decoder's 256, is cut there and
+   * counted), and no further than the response bucket allows.
+   */
   private answer(now: number, pin: MapPin, prefixes: readonly Prefix[]): void {
-    // Each distinct prefix is answered once per request: repeating one buys no extra work.
     const seen = new Set<string>();
     for (const p of prefixes) {
       const key = prefixKey(p.depth, p.prefix);
       if (seen.has(key)) continue;
+      if (seen.size >= MAX_PREFIXES_PER_REQ)
+        return this.limited(now, `a ReconReq of more than ${MAX_PREFIXES_PER_REQ} prefixes answered for the first ${MAX_PREFIXES_PER_REQ}`);
+      if (!this.canSend(now)) return this.limited(now, `${prefixes.length - seen.size} prefixes of a ReconReq not answered`);
       seen.add(key);
       if (p.depth >= RECON_MAX_DEPTH || countUnder(pin.index, p.depth, p.prefix) <= RECON_LEAF_MAX) {
         const parts = partition(entriesUnder(pin.index, p.depth, p.prefix));
-        parts.forEach((part, i) =>
-          this.r.respond(now, {
-            type: MsgType.ReconEntries,
+        parts.forEach((part, i) => {
+          const entries = part.map(toWire);
+          this.send(
+            now,
+            {
+              type: MsgType.ReconEntries,
+              register: this.r.name,
+              targetVersion: pin.version,
+              depth: p.depth,
+              prefix: p.prefix,
+              part: i,
+              parts: parts.length,
+              entries,
+            },
+            RESPONSE_HEADER_BYTES + entriesBytes(entries),
+          );
+        });
+      } else {
+        this.send(
+          now,
+          {
+            type: MsgType.ReconNode,
             register: this.r.name,
             targetVersion: pin.version,
             depth: p.depth,
             prefix: p.prefix,
-            part: i,
-            parts: parts.length,
-            entries: part.map(toWire),
-          }),
+            children: this.children(pin, p.depth, p.prefix),
+          },
+          RESPONSE_HEADER_BYTES + NODE_BODY_BYTES,
         );
-      } else {
-        this.r.respond(now, {
-          type: MsgType.ReconNode,
-          register: this.r.name,
-          targetVersion: pin.version,
-          depth: p.depth,
-          prefix: p.prefix,
-          children: this.children(pin, p.depth, p.prefix),
-        });
       }
     }
   }
@@ -318,6 +434,7 @@ export class ReconResponder {
   }
 
   onSnapReq(now: number, m: SnapReqMsg): void {
+    if (!this.admitRequest(now, 'SnapReq')) return;
     const pin = this.begin(now, m.targetVersion, m.flags, 'map') as MapPin | undefined;
     if (!pin) return;
     pin.chunks ??= { starts: [{ bucket: 0, pos: 0 }], bucket: 0, pos: 0, size: 0, done: false };
@@ -385,6 +502,7 @@ export class ReconResponder {
     const starts = pin.chunks!.starts;
     const buckets = pin.index.buckets;
     for (let c = fromChunk; c < Math.min(starts.length, fromChunk + SNAP_WINDOW); c++) {
+      if (!this.canSend(now)) return this.limited(now, `snapshot chunks from ${c} not sent`);
       const end = c + 1 < starts.length ? starts[c + 1] : { bucket: buckets.length, pos: 0 };
       const entries: WireEntry[] = [];
       for (let b = starts[c].bucket, i = starts[c].pos; b < end.bucket || (b === end.bucket && i < end.pos);) {
@@ -396,29 +514,34 @@ export class ReconResponder {
         }
         entries.push(toWire(list.entry(i++)));
       }
-      this.r.respond(now, {
-        type: MsgType.SnapChunk,
-        register: this.r.name,
-        targetVersion: pin.version,
-        chunk: c,
-        chunks: starts.length,
-        entries,
-      });
+      this.send(
+        now,
+        {
+          type: MsgType.SnapChunk,
+          register: this.r.name,
+          targetVersion: pin.version,
+          chunk: c,
+          chunks: starts.length,
+          entries,
+        },
+        RESPONSE_HEADER_BYTES + entriesBytes(entries),
+      );
     }
   }
 
   onStreamReq(now: number, m: StreamReqMsg): void {
+    if (!this.admitRequest(now, 'StreamReq')) return;
     const pin = this.begin(now, m.targetVersion, m.flags, 'stream') as StreamPin | undefined;
     if (!pin || !(this.r.state instanceof StreamState)) return;
     const end = Math.min(pin.length, m.offset + STREAM_CHUNK * STREAM_WINDOW);
     for (let off = m.offset; off < end; off += STREAM_CHUNK) {
-      this.r.respond(now, {
-        type: MsgType.StreamData,
-        register: this.r.name,
-        targetVersion: pin.version,
-        offset: off,
-        data: this.r.state.read(off, Math.min(STREAM_CHUNK, end - off)),
-      });
+      if (!this.canSend(now)) return this.limited(now, `stream data from ${off} not sent`);
+      const data = this.r.state.read(off, Math.min(STREAM_CHUNK, end - off));
+      this.send(
+        now,
+        { type: MsgType.StreamData, register: this.r.name, targetVersion: pin.version, offset: off, data },
+        RESPONSE_HEADER_BYTES + data.length,
+      );
     }
   }
 }
@@ -440,8 +563,8 @@ export class ReconRequester {
   private myIndex: KeyIndex | undefined;
   private queue: Prefix[] = [{ depth: 0, prefix: 0 }];
   private readonly outstanding = new Map<string, Prefix>();
-  private readonly parts = new Map<string, WireEntry[][]>();
-  /** Octets held in `parts` (sets not yet complete). */
+  private readonly parts = new Map<string, PartialSet>();
+  /** What the sets in `parts` (not yet complete) count, as PARTIAL_SET_BYTES etc. say. */
   private partialBytes = 0;
   private deletes: MapEntry[] = [];
   private puts: WireEntry[] = [];
@@ -641,12 +764,54 @@ export class ReconRequester {
   private admit(now: number, entries: readonly WireEntry[]): boolean {
     const q = this.r.quota;
     this.receivedEntries += entries.length;
-    for (const e of entries) this.receivedBytes += entryWireLen(e);
-    if (this.receivedEntries <= q.maxKeys && this.receivedBytes <= q.maxBytes) return true;
-    this.r.refuse(now, 'quota-violation', `reconciliation sent more than ${q.maxKeys} keys / ${q.maxBytes} octets`);
+    let longest = 0;
+    for (const e of entries) {
+      this.receivedBytes += entryWireLen(e);
+      if (e.value.length > longest) longest = e.value.length;
+    }
+    // A value over the register's limit is one no committed record could have written (§7.8).
+    if (this.receivedEntries <= q.maxKeys && this.receivedBytes <= q.maxBytes && longest <= q.maxValueBytes) return true;
+    this.r.refuse(
+      now,
+      'quota-violation',
+      longest > q.maxValueBytes
+        ? `reconciliation sent a value of ${longest} octets, more than ${q.maxValueBytes}`
+        : `reconciliation sent more than ${q.maxKeys} keys / ${q.maxBytes} octets`,
+    );
     if (this.mode === 'diff') this.mode = 'reconcile';
     this.restart();
     return false;
+  }
+
+  /**
+   * Whether the state an install would leave, `keys` entries (a map) of `bytes` octets as the quota
+   * counts them (§7.8), is within the quota; if not, refused and counted (`quota-violation`), and
+   * the caller gives the result up as it does one that does not verify. What each session
+   * received is bounded (admit), but a range reconciliation or a diff keeps the entries it does
+   * not replace: a sequencer that answers an empty subtree with new entries grew the register
+   * past its quota, session after session, before rev 1.29.
+   */
+  private fits(now: number, keys: number, bytes: number): boolean {
+    const q = this.r.quota;
+    const map = this.r.state instanceof MapState;
+    if ((!map || keys <= q.maxKeys) && bytes <= q.maxBytes) return true;
+    this.r.refuse(
+      now,
+      'quota-violation',
+      map
+        ? `reconciliation would leave ${keys} keys / ${bytes} octets, more than ${q.maxKeys} / ${q.maxBytes}`
+        : `reconciliation would leave ${bytes} octets, more than ${q.maxBytes}`,
+    );
+    return false;
+  }
+
+  /** Keys and octets a map edit would leave: the state less `deletes` plus `puts`. */
+  private editedSize(deletes: readonly MapEntry[], puts: readonly WireEntry[]): { keys: number; bytes: number } {
+    const state = this.r.state;
+    let bytes = state.fullTransferBytes();
+    for (const e of deletes) bytes -= entryWireLen(e);
+    for (const e of puts) bytes += entryWireLen(e);
+    return { keys: state.size() - deletes.length + puts.length, bytes };
   }
 
   /** The diff does not hold (or lies): drop what was staged and reconcile by ranges instead (§8.2.1). */
@@ -725,6 +890,7 @@ export class ReconRequester {
     if (this.mode !== 'reconcile' || !this.myIndex || !this.accept(m.targetVersion)) return;
     const key = prefixKey(m.depth, m.prefix);
     if (!this.outstanding.delete(key)) return;
+    this.dropPartial(key);
     const mine = childrenOf(this.myIndex, m.depth, m.prefix);
     for (let i = 0; i < RECON_FANOUT; i++) {
       const theirs = m.children[i];
@@ -745,34 +911,59 @@ export class ReconRequester {
     this.progress(now);
   }
 
+  /** Forget the incomplete set of a prefix, if any. */
+  private dropPartial(key: string): void {
+    const set = this.parts.get(key);
+    if (!set) return;
+    this.parts.delete(key);
+    this.partialBytes -= set.cost;
+  }
+
   onEntries(now: number, m: ReconEntriesMsg): void {
     this.diffDeclined(m);
     if (this.mode !== 'reconcile' || !this.myIndex || !this.accept(m.targetVersion)) return;
     const key = prefixKey(m.depth, m.prefix);
+    // Only a prefix asked for is answered: any other set is dropped, whatever it holds.
     if (!this.outstanding.has(key)) return;
-    let got = this.parts.get(key);
-    if (!got || got.length !== m.parts) {
-      if (got) this.partialBytes -= wireBytes(got);
-      got = new Array(m.parts);
-      this.parts.set(key, got);
+    // Above the leaf depth a set is a subtree of at most RECON_LEAF_MAX entries, each in one part
+    // at most (an empty one is one part, §8.2): more parts announce entries the pin cannot hold there.
+    if (m.depth < RECON_MAX_DEPTH && m.parts > RECON_LEAF_MAX) {
+      this.r.refuse(now, 'quota-violation', `a ReconEntries set of ${m.parts} parts at depth ${m.depth} (at most ${RECON_LEAF_MAX})`);
+      return;
     }
-    if (got[m.part]) return; // a duplicate
-    // Parts of unfinished sets are held until the set completes: bounded, since an honest
-    // set is a few parts (a leaf holds at most 8 entries, §8.2).
-    const size = wireBytes([m.entries]);
+    let set = this.parts.get(key);
+    if (set && set.parts.length !== m.parts) {
+      this.dropPartial(key); // another count: the parts held belong to no set
+      set = undefined;
+    }
+    if (set?.parts[m.part]) return; // a duplicate
+    // Parts of unfinished sets are held until the set completes, and counted, with the set and its
+    // slots, against one bound: an honest set is a few parts (a leaf holds at most 8 entries, §8.2).
+    const cost = partialEntriesCost(m.entries) + (set ? 0 : PARTIAL_SET_BYTES + PARTIAL_SLOT_BYTES * m.parts);
     // A leaf of RECON_LEAF_MAX largest values must fit (§3.4): the bound grows with the register's value limit.
     const maxPartial = PARTIAL_MAX_BYTES + RECON_LEAF_MAX * this.r.quota.maxValueBytes;
-    if (this.partialBytes + size > maxPartial) {
+    if (m.parts > 1 && this.partialBytes + cost > maxPartial) {
       this.r.refuse(now, 'quota-violation', `more than ${maxPartial} octets of incomplete ReconEntries sets`);
       this.parts.clear();
       this.partialBytes = 0;
       return;
     }
-    got[m.part] = m.entries.map(copyEntry);
-    this.partialBytes += size;
-    for (let i = 0; i < m.parts; i++) if (!got[i]) return;
-    this.parts.delete(key);
-    this.partialBytes -= wireBytes(got);
+    let got: WireEntry[][];
+    if (m.parts === 1)
+      got = [m.entries.map(copyEntry)]; // complete as it comes: nothing held
+    else {
+      if (!set) {
+        set = { parts: new Array<WireEntry[] | undefined>(m.parts), held: 0, cost: 0 };
+        this.parts.set(key, set);
+      }
+      set.parts[m.part] = m.entries.map(copyEntry);
+      set.held++;
+      set.cost += cost;
+      this.partialBytes += cost;
+      if (set.held < m.parts) return;
+      this.dropPartial(key);
+      got = set.parts as WireEntry[][];
+    }
     this.outstanding.delete(key);
     for (const part of got) if (!this.admit(now, part)) return;
     this.stageDeletes(m.depth, m.prefix);
@@ -790,6 +981,7 @@ export class ReconRequester {
 
   onChunk(now: number, m: SnapChunkMsg): void {
     if (this.mode !== 'full') return;
+    if (!(this.r.state instanceof MapState)) return this.misfit(now, 'a SnapChunk');
     // Every chunk but an empty map's holds an entry: more chunks than the quota's keys is a lie.
     if (m.chunks > Math.max(1, this.r.quota.maxKeys)) {
       this.r.refuse(now, 'quota-violation', `snapshot of ${m.chunks} chunks exceeds the quota`);
@@ -816,7 +1008,18 @@ export class ReconRequester {
     this.progress(now);
   }
 
+  /**
+   * A response of the other register kind than the session's (a map's SnapChunk for a stream,
+   * StreamData for a map): no part of any result, and, kinds being agreed (§6.3),
+   * never sent by an honest sequencer. Dropped and counted; nothing is staged (before rev 1.29 a
+   * map session staged StreamData up to the octet quota, outside the session's count).
+   */
+  private misfit(now: number, what: string): void {
+    this.r.refuse(now, 'quota-violation', `${what} for a ${this.r.state instanceof MapState ? 'map' : 'stream'} register, dropped`);
+  }
+
   onStreamData(now: number, m: StreamDataMsg): void {
+    if (!(this.r.state instanceof StreamState)) return this.misfit(now, 'StreamData');
     if (!this.accept(m.targetVersion)) return;
     const q = this.r.quota;
     if (m.offset + m.data.length > (this.meta ? Math.min(this.meta.size, q.maxBytes) : q.maxBytes)) {
@@ -860,9 +1063,12 @@ export class ReconRequester {
     if (r.state instanceof StreamState) {
       if (this.streamBase + this.stagedLen < meta.size) return;
       if (this.mode === 'reconcile') {
+        // The quota, then the hash; what does not pass either is given up for a full transfer.
+        if (!this.fits(now, 0, this.streamBase + this.stagedLen)) return this.startFull();
         if (!hashEquals(r.state.hashAfter(this.staged), meta.hash)) return this.startFull();
         return this.install(now, meta, { kind: 'append-stream', chunks: this.staged });
       }
+      if (!this.fits(now, 0, this.stagedLen)) return this.restart();
       const next = new StreamState(r.state.seed);
       // A full transfer that does not verify (the responder moved its pin): start it again, uncounted.
       if (!hashEquals(next.hashAfter(this.staged), meta.hash)) return this.restart();
@@ -872,6 +1078,12 @@ export class ReconRequester {
     if (this.mode === 'diff') {
       if (this.diffParts === undefined || this.diffGot.size < this.diffParts) return;
       const state = r.state;
+      // Over the quota: counted as such, and range reconciliation follows, as when admit refuses a part.
+      const left = this.editedSize(this.deletes, this.puts);
+      if (!this.fits(now, left.keys, left.bytes)) {
+        this.mode = 'reconcile';
+        return this.restart();
+      }
       const h = new Hash64(state.hash.hi, state.hash.lo);
       for (const e of this.deletes) h.sub(e.hhi, e.hlo);
       const staged = this.puts.map((e) => state.entryOf(e.key, e.value, e.version));
@@ -884,6 +1096,11 @@ export class ReconRequester {
     if (this.mode === 'reconcile') {
       if (this.queue.length > 0 || this.outstanding.size > 0) return;
       const state = r.state;
+      // The quota, then the pin's size and hash (as a diff is checked, §8.2.1); what does not pass
+      // either is given up for a full transfer.
+      const left = this.editedSize(this.deletes, this.puts);
+      if (!this.fits(now, left.keys, left.bytes)) return this.startFull();
+      if (left.keys !== meta.size) return this.startFull();
       const h = new Hash64(state.hash.hi, state.hash.lo);
       for (const e of this.deletes) h.sub(e.hhi, e.hlo);
       const staged = this.puts.map((e) => state.entryOf(e.key, e.value, e.version));
@@ -895,10 +1112,16 @@ export class ReconRequester {
     const count = this.chunkCount;
     if (count === undefined || this.chunksFrom < count) return;
     const chunks = this.chunks as WireEntry[][];
+    // At most what the map would hold (a key twice is one entry): checked before anything is built.
+    let keys = 0;
+    let bytes = 0;
+    for (let i = 0; i < count; i++) {
+      keys += chunks[i].length;
+      for (const e of chunks[i]) bytes += entryWireLen(e);
+    }
+    if (!this.fits(now, keys, bytes)) return this.restart();
     const next = new MapState((r.state as MapState).seed);
     // Sized first: the chunks come in key-hash order (KeyTable.reserveCount).
-    let keys = 0;
-    for (let i = 0; i < count; i++) keys += chunks[i].length;
     next.reserveKeys(keys);
     for (let i = 0; i < count; i++) for (const e of chunks[i]) next.put(e.key, e.value, e.version);
     // A full transfer that does not verify (the responder moved its pin): start it again, uncounted.
