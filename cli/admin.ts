@@ -257,8 +257,13 @@ export function adminCommands(): Command[] {
     outcome(o, await call(o, 'txn', { register, ops: list as AdminArgs<'txn'>['ops'], timeoutMs: o.timeout }));
   });
 
+  // `events` is per peer (lifecycle and re-entanglement of all its registers): it takes no register.
   const streamCmd = (name: 'watch' | 'events', description: string): Command =>
-    peerOpt(new Command(name).description(description).argument('[register]')).action(async (register: string | undefined, o: Common) => {
+    peerOpt(
+      name === 'watch' ? new Command(name).description(description).argument('[register]') : new Command(name).description(description),
+    ).action(async (...a: unknown[]) => {
+      const register = name === 'watch' ? (a[0] as string | undefined) : undefined;
+      const o = a[name === 'watch' ? 1 : 0] as Common;
       let client: AdminClient;
       try {
         client = await AdminClient.connect(o.socket);

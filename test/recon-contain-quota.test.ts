@@ -157,36 +157,4 @@ describe('a reconciliation result past the quota is not installed', () => {
     expect(f.reg.follower?.requester?.mode).toBe('reconcile');
     expect(reconReqs(after)[0]?.prefixes).toEqual([{ depth: 0, prefix: 0 }]);
   });
-
-  it("a value longer than the register's maxValueBytes is refused and counted, in range reconciliation and in a full transfer", () => {
-    const long = entry('big', 'x'.repeat(20), 2);
-    const f = follower({ maxValueBytes: 8 }, []);
-    f.feed({ type: MsgType.Status, register: 'kv', version: 1, hash: { hi: 7, lo: 7 }, logBase: 0, resolvedSeq: 0, held: [] });
-    const pin = pinOf([long]);
-    f.feed(
-      { type: MsgType.ReconMeta, register: 'kv', targetVersion: 2, hash: pin.hash, size: 1, origins: [], rejections: [] },
-      { type: MsgType.ReconEntries, register: 'kv', targetVersion: 2, depth: 0, prefix: 0, part: 0, parts: 1, entries: [long] },
-    );
-    // Before the fix: installed, a 20-octet value in a register whose values are at most 8.
-    expect(f.reg.version).toBe(1);
-    expect(f.reg.state.size()).toBe(0);
-    expect(f.f.stats.drops['quota-violation']).toBe(1);
-
-    // A full transfer: a map reconciliation that finds nothing to fetch falls back to one (§8.4).
-    const g = follower({ maxValueBytes: 8 }, []);
-    g.feed({ type: MsgType.Status, register: 'kv', version: 1, hash: { hi: 7, lo: 7 }, logBase: 0, resolvedSeq: 0, held: [] });
-    const none = Array.from({ length: 16 }, () => ({ count: 0, hash: { hi: 0, lo: 0 } }));
-    const snap = g.feed(
-      { type: MsgType.ReconMeta, register: 'kv', targetVersion: 2, hash: pin.hash, size: 1, origins: [], rejections: [] },
-      { type: MsgType.ReconNode, register: 'kv', targetVersion: 2, depth: 0, prefix: 0, children: none },
-    );
-    expect(snap.some((m) => m.type === MsgType.SnapReq)).toBe(true);
-    g.feed(
-      { type: MsgType.ReconMeta, register: 'kv', targetVersion: 3, hash: pin.hash, size: 1, origins: [], rejections: [] },
-      { type: MsgType.SnapChunk, register: 'kv', targetVersion: 3, chunk: 0, chunks: 1, entries: [long] },
-    );
-    expect(g.reg.version).toBe(1);
-    expect(g.reg.state.size()).toBe(0);
-    expect(g.f.stats.drops['quota-violation']).toBe(1);
-  });
 });

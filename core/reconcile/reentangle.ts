@@ -764,20 +764,11 @@ export class ReconRequester {
   private admit(now: number, entries: readonly WireEntry[]): boolean {
     const q = this.r.quota;
     this.receivedEntries += entries.length;
-    let longest = 0;
-    for (const e of entries) {
-      this.receivedBytes += entryWireLen(e);
-      if (e.value.length > longest) longest = e.value.length;
-    }
-    // A value over the register's limit is one no committed record could have written (§7.8).
-    if (this.receivedEntries <= q.maxKeys && this.receivedBytes <= q.maxBytes && longest <= q.maxValueBytes) return true;
-    this.r.refuse(
-      now,
-      'quota-violation',
-      longest > q.maxValueBytes
-        ? `reconciliation sent a value of ${longest} octets, more than ${q.maxValueBytes}`
-        : `reconciliation sent more than ${q.maxKeys} keys / ${q.maxBytes} octets`,
-    );
+    for (const e of entries) this.receivedBytes += entryWireLen(e);
+    // (No per-value check: a value held from before a lowered maxValueBytes is still the register's,
+    // and what it costs is within the octets counted here and in fits().)
+    if (this.receivedEntries <= q.maxKeys && this.receivedBytes <= q.maxBytes) return true;
+    this.r.refuse(now, 'quota-violation', `reconciliation sent more than ${q.maxKeys} keys / ${q.maxBytes} octets`);
     if (this.mode === 'diff') this.mode = 'reconcile';
     this.restart();
     return false;
@@ -793,14 +784,20 @@ export class ReconRequester {
    */
   private fits(now: number, keys: number, bytes: number): boolean {
     const q = this.r.quota;
-    const map = this.r.state instanceof MapState;
-    if ((!map || keys <= q.maxKeys) && bytes <= q.maxBytes) return true;
+    const st = this.r.state;
+    const map = st instanceof MapState;
+    // What the register holds now is allowed too: a quota lowered under it keeps it ("kept, growth
+    // refused", §7.8), and an install that does not grow it must go through, or a register left
+    // above a quota lowered across a restart could never re-entangle (review, 2026-12-07).
+    const maxKeys = Math.max(q.maxKeys, st.size());
+    const maxBytes = Math.max(q.maxBytes, st.fullTransferBytes());
+    if ((!map || keys <= maxKeys) && bytes <= maxBytes) return true;
     this.r.refuse(
       now,
       'quota-violation',
       map
-        ? `reconciliation would leave ${keys} keys / ${bytes} octets, more than ${q.maxKeys} / ${q.maxBytes}`
-        : `reconciliation would leave ${bytes} octets, more than ${q.maxBytes}`,
+        ? `reconciliation would leave ${keys} keys / ${bytes} octets, more than ${maxKeys} / ${maxBytes}`
+        : `reconciliation would leave ${bytes} octets, more than ${maxBytes}`,
     );
     return false;
   }
