@@ -1,21 +1,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createSocket } from 'node:dgram';
-import { connect, createServer, type Socket } from 'node:net';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { pino } from 'pino';
-import { configSchema } from '../drivers/daemon/config.js';
-import { Spookd } from '../drivers/daemon/spookd.js';
-import { encodeKey } from '../drivers/daemon/keys.js';
-import { generateKeyPair } from '../crypto/primitives.js';
+import type { Spookd } from '../drivers/daemon/spookd.js';
 import { ADMIN_COMMANDS, ADMIN_MAX_REQUEST } from '../client/protocol.js';
 import { ADMIN_ARGUMENTS, ECHO_MAX } from '../drivers/admin/args.js';
 import { ADMIN_LIMITS, MAX_REQUESTS_IN_PROGRESS } from '../drivers/admin/server.js';
 import { FEED_LIMITS } from '../drivers/admin/feed.js';
 import { WATCH_LIMITS } from '../drivers/admin/pair.js';
+import { RawAdmin, startSoloSpookd } from './admin-solo.js';
 
 /**
  * Containment of the admin socket's requests (review): a request's unknown fields are refused before
@@ -31,92 +26,12 @@ const dir = mkdtempSync(join(tmpdir(), 'spook-contain-req-'));
 const socket = join(dir, 'a.sock');
 let d: Spookd;
 
-/** A port free for UDP and TCP on loopback now (spookd listens on both: datagrams and the wrappers' carrier). */
-async function freePort(): Promise<number> {
-  for (;;) {
-    const u = createSocket('udp4');
-    const port = await new Promise<number>((resolve, reject) => {
-      u.once('error', reject);
-      u.bind(0, '127.0.0.1', () => resolve(u.address().port));
-    });
-    const tcp = await new Promise<boolean>((resolve) => {
-      const s = createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-    });
-    u.close();
-    if (tcp) return port;
-  }
-}
-
-async function startSpookd(): Promise<Spookd> {
-  const keys = { a: generateKeyPair(), b: generateKeyPair() };
-  writeFileSync(join(dir, 'a.key'), Buffer.from(keys.a.privateKey).toString('base64'));
-  for (let attempt = 0; ; attempt++) {
-    const cfg = configSchema.parse({
-      listen: `127.0.0.1:${await freePort()}`,
-      privateKeyFile: join(dir, 'a.key'),
-      dataDir: join(dir, 'a'),
-      adminSocket: socket,
-      fsync: 'never',
-      timing: { keepaliveMs: 100, silenceMs: 3000 },
-      peers: [{ name: 'b', publicKey: encodeKey(keys.b.publicKey), endpoint: `127.0.0.1:${await freePort()}` }],
-      registers: [{ name: 'config', kind: 'map' }],
-      domains: [{ name: 'main', members: ['b'], registers: [{ name: 'kv', kind: 'map' }], policy: 'buffer', maxPending: 4096 }],
-    });
-    const s = new Spookd(cfg, keys.a, pino({ level: 'silent' }));
-    try {
-      await s.start();
-      return s;
-    } catch (e) {
-      await s.stop().catch(() => {});
-      if (attempt >= 5) throw e; // the port was taken between the probe and the bind: try another
-    }
-  }
-}
-
-/** A raw admin connection: lines written as they are, replies kept raw (their length) and parsed. */
-class Raw {
-  raw: string[] = [];
-  lines: { id?: number; ok?: boolean; result?: unknown; error?: { code: string; message: string; field?: string } }[] = [];
-  private buf = '';
-  closed = false;
-  constructor(readonly sock: Socket) {
-    sock.setEncoding('utf8');
-    sock.on('data', (c: string) => {
-      this.buf += c;
-      for (let nl = this.buf.indexOf('\n'); nl >= 0; nl = this.buf.indexOf('\n')) {
-        const l = this.buf.slice(0, nl);
-        this.buf = this.buf.slice(nl + 1);
-        this.raw.push(l);
-        this.lines.push(JSON.parse(l) as Raw['lines'][number]);
-      }
-    });
-    sock.on('close', () => (this.closed = true));
-    sock.on('error', () => {});
-  }
-  static open(): Promise<Raw> {
-    return new Promise((resolve, reject) => {
-      const s = connect(socket, () => resolve(new Raw(s)));
-      s.once('error', reject);
-    });
-  }
-  write(x: unknown): void {
-    this.sock.write(typeof x === 'string' ? x : `${JSON.stringify(x)}\n`);
-  }
-  async reply(id: number, ms = 10_000): Promise<Raw['lines'][number] & { rawLength: number }> {
-    const end = Date.now() + ms;
-    for (;;) {
-      const i = this.lines.findIndex((l) => l.id === id);
-      if (i >= 0) return { ...this.lines[i], rawLength: this.raw[i].length };
-      if (this.closed || Date.now() > end) throw new Error(`no reply to ${id}`);
-      await new Promise((r) => setTimeout(r, 5));
-    }
-  }
-  close(): void {
-    this.sock.destroy();
-  }
-}
+const startSpookd = (): Promise<Spookd> =>
+  startSoloSpookd(dir, socket, {
+    domains: [{ name: 'main', members: ['b'], registers: [{ name: 'kv', kind: 'map' }], policy: 'buffer', maxPending: 4096 }],
+  });
+type Raw = RawAdmin;
+const Raw = { open: (): Promise<RawAdmin> => RawAdmin.open(socket) };
 
 async function until(f: () => boolean, ms = 10_000): Promise<void> {
   const end = Date.now() + ms;

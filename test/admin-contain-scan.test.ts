@@ -1,17 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createSocket } from 'node:dgram';
-import { connect, createServer, type Socket } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
-import { configSchema } from '../drivers/daemon/config.js';
-import { Spookd } from '../drivers/daemon/spookd.js';
-import { encodeKey } from '../drivers/daemon/keys.js';
-import { generateKeyPair } from '../crypto/primitives.js';
+import type { Spookd } from '../drivers/daemon/spookd.js';
 import type { MapState } from '../core/register/map.js';
 import { SCAN_LIMITS } from '../drivers/admin/read.js';
 import type { ScanResult } from '../client/protocol.js';
+import { RawAdmin, startSoloSpookd } from './admin-solo.js';
 
 /**
  * A scan's work (review): the entries of a register are looked at in place and only those under the
@@ -28,88 +23,9 @@ const socket = join(dir, 'a.sock');
 const N = 60_000;
 let d: Spookd;
 
-/** A port free for UDP and TCP on loopback now (spookd listens on both: datagrams and the wrappers' carrier). */
-async function freePort(): Promise<number> {
-  for (;;) {
-    const u = createSocket('udp4');
-    const port = await new Promise<number>((resolve, reject) => {
-      u.once('error', reject);
-      u.bind(0, '127.0.0.1', () => resolve(u.address().port));
-    });
-    const tcp = await new Promise<boolean>((resolve) => {
-      const s = createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-    });
-    u.close();
-    if (tcp) return port;
-  }
-}
-
-async function startSpookd(): Promise<Spookd> {
-  const keys = { a: generateKeyPair(), b: generateKeyPair() };
-  writeFileSync(join(dir, 'a.key'), Buffer.from(keys.a.privateKey).toString('base64'));
-  for (let attempt = 0; ; attempt++) {
-    const cfg = configSchema.parse({
-      listen: `127.0.0.1:${await freePort()}`,
-      privateKeyFile: join(dir, 'a.key'),
-      dataDir: join(dir, 'a'),
-      adminSocket: socket,
-      fsync: 'never',
-      timing: { keepaliveMs: 100, silenceMs: 3000 },
-      peers: [{ name: 'b', publicKey: encodeKey(keys.b.publicKey), endpoint: `127.0.0.1:${await freePort()}` }],
-      registers: [{ name: 'config', kind: 'map' }],
-    });
-    const s = new Spookd(cfg, keys.a, pino({ level: 'silent' }));
-    try {
-      await s.start();
-      return s;
-    } catch (e) {
-      await s.stop().catch(() => {});
-      if (attempt >= 5) throw e; // the port was taken between the probe and the bind: try another
-    }
-  }
-}
-
-type Line = { id: number; ok: boolean; result?: ScanResult; error?: { code: string; message: string } };
-
-class Raw {
-  lines: Line[] = [];
-  private buf = '';
-  constructor(readonly sock: Socket) {
-    sock.setEncoding('utf8');
-    sock.on('data', (c: string) => {
-      this.buf += c;
-      for (let nl = this.buf.indexOf('\n'); nl >= 0; nl = this.buf.indexOf('\n')) {
-        this.lines.push(JSON.parse(this.buf.slice(0, nl)) as Line);
-        this.buf = this.buf.slice(nl + 1);
-      }
-    });
-    sock.on('error', () => {});
-  }
-  static open(): Promise<Raw> {
-    return new Promise((resolve, reject) => {
-      const s = connect(socket, () => resolve(new Raw(s)));
-      s.once('error', reject);
-    });
-  }
-  private next = 1;
-  /** One request and its answer. */
-  async ask(cmd: string, args: Record<string, unknown>): Promise<Line> {
-    const id = this.next++;
-    this.sock.write(`${JSON.stringify({ id, cmd, args })}\n`);
-    const end = Date.now() + 20_000;
-    for (;;) {
-      const l = this.lines.find((x) => x.id === id);
-      if (l) return l;
-      if (Date.now() > end) throw new Error(`no answer to ${id}`);
-      await new Promise((r) => setTimeout(r, 2));
-    }
-  }
-  close(): void {
-    this.sock.destroy();
-  }
-}
+const startSpookd = (): Promise<Spookd> => startSoloSpookd(dir, socket);
+type Raw = RawAdmin<ScanResult>;
+const Raw = { open: (): Promise<Raw> => RawAdmin.open<ScanResult>(socket) };
 
 const key = (i: number): string => `key-${String(i).padStart(8, '0')}`;
 

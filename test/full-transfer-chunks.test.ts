@@ -8,27 +8,10 @@ import { describe, expect, it } from 'vitest';
 import { HalfPair } from '../core/pair/halfpair.js';
 import { MapState } from '../core/register/map.js';
 import type { Quota } from '../core/register/quota.js';
-import { decodeFrame } from '../wire/header.js';
-import { MsgType, REQ_WANT_META, decodeMessages, encodeMessage, type Message, type WireEntry } from '../wire/messages.js';
-import { enc, peerManifest } from './helpers.js';
+import { MsgType, REQ_WANT_META, encodeMessage, type Message, type WireEntry } from '../wire/messages.js';
+import { enc, peerManifest, concatBytes, sentMessages } from './helpers.js';
 
 type SnapReq = Extract<Message, { type: MsgType.SnapReq }>;
-
-const concat = (parts: Uint8Array[]): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-};
-
-function sent(p: HalfPair, now: number): Message[] {
-  const out: Message[] = [];
-  for (let d = p.pollTransmit(now); d; d = p.pollTransmit(now)) out.push(...decodeMessages(decodeFrame(d).payload).messages);
-  return out;
-}
 
 const snapReqs = (ms: Message[]): SnapReq[] => ms.filter((m): m is SnapReq => m.type === MsgType.SnapReq);
 const entry = (k: string): WireEntry => ({ key: enc(k), version: 1, value: enc('v') });
@@ -55,18 +38,18 @@ function fullTransfer(quota?: Partial<Quota>): {
   const f = new HalfPair({ pairId: 1, localId: 2, peerId: 1, seed: 5, registers: regs }, 0);
   let pn = 1;
   let t = 1;
-  const feed = (...ms: Message[]): void => void f.handlePayload(t, pn++, concat(ms.map((m) => encodeMessage(m))));
+  const feed = (...ms: Message[]): void => void f.handlePayload(t, pn++, concatBytes(ms.map((m) => encodeMessage(m))));
   f.handlePayload(t, pn++, peerManifest(regs));
   const bad = { hi: 1, lo: 2 };
   feed({ type: MsgType.Status, register: 'kv', version: 0, hash: bad, logBase: 0, resolvedSeq: 0, held: [] });
-  expect(sent(f, t).some((m) => m.type === MsgType.ReconReq)).toBe(true);
+  expect(sentMessages(f, t).some((m) => m.type === MsgType.ReconReq)).toBe(true);
   const children = Array.from({ length: 16 }, () => ({ count: 0, hash: { hi: 0, lo: 0 } }));
   feed(
     { type: MsgType.ReconMeta, register: 'kv', targetVersion: 5, hash: bad, size: 1, origins: [], rejections: [] },
     { type: MsgType.ReconNode, register: 'kv', targetVersion: 5, depth: 0, prefix: 0, children },
   );
   t += 10;
-  const reqs = snapReqs(sent(f, t));
+  const reqs = snapReqs(sentMessages(f, t));
   expect(reqs).toHaveLength(1);
   expect(reqs[0]).toMatchObject({ targetVersion: 0, flags: REQ_WANT_META, fromChunk: 0 });
   expect(f.stats.fullTransfers).toBe(1);
@@ -111,7 +94,7 @@ describe('full transfer: a chunk count that changes within a pin', () => {
     expect(f.register('kv').state.size()).toBe(0);
     // Started over (not counted as another fall-back): a fresh pin, from chunk 0.
     expect(f.stats.fullTransfers).toBe(1);
-    const again = snapReqs(sent(f, now()));
+    const again = snapReqs(sentMessages(f, now()));
     expect(again).toHaveLength(1);
     expect(again[0]).toMatchObject({ targetVersion: 0, flags: REQ_WANT_META, fromChunk: 0 });
     // The honest answer installs.
@@ -128,7 +111,7 @@ describe('full transfer: a chunk count that changes within a pin', () => {
     feed(meta(6, pin), chunk(6, 0, 2, [all[0]]));
     expect(() => feed(chunk(6, 3, 4, [entry('x')]))).not.toThrow();
     expect(f.stats.drops['quota-violation']).toBe(1);
-    expect(snapReqs(sent(f, now()))[0]).toMatchObject({ targetVersion: 0, flags: REQ_WANT_META, fromChunk: 0 });
+    expect(snapReqs(sentMessages(f, now()))[0]).toMatchObject({ targetVersion: 0, flags: REQ_WANT_META, fromChunk: 0 });
     // Chunk 0 went with the restart: chunk 1 alone does not complete the pin.
     feed(meta(6, pin), chunk(6, 1, 2, [all[1]]));
     expect(f.register('kv').version).toBe(0);
@@ -147,28 +130,28 @@ describe('full transfer: requests of an honest transfer', () => {
     feed(meta(6, pin));
     // Window 0..15, out of order, chunk 5 lost: no request until the timer.
     for (const i of [3, 0, 1, 2, 15, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14]) feed(chunk(6, i, n, [all[i]]));
-    expect(snapReqs(sent(f, now()))).toHaveLength(0);
+    expect(snapReqs(sentMessages(f, now()))).toHaveLength(0);
     // The timers that fall due first are the pair's (Status, Manifest), then the request's retransmission.
     let reqs: SnapReq[] = [];
     for (let k = 0; k < 4 && reqs.length === 0; k++) {
       advance(Math.max(0, f.pollTimeout()! - now()));
       f.handleTimeout(now());
-      reqs = snapReqs(sent(f, now()));
+      reqs = snapReqs(sentMessages(f, now()));
     }
     expect(reqs.map((r) => [r.targetVersion, r.flags, r.fromChunk])).toEqual([[6, 0, 5]]);
     // The answer 5..20: the window ends at 21.
     for (let i = 5; i < 21; i++) feed(chunk(6, i, n, [all[i]]));
-    reqs = snapReqs(sent(f, now()));
+    reqs = snapReqs(sentMessages(f, now()));
     expect(reqs.map((r) => r.fromChunk)).toEqual([21]);
     for (let i = 21; i < 37; i++) feed(chunk(6, i, n, [all[i]]));
-    reqs = snapReqs(sent(f, now()));
+    reqs = snapReqs(sentMessages(f, now()));
     expect(reqs.map((r) => r.fromChunk)).toEqual([37]);
     feed(chunk(6, 37, n, [all[37]]), chunk(6, 39, n, [all[39]]));
     expect(f.register('kv').version).toBe(0);
     feed(chunk(6, 38, n, [all[38]]));
     expect(f.register('kv').version).toBe(6);
     expect(f.register('kv').state.size()).toBe(n);
-    expect(snapReqs(sent(f, now()))).toHaveLength(0);
+    expect(snapReqs(sentMessages(f, now()))).toHaveLength(0);
   });
 });
 
@@ -193,7 +176,7 @@ describe('full transfer: the work per chunk does not grow with the chunk count',
     let requests = 0;
     for (let i = 0; i < n; i++) {
       feed(chunk(6, i, n, [all[i]]));
-      if (i % 16 === 15) requests += snapReqs(sent(f, now())).length;
+      if (i % 16 === 15) requests += snapReqs(sentMessages(f, now())).length;
     }
     expect(requests).toBe(n / 16 - 1);
     expect(f.register('kv').version).toBe(6);
@@ -210,7 +193,7 @@ describe('full transfer: the work per chunk does not grow with the chunk count',
     let requests = 0;
     for (let from = 0; from < n; from += 16) {
       for (let i = from; i < Math.min(n, from + 16); i++) feed(chunk(6, i, n, [all[i]]));
-      const reqs = snapReqs(sent(f, now()));
+      const reqs = snapReqs(sentMessages(f, now()));
       if (from + 16 < n) expect(reqs.length === 1 && reqs[0].fromChunk === from + 16).toBe(true);
       else expect(reqs).toHaveLength(0);
       requests += reqs.length;

@@ -12,7 +12,7 @@ import type { HalfPair, RegisterSpec } from '../core/pair/halfpair.js';
 import type { SpookEvent } from '../core/pair/events.js';
 import { OwnManifest, manifestEntry } from '../core/pair/manifest.js';
 import { QUOTA_DEFAULTS } from '../core/register/quota.js';
-import { MANIFEST_REPLY, MsgType, decodeMessages, encodeMessage } from '../wire/messages.js';
+import { MANIFEST_REPLY, MsgType, decodeMessages, encodeMessage, type Message } from '../wire/messages.js';
 import { decodeFrame } from '../wire/header.js';
 import type { StreamReport } from '../testing/lab/cutstream.js';
 import { WireError } from '../wire/errors.js';
@@ -192,3 +192,21 @@ export const WRAP_TEST_SETTINGS = {
   maxConnections: 64,
   silenceMs: 3_000,
 };
+
+/** Octets of several messages, one payload (what a peer puts in one datagram). */
+export function concatBytes(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/** Every message `p` sends now, decoded (its datagrams drained). */
+export function sentMessages(p: HalfPair, now: number): Message[] {
+  const out: Message[] = [];
+  for (let d = p.pollTransmit(now); d; d = p.pollTransmit(now)) out.push(...decodeMessages(decodeFrame(d).payload).messages);
+  return out;
+}

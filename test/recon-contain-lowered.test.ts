@@ -9,25 +9,8 @@ import { HalfPair } from '../core/pair/halfpair.js';
 import { childrenOf } from '../core/register/keyspace.js';
 import { MapState } from '../core/register/map.js';
 import type { MapState as MapStateT } from '../core/register/map.js';
-import { decodeFrame } from '../wire/header.js';
-import { MsgType, decodeMessages, encodeMessage, type Message, type WireEntry } from '../wire/messages.js';
-import { enc, peerManifest } from './helpers.js';
-
-const concat = (parts: Uint8Array[]): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-};
-
-function sent(p: HalfPair, now: number): Message[] {
-  const out: Message[] = [];
-  for (let d = p.pollTransmit(now); d; d = p.pollTransmit(now)) out.push(...decodeMessages(decodeFrame(d).payload).messages);
-  return out;
-}
+import { MsgType, encodeMessage, type Message, type WireEntry } from '../wire/messages.js';
+import { enc, peerManifest, concatBytes, sentMessages } from './helpers.js';
 
 const entry = (k: string, v = 'v'.repeat(20), version = 1): WireEntry => ({ key: enc(k), version, value: enc(v) });
 
@@ -42,9 +25,9 @@ describe('re-entanglement of a register above a lowered quota', () => {
     let pn = 1;
     let t = 1;
     const feed = (...ms: Message[]): Message[] => {
-      f.handlePayload(t, pn++, concat(ms.map((m) => encodeMessage(m))));
+      f.handlePayload(t, pn++, concatBytes(ms.map((m) => encodeMessage(m))));
       t += 1;
-      return sent(f, t);
+      return sentMessages(f, t);
     };
     f.handlePayload(t, pn++, peerManifest(regs));
     // The sequencer changed one value (as long as before: no growth).

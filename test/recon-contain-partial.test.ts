@@ -10,19 +10,9 @@ import { describe, expect, it } from 'vitest';
 import { HalfPair } from '../core/pair/halfpair.js';
 import { decodeFrame } from '../wire/header.js';
 import { MsgType, decodeMessages, encodeMessage, type Message, type Prefix } from '../wire/messages.js';
-import { peerManifest } from './helpers.js';
+import { peerManifest, concatBytes } from './helpers.js';
 
 type ReconReq = Extract<Message, { type: MsgType.ReconReq }>;
-
-const concat = (parts: Uint8Array[]): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-};
 
 const T = 5;
 const differ = (i: number) => ({ count: 100 + i, hash: { hi: 3, lo: 4 + i } });
@@ -39,7 +29,7 @@ function session() {
     for (let d = f.pollTransmit(now); d; d = f.pollTransmit(now)) out.push(...decodeMessages(decodeFrame(d).payload).messages);
     return out.filter((m): m is ReconReq => m.type === MsgType.ReconReq).flatMap((r) => r.prefixes);
   };
-  const feed = (...ms: Message[]): void => void f.handlePayload(now, pn++, concat(ms.map((m) => encodeMessage(m))));
+  const feed = (...ms: Message[]): void => void f.handlePayload(now, pn++, concatBytes(ms.map((m) => encodeMessage(m))));
   f.handlePayload(now, pn++, peerManifest(regs));
   feed({ type: MsgType.Status, register: 'kv', version: 0, hash: { hi: 1, lo: 2 }, logBase: 0, resolvedSeq: 0, held: [] });
   expect(asked()).toEqual([{ depth: 0, prefix: 0 }]);

@@ -12,27 +12,10 @@ import { HalfPair } from '../core/pair/halfpair.js';
 import type { Quota } from '../core/register/quota.js';
 import { childrenOf } from '../core/register/keyspace.js';
 import { MapState, entryWireLen } from '../core/register/map.js';
-import { decodeFrame } from '../wire/header.js';
-import { MsgType, REQ_WANT_DIFF, decodeMessages, encodeMessage, type Message, type WireEntry } from '../wire/messages.js';
-import { enc, peerManifest } from './helpers.js';
+import { MsgType, REQ_WANT_DIFF, encodeMessage, type Message, type WireEntry } from '../wire/messages.js';
+import { enc, peerManifest, concatBytes, sentMessages } from './helpers.js';
 
 type ReconReq = Extract<Message, { type: MsgType.ReconReq }>;
-
-const concat = (parts: Uint8Array[]): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-};
-
-function sent(p: HalfPair, now: number): Message[] {
-  const out: Message[] = [];
-  for (let d = p.pollTransmit(now); d; d = p.pollTransmit(now)) out.push(...decodeMessages(decodeFrame(d).payload).messages);
-  return out;
-}
 
 const reconReqs = (ms: Message[]): ReconReq[] => ms.filter((m): m is ReconReq => m.type === MsgType.ReconReq);
 
@@ -46,9 +29,9 @@ function follower(quota: Partial<Quota>, own: WireEntry[]) {
   let pn = 1;
   let t = 1;
   const feed = (...ms: Message[]): Message[] => {
-    f.handlePayload(t, pn++, concat(ms.map((m) => encodeMessage(m))));
+    f.handlePayload(t, pn++, concatBytes(ms.map((m) => encodeMessage(m))));
     t += 1;
-    return sent(f, t);
+    return sentMessages(f, t);
   };
   f.handlePayload(t, pn++, peerManifest(regs));
   return { f, feed, reg: f.register('kv') };
