@@ -16,6 +16,7 @@ import {
   MAX_REGISTER_NAME_LEN,
 } from '../wire/constants.js';
 import { WireError } from '../wire/errors.js';
+import { concatBytes } from './helpers.js';
 import { Rng } from '../testing/sim/rng.js';
 import { Reader, Writer, varintLen } from '../wire/buffer.js';
 import { decodeFrame, encodeFrame } from '../wire/header.js';
@@ -44,15 +45,7 @@ const b = (s: string): Uint8Array => utf8.encode(s);
 const bytes = (...xs: number[]): Uint8Array => Uint8Array.from(xs);
 const fill = (n: number, v = 0xab): Uint8Array => new Uint8Array(n).fill(v);
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
+const concat = (...parts: Uint8Array[]): Uint8Array => concatBytes(parts);
 
 /** Deep copy with every Uint8Array replaced by a plain array, so equality compares contents only. */
 function plain(x: unknown): unknown {
