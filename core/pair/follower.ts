@@ -29,6 +29,7 @@ import type { Quota } from '../register/quota.js';
 import { MAP_MAX_BYTES, QuotaCheck, mapMaxBytes } from '../register/quota.js';
 import { StreamState } from '../register/stream.js';
 import { Deque } from '../util/deque.js';
+import { unpinned } from '../util/pinned.js';
 import { Gcra } from '../util/rate.js';
 import { decideCross, type CrossTarget } from './cross.js';
 import { LifecycleEvent, PairState } from './lifecycle.js';
@@ -405,7 +406,7 @@ export class Follower implements RoleMachine, RequesterHost {
   /** Hold a record at its version, replacing a copy held there. */
   private keep(m: CollapseMsg, raw: Uint8Array): void {
     this.unhold(m.version);
-    this.reorder.set(m.version, { msg: m, raw: raw.slice() });
+    this.reorder.set(m.version, { msg: m, raw: unpinned(raw) });
     this.reorderBytes += raw.length;
   }
 
@@ -616,7 +617,7 @@ export class Follower implements RoleMachine, RequesterHost {
   /** Record `m`, applied and hashing as the sequencer's: logged, made durable, its outcomes told. */
   private logApplied(now: number, m: CollapseMsg, raw: Uint8Array): void {
     const s = this.s;
-    const rec = { version: m.version, hash: m.hash, encoded: raw.slice() };
+    const rec = { version: m.version, hash: m.hash, encoded: unpinned(raw) };
     s.log.append(rec, m.version);
     s.pair.persist({ kind: 'append', register: s.name, rec });
     s.afterCollapse(now, m.version, m.entries);
@@ -669,7 +670,7 @@ export class Follower implements RoleMachine, RequesterHost {
       this.startReconcile(now);
       return;
     }
-    const rec = { version: v, hash: m.hash, encoded: raw.slice() };
+    const rec = { version: v, hash: m.hash, encoded: unpinned(raw) };
     s.log.append(rec, v);
     s.pair.persist({ kind: 'append', register: s.name, rec });
     s.afterCollapseLazy(now, v, rec.encoded, own);

@@ -495,7 +495,7 @@ export class HalfPair {
     return wrote;
   }
 
-  /** Feed one received plaintext datagram (simulator, tests). Returns false if it was dropped (and counted). */
+  /** Feed one received plaintext datagram (simulator, tests), handed over as handlePayload's payload. Returns false if it was dropped (and counted). */
   handleDatagram(now: number, datagram: Uint8Array): boolean {
     if (this.state === PairState.CLOSED) return false;
     let frame;
@@ -519,7 +519,9 @@ export class HalfPair {
 
   /**
    * Feed the payload of one authenticated Data frame (ETCP opened it) with its packet
-   * number; `wireBytes` is the datagram's size, for the byte counters.
+   * number; `wireBytes` is the datagram's size, for the byte counters. The payload is handed
+   * over: the pair may keep views of it (a collapse record that fills most of it is logged as one),
+   * so the caller never changes it afterwards.
    */
   handlePayload(now: number, pn: number, payload: Uint8Array, wireBytes = payload.length): boolean {
     const handled = this.stepPayload(now, pn, payload, wireBytes);
