@@ -88,6 +88,7 @@ export const ADMIN_ERROR_CODES = [
   /**
    * `scan`: the cursor (or the version) a later page named is no longer held (idle past its TTL, its
    * connection closed, or the register moved on); start the scan again. Never a page of another version.
+   * (Also the answer, never read, to a first page whose connection closed while it was gathered.)
    */
   'cursor-expired',
   /** `scan`: this connection (or spookd in all) holds as many scan cursors as it allows; finish or abandon a scan first. */
@@ -977,9 +978,11 @@ type Listed<Missing extends never> = Missing;
 
 /**
  * `scan`/`dscan`: one page. The first page (no `cursor`) pins the register's committed state at its
- * current version V in a cursor on the daemon (references to the immutable entries, no copies) when
- * more pages follow; later pages name `cursor` (and `version`, checked) with `after` = the last key
- * received. A page that names a version or cursor the daemon no longer holds fails `cursor-expired`.
+ * current version V in a cursor on the daemon (copies of the entries under the prefix, in key order,
+ * gathered a slice per turn of the daemon's event loop, so a large register delays the first page,
+ * never the daemon) when more pages follow; later pages name `cursor` (and `version`, checked) with
+ * `after` = the last key received. A page that names a version or cursor the daemon no longer holds
+ * fails `cursor-expired`.
  */
 export type ScanArgs = { register: string; limit?: number; version?: number; cursor?: string; cursorTtlMs?: number } & Bytes<'prefix'> &
   Bytes<'after'>;

@@ -3,15 +3,15 @@
  * dsize, and the feed and dfeed streams, for pair and domain registers alike.
  *
  * A scan pins the register's committed state at its version V in a cursor: copies of the matching
- * entries (found in place in the register, only those copied) in byte order of their keys. Later
- * pages read the cursor, so every page is of V whatever commits meanwhile. Cursors are bounded
- * per connection, in all and in the entries they hold, die with their connection and after an
- * idle TTL; a page naming one that is gone fails `cursor-expired`, never a page of another version.
+ * entries (found in place in the register, only those copied) in byte order of their keys,
+ * gathered a slice per turn of the event loop (scan.ts). Later pages read the cursor, so every
+ * page is of V whatever commits meanwhile. Cursors are bounded per connection, in all and in the
+ * entries they hold, die with their connection and after an idle TTL; a page naming one that is
+ * gone fails `cursor-expired`, never a page of another version.
  */
 import { randomBytes } from 'node:crypto';
 import type { ScanEntry, ScanResult, SizeResult } from '../../client/protocol.js';
 import { MapState } from '../../core/register/map.js';
-import type { KeyIndex } from '../../core/register/keyspace.js';
 import type { StreamState } from '../../core/register/stream.js';
 import type { Spookd } from '../daemon/spookd.js';
 import { AdminFault, bytesArg, echo, failsAs, num, showBytes, str, type Untrusted } from './args.js';
@@ -19,6 +19,7 @@ import { domainOf } from './domain.js';
 import { FEED_LIMITS, Feeds, PairRings, type FeedSource } from './feed.js';
 import type { Call, Handlers, StreamHandlers } from './handlers.js';
 import { endWhenRemoved, linkOf, refuseFenced } from './pair.js';
+import { collectScan, countScan, nextTurn, releasePin, ScanGone, type NextTurn, type ScanSet } from './scan.js';
 
 export const SCAN_LIMITS = {
   defaultLimit: 1000,
@@ -38,20 +39,15 @@ export const SCAN_LIMITS = {
   maxTtlMs: 300_000,
 };
 
-/** An entry a scan holds: its own copy of the key and the value (one buffer), and the version that wrote it. */
-interface Pinned {
-  readonly key: Uint8Array;
-  readonly value: Uint8Array;
-  readonly version: number;
-}
-
 interface Cursor {
   id: string;
   target: string;
   version: number;
   prefix: string;
-  entries: readonly Pinned[];
-  /** Key and value bytes its entries reference. */
+  /** Its entries; undefined while they are gathered (its id is not given out before). */
+  set: ScanSet | undefined;
+  /** Entries and key and value bytes counted against the limits (reserved when the cursor opens). */
+  entries: number;
   bytes: number;
   conn: object;
   ttlMs: number;
@@ -66,33 +62,6 @@ interface Target {
   version: number;
 }
 
-function compareBytes(a: Uint8Array, b: Uint8Array): number {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] - b[i];
-  return a.length - b.length;
-}
-
-/** The key arena[off, off + klen) starts with `p`. */
-const startsWithAt = (arena: Uint8Array, off: number, klen: number, p: Uint8Array): boolean => {
-  if (klen < p.length) return false;
-  for (let i = 0; i < p.length; i++) if (arena[off + i] !== p[i]) return false;
-  return true;
-};
-
-const noop = (): void => {};
-
-/** Each entry of a map's pin, read in place (key arena[off, off + klen), its value right after): no copy, no object per entry. */
-function visitInPlace(pin: KeyIndex, visit: (arena: Uint8Array, off: number, klen: number, vlen: number, version: number) => void): void {
-  for (const b of pin.buckets) {
-    if (b === undefined || b.n === 0) continue;
-    if (b.pending) b.visitSource(visit);
-    else {
-      const arena = b.arena;
-      for (let i = 0; i < b.n; i++) visit(arena, b.offset(i), b.keyLen(i), b.valueLen(i), b.version(i));
-    }
-  }
-}
-
 /** Optional bytes: absent (neither `k` nor `kBase64`) gives undefined. */
 const optBytes = <A extends object>(a: A, k: keyof A & string): Uint8Array | undefined =>
   (a as Record<string, unknown>)[k] === undefined && (a as Record<string, unknown>)[`${k}Base64`] === undefined
@@ -105,6 +74,8 @@ class Cursors {
   private entries = 0;
   private bytes = 0;
 
+  constructor(private readonly turn: NextTurn = nextTurn) {}
+
   /** Drops cursors idle past their TTL (at most `total` to look at). */
   private sweep(now: number): void {
     for (const [id, c] of this.all) if (c.expires <= now) this.drop(id);
@@ -114,11 +85,11 @@ class Cursors {
     const c = this.all.get(id);
     if (!c) return;
     this.all.delete(id);
-    this.entries -= c.entries.length;
+    this.entries -= c.entries;
     this.bytes -= c.bytes;
   }
 
-  scan(t: Target, args: Untrusted<Record<string, unknown>>, call: Call): ScanResult {
+  async scan(t: Target, args: Untrusted<Record<string, unknown>>, call: Call): Promise<ScanResult> {
     if (!(t.state instanceof MapState))
       throw new AdminFault(
         'wrong-register-kind',
@@ -134,88 +105,74 @@ class Cursors {
     const version = args.version === undefined ? undefined : num(args, 'version', undefined, 0, Number.MAX_SAFE_INTEGER);
     const cursorId = str(args, 'cursor', false);
     const prefixKey = Buffer.from(prefix).toString('base64');
-    let entries: readonly Pinned[];
-    let v: number;
-    let cursor = cursorId === undefined ? undefined : this.all.get(cursorId);
     if (cursorId !== undefined) {
-      if (!cursor || cursor.target !== t.id || cursor.prefix !== prefixKey || (version !== undefined && version !== cursor.version))
+      const cursor = this.all.get(cursorId);
+      if (!cursor?.set || cursor.target !== t.id || cursor.prefix !== prefixKey || (version !== undefined && version !== cursor.version))
         throw new AdminFault(
           'cursor-expired',
           `scan cursor ${echo(cursorId)} is not held (idle over its TTL, its connection closed, or of another register, prefix or version): scan again`,
           'cursor',
         );
       cursor.expires = now + cursor.ttlMs;
-      entries = cursor.entries;
-      v = cursor.version;
-    } else {
-      if (version !== undefined && version !== t.version)
-        throw new AdminFault(
-          'cursor-expired',
-          `register ${t.name} is at version ${t.version}, not ${version}, and no cursor holds that version: scan again`,
-          'version',
-        );
-      entries = this.collect(t.state, t.version, prefix, limit, call);
-      v = t.version;
+      const r = page(t.name, cursor.version, cursor.set, after, limit);
+      if (r.more) return { ...r.result, cursor: cursor.id };
+      this.drop(cursorId);
+      return r.result;
     }
-    // The first entry after `after` (binary search: the pinned entries are in key order).
-    let lo = 0;
-    if (after) {
-      let hi = entries.length;
-      while (lo < hi) {
-        const mid = (lo + hi) >>> 1;
-        if (compareBytes(entries[mid].key, after) <= 0) lo = mid + 1;
-        else hi = mid;
-      }
+    if (version !== undefined && version !== t.version)
+      throw new AdminFault(
+        'cursor-expired',
+        `register ${t.name} is at version ${t.version}, not ${version}, and no cursor holds that version: scan again`,
+        'version',
+      );
+    const v = t.version;
+    const { set, cursor } = await this.gather(t, v, prefix, prefixKey, limit, ttlMs, call);
+    const r = page(t.name, v, set, after, limit);
+    if (cursor === undefined) return r.result;
+    if (r.more) {
+      cursor.set = set;
+      cursor.expires = Date.now() + ttlMs;
+      return { ...r.result, cursor: cursor.id };
     }
-    const page: ScanEntry[] = [];
-    let bytes = 0;
-    let i = lo;
-    for (; i < entries.length && page.length < limit && (page.length === 0 || bytes < SCAN_LIMITS.pageBytes); i++) {
-      const e = entries[i];
-      bytes += e.key.length + e.value.length;
-      page.push({ key: showBytes(e.key), value: showBytes(e.value), keyVersion: e.version });
-    }
-    const more = i < entries.length;
-    if (!more) {
-      if (cursorId !== undefined) this.drop(cursorId);
-      return { register: t.name, version: v, entries: page };
-    }
-    if (!cursor) cursor = this.pin(t, v, prefixKey, entries, call, ttlMs, now);
-    return { register: t.name, version: v, entries: page, cursor: cursor.id };
+    this.drop(cursor.id); // `after` skipped to the end: nothing is left for a cursor
+    return r.result;
   }
 
   /**
-   * The entries of `state` (at `version`) whose key starts with `prefix`, copied, in key order. They are
-   * found in place (a pin of the map, read where it lies: nothing copied of the others), counted first;
-   * when they may fill more than one page (a cursor will hold them), the cursor limits are checked
-   * before any is copied or sorted: a refused scan costs one pass over the keys, not a copy of the register.
+   * The entries of `t` (at version `v`) under `prefix`, copied, in key order, gathered over several
+   * turns from a pin of the map. They are counted first; when they may fill more than one page (a
+   * cursor will hold them), the cursor limits are checked and its share reserved before any is
+   * copied: a refused scan costs one pass over the keys, not a copy of the register.
    */
-  private collect(state: MapState, version: number, prefix: Uint8Array, limit: number, call: Call): Pinned[] {
-    const pin = state.snapshot(version);
-    const out: Pinned[] = [];
+  private async gather(
+    t: Target,
+    v: number,
+    prefix: Uint8Array,
+    prefixKey: string,
+    limit: number,
+    ttlMs: number,
+    call: Call,
+  ): Promise<{ set: ScanSet; cursor: Cursor | undefined }> {
+    const pin = (t.state as MapState).snapshot(v);
+    let closed = false;
+    call.onClose(() => (closed = true));
+    let cursor: Cursor | undefined;
+    const check = (): void => {
+      if (closed || (cursor !== undefined && !this.all.has(cursor.id))) throw new ScanGone();
+    };
     try {
-      let n = 0;
-      let bytes = 0;
-      let smallest = Infinity;
-      visitInPlace(pin, (arena, off, klen, vlen) => {
-        if (!startsWithAt(arena, off, klen, prefix)) return;
-        n++;
-        bytes += klen + vlen;
-        smallest = Math.min(smallest, klen + vlen);
-      });
+      const count = await countScan(pin, prefix, this.turn, check);
       // One page holds them all when they are at most `limit` and all but the last stay under pageBytes, whatever their order.
-      if (n > limit || bytes - smallest >= SCAN_LIMITS.pageBytes) this.admit(call, n, bytes);
-      visitInPlace(pin, (arena, off, klen, vlen, v) => {
-        if (!startsWithAt(arena, off, klen, prefix)) return;
-        const kv = arena.slice(off, off + klen + vlen);
-        out.push({ key: kv.subarray(0, klen), value: kv.subarray(klen), version: v });
-      });
-    } finally {
-      // The pin is not read again: a later write to the map need not copy its buckets out for it.
-      for (const b of pin.buckets) if (b?.pending) b.onTouch = noop;
+      if (count.entries > limit || count.bytes - count.smallest >= SCAN_LIMITS.pageBytes)
+        cursor = this.open(t, v, prefixKey, count.entries, count.bytes, call, ttlMs);
+      return { set: await collectScan(pin, prefix, count, this.turn, check), cursor };
+    } catch (e) {
+      releasePin(pin);
+      if (cursor) this.drop(cursor.id);
+      if (e instanceof ScanGone)
+        throw new AdminFault('cursor-expired', `scan of ${t.name} ended while it was gathered: its connection closed`, 'cursor');
+      throw e;
     }
-    out.sort((a, b) => compareBytes(a.key, b.key));
-    return out;
   }
 
   /** Throws `too-many-cursors` when a cursor of `entries` entries and `bytes` bytes would pass a limit. */
@@ -237,23 +194,23 @@ class Cursors {
       );
   }
 
-  private pin(t: Target, version: number, prefix: string, entries: readonly Pinned[], call: Call, ttlMs: number, now: number): Cursor {
-    let bytes = 0;
-    for (const e of entries) bytes += e.key.length + e.value.length;
-    this.admit(call, entries.length, bytes);
+  /** A cursor admitted and counted now, its entries to come (not swept while they are gathered). */
+  private open(t: Target, version: number, prefix: string, entries: number, bytes: number, call: Call, ttlMs: number): Cursor {
+    this.admit(call, entries, bytes);
     const c: Cursor = {
       id: randomBytes(12).toString('base64url'),
       target: t.id,
       version,
       prefix,
+      set: undefined,
       entries,
       bytes,
       conn: call.conn,
       ttlMs,
-      expires: now + ttlMs,
+      expires: Infinity,
     };
     this.all.set(c.id, c);
-    this.entries += entries.length;
+    this.entries += entries;
     this.bytes += bytes;
     if (!this.hooked.has(call.conn)) {
       this.hooked.add(call.conn);
@@ -263,6 +220,18 @@ class Cursors {
     }
     return c;
   }
+}
+
+/** The page of `set` from the first key above `after`: at most `limit` entries and about pageBytes (at least one). */
+function page(name: string, version: number, set: ScanSet, after: Uint8Array | undefined, limit: number): { result: ScanResult; more: boolean } {
+  const entries: ScanEntry[] = [];
+  let bytes = 0;
+  let i = after ? set.firstAfter(after) : 0;
+  for (; i < set.length && entries.length < limit && (entries.length === 0 || bytes < SCAN_LIMITS.pageBytes); i++) {
+    bytes += set.size(i);
+    entries.push({ key: showBytes(set.key(i)), value: showBytes(set.value(i)), keyVersion: set.version(i) });
+  }
+  return { result: { register: name, version, entries }, more: i < set.length };
 }
 
 function size(t: Target): SizeResult {
@@ -285,7 +254,7 @@ export function readHandlers(d: Spookd): Handlers<'scan' | 'size' | 'dscan' | 'd
     });
   };
   return {
-    scan: (args, call) => pairTarget(args, (t) => cursors.scan(t, args, call)),
+    scan: async (args, call) => pairTarget(args, (t) => cursors.scan(t, args, call)),
     size: (args) => pairTarget(args, size),
     dscan: (args, call) => cursors.scan(domainTarget(d, args), args, call),
     dsize: (args) => size(domainTarget(d, args)),

@@ -1,0 +1,97 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { MapState } from '../core/register/map.js';
+import { Bucket } from '../core/register/keyspace.js';
+import { collectScan, countScan, SCAN_SLICE, ScanGone, type ScanSet } from '../drivers/admin/scan.js';
+
+// A scan gathers a pinned register a slice per turn of the event loop (drivers/admin/scan.ts): no
+// turn does more than about a slice of work, what the register commits meanwhile is not seen (the
+// pages are of the pinned version), and the copying part never makes the pin hold a bucket copy.
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+const N = 100_000;
+const key = (i: number): string => `key-${String(i).padStart(8, '0')}`;
+
+/** A map of N keys written in a scrambled order, value `v<i>` at version 1 + i % 7. */
+function filled(): MapState {
+  const st = new MapState(3);
+  for (let j = 0; j < N; j++) {
+    const i = (j * 7919) % N;
+    st.put(enc.encode(key(i)), enc.encode(`v${i}`), 1 + (i % 7));
+  }
+  return st;
+}
+
+const entries = (set: ScanSet): [string, string, number][] =>
+  Array.from({ length: set.length }, (_, i) => [dec.decode(set.key(i)), dec.decode(set.value(i)), set.version(i)]);
+
+afterEach(() => vi.restoreAllMocks());
+
+describe('scan gathered in slices', () => {
+  it('takes a turn at least every slice of entries it reads, and gives the entries under the prefix in key order', async () => {
+    const st = filled();
+    const pin = st.snapshot(7);
+    let turns = 0;
+    const turn = async (): Promise<void> => void turns++;
+    const prefix = enc.encode('key-0001'); // key-00010000 .. key-00019999
+    const count = await countScan(pin, prefix, turn, () => {});
+    expect(count).toEqual({ entries: 10_000, bytes: 10_000 * 12 + 10_000 * 6, smallest: 18 });
+    expect(turns).toBeGreaterThanOrEqual(Math.floor(N / SCAN_SLICE));
+    const before = turns;
+    const set = await collectScan(pin, prefix, count, turn, () => {});
+    expect(turns - before).toBeGreaterThanOrEqual(Math.floor(N / SCAN_SLICE));
+    expect(entries(set)).toEqual(Array.from({ length: 10_000 }, (_, j) => [key(10_000 + j), `v${10_000 + j}`, 1 + ((10_000 + j) % 7)]));
+    expect(set.firstAfter(enc.encode(key(10_499)))).toBe(500);
+    expect(set.firstAfter(enc.encode('key-00010499x'))).toBe(500);
+    expect(set.firstAfter(enc.encode('zzz'))).toBe(10_000);
+  });
+
+  it('gives the pinned version while the register is written between turns, and copies no bucket for the pin while it copies', async () => {
+    const st = filled();
+    const pin = st.snapshot(7);
+    let w = 0;
+    /** Between turns: overwrite, remove and add keys all over the register (every bucket, many times). */
+    const writeSome = async (): Promise<void> => {
+      for (let j = 0; j < 3_000; j++, w++) {
+        const i = (w * 104_729) % N;
+        if (w % 3 === 0) st.remove(enc.encode(key(i)));
+        else if (w % 3 === 1) st.put(enc.encode(key(i)), enc.encode('changed'), 8);
+        else st.put(enc.encode(`key-new-${w}`), enc.encode('new'), 8);
+      }
+    };
+    const count = await countScan(pin, new Uint8Array(0), writeSome, () => {});
+    expect(count.entries).toBe(N);
+    const loads = vi.spyOn(Bucket.prototype, 'load');
+    const set = await collectScan(pin, new Uint8Array(0), count, writeSome, () => {});
+    expect(loads).not.toHaveBeenCalled();
+    expect(w).toBeGreaterThan(20_000);
+    expect(entries(set)).toEqual(Array.from({ length: N }, (_, i) => [key(i), `v${i}`, 1 + (i % 7)]));
+    // Released: later writes copy nothing for it either.
+    for (let i = 0; i < 1_000; i++) st.put(enc.encode(key(i * 97)), enc.encode('after'), 9);
+    expect(loads).not.toHaveBeenCalled();
+  });
+
+  it('stops at the first turn after its request is gone, and lets go of the pin', async () => {
+    const st = filled();
+    const pin = st.snapshot(7);
+    const count = await countScan(pin, new Uint8Array(0), async () => {}, () => {});
+    let turns = 0;
+    let gone = false;
+    const done = collectScan(
+      pin,
+      new Uint8Array(0),
+      count,
+      async () => {
+        if (++turns === 2) gone = true;
+      },
+      () => {
+        if (gone) throw new ScanGone();
+      },
+    );
+    await expect(done).rejects.toBeInstanceOf(ScanGone);
+    expect(turns).toBe(2);
+    const loads = vi.spyOn(Bucket.prototype, 'load');
+    for (let i = 0; i < 1_000; i++) st.put(enc.encode(key(i * 97)), enc.encode('after'), 9);
+    expect(loads).not.toHaveBeenCalled();
+  });
+});
