@@ -86,6 +86,25 @@ describe('scan', () => {
     }
   });
 
+  it('scans a closed connection left waiting their turn copy nothing when it comes', async () => {
+    const c = await Raw.open();
+    const before = scanStats.entriesCopied;
+    // Eight whole-register scans (each would copy the 60,000 entries for its cursor), then the client goes.
+    for (let id = 1; id <= 8; id++) c.write({ id, cmd: 'scan', args: { peer: 'b', register: 'config', limit: 1 } });
+    await new Promise((r) => setTimeout(r, 5));
+    c.close();
+    // Gathers run in order: a scan asked after them is answered once they have all had their turn.
+    const d2 = await Raw.open();
+    try {
+      const r = await d2.ask('scan', { peer: 'b', register: 'config', prefix: 'key-0000004', limit: 10 });
+      expect(r.ok).toBe(true);
+      // At most the gather under way when the connection closed copied (and that one stopped at its next turn).
+      expect(scanStats.entriesCopied - before).toBeLessThanOrEqual(N + 10);
+    } finally {
+      d2.close();
+    }
+  });
+
   it('checks the cursor limits before copying: a scan refused too-many-cursors copies nothing; one that needs no cursor is still served', async () => {
     const c = await Raw.open();
     try {

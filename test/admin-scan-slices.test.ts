@@ -2,6 +2,8 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { MapState } from '../core/register/map.js';
 import { Bucket } from '../core/register/keyspace.js';
 import { collectScan, countScan, SCAN_SLICE, ScanGone, type ScanSet } from '../drivers/admin/scan.js';
+import { readHandlers } from '../drivers/admin/read.js';
+import type { Spookd } from '../drivers/daemon/spookd.js';
 
 // A scan gathers a pinned register a slice per turn of the event loop (drivers/admin/scan.ts): no
 // turn does more than about a slice of work, what the register commits meanwhile is not seen (the
@@ -71,6 +73,23 @@ describe('scan gathered in slices', () => {
     expect(loads).not.toHaveBeenCalled();
   });
 
+  it('takes more turns for long keys: a slice counts the octets it copies and the key length it compares', async () => {
+    const st = new MapState(3);
+    const k = new Uint8Array(4_096).fill(0x61); // 4,092 octets in common: every comparison reads them all
+    for (let i = 0; i < 4_000; i++) {
+      new DataView(k.buffer).setUint32(4_092, Math.imul(i, 2_654_435_761));
+      st.put(k, new Uint8Array(0), 1);
+    }
+    const pin = st.snapshot(1);
+    const count = await countScan(pin, new Uint8Array(0), async () => {}, () => {});
+    let turns = 0;
+    const set = await collectScan(pin, new Uint8Array(0), count, async () => void turns++, () => {});
+    expect(set.length).toBe(4_000);
+    for (let i = 1; i < set.length; i++) expect(Buffer.compare(set.key(i - 1), set.key(i))).toBe(-1);
+    // 4,000 entries would be one slice if counted as entries; their 16 MiB of keys and the comparisons make many.
+    expect(turns).toBeGreaterThanOrEqual(20);
+  });
+
   it('stops at the first turn after its request is gone, and lets go of the pin', async () => {
     const st = filled();
     const pin = st.snapshot(7);
@@ -93,5 +112,51 @@ describe('scan gathered in slices', () => {
     const loads = vi.spyOn(Bucket.prototype, 'load');
     for (let i = 0; i < 1_000; i++) st.put(enc.encode(key(i * 97)), enc.encode('after'), 9);
     expect(loads).not.toHaveBeenCalled();
+  });
+});
+
+describe('concurrent scans through the admin handler', () => {
+  it('run one at a time, each pinning the register when its turn comes: every page set is the register at its version', async () => {
+    const st = new MapState(5);
+    const M = 40_000;
+    for (let i = 0; i < M; i++) st.put(enc.encode(key(i)), enc.encode('v1'), 1);
+    const reg = { state: st, version: 1 };
+    const h = { cfg: { name: 'd' }, node: { state: { registers: new Map([['kv', reg]]) } } };
+    const daemon = { domains: new Map([['d', h]]), domain: () => h } as unknown as Spookd;
+    const handlers = readHandlers(daemon);
+    const conn = {};
+    const call = { onClose: () => {}, onConnectionClose: () => {}, conn, backlog: () => 0, onDrain: () => () => {} };
+    /** Version v (≥ 2) overwrites the keys i with i % 97 === v % 97, value `v<v>`. */
+    const written = (i: number, at: number): number => {
+      for (let v = at; v >= 2; v--) if (i % 97 === v % 97) return v;
+      return 1;
+    };
+    let writing = true;
+    const writer = (): void => {
+      if (!writing) return;
+      const v = ++reg.version;
+      for (let i = v % 97; i < M; i += 97) st.put(enc.encode(key(i)), enc.encode(`v${v}`), v);
+      setImmediate(writer);
+    };
+    setImmediate(writer);
+    const scans = Array.from({ length: 12 }, async () => {
+      let r = await handlers.dscan({ domain: 'd', register: 'kv', limit: 5_000 }, call);
+      const got = [...r.entries];
+      while (r.cursor)
+        got.push(...(r = await handlers.dscan({ domain: 'd', register: 'kv', limit: 5_000, cursor: r.cursor, after: got.at(-1)!.key.text }, call)).entries);
+      return { version: r.version, got };
+    });
+    const results = await Promise.all(scans);
+    writing = false;
+    const versions = results.map((r) => r.version);
+    // In turn, the register moving on between them (at once, all twelve pinned version 1 and held a pin each).
+    expect(new Set(versions).size).toBeGreaterThan(6);
+    for (const { version, got } of results) {
+      expect(got.length).toBe(M);
+      for (let i = 0; i < M; i += 13) {
+        const v = written(i, version);
+        expect(got[i]).toMatchObject({ key: { text: key(i) }, value: { text: `v${v}` }, keyVersion: v });
+      }
+    }
   });
 });

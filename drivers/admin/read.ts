@@ -19,7 +19,7 @@ import { domainOf } from './domain.js';
 import { FEED_LIMITS, Feeds, PairRings, type FeedSource } from './feed.js';
 import type { Call, Handlers, StreamHandlers } from './handlers.js';
 import { endWhenRemoved, linkOf, refuseFenced } from './pair.js';
-import { collectScan, countScan, nextTurn, releasePin, ScanGone, type NextTurn, type ScanSet } from './scan.js';
+import { collectScan, countScan, nextTurn, OneAtATime, releasePin, ScanGone, type NextTurn, type ScanSet } from './scan.js';
 
 export const SCAN_LIMITS = {
   defaultLimit: 1000,
@@ -253,10 +253,15 @@ export function readHandlers(d: Spookd): Handlers<'scan' | 'size' | 'dscan' | 'd
       return then({ id: `pair:${link.name}:${register}`, name: register, state: r.state, version: r.version });
     });
   };
+  // A first page gathers (scan.ts): one at a time, its target read when its turn comes (a pair's
+  // once durable), so the version it pins is the register's then. A later page reads its cursor.
+  const gathers = new OneAtATime();
+  const gathered = <T>(args: Untrusted<{ cursor?: string }>, f: () => T | Promise<T>): Promise<T> =>
+    args.cursor === undefined ? gathers.run(f) : Promise.resolve().then(f);
   return {
-    scan: async (args, call) => pairTarget(args, (t) => cursors.scan(t, args, call)),
+    scan: (args, call) => gathered(args, async () => pairTarget(args, (t) => cursors.scan(t, args, call))),
     size: (args) => pairTarget(args, size),
-    dscan: (args, call) => cursors.scan(domainTarget(d, args), args, call),
+    dscan: (args, call) => gathered(args, () => cursors.scan(domainTarget(d, args), args, call)),
     dsize: (args) => size(domainTarget(d, args)),
   };
 }

@@ -339,11 +339,13 @@ export class AdminServer {
     // What this request registered to run at the connection's end; dropped once it is answered (streams keep theirs until they end).
     const mine: (() => void)[] = [];
     const call: Call = {
+      // Registered after the connection ended (a request that waited its turn): run at once.
       onClose: (f) => {
+        if (conn.ended) return f();
         mine.push(f);
         conn.cleanups.add(f);
       },
-      onConnectionClose: (f) => void conn.cleanups.add(f),
+      onConnectionClose: (f) => (conn.ended ? f() : void conn.cleanups.add(f)),
       conn: sock,
       backlog: () => sock.writableLength,
       onDrain: (f) => {
