@@ -257,3 +257,44 @@ describe('large records sealed into reused buffers', () => {
     s.close('done');
   });
 });
+
+describe('a busy carrier yields the event loop (CARRIER_TURN_MS)', () => {
+  it('handles at most a few milliseconds of records in one turn, however much the kernel has buffered', async () => {
+    const r = await responder(['aes-256-gcm', 'chacha20-poly1305']);
+    const c = await dialCarrier('127.0.0.1', r.port, a, b.publicKey);
+    const s = await r.accepted;
+    // The turns of this process's event loop, counted in the check phase.
+    let turn = 0;
+    let ticking = true;
+    const tick = (): void => {
+      turn++;
+      if (ticking) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const perTurn = new Map<number, number>();
+    let got = 0;
+    s.start({
+      onRecord: () => {
+        got++;
+        perTurn.set(turn, (perTurn.get(turn) ?? 0) + 1);
+        const end = performance.now() + 0.5; // what delivering a record costs, roughly, at most
+        while (performance.now() < end);
+      },
+      onClose: () => {},
+      onDrain: () => {},
+    });
+    c.start({ onRecord: () => {}, onClose: () => {}, onDrain: () => {} });
+    s.socket.pause(); // the kernel buffers a burst first, as under a flood
+    const N = 400;
+    for (let i = 0; i < N; i++) c.send([randomBytes(16_384)]);
+    await new Promise((res) => setTimeout(res, 100));
+    s.socket.resume();
+    await until(() => got === N, 20_000);
+    ticking = false;
+    // 2 ms of 0.5 ms records, plus the rest of the socket read that crossed the mark (4 records of 16 KiB in 64 KiB).
+    expect(Math.max(...perTurn.values())).toBeLessThanOrEqual(12);
+    expect(perTurn.size).toBeGreaterThan(N / 12);
+    c.close('done');
+    s.close('done');
+  });
+});

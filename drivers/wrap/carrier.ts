@@ -328,6 +328,14 @@ export interface CarrierBudget {
   paused?(ms: number): void;
 }
 
+/**
+ * Milliseconds of work one carrier's input may take in one turn of the event loop before it stops
+ * reading until the next: libuv reads a busy socket up to 32 times a poll (2 MiB from one carrier,
+ * ~10-15 ms of opening and delivering), and every other peer's datagrams and admin requests wait
+ * behind that turn (bench attack: a wrapper flood tripled an honest peer's p99 in some runs).
+ */
+export const CARRIER_TURN_MS = 2;
+
 /** An established, authenticated carrier. */
 export class Carrier {
   /** When set, reading pauses while the peer is over its budget (TCP flow control holds the peer back). */
@@ -346,6 +354,11 @@ export class Carrier {
   private closed = false;
   private held: Buffer[] = [];
   private stopped = false;
+  /** Input work in this turn of the loop (ms), and the immediate that ends the turn's count (and resumes a yield). */
+  private turnMs = 0;
+  private turnEnd: NodeJS.Immediate | undefined;
+  /** Reading stopped for the rest of this turn (CARRIER_TURN_MS spent). */
+  private yielded = false;
   bytesOut = 0;
   bytesIn = 0;
 
@@ -387,7 +400,12 @@ export class Carrier {
     s.on('error', (e) => this.close(e.message));
     s.on('close', () => this.close('carrier connection closed'));
     for (const c of this.pending.splice(0)) this.input(c);
-    if (!this.stopped && this.resumeTimer === undefined) s.resume();
+    if (this.reading()) s.resume();
+  }
+
+  /** Whether nothing holds reading back: backpressure, the budget's pause or this turn's yield. */
+  private reading(): boolean {
+    return !this.stopped && !this.closed && this.resumeTimer === undefined && !this.yielded;
   }
 
   /** Reading is stopped (acceptMore() said so). */
@@ -400,8 +418,8 @@ export class Carrier {
     if (!this.stopped || this.closed) return;
     this.stopped = false;
     while (this.held.length && !this.stopped && !this.closed) this.consume(this.held.shift()!);
-    // Over the work budget, the budget's timer resumes reading instead.
-    if (!this.stopped && !this.closed && this.resumeTimer === undefined) this.socket.resume();
+    // Over the work budget, the budget's timer resumes reading instead (or the turn's end, after a yield).
+    if (this.reading()) this.socket.resume();
   }
 
   /**
@@ -470,6 +488,7 @@ export class Carrier {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.resumeTimer);
+    if (this.turnEnd) clearImmediate(this.turnEnd);
     this.socket.destroy();
     // Nothing seals or opens after this (send and input check closed; a record handler that
     // closed the carrier stops the opener's loop): the contexts are freed now.
@@ -506,8 +525,22 @@ export class Carrier {
     } catch (e) {
       this.close(`carrier input refused: ${(e as Error).message}`);
     }
-    const waitMs = this.budget?.charge(performance.now() - t0) ?? 0;
+    const ms = performance.now() - t0;
+    const waitMs = this.budget?.charge(ms) ?? 0;
     if (waitMs > 0 && !this.closed && this.resumeTimer === undefined) this.pauseFor(waitMs);
+    this.turnMs += ms;
+    this.turnEnd ??= setImmediate(() => {
+      this.turnEnd = undefined;
+      this.turnMs = 0;
+      if (!this.yielded) return;
+      this.yielded = false;
+      if (this.reading()) this.socket.resume();
+    });
+    if (this.turnMs >= CARRIER_TURN_MS && !this.closed && !this.yielded) {
+      // The turn's share is spent: what was read is handled, the socket reads on next turn.
+      this.yielded = true;
+      this.socket.pause();
+    }
   }
 
   /** Read no more for `ms` (what was read is handled; the peer's sends back up into its TCP window). */
@@ -517,7 +550,7 @@ export class Carrier {
     this.resumeTimer = setTimeout(() => {
       this.resumeTimer = undefined;
       // Still stopped for the reply backlog: resumeInput() reads on once it drains.
-      if (!this.closed && !this.stopped) this.socket.resume();
+      if (this.reading()) this.socket.resume();
     }, ms);
   }
 }
