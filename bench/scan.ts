@@ -43,7 +43,11 @@ async function timed(f: () => Promise<void>): Promise<{ ms: number; cpuMs: numbe
   const c = process.cpuUsage(c0);
   await new Promise((r) => setImmediate(r));
   running = false;
-  return { ms: Math.round(ms), cpuMs: Math.round((c.user + c.system) / 1000), longestTurnMs: Math.round(Math.max(longest, performance.now() - last)) };
+  return {
+    ms: Math.round(ms),
+    cpuMs: Math.round((c.user + c.system) / 1000),
+    longestTurnMs: Math.round(Math.max(longest, performance.now() - last)),
+  };
 }
 
 const link = { name: 'b', fenced: undefined, pair: { fenced: false, register: () => ({ state: st, version: 1 }) } };

@@ -81,9 +81,20 @@ describe('scan gathered in slices', () => {
       st.put(k, new Uint8Array(0), 1);
     }
     const pin = st.snapshot(1);
-    const count = await countScan(pin, new Uint8Array(0), async () => {}, () => {});
+    const count = await countScan(
+      pin,
+      new Uint8Array(0),
+      async () => {},
+      () => {},
+    );
     let turns = 0;
-    const set = await collectScan(pin, new Uint8Array(0), count, async () => void turns++, () => {});
+    const set = await collectScan(
+      pin,
+      new Uint8Array(0),
+      count,
+      async () => void turns++,
+      () => {},
+    );
     expect(set.length).toBe(4_000);
     for (let i = 1; i < set.length; i++) expect(Buffer.compare(set.key(i - 1), set.key(i))).toBe(-1);
     // 4,000 entries would be one slice if counted as entries; their 16 MiB of keys and the comparisons make many.
@@ -93,7 +104,12 @@ describe('scan gathered in slices', () => {
   it('stops at the first turn after its request is gone, and lets go of the pin', async () => {
     const st = filled();
     const pin = st.snapshot(7);
-    const count = await countScan(pin, new Uint8Array(0), async () => {}, () => {});
+    const count = await countScan(
+      pin,
+      new Uint8Array(0),
+      async () => {},
+      () => {},
+    );
     let turns = 0;
     let gone = false;
     const done = collectScan(
@@ -143,7 +159,10 @@ describe('concurrent scans through the admin handler', () => {
       let r = await handlers.dscan({ domain: 'd', register: 'kv', limit: 5_000 }, call);
       const got = [...r.entries];
       while (r.cursor)
-        got.push(...(r = await handlers.dscan({ domain: 'd', register: 'kv', limit: 5_000, cursor: r.cursor, after: got.at(-1)!.key.text }, call)).entries);
+        got.push(
+          ...(r = await handlers.dscan({ domain: 'd', register: 'kv', limit: 5_000, cursor: r.cursor, after: got.at(-1)!.key.text }, call))
+            .entries,
+        );
       return { version: r.version, got };
     });
     const results = await Promise.all(scans);

@@ -10,7 +10,9 @@ import { concatBytes } from './helpers.js';
 // record), one that is a small part of it is copied, so a log of small records never keeps
 // whole datagrams alive beyond what its byte bound counts.
 
-const registers = (maxPending: number) => [{ name: 'kv', kind: 'map' as const, maxPending, log: { maxRecords: 1 << 16, maxBytes: 1 << 26 } }];
+const registers = (maxPending: number) => [
+  { name: 'kv', kind: 'map' as const, maxPending, log: { maxRecords: 1 << 16, maxBytes: 1 << 26 } },
+];
 
 /** The sequencer's encoded records, `perRecord` set deltas each (each record one collapse). */
 function records(count: number, perRecord: number, valueLen: number): Uint8Array[] {
@@ -29,7 +31,8 @@ function records(count: number, perRecord: number, valueLen: number): Uint8Array
 }
 
 const follower = (): HalfPair => new HalfPair({ pairId: 1, localId: 2, peerId: 1, seed: 7, registers: registers(64) }, 0);
-const frame = (payload: Uint8Array, pn: number): Uint8Array => encodeFrame({ type: FrameType.Data, flags: 0, pairId: 1, packetNumber: pn }, payload);
+const frame = (payload: Uint8Array, pn: number): Uint8Array =>
+  encodeFrame({ type: FrameType.Data, flags: 0, pairId: 1, packetNumber: pn }, payload);
 
 describe('follower log records and their datagrams', () => {
   it('logs a record that fills its datagram as a view of it', () => {

@@ -223,7 +223,13 @@ class Cursors {
 }
 
 /** The page of `set` from the first key above `after`: at most `limit` entries and about pageBytes (at least one). */
-function page(name: string, version: number, set: ScanSet, after: Uint8Array | undefined, limit: number): { result: ScanResult; more: boolean } {
+function page(
+  name: string,
+  version: number,
+  set: ScanSet,
+  after: Uint8Array | undefined,
+  limit: number,
+): { result: ScanResult; more: boolean } {
   const entries: ScanEntry[] = [];
   let bytes = 0;
   let i = after ? set.firstAfter(after) : 0;

@@ -146,7 +146,14 @@ function visitBucket(k: Bucket, visit: Visit): void {
  * each turn's work (it throws ScanGone to stop). With `early`, a bucket the register is about to
  * write is visited then, in place, and dropped; without, the table copies it out for the pin.
  */
-async function visitSliced(pin: KeyIndex, visit: Visit, units: () => number, turn: NextTurn, check: () => void, early: boolean): Promise<void> {
+async function visitSliced(
+  pin: KeyIndex,
+  visit: Visit,
+  units: () => number,
+  turn: NextTurn,
+  check: () => void,
+  early: boolean,
+): Promise<void> {
   const buckets = pin.buckets as (Bucket | undefined)[];
   let broken: unknown;
   if (early)
@@ -213,7 +220,13 @@ export async function countScan(pin: KeyIndex, prefix: Uint8Array, turn: NextTur
  * Copies of the `count` entries of `pin` under `prefix`, in key order, gathered and sorted a slice
  * at a time. The pin is released when this returns or throws.
  */
-export async function collectScan(pin: KeyIndex, prefix: Uint8Array, count: ScanCount, turn: NextTurn, check: () => void): Promise<ScanSet> {
+export async function collectScan(
+  pin: KeyIndex,
+  prefix: Uint8Array,
+  count: ScanCount,
+  turn: NextTurn,
+  check: () => void,
+): Promise<ScanSet> {
   const n = count.entries;
   const data = new Uint8Array(count.bytes);
   const offs = new Int32Array(n);
