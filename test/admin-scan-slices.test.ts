@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { MapState } from '../core/register/map.js';
-import { Bucket } from '../core/register/keyspace.js';
-import { collectScan, countScan, SCAN_SLICE, ScanGone, type ScanSet } from '../drivers/admin/scan.js';
+import { Bucket, type KeyIndex } from '../core/register/keyspace.js';
+import { collectScan, countScan, SCAN_SLICE, ScanGone, type ScanCount, type ScanSet } from '../drivers/admin/scan.js';
 import { readHandlers } from '../drivers/admin/read.js';
 import type { Spookd } from '../drivers/daemon/spookd.js';
 
@@ -23,6 +23,15 @@ function filled(): MapState {
   }
   return st;
 }
+
+/** The whole of `pin` counted with no turns between slices. */
+const countAll = (pin: KeyIndex): Promise<ScanCount> =>
+  countScan(
+    pin,
+    new Uint8Array(0),
+    async () => {},
+    () => {},
+  );
 
 const entries = (set: ScanSet): [string, string, number][] =>
   Array.from({ length: set.length }, (_, i) => [dec.decode(set.key(i)), dec.decode(set.value(i)), set.version(i)]);
@@ -81,12 +90,7 @@ describe('scan gathered in slices', () => {
       st.put(k, new Uint8Array(0), 1);
     }
     const pin = st.snapshot(1);
-    const count = await countScan(
-      pin,
-      new Uint8Array(0),
-      async () => {},
-      () => {},
-    );
+    const count = await countAll(pin);
     let turns = 0;
     const set = await collectScan(
       pin,
@@ -104,12 +108,7 @@ describe('scan gathered in slices', () => {
   it('stops at the first turn after its request is gone, and lets go of the pin', async () => {
     const st = filled();
     const pin = st.snapshot(7);
-    const count = await countScan(
-      pin,
-      new Uint8Array(0),
-      async () => {},
-      () => {},
-    );
+    const count = await countAll(pin);
     let turns = 0;
     let gone = false;
     const done = collectScan(
