@@ -2,8 +2,8 @@
  * WrapManager over real sockets on loopback (no root, no BPF): two managers joined by a carrier
  * that passes through a relay the test can cut, a stand-in interceptor, a real TCP server.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { createServer, connect, Socket, type Server, type AddressInfo } from 'node:net';
 import { createSocket } from 'node:dgram';
 import { createHash, randomBytes } from 'node:crypto';
 import pino from 'pino';
@@ -962,6 +962,74 @@ describe('per-peer work budget on carriers', () => {
       await until('bytes at the sink', async () => delivered > 0 || undefined, 5_000, 20);
       expect(hostile.socket.destroyed).toBe(false);
     } finally {
+      hostile.close('test over');
+      await mb.stop();
+      sink.close();
+    }
+  }, 15_000);
+});
+
+describe('per-peer work budget: the end-of-turn writes', () => {
+  it("the writes of a peer's deliveries to its local connections are charged to it", async () => {
+    const b = generateKeyPair();
+    const h = generateKeyPair();
+    let charged = 0;
+    const sink = createServer((s) => s.on('error', () => {}).on('data', () => {}));
+    await new Promise<void>((r) => sink.listen(0, '127.0.0.1', () => r()));
+    const sinkPort = (sink.address() as AddressInfo).port;
+    const pb = await freePort();
+    const mb = new WrapManager(
+      {
+        key: b,
+        peers: [{ name: 'h', publicKey: h.publicKey, role: 1 }],
+        peerAddr: () => undefined,
+        listen: { host: '127.0.0.1', port: pb },
+        budget: () => ({ charge: (ms) => ((charged += ms), 0) }),
+      },
+      {
+        intercept: { host: '127.0.0.1', port: 0 },
+        interception: 'off',
+        windowBytes: 4 * 1024 * 1024,
+        maxConnections: 64,
+        silenceMs: 5_000,
+        allow: [{ peer: 'h', to: `127.0.0.1:${sinkPort}`, protocol: 'tcp' }],
+      },
+      [],
+      log,
+    );
+    await mb.start();
+    const hostile = await dialCarrier('127.0.0.1', pb, h, b.publicKey);
+    hostile.start({ onRecord: () => {}, onClose: () => {}, onDrain: () => {} });
+    // Each uncork of a socket costs 2 ms here (as a write whose kernel delivery is slow would).
+    const uncork = Socket.prototype.uncork;
+    let uncorks = 0;
+    const spy = vi.spyOn(Socket.prototype, 'uncork').mockImplementation(function (this: Socket) {
+      if (this.remotePort === sinkPort) {
+        // A delivery's write to a local connection (the carriers' own writes are not counted here).
+        uncorks++;
+        const end = performance.now() + 2;
+        while (performance.now() < end);
+      }
+      return uncork.call(this);
+    });
+    try {
+      hostile.send([encodeRecord({ type: RecordType.Hello, version: 1, bootId: 9n })]);
+      const target = { family: 4 as const, address: '127.0.0.1', port: sinkPort };
+      const conns = [2, 4];
+      for (const conn of conns)
+        hostile.send([encodeRecord({ type: RecordType.Open, conn, wrapPort: sinkPort, target, holdMs: 10_000, flags: 0 })]);
+      const data = randomBytes(16 * 1024);
+      for (let i = 0; i < 64; i++) {
+        hostile.send([encodeDataHeader(conns[i % 2], Math.floor(i / 2) * data.length), data]);
+        if (i % 4 === 3) await sleep(5);
+      }
+      await until('the uncorks of the deliveries', async () => uncorks >= 20 || undefined, 5_000, 10);
+      await sleep(20);
+      spy.mockRestore();
+      // Every such uncork's 2 ms is the peer's work (its carrier's reads and its ACKs are charged on top).
+      expect(charged).toBeGreaterThanOrEqual(uncorks * 2 * 0.95);
+    } finally {
+      spy.mockRestore();
       hostile.close('test over');
       await mb.stop();
       sink.close();

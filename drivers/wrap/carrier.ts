@@ -403,9 +403,14 @@ export class Carrier {
     if (this.reading()) s.resume();
   }
 
-  /** Whether nothing holds reading back: backpressure, the budget's pause or this turn's yield. */
+  /** Whether nothing holds reading back: backpressure, the budget's pause, this turn's yield, or kept bytes not handled yet. */
   private reading(): boolean {
-    return !this.stopped && !this.closed && this.resumeTimer === undefined && !this.yielded;
+    return !this.stopped && !this.closed && this.resumeTimer === undefined && !this.yielded && this.held.length === 0;
+  }
+
+  /** Handle the kept bytes, in order, while nothing stops it (backpressure, close, this turn's share spent). */
+  private drainHeld(): void {
+    while (this.held.length && !this.stopped && !this.closed && !this.yielded) this.consume(this.held.shift()!);
   }
 
   /** Reading is stopped (acceptMore() said so). */
@@ -417,7 +422,7 @@ export class Carrier {
   resumeInput(): void {
     if (!this.stopped || this.closed) return;
     this.stopped = false;
-    while (this.held.length && !this.stopped && !this.closed) this.consume(this.held.shift()!);
+    this.drainHeld();
     // Over the work budget, the budget's timer resumes reading instead (or the turn's end, after a yield).
     if (this.reading()) this.socket.resume();
   }
@@ -501,7 +506,8 @@ export class Carrier {
   private input(chunk: Buffer): void {
     if (this.closed) return;
     this.bytesIn += chunk.length;
-    if (this.stopped) this.held.push(chunk);
+    // Behind kept bytes, never ahead of them (a yield may leave some for the next turn).
+    if (this.stopped || this.held.length > 0) this.held.push(chunk);
     else this.consume(chunk);
   }
 
@@ -534,6 +540,7 @@ export class Carrier {
       this.turnMs = 0;
       if (!this.yielded) return;
       this.yielded = false;
+      this.drainHeld(); // what a resumeInput() left when the turn's share ran out
       if (this.reading()) this.socket.resume();
     });
     if (this.turnMs >= CARRIER_TURN_MS && !this.closed && !this.yielded) {

@@ -185,8 +185,8 @@ export class WrapManager {
   private scheduleQueued = false;
   /** Peers whose local reads wait for the end of this turn to be flushed (flushSoon). */
   private readonly flushDue = new Set<PeerState>();
-  /** Carrier sockets corked until the end of this turn (flushNow), and whether that end is queued. */
-  private readonly corkedTurn = new Set<Socket>();
+  /** Sockets corked until the end of this turn (carriers in flushNow, local sockets on write), each with its peer, and whether that end is queued. */
+  private readonly corkedTurn = new Map<Socket, PeerState>();
   private turnQueued = false;
   /** Peers with OPENs deferred for their clients' first bytes (announceNextTurn). */
   private readonly announceDue = new Set<PeerState>();
@@ -762,7 +762,7 @@ export class WrapManager {
 
   private attach(ps: PeerState, id: number, socket: Socket, wrapPort: number, lingers = false): LocalConn {
     const local = ps.session.conns.get(id)?.local ?? true;
-    const lc = this.localConn(ps, id, () => tcpIo(socket, this.corkTurn), local, wrapPort, false);
+    const lc = this.localConn(ps, id, () => tcpIo(socket, (s) => this.corkTurn(ps, s)), local, wrapPort, false);
     this.tcpSockets.set(lc, socket);
     socket.setNoDelay(true);
     // Should spookd die, the kernel resets the socket rather than ending it cleanly (§16.5.7).
@@ -1238,13 +1238,36 @@ export class WrapManager {
     this.drainedDue.add(ps);
   }
 
-  /** Cork a socket until the end of this turn (its writes of the turn leave as one writev). */
-  private readonly corkTurn = (s: Socket): void => {
+  /** Cork a socket of `ps` until the end of this turn (its writes of the turn leave as one writev). */
+  private corkTurn(ps: PeerState, s: Socket): void {
     if (this.corkedTurn.has(s)) return;
     s.cork();
-    this.corkedTurn.add(s);
+    this.corkedTurn.set(s, ps);
     this.endOfTurn();
-  };
+  }
+
+  /**
+   * Uncork this turn's sockets, each peer's in a row (its carrier's and its local connections'),
+   * the time charged to that peer (§12.9): the writes are its work, and on loopback or a veth the
+   * kernel delivers inside them (a wrapper flood's writes to its 64 local connections were the
+   * largest part of its uncharged cost). What a socket could not take then leaves from its write
+   * completion later, uncharged (a local reader that lags: documented in SECURITY.md).
+   */
+  private uncorkTurn(): void {
+    const byPeer = new Map<PeerState, Socket[]>();
+    for (const [s, ps] of this.corkedTurn) {
+      const list = byPeer.get(ps);
+      if (list) list.push(s);
+      else byPeer.set(ps, [s]);
+    }
+    this.corkedTurn.clear();
+    for (const [ps, sockets] of byPeer) {
+      const t0 = performance.now();
+      // One socket's fault must leave no other corked for good (its writes would never leave).
+      for (const s of sockets) this.guard('uncork', () => s.uncork())();
+      if (!this.charging) ps.budget?.charge(performance.now() - t0);
+    }
+  }
 
   /** At the end of this turn (check phase): the due flushes, then every corked socket's one write. */
   private endOfTurn(): void {
@@ -1269,10 +1292,9 @@ export class WrapManager {
       // otherwise end the daemon, and leave the set non-empty so that no deferred flush ever ran again.
       for (const p of due) this.guard('deferred flush', () => this.flush(p))();
     } finally {
-      for (const s of this.corkedTurn) s.uncork();
-      this.corkedTurn.clear();
       this.inTurnEnd = false;
       this.turnQueued = false;
+      this.uncorkTurn();
       if (this.scheduleAtTurnEnd) {
         this.scheduleAtTurnEnd = false;
         this.schedule();
@@ -1293,7 +1315,7 @@ export class WrapManager {
     // over in one poll), not one per record or per flush: syscalls are most of a new
     // connection's cost. Uncorked in the check phase right after the poll (endOfTurn).
     const s = ps.carrier?.socket;
-    if (s) this.corkTurn(s);
+    if (s) this.corkTurn(ps, s);
     this.moveRecords(ps, now);
     if (ps.carrier?.inputPaused && !ps.session.backlogged) ps.carrier.resumeInput();
     this.scheduleSoon();
