@@ -897,6 +897,37 @@ describe('carrier handshake flood', () => {
   }, 30_000);
 });
 
+/** A started manager on `port` for key `b` whose one peer `h` may reach the sink, its carriers charged to `charge`. */
+async function budgetedManager(
+  b: KeyPair,
+  h: KeyPair,
+  port: number,
+  sinkPort: number,
+  charge: (ms: number) => number,
+): Promise<WrapManager> {
+  const m = new WrapManager(
+    {
+      key: b,
+      peers: [{ name: 'h', publicKey: h.publicKey, role: 1 }],
+      peerAddr: () => undefined,
+      listen: { host: '127.0.0.1', port },
+      budget: () => ({ charge }),
+    },
+    {
+      intercept: { host: '127.0.0.1', port: 0 },
+      interception: 'off',
+      windowBytes: 4 * 1024 * 1024,
+      maxConnections: 64,
+      silenceMs: 5_000,
+      allow: [{ peer: 'h', to: `127.0.0.1:${sinkPort}`, protocol: 'tcp' }],
+    },
+    [],
+    log,
+  );
+  await m.start();
+  return m;
+}
+
 describe('per-peer work budget on carriers', () => {
   it('attack: a wrapper flood from an authorised peer is held to its work budget (reading pauses), and its data still flows', async () => {
     const b = generateKeyPair();
@@ -909,26 +940,7 @@ describe('per-peer work budget on carriers', () => {
     await new Promise<void>((r) => sink.listen(0, '127.0.0.1', () => r()));
     const sinkPort = (sink.address() as AddressInfo).port;
     const pb = await freePort();
-    const mb = new WrapManager(
-      {
-        key: b,
-        peers: [{ name: 'h', publicKey: h.publicKey, role: 1 }],
-        peerAddr: () => undefined,
-        listen: { host: '127.0.0.1', port: pb },
-        budget: () => ({ charge: (ms) => (budget.charge(ms), budget.waitMs(performance.now())) }),
-      },
-      {
-        intercept: { host: '127.0.0.1', port: 0 },
-        interception: 'off',
-        windowBytes: 4 * 1024 * 1024,
-        maxConnections: 64,
-        silenceMs: 5_000,
-        allow: [{ peer: 'h', to: `127.0.0.1:${sinkPort}`, protocol: 'tcp' }],
-      },
-      [],
-      log,
-    );
-    await mb.start();
+    const mb = await budgetedManager(b, h, pb, sinkPort, (ms) => (budget.charge(ms), budget.waitMs(performance.now())));
     const hostile = await dialCarrier('127.0.0.1', pb, h, b.publicKey);
     let acked = 0;
     hostile.start({
@@ -978,26 +990,7 @@ describe('per-peer work budget: the end-of-turn writes', () => {
     await new Promise<void>((r) => sink.listen(0, '127.0.0.1', () => r()));
     const sinkPort = (sink.address() as AddressInfo).port;
     const pb = await freePort();
-    const mb = new WrapManager(
-      {
-        key: b,
-        peers: [{ name: 'h', publicKey: h.publicKey, role: 1 }],
-        peerAddr: () => undefined,
-        listen: { host: '127.0.0.1', port: pb },
-        budget: () => ({ charge: (ms) => ((charged += ms), 0) }),
-      },
-      {
-        intercept: { host: '127.0.0.1', port: 0 },
-        interception: 'off',
-        windowBytes: 4 * 1024 * 1024,
-        maxConnections: 64,
-        silenceMs: 5_000,
-        allow: [{ peer: 'h', to: `127.0.0.1:${sinkPort}`, protocol: 'tcp' }],
-      },
-      [],
-      log,
-    );
-    await mb.start();
+    const mb = await budgetedManager(b, h, pb, sinkPort, (ms) => ((charged += ms), 0));
     const hostile = await dialCarrier('127.0.0.1', pb, h, b.publicKey);
     hostile.start({ onRecord: () => {}, onClose: () => {}, onDrain: () => {} });
     // Each uncork of a socket costs 2 ms here (as a write whose kernel delivery is slow would).
