@@ -10,7 +10,7 @@ import { ADMIN_ARGUMENTS, ECHO_MAX } from '../drivers/admin/args.js';
 import { ADMIN_LIMITS, MAX_REQUESTS_IN_PROGRESS } from '../drivers/admin/server.js';
 import { FEED_LIMITS } from '../drivers/admin/feed.js';
 import { WATCH_LIMITS } from '../drivers/admin/pair.js';
-import { RawAdmin, startSoloSpookd } from './admin-solo.js';
+import { RawAdmin, startSoloSpookd, until } from './admin-solo.js';
 
 /**
  * Containment of the admin socket's requests (review): a request's unknown fields are refused before
@@ -32,14 +32,6 @@ const startSpookd = (): Promise<Spookd> =>
   });
 type Raw = RawAdmin;
 const Raw = { open: (): Promise<RawAdmin> => RawAdmin.open(socket) };
-
-async function until(f: () => boolean, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!f()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 /** A domain write that stays pending (no majority) for a minute; `pad` rides in its op, a field no check reads. */
 const pendingWrite = (id: number, value: string, pad?: string): unknown => ({

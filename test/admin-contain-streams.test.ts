@@ -8,7 +8,7 @@ import { Feeds, type FeedOptions } from '../drivers/admin/feed.js';
 import { feedsOf } from '../drivers/admin/read.js';
 import { WATCH_LIMITS, watchesOf } from '../drivers/admin/pair.js';
 import type { Call } from '../drivers/admin/handlers.js';
-import { RawAdmin, startSoloSpookd } from './admin-solo.js';
+import { RawAdmin, startSoloSpookd, until } from './admin-solo.js';
 
 /**
  * Containment of the admin socket's streams (review): `watch` and `events` are bounded per connection
@@ -26,14 +26,6 @@ const startSpookd = (): Promise<Spookd> =>
   startSoloSpookd(dir, socket, { domains: [{ name: 'main', members: ['b'], registers: [{ name: 'kv', kind: 'map' }], policy: 'buffer' }] });
 type Raw = RawAdmin;
 const Raw = { open: (): Promise<RawAdmin> => RawAdmin.open(socket) };
-
-async function until(f: () => boolean, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!f()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 beforeAll(async () => {
   d = await startSpookd();

@@ -128,3 +128,12 @@ export class RawAdmin<R = unknown> {
     this.sock.destroy();
   }
 }
+
+/** Waits for `f` to hold (polled every 10 ms), at most `ms`. */
+export async function until(f: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!f()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

@@ -8,11 +8,12 @@ import type { CrossDelta } from '../wire/cross.js';
 import { DeltaOp, type Delta } from '../wire/delta.js';
 import { PairState } from '../core/pair/lifecycle.js';
 import { SimWorld, type SimEndpoint } from '../testing/sim/world.js';
-import type { HalfPair, RegisterSpec } from '../core/pair/halfpair.js';
+import { HalfPair, type RegisterSpec } from '../core/pair/halfpair.js';
 import type { SpookEvent } from '../core/pair/events.js';
 import { OwnManifest, manifestEntry } from '../core/pair/manifest.js';
-import { QUOTA_DEFAULTS } from '../core/register/quota.js';
-import { MANIFEST_REPLY, MsgType, decodeMessages, encodeMessage, type Message } from '../wire/messages.js';
+import { QUOTA_DEFAULTS, type Quota } from '../core/register/quota.js';
+import type { MapState } from '../core/register/map.js';
+import { MANIFEST_REPLY, MsgType, decodeMessages, encodeMessage, type Message, type WireEntry } from '../wire/messages.js';
 import { decodeFrame } from '../wire/header.js';
 import type { StreamReport } from '../testing/lab/cutstream.js';
 import { WireError } from '../wire/errors.js';
@@ -209,4 +210,25 @@ export function sentMessages(p: HalfPair, now: number): Message[] {
   const out: Message[] = [];
   for (let d = p.pollTransmit(now); d; d = p.pollTransmit(now)) out.push(...decodeMessages(decodeFrame(d).payload).messages);
   return out;
+}
+
+/**
+ * A follower of one map register `kv` (quota `quota`) holding `own` at v1, its peer's manifest
+ * taken, and `feed`: messages in one payload, a millisecond later, what it sends back.
+ */
+export function mapFollower(quota: Partial<Quota>, own: WireEntry[]) {
+  const regs = [{ name: 'kv', kind: 'map' as const, quota }];
+  const f = new HalfPair({ pairId: 1, localId: 2, peerId: 1, seed: 5, registers: regs }, 0);
+  f.register('kv').restore(1, (st) => {
+    for (const e of own) (st as MapState).put(e.key, e.value, e.version);
+  });
+  let pn = 1;
+  let t = 1;
+  const feed = (...ms: Message[]): Message[] => {
+    f.handlePayload(t, pn++, concatBytes(ms.map((m) => encodeMessage(m))));
+    t += 1;
+    return sentMessages(f, t);
+  };
+  f.handlePayload(t, pn++, peerManifest(regs));
+  return { f, feed, reg: f.register('kv') };
 }

@@ -5,31 +5,17 @@
  * back to a full transfer that was refused too, and never re-entangled (review, 2026-12-07).
  */
 import { describe, expect, it } from 'vitest';
-import { HalfPair } from '../core/pair/halfpair.js';
 import { childrenOf } from '../core/register/keyspace.js';
 import { MapState } from '../core/register/map.js';
-import type { MapState as MapStateT } from '../core/register/map.js';
-import { MsgType, encodeMessage, type Message, type WireEntry } from '../wire/messages.js';
-import { enc, peerManifest, concatBytes, sentMessages } from './helpers.js';
+import { MsgType, type Message, type WireEntry } from '../wire/messages.js';
+import { enc, mapFollower } from './helpers.js';
 
 const entry = (k: string, v = 'v'.repeat(20), version = 1): WireEntry => ({ key: enc(k), version, value: enc(v) });
 
 describe('re-entanglement of a register above a lowered quota', () => {
   it('range reconciliation that does not grow it installs (quota 100 octets, 8 keys of ~24 held)', () => {
     const own = Array.from({ length: 8 }, (_, i) => entry(`k${i}`));
-    const regs = [{ name: 'kv', kind: 'map' as const, quota: { maxBytes: 100, maxValueBytes: 8 } }];
-    const f = new HalfPair({ pairId: 1, localId: 2, peerId: 1, seed: 5, registers: regs }, 0);
-    f.register('kv').restore(1, (st) => {
-      for (const e of own) (st as MapStateT).put(e.key, e.value, e.version);
-    });
-    let pn = 1;
-    let t = 1;
-    const feed = (...ms: Message[]): Message[] => {
-      f.handlePayload(t, pn++, concatBytes(ms.map((m) => encodeMessage(m))));
-      t += 1;
-      return sentMessages(f, t);
-    };
-    f.handlePayload(t, pn++, peerManifest(regs));
+    const { f, feed } = mapFollower({ maxBytes: 100, maxValueBytes: 8 }, own);
     // The sequencer changed one value (as long as before: no growth).
     const theirs = own.map((e, i) => (i === 0 ? entry('k0', 'w'.repeat(20), 2) : e));
     const result = new MapState(5);

@@ -17,6 +17,17 @@ type ReconReq = Extract<Message, { type: MsgType.ReconReq }>;
 const T = 5;
 const differ = (i: number) => ({ count: 100 + i, hash: { hi: 3, lo: 4 + i } });
 const same = { count: 0, hash: { hi: 0, lo: 0 } };
+/** Part `part` of `parts` of register kv's entries under prefix `p`, with no entries. */
+const emptyPart = (p: Prefix, part: number, parts: number): Message => ({
+  type: MsgType.ReconEntries,
+  register: 'kv',
+  targetVersion: T,
+  depth: p.depth,
+  prefix: p.prefix,
+  part,
+  parts,
+  entries: [],
+});
 
 /** A follower (empty map, maxValueBytes 1: the bound is 1 MiB and 8 octets) reconciling against a pin of 10^6 keys. */
 function session() {
@@ -58,17 +69,7 @@ describe('incomplete ReconEntries sets', () => {
     const s = session();
     const asked = s.descend([{ depth: 0, prefix: 0 }], () => 16);
     expect(asked).toHaveLength(16);
-    for (const p of asked)
-      s.feed({
-        type: MsgType.ReconEntries,
-        register: 'kv',
-        targetVersion: T,
-        depth: p.depth,
-        prefix: p.prefix,
-        part: 0,
-        parts: 4096,
-        entries: [],
-      });
+    for (const p of asked) s.feed(emptyPart(p, 0, 4096));
     // Before the fix: 16 sets of 4,096 slots held, 0 octets counted.
     expect(s.slots()).toBe(0);
     expect(s.f.stats.drops['quota-violation']).toBe(16);
@@ -81,17 +82,7 @@ describe('incomplete ReconEntries sets', () => {
     for (let d = 0; d < 8; d++) asked = s.descend(asked, (depth) => (depth === 7 ? 16 : depth === 6 ? 3 : 1));
     expect(asked).toHaveLength(48);
     expect(asked.every((p) => p.depth === 8)).toBe(true);
-    for (const p of asked)
-      s.feed({
-        type: MsgType.ReconEntries,
-        register: 'kv',
-        targetVersion: T,
-        depth: p.depth,
-        prefix: p.prefix,
-        part: 0,
-        parts: 4096,
-        entries: [],
-      });
+    for (const p of asked) s.feed(emptyPart(p, 0, 4096));
     // 1 MiB + 8 octets of bound, 8 per slot: fewer than 129 sets' worth of 4,096 slots... and 48 sets would be 1.5 MiB.
     // Before the fix: 48 sets, 196,608 slots held, 0 counted.
     const bound = (1 << 20) + 8;
@@ -100,26 +91,8 @@ describe('incomplete ReconEntries sets', () => {
     expect(s.f.stats.drops['quota-violation']).toBeGreaterThanOrEqual(1);
     // A set that completes is taken as usual: the bound is on what waits, not on what arrives.
     const p = asked[asked.length - 1];
-    s.feed({
-      type: MsgType.ReconEntries,
-      register: 'kv',
-      targetVersion: T,
-      depth: p.depth,
-      prefix: p.prefix,
-      part: 0,
-      parts: 2,
-      entries: [],
-    });
-    s.feed({
-      type: MsgType.ReconEntries,
-      register: 'kv',
-      targetVersion: T,
-      depth: p.depth,
-      prefix: p.prefix,
-      part: 1,
-      parts: 2,
-      entries: [],
-    });
+    s.feed(emptyPart(p, 0, 2));
+    s.feed(emptyPart(p, 1, 2));
     expect(s.requester().parts.has(`${p.depth}:${p.prefix}`)).toBe(false);
   });
 
@@ -130,9 +103,9 @@ describe('incomplete ReconEntries sets', () => {
       { depth: 1, prefix: 0 },
       { depth: 1, prefix: 1 },
     ]);
-    s.feed({ type: MsgType.ReconEntries, register: 'kv', targetVersion: T, depth: 1, prefix: 5, part: 0, parts: 2, entries: [] });
+    s.feed(emptyPart({ depth: 1, prefix: 5 }, 0, 2));
     expect(s.slots()).toBe(0);
-    s.feed({ type: MsgType.ReconEntries, register: 'kv', targetVersion: T, depth: 1, prefix: 0, part: 0, parts: 2, entries: [] });
+    s.feed(emptyPart({ depth: 1, prefix: 0 }, 0, 2));
     expect(s.slots()).toBe(2);
     expect(s.requester().partialBytes).toBeGreaterThan(0);
     s.descend([{ depth: 1, prefix: 0 }], () => 0);

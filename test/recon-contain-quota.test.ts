@@ -8,34 +8,14 @@
  * than the register's limit was installed. The sequencer is played by hand.
  */
 import { describe, expect, it } from 'vitest';
-import { HalfPair } from '../core/pair/halfpair.js';
-import type { Quota } from '../core/register/quota.js';
 import { childrenOf } from '../core/register/keyspace.js';
 import { MapState, entryWireLen } from '../core/register/map.js';
-import { MsgType, REQ_WANT_DIFF, encodeMessage, type Message, type WireEntry } from '../wire/messages.js';
-import { enc, peerManifest, concatBytes, sentMessages } from './helpers.js';
+import { MsgType, REQ_WANT_DIFF, type Message, type WireEntry } from '../wire/messages.js';
+import { enc, mapFollower } from './helpers.js';
 
 type ReconReq = Extract<Message, { type: MsgType.ReconReq }>;
 
 const reconReqs = (ms: Message[]): ReconReq[] => ms.filter((m): m is ReconReq => m.type === MsgType.ReconReq);
-
-/** A follower of one map register holding `own` at v1, and a way to feed it messages. */
-function follower(quota: Partial<Quota>, own: WireEntry[]) {
-  const regs = [{ name: 'kv', kind: 'map' as const, quota }];
-  const f = new HalfPair({ pairId: 1, localId: 2, peerId: 1, seed: 5, registers: regs }, 0);
-  f.register('kv').restore(1, (st) => {
-    for (const e of own) (st as MapState).put(e.key, e.value, e.version);
-  });
-  let pn = 1;
-  let t = 1;
-  const feed = (...ms: Message[]): Message[] => {
-    f.handlePayload(t, pn++, concatBytes(ms.map((m) => encodeMessage(m))));
-    t += 1;
-    return sentMessages(f, t);
-  };
-  f.handlePayload(t, pn++, peerManifest(regs));
-  return { f, feed, reg: f.register('kv') };
-}
 
 /** The hash and size of a map of these entries (what an honest ReconMeta states). */
 function pinOf(entries: WireEntry[]): { hash: { hi: number; lo: number }; size: number; state: MapState } {
@@ -54,7 +34,7 @@ const keys = (n: number, from = 0, v = 'v', version = 1): WireEntry[] =>
  * then that child with `extra`. Its ReconMeta states `size` and the hash of ours plus `extra`, so
  * the result verifies by hash.
  */
-function growBy(f: ReturnType<typeof follower>, own: WireEntry[], extra: WireEntry[], size: number): void {
+function growBy(f: ReturnType<typeof mapFollower>, own: WireEntry[], extra: WireEntry[], size: number): void {
   const out = f.feed({ type: MsgType.Status, register: 'kv', version: 1, hash: { hi: 7, lo: 7 }, logBase: 0, resolvedSeq: 0, held: [] });
   expect(reconReqs(out)[0]?.prefixes).toEqual([{ depth: 0, prefix: 0 }]);
   const children = childrenOf(pinOf(own).state.snapshot(1), 0, 0);
@@ -90,7 +70,7 @@ function keysInEmptyChild(own: WireEntry[], n: number, from: number): WireEntry[
 describe('a reconciliation result past the quota is not installed', () => {
   it('range reconciliation: 4 keys added to a follower whose quota is 4 keys are refused and counted; a full transfer follows', () => {
     const own = keys(4);
-    const f = follower({ maxKeys: 4 }, own);
+    const f = mapFollower({ maxKeys: 4 }, own);
     const extra = keysInEmptyChild(own, 4, 0);
     growBy(f, own, extra, 4);
     // Before the fix: installed at v2 with 8 keys, nothing counted.
@@ -103,14 +83,14 @@ describe('a reconciliation result past the quota is not installed', () => {
 
   it('range reconciliation: a result whose size is not the ReconMeta size is not installed, even within the quota', () => {
     const own = keys(4);
-    const f = follower({ maxKeys: 100 }, own);
+    const f = mapFollower({ maxKeys: 100 }, own);
     const extra = keysInEmptyChild(own, 4, 0);
     growBy(f, own, extra, 4); // the ReconMeta says 4 keys; the result would hold 8
     expect(f.reg.state.size()).toBe(4);
     expect(f.reg.version).toBe(1);
     expect(f.f.stats.fullTransfers).toBe(1);
     // The same answer with the size stated truly is installed (the check is not a refusal of every growth).
-    const g = follower({ maxKeys: 100 }, own);
+    const g = mapFollower({ maxKeys: 100 }, own);
     growBy(g, own, extra, 8);
     expect(g.reg.state.size()).toBe(8);
     expect(g.reg.version).toBe(2);
@@ -121,7 +101,7 @@ describe('a reconciliation result past the quota is not installed', () => {
     const own = keys(4, 0, '0123456789'); // 4 entries of 15 octets: 60
     const put = keys(2, 10, '0123456789012345678901234567890', 2); // 2 new keys of 36 octets: 72, within 120 alone
     const quota = { maxBytes: 120 };
-    const f = follower(quota, own);
+    const f = mapFollower(quota, own);
     const bytes = [...own, ...put].reduce((n, e) => n + entryWireLen(e), 0);
     expect(bytes).toBeGreaterThan(quota.maxBytes);
     const out = f.feed({ type: MsgType.Status, register: 'kv', version: 5, hash: { hi: 7, lo: 7 }, logBase: 5, resolvedSeq: 0, held: [] });

@@ -19,7 +19,7 @@ import { domainOf } from './domain.js';
 import { FEED_LIMITS, Feeds, PairRings, type FeedSource } from './feed.js';
 import type { Call, Handlers, StreamHandlers } from './handlers.js';
 import { endWhenRemoved, linkOf, refuseFenced } from './pair.js';
-import { collectScan, countScan, nextTurn, OneAtATime, releasePin, ScanGone, type NextTurn, type ScanSet } from './scan.js';
+import { collectScan, countScan, nextTurn, OneAtATime, releasePin, ScanGone, type ScanSet } from './scan.js';
 
 export const SCAN_LIMITS = {
   defaultLimit: 1000,
@@ -73,8 +73,6 @@ class Cursors {
   private readonly hooked = new WeakSet<object>();
   private entries = 0;
   private bytes = 0;
-
-  constructor(private readonly turn: NextTurn = nextTurn) {}
 
   /** Drops cursors idle past their TTL (at most `total` to look at). */
   private sweep(now: number): void {
@@ -161,11 +159,11 @@ class Cursors {
       if (closed || (cursor !== undefined && !this.all.has(cursor.id))) throw new ScanGone();
     };
     try {
-      const count = await countScan(pin, prefix, this.turn, check);
+      const count = await countScan(pin, prefix, nextTurn, check);
       // One page holds them all when they are at most `limit` and all but the last stay under pageBytes, whatever their order.
       if (count.entries > limit || count.bytes - count.smallest >= SCAN_LIMITS.pageBytes)
         cursor = this.open(t, v, prefixKey, count.entries, count.bytes, call, ttlMs);
-      return { set: await collectScan(pin, prefix, count, this.turn, check), cursor };
+      return { set: await collectScan(pin, prefix, count, nextTurn, check), cursor };
     } catch (e) {
       releasePin(pin);
       if (cursor) this.drop(cursor.id);
