@@ -640,7 +640,10 @@ export interface ReloadReport {
   refused: ReloadRefusal[];
 }
 
-/** A change a reload refused: a peer (a domain names it, ...), a wrapper (`transport/port`), a register's limits, or a field (`wrap.allow`). */
+/**
+ * A change a reload refused: a peer (a member of a domain, its store failed, ...), a wrapper
+ * (`transport/port`), a register's limits, or a field (`wrap.allow[i]`: a rule naming a peer not configured).
+ */
 export type ReloadRefusal = ({ peer: string } | { wrapper: string } | { register: string } | { field: string }) & { reason: string };
 
 /** What a refusal is about, for people: `peer b`, `wrapper tcp/22`, `register config`, or the field path. */

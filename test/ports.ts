@@ -17,7 +17,7 @@
  * namespaces they create (testing/lab: Lab without `loopback`, BridgedPair, RoamLab, ConnectLab)
  * need no block: a fresh namespace's ports are its own. A file that binds more ports needs a
  * larger `ports` (and its block, and every later one, moved); test/ports.test.ts checks the table.
- * 29720-32767 is free for new files.
+ * 31250-32767 is free for new files.
  */
 
 /** Lanes per block: runs on one machine whose pids differ modulo this use disjoint ports. */
@@ -97,6 +97,8 @@ export const BLOCKS = {
   'txn.test.ts': { first: 28_870, last: 29_379, ports: 3 },
   /** the two example mirror apps (HTTP; the spookd run in namespaces) */
   'e2e/library.test.ts': { first: 29_380, last: 29_719, ports: 2 },
+  /** z, x, b, v, u, c, other, y, w */
+  'reload-revoke.test.ts': { first: 29_720, last: 31_249, ports: 9 },
 } as const satisfies Record<string, PortBlock>;
 
 export type PortFile = keyof typeof BLOCKS;

@@ -229,7 +229,8 @@ describe('spookd: fsync always whose fsync fails off the event loop', () => {
       expect(wy.told).toEqual([]);
       if (x.link('z').pair.role === 'sequencer') expect(wz.told[0]).toMatchObject({ verdict: 'committed' });
     } finally {
-      await x.stop();
+      // The batch that failed acknowledged nothing: a clean stop as far as promises go (exit 0).
+      expect(await x.stop()).toEqual({ storeFailures: 0 });
     }
     for (const s of xs.values()) expect(() => s.persist([])).toThrow(/closed/);
   }, 15_000);
@@ -279,7 +280,8 @@ describe('spookd: fsync everysec whose background flush fails', () => {
     // reported once, and every store is still closed.
     write(e, 'g', 'g-2');
     fsyncStores.get('g')!.failing = true;
-    await e.stop();
+    // Both flushes covered acknowledged writes: the stop says so (spookd exits 74, not 0).
+    expect(await e.stop()).toEqual({ storeFailures: 2 });
     expect(elog.filter((l) => l.includes('"peer":"g"') && l.includes('g/config: fsync: EIO')).length).toBe(1);
     for (const s of fsyncStores.values()) expect(() => s.persist([])).toThrow(/closed/);
   }, 15_000);

@@ -99,6 +99,7 @@ export function renderSpookd(): string {
     `.SH EXIT STATUS\n.TP\n.B 0\nStopped by a signal, cleanly.\n.TP\n.B 1\nA start that failed (the log's fatal line names the field or the store).\n` +
     `.TP\n.B 2\nThe configuration, the key file or a start check is wrong (each problem on stderr as FILE: FIELD: MESSAGE).\n` +
     `.TP\n.B 70\nAn internal error ended it (reported, never as success).\n` +
+    `.TP\n.B 74\nStopped by a signal, but a flush of acknowledged writes failed during the run or while closing (fsync everysec; the log names the store): those writes may be lost.\n` +
     `.SH ENVIRONMENT\n.TP\n.B NOTIFY_SOCKET\nset by systemd: readiness and the descriptor store.\n.TP\n.B JOURNAL_STREAM\nset by systemd: ` +
     `log lines carry syslog priorities.\n.TP\n.B SPOOK_FDSTORE\nthe unit's FileDescriptorStoreMax (systemd before 254 does not pass it).\n` +
     `.SH FILES\n.TP\n.I /etc/spook/spookd.conf\nThe configuration (\\fBspookd.conf\\fR(5)).\n.TP\n.I /var/lib/spook\nState: per-peer stores, domain journals.\n` +

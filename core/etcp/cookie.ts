@@ -259,6 +259,15 @@ export class CookieChecker {
     this.knownSourceCount.set(at, (this.knownSourceCount.get(at) ?? 0) + 1);
   }
 
+  /** A peer no longer authorised (removed by a reload): the host of its latest handshake is exempt no more. */
+  forgetAuthorised(peer: string): void {
+    const old = this.knownOf.get(peer);
+    if (old === undefined) return;
+    this.knownOf.delete(peer);
+    decrement(this.knownCount, old.host);
+    decrement(this.knownSourceCount, old.source);
+  }
+
   /** The cookie for `source`: MAC(secret, source), the secret redrawn every two minutes. */
   cookie(now: number, source: string): Uint8Array {
     if (!this.secret || now - this.secretAt >= COOKIE_SECRET_LIFETIME_MS || now < this.secretAt) {

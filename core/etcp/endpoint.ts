@@ -579,6 +579,7 @@ export class EtcpEndpoint {
     this.peers.delete(k); // its last init timestamp stays: an old init of a key authorised again is still a replay
     this.lastInitAcceptedAt.delete(k);
     this.cookieFrom.delete(k);
+    this.cookies.forgetAuthorised(p.name); // its last address is exempt from the global DH bucket no more
     for (const [idx, h] of this.pending) if (h.peer === p) this.pending.delete(idx);
     const closed: number[] = [];
     for (const [idx, s] of this.sessions)

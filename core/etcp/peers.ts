@@ -553,7 +553,13 @@ export class PeerTable {
       this.events.push({ type: 'cookie-stored', peer: r.peer.name, from });
       return;
     }
-    const p = this.peers.get(r.session.peer.name)!;
+    const p = this.peers.get(r.session.peer.name);
+    if (p === undefined) {
+      // The endpoint knows a key this table does not (a driver that authorised it there only): no session.
+      this.o.etcp.close(r.session.localIndex);
+      this.drop('unauthorized-key', { from, detail: `no peer named ${r.session.peer.name}` });
+      return;
+    }
     if (p.fenced) {
       // A fenced pair forms no sessions until the driver restarts.
       this.o.etcp.close(r.session.localIndex);

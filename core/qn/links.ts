@@ -112,6 +112,11 @@ export class QnLinks {
     addRttSample(l, sample);
   }
 
+  /** A link no longer configured: its queues and reassembly go with it. */
+  remove(id: NodeId): void {
+    this.links.delete(id);
+  }
+
   /** Drop own queued messages whose key `stale` names, on every link. */
   forget(stale: (key: string) => boolean): void {
     for (const l of this.links.values()) l.sender.forget(stale);

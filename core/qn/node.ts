@@ -659,6 +659,25 @@ export class DomainNode {
     return undefined;
   }
 
+  /** In the bootstrap configuration or the configuration in force (committed or not): a voter, or about to be one. */
+  isMember(id: NodeId): boolean {
+    return this.o.members.includes(id) || this.raft.members.includes(id);
+  }
+
+  /**
+   * A link that is no member (isMember) taken away: its peer was removed from the host's
+   * configuration. Nothing of it is heard, vouched for or routed through from here on.
+   */
+  dropLink(id: NodeId): void {
+    if (this.isMember(id)) throw new Error(`node ${id} is a member: change the membership first`);
+    const at = this.o.links.indexOf(id);
+    if (at >= 0) this.o.links.splice(at, 1);
+    this.heard.delete(id);
+    this.hellos.delete(id);
+    this.vouched.delete(id);
+    this.links.remove(id);
+  }
+
   /** In the bootstrap configuration, any configuration this member has seen (log, snapshot, committed), or vouched for. */
   knownMember(id: NodeId): boolean {
     return this.o.members.includes(id) || this.everMember.has(id) || this.raft.inAnyConfig(id) || this.vouched.has(id);

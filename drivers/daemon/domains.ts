@@ -287,6 +287,22 @@ export class DomainHost {
     return this.nameOf.get(id) ?? `node-${id}`;
   }
 
+  /** Whether peer `name` is a voter of this domain (its bootstrap members or the configuration in force). */
+  hasMember(name: string): boolean {
+    const id = this.idOf.get(name);
+    return id !== undefined && (this.cfg.members.includes(name) || this.node.isMember(id));
+  }
+
+  /** A peer removed from the host that is no member: no longer a link of this domain (a later `member add` of it needs a restart). */
+  dropPeer(name: string): void {
+    const id = this.idOf.get(name);
+    // A member by now (a `member add` while the removal waited for its fsyncs): left as it is.
+    if (id === undefined || this.hasMember(name)) return;
+    this.node.dropLink(id);
+    this.idOf.delete(name);
+    this.nameOf.delete(id);
+  }
+
   /** Publish events, then hand each outgoing message to `send` (peer name, QN payload). */
   drain(send: (peer: string, payload: Uint8Array) => void): void {
     const events = this.published;

@@ -10,6 +10,9 @@ import { spookdCommand, type SpookdOptions } from './options.js';
 import { checkPaths, checkPorts, formatProblems } from './preflight.js';
 import { RERESOLVE_MS, resolveEndpoints } from './resolve.js';
 
+/** Stopped, but a store's last flush failed (sysexits' EX_IOERR): writes it acknowledged may be lost. */
+const EXIT_STORE_FAILED = 74;
+
 const program = spookdCommand().action(async (o: SpookdOptions) => {
   let cfg;
   let key;
@@ -69,7 +72,8 @@ const program = spookdCommand().action(async (o: SpookdOptions) => {
     setTimeout(() => process.exit(code || 1), 10_000).unref();
     // After an uncaught exception the wrap state is not trusted to the next process: no handover.
     d.stop({ handover: code === 0 }).then(
-      () => process.exit(code),
+      // A store whose last flush failed: what it acknowledged may be lost, never reported as a clean stop.
+      (r) => process.exit(code === 0 && r.storeFailures > 0 ? EXIT_STORE_FAILED : code),
       (e: unknown) => {
         log.error({ err: e }, 'unclean shutdown');
         process.exit(1);

@@ -11,6 +11,7 @@
  */
 import { refusalSubject, type ReloadReport } from '../../client/protocol.js';
 import { transportOf, wrapperKey, type WrapperKey } from '../../core/wrap/protocols.js';
+import { parseDestination } from '../wrap/policy.js';
 import { MapState } from '../../core/register/map.js';
 import { mapMaxBytes, type Quota } from '../../core/register/quota.js';
 import { ConfigError, loadConfig, type SpookdConfig } from './config.js';
@@ -279,12 +280,21 @@ async function applyChanges(d: Spookd, current: SpookdConfig, next: SpookdConfig
     }
   }
 
-  if (
-    !same(current.wrap.allow, next.wrap.allow) &&
-    (await attempt({ field: 'wrap.allow' }, () => d.wraps.setAllow(d.allowRules(next.wrap.allow))))
-  ) {
-    applied.allow = next.wrap.allow;
-    r.allowChanged = true;
+  // The dial policy holds peers by name, and a rule may name a key: compiled again whenever the
+  // rules or the peers changed, so a key's grant follows the key, never a name it had.
+  const peersChanged = r.added.length + r.removed.length + r.rekeyed.length > 0;
+  if (!same(current.wrap.allow, next.wrap.allow) || peersChanged) {
+    // Rule by rule: one naming a peer not configured (its addition refused) is left out and
+    // reported; the others, and every revocation, apply (a rule left out grants nothing).
+    const kept: SpookdConfig['wrap']['allow'] = [];
+    for (const [i, rule] of next.wrap.allow.entries())
+      if (await attempt({ field: `wrap.allow[${i}]` }, () => parseDestination(d.allowRules([rule])[0].to))) kept.push(rule);
+    const rules = d.allowRules(kept);
+    if (!same(d.wraps.policy.rules, rules)) {
+      d.wraps.setAllow(rules);
+      r.allowChanged = true;
+    }
+    applied.allow = kept;
   }
 
   // Pair registers' quotas: the same register in both (adding one, or changing its kind, needs a restart).

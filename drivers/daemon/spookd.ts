@@ -27,6 +27,7 @@ import { TAGLEN, type KeyPair } from '../../crypto/primitives.js';
 import { HalfPair } from '../../core/pair/halfpair.js';
 import type { SpookEvent } from '../../core/pair/events.js';
 import { DiskStore, StoreRefused, type FsyncPolicy } from '../store/store.js';
+import { claimPairDir } from '../store/pair-dir.js';
 import { decodeKey, encodeKey } from './keys.js';
 import { ConfigError, parseHostPort, type SpookdConfig } from './config.js';
 import { bindFault, describeBindError } from './preflight.js';
@@ -83,6 +84,12 @@ interface EndedSync {
 const hostPort = (a: Addr | undefined): string | undefined => a && `${a.address}:${a.port}`;
 
 /** A configured peer: its pair and store here, its sessions in the peer table. */
+/** How a stop ended. */
+export interface StopReport {
+  /** Flushes that failed after writes were acknowledged (fsync everysec: in the background, or a store's last while closing): those writes may be lost. */
+  storeFailures: number;
+}
+
 class Link implements PeerLink {
   fenced: Fence | undefined = undefined;
   /** Its last batch, syncing off the event loop until released (never rejects): the next batch waits for it. */
@@ -212,6 +219,8 @@ export class Spookd {
   private releaseQueued = false;
   /** Commit passes run and the writes they made durable (a measure of group commit). */
   readonly commits = { passes: 0, batches: 0, writes: 0, storeFailures: 0, syncing: 0 };
+  /** Background flushes (fsync everysec) that failed: what they covered had been acknowledged (StopReport). */
+  private flushesFailed = 0;
 
   /**
    * The file a reload reads (main.ts sets it; undefined: this daemon has none, `reload` is refused).
@@ -479,7 +488,12 @@ export class Spookd {
   private addLink(p: SpookdConfig['peers'][number]): Link {
     const publicKey = decodeKey(p.publicKey, `peer ${p.name}`);
     const ids = pairIdentity(this.key.publicKey, publicKey);
-    const store = this.makeStore(p.name, join(this.cfg.dataDir, p.name), this.cfg.fsync, (e) => this.onFlushFailed(p.name, e));
+    const dir = join(this.cfg.dataDir, p.name);
+    // A store of the same name for other keys (a rekey) is another pair's: set aside, never replayed under these keys.
+    const retired = claimPairDir(dir, this.key.publicKey, publicKey);
+    if (retired !== undefined)
+      this.log.warn({ peer: p.name, kept: retired }, 'peer or host key changed: a new pair, from an empty store (the old one kept aside)');
+    const store = this.makeStore(p.name, dir, this.cfg.fsync, (e) => this.onFlushFailed(p.name, e));
     // Nothing is lost (the logs still hold it) and the next snapshot is written at once: say so, carry on.
     store.onSnapshotFailed = (e) =>
       this.log.warn({ peer: p.name, err: e.message }, 'background snapshot failed; the next one is written at once');
@@ -509,9 +523,14 @@ export class Spookd {
       this.now(),
     );
     const link = new Link(p.name, publicKey, pair, store, this.table);
-    for (const r of link.pair.registers.values()) {
-      const rep = store.load(r);
-      this.log.info({ peer: p.name, ...rep }, rep.tornBytes > 0 ? 'register loaded; torn log tail cut' : 'register loaded');
+    try {
+      for (const r of link.pair.registers.values()) {
+        const rep = store.load(r);
+        this.log.info({ peer: p.name, ...rep }, rep.tornBytes > 0 ? 'register loaded; torn log tail cut' : 'register loaded');
+      }
+    } catch (e) {
+      closeQuietly(store);
+      throw e;
     }
     this.log.info({ peer: p.name, role: link.pair.role }, 'pair configured');
     this.links.set(p.name, link);
@@ -529,17 +548,27 @@ export class Spookd {
     const publicKey = decodeKey(p.publicKey, `peer ${p.name}`);
     for (const l of this.links.values())
       if (Buffer.from(l.publicKey).equals(Buffer.from(publicKey))) throw new Error(`peer ${p.name}: its key is peer ${l.name}'s`);
-    this.etcp.addPeer({ name: p.name, publicKey });
+    // Its store first (what a bad disk refuses), its key authorised last: a refused peer is trusted nowhere.
     const link = this.addLink(p);
-    this.table.addPeer({
-      name: p.name,
-      publicKey,
-      endpoint: toAddr(p.endpoint),
-      pairState: () => this.links.get(p.name)!.pair.state,
-      budgetMs: this.cfg.peerBudgetMs,
-    });
-    // After the table: the wrappers' carrier budget is the peer's, read from it.
-    this.wraps.addPeer({ name: p.name, publicKey, role: link.pair.role === 'sequencer' ? 0 : 1 });
+    try {
+      this.table.addPeer({
+        name: p.name,
+        publicKey,
+        endpoint: toAddr(p.endpoint),
+        pairState: () => this.links.get(p.name)!.pair.state,
+        budgetMs: this.cfg.peerBudgetMs,
+      });
+      // After the table: the wrappers' carrier budget is the peer's, read from it.
+      this.wraps.addPeer({ name: p.name, publicKey, role: link.pair.role === 'sequencer' ? 0 : 1 });
+      this.etcp.addPeer({ name: p.name, publicKey });
+    } catch (e) {
+      this.wraps.removePeer(p.name);
+      this.table.removePeer(p.name);
+      this.links.delete(p.name);
+      this.timersStale.delete(link);
+      closeQuietly(link.store);
+      throw e;
+    }
     for (const f of this.additions) f(link);
     this.log.info({ peer: p.name, endpoint: p.endpoint ?? null }, 'peer added');
     this.schedule();
@@ -554,7 +583,7 @@ export class Spookd {
     const link = this.links.get(name);
     if (!link) throw new Error(`no peer named ${name}`);
     for (const d of this.domains.values())
-      if (d.idOf.has(name)) throw new Error(`peer ${name} is a member of domain ${d.cfg.name}: change the domain first`);
+      if (d.hasMember(name)) throw new Error(`peer ${name} is a member of domain ${d.cfg.name}: change the domain first`);
     for (const w of this.wraps.wrappers.values())
       if (w.peer === name) throw new Error(`peer ${name} carries the wrapper of port ${w.port}: remove the wrapper first`);
     // What its pair (and every other) wrote so far reaches the disk first: nothing accepted is dropped with it.
@@ -568,6 +597,8 @@ export class Spookd {
       await new Promise<void>((resolve) => sock.send(bye, link.addr!.port, link.addr!.address, () => resolve()));
     // Again: what was written while the goodbye went out (the sequencer decides its own writes alone).
     this.commit(true);
+    // A domain link that is no member (every configured peer is one): nothing of it is heard there from now.
+    for (const d of this.domains.values()) d.dropPeer(name);
     this.wraps.removePeer(name); // its carrier and wrapped connections; its key refused there too
     this.table.removePeer(name);
     this.drain(this.now()); // its session-removed events: out of the XDP pair table
@@ -672,7 +703,7 @@ export class Spookd {
    * Stop in an order that loses nothing: no more input (datagrams, timers, admin), then tell
    * the peers we are going away, close the socket, and only then close the stores.
    */
-  async stop(opts: { handover?: boolean } = {}): Promise<void> {
+  async stop(opts: { handover?: boolean } = {}): Promise<StopReport> {
     // A reload under way finishes first (it may be adding a peer or a wrapper), and none starts after.
     this.stopRequested = true;
     // Only then an await: without a reload, the final commit pass below runs within the stop() call itself.
@@ -704,11 +735,13 @@ export class Spookd {
     // start need not replay its log.old and write the snapshot again before it serves.
     await Promise.all([...this.links.values()].map((l) => l.store.settle(SNAPSHOT_SETTLE_MS)));
     this.storesClosed = true;
-    // Every store is closed even if one's last flush fails (that one is reported).
+    // Every store is closed even if one's last flush fails (that one is reported, and the stop is not clean).
+    let storeFailures = this.flushesFailed;
     for (const link of this.links.values())
       try {
         link.store.close();
       } catch (e) {
+        storeFailures++;
         this.commits.storeFailures++;
         this.log.error(
           { peer: link.name, err: e },
@@ -719,12 +752,14 @@ export class Spookd {
       try {
         dom.close();
       } catch (e) {
+        storeFailures++;
         this.log.error(
           { domain: dom.cfg.name, err: e },
           'durable storage failed while closing: the last second of writes (fsync everysec) may be lost',
         );
       }
-    this.log.info('stopped');
+    this.log.info({ storeFailures }, storeFailures > 0 ? 'stopped; acknowledged writes may be lost (durable storage failed)' : 'stopped');
+    return { storeFailures };
   }
 
   /**
@@ -734,6 +769,7 @@ export class Spookd {
   private onFlushFailed(peer: string, e: Error): void {
     const link = this.links.get(peer);
     if (!link || this.storesClosed) return;
+    this.flushesFailed++;
     this.fence(link, 'store', e, 'store-failed');
     if (!this.stopping) {
       this.drain(this.now()); // its sessions close
@@ -1406,6 +1442,15 @@ export class Spookd {
 const RECV_BUFFER_BYTES = 4 << 20;
 
 /** An endpoint's address; undefined for a DNS name not resolved yet (main.ts resolves them before the start). */
+/** A store given up before anything was written to it (a peer whose addition failed): its files closed, errors aside. */
+function closeQuietly(store: DiskStore): void {
+  try {
+    store.close();
+  } catch {
+    // nothing was accepted into it
+  }
+}
+
 function toAddr(s: string | undefined): { address: string; port: number } | undefined {
   const hp = s === undefined ? undefined : parseHostPort(s);
   return hp && { address: hp.host, port: hp.port };
