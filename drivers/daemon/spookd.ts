@@ -601,8 +601,8 @@ export class Spookd {
     for (const d of this.domains.values()) d.dropPeer(name);
     this.wraps.removePeer(name); // its carrier and wrapped connections; its key refused there too
     this.table.removePeer(name);
+    this.etcp.removePeer(link.publicKey); // its key refused before anything else can throw
     this.drain(this.now()); // its session-removed events: out of the XDP pair table
-    this.etcp.removePeer(link.publicKey);
     this.links.delete(name);
     this.serveReaders(link); // what the commits above made durable
     this.pairTimers.set(link, undefined);
