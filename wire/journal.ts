@@ -58,6 +58,50 @@ export function readFrames(buf: Uint8Array, max: number, sha256: Sha256): { reco
   return { records, end: off };
 }
 
+/**
+ * Octets `wholeFrameAfter` may hash: FRAME_SCAN_PER_OCTET per octet of the file, plus
+ * FRAME_SCAN_BASE (~0.5 s of SHA-256). Every offset after a bad record may claim a length, and
+ * each claim that fits costs a hash of that length: unbounded, a tail of many such claims (a torn
+ * record of binary data) would cost the square of its size.
+ */
+export const FRAME_SCAN_PER_OCTET = 16;
+export const FRAME_SCAN_BASE = 256 * 1024 * 1024;
+
+/**
+ * Where a whole, checksum-valid frame after the bad one at `end` (readFrames) starts: -1 if
+ * there is none, so that `end` starts a torn tail (a crash mid-write), undefined if the scan ran
+ * out of its budget first and cannot tell. The offset the bad record's length names is tried
+ * first, then every later one (a damaged length hides where the next record starts). Linear in
+ * the file's size: the octets hashed are capped.
+ */
+export function wholeFrameAfter(
+  buf: Uint8Array,
+  end: number,
+  max: number,
+  sha256: Sha256,
+  budget = FRAME_SCAN_PER_OCTET * buf.length + FRAME_SCAN_BASE,
+): number | undefined {
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  /** Whether a whole frame whose checksum matches starts at `off` (within the budget: 256 for a hash's fixed cost). */
+  const whole = (off: number): boolean => {
+    const len = view.getUint32(off);
+    if (len === 0 || len > max || off + RECORD_HEADER + len > buf.length) return false;
+    budget -= len + 256;
+    const sum = sha256(buf.subarray(off + RECORD_HEADER, off + RECORD_HEADER + len));
+    return sum[0] === buf[off + 4] && sum[1] === buf[off + 5] && sum[2] === buf[off + 6] && sum[3] === buf[off + 7];
+  };
+  // Where the next record starts if only the bad one's body is damaged (a bit flip, a bad sector): tried first.
+  if (buf.length - end >= RECORD_HEADER) {
+    const next = end + RECORD_HEADER + view.getUint32(end);
+    if (next > end + RECORD_HEADER && buf.length - next > RECORD_HEADER && whole(next)) return next;
+  }
+  for (let off = end + 1; buf.length - off > RECORD_HEADER; off++) {
+    if (whole(off)) return off;
+    if (budget < 0) return undefined;
+  }
+  return -1;
+}
+
 // ---------------------------------------------------------------- domain journal (§15.8)
 
 export enum JournalRecordType {

@@ -12,21 +12,10 @@
  * The member hands its writes over in batches (a Ready, core/qn/persist.ts): persist() writes
  * a batch's records and fsyncs once (fsync "always") before it returns, and the member's
  * messages leave only after that, so Raft's rule holds: nothing is sent that depends on state
- * that is not on disk. Loading stops at the first torn or corrupt record and cuts the journal there.
+ * that is not on disk. Loading stops at the first torn or corrupt record and cuts the journal
+ * there, unless whole records follow it: that is damage, refused (StoreError, the file untouched).
  */
-import {
-  closeSync,
-  existsSync,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  readdirSync,
-  rmSync,
-  statSync,
-  truncateSync,
-  writeSync,
-} from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { hash } from '../../crypto/primitives.js';
 import {
@@ -38,7 +27,6 @@ import {
   encodeDomainSnapshot,
   encodeJournalRecord,
   frameRecord,
-  readFrames,
   writeDomainSnapshotHead,
   type DomainSnapshotFile,
   type JournalRecord,
@@ -47,7 +35,7 @@ import { Writer } from '../../wire/buffer.js';
 import { DomainImage, type DomainStore, type DomainWrite, type StoredDomain } from '../../core/qn/persist.js';
 import type { SnapshotMeta } from '../../core/qn/raft.js';
 import type { PinnedSnapshot } from '../../core/register/slices.js';
-import { StoreError, writeAtomic, type FsyncPolicy } from './store.js';
+import { StoreError, fsyncDir, mkdirDurable, readFramesChecked, writeAtomic, type FsyncPolicy } from './store.js';
 import { BackgroundSnapshot, SNAPSHOT_PART } from './snapshot-job.js';
 
 /** How a background snapshot ended: durable under its name, or failed (nothing compacted; the journal still covers it). */
@@ -134,7 +122,7 @@ export class FileDomainStore implements DomainStore {
     /** How each background snapshot ended, always after persist() returned (the driver tells the node). */
     private readonly onSnapshot: (r: SnapshotReport) => void = () => undefined,
   ) {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    mkdirDurable(dir);
     this.journal = join(dir, 'journal');
     this.snapPath = join(dir, 'snapshot');
     // What a crash left of a background snapshot: the journal still covers it.
@@ -143,9 +131,10 @@ export class FileDomainStore implements DomainStore {
       const s = this.readSnapshotFile();
       this.image.apply({ kind: 'snapshot', meta: { index: s.index, term: s.term, members: [...s.members] }, data: s.data });
     }
-    if (existsSync(this.journal)) {
+    const existed = existsSync(this.journal);
+    if (existed) {
       const buf = readFileSync(this.journal);
-      const { records, end } = readFrames(buf, MAX_JOURNAL_RECORD, sha256);
+      const { records, end } = readFramesChecked(this.journal, buf, MAX_JOURNAL_RECORD);
       for (const { offset, rec } of records) {
         try {
           const r = decodeJournalRecord(rec);
@@ -163,6 +152,8 @@ export class FileDomainStore implements DomainStore {
     }
     this.fd = openSync(this.journal, 'a', 0o600);
     if (this.fsync !== 'never') this.syncFd(this.fd);
+    // A new journal's name durable before Raft's term, vote and entries are fsynced into it (once).
+    if (!existed) fsyncDir(dir);
     if (this.fsync === 'everysec') {
       this.timer = setInterval(() => this.backgroundFlush(), 1000);
       this.timer.unref();

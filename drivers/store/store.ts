@@ -22,8 +22,9 @@
  *  pending   own candidates as proposed, [u32 length][4-byte SHA-256 prefix][varint seq |
  *            delta | varint stamp (rev 1.24: the order across registers)] ..., appended
  *            (and flushed like the log) before the proposer hears of the candidate;
- *            rewritten atomically with only the undecided ones at load
- *            (when that differs) and, past 1 MiB, once the batch that grew it is durable.
+ *            rewritten atomically with only the undecided ones at load (when that differs,
+ *            once the log that decided the others is fsynced) and, past 1 MiB, once the batch
+ *            that grew it is durable.
  *            A restart proposes the undecided ones again.
  *
  * What a batch's end rewrites is taken when the batch is written (`TakenBatch`): spookd fsyncs
@@ -33,8 +34,9 @@
  * A record is written (and, with fsync "always", flushed) before the collapse it holds
  * can leave the host, so after `kill -9` every version a peer or a proposer may have seen
  * is on disk. Loading stops at the first torn or corrupt record and truncates the log
- * there (a torn tail is the expected result of a crash mid-write); a corrupt snapshot is a
- * hard error, never silently replaced by an empty state.
+ * there (a torn tail is the expected result of a crash mid-write), unless whole records
+ * follow it: that is damage, a hard error like a corrupt snapshot, never silently cut.
+ * Directories and files are fsynced into their parents when created.
  */
 import {
   closeSync,
@@ -55,7 +57,7 @@ import {
   unlinkSync,
   writeSync,
 } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { EntryDelta } from '../../wire/cross.js';
 import { groupNeeds, keptRecords, type LoggedRegister } from '../../core/pair/groups.js';
 import {
@@ -77,6 +79,7 @@ import {
   frameRecord,
   readFrames,
   readPairSnapshotBody,
+  wholeFrameAfter,
   type Replacing,
 } from '../../wire/journal.js';
 import { hash as cryptoHash } from '../../crypto/primitives.js';
@@ -250,7 +253,7 @@ export class DiskStore implements PairStore {
       throw e;
     },
   ) {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    mkdirDurable(dir);
     if (fsync === 'everysec') {
       this.timer = setInterval(() => this.backgroundFlush(), 1000);
       this.timer.unref();
@@ -289,7 +292,7 @@ export class DiskStore implements PairStore {
       const files = [p.logOld, p.log].filter((f) => existsSync(f));
       const read = files.map((f, i) => ({
         i,
-        ...(f === p.logOld ? readRotatedLog(f) : readFrames(readFileSync(f), MAX_PAIR_RECORD, sha256)),
+        ...(f === p.logOld ? readRotatedLog(f) : readFramesChecked(f, readFileSync(f), MAX_PAIR_RECORD)),
       }));
       const records = read.flatMap((r) => r.records.map((x) => ({ file: r.i, end: x.offset + RECORD_HEADER + x.rec.length, rec: x.rec })));
       regs.set(register, {
@@ -361,7 +364,7 @@ export class DiskStore implements PairStore {
       this.cutTornGroups();
     }
     const p = this.paths(replica.name);
-    mkdirSync(p.dir, { recursive: true, mode: 0o700 });
+    mkdirDurable(p.dir);
     // What a background snapshot was writing when the process ended (a crash, a stop): never renamed, so
     // nothing; likewise a replacement's new snapshot whose replacement record never became durable.
     for (const name of readdirSync(p.dir))
@@ -393,7 +396,7 @@ export class DiskStore implements PairStore {
     if (rotated) replay(p.logOld, readRotatedLog(p.logOld).records);
     if (existsSync(p.log)) {
       const buf = readFileSync(p.log);
-      const { records, end } = readFrames(buf, MAX_PAIR_RECORD, sha256);
+      const { records, end } = readFramesChecked(p.log, buf, MAX_PAIR_RECORD);
       replay(p.log, records);
       tornBytes = buf.length - end;
       if (tornBytes > 0) truncateSync(p.log, end);
@@ -402,27 +405,40 @@ export class DiskStore implements PairStore {
     // Own candidates pending at the stop: the history decides some; the rest are proposed again.
     const pendingWas = existsSync(p.pending) ? readFileSync(p.pending) : undefined;
     const pendingRestored = pendingWas
-      ? replica.restorePending(readFrames(pendingWas, MAX_PAIR_RECORD, sha256).records.flatMap(({ rec }) => decodePendingRecord(rec) ?? []))
+      ? replica.restorePending(
+          readFramesChecked(p.pending, pendingWas, MAX_PAIR_RECORD).records.flatMap(({ rec }) => decodePendingRecord(rec) ?? []),
+        )
       : 0;
-    // Rewritten with the undecided ones only (unless that is what it holds, torn tail aside: each
-    // rewrite costs two fsyncs, and a hub loads a register per peer).
-    const pendingNow = encodePendingFile(replica.ownCandidates());
-    if (!pendingWas || Buffer.compare(pendingWas, pendingNow) !== 0) writeAtomic(p.pending, pendingNow, p.dir);
-    // A new register, or a lease file in the text form before rev 1.22: written in slots once.
-    if (leaseFile.slot < 0) writeAtomic(p.lease, encodeLeaseFile(lease, sha256), p.dir);
     const fds: number[] = [];
     let logFd: number, pendingFd: number, leaseFd: number;
     try {
-      fds.push(
-        (logFd = openSync(p.log, 'a', 0o600)),
-        (pendingFd = openSync(p.pending, 'a', 0o600)),
-        (leaseFd = openSync(p.lease, 'r+', 0o600)),
-      );
       // What was read is made durable before anything is served from it: a process killed before its
       // batch's fsyncs left it in the page cache only, and a power loss after this restart would
       // otherwise take back numbers and versions the restarted pair has sent (a clean fsync: ~50 µs).
-      for (const fd of fds) this.syncFd(fd);
+      // The history first (log.old, the log, their names): the records that decided own candidates
+      // must be on disk before those leave `pending` (as compactPending), else a power loss right
+      // after the rewrite loses a candidate its proposer was told is pending.
+      fds.push((logFd = openSync(p.log, 'a', 0o600)));
+      this.syncFd(logFd);
+      if (rotated) {
+        const fd = openSync(p.logOld, 'r');
+        try {
+          this.syncFd(fd);
+        } finally {
+          closeSync(fd);
+        }
+      }
       fsyncDir(p.dir);
+      // Rewritten with the undecided ones only (unless that is what it holds, torn tail aside: each
+      // rewrite costs two fsyncs, and a hub loads a register per peer).
+      const pendingNow = encodePendingFile(replica.ownCandidates());
+      if (!pendingWas || Buffer.compare(pendingWas, pendingNow) !== 0) writeAtomic(p.pending, pendingNow, p.dir);
+      // A new register, or a lease file in the text form before rev 1.22: written in slots once.
+      if (leaseFile.slot < 0) writeAtomic(p.lease, encodeLeaseFile(lease, sha256), p.dir);
+      // Both exist now, their names durable (written by writeAtomic, here or before).
+      fds.push((pendingFd = openSync(p.pending, 'a', 0o600)), (leaseFd = openSync(p.lease, 'r+', 0o600)));
+      this.syncFd(pendingFd);
+      this.syncFd(leaseFd);
     } catch (e) {
       for (const fd of fds) closeSync(fd);
       throw new StoreError(`${p.dir}: ${(e as Error).message}`);
@@ -1132,6 +1148,28 @@ function readRotatedLog(path: string): ReturnType<typeof readFrames> {
   return read;
 }
 
+/**
+ * The framed records of a log, pending list or domain journal (`buf`, read from `path`) up to the
+ * first bad one, which the caller cuts as a torn tail: the end of the last write before a crash.
+ * Whole records after a bad one are not a torn tail but damage (a bad sector, a bit flip) with
+ * records after it that were acknowledged: refused, naming the file and the offset, before
+ * anything is cut or replayed (the file is left as it is).
+ */
+export function readFramesChecked(path: string, buf: Uint8Array, max: number): ReturnType<typeof readFrames> {
+  const read = readFrames(buf, max, sha256);
+  if (read.end === buf.length) return read;
+  const after = wholeFrameAfter(buf, read.end, max, sha256);
+  if (after === undefined)
+    throw new StoreError(
+      `${path} at byte ${read.end}: damaged record, and what follows it could not be checked for whole records; refusing to load past it`,
+    );
+  if (after >= 0)
+    throw new StoreError(
+      `${path} at byte ${read.end}: damaged record followed by whole records (at byte ${after}); refusing to load past it`,
+    );
+  return read;
+}
+
 /** A register's snapshot file (SPKSNAP2, wire/journal.ts) of the replica's current state. */
 export function encodeRegisterSnapshot(replica: RegisterImage): Uint8Array {
   const st = replica.state;
@@ -1194,12 +1232,26 @@ function writeAll(fd: number, buf: Uint8Array): void {
 }
 
 /** fsync a directory: the renames and creations in it are durable. */
-function fsyncDir(dir: string): void {
+export function fsyncDir(dir: string): void {
   const dfd = openSync(dir, 'r');
   try {
     fsyncSync(dfd);
   } finally {
     closeSync(dfd);
+  }
+}
+
+/**
+ * Create `dir` (0700) and any missing parent, each made durable in its parent (fsynced): a file's
+ * own fsync does not make its directory's entry durable. Nothing to fsync when `dir` exists.
+ */
+export function mkdirDurable(dir: string): void {
+  const first = mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if (first === undefined) return;
+  const top = resolve(first);
+  for (let d = resolve(dir); ; d = dirname(d)) {
+    fsyncDir(dirname(d));
+    if (d === top || dirname(d) === d) break;
   }
 }
 

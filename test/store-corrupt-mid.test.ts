@@ -1,0 +1,283 @@
+/**
+ * A damaged record with whole records after it (a bad sector, a bit flip mid-file) is not a torn
+ * tail: the stores refuse to load, naming the file and the offset, and leave the file as it is;
+ * only a real torn tail (nothing whole after the bad record) is cut. Pair logs, pending lists
+ * and domain journals share the framing and the rule (readFramesChecked, wire/journal.ts wholeFrameAfter).
+ */
+import { describe, expect, it } from 'vitest';
+import { appendFileSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { HalfPair } from '../core/pair/halfpair.js';
+import { DiskStore, StoreError } from '../drivers/store/store.js';
+import { FileDomainStore } from '../drivers/store/domain-store.js';
+import { DomainNode } from '../core/qn/node.js';
+import { driveReady } from '../core/qn/persist.js';
+import { DeltaOp } from '../wire/delta.js';
+import {
+  FRAME_SCAN_BASE,
+  FRAME_SCAN_PER_OCTET,
+  MAX_JOURNAL_RECORD,
+  MAX_PAIR_RECORD,
+  RECORD_HEADER,
+  frameRecord,
+  readFrames,
+  wholeFrameAfter,
+} from '../wire/journal.js';
+import { hash } from '../crypto/primitives.js';
+import { Spookd } from '../drivers/daemon/spookd.js';
+import { pairIdentity } from '../core/etcp/endpoint.js';
+import { configOf, inProcess, logOf } from './inproc.js';
+import { enc, ownSeqs, set, tempDirs } from './helpers.js';
+
+const tmp = tempDirs('spook-corrupt-mid');
+const sha = (...p: Uint8Array[]): Uint8Array => hash('SHA256', ...p);
+const offsets = (buf: Uint8Array, max: number): number[] => readFrames(buf, max, sha).records.map((r) => r.offset);
+
+function open(dir: string, register = 'kv', seed = 77) {
+  const store = new DiskStore(dir, 'always');
+  const pair = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed, registers: [{ name: register, kind: 'map' }], writes: 'driver' }, 0);
+  for (const r of pair.registers.values()) store.load(r);
+  return { store, pair };
+}
+
+/** A pair store whose register `kv` has `n` records, each durable (acknowledged); the log's path and bytes. */
+function pairLog(n: number, register = 'kv', dir = tmp(), seed = 77): { dir: string; path: string; buf: Buffer; version: number } {
+  const a = open(dir, register, seed);
+  for (let i = 0; i < n; i++) {
+    a.pair.propose(0, register, set(`k${i}`, `v${i}`));
+    a.pair.collapse(0);
+    a.store.persist(a.pair.pollWrites());
+    a.pair.writesDurable();
+  }
+  const version = a.pair.register(register).version;
+  a.store.close();
+  const path = join(dir, encodeURIComponent(register), 'log');
+  return { dir, path, buf: readFileSync(path), version };
+}
+
+/** Deterministic garbage (xorshift32). */
+function garbage(n: number, seed = 0x9e3779b9): Buffer {
+  const out = Buffer.alloc(n);
+  let x = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+function domainJournal(dir: string, n: number): { path: string; buf: Buffer } {
+  const disk = new FileDomainStore(dir, 'always');
+  const node = new DomainNode(
+    {
+      domain: 1,
+      name: 'd',
+      id: 1,
+      members: [1],
+      links: [],
+      registers: [{ name: 'kv', kind: 'map' }],
+      seed: 3,
+      stored: disk.load(),
+      random: (x) => x,
+      electionMs: 100,
+      heartbeatMs: 20,
+    },
+    0,
+  );
+  const drive = (): void =>
+    void driveReady(
+      node,
+      disk,
+      () => {},
+      () => {},
+    );
+  node.handleTimeout(500);
+  drive();
+  for (let i = 0; i < n; i++) {
+    const r = node.propose(1000 + i, [{ register: 'kv', delta: { op: DeltaOp.Set, key: enc(`k${i}`), value: enc('v') } }]);
+    node.handleTimeout(1000 + i);
+    drive();
+    expect(node.outcomeOf(r.seq!)?.verdict).toBe('committed'); // acknowledged
+  }
+  disk.close();
+  const path = join(dir, 'journal');
+  return { path, buf: readFileSync(path) };
+}
+
+describe('pair log: damage mid-file is refused, a torn tail is cut', () => {
+  it('a bit flipped in the 2nd of 5 records: load refuses (StoreError naming the file and the offset), the file untouched', () => {
+    const { dir, path, buf } = pairLog(5);
+    const offs = offsets(buf, MAX_PAIR_RECORD);
+    expect(offs).toHaveLength(5);
+    buf[offs[1] + RECORD_HEADER] ^= 0x01;
+    writeFileSync(path, buf);
+    let err: unknown;
+    try {
+      open(dir);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(StoreError);
+    expect((err as Error).message).toContain(`${path} at byte ${offs[1]}: damaged record followed by whole records (at byte ${offs[2]})`);
+    expect(readFileSync(path)).toEqual(buf); // the evidence is kept
+    // The operator's way out, once a healthy copy is ruled out: cut the file at the offset named.
+    truncateSync(path, offs[1]);
+    const b = open(dir);
+    expect(b.pair.register('kv').version).toBe(1);
+    b.store.close();
+  });
+
+  it("a damaged length (the next record's offset lost) is found by the scan: refused", () => {
+    const { dir, path, buf } = pairLog(5);
+    const offs = offsets(buf, MAX_PAIR_RECORD);
+    buf[offs[2] + 1] ^= 0x40; // the 3rd record claims 16 KiB more than it has
+    writeFileSync(path, buf);
+    expect(() => open(dir)).toThrow(new RegExp(`at byte ${offs[2]}: damaged record followed by whole records \\(at byte ${offs[3]}\\)`));
+    expect(readFileSync(path)).toEqual(buf);
+  });
+
+  it('a sector of zeros over the 2nd and 3rd records: refused', () => {
+    const { dir, path, buf } = pairLog(6);
+    const offs = offsets(buf, MAX_PAIR_RECORD);
+    buf.fill(0, offs[1] + 3, offs[3] - 2); // the 2nd's length and all after it up to the 3rd's last two octets
+    writeFileSync(path, buf);
+    expect(() => open(dir)).toThrow(new RegExp(`at byte ${offs[1]}: damaged record followed by whole records \\(at byte ${offs[3]}\\)`));
+    expect(readFileSync(path)).toEqual(buf);
+  });
+
+  it('torn tails are still cut: garbage, a last record cut short, a last record zero-filled', () => {
+    const { dir, path, buf, version } = pairLog(4);
+    const offs = offsets(buf, MAX_PAIR_RECORD);
+    for (const tail of [garbage(64 * 1024), buf.subarray(offs[3], buf.length - 5), Buffer.alloc(buf.length - offs[3])]) {
+      writeFileSync(path, buf.subarray(0, offs[3]));
+      appendFileSync(path, tail);
+      const b = open(dir);
+      expect(b.pair.register('kv').version).toBe(version - 1);
+      b.store.close();
+      expect(readFileSync(path)).toEqual(buf.subarray(0, offs[3]));
+    }
+    // A record header whose length runs past the end, then a garbage body.
+    writeFileSync(path, buf);
+    appendFileSync(path, Buffer.concat([Buffer.from([0, 0, 0x40, 0, 1, 2, 3, 4]), garbage(4096, 7)]));
+    const c = open(dir);
+    expect(c.pair.register('kv').version).toBe(version);
+    c.store.close();
+    expect(readFileSync(path)).toEqual(buf);
+  });
+
+  it('a pending list damaged mid-file is refused too: the candidates after it were reported pending', () => {
+    const dir = tmp();
+    const a = open(dir);
+    const seqs = [0, 1, 2].map((i) => a.pair.propose(0, 'kv', set(`k${i}`, 'v')).seq);
+    for (const s of seqs) a.pair.secureOwn(0, 'kv', s);
+    a.store.persist(a.pair.pollWrites());
+    a.pair.writesDurable();
+    expect(ownSeqs(a.pair, 'kv')).toEqual(seqs);
+    a.store.close();
+    const path = join(dir, 'kv', 'pending');
+    const buf = readFileSync(path);
+    const offs = offsets(buf, MAX_PAIR_RECORD);
+    expect(offs).toHaveLength(3);
+    buf[offs[0] + RECORD_HEADER + 1] ^= 0x10;
+    writeFileSync(path, buf);
+    expect(() => open(dir)).toThrow(new RegExp(`${path} at byte 0: damaged record followed by whole records`));
+    expect(readFileSync(path)).toEqual(buf);
+  });
+
+  it('spookd refuses to start on it: new Spookd throws the StoreError (main.ts logs it as one fatal line, exit 1)', () => {
+    const lab = inProcess('spook-corrupt-mid', ['a', 'b'], 33_000 + (process.pid % 300) * 2);
+    try {
+      // a the sequencer (its own writes are logged at once), whatever keys were drawn.
+      if (pairIdentity(lab.keys.a.publicKey, lab.keys.b.publicKey).localId !== 1) [lab.keys.a, lab.keys.b] = [lab.keys.b, lab.keys.a];
+      const { path, buf } = pairLog(4, 'config', join(lab.dir, 'a', 'b'), pairIdentity(lab.keys.a.publicKey, lab.keys.b.publicKey).seed);
+      const offs = offsets(buf, MAX_PAIR_RECORD);
+      expect(offs).toHaveLength(4);
+      buf[offs[1] + RECORD_HEADER + 2] ^= 0x80;
+      writeFileSync(path, buf);
+      expect(() => new Spookd(configOf(lab, 'a', ['b']), lab.keys.a, logOf(lab, 'a'))).toThrow(StoreError);
+      expect(() => new Spookd(configOf(lab, 'a', ['b']), lab.keys.a, logOf(lab, 'a'))).toThrow(
+        `${path} at byte ${offs[1]}: damaged record`,
+      );
+      expect(readFileSync(path)).toEqual(buf);
+    } finally {
+      rmSync(lab.dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('domain journal: damage mid-file is refused, a torn tail is cut', () => {
+  it('a bit flipped in the 2nd record: FileDomainStore refuses (StoreError naming the journal and the offset), the journal untouched', () => {
+    const dir = tmp();
+    const { path, buf } = domainJournal(dir, 5);
+    const offs = offsets(buf, MAX_JOURNAL_RECORD);
+    expect(offs.length).toBeGreaterThan(6);
+    buf[offs[1] + RECORD_HEADER] ^= 0x01;
+    writeFileSync(path, buf);
+    expect(() => new FileDomainStore(dir, 'always')).toThrow(StoreError);
+    expect(() => new FileDomainStore(dir, 'always')).toThrow(
+      `${path} at byte ${offs[1]}: damaged record followed by whole records (at byte ${offs[2]})`,
+    );
+    expect(readFileSync(path)).toEqual(buf);
+  });
+
+  it('a garbage tail is cut as before, every committed entry kept', () => {
+    const dir = tmp();
+    const { path, buf } = domainJournal(dir, 5);
+    appendFileSync(path, garbage(16 * 1024, 3));
+    const disk = new FileDomainStore(dir, 'always');
+    expect(disk.tornBytes).toBe(16 * 1024);
+    const st = disk.load();
+    expect(st.entries.length + st.base).toBeGreaterThanOrEqual(5);
+    disk.close();
+    expect(readFileSync(path)).toEqual(buf);
+  });
+});
+
+describe('wholeFrameAfter', () => {
+  it('finds a whole frame after garbage, none in garbage alone, and only frames whose checksum matches', () => {
+    const frame = Buffer.from(frameRecord(enc('a record'), sha));
+    const junk = garbage(10_000, 11);
+    expect(wholeFrameAfter(Buffer.concat([Buffer.from([0xff]), junk]), 0, MAX_PAIR_RECORD, sha)).toBe(-1);
+    expect(wholeFrameAfter(Buffer.concat([Buffer.from([0xff]), junk, frame]), 0, MAX_PAIR_RECORD, sha)).toBe(1 + junk.length);
+    const forged = Buffer.from(frame);
+    forged[5] ^= 1; // the length is right, the checksum is not
+    expect(wholeFrameAfter(Buffer.concat([Buffer.from([0xff]), junk, forged]), 0, MAX_PAIR_RECORD, sha)).toBe(-1);
+    // A frame cut short is not whole.
+    expect(wholeFrameAfter(Buffer.concat([Buffer.from([0xff]), frame.subarray(0, frame.length - 1)]), 0, MAX_PAIR_RECORD, sha)).toBe(-1);
+  });
+
+  it('is linear in the file: where every offset claims a long record, it hashes at most its budget, then cannot tell (undefined)', () => {
+    // Each 4th offset claims 65,536 octets that fit: hashing every claim would cost ~n²/8 (2 TB here).
+    const n = 4 * 1024 * 1024;
+    const buf = Buffer.alloc(n);
+    for (let i = 0; i + 4 <= n; i += 4) buf.writeUInt32BE(0x00010000, i);
+    let hashed = 0;
+    const counting = (...p: Uint8Array[]): Uint8Array => {
+      for (const x of p) hashed += x.length;
+      return new Uint8Array(32).fill(0xff); // matches no checksum here: nothing is found
+    };
+    expect(wholeFrameAfter(buf, 0, MAX_JOURNAL_RECORD, counting)).toBeUndefined();
+    const budget = FRAME_SCAN_PER_OCTET * n + FRAME_SCAN_BASE;
+    expect(hashed).toBeGreaterThan(budget * 0.9); // (each hash also counts 256 for its fixed cost)
+    expect(hashed).toBeLessThanOrEqual(budget + 65_536);
+    hashed = 0;
+    expect(wholeFrameAfter(buf, 0, MAX_JOURNAL_RECORD, counting, 1_000_000)).toBeUndefined();
+    expect(hashed).toBeLessThan(1_000_000 + 65_536 + 1024);
+  });
+});
+
+describe('a pair store refuses a tail it cannot clear', () => {
+  it('a log whose bad record is followed by more than the scan can check is refused, not cut', () => {
+    const { dir, path, buf } = pairLog(2);
+    const tail = Buffer.alloc(2 * 1024 * 1024);
+    for (let i = 0; i + 4 <= tail.length; i += 4) tail.writeUInt32BE(0x00008000, i);
+    const damaged = Buffer.concat([buf, Buffer.from([0, 0, 0, 0]), tail]);
+    writeFileSync(path, damaged);
+    expect(() => open(dir)).toThrow(`${path} at byte ${buf.length}: damaged record, and what follows it could not be checked`);
+    expect(readFileSync(path).equals(damaged)).toBe(true); // (toEqual on 2 MiB takes seconds)
+  });
+});
