@@ -7,9 +7,9 @@
  * and re-entangles with its peer, and the old directory is kept beside it, renamed, never read
  * again by spookd (OPERATIONS.md, "Rekeying a peer").
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { writeAtomic } from './store.js';
+import { fsyncDir, mkdirDurable, writeAtomic } from './store.js';
 
 const FILE = 'pair';
 
@@ -29,18 +29,9 @@ export function claimPairDir(dir: string, self: Uint8Array, peer: Uint8Array): s
     retired = `${dir}.retired-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}`;
     for (let n = 2; existsSync(retired); n++) retired = retired.replace(/(~\d+)?$/, `~${n}`);
     renameSync(dir, retired);
+    fsyncDir(dirname(dir));
   }
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  mkdirDurable(dir);
   writeAtomic(file, Buffer.from(text, 'latin1'), dir);
-  fsyncDirOf(dir); // the directory's own entry (new, or the rename) in its parent
   return retired;
-}
-
-function fsyncDirOf(dir: string): void {
-  const fd = openSync(dirname(dir), 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }
