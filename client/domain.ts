@@ -107,8 +107,6 @@ export interface DomainHandle {
   close(): void;
 }
 
-/** How long spookd waits for a candidate's outcome before answering `pending` (less when the call's deadline is nearer). */
-const OUTCOME_WAIT_MS = 10_000;
 const MAX_OPS = 256;
 
 /**
@@ -131,8 +129,7 @@ export async function openDomain(name?: string, opts: { socket?: string } & Call
     const d = deadline(o);
     if (ops.length === 0 || ops.length > MAX_OPS)
       return Promise.reject(new SpookError('bad-argument', `a transaction has 1-${MAX_OPS} ops, not ${ops.length}`, 'ops'));
-    const timeoutMs = Math.min(OUTCOME_WAIT_MS, Math.max(0, left(d) - 1_000));
-    return session.request('dpropose', { ...base, ops, timeoutMs } as AdminArgs<'dpropose'>, d);
+    return session.write('dpropose', { ...base, ops }, d);
   };
   const dget = (args: Omit<AdminArgs<'dget'>, 'domain'>, d: Deadline): Promise<DomainMapGetResult | DomainStreamGetResult> =>
     session.request('dget', { ...base, ...args }, d);

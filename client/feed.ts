@@ -169,6 +169,12 @@ export interface WatchOptions {
   signal?: AbortSignal;
   /** Versions waiting for an async onChange (default 10,000): past it the watch stops reading, and spookd's buffer takes the rest. */
   maxQueue?: number;
+  /**
+   * Octets of keys and values waiting for an async onChange (default 16 MiB): past it the watch
+   * stops reading, as past maxQueue; past twice it (what reads already held), it overflows
+   * (`queue`). A single version larger than this is still delivered, alone.
+   */
+  maxQueueBytes?: number;
   /** spookd's buffer for this subscriber (default 1 MiB and 10,000 events). */
   maxBufferBytes?: number;
   maxBufferEvents?: number;
@@ -186,6 +192,7 @@ export interface Watcher {
 
 /** Versions a paused stream may still hand over (the lines of reads already made) before the queue counts as overflowed. */
 const QUEUE_SLACK = 1_000;
+const MAX_QUEUE_BYTES = 16 << 20;
 const BACKOFF_FIRST_MS = 50;
 const BACKOFF_MAX_MS = 2_000;
 
@@ -200,9 +207,13 @@ export async function watch(session: Session, target: FeedTarget, prefix: string
   let conn: AdminClient | undefined;
   let generation = 0;
   let resubscribes = 0;
-  const queue: { version: number; changes: Change[] }[] = [];
+  const queue: { version: number; changes: Change[]; bytes: number }[] = [];
+  /** Octets of keys and values in `queue`. */
+  let queuedBytes = 0;
   let busy = false;
   const maxQueue = o.maxQueue ?? 10_000;
+  const maxQueueBytes = o.maxQueueBytes ?? MAX_QUEUE_BYTES;
+  const full = (): boolean => queue.length >= maxQueue || queuedBytes >= maxQueueBytes;
 
   const stop = (e?: SpookError): void => {
     if (closed) return;
@@ -211,6 +222,7 @@ export async function watch(session: Session, target: FeedTarget, prefix: string
     if (conn) session.endStream(conn);
     conn = undefined;
     queue.length = 0;
+    queuedBytes = 0;
     o.signal?.removeEventListener('abort', onAbort);
     if (e) o.onEnd?.(e);
   };
@@ -231,8 +243,9 @@ export async function watch(session: Session, target: FeedTarget, prefix: string
           if (closed) return;
         }
         queue.shift();
+        queuedBytes -= batch.bytes;
         last = batch.version;
-        if (queue.length <= maxQueue >> 1) conn?.resume();
+        if (queue.length <= maxQueue >> 1 && queuedBytes <= maxQueueBytes >> 1) conn?.resume();
       }
     } catch (e) {
       stop(new SpookError('internal', `onChange threw: ${(e as Error).message}`));
@@ -255,31 +268,33 @@ export async function watch(session: Session, target: FeedTarget, prefix: string
     switch (ev.type) {
       case 'changes': {
         if (ev.version <= tail) return; // never twice
-        // Past the queue (what one read already held after the pause): start again from what was delivered.
-        if (queue.length >= maxQueue + QUEUE_SLACK) return overflow(last, 'queue');
-        // Full: stop reading; spookd paces or, if it must, tells overflow.
-        if (queue.length + 1 >= maxQueue) conn?.pause();
-        queue.push({
-          version: ev.version,
-          changes: ev.changes.map((c) => {
-            const keyBytes = c.key ? shownBytes(c.key) : undefined;
-            const bytes = c.value ? shownBytes(c.value) : undefined;
-            return {
-              op: c.op,
-              version: ev.version,
-              ...(keyBytes && c.key ? { key: c.key.text ?? c.key.base64, keyBytes } : {}),
-              ...(bytes ? { bytes, value: textOf(bytes) } : {}),
-              ...(c.offset !== undefined ? { offset: c.offset } : {}),
-            };
-          }),
+        let bytes = 0;
+        const changes = ev.changes.map((c): Change => {
+          const keyBytes = c.key ? shownBytes(c.key) : undefined;
+          const value = c.value ? shownBytes(c.value) : undefined;
+          bytes += (keyBytes?.length ?? 0) + (value?.length ?? 0);
+          return {
+            op: c.op,
+            version: ev.version,
+            ...(keyBytes && c.key ? { key: c.key.text ?? c.key.base64, keyBytes } : {}),
+            ...(value ? { bytes: value, value: textOf(value) } : {}),
+            ...(c.offset !== undefined ? { offset: c.offset } : {}),
+          };
         });
+        // Past the queue (what reads already held after the pause): start again from what was delivered.
+        if (queue.length >= maxQueue + QUEUE_SLACK || (queue.length > 0 && queuedBytes + bytes > 2 * maxQueueBytes))
+          return overflow(last, 'queue');
+        queue.push({ version: ev.version, bytes, changes });
+        queuedBytes += bytes;
+        // Full: stop reading; spookd paces or, if it must, tells overflow.
+        if (full()) conn?.pause();
         void drain();
         return;
       }
       case 'progress':
         if (ev.version <= tail) return;
         if (queue.length === 0 && !busy) last = ev.version;
-        else queue.push({ version: ev.version, changes: [] });
+        else queue.push({ version: ev.version, changes: [], bytes: 0 });
         void drain();
         return;
       case 'compacted': {
@@ -293,8 +308,9 @@ export async function watch(session: Session, target: FeedTarget, prefix: string
         return;
       }
       case 'overflow':
-        // Sent after everything up to lastVersion: resume from what was delivered (queued versions come again).
-        overflow(ev.lastVersion, ev.limit);
+        // Sent after everything up to ev.lastVersion; what is queued here was not delivered yet (and comes
+        // again on resume): the application hears of what it was given.
+        overflow(last, ev.limit);
         return;
     }
   };
@@ -303,6 +319,7 @@ export async function watch(session: Session, target: FeedTarget, prefix: string
     const gen = ++generation;
     // Versions still queued will come again after `last`.
     queue.length = 0;
+    queuedBytes = 0;
     const args = {
       ...targetArgs(target),
       ...bytesArg('prefix', prefix),
@@ -328,7 +345,7 @@ export async function watch(session: Session, target: FeedTarget, prefix: string
     else {
       conn = c;
       // Events read with the answer may have filled the queue before there was a connection to pause.
-      if (queue.length >= maxQueue) c.pause();
+      if (full()) c.pause();
     }
   };
 
@@ -348,6 +365,8 @@ export async function watch(session: Session, target: FeedTarget, prefix: string
     let delay = now ? 0 : BACKOFF_FIRST_MS;
     try {
       while (again && !closed) {
+        // The handle was closed (Session.close): nothing reconnects; the watch ends as by close().
+        if (session.isClosed) return stop();
         again = false;
         while (busy && !closed) await sleep(5);
         if (closed) return;

@@ -4,7 +4,7 @@
  */
 import type { CallOptions, SpookError } from './admin-client.js';
 import type { AdminArgs, AdminStreams, CollapseEvent, LifecycleEvent, MapGetResult, Outcome, SizeResult } from './protocol.js';
-import { Session, deadline, left } from './session.js';
+import { Session, deadline } from './session.js';
 import { bytesArg, shownBytes } from './bytes.js';
 import * as feed from './feed.js';
 import { pairOp, txnOps, type PairTxnInput } from './txn.js';
@@ -59,19 +59,13 @@ export interface RegisterHandle {
   close(): void;
 }
 
-/** How long spookd waits for a write's outcome before answering `pending` (its default; less when the call's deadline is nearer). */
-const OUTCOME_WAIT_MS = 10_000;
-
 export async function openRegister(register: string, opts: { peer?: string; socket?: string } = {}): Promise<RegisterHandle> {
   const session = await Session.open(opts.socket);
   const base = { register, ...(opts.peer ? { peer: opts.peer } : {}) };
 
-  /** A write: spookd answers `pending` after OUTCOME_WAIT_MS, or 1 s before the call's deadline if that is sooner. */
-  const write = async <C extends 'set' | 'cas' | 'del' | 'append' | 'txn'>(cmd: C, args: object, o?: CallOptions): Promise<Outcome> => {
-    const d = deadline(o);
-    const timeoutMs = Math.min(OUTCOME_WAIT_MS, Math.max(0, left(d) - 1_000));
-    return session.request(cmd, { ...base, ...args, timeoutMs } as AdminArgs<C>, d);
-  };
+  /** A write: `pending` when spookd has no outcome 1 s before the call's deadline (Session.write). */
+  const write = async <C extends 'set' | 'cas' | 'del' | 'append' | 'txn'>(cmd: C, args: object, o?: CallOptions): Promise<Outcome> =>
+    session.write(cmd, { ...base, ...args } as Omit<AdminArgs<C>, 'timeoutMs'>, deadline(o));
 
   return {
     async get(key, o) {

@@ -51,6 +51,9 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+/** How long spookd waits for a write's outcome before answering `pending` (its default; less when the call's deadline is nearer). */
+const OUTCOME_WAIT_MS = 10_000;
+
 export class Session {
   private closed = false;
   private readonly streams = new Set<AdminClient>();
@@ -89,10 +92,26 @@ export class Session {
     }
   }
 
+  /** Whether close() was called: nothing of this session reconnects or resubscribes after it. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   /** One request within the deadline `d`, reconnecting first if needed. */
   async request<C extends AdminCommand>(cmd: C, args: AdminArgs<C>, d: Deadline): Promise<AdminResult<C>> {
     const c = await this.conn(d);
     return c.request(cmd, ...([args, within(d)] as RequestParams<C>));
+  }
+
+  /**
+   * A write within `d`: spookd answers `pending` after OUTCOME_WAIT_MS, or 1 s before the
+   * deadline if that is sooner, reckoned once connected (a reconnect spends the deadline too, and
+   * a write that waited for one must still hear `pending` rather than time out).
+   */
+  async write<C extends AdminCommand>(cmd: C, args: Omit<AdminArgs<C>, 'timeoutMs'>, d: Deadline): Promise<AdminResult<C>> {
+    const c = await this.conn(d);
+    const timeoutMs = Math.min(OUTCOME_WAIT_MS, Math.max(0, left(d) - 1_000));
+    return c.request(cmd, ...([{ ...args, timeoutMs }, within(d)] as RequestParams<C>));
   }
 
   /**
@@ -105,9 +124,15 @@ export class Session {
     fn: (ev: AdminStreams[S]['event']) => void,
     opts: StreamOptions = {},
   ): Promise<AdminClient> {
-    if (this.closed) throw new SpookError('connection-closed', 'the handle was closed');
+    const gone = (): SpookError => new SpookError('connection-closed', 'the handle was closed');
+    if (this.closed) throw gone();
     const d = deadline(opts);
     const c = await AdminClient.connect(this.path);
+    // close() may have run while this connected: it could not close what it did not know of.
+    if (this.closed) {
+      c.close();
+      throw gone();
+    }
     this.streams.add(c);
     const onEnd = (e: SpookError): void => {
       this.streams.delete(c);
@@ -119,7 +144,12 @@ export class Session {
     } catch (e) {
       this.streams.delete(c);
       c.close();
-      throw e;
+      throw this.closed ? gone() : e;
+    }
+    if (this.closed) {
+      this.streams.delete(c);
+      c.close();
+      throw gone();
     }
     return c;
   }

@@ -28,6 +28,7 @@ import { Spookd } from '../drivers/daemon/spookd.js';
 import { pairIdentity } from '../core/etcp/endpoint.js';
 import { configOf, inProcess, logOf } from './inproc.js';
 import { enc, ownSeqs, set, tempDirs } from './helpers.js';
+import { portBase } from './ports.js';
 
 const tmp = tempDirs('spook-corrupt-mid');
 const sha = (...p: Uint8Array[]): Uint8Array => hash('SHA256', ...p);
@@ -189,7 +190,7 @@ describe('pair log: damage mid-file is refused, a torn tail is cut', () => {
   });
 
   it('spookd refuses to start on it: new Spookd throws the StoreError (main.ts logs it as one fatal line, exit 1)', () => {
-    const lab = inProcess('spook-corrupt-mid', ['a', 'b'], 33_000 + (process.pid % 300) * 2);
+    const lab = inProcess('spook-corrupt-mid', ['a', 'b'], portBase('store-corrupt-mid.test.ts'));
     try {
       // a the sequencer (its own writes are logged at once), whatever keys were drawn.
       if (pairIdentity(lab.keys.a.publicKey, lab.keys.b.publicKey).localId !== 1) [lab.keys.a, lab.keys.b] = [lab.keys.b, lab.keys.a];
