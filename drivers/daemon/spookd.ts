@@ -83,13 +83,13 @@ interface EndedSync {
 
 const hostPort = (a: Addr | undefined): string | undefined => a && `${a.address}:${a.port}`;
 
-/** A configured peer: its pair and store here, its sessions in the peer table. */
 /** How a stop ended. */
 export interface StopReport {
   /** Flushes that failed after writes were acknowledged (fsync everysec: in the background, or a store's last while closing): those writes may be lost. */
   storeFailures: number;
 }
 
+/** A configured peer: its pair and store here, its sessions in the peer table. */
 class Link implements PeerLink {
   fenced: Fence | undefined = undefined;
   /** Its last batch, syncing off the event loop until released (never rejects): the next batch waits for it. */
