@@ -249,6 +249,16 @@ describe('ETCP peer table', () => {
       [seq, propose('nope', 2)], // unknown-register
       [seq, propose('config', 1)], // wrong-origin: the sequencer's own origin, from the peer
       [fol, propose('config', 1)], // propose-to-follower
+      [
+        fol,
+        encodeMessage({
+          type: MsgType.Collapse,
+          register: 'config',
+          version: 1,
+          hash: { hi: 0, lo: 0 },
+          entries: [{ origin: 1, seq: 1, verdict: 'committed', delta: { op: DeltaOp.Append, offset: 0, data: new Uint8Array([1]) } }],
+        }),
+      ], // invalid-record: an append committed on a map register
     ];
     let pn = 1;
     // A register the peer names is a violation only once its manifest matched (§6.3).
@@ -256,7 +266,7 @@ describe('ETCP peer table', () => {
     for (const [p, payload] of cases) p.handlePayload(1, pn++, payload);
     const seen = new Set([...Object.keys(seq.stats.drops), ...Object.keys(fol.stats.drops)]);
     for (const v of PAIR_VIOLATIONS) expect(seen).toContain(v);
-    expect(violationsIn(seq.stats.drops) + violationsIn(fol.stats.drops)).toBe(4);
+    expect(violationsIn(seq.stats.drops) + violationsIn(fol.stats.drops)).toBe(5);
   });
 });
 

@@ -41,6 +41,11 @@ export interface TxnDelta {
 
 export type Delta = SimpleDelta | TxnDelta;
 
+/** Whether `d` is a stream's op (an append, or a txn of appends) rather than a map's: a txn's ops are all of one kind (txnFault). */
+export function isStreamDelta(d: Delta): boolean {
+  return (d.op === DeltaOp.Txn ? d.ops[0]?.op : d.op) === DeltaOp.Append;
+}
+
 export function encodedDeltaLen(d: Delta): number {
   switch (d.op) {
     case DeltaOp.Set:

@@ -12,7 +12,18 @@ import type { WireDropName } from '../../wire/constants.js';
  * the violation limit. Unknown message types are skipped, not violations: later revisions may
  * add some (§3.1).
  */
-export const PAIR_VIOLATIONS = ['malformed-payload', 'unknown-register', 'wrong-origin', 'propose-to-follower'] as const;
+export const PAIR_VIOLATIONS = [
+  'malformed-payload',
+  'unknown-register',
+  'wrong-origin',
+  'propose-to-follower',
+  /**
+   * A Collapse record an honest sequencer never forms (rev 1.32): a committed op of the other
+   * register kind (§7.4), a committed `cross` entry not first in its record, or a `part` entry
+   * with others (§4.6). Not applied, held or logged.
+   */
+  'invalid-record',
+] as const;
 export type PairViolation = (typeof PAIR_VIOLATIONS)[number];
 
 /** The pair's other drops: what a peer may send in good faith (late, early, too much), or the pair's own bounds. */

@@ -7,7 +7,7 @@
 import { varintLen } from '../../wire/buffer.js';
 import { MAX_MESSAGE_LEN } from '../../wire/constants.js';
 import { encodedEntryDeltaLen, ownPart, type EntryDelta } from '../../wire/cross.js';
-import { DeltaOp, REJECT_REASON_NAMES, type RejectReason, type SimpleDelta } from '../../wire/delta.js';
+import { DeltaOp, REJECT_REASON_NAMES, isStreamDelta, type RejectReason, type SimpleDelta } from '../../wire/delta.js';
 import {
   MsgType,
   collapsePacked,
@@ -37,10 +37,34 @@ import type { PayloadBuilder } from './payload.js';
 import { COMMITTED, FOLLOWER_TIMERS, PROPOSE_WINDOW, SEND_WINDOW, type FollowerTimer, type RoleMachine, type Shared } from './shared.js';
 import type { OwnCandidate, RegisterMessage } from './types.js';
 
-/** Apply a committed op whose precondition does not hold here (divergence the hash then reports); an op of the wrong kind is skipped. */
+/**
+ * Apply a committed op whose precondition does not hold here (divergence the hash then reports).
+ * An op of the other kind never gets here (onCollapse refuses its record, `invalid-record`); it
+ * would be skipped, as it was before rev 1.32 (a replay of such a log skips it too, Replica.replayRecord).
+ */
 function forceApply(st: MapState | StreamState, d: SimpleDelta, v: number): void {
   if (d.op === DeltaOp.Append && st instanceof StreamState) st.appendBytes(d.data.slice());
   else if (d.op !== DeltaOp.Append && st instanceof MapState) st.apply(d, v);
+}
+
+/** A record held out of order: as it came (a record leaving out own deltas keeps its wire form until it is applied, §3.6.4). */
+interface Held {
+  msg: CollapseMsg;
+  raw: Uint8Array;
+}
+
+/**
+ * The last 'wait' crossGroup found for the record held at the next version, and what it read of
+ * the register it waits on: while that register's version, held records (`heldEpoch`) and
+ * reconciliation or replacement are as they were, the record still waits on it (the answer
+ * depends on nothing else of that register), and is not looked at again (§4.6).
+ */
+interface WaitMemo {
+  held: Held;
+  on: Follower;
+  version: number;
+  epoch: number;
+  busy: boolean;
 }
 
 /** A sibling register and the part records it applies with an anchor record (§4.6). */
@@ -86,9 +110,13 @@ export class Follower implements RoleMachine, RequesterHost {
   private everSent = 0;
   private retransmitAt: number | undefined;
   private readonly reconcileRate = new Gcra(PIN_BURST, PIN_INTERVAL_MS);
-  private readonly reorder = new Map<number, { msg: CollapseMsg; raw: Uint8Array }>();
+  private readonly reorder = new Map<number, Held>();
   /** The register whose progress the held next record waits for (a cross-register txn, §4.6). */
   waitingOn: Follower | undefined;
+  /** Why the held next record waits, as crossGroup last found it (undefined: not known). */
+  private waitMemo: WaitMemo | undefined;
+  /** Moves whenever the held records change: a record waiting on this register looks again then. */
+  private heldEpoch = 0;
   private reorderBytes = 0;
   /** The batch holding this register's last replacement while it is not durable (0: none). */
   private replacedIn = 0;
@@ -193,6 +221,7 @@ export class Follower implements RoleMachine, RequesterHost {
   private clearReorder(): void {
     this.reorder.clear();
     this.reorderBytes = 0;
+    this.heldEpoch++;
   }
 
   // ---------------------------------------------------------------- own candidates
@@ -340,16 +369,13 @@ export class Follower implements RoleMachine, RequesterHost {
       s.statusDirty = true; // a duplicate: re-acknowledge
       return;
     }
-    if (m.elided) {
-      // Our own candidates' deltas were left out (§3.6.4): put them back, so the record is the sequencer's, byte for byte.
-      const whole = this.restoreOwn(m);
-      if (!whole) {
-        s.pair.drop(now, 'elided-unknown', `register ${s.name}: v${m.version} leaves out a delta that is not our pending candidate`);
-        return;
-      }
-      m = whole;
-      raw = encodeMessage(whole);
+    const invalid = this.invalidRecord(m);
+    if (invalid !== undefined) {
+      s.pair.drop(now, 'invalid-record', `register ${s.name}: v${m.version} ${invalid}`);
+      return;
     }
+    // Own deltas left out (§3.6.4) are put back only when the record is applied (applyWith): a
+    // record held, then dropped or replaced, costs no copy of them (rev 1.32).
     if (m.version > s.version + 1) {
       this.hold(m, raw);
       return;
@@ -362,11 +388,45 @@ export class Follower implements RoleMachine, RequesterHost {
     if ('wait' in group) {
       // Waiting for the other parts of a cross-register txn (§4.6).
       this.keepNext(m, raw);
+      this.remember(this.reorder.get(m.version)!, group.wait);
       this.waitingOn = group.wait;
       return;
     }
     if (!this.applyWith(now, m, raw, group.members)) return;
     this.drainHeld(now);
+  }
+
+  /**
+   * Why record `m` is one an honest sequencer never forms (rev 1.32), or undefined. A committed
+   * op of the other register kind: the sequencer's check rejects it (wrong-register-kind), and
+   * applied, it would be skipped here but throw in a replay (§7.4). A committed `cross` entry
+   * other than the first (a cross starts a collapse of its own), or a `part` entry with others (a
+   * part is its register's collapse alone): what crossGroup reads of a record is then its first
+   * entry only (§4.6). One pass over the entries, as decoding them took; a record read in place
+   * (sets and rejections) is not decoded for it.
+   */
+  private invalidRecord(m: CollapseMsg): string | undefined {
+    const stream = this.s.cfg.kind === 'stream';
+    const p = collapsePacked(m);
+    if (p !== undefined) return stream && p.sets > 0 ? 'commits a map op on a stream register' : undefined;
+    const n = m.entries.length;
+    const elided = m.elided ?? [];
+    let k = 0;
+    for (let i = 0; i < n; i++) {
+      const e = m.entries[i];
+      // Left out: one of our pending candidates, of this register's kind (put back when applied).
+      if (k < elided.length && elided[k] === i) {
+        k++;
+        continue;
+      }
+      if (e.verdict !== 'committed') continue;
+      const d = e.delta;
+      if (d.op === DeltaOp.Cross && i > 0) return `holds a cross entry at index ${i} (only the first may be one)`;
+      if (d.op === DeltaOp.Part && n > 1) return `holds a part entry among ${n} entries (a part record has one)`;
+      if (isStreamDelta(ownPart(d)) !== stream)
+        return `commits a ${stream ? 'map' : 'stream'} op on a ${stream ? 'stream' : 'map'} register (entry ${i})`;
+    }
+    return undefined;
   }
 
   /**
@@ -408,13 +468,15 @@ export class Follower implements RoleMachine, RequesterHost {
     this.unhold(m.version);
     this.reorder.set(m.version, { msg: m, raw: unpinned(raw) });
     this.reorderBytes += raw.length;
+    this.heldEpoch++;
   }
 
-  private unhold(v: number): { msg: CollapseMsg; raw: Uint8Array } | undefined {
+  private unhold(v: number): Held | undefined {
     const e = this.reorder.get(v);
     if (e === undefined) return undefined;
     this.reorder.delete(v);
     this.reorderBytes -= e.raw.length;
+    this.heldEpoch++;
     return e;
   }
 
@@ -432,7 +494,7 @@ export class Follower implements RoleMachine, RequesterHost {
     if (!this.reorder.has(s.version + 1) || this.awaitingReplacement) return NONE_MOVED;
     const moved = new Set<Follower>();
     for (let next = this.reorder.get(s.version + 1); next && this.session === undefined; next = this.reorder.get(s.version + 1)) {
-      const group = this.crossGroup(next.msg);
+      const group = this.groupOf(next);
       if ('wait' in group) {
         this.waitingOn = group.wait;
         break;
@@ -456,6 +518,37 @@ export class Follower implements RoleMachine, RequesterHost {
     return this.reorder.get(v)?.msg;
   }
 
+  /** Reconciling, or its replacement not durable yet: a record naming one of its parts waits (crossGroup). */
+  private get busy(): boolean {
+    return this.session !== undefined || this.awaitingReplacement;
+  }
+
+  /**
+   * crossGroup for held record `h`, unless it waits still for the register it waited on when last
+   * looked at (WaitMemo): the pair drains after every payload, and a waiting record was otherwise
+   * walked again each time to the same answer (rev 1.32).
+   */
+  private groupOf(h: Held): { wait: Follower } | { members: CrossMember[] } {
+    const w = this.waitMemo;
+    if (
+      w !== undefined &&
+      w.held === h &&
+      w.on.version === w.version &&
+      w.on.heldEpoch === w.epoch &&
+      w.on.busy === w.busy &&
+      this.s.pair.sibling(w.on.name)?.follower === w.on
+    )
+      return { wait: w.on };
+    const group = this.crossGroup(h.msg);
+    if ('wait' in group) this.remember(h, group.wait);
+    else this.waitMemo = undefined;
+    return group;
+  }
+
+  private remember(held: Held, on: Follower): void {
+    this.waitMemo = { held, on, version: on.version, epoch: on.heldEpoch, busy: on.busy };
+  }
+
   /**
    * What must be applied together with record `m` (§4.6): for each other register a committed
    * cross entry of `m` names and that has not reached the part's version, the part records, which
@@ -467,23 +560,23 @@ export class Follower implements RoleMachine, RequesterHost {
     if (collapsePacked(m) !== undefined) return NO_MEMBERS; // sets and rejections only: no cross-register entry
     const s = this.s;
     const members = new Map<Follower, number[]>();
-    for (const e of m.entries) {
-      if (e.verdict !== 'committed') continue;
-      const d = e.delta;
-      if (d.op === DeltaOp.Part) {
-        const a = s.pair.sibling(d.anchor)?.follower;
-        if (a !== undefined && a !== this && a.version < d.anchorVersion) return { wait: a };
-        continue;
-      }
-      if (d.op !== DeltaOp.Cross) continue;
-      for (let i = 1; i < d.parts.length; i++) {
-        const p = d.parts[i];
-        const f = s.pair.sibling(p.register)?.follower;
-        if (f === undefined || f === this || f.version >= p.at) continue;
-        const vs = members.get(f) ?? [];
-        vs.push(p.at);
-        members.set(f, vs);
-      }
+    // A cross entry is a record's first and a part a record's only entry (invalidRecord refuses
+    // others): the first entry says it all, whatever the record's length.
+    const e = m.entries[0];
+    if (e === undefined || e.verdict !== 'committed') return NO_MEMBERS;
+    const d = e.delta;
+    if (d.op === DeltaOp.Part) {
+      const a = s.pair.sibling(d.anchor)?.follower;
+      return a !== undefined && a !== this && a.version < d.anchorVersion ? { wait: a } : NO_MEMBERS;
+    }
+    if (d.op !== DeltaOp.Cross) return NO_MEMBERS;
+    for (let i = 1; i < d.parts.length; i++) {
+      const p = d.parts[i];
+      const f = s.pair.sibling(p.register)?.follower;
+      if (f === undefined || f === this || f.version >= p.at) continue;
+      const vs = members.get(f) ?? [];
+      vs.push(p.at);
+      members.set(f, vs);
     }
     const out: CrossMember[] = [];
     for (const [f, vs] of members) {
@@ -506,14 +599,27 @@ export class Follower implements RoleMachine, RequesterHost {
    * in part, a restart would cut it (§4.6, `keptRecords`), and with it records after it whose
    * outcomes the peer was told. If one diverges, none is logged and each register reconciles.
    */
-  private applyWith(now: number, m: CollapseMsg, raw: Uint8Array, group: CrossMember[]): boolean {
+  private applyWith(now: number, m: CollapseMsg, raw: Uint8Array | undefined, group: CrossMember[]): boolean {
+    if (m.elided) {
+      // Our own candidates' deltas were left out (§3.6.4): put them back now it applies (held, it
+      // kept its wire form), so the record is the sequencer's, octet for octet; those octets are
+      // encoded only if it is logged (logApplied).
+      const whole = this.restoreOwn(m);
+      if (!whole) {
+        const s = this.s;
+        s.pair.drop(now, 'elided-unknown', `register ${s.name}: v${m.version} leaves out a delta that is not our pending candidate`);
+        return false;
+      }
+      m = whole;
+      raw = undefined;
+    }
     if (!this.admits(now, m)) return false;
     for (const g of group) for (const v of g.versions) if (!g.follower.admits(now, g.follower.heldRecord(v)!)) return false;
     if (group.length === 0) {
       this.applyCollapse(now, m, raw);
       return true;
     }
-    const records: { f: Follower; m: CollapseMsg; raw: Uint8Array }[] = [{ f: this, m, raw }];
+    const records: { f: Follower; m: CollapseMsg; raw: Uint8Array | undefined }[] = [{ f: this, m, raw }];
     for (const g of group)
       for (const v of g.versions) {
         const e = g.follower.unhold(v);
@@ -583,11 +689,11 @@ export class Follower implements RoleMachine, RequesterHost {
     return p.maxValue <= q.maxValueBytes && st.size() + p.sets <= q.maxKeys && st.fullTransferBytes() + p.growth <= mapMaxBytes(q);
   }
 
-  /** Apply one record in order (admitted already). */
-  private applyCollapse(now: number, m: CollapseMsg, raw: Uint8Array): void {
+  /** Apply one record in order (admitted already); `raw` undefined: its octets are to be encoded (own deltas put back). */
+  private applyCollapse(now: number, m: CollapseMsg, raw: Uint8Array | undefined): void {
     const s = this.s;
     const p = collapsePacked(m);
-    if (p !== undefined && s.state instanceof MapState) return this.applyPacked(now, m, raw, p, s.state);
+    if (p !== undefined && raw !== undefined && s.state instanceof MapState) return this.applyPacked(now, m, raw, p, s.state);
     if (this.applyEntries(m)) this.logApplied(now, m, raw);
     else this.diverged(now, m);
   }
@@ -615,9 +721,9 @@ export class Follower implements RoleMachine, RequesterHost {
   }
 
   /** Record `m`, applied and hashing as the sequencer's: logged, made durable, its outcomes told. */
-  private logApplied(now: number, m: CollapseMsg, raw: Uint8Array): void {
+  private logApplied(now: number, m: CollapseMsg, raw: Uint8Array | undefined): void {
     const s = this.s;
-    const rec = { version: m.version, hash: m.hash, encoded: unpinned(raw) };
+    const rec = { version: m.version, hash: m.hash, encoded: raw === undefined ? encodeMessage(m) : unpinned(raw) };
     s.log.append(rec, m.version);
     s.pair.persist({ kind: 'append', register: s.name, rec });
     s.afterCollapse(now, m.version, m.entries);

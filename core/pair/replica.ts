@@ -14,7 +14,7 @@
 import type { Hash64Parts } from '../../wire/buffer.js';
 import { MAX_KEY_LEN } from '../../wire/constants.js';
 import { entryValueLen, ownPart, validateCross, type EntryDelta } from '../../wire/cross.js';
-import { DeltaOp, deltaValueLen, validateDelta, type Delta, type RejectReason } from '../../wire/delta.js';
+import { DeltaOp, deltaValueLen, isStreamDelta, validateDelta, type Delta, type RejectReason } from '../../wire/delta.js';
 import { MsgType, decodeMessages, type StatusMsg } from '../../wire/messages.js';
 import { hashEquals, hashHex } from '../register/hash.js';
 import type { MapState } from '../register/map.js';
@@ -232,8 +232,15 @@ export class Replica {
     if (messages.length !== 1 || m.type !== MsgType.Collapse) throw new Error(`register ${s.name}: log record is not one Collapse message`);
     if (m.elided) throw new Error(`register ${s.name}: log record v${m.version} leaves deltas out (a wire form, never a record)`);
     if (m.version !== s.version + 1) throw new Error(`register ${s.name}: log record v${m.version} does not follow v${s.version}`);
+    const stream = s.cfg.kind === 'stream';
     for (const e of m.entries) {
-      if (e.verdict === 'committed') s.state.apply(ownPart(e.delta), m.version);
+      if (e.verdict === 'committed') {
+        const d = ownPart(e.delta);
+        // An op of the other kind: a follower before rev 1.32 skipped it and logged the record (its
+        // hash that of the state without it); skipped here too, to the state it acknowledged. A
+        // follower refuses such a record since (§7.4), a sequencer never commits one.
+        if (isStreamDelta(d) === stream) s.state.apply(d, m.version);
+      }
       if (!isPart(e)) s.origins.set(e.origin, e.seq);
     }
     s.version = m.version;
