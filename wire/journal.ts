@@ -58,48 +58,48 @@ export function readFrames(buf: Uint8Array, max: number, sha256: Sha256): { reco
   return { records, end: off };
 }
 
-/**
- * Octets `wholeFrameAfter` may hash: FRAME_SCAN_PER_OCTET per octet of the file, plus
- * FRAME_SCAN_BASE (~0.5 s of SHA-256). Every offset after a bad record may claim a length, and
- * each claim that fits costs a hash of that length: unbounded, a tail of many such claims (a torn
- * record of binary data) would cost the square of its size.
- */
-export const FRAME_SCAN_PER_OCTET = 16;
-export const FRAME_SCAN_BASE = 256 * 1024 * 1024;
+/** A disk sector: a crash leaves unwritten ones whole, all zeros where a file was extended. */
+const SECTOR = 512;
 
 /**
- * Where a whole, checksum-valid frame after the bad one at `end` (readFrames) starts: -1 if
- * there is none, so that `end` starts a torn tail (a crash mid-write), undefined if the scan ran
- * out of its budget first and cannot tell. The offset the bad record's length names is tried
- * first, then every later one (a damaged length hides where the next record starts). Linear in
- * the file's size: the octets hashed are capped.
+ * Whether the bad record at `end` (readFrames) is damage rather than a torn tail, and where the
+ * whole records after it start (-1: a torn tail). Damage: the bad record's own length is intact
+ * and whole, checksum-valid records follow it exactly to the end of the file, and none of its
+ * sectors is all zeros. A crash leaves none of that: its last record is cut short (its length
+ * points past the end), or the unwritten part of a batch reads as zeros. Only the offsets the
+ * records' own lengths name are read, never any other: a value that holds a frame-shaped run of
+ * octets (a peer's, a client's) is inside its record and never taken for one. Linear: one hash
+ * per record after the bad one. What this cannot tell from a tear (a damaged length, a zeroed
+ * sector) is cut as before.
  */
-export function wholeFrameAfter(
-  buf: Uint8Array,
-  end: number,
-  max: number,
-  sha256: Sha256,
-  budget = FRAME_SCAN_PER_OCTET * buf.length + FRAME_SCAN_BASE,
-): number | undefined {
+export function damagedAt(buf: Uint8Array, end: number, max: number, sha256: Sha256): number {
+  if (buf.length - end < RECORD_HEADER) return -1;
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  /** Whether a whole frame whose checksum matches starts at `off` (within the budget: 256 for a hash's fixed cost). */
-  const whole = (off: number): boolean => {
+  const frameEnd = (off: number): number => {
     const len = view.getUint32(off);
-    if (len === 0 || len > max || off + RECORD_HEADER + len > buf.length) return false;
-    budget -= len + 256;
-    const sum = sha256(buf.subarray(off + RECORD_HEADER, off + RECORD_HEADER + len));
-    return sum[0] === buf[off + 4] && sum[1] === buf[off + 5] && sum[2] === buf[off + 6] && sum[3] === buf[off + 7];
+    return len === 0 || len > max ? -1 : off + RECORD_HEADER + len;
   };
-  // Where the next record starts if only the bad one's body is damaged (a bit flip, a bad sector): tried first.
-  if (buf.length - end >= RECORD_HEADER) {
-    const next = end + RECORD_HEADER + view.getUint32(end);
-    if (next > end + RECORD_HEADER && buf.length - next > RECORD_HEADER && whole(next)) return next;
+  const next = frameEnd(end);
+  if (next < 0 || next >= buf.length || zeroSector(buf, end, next)) return -1;
+  for (let off = next; off < buf.length; ) {
+    if (buf.length - off < RECORD_HEADER) return -1;
+    const to = frameEnd(off);
+    if (to < 0 || to > buf.length) return -1;
+    const sum = sha256(buf.subarray(off + RECORD_HEADER, to));
+    if (sum[0] !== buf[off + 4] || sum[1] !== buf[off + 5] || sum[2] !== buf[off + 6] || sum[3] !== buf[off + 7]) return -1;
+    off = to;
   }
-  for (let off = end + 1; buf.length - off > RECORD_HEADER; off++) {
-    if (whole(off)) return off;
-    if (budget < 0) return undefined;
+  return next;
+}
+
+/** Whether a whole sector of the file (aligned) within [from, to) is all zeros. */
+function zeroSector(buf: Uint8Array, from: number, to: number): boolean {
+  for (let s = Math.ceil(from / SECTOR) * SECTOR; s + SECTOR <= to; s += SECTOR) {
+    let i = s;
+    while (i < s + SECTOR && buf[i] === 0) i++;
+    if (i === s + SECTOR) return true;
   }
-  return -1;
+  return false;
 }
 
 // ---------------------------------------------------------------- domain journal (§15.8)

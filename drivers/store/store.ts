@@ -79,7 +79,7 @@ import {
   frameRecord,
   readFrames,
   readPairSnapshotBody,
-  wholeFrameAfter,
+  damagedAt,
   type Replacing,
 } from '../../wire/journal.js';
 import { hash as cryptoHash } from '../../crypto/primitives.js';
@@ -1151,18 +1151,15 @@ function readRotatedLog(path: string): ReturnType<typeof readFrames> {
 /**
  * The framed records of a log, pending list or domain journal (`buf`, read from `path`) up to the
  * first bad one, which the caller cuts as a torn tail: the end of the last write before a crash.
- * Whole records after a bad one are not a torn tail but damage (a bad sector, a bit flip) with
- * records after it that were acknowledged: refused, naming the file and the offset, before
- * anything is cut or replayed (the file is left as it is).
+ * A bad record whose own length leads, record by record, through whole records to the end of the
+ * file is no torn tail but damage (a bad sector, a bit flip) with records after it that were
+ * acknowledged: refused, naming the file and the offset, before anything is cut or replayed (the
+ * file is left as it is; wire/journal.ts damagedAt).
  */
 export function readFramesChecked(path: string, buf: Uint8Array, max: number): ReturnType<typeof readFrames> {
   const read = readFrames(buf, max, sha256);
   if (read.end === buf.length) return read;
-  const after = wholeFrameAfter(buf, read.end, max, sha256);
-  if (after === undefined)
-    throw new StoreError(
-      `${path} at byte ${read.end}: damaged record, and what follows it could not be checked for whole records; refusing to load past it`,
-    );
+  const after = damagedAt(buf, read.end, max, sha256);
   if (after >= 0)
     throw new StoreError(
       `${path} at byte ${read.end}: damaged record followed by whole records (at byte ${after}); refusing to load past it`,
