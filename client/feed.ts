@@ -171,8 +171,8 @@ export interface WatchOptions {
   maxQueue?: number;
   /**
    * Octets of keys and values waiting for an async onChange (default 16 MiB): past it the watch
-   * stops reading, as past maxQueue; past twice it (what reads already held), it overflows
-   * (`queue`). A single version larger than this is still delivered, alone.
+   * stops reading, as past maxQueue; past twice it, or 1 MiB over it if more (what reads already
+   * held), it overflows (`queue`). A single version larger than this is still delivered, alone.
    */
   maxQueueBytes?: number;
   /** spookd's buffer for this subscriber (default 1 MiB and 10,000 events). */
@@ -193,6 +193,8 @@ export interface Watcher {
 /** Versions a paused stream may still hand over (the lines of reads already made) before the queue counts as overflowed. */
 const QUEUE_SLACK = 1_000;
 const MAX_QUEUE_BYTES = 16 << 20;
+/** Octets a paused stream may still hand over past maxQueueBytes (what reads already held) before the queue counts as overflowed. */
+const QUEUE_SLACK_BYTES = 1 << 20;
 const BACKOFF_FIRST_MS = 50;
 const BACKOFF_MAX_MS = 2_000;
 
@@ -282,7 +284,10 @@ export async function watch(session: Session, target: FeedTarget, prefix: string
           };
         });
         // Past the queue (what reads already held after the pause): start again from what was delivered.
-        if (queue.length >= maxQueue + QUEUE_SLACK || (queue.length > 0 && queuedBytes + bytes > 2 * maxQueueBytes))
+        if (
+          queue.length >= maxQueue + QUEUE_SLACK ||
+          (queue.length > 0 && queuedBytes + bytes > maxQueueBytes + Math.max(maxQueueBytes, QUEUE_SLACK_BYTES))
+        )
           return overflow(last, 'queue');
         queue.push({ version: ev.version, bytes, changes });
         queuedBytes += bytes;

@@ -590,6 +590,12 @@ export class Spookd {
     // From here its batches are fsynced at once; the one syncing ends first.
     link.removing = true;
     await this.syncsSettled(() => [link]);
+    // A `member add` of it while its fsyncs settled: refused after all (a voter's key is not revoked).
+    for (const d of this.domains.values())
+      if (d.hasMember(name)) {
+        link.removing = false;
+        throw new Error(`peer ${name} is a member of domain ${d.cfg.name}: change the domain first`);
+      }
     this.commit(true);
     const bye = this.table.canSend(name) ? link.pair.goingAway(this.now()) : undefined;
     const sock = this.socket;
