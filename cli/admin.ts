@@ -236,6 +236,12 @@ export function adminCommands(): Command[] {
   ).action(async (register: string, data: string, o: Common & { timeout: number }) =>
     outcome(o, await call(o, 'append', { register, data, timeoutMs: o.timeout })),
   );
+  const outcomeCmd = peerOpt(
+    new Command('outcome')
+      .description('what became of a write answered pending (its candidate number), even across restarts')
+      .argument('<register>')
+      .argument('<seq>', 'the candidate number the write printed ([candidate ORIGIN:SEQ])', intArg('seq', 1)),
+  ).action(async (register: string, seq: number, o: Common) => outcome(o, await call(o, 'outcome', { register, seq })));
   const txn = timeoutOpt(
     peerOpt(
       new Command('txn')
@@ -300,6 +306,7 @@ export function adminCommands(): Command[] {
     cas,
     del,
     append,
+    outcomeCmd,
     txn,
     streamCmd('watch', 'print collapses as they happen (Ctrl-C to stop)'),
     streamCmd('events', 'print lifecycle transitions and re-entanglements as they happen'),

@@ -690,6 +690,20 @@ export interface AdminCommands {
       Bytes<'value'>;
     result: Outcome;
   };
+  /**
+   * What became of an own write of a pair register (after `pending`, even across restarts): still
+   * `pending`, or its verdict and version. Known for the last 16,384 own writes of the register
+   * decided while this host ran or still in its log at the start; else `unknown-candidate`.
+   */
+  outcome: {
+    args: PairArgs & {
+      /** The register written. */
+      register: string;
+      /** The write's `seq`, from its Outcome (at least 1). */
+      seq: number;
+    };
+    result: Outcome;
+  };
   /** Append to a stream register, and wait for the outcome. */
   append: {
     args: WriteArgs & {
@@ -944,6 +958,7 @@ export const ADMIN_COMMANDS = [
   'cas',
   'del',
   'append',
+  'outcome',
   'watch',
   'events',
   'domains',

@@ -40,6 +40,12 @@ export interface RegisterHandle {
   del(key: string, opts?: CallOptions): Promise<Outcome>;
   append(data: string | Uint8Array, opts?: CallOptions): Promise<Outcome>;
   /**
+   * What became of an own write answered `pending` (its `seq`), even across restarts of spookd or
+   * of the application: `pending` still, or its verdict and version; `unknown-candidate` when this
+   * host no longer knows (decided long ago, or settled by a reconciliation: read the key).
+   */
+  outcome(seq: number, opts?: CallOptions): Promise<Outcome>;
+  /**
    * One atomic candidate of 1-256 ops, committed whole or rejected whole at both ends (a failed
    * guard's index is `failedOp`). On this register alone: one version; map ops on distinct keys,
    * or appends. An op may name another `register` of the pair (up to 16 registers in all): each
@@ -77,6 +83,7 @@ export async function openRegister(register: string, opts: { peer?: string; sock
     cas: (key, expect, value, o) => write('cas', { key, expect, ...bytesArg('value', value) }, o),
     del: (key, o) => write('del', { key }, o),
     append: (data, o) => write('append', bytesArg('data', data), o),
+    outcome: (seq, o) => session.request('outcome', { ...base, seq }, deadline(o)),
     txn: async (ops, o) => write('txn', { ops: txnOps(ops, pairOp) }, o),
     onCollapse: async (fn, o) => void (await session.stream('watch', base, fn, o)),
     onLifecycle: (fn, o) => {

@@ -208,4 +208,33 @@ describe('the library tells the truth', { timeout: 60_000 }, () => {
     await start(other);
     await until('the pair entangled again', entangled, 20_000);
   });
+
+  it('a write answered pending: outcome(seq) says pending, across a restart, then its verdict and version, after another restart too', async () => {
+    const f: 'a' | 'b' = hosts.a!.link('b').pair.role === 'sequencer' ? 'b' : 'a';
+    const other: 'a' | 'b' = f === 'a' ? 'b' : 'a';
+    await stop(other);
+    const h = await openRegister('config', { socket: sock(f) });
+    const o = await h.set('out/k', 'v', { timeoutMs: 1_500 });
+    expect(o.verdict).toBe('pending');
+    expect(await h.outcome(o.seq)).toMatchObject({ verdict: 'pending', version: null, seq: o.seq });
+    await stop(f);
+    await start(f);
+    expect(await h.outcome(o.seq)).toMatchObject({ verdict: 'pending' }); // its pending record, restored
+    await start(other);
+    await until('the pair entangled again', entangled, 20_000);
+    let told: Outcome | undefined;
+    await until('decided', () => {
+      void h.outcome(o.seq).then((x) => (told = x));
+      return told?.verdict === 'committed';
+    });
+    const got = await h.get('out/k');
+    expect(told!.version).toBe(got.keyVersion);
+    // Another restart: the outcome is read back from the log.
+    await stop(f);
+    await start(f);
+    expect(await h.outcome(o.seq)).toMatchObject({ verdict: 'committed', version: got.keyVersion });
+    await expect(h.outcome(o.seq + 1_000_000)).rejects.toMatchObject({ code: 'unknown-candidate' });
+    h.close();
+    await until('the pair entangled again', entangled, 20_000);
+  });
 });

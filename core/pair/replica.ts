@@ -14,7 +14,15 @@
 import type { Hash64Parts } from '../../wire/buffer.js';
 import { MAX_KEY_LEN } from '../../wire/constants.js';
 import { entryValueLen, ownPart, validateCross, type EntryDelta } from '../../wire/cross.js';
-import { DeltaOp, deltaValueLen, isStreamDelta, validateDelta, type Delta, type RejectReason } from '../../wire/delta.js';
+import {
+  DeltaOp,
+  REJECT_REASON_NAMES,
+  deltaValueLen,
+  isStreamDelta,
+  validateDelta,
+  type Delta,
+  type RejectReason,
+} from '../../wire/delta.js';
 import { MsgType, decodeMessages, type StatusMsg } from '../../wire/messages.js';
 import { hashEquals, hashHex } from '../register/hash.js';
 import type { MapState } from '../register/map.js';
@@ -23,6 +31,7 @@ import { Follower } from './follower.js';
 import { PairState } from './lifecycle.js';
 import type { LogView } from './log.js';
 import type { PayloadBuilder } from './payload.js';
+import type { KeptOutcome } from './outcomes.js';
 import { Sequencer } from './sequencer.js';
 import { SEQ_LEASE, Shared, copyEntryDelta, isPart, type RegisterTimer } from './shared.js';
 import type { OwnCandidate, PairContext, PairRole, RegisterConfig, RegisterMessage } from './types.js';
@@ -114,6 +123,17 @@ export class Replica {
 
   get peerHash(): Hash64Parts | undefined {
     return this.s.peerHash;
+  }
+
+  /**
+   * What became of own candidate `seq` (the `outcome` query): still pending here, decided (told,
+   * or in the log replayed at the start: the last OUTCOMES_KEPT), or unknown: decided longer ago,
+   * decided by a reconciliation or full transfer without an outcome told, or never proposed.
+   */
+  outcomeOf(seq: number): KeptOutcome | { verdict: 'pending' } | undefined {
+    const s = this.s;
+    for (const c of s.own) if (c.seq === seq) return { verdict: 'pending' };
+    return s.outcomes.get(seq);
   }
 
   get pendingCount(): number {
@@ -242,6 +262,13 @@ export class Replica {
         if (isStreamDelta(d) === stream) s.state.apply(d, m.version);
       }
       if (!isPart(e)) s.origins.set(e.origin, e.seq);
+      // Own outcomes from the history, for `outcome` after a restart (a part is told at its anchor).
+      if (e.origin === s.pair.localId && !isPart(e))
+        s.outcomes.note(
+          e.seq,
+          e.verdict === 'committed' ? { verdict: 'committed' } : { verdict: 'rejected', reason: REJECT_REASON_NAMES[e.reason] },
+          m.version,
+        );
     }
     s.version = m.version;
     if (!hashEquals(s.state.hash, m.hash))

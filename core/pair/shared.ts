@@ -13,6 +13,7 @@ import { MapState } from '../register/map.js';
 import { StreamState } from '../register/stream.js';
 import { Deque } from '../util/deque.js';
 import type { OwnOutcome, ReentangleMethod } from './events.js';
+import { OwnOutcomes } from './outcomes.js';
 import { PairState } from './lifecycle.js';
 import { DeltaLog } from './log.js';
 import type { PayloadBuilder } from './payload.js';
@@ -124,6 +125,8 @@ export class Shared {
   private readonly failedOps = new Map<number, number>();
   /** UTF-8 length of the name, for packing estimates. */
   readonly nameBytes: number;
+  /** Own candidates' outcomes, told or replayed (the `outcome` query). */
+  readonly outcomes = new OwnOutcomes();
 
   constructor(
     readonly cfg: RegisterConfig,
@@ -214,8 +217,9 @@ export class Shared {
     if (f) this.failedOps.set(seq, f.op);
   }
 
-  /** Tell the proposer how one of its candidates ended. */
+  /** Tell the proposer how one of its candidates ended (and keep it for a later `outcome` query). */
   emitOutcome(now: number, seq: number, outcome: OwnOutcome, version: number): void {
+    this.outcomes.note(seq, outcome, version);
     this.pair.emit({ type: 'outcome', at: now, register: this.name, origin: this.pair.localId, seq, ...outcome, version });
   }
 

@@ -5,6 +5,7 @@ import type { AdminErrorCode, MapGetResult, Outcome, PairSummary, StreamGetResul
 import { DeltaOp, REJECT_REASON_NAMES, type Delta } from '../../wire/delta.js';
 import { hashHex } from '../../core/register/hash.js';
 import { ProposeError } from '../../core/pair/replica.js';
+import { OUTCOMES_KEPT } from '../../core/pair/outcomes.js';
 import { describeDiff, describeDiffs } from '../../core/pair/manifest.js';
 import type { SpookEvent } from '../../core/pair/events.js';
 import { MapState } from '../../core/register/map.js';
@@ -211,7 +212,7 @@ export function proposeDelta(
   });
 }
 
-export function pairHandlers(d: Spookd): Handlers<'status' | 'pairs' | 'pair' | 'registers' | 'xdp' | 'get' | Write> {
+export function pairHandlers(d: Spookd): Handlers<'status' | 'pairs' | 'pair' | 'registers' | 'xdp' | 'get' | Write | 'outcome'> {
   return {
     status: () => {
       const xdp = d.fastPath.status();
@@ -264,6 +265,30 @@ export function pairHandlers(d: Spookd): Handlers<'status' | 'pairs' | 'pair' | 
     del: (args, call) => propose(d, 'del', args, call),
     cas: (args, call) => propose(d, 'cas', args, call),
     append: (args, call) => propose(d, 'append', args, call),
+    outcome: (args): Outcome | Promise<Outcome> => {
+      const link = linkOf(d, str(args, 'peer', false));
+      refuseFenced(link);
+      const register = str(args, 'register');
+      const r = failsAs('unknown-register', 'register', () => link.pair.register(register), register);
+      const seq = num(args, 'seq', undefined, 1, Number.MAX_SAFE_INTEGER);
+      // As a read: what it answers is on disk (a told outcome is, once its batch is).
+      return d.durableRead(link, (): Outcome => {
+        refuseFenced(link);
+        const o = r.outcomeOf(seq);
+        if (o === undefined)
+          throw new AdminFault(
+            'unknown-candidate',
+            `no outcome of write ${seq} on register ${register} is known here: decided longer ago than this host keeps ` +
+              `(the last ${OUTCOMES_KEPT} of the register, and its log at the start), settled by a reconciliation, or never proposed here: read the key`,
+            'seq',
+          );
+        const base = { register, origin: link.pair.opts.localId, seq };
+        if (o.verdict === 'pending')
+          return { ...base, verdict: 'pending', reason: `not decided yet (pair ${link.pair.state})`, version: null };
+        if (o.verdict === 'committed') return { ...base, verdict: 'committed', reason: null, version: o.version };
+        return { ...base, verdict: 'rejected', reason: o.reason, version: o.version, ...(o.op !== undefined ? { failedOp: o.op } : {}) };
+      });
+    },
   };
 }
 

@@ -3,7 +3,7 @@ _spook() {
   local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} cmdpath=spook w i
   # Not "words" nor "path": zsh (through bashcompinit) reserves both.
   declare -A _spook_words=(
-    ["spook"]="keygen pubkey status pairs pair registers get set cas del append txn watch events domains domain groups group wrap xdp maps reload -V --version -s --socket --json"
+    ["spook"]="keygen pubkey status pairs pair registers get set cas del append outcome txn watch events domains domain groups group wrap xdp maps reload -V --version -s --socket --json"
     ["spook keygen"]="-V --version -s --socket --json"
     ["spook pubkey"]="-V --version -s --socket --json"
     ["spook status"]="-V --version -s --socket --json"
@@ -16,6 +16,7 @@ _spook() {
     ["spook cas"]="-p --peer -t --timeout -V --version -s --socket --json"
     ["spook del"]="-p --peer -t --timeout -V --version -s --socket --json"
     ["spook append"]="-p --peer -t --timeout -V --version -s --socket --json"
+    ["spook outcome"]="-p --peer -V --version -s --socket --json"
     ["spook txn"]="-p --peer -t --timeout -V --version -s --socket --json"
     ["spook watch"]="-p --peer -V --version -s --socket --json"
     ["spook events"]="-p --peer -V --version -s --socket --json"
