@@ -692,7 +692,7 @@ export interface AdminCommands {
   };
   /**
    * What became of an own write of a pair register (after `pending`, even across restarts): still
-   * `pending`, or its verdict and version. Known for the last 16,384 own writes of the register
+   * `pending`, or its verdict and version. Known for the last 4,096 own writes of the register
    * decided while this host ran or still in its log at the start; else `unknown-candidate`.
    */
   outcome: {
