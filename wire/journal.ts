@@ -81,7 +81,7 @@ export function damagedAt(buf: Uint8Array, end: number, max: number, sha256: Sha
   };
   const next = frameEnd(end);
   if (next < 0 || next >= buf.length || zeroSector(buf, end, next)) return -1;
-  for (let off = next; off < buf.length; ) {
+  for (let off = next; off < buf.length;) {
     if (buf.length - off < RECORD_HEADER) return -1;
     const to = frameEnd(off);
     if (to < 0 || to > buf.length) return -1;
