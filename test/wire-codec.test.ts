@@ -681,8 +681,8 @@ const examples: Message[] = [
       { name: 'future', kind: 9, limits: [] },
     ],
   },
-  // ---- large values: a piece of a 10-byte message in 2 (the smallest layout), and its acknowledgement
-  { type: MsgType.Fragment, msgId: 2 ** 33, total: 10, count: 2, index: 1, bytes: fill(5, 1) },
+  // ---- large values: the last piece of a 1023-byte message in 2 (the smallest layout: pieces of 512, rev 1.33), and its acknowledgement
+  { type: MsgType.Fragment, msgId: 2 ** 33, total: 1023, count: 2, index: 1, bytes: fill(511, 1) },
   {
     type: MsgType.FragmentAck,
     msgId: 7,
@@ -978,7 +978,8 @@ describe('fuzz', () => {
       ...examples.map((m, i) => encodeFrame({ type: FrameType.Data, flags: 0, pairId: PAIR, packetNumber: 2 ** 32 + i }, encodeMessage(m))),
       encodeFrame(
         { type: FrameType.Data, flags: 1, pairId: PAIR, packetNumber: 9 },
-        concat(...examples.filter((m) => m.type !== MsgType.StreamData).map(encodeMessage)),
+        // StreamData and Fragment (pieces of at least 512 bytes since rev 1.33) alone fill most of a frame.
+        concat(...examples.filter((m) => m.type !== MsgType.StreamData && m.type !== MsgType.Fragment).map(encodeMessage)),
       ),
       ...HANDSHAKE_TYPES.map((type) => encodeFrame({ type, flags: 0, pairId: 0, packetNumber: 0 }, fill(64, type))),
     ];
@@ -1187,6 +1188,10 @@ describe('Fragment and FragmentAck range checks', () => {
   it('refuses layouts no sender makes: one piece, an empty last piece, pieces over a payload, a message over MAX_MESSAGE_LEN', () => {
     expectWire(() => decodeMessages(frag(100, 1, 0, 100)), DropReason.MalformedPayload, 'fragment.count');
     expectWire(() => decodeMessages(frag(4, 3, 0, 2)), DropReason.MalformedPayload, 'fragment.count'); // pieces of 2: the third would be empty
+    // Pieces below 512 bytes (rev 1.33): no sender cuts them (its pieces are ≥ 667), and they only multiply the receiver's work.
+    expectWire(() => decodeMessages(frag(2044, 4, 0, 511)), DropReason.MalformedPayload, 'fragment.count');
+    expectWire(() => decodeMessages(frag(65_542, 65_542, 0, 1)), DropReason.MalformedPayload, 'fragment.count');
+    expect(decodeMessages(frag(2045, 4, 0, 512)).messages.length).toBe(1);
     expectWire(() => decodeMessages(frag(4 * MAX_PAYLOAD_LEN, 2, 0, 10)), DropReason.MalformedPayload, 'fragment.count');
     expectWire(() => decodeMessages(frag(MAX_MESSAGE_LEN + 1, 60_000, 0, 10)), DropReason.MalformedPayload, 'fragment.total');
     expect(MAX_MESSAGE_LEN).toBeGreaterThan(MAX_VALUE_LEN);

@@ -306,6 +306,12 @@ export interface FragmentAckMsg {
 export const MAX_FRAGMENT_ACK_RANGES = 32;
 /** Most fragments of one message: a largest message in pieces of at least 1 KiB. */
 export const MAX_FRAGMENTS = Math.ceil(MAX_MESSAGE_LEN / 1024);
+/**
+ * The smallest piece `F = ceil(total / count)` of a layout (rev 1.33): a sender cuts pieces of
+ * its payload limit less their framing (at least 1400 − 67), so even a message just past it in 2
+ * pieces has `F` ≥ 667. Smaller pieces only multiply the receiver's work and bookkeeping per byte.
+ */
+export const MIN_FRAGMENT_PIECE = 512;
 
 /** Bytes a fragment of `index` carries, for a message of `total` bytes in `count` fragments (0: no such fragment). */
 export function fragmentLen(total: number, count: number, index: number): number {
@@ -323,7 +329,8 @@ export interface FragmentLimits {
 /**
  * A fragment's body, `varint msgId, total, count, index` then `lenBytes piece`, refusing any
  * layout a sender would not make: a fragmented message is larger than a piece, in at least 2
- * pieces, each within `maxPiece`, and the piece holds exactly its share. Fields are `<field>.*`.
+ * pieces, each within `maxPiece` and at least MIN_FRAGMENT_PIECE (but the last), and the piece
+ * holds exactly its share. Fields are `<field>.*`.
  */
 export function readFragmentBody(
   r: Reader,
@@ -334,7 +341,8 @@ export function readFragmentBody(
   const total = r.varint(`${field}.total`);
   const count = r.varint(`${field}.count`);
   if (total > lim.maxTotal) throw new WireError(DropReason.MalformedPayload, `${field}.total`, `${total} exceeds ${lim.maxTotal}`);
-  if (count < 2 || count > lim.maxCount || Math.ceil(total / count) > lim.maxPiece || (count - 1) * Math.ceil(total / count) >= total)
+  const piece = Math.ceil(total / count);
+  if (count < 2 || count > lim.maxCount || piece > lim.maxPiece || piece < MIN_FRAGMENT_PIECE || (count - 1) * piece >= total)
     throw new WireError(DropReason.MalformedPayload, `${field}.count`, `${count} pieces do not lay out ${total} bytes`);
   const index = r.varint(`${field}.index`);
   if (index >= count) throw new WireError(DropReason.MalformedPayload, `${field}.index`, `${index} of ${count}`);

@@ -43,6 +43,20 @@ export const FRAGMENT_OVERHEAD = 1 + 3 + 4 * 5 + 3;
 const ACK_ROOM = 40;
 /** After this many fragments of a message, its acknowledgement leaves at once (RFC 9000 §13.2.2 acks every 2nd; fewer here). */
 export const ACK_EVERY = 8;
+/**
+ * Disjoint ranges of pieces one partial message holds at most (§3.7.4): an honest sender sends
+ * its pieces in order and leaves at most a window (64) of holes; a piece that would open one
+ * more range is dropped (`fragment-quota`) and sent again later. Bounds both the bookkeeping a
+ * peer scattering pieces makes us hold and the work per piece (a search and a move of at most this many).
+ */
+export const MAX_HELD_RANGES = 256;
+/** What a partial message holds besides its bytes: its ranges (8 bytes each) and its record. */
+export const PARTIAL_BOOKKEEPING = 8 * MAX_HELD_RANGES + 512;
+/**
+ * What a partial message of `total` bytes is charged against the reassembly quota, and so what
+ * a sender counts for each message it keeps under way (the peer can hold all of them at once).
+ */
+export const reassemblyCharge = (total: number): number => total + PARTIAL_BOOKKEEPING;
 
 interface OutMessage {
   id: number;
@@ -76,7 +90,7 @@ export interface FragmentSenderStats {
 /** The sending half: cuts own large messages into fragments and resends what is lost. */
 export class FragmentSender {
   private readonly out: OutMessage[] = [];
-  /** Bytes of the messages in `out`. */
+  /** Bytes of the messages in `out`, as the peer's reassembly quota counts them. */
   private outBytes = 0;
   private nextId = 1;
   private sendOrder = 0;
@@ -140,7 +154,7 @@ export class FragmentSender {
     if (key !== undefined && this.holds(now, key)) return true;
     if (!this.canTake(raw.length)) return false;
     if (this.out.length === 0) this.lastProgressAt = now;
-    this.outBytes += raw.length;
+    this.outBytes += reassemblyCharge(raw.length);
     const count = Math.ceil(raw.length / this.fragBytes);
     const id = this.nextId++;
     this.out.push({
@@ -164,10 +178,11 @@ export class FragmentSender {
 
   /**
    * Whether `add` would take a message of `bytes` now (within OUT_LIMIT messages and
-   * `byteLimit` bytes): asked before encoding one, so a full queue costs no encoding.
+   * `byteLimit` bytes as the peer's reassembly quota counts them, `reassemblyCharge`): asked
+   * before encoding one, so a full queue costs no encoding.
    */
   canTake(bytes: number): boolean {
-    return this.out.length === 0 || (this.out.length < this.outLimit && this.outBytes + bytes <= this.byteLimit);
+    return this.out.length === 0 || (this.out.length < this.outLimit && this.outBytes + reassemblyCharge(bytes) <= this.byteLimit);
   }
 
   /** Whether the message named `key` is queued, in flight, or was delivered recently enough that a register's retransmission of it is moot. */
@@ -184,7 +199,7 @@ export class FragmentSender {
     return this.out.length;
   }
 
-  /** Bytes of the messages queued or in flight. */
+  /** Bytes of the messages queued or in flight, as the peer's reassembly quota counts them (`reassemblyCharge`). */
   get bytes(): number {
     return this.outBytes;
   }
@@ -272,7 +287,7 @@ export class FragmentSender {
     }
     if (m.acked === m.count) {
       this.out.splice(this.out.indexOf(m), 1);
-      this.outBytes -= m.raw.length;
+      this.outBytes -= reassemblyCharge(m.raw.length);
       if (!this.out.some((o) => o.stream === m.stream)) this.turns.delete(m.stream);
       if (m.key !== undefined && m.remember) {
         this.delivered.set(m.key, now + 2 * (now - (m.startedAt ?? now)) + rto);
@@ -329,7 +344,7 @@ export class FragmentSender {
       if (m.key === undefined || !stale(m.key)) continue;
       gone.add(m);
       this.out.splice(k, 1);
-      this.outBytes -= m.raw.length;
+      this.outBytes -= reassemblyCharge(m.raw.length);
     }
     if (gone.size === 0) return;
     for (let k = this.inFlight.length - 1; k >= 0; k--) if (gone.has(this.inFlight[k].m)) this.inFlight.splice(k, 1);
@@ -356,13 +371,19 @@ interface Partial {
   total: number;
   count: number;
   buf: Uint8Array;
-  got: Uint8Array;
   have: number;
   lastAt: number;
   /** Fragments received since its last acknowledgement. */
   unacked: number;
-  /** The pieces held as ascending disjoint ranges, kept as pieces arrive: an acknowledgement reads the first few, never every piece. */
-  held: IndexRange[];
+  /**
+   * The pieces held as ascending disjoint ranges, kept as pieces arrive (an acknowledgement
+   * reads the first few, never every piece): range k is `held[2k] … held[2k+1]`, `ranges` of
+   * them, at most MAX_HELD_RANGES; the array grows by doubling. Also what says whether a piece
+   * is held (a binary search): before, a byte per piece and an object per range were kept, which
+   * a peer sending 1-byte pieces, every other one, made 24 times what the quota counted.
+   */
+  held: Uint32Array;
+  ranges: number;
 }
 
 export type FragmentDrop = Extract<PairDrop, 'fragment-quota' | 'fragment-conflict' | 'fragment-duplicate'>;
@@ -387,13 +408,20 @@ export class Reassembler {
     private readonly drop: (reason: FragmentDrop, detail: string) => void,
   ) {}
 
-  /** Bytes held by partial messages (never above the quota). */
+  /** Bytes held by partial messages, their bookkeeping included (`reassemblyCharge`; never above the quota). */
   get bytes(): number {
     return this.heldBytes;
   }
 
   get partialCount(): number {
     return this.partials.size;
+  }
+
+  /** Ranges of pieces held, all partial messages together (each at most MAX_HELD_RANGES): what a piece's work is bounded by. */
+  get rangeCount(): number {
+    let n = 0;
+    for (const p of this.partials.values()) n += p.ranges;
+    return n;
   }
 
   /** Take one fragment; the whole message when it completes it. */
@@ -409,7 +437,7 @@ export class Reassembler {
     }
     let p = this.partials.get(f.msgId);
     if (p === undefined) {
-      if (!this.makeRoom(now, f.total)) {
+      if (!this.makeRoom(now, reassemblyCharge(f.total))) {
         this.drop(
           'fragment-quota',
           `message ${f.msgId} of ${f.total} bytes: ${this.heldBytes} of the ${this.quota}-byte reassembly quota held by ${this.partials.size} partial message(s)`,
@@ -420,14 +448,14 @@ export class Reassembler {
         total: f.total,
         count: f.count,
         buf: new Uint8Array(f.total),
-        got: new Uint8Array(f.count),
         have: 0,
         lastAt: now,
         unacked: 0,
-        held: [],
+        held: new Uint32Array(16),
+        ranges: 0,
       };
       this.partials.set(f.msgId, p);
-      this.heldBytes += f.total;
+      this.heldBytes += reassemblyCharge(f.total);
     }
     if (p.total !== f.total || p.count !== f.count) {
       this.discard(f.msgId, p);
@@ -435,7 +463,8 @@ export class Reassembler {
       return undefined;
     }
     const off = f.index * Math.ceil(f.total / f.count);
-    if (p.got[f.index]) {
+    const at = rangeAt(p, f.index);
+    if (at > 0 && p.held[2 * at - 1] >= f.index) {
       for (let i = 0; i < f.bytes.length; i++) {
         if (p.buf[off + i] !== f.bytes[i]) {
           this.discard(f.msgId, p);
@@ -447,27 +476,29 @@ export class Reassembler {
       this.drop('fragment-duplicate', `piece ${f.index} of message ${f.msgId}`);
       return undefined;
     }
+    if (!hold(p, at, f.index)) {
+      this.drop('fragment-quota', `piece ${f.index} of message ${f.msgId}: it would be the ${MAX_HELD_RANGES + 1}th range of pieces held`);
+      return undefined;
+    }
     p.buf.set(f.bytes, off);
     this.accepted++;
-    p.got[f.index] = 1;
     p.have++;
-    hold(p.held, f.index);
     p.lastAt = now;
     this.dirty.add(f.msgId);
     if (++p.unacked >= ACK_EVERY) this.urgent = true;
     if (p.have < p.count) return undefined;
     this.partials.delete(f.msgId);
-    this.heldBytes -= p.total;
+    this.heldBytes -= reassemblyCharge(p.total);
     this.done.set(f.msgId, { total: p.total, count: p.count });
     if (this.done.size > DONE_MEMORY) this.done.delete(this.done.keys().next().value!);
     this.urgent = true;
     return p.buf;
   }
 
-  /** Free room for a new message of `total` bytes, evicting stale partial messages (oldest first) if need be. */
-  private makeRoom(now: number, total: number): boolean {
-    if (total > this.quota) return false;
-    while (this.partials.size >= MAX_PARTIALS || this.heldBytes + total > this.quota) {
+  /** Free room for a new message charged `charge` bytes, evicting stale partial messages (oldest first) if need be. */
+  private makeRoom(now: number, charge: number): boolean {
+    if (charge > this.quota) return false;
+    while (this.partials.size >= MAX_PARTIALS || this.heldBytes + charge > this.quota) {
       let oldest: [number, Partial] | undefined;
       for (const e of this.partials) if (!oldest || e[1].lastAt < oldest[1].lastAt) oldest = e;
       if (!oldest || now - oldest[1].lastAt < this.staleMs) return false;
@@ -480,7 +511,7 @@ export class Reassembler {
   private discard(id: number, p: Partial): void {
     this.partials.delete(id);
     this.dirty.delete(id);
-    this.heldBytes -= p.total;
+    this.heldBytes -= reassemblyCharge(p.total);
   }
 
   /** Evict partial messages stale at `now` (housekeeping on the pair's timeout). */
@@ -533,34 +564,52 @@ export class Reassembler {
 
 /** The received indexes as ascending ranges, at most MAX_FRAGMENT_ACK_RANGES (the lowest). */
 function ranges(p: Partial): IndexRange[] {
-  return p.held.slice(0, MAX_FRAGMENT_ACK_RANGES).map((r) => ({ from: r.from, to: r.to }));
+  const out: IndexRange[] = [];
+  for (let k = 0; k < p.ranges && k < MAX_FRAGMENT_ACK_RANGES; k++) out.push({ from: p.held[2 * k], to: p.held[2 * k + 1] });
+  return out;
+}
+
+/** The number of held ranges starting at or below index `i` (a binary search): range `at − 1` is the last that may hold it. */
+function rangeAt(p: Partial, i: number): number {
+  let lo = 0;
+  let hi = p.ranges;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (p.held[2 * mid] > i) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
 }
 
 /**
- * Add index `i` (not held yet) to ascending disjoint ranges, joining its neighbours: O(log n)
- * to find, then a splice only for a new isolated piece (an honest sender's pieces come about
- * in order, with at most a window of holes; a peer scattering them pays a memmove of at most
- * count/2 references per piece it sends).
+ * Add index `i` (not held yet; `at = rangeAt(p, i)`) to the ranges, joining its neighbours.
+ * False, and nothing changed, if it would be an isolated piece past MAX_HELD_RANGES. The work is
+ * the search and, for an isolated piece or a join of two ranges, a move of at most
+ * MAX_HELD_RANGES pairs (2 KiB): before, a peer scattering 1-byte pieces made each one a move of
+ * up to 32,771 references.
  */
-function hold(held: IndexRange[], i: number): void {
-  let lo = 0;
-  let hi = held.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (held[mid].from > i) hi = mid;
-    else lo = mid + 1;
-  }
-  // held[lo] is the first range starting above i; held[lo - 1] the last at or below it.
-  const prev = lo > 0 ? held[lo - 1] : undefined;
-  const next = lo < held.length ? held[lo] : undefined;
-  const joinsPrev = prev !== undefined && prev.to === i - 1;
-  const joinsNext = next !== undefined && next.from === i + 1;
+function hold(p: Partial, at: number, i: number): boolean {
+  const h = p.held;
+  const joinsPrev = at > 0 && h[2 * at - 1] === i - 1;
+  const joinsNext = at < p.ranges && h[2 * at] === i + 1;
   if (joinsPrev && joinsNext) {
-    prev.to = next.to;
-    held.splice(lo, 1);
-  } else if (joinsPrev) prev.to = i;
-  else if (joinsNext) next.from = i;
-  else held.splice(lo, 0, { from: i, to: i });
+    h[2 * at - 1] = h[2 * at + 1];
+    h.copyWithin(2 * at, 2 * at + 2, 2 * p.ranges);
+    p.ranges--;
+  } else if (joinsPrev) h[2 * at - 1] = i;
+  else if (joinsNext) h[2 * at] = i;
+  else {
+    if (p.ranges >= MAX_HELD_RANGES) return false;
+    if (2 * p.ranges + 2 > h.length) {
+      p.held = new Uint32Array(Math.min(2 * MAX_HELD_RANGES, 2 * h.length));
+      p.held.set(h.subarray(0, 2 * p.ranges));
+    }
+    p.held.copyWithin(2 * at + 2, 2 * at, 2 * p.ranges);
+    p.held[2 * at] = i;
+    p.held[2 * at + 1] = i;
+    p.ranges++;
+  }
+  return true;
 }
 
 /** Whether ascending disjoint ranges (as decoded: §3.7.2) hold index `i`; a binary search. */

@@ -14,7 +14,7 @@
 import { addRttSample } from '../util/rtt.js';
 import { MsgType, type FragmentMsg } from '../../wire/messages.js';
 import { QN_MAX_DATAGRAM, type QnBody } from '../../wire/qn.js';
-import { FragmentSender, Reassembler, type FragmentDrop } from '../pair/fragment.js';
+import { FragmentSender, Reassembler, reassemblyCharge, type FragmentDrop } from '../pair/fragment.js';
 import type { NodeId } from './raft.js';
 
 /** Own large messages queued or in flight per link (Raft resends what does not fit): a window of snapshot chunks and a few appends. */
@@ -83,7 +83,8 @@ export class QnLinks {
   send(now: number, hop: NodeId, bytes: Uint8Array, key: { key: string; remember: boolean } | undefined): boolean {
     const l = this.link(hop);
     const before = l.sender.stats.messagesFragmented;
-    const over = l.sender.pending > 0 && l.sender.bytes + bytes.length > this.o.outBytes && !(key && l.sender.holds(now, key.key));
+    const over =
+      l.sender.pending > 0 && l.sender.bytes + reassemblyCharge(bytes.length) > this.o.outBytes && !(key && l.sender.holds(now, key.key));
     if (over || !l.sender.add(now, bytes, key?.key, key?.remember)) {
       this.stats.outFull++;
       return false;
