@@ -17,7 +17,7 @@
  * namespaces they create (testing/lab: Lab without `loopback`, BridgedPair, RoamLab, ConnectLab)
  * need no block: a fresh namespace's ports are its own. A file that binds more ports needs a
  * larger `ports` (and its block, and every later one, moved); test/ports.test.ts checks the table.
- * 31930-32767 is free for new files.
+ * 32100-32767 is free for new files.
  */
 
 /** Lanes per block: runs on one machine whose pids differ modulo this use disjoint ports. */
@@ -103,6 +103,8 @@ export const BLOCKS = {
   'client-truth.test.ts': { first: 31_250, last: 31_589, ports: 2 },
   /** a, b */
   'store-corrupt-mid.test.ts': { first: 31_590, last: 31_929, ports: 2 },
+  /** metrics */
+  'metrics-contain.test.ts': { first: 31_930, last: 32_099, ports: 1 },
 } as const satisfies Record<string, PortBlock>;
 
 export type PortFile = keyof typeof BLOCKS;

@@ -12,6 +12,7 @@
  *   GET /readyz   200 once spookd has started and until it stops, else 503 (readiness)
  */
 import { createServer, type Server } from 'node:http';
+import type { Socket } from 'node:net';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from 'pino';
 import { PairState } from '../../core/pair/lifecycle.js';
@@ -25,6 +26,12 @@ import type { WrapperCounters } from '../wrap/local.js';
 import type { SpookEvent } from '../../core/pair/events.js';
 import { buildInfo } from '../daemon/build-info.js';
 import { bindFault } from '../daemon/preflight.js';
+
+/** Connections the metrics listener holds at once (scrapers, probes); past it new ones are dropped. */
+const METRICS_MAX_CONNECTIONS = 64;
+/** A request must be read within this; a connection idle this long is closed. */
+const METRICS_REQUEST_MS = 10_000;
+const METRICS_IDLE_MS = 10_000;
 
 /** Where a committed or rejected write was decided. */
 export type CommitScope = 'pair' | 'domain';
@@ -439,6 +446,15 @@ export class Metrics {
         },
       );
     });
+    // Whoever reaches the port is unauthenticated: a few scrapers at a time, each request read
+    // within seconds, an idle connection closed soon; past the cap new ones are dropped (a flood of
+    // idle connections held each 60-90 s and ran the daemon out of descriptors).
+    this.server.maxConnections = METRICS_MAX_CONNECTIONS;
+    this.server.headersTimeout = METRICS_REQUEST_MS;
+    this.server.requestTimeout = METRICS_REQUEST_MS;
+    this.server.keepAliveTimeout = METRICS_REQUEST_MS;
+    this.server.timeout = METRICS_IDLE_MS;
+    this.server.on('timeout', (socket: Socket) => socket.destroy());
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', (e) => reject(bindFault(e, [[this.listen, 'metrics.listen']])));
       this.server!.listen(hp.port, hp.host, () => resolve());

@@ -98,6 +98,9 @@ export interface WrapperCounters extends WrapperSpec {
   closes: Record<string, number>;
 }
 
+/** Chunks (reads, datagrams) the protocol recognition looks at, both directions together. */
+const RECOGNISE_MAX_CHUNKS = 32;
+
 export class WrapCounters {
   /** By transport and port (wrapperKey): a port may be wrapped for TCP and for UDP. */
   readonly wrappers = new Map<WrapperKey, WrapperCounters>();
@@ -125,7 +128,12 @@ export class WrapCounters {
     w.active++;
   }
 
-  /** Count bytes per direction and recognise the protocol from the first bytes of each. */
+  /**
+   * Count bytes per direction and recognise the protocol from the first bytes of each: at most
+   * RECOGNISE_MAX_BYTES of each, in at most RECOGNISE_MAX_CHUNKS chunks in all (each look joins
+   * them: without a bound on their number, a peer's flood of empty or 1-octet datagrams made every
+   * next one cost more, seconds of the event loop for 20,000).
+   */
   observe(lc: LocalConn, dir: 0 | 1, chunk: Uint8Array): void {
     lc.bytes[dir] += chunk.length;
     const w = this.wrapperOf(lc);
@@ -137,6 +145,8 @@ export class WrapCounters {
       this.protocols.bytes(lc.protocol, dir === 0 ? chunk.length : 0, dir === 1 ? chunk.length : 0);
       return;
     }
+    // Nothing to recognise in an empty chunk (an empty datagram): never a reason to look again.
+    if (chunk.length === 0) return;
     if (lc.firstLen[dir] < RECOGNISE_MAX_BYTES) {
       lc.first[dir].push(Buffer.from(chunk.subarray(0, RECOGNISE_MAX_BYTES - lc.firstLen[dir])));
       lc.firstLen[dir] += Math.min(chunk.length, RECOGNISE_MAX_BYTES - lc.firstLen[dir]);
@@ -147,7 +157,9 @@ export class WrapCounters {
     if (
       r.complete ||
       (up.length >= RECOGNISE_MAX_BYTES && down.length >= RECOGNISE_MAX_BYTES) ||
-      lc.bytes[0] + lc.bytes[1] > 4 * RECOGNISE_MAX_BYTES
+      lc.bytes[0] + lc.bytes[1] > 4 * RECOGNISE_MAX_BYTES ||
+      // Each look joins what came so far: after so many chunks (tiny datagrams), the answer is unknown.
+      lc.first[0].length + lc.first[1].length >= RECOGNISE_MAX_CHUNKS
     ) {
       lc.protocol = r.complete ? r.protocol : 'unknown';
       lc.first = [[], []];
