@@ -19,6 +19,8 @@ export const CHUNK_MIN = 2 * 1024;
  * FastCDC does: they depend on the last 32 bytes, the low bits only on the last 13.
  */
 const CHUNK_MASK = 0xfff80000;
+/** The first buffer a chunk's bytes are gathered in (Chunker, keepBytes); each next one doubles, to CHUNK_MAX. */
+const KEEP_FIRST = 256;
 /** Chunks each side remembers per peer (by bytes): the two caches see the same operations. */
 export const CACHE_BYTES = 64 * 1024 * 1024;
 
@@ -57,7 +59,12 @@ export class Chunker {
   private start = 0;
   private len = 0;
   private hash = incrementalHash('SHA256');
-  private kept: Uint8Array[] = [];
+  /**
+   * The bytes of the chunk in progress (keepBytes), copied together as they arrive: holding the
+   * pieces themselves cost an object (and what it pins) per piece, some 200 octets for each
+   * 1-octet DATA record of a stream of zeros (which never cuts before CHUNK_MAX).
+   */
+  private kept: Buffer | undefined;
 
   constructor(private readonly keepBytes = false) {}
 
@@ -93,17 +100,34 @@ export class Chunker {
 
   private take(piece: Uint8Array): void {
     this.hash.update(piece);
-    if (this.keepBytes) this.kept.push(piece);
+    if (this.keepBytes) {
+      const need = this.len + piece.length; // at most CHUNK_MAX: push cuts there
+      if (!this.kept || need > this.kept.length) {
+        // Its own ArrayBuffer (not Node's pool: a slice would keep a whole slab), at most twice what it holds past KEEP_FIRST.
+        const k = Buffer.allocUnsafeSlow(Math.min(CHUNK_MAX, Math.max(KEEP_FIRST, need, 2 * (this.kept?.length ?? 0))));
+        this.kept?.copy(k, 0, 0, this.len);
+        this.kept = k;
+      }
+      this.kept.set(piece, this.len);
+    }
     this.len += piece.length;
   }
 
   private cut(): Chunk {
     const digest = new Uint8Array(this.hash.digest().subarray(0, DIGEST_LEN));
     const c: Chunk = { offset: this.start, length: this.len, digest, key: digestKey(digest) };
-    if (this.keepBytes) c.bytes = Buffer.concat(this.kept); // a copy: views would pin whole records
+    if (this.keepBytes) {
+      // Exactly its size (what the cache counts): the gathering buffer itself if it is, else a copy.
+      const k = this.kept ?? Buffer.alloc(0);
+      if (k.length === this.len) c.bytes = k;
+      else {
+        c.bytes = Buffer.allocUnsafeSlow(this.len);
+        k.copy(c.bytes, 0, 0, this.len);
+      }
+    }
     this.start += this.len;
     this.len = 0;
-    this.kept = [];
+    this.kept = undefined;
     this.hash = incrementalHash('SHA256');
     return c;
   }

@@ -15,8 +15,12 @@ const CLOSE_LINGER_MS = 5_000;
 
 /** What the manager does to a local endpoint. */
 export interface LocalIo {
-  /** Hand bytes of the peer's stream over; `done` once the endpoint took them (ACK-able). */
-  write(data: Uint8Array, done: () => void): void;
+  /**
+   * Hand bytes of the peer's stream over; `done(n)` once the endpoint took n octets of them
+   * (ACK-able), in order. An endpoint may gather several writes and report them in one call, to
+   * the `done` of the last of them: every `done` of a connection must do the same thing.
+   */
+  write(data: Uint8Array, done: (n: number) => void): void;
   /** The peer's stream ended. */
   end(): void;
   /** The window reopened. */
@@ -44,24 +48,99 @@ export interface LocalConn {
 }
 
 /**
+ * A piece smaller than this, delivered while the socket has a write the kernel has not taken,
+ * is copied into the connection's gathering buffer instead of becoming a write of its own.
+ */
+export const GATHER_BELOW = 16 * 1024;
+/** The first gathering buffer's size; each next one doubles (at most twice what it holds, past this). */
+const GATHER_FIRST = 256;
+
+/**
  * A TCP socket as a LocalIo. `corkTurn`, when given, is called before each write: the driver
  * corks the socket until the end of its event-loop turn, so the deliveries of one turn (one per
- * carrier read, several per poll under load) leave in one writev, not one write each.
+ * carrier read, several per poll under load) leave in one writev, not one write each; it calls
+ * `beforeUncork` just before it uncorks.
+ *
+ * A socket whose reader does not keep up (a slow server, a stalled client) must not hold a write
+ * for each piece the peer sent: a write costs some 500 octets of buffers, callback and queue entry
+ * (Node's, libuv's), and the quotas count only a piece's octets (a 1-octet DATA record is one).
+ * So a small piece delivered while an earlier write is still waiting for the kernel is copied
+ * into one gathering buffer (growing by doubling), written as one piece once the socket's writes
+ * before it completed; the gathered octets are reported done only when that write completes.
+ * Deliveries of one turn whose earlier writes all went in that turn join it (beforeUncork).
  */
-export function tcpIo(socket: Socket, corkTurn?: (s: Socket) => void): LocalIo {
+export function tcpIo(socket: Socket, corkTurn?: (s: Socket, beforeUncork: () => void) => void): LocalIo {
+  let issued = 0; // writes handed to the socket
+  let completed = 0; // of which completed (taken by the kernel, or failed)
+  let turnFrom = -1; // `issued` when this turn's cork began; -1: no cork of ours pending
+  let gather: Buffer | undefined;
+  let gatherLen = 0;
+  let gatherDone: ((n: number) => void) | undefined;
+
+  const put = (data: Uint8Array, done: (n: number) => void): void => {
+    const n = data.length;
+    issued++;
+    socket.write(data, (err) => {
+      completed++;
+      if (err) return void (gather = gatherDone = undefined); // the socket is gone: so is the rest
+      done(n);
+      if (gather && completed === issued) {
+        cork();
+        flushGather();
+      }
+    });
+  };
+  const flushGather = (): void => {
+    if (!gather) return;
+    const b = gather.subarray(0, gatherLen);
+    const done = gatherDone!;
+    gather = gatherDone = undefined;
+    gatherLen = 0;
+    put(b, done);
+  };
+  const beforeUncork = (): void => {
+    // Nothing from an earlier turn waits for the kernel: what gathered goes in this turn's write.
+    if (completed >= turnFrom) flushGather();
+    turnFrom = -1;
+  };
+  const cork = (): void => {
+    if (!corkTurn) return;
+    if (turnFrom < 0) turnFrom = issued;
+    corkTurn(socket, beforeUncork);
+  };
+  const gatherIn = (data: Uint8Array, done: (n: number) => void): void => {
+    const need = gatherLen + data.length;
+    if (!gather || need > gather.length) {
+      // Not Buffer.alloc below 4 KiB: a slice of Node's shared pool would keep its whole slab.
+      const g = Buffer.allocUnsafeSlow(Math.max(GATHER_FIRST, need, gather ? 2 * gather.length : 0));
+      if (gather) gather.copy(g, 0, 0, gatherLen);
+      gather = g;
+    }
+    gather.set(data, gatherLen);
+    gatherLen = need;
+    gatherDone = done;
+  };
+
   return {
     write: (data, done) => {
-      corkTurn?.(socket);
-      socket.write(data, (err) => err || done());
+      cork();
+      if (data.length < GATHER_BELOW && (gather || issued > completed)) return gatherIn(data, done);
+      flushGather(); // ahead of this piece, in order
+      put(data, done);
     },
     end: () => {
+      flushGather();
       orderlyClose(socket); // an orderly FIN: every byte delivered, no reset at close
       socket.end();
     },
     resume: () => void socket.resume(),
     pause: () => void socket.pause(),
     close: (clean) => {
-      if (!clean) return void socket.resetAndDestroy();
+      if (!clean) {
+        gather = gatherDone = undefined;
+        return void socket.resetAndDestroy();
+      }
+      flushGather();
       orderlyClose(socket);
       socket.end();
       setTimeout(() => socket.destroy(), CLOSE_LINGER_MS).unref();

@@ -187,6 +187,8 @@ export class WrapManager {
   private readonly flushDue = new Set<PeerState>();
   /** Sockets corked until the end of this turn (carriers in flushNow, local sockets on write), each with its peer, and whether that end is queued. */
   private readonly corkedTurn = new Map<Socket, PeerState>();
+  /** What to do just before uncorking a socket of corkedTurn (tcpIo: write what it gathered this turn). */
+  private readonly beforeUncork = new Map<Socket, () => void>();
   private turnQueued = false;
   /** Peers with OPENs deferred for their clients' first bytes (announceNextTurn). */
   private readonly announceDue = new Set<PeerState>();
@@ -762,7 +764,7 @@ export class WrapManager {
 
   private attach(ps: PeerState, id: number, socket: Socket, wrapPort: number, lingers = false): LocalConn {
     const local = ps.session.conns.get(id)?.local ?? true;
-    const lc = this.localConn(ps, id, () => tcpIo(socket, (s) => this.corkTurn(ps, s)), local, wrapPort, false);
+    const lc = this.localConn(ps, id, () => tcpIo(socket, (s, before) => this.corkTurn(ps, s, before)), local, wrapPort, false);
     this.tcpSockets.set(lc, socket);
     socket.setNoDelay(true);
     // Should spookd die, the kernel resets the socket rather than ending it cleanly (§16.5.7).
@@ -876,7 +878,7 @@ export class WrapManager {
     return {
       write: (data, done) => {
         let waiting = 1;
-        const one = (): void => void (--waiting === 0 && done());
+        const one = (): void => void (--waiting === 0 && done(data.length));
         deframer.push(data, (d) => {
           this.counters.observe(lc, lc.local ? 1 : 0, d);
           waiting++;
@@ -1238,8 +1240,12 @@ export class WrapManager {
     this.drainedDue.add(ps);
   }
 
-  /** Cork a socket of `ps` until the end of this turn (its writes of the turn leave as one writev). */
-  private corkTurn(ps: PeerState, s: Socket): void {
+  /**
+   * Cork a socket of `ps` until the end of this turn (its writes of the turn leave as one writev);
+   * `beforeUncork` is called just before it is uncorked (a local connection's gathered pieces).
+   */
+  private corkTurn(ps: PeerState, s: Socket, beforeUncork?: () => void): void {
+    if (beforeUncork) this.beforeUncork.set(s, beforeUncork);
     if (this.corkedTurn.has(s)) return;
     s.cork();
     this.corkedTurn.set(s, ps);
@@ -1264,7 +1270,12 @@ export class WrapManager {
     for (const [ps, sockets] of byPeer) {
       const t0 = performance.now();
       // One socket's fault must leave no other corked for good (its writes would never leave).
-      for (const s of sockets) this.guard('uncork', () => s.uncork())();
+      for (const s of sockets) {
+        const before = this.beforeUncork.get(s);
+        this.beforeUncork.delete(s);
+        if (before) this.guard('gathered', before)();
+        this.guard('uncork', () => s.uncork())();
+      }
       if (!this.charging) ps.budget?.charge(performance.now() - t0);
     }
   }
@@ -1347,15 +1358,16 @@ export class WrapManager {
         return;
       case 'deliver': {
         if (!lc) return;
-        const n = ev.data.length;
         const session = ps.session;
         if (!lc.datagram) this.counters.observe(lc, lc.local ? 1 : 0, ev.data); // UDP: counted per datagram as sent
-        lc.io.write(ev.data, () => {
-          if (ps.conns.get(ev.conn) !== lc) return;
+        const conn = ev.conn;
+        // The same for every delivery of the connection: the io may report several in one call (tcpIo gathers).
+        lc.io.write(ev.data, (n) => {
+          if (ps.conns.get(conn) !== lc) return;
           // The acknowledgement a delivery causes is the peer's work too (its carrier pauses on the debt).
           // The writes of a turn complete together (one writev): one flush after their
           // callbacks moves whatever ACKs their drained bytes made due, not one per write.
-          this.charged(ps, () => session.drained(this.now(), ev.conn, n));
+          this.charged(ps, () => session.drained(this.now(), conn, n));
           this.flushAfterTicks(ps);
         });
         return;
