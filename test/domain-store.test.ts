@@ -8,6 +8,7 @@ import { DomainNode } from '../core/qn/node.js';
 import { driveReady } from '../core/qn/persist.js';
 import { EntryKind } from '../core/qn/raft.js';
 import { DeltaOp } from '../wire/delta.js';
+import { soloDomain } from './helpers.js';
 
 const dirs: string[] = [];
 const tmp = (): string => {
@@ -31,26 +32,7 @@ const sync = (node: DomainNode, disk: FileDomainStore): void =>
 
 /** A single-member domain: it leads itself, so every proposal commits at once. */
 function solo(dir: string, maxLogEntries = 1000, disk = new FileDomainStore(dir, 'always')): { node: DomainNode; disk: FileDomainStore } {
-  const node = new DomainNode(
-    {
-      domain: 1,
-      name: 'd',
-      id: 1,
-      members: [1],
-      links: [],
-      registers: [{ name: 'kv', kind: 'map' }],
-      seed: 3,
-      stored: disk.load(),
-      random: (a) => a,
-      electionMs: 100,
-      heartbeatMs: 20,
-      maxLogEntries,
-    },
-    0,
-  );
-  node.handleTimeout(500); // elects itself
-  sync(node, disk);
-  return { node, disk };
+  return { node: soloDomain(disk, maxLogEntries).node, disk };
 }
 const put = (a: { node: DomainNode; disk: FileDomainStore }, k: string, v: string): void => {
   a.node.propose(1000, [{ register: 'kv', delta: { op: DeltaOp.Set, key: enc(k), value: enc(v) } }]);

@@ -17,6 +17,9 @@ import { MANIFEST_REPLY, MsgType, decodeMessages, encodeMessage, type Message, t
 import { decodeFrame } from '../wire/header.js';
 import type { StreamReport } from '../testing/lab/cutstream.js';
 import { WireError } from '../wire/errors.js';
+import { DomainNode } from '../core/qn/node.js';
+import { driveReady } from '../core/qn/persist.js';
+import type { FileDomainStore } from '../drivers/store/domain-store.js';
 
 export const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 export const set = (k: string, v: string): Delta => ({ op: DeltaOp.Set, key: enc(k), value: enc(v) });
@@ -231,4 +234,48 @@ export function mapFollower(quota: Partial<Quota>, own: WireEntry[]) {
   };
   f.handlePayload(t, pn++, peerManifest(regs));
   return { f, feed, reg: f.register('kv') };
+}
+
+/**
+ * A single-member domain of one map register `kv` on `disk`, elected (it leads itself, so every
+ * proposal commits at once); `sync` hands each Ready's writes to the journal, `put` proposes a set
+ * at `at` and syncs, returning the candidate's number.
+ */
+export function soloDomain(
+  disk: FileDomainStore,
+  maxLogEntries = 1000,
+): { node: DomainNode; sync: () => void; put: (k: string, v: string, at: number) => number } {
+  const node = new DomainNode(
+    {
+      domain: 1,
+      name: 'd',
+      id: 1,
+      members: [1],
+      links: [],
+      registers: [{ name: 'kv', kind: 'map' }],
+      seed: 3,
+      stored: disk.load(),
+      random: (a) => a,
+      electionMs: 100,
+      heartbeatMs: 20,
+      maxLogEntries,
+    },
+    0,
+  );
+  const sync = (): void =>
+    void driveReady(
+      node,
+      disk,
+      () => {},
+      () => {},
+    );
+  node.handleTimeout(500); // elects itself: term and vote written before any vote could leave
+  sync();
+  const put = (k: string, v: string, at: number): number => {
+    const r = node.propose(at, [{ register: 'kv', delta: { op: DeltaOp.Set, key: enc(k), value: enc(v) } }]);
+    node.handleTimeout(at);
+    sync();
+    return r.seq!;
+  };
+  return { node, sync, put };
 }

@@ -12,15 +12,13 @@ import { join } from 'node:path';
 import { HalfPair } from '../core/pair/halfpair.js';
 import { DiskStore, StoreError } from '../drivers/store/store.js';
 import { FileDomainStore } from '../drivers/store/domain-store.js';
-import { DomainNode } from '../core/qn/node.js';
-import { driveReady } from '../core/qn/persist.js';
 import { DeltaOp } from '../wire/delta.js';
 import { MAX_JOURNAL_RECORD, MAX_PAIR_RECORD, RECORD_HEADER, damagedAt, frameRecord, readFrames } from '../wire/journal.js';
 import { hash } from '../crypto/primitives.js';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { pairIdentity } from '../core/etcp/endpoint.js';
 import { configOf, inProcess, logOf } from './inproc.js';
-import { enc, ownSeqs, set, tempDirs } from './helpers.js';
+import { enc, ownSeqs, set, soloDomain, tempDirs } from './helpers.js';
 import { portBase } from './ports.js';
 
 const tmp = tempDirs('spook-corrupt-mid');
@@ -66,37 +64,8 @@ function garbage(n: number, seed = 0x9e3779b9): Buffer {
 
 function domainJournal(dir: string, n: number): { path: string; buf: Buffer } {
   const disk = new FileDomainStore(dir, 'always');
-  const node = new DomainNode(
-    {
-      domain: 1,
-      name: 'd',
-      id: 1,
-      members: [1],
-      links: [],
-      registers: [{ name: 'kv', kind: 'map' }],
-      seed: 3,
-      stored: disk.load(),
-      random: (x) => x,
-      electionMs: 100,
-      heartbeatMs: 20,
-    },
-    0,
-  );
-  const drive = (): void =>
-    void driveReady(
-      node,
-      disk,
-      () => {},
-      () => {},
-    );
-  node.handleTimeout(500);
-  drive();
-  for (let i = 0; i < n; i++) {
-    const r = node.propose(1000 + i, [{ register: 'kv', delta: { op: DeltaOp.Set, key: enc(`k${i}`), value: enc('v') } }]);
-    node.handleTimeout(1000 + i);
-    drive();
-    expect(node.outcomeOf(r.seq!)?.verdict).toBe('committed'); // acknowledged
-  }
+  const { node, put } = soloDomain(disk);
+  for (let i = 0; i < n; i++) expect(node.outcomeOf(put(`k${i}`, 'v', 1000 + i))?.verdict).toBe('committed'); // acknowledged
   disk.close();
   const path = join(dir, 'journal');
   return { path, buf: readFileSync(path) };

@@ -55,8 +55,7 @@ vi.mock('node:fs', async (importOriginal) => {
 const { DiskStore } = await import('../drivers/store/store.js');
 const { FileDomainStore } = await import('../drivers/store/domain-store.js');
 const { HalfPair } = await import('../core/pair/halfpair.js');
-const { DomainNode } = await import('../core/qn/node.js');
-const { driveReady } = await import('../core/qn/persist.js');
+const { soloDomain } = await import('./helpers.js');
 const { DeltaOp } = await import('../wire/delta.js');
 
 /** Entries created under `root` whose parent directory was not fsynced after their creation: a power loss may remove them. */
@@ -89,35 +88,8 @@ function pairRound(storeDir: string): InstanceType<typeof DiskStore> {
 
 function domainRound(dir: string): InstanceType<typeof FileDomainStore> {
   const disk = new FileDomainStore(dir, 'always');
-  const node = new DomainNode(
-    {
-      domain: 1,
-      name: 'd',
-      id: 1,
-      members: [1],
-      links: [],
-      registers: [{ name: 'kv', kind: 'map' }],
-      seed: 3,
-      stored: disk.load(),
-      random: (a) => a,
-      electionMs: 100,
-      heartbeatMs: 20,
-    },
-    0,
-  );
-  const sync = (): void =>
-    void driveReady(
-      node,
-      disk,
-      () => {},
-      () => {},
-    );
-  node.handleTimeout(500); // elects itself: term and vote written (and fsynced) before any vote could leave
-  sync();
-  const r = node.propose(1000, [{ register: 'kv', delta: { op: DeltaOp.Set, key: enc('k'), value: enc('v') } }]);
-  node.handleTimeout(1000);
-  sync();
-  expect(node.outcomeOf(r.seq!)?.verdict).toBe('committed');
+  const { node, put } = soloDomain(disk);
+  expect(node.outcomeOf(put('k', 'v', 1000))?.verdict).toBe('committed');
   return disk;
 }
 
