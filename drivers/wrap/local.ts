@@ -82,13 +82,17 @@ export function tcpIo(socket: Socket, corkTurn?: (s: Socket, beforeUncork: () =>
     issued++;
     socket.write(data, (err) => {
       completed++;
-      if (err) return void (gather = gatherDone = undefined); // the socket is gone: so is the rest
+      if (err) return dropGather(); // the socket is gone: so is the rest
       done(n);
       if (gather && completed === issued) {
         cork();
         flushGather();
       }
     });
+  };
+  const dropGather = (): void => {
+    gather = gatherDone = undefined;
+    gatherLen = 0;
   };
   const flushGather = (): void => {
     if (!gather) return;
@@ -137,7 +141,7 @@ export function tcpIo(socket: Socket, corkTurn?: (s: Socket, beforeUncork: () =>
     pause: () => void socket.pause(),
     close: (clean) => {
       if (!clean) {
-        gather = gatherDone = undefined;
+        dropGather();
         return void socket.resetAndDestroy();
       }
       flushGather();
