@@ -582,8 +582,7 @@ export class Spookd {
   async removePeer(name: string): Promise<void> {
     const link = this.links.get(name);
     if (!link) throw new Error(`no peer named ${name}`);
-    for (const d of this.domains.values())
-      if (d.hasMember(name)) throw new Error(`peer ${name} is a member of domain ${d.cfg.name}: change the domain first`);
+    this.refuseMember(name);
     for (const w of this.wraps.wrappers.values())
       if (w.peer === name) throw new Error(`peer ${name} carries the wrapper of port ${w.port}: remove the wrapper first`);
     // What its pair (and every other) wrote so far reaches the disk first: nothing accepted is dropped with it.
@@ -591,11 +590,12 @@ export class Spookd {
     link.removing = true;
     await this.syncsSettled(() => [link]);
     // A `member add` of it while its fsyncs settled: refused after all (a voter's key is not revoked).
-    for (const d of this.domains.values())
-      if (d.hasMember(name)) {
-        link.removing = false;
-        throw new Error(`peer ${name} is a member of domain ${d.cfg.name}: change the domain first`);
-      }
+    try {
+      this.refuseMember(name);
+    } catch (e) {
+      link.removing = false;
+      throw e;
+    }
     this.commit(true);
     const bye = this.table.canSend(name) ? link.pair.goingAway(this.now()) : undefined;
     const sock = this.socket;
@@ -630,6 +630,12 @@ export class Spookd {
       this.log.warn({ peer: name, undecided }, `peer ${name} removed with ${undecided} write(s) undecided: abandoned (peer-removed)`);
     this.log.info({ peer: name }, 'peer removed');
     this.schedule();
+  }
+
+  /** Throws if peer `name` is a voter of a domain here: its key may not be revoked while it is. */
+  private refuseMember(name: string): void {
+    for (const d of this.domains.values())
+      if (d.hasMember(name)) throw new Error(`peer ${name} is a member of domain ${d.cfg.name}: change the domain first`);
   }
 
   /** A peer's configured endpoint changed (a reload): the next handshake to it goes there. */
