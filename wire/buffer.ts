@@ -142,6 +142,20 @@ export function copyBytes(dst: Uint8Array, at: number, src: Uint8Array, off: num
   else for (let i = 0; i < len; i++) dst[at + i] = src[off + i];
 }
 
+/**
+ * A buffer holding `old`'s first `used` octets with room for `need` (used ≤ need ≤ max): `old`
+ * itself when it has the room, else a new one of max(first, need, twice old's size) octets, at
+ * most `max`. Growing by doubling costs amortised O(1) per octet and holds at most twice what
+ * it is asked for past `first`: what every gathering buffer that a peer's small pieces fill
+ * needs (a stream's tail, a wrapped connection's writes, a chunk in progress, a Writer).
+ */
+export function roomFor(old: Uint8Array | undefined, used: number, need: number, first: number, max = Infinity): Uint8Array {
+  if (old !== undefined && need <= old.length) return old;
+  const grown = new Uint8Array(Math.min(max, Math.max(first, need, old === undefined ? 0 : 2 * old.length)));
+  if (old !== undefined && used > 0) grown.set(old.subarray(0, used));
+  return grown;
+}
+
 export class Writer {
   /** Allocated on the first write: a writer that ends up empty (a poll with nothing to send) costs no backing store. */
   buf: Uint8Array = EMPTY;
@@ -149,12 +163,7 @@ export class Writer {
   constructor(private readonly initial = 256) {}
 
   private ensure(n: number): void {
-    if (this.pos + n <= this.buf.length) return;
-    let size = Math.max(this.buf.length * 2, this.initial, 16);
-    while (size < this.pos + n) size *= 2;
-    const next = new Uint8Array(size);
-    next.set(this.buf.subarray(0, this.pos));
-    this.buf = next;
+    if (this.pos + n > this.buf.length) this.buf = roomFor(this.buf, this.pos, this.pos + n, Math.max(this.initial, 16));
   }
 
   u8(v: number): this {

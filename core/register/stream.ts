@@ -2,6 +2,7 @@
 import { DeltaOp, RejectReason, type Delta, type SimpleDelta } from '../../wire/delta.js';
 import { Hash64, Murmur3, laneSeeds } from './hash.js';
 import type { StateBlock } from './state.js';
+import { roomFor } from '../../wire/buffer.js';
 
 /** The largest chunk small appends are gathered into: a chunk's bookkeeping (~200 bytes) is then noise. */
 export const STREAM_CHUNK_BYTES = 64 * 1024;
@@ -105,9 +106,7 @@ export class StreamState implements StateBlock {
         this.chunkStarts.push(this.length);
       } else if (filled + (n - at) > tail.length && tail.length < STREAM_CHUNK_BYTES) {
         // Grow by doubling (amortised O(1) per byte); only the filled part moves.
-        const grown = new Uint8Array(capacityFor(Math.max(filled + (n - at), 2 * tail.length)));
-        grown.set(tail.subarray(0, filled));
-        tail = grown;
+        tail = roomFor(tail, filled, Math.min(filled + (n - at), STREAM_CHUNK_BYTES), FIRST_CAPACITY, STREAM_CHUNK_BYTES);
         this.tail = tail;
         this.chunks[this.chunks.length - 1] = tail;
       }

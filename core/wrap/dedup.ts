@@ -10,6 +10,7 @@
  */
 import { incrementalHash } from '../../crypto/primitives.js';
 import { CHUNK_MAX, DIGEST_LEN } from '../../wire/wrap.js';
+import { roomFor } from '../../wire/buffer.js';
 
 export { CHUNK_MAX, DIGEST_LEN };
 
@@ -64,7 +65,7 @@ export class Chunker {
    * pieces themselves cost an object (and what it pins) per piece, some 200 octets for each
    * 1-octet DATA record of a stream of zeros (which never cuts before CHUNK_MAX).
    */
-  private kept: Buffer | undefined;
+  private kept: Uint8Array | undefined;
 
   constructor(private readonly keepBytes = false) {}
 
@@ -101,13 +102,8 @@ export class Chunker {
   private take(piece: Uint8Array): void {
     this.hash.update(piece);
     if (this.keepBytes) {
-      const need = this.len + piece.length; // at most CHUNK_MAX: push cuts there
-      if (!this.kept || need > this.kept.length) {
-        // Its own ArrayBuffer (not Node's pool: a slice would keep a whole slab), at most twice what it holds past KEEP_FIRST.
-        const k = Buffer.allocUnsafeSlow(Math.min(CHUNK_MAX, Math.max(KEEP_FIRST, need, 2 * (this.kept?.length ?? 0))));
-        this.kept?.copy(k, 0, 0, this.len);
-        this.kept = k;
-      }
+      // At most CHUNK_MAX: push cuts there.
+      this.kept = roomFor(this.kept, this.len, this.len + piece.length, KEEP_FIRST, CHUNK_MAX);
       this.kept.set(piece, this.len);
     }
     this.len += piece.length;
@@ -118,12 +114,8 @@ export class Chunker {
     const c: Chunk = { offset: this.start, length: this.len, digest, key: digestKey(digest) };
     if (this.keepBytes) {
       // Exactly its size (what the cache counts): the gathering buffer itself if it is, else a copy.
-      const k = this.kept ?? Buffer.alloc(0);
-      if (k.length === this.len) c.bytes = k;
-      else {
-        c.bytes = Buffer.allocUnsafeSlow(this.len);
-        k.copy(c.bytes, 0, 0, this.len);
-      }
+      const k = this.kept ?? new Uint8Array(0);
+      c.bytes = k.length === this.len ? k : k.slice(0, this.len);
     }
     this.start += this.len;
     this.len = 0;

@@ -9,6 +9,7 @@ import { orderlyClose } from './linger.js';
 import { ProtocolStats, recognise, RECOGNISE_MAX_BYTES, type Protocol } from '../../core/wrap/profiles.js';
 import { transportOf, wrapperKey, type WrapperKey, type WrapProtocol } from '../../core/wrap/protocols.js';
 import type { CloseName } from '../../wire/wrap.js';
+import { roomFor } from '../../wire/buffer.js';
 
 /** How a closed connection lingers before its socket is destroyed (its FIN and last bytes leave). */
 const CLOSE_LINGER_MS = 5_000;
@@ -73,7 +74,7 @@ export function tcpIo(socket: Socket, corkTurn?: (s: Socket, beforeUncork: () =>
   let issued = 0; // writes handed to the socket
   let completed = 0; // of which completed (taken by the kernel, or failed)
   let turnFrom = -1; // `issued` when this turn's cork began; -1: no cork of ours pending
-  let gather: Buffer | undefined;
+  let gather: Uint8Array | undefined;
   let gatherLen = 0;
   let gatherDone: ((n: number) => void) | undefined;
 
@@ -114,12 +115,7 @@ export function tcpIo(socket: Socket, corkTurn?: (s: Socket, beforeUncork: () =>
   };
   const gatherIn = (data: Uint8Array, done: (n: number) => void): void => {
     const need = gatherLen + data.length;
-    if (!gather || need > gather.length) {
-      // Not Buffer.alloc below 4 KiB: a slice of Node's shared pool would keep its whole slab.
-      const g = Buffer.allocUnsafeSlow(Math.max(GATHER_FIRST, need, gather ? 2 * gather.length : 0));
-      if (gather) gather.copy(g, 0, 0, gatherLen);
-      gather = g;
-    }
+    gather = roomFor(gather, gatherLen, need, GATHER_FIRST);
     gather.set(data, gatherLen);
     gatherLen = need;
     gatherDone = done;
