@@ -74,5 +74,25 @@ describe('review39 qn: removal notice index at the edge', () => {
     const committed = (leader.state.registers.get('kv')!.state as { get(k: Uint8Array): unknown }).get(new TextEncoder().encode('p')) !== undefined;
     expect({ outcome, committedAtLeader: committed }).toEqual({ outcome: 'committed', committedAtLeader: true });
   });
+
+  it('a former member (removed by a committed change, still a configured peer) takes a member out the same way', () => {
+    const t = new Trio(6);
+    t.run(600);
+    expect(t.put('k', 'v')).toBe('committed');
+    const leader = t.leader()!;
+    const [f, gone] = [1, 2, 3].filter((x) => x !== leader.id).map((x) => t.nodes.get(x)!);
+    expect(leader.changeMembers(t.now, { remove: gone.id }).ok).toBe(true);
+    t.run(500);
+    expect(f.raft.members).not.toContain(gone.id);
+    expect(f.raft.configIndex).toBeLessThanOrEqual(f.raft.commit);
+    t.stop(gone.id);
+    t.run(300);
+    expect(f.coherenceState).toBe('coherent');
+    t.inject(gone.id, f.id, { t: 'removed', index: MAX_INDEX });
+    t.run(2000);
+    expect(t.put('k2', 'v')).toBe('committed'); // f still votes: the leader commits with it
+    expect(f.coherenceState).toBe('coherent');
+    expect(t.put('mine', 'v', f.id)).toBe('committed');
+  });
 });
 
