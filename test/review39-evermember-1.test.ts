@@ -55,7 +55,14 @@ function drive(cmd: (i: number) => Uint8Array): { n: DomainNode; wire: number; h
   let wire = 0;
   const t0 = performance.now();
   for (let i = 0; i < ROUNDS; i++) {
-    const body: RaftMsg = { t: 'append', term: 1, prevIndex: i, prevTerm: i === 0 ? 0 : 1, commit: i + 1, entries: [{ term: 1, cmd: cmd(i) }] };
+    const body: RaftMsg = {
+      t: 'append',
+      term: 1,
+      prevIndex: i,
+      prevTerm: i === 0 ? 0 : 1,
+      commit: i + 1,
+      entries: [{ term: 1, cmd: cmd(i) }],
+    };
     const bytes = encodeEnvelope({ domain: DOMAIN, from: ADV, to: SELF, ttl: 1, body });
     wire += bytes.length;
     n.handleDatagram(10 + i, ADV, bytes);
@@ -84,7 +91,8 @@ describe('review39: node ids of committed configurations a member invents', () =
     expect(hostile.n.raft.commit).toBe(ROUNDS); // every append was taken and committed
     expect(honest.n.raft.commit).toBe(ROUNDS);
     expect(EntryKind.Config).toBeDefined();
-    // Bounded: at most the ids of the configurations the log and snapshot can still hold, say a few of 64.
-    expect(size(hostile.n)).toBeLessThanOrEqual(4 * 64);
+    // Bounded: the links and bootstrap members (3 here), and at most four configurations' worth of other ids.
+    expect(size(hostile.n)).toBeLessThanOrEqual(3 + 4 * 64);
+    expect(hostile.held).toBeLessThan(honest.held + 2 ** 20);
   });
 });

@@ -64,14 +64,17 @@ describe('review39 qn: removal notice index at the edge', () => {
     const leader = t.leader()!;
     const [f, other] = [1, 2, 3].filter((x) => x !== leader.id).map((x) => t.nodes.get(x)!);
     t.cut.add(`${f.id}>${leader.id}`); // hold f's forward for a moment
-    const r = f.propose(t.now, [{ register: 'kv', delta: { op: 1, key: new TextEncoder().encode('p'), value: new TextEncoder().encode('1') } }] as never);
+    const r = f.propose(t.now, [
+      { register: 'kv', delta: { op: 1, key: new TextEncoder().encode('p'), value: new TextEncoder().encode('1') } },
+    ] as never);
     expect('seq' in r).toBe(true);
     t.inject(other.id, f.id, { t: 'removed', index: MAX_INDEX });
     t.cut.delete(`${f.id}>${leader.id}`);
     const outcome = t.await(f.id, (r as { seq: number }).seq, 2000);
     t.run(500);
     // What the domain decided: the candidate committed at the leader (or, if it never got there, f should still retry it).
-    const committed = (leader.state.registers.get('kv')!.state as { get(k: Uint8Array): unknown }).get(new TextEncoder().encode('p')) !== undefined;
+    const committed =
+      (leader.state.registers.get('kv')!.state as { get(k: Uint8Array): unknown }).get(new TextEncoder().encode('p')) !== undefined;
     expect({ outcome, committedAtLeader: committed }).toEqual({ outcome: 'committed', committedAtLeader: true });
   });
 
@@ -96,3 +99,27 @@ describe('review39 qn: removal notice index at the edge', () => {
   });
 });
 
+describe('review39 qn: a real removal is still learnt', () => {
+  it('a member removed while cut off learns it from a notice once the link heals, though a false notice from a member is ignored while it hears its leader', () => {
+    const t = new Trio(7);
+    t.run(600);
+    expect(t.put('k', 'v')).toBe('committed');
+    t.run(300);
+    const leader = t.leader()!;
+    const [stay, gone] = [1, 2, 3].filter((x) => x !== leader.id).map((x) => t.nodes.get(x)!);
+    t.isolate(gone.id);
+    expect(leader.changeMembers(t.now, { remove: gone.id }).ok).toBe(true);
+    t.run(1000);
+    expect(stay.raft.members).not.toContain(gone.id);
+    expect(gone.raft.members).toContain(gone.id); // it missed the change
+    t.isolate(gone.id, false);
+    // Nobody replicates to it any more: it stops hearing a leader, and the notices its messages draw hold.
+    t.run(5000);
+    expect(gone.coherenceState).toBe('decoherent');
+    expect(
+      'refused' in
+        gone.propose(t.now, [{ register: 'kv', delta: { op: 1, key: new Uint8Array([1]), value: new Uint8Array([1]) } }] as never),
+    ).toBe(true);
+    expect(stay.coherenceState).toBe('coherent');
+  });
+});

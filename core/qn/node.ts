@@ -30,6 +30,7 @@ import {
   DEFAULT_MAX_UNCOMMITTED_BYTES,
   EntryKind,
   MAX_INDEX,
+  MAX_MEMBERS,
   MAX_NODE_ID,
   Raft,
   Role,
@@ -71,6 +72,8 @@ const SNAP_CHUNK_BYTES = 16 * 1024;
 
 /** Room around a candidate in the largest message that carries it (an append or fwd, sealed, in an envelope). */
 const MESSAGE_ROOM = 1024;
+/** Ids other than links and bootstrap members remembered as having been members (everMember): four full configurations. */
+const EVER_MEMBER_OTHERS = 4 * MAX_MEMBERS;
 
 /**
  * Why a QN message was dropped (docs/PROTOCOL.md §15.3): a closed set, counted per member in
@@ -89,6 +92,8 @@ export type QnDrop =
   | 'bad-removal'
   /** A removal notice to a leader that it cannot check against its committed log: ignored (§15.6). */
   | 'removal-while-leading'
+  /** The same to a follower that hears its leader (which replicates to it, so holds it a member): ignored (§15.6). */
+  | 'removal-while-followed'
   /** A relayed message without a valid end-to-end seal from its claimed origin (§15.5). */
   | 'relay-unauthenticated'
   | 'malformed-candidate'
@@ -121,6 +126,7 @@ export const QN_DROPS: readonly QnDrop[] = [
   'relayed-by-non-member',
   'bad-removal',
   'removal-while-leading',
+  'removal-while-followed',
   'relay-unauthenticated',
   'malformed-candidate',
   'oversized-candidate',
@@ -266,8 +272,15 @@ export class DomainNode {
   private inLogTerm = -1;
   /** Seen itself in a committed configuration (or the bootstrap one): leaving it later means it was removed. */
   private wasMember = false;
-  /** Every node in a committed (or the bootstrap) configuration seen here: a removed one was among them. */
+  /**
+   * Nodes in a committed (or the bootstrap) configuration seen here: a removed one was among
+   * them. Every link and bootstrap member is kept; of the other ids (reached only through a
+   * relay, or named by nobody this host can hear: a leader may commit any ids) at most
+   * EVER_MEMBER_OTHERS, so a member committing configurations of invented ids holds this
+   * set to its links plus that many.
+   */
   private readonly everMember = new Set<NodeId>();
+  private everOthers = 0;
   /**
    * Links that a known member lists as its live neighbours in a hello: it hears them as
    * members, so they are members of a configuration we may not have yet (a leader added while
@@ -276,6 +289,8 @@ export class DomainNode {
   private readonly vouched = new Set<NodeId>();
   /** Told by a member that our removal is committed (at this index); 0 if not. */
   private removed = 0;
+  /** When that notice was kept: a leader heard after it replicates to us, so holds us a member. */
+  private removedAt = 0;
   /** Why this member takes part in nothing (its own durable state did not apply, or its driver fenced it). */
   private fenced: string | undefined;
   readonly stats = {
@@ -615,14 +630,17 @@ export class DomainNode {
         throw e;
       }
     } else if (env.from !== from) return this.drop('relay-unauthenticated');
-    const bad = this.checkBody(b);
+    const bad = this.checkBody(now, b);
     if (bad) return this.drop(bad);
     if (b.t === 'removed') {
       // A lagging member may not know we were added back after a removal: our own committed
       // configuration, if it includes us and is newer than the notice, wins.
       const r = this.raft;
       const inCommitted = r.members.includes(this.id) && r.configIndex <= r.commit && r.configIndex >= b.index;
-      if (!this.removed && !inCommitted) this.removed = b.index;
+      if (!this.removed && !inCommitted) {
+        this.removed = b.index;
+        this.removedAt = now;
+      }
     } else if (this.isRemoved(env.from)) {
       // A member removed by a committed change that never heard of it (it was cut off, or it
       // restarted with the change uncommitted in its log): tell it, whatever it sent.
@@ -643,7 +661,7 @@ export class DomainNode {
   }
 
   /** Checks of the non-Raft bodies (Raft checks its own): node ids and indexes within bounds. */
-  private checkBody(b: QnBody): QnDrop | undefined {
+  private checkBody(now: number, b: QnBody): QnDrop | undefined {
     if (b.t === 'hello') return b.commit > MAX_INDEX || b.neighbours.some((n) => n === 0 || n > MAX_NODE_ID) ? 'out-of-bounds' : undefined;
     if (b.t === 'removed') {
       if (b.index === 0 || b.index > MAX_INDEX) return 'out-of-bounds';
@@ -655,6 +673,11 @@ export class DomainNode {
       // A leader cannot check a notice past its commit: it is deposed without knowing (CheckQuorum
       // steps it down, and as a follower it takes the next notice) or the sender lies.
       if (r.role === Role.Leader) return 'removal-while-leading';
+      // Nor can a follower that hears its leader: a leader replicates only to the members of its
+      // configuration, so it holds this one a member (a false notice past the commit, from any
+      // member, kept this member out for good). Removed for real, it stops hearing the leader
+      // within an election timeout, and the next notice (every message it sends draws one) holds.
+      if (!e && r.role === Role.Follower && r.leader !== 0 && now - r.leaderContact < r.electionMs) return 'removal-while-followed';
     }
     return undefined;
   }
@@ -819,6 +842,15 @@ export class DomainNode {
     return this.removed > 0 || (this.wasMember && !this.raft.members.includes(this.id) && this.raft.configIndex <= this.raft.commit);
   }
 
+  private noteEverMember(id: NodeId): void {
+    if (this.everMember.has(id)) return;
+    if (this.o.links.includes(id) || this.o.members.includes(id)) this.everMember.add(id);
+    else if (this.everOthers < EVER_MEMBER_OTHERS) {
+      this.everOthers++;
+      this.everMember.add(id);
+    }
+  }
+
   private isRemoved(id: NodeId): boolean {
     return this.everMember.has(id) && !this.raft.members.includes(id) && this.raft.configIndex <= this.raft.commit;
   }
@@ -854,11 +886,17 @@ export class DomainNode {
     // a member it removed, so waiting for the commit here could wait forever.
     const committedConfig = this.raft.configIndex <= this.raft.commit;
     // Only committed configurations count: an appended one may be truncated and redone.
-    if (committedConfig) for (const m of this.raft.members) this.everMember.add(m);
+    if (committedConfig) for (const m of this.raft.members) this.noteEverMember(m);
     // Leading a configuration that holds us: a removal notice was false (Leader Completeness).
     if (this.removed && this.raft.role === Role.Leader && this.raft.members.includes(this.id)) this.removed = 0;
     // Added back by a committed change newer than a removal notice: no longer removed.
     if (this.removed && committedConfig && this.raft.members.includes(this.id) && this.raft.configIndex > this.removed) this.removed = 0;
+    // The commit reached the notice's index inside a configuration holding us: the entry there is
+    // no configuration without us, so the notice was false (§15.6).
+    if (this.removed && committedConfig && this.raft.members.includes(this.id) && this.removed <= this.raft.commit) this.removed = 0;
+    // A leader replicated to us after we kept it: that leader's configuration holds us (§15.6).
+    if (this.removed && this.raft.role === Role.Follower && this.raft.leader !== 0 && this.raft.leaderContact > this.removedAt)
+      this.removed = 0;
     if (this.raft.members.includes(this.id) && committedConfig && !this.removed) this.wasMember = true;
     if (this.pending.size > 0 && this.isRemovedHere()) this.abandonPending();
     this.sendPending(now);
