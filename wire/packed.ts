@@ -18,6 +18,10 @@ export interface PackedEntries {
   readonly sets: number;
   readonly growth: number;
   readonly maxValue: number;
+  /** The first two origins the entries name (-1: none), and whether they name a third (a pair has two ends: §7.4). */
+  readonly origin1: number;
+  readonly origin2: number;
+  readonly moreOrigins: boolean;
 }
 
 /**
@@ -32,8 +36,16 @@ export function scanPacked(r: Reader, n: number, maxReason: number, version: num
   let sets = 0;
   let growth = 0;
   let maxValue = 0;
+  let o1 = -1;
+  let o2 = -1;
+  let more = false;
   for (let i = 0; i < n; i++) {
-    r.varintAt('collapse', i, '.origin');
+    const o = r.varintAt('collapse', i, '.origin');
+    if (o !== o1 && o !== o2) {
+      if (o1 < 0) o1 = o;
+      else if (o2 < 0) o2 = o;
+      else more = true;
+    }
     r.varintAt('collapse', i, '.seq');
     const verdict = r.u8At('collapse', i, '.verdict');
     if (verdict === 0) {
@@ -53,7 +65,7 @@ export function scanPacked(r: Reader, n: number, maxReason: number, version: num
       return undefined;
     }
   }
-  return { buf: r.buf, start, end: r.pos, count: n, sets, growth, maxValue };
+  return { buf: r.buf, start, end: r.pos, count: n, sets, growth, maxValue, origin1: o1, origin2: o2, moreOrigins: more };
 }
 
 /** Walks the entries of a PackedEntries (checked by scanPacked): one entry's fields per next(). */

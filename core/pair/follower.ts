@@ -192,7 +192,7 @@ export class Follower implements RoleMachine, RequesterHost {
     s.version = r.version;
     this.seqVersionSeen = Math.max(this.seqVersionSeen, r.version);
     s.origins.clear();
-    for (const [o, q] of r.origins) s.origins.set(o, q);
+    for (const [o, q] of r.origins) s.mark(o, q);
     s.log.reset(r.version, s.state.hash);
     this.session = undefined;
     this.clearReorder();
@@ -407,8 +407,18 @@ export class Follower implements RoleMachine, RequesterHost {
    */
   private invalidRecord(m: CollapseMsg): string | undefined {
     const stream = this.s.cfg.kind === 'stream';
+    const local = this.s.pair.localId;
+    const peer = this.s.pair.peerId;
     const p = collapsePacked(m);
-    if (p !== undefined) return stream && p.sets > 0 ? 'commits a map op on a stream register' : undefined;
+    if (p !== undefined) {
+      if (stream && p.sets > 0) return 'commits a map op on a stream register';
+      // scanPacked noted the first two origins named (-1: none) and whether there is a third.
+      const o1 = p.origin1;
+      const o2 = p.origin2;
+      if (p.moreOrigins || (o1 >= 0 && o1 !== local && o1 !== peer) || (o2 >= 0 && o2 !== local && o2 !== peer))
+        return `names origins other than the pair's two ends, ${local} and ${peer}`;
+      return undefined;
+    }
     const n = m.entries.length;
     const elided = m.elided ?? [];
     let k = 0;
@@ -419,6 +429,8 @@ export class Follower implements RoleMachine, RequesterHost {
         k++;
         continue;
       }
+      if (e.origin !== local && e.origin !== peer)
+        return `names origin ${e.origin} at entry ${i} (a pair's entries are its two ends', ${local} and ${peer})`;
       if (e.verdict !== 'committed') continue;
       const d = e.delta;
       if (d.op === DeltaOp.Cross && i > 0) return `holds a cross entry at index ${i} (only the first may be one)`;
@@ -714,7 +726,7 @@ export class Follower implements RoleMachine, RequesterHost {
         // Our own txn rejected: the state here is the sequencer's before this entry, so the failing op is the same.
         this.noteOwnRejection(e.seq, e.reason, v);
       }
-      s.origins.set(e.origin, e.seq);
+      s.mark(e.origin, e.seq);
     }
     s.version = v;
     return hashEquals(s.state.hash, m.hash);
@@ -760,12 +772,12 @@ export class Follower implements RoleMachine, RequesterHost {
       else if (c.origin === local) this.noteOwnRejection(c.seq, c.verdict as RejectReason, v);
       if (c.origin === local) own = true;
       if (c.origin !== origin) {
-        if (origin >= 0) s.origins.set(origin, seq);
+        if (origin >= 0) s.mark(origin, seq);
         origin = c.origin;
       }
       seq = c.seq;
     }
-    if (origin >= 0) s.origins.set(origin, seq);
+    if (origin >= 0) s.mark(origin, seq);
     s.version = v;
     if (!hashEquals(st.hash, m.hash)) {
       s.pair.trigger(

@@ -189,7 +189,7 @@ export class Replica {
     if (s.version !== 0 || s.own.length > 0) throw new Error(`register ${s.name}: restore() only before any collapse`);
     load(s.state);
     s.version = version;
-    for (const [o, q] of origins) s.origins.set(o, q);
+    for (const [o, q] of origins) s.mark(o, q);
     s.log.reset(version, s.state.hash);
     s.continueSeqAfter(leasedSeq);
     if (this.machine instanceof Sequencer) this.machine.restoreRejections(rejections);
@@ -261,7 +261,7 @@ export class Replica {
         // follower refuses such a record since (§7.4), a sequencer never commits one.
         if (isStreamDelta(d) === stream) s.state.apply(d, m.version);
       }
-      if (!isPart(e)) s.origins.set(e.origin, e.seq);
+      if (!isPart(e)) s.mark(e.origin, e.seq);
       // Own outcomes from the history, for `outcome` after a restart (a part is told at its anchor).
       if (e.origin === s.pair.localId && !isPart(e))
         s.outcomes.note(

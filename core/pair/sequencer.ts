@@ -375,7 +375,7 @@ export class Sequencer implements RoleMachine, ResponderHost {
           (c.delta.op === DeltaOp.Cross ? 8 * c.delta.parts.length : 0);
         if (entries.length >= MAX_ENTRIES_PER_COLLAPSE || (entries.length > 0 && size + sz > s.pair.maxPayload - COLLAPSE_SLACK)) break;
         entries.push(this.decide(now, c, v, quota));
-        s.origins.set(c.origin, c.seq);
+        s.mark(c.origin, c.seq);
         if (this.secured.size > 0 && c.origin === s.pair.localId) this.secured.delete(c.seq);
         size += sz;
         taken++;

@@ -93,7 +93,7 @@ export class Shared {
   state: MapState | StreamState;
   version = 0;
   readonly log: DeltaLog;
-  /** Causal marks: per origin, the highest candidate sequence already decided. Identical at both ends after each collapse. */
+  /** Causal marks: per origin, the highest candidate sequence already decided. Identical at both ends after each collapse. Set through mark(). */
   readonly origins = new Map<number, number>();
   /** Own candidates awaiting their outcome, in sequence order (add and take them through pushOwn/shiftOwn). */
   readonly own = new Deque<OwnCandidate>();
@@ -202,6 +202,15 @@ export class Shared {
    * An own candidate `seq` is rejected for `reason` here: if it is a txn whose guard failed,
    * remember which op. A cross-register txn's failing op is found where it is decided (cross.ts).
    */
+  /**
+   * Sets `origin`'s causal mark. A pair has two origins, its two ends: a live record naming
+   * another is refused (`invalid-record`, rev 1.34), and one in an older log, a snapshot or a
+   * reconciliation's marks is skipped, so a peer cannot make this map hold more than two.
+   */
+  mark(origin: number, seq: number): void {
+    if (origin === this.pair.localId || origin === this.pair.peerId) this.origins.set(origin, seq);
+  }
+
   noteFailedOp(seq: number, reason: RejectReason, crossOp?: number): void {
     if (reason === RejectReason.QuotaExceeded) return; // the whole txn is over the quota, no one op
     // Entries of candidates decided without a told outcome (a reconciliation) go: at most maxPending stay.
