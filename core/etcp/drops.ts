@@ -33,6 +33,8 @@ export type EtcpDrop = (typeof ETCP_DROPS)[number];
 
 /** Why the peer table (peers.ts) or the daemon dropped a datagram or a payload. */
 export const PEER_DROPS = [
+  /** From UDP source port 0, which Linux delivers but nobody can send to: no address to roam to or answer (§12.6). */
+  'bad-source',
   /** A source address in debt for Data frames that failed to open (§12.9). */
   'source-over-budget',
   /** A peer over its work budget: its frames are dropped before the AEAD (§12.9). */

@@ -334,6 +334,9 @@ export class PeerTable {
 
   /** One UDP datagram from `from`. Never throws on what the datagram holds. */
   handleDatagram(now: number, from: Addr, bytes: Uint8Array): void {
+    // Port 0 cannot be sent to: a frame from it (forged on the path, or rewritten) must not
+    // become the peer's address by roaming, nor be answered.
+    if (from.port === 0) return this.drop('bad-source', { from });
     let frame;
     try {
       frame = decodeFrame(bytes, (id) => this.o.etcp.sessions.has(id));

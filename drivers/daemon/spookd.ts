@@ -903,7 +903,22 @@ export class Spookd {
   }
 
   private flushTable(): void {
-    for (let t = this.table.pollTransmit(); t; t = this.table.pollTransmit()) this.socket?.send(t.datagram, t.to.port, t.to.address);
+    for (let t = this.table.pollTransmit(); t; t = this.table.pollTransmit()) this.sendDatagram(t.datagram, t.to);
+  }
+
+  /**
+   * One datagram out. Node checks the address before queueing and throws at once (a port of 0,
+   * an address of the wrong family): that is one lost datagram, which the protocols resend,
+   * never a fault of the pair being served (before, such a throw fenced it as internal-error).
+   */
+  private sendDatagram(d: Uint8Array, to: { address: string; port: number }): void {
+    try {
+      this.socket?.send(d, to.port, to.address);
+    } catch (e) {
+      const suppressed = this.warns.admit(this.now(), `send:${to.address}`);
+      if (suppressed !== undefined)
+        this.log.warn({ err: e, to: `${to.address}:${to.port}`, suppressed }, 'UDP send refused; datagram dropped');
+    }
   }
 
   private onTableEvent(now: number, ev: PeerEvent, touched: Set<Link>): void {
@@ -1310,7 +1325,7 @@ export class Spookd {
     const now = this.now();
     const to = link.addr;
     if (!this.table.canSend(link.name) || !to) return;
-    for (let d = link.pair.pollTransmit(now); d; d = link.pair.pollTransmit(now)) this.socket?.send(d, to.port, to.address);
+    for (let d = link.pair.pollTransmit(now); d; d = link.pair.pollTransmit(now)) this.sendDatagram(d, to);
   }
 
   private publish(link: PeerLink): void {
