@@ -18,7 +18,10 @@ import type { AdminCommand, AdminResult, AdminStream, AdminStreams, AdminArgs } 
 const BACKOFF_FIRST_MS = 50;
 const BACKOFF_MAX_MS = 1_000;
 
-/** An operation's deadline (absolute, Date.now() clock) and signal; one operation may make several calls. */
+/**
+ * An operation's deadline (absolute, on the monotonic performance.now() clock: a step of the
+ * wall clock moves no deadline) and signal; one operation may make several calls.
+ */
 export interface Deadline {
   at: number;
   ms: number;
@@ -27,11 +30,11 @@ export interface Deadline {
 
 export const deadline = (opts: CallOptions = {}): Deadline => {
   const ms = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  return { at: Date.now() + ms, ms, signal: opts.signal };
+  return { at: performance.now() + ms, ms, signal: opts.signal };
 };
 
 /** Milliseconds left before the deadline (0 when past). */
-export const left = (d: Deadline): number => Math.max(0, d.at - Date.now());
+export const left = (d: Deadline): number => Math.max(0, Math.floor(d.at - performance.now())); // whole ms: the daemon takes integers
 
 /** The per-call options of one request made within `d`. */
 export const within = (d: Deadline): CallOptions => ({ timeoutMs: left(d), signal: d.signal });

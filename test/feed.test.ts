@@ -5,7 +5,7 @@ import { Spookd } from '../drivers/daemon/spookd.js';
 import { SCAN_LIMITS, feedsOf } from '../drivers/admin/read.js';
 import { AdminClient, SpookError } from '../client/admin-client.js';
 import { openRegister, type RegisterHandle } from '../client/register.js';
-import { Session } from '../client/session.js';
+import { Session, deadline } from '../client/session.js';
 import * as feed from '../client/feed.js';
 import type { Outcome, DomainOutcome } from '../client/protocol.js';
 import { ChangeRing } from '../core/register/changes.js';
@@ -377,7 +377,7 @@ describe('domain registers', { timeout: 60_000 }, () => {
     session.request(
       'dpropose',
       { domain: 'dom', ops: [{ register: 'kv', op: 'set', key: k, value: v }], timeoutMs: 10_000 },
-      { at: Date.now() + 20_000, ms: 20_000 },
+      deadline({ timeoutMs: 20_000 }),
     );
 
   it('scan pages at one version and a watch with no gap, against the committed outcomes', async () => {
@@ -396,7 +396,7 @@ describe('domain registers', { timeout: 60_000 }, () => {
       ops: [{ register: 'kv', op: 'cas' as const, key: 'd/001', expect: 12345, value: 'no' }],
       timeoutMs: 10_000,
     };
-    expect((await session.request('dpropose', cas, { at: Date.now() + 20_000, ms: 20_000 })).verdict).toBe('rejected');
+    expect((await session.request('dpropose', cas, deadline({ timeoutMs: 20_000 }))).verdict).toBe('rejected');
     const first = await feed.scan(session, kv, 'd/', { limit: 6 });
     expect((await dset('d/000', 'later')).verdict).toBe('committed');
     const pages = [first];
@@ -421,7 +421,7 @@ describe('domain registers', { timeout: 60_000 }, () => {
       const outs: Promise<DomainOutcome>[] = [];
       for (let i = 0; i < 20; i++) {
         const args = { domain: 'dom', ops: [{ register: 'kv', op: 'set' as const, key: `e/${key(i)}`, value: `${i}` }], timeoutMs: 20_000 };
-        outs.push(sb.request('dpropose', args, { at: Date.now() + 30_000, ms: 30_000 }));
+        outs.push(sb.request('dpropose', args, deadline({ timeoutMs: 30_000 })));
         await new Promise((r) => setTimeout(r, 10));
         if (i === 7) {
           await hosts.a.stop();

@@ -40,7 +40,10 @@ describe('scan cursors and a wall-clock step', () => {
     expect(first.cursor).toBeDefined();
     const real = Date.now.bind(Date);
     vi.spyOn(Date, 'now').mockImplementation(() => real() + HOUR);
-    const next = handlers.dscan({ domain: 'd', register: 'kv', limit: 1000, cursor: first.cursor, after: first.entries.at(-1)!.key.text }, call);
+    const next = handlers.dscan(
+      { domain: 'd', register: 'kv', limit: 1000, cursor: first.cursor, after: first.entries.at(-1)!.key.text },
+      call,
+    );
     expect(await code(next)).toBe('ok');
   });
 

@@ -184,7 +184,7 @@ export class Feeds {
         }
       }
       if (lastEmitted < delivered) {
-        const wait = lastProgressAt + FEED_LIMITS.progressMs - Date.now();
+        const wait = lastProgressAt + FEED_LIMITS.progressMs - performance.now();
         if (wait > 0) {
           progressTimer ??= setTimeout(() => {
             progressTimer = undefined;
@@ -192,7 +192,7 @@ export class Feeds {
           }, wait);
           return;
         }
-        lastProgressAt = Date.now();
+        lastProgressAt = performance.now();
         lastEmitted = delivered;
         emit({ type: 'progress', version: delivered });
         inFlight++;

@@ -94,7 +94,8 @@ class Cursors {
         `register ${t.name} is a stream register: scan reads map registers (read a stream with get)`,
         'register',
       );
-    const now = Date.now();
+    // The monotonic clock: a step of the wall clock must neither expire every cursor nor keep dead ones.
+    const now = performance.now();
     this.sweep(now);
     const prefix = optBytes(args, 'prefix') ?? new Uint8Array(0);
     const after = optBytes(args, 'after');
@@ -129,7 +130,7 @@ class Cursors {
     if (cursor === undefined) return r.result;
     if (r.more) {
       cursor.set = set;
-      cursor.expires = Date.now() + ttlMs;
+      cursor.expires = performance.now() + ttlMs;
       return { ...r.result, cursor: cursor.id };
     }
     this.drop(cursor.id); // `after` skipped to the end: nothing is left for a cursor
