@@ -41,7 +41,8 @@ enum spook_drop_reason {
 /* XDP counters slots besides the drop reasons, and the pair table size. */
 #define SPOOK_CNT_PASS_ESTP 0
 #define SPOOK_CNT_PASS_OTHER 14
-#define SPOOK_CNT_SLOTS 15
+#define SPOOK_CNT_PASS_FRAGMENT 15
+#define SPOOK_CNT_SLOTS 16
 #define SPOOK_PAIR_SLOTS 65536
 
 /* wrap_ports value bits and size, and wrap_stats slots (drivers/bpf/wrap-hooks.ts names them). */

@@ -66,8 +66,9 @@ struct {
 } hs_buckets SEC(".maps");
 
 /*
- * Fragment trains whose first fragment was dropped (it was UDP to the ESTP port): the later
- * fragments carry no UDP header, so they are recognised by their IP identification.
+ * Fragment trains whose first fragment was dropped (it was UDP to the ESTP port and not a
+ * pair's Data frame): the later fragments carry no UDP header, so they are recognised by their
+ * IP identification.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -119,6 +120,7 @@ enum l4_result {
 	L4_UDP = 1,   /* an unfragmented UDP datagram: *udp is its header */
 	L4_FRAG = 2,  /* a fragment of a UDP datagram to the ESTP port (or unreadable as one): drop */
 	L4_EXT_CHAIN = 3, /* an IPv6 extension-header chain longer than MAX_IPV6_EXT: drop */
+	L4_FRAG_PASS = 4, /* the first fragment of a pair's Data frame (a smaller-MTU path): pass */
 };
 
 static __always_inline int ipv6_ext_header(__u8 l4)
@@ -133,19 +135,51 @@ static __always_inline int frag_seen(struct spook_frag_key *fk)
 }
 
 /*
- * A first fragment (offset 0, more to come) of a UDP datagram: the UDP header is at nh->pos.
- * ESTP frames fit one MTU and are never fragmented by a conforming sender, so one addressed
- * to the ESTP port is dropped and its train recorded so the later fragments drop too. A first
- * fragment too short to hold the UDP header (RFC 1858's tiny fragment) is dropped as well:
- * its port cannot be seen.
+ * True if a first fragment's UDP payload opens with the header of a Data frame that passes
+ * §2.3 steps 1-10 for the datagram's whole length (its UDP length field). Linux discards a
+ * train whose fragments overlap, so the reassembled datagram carries exactly this header.
  */
-static __always_inline int first_fragment(struct hdr_cursor *nh, void *data_end, __u16 port, struct spook_frag_key *fk)
+static __always_inline int fragment_of_pair(struct udphdr *udp, void *data_end, struct spook_config *cfg)
+{
+	struct spook_estp_hdr *h = (void *)(udp + 1);
+	if ((void *)(h + 1) > data_end)
+		return 0;
+	__u32 udp_len = bpf_ntohs(udp->len); /* 0 (an IPv6 jumbogram's) fails here too */
+	if (udp_len < sizeof(*udp) + sizeof(*h) || udp_len - sizeof(*udp) > SPOOK_MAX_FRAME_LEN)
+		return 0;
+	if (h->magic != bpf_htons(SPOOK_MAGIC) || h->version != SPOOK_VERSION || h->type != SPOOK_FRAME_DATA ||
+	    (h->flags & SPOOK_FLAGS_RESERVED_MASK) || h->hdr_len != SPOOK_HEADER_LEN ||
+	    bpf_ntohs(h->payload_len) + SPOOK_HEADER_LEN + sizeof(*udp) != udp_len)
+		return 0;
+	__u32 pair_id = bpf_ntohl(h->pair_id);
+	__u32 slot = pair_id & (SPOOK_PAIR_SLOTS - 1);
+	struct spook_pair_slot *ps = bpf_map_lookup_elem(&pairs, &slot);
+	if (ps && ps->id == pair_id && pair_id != 0)
+		return 1;
+	return !cfg->enforce_pairs;
+}
+
+/*
+ * A first fragment (offset 0, more to come) of a UDP datagram: the UDP header is at nh->pos.
+ * A conforming sender's frames fit a 1500-octet MTU, but its kernel fragments a large Data
+ * frame on a path of smaller MTU: one for a pair in the table passes, and its train is
+ * forgotten so that its later fragments pass too (the daemon checks the reassembled frame in
+ * full). Any other first fragment to the ESTP port (a handshake type, an unknown pair, a
+ * header §2.3 refuses, one too short for the UDP or frame header: RFC 1858's tiny fragment)
+ * is dropped and its train recorded so the later fragments drop too.
+ */
+static __always_inline int first_fragment(struct hdr_cursor *nh, void *data_end, struct spook_config *cfg, struct spook_frag_key *fk)
 {
 	struct udphdr *udp = nh->pos;
 	if ((void *)(udp + 1) > data_end)
 		return L4_FRAG;
-	if (udp->dest != bpf_htons(port))
+	if (udp->dest != bpf_htons(cfg->port))
 		return L4_OTHER;
+	if (fragment_of_pair(udp, data_end, cfg)) {
+		/* A dropped train of the same source and identification must not take this one's fragments. */
+		bpf_map_delete_elem(&frag_ids, fk);
+		return L4_FRAG_PASS;
+	}
 	__u64 now = bpf_ktime_get_ns();
 	bpf_map_update_elem(&frag_ids, fk, &now, BPF_ANY);
 	return L4_FRAG;
@@ -158,7 +192,7 @@ struct ip6_len {
 };
 
 /* Classifies the packet after the Ethernet header; on L4_UDP, *udp_out is the UDP header. */
-static __always_inline int parse_l4(struct hdr_cursor *nh, void *data_end, __u16 proto, struct spook_src_key *src, __u16 port, struct udphdr **udp_out, struct ip6_len *l6)
+static __always_inline int parse_l4(struct hdr_cursor *nh, void *data_end, __u16 proto, struct spook_src_key *src, struct spook_config *cfg, struct udphdr **udp_out, struct ip6_len *l6)
 {
 	struct spook_frag_key fk = {};
 	__u8 l4;
@@ -182,7 +216,7 @@ static __always_inline int parse_l4(struct hdr_cursor *nh, void *data_end, __u16
 			__builtin_memcpy(fk.addr, &ip->saddr, 4);
 			if (frag & IPV4_OFFSET) /* no UDP header: known only by its train */
 				return frag_seen(&fk) ? L4_FRAG : L4_OTHER;
-			return first_fragment(nh, data_end, port, &fk);
+			return first_fragment(nh, data_end, cfg, &fk);
 		}
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = nh->pos;
@@ -232,7 +266,7 @@ static __always_inline int parse_l4(struct hdr_cursor *nh, void *data_end, __u16
 		if (l4 != IPPROTO_UDP)
 			return L4_OTHER;
 		if (first_frag)
-			return first_fragment(nh, data_end, port, &fk);
+			return first_fragment(nh, data_end, cfg, &fk);
 	} else {
 		return L4_OTHER;
 	}
@@ -286,9 +320,13 @@ int spook_xdp(struct xdp_md *ctx)
 		goto other;
 	struct udphdr *udp = NULL;
 	struct ip6_len l6 = {};
-	int l4 = parse_l4(&nh, data_end, proto, &src, cfg->port, &udp, &l6);
+	int l4 = parse_l4(&nh, data_end, proto, &src, cfg, &udp, &l6);
 	if (l4 == L4_FRAG)
 		return drop(SPOOK_DROP_FRAGMENT);
+	if (l4 == L4_FRAG_PASS) {
+		count(SPOOK_CNT_PASS_FRAGMENT);
+		return XDP_PASS;
+	}
 	if (l4 == L4_EXT_CHAIN)
 		return drop(SPOOK_DROP_EXT_CHAIN);
 	if (l4 != L4_UDP || !udp || udp->dest != bpf_htons(cfg->port))

@@ -208,6 +208,34 @@ describe('XDP and IP fragments (PROTOCOL.md §13.1)', () => {
       const cut = ETH.size + (ipv6 ? IPV6.size + IPV6_FRAG.size : IPV4.size) + UDP.fields.len.offset;
       expect(run(tiny.subarray(0, cut))).toEqual({ verdict: XDP_DROP, moved: ['fragment'] });
     });
+
+    it(`${fam}: a pair's Data frame fragmented on a smaller-MTU path passes (pass-fragment, then pass-other); other first fragments still drop their train`, () => {
+      const big = data(PAIR, new Uint8Array(MAX_FRAME_LEN - HEADER_LEN));
+      // A dropped train of the same source and identification is forgotten once the pair's first fragment passes.
+      run(fragment(hs(), { ipv6, id: 0x5101, offset: 0, more: true }));
+      expect(run(fragment(big, { ipv6, id: 0x5101, offset: 0, more: true }))).toEqual({ verdict: XDP_PASS, moved: ['pass-fragment'] });
+      expect(run(fragment(big, { ipv6, id: 0x5101, offset: 160, more: false }))).toEqual({ verdict: XDP_PASS, moved: ['pass-other'] });
+      // Not a pair's well-formed Data frame: the first fragment and its train drop, as before.
+      const refused: [string, Uint8Array][] = [
+        ['unknown pair', data(0x1234, new Uint8Array(1000))],
+        ['handshake type', mut(big, 'type', FrameType.HandshakeInit)],
+        ['length mismatch', mut(big, 'payload_len', 0, 1)],
+        ['bad magic', mut(big, 'magic', 0x99)],
+        ['reserved flags', mut(big, 'flags', 0x80)],
+        ['oversized', raw(FrameType.Data, PAIR, MAX_FRAME_LEN - HEADER_LEN + 8)],
+      ];
+      for (const [i, [name, f]] of refused.entries()) {
+        const id = 0x5200 + i;
+        expect(run(fragment(f, { ipv6, id, offset: 0, more: true })), name).toEqual({ verdict: XDP_DROP, moved: ['fragment'] });
+        expect(run(fragment(f, { ipv6, id, offset: 160, more: false })), name).toEqual({ verdict: XDP_DROP, moved: ['fragment'] });
+      }
+      // A first fragment cut inside the frame header: it cannot be checked.
+      const cut = ETH.size + (ipv6 ? IPV6.size + IPV6_FRAG.size : IPV4.size) + UDP.size + HEADER_LEN - 4;
+      expect(run(fragment(big, { ipv6, id: 0x5301, offset: 0, more: true }).subarray(0, cut))).toEqual({
+        verdict: XDP_DROP,
+        moved: ['fragment'],
+      });
+    });
   }
 
   it('IPv6: an atomic fragment (offset 0, no more) is a whole datagram and is checked as one; a Fragment header behind a destination-options header is followed', () => {

@@ -33,6 +33,7 @@ import {
   WRAP_STATS,
   XDP_COUNTER_PASS_ESTP,
   XDP_COUNTER_PASS_OTHER,
+  XDP_COUNTER_PASS_FRAGMENT,
   XDP_COUNTER_SLOTS,
   XDP_PAIR_SLOTS,
 } from '../wire/layouts.js';
@@ -97,6 +98,7 @@ export function renderWireHeader(): string {
     '/* XDP counters slots besides the drop reasons, and the pair table size. */',
     `#define SPOOK_CNT_PASS_ESTP ${XDP_COUNTER_PASS_ESTP}`,
     `#define SPOOK_CNT_PASS_OTHER ${XDP_COUNTER_PASS_OTHER}`,
+    `#define SPOOK_CNT_PASS_FRAGMENT ${XDP_COUNTER_PASS_FRAGMENT}`,
     `#define SPOOK_CNT_SLOTS ${XDP_COUNTER_SLOTS}`,
     `#define SPOOK_PAIR_SLOTS ${XDP_PAIR_SLOTS}`,
     '',

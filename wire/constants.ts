@@ -61,7 +61,7 @@ export enum DropReason {
   UnknownPair = 9,
   HandshakeRateLimited = 10,
   MalformedPayload = 11,
-  /** An IP fragment of a UDP datagram to the ESTP port (XDP only: ESTP frames are never fragmented). */
+  /** An IP fragment of a UDP datagram to the ESTP port, other than one of a pair's Data frame (XDP only, PROTOCOL.md §13.1). */
   Fragment = 12,
   /**
    * An IPv6 packet whose extension-header chain is longer than the XDP program follows (XDP

@@ -278,11 +278,13 @@ export const TOKEN_BUCKET = layout('spook_bucket', { doc: 'the XDP hs_buckets ma
 
 /**
  * Slots of the XDP `counters` map (a per-CPU u64 each): a drop reason counts in its own number's
- * slot, passed ESTP frames in 0, everything else that passes one past the last reason.
+ * slot, passed ESTP frames in 0, everything else that passes one past the last reason, and first
+ * fragments of a pair's Data frame (a path of smaller MTU, PROTOCOL.md §13.1) in the slot after.
  */
 export const XDP_COUNTER_PASS_ESTP = 0;
 export const XDP_COUNTER_PASS_OTHER = Math.max(...Object.values(DropReason).filter((v): v is number => typeof v === 'number')) + 1;
-export const XDP_COUNTER_SLOTS = XDP_COUNTER_PASS_OTHER + 1;
+export const XDP_COUNTER_PASS_FRAGMENT = XDP_COUNTER_PASS_OTHER + 1;
+export const XDP_COUNTER_SLOTS = XDP_COUNTER_PASS_FRAGMENT + 1;
 /** Entries of the `pairs` table: a pair's slot is the low 16 bits of its id. */
 export const XDP_PAIR_SLOTS = 65536;
 

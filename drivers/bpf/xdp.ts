@@ -11,6 +11,7 @@ import {
   XDP_CONFIG,
   XDP_COUNTER_PASS_ESTP,
   XDP_COUNTER_PASS_OTHER,
+  XDP_COUNTER_PASS_FRAGMENT,
   XDP_COUNTER_SLOTS,
   XDP_PAIR_SLOTS,
   viewOf,
@@ -103,7 +104,13 @@ export function readCounters(r: MapReader): Record<string, number> {
     const vals = r.lookup(u32(slot)) ?? [];
     const n = vals.reduce((a, v) => a + Number(v.readBigUInt64LE(0)), 0);
     const name =
-      slot === XDP_COUNTER_PASS_ESTP ? 'pass-estp' : slot === XDP_COUNTER_PASS_OTHER ? 'pass-other' : DROP_REASON_NAMES[slot as DropReason];
+      slot === XDP_COUNTER_PASS_ESTP
+        ? 'pass-estp'
+        : slot === XDP_COUNTER_PASS_OTHER
+          ? 'pass-other'
+          : slot === XDP_COUNTER_PASS_FRAGMENT
+            ? 'pass-fragment'
+            : DROP_REASON_NAMES[slot as DropReason];
     out[name] = n;
   }
   return out;
