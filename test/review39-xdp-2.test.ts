@@ -76,4 +76,41 @@ describe('review39d-2: attach and detach act on programs that are not spookd’s
     // Currently: bpf_xdp_detach without an expected id removes the operator's program.
     expect(queryGeneric()).toBe(other.id);
   });
+
+  it('spookd on an occupied interface: one clear warning, no fast path, the other program untouched; its own program detaches', async () => {
+    const { FastPath } = await import('../drivers/daemon/fastpath.js');
+    const { pino } = await import('pino');
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dataDir = mkdtempSync(join(tmpdir(), 'r39d-'));
+    try {
+      const other = foreignAttach();
+      const lines: string[] = [];
+      const log = pino({ level: 'warn' }, { write: (s: string) => void lines.push(s) });
+      const cfg = {
+        dataDir,
+        xdp: { interface: IF, mode: 'auto', handshakeRate: 20, handshakeBurst: 40, pinDir: '/nonexistent-r39d/spook' },
+      };
+      const fp = new FastPath(cfg as never, log);
+      fp.start(51912);
+      expect(fp.status().enabled).toBe(false);
+      expect(fp.status().error).toMatch(new RegExp(`${IF} already has an XDP program attached \\(id ${other.id}, generic mode\\)`));
+      expect(lines.filter((l) => /XDP fast path unavailable/.test(l))).toHaveLength(1);
+      expect(queryGeneric()).toBe(other.id);
+      fp.stop();
+      expect(queryGeneric()).toBe(other.id);
+
+      // Nothing else attached: spookd's own program attaches, and detach removes it (the kernel confirms it is ours).
+      libbpf().xdpDetach(ifindex, XDP_FLAGS_SKB_MODE, null);
+      const spook = XdpProgram.load();
+      open.push(spook);
+      expect(spook.attach(IF, 'generic')).toBe('generic');
+      expect(queryGeneric()).toBe(spook.attachment!.programId);
+      expect(spook.detach()).toBe('detached');
+      expect(queryGeneric()).toBe(0);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
 });

@@ -45,6 +45,12 @@ export const XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0;
 export const XDP_FLAGS_SKB_MODE = 1 << 1;
 export const XDP_FLAGS_DRV_MODE = 1 << 2;
 
+/** libbpf's struct bpf_xdp_attach_opts: with old_prog_fd set, the kernel acts only if that program is the one attached (XDP_FLAGS_REPLACE). */
+export interface XdpAttachOpts {
+  sz: number;
+  old_prog_fd: number;
+}
+
 interface Lib {
   open: (path: string, opts: null) => unknown;
   load: (obj: unknown) => number;
@@ -55,9 +61,12 @@ interface Lib {
   mapFd: (map: unknown) => number;
   mapPin: (map: unknown, path: string) => number;
   mapUnpin: (map: unknown, path: string | null) => number;
-  xdpAttach: (ifindex: number, fd: number, flags: number, opts: null) => number;
-  xdpDetach: (ifindex: number, flags: number, opts: null) => number;
+  xdpAttach: (ifindex: number, fd: number, flags: number, opts: XdpAttachOpts | null) => number;
+  xdpDetach: (ifindex: number, flags: number, opts: XdpAttachOpts | null) => number;
   xdpQueryId: (ifindex: number, flags: number, id: number[]) => number;
+  xdpAttachOptsSize: number;
+  /** bpf_obj_get_info_by_fd: the kernel copies at most `len[0]` octets of struct bpf_prog_info (its id at offset 4). */
+  objInfo: (fd: number, info: Buffer, len: number[]) => number;
   update: (fd: number, key: Buffer, value: Buffer, flags: number) => number;
   lookup: (fd: number, key: Buffer, value: Buffer) => number;
   del: (fd: number, key: Buffer) => number;
@@ -97,6 +106,7 @@ export function libbpf(): Lib {
       cpu: 'uint32_t',
       batch_size: 'uint32_t',
     });
+    const AttachOpts = koffi.struct('bpf_xdp_attach_opts', { sz: 'size_t', old_prog_fd: 'int' });
     lib = {
       open: l.func('void *bpf_object__open_file(const char *path, void *opts)'),
       load: l.func('int bpf_object__load(void *obj)'),
@@ -107,9 +117,11 @@ export function libbpf(): Lib {
       mapFd: l.func('int bpf_map__fd(void *map)'),
       mapPin: l.func('int bpf_map__pin(void *map, const char *path)'),
       mapUnpin: l.func('int bpf_map__unpin(void *map, const char *path)'),
-      xdpAttach: l.func('int bpf_xdp_attach(int ifindex, int prog_fd, uint32_t flags, void *opts)'),
-      xdpDetach: l.func('int bpf_xdp_detach(int ifindex, uint32_t flags, void *opts)'),
+      xdpAttach: l.func('bpf_xdp_attach', 'int', ['int', 'int', 'uint32_t', koffi.pointer(AttachOpts)]),
+      xdpDetach: l.func('bpf_xdp_detach', 'int', ['int', 'uint32_t', koffi.pointer(AttachOpts)]),
       xdpQueryId: l.func('int bpf_xdp_query_id(int ifindex, int flags, _Out_ uint32_t *prog_id)'),
+      xdpAttachOptsSize: koffi.sizeof(AttachOpts),
+      objInfo: l.func('int bpf_obj_get_info_by_fd(int bpf_fd, _Out_ void *info, _Inout_ uint32_t *info_len)'),
       update: l.func('int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags)'),
       lookup: l.func('int bpf_map_lookup_elem(int fd, const void *key, _Out_ void *value)'),
       del: l.func('int bpf_map_delete_elem(int fd, const void *key)'),

@@ -16,7 +16,16 @@ import {
   XDP_PAIR_SLOTS,
   viewOf,
 } from '../../wire/layouts.js';
-import { BpfError, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, bpfObjectPath, check, lastErrno, libbpf } from './libbpf.js';
+import {
+  BpfError,
+  XDP_FLAGS_DRV_MODE,
+  XDP_FLAGS_SKB_MODE,
+  XDP_FLAGS_UPDATE_IF_NOEXIST,
+  bpfObjectPath,
+  check,
+  lastErrno,
+  libbpf,
+} from './libbpf.js';
 
 export const PIN_DIR = '/sys/fs/bpf/spook';
 export const MAP_NAMES = ['config', 'pairs', 'counters', 'hs_buckets', 'frag_ids'] as const;
@@ -36,6 +45,40 @@ export interface XdpConfig {
 }
 
 export type XdpMode = 'native' | 'generic';
+
+const MODE_FLAGS: [XdpMode, number][] = [
+  ['native', XDP_FLAGS_DRV_MODE],
+  ['generic', XDP_FLAGS_SKB_MODE],
+];
+const EEXIST = 17;
+const ENODEV = 19;
+
+/** The interface already runs an XDP program that is not this one: spookd never replaces it. */
+export class XdpOccupiedError extends Error {
+  constructor(
+    readonly ifname: string,
+    readonly programId: number,
+    readonly mode: XdpMode,
+  ) {
+    super(
+      `${ifname} already has an XDP program attached (id ${programId}, ${mode} mode), which spookd does not replace; ` +
+        `detach it (ip link set dev ${ifname} xdp off) or remove the \`xdp:\` section`,
+    );
+    this.name = 'XdpOccupiedError';
+  }
+}
+
+/** Whatever XDP program is attached to the interface in native or generic mode, if any. */
+function occupant(ifindex: number): { id: number; mode: XdpMode } | undefined {
+  for (const [mode, flags] of MODE_FLAGS) {
+    const id = [0];
+    if (libbpf().xdpQueryId(ifindex, flags, id) >= 0 && id[0] !== 0) return { id: id[0], mode };
+  }
+  return undefined;
+}
+
+/** What `detach` did: `replaced`: ours was no longer attached (another program, or none, is left alone). */
+export type DetachResult = 'detached' | 'replaced' | 'interface-gone' | 'failed';
 
 const u32 = (v: number): Buffer => {
   const b = Buffer.alloc(4);
@@ -143,7 +186,7 @@ export function openPinned(name: (typeof MAP_NAMES)[number], dir = PIN_DIR): num
 }
 
 export class XdpProgram {
-  private attached: { ifindex: number; ifname: string; mode: XdpMode; at: number; flags: number } | undefined;
+  private attached: { ifindex: number; ifname: string; mode: XdpMode; at: number; flags: number; programId: number } | undefined;
   private pinnedDir: string | undefined;
   private readonly live = new Set<number>();
 
@@ -216,30 +259,34 @@ export class XdpProgram {
 
   /**
    * Attach to an interface: native (driver) mode first, generic (skb) as the fallback
-   * unless a mode is forced. Returns the mode that worked.
+   * unless a mode is forced. Returns the mode that worked. A program already attached there
+   * (an operator's filter, a libxdp dispatcher) is never replaced: XdpOccupiedError, checked
+   * first and enforced by the kernel (XDP_FLAGS_UPDATE_IF_NOEXIST) against a race.
    */
   attach(ifname: string, mode: XdpMode | 'auto' = 'auto'): XdpMode {
     const ifindex = ifindexOf(ifname);
     const fd = this.progFd();
-    const tries: [XdpMode, number][] =
-      mode === 'native'
-        ? [['native', XDP_FLAGS_DRV_MODE]]
-        : mode === 'generic'
-          ? [['generic', XDP_FLAGS_SKB_MODE]]
-          : [
-              ['native', XDP_FLAGS_DRV_MODE],
-              ['generic', XDP_FLAGS_SKB_MODE],
-            ];
-    let last: BpfError | undefined;
+    const tries = mode === 'auto' ? MODE_FLAGS : MODE_FLAGS.filter(([m]) => m === mode);
+    let last: Error | undefined;
     for (const [m, flags] of tries) {
-      const rc = libbpf().xdpAttach(ifindex, fd, flags, null);
+      const other = occupant(ifindex);
+      if (other) throw new XdpOccupiedError(ifname, other.id, other.mode);
+      const rc = libbpf().xdpAttach(ifindex, fd, flags | XDP_FLAGS_UPDATE_IF_NOEXIST, null);
       if (rc >= 0) {
-        this.attached = { ifindex, ifname, mode: m, at: Date.now(), flags };
+        this.attached = { ifindex, ifname, mode: m, at: Date.now(), flags, programId: this.programId(fd) };
         return m;
       }
       last = new BpfError(`bpf_xdp_attach(${ifname}, ${m})`, -rc);
     }
-    throw last!;
+    const other = occupant(ifindex); // attached by someone else while we tried
+    throw other ? new XdpOccupiedError(ifname, other.id, other.mode) : last!;
+  }
+
+  /** The kernel's id of a loaded program (the `id` of struct bpf_prog_info, at offset 4). */
+  private programId(fd: number): number {
+    const info = Buffer.alloc(8);
+    check('bpf_obj_get_info_by_fd', libbpf().objInfo(fd, info, [info.length]));
+    return info.readUInt32LE(4);
   }
 
   /** How the program is attached (to record for `detachStale` after a crash), if it is. */
@@ -269,15 +316,20 @@ export class XdpProgram {
 
   get attachment(): { ifname: string; mode: XdpMode; at: number; programId: number } | undefined {
     if (!this.attached) return undefined;
-    const id = [0];
-    libbpf().xdpQueryId(this.attached.ifindex, this.attached.flags, id);
-    return { ifname: this.attached.ifname, mode: this.attached.mode, at: this.attached.at, programId: id[0] };
+    // Our own id, not whatever is attached now: a record of another program's would let detachStale remove it.
+    return { ifname: this.attached.ifname, mode: this.attached.mode, at: this.attached.at, programId: this.attached.programId };
   }
 
-  detach(): void {
-    if (!this.attached) return;
-    libbpf().xdpDetach(this.attached.ifindex, this.attached.flags, null);
+  /**
+   * Detach this program, only if it is still the one attached (the kernel compares it,
+   * XDP_FLAGS_REPLACE with our fd): a program attached since by someone else is left alone.
+   */
+  detach(): DetachResult | undefined {
+    if (!this.attached) return undefined;
+    const { ifindex, flags } = this.attached;
     this.attached = undefined;
+    const rc = libbpf().xdpDetach(ifindex, flags, { sz: libbpf().xdpAttachOptsSize, old_prog_fd: this.progFd() });
+    return rc >= 0 ? 'detached' : rc === -EEXIST ? 'replaced' : rc === -ENODEV ? 'interface-gone' : 'failed';
   }
 
   /** Pin every map under `dir` (replacing stale pins from a previous run). */

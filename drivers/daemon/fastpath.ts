@@ -146,9 +146,16 @@ export class FastPath {
 
   stop(): void {
     if (!this.prog) return;
+    const r = this.prog.detach();
     this.prog.close();
     this.prog = undefined;
     rmSync(this.recordFile, { force: true });
-    this.log.info('XDP detached');
+    if (r === 'detached' || r === undefined) this.log.info('XDP detached');
+    else if (r === 'replaced')
+      this.log.warn(
+        { result: r },
+        'XDP program no longer attached at stop (replaced or removed by someone else): left what is there alone',
+      );
+    else this.log.warn({ result: r }, 'XDP program not detached at stop');
   }
 }
