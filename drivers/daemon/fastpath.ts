@@ -70,8 +70,9 @@ export class FastPath {
       this.log.warn('XDP fast path not configured (no `xdp:` section): frames are validated in the daemon only');
       return;
     }
+    let prog: XdpProgram | undefined;
     try {
-      const prog = XdpProgram.load();
+      prog = XdpProgram.load();
       prog.configure({ port, enforcePairs: true, handshakeRate: x.handshakeRate, handshakeBurst: x.handshakeBurst });
       const mode = prog.attach(x.interface, x.mode);
       this.prog = prog;
@@ -90,7 +91,42 @@ export class FastPath {
     } catch (e) {
       this.error = (e as Error).message;
       this.prog = undefined;
+      if (prog) this.abandon(prog, x.interface);
       this.log.warn({ error: this.error }, 'XDP fast path unavailable; spookd runs without it and validates frames itself');
+    }
+  }
+
+  /**
+   * Undo a start that failed after loading: a program left attached would filter with a pair
+   * table no one fills (every Data frame dropped as unknown-pair), even after spookd exits.
+   */
+  private abandon(prog: XdpProgram, ifname: string): void {
+    try {
+      const r = prog.detach();
+      if (r === 'failed') {
+        // Still attached, perhaps: make it pass everything (port 0) rather than drop for no one.
+        prog.configure({ port: 0, enforcePairs: false, handshakeRate: 1, handshakeBurst: 1 });
+        this.log.error(
+          { interface: ifname, result: r },
+          'cannot detach the XDP program after a failed start; it passes everything now; remove it with `ip link set dev IFACE xdp off`',
+        );
+      }
+    } catch (e) {
+      this.log.error(
+        { interface: ifname, error: (e as Error).message },
+        'cannot undo a failed XDP start; remove it with `ip link set dev IFACE xdp off`',
+      );
+    }
+    try {
+      prog.close(); // removes the pins too
+    } catch {
+      /* the object is gone either way */
+    }
+    this.pinned = false;
+    try {
+      rmSync(this.recordFile, { force: true }); // a record cut short by the failed write
+    } catch {
+      /* not a file (nothing to remove) */
     }
   }
 
