@@ -291,7 +291,10 @@ static __always_inline int handshake_allowed(struct spook_src_key *src, struct s
 		bpf_map_update_elem(&hs_buckets, src, &fresh, BPF_ANY);
 		return cap >= NSEC_PER_SEC;
 	}
-	__u64 tokens = b->tokens + (now - b->last_ns) * cfg->hs_rate;
+	/* Another CPU may have moved last_ns past our `now`. Past a full refill (cap / hs_rate ns)
+	 * the bucket is full: the product below could leave u64 after hours idle at a high rate. */
+	__u64 elapsed = now > b->last_ns ? now - b->last_ns : 0;
+	__u64 tokens = cfg->hs_rate && elapsed >= cap / cfg->hs_rate ? cap : b->tokens + elapsed * cfg->hs_rate;
 	if (tokens > cap)
 		tokens = cap;
 	b->last_ns = now;

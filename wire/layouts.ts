@@ -253,6 +253,12 @@ export const XDP_CONFIG = layout('spook_config', { doc: 'the XDP config map valu
   pad('pad', 4),
 ]);
 
+/**
+ * Largest `hs_rate` and `hs_burst` the control plane writes (xdp.handshakeRate/Burst): far past any
+ * honest need, well inside the u32 fields, and cap = burst * 10^9 nano-tokens stays inside u64.
+ */
+export const XDP_HANDSHAKE_MAX = 1_000_000;
+
 /** One per-CPU slot of the `pairs` table: the pair id (0: free) and what XDP passed for it. */
 export const PAIR_SLOT = layout('spook_pair_slot', { doc: 'the XDP pairs map value (per CPU)' }, [
   u32('id', { doc: '0: free' }),

@@ -13,6 +13,7 @@ import {
   XDP_COUNTER_PASS_OTHER,
   XDP_COUNTER_PASS_FRAGMENT,
   XDP_COUNTER_SLOTS,
+  XDP_HANDSHAKE_MAX,
   XDP_PAIR_SLOTS,
   viewOf,
 } from '../../wire/layouts.js';
@@ -219,6 +220,13 @@ export class XdpProgram {
   }
 
   configure(c: XdpConfig): void {
+    // The u32 fields would silently wrap (2^32 to 0: every handshake dropped).
+    for (const [name, v] of [
+      ['handshakeRate', c.handshakeRate],
+      ['handshakeBurst', c.handshakeBurst],
+    ] as const)
+      if (!Number.isInteger(v) || v < 0 || v > XDP_HANDSHAKE_MAX)
+        throw new RangeError(`${name}: ${v} is not an integer in 0..${XDP_HANDSHAKE_MAX}`);
     const v = Buffer.from(
       XDP_CONFIG.encode({ port: c.port, enforce_pairs: c.enforcePairs ? 1 : 0, hs_rate: c.handshakeRate, hs_burst: c.handshakeBurst }),
     );
