@@ -632,7 +632,8 @@ const examples: Message[] = [
   {
     type: MsgType.ReconEntries,
     register: 'map',
-    targetVersion: 100,
+    // A pin's entries are at most its version (rev 1.34): a pin this late makes room for the 7-octet version below.
+    targetVersion: 2 ** 50,
     depth: 8,
     prefix: 0x12345678,
     part: 1,

@@ -416,17 +416,18 @@ function writeEntries(w: Writer, entries: WireEntry[]): void {
   for (const e of entries) w.lenBytes(e.key).varint(e.version).lenBytes(e.value);
 }
 
-function readEntries(r: Reader, field: string): WireEntry[] {
+/** Entries of a pin at `target`: each a present key, so written at a version in 1..target (rev 1.34). */
+function readEntries(r: Reader, field: string, target: number): WireEntry[] {
   const n = readCount(r, `${field}.count`);
   const out: WireEntry[] = [];
   for (let i = 0; i < n; i++) {
     const key = r.lenBytes(`${field}[${i}].key`, MAX_KEY_LEN);
     if (key.length === 0) throw new WireError(DropReason.MalformedPayload, `${field}[${i}].key`, 'empty key');
-    out.push({
-      key,
-      version: r.varint(`${field}[${i}].version`),
-      value: r.lenBytes(`${field}[${i}].value`, MAX_VALUE_LEN),
-    });
+    // Version 0 reads as absent to every cas; one past the pin is later than the register installed.
+    const version = r.varint(`${field}[${i}].version`);
+    if (version === 0 || version > target)
+      throw new WireError(DropReason.MalformedPayload, `${field}[${i}].version`, `v${version} is not in 1..${target}`);
+    out.push({ key, version, value: r.lenBytes(`${field}[${i}].value`, MAX_VALUE_LEN) });
   }
   return out;
 }
@@ -448,7 +449,7 @@ function writeDiffEntries(w: Writer, since: number, entries: DiffEntry[]): void 
   }
 }
 
-/** Entries to the end of the body; each put's version ascends from `since` and is at most the pin's. */
+/** Entries to the end of the body; each put's version ascends from `since`, is after it, and is at most the pin's. */
 function readDiffEntries(r: Reader, since: number, target: number): DiffEntry[] {
   const out: DiffEntry[] = [];
   let prev = since;
@@ -465,6 +466,9 @@ function readDiffEntries(r: Reader, since: number, target: number): DiffEntry[] 
     const version = prev + r.varint(`reconDiff[${i}].version`);
     if (version > target)
       throw new WireError(DropReason.MalformedPayload, `reconDiff[${i}].version`, `v${version} is past the pin's v${target}`);
+    // A key the gap wrote holds a version after it (rev 1.34): at `since` it was written before (or is v0, absent).
+    if (version <= since)
+      throw new WireError(DropReason.MalformedPayload, `reconDiff[${i}].version`, `v${version} is not after since v${since}`);
     out.push({ key, version, value: r.lenBytes(`reconDiff[${i}].value`, MAX_VALUE_LEN) });
     prev = version;
   }
@@ -758,7 +762,7 @@ function readBody(r: Reader, type: number): Message | undefined {
       const parts = r.varint('reconEntries.parts');
       if (parts === 0 || part >= parts || parts > MAX_LIST)
         throw new WireError(DropReason.MalformedPayload, 'reconEntries.part', `part ${part} of ${parts}`);
-      return { type, register, targetVersion, depth, prefix, part, parts, entries: readEntries(r, 'reconEntries') };
+      return { type, register, targetVersion, depth, prefix, part, parts, entries: readEntries(r, 'reconEntries', targetVersion) };
     }
     case MsgType.ReconMeta: {
       const register = readName(r);
@@ -795,7 +799,7 @@ function readBody(r: Reader, type: number): Message | undefined {
       const chunks = r.varint('snapChunk.chunks');
       if (chunk >= chunks || chunks > MAX_SNAPSHOT_CHUNKS)
         throw new WireError(DropReason.MalformedPayload, 'snapChunk.chunk', `chunk ${chunk} of ${chunks}`);
-      return { type, register, targetVersion, chunk, chunks, entries: readEntries(r, 'snapChunk') };
+      return { type, register, targetVersion, chunk, chunks, entries: readEntries(r, 'snapChunk', targetVersion) };
     }
     case MsgType.StreamReq:
       return {
