@@ -415,6 +415,12 @@ export class EtcpEndpoint {
         peer,
       };
     }
+    // Milliseconds: no honest clock reaches 2^53 (285,000 years). Above it a number is inexact, so a
+    // replay could pass or every later init be refused, and spookd could not restore the value it saved.
+    if (!Number.isSafeInteger(ts)) {
+      this.refused.add(mac1Of(frame)); // refused after the DH: a replay of it costs none
+      return { kind: 'drop', reason: 'handshake-malformed', detail: `peer ${peer.name}: init timestamp above 2^53 - 1`, peer };
+    }
     const key = keyHex(peer.publicKey);
     const last = this.lastInitTimestamp.get(key) ?? -1;
     if (ts <= last)
