@@ -30,6 +30,7 @@ import { Deque } from '../util/deque.js';
 import { Chunker, ChunkLru, digestKey, type Chunk } from './dedup.js';
 import { frameDatagram, MAX_DATAGRAM, UDP_IDLE_MS, type FlowDrop } from './udp.js';
 import type { HandoverConn, HandoverPeer } from './handover.js';
+import { MAX_HOLD_MS } from './hold.js';
 
 export interface WrapSessionOptions {
   /** Low bit of the connection ids this side opens (the peers pick opposite bits). */
@@ -1071,7 +1072,9 @@ export class WrapSession {
       );
       return;
     }
-    this.newConn(now, id, false, wrapPort, target, holdMs, delta, datagram);
+    // The peer's hold, but no longer than any this side would configure: a u32 names up to 49.7 days
+    // of keeping our servers' connections open through an outage (§16.5.4, rev 1.34).
+    this.newConn(now, id, false, wrapPort, target, Math.min(holdMs, MAX_HOLD_MS), delta, datagram);
     this.events.push({ type: 'dial', conn: id, target, wrapPort, datagram });
   }
 
