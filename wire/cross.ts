@@ -91,7 +91,8 @@ export function writeEntryDelta(w: Writer, d: EntryDelta): void {
 /**
  * Reads a candidate's or a record entry's delta: ops 1-5 as readDelta, op 6 in both, op 7 in a
  * record only. Shape checks here (counts, distinct registers, `at` 0 in a candidate and set in a
- * record, the whole within MAX_DELTA_LEN); which registers exist is the receiver's to check.
+ * record, the whole within MAX_DELTA_LEN, each `at` counted as in a candidate); which registers
+ * exist is the receiver's to check.
  */
 export function readEntryDelta(r: Reader, field: string, where: EntryContext): EntryDelta {
   const start = r.pos;
@@ -99,9 +100,13 @@ export function readEntryDelta(r: Reader, field: string, where: EntryContext): E
   if (op !== DeltaOp.Cross && op !== DeltaOp.Part) return readDelta(r, field, true);
   r.u8(`${field}.op`);
   const fault = (f: string, why: string): WireError => new WireError(DropReason.MalformedPayload, f, why);
+  // Octets the parts' `at` versions take beyond the one each takes in a candidate: a record's
+  // entry is bounded as the candidate it was (rev 1.34), so every candidate accepted can be
+  // logged and sent once the sequencer has filled in its versions.
+  let atExtra = 0;
   const bounded = (): void => {
     // Checked while reading, so a long list of large parts stops at the limit.
-    if (r.pos - start > MAX_DELTA_LEN) throw fault(field, `cross-register txn exceeds ${MAX_DELTA_LEN} bytes`);
+    if (r.pos - start - atExtra > MAX_DELTA_LEN) throw fault(field, `cross-register txn exceeds ${MAX_DELTA_LEN} bytes`);
   };
   if (op === DeltaOp.Part) {
     if (where !== 'record') throw fault(`${field}.op`, 'delta op 7 (part) is only in a Collapse record');
@@ -125,6 +130,7 @@ export function readEntryDelta(r: Reader, field: string, where: EntryContext): E
     const at = r.varint(`${f}.at`);
     if (where === 'candidate' && at !== 0) throw fault(`${f}.at`, `version ${at} in a candidate (0: the sequencer sets it)`);
     if (where === 'record' && at === 0) throw fault(`${f}.at`, 'version 0 in a record');
+    atExtra += varintLen(at) - 1;
     const delta = readDelta(r, `${f}.delta`, true);
     ops += delta.op === DeltaOp.Txn ? delta.ops.length : 1;
     if (ops > MAX_TXN_OPS) throw fault(`${f}.delta`, `more than ${MAX_TXN_OPS} ops in all`);
