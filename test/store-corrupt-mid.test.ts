@@ -268,24 +268,24 @@ describe('damagedAt', () => {
     const good = [frame('one'), frame('two'), frame('three')];
     const bad = frame('a damaged record');
     bad[RECORD_HEADER + 2] ^= 4; // its checksum fails, its length holds
-    expect(damagedAt(Buffer.concat([bad, ...good]), 0, MAX_PAIR_RECORD, sha)).toBe(bad.length);
+    expect(damagedAt(Buffer.concat([bad, ...good]), 0, sha)).toBe(bad.length);
     // A record after it cut short, or garbage at the end: no chain to the end, a tear.
     const whole = Buffer.concat([bad, ...good]);
-    expect(damagedAt(whole.subarray(0, whole.length - 1), 0, MAX_PAIR_RECORD, sha)).toBe(-1);
-    expect(damagedAt(Buffer.concat([bad, ...good, garbage(9)]), 0, MAX_PAIR_RECORD, sha)).toBe(-1);
+    expect(damagedAt(whole.subarray(0, whole.length - 1), 0, sha)).toBe(-1);
+    expect(damagedAt(Buffer.concat([bad, ...good, garbage(9)]), 0, sha)).toBe(-1);
     // The bad record is the last (cut short, or nothing after it): a tear.
-    expect(damagedAt(bad.subarray(0, bad.length - 3), 0, MAX_PAIR_RECORD, sha)).toBe(-1);
-    expect(damagedAt(bad, 0, MAX_PAIR_RECORD, sha)).toBe(-1);
+    expect(damagedAt(bad.subarray(0, bad.length - 3), 0, sha)).toBe(-1);
+    expect(damagedAt(bad, 0, sha)).toBe(-1);
     // Frames inside garbage are never read: only the offsets the lengths name.
-    expect(damagedAt(Buffer.concat([Buffer.from([0xff]), garbage(10_000, 11), ...good]), 0, MAX_PAIR_RECORD, sha)).toBe(-1);
+    expect(damagedAt(Buffer.concat([Buffer.from([0xff]), garbage(10_000, 11), ...good]), 0, sha)).toBe(-1);
   });
 
   it('a bad record with a whole sector of zeros is an unwritten page (a crash), not damage', () => {
     const bad = Buffer.from(frameRecord(Buffer.alloc(2048, 7), sha));
     bad.fill(0, 1024, 1536);
-    expect(damagedAt(Buffer.concat([bad, frame('after')]), 0, MAX_PAIR_RECORD, sha)).toBe(-1);
+    expect(damagedAt(Buffer.concat([bad, frame('after')]), 0, sha)).toBe(-1);
     bad.fill(7, 1024, 1536);
     bad[RECORD_HEADER] ^= 1;
-    expect(damagedAt(Buffer.concat([bad, frame('after')]), 0, MAX_PAIR_RECORD, sha)).toBe(bad.length);
+    expect(damagedAt(Buffer.concat([bad, frame('after')]), 0, sha)).toBe(bad.length);
   });
 });

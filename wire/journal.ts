@@ -8,6 +8,7 @@ import { Reader, Writer, type Hash64Parts } from './buffer.js';
 import { readEntryDelta, writeEntryDelta, type EntryDelta } from './cross.js';
 import { REJECT_REASON_NAMES, type RejectReason } from './delta.js';
 import { MAX_KEY_LEN, MAX_MESSAGE_LEN, MAX_REGISTER_NAME_LEN, MAX_VALUE_LEN } from './constants.js';
+import { MAX_QN_MESSAGE_LEN } from './qn.js';
 
 /** SHA-256 of the concatenated parts (crypto/primitives.ts `hash('SHA256', ...)` in the stores). */
 export type Sha256 = (...parts: Uint8Array[]) => Uint8Array;
@@ -24,12 +25,23 @@ export class JournalFormatError extends Error {
 
 /** Every record of a log, pending list or journal: `u32 length` || SHA-256(record)[0..4] || record. */
 export const RECORD_HEADER = 8;
-/** Largest pair log or pending record (one Collapse message, or a pending candidate): larger is corruption. */
+/**
+ * Largest pair log or pending record: one Collapse message (a follower's with its own deltas put
+ * back is at most MAX_MESSAGE_LEN whole, rev 1.34), or a pending candidate. The store refuses to
+ * write a larger one; larger on disk is damage.
+ */
 export const MAX_PAIR_RECORD = MAX_MESSAGE_LEN + 64 * 1024;
-/** Largest domain journal record. */
-export const MAX_JOURNAL_RECORD = 16 * 1024 * 1024;
+/**
+ * Largest domain journal record (rev 1.34; 16 MiB before, less than one write may take): an
+ * Append of the entries of one QN message (MAX_QN_MESSAGE_LEN), each with its index added (at
+ * most 8 octets, at most 4,096 entries), or a Pending candidate (one entry). A rewrite splits its
+ * Append records within it; the store refuses to write a larger one.
+ */
+export const MAX_JOURNAL_RECORD = MAX_QN_MESSAGE_LEN + 64 * 1024;
 
-export function frameRecord(rec: Uint8Array, sha256: Sha256): Uint8Array {
+/** A framed record; one larger than `max`, which no reader would take back, is refused (RangeError). */
+export function frameRecord(rec: Uint8Array, sha256: Sha256, max = Infinity): Uint8Array {
+  if (rec.length > max) throw new RangeError(`a record of ${rec.length} octets exceeds the limit of ${max}: not written`);
   const out = new Uint8Array(RECORD_HEADER + rec.length);
   new DataView(out.buffer).setUint32(0, rec.length);
   out.set(sha256(rec).subarray(0, 4), 4);
@@ -66,18 +78,20 @@ const SECTOR = 512;
  * whole records after it start (-1: a torn tail). Damage: the bad record's own length is intact
  * and whole, checksum-valid records follow it exactly to the end of the file, and none of its
  * sectors is all zeros. A crash leaves none of that: its last record is cut short (its length
- * points past the end), or the unwritten part of a batch reads as zeros. Only the offsets the
+ * points past the end), or the unwritten part of a batch reads as zeros. A length above the
+ * readers' limit is no tear either (rev 1.34): records of any length are walked, so one too large
+ * to read is refused with what follows it, never cut. Only the offsets the
  * records' own lengths name are read, never any other: a value that holds a frame-shaped run of
  * octets (a peer's, a client's) is inside its record and never taken for one. Linear: one hash
  * per record after the bad one. What this cannot tell from a tear (a damaged length, a zeroed
  * sector) is cut as before.
  */
-export function damagedAt(buf: Uint8Array, end: number, max: number, sha256: Sha256): number {
+export function damagedAt(buf: Uint8Array, end: number, sha256: Sha256): number {
   if (buf.length - end < RECORD_HEADER) return -1;
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const frameEnd = (off: number): number => {
     const len = view.getUint32(off);
-    return len === 0 || len > max ? -1 : off + RECORD_HEADER + len;
+    return len === 0 ? -1 : off + RECORD_HEADER + len;
   };
   const next = frameEnd(end);
   if (next < 0 || next >= buf.length || zeroSector(buf, end, next)) return -1;

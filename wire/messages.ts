@@ -6,8 +6,8 @@ import { DropReason, MAX_KEY_LEN, MAX_MESSAGE_LEN, MAX_PAYLOAD_LEN, MAX_VALUE_LE
 import { Reader, Writer, varintLen, type Hash64Parts } from './buffer.js';
 import { DeltaOp, readSetFast, type Delta, type RejectReason } from './delta.js';
 import { WireError } from './errors.js';
-import { readName, writeName } from './names.js';
-import { readEntryDelta, writeEntryDelta, type EntryDelta } from './cross.js';
+import { nameBytes, readName, writeName } from './names.js';
+import { encodedEntryDeltaLen, readEntryDelta, writeEntryDelta, type EntryDelta } from './cross.js';
 import { scanPacked, type PackedEntries } from './packed.js';
 
 export enum MsgType {
@@ -583,6 +583,17 @@ function readManifestEntry(r: Reader, i: number): ManifestEntry {
 }
 
 /** The Collapse body alone: this is also the record the delta log keeps. */
+/** Octets of `encodeCollapse(m)` (type, length and body), without encoding it. */
+export function encodedCollapseLen(m: Omit<CollapseMsg, 'type'>): number {
+  const nb = nameBytes(m.register);
+  let n = varintLen(nb) + nb + varintLen(m.version) + 16 + varintLen(m.entries.length);
+  m.entries.forEach((e, i) => {
+    n += varintLen(e.origin) + varintLen(e.seq) + 1;
+    if (e.verdict === 'committed' && !m.elided?.includes(i)) n += encodedEntryDeltaLen(e.delta);
+  });
+  return 1 + varintLen(n) + n;
+}
+
 export function writeCollapseBody(w: Writer, m: Omit<CollapseMsg, 'type'>): void {
   writeName(w, m.register);
   w.varint(m.version).hash64(m.hash).varint(m.entries.length);

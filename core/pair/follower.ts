@@ -12,6 +12,7 @@ import {
   MsgType,
   collapsePacked,
   encodeMessage,
+  encodedCollapseLen,
   type CollapseEntry,
   type CollapseMsg,
   type PairCandidate,
@@ -619,7 +620,11 @@ export class Follower implements RoleMachine, RequesterHost {
       const whole = this.restoreOwn(m);
       if (!whole) {
         const s = this.s;
-        s.pair.drop(now, 'elided-unknown', `register ${s.name}: v${m.version} leaves out a delta that is not our pending candidate`);
+        s.pair.drop(
+          now,
+          'elided-unknown',
+          `register ${s.name}: v${m.version} leaves out a delta that is not our pending candidate, or is over MAX_MESSAGE_LEN whole`,
+        );
         return false;
       }
       m = whole;
@@ -646,7 +651,10 @@ export class Follower implements RoleMachine, RequesterHost {
     return true;
   }
 
-  /** The record with each elided entry's delta taken from our pending candidates; undefined if one is not ours or not pending. */
+  /**
+   * The record with each elided entry's delta taken from our pending candidates; undefined if one
+   * is not ours or not pending, or if the whole record is over MAX_MESSAGE_LEN.
+   */
   private restoreOwn(m: CollapseMsg): CollapseMsg | undefined {
     const s = this.s;
     const entries = m.entries.slice();
@@ -665,7 +673,10 @@ export class Follower implements RoleMachine, RequesterHost {
       if (bytes > MAX_MESSAGE_LEN) return undefined;
       entries[i] = { origin: e.origin, seq: e.seq, verdict: 'committed', delta: own.delta };
     }
-    return { type: MsgType.Collapse, register: m.register, version: m.version, hash: m.hash, entries };
+    const whole: CollapseMsg = { type: MsgType.Collapse, register: m.register, version: m.version, hash: m.hash, entries };
+    // Whole, at most what a sequencer sends whole (rev 1.34): it is logged so, and a larger record
+    // is beyond what a log's reader takes back (MAX_PAIR_RECORD): a restart would cut it and all after it.
+    return encodedCollapseLen(whole) > MAX_MESSAGE_LEN ? undefined : whole;
   }
 
   /** Whether record `m` keeps this register within this host's quota; counted as a violation if not. */

@@ -29,6 +29,7 @@ import {
   frameRecord,
   writeDomainSnapshotHead,
   type DomainSnapshotFile,
+  type JournalEntry,
   type JournalRecord,
 } from '../../wire/journal.js';
 import { Writer } from '../../wire/buffer.js';
@@ -43,7 +44,11 @@ export type SnapshotReport =
   { readonly meta: SnapshotMeta; readonly ok: true } | { readonly meta: SnapshotMeta; readonly ok: false; readonly error: StoreError };
 
 const sha256 = (...parts: Uint8Array[]): Uint8Array => hash('SHA256', ...parts);
-const framed = (r: JournalRecord): Uint8Array => frameRecord(encodeJournalRecord(r), sha256);
+// One the journal's reader would not take back (MAX_JOURNAL_RECORD) is refused, never written.
+const framed = (r: JournalRecord): Uint8Array => frameRecord(encodeJournalRecord(r), sha256, MAX_JOURNAL_RECORD);
+/** Room for an Append record's own octets and each entry's term, index and length (8 + 8 + 8). */
+const APPEND_SLACK = 64;
+const ENTRY_SLACK = 24;
 
 /** The journal record of a write (undefined: a snapshot, which has its own file). */
 function recordOf(w: DomainWrite): JournalRecord | undefined {
@@ -236,6 +241,9 @@ export class FileDomainStore implements DomainStore {
     };
     try {
       for (const w of writes) {
+        // Framed before the image takes it: a record too large to read back fails the batch unwritten.
+        const rec = w.kind === 'compact' ? undefined : recordOf(w);
+        const bytes = rec && framed(rec);
         this.image.apply(w);
         if (w.kind === 'snapshot') {
           flush();
@@ -252,7 +260,7 @@ export class FileDomainStore implements DomainStore {
           sync = false;
           this.rewrite();
         } else {
-          batch.push(framed(recordOf(w)!));
+          batch.push(bytes!);
           if (w.kind !== 'commit' && w.kind !== 'drop-pending') sync = true;
         }
       }
@@ -312,8 +320,20 @@ export class FileDomainStore implements DomainStore {
       framed({ type: Rec.Hard, term: im.term, vote: im.vote }),
       framed({ type: Rec.Compact, base: im.base, baseTerm: im.baseTerm, reset: true }),
     ];
-    for (let i = 0; i < im.entries.length; i += REWRITE_APPEND_CHUNK)
-      parts.push(framed({ type: Rec.Append, entries: im.entries.slice(i, i + REWRITE_APPEND_CHUNK) }));
+    // Records of at most REWRITE_APPEND_CHUNK entries and MAX_JOURNAL_RECORD octets (each entry fits alone: one message's).
+    let chunk: JournalEntry[] = [];
+    let size = APPEND_SLACK;
+    for (const e of im.entries) {
+      const sz = e.cmd.length + ENTRY_SLACK;
+      if (chunk.length > 0 && (chunk.length === REWRITE_APPEND_CHUNK || size + sz > MAX_JOURNAL_RECORD)) {
+        parts.push(framed({ type: Rec.Append, entries: chunk }));
+        chunk = [];
+        size = APPEND_SLACK;
+      }
+      chunk.push(e);
+      size += sz;
+    }
+    if (chunk.length > 0) parts.push(framed({ type: Rec.Append, entries: chunk }));
     parts.push(framed({ type: Rec.NextSeq, nextSeq: im.nextSeq }), framed({ type: Rec.Commit, commit: im.commit }));
     for (const [seq, cmd] of im.pending) parts.push(framed({ type: Rec.Pending, seq, cmd }));
     closeSync(this.fd);

@@ -680,7 +680,7 @@ export class DiskStore implements PairStore {
 
   /** Append a pending own candidate (fsynced by the caller through `touched`, or marked dirty). */
   private writePending(f: RegisterFiles, register: string, c: OwnCandidate, touched: Set<number>): void {
-    const framed = frameRecord(encodePendingRecord(c), sha256);
+    const framed = frameRecord(encodePendingRecord(c), sha256, MAX_PAIR_RECORD);
     writeAll(f.pendingFd, framed);
     f.pendingBytes += framed.length;
     if (f.pendingBytes > PENDING_COMPACT_BYTES && this.replicas.has(register)) f.pendingCompactDue = true;
@@ -711,7 +711,8 @@ export class DiskStore implements PairStore {
 
   /** Append a Collapse record (fsynced by the caller through `touched`); snapshot once the log is too long. */
   private writeRecord(f: RegisterFiles, register: string, rec: LogRecord, touched: Set<number>): void {
-    const framed = frameRecord(rec.encoded, sha256);
+    // One the log's reader would not take back (MAX_PAIR_RECORD) is refused, never written: the pair is fenced.
+    const framed = frameRecord(rec.encoded, sha256, MAX_PAIR_RECORD);
     writeAll(f.logFd, framed);
     f.logBytes += framed.length;
     f.logTop = Math.max(f.logTop, rec.version);
@@ -1159,7 +1160,7 @@ function readRotatedLog(path: string): ReturnType<typeof readFrames> {
 export function readFramesChecked(path: string, buf: Uint8Array, max: number): ReturnType<typeof readFrames> {
   const read = readFrames(buf, max, sha256);
   if (read.end === buf.length) return read;
-  const after = damagedAt(buf, read.end, max, sha256);
+  const after = damagedAt(buf, read.end, sha256);
   if (after >= 0)
     throw new StoreError(
       `${path} at byte ${read.end}: damaged record followed by whole records (at byte ${after}); refusing to load past it`,
@@ -1260,5 +1261,5 @@ function releasePins(t: TakenBatch): void {
 
 /** A whole pending file: one framed record per own candidate. */
 function encodePendingFile(cands: readonly OwnCandidate[]): Uint8Array {
-  return Buffer.concat(cands.map((c) => frameRecord(encodePendingRecord(c), sha256)));
+  return Buffer.concat(cands.map((c) => frameRecord(encodePendingRecord(c), sha256, MAX_PAIR_RECORD)));
 }
