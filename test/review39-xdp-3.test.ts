@@ -64,7 +64,10 @@ describe('review39d-3: a start that fails after the attach', () => {
     if (id !== 0) {
       // Show what the orphan does to an honest Data frame of that session: dropped (XDP_DROP = 1).
       const f = join(dataDir, 'pkt');
-      writeFileSync(f, udpPacket(encodeFrame({ type: FrameType.Data, flags: 0, pairId: PAIR, packetNumber: 1 }, new Uint8Array(64)), { dstPort: PORT }));
+      writeFileSync(
+        f,
+        udpPacket(encodeFrame({ type: FrameType.Data, flags: 0, pairId: PAIR, packetNumber: 1 }, new Uint8Array(64)), { dstPort: PORT }),
+      );
       const out = execFileSync('bpftool', ['prog', 'run', 'id', String(id), 'data_in', f], { encoding: 'utf8' });
       console.log(`orphan program ${id}: ${out.trim()}`);
     }
