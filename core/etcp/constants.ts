@@ -12,6 +12,11 @@ export const REKEY_AFTER_MS = 120_000;
 export const REKEY_AFTER_MESSAGES = 2 ** 48;
 /** Retry an unanswered HandshakeInit after this long; no peer is sent inits more often. */
 export const HANDSHAKE_RETRY_MS = 2_000;
+/**
+ * How far ahead of an init's timestamp the initiator persists its lease (§12.2.1): at most one
+ * fsync per this much, and a restart's first init is at most this far ahead of the last one sent.
+ */
+export const INIT_LEASE_MS = 60_000;
 /** A superseded session still opens frames until it has been idle this long (§12.6). */
 export const OLD_SESSION_GRACE_MS = 30_000;
 /** Sessions we answered and the peer has not used yet, kept per peer (the oldest goes first). */

@@ -15,6 +15,7 @@ import { hash, TAGLEN, type KeyPair } from '../../crypto/primitives.js';
 import { nodeAead, type AeadOpener, type AeadProvider, type AeadSealer } from '../../crypto/aead.js';
 import { IKInitiator, IKResponder, NoiseError, type HandshakeResult } from './noise.js';
 import { ReplayWindow } from './replay.js';
+import { INIT_LEASE_MS } from './constants.js';
 import {
   COOKIE_LATENCY_MS,
   COOKIE_REPLY_LEN,
@@ -79,6 +80,14 @@ export interface EndpointOptions {
    */
   acceptedInits?: Map<string, number>;
   onInitAccepted?: (peer: PeerConfig, timestamp: number) => void;
+  /**
+   * Initiator side (§12.2.1): the lease persisted before a restart (no init sent before it had a
+   * higher timestamp), and a hook that persists a new one durably, returning whether it did; called
+   * before an init above the current lease leaves. Without them a restarted initiator whose clock
+   * was ahead before sends timestamps its peers refuse (`handshake-replayed`) until the clock passes them.
+   */
+  initLease?: number;
+  onInitLease?: (upTo: number) => boolean;
   /** mac1-valid HandshakeInits per second above which mac2 (a cookie) is required (§12.8). */
   cookieThreshold?: number;
   /** Under load, HandshakeInits with a valid mac2 let through to the DH per source host (sourceHost) per second. */
@@ -260,7 +269,9 @@ export class EtcpEndpoint {
   /** When each peer's last HandshakeInit was accepted: the next waits 1000/perPeerLimit ms. */
   private readonly lastInitAcceptedAt = new Map<string, number>();
   private readonly initIntervalMs: number;
-  private lastSentTimestamp = 0;
+  private lastSentTimestamp: number;
+  /** Every init timestamp up to this one is persisted as sent (onInitLease): a restart sends above it. */
+  private initLease: number;
   private readonly cookies: CookieChecker;
   /** Cookies received per peer (by key), with when: mac2 of the next inits to it. */
   private readonly cookieFrom = new Map<string, { cookie: Uint8Array; at: number }>();
@@ -277,6 +288,7 @@ export class EtcpEndpoint {
     for (const k of o.knownSources ?? []) this.cookies.noteAuthorised(k.peer, k.source);
     this.ownMac1Key = mac1Key(o.staticKey.publicKey);
     this.initIntervalMs = o.perPeerLimit === undefined ? 0 : 1000 / o.perPeerLimit;
+    this.lastSentTimestamp = this.initLease = o.initLease ?? 0;
     for (const p of o.peers) {
       this.peers.set(keyHex(p.publicKey), p);
       const ts = o.acceptedInits?.get(p.name);
@@ -324,6 +336,9 @@ export class EtcpEndpoint {
     // Strictly increasing even if the clock stalls, so the responder's replay check never refuses a fresh init.
     const ts = Math.max(Math.floor(timestamp), this.lastSentTimestamp + 1);
     this.lastSentTimestamp = ts;
+    // Leased ahead, so not every init costs an fsync. A failed write is the hook's to report: the init still
+    // leaves (only a later restart could send below it), and the next init tries again.
+    if (ts > this.initLease && this.o.onInitLease?.(ts + INIT_LEASE_MS)) this.initLease = ts + INIT_LEASE_MS;
     const msg = init.writeMessage1(
       INIT_PAYLOAD.encode({ version_min: ETCP_VERSION, version_max: ETCP_VERSION, capabilities: CAPABILITIES, timestamp: ts }),
     );

@@ -26,7 +26,8 @@ import { randomBytes } from 'node:crypto';
 import { TAGLEN, type KeyPair } from '../../crypto/primitives.js';
 import { HalfPair } from '../../core/pair/halfpair.js';
 import type { SpookEvent } from '../../core/pair/events.js';
-import { DiskStore, StoreRefused, type FsyncPolicy } from '../store/store.js';
+import { DiskStore, StoreRefused, mkdirDurable, type FsyncPolicy } from '../store/store.js';
+import { INIT_LEASE_FILE, readTimestamp, writeTimestamp } from './init-timestamps.js';
 import { claimPairDir } from '../store/pair-dir.js';
 import { decodeKey, encodeKey } from './keys.js';
 import { ConfigError, parseHostPort, type SpookdConfig } from './config.js';
@@ -267,8 +268,33 @@ export class Spookd {
         /* none yet */
       }
     }
+    // Our own inits' timestamps run on across restarts, whatever the clock did (a clock once ahead, then stepped
+    // back): one lease for every peer, as the timestamps are one sequence.
+    const leaseFile = join(cfg.dataDir, INIT_LEASE_FILE);
+    let initLease: number | undefined;
+    try {
+      initLease = readTimestamp(leaseFile);
+    } catch (e) {
+      log.warn(
+        { file: leaseFile, error: (e as Error).message },
+        'unreadable init timestamp lease, ignored: a peer may refuse our handshakes as replays until our clock passes our last one',
+      );
+    }
     this.etcp = new EtcpEndpoint({
       staticKey: key,
+      initLease,
+      onInitLease: (upTo) => {
+        try {
+          mkdirDurable(cfg.dataDir);
+          writeTimestamp(leaseFile, upTo, cfg.dataDir);
+          return true;
+        } catch (e) {
+          const suppressed = this.warns.admit(this.now(), 'init-lease');
+          if (suppressed !== undefined)
+            log.warn({ file: leaseFile, error: (e as Error).message, suppressed }, 'cannot persist the init timestamp lease');
+          return false;
+        }
+      },
       aead: frameAead(), // libsodium, else libcrypto's EVP (one context per session direction), else node:crypto
       peers,
       random: (n) => new Uint8Array(randomBytes(n)),
