@@ -18,7 +18,6 @@
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import { join } from 'node:path';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { EtcpEndpoint, MAX_SEALED_PAYLOAD, pairIdentity, type Session } from '../../core/etcp/endpoint.js';
 import { frameAead } from '../crypto/frame-aead.js';
@@ -262,10 +261,18 @@ export class Spookd {
     const acceptedInits = new Map<string, number>();
     for (const p of peers) {
       try {
-        const ts = Number(readFileSync(initFile(p.name), 'utf8').trim());
-        if (Number.isSafeInteger(ts)) acceptedInits.set(p.name, ts);
-      } catch {
-        /* none yet */
+        const ts = readTimestamp(initFile(p.name));
+        if (ts !== undefined) acceptedInits.set(p.name, ts);
+      } catch (e) {
+        // Damaged (an empty file an older release's in-place write left, or garbage): every init accepted
+        // before was accepted before now, and an honest peer's clock is about ours, so refuse those up to
+        // now (§12.2.1) rather than none.
+        const floor = Date.now();
+        acceptedInits.set(p.name, floor);
+        log.warn(
+          { peer: p.name, file: initFile(p.name), error: (e as Error).message, refusedUpTo: floor },
+          "unreadable handshake timestamp: the peer's inits up to this host's clock are refused as replays",
+        );
       }
     }
     // Our own inits' timestamps run on across restarts, whatever the clock did (a clock once ahead, then stepped
@@ -311,8 +318,9 @@ export class Spookd {
       }),
       onInitAccepted: (peer, ts) => {
         try {
-          mkdirSync(join(cfg.dataDir, peer.name), { recursive: true, mode: 0o700 });
-          writeFileSync(initFile(peer.name), `${ts}\n`, { mode: 0o600 });
+          // Replaced atomically and durably before the response leaves: a crash or a failed write keeps the old value.
+          mkdirDurable(join(cfg.dataDir, peer.name));
+          writeTimestamp(initFile(peer.name), ts, join(cfg.dataDir, peer.name));
         } catch (e) {
           log.warn({ peer: peer.name, error: (e as Error).message }, 'cannot persist the handshake timestamp');
         }
