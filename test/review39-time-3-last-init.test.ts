@@ -23,8 +23,8 @@ afterEach(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-/** spookd x (not started: no socket) with peer y, its `last-init` for y as `lastInit` holds. */
-function responder(kx: KeyPair, ky: KeyPair, lastInit?: string) {
+/** spookd x (not started: no socket) with peer `peer` (ky), its `last-init` for y as `lastInit` holds. */
+function responder(kx: KeyPair, ky: KeyPair, lastInit?: string, peer = 'y') {
   const dir = mkdtempSync(join(tmpdir(), 'review39-last-init-'));
   dirs.push(dir);
   writeFileSync(join(dir, 'x.key'), Buffer.from(kx.privateKey).toString('base64'));
@@ -37,13 +37,13 @@ function responder(kx: KeyPair, ky: KeyPair, lastInit?: string) {
     privateKeyFile: join(dir, 'x.key'),
     dataDir: join(dir, 'x'),
     adminSocket: join(dir, 'x.sock'),
-    peers: [{ name: 'y', publicKey: encodeKey(ky.publicKey) }],
+    peers: [{ name: peer, publicKey: encodeKey(ky.publicKey) }],
     registers: [{ name: 'config', kind: 'map' }],
   });
   const logs: string[] = [];
   const x = new Spookd(cfg, kx, pino({ level: 'warn' }, { write: (s: string) => void logs.push(s) }));
   const etcp = (x as unknown as { etcp: EtcpEndpoint }).etcp;
-  return { etcp, logs, file: join(dir, 'x', 'y', 'last-init'), close: () => x.link('y').store.close() };
+  return { x, etcp, logs, file: join(dir, 'x', 'y', 'last-init'), close: () => x.link(peer).store.close() };
 }
 
 describe("spookd's last-init", () => {
@@ -80,5 +80,20 @@ describe("spookd's last-init", () => {
     expect(statSync(x.file).ino).not.toBe(before);
     expect(existsSync(`${x.file}.tmp`)).toBe(false);
     expect(readFileSync(x.file, 'utf8')).toBe('1000\n');
+  });
+
+  it('of a peer added by a reload is read: an init from before the restart stays refused', () => {
+    const kx = generateKeyPair();
+    const ky = generateKeyPair();
+    const y = new EtcpEndpoint({ staticKey: ky, peers: [{ name: 'x', publicKey: kx.publicKey }], random });
+    const captured = y.initiate(0, kx.publicKey, Date.now() - 60_000);
+    // x accepted it before its restart (last-init holds it); y is not configured at start, a reload adds it.
+    const x = responder(kx, generateKeyPair(), `${Date.now() - 60_000}\n`, 'z');
+    x.x.addPeer({ name: 'y', publicKey: encodeKey(ky.publicKey) });
+    clearTimeout((x.x as unknown as { timer?: NodeJS.Timeout }).timer); // not started: no tick
+    const r = x.etcp.handleHandshake(0, captured, '127.0.0.9:1');
+    x.close();
+    x.x.link('y').store.close();
+    expect(r.kind === 'drop' && r.reason).toBe('handshake-replayed');
   });
 });

@@ -581,11 +581,15 @@ export class EtcpEndpoint {
     return { session: s, payload: r.payload };
   }
 
-  /** Authorise one more peer (a reload): its handshakes are answered, and ours to it can start, from now on. */
-  addPeer(p: PeerConfig): void {
+  /**
+   * Authorise one more peer (a reload): its handshakes are answered, and ours to it can start, from now on.
+   * `acceptedInit`: the last init timestamp accepted from it before, as `acceptedInits` at construction.
+   */
+  addPeer(p: PeerConfig, acceptedInit?: number): void {
     const k = keyHex(p.publicKey);
     if (this.peers.has(k)) throw new RangeError(`peer ${p.name}: its key is already authorised`);
     this.peers.set(k, p);
+    if (acceptedInit !== undefined) this.lastInitTimestamp.set(k, Math.max(acceptedInit, this.lastInitTimestamp.get(k) ?? -1));
   }
 
   /**

@@ -257,23 +257,10 @@ export class Spookd {
   ) {
     const peers = cfg.peers.map((p) => ({ name: p.name, publicKey: decodeKey(p.publicKey, `peer ${p.name}`) }));
     // The last accepted HandshakeInit timestamp per peer survives restarts (replayed inits stay refused).
-    const initFile = (peer: string): string => join(cfg.dataDir, peer, 'last-init');
     const acceptedInits = new Map<string, number>();
     for (const p of peers) {
-      try {
-        const ts = readTimestamp(initFile(p.name));
-        if (ts !== undefined) acceptedInits.set(p.name, ts);
-      } catch (e) {
-        // Damaged (an empty file an older release's in-place write left, or garbage): every init accepted
-        // before was accepted before now, and an honest peer's clock is about ours, so refuse those up to
-        // now (§12.2.1) rather than none.
-        const floor = Date.now();
-        acceptedInits.set(p.name, floor);
-        log.warn(
-          { peer: p.name, file: initFile(p.name), error: (e as Error).message, refusedUpTo: floor },
-          "unreadable handshake timestamp: the peer's inits up to this host's clock are refused as replays",
-        );
-      }
+      const ts = this.acceptedInit(p.name);
+      if (ts !== undefined) acceptedInits.set(p.name, ts);
     }
     // Our own inits' timestamps run on across restarts, whatever the clock did (a clock once ahead, then stepped
     // back): one lease for every peer, as the timestamps are one sequence.
@@ -320,7 +307,7 @@ export class Spookd {
         try {
           // Replaced atomically and durably before the response leaves: a crash or a failed write keeps the old value.
           mkdirDurable(join(cfg.dataDir, peer.name));
-          writeTimestamp(initFile(peer.name), ts, join(cfg.dataDir, peer.name));
+          writeTimestamp(join(cfg.dataDir, peer.name, 'last-init'), ts, join(cfg.dataDir, peer.name));
         } catch (e) {
           log.warn({ peer: peer.name, error: (e as Error).message }, 'cannot persist the handshake timestamp');
         }
@@ -518,6 +505,24 @@ export class Spookd {
     this.started = true;
   }
 
+  /** The last HandshakeInit timestamp accepted from `peer` before (§12.2.1): its `last-init`. */
+  private acceptedInit(peer: string): number | undefined {
+    const file = join(this.cfg.dataDir, peer, 'last-init');
+    try {
+      return readTimestamp(file);
+    } catch (e) {
+      // Damaged (an empty file an older release's in-place write left, or garbage): every init accepted
+      // before was accepted before now, and an honest peer's clock is about ours, so refuse those up to
+      // now (§12.2.1) rather than none.
+      const floor = Date.now();
+      this.log.warn(
+        { peer, file, error: (e as Error).message, refusedUpTo: floor },
+        "unreadable handshake timestamp: the peer's inits up to this host's clock are refused as replays",
+      );
+      return floor;
+    }
+  }
+
   /** A peer's pair: its HalfPair, its store (loaded), its link (at start, and for a peer added by a reload). */
   private addLink(p: SpookdConfig['peers'][number]): Link {
     const publicKey = decodeKey(p.publicKey, `peer ${p.name}`);
@@ -594,7 +599,8 @@ export class Spookd {
       });
       // After the table: the wrappers' carrier budget is the peer's, read from it.
       this.wraps.addPeer({ name: p.name, publicKey, role: link.pair.role === 'sequencer' ? 0 : 1 });
-      this.etcp.addPeer({ name: p.name, publicKey });
+      // After the link: a rekeyed peer's directory (and the old key's last-init) went aside.
+      this.etcp.addPeer({ name: p.name, publicKey }, this.acceptedInit(p.name));
     } catch (e) {
       this.wraps.removePeer(p.name);
       this.table.removePeer(p.name);
