@@ -1081,21 +1081,37 @@ export class DiskStore implements PairStore {
     this.dropLanding();
     // A background snapshot not finished: the next load replays its log.old (spookd's stop waits for one first, bounded).
     for (const register of [...this.jobs.keys()]) this.cancelJob(register);
+    let failure: unknown;
     try {
       if (!this.failed) this.flush();
     } finally {
-      for (const [register, f] of this.files) {
-        closeSync(f.logFd);
-        closeSync(f.pendingFd);
-        closeSync(f.leaseFd);
-        // Its peer removed (a reload): own candidates not decided are not proposed again at the next load.
-        if (opts.abandonPending && !this.failed) {
-          const p = this.paths(register);
+      failure = this.closeFiles(opts.abandonPending === true);
+    }
+    if (failure !== undefined) throw failure;
+  }
+
+  /** Closes every descriptor of every register whatever fails on the way; returns the first failure. */
+  private closeFiles(abandonPending: boolean): unknown {
+    let failure: unknown;
+    for (const [register, f] of this.files) {
+      for (const fd of [f.logFd, f.pendingFd, f.leaseFd])
+        try {
+          closeSync(fd);
+        } catch (e) {
+          failure ??= e;
+        }
+      // Its peer removed (a reload): own candidates not decided are not proposed again at the next load.
+      if (abandonPending && !this.failed) {
+        const p = this.paths(register);
+        try {
           writeAtomic(p.pending, encodePendingFile([]), p.dir);
+        } catch (e) {
+          failure ??= e;
         }
       }
-      this.files.clear();
     }
+    this.files.clear();
+    return failure;
   }
 }
 
@@ -1183,7 +1199,13 @@ export function encodeRegisterSnapshot(replica: RegisterImage): Uint8Array {
 
 export function writeAtomic(path: string, data: Uint8Array, dir: string): void {
   const tmp = `${path}.tmp`;
-  writeDurable(tmp, data);
+  try {
+    writeDurable(tmp, data);
+  } catch (e) {
+    // A partial copy (ENOSPC, EDQUOT, EIO) would hold the space an operator is freeing: gone; the file is as it was.
+    rmSync(tmp, { force: true });
+    throw e;
+  }
   renameSync(tmp, path);
   fsyncDir(dir);
 }
