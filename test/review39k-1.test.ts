@@ -15,6 +15,7 @@
 import { describe, expect, it } from 'vitest';
 import { DeltaOp } from '../wire/delta.js';
 import { Trio } from './domain-trio.js';
+import { DOMAIN_SIM_DEFAULTS, runDomainSim } from '../testing/sim/domain.js';
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 
@@ -47,4 +48,22 @@ describe('review39k-1: removal learnt while a large forward is under way', () =>
       `drops at the removed member: ${JSON.stringify(drops)}`,
     ).toEqual({ outcome: 'unknown', coherence: 'decoherent', seesLaterWrite: false });
   });
+});
+
+describe('review39k-1: the domain simulator, membership changes with large values', () => {
+  // Seeds found in 300 (5000-5299) where the removed member's candidates are never decided; each
+  // passes before a9a2d2f (its candidates reported unknown, as §15.6 says of a removed proposer).
+  for (const seed of [5051, 5113, 5173])
+    it(`seed ${seed}: every candidate of the removed member is decided`, () => {
+      const r = runDomainSim({
+        ...DOMAIN_SIM_DEFAULTS,
+        membership: true,
+        largeChance: 0.3,
+        largeValueBytes: 6000,
+        nodes: 3,
+        seed,
+        settleMs: 20_000,
+      });
+      expect(r.violations.slice(0, 4)).toEqual([]);
+    });
 });
