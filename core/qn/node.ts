@@ -677,7 +677,7 @@ export class DomainNode {
       // configuration, so it holds this one a member (a false notice past the commit, from any
       // member, kept this member out for good). Removed for real, it stops hearing the leader
       // within an election timeout, and the next notice (every message it sends draws one) holds.
-      if (!e && r.role === Role.Follower && r.leader !== 0 && now - r.leaderContact < r.electionMs) return 'removal-while-followed';
+      if (!e && r.role === Role.Follower && r.leader !== 0 && now - r.replicatedAt < r.electionMs) return 'removal-while-followed';
     }
     return undefined;
   }
@@ -851,6 +851,17 @@ export class DomainNode {
     }
   }
 
+  /**
+   * Removed for sure, so pending candidates are past learning (reported `unknown`): our own log
+   * says so, or a notice its commit confirms, or one that held an election timeout with no leader
+   * replicating to us. A notice past the commit that came in a partition or an election may be
+   * false (any member can send one): until then the candidates are retried, not abandoned.
+   */
+  private removalSettled(now: number): boolean {
+    if (this.removed === 0) return this.isRemovedHere();
+    return this.removed <= this.raft.commit || now - this.removedAt >= this.raft.electionMs;
+  }
+
   private isRemoved(id: NodeId): boolean {
     return this.everMember.has(id) && !this.raft.members.includes(id) && this.raft.configIndex <= this.raft.commit;
   }
@@ -895,10 +906,10 @@ export class DomainNode {
     // no configuration without us, so the notice was false (§15.6).
     if (this.removed && committedConfig && this.raft.members.includes(this.id) && this.removed <= this.raft.commit) this.removed = 0;
     // A leader replicated to us after we kept it: that leader's configuration holds us (§15.6).
-    if (this.removed && this.raft.role === Role.Follower && this.raft.leader !== 0 && this.raft.leaderContact > this.removedAt)
+    if (this.removed && this.raft.role === Role.Follower && this.raft.leader !== 0 && this.raft.replicatedAt > this.removedAt)
       this.removed = 0;
     if (this.raft.members.includes(this.id) && committedConfig && !this.removed) this.wasMember = true;
-    if (this.pending.size > 0 && this.isRemovedHere()) this.abandonPending();
+    if (this.pending.size > 0 && this.removalSettled(now)) this.abandonPending();
     this.sendPending(now);
     this.lastNow = now;
   }

@@ -313,6 +313,7 @@ export class Raft {
   private quorumCheckAt = 0;
   /** When we last heard from a leader of the current term (leader stickiness, §4.2.3). */
   private leaderContactAt = -Infinity;
+  private replicatedAtMs = -Infinity;
   private votes = new Set<NodeId>();
   private progress = new Map<NodeId, Progress>();
   /**
@@ -462,6 +463,16 @@ export class Raft {
   /** When this follower last heard the leader of its term. */
   get leaderContact(): number {
     return this.leaderContactAt;
+  }
+
+  /**
+   * When this follower last took an append or a snapshot chunk from the leader of its term: the
+   * leader replicates to it, so holds it a member (§15.6). Link-level progress (heardFrom: the
+   * leader acknowledging a fragment we send) is not that: a leader acknowledges a removed member's
+   * fragments too.
+   */
+  get replicatedAt(): number {
+    return this.replicatedAtMs;
   }
 
   /**
@@ -976,7 +987,7 @@ export class Raft {
       return;
     }
     if (this.role !== Role.Follower || this.leader !== from) this.becomeFollower(now, m.term, from);
-    this.leaderContactAt = now;
+    this.leaderContactAt = this.replicatedAtMs = now;
     this.resetElection(now);
     let prevIndex = m.prevIndex;
     let prevTerm = m.prevTerm;
@@ -1109,7 +1120,7 @@ export class Raft {
       return;
     }
     if (this.role !== Role.Follower || this.leader !== from) this.becomeFollower(now, m.term, from);
-    this.leaderContactAt = now;
+    this.leaderContactAt = this.replicatedAtMs = now;
     this.resetElection(now);
     if (m.index <= this.commit) {
       // We already have it all: tell the leader where we are.
