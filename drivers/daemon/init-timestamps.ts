@@ -4,7 +4,7 @@
  * Each holds one decimal integer and a newline, replaced atomically (written aside, fsynced,
  * renamed): a crash or a failed write leaves the old value or the new, never an empty file.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { writeAtomic } from '../store/store.js';
 
 /** In `<dataDir>`; `@` is in no peer name, so no peer's directory can be called this. */
@@ -25,7 +25,19 @@ export function readTimestamp(path: string): number | undefined {
   return Number(text);
 }
 
-/** Replace `path` (in directory `dir`, which exists) with `ts`, durably. */
-export function writeTimestamp(path: string, ts: number, dir: string): void {
-  writeAtomic(path, Buffer.from(`${ts}\n`), dir);
+/**
+ * Replace `path` (in directory `dir`, which exists) with `ts`: written aside, then renamed over
+ * it, so a reader sees the old value or the new. `durable`: fsynced first (the file) and after
+ * (the directory), two fsyncs on the event loop. `last-init` is not durable: it is rewritten for
+ * each accepted init (a hub re-handshaking 1,000 peers would block 0.5-1 s in fsyncs), a crash
+ * leaves the value before at worst (an init accepted since stays refused for the process's
+ * life, and replays of it after a restart cost a DH and form nothing), and a damaged one is
+ * taken as the host's clock at start.
+ */
+export function writeTimestamp(path: string, ts: number, dir: string, durable = true): void {
+  const data = Buffer.from(`${ts}\n`);
+  if (durable) return writeAtomic(path, data, dir);
+  const tmp = `${path}.tmp`;
+  writeFileSync(tmp, data, { mode: 0o600 });
+  renameSync(tmp, path);
 }

@@ -27,7 +27,7 @@ import { HalfPair } from '../../core/pair/halfpair.js';
 import type { SpookEvent } from '../../core/pair/events.js';
 import { DiskStore, StoreRefused, mkdirDurable, type FsyncPolicy } from '../store/store.js';
 import { INIT_LEASE_FILE, readTimestamp, writeTimestamp } from './init-timestamps.js';
-import { claimPairDir } from '../store/pair-dir.js';
+import { claimPairDir, heldByOtherPair } from '../store/pair-dir.js';
 import { decodeKey, encodeKey } from './keys.js';
 import { ConfigError, parseHostPort, type SpookdConfig } from './config.js';
 import { bindFault, describeBindError } from './preflight.js';
@@ -256,9 +256,11 @@ export class Spookd {
     interceptor?: (interceptPort: number) => Interceptor,
   ) {
     const peers = cfg.peers.map((p) => ({ name: p.name, publicKey: decodeKey(p.publicKey, `peer ${p.name}`) }));
-    // The last accepted HandshakeInit timestamp per peer survives restarts (replayed inits stay refused).
+    // The last accepted HandshakeInit timestamp per peer survives restarts (replayed inits stay refused); not
+    // that of a directory of other keys (a rekey across the restart: addLink sets it aside, its last-init with it).
     const acceptedInits = new Map<string, number>();
     for (const p of peers) {
+      if (heldByOtherPair(join(cfg.dataDir, p.name), key.publicKey, p.publicKey)) continue;
       const ts = this.acceptedInit(p.name);
       if (ts !== undefined) acceptedInits.set(p.name, ts);
     }
@@ -305,9 +307,9 @@ export class Spookd {
       }),
       onInitAccepted: (peer, ts) => {
         try {
-          // Replaced atomically and durably before the response leaves: a crash or a failed write keeps the old value.
+          // Replaced atomically before the response leaves (a failed write keeps the old value); not fsynced: see writeTimestamp.
           mkdirDurable(join(cfg.dataDir, peer.name));
-          writeTimestamp(join(cfg.dataDir, peer.name, 'last-init'), ts, join(cfg.dataDir, peer.name));
+          writeTimestamp(join(cfg.dataDir, peer.name, 'last-init'), ts, join(cfg.dataDir, peer.name), false);
         } catch (e) {
           log.warn({ peer: peer.name, error: (e as Error).message }, 'cannot persist the handshake timestamp');
         }

@@ -15,13 +15,21 @@ const FILE = 'pair';
 
 const b64 = (k: Uint8Array): string => Buffer.from(k).toString('base64');
 
+const pairText = (self: Uint8Array, peer: Uint8Array): string => `${b64(self)}\n${b64(peer)}\n`;
+
+/** Whether `dir` belongs to a pair of other keys (claimPairDir will set it aside): nothing in it is this pair's. */
+export function heldByOtherPair(dir: string, self: Uint8Array, peer: Uint8Array): boolean {
+  const file = join(dir, FILE);
+  return existsSync(file) && readFileSync(file, 'latin1') !== pairText(self, peer);
+}
+
 /**
  * Make `dir` the directory of the pair of keys (self, peer): created if absent; left as it is if
  * it is theirs, or predates this file (then it is taken as theirs); else renamed aside first.
  * Returns where a directory of another pair went, if one did.
  */
 export function claimPairDir(dir: string, self: Uint8Array, peer: Uint8Array): string | undefined {
-  const text = `${b64(self)}\n${b64(peer)}\n`;
+  const text = pairText(self, peer);
   const file = join(dir, FILE);
   let retired: string | undefined;
   if (existsSync(file)) {
