@@ -60,15 +60,14 @@ afterAll(() => {
   execFileSync('ip', ['link', 'del', IF]);
 });
 
-describe('review39j-1: a leftover spookd program is never replaced, and stop forgets it', () => {
-  it('a stop whose detach fails (kernel < 5.7: XDP_FLAGS_REPLACE is EINVAL) leaves the next start without the fast path', () => {
+describe("review39j-1: spookd's own leftover program is replaced, and stop keeps the record of one it could not detach", () => {
+  it('a stop on a kernel before 5.7 (XDP_FLAGS_REPLACE is EINVAL) still detaches, and the next start has the fast path', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'r39j-1-'));
     dirs.push(dataDir);
     const log = pino({ level: 'silent' });
     const fp = new FastPath(cfgFor(dataDir), log);
     fp.start(PORT);
     expect(fp.status().enabled).toBe(true);
-    const oldId = fp.status().programId!;
     fp.addPair(0x01020304);
 
     const l = libbpf() as unknown as { xdpDetach: (i: number, f: number, o: unknown) => number };
@@ -80,27 +79,60 @@ describe('review39j-1: a leftover spookd program is never replaced, and stop for
     } finally {
       l.xdpDetach = orig;
     }
-    // The program is still attached, but the record that would let the next start remove it is gone.
-    expect(queryGeneric()).toBe(oldId);
+    // There, the id is checked and the mode detached: nothing of ours is left, nor its record.
+    expect(queryGeneric()).toBe(0);
     expect(existsSync(join(dataDir, 'xdp-attached.json'))).toBe(false);
 
-    // The leftover (enforce_pairs, frozen table) drops a new session's Data frame: a black hole.
+    const fp2 = new FastPath(cfgFor(dataDir), log);
+    fp2.start(PORT);
+    const st = fp2.status();
+    fp2.stop();
+    expect(st.error).toBeNull();
+    expect(st.enabled).toBe(true);
+  });
+
+  it('a stop whose detach is refused keeps the record, leaves the program passing everything, and the next start removes it', () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'r39j-1-'));
+    dirs.push(dataDir);
+    const log = pino({ level: 'silent' });
+    const fp = new FastPath(cfgFor(dataDir), log);
+    fp.start(PORT);
+    expect(fp.status().enabled).toBe(true);
+    const oldId = fp.status().programId!;
+    fp.addPair(0x01020304);
+
+    const l = libbpf() as unknown as { xdpDetach: (i: number, f: number, o: unknown) => number };
+    const orig = l.xdpDetach;
+    l.xdpDetach = () => -1; // any refusal (EPERM here)
+    try {
+      fp.stop();
+    } finally {
+      l.xdpDetach = orig;
+    }
+    // The program is still attached; the record that lets the next start remove it is kept.
+    expect(queryGeneric()).toBe(oldId);
+    expect(existsSync(join(dataDir, 'xdp-attached.json'))).toBe(true);
+
+    // The leftover passes everything (port 0), a new session's Data frame included: no black hole.
     const newSession = udpPacket(encodeFrame({ type: FrameType.Data, flags: 0, pairId: 0x0a0b0c0d, packetNumber: 1 }, new Uint8Array(40)), {
       dstPort: PORT,
     });
-    expect(verdictOf(oldId, newSession, dataDir)).toBe(1);
+    expect(verdictOf(oldId, newSession, dataDir)).toBe(2);
 
     // The restart (systemd's, or an upgrade's).
     const fp2 = new FastPath(cfgFor(dataDir), log);
     fp2.start(PORT);
     const st = fp2.status();
-    fp2.stop();
-    // Currently: enabled false, error "r39j-x0 already has an XDP program attached (id <oldId>, ...)": our own.
     expect(st.error).toBeNull();
     expect(st.enabled).toBe(true);
+    expect(st.programId).not.toBe(oldId);
+    expect(queryGeneric()).toBe(st.programId);
+    fp2.stop();
+    expect(queryGeneric()).toBe(0);
+    expect(existsSync(join(dataDir, 'xdp-attached.json'))).toBe(false);
   });
 
-  it('a run killed between the attach and the record write: the next start refuses its own leftover', () => {
+  it('a run killed between the attach and the record write: the next start replaces its own leftover', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'r39j-1-'));
     dirs.push(dataDir);
     // What the killed run did before writing xdp-attached.json (pinning may run `mount` first).
@@ -112,13 +144,43 @@ describe('review39j-1: a leftover spookd program is never replaced, and stop for
       const fp = new FastPath(cfgFor(dataDir), pino({ level: 'silent' }));
       fp.start(PORT);
       const st = fp.status();
+      expect(queryGeneric()).toBe(st.programId);
       fp.stop();
-      expect(queryGeneric()).not.toBe(0);
+      expect(queryGeneric()).toBe(0);
       // Currently: refused with XdpOccupiedError naming oldId (spookd's own program from the killed run).
       expect(st.error ?? '').not.toContain(`id ${oldId}`);
       expect(st.enabled).toBe(true);
     } finally {
       libbpf().close((prev as unknown as { obj: unknown }).obj);
     }
+  });
+
+  it('the record is written before the attach: a run killed right after it is cleaned up even without an xdp section', () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'r39j-1-'));
+    dirs.push(dataDir);
+    let intent: { ifname: string; programId: number; flags?: number } | undefined;
+    const l = libbpf() as unknown as { xdpAttach: (i: number, fd: number, f: number, o: unknown) => number };
+    const orig = l.xdpAttach;
+    // The kill: the record as it stood when the attach ran.
+    l.xdpAttach = (i, fd, f, o) => {
+      intent = JSON.parse(readFileSync(join(dataDir, 'xdp-attached.json'), 'utf8'));
+      return orig(i, fd, f, o);
+    };
+    const fp = new FastPath(cfgFor(dataDir), pino({ level: 'silent' }));
+    try {
+      fp.start(PORT);
+    } finally {
+      l.xdpAttach = orig;
+    }
+    const id = fp.status().programId!;
+    expect(intent).toMatchObject({ ifname: IF, programId: id });
+    expect(intent!.flags).toBeUndefined();
+    // Killed (no stop): only the intent on disk; the program stays attached.
+    writeFileSync(join(dataDir, 'xdp-attached.json'), JSON.stringify(intent));
+    const fp2 = new FastPath({ dataDir } as never, pino({ level: 'silent' }));
+    fp2.start(PORT);
+    expect(queryGeneric()).toBe(0);
+    expect(existsSync(join(dataDir, 'xdp-attached.json'))).toBe(false);
+    (fp as unknown as { prog: { close(): void } }).prog.close();
   });
 });

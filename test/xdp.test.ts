@@ -466,16 +466,27 @@ describe('spookd without the fast path', () => {
     const { pino } = await import('pino');
     const lines: string[] = [];
     const log = pino({ level: 'warn' }, { write: (s: string) => void lines.push(s) });
+    const { mkdtempSync, readdirSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    // The attachment record (an intent, written before the attach) goes in dataDir, as in any loaded config.
+    const dataDir = mkdtempSync(join(tmpdir(), 'xdp-noif-'));
     const cfg = {
+      dataDir,
       xdp: { interface: 'no-such-if0', mode: 'auto', handshakeRate: 1, handshakeBurst: 1, pinDir: '/sys/fs/bpf/spook-test' },
     } as never;
-    const fp = new FastPath(cfg, log);
-    expect(() => fp.start(51900)).not.toThrow();
-    const st = fp.status();
-    expect(st.enabled).toBe(false);
-    expect(st.error).toMatch(/no network interface named no-such-if0/);
-    expect(lines.join('')).toMatch(/XDP fast path unavailable; spookd runs without it/);
-    expect(() => fp.addPair(1)).not.toThrow();
-    fp.stop();
+    try {
+      const fp = new FastPath(cfg, log);
+      expect(() => fp.start(51900)).not.toThrow();
+      const st = fp.status();
+      expect(st.enabled).toBe(false);
+      expect(st.error).toMatch(/no network interface named no-such-if0/);
+      expect(lines.join('')).toMatch(/XDP fast path unavailable; spookd runs without it/);
+      expect(() => fp.addPair(1)).not.toThrow();
+      fp.stop();
+      expect(readdirSync(dataDir)).toEqual([]); // the intent removed with the failed attach
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 });

@@ -67,6 +67,8 @@ interface Lib {
   xdpAttachOptsSize: number;
   /** bpf_obj_get_info_by_fd: the kernel copies at most `len[0]` octets of struct bpf_prog_info (its id at offset 4). */
   objInfo: (fd: number, info: Buffer, len: number[]) => number;
+  /** bpf_prog_get_fd_by_id: a new fd of a loaded program (close it), or a negative errno. */
+  progFdById: (id: number) => number;
   update: (fd: number, key: Buffer, value: Buffer, flags: number) => number;
   lookup: (fd: number, key: Buffer, value: Buffer) => number;
   del: (fd: number, key: Buffer) => number;
@@ -122,6 +124,7 @@ export function libbpf(): Lib {
       xdpQueryId: l.func('int bpf_xdp_query_id(int ifindex, int flags, _Out_ uint32_t *prog_id)'),
       xdpAttachOptsSize: koffi.sizeof(AttachOpts),
       objInfo: l.func('int bpf_obj_get_info_by_fd(int bpf_fd, _Out_ void *info, _Inout_ uint32_t *info_len)'),
+      progFdById: l.func('int bpf_prog_get_fd_by_id(uint32_t id)'),
       update: l.func('int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags)'),
       lookup: l.func('int bpf_map_lookup_elem(int fd, const void *key, _Out_ void *value)'),
       del: l.func('int bpf_map_delete_elem(int fd, const void *key)'),
@@ -138,6 +141,15 @@ export function libbpf(): Lib {
     loadError = new Error(`libbpf.so.1 cannot be loaded (${(e as Error).message}); install libbpf1 (apt-get install libbpf1)`);
     throw loadError;
   }
+}
+
+let closeFn: ((fd: number) => number) | undefined;
+
+/** Close an fd libbpf returned (Node's closeSync warns about fds it did not open). */
+export function closeFd(fd: number): void {
+  if (fd < 0) return;
+  closeFn ??= koffi.load('libc.so.6').func('int close(int fd)') as (fd: number) => number;
+  closeFn(fd);
 }
 
 /** libbpf returns -errno; some calls leave it in errno. */

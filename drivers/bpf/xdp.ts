@@ -24,6 +24,7 @@ import {
   XDP_FLAGS_UPDATE_IF_NOEXIST,
   bpfObjectPath,
   check,
+  closeFd,
   lastErrno,
   libbpf,
 } from './libbpf.js';
@@ -53,6 +54,8 @@ const MODE_FLAGS: [XdpMode, number][] = [
 ];
 const EEXIST = 17;
 const ENODEV = 19;
+const EINVAL = 22;
+const flagsOf = (mode: XdpMode): number => MODE_FLAGS.find(([m]) => m === mode)![1];
 
 /** The interface already runs an XDP program that is not this one: spookd never replaces it. */
 export class XdpOccupiedError extends Error {
@@ -80,6 +83,33 @@ function occupant(ifindex: number): { id: number; mode: XdpMode } | undefined {
 
 /** What `detach` did: `replaced`: ours was no longer attached (another program, or none, is left alone). */
 export type DetachResult = 'detached' | 'replaced' | 'interface-gone' | 'failed';
+
+/** What identifies a loaded program (struct bpf_prog_info): its id (offset 4), tag (8, a hash of its instructions) and name (64). */
+function progInfo(fd: number): { id: number; tag: string; name: string } {
+  const info = Buffer.alloc(80);
+  check('bpf_obj_get_info_by_fd', libbpf().objInfo(fd, info, [info.length]));
+  const name = info.subarray(64, 80);
+  const end = name.indexOf(0);
+  return { id: info.readUInt32LE(4), tag: info.subarray(8, 16).toString('hex'), name: name.subarray(0, end < 0 ? 16 : end).toString() };
+}
+
+/**
+ * Detach program `id` (open as `fd`) from the interface in the mode of `flags`, only if it is still
+ * the one attached: XDP_FLAGS_REPLACE with its fd, the kernel compares. Kernels before 5.7 refuse
+ * that flag (EINVAL, outside their XDP_FLAGS_MASK): there the attached id is checked, then the
+ * mode detached (the only way those kernels offer; a program attached between the two is removed).
+ */
+function detachIf(ifindex: number, flags: number, fd: number, id: number): DetachResult {
+  const l = libbpf();
+  let rc = l.xdpDetach(ifindex, flags, { sz: l.xdpAttachOptsSize, old_prog_fd: fd });
+  if (rc === -EINVAL) {
+    const cur = [0];
+    rc = l.xdpQueryId(ifindex, flags, cur);
+    if (rc >= 0 && cur[0] !== id) return 'replaced';
+    if (rc >= 0) rc = l.xdpDetach(ifindex, flags, null);
+  }
+  return rc >= 0 ? 'detached' : rc === -EEXIST ? 'replaced' : rc === -ENODEV ? 'interface-gone' : 'failed';
+}
 
 const u32 = (v: number): Buffer => {
   const b = Buffer.alloc(4);
@@ -189,6 +219,7 @@ export function openPinned(name: (typeof MAP_NAMES)[number], dir = PIN_DIR): num
 export class XdpProgram {
   private attached: { ifindex: number; ifname: string; mode: XdpMode; at: number; flags: number; programId: number } | undefined;
   private pinnedDir: string | undefined;
+  private replaced: number | undefined;
   private readonly live = new Set<number>();
 
   private constructor(private readonly obj: unknown) {}
@@ -269,12 +300,40 @@ export class XdpProgram {
    * Attach to an interface: native (driver) mode first, generic (skb) as the fallback
    * unless a mode is forced. Returns the mode that worked. A program already attached there
    * (an operator's filter, a libxdp dispatcher) is never replaced: XdpOccupiedError, checked
-   * first and enforced by the kernel (XDP_FLAGS_UPDATE_IF_NOEXIST) against a race.
+   * first and enforced by the kernel (XDP_FLAGS_UPDATE_IF_NOEXIST) against a race. The one
+   * exception is spookd's own leftover (a run killed before recording it, or whose detach
+   * failed): program `spook_xdp` with the same tag (the same instructions) as this one. It is
+   * replaced atomically where the kernel can (XDP_FLAGS_REPLACE with its fd, 5.7 and later),
+   * else detached first; `replacedLeftover` then names it.
    */
   attach(ifname: string, mode: XdpMode | 'auto' = 'auto'): XdpMode {
     const ifindex = ifindexOf(ifname);
     const fd = this.progFd();
     const tries = mode === 'auto' ? MODE_FLAGS : MODE_FLAGS.filter(([m]) => m === mode);
+    this.replaced = undefined;
+    const first = occupant(ifindex);
+    if (first) {
+      const old = this.ownLeftover(first.id, fd);
+      if (old === undefined) throw new XdpOccupiedError(ifname, first.id, first.mode);
+      try {
+        const flags = flagsOf(first.mode);
+        if (tries.some(([m]) => m === first.mode)) {
+          const rc = libbpf().xdpAttach(ifindex, fd, flags, { sz: libbpf().xdpAttachOptsSize, old_prog_fd: old });
+          if (rc >= 0) {
+            this.attached = { ifindex, ifname, mode: first.mode, at: Date.now(), flags, programId: this.programId(fd) };
+            this.replaced = first.id;
+            return first.mode;
+          }
+        }
+        // No atomic replace (a kernel before 5.7, or another mode configured): detach it, then attach as below.
+        const r = detachIf(ifindex, flags, old, first.id);
+        if (r === 'detached') this.replaced = first.id;
+        else if (r === 'failed')
+          throw new Error(`${ifname}: cannot detach spookd's own XDP program left by a previous run (id ${first.id})`);
+      } finally {
+        closeFd(old);
+      }
+    }
     let last: Error | undefined;
     for (const [m, flags] of tries) {
       const other = occupant(ifindex);
@@ -290,11 +349,37 @@ export class XdpProgram {
     throw other ? new XdpOccupiedError(ifname, other.id, other.mode) : last!;
   }
 
+  /** The id of spookd's own leftover program replaced (or removed) by the last `attach`, if any. */
+  get replacedLeftover(): number | undefined {
+    return this.replaced;
+  }
+
+  /**
+   * An fd of program `id` (the caller closes it) if it is spookd's own: named `spook_xdp` with
+   * the tag of ours (`fd`), i.e. loaded from the same object by a previous run; else undefined.
+   */
+  private ownLeftover(id: number, fd: number): number | undefined {
+    const other = libbpf().progFdById(id);
+    if (other < 0) return undefined; // gone meanwhile: the attach below sees the interface as it is
+    try {
+      const mine = progInfo(fd);
+      const theirs = progInfo(other);
+      if (theirs.id === id && theirs.name === mine.name && theirs.tag === mine.tag && theirs.id !== mine.id) return other;
+    } catch {
+      /* not identified: treated as another program */
+    }
+    closeFd(other);
+    return undefined;
+  }
+
+  /** The kernel's id of this program. */
+  get id(): number {
+    return this.programId(this.progFd());
+  }
+
   /** The kernel's id of a loaded program (the `id` of struct bpf_prog_info, at offset 4). */
   private programId(fd: number): number {
-    const info = Buffer.alloc(8);
-    check('bpf_obj_get_info_by_fd', libbpf().objInfo(fd, info, [info.length]));
-    return info.readUInt32LE(4);
+    return progInfo(fd).id;
   }
 
   /** How the program is attached (to record for `detachStale` after a crash), if it is. */
@@ -304,22 +389,38 @@ export class XdpProgram {
   }
 
   /**
-   * Detach the XDP program a previous run left on `ifname` (killed before its shutdown path),
-   * only if the program attached there in that mode is still the recorded one: a program
-   * attached since by someone else is left alone. Returns what was done.
+   * Detach the XDP program a previous run left on `ifname` (killed before its shutdown path,
+   * or whose detach failed), only if the program attached there is still the recorded one: a
+   * program attached since by someone else is left alone. A record without `flags` (written
+   * before the attach, as an intent) is looked for in either mode. Returns what was done.
    */
-  static detachStale(rec: { ifname: string; flags: number; programId: number }): 'detached' | 'gone' | 'replaced-by-another' {
+  static detachStale(rec: { ifname: string; flags?: number; programId: number }): 'detached' | 'gone' | 'replaced-by-another' {
     let ifindex: number;
     try {
       ifindex = ifindexOf(rec.ifname);
     } catch {
       return 'gone';
     }
-    const id = [0];
-    if (libbpf().xdpQueryId(ifindex, rec.flags, id) < 0 || id[0] === 0) return 'gone';
-    if (id[0] !== rec.programId) return 'replaced-by-another';
-    check(`bpf_xdp_detach(${rec.ifname})`, libbpf().xdpDetach(ifindex, rec.flags, null));
-    return 'detached';
+    let another = false;
+    for (const flags of rec.flags === undefined ? MODE_FLAGS.map(([, f]) => f) : [rec.flags]) {
+      const id = [0];
+      if (libbpf().xdpQueryId(ifindex, flags, id) < 0 || id[0] === 0) continue;
+      if (id[0] !== rec.programId) {
+        another = true;
+        continue;
+      }
+      const fd = libbpf().progFdById(rec.programId);
+      if (fd < 0) return 'gone';
+      let r: DetachResult;
+      try {
+        r = detachIf(ifindex, flags, fd, rec.programId);
+      } finally {
+        closeFd(fd);
+      }
+      if (r === 'failed') throw new Error(`bpf_xdp_detach(${rec.ifname}) failed`);
+      return r === 'detached' ? 'detached' : r === 'replaced' ? 'replaced-by-another' : 'gone';
+    }
+    return another ? 'replaced-by-another' : 'gone';
   }
 
   get attachment(): { ifname: string; mode: XdpMode; at: number; programId: number } | undefined {
@@ -330,14 +431,14 @@ export class XdpProgram {
 
   /**
    * Detach this program, only if it is still the one attached (the kernel compares it,
-   * XDP_FLAGS_REPLACE with our fd): a program attached since by someone else is left alone.
+   * XDP_FLAGS_REPLACE with our fd; before 5.7, the attached id is checked first): a program
+   * attached since by someone else is left alone.
    */
   detach(): DetachResult | undefined {
     if (!this.attached) return undefined;
-    const { ifindex, flags } = this.attached;
+    const { ifindex, flags, programId } = this.attached;
     this.attached = undefined;
-    const rc = libbpf().xdpDetach(ifindex, flags, { sz: libbpf().xdpAttachOptsSize, old_prog_fd: this.progFd() });
-    return rc >= 0 ? 'detached' : rc === -EEXIST ? 'replaced' : rc === -ENODEV ? 'interface-gone' : 'failed';
+    return detachIf(ifindex, flags, this.progFd(), programId);
   }
 
   /** Pin every map under `dir` (replacing stale pins from a previous run). */

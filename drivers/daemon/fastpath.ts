@@ -4,10 +4,10 @@
  * refuses BPF, the daemon runs without it and says so once, clearly.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
-import { MAP_NAMES, XdpProgram, type XdpMode } from '../bpf/xdp.js';
+import { MAP_NAMES, XdpProgram, type DetachResult, type XdpMode } from '../bpf/xdp.js';
 import type { SpookdConfig } from './config.js';
 import type { XdpStatusResult } from '../../client/protocol.js';
 
@@ -30,17 +30,35 @@ export class FastPath {
   }
 
   /**
-   * Undo what a previous run left when it was killed (kill -9, OOM, power): its XDP program
-   * still attached, with a pair table this run knows nothing of (so new sessions' frames would
-   * drop as unknown-pair), and its map pins. Runs at every start, with or without `xdp:`.
+   * Write the attachment record atomically (a temporary file renamed over it): a kill mid-write
+   * leaves the previous record whole, never one cut short that the next start cannot read.
+   */
+  private writeRecord(rec: { ifname: string; flags?: number; programId: number; pinDir?: string }): void {
+    mkdirSync(this.cfg.dataDir, { recursive: true, mode: 0o700 });
+    const tmp = `${this.recordFile}.tmp`;
+    try {
+      writeFileSync(tmp, JSON.stringify({ ...rec, pid: process.pid }) + '\n', { mode: 0o600 });
+      renameSync(tmp, this.recordFile);
+    } catch (e) {
+      rmSync(tmp, { force: true });
+      throw e;
+    }
+  }
+
+  /**
+   * Undo what a previous run left when it was killed (kill -9, OOM, power) or could not detach:
+   * its XDP program still attached, with a pair table this run knows nothing of (so new
+   * sessions' frames would drop as unknown-pair), and its map pins. Runs at every start, with or
+   * without `xdp:`. A record whose program cannot be detached is kept, for the next start.
    */
   private removeStale(): void {
-    let rec: { ifname: string; flags: number; programId: number; pinDir?: string; pid?: number };
+    let rec: { ifname: string; flags?: number; programId: number; pinDir?: string; pid?: number };
     try {
       rec = JSON.parse(readFileSync(this.recordFile, 'utf8'));
     } catch {
       return; // none: the previous run stopped cleanly (or never attached)
     }
+    let keep = false;
     try {
       const r = XdpProgram.detachStale(rec);
       this.log.warn(
@@ -50,13 +68,14 @@ export class FastPath {
           : 'stale XDP record: the previous program is no longer attached',
       );
     } catch (e) {
+      keep = true;
       this.log.error(
         { interface: rec.ifname, error: (e as Error).message },
         'cannot remove the XDP program a previous run left attached; remove it with `ip link set dev IFACE xdp off`',
       );
     }
     if (rec.pinDir) for (const name of MAP_NAMES) rmSync(join(rec.pinDir, name), { force: true });
-    rmSync(this.recordFile, { force: true });
+    if (!keep) rmSync(this.recordFile, { force: true });
   }
 
   start(port: number): void {
@@ -74,47 +93,52 @@ export class FastPath {
     try {
       prog = XdpProgram.load();
       prog.configure({ port, enforcePairs: true, handshakeRate: x.handshakeRate, handshakeBurst: x.handshakeBurst });
+      // The record first, as an intent (no mode yet): a run killed after the attach, before the
+      // record below, leaves a program the next start can still find and remove.
+      this.writeRecord({ ifname: x.interface, programId: prog.id, pinDir: x.pinDir });
       const mode = prog.attach(x.interface, x.mode);
       this.prog = prog;
       const a = prog.attachment;
+      if (prog.replacedLeftover !== undefined)
+        this.log.warn(
+          { interface: x.interface, programId: prog.replacedLeftover },
+          'replaced the XDP program a previous run of spookd left attached',
+        );
       if (mode === 'generic' && x.mode === 'auto')
         this.log.warn({ interface: x.interface }, 'XDP attached in generic (skb) mode: the driver refused native mode');
       else this.log.info({ interface: x.interface, mode, programId: a?.programId }, `XDP attached in ${mode} mode`);
       this.pin(x.pinDir);
       const rec = prog.attachRecord;
-      if (rec) {
-        mkdirSync(this.cfg.dataDir, { recursive: true, mode: 0o700 });
-        writeFileSync(this.recordFile, JSON.stringify({ ...rec, pinDir: this.pinned ? x.pinDir : undefined, pid: process.pid }) + '\n', {
-          mode: 0o600,
-        });
-      }
+      if (rec) this.writeRecord({ ...rec, pinDir: this.pinned ? x.pinDir : undefined });
     } catch (e) {
       this.error = (e as Error).message;
       this.prog = undefined;
-      if (prog) this.abandon(prog, x.interface);
+      if (prog) this.release(prog, x.interface, 'after a failed start');
       this.log.warn({ error: this.error }, 'XDP fast path unavailable; spookd runs without it and validates frames itself');
     }
   }
 
   /**
-   * Undo a start that failed after loading: a program left attached would filter with a pair
-   * table no one fills (every Data frame dropped as unknown-pair), even after spookd exits.
+   * Detach and close `prog` (a failed start's, or at stop). A program left attached would
+   * filter with a pair table no one fills (every new session's Data frame dropped as
+   * unknown-pair), even after spookd exits: if the detach fails it is made to pass everything
+   * (port 0) and the record is kept, so the next start removes it.
    */
-  private abandon(prog: XdpProgram, ifname: string): void {
+  private release(prog: XdpProgram, ifname: string, when: string): DetachResult | undefined {
+    let r: DetachResult | undefined = 'failed';
     try {
-      const r = prog.detach();
+      r = prog.detach();
       if (r === 'failed') {
-        // Still attached, perhaps: make it pass everything (port 0) rather than drop for no one.
         prog.configure({ port: 0, enforcePairs: false, handshakeRate: 1, handshakeBurst: 1 });
-        this.log.error(
+        this.log.warn(
           { interface: ifname, result: r },
-          'cannot detach the XDP program after a failed start; it passes everything now; remove it with `ip link set dev IFACE xdp off`',
+          `cannot detach the XDP program ${when}; it passes everything now, and the next start removes it (or \`ip link set dev IFACE xdp off\`)`,
         );
       }
     } catch (e) {
       this.log.error(
         { interface: ifname, error: (e as Error).message },
-        'cannot undo a failed XDP start; remove it with `ip link set dev IFACE xdp off`',
+        `cannot detach the XDP program ${when}; remove it with \`ip link set dev IFACE xdp off\``,
       );
     }
     try {
@@ -123,11 +147,13 @@ export class FastPath {
       /* the object is gone either way */
     }
     this.pinned = false;
-    try {
-      rmSync(this.recordFile, { force: true }); // a record cut short by the failed write
-    } catch {
-      /* not a file (nothing to remove) */
-    }
+    if (r !== 'failed')
+      try {
+        rmSync(this.recordFile, { force: true });
+      } catch {
+        /* not a file (nothing to remove) */
+      }
+    return r;
   }
 
   /** Pin the maps; where the pin directory's parent is not a bpffs (e.g. inside `ip netns exec`), mount one first. */
@@ -182,16 +208,15 @@ export class FastPath {
 
   stop(): void {
     if (!this.prog) return;
-    const r = this.prog.detach();
-    this.prog.close();
+    const prog = this.prog;
     this.prog = undefined;
-    rmSync(this.recordFile, { force: true });
+    const r = this.release(prog, prog.attachment?.ifname ?? this.cfg.xdp?.interface ?? '', 'at stop');
     if (r === 'detached' || r === undefined) this.log.info('XDP detached');
     else if (r === 'replaced')
       this.log.warn(
         { result: r },
         'XDP program no longer attached at stop (replaced or removed by someone else): left what is there alone',
       );
-    else this.log.warn({ result: r }, 'XDP program not detached at stop');
+    else if (r === 'interface-gone') this.log.warn({ result: r }, 'XDP program not detached at stop: the interface is gone');
   }
 }
