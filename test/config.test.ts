@@ -68,14 +68,15 @@ describe('spookd configuration', () => {
     expect(() => loadConfig('/nonexistent/spookd.conf')).toThrow(/cannot read \(ENOENT\)/);
   });
 
-  it('xdp: handshake rate and burst from 1 to 1,000,000 (the u32 map fields would wrap 2^32 to 0)', () => {
+  it('xdp: handshake rate and burst are u32 (2^32 would wrap to 0); above 1,000,000 they load, and the fast path uses 1,000,000', () => {
     const key = encodeKey(generateKeyPair().publicKey);
     const base = `listen: 127.0.0.1:1\nprivateKeyFile: k\ndataDir: d\nadminSocket: s\npeers:\n  - name: x\n    publicKey: ${key}\nregisters:\n  - name: r\n    kind: map\n`;
     const xdp = (rate: number, burst: number): string =>
       `${base}xdp:\n  interface: eth0\n  handshakeRate: ${rate}\n  handshakeBurst: ${burst}\n`;
     expect(loadConfig(write(xdp(1_000_000, 1_000_000))).xdp).toMatchObject({ handshakeRate: 1_000_000, handshakeBurst: 1_000_000 });
-    expect(() => loadConfig(write(xdp(2 ** 32, 40)))).toThrow(/xdp\.handshakeRate: .*1000000/);
-    expect(() => loadConfig(write(xdp(20, 1_000_001)))).toThrow(/xdp\.handshakeBurst: .*1000000/);
+    expect(() => loadConfig(write(xdp(2 ** 32, 40)))).toThrow(/xdp\.handshakeRate: .*4294967295/);
+    expect(() => loadConfig(write(xdp(20, 2 ** 32)))).toThrow(/xdp\.handshakeBurst: .*4294967295/);
+    expect(loadConfig(write(xdp(20, 1_000_001))).xdp).toMatchObject({ handshakeBurst: 1_000_001 });
   });
 
   it('wrap: protocols, peers by name or key, durations, hold bounds, one wrapper per transport and port', () => {

@@ -473,11 +473,13 @@ describe('spookd without the fast path', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'xdp-noif-'));
     const cfg = {
       dataDir,
-      xdp: { interface: 'no-such-if0', mode: 'auto', handshakeRate: 1, handshakeBurst: 1, pinDir: '/sys/fs/bpf/spook-test' },
+      // A rate above what the program takes (a release before 1.34 loaded any u32): used as 1,000,000, with a warning.
+      xdp: { interface: 'no-such-if0', mode: 'auto', handshakeRate: 10_000_000, handshakeBurst: 1, pinDir: '/sys/fs/bpf/spook-test' },
     } as never;
     try {
       const fp = new FastPath(cfg, log);
       expect(() => fp.start(51900)).not.toThrow();
+      expect(lines.join('')).toMatch(/xdp\.handshakeRate above 1000000: 1000000 used/);
       const st = fp.status();
       expect(st.enabled).toBe(false);
       expect(st.error).toMatch(/no network interface named no-such-if0/);

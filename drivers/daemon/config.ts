@@ -10,7 +10,6 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { decodeKey } from './keys.js';
 import { DEFAULT_MAX_VALUE_BYTES, MAX_REGISTER_NAME_LEN, MAX_VALUE_LEN } from '../../wire/constants.js';
-import { XDP_HANDSHAKE_MAX } from '../../wire/layouts.js';
 import { transportOf, WRAP_PROTOCOLS, wrapperKey } from '../../core/wrap/protocols.js';
 import { parseDestination } from '../wrap/policy.js';
 import { MAX_HOLD_MS, MIN_HOLD_MS } from '../../core/wrap/hold.js';
@@ -308,9 +307,13 @@ export const configSchema = z
       .object({
         interface: z.string().min(1),
         mode: z.enum(['auto', 'native', 'generic']).default('auto'),
-        /** Per source address; at most XDP_HANDSHAKE_MAX (the map fields are u32: 2^32 would wrap to 0 and drop every handshake). */
-        handshakeRate: z.number().int().min(1).max(XDP_HANDSHAKE_MAX).default(20),
-        handshakeBurst: z.number().int().min(1).max(XDP_HANDSHAKE_MAX).default(40),
+        /**
+         * Per source address. The map fields are u32 (2^32 would wrap to 0 and drop every
+         * handshake: refused); above XDP_HANDSHAKE_MAX the fast path uses that, with a warning
+         * (a release before 1.34 took any u32, so such a configuration still starts).
+         */
+        handshakeRate: z.number().int().min(1).max(0xffffffff).default(20),
+        handshakeBurst: z.number().int().min(1).max(0xffffffff).default(40),
         pinDir: z.string().default('/sys/fs/bpf/spook'),
       })
       .strict()

@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { MAP_NAMES, XdpProgram, type DetachResult, type XdpMode } from '../bpf/xdp.js';
 import type { SpookdConfig } from './config.js';
+import { XDP_HANDSHAKE_MAX } from '../../wire/layouts.js';
 import type { XdpStatusResult } from '../../client/protocol.js';
 
 /** `spook xdp status`: the admin protocol's shape, with the mode as the driver knows it. */
@@ -78,6 +79,16 @@ export class FastPath {
     if (!keep) rmSync(this.recordFile, { force: true });
   }
 
+  /** A handshake limit as the program takes it: at most XDP_HANDSHAKE_MAX (its refill stays exact), with a warning above. */
+  private limit(x: NonNullable<SpookdConfig['xdp']>, field: 'handshakeRate' | 'handshakeBurst'): number {
+    if (x[field] <= XDP_HANDSHAKE_MAX) return x[field];
+    this.log.warn(
+      { field: `xdp.${field}`, configured: x[field], used: XDP_HANDSHAKE_MAX },
+      `xdp.${field} above ${XDP_HANDSHAKE_MAX}: ${XDP_HANDSHAKE_MAX} used`,
+    );
+    return XDP_HANDSHAKE_MAX;
+  }
+
   start(port: number): void {
     try {
       this.removeStale();
@@ -92,7 +103,12 @@ export class FastPath {
     let prog: XdpProgram | undefined;
     try {
       prog = XdpProgram.load();
-      prog.configure({ port, enforcePairs: true, handshakeRate: x.handshakeRate, handshakeBurst: x.handshakeBurst });
+      prog.configure({
+        port,
+        enforcePairs: true,
+        handshakeRate: this.limit(x, 'handshakeRate'),
+        handshakeBurst: this.limit(x, 'handshakeBurst'),
+      });
       // The record first, as an intent (no mode yet): a run killed after the attach, before the
       // record below, leaves a program the next start can still find and remove.
       this.writeRecord({ ifname: x.interface, programId: prog.id, pinDir: x.pinDir });
