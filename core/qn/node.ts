@@ -575,7 +575,10 @@ export class DomainNode {
     if (b.t === 'frag' || b.t === 'fragAck') {
       // One hop, from the link itself to us: its memory is charged to that link (§15.9).
       if (env.from !== from || env.to !== this.id) return this.drop('fragment-misrouted');
-      this.raft.heardFrom(now, from);
+      // A leader hears a follower in its acknowledgements too; a follower hears its leader only in
+      // the fragments it sends: an acknowledgement of our own forward comes from any member, a
+      // leader that stepped down included (counted as contact, it kept us refusing every pre-vote).
+      if (b.t === 'frag' || this.raft.role === Role.Leader) this.raft.heardFrom(now, from);
       if (b.t === 'fragAck') this.links.onAck(now, from, b);
       else {
         const whole = this.links.onFragment(now, from, b);

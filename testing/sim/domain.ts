@@ -578,6 +578,9 @@ export function runDomainSim(partial: Partial<DomainSimOptions> & { seed: number
   const settled = (): boolean => {
     const act = [...members.values()].filter((m) => m.active);
     if (act.some((m) => !m.node)) return false;
+    // A removed member reports its candidates `unknown` once its removal is settled (§15.6: a
+    // notice it cannot check holds an election timeout first): not settled before it has.
+    if ([...members.values()].some((m) => !m.active && m.id !== spare && (m.node?.pendingCount ?? 0) > 0)) return false;
     const leaders = act.filter((m) => m.node!.raft.role === Role.Leader);
     if (leaders.length !== 1) return false;
     const last = leaders[0].node!.raft.lastIndex;
