@@ -39,7 +39,7 @@ import {
   encodeMessage,
 } from '../../wire/messages.js';
 import { Hash64, hashEquals } from '../register/hash.js';
-import { BUCKET_DEPTH, childrenOf, countUnder, entriesUnder, forEachUnder, type KeyIndex } from '../register/keyspace.js';
+import { BUCKET_DEPTH, childrenOf, countUnder, entriesUnder, forEachUnder, prefixContains, type KeyIndex } from '../register/keyspace.js';
 import { MapState, entryWireLen, type MapEntry } from '../register/map.js';
 import { StreamState } from '../register/stream.js';
 import type { PayloadBuilder } from '../pair/payload.js';
@@ -605,8 +605,12 @@ export class ReconRequester {
   private readonly diffGot = new Set<number>();
   /** The first part not yet staged. */
   private diffNext = 0;
-  /** Keys staged so far: a key named twice is a lie (the staged result would not be a map). */
-  private readonly diffKeys = new Set<string>();
+  /**
+   * Keys staged for insertion so far (diff and range reconciliation): a key named twice is a lie.
+   * The check before install is arithmetic over what is staged, so a key staged twice would be
+   * counted twice there and installed once (rev 1.34 for ranges).
+   */
+  private readonly stagedKeys = new Set<string>();
 
   constructor(
     private readonly r: RequesterHost,
@@ -656,7 +660,7 @@ export class ReconRequester {
     this.diffParts = undefined;
     this.diffGot.clear();
     this.diffNext = 0;
-    this.diffKeys.clear();
+    this.stagedKeys.clear();
     if (this.mode === 'diff') this.queue = [];
     if (this.mode === 'full') {
       this.myIndex = undefined;
@@ -839,11 +843,11 @@ export class ReconRequester {
     const puts: WireEntry[] = [];
     for (const e of m.entries) {
       const k = latin1(e.key);
-      if (this.diffKeys.has(k)) return this.leaveDiff(now, `diff names a key twice (part ${m.part})`);
+      if (this.stagedKeys.has(k)) return this.leaveDiff(now, `diff names a key twice (part ${m.part})`);
       const own = lookup(mine, state.keyHashOf(e.key) | 0, e.key);
       // A deletion of a key we lack (made and deleted in the gap) changes nothing: not kept.
       if (!e.value && !own) continue;
-      this.diffKeys.add(k);
+      this.stagedKeys.add(k);
       if (own) this.deletes.push(own);
       if (e.value) puts.push({ key: e.key.slice(), version: e.version, value: e.value.slice() });
     }
@@ -878,7 +882,7 @@ export class ReconRequester {
     this.mode = 'reconcile';
     this.deletes = [];
     this.puts = [];
-    this.diffKeys.clear();
+    this.stagedKeys.clear();
     this.outstanding.set(prefixKey(0, 0), ROOT);
   }
 
@@ -963,6 +967,24 @@ export class ReconRequester {
     }
     this.outstanding.delete(key);
     for (const part of got) if (!this.admit(now, part)) return;
+    // Every entry must lie under the prefix answered and be staged once in the session (rev 1.34):
+    // only then are the own entries it replaces among those staged for deletion, and the check in
+    // progress() the hash and size of what install leaves. Else the pin is not what the set says.
+    const state = this.r.state as MapState;
+    for (const part of got)
+      for (const e of part) {
+        const k = latin1(e.key);
+        const outside = !prefixContains(m.depth, m.prefix, state.keyHashOf(e.key));
+        if (outside || this.stagedKeys.has(k)) {
+          this.r.refuse(
+            now,
+            'quota-violation',
+            `ReconEntries for (${m.depth}, ${m.prefix}) ${outside ? 'holds a key outside it' : 'names a key already staged'}`,
+          );
+          return this.startFull();
+        }
+        this.stagedKeys.add(k);
+      }
     this.stageDeletes(m.depth, m.prefix);
     for (const part of got) for (const e of part) this.puts.push(e);
     this.progress(now);
@@ -1127,6 +1149,14 @@ export class ReconRequester {
   }
 
   private install(now: number, meta: ReconMetaMsg, change: StateChange): void {
+    // Backstop (rev 1.34): what the change leaves must be the pin, in hash and size, before anything is applied.
+    const left = this.result(change);
+    if (left && (!hashEquals(left.hash, meta.hash) || left.size !== meta.size)) {
+      const detail = `the result is not the pin's hash and size at v${meta.targetVersion}`;
+      if (this.mode === 'diff') return this.leaveDiff(now, detail);
+      this.r.refuse(now, 'quota-violation', detail);
+      return this.mode === 'full' ? this.restart() : this.startFull();
+    }
     this.r.install(now, {
       // A diff is reconciliation by other means (the event's method stays one of log, reconcile, full).
       method: this.mode === 'full' ? 'full' : 'reconcile',
@@ -1135,6 +1165,39 @@ export class ReconRequester {
       origins: new Map(meta.origins.map((o) => [o.origin, o.seq])),
       rejections: new Map(meta.rejections.map((o) => [o.seq, o.reason])),
     });
+  }
+
+  /**
+   * The hash and size the state has once the host applies `change` as it does (removals, then puts
+   * in order, a put replacing the entry of its key), computed without applying it. A stream's
+   * append is left out: its check already hashes the very bytes appended.
+   */
+  private result(change: StateChange): { hash: { hi: number; lo: number }; size: number } | undefined {
+    if (change.kind === 'replace') return { hash: change.state.hash, size: change.state.size() };
+    const state = this.r.state;
+    if (change.kind !== 'edit-map' || !(state instanceof MapState)) return undefined;
+    const h = new Hash64(state.hash.hi, state.hash.lo);
+    let size = state.size();
+    const removed = new Set<string>();
+    for (const e of change.deletes) {
+      const k = latin1(e.key);
+      if (removed.has(k)) continue;
+      removed.add(k);
+      const own = state.get(e.key);
+      if (!own) continue;
+      h.sub(own.hhi, own.hlo);
+      size--;
+    }
+    const put = new Map<string, MapEntry>();
+    for (const e of change.puts) {
+      const k = latin1(e.key);
+      const before = put.get(k) ?? (removed.has(k) ? undefined : state.get(e.key));
+      if (before) h.sub(before.hhi, before.hlo);
+      else size++;
+      h.add(e.hhi, e.hlo);
+      put.set(k, e);
+    }
+    return { hash: h, size };
   }
 }
 
