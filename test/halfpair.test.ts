@@ -404,4 +404,40 @@ describe('the sequencer rebuilds its §8.5 rejections at a restart', () => {
     fol.replayRecord(rejectedRecord(4, h, [4, 5]));
     expect(fol.peerRejections.size).toBe(0);
   });
+
+  it('kept in seq order whatever order a load gives them; a Status releases those up to its resolvedSeq, only when it advances', async () => {
+    const { HalfPair } = await import('../core/pair/halfpair.js');
+    const { peerManifest } = await import('./helpers.js');
+    const regs = [{ name: 'kv', kind: 'map' as const, maxPending: 8 }];
+    const pair = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 9, registers: regs }, 0);
+    const seq = pair.register('kv');
+    const h = { hi: seq.hash.hi, lo: seq.hash.lo };
+    seq.restore(
+      3,
+      () => {},
+      new Map([[2, 9]]),
+      0,
+      new Map([
+        [7, RejectReason.QuotaExceeded],
+        [3, RejectReason.QuotaExceeded],
+      ]),
+    );
+    seq.replayRecord(rejectedRecord(4, h, [5])); // below one kept: no store written by collapse does this
+    seq.replayRecord(rejectedRecord(5, h, [8]));
+    expect([...seq.peerRejections.keys()]).toEqual([3, 5, 7, 8]);
+    let pn = 1;
+    pair.handlePayload(1, pn++, peerManifest(regs));
+    const status = (resolvedSeq: number) =>
+      pair.handlePayload(
+        1,
+        pn++,
+        encodeMessage({ type: MsgType.Status, register: 'kv', version: 5, hash: h, logBase: 0, resolvedSeq, held: [] }),
+      );
+    status(5);
+    expect([...seq.peerRejections.keys()]).toEqual([7, 8]);
+    status(4); // no advance: nothing more released
+    expect([...seq.peerRejections.keys()]).toEqual([7, 8]);
+    status(8);
+    expect(seq.peerRejections.size).toBe(0);
+  });
 });

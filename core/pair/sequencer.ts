@@ -182,6 +182,8 @@ export class Sequencer implements RoleMachine, ResponderHost {
    * after it still learns every rejection of its candidates.
    */
   readonly peerRejections = new Map<number, RejectReason>();
+  /** The highest seq in peerRejections while it is not empty (keepRejection). */
+  private rejectionsHigh = 0;
   private peerLatestVersion = -1;
   private peerResolvedSeq = 0;
 
@@ -318,15 +320,34 @@ export class Sequencer implements RoleMachine, ResponderHost {
 
   /** The rejections a snapshot carried (§10.1). */
   restoreRejections(rejections: ReadonlyMap<number, RejectReason>): void {
-    for (const [seq, reason] of [...rejections].sort((a, b) => a[0] - b[0])) this.peerRejections.set(seq, reason);
+    for (const [seq, reason] of [...rejections].sort((a, b) => a[0] - b[0])) this.keepRejection(seq, reason);
     this.trimRejections();
   }
 
   /** A Collapse record replayed from the store: its rejections of peer candidates, as collapse() recorded them. */
   replayed(entries: readonly CollapseEntry[]): void {
     const peer = this.s.pair.peerId;
-    for (const e of entries) if (e.origin === peer && e.verdict === 'rejected') this.peerRejections.set(e.seq, e.reason);
+    for (const e of entries) if (e.origin === peer && e.verdict === 'rejected') this.keepRejection(e.seq, e.reason);
     this.trimRejections();
+  }
+
+  /**
+   * Keep a rejection of a peer candidate, in seq order (onStatus and trimRejections stop at the
+   * first kept). Every path inserts in order: collapse decides a peer's candidates in seq order,
+   * above its mark, and a load takes the snapshot's (sorted) and then the records' after it. A seq
+   * below the last kept (none known: a store written otherwise) re-sorts, so order holds anyway.
+   */
+  private keepRejection(seq: number, reason: RejectReason): void {
+    const kept = this.peerRejections;
+    const inOrder = kept.size === 0 || seq > this.rejectionsHigh || kept.has(seq);
+    kept.set(seq, reason);
+    if (inOrder) {
+      this.rejectionsHigh = Math.max(kept.size === 1 ? seq : this.rejectionsHigh, seq);
+      return;
+    }
+    const sorted = [...kept].sort((a, b) => a[0] - b[0]);
+    kept.clear();
+    for (const [q, r] of sorted) kept.set(q, r);
   }
 
   /**
@@ -418,7 +439,7 @@ export class Sequencer implements RoleMachine, ResponderHost {
       }
     }
     // Kept for §8.5 until the follower acknowledges it (never for one it already has).
-    if (c.origin === s.pair.peerId && c.seq > this.peerResolvedSeq) this.peerRejections.set(c.seq, reason);
+    if (c.origin === s.pair.peerId && c.seq > this.peerResolvedSeq) this.keepRejection(c.seq, reason);
     return { origin: c.origin, seq: c.seq, verdict: 'rejected', reason };
   }
 
@@ -536,13 +557,20 @@ export class Sequencer implements RoleMachine, ResponderHost {
       this.fastRetransmitAt = m.version;
       this.sentUpTo = m.version;
     }
-    this.peerResolvedSeq = Math.max(this.peerResolvedSeq, m.resolvedSeq);
+    // Only an advance releases rejections, and they are in seq order: the walk stops at the first
+    // kept, so a Status costs what it releases (rev 1.34; each Status walked them all, ~23x a datagram).
+    if (m.resolvedSeq > this.peerResolvedSeq) {
+      this.peerResolvedSeq = m.resolvedSeq;
+      for (const q of this.peerRejections.keys()) {
+        if (q > m.resolvedSeq) break;
+        this.peerRejections.delete(q);
+      }
+    }
     for (const v of this.elidedSent.keys()) if (v <= m.version) this.elidedSent.delete(v);
     for (const v of this.elidedForms.keys()) {
       if (v > m.version) break; // in version order
       this.elidedForms.delete(v);
     }
-    for (const q of this.peerRejections.keys()) if (q <= this.peerResolvedSeq) this.peerRejections.delete(q);
     const mine = s.log.hashAt(m.version);
     const coherent = s.pair.state === PairState.ENTANGLED || s.pair.state === PairState.COLLAPSING;
     if (coherent) this.gapScan = undefined;
