@@ -269,6 +269,62 @@ describe('WrapSession', () => {
     expect(evs).toContainEqual(expect.objectContaining({ type: 'dial', conn: id }));
   });
 
+  it('an OPEN for a live id is a resend only as the first record about it on a carrier, naming the same destination; otherwise that connection is reset', () => {
+    // b serves connection 2 (a's), which has carried bytes; what the peer then sends, by carrier.
+    const served = (): { b: WrapSession; id: number } => {
+      const { a, b, pump } = joined();
+      const id = a.openLocal(0, 22, target, 30_000)!;
+      pump();
+      b.dialed(0, id);
+      a.localData(0, id, new TextEncoder().encode('old'));
+      pump();
+      b.onCarrierDown(1);
+      b.onCarrierUp(2);
+      b.handleRecord(2, encodeRecord({ type: RecordType.Hello, version: 1, bootId: 1n }));
+      while (b.pollEvent());
+      return { b, id };
+    };
+    const open = (id: number, t = target): Uint8Array =>
+      encodeRecord({ type: RecordType.Open, conn: id, wrapPort: 22, target: t, holdMs: 30_000, flags: 0 });
+    const after = (b: WrapSession, ...recs: Uint8Array[]): { evs: WrapEvent[]; sent: WrapRecord[] } => {
+      for (const r of recs) b.handleRecord(3, r);
+      const evs: WrapEvent[] = [];
+      for (let e = b.pollEvent(); e; e = b.pollEvent()) evs.push(e);
+      const sent: WrapRecord[] = [];
+      for (let r = b.pollRecord(3); r; r = b.pollRecord(3)) sent.push(decodeRecord(Buffer.concat(r)));
+      return { evs, sent };
+    };
+    const reset = (id: number) => expect.objectContaining({ type: 'close', conn: id, code: CloseCode.ProtocolError });
+
+    // Honest: the resent OPEN comes first on the new carrier, ahead of the peer's RESUME.
+    let { b, id } = served();
+    let r = after(b, open(id), encodeRecord({ type: RecordType.Resume, conn: id, offset: 0 }));
+    expect(r.evs.filter((e) => e.type === 'violation' || e.type === 'close')).toEqual([]);
+    expect(r.sent).toContainEqual({ type: RecordType.Opened, conn: id });
+    // A second OPEN on that carrier is another connection.
+    r = after(b, open(id));
+    expect(r.evs).toContainEqual(reset(id));
+    expect(r.evs).toContainEqual(expect.objectContaining({ type: 'violation', kind: 'open' }));
+    expect(r.sent).toContainEqual(expect.objectContaining({ type: RecordType.Close, conn: id, code: CloseCode.ProtocolError }));
+    expect(b.conns.has(id)).toBe(false);
+
+    // After the peer's RESUME for it (a wrapped counter's new connection): reset, nothing delivered.
+    ({ b, id } = served());
+    r = after(
+      b,
+      encodeRecord({ type: RecordType.Resume, conn: id, offset: 0 }),
+      open(id),
+      encodeRecord({ type: RecordType.Data, conn: id, offset: 0, data: new TextEncoder().encode('new-secret') }),
+    );
+    expect(r.evs).toContainEqual(reset(id));
+    expect(r.evs.filter((e) => e.type === 'deliver' || e.type === 'dial')).toEqual([]);
+
+    // Another destination, even first on the carrier: reset.
+    ({ b, id } = served());
+    r = after(b, open(id, { ...target, port: 23 }));
+    expect(r.evs).toContainEqual(reset(id));
+  });
+
   it('queues one PING per interval while the carrier cannot be written, and keeps no deadline in the past', () => {
     const a = new WrapSession({ ...opts, role: 0, bootId: 1n });
     a.onCarrierUp(0);

@@ -114,6 +114,12 @@ export interface WrapConn {
   delta: DeltaState | undefined;
   /** A UDP flow (§16.10): the streams carry length-prefixed datagrams. */
   datagram: boolean;
+  /**
+   * The peer's connections: the carrier (counters.carrierUps) on which its OPEN or RESUME for
+   * this id last came. An honest peer resends OPEN once per carrier, ahead of its RESUME, so an
+   * OPEN after either on the same carrier is a second connection under a live id.
+   */
+  peerCarrier: number;
 }
 
 interface DeltaState {
@@ -167,7 +173,8 @@ export interface WrapSessionCounters {
 /**
  * What a peer did against the protocol (each counted in `violations`): a record that does not
  * decode, comes before HELLO, repeats HELLO or speaks another version; an OPEN with this side's
- * id parity, or of id 0 or with a port of 0 (`open`), or an OPENED for the peer's own connection;
+ * id parity, or of id 0 or with a port of 0, or for a live connection that is not a resend of
+ * its OPEN (`open`, that connection reset), or an OPENED for the peer's own connection;
  * a record about a stream at an impossible offset (`stream`, the connection reset) or past the
  * receive window or quota (`window`); in delta mode, a NACK of octets already resent raw
  * (`nack`, ignored); replies it leaves unread until the silence timeout (`unread`) or past the
@@ -366,14 +373,31 @@ export class WrapSession {
     deferOpen = false,
   ): number | undefined {
     if (this.live.size >= this.opts.maxConnections) return undefined;
-    const id = this.nextId >>> 0;
-    this.nextId = (this.nextId + 2) >>> 0 || 2 + this.opts.role;
+    const id = this.takeId();
+    if (id === undefined) return undefined;
     // Delta mode's tail wait would delay every datagram: flows never use it.
     const c = this.newConn(now, id, true, wrapPort, target, holdMs, delta && !datagram, datagram);
     if (!this.carrier || !this.peerHello) this.hold(now, c);
     else if (deferOpen) this.openDeferred.add(id);
     else this.sendOpen(now, c);
     return id;
+  }
+
+  /**
+   * The next free id of this side's parity. The counter wraps at 2^32 and a handover carries it
+   * across restarts, so after 2^31 opens it meets ids still in use: one live (the peer would
+   * take our OPEN for a resent one and hand the new client's bytes to the old server) or still
+   * remembered as ended (a late record of the old one would be answered for the new). Those are
+   * skipped; of live.size + recentClosed.size + 1 candidates one is free, unless the id space
+   * (2^31 - 1 ids) is used up.
+   */
+  private takeId(): number | undefined {
+    for (let tries = this.live.size + this.recentClosed.size + 1; tries > 0; tries--) {
+      const id = this.nextId;
+      this.nextId = (id + 2) >>> 0 || 2 + this.opts.role; // modulo 2^32, skipping 0 (§16.4)
+      if (!this.live.has(id) && !this.recentClosed.has(id)) return id;
+    }
+    return undefined;
   }
 
   /** Send the OPENs deferred by openLocal (the I/O layer's next poll has handed over what the clients wrote). */
@@ -674,6 +698,7 @@ export class WrapSession {
         return this.maybeDone(now, c);
       }
       case RecordType.Resume:
+        if (!c.local) c.peerCarrier = this.count.carrierUps; // an OPEN after it is no resend
         if (!c.send.skipTo(rec.offset))
           return this.protocolError(now, c, `resume at ${rec.offset} outside [${c.send.acked}, ${c.send.end}]`);
         return this.resumed(now, c);
@@ -927,6 +952,7 @@ export class WrapSession {
           }
         : undefined,
       datagram,
+      peerCarrier: local ? 0 : this.count.carrierUps,
     };
     this.live.set(id, c);
     if (datagram && local) this.flows.add(c);
@@ -1030,7 +1056,22 @@ export class WrapSession {
       return this.violation('open', `open of connection ${id}: ${id === 0 ? 'id 0 is reserved' : 'port 0'}`);
     const known = this.live.get(id);
     if (known) {
-      // A resent OPEN (the carrier broke before our OPENED arrived): answer again, resume.
+      // A resent OPEN (the carrier broke before our OPENED arrived) names what the first did and
+      // comes first on its carrier. Anything else is another connection under a live id (a peer
+      // whose counter wrapped): taken for a resend, its bytes past the old stream's offset would
+      // reach the old server. Both are reset instead.
+      const t = known.target;
+      if (
+        known.peerCarrier === this.count.carrierUps ||
+        known.wrapPort !== wrapPort ||
+        t.family !== target.family ||
+        t.address !== target.address ||
+        t.port !== target.port ||
+        (known.delta !== undefined) !== delta ||
+        known.datagram !== datagram
+      )
+        return this.protocolError(now, known, 'open of a live connection that is not a resend of its open', 'open');
+      known.peerCarrier = this.count.carrierUps;
       if (known.state !== 'opening' && !this.answering.has(id)) {
         this.openedDue.delete(id);
         this.queue(now, { type: RecordType.Opened, conn: id }, id);
@@ -1342,7 +1383,7 @@ export class WrapSession {
   }
 
   /** The peer broke the stream rules of connection `c`: a violation, and the connection is reset. */
-  private protocolError(now: number, c: WrapConn, detail: string, kind: 'stream' | 'window' = 'stream'): void {
+  private protocolError(now: number, c: WrapConn, detail: string, kind: 'stream' | 'window' | 'open' = 'stream'): void {
     this.violation(kind, `connection ${c.id}: ${detail}`);
     this.forget(now, c, CloseCode.ProtocolError, detail, false, true);
   }
