@@ -3,7 +3,7 @@ import { CloseCode, decodeRecord, encodeRecord, ipv6Bytes, OPEN_DELTA, RecordTyp
 import { CHUNK_MAX, CHUNK_MIN, Chunker } from '../core/wrap/dedup.js';
 import { ACK_DELAY_MS, WrapSession, type WrapEvent } from '../core/wrap/session.js';
 import { DEFAULT_WRAP_SIM, runWrapSim } from '../testing/sim/wrap.js';
-import { DialPolicy, parseDestination } from '../drivers/wrap/policy.js';
+import { DialPolicy, OwnAddresses, parseDestination } from '../drivers/wrap/policy.js';
 import { HandshakeSlots } from '../core/wrap/admission.js';
 import { carrierMac1 } from '../drivers/wrap/carrier.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -631,6 +631,45 @@ describe('dial policy (default deny)', () => {
     expect(p.allows('a', t('127.0.0.1', 5432), 'tcp')).toBe(true); // named: allowed
     expect(p.allows('a', t('127.0.0.1', 80), 'tcp')).toBe(true); // inside a prefix that holds it: named
     expect(p.allows('a', t('0.0.0.0', 80), 'tcp')).toBe(false); // never, whatever the rule
+  });
+
+  it("attack: `*` reaches none of this host's interface addresses (read again as they change) nor multicast; a rule naming one does", () => {
+    let now = 0;
+    let addrs = ['192.0.2.7', 'fd00::7', 'fe80::7%eth0', '127.0.0.1'];
+    let reads = 0;
+    const own = new OwnAddresses(
+      () => (reads++, addrs),
+      () => now,
+    );
+    const p = new DialPolicy(
+      [
+        { peer: 'a', to: '*:22', protocol: 'tcp' },
+        { peer: 'a', to: '*:5353', protocol: 'udp' },
+        { peer: 'a', to: '192.0.2.7:8080', protocol: 'tcp' },
+        { peer: 'a', to: '[ff02::fb]:5353', protocol: 'udp' },
+      ],
+      own,
+    );
+    expect(p.allows('a', t('192.0.2.7', 22), 'tcp')).toBe(false);
+    expect(p.allows('a', t('::ffff:192.0.2.7', 22, 6), 'tcp')).toBe(false); // v4-mapped
+    expect(p.allows('a', t('fd00:0:0:0:0:0:0:7', 22, 6), 'tcp')).toBe(false); // another text form
+    expect(p.allows('a', t('fe80::7', 22, 6), 'tcp')).toBe(false); // listed with its zone
+    expect(p.allows('a', t('192.0.2.8', 22), 'tcp')).toBe(true); // a neighbour
+    expect(p.allows('a', t('192.0.2.7', 8080), 'tcp')).toBe(true); // named: allowed
+    expect(p.allows('a', t('224.0.0.251', 5353), 'udp')).toBe(false); // multicast
+    expect(p.allows('a', t('239.255.255.250', 5353), 'udp')).toBe(false);
+    expect(p.allows('a', t('ff02::1', 5353, 6), 'udp')).toBe(false);
+    expect(p.allows('a', t('ff02::fb', 5353, 6), 'udp')).toBe(true); // named
+    expect(p.allows('a', t('223.255.255.255', 5353), 'udp')).toBe(true);
+    expect(reads).toBe(1); // one read per LOCAL_CHECK_MS, however many OPENs
+    // The host's address changes: the next read after LOCAL_CHECK_MS follows it.
+    addrs = ['198.51.100.9'];
+    now = 499;
+    expect(p.allows('a', t('198.51.100.9', 22), 'tcp')).toBe(true);
+    now = 500;
+    expect(p.allows('a', t('198.51.100.9', 22), 'tcp')).toBe(false);
+    expect(p.allows('a', t('192.0.2.7', 22), 'tcp')).toBe(true); // no longer this host's
+    expect(reads).toBe(2);
   });
 
   it('config: wrap.allow rules (peer by name, key or *, tcp by default), quotas with their defaults, bad rules refused', () => {

@@ -7,12 +7,15 @@
  *
  * A rule: `ADDR:PORT`, `ADDR/PREFIX:PORT`, or a port range `LO-HI`; an IPv6 address or
  * prefix in brackets (`[fd00::/64]:443`); `*` for any address of either family except this
- * host's own (loopback), which a rule must name. IPv4-mapped IPv6 destinations are matched as
- * the IPv4 address they are. An unspecified address (0.0.0.0/8, `::`) is never dialled: it
- * reaches this host's services whatever the rules say (name 127.0.0.1 or ::1 instead).
+ * host's own (loopback, and every address of its interfaces: a service listening on 0.0.0.0
+ * answers on each) and multicast (a datagram there reaches this host too), which a rule must
+ * name. IPv4-mapped IPv6 destinations are matched as the IPv4 address they are. An
+ * unspecified address (0.0.0.0/8, `::`) is never dialled: it reaches this host's services
+ * whatever the rules say (name 127.0.0.1 or ::1 instead).
  */
 import { isIPv4, isIPv6 } from 'node:net';
 import { ipv6Bytes, type Target } from '../../wire/wrap.js';
+import { hostAddresses, LOCAL_CHECK_MS, plainAddress } from './roam.js';
 
 export type DialProtocol = 'tcp' | 'udp';
 
@@ -68,6 +71,45 @@ function loopback(a: Uint8Array): boolean {
   return a.length === 4 ? a[0] === 127 : a.subarray(0, 15).every((x) => x === 0) && a[15] === 1;
 }
 
+/** 224.0.0.0/4 or ff00::/8. */
+function multicast(a: Uint8Array): boolean {
+  return a.length === 4 ? a[0] >> 4 === 14 : a[0] === 0xff;
+}
+
+/**
+ * This host's own addresses, as `*` must not reach them: read from the interfaces again at most
+ * every LOCAL_CHECK_MS (as drivers/wrap/roam.ts; getifaddrs is a netlink dump, and a peer's
+ * OPENs must not each cost one). An address added since is missed until the next read; a read
+ * that fails keeps the last list.
+ */
+export class OwnAddresses {
+  private at = -Infinity;
+  private keys = new Set<string>();
+
+  constructor(
+    private readonly read: () => Iterable<string> = hostAddresses,
+    private readonly clock: () => number = () => performance.now(),
+  ) {}
+
+  has(a: Uint8Array): boolean {
+    const now = this.clock();
+    if (now - this.at >= LOCAL_CHECK_MS) {
+      this.at = now;
+      try {
+        const keys = new Set<string>();
+        for (const s of this.read()) {
+          const b = addressBytes(plainAddress(s));
+          if (b) keys.add(b.join('.'));
+        }
+        this.keys = keys;
+      } catch {
+        // keep the last list
+      }
+    }
+    return this.keys.has(a.join('.'));
+  }
+}
+
 function inNet(a: Uint8Array, net: { bytes: Uint8Array; prefix: number }): boolean {
   if (a.length !== net.bytes.length) return false;
   for (let bit = 0; bit < net.prefix; bit += 8) {
@@ -86,7 +128,11 @@ export class DialPolicy {
   /** Dials refused, per peer. */
   readonly refused = new Map<string, number>();
 
-  constructor(public rules: AllowRule[]) {
+  constructor(
+    public rules: AllowRule[],
+    /** This host's addresses (injected by tests). */
+    private readonly own: OwnAddresses = new OwnAddresses(),
+  ) {
     this.setRules(rules);
   }
 
@@ -109,8 +155,11 @@ export class DialPolicy {
   /** May `peer` make this host dial `target`? A refusal is counted. */
   allows(peer: string, target: Target, protocol: DialProtocol): boolean {
     const a = this.bytesOf(target.address);
+    // `*` reaches no address of this host (asked only when a `*` rule's port and protocol match).
+    let host: boolean | undefined;
+    const anyOk = (): boolean => !(host ??= loopback(a!) || multicast(a!) || this.own.has(a!));
     const match = (r: Compiled): boolean =>
-      r.protocol === protocol && target.port >= r.lo && target.port <= r.hi && (r.net === undefined ? !loopback(a!) : inNet(a!, r.net));
+      r.protocol === protocol && target.port >= r.lo && target.port <= r.hi && (r.net === undefined ? anyOk() : inNet(a!, r.net));
     const ok =
       a !== undefined && !unspecified(a) && ((this.byPeer.get(peer)?.some(match) ?? false) || (this.byPeer.get('*')?.some(match) ?? false));
     if (!ok) this.refused.set(peer, (this.refused.get(peer) ?? 0) + 1);

@@ -68,6 +68,7 @@ export class LocalAddresses {
   }
 }
 
-function* hostAddresses(): Iterable<string> {
+/** Every address of this host's interfaces (also what the dial policy's `*` never reaches, drivers/wrap/policy.ts). */
+export function* hostAddresses(): Iterable<string> {
   for (const list of Object.values(networkInterfaces())) for (const i of list ?? []) yield i.address;
 }
