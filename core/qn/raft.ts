@@ -307,7 +307,13 @@ export class Raft {
   /** The last background snapshot failed: the next one is written at once (a failure of that fences the member). */
   private nextSnapshotAtOnce = false;
   /** Config entries in the log (and the snapshot's), oldest first; the last one is in force. */
-  private configs: { index: number; members: NodeId[] }[];
+  private configs: { index: number; members: NodeId[] }[] = [];
+  /**
+   * How many of `configs` name each id: inAnyConfig() runs on every datagram, and a leader may
+   * make a follower hold ~10^5 configurations of 64 ids (a scan of them cost 33 ms a message).
+   * Kept by pushConfig / popConfig / resetConfigs, the only writers of `configs`.
+   */
+  private readonly configIds = new Map<NodeId, number>();
   private electionAt = 0;
   private heartbeatAt = 0;
   private quorumCheckAt = 0;
@@ -388,7 +394,7 @@ export class Raft {
     this.base = st.base;
     this.baseTerm = st.baseTerm;
     this.setLog(st.entries);
-    this.configs = [{ index: 0, members: [...o.initialMembers].sort((a, b) => a - b) }];
+    this.resetConfigs({ index: 0, members: [...o.initialMembers].sort((a, b) => a - b) });
     if (st.snapshot) {
       // A crash between saving a snapshot and compacting the log can leave a log that the
       // snapshot covers entirely, or one that disagrees with it: the snapshot wins (§7).
@@ -401,7 +407,7 @@ export class Raft {
         this.write({ kind: 'compact', base: s.index, baseTerm: s.term, reset: true });
       }
       this.snap = st.snapshot;
-      this.configs = [{ index: st.snapshot.index, members: [...st.snapshot.members] }];
+      this.resetConfigs({ index: st.snapshot.index, members: [...st.snapshot.members] });
       if (!validMembers(s.members) || !o.sm.restore(s.data, s.index)) this.fault = `the snapshot at index ${s.index} cannot be restored`;
       this.commit = this.applied = st.snapshot.index;
     }
@@ -452,7 +458,7 @@ export class Raft {
 
   /** In any configuration this node holds (log, snapshot or bootstrap), in force or not. */
   inAnyConfig(id: NodeId): boolean {
-    return this.configs.some((c) => c.members.includes(id));
+    return this.configIds.has(id);
   }
 
   /** Index of the configuration in force (0: the bootstrap one). */
@@ -889,9 +895,32 @@ export class Raft {
   private noteConfig(e: LogEntry): void {
     if (e.cmd[0] !== EntryKind.Config) return;
     const members = decodeConfig(e.cmd);
-    this.configs.push({ index: e.index, members });
+    this.pushConfig({ index: e.index, members });
     // A removed node's progress goes with it: added back later (perhaps wiped), it starts afresh.
     for (const id of this.progress.keys()) if (!members.includes(id)) this.progress.delete(id);
+  }
+
+  private pushConfig(c: { index: number; members: NodeId[] }): void {
+    this.configs.push(c);
+    this.countIds(c.members, 1);
+  }
+
+  private popConfig(): void {
+    this.countIds(this.configs.pop()!.members, -1);
+  }
+
+  private resetConfigs(c: { index: number; members: NodeId[] }): void {
+    this.configs = [];
+    this.configIds.clear();
+    this.pushConfig(c);
+  }
+
+  private countIds(ids: readonly NodeId[], by: 1 | -1): void {
+    for (const id of ids) {
+      const n = (this.configIds.get(id) ?? 0) + by;
+      if (n > 0) this.configIds.set(id, n);
+      else this.configIds.delete(id);
+    }
   }
 
   private broadcast(now: number): void {
@@ -1080,7 +1109,7 @@ export class Raft {
   private truncateFrom(index: number): void {
     this.log.length = this.logBytes.length = index - this.base - 1;
     this.write({ kind: 'truncate', from: index });
-    while (this.configs.length > 1 && this.configs[this.configs.length - 1].index >= index) this.configs.pop();
+    while (this.configs.length > 1 && this.configs[this.configs.length - 1].index >= index) this.popConfig();
   }
 
   private onAppendResp(now: number, from: NodeId, m: Extract<RaftMsg, { t: 'appendResp' }>): void {
@@ -1233,7 +1262,7 @@ export class Raft {
     this.base = meta.index;
     this.baseTerm = meta.term;
     this.write({ kind: 'compact', base: meta.index, baseTerm: meta.term, reset: !keep });
-    this.configs = [{ index: meta.index, members: [...meta.members] }];
+    this.resetConfigs({ index: meta.index, members: [...meta.members] });
     for (const e of this.log) this.noteConfig(e);
     this.commit = this.applied = meta.index;
     this.write({ kind: 'commit', index: this.commit });
@@ -1293,7 +1322,7 @@ export class Raft {
     }
     const data = this.o.sm.diff(base, entries);
     if (!data || data.length * 2 > replay || data.length > this.maxSnapshotBytes) return false;
-    const members = [...this.configs].reverse().find((c) => c.index <= at)!.members;
+    const members = this.membersAt(at);
     p.snap = {
       index: at,
       term: this.termAt(at)!,
@@ -1400,7 +1429,10 @@ export class Raft {
     this.write({ kind: 'compact', base: newBase, baseTerm: newBaseTerm, reset: false });
     let keepFrom = 0;
     for (let i = 0; i < this.configs.length; i++) if (this.configs[i].index <= newBase) keepFrom = i;
-    if (keepFrom > 0) this.configs = this.configs.slice(keepFrom);
+    if (keepFrom > 0) {
+      for (let i = 0; i < keepFrom; i++) this.countIds(this.configs[i].members, -1);
+      this.configs = this.configs.slice(keepFrom);
+    }
   }
 
   /**
@@ -1432,7 +1464,15 @@ export class Raft {
 
   /** The configuration in force at `index` (at or after the compaction point). */
   private membersAt(index: number): NodeId[] {
-    return [...this.configs].reverse().find((c) => c.index <= index)!.members;
+    // Binary search (configs ascend by index): a leader may run this per acknowledgement (startDiff).
+    let lo = 0;
+    let hi = this.configs.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.configs[mid].index <= index) lo = mid;
+      else hi = mid - 1;
+    }
+    return this.configs[lo].members;
   }
 
   /**
