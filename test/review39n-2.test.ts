@@ -38,18 +38,22 @@ describe('review39n-2: a wiped and re-added member reuses sequence numbers the o
     expect(back.coherenceState).toBe('coherent');
     t.events.get(victim)!.splice(0); // only what the rejoined member reports from now on
 
-    const r = back.propose(t.now, [{ register: 'kv', delta: { op: 1, key: new TextEncoder().encode('new'), value: new TextEncoder().encode('x') } }]);
-    expect('seq' in r && r.seq).toBe(1); // numbering restarted: seq 1 is the old candidate 'old0'
-    const first = t.await(victim, 1, 2000);
+    const r = back.propose(t.now, [
+      { register: 'kv', delta: { op: 1, key: new TextEncoder().encode('new'), value: new TextEncoder().encode('x') } },
+    ]);
+    // Fixed: numbering goes on above the origin's seqs in the table it installed (1..5 were 'old0'..'old4').
+    const seq = 'seq' in r ? r.seq : 0;
+    expect(seq).toBeGreaterThan(5);
+    const first = t.await(victim, seq, 2000);
     const fwds = back.stats.proposed;
     // Then the member restarts (its own disk): the snapshot it installed is restored, and its
     // pending seq 1 resolved from that snapshot's outcome table.
     t.stop(victim);
     t.start(victim);
-    const after = t.await(victim, 1, 500);
+    const after = t.await(victim, seq, 500);
     const stored = dec(t.leader()!.state.registers.get('kv')!.state.get(new TextEncoder().encode('new'))?.value);
     console.log(
-      `rejoined member's seq 1 (proposed ${fwds}): ${first} after 2 s; after a restart reported ${after}; key 'new' at the leader: ${stored ?? 'absent'}`,
+      `rejoined member's seq ${seq} (proposed ${fwds}): ${first} after 2 s; after a restart reported ${after}; key 'new' at the leader: ${stored ?? 'absent'}`,
     );
     // Reported committed, the write must be in the state; and it must be decided at all.
     if (after === 'committed') expect(stored).toBe('x');

@@ -293,6 +293,13 @@ export class DomainNode {
   private removedAt = 0;
   /** Why this member takes part in nothing (its own durable state did not apply, or its driver fenced it). */
   private fenced: string | undefined;
+  /**
+   * Has applied, since it started, as far as a leader's commit index and a configuration holding
+   * it: its state holds every outcome of its origin decided before it was (re-)added, so nextSeq
+   * is above them (§15.2). A member started outside the configuration (join: perhaps wiped, with
+   * its old seqs in the domain's table) proposes only then; a bootstrap member from the start.
+   */
+  private caughtUp: boolean;
   readonly stats = {
     proposed: 0,
     committed: 0,
@@ -327,6 +334,7 @@ export class DomainNode {
     this.state.onCollapse = (c) => this.onCollapse(c);
     const p = o.stored;
     this.nextSeq = p.nextSeq;
+    this.caughtUp = o.members.includes(o.id);
     for (const x of p.pending) {
       this.pending.set(x.seq, { cmd: x.cmd, sentAt: -Infinity });
       this.fresh.push(x.seq);
@@ -729,6 +737,12 @@ export class DomainNode {
       }
     }
     if (this.isRemovedHere()) return { refused: `this member was removed from domain ${this.o.name}` };
+    if (!this.isCaughtUp()) {
+      this.stats.refused++;
+      return {
+        refused: `this member joined domain ${this.o.name} and has not caught up yet (applied ${this.raft.applied}, leader's commit ${this.raft.leaderCommitSeen || 'not heard'}): it proposes once its state holds its earlier candidates`,
+      };
+    }
     if (this.coherence === 'decoherent' && (this.o.policy ?? 'buffer') === 'refuse') {
       this.stats.refused++;
       return { refused: 'decoherent: this member cannot reach a majority and its policy is refuse' };
@@ -811,6 +825,8 @@ export class DomainNode {
   private onCollapse(c: Collapsed): void {
     this.inLog.delete(`${c.candidate.origin}:${c.candidate.seq}`);
     if (c.candidate.origin !== this.id) return;
+    // Our own seq from before a wipe (replayed from the log): never numbered again.
+    if (c.candidate.seq >= this.nextSeq) this.raiseNextSeq(c.candidate.seq + 1);
     this.resolve(c.candidate.seq, c.outcome, c.index, c.failedOp);
   }
 
@@ -834,6 +850,19 @@ export class DomainNode {
             ...(failedOp !== undefined ? { op: failedOp } : {}),
           },
     );
+  }
+
+  /**
+   * Caught up (sticky): applied at least as far as a leader's commit index heard since start, in a
+   * configuration holding us. A leader appends a Config only once the previous one is committed
+   * and replicates to an added member only after its addition, so the commit index it sends is
+   * past the removal before a re-addition, and our state is then past the re-addition.
+   */
+  private isCaughtUp(): boolean {
+    const r = this.raft;
+    if (!this.caughtUp && r.leaderCommitSeen > 0 && r.applied >= r.leaderCommitSeen && r.appliedMembers.includes(this.id))
+      this.caughtUp = true;
+    return this.caughtUp;
   }
 
   /**
@@ -885,12 +914,25 @@ export class DomainNode {
     }
   }
 
-  /** After a snapshot install, candidates decided inside it are resolved from its outcome table. */
+  /**
+   * After a snapshot install, candidates decided inside it are resolved from its outcome table,
+   * and no seq of ours it holds (from before a wipe) is numbered again.
+   */
   private resolveFromTable(): void {
+    const max = this.state.maxSeqOf(this.id);
+    if (max >= this.nextSeq) this.raiseNextSeq(max + 1);
     for (const seq of [...this.pending.keys()]) {
       const o = this.state.outcomeOf(this.id, seq);
       if (o !== undefined) this.resolve(seq, o);
     }
+  }
+
+  /**
+   * Not journaled: a restart derives it again from the snapshot and the entries it applies, and
+   * a member that joined proposes only once it has applied as far as before (caughtUp).
+   */
+  private raiseNextSeq(next: number): void {
+    this.nextSeq = next;
   }
 
   /** Everything that follows an input: coherence, candidate (re)sends, Raft's writes and messages out. */

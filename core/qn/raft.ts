@@ -350,6 +350,11 @@ export class Raft {
   private readonly maxLogEntries: number;
   private readonly maxUncommittedEntries: number;
   private readonly maxUncommittedBytes: number;
+  /**
+   * The highest commit index a leader has sent this member in an append since it started (0:
+   * none yet). A member that joined proposes only once it has applied that far (node.ts).
+   */
+  leaderCommitSeen = 0;
   /** When this member last installed a difference ('diff-rate'). */
   private diffInstalledAt = -Infinity;
   private readonly snapChunkBytes: number;
@@ -459,6 +464,11 @@ export class Raft {
   /** In any configuration this node holds (log, snapshot or bootstrap), in force or not. */
   inAnyConfig(id: NodeId): boolean {
     return this.configIds.has(id);
+  }
+
+  /** The configuration in force at the applied index (what the state machine has reached). */
+  get appliedMembers(): NodeId[] {
+    return this.membersAt(this.applied);
   }
 
   /** Index of the configuration in force (0: the bootstrap one). */
@@ -1018,6 +1028,7 @@ export class Raft {
     if (this.role !== Role.Follower || this.leader !== from) this.becomeFollower(now, m.term, from);
     this.leaderContactAt = this.replicatedAtMs = now;
     this.resetElection(now);
+    this.leaderCommitSeen = Math.max(this.leaderCommitSeen, m.commit);
     let prevIndex = m.prevIndex;
     let prevTerm = m.prevTerm;
     let entries = m.entries;

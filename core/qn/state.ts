@@ -241,6 +241,13 @@ export class DomainState implements StateMachine {
     return this.outcomes.get(origin)?.get(seq);
   }
 
+  /** The largest seq of `origin` in the table (0 if none): its next candidate must be above it. */
+  maxSeqOf(origin: number): number {
+    let max = 0;
+    for (const seq of this.outcomes.get(origin)?.keys() ?? []) if (seq > max) max = seq;
+    return max;
+  }
+
   apply(e: LogEntry): void {
     this.index = e.index;
     this.committed = undefined;
