@@ -687,6 +687,9 @@ export class DomainState implements StateMachine {
     const seenRegs = new Set<string>();
     for (let i = 0; i < nreg; i++) {
       const { name, reg, version: regVersion } = this.registerHead(r, seenRegs, index);
+      // Versions only grow along the log, and the entries it does not list keep theirs (at most
+      // the register's): below it, the patched state would not restore, after a copy of ours.
+      if (regVersion < reg.version) throw bad('register.version', `${regVersion} is below the register's ${reg.version} here`);
       const limit = limits.get(name)!;
       const st = reg.state;
       if (st instanceof MapState) {
