@@ -860,8 +860,11 @@ export class DomainNode {
    */
   private isCaughtUp(): boolean {
     const r = this.raft;
-    if (!this.caughtUp && r.leaderCommitSeen > 0 && r.applied >= r.leaderCommitSeen && r.appliedMembers.includes(this.id))
-      this.caughtUp = true;
+    if (this.caughtUp || !r.appliedMembers.includes(this.id)) return this.caughtUp;
+    // A follower, as far as its leader's commit; a leader (it hears no append), once it has
+    // applied an entry of its own term: its log holds every committed entry (Leader Completeness).
+    const upTo = r.role === Role.Leader ? (r.commit >= r.termStartIndex ? r.commit : 0) : r.leaderCommitSeen;
+    if (upTo > 0 && r.applied >= upTo) this.caughtUp = true;
     return this.caughtUp;
   }
 

@@ -467,6 +467,11 @@ export class Raft {
     return this.configIds.has(id);
   }
 
+  /** Leader: the index of its term's first entry (its Noop); committed, its log holds every committed entry. */
+  get termStartIndex(): number {
+    return this.termStart;
+  }
+
   /** The configuration in force at the applied index (what the state machine has reached). */
   get appliedMembers(): NodeId[] {
     return this.membersAt(this.applied);
