@@ -23,7 +23,15 @@ function sequencer(rejecting: boolean) {
   let now = 1;
   const feed = (ms: Message[]) => a.handlePayload(now, pn++, concatBytes(ms.map((m) => encodeMessage(m))));
   a.handlePayload(now, pn++, peerManifest(regs));
-  const status = (): Message => ({ type: MsgType.Status, register: 'kv', version: 0, hash: { hi: 0, lo: 0 }, logBase: 0, resolvedSeq: 0, held: [] });
+  const status = (): Message => ({
+    type: MsgType.Status,
+    register: 'kv',
+    version: 0,
+    hash: { hi: 0, lo: 0 },
+    logBase: 0,
+    resolvedSeq: 0,
+    held: [],
+  });
   feed([status()]);
   const n = 2 * MAX_PENDING;
   for (let seq = 1; seq <= n; seq += 20) {

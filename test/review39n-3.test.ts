@@ -59,12 +59,15 @@ describe('review39n-3: a difference that passes its checks and fails to restore 
     // KEYS keys, committed by ADV as leader (256 sets per candidate).
     let index = 0;
     let now = 10;
-    for (let seq = 1; seq * 256 <= KEYS; ) {
+    for (let seq = 1; seq * 256 <= KEYS;) {
       const entries: { term: number; cmd: Uint8Array }[] = [];
       for (let j = 0; j < 64 && seq * 256 <= KEYS; j++, seq++) {
         const ops: CandidateOp[] = [];
         for (let k = 0; k < 256; k++)
-          ops.push({ register: 'kv', delta: { op: DeltaOp.Set, key: enc.encode(`key-${seq}-${k}`), value: enc.encode(`value-${seq}-${k}`) } });
+          ops.push({
+            register: 'kv',
+            delta: { op: DeltaOp.Set, key: enc.encode(`key-${seq}-${k}`), value: enc.encode(`value-${seq}-${k}`) },
+          });
         entries.push({ term: 1, cmd: encodeCandidate({ origin: ADV, seq, ops }) });
       }
       send(n, now++, { t: 'append', term: 1, prevIndex: index, prevTerm: index === 0 ? 0 : 1, commit: index + entries.length, entries });
@@ -80,8 +83,31 @@ describe('review39n-3: a difference that passes its checks and fails to restore 
     const to = base + 64;
     const h = reg.state.hash;
     const d = n.state.digest(new Map([['kv', { version: 0, hash: { hi: h.hi, lo: h.lo } }]]));
-    const data = new Writer(64).varint(to).varint(base).u32(d.hi).u32(d.lo).varint(1).lenBytes(enc.encode('kv')).u8(1).varint(0).varint(0).varint(0).varint(0).finish();
-    const msg: RaftMsg = { t: 'snap', term: 1, index: to, lastTerm: 1, members: [SELF, ADV, 30], base, baseTerm: 1, offset: 0, total: data.length, data };
+    const data = new Writer(64)
+      .varint(to)
+      .varint(base)
+      .u32(d.hi)
+      .u32(d.lo)
+      .varint(1)
+      .lenBytes(enc.encode('kv'))
+      .u8(1)
+      .varint(0)
+      .varint(0)
+      .varint(0)
+      .varint(0)
+      .finish();
+    const msg: RaftMsg = {
+      t: 'snap',
+      term: 1,
+      index: to,
+      lastTerm: 1,
+      members: [SELF, ADV, 30],
+      base,
+      baseTerm: 1,
+      offset: 0,
+      total: data.length,
+      data,
+    };
     const octets = encodeEnvelope({ domain: DOMAIN, from: ADV, to: SELF, ttl: 1, body: msg }).length;
 
     // For scale: a difference the digest check refuses (at its own cost).

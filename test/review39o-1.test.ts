@@ -17,7 +17,7 @@ const te = new TextEncoder();
 function pumpOf(a: () => WrapSession, b: WrapSession): (now?: number) => { a: WrapEvent[]; b: WrapEvent[] } {
   return (now = 0) => {
     const evs = { a: [] as WrapEvent[], b: [] as WrapEvent[] };
-    for (let moved = true; moved; ) {
+    for (let moved = true; moved;) {
       moved = false;
       for (let r = a().pollRecord(now); r; r = a().pollRecord(now), moved = true) b.handleRecord(now, Buffer.concat(r));
       for (let r = b.pollRecord(now); r; r = b.pollRecord(now), moved = true) a().handleRecord(now, Buffer.concat(r));
