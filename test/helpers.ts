@@ -17,8 +17,8 @@ import { MANIFEST_REPLY, MsgType, decodeMessages, encodeMessage, type Message, t
 import { decodeFrame } from '../wire/header.js';
 import type { StreamReport } from '../testing/lab/cutstream.js';
 import { WireError } from '../wire/errors.js';
-import { DomainNode } from '../core/qn/node.js';
-import { driveReady } from '../core/qn/persist.js';
+import { DomainNode, type DomainNodeOptions } from '../core/qn/node.js';
+import { EMPTY_STORED, driveReady } from '../core/qn/persist.js';
 import type { FileDomainStore } from '../drivers/store/domain-store.js';
 
 export const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -234,6 +234,33 @@ export function mapFollower(quota: Partial<Quota>, own: WireEntry[]) {
   };
   f.handlePayload(t, pn++, peerManifest(regs));
   return { f, feed, reg: f.register('kv') };
+}
+
+/** The ids of handMember's domain: this member, the member a test plays (a leader, a liar), the third. */
+export const HAND = { domain: 0x51, self: 10, adv: 20, third: 30 } as const;
+
+/**
+ * Member HAND.self of a three-member domain (links to the other two) of one map register `kv`,
+ * its store empty, driven by hand: a test feeds it datagrams as HAND.adv. `over`: any option.
+ */
+export function handMember(over: Partial<DomainNodeOptions> = {}): DomainNode {
+  return new DomainNode(
+    {
+      domain: HAND.domain,
+      name: 'd',
+      id: HAND.self,
+      members: [HAND.self, HAND.adv, HAND.third],
+      links: [HAND.adv, HAND.third],
+      registers: [{ name: 'kv', kind: 'map' }],
+      seed: 1,
+      stored: EMPTY_STORED,
+      random: (a) => a,
+      electionMs: 1_000_000,
+      heartbeatMs: 100,
+      ...over,
+    },
+    0,
+  );
 }
 
 /**

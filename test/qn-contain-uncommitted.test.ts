@@ -7,18 +7,16 @@
  * `commit: 0` made a follower keep (and journal) 880,000 entries from 2.6 MB (review).
  */
 import { describe, expect, it } from 'vitest';
-import { DomainNode } from '../core/qn/node.js';
+import { HAND, handMember } from './helpers.js';
+import { type DomainNode } from '../core/qn/node.js';
 import { DEFAULT_MAX_UNCOMMITTED_ENTRIES, EntryKind, Raft, Role, type LogEntry, type NodeId, type RaftMsg } from '../core/qn/raft.js';
-import { EMPTY_STORED } from '../core/qn/persist.js';
 import { MemDomainStore } from '../testing/sim/mem-store.js';
 import { Rng } from '../testing/sim/rng.js';
 import { DeltaOp } from '../wire/delta.js';
 import { decodeEnvelope, encodeEnvelope } from '../wire/qn.js';
 import { Trio } from './domain-trio.js';
 
-const SELF = 10;
-const ADV = 20;
-const DOMAIN = 0x51;
+const { self: SELF, adv: ADV, domain: DOMAIN } = HAND;
 const noops = (n: number): { term: number; cmd: Uint8Array }[] =>
   Array.from({ length: n }, () => ({ term: 1, cmd: new Uint8Array([EntryKind.Noop]) }));
 const app = (octets: number): { term: number; cmd: Uint8Array } => {
@@ -45,23 +43,7 @@ function lone(o: { maxUncommittedEntries?: number; maxUncommittedBytes?: number 
 
 describe('a follower holds a bounded uncommitted log (core/qn/raft.ts onAppend)', () => {
   it('a member claiming leadership that never commits: at most twice the bound kept and journaled, the rest refused (log-full)', () => {
-    const n = new DomainNode(
-      {
-        domain: DOMAIN,
-        name: 'd',
-        id: SELF,
-        members: [SELF, ADV, 30],
-        links: [ADV, 30],
-        registers: [{ name: 'kv', kind: 'map' }],
-        seed: 1,
-        stored: EMPTY_STORED,
-        random: (a) => a,
-        electionMs: 1_000_000,
-        heartbeatMs: 100,
-        maxLogEntries: 1000,
-      },
-      0,
-    );
+    const n = handMember({ maxLogEntries: 1000 });
     const PER = 440;
     let last = 0;
     let written = 0;

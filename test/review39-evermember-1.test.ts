@@ -8,10 +8,10 @@
  * and bounded, the set is not).
  */
 import { describe, expect, it } from 'vitest';
+import { HAND, handMember } from './helpers.js';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { DomainNode } from '../core/qn/node.js';
-import { EMPTY_STORED } from '../core/qn/persist.js';
+import { type DomainNode } from '../core/qn/node.js';
 import { EntryKind, encodeConfig, type RaftMsg } from '../core/qn/raft.js';
 import { encodeEnvelope } from '../wire/qn.js';
 
@@ -23,30 +23,10 @@ const heap = (): number => {
   return process.memoryUsage().heapUsed;
 };
 
-const SELF = 10;
-const ADV = 20;
-const DOMAIN = 0x51;
+const { self: SELF, adv: ADV, domain: DOMAIN } = HAND;
 const ROUNDS = 4000;
 
-function member(): DomainNode {
-  return new DomainNode(
-    {
-      domain: DOMAIN,
-      name: 'd',
-      id: SELF,
-      members: [SELF, ADV, 30],
-      links: [ADV, 30],
-      registers: [{ name: 'kv', kind: 'map' }],
-      seed: 1,
-      stored: EMPTY_STORED,
-      random: (a) => a,
-      electionMs: 1_000_000,
-      heartbeatMs: 100,
-      maxLogEntries: 1000,
-    },
-    0,
-  );
-}
+const member = (): DomainNode => handMember({ maxLogEntries: 1000 });
 
 /** ROUNDS appends from ADV as leader, each one entry committed at once; `cmd(i)` is entry i's command. */
 function drive(cmd: (i: number) => Uint8Array): { n: DomainNode; wire: number; held: number; ms: number } {

@@ -11,34 +11,15 @@
  * ~131,000 configurations × 64 ids before it is dropped `not-a-member`.
  */
 import { describe, expect, it } from 'vitest';
-import { DomainNode } from '../core/qn/node.js';
-import { EMPTY_STORED } from '../core/qn/persist.js';
+import { HAND, handMember } from './helpers.js';
+import { type DomainNode } from '../core/qn/node.js';
 import { encodeConfig, type RaftMsg } from '../core/qn/raft.js';
 import { encodeEnvelope } from '../wire/qn.js';
 
-const SELF = 10;
-const ADV = 20;
-const DOMAIN = 0x51;
+const { self: SELF, adv: ADV, domain: DOMAIN } = HAND;
 const PER_APPEND = 4096;
 
-function member(): DomainNode {
-  return new DomainNode(
-    {
-      domain: DOMAIN,
-      name: 'd',
-      id: SELF,
-      members: [SELF, ADV, 30],
-      links: [ADV, 30],
-      registers: [{ name: 'kv', kind: 'map' }],
-      seed: 1,
-      stored: EMPTY_STORED,
-      random: (a) => a,
-      electionMs: 1_000_000_000,
-      heartbeatMs: 100,
-    },
-    0,
-  );
-}
+const member = (): DomainNode => handMember({ electionMs: 1_000_000_000 });
 
 function drain(n: DomainNode): void {
   for (let r = n.ready(); r; r = n.ready()) n.advance();

@@ -11,37 +11,18 @@
  * costs the victim three passes over its whole state.
  */
 import { describe, expect, it } from 'vitest';
-import { DomainNode } from '../core/qn/node.js';
-import { EMPTY_STORED } from '../core/qn/persist.js';
+import { HAND, handMember } from './helpers.js';
+import { type DomainNode } from '../core/qn/node.js';
 import { type RaftMsg } from '../core/qn/raft.js';
 import { encodeCandidate, type CandidateOp } from '../core/qn/state.js';
 import { DeltaOp } from '../wire/delta.js';
 import { Writer } from '../wire/buffer.js';
 import { encodeEnvelope } from '../wire/qn.js';
 
-const SELF = 10;
-const ADV = 20;
-const DOMAIN = 0x51;
+const { self: SELF, adv: ADV, domain: DOMAIN } = HAND;
 const KEYS = 100_000;
 
-function member(): DomainNode {
-  return new DomainNode(
-    {
-      domain: DOMAIN,
-      name: 'd',
-      id: SELF,
-      members: [SELF, ADV, 30],
-      links: [ADV, 30],
-      registers: [{ name: 'kv', kind: 'map' }],
-      seed: 1,
-      stored: EMPTY_STORED,
-      random: (a) => a,
-      electionMs: 1000,
-      heartbeatMs: 100,
-    },
-    0,
-  );
-}
+const member = (): DomainNode => handMember({ electionMs: 1000 });
 
 function drain(n: DomainNode): void {
   for (let r = n.ready(); r; r = n.ready()) n.advance();
