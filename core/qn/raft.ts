@@ -352,8 +352,10 @@ export class Raft {
   private readonly maxUncommittedEntries: number;
   private readonly maxUncommittedBytes: number;
   /**
-   * The highest commit index a leader has sent this member in an append since it started (0:
-   * none yet). A member that joined proposes only once it has applied that far (node.ts).
+   * The first commit index a leader sent this member in an append since it started (0: none
+   * yet). A member that joined proposes only once it has applied that far (node.ts): what was
+   * decided before it was (re-)added is at or below it. The first, not the highest: under
+   * steady load the highest keeps moving ahead of what a follower has applied.
    */
   leaderCommitSeen = 0;
   /** When this member last tried to patch its state with a difference, installed or not ('diff-rate'). */
@@ -1034,7 +1036,7 @@ export class Raft {
     if (this.role !== Role.Follower || this.leader !== from) this.becomeFollower(now, m.term, from);
     this.leaderContactAt = this.replicatedAtMs = now;
     this.resetElection(now);
-    this.leaderCommitSeen = Math.max(this.leaderCommitSeen, m.commit);
+    if (this.leaderCommitSeen === 0) this.leaderCommitSeen = m.commit;
     let prevIndex = m.prevIndex;
     let prevTerm = m.prevTerm;
     let entries = m.entries;
