@@ -4,7 +4,8 @@
  * refuses BPF, the daemon runs without it and says so once, clearly.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { replaceFile } from '../store/store.js';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { MAP_NAMES, XdpProgram, type DetachResult, type XdpMode } from '../bpf/xdp.js';
@@ -36,14 +37,7 @@ export class FastPath {
    */
   private writeRecord(rec: { ifname: string; flags?: number; programId: number; pinDir?: string }): void {
     mkdirSync(this.cfg.dataDir, { recursive: true, mode: 0o700 });
-    const tmp = `${this.recordFile}.tmp`;
-    try {
-      writeFileSync(tmp, JSON.stringify({ ...rec, pid: process.pid }) + '\n', { mode: 0o600 });
-      renameSync(tmp, this.recordFile);
-    } catch (e) {
-      rmSync(tmp, { force: true });
-      throw e;
-    }
+    replaceFile(this.recordFile, JSON.stringify({ ...rec, pid: process.pid }) + '\n');
   }
 
   /**

@@ -4,8 +4,8 @@
  * Each holds one decimal integer and a newline, replaced atomically (written aside, fsynced,
  * renamed): a crash or a failed write leaves the old value or the new, never an empty file.
  */
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { writeAtomic } from '../store/store.js';
+import { readFileSync } from 'node:fs';
+import { replaceFile, writeAtomic } from '../store/store.js';
 
 /** In `<dataDir>`; `@` is in no peer name, so no peer's directory can be called this. */
 export const INIT_LEASE_FILE = '@init-lease';
@@ -36,8 +36,6 @@ export function readTimestamp(path: string): number | undefined {
  */
 export function writeTimestamp(path: string, ts: number, dir: string, durable = true): void {
   const data = Buffer.from(`${ts}\n`);
-  if (durable) return writeAtomic(path, data, dir);
-  const tmp = `${path}.tmp`;
-  writeFileSync(tmp, data, { mode: 0o600 });
-  renameSync(tmp, path);
+  if (durable) writeAtomic(path, data, dir);
+  else replaceFile(path, data);
 }

@@ -52,6 +52,7 @@ import {
   readdirSync,
   renameSync,
   rmSync,
+  writeFileSync,
   statSync,
   truncateSync,
   unlinkSync,
@@ -1195,6 +1196,22 @@ export function encodeRegisterSnapshot(replica: RegisterImage): Uint8Array {
     for (let i = 0; i < count; i++) yield st.read(i * PAIR_SNAPSHOT_CHUNK, PAIR_SNAPSHOT_CHUNK);
   })();
   return encodePairSnapshot(head, { kind: PairSnapshotKind.Stream, count, chunks }, sha256);
+}
+
+/**
+ * Replace `path` with `data` without fsyncs: written aside, then renamed over it, so a reader
+ * (or a crash) sees the old content or the new, never a file cut short. For small files
+ * rewritten often whose loss to a power cut is harmless (writeAtomic when it is not).
+ */
+export function replaceFile(path: string, data: Uint8Array | string): void {
+  const tmp = `${path}.tmp`;
+  try {
+    writeFileSync(tmp, data, { mode: 0o600 });
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
 }
 
 export function writeAtomic(path: string, data: Uint8Array, dir: string): void {
