@@ -11,13 +11,13 @@ import { defineConfig } from 'vitest/config';
  */
 const TWO_AT_A_TIME = [
   'test/domain.test.ts',
-  'test/review16c-map-table.test.ts',
+  'test/map-table-model.test.ts',
   'test/sim.test.ts',
   'test/domain-catchup.test.ts',
   'test/domain-limits.test.ts',
   'test/register-map.test.ts',
   'test/large-values.test.ts',
-  'test/review16b-wire.test.ts',
+  'test/wire-fast-paths.test.ts',
   'test/wire-codec.test.ts',
   'test/sim-sync-delay.test.ts',
   'test/estp-fuzz.test.ts',

@@ -74,7 +74,7 @@ export const BLOCKS = {
   /** a, b */
   'reload-wrap.test.ts': { first: 22_750, last: 23_089, ports: 2 },
   /** h, a */
-  'review16b-spookd-deadlines.test.ts': { first: 23_090, last: 23_429, ports: 2 },
+  'spookd-local-write-deadlines.test.ts': { first: 23_090, last: 23_429, ports: 2 },
   /** spookd; +1, +2: peer endpoints (b, c; nothing listens) */
   'sighup.test.ts': { first: 23_430, last: 23_939, ports: 3 },
   /** a, b, c, h, g, x, l, m (l on 127.0.0.3 at base+0) */

@@ -1,5 +1,5 @@
 /**
- * Raft.inAnyConfig is answered from a count of ids over the configurations held (review39n-1):
+ * Raft.inAnyConfig is answered from a count of ids over the configurations held (qn-unknown-origin-lookup):
  * the count must follow every change to them (Config entries appended, truncated, compacted
  * away, replaced by a snapshot, loaded), so it always says what a scan would.
  */

@@ -1,7 +1,7 @@
 /**
  * A difference naming a register at a version below the register's here cannot restore (the
  * entries it does not list keep their versions, up to the register's): readDiff refuses it at
- * the cost of the difference, before the state is copied (review39n-3; PROTOCOL.md §15.4, rev 1.34).
+ * the cost of the difference, before the state is copied (qn-diff-restore-rate; PROTOCOL.md §15.4, rev 1.34).
  */
 import { describe, expect, it } from 'vitest';
 import { DomainState, encodeCandidate, type CandidateOp } from '../core/qn/state.js';

@@ -1,7 +1,7 @@
 /**
  * A member wiped and added again (the way back for a fenced member, OPERATIONS.md "A fenced
  * domain") numbers its candidates above its origin's seqs in the domain's outcome table, and
- * proposes only once its state holds them (PROTOCOL.md §15.2, rev 1.34; review39n-2).
+ * proposes only once its state holds them (PROTOCOL.md §15.2, rev 1.34; qn-rejoin-seq-reuse).
  */
 import { describe, expect, it } from 'vitest';
 import { MemDomainStore } from '../testing/sim/mem-store.js';
