@@ -16,7 +16,7 @@
  * and only then sends and publishes. A store that fails fences its pair alone.
  */
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
-import { isIPv6 } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { EtcpEndpoint, MAX_SEALED_PAYLOAD, pairIdentity, type Session } from '../../core/etcp/endpoint.js';
@@ -302,7 +302,7 @@ export class Spookd {
       // per-source DH limit counts by address too (one share per host, however many ports it sends from).
       sourceHost: (s) => s.slice(0, s.lastIndexOf(':')),
       knownSources: cfg.peers.flatMap((p) => {
-        const a = toAddr(p.endpoint);
+        const a = toAddr(p.endpoint, cfg.listen);
         return a ? [{ peer: p.name, source: `${a.address}:${a.port}` }] : [];
       }),
       onInitAccepted: (peer, ts) => {
@@ -321,7 +321,7 @@ export class Spookd {
       peers: cfg.peers.map((p) => ({
         name: p.name,
         publicKey: decodeKey(p.publicKey, `peer ${p.name}`),
-        endpoint: toAddr(p.endpoint),
+        endpoint: toAddr(p.endpoint, cfg.listen),
         pairState: () => this.links.get(p.name)!.pair.state,
         budgetMs: cfg.peerBudgetMs,
       })),
@@ -595,7 +595,7 @@ export class Spookd {
       this.table.addPeer({
         name: p.name,
         publicKey,
-        endpoint: toAddr(p.endpoint),
+        endpoint: toAddr(p.endpoint, this.cfg.listen),
         pairState: () => this.links.get(p.name)!.pair.state,
         budgetMs: this.cfg.peerBudgetMs,
       });
@@ -682,7 +682,7 @@ export class Spookd {
 
   /** A peer's configured endpoint changed (a reload): the next handshake to it goes there. */
   moveEndpoint(name: string, endpoint: string | undefined): void {
-    this.table.setAddress(name, toAddr(endpoint));
+    this.table.setAddress(name, toAddr(endpoint, this.cfg.listen));
     this.wraps.addressChanged(name);
     this.schedule();
   }
@@ -1520,7 +1520,16 @@ function closeQuietly(store: DiskStore): void {
   }
 }
 
-function toAddr(s: string | undefined): { address: string; port: number } | undefined {
+/**
+ * A configured endpoint as the UDP socket bound to `listen` sends to it and reports its datagrams'
+ * sources. On an IPv6 `listen` (udp6, dual-stack: `[::]` receives IPv4 too) an IPv4 address is
+ * written IPv4-mapped (`::ffff:a.b.c.d`): a udp6 socket refuses to send to a bare IPv4 address
+ * (EINVAL, every HandshakeInit lost), and it reports an IPv4 sender so, which the exemptions
+ * seeded from this address (§12.8, §12.9) and roaming compare against.
+ */
+function toAddr(s: string | undefined, listen: string): { address: string; port: number } | undefined {
   const hp = s === undefined ? undefined : parseHostPort(s);
-  return hp && { address: hp.host, port: hp.port };
+  if (!hp) return undefined;
+  const mapped = isIPv4(hp.host) && isIPv6(parseHostPort(listen)?.host ?? '');
+  return { address: mapped ? `::ffff:${hp.host}` : hp.host, port: hp.port };
 }
