@@ -5,12 +5,17 @@
  * prefixes for a request must cost O(64), not a copy of the whole queue (quadratic in it). The
  * sequencer is played by hand.
  */
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { HalfPair } from '../core/pair/halfpair.js';
 import { QUOTA_DEFAULTS } from '../core/register/quota.js';
 import { decodeFrame } from '../wire/header.js';
 import { MsgType, decodeMessages, encodeMessage, type Message, type Prefix } from '../wire/messages.js';
 import { concatBytes, peerManifest } from './helpers.js';
+
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
 
 type ReconReq = Extract<Message, { type: MsgType.ReconReq }>;
 const T = 5;
@@ -73,4 +78,34 @@ describe('range reconciliation: the queue of prefixes', () => {
     // Before the fix: each request copied the rest of the queue (3.1 s here); after, ~0.3 s.
     expect(last.ms).toBeLessThan(1500);
   }, 60_000);
+
+  it('the subtrees queued or outstanding are at most the entries the pin claims (and 256)', () => {
+    // Queued subtrees are disjoint (a child is queued once its parent is answered), and each is
+    // queued for a count of at least 1: an honest pin of n entries leaves at most n of them.
+    const maxKeys = 20_000;
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    const q = follower(maxKeys);
+    const requester = () =>
+      (q.f.register('kv') as unknown as { follower: { requester?: { queue: { length: number }; outstanding: Map<string, unknown> } } })
+        .follower.requester;
+    let held = 0;
+    let ps = q.first;
+    for (let depth = 0; depth < 5 && !q.f.stats.drops['quota-violation']; depth++) {
+      // Depth 4: 15,000 of the 65,536 answered, the most the bound of 16 · 20,000 + 256 let through before.
+      for (const p of depth === 4 ? ps.slice(0, 15_000) : ps) {
+        q.answer([p]);
+        const r = requester();
+        if (r) held = Math.max(held, r.queue.length + r.outstanding.size);
+        if (q.f.stats.drops['quota-violation']) break;
+      }
+      if (!q.f.stats.drops['quota-violation']) ps = q.asked().prefixes;
+    }
+    gc();
+    const bytes = process.memoryUsage().heapUsed - before;
+    console.log(`${held} subtrees held at most, heap +${(bytes / 1e6).toFixed(1)} MB after ${q.stat.bytes} octets received`);
+    // Before the fix: 290,536 subtrees held (heap +33.5 MB, ~115 octets each; the bound, 16 · maxKeys + 256, is ~16 million at the default 1,000,000 keys).
+    expect(held).toBeLessThanOrEqual(maxKeys + 256);
+    expect(q.f.stats.drops['quota-violation']).toBe(1);
+  });
 });

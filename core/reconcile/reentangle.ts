@@ -908,9 +908,13 @@ export class ReconRequester {
       if (theirs.count === 0) this.stageDeletes(child.depth, child.prefix);
       else this.queue.push(child);
     }
-    // Honest answers queue at most one node per entry per level (the nodes of a level
-    // partition the entries); more means the responder invents subtrees to exhaust memory.
-    const bound = 16 * Math.max(this.meta?.size ?? 0, this.myIndex.size) + 256;
+    // The subtrees queued or outstanding are disjoint (a child is queued only once its parent is
+    // answered) and each was queued for a count of at least 1: an honest pin of n entries leaves at
+    // most n of them. More means the responder invents subtrees to exhaust memory. (The bound was
+    // 16 · max(pin, own) + 256: ~16 million prefixes of ~100 octets at the default 1,000,000 keys.)
+    // Before the ReconMeta, the pin may be as large as the quota allows (onMeta refuses more).
+    const pinKeys = this.meta?.size ?? Math.max(this.r.quota.maxKeys, this.myIndex.size);
+    const bound = pinKeys + 256;
     if (this.queue.length + this.outstanding.size > bound) {
       this.r.refuse(now, 'quota-violation', `reconciliation asked to queue more than ${bound} subtrees`);
       this.restart();
