@@ -12,7 +12,6 @@ import {
   MsgType,
   collapsePacked,
   decodeMessages,
-  encodeMessage,
   encodeCollapse,
   type CollapseEntry,
   type CollapseMsg,
@@ -813,7 +812,9 @@ export class Sequencer implements RoleMachine, ResponderHost {
       // Replayed after a restart (no form kept): a large record is still worth shortening.
       const m = decodeMessages(rec.encoded).messages[0] as CollapseMsg;
       const elided = this.elidable(m.entries);
-      if (elided.length > 0) raw = encodeMessage({ ...m, elided });
+      // Named field by field: a record of short sets decodes with its entries behind an accessor,
+      // which a spread leaves out (the encoder then threw out of pollTransmit).
+      if (elided.length > 0) raw = encodeCollapse({ register: m.register, version: m.version, hash: m.hash, entries: m.entries, elided });
     }
     return raw !== undefined && raw.length <= s.pair.maxPayload ? raw : undefined;
   }
