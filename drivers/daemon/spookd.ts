@@ -735,7 +735,10 @@ export class Spookd {
             continue;
           }
           if (this.stopping) return;
-          const was = this.table.peer(peer)?.addr;
+          // A reload while the lookup ran (its `named` is a new map) may have moved, renamed or rekeyed
+          // the peer: this answer is for what was configured before, and would undo what the reload set.
+          if (this.named.get(peer) !== e || this.table.peer(peer) !== view) continue;
+          const was = view.addr;
           if (was?.address === address && was.port === e.port) continue;
           this.table.setAddress(peer, { address, port: e.port });
           this.wraps.addressChanged(peer);
