@@ -583,13 +583,17 @@ export class EtcpEndpoint {
 
   /**
    * Authorise one more peer (a reload): its handshakes are answered, and ours to it can start, from now on.
-   * `acceptedInit`: the last init timestamp accepted from it before, as `acceptedInits` at construction.
+   * `acceptedInit`: the last init timestamp accepted from it before, as `acceptedInits` at construction;
+   * `knownSource`: where it is expected (its configured endpoint), as `knownSources` at construction.
    */
-  addPeer(p: PeerConfig, acceptedInit?: number): void {
+  addPeer(p: PeerConfig, acceptedInit?: number, knownSource?: string): void {
     const k = keyHex(p.publicKey);
     if (this.peers.has(k)) throw new RangeError(`peer ${p.name}: its key is already authorised`);
     this.peers.set(k, p);
     if (acceptedInit !== undefined) this.lastInitTimestamp.set(k, Math.max(acceptedInit, this.lastInitTimestamp.get(k) ?? -1));
+    // Exempt from the global DH bucket at once, as a peer configured at construction: else a flood
+    // under way when a reload adds (or rekeys) it keeps its first handshake out (§12.8).
+    if (knownSource !== undefined) this.cookies.noteAuthorised(p.name, knownSource);
   }
 
   /**

@@ -591,18 +591,20 @@ export class Spookd {
       if (Buffer.from(l.publicKey).equals(Buffer.from(publicKey))) throw new Error(`peer ${p.name}: its key is peer ${l.name}'s`);
     // Its store first (what a bad disk refuses), its key authorised last: a refused peer is trusted nowhere.
     const link = this.addLink(p);
+    const endpoint = toAddr(p.endpoint, this.cfg.listen);
     try {
       this.table.addPeer({
         name: p.name,
         publicKey,
-        endpoint: toAddr(p.endpoint, this.cfg.listen),
+        endpoint,
         pairState: () => this.links.get(p.name)!.pair.state,
         budgetMs: this.cfg.peerBudgetMs,
       });
       // After the table: the wrappers' carrier budget is the peer's, read from it.
       this.wraps.addPeer({ name: p.name, publicKey, role: link.pair.role === 'sequencer' ? 0 : 1 });
       // After the link: a rekeyed peer's directory (and the old key's last-init) went aside.
-      this.etcp.addPeer({ name: p.name, publicKey }, this.acceptedInit(p.name));
+      // Its configured endpoint exempt from the global DH bucket, as at a start (knownSources).
+      this.etcp.addPeer({ name: p.name, publicKey }, this.acceptedInit(p.name), endpoint && `${endpoint.address}:${endpoint.port}`);
     } catch (e) {
       this.wraps.removePeer(p.name);
       this.table.removePeer(p.name);
