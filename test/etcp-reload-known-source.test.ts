@@ -1,8 +1,8 @@
 /**
  * A peer's configured endpoint is exempt from the global handshake DH bucket before its first
  * handshake (§12.8: `knownSources`, so that a flood right after a start does not lock honest
- * peers out). A peer added by a reload (or rekeyed: removed, then added) is configured as one at
- * the start is, and gets the same exemption. Nothing binds: the daemons are not started, and
+ * peers out). A peer added by a reload (or rekeyed: removed, then added), or moved by one to a
+ * new endpoint, is configured as one at the start is, and gets the same exemption. Nothing binds: the daemons are not started, and
  * their ETCP endpoint is driven directly with the handshakes a flood and the peer would send.
  */
 import { afterEach, describe, expect, it } from 'vitest';
@@ -85,6 +85,19 @@ describe('a peer added by a reload, under a handshake flood', () => {
     withB.peers[0].endpoint = B_AT;
     const r = await applyConfig(h, { ...h.cfg, peers: withB.peers });
     expect(r.rekeyed).toEqual(['b']);
+    expect(underFlood(h, p.keys.b)).toBe('respond');
+  });
+
+  it('so is a peer a reload moves to a new endpoint (before it has handshaken from there)', async () => {
+    const p = inProcess('spook-reload-known', ['h', 'b'], 1);
+    dirs.push(p.dir);
+    const extra = { handshakes: { cookieThreshold: THRESHOLD } };
+    const cfg = configOf(p, 'h', ['b'], extra);
+    cfg.peers[0].endpoint = '203.0.113.50:7000';
+    const h = new Spookd(cfg, p.keys.h, silent);
+    daemons.push(h);
+    const r = await applyConfig(h, { ...cfg, peers: [{ ...cfg.peers[0], endpoint: B_AT }] });
+    expect(r.moved).toEqual(['b']);
     expect(underFlood(h, p.keys.b)).toBe('respond');
   });
 });

@@ -597,6 +597,15 @@ export class EtcpEndpoint {
   }
 
   /**
+   * The peer `name` is configured at `source` now (a reload moved it): that source is exempt from the
+   * global DH bucket in place of its last one, as a configured endpoint is at construction
+   * (`knownSources`); its next completed handshake replaces it as usual.
+   */
+  expectPeerAt(name: string, source: string): void {
+    if ([...this.peers.values()].some((p) => p.name === name)) this.cookies.noteAuthorised(name, source);
+  }
+
+  /**
    * Withdraw a peer's authorisation (a reload): its pending handshakes and its sessions go (their
    * indices are returned, for the XDP pair table), and from now on an init from its key is refused
    * as any unauthorised key's.

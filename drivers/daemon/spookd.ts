@@ -684,7 +684,10 @@ export class Spookd {
 
   /** A peer's configured endpoint changed (a reload): the next handshake to it goes there. */
   moveEndpoint(name: string, endpoint: string | undefined): void {
-    this.table.setAddress(name, toAddr(endpoint, this.cfg.listen));
+    const to = toAddr(endpoint, this.cfg.listen);
+    this.table.setAddress(name, to);
+    // Exempt there from the global DH bucket, as a start with this endpoint would make it (knownSources).
+    if (to) this.etcp.expectPeerAt(name, `${to.address}:${to.port}`);
     this.wraps.addressChanged(name);
     this.schedule();
   }
