@@ -76,8 +76,8 @@ const SECTOR = 512;
 /**
  * Whether the bad record at `end` (readFrames) is damage rather than a torn tail, and where the
  * whole records after it start (-1: a torn tail). Damage: the bad record's own length is intact
- * and whole, checksum-valid records follow it exactly to the end of the file, and none of its
- * sectors is all zeros. A crash leaves none of that: its last record is cut short (its length
+ * and whole, checksum-valid records follow it exactly to the end of the file, and no aligned
+ * sector starting in it is all zeros (zeroSector). A crash leaves none of that: its last record is cut short (its length
  * points past the end), or the unwritten part of a batch reads as zeros. A length above the
  * readers' limit is no tear either (rev 1.34): records of any length are walked, so one too large
  * to read is refused with what follows it, never cut. Only the offsets the
@@ -106,9 +106,15 @@ export function damagedAt(buf: Uint8Array, end: number, sha256: Sha256): number 
   return next;
 }
 
-/** Whether a whole sector of the file (aligned) within [from, to) is all zeros. */
+/**
+ * Whether an aligned sector of the file that starts within [from, to) is all zeros. It may run
+ * past `to` into the next record: an unwritten sector ending on that record's first octets (its
+ * length's high octets, zeros already) leaves it whole, and was taken for damage before. One
+ * starting before `from` is not looked at: it either ends on the bad record's own zero length
+ * octets (and does not explain the damage) or zeroes its length (read as a tear already).
+ */
 function zeroSector(buf: Uint8Array, from: number, to: number): boolean {
-  for (let s = Math.ceil(from / SECTOR) * SECTOR; s + SECTOR <= to; s += SECTOR) {
+  for (let s = Math.ceil(from / SECTOR) * SECTOR; s < to && s + SECTOR <= buf.length; s += SECTOR) {
     let i = s;
     while (i < s + SECTOR && buf[i] === 0) i++;
     if (i === s + SECTOR) return true;
