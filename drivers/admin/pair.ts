@@ -15,6 +15,7 @@ import type { PeerLink, Spookd } from '../daemon/spookd.js';
 import { AdminFault, MAX_WAIT_MS, bytesArg, echo, failsAs, num, showBytes, str, type Untrusted } from './args.js';
 import type { Call, Handlers, StreamEnd, StreamHandlers } from './handlers.js';
 import { epochMs, inMs } from './clock.js';
+import { txnOrders } from './txn-order.js';
 
 /** The pair a request names (`peer`), or the only one. */
 export const linkOf = (d: Spookd, peer: string | undefined): PeerLink =>
@@ -126,7 +127,10 @@ function propose<C extends Write>(d: Spookd, cmd: C, args: Untrusted<AdminArgs<C
   return proposeDelta(d, link, register, delta, num(args, 'timeoutMs', 10_000, 0, MAX_WAIT_MS), call);
 }
 
-/** Propose `delta` (any op, a txn too) on a register of `link` and wait up to `timeoutMs` for its outcome. */
+/**
+ * Propose `delta` (any op, a txn too) on a register of `link` and wait up to `timeoutMs` for its outcome.
+ * `order`: a cross txn's ops as the core counts them (part by part) → their index as given (txn-order.ts).
+ */
 export function proposeDelta(
   d: Spookd,
   link: PeerLink,
@@ -134,11 +138,14 @@ export function proposeDelta(
   delta: EntryDelta,
   timeoutMs: number,
   call: Call,
+  order?: readonly number[],
 ): Promise<Outcome> {
   let id: { origin: number; seq: number };
   const t0 = d.now();
+  const orders = txnOrders(d);
   try {
     id = link.pair.propose(t0, register, delta);
+    orders.proposed(link, register, id.seq, order);
   } catch (e) {
     // The message keeps its "code: " prefix: it is what `spook set` has always printed.
     if (e instanceof ProposeError && e.code === 'register-mismatch')
@@ -182,7 +189,7 @@ export function proposeDelta(
         verdict: ev.verdict,
         reason: ev.verdict === 'rejected' ? ev.reason : null,
         version: ev.version,
-        ...(ev.verdict === 'rejected' && ev.op !== undefined ? { failedOp: ev.op } : {}),
+        ...(ev.verdict === 'rejected' && ev.op !== undefined ? { failedOp: order?.[ev.op] ?? ev.op } : {}),
       });
     };
     const timer = setTimeout(() => {
@@ -286,7 +293,9 @@ export function pairHandlers(d: Spookd): Handlers<'status' | 'pairs' | 'pair' | 
         if (o.verdict === 'pending')
           return { ...base, verdict: 'pending', reason: `not decided yet (pair ${link.pair.state})`, version: null };
         if (o.verdict === 'committed') return { ...base, verdict: 'committed', reason: null, version: o.version };
-        return { ...base, verdict: 'rejected', reason: o.reason, version: o.version, ...(o.op !== undefined ? { failedOp: o.op } : {}) };
+        // The op as the write's answer named it: in the order given, even for a txn across registers (txn-order.ts).
+        const failedOp = txnOrders(d).given(link, register, seq, o.op);
+        return { ...base, verdict: 'rejected', reason: o.reason, version: o.version, ...(failedOp !== undefined ? { failedOp } : {}) };
       });
     },
   };

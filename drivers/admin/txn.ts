@@ -73,9 +73,7 @@ export function txnHandlers(d: Spookd): Handlers<'txn'> {
       const cross: CrossDelta = { op: DeltaOp.Cross, parts: [...parts].map(([r, ops]) => ({ register: r, at: 0, delta: one(ops) })) };
       // The core counts ops part by part (registers in first-appearance order): map back to the order given.
       const order = [...given.values()].flat();
-      return proposeDelta(d, link, register, cross, timeoutMs, call).then((o) =>
-        o.failedOp !== undefined ? { ...o, failedOp: order[o.failedOp] ?? o.failedOp } : o,
-      );
+      return proposeDelta(d, link, register, cross, timeoutMs, call, order);
     },
   };
 }
