@@ -67,6 +67,41 @@ describe('outcome(seq) tells what the write was told', { timeout: 30_000 }, () =
     }
   });
 
+  it('a txn refused for its shape names the op at fault by its index as given (field ops[i]), across registers too', async () => {
+    const reg = await openRegister('config', { socket: sock('a'), peer: 'b' });
+    try {
+      const refused = (p: Promise<unknown>): Promise<unknown> =>
+        p.then(
+          () => 'committed?',
+          (e: unknown) => e,
+        );
+      // The second write of key k is ops[2]; as the core counts config's ops it is op 1 (ops[1] is audit's).
+      const dup = await refused(
+        reg.txn([
+          { op: 'set', key: 'k', value: '1' },
+          { register: 'audit', op: 'set', key: 't', value: '1' },
+          { op: 'del', key: 'k' },
+        ]),
+      );
+      expect(dup).toMatchObject({
+        code: 'invalid-delta',
+        field: 'ops[2]',
+        message: expect.stringMatching(/txn op 2: a key the txn already writes/),
+      });
+      expect((dup as Error).message).not.toMatch(/op 1\b/);
+      // On one register alone the index is the same either way, and the field names it.
+      const one = await refused(
+        reg.txn([
+          { op: 'set', key: 'k', value: '1' },
+          { op: 'del', key: 'k' },
+        ]),
+      );
+      expect(one).toMatchObject({ code: 'invalid-delta', field: 'ops[1]' });
+    } finally {
+      reg.close();
+    }
+  });
+
   it('a cross txn answered pending: once decided, outcome(seq) names its failed op in the order given; after a restart, none rather than a wrong one', async () => {
     const make = (n: 'a' | 'b'): Spookd => new Spookd(configOf(lab, n, [n === 'a' ? 'b' : 'a'], extra), lab.keys[n], logOf(lab, n));
     const interleaved = (k: string) => [

@@ -6,7 +6,7 @@
  */
 import type { AdminArgs } from '../../client/protocol.js';
 import type { CrossDelta } from '../../wire/cross.js';
-import { DeltaOp, type Delta, type SimpleDelta } from '../../wire/delta.js';
+import { DeltaOp, txnFault, type Delta, type SimpleDelta } from '../../wire/delta.js';
 import { MAX_TXN_OPS } from '../../wire/constants.js';
 import type { Spookd } from '../daemon/spookd.js';
 import { AdminFault, MAX_WAIT_MS, bytesArg, echo, failsAs, num, str, within, type Untrusted } from './args.js';
@@ -65,6 +65,14 @@ export function txnHandlers(d: Spookd): Handlers<'txn'> {
         parts.set(named, list);
         given.set(named, [...(given.get(named) ?? []), i]);
       });
+      // A part's shape (a key twice, map and stream ops mixed) is checked here, where each op's index as given
+      // is known: the core names it by its place in its register's part ("txn op 1" was another op of `ops`).
+      for (const [r, ops] of parts) {
+        const bad = ops.length > 1 ? txnFault(ops) : undefined;
+        if (bad?.op === undefined) continue;
+        const i = given.get(r)![bad.op];
+        throw new AdminFault('invalid-delta', `invalid: register ${r}: txn op ${i}: ${bad.why}`, `ops[${i}]`);
+      }
       const one = (ops: SimpleDelta[]): Delta => (ops.length === 1 ? ops[0] : { op: DeltaOp.Txn, ops });
       const timeoutMs = num(args, 'timeoutMs', 10_000, 0, MAX_WAIT_MS);
       if (parts.get(register)!.length === 0)
