@@ -315,7 +315,10 @@ export interface Outcome {
   reason: string | null;
   /** The register version of the collapse that decided it; null while pending. */
   version: number | null;
-  /** A `txn` rejected by a guard: the index in `ops` of the first op whose guard failed (absent when this end cannot tell). */
+  /**
+   * A `txn` rejected by a guard: the index in `ops` of the first op whose guard failed (absent when this end cannot
+   * tell: a txn across registers proposed before spookd's last start).
+   */
   failedOp?: number;
 }
 

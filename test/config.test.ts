@@ -31,6 +31,16 @@ describe('spookd configuration', () => {
     expect(c.fsync).toBe('always');
   });
 
+  it('a peer key is trimmed once, at load: a quoted key with spaces is the same key (a reload compares keys as text)', () => {
+    const key = encodeKey(generateKeyPair().publicKey);
+    const c = loadConfig(
+      write(
+        `listen: 127.0.0.1:1\nprivateKeyFile: /k\ndataDir: /d\nadminSocket: /s\nregisters: [{ name: r, kind: map }]\npeers:\n  - { name: p, publicKey: "  ${key} ", endpoint: 127.0.0.1:2 }\n`,
+      ),
+    );
+    expect(c.peers[0].publicKey).toBe(key);
+  });
+
   it('errors name the file, the field and the problem; several at once', () => {
     const p = write(
       `listen: nowhere\nprivateKeyFile: k\ndataDir: d\nadminSocket: s\npeers:\n  - name: x\n    publicKey: nope\nregisters:\n  - name: r\n    kind: list\n`,

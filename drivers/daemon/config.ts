@@ -65,13 +65,17 @@ const peer = z
       .refine((s) => !RESERVED_PEER_NAMES.includes(s), {
         message: `not one of ${RESERVED_PEER_NAMES.map((n) => JSON.stringify(n)).join(', ')}`,
       }),
-    publicKey: z.string().superRefine((s, ctx) => {
-      try {
-        decodeKey(s, 'publicKey');
-      } catch {
-        ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'not a base64 X25519 public key (32 bytes)' });
-      }
-    }),
+    // Trimmed here, once: the reload compares keys as text, and a quoted key with a space was a rekey.
+    publicKey: z
+      .string()
+      .trim()
+      .superRefine((s, ctx) => {
+        try {
+          decodeKey(s, 'publicKey');
+        } catch {
+          ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'not a base64 X25519 public key (32 bytes)' });
+        }
+      }),
     /** Where the peer's spookd listens: an IP address or a DNS name (resolved at start, again while it does not answer). */
     endpoint: z
       .string()
