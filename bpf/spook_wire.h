@@ -52,6 +52,7 @@ enum spook_drop_reason {
 #define WRAP_DOWN_DIRECT 1
 #define WRAP_DOWN_REFUSE 2
 #define SPOOK_WRAP_REFUSAL_ENTRIES 4096
+#define SPOOK_ORIG_UID 1 /* spook_orig.flags: uid recorded */
 enum spook_wrap_stat {
 	WRAP_CNT_REDIRECTED = 0, /* connect rewritten to the proxy */
 	WRAP_CNT_SKIPPED_SELF = 1, /* spookd's own connect */
@@ -168,17 +169,19 @@ _Static_assert(__builtin_offsetof(struct spook_wrap_config, udp_proxy_port) == 3
 /* orig_by_cookie, orig_by_client and udp_orig_by_client value */
 struct spook_orig {
 	__u8 family; /* 4 or 6 */
-	__u8 pad[1];
+	__u8 flags; /* SPOOK_ORIG_UID: uid is set (0 in a wrap_refusals key) */
 	__u16 port; /* host order */
 	__be32 ip4; /* family 4 */
 	__u8 ip6[16]; /* family 6 */
+	__u32 uid; /* the client task's uid, bpf_get_current_uid_gid() & 0xffffffff */
 };
-_Static_assert(sizeof(struct spook_orig) == 24, "struct spook_orig is 24 bytes (wire/layouts.ts)");
+_Static_assert(sizeof(struct spook_orig) == 28, "struct spook_orig is 28 bytes (wire/layouts.ts)");
 _Static_assert(__builtin_offsetof(struct spook_orig, family) == 0 && sizeof(((struct spook_orig *)0)->family) == 1, "spook_orig.family: 1 bytes at 0 (wire/layouts.ts)");
-_Static_assert(__builtin_offsetof(struct spook_orig, pad) == 1 && sizeof(((struct spook_orig *)0)->pad) == 1, "spook_orig.pad: 1 bytes at 1 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_orig, flags) == 1 && sizeof(((struct spook_orig *)0)->flags) == 1, "spook_orig.flags: 1 bytes at 1 (wire/layouts.ts)");
 _Static_assert(__builtin_offsetof(struct spook_orig, port) == 2 && sizeof(((struct spook_orig *)0)->port) == 2, "spook_orig.port: 2 bytes at 2 (wire/layouts.ts)");
 _Static_assert(__builtin_offsetof(struct spook_orig, ip4) == 4 && sizeof(((struct spook_orig *)0)->ip4) == 4, "spook_orig.ip4: 4 bytes at 4 (wire/layouts.ts)");
 _Static_assert(__builtin_offsetof(struct spook_orig, ip6) == 8 && sizeof(((struct spook_orig *)0)->ip6) == 16, "spook_orig.ip6: 16 bytes at 8 (wire/layouts.ts)");
+_Static_assert(__builtin_offsetof(struct spook_orig, uid) == 24 && sizeof(((struct spook_orig *)0)->uid) == 4, "spook_orig.uid: 4 bytes at 24 (wire/layouts.ts)");
 
 /* orig_by_client and udp_orig_by_client key */
 struct spook_client {

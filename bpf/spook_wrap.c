@@ -6,8 +6,9 @@
  * only in the network namespace spookd runs in (wrap_cfg.netns_cookie), never on spookd's
  * own sockets, never on loopback destinations, and only on TCP and UDP (below).
  *
- *   connect4/6: destination port wrapped -> remember the original destination under the
- *               socket cookie and rewrite the destination to spookd's proxy on loopback.
+ *   connect4/6: destination port wrapped -> remember the original destination (and the
+ *               connecting task's uid) under the socket cookie and rewrite the destination
+ *               to spookd's proxy on loopback.
  *   sockops:    at TCP_CONNECT_CB the client's local address and port are assigned
  *               (inet_hash_connect runs before tcp_connect), and the SYN has not left yet:
  *               move the entry to orig_by_client[family, local address, local port], which
@@ -114,7 +115,7 @@ struct {
 	__type(value, __u32);
 } wrap_down SEC(".maps");
 
-/* Destinations (struct spook_orig, zero-padded) the far side's dial to failed -> errno until expires_ns. */
+/* Destinations (struct spook_orig, zero-padded, flags and uid 0) the far side's dial to failed -> errno until expires_ns. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, SPOOK_WRAP_REFUSAL_ENTRIES);
@@ -191,8 +192,20 @@ static __always_inline struct spook_wrap_config *should_wrap(struct bpf_sock_add
 	return cfg;
 }
 
+/*
+ * The connecting (or sending) task's uid beside the destination: spookd counts a peer's slots per
+ * user (docs/PROTOCOL.md 16.5.1). Set only in the records for the proxy, after connect_verdict():
+ * as a wrap_refusals key the struct is the destination alone (flags and uid 0).
+ */
+static __always_inline void record_uid(struct spook_orig *orig)
+{
+	orig->flags = SPOOK_ORIG_UID;
+	orig->uid = (__u32)bpf_get_current_uid_gid();
+}
+
 static __always_inline int save_orig(struct bpf_sock_addr *ctx, struct spook_orig *orig)
 {
+	record_uid(orig);
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	if (bpf_map_update_elem(&orig_by_cookie, &cookie, orig, BPF_ANY) != 0) {
 		count(WRAP_CNT_SAVE_FAILED);
@@ -280,6 +293,7 @@ static __always_inline int udp_redirect(struct bpf_sock_addr *ctx, struct spook_
 	}
 	struct spook_client key = {};
 	udp_client(sk, orig->family == 4, &key);
+	record_uid(orig);
 	if (bpf_map_update_elem(&udp_orig_by_client, &key, orig, BPF_ANY) != 0) {
 		count(WRAP_CNT_SAVE_FAILED);
 		return 1;

@@ -24,6 +24,7 @@ import {
   ESTP_HEADER,
   type Field,
   type LayoutInfo,
+  ORIG_FLAG_UID,
   WRAP_MAX_PORTS,
   WRAP_DOWN_DIRECT,
   WRAP_DOWN_REFUSE,
@@ -109,6 +110,7 @@ export function renderWireHeader(): string {
     `#define WRAP_DOWN_DIRECT ${WRAP_DOWN_DIRECT}`,
     `#define WRAP_DOWN_REFUSE ${WRAP_DOWN_REFUSE}`,
     `#define SPOOK_WRAP_REFUSAL_ENTRIES ${WRAP_REFUSAL_ENTRIES}`,
+    `#define SPOOK_ORIG_UID ${ORIG_FLAG_UID} /* spook_orig.flags: uid recorded */`,
     'enum spook_wrap_stat {',
   );
   Object.entries(WRAP_STATS).forEach(([name, doc], i) => lines.push(`\tWRAP_CNT_${cname(name)} = ${i}, /* ${doc} */`));

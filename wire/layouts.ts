@@ -306,14 +306,21 @@ export const WRAP_CONFIG = layout('spook_wrap_config', { doc: 'the wrap_cfg map 
   u16('udp_proxy_port', { doc: '0: UDP interception off' }),
 ]);
 
-/** An original destination, as the hooks recorded it before redirecting the socket. */
+/**
+ * An original destination, as the hooks recorded it before redirecting the socket, with the uid
+ * of the task that connected or sent (the per-user share of a peer's slots, PROTOCOL.md §16.2.1).
+ * As the key of wrap_refusals it is the destination alone: flags and uid 0.
+ */
 export const ORIG_DST = layout('spook_orig', { doc: 'orig_by_cookie, orig_by_client and udp_orig_by_client value' }, [
   u8('family', { doc: '4 or 6' }),
-  pad('pad', 1),
+  u8('flags', { doc: 'SPOOK_ORIG_UID: uid is set (0 in a wrap_refusals key)' }),
   u16('port', { doc: 'host order' }),
   u32('ip4', net('family 4')),
   array('ip6', 'u8', 16, net('family 6')),
+  u32('uid', { doc: "the client task's uid, bpf_get_current_uid_gid() & 0xffffffff" }),
 ]);
+/** spook_orig.flags: the hook recorded the client's uid (an object without the field leaves it 0: no uid known). */
+export const ORIG_FLAG_UID = 1;
 
 /** A client as the proxy sees it (address and port): the key of the original destinations. */
 export const CLIENT_KEY = layout('spook_client', { doc: 'orig_by_client and udp_orig_by_client key' }, [

@@ -1,7 +1,8 @@
 /**
  * Admission of carrier connections by a responder (PROTOCOL §16.2, *Unauthenticated
  * connections*): how many may be in their handshake at once (HandshakeSlots), and how fast
- * they are accepted (HandshakeAdmission). Sans-I/O: the clock is given.
+ * they are accepted (HandshakeAdmission). Sans-I/O: the clock is given. And of local
+ * connections to a peer's slots, by user (slotRefusal, PROTOCOL §16.5.1).
  *
  * Rate of carrier handshakes a responder takes (PROTOCOL §16.2, *Unauthenticated
  * connections*): each accepted connection may cost a Diffie-Hellman before anything is known
@@ -106,4 +107,23 @@ export class HandshakeSlots {
     if (n > 0) this.bySource.set(source, n);
     else this.bySource.delete(source);
   }
+}
+
+/** Why a new local connection (TCP, or UDP flow) finds no slot with its peer (PROTOCOL §16.5.1). */
+export type SlotRefusal = 'too-many-connections' | 'user-share';
+
+/**
+ * Admission of a new local connection to a peer that holds `live` of its `max` slots (every
+ * wrapped connection and UDP flow with that peer, whoever opened it): none past `max`; and the
+ * last eighth of the slots (⌊max/8⌋: 128 of the default 1,024) is kept for users who hold less
+ * than half of them, like ext4's reserved blocks: a connection that would leave fewer than
+ * ⌊max/8⌋ slots free is refused (`user-share`) when its user already holds `held` >= max/2.
+ * One user alone thus gets max - ⌊max/8⌋ slots, at least 7/8 (896 of 1,024), and another user
+ * still gets one while the first holds every other. `held` undefined: the user is not known (a
+ * record without a uid), and only the limit applies.
+ */
+export function slotRefusal(max: number, live: number, held: number | undefined): SlotRefusal | undefined {
+  if (live >= max) return 'too-many-connections';
+  if (held !== undefined && max - live - 1 < Math.floor(max / 8) && 2 * held >= max) return 'user-share';
+  return undefined;
 }

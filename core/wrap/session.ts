@@ -31,6 +31,7 @@ import { Chunker, ChunkLru, digestKey, type Chunk } from './dedup.js';
 import { frameDatagram, MAX_DATAGRAM, UDP_IDLE_MS, type FlowDrop } from './udp.js';
 import type { HandoverConn, HandoverPeer } from './handover.js';
 import { MAX_HOLD_MS } from './hold.js';
+import { slotRefusal, type SlotRefusal } from './admission.js';
 
 export interface WrapSessionOptions {
   /** Low bit of the connection ids this side opens (the peers pick opposite bits). */
@@ -120,6 +121,8 @@ export interface WrapConn {
    * OPEN after either on the same carrier is a second connection under a live id.
    */
   peerCarrier: number;
+  /** A local connection's user (the uid the hooks recorded), counted in slotsOf(); undefined when not known. */
+  uid: number | undefined;
 }
 
 interface DeltaState {
@@ -295,6 +298,11 @@ export class WrapSession {
   private peerBuffer: number;
   /** Connections paused by the per-peer quota (not their own window), woken as it frees. */
   private readonly blocked = new Set<number>();
+  /**
+   * Live local connections per user (uid), for the reserve of slotRefusal(): an entry only while
+   * its user has one, so it never holds more users than maxConnections.
+   */
+  private readonly byUid = new Map<number, number>();
   /** Delta mode: chunks this side sent (or referenced) to the peer, and chunks it received. */
   private readonly refIndex: ChunkLru<true>;
   private readonly refCache: ChunkLru<Uint8Array>;
@@ -371,16 +379,40 @@ export class WrapSession {
     delta = false,
     datagram = false,
     deferOpen = false,
+    uid?: number,
   ): number | undefined {
     if (this.live.size >= this.opts.maxConnections) return undefined;
     const id = this.takeId();
     if (id === undefined) return undefined;
     // Delta mode's tail wait would delay every datagram: flows never use it.
     const c = this.newConn(now, id, true, wrapPort, target, holdMs, delta && !datagram, datagram);
+    if (uid !== undefined) {
+      c.uid = uid;
+      this.byUid.set(uid, (this.byUid.get(uid) ?? 0) + 1);
+    }
     if (!this.carrier || !this.peerHello) this.hold(now, c);
     else if (deferOpen) this.openDeferred.add(id);
     else this.sendOpen(now, c);
     return id;
+  }
+
+  /**
+   * Whether a new local connection of user `uid` (undefined: not known) would find a slot with
+   * the peer: undefined if so, else why not (slotRefusal: the limit, and the reserve kept for
+   * users holding less than half of the slots). openLocal() enforces only the limit.
+   */
+  slotRefusal(uid: number | undefined): SlotRefusal | undefined {
+    return slotRefusal(this.opts.maxConnections, this.live.size, uid === undefined ? undefined : this.slotsOf(uid));
+  }
+
+  /** The live connections user `uid` opened through this side (each holds a slot until released). */
+  slotsOf(uid: number): number {
+    return this.byUid.get(uid) ?? 0;
+  }
+
+  /** Users holding slots (one entry per user with a live connection: never more than the connections). */
+  get slotUsers(): number {
+    return this.byUid.size;
   }
 
   /**
@@ -953,6 +985,7 @@ export class WrapSession {
         : undefined,
       datagram,
       peerCarrier: local ? 0 : this.count.carrierUps,
+      uid: undefined,
     };
     this.live.set(id, c);
     if (datagram && local) this.flows.add(c);
@@ -1200,6 +1233,10 @@ export class WrapSession {
       last = c.lastActivity;
     }
     for (const c of this.holding) if (this.live.get(c.id) !== c || c.holdUntil === undefined) return `connection ${c.id} listed as holding`;
+    const users = new Map<number, number>();
+    for (const c of this.live.values()) if (c.uid !== undefined) users.set(c.uid, (users.get(c.uid) ?? 0) + 1);
+    if (users.size !== this.byUid.size || [...users].some(([u, n]) => this.byUid.get(u) !== n))
+      return `slots by user ${JSON.stringify([...this.byUid])}, the connections hold ${JSON.stringify([...users])}`;
     for (const c of this.live.values()) {
       if ((c.holdUntil !== undefined) !== this.holding.has(c))
         return `connection ${c.id}: holding ${c.holdUntil !== undefined}, listed ${this.holding.has(c)}`;
@@ -1321,6 +1358,11 @@ export class WrapSession {
   /** The connection is gone: what it held leaves the per-peer totals. */
   private release(c: WrapConn): void {
     this.live.delete(c.id);
+    if (c.uid !== undefined) {
+      const n = (this.byUid.get(c.uid) ?? 0) - 1;
+      if (n > 0) this.byUid.set(c.uid, n);
+      else this.byUid.delete(c.uid);
+    }
     this.sendQueue.delete(c);
     this.sendInFlight -= c.send.inFlight;
     this.holding.delete(c);

@@ -15,7 +15,16 @@ import { closeSync, constants, existsSync, mkdtempSync, openSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import { isIPv4, isIPv6, SocketAddress } from 'node:net';
 import { ipv6Bytes } from '../../wire/wrap.js';
-import { CLIENT_KEY, ORIG_DST, WRAP_CONFIG, WRAP_MAX_PORTS, WRAP_PORT_TCP, WRAP_PORT_UDP, WRAP_STAT_NAMES } from '../../wire/layouts.js';
+import {
+  CLIENT_KEY,
+  ORIG_DST,
+  ORIG_FLAG_UID,
+  WRAP_CONFIG,
+  WRAP_MAX_PORTS,
+  WRAP_PORT_TCP,
+  WRAP_PORT_UDP,
+  WRAP_STAT_NAMES,
+} from '../../wire/layouts.js';
 import { REFUSAL_MEMO, WRAP_DOWN_DIRECT, WRAP_DOWN_REFUSE } from '../../wire/layouts.js';
 import { join } from 'node:path';
 import koffi from 'koffi';
@@ -37,6 +46,12 @@ export interface OriginalDst {
   family: 4 | 6;
   address: string;
   port: number;
+  /**
+   * The uid of the task that connected or sent (bpf_get_current_uid_gid), for the per-user share
+   * of a peer's slots (PROTOCOL.md §16.5.1); absent when the record has none (an object built
+   * before the field: its flags are 0).
+   */
+  uid?: number;
 }
 /** A client as the proxy sees it (the accepted socket's remote end, or a datagram's source). */
 export interface ClientAddr {
@@ -342,7 +357,10 @@ export function clientKey(c: ClientAddr): Buffer | undefined {
   return Buffer.from(CLIENT_KEY.encode({ family: 6, port: c.port, addr: ipv6Bytes(c.address) }));
 }
 
-/** struct spook_orig (ORIG_DST) for a destination, as the connect hooks build it (padding and the unused address zero). */
+/**
+ * struct spook_orig (ORIG_DST) for a destination, as the connect hooks build it before they record
+ * the uid (the key of wrap_refusals: flags, uid and the unused address zero).
+ */
 export function origKey(d: OriginalDst): Buffer | undefined {
   if (!Number.isInteger(d.port) || d.port < 1 || d.port > 65535) return undefined;
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(d.address);
@@ -355,12 +373,13 @@ export function origKey(d: OriginalDst): Buffer | undefined {
   return Buffer.from(ORIG_DST.encode({ family: 6, port: d.port, ip4: 0, ip6: ipv6Bytes(d.address) }));
 }
 
-/** struct spook_orig (ORIG_DST): IPv4 in ip4, IPv6 in ip6, both in network order. */
-function decodeOrig(v: Buffer): OriginalDst {
+/** struct spook_orig (ORIG_DST): IPv4 in ip4, IPv6 in ip6, both in network order; the uid if the hook recorded one. */
+export function decodeOrig(v: Uint8Array): OriginalDst {
   const o = ORIG_DST.decode(v);
   const ip4 = o.ip4; // network order: a.b.c.d from the high byte down
+  const uid = o.flags & ORIG_FLAG_UID ? { uid: o.uid } : {};
   if (o.family === 4)
-    return { family: 4, address: [ip4 >>> 24, (ip4 >>> 16) & 0xff, (ip4 >>> 8) & 0xff, ip4 & 0xff].join('.'), port: o.port };
+    return { family: 4, address: [ip4 >>> 24, (ip4 >>> 16) & 0xff, (ip4 >>> 8) & 0xff, ip4 & 0xff].join('.'), port: o.port, ...uid };
   const groups = Array.from({ length: 8 }, (_, i) => ((o.ip6[2 * i] << 8) | o.ip6[2 * i + 1]).toString(16)).join(':');
-  return { family: 6, address: new SocketAddress({ address: groups, family: 'ipv6' }).address, port: o.port };
+  return { family: 6, address: new SocketAddress({ address: groups, family: 'ipv6' }).address, port: o.port, ...uid };
 }

@@ -27,7 +27,13 @@ import { WrapHooks, type ClientAddr } from '../bpf/wrap-hooks.js';
 import { isDatagram, transportOf, wrapperKey, type WrapperKey, type WrapTransport } from '../../core/wrap/protocols.js';
 import { DialPolicy, type AllowRule } from './policy.js';
 import { listenerResetsOnClose, resetOnClose } from './linger.js';
-import { HandshakeAdmission, HandshakeSlots, type HandshakeRefusal, type HandshakeSlotRefusal } from '../../core/wrap/admission.js';
+import {
+  HandshakeAdmission,
+  HandshakeSlots,
+  type HandshakeRefusal,
+  type HandshakeSlotRefusal,
+  type SlotRefusal,
+} from '../../core/wrap/admission.js';
 import { DatagramDeframer, type FlowDrop } from '../../core/wrap/udp.js';
 import { Redialer, REDIAL_MAX_MS } from '../../core/wrap/redial.js';
 import { defaultHoldMs } from '../../core/wrap/hold.js';
@@ -64,12 +70,19 @@ export interface WrapHostInfo {
 }
 
 /** Where intercepted connections were going: the BPF hooks, or a stand-in (tests, explicit proxies). */
+/**
+ * An original destination with the client's uid, when the interceptor knows it (the BPF hooks
+ * record it): a peer's slots are shared by user (PROTOCOL §16.5.1). Without a uid the client is
+ * one unknown user, to whom only the limit applies.
+ */
+export type InterceptedDst = Target & { uid?: number };
+
 export interface Interceptor {
   setPorts(tcp: number[], udp?: number[]): void;
   /** By the client's address and port (never the port alone: clients may share it). */
-  originalDst(client: ClientAddr): Target | undefined;
+  originalDst(client: ClientAddr): InterceptedDst | undefined;
   /** A UDP client's original destination (kept: a connected socket is redirected only once). */
-  originalUdpDst?(client: ClientAddr): Target | undefined;
+  originalUdpDst?(client: ClientAddr): InterceptedDst | undefined;
   stats(): Record<string, number>;
   close(): void;
   /** Honest connects (drivers/wrap/connects.ts): the TCP ports whose peer counts as down, and their mode. */
@@ -129,8 +142,11 @@ const SWEEP_MS = 1_000;
  */
 export const VIOLATION_LOG_MS = 10_000;
 
-/** Why an intercepted TCP connection was reset unread (stats().refused, by these names). */
-export type InterceptRefusal = 'no-original-destination' | 'port-not-wrapped' | 'too-many-connections';
+/**
+ * Why an intercepted TCP connection was reset unread (stats().refused, by these names);
+ * `user-share`: its user holds half the peer's slots and only the reserve is left (§16.5.1).
+ */
+export type InterceptRefusal = 'no-original-destination' | 'port-not-wrapped' | SlotRefusal;
 /** Why a datagram from a local UDP endpoint was dropped (stats().udpDrops). */
 export type DatagramDrop = InterceptRefusal | FlowDrop;
 /** Why an accepted carrier connection was closed before it was adopted (stats().carrierRefused). */
@@ -715,7 +731,7 @@ export class WrapManager {
     const dst = this.hooks?.originalDst({ address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 });
     const refuse = (why: InterceptRefusal): void => {
       this.refused[why] = (this.refused[why] ?? 0) + 1;
-      this.log.warn({ from: `${socket.remoteAddress}:${socket.remotePort}`, why }, 'intercepted connection refused');
+      this.log.warn({ from: `${socket.remoteAddress}:${socket.remotePort}`, uid: dst?.uid, why }, 'intercepted connection refused');
       socket.resetAndDestroy();
     };
     if (!dst) return refuse('no-original-destination');
@@ -725,7 +741,9 @@ export class WrapManager {
     // Its OPEN waits for the next poll, which hands over what the client wrote on connecting:
     // OPEN and the first DATA then leave in one carrier write (announceNextTurn).
     const target: Target = { family: dst.family, address: dst.address, port: dst.port };
-    const id = ps.session.openLocal(now, w.port, target, w.holdMs, w.delta ?? false, false, true);
+    const full = ps.session.slotRefusal(dst.uid);
+    if (full) return refuse(full);
+    const id = ps.session.openLocal(now, w.port, target, w.holdMs, w.delta ?? false, false, true, dst.uid);
     if (id === undefined) return refuse('too-many-connections');
     this.counters.opened(w);
     ps.pending.add(id, now + (w.connectTimeoutMs ?? this.defaultConnectTimeoutMs), dst);
@@ -845,7 +863,10 @@ export class WrapManager {
       const w = this.wrappers.get(wrapperKey('udp', dst.port));
       if (!w) return this.udpDrop('port-not-wrapped');
       const ps = this.peers.get(w.peer)!;
-      const id = ps.session.openLocal(this.now(), w.port, dst, w.holdMs, false, true);
+      const full = ps.session.slotRefusal(dst.uid);
+      if (full) return this.udpDrop(full);
+      const target: Target = { family: dst.family, address: dst.address, port: dst.port };
+      const id = ps.session.openLocal(this.now(), w.port, target, w.holdMs, false, true, false, dst.uid);
       if (id === undefined) return this.udpDrop('too-many-connections');
       this.counters.opened(w);
       const reply = (d: Buffer, sent: () => void): void => void via.send(d, rinfo.port, rinfo.address, () => sent());

@@ -272,7 +272,9 @@ async function udpClient(ns: string, host: string, port: number, mode: 'connect'
   });
   return JSON.parse(stdout) as UdpResult;
 }
-const proxied = (address: string, family: 4 | 6 = 4, port = WRAPPED): string => `proxy ${JSON.stringify({ family, address, port })}`;
+/** The proxy's answer for a client of root's (uid 0: the hooks record the connecting task's uid beside the destination). */
+const proxied = (address: string, family: 4 | 6 = 4, port = WRAPPED): string =>
+  `proxy ${JSON.stringify({ family, address, port, uid: 0 })}`;
 
 /** Build what the test runs when it is missing or older than its source (`make test` has built it already). */
 function ensureBuilt(): void {
@@ -442,7 +444,7 @@ describe('wrap hooks for UDP (cgroup connect4/6, sendmsg4/6, recvmsg4/6)', () =>
   let udpOwner: Remote;
   const stats = async (): Promise<Record<string, number>> => (await udpOwner.call('stats')).stats as Record<string, number>;
   const seen = async (): Promise<unknown> => (await udpOwner.call('udpSeen')).value;
-  const orig = { family: 4, address: B_IP, port: COAP };
+  const orig = { family: 4, address: B_IP, port: COAP, uid: 0 };
 
   beforeAll(async () => {
     udpOwner = new Remote(NS_A, 'owner.mjs', [String(PROXY + 2), String(UDP_PROXY)]);
@@ -483,7 +485,7 @@ describe('wrap hooks for UDP (cgroup connect4/6, sendmsg4/6, recvmsg4/6)', () =>
   });
 
   it('IPv6: connected (bound or not) and unconnected sockets reach the [::1] proxy; v4-mapped destinations the IPv4 one', async () => {
-    const orig6 = { family: 6, address: B_IP6, port: COAP };
+    const orig6 = { family: 6, address: B_IP6, port: COAP, uid: 0 };
     for (const mode of ['connect', 'sendto', 'unbound'] as const) {
       const r = await udpClient(NS_A, B_IP6, COAP, mode);
       expect(r, mode).toMatchObject({ reply: 'echo:hi', from: `${B_IP6}:${COAP}` });
