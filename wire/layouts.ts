@@ -308,7 +308,7 @@ export const WRAP_CONFIG = layout('spook_wrap_config', { doc: 'the wrap_cfg map 
 
 /**
  * An original destination, as the hooks recorded it before redirecting the socket, with the uid
- * of the task that connected or sent (the per-user share of a peer's slots, PROTOCOL.md §16.2.1).
+ * of the task that connected or sent (the per-user share of a peer's slots, PROTOCOL.md §16.5.1).
  * As the key of wrap_refusals it is the destination alone: flags and uid 0.
  */
 export const ORIG_DST = layout('spook_orig', { doc: 'orig_by_cookie, orig_by_client and udp_orig_by_client value' }, [

@@ -69,7 +69,6 @@ export interface WrapHostInfo {
   budget?: (peer: string) => CarrierBudget | undefined;
 }
 
-/** Where intercepted connections were going: the BPF hooks, or a stand-in (tests, explicit proxies). */
 /**
  * An original destination with the client's uid, when the interceptor knows it (the BPF hooks
  * record it): a peer's slots are shared by user (PROTOCOL §16.5.1). Without a uid the client is
@@ -77,6 +76,7 @@ export interface WrapHostInfo {
  */
 export type InterceptedDst = Target & { uid?: number };
 
+/** Where intercepted connections were going: the BPF hooks, or a stand-in (tests, explicit proxies). */
 export interface Interceptor {
   setPorts(tcp: number[], udp?: number[]): void;
   /** By the client's address and port (never the port alone: clients may share it). */
