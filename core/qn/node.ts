@@ -369,6 +369,8 @@ export class DomainNode {
         // Chunks larger than a datagram travel as fragments (§15.9): 8 in flight move 128 KiB a round trip, not 5.6 KiB.
         snapChunkBytes: SNAP_CHUNK_BYTES,
         maxSnapshotBytes: o.maxSnapshotBytes ?? snapshotBound(o.registers, o.groups ?? []),
+        // The log keeps no more octets of applied entries than the largest snapshot the quotas allow.
+        maxLogBytes: o.maxSnapshotBytes ?? snapshotBound(o.registers, o.groups ?? []),
         // Two of the largest candidates fit under the uncommitted bound, as under maxPendingBytes.
         maxUncommittedBytes: Math.max(DEFAULT_MAX_UNCOMMITTED_BYTES, 2 * this.maxCandidate),
         maxUncommittedEntries: o.maxUncommittedEntries,

@@ -224,6 +224,12 @@ export interface RaftOptions {
   /** Snapshot once this many applied entries are in the log; keep half of them for catch-up. */
   maxLogEntries?: number;
   /**
+   * Snapshot as well once the applied entries in the log hold this many octets of commands, and
+   * keep at most half of them: entries of any size up to the largest candidate would otherwise
+   * be kept up to maxLogEntries of them. Default DEFAULT_MAX_SNAPSHOT_BYTES (a domain: its maxSnapshotBytes).
+   */
+  maxLogBytes?: number;
+  /**
    * Take those snapshots in the background ('snapshot-begin', sm.pin): the log grows past
    * maxLogEntries until the driver reports one durable. Default false: written at once.
    */
@@ -349,6 +355,7 @@ export class Raft {
   private readonly maxAppendBytes: number;
   private readonly maxInflight: number;
   private readonly maxLogEntries: number;
+  private readonly maxLogBytes: number;
   private readonly maxUncommittedEntries: number;
   private readonly maxUncommittedBytes: number;
   /**
@@ -391,6 +398,7 @@ export class Raft {
     this.maxAppendBytes = o.maxAppendBytes ?? 1100;
     this.maxInflight = o.maxInflight ?? 512;
     this.maxLogEntries = Math.max(8, o.maxLogEntries ?? 100_000);
+    this.maxLogBytes = Math.max(1, o.maxLogBytes ?? DEFAULT_MAX_SNAPSHOT_BYTES);
     this.maxUncommittedEntries = Math.max(8, o.maxUncommittedEntries ?? DEFAULT_MAX_UNCOMMITTED_ENTRIES);
     this.maxUncommittedBytes = Math.max(1, o.maxUncommittedBytes ?? DEFAULT_MAX_UNCOMMITTED_BYTES);
     // A chunk plus up to 64 member ids and the other fields must fit one sealed datagram.
@@ -1402,7 +1410,10 @@ export class Raft {
   }
 
   private maybeCompact(): void {
-    if (this.applied - this.base <= this.maxLogEntries || this.snapshotting) return;
+    // Octets too: a log bounded in entries alone held up to maxLogEntries candidates of up to
+    // maxCandidateBytes each (100,000 of 1 MiB at the defaults), whatever the registers' quotas.
+    const over = this.applied - this.base > this.maxLogEntries || this.bytesBetween(this.base, this.applied) > this.maxLogBytes;
+    if (!over || this.snapshotting) return;
     const at = this.applied;
     const meta = { index: at, term: this.termAt(at)!, members: this.membersAt(at) };
     if (this.o.backgroundSnapshots && this.o.sm.pin && !this.nextSnapshotAtOnce) {
@@ -1438,9 +1449,23 @@ export class Raft {
     this.nextSnapshotAtOnce = true;
   }
 
-  /** Drop the log behind the snapshot at `at`, keeping half of maxLogEntries: a follower a little behind gets entries, not a snapshot. */
+  /**
+   * Drop the log behind the snapshot at `at`, keeping half of maxLogEntries and of maxLogBytes: a
+   * follower a little behind gets entries, not a snapshot.
+   */
   private compactBehind(at: number): void {
-    const newBase = at - (this.maxLogEntries >> 1);
+    let newBase = Math.max(this.base, at - (this.maxLogEntries >> 1));
+    // The lowest base whose entries up to `at` hold at most half of maxLogBytes (octets decrease as the base rises).
+    if (this.bytesBetween(newBase, at) > this.maxLogBytes / 2) {
+      let lo = newBase + 1;
+      let hi = at;
+      while (lo < hi) {
+        const mid = Math.floor((lo + hi) / 2);
+        if (this.bytesBetween(mid, at) > this.maxLogBytes / 2) lo = mid + 1;
+        else hi = mid;
+      }
+      newBase = lo;
+    }
     if (newBase <= this.base) return;
     const newBaseTerm = this.termAt(newBase)!;
     this.dropLogBefore(newBase - this.base);
