@@ -277,6 +277,8 @@ interface Progress {
   diffAt: number;
   /** A refusal moved `next` back since the last heartbeat: the next one waits for the heartbeat. */
   backed: boolean;
+  /** When a difference was last weighed for this follower: at most once per electionMs (each costs a walk of the entries it would replace). */
+  diffWeighedAt: number;
 }
 
 /** Outcome of a local request to change membership. */
@@ -907,7 +909,17 @@ export class Raft {
   private prog(id: NodeId, now: number): Progress {
     let p = this.progress.get(id);
     if (!p) {
-      p = { next: this.lastIndex + 1, match: 0, lastAck: now, matchAtBeat: 0, probe: true, probeAt: 0, diffAt: -1, backed: false };
+      p = {
+        next: this.lastIndex + 1,
+        match: 0,
+        lastAck: now,
+        matchAtBeat: 0,
+        probe: true,
+        probeAt: 0,
+        diffAt: -1,
+        backed: false,
+        diffWeighedAt: -Infinity,
+      };
       this.progress.set(id, p);
     }
     return p;
@@ -1362,6 +1374,12 @@ export class Raft {
     const base = p.match;
     const at = this.applied;
     if (!this.o.sm.diff || p.snap || p.diffAt === base || base < this.base || base < 1 || at - base < DIFF_MIN_ENTRIES) return false;
+    // Once per match index is not enough: a follower acknowledging one more entry each time it is
+    // probed had the leader walk (and diff) every entry past it per acknowledgement (~40 ms for
+    // 13 octets, 20,000 entries behind). At most once per electionMs per follower, as a follower
+    // tries at most one difference per electionMs ('diff-rate').
+    if (this.lastNow - p.diffWeighedAt < this.electionMs) return false;
+    p.diffWeighedAt = this.lastNow;
     p.diffAt = base;
     let replay = 0;
     const entries: LogEntry[] = [];
