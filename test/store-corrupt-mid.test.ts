@@ -201,6 +201,25 @@ describe('pair log: damage mid-file is refused, a torn tail is cut', () => {
     expect(readFileSync(path)).toEqual(buf);
   });
 
+  it('a pending candidate that checksums but does not decode is refused, never dropped (its proposer was told pending)', () => {
+    const dir = tmp();
+    const a = open(dir);
+    const seqs = [0, 1, 2].map((i) => a.pair.propose(0, 'kv', set(`k${i}`, 'v')).seq);
+    for (const s of seqs) a.pair.secureOwn(0, 'kv', s);
+    a.store.persist(a.pair.pollWrites());
+    a.pair.writesDurable();
+    a.store.close();
+    const path = join(dir, 'kv', 'pending');
+    const buf = readFileSync(path);
+    const offs = offsets(buf, MAX_PAIR_RECORD);
+    // The middle record replaced by one of a delta op no spookd knows (a newer one's, after a downgrade), checksum and all.
+    const odd = frameRecord(Uint8Array.from([seqs[1], 0x7f, 0x7f, 0x7f]), sha);
+    const bad = Buffer.concat([buf.subarray(0, offs[1]), odd, buf.subarray(offs[2])]);
+    writeFileSync(path, bad);
+    expect(() => open(dir)).toThrow(new RegExp(`${path} at byte ${offs[1]}: a pending candidate that does not decode`));
+    expect(readFileSync(path)).toEqual(bad);
+  });
+
   it('spookd refuses to start on it: new Spookd throws the StoreError (main.ts logs it as one fatal line, exit 1)', () => {
     const lab = inProcess('spook-corrupt-mid', ['a', 'b'], portBase('store-corrupt-mid.test.ts'));
     try {

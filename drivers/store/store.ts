@@ -407,7 +407,13 @@ export class DiskStore implements PairStore {
     const pendingWas = existsSync(p.pending) ? readFileSync(p.pending) : undefined;
     const pendingRestored = pendingWas
       ? replica.restorePending(
-          readFramesChecked(p.pending, pendingWas, MAX_PAIR_RECORD).records.flatMap(({ rec }) => decodePendingRecord(rec) ?? []),
+          readFramesChecked(p.pending, pendingWas, MAX_PAIR_RECORD).records.map(({ offset, rec }) => {
+            // Checksummed yet not decodable (a bug, or a newer spookd's op after a downgrade): refused
+            // as the log refuses such a record, never dropped: its proposer was told it is pending.
+            const c = decodePendingRecord(rec);
+            if (!c) throw new StoreError(`${p.pending} at byte ${offset}: a pending candidate that does not decode`);
+            return c;
+          }),
         )
       : 0;
     const fds: number[] = [];
