@@ -41,7 +41,7 @@ import {
 import { Hash64, hashEquals } from '../register/hash.js';
 import { BUCKET_DEPTH, childrenOf, countUnder, entriesUnder, forEachUnder, prefixContains, type KeyIndex } from '../register/keyspace.js';
 import { MapState, entryWireLen, type MapEntry } from '../register/map.js';
-import { StreamState } from '../register/stream.js';
+import { STREAM_CHUNK_BYTES, StreamState } from '../register/stream.js';
 import type { PayloadBuilder } from '../pair/payload.js';
 import type { RequesterHost, ResponderHost, StateChange } from './host.js';
 import type { RejectReason } from '../../wire/delta.js';
@@ -55,6 +55,9 @@ const ENTRY_BUDGET = 1100;
 const SNAP_WINDOW = 16;
 const STREAM_CHUNK = 1024;
 const STREAM_WINDOW = 16;
+/** Staged stream octets are gathered into chunks of this size (a stream's own: STREAM_CHUNK_BYTES), the last grown by doubling from STAGE_FIRST_BYTES. */
+const STAGE_CHUNK_BYTES = STREAM_CHUNK_BYTES;
+const STAGE_FIRST_BYTES = 1024;
 /** Chunks past a missing one that make it lost (§8.3): RFC 9002's packet reordering threshold. */
 const STREAM_REASK_AFTER = 3;
 const MAX_PREFIXES_PER_REQ = 64;
@@ -590,7 +593,14 @@ export class ReconRequester {
 
   // Stream: bytes after `streamBase`, staged until verified.
   private streamBase = 0;
+  /**
+   * The staged octets: full chunks of STAGE_CHUNK_BYTES, then `stagedTail`, filled to
+   * `stagedTailFill`, which grows by doubling. StreamData may carry as little as one octet: each
+   * kept as its own array held ~220 bytes of heap per octet staged, up to the stream quota.
+   */
   private staged: Uint8Array[] = [];
+  private stagedTail: Uint8Array | undefined;
+  private stagedTailFill = 0;
   private stagedLen = 0;
   /**
    * Stream chunks of the requested window that arrived ahead of the next expected offset,
@@ -657,6 +667,8 @@ export class ReconRequester {
     this.chunksFrom = 0;
     if (!keepStream) {
       this.staged = [];
+      this.stagedTail = undefined;
+      this.stagedTailFill = 0;
       this.stagedLen = 0;
     }
     this.ahead.clear();
@@ -1073,17 +1085,46 @@ export class ReconRequester {
       }
       return;
     }
-    this.staged.push(m.data.slice());
-    this.stagedLen += m.data.length;
+    this.stage(m.data);
     for (let next = this.ahead.get(this.streamBase + this.stagedLen); next; next = this.ahead.get(this.streamBase + this.stagedLen)) {
       this.ahead.delete(this.streamBase + this.stagedLen);
-      this.staged.push(next);
-      this.stagedLen += next.length;
+      this.stage(next);
     }
     for (const off of this.ahead.keys()) if (off < this.streamBase + this.stagedLen) this.ahead.delete(off);
     const at = this.streamBase + this.stagedLen;
     if (this.meta && at < this.meta.size && at >= this.windowEnd) this.wantRequest = true;
     this.progress(now);
+  }
+
+  /** Stage octets (copied): gathered into chunks, so what is held is about what is staged, however small the pieces. */
+  private stage(data: Uint8Array): void {
+    let at = 0;
+    while (at < data.length) {
+      let tail = this.stagedTail;
+      const want = this.stagedTailFill + data.length - at;
+      if (tail === undefined || (want > tail.length && tail.length < STAGE_CHUNK_BYTES)) {
+        let cap = tail?.length ?? STAGE_FIRST_BYTES;
+        while (cap < want && cap < STAGE_CHUNK_BYTES) cap *= 2;
+        const grown = new Uint8Array(cap);
+        if (tail !== undefined) grown.set(tail.subarray(0, this.stagedTailFill));
+        this.stagedTail = tail = grown;
+      }
+      const take = Math.min(data.length - at, tail.length - this.stagedTailFill);
+      tail.set(data.subarray(at, at + take), this.stagedTailFill);
+      this.stagedTailFill += take;
+      this.stagedLen += take;
+      at += take;
+      if (this.stagedTailFill === STAGE_CHUNK_BYTES) {
+        this.staged.push(tail);
+        this.stagedTail = undefined;
+        this.stagedTailFill = 0;
+      }
+    }
+  }
+
+  /** The staged octets as chunks, in order (the tail a view of its filled part). */
+  private stagedChunks(): Uint8Array[] {
+    return this.stagedTail === undefined ? this.staged : [...this.staged, this.stagedTail.subarray(0, this.stagedTailFill)];
   }
 
   /** Finish when everything has arrived: verify the result against the pin's hash, then apply it at once. */
@@ -1096,14 +1137,16 @@ export class ReconRequester {
       if (this.mode === 'reconcile') {
         // The quota, then the hash; what does not pass either is given up for a full transfer.
         if (!this.fits(now, 0, this.streamBase + this.stagedLen)) return this.startFull();
-        if (!hashEquals(r.state.hashAfter(this.staged), meta.hash)) return this.startFull();
-        return this.install(now, meta, { kind: 'append-stream', chunks: this.staged });
+        const chunks = this.stagedChunks();
+        if (!hashEquals(r.state.hashAfter(chunks), meta.hash)) return this.startFull();
+        return this.install(now, meta, { kind: 'append-stream', chunks });
       }
       if (!this.fits(now, 0, this.stagedLen)) return this.restart();
       const next = new StreamState(r.state.seed);
+      const chunks = this.stagedChunks();
       // A full transfer that does not verify (the responder moved its pin): start it again, uncounted.
-      if (!hashEquals(next.hashAfter(this.staged), meta.hash)) return this.restart();
-      for (const c of this.staged) next.appendBytes(c);
+      if (!hashEquals(next.hashAfter(chunks), meta.hash)) return this.restart();
+      for (const c of chunks) next.appendBytes(c);
       return this.install(now, meta, { kind: 'replace', state: next });
     }
     if (this.mode === 'diff') {
