@@ -395,6 +395,14 @@ export class Reassembler {
   private readonly done = new Map<number, { total: number; count: number }>();
   private readonly dirty = new Set<number>();
   private heldBytes = 0;
+  /**
+   * Charges of partial messages discarded for a conflict, still counted in `heldBytes` until
+   * `debtUntil` (staleMs after the latest conflict), as if they were held and fell silent then.
+   * Freed at once, they let a peer alternate two tiny contradicting pieces of one id and have a
+   * buffer of nearly the whole quota allocated for every other piece (~150 ms per datagram).
+   */
+  private debt = 0;
+  private debtUntil = 0;
   /** New pieces taken so far (progress the peer makes delivering). */
   accepted = 0;
   /** Whether an acknowledgement is owed at once (ACK_EVERY fragments of one message since its last). */
@@ -458,7 +466,7 @@ export class Reassembler {
       this.heldBytes += reassemblyCharge(f.total);
     }
     if (p.total !== f.total || p.count !== f.count) {
-      this.discard(f.msgId, p);
+      this.discard(f.msgId, p, now);
       this.drop('fragment-conflict', `message ${f.msgId}: ${f.count} pieces of ${f.total} bytes, earlier ${p.count} of ${p.total}`);
       return undefined;
     }
@@ -467,7 +475,7 @@ export class Reassembler {
     if (at > 0 && p.held[2 * at - 1] >= f.index) {
       for (let i = 0; i < f.bytes.length; i++) {
         if (p.buf[off + i] !== f.bytes[i]) {
-          this.discard(f.msgId, p);
+          this.discard(f.msgId, p, now);
           this.drop('fragment-conflict', `message ${f.msgId}: piece ${f.index} arrived twice with different bytes`);
           return undefined;
         }
@@ -498,6 +506,7 @@ export class Reassembler {
   /** Free room for a new message charged `charge` bytes, evicting stale partial messages (oldest first) if need be. */
   private makeRoom(now: number, charge: number): boolean {
     if (charge > this.quota) return false;
+    this.settleDebt(now);
     while (this.partials.size >= MAX_PARTIALS || this.heldBytes + charge > this.quota) {
       let oldest: [number, Partial] | undefined;
       for (const e of this.partials) if (!oldest || e[1].lastAt < oldest[1].lastAt) oldest = e;
@@ -508,14 +517,27 @@ export class Reassembler {
     return true;
   }
 
-  private discard(id: number, p: Partial): void {
+  /** Forget a partial message; its charge stays held until staleMs after `conflictAt` when one is given (a conflict). */
+  private discard(id: number, p: Partial, conflictAt?: number): void {
     this.partials.delete(id);
     this.dirty.delete(id);
-    this.heldBytes -= reassemblyCharge(p.total);
+    if (conflictAt === undefined) this.heldBytes -= reassemblyCharge(p.total);
+    else {
+      this.debt += reassemblyCharge(p.total);
+      this.debtUntil = Math.max(this.debtUntil, conflictAt + this.staleMs);
+    }
+  }
+
+  /** Release the charges of conflicting messages once staleMs passed since the latest conflict. */
+  private settleDebt(now: number): void {
+    if (this.debt === 0 || now < this.debtUntil) return;
+    this.heldBytes -= this.debt;
+    this.debt = 0;
   }
 
   /** Evict partial messages stale at `now` (housekeeping on the pair's timeout). */
   evictStale(now: number): void {
+    this.settleDebt(now);
     for (const [id, p] of [...this.partials]) {
       if (now - p.lastAt >= this.staleMs) {
         this.discard(id, p);
@@ -558,6 +580,7 @@ export class Reassembler {
     this.done.clear();
     this.dirty.clear();
     this.heldBytes = 0;
+    this.debt = 0;
     this.urgent = false;
   }
 }
