@@ -163,7 +163,9 @@ describe('catch-up by difference under faults (testing/sim/domain.ts)', () => {
     });
     expect(s.failures).toEqual([]);
     expect(s.converged).toBe(300);
-    expect(s.diffs).toBeGreaterThan(50);
+    // 31 over these seeds: members found behind. Before, 127: a new leader probed every member
+    // from index 1 at its first heartbeat, and weighed differences for members in step as well.
+    expect(s.diffs).toBeGreaterThan(20);
     // Odd seeds write their snapshots in the background: differences beside them too.
     expect(s.backgroundWritten).toBeGreaterThan(50);
   });

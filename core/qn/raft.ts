@@ -644,8 +644,12 @@ export class Raft {
         for (const id of this.others()) {
           const p = this.prog(id, now);
           // No acknowledgement since the last beat: what was in flight is presumed lost; probe from there.
+          // Probing, from where the last probe started (none sent yet: from next): going back to
+          // match + 1 sent a new leader's followers (match 0) its whole log, or a snapshot once
+          // compacted, at its first beat, and then at each beat after a refusal held back.
           if (p.match === p.matchAtBeat && p.next > p.match + 1) {
-            p.next = p.match + 1;
+            if (!p.probe) p.next = p.match + 1;
+            else if (p.probeAt > 0) p.next = Math.max(p.match + 1, Math.min(p.next, p.probeAt));
             p.probe = true;
           }
           p.matchAtBeat = p.match;
