@@ -4,7 +4,7 @@
  * a dynamic-DNS name), as WireGuard re-resolves its endpoints. Resolution goes through the
  * system resolver (getaddrinfo: /etc/hosts, then DNS), bounded in time.
  */
-import { promises as dns } from 'node:dns';
+import { promises as dns, V4MAPPED } from 'node:dns';
 import { isIPv6 } from 'node:net';
 import { parseEndpoint, type SpookdConfig } from './config.js';
 
@@ -13,7 +13,11 @@ import { parseEndpoint, type SpookdConfig } from './config.js';
  * UDP socket is udp4 or udp6 after `listen`, and cannot send to the other family.
  */
 export type Lookup = (host: string, family: 4 | 6) => Promise<string>;
-export const systemLookup: Lookup = async (host, family) => (await dns.lookup(host, { family })).address;
+// For a udp6 socket (an IPv6 listen, dual-stack `[::]`) a name with IPv4 addresses only resolves
+// IPv4-mapped (AI_V4MAPPED), as an IPv4 literal is written there: asked for AAAA alone, it did not
+// resolve at all and the peer had no endpoint (ENOTFOUND at the start and every re-resolution).
+export const systemLookup: Lookup = async (host, family) =>
+  (await dns.lookup(host, family === 6 ? { family, hints: V4MAPPED } : { family })).address;
 
 /** The address family spookd's UDP socket speaks (its `listen` address). */
 export const familyOf = (listen: string): 4 | 6 => (listen.startsWith('[') ? 6 : 4);
