@@ -11,13 +11,16 @@ export class WarnLimiter {
   /** Warnings not logged since start (the metric `spook_warnings_suppressed_total`). */
   suppressed = 0;
 
-  constructor(private readonly intervalMs = WARN_INTERVAL_MS) {}
+  constructor(
+    private readonly intervalMs = WARN_INTERVAL_MS,
+    private readonly maxKeys = MAX_KEYS,
+  ) {}
 
   /** Undefined when the warning is suppressed; else how many were suppressed for `key` since its last one. */
   admit(now: number, key: string): number | undefined {
-    if (!this.last.has(key) && this.last.size >= MAX_KEYS) {
+    if (!this.last.has(key) && this.last.size >= this.maxKeys) {
       for (const [k, v] of this.last) if (now - v.at >= this.intervalMs) this.last.delete(k);
-      if (this.last.size >= MAX_KEYS) key = '(other sources)';
+      if (this.last.size >= this.maxKeys) key = '(other sources)';
     }
     const e = this.last.get(key);
     if (e && now - e.at < this.intervalMs) {

@@ -168,6 +168,13 @@ export class Spookd {
   readonly links = new Map<string, Link>();
   /** Refused-handshake warnings, one per source address per minute. */
   readonly warns = new WarnLimiter();
+  /**
+   * Each pair's non-routine lifecycle lines, one per transition (peer, from, to) per 10 s: a peer
+   * moves its pair as fast as it sends Manifests that differ (DECOHERENT → DECOHERENT, a new
+   * register-mismatch) or that match and then do not (DECOHERENT ↔ REENTANGLING), ~40 to a datagram,
+   * and each was an info line of ~300 octets. Keys are configured peers × transitions (a dozen).
+   */
+  private readonly lifecycleLines = new WarnLimiter(10_000, 1 << 16);
   private readonly etcp: EtcpEndpoint;
   /** The ETCP session policy: every peer's sessions, handshakes, address, budget and violations. */
   readonly table: PeerTable;
@@ -1385,7 +1392,16 @@ export class Spookd {
         const routine =
           (ev.from === PairState.ENTANGLED && ev.to === PairState.COLLAPSING) ||
           (ev.from === PairState.COLLAPSING && ev.to === PairState.ENTANGLED);
-        this.log[routine ? 'debug' : 'info']({ peer: link.name, from: ev.from, to: ev.to, cause: ev.cause }, 'lifecycle');
+        if (routine) this.log.debug({ peer: link.name, from: ev.from, to: ev.to, cause: ev.cause }, 'lifecycle');
+        else {
+          const suppressed = this.lifecycleLines.admit(this.now(), `${link.name}:${ev.from}>${ev.to}`);
+          if (suppressed === undefined) this.warns.suppressed++;
+          else
+            this.log.info(
+              { peer: link.name, from: ev.from, to: ev.to, cause: ev.cause, ...(suppressed > 0 ? { suppressed } : {}) },
+              'lifecycle',
+            );
+        }
         const diffs = link.pair.registerMismatch;
         if (diffs && ev.cause.startsWith(`${LifecycleEvent.RegisterMismatch}:`)) {
           // Once per mismatch found (the core reports each once), and at most once a minute per peer.

@@ -1,0 +1,82 @@
+/**
+ * What a configured peer can make spookd log through its pair's lifecycle. Every Manifest that
+ * differs from the last one (a register name changed) is a new `register-mismatch`, recorded as a
+ * DECOHERENT → DECOHERENT transition, and one that matches after one that does not moves the pair
+ * DECOHERENT → REENTANGLING → DECOHERENT: before, each such transition was an info line of its
+ * own (~300 octets for a ~10-octet Manifest, ~40 to a datagram), without any limit.
+ * Now each transition of a peer's pair is logged at most once per 10 s, the rest counted.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rmSync } from 'node:fs';
+import { pino } from 'pino';
+import { Spookd } from '../drivers/daemon/spookd.js';
+import { encodeKey } from '../drivers/daemon/keys.js';
+import { configOf, inProcess, until } from './inproc.js';
+import { portBase } from './ports.js';
+import { encodeMessage, MsgType, type ManifestEntry } from '../wire/messages.js';
+import { manifestDigest } from '../core/pair/manifest.js';
+import { PairState } from '../core/pair/lifecycle.js';
+
+const lab = inProcess('spook-lifecycle-log', ['a', 'b'], portBase('pair-lifecycle-log.test.ts'));
+const lines: string[] = [];
+let a: Spookd;
+
+beforeAll(async () => {
+  // b has no endpoint: a waits for it, and what "b" sends is put into a's pair below.
+  const cfg = configOf(lab, 'a', [], { peers: [{ name: 'b', publicKey: encodeKey(lab.keys.b.publicKey) }] });
+  a = new Spookd(cfg, lab.keys.a, pino({ level: 'info' }, { write: (s: string) => void lines.push(s) }));
+  await a.start();
+});
+
+afterAll(async () => {
+  await a?.stop();
+  rmSync(lab.dir, { recursive: true, force: true });
+});
+
+const manifest = (entries: ManifestEntry[]): Buffer =>
+  Buffer.from(encodeMessage({ type: MsgType.Manifest, flags: 0, digest: manifestDigest(entries), part: 0, parts: 1, entries }));
+
+/** `payload` as the pair gets an authentic datagram of b's (the driver's own path after the AEAD). */
+let pn = 0;
+function deliver(payload: Buffer): void {
+  const link = a.link('b');
+  (a as unknown as { forPeer(l: unknown, what: string, fn: () => void): void }).forPeer(link, 'data frame', () => {
+    link.pair.handlePayload(a.now(), pn++, payload);
+    a.pump(link);
+  });
+}
+
+const lifecycleLines = (): string[] => lines.filter((l) => l.includes('"msg":"lifecycle"'));
+
+describe('lifecycle lines a peer can cause', () => {
+  it('differing manifests, 40 to a datagram: a few lines, not one each', async () => {
+    const link = a.link('b');
+    const wrong = (name: string): ManifestEntry[] => [{ name, kind: 1, limits: [] }];
+    const datagram = Buffer.concat(Array.from({ length: 40 }, (_, i) => manifest(wrong(i % 2 ? 'x' : 'y'))));
+    const before = lifecycleLines().length;
+    for (let i = 0; i < 100; i++) deliver(datagram);
+    await until('the pair decoherent', () => link.pair.state === PairState.DECOHERENT);
+    await new Promise((r) => setTimeout(r, 300));
+    const n = lifecycleLines().length - before;
+    const octets = lifecycleLines()
+      .slice(before)
+      .reduce((s, l) => s + l.length, 0);
+    console.log(`100 datagrams of ${datagram.length} octets: ${n} lifecycle lines, ${octets} octets logged`);
+    expect(n).toBeLessThanOrEqual(5);
+  });
+
+  it('a manifest that matches, then one that does not, over and over: a few lines', async () => {
+    const link = a.link('b');
+    const own = (link.pair as unknown as { manifest: { entries: ManifestEntry[] } }).manifest.entries;
+    const right = manifest(own);
+    const wrong = manifest([{ name: 'z', kind: 1, limits: [] }]);
+    const before = lifecycleLines().length;
+    for (let i = 0; i < 500; i++) deliver(i % 2 ? wrong : right);
+    await new Promise((r) => setTimeout(r, 300));
+    const n = lifecycleLines().length - before;
+    console.log(`500 datagrams of ${right.length}/${wrong.length} octets: ${n} lifecycle lines`);
+    expect(n).toBeLessThanOrEqual(5);
+    // What the lines left out is counted.
+    expect(a.warns.suppressed).toBeGreaterThan(0);
+  });
+});
