@@ -106,7 +106,7 @@ export const BLOCKS = {
   /** metrics */
   'metrics-contain.test.ts': { first: 31_930, last: 32_099, ports: 1 },
   /** a (its peer has no endpoint) */
-  'pair-lifecycle-log.test.ts': { first: 32_100, last: 32_269, ports: 1 },
+  'spookd-log-limits.test.ts': { first: 32_100, last: 32_269, ports: 1 },
   /** a, b */
   'library-outcome.test.ts': { first: 32_428, last: 32_767, ports: 2 },
 } as const satisfies Record<string, PortBlock>;

@@ -169,6 +169,13 @@ export class Spookd {
   /** Refused-handshake warnings, one per source address per minute. */
   readonly warns = new WarnLimiter();
   /**
+   * Warnings keyed by an address a sender picks (a refused handshake, a datagram that failed, a
+   * send to where a handshake came from): a limiter of their own, counted into `warns.suppressed`.
+   * Sharing `warns`, 1,024 senders filled its keys and every warning about a peer went to the one
+   * overflow slot (logged once a minute among them all) for as long as they kept on.
+   */
+  private readonly sourceWarns = new WarnLimiter();
+  /**
    * Each pair's non-routine lifecycle lines, one per transition (peer, from, to) per 10 s: a peer
    * moves its pair as fast as it sends Manifests that differ (DECOHERENT → DECOHERENT, a new
    * register-mismatch) or that match and then do not (DECOHERENT ↔ REENTANGLING), ~40 to a datagram,
@@ -853,7 +860,7 @@ export class Spookd {
     } catch (e) {
       // Not attributable to a peer (the per-peer handlers fence their own): count, warn rate-limited.
       this.table.count('internal-error', { from: { address: rinfo.address, port: rinfo.port } });
-      const suppressed = this.warns.admit(this.now(), `internal:${rinfo.address}`);
+      const suppressed = this.admitSource(this.now(), `internal:${rinfo.address}`);
       if (suppressed !== undefined)
         this.log.error({ err: e, from: `${rinfo.address}:${rinfo.port}`, suppressed }, 'internal error handling a datagram; dropped');
     }
@@ -972,10 +979,17 @@ export class Spookd {
     try {
       this.socket?.send(d, to.port, to.address);
     } catch (e) {
-      const suppressed = this.warns.admit(this.now(), `send:${to.address}`);
+      const suppressed = this.admitSource(this.now(), `send:${to.address}`);
       if (suppressed !== undefined)
         this.log.warn({ err: e, to: `${to.address}:${to.port}`, suppressed }, 'UDP send refused; datagram dropped');
     }
+  }
+
+  /** `sourceWarns.admit`, what it suppresses counted with the rest (`warningsSuppressed`). */
+  private admitSource(now: number, key: string): number | undefined {
+    const suppressed = this.sourceWarns.admit(now, key);
+    if (suppressed === undefined) this.warns.suppressed++;
+    return suppressed;
   }
 
   private onTableEvent(now: number, ev: PeerEvent, touched: Set<Link>): void {
@@ -985,7 +999,7 @@ export class Spookd {
         return;
       case 'handshake-refused': {
         // One warning per source address per minute; the rest are counted (drops, warnings-suppressed).
-        const suppressed = this.warns.admit(now, ev.from.address);
+        const suppressed = this.admitSource(now, ev.from.address);
         if (suppressed !== undefined)
           this.log.warn(
             { from: sourceOf(ev.from), detail: ev.detail, suppressed },

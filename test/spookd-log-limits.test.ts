@@ -17,7 +17,7 @@ import { encodeMessage, MsgType, type ManifestEntry } from '../wire/messages.js'
 import { manifestDigest } from '../core/pair/manifest.js';
 import { PairState } from '../core/pair/lifecycle.js';
 
-const lab = inProcess('spook-lifecycle-log', ['a', 'b'], portBase('pair-lifecycle-log.test.ts'));
+const lab = inProcess('spook-log-limits', ['a', 'b'], portBase('spookd-log-limits.test.ts'));
 const lines: string[] = [];
 let a: Spookd;
 
@@ -46,9 +46,13 @@ function deliver(payload: Buffer): void {
   });
 }
 
+/** An event of a's peer table, as the table reports it. */
+const tableEvent = (ev: unknown): void =>
+  (a as unknown as { onTableEvent(now: number, ev: unknown, touched: Set<unknown>): void }).onTableEvent(a.now(), ev, new Set());
+
 const lifecycleLines = (): string[] => lines.filter((l) => l.includes('"msg":"lifecycle"'));
 
-describe('lifecycle lines a peer can cause', () => {
+describe('what peers and senders can make spookd log', () => {
   it('differing manifests, 40 to a datagram: a few lines, not one each', async () => {
     const link = a.link('b');
     const wrong = (name: string): ManifestEntry[] => [{ name, kind: 1, limits: [] }];
@@ -78,5 +82,16 @@ describe('lifecycle lines a peer can cause', () => {
     expect(n).toBeLessThanOrEqual(5);
     // What the lines left out is counted.
     expect(a.warns.suppressed).toBeGreaterThan(0);
+  });
+
+  it('refused handshakes from 1,100 addresses leave the warnings about a peer logged', async () => {
+    for (let i = 0; i < 1100; i++)
+      tableEvent({ type: 'handshake-refused', from: { address: `10.0.${i >> 8}.${i & 255}`, port: 51820 }, detail: 'unauthorized-key' });
+    const refused = lines.filter((l) => l.includes('handshake refused from')).length;
+    tableEvent({ type: 'handshake-unanswered', peer: 'b', to: { address: '127.0.0.1', port: 9 }, attempts: 5 });
+    const unanswered = lines.filter((l) => l.includes('peer b at 127.0.0.1:9 has not answered 5 handshakes')).length;
+    console.log(`refused lines ${refused}; the unanswered warning about b logged: ${unanswered}`);
+    expect(refused).toBeLessThanOrEqual(1025);
+    expect(unanswered).toBe(1);
   });
 });
