@@ -459,7 +459,9 @@ export class Metrics {
 
   async start(): Promise<void> {
     const hp = parseHostPort(this.listen, true)!; // port 0 (any free port) only in tests: the configuration refuses it
-    this.server = createServer((req, res) => {
+    // Node checks headersTimeout and requestTimeout only every connectionsCheckingInterval (30 s by
+    // default): headers trickled in held a connection 32-40 s, not about the 10 s below.
+    this.server = createServer({ connectionsCheckingInterval: 1000 }, (req, res) => {
       // Node reads pipelined requests ahead of the answers: a client sending many without reading
       // would have them all held (each ~2 KB of objects for ~35 octets sent).
       const sock = req.socket;
