@@ -22,6 +22,7 @@ import { WrapSession, type WrapEvent } from '../../core/wrap/session.js';
 import { acceptCarrier, CarrierError, dialCarrier, HANDSHAKE_TIMEOUT_MS, type Carrier, type CarrierBudget } from './carrier.js';
 import { tuneHeapForBulk } from './heap.js';
 import { DeadlineHeap } from '../../core/util/deadline-heap.js';
+import { WarnLimiter } from '../../core/util/warn-limiter.js';
 import { tcpIo, WrapCounters, type ConnEnd, type LocalConn, type LocalIo, type WrapperCounters, type WrapperSpec } from './local.js';
 import { WrapHooks, type ClientAddr } from '../bpf/wrap-hooks.js';
 import { isDatagram, transportOf, wrapperKey, type WrapperKey, type WrapTransport } from '../../core/wrap/protocols.js';
@@ -221,6 +222,8 @@ export class WrapManager {
   /** Each carried TCP connection's socket (what a handover stores). */
   private readonly tcpSockets = new WeakMap<LocalConn, Socket>();
   readonly refused: Partial<Record<InterceptRefusal, number>> = {};
+  /** One refusal line per reason and local user a minute: each connect of a local process was one (~160 octets). */
+  private readonly refusalWarns = new WarnLimiter();
   /** Every local socket still open (lingering ones included), so that stop() leaves none. */
   private readonly sockets = new Set<Socket>();
   /** UDP: the intercept sockets (127.0.0.1 and [::1], one port). */
@@ -731,7 +734,12 @@ export class WrapManager {
     const dst = this.hooks?.originalDst({ address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 });
     const refuse = (why: InterceptRefusal): void => {
       this.refused[why] = (this.refused[why] ?? 0) + 1;
-      this.log.warn({ from: `${socket.remoteAddress}:${socket.remotePort}`, uid: dst?.uid, why }, 'intercepted connection refused');
+      const suppressed = this.refusalWarns.admit(now, `${why}:${dst?.uid ?? ''}`);
+      if (suppressed !== undefined)
+        this.log.warn(
+          { from: `${socket.remoteAddress}:${socket.remotePort}`, uid: dst?.uid, why, ...(suppressed > 0 ? { suppressed } : {}) },
+          'intercepted connection refused',
+        );
       socket.resetAndDestroy();
     };
     if (!dst) return refuse('no-original-destination');
