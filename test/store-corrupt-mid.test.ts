@@ -182,8 +182,8 @@ describe('pair log: damage mid-file is refused, a torn tail is cut', () => {
     expect(readFileSync(path)).toEqual(buf);
   });
 
-  it('a pending list damaged mid-file is refused too: the candidates after it were reported pending', () => {
-    const dir = tmp();
+  /** Three own candidates reported pending (secured, durable), the store closed: its pending list's path, bytes, record offsets. */
+  function pendingThree(dir: string): { seqs: number[]; path: string; buf: Buffer; offs: number[] } {
     const a = open(dir);
     const seqs = [0, 1, 2].map((i) => a.pair.propose(0, 'kv', set(`k${i}`, 'v')).seq);
     for (const s of seqs) a.pair.secureOwn(0, 'kv', s);
@@ -195,6 +195,12 @@ describe('pair log: damage mid-file is refused, a torn tail is cut', () => {
     const buf = readFileSync(path);
     const offs = offsets(buf, MAX_PAIR_RECORD);
     expect(offs).toHaveLength(3);
+    return { seqs, path, buf, offs };
+  }
+
+  it('a pending list damaged mid-file is refused too: the candidates after it were reported pending', () => {
+    const dir = tmp();
+    const { path, buf, offs } = pendingThree(dir);
     buf[offs[0] + RECORD_HEADER + 1] ^= 0x10;
     writeFileSync(path, buf);
     expect(() => open(dir)).toThrow(new RegExp(`${path} at byte 0: damaged record followed by whole records`));
@@ -203,15 +209,7 @@ describe('pair log: damage mid-file is refused, a torn tail is cut', () => {
 
   it('a pending candidate that checksums but does not decode is refused, never dropped (its proposer was told pending)', () => {
     const dir = tmp();
-    const a = open(dir);
-    const seqs = [0, 1, 2].map((i) => a.pair.propose(0, 'kv', set(`k${i}`, 'v')).seq);
-    for (const s of seqs) a.pair.secureOwn(0, 'kv', s);
-    a.store.persist(a.pair.pollWrites());
-    a.pair.writesDurable();
-    a.store.close();
-    const path = join(dir, 'kv', 'pending');
-    const buf = readFileSync(path);
-    const offs = offsets(buf, MAX_PAIR_RECORD);
+    const { seqs, path, buf, offs } = pendingThree(dir);
     // The middle record replaced by one of a delta op no spookd knows (a newer one's, after a downgrade), checksum and all.
     const odd = frameRecord(Uint8Array.from([seqs[1], 0x7f, 0x7f, 0x7f]), sha);
     const bad = Buffer.concat([buf.subarray(0, offs[1]), odd, buf.subarray(offs[2])]);
