@@ -13,7 +13,7 @@ import { Spookd } from '../drivers/daemon/spookd.js';
 import { applyConfig } from '../drivers/daemon/reload.js';
 import { EtcpEndpoint } from '../core/etcp/endpoint.js';
 import { generateKeyPair } from '../crypto/primitives.js';
-import { configOf, inProcess } from './inproc.js';
+import { configOf, inProcess, until } from './inproc.js';
 
 const silent = pino({ level: 'silent' });
 const random = (n: number): Uint8Array => new Uint8Array(randomBytes(n));
@@ -98,6 +98,18 @@ describe('a peer added by a reload, under a handshake flood', () => {
     daemons.push(h);
     const r = await applyConfig(h, { ...cfg, peers: [{ ...cfg.peers[0], endpoint: B_AT }] });
     expect(r.moved).toEqual(['b']);
+    expect(underFlood(h, p.keys.b)).toBe('respond');
+  });
+
+  it('so is a named peer whose name resolves to a new address (re-resolved while it does not answer)', async () => {
+    const p = inProcess('spook-reload-known', ['h', 'b'], 1);
+    dirs.push(p.dir);
+    const cfg = configOf(p, 'h', ['b'], { handshakes: { cookieThreshold: THRESHOLD } });
+    cfg.peers[0].endpoint = '203.0.113.50:7000'; // b.spook.test as resolved at the start
+    const h = new Spookd(cfg, p.keys.h, silent);
+    daemons.push(h);
+    h.watchNames(new Map([['b', { host: 'b.spook.test', port: 7000 }]]), () => Promise.resolve('192.0.2.1'), 20);
+    await until('b re-resolved', () => h.link('b').addr?.address === '192.0.2.1');
     expect(underFlood(h, p.keys.b)).toBe('respond');
   });
 });

@@ -760,6 +760,8 @@ export class Spookd {
           const was = view.addr;
           if (was?.address === address && was.port === e.port) continue;
           this.table.setAddress(peer, { address, port: e.port });
+          // Exempt there from the global DH bucket, as a configured endpoint is (moveEndpoint).
+          this.etcp.expectPeerAt(peer, `${address}:${e.port}`);
           this.wraps.addressChanged(peer);
           this.log.info(
             { peer, host: e.host, from: was ? hostPort(was) : null, to: endpointOf(address, e.port) },
