@@ -16,6 +16,7 @@ import { portBase } from './ports.js';
 import { encodeMessage, MsgType, type ManifestEntry } from '../wire/messages.js';
 import { manifestDigest } from '../core/pair/manifest.js';
 import { PairState } from '../core/pair/lifecycle.js';
+import { WarnLimiter } from '../core/util/warn-limiter.js';
 
 const lab = inProcess('spook-log-limits', ['a', 'b'], portBase('spookd-log-limits.test.ts'));
 const lines: string[] = [];
@@ -82,6 +83,42 @@ describe('what peers and senders can make spookd log', () => {
     expect(n).toBeLessThanOrEqual(5);
     // What the lines left out is counted.
     expect(a.warns.suppressed).toBeGreaterThan(0);
+  });
+
+  it('a pair that flaps and stays down: a line says where it ended, though the last transition was within the limit', async () => {
+    const link = a.link('b');
+    // The limit's window, shortened (10 s in the daemon) so the test need not wait for it.
+    // (What the tests above owe is dropped: it would be logged only at the end of their 10 s window.)
+    const d = a as unknown as { lifecycleLines: WarnLimiter; lifecycleShown?: Map<string, { owed?: NodeJS.Timeout }> };
+    d.lifecycleLines = new WarnLimiter(200, 1 << 16);
+    for (const s of d.lifecycleShown?.values() ?? []) clearTimeout(s.owed);
+    d.lifecycleShown?.clear();
+    const { ENTANGLED: E, DECOHERENT: D, REENTANGLING: R } = PairState;
+    // An honest link that fails, recovers and fails again within the window: the pair ends DECOHERENT.
+    const events = [
+      [E, D, 'silence'],
+      [D, R, 'reentangle'],
+      [R, E, 'reentangled'],
+      [E, D, 'silence'],
+    ].map(([from, to, cause]) => ({ type: 'lifecycle', from, to, cause }));
+    const pair = link.pair as unknown as { pollEvent(): unknown; state: PairState };
+    const poll = pair.pollEvent.bind(pair);
+    Object.defineProperty(pair, 'state', { configurable: true, get: () => D });
+    pair.pollEvent = () => events.shift();
+    const before = lifecycleLines().length;
+    try {
+      (a as unknown as { publish(l: unknown): void }).publish(link);
+      await new Promise((r) => setTimeout(r, 600));
+    } finally {
+      pair.pollEvent = poll;
+      delete (pair as { state?: unknown }).state;
+    }
+    const shown = lifecycleLines()
+      .slice(before)
+      .map((l) => JSON.parse(l) as { from: string; to: string });
+    console.log(`lines: ${shown.map((l) => `${l.from}>${l.to}`).join(', ')}`);
+    // What the log says last is where the pair is.
+    expect(shown.at(-1)?.to).toBe(D);
   });
 
   it('refused handshakes from 1,100 addresses leave the warnings about a peer logged', async () => {

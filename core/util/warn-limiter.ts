@@ -12,7 +12,7 @@ export class WarnLimiter {
   suppressed = 0;
 
   constructor(
-    private readonly intervalMs = WARN_INTERVAL_MS,
+    readonly intervalMs = WARN_INTERVAL_MS,
     private readonly maxKeys = MAX_KEYS,
   ) {}
 

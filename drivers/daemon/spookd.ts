@@ -181,7 +181,13 @@ export class Spookd {
    * register-mismatch) or that match and then do not (DECOHERENT ↔ REENTANGLING), ~40 to a datagram,
    * and each was an info line of ~300 octets. Keys are configured peers × transitions (a dozen).
    */
-  private readonly lifecycleLines = new WarnLimiter(10_000, 1 << 16);
+  private lifecycleLines = new WarnLimiter(10_000, 1 << 16);
+  /**
+   * Per peer: the state its last lifecycle line moved to, and a line owed at the end of the limit's
+   * window when a transition was left out: without it, a pair that failed, recovered and failed
+   * again within 10 s was last logged ENTANGLED while it stayed DECOHERENT.
+   */
+  private readonly lifecycleShown = new Map<string, { to: PairState; owed?: NodeJS.Timeout; left: number }>();
   private readonly etcp: EtcpEndpoint;
   /** The ETCP session policy: every peer's sessions, handshakes, address, budget and violations. */
   readonly table: PeerTable;
@@ -795,6 +801,7 @@ export class Spookd {
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
     if (this.nameTimer) clearInterval(this.nameTimer);
+    for (const s of this.lifecycleShown.values()) clearTimeout(s.owed);
     await this.admin?.stop();
     await this.metrics?.stop();
     await this.wraps.stop(opts); // interception ends before anything else: new connections go direct
@@ -1411,12 +1418,21 @@ export class Spookd {
         if (routine) this.log.debug({ peer: link.name, from: ev.from, to: ev.to, cause: ev.cause }, 'lifecycle');
         else {
           const suppressed = this.lifecycleLines.admit(this.now(), `${link.name}:${ev.from}>${ev.to}`);
-          if (suppressed === undefined) this.warns.suppressed++;
-          else
+          const shown = this.lifecycleShown.get(link.name) ?? { to: ev.from, left: 0 };
+          this.lifecycleShown.set(link.name, shown);
+          if (suppressed === undefined) {
+            this.warns.suppressed++;
+            shown.left++;
+            // Where the pair ends up is logged once the window is over, if no line said it by then.
+            shown.owed ??= setTimeout(() => this.lifecycleSettled(link.name), this.lifecycleLines.intervalMs).unref();
+          } else {
+            shown.to = ev.to;
+            shown.left = 0;
             this.log.info(
               { peer: link.name, from: ev.from, to: ev.to, cause: ev.cause, ...(suppressed > 0 ? { suppressed } : {}) },
               'lifecycle',
             );
+          }
         }
         const diffs = link.pair.registerMismatch;
         if (diffs && ev.cause.startsWith(`${LifecycleEvent.RegisterMismatch}:`)) {
@@ -1433,6 +1449,21 @@ export class Spookd {
       else if (ev.type === 'drop') this.log.debug({ peer: link.name, reason: ev.reason, detail: ev.detail }, 'pair drop');
       for (const s of this.subscribers) s(link, ev);
     }
+  }
+
+  /** A peer's lifecycle lines left some transitions out: log where its pair is if the last line did not say so. */
+  private lifecycleSettled(peer: string): void {
+    const shown = this.lifecycleShown.get(peer);
+    const link = this.links.get(peer);
+    if (!shown) return;
+    shown.owed = undefined;
+    if (this.stopping || !link) return void this.lifecycleShown.delete(peer);
+    // COLLAPSING is ENTANGLED with a write under way (routine, not logged at info).
+    const now = link.pair.state === PairState.COLLAPSING ? PairState.ENTANGLED : link.pair.state;
+    if (now !== shown.to)
+      this.log.info({ peer, from: shown.to, to: now, cause: 'transitions left out of the log', suppressed: shown.left }, 'lifecycle');
+    shown.to = now;
+    shown.left = 0;
   }
 
   /** Handshakes to start or renew, sessions to retire (the table's timers), pair timers to run; then re-arm. */
