@@ -621,6 +621,10 @@ export class DomainNode {
     if (env.to !== this.id) {
       // Relay (one hop): only to a destination we hear directly, never back where it came from.
       if (env.ttl <= 1 || env.to === from || !this.o.links.includes(env.to)) return this.drop('no-route');
+      // Only the link's own messages: a message crosses at most one relay, and one claiming another
+      // origin (this relay above all) would reach `to` from our link under a name not the sender's,
+      // unsealed and taken as ours (a member forged a follower's acknowledgement to its leader).
+      if (env.from !== from) return this.drop('no-route');
       if (!this.knownMember(env.to) || !this.knownMember(env.from)) return this.drop('not-a-member');
       this.stats.relayed++;
       const bytes = encodeEnvelope({ ...env, ttl: env.ttl - 1 });
