@@ -193,6 +193,8 @@ interface Pending {
   mac1: Uint8Array;
   /** A CookieReply is accepted once per HandshakeInit. */
   cookieTaken: boolean;
+  /** Where the init went (a source as handleHandshake names them), when the caller said. */
+  to: string | undefined;
 }
 
 const keyHex = (k: Uint8Array): string => Buffer.from(k).toString('hex');
@@ -323,9 +325,11 @@ export class EtcpEndpoint {
 
   /**
    * As `initiate`, but a full index space (which other peers' handshakes can cause) is a
-   * counted drop, not an exception: the caller retries later (§12.3).
+   * counted drop, not an exception: the caller retries later (§12.3). `to`: where the init is
+   * sent (a source as handleHandshake names them); a CookieReply to it is then taken only from
+   * that host (§12.8).
    */
-  tryInitiate(now: number, peerPublicKey: Uint8Array, timestamp = now): { datagram: Uint8Array } | { drop: 'no-free-index' } {
+  tryInitiate(now: number, peerPublicKey: Uint8Array, timestamp = now, to?: string): { datagram: Uint8Array } | { drop: 'no-free-index' } {
     const peer = this.peers.get(keyHex(peerPublicKey));
     if (!peer) throw new RangeError(`peer ${keyHex(peerPublicKey)} is not configured`);
     // One handshake in flight per peer: a retry supersedes the unanswered one (bounded state).
@@ -352,7 +356,7 @@ export class EtcpEndpoint {
       mac1Key(peer.publicKey),
       fresh ? c.cookie : undefined,
     );
-    this.pending.set(localIndex, { init, peer, localIndex, mac1: mac1Of(frame).slice(), cookieTaken: false });
+    this.pending.set(localIndex, { init, peer, localIndex, mac1: mac1Of(frame).slice(), cookieTaken: false, to });
     return { datagram: frame };
   }
 
@@ -369,7 +373,7 @@ export class EtcpEndpoint {
     const payload = datagram.subarray(HEADER_LEN);
     if (type === FrameType.HandshakeInit) return this.onInit(now, datagram, payload, source);
     if (type === FrameType.HandshakeResp) return this.onResp(now, datagram, pairId, payload, source);
-    if (type === FrameType.CookieReply) return this.onCookie(now, pairId, payload);
+    if (type === FrameType.CookieReply) return this.onCookie(now, pairId, payload, source);
     return { kind: 'drop', reason: 'handshake-malformed', detail: `frame type ${type} is not a handshake` };
   }
 
@@ -485,7 +489,7 @@ export class EtcpEndpoint {
     return encodeFrame({ type: FrameType.CookieReply, flags: 0, pairId: receiverIndex, packetNumber: 0 }, out);
   }
 
-  private onCookie(now: number, pairId: number, payload: Uint8Array): HandshakeOutcome {
+  private onCookie(now: number, pairId: number, payload: Uint8Array, source: string): HandshakeOutcome {
     if (payload.length !== COOKIE_REPLY_LEN)
       return {
         kind: 'drop',
@@ -497,6 +501,16 @@ export class EtcpEndpoint {
     const p = this.pending.get(receiverIndex);
     if (!p || receiverIndex !== pairId || p.cookieTaken)
       return { kind: 'drop', reason: 'unknown-index', detail: `no handshake awaiting a cookie with index ${receiverIndex}` };
+    // Whoever sees the init can seal a cookie that opens (its key is the responder's public key, its
+    // AD the init's mac1), and one is taken per init: from elsewhere than the responder's host, an
+    // observer's reply beat the genuine one to every init and kept the pair from forming under load.
+    const hostOf = this.o.sourceHost ?? ((x: string): string => x);
+    if (p.to !== undefined && hostOf(source) !== hostOf(p.to))
+      return {
+        kind: 'drop',
+        reason: 'cookie-auth-failed',
+        detail: `CookieReply for index ${receiverIndex} from ${source}, not the init's host`,
+      };
     const cookie = openCookie(p.peer.publicKey, COOKIE_REPLY.fields.nonce.get(c), COOKIE_REPLY.fields.cookie_sealed.get(c), p.mac1);
     if (!cookie)
       return { kind: 'drop', reason: 'cookie-auth-failed', detail: `CookieReply for index ${receiverIndex} does not authenticate` };

@@ -518,7 +518,7 @@ export class PeerTable {
   private initiate(now: number, p: Peer, to: Addr): void {
     p.lastInitAt = now;
     // A full index space is counted and retried, never an error of this pair (§12.3).
-    const init = this.o.etcp.tryInitiate(now, p.publicKey, this.o.timestamp?.(now) ?? now);
+    const init = this.o.etcp.tryInitiate(now, p.publicKey, this.o.timestamp?.(now) ?? now, sourceOf(to));
     if ('drop' in init) {
       this.drop(init.drop, { peer: p.name });
       return;
