@@ -1103,7 +1103,11 @@ export class Raft {
     }
     const conflict = first < entries.length && idx <= this.lastIndex;
     if (conflict && idx <= this.commit) return 'conflicts-committed';
-    if (first < entries.length && this.overUncommitted(prevIndex, first, entries, m.commit)) {
+    if (
+      first < entries.length &&
+      !this.votedNoop(from, m.term, prevIndex + first, entries, first) &&
+      this.overUncommitted(prevIndex, first, entries, m.commit)
+    ) {
       // Refused as a failed consistency check is, changing nothing (Raft lets a follower answer
       // failure): the hint is the last entry we hold that matches, so the leader retries from
       // the first we lack, as a probe (then once per heartbeat), until its commit index moves.
@@ -1125,6 +1129,34 @@ export class Raft {
     const commit = Math.min(m.commit, matched);
     if (commit > this.commit) this.setCommit(commit);
     this.send(from, { t: 'appendResp', term: this.term, ok: true, index: matched });
+  }
+
+  /**
+   * Whether the only new entry of an append is the Noop that starts the term of the leader this
+   * member voted for: held past the uncommitted bound. A leader holds its proposals within the
+   * bound, but each new leader appends its Noop whatever its log holds, so each term whose Noop
+   * reached the others and never committed left one more entry; past twice the bound every
+   * follower refused the next leader's Noop (`log-full`) and nothing could commit again, under
+   * any leader. Its voters (with it, a majority) hold it, so it commits. At most one a term, and
+   * a vote needs no leader heard for an election timeout: one entry an election timeout at most.
+   */
+  private votedNoop(
+    from: NodeId,
+    term: number,
+    before: number,
+    entries: Extract<RaftMsg, { t: 'append' }>['entries'],
+    first: number,
+  ): boolean {
+    const e = entries[first];
+    return (
+      first === entries.length - 1 &&
+      term === this.term &&
+      this.vote === from &&
+      e.term === term &&
+      e.cmd.length === 1 &&
+      e.cmd[0] === EntryKind.Noop &&
+      (this.termAt(before) ?? term) < term
+    );
   }
 
   /**
