@@ -65,6 +65,10 @@ export const DEFAULT_MAX_UNCOMMITTED_BYTES = 64 * 1024 * 1024;
  */
 const UNCOMMITTED_MARGIN = 2;
 
+/** A Noop starting its term (after an entry of an earlier one): as each leader appends one. */
+const termNoop = (e: { term: number; cmd: Uint8Array }, before: number): boolean =>
+  e.term > before && e.cmd.length === 1 && e.cmd[0] === EntryKind.Noop;
+
 /**
  * Why Raft refused a message (closed set; the caller counts them). Each leaves the node's
  * state exactly as it was, except `conflicts-committed`, which may follow the message's term.
@@ -311,6 +315,12 @@ export class Raft {
    */
   private logBytes: number[] = [];
   private logBytesBase = 0;
+  /**
+   * logCounted[i]: the entries of log[0..i] other than Noops starting a term, plus logCountedBase (those before
+   * log[0]): what counts toward the uncommitted bound's entries, in O(1) (countedBetween).
+   */
+  private logCounted: number[] = [];
+  private logCountedBase = 0;
   /** The latest durable snapshot: its bytes, or (written in the background) how to read them back. */
   private snap: (SnapshotMeta & { data: SnapshotData }) | undefined;
   /** A background snapshot asked for ('snapshot-begin') and not yet reported durable. */
@@ -567,17 +577,26 @@ export class Raft {
     return to > from ? at(to) - at(from) : 0;
   }
 
+  /** Entries other than Noops starting a term in (from, to], both in [base, lastIndex]: O(1). */
+  private countedBetween(from: number, to: number): number {
+    const at = (i: number): number => (i === this.base ? this.logCountedBase : this.logCounted[i - this.base - 1]);
+    return to > from ? at(to) - at(from) : 0;
+  }
+
   /** The log's entries from now on (after base), their octets counted afresh. */
   private setLog(entries: readonly LogEntry[]): void {
     this.log = [];
     this.logBytes = [];
     this.logBytesBase = 0;
+    this.logCounted = [];
+    this.logCountedBase = 0;
     for (const e of entries) this.pushLog(e);
   }
 
   private pushLog(e: LogEntry): void {
     const n = this.logBytes.length;
     this.logBytes.push((n > 0 ? this.logBytes[n - 1] : this.logBytesBase) + e.cmd.length);
+    this.logCounted.push((n > 0 ? this.logCounted[n - 1] : this.logCountedBase) + (termNoop(e, this.lastTerm) ? 0 : 1));
     this.log.push(e);
   }
 
@@ -585,8 +604,10 @@ export class Raft {
   private dropLogBefore(k: number): void {
     if (k <= 0) return;
     this.logBytesBase = this.logBytes[k - 1];
+    this.logCountedBase = this.logCounted[k - 1];
     this.log = this.log.slice(k);
     this.logBytes = this.logBytes.slice(k);
+    this.logCounted = this.logCounted.slice(k);
   }
 
   // --- the sans-I/O surface ---------------------------------------------------------
@@ -1177,15 +1198,23 @@ export class Raft {
     const floor = Math.max(this.commit, this.base, Math.min(leaderCommit, last));
     const count = last - floor;
     if (count <= 1) return false;
-    if (count > UNCOMMITTED_MARGIN * this.maxUncommittedEntries) return true;
+    // Noops starting a term, a failed term's each, count only toward the log's own bound (maxLogEntries, what it
+    // holds committed anyway): a member that lacked one of them (it voted for another, say) was
+    // sent it with its leader's, two new entries, and refused both past the bound; with the
+    // member that held them gone, a leader and it committed nothing again.
+    if (count > Math.max(this.maxLogEntries, UNCOMMITTED_MARGIN * this.maxUncommittedEntries)) return true;
     // Ours up to prevIndex + first stay (they match the leader's), then the new ones.
     let bytes = this.bytesBetween(floor, prevIndex + first);
-    for (let i = Math.max(first, floor - prevIndex); i < entries.length; i++) bytes += entries[i].cmd.length;
-    return bytes > UNCOMMITTED_MARGIN * this.maxUncommittedBytes;
+    let counted = this.countedBetween(floor, prevIndex + first);
+    for (let i = Math.max(first, floor - prevIndex); i < entries.length; i++) {
+      bytes += entries[i].cmd.length;
+      if (!termNoop(entries[i], i > 0 ? entries[i - 1].term : (this.termAt(prevIndex) ?? 0))) counted++;
+    }
+    return counted > UNCOMMITTED_MARGIN * this.maxUncommittedEntries || bytes > UNCOMMITTED_MARGIN * this.maxUncommittedBytes;
   }
 
   private truncateFrom(index: number): void {
-    this.log.length = this.logBytes.length = index - this.base - 1;
+    this.log.length = this.logBytes.length = this.logCounted.length = index - this.base - 1;
     this.write({ kind: 'truncate', from: index });
     while (this.configs.length > 1 && this.configs[this.configs.length - 1].index >= index) this.popConfig();
   }
