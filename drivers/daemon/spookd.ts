@@ -1602,5 +1602,29 @@ function toAddr(s: string | undefined, listen: string): { address: string; port:
   const hp = s === undefined ? undefined : parseHostPort(s);
   if (!hp) return undefined;
   const mapped = isIPv4(hp.host) && isIPv6(parseHostPort(listen)?.host ?? '');
-  return { address: mapped ? `::ffff:${hp.host}` : hp.host, port: hp.port };
+  return { address: mapped ? `::ffff:${hp.host}` : canonicalIPv6(hp.host), port: hp.port };
+}
+
+/**
+ * An IPv6 address as the socket names a datagram's source (inet_ntop: lower case, no leading
+ * zeros, the longest run of zero groups as `::`, an IPv4-mapped one dotted). The exemptions,
+ * roaming and the CookieReply check compare sources by text: a peer written `2001:DB8:0::1`
+ * never matched `2001:db8::1` (under a handshake flood, its inits and its cookies were dropped).
+ */
+function canonicalIPv6(host: string): string {
+  if (!isIPv6(host)) return host;
+  const zone = host.indexOf('%');
+  const bare = zone < 0 ? host : host.slice(0, zone);
+  let c: string;
+  try {
+    c = new URL(`http://[${bare}]/`).hostname.slice(1, -1);
+  } catch {
+    return host;
+  }
+  const m = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(c);
+  if (m) {
+    const [hi, lo] = [parseInt(m[1], 16), parseInt(m[2], 16)];
+    c = `::ffff:${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+  }
+  return zone < 0 ? c : c + host.slice(zone);
 }

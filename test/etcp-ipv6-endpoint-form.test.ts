@@ -1,0 +1,89 @@
+/**
+ * A configured IPv6 endpoint may be written in any of its textual forms (`[2001:DB8:0::1]`), but
+ * the UDP socket names a datagram's source in one (`2001:db8::1`, as inet_ntop writes it). Both
+ * checks that compare the two by text failed for the peer written otherwise: its exemption from
+ * the global DH bucket under a handshake flood (§12.8, knownSources) never matched it, and
+ * (since CookieReplies are taken only from the host an init went to) neither did its
+ * CookieReply, so under load the pair never formed in either direction. Nothing binds.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { pino } from 'pino';
+import { Spookd } from '../drivers/daemon/spookd.js';
+import { EtcpEndpoint } from '../core/etcp/endpoint.js';
+import { sourceOf } from '../core/etcp/peers.js';
+import { generateKeyPair } from '../crypto/primitives.js';
+import { configOf, inProcess } from './inproc.js';
+
+const silent = pino({ level: 'silent' });
+const random = (n: number): Uint8Array => new Uint8Array(randomBytes(n));
+const dirs: string[] = [];
+const daemons: Spookd[] = [];
+afterEach(async () => {
+  for (const d of daemons.splice(0)) await d.stop().catch(() => {});
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+const THRESHOLD = 2;
+/** As configured, and as the socket reports the same host's datagrams. */
+const WRITTEN = '[2001:DB8:0:0::1]:7000';
+const SEEN = '2001:db8::1:7000';
+
+function daemon(): { h: Spookd; kb: ReturnType<typeof generateKeyPair> } {
+  const p = inProcess('spook-ipv6-form', ['h', 'b'], 1);
+  dirs.push(p.dir);
+  const cfg = configOf(p, 'h', ['b'], { handshakes: { cookieThreshold: THRESHOLD } });
+  cfg.listen = '[::1]:0';
+  cfg.peers[0].endpoint = WRITTEN;
+  const h = new Spookd(cfg, p.keys.h, silent);
+  daemons.push(h);
+  return { h, kb: p.keys.b };
+}
+
+/** Spend the global DH bucket of `etcp` with a stranger's inits (it knows the key, the host does not know its). */
+function flood(etcp: EtcpEndpoint, key: Uint8Array, now: number): void {
+  const kc = generateKeyPair();
+  const warm = new EtcpEndpoint({ staticKey: kc, peers: [{ publicKey: key, name: 'x' }], random });
+  for (let i = 0; i <= THRESHOLD; i++) etcp.handleHandshake(now, warm.initiate(now, key), `198.51.100.200:${i}`);
+}
+
+describe('a peer whose IPv6 endpoint is written otherwise than the socket names it', () => {
+  it('keeps its exemption from the global DH bucket under a flood', () => {
+    const { h, kb } = daemon();
+    const etcp = (h as unknown as { etcp: EtcpEndpoint }).etcp;
+    const b = new EtcpEndpoint({ staticKey: kb, peers: [{ publicKey: h.key.publicKey, name: 'h' }], random });
+    let now = 1_000_000;
+    flood(etcp, h.key.publicKey, now);
+    const first = etcp.handleHandshake(now, b.initiate(now, h.key.publicKey), SEEN);
+    expect(first.kind).toBe('cookie');
+    if (first.kind === 'cookie') b.handleHandshake(now, first.datagram, 'h');
+    for (let i = 0; i < 10; i++) {
+      const kc = generateKeyPair();
+      const s = new EtcpEndpoint({ staticKey: kc, peers: [{ publicKey: h.key.publicKey, name: 'h' }], random });
+      const r = etcp.handleHandshake(now, s.initiate(now, h.key.publicKey), `198.51.100.${i}:4000`);
+      if (r.kind === 'cookie') s.handleHandshake(now, r.datagram, 'h');
+      now += 1;
+      etcp.handleHandshake(now, s.initiate(now, h.key.publicKey), `198.51.100.${i}:4000`);
+    }
+    now += 1;
+    const r = etcp.handleHandshake(now, b.initiate(now, h.key.publicKey), SEEN);
+    expect(r.kind === 'drop' ? r.reason : r.kind).toBe('respond');
+  });
+
+  it('has its CookieReply taken by the host that sent the init', () => {
+    const { h, kb } = daemon();
+    const etcp = (h as unknown as { etcp: EtcpEndpoint }).etcp;
+    const b = new EtcpEndpoint({ staticKey: kb, peers: [{ publicKey: h.key.publicKey, name: 'h' }], random, cookieThreshold: THRESHOLD });
+    const now = 1_000_000;
+    flood(b, kb.publicKey, now);
+    // As the peer table sends an init (peers.ts initiate): to the address it holds for b.
+    const init = etcp.tryInitiate(now, kb.publicKey, now, sourceOf(h.link('b').addr!));
+    if ('drop' in init) throw new Error(init.drop);
+    const reply = b.handleHandshake(now, init.datagram, '2001:db8::2:7000');
+    expect(reply.kind).toBe('cookie');
+    if (reply.kind !== 'cookie') return;
+    const r = etcp.handleHandshake(now, reply.datagram, SEEN);
+    expect(r.kind === 'drop' ? `${r.reason}: ${r.detail}` : r.kind).toBe('cookie-stored');
+  });
+});
