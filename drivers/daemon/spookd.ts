@@ -16,7 +16,7 @@
  * and only then sends and publishes. A store that fails fences its pair alone.
  */
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
-import { isIPv4, isIPv6 } from 'node:net';
+import { isIPv4, isIPv6, SocketAddress } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { EtcpEndpoint, MAX_SEALED_PAYLOAD, pairIdentity, type Session } from '../../core/etcp/endpoint.js';
@@ -1614,17 +1614,11 @@ function toAddr(s: string | undefined, listen: string): { address: string; port:
 function canonicalIPv6(host: string): string {
   if (!isIPv6(host)) return host;
   const zone = host.indexOf('%');
-  const bare = zone < 0 ? host : host.slice(0, zone);
-  let c: string;
   try {
-    c = new URL(`http://[${bare}]/`).hostname.slice(1, -1);
+    // SocketAddress formats with inet_ntop, as the socket formats a source; it leaves out a zone id.
+    const c = new SocketAddress({ address: zone < 0 ? host : host.slice(0, zone), family: 'ipv6' }).address;
+    return zone < 0 ? c : c + host.slice(zone);
   } catch {
     return host;
   }
-  const m = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(c);
-  if (m) {
-    const [hi, lo] = [parseInt(m[1], 16), parseInt(m[2], 16)];
-    c = `::ffff:${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
-  }
-  return zone < 0 ? c : c + host.slice(zone);
 }
