@@ -1617,7 +1617,9 @@ function canonicalIPv6(host: string): string {
   try {
     // SocketAddress formats with inet_ntop, as the socket formats a source; it leaves out a zone id.
     const c = new SocketAddress({ address: zone < 0 ? host : host.slice(0, zone), family: 'ipv6' }).address;
-    return zone < 0 ? c : c + host.slice(zone);
+    // The socket names a source's zone only for a link-local one (fe80::/10): held elsewhere,
+    // `fd00::2%eth0` never matched `fd00::2`, and its CookieReplies were refused.
+    return zone < 0 || !/^fe[89ab][0-9a-f]:/.test(c) ? c : c + host.slice(zone);
   } catch {
     return host;
   }

@@ -1,0 +1,88 @@
+/**
+ * A configured IPv6 endpoint may carry a zone id (`[fd00::2%eth0]:7000`), but the UDP socket
+ * names a datagram's source with one only for a link-local address (fe80::/10, as Node's
+ * AddressToJS appends the interface's name): from any other address it names the bare host.
+ * An endpoint held with the zone never matched its datagrams' sources, and its CookieReply was
+ * refused (cookie-auth-failed) under a handshake flood. Only the loopback binds (OS ports).
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { createSocket } from 'node:dgram';
+import { rmSync } from 'node:fs';
+import { pino } from 'pino';
+import { Spookd } from '../drivers/daemon/spookd.js';
+import { EtcpEndpoint } from '../core/etcp/endpoint.js';
+import { sourceOf } from '../core/etcp/peers.js';
+import { generateKeyPair } from '../crypto/primitives.js';
+import { configOf, inProcess } from './inproc.js';
+
+const silent = pino({ level: 'silent' });
+const random = (n: number): Uint8Array => new Uint8Array(randomBytes(n));
+const dirs: string[] = [];
+const daemons: Spookd[] = [];
+afterEach(async () => {
+  for (const d of daemons.splice(0)) await d.stop().catch(() => {});
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+const THRESHOLD = 2;
+
+function daemon(endpoint: string): { h: Spookd; kb: ReturnType<typeof generateKeyPair> } {
+  const p = inProcess('spook-ipv6-zone', ['h', 'b'], 1);
+  dirs.push(p.dir);
+  const cfg = configOf(p, 'h', ['b'], { handshakes: { cookieThreshold: THRESHOLD } });
+  cfg.listen = '[::1]:0';
+  cfg.peers[0].endpoint = endpoint;
+  const h = new Spookd(cfg, p.keys.h, silent);
+  daemons.push(h);
+  return { h, kb: p.keys.b };
+}
+
+/** What a udp6 socket names as the source of a datagram sent from `from` (bound there). */
+async function sourceSeen(from: string): Promise<string> {
+  const r = createSocket({ type: 'udp6' });
+  const s = createSocket({ type: 'udp6' });
+  try {
+    await new Promise<void>((res) => r.bind(0, '::1', () => res()));
+    await new Promise<void>((res) => s.bind(0, from, () => res()));
+    const got = new Promise<string>((res) => r.once('message', (_m, rinfo) => res(rinfo.address)));
+    s.send('x', r.address().port, '::1');
+    return await got;
+  } finally {
+    r.close();
+    s.close();
+  }
+}
+
+describe('a peer whose IPv6 endpoint carries a zone id', () => {
+  it('is held as the socket names its sources: no zone off link-local', async () => {
+    const seen = await sourceSeen('::1');
+    expect(seen).toBe('::1');
+    const { h } = daemon('[::1%lo]:7000');
+    expect(h.link('b').addr?.address).toBe(seen);
+    // Link-local: the socket names the interface, so the zone stays.
+    const { h: l } = daemon('[FE80::FC:0:1%eth0]:7000');
+    expect(l.link('b').addr?.address).toBe('fe80::fc:0:1%eth0');
+    // IPv4-mapped, zone or not: dotted, as the socket writes it.
+    const { h: m } = daemon('[::FFFF:7F00:1%lo]:7000');
+    expect(m.link('b').addr?.address).toBe('::ffff:127.0.0.1');
+  });
+
+  it('has its CookieReply taken by the host that sent the init', () => {
+    const { h, kb } = daemon('[fd00::2%eth0]:7000');
+    const etcp = (h as unknown as { etcp: EtcpEndpoint }).etcp;
+    const b = new EtcpEndpoint({ staticKey: kb, peers: [{ publicKey: h.key.publicKey, name: 'h' }], random, cookieThreshold: THRESHOLD });
+    const now = 1_000_000;
+    const kc = generateKeyPair();
+    const warm = new EtcpEndpoint({ staticKey: kc, peers: [{ publicKey: kb.publicKey, name: 'x' }], random });
+    for (let i = 0; i <= THRESHOLD; i++) b.handleHandshake(now, warm.initiate(now, kb.publicKey), `198.51.100.200:${i}`);
+    const init = etcp.tryInitiate(now, kb.publicKey, now, sourceOf(h.link('b').addr!));
+    if ('drop' in init) throw new Error(init.drop);
+    const reply = b.handleHandshake(now, init.datagram, '2001:db8::2:7000');
+    expect(reply.kind).toBe('cookie');
+    if (reply.kind !== 'cookie') return;
+    // The socket names the reply's source without the zone (fd00::2 is not link-local).
+    const r = etcp.handleHandshake(now, reply.datagram, 'fd00::2:7000');
+    expect(r.kind === 'drop' ? `${r.reason}: ${r.detail}` : r.kind).toBe('cookie-stored');
+  });
+});
