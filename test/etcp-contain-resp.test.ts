@@ -9,14 +9,14 @@ import { describe, expect, it, vi } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { EtcpEndpoint, type HandshakeOutcome } from '../core/etcp/endpoint.js';
 import { IKInitiator, IKResponder, NoiseError } from '../core/etcp/noise.js';
-import { PeerTable, type Addr } from '../core/etcp/peers.js';
+import type { Addr } from '../core/etcp/peers.js';
 import { DEFAULT_COOKIE_THRESHOLD, DH_RATE_PER_THRESHOLD, mac1Key, stampMacs } from '../core/etcp/cookie.js';
 import { generateKeyPair, type KeyPair } from '../crypto/primitives.js';
 import { decodeFrame, encodeFrame } from '../wire/header.js';
 import { FrameType } from '../wire/constants.js';
 import { HANDSHAKE_INIT, HANDSHAKE_RESP } from '../wire/etcp.js';
 import { viewOf } from '../wire/layouts.js';
-import { PairState } from '../core/pair/lifecycle.js';
+import { peerTableOfOne } from './helpers.js';
 
 // Every X25519 the handshake code does, counted (noise.ts imports dh from this module).
 const dhCalls = vi.hoisted(() => ({ n: 0 }));
@@ -210,23 +210,7 @@ describe('a forged HandshakeResp changes nothing (§12.2.2)', () => {
 
 describe('a forged HandshakeResp per init, in the peer table', () => {
   function mkTable(self: KeyPair, peer: { name: string; key: KeyPair; at: Addr }, clock: { now: number }) {
-    const etcp = new EtcpEndpoint({
-      staticKey: self,
-      peers: [{ name: peer.name, publicKey: peer.key.publicKey }],
-      random,
-      perPeerLimit: 10,
-      sourceHost: host,
-      knownSources: [{ peer: peer.name, source: `${peer.at.address}:${peer.at.port}` }],
-    });
-    const table = new PeerTable({
-      etcp,
-      localPublicKey: self.publicKey,
-      peers: [{ name: peer.name, publicKey: peer.key.publicKey, endpoint: peer.at, pairState: () => PairState.ENTANGLED, budgetMs: 100 }],
-      now: 0,
-      clock: () => clock.now,
-      violationLimit: 100,
-    });
-    return { etcp, table };
+    return peerTableOfOne(self, peer, clock, { perPeerLimit: 10 });
   }
 
   for (const [label, perInit] of [

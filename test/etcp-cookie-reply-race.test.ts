@@ -8,17 +8,16 @@
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { EtcpEndpoint } from '../core/etcp/endpoint.js';
-import { PeerTable, type Addr } from '../core/etcp/peers.js';
+import type { Addr } from '../core/etcp/peers.js';
 import { mac1Of, sealCookie } from '../core/etcp/cookie.js';
 import { generateKeyPair, type KeyPair } from '../crypto/primitives.js';
 import { decodeFrame, encodeFrame } from '../wire/header.js';
 import { FrameType } from '../wire/constants.js';
 import { COOKIE_REPLY, HANDSHAKE_INIT } from '../wire/etcp.js';
 import { viewOf } from '../wire/layouts.js';
-import { PairState } from '../core/pair/lifecycle.js';
+import { peerTableOfOne } from './helpers.js';
 
 const random = (n: number): Uint8Array => new Uint8Array(randomBytes(n));
-const host = (src: string): string => src.slice(0, src.lastIndexOf(':'));
 
 /** What an observer of `init` to the holder of `responderPub` can send: a CookieReply that opens, with a cookie of its choosing. */
 function forgedCookie(responderPub: Uint8Array, init: Uint8Array): Uint8Array {
@@ -32,23 +31,7 @@ function forgedCookie(responderPub: Uint8Array, init: Uint8Array): Uint8Array {
 }
 
 function mkTable(self: KeyPair, peer: { name: string; key: KeyPair; at: Addr }, clock: { now: number }) {
-  const etcp = new EtcpEndpoint({
-    staticKey: self,
-    peers: [{ name: peer.name, publicKey: peer.key.publicKey }],
-    random,
-    cookieThreshold: 5,
-    sourceHost: host,
-    knownSources: [{ peer: peer.name, source: `${peer.at.address}:${peer.at.port}` }],
-  });
-  const table = new PeerTable({
-    etcp,
-    localPublicKey: self.publicKey,
-    peers: [{ name: peer.name, publicKey: peer.key.publicKey, endpoint: peer.at, pairState: () => PairState.ENTANGLED, budgetMs: 100 }],
-    now: 0,
-    clock: () => clock.now,
-    violationLimit: 100,
-  });
-  return { etcp, table };
+  return peerTableOfOne(self, peer, clock, { cookieThreshold: 5 });
 }
 
 describe('CookieReply race (§12.8)', () => {

@@ -1,5 +1,9 @@
 /** Small builders shared by the HalfPair tests. */
 import { afterEach, expect } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { EtcpEndpoint, type EndpointOptions } from '../core/etcp/endpoint.js';
+import { PeerTable, type Addr } from '../core/etcp/peers.js';
+import type { KeyPair } from '../crypto/primitives.js';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -305,4 +309,34 @@ export function soloDomain(
     return r.seq!;
   };
   return { node, sync, put };
+}
+
+/**
+ * One host's ETCP endpoint and peer table with a single peer `peer` at `at` (its configured
+ * endpoint exempt, as spookd seeds `knownSources`), sources keyed by host as spookd's
+ * `sourceHost`; `etcp` adds endpoint options (a cookie threshold, a per-peer limit).
+ */
+export function peerTableOfOne(
+  self: KeyPair,
+  peer: { name: string; key: KeyPair; at: Addr },
+  clock: { now: number },
+  etcp: Partial<EndpointOptions> = {},
+): { etcp: EtcpEndpoint; table: PeerTable } {
+  const endpoint = new EtcpEndpoint({
+    staticKey: self,
+    peers: [{ name: peer.name, publicKey: peer.key.publicKey }],
+    random: (n) => new Uint8Array(randomBytes(n)),
+    sourceHost: (src) => src.slice(0, src.lastIndexOf(':')),
+    knownSources: [{ peer: peer.name, source: `${peer.at.address}:${peer.at.port}` }],
+    ...etcp,
+  });
+  const table = new PeerTable({
+    etcp: endpoint,
+    localPublicKey: self.publicKey,
+    peers: [{ name: peer.name, publicKey: peer.key.publicKey, endpoint: peer.at, pairState: () => PairState.ENTANGLED, budgetMs: 100 }],
+    now: 0,
+    clock: () => clock.now,
+    violationLimit: 100,
+  });
+  return { etcp: endpoint, table };
 }
