@@ -229,6 +229,7 @@ export interface PairSummary {
   /** When the pair entered `state` (epoch ms). */
   since: number;
   role: PairRole;
+  /** Where the peer is reached, `HOST:PORT` as in a configuration file (IPv6 in brackets); null before its address is known. */
   endpoint: string | null;
   pairId: number | null;
   rttMs: number | null;

@@ -16,6 +16,7 @@ import { pino } from 'pino';
 import { Spookd } from '../drivers/daemon/spookd.js';
 import { EtcpEndpoint } from '../core/etcp/endpoint.js';
 import { sourceOf } from '../core/etcp/peers.js';
+import { pairSummary } from '../drivers/admin/pair.js';
 import { generateKeyPair } from '../crypto/primitives.js';
 import { configOf, inProcess } from './inproc.js';
 
@@ -127,6 +128,8 @@ describe('a peer whose IPv6 endpoint carries a zone id', () => {
     // IPv4-mapped, zone or not: dotted, as the socket writes it.
     const { h: m } = daemon('[::FFFF:7F00:1%lo]:7000');
     expect(m.link('b').addr?.address).toBe('::ffff:127.0.0.1');
+    // The admin API writes it as a configuration file does: brackets, so the port stays apart.
+    expect(pairSummary(h.link('b')).endpoint).toBe('[::1]:7000');
   });
 
   it('has its CookieReply taken by the host that sent the init', () => {

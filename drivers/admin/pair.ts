@@ -11,6 +11,7 @@ import type { SpookEvent } from '../../core/pair/events.js';
 import { MapState } from '../../core/register/map.js';
 import { type StreamState } from '../../core/register/stream.js';
 import { encodeKey } from '../daemon/keys.js';
+import { endpointOf } from '../daemon/resolve.js';
 import type { PeerLink, Spookd } from '../daemon/spookd.js';
 import { AdminFault, MAX_WAIT_MS, bytesArg, echo, failsAs, num, showBytes, str, type Untrusted } from './args.js';
 import type { Call, Handlers, StreamEnd, StreamHandlers } from './handlers.js';
@@ -30,7 +31,8 @@ export function pairSummary(link: PeerLink): PairSummary {
     state: p.state,
     since: epochMs(p.since),
     role: p.role,
-    endpoint: link.addr ? `${link.addr.address}:${link.addr.port}` : null,
+    // Written as in a configuration file: an IPv6 address in brackets.
+    endpoint: link.addr ? endpointOf(link.addr.address, link.addr.port) : null,
     pairId: link.session?.localIndex ?? null,
     rttMs: p.rttMs === undefined ? null : Number(p.rttMs.toFixed(2)),
     loss: st.datagramsSent === 0 ? 0 : Number((st.retransmitTimeouts / st.datagramsSent).toFixed(4)),

@@ -81,7 +81,7 @@ interface EndedSync {
   failed?: Error;
 }
 
-const hostPort = (a: Addr | undefined): string | undefined => a && `${a.address}:${a.port}`;
+const hostPort = (a: Addr | undefined): string | undefined => a && sourceOf(a);
 
 /** How a stop ended. */
 export interface StopReport {
@@ -323,7 +323,7 @@ export class Spookd {
       sourceHost: (s) => s.slice(0, s.lastIndexOf(':')),
       knownSources: cfg.peers.flatMap((p) => {
         const a = toAddr(p.endpoint, cfg.listen);
-        return a ? [{ peer: p.name, source: `${a.address}:${a.port}` }] : [];
+        return a ? [{ peer: p.name, source: sourceOf(a) }] : [];
       }),
       onInitAccepted: (peer, ts) => {
         try {
@@ -624,7 +624,7 @@ export class Spookd {
       this.wraps.addPeer({ name: p.name, publicKey, role: link.pair.role === 'sequencer' ? 0 : 1 });
       // After the link: a rekeyed peer's directory (and the old key's last-init) went aside.
       // Its configured endpoint exempt from the global DH bucket, as at a start (knownSources).
-      this.etcp.addPeer({ name: p.name, publicKey }, this.acceptedInit(p.name), endpoint && `${endpoint.address}:${endpoint.port}`);
+      this.etcp.addPeer({ name: p.name, publicKey }, this.acceptedInit(p.name), endpoint && sourceOf(endpoint));
     } catch (e) {
       this.wraps.removePeer(p.name);
       this.table.removePeer(p.name);
@@ -707,7 +707,7 @@ export class Spookd {
     const to = toAddr(endpoint, this.cfg.listen);
     this.table.setAddress(name, to);
     // Exempt there from the global DH bucket, as a start with this endpoint would make it (knownSources).
-    if (to) this.etcp.expectPeerAt(name, `${to.address}:${to.port}`);
+    if (to) this.etcp.expectPeerAt(name, sourceOf(to));
     this.wraps.addressChanged(name);
     this.schedule();
   }
@@ -767,7 +767,7 @@ export class Spookd {
           if (was?.address === address && was.port === e.port) continue;
           this.table.setAddress(peer, { address, port: e.port });
           // Exempt there from the global DH bucket, as a configured endpoint is (moveEndpoint).
-          this.etcp.expectPeerAt(peer, `${address}:${e.port}`);
+          this.etcp.expectPeerAt(peer, sourceOf({ address, port: e.port }));
           this.wraps.addressChanged(peer);
           this.log.info(
             { peer, host: e.host, from: was ? hostPort(was) : null, to: endpointOf(address, e.port) },
@@ -871,7 +871,7 @@ export class Spookd {
       this.table.count('internal-error', { from: { address: rinfo.address, port: rinfo.port } });
       const suppressed = this.admitSource(this.now(), `internal:${rinfo.address}`);
       if (suppressed !== undefined)
-        this.log.error({ err: e, from: `${rinfo.address}:${rinfo.port}`, suppressed }, 'internal error handling a datagram; dropped');
+        this.log.error({ err: e, from: sourceOf(rinfo), suppressed }, 'internal error handling a datagram; dropped');
     }
   }
 
@@ -989,8 +989,7 @@ export class Spookd {
       this.socket?.send(d, to.port, to.address);
     } catch (e) {
       const suppressed = this.admitSource(this.now(), `send:${to.address}`);
-      if (suppressed !== undefined)
-        this.log.warn({ err: e, to: `${to.address}:${to.port}`, suppressed }, 'UDP send refused; datagram dropped');
+      if (suppressed !== undefined) this.log.warn({ err: e, to: sourceOf(to), suppressed }, 'UDP send refused; datagram dropped');
     }
   }
 
