@@ -90,6 +90,27 @@ type Line = Partial<AdminEventLine<Record<string, unknown>>> & {
 export type RequestParams<C extends AdminCommand> =
   Record<string, never> extends AdminArgs<C> ? [args?: AdminArgs<C>, opts?: CallOptions] : [args: AdminArgs<C>, opts?: CallOptions];
 
+/** The longest delay setTimeout holds: a signed 32-bit count of ms (24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * An unref'd timer calling `fn` after `ms`, however long. setTimeout fires a longer delay (or
+ * Infinity) after 1 ms, with a warning: a call given 30 days, or Infinity, was abandoned as
+ * `timeout` at once although spookd answered (a write took effect and its caller heard it had
+ * timed out). A longer delay is waited out in steps of MAX_TIMER_MS; Infinity never fires.
+ */
+function longTimeout(fn: () => void, ms: number): { clear(): void } {
+  let t: NodeJS.Timeout | undefined;
+  const arm = (left: number): void => {
+    if (left === Infinity) return;
+    const step = Math.min(left, MAX_TIMER_MS);
+    t = setTimeout(() => (left > step ? arm(left - step) : fn()), step);
+    t.unref();
+  };
+  arm(ms);
+  return { clear: () => clearTimeout(t) };
+}
+
 export class AdminClient {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
@@ -196,13 +217,12 @@ export class AdminClient {
       entry.reject(e);
     };
     const onAbort = (): void => abandon(new SpookError('aborted', `${cmd} aborted`));
-    const timer = setTimeout(() => abandon(new SpookError('timeout', `${cmd}: no answer from spookd within ${timeoutMs} ms`)), timeoutMs);
-    timer.unref();
+    const timer = longTimeout(() => abandon(new SpookError('timeout', `${cmd}: no answer from spookd within ${timeoutMs} ms`)), timeoutMs);
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     const entry: Pending = {
       ...p,
       release: () => {
-        clearTimeout(timer);
+        timer.clear();
         opts.signal?.removeEventListener('abort', onAbort);
       },
     };
