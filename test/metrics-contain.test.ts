@@ -16,7 +16,11 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 describe('the metrics listener against idle connections', () => {
   it('holds at most 64 at once and closes an idle one within seconds; a scrape still answers', async () => {
-    const m = new Metrics({ subscribers: new Set(), ready: true } as unknown as Spookd, `127.0.0.1:${port}`, pino({ level: 'silent' }));
+    const m = new Metrics(
+      { subscribers: new Set(), removals: new Set(), ready: true } as unknown as Spookd,
+      `127.0.0.1:${port}`,
+      pino({ level: 'silent' }),
+    );
     await m.start();
     const srv = (m as unknown as { server: Server }).server;
     const socks: Socket[] = [];
@@ -42,7 +46,11 @@ describe('the metrics listener against idle connections', () => {
   it('closes a connection whose headers trickle in after about 10 s, not 30-40 s', async () => {
     // A header line every 2 s keeps the idle timer from firing; headersTimeout (10 s) is what ends it,
     // checked by Node every connectionsCheckingInterval (30 s by default: it was held 32 s; now 12-14 s).
-    const m = new Metrics({ subscribers: new Set(), ready: true } as unknown as Spookd, `127.0.0.1:${port}`, pino({ level: 'silent' }));
+    const m = new Metrics(
+      { subscribers: new Set(), removals: new Set(), ready: true } as unknown as Spookd,
+      `127.0.0.1:${port}`,
+      pino({ level: 'silent' }),
+    );
     await m.start();
     const s = connect(port, '127.0.0.1');
     s.on('error', () => {});

@@ -40,6 +40,7 @@ function hub(peers: number, registers: number): Spookd {
   }
   return {
     subscribers: new Set(),
+    removals: new Set(),
     ready: true,
     links,
     drops: {},

@@ -57,6 +57,16 @@ export class Metrics {
   /** Per peer: when its pair left ENTANGLED for re-entanglement (the daemon's clock, ms). */
   private readonly reentangleFrom = new Map<string, number>();
   private readonly onEvent = (link: PeerLink, ev: SpookEvent): void => this.event(link, ev);
+  /**
+   * A peer removed (a reload; a rekey removes, then adds under the same name): what was timed for
+   * its pair goes, its series too. Kept, the new pair's first formation was observed as one
+   * re-entanglement from the old pair's decoherence (an hour gone: 3,600 s), and each removed
+   * peer's series stayed exported.
+   */
+  private readonly onRemoved = (peer: string): void => {
+    this.reentangleFrom.delete(peer);
+    this.reentangleSeconds.remove({ peer });
+  };
   /** The scrape the requests that arrive now will be answered from (not begun yet). */
   private nextScrape: Promise<string> | undefined;
   /** The last scrape begun (settled or not): the next one waits for it. */
@@ -415,6 +425,7 @@ export class Metrics {
       registers: [r],
     });
     d.subscribers.add(this.onEvent);
+    d.removals.add(this.onRemoved);
   }
 
   /** A write decided `seconds` after it was made (the admin API's view). */
@@ -518,6 +529,7 @@ export class Metrics {
 
   async stop(): Promise<void> {
     this.d.subscribers.delete(this.onEvent);
+    this.d.removals.delete(this.onRemoved);
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
 }
