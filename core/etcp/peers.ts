@@ -186,6 +186,8 @@ export type PeerEvent =
 export interface Transmit {
   to: Addr;
   datagram: Uint8Array;
+  /** The configured peer it is for (unset: a CookieReply to whoever sent an init). */
+  peer?: string;
 }
 
 export class PeerTable {
@@ -268,6 +270,9 @@ export class PeerTable {
       if ((e.type === 'pair-payload' || e.type === 'domain-payload' || e.type === 'established') && e.peer === name)
         this.events.splice(i, 1);
     }
+    // And its datagrams not yet sent (an init, a HandshakeResp, a QN frame): else a driver that polls
+    // after the removal sent them to a peer no longer configured.
+    for (let i = this.transmits.length - 1; i >= 0; i--) if (this.transmits[i].peer === name) this.transmits.splice(i, 1);
   }
 
   // ---- reading ----
@@ -480,7 +485,7 @@ export class PeerTable {
       this.drop('qn-oversized', { peer: name, detail: `${payload.length} bytes` });
       return false;
     }
-    this.transmits.push({ to: p.addr, datagram: p.session.seal(payload) });
+    this.transmits.push({ to: p.addr, datagram: p.session.seal(payload), peer: name });
     this.sealed(p, p.session);
     return true;
   }
@@ -523,7 +528,7 @@ export class PeerTable {
       this.drop(init.drop, { peer: p.name });
       return;
     }
-    this.transmits.push({ to, datagram: init.datagram });
+    this.transmits.push({ to, datagram: init.datagram, peer: p.name });
     p.handshakesSent++;
     if (p.session) return; // a rekey: the current session still carries the pair
     if (++p.unanswered >= UNANSWERED_REPORT_AFTER)
@@ -577,7 +582,7 @@ export class PeerTable {
     p.addr = from; // an authenticated handshake: roaming
     this.events.push({ type: 'session-added', peer: p.name, localIndex: r.session.localIndex });
     if (r.kind === 'established') return this.adopt(p, r.session, now);
-    this.transmits.push({ to: from, datagram: r.datagram });
+    this.transmits.push({ to: from, datagram: r.datagram, peer: p.name });
     // A responder sends on the new session once the initiator proves it holds it (its first Data frame),
     // unless it has no session at all. Unconfirmed ones expire (a lost response, a retried init).
     if (!p.session) return this.adopt(p, r.session, now);
