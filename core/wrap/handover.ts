@@ -13,8 +13,11 @@
 import type { Target } from '../../wire/wrap.js';
 
 export const HANDOVER_MAGIC = 'SPKWRAPH';
-/** 2 adds each peer's recently completed connections; 1 (without them) is still read. */
-export const HANDOVER_VERSION = 2;
+/**
+ * 3 adds a local connection's user (uid); 2 adds each peer's recently completed connections;
+ * 1 and 2 are still read.
+ */
+export const HANDOVER_VERSION = 3;
 /** Bounds of a decoded state (beyond them it is refused, not truncated). */
 export const HANDOVER_MAX_PEERS = 65_536;
 export const HANDOVER_MAX_CONNS = 1 << 20;
@@ -48,6 +51,11 @@ export interface HandoverConn {
   received: number;
   recvFinAt: number | undefined;
   endDelivered: boolean;
+  /**
+   * A local connection's user, as the interception hooks recorded it (undefined: not known): it
+   * keeps holding that user's slot in the next process (the reserve of §16.5.1, slotRefusal).
+   */
+  uid?: number;
 }
 
 export interface HandoverPeer {
@@ -82,6 +90,8 @@ const FLAG_OPEN_SENT = 2;
 const FLAG_SEND_FIN = 4;
 const FLAG_RECV_FIN = 8;
 const FLAG_END_DELIVERED = 16;
+/** Version 3: a u32 uid follows the send bytes. */
+const FLAG_UID = 32;
 
 export function encodeHandover(s: HandoverState): Uint8Array {
   const parts: Uint8Array[] = [];
@@ -114,7 +124,8 @@ export function encodeHandover(s: HandoverState): Uint8Array {
           (c.openSent ? FLAG_OPEN_SENT : 0) |
           (c.sendFin ? FLAG_SEND_FIN : 0) |
           (c.recvFinAt !== undefined ? FLAG_RECV_FIN : 0) |
-          (c.endDelivered ? FLAG_END_DELIVERED : 0),
+          (c.endDelivered ? FLAG_END_DELIVERED : 0) |
+          (c.uid !== undefined ? FLAG_UID : 0),
       );
       w.setUint8(o + 5, STATES.indexOf(c.state));
       w.setUint16(o + 6, c.wrapPort);
@@ -131,6 +142,11 @@ export function encodeHandover(s: HandoverState): Uint8Array {
       w.setBigUint64(o + 30, BigInt(c.recvFinAt ?? 0));
       w.setUint32(o + 38, c.sendBytes.length);
       parts.push(new Uint8Array(w.buffer), c.sendBytes);
+      if (c.uid !== undefined) {
+        const u = new DataView(new ArrayBuffer(4));
+        u.setUint32(0, c.uid >>> 0);
+        parts.push(new Uint8Array(u.buffer));
+      }
     }
     const done = p.completed ?? [];
     const d = new DataView(new ArrayBuffer(4 + done.length * 20));
@@ -226,7 +242,7 @@ export function decodeHandover(b: Uint8Array, drop?: (e: HandoverError) => void)
   };
   if (r.bytes(8, 'magic').some((c, i) => c !== HANDOVER_MAGIC.charCodeAt(i))) throw new HandoverError('magic', `not ${HANDOVER_MAGIC}`);
   const version = r.u16('version');
-  if (version !== HANDOVER_VERSION && version !== 1)
+  if (version < 1 || version > HANDOVER_VERSION)
     throw new HandoverError('version', `${version}, this spookd reads 1 to ${HANDOVER_VERSION}`);
   const bootId = r.u64('bootId');
   const npeers = r.u32('peers');
@@ -258,7 +274,7 @@ export function decodeHandover(b: Uint8Array, drop?: (e: HandoverError) => void)
       const id = r.u32(`${g}.id`);
       if (id === 0 || ids.has(id)) fault(`${g}.id`, id === 0 ? `${id} is reserved` : `${id} twice`);
       const flags = r.u8(`${g}.flags`);
-      if (flags & ~31) fault(`${g}.flags`, `unknown bits ${flags}`);
+      if (flags & ~(version >= 3 ? 63 : 31)) fault(`${g}.flags`, `unknown bits ${flags}`);
       const st = STATES[r.u8(`${g}.state`)];
       if (!st) fault(`${g}.state`, 'unknown');
       const wrapPort = r.u16(`${g}.wrapPort`);
@@ -279,6 +295,7 @@ export function decodeHandover(b: Uint8Array, drop?: (e: HandoverError) => void)
       if (nbytes > HANDOVER_MAX_CONN_BYTES) fault(`${g}.sendBytes`, `${nbytes}, at most ${HANDOVER_MAX_CONN_BYTES}`);
       else if (sendAcked + nbytes > MAX_OFFSET) fault(`${g}.sendBytes`, 'the stream passes 2^53');
       const sendBytes = r.bytes(nbytes, `${g}.sendBytes`);
+      const uid = flags & FLAG_UID ? r.u32(`${g}.uid`) : undefined;
       const recvFinAt = flags & FLAG_RECV_FIN ? finAt : undefined;
       if (recvFinAt !== undefined && recvFinAt < received) fault(`${g}.recvFinAt`, `${recvFinAt} below received ${received}`);
       const endDelivered = (flags & FLAG_END_DELIVERED) !== 0;
@@ -306,6 +323,7 @@ export function decodeHandover(b: Uint8Array, drop?: (e: HandoverError) => void)
         received,
         recvFinAt,
         endDelivered,
+        ...(uid !== undefined ? { uid } : {}),
       });
     }
     const completed: { id: number; finOut: number; finIn: number }[] = [];

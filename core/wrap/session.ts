@@ -574,6 +574,8 @@ export class WrapSession {
         recvFinAt: c.recv.finAt,
         // The end was handed to the socket after its last byte: not delivered if bytes before it were lost.
         endDelivered: c.recv.endDelivered && h.received === c.recv.received,
+        // Its user keeps the slot in the next process (without it, that user could take the reserve too).
+        ...(c.uid !== undefined ? { uid: c.uid } : {}),
       });
     }
     // Completed ones too: the peer may still lack our last ACK, and RESUME for them (§16.5.6).
@@ -603,6 +605,10 @@ export class WrapSession {
       c.recv.received = c.recv.drained = x.received;
       c.recv.finAt = x.recvFinAt;
       c.recv.endDelivered = x.endDelivered;
+      if (x.local && x.uid !== undefined) {
+        c.uid = x.uid;
+        this.byUid.set(x.uid, (this.byUid.get(x.uid) ?? 0) + 1);
+      }
       this.hold(now, c);
       const credit = Math.min(x.heldMs, c.holdMs);
       c.holdUntil = now + c.holdMs - credit;
