@@ -170,7 +170,30 @@ interface PeerState {
   /** Its intercepted TCP connections the far side has not confirmed yet, with their original destination. */
   pending: ConnectDeadlines<Target>;
   /** Its last violation logged (VIOLATION_LOG_MS), and how many were not logged since. */
-  violationLog: { at: number | undefined; suppressed: number };
+  violationLog: LineLimit;
+  /**
+   * Its last resumed connection logged, the same way: one line per connection per carrier let a
+   * peer that drops and redials the carrier have a line written per connection each time.
+   */
+  resumeLog: LineLimit;
+}
+
+/** A kind of log line written at most once per VIOLATION_LOG_MS: when it last was, and how many were not since. */
+interface LineLimit {
+  at: number | undefined;
+  suppressed: number;
+}
+
+/** Whether a line limited by `v` is written at `now`: the count not written since (its `suppressed`), or undefined (counted instead). */
+function admitLine(v: LineLimit, now: number): number | undefined {
+  if (v.at !== undefined && now - v.at < VIOLATION_LOG_MS) {
+    v.suppressed++;
+    return undefined;
+  }
+  const suppressed = v.suppressed;
+  v.at = now;
+  v.suppressed = 0;
+  return suppressed;
 }
 
 export class WrapManager {
@@ -299,6 +322,7 @@ export class WrapManager {
       downSince: this.now(),
       pending: new ConnectDeadlines(),
       violationLog: { at: undefined, suppressed: 0 },
+      resumeLog: { at: undefined, suppressed: 0 },
     };
     ps.budget = this.budgetOf(ps);
     return ps;
@@ -1417,9 +1441,15 @@ export class WrapManager {
         if (dst) this.connects.forget(dst);
         return;
       }
-      case 'resumed':
-        this.log.info({ peer: ps.peer.name, conn: ev.conn, heldMs: Math.round(ev.heldMs) }, 'wrapped connection resumed');
+      case 'resumed': {
+        const suppressed = admitLine(ps.resumeLog, this.now());
+        if (suppressed === undefined) return;
+        this.log.info(
+          { peer: ps.peer.name, conn: ev.conn, heldMs: Math.round(ev.heldMs), ...(suppressed > 0 ? { suppressed } : {}) },
+          'wrapped connection resumed',
+        );
         return;
+      }
       case 'done':
         ps.pending.settle(ev.conn);
         if (lc) {
@@ -1454,16 +1484,12 @@ export class WrapManager {
         this.log.warn({ peer: ps.peer.name }, 'the peer spookd restarted: its wrapped connections are gone');
         return;
       case 'violation': {
-        const v = ps.violationLog;
-        const now = this.now();
-        if (v.at !== undefined && now - v.at < VIOLATION_LOG_MS) {
-          v.suppressed++;
-          return;
-        }
-        const suppressed = v.suppressed > 0 ? { suppressed: v.suppressed } : {};
-        this.log.warn({ peer: ps.peer.name, kind: ev.kind, detail: ev.detail, ...suppressed }, 'wrap protocol violation');
-        v.at = now;
-        v.suppressed = 0;
+        const suppressed = admitLine(ps.violationLog, this.now());
+        if (suppressed === undefined) return;
+        this.log.warn(
+          { peer: ps.peer.name, kind: ev.kind, detail: ev.detail, ...(suppressed > 0 ? { suppressed } : {}) },
+          'wrap protocol violation',
+        );
         return;
       }
       default: {
