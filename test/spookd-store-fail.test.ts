@@ -15,6 +15,7 @@ import { DeltaOp } from '../wire/delta.js';
 import { PairState } from '../core/pair/lifecycle.js';
 import { pairHandlers, pairSummary } from '../drivers/admin/pair.js';
 import { ProposeError } from '../core/pair/replica.js';
+import { pairIdentity } from '../core/etcp/endpoint.js';
 
 /**
  * A store that fails (spookd's pair writes, drivers/daemon/spookd.ts): three spookd in this
@@ -184,8 +185,13 @@ describe('spookd: a pair whose store fails', () => {
 /** A store whose fsync(2) fails once `failing` is set, through DiskStore's seams for it (on the loop and off it). */
 class FailingFsyncStore extends DiskStore {
   failing = false;
+  /** The next fsync on the loop fails, and later ones succeed (fsyncgate: a retry proves nothing). */
+  failOnce = false;
   protected syncFd(fd: number): void {
-    if (this.failing) throw new Error('EIO: i/o error, fsync (injected)');
+    if (this.failing || this.failOnce) {
+      this.failOnce = false;
+      throw new Error('EIO: i/o error, fsync (injected)');
+    }
     super.syncFd(fd);
   }
   protected syncFdAsync(fd: number): Promise<void> {
@@ -284,5 +290,49 @@ describe('spookd: fsync everysec whose background flush fails', () => {
     expect(await e.stop()).toEqual({ storeFailures: 2 });
     expect(elog.filter((l) => l.includes('"peer":"g"') && l.includes('g/config: fsync: EIO')).length).toBe(1);
     for (const s of fsyncStores.values()) expect(() => s.persist([])).toThrow(/closed/);
+  }, 15_000);
+});
+
+describe('spookd, fsync everysec: a batch whose flush before a snapshot fails', () => {
+  it('fences that pair, and the stop is not reported clean (storeFailures 1: spookd exits 74)', async () => {
+    const k = generateKeyPair();
+    writeFileSync(join(dir, 'w.key'), Buffer.from(k.privateKey).toString('base64'));
+    // A peer (no endpoint) whose pair this host sequences: its writes are collapsed here, into its log.
+    let peerKey = generateKeyPair().publicKey;
+    while (pairIdentity(k.publicKey, peerKey).localId >= pairIdentity(k.publicKey, peerKey).peerId) peerKey = generateKeyPair().publicKey;
+    const cfg = configSchema.parse({
+      listen: `127.0.0.7:${base}`,
+      privateKeyFile: join(dir, 'w.key'),
+      dataDir: join(dir, 'w'),
+      adminSocket: join(dir, 'w.sock'),
+      fsync: 'everysec',
+      peers: [{ name: 'y', publicKey: encodeKey(peerKey) }],
+      registers: [{ name: 'config', kind: 'map' }],
+    });
+    let store: FailingFsyncStore | undefined;
+    const x = new Spookd(cfg, k, pino({ level: 'silent' }), (_peer, d, fsync, onFlushFailed) => {
+      // A small log bound: a batch soon makes a snapshot due (written at once), which first flushes the log.
+      store = new FailingFsyncStore(d, fsync, 400, undefined, onFlushFailed);
+      store.backgroundSnapshotBytes = Number.MAX_SAFE_INTEGER;
+      return store;
+    });
+    await x.start();
+    let stopped: { storeFailures: number } | undefined;
+    try {
+      expect(x.link('y').pair.role).toBe('sequencer');
+      const first = writeTold(x, 'y', 'acknowledged');
+      await until('the first write committed', () => first.told.length === 1, 5000);
+      expect(first.told[0]).toMatchObject({ verdict: 'committed' });
+      // The log passes its bound: the batch's snapshot first fsyncs it, and that fsync fails (once).
+      store!.failOnce = true;
+      for (let i = 0; i < 8; i++) writeTold(x, 'y', `k${i}-${'v'.repeat(60)}`);
+      await until('x fences y', () => x.link('y').fenced !== undefined, 5000);
+      expect(x.link('y').fenced!.error).toMatch(/fsync: EIO/);
+    } finally {
+      stopped = await x.stop();
+    }
+    // "committed" was said of a record a failed fsync may have dropped: no clean stop.
+    expect(stopped).toEqual({ storeFailures: 1 });
+    expect(x.commits.storeFailures).toBe(1);
   }, 15_000);
 });

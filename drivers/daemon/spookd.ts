@@ -827,7 +827,8 @@ export class Spookd {
         link.store.close();
       } catch (e) {
         storeFailures++;
-        this.commits.storeFailures++;
+        // A store whose failed flush fenced its pair throws here too (store.ts, flushLost): counted once.
+        if (link.fenced?.cause !== 'store-failed') this.commits.storeFailures++;
         this.log.error(
           { peer: link.name, err: e },
           'durable storage failed while closing: the last second of writes (fsync everysec) may be lost',

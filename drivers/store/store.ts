@@ -220,6 +220,11 @@ export class DiskStore implements PairStore {
    * nothing more is written.
    */
   private failed: StoreError | undefined;
+  /**
+   * A flush of the store's own (before a snapshot or a pending list's rewrite, or at close) failed
+   * and no `onFlushFailed` reported it: `close` throws it, so a stop never reports a clean end.
+   */
+  private flushLost: StoreError | undefined;
   /** A replacement record was written and is not yet removed durably (`write` sets `failed` if it throws meanwhile). */
   private recordOut = false;
   /** `syncAll` calls not settled: the store may not close meanwhile (a descriptor reused mid-fsync would sync another file). */
@@ -268,6 +273,7 @@ export class DiskStore implements PairStore {
     } catch (e) {
       // A failed fsync may have dropped the dirty pages: a retry that succeeds proves nothing.
       this.failed = e instanceof StoreError ? e : new StoreError(`${this.dir}: fsync: ${(e as Error).message}`);
+      this.flushLost = undefined; // reported here (spookd counts it)
       clearInterval(this.timer);
       this.onFlushFailed(this.failed);
     }
@@ -702,10 +708,7 @@ export class DiskStore implements PairStore {
    * Under fsync "always" the batch's are; else the log is fsynced first.
    */
   private compactPending(register: string, f: RegisterFiles, list: Uint8Array): void {
-    if (this.fsync !== 'always' && f.dirty) {
-      this.syncFd(f.logFd);
-      f.dirty = false;
-    }
+    if (this.fsync !== 'always') this.flushRegister(register, f);
     const p = this.paths(register);
     writeAtomic(p.pending, list, p.dir);
     // The new file open before the old descriptor closes: a failure above leaves the store's fds whole.
@@ -1057,25 +1060,37 @@ export class DiskStore implements PairStore {
 
   /** fsync what fsync "everysec" or "never" left dirty. Throws StoreError (naming the file) on failure. */
   flush(): void {
-    for (const [register, f] of this.files) {
-      try {
-        if (f.dirty) {
-          this.syncFd(f.logFd);
-          f.dirty = false;
-        }
-        if (f.pendingDirty) {
-          this.syncFd(f.pendingFd);
-          f.pendingDirty = false;
-        }
-      } catch (e) {
-        throw new StoreError(`${join(this.dir, register)}: fsync: ${(e as Error).message}`);
+    for (const [register, f] of this.files) this.flushRegister(register, f);
+  }
+
+  /**
+   * fsync what a register's log and pending list hold unsynced. A failure fails the store: the
+   * kernel may have dropped those pages, records written and acknowledged under "everysec" or
+   * "never", and a retried fsync would succeed with them lost (PostgreSQL's "fsyncgate"; before,
+   * the flush at close retried it and the stop was reported clean). Throws StoreError.
+   */
+  private flushRegister(register: string, f: RegisterFiles): void {
+    try {
+      if (f.dirty) {
+        this.syncFd(f.logFd);
+        f.dirty = false;
       }
+      if (f.pendingDirty) {
+        this.syncFd(f.pendingFd);
+        f.pendingDirty = false;
+      }
+    } catch (e) {
+      const err = new StoreError(`${join(this.dir, register)}: fsync: ${(e as Error).message}`);
+      this.failed ??= err;
+      this.flushLost ??= err;
+      throw err;
     }
   }
 
   /**
-   * Flush (unless a background flush already failed) and close every file, even when the
-   * flush throws: then the StoreError is thrown after the files are closed.
+   * Flush (unless a flush already failed) and close every file, even when the flush throws:
+   * then the StoreError is thrown after the files are closed, as is a flush that failed before
+   * and was not reported through `onFlushFailed`.
    */
   close(opts: { abandonPending?: boolean } = {}): void {
     if (this.closed) return;
@@ -1094,6 +1109,8 @@ export class DiskStore implements PairStore {
     } finally {
       failure = this.closeFiles(opts.abandonPending === true);
     }
+    // A failed flush no one was told of (a batch's, before a snapshot): what it held may be lost.
+    failure ??= this.flushLost;
     if (failure !== undefined) throw failure;
   }
 
