@@ -276,7 +276,14 @@ interface Progress {
    * The snapshot being sent, kept until the follower has it (a newer one taken meanwhile
    * does not restart the transfer); `offset` acknowledged, `sent` sent so far.
    */
-  snap?: SnapshotMeta & { data: Uint8Array; offset: number; sent: number; base?: number; baseTerm?: number; since?: number };
+  snap?: SnapshotMeta & {
+    data: Uint8Array;
+    offset: number;
+    sent: number;
+    base?: number;
+    baseTerm?: number;
+    since?: number;
+  } & Partial<SnapResend>;
   /** The match index a difference was last weighed (or refused) at: not weighed again there. */
   diffAt: number;
   /** A refusal moved `next` back since the last heartbeat: the next one waits for the heartbeat. */
@@ -284,6 +291,29 @@ interface Progress {
   /** When a difference was last weighed for this follower: at most once per electionMs (each costs a walk of the entries it would replace). */
   diffWeighedAt: number;
 }
+
+/**
+ * When a snapshot transfer may go back to the follower's offset and send its window again
+ * (mayResend): at most once a heartbeat, and, unless the follower acknowledged past anything
+ * it had before the last resend, only after 1, 2, 4 ... 64 heartbeats. Before, a follower that
+ * took the fragments and never moved its offset drew the window (8 chunks of 16 KiB) every
+ * heartbeat for ever, and one alternating a chunk's acknowledgement with offset 0 drew it
+ * again per pair of messages, with no time passing.
+ */
+interface SnapResend {
+  /** The highest offset the follower acknowledged in this transfer. */
+  top: number;
+  /** `top` when the window was last sent again. */
+  topAtResend: number;
+  /** The heartbeat (Raft.beats) of the last resend. */
+  resentBeat: number;
+  /** Heartbeats to wait before the next resend without progress (doubling, at most 64). */
+  wait: number;
+  /** The offset at the previous heartbeat: a heartbeat resends only if it has not moved. */
+  beatOffset: number;
+}
+
+const MAX_RESEND_WAIT = 64;
 
 /** Outcome of a local request to change membership. */
 /**
@@ -381,6 +411,8 @@ export class Raft {
   leaderCommitSeen = 0;
   /** When this member last tried to patch its state with a difference, installed or not ('diff-rate'). */
   private diffTriedAt = -Infinity;
+  /** Heartbeats fired as leader (what a snapshot transfer's resends are paced by: SnapResend). */
+  private beats = 0;
   private readonly snapChunkBytes: number;
   readonly maxSnapshotBytes: number;
   /**
@@ -662,6 +694,7 @@ export class Raft {
       case 'heartbeat':
         if (this.role !== Role.Leader || now < this.heartbeatAt) return; // the quorum check stepped down
         this.heartbeatAt = now + this.heartbeatMs;
+        this.beats++;
         for (const id of this.others()) {
           const p = this.prog(id, now);
           // No acknowledgement since the last beat: what was in flight is presumed lost; probe from there.
@@ -1002,12 +1035,12 @@ export class Raft {
     const p = this.progress.get(id)!;
     if (p.snap?.base) {
       // A difference under way: its chunks go on heartbeats and acknowledgements, no entries meanwhile.
-      if (heartbeat) this.sendSnapshot(id, p, true);
+      if (heartbeat) this.sendSnapshot(id, p, 'beat');
       return;
     }
     if (p.next <= this.base) {
       // Chunks go on a heartbeat or an acknowledgement, not on every new entry.
-      if (heartbeat || !p.snap) this.sendSnapshot(id, p, true);
+      if (heartbeat || !p.snap) this.sendSnapshot(id, p, 'beat');
       return;
     }
     if (p.probe && !heartbeat) return;
@@ -1036,17 +1069,26 @@ export class Raft {
     }
   }
 
-  /** `resend`: from the acknowledged offset (heartbeat); else only chunks not sent yet. */
-  private sendSnapshot(id: NodeId, p: Progress, resend: boolean): void {
+  /**
+   * `beat` (a heartbeat) and `behind` (the follower's offset went back): from the acknowledged
+   * offset, as mayResend allows; `new` (a transfer starting) from 0; else only chunks not sent yet.
+   */
+  private sendSnapshot(id: NodeId, p: Progress, why: 'beat' | 'behind' | 'new' | false): void {
     if (!p.snap) {
       const s = this.snap;
       if (!s) throw new Error(`raft ${this.id}: log compacted to ${this.base} without a snapshot`);
       p.snap = this.snapshotToSend(s);
       this.stats.snapshotsSent++;
-      resend = true;
+      why = 'new';
     }
     const s = p.snap;
-    if (resend) s.sent = s.offset;
+    if (why === 'new') Object.assign(s, { top: s.offset, topAtResend: -1, resentBeat: -1, wait: 1, beatOffset: -1 });
+    else if (why === 'beat') {
+      // Acknowledgements moved the offset since the last heartbeat: the window is flowing.
+      const moved = s.offset !== s.beatOffset;
+      s.beatOffset = s.offset;
+      if (!moved || s.data.length === 0) this.mayResend(s);
+    } else if (why === 'behind') this.mayResend(s);
     // Up to 8 chunks in flight beyond the acknowledged offset.
     while (s.sent < s.data.length && s.sent < s.offset + 8 * this.snapChunkBytes) {
       const data = s.data.subarray(s.sent, s.sent + this.snapChunkBytes);
@@ -1063,7 +1105,7 @@ export class Raft {
       });
       s.sent += data.length;
     }
-    if (s.data.length === 0 && resend)
+    if (s.data.length === 0 && why)
       this.send(id, {
         t: 'snap',
         term: this.term,
@@ -1074,6 +1116,20 @@ export class Raft {
         total: 0,
         data: s.data,
       });
+  }
+
+  /** Send the window again from the acknowledged offset, if SnapResend's pacing allows it now. */
+  private mayResend(s: NonNullable<Progress['snap']>): void {
+    const top = s.top ?? 0;
+    if (s.resentBeat === this.beats) return;
+    if (top <= (s.topAtResend ?? -1)) {
+      const wait = s.wait ?? 1;
+      if (this.beats - (s.resentBeat ?? -1) < wait) return;
+      s.wait = Math.min(2 * wait, MAX_RESEND_WAIT);
+    } else s.wait = 1;
+    s.resentBeat = this.beats;
+    s.topAtResend = top;
+    s.sent = s.offset;
   }
 
   private onAppend(now: number, from: NodeId, m: Extract<RaftMsg, { t: 'append' }>): RaftDrop | undefined {
@@ -1419,7 +1475,8 @@ export class Raft {
       // The follower's offset is the truth (it may be behind what we sent, after losses).
       const behind = m.offset < s.offset;
       s.offset = m.offset;
-      this.sendSnapshot(from, p, behind);
+      s.top = Math.max(s.top ?? 0, m.offset);
+      this.sendSnapshot(from, p, behind ? 'behind' : false);
     } else if (!s && m.offset > 0 && m.index >= p.match) {
       // It already has a snapshot at least this recent (answered with offset = total).
       p.match = Math.max(p.match, m.index);
@@ -1468,7 +1525,7 @@ export class Raft {
       since: this.lastNow,
     };
     this.stats.diffsSent++;
-    this.sendSnapshot(id, p, true);
+    this.sendSnapshot(id, p, 'new');
     return true;
   }
 
