@@ -403,9 +403,10 @@ export class Raft {
   private readonly maxUncommittedEntries: number;
   private readonly maxUncommittedBytes: number;
   /**
-   * The first commit index a leader sent this member in an append since it started (0: none
-   * yet). A member that joined proposes only once it has applied that far (node.ts): what was
-   * decided before it was (re-)added is at or below it. The first, not the highest: under
+   * The first commit index a leader sent this member in an append since it started, once this
+   * member holds the entry there and it is of that leader's term (0: none yet). A member that
+   * joined proposes only once it has applied that far (node.ts): what was decided before it was
+   * (re-)added is at or below it. The first, not the highest: under
    * steady load the highest keeps moving ahead of what a follower has applied.
    */
   leaderCommitSeen = 0;
@@ -1140,7 +1141,6 @@ export class Raft {
     if (this.role !== Role.Follower || this.leader !== from) this.becomeFollower(now, m.term, from);
     this.leaderContactAt = this.replicatedAtMs = now;
     this.resetElection(now);
-    if (this.leaderCommitSeen === 0) this.leaderCommitSeen = m.commit;
     let prevIndex = m.prevIndex;
     let prevTerm = m.prevTerm;
     let entries = m.entries;
@@ -1205,6 +1205,12 @@ export class Raft {
     // Never backwards: a probe may carry fewer entries than we already committed.
     const commit = Math.min(m.commit, matched);
     if (commit > this.commit) this.setCommit(commit);
+    // Only a commit index this append let us check: one we now hold, at an entry of the sender's
+    // own term (a leader that committed an entry of its term has every earlier committed entry
+    // below it). Any member could claim any index (a higher term, commit 2^40): taken as it came,
+    // a joined member refused every write until it restarted.
+    if (this.leaderCommitSeen === 0 && m.commit <= matched && m.commit > 0 && this.termAt(m.commit) === m.term)
+      this.leaderCommitSeen = m.commit;
     this.send(from, { t: 'appendResp', term: this.term, ok: true, index: matched });
   }
 
