@@ -679,6 +679,9 @@ export class Spookd {
     this.timersStale.delete(link);
     this.dirty.delete(link);
     this.charged.delete(link);
+    // Its lifecycle lines' state: kept, a re-added peer of that name was logged from the old pair's state.
+    clearTimeout(this.lifecycleShown.get(name)?.owed);
+    this.lifecycleShown.delete(name);
     // Writes still undecided (a follower's, the sequencer having not answered; a sequencer's own
     // while the ends' registers differ) are abandoned: their waiters get `peer-removed`, and they
     // are not proposed again should the peer come back.
