@@ -56,6 +56,13 @@ export const ADMIN_LIMITS = {
   maxInProgressChars: 2 * ADMIN_MAX_REQUEST,
   /** The same, of all connections together: a few largest requests at once, as maxHeldTotal. */
   maxInProgressTotal: 4 * ADMIN_MAX_REQUEST,
+  /**
+   * Answers and stream lines written and not yet read, of all connections together (each is also cut
+   * at MAX_CLIENT_BUFFER). Per connection alone, 1,024 connections that never read held 8 GiB of
+   * strings in a heap of 4 GiB: spookd ended out of memory (review). Past it (found within an eighth
+   * more: unreadCheckAt), the connections behind longest are dropped until it holds again.
+   */
+  maxUnreadTotal: 256 * 1024 * 1024,
 };
 const MAX_CLIENT_BUFFER = 8 * 1024 * 1024;
 /** Requests one connection may have awaiting their answer (a library keeps 256 writes in flight); more are refused. */
@@ -77,6 +84,10 @@ interface Connection {
   lineStartedAt: number;
   /** Ends it with one error line (request-too-large, too-busy). */
   refuse: (code: AdminErrorCode, message: string) => void;
+  /** Its socket's unread backlog when last looked at (counted in AdminServer.unreadTotal). */
+  unread: number;
+  /** Since when its backlog passed the socket's high-water mark without draining (undefined: not behind). */
+  behindSince: number | undefined;
 }
 
 /**
@@ -109,6 +120,17 @@ export class AdminServer {
   private heldTotal = 0;
   /** Characters of the request lines awaiting their answer, of every connection together (limits.maxInProgressTotal). */
   private inProgressTotal = 0;
+  /**
+   * Bytes written to clients and not read, as last looked at per connection (limits.maxUnreadTotal):
+   * at least the true total (a backlog only shrinks between looks), counted afresh before anyone is dropped.
+   */
+  private unreadTotal = 0;
+  /**
+   * The count past which they are counted afresh (shedUnread): maxUnreadTotal, or an eighth of it above
+   * what the last count found, so that a total held just under the limit does not make every answer
+   * count all connections (a count is O(connections) and comes once per eighth of the limit written).
+   */
+  private unreadCheckAt = ADMIN_LIMITS.maxUnreadTotal;
   private readonly handlers: Handlers;
   private readonly streams: StreamHandlers;
   /** Who may connect besides root (config adminGroup, adminMode). */
@@ -209,6 +231,8 @@ export class AdminServer {
       ended: false,
       held: 0,
       lineStartedAt: 0,
+      unread: 0,
+      behindSince: undefined,
       refuse: (code, message) => {
         release();
         sock.end(`${JSON.stringify({ id: 0, ok: false, error: { code, message } })}\n`);
@@ -218,6 +242,8 @@ export class AdminServer {
     this.clients.set(sock, conn);
     const drains = new Set<() => void>();
     sock.on('drain', () => {
+      conn.behindSince = undefined;
+      this.noteUnread(conn, sock);
       for (const f of drains) f();
     });
     sock.setEncoding('utf8');
@@ -240,6 +266,8 @@ export class AdminServer {
     });
     const done = (): void => {
       release();
+      this.unreadTotal -= conn.unread;
+      conn.unread = 0;
       // Its requests still awaiting an answer may never get one (a write stops waiting with its client): released now.
       if (!conn.ended) this.inProgressTotal -= conn.inProgressChars;
       conn.ended = true;
@@ -287,7 +315,53 @@ export class AdminServer {
       sock.cork();
       process.nextTick(() => sock.uncork());
     }
-    sock.write(`${JSON.stringify(msg)}\n`);
+    const below = sock.write(`${JSON.stringify(msg)}\n`);
+    const conn = this.clients.get(sock);
+    if (!conn) return;
+    if (!below) conn.behindSince ??= performance.now();
+    this.noteUnread(conn, sock);
+    if (this.unreadTotal > Math.min(this.unreadCheckAt, this.limits.maxUnreadTotal + (this.limits.maxUnreadTotal >>> 3))) this.shedUnread();
+  }
+
+  /** Count `sock`'s backlog as it is now. */
+  private noteUnread(conn: Connection, sock: Socket): void {
+    const now = sock.destroyed ? 0 : sock.writableLength;
+    this.unreadTotal += now - conn.unread;
+    conn.unread = now;
+  }
+
+  /**
+   * Answers not read may pass maxUnreadTotal in all: the backlogs are counted afresh, and while over,
+   * the connection behind for longest is dropped (the largest, between those behind since the same
+   * instant). A client that reads drains within moments of each large answer; one that stopped
+   * reading only grows old, so age, not size, finds it (a scan page is ~10 MiB to an honest client too).
+   */
+  private shedUnread(): void {
+    for (const [s, c] of this.clients) this.noteUnread(c, s);
+    while (this.unreadTotal > this.limits.maxUnreadTotal) {
+      let hog: [Socket, Connection] | undefined;
+      for (const e of this.clients) {
+        const c = e[1];
+        if (c.unread === 0) continue;
+        const at = c.behindSince ?? Infinity;
+        const hogAt = hog?.[1].behindSince ?? Infinity;
+        if (hog === undefined || at < hogAt || (at === hogAt && c.unread > hog[1].unread)) hog = e;
+      }
+      if (!hog) {
+        this.unreadTotal = 0; // nothing is held: the count drifted
+        return;
+      }
+      const [s, c] = hog;
+      this.log.warn(
+        { buffered: c.unread, unreadTotal: this.unreadTotal, limit: this.limits.maxUnreadTotal },
+        'admin clients not reading hold too much in all; the one behind longest disconnected',
+      );
+      this.unreadTotal -= c.unread;
+      c.unread = 0;
+      s.destroy();
+    }
+    const max = this.limits.maxUnreadTotal;
+    this.unreadCheckAt = Math.max(max, this.unreadTotal + (max >>> 3));
   }
 
   /** A failure line for request `id`: its message and field bounded (errorBody). */
