@@ -172,6 +172,9 @@ export class AdminClient {
     } catch {
       return;
     }
+    // JSON but no response (`null`, a number): ignored as a line that is not JSON is, not read as one (a TypeError
+    // here escapes the socket's handler: nothing can catch it, and the application's process ends).
+    if (typeof msg !== 'object' || msg === null) return;
     // id 0: the daemon refused a line it could not attribute (too large, not JSON); it closes the connection next if it must.
     const p = this.pending.get(msg.id);
     if (!p) return;

@@ -266,10 +266,25 @@ export async function watch(session: Session, target: FeedTarget, prefix: string
 
   const onEvent = (gen: number, ev: FeedEvent): void => {
     if (gen !== generation || closed) return;
+    // What spookd sent is checked as it is read: an event the library cannot read ends the watch with an error (onEnd),
+    // never a TypeError thrown into the socket's handler (uncaught: the application's process ended) nor a version
+    // that is not one (`last` undefined: the next subscription starts at the current version, a silent gap).
+    try {
+      readEvent(ev);
+    } catch (e) {
+      stop(new SpookError('internal', `spookd sent a feed event the library cannot read (${(e as Error).message}): the watch has ended`));
+    }
+  };
+  const readEvent = (ev: FeedEvent): void => {
+    const version = (v: unknown): number => {
+      if (!Number.isSafeInteger(v) || (v as number) < 0) throw new Error(`version ${String(v)}`);
+      return v as number;
+    };
     const tail = queue.at(-1)?.version ?? last;
     switch (ev.type) {
       case 'changes': {
-        if (ev.version <= tail) return; // never twice
+        if (version(ev.version) <= tail) return; // never twice
+        if (!Array.isArray(ev.changes)) throw new Error('changes that are not a list');
         let bytes = 0;
         const changes = ev.changes.map((c): Change => {
           const keyBytes = c.key ? shownBytes(c.key) : undefined;
@@ -297,7 +312,7 @@ export async function watch(session: Session, target: FeedTarget, prefix: string
         return;
       }
       case 'progress':
-        if (ev.version <= tail) return;
+        if (version(ev.version) <= tail) return;
         if (queue.length === 0 && !busy) last = ev.version;
         else queue.push({ version: ev.version, changes: [], bytes: 0 });
         void drain();
