@@ -79,9 +79,23 @@ export function printValueOnly(v: ShownBytes | undefined): void {
   process.exitCode = v ? EXIT.ok : EXIT.notFound;
 }
 
+/**
+ * What spookd relays comes partly from peers (a value's text, a register name a peer declares in a
+ * mismatch): a terminal control in it, printed raw, would act on the operator's terminal (clear it, set
+ * its title, write over what was printed). Shown escaped: C0 but newline and tab, DEL, and C1 (U+0080-U+009F,
+ * which JSON.stringify leaves raw; in `--json` the escape is JSON's own, so the value parses the same).
+ */
+// eslint-disable-next-line no-control-regex
+const CONTROLS = /[\x00-\x08\x0b-\x1f\x7f-\x9f]/g;
+const JSON_RAW_CONTROLS = /[\x7f-\x9f]/g;
+const hex = (c: string): string => c.charCodeAt(0).toString(16).padStart(2, '0');
+export const visible = (s: string): string => s.replace(CONTROLS, (c) => `\\x${hex(c)}`);
+export const jsonText = (v: unknown, indent?: number): string =>
+  String(JSON.stringify(v, null, indent)).replace(JSON_RAW_CONTROLS, (c) => `\\u00${hex(c)}`);
+
 /** Print a failed request (`spook: <message>`) and exit with its code's status. */
 export function fail(e: unknown): never {
-  process.stderr.write(`spook: ${(e as Error).message}\n`);
+  process.stderr.write(`spook: ${visible((e as Error).message)}\n`);
   process.exit(e instanceof SpookError ? exitCodeOf(e.code) : EXIT.error);
 }
 
@@ -121,7 +135,7 @@ export function table<R extends object>(rows: readonly R[], cols: (keyof R & str
 export const iso = (ms: number | null): string => (ms === null ? '-' : new Date(ms).toISOString());
 
 export const out = (o: Common, v: unknown, human: () => string): void => {
-  process.stdout.write(`${o.json ? JSON.stringify(v, null, 2) : human()}\n`);
+  process.stdout.write(`${o.json ? jsonText(v, 2) : visible(human())}\n`);
 };
 
 export function adminCommands(): Command[] {
@@ -289,7 +303,7 @@ export function adminCommands(): Command[] {
           name,
           { ...(register ? { register } : {}), ...(o.peer ? { peer: o.peer } : {}) },
           (ev) => {
-            process.stdout.write(`${o.json ? JSON.stringify(ev) : fmt(ev)}\n`);
+            process.stdout.write(`${o.json ? jsonText(ev) : visible(fmt(ev))}\n`);
           },
           { onEnd: (e) => fail(e) },
         )
