@@ -6,8 +6,8 @@
  * a directory it did not create must already be (spookd does not loosen a directory it does not own).
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, mkdirSync, readFileSync, statSync } from 'node:fs';
-import { dirname, relative, sep } from 'node:path';
+import { chmodSync, chownSync, mkdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { dirname, relative, resolve, sep } from 'node:path';
 import { ConfigError } from '../daemon/config.js';
 
 /** The admin socket's mode: adminMode, else 0660 with a group and 0600 without. */
@@ -70,6 +70,33 @@ export function prepareSocketDir(path: string, gid: number | undefined, groupNam
       `adminSocket: group ${groupName} cannot reach the socket: its directory ${dir} (mode ${octal(st.mode & 0o777)}, group ${st.gid}) ` +
         `is not searchable by it; run chgrp ${groupName} ${dir} && chmod g+x ${dir}, or put the socket in a directory spookd creates`,
     );
+}
+
+/**
+ * The socket is given its group and mode by path, after it is bound (chown, chmod: both follow a
+ * symlink). A user who can write its directory, or one above it, could put a symlink to any file in
+ * its place in between: that file would be given to the group, mode 0660 (review: /etc/shadow). So the
+ * directory and every one above it must be root's or spookd's user's, writable by no one else unless
+ * sticky (as /tmp, where no one renames what is not theirs). Checked once the directory exists.
+ */
+export function refuseOpenSocketDir(path: string): void {
+  const uid = process.geteuid?.();
+  if (uid === undefined) return; // not POSIX: no owners to check
+  for (let d = realpathSync(dirname(resolve(path))); ; d = dirname(d)) {
+    const st = statSync(d);
+    const why =
+      st.uid !== 0 && st.uid !== uid
+        ? `is owned by uid ${st.uid}`
+        : (st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0
+          ? `is writable by ${st.mode & 0o002 ? 'every user' : `group ${st.gid}`} (mode ${octal(st.mode & 0o7777)})`
+          : undefined;
+    if (why)
+      throw new ConfigError(
+        `adminSocket: directory ${d} ${why}: another user could replace the socket before spookd sets its group and mode, ` +
+          `and have them set on a file of its choosing; put the socket in a directory only root can write (the packaged /run/spook)`,
+      );
+    if (dirname(d) === d) return;
+  }
 }
 
 /** The socket's group and mode, group first (its mode never applies to another group). */

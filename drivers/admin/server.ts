@@ -27,7 +27,7 @@ import { reloadHandlers } from './reload.js';
 import { pairHandlers, pairStreams } from './pair.js';
 import { readHandlers, readStreams } from './read.js';
 import { ADMIN_ARGUMENTS, AdminFault, ECHO_MAX, clip, echo, unknownArgument } from './args.js';
-import { adminSocketMode, applySocketAccess, prepareSocketDir, resolveAdminGroup } from './access.js';
+import { adminSocketMode, applySocketAccess, prepareSocketDir, refuseOpenSocketDir, resolveAdminGroup } from './access.js';
 import type { Call, Handler, Handlers, StreamHandler, StreamHandlers } from './handlers.js';
 
 export interface AdminRequest {
@@ -178,6 +178,7 @@ export class AdminServer {
     const gid = group === undefined ? undefined : resolveAdminGroup(group);
     const mode = adminSocketMode(this.access);
     prepareSocketDir(this.path, gid, group);
+    refuseOpenSocketDir(this.path);
     if (existsSync(this.path)) unlinkSync(this.path); // a stale socket from a crashed daemon
     const server = createServer((sock) => this.onClient(sock));
     await new Promise<void>((resolve, reject) => {
