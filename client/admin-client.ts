@@ -116,6 +116,8 @@ export class AdminClient {
   private readonly pending = new Map<number, Pending>();
   private buf = '';
   private closedBy: SpookError | undefined;
+  /** spookd refused this connection (a line of id 0: too-busy, request-too-large) and closes it next: what its calls end with. */
+  private refusedBy: SpookError | undefined;
 
   private constructor(private readonly sock: Socket) {
     sock.setEncoding('utf8');
@@ -131,7 +133,8 @@ export class AdminClient {
       this.buf += chunk;
     });
     // 'end' (the daemon closed its side: half-open), 'error' and 'close' each end every call at once; the first wins.
-    const gone = (why: string) => () => this.fail(new SpookError('connection-closed', `spookd closed the admin connection (${why})`));
+    const gone = (why: string) => () =>
+      this.fail(this.refusedBy ?? new SpookError('connection-closed', `spookd closed the admin connection (${why})`));
     sock.on('end', gone('end'));
     sock.on('error', (e: NodeJS.ErrnoException) => gone(e.code ?? e.message)());
     sock.on('close', gone('close'));
@@ -176,6 +179,9 @@ export class AdminClient {
     // here escapes the socket's handler: nothing can catch it, and the application's process ends).
     if (typeof msg !== 'object' || msg === null) return;
     // id 0: the daemon refused a line it could not attribute (too large, not JSON); it closes the connection next if it must.
+    // When it does (too-busy, request-too-large), the calls end with that refusal, not as if spookd had stopped.
+    const closing = msg.id === 0 && msg.ok === false && (msg.error?.code === 'too-busy' || msg.error?.code === 'request-too-large');
+    if (closing) this.refusedBy ??= new SpookError(msg.error!.code!, msg.error?.message ?? 'spookd refused the connection');
     const p = this.pending.get(msg.id);
     if (!p) return;
     if (msg.event) {

@@ -65,6 +65,12 @@ export const ADMIN_LIMITS = {
   maxUnreadTotal: 256 * 1024 * 1024,
 };
 const MAX_CLIENT_BUFFER = 8 * 1024 * 1024;
+/**
+ * Refused connections kept open, ended, so that the client reads why (refuseWith): at most this many at once, for at
+ * most LINGER_MS; past that, closed at once as before.
+ */
+const MAX_LINGERING = 64;
+const LINGER_MS = 1_000;
 /** Requests one connection may have awaiting their answer (a library keeps 256 writes in flight); more are refused. */
 export const MAX_REQUESTS_IN_PROGRESS = 4096;
 
@@ -131,6 +137,8 @@ export class AdminServer {
    * count all connections (a count is O(connections) and comes once per eighth of the limit written).
    */
   private unreadCheckAt = ADMIN_LIMITS.maxUnreadTotal;
+  /** Refused connections ended and not yet closed (refuseWith). */
+  private readonly lingering = new Set<Socket>();
   private readonly handlers: Handlers;
   private readonly streams: StreamHandlers;
   /** Who may connect besides root (config adminGroup, adminMode). */
@@ -205,6 +213,7 @@ export class AdminServer {
 
   async stop(): Promise<void> {
     for (const c of this.clients.keys()) c.destroy();
+    for (const c of this.lingering) c.destroy();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     if (existsSync(this.path)) unlinkSync(this.path);
   }
@@ -212,9 +221,7 @@ export class AdminServer {
   private onClient(sock: Socket): void {
     const { maxRequest, maxHeldTotal, maxConnections } = this.limits;
     if (this.clients.size >= maxConnections) {
-      const message = `spookd has ${maxConnections} admin connections open; close some`;
-      sock.end(`${JSON.stringify({ id: 0, ok: false, error: { code: 'too-busy', message } })}\n`);
-      sock.destroy();
+      this.refuseWith(sock, 'too-busy', `spookd has ${maxConnections} admin connections open; close some`);
       return;
     }
     // The line so far, as chunks: a large value's line arrives in many, and joining (or
@@ -236,8 +243,7 @@ export class AdminServer {
       behindSince: undefined,
       refuse: (code, message) => {
         release();
-        sock.end(`${JSON.stringify({ id: 0, ok: false, error: { code, message } })}\n`);
-        sock.destroy();
+        this.refuseWith(sock, code, message);
       },
     };
     this.clients.set(sock, conn);
@@ -249,7 +255,8 @@ export class AdminServer {
     });
     sock.setEncoding('utf8');
     sock.on('data', (chunk: string) => {
-      if (sock.destroyed) return;
+      if (sock.destroyed || sock.writableEnded) return; // refused: what follows is not read
+
       for (let nl = chunk.indexOf('\n'); nl >= 0; nl = chunk.indexOf('\n')) {
         parts.push(chunk.slice(0, nl));
         const line = parts.join('');
@@ -282,6 +289,29 @@ export class AdminServer {
   }
 
   /**
+   * Ends `sock` with one error line of id 0. Destroyed at once, a client still writing its request failed
+   * (EPIPE) before it read the line, and could only tell "connection closed" (its library: spookd stopped,
+   * not `too-busy`, review). Ended, it reads the line, then the end. A few refused connections are kept so
+   * at once, each a second at most, what they send discarded; past that they are closed at once.
+   */
+  private refuseWith(sock: Socket, code: AdminErrorCode, message: string): void {
+    sock.end(`${JSON.stringify({ id: 0, ok: false, error: { code, message } })}\n`);
+    if (this.lingering.size >= MAX_LINGERING) {
+      sock.destroy();
+      return;
+    }
+    this.lingering.add(sock);
+    sock.on('error', () => {});
+    sock.resume();
+    const timer = setTimeout(() => sock.destroy(), LINGER_MS);
+    timer.unref();
+    sock.once('close', () => {
+      this.lingering.delete(sock);
+      clearTimeout(timer);
+    });
+  }
+
+  /**
    * The shared budget of unfinished lines is spent: the connection whose line began earliest gives
    * way (the largest, between lines begun together). An honest line arrives at the socket's speed;
    * a stalled one only grows old, so age, not size, finds the client that holds the budget (review).
@@ -303,7 +333,7 @@ export class AdminServer {
   }
 
   private send(sock: Socket, msg: AdminResponse<unknown> | AdminEventLine): void {
-    if (sock.destroyed) return;
+    if (sock.destroyed || sock.writableEnded) return; // closed, or refused (refuseWith): nothing more is written
     // A client that stops reading a stream must not make the daemon buffer without bound.
     if (sock.writableLength > MAX_CLIENT_BUFFER) {
       this.log.warn({ buffered: sock.writableLength }, 'admin client not reading; disconnected');
