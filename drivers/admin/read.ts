@@ -62,6 +62,19 @@ interface Target {
   version: number;
 }
 
+/**
+ * Each pair's own number, in a cursor's target: a peer removed and added again (a reload that rekeys it: another
+ * pair, from an empty store) names a register of the same names, but a cursor of the old pair is not of it. Before,
+ * its pages went on, of the old pair's register, labelled with a version of the new one (review).
+ */
+const pairIds = new WeakMap<object, number>();
+let nextPairId = 1;
+function pairIdOf(link: object): number {
+  let n = pairIds.get(link);
+  if (n === undefined) pairIds.set(link, (n = nextPairId++));
+  return n;
+}
+
 /** Optional bytes: absent (neither `k` nor `kBase64`) gives undefined. */
 const optBytes = <A extends object>(a: A, k: keyof A & string): Uint8Array | undefined =>
   (a as Record<string, unknown>)[k] === undefined && (a as Record<string, unknown>)[`${k}Base64`] === undefined
@@ -109,7 +122,7 @@ class Cursors {
       if (!cursor?.set || cursor.target !== t.id || cursor.prefix !== prefixKey || (version !== undefined && version !== cursor.version))
         throw new AdminFault(
           'cursor-expired',
-          `scan cursor ${echo(cursorId)} is not held (idle over its TTL, its connection closed, or of another register, prefix or version): scan again`,
+          `scan cursor ${echo(cursorId)} is not held (idle over its TTL, its connection closed, its peer removed or rekeyed, or of another register, prefix or version): scan again`,
           'cursor',
         );
       cursor.expires = now + cursor.ttlMs;
@@ -255,7 +268,7 @@ export function readHandlers(d: Spookd): Handlers<'scan' | 'size' | 'dscan' | 'd
     const r = failsAs('unknown-register', 'register', () => link.pair.register(register), register);
     return d.durableRead(link, () => {
       refuseFenced(link);
-      return then({ id: `pair:${link.name}:${register}`, name: register, state: r.state, version: r.version });
+      return then({ id: `pair:${link.name}#${pairIdOf(link)}:${register}`, name: register, state: r.state, version: r.version });
     });
   };
   // A first page gathers (scan.ts): one at a time, its target read when its turn comes (a pair's
