@@ -75,7 +75,7 @@ export function prepareSocketDir(path: string, gid: number | undefined, groupNam
 /**
  * The socket is given its group and mode by path, after it is bound (chown, chmod: both follow a
  * symlink). A user who can write its directory, or one above it, could put a symlink to any file in
- * its place in between: that file would be given to the group, mode 0660 (review: /etc/shadow). So the
+ * its place in between: that file would be given to the group, mode 0660 (/etc/shadow, say). So the
  * directory and every one above it must be root's or spookd's user's, writable by no one else unless
  * sticky (as /tmp, where no one renames what is not theirs). Checked once the directory exists.
  */

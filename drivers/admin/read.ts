@@ -65,7 +65,7 @@ interface Target {
 /**
  * Each pair's own number, in a cursor's target: a peer removed and added again (a reload that rekeys it: another
  * pair, from an empty store) names a register of the same names, but a cursor of the old pair is not of it. Before,
- * its pages went on, of the old pair's register, labelled with a version of the new one (review).
+ * its pages went on, of the old pair's register, labelled with a version of the new one.
  */
 const pairIds = new WeakMap<object, number>();
 let nextPairId = 1;

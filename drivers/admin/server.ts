@@ -59,7 +59,7 @@ export const ADMIN_LIMITS = {
   /**
    * Answers and stream lines written and not yet read, of all connections together (each is also cut
    * at MAX_CLIENT_BUFFER). Per connection alone, 1,024 connections that never read held 8 GiB of
-   * strings in a heap of 4 GiB: spookd ended out of memory (review). Past it (found within an eighth
+   * strings in a heap of 4 GiB: spookd ended out of memory. Past it (found within an eighth
    * more: unreadCheckAt), the connections behind longest are dropped until it holds again.
    */
   maxUnreadTotal: 256 * 1024 * 1024,
@@ -291,8 +291,8 @@ export class AdminServer {
   /**
    * Ends `sock` with one error line of id 0. Destroyed at once, a client still writing its request failed
    * (EPIPE) before it read the line, and could only tell "connection closed" (its library: spookd stopped,
-   * not `too-busy`, review). Ended, it reads the line, then the end. A few refused connections are kept so
-   * at once, each a second at most, what they send discarded; past that they are closed at once.
+   * not `too-busy`). Ended, it reads the line, then the end. Up to MAX_LINGERING refused connections
+   * are kept at once, each a second at most, what they send discarded; past that they are closed at once.
    */
   private refuseWith(sock: Socket, code: AdminErrorCode, message: string): void {
     sock.end(`${JSON.stringify({ id: 0, ok: false, error: { code, message } })}\n`);
