@@ -786,7 +786,7 @@ export class ReconRequester {
    * when the sequencer sends more than this host may keep.
    */
   private admit(now: number, entries: readonly WireEntry[]): boolean {
-    const q = this.r.quota;
+    const q = this.limits();
     this.receivedEntries += entries.length;
     for (const e of entries) this.receivedBytes += entryWireLen(e);
     // (No per-value check: a value held from before a lowered maxValueBytes is still the register's,
@@ -807,14 +807,8 @@ export class ReconRequester {
    * past its quota, session after session, before rev 1.29.
    */
   private fits(now: number, keys: number, bytes: number): boolean {
-    const q = this.r.quota;
-    const st = this.r.state;
-    const map = st instanceof MapState;
-    // What the register holds now is allowed too: a quota lowered under it keeps it ("kept, growth
-    // refused", §7.8), and an install that does not grow it must go through, or a register left
-    // above a quota lowered across a restart could never re-entangle (review, 2026-12-07).
-    const maxKeys = Math.max(q.maxKeys, st.size());
-    const maxBytes = Math.max(q.maxBytes, st.fullTransferBytes());
+    const map = this.r.state instanceof MapState;
+    const { maxKeys, maxBytes } = this.limits();
     if ((!map || keys <= maxKeys) && bytes <= maxBytes) return true;
     this.r.refuse(
       now,
@@ -824,6 +818,20 @@ export class ReconRequester {
         : `reconciliation would leave ${bytes} octets, more than ${maxBytes}`,
     );
     return false;
+  }
+
+  /**
+   * The most keys and octets a session may bring: the quota, or what the register holds now if that
+   * is more. A quota lowered under the register keeps it ("kept, growth refused", §7.8), and a
+   * session that does not grow it must go through, or a register left above a quota lowered across
+   * a restart could never re-entangle (review, 2026-12-07, for the install check). The pin's size
+   * and the data received are held to the same bound: against the quota alone, a stream above it
+   * had every pin refused (its size is at least the stream's when the sequencer has it all).
+   */
+  private limits(): { maxKeys: number; maxBytes: number } {
+    const q = this.r.quota;
+    const st = this.r.state;
+    return { maxKeys: Math.max(q.maxKeys, st.size()), maxBytes: Math.max(q.maxBytes, st.fullTransferBytes()) };
   }
 
   /** Keys and octets a map edit would leave: the state less `deletes` plus `puts`. */
@@ -881,7 +889,7 @@ export class ReconRequester {
 
   onMeta(now: number, m: ReconMetaMsg): void {
     if (this.meta) return;
-    const q = this.r.quota;
+    const q = this.limits();
     if (m.size > (this.r.state instanceof MapState ? q.maxKeys : q.maxBytes)) {
       this.r.refuse(now, 'quota-violation', `pin of ${m.size} ${this.r.state instanceof MapState ? 'keys' : 'octets'} exceeds the quota`);
       return;
@@ -1026,7 +1034,7 @@ export class ReconRequester {
     if (this.mode !== 'full') return;
     if (!(this.r.state instanceof MapState)) return this.misfit(now, 'a SnapChunk');
     // Every chunk but an empty map's holds an entry: more chunks than the quota's keys is a lie.
-    if (m.chunks > Math.max(1, this.r.quota.maxKeys)) {
+    if (m.chunks > Math.max(1, this.limits().maxKeys)) {
       this.r.refuse(now, 'quota-violation', `snapshot of ${m.chunks} chunks exceeds the quota`);
       return;
     }
@@ -1064,7 +1072,7 @@ export class ReconRequester {
   onStreamData(now: number, m: StreamDataMsg): void {
     if (!(this.r.state instanceof StreamState)) return this.misfit(now, 'StreamData');
     if (!this.accept(m.targetVersion)) return;
-    const q = this.r.quota;
+    const q = this.limits();
     if (m.offset + m.data.length > (this.meta ? Math.min(this.meta.size, q.maxBytes) : q.maxBytes)) {
       this.r.refuse(now, 'quota-violation', `stream data past ${this.meta ? "the pin's length" : 'the quota'}`);
       this.restart();
