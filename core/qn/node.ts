@@ -352,7 +352,7 @@ export class DomainNode {
           },
           snapshot: () => this.state.snapshot(),
           pin: () => this.state.pin(),
-          diff: (base, entries) => this.state.diff(base, entries),
+          diff: (base, entries, limit) => this.state.diff(base, entries, limit),
           patch: (data, base, index) => this.state.patch(data, base, index),
           restore: (data, index, fromLeader) => {
             if (!this.state.restore(data, index, fromLeader)) return false;
