@@ -1004,7 +1004,8 @@ type Listed<Missing extends never> = Missing;
  * gathered a slice per turn of the daemon's event loop, so a large register delays the first page,
  * never the daemon) when more pages follow; later pages name `cursor` (and `version`, checked) with
  * `after` = the last key received. A page that names a version or cursor the daemon no longer holds
- * fails `cursor-expired`.
+ * fails `cursor-expired`, as does a page of a pair's register after a reload removed or rekeyed that
+ * peer (a new pair, from an empty store).
  */
 export type ScanArgs = { register: string; limit?: number; version?: number; cursor?: string; cursorTtlMs?: number } & Bytes<'prefix'> &
   Bytes<'after'>;
