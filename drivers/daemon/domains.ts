@@ -25,6 +25,7 @@ import { DomainChanges } from '../../core/qn/changes.js';
 import type { SpookdConfig } from './config.js';
 import { FileDomainStore, type SnapshotReport } from '../store/domain-store.js';
 import type { DomainSummary } from '../../client/protocol.js';
+import { WarnLimiter } from '../../core/util/warn-limiter.js';
 
 export type DomainConfig = SpookdConfig['domains'][number];
 
@@ -53,6 +54,18 @@ export class DomainHost {
   private waiters: ((failed: Error | undefined) => void)[] = [];
   /** Unexpected exceptions caught from the node (each fences the domain; logged once). */
   internalErrors = 0;
+  /**
+   * The domain's leader and lifecycle lines, one per kind (leader; lifecycle from → to) per
+   * 10 s: any member can flip this one's leadership term after term (a `voteResp` of a higher
+   * term, then an `append` of it), three info lines for two ~25-octet datagrams, which were all
+   * written (~10 octets of log per octet sent). The rest are counted (`onLineSuppressed`), and
+   * where the domain ended up is logged once the window is over (`settleLines`).
+   */
+  private readonly lines = new WarnLimiter(10_000, 64);
+  /** What the last leader and lifecycle lines said, and the line owed when some were left out since. */
+  private shown: { leader: NodeId; coherence: string; left: number; owed?: NodeJS.Timeout } = { leader: 0, coherence: '', left: 0 };
+  /** Called for each line the limit leaves out (spookd counts them in `warningsSuppressed`). */
+  onLineSuppressed: (() => void) | undefined;
   readonly id: number;
   readonly selfId: NodeId;
   readonly idOf = new Map<string, NodeId>();
@@ -311,13 +324,28 @@ export class DomainHost {
     this.outbox = [];
     for (const ev of events) {
       if (ev.type === 'lifecycle') {
-        this.log.info({ domain: this.cfg.name, from: ev.from, to: ev.to, cause: ev.cause }, 'domain lifecycle');
+        const suppressed = this.admitLine(`lifecycle:${ev.from}>${ev.to}`);
+        if (suppressed !== undefined) {
+          this.shown.coherence = ev.to;
+          this.log.info(
+            { domain: this.cfg.name, from: ev.from, to: ev.to, cause: ev.cause, ...(suppressed > 0 ? { suppressed } : {}) },
+            'domain lifecycle',
+          );
+        }
         if (ev.to === 'decoherent') {
           this.partitionsSeen.push({ at: Date.now(), cause: ev.cause });
           if (this.partitionsSeen.length > 32) this.partitionsSeen.shift();
         }
-      } else if (ev.type === 'leader')
-        this.log.info({ domain: this.cfg.name, leader: this.name(ev.leader), term: ev.term }, 'domain leader');
+      } else if (ev.type === 'leader') {
+        const suppressed = this.admitLine('leader');
+        if (suppressed !== undefined) {
+          this.shown.leader = ev.leader;
+          this.log.info(
+            { domain: this.cfg.name, leader: this.name(ev.leader), term: ev.term, ...(suppressed > 0 ? { suppressed } : {}) },
+            'domain leader',
+          );
+        }
+      }
       if (ev.type === 'outcome') this.outcomeWaiters.get(ev.seq)?.(ev);
       for (const s of this.subscribers) s(ev);
     }
@@ -433,7 +461,36 @@ export class DomainHost {
     };
   }
 
+  /** `lines.admit`: undefined when the line is left out (counted, and a line owed on where the domain ends up). */
+  private admitLine(key: string): number | undefined {
+    const suppressed = this.lines.admit(Date.now(), key);
+    if (suppressed === undefined) {
+      this.shown.left++;
+      this.onLineSuppressed?.();
+      this.shown.owed ??= setTimeout(() => this.settleLines(), this.lines.intervalMs).unref();
+    }
+    return suppressed;
+  }
+
+  /** Lines were left out: log the domain's leader and coherence if the last lines shown did not say them. */
+  private settleLines(): void {
+    const s = this.shown;
+    s.owed = undefined;
+    const leader = this.node.raft.leader;
+    const coherence = this.node.coherenceState;
+    if (leader !== s.leader || coherence !== s.coherence)
+      this.log.info(
+        { domain: this.cfg.name, leader: leader ? this.name(leader) : undefined, term: this.node.raft.term, coherence, suppressed: s.left },
+        'domain lifecycle: transitions left out of the log',
+      );
+    s.leader = leader;
+    s.coherence = coherence;
+    s.left = 0;
+  }
+
   close(): void {
+    clearTimeout(this.shown.owed);
+    this.shown.owed = undefined;
     this.disk?.close();
   }
 }

@@ -358,6 +358,7 @@ export class Spookd {
     for (const dc of cfg.domains) {
       const dom = new DomainHost(dc, key, peers, cfg.dataDir, cfg.fsync, log, this.now());
       dom.batchTurns(() => this.domainDirty(dom));
+      dom.onLineSuppressed = () => void this.warns.suppressed++;
       this.domains.set(dc.name, dom);
     }
     const listen = parseHostPort(cfg.listen)!;
