@@ -176,6 +176,18 @@ interface PeerState {
    * peer that drops and redials the carrier have a line written per connection each time.
    */
   resumeLog: LineLimit;
+  /**
+   * Its last `carrier up` and `carrier lost` lines, limited the same way: a peer that completes a
+   * handshake and drops the carrier at once (about 40 a second per source) had two lines written per cycle.
+   */
+  upLog: LineLimit;
+  lostLog: LineLimit;
+  /**
+   * A carrier up on another path (local and remote address) than the one before is news (a roam,
+   * this host's address gone): its line has a limiter of its own, so a move is logged at once.
+   */
+  movedLog: LineLimit;
+  upPath: string | undefined;
 }
 
 /** A kind of log line written at most once per VIOLATION_LOG_MS: when it last was, and how many were not since. */
@@ -195,6 +207,9 @@ function admitLine(v: LineLimit, now: number): number | undefined {
   v.suppressed = 0;
   return suppressed;
 }
+
+/** `suppressed` for a log line's fields: only when some were. */
+const suppressedField = (n: number): { suppressed?: number } => (n > 0 ? { suppressed: n } : {});
 
 export class WrapManager {
   /** Inside a call whose time is charged to a peer already (see charged()). */
@@ -323,6 +338,10 @@ export class WrapManager {
       pending: new ConnectDeadlines(),
       violationLog: { at: undefined, suppressed: 0 },
       resumeLog: { at: undefined, suppressed: 0 },
+      upLog: { at: undefined, suppressed: 0 },
+      lostLog: { at: undefined, suppressed: 0 },
+      movedLog: { at: undefined, suppressed: 0 },
+      upPath: undefined,
     };
     ps.budget = this.budgetOf(ps);
     return ps;
@@ -1209,7 +1228,8 @@ export class WrapManager {
         ps.downSince = this.now();
         ps.session.onCarrierDown(this.now());
         ps.redial.lost(this.now());
-        this.log.info({ peer: ps.peer.name, why }, 'carrier lost');
+        const suppressed = admitLine(ps.lostLog, this.now());
+        if (suppressed !== undefined) this.log.info({ peer: ps.peer.name, why, ...suppressedField(suppressed) }, 'carrier lost');
         this.flush(ps);
         this.ensureCarrier(ps);
       },
@@ -1225,7 +1245,20 @@ export class WrapManager {
     ps.redial.up();
     ps.downSince = undefined;
     this.applyDown();
-    this.log.info({ peer: ps.peer.name, remote: `${c.socket.remoteAddress}:${c.socket.remotePort}`, cipher: c.cipher }, 'carrier up');
+    const path = `${c.socket.localAddress}>${c.socket.remoteAddress}`;
+    const moved = ps.upPath !== undefined && ps.upPath !== path;
+    ps.upPath = path;
+    const suppressed = admitLine(moved ? ps.movedLog : ps.upLog, this.now());
+    if (suppressed !== undefined)
+      this.log.info(
+        {
+          peer: ps.peer.name,
+          remote: `${c.socket.remoteAddress}:${c.socket.remotePort}`,
+          cipher: c.cipher,
+          ...suppressedField(suppressed),
+        },
+        'carrier up',
+      );
     this.flush(ps);
   }
 
@@ -1445,7 +1478,7 @@ export class WrapManager {
         const suppressed = admitLine(ps.resumeLog, this.now());
         if (suppressed === undefined) return;
         this.log.info(
-          { peer: ps.peer.name, conn: ev.conn, heldMs: Math.round(ev.heldMs), ...(suppressed > 0 ? { suppressed } : {}) },
+          { peer: ps.peer.name, conn: ev.conn, heldMs: Math.round(ev.heldMs), ...suppressedField(suppressed) },
           'wrapped connection resumed',
         );
         return;
@@ -1485,11 +1518,11 @@ export class WrapManager {
         return;
       case 'violation': {
         const suppressed = admitLine(ps.violationLog, this.now());
-        if (suppressed === undefined) return;
-        this.log.warn(
-          { peer: ps.peer.name, kind: ev.kind, detail: ev.detail, ...(suppressed > 0 ? { suppressed } : {}) },
-          'wrap protocol violation',
-        );
+        if (suppressed !== undefined)
+          this.log.warn(
+            { peer: ps.peer.name, kind: ev.kind, detail: ev.detail, ...suppressedField(suppressed) },
+            'wrap protocol violation',
+          );
         return;
       }
       default: {
