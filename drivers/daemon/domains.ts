@@ -463,7 +463,7 @@ export class DomainHost {
 
   /** `lines.admit`: undefined when the line is left out (counted, and a line owed on where the domain ends up). */
   private admitLine(key: string): number | undefined {
-    const suppressed = this.lines.admit(Date.now(), key);
+    const suppressed = this.lines.admit(performance.now(), key); // monotonic: a clock stepped back would silence them
     if (suppressed === undefined) {
       this.shown.left++;
       this.onLineSuppressed?.();
