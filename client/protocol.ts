@@ -571,6 +571,8 @@ export interface WrapStatsResult {
   intercept: string;
   hooks: Record<string, number> | null;
   refused: Record<string, number>;
+  /** Descriptors held by wrapped connections, their process-wide cap (null: none known yet) and the new connections refused for it, both sides. */
+  descriptors?: { limit: number | null; cap: number | null; held: number; refused: Record<string, number> };
   /** Honest connects: ports whose peer counts as down (direct/refuse), connect timeouts, refusals repeated by the hook. */
   connects: { downPorts: number[]; timedOut: number; refusalsRemembered: number; refusalsNow: number; hookErrors: number };
   carrierPending: number;

@@ -127,3 +127,22 @@ export function slotRefusal(max: number, live: number, held: number | undefined)
   if (held !== undefined && max - live - 1 < Math.floor(max / 8) && 2 * held >= max) return 'user-share';
   return undefined;
 }
+
+/** Why a new wrapped connection (one that costs this process a descriptor) is refused: see descriptorRefusal. */
+export type DescriptorRefusal = 'too-many-descriptors' | 'descriptor-share';
+
+/**
+ * Admission of a new wrapped connection that costs this process a descriptor, when wrapped
+ * connections of every peer hold `held` of the process-wide `cap` (drivers/wrap/fdlimit.ts): the
+ * per-peer limit bounds no sum, and descriptors are the process's, the pairs' stores' too. None
+ * past `cap`; and, as slotRefusal keeps a peer's last eighth for its smaller users, the last
+ * eighth of the cap is kept for peers under their fair share: a connection that would leave
+ * fewer than ⌊cap/8⌋ free is refused (`descriptor-share`) when its peer holds `peerHeld` >= cap
+ * over the peers holding some (itself counted, at least 2: one peer alone stops at 7/8).
+ */
+export function descriptorRefusal(cap: number, held: number, peerHeld: number, peersHolding: number): DescriptorRefusal | undefined {
+  if (held >= cap) return 'too-many-descriptors';
+  const peers = Math.max(2, peersHolding + (peerHeld === 0 ? 1 : 0));
+  if (cap - held - 1 < Math.floor(cap / 8) && peerHeld * peers >= cap) return 'descriptor-share';
+  return undefined;
+}

@@ -53,6 +53,11 @@ export interface WrapSessionOptions {
    */
   mayDial?: (target: Target, datagram: boolean) => boolean;
   /**
+   * Whether this side may take one more connection the peer opens (its dial costs a descriptor):
+   * false, it is refused as one past maxConnections. Absent: only maxConnections applies.
+   */
+  mayOpen?: () => boolean;
+  /**
    * Per peer and direction, all connections together: bytes read and not yet acknowledged
    * by the peer, and bytes received and not yet taken by the local sockets (§16.5.5).
    * Default DEFAULT_MAX_BUFFERED (never below windowBytes).
@@ -1139,14 +1144,15 @@ export class WrapSession {
       this.queue(now, { type: RecordType.Close, conn: id, code: CloseCode.Refused, text: '' }, id);
       return;
     }
-    if (this.live.size >= this.opts.maxConnections) {
+    const full = this.live.size >= this.opts.maxConnections;
+    if (full || this.opts.mayOpen?.() === false) {
       this.queue(
         now,
         {
           type: RecordType.Close,
           conn: id,
           code: CloseCode.TooManyConnections,
-          text: `this side carries ${this.live.size} connections already`,
+          text: full ? `this side carries ${this.live.size} connections already` : 'this host has no descriptor to spare',
         },
         id,
       );

@@ -33,8 +33,11 @@ import {
   HandshakeSlots,
   type HandshakeRefusal,
   type HandshakeSlotRefusal,
+  descriptorRefusal,
+  type DescriptorRefusal,
   type SlotRefusal,
 } from '../../core/wrap/admission.js';
+import { descriptorLimit, descriptorsOpen } from './fdlimit.js';
 import { DatagramDeframer, type FlowDrop } from '../../core/wrap/udp.js';
 import { Redialer, REDIAL_MAX_MS } from '../../core/wrap/redial.js';
 import { defaultHoldMs } from '../../core/wrap/hold.js';
@@ -122,7 +125,14 @@ export interface WrapSettings {
   defaultHoldMs?: number;
   /** The connect timeout of a wrapper added without one (spookd: the host's SYN patience, drivers/wrap/hold.ts). */
   defaultConnectTimeoutMs?: number;
+  /** The process's descriptor limit (default: its soft RLIMIT_NOFILE, drivers/wrap/fdlimit.ts). */
+  descriptorLimit?: number;
+  /** Descriptors kept from wrapped connections beyond those open at start (default: descriptorReserveOf). */
+  descriptorReserve?: number;
 }
+
+/** Descriptors kept for the stores (a snapshot, a new log, a pending list), the admin socket and the listeners. */
+export const DESCRIPTOR_RESERVE = 64;
 
 /** Carrier accepts per second: in all (peers' known addresses apart), and per source address. */
 export const DEFAULT_HANDSHAKE_RATE = 200;
@@ -147,7 +157,7 @@ export const VIOLATION_LOG_MS = 10_000;
  * Why an intercepted TCP connection was reset unread (stats().refused, by these names);
  * `user-share`: its user holds half the peer's slots and only the reserve is left (§16.5.1).
  */
-export type InterceptRefusal = 'no-original-destination' | 'port-not-wrapped' | SlotRefusal;
+export type InterceptRefusal = 'no-original-destination' | 'port-not-wrapped' | SlotRefusal | DescriptorRefusal;
 /** Why a datagram from a local UDP endpoint was dropped (stats().udpDrops). */
 export type DatagramDrop = InterceptRefusal | FlowDrop;
 /** Why an accepted carrier connection was closed before it was adopted (stats().carrierRefused). */
@@ -188,6 +198,8 @@ interface PeerState {
    */
   movedLog: LineLimit;
   upPath: string | undefined;
+  /** Descriptors its wrapped connections hold here (local TCP sockets, UDP sockets to servers). */
+  fds: number;
 }
 
 /** A kind of log line written at most once per VIOLATION_LOG_MS: when it last was, and how many were not since. */
@@ -284,6 +296,16 @@ export class WrapManager {
   };
   /** Carrier accepts per second (each may cost a DH before anything is known of it). */
   private readonly admission: HandshakeAdmission;
+  /**
+   * Wrapped connections stop at a process-wide cap on their descriptors (descriptorCap): peers'
+   * limits bound no sum, and past RLIMIT_NOFILE the stores' opens failed with EMFILE (the pair
+   * fenced, store-failed), the carriers' and the admin socket's accepts too.
+   */
+  private fdCap: { limit: number | undefined; cap: number } | undefined;
+  private fdsHeld = 0;
+  private peersHolding = 0;
+  /** New wrapped connections refused for descriptors, both sides (the client side's are in `refused` too). */
+  readonly descriptorRefused: Record<DescriptorRefusal, number> = { 'too-many-descriptors': 0, 'descriptor-share': 0 };
   /** What the connect hooks do for peers without a carrier, and the refusals they repeat. */
   private readonly connects = new HonestConnects(() => this.hooks);
   /** The serving side's dial policy: default deny. */
@@ -324,6 +346,14 @@ export class WrapManager {
       pingMs: Math.max(100, Math.floor(this.settings.silenceMs / 3)),
       maxBufferedBytes: this.settings.maxBufferedBytes,
       udpIdleMs: this.settings.udpIdleMs,
+      // A peer's OPEN meets the process-wide cap too: each dial is a descriptor here.
+      // Counted at once: the OPENs of one carrier read come before any of their dials.
+      mayOpen: () => {
+        const why = this.descriptorRefusalOf(ps);
+        if (why) this.descriptorRefused[why]++;
+        else this.countFd(ps, 1); // the dial's socket (dial, dialUdp), released when it closes
+        return why === undefined;
+      },
     });
     const ps: PeerState = {
       peer: p,
@@ -342,6 +372,7 @@ export class WrapManager {
       lostLog: { at: undefined, suppressed: 0 },
       movedLog: { at: undefined, suppressed: 0 },
       upPath: undefined,
+      fds: 0,
     };
     ps.budget = this.budgetOf(ps);
     return ps;
@@ -381,6 +412,39 @@ export class WrapManager {
 
   private now(): number {
     return performance.now();
+  }
+
+  /**
+   * The cap on descriptors held by wrapped connections: the limit, less what is open when it is
+   * first needed (the stores' files, listeners, the admin socket) and a reserve for what opens
+   * later: every handshake slot, each peer's carrier and dials, DESCRIPTOR_RESERVE for the rest.
+   * No limit known (unlimited, no libc): no cap.
+   */
+  private descriptorCap(): number {
+    if (!this.fdCap) {
+      const limit = this.settings.descriptorLimit ?? descriptorLimit();
+      const reserve =
+        this.settings.descriptorReserve ??
+        (this.settings.maxHandshakes ?? 256) + this.peers.size * (1 + MAX_DIALS_IN_FLIGHT) + DESCRIPTOR_RESERVE;
+      const cap = limit === undefined ? Infinity : Math.max(0, limit - (descriptorsOpen() ?? 0) - reserve);
+      this.fdCap = { limit, cap };
+      if (limit !== undefined)
+        this.log.info({ limit, cap, reserve }, 'wrapped connections hold at most this many descriptors (RLIMIT_NOFILE less a reserve)');
+    }
+    return this.fdCap.cap;
+  }
+
+  /** Whether a new wrapped connection of `ps` that costs a descriptor is refused for the process's (descriptorRefusal). */
+  private descriptorRefusalOf(ps: PeerState): DescriptorRefusal | undefined {
+    return descriptorRefusal(this.descriptorCap(), this.fdsHeld, ps.fds, this.peersHolding);
+  }
+
+  /** A descriptor taken (`+1`) or released (`-1`) by one of `ps`'s wrapped connections. */
+  private countFd(ps: PeerState, d: 1 | -1): void {
+    if (d === 1 && ps.fds === 0) this.peersHolding++;
+    ps.fds += d;
+    this.fdsHeld += d;
+    if (d === -1 && ps.fds === 0) this.peersHolding--;
   }
 
   /** The connect timeout of a wrapper added without one. */
@@ -704,6 +768,7 @@ export class WrapManager {
       intercept: `${this.settings.intercept.host}:${this.interceptPort}`,
       hooks: this.hooks?.stats() ?? null,
       refused: this.refused,
+      descriptors: { limit: this.fdCap?.limit ?? null, cap: this.fdCap?.cap ?? null, held: this.fdsHeld, refused: this.descriptorRefused },
       connects: this.connects.counts,
       carrierPending: this.handshakes.held,
       carrierRefused: this.carrierRefused,
@@ -794,6 +859,11 @@ export class WrapManager {
     const target: Target = { family: dst.family, address: dst.address, port: dst.port };
     const full = ps.session.slotRefusal(dst.uid);
     if (full) return refuse(full);
+    const noFd = this.descriptorRefusalOf(ps);
+    if (noFd) {
+      this.descriptorRefused[noFd]++;
+      return refuse(noFd);
+    }
     const id = ps.session.openLocal(now, w.port, target, w.holdMs, w.delta ?? false, false, true, dst.uid);
     if (id === undefined) return refuse('too-many-connections');
     this.counters.opened(w);
@@ -831,7 +901,8 @@ export class WrapManager {
 
   // ---- local sockets (both sides) ----
 
-  private attach(ps: PeerState, id: number, socket: Socket, wrapPort: number, lingers = false): LocalConn {
+  /** `counted`: its descriptor was counted when the peer's OPEN was admitted (mayOpen). */
+  private attach(ps: PeerState, id: number, socket: Socket, wrapPort: number, lingers = false, counted = false): LocalConn {
     const local = ps.session.conns.get(id)?.local ?? true;
     const lc = this.localConn(ps, id, () => tcpIo(socket, (s, before) => this.corkTurn(ps, s, before)), local, wrapPort, false);
     this.tcpSockets.set(lc, socket);
@@ -862,7 +933,9 @@ export class WrapManager {
       this.flush(ps);
     });
     this.sockets.add(socket);
+    if (!counted) this.countFd(ps, 1);
     socket.on('close', () => {
+      this.countFd(ps, -1);
       this.sockets.delete(socket);
       if (ps.conns.get(id) === lc && !ps.session.conns.has(id)) ps.conns.delete(id);
     });
@@ -978,9 +1051,11 @@ export class WrapManager {
   /** Server side of a UDP flow: a socket connected to the real server. */
   private dialUdp(ps: PeerState, id: number, target: Target, wrapPort: number): void {
     const sock = createSocket(target.family === 6 ? 'udp6' : 'udp4');
-    this.udpSockets.add(sock);
+    this.udpSockets.add(sock); // its descriptor counted when the OPEN was admitted (mayOpen)
     const close = (): void => {
-      if (this.udpSockets.delete(sock)) sock.close();
+      if (!this.udpSockets.delete(sock)) return;
+      this.countFd(ps, -1);
+      sock.close();
     };
     // Datagrams that arrive before the socket is connected wait for it; they are acknowledged
     // only when sent, so the window bounds them.
@@ -1020,7 +1095,7 @@ export class WrapManager {
 
   private dial(ps: PeerState, id: number, target: Target, wrapPort: number): void {
     const socket = connect({ host: target.address, port: target.port, family: target.family, allowHalfOpen: true, noDelay: true });
-    const lc = this.attach(ps, id, socket, wrapPort);
+    const lc = this.attach(ps, id, socket, wrapPort, false, true);
     socket.once('connect', () => {
       if (ps.conns.get(id) !== lc) return;
       resetOnClose(socket);
