@@ -122,6 +122,22 @@ export class StoreRefused extends StoreError {
   }
 }
 
+/**
+ * An atomic write that found no descriptor to open its temporary file (EMFILE, ENFILE): nothing
+ * was changed, so a rewrite the store may put off (a snapshot, a pending list) is tried again later.
+ */
+export class NoDescriptor extends Error {
+  constructor(cause: Error) {
+    super(cause.message);
+    this.name = 'NoDescriptor';
+  }
+}
+
+const noDescriptor = (e: unknown): boolean => {
+  const code = (e as NodeJS.ErrnoException).code;
+  return code === 'EMFILE' || code === 'ENFILE';
+};
+
 /** Where a register's files are (its directory is its name, URI-encoded). */
 interface RegisterPaths {
   dir: string;
@@ -638,6 +654,11 @@ export class DiskStore implements PairStore {
         try {
           this.compactPending(register, f, list);
         } catch (e) {
+          // The batch is durable and the old list whole: its next append asks again (pendingCompactDue).
+          if (e instanceof NoDescriptor) {
+            this.snapshotFailed(new StoreError(`${join(this.dir, register)}: pending list not rewritten (tried again): ${e.message}`));
+            continue;
+          }
           throw new StoreError(`${join(this.dir, register)}: pending: ${(e as Error).message}`);
         }
       }
@@ -753,7 +774,14 @@ export class DiskStore implements PairStore {
     for (const [register, s] of t.snapshots) {
       const f = this.files.get(register);
       if (!f) continue;
-      if ('bytes' in s) this.installSnapshot(register, f, s.bytes, s.version);
+      if ('bytes' in s)
+        try {
+          this.installSnapshot(register, f, s.bytes, s.version);
+        } catch (e) {
+          // Nothing was changed (the log holds every record): the register's next append asks again.
+          if (!(e instanceof NoDescriptor)) throw e;
+          this.snapshotFailed(new StoreError(`${join(this.dir, register)}: snapshot not written (tried again): ${e.message}`));
+        }
       else {
         this.snapshotInBackground(register, f, s.pin);
         t.snapshots.delete(register); // the job owns its pin now
@@ -1244,7 +1272,7 @@ export function writeAtomic(path: string, data: Uint8Array, dir: string): void {
   } catch (e) {
     // A partial copy (ENOSPC, EDQUOT, EIO) would hold the space an operator is freeing: gone; the file is as it was.
     rmSync(tmp, { force: true });
-    throw e;
+    throw noDescriptor(e) ? new NoDescriptor(e as Error) : e;
   }
   renameSync(tmp, path);
   fsyncDir(dir);
