@@ -369,6 +369,8 @@ export interface DomainStats {
   diffsInstalled: number;
   stepDowns: number;
   termExhausted: number;
+  /** Leader: times a member was found lacking entries it had acknowledged (its directory wiped or restored) and sent them again. */
+  lostEntries?: number;
   internalErrors: number;
   // ---- large values on domains ----
   /** Messages larger than a datagram, per link (PROTOCOL.md §15.9); `heldBytes`: partial messages held now, all links together. */

@@ -290,6 +290,15 @@ interface Progress {
   backed: boolean;
   /** When a difference was last weighed for this follower: at most once per electionMs (each costs a walk of the entries it would replace). */
   diffWeighedAt: number;
+  /**
+   * A refusal since the last heartbeat hinted below `match`: the follower says it lacks entries
+   * it acknowledged (its directory wiped or restored from a backup). -1: none.
+   */
+  lostHint: number;
+  /** Heartbeat periods in a row with such a refusal and no acknowledgement of `match` or beyond. */
+  lostBeats: number;
+  /** Times `match` was lowered for it: each needs twice the periods of the one before (at most 64). */
+  lost: number;
 }
 
 /**
@@ -432,7 +441,11 @@ export class Raft {
     termExhausted: 0,
     /** Proposals a leader refused at its uncommitted bound (maxUncommittedEntries / maxUncommittedBytes); the proposer retries. */
     proposalsDeferred: 0,
+    /** Times a leader found a follower lacking entries it had acknowledged (wiped or restored) and sent them again. */
+    lostEntries: 0,
   };
+  /** Followers found lacking entries they had acknowledged, not yet taken by the driver (takeLost), at most 16. */
+  private lostNotices: { member: NodeId; acknowledged: number; holds: number }[] = [];
 
   constructor(
     private readonly o: RaftOptions,
@@ -698,6 +711,7 @@ export class Raft {
         this.beats++;
         for (const id of this.others()) {
           const p = this.prog(id, now);
+          this.checkLost(id, p);
           // No acknowledgement since the last beat: what was in flight is presumed lost; probe from there.
           // Probing, from where the last probe started (none sent yet: from next): going back to
           // match + 1 sent a new leader's followers (match 0) its whole log, or a snapshot once
@@ -978,6 +992,9 @@ export class Raft {
         diffAt: -1,
         backed: false,
         diffWeighedAt: -Infinity,
+        lostHint: -1,
+        lostBeats: 0,
+        lost: 0,
       };
       this.progress.set(id, p);
     }
@@ -1287,6 +1304,8 @@ export class Raft {
     if (!p) return;
     p.lastAck = now;
     if (m.ok) {
+      // It holds what it acknowledged: an earlier refusal below the match index was a stale one.
+      if (m.index >= p.match) p.lostHint = -1;
       const found = p.probe;
       // Probing, an acknowledgement that moves nothing (its index at the match, short of what the
       // probe carried) answers an older append, not the probe: probing goes on (a heartbeat
@@ -1300,6 +1319,8 @@ export class Raft {
       // A follower found behind (its probe answered): entries, or the difference if it is much smaller.
       if (found && this.role === Role.Leader && this.startDiff(from, p)) return;
     } else {
+      // A hint below the match index: it lacks entries it acknowledged (checkLost, at the heartbeat).
+      if (m.index < p.match) p.lostHint = m.index;
       // A refusal of an append sent before our last probe (its hint is at or past where the
       // probe started): stale, as etcd's MaybeDecrTo judges them. Acting on each would resend
       // the window once per append in flight after a single loss.
@@ -1319,6 +1340,46 @@ export class Raft {
       return;
     }
     if (this.role === Role.Leader && this.progress.has(from)) this.sendAppend(from, false);
+  }
+
+  /**
+   * At each heartbeat: a follower whose refusals hinted below its match index through
+   * consecutive heartbeat periods (2, then 4, 8, up to 64 each time again), with no acknowledgement of that
+   * index between, lost entries it had acknowledged: its directory was wiped or restored from a
+   * backup and it restarted with the same identity. Its match index is then lowered to 0 (what
+   * it is proven to hold: a restored log may diverge anywhere) and it is probed from its hint.
+   * Before, a refusal could not move the next index below match + 1 (against a follower's
+   * refusal/acknowledgement ping-pong): such a member was never sent them again and stayed
+   * empty. Lowering a match index never commits anything (a commit needs a majority of match
+   * indexes at or past it, each counted once per member; commit never moves back). A single
+   * reordered refusal is not enough (the periods), and a follower alternating claims gets its
+   * entries sent again at most once per 2^k periods: bounded as its catch-up is.
+   */
+  private checkLost(id: NodeId, p: Progress): void {
+    if (p.lostHint < 0 || p.lostHint >= p.match) {
+      p.lostBeats = 0;
+      p.lostHint = -1;
+      return;
+    }
+    const hint = p.lostHint;
+    p.lostHint = -1;
+    if (++p.lostBeats < 2 << Math.min(p.lost, 5)) return;
+    this.stats.lostEntries++;
+    if (this.lostNotices.length < 16) this.lostNotices.push({ member: id, acknowledged: p.match, holds: hint });
+    p.lost++;
+    p.lostBeats = 0;
+    p.match = p.matchAtBeat = 0;
+    p.next = hint + 1;
+    p.probe = true;
+    p.probeAt = 0;
+    p.diffAt = -1;
+  }
+
+  /** Followers found lacking entries they had acknowledged since the last call (the driver logs them). */
+  takeLost(): { member: NodeId; acknowledged: number; holds: number }[] {
+    const l = this.lostNotices;
+    this.lostNotices = [];
+    return l;
   }
 
   private onSnap(now: number, from: NodeId, m: Extract<RaftMsg, { t: 'snap' }>): RaftDrop | undefined {

@@ -311,6 +311,11 @@ export class Metrics {
     domainCounter('spook_domain_rejected_total', 'Own candidates rejected', (h) => h.node.stats.rejected);
     domainCounter('spook_domain_partitions_total', 'Times this member became decoherent', (h) => h.node.stats.partitions);
     domainCounter('spook_domain_snapshots_sent_total', 'Full snapshots sent to lagging members', (h) => h.node.raft.stats.snapshotsSent);
+    domainCounter(
+      'spook_domain_members_lost_entries_total',
+      'Times this leader found a member lacking entries it had acknowledged (its directory wiped or restored) and sent them again',
+      (h) => h.node.raft.stats.lostEntries,
+    );
     domainCounter('spook_domain_snapshots_installed_total', 'Full snapshots installed here', (h) => h.node.raft.stats.snapshotsInstalled);
     domainCounter('spook_domain_received_bytes_total', 'Bytes of domain messages received', (h) => h.node.stats.bytesIn);
     domainCounter('spook_domain_sent_bytes_total', 'Bytes of domain messages sent', (h) => h.node.stats.bytesOut);

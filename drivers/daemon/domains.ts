@@ -21,11 +21,11 @@ import type { NodeId } from '../../core/qn/raft.js';
 import type { CandidateOp } from '../../core/qn/state.js';
 import type { KeyPair } from '../../crypto/primitives.js';
 import { StaticRelaySealer } from '../../core/qn/seal.js';
+import { WarnLimiter } from '../../core/util/warn-limiter.js';
 import { DomainChanges } from '../../core/qn/changes.js';
 import type { SpookdConfig } from './config.js';
 import { FileDomainStore, type SnapshotReport } from '../store/domain-store.js';
 import type { DomainSummary } from '../../client/protocol.js';
-import { WarnLimiter } from '../../core/util/warn-limiter.js';
 
 export type DomainConfig = SpookdConfig['domains'][number];
 
@@ -66,6 +66,8 @@ export class DomainHost {
   private shown: { leader: NodeId; coherence: string; left: number; owed?: NodeJS.Timeout } = { leader: 0, coherence: '', left: 0 };
   /** Called for each line the limit leaves out (spookd counts them in `warningsSuppressed`). */
   onLineSuppressed: (() => void) | undefined;
+  /** The error naming a member that lost entries it had acknowledged: once a minute per member. */
+  private readonly lostLines = new WarnLimiter(60_000, 64);
   readonly id: number;
   readonly selfId: NodeId;
   readonly idOf = new Map<string, NodeId>();
@@ -322,6 +324,14 @@ export class DomainHost {
     const messages = this.outbox;
     this.published = [];
     this.outbox = [];
+    for (const l of this.node.raft.takeLost()) {
+      const name = this.name(l.member);
+      if (this.lostLines.admit(performance.now(), name) === undefined) continue;
+      this.log.error(
+        { domain: this.cfg.name, member: name, acknowledged: l.acknowledged, holds: l.holds },
+        `domain ${this.cfg.name}: member ${name} lost entries it had acknowledged (up to ${l.acknowledged}; it holds ${l.holds}): its data directory was wiped or restored; remove it and add it again`,
+      );
+    }
     for (const ev of events) {
       if (ev.type === 'lifecycle') {
         const suppressed = this.admitLine(`lifecycle:${ev.from}>${ev.to}`);
