@@ -21,6 +21,11 @@ describe('a member that lost entries it acknowledged (core/qn/raft.ts checkLost)
     t.stop(C);
     t.disks.set(C, new MemDomainStore());
     const C2 = t.start(C);
+    // Heard the leader, not caught up: not coherent (it would serve an empty state as current).
+    t.run(30);
+    expect(C2.raft.leader).toBe(A.id);
+    expect(C2.raft.applied).toBeLessThan(A.raft.applied);
+    expect(C2.coherenceState).toBe('decoherent');
     t.run(3000);
     console.log(
       `C ${C2.coherenceState}; leader ${t.leader()?.id} term ${t.leader()?.raft.term} (was ${term}); C applied ${C2.raft.applied} of ${A.raft.applied}, match at leader ${A.raft.progressOf(C)?.match}`,

@@ -300,6 +300,8 @@ export class DomainNode {
    * its old seqs in the domain's table) proposes only then; a bootstrap member from the start.
    */
   private caughtUp: boolean;
+  /** Started with nothing stored and not caught up since (sticky once cleared): not coherent. */
+  private startedEmpty: boolean;
   readonly stats = {
     proposed: 0,
     committed: 0,
@@ -335,6 +337,9 @@ export class DomainNode {
     const p = o.stored;
     this.nextSeq = p.nextSeq;
     this.caughtUp = o.members.includes(o.id);
+    // Nothing stored (new, or its directory wiped or restored empty): not coherent until it has
+    // applied as far as a leader's commit index (a wiped member served an empty state as current).
+    this.startedEmpty = p.term === 0 && p.base === 0 && p.entries.length === 0 && p.commit === 0;
     for (const x of p.pending) {
       this.pending.set(x.seq, { cmd: x.cmd, sentAt: -Infinity });
       this.fresh.push(x.seq);
@@ -874,6 +879,15 @@ export class DomainNode {
     return this.caughtUp;
   }
 
+  /** Started with nothing stored and has not applied as far as a leader's commit index since. */
+  private isBehind(): boolean {
+    if (!this.startedEmpty) return false;
+    const r = this.raft;
+    const upTo = r.role === Role.Leader ? (r.commit >= r.termStartIndex ? r.commit : 0) : r.leaderCommitSeen;
+    if (upTo > 0 && r.applied >= upTo) this.startedEmpty = false;
+    return this.startedEmpty;
+  }
+
   /**
    * Removed: told so by a member whose removal of us is committed, or our own log shows a
    * committed configuration without us after one with us. (An uncommitted one may still be
@@ -1015,7 +1029,10 @@ export class DomainNode {
     const r = this.raft;
     if (r.leader !== this.lastLeader && r.leader !== 0) this.events.push({ type: 'leader', leader: r.leader, term: r.term });
     this.lastLeader = r.leader;
-    const coherent = !this.removed && (r.role === Role.Leader || (r.leader !== 0 && now - r.leaderContact < r.electionMs));
+    // Not while it has not caught up since it started empty (isBehind): a member wiped and restarted
+    // served an empty state as current.
+    const coherent =
+      !this.removed && (r.role === Role.Leader || (r.leader !== 0 && now - r.leaderContact < r.electionMs)) && !this.isBehind();
     const next: Coherence = coherent ? 'coherent' : 'decoherent';
     if (next === this.coherence) return;
     const cause = coherent
@@ -1023,7 +1040,9 @@ export class DomainNode {
       : this.removed
         ? `removed from the domain (index ${this.removed})`
         : r.members.includes(this.id)
-          ? 'no leader reachable with a majority'
+          ? r.leader !== 0 && this.startedEmpty
+            ? `catching up (applied ${r.applied}, leader's commit ${r.leaderCommitSeen || 'not heard'})`
+            : 'no leader reachable with a majority'
           : 'not a member';
     if (next === 'decoherent') this.stats.partitions++;
     this.events.push({ type: 'lifecycle', from: this.coherence, to: next, cause });
