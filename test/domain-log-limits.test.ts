@@ -20,6 +20,7 @@ import { generateKeyPair } from '../crypto/primitives.js';
 import { encodeEnvelope, type QnBody } from '../wire/qn.js';
 import { freePort } from './admin-solo.js';
 import { until } from './inproc.js';
+import { EntryKind } from '../core/qn/raft.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'spook-dlog-'));
 const lines: string[] = [];
@@ -78,15 +79,23 @@ describe('domain log lines a member can cause (§15.8)', () => {
       await turn();
     };
     const count = (msg: string): number => lines.filter((l) => (JSON.parse(l) as { msg: string }).msg === msg).length;
-    await send({ t: 'append', term: 1, prevIndex: 0, prevTerm: 0, commit: 0, entries: [] });
-    await until('b leads at a', () => dom.node.raft.leader === b);
+    // b's term starts with its Noop, committed: a (started empty) has caught up, and is coherent under b.
+    await send({
+      t: 'append',
+      term: 1,
+      prevIndex: 0,
+      prevTerm: 0,
+      commit: 1,
+      entries: [{ term: 1, cmd: new Uint8Array([EntryKind.Noop]) }],
+    });
+    await until('b leads at a, a coherent', () => dom.node.raft.leader === b && dom.node.coherenceState === 'coherent');
     const before = { leader: count('domain leader'), lifecycle: count('domain lifecycle') };
     const bytes0 = lines.reduce((s, l) => s + l.length, 0);
     octets = 0;
     const ROUNDS = 200;
     for (let term = 2; term < 2 + ROUNDS; term++) {
       await send({ t: 'voteResp', term, granted: false, pre: false }); // a follows the term, leaderless
-      await send({ t: 'append', term, prevIndex: 0, prevTerm: 0, commit: 0, entries: [] }); // b leads it
+      await send({ t: 'append', term, prevIndex: 1, prevTerm: 1, commit: 1, entries: [] }); // b leads it
     }
     expect(dom.node.raft.term).toBe(1 + ROUNDS);
     expect(dom.node.raft.leader).toBe(b);
