@@ -319,8 +319,10 @@ interface SnapResend {
   resentBeat: number;
   /** Heartbeats to wait before the next resend without progress (doubling, at most 64). */
   wait: number;
-  /** The offset at the previous heartbeat: a heartbeat resends only if it has not moved. */
+  /** The offset at the previous heartbeat: a heartbeat resends only if it has not moved, */
   beatOffset: number;
+  /** or if the last answer did not move it with chunks past it out (one was lost). */
+  stalled: boolean;
 }
 
 const MAX_RESEND_WAIT = 64;
@@ -1104,7 +1106,7 @@ export class Raft {
     if (why === 'new') Object.assign(s, { resentFrom: -1, resentBeat: -1, wait: 1, beatOffset: -1 });
     else if (why === 'beat') {
       // Acknowledgements moved the offset since the last heartbeat: the window is flowing.
-      const moved = s.offset !== s.beatOffset;
+      const moved = s.offset !== s.beatOffset && !s.stalled;
       s.beatOffset = s.offset;
       if (!moved || s.data.length === 0) this.mayResend(s);
     } else if (why === 'behind') this.mayResend(s);
@@ -1541,6 +1543,7 @@ export class Raft {
     } else if (s && s.index === m.index) {
       // The follower's offset is the truth (it may be behind what we sent, after losses).
       const behind = m.offset < s.offset;
+      s.stalled = m.offset === s.offset && m.offset < s.sent;
       s.offset = m.offset;
       // Past what was sent (its staging kept from an earlier transfer of this snapshot, or a lie):
       // the window goes from there. Before, everything from `sent` to it went at once: one
