@@ -295,7 +295,9 @@ export function decodeHandover(b: Uint8Array, drop?: (e: HandoverError) => void)
       if (nbytes > HANDOVER_MAX_CONN_BYTES) fault(`${g}.sendBytes`, `${nbytes}, at most ${HANDOVER_MAX_CONN_BYTES}`);
       else if (sendAcked + nbytes > MAX_OFFSET) fault(`${g}.sendBytes`, 'the stream passes 2^53');
       const sendBytes = r.bytes(nbytes, `${g}.sendBytes`);
-      const uid = flags & FLAG_UID ? r.u32(`${g}.uid`) : undefined;
+      // Only a version 3 state has the uid's octets: in an older one the flag is a fault (above),
+      // and reading them anyway shifted every field after it (the whole state refused).
+      const uid = version >= 3 && flags & FLAG_UID ? r.u32(`${g}.uid`) : undefined;
       const recvFinAt = flags & FLAG_RECV_FIN ? finAt : undefined;
       if (recvFinAt !== undefined && recvFinAt < received) fault(`${g}.recvFinAt`, `${recvFinAt} below received ${received}`);
       const endDelivered = (flags & FLAG_END_DELIVERED) !== 0;
