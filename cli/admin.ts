@@ -212,7 +212,7 @@ export function adminCommands(): Command[] {
       o,
       r,
       () =>
-        `${r.verdict}${r.reason ? ` (${r.reason})` : ''}${r.version !== null ? ` in version ${r.version}` : ''}  [candidate ${r.origin}:${r.seq}]`,
+        `${r.verdict}${r.reason ? ` (${r.reason})` : ''}${r.version !== null ? ` in version ${r.version}` : ''}  [candidate ${r.origin}:${r.seq}, pair ${r.pair}]`,
     );
     process.exitCode = exitOfVerdict(r.verdict);
   };
@@ -254,8 +254,11 @@ export function adminCommands(): Command[] {
     new Command('outcome')
       .description('what became of a write answered pending (its candidate number), even across restarts')
       .argument('<register>')
-      .argument('<seq>', 'the candidate number the write printed ([candidate ORIGIN:SEQ])', intArg('seq', 1)),
-  ).action(async (register: string, seq: number, o: Common) => outcome(o, await call(o, 'outcome', { register, seq })));
+      .argument('<seq>', 'the candidate number the write printed ([candidate ORIGIN:SEQ, pair ID])', intArg('seq', 1))
+      .option('--pair <id>', 'the pair the write printed (ID): a write of a pair a rekey replaced since is then unknown-candidate'),
+  ).action(async (register: string, seq: number, o: Common & { pair?: string }) =>
+    outcome(o, await call(o, 'outcome', { register, seq, ...(o.pair !== undefined ? { pair: o.pair } : {}) })),
+  );
   const txn = timeoutOpt(
     peerOpt(
       new Command('txn')

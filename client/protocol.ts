@@ -42,7 +42,10 @@ export const ADMIN_ERROR_CODES = [
   'unknown-register',
   /** No QSCS group of this name. */
   'unknown-group',
-  /** `doutcome`: no candidate of this number was proposed on this member. */
+  /**
+   * `doutcome`: no candidate of this number was proposed on this member. `outcome`: no outcome of this write is
+   * known here, or its `pair` is not the peer's pair now (the peer was rekeyed: its undecided writes were abandoned).
+   */
   'unknown-candidate',
   /** A pair write: the buffer of pending candidates is full; retry later. */
   'buffer-full',
@@ -311,6 +314,11 @@ export interface Outcome {
   /** The candidate's identity: its origin (which end proposed it) and sequence number, as collapse entries name it. */
   origin: number;
   seq: number;
+  /**
+   * The pair that numbered `seq` (16 hex digits of a hash of both ends' keys, the same at both ends and across
+   * restarts): give it back to `outcome`. A rekeyed peer is a new pair, numbering its writes from 1 again.
+   */
+  pair: string;
   verdict: 'committed' | 'rejected' | 'pending';
   /** `rejected`: the reason's name (`cas-version-mismatch`, ...); `pending`: why no outcome yet; else null. */
   reason: string | null;
@@ -709,6 +717,12 @@ export interface AdminCommands {
       register: string;
       /** The write's `seq`, from its Outcome (at least 1). */
       seq: number;
+      /**
+       * The write's `pair`, from its Outcome: when it is not the peer's pair now (a reload rekeyed the peer, whose
+       * writes undecided then were abandoned `peer-removed`), `unknown-candidate`. Without it a seq of a pair
+       * replaced since is taken as the current pair's, which numbers its writes from 1 again.
+       */
+      pair?: string;
     };
     result: Outcome;
   };
@@ -893,6 +907,8 @@ export interface CollapseEntrySummary {
 export interface CollapseEvent {
   type: 'collapse';
   peer: string;
+  /** The pair whose collapse it is (as an Outcome's `pair`): after a rekey of the peer, entries of the same origin and seq are another write's. */
+  pair: string;
   /** When this host learned of the collapse (epoch ms). */
   at: number;
   register: string;

@@ -40,11 +40,15 @@ export interface RegisterHandle {
   del(key: string, opts?: CallOptions): Promise<Outcome>;
   append(data: string | Uint8Array, opts?: CallOptions): Promise<Outcome>;
   /**
-   * What became of an own write answered `pending` (its `seq`), even across restarts of spookd or
-   * of the application: `pending` still, or its verdict and version; `unknown-candidate` when this
-   * host no longer knows (decided long ago, or settled by a reconciliation: read the key).
+   * What became of an own write answered `pending`, even across restarts of spookd or of the
+   * application: `pending` still, or its verdict and version; `unknown-candidate` when this host no
+   * longer knows (decided long ago, settled by a reconciliation, or the peer was rekeyed since: read
+   * the key). Give it the write's Outcome (or its `seq` and `pair`): its `pair` is sent along, so a
+   * write of a pair a rekey replaced is never answered with the outcome of the new pair's write of
+   * the same seq. A bare `seq` goes with the pair of the write this handle answered `pending` with
+   * that seq (the earliest, of its last PENDING_KEPT), if any; else it cannot tell the two apart.
    */
-  outcome(seq: number, opts?: CallOptions): Promise<Outcome>;
+  outcome(write: number | { seq: number; pair?: string }, opts?: CallOptions): Promise<Outcome>;
   /**
    * One atomic candidate of 1-256 ops, committed whole or rejected whole at both ends (a failed
    * guard's index is `failedOp`). On this register alone: one version; map ops on distinct keys,
@@ -65,13 +69,27 @@ export interface RegisterHandle {
   close(): void;
 }
 
+/** Pending answers whose pair a handle keeps for a bare `outcome(seq)` (as spookd keeps outcomes: OUTCOMES_KEPT). */
+export const PENDING_KEPT = 4096;
+
 export async function openRegister(register: string, opts: { peer?: string; socket?: string } = {}): Promise<RegisterHandle> {
   const session = await Session.open(opts.socket);
   const base = { register, ...(opts.peer ? { peer: opts.peer } : {}) };
 
+  /**
+   * The pair of each write answered `pending`, by seq: a bare outcome(seq) asks with it, so a rekey (a new pair
+   * numbering from 1 again) never answers another write's outcome. The earliest kept when a seq recurs.
+   */
+  const pendingPair = new Map<number, string>();
   /** A write: `pending` when spookd has no outcome 1 s before the call's deadline (Session.write). */
-  const write = async <C extends 'set' | 'cas' | 'del' | 'append' | 'txn'>(cmd: C, args: object, o?: CallOptions): Promise<Outcome> =>
-    session.write(cmd, { ...base, ...args } as Omit<AdminArgs<C>, 'timeoutMs'>, deadline(o));
+  const write = async <C extends 'set' | 'cas' | 'del' | 'append' | 'txn'>(cmd: C, args: object, o?: CallOptions): Promise<Outcome> => {
+    const r = await session.write(cmd, { ...base, ...args } as Omit<AdminArgs<C>, 'timeoutMs'>, deadline(o));
+    if (r.verdict === 'pending' && typeof r.pair === 'string' && !pendingPair.has(r.seq)) {
+      if (pendingPair.size >= PENDING_KEPT) pendingPair.delete(pendingPair.keys().next().value!);
+      pendingPair.set(r.seq, r.pair);
+    }
+    return r;
+  };
 
   return {
     async get(key, o) {
@@ -83,7 +101,10 @@ export async function openRegister(register: string, opts: { peer?: string; sock
     cas: (key, expect, value, o) => write('cas', { key, expect, ...bytesArg('value', value) }, o),
     del: (key, o) => write('del', { key }, o),
     append: (data, o) => write('append', bytesArg('data', data), o),
-    outcome: (seq, o) => session.request('outcome', { ...base, seq }, deadline(o)),
+    outcome: (w, o) => {
+      const { seq, pair } = typeof w === 'number' ? { seq: w, pair: pendingPair.get(w) } : w;
+      return session.request('outcome', { ...base, seq, ...(pair !== undefined ? { pair } : {}) }, deadline(o));
+    },
     txn: async (ops, o) => write('txn', { ops: txnOps(ops, pairOp) }, o),
     onCollapse: async (fn, o) => void (await session.stream('watch', base, fn, o)),
     onLifecycle: (fn, o) => {

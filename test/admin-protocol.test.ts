@@ -259,8 +259,9 @@ describe('admin protocol', () => {
       const c = collapses.find((x) => x.version === w.version)!;
       expect(c).toMatchObject({ type: 'collapse', peer: 'b', register: 'config' });
       // Exactly the fields of CollapseEvent, the state hash among them as 16 hex digits.
-      expect(Object.keys(c).sort()).toEqual(['at', 'entries', 'hash', 'peer', 'register', 'type', 'version']);
+      expect(Object.keys(c).sort()).toEqual(['at', 'entries', 'hash', 'pair', 'peer', 'register', 'type', 'version']);
       expect(c.hash).toMatch(/^[0-9a-f]{16}$/);
+      expect(c.pair).toBe(w.pair); // the pair that numbered the write's seq
       expect(c.entries).toContainEqual({ origin: w.origin, seq: w.seq, verdict: 'committed', reason: null });
       expect(await config.get('color')).toMatchObject({ found: true, value: 'blue', version: w.version });
       // A rejection: the same strings as the write's outcome, the reason by name.

@@ -217,6 +217,16 @@ export function pairIdentity(local: Uint8Array, peer: Uint8Array): { localId: nu
   return { localId: lower ? 1 : 2, peerId: lower ? 2 : 1, seed };
 }
 
+/**
+ * The pair's name as the admin API shows it (`pair` of a write's Outcome): 16 hex digits of a hash of
+ * both static keys, the same at both ends and across restarts. A peer rekeyed (or this host) is another
+ * pair whose seqs start again at 1: `outcome` tells the two apart by it, never by a seq alone.
+ */
+export function pairTag(local: Uint8Array, peer: Uint8Array): string {
+  const [first, second] = compareKeys(local, peer) < 0 ? [local, peer] : [peer, local];
+  return Buffer.from(hash('BLAKE2s', first, second, new TextEncoder().encode('spook pair tag')).subarray(0, 8)).toString('hex');
+}
+
 export type HandshakeOutcome =
   | { kind: 'respond'; datagram: Uint8Array; session: Session }
   | { kind: 'established'; session: Session }

@@ -47,7 +47,7 @@ export const ADMIN_ARGUMENTS = {
   del: ['peer', 'register', 'timeoutMs', 'key', 'keyBase64'],
   cas: ['peer', 'register', 'timeoutMs', 'expect', 'key', 'keyBase64', 'value', 'valueBase64'],
   append: ['peer', 'register', 'timeoutMs', 'offset', 'data', 'dataBase64'],
-  outcome: ['peer', 'register', 'seq'],
+  outcome: ['peer', 'register', 'seq', 'pair'],
   watch: ['peer', 'register'],
   events: ['peer'],
   domains: [],

@@ -188,6 +188,7 @@ export function proposeDelta(
         register,
         origin: id.origin,
         seq: id.seq,
+        pair: link.pairTag,
         verdict: ev.verdict,
         reason: ev.verdict === 'rejected' ? ev.reason : null,
         version: ev.version,
@@ -209,6 +210,7 @@ export function proposeDelta(
           register,
           origin: id.origin,
           seq: id.seq,
+          pair: link.pairTag,
           verdict: 'pending',
           reason: `no outcome within ${timeoutMs} ms (pair ${link.pair.state})`,
           version: null,
@@ -276,10 +278,23 @@ export function pairHandlers(d: Spookd): Handlers<'status' | 'pairs' | 'pair' | 
     append: (args, call) => propose(d, 'append', args, call),
     outcome: (args): Outcome | Promise<Outcome> => {
       const link = linkOf(d, str(args, 'peer', false));
+      const pair = str(args, 'pair', false);
+      if (pair !== undefined && !/^[0-9a-f]{16}$/i.test(pair))
+        throw new AdminFault('bad-argument', "argument pair must be 16 hex digits, as a write's Outcome gives it", 'pair');
+      const seq = num(args, 'seq', undefined, 1, Number.MAX_SAFE_INTEGER);
+      // A rekeyed peer is a new pair numbering its writes from 1 again: a seq of the pair it replaced is not
+      // one of its own, whose outcome would be another write's (a success for a write abandoned at the rekey).
+      if (pair !== undefined && pair.toLowerCase() !== link.pairTag)
+        throw new AdminFault(
+          'unknown-candidate',
+          `write ${seq} is of pair ${pair.toLowerCase()}, which this host no longer runs with peer ${link.name} (its pair now is ${link.pairTag}): ` +
+            `it was replaced (the peer or this host rekeyed, or the peer removed and configured again with another key), and its writes then undecided ` +
+            `were abandoned (peer-removed): the outcome is unknown here; read the key`,
+          'pair',
+        );
       refuseFenced(link);
       const register = str(args, 'register');
       const r = failsAs('unknown-register', 'register', () => link.pair.register(register), register);
-      const seq = num(args, 'seq', undefined, 1, Number.MAX_SAFE_INTEGER);
       // As a read: what it answers is on disk (a told outcome is, once its batch is).
       return d.durableRead(link, (): Outcome => {
         refuseFenced(link);
@@ -291,7 +306,7 @@ export function pairHandlers(d: Spookd): Handlers<'status' | 'pairs' | 'pair' | 
               `(the last ${OUTCOMES_KEPT} of the register, and its log at the start), settled by a reconciliation, or never proposed here: read the key`,
             'seq',
           );
-        const base = { register, origin: link.pair.opts.localId, seq };
+        const base = { register, origin: link.pair.opts.localId, seq, pair: link.pairTag };
         if (o.verdict === 'pending')
           return { ...base, verdict: 'pending', reason: `not decided yet (pair ${link.pair.state})`, version: null };
         if (o.verdict === 'committed') return { ...base, verdict: 'committed', reason: null, version: o.version };
@@ -384,6 +399,7 @@ export function pairStreams(d: Spookd): StreamHandlers<'watch' | 'events'> {
         if ((peer && link.name !== peer) || ev.type !== 'collapse' || (register && ev.register !== register)) return;
         emit(link.name, {
           ...ev,
+          pair: link.pairTag,
           at: epochMs(ev.at),
           // A part of a cross-register txn is decided in its anchor register: not an entry of this one.
           entries: ev.entries

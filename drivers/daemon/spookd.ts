@@ -19,7 +19,7 @@ import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { isIPv4, isIPv6, SocketAddress } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { EtcpEndpoint, MAX_SEALED_PAYLOAD, pairIdentity, type Session } from '../../core/etcp/endpoint.js';
+import { EtcpEndpoint, MAX_SEALED_PAYLOAD, pairIdentity, pairTag, type Session } from '../../core/etcp/endpoint.js';
 import { frameAead } from '../crypto/frame-aead.js';
 import { randomBytes } from 'node:crypto';
 import { TAGLEN, type KeyPair } from '../../crypto/primitives.js';
@@ -57,6 +57,11 @@ export interface PeerLink {
   readonly name: string;
   readonly publicKey: Uint8Array;
   readonly pair: HalfPair;
+  /**
+   * The pair's name in the admin API (pairTag: a hash of both keys): a write's Outcome carries it, and
+   * `outcome` asked with another one is about a pair this one replaced (a rekey), whose seqs this one reuses.
+   */
+  readonly pairTag: string;
   readonly store: DiskStore;
   /** The peer table's view of this peer: sessions, address, timers' state, violations. */
   readonly peer: PeerView;
@@ -108,6 +113,7 @@ class Link implements PeerLink {
   removing = false;
   /** The address last logged for the peer (roaming is logged once per change). */
   loggedAddr: Addr | undefined;
+  readonly pairTag: string;
 
   constructor(
     readonly name: string,
@@ -115,7 +121,10 @@ class Link implements PeerLink {
     readonly pair: HalfPair,
     readonly store: DiskStore,
     private readonly table: PeerTable,
-  ) {}
+    localKey: Uint8Array,
+  ) {
+    this.pairTag = pairTag(localKey, publicKey);
+  }
 
   get peer(): PeerView {
     return this.table.peer(this.name)!;
@@ -594,7 +603,7 @@ export class Spookd {
       },
       this.now(),
     );
-    const link = new Link(p.name, publicKey, pair, store, this.table);
+    const link = new Link(p.name, publicKey, pair, store, this.table, this.key.publicKey);
     try {
       for (const r of link.pair.registers.values()) {
         const rep = store.load(r);

@@ -16,7 +16,7 @@ _spook() {
     ["spook cas"]="-p --peer -t --timeout -V --version -s --socket --json"
     ["spook del"]="-p --peer -t --timeout -V --version -s --socket --json"
     ["spook append"]="-p --peer -t --timeout -V --version -s --socket --json"
-    ["spook outcome"]="-p --peer -V --version -s --socket --json"
+    ["spook outcome"]="--pair -p --peer -V --version -s --socket --json"
     ["spook txn"]="-p --peer -t --timeout -V --version -s --socket --json"
     ["spook watch"]="-p --peer -V --version -s --socket --json"
     ["spook events"]="-p --peer -V --version -s --socket --json"
