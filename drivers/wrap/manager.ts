@@ -127,7 +127,10 @@ export interface WrapSettings {
   defaultConnectTimeoutMs?: number;
   /** The process's descriptor limit (default: its soft RLIMIT_NOFILE, drivers/wrap/fdlimit.ts). */
   descriptorLimit?: number;
-  /** Descriptors kept from wrapped connections beyond those open at start (default: every handshake slot, each peer's carrier and dials, and DESCRIPTOR_RESERVE). */
+  /**
+   * Descriptors kept from wrapped connections beyond those open at start (default: every handshake
+   * slot, each peer's carrier and dials, and DESCRIPTOR_RESERVE).
+   */
   descriptorReserve?: number;
 }
 
