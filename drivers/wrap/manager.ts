@@ -128,8 +128,8 @@ export interface WrapSettings {
   /** The process's descriptor limit (default: its soft RLIMIT_NOFILE, drivers/wrap/fdlimit.ts). */
   descriptorLimit?: number;
   /**
-   * Descriptors kept from wrapped connections beyond those open at start (default: every handshake
-   * slot, each peer's carrier and dials, and DESCRIPTOR_RESERVE).
+   * Descriptors kept from wrapped connections beyond those open at start (default: every
+   * handshake slot, each peer's carrier and dials, and DESCRIPTOR_RESERVE).
    */
   descriptorReserve?: number;
 }
@@ -429,7 +429,11 @@ export class WrapManager {
       const reserve =
         this.settings.descriptorReserve ??
         (this.settings.maxHandshakes ?? 256) + this.peers.size * (1 + MAX_DIALS_IN_FLIGHT) + DESCRIPTOR_RESERVE;
-      const cap = limit === undefined ? Infinity : Math.max(0, limit - (descriptorsOpen() ?? 0) - reserve);
+      // Those open less the wrapped connections' own (held, counted in fdsHeld already): after a
+      // restart the handed-over sockets are open when this is first worked out, and counted twice
+      // they lowered the cap by as many for the life of the process.
+      const others = Math.max(0, (descriptorsOpen() ?? 0) - this.fdsHeld);
+      const cap = limit === undefined ? Infinity : Math.max(0, limit - others - reserve);
       this.fdCap = { limit, cap };
       if (limit !== undefined)
         this.log.info({ limit, cap, reserve }, 'wrapped connections hold at most this many descriptors (RLIMIT_NOFILE less a reserve)');
