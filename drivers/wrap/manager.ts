@@ -129,7 +129,8 @@ export interface WrapSettings {
   descriptorLimit?: number;
   /**
    * Descriptors kept from wrapped connections beyond those open at start (default: every
-   * handshake slot, each peer's carrier and dials, and DESCRIPTOR_RESERVE).
+   * handshake slot, each peer's carrier, the dials in flight of each peer this side dials, and
+   * DESCRIPTOR_RESERVE).
    */
   descriptorReserve?: number;
 }
@@ -420,15 +421,20 @@ export class WrapManager {
   /**
    * The cap on descriptors held by wrapped connections: the limit, less what is open when it is
    * first needed (the stores' files, listeners, the admin socket) and a reserve for what opens
-   * later: every handshake slot, each peer's carrier and dials, DESCRIPTOR_RESERVE for the rest.
+   * later: every handshake slot, each peer's carrier, the dials in flight of each this side dials,
+   * DESCRIPTOR_RESERVE for the rest.
    * No limit known (unlimited, no libc): no cap.
    */
   private descriptorCap(): number {
     if (!this.fdCap) {
       const limit = this.settings.descriptorLimit ?? descriptorLimit();
+      // Dials only for the peers this side dials (role 0): reserved for all, a hub of 1,000 peers it
+      // only accepts from kept 22,320, and under a limit of 4,096 the cap was 0 with nothing held.
+      let dialled = 0;
+      for (const ps of this.peers.values()) if (ps.peer.role === 0) dialled++;
       const reserve =
         this.settings.descriptorReserve ??
-        (this.settings.maxHandshakes ?? 256) + this.peers.size * (1 + MAX_DIALS_IN_FLIGHT) + DESCRIPTOR_RESERVE;
+        (this.settings.maxHandshakes ?? 256) + this.peers.size + dialled * MAX_DIALS_IN_FLIGHT + DESCRIPTOR_RESERVE;
       // Those open less the wrapped connections' own (held, counted in fdsHeld already): after a
       // restart the handed-over sockets are open when this is first worked out, and counted twice
       // they lowered the cap by as many for the life of the process.
