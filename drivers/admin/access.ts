@@ -6,8 +6,8 @@
  * a directory it did not create must already be (spookd does not loosen a directory it does not own).
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, mkdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
-import { dirname, relative, resolve, sep } from 'node:path';
+import { chmodSync, chownSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { dirname, isAbsolute, join, relative, sep } from 'node:path';
 import { ConfigError } from '../daemon/config.js';
 
 /** The admin socket's mode: adminMode, else 0660 with a group and 0600 without. */
@@ -82,7 +82,32 @@ export function prepareSocketDir(path: string, gid: number | undefined, groupNam
 export function refuseOpenSocketDir(path: string): void {
   const uid = process.geteuid?.();
   if (uid === undefined) return; // not POSIX: no owners to check
-  for (let d = realpathSync(dirname(resolve(path))); ; d = dirname(d)) {
+  // Every directory an entry on the way is in, symlinks followed one by one: a link on the way is
+  // re-pointed by whoever can write the directory it is in, after this check and before the bind
+  // (the resolved directory's parents alone left out a link's).
+  const dirs = new Set<string>();
+  const walk = (p: string, hops: number): string => {
+    let cur: string = sep;
+    for (const part of p.split(sep)) {
+      if (part === '' || part === '.') continue;
+      dirs.add(cur);
+      if (part === '..') {
+        cur = dirname(cur);
+        continue;
+      }
+      const next = join(cur, part);
+      if (!lstatSync(next).isSymbolicLink()) cur = next;
+      else if (hops >= 40) throw new ConfigError(`adminSocket: too many symbolic links on the way to ${path}`);
+      else {
+        const to = readlinkSync(next);
+        cur = walk(isAbsolute(to) ? to : `${cur}${sep}${to}`, hops + 1);
+      }
+    }
+    dirs.add(cur);
+    return cur;
+  };
+  walk(dirname(isAbsolute(path) ? path : `${process.cwd()}${sep}${path}`), 0);
+  for (const d of dirs) {
     const st = statSync(d);
     const why =
       st.uid !== 0 && st.uid !== uid
@@ -95,7 +120,6 @@ export function refuseOpenSocketDir(path: string): void {
         `adminSocket: directory ${d} ${why}: another user could replace the socket before spookd sets its group and mode, ` +
           `and have them set on a file of its choosing; put the socket in a directory only root can write (the packaged /run/spook)`,
       );
-    if (dirname(d) === d) return;
   }
 }
 
