@@ -90,7 +90,9 @@ describe('domain member durability (drivers/store/domain-store.ts)', () => {
   it('pending candidates survive a restart and are committed afterwards', () => {
     const dir = tmp();
     const disk = new FileDomainStore(dir, 'always');
-    // A member of a 3-node domain with no peers reachable: its candidate stays pending.
+    // A member that has served before (its journal holds an entry: one started empty numbers no
+    // write until it has caught up, rev 1.37), now with no peers reachable: its candidate stays pending.
+    disk.persist([{ kind: 'append', entries: [{ term: 1, index: 1, cmd: new Uint8Array([EntryKind.Noop]) }] }]);
     const n = new DomainNode(
       {
         domain: 1,

@@ -410,6 +410,14 @@ export class DomainNode {
     return this.coherence;
   }
 
+  /**
+   * Started with nothing stored and has not applied as far as a leader's commit index since:
+   * propose refuses (`catching-up`) until then. False once fenced (propose says why instead).
+   */
+  get catchingUp(): boolean {
+    return !this.fenced && this.isBehind();
+  }
+
   get pendingCount(): number {
     return this.pending.size;
   }
@@ -732,7 +740,7 @@ export class DomainNode {
    * Propose a candidate (one or more deltas, over one or more registers of the domain).
    * Returns its sequence number here, or why it is refused at once.
    */
-  propose(now: number, ops: CandidateOp[]): { seq: number } | { refused: string; code?: 'too-large' } {
+  propose(now: number, ops: CandidateOp[]): { seq: number } | { refused: string; code?: 'too-large' | 'catching-up' } {
     if (this.fenced) return { refused: `this member is fenced: ${this.fenced}` };
     if (ops.length === 0 || ops.length > 256) return { refused: `a candidate has 1-256 deltas, not ${ops.length}` };
     for (const op of ops) {
@@ -752,6 +760,18 @@ export class DomainNode {
       this.stats.refused++;
       return {
         refused: `this member joined domain ${this.o.name} and has not caught up yet (applied ${this.raft.applied}, leader's commit ${this.raft.leaderCommitSeen || 'not heard'}): it proposes once its state holds its earlier candidates`,
+      };
+    }
+    // Started empty (new, or its directory wiped: the two look alike from inside) and not caught up:
+    // the domain's table may hold its old seqs, and a seq given now could repeat one (the leader took
+    // the new write for a retry of the old and it was reported committed, never applied). Nothing is
+    // numbered or kept; the caller holds the write and proposes it once caught up (spookd's dpropose
+    // waits for that, DomainHost.whenCaughtUp), when nextSeq is above every seq of ours it applied.
+    if (this.isBehind()) {
+      this.stats.refused++;
+      return {
+        code: 'catching-up',
+        refused: `this member of domain ${this.o.name} started with nothing stored (new, or its directory wiped) and has not caught up yet (applied ${this.raft.applied}, leader's commit ${this.raft.leaderCommitSeen || 'not heard'}): nothing was proposed; it numbers writes once its state holds its earlier ones`,
       };
     }
     if (this.coherence === 'decoherent' && (this.o.policy ?? 'buffer') === 'refuse') {

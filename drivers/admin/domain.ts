@@ -68,18 +68,78 @@ function toOp(d: Spookd, domain: string | undefined, raw: unknown, i: number): C
   });
 }
 
-/** Propose one candidate and wait for its outcome (or report it pending when the wait runs out). */
+/**
+ * Propose one candidate and wait for its outcome (or report it pending when the wait runs out).
+ * A member that started empty (new, or its directory wiped) numbers no write before it has
+ * caught up (core/qn/node.ts propose, `catching-up`): the write is held here until then, within
+ * the same timeoutMs, and refused, nothing proposed, if that passes first.
+ */
 function propose(d: Spookd, args: Untrusted<AdminArgs<'dpropose'>>, onClose: (f: () => void) => void): Promise<DomainOutcome> {
   const name = s(args, 'domain', false);
   const h = domainOf(d, name);
   if (!Array.isArray(args.ops) || args.ops.length === 0 || args.ops.length > MAX_OPS)
     throw new AdminFault('bad-argument', `argument ops must be an array of 1-${MAX_OPS} operations`, 'ops');
   const ops = args.ops.map((o, i) => toOp(d, name, o, i));
+  // Appends at the register's end (no offset given): taken again when a held write is proposed.
+  const atEnd = args.ops.map((o) => (o as Op).op === 'append' && (o as Op).offset === undefined);
   const timeoutMs = n(args, 'timeoutMs', 10_000, 0, MAX_WAIT_MS);
   const t0 = d.now();
   const r = h.propose(t0, ops);
-  // A key or value over its limit is `too-large` (the message names the limit), as on a pair.
-  if ('refused' in r) throw new AdminFault(r.code ?? 'refused', `refused: ${r.refused}`);
+  if ('refused' in r && r.code !== 'catching-up') throw refusal(r);
+  if (!('refused' in r)) return outcomeOf(d, h, r, t0, timeoutMs, onClose);
+  const behind = (why: string): AdminFault =>
+    new AdminFault(
+      'refused',
+      `refused: ${why}: this member of domain ${h.cfg.name} started with nothing stored (new, or its directory wiped) and has not caught up with its leader yet (applied ${h.node.raft.applied}, leader's commit ${h.node.raft.leaderCommitSeen || 'not heard'}); nothing was proposed, so the write may be retried`,
+    );
+  if (timeoutMs === 0) throw behind('no time to wait (timeoutMs 0)');
+  return new Promise((resolve, reject) => {
+    let closed = false;
+    let stopWaiting = (): void => {};
+    const end = (): void => {
+      closed = true;
+      stopWaiting();
+      clearTimeout(timer);
+    };
+    const timer = setTimeout(() => {
+      end();
+      reject(behind(`not caught up within ${timeoutMs} ms`));
+    }, timeoutMs);
+    onClose(end);
+    const retry = (): void => {
+      if (closed) return;
+      let again: ReturnType<DomainHost['propose']>;
+      try {
+        for (const [i, op] of ops.entries())
+          if (atEnd[i] && op.delta.op === DeltaOp.Append) op.delta = { ...op.delta, offset: readOf(h, op.register).size };
+        again = h.propose(d.now(), ops);
+      } catch (e) {
+        end();
+        return reject(e);
+      }
+      if ('refused' in again && again.code === 'catching-up') return void (stopWaiting = h.whenCaughtUp(retry));
+      end();
+      if ('refused' in again) return reject(refusal(again));
+      // The rest of the call's time for the outcome, as for a write proposed at once.
+      outcomeOf(d, h, again, t0, Math.max(0, timeoutMs - (d.now() - t0)), onClose).then(resolve, reject);
+    };
+    stopWaiting = h.whenCaughtUp(retry);
+  });
+}
+
+/** A key or value over its limit is `too-large` (the message names the limit), as on a pair; any other refusal `refused`. */
+const refusal = (r: { refused: string; code?: string }): AdminFault =>
+  new AdminFault(r.code === 'too-large' ? 'too-large' : 'refused', `refused: ${r.refused}`);
+
+/** Wait for the outcome of own candidate `seq` (`pending` when `timeoutMs` runs out first). */
+function outcomeOf(
+  d: Spookd,
+  h: DomainHost,
+  r: { seq: number },
+  t0: number,
+  timeoutMs: number,
+  onClose: (f: () => void) => void,
+): Promise<DomainOutcome> {
   return new Promise((resolve, reject) => {
     const done = (): void => {
       stop();

@@ -78,6 +78,8 @@ export class DomainHost {
    * turn that decides many candidates does not call every waiter for every outcome.
    */
   private readonly outcomeWaiters = new Map<number, (ev: Extract<DomainEvent, { type: 'outcome' }>) => void>();
+  /** dpropose calls holding a write while this member catches up (node.catchingUp): woken together in drain(). */
+  private readonly caughtUpWaiters = new Set<() => void>();
   private readonly partitionsSeen: { at: number; cause: string }[] = [];
   /** Per register, the recent committed changes the change feeds serve (as much as the Raft log keeps, at most 8 MiB). */
   readonly changes: DomainChanges;
@@ -363,6 +365,24 @@ export class DomainHost {
       const peer = this.nameOf.get(tx.to);
       if (peer && peer !== 'self') send(peer, tx.bytes);
     }
+    // One check per turn, however many writes wait (not one proposal attempt each).
+    if (this.caughtUpWaiters.size > 0 && !this.node.catchingUp) {
+      const waiters = [...this.caughtUpWaiters];
+      this.caughtUpWaiters.clear();
+      // After this drain, not inside it: a waiter proposes, and spookd may drain again for it.
+      for (const w of waiters) queueMicrotask(w);
+    }
+  }
+
+  /**
+   * `cb` once this member no longer catches up after starting empty (or is fenced): a write
+   * refused `catching-up` may then be proposed. Called from drain(), after the turn's input;
+   * returns the function that stops waiting.
+   */
+  whenCaughtUp(cb: () => void): () => void {
+    const w = (): void => cb();
+    this.caughtUpWaiters.add(w);
+    return () => void this.caughtUpWaiters.delete(w);
   }
 
   /** `cb` on the outcome of own candidate `seq` (one waiter per candidate); returns the function that stops waiting. */
