@@ -1155,12 +1155,19 @@ export class Spookd {
       this.dirtyDomains.clear();
       for (const d of doms) {
         const t0 = performance.now();
+        const cpu0 = process.cpuUsage();
         d.flush();
         this.pumpDomain(d);
         const payers = this.domainPayers.get(d);
         this.domainPayers.delete(d);
+        if (!payers) continue;
+        // Its CPU, not the disk's time (the journal's fsync waits off the CPU), as a pair's batch is
+        // charged: a slow disk must not make an honest leader's appends look over budget. At most the
+        // wall time (cpuUsage counts the process's other threads too).
+        const cpu = process.cpuUsage(cpu0);
+        const ms = Math.min((cpu.user + cpu.system) / 1000, performance.now() - t0);
         // Shared evenly by the peers that caused it (a removed peer's link is gone: its share with it).
-        if (payers) for (const l of payers) if (this.links.get(l.name) === l) l.budget.charge((performance.now() - t0) / payers.size);
+        for (const l of payers) if (this.links.get(l.name) === l) l.budget.charge(ms / payers.size);
       }
       this.drain(this.now());
       this.schedule();
