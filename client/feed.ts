@@ -20,8 +20,9 @@ const targetArgs = (t: FeedTarget): object =>
     ? { register: t.register, ...(t.domain !== undefined ? { domain: t.domain } : {}) }
     : { register: t.register, ...(t.peer !== undefined ? { peer: t.peer } : {}) };
 
-const UTF8 = new TextDecoder('utf-8', { fatal: true });
-/** Text when the bytes are valid UTF-8. */
+/** ignoreBOM keeps a leading U+FEFF in the text: dropped, a key "\uFEFFk" read as "k" (another key) and a value lost it. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+/** Text when the bytes are valid UTF-8: exactly them. */
 function textOf(b: Uint8Array): string | undefined {
   try {
     return UTF8.decode(b);

@@ -158,7 +158,8 @@ export function bool<A extends object>(args: A, k: keyof A & string): boolean {
 export function showBytes(b: Uint8Array): { base64: string; text?: string } {
   const base64 = Buffer.from(b).toString('base64');
   try {
-    const text = new TextDecoder('utf-8', { fatal: true }).decode(b);
+    // ignoreBOM keeps a leading U+FEFF: dropped, the text was not the bytes ("\uFEFFk" shown as "k", another key).
+    const text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(b);
     // eslint-disable-next-line no-control-regex
     return /^[^\x00-\x08\x0e-\x1f\x7f]*$/.test(text) ? { base64, text } : { base64 };
   } catch {
