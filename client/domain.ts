@@ -17,7 +17,7 @@ import type {
 } from './protocol.js';
 import * as feed from './feed.js';
 import { Session, deadline, left, type Deadline } from './session.js';
-import { shownBytes } from './bytes.js';
+import { shownBytes, textOf } from './bytes.js';
 import { domainOp, txnOp, txnOps, type DomainTxnInput, type TxnInput } from './txn.js';
 
 export type { TxnInput, DomainTxnInput, PairTxnInput } from './txn.js';
@@ -142,7 +142,7 @@ export async function openDomain(name?: string, opts: { socket?: string } & Call
       async get(key, o) {
         const r = (await dget({ register: reg, key }, deadline(o))) as DomainMapGetResult;
         const bytes = r.value ? shownBytes(r.value) : undefined;
-        return { found: r.found, bytes, value: r.value?.text, keyVersion: r.keyVersion, version: r.version, index: r.index };
+        return { found: r.found, bytes, value: bytes && textOf(bytes), keyVersion: r.keyVersion, version: r.version, index: r.index };
       },
       async read(offset = 0, length = 65536, o) {
         const r = (await dget({ register: reg, offset, length }, deadline(o))) as DomainStreamGetResult;

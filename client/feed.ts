@@ -7,7 +7,7 @@
  */
 import { SpookError, type AdminClient, type CallOptions } from './admin-client.js';
 import type { FeedEvent, ScanResult, SizeResult } from './protocol.js';
-import { bytesArg, shownBytes } from './bytes.js';
+import { bytesArg, keyName, shownBytes, textOf } from './bytes.js';
 import { deadline, sleep, type Session } from './session.js';
 
 export type PairTarget = { peer?: string; register: string };
@@ -19,17 +19,6 @@ const targetArgs = (t: FeedTarget): object =>
   isDomain(t)
     ? { register: t.register, ...(t.domain !== undefined ? { domain: t.domain } : {}) }
     : { register: t.register, ...(t.peer !== undefined ? { peer: t.peer } : {}) };
-
-/** ignoreBOM keeps a leading U+FEFF in the text: dropped, a key "\uFEFFk" read as "k" (another key) and a value lost it. */
-const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
-/** Text when the bytes are valid UTF-8: exactly them. */
-function textOf(b: Uint8Array): string | undefined {
-  try {
-    return UTF8.decode(b);
-  } catch {
-    return undefined;
-  }
-}
 
 export interface ScanOptions extends CallOptions {
   /** Entries per page (spookd's default 1000, at most 10,000). */
@@ -81,7 +70,7 @@ export async function scan(session: Session, target: FeedTarget, prefix: string 
   const entries = r.entries.map((e) => {
     const keyBytes = shownBytes(e.key);
     const bytes = shownBytes(e.value);
-    return { key: e.key.text ?? e.key.base64, keyBytes, bytes, value: textOf(bytes), keyVersion: e.keyVersion };
+    return { key: keyName(keyBytes), keyBytes, bytes, value: textOf(bytes), keyVersion: e.keyVersion };
   });
   const last = entries.at(-1);
   return {
@@ -294,7 +283,7 @@ export async function watch(session: Session, target: FeedTarget, prefix: string
           return {
             op: c.op,
             version: ev.version,
-            ...(keyBytes && c.key ? { key: c.key.text ?? c.key.base64, keyBytes } : {}),
+            ...(keyBytes ? { key: keyName(keyBytes), keyBytes } : {}),
             ...(value ? { bytes: value, value: textOf(value) } : {}),
             ...(c.offset !== undefined ? { offset: c.offset } : {}),
           };

@@ -5,7 +5,7 @@
 import type { CallOptions, SpookError } from './admin-client.js';
 import type { AdminArgs, AdminStreams, CollapseEvent, LifecycleEvent, MapGetResult, Outcome, SizeResult } from './protocol.js';
 import { Session, deadline } from './session.js';
-import { bytesArg, shownBytes } from './bytes.js';
+import { bytesArg, shownBytes, textOf } from './bytes.js';
 import * as feed from './feed.js';
 import { pairOp, txnOps, type PairTxnInput } from './txn.js';
 
@@ -95,7 +95,14 @@ export async function openRegister(register: string, opts: { peer?: string; sock
     async get(key, o) {
       const r = (await session.request('get', { ...base, key }, deadline(o))) as MapGetResult; // get(key) is for map registers
       const bytes = r.value ? shownBytes(r.value) : undefined;
-      return { found: r.found, bytes, value: r.value?.text, valueBase64: r.value?.base64, keyVersion: r.keyVersion, version: r.version };
+      return {
+        found: r.found,
+        bytes,
+        value: bytes && textOf(bytes),
+        valueBase64: r.value?.base64,
+        keyVersion: r.keyVersion,
+        version: r.version,
+      };
     },
     set: (key, value, o) => write('set', { key, ...bytesArg('value', value) }, o),
     cas: (key, expect, value, o) => write('cas', { key, expect, ...bytesArg('value', value) }, o),
