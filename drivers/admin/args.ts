@@ -140,11 +140,26 @@ export function str<A extends object>(args: A, k: keyof A & string, required = t
   return v;
 }
 
+/** A lone surrogate (a UTF-16 half with no partner): with the u flag a whole pair is one code point, never Cs. */
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/**
+ * The UTF-8 bytes of text argument `k`. Text with a lone surrogate (a string cut inside a pair) has
+ * none: Buffer.from made each one U+FFFD, so the keys "x\uD800" and "x\uDC00" were one key (a write
+ * to one overwrote the other). Refused instead; bytes that are no text go as `kBase64`.
+ */
+export function textBytes<A extends object>(args: A, k: keyof A & string): Uint8Array {
+  const s = str(args, k);
+  if (LONE_SURROGATE.test(s))
+    throw new AdminFault('bad-argument', `argument ${k} is not well-formed Unicode (a lone surrogate); send bytes as ${k}Base64`, k);
+  return Buffer.from(s, 'utf8');
+}
+
 /** Bytes given as `k` (UTF-8 text) or `kBase64`. */
 export function bytesArg<A extends object>(args: A, k: keyof A & string): Uint8Array {
   const a = args as Args;
   const b64 = `${k}Base64`;
-  return a[b64] !== undefined ? Buffer.from(str(a, b64), 'base64') : Buffer.from(str(a, k as string), 'utf8');
+  return a[b64] !== undefined ? Buffer.from(str(a, b64), 'base64') : textBytes(a, k as string);
 }
 
 /** A `true`/`false` argument (absent: false). */
