@@ -236,6 +236,8 @@ export type DomainTimer = RaftTimer | NodeTimer;
 interface Pending {
   cmd: Uint8Array;
   sentAt: number;
+  /** Octets it appends, per stream register (pendingAppendBytes): read from `cmd` once, when first asked. */
+  appends?: Map<string, number>;
 }
 
 export class DomainNode {
@@ -420,6 +422,24 @@ export class DomainNode {
 
   get pendingCount(): number {
     return this.pending.size;
+  }
+
+  /**
+   * Octets this member's own candidates not applied here yet append to stream `register`: where
+   * an append of this member that names no offset lands after them (the admin API's default, as a
+   * pair's counts its own pending appends). Each candidate is decoded once; a call walks them.
+   */
+  pendingAppendBytes(register: string): number {
+    let n = 0;
+    for (const p of this.pending.values()) {
+      if (!p.appends) {
+        p.appends = new Map();
+        for (const op of parseCandidate(p.cmd)?.ops ?? [])
+          if (op.delta.op === DeltaOp.Append) p.appends.set(op.register, (p.appends.get(op.register) ?? 0) + op.delta.data.length);
+      }
+      n += p.appends.get(register) ?? 0;
+    }
+    return n;
   }
 
   /**

@@ -43,8 +43,14 @@ type Op = Untrusted<
   }
 >;
 
-/** One op of a `dpropose` request: {register, op: set|del|cas|append, key, value, expect, data, offset}. */
-function toOp(d: Spookd, domain: string | undefined, raw: unknown, i: number): CandidateOp {
+/**
+ * One op of a `dpropose` request: {register, op: set|del|cas|append, key, value, expect, data, offset}.
+ * An append's offset defaults to `ends` (where the candidate's earlier appends to that register leave
+ * the stream), else to where it ends after this member's own pending candidates. It was the applied
+ * size alone: a txn's second append, and an append pipelined behind another, were always rejected
+ * (append-offset-mismatch), where a pair's (and client/txn.ts TxnInput) land each after the last.
+ */
+function toOp(d: Spookd, domain: string | undefined, raw: unknown, i: number, ends: Map<string, number>): CandidateOp {
   if (typeof raw !== 'object' || raw === null) throw new AdminFault('bad-argument', `ops[${i}] must be an object`, `ops[${i}]`);
   const a = raw as Op;
   return within(`ops[${i}]`, () => {
@@ -61,8 +67,12 @@ function toOp(d: Spookd, domain: string | undefined, raw: unknown, i: number): C
         value: bytes(a, 'value'),
       };
     else if (op === 'append') {
-      const size = readOf(domainOf(d, domain), register).size;
-      delta = { op: DeltaOp.Append, offset: n(a, 'offset', size, 0, Number.MAX_SAFE_INTEGER), data: bytes(a, 'data') };
+      const h = domainOf(d, domain);
+      const end = ends.get(register) ?? readOf(h, register).size + h.node.pendingAppendBytes(register);
+      const data = bytes(a, 'data');
+      const offset = n(a, 'offset', end, 0, Number.MAX_SAFE_INTEGER);
+      ends.set(register, offset + data.length);
+      delta = { op: DeltaOp.Append, offset, data };
     } else throw new AdminFault('bad-argument', `ops[${i}].op must be set, del, cas or append, not ${echo(op)}`, 'op');
     return { register, delta };
   });
@@ -79,9 +89,14 @@ function propose(d: Spookd, args: Untrusted<AdminArgs<'dpropose'>>, onClose: (f:
   const h = domainOf(d, name);
   if (!Array.isArray(args.ops) || args.ops.length === 0 || args.ops.length > MAX_OPS)
     throw new AdminFault('bad-argument', `argument ops must be an array of 1-${MAX_OPS} operations`, 'ops');
-  const ops = args.ops.map((o, i) => toOp(d, name, o, i));
-  // Appends at the register's end (no offset given): taken again when a held write is proposed.
-  const atEnd = args.ops.map((o) => (o as Op).op === 'append' && (o as Op).offset === undefined);
+  // Built again when a held write is proposed: an append that names no offset lands where the stream
+  // ends then (toOp), not where it ended when the write arrived.
+  const raw: unknown[] = args.ops;
+  const build = (): CandidateOp[] => {
+    const ends = new Map<string, number>();
+    return raw.map((o, i) => toOp(d, name, o, i, ends));
+  };
+  let ops = build();
   const timeoutMs = n(args, 'timeoutMs', 10_000, 0, MAX_WAIT_MS);
   const t0 = d.now();
   const r = h.propose(t0, ops);
@@ -110,8 +125,7 @@ function propose(d: Spookd, args: Untrusted<AdminArgs<'dpropose'>>, onClose: (f:
       if (closed) return;
       let again: ReturnType<DomainHost['propose']>;
       try {
-        for (const [i, op] of ops.entries())
-          if (atEnd[i] && op.delta.op === DeltaOp.Append) op.delta = { ...op.delta, offset: readOf(h, op.register).size };
+        ops = build();
         again = h.propose(d.now(), ops);
       } catch (e) {
         end();
