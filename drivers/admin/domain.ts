@@ -155,7 +155,9 @@ function outcomeOf(
   onClose: (f: () => void) => void,
 ): Promise<DomainOutcome> {
   return new Promise((resolve, reject) => {
+    let over = false;
     const done = (): void => {
+      over = true;
       stop();
       clearTimeout(timer);
     };
@@ -171,7 +173,14 @@ function outcomeOf(
         ...(ev.op !== undefined ? { failedOp: ev.op } : {}),
       });
     };
-    const timer = setTimeout(() => {
+    // `pending` names a candidate that is durable: the time running out before its batch is
+    // written waits for that batch. A write held while its member caught up is proposed from a
+    // turn's drain with what is left of its time, maybe nothing: its batch is the next turn's,
+    // after this timer, and it was answered pending, then the batch failed and it was never written.
+    let durable = false;
+    let due = false;
+    const pending = (): void => {
+      if (over) return; // answered already, or the client went
       done();
       resolve({
         domain: h.cfg.name,
@@ -180,13 +189,21 @@ function outcomeOf(
         reason: `no outcome within ${timeoutMs} ms (member ${h.node.coherenceState})`,
         index: null,
       });
+    };
+    const timer = setTimeout(() => {
+      due = true;
+      if (durable) pending();
     }, timeoutMs);
     const stop = h.onOutcome(r.seq, sub);
     onClose(done);
     // Group commit (DomainHost.batchTurns): the candidate is written with this turn's batch; a
     // batch that fails fences the domain and the candidate is refused, never reported pending.
     h.whenDurable((failed) => {
-      if (!failed) return;
+      if (!failed) {
+        durable = true;
+        if (due) pending();
+        return;
+      }
       done();
       reject(new AdminFault('refused', `refused: this member is fenced: ${h.node.fencedCause ?? failed.message}`));
     });
