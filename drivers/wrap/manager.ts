@@ -305,7 +305,9 @@ export class WrapManager {
    * limits bound no sum, and past RLIMIT_NOFILE the stores' opens failed with EMFILE (the pair
    * fenced, store-failed), the carriers' and the admin socket's accepts too.
    */
-  private fdCap: { limit: number | undefined; cap: number } | undefined;
+  private fdCap: { limit: number | undefined; others: number } | undefined;
+  /** Peers this side dials the carrier of (role 0): the dials in flight the cap reserves (descriptorCap). */
+  private dialledPeers = 0;
   private fdsHeld = 0;
   private peersHolding = 0;
   /** New wrapped connections refused for descriptors, both sides (the client side's are in `refused` too). */
@@ -334,7 +336,7 @@ export class WrapManager {
       settings.handshakeRatePerSource ?? DEFAULT_HANDSHAKE_RATE_PER_SOURCE,
       this.now(),
     );
-    for (const p of host.peers) this.peers.set(p.name, this.peerState(p));
+    for (const p of host.peers) this.setPeer(p.name, this.peerState(p));
     for (const w of initial) this.counters.add(w);
   }
 
@@ -394,7 +396,7 @@ export class WrapManager {
   addPeer(p: WrapPeer): void {
     if (this.peers.has(p.name)) throw new Error(`peer ${p.name} is already known to the wrappers`);
     const ps = this.peerState(p);
-    this.peers.set(p.name, ps);
+    this.setPeer(p.name, ps);
     this.touched.add(ps);
     this.scheduleSoon();
   }
@@ -410,6 +412,7 @@ export class WrapManager {
     this.flush(ps);
     ps.carrier?.close('peer removed');
     this.peers.delete(name);
+    if (ps.peer.role === 0) this.dialledPeers--;
     this.peerTimers.delete(ps);
     this.touched.delete(ps);
   }
@@ -421,30 +424,48 @@ export class WrapManager {
   /**
    * The cap on descriptors held by wrapped connections: the limit, less what is open when it is
    * first needed (the stores' files, listeners, the admin socket) and a reserve for what opens
-   * later: every handshake slot, each peer's carrier, the dials in flight of each this side dials,
+   * later, for the peers known at each call (reserve): every handshake slot, each peer's carrier, the dials in flight of each this side dials,
    * DESCRIPTOR_RESERVE for the rest.
    * No limit known (unlimited, no libc): no cap.
    */
   private descriptorCap(): number {
     if (!this.fdCap) {
       const limit = this.settings.descriptorLimit ?? descriptorLimit();
-      // Dials only for the peers this side dials (role 0): reserved for all, a hub of 1,000 peers it
-      // only accepts from kept 22,320, and under a limit of 4,096 the cap was 0 with nothing held.
-      let dialled = 0;
-      for (const ps of this.peers.values()) if (ps.peer.role === 0) dialled++;
-      const reserve =
-        this.settings.descriptorReserve ??
-        (this.settings.maxHandshakes ?? 256) + this.peers.size + dialled * MAX_DIALS_IN_FLIGHT + DESCRIPTOR_RESERVE;
       // Those open less the wrapped connections' own (held, counted in fdsHeld already): after a
       // restart the handed-over sockets are open when this is first worked out, and counted twice
       // they lowered the cap by as many for the life of the process.
       const others = Math.max(0, (descriptorsOpen() ?? 0) - this.fdsHeld);
-      const cap = limit === undefined ? Infinity : Math.max(0, limit - others - reserve);
-      this.fdCap = { limit, cap };
+      this.fdCap = { limit, others };
       if (limit !== undefined)
-        this.log.info({ limit, cap, reserve }, 'wrapped connections hold at most this many descriptors (RLIMIT_NOFILE less a reserve)');
+        this.log.info(
+          { limit, cap: this.capOf(this.fdCap), reserve: this.reserve() },
+          'wrapped connections hold at most this many descriptors (RLIMIT_NOFILE less a reserve)',
+        );
     }
-    return this.fdCap.cap;
+    return this.capOf(this.fdCap);
+  }
+
+  private capOf(c: { limit: number | undefined; others: number }): number {
+    return c.limit === undefined ? Infinity : Math.max(0, c.limit - c.others - this.reserve());
+  }
+
+  /**
+   * For the peers known now, not those at the first wrapped connection: worked out once, the
+   * reserve left out every peer a reload added after (100 dialled peers: 2,200 descriptors their
+   * carriers and dials need went to wrapped connections) and kept a removed peer's.
+   */
+  private reserve(): number {
+    // Dials only for the peers this side dials (role 0): reserved for all, a hub of 1,000 peers it
+    // only accepts from kept 22,320, and under a limit of 4,096 the cap was 0 with nothing held.
+    return (
+      this.settings.descriptorReserve ??
+      (this.settings.maxHandshakes ?? 256) + this.peers.size + this.dialledPeers * MAX_DIALS_IN_FLIGHT + DESCRIPTOR_RESERVE
+    );
+  }
+
+  private setPeer(name: string, ps: PeerState): void {
+    this.peers.set(name, ps);
+    if (ps.peer.role === 0) this.dialledPeers++;
   }
 
   /** Whether a new wrapped connection of `ps` that costs a descriptor is refused for the process's (descriptorRefusal). */
@@ -781,7 +802,12 @@ export class WrapManager {
       intercept: `${this.settings.intercept.host}:${this.interceptPort}`,
       hooks: this.hooks?.stats() ?? null,
       refused: this.refused,
-      descriptors: { limit: this.fdCap?.limit ?? null, cap: this.fdCap?.cap ?? null, held: this.fdsHeld, refused: this.descriptorRefused },
+      descriptors: {
+        limit: this.fdCap?.limit ?? null,
+        cap: this.fdCap ? this.capOf(this.fdCap) : null,
+        held: this.fdsHeld,
+        refused: this.descriptorRefused,
+      },
       connects: this.connects.counts,
       carrierPending: this.handshakes.held,
       carrierRefused: this.carrierRefused,
