@@ -48,6 +48,7 @@ import {
   OUTCOME_WINDOW,
   DomainState,
   snapshotBound,
+  candidateHead,
   encodeCandidate,
   parseCandidate,
   quotaOf,
@@ -878,7 +879,29 @@ export class DomainNode {
     if (c.candidate.origin !== this.id) return;
     // Our own seq from before a wipe (replayed from the log): never numbered again.
     if (c.candidate.seq >= this.nextSeq) this.raiseNextSeq(c.candidate.seq + 1);
+    // Not ours as pending here: an earlier incarnation's (before a wipe), appended but not in our log
+    // when we caught up (raiseAboveOwnTail), its seq numbered again since (a restart in between
+    // included). The candidate pending under it never applies now (the table holds the seq): its end
+    // is reported, never the other one's outcome. Each of our candidates is encoded once more here.
+    const p = this.pending.get(c.candidate.seq);
+    if (p && !bytesEqual(encodeCandidate(c.candidate), p.cmd)) return this.resolveReused(c.candidate.seq, c.index);
     this.resolve(c.candidate.seq, c.outcome, c.index, c.failedOp);
+  }
+
+  /** Pending `seq` lost its number to an earlier incarnation's candidate (onCollapse): not applied, and never will be. */
+  private resolveReused(seq: number, index: number): void {
+    const p = this.pending.get(seq)!;
+    this.pending.delete(seq);
+    this.pendingBytes -= p.cmd.length;
+    this.write({ kind: 'drop-pending', seq });
+    this.stats.rejected++;
+    this.events.push({
+      type: 'outcome',
+      seq,
+      committed: false,
+      index,
+      reason: 'not applied: this seq was taken by a candidate this member proposed before its store was wiped (propose it again)',
+    });
   }
 
   private resolve(seq: number, outcome: number, index?: number, failedOp?: number): void {
@@ -924,8 +947,30 @@ export class DomainNode {
     if (!this.startedEmpty) return false;
     const r = this.raft;
     const upTo = r.role === Role.Leader ? (r.commit >= r.termStartIndex ? r.commit : 0) : r.leaderCommitSeen;
-    if (upTo > 0 && r.applied >= upTo) this.startedEmpty = false;
+    if (upTo > 0 && r.applied >= upTo) {
+      this.startedEmpty = false;
+      this.raiseAboveOwnTail();
+    }
     return this.startedEmpty;
+  }
+
+  /**
+   * On catching up after starting empty: next seq above every seq of our origin in the log past
+   * the applied index, as for those applied. Such an entry is our earlier incarnation's, appended
+   * and not yet committed (its acknowledgement lost); it may commit still, and a new write under
+   * its seq was taken by the leader for a retry of it and reported committed, never applied. Of
+   * the entries of other logs, only that leader's can still commit (it committed an entry of its
+   * own term: every later leader's log holds its log up to there, and nothing of an older term
+   * after it); those it had not sent us yet are onCollapse's case. One walk, over the
+   * uncommitted tail (bounded, §15.4).
+   */
+  private raiseAboveOwnTail(): void {
+    const r = this.raft;
+    for (let i = r.applied + 1; i <= r.lastIndex; i++) {
+      const e = r.entryAt(i);
+      const h = e && e.cmd[0] === EntryKind.App ? candidateHead(e.cmd) : undefined;
+      if (h && h.origin === this.id && h.seq >= this.nextSeq && h.seq <= MAX_INDEX) this.raiseNextSeq(h.seq + 1);
+    }
   }
 
   /**
@@ -1184,4 +1229,10 @@ function messageKey(to: NodeId, b: QnBody): { key: string; remember: boolean } |
   if (b.t === 'fwd') return { key: `${to}:f/${b.cmd.length}:${murmur3(0, b.cmd)}`, remember: true };
   if (b.t === 'snap') return { key: `${to}:s:${b.term}:${b.index}/${b.offset}:${b.data.length}`, remember: false };
   return undefined;
+}
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }

@@ -807,6 +807,22 @@ export function encodeCandidate(c: Candidate): Uint8Array {
   return w.finish();
 }
 
+/**
+ * The origin and seq of an App command, read from its head alone (no deltas decoded), or
+ * undefined if that head does not decode.
+ */
+export function candidateHead(cmd: Uint8Array): { origin: number; seq: number } | undefined {
+  try {
+    const r = new Reader(cmd);
+    if (r.u8('entry.kind') !== EntryKind.App) return undefined;
+    const origin = r.varint('candidate.origin');
+    return { origin, seq: r.varint('candidate.seq') };
+  } catch (e) {
+    if (e instanceof WireError) return undefined;
+    throw e;
+  }
+}
+
 /** Decodes an App command; a WireError names the field at fault (origin and seq within bounds, deltas valid). */
 export function decodeCandidate(cmd: Uint8Array): Candidate {
   const bad = (f: string, d: string): WireError => new WireError(DropReason.MalformedPayload, f, d);
