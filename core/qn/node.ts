@@ -882,9 +882,9 @@ export class DomainNode {
     // Not ours as pending here: an earlier incarnation's (before a wipe), appended but not in our log
     // when we caught up (raiseAboveOwnTail), its seq numbered again since (a restart in between
     // included). The candidate pending under it never applies now (the table holds the seq): its end
-    // is reported, never the other one's outcome. Each of our candidates is encoded once more here.
+    // is reported, never the other one's outcome. (Both are the candidate's encoding as proposed.)
     const p = this.pending.get(c.candidate.seq);
-    if (p && !bytesEqual(encodeCandidate(c.candidate), p.cmd)) return this.resolveReused(c.candidate.seq, c.index);
+    if (p && !bytesEqual(c.cmd, p.cmd)) return this.resolveReused(c.candidate.seq, c.index);
     this.resolve(c.candidate.seq, c.outcome, c.index, c.failedOp);
   }
 

@@ -116,6 +116,8 @@ export function snapshotBound(specs: readonly DomainRegisterSpec[], groups: read
 export interface Collapsed {
   index: number;
   candidate: Candidate;
+  /** The entry's command as appended (the candidate's encoding). */
+  cmd: Uint8Array;
   /** 0: committed; else why rejected. */
   outcome: CollapseReject | 0;
   /** A retry of a candidate already decided: nothing applied, `outcome` is the first decision. */
@@ -257,7 +259,7 @@ export class DomainState implements StateMachine {
     if (!c) return;
     const prior = this.outcomeOf(c.origin, c.seq);
     if (prior !== undefined) {
-      this.onCollapse?.({ index: e.index, candidate: c, outcome: prior, duplicate: true });
+      this.onCollapse?.({ index: e.index, candidate: c, cmd: e.cmd, outcome: prior, duplicate: true });
       return;
     }
     const outcome = this.check(c.ops);
@@ -267,7 +269,14 @@ export class DomainState implements StateMachine {
     }
     this.record(c.origin, c.seq, outcome);
     const failedOp = outcome === 0 ? undefined : this.checkedOp;
-    this.onCollapse?.({ index: e.index, candidate: c, outcome, duplicate: false, ...(failedOp !== undefined ? { failedOp } : {}) });
+    this.onCollapse?.({
+      index: e.index,
+      candidate: c,
+      cmd: e.cmd,
+      outcome,
+      duplicate: false,
+      ...(failedOp !== undefined ? { failedOp } : {}),
+    });
   }
 
   /**
