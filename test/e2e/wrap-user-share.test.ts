@@ -116,10 +116,14 @@ describe('the reserve of a peer’s slots, with the uid from the BPF hooks', () 
     expect(await settled(9)).toEqual({ carried: 8, refused: { 'user-share': 1 } });
     await connectAs(0, 1);
     expect(await settled(10)).toEqual({ carried: 8, refused: { 'user-share': 1, 'too-many-connections': 1 } });
-    // The refusals name the uid the hook recorded: nobody's, then root's.
-    const refusals = readFileSync(join(lab.host('shc').dir, 'spookd.log'), 'utf8')
-      .split('\n')
-      .filter((l) => l.includes('intercepted connection refused'))
+    // The refusals name the uid the hook recorded: nobody's, then root's. (The count above moves before
+    // the line reaches the file: spookd's log is written asynchronously, so wait for both lines.)
+    const lines = (): string[] =>
+      readFileSync(join(lab.host('shc').dir, 'spookd.log'), 'utf8')
+        .split('\n')
+        .filter((l) => l.includes('intercepted connection refused'));
+    await until('both refusals logged', () => Promise.resolve(lines().length >= 2 || undefined), 5_000);
+    const refusals = lines()
       .map((l) => JSON.parse(l) as { uid?: number; why: string })
       .map((l) => [l.uid, l.why]);
     expect(refusals).toEqual([
