@@ -78,12 +78,14 @@ describe("a domain's group commit and the work budget (§12.9)", () => {
     let flushMs = 0;
     const flush = dom.flush.bind(dom);
     dom.flush = () => {
+      const t0 = performance.now();
       const c0 = process.cpuUsage();
       try {
         return flush();
       } finally {
+        // As spookd measures it: the process's CPU, at most the wall time (its other threads count too).
         const c = process.cpuUsage(c0);
-        flushMs += (c.user + c.system) / 1000;
+        flushMs += Math.min((c.user + c.system) / 1000, performance.now() - t0);
       }
     };
     send({ t: 'append', term: 1, prevIndex: 0, prevTerm: 0, commit: 0, entries: [] });

@@ -89,14 +89,12 @@ function propose(d: Spookd, args: Untrusted<AdminArgs<'dpropose'>>, onClose: (f:
   const h = domainOf(d, name);
   if (!Array.isArray(args.ops) || args.ops.length === 0 || args.ops.length > MAX_OPS)
     throw new AdminFault('bad-argument', `argument ops must be an array of 1-${MAX_OPS} operations`, 'ops');
-  // Built again when a held write is proposed: an append that names no offset lands where the stream
-  // ends then (toOp), not where it ended when the write arrived.
-  const raw: unknown[] = args.ops;
-  const build = (): CandidateOp[] => {
-    const ends = new Map<string, number>();
-    return raw.map((o, i) => toOp(d, name, o, i, ends));
-  };
-  let ops = build();
+  const ends = new Map<string, number>();
+  const ops = args.ops.map((o, i) => toOp(d, name, o, i, ends));
+  // Appends that name no offset: a held write's land where the stream ends when it is proposed
+  // (atEnd), not where it ended when it arrived. (Only the built ops are kept while it is held,
+  // never the request's parsed arguments: a field no check reads may be megabytes.)
+  const atEnd = args.ops.map((o) => typeof o === 'object' && o !== null && (o as Op).op === 'append' && (o as Op).offset === undefined);
   const timeoutMs = n(args, 'timeoutMs', 10_000, 0, MAX_WAIT_MS);
   const t0 = d.now();
   const r = h.propose(t0, ops);
@@ -125,7 +123,7 @@ function propose(d: Spookd, args: Untrusted<AdminArgs<'dpropose'>>, onClose: (f:
       if (closed) return;
       let again: ReturnType<DomainHost['propose']>;
       try {
-        ops = build();
+        atEndAgain(h, ops, atEnd);
         again = h.propose(d.now(), ops);
       } catch (e) {
         end();
@@ -139,6 +137,19 @@ function propose(d: Spookd, args: Untrusted<AdminArgs<'dpropose'>>, onClose: (f:
     };
     stopWaiting = h.whenCaughtUp(retry);
   });
+}
+
+/** The offsets of `ops`' appends marked `atEnd`, where the stream ends now (as toOp sets them). */
+function atEndAgain(h: DomainHost, ops: CandidateOp[], atEnd: boolean[]): void {
+  const ends = new Map<string, number>();
+  for (const [i, op] of ops.entries()) {
+    if (op.delta.op !== DeltaOp.Append) continue;
+    const offset = atEnd[i]
+      ? (ends.get(op.register) ?? readOf(h, op.register).size + h.node.pendingAppendBytes(op.register))
+      : op.delta.offset;
+    op.delta = { ...op.delta, offset };
+    ends.set(op.register, offset + op.delta.data.length);
+  }
 }
 
 /** A key or value over its limit is `too-large` (the message names the limit), as on a pair; any other refusal `refused`. */
