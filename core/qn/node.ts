@@ -884,7 +884,7 @@ export class DomainNode {
     // included). The candidate pending under it never applies now (the table holds the seq): its end
     // is reported, never the other one's outcome. (Both are the candidate's encoding as proposed.)
     const p = this.pending.get(c.candidate.seq);
-    if (p && !bytesEqual(c.cmd, p.cmd)) return this.resolveReused(c.candidate.seq, c.index);
+    if (p && Buffer.compare(c.cmd, p.cmd) !== 0) return this.resolveReused(c.candidate.seq, c.index);
     this.resolve(c.candidate.seq, c.outcome, c.index, c.failedOp);
   }
 
@@ -1229,10 +1229,4 @@ function messageKey(to: NodeId, b: QnBody): { key: string; remember: boolean } |
   if (b.t === 'fwd') return { key: `${to}:f/${b.cmd.length}:${murmur3(0, b.cmd)}`, remember: true };
   if (b.t === 'snap') return { key: `${to}:s:${b.term}:${b.index}/${b.offset}:${b.data.length}`, remember: false };
   return undefined;
-}
-
-function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }

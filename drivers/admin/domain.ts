@@ -68,7 +68,7 @@ function toOp(d: Spookd, domain: string | undefined, raw: unknown, i: number, en
       };
     else if (op === 'append') {
       const h = domainOf(d, domain);
-      const end = ends.get(register) ?? readOf(h, register).size + h.node.pendingAppendBytes(register);
+      const end = streamEnd(h, register, ends);
       const data = bytes(a, 'data');
       const offset = n(a, 'offset', end, 0, Number.MAX_SAFE_INTEGER);
       ends.set(register, offset + data.length);
@@ -139,14 +139,19 @@ function propose(d: Spookd, args: Untrusted<AdminArgs<'dpropose'>>, onClose: (f:
   });
 }
 
+/**
+ * Where an append that names no offset lands: after this candidate's earlier appends to the
+ * register (`ends`), else after the applied stream and this member's own pending appends.
+ */
+const streamEnd = (h: DomainHost, register: string, ends: Map<string, number>): number =>
+  ends.get(register) ?? readOf(h, register).size + h.node.pendingAppendBytes(register);
+
 /** The offsets of `ops`' appends marked `atEnd`, where the stream ends now (as toOp sets them). */
 function atEndAgain(h: DomainHost, ops: CandidateOp[], atEnd: boolean[]): void {
   const ends = new Map<string, number>();
   for (const [i, op] of ops.entries()) {
     if (op.delta.op !== DeltaOp.Append) continue;
-    const offset = atEnd[i]
-      ? (ends.get(op.register) ?? readOf(h, op.register).size + h.node.pendingAppendBytes(op.register))
-      : op.delta.offset;
+    const offset = atEnd[i] ? streamEnd(h, op.register, ends) : op.delta.offset;
     op.delta = { ...op.delta, offset };
     ends.set(op.register, offset + op.delta.data.length);
   }
