@@ -22,7 +22,7 @@ import { WrapSession, type WrapEvent } from '../../core/wrap/session.js';
 import { acceptCarrier, CarrierError, dialCarrier, HANDSHAKE_TIMEOUT_MS, type Carrier, type CarrierBudget } from './carrier.js';
 import { tuneHeapForBulk } from './heap.js';
 import { DeadlineHeap } from '../../core/util/deadline-heap.js';
-import { WarnLimiter } from '../../core/util/warn-limiter.js';
+import { admitLine, lineLimit, WarnLimiter, type LineLimit } from '../../core/util/warn-limiter.js';
 import { tcpIo, WrapCounters, type ConnEnd, type LocalConn, type LocalIo, type WrapperCounters, type WrapperSpec } from './local.js';
 import { WrapHooks, type ClientAddr } from '../bpf/wrap-hooks.js';
 import { isDatagram, transportOf, wrapperKey, type WrapperKey, type WrapTransport } from '../../core/wrap/protocols.js';
@@ -206,24 +206,6 @@ interface PeerState {
   fds: number;
 }
 
-/** A kind of log line written at most once per VIOLATION_LOG_MS: when it last was, and how many were not since. */
-interface LineLimit {
-  at: number | undefined;
-  suppressed: number;
-}
-
-/** Whether a line limited by `v` is written at `now`: the count not written since (its `suppressed`), or undefined (counted instead). */
-function admitLine(v: LineLimit, now: number): number | undefined {
-  if (v.at !== undefined && now - v.at < VIOLATION_LOG_MS) {
-    v.suppressed++;
-    return undefined;
-  }
-  const suppressed = v.suppressed;
-  v.at = now;
-  v.suppressed = 0;
-  return suppressed;
-}
-
 /** `suppressed` for a log line's fields: only when some were. */
 const suppressedField = (n: number): { suppressed?: number } => (n > 0 ? { suppressed: n } : {});
 
@@ -372,11 +354,11 @@ export class WrapManager {
       budget: undefined,
       downSince: this.now(),
       pending: new ConnectDeadlines(),
-      violationLog: { at: undefined, suppressed: 0 },
-      resumeLog: { at: undefined, suppressed: 0 },
-      upLog: { at: undefined, suppressed: 0 },
-      lostLog: { at: undefined, suppressed: 0 },
-      movedLog: { at: undefined, suppressed: 0 },
+      violationLog: lineLimit(),
+      resumeLog: lineLimit(),
+      upLog: lineLimit(),
+      lostLog: lineLimit(),
+      movedLog: lineLimit(),
       upPath: undefined,
       fds: 0,
     };
@@ -1342,7 +1324,7 @@ export class WrapManager {
         ps.downSince = this.now();
         ps.session.onCarrierDown(this.now());
         ps.redial.lost(this.now());
-        const suppressed = admitLine(ps.lostLog, this.now());
+        const suppressed = admitLine(ps.lostLog, this.now(), VIOLATION_LOG_MS);
         if (suppressed !== undefined) this.log.info({ peer: ps.peer.name, why, ...suppressedField(suppressed) }, 'carrier lost');
         this.flush(ps);
         this.ensureCarrier(ps);
@@ -1362,7 +1344,7 @@ export class WrapManager {
     const path = `${c.socket.localAddress}>${c.socket.remoteAddress}`;
     const moved = ps.upPath !== undefined && ps.upPath !== path;
     ps.upPath = path;
-    const suppressed = admitLine(moved ? ps.movedLog : ps.upLog, this.now());
+    const suppressed = admitLine(moved ? ps.movedLog : ps.upLog, this.now(), VIOLATION_LOG_MS);
     if (suppressed !== undefined)
       this.log.info(
         {
@@ -1589,7 +1571,7 @@ export class WrapManager {
         return;
       }
       case 'resumed': {
-        const suppressed = admitLine(ps.resumeLog, this.now());
+        const suppressed = admitLine(ps.resumeLog, this.now(), VIOLATION_LOG_MS);
         if (suppressed === undefined) return;
         this.log.info(
           { peer: ps.peer.name, conn: ev.conn, heldMs: Math.round(ev.heldMs), ...suppressedField(suppressed) },
@@ -1631,7 +1613,7 @@ export class WrapManager {
         this.log.warn({ peer: ps.peer.name }, 'the peer spookd restarted: its wrapped connections are gone');
         return;
       case 'violation': {
-        const suppressed = admitLine(ps.violationLog, this.now());
+        const suppressed = admitLine(ps.violationLog, this.now(), VIOLATION_LOG_MS);
         if (suppressed !== undefined)
           this.log.warn(
             { peer: ps.peer.name, kind: ev.kind, detail: ev.detail, ...suppressedField(suppressed) },
