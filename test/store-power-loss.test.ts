@@ -9,75 +9,12 @@
 import { describe, expect, it, vi } from 'vitest';
 import { join } from 'node:path';
 
-const model = vi.hoisted(() => ({
-  root: '',
-  fdPath: new Map<number, string>(),
-  content: new Map<number, Uint8Array>(),
-  dirs: new Map<string, Map<string, { ino: number; dir: boolean }>>(),
-  synced: undefined as ((fd: number) => void) | undefined,
-  images: [] as {
-    live: Map<string, Map<string, { ino: number; dir: boolean }>>;
-    dirs: Map<string, Map<string, { ino: number; dir: boolean }>>;
-    content: Map<number, Uint8Array>;
-  }[],
-}));
-
-vi.mock('node:fs', async (importOriginal) => {
-  const fs = await importOriginal<typeof import('node:fs')>();
-  const under = (p: string): boolean => model.root !== '' && (p === model.root || p.startsWith(`${model.root}/`));
-  const entries = (p: string): Map<string, { ino: number; dir: boolean }> => {
-    const m = new Map<string, { ino: number; dir: boolean }>();
-    for (const name of fs.readdirSync(p)) {
-      const s = fs.lstatSync(`${p}/${name}`);
-      m.set(name, { ino: s.ino, dir: s.isDirectory() });
-      if (s.isDirectory()) for (const [n, e] of entries(`${p}/${name}`)) m.set(`${name}/${n}`, e);
-    }
-    return m;
-  };
-  const synced = (fd: number): void => {
-    const p = model.fdPath.get(fd);
-    if (p === undefined || !under(p)) return;
-    const st = fs.fstatSync(fd);
-    if (st.isDirectory()) model.dirs.set(p, new Map([...entries(p)].filter(([n]) => !n.includes('/'))));
-    else model.content.set(st.ino, fs.readFileSync(`/proc/self/fd/${fd}`));
-    model.images.push({ live: new Map([[model.root, entries(model.root)]]), dirs: new Map(model.dirs), content: new Map(model.content) });
-  };
-  model.synced = synced;
-  const openSync = ((p: string, flags?: string, mode?: number) => {
-    const fd = fs.openSync(p, flags as never, mode);
-    model.fdPath.set(fd, String(p));
-    return fd;
-  }) as typeof fs.openSync;
-  const fsyncSync = ((fd: number) => {
-    fs.fsyncSync(fd);
-    synced(fd);
-  }) as typeof fs.fsyncSync;
-  const fsync = ((fd: number, cb: (e: NodeJS.ErrnoException | null) => void) =>
-    fs.fsync(fd, (e) => {
-      if (!e) synced(fd);
-      cb(e);
-    })) as typeof fs.fsync;
-  const mod = { ...fs, openSync, fsyncSync, fsync };
-  return { ...mod, default: mod };
-});
-
-vi.mock('node:fs/promises', async (importOriginal) => {
-  const fsp = await importOriginal<typeof import('node:fs/promises')>();
-  const open = async (p: string, flags?: string, mode?: number) => {
-    const fh = await fsp.open(p, flags, mode);
-    model.fdPath.set(fh.fd, String(p));
-    const sync = fh.sync.bind(fh);
-    fh.sync = async () => {
-      await sync();
-      model.synced?.(fh.fd);
-    };
-    return fh;
-  };
-  const mod = { ...fsp, open };
-  return { ...mod, default: mod };
-});
+const model = await vi.hoisted(async () => (await import('./power-loss-fs.js')).powerLossModel());
+vi.mock('node:fs', async (orig) => (await import('./power-loss-fs.js')).tracedFs(await orig(), model));
+vi.mock('node:fs/promises', async (orig) => (await import('./power-loss-fs.js')).tracedFsPromises(await orig(), model));
 
 const fs = await import('node:fs');
+const pl = await import('./power-loss-fs.js');
 const { DiskStore } = await import('../drivers/store/store.js');
 const { HalfPair } = await import('../core/pair/halfpair.js');
 const { cross, del, set, tempDirs } = await import('./helpers.js');
@@ -89,41 +26,6 @@ const REGS = [
   { name: 'kv', kind: 'map' as const },
   { name: 'kv2', kind: 'map' as const },
 ];
-
-/** Start the model on an empty, durable directory. */
-function startModel(root: string): void {
-  model.root = root;
-  model.fdPath.clear();
-  model.content.clear();
-  model.dirs.clear();
-  model.dirs.set(root, new Map());
-  model.images.length = 0;
-  model.images.push({ live: new Map([[root, new Map()]]), dirs: new Map(model.dirs), content: new Map() });
-}
-
-/**
- * Write image `i` out as a directory tree: what a power cut right after its fsync leaves. `live`:
- * every create, rename and unlink made so far kept, only the data not fsynced gone (a file system
- * that commits names before data).
- */
-function materialize(root: string, i: number, to: string, live = false): void {
-  const im = model.images[i];
-  if (live) {
-    for (const [name, e] of im.live.get(root)!) {
-      if (e.dir) fs.mkdirSync(join(to, name), { recursive: true });
-      else fs.writeFileSync(join(to, name), im.content.get(e.ino) ?? new Uint8Array(0));
-    }
-    return;
-  }
-  const walk = (src: string, dst: string): void => {
-    fs.mkdirSync(dst, { recursive: true });
-    for (const [name, e] of im.dirs.get(src) ?? []) {
-      if (e.dir) walk(`${src}/${name}`, join(dst, name));
-      else fs.writeFileSync(join(dst, name), im.content.get(e.ino) ?? new Uint8Array(0));
-    }
-  };
-  walk(root, to);
-}
 
 const opts = { pairId: 1, localId: 1, peerId: 2, seed: 77, registers: REGS, writes: 'driver' as const };
 
@@ -171,7 +73,7 @@ describe('pair store under a power-loss model (unsynced writes, creates, renames
     background = bg;
     const dir = tmp();
     const root = join(dir, 'store');
-    startModel(root);
+    pl.startModel(model, root);
     let rng = 4242;
     const rand = (k: number): number => {
       rng = (rng * 1103515245 + 12345) & 0x7fffffff;
@@ -237,9 +139,11 @@ describe('pair store under a power-loss model (unsynced writes, creates, renames
     for (let j = 0; j < 2 * model.images.length; j++) {
       const i = j >> 1;
       const need = acks.filter((a) => a.at <= i).pop();
-      const c = tmp();
+      // One directory for every cut, emptied first: hundreds left to tempDirs' afterEach took over its 10 s on a loaded machine.
+      const c = join(dir, 'cut');
+      fs.rmSync(c, { recursive: true, force: true });
       fs.mkdirSync(c, { recursive: true });
-      materialize(root, i, c, (j & 1) === 1);
+      pl.materialize(fs, model, root, i, c, (j & 1) === 1);
       let b: ReturnType<typeof open>;
       try {
         b = open(c, 1500);
