@@ -17,7 +17,7 @@ import type {
 } from './protocol.js';
 import * as feed from './feed.js';
 import { Session, deadline, left, type Deadline } from './session.js';
-import { shownBytes, textOf } from './bytes.js';
+import { bytesArg, shownBytes, textOf, type KeyInput } from './bytes.js';
 import { domainOp, txnOp, txnOps, type DomainTxnInput, type TxnInput } from './txn.js';
 
 export type { TxnInput, DomainTxnInput, PairTxnInput } from './txn.js';
@@ -42,15 +42,18 @@ export interface DomainStreamRead {
   index: number;
 }
 
-/** One register of a domain: the same write API as a pair register, outcomes as DomainOutcome. */
+/**
+ * One register of a domain: the same write API as a pair register, outcomes as DomainOutcome. A key is text
+ * or bytes, exactly as given: a scan's or a watch's `keyBytes` goes back into any call.
+ */
 export interface DomainRegisterHandle {
   readonly name: string;
-  get(key: string, opts?: CallOptions): Promise<DomainValue>;
+  get(key: KeyInput, opts?: CallOptions): Promise<DomainValue>;
   /** Stream registers: `length` bytes (default 64 KiB) from `offset` (default 0). */
   read(offset?: number, length?: number, opts?: CallOptions): Promise<DomainStreamRead>;
-  set(key: string, value: string | Uint8Array, opts?: CallOptions): Promise<DomainOutcome>;
-  cas(key: string, expect: number, value: string | Uint8Array, opts?: CallOptions): Promise<DomainOutcome>;
-  del(key: string, opts?: CallOptions): Promise<DomainOutcome>;
+  set(key: KeyInput, value: string | Uint8Array, opts?: CallOptions): Promise<DomainOutcome>;
+  cas(key: KeyInput, expect: number, value: string | Uint8Array, opts?: CallOptions): Promise<DomainOutcome>;
+  del(key: KeyInput, opts?: CallOptions): Promise<DomainOutcome>;
   /** Appends at the current end unless `offset` is given (then it commits only there). */
   append(data: string | Uint8Array, opts?: CallOptions & { offset?: number }): Promise<DomainOutcome>;
   /** A transaction on this register only. */
@@ -136,11 +139,12 @@ export async function openDomain(name?: string, opts: { socket?: string } & Call
   const status = (o?: CallOptions): Promise<DomainSummary> => session.request('domain', base, deadline(o));
 
   const register = (reg: string): DomainRegisterHandle => {
-    const one = (op: TxnInput, o?: CallOptions): Promise<DomainOutcome> => propose([{ register: reg, ...txnOp(op) } as DomainOp], o);
+    // async: an op txnOp refuses rejects the promise rather than throwing.
+    const one = async (op: TxnInput, o?: CallOptions): Promise<DomainOutcome> => propose([{ register: reg, ...txnOp(op) } as DomainOp], o);
     return {
       name: reg,
       async get(key, o) {
-        const r = (await dget({ register: reg, key }, deadline(o))) as DomainMapGetResult;
+        const r = (await dget({ register: reg, ...bytesArg('key', key) }, deadline(o))) as DomainMapGetResult;
         const bytes = r.value ? shownBytes(r.value) : undefined;
         return { found: r.found, bytes, value: bytes && textOf(bytes), keyVersion: r.keyVersion, version: r.version, index: r.index };
       },

@@ -23,7 +23,7 @@ const targetArgs = (t: FeedTarget): object =>
 export interface ScanOptions extends CallOptions {
   /** Entries per page (spookd's default 1000, at most 10,000). */
   limit?: number;
-  /** Start after this key (the last key of the previous page). */
+  /** Start after this key (the last key of the previous page: its `keyBytes`). */
   after?: string | Uint8Array;
   /** The version the earlier pages were of: a page of any other version fails `cursor-expired`. */
   version?: number;
@@ -34,8 +34,12 @@ export interface ScanOptions extends CallOptions {
 }
 
 export interface ScanEntry {
-  /** The key as text (UTF-8), or base64 when it is not. */
+  /**
+   * The key as text (UTF-8), or base64 when it is not: a name for people, which may be another key's text
+   * (a peer's key 69 b7 1d is named "abcd"). Key mirrors by `keyBytes`.
+   */
   key: string;
+  /** The key's bytes: what tells keys apart, and what to give back to get/set/cas/del/txn. */
   keyBytes: Uint8Array;
   bytes: Uint8Array;
   /** The value as text, only when it is valid UTF-8. */
@@ -123,8 +127,9 @@ export function size(session: Session, target: FeedTarget, o: CallOptions = {}):
 export interface Change {
   op: 'set' | 'del' | 'append';
   version: number;
-  /** Map registers: the key as text (UTF-8), or base64 when it is not. */
+  /** Map registers: the key as text (UTF-8), or base64 when it is not (which may be another key's text: see ScanEntry). */
   key?: string;
+  /** The key's bytes: what tells keys apart, and what to give back to get/set/cas/del/txn. */
   keyBytes?: Uint8Array;
   /** The new value (set) or the appended bytes (append). */
   bytes?: Uint8Array;

@@ -27,4 +27,5 @@ export {
 export { ADMIN_COMMANDS, ADMIN_ERROR_CODES, ADMIN_MAX_REQUEST } from './protocol.js';
 export type * from './protocol.js';
 export { json, type Codec } from './codec.js';
+export type { KeyInput } from './bytes.js';
 export * from './domain.js';

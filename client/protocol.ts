@@ -679,18 +679,19 @@ export interface AdminCommands {
   registers: { args: Record<string, never>; result: ({ peer: string } & RegisterSummary)[] };
   /** The XDP fast path: attachment and counters. */
   xdp: { args: Record<string, never>; result: XdpStatusResult };
-  /** Read a pair register at its committed version: a map key (`key`), or stream bytes (`offset`, `length`). */
+  /**
+   * Read a pair register at its committed version: a map key (`key` as UTF-8 text, or `keyBase64`), or stream bytes
+   * (`offset`, `length`).
+   */
   get: {
     args: PairArgs & {
       /** The register to read. */
       register: string;
-      /** Map: the key (UTF-8 text). */
-      key?: string;
       /** Stream: the first byte to read; default 0. */
       offset?: number;
       /** Stream: how many bytes to read; default 65536, in [0, 1048576]. */
       length?: number;
-    };
+    } & Bytes<'key'>;
     result: MapGetResult | StreamGetResult;
   };
   /** Propose setting a map key, and wait for its outcome. */

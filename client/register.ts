@@ -5,7 +5,7 @@
 import type { CallOptions, SpookError } from './admin-client.js';
 import type { AdminArgs, AdminStreams, CollapseEvent, LifecycleEvent, MapGetResult, Outcome, SizeResult } from './protocol.js';
 import { Session, deadline } from './session.js';
-import { bytesArg, shownBytes, textOf } from './bytes.js';
+import { bytesArg, shownBytes, textOf, type KeyInput } from './bytes.js';
 import * as feed from './feed.js';
 import { pairOp, txnOps, type PairTxnInput } from './txn.js';
 
@@ -33,11 +33,15 @@ export interface RegisterValue {
   version: number;
 }
 
+/**
+ * A register of a pair. Every key is text (written as its UTF-8) or bytes, exactly as given: a key a
+ * scan or a watch showed goes back as its `keyBytes` (its `key`, base64 when not UTF-8, may name another key).
+ */
 export interface RegisterHandle {
-  get(key: string, opts?: CallOptions): Promise<RegisterValue>;
-  set(key: string, value: string | Uint8Array, opts?: CallOptions): Promise<Outcome>;
-  cas(key: string, expect: number, value: string | Uint8Array, opts?: CallOptions): Promise<Outcome>;
-  del(key: string, opts?: CallOptions): Promise<Outcome>;
+  get(key: KeyInput, opts?: CallOptions): Promise<RegisterValue>;
+  set(key: KeyInput, value: string | Uint8Array, opts?: CallOptions): Promise<Outcome>;
+  cas(key: KeyInput, expect: number, value: string | Uint8Array, opts?: CallOptions): Promise<Outcome>;
+  del(key: KeyInput, opts?: CallOptions): Promise<Outcome>;
   append(data: string | Uint8Array, opts?: CallOptions): Promise<Outcome>;
   /**
    * What became of an own write answered `pending`, even across restarts of spookd or of the
@@ -93,7 +97,7 @@ export async function openRegister(register: string, opts: { peer?: string; sock
 
   return {
     async get(key, o) {
-      const r = (await session.request('get', { ...base, key }, deadline(o))) as MapGetResult; // get(key) is for map registers
+      const r = (await session.request('get', { ...base, ...bytesArg('key', key) }, deadline(o))) as MapGetResult; // get(key) is for map registers
       const bytes = r.value ? shownBytes(r.value) : undefined;
       return {
         found: r.found,
@@ -104,10 +108,11 @@ export async function openRegister(register: string, opts: { peer?: string; sock
         version: r.version,
       };
     },
-    set: (key, value, o) => write('set', { key, ...bytesArg('value', value) }, o),
-    cas: (key, expect, value, o) => write('cas', { key, expect, ...bytesArg('value', value) }, o),
-    del: (key, o) => write('del', { key }, o),
-    append: (data, o) => write('append', bytesArg('data', data), o),
+    // async: an argument bytesArg refuses rejects the promise, as spookd's refusal would, rather than throwing.
+    set: async (key, value, o) => write('set', { ...bytesArg('key', key), ...bytesArg('value', value) }, o),
+    cas: async (key, expect, value, o) => write('cas', { ...bytesArg('key', key), expect, ...bytesArg('value', value) }, o),
+    del: async (key, o) => write('del', bytesArg('key', key), o),
+    append: async (data, o) => write('append', bytesArg('data', data), o),
     outcome: (w, o) => {
       const { seq, pair } = typeof w === 'number' ? { seq: w, pair: pendingPair.get(w) } : w;
       return session.request('outcome', { ...base, seq, ...(pair !== undefined ? { pair } : {}) }, deadline(o));

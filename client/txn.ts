@@ -5,18 +5,18 @@
  * See docs/LIBRARY.md, "Transactions".
  */
 import type { DomainOp, TxnOp } from './protocol.js';
-import { bytesArg } from './bytes.js';
+import { bytesArg, type KeyInput } from './bytes.js';
 import { SpookError } from './admin-client.js';
 
 /**
  * One op of a transaction. `cas` is a guard and a write: it commits only if the key's version is
  * `expect` (0: absent) when the txn is decided. An append's `offset` defaults to where the
- * previous append of the txn (or the register) ends.
+ * previous append of the txn (or the register) ends. A key is text or bytes (a scan's `keyBytes`).
  */
 export type TxnInput =
-  | { op: 'set'; key: string; value: string | Uint8Array }
-  | { op: 'del'; key: string }
-  | { op: 'cas'; key: string; expect: number; value: string | Uint8Array }
+  | { op: 'set'; key: KeyInput; value: string | Uint8Array }
+  | { op: 'del'; key: KeyInput }
+  | { op: 'cas'; key: KeyInput; expect: number; value: string | Uint8Array }
   | { op: 'append'; data: string | Uint8Array; offset?: number };
 
 /** A domain transaction's op: a TxnInput on a named register of the domain. */
@@ -32,11 +32,11 @@ export const pairOp = (o: PairTxnInput): TxnOp => ({ ...(o.register !== undefine
 export function txnOp(o: TxnInput): TxnOp {
   switch (o.op) {
     case 'set':
-      return { op: 'set', key: o.key, ...bytesArg('value', o.value) };
+      return { op: 'set', ...bytesArg('key', o.key), ...bytesArg('value', o.value) };
     case 'del':
-      return { op: 'del', key: o.key };
+      return { op: 'del', ...bytesArg('key', o.key) };
     case 'cas':
-      return { op: 'cas', key: o.key, expect: o.expect, ...bytesArg('value', o.value) };
+      return { op: 'cas', ...bytesArg('key', o.key), expect: o.expect, ...bytesArg('value', o.value) };
     case 'append':
       return { op: 'append', ...(o.offset !== undefined ? { offset: o.offset } : {}), ...bytesArg('data', o.data) };
     default:

@@ -42,7 +42,7 @@ export const ADMIN_ARGUMENTS = {
   pair: ['peer'],
   registers: [],
   xdp: [],
-  get: ['peer', 'register', 'key', 'offset', 'length'],
+  get: ['peer', 'register', 'key', 'keyBase64', 'offset', 'length'],
   set: ['peer', 'register', 'timeoutMs', 'key', 'keyBase64', 'value', 'valueBase64'],
   del: ['peer', 'register', 'timeoutMs', 'key', 'keyBase64'],
   cas: ['peer', 'register', 'timeoutMs', 'expect', 'key', 'keyBase64', 'value', 'valueBase64'],

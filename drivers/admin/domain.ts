@@ -275,7 +275,8 @@ export function domainHandlers(
     dget: (args): DomainMapGetResult | DomainStreamGetResult => {
       const h = domainOf(d, s(args, 'domain', false));
       const register = s(args, 'register');
-      const key = args.key === undefined ? undefined : bytes(args, 'key');
+      // `keyBase64` alone is a key too: it was taken for none, and a map read by bytes refused (`key is required`).
+      const key = args.key === undefined && args.keyBase64 === undefined ? undefined : bytes(args, 'key');
       const r = readOf(h, register, key);
       if (r.state) {
         if (!key) throw new AdminFault('bad-argument', 'argument key is required for a map register', 'key');

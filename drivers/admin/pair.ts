@@ -13,7 +13,7 @@ import { type StreamState } from '../../core/register/stream.js';
 import { encodeKey } from '../daemon/keys.js';
 import { endpointOf } from '../daemon/resolve.js';
 import type { PeerLink, Spookd } from '../daemon/spookd.js';
-import { AdminFault, MAX_WAIT_MS, bytesArg, echo, failsAs, num, showBytes, str, textBytes, type Untrusted } from './args.js';
+import { AdminFault, MAX_WAIT_MS, bytesArg, echo, failsAs, num, showBytes, str, type Untrusted } from './args.js';
 import type { Call, Handlers, StreamEnd, StreamHandlers } from './handlers.js';
 import { epochMs, inMs } from './clock.js';
 import { txnOrders } from './txn-order.js';
@@ -252,7 +252,8 @@ export function pairHandlers(d: Spookd): Handlers<'status' | 'pairs' | 'pair' | 
       const register = str(args, 'register');
       const r = failsAs('unknown-register', 'register', () => link.pair.register(register), register);
       if (r.state instanceof MapState) {
-        const key = textBytes(args, 'key');
+        // `keyBase64` as set/del/cas take it: a key that is not UTF-8 (one a scan or watch showed) could not be read.
+        const key = bytesArg(args, 'key');
         return d.durableRead(link, () => {
           refuseFenced(link);
           const e = (r.state as MapState).get(key);
