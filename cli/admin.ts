@@ -3,7 +3,7 @@
  * `--json` for scripts, one table of exit statuses for every command (EXIT).
  */
 import { Command } from 'commander';
-import { durationArg, intArg } from './args.js';
+import { durationArg, intArg, keyBase64Opt, keyOf } from './args.js';
 import { AdminClient, SpookError, DEFAULT_SOCKET } from '../client/admin-client.js';
 import type { AdminArgs, AdminCommand, AdminErrorCode, AdminResult, AdminStreams, Outcome, ShownBytes } from '../client/protocol.js';
 
@@ -12,6 +12,9 @@ export interface Common {
   json: boolean;
   peer?: string;
 }
+
+/** `--key-base64` (cli/args.ts keyBase64Opt). */
+export type KeyOpts = { keyBase64?: boolean };
 
 /**
  * The options every command takes, before or after its name (`spook -s S status` and `spook status
@@ -188,24 +191,36 @@ export function adminCommands(): Command[] {
   });
 
   const peerOpt = (c: Command): Command => c.option('-p, --peer <name|key>', 'peer (needed when several are configured)');
+  const keyPeerOpt = (c: Command): Command => keyBase64Opt(peerOpt(c));
 
-  const get = peerOpt(
-    new Command('get').description('read a committed value (map key, or stream bytes)').argument('<register>').argument('[key]'),
+  const get = keyBase64Opt(
+    peerOpt(new Command('get').description('read a committed value (map key, or stream bytes)').argument('<register>').argument('[key]')),
   )
     .option('--offset <n>', 'stream: first byte', intArg('--offset'), 0)
     .option('--length <n>', 'stream: bytes to read, at most 1048576', intArg('--length', 0, 1_048_576), 65_536)
     .option('--print-value-only', 'print only the value, its raw bytes, without a newline (exit 4 when the key is absent)', false)
-    .action(async (register: string, key: string | undefined, o: Common & { offset: number; length: number; printValueOnly: boolean }) => {
-      const r = await call(o, 'get', { register, key, offset: o.offset, length: o.length });
-      if (o.printValueOnly) return printValueOnly('data' in r ? r.data : r.value);
-      const found = 'found' in r ? r.found : undefined; // a map register; a stream has data
-      out(o, r, () => {
-        const v = 'data' in r ? r.data : r.value;
-        if (found === false) return `(not found) at register version ${r.version}`;
-        return `${v?.text ?? `base64:${v?.base64}`}\n(register version ${r.version}${'keyVersion' in r && r.keyVersion !== undefined ? `, key version ${r.keyVersion}` : ''})`;
-      });
-      if (found === false) process.exitCode = EXIT.notFound;
-    });
+    .action(
+      async (
+        register: string,
+        key: string | undefined,
+        o: Common & KeyOpts & { offset: number; length: number; printValueOnly: boolean },
+      ) => {
+        const r = await call(o, 'get', {
+          register,
+          ...(key !== undefined ? keyOf(key, o.keyBase64) : {}),
+          offset: o.offset,
+          length: o.length,
+        });
+        if (o.printValueOnly) return printValueOnly('data' in r ? r.data : r.value);
+        const found = 'found' in r ? r.found : undefined; // a map register; a stream has data
+        out(o, r, () => {
+          const v = 'data' in r ? r.data : r.value;
+          if (found === false) return `(not found) at register version ${r.version}`;
+          return `${v?.text ?? `base64:${v?.base64}`}\n(register version ${r.version}${'keyVersion' in r && r.keyVersion !== undefined ? `, key version ${r.keyVersion}` : ''})`;
+        });
+        if (found === false) process.exitCode = EXIT.notFound;
+      },
+    );
 
   const outcome = (o: Common, r: Outcome): void => {
     out(
@@ -218,18 +233,18 @@ export function adminCommands(): Command[] {
   };
   const timeoutOpt = (c: Command): Command => c.option('-t, --timeout <duration>', TIMEOUT_HELP, durationArg('--timeout'), 10_000);
   const set = timeoutOpt(
-    peerOpt(
+    keyPeerOpt(
       new Command('set')
         .description('propose a set and wait for its collapse')
         .argument('<register>')
         .argument('<key>')
         .argument('<value>'),
     ),
-  ).action(async (register: string, key: string, value: string, o: Common & { timeout: number }) =>
-    outcome(o, await call(o, 'set', { register, key, value, timeoutMs: o.timeout })),
+  ).action(async (register: string, key: string, value: string, o: Common & KeyOpts & { timeout: number }) =>
+    outcome(o, await call(o, 'set', { register, ...keyOf(key, o.keyBase64), value, timeoutMs: o.timeout })),
   );
   const cas = timeoutOpt(
-    peerOpt(
+    keyPeerOpt(
       new Command('cas')
         .description('compare-and-set: commit only if the key is at <expect> (0: absent)')
         .argument('<register>')
@@ -237,13 +252,13 @@ export function adminCommands(): Command[] {
         .argument('<expect>', "the key's version to compare with (0: absent)", intArg('expect'))
         .argument('<value>'),
     ),
-  ).action(async (register: string, key: string, expect: number, value: string, o: Common & { timeout: number }) =>
-    outcome(o, await call(o, 'cas', { register, key, expect, value, timeoutMs: o.timeout })),
+  ).action(async (register: string, key: string, expect: number, value: string, o: Common & KeyOpts & { timeout: number }) =>
+    outcome(o, await call(o, 'cas', { register, ...keyOf(key, o.keyBase64), expect, value, timeoutMs: o.timeout })),
   );
   const del = timeoutOpt(
-    peerOpt(new Command('del').description('propose a delete and wait for its collapse').argument('<register>').argument('<key>')),
-  ).action(async (register: string, key: string, o: Common & { timeout: number }) =>
-    outcome(o, await call(o, 'del', { register, key, timeoutMs: o.timeout })),
+    keyPeerOpt(new Command('del').description('propose a delete and wait for its collapse').argument('<register>').argument('<key>')),
+  ).action(async (register: string, key: string, o: Common & KeyOpts & { timeout: number }) =>
+    outcome(o, await call(o, 'del', { register, ...keyOf(key, o.keyBase64), timeoutMs: o.timeout })),
   );
   const append = timeoutOpt(
     peerOpt(new Command('append').description('append to a stream register').argument('<register>').argument('<data>')),

@@ -14,6 +14,14 @@ export function intArg(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {
 
 export const portArg = (name = 'port') => intArg(name, 1, 65535);
 
+/** `--key-base64`: the key argument is the key's bytes in base64 (a key that is not UTF-8, as `get` and `watch` print it). */
+export const keyBase64Opt = <C extends { option(flags: string, description: string, defaultValue?: boolean): C }>(c: C): C =>
+  c.option('--key-base64', 'the key argument is base64: the bytes of a key that is not UTF-8 (printed base64:…)', false);
+
+/** A key argument as the admin API takes it: text, or with `--key-base64` its bytes (spookd refuses base64 that is not, naming the field). */
+export const keyOf = (key: string, base64: boolean | undefined): { key: string } | { keyBase64: string } =>
+  base64 ? { keyBase64: key } : { key };
+
 export function probArg(name: string) {
   return (v: string): number => {
     const n = Number(v);

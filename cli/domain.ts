@@ -3,12 +3,12 @@
  * `spook group show`: QN domains and QSCS groups of a running spookd.
  */
 import { Command } from 'commander';
-import { EXIT, TIMEOUT_HELP, call, exitOfVerdict, out, printValueOnly, table, type Common } from './admin.js';
-import { durationArg, intArg } from './args.js';
+import { EXIT, TIMEOUT_HELP, call, exitOfVerdict, out, printValueOnly, table, type Common, type KeyOpts } from './admin.js';
+import { durationArg, intArg, keyBase64Opt, keyOf } from './args.js';
 import { InvalidArgumentError } from 'commander';
 import type { DomainOp, DomainOutcome } from '../client/protocol.js';
 
-type DomainOpts = Common & { domain?: string; timeout: number };
+type DomainOpts = Common & KeyOpts & { domain?: string; timeout: number };
 
 const domainOpt = (c: Command): Command => c.option('-d, --domain <name>', 'domain (needed when several are configured)');
 const timeoutOpt = (c: Command): Command => c.option('-t, --timeout <duration>', TIMEOUT_HELP, durationArg('--timeout'), 10_000);
@@ -93,10 +93,14 @@ export function domainCommands(): Command[] {
     ).action(async (seq: number, o: DomainOpts) => verdict(o, await call(o, 'doutcome', { domain: o.domain, seq }))),
   );
   domain.addCommand(
-    domainOpt(new Command('get').description('read a committed value (map key, or stream bytes)').argument('<register>').argument('[key]'))
+    keyBase64Opt(
+      domainOpt(
+        new Command('get').description('read a committed value (map key, or stream bytes)').argument('<register>').argument('[key]'),
+      ),
+    )
       .option('--print-value-only', 'print only the value, its raw bytes, without a newline (exit 4 when the key is absent)', false)
       .action(async (register: string, key: string | undefined, o: DomainOpts & { printValueOnly: boolean }) => {
-        const r = await call(o, 'dget', { domain: o.domain, register, key });
+        const r = await call(o, 'dget', { domain: o.domain, register, ...(key !== undefined ? keyOf(key, o.keyBase64) : {}) });
         if (o.printValueOnly) return printValueOnly('data' in r ? r.data : r.value);
         const found = 'found' in r ? r.found : undefined; // a map register; a stream has data
         out(o, r, () => {
@@ -109,6 +113,7 @@ export function domainCommands(): Command[] {
   );
   const write = (name: string, args: string[], description: string): Command => {
     const c = timeoutOpt(domainOpt(new Command(name).description(description)));
+    if (args.includes('key')) keyBase64Opt(c);
     for (const a of args) c.argument(`<${a}>`);
     // The words as given (a value may hold spaces: `spook domain set kv k "hello world"`).
     return c.action(async (...xs: unknown[]) => {
@@ -119,6 +124,11 @@ export function domainCommands(): Command[] {
       } catch (e) {
         process.stderr.write(`spook: ${(e as Error).message}\n`);
         process.exit(EXIT.usage);
+      }
+      // --key-base64: the op's key as bytes, as the admin API takes them.
+      if (o.keyBase64 && 'key' in op && op.key !== undefined) {
+        const { key, ...rest } = op;
+        op = { ...rest, ...keyOf(key, true) } as DomainOp;
       }
       await propose(o, [op]);
     });

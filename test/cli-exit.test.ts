@@ -123,4 +123,37 @@ describe('spook exit statuses, pair and domain alike', { timeout: 60_000 }, () =
     expect([pa.code, pa.out.length, pa.err]).toEqual([4, 0, '']);
     expect([da.code, da.out.length, da.err]).toEqual([4, 0, '']);
   });
+
+  it('--key-base64: a key that is not UTF-8 (69 b7 1d, printed base64:abcd), apart from the text key "abcd"; base64 that is not refused, 2', async () => {
+    for (const w of [
+      ['set', 'config', '--key-base64', 'abcd', 'bytes'],
+      ['set', 'config', 'abcd', 'text'],
+      ['domain', 'set', 'kv', '--key-base64', 'abcd', 'bytes'],
+      ['domain', 'set', 'kv', 'abcd', 'text'],
+    ])
+      expect((await spook(...w)).code).toBe(0);
+    const runs = await Promise.all([
+      spook('get', 'config', '--key-base64', 'abcd', '--print-value-only'),
+      spook('get', 'config', 'abcd', '--print-value-only'),
+      spook('domain', 'get', 'kv', '--key-base64', 'abcd', '--print-value-only'),
+      spook('domain', 'get', 'kv', 'abcd', '--print-value-only'),
+      spook('get', 'config', '--key-base64', 'ab$d'),
+      spook('domain', 'get', 'kv', '--key-base64', 'abc'),
+    ]);
+    expect(runs.map((r) => [r.code, text(r)])).toEqual([
+      [0, 'bytes'],
+      [0, 'text'],
+      [0, 'bytes'],
+      [0, 'text'],
+      [2, ''],
+      [2, ''],
+    ]);
+    expect(runs[4].err).toMatch(/argument keyBase64 must be base64/);
+    const { value } = await admin.request('get', { register: 'config', keyBase64: Buffer.from([0x69, 0xb7, 0x1d]).toString('base64') });
+    expect(value?.text).toBe('bytes');
+    for (const del of [spook('del', 'config', '--key-base64', 'abcd'), spook('domain', 'del', 'kv', '--key-base64', 'abcd')])
+      expect((await del).code).toBe(0);
+    const left = await Promise.all([spook('get', 'config', 'abcd', '--print-value-only'), spook('get', 'config', '--key-base64', 'abcd')]);
+    expect(left.map((r) => r.code)).toEqual([0, 4]);
+  });
 });

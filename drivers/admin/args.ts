@@ -159,7 +159,12 @@ export function textBytes<A extends object>(args: A, k: keyof A & string): Uint8
 export function bytesArg<A extends object>(args: A, k: keyof A & string): Uint8Array {
   const a = args as Args;
   const b64 = `${k}Base64`;
-  return a[b64] !== undefined ? Buffer.from(str(a, b64), 'base64') : textBytes(a, k as string);
+  if (a[b64] === undefined) return textBytes(a, k as string);
+  const v = str(a, b64);
+  const b = Buffer.from(v, 'base64');
+  // Node's decoder skips what is not base64: a mistyped key would write another key, in silence.
+  if (b.toString('base64') !== v) throw badArg(b64, 'base64 (RFC 4648, padded)');
+  return b;
 }
 
 /** A `true`/`false` argument (absent: false). */
