@@ -402,7 +402,7 @@ export class Replica {
 
   /** Pieces of a fragmented message keep arriving (§3.4): a reconciliation request under way was heard. */
   peerDelivering(now: number): void {
-    this.follower?.requester?.deferRetransmit(now + this.s.pair.rto());
+    this.follower?.requester?.deferRetransmit(now, now + this.s.pair.rto());
   }
 
   /** Whether collapses or own candidates are in flight (COLLAPSING) or all is settled (ENTANGLED). */

@@ -62,6 +62,8 @@ const STAGE_FIRST_BYTES = 1024;
 const STREAM_REASK_AFTER = 3;
 const MAX_PREFIXES_PER_REQ = 64;
 const STALLS_BEFORE_RESTART = 4;
+/** Retransmission timeouts' worth of fragments from the responder that may defer a session's own retransmission. */
+const DEFER_RTOS = 16;
 /** Room a diff part leaves in a payload beside its entries: its message header (with the name) and an Ack. */
 const DIFF_PART_SLACK = 48;
 
@@ -562,6 +564,8 @@ export class ReconRequester {
   private wantRequest = true;
   /** Retransmission timeouts in a row without a useful response. */
   private stalls = 0;
+  /** When the session last started asking or had a response of its own (accept): how long a deferral may go on. */
+  private heardAt = 0;
 
   // Map reconciliation.
   private myIndex: KeyIndex | undefined;
@@ -689,10 +693,11 @@ export class ReconRequester {
   }
 
   /** Whether a response belongs to this session (the first one fixes the pinned version). */
-  private accept(targetVersion: number): boolean {
+  private accept(now: number, targetVersion: number): boolean {
     if (this.target === undefined) this.target = targetVersion;
     if (this.target !== targetVersion) return false;
     this.stalls = 0;
+    this.heardAt = now;
     return true;
   }
 
@@ -706,7 +711,11 @@ export class ReconRequester {
    * The responder is delivering a fragmented answer (§3.4): its pieces keep arriving, so the
    * request was heard; asking again now would only send it twice. Push the timer back.
    */
-  deferRetransmit(until: number): void {
+  deferRetransmit(now: number, until: number): void {
+    // Not past DEFER_RTOS timeouts without a response of this session: pieces of other registers'
+    // answers (or records) deferred it forever, and a session whose pin the responder no longer
+    // holds (it answers with its status) never timed out to start over (STALLS_BEFORE_RESTART).
+    if (now - this.heardAt > DEFER_RTOS * this.r.rto()) return;
     if (this.retransmitAt !== undefined && this.retransmitAt < until) this.retransmitAt = until;
   }
 
@@ -778,6 +787,7 @@ export class ReconRequester {
     }
     if (!b.add(raw)) return;
     this.wantRequest = this.r.state instanceof MapState && this.mode === 'reconcile' && this.queue.length > 0;
+    if (this.target === undefined) this.heardAt = now; // a (re)start: the deferral counts from its first request
     this.retransmitAt = now + this.r.rto();
   }
 
@@ -855,7 +865,7 @@ export class ReconRequester {
    * applied until every part is here and the result hashes to the pin (progress).
    */
   onDiff(now: number, m: ReconDiffMsg): void {
-    if (this.mode !== 'diff' || !this.myIndex || m.since !== this.since || !this.accept(m.targetVersion)) return;
+    if (this.mode !== 'diff' || !this.myIndex || m.since !== this.since || !this.accept(now, m.targetVersion)) return;
     const mine = this.myIndex;
     if (this.diffParts === undefined) {
       // Every part holds an entry (or the diff is one empty part), and only puts (quota) and
@@ -894,7 +904,7 @@ export class ReconRequester {
       this.r.refuse(now, 'quota-violation', `pin of ${m.size} ${this.r.state instanceof MapState ? 'keys' : 'octets'} exceeds the quota`);
       return;
     }
-    if (!this.accept(m.targetVersion)) return;
+    if (!this.accept(now, m.targetVersion)) return;
     this.meta = m;
     if (this.r.state instanceof StreamState && this.mode === 'reconcile' && m.size < this.streamBase) {
       this.startFull(); // our stream is longer than the sequencer's: not a prefix
@@ -916,7 +926,7 @@ export class ReconRequester {
 
   onNode(now: number, m: ReconNodeMsg): void {
     this.diffDeclined(m);
-    if (this.mode !== 'reconcile' || !this.myIndex || !this.accept(m.targetVersion)) return;
+    if (this.mode !== 'reconcile' || !this.myIndex || !this.accept(now, m.targetVersion)) return;
     const key = prefixKey(m.depth, m.prefix);
     if (!this.outstanding.delete(key)) return;
     this.dropPartial(key);
@@ -954,7 +964,7 @@ export class ReconRequester {
 
   onEntries(now: number, m: ReconEntriesMsg): void {
     this.diffDeclined(m);
-    if (this.mode !== 'reconcile' || !this.myIndex || !this.accept(m.targetVersion)) return;
+    if (this.mode !== 'reconcile' || !this.myIndex || !this.accept(now, m.targetVersion)) return;
     const key = prefixKey(m.depth, m.prefix);
     // Only a prefix asked for is answered: any other set is dropped, whatever it holds.
     if (!this.outstanding.has(key)) return;
@@ -1038,7 +1048,7 @@ export class ReconRequester {
       this.r.refuse(now, 'quota-violation', `snapshot of ${m.chunks} chunks exceeds the quota`);
       return;
     }
-    if (!this.accept(m.targetVersion)) return;
+    if (!this.accept(now, m.targetVersion)) return;
     if (this.chunkCount === undefined) {
       this.chunkCount = m.chunks;
       this.chunks.length = m.chunks;
@@ -1071,7 +1081,7 @@ export class ReconRequester {
 
   onStreamData(now: number, m: StreamDataMsg): void {
     if (!(this.r.state instanceof StreamState)) return this.misfit(now, 'StreamData');
-    if (!this.accept(m.targetVersion)) return;
+    if (!this.accept(now, m.targetVersion)) return;
     const q = this.limits();
     if (m.offset + m.data.length > (this.meta ? Math.min(this.meta.size, q.maxBytes) : q.maxBytes)) {
       this.r.refuse(now, 'quota-violation', `stream data past ${this.meta ? "the pin's length" : 'the quota'}`);
