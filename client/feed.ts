@@ -192,6 +192,8 @@ const MAX_QUEUE_BYTES = 16 << 20;
 const QUEUE_SLACK_BYTES = 1 << 20;
 const BACKOFF_FIRST_MS = 50;
 const BACKOFF_MAX_MS = 2_000;
+/** Why a resubscription may fail and still heal by retrying (with backoff). */
+const TRANSIENT: readonly string[] = ['daemon-not-running', 'connection-closed', 'timeout', 'too-busy', 'too-many-watchers'];
 
 /**
  * Watch the changes of keys with `prefix` (all for a stream register). Resolves once the first
@@ -393,9 +395,10 @@ export async function watch(session: Session, target: FeedTarget, prefix: string
         } catch (e) {
           if (closed) return;
           if (e instanceof SpookError && e.code === 'aborted') return stop(e);
-          // A refusal of the request itself (unknown register, too many watchers) does not heal by retrying.
-          if (!(e instanceof SpookError) || !['daemon-not-running', 'connection-closed', 'timeout'].includes(e.code))
-            return stop(e as SpookError);
+          // A refusal of the request itself (unknown register) does not heal by retrying; spookd full for now (its
+          // admin connections: `too-busy`; its feeds: `too-many-watchers`) does, as a restart does: ending the
+          // watch there made a moment's load its permanent end.
+          if (!(e instanceof SpookError) || !TRANSIENT.includes(e.code)) return stop(e as SpookError);
           again = true;
           delay = Math.min(Math.max(delay * 2, BACKOFF_FIRST_MS), BACKOFF_MAX_MS);
         }
