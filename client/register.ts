@@ -85,7 +85,7 @@ export async function openRegister(register: string, opts: { peer?: string; sock
    * numbering from 1 again) never answers another write's outcome. The earliest kept when a seq recurs.
    */
   const pendingPair = new Map<number, string>();
-  /** A write: `pending` when spookd has no outcome 1 s before the call's deadline (Session.write). */
+  /** A write: `pending` when spookd has no outcome 1 s before the call's deadline, or half-way through one under 2 s (Session.write). */
   const write = async <C extends 'set' | 'cas' | 'del' | 'append' | 'txn'>(cmd: C, args: object, o?: CallOptions): Promise<Outcome> => {
     const r = await session.write(cmd, { ...base, ...args } as Omit<AdminArgs<C>, 'timeoutMs'>, deadline(o));
     if (r.verdict === 'pending' && typeof r.pair === 'string' && !pendingPair.has(r.seq)) {

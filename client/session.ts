@@ -108,12 +108,17 @@ export class Session {
 
   /**
    * A write within `d`: spookd answers `pending` after OUTCOME_WAIT_MS, or 1 s before the
-   * deadline if that is sooner, reckoned once connected (a reconnect spends the deadline too, and
-   * a write that waited for one must still hear `pending` rather than time out).
+   * deadline if that is sooner (half the time left, when under 2 s), reckoned once connected (a
+   * reconnect spends the deadline too, and a write that waited for one must still hear `pending`
+   * rather than time out).
    */
   async write<C extends AdminCommand>(cmd: C, args: Omit<AdminArgs<C>, 'timeoutMs'>, d: Deadline): Promise<AdminResult<C>> {
     const c = await this.conn(d);
-    const timeoutMs = Math.min(OUTCOME_WAIT_MS, Math.max(0, left(d) - 1_000));
+    // The answer's margin is a share of a short call, not a whole second: with 1 s taken from any call of 1 s
+    // or less, spookd was asked to wait 0 ms and a write that commits in milliseconds was always `pending`
+    // (a domain write held while its member catches up: refused at once).
+    const rest = left(d);
+    const timeoutMs = Math.min(OUTCOME_WAIT_MS, rest - Math.min(1_000, Math.ceil(rest / 2)));
     return c.request(cmd, ...([{ ...args, timeoutMs }, within(d)] as RequestParams<C>));
   }
 
