@@ -92,7 +92,7 @@ interface Connection {
   refuse: (code: AdminErrorCode, message: string) => void;
   /** Its socket's unread backlog when last looked at (counted in AdminServer.unreadTotal). */
   unread: number;
-  /** Since when its backlog passed the socket's high-water mark without draining (undefined: not behind). */
+  /** Since when its backlog passed the socket's high-water mark without draining, or last shrank (undefined: not behind). */
   behindSince: number | undefined;
 }
 
@@ -346,17 +346,25 @@ export class AdminServer {
       sock.cork();
       process.nextTick(() => sock.uncork());
     }
-    const below = sock.write(`${JSON.stringify(msg)}\n`);
     const conn = this.clients.get(sock);
+    // What it read since the last look is seen before this answer adds to its backlog (noteUnread).
+    if (conn) this.noteUnread(conn, sock);
+    const below = sock.write(`${JSON.stringify(msg)}\n`);
     if (!conn) return;
     if (!below) conn.behindSince ??= performance.now();
     this.noteUnread(conn, sock);
     if (this.unreadTotal > Math.min(this.unreadCheckAt, this.limits.maxUnreadTotal + (this.limits.maxUnreadTotal >>> 3))) this.shedUnread();
   }
 
-  /** Count `sock`'s backlog as it is now. */
+  /**
+   * Count the backlog of `sock` as it is now. Smaller than at the last look, the client read meanwhile: it is behind (if it
+   * still is) only from now. 'drain' comes only once the backlog is empty, which a client that reads steadily behind a
+   * stream or pipelined requests may never reach: it kept the instant of its first large answer, and was shed before
+   * a client that stopped reading later.
+   */
   private noteUnread(conn: Connection, sock: Socket): void {
     const now = sock.destroyed ? 0 : sock.writableLength;
+    if (now < conn.unread && conn.behindSince !== undefined) conn.behindSince = performance.now();
     this.unreadTotal += now - conn.unread;
     conn.unread = now;
   }
@@ -364,8 +372,9 @@ export class AdminServer {
   /**
    * Answers not read may pass maxUnreadTotal in all: the backlogs are counted afresh, and while over,
    * the connection behind for longest is dropped (the largest, between those behind since the same
-   * instant). A client that reads drains within moments of each large answer; one that stopped
-   * reading only grows old, so age, not size, finds it (a scan page is ~10 MiB to an honest client too).
+   * instant). A client that reads drains within moments of each large answer, or at least its backlog shrinks
+   * (noteUnread); one that stopped reading only grows old, so age, not size, finds it (a scan page is ~10 MiB
+   * to an honest client too).
    */
   private shedUnread(): void {
     for (const [s, c] of this.clients) this.noteUnread(c, s);
