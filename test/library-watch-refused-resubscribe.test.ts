@@ -17,6 +17,7 @@ import type { SpookError } from '../client/admin-client.js';
 import type { Change } from '../client/feed.js';
 import { configOf, inProcess, logOf, until } from './inproc.js';
 import { freePort } from './admin-solo.js';
+import { FEED_LIMITS } from '../drivers/admin/feed.js';
 
 const lab = inProcess('spook-watch-refused', ['a', 'b'], 0);
 const d: Record<string, Spookd> = {};
@@ -60,6 +61,27 @@ describe('a watch whose resubscription spookd refuses for now', { timeout: 30_00
     expect(ends.map((e) => `${e.code}: ${e.message}`)).toEqual([]);
     expect(seen.map((c) => c.key)).toEqual(['k1', 'k2']);
     expect(w.resubscribes).toBeGreaterThanOrEqual(1);
+    w.close();
+    reg.close();
+  });
+
+  it('keeps watching when spookd has all the feeds it allows at the reconnect (too-many-watchers is retried)', async () => {
+    const reg = await openRegister('config', { socket: sock('a'), peer: 'b' });
+    const seen: Change[] = [];
+    const ends: SpookError[] = [];
+    const w = await reg.watch('', { onChange: (c) => void seen.push(c), onEnd: (e) => void ends.push(e) });
+    const total = FEED_LIMITS.total;
+    FEED_LIMITS.total = 0;
+    try {
+      for (const s of serverSockets(d.a)) s.destroy();
+      await new Promise((r) => setTimeout(r, 400));
+    } finally {
+      FEED_LIMITS.total = total;
+    }
+    expect((await reg.set('k3', 'v3')).verdict).toBe('committed');
+    await until('k3 delivered, or the watch ended', () => seen.some((c) => c.key === 'k3') || ends.length > 0, 10_000).catch(() => {});
+    expect(ends.map((e) => `${e.code}: ${e.message}`)).toEqual([]);
+    expect(seen.map((c) => c.key)).toEqual(['k3']);
     w.close();
     reg.close();
   });
