@@ -118,7 +118,7 @@ export class Session {
     // or less, spookd was asked to wait 0 ms and a write that commits in milliseconds was always `pending`
     // (a domain write held while its member catches up: refused at once).
     const rest = left(d);
-    const timeoutMs = Math.min(OUTCOME_WAIT_MS, rest - Math.min(1_000, Math.ceil(rest / 2)));
+    const timeoutMs = Math.max(0, Math.min(OUTCOME_WAIT_MS, rest - Math.min(1_000, Math.ceil(rest / 2))));
     return c.request(cmd, ...([{ ...args, timeoutMs }, within(d)] as RequestParams<C>));
   }
 
