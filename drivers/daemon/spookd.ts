@@ -250,6 +250,8 @@ export class Spookd {
   readonly commits = { passes: 0, batches: 0, writes: 0, storeFailures: 0, syncing: 0 };
   /** Background flushes (fsync everysec) that failed: what they covered had been acknowledged (StopReport). */
   private flushesFailed = 0;
+  /** Stores of peers a reload removed whose close failed (a flush: acknowledged writes may be lost): the stop reports them. */
+  private removedStoresFailed = 0;
 
   /**
    * The file a reload reads (main.ts sets it; undefined: this daemon has none, `reload` is refused).
@@ -701,7 +703,10 @@ export class Spookd {
     try {
       link.store.close({ abandonPending: true });
     } catch (e) {
-      this.log.error({ peer: name, err: e }, 'store of a removed peer did not close cleanly');
+      // Counted as a stop's close failure is (the link goes, so the stop would not see it, and reported a clean end).
+      this.removedStoresFailed++;
+      if (link.fenced?.cause !== 'store-failed') this.commits.storeFailures++;
+      this.log.error({ peer: name, err: e }, 'store of a removed peer did not close cleanly: acknowledged writes may be lost');
     }
     if (undecided > 0)
       this.log.warn({ peer: name, undecided }, `peer ${name} removed with ${undecided} write(s) undecided: abandoned (peer-removed)`);
@@ -834,7 +839,7 @@ export class Spookd {
     await Promise.all([...this.links.values()].map((l) => l.store.settle(SNAPSHOT_SETTLE_MS)));
     this.storesClosed = true;
     // Every store is closed even if one's last flush fails (that one is reported, and the stop is not clean).
-    let storeFailures = this.flushesFailed;
+    let storeFailures = this.flushesFailed + this.removedStoresFailed;
     for (const link of this.links.values())
       try {
         link.store.close();

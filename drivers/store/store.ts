@@ -1152,8 +1152,9 @@ export class DiskStore implements PairStore {
         } catch (e) {
           failure ??= e;
         }
-      // Its peer removed (a reload): own candidates not decided are not proposed again at the next load.
-      if (abandonPending && !this.failed) {
+      // Its peer removed (a reload): own candidates not decided are not proposed again at the next load,
+      // a failed store's too (their proposers were told peer-removed; a fresh file, not the failed one's pages).
+      if (abandonPending) {
         const p = this.paths(register);
         try {
           writeAtomic(p.pending, encodePendingFile([]), p.dir);
