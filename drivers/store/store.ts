@@ -782,10 +782,14 @@ export class DiskStore implements PairStore {
           if (!(e instanceof NoDescriptor)) throw e;
           this.snapshotFailed(new StoreError(`${join(this.dir, register)}: snapshot not written (tried again): ${e.message}`));
         }
-      else {
-        this.snapshotInBackground(register, f, s.pin);
-        t.snapshots.delete(register); // the job owns its pin now
-      }
+      else
+        try {
+          this.snapshotInBackground(register, f, s.pin);
+          t.snapshots.delete(register); // the job owns its pin now
+        } catch (e) {
+          if (!(e instanceof NoDescriptor)) throw e;
+          this.snapshotFailed(new StoreError(`${join(this.dir, register)}: snapshot not written (tried again): ${e.message}`));
+        }
     }
   }
 
@@ -798,11 +802,20 @@ export class DiskStore implements PairStore {
     const p = this.paths(register);
     // Renamed first: if anything below throws, f.logFd is still an open descriptor (of log.old) that close() may close.
     renameSync(p.log, p.logOld);
-    const old = f.logFd;
-    f.logFd = openSync(p.log, 'a', 0o600);
+    let fresh: number | undefined;
+    try {
+      fresh = openSync(p.log, 'a', 0o600);
+      fsyncDir(p.dir); // the rename before any record in the fresh log
+    } catch (e) {
+      // No descriptor for the fresh log or its directory (EMFILE): the log renamed back over the
+      // empty one, nothing changed, so put off as a snapshot written at once is (it fenced the pair).
+      if (fresh !== undefined) closeSync(fresh);
+      renameSync(p.logOld, p.log);
+      throw noDescriptor(e) ? new NoDescriptor(e as Error) : e;
+    }
+    closeSync(f.logFd);
+    f.logFd = fresh;
     f.logBytes = 0;
-    closeSync(old);
-    fsyncDir(p.dir); // the rename before any record in the fresh log
     const job = this.snapshotJob(pin, p.dir, p.snap);
     this.jobs.set(register, job);
     job.done.then(
