@@ -381,7 +381,12 @@ export class Spookd {
     this.wraps = new WrapManager(
       {
         key,
-        peers: [...this.links.values()].map((l) => ({ name: l.name, publicKey: l.publicKey, role: l.pair.role === 'sequencer' ? 0 : 1 })),
+        peers: [...this.links.values()].map((l) => ({
+          name: l.name,
+          publicKey: l.publicKey,
+          role: l.pair.role === 'sequencer' ? 0 : 1,
+          descriptors: storeDescriptors(l.pair),
+        })),
         peerAddr: (name) => this.links.get(name)?.addr,
         listen,
         // A peer's carrier work draws on the same budget as its datagrams (§12.9).
@@ -633,7 +638,12 @@ export class Spookd {
         budgetMs: this.cfg.peerBudgetMs,
       });
       // After the table: the wrappers' carrier budget is the peer's, read from it.
-      this.wraps.addPeer({ name: p.name, publicKey, role: link.pair.role === 'sequencer' ? 0 : 1 });
+      this.wraps.addPeer({
+        name: p.name,
+        publicKey,
+        role: link.pair.role === 'sequencer' ? 0 : 1,
+        descriptors: storeDescriptors(link.pair),
+      });
       // After the link: a rekeyed peer's directory (and the old key's last-init) went aside.
       // Its configured endpoint exempt from the global DH bucket, as at a start (knownSources).
       this.etcp.addPeer({ name: p.name, publicKey }, this.acceptedInit(p.name), endpoint && sourceOf(endpoint));
@@ -1603,6 +1613,11 @@ export class Spookd {
 const RECV_BUFFER_BYTES = 4 << 20;
 
 /** An endpoint's address; undefined for a DNS name not resolved yet (main.ts resolves them before the start). */
+/** Descriptors a pair's store holds open while it runs: a log, a pending list and a lease per register (DiskStore). */
+function storeDescriptors(pair: HalfPair): number {
+  return 3 * pair.registers.size;
+}
+
 /** A store given up before anything was written to it (a peer whose addition failed): its files closed, errors aside. */
 function closeQuietly(store: DiskStore): void {
   try {

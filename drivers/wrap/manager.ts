@@ -61,6 +61,8 @@ export interface WrapPeer {
   publicKey: Uint8Array;
   /** 0: this side dials the carrier (the pair's sequencer); 1: it accepts. */
   role: 0 | 1;
+  /** Descriptors the peer's store holds open (its registers' files): out of the cap (descriptorCap). */
+  descriptors?: number;
 }
 
 export interface WrapHostInfo {
@@ -379,6 +381,9 @@ export class WrapManager {
     if (this.peers.has(p.name)) throw new Error(`peer ${p.name} is already known to the wrappers`);
     const ps = this.peerState(p);
     this.setPeer(p.name, ps);
+    // Its store's files opened after the cap was first worked out (a reload): they are out of it as
+    // a peer's configured at start are (in what was open then); wrapped connections took them before.
+    if (this.fdCap) this.fdCap.others += p.descriptors ?? 0;
     this.touched.add(ps);
     this.scheduleSoon();
   }
@@ -395,6 +400,8 @@ export class WrapManager {
     ps.carrier?.close('peer removed');
     this.peers.delete(name);
     if (ps.peer.role === 0) this.dialledPeers--;
+    // Its store's files are closed next (spookd removePeer): given back.
+    if (this.fdCap) this.fdCap.others = Math.max(0, this.fdCap.others - (ps.peer.descriptors ?? 0));
     this.peerTimers.delete(ps);
     this.touched.delete(ps);
   }
