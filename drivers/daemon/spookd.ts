@@ -864,6 +864,7 @@ export class Spookd {
       }
     for (const dom of this.domains.values())
       try {
+        if (dom.disk?.flushFailed) storeFailures++; // its close does not throw for it (before: a clean stop, exit 0)
         dom.close();
       } catch (e) {
         storeFailures++;

@@ -177,6 +177,14 @@ export class FileDomainStore implements DomainStore {
     }
   }
 
+  /**
+   * A background flush failed: what the journal acknowledged in its last second may be lost. `close`
+   * skips the fsync then (a retry proves nothing) and so does not throw for it: the stop reports it from here.
+   */
+  get flushFailed(): boolean {
+    return this.failed !== undefined;
+  }
+
   /** fsync(2), the one seam tests replace to inject a failing disk. */
   protected syncFd(fd: number): void {
     fsyncSync(fd);
