@@ -59,6 +59,15 @@ function fill(dir: string): void {
 
 const openFds = (): number => readdirSync('/proc/self/fd').length;
 
+/** A store whose fsyncs fail (EIO) once `failing` is set. */
+class FailingSyncStore extends DiskStore {
+  failing = false;
+  protected syncFd(fd: number): void {
+    if (this.failing) throw new Error('EIO: i/o error, fsync (injected)');
+    super.syncFd(fd);
+  }
+}
+
 describe('a full disk', () => {
   it('an atomic write that fails leaves the old file and no partial copy', () => {
     const dir = smallDisk();
@@ -74,13 +83,15 @@ describe('a full disk', () => {
     const dir = smallDisk();
     const fds = openFds();
     const regs = ['a', 'b', 'c'].map((name) => ({ name, kind: 'map' as const }));
-    const store = new DiskStore(join(dir, 'peer'), 'always');
+    const store = new FailingSyncStore(join(dir, 'peer'), 'always');
     const pair = new HalfPair({ pairId: 1, localId: 1, peerId: 2, seed: 7, registers: regs, store }, 0);
     for (const r of pair.registers.values()) store.load(r);
     expect(openFds()).toBeGreaterThanOrEqual(fds + 9); // log, pending and lease per register
     fillFiles(dir);
-    // The peer removed by a reload: each register's pending list is rewritten empty, which the full disk refuses.
-    expect(() => store.close({ abandonPending: true })).toThrow(/ENOSPC/);
+    // The peer removed by a reload: each register's pending list is emptied in place (no new file,
+    // so the full disk allows it) and fsynced, which the disk refuses (EIO).
+    store.failing = true;
+    expect(() => store.close({ abandonPending: true })).toThrow(/EIO/);
     expect(openFds()).toBe(fds);
   });
 });

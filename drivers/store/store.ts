@@ -1158,23 +1158,24 @@ export class DiskStore implements PairStore {
   /** Closes every descriptor of every register whatever fails on the way; returns the first failure. */
   private closeFiles(abandonPending: boolean): unknown {
     let failure: unknown;
-    for (const [register, f] of this.files) {
+    for (const f of this.files.values()) {
+      // Its peer removed (a reload): own candidates not decided are not proposed again at the next load,
+      // a failed store's too (their proposers were told peer-removed). Emptied in place, through its own
+      // descriptor: written anew (a temporary file renamed over it), a disk with no inode or octet
+      // left, or no descriptor to spare, kept every candidate, proposed again if the peer came back.
+      if (abandonPending)
+        try {
+          ftruncateSync(f.pendingFd, 0);
+          this.syncFd(f.pendingFd);
+        } catch (e) {
+          failure ??= e;
+        }
       for (const fd of [f.logFd, f.pendingFd, f.leaseFd])
         try {
           closeSync(fd);
         } catch (e) {
           failure ??= e;
         }
-      // Its peer removed (a reload): own candidates not decided are not proposed again at the next load,
-      // a failed store's too (their proposers were told peer-removed; a fresh file, not the failed one's pages).
-      if (abandonPending) {
-        const p = this.paths(register);
-        try {
-          writeAtomic(p.pending, encodePendingFile([]), p.dir);
-        } catch (e) {
-          failure ??= e;
-        }
-      }
     }
     this.files.clear();
     return failure;
