@@ -104,7 +104,7 @@ export class FileDomainStore implements DomainStore {
   private timer: NodeJS.Timeout | undefined;
   /** Bytes cut from a torn journal tail at load. */
   readonly tornBytes: number = 0;
-  /** Set once a background flush failed: what it held may be lost, so nothing more is written. */
+  /** Set once a background flush failed (or the journal was not reopened): what it held may be lost, so nothing more is written. */
   private failed: StoreError | undefined;
   /** The background snapshot being written (one at a time: Raft asks for the next only after it is reported). */
   private job: { meta: SnapshotMeta; run: BackgroundSnapshot } | undefined;
@@ -178,8 +178,9 @@ export class FileDomainStore implements DomainStore {
   }
 
   /**
-   * A background flush failed: what the journal acknowledged in its last second may be lost. `close`
-   * skips the fsync then (a retry proves nothing) and so does not throw for it: the stop reports it from here.
+   * A background flush failed, or the journal could not be reopened after a rewrite: what the journal
+   * acknowledged in its last second may be lost. `close` skips the fsync then (a retry proves nothing,
+   * or there is no descriptor) and so does not throw for it: the stop reports it from here.
    */
   get flushFailed(): boolean {
     return this.failed !== undefined;
@@ -349,7 +350,16 @@ export class FileDomainStore implements DomainStore {
       writeAtomic(this.journal, Buffer.concat(parts), this.dir);
     } finally {
       // Never keep a closed descriptor (its number may be reused by another file).
-      this.fd = openSync(this.journal, 'a', 0o600);
+      try {
+        this.fd = openSync(this.journal, 'a', 0o600);
+      } catch (e) {
+        // None left (EMFILE: another thread took the one freed above): the number kept would be the
+        // next file's, which a later write would go to and close() would close. The store is failed:
+        // nothing more is written (the domain is fenced), and close() closes nothing.
+        this.fd = -1;
+        this.failed ??= new StoreError(`${this.journal}: reopen after a rewrite: ${(e as Error).message}`);
+        clearInterval(this.timer);
+      }
     }
   }
 
@@ -363,7 +373,7 @@ export class FileDomainStore implements DomainStore {
     } catch (e) {
       throw new StoreError(`${this.journal}: fsync: ${(e as Error).message}`);
     } finally {
-      closeSync(this.fd);
+      if (this.fd >= 0) closeSync(this.fd);
     }
   }
 
