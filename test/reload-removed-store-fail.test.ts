@@ -4,7 +4,7 @@
  * is counted (`commits.storeFailures`) and the stop reports it (`storeFailures`, exit 74), never a
  * clean stop. Its undecided writes were answered `peer-removed`: they are not proposed again if
  * the peer is configured again (OPERATIONS.md, "Writes pending on a removed peer"), the failed
- * flush notwithstanding (the pending list is emptied by a fresh file, not by the failed one).
+ * flush notwithstanding (the pending list is emptied all the same).
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { rmSync } from 'node:fs';
