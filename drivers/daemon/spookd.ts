@@ -1613,7 +1613,6 @@ export class Spookd {
 /** What the UDP socket asks for as receive buffer (SO_RCVBUF). */
 const RECV_BUFFER_BYTES = 4 << 20;
 
-/** An endpoint's address; undefined for a DNS name not resolved yet (main.ts resolves them before the start). */
 /** Descriptors a pair's store holds open while it runs: a log, a pending list and a lease per register (DiskStore). */
 function storeDescriptors(pair: HalfPair): number {
   return 3 * pair.registers.size;
