@@ -50,6 +50,8 @@ export class DomainImage {
   nextSeq = 1;
   /** Last commit index saved (0: none). */
   commit = 0;
+  /** Octets of the entries' and pending candidates' commands the image holds (what a rewrite of the journal must carry). */
+  cmdBytes = 0;
 
   /** Throws if `w` does not follow from the image (an append that leaves a gap): a corrupt journal, or a bug. */
   apply(w: DomainWrite): void {
@@ -63,9 +65,11 @@ export class DomainImage {
           if (e.index !== this.base + this.entries.length + 1)
             throw new Error(`append of index ${e.index} after ${this.base + this.entries.length}`);
           this.entries.push(e);
+          this.cmdBytes += e.cmd.length;
         }
         return;
       case 'truncate':
+        this.dropEntries(Math.max(0, w.from - this.base - 1), this.entries.length);
         this.entries.length = Math.max(0, w.from - this.base - 1);
         return;
       case 'snapshot':
@@ -75,6 +79,7 @@ export class DomainImage {
         // Nothing durable yet: the store applies a 'snapshot' of its own once the file is written.
         return;
       case 'compact':
+        this.dropEntries(0, w.reset ? this.entries.length : Math.min(this.entries.length, w.base - this.base));
         this.entries = w.reset ? [] : this.entries.slice(w.base - this.base);
         this.base = w.base;
         this.baseTerm = w.baseTerm;
@@ -83,13 +88,20 @@ export class DomainImage {
         this.commit = w.index;
         return;
       case 'pending':
+        this.cmdBytes += w.cmd.length - (this.pending.get(w.seq)?.length ?? 0);
         this.pending.set(w.seq, w.cmd);
         this.raiseNextSeq(w.seq + 1);
         return;
       case 'drop-pending':
+        this.cmdBytes -= this.pending.get(w.seq)?.length ?? 0;
         this.pending.delete(w.seq);
         return;
     }
+  }
+
+  /** The commands of entries [from, to) leave the image (a truncation, a compaction): O(entries dropped). */
+  private dropEntries(from: number, to: number): void {
+    for (let i = Math.max(0, from); i < to; i++) this.cmdBytes -= this.entries[i].cmd.length;
   }
 
   raiseNextSeq(next: number): void {
