@@ -140,6 +140,11 @@ export class Replica {
     return this.s.own.length;
   }
 
+  /** About the octets a pending list of the own candidates holds (their encoded deltas, and 32 each for the rest). */
+  get pendingListBytes(): number {
+    return this.s.ownDeltaBytes + 32 * this.s.own.length;
+  }
+
   /** Whether reconciliation or a full transfer is under way (follower). */
   get reconciling(): boolean {
     return this.machine.reconciling;

@@ -5,7 +5,7 @@
  * here; the replica hands it only to its role object and shows it to everyone else read-only.
  */
 import type { Hash64Parts } from '../../wire/buffer.js';
-import { entryValueLen, type EntryDelta } from '../../wire/cross.js';
+import { encodedEntryDeltaLen, entryValueLen, type EntryDelta } from '../../wire/cross.js';
 import { DeltaOp, REJECT_REASON_NAMES, RejectReason, type Delta, type SimpleDelta } from '../../wire/delta.js';
 import { MsgType, decodeMessages, type CollapseEntry, type CollapseMsg, type StatusMsg, type VersionRange } from '../../wire/messages.js';
 import { hashHex } from '../register/hash.js';
@@ -99,6 +99,8 @@ export class Shared {
   readonly own = new Deque<OwnCandidate>();
   /** Value bytes of the own candidates (ownBytesLimit bounds them: memory a local writer makes us hold). */
   ownBytes = 0;
+  /** Encoded delta octets of the own candidates, ~ what a store's pending list of them holds (it rewrites by this). */
+  ownDeltaBytes = 0;
   nextSeq = 1;
   leasedSeq = 0;
   resolvedSeq = 0;
@@ -241,11 +243,15 @@ export class Shared {
   pushOwn(c: OwnCandidate): void {
     this.own.push(c);
     this.ownBytes += entryValueLen(c.delta);
+    this.ownDeltaBytes += encodedEntryDeltaLen(c.delta);
   }
 
   shiftOwn(): OwnCandidate | undefined {
     const c = this.own.shift();
-    if (c) this.ownBytes -= entryValueLen(c.delta);
+    if (c) {
+      this.ownBytes -= entryValueLen(c.delta);
+      this.ownDeltaBytes -= encodedEntryDeltaLen(c.delta);
+    }
     return c;
   }
 

@@ -23,8 +23,8 @@
  *            delta | varint stamp (rev 1.24: the order across registers)] ..., appended
  *            (and flushed like the log) before the proposer hears of the candidate;
  *            rewritten atomically with only the undecided ones at load (when that differs,
- *            once the log that decided the others is fsynced) and, past 1 MiB, once the batch
- *            that grew it is durable.
+ *            once the log that decided the others is fsynced) and, past 1 MiB and twice what
+ *            the undecided ones take, once the batch that grew it is durable.
  *            A restart proposes the undecided ones again.
  *
  * What a batch's end rewrites is taken when the batch is written (`TakenBatch`): spookd fsyncs
@@ -717,7 +717,12 @@ export class DiskStore implements PairStore {
     const framed = frameRecord(encodePendingRecord(c), sha256, MAX_PAIR_RECORD);
     writeAll(f.pendingFd, framed);
     f.pendingBytes += framed.length;
-    if (f.pendingBytes > PENDING_COMPACT_BYTES && this.replicas.has(register)) f.pendingCompactDue = true;
+    // Not before half the file is decided either: undecided candidates past 1 MiB (a sequencer
+    // deciding nothing) had the whole list rewritten at every batch that proposed (76 octets
+    // rewritten per octet proposed at 600 x 2 KB, up to 64 MiB of them each time). Each rewrite
+    // now follows as many octets appended as it writes.
+    const r = this.replicas.get(register);
+    if (r && f.pendingBytes > Math.max(PENDING_COMPACT_BYTES, 2 * r.pendingListBytes)) f.pendingCompactDue = true;
     if (this.fsync === 'always') touched.add(f.pendingFd);
     else f.pendingDirty = true;
   }
