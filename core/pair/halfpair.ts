@@ -270,8 +270,16 @@ export class HalfPair {
   private lastHeard: number;
   private lastKeepalive = -Infinity;
   private nextPn = 0;
+  /** The largest packet number received since our last Ack went out: the one the next Ack names (§9.1). */
   private largestReceived = -1;
   private largestReceivedAt = 0;
+  /**
+   * An Ack named largestReceived: the next frame starts a new range whatever its number. Kept across
+   * Acks, a number from the peer's old session (a frame that reached us after our switch at a rekey,
+   * §12.6) stayed the largest until the new session's numbers passed it, and every Ack named a number
+   * the peer, restarted at 0, never sent: it took no RTT sample and its backoff never reset.
+   */
+  private ackNamed = false;
   private ackDueAt: number | undefined;
   /**
    * The ack timer fired: the Ack leaves alone on the next pollTransmit, with no deadline left
@@ -563,9 +571,10 @@ export class HalfPair {
     this.drainCross(now);
     // Enough fragments arrived since their last acknowledgement: it leaves with the next datagram.
     if (this.fragIn.urgent) this.ackOverdue = true;
-    if (pn > this.largestReceived) {
+    if (pn > this.largestReceived || this.ackNamed) {
       this.largestReceived = pn;
       this.largestReceivedAt = now;
+      this.ackNamed = false;
     }
     if (ackEliciting && this.ackDueAt === undefined && !this.ackOverdue) this.ackDueAt = now + this.timing.maxAckDelayMs;
     this.evaluate(now);
@@ -663,6 +672,7 @@ export class HalfPair {
     this.peerEntries = undefined; // what a quota changed by a reload compares with: the new session's manifest only
     this.manifestDue ??= { reply: false };
     this.largestReceived = -1;
+    this.ackNamed = false;
     this.largestAcked = -1;
     this.ackDueAt = undefined;
     this.ackOverdue = false;
@@ -1015,6 +1025,7 @@ export class HalfPair {
     // datagram, now: waiting another maxAckDelayMs would hold it past the deadline the peer's RTO allows for.
     for (let i = 0; i < n; i++) if (!regs[i].fillOwedStatus(b)) regs[i].markStatusDirty();
     this.fragIn.acksSent(fragAcks);
+    if (ackPending) this.ackNamed = true;
     this.ackDueAt = undefined;
     this.ackOverdue = false;
     const sealer = this.opts.sealer;
