@@ -8,6 +8,7 @@ import { MemDomainStore } from '../testing/sim/mem-store.js';
 import { DeltaOp } from '../wire/delta.js';
 import { decodeEnvelope, encodeEnvelope } from '../wire/qn.js';
 import { Trio } from './domain-trio.js';
+import { OUTCOME_WINDOW } from '../core/qn/state.js';
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 const set = (k: string): { register: string; delta: { op: DeltaOp.Set; key: Uint8Array; value: Uint8Array } }[] => [
@@ -60,18 +61,20 @@ describe('a wiped and re-added member numbers above its old seqs', () => {
       const waiting = back.propose(t.now, set('new'));
       expect('refused' in waiting && waiting.refused).toMatch(/not caught up/); // (seq 1 before the fix)
       slow = false;
-      // Proposed every 5 ms from then on: refused until its state holds seqs 1-5, then 6.
+      // Proposed every 5 ms from then on: refused until its state holds seqs 1-5, then above them and
+      // as many as its earlier life may have had undecided (qn-wiped-member-outcome).
+      const next = 5 + OUTCOME_WINDOW + 1;
       let r = back.propose(t.now, set('new'));
       for (let i = 0; 'refused' in r && i < 400; i++, r = back.propose(t.now, set('new'))) t.run(5);
       expect(back.state.maxSeqOf(victim)).toBe(5);
-      expect(r).toEqual({ seq: 6 });
-      expect(t.await(victim, 6, 2000)).toBe('committed');
+      expect(r).toEqual({ seq: next });
+      expect(t.await(victim, next, 2000)).toBe('committed');
       // Restarted from its own disk: still above them, and the outcome is still its own.
       t.stop(victim);
       const again = t.start(victim);
       t.run(500);
-      expect(again.outcomeOf(6)).toEqual({ verdict: 'committed' });
-      expect(again.propose(t.now, set('newer'))).toEqual({ seq: 7 });
-      expect(t.await(victim, 7, 2000)).toBe('committed');
+      expect(again.outcomeOf(next)).toEqual({ verdict: 'committed' });
+      expect(again.propose(t.now, set('newer'))).toEqual({ seq: next + 1 });
+      expect(t.await(victim, next + 1, 2000)).toBe('committed');
     });
 });

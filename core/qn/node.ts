@@ -950,6 +950,8 @@ export class DomainNode {
     if (upTo > 0 && r.applied >= upTo) {
       this.startedEmpty = false;
       this.raiseAboveOwnTail();
+      // Journaled: a restart (its store not empty now) numbers no lower than now.
+      this.write({ kind: 'next-seq', nextSeq: this.nextSeq });
     }
     return this.startedEmpty;
   }
@@ -961,16 +963,27 @@ export class DomainNode {
    * its seq was taken by the leader for a retry of it and reported committed, never applied. Of
    * the entries of other logs, only that leader's can still commit (it committed an entry of its
    * own term: every later leader's log holds its log up to there, and nothing of an older term
-   * after it); those it had not sent us yet are onCollapse's case. One walk, over the
-   * uncommitted tail (bounded, §15.4).
+   * after it); those it had not sent us yet are skipped below (or, with no trace of an earlier
+   * life, onCollapse's case). One walk, over the uncommitted tail (bounded, §15.4).
    */
   private raiseAboveOwnTail(): void {
     const r = this.raft;
+    let own = false;
     for (let i = r.applied + 1; i <= r.lastIndex; i++) {
       const e = r.entryAt(i);
       const h = e && e.cmd[0] === EntryKind.App ? candidateHead(e.cmd) : undefined;
+      if (h && h.origin === this.id) own = true;
       if (h && h.origin === this.id && h.seq >= this.nextSeq && h.seq <= MAX_INDEX) this.raiseNextSeq(h.seq + 1);
     }
+    // An earlier life's candidates past this log (appended at the leader, not sent to us yet) are
+    // unseen here: a seq numbered now could be one of theirs, then the write was never applied and
+    // its seq's outcome (doutcome, or a snapshot deciding it: resolveFromTable) was the old one's.
+    // That life had at most OUTCOME_WINDOW undecided (propose's bound), and every seq it numbered
+    // above its largest decided one is one of them (refusals number nothing): numbering above that
+    // many reuses none of its seqs. Only with a trace of an earlier life (the table or the tail):
+    // a brand-new member, which looks the same from inside, numbers from 1.
+    const decided = this.state.maxSeqOf(this.id);
+    if (decided > 0 || own) this.raiseNextSeq(Math.max(this.nextSeq, decided + OUTCOME_WINDOW + 1));
   }
 
   /**

@@ -16,7 +16,9 @@ export type DomainWrite =
   /** An own candidate proposed here: durable before the proposer hears its sequence number. */
   | { readonly kind: 'pending'; readonly seq: number; readonly cmd: Uint8Array }
   /** Its outcome was applied here (or it can no longer have one here): forget it. */
-  | { readonly kind: 'drop-pending'; readonly seq: number };
+  | { readonly kind: 'drop-pending'; readonly seq: number }
+  /** Caught up after starting empty: number no own candidate below this (above an earlier life's seqs, after a wipe). */
+  | { readonly kind: 'next-seq'; readonly nextSeq: number };
 
 /** What a member's store loads: Raft's state and the own candidates still undecided. */
 export interface StoredDomain extends RaftStored {
@@ -95,6 +97,9 @@ export class DomainImage {
       case 'drop-pending':
         this.cmdBytes -= this.pending.get(w.seq)?.length ?? 0;
         this.pending.delete(w.seq);
+        return;
+      case 'next-seq':
+        this.raiseNextSeq(w.nextSeq);
         return;
     }
   }

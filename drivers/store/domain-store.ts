@@ -75,14 +75,16 @@ function recordOf(w: DomainWrite): JournalRecord | undefined {
       return { type: Rec.Pending, seq: w.seq, cmd: w.cmd };
     case 'drop-pending':
       return { type: Rec.Drop, seq: w.seq };
+    case 'next-seq':
+      return { type: Rec.NextSeq, nextSeq: w.nextSeq };
     case 'snapshot':
     case 'snapshot-begin':
       return undefined;
   }
 }
 
-/** The write a journal record replays as (NextSeq has none: it only raises the image's next seq). */
-function writeOf(r: JournalRecord): DomainWrite | undefined {
+/** The write a journal record replays as. */
+function writeOf(r: JournalRecord): DomainWrite {
   switch (r.type) {
     case Rec.Hard:
       return { kind: 'hard', term: r.term, vote: r.vote };
@@ -99,7 +101,7 @@ function writeOf(r: JournalRecord): DomainWrite | undefined {
     case Rec.Commit:
       return { kind: 'commit', index: r.commit };
     case Rec.NextSeq:
-      return undefined;
+      return { kind: 'next-seq', nextSeq: r.nextSeq };
   }
 }
 
@@ -153,9 +155,7 @@ export class FileDomainStore implements DomainStore {
       for (const { offset, rec } of records) {
         try {
           const r = decodeJournalRecord(rec);
-          const w = writeOf(r);
-          if (w) this.image.apply(w);
-          else if (r.type === Rec.NextSeq) this.image.raiseNextSeq(r.nextSeq);
+          this.image.apply(writeOf(r));
         } catch (e) {
           throw new StoreError(`${this.journal} at byte ${offset}: ${(e as Error).message}`);
         }
