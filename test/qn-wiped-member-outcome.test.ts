@@ -145,7 +145,7 @@ describe("a wiped member's write and its earlier life's uncommitted candidate (c
     expect(has('new')).toBe(true);
   });
 
-  it("the file journal keeps a 'next-seq' across a reopen and a rewrite (a NextSeq record)", () => {
+  it("the file journal keeps 'behind' and 'next-seq' across a reopen and a rewrite (NextSeq records)", () => {
     const dir = mkdtempSync(join(tmpdir(), 'spook-qn-nextseq-'));
     const reopen = (writes: DomainWrite[]): StoredDomain => {
       const a = new FileDomainStore(dir, 'always');
@@ -157,8 +157,10 @@ describe("a wiped member's write and its earlier life's uncommitted candidate (c
       return s;
     };
     try {
-      expect(reopen([{ kind: 'next-seq', nextSeq: 4100 }])).toMatchObject({ nextSeq: 4100 });
-      expect(reopen([{ kind: 'compact', base: 0, baseTerm: 0, reset: true }])).toMatchObject({ nextSeq: 4100 });
+      expect(reopen([{ kind: 'behind' }, { kind: 'hard', term: 3, vote: 0 }])).toMatchObject({ behind: true, nextSeq: 1, term: 3 });
+      expect(reopen([{ kind: 'compact', base: 0, baseTerm: 0, reset: true }])).toMatchObject({ behind: true, nextSeq: 1 });
+      expect(reopen([{ kind: 'next-seq', nextSeq: 4100 }])).toMatchObject({ behind: false, nextSeq: 4100 });
+      expect(reopen([{ kind: 'compact', base: 0, baseTerm: 0, reset: true }])).toMatchObject({ behind: false, nextSeq: 4100 });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -342,7 +342,8 @@ export class DomainNode {
     this.caughtUp = o.members.includes(o.id);
     // Nothing stored (new, or its directory wiped or restored empty): not coherent until it has
     // applied as far as a leader's commit index (a wiped member served an empty state as current).
-    this.startedEmpty = p.term === 0 && p.base === 0 && p.entries.length === 0 && p.commit === 0;
+    const empty = p.term === 0 && p.base === 0 && p.entries.length === 0 && p.commit === 0;
+    this.startedEmpty = empty || p.behind === true;
     for (const x of p.pending) {
       this.pending.set(x.seq, { cmd: x.cmd, sentAt: -Infinity });
       this.fresh.push(x.seq);
@@ -389,6 +390,9 @@ export class DomainNode {
     );
     // Loading may already ask for a write (a log the snapshot covers is dropped).
     this.takeRaftWrites();
+    // What it hears while catching up is journaled (the store is not empty then): restarted before it
+    // has caught up, it must still number nothing (it numbered at once, under seqs the table held).
+    if (empty && !p.behind) this.write({ kind: 'behind' });
     if (this.raft.fault) this.fence(this.raft.fault);
     // A bootstrap member that restarts with its removal in its log is still one that was removed.
     this.wasMember = o.members.includes(o.id);
@@ -950,7 +954,7 @@ export class DomainNode {
     if (upTo > 0 && r.applied >= upTo) {
       this.startedEmpty = false;
       this.raiseAboveOwnTail();
-      // Journaled: a restart (its store not empty now) numbers no lower than now.
+      // Journaled: ends 'behind', and a restart numbers no lower than now.
       this.write({ kind: 'next-seq', nextSeq: this.nextSeq });
     }
     return this.startedEmpty;

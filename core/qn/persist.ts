@@ -17,6 +17,8 @@ export type DomainWrite =
   | { readonly kind: 'pending'; readonly seq: number; readonly cmd: Uint8Array }
   /** Its outcome was applied here (or it can no longer have one here): forget it. */
   | { readonly kind: 'drop-pending'; readonly seq: number }
+  /** Started with nothing stored: number nothing until caught up, across restarts (a 'next-seq' ends it). */
+  | { readonly kind: 'behind' }
   /** Caught up after starting empty: number no own candidate below this (above an earlier life's seqs, after a wipe). */
   | { readonly kind: 'next-seq'; readonly nextSeq: number };
 
@@ -25,6 +27,11 @@ export interface StoredDomain extends RaftStored {
   /** The next own candidate sequence number (never reused, even for a decided one). */
   readonly nextSeq: number;
   readonly pending: readonly { seq: number; cmd: Uint8Array }[];
+  /**
+   * Started with nothing stored and not caught up since, over any number of restarts (what it heard
+   * meanwhile is journaled, so the store is not empty any more): it numbers nothing until then.
+   */
+  readonly behind?: boolean;
 }
 
 /**
@@ -54,6 +61,8 @@ export class DomainImage {
   commit = 0;
   /** Octets of the entries' and pending candidates' commands the image holds (what a rewrite of the journal must carry). */
   cmdBytes = 0;
+  /** StoredDomain.behind: a 'behind' write not followed by a 'next-seq'. */
+  behind = false;
 
   /** Throws if `w` does not follow from the image (an append that leaves a gap): a corrupt journal, or a bug. */
   apply(w: DomainWrite): void {
@@ -100,6 +109,10 @@ export class DomainImage {
         return;
       case 'next-seq':
         this.raiseNextSeq(w.nextSeq);
+        this.behind = false;
+        return;
+      case 'behind':
+        this.behind = true;
         return;
     }
   }
@@ -124,6 +137,7 @@ export class DomainImage {
       commit: this.commit,
       nextSeq: this.nextSeq,
       pending: [...this.pending].map(([seq, cmd]) => ({ seq, cmd })),
+      behind: this.behind,
     };
   }
 }

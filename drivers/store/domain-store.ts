@@ -77,6 +77,9 @@ function recordOf(w: DomainWrite): JournalRecord | undefined {
       return { type: Rec.Drop, seq: w.seq };
     case 'next-seq':
       return { type: Rec.NextSeq, nextSeq: w.nextSeq };
+    // NextSeq 0 (no seq is 0): a journal older readers take, raising nothing.
+    case 'behind':
+      return { type: Rec.NextSeq, nextSeq: 0 };
     case 'snapshot':
     case 'snapshot-begin':
       return undefined;
@@ -101,7 +104,7 @@ function writeOf(r: JournalRecord): DomainWrite {
     case Rec.Commit:
       return { kind: 'commit', index: r.commit };
     case Rec.NextSeq:
-      return { kind: 'next-seq', nextSeq: r.nextSeq };
+      return r.nextSeq === 0 ? { kind: 'behind' } : { kind: 'next-seq', nextSeq: r.nextSeq };
   }
 }
 
@@ -360,7 +363,10 @@ export class FileDomainStore implements DomainStore {
       size += sz;
     }
     if (chunk.length > 0) parts.push(framed({ type: Rec.Append, entries: chunk }));
-    parts.push(framed({ type: Rec.NextSeq, nextSeq: im.nextSeq }), framed({ type: Rec.Commit, commit: im.commit }));
+    parts.push(framed({ type: Rec.NextSeq, nextSeq: im.nextSeq }));
+    // Still catching up since it started empty: so it stays after the rewrite (NextSeq 0, 'behind').
+    if (im.behind) parts.push(framed({ type: Rec.NextSeq, nextSeq: 0 }));
+    parts.push(framed({ type: Rec.Commit, commit: im.commit }));
     for (const [seq, cmd] of im.pending) parts.push(framed({ type: Rec.Pending, seq, cmd }));
     const data = Buffer.concat(parts);
     closeSync(this.fd);
