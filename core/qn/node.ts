@@ -393,6 +393,23 @@ export class DomainNode {
     // What it hears while catching up is journaled (the store is not empty then): restarted before it
     // has caught up, it must still number nothing (it numbered at once, under seqs the table held).
     if (empty && !p.behind) this.write({ kind: 'behind' });
+    // Pending from before a restart under a lowered maxValueBytes: no member takes it now (fwd drops it,
+    // Raft's checkCommand refuses it), so it was resent and answered pending for ever. Given up on as
+    // `unknown`: appended before the restart, it may still commit (doutcome then answers committed).
+    for (const [seq, x] of [...this.pending]) {
+      if (x.cmd.length <= this.maxCandidate) continue;
+      this.pending.delete(seq);
+      this.pendingBytes -= x.cmd.length;
+      this.fresh = this.fresh.filter((s) => s !== seq);
+      this.write({ kind: 'drop-pending', seq });
+      this.events.push({
+        type: 'outcome',
+        seq,
+        committed: false,
+        unknown: true,
+        reason: `larger (${x.cmd.length} bytes) than this domain's candidates may be now (${this.maxCandidate}: maxValueBytes was lowered); never sent again, so the outcome is unknown here`,
+      });
+    }
     if (this.raft.fault) this.fence(this.raft.fault);
     // A bootstrap member that restarts with its removal in its log is still one that was removed.
     this.wasMember = o.members.includes(o.id);
