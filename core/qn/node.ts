@@ -344,7 +344,8 @@ export class DomainNode {
     // applied as far as a leader's commit index (a wiped member served an empty state as current).
     const empty = p.term === 0 && p.base === 0 && p.entries.length === 0 && p.commit === 0;
     this.startedEmpty = empty || p.behind === true;
-    for (const x of p.pending) {
+    // In seq order, as proposed (onCollapse stops at the first pending seq above the window's floor).
+    for (const x of [...p.pending].sort((a, b) => a.seq - b.seq)) {
       this.pending.set(x.seq, { cmd: x.cmd, sentAt: -Infinity });
       this.fresh.push(x.seq);
       this.pendingBytes += x.cmd.length;
@@ -892,6 +893,7 @@ export class DomainNode {
     if (c.origin !== sender) return this.drop('candidate-origin-mismatch');
     if (this.raft.role !== Role.Leader) return this.drop('fwd-not-leader'); // the origin retries
     if (this.state.outcomeOf(c.origin, c.seq) !== undefined) return; // decided: the origin learns it from the log
+    if (c.seq < this.state.windowFloor(c.origin)) return; // older than its origin's window: applies nothing (DomainState.apply)
     this.append(now, `${c.origin}:${c.seq}`, cmd);
   }
 
@@ -900,6 +902,7 @@ export class DomainNode {
     if (c.candidate.origin !== this.id) return;
     // Our own seq from before a wipe (replayed from the log): never numbered again.
     if (c.candidate.seq >= this.nextSeq) this.raiseNextSeq(c.candidate.seq + 1);
+    if (c.forgotten) return this.resolveForgotten(c.candidate.seq);
     // Not ours as pending here: an earlier incarnation's (before a wipe), appended but not in our log
     // when we caught up (raiseAboveOwnTail), its seq numbered again since (a restart in between
     // included). The candidate pending under it never applies now (the table holds the seq): its end
@@ -907,6 +910,13 @@ export class DomainNode {
     const p = this.pending.get(c.candidate.seq);
     if (p && Buffer.compare(c.cmd, p.cmd) !== 0) return this.resolveReused(c.candidate.seq, c.index);
     this.resolve(c.candidate.seq, c.outcome, c.index, c.failedOp);
+    // Our window moved: a candidate still pending below it is never applied now (leaders skip it).
+    // Pending seqs are in the order they were numbered: only those below the floor are visited.
+    const floor = this.state.windowFloor(this.id);
+    for (const seq of this.pending.keys()) {
+      if (seq >= floor) break;
+      this.resolveForgotten(seq);
+    }
   }
 
   /** Pending `seq` lost its number to an earlier incarnation's candidate (onCollapse): not applied, and never will be. */
@@ -922,6 +932,25 @@ export class DomainNode {
       committed: false,
       index,
       reason: 'not applied: this seq was taken by a candidate this member proposed before its store was wiped (propose it again)',
+    });
+  }
+
+  /**
+   * Pending `seq` is below our window's floor (DomainState.windowFloor): never applied from now on,
+   * and perhaps applied before (its outcome forgotten, a snapshot installed meanwhile): unknown.
+   */
+  private resolveForgotten(seq: number): void {
+    const p = this.pending.get(seq);
+    if (!p) return;
+    this.pending.delete(seq);
+    this.pendingBytes -= p.cmd.length;
+    this.write({ kind: 'drop-pending', seq });
+    this.events.push({
+      type: 'outcome',
+      seq,
+      committed: false,
+      unknown: true,
+      reason: `older than the ${OUTCOME_WINDOW} outcomes kept for this member: not applied now, and whether it was before is unknown`,
     });
   }
 
@@ -1063,9 +1092,11 @@ export class DomainNode {
   private resolveFromTable(): void {
     const max = this.state.maxSeqOf(this.id);
     if (max >= this.nextSeq) this.raiseNextSeq(max + 1);
+    const floor = this.state.windowFloor(this.id);
     for (const seq of [...this.pending.keys()]) {
       const o = this.state.outcomeOf(this.id, seq);
       if (o !== undefined) this.resolve(seq, o);
+      else if (seq < floor) this.resolveForgotten(seq);
     }
   }
 

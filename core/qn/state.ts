@@ -122,6 +122,11 @@ export interface Collapsed {
   outcome: CollapseReject | 0;
   /** A retry of a candidate already decided: nothing applied, `outcome` is the first decision. */
   duplicate: boolean;
+  /**
+   * Older than every outcome its origin's full window keeps (below windowFloor): nothing applied
+   * or recorded, and whether it was ever decided is unknown (`outcome` is 0 and means nothing).
+   */
+  forgotten?: boolean;
   /** Rejected (not a duplicate): the index of the op that failed its check. */
   failedOp?: number;
 }
@@ -243,6 +248,17 @@ export class DomainState implements StateMachine {
     return this.outcomes.get(origin)?.get(seq);
   }
 
+  /**
+   * The least seq of `origin` whose outcome the table keeps once its window is full (0 before):
+   * an origin numbers its candidates in order, so one below it is either decided and forgotten
+   * or never will be applied (its origin told `unknown`). Applied again, a replay of an old
+   * candidate (a relay may replay what it carried, §15.5) undid its origin's later writes.
+   */
+  windowFloor(origin: number): number {
+    const seen = this.outcomes.get(origin);
+    return seen && seen.size >= OUTCOME_WINDOW ? (this.seqsOf(seen).peek() ?? 0) : 0;
+  }
+
   /** The largest seq of `origin` in the table (0 if none): its next candidate must be above it. */
   maxSeqOf(origin: number): number {
     let max = 0;
@@ -260,6 +276,10 @@ export class DomainState implements StateMachine {
     const prior = this.outcomeOf(c.origin, c.seq);
     if (prior !== undefined) {
       this.onCollapse?.({ index: e.index, candidate: c, cmd: e.cmd, outcome: prior, duplicate: true });
+      return;
+    }
+    if (c.seq < this.windowFloor(c.origin)) {
+      this.onCollapse?.({ index: e.index, candidate: c, cmd: e.cmd, outcome: 0, duplicate: true, forgotten: true });
       return;
     }
     const outcome = this.check(c.ops);
