@@ -85,6 +85,8 @@ export interface FragmentSenderStats {
   fragmentsSent: number;
   fragmentsResent: number;
   messagesFragmented: number;
+  /** Times the receiver was found to have forgotten a message under way (its acknowledged pieces sent again). */
+  messagesForgotten: number;
 }
 
 /** The sending half: cuts own large messages into fragments and resends what is lost. */
@@ -108,7 +110,7 @@ export class FragmentSender {
    * Propose) is itself large and takes about as long to arrive as the message took to send.
    */
   private readonly delivered = new Map<string, number>();
-  readonly stats: FragmentSenderStats = { fragmentsSent: 0, fragmentsResent: 0, messagesFragmented: 0 };
+  readonly stats: FragmentSenderStats = { fragmentsSent: 0, fragmentsResent: 0, messagesFragmented: 0, messagesForgotten: 0 };
   /**
    * When a fragment was last newly acknowledged, or a message queued while none was: a sender
    * with messages and no progress for long is stuck (the peer forgot them).
@@ -259,6 +261,12 @@ export class FragmentSender {
     this.rttSample = undefined;
     const m = this.out.find((o) => o.id === a.msgId);
     if (!m) return;
+    // Piece 0 acknowledged before and not held now: the receiver forgot the message (a session
+    // switch of its own after ours, crossed handshakes §12.6, reset its reassembly; or it evicted
+    // it). Before, the pieces it had acknowledged were never sent again, the rest were, and the
+    // message counted as delivered whole though it never completed: it waited for its register's
+    // retransmission. The acknowledged pieces it does not list are sent again, under the same id.
+    if (m.state[0] === 2 && !covers(a.ranges, 0)) this.forgotten(m, a.ranges);
     // Only a fragment sent and not acknowledged yet can be acknowledged now: the ones in flight
     // and the ones declared lost but not sent again. Those are read (at most the window and
     // LOST_MEMORY), never the ranges' span, which a peer that withholds one piece makes the whole message.
@@ -295,6 +303,28 @@ export class FragmentSender {
       }
     }
     this.detectLost(now, Infinity, lossDelay);
+  }
+
+  /**
+   * The receiver forgot message `m` (`ranges`: what it holds now): its acknowledged pieces outside
+   * them are unsent again. Only the gaps between the ranges are read, and the part above them only
+   * when the ranges are all it holds (fewer than MAX_FRAGMENT_ACK_RANGES); piece 0 is among them,
+   * so the next time needs it sent and acknowledged again.
+   */
+  private forgotten(m: OutMessage, ranges: readonly IndexRange[]): void {
+    const end = ranges.length >= MAX_FRAGMENT_ACK_RANGES ? ranges[ranges.length - 1].to + 1 : m.count;
+    let from = 0;
+    for (let k = 0; k <= ranges.length && from < end; k++) {
+      const to = Math.min(k < ranges.length ? ranges[k].from : end, end);
+      for (let i = from; i < to; i++) {
+        if (m.state[i] !== 2) continue;
+        m.state[i] = 0;
+        m.acked--;
+        if (i < m.next) m.next = i;
+      }
+      if (k < ranges.length) from = Math.max(from, ranges[k].to + 1);
+    }
+    this.stats.messagesForgotten++;
   }
 
   /**
