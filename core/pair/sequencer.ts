@@ -37,6 +37,12 @@ import { copyEntryDelta, SEND_WINDOW, SEQ_LEASE, SEQUENCER_TIMERS, type RoleMach
 import type { OwnCandidate, RegisterMessage } from './types.js';
 import type { LogRecord, LogView } from './log.js';
 
+/** Octets an early peer candidate costs beside its delta (map entry, object, seq). */
+const EARLY_OVERHEAD = 64;
+/** Octets of early peer candidates one register holds, as the follower's reorder buffer: 1 MiB or 4 values. */
+const earlyByteLimit = (maxValueBytes: number): number => Math.max(1 << 20, 4 * maxValueBytes);
+const earlyCost = (c: PairCandidate): number => encodedEntryDeltaLen(c.delta) + EARLY_OVERHEAD;
+
 /** Attempts, an RTO apart, at sending a large record without the follower's own delta before sending it whole (§3.6.4). */
 const ELIDED_TRIES = 3;
 /** Room kept beside a collapse record in one payload: an Ack and a Status. */
@@ -174,6 +180,15 @@ export class Sequencer implements RoleMachine, ResponderHost {
    */
   private readonly secured = new Set<number>();
   private peerPendingHigh = 0;
+  /**
+   * Peer candidates that arrived past a gap in the peer's sequence (a reordered Propose), by
+   * seq, until the gap fills (§7.2, rev 1.37). Dropped, each cost the follower a retransmission
+   * timeout, and a burst shuffled by the network drained one in-order run per RTO. At most
+   * maxPending of them (an honest follower has no more undecided) and earlyByteLimit octets.
+   */
+  private readonly early: PairCandidate[] = [];
+  /** Octets `early` holds (deltas as encoded, plus EARLY_OVERHEAD each). */
+  private earlyBytes = 0;
   /**
    * Rejections of peer candidates the peer has not yet acknowledged (§8.5), seq → reason, in
    * seq order (bounded by the receive window, §7.2). Durable: a restart rebuilds it from the
@@ -608,6 +623,7 @@ export class Sequencer implements RoleMachine, ResponderHost {
       );
       return;
     }
+    this.takeEarly(); // held ones a full receive window left behind
     for (let i = 0; i < m.candidates.length; i++) {
       const c = m.candidates[i];
       if (c.origin !== peerId) {
@@ -616,20 +632,95 @@ export class Sequencer implements RoleMachine, ResponderHost {
       }
       // Each origin's candidates are taken in sequence order; below the proposer's base nothing more will come.
       const expected = Math.max(s.origins.get(c.origin) ?? 0, this.peerPendingHigh, m.base - 1) + 1;
-      if (c.seq !== expected) continue; // duplicate, or a gap the peer will retransmit into
-      // The receive window (§7.2): an honest follower holds at most maxPending candidates, so
-      // it never fills the queue nor leaves 2·maxPending rejections unacknowledged. Past
-      // that nothing is kept: counted, and the peer retransmits once there is room. (So the
-      // rejections held stay under 4·maxPending: 2·maxPending held, plus a full queue rejected.)
-      const left = m.candidates.length - i;
-      if (this.pending.length >= 2 * s.cfg.maxPending || this.peerRejections.size >= 2 * s.cfg.maxPending) {
+      if (c.seq < expected) continue; // a duplicate
+      if (c.seq > expected) {
+        this.holdEarly(c, expected); // past a gap: kept (within bounds) until the gap fills
+        continue;
+      }
+      if (!this.windowOpen()) {
+        const left = m.candidates.length - i;
         s.pair.drop(now, 'beyond-window', `register ${s.name}: ${left} candidate(s) past the receive window`, left);
         break;
       }
-      this.pending.push({ origin: c.origin, seq: c.seq, delta: copyEntryDelta(c.delta), stamp: s.pair.stamp() });
-      this.peerPendingHigh = c.seq;
+      this.take(c);
+      this.takeEarly();
     }
     if (refused > 0) s.pair.drop(now, 'wrong-origin', `${refused} candidate(s) not from the peer's own origin`, refused);
+  }
+
+  /** Whether the receive window (§7.2) takes another peer candidate. */
+  private windowOpen(): boolean {
+    // An honest follower holds at most maxPending candidates, so it never fills the queue nor
+    // leaves 2·maxPending rejections unacknowledged. Past that nothing is kept: counted, and the
+    // peer retransmits once there is room. (So the rejections held stay under 4·maxPending:
+    // 2·maxPending held, plus a full queue rejected.)
+    const max = 2 * this.s.cfg.maxPending;
+    return this.pending.length < max && this.peerRejections.size < max;
+  }
+
+  /** Queue the peer's next candidate in sequence (`copy`: its delta still points into the datagram). */
+  private take(c: PairCandidate, copy = true): void {
+    const delta = copy ? copyEntryDelta(c.delta) : c.delta;
+    this.pending.push({ origin: c.origin, seq: c.seq, delta, stamp: this.s.pair.stamp() });
+    if (c.seq > this.peerPendingHigh + 1) this.dropEarlyUpTo(c.seq); // a skip below a base passed them
+    this.peerPendingHigh = c.seq;
+  }
+
+  /** The index of the first held early candidate numbered `seq` or above (binary search: `early` is in seq order). */
+  private earlyIndex(seq: number): number {
+    let lo = 0;
+    let hi = this.early.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.early[mid].seq < seq) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /**
+   * Keep a peer candidate that arrived past a gap. Within maxPending of the next expected seq
+   * (an honest follower's undecided candidates), at most maxPending of them and earlyByteLimit
+   * octets: past that, held ones above it make room (the lower ones fill the gap sooner), or it
+   * is ignored as before (the follower resends it on its timer). O(log n) and a short memmove.
+   */
+  private holdEarly(c: PairCandidate, expected: number): void {
+    const s = this.s;
+    const max = s.cfg.maxPending;
+    if (c.seq - expected >= max) return;
+    const i = this.earlyIndex(c.seq);
+    if (this.early[i]?.seq === c.seq) return; // held already (a duplicate)
+    const cost = earlyCost(c);
+    const limit = earlyByteLimit((s.cfg.holdQuota ?? s.cfg.quota).maxValueBytes);
+    while (this.early.length >= max || this.earlyBytes + cost > limit) {
+      if (this.early.length <= i) return; // nothing above it to make room
+      this.earlyBytes -= earlyCost(this.early.pop()!);
+    }
+    this.early.splice(i, 0, { origin: c.origin, seq: c.seq, delta: copyEntryDelta(c.delta) });
+    this.earlyBytes += cost;
+  }
+
+  /** Queue the held candidates that now follow in sequence (the gap before them filled), while the window is open. */
+  private takeEarly(): void {
+    this.dropEarlyUpTo(Math.max(this.s.origins.get(this.s.pair.peerId) ?? 0, this.peerPendingHigh));
+    let n = 0;
+    for (; n < this.early.length && this.early[n].seq === this.peerPendingHigh + 1 && this.windowOpen(); n++) {
+      this.earlyBytes -= earlyCost(this.early[n]);
+      this.take(this.early[n], false);
+    }
+    if (n > 0) this.early.splice(0, n);
+  }
+
+  /** Forget held candidates numbered `seq` or below (taken, decided, or skipped below a later base). */
+  private dropEarlyUpTo(seq: number): void {
+    let n = 0;
+    while (n < this.early.length && this.early[n].seq <= seq) this.earlyBytes -= earlyCost(this.early[n++]);
+    if (n > 0) this.early.splice(0, n);
+  }
+
+  /** Peer candidates held past a gap (count and octets): bounded by maxPending and earlyByteLimit. */
+  get earlyHeld(): { count: number; bytes: number } {
+    return { count: this.early.length, bytes: this.earlyBytes };
   }
 
   // ---------------------------------------------------------------- re-entanglement

@@ -11,6 +11,8 @@ export interface LinkFaults {
   reorder: number;
   minDelayMs: number;
   maxDelayMs: number;
+  /** Deliver each directed link's datagrams in the order sent (delays drawn as ever; none overtakes another). */
+  fifo?: boolean;
 }
 
 interface Scheduled {
@@ -85,6 +87,8 @@ export interface NetStats {
 export class SimNetwork {
   readonly stats: NetStats = { sent: 0, bytesSent: 0, lost: 0, cut: 0, duplicated: 0, reordered: 0, delivered: 0 };
   private readonly down = new Set<string>();
+  /** With `fifo`: the latest delivery time scheduled on each directed link. */
+  private readonly lastAt = new Map<string, number>();
 
   constructor(
     private readonly queue: EventQueue,
@@ -125,7 +129,12 @@ export class SimNetwork {
         this.stats.reordered++;
         delay += this.rng.int(1, 3 * f.maxDelayMs);
       }
-      const at = now + delay;
+      let at = now + delay;
+      if (f.fifo) {
+        const k = SimNetwork.key(from, to);
+        at = Math.max(at, this.lastAt.get(k) ?? 0);
+        this.lastAt.set(k, at);
+      }
       this.queue.schedule(at, () => {
         // A link cut while the datagram is in flight loses it too.
         if (!this.isUp(from, to)) {
