@@ -75,6 +75,12 @@ const SNAP_CHUNK_BYTES = 16 * 1024;
 const MESSAGE_ROOM = 1024;
 /** Ids other than links and bootstrap members remembered as having been members (everMember): four full configurations. */
 const EVER_MEMBER_OTHERS = 4 * MAX_MEMBERS;
+/**
+ * A member caught up after a wipe numbers above its largest decided seq plus 1 to this many
+ * OUTCOME_WINDOWs, drawn at random (raiseAboveOwnTail): 2^24 windows of 2^12 is 2^36 seqs at
+ * most a wipe, so MAX_INDEX (2^48) lasts at least 4,096 wipes.
+ */
+const WIPE_JUMP_WINDOWS = 2 ** 24;
 
 /**
  * Why a QN message was dropped (docs/PROTOCOL.md §15.3): a closed set, counted per member in
@@ -1032,8 +1038,16 @@ export class DomainNode {
     // above its largest decided one is one of them (refusals number nothing): numbering above that
     // many reuses none of its seqs. Only with a trace of an earlier life (the table or the tail):
     // a brand-new member, which looks the same from inside, numbers from 1.
+    // That life may itself have jumped so after a wipe (its seqs then start past its largest decided
+    // one + OUTCOME_WINDOW, not right above it) and been wiped before any was decided: every later
+    // life sees the same table, so a jump of a fixed size numbered that life's seqs again. A jump of
+    // a random number of windows more makes each life's window its own (two lives share one with a
+    // chance of 1 in WIPE_JUMP_WINDOWS), while 2^48 seqs still last thousands of wipes.
     const decided = this.state.maxSeqOf(this.id);
-    if (decided > 0 || own) this.raiseNextSeq(Math.max(this.nextSeq, decided + OUTCOME_WINDOW + 1));
+    if (decided > 0 || own) {
+      const windows = 1 + this.o.random(0, WIPE_JUMP_WINDOWS - 1);
+      this.raiseNextSeq(Math.max(this.nextSeq, decided + windows * OUTCOME_WINDOW + 1));
+    }
   }
 
   /**
