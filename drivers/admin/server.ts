@@ -92,9 +92,21 @@ interface Connection {
   refuse: (code: AdminErrorCode, message: string) => void;
   /** Its socket's unread backlog when last looked at (counted in AdminServer.unreadTotal). */
   unread: number;
-  /** Since when its backlog passed the socket's high-water mark without draining, or last shrank (undefined: not behind). */
+  /** Since when its backlog passed the socket's high-water mark without draining (undefined: not behind). */
   behindSince: number | undefined;
+  /** Octets of answers written to its socket in all. */
+  written: number;
+  /**
+   * When its answers were written, oldest first: `written` at the end of each, and the instant (coalesced per
+   * UNREAD_MARK_MS, at most UNREAD_MARKS, the oldest kept): the age of its oldest octet not read yet.
+   */
+  marks: { end: number; at: number }[];
 }
+
+/** Answers written within this many ms share one mark of their age (Connection.marks). */
+const UNREAD_MARK_MS = 10;
+/** Marks kept per connection: past this many, the two oldest merge (under the older instant: it only looks older). */
+const UNREAD_MARKS = 64;
 
 /**
  * The longest error message sent (characters): what a client sent is quoted shortened (echo), and
@@ -241,6 +253,8 @@ export class AdminServer {
       lineStartedAt: 0,
       unread: 0,
       behindSince: undefined,
+      written: 0,
+      marks: [],
       refuse: (code, message) => {
         release();
         this.refuseWith(sock, code, message);
@@ -349,32 +363,49 @@ export class AdminServer {
     const conn = this.clients.get(sock);
     // What it read since the last look is seen before this answer adds to its backlog (noteUnread).
     if (conn) this.noteUnread(conn, sock);
-    const below = sock.write(`${JSON.stringify(msg)}\n`);
+    const text = `${JSON.stringify(msg)}\n`;
+    const below = sock.write(text);
     if (!conn) return;
-    if (!below) conn.behindSince ??= performance.now();
+    const at = performance.now();
+    conn.written += Buffer.byteLength(text);
+    const last = conn.marks[conn.marks.length - 1];
+    if (last && at - last.at < UNREAD_MARK_MS) last.end = conn.written;
+    else conn.marks.push({ end: conn.written, at });
+    if (conn.marks.length > UNREAD_MARKS) conn.marks.splice(0, 2, { end: conn.marks[1].end, at: conn.marks[0].at });
+    if (!below) conn.behindSince ??= at;
     this.noteUnread(conn, sock);
     if (this.unreadTotal > Math.min(this.unreadCheckAt, this.limits.maxUnreadTotal + (this.limits.maxUnreadTotal >>> 3))) this.shedUnread();
   }
 
-  /**
-   * Count the backlog of `sock` as it is now. Smaller than at the last look, the client read meanwhile: it is behind (if it
-   * still is) only from now. 'drain' comes only once the backlog is empty, which a client that reads steadily behind a
-   * stream or pipelined requests may never reach: it kept the instant of its first large answer, and was shed before
-   * a client that stopped reading later.
-   */
+  /** Count the backlog of `sock` as it is now; the marks of the answers read whole since go. */
   private noteUnread(conn: Connection, sock: Socket): void {
     const now = sock.destroyed ? 0 : sock.writableLength;
-    if (now < conn.unread && conn.behindSince !== undefined) conn.behindSince = performance.now();
     this.unreadTotal += now - conn.unread;
     conn.unread = now;
+    const read = conn.written - now;
+    let gone = 0;
+    while (gone < conn.marks.length && conn.marks[gone].end <= read) gone++;
+    if (gone > 0) conn.marks.splice(0, gone);
+  }
+
+  /**
+   * How long `conn` has been behind: since its oldest octet not read yet was written. 'drain' comes only once
+   * the backlog is empty, which a client that reads steadily behind a stream or pipelined requests may never
+   * reach: kept from its first large answer, it was shed before a client that stopped reading later. Restarted
+   * whenever its backlog shrank instead, a client reading a trickle and topping it up held megabytes for ever,
+   * and any client whose answers were a moment old went before it.
+   */
+  private behindAt(conn: Connection): number {
+    if (conn.behindSince === undefined) return Infinity;
+    return conn.marks.length > 0 ? conn.marks[0].at : conn.behindSince;
   }
 
   /**
    * Answers not read may pass maxUnreadTotal in all: the backlogs are counted afresh, and while over,
    * the connection behind for longest is dropped (the largest, between those behind since the same
-   * instant). A client that reads drains within moments of each large answer, or at least its backlog shrinks
-   * (noteUnread); one that stopped reading only grows old, so age, not size, finds it (a scan page is ~10 MiB
-   * to an honest client too).
+   * instant). A client that reads drains within moments of each large answer, or at least reads its oldest
+   * octets soon after they were written (behindAt); one that stopped reading, or reads a trickle, only grows
+   * old, so age, not size, finds it (a scan page is ~10 MiB to an honest client too).
    */
   private shedUnread(): void {
     for (const [s, c] of this.clients) this.noteUnread(c, s);
@@ -383,8 +414,8 @@ export class AdminServer {
       for (const e of this.clients) {
         const c = e[1];
         if (c.unread === 0) continue;
-        const at = c.behindSince ?? Infinity;
-        const hogAt = hog?.[1].behindSince ?? Infinity;
+        const at = this.behindAt(c);
+        const hogAt = hog ? this.behindAt(hog[1]) : Infinity;
         if (hog === undefined || at < hogAt || (at === hogAt && c.unread > hog[1].unread)) hog = e;
       }
       if (!hog) {
