@@ -2,7 +2,10 @@
  * Past maxUnreadTotal in all, spookd drops the admin connection behind for longest (server.ts
  * shedUnread). A client that reads steadily, its backlog never quite empty (a stream, pipelined
  * requests), is not behind since its first large answer: what it read since counts. A client that
- * stopped reading later, holding more and growing, goes first; the reader is still served.
+ * stopped reading later, holding more and growing, goes first; the reader is still served. And a
+ * client that reads a trickle and tops its backlog up, holding megabytes for seconds, is as old as
+ * its oldest byte not read (a backlog that shrank restarting its age let it hold them for ever,
+ * while any client whose answer was a moment old was shed first).
  *
  * One spookd in this process whose peer never runs; free ports the kernel gives.
  */
@@ -91,6 +94,56 @@ describe('which admin client is shed past maxUnreadTotal', { timeout: 30_000 }, 
     expect(shed).toEqual({ reader: false, staller: true });
     reader.sock.destroy();
     staller.sock.destroy();
+    await until(() => serverSockets().length === 0);
+  });
+
+  it('the one holding megabytes for seconds behind a trickle of reads, not one whose answer is a moment old', async () => {
+    const probe = await RawAdmin.open(socket);
+    const answer = (await probe.ask('x', {})).rawLength + 1; // an unknown command: answered with the list of commands
+    probe.close();
+    const MiB = 1 << 20;
+    const line = (bytes: number): string => `${JSON.stringify({ id: 1, cmd: 'x' })}\n`.repeat(Math.ceil(bytes / answer));
+
+    // The trickler: 2 MiB of answers, then one chunk read every 100 ms and topped up to 2 MiB again.
+    const trickler = await open();
+    trickler.sock.pause();
+    let readBytes = 0;
+    trickler.sock.on('data', (c: Buffer) => {
+      readBytes += c.length;
+      trickler.sock.pause();
+    });
+    trickler.sock.write(line(2 * MiB));
+    await until(() => trickler.server.writableLength > 1.5 * MiB);
+    let reading = true;
+    const loop = (async () => {
+      while (reading && !trickler.closed()) {
+        trickler.sock.resume(); // one chunk, then paused again
+        await sleep(100);
+        if (trickler.server.writableLength < 2 * MiB) trickler.sock.write(line(0.125 * MiB));
+      }
+    })();
+    await sleep(1500);
+    expect(readBytes).toBeGreaterThan(0); // it reads, a little
+    expect(trickler.server.writableLength).toBeGreaterThan(1.5 * MiB); // and holds megabytes throughout
+
+    // Another client asks 2 MiB in steps (pipelined requests, a stream's events) and reads them half a second
+    // later (busy meanwhile): in all over the limit, one must go.
+    d.admin!.limits.maxUnreadTotal = 2.5 * MiB;
+    const other = await open();
+    other.sock.pause();
+    for (let i = 0; i < 8 && !other.closed() && !trickler.closed(); i++) {
+      other.sock.write(line(0.25 * MiB));
+      await sleep(50);
+    }
+    await sleep(100);
+    const shed = { trickler: trickler.closed() || trickler.server.destroyed, other: other.closed() || other.server.destroyed };
+    reading = false;
+    await loop;
+    console.log(`shed ${JSON.stringify(shed)}; the trickler read ${readBytes} octets in 2 s`);
+    expect(shed).toEqual({ trickler: true, other: false });
+    trickler.sock.destroy();
+    other.sock.resume(); // it reads now
+    other.sock.destroy();
     await until(() => serverSockets().length === 0);
   });
 });
