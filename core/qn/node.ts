@@ -403,20 +403,12 @@ export class DomainNode {
     // Pending from before a restart under a lowered maxValueBytes: no member takes it now (fwd drops it,
     // Raft's checkCommand refuses it), so it was resent and answered pending for ever. Given up on as
     // `unknown`: appended before the restart, it may still commit (doutcome then answers committed).
-    for (const [seq, x] of [...this.pending]) {
-      if (x.cmd.length <= this.maxCandidate) continue;
-      this.pending.delete(seq);
-      this.pendingBytes -= x.cmd.length;
-      this.fresh = this.fresh.filter((s) => s !== seq);
-      this.write({ kind: 'drop-pending', seq });
-      this.events.push({
-        type: 'outcome',
-        seq,
-        committed: false,
-        unknown: true,
-        reason: `larger (${x.cmd.length} bytes) than this domain's candidates may be now (${this.maxCandidate}: maxValueBytes was lowered); never sent again, so the outcome is unknown here`,
-      });
-    }
+    for (const [seq, x] of [...this.pending])
+      if (x.cmd.length > this.maxCandidate)
+        this.giveUp(
+          seq,
+          `larger (${x.cmd.length} bytes) than this domain's candidates may be now (${this.maxCandidate}: maxValueBytes was lowered); never sent again, so the outcome is unknown here`,
+        );
     if (this.raft.fault) this.fence(this.raft.fault);
     // A bootstrap member that restarts with its removal in its log is still one that was removed.
     this.wasMember = o.members.includes(o.id);
@@ -946,18 +938,20 @@ export class DomainNode {
    * and perhaps applied before (its outcome forgotten, a snapshot installed meanwhile): unknown.
    */
   private resolveForgotten(seq: number): void {
+    this.giveUp(
+      seq,
+      `older than the ${OUTCOME_WINDOW} outcomes kept for this member: not applied now, and whether it was before is unknown`,
+    );
+  }
+
+  /** Pending `seq` is never sent again and its outcome is unknown here (`reason` says why): forgotten, journaled, told. */
+  private giveUp(seq: number, reason: string): void {
     const p = this.pending.get(seq);
     if (!p) return;
     this.pending.delete(seq);
     this.pendingBytes -= p.cmd.length;
-    this.write({ kind: 'drop-pending', seq });
-    this.events.push({
-      type: 'outcome',
-      seq,
-      committed: false,
-      unknown: true,
-      reason: `older than the ${OUTCOME_WINDOW} outcomes kept for this member: not applied now, and whether it was before is unknown`,
-    });
+    this.write({ kind: 'drop-pending', seq }); // a seq left in `fresh` is skipped: sendPending sends only what is pending
+    this.events.push({ type: 'outcome', seq, committed: false, unknown: true, reason });
   }
 
   private resolve(seq: number, outcome: number, index?: number, failedOp?: number): void {
